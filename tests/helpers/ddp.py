@@ -1,0 +1,114 @@
+"""Real ``torch.distributed`` for tests: a pool of spawned gloo ranks, started once per session.
+
+Jobs are module-level functions ``fn(rank, world_size, *args)``; every rank runs the same job
+(so collectives line up) and the pool returns each rank's result. Nothing is mocked: metrics
+sync through TorchMetrics' own ``gather_all_tensors`` over the gloo process group. A pool that
+cannot start raises, so a DDP test fails instead of silently running in one process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import queue
+import socket
+import traceback
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+WORLD_SIZE = 2
+_START_TIMEOUT = 180.0
+_JOB_TIMEOUT = 300.0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _worker(rank: int, world_size: int, port: int, jobs: Any, results: Any) -> None:
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        dist.init_process_group(
+            "gloo",
+            init_method=f"tcp://127.0.0.1:{port}",
+            rank=rank,
+            world_size=world_size,
+            timeout=timedelta(seconds=120),
+        )
+        results.put((rank, True, "ready"))
+    except BaseException:  # noqa: BLE001 - reported to the parent, which fails the test
+        results.put((rank, False, traceback.format_exc()))
+        return
+    while True:
+        job = jobs.get()
+        if job is None:
+            break
+        module, name, args = job
+        try:
+            fn = getattr(importlib.import_module(module), name)
+            results.put((rank, True, fn(rank, world_size, *args)))
+        except BaseException:  # noqa: BLE001
+            results.put((rank, False, traceback.format_exc()))
+    dist.destroy_process_group()
+
+
+class DDPPool:
+    """``WORLD_SIZE`` spawned processes joined in one gloo process group."""
+
+    def __init__(self, world_size: int = WORLD_SIZE) -> None:
+        ctx = mp.get_context("spawn")
+        self.world_size = world_size
+        self._jobs = [ctx.Queue() for _ in range(world_size)]
+        self._results = ctx.Queue()
+        port = _free_port()
+        self._procs = [
+            ctx.Process(target=_worker, args=(rank, world_size, port, self._jobs[rank], self._results), daemon=True)
+            for rank in range(world_size)
+        ]
+        for proc in self._procs:
+            proc.start()
+        self.broken = False
+        self._collect(_START_TIMEOUT, "start the gloo process group")
+
+    def _collect(self, timeout: float, what: str) -> list[Any]:
+        out: dict[int, Any] = {}
+        errors = []
+        for _ in range(self.world_size):
+            try:
+                rank, ok, payload = self._results.get(timeout=timeout)
+            except queue.Empty:
+                self.broken = True
+                raise RuntimeError(f"DDP pool: timed out after {timeout:.0f}s waiting to {what}") from None
+            if ok:
+                out[rank] = payload
+            else:
+                errors.append(f"rank {rank}:\n{payload}")
+        if errors:
+            if len(out) + len(errors) < self.world_size:
+                self.broken = True
+            raise RuntimeError(f"DDP pool: failed to {what}:\n" + "\n".join(errors))
+        return [out[rank] for rank in range(self.world_size)]
+
+    def run(self, fn: Callable[..., Any], *args: Any, timeout: float = _JOB_TIMEOUT) -> list[Any]:
+        """Run ``fn(rank, world_size, *args)`` on every rank; return the results ordered by rank."""
+        if self.broken:
+            raise RuntimeError("DDP pool is broken by an earlier failure")
+        for jobs in self._jobs:
+            jobs.put((fn.__module__, fn.__qualname__, args))
+        return self._collect(timeout, f"run {fn.__module__}.{fn.__qualname__}")
+
+    def close(self) -> None:
+        for jobs in self._jobs:
+            jobs.put(None)
+        for proc in self._procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()

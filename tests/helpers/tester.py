@@ -1,0 +1,382 @@
+"""The shared metric test harness: every metric of the package goes through these checks.
+
+A :class:`MetricCase` says how to build the metric, how to make a data set (a dict of tensors,
+samples along ``sample_axis``) and how to compute the expected value independently (numpy
+formulas or scikit-learn, ranx, ...) from that data converted to float64 numpy arrays. The
+``check_*`` functions then run the metric the ways users do: random batch splits with an uneven
+last batch, ``forward`` vs ``update``, low-precision inputs, ``state_dict``/pickle resume,
+``MetricCollection`` with compute groups, arithmetic, sklearn-style weight invariances and real
+2-process gloo DDP (``check_ddp``).
+
+Test modules declare ``CASES = {case.id: case, ...}`` at module level; DDP workers import the
+module by name and look the case up by id, so cases may use lambdas.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import pickle
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchmetrics import Metric, MetricCollection
+
+from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
+
+Data = dict[str, Any]
+
+
+@dataclass
+class MetricCase:
+    """One metric configuration under test.
+
+    Attributes:
+        id: unique id within its module's ``CASES``.
+        metric: factory returning a fresh metric.
+        data: ``rng -> dict`` of tensors (and plain values) forming the whole data set.
+        reference: ``numpy data -> expected compute()`` (float, array or dict of them),
+            written independently of the package.
+        functional: optional functional twin, called as ``functional(**data)``.
+        sample_axis: axis of every tensor along which samples are split into batches.
+        dtype_keys: floating inputs re-cast for the half/bfloat16/float32/float64 check.
+        weight_key: name of the per-sample weights argument, for the invariance checks
+            (``None`` when the metric has no per-sample weights).
+        forward_check: whether ``forward``'s batch value should equal the reference on the batch.
+        min_batch: smallest batch the random splits produce before the last one.
+        rtol, atol: tolerance against the reference.
+    """
+
+    id: str
+    metric: Callable[[], Metric]
+    data: Callable[[np.random.Generator], Data]
+    reference: Callable[[Data], Any]
+    functional: Callable[..., Any] | None = None
+    sample_axis: int = -1
+    dtype_keys: tuple[str, ...] = ("preds",)
+    weight_key: str | None = "weights"
+    forward_check: bool = True
+    min_batch: int = 40
+    rtol: float = 1e-6
+    atol: float = 1e-9
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def make_data(self, seed: int = 0) -> Data:
+        return self.data(np.random.default_rng(seed))
+
+
+# ----------------------------------------------------------------------------- data plumbing
+
+
+def to_numpy(data: Data) -> Data:
+    """Tensors become float64 numpy arrays (integers and bools keep their dtype)."""
+    out: Data = {}
+    for key, value in data.items():
+        if isinstance(value, Tensor):
+            value = value.detach().cpu()
+            out[key] = value.double().numpy() if value.is_floating_point() else value.numpy()
+        else:
+            out[key] = value
+    return out
+
+
+def num_samples(data: Data, axis: int) -> int:
+    return next(v.shape[axis] for v in data.values() if isinstance(v, Tensor) and v.ndim > 0)
+
+
+def take(data: Data, index: Tensor | slice, axis: int) -> Data:
+    """Rows ``index`` along ``axis`` of every tensor whose length there is the sample count."""
+    n = num_samples(data, axis)
+    out: Data = {}
+    for key, value in data.items():
+        if isinstance(value, Tensor) and value.ndim > 0 and value.shape[axis] == n:
+            dim = axis % value.ndim
+            out[key] = value[(slice(None),) * dim + (index,)]
+        else:
+            out[key] = value
+    return out
+
+
+def split(data: Data, bounds: Sequence[int], axis: int) -> list[Data]:
+    """Batches ``[bounds[i], bounds[i+1])``."""
+    return [take(data, slice(lo, hi), axis) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def random_bounds(n: int, rng: np.random.Generator, num_batches: int, min_batch: int) -> list[int]:
+    """Cut points for ``num_batches`` batches of random sizes >= ``min_batch`` and a short uneven last one."""
+    if num_batches <= 1 or n < (num_batches - 1) * min_batch + 1:
+        return [0, n]
+    last = int(rng.integers(1, min_batch + 1))
+    body = n - last
+    cuts = np.sort(rng.choice(np.arange(1, body // min_batch), size=num_batches - 2, replace=False)) * min_batch
+    cuts = cuts + rng.integers(0, min_batch // 2, size=cuts.shape)
+    return [0, *sorted(set(int(c) for c in cuts if 0 < c < body)), body, n]
+
+
+def assert_close(actual: Any, expected: Any, rtol: float, atol: float, what: str = "") -> None:
+    """Compare tensors/arrays/floats/dicts of them; ``nan`` equals ``nan``."""
+    if isinstance(expected, Mapping):
+        assert isinstance(actual, Mapping), f"{what}: expected a dict, got {type(actual).__name__}"
+        assert set(actual) == set(expected), f"{what}: keys {sorted(actual)} != {sorted(expected)}"
+        for key in expected:
+            assert_close(actual[key], expected[key], rtol, atol, f"{what}[{key}]")
+        return
+    if isinstance(actual, Tensor):
+        actual = actual.detach().cpu().double().numpy()
+    np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64),
+                               rtol=rtol, atol=atol, err_msg=what)
+
+
+def _call(metric: Metric, batch: Data, method: str = "update") -> Any:
+    return getattr(metric, method)(**batch)
+
+
+def _expected(case: MetricCase, data: Data) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return case.reference(to_numpy(data))
+
+
+def _state_snapshot(metric: Metric) -> dict[str, Any]:
+    return {"states": copy.deepcopy(metric.metric_state), "count": metric._update_count}
+
+
+def assert_same_state(metric: Metric, snapshot: dict[str, Any]) -> None:
+    """The metric's states and update counter equal a snapshot taken with :func:`_state_snapshot`."""
+    assert metric._update_count == snapshot["count"], "update counter changed"
+    for key, before in snapshot["states"].items():
+        after = metric.metric_state[key]
+        if isinstance(before, Tensor):
+            assert torch.equal(before, after), f"state {key} changed"
+        else:
+            assert len(before) == len(after) and all(torch.equal(a, b) for a, b in zip(before, after)), (
+                f"list state {key} changed"
+            )
+
+
+# ----------------------------------------------------------------------------- the checks
+
+
+def check_accumulate(case: MetricCase, seed: int = 0) -> None:
+    """``update`` over several random splits (uneven last batch) then ``compute`` == reference on all data."""
+    data = case.make_data(seed)
+    expected = _expected(case, data)
+    rng = np.random.default_rng(seed + 1)
+    n = num_samples(data, case.sample_axis)
+    for num_batches in (1, 3, 6):
+        metric = case.metric()
+        bounds = random_bounds(n, rng, num_batches, case.min_batch)
+        for batch in split(data, bounds, case.sample_axis):
+            _call(metric, batch)
+        assert_close(metric.compute(), expected, case.rtol, case.atol, f"{case.id} split {bounds}")
+    if case.functional is not None:
+        assert_close(case.functional(**data), expected, case.rtol, case.atol, f"{case.id} functional")
+
+
+def check_forward(case: MetricCase, seed: int = 0) -> None:
+    """``forward`` returns the batch value and accumulates exactly like ``update``."""
+    data = case.make_data(seed)
+    n = num_samples(data, case.sample_axis)
+    bounds = random_bounds(n, np.random.default_rng(seed + 2), 4, case.min_batch)
+    metric = case.metric()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        for batch in split(data, bounds, case.sample_axis):
+            value = _call(metric, batch, "forward")
+            if case.forward_check:
+                assert_close(value, _expected(case, batch), case.rtol, case.atol, f"{case.id} forward batch")
+    assert_close(metric.compute(), _expected(case, data), case.rtol, case.atol, f"{case.id} after forward")
+
+
+def check_dtype(case: MetricCase, dtype: torch.dtype, seed: int = 0) -> None:
+    """Half, bfloat16, float32 and float64 inputs give the reference value of the cast inputs."""
+    data = case.make_data(seed)
+    for key in case.dtype_keys:
+        data[key] = data[key].to(dtype)
+    expected = _expected(case, data)
+    metric = case.metric()
+    n = num_samples(data, case.sample_axis)
+    for batch in split(data, random_bounds(n, np.random.default_rng(seed), 3, case.min_batch), case.sample_axis):
+        _call(metric, batch)
+    assert_close(metric.compute(), expected, case.rtol, case.atol, f"{case.id} {dtype}")
+
+
+def check_state_dict(case: MetricCase, seed: int = 0) -> None:
+    """Mid-stream ``state_dict`` (``persistent(True)``) and pickle resume exactly; ``reset`` starts over."""
+    data = case.make_data(seed)
+    expected = _expected(case, data)
+    n = num_samples(data, case.sample_axis)
+    batches = split(data, random_bounds(n, np.random.default_rng(seed), 4, case.min_batch), case.sample_axis)
+    half = len(batches) // 2
+
+    metric = case.metric()
+    metric.persistent(True)
+    for batch in batches[:half]:
+        _call(metric, batch)
+    state = copy.deepcopy(metric.state_dict())
+    pickled = pickle.dumps(metric)
+
+    resumed = case.metric()
+    resumed.persistent(True)
+    resumed.load_state_dict(state)
+    unpickled = pickle.loads(pickled)
+    for target in (resumed, unpickled, metric):
+        for batch in batches[half:]:
+            _call(target, batch)
+        assert_close(target.compute(), expected, case.rtol, case.atol, f"{case.id} resumed")
+
+    metric.reset()
+    fresh = case.metric()
+    for key, value in fresh.metric_state.items():
+        current = metric.metric_state[key]
+        if isinstance(value, Tensor):
+            assert torch.equal(current, value), f"reset did not restore {key}"
+        else:
+            assert len(current) == len(value) == 0, f"reset did not empty {key}"
+    for batch in batches:
+        _call(metric, batch)
+    assert_close(metric.compute(), expected, case.rtol, case.atol, f"{case.id} after reset")
+
+
+def check_collection(case: MetricCase, seed: int = 0, arithmetic: bool = True) -> None:
+    """Inside a ``MetricCollection`` with compute groups, and in metric arithmetic."""
+    data = case.make_data(seed)
+    expected = _expected(case, data)
+    n = num_samples(data, case.sample_axis)
+    batches = split(data, random_bounds(n, np.random.default_rng(seed), 3, case.min_batch), case.sample_axis)
+    collection = MetricCollection({"first": case.metric(), "second": case.metric()}, compute_groups=True)
+    for batch in batches:
+        collection.update(**batch)
+    values = collection.compute()
+    for key in ("first", "second"):
+        value = values[key] if key in values else {k[len(key) + 1 :]: v for k, v in values.items() if k.startswith(key)}
+        assert_close(value, expected, case.rtol, case.atol, f"{case.id} collection {key}")
+    if arithmetic:
+        scaled = case.metric() * 100
+        diff = case.metric() - case.metric()
+        for batch in batches:
+            scaled.update(**batch)
+            diff.update(**batch)
+        assert_close(scaled.compute(), np.asarray(expected) * 100, case.rtol, case.atol, f"{case.id} * 100")
+        assert_close(diff.compute(), np.asarray(expected) * 0, case.rtol, case.atol, f"{case.id} a - b")
+
+
+def check_invariances(case: MetricCase, seed: int = 0) -> None:
+    """sklearn-style weight invariances, plus row permutation.
+
+    unit weights == no weights; integer weights == repeated rows; zero weights == removed rows;
+    scaling every weight changes nothing; permuting rows changes nothing.
+    """
+    assert case.weight_key is not None, f"{case.id} has no per-sample weights"
+    data = case.make_data(seed)
+    rng = np.random.default_rng(seed + 3)
+    n = num_samples(data, case.sample_axis)
+    key = case.weight_key
+
+    def run(d: Data) -> Any:
+        metric = case.metric()
+        for batch in split(d, random_bounds(num_samples(d, case.sample_axis), rng, 3, case.min_batch),
+                           case.sample_axis):
+            _call(metric, batch)
+        return metric.compute()
+
+    def close(a: Any, b: Any, what: str) -> None:
+        assert_close(a, b.cpu().double().numpy() if isinstance(b, Tensor) else b, case.rtol, case.atol,
+                     f"{case.id} {what}")
+
+    unweighted = dict(data, **{key: None})
+    close(run(dict(data, **{key: torch.ones(n, dtype=torch.float64)})), run(unweighted), "unit weights")
+
+    counts = torch.from_numpy(rng.integers(0, 4, size=n))
+    repeated = take(unweighted, torch.repeat_interleave(torch.arange(n), counts), case.sample_axis)
+    close(run(dict(data, **{key: counts.double()})), run(repeated), "integer weights == repeats")
+
+    weights = torch.from_numpy(rng.uniform(0.1, 3.0, size=n))
+    keep = torch.from_numpy(rng.random(n) < 0.7)
+    zeroed = dict(data, **{key: torch.where(keep, weights, 0.0)})
+    removed = take(dict(data, **{key: weights}), torch.nonzero(keep).reshape(-1), case.sample_axis)
+    close(run(zeroed), run(removed), "zero weights == removed rows")
+
+    weighted = dict(data, **{key: weights})
+    close(run(dict(data, **{key: weights * 7.25})), run(weighted), "scaled weights")
+    perm = torch.from_numpy(rng.permutation(n))
+    close(run(take(weighted, perm, case.sample_axis)), run(weighted), "permuted rows")
+
+
+def check_rejects(case: MetricCase, bad: Data, exc: type[Exception], match: str, seed: int = 0) -> None:
+    """A bad batch raises ``exc`` (message matching ``match``) from update and forward and changes nothing."""
+    import pytest
+
+    data = case.make_data(seed)
+    metric = case.metric()
+    _call(metric, data)
+    snapshot = _state_snapshot(metric)
+    for method in ("update", "forward"):
+        with pytest.raises(exc, match=match):
+            _call(metric, bad, method)
+        assert_same_state(metric, snapshot)
+    assert_close(metric.compute(), _expected(case, data), case.rtol, case.atol, f"{case.id} after rejection")
+
+
+# ----------------------------------------------------------------------------- DDP
+
+
+def ddp_shards(n: int, world_size: int, empty_rank: bool, min_batch: int) -> list[list[tuple[int, int]]]:
+    """Per-rank lists of batch bounds: uneven shards and batch counts; optionally rank 1 gets nothing."""
+    rng = np.random.default_rng(n)
+    bounds = random_bounds(n, rng, 7, min_batch)
+    batches = list(zip(bounds[:-1], bounds[1:]))
+    if empty_rank:
+        return [batches] + [[] for _ in range(world_size - 1)]
+    # rank r takes a contiguous run; the first rank takes more batches than the others
+    cut = [0, (len(batches) + 1) // 2 + 1] + [len(batches)] * (world_size - 1)
+    return [batches[cut[r] : cut[r + 1]] for r in range(world_size)]
+
+
+def _ddp_job(rank: int, world_size: int, module: str, case_id: str, seed: int, shards: list) -> Any:
+    """Runs inside each spawned rank: update on this rank's batches, then a synced ``compute``."""
+    case = importlib.import_module(module).CASES[case_id]
+    data = case.make_data(seed)
+    metric = case.metric()
+    for lo, hi in shards[rank]:
+        _call(metric, take(data, slice(lo, hi), case.sample_axis))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # TorchMetrics warns when a rank saw no update
+        value = metric.compute()
+    if isinstance(value, Mapping):
+        return {k: v.detach().cpu().double().numpy() for k, v in value.items()}
+    return value.detach().cpu().double().numpy()
+
+
+def check_ddp(pool: Any, module: str, case: MetricCase, empty_rank: bool = False, seed: int = 0) -> None:
+    """Real 2-process gloo DDP equals one process over the concatenated data, on every rank."""
+    data = case.make_data(seed)
+    expected = _expected(case, data)
+    shards = ddp_shards(num_samples(data, case.sample_axis), 2, empty_rank, case.min_batch)
+    for rank, value in enumerate(pool.run(_ddp_job, module, case.id, seed, shards)):
+        assert_close(value, expected, case.rtol, case.atol, f"{case.id} DDP rank {rank} (empty_rank={empty_rank})")
+
+
+def per_task(fn: Callable[..., float], *keys: str, **kwargs: Any) -> Callable[[Data], Any]:
+    """Reference over ``(T, N)`` (or ``(N,)``) arrays from a 1-D reference ``fn(*columns, **kwargs)``.
+
+    A key whose value is ``None`` is passed as ``None``; a 1-D value next to 2-D ones is shared
+    by every task (shared weights).
+    """
+
+    def reference(data: Data) -> Any:
+        values = [data.get(k) for k in keys]
+        first = values[0]
+        if first.ndim == 1:
+            return fn(*values, **kwargs)
+        rows = []
+        for t in range(first.shape[0]):
+            rows.append(fn(*[None if v is None else (v[t] if v.ndim == 2 else v) for v in values], **kwargs))
+        return np.asarray(rows)
+
+    return reference

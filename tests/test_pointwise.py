@@ -1,0 +1,234 @@
+"""Pointwise metrics through the shared harness, against scikit-learn and numpy formulas."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+from sklearn import metrics as skm
+
+import torchmetrics_ext as tmx
+from torchmetrics_ext import functional as tmf
+from tests.helpers import tester as H
+
+N = 900
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def binary_data(
+    rng: np.random.Generator,
+    num_tasks: int | None = None,
+    weights: str | None = None,
+    logits: bool = False,
+    soft: bool = False,
+    real: bool = False,
+) -> H.Data:
+    """Click-like data: beta-distributed scores (with ties), labels drawn from them."""
+    shape = (N,) if num_tasks is None else (num_tasks, N)
+    p = rng.beta(2.0, 5.0, size=shape)
+    p[..., : N // 5] = np.round(p[..., : N // 5], 2)  # ties
+    y = (rng.random(shape) < p).astype(np.int64)
+    out: H.Data = {}
+    if real:
+        out["preds"] = torch.tensor(rng.normal(size=shape) * 3, dtype=torch.float32)
+        out["target"] = torch.tensor(rng.normal(size=shape) * 3, dtype=torch.float32)
+    else:
+        out["preds"] = torch.tensor(np.log(p / (1 - p)) if logits else p, dtype=torch.float32)
+        out["target"] = torch.tensor(rng.random(shape), dtype=torch.float32) if soft else torch.tensor(y)
+    if weights == "task":
+        out["weights"] = torch.tensor(rng.uniform(0.0, 2.0, size=shape))
+    elif weights == "shared":
+        out["weights"] = torch.tensor(rng.uniform(0.0, 2.0, size=N))
+    else:
+        out["weights"] = None
+    return out
+
+
+# ----------------------------------------------------------------------------- references (numpy / sklearn)
+
+
+def _w(p, w):
+    return np.ones_like(p) if w is None else w
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def ref_cross_entropy(p, y, w, eta=1e-12, logits=False):
+    """Weighted CE sum (nats), weight sum, positive weight."""
+    w = _w(p, w)
+    if logits:
+        ce = np.logaddexp(0.0, p) - y * p  # -[y log s(z) + (1-y) log(1-s(z))]
+    else:
+        q = np.clip(p, eta, 1 - eta)
+        ce = -(y * np.log(q) + (1 - y) * np.log(1 - q))
+    return (w * ce).sum(), w.sum(), (w * y).sum()
+
+
+def ref_ne(p, y, w, **kw):
+    ce, total, pos = ref_cross_entropy(p, y, w, **kw)
+    base = pos / total
+    return (ce / total) / -(base * np.log(base) + (1 - base) * np.log(1 - base))
+
+
+def ref_log_loss(p, y, w, logits=False):
+    if logits or not np.isin(y, (0, 1)).all():
+        ce, total, _ = ref_cross_entropy(p, y, w, logits=logits)
+        return ce / total
+    return skm.log_loss(y, p, sample_weight=w, labels=[0, 1])
+
+
+def ref_calibration(p, y, w, logits=False):
+    w = _w(p, w)
+    q = _sigmoid(p) if logits else p
+    return (w * q).sum() / (w * y).sum()
+
+
+def ref_ctr(p, y, w):
+    w = _w(p, w)
+    return (w * y).sum() / w.sum()
+
+
+def ref_average(p, w):
+    return np.average(p, weights=_w(p, w))
+
+
+def _labels(p, t, logits):
+    return (_sigmoid(p) if logits else p) >= t
+
+
+def ref_accuracy(p, y, w, t=0.5, logits=False):
+    return skm.accuracy_score(y, _labels(p, t, logits), sample_weight=w)
+
+
+def ref_precision(p, y, w, t=0.5, logits=False):
+    return skm.precision_score(y, _labels(p, t, logits), sample_weight=w, zero_division=np.nan)
+
+
+def ref_recall(p, y, w, t=0.5, logits=False):
+    return skm.recall_score(y, _labels(p, t, logits), sample_weight=w, zero_division=np.nan)
+
+
+def ref_mse(p, y, w):
+    return skm.mean_squared_error(y, p, sample_weight=w)
+
+
+def ref_rmse(p, y, w):
+    return skm.root_mean_squared_error(y, p, sample_weight=w)
+
+
+def ref_mae(p, y, w):
+    return skm.mean_absolute_error(y, p, sample_weight=w)
+
+
+PYW = ("preds", "target", "weights")
+
+
+def _case(cid, cls, fn, ref, keys=PYW, data_kw=None, metric_kw=None, fn_kw=None, ref_kw=None, num_tasks=None):
+    metric_kw = dict(metric_kw or {})
+    if num_tasks is not None:
+        metric_kw["num_tasks"] = num_tasks
+    return H.MetricCase(
+        id=cid,
+        metric=partial(cls, **metric_kw),
+        data=partial(binary_data, num_tasks=num_tasks, **(data_kw or {})),
+        reference=H.per_task(ref, *keys, **(ref_kw or {})),
+        functional=partial(fn, **(fn_kw or {})),
+    )
+
+
+def _variants(name, cls, fn, ref, real=False, logits=True, soft=False, **kw):
+    base = {"real": True} if real else {}
+    out = [
+        _case(f"{name}", cls, fn, ref, data_kw=dict(base), **kw),
+        _case(f"{name}-w", cls, fn, ref, data_kw=dict(base, weights="task"), **kw),
+        _case(f"{name}-3task-w", cls, fn, ref, data_kw=dict(base, weights="task"), num_tasks=3, **kw),
+        _case(f"{name}-3task-shared-w", cls, fn, ref, data_kw=dict(base, weights="shared"), num_tasks=3, **kw),
+    ]
+    if logits:
+        out.append(
+            _case(
+                f"{name}-logits-w",
+                cls,
+                fn,
+                ref,
+                data_kw={"weights": "task", "logits": True},
+                metric_kw={**kw.pop("metric_kw", {}), "from_logits": True},
+                fn_kw={**kw.pop("fn_kw", {}), "from_logits": True},
+                ref_kw={**kw.pop("ref_kw", {}), "logits": True},
+                **kw,
+            )
+        )
+    if soft:
+        out.append(_case(f"{name}-soft-w", cls, fn, ref, data_kw={"weights": "task", "soft": True}, **kw))
+    return out
+
+
+_ALL = [
+    *_variants("ne", tmx.NormalizedEntropy, tmf.normalized_entropy, ref_ne, soft=True),
+    *_variants("logloss", tmx.LogLoss, tmf.log_loss, ref_log_loss, soft=True),
+    *_variants("calibration", tmx.Calibration, tmf.calibration, ref_calibration, soft=True),
+    *_variants("ctr", tmx.CTR, tmf.ctr, ref_ctr, logits=False, soft=True),
+    *_variants("average", tmx.WeightedAverage, tmf.weighted_average, ref_average, real=True, logits=False,
+               keys=("preds", "weights")),
+    *_variants("accuracy", tmx.WeightedAccuracy, tmf.weighted_accuracy, ref_accuracy),
+    *_variants("precision", tmx.WeightedPrecision, tmf.weighted_precision, ref_precision),
+    *_variants("recall", tmx.WeightedRecall, tmf.weighted_recall, ref_recall),
+    *_variants("mse", tmx.WeightedMSE, tmf.weighted_mse, ref_mse, real=True, logits=False),
+    *_variants("rmse", tmx.WeightedRMSE, tmf.weighted_rmse, ref_rmse, real=True, logits=False),
+    *_variants("mae", tmx.WeightedMAE, tmf.weighted_mae, ref_mae, real=True, logits=False),
+    # a threshold that ties with many scores (ties were rounded to 2 decimals)
+    _case("precision-t0.3-w", tmx.WeightedPrecision, tmf.weighted_precision, ref_precision,
+          data_kw={"weights": "task"}, metric_kw={"threshold": 0.3}, fn_kw={"threshold": 0.3}, ref_kw={"t": 0.3}),
+    _case("recall-t0.3-w", tmx.WeightedRecall, tmf.weighted_recall, ref_recall,
+          data_kw={"weights": "task"}, metric_kw={"threshold": 0.3}, fn_kw={"threshold": 0.3}, ref_kw={"t": 0.3}),
+    _case("ne-eta", tmx.NormalizedEntropy, tmf.normalized_entropy, ref_ne, data_kw={"weights": "task"},
+          metric_kw={"eta": 0.05}, fn_kw={"eta": 0.05}, ref_kw={"eta": 0.05}),
+]
+CASES = {case.id: case for case in _ALL}
+IDS = sorted(CASES)
+# the weighted single-task and multi-task cases cover DDP and dtypes; the rest run the cheap checks
+DDP_IDS = [i for i in IDS if i.endswith("-3task-w") or i in ("ne-w", "logloss-logits-w", "ctr-soft-w")]
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_accumulate(cid):
+    H.check_accumulate(CASES[cid])
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_forward(cid):
+    H.check_forward(CASES[cid])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("cid", [i for i in IDS if i.endswith("-3task-w")])
+def test_dtypes(cid, dtype):
+    H.check_dtype(CASES[cid], dtype)
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_state_dict(cid):
+    H.check_state_dict(CASES[cid])
+
+
+@pytest.mark.parametrize("cid", [i for i in IDS if i.endswith("-3task-w") or i.endswith("-logits-w")])
+def test_collection(cid):
+    H.check_collection(CASES[cid])
+
+
+@pytest.mark.parametrize("cid", [i for i in IDS if i.endswith("-w")])
+def test_invariances(cid):
+    H.check_invariances(CASES[cid])
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("empty_rank", [False, True], ids=["uneven", "empty-rank"])
+@pytest.mark.parametrize("cid", DDP_IDS)
+def test_ddp(ddp_pool, cid, empty_rank):
+    H.check_ddp(ddp_pool, __name__, CASES[cid], empty_rank=empty_rank)

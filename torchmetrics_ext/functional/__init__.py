@@ -1,0 +1,29 @@
+"""Functional twins of every metric: pure functions over one set of tensors, no state."""
+
+from torchmetrics_ext.functional.pointwise import (
+    calibration,
+    ctr,
+    log_loss,
+    normalized_entropy,
+    weighted_accuracy,
+    weighted_average,
+    weighted_mae,
+    weighted_mse,
+    weighted_precision,
+    weighted_recall,
+    weighted_rmse,
+)
+
+__all__ = [
+    "calibration",
+    "ctr",
+    "log_loss",
+    "normalized_entropy",
+    "weighted_accuracy",
+    "weighted_average",
+    "weighted_mae",
+    "weighted_mse",
+    "weighted_precision",
+    "weighted_recall",
+    "weighted_rmse",
+]

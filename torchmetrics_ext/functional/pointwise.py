@@ -1,0 +1,574 @@
+r"""Pointwise binary and regression metrics as pure tensor functions.
+
+Every metric is split into an ``_x_update`` kernel, mapping one batch to per-task float64
+sufficient statistics, and an ``_x_compute`` kernel, mapping accumulated statistics to the
+value. The public functions (validate → update → compute) and the classes in
+:mod:`torchmetrics_ext.metrics.pointwise` call the same kernels, so the two cannot drift.
+
+Inputs are ``(N,)`` for one task (the result is a scalar) or ``(T, N)`` for ``T`` tasks (the
+result has shape ``(T,)``). ``weights`` default to one; a ``(N,)`` weight vector is shared by
+all tasks. Undefined values are ``nan`` with an
+:class:`~torchmetrics_ext.utilities.warnings.UndefinedMetricWarning`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor
+
+from torchmetrics_ext.utilities.checks import format_pointwise
+from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
+
+__all__ = [
+    "calibration",
+    "ctr",
+    "log_loss",
+    "normalized_entropy",
+    "weighted_accuracy",
+    "weighted_average",
+    "weighted_mae",
+    "weighted_mse",
+    "weighted_precision",
+    "weighted_recall",
+    "weighted_rmse",
+]
+
+Stats = tuple[Tensor, ...]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _weighted_sum(values: Tensor, weights: Tensor | None) -> Tensor:
+    """Per-task ``sum(w * values)`` over the sample dimension, in float64."""
+    return values.sum(-1) if weights is None else (values * weights).sum(-1)
+
+
+def _weight_total(preds: Tensor, weights: Tensor | None) -> Tensor:
+    """Per-task total weight; ``N`` for every task when unweighted."""
+    if weights is None:
+        return torch.full(preds.shape[:1], float(preds.shape[-1]), dtype=torch.float64, device=preds.device)
+    return weights.sum(-1).expand(preds.shape[0]).clone()
+
+
+def _check_eta(eta: float) -> None:
+    if not isinstance(eta, (int, float)) or not 0 <= eta < 0.5:
+        raise ValueError(f"Expected `eta` to be a float in [0, 0.5), got {eta!r}.")
+
+
+def _check_threshold(threshold: float) -> None:
+    if not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise ValueError(f"Expected `threshold` to be a probability in [0, 1], got {threshold!r}.")
+
+
+def _check_flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"Expected `{name}` to be a bool, got {value!r}.")
+
+
+def _finish(value: Tensor, single_task: bool) -> Tensor:
+    return value.squeeze(0) if single_task else value
+
+
+# ----------------------------------------------------------------------------- cross entropy
+
+
+def _cross_entropy_update(
+    preds: Tensor, target: Tensor, weights: Tensor | None, eta: float, from_logits: bool
+) -> Stats:
+    """Return ``(sum w·CE, sum w, sum w·y)`` per task; CE in nats.
+
+    Probabilities are clamped to ``[eta, 1 - eta]`` (TorchRec's rule); logits use the exact,
+    overflow-free ``softplus(z) - y·z`` form and need no clamp.
+    """
+    if from_logits:
+        ce = F.binary_cross_entropy_with_logits(preds, target, reduction="none")
+    else:
+        ce = F.binary_cross_entropy(preds.clamp(eta, 1 - eta), target, reduction="none")
+    return _weighted_sum(ce, weights), _weight_total(preds, weights), _weighted_sum(target, weights)
+
+
+def _log_loss_compute(cross_entropy_sum: Tensor, weighted_num_samples: Tensor) -> Tensor:
+    return safe_divide(cross_entropy_sum, weighted_num_samples, "LogLoss", "total weight is zero")
+
+
+def _normalized_entropy_compute(
+    cross_entropy_sum: Tensor, weighted_num_samples: Tensor, pos_labels: Tensor, eta: float
+) -> Tensor:
+    """NE = mean weighted cross-entropy / entropy of the weighted base rate.
+
+    Undefined (``nan``) when the total weight is zero or every label weight is on one class
+    (the base-rate entropy is zero). The base rate is clamped to ``[eta, 1 - eta]`` like the
+    predictions, which only matters for base rates within ``eta`` of 0 or 1.
+    """
+    neg_labels = weighted_num_samples - pos_labels
+    undefined = (pos_labels <= 0) | (neg_labels <= 0)
+    warn_undefined(undefined, "NormalizedEntropy", "the labels seen hold a single class (or no weight)")
+    safe_total = torch.where(weighted_num_samples > 0, weighted_num_samples, 1.0)
+    base_rate = (pos_labels / safe_total).clamp(eta, 1 - eta)
+    # entropy of the base rate times the total weight: the normaliser of sum w·CE
+    norm = -(pos_labels * torch.log(base_rate) + neg_labels * torch.log1p(-base_rate))
+    ne = cross_entropy_sum / torch.where(undefined, 1.0, norm)
+    return torch.where(undefined, math.nan, ne)
+
+
+def normalized_entropy(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None = None,
+    *,
+    eta: float = 1e-12,
+    from_logits: bool = False,
+    validate_args: bool = True,
+) -> Tensor:
+    r"""Normalized entropy (NE): cross-entropy relative to always predicting the base rate.
+
+    .. math::
+        \mathrm{NE} = \frac{-\sum_i w_i\,[y_i \log p_i + (1-y_i)\log(1-p_i)]}
+        {-\sum_i w_i\,[\bar y \log \bar y + (1-\bar y)\log(1-\bar y)]},
+        \qquad \bar y = \frac{\sum_i w_i y_i}{\sum_i w_i}
+
+    The log base cancels. Predictions are clamped to ``[eta, 1 - eta]``; labels may be soft.
+    Lower is better; 1.0 is no better than predicting the base rate.
+
+    Args:
+        preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).
+        target: labels in [0, 1], same shape as ``preds``.
+        weights: optional non-negative sample weights, shape of ``preds`` or ``(N,)``.
+        eta: clamp for probabilities, in [0, 0.5).
+        from_logits: treat ``preds`` as logits.
+        validate_args: check inputs (shapes, ranges, NaN/inf) before computing.
+
+    Returns:
+        A scalar for 1-D input, ``(T,)`` for ``(T, N)`` input; ``nan`` (with an
+        ``UndefinedMetricWarning``) when all labels are of one class.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import normalized_entropy
+        >>> preds = torch.tensor([0.5, 0.5, 0.5, 0.5])
+        >>> target = torch.tensor([1.0, 0.0, 1.0, 0.0])
+        >>> normalized_entropy(preds, target)  # predicting the base rate gives exactly 1
+        tensor(1., dtype=torch.float64)
+    """
+    _check_eta(eta)
+    _check_flag("from_logits", from_logits)
+    single = preds.ndim == 1
+    p, t, w = format_pointwise(preds, target, weights, None, from_logits=from_logits, validate=validate_args)
+    stats = _cross_entropy_update(p, t, w, eta, from_logits)  # type: ignore[arg-type]
+    return _finish(_normalized_entropy_compute(*stats, eta), single)
+
+
+def log_loss(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None = None,
+    *,
+    eta: float = 1e-12,
+    from_logits: bool = False,
+    validate_args: bool = True,
+) -> Tensor:
+    r"""Weighted mean binary cross-entropy in nats (scikit-learn's ``log_loss``).
+
+    .. math:: \mathrm{LogLoss} = -\frac{\sum_i w_i\,[y_i \log p_i + (1-y_i)\log(1-p_i)]}{\sum_i w_i}
+
+    Args:
+        preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).
+        target: labels in [0, 1] (soft labels allowed), same shape as ``preds``.
+        weights: optional non-negative sample weights, shape of ``preds`` or ``(N,)``.
+        eta: clamp for probabilities, in [0, 0.5).
+        from_logits: treat ``preds`` as logits.
+        validate_args: check inputs before computing.
+
+    Returns:
+        A scalar for 1-D input, ``(T,)`` otherwise; ``nan`` when the total weight is zero.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import log_loss
+        >>> log_loss(torch.tensor([0.5, 0.5]), torch.tensor([1, 0]))  # log(2)
+        tensor(0.6931, dtype=torch.float64)
+    """
+    _check_eta(eta)
+    _check_flag("from_logits", from_logits)
+    single = preds.ndim == 1
+    p, t, w = format_pointwise(preds, target, weights, None, from_logits=from_logits, validate=validate_args)
+    ce_sum, total, _ = _cross_entropy_update(p, t, w, eta, from_logits)  # type: ignore[arg-type]
+    return _finish(_log_loss_compute(ce_sum, total), single)
+
+
+# ----------------------------------------------------------------------------- weighted sums
+
+
+def _weighted_sums_update(
+    preds: Tensor, target: Tensor | None, weights: Tensor | None, from_logits: bool
+) -> Stats:
+    """Return ``(sum w·p, sum w·y, sum w)`` per task (``sum w·y`` is 0 without a target)."""
+    if from_logits:
+        preds = torch.sigmoid(preds)
+    label_sum = (
+        torch.zeros(preds.shape[:1], dtype=torch.float64, device=preds.device)
+        if target is None
+        else _weighted_sum(target, weights)
+    )
+    return _weighted_sum(preds, weights), label_sum, _weight_total(preds, weights)
+
+
+def _calibration_compute(weighted_pred_sum: Tensor, weighted_label_sum: Tensor) -> Tensor:
+    return safe_divide(weighted_pred_sum, weighted_label_sum, "Calibration", "no positive label weight")
+
+
+def _ctr_compute(weighted_label_sum: Tensor, weighted_num_samples: Tensor) -> Tensor:
+    return safe_divide(weighted_label_sum, weighted_num_samples, "CTR", "total weight is zero")
+
+
+def _weighted_average_compute(weighted_pred_sum: Tensor, weighted_num_samples: Tensor) -> Tensor:
+    return safe_divide(weighted_pred_sum, weighted_num_samples, "WeightedAverage", "total weight is zero")
+
+
+def calibration(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None = None,
+    *,
+    from_logits: bool = False,
+    validate_args: bool = True,
+) -> Tensor:
+    r"""Calibration: predicted positives over observed positives, :math:`\sum w p / \sum w y`.
+
+    1.0 is perfectly calibrated on average; above 1 over-predicts.
+
+    Args:
+        preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).
+        target: labels in [0, 1], same shape as ``preds``.
+        weights: optional non-negative sample weights.
+        from_logits: treat ``preds`` as logits.
+        validate_args: check inputs before computing.
+
+    Returns:
+        A scalar or ``(T,)``; ``nan`` when no positive label weight was seen.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import calibration
+        >>> calibration(torch.tensor([0.2, 0.4, 0.6, 0.8]), torch.tensor([0, 0, 1, 0]))
+        tensor(2., dtype=torch.float64)
+    """
+    _check_flag("from_logits", from_logits)
+    single = preds.ndim == 1
+    p, t, w = format_pointwise(preds, target, weights, None, from_logits=from_logits, validate=validate_args)
+    pred_sum, label_sum, _ = _weighted_sums_update(p, t, w, from_logits)
+    return _finish(_calibration_compute(pred_sum, label_sum), single)
+
+
+def ctr(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None = None,
+    *,
+    validate_args: bool = True,
+) -> Tensor:
+    r"""Click-through rate: the weighted share of positive labels, :math:`\sum w y / \sum w`.
+
+    ``preds`` are only checked for shape (the rate depends on the labels alone).
+
+    Args:
+        preds: ``(N,)`` or ``(T, N)`` predictions (their shape gives the task layout).
+        target: labels in [0, 1], same shape as ``preds``.
+        weights: optional non-negative sample weights.
+        validate_args: check inputs before computing.
+
+    Returns:
+        A scalar or ``(T,)``; ``nan`` when the total weight is zero.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import ctr
+        >>> ctr(torch.tensor([0.1, 0.9, 0.3, 0.2]), torch.tensor([1, 0, 0, 0]))
+        tensor(0.2500, dtype=torch.float64)
+    """
+    single = preds.ndim == 1
+    p, t, w = format_pointwise(preds, target, weights, None, preds_domain="real", validate=validate_args)
+    _, label_sum, total = _weighted_sums_update(p, t, w, False)
+    return _finish(_ctr_compute(label_sum, total), single)
+
+
+def weighted_average(
+    preds: Tensor,
+    target: Tensor | None = None,
+    weights: Tensor | None = None,
+    *,
+    validate_args: bool = True,
+) -> Tensor:
+    r"""Weighted mean of the predictions, :math:`\sum w p / \sum w` (any finite real values).
+
+    Args:
+        preds: ``(N,)`` or ``(T, N)`` values to average.
+        target: ignored beyond a shape check; accepted so every pointwise metric has one signature.
+        weights: optional non-negative sample weights.
+        validate_args: check inputs before computing.
+
+    Returns:
+        A scalar or ``(T,)``; ``nan`` when the total weight is zero.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import weighted_average
+        >>> weighted_average(torch.tensor([1.0, 3.0]), weights=torch.tensor([3.0, 1.0]))
+        tensor(1.5000, dtype=torch.float64)
+    """
+    single = preds.ndim == 1
+    p, t, w = format_pointwise(
+        preds, target, weights, None, preds_domain="real", target_domain="real", validate=validate_args
+    )
+    pred_sum, _, total = _weighted_sums_update(p, t, w, False)
+    return _finish(_weighted_average_compute(pred_sum, total), single)
+
+
+# ----------------------------------------------------------------------------- thresholded
+
+
+def _confusion_update(
+    preds: Tensor, target: Tensor, weights: Tensor | None, threshold: float, from_logits: bool
+) -> Stats:
+    """Return weighted ``(tp, fp, tn, fn)`` per task; ``p >= threshold`` is a positive prediction."""
+    if from_logits:
+        preds = torch.sigmoid(preds)
+    predicted = (preds >= threshold).to(torch.float64)
+    label_pos = _weighted_sum(target, weights)
+    pred_pos = _weighted_sum(predicted, weights)
+    tp = _weighted_sum(predicted * target, weights)
+    # exact zeros: with binary labels, pred_pos (label_pos) sums the same terms as tp when fp (fn) is 0
+    fp = pred_pos - tp
+    fn = label_pos - tp
+    tn = _weighted_sum((1 - predicted) * (1 - target), weights)
+    return tp, fp, tn, fn
+
+
+def _accuracy_compute(tp: Tensor, fp: Tensor, tn: Tensor, fn: Tensor) -> Tensor:
+    return safe_divide(tp + tn, tp + fp + tn + fn, "WeightedAccuracy", "total weight is zero")
+
+
+def _precision_compute(tp: Tensor, fp: Tensor, tn: Tensor, fn: Tensor) -> Tensor:
+    return safe_divide(tp, tp + fp, "WeightedPrecision", "no positive prediction")
+
+
+def _recall_compute(tp: Tensor, fp: Tensor, tn: Tensor, fn: Tensor) -> Tensor:
+    return safe_divide(tp, tp + fn, "WeightedRecall", "no positive label")
+
+
+def _thresholded(
+    compute_fn: object,
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None,
+    threshold: float,
+    from_logits: bool,
+    validate_args: bool,
+) -> Tensor:
+    _check_threshold(threshold)
+    _check_flag("from_logits", from_logits)
+    single = preds.ndim == 1
+    p, t, w = format_pointwise(
+        preds, target, weights, None, target_domain="binary", from_logits=from_logits, validate=validate_args
+    )
+    stats = _confusion_update(p, t, w, threshold, from_logits)  # type: ignore[arg-type]
+    return _finish(compute_fn(*stats), single)  # type: ignore[operator]
+
+
+def weighted_accuracy(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None = None,
+    *,
+    threshold: float = 0.5,
+    from_logits: bool = False,
+    validate_args: bool = True,
+) -> Tensor:
+    r"""Weighted accuracy at ``threshold``: :math:`\sum w\,[\hat y = y] / \sum w`, :math:`\hat y = [p \ge t]`.
+
+    Args:
+        preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).
+        target: binary labels in {0, 1}, same shape as ``preds``.
+        weights: optional non-negative sample weights.
+        threshold: probability at or above which a prediction is positive.
+        from_logits: treat ``preds`` as logits (the threshold stays a probability).
+        validate_args: check inputs before computing.
+
+    Returns:
+        A scalar or ``(T,)``; ``nan`` when the total weight is zero.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import weighted_accuracy
+        >>> weighted_accuracy(torch.tensor([0.9, 0.5, 0.2, 0.7]), torch.tensor([1, 0, 0, 0]))
+        tensor(0.5000, dtype=torch.float64)
+    """
+    return _thresholded(_accuracy_compute, preds, target, weights, threshold, from_logits, validate_args)
+
+
+def weighted_precision(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None = None,
+    *,
+    threshold: float = 0.5,
+    from_logits: bool = False,
+    validate_args: bool = True,
+) -> Tensor:
+    r"""Weighted precision at ``threshold``: :math:`TP / (TP + FP)` with weighted counts.
+
+    A prediction ``p >= threshold`` is positive (``p == threshold`` counts once, as a positive).
+
+    Args:
+        preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).
+        target: binary labels in {0, 1}, same shape as ``preds``.
+        weights: optional non-negative sample weights.
+        threshold: probability at or above which a prediction is positive.
+        from_logits: treat ``preds`` as logits (the threshold stays a probability).
+        validate_args: check inputs before computing.
+
+    Returns:
+        A scalar or ``(T,)``; ``nan`` when there is no positive prediction.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import weighted_precision
+        >>> weighted_precision(torch.tensor([0.9, 0.5, 0.2, 0.7]), torch.tensor([1, 0, 1, 1]))
+        tensor(0.6667, dtype=torch.float64)
+    """
+    return _thresholded(_precision_compute, preds, target, weights, threshold, from_logits, validate_args)
+
+
+def weighted_recall(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None = None,
+    *,
+    threshold: float = 0.5,
+    from_logits: bool = False,
+    validate_args: bool = True,
+) -> Tensor:
+    r"""Weighted recall at ``threshold``: :math:`TP / (TP + FN)` with weighted counts.
+
+    Args:
+        preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).
+        target: binary labels in {0, 1}, same shape as ``preds``.
+        weights: optional non-negative sample weights.
+        threshold: probability at or above which a prediction is positive.
+        from_logits: treat ``preds`` as logits (the threshold stays a probability).
+        validate_args: check inputs before computing.
+
+    Returns:
+        A scalar or ``(T,)``; ``nan`` when there is no positive label.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import weighted_recall
+        >>> weighted_recall(torch.tensor([0.9, 0.5, 0.2, 0.7]), torch.tensor([1, 0, 1, 0]))
+        tensor(0.5000, dtype=torch.float64)
+    """
+    return _thresholded(_recall_compute, preds, target, weights, threshold, from_logits, validate_args)
+
+
+# ----------------------------------------------------------------------------- regression errors
+
+
+def _error_update(preds: Tensor, target: Tensor, weights: Tensor | None) -> Stats:
+    """Return ``(sum w·(p - y)², sum w·|p - y|, sum w)`` per task."""
+    diff = preds - target
+    return _weighted_sum(diff * diff, weights), _weighted_sum(diff.abs(), weights), _weight_total(preds, weights)
+
+
+def _mse_compute(sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor) -> Tensor:
+    return safe_divide(sum_squared_error, weighted_num_samples, "WeightedMSE", "total weight is zero")
+
+
+def _rmse_compute(sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor) -> Tensor:
+    return safe_divide(sum_squared_error, weighted_num_samples, "WeightedRMSE", "total weight is zero").sqrt()
+
+
+def _mae_compute(sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor) -> Tensor:
+    return safe_divide(sum_absolute_error, weighted_num_samples, "WeightedMAE", "total weight is zero")
+
+
+def _regression(
+    compute_fn: object, preds: Tensor, target: Tensor, weights: Tensor | None, validate_args: bool
+) -> Tensor:
+    single = preds.ndim == 1
+    p, t, w = format_pointwise(
+        preds, target, weights, None, preds_domain="real", target_domain="real", validate=validate_args
+    )
+    return _finish(compute_fn(*_error_update(p, t, w)), single)  # type: ignore[arg-type,operator]
+
+
+def weighted_mse(
+    preds: Tensor, target: Tensor, weights: Tensor | None = None, *, validate_args: bool = True
+) -> Tensor:
+    r"""Weighted mean squared error, :math:`\sum w (p - y)^2 / \sum w` (sklearn's ``sample_weight``).
+
+    Args:
+        preds: ``(N,)`` or ``(T, N)`` finite predictions.
+        target: finite targets, same shape as ``preds``.
+        weights: optional non-negative sample weights.
+        validate_args: check inputs before computing.
+
+    Returns:
+        A scalar or ``(T,)``; ``nan`` when the total weight is zero.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import weighted_mse
+        >>> weighted_mse(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 4.0]))
+        tensor(2.5000, dtype=torch.float64)
+    """
+    return _regression(_mse_compute, preds, target, weights, validate_args)
+
+
+def weighted_rmse(
+    preds: Tensor, target: Tensor, weights: Tensor | None = None, *, validate_args: bool = True
+) -> Tensor:
+    r"""Weighted root mean squared error, :math:`\sqrt{\sum w (p - y)^2 / \sum w}`.
+
+    Args:
+        preds: ``(N,)`` or ``(T, N)`` finite predictions.
+        target: finite targets, same shape as ``preds``.
+        weights: optional non-negative sample weights.
+        validate_args: check inputs before computing.
+
+    Returns:
+        A scalar or ``(T,)``; ``nan`` when the total weight is zero.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import weighted_rmse
+        >>> weighted_rmse(torch.tensor([3.0, 0.0]), torch.tensor([0.0, 4.0]))
+        tensor(3.5355, dtype=torch.float64)
+    """
+    return _regression(_rmse_compute, preds, target, weights, validate_args)
+
+
+def weighted_mae(
+    preds: Tensor, target: Tensor, weights: Tensor | None = None, *, validate_args: bool = True
+) -> Tensor:
+    r"""Weighted mean absolute error, :math:`\sum w |p - y| / \sum w`.
+
+    Args:
+        preds: ``(N,)`` or ``(T, N)`` finite predictions.
+        target: finite targets, same shape as ``preds``.
+        weights: optional non-negative sample weights.
+        validate_args: check inputs before computing.
+
+    Returns:
+        A scalar or ``(T,)``; ``nan`` when the total weight is zero.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import weighted_mae
+        >>> weighted_mae(torch.tensor([3.0, 0.0]), torch.tensor([0.0, 4.0]), torch.tensor([1.0, 3.0]))
+        tensor(3.7500, dtype=torch.float64)
+    """
+    return _regression(_mae_compute, preds, target, weights, validate_args)

@@ -1,0 +1,463 @@
+"""Pointwise binary and regression metrics as :class:`torchmetrics.Metric` objects.
+
+Each class holds a handful of float64 ``(num_tasks,)`` sums reduced with ``sum`` across
+batches and ranks (constant memory) and delegates all math to the kernels in
+:mod:`torchmetrics_ext.functional.pointwise`. Metrics of one family hold identically named
+states computed the same way, so a :class:`~torchmetrics.MetricCollection` with compute
+groups updates e.g. ``NormalizedEntropy`` and ``LogLoss`` once.
+
+Shared behaviour:
+
+* ``update(preds, target, weights=None)`` with ``(N,)`` inputs for one task or ``(T, N)`` for
+  ``num_tasks=T``; ``weights`` may also be ``(N,)``, shared by every task.
+* A rejected batch raises ``ValueError``/``TypeError`` and changes nothing. An empty batch and a
+  batch whose weights are all zero change nothing.
+* ``compute()`` returns a float64 scalar for one task and ``(T,)`` otherwise; undefined values
+  are ``nan`` with an :class:`~torchmetrics_ext.utilities.warnings.UndefinedMetricWarning`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from torchmetrics_ext.functional import pointwise as F
+from torchmetrics_ext.functional.pointwise import _check_eta, _check_flag, _check_threshold
+from torchmetrics_ext.metrics.base import TaskMetric
+from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, format_pointwise
+
+__all__ = [
+    "CTR",
+    "Calibration",
+    "LogLoss",
+    "NormalizedEntropy",
+    "WeightedAccuracy",
+    "WeightedAverage",
+    "WeightedMAE",
+    "WeightedMSE",
+    "WeightedPrecision",
+    "WeightedRMSE",
+    "WeightedRecall",
+]
+
+
+class _PointwiseMetric(TaskMetric):
+    """Per-task sum statistics of ``(preds, target, weights)`` batches; subclasses pick the kernels."""
+
+    _state_names: ClassVar[tuple[str, ...]] = ()
+    _preds_domain: ClassVar[PredsDomain] = "probability"
+    _target_domain: ClassVar[TargetDomain] = "unit"
+    from_logits: bool = False
+
+    def __init__(self, num_tasks: int = 1, **kwargs: Any) -> None:
+        super().__init__(num_tasks, **kwargs)
+        for name in self._state_names:
+            self._add_task_state(name)
+
+    def _format(
+        self, preds: Tensor, target: Tensor | None, weights: Tensor | None, validate: bool
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        if validate and target is None and self._target_domain != "real":
+            raise TypeError(f"{type(self).__name__}.update() requires `target`.")
+        return format_pointwise(
+            preds,
+            target,
+            weights,
+            self.num_tasks,
+            preds_domain=self._preds_domain,
+            target_domain=self._target_domain,
+            from_logits=self.from_logits,
+            validate=validate,
+        )
+
+    def _validate(self, preds: Tensor, target: Tensor | None = None, weights: Tensor | None = None) -> None:
+        self._format(preds, target, weights, validate=True)
+
+    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
+        raise NotImplementedError
+
+    def _compute_value(self, *states: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
+        """Accumulate one batch: ``preds``/``target`` of shape ``(N,)`` or ``(T, N)``, optional ``weights``."""
+        p, t, w = self._format(preds, target, weights, validate=self._check_inputs)
+        if p.shape[-1] == 0:
+            return
+        for name, value in zip(self._state_names, self._batch_stats(p, t, w)):
+            getattr(self, name).add_(value)
+
+    def compute(self) -> Tensor:
+        """Value over everything accumulated (and synced across ranks)."""
+        return self._squeeze_tasks(self._compute_value(*(getattr(self, n) for n in self._state_names)))
+
+
+# ----------------------------------------------------------------------------- cross entropy
+
+
+class _CrossEntropyMetric(_PointwiseMetric):
+    _state_names = ("cross_entropy_sum", "weighted_num_samples", "pos_labels")
+    is_differentiable = True
+    higher_is_better = False
+    plot_lower_bound = 0.0
+
+    def __init__(self, num_tasks: int = 1, *, eta: float = 1e-12, from_logits: bool = False, **kwargs: Any) -> None:
+        super().__init__(num_tasks, **kwargs)
+        _check_eta(eta)
+        _check_flag("from_logits", from_logits)
+        self.eta = float(eta)
+        self.from_logits = from_logits
+
+    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
+        return F._cross_entropy_update(preds, target, weights, self.eta, self.from_logits)  # type: ignore[arg-type]
+
+
+class NormalizedEntropy(_CrossEntropyMetric):
+    r"""Normalized entropy (NE): weighted cross-entropy over the entropy of the weighted base rate.
+
+    .. math::
+        \mathrm{NE} = \frac{-\sum_i w_i\,[y_i \log p_i + (1-y_i)\log(1-p_i)]}
+        {-\sum_i w_i\,[\bar y \log \bar y + (1-\bar y)\log(1-\bar y)]},
+        \qquad \bar y = \frac{\sum_i w_i y_i}{\sum_i w_i}
+
+    The log base cancels. Lower is better; 1.0 is no better than always predicting the base
+    rate. Predictions (and the base rate) are clamped to ``[eta, 1 - eta]`` as in TorchRec;
+    labels may be soft. State: three float64 sums per task (constant memory), the same states
+    as :class:`LogLoss`, so both share one compute group.
+
+    Args:
+        num_tasks: number of tasks ``T``; inputs are ``(N,)`` for one task or ``(T, N)``.
+        eta: probability clamp, in [0, 0.5).
+        from_logits: ``preds`` are logits (the exact log-sigmoid form is used, no clamp).
+        validate_args: check each batch; a rejected batch raises and changes nothing.
+        kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
+
+    Raises:
+        ValueError: NaN/inf ``preds``, probabilities outside [0, 1], labels outside [0, 1],
+            negative weights, mismatched shapes/devices or a wrong task dimension.
+        TypeError: non-tensor inputs or non-floating ``preds``.
+
+    Note:
+        NE is undefined (``nan`` plus ``UndefinedMetricWarning``) until both classes have
+        non-zero label weight; TorchRec returns a huge finite number there instead.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import NormalizedEntropy
+        >>> ne = NormalizedEntropy()
+        >>> ne.update(torch.tensor([0.5, 0.5]), torch.tensor([1, 0]))
+        >>> ne.update(torch.tensor([0.5, 0.5]), torch.tensor([0, 1]))
+        >>> ne.compute()  # constant prediction at the base rate
+        tensor(1., dtype=torch.float64)
+    """
+
+    def _compute_value(self, ce_sum: Tensor, total: Tensor, pos: Tensor) -> Tensor:  # type: ignore[override]
+        return F._normalized_entropy_compute(ce_sum, total, pos, self.eta)
+
+
+class LogLoss(_CrossEntropyMetric):
+    r"""Weighted mean binary cross-entropy in nats, equal to scikit-learn's ``log_loss``.
+
+    .. math:: \mathrm{LogLoss} = -\frac{\sum_i w_i\,[y_i \log p_i + (1-y_i)\log(1-p_i)]}{\sum_i w_i}
+
+    Shares its states with :class:`NormalizedEntropy`. Labels may be soft.
+
+    Args:
+        num_tasks: number of tasks ``T``.
+        eta: probability clamp, in [0, 0.5).
+        from_logits: ``preds`` are logits.
+        validate_args: check each batch.
+        kwargs: TorchMetrics options.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import LogLoss
+        >>> metric = LogLoss(num_tasks=2)
+        >>> metric.update(torch.tensor([[0.5, 0.5], [0.9, 0.1]]), torch.tensor([[1, 0], [1, 0]]))
+        >>> metric.compute()  # log(2), -log(0.9)
+        tensor([0.6931, 0.1054], dtype=torch.float64)
+    """
+
+    def _compute_value(self, ce_sum: Tensor, total: Tensor, pos: Tensor) -> Tensor:  # type: ignore[override]
+        return F._log_loss_compute(ce_sum, total)
+
+
+# ----------------------------------------------------------------------------- weighted sums
+
+
+class _WeightedSumMetric(_PointwiseMetric):
+    _state_names = ("weighted_pred_sum", "weighted_label_sum", "weighted_num_samples")
+
+    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
+        return F._weighted_sums_update(preds, target, weights, self.from_logits)
+
+
+class Calibration(_WeightedSumMetric):
+    r"""Calibration: :math:`\sum_i w_i p_i / \sum_i w_i y_i` (1.0 is calibrated on average).
+
+    Args:
+        num_tasks: number of tasks ``T``.
+        from_logits: ``preds`` are logits (``sigmoid`` is applied first).
+        validate_args: check each batch.
+        kwargs: TorchMetrics options.
+
+    Note:
+        ``nan`` plus ``UndefinedMetricWarning`` while no positive label weight has been seen.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import Calibration
+        >>> metric = Calibration()
+        >>> metric(torch.tensor([0.2, 0.4, 0.6, 0.8]), torch.tensor([0, 0, 1, 0]))
+        tensor(2., dtype=torch.float64)
+    """
+
+    is_differentiable = True
+    higher_is_better = None
+    plot_lower_bound = 0.0
+
+    def __init__(self, num_tasks: int = 1, *, from_logits: bool = False, **kwargs: Any) -> None:
+        super().__init__(num_tasks, **kwargs)
+        _check_flag("from_logits", from_logits)
+        self.from_logits = from_logits
+
+    def _compute_value(self, pred_sum: Tensor, label_sum: Tensor, total: Tensor) -> Tensor:  # type: ignore[override]
+        return F._calibration_compute(pred_sum, label_sum)
+
+
+class CTR(_WeightedSumMetric):
+    r"""Click-through rate: the weighted share of positive labels, :math:`\sum_i w_i y_i / \sum_i w_i`.
+
+    ``preds`` are accepted (and shape-checked) so every pointwise metric has one signature,
+    but the rate depends on the labels alone.
+
+    Args:
+        num_tasks: number of tasks ``T``.
+        validate_args: check each batch.
+        kwargs: TorchMetrics options.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import CTR
+        >>> metric = CTR()
+        >>> metric.update(torch.tensor([0.3, 0.1, 0.2, 0.6]), torch.tensor([1, 0, 0, 0]))
+        >>> metric.compute()
+        tensor(0.2500, dtype=torch.float64)
+    """
+
+    _preds_domain = "real"
+    is_differentiable = False
+    higher_is_better = None
+    plot_lower_bound = 0.0
+    plot_upper_bound = 1.0
+
+    def _compute_value(self, pred_sum: Tensor, label_sum: Tensor, total: Tensor) -> Tensor:  # type: ignore[override]
+        return F._ctr_compute(label_sum, total)
+
+
+class WeightedAverage(_WeightedSumMetric):
+    r"""Weighted mean of the predictions, :math:`\sum_i w_i p_i / \sum_i w_i` (any finite values).
+
+    Args:
+        num_tasks: number of tasks ``T``.
+        validate_args: check each batch.
+        kwargs: TorchMetrics options.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import WeightedAverage
+        >>> metric = WeightedAverage()
+        >>> metric.update(torch.tensor([1.0, 3.0]), weights=torch.tensor([3.0, 1.0]))
+        >>> metric.compute()
+        tensor(1.5000, dtype=torch.float64)
+    """
+
+    _preds_domain = "real"
+    _target_domain = "real"
+    is_differentiable = True
+    higher_is_better = None
+
+    def update(self, preds: Tensor, target: Tensor | None = None, weights: Tensor | None = None) -> None:  # type: ignore[override]
+        """Accumulate ``preds`` (``target`` is optional and unused beyond a shape check)."""
+        super().update(preds, target, weights)  # type: ignore[arg-type]
+
+    def _compute_value(self, pred_sum: Tensor, label_sum: Tensor, total: Tensor) -> Tensor:  # type: ignore[override]
+        return F._weighted_average_compute(pred_sum, total)
+
+
+# ----------------------------------------------------------------------------- thresholded
+
+
+class _ConfusionMetric(_PointwiseMetric):
+    _state_names = ("true_positives", "false_positives", "true_negatives", "false_negatives")
+    _target_domain = "binary"
+    is_differentiable = False
+    higher_is_better = True
+    plot_lower_bound = 0.0
+    plot_upper_bound = 1.0
+
+    def __init__(
+        self, num_tasks: int = 1, *, threshold: float = 0.5, from_logits: bool = False, **kwargs: Any
+    ) -> None:
+        super().__init__(num_tasks, **kwargs)
+        _check_threshold(threshold)
+        _check_flag("from_logits", from_logits)
+        self.threshold = float(threshold)
+        self.from_logits = from_logits
+
+    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
+        return F._confusion_update(preds, target, weights, self.threshold, self.from_logits)  # type: ignore[arg-type]
+
+
+class WeightedAccuracy(_ConfusionMetric):
+    r"""Weighted accuracy at a threshold: :math:`\sum_i w_i [\,[p_i \ge t] = y_i\,] / \sum_i w_i`.
+
+    Args:
+        num_tasks: number of tasks ``T``.
+        threshold: probability at or above which a prediction is positive.
+        from_logits: ``preds`` are logits (the threshold stays a probability).
+        validate_args: check each batch (labels must be 0 or 1).
+        kwargs: TorchMetrics options.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import WeightedAccuracy
+        >>> metric = WeightedAccuracy(threshold=0.5)
+        >>> metric(torch.tensor([0.9, 0.5, 0.2, 0.7]), torch.tensor([1, 0, 0, 0]))
+        tensor(0.5000, dtype=torch.float64)
+    """
+
+    def _compute_value(self, *states: Tensor) -> Tensor:
+        return F._accuracy_compute(*states)
+
+
+class WeightedPrecision(_ConfusionMetric):
+    r"""Weighted precision at a threshold: :math:`TP / (TP + FP)` with weighted counts.
+
+    ``p >= threshold`` is a positive prediction; ``p == threshold`` counts once, as a positive
+    (TorchRec counts it both as a true positive and a false negative).
+
+    Args:
+        num_tasks: number of tasks ``T``.
+        threshold: probability at or above which a prediction is positive.
+        from_logits: ``preds`` are logits (the threshold stays a probability).
+        validate_args: check each batch (labels must be 0 or 1).
+        kwargs: TorchMetrics options.
+
+    Note:
+        ``nan`` plus ``UndefinedMetricWarning`` while there is no positive prediction.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import WeightedPrecision
+        >>> metric = WeightedPrecision()
+        >>> metric(torch.tensor([0.9, 0.5, 0.2, 0.7]), torch.tensor([1, 0, 1, 1]))
+        tensor(0.6667, dtype=torch.float64)
+    """
+
+    def _compute_value(self, *states: Tensor) -> Tensor:
+        return F._precision_compute(*states)
+
+
+class WeightedRecall(_ConfusionMetric):
+    r"""Weighted recall at a threshold: :math:`TP / (TP + FN)` with weighted counts.
+
+    Args:
+        num_tasks: number of tasks ``T``.
+        threshold: probability at or above which a prediction is positive.
+        from_logits: ``preds`` are logits (the threshold stays a probability).
+        validate_args: check each batch (labels must be 0 or 1).
+        kwargs: TorchMetrics options.
+
+    Note:
+        ``nan`` plus ``UndefinedMetricWarning`` while there is no positive label.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import WeightedRecall
+        >>> metric = WeightedRecall()
+        >>> metric(torch.tensor([0.9, 0.5, 0.2, 0.7]), torch.tensor([1, 0, 1, 0]))
+        tensor(0.5000, dtype=torch.float64)
+    """
+
+    def _compute_value(self, *states: Tensor) -> Tensor:
+        return F._recall_compute(*states)
+
+
+# ----------------------------------------------------------------------------- regression errors
+
+
+class _ErrorMetric(_PointwiseMetric):
+    _state_names = ("sum_squared_error", "sum_absolute_error", "weighted_num_samples")
+    _preds_domain = "real"
+    _target_domain = "real"
+    is_differentiable = True
+    higher_is_better = False
+    plot_lower_bound = 0.0
+
+    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
+        return F._error_update(preds, target, weights)  # type: ignore[arg-type]
+
+
+class WeightedMSE(_ErrorMetric):
+    r"""Weighted mean squared error, :math:`\sum_i w_i (p_i - y_i)^2 / \sum_i w_i`.
+
+    Equal to scikit-learn's ``mean_squared_error(..., sample_weight=w)``. Shares its states
+    with :class:`WeightedRMSE` and :class:`WeightedMAE`.
+
+    Args:
+        num_tasks: number of tasks ``T``.
+        validate_args: check each batch (finite values, non-negative weights).
+        kwargs: TorchMetrics options.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import WeightedMSE
+        >>> metric = WeightedMSE()
+        >>> metric(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 4.0]))
+        tensor(2.5000, dtype=torch.float64)
+    """
+
+    def _compute_value(self, *states: Tensor) -> Tensor:
+        return F._mse_compute(*states)
+
+
+class WeightedRMSE(_ErrorMetric):
+    r"""Weighted root mean squared error, :math:`\sqrt{\sum_i w_i (p_i - y_i)^2 / \sum_i w_i}`.
+
+    Args:
+        num_tasks: number of tasks ``T``.
+        validate_args: check each batch.
+        kwargs: TorchMetrics options.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import WeightedRMSE
+        >>> metric = WeightedRMSE()
+        >>> metric(torch.tensor([3.0, 0.0]), torch.tensor([0.0, 4.0]))
+        tensor(3.5355, dtype=torch.float64)
+    """
+
+    def _compute_value(self, *states: Tensor) -> Tensor:
+        return F._rmse_compute(*states)
+
+
+class WeightedMAE(_ErrorMetric):
+    r"""Weighted mean absolute error, :math:`\sum_i w_i |p_i - y_i| / \sum_i w_i`.
+
+    Args:
+        num_tasks: number of tasks ``T``.
+        validate_args: check each batch.
+        kwargs: TorchMetrics options.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import WeightedMAE
+        >>> metric = WeightedMAE()
+        >>> metric(torch.tensor([3.0, 0.0]), torch.tensor([0.0, 4.0]), torch.tensor([1.0, 3.0]))
+        tensor(3.7500, dtype=torch.float64)
+    """
+
+    def _compute_value(self, *states: Tensor) -> Tensor:
+        return F._mae_compute(*states)

@@ -10,8 +10,8 @@ import torch
 from sklearn import metrics as skm
 
 import torchmetrics_ext as tmx
-from torchmetrics_ext import functional as tmf
 from tests.helpers import tester as H
+from torchmetrics_ext import functional as tmf
 
 N = 900
 

@@ -44,7 +44,7 @@ def _worker(rank: int, world_size: int, port: int, jobs: Any, results: Any) -> N
             timeout=timedelta(seconds=120),
         )
         results.put((rank, True, "ready"))
-    except BaseException:  # noqa: BLE001 - reported to the parent, which fails the test
+    except BaseException:
         results.put((rank, False, traceback.format_exc()))
         return
     while True:
@@ -55,7 +55,7 @@ def _worker(rank: int, world_size: int, port: int, jobs: Any, results: Any) -> N
         try:
             fn = getattr(importlib.import_module(module), name)
             results.put((rank, True, fn(rank, world_size, *args)))
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             results.put((rank, False, traceback.format_exc()))
     dist.destroy_process_group()
 

@@ -128,8 +128,9 @@ def assert_close(actual: Any, expected: Any, rtol: float, atol: float, what: str
         return
     if isinstance(actual, Tensor):
         actual = actual.detach().cpu().double().numpy()
-    np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64),
-                               rtol=rtol, atol=atol, err_msg=what)
+    np.testing.assert_allclose(
+        np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64), rtol=rtol, atol=atol, err_msg=what
+    )
 
 
 def _call(metric: Metric, batch: Data, method: str = "update") -> Any:
@@ -280,14 +281,16 @@ def check_invariances(case: MetricCase, seed: int = 0) -> None:
 
     def run(d: Data) -> Any:
         metric = case.metric()
-        for batch in split(d, random_bounds(num_samples(d, case.sample_axis), rng, 3, case.min_batch),
-                           case.sample_axis):
+        for batch in split(
+            d, random_bounds(num_samples(d, case.sample_axis), rng, 3, case.min_batch), case.sample_axis
+        ):
             _call(metric, batch)
         return metric.compute()
 
     def close(a: Any, b: Any, what: str) -> None:
-        assert_close(a, b.cpu().double().numpy() if isinstance(b, Tensor) else b, case.rtol, case.atol,
-                     f"{case.id} {what}")
+        assert_close(
+            a, b.cpu().double().numpy() if isinstance(b, Tensor) else b, case.rtol, case.atol, f"{case.id} {what}"
+        )
 
     unweighted = dict(data, **{key: None})
     close(run(dict(data, **{key: torch.ones(n, dtype=torch.float64)})), run(unweighted), "unit weights")

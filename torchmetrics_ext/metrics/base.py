@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -62,6 +62,18 @@ class TaskMetric(Metric):
     def _squeeze_tasks(self, value: Tensor) -> Tensor:
         """Return a scalar for a single-task metric and the ``(T,)`` tensor otherwise."""
         return value.squeeze(0) if self.num_tasks == 1 and value.ndim > 0 else value
+
+    def plot(self, val: Tensor | Sequence[Tensor] | None = None, ax: Any = None) -> Any:
+        """Plot one value or a sequence of values (``compute()`` when ``val`` is None); needs matplotlib.
+
+        Args:
+            val: a value returned by ``compute``/``forward``, or a list of them (plotted over steps).
+            ax: an existing matplotlib axis to draw into.
+
+        Returns:
+            ``(figure, axis)`` as in TorchMetrics.
+        """
+        return self._plot(val, ax)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Validate the batch, then run TorchMetrics' ``forward`` (batch value + accumulation)."""

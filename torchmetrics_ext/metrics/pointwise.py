@@ -278,7 +278,7 @@ class WeightedAverage(_WeightedSumMetric):
     is_differentiable = True
     higher_is_better = None
 
-    def update(self, preds: Tensor, target: Tensor | None = None, weights: Tensor | None = None) -> None:  # type: ignore[override]
+    def update(self, preds: Tensor, target: Tensor | None = None, weights: Tensor | None = None) -> None:
         """Accumulate ``preds`` (``target`` is optional and unused beyond a shape check)."""
         super().update(preds, target, weights)  # type: ignore[arg-type]
 
@@ -297,9 +297,7 @@ class _ConfusionMetric(_PointwiseMetric):
     plot_lower_bound = 0.0
     plot_upper_bound = 1.0
 
-    def __init__(
-        self, num_tasks: int = 1, *, threshold: float = 0.5, from_logits: bool = False, **kwargs: Any
-    ) -> None:
+    def __init__(self, num_tasks: int = 1, *, threshold: float = 0.5, from_logits: bool = False, **kwargs: Any) -> None:
         super().__init__(num_tasks, **kwargs)
         _check_threshold(threshold)
         _check_flag("from_logits", from_logits)

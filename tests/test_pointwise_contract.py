@@ -1,0 +1,241 @@
+"""Pointwise metrics: bad input, undefined values, compute groups and the TorchMetrics contract."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torchmetrics import MetricCollection
+
+import torchmetrics_ext as tmx
+from tests.helpers import tester as H
+from tests.test_pointwise import CASES
+from torchmetrics_ext import UndefinedMetricWarning
+from torchmetrics_ext import functional as tmf
+
+P = torch.tensor([0.1, 0.4, 0.8, 0.6])
+Y = torch.tensor([0, 1, 1, 0])
+
+BAD_INPUTS = [
+    # (case id, bad batch, exception, message fragment)
+    ("ne-w", {"preds": torch.tensor([0.1, float("nan")]), "target": torch.tensor([0, 1])}, ValueError, "finite"),
+    ("ne-w", {"preds": torch.tensor([0.1, float("inf")]), "target": torch.tensor([0, 1])}, ValueError, "finite"),
+    ("ne-w", {"preds": torch.tensor([0.1, 1.2]), "target": torch.tensor([0, 1])}, ValueError, r"probabilities in \[0, 1\]"),
+    ("ne-w", {"preds": torch.tensor([-0.1, 0.2]), "target": torch.tensor([0, 1])}, ValueError, "from_logits=True"),
+    ("ne-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0, 2])}, ValueError, r"`target`.*\[0, 1\]"),
+    ("ne-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0.0, float("nan")])}, ValueError, "`target`"),
+    ("ne-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0, 1]), "weights": torch.tensor([1.0, -1.0])},
+     ValueError, "non-negative"),
+    ("ne-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0, 1]), "weights": torch.tensor([1.0, float("nan")])},
+     ValueError, "`weights`"),
+    ("ne-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0, 1]), "weights": torch.tensor([1.0, float("inf")])},
+     ValueError, "`weights`"),
+    ("ne-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0, 1, 1])}, ValueError, "same shape"),
+    ("ne-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0, 1]), "weights": torch.ones(3)},
+     ValueError, "`weights` of shape"),
+    ("ne-w", {"preds": torch.tensor([1, 0]), "target": torch.tensor([0, 1])}, TypeError, "floating point"),
+    ("ne-w", {"preds": [0.1, 0.2], "target": torch.tensor([0, 1])}, TypeError, "torch.Tensor"),
+    ("ne-w", {"preds": torch.rand(2, 3), "target": torch.ones(2, 3)}, ValueError, "num_tasks=1"),
+    ("ne-w", {"preds": torch.rand(2, 3, 1), "target": torch.ones(2, 3, 1)}, ValueError, "shape"),
+    ("ne-3task-w", {"preds": torch.rand(2, 5), "target": torch.ones(2, 5)}, ValueError, "num_tasks=3"),
+    ("ne-3task-w", {"preds": torch.rand(5), "target": torch.ones(5)}, ValueError, "num_tasks=3"),
+    ("ne-3task-w", {"preds": torch.rand(3, 5), "target": torch.ones(3, 5), "weights": torch.ones(5, 3)},
+     ValueError, "`weights` of shape"),
+    ("ne-logits-w", {"preds": torch.tensor([0.1, float("nan")]), "target": torch.tensor([0, 1])}, ValueError, "finite"),
+    ("accuracy-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0.0, 0.5])}, ValueError, "not all 0 or 1"),
+    ("precision-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0, 3])}, ValueError, r"\{0, 1\}"),
+    ("mse-w", {"preds": torch.tensor([0.1, float("nan")]), "target": torch.tensor([0.0, 5.0])}, ValueError, "finite"),
+    ("mse-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0.0, float("inf")])}, ValueError, "`target`"),
+    ("average-w", {"preds": torch.tensor([0.1, float("-inf")])}, ValueError, "finite"),
+    ("calibration-w", {"preds": torch.tensor([0.1, 0.2])}, TypeError, "target"),
+]
+
+
+@pytest.mark.parametrize(("cid", "bad", "exc", "match"), BAD_INPUTS)
+def test_bad_input_rejected_and_state_untouched(cid, bad, exc, match):
+    H.check_rejects(CASES[cid], dict({"weights": None}, **bad), exc, match)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device")
+def test_device_mismatch():  # pragma: no cover - exercised where a GPU exists
+    with pytest.raises(ValueError, match="same device"):
+        tmx.LogLoss().update(P.cuda(), Y)
+
+
+def test_device_mismatch_meta():
+    """A tensor on another device is named in the error (the meta device stands in for a GPU)."""
+    with pytest.raises(ValueError, match="same device"):
+        tmf.log_loss(P, Y.to("meta"))
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "match"),
+    [
+        (tmx.NormalizedEntropy, {"eta": 0.7}, "eta"),
+        (tmx.NormalizedEntropy, {"eta": -1e-3}, "eta"),
+        (tmx.LogLoss, {"from_logits": "yes"}, "from_logits"),
+        (tmx.WeightedPrecision, {"threshold": 1.5}, "threshold"),
+        (tmx.WeightedRecall, {"threshold": "0.5"}, "threshold"),
+        (tmx.CTR, {"num_tasks": 0}, "num_tasks"),
+        (tmx.WeightedMSE, {"num_tasks": 2.0}, "num_tasks"),
+        (tmx.WeightedMAE, {"validate_args": 1}, "validate_args"),
+    ],
+)
+def test_bad_constructor_args(cls, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cls(**kwargs)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    preds=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=1, max_size=8),
+    data=st.data(),
+)
+def test_hypothesis_probability_inputs(preds, data):
+    """Any float vector: accepted iff every value is a probability; a rejection changes nothing."""
+    target = data.draw(st.lists(st.sampled_from([0.0, 1.0, 0.5, -0.5, 2.0]), min_size=len(preds), max_size=len(preds)))
+    p, t = torch.tensor(preds), torch.tensor(target)
+    metric = tmx.LogLoss()
+    metric.update(torch.tensor([0.3, 0.6]), torch.tensor([0.0, 1.0]))
+    before = metric.cross_entropy_sum.clone(), metric.weighted_num_samples.clone(), metric._update_count
+    valid = bool(((p >= 0) & (p <= 1)).all() and ((t >= 0) & (t <= 1)).all())
+    if valid:
+        metric.update(p, t)
+        assert metric.weighted_num_samples.item() == 2 + len(preds)
+    else:
+        with pytest.raises(ValueError):
+            metric.update(p, t)
+        assert torch.equal(metric.cross_entropy_sum, before[0])
+        assert torch.equal(metric.weighted_num_samples, before[1])
+        assert metric._update_count == before[2]
+
+
+def test_empty_and_zero_weight_batches_change_nothing():
+    metric = tmx.NormalizedEntropy(num_tasks=2)
+    p, y = torch.tensor([[0.2, 0.7, 0.4], [0.9, 0.1, 0.5]]), torch.tensor([[0, 1, 1], [1, 0, 0]])
+    metric.update(p, y)
+    snapshot = {k: v.clone() for k, v in metric.metric_state.items()}
+    metric.update(torch.empty(2, 0), torch.empty(2, 0))
+    metric.update(torch.rand(2, 4), torch.ones(2, 4), torch.zeros(4))
+    for key, value in snapshot.items():
+        assert torch.equal(metric.metric_state[key], value), key
+
+
+UNDEFINED = [
+    (tmx.NormalizedEntropy, P, torch.zeros(4), "single class"),
+    (tmx.NormalizedEntropy, P, torch.ones(4), "single class"),
+    (tmx.LogLoss, P, Y, "total weight"),  # with zero weights below
+    (tmx.Calibration, P, torch.zeros(4), "no positive label"),
+    (tmx.WeightedPrecision, P * 0.1, Y, "no positive prediction"),
+    (tmx.WeightedRecall, P, torch.zeros(4, dtype=torch.long), "no positive label"),
+]
+
+
+@pytest.mark.parametrize(("cls", "preds", "target", "match"), UNDEFINED)
+def test_undefined_is_nan_with_warning(cls, preds, target, match):
+    metric = cls()
+    weights = torch.zeros(4) if match == "total weight" else None
+    metric.update(preds, target, weights)
+    with pytest.warns(UndefinedMetricWarning, match=match):
+        assert torch.isnan(metric.compute())
+
+
+def test_undefined_names_the_task_and_keeps_others():
+    metric = tmx.NormalizedEntropy(num_tasks=2)
+    metric.update(torch.tensor([[0.2, 0.7], [0.3, 0.6]]), torch.tensor([[0, 1], [0, 0]]))
+    with pytest.warns(UndefinedMetricWarning, match=r"task\(s\) \[1\]"):
+        value = metric.compute()
+    assert torch.isnan(value[1]) and torch.isfinite(value[0])
+
+
+def test_compute_before_update_is_nan():
+    with pytest.warns(UndefinedMetricWarning), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("always", UndefinedMetricWarning)
+        assert torch.isnan(tmx.CTR().compute())
+
+
+@pytest.mark.parametrize(
+    "family",
+    [
+        (tmx.NormalizedEntropy, tmx.LogLoss),
+        (tmx.Calibration, tmx.CTR),
+        (tmx.WeightedAccuracy, tmx.WeightedPrecision, tmx.WeightedRecall),
+        (tmx.WeightedMSE, tmx.WeightedRMSE, tmx.WeightedMAE),
+    ],
+)
+def test_family_shares_one_compute_group(family):
+    collection = MetricCollection({cls.__name__: cls() for cls in family}, compute_groups=True)
+    p = torch.tensor([0.2, 0.7, 0.4, 0.9])
+    collection.update(p, torch.tensor([0, 1, 1, 0]))
+    assert len(collection.compute_groups) == 1
+    values = collection.compute()
+    for cls in family:
+        alone = cls()
+        alone.update(p, torch.tensor([0, 1, 1, 0]))
+        torch.testing.assert_close(values[cls.__name__], alone.compute())
+
+
+def test_ne_and_logloss_not_merged_with_different_eta():
+    collection = MetricCollection(
+        {"ne": tmx.NormalizedEntropy(eta=0.3), "ll": tmx.LogLoss()}, compute_groups=True
+    )
+    collection.update(torch.tensor([0.1, 0.95]), torch.tensor([0, 1]))
+    assert len(collection.compute_groups) == 2
+
+
+def test_from_logits_is_explicit():
+    """Logit-looking probabilities are not guessed: without from_logits they are rejected."""
+    logits = torch.tensor([-2.0, 3.0])
+    with pytest.raises(ValueError, match="from_logits"):
+        tmf.log_loss(logits, torch.tensor([0, 1]))
+    np.testing.assert_allclose(
+        tmf.log_loss(logits, torch.tensor([0, 1]), from_logits=True).item(),
+        np.mean([np.log1p(np.exp(-2.0)), np.log1p(np.exp(-3.0))]),
+        rtol=1e-12,
+    )
+
+
+def test_torchmetrics_kwargs_pass_through():
+    metric = tmx.NormalizedEntropy(sync_on_compute=False, compute_on_cpu=True, dist_sync_on_step=False)
+    assert metric.sync_on_compute is False and metric.compute_on_cpu is True
+
+
+def test_plot_works():
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    metric = tmx.WeightedAccuracy()
+    values = [metric(torch.rand(10), torch.randint(0, 2, (10,))) for _ in range(3)]
+    fig, ax = metric.plot(values)
+    assert fig is not None and ax is not None
+    multi = tmx.LogLoss(num_tasks=2)
+    multi.update(torch.rand(2, 10), torch.randint(0, 2, (2, 10)))
+    multi.plot()
+
+
+def test_forward_is_differentiable():
+    preds = torch.tensor([0.2, 0.7, 0.4], requires_grad=True)
+    value = tmx.LogLoss()(preds, torch.tensor([0, 1, 1]))
+    value.backward()
+    assert preds.grad is not None and torch.isfinite(preds.grad).all()
+
+
+def test_lifetime_huge_counts_stay_exact():
+    """float64 states: a billion-sample weight total still counts single samples."""
+    metric = tmx.CTR()
+    metric.update(torch.tensor([0.5]), torch.tensor([1.0]), torch.tensor([1e9]))
+    metric.update(torch.tensor([0.5]), torch.tensor([0.0]), torch.tensor([1.0]))
+    assert metric.weighted_num_samples.item() == 1e9 + 1
+    np.testing.assert_allclose(metric.compute().item(), 1e9 / (1e9 + 1), rtol=1e-15)
+
+
+def test_validate_args_false_skips_checks():
+    metric = tmx.WeightedMSE(validate_args=False)
+    metric.update(torch.tensor([1.0, 3.0]), torch.tensor([1.0, 1.0]))
+    np.testing.assert_allclose(metric.compute().item(), 2.0)

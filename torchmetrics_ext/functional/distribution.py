@@ -1,0 +1,240 @@
+r"""Distribution statistics from a mergeable log-bucket sketch (DDSketch-style).
+
+The sketch keeps a fixed-size float64 vector of bucket counts. With relative accuracy
+:math:`\alpha` and :math:`\gamma = (1+\alpha)/(1-\alpha)`, a value :math:`x` with
+:math:`|x| \ge` ``min_value`` falls in bucket :math:`k = \lceil \log_\gamma |x| \rceil` of its sign,
+which covers :math:`(\gamma^{k-1}, \gamma^k]` and is represented by
+:math:`\hat x = \operatorname{sign}(x)\, 2\gamma^k/(\gamma+1)`, so that
+:math:`|\hat x - x| \le \alpha |x|`. Values with :math:`|x| <` ``min_value`` share one zero
+bucket (represented by 0, absolute error below ``min_value``); values beyond ``max_value`` go to
+the last bucket of their sign (no error bound there, except that every estimate is clipped to the
+exact min/max). Buckets are laid out in value order ``[negative (largest magnitude first), zero,
+positive]`` so a cumulative sum is a rank function. Merging two sketches (batches, ranks) is a
+sum of their count vectors, so percentiles across ranks are those of all the data.
+
+Percentiles follow ``numpy.percentile``'s default (linear) definition: the value at position
+:math:`h = q (n-1)` of the sorted data, interpolated between ranks :math:`\lfloor h \rfloor` and
+:math:`\lfloor h \rfloor + 1`. Each of the two ranks is estimated by its bucket's representative
+(rank 0 and rank :math:`n-1` are the exact min and max), so the result is within
+:math:`\alpha` relative error of ``np.percentile`` when the two neighbours have the same sign and
+lie in ``[min_value, max_value]``.
+
+Mean and standard deviation are exact up to float64 rounding, from the sum and the sum of squares.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+from torch import Tensor
+
+from torchmetrics_ext.utilities.warnings import warn_undefined
+
+__all__ = ["SketchSpec", "distribution", "percentile_key"]
+
+DEFAULT_PERCENTILES: tuple[float, ...] = (5.0, 50.0, 95.0)
+
+
+@dataclass(frozen=True)
+class SketchSpec:
+    """Geometry of the log-bucket sketch.
+
+    Attributes:
+        relative_accuracy: :math:`\\alpha`, the relative error bound of each estimate, in (0, 1).
+        min_value: smallest magnitude with a relative error bound; smaller magnitudes count as 0.
+        max_value: largest magnitude with a relative error bound.
+    """
+
+    relative_accuracy: float = 0.01
+    min_value: float = 1e-9
+    max_value: float = 1e12
+
+    def __post_init__(self) -> None:
+        a, lo, hi = self.relative_accuracy, self.min_value, self.max_value
+        if not (isinstance(a, (int, float)) and 0 < a < 1):
+            raise ValueError(f"Expected `relative_accuracy` in (0, 1), got {a!r}.")
+        if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and 0 < lo < hi < math.inf):
+            raise ValueError(f"Expected 0 < `min_value` < `max_value` < inf, got min_value={lo!r}, max_value={hi!r}.")
+
+    @cached_property
+    def log_gamma(self) -> float:
+        a = self.relative_accuracy
+        return math.log((1 + a) / (1 - a))
+
+    @cached_property
+    def first_key(self) -> int:
+        return math.ceil(math.log(self.min_value) / self.log_gamma)
+
+    @cached_property
+    def buckets_per_sign(self) -> int:
+        return math.ceil(math.log(self.max_value) / self.log_gamma) - self.first_key + 1
+
+    @property
+    def size(self) -> int:
+        """Length of the count vector: two signs plus the zero bucket."""
+        return 2 * self.buckets_per_sign + 1
+
+    def representatives(self, device: torch.device | None = None) -> Tensor:
+        """Representative value of every bucket, in layout order (float64)."""
+        keys = torch.arange(self.buckets_per_sign, dtype=torch.float64, device=device) + self.first_key
+        gamma = math.exp(self.log_gamma)
+        pos = 2.0 * torch.exp(keys * self.log_gamma) / (gamma + 1.0)
+        return torch.cat([-pos.flip(0), pos.new_zeros(1), pos])
+
+
+def percentile_key(p: float) -> str:
+    """Output name of percentile ``p``: ``p05``, ``p50``, ``p95``, ``p99.9``."""
+    return f"p{int(p):02d}" if float(p).is_integer() else f"p{p:g}"
+
+
+def _check_percentiles(percentiles: Sequence[float]) -> tuple[float, ...]:
+    out = tuple(percentiles) if isinstance(percentiles, Sequence) else ()
+    if not out or not all(isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 100 for p in out):
+        raise ValueError(f"Expected `percentiles` to be a non-empty sequence of numbers in [0, 100], got {percentiles!r}.")
+    if len({percentile_key(p) for p in out}) != len(out):
+        raise ValueError(f"Expected distinct `percentiles`, got {percentiles!r}.")
+    return tuple(float(p) for p in out)
+
+
+def _sketch_index(values: Tensor, spec: SketchSpec) -> Tensor:
+    """Bucket index (layout order) of every value of a float64 1-D tensor."""
+    b = spec.buckets_per_sign
+    magnitude = values.abs()
+    key = torch.ceil(torch.log(magnitude.clamp(min=spec.min_value)) / spec.log_gamma) - spec.first_key
+    key = key.clamp_(0, b - 1).long()
+    index = torch.where(values > 0, b + 1 + key, b - 1 - key)
+    return torch.where(magnitude < spec.min_value, torch.full_like(index, b), index)
+
+
+def _distribution_update(values: Tensor, spec: SketchSpec) -> tuple[Tensor, ...]:
+    """Sufficient statistics of one batch: count, sum, sum of squares, min, max, bucket counts."""
+    values = values.reshape(-1).to(torch.float64)
+    if values.numel() == 0:
+        inf = torch.tensor(math.inf, dtype=torch.float64, device=values.device)
+        zero = torch.zeros((), dtype=torch.float64, device=values.device)
+        return zero, zero, zero, inf, -inf, torch.zeros(spec.size, dtype=torch.float64, device=values.device)
+    vmin, vmax = torch.aminmax(values)
+    counts = torch.bincount(_sketch_index(values, spec), minlength=spec.size).to(torch.float64)
+    count = torch.tensor(float(values.numel()), dtype=torch.float64, device=values.device)
+    return count, values.sum(), values.square().sum(), vmin, vmax, counts
+
+
+def _sketch_quantiles(
+    counts: Tensor, vmin: Tensor, vmax: Tensor, quantiles: Tensor, spec: SketchSpec
+) -> Tensor:
+    """``np.percentile``-style (linear) quantiles from the bucket counts; ``quantiles`` in [0, 1]."""
+    cum = counts.cumsum(0)
+    n = cum[-1]
+    h = quantiles * (n - 1)
+    lo = h.floor()
+    hi = torch.minimum(lo + 1, n - 1)
+    reps = spec.representatives(counts.device)
+
+    def at_rank(rank: Tensor) -> Tensor:
+        bucket = torch.searchsorted(cum, rank, right=True).clamp_(max=counts.numel() - 1)
+        est = torch.minimum(torch.maximum(reps[bucket], vmin), vmax)
+        return torch.where(rank <= 0, vmin, torch.where(rank >= n - 1, vmax, est))
+
+    low, high = at_rank(lo), at_rank(hi)
+    return low + (h - lo) * (high - low)
+
+
+def _distribution_compute(
+    count: Tensor,
+    total: Tensor,
+    total_sq: Tensor,
+    vmin: Tensor,
+    vmax: Tensor,
+    counts: Tensor,
+    percentiles: Sequence[float],
+    spec: SketchSpec,
+    metric: str = "Distribution",
+) -> dict[str, Tensor]:
+    """``{"mean", "min", "max", "std", "p05", ...}`` from the sufficient statistics.
+
+    ``std`` is the sample standard deviation (``ddof=1``, as ``torch.std``). With no value every
+    output is ``nan``; with one value ``std`` is ``nan`` (each with an UndefinedMetricWarning).
+    """
+    nan = torch.full((), math.nan, dtype=torch.float64, device=count.device)
+    empty = count <= 0
+    warn_undefined(empty, metric, "no value was seen")
+    warn_undefined(count == 1, metric, "the standard deviation of a single value (ddof=1)")
+    n = torch.where(empty, torch.ones_like(count), count)
+    mean = total / n
+    var = ((total_sq - total * mean) / torch.clamp(count - 1, min=1)).clamp_(min=0)
+    std = torch.where(count < 2, nan, var.sqrt())
+    out = {"mean": mean, "min": vmin, "max": vmax, "std": std}
+    q = torch.tensor([p / 100.0 for p in percentiles], dtype=torch.float64, device=count.device)
+    values = _sketch_quantiles(counts, vmin, vmax, q, spec)
+    for p, value in zip(percentiles, values.unbind(0)):
+        out[percentile_key(p)] = value
+    if bool(empty):
+        out = {k: nan.clone() for k in out}
+    return out
+
+
+def distribution(
+    values: Tensor,
+    percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+    relative_accuracy: float = 0.01,
+    min_value: float = 1e-9,
+    max_value: float = 1e12,
+    validate_args: bool = True,
+) -> dict[str, Tensor]:
+    r"""Mean, min, max, sample std and percentiles of ``values`` through the log-bucket sketch.
+
+    .. math::
+        \bar x = \frac{1}{n}\sum_i x_i,\qquad
+        s = \sqrt{\frac{\sum_i x_i^2 - n\bar x^2}{n-1}},\qquad
+        P_q \approx x_{(\lfloor h\rfloor)} + (h-\lfloor h\rfloor)\,(x_{(\lfloor h\rfloor+1)} - x_{(\lfloor h\rfloor)}),
+        \; h = \tfrac{q}{100}(n-1)
+
+    Args:
+        values: a real tensor of any shape (flattened).
+        percentiles: percentiles in [0, 100]; each gives an output ``p05``, ``p50``, ...
+        relative_accuracy: relative error bound :math:`\alpha` of each percentile estimate.
+        min_value: magnitudes below this count as 0.
+        max_value: magnitudes above this lose the error bound (still clipped to the exact max).
+        validate_args: check ``values`` (real, finite).
+
+    Returns:
+        A dict of float64 scalars: ``mean``, ``min``, ``max``, ``std`` and one per percentile.
+
+    Raises:
+        TypeError: if ``values`` is not a real tensor.
+        ValueError: on NaN/inf values or invalid sketch arguments.
+
+    Note:
+        Undefined values (no data; ``std`` of one value) are ``nan`` with an
+        :class:`~torchmetrics_ext.utilities.warnings.UndefinedMetricWarning`.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import distribution
+        >>> stats = distribution(torch.arange(1.0, 101.0))
+        >>> {k: round(v.item(), 1) for k, v in stats.items()}  # np.percentile: 5.95, 50.5, 95.05
+        {'mean': 50.5, 'min': 1.0, 'max': 100.0, 'std': 29.0, 'p05': 5.9, 'p50': 50.4, 'p95': 94.7}
+    """
+    spec = SketchSpec(relative_accuracy, min_value, max_value)
+    percentiles = _check_percentiles(percentiles)
+    if validate_args:
+        _check_values("values", values)
+    return _distribution_compute(*_distribution_update(values, spec), percentiles=percentiles, spec=spec)
+
+
+def _check_values(name: str, values: object, *, allow_nan: bool = False) -> None:
+    """``values`` is a real (non-complex) tensor of finite numbers."""
+    if not isinstance(values, Tensor):
+        raise TypeError(f"Expected `{name}` to be a torch.Tensor, got {type(values).__name__}.")
+    if values.is_complex():
+        raise TypeError(f"Expected `{name}` to be a real tensor, got dtype {values.dtype}.")
+    if values.is_floating_point() and values.numel():
+        bad = ~torch.isfinite(values)
+        if allow_nan:
+            bad &= ~torch.isnan(values)
+        if bool(bad.any()):
+            raise ValueError(f"Expected `{name}` to hold finite numbers, got NaN or inf values.")

@@ -328,3 +328,13 @@ def test_collection_with_compute_groups_keeps_different_streams_apart():
     collection["a"].update(torch.tensor([100.0]))
     values = collection.compute()
     assert values["a_max"].item() == 100.0 and values["b_max"].item() == 2.0
+
+
+@pytest.mark.parametrize("cls", [Sum, Mean, Max, Min])
+def test_float64_survives_to_device(cls):
+    """TorchMetrics sets ``dtype`` back to float32 on ``.to(device)``; ours keep accumulating in float64."""
+    metric = cls().to("cpu")
+    assert metric.dtype == torch.float64
+    x = 1.0 + 2.0**-40
+    metric.update(torch.tensor([x], dtype=torch.float64))
+    assert metric.compute().item() == x

@@ -132,8 +132,11 @@ class MetricsAggregator:
         """
         if not isinstance(agg_type, AggregationType):
             raise TypeError(f"Expected `agg_type` to be an AggregationType, got {agg_type!r}.")
-        if not callable(metric_factory):
-            raise TypeError(f"Expected `metric_factory` to be callable, got {type(metric_factory).__name__}.")
+        if not callable(metric_factory) or isinstance(metric_factory, nn.Module):
+            raise TypeError(
+                "Expected `metric_factory` to be a callable returning a new torchmetrics.Metric (e.g. the class "
+                f"or a lambda), got {type(metric_factory).__name__}."
+            )
         used = [key for key, (t, _) in self._keys.items() if t is agg_type]
         if used:
             raise ValueError(

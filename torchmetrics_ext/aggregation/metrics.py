@@ -13,11 +13,11 @@ fixed-size, sum-reducible sketch (see :mod:`torchmetrics_ext.functional.distribu
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, Union
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics.aggregation import MaxMetric, MeanMetric, MinMetric, SumMetric
 
 from torchmetrics_ext.functional.distribution import (
@@ -73,6 +73,15 @@ class _ValueAggregation(TaskMetric):
     def __init__(self, nan_strategy: NanStrategy = "error", *, validate_args: bool = True, **kwargs: Any) -> None:
         super().__init__(1, validate_args=validate_args, nan_strategy=nan_strategy, **kwargs)
         self.set_dtype(torch.float64)
+
+    def _apply(self, fn: Callable, exclude_state: Sequence[str] = "") -> nn.Module:
+        # TorchMetrics resets ``self.dtype`` to float32 on ``.to(device)``; inputs are cast to
+        # ``self.dtype``, so keep float64 unless the dtype is changed on purpose (``set_dtype``).
+        dtype = self._dtype
+        this = super()._apply(fn, exclude_state)
+        if not self._dtype_convert:
+            this._dtype = dtype
+        return this
 
     def _validate(self, value: Values, weight: Values | None = None) -> None:
         values = _as_values("value", value)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import defaultdict
 from collections.abc import Callable, Iterable
+from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 import torch
@@ -26,16 +29,89 @@ _NUMERIC = frozenset(t for t in AggregationType if t is not AggregationType.CATE
 Key = tuple[str, str]
 
 
-def _default_factories() -> dict[AggregationType, MetricFactory]:
-    # the aggregator validates whole batches itself, so its metrics skip their own checks
-    return {
-        AggregationType.SUM: lambda: Sum(nan_strategy="disable", validate_args=False),
-        AggregationType.MEAN: lambda: Mean(nan_strategy="disable", validate_args=False),
-        AggregationType.MAX: lambda: Max(nan_strategy="disable", validate_args=False),
-        AggregationType.MIN: lambda: Min(nan_strategy="disable", validate_args=False),
-        AggregationType.DISTRIBUTION: lambda: Distribution(validate_args=False),
-        AggregationType.CATEGORICAL_COUNT: lambda: CategoricalCount(validate_args=False),
-    }
+def _sum() -> TorchMetric:
+    return Sum(nan_strategy="disable", validate_args=False)
+
+
+def _mean() -> TorchMetric:
+    return Mean(nan_strategy="disable", validate_args=False)
+
+
+def _max() -> TorchMetric:
+    return Max(nan_strategy="disable", validate_args=False)
+
+
+def _min() -> TorchMetric:
+    return Min(nan_strategy="disable", validate_args=False)
+
+
+def _distribution() -> TorchMetric:
+    return Distribution(validate_args=False)
+
+
+def _categorical() -> TorchMetric:
+    return CategoricalCount(validate_args=False)
+
+
+# the aggregator validates whole batches itself, so its default metrics skip their own checks
+_DEFAULT_FACTORIES: dict[AggregationType, MetricFactory] = {
+    AggregationType.SUM: _sum,
+    AggregationType.MEAN: _mean,
+    AggregationType.MAX: _max,
+    AggregationType.MIN: _min,
+    AggregationType.DISTRIBUTION: _distribution,
+    AggregationType.CATEGORICAL_COUNT: _categorical,
+}
+_BUILTIN: dict[AggregationType, type] = {
+    AggregationType.SUM: Sum,
+    AggregationType.MEAN: Mean,
+    AggregationType.MAX: Max,
+    AggregationType.MIN: Min,
+    AggregationType.DISTRIBUTION: Distribution,
+    AggregationType.CATEGORICAL_COUNT: CategoricalCount,
+}
+_SIMPLE = frozenset((AggregationType.SUM, AggregationType.MEAN, AggregationType.MAX, AggregationType.MIN))
+
+
+def _simple_stats(agg_type: AggregationType, values: list[Any]) -> tuple[float, ...] | None:
+    """A batch's statistic for SUM/MEAN/MAX/MIN in exact float64 (``math.fsum``), or None if a value is bad."""
+    try:
+        total = math.fsum(values)
+        if not math.isfinite(total):
+            return None
+        if agg_type is AggregationType.SUM:
+            return (total,)
+        if agg_type is AggregationType.MEAN:
+            return (total, float(len(values)))
+        return (float(max(values)),) if agg_type is AggregationType.MAX else (float(min(values)),)
+    except (TypeError, ValueError, OverflowError, RuntimeError):
+        return None
+
+
+def _count_update(metric: TorchMetric) -> None:
+    """What TorchMetrics' update wrapper records, for the built-in metrics updated directly."""
+    state = metric.__dict__
+    state["_computed"] = None
+    state["_update_count"] += 1
+
+
+_get_key = attrgetter("dataset_name", "name", "agg_type")
+_get_value = attrgetter("value")
+
+
+_CATEGORY_TYPES = frozenset((str, int))
+_FIELDS = ("dataset_name", "name", "value", "agg_type")
+
+
+def _bad_record_message(records: list[Any]) -> str:
+    for record in records:
+        if not all(hasattr(record, field) for field in _FIELDS):
+            return f"Expected every record to be a Metric, got {type(record).__name__}: {record!r}."
+        try:
+            hash((record.dataset_name, record.name, record.agg_type))
+        except TypeError:
+            return f"Expected hashable dataset_name, name and agg_type, got {record!r}."
+    return "Expected every record to be a Metric."
 
 
 def _is_category(value: object) -> bool:
@@ -111,7 +187,7 @@ class MetricsAggregator:
     def __init__(self, process_group: Any | None = None) -> None:
         self.process_group = process_group
         self.metrics = nn.ModuleDict()
-        self._factories: dict[AggregationType, MetricFactory] = _default_factories()
+        self._factories: dict[AggregationType, MetricFactory] = dict(_DEFAULT_FACTORIES)
         self._keys: dict[Key, tuple[AggregationType, str]] = {}
         self._next_id = 0
         self._device = torch.device("cpu")
@@ -164,29 +240,40 @@ class MetricsAggregator:
 
         The whole batch is validated before any of it is applied; a rejected batch changes nothing.
         """
-        groups: dict[Key, list[Any]] = {}
-        types: dict[Key, AggregationType] = {}
-        for record in records:
-            if type(record) is not Metric and not isinstance(record, Metric):
-                raise TypeError(f"Expected every record to be a Metric, got {type(record).__name__}: {record!r}.")
-            key = (record.dataset_name, record.name)
-            values = groups.get(key)
-            if values is None:
-                groups[key] = values = []
-                types[key] = record.agg_type
-            elif types[key] is not record.agg_type:
-                raise ValueError(self._conflict(key, types[key], record.agg_type))
-            values.append(record.value)
-        if not groups:
+        records = records if isinstance(records, list) else list(records)
+        grouped: defaultdict[tuple[str, str, AggregationType], list[Any]] = defaultdict(list)
+        try:
+            for key3, value in zip(map(_get_key, records), map(_get_value, records)):
+                grouped[key3].append(value)
+        except (AttributeError, TypeError):
+            raise TypeError(_bad_record_message(records)) from None
+        if not grouped:
             return
-        numeric, categorical = self._validate(groups, types)
+        types: dict[Key, AggregationType] = {}
+        values: dict[Key, list[Any]] = {}
+        for (ds, name, agg_type), group in grouped.items():
+            key = (ds, name)
+            if key in types:
+                raise ValueError(self._conflict(key, types[key], agg_type))
+            types[key] = agg_type
+            values[key] = group
+        plan = self._plan(values, types)
         for key, agg_type in types.items():
             if key not in self._keys:
                 self._create(key, agg_type)
-        for key, tensor in numeric:
-            self.metrics[self._keys[key][1]].update(tensor)
-        for key, categories in categorical:
-            self.metrics[self._keys[key][1]].update(categories)
+        for key, kind, payload in plan:
+            metric = self.metrics[self._keys[key][1]]
+            if kind == "stats":  # built-in SUM/MEAN/MAX/MIN: one in-place op per state
+                _count_update(metric)
+                metric._add_stats(*payload)
+            elif kind == "values":  # built-in DISTRIBUTION
+                _count_update(metric)
+                metric._add_values(payload)
+            elif kind == "categories" and type(metric) is CategoricalCount:
+                _count_update(metric)
+                CategoricalCount.update(metric, payload)
+            else:  # a registered handler's metric: its public update
+                metric.update(payload)
 
     @staticmethod
     def _conflict(key: Key, old: AggregationType, new: AggregationType) -> str:
@@ -195,55 +282,54 @@ class MetricsAggregator:
             f"it cannot also be aggregated as {_type_name(new)}. Use another metric name."
         )
 
-    def _validate(
-        self, groups: dict[Key, list[Any]], types: dict[Key, AggregationType]
-    ) -> tuple[list[tuple[Key, Tensor]], list[tuple[Key, list[Any]]]]:
-        """Check the batch (types, values) and return per-key value tensors / category lists."""
-        numeric_keys, categorical = [], []
+    def _builtin(self, key: Key, agg_type: AggregationType) -> bool:
+        """Whether the key's metric is (or will be) the built-in metric of its type."""
+        known = self._keys.get(key)
+        if known is not None:
+            return type(self.metrics[known[1]]) is _BUILTIN[agg_type]
+        return self._factories[agg_type] is _DEFAULT_FACTORIES[agg_type]
+
+    def _plan(self, groups: dict[Key, list[Any]], types: dict[Key, AggregationType]) -> list[tuple[Key, str, Any]]:
+        """Validate the whole batch and prepare one update per key: ``(key, kind, payload)``."""
+        plan: list[tuple[Key, str, Any]] = []
+        tensor_keys: list[Key] = []
         for key, agg_type in types.items():
             if not isinstance(agg_type, AggregationType) or agg_type not in self._factories:
                 raise ValueError(f"Metric {key[1]!r} of dataset {key[0]!r} has an unknown agg_type {agg_type!r}.")
             known = self._keys.get(key)
             if known is not None and known[0] is not agg_type:
                 raise ValueError(self._conflict(key, known[0], agg_type))
+            values = groups[key]
             if agg_type is AggregationType.CATEGORICAL_COUNT:
-                values = groups[key]
-                for value in values:
-                    if not _is_category(value):
-                        raise TypeError(
-                            f"Metric {key[1]!r} of dataset {key[0]!r} is a CATEGORICAL_COUNT: expected str or int "
-                            f"categories, got {value!r} ({type(value).__name__})."
-                        )
-                categorical.append((key, values))
+                if not set(map(type, values)) <= _CATEGORY_TYPES:
+                    for value in values:
+                        if not _is_category(value):
+                            raise TypeError(
+                                f"Metric {key[1]!r} of dataset {key[0]!r} is a CATEGORICAL_COUNT: expected str or "
+                                f"int categories, got {value!r} ({type(value).__name__})."
+                            )
+                plan.append((key, "categories", values))
+            elif agg_type in _SIMPLE and self._builtin(key, agg_type):
+                stats = _simple_stats(agg_type, values)
+                if stats is None:
+                    _raise_bad_value(key, agg_type, values)
+                plan.append((key, "stats", stats))
             else:
-                numeric_keys.append(key)
-        numeric: list[tuple[Key, Tensor]] = []
-        if numeric_keys:
-            flat_values = [v for key in numeric_keys for v in groups[key]]
+                tensor_keys.append(key)
+                plan.append((key, "values" if self._builtin(key, agg_type) else "tensor", None))
+        if tensor_keys:
+            flat_values = list(chain.from_iterable(groups[key] for key in tensor_keys))
             try:
                 flat = torch.tensor(flat_values, dtype=torch.float64)
                 ok = flat.ndim == 1 and bool(torch.isfinite(flat).all())
             except (TypeError, ValueError, RuntimeError):
                 ok = False
             if not ok:
-                self._raise_bad_value(numeric_keys, groups, types)
-            flat = flat.to(self._device)
-            sizes = [len(groups[key]) for key in numeric_keys]
-            numeric = list(zip(numeric_keys, flat.split(sizes)))
-        return numeric, categorical
-
-    @staticmethod
-    def _raise_bad_value(keys: list[Key], groups: dict[Key, list[Any]], types: dict[Key, AggregationType]) -> None:
-        for key in keys:
-            for value in groups[key]:
-                if isinstance(value, (str, bytes)) or not _is_number(value):
-                    kind = "a finite number" if not isinstance(value, (str, bytes)) else "a number"
-                    error = ValueError if _is_number_like(value) else TypeError
-                    raise error(
-                        f"Metric {key[1]!r} of dataset {key[0]!r} is a {_type_name(types[key])}: expected {kind}, "
-                        f"got {value!r} ({type(value).__name__})."
-                    )
-        raise TypeError("Expected every numeric record value to be a single number.")
+                for key in tensor_keys:
+                    _raise_bad_value(key, types[key], groups[key], tensors=True)
+            tensors = dict(zip(tensor_keys, flat.to(self._device).split([len(groups[k]) for k in tensor_keys])))
+            plan = [(key, kind, tensors[key] if payload is None else payload) for key, kind, payload in plan]
+        return plan
 
     def _create(self, key: Key, agg_type: AggregationType) -> TorchMetric:
         metric = self._factories[agg_type]()
@@ -390,6 +476,28 @@ class MetricsAggregator:
             metric._update_count = int(entry["update_count"])
             metric._computed = None
         self.metrics, self._keys, self._next_id = fresh.metrics, fresh._keys, fresh._next_id
+
+
+def _raise_bad_value(key: Key, agg_type: AggregationType, values: list[Any], tensors: bool = False) -> None:
+    """Raise the error for the first bad value of a key (or return if all are fine)."""
+    for value in values:
+        single = not isinstance(value, (str, bytes)) and _is_number(value)
+        if tensors and single:
+            try:
+                single = torch.tensor([value], dtype=torch.float64).shape == (1,)
+            except (TypeError, ValueError, RuntimeError):
+                single = False
+        if not single:
+            error = ValueError if _is_number_like(value) else TypeError
+            kind = "a finite number" if error is ValueError or not isinstance(value, (str, bytes)) else "a number"
+            raise error(
+                f"Metric {key[1]!r} of dataset {key[0]!r} is a {_type_name(agg_type)}: expected {kind}, "
+                f"got {value!r} ({type(value).__name__})."
+            )
+    if not tensors:
+        raise ValueError(
+            f"Metric {key[1]!r} of dataset {key[0]!r} is a {_type_name(agg_type)}: the batch's sum overflows float64."
+        )
 
 
 def _is_number_like(value: object) -> bool:

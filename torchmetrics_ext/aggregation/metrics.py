@@ -23,6 +23,7 @@ from torchmetrics.aggregation import MaxMetric, MeanMetric, MinMetric, SumMetric
 from torchmetrics_ext.functional.distribution import (
     DEFAULT_PERCENTILES,
     SketchSpec,
+    _add_to_sketch,
     _check_percentiles,
     _distribution_compute,
     _distribution_update,
@@ -83,6 +84,22 @@ class _ValueAggregation(TaskMetric):
             this._dtype = dtype
         return this
 
+    def _prepare(self, value: Values, weight: Values | None = None) -> tuple[Tensor, Tensor | None]:
+        """Float64 values (and weights); TorchMetrics' cast and NaN handling unless it has nothing to do."""
+        if (
+            weight is None
+            and self.nan_strategy == "disable"
+            and isinstance(value, Tensor)
+            and value.dtype == torch.float64
+            and value.device == self.device
+        ):
+            return value, None  # the aggregator's path: values already checked and cast
+        if weight is None:
+            return self._cast_and_nan_check_input(value)[0], None  # type: ignore[attr-defined]
+        values = torch.as_tensor(value, dtype=self.dtype, device=self.device)
+        weights = torch.broadcast_to(torch.as_tensor(weight, dtype=self.dtype, device=self.device), values.shape)
+        return self._cast_and_nan_check_input(values, weights)  # type: ignore[attr-defined]
+
     def _validate(self, value: Values, weight: Values | None = None) -> None:
         values = _as_values("value", value)
         _check_finite("value", values, allow_nan=self.nan_strategy != "error")
@@ -129,7 +146,13 @@ class Sum(_ValueAggregation, SumMetric):
         """Add ``value`` (a number or a tensor of any shape)."""
         if self._check_inputs:
             self._validate(value)
-        SumMetric.update(self, value)  # type: ignore[arg-type]
+        values, _ = self._prepare(value)
+        if values.numel():
+            self._add_stats(values.sum())
+
+    def _add_stats(self, total: Tensor | float) -> None:
+        """Accumulate a batch's sum."""
+        self.sum_value.add_(total)
 
 
 class Mean(_ValueAggregation, MeanMetric):
@@ -161,7 +184,18 @@ class Mean(_ValueAggregation, MeanMetric):
         """Add ``value`` with optional ``weight`` (broadcastable to ``value``, default 1)."""
         if self._check_inputs:
             self._validate(value, weight)
-        MeanMetric.update(self, value, weight)  # type: ignore[arg-type]
+        values, weights = self._prepare(value, weight)
+        if values.numel() == 0:
+            return
+        if weights is None:
+            self._add_stats(values.sum(), values.numel())
+        else:
+            self._add_stats((values * weights).sum(), weights.sum())
+
+    def _add_stats(self, weighted_sum: Tensor | float, total_weight: Tensor | float) -> None:
+        """Accumulate a batch's weighted sum and total weight."""
+        self.mean_value.add_(weighted_sum)
+        self.weight.add_(total_weight)
 
     def compute(self) -> Tensor:
         """Weighted mean of everything seen (``nan`` if the total weight is 0)."""
@@ -198,7 +232,13 @@ class Max(_ValueAggregation, MaxMetric):
         """Fold ``value`` (a number or a tensor of any shape) into the maximum."""
         if self._check_inputs:
             self._validate(value)
-        MaxMetric.update(self, value)  # type: ignore[arg-type]
+        values, _ = self._prepare(value)
+        if values.numel():
+            self._add_stats(values.max())
+
+    def _add_stats(self, batch_max: Tensor | float) -> None:
+        """Fold a batch's maximum in."""
+        self.max_value.clamp_(min=batch_max)
 
     def compute(self) -> Tensor:
         """Maximum of everything seen (``nan`` if nothing was seen)."""
@@ -237,7 +277,13 @@ class Min(_ValueAggregation, MinMetric):
         """Fold ``value`` (a number or a tensor of any shape) into the minimum."""
         if self._check_inputs:
             self._validate(value)
-        MinMetric.update(self, value)  # type: ignore[arg-type]
+        values, _ = self._prepare(value)
+        if values.numel():
+            self._add_stats(values.min())
+
+    def _add_stats(self, batch_min: Tensor | float) -> None:
+        """Fold a batch's minimum in."""
+        self.min_value.clamp_(max=batch_min)
 
     def compute(self) -> Tensor:
         """Minimum of everything seen (``nan`` if nothing was seen)."""
@@ -333,16 +379,19 @@ class Distribution(TaskMetric):
         """Add ``value`` (a number, a sequence of numbers or a tensor of any shape)."""
         if self._check_inputs:
             self._validate(value)
-        values = torch.as_tensor(value, dtype=torch.float64, device=self.device)
+        self._add_values(torch.as_tensor(value, dtype=torch.float64, device=self.device).reshape(-1))
+
+    def _add_values(self, values: Tensor) -> None:
+        """Accumulate a float64 1-D tensor of checked values."""
         if values.numel() == 0:
             return
-        count, total, total_sq, vmin, vmax, buckets = _distribution_update(values, self.spec)
-        self.count += count
-        self.total += total
-        self.total_sq += total_sq
-        self.min_value = torch.minimum(self.min_value, vmin)
-        self.max_value = torch.maximum(self.max_value, vmax)
-        self.bucket_counts += buckets
+        count, total, total_sq, vmin, vmax, index = _distribution_update(values, self.spec)
+        self.count.add_(count)
+        self.total.add_(total)
+        self.total_sq.add_(total_sq)
+        torch.minimum(self.min_value, vmin, out=self.min_value)
+        torch.maximum(self.max_value, vmax, out=self.max_value)
+        _add_to_sketch(self.bucket_counts, index)
 
     def compute(self) -> dict[str, Tensor]:
         """``{"mean", "min", "max", "std", "p05", "p50", "p95"}`` (per ``percentiles``) of everything seen."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import torch
 from torch import Tensor
@@ -79,11 +79,8 @@ class SketchSpec:
         return 2 * self.buckets_per_sign + 1
 
     def representatives(self, device: torch.device | None = None) -> Tensor:
-        """Representative value of every bucket, in layout order (float64)."""
-        keys = torch.arange(self.buckets_per_sign, dtype=torch.float64, device=device) + self.first_key
-        gamma = math.exp(self.log_gamma)
-        pos = 2.0 * torch.exp(keys * self.log_gamma) / (gamma + 1.0)
-        return torch.cat([-pos.flip(0), pos.new_zeros(1), pos])
+        """Representative value of every bucket, in layout order (float64; cached per device)."""
+        return _sketch_representatives(self, torch.device(device or "cpu"))
 
 
 def percentile_key(p: float) -> str:
@@ -100,27 +97,49 @@ def _check_percentiles(percentiles: Sequence[float]) -> tuple[float, ...]:
     return tuple(float(p) for p in out)
 
 
+@lru_cache(maxsize=32)
+def _sketch_representatives(spec: SketchSpec, device: torch.device) -> Tensor:
+    keys = torch.arange(spec.buckets_per_sign, dtype=torch.float64) + spec.first_key
+    gamma = math.exp(spec.log_gamma)
+    pos = 2.0 * torch.exp(keys * spec.log_gamma) / (gamma + 1.0)
+    return torch.cat([-pos.flip(0), pos.new_zeros(1), pos]).to(device)
+
+
+@lru_cache(maxsize=32)
+def _sketch_edges(spec: SketchSpec, device: torch.device) -> Tensor:
+    """Sorted bucket boundaries: ``searchsorted(edges, x)`` is the layout index of ``x``.
+
+    Bucket ``j`` holds ``edges[j-1] < x <= edges[j]``: negative buckets (largest magnitude first),
+    the zero bucket ``(-min_value, min_value)``, then positive buckets ``(gamma^(k-1), gamma^k]``;
+    the first positive/negative bucket also takes ``[min_value, gamma^first_key]`` and the last
+    one everything beyond.
+    """
+    b = spec.buckets_per_sign
+    keys = torch.arange(b - 1, dtype=torch.float64) + spec.first_key  # upper edges of positive buckets 0..b-2
+    pos = torch.exp(keys * spec.log_gamma)
+    below_min = math.nextafter(spec.min_value, 0.0)
+    edges = torch.cat([-pos.flip(0), torch.tensor([-spec.min_value, below_min], dtype=torch.float64), pos])
+    return edges.to(device)
+
+
 def _sketch_index(values: Tensor, spec: SketchSpec) -> Tensor:
     """Bucket index (layout order) of every value of a float64 1-D tensor."""
-    b = spec.buckets_per_sign
-    magnitude = values.abs()
-    key = torch.ceil(torch.log(magnitude.clamp(min=spec.min_value)) / spec.log_gamma) - spec.first_key
-    key = key.clamp_(0, b - 1).long()
-    index = torch.where(values > 0, b + 1 + key, b - 1 - key)
-    return torch.where(magnitude < spec.min_value, torch.full_like(index, b), index)
+    return torch.searchsorted(_sketch_edges(spec, values.device), values)
 
 
-def _distribution_update(values: Tensor, spec: SketchSpec) -> tuple[Tensor, ...]:
-    """Sufficient statistics of one batch: count, sum, sum of squares, min, max, bucket counts."""
-    values = values.reshape(-1).to(torch.float64)
-    if values.numel() == 0:
-        inf = torch.tensor(math.inf, dtype=torch.float64, device=values.device)
-        zero = torch.zeros((), dtype=torch.float64, device=values.device)
-        return zero, zero, zero, inf, -inf, torch.zeros(spec.size, dtype=torch.float64, device=values.device)
+def _add_to_sketch(bucket_counts: Tensor, index: Tensor) -> None:
+    """Count each bucket index once, in place."""
+    bucket_counts.index_add_(0, index, bucket_counts.new_ones(()).expand(index.numel()))
+
+
+def _distribution_update(values: Tensor, spec: SketchSpec) -> tuple[float, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Sufficient statistics of one batch: count (a float), sum, sum of squares, min, max, bucket index.
+
+    ``values`` is a non-empty float64 1-D tensor; the bucket index of each value goes to
+    :func:`_add_to_sketch`.
+    """
     vmin, vmax = torch.aminmax(values)
-    counts = torch.bincount(_sketch_index(values, spec), minlength=spec.size).to(torch.float64)
-    count = torch.tensor(float(values.numel()), dtype=torch.float64, device=values.device)
-    return count, values.sum(), values.square().sum(), vmin, vmax, counts
+    return float(values.numel()), values.sum(), values.dot(values), vmin, vmax, _sketch_index(values, spec)
 
 
 def _sketch_quantiles(
@@ -223,7 +242,14 @@ def distribution(
     percentiles = _check_percentiles(percentiles)
     if validate_args:
         _check_values("values", values)
-    return _distribution_compute(*_distribution_update(values, spec), percentiles=percentiles, spec=spec)
+    values = values.reshape(-1).to(torch.float64)
+    counts = torch.zeros(spec.size, dtype=torch.float64, device=values.device)
+    if values.numel() == 0:
+        inf = torch.tensor(math.inf, dtype=torch.float64, device=values.device)
+        return _distribution_compute(counts[0], counts[0], counts[0], inf, -inf, counts, percentiles, spec)
+    count, total, total_sq, vmin, vmax, index = _distribution_update(values, spec)
+    _add_to_sketch(counts, index)
+    return _distribution_compute(counts.sum(), total, total_sq, vmin, vmax, counts, percentiles, spec)
 
 
 def _check_values(name: str, values: object, *, allow_nan: bool = False) -> None:

@@ -7,7 +7,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from itertools import chain
-from operator import attrgetter
+from operator import mul
 from typing import Any
 
 import torch
@@ -18,6 +18,7 @@ from torchmetrics import Metric as TorchMetric
 from torchmetrics_ext.aggregation.categorical import CategoricalCount
 from torchmetrics_ext.aggregation.metrics import Distribution, Max, Mean, Min, Sum
 from torchmetrics_ext.aggregation.types import AggregationType, Metric
+from torchmetrics_ext.functional.distribution import _sketch_index
 from torchmetrics_ext.utilities.data import ordered_union
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
@@ -88,6 +89,19 @@ def _simple_stats(agg_type: AggregationType, values: list[Any]) -> tuple[float, 
         return None
 
 
+def _distribution_stats(values: list[Any]) -> tuple[float, ...] | None:
+    """count, sum, sum of squares, min, max of a batch in exact float64, or None if a value is bad."""
+    try:
+        total = math.fsum(values)
+        floats = list(map(float, values))
+        total_sq = math.fsum(map(mul, floats, floats))
+        if not (math.isfinite(total) and math.isfinite(total_sq)):
+            return None
+        return float(len(floats)), total, total_sq, min(floats), max(floats)
+    except (TypeError, ValueError, OverflowError, RuntimeError):
+        return None
+
+
 def _count_update(metric: TorchMetric) -> None:
     """What TorchMetrics' update wrapper records, for the built-in metrics updated directly."""
     state = metric.__dict__
@@ -95,8 +109,6 @@ def _count_update(metric: TorchMetric) -> None:
     state["_update_count"] += 1
 
 
-_get_key = attrgetter("dataset_name", "name", "agg_type")
-_get_value = attrgetter("value")
 
 
 _CATEGORY_TYPES = frozenset((str, int))
@@ -188,7 +200,8 @@ class MetricsAggregator:
         self.process_group = process_group
         self.metrics = nn.ModuleDict()
         self._factories: dict[AggregationType, MetricFactory] = dict(_DEFAULT_FACTORIES)
-        self._keys: dict[Key, tuple[AggregationType, str]] = {}
+        # (dataset, name) -> (aggregation type, name in self.metrics, the metric)
+        self._keys: dict[Key, tuple[AggregationType, str, TorchMetric]] = {}
         self._next_id = 0
         self._device = torch.device("cpu")
 
@@ -213,7 +226,7 @@ class MetricsAggregator:
                 "Expected `metric_factory` to be a callable returning a new torchmetrics.Metric (e.g. the class "
                 f"or a lambda), got {type(metric_factory).__name__}."
             )
-        used = [key for key, (t, _) in self._keys.items() if t is agg_type]
+        used = [key for key, (t, _, _) in self._keys.items() if t is agg_type]
         if used:
             raise ValueError(
                 f"Cannot replace the {_type_name(agg_type)} handler: {len(used)} metric(s) already use it "
@@ -243,8 +256,8 @@ class MetricsAggregator:
         records = records if isinstance(records, list) else list(records)
         grouped: defaultdict[tuple[str, str, AggregationType], list[Any]] = defaultdict(list)
         try:
-            for key3, value in zip(map(_get_key, records), map(_get_value, records)):
-                grouped[key3].append(value)
+            for record in records:
+                grouped[record.dataset_name, record.name, record.agg_type].append(record.value)
         except (AttributeError, TypeError):
             raise TypeError(_bad_record_message(records)) from None
         if not grouped:
@@ -262,13 +275,14 @@ class MetricsAggregator:
             if key not in self._keys:
                 self._create(key, agg_type)
         for key, kind, payload in plan:
-            metric = self.metrics[self._keys[key][1]]
+            metric = self._keys[key][2]
             if kind == "stats":  # built-in SUM/MEAN/MAX/MIN: one in-place op per state
                 _count_update(metric)
                 metric._add_stats(*payload)
-            elif kind == "values":  # built-in DISTRIBUTION
+            elif kind == "sketch":  # built-in DISTRIBUTION: exact moments + the values' bucket index
+                stats, values = payload
                 _count_update(metric)
-                metric._add_values(payload)
+                metric._accumulate(*stats, _sketch_index(values, metric.spec))
             elif kind == "categories" and type(metric) is CategoricalCount:
                 _count_update(metric)
                 CategoricalCount.update(metric, payload)
@@ -286,7 +300,7 @@ class MetricsAggregator:
         """Whether the key's metric is (or will be) the built-in metric of its type."""
         known = self._keys.get(key)
         if known is not None:
-            return type(self.metrics[known[1]]) is _BUILTIN[agg_type]
+            return type(known[2]) is _BUILTIN[agg_type]
         return self._factories[agg_type] is _DEFAULT_FACTORIES[agg_type]
 
     def _plan(self, groups: dict[Key, list[Any]], types: dict[Key, AggregationType]) -> list[tuple[Key, str, Any]]:
@@ -314,9 +328,15 @@ class MetricsAggregator:
                 if stats is None:
                     _raise_bad_value(key, agg_type, values)
                 plan.append((key, "stats", stats))
+            elif agg_type is AggregationType.DISTRIBUTION and self._builtin(key, agg_type):
+                stats = _distribution_stats(values)
+                if stats is None:
+                    _raise_bad_value(key, agg_type, values)
+                tensor_keys.append(key)
+                plan.append((key, "sketch", stats))
             else:
                 tensor_keys.append(key)
-                plan.append((key, "values" if self._builtin(key, agg_type) else "tensor", None))
+                plan.append((key, "tensor", None))
         if tensor_keys:
             flat_values = list(chain.from_iterable(groups[key] for key in tensor_keys))
             try:
@@ -328,7 +348,10 @@ class MetricsAggregator:
                 for key in tensor_keys:
                     _raise_bad_value(key, types[key], groups[key], tensors=True)
             tensors = dict(zip(tensor_keys, flat.to(self._device).split([len(groups[k]) for k in tensor_keys])))
-            plan = [(key, kind, tensors[key] if payload is None else payload) for key, kind, payload in plan]
+            plan = [
+                (key, kind, (payload, tensors[key]) if kind == "sketch" else tensors[key] if kind == "tensor" else payload)
+                for key, kind, payload in plan
+            ]
         return plan
 
     def _create(self, key: Key, agg_type: AggregationType) -> TorchMetric:
@@ -340,7 +363,7 @@ class MetricsAggregator:
         name = f"m{self._next_id}"
         self._next_id += 1
         self.metrics[name] = metric.to(self._device)
-        self._keys[key] = (agg_type, name)
+        self._keys[key] = (agg_type, name, self.metrics[name])
         return metric
 
     # ------------------------------------------------------------------ logging
@@ -351,8 +374,7 @@ class MetricsAggregator:
     def _agree_on_keys(self) -> None:
         """Exchange keys (and category names) across ranks; create and align what this rank lacks."""
         local = []
-        for (ds, name), (agg_type, mkey) in self._keys.items():
-            metric = self.metrics[mkey]
+        for (ds, name), (agg_type, _, metric) in self._keys.items():
             cats = metric.categories if isinstance(metric, CategoricalCount) else None
             local.append((ds, name, agg_type.value, cats))
         gathered: list[Any] = [None] * dist.get_world_size(self.process_group)
@@ -372,7 +394,7 @@ class MetricsAggregator:
                 self._create(key, agg_type)
         self._keys = {key: self._keys[key] for key in union}
         for key, lists in categories.items():
-            metric = self.metrics[self._keys[key][1]]
+            metric = self._keys[key][2]
             if isinstance(metric, CategoricalCount):
                 metric._align(ordered_union(lists))
 
@@ -389,8 +411,7 @@ class MetricsAggregator:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UndefinedMetricWarning)
             warnings.filterwarnings("ignore", message=".*compute.*was called before.*update", category=UserWarning)
-            for (ds, name), (agg_type, mkey) in self._keys.items():
-                metric = self.metrics[mkey]
+            for (ds, name), (agg_type, _, metric) in self._keys.items():
                 categorical = isinstance(metric, CategoricalCount)
                 if distributed:
                     metric._computed = None  # a cached value would skip this rank's part of the sync
@@ -424,8 +445,7 @@ class MetricsAggregator:
         layout); ``tensors`` holds each metric's states (list states entry by entry).
         """
         entries, tensors = [], {}
-        for i, ((ds, name), (agg_type, mkey)) in enumerate(self._keys.items()):
-            metric = self.metrics[mkey]
+        for i, ((ds, name), (agg_type, _, metric)) in enumerate(self._keys.items()):
             layout: dict[str, int | None] = {}
             for state, value in metric.metric_state.items():
                 if isinstance(value, Tensor):

@@ -147,8 +147,14 @@ class CategoricalCount(TaskMetric):
             counts = counts_t.to(device=self.device, dtype=torch.float64)
         else:
             tally = Counter(categories)
-            keys = list(tally)
-            counts = torch.tensor(list(tally.values()), dtype=torch.float64, device=self.device)
+            if not tally:
+                return
+            lookup = self._add_categories(list(tally))
+            increments = [0.0] * len(lookup)
+            for key, count in tally.items():
+                increments[lookup[key]] = count
+            self.counts.add_(torch.tensor(increments, dtype=torch.float64, device=self.device))
+            return
         if not keys:
             return
         lookup = self._add_categories(keys)

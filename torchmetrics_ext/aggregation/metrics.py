@@ -302,8 +302,9 @@ class Distribution(TaskMetric):
 
     Percentiles come from a log-bucket sketch (DDSketch-style, see
     :mod:`torchmetrics_ext.functional.distribution`): a fixed float64 vector of
-    ``2 * ceil(log_gamma(max_value / min_value)) + 3`` bucket counts (4,839 buckets, 38.7 kB with
-    the defaults) that is summed across batches and ranks, so the percentiles of a DDP run are
+    :math:`2B + 1` bucket counts, :math:`B = \lceil\log_\gamma \text{max\_value}\rceil -
+    \lceil\log_\gamma \text{min\_value}\rceil + 1` per sign plus a zero bucket (4,839 buckets,
+    38.7 kB with the defaults), that is summed across batches and ranks, so the percentiles of a DDP run are
     those of all ranks' data, not an average of per-rank percentiles (torchtune's approximation).
 
     Args:
@@ -385,12 +386,23 @@ class Distribution(TaskMetric):
         """Accumulate a float64 1-D tensor of checked values."""
         if values.numel() == 0:
             return
-        count, total, total_sq, vmin, vmax, index = _distribution_update(values, self.spec)
+        self._accumulate(*_distribution_update(values, self.spec))
+
+    def _accumulate(
+        self,
+        count: float,
+        total: Tensor | float,
+        total_sq: Tensor | float,
+        vmin: Tensor | float,
+        vmax: Tensor | float,
+        index: Tensor,
+    ) -> None:
+        """Fold a batch's sufficient statistics (and the bucket index of each value) into the states."""
         self.count.add_(count)
         self.total.add_(total)
         self.total_sq.add_(total_sq)
-        torch.minimum(self.min_value, vmin, out=self.min_value)
-        torch.maximum(self.max_value, vmax, out=self.max_value)
+        self.min_value.clamp_(max=vmin)
+        self.max_value.clamp_(min=vmax)
         _add_to_sketch(self.bucket_counts, index)
 
     def compute(self) -> dict[str, Tensor]:

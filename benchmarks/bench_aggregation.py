@@ -116,12 +116,20 @@ class DistributionHandler(Handler):
         if values.numel() == 0:
             return []
         p05, p50, p95 = torch.quantile(values, torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64)).tolist()
-        stats = {"mean": values.mean().item(), "min": values.min().item(), "max": values.max().item(),
-                 "p05": p05, "p50": p50, "p95": p95}
+        stats = {
+            "mean": values.mean().item(),
+            "min": values.min().item(),
+            "max": values.max().item(),
+            "p05": p05,
+            "p50": p50,
+            "p95": p95,
+        }
         if values.numel() > 1:
             stats["std"] = values.std().item()
-        return [State(state.dataset_name, f"{state.metric_name}_stat_{k}", v, AggregationType.MEAN)
-                for k, v in stats.items()]
+        return [
+            State(state.dataset_name, f"{state.metric_name}_stat_{k}", v, AggregationType.MEAN)
+            for k, v in stats.items()
+        ]
 
 
 class CategoricalHandler(Handler):
@@ -132,8 +140,10 @@ class CategoricalHandler(Handler):
         state.metadata["counts"][record.value] += 1
 
     def finalize(self, state: State) -> list[State]:
-        return [State(state.dataset_name, f"{state.metric_name}_count_{c}", float(n), AggregationType.SUM)
-                for c, n in state.metadata["counts"].items()]
+        return [
+            State(state.dataset_name, f"{state.metric_name}_count_{c}", float(n), AggregationType.SUM)
+            for c, n in state.metadata["counts"].items()
+        ]
 
 
 class DictDequeAggregator:
@@ -141,8 +151,12 @@ class DictDequeAggregator:
         self.states: dict[tuple[str, str], State] = {}
         self.agg_types: dict[tuple[str, str], AggregationType] = {}
         self.handlers: dict[AggregationType, Handler] = {
-            A.SUM: SumHandler(), A.MEAN: MeanHandler(), A.MAX: MaxHandler(), A.MIN: MinHandler(),
-            A.DISTRIBUTION: DistributionHandler(window), A.CATEGORICAL_COUNT: CategoricalHandler(),
+            A.SUM: SumHandler(),
+            A.MEAN: MeanHandler(),
+            A.MAX: MaxHandler(),
+            A.MIN: MinHandler(),
+            A.DISTRIBUTION: DistributionHandler(window),
+            A.CATEGORICAL_COUNT: CategoricalHandler(),
         }
 
     def _check_consistency(self, dataset_name: str, name: str, agg_type: AggregationType) -> None:
@@ -187,7 +201,9 @@ def make_batches(num_distinct: int, batch_size: int, seed: int = 0) -> list[list
         loss = rng.normal(2.0, 0.5, size=batch_size)
         cat = rng.integers(0, len(CATEGORIES), size=batch_size)
         batch = []
-        for d, k, n, lo, c in zip(ds.tolist(), kind.tolist(), length.tolist(), loss.tolist(), cat.tolist()):
+        for d, k, n, lo, c in zip(
+            ds.tolist(), kind.tolist(), length.tolist(), loss.tolist(), cat.tolist(), strict=True
+        ):
             name = DATASETS[d]
             if k == 0:
                 batch.append(Metric(name, "tokens_seen", n, A.SUM))
@@ -218,11 +234,17 @@ def run(aggregator: Any, batches: list[list[Metric]], num_batches: int, log_runs
         out = aggregator.get_metrics_for_logging()
         latencies.append(time.perf_counter() - t0)
     records = num_batches * len(batches[0])
-    return {"records_per_s": records / update_s, "log_ms": 1e3 * statistics.median(latencies), "keys": len(out)}
+    return {
+        "records_per_s": records / update_s,
+        "log_ms": 1e3 * statistics.median(latencies),
+        "keys": len(out),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="100k records instead of 1M")
     parser.add_argument("--records", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=1000)
@@ -234,22 +256,35 @@ def main() -> None:
     num_batches = total // args.batch_size
     batches = make_batches(min(50, num_batches), args.batch_size)
 
-    contenders = (("torchtune-style dict/deque", DictDequeAggregator), ("MetricsAggregator", MetricsAggregator))
+    contenders = (
+        ("torchtune-style dict/deque", DictDequeAggregator),
+        ("MetricsAggregator", MetricsAggregator),
+    )
     rounds: dict[str, list[dict]] = {name: [] for name, _ in contenders}
     for _ in range(args.rounds):  # interleaved, best of the rounds (the machine may be shared)
         for name, factory in contenders:
             rounds[name].append(run(factory(), batches, num_batches, args.log_runs))
     results = {}
     for name, _ in contenders:
-        results[name] = {"records_per_s": max(r["records_per_s"] for r in rounds[name]),
-                         "log_ms": min(r["log_ms"] for r in rounds[name]), "keys": rounds[name][0]["keys"]}
+        results[name] = {
+            "records_per_s": max(r["records_per_s"] for r in rounds[name]),
+            "log_ms": min(r["log_ms"] for r in rounds[name]),
+            "keys": rounds[name][0]["keys"],
+        }
         r = results[name]
-        print(f"{name:28s} update: {r['records_per_s']:>10,.0f} records/s   "
-              f"get_metrics_for_logging: {r['log_ms']:6.2f} ms ({r['keys']} keys)")
+        print(
+            f"{name:28s} update: {r['records_per_s']:>10,.0f} records/s   "
+            f"get_metrics_for_logging: {r['log_ms']:6.2f} ms ({r['keys']} keys)"
+        )
     base, ours = results["torchtune-style dict/deque"], results["MetricsAggregator"]
-    print(f"\n{num_batches * args.batch_size:,} records in batches of {args.batch_size:,}, "
-          f"{len(DATASETS)} datasets x 5 types, torch {torch.__version__}, 1 thread, best of {args.rounds} rounds")
-    print(f"update throughput ratio (ours / dict-deque): {ours['records_per_s'] / base['records_per_s']:.2f}x")
+    print(
+        f"\n{num_batches * args.batch_size:,} records in batches of {args.batch_size:,}, "
+        f"{len(DATASETS)} datasets x 5 types, torch {torch.__version__}, 1 thread, "
+        f"best of {args.rounds} rounds"
+    )
+    print(
+        f"update throughput ratio (ours / dict-deque): {ours['records_per_s'] / base['records_per_s']:.2f}x"
+    )
     print(f"logging latency ratio (dict-deque / ours):   {base['log_ms'] / ours['log_ms']:.2f}x")
 
 

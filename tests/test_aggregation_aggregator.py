@@ -72,7 +72,11 @@ def test_transform_uses_input_ids_and_appends():
     existing = Metric("c4", "custom", 1, A.SUM)
     sample = transform({"input_ids": torch.arange(7), "metrics": [existing]})
     assert sample["metrics"][0] is existing
-    assert [(m.name, m.value) for m in sample["metrics"][1:]] == [("samples_seen", 1), ("tokens_seen", 7), ("seq_len", 7)]
+    assert [(m.name, m.value) for m in sample["metrics"][1:]] == [
+        ("samples_seen", 1),
+        ("tokens_seen", 7),
+        ("seq_len", 7),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -105,8 +109,10 @@ class LabelTransform(MetricTransform):
     """A custom transform: the sample's label as a category and its loss weight as a mean."""
 
     def _generate_metrics(self, sample):
-        return [self.new_metric("label", sample["label"], A.CATEGORICAL_COUNT),
-                self.new_metric("weight", sample["weight"], A.MEAN)]
+        return [
+            self.new_metric("label", sample["label"], A.CATEGORICAL_COUNT),
+            self.new_metric("weight", sample["weight"], A.MEAN),
+        ]
 
 
 def test_custom_transform_and_pickling():
@@ -114,8 +120,10 @@ def test_custom_transform_and_pickling():
     transform.set_dataset_name("reviews")
     restored = pickle.loads(pickle.dumps(transform))
     sample = restored({"label": "pos", "weight": 0.5})
-    assert sample["metrics"] == [Metric("reviews", "label", "pos", A.CATEGORICAL_COUNT),
-                                 Metric("reviews", "weight", 0.5, A.MEAN)]
+    assert sample["metrics"] == [
+        Metric("reviews", "label", "pos", A.CATEGORICAL_COUNT),
+        Metric("reviews", "weight", 0.5, A.MEAN),
+    ]
 
 
 class TokensDataset(Dataset):
@@ -142,7 +150,9 @@ def collate_records(samples):
 
 def test_transform_in_dataloader_workers():
     lengths = np.random.default_rng(0).integers(1, 3000, size=203)
-    loader = DataLoader(TokensDataset("alpaca", lengths), batch_size=16, num_workers=2, collate_fn=collate_records)
+    loader = DataLoader(
+        TokensDataset("alpaca", lengths), batch_size=16, num_workers=2, collate_fn=collate_records
+    )
     aggregator = MetricsAggregator()
     workers = set()
     for batch in loader:
@@ -157,7 +167,9 @@ def test_transform_in_dataloader_workers():
     assert out["train_alpaca/seq_len_stat_min"] == lengths.min()
     assert out["train_alpaca/seq_len_stat_max"] == lengths.max()
     for q in (5, 50, 95):
-        np.testing.assert_allclose(out[f"train_alpaca/seq_len_stat_p{q:02d}"], np.percentile(lengths, q), rtol=ALPHA)
+        np.testing.assert_allclose(
+            out[f"train_alpaca/seq_len_stat_p{q:02d}"], np.percentile(lengths, q), rtol=ALPHA
+        )
 
 
 # ----------------------------------------------------------------------------- numpy references
@@ -183,7 +195,9 @@ def make_records(rng, n, datasets=DATASETS, categories=("web", "book", 3, "wiki"
         elif kind == 4:
             records.append(Metric(ds, "seq_len", length, A.DISTRIBUTION))
         else:
-            records.append(Metric(ds, "source", categories[int(rng.integers(len(categories)))], A.CATEGORICAL_COUNT))
+            records.append(
+                Metric(ds, "source", categories[int(rng.integers(len(categories)))], A.CATEGORICAL_COUNT)
+            )
     return records
 
 
@@ -212,10 +226,12 @@ def numpy_reference(records, prefix="train"):
         elif t is A.MIN:
             out[base] = v.min()
         else:
-            out.update({f"{base}_stat_mean": v.mean(), f"{base}_stat_min": v.min(), f"{base}_stat_max": v.max()})
+            out.update(
+                {f"{base}_stat_mean": v.mean(), f"{base}_stat_min": v.min(), f"{base}_stat_max": v.max()}
+            )
             if v.size > 1:
                 out[f"{base}_stat_std"] = v.std(ddof=1)
-            for q, value in zip((5, 50, 95), np.percentile(v, [5, 50, 95])):
+            for q, value in zip((5, 50, 95), np.percentile(v, [5, 50, 95]), strict=True):
                 out[f"{base}_stat_p{q:02d}"] = value
     return out
 
@@ -247,7 +263,9 @@ def test_one_tensor_update_per_key_per_batch():
 
 def test_values_of_any_numeric_type():
     aggregator = MetricsAggregator()
-    aggregator.update([Metric("d", "x", v, A.SUM) for v in (1, 2.5, True, np.float32(0.5), np.int64(3), torch.tensor(4))])
+    aggregator.update(
+        [Metric("d", "x", v, A.SUM) for v in (1, 2.5, True, np.float32(0.5), np.int64(3), torch.tensor(4))]
+    )
     assert aggregator.get_metrics_for_logging() == {"train_d/x": 12.0}
 
 
@@ -272,12 +290,18 @@ def test_datasets_never_share_state():
     the aggregator holds plain modules and updates each key itself.
     """
     aggregator = MetricsAggregator()
-    assert isinstance(aggregator.metrics, nn.ModuleDict) and not isinstance(aggregator.metrics, MetricCollection)
+    assert isinstance(aggregator.metrics, nn.ModuleDict) and not isinstance(
+        aggregator.metrics, MetricCollection
+    )
     for t in (A.SUM, A.MAX, A.DISTRIBUTION, A.CATEGORICAL_COUNT):
         first = 5 if t is not A.CATEGORICAL_COUNT else "x"
         aggregator.update([Metric("a", t.value, first, t), Metric("b", t.value, first, t)])
-    later = [Metric("a", "sum", 7, A.SUM), Metric("a", "max", 9, A.MAX), Metric("a", "distribution", 100, A.DISTRIBUTION),
-             Metric("a", "categorical_count", "y", A.CATEGORICAL_COUNT)]
+    later = [
+        Metric("a", "sum", 7, A.SUM),
+        Metric("a", "max", 9, A.MAX),
+        Metric("a", "distribution", 100, A.DISTRIBUTION),
+        Metric("a", "categorical_count", "y", A.CATEGORICAL_COUNT),
+    ]
     aggregator.update(later)
     out = aggregator.get_metrics_for_logging()
     assert out["train_a/sum"] == 12.0 and out["train_b/sum"] == 5.0
@@ -300,18 +324,37 @@ def assert_unchanged(aggregator, before):
     assert tensors.keys() == before[1].keys() and all(torch.equal(tensors[k], before[1][k]) for k in tensors)
 
 
-GOOD = [Metric("alpaca", "tokens", 10, A.SUM), Metric("alpaca", "src", "web", A.CATEGORICAL_COUNT),
-        Metric("alpaca", "len", 10, A.DISTRIBUTION)]
+GOOD = [
+    Metric("alpaca", "tokens", 10, A.SUM),
+    Metric("alpaca", "src", "web", A.CATEGORICAL_COUNT),
+    Metric("alpaca", "len", 10, A.DISTRIBUTION),
+]
 BAD_BATCHES = [
-    ([Metric("alpaca", "tokens", "ten", A.SUM)], TypeError, "'tokens' of dataset 'alpaca' is a SUM: expected a number"),
+    (
+        [Metric("alpaca", "tokens", "ten", A.SUM)],
+        TypeError,
+        "'tokens' of dataset 'alpaca' is a SUM: expected a number",
+    ),
     ([Metric("alpaca", "len", None, A.DISTRIBUTION)], TypeError, "DISTRIBUTION: expected a finite number"),
     ([Metric("alpaca", "len", [1, 2], A.DISTRIBUTION)], TypeError, "expected a finite number"),
     ([Metric("new", "loss", math.nan, A.MEAN)], ValueError, "MEAN: expected a finite number, got nan"),
     ([Metric("new", "loss", math.inf, A.MAX)], ValueError, "MAX: expected a finite number, got inf"),
-    ([Metric("alpaca", "src", 1.5, A.CATEGORICAL_COUNT)], TypeError, "CATEGORICAL_COUNT: expected str or int"),
+    (
+        [Metric("alpaca", "src", 1.5, A.CATEGORICAL_COUNT)],
+        TypeError,
+        "CATEGORICAL_COUNT: expected str or int",
+    ),
     ([Metric("alpaca", "src", True, A.CATEGORICAL_COUNT)], TypeError, "expected str or int"),
-    ([Metric("alpaca", "tokens", 5, A.MEAN)], ValueError, "aggregated as SUM; it cannot also be aggregated as MEAN"),
-    ([Metric("x", "y", 1, A.MIN), Metric("x", "y", 1, A.MAX)], ValueError, "aggregated as MIN.*aggregated as MAX"),
+    (
+        [Metric("alpaca", "tokens", 5, A.MEAN)],
+        ValueError,
+        "aggregated as SUM; it cannot also be aggregated as MEAN",
+    ),
+    (
+        [Metric("x", "y", 1, A.MIN), Metric("x", "y", 1, A.MAX)],
+        ValueError,
+        "aggregated as MIN.*aggregated as MAX",
+    ),
     ([Metric("x", "y", 1, "sum")], ValueError, "unknown agg_type"),
     ([("alpaca", "tokens", 1, A.SUM)], TypeError, "to be a Metric"),
 ]
@@ -336,14 +379,20 @@ def test_rejected_batch_changes_nothing(bad, exc, match):
 
 def test_register_handler():
     aggregator = MetricsAggregator()
-    aggregator.register_handler(A.DISTRIBUTION, lambda: Distribution(percentiles=(50, 99.9), validate_args=False))
+    aggregator.register_handler(
+        A.DISTRIBUTION, lambda: Distribution(percentiles=(50, 99.9), validate_args=False)
+    )
     aggregator.register_handler(A.SUM, lambda: Mean(validate_args=False))  # any torchmetrics.Metric
-    aggregator.update([Metric("d", "len", v, A.DISTRIBUTION) for v in (1, 2, 3)] + [Metric("d", "n", 4, A.SUM),
-                                                                                   Metric("d", "n", 6, A.SUM)])
+    aggregator.update(
+        [Metric("d", "len", v, A.DISTRIBUTION) for v in (1, 2, 3)]
+        + [Metric("d", "n", 4, A.SUM), Metric("d", "n", 6, A.SUM)]
+    )
     out = aggregator.get_metrics_for_logging()
-    assert set(out) == {f"train_d/len_stat_{k}" for k in ("mean", "min", "max", "std", "p50", "p99.9")} | {"train_d/n"}
+    assert set(out) == {f"train_d/len_stat_{k}" for k in ("mean", "min", "max", "std", "p50", "p99.9")} | {
+        "train_d/n"
+    }
     assert out["train_d/n"] == 5.0
-    with pytest.raises(ValueError, match="DISTRIBUTION handler.*reset"):
+    with pytest.raises(ValueError, match=r"DISTRIBUTION handler.*reset"):
         aggregator.register_handler(A.DISTRIBUTION, Distribution)
     with pytest.raises(TypeError, match="AggregationType"):
         aggregator.register_handler("sum", Sum)
@@ -353,7 +402,7 @@ def test_register_handler():
     aggregator.reset()
     aggregator.register_handler(A.DISTRIBUTION, Distribution)
     aggregator.register_handler(A.MIN, lambda: "not a metric")
-    with pytest.raises(TypeError, match="not a torchmetrics.Metric"):
+    with pytest.raises(TypeError, match=r"not a torchmetrics\.Metric"):
         aggregator.update([Metric("d", "m", 1, A.MIN)])
 
 
@@ -393,7 +442,7 @@ def test_state_dict_resumes_exactly():
 
 def test_load_state_dict_rejects_foreign_checkpoints():
     aggregator = MetricsAggregator()
-    with pytest.raises(ValueError, match="MetricsAggregator.state_dict"):
+    with pytest.raises(ValueError, match=r"MetricsAggregator\.state_dict"):
         aggregator.load_state_dict({"foo": 1})
     source = MetricsAggregator()
     source.update([Metric("d", "x", 1, A.SUM)])
@@ -430,7 +479,9 @@ def _ddp_aggregate(rank, world_size, empty_rank):
     # logging again (cached locally, collective again) and after more data stays consistent
     second = aggregator.get_metrics_for_logging()
     if rank == 0:
-        aggregator.update([Metric("late", "x", 2, A.SUM), Metric("shared", "source", "late", A.CATEGORICAL_COUNT)])
+        aggregator.update(
+            [Metric("late", "x", 2, A.SUM), Metric("shared", "source", "late", A.CATEGORICAL_COUNT)]
+        )
     third = aggregator.get_metrics_for_logging("val")
     return first, second, third
 
@@ -444,10 +495,16 @@ def test_ddp_ranks_with_different_datasets_and_categories(ddp_pool, empty_rank):
     all_records = rank_records(0, empty_rank) + rank_records(1, empty_rank)
     assert_matches_reference(first, numpy_reference(all_records))
     assert first == second
-    late = all_records + [Metric("late", "x", 2, A.SUM), Metric("shared", "source", "late", A.CATEGORICAL_COUNT)]
+    late = [
+        *all_records,
+        Metric("late", "x", 2, A.SUM),
+        Metric("shared", "source", "late", A.CATEGORICAL_COUNT),
+    ]
     assert_matches_reference(third, numpy_reference(late, "val"))
     # the median across ranks is the median of all values (not a mean of per-rank medians)
-    seq = np.array([r.value for r in all_records if r.dataset_name == "shared" and r.name == "seq_len"], dtype=float)
+    seq = np.array(
+        [r.value for r in all_records if r.dataset_name == "shared" and r.name == "seq_len"], dtype=float
+    )
     np.testing.assert_allclose(first["train_shared/seq_len_stat_p50"], np.median(seq), rtol=ALPHA)
 
 

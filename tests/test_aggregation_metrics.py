@@ -1,4 +1,4 @@
-"""Per-type aggregation metrics (Sum, Mean, Max, Min, Distribution, CategoricalCount) through the shared harness.
+"""Per-type aggregation metrics (Sum, Mean, Max, Min, Distribution, CategoricalCount) via the harness.
 
 References are numpy: sums, weighted means, extremes, ``np.percentile`` (within the sketch's stated
 1% relative error) and ``np.unique`` counts.
@@ -58,14 +58,14 @@ def ref_distribution(data: H.Data, percentiles=(5, 50, 95)) -> dict:
     if v.size == 0:
         return {k: np.nan for k in ("mean", "min", "max", "std", *(f"p{p:02d}" for p in percentiles))}
     out = {"mean": v.mean(), "min": v.min(), "max": v.max(), "std": v.std(ddof=1) if v.size > 1 else np.nan}
-    for p, q in zip(percentiles, np.percentile(v, percentiles)):
+    for p, q in zip(percentiles, np.percentile(v, percentiles), strict=True):
         out[f"p{p:02d}"] = q
     return out
 
 
 def ref_counts(data: H.Data) -> dict:
     keys, counts = np.unique(data["categories"], return_counts=True)
-    return {int(k): float(c) for k, c in zip(keys, counts)}
+    return {int(k): float(c) for k, c in zip(keys, counts, strict=True)}
 
 
 def _case(cid, metric, data, reference, **kw):
@@ -77,13 +77,24 @@ def _case(cid, metric, data, reference, **kw):
 _ALL = [
     _case("sum", Sum, values_data, lambda d: d["value"].sum()),
     _case("mean", Mean, values_data, lambda d: d["value"].mean()),
-    _case("mean-w", Mean, lambda rng: values_data(rng, weights=True),
-          lambda d: np.average(d["value"], weights=d["weight"]), weight_key="weight"),
+    _case(
+        "mean-w",
+        Mean,
+        lambda rng: values_data(rng, weights=True),
+        lambda d: np.average(d["value"], weights=d["weight"]),
+        weight_key="weight",
+    ),
     _case("max", Max, values_data, lambda d: d["value"].max()),
     _case("min", Min, values_data, lambda d: d["value"].min()),
     _case("distribution", Distribution, skewed_data, ref_distribution, rtol=ALPHA, atol=1e-9),
-    _case("distribution-p1-99", lambda: Distribution(percentiles=(1, 25, 75, 99)), skewed_data,
-          lambda d: ref_distribution(d, (1, 25, 75, 99)), rtol=ALPHA, atol=1e-9),
+    _case(
+        "distribution-p1-99",
+        lambda: Distribution(percentiles=(1, 25, 75, 99)),
+        skewed_data,
+        lambda d: ref_distribution(d, (1, 25, 75, 99)),
+        rtol=ALPHA,
+        atol=1e-9,
+    ),
     _case("categorical", CategoricalCount, category_data, ref_counts, dtype_keys=()),
 ]
 CASES = {case.id: case for case in _ALL}
@@ -112,7 +123,7 @@ def test_state_dict(cid):
     H.check_state_dict(CASES[cid])
 
 
-@pytest.mark.parametrize("cid", SCALAR_IDS + ["distribution"])
+@pytest.mark.parametrize("cid", [*SCALAR_IDS, "distribution"])
 def test_collection(cid):
     H.check_collection(CASES[cid], arithmetic=cid in SCALAR_IDS)
 
@@ -141,7 +152,12 @@ BAD = [
     ("min", {"value": torch.tensor([-math.inf])}, ValueError, "finite"),
     ("mean-w", {"value": torch.ones(3), "weight": -torch.ones(3)}, ValueError, "non-negative"),
     ("mean-w", {"value": torch.ones(3), "weight": torch.ones(4)}, ValueError, "broadcastable"),
-    ("mean-w", {"value": torch.ones(3), "weight": torch.tensor([1.0, math.nan, 1.0])}, ValueError, "`weight`.*finite"),
+    (
+        "mean-w",
+        {"value": torch.ones(3), "weight": torch.tensor([1.0, math.nan, 1.0])},
+        ValueError,
+        "`weight`.*finite",
+    ),
     ("distribution", {"value": torch.tensor([1.0, math.nan])}, ValueError, "finite"),
     ("distribution", {"value": "seq"}, TypeError, "`value`"),
     ("categorical", {"categories": torch.tensor([1.5])}, TypeError, "integer tensor"),
@@ -202,7 +218,12 @@ def test_distribution_empty_and_single_value():
         stats = metric.compute()
     assert math.isnan(stats["std"].item())
     assert {k: v.item() for k, v in stats.items() if k != "std"} == {
-        "mean": 7.0, "min": 7.0, "max": 7.0, "p05": 7.0, "p50": 7.0, "p95": 7.0,
+        "mean": 7.0,
+        "min": 7.0,
+        "max": 7.0,
+        "p05": 7.0,
+        "p50": 7.0,
+        "p95": 7.0,
     }
 
 
@@ -223,12 +244,18 @@ def test_empty_batches_change_nothing():
 @pytest.mark.parametrize("seed", range(4))
 def test_sketch_percentiles_within_relative_error(seed):
     rng = np.random.default_rng(seed)
-    x = np.concatenate([rng.lognormal(2.0, 3.0, 5000), -rng.lognormal(0.0, 2.0, 2000), np.zeros(50),
-                        rng.integers(1, 4000, 3000).astype(np.float64)])
+    x = np.concatenate(
+        [
+            rng.lognormal(2.0, 3.0, 5000),
+            -rng.lognormal(0.0, 2.0, 2000),
+            np.zeros(50),
+            rng.integers(1, 4000, 3000).astype(np.float64),
+        ]
+    )
     qs = [0, 1, 5, 10, 25, 50, 75, 90, 95, 99, 99.9, 100]
     stats = distribution(torch.tensor(rng.permutation(x)), percentiles=qs)
     expected = np.percentile(x, qs)
-    for q, e in zip(qs, expected):
+    for q, e in zip(qs, expected, strict=True):
         key = f"p{int(q):02d}" if float(q).is_integer() else f"p{q:g}"
         assert abs(stats[key].item() - e) <= ALPHA * abs(e) + 1e-12, (q, stats[key].item(), e)
     np.testing.assert_allclose(stats["mean"].item(), x.mean(), rtol=1e-10)
@@ -275,7 +302,13 @@ def test_categorical_strings_and_ints_are_distinct():
     metric.update(["a", "1", 1, "a"])
     metric.update(("b",))
     metric.update(torch.tensor([1, 1, 5]))
-    assert {k: v.item() for k, v in metric.compute().items()} == {"a": 2.0, "1": 1.0, 1: 3.0, "b": 1.0, 5: 1.0}
+    assert {k: v.item() for k, v in metric.compute().items()} == {
+        "a": 2.0,
+        "1": 1.0,
+        1: 3.0,
+        "b": 1.0,
+        5: 1.0,
+    }
     assert metric.categories == ["a", "1", 1, "b", 5]
 
 
@@ -307,7 +340,9 @@ def test_categorical_state_dict_pickle_and_merge_keep_names():
 @pytest.mark.parametrize("compute_groups", [True, False])
 def test_categorical_in_collection(compute_groups):
     """Compute groups share the category list with the counts (both are states), so values stay right."""
-    collection = MetricCollection({"a": CategoricalCount(), "b": CategoricalCount()}, compute_groups=compute_groups)
+    collection = MetricCollection(
+        {"a": CategoricalCount(), "b": CategoricalCount()}, compute_groups=compute_groups
+    )
     collection.update(["x", "y", "x"])
     collection.update(["z"])  # a category unseen at the first update, after groups were formed
     with warnings.catch_warnings():
@@ -315,7 +350,9 @@ def test_categorical_in_collection(compute_groups):
         values = collection.compute()
     for prefix in ("a", "b"):
         assert {k: v.item() for k, v in values.items() if k.startswith(prefix + "_")} == {
-            f"{prefix}_x": 2.0, f"{prefix}_y": 1.0, f"{prefix}_z": 1.0,
+            f"{prefix}_x": 2.0,
+            f"{prefix}_y": 1.0,
+            f"{prefix}_z": 1.0,
         }
 
 

@@ -75,7 +75,7 @@ _SIMPLE = frozenset((AggregationType.SUM, AggregationType.MEAN, AggregationType.
 
 
 def _simple_stats(agg_type: AggregationType, values: list[Any]) -> tuple[float, ...] | None:
-    """A batch's statistic for SUM/MEAN/MAX/MIN in exact float64 (``math.fsum``), or None if a value is bad."""
+    """A batch's SUM/MEAN/MAX/MIN statistic in exact float64 (``math.fsum``); None if a value is bad."""
     try:
         total = math.fsum(values)
         if not math.isfinite(total):
@@ -109,8 +109,6 @@ def _count_update(metric: TorchMetric) -> None:
     state["_update_count"] += 1
 
 
-
-
 _CATEGORY_TYPES = frozenset((str, int))
 _FIELDS = ("dataset_name", "name", "value", "agg_type")
 
@@ -127,7 +125,11 @@ def _bad_record_message(records: list[Any]) -> str:
 
 
 def _is_category(value: object) -> bool:
-    return type(value) is str or type(value) is int or (isinstance(value, (str, int)) and not isinstance(value, bool))
+    return (
+        type(value) is str
+        or type(value) is int
+        or (isinstance(value, (str, int)) and not isinstance(value, bool))
+    )
 
 
 def _is_number(value: object) -> bool:
@@ -223,7 +225,8 @@ class MetricsAggregator:
             raise TypeError(f"Expected `agg_type` to be an AggregationType, got {agg_type!r}.")
         if not callable(metric_factory) or isinstance(metric_factory, nn.Module):
             raise TypeError(
-                "Expected `metric_factory` to be a callable returning a new torchmetrics.Metric (e.g. the class "
+                "Expected `metric_factory` to be a callable returning a new torchmetrics.Metric "
+                "(e.g. the class "
                 f"or a lambda), got {type(metric_factory).__name__}."
             )
         used = [key for key, (t, _, _) in self._keys.items() if t is agg_type]
@@ -275,14 +278,14 @@ class MetricsAggregator:
             if key not in self._keys:
                 self._create(key, agg_type)
         for key, kind, payload in plan:
-            metric = self._keys[key][2]
+            metric: Any = self._keys[key][2]
             if kind == "stats":  # built-in SUM/MEAN/MAX/MIN: one in-place op per state
                 _count_update(metric)
                 metric._add_stats(*payload)
             elif kind == "sketch":  # built-in DISTRIBUTION: exact moments + the values' bucket index
-                stats, values = payload
+                stats, sketch_values = payload
                 _count_update(metric)
-                metric._accumulate(*stats, _sketch_index(values, metric.spec))
+                metric._accumulate(*stats, _sketch_index(sketch_values, metric.spec))
             elif kind == "categories" and type(metric) is CategoricalCount:
                 _count_update(metric)
                 CategoricalCount.update(metric, payload)
@@ -303,13 +306,17 @@ class MetricsAggregator:
             return type(known[2]) is _BUILTIN[agg_type]
         return self._factories[agg_type] is _DEFAULT_FACTORIES[agg_type]
 
-    def _plan(self, groups: dict[Key, list[Any]], types: dict[Key, AggregationType]) -> list[tuple[Key, str, Any]]:
+    def _plan(
+        self, groups: dict[Key, list[Any]], types: dict[Key, AggregationType]
+    ) -> list[tuple[Key, str, Any]]:
         """Validate the whole batch and prepare one update per key: ``(key, kind, payload)``."""
         plan: list[tuple[Key, str, Any]] = []
         tensor_keys: list[Key] = []
         for key, agg_type in types.items():
             if not isinstance(agg_type, AggregationType) or agg_type not in self._factories:
-                raise ValueError(f"Metric {key[1]!r} of dataset {key[0]!r} has an unknown agg_type {agg_type!r}.")
+                raise ValueError(
+                    f"Metric {key[1]!r} of dataset {key[0]!r} has an unknown agg_type {agg_type!r}."
+                )
             known = self._keys.get(key)
             if known is not None and known[0] is not agg_type:
                 raise ValueError(self._conflict(key, known[0], agg_type))
@@ -319,7 +326,8 @@ class MetricsAggregator:
                     for value in values:
                         if not _is_category(value):
                             raise TypeError(
-                                f"Metric {key[1]!r} of dataset {key[0]!r} is a CATEGORICAL_COUNT: expected str or "
+                                f"Metric {key[1]!r} of dataset {key[0]!r} is a CATEGORICAL_COUNT: "
+                                "expected str or "
                                 f"int categories, got {value!r} ({type(value).__name__})."
                             )
                 plan.append((key, "categories", values))
@@ -347,9 +355,23 @@ class MetricsAggregator:
             if not ok:
                 for key in tensor_keys:
                     _raise_bad_value(key, types[key], groups[key], tensors=True)
-            tensors = dict(zip(tensor_keys, flat.to(self._device).split([len(groups[k]) for k in tensor_keys])))
+            tensors = dict(
+                zip(
+                    tensor_keys,
+                    flat.to(self._device).split([len(groups[k]) for k in tensor_keys]),
+                    strict=True,
+                )
+            )
             plan = [
-                (key, kind, (payload, tensors[key]) if kind == "sketch" else tensors[key] if kind == "tensor" else payload)
+                (
+                    key,
+                    kind,
+                    (payload, tensors[key])
+                    if kind == "sketch"
+                    else tensors[key]
+                    if kind == "tensor"
+                    else payload,
+                )
                 for key, kind, payload in plan
             ]
         return plan
@@ -357,13 +379,17 @@ class MetricsAggregator:
     def _create(self, key: Key, agg_type: AggregationType) -> TorchMetric:
         metric = self._factories[agg_type]()
         if not isinstance(metric, TorchMetric):
-            raise TypeError(f"The {_type_name(agg_type)} handler returned {type(metric).__name__}, not a torchmetrics.Metric.")
+            raise TypeError(
+                f"The {_type_name(agg_type)} handler returned {type(metric).__name__}, "
+                "not a torchmetrics.Metric."
+            )
         if self.process_group is not None:
             metric.process_group = self.process_group
         name = f"m{self._next_id}"
         self._next_id += 1
-        self.metrics[name] = metric.to(self._device)
-        self._keys[key] = (agg_type, name, self.metrics[name])
+        metric = metric.to(self._device)
+        self.metrics[name] = metric
+        self._keys[key] = (agg_type, name, metric)
         return metric
 
     # ------------------------------------------------------------------ logging
@@ -410,7 +436,9 @@ class MetricsAggregator:
         out: dict[str, float] = {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UndefinedMetricWarning)
-            warnings.filterwarnings("ignore", message=".*compute.*was called before.*update", category=UserWarning)
+            warnings.filterwarnings(
+                "ignore", message=".*compute.*was called before.*update", category=UserWarning
+            )
             for (ds, name), (agg_type, _, metric) in self._keys.items():
                 categorical = isinstance(metric, CategoricalCount)
                 if distributed:
@@ -424,7 +452,10 @@ class MetricsAggregator:
                         metric._keys_agreed = False
                 base = f"{prefix}_{ds}/{name}"
                 if isinstance(value, dict):
-                    sep = {AggregationType.DISTRIBUTION: "_stat_", AggregationType.CATEGORICAL_COUNT: "_count_"}
+                    sep = {
+                        AggregationType.DISTRIBUTION: "_stat_",
+                        AggregationType.CATEGORICAL_COUNT: "_count_",
+                    }
                     joiner = sep.get(agg_type, "_")
                     for sub, sub_value in value.items():
                         number = float(sub_value)
@@ -474,7 +505,9 @@ class MetricsAggregator:
         """
         metadata = state_dict.get("metadata") if isinstance(state_dict, dict) else None
         if not isinstance(metadata, dict) or metadata.get("format") != _FORMAT:
-            raise ValueError(f"Expected a state dict made by MetricsAggregator.state_dict() (format {_FORMAT!r}).")
+            raise ValueError(
+                f"Expected a state dict made by MetricsAggregator.state_dict() (format {_FORMAT!r})."
+            )
         tensors = state_dict["tensors"]
         fresh = MetricsAggregator(self.process_group)
         fresh._factories = self._factories
@@ -484,7 +517,8 @@ class MetricsAggregator:
             metric = fresh._create(key, agg_type)
             if set(metric.metric_state) != set(entry["states"]):
                 raise ValueError(
-                    f"Checkpointed states {sorted(entry['states'])} of {key} do not match the {_type_name(agg_type)} "
+                    f"Checkpointed states {sorted(entry['states'])} of {key} do not match the "
+                    f"{_type_name(agg_type)} "
                     f"handler's states {sorted(metric.metric_state)}."
                 )
             for state, length in entry["states"].items():
@@ -509,14 +543,19 @@ def _raise_bad_value(key: Key, agg_type: AggregationType, values: list[Any], ten
                 single = False
         if not single:
             error = ValueError if _is_number_like(value) else TypeError
-            kind = "a finite number" if error is ValueError or not isinstance(value, (str, bytes)) else "a number"
+            kind = (
+                "a finite number"
+                if error is ValueError or not isinstance(value, (str, bytes))
+                else "a number"
+            )
             raise error(
                 f"Metric {key[1]!r} of dataset {key[0]!r} is a {_type_name(agg_type)}: expected {kind}, "
                 f"got {value!r} ({type(value).__name__})."
             )
     if not tensors:
         raise ValueError(
-            f"Metric {key[1]!r} of dataset {key[0]!r} is a {_type_name(agg_type)}: the batch's sum overflows float64."
+            f"Metric {key[1]!r} of dataset {key[0]!r} is a {_type_name(agg_type)}: "
+            "the batch's sum overflows float64."
         )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -15,7 +15,7 @@ from torchmetrics_ext.utilities.data import ordered_union
 
 __all__ = ["CategoricalCount", "Category"]
 
-Category = Union[str, int]
+Category = str | int
 
 
 def _encode(category: Category) -> Tensor:
@@ -39,8 +39,14 @@ def _check_categories(categories: object) -> None:
             f"got {type(categories).__name__}."
         )
     for item in categories:
-        if not (type(item) is str or type(item) is int or (isinstance(item, (str, int)) and not isinstance(item, bool))):
-            raise TypeError(f"Expected every category to be a str or an int, got {item!r} ({type(item).__name__}).")
+        if not (
+            type(item) is str
+            or type(item) is int
+            or (isinstance(item, (str, int)) and not isinstance(item, bool))
+        ):
+            raise TypeError(
+                f"Expected every category to be a str or an int, got {item!r} ({type(item).__name__})."
+            )
 
 
 class CategoricalCount(TaskMetric):
@@ -161,15 +167,14 @@ class CategoricalCount(TaskMetric):
         index = torch.tensor([lookup[k] for k in keys], dtype=torch.long, device=self.device)
         self.counts.index_add_(0, index, counts)
 
-    def compute(self) -> dict[Category, Tensor]:  # type: ignore[override]
+    def compute(self) -> dict[Category, Tensor]:
         """``{category: count}`` of everything seen (and synced across ranks)."""
-        return dict(zip(self.categories, self.counts.unbind(0)))
+        return dict(zip(self.categories, self.counts.unbind(0), strict=True))
 
     # ------------------------------------------------------------------ merging
 
     def _reduce_states(self, incoming_state: dict[str, Any]) -> None:
         """Merge another state (``forward``'s accumulated state, ``merge_state``) category by category."""
-        incoming = [_decode(t) for t in incoming_state["category_keys"]]
         local_counts, local = self.counts, self.categories
         self.category_keys = [t.clone() for t in incoming_state["category_keys"]]
         self.counts = incoming_state["counts"].clone().to(dtype=torch.float64, device=self.device)
@@ -178,7 +183,7 @@ class CategoricalCount(TaskMetric):
             index = torch.tensor([lookup[c] for c in local], dtype=torch.long, device=self.device)
             self.counts.index_add_(0, index, local_counts)
 
-    def _sync_dist(self, dist_sync_fn: Callable = None, process_group: Any | None = None) -> None:  # type: ignore[assignment]
+    def _sync_dist(self, dist_sync_fn: Callable | None = None, process_group: Any | None = None) -> None:
         """Agree on the union of categories (keys only), then sum the aligned count vectors."""
         group = process_group or self.process_group
         if not self._keys_agreed:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -33,8 +33,8 @@ from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
 
 __all__ = ["Distribution", "Max", "Mean", "Min", "Sum"]
 
-NanStrategy = Union[Literal["error", "warn", "ignore", "disable"], float]
-Values = Union[float, int, Tensor, Sequence[float]]
+NanStrategy = Literal["error", "warn", "ignore", "disable"] | float
+Values = float | int | Tensor | Sequence[float]
 
 
 def _as_values(name: str, value: object) -> Tensor:
@@ -44,12 +44,15 @@ def _as_values(name: str, value: object) -> Tensor:
             raise TypeError(f"Expected `{name}` to be a real tensor, got dtype {value.dtype}.")
         return value
     if isinstance(value, (str, bytes)) or value is None:
-        raise TypeError(f"Expected `{name}` to be a number, a sequence of numbers or a tensor, got {value!r}.")
+        raise TypeError(
+            f"Expected `{name}` to be a number, a sequence of numbers or a tensor, got {value!r}."
+        )
     try:
         out = torch.as_tensor(value, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError) as err:
         raise TypeError(
-            f"Expected `{name}` to be a number, a sequence of numbers or a tensor, got {type(value).__name__}: {err}"
+            f"Expected `{name}` to be a number, a sequence of numbers or a tensor, "
+            f"got {type(value).__name__}: {err}"
         ) from None
     return out
 
@@ -66,12 +69,12 @@ def _check_finite(name: str, value: Tensor, allow_nan: bool) -> None:
 class _ValueAggregation(TaskMetric):
     """Shared plumbing: float64 states, validation of ``value`` (and ``weight``) before any state changes."""
 
-    is_differentiable = False
-    higher_is_better = None
     full_state_update: bool = False
     nan_strategy: NanStrategy
 
-    def __init__(self, nan_strategy: NanStrategy = "error", *, validate_args: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, nan_strategy: NanStrategy = "error", *, validate_args: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(1, validate_args=validate_args, nan_strategy=nan_strategy, **kwargs)
         self.set_dtype(torch.float64)
 
@@ -81,7 +84,7 @@ class _ValueAggregation(TaskMetric):
         dtype = self._dtype
         this = super()._apply(fn, exclude_state)
         if not self._dtype_convert:
-            this._dtype = dtype
+            self._dtype = dtype
         return this
 
     def _prepare(self, value: Values, weight: Values | None = None) -> tuple[Tensor, Tensor | None]:
@@ -95,10 +98,12 @@ class _ValueAggregation(TaskMetric):
         ):
             return value, None  # the aggregator's path: values already checked and cast
         if weight is None:
-            return self._cast_and_nan_check_input(value)[0], None  # type: ignore[attr-defined]
+            return self._cast_and_nan_check_input(value)[0], None  # type: ignore[operator]
         values = torch.as_tensor(value, dtype=self.dtype, device=self.device)
-        weights = torch.broadcast_to(torch.as_tensor(weight, dtype=self.dtype, device=self.device), values.shape)
-        return self._cast_and_nan_check_input(values, weights)  # type: ignore[attr-defined]
+        weights = torch.broadcast_to(
+            torch.as_tensor(weight, dtype=self.dtype, device=self.device), values.shape
+        )
+        return self._cast_and_nan_check_input(values, weights)  # type: ignore[operator]
 
     def _validate(self, value: Values, weight: Values | None = None) -> None:
         values = _as_values("value", value)
@@ -142,7 +147,10 @@ class Sum(_ValueAggregation, SumMetric):
         tensor(200., dtype=torch.float64)
     """
 
-    def update(self, value: Values) -> None:  # type: ignore[override]
+    is_differentiable = False  # type: ignore[assignment]
+    higher_is_better = None
+
+    def update(self, value: Values) -> None:
         """Add ``value`` (a number or a tensor of any shape)."""
         if self._check_inputs:
             self._validate(value)
@@ -180,7 +188,10 @@ class Mean(_ValueAggregation, MeanMetric):
         tensor(1.5000, dtype=torch.float64)
     """
 
-    def update(self, value: Values, weight: Values | None = None) -> None:  # type: ignore[override]
+    is_differentiable = False  # type: ignore[assignment]
+    higher_is_better = None
+
+    def update(self, value: Values, weight: Values | None = None) -> None:
         """Add ``value`` with optional ``weight`` (broadcastable to ``value``, default 1)."""
         if self._check_inputs:
             self._validate(value, weight)
@@ -226,9 +237,12 @@ class Max(_ValueAggregation, MaxMetric):
         tensor(7., dtype=torch.float64)
     """
 
+    is_differentiable = False  # type: ignore[assignment]
+    higher_is_better = None
+
     full_state_update: bool = False
 
-    def update(self, value: Values) -> None:  # type: ignore[override]
+    def update(self, value: Values) -> None:
         """Fold ``value`` (a number or a tensor of any shape) into the maximum."""
         if self._check_inputs:
             self._validate(value)
@@ -271,9 +285,12 @@ class Min(_ValueAggregation, MinMetric):
         tensor(3., dtype=torch.float64)
     """
 
+    is_differentiable = False  # type: ignore[assignment]
+    higher_is_better = None
+
     full_state_update: bool = False
 
-    def update(self, value: Values) -> None:  # type: ignore[override]
+    def update(self, value: Values) -> None:
         """Fold ``value`` (a number or a tensor of any shape) into the minimum."""
         if self._check_inputs:
             self._validate(value)
@@ -368,7 +385,9 @@ class Distribution(TaskMetric):
         self.add_state("total", default=zero.clone(), dist_reduce_fx="sum")
         self.add_state("total_sq", default=zero.clone(), dist_reduce_fx="sum")
         self.add_state("min_value", default=torch.tensor(math.inf, dtype=torch.float64), dist_reduce_fx="min")
-        self.add_state("max_value", default=torch.tensor(-math.inf, dtype=torch.float64), dist_reduce_fx="max")
+        self.add_state(
+            "max_value", default=torch.tensor(-math.inf, dtype=torch.float64), dist_reduce_fx="max"
+        )
         self.add_state(
             "bucket_counts", default=torch.zeros(self.spec.size, dtype=torch.float64), dist_reduce_fx="sum"
         )

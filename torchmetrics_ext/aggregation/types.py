@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Union
 
 __all__ = ["AggregationType", "Metric", "MetricValue"]
 
-MetricValue = Union[int, float, str]
+MetricValue = int | float | str
 
 
 class AggregationType(Enum):

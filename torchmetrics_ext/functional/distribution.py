@@ -41,10 +41,10 @@ DEFAULT_PERCENTILES: tuple[float, ...] = (5.0, 50.0, 95.0)
 
 @dataclass(frozen=True)
 class SketchSpec:
-    """Geometry of the log-bucket sketch.
+    r"""Geometry of the log-bucket sketch.
 
     Attributes:
-        relative_accuracy: :math:`\\alpha`, the relative error bound of each estimate, in (0, 1).
+        relative_accuracy: :math:`\alpha`, the relative error bound of each estimate, in (0, 1).
         min_value: smallest magnitude with a relative error bound; smaller magnitudes count as 0.
         max_value: largest magnitude with a relative error bound.
     """
@@ -58,19 +58,24 @@ class SketchSpec:
         if not (isinstance(a, (int, float)) and 0 < a < 1):
             raise ValueError(f"Expected `relative_accuracy` in (0, 1), got {a!r}.")
         if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and 0 < lo < hi < math.inf):
-            raise ValueError(f"Expected 0 < `min_value` < `max_value` < inf, got min_value={lo!r}, max_value={hi!r}.")
+            raise ValueError(
+                f"Expected 0 < `min_value` < `max_value` < inf, got min_value={lo!r}, max_value={hi!r}."
+            )
 
     @cached_property
     def log_gamma(self) -> float:
+        r""":math:`\log\gamma`, the width of a bucket on the log scale."""
         a = self.relative_accuracy
         return math.log((1 + a) / (1 - a))
 
     @cached_property
     def first_key(self) -> int:
+        """Key of the first bucket above zero (the one holding ``min_value``)."""
         return math.ceil(math.log(self.min_value) / self.log_gamma)
 
     @cached_property
     def buckets_per_sign(self) -> int:
+        """Number of buckets of each sign."""
         return math.ceil(math.log(self.max_value) / self.log_gamma) - self.first_key + 1
 
     @property
@@ -90,8 +95,12 @@ def percentile_key(p: float) -> str:
 
 def _check_percentiles(percentiles: Sequence[float]) -> tuple[float, ...]:
     out = tuple(percentiles) if isinstance(percentiles, Sequence) else ()
-    if not out or not all(isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 100 for p in out):
-        raise ValueError(f"Expected `percentiles` to be a non-empty sequence of numbers in [0, 100], got {percentiles!r}.")
+    if not out or not all(
+        isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 100 for p in out
+    ):
+        raise ValueError(
+            f"Expected `percentiles` to be a non-empty sequence of numbers in [0, 100], got {percentiles!r}."
+        )
     if len({percentile_key(p) for p in out}) != len(out):
         raise ValueError(f"Expected distinct `percentiles`, got {percentiles!r}.")
     return tuple(float(p) for p in out)
@@ -132,7 +141,9 @@ def _add_to_sketch(bucket_counts: Tensor, index: Tensor) -> None:
     bucket_counts.index_add_(0, index, bucket_counts.new_ones(()).expand(index.numel()))
 
 
-def _distribution_update(values: Tensor, spec: SketchSpec) -> tuple[float, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _distribution_update(
+    values: Tensor, spec: SketchSpec
+) -> tuple[float, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Sufficient statistics of one batch: count (a float), sum, sum of squares, min, max, bucket index.
 
     ``values`` is a non-empty float64 1-D tensor; the bucket index of each value goes to
@@ -189,7 +200,7 @@ def _distribution_compute(
     out = {"mean": mean, "min": vmin, "max": vmax, "std": std}
     q = torch.tensor([p / 100.0 for p in percentiles], dtype=torch.float64, device=count.device)
     values = _sketch_quantiles(counts, vmin, vmax, q, spec)
-    for p, value in zip(percentiles, values.unbind(0)):
+    for p, value in zip(percentiles, values.unbind(0), strict=True):
         out[percentile_key(p)] = value
     if bool(empty):
         out = {k: nan.clone() for k in out}
@@ -209,8 +220,8 @@ def distribution(
     .. math::
         \bar x = \frac{1}{n}\sum_i x_i,\qquad
         s = \sqrt{\frac{\sum_i x_i^2 - n\bar x^2}{n-1}},\qquad
-        P_q \approx x_{(\lfloor h\rfloor)} + (h-\lfloor h\rfloor)\,(x_{(\lfloor h\rfloor+1)} - x_{(\lfloor h\rfloor)}),
-        \; h = \tfrac{q}{100}(n-1)
+        P_q \approx x_{(k)} + (h-k)\,(x_{(k+1)} - x_{(k)}),
+        \; h = \tfrac{q}{100}(n-1),\; k = \lfloor h\rfloor
 
     Args:
         values: a real tensor of any shape (flattened).
@@ -247,7 +258,7 @@ def distribution(
     if values.numel() == 0:
         inf = torch.tensor(math.inf, dtype=torch.float64, device=values.device)
         return _distribution_compute(counts[0], counts[0], counts[0], inf, -inf, counts, percentiles, spec)
-    count, total, total_sq, vmin, vmax, index = _distribution_update(values, spec)
+    _, total, total_sq, vmin, vmax, index = _distribution_update(values, spec)
     _add_to_sketch(counts, index)
     return _distribution_compute(counts.sum(), total, total_sq, vmin, vmax, counts, percentiles, spec)
 

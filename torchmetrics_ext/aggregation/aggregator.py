@@ -71,6 +71,7 @@ _BUILTIN: dict[AggregationType, type] = {
     AggregationType.DISTRIBUTION: Distribution,
     AggregationType.CATEGORICAL_COUNT: CategoricalCount,
 }
+_JOINERS = {AggregationType.DISTRIBUTION: "_stat_", AggregationType.CATEGORICAL_COUNT: "_count_"}
 _SIMPLE = frozenset((AggregationType.SUM, AggregationType.MEAN, AggregationType.MAX, AggregationType.MIN))
 
 
@@ -440,25 +441,13 @@ class MetricsAggregator:
                 "ignore", message=".*compute.*was called before.*update", category=UserWarning
             )
             for (ds, name), (agg_type, _, metric) in self._keys.items():
-                categorical = isinstance(metric, CategoricalCount)
-                if distributed:
-                    metric._computed = None  # a cached value would skip this rank's part of the sync
-                    if categorical:
-                        metric._keys_agreed = True
-                try:
-                    value = metric.compute()
-                finally:
-                    if categorical:
-                        metric._keys_agreed = False
+                value = self._compute(metric, agg_type, distributed)
                 base = f"{prefix}_{ds}/{name}"
                 if isinstance(value, dict):
-                    sep = {
-                        AggregationType.DISTRIBUTION: "_stat_",
-                        AggregationType.CATEGORICAL_COUNT: "_count_",
-                    }
-                    joiner = sep.get(agg_type, "_")
-                    for sub, sub_value in value.items():
-                        number = float(sub_value)
+                    joiner = _JOINERS.get(agg_type, "_")
+                    items = list(value.items())
+                    numbers = torch.stack([v.reshape(()) for _, v in items]).tolist() if items else []
+                    for (sub, _), number in zip(items, numbers, strict=True):
                         if not math.isnan(number):
                             out[f"{base}{joiner}{sub}"] = number
                 else:
@@ -466,6 +455,23 @@ class MetricsAggregator:
                     if not math.isnan(number):
                         out[base] = number
         return out
+
+    @staticmethod
+    def _compute(metric: TorchMetric, agg_type: AggregationType, distributed: bool) -> Any:
+        """The metric's value: synced through TorchMetrics under DDP, directly otherwise."""
+        if not distributed:
+            if type(metric) is _BUILTIN[agg_type]:
+                return type(metric).compute(metric)  # no sync to do: skip the wrapper's copies
+            return metric.compute()
+        metric._computed = None  # a cached value would skip this rank's part of the sync
+        categorical = isinstance(metric, CategoricalCount)
+        if categorical:
+            metric._keys_agreed = True  # categories were agreed on with the keys
+        try:
+            return metric.compute()
+        finally:
+            if categorical:
+                metric._keys_agreed = False
 
     # ------------------------------------------------------------------ checkpointing
 

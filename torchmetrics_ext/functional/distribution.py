@@ -154,23 +154,26 @@ def _distribution_update(
 
 
 def _sketch_quantiles(
-    counts: Tensor, vmin: Tensor, vmax: Tensor, quantiles: Tensor, spec: SketchSpec
-) -> Tensor:
-    """``np.percentile``-style (linear) quantiles from the bucket counts; ``quantiles`` in [0, 1]."""
-    cum = counts.cumsum(0)
-    n = cum[-1]
-    h = quantiles * (n - 1)
-    lo = h.floor()
-    hi = torch.minimum(lo + 1, n - 1)
-    reps = spec.representatives(counts.device)
+    counts: Tensor, n: float, vmin: float, vmax: float, quantiles: Sequence[float], spec: SketchSpec
+) -> list[float]:
+    """``np.percentile``-style (linear) quantiles of ``n >= 1`` values from the bucket counts.
 
-    def at_rank(rank: Tensor) -> Tensor:
-        bucket = torch.searchsorted(cum, rank, right=True).clamp_(max=counts.numel() - 1)
-        est = torch.minimum(torch.maximum(reps[bucket], vmin), vmax)
-        return torch.where(rank <= 0, vmin, torch.where(rank >= n - 1, vmax, est))
-
-    low, high = at_rank(lo), at_rank(hi)
-    return low + (h - lo) * (high - low)
+    ``quantiles`` are in [0, 1]. Ranks ``floor(h)`` and ``floor(h) + 1`` of every quantile are
+    looked up with one ``searchsorted`` on the cumulative counts; rank 0 and rank ``n - 1`` are
+    the exact min and max, every other estimate is its bucket's representative clipped to them.
+    """
+    positions = [q * (n - 1) for q in quantiles]
+    lows = [math.floor(h) for h in positions]
+    ranks = lows + [min(lo + 1, n - 1) for lo in lows]
+    rank_t = torch.tensor(ranks, dtype=torch.float64, device=counts.device)
+    bucket = torch.searchsorted(counts.cumsum(0), rank_t, right=True).clamp_(max=counts.numel() - 1)
+    reps = spec.representatives(counts.device)[bucket].tolist()
+    est = [
+        vmin if r <= 0 else vmax if r >= n - 1 else min(max(rep, vmin), vmax)
+        for r, rep in zip(ranks, reps, strict=True)
+    ]
+    k = len(quantiles)
+    return [lo + (h - r) * (hi - lo) for h, r, lo, hi in zip(positions, lows, est[:k], est[k:], strict=True)]
 
 
 def _distribution_compute(
@@ -188,23 +191,26 @@ def _distribution_compute(
 
     ``std`` is the sample standard deviation (``ddof=1``, as ``torch.std``). With no value every
     output is ``nan``; with one value ``std`` is ``nan`` (each with an UndefinedMetricWarning).
+    The handful of scalars is finished on the host after one synchronisation.
     """
-    nan = torch.full((), math.nan, dtype=torch.float64, device=count.device)
-    empty = count <= 0
-    warn_undefined(empty, metric, "no value was seen")
-    warn_undefined(count == 1, metric, "the standard deviation of a single value (ddof=1)")
-    n = torch.where(empty, torch.ones_like(count), count)
-    mean = total / n
-    var = ((total_sq - total * mean) / torch.clamp(count - 1, min=1)).clamp_(min=0)
-    std = torch.where(count < 2, nan, var.sqrt())
-    out = {"mean": mean, "min": vmin, "max": vmax, "std": std}
-    q = torch.tensor([p / 100.0 for p in percentiles], dtype=torch.float64, device=count.device)
-    values = _sketch_quantiles(counts, vmin, vmax, q, spec)
-    for p, value in zip(percentiles, values.unbind(0), strict=True):
-        out[percentile_key(p)] = value
-    if bool(empty):
-        out = {k: nan.clone() for k in out}
-    return out
+    names = ["mean", "min", "max", "std", *(percentile_key(p) for p in percentiles)]
+    n, s1, s2, lo, hi = torch.stack([count, total, total_sq, vmin, vmax]).tolist()
+    if n <= 0:
+        warn_undefined(torch.ones(1, dtype=torch.bool), metric, "no value was seen")
+        values = [math.nan] * len(names)
+    else:
+        mean = s1 / n
+        if n < 2:
+            warn_undefined(
+                torch.ones(1, dtype=torch.bool), metric, "the standard deviation of a single value (ddof=1)"
+            )
+            std = math.nan
+        else:
+            std = math.sqrt(max((s2 - s1 * mean) / (n - 1), 0.0))
+        pct = _sketch_quantiles(counts, n, lo, hi, [p / 100.0 for p in percentiles], spec)
+        values = [mean, lo, hi, std, *pct]
+    out = torch.tensor(values, dtype=torch.float64, device=count.device)
+    return dict(zip(names, out.unbind(0), strict=True))
 
 
 def distribution(

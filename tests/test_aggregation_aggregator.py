@@ -356,6 +356,8 @@ BAD_BATCHES = [
         "aggregated as MIN.*aggregated as MAX",
     ),
     ([Metric("x", "y", 1, "sum")], ValueError, "unknown agg_type"),
+    ([Metric("x", "y", 1, A.SUM), Metric("x", "y", 1, "sum")], ValueError, "aggregated as SUM.*'sum'"),
+    ([Metric("x", "y", 1, [A.SUM])], TypeError, "hashable"),
     ([("alpaca", "tokens", 1, A.SUM)], TypeError, "to be a Metric"),
 ]
 
@@ -403,7 +405,8 @@ def test_register_handler():
     aggregator.register_handler(A.DISTRIBUTION, Distribution)
     aggregator.register_handler(A.MIN, lambda: "not a metric")
     with pytest.raises(TypeError, match=r"not a torchmetrics\.Metric"):
-        aggregator.update([Metric("d", "m", 1, A.MIN)])
+        aggregator.update([Metric("d", "x", 1, A.SUM), Metric("d", "m", 1, A.MIN)])
+    assert aggregator.get_metrics_for_logging() == {}  # nothing of the rejected batch was kept
 
 
 def test_reset_forgets_everything():

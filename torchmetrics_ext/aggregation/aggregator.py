@@ -26,7 +26,6 @@ __all__ = ["MetricsAggregator"]
 
 MetricFactory = Callable[[], TorchMetric]
 _FORMAT = "torchmetrics_ext.MetricsAggregator/1"
-_NUMERIC = frozenset(t for t in AggregationType if t is not AggregationType.CATEGORICAL_COUNT)
 Key = tuple[str, str]
 
 
@@ -141,7 +140,7 @@ def _is_number(value: object) -> bool:
 
 
 def _type_name(agg_type: AggregationType) -> str:
-    return agg_type.name
+    return agg_type.name if isinstance(agg_type, AggregationType) else repr(agg_type)
 
 
 class MetricsAggregator:
@@ -227,8 +226,7 @@ class MetricsAggregator:
         if not callable(metric_factory) or isinstance(metric_factory, nn.Module):
             raise TypeError(
                 "Expected `metric_factory` to be a callable returning a new torchmetrics.Metric "
-                "(e.g. the class "
-                f"or a lambda), got {type(metric_factory).__name__}."
+                f"(e.g. the class or a lambda), got {type(metric_factory).__name__}."
             )
         used = [key for key, (t, _, _) in self._keys.items() if t is agg_type]
         if used:
@@ -275,9 +273,9 @@ class MetricsAggregator:
             types[key] = agg_type
             values[key] = group
         plan = self._plan(values, types)
-        for key, agg_type in types.items():
-            if key not in self._keys:
-                self._create(key, agg_type)
+        fresh = {key: self._make(agg_type) for key, agg_type in types.items() if key not in self._keys}
+        for key, metric in fresh.items():  # only once every handler succeeded
+            self._create(key, types[key], metric)
         for key, kind, payload in plan:
             metric: Any = self._keys[key][2]
             if kind == "stats":  # built-in SUM/MEAN/MAX/MIN: one in-place op per state
@@ -377,7 +375,8 @@ class MetricsAggregator:
             ]
         return plan
 
-    def _create(self, key: Key, agg_type: AggregationType) -> TorchMetric:
+    def _make(self, agg_type: AggregationType) -> TorchMetric:
+        """A new metric from the handler of ``agg_type`` (not registered yet)."""
         metric = self._factories[agg_type]()
         if not isinstance(metric, TorchMetric):
             raise TypeError(
@@ -386,6 +385,11 @@ class MetricsAggregator:
             )
         if self.process_group is not None:
             metric.process_group = self.process_group
+        return metric
+
+    def _create(self, key: Key, agg_type: AggregationType, metric: TorchMetric | None = None) -> TorchMetric:
+        """Register a metric (a new one from the handler unless given) for ``key``."""
+        metric = self._make(agg_type) if metric is None else metric
         name = f"m{self._next_id}"
         self._next_id += 1
         metric = metric.to(self._device)

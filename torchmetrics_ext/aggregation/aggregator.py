@@ -274,8 +274,8 @@ class MetricsAggregator:
             values[key] = group
         plan = self._plan(values, types)
         fresh = {key: self._make(agg_type) for key, agg_type in types.items() if key not in self._keys}
-        for key, metric in fresh.items():  # only once every handler succeeded
-            self._create(key, types[key], metric)
+        for key, new_metric in fresh.items():  # only once every handler succeeded
+            self._create(key, types[key], new_metric)
         for key, kind, payload in plan:
             metric: Any = self._keys[key][2]
             if kind == "stats":  # built-in SUM/MEAN/MAX/MIN: one in-place op per state

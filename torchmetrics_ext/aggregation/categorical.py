@@ -95,7 +95,7 @@ class CategoricalCount(TaskMetric):
         self.add_state("counts", default=torch.zeros(0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("category_keys", default=[], dist_reduce_fx=None)
         self._lookup: dict[Category, int] = {}
-        self._lookup_of: tuple[int, int] = (0, -1)
+        self._lookup_of: tuple[list[Tensor] | None, int] = (None, -1)  # (key list, its length)
         self._keys_agreed = False
 
     # ------------------------------------------------------------------ categories
@@ -108,9 +108,10 @@ class CategoricalCount(TaskMetric):
     def _index(self) -> dict[Category, int]:
         """``{category: position}``, rebuilt only when the key list was replaced or grew elsewhere."""
         keys = self.category_keys
-        if self._lookup_of != (id(keys), len(keys)):
+        source, length = self._lookup_of
+        if source is not keys or length != len(keys):
             self._lookup = {_decode(t): i for i, t in enumerate(keys)}
-            self._lookup_of = (id(keys), len(keys))
+            self._lookup_of = (keys, len(keys))
         return self._lookup
 
     def _add_categories(self, new: Sequence[Category]) -> dict[Category, int]:
@@ -120,7 +121,7 @@ class CategoricalCount(TaskMetric):
             for c in fresh:
                 lookup[c] = len(self.category_keys)
                 self.category_keys.append(_encode(c).to(self.device))
-            self._lookup_of = (id(self.category_keys), len(self.category_keys))
+            self._lookup_of = (self.category_keys, len(self.category_keys))
             self.counts = torch.cat([self.counts, self.counts.new_zeros(len(fresh))])
         return lookup
 

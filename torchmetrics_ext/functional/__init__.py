@@ -1,5 +1,6 @@
 """Functional twins of every metric: pure functions over one set of tensors, no state."""
 
+from torchmetrics_ext.functional.distribution import distribution
 from torchmetrics_ext.functional.pointwise import (
     calibration,
     ctr,
@@ -17,6 +18,7 @@ from torchmetrics_ext.functional.pointwise import (
 __all__ = [
     "calibration",
     "ctr",
+    "distribution",
     "log_loss",
     "normalized_entropy",
     "weighted_accuracy",

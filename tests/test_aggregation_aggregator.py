@@ -1,0 +1,553 @@
+"""MetricsAggregator and the metric transforms: torchtune's README, numpy references, bad batches,
+checkpoints, DataLoader workers and real 2-process gloo DDP with different datasets per rank."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import pickle
+import warnings
+from collections import Counter, defaultdict
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchmetrics import MetricCollection
+
+from torchmetrics_ext.aggregation import (
+    AggregationType,
+    DefaultTrainingMetricTransform,
+    Distribution,
+    Mean,
+    Metric,
+    MetricsAggregator,
+    MetricTransform,
+    Sum,
+)
+
+A = AggregationType
+ALPHA = 0.01  # Distribution's default relative accuracy
+
+
+# ----------------------------------------------------------------------------- torchtune's README
+
+
+def test_readme_aggregator_example():
+    aggregator = MetricsAggregator()
+    batch1_metrics = [
+        Metric("alpaca", "tokens_seen", 100, AggregationType.SUM),
+        Metric("alpaca", "avg_tokens_seen", 100, AggregationType.MEAN),
+    ]
+    batch2_metrics = [
+        Metric("alpaca", "tokens_seen", 100, AggregationType.SUM),
+        Metric("alpaca", "avg_tokens_seen", 100, AggregationType.MEAN),
+    ]
+    aggregator.update(batch1_metrics)
+    aggregator.update(batch2_metrics)
+    results = aggregator.get_metrics_for_logging(prefix="train")
+    assert results == {"train_alpaca/tokens_seen": 200.0, "train_alpaca/avg_tokens_seen": 100.0}
+    assert all(type(v) is float for v in results.values())
+
+
+def test_readme_transform_example():
+    transform = DefaultTrainingMetricTransform()
+    transform.set_dataset_name("alpaca")
+    sample = transform({"tokens": [1, 2, 3, 4, 5]})
+    assert sample["metrics"] == [
+        Metric(dataset_name="alpaca", name="samples_seen", value=1, agg_type=AggregationType.SUM),
+        Metric(dataset_name="alpaca", name="tokens_seen", value=5, agg_type=AggregationType.SUM),
+        Metric(dataset_name="alpaca", name="seq_len", value=5, agg_type=AggregationType.DISTRIBUTION),
+    ]
+
+
+# ----------------------------------------------------------------------------- transforms
+
+
+def test_transform_uses_input_ids_and_appends():
+    transform = DefaultTrainingMetricTransform()
+    transform.set_dataset_name("c4")
+    existing = Metric("c4", "custom", 1, A.SUM)
+    sample = transform({"input_ids": torch.arange(7), "metrics": [existing]})
+    assert sample["metrics"][0] is existing
+    assert [(m.name, m.value) for m in sample["metrics"][1:]] == [
+        ("samples_seen", 1),
+        ("tokens_seen", 7),
+        ("seq_len", 7),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sample", "exc", "match"),
+    [
+        ({"text": "no tokens"}, KeyError, "'tokens' or 'input_ids'"),
+        ({"tokens": [1], "metrics": "oops"}, TypeError, r"sample\['metrics'\]"),
+        ([1, 2, 3], TypeError, "`sample` to be a dict"),
+    ],
+)
+def test_transform_bad_samples(sample, exc, match):
+    transform = DefaultTrainingMetricTransform()
+    transform.set_dataset_name("alpaca")
+    with pytest.raises(exc, match=match):
+        transform(sample)
+
+
+def test_transform_requires_dataset_name():
+    transform = DefaultTrainingMetricTransform()
+    with pytest.raises(RuntimeError, match="set_dataset_name"):
+        transform({"tokens": [1]})
+    with pytest.raises(RuntimeError, match="set_dataset_name"):
+        transform.new_metric("x", 1, A.SUM)
+    for bad in ("", None, 3):
+        with pytest.raises(ValueError, match="dataset_name"):
+            transform.set_dataset_name(bad)
+
+
+class LabelTransform(MetricTransform):
+    """A custom transform: the sample's label as a category and its loss weight as a mean."""
+
+    def _generate_metrics(self, sample):
+        return [
+            self.new_metric("label", sample["label"], A.CATEGORICAL_COUNT),
+            self.new_metric("weight", sample["weight"], A.MEAN),
+        ]
+
+
+def test_custom_transform_and_pickling():
+    transform = LabelTransform()
+    transform.set_dataset_name("reviews")
+    restored = pickle.loads(pickle.dumps(transform))
+    sample = restored({"label": "pos", "weight": 0.5})
+    assert sample["metrics"] == [
+        Metric("reviews", "label", "pos", A.CATEGORICAL_COUNT),
+        Metric("reviews", "weight", 0.5, A.MEAN),
+    ]
+
+
+class TokensDataset(Dataset):
+    """Applies the transform in ``__getitem__``, i.e. inside the DataLoader worker processes."""
+
+    def __init__(self, name, lengths):
+        self.lengths = lengths
+        self.transform = DefaultTrainingMetricTransform()
+        self.transform.set_dataset_name(name)
+
+    def __len__(self):
+        return len(self.lengths)
+
+    def __getitem__(self, i):
+        info = torch.utils.data.get_worker_info()
+        sample = self.transform({"tokens": list(range(int(self.lengths[i])))})
+        sample["worker"] = -1 if info is None else info.id
+        return sample
+
+
+def collate_records(samples):
+    return {"metrics": [m for s in samples for m in s["metrics"]], "workers": [s["worker"] for s in samples]}
+
+
+def test_transform_in_dataloader_workers():
+    lengths = np.random.default_rng(0).integers(1, 3000, size=203)
+    loader = DataLoader(
+        TokensDataset("alpaca", lengths), batch_size=16, num_workers=2, collate_fn=collate_records
+    )
+    aggregator = MetricsAggregator()
+    workers = set()
+    for batch in loader:
+        aggregator.update(batch["metrics"])
+        workers.update(batch["workers"])
+    assert workers == {0, 1}
+    out = aggregator.get_metrics_for_logging()
+    assert out["train_alpaca/samples_seen"] == len(lengths)
+    assert out["train_alpaca/tokens_seen"] == lengths.sum()
+    np.testing.assert_allclose(out["train_alpaca/seq_len_stat_mean"], lengths.mean(), rtol=1e-12)
+    np.testing.assert_allclose(out["train_alpaca/seq_len_stat_std"], lengths.std(ddof=1), rtol=1e-9)
+    assert out["train_alpaca/seq_len_stat_min"] == lengths.min()
+    assert out["train_alpaca/seq_len_stat_max"] == lengths.max()
+    for q in (5, 50, 95):
+        np.testing.assert_allclose(
+            out[f"train_alpaca/seq_len_stat_p{q:02d}"], np.percentile(lengths, q), rtol=ALPHA
+        )
+
+
+# ----------------------------------------------------------------------------- numpy references
+
+DATASETS = ("alpaca", "c4", "code", "math")
+
+
+def make_records(rng, n, datasets=DATASETS, categories=("web", "book", 3, "wiki")):
+    """Random records over datasets x all six aggregation types."""
+    records = []
+    for _ in range(n):
+        ds = datasets[int(rng.integers(len(datasets)))]
+        length = int(rng.integers(1, 4096))
+        kind = int(rng.integers(6))
+        if kind == 0:
+            records.append(Metric(ds, "tokens_seen", length, A.SUM))
+        elif kind == 1:
+            records.append(Metric(ds, "loss", float(rng.normal(2.0, 0.5)), A.MEAN))
+        elif kind == 2:
+            records.append(Metric(ds, "max_len", length, A.MAX))
+        elif kind == 3:
+            records.append(Metric(ds, "min_len", length, A.MIN))
+        elif kind == 4:
+            records.append(Metric(ds, "seq_len", length, A.DISTRIBUTION))
+        else:
+            records.append(
+                Metric(ds, "source", categories[int(rng.integers(len(categories)))], A.CATEGORICAL_COUNT)
+            )
+    return records
+
+
+def numpy_reference(records, prefix="train"):
+    """Expected logging dict, computed with numpy and Counter from the raw records."""
+    groups = defaultdict(list)
+    types = {}
+    for r in records:
+        groups[(r.dataset_name, r.name)].append(r.value)
+        types[(r.dataset_name, r.name)] = r.agg_type
+    out = {}
+    for (ds, name), values in groups.items():
+        base = f"{prefix}_{ds}/{name}"
+        t = types[(ds, name)]
+        if t is A.CATEGORICAL_COUNT:
+            for cat, count in Counter(values).items():
+                out[f"{base}_count_{cat}"] = float(count)
+            continue
+        v = np.asarray(values, dtype=np.float64)
+        if t is A.SUM:
+            out[base] = v.sum()
+        elif t is A.MEAN:
+            out[base] = v.mean()
+        elif t is A.MAX:
+            out[base] = v.max()
+        elif t is A.MIN:
+            out[base] = v.min()
+        else:
+            out.update(
+                {f"{base}_stat_mean": v.mean(), f"{base}_stat_min": v.min(), f"{base}_stat_max": v.max()}
+            )
+            if v.size > 1:
+                out[f"{base}_stat_std"] = v.std(ddof=1)
+            for q, value in zip((5, 50, 95), np.percentile(v, [5, 50, 95]), strict=True):
+                out[f"{base}_stat_p{q:02d}"] = value
+    return out
+
+
+def assert_matches_reference(actual, expected):
+    assert set(actual) == set(expected), sorted(set(actual) ^ set(expected))
+    for key, value in expected.items():
+        rtol = ALPHA if "_stat_p" in key else 1e-9
+        np.testing.assert_allclose(actual[key], value, rtol=rtol, err_msg=key)
+
+
+@pytest.mark.parametrize("batch_size", [1, 37, 1000])
+def test_against_numpy(batch_size):
+    records = make_records(np.random.default_rng(batch_size), 3000)
+    aggregator = MetricsAggregator()
+    for lo in range(0, len(records), batch_size):
+        aggregator.update(records[lo : lo + batch_size])
+    assert_matches_reference(aggregator.get_metrics_for_logging(), numpy_reference(records))
+    assert_matches_reference(aggregator.get_metrics_for_logging("val"), numpy_reference(records, "val"))
+
+
+def test_one_tensor_update_per_key_per_batch():
+    records = make_records(np.random.default_rng(0), 1000)
+    aggregator = MetricsAggregator()
+    aggregator.update(records)
+    assert len(aggregator.metrics) == len({(r.dataset_name, r.name) for r in records}) == 24
+    assert all(metric._update_count == 1 for metric in aggregator.metrics.values())
+
+
+def test_values_of_any_numeric_type():
+    aggregator = MetricsAggregator()
+    aggregator.update(
+        [Metric("d", "x", v, A.SUM) for v in (1, 2.5, True, np.float32(0.5), np.int64(3), torch.tensor(4))]
+    )
+    assert aggregator.get_metrics_for_logging() == {"train_d/x": 12.0}
+
+
+def test_empty_update_and_logging():
+    aggregator = MetricsAggregator()
+    aggregator.update([])
+    assert aggregator.get_metrics_for_logging() == {}
+    assert len(aggregator.metrics) == 0
+
+
+def test_single_value_distribution_leaves_out_std():
+    aggregator = MetricsAggregator()
+    aggregator.update([Metric("d", "len", 12, A.DISTRIBUTION)])
+    out = aggregator.get_metrics_for_logging()
+    assert out == {f"train_d/len_stat_{k}": 12.0 for k in ("mean", "min", "max", "p05", "p50", "p95")}
+
+
+def test_datasets_never_share_state():
+    """Two datasets' metrics look identical after the first batch; they must stay independent.
+
+    A MetricCollection with automatic compute groups would merge them (TorchMetrics #2596, #1890);
+    the aggregator holds plain modules and updates each key itself.
+    """
+    aggregator = MetricsAggregator()
+    assert isinstance(aggregator.metrics, nn.ModuleDict) and not isinstance(
+        aggregator.metrics, MetricCollection
+    )
+    for t in (A.SUM, A.MAX, A.DISTRIBUTION, A.CATEGORICAL_COUNT):
+        first = 5 if t is not A.CATEGORICAL_COUNT else "x"
+        aggregator.update([Metric("a", t.value, first, t), Metric("b", t.value, first, t)])
+    later = [
+        Metric("a", "sum", 7, A.SUM),
+        Metric("a", "max", 9, A.MAX),
+        Metric("a", "distribution", 100, A.DISTRIBUTION),
+        Metric("a", "categorical_count", "y", A.CATEGORICAL_COUNT),
+    ]
+    aggregator.update(later)
+    out = aggregator.get_metrics_for_logging()
+    assert out["train_a/sum"] == 12.0 and out["train_b/sum"] == 5.0
+    assert out["train_a/max"] == 9.0 and out["train_b/max"] == 5.0
+    assert out["train_a/distribution_stat_max"] == 100.0 and out["train_b/distribution_stat_max"] == 5.0
+    assert "train_a/categorical_count_count_y" in out and "train_b/categorical_count_count_y" not in out
+
+
+# ----------------------------------------------------------------------------- bad batches
+
+
+def snapshot(aggregator):
+    state = aggregator.state_dict()
+    return json.dumps(state["metadata"]), {k: v.clone() for k, v in state["tensors"].items()}
+
+
+def assert_unchanged(aggregator, before):
+    meta, tensors = snapshot(aggregator)
+    assert meta == before[0]
+    assert tensors.keys() == before[1].keys() and all(torch.equal(tensors[k], before[1][k]) for k in tensors)
+
+
+GOOD = [
+    Metric("alpaca", "tokens", 10, A.SUM),
+    Metric("alpaca", "src", "web", A.CATEGORICAL_COUNT),
+    Metric("alpaca", "len", 10, A.DISTRIBUTION),
+]
+BAD_BATCHES = [
+    (
+        [Metric("alpaca", "tokens", "ten", A.SUM)],
+        TypeError,
+        "'tokens' of dataset 'alpaca' is a SUM: expected a number",
+    ),
+    ([Metric("alpaca", "len", None, A.DISTRIBUTION)], TypeError, "DISTRIBUTION: expected a finite number"),
+    ([Metric("alpaca", "len", [1, 2], A.DISTRIBUTION)], TypeError, "expected a finite number"),
+    ([Metric("new", "loss", math.nan, A.MEAN)], ValueError, "MEAN: expected a finite number, got nan"),
+    ([Metric("new", "loss", math.inf, A.MAX)], ValueError, "MAX: expected a finite number, got inf"),
+    (
+        [Metric("alpaca", "src", 1.5, A.CATEGORICAL_COUNT)],
+        TypeError,
+        "CATEGORICAL_COUNT: expected str or int",
+    ),
+    ([Metric("alpaca", "src", True, A.CATEGORICAL_COUNT)], TypeError, "expected str or int"),
+    (
+        [Metric("alpaca", "tokens", 5, A.MEAN)],
+        ValueError,
+        "aggregated as SUM; it cannot also be aggregated as MEAN",
+    ),
+    (
+        [Metric("x", "y", 1, A.MIN), Metric("x", "y", 1, A.MAX)],
+        ValueError,
+        "aggregated as MIN.*aggregated as MAX",
+    ),
+    ([Metric("x", "y", 1, "sum")], ValueError, "unknown agg_type"),
+    ([Metric("x", "y", 1, A.SUM), Metric("x", "y", 1, "sum")], ValueError, "aggregated as SUM.*'sum'"),
+    ([Metric("x", "y", 1, [A.SUM])], TypeError, "hashable"),
+    ([("alpaca", "tokens", 1, A.SUM)], TypeError, "to be a Metric"),
+]
+
+
+@pytest.mark.parametrize(("bad", "exc", "match"), BAD_BATCHES, ids=[str(i) for i in range(len(BAD_BATCHES))])
+def test_rejected_batch_changes_nothing(bad, exc, match):
+    aggregator = MetricsAggregator()
+    aggregator.update(GOOD)
+    before = snapshot(aggregator)
+    expected = aggregator.get_metrics_for_logging()
+    # the bad record comes last, after good records of existing and new keys
+    batch = [*GOOD, Metric("fresh", "n", 1, A.SUM), *bad]
+    with pytest.raises(exc, match=match):
+        aggregator.update(batch)
+    assert_unchanged(aggregator, before)
+    assert aggregator.get_metrics_for_logging() == expected
+
+
+# ----------------------------------------------------------------------------- handlers, reset, checkpoints
+
+
+def test_register_handler():
+    aggregator = MetricsAggregator()
+    aggregator.register_handler(
+        A.DISTRIBUTION, lambda: Distribution(percentiles=(50, 99.9), validate_args=False)
+    )
+    aggregator.register_handler(A.SUM, lambda: Mean(validate_args=False))  # any torchmetrics.Metric
+    aggregator.update(
+        [Metric("d", "len", v, A.DISTRIBUTION) for v in (1, 2, 3)]
+        + [Metric("d", "n", 4, A.SUM), Metric("d", "n", 6, A.SUM)]
+    )
+    out = aggregator.get_metrics_for_logging()
+    assert set(out) == {f"train_d/len_stat_{k}" for k in ("mean", "min", "max", "std", "p50", "p99.9")} | {
+        "train_d/n"
+    }
+    assert out["train_d/n"] == 5.0
+    with pytest.raises(ValueError, match=r"DISTRIBUTION handler.*reset"):
+        aggregator.register_handler(A.DISTRIBUTION, Distribution)
+    with pytest.raises(TypeError, match="AggregationType"):
+        aggregator.register_handler("sum", Sum)
+    for bad in (Sum(), 3):
+        with pytest.raises(TypeError, match="callable returning a new"):
+            aggregator.register_handler(A.MAX, bad)
+    aggregator.reset()
+    aggregator.register_handler(A.DISTRIBUTION, Distribution)
+    aggregator.register_handler(A.MIN, lambda: "not a metric")
+    with pytest.raises(TypeError, match=r"not a torchmetrics\.Metric"):
+        aggregator.update([Metric("d", "x", 1, A.SUM), Metric("d", "m", 1, A.MIN)])
+    assert aggregator.get_metrics_for_logging() == {}  # nothing of the rejected batch was kept
+
+
+def test_reset_forgets_everything():
+    aggregator = MetricsAggregator()
+    aggregator.update([Metric("d", "x", 1, A.SUM)])
+    aggregator.reset()
+    assert aggregator.get_metrics_for_logging() == {}
+    aggregator.update([Metric("d", "x", 2, A.MEAN)])  # the name is free again
+    assert aggregator.get_metrics_for_logging() == {"train_d/x": 2.0}
+
+
+def test_state_dict_resumes_exactly():
+    records = make_records(np.random.default_rng(7), 4000)
+    batches = [records[i : i + 250] for i in range(0, len(records), 250)]
+    original = MetricsAggregator()
+    for batch in batches[:7]:
+        original.update(batch)
+    state = original.state_dict()
+    json.dumps(state["metadata"])  # the non-tensor part is JSON-serialisable
+    assert all(isinstance(v, torch.Tensor) for v in state["tensors"].values())
+    buffer = io.BytesIO()
+    torch.save({"metadata": json.loads(json.dumps(state["metadata"])), "tensors": state["tensors"]}, buffer)
+    buffer.seek(0)
+    resumed = MetricsAggregator()
+    resumed.update([Metric("stale", "x", 1, A.SUM)])  # replaced by the checkpoint
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    assert resumed.get_metrics_for_logging() == original.get_metrics_for_logging()
+    for batch in batches[7:]:
+        original.update(batch)
+        resumed.update(batch)
+    assert resumed.get_metrics_for_logging() == original.get_metrics_for_logging()
+    assert_matches_reference(resumed.get_metrics_for_logging(), numpy_reference(records))
+    with pytest.raises(ValueError, match="aggregated as"):
+        resumed.update([Metric(records[0].dataset_name, records[0].name, "cat", A.CATEGORICAL_COUNT)])
+
+
+def test_load_state_dict_rejects_foreign_checkpoints():
+    aggregator = MetricsAggregator()
+    with pytest.raises(ValueError, match=r"MetricsAggregator\.state_dict"):
+        aggregator.load_state_dict({"foo": 1})
+    source = MetricsAggregator()
+    source.update([Metric("d", "x", 1, A.SUM)])
+    aggregator.register_handler(A.SUM, Mean)
+    with pytest.raises(ValueError, match="do not match"):
+        aggregator.load_state_dict(source.state_dict())
+
+
+def test_to_device_keeps_working():
+    aggregator = MetricsAggregator().to("cpu")
+    aggregator.update([Metric("d", "x", 1, A.SUM)])
+    assert aggregator.get_metrics_for_logging() == {"train_d/x": 1.0}
+
+
+# ----------------------------------------------------------------------------- DDP (2 gloo ranks)
+
+
+def rank_records(rank, empty_rank):
+    """Rank 0: alpaca + shared; rank 1: shared + code, other categories (or nothing at all)."""
+    rng = np.random.default_rng(100 + rank)
+    if rank == 1 and empty_rank:
+        return []
+    if rank == 0:
+        return make_records(rng, 2500, datasets=("alpaca", "shared"), categories=("web", "book"))
+    return make_records(rng, 1800, datasets=("shared", "code"), categories=(3, "wiki", "book"))
+
+
+def _ddp_aggregate(rank, world_size, empty_rank):
+    records = rank_records(rank, empty_rank)
+    aggregator = MetricsAggregator()
+    for lo in range(0, len(records), 300):
+        aggregator.update(records[lo : lo + 300])
+    first = aggregator.get_metrics_for_logging()
+    # logging again (cached locally, collective again) and after more data stays consistent
+    second = aggregator.get_metrics_for_logging()
+    if rank == 0:
+        aggregator.update(
+            [Metric("late", "x", 2, A.SUM), Metric("shared", "source", "late", A.CATEGORICAL_COUNT)]
+        )
+    third = aggregator.get_metrics_for_logging("val")
+    return first, second, third
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("empty_rank", [False, True], ids=["different-datasets", "empty-rank"])
+def test_ddp_ranks_with_different_datasets_and_categories(ddp_pool, empty_rank):
+    results = ddp_pool.run(_ddp_aggregate, empty_rank)
+    assert results[0] == results[1]  # every rank gets the same dict
+    first, second, third = results[0]
+    all_records = rank_records(0, empty_rank) + rank_records(1, empty_rank)
+    assert_matches_reference(first, numpy_reference(all_records))
+    assert first == second
+    late = [
+        *all_records,
+        Metric("late", "x", 2, A.SUM),
+        Metric("shared", "source", "late", A.CATEGORICAL_COUNT),
+    ]
+    assert_matches_reference(third, numpy_reference(late, "val"))
+    # the median across ranks is the median of all values (not a mean of per-rank medians)
+    seq = np.array(
+        [r.value for r in all_records if r.dataset_name == "shared" and r.name == "seq_len"], dtype=float
+    )
+    np.testing.assert_allclose(first["train_shared/seq_len_stat_p50"], np.median(seq), rtol=ALPHA)
+
+
+def _ddp_conflict(rank, world_size):
+    aggregator = MetricsAggregator()
+    aggregator.update([Metric("d", "x", 1, A.SUM if rank == 0 else A.MAX)])
+    try:
+        aggregator.get_metrics_for_logging()
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+@pytest.mark.ddp
+def test_ddp_type_conflict_between_ranks_raises_on_every_rank(ddp_pool):
+    messages = ddp_pool.run(_ddp_conflict)
+    assert all(m is not None and "SUM" in m and "MAX" in m and "ranks disagree" in m for m in messages)
+
+
+def _ddp_state_dict(rank, world_size):
+    records = rank_records(rank, False)
+    aggregator = MetricsAggregator()
+    aggregator.update(records[:1000])
+    resumed = MetricsAggregator()
+    resumed.load_state_dict(aggregator.state_dict())  # local states: each rank checkpoints its own part
+    for agg in (aggregator, resumed):
+        agg.update(records[1000:])
+    return aggregator.get_metrics_for_logging(), resumed.get_metrics_for_logging()
+
+
+@pytest.mark.ddp
+def test_ddp_resume(ddp_pool):
+    (a0, r0), (a1, r1) = ddp_pool.run(_ddp_state_dict)
+    assert a0 == r0 == a1 == r1
+    assert_matches_reference(a0, numpy_reference(rank_records(0, False) + rank_records(1, False)))
+
+
+def test_no_warning_leaks_from_logging():
+    aggregator = MetricsAggregator()
+    aggregator.update([Metric("d", "len", 1, A.DISTRIBUTION)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        aggregator.get_metrics_for_logging()

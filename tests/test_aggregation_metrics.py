@@ -1,0 +1,377 @@
+"""Per-type aggregation metrics (Sum, Mean, Max, Min, Distribution, CategoricalCount) via the harness.
+
+References are numpy: sums, weighted means, extremes, ``np.percentile`` (within the sketch's stated
+1% relative error) and ``np.unique`` counts.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torchmetrics import MetricCollection
+
+from tests.helpers import tester as H
+from torchmetrics_ext.aggregation import CategoricalCount, Distribution, Max, Mean, Min, Sum
+from torchmetrics_ext.functional import distribution
+from torchmetrics_ext.functional.distribution import SketchSpec
+from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
+
+N = 700
+ALPHA = 0.01  # the sketch's relative accuracy (default)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def values_data(rng: np.random.Generator, weights: bool = False) -> H.Data:
+    out: H.Data = {"value": torch.tensor(rng.normal(5.0, 20.0, size=N), dtype=torch.float32)}
+    if weights:
+        out["weight"] = torch.tensor(rng.uniform(0.0, 2.0, size=N))
+    return out
+
+
+def skewed_data(rng: np.random.Generator) -> H.Data:
+    """Sequence-length-like values: lognormal magnitudes, 20% negative, 5% exact zeros."""
+    magnitude = rng.lognormal(4.0, 1.2, size=N)
+    sign = np.where(rng.random(N) < 0.2, -1.0, 1.0)
+    values = magnitude * sign
+    values[rng.random(N) < 0.05] = 0.0
+    return {"value": torch.tensor(values, dtype=torch.float32)}
+
+
+def category_data(rng: np.random.Generator) -> H.Data:
+    """Integer categories whose range drifts along the data, so DDP shards see different categories."""
+    drift = np.linspace(0, 6, N).astype(np.int64)
+    return {"categories": torch.tensor(rng.integers(0, 4, size=N) + drift)}
+
+
+# ----------------------------------------------------------------------------- numpy references
+
+
+def ref_distribution(data: H.Data, percentiles=(5, 50, 95)) -> dict:
+    v = data["value"].astype(np.float64)
+    if v.size == 0:
+        return {k: np.nan for k in ("mean", "min", "max", "std", *(f"p{p:02d}" for p in percentiles))}
+    out = {"mean": v.mean(), "min": v.min(), "max": v.max(), "std": v.std(ddof=1) if v.size > 1 else np.nan}
+    for p, q in zip(percentiles, np.percentile(v, percentiles), strict=True):
+        out[f"p{p:02d}"] = q
+    return out
+
+
+def ref_counts(data: H.Data) -> dict:
+    keys, counts = np.unique(data["categories"], return_counts=True)
+    return {int(k): float(c) for k, c in zip(keys, counts, strict=True)}
+
+
+def _case(cid, metric, data, reference, **kw):
+    kw.setdefault("weight_key", None)
+    kw.setdefault("dtype_keys", ("value",))
+    return H.MetricCase(id=cid, metric=metric, data=data, reference=reference, **kw)
+
+
+_ALL = [
+    _case("sum", Sum, values_data, lambda d: d["value"].sum()),
+    _case("mean", Mean, values_data, lambda d: d["value"].mean()),
+    _case(
+        "mean-w",
+        Mean,
+        lambda rng: values_data(rng, weights=True),
+        lambda d: np.average(d["value"], weights=d["weight"]),
+        weight_key="weight",
+    ),
+    _case("max", Max, values_data, lambda d: d["value"].max()),
+    _case("min", Min, values_data, lambda d: d["value"].min()),
+    _case("distribution", Distribution, skewed_data, ref_distribution, rtol=ALPHA, atol=1e-9),
+    _case(
+        "distribution-p1-99",
+        lambda: Distribution(percentiles=(1, 25, 75, 99)),
+        skewed_data,
+        lambda d: ref_distribution(d, (1, 25, 75, 99)),
+        rtol=ALPHA,
+        atol=1e-9,
+    ),
+    _case("categorical", CategoricalCount, category_data, ref_counts, dtype_keys=()),
+]
+CASES = {case.id: case for case in _ALL}
+IDS = sorted(CASES)
+SCALAR_IDS = ["max", "mean", "mean-w", "min", "sum"]
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_accumulate(cid):
+    H.check_accumulate(CASES[cid])
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_forward(cid):
+    H.check_forward(CASES[cid])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("cid", [i for i in IDS if CASES[i].dtype_keys])
+def test_dtypes(cid, dtype):
+    H.check_dtype(CASES[cid], dtype)
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_state_dict(cid):
+    H.check_state_dict(CASES[cid])
+
+
+@pytest.mark.parametrize("cid", [*SCALAR_IDS, "distribution"])
+def test_collection(cid):
+    H.check_collection(CASES[cid], arithmetic=cid in SCALAR_IDS)
+
+
+def test_invariances_mean():
+    H.check_invariances(CASES["mean-w"])
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("empty_rank", [False, True], ids=["uneven", "empty-rank"])
+@pytest.mark.parametrize("cid", ["sum", "mean-w", "max", "min", "distribution", "categorical"])
+def test_ddp(ddp_pool, cid, empty_rank):
+    H.check_ddp(ddp_pool, __name__, CASES[cid], empty_rank=empty_rank)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+BAD = [
+    ("sum", {"value": "abc"}, TypeError, "`value`"),
+    ("sum", {"value": torch.tensor([1.0, math.nan])}, ValueError, "finite"),
+    ("sum", {"value": torch.tensor([1.0, math.inf])}, ValueError, "finite"),
+    ("sum", {"value": torch.tensor([1 + 1j])}, TypeError, "real tensor"),
+    ("sum", {"value": None}, TypeError, "`value`"),
+    ("max", {"value": [1.0, "x"]}, TypeError, "`value`"),
+    ("min", {"value": torch.tensor([-math.inf])}, ValueError, "finite"),
+    ("mean-w", {"value": torch.ones(3), "weight": -torch.ones(3)}, ValueError, "non-negative"),
+    ("mean-w", {"value": torch.ones(3), "weight": torch.ones(4)}, ValueError, "broadcastable"),
+    (
+        "mean-w",
+        {"value": torch.ones(3), "weight": torch.tensor([1.0, math.nan, 1.0])},
+        ValueError,
+        "`weight`.*finite",
+    ),
+    ("distribution", {"value": torch.tensor([1.0, math.nan])}, ValueError, "finite"),
+    ("distribution", {"value": "seq"}, TypeError, "`value`"),
+    ("categorical", {"categories": torch.tensor([1.5])}, TypeError, "integer tensor"),
+    ("categorical", {"categories": torch.tensor([True])}, TypeError, "integer tensor"),
+    ("categorical", {"categories": [1, 2.5]}, TypeError, "str or an int"),
+    ("categorical", {"categories": [True]}, TypeError, "str or an int"),
+    ("categorical", {"categories": "abc"}, TypeError, "sequence"),
+]
+
+
+@pytest.mark.parametrize(("cid", "bad", "exc", "match"), BAD, ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD)])
+def test_rejects(cid, bad, exc, match):
+    H.check_rejects(CASES[cid], bad, exc, match)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"relative_accuracy": 0.0}, "relative_accuracy"),
+        ({"relative_accuracy": 1.5}, "relative_accuracy"),
+        ({"min_value": 0.0}, "min_value"),
+        ({"min_value": 10.0, "max_value": 1.0}, "max_value"),
+        ({"percentiles": ()}, "percentiles"),
+        ({"percentiles": (50, 101)}, "percentiles"),
+        ({"percentiles": (50, 50.0)}, "distinct"),
+    ],
+)
+def test_distribution_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Distribution(**kwargs)
+
+
+def test_nan_strategy_ignore_drops_nan():
+    metric = Sum(nan_strategy="ignore")
+    metric.update(torch.tensor([1.0, math.nan, 2.0]))
+    assert metric.compute().item() == 3.0
+    with pytest.raises(ValueError, match="finite"):
+        metric.update(torch.tensor([math.inf]))
+
+
+# ----------------------------------------------------------------------------- undefined values
+
+
+@pytest.mark.parametrize("cls", [Max, Min, Mean])
+def test_empty_extremes_and_mean_are_nan(cls):
+    metric = cls()
+    with pytest.warns(UndefinedMetricWarning, match="undefined"):
+        assert math.isnan(metric.compute().item())
+
+
+def test_distribution_empty_and_single_value():
+    metric = Distribution()
+    with pytest.warns(UndefinedMetricWarning, match="no value"):
+        stats = metric.compute()
+    assert all(math.isnan(v.item()) for v in stats.values())
+    metric.update(7.0)
+    with pytest.warns(UndefinedMetricWarning, match="single value"):
+        stats = metric.compute()
+    assert math.isnan(stats["std"].item())
+    assert {k: v.item() for k, v in stats.items() if k != "std"} == {
+        "mean": 7.0,
+        "min": 7.0,
+        "max": 7.0,
+        "p05": 7.0,
+        "p50": 7.0,
+        "p95": 7.0,
+    }
+
+
+def test_empty_batches_change_nothing():
+    metric = Distribution()
+    metric.update(torch.tensor([1.0, 2.0, 3.0]))
+    metric.update(torch.tensor([]))
+    assert metric.compute()["mean"].item() == 2.0
+    counts = CategoricalCount()
+    counts.update([])
+    counts.update(torch.tensor([], dtype=torch.long))
+    assert counts.compute() == {}
+
+
+# ----------------------------------------------------------------------------- the sketch against numpy
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sketch_percentiles_within_relative_error(seed):
+    rng = np.random.default_rng(seed)
+    x = np.concatenate(
+        [
+            rng.lognormal(2.0, 3.0, 5000),
+            -rng.lognormal(0.0, 2.0, 2000),
+            np.zeros(50),
+            rng.integers(1, 4000, 3000).astype(np.float64),
+        ]
+    )
+    qs = [0, 1, 5, 10, 25, 50, 75, 90, 95, 99, 99.9, 100]
+    stats = distribution(torch.tensor(rng.permutation(x)), percentiles=qs)
+    expected = np.percentile(x, qs)
+    for q, e in zip(qs, expected, strict=True):
+        key = f"p{int(q):02d}" if float(q).is_integer() else f"p{q:g}"
+        assert abs(stats[key].item() - e) <= ALPHA * abs(e) + 1e-12, (q, stats[key].item(), e)
+    np.testing.assert_allclose(stats["mean"].item(), x.mean(), rtol=1e-10)
+    np.testing.assert_allclose(stats["std"].item(), x.std(ddof=1), rtol=1e-8)
+    assert stats["p00"].item() == x.min() and stats["p100"].item() == x.max()
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.01, 0.002])
+def test_sketch_relative_accuracy_is_configurable(alpha):
+    x = np.random.default_rng(1).lognormal(5.0, 2.0, 20000)
+    stats = distribution(torch.tensor(x), percentiles=(10, 50, 90), relative_accuracy=alpha)
+    for q in (10, 50, 90):
+        e = np.percentile(x, q)
+        assert abs(stats[f"p{q}"].item() - e) <= alpha * e
+    assert SketchSpec(alpha).size == 2 * SketchSpec(alpha).buckets_per_sign + 1
+
+
+def test_sketch_small_values_count_as_zero_and_large_values_clip_to_max():
+    x = torch.tensor([1e-12, -1e-11, 0.0, 5e13, 1.0], dtype=torch.float64)
+    stats = distribution(x, percentiles=(0, 25, 50, 75, 100))
+    assert stats["p25"].item() == 0.0 and stats["p50"].item() == 0.0  # |x| < min_value -> 0
+    assert stats["p100"].item() == 5e13 and stats["p00"].item() == -1e-11  # exact extremes
+
+
+def test_sketch_is_mergeable():
+    rng = np.random.default_rng(3)
+    parts = [rng.lognormal(3.0, 1.0, n) for n in (10, 500, 1)]
+    merged = Distribution()
+    for part in parts:
+        single = Distribution()
+        single.update(torch.tensor(part))
+        merged.merge_state(single)
+    whole = Distribution()
+    whole.update(torch.tensor(np.concatenate(parts)))
+    for key, value in whole.compute().items():
+        torch.testing.assert_close(merged.compute()[key], value, rtol=1e-12, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- categorical specifics
+
+
+def test_categorical_strings_and_ints_are_distinct():
+    metric = CategoricalCount()
+    metric.update(["a", "1", 1, "a"])
+    metric.update(("b",))
+    metric.update(torch.tensor([1, 1, 5]))
+    assert {k: v.item() for k, v in metric.compute().items()} == {
+        "a": 2.0,
+        "1": 1.0,
+        1: 3.0,
+        "b": 1.0,
+        5: 1.0,
+    }
+    assert metric.categories == ["a", "1", 1, "b", 5]
+
+
+def test_categorical_forward_merges_new_categories():
+    metric = CategoricalCount()
+    assert {k: v.item() for k, v in metric(["x", "y"]).items()} == {"x": 1.0, "y": 1.0}
+    assert {k: v.item() for k, v in metric(["z", "x"]).items()} == {"z": 1.0, "x": 1.0}
+    assert {k: v.item() for k, v in metric.compute().items()} == {"x": 2.0, "y": 1.0, "z": 1.0}
+
+
+def test_categorical_state_dict_pickle_and_merge_keep_names():
+    metric = CategoricalCount()
+    metric.persistent(True)
+    metric.update(["éclair", "b", 3])
+    state = metric.state_dict()
+    other = CategoricalCount()
+    other.persistent(True)
+    other.load_state_dict(state)
+    clone = pickle.loads(pickle.dumps(metric))
+    for m in (other, clone):
+        m.update(["b"])
+        assert {k: v.item() for k, v in m.compute().items()} == {"éclair": 1.0, "b": 2.0, 3: 1.0}
+    extra = CategoricalCount()
+    extra.update(["new", "b"])
+    metric.merge_state(extra)
+    assert {k: v.item() for k, v in metric.compute().items()} == {"éclair": 1.0, "b": 2.0, 3: 1.0, "new": 1.0}
+
+
+@pytest.mark.parametrize("compute_groups", [True, False])
+def test_categorical_in_collection(compute_groups):
+    """Compute groups share the category list with the counts (both are states), so values stay right."""
+    collection = MetricCollection(
+        {"a": CategoricalCount(), "b": CategoricalCount()}, compute_groups=compute_groups
+    )
+    collection.update(["x", "y", "x"])
+    collection.update(["z"])  # a category unseen at the first update, after groups were formed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        values = collection.compute()
+    for prefix in ("a", "b"):
+        assert {k: v.item() for k, v in values.items() if k.startswith(prefix + "_")} == {
+            f"{prefix}_x": 2.0,
+            f"{prefix}_y": 1.0,
+            f"{prefix}_z": 1.0,
+        }
+
+
+def test_collection_with_compute_groups_keeps_different_streams_apart():
+    """Metrics fed different data never share states, even if they look alike after one update."""
+    a, b = Distribution(), Distribution()
+    collection = MetricCollection({"a": a, "b": b}, compute_groups=False)
+    collection["a"].update(torch.tensor([1.0, 2.0]))
+    collection["b"].update(torch.tensor([1.0, 2.0]))
+    collection["a"].update(torch.tensor([100.0]))
+    values = collection.compute()
+    assert values["a_max"].item() == 100.0 and values["b_max"].item() == 2.0
+
+
+@pytest.mark.parametrize("cls", [Sum, Mean, Max, Min])
+def test_float64_survives_to_device(cls):
+    """TorchMetrics sets ``dtype`` back to float32 on ``.to(device)``; ours keep accumulating in float64."""
+    metric = cls().to("cpu")
+    assert metric.dtype == torch.float64
+    x = 1.0 + 2.0**-40
+    metric.update(torch.tensor([x], dtype=torch.float64))
+    assert metric.compute().item() == x

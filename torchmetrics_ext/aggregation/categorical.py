@@ -1,0 +1,198 @@
+"""Counts of arbitrary ``str``/``int`` categories that merge across batches and ranks."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from torchmetrics_ext.metrics.base import TaskMetric
+from torchmetrics_ext.utilities.data import ordered_union
+
+__all__ = ["CategoricalCount", "Category"]
+
+Category = str | int
+
+
+def _encode(category: Category) -> Tensor:
+    raw = (b"s" + category.encode()) if isinstance(category, str) else (b"i" + str(int(category)).encode())
+    return torch.tensor(list(raw), dtype=torch.uint8)
+
+
+def _decode(encoded: Tensor) -> Category:
+    raw = bytes(encoded.tolist())
+    return raw[1:].decode() if raw[:1] == b"s" else int(raw[1:])
+
+
+def _check_categories(categories: object) -> None:
+    if isinstance(categories, Tensor):
+        if categories.is_floating_point() or categories.is_complex() or categories.dtype == torch.bool:
+            raise TypeError(f"Expected `categories` to be an integer tensor, got dtype {categories.dtype}.")
+        return
+    if isinstance(categories, (str, bytes)) or not isinstance(categories, Sequence):
+        raise TypeError(
+            "Expected `categories` to be a sequence of str/int categories or an integer tensor, "
+            f"got {type(categories).__name__}."
+        )
+    for item in categories:
+        if not (
+            type(item) is str
+            or type(item) is int
+            or (isinstance(item, (str, int)) and not isinstance(item, bool))
+        ):
+            raise TypeError(
+                f"Expected every category to be a str or an int, got {item!r} ({type(item).__name__})."
+            )
+
+
+class CategoricalCount(TaskMetric):
+    r"""How many times each category was seen: :math:`c_k = |\{i : x_i = k\}|`.
+
+    Categories are arbitrary ``str`` or ``int`` values (``1`` and ``"1"`` are different
+    categories), kept in first-seen order. Ranks may see different categories: before the count
+    tensors are summed, ranks exchange their category lists (``all_gather_object`` of the keys
+    only, never the counts) and align their counts to the union, in rank order.
+
+    Args:
+        validate_args: reject anything but ``str``/``int`` categories before any state changes.
+        kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
+
+    Returns:
+        ``compute()`` returns ``{category: float64 count}``; ``{}`` before any update.
+
+    Raises:
+        TypeError: if ``categories`` is not a sequence of ``str``/``int`` (``bool`` and ``float``
+            are rejected) or an integer tensor.
+
+    Note:
+        States: ``counts``, a float64 vector with one entry per category (exact up to 2**53),
+        and ``category_keys``, a list state holding each category as a small ``uint8`` tensor, so
+        ``state_dict``, pickling, ``.to(device)`` and ``MetricCollection`` compute groups carry
+        the categories with their counts. Memory grows with the number of distinct categories.
+
+    Example:
+        >>> from torchmetrics_ext.aggregation import CategoricalCount
+        >>> metric = CategoricalCount()
+        >>> metric.update(["code", "math", "code"])
+        >>> metric.update([7])
+        >>> {k: v.item() for k, v in metric.compute().items()}
+        {'code': 2.0, 'math': 1.0, 7: 1.0}
+    """
+
+    is_differentiable = False
+    higher_is_better = None
+    full_state_update: bool = False
+    plot_lower_bound = 0.0
+    counts: Tensor
+    category_keys: list[Tensor]
+
+    def __init__(self, *, validate_args: bool = True, **kwargs: Any) -> None:
+        super().__init__(1, validate_args=validate_args, **kwargs)
+        self.add_state("counts", default=torch.zeros(0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("category_keys", default=[], dist_reduce_fx=None)
+        self._lookup: dict[Category, int] = {}
+        self._lookup_of: tuple[list[Tensor] | None, int] = (None, -1)  # (key list, its length)
+        self._keys_agreed = False
+
+    # ------------------------------------------------------------------ categories
+
+    @property
+    def categories(self) -> list[Category]:
+        """The categories, in the order of ``counts``."""
+        return list(self._index())
+
+    def _index(self) -> dict[Category, int]:
+        """``{category: position}``, rebuilt only when the key list was replaced or grew elsewhere."""
+        keys = self.category_keys
+        source, length = self._lookup_of
+        if source is not keys or length != len(keys):
+            self._lookup = {_decode(t): i for i, t in enumerate(keys)}
+            self._lookup_of = (keys, len(keys))
+        return self._lookup
+
+    def _add_categories(self, new: Sequence[Category]) -> dict[Category, int]:
+        lookup = self._index()
+        fresh = [c for c in dict.fromkeys(new) if c not in lookup]
+        if fresh:
+            for c in fresh:
+                lookup[c] = len(self.category_keys)
+                self.category_keys.append(_encode(c).to(self.device))
+            self._lookup_of = (self.category_keys, len(self.category_keys))
+            self.counts = torch.cat([self.counts, self.counts.new_zeros(len(fresh))])
+        return lookup
+
+    def _align(self, union: Sequence[Category]) -> None:
+        """Reorder (and extend with zero counts) to exactly the categories ``union``."""
+        if self.categories == list(union):
+            return
+        lookup = self._index()
+        counts = self.counts.new_zeros(len(union))
+        if lookup:
+            where = {c: i for i, c in enumerate(union)}
+            src = torch.tensor(list(lookup.values()), dtype=torch.long, device=self.device)
+            dst = torch.tensor([where[c] for c in lookup], dtype=torch.long, device=self.device)
+            counts[dst] = self.counts[src]
+        self.counts = counts
+        self.category_keys = [_encode(c).to(self.device) for c in union]
+
+    # ------------------------------------------------------------------ update / compute
+
+    def _validate(self, categories: Sequence[Category] | Tensor) -> None:
+        _check_categories(categories)
+
+    def update(self, categories: Sequence[Category] | Tensor) -> None:
+        """Count each element of ``categories`` (a sequence of ``str``/``int`` or an integer tensor)."""
+        if self._check_inputs:
+            self._validate(categories)
+        if isinstance(categories, Tensor):
+            keys_t, counts_t = torch.unique(categories.reshape(-1), return_counts=True)
+            keys: list[Category] = keys_t.tolist()
+            counts = counts_t.to(device=self.device, dtype=torch.float64)
+        else:
+            tally = Counter(categories)
+            if not tally:
+                return
+            lookup = self._add_categories(list(tally))
+            increments = [0.0] * len(lookup)
+            for key, count in tally.items():
+                increments[lookup[key]] = count
+            self.counts.add_(torch.tensor(increments, dtype=torch.float64, device=self.device))
+            return
+        if not keys:
+            return
+        lookup = self._add_categories(keys)
+        index = torch.tensor([lookup[k] for k in keys], dtype=torch.long, device=self.device)
+        self.counts.index_add_(0, index, counts)
+
+    def compute(self) -> dict[Category, Tensor]:
+        """``{category: count}`` of everything seen (and synced across ranks)."""
+        return dict(zip(self.categories, self.counts.unbind(0), strict=True))
+
+    # ------------------------------------------------------------------ merging
+
+    def _reduce_states(self, incoming_state: dict[str, Any]) -> None:
+        """Merge another state (``forward``'s accumulated state, ``merge_state``) category by category."""
+        local_counts, local = self.counts, self.categories
+        self.category_keys = [t.clone() for t in incoming_state["category_keys"]]
+        self.counts = incoming_state["counts"].clone().to(dtype=torch.float64, device=self.device)
+        lookup = self._add_categories(local)
+        if local:
+            index = torch.tensor([lookup[c] for c in local], dtype=torch.long, device=self.device)
+            self.counts.index_add_(0, index, local_counts)
+
+    def _sync_dist(self, dist_sync_fn: Callable | None = None, process_group: Any | None = None) -> None:
+        """Agree on the union of categories (keys only), then sum the aligned count vectors."""
+        group = process_group or self.process_group
+        if not self._keys_agreed:
+            gathered: list[Any] = [None] * dist.get_world_size(group)
+            dist.all_gather_object(gathered, self.categories, group=group)
+            self._align(ordered_union(gathered))
+        if dist_sync_fn is None:
+            from torchmetrics.utilities.distributed import gather_all_tensors
+
+            dist_sync_fn = gather_all_tensors
+        self.counts = torch.stack(dist_sync_fn(self.counts, group=group)).sum(0)

@@ -1,0 +1,110 @@
+"""Per-sample metric transforms, applied inside the dataset (and its DataLoader workers)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+from torchmetrics_ext.aggregation.types import AggregationType, Metric, MetricValue
+
+__all__ = ["DefaultTrainingMetricTransform", "MetricTransform"]
+
+
+class MetricTransform(ABC):
+    """Base class of transforms that attach per-sample :class:`Metric` records to a sample.
+
+    Subclasses implement :meth:`_generate_metrics`; calling the transform appends the records
+    to ``sample["metrics"]`` (created if absent) and returns the sample. A dataset calls
+    :meth:`set_dataset_name` once so every record carries its namespace. The transform holds
+    only its dataset name, so it pickles into DataLoader worker processes (fork or spawn).
+
+    Raises:
+        RuntimeError: if the transform is called before :meth:`set_dataset_name`.
+        TypeError: if the sample is not a mapping or ``sample["metrics"]`` is not a list.
+    """
+
+    def __init__(self) -> None:
+        self.dataset_name: str | None = None
+
+    def set_dataset_name(self, dataset_name: str) -> None:
+        """Set the dataset namespace of every record this transform creates.
+
+        Raises:
+            ValueError: if ``dataset_name`` is not a non-empty string.
+        """
+        if not isinstance(dataset_name, str) or not dataset_name:
+            raise ValueError(f"Expected `dataset_name` to be a non-empty string, got {dataset_name!r}.")
+        self.dataset_name = dataset_name
+
+    def new_metric(self, name: str, value: MetricValue, agg_type: AggregationType) -> Metric:
+        """A record of this transform's dataset."""
+        if self.dataset_name is None:
+            raise RuntimeError(
+                f"{type(self).__name__} has no dataset name: call `set_dataset_name(...)` before using it."
+            )
+        return Metric(self.dataset_name, name, value, agg_type)
+
+    @abstractmethod
+    def _generate_metrics(self, sample: Mapping[str, Any]) -> list[Metric]:
+        """The records of one sample (use :meth:`new_metric`)."""
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """Append this sample's records to ``sample["metrics"]`` and return the sample."""
+        if self.dataset_name is None:
+            raise RuntimeError(
+                f"{type(self).__name__} has no dataset name: call `set_dataset_name(...)` before using it."
+            )
+        if not isinstance(sample, Mapping):
+            raise TypeError(f"Expected `sample` to be a dict, got {type(sample).__name__}.")
+        records = self._generate_metrics(sample)
+        existing = sample.get("metrics")
+        if existing is None:
+            sample["metrics"] = list(records)
+        elif isinstance(existing, list):
+            existing.extend(records)
+        else:
+            raise TypeError(f"Expected `sample['metrics']` to be a list, got {type(existing).__name__}.")
+        return sample
+
+
+class DefaultTrainingMetricTransform(MetricTransform):
+    """Counts samples and tokens and tracks the sequence-length distribution.
+
+    Records per sample, with ``n = len(sample["tokens"])`` (or ``sample["input_ids"]`` when
+    there is no ``"tokens"``):
+
+    * ``samples_seen``: SUM of 1,
+    * ``tokens_seen``: SUM of ``n``,
+    * ``seq_len``: DISTRIBUTION of ``n``.
+
+    Raises:
+        KeyError: if the sample has neither ``"tokens"`` nor ``"input_ids"``.
+
+    Example:
+        >>> transform = DefaultTrainingMetricTransform()
+        >>> transform.set_dataset_name("alpaca")
+        >>> sample = transform({"tokens": [1, 2, 3, 4, 5]})
+        >>> for record in sample["metrics"]:
+        ...     print(record)
+        Metric(dataset_name='alpaca', name='samples_seen', value=1, agg_type=AggregationType.SUM)
+        Metric(dataset_name='alpaca', name='tokens_seen', value=5, agg_type=AggregationType.SUM)
+        Metric(dataset_name='alpaca', name='seq_len', value=5, agg_type=AggregationType.DISTRIBUTION)
+    """
+
+    def _generate_metrics(self, sample: Mapping[str, Any]) -> list[Metric]:
+        if "tokens" in sample:
+            tokens = sample["tokens"]
+        elif "input_ids" in sample:
+            tokens = sample["input_ids"]
+        else:
+            raise KeyError(
+                f"{type(self).__name__} expects a sample with 'tokens' or 'input_ids', "
+                f"got keys {sorted(sample)}."
+            )
+        n = len(tokens)
+        return [
+            self.new_metric("samples_seen", 1, AggregationType.SUM),
+            self.new_metric("tokens_seen", n, AggregationType.SUM),
+            self.new_metric("seq_len", n, AggregationType.DISTRIBUTION),
+        ]

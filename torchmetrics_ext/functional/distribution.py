@@ -1,0 +1,283 @@
+r"""Distribution statistics from a mergeable log-bucket sketch (DDSketch-style).
+
+The sketch keeps a fixed-size float64 vector of bucket counts. With relative accuracy
+:math:`\alpha` and :math:`\gamma = (1+\alpha)/(1-\alpha)`, a value :math:`x` with
+:math:`|x| \ge` ``min_value`` falls in bucket :math:`k = \lceil \log_\gamma |x| \rceil` of its sign,
+which covers :math:`(\gamma^{k-1}, \gamma^k]` and is represented by
+:math:`\hat x = \operatorname{sign}(x)\, 2\gamma^k/(\gamma+1)`, so that
+:math:`|\hat x - x| \le \alpha |x|`. Values with :math:`|x| <` ``min_value`` share one zero
+bucket (represented by 0, absolute error below ``min_value``); values beyond ``max_value`` go to
+the last bucket of their sign (no error bound there, except that every estimate is clipped to the
+exact min/max). Buckets are laid out in value order ``[negative (largest magnitude first), zero,
+positive]`` so a cumulative sum is a rank function. Merging two sketches (batches, ranks) is a
+sum of their count vectors, so percentiles across ranks are those of all the data.
+
+Percentiles follow ``numpy.percentile``'s default (linear) definition: the value at position
+:math:`h = q (n-1)` of the sorted data, interpolated between ranks :math:`\lfloor h \rfloor` and
+:math:`\lfloor h \rfloor + 1`. Each of the two ranks is estimated by its bucket's representative
+(rank 0 and rank :math:`n-1` are the exact min and max), so the result is within
+:math:`\alpha` relative error of ``np.percentile`` when the two neighbours have the same sign and
+lie in ``[min_value, max_value]``.
+
+Mean and standard deviation are exact up to float64 rounding, from the sum and the sum of squares.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+
+import torch
+from torch import Tensor
+
+from torchmetrics_ext.utilities.warnings import warn_undefined
+
+__all__ = ["SketchSpec", "distribution", "percentile_key"]
+
+DEFAULT_PERCENTILES: tuple[float, ...] = (5.0, 50.0, 95.0)
+
+
+@dataclass(frozen=True)
+class SketchSpec:
+    r"""Geometry of the log-bucket sketch.
+
+    Attributes:
+        relative_accuracy: :math:`\alpha`, the relative error bound of each estimate, in (0, 1).
+        min_value: smallest magnitude with a relative error bound; smaller magnitudes count as 0.
+        max_value: largest magnitude with a relative error bound.
+    """
+
+    relative_accuracy: float = 0.01
+    min_value: float = 1e-9
+    max_value: float = 1e12
+
+    def __post_init__(self) -> None:
+        a, lo, hi = self.relative_accuracy, self.min_value, self.max_value
+        if not (isinstance(a, (int, float)) and 0 < a < 1):
+            raise ValueError(f"Expected `relative_accuracy` in (0, 1), got {a!r}.")
+        if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and 0 < lo < hi < math.inf):
+            raise ValueError(
+                f"Expected 0 < `min_value` < `max_value` < inf, got min_value={lo!r}, max_value={hi!r}."
+            )
+
+    @cached_property
+    def log_gamma(self) -> float:
+        r""":math:`\log\gamma`, the width of a bucket on the log scale."""
+        a = self.relative_accuracy
+        return math.log((1 + a) / (1 - a))
+
+    @cached_property
+    def first_key(self) -> int:
+        """Key of the first bucket above zero (the one holding ``min_value``)."""
+        return math.ceil(math.log(self.min_value) / self.log_gamma)
+
+    @cached_property
+    def buckets_per_sign(self) -> int:
+        """Number of buckets of each sign."""
+        return math.ceil(math.log(self.max_value) / self.log_gamma) - self.first_key + 1
+
+    @property
+    def size(self) -> int:
+        """Length of the count vector: two signs plus the zero bucket."""
+        return 2 * self.buckets_per_sign + 1
+
+    def representatives(self, device: torch.device | None = None) -> Tensor:
+        """Representative value of every bucket, in layout order (float64; cached per device)."""
+        return _sketch_representatives(self, torch.device(device or "cpu"))
+
+
+def percentile_key(p: float) -> str:
+    """Output name of percentile ``p``: ``p05``, ``p50``, ``p95``, ``p99.9``."""
+    return f"p{int(p):02d}" if float(p).is_integer() else f"p{p:g}"
+
+
+def _check_percentiles(percentiles: Sequence[float]) -> tuple[float, ...]:
+    out = tuple(percentiles) if isinstance(percentiles, Sequence) else ()
+    if not out or not all(
+        isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 100 for p in out
+    ):
+        raise ValueError(
+            f"Expected `percentiles` to be a non-empty sequence of numbers in [0, 100], got {percentiles!r}."
+        )
+    if len({percentile_key(p) for p in out}) != len(out):
+        raise ValueError(f"Expected distinct `percentiles`, got {percentiles!r}.")
+    return tuple(float(p) for p in out)
+
+
+@lru_cache(maxsize=32)
+def _sketch_representatives(spec: SketchSpec, device: torch.device) -> Tensor:
+    keys = torch.arange(spec.buckets_per_sign, dtype=torch.float64) + spec.first_key
+    gamma = math.exp(spec.log_gamma)
+    pos = 2.0 * torch.exp(keys * spec.log_gamma) / (gamma + 1.0)
+    return torch.cat([-pos.flip(0), pos.new_zeros(1), pos]).to(device)
+
+
+@lru_cache(maxsize=32)
+def _sketch_edges(spec: SketchSpec, device: torch.device) -> Tensor:
+    """Sorted bucket boundaries: ``searchsorted(edges, x)`` is the layout index of ``x``.
+
+    Bucket ``j`` holds ``edges[j-1] < x <= edges[j]``: negative buckets (largest magnitude first),
+    the zero bucket ``(-min_value, min_value)``, then positive buckets ``(gamma^(k-1), gamma^k]``;
+    the first positive/negative bucket also takes ``[min_value, gamma^first_key]`` and the last
+    one everything beyond.
+    """
+    b = spec.buckets_per_sign
+    keys = torch.arange(b - 1, dtype=torch.float64) + spec.first_key  # upper edges of positive buckets 0..b-2
+    pos = torch.exp(keys * spec.log_gamma)
+    below_min = math.nextafter(spec.min_value, 0.0)
+    edges = torch.cat([-pos.flip(0), torch.tensor([-spec.min_value, below_min], dtype=torch.float64), pos])
+    return edges.to(device)
+
+
+def _sketch_index(values: Tensor, spec: SketchSpec) -> Tensor:
+    """Bucket index (layout order) of every value of a float64 1-D tensor."""
+    return torch.searchsorted(_sketch_edges(spec, values.device), values)
+
+
+def _add_to_sketch(bucket_counts: Tensor, index: Tensor) -> None:
+    """Count each bucket index once, in place."""
+    bucket_counts.index_add_(0, index, bucket_counts.new_ones(()).expand(index.numel()))
+
+
+def _distribution_update(
+    values: Tensor, spec: SketchSpec
+) -> tuple[float, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Sufficient statistics of one batch: count (a float), sum, sum of squares, min, max, bucket index.
+
+    ``values`` is a non-empty float64 1-D tensor; the bucket index of each value goes to
+    :func:`_add_to_sketch`.
+    """
+    vmin, vmax = torch.aminmax(values)
+    return float(values.numel()), values.sum(), values.dot(values), vmin, vmax, _sketch_index(values, spec)
+
+
+def _sketch_quantiles(
+    counts: Tensor, n: float, vmin: float, vmax: float, quantiles: Sequence[float], spec: SketchSpec
+) -> list[float]:
+    """``np.percentile``-style (linear) quantiles of ``n >= 1`` values from the bucket counts.
+
+    ``quantiles`` are in [0, 1]. Ranks ``floor(h)`` and ``floor(h) + 1`` of every quantile are
+    looked up with one ``searchsorted`` on the cumulative counts; rank 0 and rank ``n - 1`` are
+    the exact min and max, every other estimate is its bucket's representative clipped to them.
+    """
+    positions = [q * (n - 1) for q in quantiles]
+    lows = [math.floor(h) for h in positions]
+    ranks = lows + [min(lo + 1, n - 1) for lo in lows]
+    rank_t = torch.tensor(ranks, dtype=torch.float64, device=counts.device)
+    bucket = torch.searchsorted(counts.cumsum(0), rank_t, right=True).clamp_(max=counts.numel() - 1)
+    reps = spec.representatives(counts.device)[bucket].tolist()
+    est = [
+        vmin if r <= 0 else vmax if r >= n - 1 else min(max(rep, vmin), vmax)
+        for r, rep in zip(ranks, reps, strict=True)
+    ]
+    k = len(quantiles)
+    return [lo + (h - r) * (hi - lo) for h, r, lo, hi in zip(positions, lows, est[:k], est[k:], strict=True)]
+
+
+def _distribution_compute(
+    count: Tensor,
+    total: Tensor,
+    total_sq: Tensor,
+    vmin: Tensor,
+    vmax: Tensor,
+    counts: Tensor,
+    percentiles: Sequence[float],
+    spec: SketchSpec,
+    metric: str = "Distribution",
+) -> dict[str, Tensor]:
+    """``{"mean", "min", "max", "std", "p05", ...}`` from the sufficient statistics.
+
+    ``std`` is the sample standard deviation (``ddof=1``, as ``torch.std``). With no value every
+    output is ``nan``; with one value ``std`` is ``nan`` (each with an UndefinedMetricWarning).
+    The handful of scalars is finished on the host after one synchronisation.
+    """
+    names = ["mean", "min", "max", "std", *(percentile_key(p) for p in percentiles)]
+    n, s1, s2, lo, hi = torch.stack([count, total, total_sq, vmin, vmax]).tolist()
+    if n <= 0:
+        warn_undefined(torch.ones(1, dtype=torch.bool), metric, "no value was seen")
+        values = [math.nan] * len(names)
+    else:
+        mean = s1 / n
+        if n < 2:
+            warn_undefined(
+                torch.ones(1, dtype=torch.bool), metric, "the standard deviation of a single value (ddof=1)"
+            )
+            std = math.nan
+        else:
+            std = math.sqrt(max((s2 - s1 * mean) / (n - 1), 0.0))
+        pct = _sketch_quantiles(counts, n, lo, hi, [p / 100.0 for p in percentiles], spec)
+        values = [mean, lo, hi, std, *pct]
+    out = torch.tensor(values, dtype=torch.float64, device=count.device)
+    return dict(zip(names, out.unbind(0), strict=True))
+
+
+def distribution(
+    values: Tensor,
+    percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+    relative_accuracy: float = 0.01,
+    min_value: float = 1e-9,
+    max_value: float = 1e12,
+    validate_args: bool = True,
+) -> dict[str, Tensor]:
+    r"""Mean, min, max, sample std and percentiles of ``values`` through the log-bucket sketch.
+
+    .. math::
+        \bar x = \frac{1}{n}\sum_i x_i,\qquad
+        s = \sqrt{\frac{\sum_i x_i^2 - n\bar x^2}{n-1}},\qquad
+        P_q \approx x_{(k)} + (h-k)\,(x_{(k+1)} - x_{(k)}),
+        \; h = \tfrac{q}{100}(n-1),\; k = \lfloor h\rfloor
+
+    Args:
+        values: a real tensor of any shape (flattened).
+        percentiles: percentiles in [0, 100]; each gives an output ``p05``, ``p50``, ...
+        relative_accuracy: relative error bound :math:`\alpha` of each percentile estimate.
+        min_value: magnitudes below this count as 0.
+        max_value: magnitudes above this lose the error bound (still clipped to the exact max).
+        validate_args: check ``values`` (real, finite).
+
+    Returns:
+        A dict of float64 scalars: ``mean``, ``min``, ``max``, ``std`` and one per percentile.
+
+    Raises:
+        TypeError: if ``values`` is not a real tensor.
+        ValueError: on NaN/inf values or invalid sketch arguments.
+
+    Note:
+        Undefined values (no data; ``std`` of one value) are ``nan`` with an
+        :class:`~torchmetrics_ext.utilities.warnings.UndefinedMetricWarning`.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import distribution
+        >>> stats = distribution(torch.arange(1.0, 101.0))
+        >>> {k: round(v.item(), 1) for k, v in stats.items()}  # np.percentile: 5.95, 50.5, 95.05
+        {'mean': 50.5, 'min': 1.0, 'max': 100.0, 'std': 29.0, 'p05': 5.9, 'p50': 50.4, 'p95': 94.7}
+    """
+    spec = SketchSpec(relative_accuracy, min_value, max_value)
+    percentiles = _check_percentiles(percentiles)
+    if validate_args:
+        _check_values("values", values)
+    values = values.reshape(-1).to(torch.float64)
+    counts = torch.zeros(spec.size, dtype=torch.float64, device=values.device)
+    if values.numel() == 0:
+        inf = torch.tensor(math.inf, dtype=torch.float64, device=values.device)
+        return _distribution_compute(counts[0], counts[0], counts[0], inf, -inf, counts, percentiles, spec)
+    _, total, total_sq, vmin, vmax, index = _distribution_update(values, spec)
+    _add_to_sketch(counts, index)
+    return _distribution_compute(counts.sum(), total, total_sq, vmin, vmax, counts, percentiles, spec)
+
+
+def _check_values(name: str, values: object, *, allow_nan: bool = False) -> None:
+    """``values`` is a real (non-complex) tensor of finite numbers."""
+    if not isinstance(values, Tensor):
+        raise TypeError(f"Expected `{name}` to be a torch.Tensor, got {type(values).__name__}.")
+    if values.is_complex():
+        raise TypeError(f"Expected `{name}` to be a real tensor, got dtype {values.dtype}.")
+    if values.is_floating_point() and values.numel():
+        bad = ~torch.isfinite(values)
+        if allow_nan:
+            bad &= ~torch.isnan(values)
+        if bool(bad.any()):
+            raise ValueError(f"Expected `{name}` to hold finite numbers, got NaN or inf values.")

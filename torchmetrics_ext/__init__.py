@@ -4,7 +4,6 @@ Import as ``import torchmetrics_ext as tmx``; classes are exported flat (``tmx.N
 functional twins live in :mod:`torchmetrics_ext.functional`.
 """
 
-from torchmetrics_ext.aggregation import CategoricalCount, Distribution
 from torchmetrics_ext.metrics import (
     CTR,
     Calibration,
@@ -26,8 +25,6 @@ __version__ = "0.1.0"
 __all__ = [
     "CTR",
     "Calibration",
-    "CategoricalCount",
-    "Distribution",
     "LogLoss",
     "NormalizedEntropy",
     "TaskMetric",

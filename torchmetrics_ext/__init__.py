@@ -9,6 +9,7 @@ from torchmetrics_ext.metrics import (
     Calibration,
     LogLoss,
     NormalizedEntropy,
+    RegressionAUC,
     TaskMetric,
     WeightedAccuracy,
     WeightedAverage,
@@ -17,6 +18,7 @@ from torchmetrics_ext.metrics import (
     WeightedPrecision,
     WeightedRecall,
     WeightedRMSE,
+    XAUC,
 )
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
@@ -27,6 +29,7 @@ __all__ = [
     "Calibration",
     "LogLoss",
     "NormalizedEntropy",
+    "RegressionAUC",
     "TaskMetric",
     "UndefinedMetricWarning",
     "WeightedAccuracy",
@@ -36,4 +39,5 @@ __all__ = [
     "WeightedPrecision",
     "WeightedRMSE",
     "WeightedRecall",
+    "XAUC",
 ]

@@ -1,5 +1,6 @@
 """Functional twins of every metric: pure functions over one set of tensors, no state."""
 
+from torchmetrics_ext.functional.auc import regression_auc, xauc
 from torchmetrics_ext.functional.pointwise import (
     calibration,
     ctr,
@@ -19,6 +20,7 @@ __all__ = [
     "ctr",
     "log_loss",
     "normalized_entropy",
+    "regression_auc",
     "weighted_accuracy",
     "weighted_average",
     "weighted_mae",
@@ -26,4 +28,5 @@ __all__ = [
     "weighted_precision",
     "weighted_recall",
     "weighted_rmse",
+    "xauc",
 ]

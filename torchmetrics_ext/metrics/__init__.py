@@ -1,5 +1,6 @@
 """Metric classes (``torchmetrics.Metric`` subclasses), one module per family."""
 
+from torchmetrics_ext.metrics.auc import XAUC, RegressionAUC
 from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.metrics.pointwise import (
     CTR,
@@ -20,6 +21,7 @@ __all__ = [
     "Calibration",
     "LogLoss",
     "NormalizedEntropy",
+    "RegressionAUC",
     "TaskMetric",
     "WeightedAccuracy",
     "WeightedAverage",
@@ -28,4 +30,5 @@ __all__ = [
     "WeightedPrecision",
     "WeightedRMSE",
     "WeightedRecall",
+    "XAUC",
 ]

@@ -80,19 +80,30 @@ def _runs(new: Tensor, task_of: Tensor) -> tuple[Tensor, Tensor]:
     return torch.cumsum(new, 0) - 1, task_of[new]
 
 
+def _per_task(values: Tensor, task: Tensor | None, num_tasks: int) -> Tensor:
+    """Per-task sums of ``values`` (``task is None`` means a single task)."""
+    if task is None:
+        return values.sum().reshape(1)
+    return values.new_zeros(num_tasks).index_add_(0, task, values)
+
+
 def _pairwise_counts(preds: Tensor, target: Tensor, weights: Tensor | None) -> PairCounts:
     """Weighted pair totals of every task; inputs are float64 ``(T, N)`` (weights also ``(1, N)``).
 
-    Algorithm: replace labels by dense ranks ``r`` in ``[0, K)`` and order every task's samples
-    by (prediction, rank). Then refine the order one bit of ``r`` at a time from the top: at the
-    level of bit ``b``, samples are grouped by (task, ``r >> (b + 1)``) and keep the
-    (prediction, rank) order inside each group. Two members of a group whose bit ``b`` differs
-    have different labels, the one with bit 1 the larger, and every such pair is met at exactly
-    one level. An exclusive weight cumsum gives, for each sample, the weight of the earlier group
-    members with the other bit: earlier members with a larger label are discordant partners
-    (an earlier member never has the same prediction and a larger label), earlier members with
-    a smaller label are concordant partners or prediction ties. A stable partition by the bit
-    (cumsum arithmetic and a scatter) builds the next level. Ties come from run lengths.
+    Algorithm (a wavelet matrix over the label ranks): replace labels by dense ranks ``r`` in
+    ``[0, K)``, form ``key = task << B | r`` (``B`` bits) and order the samples by (task,
+    prediction, rank). Then for each bit ``b`` of ``r``, top first: samples with the same
+    ``key >> (b + 1)`` (same task, same higher label bits) form contiguous groups that keep the
+    (prediction, rank) order, because every previous level was a *stable* partition of the
+    whole array by one bit. Two members of a group whose bit ``b`` differs have different
+    labels, the one with bit 1 the larger, and every such pair is met at exactly one level.
+    With exclusive weight cumsums ``S1`` (bit 1) and ``S0`` (bit 0), the discordant weight of
+    the level is :math:`\sum_j w^0_j (S1_j - S1_{g(j)})`, the weight of pairs whose earlier
+    member (smaller prediction) has the larger label; an earlier member never has the same
+    prediction and a larger label, so prediction ties land on the other side,
+    :math:`\sum_j w^1_j (S0_j - S0_{g(j)}) = C + T_p` at the end. The group offsets are summed
+    per group (no per-sample gather); a stable partition by the bit (a cumsum and a scatter) builds
+    the next level. Ties in prediction, label and both come from run lengths.
     """
     num_tasks, n = preds.shape
     device = preds.device
@@ -111,45 +122,48 @@ def _pairwise_counts(preds: Tensor, target: Tensor, weights: Tensor | None) -> P
     dense = torch.cumsum(y_new, -1) - 1
     num_bits = int(dense[:, -1].max()).bit_length()  # bits of the largest rank K - 1
     p_sorted, order = torch.sort(torch.gather(preds, -1, y_order), dim=-1, stable=True)
-    rank = torch.gather(dense, -1, order).reshape(-1)
     w = torch.gather(torch.gather(w2d, -1, y_order), -1, order).reshape(-1)
-    m = num_tasks * n
     task_of = torch.arange(num_tasks, device=device).repeat_interleave(n)
+    key = (task_of << num_bits) | torch.gather(dense, -1, order).reshape(-1)
 
     # ties in prediction, and in (prediction, label): contiguous runs of this order
-    p_flat = p_sorted.reshape(-1)
-    p_new = _run_starts(task_of, p_flat)
+    p_new = _run_starts(task_of, p_sorted.reshape(-1))
     tied_preds_all = _tied_pair_weight(*_runs(p_new, task_of), w, num_tasks)
-    tied_both = _tied_pair_weight(*_runs(p_new | _run_starts(rank), task_of), w, num_tasks)
-    # ties in label: run ids straight from (task, rank)
-    num_ranks = 1 << num_bits
-    label_run = task_of * num_ranks + rank
-    label_task = torch.arange(num_tasks, device=device).repeat_interleave(num_ranks)
-    tied_target_all = _tied_pair_weight(label_run, label_task, w, num_tasks)
+    tied_both = _tied_pair_weight(*_runs(p_new | _run_starts(key), task_of), w, num_tasks)
+    # ties in label: the key is the run id
+    key_task = torch.arange(num_tasks, device=device).repeat_interleave(1 << num_bits)
+    tied_target_all = _tied_pair_weight(key, key_task, w, num_tasks)
 
     # one pass per bit of the rank, top bit first
+    m = key.numel()
+    g_new = torch.empty(m, dtype=torch.bool, device=device)
+    g_new[0] = True
     positions = torch.arange(m, device=device)
     lower_earlier, higher_earlier = zeros.clone(), zeros.clone()
     for b in range(num_bits - 1, -1, -1):
-        g_new = _run_starts(task_of, rank >> (b + 1))
-        seg = torch.cumsum(g_new, 0) - 1
+        high = key >> (b + 1)
+        torch.ne(high[1:], high[:-1], out=g_new[1:])
         starts = torch.nonzero(g_new).reshape(-1)
-        g_start = starts[seg]
-        bit = (rank >> b) & 1
+        last = torch.cat([starts[1:], starts.new_full((1,), m)]) - 1
+        bit = (key >> b) & 1
         w1 = w * bit
-        cs1, csw = _exclusive_cumsum(w1), _exclusive_cumsum(w)
-        ones_w = cs1[:-1] - cs1[g_start]  # weight of earlier group members with bit 1
-        all_w = csw[:-1] - csw[g_start]
-        # task blocks stay contiguous (groups never cross tasks)
-        higher_earlier += ((w - w1) * ones_w).view(num_tasks, n).sum(-1)
-        lower_earlier += (w1 * (all_w - ones_w)).view(num_tasks, n).sum(-1)
-        # stable partition by the bit inside each group: zeros first, then ones
-        ones_ex = _exclusive_cumsum(bit)
-        ones_before = ones_ex[:-1] - ones_ex[g_start]
-        ends = torch.cat([starts[1:], starts.new_full((1,), m)])
-        zeros_in_group = ((ends - starts) - (ones_ex[ends] - ones_ex[starts]))[seg]
-        new_pos = torch.where(bit == 0, positions - ones_before, g_start + zeros_in_group + ones_before)
-        rank = torch.empty_like(rank).scatter_(0, new_pos, rank)
+        w0 = w - w1
+        inc1, inc0 = torch.cumsum(w1, 0), torch.cumsum(w0, 0)
+        ex1, ex0 = inc1 - w1, inc0 - w0
+        # per group: exclusive cumsum at the group start times the group's weight of the other bit
+        start1, start0 = ex1[starts], ex0[starts]
+        group_w0, group_w1 = inc0[last] - start0, inc1[last] - start1
+        task = None if num_tasks == 1 else key >> num_bits
+        group_task = None if task is None else task[starts]
+        higher_earlier += _per_task(w0 * ex1, task, num_tasks) - _per_task(start1 * group_w0, group_task, num_tasks)
+        lower_earlier += _per_task(w1 * ex0, task, num_tasks) - _per_task(start0 * group_w1, group_task, num_tasks)
+        # stable partition of the whole array by the bit: zeros first, then ones;
+        # new position = j - ones_before for a zero, num_zeros + ones_before for a one
+        ones_inc = torch.cumsum(bit, 0)
+        num_zeros = m - int(ones_inc[-1])
+        new_pos = positions - ones_inc
+        new_pos.add_(bit * (ones_inc * 2 - positions + (num_zeros - 1)))
+        key = torch.empty_like(key).scatter_(0, new_pos, key)
         w = torch.empty_like(w).scatter_(0, new_pos, w)
 
     tied_preds = tied_preds_all - tied_both

@@ -1,0 +1,149 @@
+"""RegressionAUC / XAUC speed against pure-Python and brute-force pair counting, one thread.
+
+Run: ``python benchmarks/bench_pairwise_auc.py`` (1M samples for ours, about 1-2 minutes) or
+``--quick``. The slow methods cannot run at 1M, so each runs at a feasible size and the table
+reports time per sample and the ratio to ours per sample:
+
+* ``python-inversions``: TorchRec's RAUC approach, re-written here: sort ``(label, pred)`` by
+  prediction in Python, then count label inversions with a recursive merge sort over Python
+  lists (O(N log N), unweighted; its cost per sample still grows with log N, so the ratio
+  understates the gap at 1M);
+* ``numpy-all-pairs``: exact weighted brute force over every pair (chunked numpy, O(N^2));
+* ``torchrec-xauc-batch``: TorchRec's XAUC update style, an N x N comparison per batch in torch
+  (it only pairs samples of the same batch; O(B) per sample for batch size B).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torchmetrics_ext as tmx  # noqa: E402
+
+
+def make_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.round(np.exp(rng.normal(1.0, 1.0, size=n)), 3)  # watch-time-like, some ties
+    p = np.log1p(y) + rng.normal(0.0, 0.8, size=n)
+    w = rng.uniform(0.5, 2.0, size=n)
+    return p.astype(np.float32), y.astype(np.float32), w
+
+
+def ours(metric_cls: type, p: np.ndarray, y: np.ndarray, w: np.ndarray | None, batch: int) -> tuple[float, float]:
+    metric = metric_cls()
+    pt, yt = torch.from_numpy(p), torch.from_numpy(y)
+    wt = None if w is None else torch.from_numpy(w)
+    start = time.perf_counter()
+    for lo in range(0, len(p), batch):
+        metric.update(pt[lo : lo + batch], yt[lo : lo + batch], None if wt is None else wt[lo : lo + batch])
+    value = float(metric.compute())
+    return time.perf_counter() - start, value
+
+
+def _merge_count(values: list[float]) -> tuple[list[float], int]:
+    """Sorted copy of ``values`` and the number of pairs i < j with values[i] > values[j]."""
+    if len(values) <= 1:
+        return values, 0
+    half = len(values) // 2
+    left, inv_left = _merge_count(values[:half])
+    right, inv_right = _merge_count(values[half:])
+    merged: list[float] = []
+    inversions = inv_left + inv_right
+    i = j = 0
+    while i < len(left) and j < len(right):
+        if right[j] < left[i]:
+            merged.append(right[j])
+            inversions += len(left) - i
+            j += 1
+        else:
+            merged.append(left[i])
+            i += 1
+    merged.extend(left[i:])
+    merged.extend(right[j:])
+    return merged, inversions
+
+
+def python_inversions(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    start = time.perf_counter()
+    pairs = sorted(zip(torch.from_numpy(p).tolist(), torch.from_numpy(y).tolist()))
+    _, inversions = _merge_count([label for _, label in pairs])
+    n = len(p)
+    value = 1 - inversions / (n * (n - 1) / 2)
+    return time.perf_counter() - start, value
+
+
+def numpy_all_pairs(p: np.ndarray, y: np.ndarray, w: np.ndarray, chunk: int = 512) -> tuple[float, float]:
+    start = time.perf_counter()
+    p64, y64 = p.astype(np.float64), y.astype(np.float64)
+    num = den = 0.0
+    for lo in range(0, len(p), chunk):
+        dp = np.sign(p64[lo : lo + chunk, None] - p64[None, :])
+        dy = np.sign(y64[lo : lo + chunk, None] - y64[None, :])
+        ww = w[lo : lo + chunk, None] * w[None, :]
+        diff = dy != 0  # ordered pairs, each unordered pair counted twice on both sides
+        num += (ww * (((dp * dy) > 0) + 0.5 * (dp == 0)) * diff).sum()
+        den += (ww * diff).sum()
+    return time.perf_counter() - start, num / den
+
+
+def torchrec_style_xauc(p: np.ndarray, y: np.ndarray, w: np.ndarray, batch: int) -> float:
+    """Per-batch N x N agreement matrix (TorchRec's XAUC update), timed over all batches."""
+    start = time.perf_counter()
+    for lo in range(0, len(p), batch):
+        pb = torch.from_numpy(p[lo : lo + batch]).double()
+        yb = torch.from_numpy(y[lo : lo + batch]).double()
+        wb = torch.from_numpy(w[lo : lo + batch])
+        agree = torch.sign(pb[:, None] - pb[None, :]) == torch.sign(yb[:, None] - yb[None, :])
+        ww = torch.triu(wb[:, None] * wb[None, :], diagonal=1)
+        _ = (ww * agree).sum(), ww.sum()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (seconds)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    n_ours, n_py, n_brute, n_xauc = (
+        (200_000, 20_000, 4_000, 16_384) if args.quick else (1_000_000, 100_000, 20_000, 65_536)
+    )
+    batch = 8192
+
+    p, y, w = make_data(n_ours)
+    rows = []
+    t_rauc, v_rauc = ours(tmx.RegressionAUC, p, y, w, batch)
+    rows.append(("ours RegressionAUC (weighted)", n_ours, t_rauc))
+    t_xauc, _ = ours(tmx.XAUC, p, y, w, batch)
+    rows.append(("ours XAUC (weighted)", n_ours, t_xauc))
+    t_unw, _ = ours(tmx.RegressionAUC, p, y, None, batch)
+    rows.append(("ours RegressionAUC (unweighted)", n_ours, t_unw))
+
+    t_py, v_py = python_inversions(p[:n_py], y[:n_py])
+    rows.append(("python-inversions (TorchRec RAUC style)", n_py, t_py))
+    t_bf, v_bf = numpy_all_pairs(p[:n_brute], y[:n_brute], w[:n_brute])
+    rows.append(("numpy-all-pairs (brute force, weighted)", n_brute, t_bf))
+    t_tx = torchrec_style_xauc(p[:n_xauc], y[:n_xauc], w[:n_xauc], 2048)
+    rows.append(("torchrec-xauc-batch (N x N per batch of 2048)", n_xauc, t_tx))
+
+    # sanity: same definitions on the same subsets
+    _, v_small = ours(tmx.RegressionAUC, p[:n_brute], y[:n_brute], w[:n_brute], batch)
+    assert abs(v_small - v_bf) < 1e-9, (v_small, v_bf)
+
+    per_ours = t_unw / n_ours
+    print(f"torch {torch.__version__}, 1 thread; ours on {n_ours:,} samples in batches of {batch}")
+    print(f"{'method':48s} {'N':>10s} {'seconds':>9s} {'us/sample':>10s} {'x ours/sample':>14s}")
+    for name, n, t in rows:
+        print(f"{name:48s} {n:>10,d} {t:>9.3f} {1e6 * t / n:>10.3f} {t / n / per_ours:>14.1f}")
+    print(f"(ratios are against ours unweighted; RAUC here = {v_rauc:.6f}, "
+          f"python-inversions value on its subset = {v_py:.6f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torchmetrics_ext as tmx  # noqa: E402
+import torchmetrics_ext as tmx
 
 
 def make_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -36,7 +36,9 @@ def make_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return p.astype(np.float32), y.astype(np.float32), w
 
 
-def ours(metric_cls: type, p: np.ndarray, y: np.ndarray, w: np.ndarray | None, batch: int) -> tuple[float, float]:
+def ours(
+    metric_cls: type, p: np.ndarray, y: np.ndarray, w: np.ndarray | None, batch: int
+) -> tuple[float, float]:
     metric = metric_cls()
     pt, yt = torch.from_numpy(p), torch.from_numpy(y)
     wt = None if w is None else torch.from_numpy(w)
@@ -72,7 +74,7 @@ def _merge_count(values: list[float]) -> tuple[list[float], int]:
 
 def python_inversions(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     start = time.perf_counter()
-    pairs = sorted(zip(torch.from_numpy(p).tolist(), torch.from_numpy(y).tolist()))
+    pairs = sorted(zip(p.tolist(), y.tolist(), strict=True))
     _, inversions = _merge_count([label for _, label in pairs])
     n = len(p)
     value = 1 - inversions / (n * (n - 1) / 2)
@@ -141,8 +143,10 @@ def main() -> None:
     print(f"{'method':48s} {'N':>10s} {'seconds':>9s} {'us/sample':>10s} {'x ours/sample':>14s}")
     for name, n, t in rows:
         print(f"{name:48s} {n:>10,d} {t:>9.3f} {1e6 * t / n:>10.3f} {t / n / per_ours:>14.1f}")
-    print(f"(ratios are against ours unweighted; RAUC here = {v_rauc:.6f}, "
-          f"python-inversions value on its subset = {v_py:.6f})")
+    print(
+        f"(ratios are against ours unweighted; RAUC here = {v_rauc:.6f}, "
+        f"python-inversions value on its subset = {v_py:.6f})"
+    )
 
 
 if __name__ == "__main__":

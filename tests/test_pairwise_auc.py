@@ -33,14 +33,16 @@ def ref_pair_counts(p, y, w=None):
     i, j = np.triu_indices(len(p), k=1)
     ww = w[i] * w[j]
     dp, dy = np.sign(p[i] - p[j]), np.sign(y[i] - y[j])
-    return np.array([
-        ww[(dp * dy) > 0].sum(),
-        ww[(dp * dy) < 0].sum(),
-        ww[(dp == 0) & (dy != 0)].sum(),
-        ww[(dp != 0) & (dy == 0)].sum(),
-        ww[(dp == 0) & (dy == 0)].sum(),
-        ww.sum(),
-    ])
+    return np.array(
+        [
+            ww[(dp * dy) > 0].sum(),
+            ww[(dp * dy) < 0].sum(),
+            ww[(dp == 0) & (dy != 0)].sum(),
+            ww[(dp != 0) & (dy == 0)].sum(),
+            ww[(dp == 0) & (dy == 0)].sum(),
+            ww.sum(),
+        ]
+    )
 
 
 def ref_rauc(p, y, w=None):
@@ -62,13 +64,18 @@ def ref_xauc(p, y, w=None):
 # ----------------------------------------------------------------------------- data
 
 
-def watch_time_data(rng: np.random.Generator, num_tasks: int | None = None, weights: str | None = None) -> H.Data:
+def watch_time_data(
+    rng: np.random.Generator, num_tasks: int | None = None, weights: str | None = None
+) -> H.Data:
     """Zero-inflated, rounded labels and partly rounded predictions: ties of every kind."""
     shape = (N,) if num_tasks is None else (num_tasks, N)
     y = np.where(rng.random(shape) < 0.35, 0.0, np.round(np.exp(rng.normal(1.0, 1.0, size=shape)), 1))
     p = np.log1p(y) + rng.normal(0.0, 0.8, size=shape)
     p[..., : N // 3] = np.round(p[..., : N // 3], 1)  # prediction ties
-    out: H.Data = {"preds": torch.tensor(p, dtype=torch.float32), "target": torch.tensor(y, dtype=torch.float32)}
+    out: H.Data = {
+        "preds": torch.tensor(p, dtype=torch.float32),
+        "target": torch.tensor(y, dtype=torch.float32),
+    }
     if weights == "task":
         out["weights"] = torch.tensor(rng.uniform(0.0, 2.0, size=shape))
     elif weights == "shared":
@@ -167,18 +174,24 @@ def test_invariances_xauc(cid):
     rng = np.random.default_rng(3)
     n = H.num_samples(data, -1)
     unweighted = dict(data, weights=None)
-    np.testing.assert_allclose(_run(case, dict(data, weights=torch.ones(n, dtype=torch.float64)), rng),
-                               _run(case, unweighted, rng), rtol=1e-9)
+    np.testing.assert_allclose(
+        _run(case, dict(data, weights=torch.ones(n, dtype=torch.float64)), rng),
+        _run(case, unweighted, rng),
+        rtol=1e-9,
+    )
     weights = torch.from_numpy(rng.uniform(0.1, 3.0, size=n))
     keep = torch.from_numpy(rng.random(n) < 0.7)
     zeroed = dict(data, weights=torch.where(keep, weights, 0.0))
     removed = H.take(dict(data, weights=weights), torch.nonzero(keep).reshape(-1), -1)
     np.testing.assert_allclose(_run(case, zeroed, rng), _run(case, removed, rng), rtol=1e-9)
     weighted = dict(data, weights=weights)
-    np.testing.assert_allclose(_run(case, dict(data, weights=weights * 7.25), rng), _run(case, weighted, rng),
-                               rtol=1e-9)
+    np.testing.assert_allclose(
+        _run(case, dict(data, weights=weights * 7.25), rng), _run(case, weighted, rng), rtol=1e-9
+    )
     perm = torch.from_numpy(rng.permutation(n))
-    np.testing.assert_allclose(_run(case, H.take(weighted, perm, -1), rng), _run(case, weighted, rng), rtol=1e-9)
+    np.testing.assert_allclose(
+        _run(case, H.take(weighted, perm, -1), rng), _run(case, weighted, rng), rtol=1e-9
+    )
 
 
 def test_xauc_integer_weights_vs_repeats():
@@ -195,9 +208,11 @@ def test_xauc_integer_weights_vs_repeats():
     weighted = tmf.xauc(torch.tensor(p), torch.tensor(y), torch.tensor(k.astype(float)))
     np.testing.assert_allclose(weighted, (c + t_py) / total, rtol=1e-9)
     # RegressionAUC ignores label-tied pairs, so integer weights are repeats there
-    np.testing.assert_allclose(tmf.regression_auc(torch.tensor(p[repeated]), torch.tensor(y[repeated])),
-                               tmf.regression_auc(torch.tensor(p), torch.tensor(y), torch.tensor(k.astype(float))),
-                               rtol=1e-9)
+    np.testing.assert_allclose(
+        tmf.regression_auc(torch.tensor(p[repeated]), torch.tensor(y[repeated])),
+        tmf.regression_auc(torch.tensor(p), torch.tensor(y), torch.tensor(k.astype(float))),
+        rtol=1e-9,
+    )
 
 
 # ----------------------------------------------------------------------------- other references
@@ -210,8 +225,9 @@ def test_rauc_binary_labels_is_roc_auc(seed):
     p = np.round(rng.normal(size=700) + y, 1)  # ties between and within classes
     w = rng.uniform(0.0, 3.0, size=700)
     expected = roc_auc_score(y, p, sample_weight=w)
-    np.testing.assert_allclose(tmf.regression_auc(torch.tensor(p), torch.tensor(y), torch.tensor(w)), expected,
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        tmf.regression_auc(torch.tensor(p), torch.tensor(y), torch.tensor(w)), expected, rtol=1e-12
+    )
     metric = tmx.RegressionAUC()
     for chunk in np.array_split(np.arange(700), 5):
         metric.update(torch.tensor(p[chunk]), torch.tensor(y[chunk]), torch.tensor(w[chunk]))
@@ -241,8 +257,11 @@ def test_docstring_example_by_hand():
             lambda n: st.tuples(
                 st.lists(st.lists(st.integers(0, 3), min_size=n, max_size=n), min_size=t, max_size=t),
                 st.lists(st.lists(st.integers(-2, 2), min_size=n, max_size=n), min_size=t, max_size=t),
-                st.lists(st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0]), min_size=n, max_size=n),
-                         min_size=t, max_size=t),
+                st.lists(
+                    st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0]), min_size=n, max_size=n),
+                    min_size=t,
+                    max_size=t,
+                ),
             )
         )
     )
@@ -266,10 +285,12 @@ def test_large_label_range_many_levels():
     y = rng.normal(size=1500) * 1e6
     p = np.round(y / 1e5 + rng.normal(size=1500), 0)
     w = rng.uniform(0, 1, size=1500)
-    np.testing.assert_allclose(tmf.regression_auc(torch.tensor(p), torch.tensor(y), torch.tensor(w)),
-                               ref_rauc(p, y, w), rtol=1e-12)
-    np.testing.assert_allclose(tmf.xauc(torch.tensor(p), torch.tensor(y), torch.tensor(w)),
-                               ref_xauc(p, y, w), rtol=1e-12)
+    np.testing.assert_allclose(
+        tmf.regression_auc(torch.tensor(p), torch.tensor(y), torch.tensor(w)), ref_rauc(p, y, w), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        tmf.xauc(torch.tensor(p), torch.tensor(y), torch.tensor(w)), ref_xauc(p, y, w), rtol=1e-12
+    )
 
 
 # ----------------------------------------------------------------------------- metric behaviour
@@ -277,8 +298,9 @@ def test_large_label_range_many_levels():
 
 def test_collection_shares_one_compute_group():
     data = watch_time_data(np.random.default_rng(2), num_tasks=2, weights="task")
-    coll = MetricCollection({"rauc": tmx.RegressionAUC(num_tasks=2), "xauc": tmx.XAUC(num_tasks=2)},
-                            compute_groups=True)
+    coll = MetricCollection(
+        {"rauc": tmx.RegressionAUC(num_tasks=2), "xauc": tmx.XAUC(num_tasks=2)}, compute_groups=True
+    )
     coll.update(**data)
     coll.update(**data)
     assert coll.compute_groups == {0: ["rauc", "xauc"]}
@@ -313,7 +335,14 @@ def test_validate_args_false_gives_same_value():
     ("cls", "fn", "preds", "target", "weights", "match"),
     [
         (tmx.RegressionAUC, tmf.regression_auc, [1.0, 2.0], [3.0, 3.0], None, "RegressionAUC is undefined"),
-        (tmx.RegressionAUC, tmf.regression_auc, [1.0, 2.0], [1.0, 3.0], [0.0, 1.0], "RegressionAUC is undefined"),
+        (
+            tmx.RegressionAUC,
+            tmf.regression_auc,
+            [1.0, 2.0],
+            [1.0, 3.0],
+            [0.0, 1.0],
+            "RegressionAUC is undefined",
+        ),
         (tmx.XAUC, tmf.xauc, [1.0], [1.0], None, "XAUC is undefined"),
         (tmx.XAUC, tmf.xauc, [1.0, 2.0], [1.0, 3.0], [0.0, 1.0], "XAUC is undefined"),
     ],
@@ -347,21 +376,63 @@ def test_undefined_per_task_and_before_update():
 
 
 _BAD = [
-    ("nan-preds", {"preds": torch.tensor([0.1, float("nan")]), "target": torch.tensor([1.0, 2.0])},
-     ValueError, "`preds` to be finite"),
-    ("inf-target", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([1.0, float("inf")])},
-     ValueError, "`target` to hold finite real values"),
-    ("neg-weights", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([1.0, 2.0]),
-                     "weights": torch.tensor([1.0, -1.0])}, ValueError, "`weights` to be finite and non-negative"),
-    ("shape", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([1.0, 2.0, 3.0])},
-     ValueError, "`target` of the same shape"),
-    ("weights-shape", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([1.0, 2.0]),
-                       "weights": torch.tensor([1.0])}, ValueError, "`weights` of shape"),
-    ("task-dim", {"preds": torch.rand(2, 3), "target": torch.rand(2, 3)}, ValueError, r"`preds` of shape \(N,\)"),
+    (
+        "nan-preds",
+        {"preds": torch.tensor([0.1, float("nan")]), "target": torch.tensor([1.0, 2.0])},
+        ValueError,
+        "`preds` to be finite",
+    ),
+    (
+        "inf-target",
+        {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([1.0, float("inf")])},
+        ValueError,
+        "`target` to hold finite real values",
+    ),
+    (
+        "neg-weights",
+        {
+            "preds": torch.tensor([0.1, 0.2]),
+            "target": torch.tensor([1.0, 2.0]),
+            "weights": torch.tensor([1.0, -1.0]),
+        },
+        ValueError,
+        "`weights` to be finite and non-negative",
+    ),
+    (
+        "shape",
+        {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([1.0, 2.0, 3.0])},
+        ValueError,
+        "`target` of the same shape",
+    ),
+    (
+        "weights-shape",
+        {
+            "preds": torch.tensor([0.1, 0.2]),
+            "target": torch.tensor([1.0, 2.0]),
+            "weights": torch.tensor([1.0]),
+        },
+        ValueError,
+        "`weights` of shape",
+    ),
+    (
+        "task-dim",
+        {"preds": torch.rand(2, 3), "target": torch.rand(2, 3)},
+        ValueError,
+        r"`preds` of shape \(N,\)",
+    ),
     ("3d", {"preds": torch.rand(1, 2, 3), "target": torch.rand(1, 2, 3)}, ValueError, "`preds` of shape"),
-    ("int-preds", {"preds": torch.tensor([1, 2]), "target": torch.tensor([1.0, 2.0])},
-     TypeError, "`preds` to be a floating point tensor"),
-    ("list-target", {"preds": torch.tensor([0.1, 0.2]), "target": [1.0, 2.0]}, TypeError, "`target` to be a torch"),
+    (
+        "int-preds",
+        {"preds": torch.tensor([1, 2]), "target": torch.tensor([1.0, 2.0])},
+        TypeError,
+        "`preds` to be a floating point tensor",
+    ),
+    (
+        "list-target",
+        {"preds": torch.tensor([0.1, 0.2]), "target": [1.0, 2.0]},
+        TypeError,
+        "`target` to be a torch",
+    ),
 ]
 
 
@@ -371,8 +442,11 @@ def test_rejects(cid, bad, exc, match):
     H.check_rejects(CASES[cid], bad, exc, match)
 
 
-@pytest.mark.parametrize(("bad", "exc", "match"), [b[1:] for b in _BAD if b[0] != "task-dim"],
-                         ids=[b[0] for b in _BAD if b[0] != "task-dim"])
+@pytest.mark.parametrize(
+    ("bad", "exc", "match"),
+    [b[1:] for b in _BAD if b[0] != "task-dim"],
+    ids=[b[0] for b in _BAD if b[0] != "task-dim"],
+)
 def test_functional_rejects(bad, exc, match):
     for fn in (tmf.regression_auc, tmf.xauc):
         with pytest.raises(exc, match=match):

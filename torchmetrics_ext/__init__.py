@@ -6,6 +6,7 @@ functional twins live in :mod:`torchmetrics_ext.functional`.
 
 from torchmetrics_ext.metrics import (
     CTR,
+    XAUC,
     Calibration,
     LogLoss,
     NormalizedEntropy,
@@ -18,7 +19,6 @@ from torchmetrics_ext.metrics import (
     WeightedPrecision,
     WeightedRecall,
     WeightedRMSE,
-    XAUC,
 )
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
@@ -26,6 +26,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CTR",
+    "XAUC",
     "Calibration",
     "LogLoss",
     "NormalizedEntropy",
@@ -39,5 +40,4 @@ __all__ = [
     "WeightedPrecision",
     "WeightedRMSE",
     "WeightedRecall",
-    "XAUC",
 ]

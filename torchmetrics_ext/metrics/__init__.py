@@ -18,6 +18,7 @@ from torchmetrics_ext.metrics.pointwise import (
 
 __all__ = [
     "CTR",
+    "XAUC",
     "Calibration",
     "LogLoss",
     "NormalizedEntropy",
@@ -30,5 +31,4 @@ __all__ = [
     "WeightedPrecision",
     "WeightedRMSE",
     "WeightedRecall",
-    "XAUC",
 ]

@@ -88,7 +88,7 @@ def _per_task(values: Tensor, task: Tensor | None, num_tasks: int) -> Tensor:
 
 
 def _pairwise_counts(preds: Tensor, target: Tensor, weights: Tensor | None) -> PairCounts:
-    """Weighted pair totals of every task; inputs are float64 ``(T, N)`` (weights also ``(1, N)``).
+    r"""Weighted pair totals of every task; inputs are float64 ``(T, N)`` (weights also ``(1, N)``).
 
     Algorithm (a wavelet matrix over the label ranks): replace labels by dense ranks ``r`` in
     ``[0, K)``, form ``key = task << B | r`` (``B`` bits) and order the samples by (task,
@@ -155,8 +155,12 @@ def _pairwise_counts(preds: Tensor, target: Tensor, weights: Tensor | None) -> P
         group_w0, group_w1 = inc0[last] - start0, inc1[last] - start1
         task = None if num_tasks == 1 else key >> num_bits
         group_task = None if task is None else task[starts]
-        higher_earlier += _per_task(w0 * ex1, task, num_tasks) - _per_task(start1 * group_w0, group_task, num_tasks)
-        lower_earlier += _per_task(w1 * ex0, task, num_tasks) - _per_task(start0 * group_w1, group_task, num_tasks)
+        higher_earlier += _per_task(w0 * ex1, task, num_tasks) - _per_task(
+            start1 * group_w0, group_task, num_tasks
+        )
+        lower_earlier += _per_task(w1 * ex0, task, num_tasks) - _per_task(
+            start0 * group_w1, group_task, num_tasks
+        )
         # stable partition of the whole array by the bit: zeros first, then ones;
         # new position = j - ones_before for a zero, num_zeros + ones_before for a one
         ones_inc = torch.cumsum(bit, 0)
@@ -181,7 +185,9 @@ def _regression_auc_compute(counts: PairCounts) -> Tensor:
     """``(C + T_p / 2) / (C + D + T_p)``; ``nan`` with a warning where no pair has different labels."""
     denom = counts.concordant + counts.discordant + counts.tied_preds
     undefined = denom <= 0
-    warn_undefined(undefined, "RegressionAUC", "no pair of samples with different labels (and non-zero weight)")
+    warn_undefined(
+        undefined, "RegressionAUC", "no pair of samples with different labels (and non-zero weight)"
+    )
     value = (counts.concordant + 0.5 * counts.tied_preds) / torch.where(undefined, 1.0, denom)
     return torch.where(undefined, torch.nan, value)
 
@@ -194,7 +200,9 @@ def _xauc_compute(counts: PairCounts) -> Tensor:
     return torch.where(undefined, torch.nan, value)
 
 
-def _format(preds: Tensor, target: Tensor, weights: Tensor | None, validate: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+def _format(
+    preds: Tensor, target: Tensor, weights: Tensor | None, validate: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
     p, t, w = format_pointwise(
         preds, target, weights, None, preds_domain="real", target_domain="real", validate=validate
     )
@@ -208,7 +216,7 @@ def regression_auc(
     *,
     validate_args: bool = True,
 ) -> Tensor:
-    r"""Regression AUC (weighted concordance index): the share of label-ordered pairs the predictions order alike.
+    r"""Regression AUC (weighted C-index): the share of pairs with different labels ordered alike.
 
     .. math::
         \mathrm{RAUC} = \frac{\sum_{i<j,\ y_i \ne y_j} w_i w_j

@@ -53,7 +53,13 @@ class _PairwiseMetric(TaskMetric):
         if validate and target is None:
             raise TypeError(f"{type(self).__name__}.update() requires `target`.")
         p, t, w = format_pointwise(
-            preds, target, weights, self.num_tasks, preds_domain="real", target_domain="real", validate=validate
+            preds,
+            target,
+            weights,
+            self.num_tasks,
+            preds_domain="real",
+            target_domain="real",
+            validate=validate,
         )
         return p, t, w  # type: ignore[return-value]
 
@@ -87,7 +93,9 @@ class _PairwiseMetric(TaskMetric):
     def _pair_counts(self) -> F.PairCounts:
         return F._pairwise_counts(*(self._stacked(name) for name in _STATES))
 
-    def _sync_dist(self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None) -> None:
+    def _sync_dist(
+        self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None
+    ) -> None:
         # A rank with no update would otherwise contribute TorchMetrics' placeholder
         # `torch.tensor([], dtype=self.dtype)` (float32) to an all-gather of float64 tensors.
         for name in _STATES:

@@ -97,13 +97,13 @@ def _pairwise_counts(preds: Tensor, target: Tensor, weights: Tensor | None) -> P
     (prediction, rank) order, because every previous level was a *stable* partition of the
     whole array by one bit. Two members of a group whose bit ``b`` differs have different
     labels, the one with bit 1 the larger, and every such pair is met at exactly one level.
-    With exclusive weight cumsums ``S1`` (bit 1) and ``S0`` (bit 0), the discordant weight of
-    the level is :math:`\sum_j w^0_j (S1_j - S1_{g(j)})`, the weight of pairs whose earlier
-    member (smaller prediction) has the larger label; an earlier member never has the same
-    prediction and a larger label, so prediction ties land on the other side,
-    :math:`\sum_j w^1_j (S0_j - S0_{g(j)}) = C + T_p` at the end. The group offsets are summed
-    per group (no per-sample gather); a stable partition by the bit (a cumsum and a scatter) builds
-    the next level. Ties in prediction, label and both come from run lengths.
+    With exclusive weight cumsums ``S1`` of the bit-1 weights, the discordant weight of the
+    level is :math:`\sum_j w^0_j (S1_j - S1_{g(j)})`: pairs whose earlier member (smaller
+    prediction, or equal prediction and smaller rank) has the larger label; as an earlier
+    member never has the same prediction and a larger label, prediction ties never land here.
+    The group offsets are summed per group (no per-sample gather); a stable partition by the
+    bit (a cumsum and a scatter) builds the next level. Ties in prediction, label and both come
+    from run lengths, and ``C`` from ``C + D + T_p = P - (T_y + T_py)``.
     """
     num_tasks, n = preds.shape
     device = preds.device
@@ -139,7 +139,7 @@ def _pairwise_counts(preds: Tensor, target: Tensor, weights: Tensor | None) -> P
     g_new = torch.empty(m, dtype=torch.bool, device=device)
     g_new[0] = True
     positions = torch.arange(m, device=device)
-    lower_earlier, higher_earlier = zeros.clone(), zeros.clone()
+    discordant = zeros.clone()
     for b in range(num_bits - 1, -1, -1):
         high = key >> (b + 1)
         torch.ne(high[1:], high[:-1], out=g_new[1:])
@@ -149,18 +149,15 @@ def _pairwise_counts(preds: Tensor, target: Tensor, weights: Tensor | None) -> P
         w1 = w * bit
         w0 = w - w1
         inc1, inc0 = torch.cumsum(w1, 0), torch.cumsum(w0, 0)
-        ex1, ex0 = inc1 - w1, inc0 - w0
-        # per group: exclusive cumsum at the group start times the group's weight of the other bit
-        start1, start0 = ex1[starts], ex0[starts]
-        group_w0, group_w1 = inc0[last] - start0, inc1[last] - start1
-        task = None if num_tasks == 1 else key >> num_bits
-        group_task = None if task is None else task[starts]
-        higher_earlier += _per_task(w0 * ex1, task, num_tasks) - _per_task(
-            start1 * group_w0, group_task, num_tasks
-        )
-        lower_earlier += _per_task(w1 * ex0, task, num_tasks) - _per_task(
-            start0 * group_w1, group_task, num_tasks
-        )
+        # sum_j w0_j (S1_j - S1_start(j)), S1 exclusive; w0_j * w1_j = 0 so inclusive S1_j will do,
+        # and the group offsets are summed per group: S1 at the start times the group's bit-0 weight
+        start1 = inc1[starts] - w1[starts]
+        group_w0 = inc0[last] - (inc0[starts] - w0[starts])
+        if num_tasks == 1:
+            discordant += torch.dot(w0, inc1) - torch.dot(start1, group_w0)
+        else:
+            discordant += _per_task(w0 * inc1, key >> num_bits, num_tasks)
+            discordant -= _per_task(start1 * group_w0, key[starts] >> num_bits, num_tasks)
         # stable partition of the whole array by the bit: zeros first, then ones;
         # new position = j - ones_before for a zero, num_zeros + ones_before for a one
         ones_inc = torch.cumsum(bit, 0)
@@ -171,14 +168,10 @@ def _pairwise_counts(preds: Tensor, target: Tensor, weights: Tensor | None) -> P
         w = torch.empty_like(w).scatter_(0, new_pos, w)
 
     tied_preds = tied_preds_all - tied_both
-    return PairCounts(
-        concordant=lower_earlier - tied_preds,
-        discordant=higher_earlier,
-        tied_preds=tied_preds,
-        tied_target=tied_target_all - tied_both,
-        tied_both=tied_both,
-        total=total,
-    )
+    tied_target = tied_target_all - tied_both
+    # C + D + T_p is every pair with different labels
+    concordant = (total - tied_target_all) - tied_preds - discordant
+    return PairCounts(concordant, discordant, tied_preds, tied_target, tied_both, total)
 
 
 def _regression_auc_compute(counts: PairCounts) -> Tensor:

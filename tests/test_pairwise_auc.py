@@ -315,10 +315,10 @@ def test_collection_shares_one_compute_group():
 def test_zero_weight_rows_are_not_stored():
     metric = tmx.RegressionAUC()
     metric.update(torch.tensor([0.1, 0.2, 0.3]), torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 0.0, 2.0]))
-    assert sum(t.numel() for t in metric.preds) == 2
+    assert sum(t.numel() for t in metric.pair_preds) == 2
     metric.update(torch.tensor([0.5]), torch.tensor([1.0]), torch.tensor([0.0]))
     metric.update(torch.tensor([]), torch.tensor([]))
-    assert sum(t.numel() for t in metric.preds) == 2
+    assert sum(t.numel() for t in metric.pair_preds) == 2
     np.testing.assert_allclose(metric.compute(), 1.0)
 
 
@@ -459,3 +459,19 @@ def test_wrong_task_count_for_multitask_metric():
         metric.update(torch.rand(2, 5), torch.rand(2, 5))
     with pytest.raises(ValueError, match="num_tasks"):
         tmx.RegressionAUC(num_tasks=0)
+
+
+def test_plot():
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    metric = tmx.XAUC(num_tasks=2)
+    values = []
+    for _ in range(3):
+        metric.update(torch.rand(2, 20), torch.rand(2, 20))
+        values.append(metric.compute())
+    fig, ax = metric.plot(values)
+    assert fig is not None and ax is not None
+    fig, _ = tmx.RegressionAUC().plot(torch.tensor(0.7))
+    assert fig is not None

@@ -8,7 +8,7 @@ the accumulated data in O(N log N) with the kernels of
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -22,7 +22,8 @@ from torchmetrics_ext.utilities.checks import format_pointwise
 
 __all__ = ["XAUC", "RegressionAUC"]
 
-_STATES = ("preds", "target", "weights")
+# named for this family so that compute groups never merge them with another family's lists
+_STATES = ("pair_preds", "pair_target", "pair_weights")
 
 
 class _PairwiseMetric(TaskMetric):
@@ -38,9 +39,9 @@ class _PairwiseMetric(TaskMetric):
     plot_lower_bound = 0.0
     plot_upper_bound = 1.0
 
-    preds: list[Tensor] | Tensor
-    target: list[Tensor] | Tensor
-    weights: list[Tensor] | Tensor
+    pair_preds: list[Tensor] | Tensor
+    pair_target: list[Tensor] | Tensor
+    pair_weights: list[Tensor] | Tensor
 
     def __init__(self, num_tasks: int = 1, **kwargs: Any) -> None:
         super().__init__(num_tasks, **kwargs)
@@ -79,9 +80,9 @@ class _PairwiseMetric(TaskMetric):
         if p.shape[-1] == 0:
             return
         # sample-major: transpose (T, n) -> (n, T) so batches concatenate along dim 0
-        self.preds.append(p.T.reshape(-1))  # type: ignore[union-attr]
-        self.target.append(t.T.reshape(-1))  # type: ignore[union-attr]
-        self.weights.append(w.T.reshape(-1))  # type: ignore[union-attr]
+        self.pair_preds.append(p.T.reshape(-1))  # type: ignore[union-attr]
+        self.pair_target.append(t.T.reshape(-1))  # type: ignore[union-attr]
+        self.pair_weights.append(w.T.reshape(-1))  # type: ignore[union-attr]
 
     def _stacked(self, name: str) -> Tensor:
         """A state as one float64 ``(T, N)`` tensor (``N = 0`` before any update)."""
@@ -92,6 +93,10 @@ class _PairwiseMetric(TaskMetric):
 
     def _pair_counts(self) -> F.PairCounts:
         return F._pairwise_counts(*(self._stacked(name) for name in _STATES))
+
+    def plot(self, val: Tensor | Sequence[Tensor] | None = None, ax: Any | None = None) -> Any:
+        """Plot a value (default: ``compute()``) or a sequence of values; returns ``(fig, ax)``."""
+        return self._plot(val, ax)
 
     def _sync_dist(
         self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None

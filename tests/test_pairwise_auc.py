@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from functools import partial
 
@@ -433,6 +434,12 @@ _BAD = [
         TypeError,
         "`target` to be a torch",
     ),
+    (
+        "device",
+        {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([1.0, 2.0], device="meta")},
+        ValueError,
+        "same device as `preds`",
+    ),
 ]
 
 
@@ -475,3 +482,29 @@ def test_plot():
     assert fig is not None and ax is not None
     fig, _ = tmx.RegressionAUC().plot(torch.tensor(0.7))
     assert fig is not None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 16).flatmap(
+        lambda n: st.tuples(
+            st.lists(st.integers(0, 2), min_size=n, max_size=n),
+            st.lists(st.integers(0, 3), min_size=n, max_size=n),
+            st.lists(st.sampled_from([0.0, 1.0, 2.5]), min_size=n, max_size=n),
+            st.lists(st.integers(0, n), max_size=3),
+        )
+    )
+)
+def test_class_batches_match_brute_force(drawn):
+    """Any split into batches (including empty ones) gives the brute-force value over all pairs."""
+    p, y, w, cuts = drawn
+    p, y, w = (np.asarray(a, dtype=np.float64) for a in (p, y, w))
+    bounds = [0, *sorted(cuts), len(p)]
+    for cls, ref in ((tmx.RegressionAUC, ref_rauc), (tmx.XAUC, ref_xauc)):
+        metric = cls()
+        for lo, hi in itertools.pairwise(bounds):
+            metric.update(torch.tensor(p[lo:hi]), torch.tensor(y[lo:hi]), torch.tensor(w[lo:hi]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            value = metric.compute()
+        np.testing.assert_allclose(value, ref(p, y, w), rtol=1e-12)

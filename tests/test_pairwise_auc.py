@@ -28,7 +28,7 @@ N = 400
 
 
 def ref_pair_counts(p, y, w=None):
-    """(C, D, T_p, T_y, T_py, P): weighted totals over all pairs i < j, by enumeration."""
+    """(C, D, T_p, T_y, T_py, P, pairs of different labels): weighted totals over pairs i < j."""
     p, y = np.asarray(p, dtype=np.float64), np.asarray(y, dtype=np.float64)
     w = np.ones_like(p) if w is None else np.asarray(w, dtype=np.float64)
     i, j = np.triu_indices(len(p), k=1)
@@ -42,13 +42,14 @@ def ref_pair_counts(p, y, w=None):
             ww[(dp != 0) & (dy == 0)].sum(),
             ww[(dp == 0) & (dy == 0)].sum(),
             ww.sum(),
+            ww[dy != 0].sum(),
         ]
     )
 
 
 def ref_rauc(p, y, w=None):
     """Share of pairs with different labels ordered alike; prediction ties count 1/2."""
-    c, d, tp, _, _, _ = ref_pair_counts(p, y, w)
+    c, d, tp, *_ = ref_pair_counts(p, y, w)
     return (c + 0.5 * tp) / (c + d + tp) if c + d + tp > 0 else np.nan
 
 
@@ -201,7 +202,7 @@ def test_xauc_integer_weights_vs_repeats():
     data = watch_time_data(rng)
     p, y = data["preds"].double().numpy(), data["target"].double().numpy()
     k = rng.integers(0, 4, size=N)
-    c, _, _, _, t_py, total = ref_pair_counts(p, y, k.astype(float))
+    c, _, _, _, t_py, total, _ = ref_pair_counts(p, y, k.astype(float))
     self_pairs = (k * (k - 1) / 2).sum()
     repeated = np.repeat(np.arange(N), k)
     value = tmf.xauc(torch.tensor(p[repeated]), torch.tensor(y[repeated]))
@@ -276,8 +277,12 @@ def test_counts_match_brute_force(arrays):
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         rauc = tmf.regression_auc(torch.tensor(p), torch.tensor(y), torch.tensor(w))
         xa = tmf.xauc(torch.tensor(p), torch.tensor(y), torch.tensor(w))
-    np.testing.assert_allclose(rauc, [ref_rauc(p[t], y[t], w[t]) for t in range(p.shape[0])], rtol=1e-12)
-    np.testing.assert_allclose(xa, [ref_xauc(p[t], y[t], w[t]) for t in range(p.shape[0])], rtol=1e-12)
+    np.testing.assert_allclose(
+        rauc, [ref_rauc(p[t], y[t], w[t]) for t in range(p.shape[0])], rtol=1e-12, atol=1e-14
+    )
+    np.testing.assert_allclose(
+        xa, [ref_xauc(p[t], y[t], w[t]) for t in range(p.shape[0])], rtol=1e-12, atol=1e-14
+    )
 
 
 def test_large_label_range_many_levels():
@@ -507,4 +512,38 @@ def test_class_batches_match_brute_force(drawn):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UndefinedMetricWarning)
             value = metric.compute()
-        np.testing.assert_allclose(value, ref(p, y, w), rtol=1e-12)
+        np.testing.assert_allclose(value, ref(p, y, w), rtol=1e-12, atol=1e-14)
+
+
+def test_single_label_task_is_exactly_undefined():
+    """Rounding cannot turn 'no pair with different labels' into a tiny denominator."""
+    rng = np.random.default_rng(8)
+    preds = torch.tensor(rng.normal(size=(3, 500)))
+    target = torch.tensor(rng.normal(size=(3, 500)))
+    target[1] = 0.3
+    weights = torch.tensor(rng.uniform(0.01, 5.0, size=(3, 500)))
+    with pytest.warns(UndefinedMetricWarning, match=r"task\(s\) \[1\]"):
+        value = tmf.regression_auc(preds, target, weights)
+    assert torch.isnan(value[1]) and not torch.isnan(value[[0, 2]]).any()
+    expected = [ref_rauc(preds[t].numpy(), target[t].numpy(), weights[t].numpy()) for t in (0, 2)]
+    np.testing.assert_allclose(value[[0, 2]], expected, rtol=1e-12)
+
+
+def test_tasks_with_very_different_weight_scales():
+    """Tasks share one cumsum in the kernel; a task's weight scale must not cost another precision."""
+    rng = np.random.default_rng(9)
+    p = np.round(rng.normal(size=(3, 800)), 1)
+    y = np.round(p + rng.normal(size=(3, 800)), 1)
+    w = rng.uniform(0.0, 1.0, size=(3, 800)) * np.array([[1e9], [1e-9], [1.0]])
+    got = torch.stack(list(_pairwise_counts(torch.tensor(p), torch.tensor(y), torch.tensor(w)))).T.numpy()
+    for t in range(3):
+        np.testing.assert_allclose(got[t], ref_pair_counts(p[t], y[t], w[t]), rtol=1e-10)
+
+
+def test_perfect_and_reversed_orders_are_exact():
+    rng = np.random.default_rng(12)
+    p = torch.tensor(rng.normal(size=(2, 3000)))
+    w = torch.tensor(rng.uniform(0.0, 3.0, size=3000))
+    for fn in (tmf.regression_auc, tmf.xauc):
+        assert torch.equal(fn(p, 2 * p + 1, w), torch.ones(2, dtype=torch.float64))
+        assert torch.equal(fn(p, -p, w), torch.zeros(2, dtype=torch.float64))

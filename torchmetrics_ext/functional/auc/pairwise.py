@@ -23,8 +23,8 @@ with :math:`P = C + D + T_p + T_y + T_{py} = \sum_{i<j} w_i w_j`. Then
 The kernel :func:`_pairwise_counts` gets all five totals of every task at once without a
 Python loop over samples or tasks: one sort by prediction, one sort for dense label ranks,
 then a loop over the ``ceil(log2 K)`` bits of the label rank (``K`` distinct labels) in which
-each level is a handful of O(N) cumsum/gather/scatter passes (a wavelet-tree style radix
-refinement). Total O(N log N) time, O(N) extra memory.
+each level is a couple of dozen O(N) shift/cumsum/dot/scatter passes (a wavelet matrix).
+Total O(N log N) time, O(N) extra memory.
 """
 
 from __future__ import annotations
@@ -49,11 +49,7 @@ class PairCounts(NamedTuple):
     tied_target: Tensor
     tied_both: Tensor
     total: Tensor
-
-
-def _exclusive_cumsum(values: Tensor) -> Tensor:
-    """``out[k] = values[:k].sum()`` for ``k = 0..len(values)`` (length ``len + 1``)."""
-    return torch.cat([values.new_zeros(1), torch.cumsum(values, 0)])
+    different_labels: Tensor  # C + D + T_p, exactly 0 when a task has a single label
 
 
 def _run_starts(*keys: Tensor) -> Tensor:
@@ -65,14 +61,21 @@ def _run_starts(*keys: Tensor) -> Tensor:
     return new
 
 
-def _tied_pair_weight(run_id: Tensor, run_task: Tensor, weights: Tensor, num_tasks: int) -> Tensor:
-    r"""Per task :math:`\sum_{\text{runs}} \sum_{i<j \in \text{run}} w_i w_j = \sum (S^2 - Q) / 2`.
+def _tied_pair_weight(
+    run_id: Tensor, run_task: Tensor, weights: Tensor, num_tasks: int
+) -> tuple[Tensor, Tensor]:
+    r"""Per task, the weight of pairs inside a run and of pairs across runs.
 
+    Inside: :math:`\sum_{\text{runs}} \sum_{i<j \in \text{run}} w_i w_j = \sum (S^2 - Q) / 2`;
+    across: :math:`((\sum S)^2 - \sum S^2) / 2`, exactly 0 when a task has a single run.
     ``run_id`` in ``[0, R)`` labels every sample's run, ``run_task`` (length ``R``) each run's task.
     """
     s = weights.new_zeros(run_task.numel()).index_add_(0, run_id, weights)
     q = weights.new_zeros(run_task.numel()).index_add_(0, run_id, weights * weights)
-    return weights.new_zeros(num_tasks).index_add_(0, run_task, (s * s - q) / 2)
+    inside = weights.new_zeros(num_tasks).index_add_(0, run_task, (s * s - q) / 2)
+    task_sum = weights.new_zeros(num_tasks).index_add_(0, run_task, s)
+    across = (task_sum * task_sum - weights.new_zeros(num_tasks).index_add_(0, run_task, s * s)) / 2
+    return inside, across
 
 
 def _runs(new: Tensor, task_of: Tensor) -> tuple[Tensor, Tensor]:
@@ -100,19 +103,23 @@ def _pairwise_counts(preds: Tensor, target: Tensor, weights: Tensor | None) -> P
     With exclusive weight cumsums ``S1`` of the bit-1 weights, the discordant weight of the
     level is :math:`\sum_j w^0_j (S1_j - S1_{g(j)})`: pairs whose earlier member (smaller
     prediction, or equal prediction and smaller rank) has the larger label; as an earlier
-    member never has the same prediction and a larger label, prediction ties never land here.
-    The group offsets are summed per group (no per-sample gather); a stable partition by the
-    bit (a cumsum and a scatter) builds the next level. Ties in prediction, label and both come
-    from run lengths, and ``C`` from ``C + D + T_p = P - (T_y + T_py)``.
+    member never has the same prediction and a larger label, prediction ties never land here
+    but on the other side, :math:`\sum_j w^1_j (S0_j - S0_{g(j)}) = C + T_p` over all levels.
+    A stable partition by the bit (a cumsum and a scatter) builds the next level. Ties in
+    prediction, label and both come from run lengths; so do the exact totals ``P`` and
+    ``C + D + T_p`` used to detect undefined values.
     """
     num_tasks, n = preds.shape
     device = preds.device
     zeros = torch.zeros(num_tasks, dtype=torch.float64, device=device)
     if n == 0:
-        return PairCounts(zeros, zeros.clone(), zeros.clone(), zeros.clone(), zeros.clone(), zeros.clone())
+        return PairCounts(*(zeros.clone() for _ in PairCounts._fields))
     w2d = torch.ones_like(preds) if weights is None else weights.expand(num_tasks, n)
-    s, q = w2d.sum(-1), (w2d * w2d).sum(-1)
-    total = (s * s - q) / 2  # all pairs of distinct samples
+    # count with every task's weights scaled to sum 1 (tasks share one cumsum below, so no task's
+    # scale swamps another's rounding), and scale the totals back at the end
+    weight_sum = w2d.sum(-1)
+    unscale = torch.where(weight_sum > 0, weight_sum, 1.0)
+    w2d = w2d / unscale[:, None]
 
     # dense label ranks per task, then order by (prediction, rank): a stable sort of the
     # rank-ordered rows by prediction
@@ -128,36 +135,40 @@ def _pairwise_counts(preds: Tensor, target: Tensor, weights: Tensor | None) -> P
 
     # ties in prediction, and in (prediction, label): contiguous runs of this order
     p_new = _run_starts(task_of, p_sorted.reshape(-1))
-    tied_preds_all = _tied_pair_weight(*_runs(p_new, task_of), w, num_tasks)
-    tied_both = _tied_pair_weight(*_runs(p_new | _run_starts(key), task_of), w, num_tasks)
+    tied_preds_all, _ = _tied_pair_weight(*_runs(p_new, task_of), w, num_tasks)
+    tied_both, _ = _tied_pair_weight(*_runs(p_new | _run_starts(key), task_of), w, num_tasks)
     # ties in label: the key is the run id
     key_task = torch.arange(num_tasks, device=device).repeat_interleave(1 << num_bits)
-    tied_target_all = _tied_pair_weight(key, key_task, w, num_tasks)
+    tied_target_all, different_labels = _tied_pair_weight(key, key_task, w, num_tasks)
+    total = different_labels + tied_target_all  # all pairs of distinct samples, from the same sums
 
     # one pass per bit of the rank, top bit first
     m = key.numel()
     g_new = torch.empty(m, dtype=torch.bool, device=device)
     g_new[0] = True
     positions = torch.arange(m, device=device)
-    discordant = zeros.clone()
+    discordant, lower_earlier = zeros.clone(), zeros.clone()
     for b in range(num_bits - 1, -1, -1):
         high = key >> (b + 1)
         torch.ne(high[1:], high[:-1], out=g_new[1:])
+        group = torch.cumsum(g_new, 0) - 1
         starts = torch.nonzero(g_new).reshape(-1)
-        last = torch.cat([starts[1:], starts.new_full((1,), m)]) - 1
         bit = (key >> b) & 1
         w1 = w * bit
         w0 = w - w1
         inc1, inc0 = torch.cumsum(w1, 0), torch.cumsum(w0, 0)
-        # sum_j w0_j (S1_j - S1_start(j)), S1 exclusive; w0_j * w1_j = 0 so inclusive S1_j will do,
-        # and the group offsets are summed per group: S1 at the start times the group's bit-0 weight
-        start1 = inc1[starts] - w1[starts]
-        group_w0 = inc0[last] - (inc0[starts] - w0[starts])
+        # bit-1 (bit-0) weight of the earlier members of j's group: S_j minus S at the group
+        # start (S exclusive; w0_j * w1_j = 0, so the inclusive S_j will do). Exactly 0 when
+        # there is none, so a perfect (reversed) order gets exactly D = 0 (C = 0).
+        ones_earlier = inc1 - (inc1[starts] - w1[starts])[group]
+        zeros_earlier = inc0 - (inc0[starts] - w0[starts])[group]
         if num_tasks == 1:
-            discordant += torch.dot(w0, inc1) - torch.dot(start1, group_w0)
+            discordant += torch.dot(w0, ones_earlier)
+            lower_earlier += torch.dot(w1, zeros_earlier)
         else:
-            discordant += _per_task(w0 * inc1, key >> num_bits, num_tasks)
-            discordant -= _per_task(start1 * group_w0, key[starts] >> num_bits, num_tasks)
+            task = key >> num_bits
+            discordant += _per_task(w0 * ones_earlier, task, num_tasks)
+            lower_earlier += _per_task(w1 * zeros_earlier, task, num_tasks)
         # stable partition of the whole array by the bit: zeros first, then ones;
         # new position = j - ones_before for a zero, num_zeros + ones_before for a one
         ones_inc = torch.cumsum(bit, 0)
@@ -169,15 +180,18 @@ def _pairwise_counts(preds: Tensor, target: Tensor, weights: Tensor | None) -> P
 
     tied_preds = tied_preds_all - tied_both
     tied_target = tied_target_all - tied_both
-    # C + D + T_p is every pair with different labels
-    concordant = (total - tied_target_all) - tied_preds - discordant
-    return PairCounts(concordant, discordant, tied_preds, tied_target, tied_both, total)
+    # earlier members with a smaller label: concordant or tied in prediction (clamped: rounding
+    # must not make C negative)
+    concordant = (lower_earlier - tied_preds).clamp(min=0.0)
+    scale = unscale * unscale
+    counts = (concordant, discordant, tied_preds, tied_target, tied_both, total, different_labels)
+    return PairCounts(*(value * scale for value in counts))
 
 
 def _regression_auc_compute(counts: PairCounts) -> Tensor:
     """``(C + T_p / 2) / (C + D + T_p)``; ``nan`` with a warning where no pair has different labels."""
+    undefined = counts.different_labels <= 0  # exact (run sums), unlike the sum of the parts
     denom = counts.concordant + counts.discordant + counts.tied_preds
-    undefined = denom <= 0
     warn_undefined(
         undefined, "RegressionAUC", "no pair of samples with different labels (and non-zero weight)"
     )
@@ -187,9 +201,10 @@ def _regression_auc_compute(counts: PairCounts) -> Tensor:
 
 def _xauc_compute(counts: PairCounts) -> Tensor:
     """``(C + T_py) / P``; ``nan`` with a warning where there is no pair of non-zero weight."""
-    undefined = counts.total <= 0
+    undefined = counts.total <= 0  # exact (run sums), unlike the sum of the parts
     warn_undefined(undefined, "XAUC", "fewer than two samples with non-zero weight")
-    value = (counts.concordant + counts.tied_both) / torch.where(undefined, 1.0, counts.total)
+    parts = counts.concordant + counts.discordant + counts.tied_preds + counts.tied_target + counts.tied_both
+    value = (counts.concordant + counts.tied_both) / torch.where(undefined, 1.0, parts)
     return torch.where(undefined, torch.nan, value)
 
 

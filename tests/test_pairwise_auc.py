@@ -547,3 +547,23 @@ def test_perfect_and_reversed_orders_are_exact():
     for fn in (tmf.regression_auc, tmf.xauc):
         assert torch.equal(fn(p, 2 * p + 1, w), torch.ones(2, dtype=torch.float64))
         assert torch.equal(fn(p, -p, w), torch.zeros(2, dtype=torch.float64))
+
+
+def _torchrec_style_rauc(p, y):
+    """TorchRec's RAUC recipe, re-written: labels by (prediction, label), 1 - inversions / all pairs."""
+    labels = [label for _, label in sorted(zip(p.tolist(), y.tolist(), strict=True))]
+    inversions = sum(
+        1 for i in range(len(labels)) for j in range(i + 1, len(labels)) if labels[i] > labels[j]
+    )
+    n = len(labels)
+    return 1 - inversions / (n * (n - 1) / 2)
+
+
+def test_documented_relation_to_torchrec_rauc():
+    """docs/pairwise_auc.md: TorchRec's RAUC is 1 - D/P = (C + T_p + T_y + T_py) / P (weights ignored)."""
+    data = watch_time_data(np.random.default_rng(13))
+    p, y = data["preds"].double().numpy()[:300], data["target"].double().numpy()[:300]
+    counts = _pairwise_counts(torch.tensor(p)[None], torch.tensor(y)[None], None)
+    np.testing.assert_allclose(1 - counts.discordant / counts.total, _torchrec_style_rauc(p, y), rtol=1e-12)
+    # the docstring example: TorchRec gives 1.0 where ours gives 0.9
+    assert _torchrec_style_rauc(np.array([0.1, 0.3, 0.5, 0.5]), np.array([0.0, 1.0, 1.0, 2.0])) == 1.0

@@ -52,35 +52,36 @@ class PairCounts(NamedTuple):
     different_labels: Tensor  # C + D + T_p, exactly 0 when a task has a single label
 
 
-def _run_starts(*keys: Tensor) -> Tensor:
-    """Boolean flags: ``True`` at index 0 and where any key differs from the previous element."""
-    new = torch.zeros(keys[0].shape, dtype=torch.bool, device=keys[0].device)
-    new[:1] = True
-    for key in keys:
-        new[1:] |= key[1:] != key[:-1]
-    return new
-
-
 def _tied_pair_weight(
-    run_id: Tensor, run_task: Tensor, weights: Tensor, num_tasks: int
+    run_id: Tensor, run_task: Tensor, num_runs: int, weights: Tensor, num_tasks: int
 ) -> tuple[Tensor, Tensor]:
     r"""Per task, the weight of pairs inside a run and of pairs across runs.
 
     Inside: :math:`\sum_{\text{runs}} \sum_{i<j \in \text{run}} w_i w_j = \sum (S^2 - Q) / 2`;
     across: :math:`((\sum S)^2 - \sum S^2) / 2`, exactly 0 when a task has a single run.
-    ``run_id`` in ``[0, R)`` labels every sample's run, ``run_task`` (length ``R``) each run's task.
+    ``run_id`` in ``[0, num_runs)`` labels every sample's run, ``run_task`` each run's task.
     """
-    s = weights.new_zeros(run_task.numel()).index_add_(0, run_id, weights)
-    q = weights.new_zeros(run_task.numel()).index_add_(0, run_id, weights * weights)
+    s = weights.new_zeros(num_runs).index_add_(0, run_id, weights)
+    q = weights.new_zeros(num_runs).index_add_(0, run_id, weights * weights)
     inside = weights.new_zeros(num_tasks).index_add_(0, run_task, (s * s - q) / 2)
     task_sum = weights.new_zeros(num_tasks).index_add_(0, run_task, s)
     across = (task_sum * task_sum - weights.new_zeros(num_tasks).index_add_(0, run_task, s * s)) / 2
     return inside, across
 
 
-def _runs(new: Tensor, task_of: Tensor) -> tuple[Tensor, Tensor]:
-    """Run ids of every element and the task of every run, from run-start flags."""
-    return torch.cumsum(new, 0) - 1, task_of[new]
+def _row_runs(new: Tensor) -> tuple[Tensor, Tensor, int]:
+    """Run ids, the task of every run and the run count, from ``(T, N)`` run-start flags."""
+    run_id = torch.cumsum(new.reshape(-1), 0)
+    run_id -= 1
+    run_task = torch.arange(new.shape[0], device=new.device).repeat_interleave(new.sum(-1))
+    return run_id, run_task, int(run_task.numel())
+
+
+def _row_starts(values: Tensor) -> Tensor:
+    """``(T, N)`` flags: ``True`` in column 0 and where a value differs from its left neighbour."""
+    new = torch.ones(values.shape, dtype=torch.bool, device=values.device)
+    torch.ne(values[:, 1:], values[:, :-1], out=new[:, 1:])
+    return new
 
 
 def _per_task(values: Tensor, task: Tensor | None, num_tasks: int) -> Tensor:
@@ -88,6 +89,62 @@ def _per_task(values: Tensor, task: Tensor | None, num_tasks: int) -> Tensor:
     if task is None:
         return values.sum().reshape(1)
     return values.new_zeros(num_tasks).index_add_(0, task, values)
+
+
+def _wavelet_counts(key: Tensor, w: Tensor, num_bits: int, num_tasks: int) -> tuple[Tensor, Tensor]:
+    """Per task ``D`` and ``C + T_p`` (see :func:`_pairwise_counts`); ``key`` and ``w`` are consumed.
+
+    Every level reuses the same dozen O(N) buffers (``out=`` and in-place ops); a level only
+    allocates its group starts.
+    """
+    m = key.numel()
+    device = key.device
+    discordant = torch.zeros(num_tasks, dtype=torch.float64, device=device)
+    lower_earlier = torch.zeros_like(discordant)
+    if num_bits == 0:
+        return discordant, lower_earlier
+    positions = torch.arange(m, device=device)
+    g_new = torch.empty(m, dtype=torch.bool, device=device)
+    g_new[0] = True
+    key_buf, high, group, bit = (torch.empty_like(key) for _ in range(4))
+    w_buf, w1, w0, inc1, inc0, earlier = (torch.empty_like(w) for _ in range(6))
+    offsets_buf = w.new_zeros(m + 1)  # [0] stays 0: the dummy offset of 1-based group ids
+    for b in range(num_bits - 1, -1, -1):
+        # groups: equal key >> (b + 1), contiguous; ids are 1-based (offset 0 is a dummy)
+        torch.bitwise_right_shift(key, b + 1, out=high)
+        torch.ne(high[1:], high[:-1], out=g_new[1:])
+        torch.cumsum(g_new, 0, out=group)
+        starts = torch.nonzero(g_new).reshape(-1)
+        torch.bitwise_right_shift(key, b, out=bit)
+        bit.bitwise_and_(1)
+        torch.mul(w, bit, out=w1)
+        torch.sub(w, w1, out=w0)
+        torch.cumsum(w1, 0, out=inc1)
+        torch.cumsum(w0, 0, out=inc0)
+        task = None if num_tasks == 1 else key >> num_bits
+        # bit-1 (bit-0) weight of the earlier members of j's group: S_j minus S at the group
+        # start (S exclusive; w0_j * w1_j = 0, so the inclusive S_j will do). Exactly 0 when
+        # there is none, so a perfect (reversed) order gets exactly D = 0 (C = 0).
+        offsets = offsets_buf[: starts.numel() + 1]
+        for inc, own, other, acc in ((inc1, w1, w0, discordant), (inc0, w0, w1, lower_earlier)):
+            torch.index_select(inc, 0, starts, out=offsets[1:])
+            offsets[1:] -= own[starts]
+            torch.index_select(offsets, 0, group, out=earlier)
+            torch.sub(inc, earlier, out=earlier)
+            if task is None:
+                acc += torch.dot(other, earlier)
+            else:
+                acc += _per_task(other * earlier, task, num_tasks)
+        # stable partition of the whole array by the bit: zeros first, then ones;
+        # new position = j - ones_before for a zero, num_zeros + ones_before for a one
+        ones_inc = torch.cumsum(bit, 0, out=high)
+        num_zeros = m - int(ones_inc[-1])
+        new_pos = torch.sub(positions, ones_inc, out=group)
+        new_pos.add_(ones_inc.mul_(2).sub_(positions).add_(num_zeros - 1).mul_(bit))
+        key_buf.scatter_(0, new_pos, key)
+        w_buf.scatter_(0, new_pos, w)
+        key, key_buf, w, w_buf = key_buf, key, w_buf, w
+    return discordant, lower_earlier
 
 
 def _pairwise_counts(preds: Tensor, target: Tensor, weights: Tensor | None) -> PairCounts:
@@ -124,59 +181,36 @@ def _pairwise_counts(preds: Tensor, target: Tensor, weights: Tensor | None) -> P
     # dense label ranks per task, then order by (prediction, rank): a stable sort of the
     # rank-ordered rows by prediction
     y_sorted, y_order = torch.sort(target, dim=-1)
-    y_new = torch.ones_like(y_sorted, dtype=torch.bool)
-    y_new[:, 1:] = y_sorted[:, 1:] != y_sorted[:, :-1]
-    dense = torch.cumsum(y_new, -1) - 1
-    num_bits = int(dense[:, -1].max()).bit_length()  # bits of the largest rank K - 1
+    dense = torch.cumsum(_row_starts(y_sorted), -1)
+    del y_sorted
+    dense -= 1
+    num_ranks = int(dense[:, -1].max()) + 1
+    num_bits = (num_ranks - 1).bit_length()
     p_sorted, order = torch.sort(torch.gather(preds, -1, y_order), dim=-1, stable=True)
     w = torch.gather(torch.gather(w2d, -1, y_order), -1, order).reshape(-1)
-    task_of = torch.arange(num_tasks, device=device).repeat_interleave(n)
-    key = (task_of << num_bits) | torch.gather(dense, -1, order).reshape(-1)
+    del y_order, w2d
+    rank = torch.gather(dense, -1, order)
+    del dense, order
 
     # ties in prediction, and in (prediction, label): contiguous runs of this order
-    p_new = _run_starts(task_of, p_sorted.reshape(-1))
-    tied_preds_all, _ = _tied_pair_weight(*_runs(p_new, task_of), w, num_tasks)
-    tied_both, _ = _tied_pair_weight(*_runs(p_new | _run_starts(key), task_of), w, num_tasks)
-    # ties in label: the key is the run id
-    key_task = torch.arange(num_tasks, device=device).repeat_interleave(1 << num_bits)
-    tied_target_all, different_labels = _tied_pair_weight(key, key_task, w, num_tasks)
+    p_new = _row_starts(p_sorted)
+    del p_sorted
+    tied_preds_all, _ = _tied_pair_weight(*_row_runs(p_new), w, num_tasks)
+    p_new[:, 1:] |= rank[:, 1:] != rank[:, :-1]
+    tied_both, _ = _tied_pair_weight(*_row_runs(p_new), w, num_tasks)
+    del p_new
+    # ties in label: run id = task * num_ranks + rank
+    task_col = torch.arange(num_tasks, device=device)[:, None]
+    label_run = (rank + task_col * num_ranks).reshape(-1)
+    label_task = torch.arange(num_tasks, device=device).repeat_interleave(num_ranks)
+    tied_target_all, different_labels = _tied_pair_weight(
+        label_run, label_task, num_tasks * num_ranks, w, num_tasks
+    )
+    del label_run, label_task
     total = different_labels + tied_target_all  # all pairs of distinct samples, from the same sums
-
-    # one pass per bit of the rank, top bit first
-    m = key.numel()
-    g_new = torch.empty(m, dtype=torch.bool, device=device)
-    g_new[0] = True
-    positions = torch.arange(m, device=device)
-    discordant, lower_earlier = zeros.clone(), zeros.clone()
-    for b in range(num_bits - 1, -1, -1):
-        high = key >> (b + 1)
-        torch.ne(high[1:], high[:-1], out=g_new[1:])
-        group = torch.cumsum(g_new, 0) - 1
-        starts = torch.nonzero(g_new).reshape(-1)
-        bit = (key >> b) & 1
-        w1 = w * bit
-        w0 = w - w1
-        inc1, inc0 = torch.cumsum(w1, 0), torch.cumsum(w0, 0)
-        # bit-1 (bit-0) weight of the earlier members of j's group: S_j minus S at the group
-        # start (S exclusive; w0_j * w1_j = 0, so the inclusive S_j will do). Exactly 0 when
-        # there is none, so a perfect (reversed) order gets exactly D = 0 (C = 0).
-        ones_earlier = inc1 - (inc1[starts] - w1[starts])[group]
-        zeros_earlier = inc0 - (inc0[starts] - w0[starts])[group]
-        if num_tasks == 1:
-            discordant += torch.dot(w0, ones_earlier)
-            lower_earlier += torch.dot(w1, zeros_earlier)
-        else:
-            task = key >> num_bits
-            discordant += _per_task(w0 * ones_earlier, task, num_tasks)
-            lower_earlier += _per_task(w1 * zeros_earlier, task, num_tasks)
-        # stable partition of the whole array by the bit: zeros first, then ones;
-        # new position = j - ones_before for a zero, num_zeros + ones_before for a one
-        ones_inc = torch.cumsum(bit, 0)
-        num_zeros = m - int(ones_inc[-1])
-        new_pos = positions - ones_inc
-        new_pos.add_(bit * (ones_inc * 2 - positions + (num_zeros - 1)))
-        key = torch.empty_like(key).scatter_(0, new_pos, key)
-        w = torch.empty_like(w).scatter_(0, new_pos, w)
+    key = ((task_col << num_bits) | rank).reshape(-1)
+    del rank
+    discordant, lower_earlier = _wavelet_counts(key, w, num_bits, num_tasks)
 
     tied_preds = tied_preds_all - tied_both
     tied_target = tied_target_all - tied_both

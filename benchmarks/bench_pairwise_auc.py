@@ -15,6 +15,7 @@ the table reports time per sample and the ratio to ours per sample:
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
 from pathlib import Path
@@ -119,6 +120,10 @@ def main() -> None:
     batch = 8192
 
     p, y, w = make_data(n_ours)
+    # peak memory of one weighted RegressionAUC (state + compute), first, while the peak is low
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    ours(tmx.RegressionAUC, p, y, w, batch)
+    peak_bytes = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
     rows = []
     # best of three runs for ours, two for the Python count: the machine may be shared
     t_rauc, v_rauc = min(ours(tmx.RegressionAUC, p, y, w, batch) for _ in range(3))
@@ -144,6 +149,7 @@ def main() -> None:
     print(f"{'method':48s} {'N':>10s} {'seconds':>9s} {'us/sample':>10s} {'x ours/sample':>14s}")
     for name, n, t in rows:
         print(f"{name:48s} {n:>10,d} {t:>9.3f} {1e6 * t / n:>10.3f} {t / n / per_ours:>14.1f}")
+    print(f"ours peak memory above the input arrays (state + compute): {peak_bytes / n_ours:.0f} B/sample")
     print(
         f"(ratios are against ours unweighted; RAUC here = {v_rauc:.6f}, "
         f"python-inversions value on its subset = {v_py:.6f})"

@@ -6,9 +6,11 @@ functional twins live in :mod:`torchmetrics_ext.functional`.
 
 from torchmetrics_ext.metrics import (
     CTR,
+    XAUC,
     Calibration,
     LogLoss,
     NormalizedEntropy,
+    RegressionAUC,
     TaskMetric,
     WeightedAccuracy,
     WeightedAverage,
@@ -24,9 +26,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CTR",
+    "XAUC",
     "Calibration",
     "LogLoss",
     "NormalizedEntropy",
+    "RegressionAUC",
     "TaskMetric",
     "UndefinedMetricWarning",
     "WeightedAccuracy",

@@ -1,5 +1,6 @@
 """Functional twins of every metric: pure functions over one set of tensors, no state."""
 
+from torchmetrics_ext.functional.auc import regression_auc, xauc
 from torchmetrics_ext.functional.distribution import distribution
 from torchmetrics_ext.functional.pointwise import (
     calibration,
@@ -21,6 +22,7 @@ __all__ = [
     "distribution",
     "log_loss",
     "normalized_entropy",
+    "regression_auc",
     "weighted_accuracy",
     "weighted_average",
     "weighted_mae",
@@ -28,4 +30,5 @@ __all__ = [
     "weighted_precision",
     "weighted_recall",
     "weighted_rmse",
+    "xauc",
 ]

@@ -1,5 +1,6 @@
 """Metric classes (``torchmetrics.Metric`` subclasses), one module per family."""
 
+from torchmetrics_ext.metrics.auc import XAUC, RegressionAUC
 from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.metrics.pointwise import (
     CTR,
@@ -17,9 +18,11 @@ from torchmetrics_ext.metrics.pointwise import (
 
 __all__ = [
     "CTR",
+    "XAUC",
     "Calibration",
     "LogLoss",
     "NormalizedEntropy",
+    "RegressionAUC",
     "TaskMetric",
     "WeightedAccuracy",
     "WeightedAverage",

@@ -1,0 +1,569 @@
+"""RegressionAUC and XAUC against brute-force O(N^2) pair enumeration, sklearn and scipy."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+from sklearn.metrics import roc_auc_score
+from torchmetrics import MetricCollection
+
+import torchmetrics_ext as tmx
+from tests.helpers import tester as H
+from torchmetrics_ext import functional as tmf
+from torchmetrics_ext.functional.auc.pairwise import _pairwise_counts
+from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
+
+N = 400
+
+
+# ----------------------------------------------------------------------------- brute-force references
+
+
+def ref_pair_counts(p, y, w=None):
+    """(C, D, T_p, T_y, T_py, P, pairs of different labels): weighted totals over pairs i < j."""
+    p, y = np.asarray(p, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    w = np.ones_like(p) if w is None else np.asarray(w, dtype=np.float64)
+    i, j = np.triu_indices(len(p), k=1)
+    ww = w[i] * w[j]
+    dp, dy = np.sign(p[i] - p[j]), np.sign(y[i] - y[j])
+    return np.array(
+        [
+            ww[(dp * dy) > 0].sum(),
+            ww[(dp * dy) < 0].sum(),
+            ww[(dp == 0) & (dy != 0)].sum(),
+            ww[(dp != 0) & (dy == 0)].sum(),
+            ww[(dp == 0) & (dy == 0)].sum(),
+            ww.sum(),
+            ww[dy != 0].sum(),
+        ]
+    )
+
+
+def ref_rauc(p, y, w=None):
+    """Share of pairs with different labels ordered alike; prediction ties count 1/2."""
+    c, d, tp, *_ = ref_pair_counts(p, y, w)
+    return (c + 0.5 * tp) / (c + d + tp) if c + d + tp > 0 else np.nan
+
+
+def ref_xauc(p, y, w=None):
+    """TorchRec's rule: sign(dp) == sign(dy) over all pairs (ties in both agree)."""
+    p, y = np.asarray(p, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    w = np.ones_like(p) if w is None else np.asarray(w, dtype=np.float64)
+    i, j = np.triu_indices(len(p), k=1)
+    ww = w[i] * w[j]
+    agree = np.sign(p[i] - p[j]) == np.sign(y[i] - y[j])
+    return (ww * agree).sum() / ww.sum() if ww.sum() > 0 else np.nan
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def watch_time_data(
+    rng: np.random.Generator, num_tasks: int | None = None, weights: str | None = None
+) -> H.Data:
+    """Zero-inflated, rounded labels and partly rounded predictions: ties of every kind."""
+    shape = (N,) if num_tasks is None else (num_tasks, N)
+    y = np.where(rng.random(shape) < 0.35, 0.0, np.round(np.exp(rng.normal(1.0, 1.0, size=shape)), 1))
+    p = np.log1p(y) + rng.normal(0.0, 0.8, size=shape)
+    p[..., : N // 3] = np.round(p[..., : N // 3], 1)  # prediction ties
+    out: H.Data = {
+        "preds": torch.tensor(p, dtype=torch.float32),
+        "target": torch.tensor(y, dtype=torch.float32),
+    }
+    if weights == "task":
+        out["weights"] = torch.tensor(rng.uniform(0.0, 2.0, size=shape))
+    elif weights == "shared":
+        out["weights"] = torch.tensor(rng.uniform(0.0, 2.0, size=N))
+    else:
+        out["weights"] = None
+    return out
+
+
+def _case(cid, cls, fn, ref, num_tasks=None, weights=None):
+    kw = {} if num_tasks is None else {"num_tasks": num_tasks}
+    return H.MetricCase(
+        id=cid,
+        metric=partial(cls, **kw),
+        data=partial(watch_time_data, num_tasks=num_tasks, weights=weights),
+        reference=H.per_task(ref, "preds", "target", "weights"),
+        functional=fn,
+    )
+
+
+def _variants(name, cls, fn, ref):
+    return [
+        _case(name, cls, fn, ref),
+        _case(f"{name}-w", cls, fn, ref, weights="task"),
+        _case(f"{name}-3task-w", cls, fn, ref, num_tasks=3, weights="task"),
+        _case(f"{name}-3task-shared-w", cls, fn, ref, num_tasks=3, weights="shared"),
+    ]
+
+
+_ALL = [
+    *_variants("rauc", tmx.RegressionAUC, tmf.regression_auc, ref_rauc),
+    *_variants("xauc", tmx.XAUC, tmf.xauc, ref_xauc),
+]
+CASES = {case.id: case for case in _ALL}
+IDS = sorted(CASES)
+DDP_IDS = [i for i in IDS if i.endswith("-w") and "shared" not in i]
+
+
+# ----------------------------------------------------------------------------- the shared harness
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_accumulate(cid):
+    H.check_accumulate(CASES[cid])
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_forward(cid):
+    H.check_forward(CASES[cid])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("cid", [i for i in IDS if i.endswith("-3task-w")])
+def test_dtypes(cid, dtype):
+    H.check_dtype(CASES[cid], dtype)
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_state_dict(cid):
+    H.check_state_dict(CASES[cid])
+
+
+@pytest.mark.parametrize("cid", [i for i in IDS if "3task" in i])
+def test_collection(cid):
+    H.check_collection(CASES[cid])
+
+
+@pytest.mark.parametrize("cid", [i for i in IDS if i.startswith("rauc") and i.endswith("-w")])
+def test_invariances_rauc(cid):
+    H.check_invariances(CASES[cid])
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("empty_rank", [False, True], ids=["uneven", "empty-rank"])
+@pytest.mark.parametrize("cid", DDP_IDS)
+def test_ddp(ddp_pool, cid, empty_rank):
+    H.check_ddp(ddp_pool, __name__, CASES[cid], empty_rank=empty_rank)
+
+
+# ----------------------------------------------------------------------------- XAUC weights
+
+
+def _run(case, data, rng):
+    metric = case.metric()
+    n = H.num_samples(data, case.sample_axis)
+    for batch in H.split(data, H.random_bounds(n, rng, 3, case.min_batch), case.sample_axis):
+        metric.update(**batch)
+    return metric.compute().double().numpy()
+
+
+@pytest.mark.parametrize("cid", [i for i in IDS if i.startswith("xauc") and i.endswith("-w")])
+def test_invariances_xauc(cid):
+    """All of check_invariances except 'integer weights == repeats', which XAUC does not claim."""
+    case = CASES[cid]
+    data = case.make_data(0)
+    rng = np.random.default_rng(3)
+    n = H.num_samples(data, -1)
+    unweighted = dict(data, weights=None)
+    np.testing.assert_allclose(
+        _run(case, dict(data, weights=torch.ones(n, dtype=torch.float64)), rng),
+        _run(case, unweighted, rng),
+        rtol=1e-9,
+    )
+    weights = torch.from_numpy(rng.uniform(0.1, 3.0, size=n))
+    keep = torch.from_numpy(rng.random(n) < 0.7)
+    zeroed = dict(data, weights=torch.where(keep, weights, 0.0))
+    removed = H.take(dict(data, weights=weights), torch.nonzero(keep).reshape(-1), -1)
+    np.testing.assert_allclose(_run(case, zeroed, rng), _run(case, removed, rng), rtol=1e-9)
+    weighted = dict(data, weights=weights)
+    np.testing.assert_allclose(
+        _run(case, dict(data, weights=weights * 7.25), rng), _run(case, weighted, rng), rtol=1e-9
+    )
+    perm = torch.from_numpy(rng.permutation(n))
+    np.testing.assert_allclose(
+        _run(case, H.take(weighted, perm, -1), rng), _run(case, weighted, rng), rtol=1e-9
+    )
+
+
+def test_xauc_integer_weights_vs_repeats():
+    """The documented difference: k copies of a row add k(k-1)/2 pairs tied in both (which agree)."""
+    rng = np.random.default_rng(5)
+    data = watch_time_data(rng)
+    p, y = data["preds"].double().numpy(), data["target"].double().numpy()
+    k = rng.integers(0, 4, size=N)
+    c, _, _, _, t_py, total, _ = ref_pair_counts(p, y, k.astype(float))
+    self_pairs = (k * (k - 1) / 2).sum()
+    repeated = np.repeat(np.arange(N), k)
+    value = tmf.xauc(torch.tensor(p[repeated]), torch.tensor(y[repeated]))
+    np.testing.assert_allclose(value, (c + t_py + self_pairs) / (total + self_pairs), rtol=1e-9)
+    weighted = tmf.xauc(torch.tensor(p), torch.tensor(y), torch.tensor(k.astype(float)))
+    np.testing.assert_allclose(weighted, (c + t_py) / total, rtol=1e-9)
+    # RegressionAUC ignores label-tied pairs, so integer weights are repeats there
+    np.testing.assert_allclose(
+        tmf.regression_auc(torch.tensor(p[repeated]), torch.tensor(y[repeated])),
+        tmf.regression_auc(torch.tensor(p), torch.tensor(y), torch.tensor(k.astype(float))),
+        rtol=1e-9,
+    )
+
+
+# ----------------------------------------------------------------------------- other references
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rauc_binary_labels_is_roc_auc(seed):
+    rng = np.random.default_rng(seed)
+    y = (rng.random(700) < 0.3).astype(np.int64)
+    p = np.round(rng.normal(size=700) + y, 1)  # ties between and within classes
+    w = rng.uniform(0.0, 3.0, size=700)
+    expected = roc_auc_score(y, p, sample_weight=w)
+    np.testing.assert_allclose(
+        tmf.regression_auc(torch.tensor(p), torch.tensor(y), torch.tensor(w)), expected, rtol=1e-12
+    )
+    metric = tmx.RegressionAUC()
+    for chunk in np.array_split(np.arange(700), 5):
+        metric.update(torch.tensor(p[chunk]), torch.tensor(y[chunk]), torch.tensor(w[chunk]))
+    np.testing.assert_allclose(metric.compute(), expected, rtol=1e-12)
+
+
+def test_no_ties_is_kendall_tau():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=3000)
+    p = y + rng.normal(size=3000)
+    tau = stats.kendalltau(p, y).statistic  # no ties: tau-b == tau-a
+    for fn in (tmf.regression_auc, tmf.xauc):
+        np.testing.assert_allclose(fn(torch.tensor(p), torch.tensor(y)), (1 + tau) / 2, rtol=1e-12)
+
+
+def test_docstring_example_by_hand():
+    preds, target = torch.tensor([0.1, 0.3, 0.5, 0.5]), torch.tensor([0.0, 1.0, 1.0, 2.0])
+    # concordant pairs (0,1), (0,2), (0,3), (1,3); label tie (1,2); prediction tie (2,3)
+    np.testing.assert_allclose(tmf.regression_auc(preds, target), 4.5 / 5)
+    np.testing.assert_allclose(tmf.xauc(preds, target), 4 / 6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(1, 3).flatmap(
+        lambda t: st.integers(0, 12).flatmap(
+            lambda n: st.tuples(
+                st.lists(st.lists(st.integers(0, 3), min_size=n, max_size=n), min_size=t, max_size=t),
+                st.lists(st.lists(st.integers(-2, 2), min_size=n, max_size=n), min_size=t, max_size=t),
+                st.lists(
+                    st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0]), min_size=n, max_size=n),
+                    min_size=t,
+                    max_size=t,
+                ),
+            )
+        )
+    )
+)
+def test_counts_match_brute_force(arrays):
+    p, y, w = (np.asarray(a, dtype=np.float64) for a in arrays)
+    got = torch.stack(list(_pairwise_counts(torch.tensor(p), torch.tensor(y), torch.tensor(w)))).T.numpy()
+    expected = np.stack([ref_pair_counts(p[t], y[t], w[t]) for t in range(p.shape[0])])
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        rauc = tmf.regression_auc(torch.tensor(p), torch.tensor(y), torch.tensor(w))
+        xa = tmf.xauc(torch.tensor(p), torch.tensor(y), torch.tensor(w))
+    np.testing.assert_allclose(
+        rauc, [ref_rauc(p[t], y[t], w[t]) for t in range(p.shape[0])], rtol=1e-12, atol=1e-14
+    )
+    np.testing.assert_allclose(
+        xa, [ref_xauc(p[t], y[t], w[t]) for t in range(p.shape[0])], rtol=1e-12, atol=1e-14
+    )
+
+
+def test_large_label_range_many_levels():
+    """Many distinct labels (deep radix refinement) and large magnitudes."""
+    rng = np.random.default_rng(11)
+    y = rng.normal(size=1500) * 1e6
+    p = np.round(y / 1e5 + rng.normal(size=1500), 0)
+    w = rng.uniform(0, 1, size=1500)
+    np.testing.assert_allclose(
+        tmf.regression_auc(torch.tensor(p), torch.tensor(y), torch.tensor(w)), ref_rauc(p, y, w), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        tmf.xauc(torch.tensor(p), torch.tensor(y), torch.tensor(w)), ref_xauc(p, y, w), rtol=1e-12
+    )
+
+
+# ----------------------------------------------------------------------------- metric behaviour
+
+
+def test_collection_shares_one_compute_group():
+    data = watch_time_data(np.random.default_rng(2), num_tasks=2, weights="task")
+    coll = MetricCollection(
+        {"rauc": tmx.RegressionAUC(num_tasks=2), "xauc": tmx.XAUC(num_tasks=2)}, compute_groups=True
+    )
+    coll.update(**data)
+    coll.update(**data)
+    assert coll.compute_groups == {0: ["rauc", "xauc"]}
+    values = coll.compute()
+    both = {k: torch.cat([v, v], -1) if torch.is_tensor(v) else v for k, v in data.items()}
+    np_data = H.to_numpy(both)
+    for key, ref in (("rauc", ref_rauc), ("xauc", ref_xauc)):
+        expected = [ref(np_data["preds"][t], np_data["target"][t], np_data["weights"][t]) for t in range(2)]
+        np.testing.assert_allclose(values[key], expected, rtol=1e-9)
+
+
+def test_zero_weight_rows_are_not_stored():
+    metric = tmx.RegressionAUC()
+    metric.update(torch.tensor([0.1, 0.2, 0.3]), torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 0.0, 2.0]))
+    assert sum(t.numel() for t in metric.pair_preds) == 2
+    metric.update(torch.tensor([0.5]), torch.tensor([1.0]), torch.tensor([0.0]))
+    metric.update(torch.tensor([]), torch.tensor([]))
+    assert sum(t.numel() for t in metric.pair_preds) == 2
+    np.testing.assert_allclose(metric.compute(), 1.0)
+
+
+def test_validate_args_false_gives_same_value():
+    data = watch_time_data(np.random.default_rng(4), weights="task")
+    for cls in (tmx.RegressionAUC, tmx.XAUC):
+        a, b = cls(), cls(validate_args=False)
+        a.update(**data)
+        b.update(**data)
+        assert torch.equal(a.compute(), b.compute())
+
+
+@pytest.mark.parametrize(
+    ("cls", "fn", "preds", "target", "weights", "match"),
+    [
+        (tmx.RegressionAUC, tmf.regression_auc, [1.0, 2.0], [3.0, 3.0], None, "RegressionAUC is undefined"),
+        (
+            tmx.RegressionAUC,
+            tmf.regression_auc,
+            [1.0, 2.0],
+            [1.0, 3.0],
+            [0.0, 1.0],
+            "RegressionAUC is undefined",
+        ),
+        (tmx.XAUC, tmf.xauc, [1.0], [1.0], None, "XAUC is undefined"),
+        (tmx.XAUC, tmf.xauc, [1.0, 2.0], [1.0, 3.0], [0.0, 1.0], "XAUC is undefined"),
+    ],
+)
+def test_undefined_is_nan_with_warning(cls, fn, preds, target, weights, match):
+    args = [torch.tensor(preds), torch.tensor(target)] + ([torch.tensor(weights)] if weights else [])
+    with pytest.warns(UndefinedMetricWarning, match=match):
+        assert torch.isnan(fn(*args))
+    metric = cls()
+    metric.update(*args)
+    with pytest.warns(UndefinedMetricWarning, match=match):
+        assert torch.isnan(metric.compute())
+
+
+def test_xauc_defined_when_all_labels_tie():
+    # every pair is a label tie: agreement only where predictions tie too
+    np.testing.assert_allclose(tmf.xauc(torch.tensor([1.0, 1.0, 2.0]), torch.tensor([5.0, 5.0, 5.0])), 1 / 3)
+
+
+def test_undefined_per_task_and_before_update():
+    metric = tmx.RegressionAUC(num_tasks=2)
+    with pytest.warns(UndefinedMetricWarning, match=r"task\(s\) \[0, 1\]"):
+        assert torch.isnan(metric.compute()).all()
+    metric.update(torch.tensor([[0.1, 0.2], [0.1, 0.2]]), torch.tensor([[1.0, 2.0], [3.0, 3.0]]))
+    with pytest.warns(UndefinedMetricWarning, match=r"task\(s\) \[1\]"):
+        value = metric.compute()
+    assert value[0] == 1.0 and torch.isnan(value[1])
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+_BAD = [
+    (
+        "nan-preds",
+        {"preds": torch.tensor([0.1, float("nan")]), "target": torch.tensor([1.0, 2.0])},
+        ValueError,
+        "`preds` to be finite",
+    ),
+    (
+        "inf-target",
+        {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([1.0, float("inf")])},
+        ValueError,
+        "`target` to hold finite real values",
+    ),
+    (
+        "neg-weights",
+        {
+            "preds": torch.tensor([0.1, 0.2]),
+            "target": torch.tensor([1.0, 2.0]),
+            "weights": torch.tensor([1.0, -1.0]),
+        },
+        ValueError,
+        "`weights` to be finite and non-negative",
+    ),
+    (
+        "shape",
+        {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([1.0, 2.0, 3.0])},
+        ValueError,
+        "`target` of the same shape",
+    ),
+    (
+        "weights-shape",
+        {
+            "preds": torch.tensor([0.1, 0.2]),
+            "target": torch.tensor([1.0, 2.0]),
+            "weights": torch.tensor([1.0]),
+        },
+        ValueError,
+        "`weights` of shape",
+    ),
+    (
+        "task-dim",
+        {"preds": torch.rand(2, 3), "target": torch.rand(2, 3)},
+        ValueError,
+        r"`preds` of shape \(N,\)",
+    ),
+    ("3d", {"preds": torch.rand(1, 2, 3), "target": torch.rand(1, 2, 3)}, ValueError, "`preds` of shape"),
+    (
+        "int-preds",
+        {"preds": torch.tensor([1, 2]), "target": torch.tensor([1.0, 2.0])},
+        TypeError,
+        "`preds` to be a floating point tensor",
+    ),
+    (
+        "list-target",
+        {"preds": torch.tensor([0.1, 0.2]), "target": [1.0, 2.0]},
+        TypeError,
+        "`target` to be a torch",
+    ),
+    (
+        "device",
+        {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([1.0, 2.0], device="meta")},
+        ValueError,
+        "same device as `preds`",
+    ),
+]
+
+
+@pytest.mark.parametrize("cid", ["rauc-w", "xauc-w"])
+@pytest.mark.parametrize(("bad", "exc", "match"), [b[1:] for b in _BAD], ids=[b[0] for b in _BAD])
+def test_rejects(cid, bad, exc, match):
+    H.check_rejects(CASES[cid], bad, exc, match)
+
+
+@pytest.mark.parametrize(
+    ("bad", "exc", "match"),
+    [b[1:] for b in _BAD if b[0] != "task-dim"],
+    ids=[b[0] for b in _BAD if b[0] != "task-dim"],
+)
+def test_functional_rejects(bad, exc, match):
+    for fn in (tmf.regression_auc, tmf.xauc):
+        with pytest.raises(exc, match=match):
+            fn(**bad)
+
+
+def test_wrong_task_count_for_multitask_metric():
+    metric = tmx.XAUC(num_tasks=3)
+    with pytest.raises(ValueError, match=r"\(T, N\) with num_tasks=3"):
+        metric.update(torch.rand(2, 5), torch.rand(2, 5))
+    with pytest.raises(ValueError, match="num_tasks"):
+        tmx.RegressionAUC(num_tasks=0)
+
+
+def test_plot():
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    metric = tmx.XAUC(num_tasks=2)
+    values = []
+    for _ in range(3):
+        metric.update(torch.rand(2, 20), torch.rand(2, 20))
+        values.append(metric.compute())
+    fig, ax = metric.plot(values)
+    assert fig is not None and ax is not None
+    fig, _ = tmx.RegressionAUC().plot(torch.tensor(0.7))
+    assert fig is not None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 16).flatmap(
+        lambda n: st.tuples(
+            st.lists(st.integers(0, 2), min_size=n, max_size=n),
+            st.lists(st.integers(0, 3), min_size=n, max_size=n),
+            st.lists(st.sampled_from([0.0, 1.0, 2.5]), min_size=n, max_size=n),
+            st.lists(st.integers(0, n), max_size=3),
+        )
+    )
+)
+def test_class_batches_match_brute_force(drawn):
+    """Any split into batches (including empty ones) gives the brute-force value over all pairs."""
+    p, y, w, cuts = drawn
+    p, y, w = (np.asarray(a, dtype=np.float64) for a in (p, y, w))
+    bounds = [0, *sorted(cuts), len(p)]
+    for cls, ref in ((tmx.RegressionAUC, ref_rauc), (tmx.XAUC, ref_xauc)):
+        metric = cls()
+        for lo, hi in itertools.pairwise(bounds):
+            metric.update(torch.tensor(p[lo:hi]), torch.tensor(y[lo:hi]), torch.tensor(w[lo:hi]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            value = metric.compute()
+        np.testing.assert_allclose(value, ref(p, y, w), rtol=1e-12, atol=1e-14)
+
+
+def test_single_label_task_is_exactly_undefined():
+    """Rounding cannot turn 'no pair with different labels' into a tiny denominator."""
+    rng = np.random.default_rng(8)
+    preds = torch.tensor(rng.normal(size=(3, 500)))
+    target = torch.tensor(rng.normal(size=(3, 500)))
+    target[1] = 0.3
+    weights = torch.tensor(rng.uniform(0.01, 5.0, size=(3, 500)))
+    with pytest.warns(UndefinedMetricWarning, match=r"task\(s\) \[1\]"):
+        value = tmf.regression_auc(preds, target, weights)
+    assert torch.isnan(value[1]) and not torch.isnan(value[[0, 2]]).any()
+    expected = [ref_rauc(preds[t].numpy(), target[t].numpy(), weights[t].numpy()) for t in (0, 2)]
+    np.testing.assert_allclose(value[[0, 2]], expected, rtol=1e-12)
+
+
+def test_tasks_with_very_different_weight_scales():
+    """Tasks share one cumsum in the kernel; a task's weight scale must not cost another precision."""
+    rng = np.random.default_rng(9)
+    p = np.round(rng.normal(size=(3, 800)), 1)
+    y = np.round(p + rng.normal(size=(3, 800)), 1)
+    w = rng.uniform(0.0, 1.0, size=(3, 800)) * np.array([[1e9], [1e-9], [1.0]])
+    got = torch.stack(list(_pairwise_counts(torch.tensor(p), torch.tensor(y), torch.tensor(w)))).T.numpy()
+    for t in range(3):
+        np.testing.assert_allclose(got[t], ref_pair_counts(p[t], y[t], w[t]), rtol=1e-10)
+
+
+def test_perfect_and_reversed_orders_are_exact():
+    rng = np.random.default_rng(12)
+    p = torch.tensor(rng.normal(size=(2, 3000)))
+    w = torch.tensor(rng.uniform(0.0, 3.0, size=3000))
+    for fn in (tmf.regression_auc, tmf.xauc):
+        assert torch.equal(fn(p, 2 * p + 1, w), torch.ones(2, dtype=torch.float64))
+        assert torch.equal(fn(p, -p, w), torch.zeros(2, dtype=torch.float64))
+
+
+def _torchrec_style_rauc(p, y):
+    """TorchRec's RAUC recipe, re-written: labels by (prediction, label), 1 - inversions / all pairs."""
+    labels = [label for _, label in sorted(zip(p.tolist(), y.tolist(), strict=True))]
+    inversions = sum(
+        1 for i in range(len(labels)) for j in range(i + 1, len(labels)) if labels[i] > labels[j]
+    )
+    n = len(labels)
+    return 1 - inversions / (n * (n - 1) / 2)
+
+
+def test_documented_relation_to_torchrec_rauc():
+    """docs/pairwise_auc.md: TorchRec's RAUC is 1 - D/P = (C + T_p + T_y + T_py) / P (weights ignored)."""
+    data = watch_time_data(np.random.default_rng(13))
+    p, y = data["preds"].double().numpy()[:300], data["target"].double().numpy()[:300]
+    counts = _pairwise_counts(torch.tensor(p)[None], torch.tensor(y)[None], None)
+    np.testing.assert_allclose(1 - counts.discordant / counts.total, _torchrec_style_rauc(p, y), rtol=1e-12)
+    # the docstring example: TorchRec gives 1.0 where ours gives 0.9
+    assert _torchrec_style_rauc(np.array([0.1, 0.3, 0.5, 0.5]), np.array([0.0, 1.0, 1.0, 2.0])) == 1.0

@@ -5,8 +5,12 @@ functional twins live in :mod:`torchmetrics_ext.functional`.
 """
 
 from torchmetrics_ext.metrics import (
+    AUC,
+    AUPRC,
     CTR,
     Calibration,
+    GroupedAUC,
+    GroupedAUPRC,
     LogLoss,
     NormalizedEntropy,
     TaskMetric,
@@ -23,8 +27,12 @@ from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 __version__ = "0.1.0"
 
 __all__ = [
+    "AUC",
+    "AUPRC",
     "CTR",
     "Calibration",
+    "GroupedAUC",
+    "GroupedAUPRC",
     "LogLoss",
     "NormalizedEntropy",
     "TaskMetric",

@@ -1,5 +1,6 @@
 """Functional twins of every metric: pure functions over one set of tensors, no state."""
 
+from torchmetrics_ext.functional.auc import auc, auprc, grouped_auc, grouped_auprc
 from torchmetrics_ext.functional.pointwise import (
     calibration,
     ctr,
@@ -15,8 +16,12 @@ from torchmetrics_ext.functional.pointwise import (
 )
 
 __all__ = [
+    "auc",
+    "auprc",
     "calibration",
     "ctr",
+    "grouped_auc",
+    "grouped_auprc",
     "log_loss",
     "normalized_entropy",
     "weighted_accuracy",

@@ -1,5 +1,6 @@
 """Metric classes (``torchmetrics.Metric`` subclasses), one module per family."""
 
+from torchmetrics_ext.metrics.auc import AUC, AUPRC, GroupedAUC, GroupedAUPRC
 from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.metrics.pointwise import (
     CTR,
@@ -16,8 +17,12 @@ from torchmetrics_ext.metrics.pointwise import (
 )
 
 __all__ = [
+    "AUC",
+    "AUPRC",
     "CTR",
     "Calibration",
+    "GroupedAUC",
+    "GroupedAUPRC",
     "LogLoss",
     "NormalizedEntropy",
     "TaskMetric",

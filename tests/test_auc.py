@@ -11,10 +11,10 @@ import torch
 from sklearn import metrics as skm
 
 import torchmetrics_ext as tmx
+from tests.helpers import tester as H
 from torchmetrics_ext import functional as tmf
 from torchmetrics_ext.functional.auc import binary as FB
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
-from tests.helpers import tester as H
 
 N = 900
 LOGIT_RANGE = (-16.0, 16.0)
@@ -121,7 +121,11 @@ def _case(cid, cls, fn, ref, data_kw=None, kw=None, ref_kw=None, num_tasks=None,
     else:
         reference = H.per_task(ref, "preds", "target", "weights", **(ref_kw or {}))
     return H.MetricCase(
-        id=cid, metric=partial(cls, **metric_kw), data=data, reference=reference, functional=partial(fn, **fn_kw)
+        id=cid,
+        metric=partial(cls, **metric_kw),
+        data=data,
+        reference=reference,
+        functional=partial(fn, **fn_kw),
     )
 
 
@@ -130,7 +134,9 @@ def _variants(name, cls, fn, ref, kw=None, ref_kw=None):
     return [
         _case(name, cls, fn, ref, kw=kw, ref_kw=ref_kw),
         _case(f"{name}-w", cls, fn, ref, data_kw={"weights": "task"}, kw=kw, ref_kw=ref_kw),
-        _case(f"{name}-3task-w", cls, fn, ref, data_kw={"weights": "task"}, kw=kw, ref_kw=ref_kw, num_tasks=3),
+        _case(
+            f"{name}-3task-w", cls, fn, ref, data_kw={"weights": "task"}, kw=kw, ref_kw=ref_kw, num_tasks=3
+        ),
         _case(f"{name}-3task-shared-w", cls, fn, ref, {"weights": "shared"}, kw, ref_kw, num_tasks=3),
         _case(
             f"{name}-logits-w",
@@ -150,10 +156,25 @@ def _grouped_variants(name, cls, fn, ref):
         _case(f"{name}-w", cls, fn, ref, data_kw={"weights": "task"}, grouped=True),
         _case(f"{name}-3task-w", cls, fn, ref, data_kw={"weights": "task"}, num_tasks=3, grouped=True),
         _case(f"{name}-3task-shared-w", cls, fn, ref, {"weights": "shared"}, num_tasks=3, grouped=True),
-        _case(f"{name}-weighted-groups-w", cls, fn, ref, {"weights": "task"}, {"weight_groups": True},
-              {"weight_groups": True}, grouped=True),
-        _case(f"{name}-logits-w", cls, fn, ref, {"weights": "task", "logits": True}, {"from_logits": True},
-              grouped=True),
+        _case(
+            f"{name}-weighted-groups-w",
+            cls,
+            fn,
+            ref,
+            {"weights": "task"},
+            {"weight_groups": True},
+            {"weight_groups": True},
+            grouped=True,
+        ),
+        _case(
+            f"{name}-logits-w",
+            cls,
+            fn,
+            ref,
+            {"weights": "task", "logits": True},
+            {"from_logits": True},
+            grouped=True,
+        ),
     ]
 
 
@@ -168,7 +189,9 @@ _ALL = [
 ]
 CASES = {case.id: case for case in _ALL}
 IDS = sorted(CASES)
-DDP_IDS = [i for i in IDS if i.endswith("-3task-w") or i in ("auc-w", "auprc-logits-w", "gauc-weighted-groups-w")]
+DDP_IDS = [
+    i for i in IDS if i.endswith("-3task-w") or i in ("auc-w", "auprc-logits-w", "gauc-weighted-groups-w")
+]
 
 
 @pytest.fixture(params=[None, 7], ids=["block-default", "block-7"])
@@ -214,3 +237,248 @@ def test_invariances(cid):
 @pytest.mark.parametrize("cid", DDP_IDS)
 def test_ddp(ddp_pool, cid, empty_rank):
     H.check_ddp(ddp_pool, __name__, CASES[cid], empty_rank=empty_rank)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _bad(data, **changes):
+    return dict(data, **changes)
+
+
+_BASE = auc_data(np.random.default_rng(5), weights="task")
+_BASE3 = auc_data(np.random.default_rng(5), num_tasks=3, weights="task")
+_GBASE = auc_data(np.random.default_rng(5), weights="task", grouped=True)
+_P, _Y = _BASE["preds"], _BASE["target"]
+REJECTS = [
+    ("auc-w", _bad(_BASE, preds=[0.5] * N), TypeError, "`preds` to be a torch.Tensor"),
+    ("auc-w", _bad(_BASE, preds=torch.ones(N, dtype=torch.int64)), TypeError, "`preds` to be a floating"),
+    ("auc-w", _bad(_BASE, preds=_P * 3), ValueError, "probabilities in \\[0, 1\\]"),
+    ("auc-w", _bad(_BASE, preds=torch.where(_P > 0.5, float("nan"), _P)), ValueError, "finite"),
+    ("auc-w", _bad(_BASE, target=_Y * 2), ValueError, "binary labels"),
+    ("auc-w", _bad(_BASE, target=_Y[:-1]), ValueError, "`target` of the same shape"),
+    ("auc-w", _bad(_BASE, weights=-_BASE["weights"]), ValueError, "non-negative"),
+    ("auc-w", _bad(_BASE, weights=torch.ones(3)), ValueError, "`weights` of shape"),
+    ("auprc-bins-w", _bad(_BASE, preds=_P - 1), ValueError, "probabilities"),
+    (
+        "auc-3task-w",
+        _bad(_BASE3, preds=_BASE3["preds"][:2], target=_BASE3["target"][:2], weights=_BASE3["weights"][:2]),
+        ValueError,
+        "num_tasks=3",
+    ),
+    ("auc-3task-w", _BASE, ValueError, "num_tasks=3"),
+    ("gauc-w", _bad(_GBASE, groups=_GBASE["groups"].double()), TypeError, "`groups` to be an integer"),
+    ("gauc-w", _bad(_GBASE, groups=list(range(N))), TypeError, "`groups` to be a torch.Tensor"),
+    ("gauc-w", _bad(_GBASE, groups=_GBASE["groups"][:-2]), ValueError, "`groups` of shape"),
+    ("gauprc-w", _bad(_GBASE, groups=_GBASE["groups"] * 0 + 2**50), ValueError, "2\\*\\*47"),
+    ("gauprc-w", _bad(_GBASE, target=_GBASE["target"] * 3), ValueError, "binary labels"),
+]
+
+
+@pytest.mark.parametrize(
+    ("cid", "bad", "exc", "match"), REJECTS, ids=[f"{r[0]}-{r[3][:20]}" for r in REJECTS]
+)
+def test_rejects(cid, bad, exc, match):
+    H.check_rejects(CASES[cid], bad, exc, match)
+
+
+@pytest.mark.parametrize(
+    ("factory", "match"),
+    [
+        (partial(tmx.AUC, num_bins=1), "`num_bins`"),
+        (partial(tmx.AUPRC, num_bins=10.0), "`num_bins`"),
+        (partial(tmx.AUC, num_bins=True), "`num_bins`"),
+        (partial(tmx.AUC, num_bins=10, logit_range=(3.0, -3.0)), "`logit_range`"),
+        (partial(tmx.AUC, logit_range=(float("-inf"), 3.0)), "`logit_range`"),
+        (partial(tmx.AUC, from_logits=1), "`from_logits`"),
+        (partial(tmx.GroupedAUC, weight_groups="yes"), "`weight_groups`"),
+        (partial(tmx.GroupedAUPRC, groups_complete_per_batch=None), "`groups_complete_per_batch`"),
+        (partial(tmx.AUC, num_tasks=0), "`num_tasks`"),
+        (partial(tmf.auc, _P, _Y, num_bins=0), "`num_bins`"),
+        (partial(tmf.grouped_auc, _P, _Y, _GBASE["groups"], weight_groups=0), "`weight_groups`"),
+    ],
+)
+def test_bad_arguments(factory, match):
+    with pytest.raises(ValueError, match=match):
+        factory()
+
+
+# ----------------------------------------------------------------------------- undefined values
+
+
+@pytest.mark.parametrize("num_bins", [None, 100])
+def test_single_class_is_nan_with_warning(num_bins):
+    preds = torch.tensor([[0.2, 0.4, 0.9], [0.2, 0.4, 0.9]])
+    target = torch.tensor([[0, 0, 0], [0, 1, 1]])
+    for cls, expected in ((tmx.AUC, [np.nan, 1.0]), (tmx.AUPRC, [np.nan, 1.0])):
+        metric = cls(num_tasks=2, num_bins=num_bins)
+        metric.update(preds, target)
+        with pytest.warns(UndefinedMetricWarning, match=r"undefined for task\(s\) \[0\]"):
+            H.assert_close(metric.compute(), expected, 1e-12, 0)
+    # positives only: AUC undefined, AP is 1 (scikit-learn) with no warning
+    with pytest.warns(UndefinedMetricWarning, match="single class"):
+        assert torch.isnan(tmf.auc(preds[1], torch.ones(3, dtype=torch.int64), num_bins=num_bins))
+    assert tmf.auprc(preds[1], torch.ones(3, dtype=torch.int64), num_bins=num_bins) == 1.0
+
+
+@pytest.mark.parametrize("cls", [tmx.AUC, tmx.AUPRC, tmx.GroupedAUC, tmx.GroupedAUPRC])
+def test_no_update_is_nan(cls):
+    with pytest.warns(UndefinedMetricWarning):
+        assert torch.isnan(cls().compute())
+
+
+@pytest.mark.parametrize("complete", [False, True])
+def test_grouped_without_any_two_class_group_is_nan(complete):
+    metric = tmx.GroupedAUC(groups_complete_per_batch=complete)
+    metric.update(torch.tensor([0.1, 0.7, 0.3]), torch.tensor([0, 1, 0]), torch.tensor([1, 2, 3]))
+    with pytest.warns(UndefinedMetricWarning, match="no group holds both classes"):
+        assert torch.isnan(metric.compute())
+
+
+@pytest.mark.parametrize("kw", [{}, {"num_bins": 50}])
+def test_empty_and_zero_weight_batches_change_nothing(kw):
+    data = auc_data(np.random.default_rng(0), weights="task")
+    metric = tmx.AUC(**kw)
+    metric.update(**data)
+    before = metric.compute()
+    metric.update(torch.zeros(0), torch.zeros(0, dtype=torch.int64))
+    metric.update(data["preds"], 1 - data["target"], torch.zeros(N))
+    assert torch.equal(metric.compute(), before)
+    if not kw:
+        assert sum(chunk.numel() for chunk in metric.preds) == N  # zero-weight rows are not stored
+
+
+def test_tie_rule_is_order_independent():
+    """All tied: TorchRec's order-dependent AUC gives 0 or 1 here; the tie rule gives 1/2 either way."""
+    preds = torch.full((6,), 0.3)
+    target = torch.tensor([0, 0, 0, 1, 1, 1])
+    assert tmf.auc(preds, target) == 0.5
+    assert tmf.auc(preds, target.flip(0)) == 0.5
+    assert tmf.auprc(preds, target) == 0.5  # one curve point: precision 1/2 at recall 1
+
+
+def test_float32_scores_tie():
+    """Documented: scores are compared as float32, so differences below float32 precision tie."""
+    preds = torch.tensor([0.5, 0.5 + 1e-12], dtype=torch.float64)
+    assert tmf.auc(preds, torch.tensor([1, 0])) == 0.5
+
+
+# ----------------------------------------------------------------------------- binned accuracy
+
+
+def ctr_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Click-through-like data: base rate ~2%, scores crowded near 0.003-0.06, AUC ~0.74."""
+    rng = np.random.default_rng(seed)
+    true_logit = -4.35 + 0.95 * rng.normal(size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-true_logit))).astype(np.int64)
+    p = 1 / (1 + np.exp(-(true_logit + rng.normal(scale=0.35, size=n))))
+    return torch.tensor(p, dtype=torch.float32), torch.tensor(y)
+
+
+def test_binned_is_close_to_exact_on_ctr_data():
+    preds, target = ctr_data(1_000_000, 0)
+    assert 0.015 < target.double().mean() < 0.025
+    exact = skm.roc_auc_score(target.numpy(), preds.numpy())
+    assert 0.7 < exact < 0.8
+    pos, neg = FB._binned_update(
+        preds.double()[None], target.double()[None], None, 10_000, LOGIT_RANGE, False
+    )
+    bound = FB._binned_error_bound(pos, neg).item()
+    binned = tmx.AUC(num_bins=10_000)
+    binned.update(preds, target)
+    error = abs(binned.compute().item() - exact)
+    assert error <= bound < 1e-3
+    assert error < 1e-4
+    ap_error = abs(
+        tmf.auprc(preds, target, num_bins=10_000).item() - skm.average_precision_score(target, preds)
+    )
+    assert ap_error < 1e-3
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_binned_error_bound_holds(seed):
+    rng = np.random.default_rng(seed)
+    preds = torch.tensor(rng.beta(0.5, 0.5, size=(2, 500)))
+    target = torch.tensor((rng.random((2, 500)) < preds.numpy()).astype(np.int64))
+    weights = torch.tensor(rng.uniform(0, 2, size=500))
+    exact = tmf.auc(preds, target, weights)
+    pos, neg = FB._binned_update(preds, target.double(), weights[None], 7, LOGIT_RANGE, False)
+    error = (tmf.auc(preds, target, weights, num_bins=7) - exact).abs()
+    assert (error <= FB._binned_error_bound(pos, neg) + 1e-12).all()
+
+
+# ----------------------------------------------------------------------------- groups complete per batch
+
+
+def _group_batches(data: H.Data, rng: np.random.Generator, num_batches: int) -> list[H.Data]:
+    """Rows sorted by group, cut only at group boundaries."""
+    order = torch.argsort(data["groups"], stable=True)
+    data = H.take(data, order, -1)
+    starts = torch.nonzero(torch.diff(data["groups"]) != 0).reshape(-1).numpy() + 1
+    cuts = np.sort(rng.choice(starts, size=num_batches - 1, replace=False))
+    return H.split(data, [0, *cuts.tolist(), N], -1)
+
+
+COMPLETE_IDS = [i for i in IDS if i.startswith("g") and i.endswith("-w")]
+
+
+def _complete_case(cid: str) -> H.MetricCase:
+    case = CASES[cid]
+    return H.MetricCase(
+        id=f"{cid}-complete",
+        metric=partial(case.metric, groups_complete_per_batch=True),
+        data=case.data,
+        reference=case.reference,
+    )
+
+
+@pytest.mark.parametrize("cid", COMPLETE_IDS)
+def test_groups_complete_per_batch(cid):
+    case = _complete_case(cid)
+    data = case.make_data(0)
+    expected = H._expected(case, data)
+    rng = np.random.default_rng(1)
+    for num_batches in (1, 3, 8):
+        batches = _group_batches(data, rng, num_batches)
+        metric, forwarded = case.metric(), case.metric()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            for batch in batches:
+                metric.update(**batch)
+                H.assert_close(forwarded(**batch), H._expected(case, batch), 1e-6, 1e-9, "forward")
+        H.assert_close(metric.compute(), expected, 1e-6, 1e-9, f"{cid} {num_batches} batches")
+        H.assert_close(forwarded.compute(), expected, 1e-6, 1e-9, f"{cid} forward {num_batches} batches")
+        # resume from a mid-stream checkpoint
+        resumed = case.metric()
+        half = case.metric()
+        half.persistent(True)
+        for batch in batches[: num_batches // 2]:
+            half.update(**batch)
+        resumed.persistent(True)
+        resumed.load_state_dict(half.state_dict())
+        for batch in batches[num_batches // 2 :]:
+            resumed.update(**batch)
+        H.assert_close(resumed.compute(), expected, 1e-6, 1e-9, f"{cid} resumed")
+    fresh = case.metric()
+    assert set(fresh.metric_state) == {"group_value_sum", "group_weight_sum"}  # constant memory
+    assert all(v.shape == (fresh.num_tasks,) for v in fresh.metric_state.values())
+
+
+def _complete_ddp_job(rank: int, world_size: int, cid: str, empty_rank: bool) -> np.ndarray:
+    case = _complete_case(cid)
+    batches = _group_batches(case.make_data(0), np.random.default_rng(1), 5)
+    mine = batches if (empty_rank and rank == 0) else ([] if empty_rank else batches[rank::world_size])
+    metric = case.metric()
+    for batch in mine:
+        metric.update(**batch)
+    return metric.compute().double().numpy()
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("empty_rank", [False, True], ids=["uneven", "empty-rank"])
+@pytest.mark.parametrize("cid", ["gauc-3task-w", "gauprc-weighted-groups-w"])
+def test_groups_complete_per_batch_ddp(ddp_pool, cid, empty_rank):
+    case = _complete_case(cid)
+    expected = H._expected(case, case.make_data(0))
+    for value in ddp_pool.run(_complete_ddp_job, cid, empty_rank):
+        H.assert_close(value, expected, 1e-6, 1e-9, f"{cid} complete DDP")

@@ -13,6 +13,7 @@ from sklearn import metrics as skm
 import torchmetrics_ext as tmx
 from tests.helpers import tester as H
 from torchmetrics_ext import functional as tmf
+from torchmetrics_ext.functional.auc import _kernels as K
 from torchmetrics_ext.functional.auc import binary as FB
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
@@ -198,7 +199,7 @@ DDP_IDS = [
 def block(request, monkeypatch):
     """Run the exact kernels also with tiny blocks, so tie runs and segments span block edges."""
     if request.param is not None:
-        monkeypatch.setattr(FB, "_BLOCK", request.param)
+        monkeypatch.setattr(K, "_BLOCK", request.param)
 
 
 @pytest.mark.parametrize("cid", IDS)

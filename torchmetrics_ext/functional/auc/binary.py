@@ -21,6 +21,7 @@ import math
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.functional.auc import _kernels as K
 from torchmetrics_ext.utilities.checks import format_pointwise
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
@@ -29,7 +30,6 @@ __all__ = ["auc", "auprc"]
 CurveStats = tuple[Tensor, Tensor, Tensor, Tensor]
 
 DEFAULT_LOGIT_RANGE: tuple[float, float] = (-16.0, 16.0)
-_BLOCK = 1 << 18  # elements per block of the post-sort pass: bounds its temporaries (~10 MB)
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -66,87 +66,18 @@ def _signed_weights(target: Tensor, weights: Tensor | None) -> Tensor:
     return torch.where(target > 0.5, weights, -weights).to(torch.float32)
 
 
-def _descending_keys(scores: Tensor) -> Tensor:
-    """``int32`` keys whose ascending order is the descending order of ``scores`` as float32.
-
-    Two keys are equal exactly when the float32 scores are equal (``-0.0`` equals ``0.0``).
-    """
-    x = scores.to(torch.float32) + 0.0  # also turns -0.0 into +0.0
-    bits = x.view(torch.int32)
-    key = bits >> 31  # -1 for negative floats, 0 otherwise
-    key &= 0x7FFFFFFF
-    key ^= bits  # monotone increasing in the float value
-    return key.bitwise_not_()  # reversed: ascending key == descending score
-
-
-def _curve_sums(
-    key: Tensor, signed: Tensor, seg: Tensor | int, pos_total: Tensor, neg_total: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Trapezoidal ROC area and average-precision numerators per segment of a sorted sequence.
-
-    Args:
-        key: ``(M,)`` integer keys sorted within each segment; equal neighbours are tied scores.
-        signed: ``(M,)`` signed weights in the same order (``+w`` positive, ``-w`` negative).
-        seg: ``(M,)`` non-decreasing segment ids, or an int ``n`` meaning ``seg = i // n``.
-        pos_total: ``(S,)`` float64 positive label weight per segment.
-        neg_total: ``(S,)`` float64 negative label weight per segment.
-
-    Returns:
-        ``(auc_num, ap_num)`` of shape ``(S,)``: ``sum_k (FP_k - FP_{k-1}) (TP_k + TP_{k-1}) / 2`` and
-        ``sum_k (TP_k - TP_{k-1}) TP_k / (TP_k + FP_k)`` over the curve points ``k`` (one per distinct
-        score) of each segment, from global float64 cumulative sums taken block by block.
-    """
-    num = key.numel()
-    device = signed.device
-    off_p = torch.cumsum(pos_total, 0) - pos_total
-    off_n = torch.cumsum(neg_total, 0) - neg_total
-    auc_num = torch.zeros_like(pos_total)
-    ap_num = torch.zeros_like(pos_total)
-    zero = torch.zeros(1, dtype=torch.float64, device=device)
-    carry_p, carry_n, last_p, last_n = zero, zero, zero, zero
-    for lo in range(0, num, _BLOCK):
-        hi = min(lo + _BLOCK, num)
-        w = signed[lo:hi].to(torch.float64)
-        cp = w.clamp(min=0).cumsum_(0).add_(carry_p)
-        cn = w.neg_().clamp_(min=0).cumsum_(0).add_(carry_n)
-        end = torch.ones(hi - lo, dtype=torch.bool, device=device)
-        upto = min(hi, num - 1)  # the last element of everything always ends a point
-        torch.ne(key[lo + 1 : upto + 1], key[lo:upto], out=end[: upto - lo])
-        if isinstance(seg, int):
-            end[(seg - 1 - lo) % seg :: seg] = True
-            idx = torch.nonzero(end).squeeze(1)
-            s = torch.div(idx + lo, seg, rounding_mode="floor")
-        else:
-            end[: upto - lo] |= seg[lo + 1 : upto + 1] != seg[lo:upto]
-            idx = torch.nonzero(end).squeeze(1)
-            s = seg[lo:hi][idx]
-        carry_p, carry_n = cp[-1:], cn[-1:]
-        if idx.numel() == 0:  # one tie run spans the whole block
-            continue
-        big_p, big_n = cp[idx], cn[idx]
-        prev_p = torch.cat([last_p, big_p[:-1]])
-        prev_n = torch.cat([last_n, big_n[:-1]])
-        last_p, last_n = big_p[-1:], big_n[-1:]
-        op, on = off_p[s], off_n[s]
-        tp, tp_prev, fp = big_p - op, prev_p - op, big_n - on
-        auc_num.index_add_(0, s, (big_n - prev_n) * (tp + tp_prev) * 0.5)
-        denom = tp + fp
-        ap = torch.where(denom > 0, (big_p - prev_p) * tp / torch.where(denom > 0, denom, 1.0), 0.0)
-        ap_num.index_add_(0, s, ap)
-    return auc_num, ap_num
-
-
 def _exact_curve_stats(scores: Tensor, signed: Tensor) -> CurveStats:
-    """``(P, N, auc_num, ap_num)`` per task from ``(T, N)`` scores and signed weights (one sort)."""
+    """``(P, N, auc_num, ap_num)`` per task from ``(T, N)`` scores and signed weights (one sort).
+
+    Each task's scores are packed with their column into ``int64`` keys and sorted in place (no
+    index tensor, no sort buffers on CPU), then one block-wise pass gathers the weights.
+    """
     pos_total = signed.clamp(min=0).sum(-1, dtype=torch.float64)
     neg_total = signed.neg().clamp_(min=0).sum(-1, dtype=torch.float64)
     if scores.shape[-1] == 0:
         return pos_total, neg_total, torch.zeros_like(pos_total), torch.zeros_like(pos_total)
-    keys, order = torch.sort(_descending_keys(scores), dim=-1)
-    signed = signed.gather(-1, order)
-    del order
-    n = scores.shape[-1]
-    return (pos_total, neg_total, *_curve_sums(keys.reshape(-1), signed.reshape(-1), n, pos_total, neg_total))
+    packed = K._sort_rows(K._packed_keys(scores))
+    return (pos_total, neg_total, *K._row_curve_sums(packed, signed))
 
 
 # ----------------------------------------------------------------------------- binned

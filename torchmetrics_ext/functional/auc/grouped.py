@@ -11,13 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.functional.auc.binary import (
-    CurveStats,
-    _check_flag,
-    _curve_sums,
-    _descending_keys,
-    _signed_weights,
-)
+from torchmetrics_ext.functional.auc._kernels import _curve_sums, _descending_keys
+from torchmetrics_ext.functional.auc.binary import CurveStats, _check_flag, _signed_weights
 from torchmetrics_ext.utilities.checks import format_pointwise
 from torchmetrics_ext.utilities.warnings import safe_divide
 

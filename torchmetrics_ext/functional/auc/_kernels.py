@@ -1,16 +1,19 @@
 """Sort-based kernels shared by the exact AUC family (binary and grouped).
 
 * :func:`_descending_keys`: an order-preserving ``int32`` key of float32 scores.
-* :func:`_packed_keys` + :func:`_sort_rows` + :func:`_row_curve_sums`: the binary path. Each
-  task's keys are packed with the sample's column into one ``int64`` and sorted in place (NumPy's
-  in-place sort on CPU: no index tensor and no sort buffers), then one block-wise pass gathers the
-  weights, takes float64 cumulative sums and corrects the (rare) runs of tied scores.
+* :func:`_pack` + :func:`_sort_rows` + :func:`_row_curve_sums`: the binary path. Each sample's
+  score key and float32 signed weight are packed into one ``int64`` and sorted in place (NumPy's
+  in-place sort on CPU: no index tensor, no sort buffers, no gather afterwards), then one
+  block-wise pass sums runs of tied scores with ``bincount`` and takes float64 cumulative sums.
 * :func:`_curve_sums`: the segmented path used by the grouped metrics (many small segments).
 
 Blocks of ``_BLOCK`` elements bound every temporary to a few MB whatever the number of samples.
 """
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -32,75 +35,40 @@ def _descending_keys(scores: Tensor) -> Tensor:
     return key.bitwise_not_()  # reversed: ascending key == descending score
 
 
-def _curve_sums(
-    key: Tensor, signed: Tensor, seg: Tensor | int, pos_total: Tensor, neg_total: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Trapezoidal ROC area and average-precision numerators per segment of a sorted sequence.
+def _pack(
+    scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Pack every ``(score, signed weight)`` into one int64 per task, block by block.
 
     Args:
-        key: ``(M,)`` integer keys sorted within each segment; equal neighbours are tied scores.
-        signed: ``(M,)`` signed weights in the same order (``+w`` positive, ``-w`` negative).
-        seg: ``(M,)`` non-decreasing segment ids, or an int ``n`` meaning ``seg = i // n``.
-        pos_total: ``(S,)`` float64 positive label weight per segment.
-        neg_total: ``(S,)`` float64 negative label weight per segment.
+        scores: chunks of float scores, each viewable as ``(n_k, T)`` (sample-major).
+        signed: the matching chunks of float32 signed weights (``+w`` positive, ``-w`` negative).
+        num_tasks: ``T``.
 
     Returns:
-        ``(auc_num, ap_num)`` of shape ``(S,)``: ``sum_k (FP_k - FP_{k-1}) (TP_k + TP_{k-1}) / 2`` and
-        ``sum_k (TP_k - TP_{k-1}) TP_k / (TP_k + FP_k)`` over the curve points ``k`` (one per distinct
-        score) of each segment, from global float64 cumulative sums taken block by block.
+        ``(packed, pos_total, neg_total)``: ``(T, N)`` int64 ``descending_key << 32 | weight bits``
+        (so a sort orders by score, and within tied scores puts positives first), and the
+        ``(T,)`` float64 positive / negative weight per task.
     """
-    num = key.numel()
-    device = signed.device
-    off_p = torch.cumsum(pos_total, 0) - pos_total
-    off_n = torch.cumsum(neg_total, 0) - neg_total
-    auc_num = torch.zeros_like(pos_total)
-    ap_num = torch.zeros_like(pos_total)
-    zero = torch.zeros(1, dtype=torch.float64, device=device)
-    carry_p, carry_n, last_p, last_n = zero, zero, zero, zero
-    for lo in range(0, num, _BLOCK):
-        hi = min(lo + _BLOCK, num)
-        w = signed[lo:hi].to(torch.float64)
-        cp = w.clamp(min=0).cumsum_(0).add_(carry_p)
-        cn = w.neg_().clamp_(min=0).cumsum_(0).add_(carry_n)
-        end = torch.ones(hi - lo, dtype=torch.bool, device=device)
-        upto = min(hi, num - 1)  # the last element of everything always ends a point
-        torch.ne(key[lo + 1 : upto + 1], key[lo:upto], out=end[: upto - lo])
-        if isinstance(seg, int):
-            end[(seg - 1 - lo) % seg :: seg] = True
-            idx = torch.nonzero(end).squeeze(1)
-            s = torch.div(idx + lo, seg, rounding_mode="floor")
-        else:
-            end[: upto - lo] |= seg[lo + 1 : upto + 1] != seg[lo:upto]
-            idx = torch.nonzero(end).squeeze(1)
-            s = seg[lo:hi][idx]
-        carry_p, carry_n = cp[-1:], cn[-1:]
-        if idx.numel() == 0:  # one tie run spans the whole block
-            continue
-        big_p, big_n = cp[idx], cn[idx]
-        prev_p = torch.cat([last_p, big_p[:-1]])
-        prev_n = torch.cat([last_n, big_n[:-1]])
-        last_p, last_n = big_p[-1:], big_n[-1:]
-        op, on = off_p[s], off_n[s]
-        tp, tp_prev, fp = big_p - op, prev_p - op, big_n - on
-        auc_num.index_add_(0, s, (big_n - prev_n) * (tp + tp_prev) * 0.5)
-        denom = tp + fp
-        ap = torch.where(denom > 0, (big_p - prev_p) * tp / torch.where(denom > 0, denom, 1.0), 0.0)
-        ap_num.index_add_(0, s, ap)
-    return auc_num, ap_num
-
-
-def _packed_keys(scores: Tensor) -> Tensor:
-    """``(T, N)`` int64 ``descending_key << 32 | column``, built block by block (small temporaries)."""
-    num_tasks, n = scores.shape
-    if n >= 2**32:
-        raise ValueError(f"Exact AUC supports fewer than 2**32 samples per task and rank, got {n}.")
-    packed = torch.empty((num_tasks, n), dtype=torch.int64, device=scores.device)
-    for lo in range(0, n, _BLOCK):
-        hi = min(lo + _BLOCK, n)
-        key = _descending_keys(scores[:, lo:hi]).to(torch.int64) << 32
-        key |= torch.arange(lo, hi, device=scores.device)
-        packed[:, lo:hi] = key
-    return packed
+    n = sum(chunk.numel() for chunk in scores) // num_tasks
+    device = scores[0].device if scores else torch.device("cpu")
+    packed = torch.empty((num_tasks, n), dtype=torch.int64, device=device)
+    pos_total = torch.zeros(num_tasks, dtype=torch.float64, device=device)
+    neg_total = torch.zeros_like(pos_total)
+    offset = 0
+    for score_chunk, signed_chunk in zip(scores, signed, strict=True):
+        score_rows = score_chunk.reshape(-1, num_tasks)
+        signed_rows = signed_chunk.reshape(-1, num_tasks).to(torch.float32)
+        for lo in range(0, score_rows.shape[0], _BLOCK):
+            hi = min(lo + _BLOCK, score_rows.shape[0])
+            weights = signed_rows[lo:hi]
+            pos_total += weights.clamp(min=0).sum(0, dtype=torch.float64)
+            neg_total += weights.neg().clamp_(min=0).sum(0, dtype=torch.float64)
+            key = _descending_keys(score_rows[lo:hi]).to(torch.int64) << 32
+            key |= weights.view(torch.int32).to(torch.int64) & _LOW
+            packed[:, offset + lo : offset + hi] = key.T
+        offset += score_rows.shape[0]
+    return packed, pos_total, neg_total
 
 
 def _sort_rows(packed: Tensor) -> Tensor:
@@ -111,27 +79,30 @@ def _sort_rows(packed: Tensor) -> Tensor:
     return torch.sort(packed, dim=-1).values
 
 
-def _row_curve_sums(packed: Tensor, signed: Tensor) -> tuple[Tensor, Tensor]:
-    """AUC and AP numerators per row of packed keys sorted by :func:`_sort_rows`.
+def _row_curve_sums(packed: Tensor) -> tuple[Tensor, Tensor]:
+    r"""AUC and AP numerators per row of packed keys sorted by :func:`_sort_rows`.
 
-    Per element (in descending score order) with inclusive cumulative sums ``cp``, ``cn`` of the
-    positive and negative weight, ``sum(neg * cp)`` is the AUC numerator and
-    ``sum(pos * cp / (cp + cn))`` the AP numerator when no scores tie. For each run of tied scores
-    the per-element terms are replaced by the run's tie-aware terms:
-    ``neg_run * (cp_end - pos_run / 2)`` and ``pos_run * cp_end / (cp_end + cn_end)``. Blocks end
-    at the end of a tie run, so runs never straddle blocks.
+    Block by block, consecutive equal scores form runs (one curve point each); per run the
+    positive and negative weight come from one ``bincount`` each, the curve coordinates
+    ``TP``/``FP`` at the run's end from their cumulative sums (carried across blocks), and
+
+    .. math::
+        \text{auc\_num} = \sum_r N_r \left(TP_r - \tfrac12 P_r\right), \qquad
+        \text{ap\_num} = \sum_r P_r \frac{TP_r}{TP_r + FP_r}.
+
+    A block is extended to the end of the run it cuts, so runs never straddle blocks.
 
     Args:
-        packed: ``(T, N)`` int64 keys, each row sorted ascending (descending scores).
-        signed: ``(T, N)`` signed weights in the original column order.
+        packed: ``(T, N)`` int64 keys from :func:`_pack`, each row sorted ascending.
 
     Returns:
         ``(auc_num, ap_num)``, each ``(T,)`` float64.
     """
     num_tasks, n = packed.shape
+    low_word = 0 if sys.byteorder == "little" else 1
     auc_rows, ap_rows = [], []
     for row in range(num_tasks):  # each row is processed block by block; T is the number of tasks
-        keys, weights = packed[row], signed[row]
+        keys = packed[row]
         auc_num = torch.zeros((), dtype=torch.float64, device=packed.device)
         ap_num = torch.zeros_like(auc_num)
         carry_p, carry_n = auc_num.clone(), auc_num.clone()
@@ -141,20 +112,19 @@ def _row_curve_sums(packed: Tensor, signed: Tensor) -> tuple[Tensor, Tensor]:
             if hi < n and bool((keys[hi] >> 32) == (keys[hi - 1] >> 32)):
                 hi = _run_end(keys, hi - 1)
             block = keys[lo:hi]
-            w = weights[block & _LOW].to(torch.float64)
+            w = block.view(torch.int32)[low_word::2].view(torch.float32).to(torch.float64)
             pos, neg = w.clamp(min=0), w.neg_().clamp_(min=0)
-            cp = pos.cumsum(0).add_(carry_p)
-            cn = neg.cumsum(0).add_(carry_n)
-            auc_num += torch.dot(neg, cp)
-            ratio = (cp / (cp + cn)).nan_to_num_(0.0)
-            ap_num += torch.dot(pos, ratio)
             high = block >> 32
-            eq = high[1:] == high[:-1]
-            if bool(eq.any()):
-                auc_fix, ap_fix = _tie_correction(eq, pos, neg, cp, cn, ratio)
-                auc_num += auc_fix
-                ap_num += ap_fix
-            carry_p, carry_n = cp[-1], cn[-1]
+            start = torch.ones(hi - lo, dtype=torch.bool, device=packed.device)
+            torch.ne(high[1:], high[:-1], out=start[1:])
+            if not bool(start.all()):  # tied scores: sum each run
+                run = torch.cumsum(start, 0).sub_(1)
+                pos, neg = torch.bincount(run, weights=pos), torch.bincount(run, weights=neg)
+            tp = pos.cumsum(0).add_(carry_p)
+            fp = neg.cumsum(0).add_(carry_n)
+            auc_num += torch.dot(neg, tp - 0.5 * pos)
+            ap_num += torch.dot(pos, (tp / (tp + fp)).nan_to_num_(0.0))
+            carry_p, carry_n = tp[-1], fp[-1]
             lo = hi
         auc_rows.append(auc_num)
         ap_rows.append(ap_num)
@@ -167,28 +137,6 @@ def _run_end(keys: Tensor, index: int) -> int:
     if high == 2**31 - 1:
         return keys.numel()
     return int(torch.searchsorted(keys, torch.tensor([(high + 1) << 32], device=keys.device)))
-
-
-def _tie_correction(
-    eq: Tensor, pos: Tensor, neg: Tensor, cp: Tensor, cn: Tensor, ratio: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Tie-aware minus per-element AUC / AP terms over the runs of tied scores of one block."""
-    tied = torch.zeros(eq.numel() + 1, dtype=torch.bool, device=eq.device)
-    tied[1:] |= eq
-    tied[:-1] |= eq
-    idx = torch.nonzero(tied).squeeze(1)
-    eq_prev = torch.cat([torch.zeros(1, dtype=torch.bool, device=eq.device), eq])
-    start = ~eq_prev[idx]
-    run = torch.cumsum(start, 0) - 1
-    num_runs = int(run[-1]) + 1
-    last = torch.cat([start[1:], torch.ones(1, dtype=torch.bool, device=eq.device)])
-    pos_t, neg_t = pos[idx], neg[idx]
-    run_pos = torch.zeros(num_runs, dtype=torch.float64, device=eq.device).index_add_(0, run, pos_t)
-    run_neg = torch.zeros_like(run_pos).index_add_(0, run, neg_t)
-    end_p, end_n = cp[idx][last], cn[idx][last]
-    auc_fix = (run_neg * (end_p - 0.5 * run_pos)).sum() - torch.dot(neg_t, cp[idx])
-    ap_fix = (run_pos * (end_p / (end_p + end_n)).nan_to_num_(0.0)).sum() - torch.dot(pos_t, ratio[idx])
-    return auc_fix, ap_fix
 
 
 def _curve_sums(

@@ -17,6 +17,7 @@ Then ``AUC = auc_num / (P N)`` and ``AUPRC = ap_num / P``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -66,18 +67,18 @@ def _signed_weights(target: Tensor, weights: Tensor | None) -> Tensor:
     return torch.where(target > 0.5, weights, -weights).to(torch.float32)
 
 
-def _exact_curve_stats(scores: Tensor, signed: Tensor) -> CurveStats:
-    """``(P, N, auc_num, ap_num)`` per task from ``(T, N)`` scores and signed weights (one sort).
+def _exact_curve_stats(scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks: int) -> CurveStats:
+    """``(P, N, auc_num, ap_num)`` per task from chunks of scores and signed weights (one sort).
 
-    Each task's scores are packed with their column into ``int64`` keys and sorted in place (no
-    index tensor, no sort buffers on CPU), then one block-wise pass gathers the weights.
+    Args:
+        scores: chunks of scores, each viewable as ``(n_k, T)`` (sample-major), e.g. ``[preds.T]``.
+        signed: the matching chunks of signed weights.
+        num_tasks: ``T``.
     """
-    pos_total = signed.clamp(min=0).sum(-1, dtype=torch.float64)
-    neg_total = signed.neg().clamp_(min=0).sum(-1, dtype=torch.float64)
-    if scores.shape[-1] == 0:
+    packed, pos_total, neg_total = K._pack(scores, signed, num_tasks)
+    if packed.shape[-1] == 0:
         return pos_total, neg_total, torch.zeros_like(pos_total), torch.zeros_like(pos_total)
-    packed = K._sort_rows(K._packed_keys(scores))
-    return (pos_total, neg_total, *K._row_curve_sums(packed, signed))
+    return (pos_total, neg_total, *K._row_curve_sums(K._sort_rows(packed)))
 
 
 # ----------------------------------------------------------------------------- binned
@@ -161,7 +162,7 @@ def _curve_stats(
     )
     assert t is not None
     if num_bins is None:
-        return _exact_curve_stats(p, _signed_weights(t, w))
+        return _exact_curve_stats([p.T], [_signed_weights(t, w).T], p.shape[0])
     return _binned_curve_stats(*_binned_update(p, t, w, num_bins, logit_range, from_logits))
 
 

@@ -113,9 +113,11 @@ class _CurveMetric(TaskMetric):
     def _curve_stats(self) -> F.CurveStats:
         if self.num_bins is not None:
             return F._binned_curve_stats(self.pos_hist, self.neg_hist)
-        scores = _take_samples(self.preds, self.num_tasks)
-        signed = _take_samples(self.signed_weights, self.num_tasks)
-        return F._exact_curve_stats(scores, signed)
+        # chunks are packed straight into the sort keys: no concatenated copy of the states
+        scores, signed = self.preds, self.signed_weights
+        if isinstance(scores, Tensor):  # synced across ranks: already one tensor
+            scores, signed = [scores], [signed]  # type: ignore[list-item]
+        return F._exact_curve_stats(scores, signed, self.num_tasks)
 
 
 class AUC(_CurveMetric):

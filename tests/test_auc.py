@@ -197,9 +197,11 @@ DDP_IDS = [
 
 @pytest.fixture(params=[None, 7], ids=["block-default", "block-7"])
 def block(request, monkeypatch):
-    """Run the exact kernels also with tiny blocks, so tie runs and segments span block edges."""
+    """Run the exact kernels also with tiny blocks and sort runs, so tie runs and segments span block
+    edges and the sorted runs go through the merge."""
     if request.param is not None:
         monkeypatch.setattr(K, "_BLOCK", request.param)
+        monkeypatch.setattr(K, "_SORT_RUN", 16)
 
 
 @pytest.mark.parametrize("cid", IDS)

@@ -2,8 +2,8 @@
 
 * :func:`_descending_keys`: an order-preserving ``int32`` key of float32 scores.
 * :func:`_pack` + :func:`_sort_rows` + :func:`_row_curve_sums`: the binary path. Each sample's
-  score key and float32 signed weight are packed into one ``int64`` and sorted in place (NumPy's
-  in-place sort on CPU: no index tensor, no sort buffers, no gather afterwards), then one
+  score key and float32 signed weight are packed into one ``int64`` and sorted in place (sorted
+  runs merged by NumPy's timsort on CPU: no index tensor, no gather afterwards), then one
   block-wise pass sums runs of tied scores with ``bincount`` and takes float64 cumulative sums.
 * :func:`_curve_sums`: the segmented path used by the grouped metrics (many small segments).
 
@@ -13,12 +13,13 @@ Blocks of ``_BLOCK`` elements bound every temporary to a few MB whatever the num
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
 
-_BLOCK = 1 << 18
+_BLOCK = 1 << 16  # samples per block of every block-wise pass: temporaries of a few MB
+_SORT_RUN = 1 << 19  # keys per torch.sort run before the merge
 _LOW = 0xFFFFFFFF
 
 
@@ -35,6 +36,24 @@ def _descending_keys(scores: Tensor) -> Tensor:
     return key.bitwise_not_()  # reversed: ascending key == descending score
 
 
+def _row_blocks(
+    scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks: int
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(scores, signed)`` blocks of about ``_BLOCK`` rows: small chunks are joined, large ones cut."""
+    pending: list[tuple[Tensor, Tensor]] = []
+    size = 0
+    for score_chunk, signed_chunk in zip(scores, signed, strict=True):
+        score_rows, signed_rows = score_chunk.reshape(-1, num_tasks), signed_chunk.reshape(-1, num_tasks)
+        for lo in range(0, score_rows.shape[0], _BLOCK):
+            pending.append((score_rows[lo : lo + _BLOCK], signed_rows[lo : lo + _BLOCK]))
+            size += pending[-1][0].shape[0]
+            if size >= _BLOCK:
+                yield torch.cat([p for p, _ in pending]), torch.cat([w for _, w in pending])
+                pending, size = [], 0
+    if pending:
+        yield torch.cat([p for p, _ in pending]), torch.cat([w for _, w in pending])
+
+
 def _pack(
     scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks: int
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -47,8 +66,8 @@ def _pack(
 
     Returns:
         ``(packed, pos_total, neg_total)``: ``(T, N)`` int64 ``descending_key << 32 | weight bits``
-        (so a sort orders by score, and within tied scores puts positives first), and the
-        ``(T,)`` float64 positive / negative weight per task.
+        (so sorting orders by decreasing score), and the ``(T,)`` float64 positive / negative
+        weight per task.
     """
     n = sum(chunk.numel() for chunk in scores) // num_tasks
     device = scores[0].device if scores else torch.device("cpu")
@@ -56,27 +75,34 @@ def _pack(
     pos_total = torch.zeros(num_tasks, dtype=torch.float64, device=device)
     neg_total = torch.zeros_like(pos_total)
     offset = 0
-    for score_chunk, signed_chunk in zip(scores, signed, strict=True):
-        score_rows = score_chunk.reshape(-1, num_tasks)
-        signed_rows = signed_chunk.reshape(-1, num_tasks).to(torch.float32)
-        for lo in range(0, score_rows.shape[0], _BLOCK):
-            hi = min(lo + _BLOCK, score_rows.shape[0])
-            weights = signed_rows[lo:hi]
-            pos_total += weights.clamp(min=0).sum(0, dtype=torch.float64)
-            neg_total += weights.neg().clamp_(min=0).sum(0, dtype=torch.float64)
-            key = _descending_keys(score_rows[lo:hi]).to(torch.int64) << 32
-            key |= weights.view(torch.int32).to(torch.int64) & _LOW
-            packed[:, offset + lo : offset + hi] = key.T
-        offset += score_rows.shape[0]
+    for score_rows, signed_rows in _row_blocks(scores, signed, num_tasks):
+        weights = signed_rows.to(torch.float32)
+        pos_total += weights.clamp(min=0).sum(0, dtype=torch.float64)
+        neg_total += weights.neg().clamp_(min=0).sum(0, dtype=torch.float64)
+        key = _descending_keys(score_rows).to(torch.int64) << 32
+        key |= weights.view(torch.int32).to(torch.int64) & _LOW
+        packed[:, offset : offset + key.shape[0]] = key.T
+        offset += key.shape[0]
     return packed, pos_total, neg_total
 
 
 def _sort_rows(packed: Tensor) -> Tensor:
-    """Sort each row of a contiguous int64 tensor: in place through NumPy on CPU, ``torch.sort`` elsewhere."""
-    if packed.device.type == "cpu":
-        packed.numpy().sort(axis=-1)
-        return packed
-    return torch.sort(packed, dim=-1).values
+    """Sort each row of a contiguous int64 tensor, in place on CPU with little extra memory.
+
+    On CPU, runs of ``_SORT_RUN`` keys are sorted with ``torch.sort`` (a radix sort; small runs
+    keep its buffers small and cache-resident) and NumPy's stable sort (timsort) merges the sorted
+    runs in place with an ``N / 2`` buffer. Elsewhere one ``torch.sort``.
+    """
+    if packed.device.type != "cpu":
+        return torch.sort(packed, dim=-1).values
+    num_tasks, n = packed.shape
+    for row in range(num_tasks):
+        for lo in range(0, n, _SORT_RUN):
+            run = packed[row, lo : lo + _SORT_RUN]  # 1-D: torch.sort takes its radix path only then
+            run.copy_(torch.sort(run).values)
+    if n > _SORT_RUN:
+        packed.numpy().sort(axis=-1, kind="stable")
+    return packed
 
 
 def _row_curve_sums(packed: Tensor) -> tuple[Tensor, Tensor]:

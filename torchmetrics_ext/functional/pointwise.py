@@ -480,18 +480,28 @@ def weighted_recall(
 def _error_update(preds: Tensor, target: Tensor, weights: Tensor | None) -> Stats:
     """Return ``(sum w·(p - y)², sum w·|p - y|, sum w)`` per task."""
     diff = preds - target
-    return _weighted_sum(diff * diff, weights), _weighted_sum(diff.abs(), weights), _weight_total(preds, weights)
+    return (
+        _weighted_sum(diff * diff, weights),
+        _weighted_sum(diff.abs(), weights),
+        _weight_total(preds, weights),
+    )
 
 
-def _mse_compute(sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor) -> Tensor:
+def _mse_compute(
+    sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor
+) -> Tensor:
     return safe_divide(sum_squared_error, weighted_num_samples, "WeightedMSE", "total weight is zero")
 
 
-def _rmse_compute(sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor) -> Tensor:
+def _rmse_compute(
+    sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor
+) -> Tensor:
     return safe_divide(sum_squared_error, weighted_num_samples, "WeightedRMSE", "total weight is zero").sqrt()
 
 
-def _mae_compute(sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor) -> Tensor:
+def _mae_compute(
+    sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor
+) -> Tensor:
     return safe_divide(sum_absolute_error, weighted_num_samples, "WeightedMAE", "total weight is zero")
 
 

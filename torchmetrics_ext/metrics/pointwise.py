@@ -74,7 +74,9 @@ class _PointwiseMetric(TaskMetric):
     def _validate(self, preds: Tensor, target: Tensor | None = None, weights: Tensor | None = None) -> None:
         self._format(preds, target, weights, validate=True)
 
-    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
+    def _batch_stats(
+        self, preds: Tensor, target: Tensor | None, weights: Tensor | None
+    ) -> tuple[Tensor, ...]:
         raise NotImplementedError
 
     def _compute_value(self, *states: Tensor) -> Tensor:
@@ -102,14 +104,18 @@ class _CrossEntropyMetric(_PointwiseMetric):
     higher_is_better = False
     plot_lower_bound = 0.0
 
-    def __init__(self, num_tasks: int = 1, *, eta: float = 1e-12, from_logits: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, num_tasks: int = 1, *, eta: float = 1e-12, from_logits: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(num_tasks, **kwargs)
         _check_eta(eta)
         _check_flag("from_logits", from_logits)
         self.eta = float(eta)
         self.from_logits = from_logits
 
-    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
+    def _batch_stats(
+        self, preds: Tensor, target: Tensor | None, weights: Tensor | None
+    ) -> tuple[Tensor, ...]:
         return F._cross_entropy_update(preds, target, weights, self.eta, self.from_logits)  # type: ignore[arg-type]
 
 
@@ -189,7 +195,9 @@ class LogLoss(_CrossEntropyMetric):
 class _WeightedSumMetric(_PointwiseMetric):
     _state_names = ("weighted_pred_sum", "weighted_label_sum", "weighted_num_samples")
 
-    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
+    def _batch_stats(
+        self, preds: Tensor, target: Tensor | None, weights: Tensor | None
+    ) -> tuple[Tensor, ...]:
         return F._weighted_sums_update(preds, target, weights, self.from_logits)
 
 
@@ -306,7 +314,9 @@ class _ConfusionMetric(_PointwiseMetric):
         self.threshold = float(threshold)
         self.from_logits = from_logits
 
-    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
+    def _batch_stats(
+        self, preds: Tensor, target: Tensor | None, weights: Tensor | None
+    ) -> tuple[Tensor, ...]:
         return F._confusion_update(preds, target, weights, self.threshold, self.from_logits)  # type: ignore[arg-type]
 
 
@@ -396,7 +406,9 @@ class _ErrorMetric(_PointwiseMetric):
     higher_is_better = False
     plot_lower_bound = 0.0
 
-    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
+    def _batch_stats(
+        self, preds: Tensor, target: Tensor | None, weights: Tensor | None
+    ) -> tuple[Tensor, ...]:
         return F._error_update(preds, target, weights)  # type: ignore[arg-type]
 
 

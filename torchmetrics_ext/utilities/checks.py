@@ -82,7 +82,9 @@ def format_pointwise(
             _check_tensor("target", target, floating=False)
         if weights is not None:
             _check_tensor("weights", weights, floating=False)
-        if preds.ndim not in (1, 2) or (preds.ndim == 2 and num_tasks is not None and preds.shape[0] != num_tasks):
+        if preds.ndim not in (1, 2) or (
+            preds.ndim == 2 and num_tasks is not None and preds.shape[0] != num_tasks
+        ):
             raise _task_shape_error("preds", preds.shape, num_tasks)
         if preds.ndim == 1 and num_tasks not in (None, 1):
             raise _task_shape_error("preds", preds.shape, num_tasks)
@@ -137,7 +139,9 @@ def _check_values(
 
     pmin, pmax = values[0], values[1]
     if not (math.isfinite(pmin) and math.isfinite(pmax)):
-        raise ValueError(f"Expected `preds` to be finite, got values containing NaN or inf (min={pmin}, max={pmax}).")
+        raise ValueError(
+            f"Expected `preds` to be finite, got values containing NaN or inf (min={pmin}, max={pmax})."
+        )
     if preds_domain == "probability" and not from_logits and (pmin < 0 or pmax > 1):
         raise ValueError(
             f"Expected `preds` to be probabilities in [0, 1], got values in [{pmin:.6g}, {pmax:.6g}]. "

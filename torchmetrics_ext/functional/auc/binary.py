@@ -7,8 +7,8 @@ Two ways to get the same curve statistics per task, ``(P, N, auc_num, ap_num)`` 
   sums with one curve point per distinct score (scikit-learn's rule). Scores are ranked as
   float32 through an order-preserving ``int32`` key, which ``torch.sort`` sorts with a radix
   sort several times faster than the floats themselves.
-* **binned** (:func:`_binned_update` + :func:`_binned_curve_stats`): a ``(T, B)`` histogram of
-  positive and negative weight over ``B`` bins uniform in logit space, filled in O(N) with one
+* **binned** (:func:`_binned_update` + :func:`_binned_curve_stats`): a ``(2, T, B)`` histogram
+  of negative and positive weight over ``B`` bins uniform in logit space, filled in O(N) with one
   ``bincount``; the value is the exact value of the scores rounded to their bin.
 
 Then ``AUC = auc_num / (P N)`` and ``AUPRC = ap_num / P``.
@@ -84,11 +84,16 @@ def _exact_curve_stats(scores: Sequence[Tensor], signed: Sequence[Tensor], num_t
 # ----------------------------------------------------------------------------- binned
 
 
-def _bin_index(preds: Tensor, num_bins: int, logit_range: tuple[float, float], from_logits: bool) -> Tensor:
-    """Bin of each score: ``B`` equal bins of the logit over ``logit_range``; outside goes to the end bins."""
-    z = preds.to(torch.float64) if from_logits else torch.log(preds) - torch.log1p(-preds)
+def _bin_position(
+    preds: Tensor, num_bins: int, logit_range: tuple[float, float], from_logits: bool
+) -> Tensor:
+    """Bin of each score (float64): ``B`` equal bins of the logit over ``logit_range``, end bins clip.
+
+    Probabilities go through ``logit(p) = log(p / (1 - p))`` in float64.
+    """
+    z = preds.to(torch.float64, copy=True) if from_logits else torch.log(preds / (1.0 - preds))
     lo, hi = logit_range
-    return z.sub(lo).mul_(num_bins / (hi - lo)).floor_().clamp_(0, num_bins - 1).to(torch.int64)
+    return z.sub_(lo).mul_(num_bins / (hi - lo)).clamp_(0, num_bins - 1).floor_()
 
 
 def _binned_update(
@@ -98,21 +103,24 @@ def _binned_update(
     num_bins: int,
     logit_range: tuple[float, float],
     from_logits: bool,
-) -> tuple[Tensor, Tensor]:
-    """``(pos_hist, neg_hist)``, each ``(T, B)`` float64, of one ``(T, N)`` batch, with one ``bincount``."""
+) -> Tensor:
+    """``(2, T, B)`` histogram (negative, positive label weight per bin) of one ``(T, N)`` batch.
+
+    One ``bincount`` over the flat index ``(y, task, bin)``, computed exactly in float64.
+    """
     num_tasks = preds.shape[0]
-    index = _bin_index(preds, num_bins, logit_range, from_logits)
-    index += torch.arange(num_tasks, device=preds.device).unsqueeze(1) * num_bins
-    index += (target > 0.5).to(torch.int64) * (num_tasks * num_bins)
+    index = _bin_position(preds, num_bins, logit_range, from_logits)
+    index += target * float(num_tasks * num_bins)
+    if num_tasks > 1:
+        index += torch.arange(num_tasks, device=preds.device, dtype=torch.float64).unsqueeze(1) * num_bins
     w = None if weights is None else weights.expand(preds.shape).reshape(-1)
-    hist = torch.bincount(index.reshape(-1), weights=w, minlength=2 * num_tasks * num_bins).to(torch.float64)
-    hist = hist.view(2, num_tasks, num_bins)
-    return hist[1], hist[0]
+    hist = torch.bincount(index.to(torch.int64).reshape(-1), weights=w, minlength=2 * num_tasks * num_bins)
+    return hist.view(2, num_tasks, num_bins)
 
 
-def _binned_curve_stats(pos_hist: Tensor, neg_hist: Tensor) -> CurveStats:
-    """``(P, N, auc_num, ap_num)`` per task from ``(T, B)`` histograms (one curve point per bin)."""
-    pos, neg = pos_hist.flip(-1), neg_hist.flip(-1)
+def _binned_curve_stats(hist: Tensor) -> CurveStats:
+    """``(P, N, auc_num, ap_num)`` per task from a ``(2, T, B)`` histogram (one curve point per bin)."""
+    pos, neg = hist[1].flip(-1).to(torch.float64), hist[0].flip(-1).to(torch.float64)
     cp, cn = pos.cumsum(-1), neg.cumsum(-1)
     auc_num = (neg * (2 * cp - pos)).sum(-1) * 0.5
     denom = cp + cn
@@ -120,13 +128,14 @@ def _binned_curve_stats(pos_hist: Tensor, neg_hist: Tensor) -> CurveStats:
     return cp[:, -1], cn[:, -1], auc_num, ap_num
 
 
-def _binned_error_bound(pos_hist: Tensor, neg_hist: Tensor) -> Tensor:
+def _binned_error_bound(hist: Tensor) -> Tensor:
     r"""Bound on ``|binned AUC - exact AUC|``: half the share of (positive, negative) pairs in one bin.
 
     .. math:: \frac{1}{2 P N}\sum_b P_b N_b
     """
-    pairs = pos_hist.sum(-1) * neg_hist.sum(-1)
-    return 0.5 * (pos_hist * neg_hist).sum(-1) / torch.where(pairs > 0, pairs, 1.0)
+    pos, neg = hist[1].to(torch.float64), hist[0].to(torch.float64)
+    pairs = pos.sum(-1) * neg.sum(-1)
+    return 0.5 * (pos * neg).sum(-1) / torch.where(pairs > 0, pairs, 1.0)
 
 
 # ----------------------------------------------------------------------------- compute
@@ -163,7 +172,7 @@ def _curve_stats(
     assert t is not None
     if num_bins is None:
         return _exact_curve_stats([p.T], [_signed_weights(t, w).T], p.shape[0])
-    return _binned_curve_stats(*_binned_update(p, t, w, num_bins, logit_range, from_logits))
+    return _binned_curve_stats(_binned_update(p, t, w, num_bins, logit_range, from_logits))
 
 
 def auc(

@@ -1,8 +1,8 @@
 """ROC AUC and average precision as :class:`torchmetrics.Metric` objects, exact or binned.
 
 Exact mode (default) keeps every sample in float32 ``cat`` list states (O(N) memory, 8 bytes
-per sample and task) and sorts once at ``compute``; ``num_bins=B`` keeps two float64 ``(T, B)``
-histograms reduced with ``sum`` (constant memory). All math lives in
+per sample and task) and sorts once at ``compute``; ``num_bins=B`` keeps one float64 ``(2, T, B)``
+histogram reduced with ``sum`` (constant memory). All math lives in
 :mod:`torchmetrics_ext.functional.auc.binary`.
 """
 
@@ -47,8 +47,7 @@ class _CurveMetric(TaskMetric):
 
     preds: list[Tensor]
     signed_weights: list[Tensor]
-    pos_hist: Tensor
-    neg_hist: Tensor
+    hist: Tensor
 
     def __init__(
         self,
@@ -69,10 +68,9 @@ class _CurveMetric(TaskMetric):
             self.add_state("preds", default=[], dist_reduce_fx="cat")
             self.add_state("signed_weights", default=[], dist_reduce_fx="cat")
         else:
-            for name in ("pos_hist", "neg_hist"):
-                self.add_state(
-                    name, torch.zeros(num_tasks, num_bins, dtype=torch.float64), dist_reduce_fx="sum"
-                )
+            # (negative, positive) label weight per task and bin
+            hist = torch.zeros(2, num_tasks, num_bins, dtype=torch.float64)
+            self.add_state("hist", hist, dist_reduce_fx="sum")
 
     def _format(
         self, preds: Tensor, target: Tensor, weights: Tensor | None, validate: bool
@@ -98,9 +96,7 @@ class _CurveMetric(TaskMetric):
         if p.shape[-1] == 0:
             return
         if self.num_bins is not None:
-            pos, neg = F._binned_update(p, t, w, self.num_bins, self.logit_range, self.from_logits)
-            self.pos_hist += pos
-            self.neg_hist += neg
+            self.hist += F._binned_update(p, t, w, self.num_bins, self.logit_range, self.from_logits)
             return
         if w is not None:  # rows of zero weight in every task change nothing: do not store them
             keep = (w != 0).any(0)
@@ -112,7 +108,7 @@ class _CurveMetric(TaskMetric):
 
     def _curve_stats(self) -> F.CurveStats:
         if self.num_bins is not None:
-            return F._binned_curve_stats(self.pos_hist, self.neg_hist)
+            return F._binned_curve_stats(self.hist)
         # chunks are packed straight into the sort keys: no concatenated copy of the states
         scores, signed = self.preds, self.signed_weights
         if isinstance(scores, Tensor):  # synced across ranks: already one tensor
@@ -153,7 +149,7 @@ class AUC(_CurveMetric):
         (a radix sort). Scores are compared as float32, so scores that differ only beyond float32
         precision tie. Ranks with different numbers of batches, or none, sync correctly.
 
-        **Binned mode** (``num_bins=B``) stores two float64 ``(T, B)`` histograms (constant
+        **Binned mode** (``num_bins=B``) stores one float64 ``(2, T, B)`` histogram (constant
         memory, ``sum`` across ranks) filled in O(N) per batch with one ``bincount``. The value is
         the exact AUC of the scores rounded to their bin, so it differs from the exact value by at
         most half the share of (positive, negative) pairs that fall into the same bin,

@@ -112,7 +112,7 @@ class _CurveMetric(TaskMetric):
         # chunks are packed straight into the sort keys: no concatenated copy of the states
         scores, signed = self.preds, self.signed_weights
         if isinstance(scores, Tensor):  # synced across ranks: already one tensor
-            scores, signed = [scores], [signed]  # type: ignore[list-item]
+            scores, signed = [scores], [signed]
         return F._exact_curve_stats(scores, signed, self.num_tasks)
 
 

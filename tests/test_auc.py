@@ -364,6 +364,7 @@ def test_float32_scores_tie():
     """Documented: scores are compared as float32, so differences below float32 precision tie."""
     preds = torch.tensor([0.5, 0.5 + 1e-12], dtype=torch.float64)
     assert tmf.auc(preds, torch.tensor([1, 0])) == 0.5
+    assert tmf.auc(torch.tensor([0.0, -0.0]), torch.tensor([1, 0]), from_logits=True) == 0.5  # -0.0 == 0.0
 
 
 # ----------------------------------------------------------------------------- binned accuracy
@@ -483,3 +484,21 @@ def test_groups_complete_per_batch_ddp(ddp_pool, cid, empty_rank):
     expected = H._expected(case, case.make_data(0))
     for value in ddp_pool.run(_complete_ddp_job, cid, empty_rank):
         H.assert_close(value, expected, 1e-6, 1e-9, f"{cid} complete DDP")
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_auc_matches_pairwise_definition(seed):
+    """The double sum over (positive, negative) pairs of the docs, written out by brute force."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 40))
+    p = np.round(rng.random(n), 1).astype(np.float32)
+    y = rng.integers(0, 2, n)
+    w = rng.integers(0, 4, n).astype(np.float64)
+    pos, neg = (y == 1) & (w > 0), (y == 0) & (w > 0)
+    if not pos.any() or not neg.any():
+        return
+    wp, wn = w[pos][:, None], w[neg][None, :]
+    sp, sn = p[pos][:, None], p[neg][None, :]
+    expected = (wp * wn * ((sp > sn) + 0.5 * (sp == sn))).sum() / (wp.sum() * wn.sum())
+    got = tmf.auc(torch.from_numpy(p), torch.from_numpy(y), torch.from_numpy(w))
+    assert abs(got.item() - expected) < 1e-12

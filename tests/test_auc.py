@@ -502,3 +502,17 @@ def test_auc_matches_pairwise_definition(seed):
     expected = (wp * wn * ((sp > sn) + 0.5 * (sp == sn))).sum() / (wp.sum() * wn.sum())
     got = tmf.auc(torch.from_numpy(p), torch.from_numpy(y), torch.from_numpy(w))
     assert abs(got.item() - expected) < 1e-12
+
+
+@pytest.mark.parametrize("cls", [tmx.AUC, tmx.GroupedAUPRC])
+def test_many_small_batches_are_joined(cls):
+    """Every 64 trailing small chunks of a list state are joined; values are unchanged."""
+    data = auc_data(np.random.default_rng(3), num_tasks=2, weights="shared", grouped=True)
+    if cls is tmx.AUC:
+        data.pop("groups")
+    metric = cls(num_tasks=2)
+    for batch in H.split(data, [*range(0, N, 6), N], -1):  # 150 batches
+        metric.update(**batch)
+    assert len(metric.preds) < 64
+    case = CASES["auc-3task-shared-w" if cls is tmx.AUC else "gauprc-3task-shared-w"]
+    H.assert_close(metric.compute(), H._expected(case, data), 1e-6, 1e-9, cls.__name__)

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.auc import binary as FB
 from torchmetrics_ext.functional.auc import grouped as F
-from torchmetrics_ext.metrics.auc.binary import _take_samples
+from torchmetrics_ext.metrics.auc.binary import _append_chunk, _take_samples
 from torchmetrics_ext.metrics.base import TaskMetric
 
 __all__ = ["GroupedAUC", "GroupedAUPRC"]
@@ -93,9 +93,9 @@ class _GroupedCurveMetric(TaskMetric):
             self.group_value_sum += value_sum
             self.group_weight_sum += weight_sum
             return
-        self.preds.append(p.T.to(torch.float32).reshape(-1))
-        self.signed_weights.append(signed.T.reshape(-1))
-        self.groups.append(_encode_groups(g))
+        _append_chunk(self.preds, p.T.to(torch.float32).reshape(-1))
+        _append_chunk(self.signed_weights, signed.T.reshape(-1))
+        _append_chunk(self.groups, _encode_groups(g))
 
     def compute(self) -> Tensor:
         """Mean per-group value over everything accumulated (and synced across ranks)."""

@@ -166,14 +166,14 @@ def _run_end(keys: Tensor, index: int) -> int:
 
 
 def _curve_sums(
-    key: Tensor, signed: Tensor, seg: Tensor | int, pos_total: Tensor, neg_total: Tensor
+    key: Tensor, signed: Tensor, seg: Tensor, pos_total: Tensor, neg_total: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Trapezoidal ROC area and average-precision numerators per segment of a sorted sequence.
 
     Args:
         key: ``(M,)`` integer keys sorted within each segment; equal neighbours are tied scores.
         signed: ``(M,)`` signed weights in the same order (``+w`` positive, ``-w`` negative).
-        seg: ``(M,)`` non-decreasing segment ids, or an int ``n`` meaning ``seg = i // n``.
+        seg: ``(M,)`` non-decreasing segment ids.
         pos_total: ``(S,)`` float64 positive label weight per segment.
         neg_total: ``(S,)`` float64 negative label weight per segment.
 
@@ -198,14 +198,9 @@ def _curve_sums(
         end = torch.ones(hi - lo, dtype=torch.bool, device=device)
         upto = min(hi, num - 1)  # the last element of everything always ends a point
         torch.ne(key[lo + 1 : upto + 1], key[lo:upto], out=end[: upto - lo])
-        if isinstance(seg, int):
-            end[(seg - 1 - lo) % seg :: seg] = True
-            idx = torch.nonzero(end).squeeze(1)
-            s = torch.div(idx + lo, seg, rounding_mode="floor")
-        else:
-            end[: upto - lo] |= seg[lo + 1 : upto + 1] != seg[lo:upto]
-            idx = torch.nonzero(end).squeeze(1)
-            s = seg[lo:hi][idx]
+        end[: upto - lo] |= seg[lo + 1 : upto + 1] != seg[lo:upto]
+        idx = torch.nonzero(end).squeeze(1)
+        s = seg[lo:hi][idx]
         carry_p, carry_n = cp[-1:], cn[-1:]
         if idx.numel() == 0:  # one tie run spans the whole block
             continue

@@ -5,8 +5,8 @@ Two ways to get the same curve statistics per task, ``(P, N, auc_num, ap_num)`` 
 
 * **exact** (:func:`_exact_curve_stats`): one sort of every score, then tie-aware cumulative
   sums with one curve point per distinct score (scikit-learn's rule). Scores are ranked as
-  float32 through an order-preserving ``int32`` key, which ``torch.sort`` sorts with a radix
-  sort several times faster than the floats themselves.
+  float32 through an order-preserving ``int32`` key packed with the weight's bits into one
+  ``int64`` (see :mod:`torchmetrics_ext.functional.auc._kernels`).
 * **binned** (:func:`_binned_update` + :func:`_binned_curve_stats`): a ``(2, T, B)`` histogram
   of negative and positive weight over ``B`` bins uniform in logit space, filled in O(N) with one
   ``bincount``; the value is the exact value of the scores rounded to their bin.

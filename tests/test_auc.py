@@ -516,3 +516,13 @@ def test_many_small_batches_are_joined(cls):
     assert len(metric.preds) < 64
     case = CASES["auc-3task-shared-w" if cls is tmx.AUC else "gauprc-3task-shared-w"]
     H.assert_close(metric.compute(), H._expected(case, data), 1e-6, 1e-9, cls.__name__)
+
+
+@pytest.mark.parametrize("cid", ["auc-3task-shared-w", "auprc-bins-logits-w", "gauc-3task-w"])
+def test_without_validation_same_values(cid):
+    case = CASES[cid]
+    data = case.make_data(0)
+    metric = case.metric.func(**dict(case.metric.keywords, validate_args=False))
+    for batch in H.split(data, [0, 300, 650, N], -1):
+        metric.update(**batch)
+    H.assert_close(metric.compute(), H._expected(case, data), case.rtol, case.atol, cid)

@@ -172,6 +172,14 @@ class GroupedAUPRC(_GroupedCurveMetric):
         validate_args: check each batch.
         kwargs: TorchMetrics options.
 
+    Raises:
+        ValueError: as for :class:`GroupedAUC`.
+        TypeError: as for :class:`GroupedAUC`.
+
+    Note:
+        Memory, ties, DDP and undefined values as for :class:`GroupedAUC`; both hold the same
+        states, so they share one compute group in a :class:`~torchmetrics.MetricCollection`.
+
     Example:
         >>> import torch
         >>> from torchmetrics_ext import GroupedAUPRC

@@ -5,9 +5,13 @@ functional twins live in :mod:`torchmetrics_ext.functional`.
 """
 
 from torchmetrics_ext.metrics import (
+    AUC,
+    AUPRC,
     CTR,
     XAUC,
     Calibration,
+    GroupedAUC,
+    GroupedAUPRC,
     LogLoss,
     NormalizedEntropy,
     RegressionAUC,
@@ -25,9 +29,13 @@ from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 __version__ = "0.1.0"
 
 __all__ = [
+    "AUC",
+    "AUPRC",
     "CTR",
     "XAUC",
     "Calibration",
+    "GroupedAUC",
+    "GroupedAUPRC",
     "LogLoss",
     "NormalizedEntropy",
     "RegressionAUC",

@@ -1,6 +1,6 @@
 """Functional twins of every metric: pure functions over one set of tensors, no state."""
 
-from torchmetrics_ext.functional.auc import regression_auc, xauc
+from torchmetrics_ext.functional.auc import auc, auprc, grouped_auc, grouped_auprc, regression_auc, xauc
 from torchmetrics_ext.functional.distribution import distribution
 from torchmetrics_ext.functional.pointwise import (
     calibration,
@@ -17,9 +17,13 @@ from torchmetrics_ext.functional.pointwise import (
 )
 
 __all__ = [
+    "auc",
+    "auprc",
     "calibration",
     "ctr",
     "distribution",
+    "grouped_auc",
+    "grouped_auprc",
     "log_loss",
     "normalized_entropy",
     "regression_auc",

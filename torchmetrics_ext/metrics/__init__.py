@@ -1,6 +1,6 @@
 """Metric classes (``torchmetrics.Metric`` subclasses), one module per family."""
 
-from torchmetrics_ext.metrics.auc import XAUC, RegressionAUC
+from torchmetrics_ext.metrics.auc import AUC, AUPRC, XAUC, GroupedAUC, GroupedAUPRC, RegressionAUC
 from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.metrics.pointwise import (
     CTR,
@@ -17,9 +17,13 @@ from torchmetrics_ext.metrics.pointwise import (
 )
 
 __all__ = [
+    "AUC",
+    "AUPRC",
     "CTR",
     "XAUC",
     "Calibration",
+    "GroupedAUC",
+    "GroupedAUPRC",
     "LogLoss",
     "NormalizedEntropy",
     "RegressionAUC",

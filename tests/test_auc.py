@@ -1,0 +1,528 @@
+"""AUC, AUPRC and their grouped variants through the shared harness, against scikit-learn."""
+
+from __future__ import annotations
+
+import warnings
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+from sklearn import metrics as skm
+
+import torchmetrics_ext as tmx
+from tests.helpers import tester as H
+from torchmetrics_ext import functional as tmf
+from torchmetrics_ext.functional.auc import _kernels as K
+from torchmetrics_ext.functional.auc import binary as FB
+from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
+
+N = 900
+LOGIT_RANGE = (-16.0, 16.0)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def auc_data(
+    rng: np.random.Generator,
+    num_tasks: int | None = None,
+    weights: str | None = None,
+    logits: bool = False,
+    grouped: bool = False,
+) -> H.Data:
+    """Click-like scores with many ties, labels drawn from them; optional group ids."""
+    shape = (N,) if num_tasks is None else (num_tasks, N)
+    p = rng.beta(2.0, 5.0, size=shape)
+    p[..., : N // 3] = np.round(p[..., : N // 3], 2)  # ties
+    y = (rng.random(shape) < p).astype(np.int64)
+    out: H.Data = {
+        "preds": torch.tensor(np.log(p / (1 - p)) if logits else p, dtype=torch.float32),
+        "target": torch.tensor(y),
+    }
+    if grouped:
+        # ~110 groups, negative and huge ids, some with a single class
+        out["groups"] = torch.tensor((rng.integers(-20, 90, size=N) * 1_000_003_000) % 2**46 - 2**45)
+    if weights == "task":
+        out["weights"] = torch.tensor(rng.uniform(0.0, 2.0, size=shape))
+    elif weights == "shared":
+        out["weights"] = torch.tensor(rng.uniform(0.0, 2.0, size=N))
+    else:
+        out["weights"] = None
+    return out
+
+
+# ----------------------------------------------------------------------------- references (sklearn)
+
+
+def _both_classes(y, w):
+    w = np.ones_like(y, dtype=float) if w is None else w
+    return (w * y).sum() > 0 and (w * (1 - y)).sum() > 0
+
+
+def _binned(p, num_bins, logits):
+    """The documented bin of each score: equal bins of the logit over LOGIT_RANGE, clipped."""
+    with np.errstate(divide="ignore"):
+        z = p if logits else np.log(p / (1.0 - p))
+    lo, hi = LOGIT_RANGE
+    return np.clip(np.floor((z - lo) * (num_bins / (hi - lo))), 0, num_bins - 1)
+
+
+def ref_auc(p, y, w, num_bins=None, logits=False):
+    if not _both_classes(y, w):
+        return np.nan
+    scores = p if num_bins is None else _binned(p, num_bins, logits)
+    return skm.roc_auc_score(y, scores, sample_weight=w)
+
+
+def ref_auprc(p, y, w, num_bins=None, logits=False):
+    if (y * (np.ones_like(p) if w is None else w)).sum() <= 0:
+        return np.nan
+    scores = p if num_bins is None else _binned(p, num_bins, logits)
+    return skm.average_precision_score(y, scores, sample_weight=w)
+
+
+def ref_grouped(p, y, g, w, ref=ref_auc, weight_groups=False):
+    """Per-group loop over scikit-learn (a loop is fine in a test reference)."""
+    values, group_weights = [], []
+    for gid in np.unique(g):
+        m = g == gid
+        wm = None if w is None else w[m]
+        if _both_classes(y[m], wm):
+            values.append(ref(p[m], y[m], wm))
+            group_weights.append((m.sum() if w is None else wm.sum()) if weight_groups else 1.0)
+    return np.average(values, weights=group_weights) if values else np.nan
+
+
+def per_task_grouped(ref, **kw):
+    def reference(d):
+        p, y, g, w = d["preds"], d["target"], d["groups"], d.get("weights")
+        if p.ndim == 1:
+            return ref_grouped(p, y, g, w, ref, **kw)
+        return np.asarray(
+            [
+                ref_grouped(p[t], y[t], g, None if w is None else (w[t] if w.ndim == 2 else w), ref, **kw)
+                for t in range(p.shape[0])
+            ]
+        )
+
+    return reference
+
+
+# ----------------------------------------------------------------------------- cases
+
+
+def _case(cid, cls, fn, ref, data_kw=None, kw=None, ref_kw=None, num_tasks=None, grouped=False):
+    kw = dict(kw or {})
+    metric_kw = dict(kw, **({"num_tasks": num_tasks} if num_tasks else {}))
+    fn_kw = {k: v for k, v in kw.items() if k != "groups_complete_per_batch"}
+    data = partial(auc_data, num_tasks=num_tasks, grouped=grouped, **(data_kw or {}))
+    if grouped:
+        reference = per_task_grouped(ref, **(ref_kw or {}))
+    else:
+        reference = H.per_task(ref, "preds", "target", "weights", **(ref_kw or {}))
+    return H.MetricCase(
+        id=cid,
+        metric=partial(cls, **metric_kw),
+        data=data,
+        reference=reference,
+        functional=partial(fn, **fn_kw),
+    )
+
+
+def _variants(name, cls, fn, ref, kw=None, ref_kw=None):
+    kw, ref_kw = kw or {}, ref_kw or {}
+    return [
+        _case(name, cls, fn, ref, kw=kw, ref_kw=ref_kw),
+        _case(f"{name}-w", cls, fn, ref, data_kw={"weights": "task"}, kw=kw, ref_kw=ref_kw),
+        _case(
+            f"{name}-3task-w", cls, fn, ref, data_kw={"weights": "task"}, kw=kw, ref_kw=ref_kw, num_tasks=3
+        ),
+        _case(f"{name}-3task-shared-w", cls, fn, ref, {"weights": "shared"}, kw, ref_kw, num_tasks=3),
+        _case(
+            f"{name}-logits-w",
+            cls,
+            fn,
+            ref,
+            data_kw={"weights": "task", "logits": True},
+            kw=dict(kw, from_logits=True),
+            ref_kw=dict(ref_kw, logits=True) if "num_bins" in ref_kw else ref_kw,
+        ),
+    ]
+
+
+def _grouped_variants(name, cls, fn, ref):
+    return [
+        _case(name, cls, fn, ref, grouped=True),
+        _case(f"{name}-w", cls, fn, ref, data_kw={"weights": "task"}, grouped=True),
+        _case(f"{name}-3task-w", cls, fn, ref, data_kw={"weights": "task"}, num_tasks=3, grouped=True),
+        _case(f"{name}-3task-shared-w", cls, fn, ref, {"weights": "shared"}, num_tasks=3, grouped=True),
+        _case(
+            f"{name}-weighted-groups-w",
+            cls,
+            fn,
+            ref,
+            {"weights": "task"},
+            {"weight_groups": True},
+            {"weight_groups": True},
+            grouped=True,
+        ),
+        _case(
+            f"{name}-logits-w",
+            cls,
+            fn,
+            ref,
+            {"weights": "task", "logits": True},
+            {"from_logits": True},
+            grouped=True,
+        ),
+    ]
+
+
+BINS = {"num_bins": 1000}
+_ALL = [
+    *_variants("auc", tmx.AUC, tmf.auc, ref_auc),
+    *_variants("auprc", tmx.AUPRC, tmf.auprc, ref_auprc),
+    *_variants("auc-bins", tmx.AUC, tmf.auc, ref_auc, kw=BINS, ref_kw=BINS),
+    *_variants("auprc-bins", tmx.AUPRC, tmf.auprc, ref_auprc, kw=BINS, ref_kw=BINS),
+    *_grouped_variants("gauc", tmx.GroupedAUC, tmf.grouped_auc, ref_auc),
+    *_grouped_variants("gauprc", tmx.GroupedAUPRC, tmf.grouped_auprc, ref_auprc),
+]
+CASES = {case.id: case for case in _ALL}
+IDS = sorted(CASES)
+DDP_IDS = [
+    i for i in IDS if i.endswith("-3task-w") or i in ("auc-w", "auprc-logits-w", "gauc-weighted-groups-w")
+]
+
+
+@pytest.fixture(params=[None, 7], ids=["block-default", "block-7"])
+def block(request, monkeypatch):
+    """Run the exact kernels also with tiny blocks and sort runs, so tie runs and segments span block
+    edges and the sorted runs go through the merge."""
+    if request.param is not None:
+        monkeypatch.setattr(K, "_BLOCK", request.param)
+        monkeypatch.setattr(K, "_SORT_RUN", 16)
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_accumulate(cid, block):
+    H.check_accumulate(CASES[cid])
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_forward(cid):
+    H.check_forward(CASES[cid])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("cid", [i for i in IDS if i.endswith("-3task-w")])
+def test_dtypes(cid, dtype):
+    H.check_dtype(CASES[cid], dtype)
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_state_dict(cid):
+    H.check_state_dict(CASES[cid])
+
+
+@pytest.mark.parametrize("cid", [i for i in IDS if i.endswith("-3task-w") or i.endswith("-logits-w")])
+def test_collection(cid):
+    H.check_collection(CASES[cid])
+
+
+@pytest.mark.parametrize("cid", [i for i in IDS if i.endswith("-w")])
+def test_invariances(cid):
+    H.check_invariances(CASES[cid])
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("empty_rank", [False, True], ids=["uneven", "empty-rank"])
+@pytest.mark.parametrize("cid", DDP_IDS)
+def test_ddp(ddp_pool, cid, empty_rank):
+    H.check_ddp(ddp_pool, __name__, CASES[cid], empty_rank=empty_rank)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _bad(data, **changes):
+    return dict(data, **changes)
+
+
+_BASE = auc_data(np.random.default_rng(5), weights="task")
+_BASE3 = auc_data(np.random.default_rng(5), num_tasks=3, weights="task")
+_GBASE = auc_data(np.random.default_rng(5), weights="task", grouped=True)
+_P, _Y = _BASE["preds"], _BASE["target"]
+REJECTS = [
+    ("auc-w", _bad(_BASE, preds=[0.5] * N), TypeError, "`preds` to be a torch.Tensor"),
+    ("auc-w", _bad(_BASE, preds=torch.ones(N, dtype=torch.int64)), TypeError, "`preds` to be a floating"),
+    ("auc-w", _bad(_BASE, preds=_P * 3), ValueError, "probabilities in \\[0, 1\\]"),
+    ("auc-w", _bad(_BASE, preds=torch.where(_P > 0.5, float("nan"), _P)), ValueError, "finite"),
+    ("auc-w", _bad(_BASE, target=_Y * 2), ValueError, "binary labels"),
+    ("auc-w", _bad(_BASE, target=_Y[:-1]), ValueError, "`target` of the same shape"),
+    ("auc-w", _bad(_BASE, weights=-_BASE["weights"]), ValueError, "non-negative"),
+    ("auc-w", _bad(_BASE, weights=torch.ones(3)), ValueError, "`weights` of shape"),
+    ("auprc-bins-w", _bad(_BASE, preds=_P - 1), ValueError, "probabilities"),
+    (
+        "auc-3task-w",
+        _bad(_BASE3, preds=_BASE3["preds"][:2], target=_BASE3["target"][:2], weights=_BASE3["weights"][:2]),
+        ValueError,
+        "num_tasks=3",
+    ),
+    ("auc-3task-w", _BASE, ValueError, "num_tasks=3"),
+    ("gauc-w", _bad(_GBASE, groups=_GBASE["groups"].double()), TypeError, "`groups` to be an integer"),
+    ("gauc-w", _bad(_GBASE, groups=list(range(N))), TypeError, "`groups` to be a torch.Tensor"),
+    ("gauc-w", _bad(_GBASE, groups=_GBASE["groups"][:-2]), ValueError, "`groups` of shape"),
+    ("gauprc-w", _bad(_GBASE, groups=_GBASE["groups"] * 0 + 2**50), ValueError, "2\\*\\*47"),
+    ("gauprc-w", _bad(_GBASE, target=_GBASE["target"] * 3), ValueError, "binary labels"),
+]
+
+
+@pytest.mark.parametrize(
+    ("cid", "bad", "exc", "match"), REJECTS, ids=[f"{r[0]}-{r[3][:20]}" for r in REJECTS]
+)
+def test_rejects(cid, bad, exc, match):
+    H.check_rejects(CASES[cid], bad, exc, match)
+
+
+@pytest.mark.parametrize(
+    ("factory", "match"),
+    [
+        (partial(tmx.AUC, num_bins=1), "`num_bins`"),
+        (partial(tmx.AUPRC, num_bins=10.0), "`num_bins`"),
+        (partial(tmx.AUC, num_bins=True), "`num_bins`"),
+        (partial(tmx.AUC, num_bins=10, logit_range=(3.0, -3.0)), "`logit_range`"),
+        (partial(tmx.AUC, logit_range=(float("-inf"), 3.0)), "`logit_range`"),
+        (partial(tmx.AUC, from_logits=1), "`from_logits`"),
+        (partial(tmx.GroupedAUC, weight_groups="yes"), "`weight_groups`"),
+        (partial(tmx.GroupedAUPRC, groups_complete_per_batch=None), "`groups_complete_per_batch`"),
+        (partial(tmx.AUC, num_tasks=0), "`num_tasks`"),
+        (partial(tmf.auc, _P, _Y, num_bins=0), "`num_bins`"),
+        (partial(tmf.grouped_auc, _P, _Y, _GBASE["groups"], weight_groups=0), "`weight_groups`"),
+    ],
+)
+def test_bad_arguments(factory, match):
+    with pytest.raises(ValueError, match=match):
+        factory()
+
+
+# ----------------------------------------------------------------------------- undefined values
+
+
+@pytest.mark.parametrize("num_bins", [None, 100])
+def test_single_class_is_nan_with_warning(num_bins):
+    preds = torch.tensor([[0.2, 0.4, 0.9], [0.2, 0.4, 0.9]])
+    target = torch.tensor([[0, 0, 0], [0, 1, 1]])
+    for cls, expected in ((tmx.AUC, [np.nan, 1.0]), (tmx.AUPRC, [np.nan, 1.0])):
+        metric = cls(num_tasks=2, num_bins=num_bins)
+        metric.update(preds, target)
+        with pytest.warns(UndefinedMetricWarning, match=r"undefined for task\(s\) \[0\]"):
+            H.assert_close(metric.compute(), expected, 1e-12, 0)
+    # positives only: AUC undefined, AP is 1 (scikit-learn) with no warning
+    with pytest.warns(UndefinedMetricWarning, match="single class"):
+        assert torch.isnan(tmf.auc(preds[1], torch.ones(3, dtype=torch.int64), num_bins=num_bins))
+    assert tmf.auprc(preds[1], torch.ones(3, dtype=torch.int64), num_bins=num_bins) == 1.0
+
+
+@pytest.mark.parametrize("cls", [tmx.AUC, tmx.AUPRC, tmx.GroupedAUC, tmx.GroupedAUPRC])
+def test_no_update_is_nan(cls):
+    with pytest.warns(UndefinedMetricWarning):
+        assert torch.isnan(cls().compute())
+
+
+@pytest.mark.parametrize("complete", [False, True])
+def test_grouped_without_any_two_class_group_is_nan(complete):
+    metric = tmx.GroupedAUC(groups_complete_per_batch=complete)
+    metric.update(torch.tensor([0.1, 0.7, 0.3]), torch.tensor([0, 1, 0]), torch.tensor([1, 2, 3]))
+    with pytest.warns(UndefinedMetricWarning, match="no group holds both classes"):
+        assert torch.isnan(metric.compute())
+
+
+@pytest.mark.parametrize("kw", [{}, {"num_bins": 50}])
+def test_empty_and_zero_weight_batches_change_nothing(kw):
+    data = auc_data(np.random.default_rng(0), weights="task")
+    metric = tmx.AUC(**kw)
+    metric.update(**data)
+    before = metric.compute()
+    metric.update(torch.zeros(0), torch.zeros(0, dtype=torch.int64))
+    metric.update(data["preds"], 1 - data["target"], torch.zeros(N))
+    assert torch.equal(metric.compute(), before)
+    if not kw:
+        assert sum(chunk.numel() for chunk in metric.preds) == N  # zero-weight rows are not stored
+
+
+def test_tie_rule_is_order_independent():
+    """All tied: TorchRec's order-dependent AUC gives 0 or 1 here; the tie rule gives 1/2 either way."""
+    preds = torch.full((6,), 0.3)
+    target = torch.tensor([0, 0, 0, 1, 1, 1])
+    assert tmf.auc(preds, target) == 0.5
+    assert tmf.auc(preds, target.flip(0)) == 0.5
+    assert tmf.auprc(preds, target) == 0.5  # one curve point: precision 1/2 at recall 1
+
+
+def test_float32_scores_tie():
+    """Documented: scores are compared as float32, so differences below float32 precision tie."""
+    preds = torch.tensor([0.5, 0.5 + 1e-12], dtype=torch.float64)
+    assert tmf.auc(preds, torch.tensor([1, 0])) == 0.5
+    assert tmf.auc(torch.tensor([0.0, -0.0]), torch.tensor([1, 0]), from_logits=True) == 0.5  # -0.0 == 0.0
+
+
+# ----------------------------------------------------------------------------- binned accuracy
+
+
+def ctr_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Click-through-like data: base rate ~2%, scores crowded near 0.003-0.06, AUC ~0.74."""
+    rng = np.random.default_rng(seed)
+    true_logit = -4.35 + 0.95 * rng.normal(size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-true_logit))).astype(np.int64)
+    p = 1 / (1 + np.exp(-(true_logit + rng.normal(scale=0.35, size=n))))
+    return torch.tensor(p, dtype=torch.float32), torch.tensor(y)
+
+
+def test_binned_is_close_to_exact_on_ctr_data():
+    preds, target = ctr_data(1_000_000, 0)
+    assert 0.015 < target.double().mean() < 0.025
+    exact = skm.roc_auc_score(target.numpy(), preds.numpy())
+    assert 0.7 < exact < 0.8
+    hist = FB._binned_update(preds.double()[None], target.double()[None], None, 10_000, LOGIT_RANGE, False)
+    bound = FB._binned_error_bound(hist).item()
+    binned = tmx.AUC(num_bins=10_000)
+    binned.update(preds, target)
+    error = abs(binned.compute().item() - exact)
+    assert error <= bound < 1e-3
+    assert error < 1e-4
+    ap_error = abs(
+        tmf.auprc(preds, target, num_bins=10_000).item() - skm.average_precision_score(target, preds)
+    )
+    assert ap_error < 1e-3
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_binned_error_bound_holds(seed):
+    rng = np.random.default_rng(seed)
+    preds = torch.tensor(rng.beta(0.5, 0.5, size=(2, 500)))
+    target = torch.tensor((rng.random((2, 500)) < preds.numpy()).astype(np.int64))
+    weights = torch.tensor(rng.uniform(0, 2, size=500))
+    exact = tmf.auc(preds, target, weights)
+    hist = FB._binned_update(preds, target.double(), weights[None], 7, LOGIT_RANGE, False)
+    error = (tmf.auc(preds, target, weights, num_bins=7) - exact).abs()
+    assert (error <= FB._binned_error_bound(hist) + 1e-12).all()
+
+
+# ----------------------------------------------------------------------------- groups complete per batch
+
+
+def _group_batches(data: H.Data, rng: np.random.Generator, num_batches: int) -> list[H.Data]:
+    """Rows sorted by group, cut only at group boundaries."""
+    order = torch.argsort(data["groups"], stable=True)
+    data = H.take(data, order, -1)
+    starts = torch.nonzero(torch.diff(data["groups"]) != 0).reshape(-1).numpy() + 1
+    cuts = np.sort(rng.choice(starts, size=num_batches - 1, replace=False))
+    return H.split(data, [0, *cuts.tolist(), N], -1)
+
+
+COMPLETE_IDS = [i for i in IDS if i.startswith("g") and i.endswith("-w")]
+
+
+def _complete_case(cid: str) -> H.MetricCase:
+    case = CASES[cid]
+    return H.MetricCase(
+        id=f"{cid}-complete",
+        metric=partial(case.metric, groups_complete_per_batch=True),
+        data=case.data,
+        reference=case.reference,
+    )
+
+
+@pytest.mark.parametrize("cid", COMPLETE_IDS)
+def test_groups_complete_per_batch(cid):
+    case = _complete_case(cid)
+    data = case.make_data(0)
+    expected = H._expected(case, data)
+    rng = np.random.default_rng(1)
+    for num_batches in (1, 3, 8):
+        batches = _group_batches(data, rng, num_batches)
+        metric, forwarded = case.metric(), case.metric()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            for batch in batches:
+                metric.update(**batch)
+                H.assert_close(forwarded(**batch), H._expected(case, batch), 1e-6, 1e-9, "forward")
+        H.assert_close(metric.compute(), expected, 1e-6, 1e-9, f"{cid} {num_batches} batches")
+        H.assert_close(forwarded.compute(), expected, 1e-6, 1e-9, f"{cid} forward {num_batches} batches")
+        # resume from a mid-stream checkpoint
+        resumed = case.metric()
+        half = case.metric()
+        half.persistent(True)
+        for batch in batches[: num_batches // 2]:
+            half.update(**batch)
+        resumed.persistent(True)
+        resumed.load_state_dict(half.state_dict())
+        for batch in batches[num_batches // 2 :]:
+            resumed.update(**batch)
+        H.assert_close(resumed.compute(), expected, 1e-6, 1e-9, f"{cid} resumed")
+    fresh = case.metric()
+    assert set(fresh.metric_state) == {"group_value_sum", "group_weight_sum"}  # constant memory
+    assert all(v.shape == (fresh.num_tasks,) for v in fresh.metric_state.values())
+
+
+def _complete_ddp_job(rank: int, world_size: int, cid: str, empty_rank: bool) -> np.ndarray:
+    case = _complete_case(cid)
+    batches = _group_batches(case.make_data(0), np.random.default_rng(1), 5)
+    mine = batches if (empty_rank and rank == 0) else ([] if empty_rank else batches[rank::world_size])
+    metric = case.metric()
+    for batch in mine:
+        metric.update(**batch)
+    return metric.compute().double().numpy()
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("empty_rank", [False, True], ids=["uneven", "empty-rank"])
+@pytest.mark.parametrize("cid", ["gauc-3task-w", "gauprc-weighted-groups-w"])
+def test_groups_complete_per_batch_ddp(ddp_pool, cid, empty_rank):
+    case = _complete_case(cid)
+    expected = H._expected(case, case.make_data(0))
+    for value in ddp_pool.run(_complete_ddp_job, cid, empty_rank):
+        H.assert_close(value, expected, 1e-6, 1e-9, f"{cid} complete DDP")
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_auc_matches_pairwise_definition(seed):
+    """The double sum over (positive, negative) pairs of the docs, written out by brute force."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 40))
+    p = np.round(rng.random(n), 1).astype(np.float32)
+    y = rng.integers(0, 2, n)
+    w = rng.integers(0, 4, n).astype(np.float64)
+    pos, neg = (y == 1) & (w > 0), (y == 0) & (w > 0)
+    if not pos.any() or not neg.any():
+        return
+    wp, wn = w[pos][:, None], w[neg][None, :]
+    sp, sn = p[pos][:, None], p[neg][None, :]
+    expected = (wp * wn * ((sp > sn) + 0.5 * (sp == sn))).sum() / (wp.sum() * wn.sum())
+    got = tmf.auc(torch.from_numpy(p), torch.from_numpy(y), torch.from_numpy(w))
+    assert abs(got.item() - expected) < 1e-12
+
+
+@pytest.mark.parametrize("cls", [tmx.AUC, tmx.GroupedAUPRC])
+def test_many_small_batches_are_joined(cls):
+    """Every 64 trailing small chunks of a list state are joined; values are unchanged."""
+    data = auc_data(np.random.default_rng(3), num_tasks=2, weights="shared", grouped=True)
+    if cls is tmx.AUC:
+        data.pop("groups")
+    metric = cls(num_tasks=2)
+    for batch in H.split(data, [*range(0, N, 6), N], -1):  # 150 batches
+        metric.update(**batch)
+    assert len(metric.preds) < 64
+    case = CASES["auc-3task-shared-w" if cls is tmx.AUC else "gauprc-3task-shared-w"]
+    H.assert_close(metric.compute(), H._expected(case, data), 1e-6, 1e-9, cls.__name__)
+
+
+@pytest.mark.parametrize("cid", ["auc-3task-shared-w", "auprc-bins-logits-w", "gauc-3task-w"])
+def test_without_validation_same_values(cid):
+    case = CASES[cid]
+    data = case.make_data(0)
+    metric = case.metric.func(**dict(case.metric.keywords, validate_args=False))
+    for batch in H.split(data, [0, 300, 650, N], -1):
+        metric.update(**batch)
+    H.assert_close(metric.compute(), H._expected(case, data), case.rtol, case.atol, cid)

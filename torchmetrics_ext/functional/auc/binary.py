@@ -1,0 +1,281 @@
+r"""Exact and binned ROC AUC and average precision (AUPRC) as pure tensor functions.
+
+Two ways to get the same curve statistics per task, ``(P, N, auc_num, ap_num)`` with
+``P``/``N`` the positive/negative label weight:
+
+* **exact** (:func:`_exact_curve_stats`): one sort of every score, then tie-aware cumulative
+  sums with one curve point per distinct score (scikit-learn's rule). Scores are ranked as
+  float32 through an order-preserving ``int32`` key packed with the weight's bits into one
+  ``int64`` (see :mod:`torchmetrics_ext.functional.auc._kernels`).
+* **binned** (:func:`_binned_update` + :func:`_binned_curve_stats`): a ``(2, T, B)`` histogram
+  of negative and positive weight over ``B`` bins uniform in logit space, filled in O(N) with one
+  ``bincount``; the value is the exact value of the scores rounded to their bin.
+
+Then ``AUC = auc_num / (P N)`` and ``AUPRC = ap_num / P``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from torchmetrics_ext.functional.auc import _kernels as K
+from torchmetrics_ext.utilities.checks import format_pointwise
+from torchmetrics_ext.utilities.warnings import warn_undefined
+
+__all__ = ["auc", "auprc"]
+
+CurveStats = tuple[Tensor, Tensor, Tensor, Tensor]
+
+DEFAULT_LOGIT_RANGE: tuple[float, float] = (-16.0, 16.0)
+
+
+# ----------------------------------------------------------------------------- argument checks
+
+
+def _check_flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"Expected `{name}` to be a bool, got {value!r}.")
+
+
+def _check_bins(num_bins: object, logit_range: object) -> None:
+    if num_bins is not None and (not isinstance(num_bins, int) or isinstance(num_bins, bool) or num_bins < 2):
+        raise ValueError(f"Expected `num_bins` to be None (exact) or an integer >= 2, got {num_bins!r}.")
+    ok = (
+        isinstance(logit_range, (tuple, list))
+        and len(logit_range) == 2
+        and all(isinstance(v, (int, float)) and math.isfinite(v) for v in logit_range)
+        and logit_range[0] < logit_range[1]
+    )
+    if not ok:
+        raise ValueError(
+            f"Expected `logit_range` to be a pair of finite floats (low, high), low < high, "
+            f"got {logit_range!r}."
+        )
+
+
+# ----------------------------------------------------------------------------- exact
+
+
+def _signed_weights(target: Tensor, weights: Tensor | None) -> Tensor:
+    """float32 ``+w`` for positive labels and ``-w`` for negative ones (``w = 1`` unweighted)."""
+    if weights is None:
+        return torch.where(target > 0.5, 1.0, -1.0).to(torch.float32)
+    return torch.where(target > 0.5, weights, -weights).to(torch.float32)
+
+
+def _exact_curve_stats(scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks: int) -> CurveStats:
+    """``(P, N, auc_num, ap_num)`` per task from chunks of scores and signed weights (one sort).
+
+    Args:
+        scores: chunks of scores, each viewable as ``(n_k, T)`` (sample-major), e.g. ``[preds.T]``.
+        signed: the matching chunks of signed weights.
+        num_tasks: ``T``.
+    """
+    packed, pos_total, neg_total = K._pack(scores, signed, num_tasks)
+    if packed.shape[-1] == 0:
+        return pos_total, neg_total, torch.zeros_like(pos_total), torch.zeros_like(pos_total)
+    return (pos_total, neg_total, *K._row_curve_sums(K._sort_rows(packed)))
+
+
+# ----------------------------------------------------------------------------- binned
+
+
+def _bin_position(
+    preds: Tensor, num_bins: int, logit_range: tuple[float, float], from_logits: bool
+) -> Tensor:
+    """Bin of each score (float64): ``B`` equal bins of the logit over ``logit_range``, end bins clip.
+
+    Probabilities go through ``logit(p) = log(p / (1 - p))`` in float64.
+    """
+    z = preds.to(torch.float64, copy=True) if from_logits else torch.log(preds / (1.0 - preds))
+    lo, hi = logit_range
+    return z.sub_(lo).mul_(num_bins / (hi - lo)).clamp_(0, num_bins - 1).floor_()
+
+
+def _binned_update(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None,
+    num_bins: int,
+    logit_range: tuple[float, float],
+    from_logits: bool,
+) -> Tensor:
+    """``(2, T, B)`` histogram (negative, positive label weight per bin) of one ``(T, N)`` batch.
+
+    One ``bincount`` over the flat index ``(y, task, bin)``, computed exactly in float64.
+    """
+    num_tasks = preds.shape[0]
+    index = _bin_position(preds, num_bins, logit_range, from_logits)
+    index += target * float(num_tasks * num_bins)
+    if num_tasks > 1:
+        index += torch.arange(num_tasks, device=preds.device, dtype=torch.float64).unsqueeze(1) * num_bins
+    w = None if weights is None else weights.expand(preds.shape).reshape(-1)
+    hist = torch.bincount(index.to(torch.int64).reshape(-1), weights=w, minlength=2 * num_tasks * num_bins)
+    return hist.view(2, num_tasks, num_bins)
+
+
+def _binned_curve_stats(hist: Tensor) -> CurveStats:
+    """``(P, N, auc_num, ap_num)`` per task from a ``(2, T, B)`` histogram (one curve point per bin)."""
+    pos, neg = hist[1].flip(-1).to(torch.float64), hist[0].flip(-1).to(torch.float64)
+    cp, cn = pos.cumsum(-1), neg.cumsum(-1)
+    auc_num = (neg * (2 * cp - pos)).sum(-1) * 0.5
+    denom = cp + cn
+    ap_num = torch.where(denom > 0, pos * cp / torch.where(denom > 0, denom, 1.0), 0.0).sum(-1)
+    return cp[:, -1], cn[:, -1], auc_num, ap_num
+
+
+def _binned_error_bound(hist: Tensor) -> Tensor:
+    r"""Bound on ``|binned AUC - exact AUC|``: half the share of (positive, negative) pairs in one bin.
+
+    .. math:: \frac{1}{2 P N}\sum_b P_b N_b
+    """
+    pos, neg = hist[1].to(torch.float64), hist[0].to(torch.float64)
+    pairs = pos.sum(-1) * neg.sum(-1)
+    return 0.5 * (pos * neg).sum(-1) / torch.where(pairs > 0, pairs, 1.0)
+
+
+# ----------------------------------------------------------------------------- compute
+
+
+def _auc_compute(pos_total: Tensor, neg_total: Tensor, auc_num: Tensor, name: str = "AUC") -> Tensor:
+    """``auc_num / (P N)``; ``nan`` plus a warning for tasks without both classes."""
+    undefined = (pos_total <= 0) | (neg_total <= 0)
+    warn_undefined(undefined, name, "the labels seen hold a single class (or no weight)")
+    return torch.where(undefined, math.nan, auc_num / torch.where(undefined, 1.0, pos_total * neg_total))
+
+
+def _auprc_compute(pos_total: Tensor, ap_num: Tensor, name: str = "AUPRC") -> Tensor:
+    """``ap_num / P``; ``nan`` plus a warning for tasks without positive label weight."""
+    undefined = pos_total <= 0
+    warn_undefined(undefined, name, "no positive label weight")
+    return torch.where(undefined, math.nan, ap_num / torch.where(undefined, 1.0, pos_total))
+
+
+def _curve_stats(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None,
+    num_bins: int | None,
+    logit_range: tuple[float, float],
+    from_logits: bool,
+    validate_args: bool,
+) -> CurveStats:
+    _check_bins(num_bins, logit_range)
+    _check_flag("from_logits", from_logits)
+    p, t, w = format_pointwise(
+        preds, target, weights, None, target_domain="binary", from_logits=from_logits, validate=validate_args
+    )
+    assert t is not None
+    if num_bins is None:
+        return _exact_curve_stats([p.T], [_signed_weights(t, w).T], p.shape[0])
+    return _binned_curve_stats(_binned_update(p, t, w, num_bins, logit_range, from_logits))
+
+
+def auc(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None = None,
+    *,
+    num_bins: int | None = None,
+    logit_range: tuple[float, float] = DEFAULT_LOGIT_RANGE,
+    from_logits: bool = False,
+    validate_args: bool = True,
+) -> Tensor:
+    r"""Area under the ROC curve, weighted and tie-aware (scikit-learn's ``roc_auc_score``).
+
+    .. math::
+        \mathrm{AUC} = \frac{1}{P N}\sum_{i: y_i=1}\sum_{j: y_j=0} w_i w_j
+        \left(\mathbb{1}[s_i > s_j] + \tfrac12\,\mathbb{1}[s_i = s_j]\right)
+
+    with :math:`P = \sum_{y_i=1} w_i`, :math:`N = \sum_{y_j=0} w_j`: the trapezoidal area under
+    the ROC curve with one point per distinct score.
+
+    Args:
+        preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).
+        target: binary labels in {0, 1}, same shape as ``preds``.
+        weights: optional non-negative sample weights, shape of ``preds`` or ``(N,)``.
+        num_bins: ``None`` for the exact value; ``B`` to round scores to ``B`` bins uniform in
+            logit space over ``logit_range`` (see :class:`~torchmetrics_ext.AUC`).
+        logit_range: ``(low, high)`` logits covered by the bins; scores outside fall in the end bins.
+        from_logits: ``preds`` are logits (the exact value does not depend on it).
+        validate_args: check inputs before computing.
+
+    Returns:
+        A float64 scalar for 1-D input, ``(T,)`` otherwise; ``nan`` (with an
+        ``UndefinedMetricWarning``) for a task whose labels hold a single class.
+
+    Raises:
+        ValueError: on bad shapes, NaN/inf scores, probabilities outside [0, 1], non-binary labels,
+            negative weights, or a bad ``num_bins``/``logit_range``.
+        TypeError: on non-tensor inputs or non-floating ``preds``.
+
+    Note:
+        Scores are compared as float32: scores that differ only beyond float32 precision tie.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import auc
+        >>> auc(torch.tensor([0.1, 0.4, 0.4, 0.8]), torch.tensor([0, 0, 1, 1]))
+        tensor(0.8750, dtype=torch.float64)
+    """
+    single = preds.ndim == 1
+    pos, neg, auc_num, _ = _curve_stats(
+        preds, target, weights, num_bins, logit_range, from_logits, validate_args
+    )
+    value = _auc_compute(pos, neg, auc_num)
+    return value.squeeze(0) if single else value
+
+
+def auprc(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None = None,
+    *,
+    num_bins: int | None = None,
+    logit_range: tuple[float, float] = DEFAULT_LOGIT_RANGE,
+    from_logits: bool = False,
+    validate_args: bool = True,
+) -> Tensor:
+    r"""Average precision, equal to scikit-learn's ``average_precision_score`` (weighted, tie-aware).
+
+    .. math::
+        \mathrm{AP} = \sum_k (R_k - R_{k-1})\, P_k, \qquad
+        R_k = \frac{TP_k}{P}, \quad P_k = \frac{TP_k}{TP_k + FP_k}
+
+    over the curve points ``k``, one per distinct score in decreasing order, with ``TP_k`` /
+    ``FP_k`` the positive / negative weight scored at or above that score (no interpolation).
+
+    Args:
+        preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).
+        target: binary labels in {0, 1}, same shape as ``preds``.
+        weights: optional non-negative sample weights, shape of ``preds`` or ``(N,)``.
+        num_bins: ``None`` for the exact value; ``B`` for the binned value (see ``auc``).
+        logit_range: ``(low, high)`` logits covered by the bins.
+        from_logits: ``preds`` are logits.
+        validate_args: check inputs before computing.
+
+    Returns:
+        A float64 scalar for 1-D input, ``(T,)`` otherwise; ``nan`` (with an
+        ``UndefinedMetricWarning``) for a task without positive label weight. With positives only
+        the value is 1, as in scikit-learn.
+
+    Raises:
+        ValueError: as for :func:`auc`.
+        TypeError: as for :func:`auc`.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import auprc
+        >>> auprc(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1]))
+        tensor(0.8333, dtype=torch.float64)
+    """
+    single = preds.ndim == 1
+    pos, _, _, ap_num = _curve_stats(
+        preds, target, weights, num_bins, logit_range, from_logits, validate_args
+    )
+    value = _auprc_compute(pos, ap_num)
+    return value.squeeze(0) if single else value

@@ -1,0 +1,233 @@
+r"""Grouped (per user / per query) ROC AUC and average precision, vectorised over groups.
+
+One sort by ``(task, group, score)`` of a composite ``int64`` key, then the same block-wise
+segment cumulative sums as the exact binary kernel, with one segment per ``(task, group)``: no
+Python loop over groups or tasks. The per-group values are averaged over the groups that hold
+both classes, optionally weighted by each group's total sample weight.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from torchmetrics_ext.functional.auc._kernels import _curve_sums, _descending_keys
+from torchmetrics_ext.functional.auc.binary import CurveStats, _check_flag, _signed_weights
+from torchmetrics_ext.utilities.checks import format_pointwise
+from torchmetrics_ext.utilities.warnings import safe_divide
+
+__all__ = ["grouped_auc", "grouped_auprc"]
+
+GROUP_ID_LIMIT = 2**47  # group ids are kept exactly as two float32 halves in the metric state
+
+
+def _check_groups(groups: object, preds: Tensor) -> Tensor:
+    """``groups`` must be an integer ``(N,)`` tensor on ``preds``' device with ``|id| < 2**47``."""
+    if not isinstance(groups, Tensor):
+        raise TypeError(f"Expected `groups` to be a torch.Tensor, got {type(groups).__name__}.")
+    if groups.is_floating_point() or groups.is_complex() or groups.dtype == torch.bool:
+        raise TypeError(f"Expected `groups` to be an integer tensor, got dtype {groups.dtype}.")
+    if groups.ndim != 1 or groups.shape[0] != preds.shape[-1]:
+        raise ValueError(
+            f"Expected `groups` of shape ({preds.shape[-1]},) (one id per sample, shared by all tasks), "
+            f"got {tuple(groups.shape)}."
+        )
+    if groups.device != preds.device:
+        raise ValueError(
+            f"Expected `groups` on the same device as `preds` ({preds.device}), got {groups.device}."
+        )
+    if groups.numel() and int(groups.abs().max()) >= GROUP_ID_LIMIT:
+        raise ValueError(
+            f"Expected `groups` ids with absolute value below 2**47, got {int(groups.abs().max())}."
+        )
+    return groups
+
+
+def _format_grouped(
+    preds: Tensor,
+    target: Tensor,
+    groups: Tensor,
+    weights: Tensor | None,
+    num_tasks: int | None,
+    from_logits: bool,
+    validate: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """Validate (when asked) and return ``(preds, target, groups, weights)``; preds/target ``(T, N)``."""
+    p, t, w = format_pointwise(
+        preds, target, weights, num_tasks, target_domain="binary", from_logits=from_logits, validate=validate
+    )
+    if validate:
+        _check_groups(groups, preds)
+    assert t is not None
+    return p, t, groups.reshape(-1).to(torch.int64), w
+
+
+def _grouped_curve_stats(scores: Tensor, signed: Tensor, groups: Tensor) -> CurveStats:
+    """``(P, N, auc_num, ap_num)``, each ``(T, G)``, for the ``G`` distinct ids of ``groups``.
+
+    Args:
+        scores: ``(T, N)`` scores.
+        signed: ``(T, N)`` signed weights (``+w`` positive, ``-w`` negative).
+        groups: ``(N,)`` int64 group ids shared by every task.
+    """
+    num_tasks, n = scores.shape
+    uniq, dense = torch.unique(groups, return_inverse=True)
+    num_groups = uniq.numel()
+    seg = torch.arange(num_tasks, device=scores.device).unsqueeze(1) * num_groups + dense.unsqueeze(0)
+    seg = seg.reshape(-1)
+    pos_w = signed.reshape(-1).clamp(min=0).to(torch.float64)
+    neg_w = signed.reshape(-1).neg().clamp_(min=0).to(torch.float64)
+    size = num_tasks * num_groups
+    pos_total = torch.bincount(seg, weights=pos_w, minlength=size).to(torch.float64)
+    neg_total = torch.bincount(seg, weights=neg_w, minlength=size).to(torch.float64)
+    if n == 0:
+        zeros = torch.zeros(num_tasks, 0, dtype=torch.float64, device=scores.device)
+        return zeros, zeros, zeros, zeros
+    key = (seg << 32) | (_descending_keys(scores).reshape(-1).to(torch.int64) + 2**31)
+    key, order = torch.sort(key)
+    auc_num, ap_num = _curve_sums(key, signed.reshape(-1)[order], key >> 32, pos_total, neg_total)
+    shape = (num_tasks, num_groups)
+    return pos_total.view(shape), neg_total.view(shape), auc_num.view(shape), ap_num.view(shape)
+
+
+def _group_values(stats: CurveStats, kind: str) -> tuple[Tensor, Tensor]:
+    """Per-group values (``kind`` is ``"auc"`` or ``"auprc"``) and the mask of groups with both classes."""
+    pos, neg, auc_num, ap_num = stats
+    valid = (pos > 0) & (neg > 0)
+    if kind == "auc":
+        values = auc_num / torch.where(valid, pos * neg, 1.0)
+    else:
+        values = ap_num / torch.where(valid, pos, 1.0)
+    return torch.where(valid, values, 0.0), valid
+
+
+def _grouped_update(
+    scores: Tensor, signed: Tensor, groups: Tensor, kind: str, weight_groups: bool
+) -> tuple[Tensor, Tensor]:
+    """``(sum of group values, sum of group weights)`` per task over the groups with both classes.
+
+    A group's weight is 1, or its total sample weight when ``weight_groups``.
+    """
+    stats = _grouped_curve_stats(scores, signed, groups)
+    values, valid = _group_values(stats, kind)
+    group_weight = (stats[0] + stats[1]) if weight_groups else torch.ones_like(values)
+    group_weight = torch.where(valid, group_weight, 0.0)
+    return (values * group_weight).sum(-1), group_weight.sum(-1)
+
+
+def _grouped_compute(value_sum: Tensor, weight_sum: Tensor, name: str) -> Tensor:
+    return safe_divide(value_sum, weight_sum, name, "no group holds both classes")
+
+
+def _grouped(
+    kind: str,
+    name: str,
+    preds: Tensor,
+    target: Tensor,
+    groups: Tensor,
+    weights: Tensor | None,
+    weight_groups: bool,
+    from_logits: bool,
+    validate_args: bool,
+) -> Tensor:
+    _check_flag("weight_groups", weight_groups)
+    _check_flag("from_logits", from_logits)
+    single = preds.ndim == 1
+    p, t, g, w = _format_grouped(preds, target, groups, weights, None, from_logits, validate_args)
+    value = _grouped_compute(*_grouped_update(p, _signed_weights(t, w), g, kind, weight_groups), name)
+    return value.squeeze(0) if single else value
+
+
+def grouped_auc(
+    preds: Tensor,
+    target: Tensor,
+    groups: Tensor,
+    weights: Tensor | None = None,
+    *,
+    weight_groups: bool = False,
+    from_logits: bool = False,
+    validate_args: bool = True,
+) -> Tensor:
+    r"""Grouped AUC (GAUC): the mean of the per-group ROC AUCs over groups holding both classes.
+
+    .. math::
+        \mathrm{GAUC} = \frac{\sum_{g \in \mathcal{G}} v_g\, \mathrm{AUC}_g}{\sum_{g \in \mathcal{G}} v_g},
+        \qquad v_g = 1 \text{ or } v_g = \sum_{i \in g} w_i \ (\texttt{weight\_groups})
+
+    where :math:`\mathcal{G}` holds the groups with positive and negative label weight and
+    :math:`\mathrm{AUC}_g` is :func:`~torchmetrics_ext.functional.auc` of group ``g``.
+
+    Args:
+        preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).
+        target: binary labels in {0, 1}, same shape as ``preds``.
+        groups: ``(N,)`` integer group ids (user, query, session...), shared by every task.
+        weights: optional non-negative sample weights, shape of ``preds`` or ``(N,)``.
+        weight_groups: weight each group by its total sample weight instead of 1.
+        from_logits: ``preds`` are logits (the value does not depend on it).
+        validate_args: check inputs before computing.
+
+    Returns:
+        A float64 scalar for 1-D input, ``(T,)`` otherwise; ``nan`` (with an
+        ``UndefinedMetricWarning``) when no group holds both classes.
+
+    Raises:
+        ValueError: as for :func:`~torchmetrics_ext.functional.auc`, or ``groups`` of the wrong
+            shape/device or with ids of absolute value ``>= 2**47``.
+        TypeError: non-tensor inputs, non-floating ``preds`` or non-integer ``groups``.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import grouped_auc
+        >>> preds = torch.tensor([0.9, 0.2, 0.3, 0.6, 0.5])
+        >>> target = torch.tensor([1, 0, 1, 0, 1])
+        >>> grouped_auc(preds, target, groups=torch.tensor([0, 0, 1, 1, 2]))  # groups 0, 1; 2 has one class
+        tensor(0.5000, dtype=torch.float64)
+    """
+    return _grouped(
+        "auc", "GroupedAUC", preds, target, groups, weights, weight_groups, from_logits, validate_args
+    )
+
+
+def grouped_auprc(
+    preds: Tensor,
+    target: Tensor,
+    groups: Tensor,
+    weights: Tensor | None = None,
+    *,
+    weight_groups: bool = False,
+    from_logits: bool = False,
+    validate_args: bool = True,
+) -> Tensor:
+    r"""Grouped average precision: the mean of per-group AUPRC over groups holding both classes.
+
+    Same definition as :func:`grouped_auc` with :math:`\mathrm{AP}_g` (scikit-learn's
+    ``average_precision_score`` of group ``g``) in place of :math:`\mathrm{AUC}_g`. Groups with
+    positives only (where AP is trivially 1) are left out like groups with negatives only.
+
+    Args:
+        preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).
+        target: binary labels in {0, 1}, same shape as ``preds``.
+        groups: ``(N,)`` integer group ids shared by every task.
+        weights: optional non-negative sample weights.
+        weight_groups: weight each group by its total sample weight instead of 1.
+        from_logits: ``preds`` are logits.
+        validate_args: check inputs before computing.
+
+    Returns:
+        A float64 scalar or ``(T,)``; ``nan`` when no group holds both classes.
+
+    Raises:
+        ValueError: as for :func:`grouped_auc`.
+        TypeError: as for :func:`grouped_auc`.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import grouped_auprc
+        >>> preds = torch.tensor([0.9, 0.2, 0.3, 0.6])
+        >>> target = torch.tensor([1, 0, 1, 0])
+        >>> grouped_auprc(preds, target, groups=torch.tensor([0, 0, 1, 1]))  # (1 + 0.5) / 2
+        tensor(0.7500, dtype=torch.float64)
+    """
+    return _grouped(
+        "auprc", "GroupedAUPRC", preds, target, groups, weights, weight_groups, from_logits, validate_args
+    )

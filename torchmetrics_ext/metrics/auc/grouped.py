@@ -1,0 +1,194 @@
+"""Grouped AUC / AUPRC (GAUC) as :class:`torchmetrics.Metric` objects.
+
+Exact mode keeps every sample (groups may span batches and ranks); with
+``groups_complete_per_batch=True`` each batch's groups are scored at ``update`` and only two
+float64 sums per task are kept (constant memory, like TorchRec's grouped AUC). All math lives in
+:mod:`torchmetrics_ext.functional.auc.grouped`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from torchmetrics_ext.functional.auc import binary as FB
+from torchmetrics_ext.functional.auc import grouped as F
+from torchmetrics_ext.metrics.auc.binary import _append_chunk, _take_samples
+from torchmetrics_ext.metrics.base import TaskMetric
+
+__all__ = ["GroupedAUC", "GroupedAUPRC"]
+
+_HALF = float(2**24)
+
+
+def _encode_groups(groups: Tensor) -> Tensor:
+    """int64 ids (``|id| < 2**47``) as exact float32 ``(hi, lo)`` pairs, flattened sample-major."""
+    hi = torch.div(groups, 2**24, rounding_mode="floor")
+    return torch.stack([hi, groups - hi * 2**24], dim=1).to(torch.float32).reshape(-1)
+
+
+def _decode_groups(encoded: Tensor) -> Tensor:
+    pairs = encoded.view(-1, 2).to(torch.float64)
+    return (pairs[:, 0] * _HALF + pairs[:, 1]).to(torch.int64)
+
+
+class _GroupedCurveMetric(TaskMetric):
+    _kind: ClassVar[str] = "auc"
+    _name: ClassVar[str] = "GroupedAUC"
+    is_differentiable: bool = False
+    higher_is_better: bool = True
+    plot_lower_bound: float = 0.0
+    plot_upper_bound: float = 1.0
+
+    preds: list[Tensor]
+    signed_weights: list[Tensor]
+    groups: list[Tensor]
+    group_value_sum: Tensor
+    group_weight_sum: Tensor
+
+    def __init__(
+        self,
+        num_tasks: int = 1,
+        *,
+        weight_groups: bool = False,
+        groups_complete_per_batch: bool = False,
+        from_logits: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(num_tasks, **kwargs)
+        for name, flag in (
+            ("weight_groups", weight_groups),
+            ("groups_complete_per_batch", groups_complete_per_batch),
+            ("from_logits", from_logits),
+        ):
+            FB._check_flag(name, flag)
+        self.weight_groups = weight_groups
+        self.groups_complete_per_batch = groups_complete_per_batch
+        self.from_logits = from_logits
+        if groups_complete_per_batch:
+            self._add_task_state("group_value_sum")
+            self._add_task_state("group_weight_sum")
+        else:
+            for name in ("preds", "signed_weights", "groups"):
+                self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def _format(
+        self, preds: Tensor, target: Tensor, groups: Tensor, weights: Tensor | None, validate: bool
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        return F._format_grouped(preds, target, groups, weights, self.num_tasks, self.from_logits, validate)
+
+    def _validate(self, preds: Tensor, target: Tensor, groups: Tensor, weights: Tensor | None = None) -> None:
+        self._format(preds, target, groups, weights, validate=True)
+
+    def update(self, preds: Tensor, target: Tensor, groups: Tensor, weights: Tensor | None = None) -> None:
+        """Accumulate one batch: ``preds``/``target`` ``(N,)`` or ``(T, N)``, ``groups`` ``(N,)`` ids."""
+        p, t, g, w = self._format(preds, target, groups, weights, validate=self._check_inputs)
+        if p.shape[-1] == 0:
+            return
+        signed = FB._signed_weights(t, w)
+        if self.groups_complete_per_batch:
+            value_sum, weight_sum = F._grouped_update(p, signed, g, self._kind, self.weight_groups)
+            self.group_value_sum += value_sum
+            self.group_weight_sum += weight_sum
+            return
+        _append_chunk(self.preds, p.T.to(torch.float32).reshape(-1))
+        _append_chunk(self.signed_weights, signed.T.reshape(-1))
+        _append_chunk(self.groups, _encode_groups(g))
+
+    def compute(self) -> Tensor:
+        """Mean per-group value over everything accumulated (and synced across ranks)."""
+        if self.groups_complete_per_batch:
+            value_sum, weight_sum = self.group_value_sum, self.group_weight_sum
+        else:
+            scores = _take_samples(self.preds, self.num_tasks)
+            signed = _take_samples(self.signed_weights, self.num_tasks)
+            groups = _decode_groups(_take_samples(self.groups, 1).reshape(-1))
+            value_sum, weight_sum = F._grouped_update(scores, signed, groups, self._kind, self.weight_groups)
+        return self._squeeze_tasks(F._grouped_compute(value_sum, weight_sum, self._name))
+
+
+class GroupedAUC(_GroupedCurveMetric):
+    r"""Grouped AUC (GAUC): the mean per-group ROC AUC over groups that hold both classes.
+
+    .. math::
+        \mathrm{GAUC} = \frac{\sum_{g \in \mathcal{G}} v_g\, \mathrm{AUC}_g}{\sum_{g \in \mathcal{G}} v_g},
+        \qquad v_g = 1 \text{ or } v_g = \sum_{i \in g} w_i \ (\texttt{weight\_groups})
+
+    with :math:`\mathrm{AUC}_g` the weighted, tie-aware AUC (:class:`~torchmetrics_ext.AUC`) of
+    group ``g`` and :math:`\mathcal{G}` the groups with positive and negative label weight.
+    ``update(preds, target, groups, weights=None)`` with ``groups`` an ``(N,)`` integer tensor of
+    ids (user, query, session...) shared by every task.
+
+    Args:
+        num_tasks: number of tasks ``T``; inputs are ``(N,)`` for one task or ``(T, N)``.
+        weight_groups: weight each group by its total sample weight instead of 1.
+        groups_complete_per_batch: every group is complete within the batch it arrives in: score
+            groups at ``update`` and keep two float64 sums per task (constant memory). A group
+            split across batches then counts as separate groups.
+        from_logits: ``preds`` are logits (the value does not depend on it).
+        validate_args: check each batch; a rejected batch raises and changes nothing.
+        kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
+
+    Raises:
+        ValueError: as for :class:`~torchmetrics_ext.AUC`, or ``groups`` of the wrong shape or
+            device, or ids of absolute value ``>= 2**47``.
+        TypeError: non-tensor inputs, non-floating ``preds`` or non-integer ``groups``.
+
+    Note:
+        The default (exact) mode stores float32 scores, float32 signed weights and the group id
+        (as two exact float32 halves) per sample in ``cat`` states: groups may span batches and
+        ranks. ``compute`` makes one sort by ``(task, group, score)`` and segment cumulative sums:
+        no Python loop over groups. Ties within a group count one half, as in :class:`AUC`.
+        Undefined (``nan`` plus ``UndefinedMetricWarning``) when no group holds both classes.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import GroupedAUC
+        >>> metric = GroupedAUC()
+        >>> metric.update(torch.tensor([0.9, 0.2, 0.3]), torch.tensor([1, 0, 1]), torch.tensor([0, 0, 1]))
+        >>> metric.update(torch.tensor([0.6, 0.5]), torch.tensor([0, 1]), torch.tensor([1, 2]))
+        >>> metric.compute()  # group 0: 1.0, group 1: 0.0, group 2 has one class
+        tensor(0.5000, dtype=torch.float64)
+    """
+
+    _kind = "auc"
+    _name = "GroupedAUC"
+
+
+class GroupedAUPRC(_GroupedCurveMetric):
+    r"""Grouped average precision: the mean per-group AUPRC over groups that hold both classes.
+
+    Same definition, modes and arguments as :class:`GroupedAUC` with :math:`\mathrm{AP}_g`
+    (scikit-learn's ``average_precision_score`` of group ``g``) in place of
+    :math:`\mathrm{AUC}_g`. Groups with positives only (AP trivially 1) are left out.
+
+    Args:
+        num_tasks: number of tasks ``T``.
+        weight_groups: weight each group by its total sample weight instead of 1.
+        groups_complete_per_batch: score groups per batch and keep constant-memory sums.
+        from_logits: ``preds`` are logits.
+        validate_args: check each batch.
+        kwargs: TorchMetrics options.
+
+    Raises:
+        ValueError: as for :class:`GroupedAUC`.
+        TypeError: as for :class:`GroupedAUC`.
+
+    Note:
+        Memory, ties, DDP and undefined values as for :class:`GroupedAUC`; both hold the same
+        states, so they share one compute group in a :class:`~torchmetrics.MetricCollection`.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import GroupedAUPRC
+        >>> metric = GroupedAUPRC(groups_complete_per_batch=True)
+        >>> preds, target = torch.tensor([0.9, 0.2, 0.3, 0.6]), torch.tensor([1, 0, 1, 0])
+        >>> metric.update(preds, target, groups=torch.tensor([0, 0, 1, 1]))
+        >>> metric.compute()  # (1 + 0.5) / 2
+        tensor(0.7500, dtype=torch.float64)
+    """
+
+    _kind = "auprc"
+    _name = "GroupedAUPRC"

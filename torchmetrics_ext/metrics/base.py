@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from torchmetrics import Metric
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 
 class TaskMetric(Metric):
@@ -42,6 +43,7 @@ class TaskMetric(Metric):
         self.num_tasks = num_tasks
         self.validate_args = validate_args
         self._inputs_checked = False
+        self._list_state_dtypes: dict[str, torch.dtype] = {}
 
     def _add_task_state(self, name: str, dist_reduce_fx: str = "sum", fill: float = 0.0) -> None:
         """Declare a float64 ``(num_tasks,)`` state reduced with ``dist_reduce_fx``."""
@@ -50,6 +52,21 @@ class TaskMetric(Metric):
             default=torch.full((self.num_tasks,), fill, dtype=torch.float64),
             dist_reduce_fx=dist_reduce_fx,
         )
+
+    def _add_list_state(self, name: str, dtype: torch.dtype) -> None:
+        """Declare an exact ``cat`` list state whose tensors all have ``dtype`` (O(n) memory).
+
+        A rank that saw no batch syncs an empty tensor of ``dtype`` (TorchMetrics would use its
+        default float32, which cannot be all-gathered with other ranks' tensors of ``dtype``).
+        """
+        self.add_state(name, default=[], dist_reduce_fx="cat")
+        self._list_state_dtypes[name] = dtype
+
+    def _sync_dist(self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None) -> None:
+        for name, dtype in self._list_state_dtypes.items():
+            if isinstance(value := getattr(self, name), list) and not value:
+                setattr(self, name, [torch.zeros(0, dtype=dtype, device=self.device)])
+        super()._sync_dist(dist_sync_fn, process_group)
 
     @property
     def _check_inputs(self) -> bool:

@@ -81,8 +81,8 @@ class _CurveMetric(TaskMetric):
         self.logit_range = (float(logit_range[0]), float(logit_range[1]))
         self.from_logits = from_logits
         if num_bins is None:
-            self.add_state("preds", default=[], dist_reduce_fx="cat")
-            self.add_state("signed_weights", default=[], dist_reduce_fx="cat")
+            self._add_list_state("preds", torch.float32)
+            self._add_list_state("signed_weights", torch.float32)
         else:
             # (negative, positive) label weight per task and bin
             hist = torch.zeros(2, num_tasks, num_bins, dtype=torch.float64)

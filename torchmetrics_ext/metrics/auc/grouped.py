@@ -72,7 +72,7 @@ class _GroupedCurveMetric(TaskMetric):
             self._add_task_state("group_weight_sum")
         else:
             for name in ("preds", "signed_weights", "groups"):
-                self.add_state(name, default=[], dist_reduce_fx="cat")
+                self._add_list_state(name, torch.float32)
 
     def _format(
         self, preds: Tensor, target: Tensor, groups: Tensor, weights: Tensor | None, validate: bool

@@ -8,13 +8,11 @@ the accumulated data in O(N log N) with the kernels of
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 from torchmetrics.utilities.data import dim_zero_cat
-from torchmetrics.utilities.distributed import gather_all_tensors
 
 from torchmetrics_ext.functional.auc import pairwise as F
 from torchmetrics_ext.metrics.base import TaskMetric
@@ -46,7 +44,7 @@ class _PairwiseMetric(TaskMetric):
     def __init__(self, num_tasks: int = 1, **kwargs: Any) -> None:
         super().__init__(num_tasks, **kwargs)
         for name in _STATES:
-            self.add_state(name, default=[], dist_reduce_fx="cat")
+            self._add_list_state(name, torch.float64)
 
     def _format(
         self, preds: Tensor, target: Tensor, weights: Tensor | None, validate: bool
@@ -93,20 +91,6 @@ class _PairwiseMetric(TaskMetric):
 
     def _pair_counts(self) -> F.PairCounts:
         return F._pairwise_counts(*(self._stacked(name) for name in _STATES))
-
-    def plot(self, val: Tensor | Sequence[Tensor] | None = None, ax: Any | None = None) -> Any:
-        """Plot a value (default: ``compute()``) or a sequence of values; returns ``(fig, ax)``."""
-        return self._plot(val, ax)
-
-    def _sync_dist(
-        self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None
-    ) -> None:
-        # A rank with no update would otherwise contribute TorchMetrics' placeholder
-        # `torch.tensor([], dtype=self.dtype)` (float32) to an all-gather of float64 tensors.
-        for name in _STATES:
-            if isinstance(getattr(self, name), list) and not getattr(self, name):
-                setattr(self, name, [torch.zeros(0, dtype=torch.float64, device=self.device)])
-        super()._sync_dist(dist_sync_fn, process_group)
 
 
 class RegressionAUC(_PairwiseMetric):

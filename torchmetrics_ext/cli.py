@@ -1,8 +1,8 @@
 """The ``torchmetrics-ext`` command line.
 
 ``torchmetrics-ext demo`` scores synthetic click and conversion predictions for two tasks with
-every metric in one :class:`~torchmetrics.MetricCollection` (compute groups on) and prints the
-lifetime values as a table.
+every pointwise and AUC metric in one :class:`~torchmetrics.MetricCollection` (compute groups
+on) and prints the lifetime values as a table.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ TASKS = ("click", "conversion")
 
 
 def demo_metrics(num_tasks: int) -> MetricCollection:
-    """Every metric of the package that scores ``(preds, target, weights)`` batches, for ``num_tasks`` tasks."""
+    """Every metric that scores ``(preds, target, weights)`` batches (grouped ones also take ``groups``)."""
     return MetricCollection(
         {
             "ne": tmx.NormalizedEntropy(num_tasks=num_tasks),
@@ -36,6 +36,10 @@ def demo_metrics(num_tasks: int) -> MetricCollection:
             "mse_brier": tmx.WeightedMSE(num_tasks=num_tasks),
             "rmse": tmx.WeightedRMSE(num_tasks=num_tasks),
             "mae": tmx.WeightedMAE(num_tasks=num_tasks),
+            "auc": tmx.AUC(num_tasks=num_tasks),
+            "auprc": tmx.AUPRC(num_tasks=num_tasks),
+            "auc_binned": tmx.AUC(num_tasks=num_tasks, num_bins=10_000),
+            "gauc_by_user": tmx.GroupedAUC(num_tasks=num_tasks),
         },
         compute_groups=True,
     )
@@ -52,7 +56,15 @@ def synthetic_batches(samples: int, batch_size: int, seed: int) -> list[tuple[to
     noisy = affinity + 0.6 * torch.randn(samples, generator=gen)
     preds = torch.sigmoid(base_logits + torch.stack([1.3 * noisy, 1.2 * noisy]) + torch.tensor([[0.1], [0.0]]))
     weights = torch.where(torch.rand(samples, generator=gen) < 0.1, 2.0, 1.0)  # down-sampled negatives etc.
-    return list(zip(preds.split(batch_size, -1), target.split(batch_size, -1), weights.split(batch_size, -1)))
+    users = torch.randint(0, max(samples // 50, 1), (samples,), generator=gen)  # ~50 impressions per user
+    return list(
+        zip(
+            preds.split(batch_size, -1),
+            target.split(batch_size, -1),
+            weights.split(batch_size, -1),
+            users.split(batch_size, -1),
+        )
+    )
 
 
 def format_table(values: dict[str, torch.Tensor], tasks: Sequence[str]) -> str:
@@ -71,8 +83,9 @@ def run_demo(samples: int = 500_000, batch_size: int = 8192, seed: int = 0) -> d
     batches = synthetic_batches(samples, batch_size, seed)
     metrics = demo_metrics(len(TASKS))
     start = time.perf_counter()
-    for preds, target, weights in batches:
-        metrics.update(preds, target, weights)
+    for preds, target, weights, users in batches:
+        # MetricCollection hands `groups` only to the metrics whose update takes it
+        metrics.update(preds, target, weights=weights, groups=users)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)
         values = metrics.compute()

@@ -18,6 +18,16 @@ from torchmetrics_ext.metrics import (
     WeightedRecall,
     WeightedRMSE,
 )
+from torchmetrics_ext.metrics.ranking import (
+    MAP,
+    MRR,
+    NDCG,
+    HitRate,
+    MulticlassRecallAtK,
+    PrecisionAtK,
+    RankingMetrics,
+    RecallAtK,
+)
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
 __version__ = "0.1.0"
@@ -25,8 +35,16 @@ __version__ = "0.1.0"
 __all__ = [
     "CTR",
     "Calibration",
+    "HitRate",
     "LogLoss",
+    "MAP",
+    "MRR",
+    "MulticlassRecallAtK",
+    "NDCG",
     "NormalizedEntropy",
+    "PrecisionAtK",
+    "RankingMetrics",
+    "RecallAtK",
     "TaskMetric",
     "UndefinedMetricWarning",
     "WeightedAccuracy",

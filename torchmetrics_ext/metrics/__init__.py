@@ -14,12 +14,30 @@ from torchmetrics_ext.metrics.pointwise import (
     WeightedRecall,
     WeightedRMSE,
 )
+from torchmetrics_ext.metrics.ranking import (
+    MAP,
+    MRR,
+    NDCG,
+    HitRate,
+    MulticlassRecallAtK,
+    PrecisionAtK,
+    RankingMetrics,
+    RecallAtK,
+)
 
 __all__ = [
     "CTR",
     "Calibration",
+    "HitRate",
     "LogLoss",
+    "MAP",
+    "MRR",
+    "MulticlassRecallAtK",
+    "NDCG",
     "NormalizedEntropy",
+    "PrecisionAtK",
+    "RankingMetrics",
+    "RecallAtK",
     "TaskMetric",
     "WeightedAccuracy",
     "WeightedAverage",

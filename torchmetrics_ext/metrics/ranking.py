@@ -285,8 +285,8 @@ class NDCG(_SingleRanking):
         check_flag("report_as_loss", report_as_loss)
         super().__init__(k, exponential_gain=exponential_gain, **kwargs)
         self.report_as_loss = report_as_loss
-        if report_as_loss:
-            self.higher_is_better = False
+        if report_as_loss:  # TorchMetrics guards the class constant; this instance reports a loss
+            object.__setattr__(self, "higher_is_better", False)
 
     def compute(self) -> Tensor:
         """Weighted mean NDCG over queries (``1 - NDCG`` with ``report_as_loss``)."""

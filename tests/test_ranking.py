@@ -354,3 +354,296 @@ def test_invariances(cid):
 @pytest.mark.parametrize("cid", DDP_IDS)
 def test_ddp(ddp_pool, cid, empty_rank):
     H.check_ddp(ddp_pool, __name__, CASES[cid], empty_rank=empty_rank)
+
+
+# ----------------------------------------------------------------------------- independent references
+
+
+def _tie_free(seed=0, **kw):
+    return flat_data(np.random.default_rng(seed), num_queries=150, max_len=25, **kw)
+
+
+def test_pytrec_eval_agrees():
+    """trec_eval's ndcg_cut, recall, P, success, recip_rank and map_cut (linear gain, /k precision)."""
+    import pytrec_eval
+
+    data = _tie_free(3)
+    preds, target, idx = (data[key].numpy() for key in FLAT_KEYS)
+    qrel, run = {}, {}
+    for row, (q, s, y) in enumerate(zip(idx, preds, target)):
+        qrel.setdefault(str(q), {})[f"d{row}"] = int(y)
+        run.setdefault(str(q), {})[f"d{row}"] = float(s)
+    keep = {q for q, docs in qrel.items() if any(v > 0 for v in docs.values())}
+    qrel = {q: d for q, d in qrel.items() if q in keep}
+    run = {q: d for q, d in run.items() if q in keep}
+    measures = {"ndcg_cut.5,10", "recall.5", "P.5", "success.5", "recip_rank", "map_cut.10", "map"}
+    per_query = pytrec_eval.RelevanceEvaluator(qrel, measures).evaluate(run)
+
+    def mean(name):
+        return np.mean([values[name] for values in per_query.values()])
+
+    out = tmf.ranking_metrics(*(data[key] for key in FLAT_KEYS), ks=(5, 10, None), metrics=ALL)
+    for ours, theirs in (("ndcg@5", "ndcg_cut_5"), ("ndcg@10", "ndcg_cut_10"), ("recall@5", "recall_5"),
+                         ("precision@5", "P_5"), ("hit_rate@5", "success_5"), ("mrr", "recip_rank"),
+                         ("map@10", "map_cut_10"), ("map", "map")):
+        np.testing.assert_allclose(out[ours].item(), mean(theirs), rtol=1e-6, err_msg=f"{ours} vs {theirs}")
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, None])
+def test_torchmetrics_agrees(k):
+    """TorchMetrics' retrieval metrics where definitions coincide (positive tie-free scores, skip empty queries)."""
+    from torchmetrics import retrieval as R
+
+    data = _tie_free(5)
+    preds = torch.sigmoid(data["preds"]) + 1e-3  # TorchMetrics >= 1.7.4 treats scores <= 0 as not retrieved
+    target, indexes = data["target"], data["indexes"]
+    binary = target > 0
+    pairs = [
+        (R.RetrievalNormalizedDCG(top_k=k, empty_target_action="skip"), target, tmf.ndcg(preds, target, indexes, k=k)),
+        (R.RetrievalRecall(top_k=k, empty_target_action="skip"), binary, tmf.recall_at_k(preds, target, indexes, k=k)),
+        (R.RetrievalMRR(top_k=k, empty_target_action="skip"), binary, tmf.mrr(preds, target, indexes, k=k)),
+    ]
+    if k is not None:
+        pairs += [
+            (R.RetrievalPrecision(top_k=k, empty_target_action="skip"), binary, tmf.precision_at_k(preds, target, indexes, k=k)),
+            (R.RetrievalHitRate(top_k=k, empty_target_action="skip"), binary, tmf.hit_rate(preds, target, indexes, k=k)),
+        ]
+    else:  # TorchMetrics' MAP@k divides by the relevant items in the top k, ours (trec_eval, ranx) by all
+        pairs.append((R.RetrievalMAP(empty_target_action="skip"), binary, tmf.map_at_k(preds, target, indexes)))
+    for metric, tm_target, ours in pairs:
+        expected = metric(preds.float(), tm_target, indexes=indexes)
+        np.testing.assert_allclose(ours.item(), expected.item(), rtol=1e-5, err_msg=type(metric).__name__)
+
+
+def test_multiclass_matches_sklearn_without_ties():
+    from sklearn.metrics import top_k_accuracy_score
+
+    data = multiclass_data(np.random.default_rng(0), weights=True)
+    for k in (1, 2, 4):
+        ours = tmf.multiclass_recall_at_k(data["preds"], data["target"], data["weights"], k=k, num_classes=6)
+        ref = top_k_accuracy_score(data["target"].numpy(), data["preds"].numpy(), k=k,
+                                   sample_weight=data["weights"].numpy(), labels=np.arange(6))
+        np.testing.assert_allclose(ours.item(), ref, rtol=1e-9)
+
+
+# ----------------------------------------------------------------------------- forms, ties, policies
+
+
+def _to_flat(data):
+    q, width = data["preds"].shape
+    keep = data["mask"]
+    ids = torch.arange(q).unsqueeze(1).expand(-1, width)[keep]
+    return {"preds": data["preds"][keep], "target": data["target"][keep], "indexes": ids,
+            "weights": data["weights"][ids]}
+
+
+def test_flat_and_padded_agree_exactly():
+    data = padded_data(np.random.default_rng(1), ties=True)
+    flat = _to_flat(data)
+    padded_out = tmf.ranking_metrics(**data, ks=(1, 3, None), metrics=("ndcg", "recall", "mrr", "map"))
+    flat_out = tmf.ranking_metrics(**flat, ks=(1, 3, None), metrics=("ndcg", "recall", "mrr", "map"))
+    for key in padded_out:
+        assert torch.equal(padded_out[key], flat_out[key]), key
+    a, b = tmx.RankingMetrics(ks=(2, 5)), tmx.RankingMetrics(ks=(2, 5))
+    a.update(**data)
+    b.update(**flat)
+    for key, value in a.compute().items():
+        assert torch.equal(value, b.compute()[key]), key
+
+
+def test_tie_rule_is_pessimistic_and_order_free():
+    # one query, all scores tied: the relevant candidate ranks last among the tie
+    preds = torch.tensor([0.5, 0.5, 0.5, 0.1])
+    target = torch.tensor([1, 0, 0, 2])
+    idx = torch.zeros(4, dtype=torch.long)
+    assert tmf.mrr(preds, target, idx).item() == pytest.approx(1 / 3)
+    assert tmf.recall_at_k(preds, target, idx, k=2).item() == 0.0
+    # graded ties: lower grade first
+    out = tmf.ndcg(torch.tensor([1.0, 1.0]), torch.tensor([3, 1]), torch.zeros(2, dtype=torch.long))
+    assert out.item() == pytest.approx((1 + 3 / np.log2(3)) / (3 + 1 / np.log2(3)))
+    data = flat_data(np.random.default_rng(2), ties=True)
+    base = tmf.ranking_metrics(*(data[key] for key in FLAT_KEYS), ks=(1, 3, None), metrics=ALL[1:])
+    perm = torch.randperm(data["preds"].numel(), generator=torch.Generator().manual_seed(0))
+    shuffled = tmf.ranking_metrics(*(data[key][perm] for key in FLAT_KEYS), ks=(1, 3, None), metrics=ALL[1:])
+    for key in base:
+        torch.testing.assert_close(base[key], shuffled[key], rtol=1e-12, atol=0)
+
+
+def test_any_real_scores_and_wide_keys():
+    # negative, zero, -0.0 and infinite scores; sparse negative ids; float64 scores closer than float32 resolves
+    preds = torch.tensor([-float("inf"), -3.0, -0.0, 0.0, 1e300, float("inf"), 1.0, 1.0 + 1e-12], dtype=torch.float64)
+    target = torch.tensor([1, 0, 0, 1, 0, 0, 1, 0])
+    idx = torch.tensor([-(2**62), -(2**62), -(2**62), -(2**62), 2**62, 2**62, 2**62, 2**62])
+    data = {"preds": preds.numpy(), "target": target.numpy(), "indexes": idx.numpy()}
+    for name, k in (("mrr", None), ("ndcg", 2), ("map", None), ("recall", 2)):
+        ours = tmf.ranking_metrics(preds, target, idx, ks=(k,), metrics=(name,))
+        assert ours[name if k is None else f"{name}@{k}"].item() == pytest.approx(single_ref(name, k)(data))
+    # -0.0 and 0.0 are one tie, so the relevant 0.0 ranks after the non-relevant -0.0
+    assert tmf.mrr(preds[:4], target[:4], idx[:4]).item() == 0.5
+
+
+def test_fractional_graded_relevance():
+    rng = np.random.default_rng(4)
+    data = flat_data(rng)
+    data["target"] = data["target"] * torch.tensor(rng.uniform(0.3, 1.7, size=data["target"].numel()))
+    for exponential in (False, True):
+        ours = tmf.ndcg(*(data[key] for key in FLAT_KEYS), k=4, exponential_gain=exponential)
+        ref = single_ref("ndcg", 4, exponential=exponential)(H.to_numpy(data))
+        np.testing.assert_allclose(ours.item(), ref, rtol=1e-9)
+
+
+def test_empty_target_actions_and_undefined():
+    preds = torch.tensor([[0.3, 0.2], [0.9, 0.1]])
+    target = torch.tensor([[0, 0], [0, 1]])
+    assert tmf.mrr(preds, target).item() == 0.5
+    assert tmf.mrr(preds, target, empty_target_action="zero").item() == 0.25
+    assert tmf.mrr(preds, target, empty_target_action="one").item() == 0.75
+    with pytest.raises(ValueError, match="no relevant candidate"):
+        tmf.mrr(preds, target, empty_target_action="error")
+    with pytest.warns(UndefinedMetricWarning, match="no query counted"):
+        assert torch.isnan(tmf.ndcg(preds, torch.zeros_like(target)))
+    # flat exact mode raises at compute, padded input (complete queries) at update, leaving the state untouched
+    metric = tmx.MRR(empty_target_action="error")
+    metric.update(preds.reshape(-1), target.reshape(-1), indexes=torch.tensor([0, 0, 1, 1]))
+    with pytest.raises(ValueError, match="no relevant candidate"):
+        metric.compute()
+    metric = tmx.MRR(empty_target_action="error")
+    metric.update(preds[1:], target[1:])
+    with pytest.raises(ValueError, match="no relevant candidate"):
+        metric.update(preds, target)
+    assert metric.compute().item() == 0.5 and metric._update_count == 1
+
+
+def test_queries_complete_per_batch():
+    data = flat_data(np.random.default_rng(6), shuffle=False, weights=True)
+    idx = data["indexes"]
+    cuts = [0, *(torch.nonzero(idx[1:] != idx[:-1]).reshape(-1) + 1).tolist()[::9], idx.numel()]
+    exact = tmx.RankingMetrics(ks=(1, 5))
+    session = tmx.RankingMetrics(ks=(1, 5), queries_complete_per_batch=True)
+    assert all(isinstance(v, torch.Tensor) for v in session.metric_state.values())  # sums only
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        batch = {key: value[lo:hi] for key, value in data.items()}
+        exact.update(**batch)
+        session.update(**batch)
+    for key, value in exact.compute().items():
+        torch.testing.assert_close(session.compute()[key], value, rtol=1e-12, atol=1e-12)
+    # a query cut in two by a batch boundary counts as two queries in session mode
+    metric = tmx.RecallAtK(k=1, queries_complete_per_batch=True)
+    ids = torch.zeros(2, dtype=torch.long)
+    metric.update(torch.tensor([0.9, 0.1]), torch.tensor([1, 0]), ids)
+    metric.update(torch.tensor([0.8, 0.2]), torch.tensor([0, 1]), ids)
+    assert metric.compute().item() == 0.5
+
+
+def test_mixed_weighted_batches():
+    data = flat_data(np.random.default_rng(8), weights=True)
+    n = data["preds"].numel()
+    half = n // 2
+    data["weights"][:half] = 1.0
+    first = {key: value[:half] for key, value in data.items() if key != "weights"}
+    second = {key: value[half:] for key, value in data.items()}
+    metric = tmx.NDCG(k=3)
+    metric.update(**first)
+    metric.update(**second)
+    np.testing.assert_allclose(metric.compute().item(), single_ref("ndcg", 3)(H.to_numpy(data)), rtol=1e-9)
+
+
+def test_collection_compute_group_shares_rows():
+    from torchmetrics import MetricCollection
+
+    data = flat_data(np.random.default_rng(9))
+    collection = MetricCollection({"ndcg": tmx.NDCG(k=5), "mrr": tmx.MRR(k=5), "recall": tmx.RecallAtK(k=5)},
+                                  compute_groups=True)
+    collection.update(**data)
+    assert len(collection.compute_groups) == 1
+    out = collection.compute()
+    ref = dict_ref((5,), metrics=("ndcg", "mrr", "recall"))(H.to_numpy(data))
+    for key in ("ndcg", "mrr", "recall"):
+        np.testing.assert_allclose(out[key].item(), ref[f"{key}@5"], rtol=1e-9)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+_P = torch.tensor([0.1, 0.2, 0.3])
+_T = torch.tensor([0, 1, 0])
+_I = torch.tensor([0, 0, 1])
+BAD_INPUTS = [
+    ({"preds": [0.1], "target": _T, "indexes": _I}, TypeError, "`preds` to be a torch.Tensor"),
+    ({"preds": torch.tensor([1, 2, 3]), "target": _T, "indexes": _I}, TypeError, "floating point"),
+    ({"preds": _P.reshape(1, 1, 3), "target": _T.reshape(1, 1, 3)}, ValueError, "shape"),
+    ({"preds": _P, "target": _T[:2], "indexes": _I}, ValueError, "`target` of shape"),
+    ({"preds": _P, "target": _T}, ValueError, "Expected `indexes`"),
+    ({"preds": _P, "target": _T, "indexes": _I.float()}, TypeError, "`indexes` to be an integer"),
+    ({"preds": _P, "target": _T, "indexes": _I[:2]}, ValueError, "`indexes` of shape"),
+    ({"preds": _P.reshape(1, 3), "target": _T.reshape(1, 3), "indexes": _I}, ValueError, "indexes=None"),
+    ({"preds": _P, "target": _T, "indexes": _I, "mask": torch.ones(3)}, TypeError, "`mask` to be a bool"),
+    ({"preds": _P, "target": _T, "indexes": _I, "mask": torch.ones(2, dtype=torch.bool)}, ValueError, "`mask` of"),
+    ({"preds": torch.tensor([0.1, float("nan"), 0.3]), "target": _T, "indexes": _I}, ValueError, "NaN"),
+    ({"preds": _P, "target": torch.tensor([0, -1, 0]), "indexes": _I}, ValueError, "relevance >= 0"),
+    ({"preds": _P, "target": torch.tensor([0, float("inf"), 0]), "indexes": _I}, ValueError, "relevance >= 0"),
+    ({"preds": _P, "target": _T, "indexes": _I, "weights": torch.tensor([1.0, -1.0, 1.0])}, ValueError,
+     "`weights` to be finite and non-negative"),
+    ({"preds": _P, "target": _T, "indexes": _I, "weights": torch.ones(2)}, ValueError, "`weights` of shape"),
+    ({"preds": _P.reshape(1, 3), "target": _T.reshape(1, 3), "weights": torch.ones(3)}, ValueError,
+     r"`weights` of shape \(1,\)"),
+]
+
+
+@pytest.mark.parametrize(("bad", "exc", "match"), BAD_INPUTS)
+def test_rejects_bad_input(bad, exc, match):
+    H.check_rejects(CASES["flat-all-w"], bad, exc, match)
+    H.check_rejects(CASES["padded-ndcg@5"], bad, exc, match)
+    fn = partial(tmf.ndcg, **bad)
+    with pytest.raises(exc, match=match):
+        fn()
+
+
+BAD_MULTICLASS = [
+    ({"preds": torch.rand(3, 5), "target": torch.tensor([0, 1, 2])}, ValueError, "num_classes=6"),
+    ({"preds": torch.rand(3, 6), "target": torch.tensor([0.0, 1.0, 2.0])}, TypeError, "integer tensor"),
+    ({"preds": torch.rand(3, 6), "target": torch.tensor([0, 1])}, ValueError, r"`target` of shape \(3,\)"),
+    ({"preds": torch.rand(3, 6), "target": torch.tensor([0, 1, 6])}, ValueError, "class ids in"),
+    ({"preds": torch.rand(3, 6).long(), "target": torch.tensor([0, 1, 2])}, TypeError, "floating point"),
+    ({"preds": torch.full((3, 6), float("nan")), "target": torch.tensor([0, 1, 2])}, ValueError, "NaN"),
+    ({"preds": torch.rand(3, 6), "target": torch.tensor([0, 1, 2]), "weights": -torch.ones(3)}, ValueError,
+     "non-negative"),
+    ({"preds": torch.rand(3, 6), "target": torch.tensor([0, 1, 2]), "weights": torch.ones(2)}, ValueError,
+     r"`weights` of shape \(3,\)"),
+]
+
+
+@pytest.mark.parametrize(("bad", "exc", "match"), BAD_MULTICLASS)
+def test_multiclass_rejects_bad_input(bad, exc, match):
+    H.check_rejects(CASES["multiclass@3-ties-w"], bad, exc, match)
+
+
+BAD_ARGS = [
+    (partial(tmx.NDCG, k=0), "positive integer"),
+    (partial(tmx.RecallAtK, k=None), "positive integer"),
+    (partial(tmx.PrecisionAtK, k=2.5), "positive integer"),
+    (partial(tmx.MRR, empty_target_action="ignore"), "empty_target_action"),
+    (partial(tmx.MAP, padding_value="x"), "padding_value"),
+    (partial(tmx.NDCG, exponential_gain=1), "exponential_gain"),
+    (partial(tmx.NDCG, report_as_loss=None), "report_as_loss"),
+    (partial(tmx.HitRate, k=2, queries_complete_per_batch="yes"), "queries_complete_per_batch"),
+    (partial(tmx.RankingMetrics, metrics=("ndcg", "auc")), "metrics"),
+    (partial(tmx.RankingMetrics, metrics="ndcg"), "metrics"),
+    (partial(tmx.RankingMetrics, ks=10), "ks"),
+    (partial(tmx.MulticlassRecallAtK, k=7, num_classes=6), "num_classes=6"),
+    (partial(tmx.MulticlassRecallAtK, k=1, num_classes=1), "num_classes"),
+]
+
+
+@pytest.mark.parametrize(("factory", "match"), BAD_ARGS)
+def test_rejects_bad_arguments(factory, match):
+    with pytest.raises(ValueError, match=match):
+        factory()
+
+
+def test_weights_given_for_some_rows_only_is_an_error_at_compute():
+    metric = tmx.NDCG()
+    metric.update(_P, _T, _I, weights=torch.ones(3))
+    metric.update(_P, _T, _I, weights=torch.ones(3))
+    metric.weights.pop()  # what a rank that never passed weights would contribute after a DDP gather
+    with pytest.raises(ValueError, match="weights"):
+        metric.compute()

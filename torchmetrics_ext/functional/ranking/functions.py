@@ -55,10 +55,7 @@ def check_requests(metrics: Sequence[str], ks: Sequence[int | None]) -> list[Req
         raise ValueError(f"Expected `ks` to be a non-empty sequence of positive integers (or None), got {ks!r}.")
     for k in ks:
         check_ranking_args(k)
-    requests = [(name, k) for name in dict.fromkeys(metrics) for k in dict.fromkeys(ks)]
-    if any(name in ("precision", "hit_rate") and k is None for name, k in requests):
-        raise ValueError("`precision` and `hit_rate` need a finite cutoff: use positive integers in `ks`.")
-    return requests
+    return [(name, k) for name in dict.fromkeys(metrics) for k in dict.fromkeys(ks)]
 
 
 def ranking_update(
@@ -406,7 +403,7 @@ def ranking_metrics(
         indexes: ``(N,)`` integer query ids (flat input only).
         mask: optional bool mask of the shape of ``preds``.
         weights: optional query weights, ``(N,)`` rows or ``(Q,)``.
-        ks: cutoffs (positive integers; ``None`` = whole list, not for precision/hit_rate).
+        ks: cutoffs (positive integers; ``None`` = whole list: precision is then ``|R_q| / n_q``).
         metrics: names from ``("ndcg", "recall", "precision", "mrr", "hit_rate", "map")``.
         exponential_gain: NDCG gain :math:`2^y - 1`.
         empty_target_action: policy for queries without relevance (shared by all metrics).

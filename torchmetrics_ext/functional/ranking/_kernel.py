@@ -4,7 +4,9 @@ One lexicographic sort orders all rows by (query, score descending, relevance as
 a row's rank is its position minus its query's first position; every metric is then a
 segment reduction (``bincount``/``scatter_reduce``) over the rows ranked below ``k``. The
 ideal ordering NDCG needs comes from a second, smaller sort of the relevant rows only.
-There is no Python loop over queries.
+Every metric only needs the relevant rows' ranks, so after the sort the kernel keeps those
+(a fifth of the rows in typical data) and works on them alone. There is no Python loop over
+queries.
 
 Sorting uses integer keys so PyTorch's radix sort applies: scores become order-preserving
 integers (32 bits when every score is exactly a float32, else 64), query ids are offset to
@@ -29,11 +31,15 @@ _INT_TARGET_LIMIT = 1 << 20
 
 
 class Ranked(NamedTuple):
-    """Rows sorted by (query, score desc, relevance asc) and their query segments."""
+    """Rows sorted by (query, score desc, relevance asc), reduced to what the metrics need.
 
-    target: Tensor  # (N,) float64 relevance in ranked order
-    group: Tensor  # (N,) int64 query number 0..G-1 of each ranked row
-    pos: Tensor  # (N,) int64 0-based rank within the query
+    Every metric depends on a query's relevant rows only (and on the query sizes), so after the
+    sort only the relevant rows are kept, in ranked order.
+    """
+
+    rel_group: Tensor  # (R,) int64 query number 0..G-1 of each relevant row, non-decreasing
+    rel_pos: Tensor  # (R,) int64 0-based rank of the row within its query
+    rel_target: Tensor  # (R,) float64 relevance (> 0)
     size: Tensor  # (G,) int64 candidates per query
     weight: Tensor | None  # (G,) float64 query weight (max over its rows)
     num_groups: int
@@ -55,16 +61,19 @@ def _score_key(preds: Tensor) -> tuple[Tensor, int]:
     return ~ascending, 64
 
 
-def _target_key(target: Tensor) -> tuple[Tensor, int]:
-    """Dense non-negative integer key of the relevance (ascending) and its bit width."""
+def _target_key(target: Tensor) -> tuple[Tensor, int, Tensor | None]:
+    """Dense non-negative integer key of the relevance (ascending), its bit width, and the value table.
+
+    Integer relevance below 2**20 is its own key (table ``None``); other values are ranked.
+    """
     if target.numel() == 0:
-        return target.to(torch.int64), 1
+        return target.to(torch.int64), 1, None
     tmax = float(target.max())
     as_int = target.to(torch.int64)
     if tmax < _INT_TARGET_LIMIT and bool(torch.equal(as_int.to(torch.float64), target)):
-        return as_int, _bits(int(tmax))
+        return as_int, _bits(int(tmax)), None
     values, inverse = torch.unique(target, sorted=True, return_inverse=True)
-    return inverse.to(torch.int64), _bits(values.numel() - 1)
+    return inverse.to(torch.int64), _bits(values.numel() - 1), values
 
 
 def lexsort(keys: Sequence[tuple[Tensor, int]]) -> Tensor:
@@ -99,33 +108,41 @@ def lexsort(keys: Sequence[tuple[Tensor, int]]) -> Tensor:
     return perm
 
 
-def _segments(sorted_ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """For ids sorted into runs: (run number of each row, position in run, run starts, run sizes)."""
-    n = sorted_ids.numel()
-    new = torch.ones(n, dtype=torch.bool, device=sorted_ids.device)
+def _segments(sorted_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """For ids sorted into runs: (run number of each row, run starts)."""
+    new = torch.ones(sorted_ids.numel(), dtype=torch.bool, device=sorted_ids.device)
     new[1:] = sorted_ids[1:] != sorted_ids[:-1]
-    group = torch.cumsum(new, 0) - 1
-    starts = torch.nonzero(new).reshape(-1)
-    sizes = torch.diff(starts, append=torch.tensor([n], device=starts.device))
-    pos = torch.arange(n, device=sorted_ids.device) - starts[group]
-    return group, pos, starts, sizes
+    return torch.cumsum(new, 0) - 1, torch.nonzero(new).reshape(-1)
 
 
 def rank_rows(preds: Tensor, target: Tensor, indexes: Tensor, weights: Tensor | None = None) -> Ranked:
-    """Sort flat rows by (query, score desc, relevance asc) and locate each row in its query."""
-    qmin = int(indexes.min())
-    qkey = indexes - qmin
-    qbits = _bits(int(qkey.max()))
+    """Sort flat rows by (query, score desc, relevance asc) and keep the relevant rows with their ranks."""
+    n = preds.numel()
+    qmin, qmax = torch.aminmax(indexes)
+    qmin_value = int(qmin)
+    qkey = indexes - qmin_value
+    qbits = _bits(int(qmax) - qmin_value)
     skey, sbits = _score_key(preds)
-    tkey, tbits = _target_key(target)
-    perm = lexsort([(qkey, qbits), (skey, sbits), (tkey, tbits)])
-    group, pos, starts, sizes = _segments(qkey[perm])
-    num_groups = int(sizes.numel())
+    tkey, tbits, table = _target_key(target)
+    if qbits + sbits + tbits <= 63:
+        # one radix sort; equal packed keys are identical rows, so stability is not needed
+        packed, perm = torch.sort((qkey << (sbits + tbits)) | (skey << tbits) | tkey)
+        sorted_q = packed >> (sbits + tbits)
+        sorted_t = packed & ((1 << tbits) - 1)
+        sorted_target = sorted_t.to(torch.float64) if table is None else table[sorted_t]
+    else:
+        perm = lexsort([(qkey, qbits), (skey, sbits), (tkey, tbits)])
+        sorted_q, sorted_target = qkey[perm], target[perm]
+    group, starts = _segments(sorted_q)
+    num_groups = int(starts.numel())
+    size = torch.diff(starts, append=torch.tensor([n], device=starts.device))
+    rel_rows = torch.nonzero(sorted_target > 0).reshape(-1)
+    rel_group = group[rel_rows]
     weight = None
     if weights is not None:
         weight = torch.zeros(num_groups, dtype=torch.float64, device=preds.device)
         weight.scatter_reduce_(0, group, weights[perm], "amax")
-    return Ranked(target[perm], group, pos, sizes, weight, num_groups)
+    return Ranked(rel_group, rel_rows - starts[rel_group], sorted_target[rel_rows], size, weight, num_groups)
 
 
 def _gain(target: Tensor, exponential: bool) -> Tensor:
@@ -136,17 +153,20 @@ def _discount(pos: Tensor) -> Tensor:
     return 1.0 / torch.log2(pos.to(torch.float64) + 2.0)
 
 
-def _ideal(ranked: Ranked, relevant: Tensor, exponential: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _ideal(ranked: Ranked, exponential: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Relevant rows in ideal order: (query number, ideal position, gain·discount)."""
-    rel_rows = torch.nonzero(relevant).reshape(-1)
-    group = ranked.group[rel_rows]
-    target = ranked.target[rel_rows]
-    tkey, tbits = _target_key(target)
+    tkey, tbits, _ = _target_key(ranked.rel_target)
     top = (1 << tbits) - 1
-    perm = lexsort([(group, _bits(max(ranked.num_groups - 1, 0))), (top - tkey, tbits)])
-    group, target = group[perm], target[perm]
-    _, pos, _, _ = _segments(group)
+    perm = lexsort([(ranked.rel_group, _bits(max(ranked.num_groups - 1, 0))), (top - tkey, tbits)])
+    group, target = ranked.rel_group[perm], ranked.rel_target[perm]
+    pos = _first_relevant_offsets(group)
     return group, pos, _gain(target, exponential) * _discount(pos)
+
+
+def _first_relevant_offsets(rel_group: Tensor) -> Tensor:
+    """Index of each relevant row among its query's relevant rows (0 for the first)."""
+    run, starts = _segments(rel_group)
+    return torch.arange(rel_group.numel(), device=rel_group.device) - starts[run]
 
 
 def query_values(
@@ -157,34 +177,32 @@ def query_values(
 
     Returns:
         ``(values, num_relevant)``: ``values`` is ``(G, len(requests))`` float64 (entries of
-        queries without relevant rows are meaningless and replaced by the caller's policy);
+        queries without relevant rows are 0 and replaced by the caller's policy);
         ``num_relevant`` is ``(G,)``.
     """
-    g, n = ranked.num_groups, ranked.target.numel()
-    dev = ranked.target.device
+    g = ranked.num_groups
+    dev = ranked.rel_pos.device
+    group, pos = ranked.rel_group, ranked.rel_pos
 
-    def seg_sum(values: Tensor) -> Tensor:
-        return torch.bincount(ranked.group, weights=values, minlength=g)
+    def seg_sum(values: Tensor | None, keep: Tensor | None = None) -> Tensor:
+        if keep is not None:
+            idx = group[keep]
+            return torch.bincount(idx, weights=None if values is None else values[keep], minlength=g).to(torch.float64)
+        return torch.bincount(group, weights=values, minlength=g).to(torch.float64)
 
-    relevant = ranked.target > 0
-    num_rel = seg_sum(relevant.to(torch.float64))
+    num_rel = seg_sum(None)
     safe_rel = num_rel.clamp_min(1.0)
     size = ranked.size.to(torch.float64)
     names = {name for name, _ in requests}
-    cache: dict[str, Tensor] = {}
-    if "map" in names:
-        cum = torch.cumsum(relevant.to(torch.float64), 0)
-        first = torch.nonzero(ranked.pos == 0).reshape(-1)
-        before = cum[first] - relevant[first].to(torch.float64)
-        cache["precision_at_row"] = (cum - before[ranked.group]) / (ranked.pos + 1).to(torch.float64)
+    within = _first_relevant_offsets(group) if names & {"mrr", "map"} else None
     if "ndcg" in names:
-        cache["gain_disc"] = _gain(ranked.target, exponential_gain) * _discount(ranked.pos)
-        ideal = _ideal(ranked, relevant, exponential_gain)
+        gain_disc = _gain(ranked.rel_target, exponential_gain) * _discount(pos)
+        igroup, ipos, ivalue = _ideal(ranked, exponential_gain)
     columns = []
     for name, k in requests:
-        in_k = torch.ones(n, dtype=torch.bool, device=dev) if k is None else ranked.pos < k
+        in_k = None if k is None else pos < k
         if name in ("recall", "precision", "hit_rate"):
-            hits = seg_sum((relevant & in_k).to(torch.float64))
+            hits = seg_sum(None, in_k)
             if name == "recall":
                 col = hits / safe_rel
             elif name == "hit_rate":
@@ -193,15 +211,17 @@ def query_values(
                 denom = size if k is None else (size.clamp_max(k) if adaptive_k else torch.full_like(size, k))
                 col = hits / denom
         elif name == "mrr":
-            rr = torch.where(relevant & in_k, 1.0 / (ranked.pos + 1).to(torch.float64), 0.0)
-            col = torch.zeros(g, dtype=torch.float64, device=dev).scatter_reduce_(0, ranked.group, rr, "amax")
+            first = within == 0  # type: ignore[operator]
+            keep = first if in_k is None else first & in_k
+            col = torch.zeros(g, dtype=torch.float64, device=dev)
+            col[group[keep]] = 1.0 / (pos[keep] + 1).to(torch.float64)
         elif name == "map":
-            col = seg_sum(torch.where(relevant & in_k, cache["precision_at_row"], 0.0)) / safe_rel
+            precision = (within + 1).to(torch.float64) / (pos + 1).to(torch.float64)  # type: ignore[operator]
+            col = seg_sum(precision, in_k) / safe_rel
         elif name == "ndcg":
-            dcg = seg_sum(torch.where(in_k, cache["gain_disc"], 0.0))
-            igroup, ipos, ivalue = ideal
-            ivalue = ivalue if k is None else torch.where(ipos < k, ivalue, 0.0)
-            idcg = torch.bincount(igroup, weights=ivalue, minlength=g)
+            dcg = seg_sum(gain_disc, in_k)
+            idcg = torch.bincount(igroup, weights=ivalue if k is None else torch.where(ipos < k, ivalue, 0.0),
+                                  minlength=g)
             col = dcg / torch.where(idcg > 0, idcg, 1.0)
         else:  # pragma: no cover - requests are validated by the callers
             raise ValueError(f"Unknown ranking metric {name!r}; expected one of {METRICS}.")

@@ -50,15 +50,20 @@ def _bits(max_value: int) -> int:
 
 
 def _score_key(preds: Tensor) -> tuple[Tensor, int]:
-    """Integer key in ascending rank order (descending score); returns (key, bits or 64 when signed)."""
+    """Non-negative integer key, ascending in rank order (descending score), and its bit width.
+
+    The float's bits are mapped to a signed integer of the same order (negative floats get
+    their magnitude bits flipped); ``-0.0`` is folded onto ``+0.0`` first. 32 bits when every
+    score is exactly a float32 (always true below float64), else 64 (a signed key).
+    """
     p32 = preds.float()
-    if preds.dtype != torch.float64 or bool(torch.equal(p32.double(), preds)):
-        bits = (p32 + 0.0).view(torch.int32).to(torch.int64)  # + 0.0 folds -0.0 onto +0.0
-        ascending = torch.where(bits >= 0, bits + (1 << 31), ((1 << 31) - 1) - (bits & 0x7FFFFFFF))
-        return ((1 << 32) - 1) - ascending, 32
-    bits = (preds + 0.0).view(torch.int64)
-    ascending = torch.where(bits >= 0, bits, -(bits & 0x7FFFFFFFFFFFFFFF) - 1)
-    return ~ascending, 64
+    if preds.dtype == torch.float64 and not bool(torch.equal(p32.double(), preds)):
+        bits = (preds + 0.0).view(torch.int64)
+        ordered = bits ^ ((bits >> 63) & 0x7FFFFFFFFFFFFFFF)
+        return ~ordered, 64
+    bits32 = (p32 + 0.0).view(torch.int32)
+    ordered = (bits32 ^ ((bits32 >> 31) & 0x7FFFFFFF)).to(torch.int64)
+    return ordered.neg_().add_((1 << 31) - 1), 32
 
 
 def _target_key(target: Tensor) -> tuple[Tensor, int, Tensor | None]:
@@ -111,8 +116,8 @@ def lexsort(keys: Sequence[tuple[Tensor, int]]) -> Tensor:
 def _segments(sorted_ids: Tensor) -> tuple[Tensor, Tensor]:
     """For ids sorted into runs: (run number of each row, run starts)."""
     new = torch.ones(sorted_ids.numel(), dtype=torch.bool, device=sorted_ids.device)
-    new[1:] = sorted_ids[1:] != sorted_ids[:-1]
-    return torch.cumsum(new, 0) - 1, torch.nonzero(new).reshape(-1)
+    torch.ne(sorted_ids[1:], sorted_ids[:-1], out=new[1:])
+    return torch.cumsum(new, 0).sub_(1), torch.nonzero(new).reshape(-1)
 
 
 def rank_rows(preds: Tensor, target: Tensor, indexes: Tensor, weights: Tensor | None = None) -> Ranked:
@@ -126,23 +131,30 @@ def rank_rows(preds: Tensor, target: Tensor, indexes: Tensor, weights: Tensor | 
     tkey, tbits, table = _target_key(target)
     if qbits + sbits + tbits <= 63:
         # one radix sort; equal packed keys are identical rows, so stability is not needed
-        packed, perm = torch.sort((qkey << (sbits + tbits)) | (skey << tbits) | tkey)
+        skey <<= tbits
+        skey |= tkey
+        qkey <<= sbits + tbits
+        qkey |= skey
+        packed, perm = torch.sort(qkey)
         sorted_q = packed >> (sbits + tbits)
-        sorted_t = packed & ((1 << tbits) - 1)
-        sorted_target = sorted_t.to(torch.float64) if table is None else table[sorted_t]
+        sorted_t = packed.bitwise_and_((1 << tbits) - 1)
     else:
         perm = lexsort([(qkey, qbits), (skey, sbits), (tkey, tbits)])
-        sorted_q, sorted_target = qkey[perm], target[perm]
+        sorted_q, sorted_t = qkey[perm], tkey[perm]
     group, starts = _segments(sorted_q)
+    del sorted_q
     num_groups = int(starts.numel())
     size = torch.diff(starts, append=torch.tensor([n], device=starts.device))
-    rel_rows = torch.nonzero(sorted_target > 0).reshape(-1)
+    relevant = sorted_t > 0 if table is None else table[sorted_t] > 0
+    rel_rows = torch.nonzero(relevant).reshape(-1)
     rel_group = group[rel_rows]
+    rel_t = sorted_t[rel_rows]
+    rel_target = rel_t.to(torch.float64) if table is None else table[rel_t]
     weight = None
     if weights is not None:
         weight = torch.zeros(num_groups, dtype=torch.float64, device=preds.device)
         weight.scatter_reduce_(0, group, weights[perm], "amax")
-    return Ranked(rel_group, rel_rows - starts[rel_group], sorted_target[rel_rows], size, weight, num_groups)
+    return Ranked(rel_group, rel_rows - starts[rel_group], rel_target, size, weight, num_groups)
 
 
 def _gain(target: Tensor, exponential: bool) -> Tensor:

@@ -647,3 +647,18 @@ def test_weights_given_for_some_rows_only_is_an_error_at_compute():
     metric.weights.pop()  # what a rank that never passed weights would contribute after a DDP gather
     with pytest.raises(ValueError, match="weights"):
         metric.compute()
+
+
+def test_first_hit_path_equals_sort_path():
+    """MRR/HitRate alone take the sort-free path; mixed with another metric they take the sort path."""
+    for seed, ties in ((10, False), (11, True)):
+        data = flat_data(np.random.default_rng(seed), ties=ties, weights=True)
+        args = [data[key] for key in FLAT_KEYS]
+        fast = tmf.ranking_metrics(*args, data["weights"], ks=(1, 3, None), metrics=("mrr", "hit_rate"))
+        slow = tmf.ranking_metrics(*args, data["weights"], ks=(1, 3, None), metrics=("mrr", "hit_rate", "recall"))
+        for key, value in fast.items():
+            torch.testing.assert_close(value, slow[key], rtol=1e-12, atol=1e-15)
+        for action in ("zero", "one"):
+            torch.testing.assert_close(tmf.mrr(*args, k=2, empty_target_action=action),
+                                       tmf.ranking_metrics(*args, ks=(2,), metrics=("mrr", "ndcg"),
+                                                           empty_target_action=action)["mrr@2"])

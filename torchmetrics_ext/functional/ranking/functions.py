@@ -31,7 +31,14 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.ranking._inputs import RankingRows, check_flag, check_ranking_args, format_ranking
-from torchmetrics_ext.functional.ranking._kernel import METRICS, query_values, rank_rows, reduce_queries
+from torchmetrics_ext.functional.ranking._kernel import (
+    FIRST_HIT_METRICS,
+    METRICS,
+    first_hit_values,
+    query_values,
+    rank_rows,
+    reduce_queries,
+)
 from torchmetrics_ext.utilities.warnings import safe_divide
 
 __all__ = ["hit_rate", "map_at_k", "mrr", "ndcg", "precision_at_k", "ranking_metrics", "recall_at_k"]
@@ -71,8 +78,14 @@ def ranking_update(
     if rows.preds.numel() == 0:
         zero = torch.zeros((), dtype=torch.float64, device=rows.preds.device)
         return torch.zeros(len(requests), dtype=torch.float64, device=rows.preds.device), zero, zero.clone()
-    ranked = rank_rows(rows.preds, rows.target, rows.indexes, rows.weights)
-    values, num_rel = query_values(ranked, requests, exponential_gain, adaptive_k)
+    fast = None
+    if all(name in FIRST_HIT_METRICS for name, _ in requests):
+        fast = first_hit_values(rows.preds, rows.target, rows.indexes, rows.weights, requests)
+    if fast is None:
+        ranked = rank_rows(rows.preds, rows.target, rows.indexes, rows.weights)
+        values, num_rel = query_values(ranked, requests, exponential_gain, adaptive_k)
+    else:
+        values, num_rel, ranked = fast
     return reduce_queries(values, num_rel, ranked, empty_target_action, remove_single_length_sessions)
 
 

@@ -654,8 +654,8 @@ def test_first_hit_path_equals_sort_path():
     for seed, ties in ((10, False), (11, True)):
         data = flat_data(np.random.default_rng(seed), ties=ties, weights=True)
         args = [data[key] for key in FLAT_KEYS]
-        fast = tmf.ranking_metrics(*args, data["weights"], ks=(1, 3, None), metrics=("mrr", "hit_rate"))
-        slow = tmf.ranking_metrics(*args, data["weights"], ks=(1, 3, None), metrics=("mrr", "hit_rate", "recall"))
+        fast = tmf.ranking_metrics(*args, weights=data["weights"], ks=(1, 3, None), metrics=("mrr", "hit_rate"))
+        slow = tmf.ranking_metrics(*args, weights=data["weights"], ks=(1, 3, None), metrics=("mrr", "hit_rate", "recall"))
         for key, value in fast.items():
             torch.testing.assert_close(value, slow[key], rtol=1e-12, atol=1e-15)
         for action in ("zero", "one"):

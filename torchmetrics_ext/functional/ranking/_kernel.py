@@ -20,7 +20,7 @@ the relevant candidates of a tie come last). The result then depends only on the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -175,6 +175,41 @@ def _ideal(ranked: Ranked, exponential: bool) -> tuple[Tensor, Tensor, Tensor]:
     return group, pos, _gain(target, exponential) * _discount(pos)
 
 
+_MAX_COUNTED_GRADES = 64
+
+
+def _ideal_dcg_by_counts(ranked: Ranked, exponential: bool) -> Callable[[int | None], Tensor] | None:
+    """IDCG@k from per-query counts of each integer grade, without sorting (``None`` if not applicable).
+
+    In the ideal order the rows of grade ``v`` occupy positions ``[C_{>v}, C_{>v} + c_v)`` where
+    ``c_v`` counts them and ``C_{>v}`` counts the higher grades, so with ``D(m)`` the sum of the
+    first ``m`` discounts, ``IDCG@k = sum_v g(v) (D(min(C_{>v} + c_v, k)) - D(min(C_{>v}, k)))``.
+    """
+    target = ranked.rel_target
+    if target.numel() == 0:
+        return None
+    top = float(target.max())
+    grades = target.to(torch.int64)
+    if top > _MAX_COUNTED_GRADES or not bool(torch.equal(grades.to(torch.float64), target)):
+        return None
+    levels = int(top) + 1
+    g = ranked.num_groups
+    counts = torch.bincount(ranked.rel_group * levels + grades, minlength=g * levels).reshape(g, levels)
+    counts = counts.flip(1)  # column j holds grade levels - 1 - j (highest first)
+    hi = torch.cumsum(counts, 1)
+    lo = hi - counts
+    longest = int(ranked.size.max())
+    table = torch.zeros(longest + 1, dtype=torch.float64, device=target.device)
+    table[1:] = torch.cumsum(_discount(torch.arange(longest, device=target.device)), 0)
+    gain = _gain(torch.arange(levels - 1, -1, -1, device=target.device, dtype=torch.float64), exponential)
+
+    def idcg(k: int | None) -> Tensor:
+        upper, lower = (hi, lo) if k is None else (hi.clamp_max(k), lo.clamp_max(k))
+        return ((table[upper] - table[lower]) * gain).sum(1)
+
+    return idcg
+
+
 def _first_relevant_offsets(rel_group: Tensor) -> Tensor:
     """Index of each relevant row among its query's relevant rows (0 for the first)."""
     run, starts = _segments(rel_group)
@@ -209,7 +244,9 @@ def query_values(
     within = _first_relevant_offsets(group) if names & {"mrr", "map"} else None
     if "ndcg" in names:
         gain_disc = _gain(ranked.rel_target, exponential_gain) * _discount(pos)
-        igroup, ipos, ivalue = _ideal(ranked, exponential_gain)
+        ideal_by_counts = _ideal_dcg_by_counts(ranked, exponential_gain)
+        if ideal_by_counts is None:
+            igroup, ipos, ivalue = _ideal(ranked, exponential_gain)
     columns = []
     for name, k in requests:
         in_k = None if k is None else pos < k
@@ -232,8 +269,11 @@ def query_values(
             col = seg_sum(precision, in_k) / safe_rel
         elif name == "ndcg":
             dcg = seg_sum(gain_disc, in_k)
-            idcg = torch.bincount(igroup, weights=ivalue if k is None else torch.where(ipos < k, ivalue, 0.0),
-                                  minlength=g)
+            if ideal_by_counts is not None:
+                idcg = ideal_by_counts(k)
+            else:
+                idcg = torch.bincount(igroup, weights=ivalue if k is None else torch.where(ipos < k, ivalue, 0.0),
+                                      minlength=g)
             col = dcg / torch.where(idcg > 0, idcg, 1.0)
         else:  # pragma: no cover - requests are validated by the callers
             raise ValueError(f"Unknown ranking metric {name!r}; expected one of {METRICS}.")

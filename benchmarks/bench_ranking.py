@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-import torchmetrics_ext as tmx  # noqa: E402
+import torchmetrics_ext as tmx
 
 BATCH = 8192
 
@@ -79,7 +79,10 @@ def main() -> None:
     data = make_data(num_queries)
     parts = batches(data)
     n = data["preds"].numel()
-    print(f"{num_queries} queries, {n} rows, {len(parts)} batches of {BATCH}; torch {torch.__version__}, 1 thread")
+    print(
+        f"{num_queries} queries, {n} rows, {len(parts)} batches of {BATCH}; "
+        f"torch {torch.__version__}, 1 thread"
+    )
 
     names = ("ndcg@10", "recall@10", "mrr@10")
     ours_factories = {
@@ -93,9 +96,13 @@ def main() -> None:
         seconds, value = timed(lambda name=name: run_metric(ours_factories[name], parts), repeat=5)
         ours[name] = (seconds, float(value))
     ks = (1, 5, 10)
-    combo_s, combo = timed(lambda: run_metric(lambda: tmx.RankingMetrics(ks=ks, metrics=("ndcg", "recall", "mrr")),
-                                              parts), repeat=5)
-    session_s, _ = timed(lambda: run_metric(lambda: tmx.NDCG(k=10, queries_complete_per_batch=True), parts), repeat=3)
+    combo_s, combo = timed(
+        lambda: run_metric(lambda: tmx.RankingMetrics(ks=ks, metrics=("ndcg", "recall", "mrr")), parts),
+        repeat=5,
+    )
+    session_s, _ = timed(
+        lambda: run_metric(lambda: tmx.NDCG(k=10, queries_complete_per_batch=True), parts), repeat=3
+    )
 
     results: dict[str, dict[str, tuple[float, float]]] = {"torchmetrics_ext": ours}
 
@@ -111,9 +118,14 @@ def main() -> None:
         for name in names:
             factory, binary = tm_factories[name]
             metric = factory()
-            update_s, _ = timed(lambda metric=metric, binary=binary: [
-                metric.update(p["preds"], p["target"] > 0 if binary else p["target"], indexes=p["indexes"])
-                for p in parts])
+            update_s, _ = timed(
+                lambda metric=metric, binary=binary: [
+                    metric.update(
+                        p["preds"], p["target"] > 0 if binary else p["target"], indexes=p["indexes"]
+                    )
+                    for p in parts
+                ]
+            )
             compute_s, value = timed(metric.compute)
             tm[name] = (update_s + compute_s, float(value))
         results["torchmetrics"] = tm
@@ -125,7 +137,7 @@ def main() -> None:
     def build_dicts() -> tuple[dict, dict]:
         qrel: dict[str, dict[str, int]] = {}
         run: dict[str, dict[str, float]] = {}
-        for row, (q, s, y) in enumerate(zip(idx.tolist(), preds.tolist(), target.tolist())):
+        for row, (q, s, y) in enumerate(zip(idx.tolist(), preds.tolist(), target.tolist(), strict=False)):
             qs = str(q)
             doc = f"d{row}"
             run.setdefault(qs, {})[doc] = s
@@ -161,16 +173,24 @@ def main() -> None:
     for name in names:
         row = "".join(f"{results[lib][name][0]:>13.4f}s {results[lib][name][1]:.5f}" for lib in results)
         print(f"{name:<11}{row}")
-    print(f"(pytrec_eval dict building {build_s:.2f} s, ranx Qrels/Run building {ranx_build_s:.2f} s, not included)")
+    print(
+        f"(pytrec_eval dict building {build_s:.2f} s, ranx Qrels/Run building {ranx_build_s:.2f} s, "
+        "not included)"
+    )
     print("\nspeed-up of torchmetrics_ext (other library time / ours):")
     for name in names:
         mine = ours[name][0]
-        ratios = "  ".join(f"{lib} {results[lib][name][0] / mine:8.1f}x" for lib in results if lib != "torchmetrics_ext")
+        ratios = "  ".join(
+            f"{lib} {results[lib][name][0] / mine:8.1f}x" for lib in results if lib != "torchmetrics_ext"
+        )
         print(f"  {name:<10} {ratios}")
-    print(f"\nRankingMetrics(ks={ks}, metrics=(ndcg, recall, mrr)) = 9 values: {combo_s:.4f} s, "
-          f"{combo_s / ours['ndcg@10'][0]:.2f}x a single NDCG@10 ({ours['ndcg@10'][0]:.4f} s)")
-    print(f"  agrees with the single metrics: "
-          f"{all(abs(float(combo[k]) - ours[k][1]) < 1e-12 for k in names)}")
+    print(
+        f"\nRankingMetrics(ks={ks}, metrics=(ndcg, recall, mrr)) = 9 values: {combo_s:.4f} s, "
+        f"{combo_s / ours['ndcg@10'][0]:.2f}x a single NDCG@10 ({ours['ndcg@10'][0]:.4f} s)"
+    )
+    print(
+        f"  agrees with the single metrics: {all(abs(float(combo[k]) - ours[k][1]) < 1e-12 for k in names)}"
+    )
     print(f"NDCG@10 queries_complete_per_batch=True (constant memory): {session_s:.4f} s")
 
 

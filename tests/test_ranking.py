@@ -1,4 +1,4 @@
-"""Ranking metrics through the shared harness, against a numpy brute force, ranx, pytrec_eval and TorchMetrics.
+"""Ranking metrics through the shared harness, vs a numpy brute force, ranx, pytrec_eval and TorchMetrics.
 
 The brute force below loops over queries in the test (never in the package): it ranks each
 query with ``np.lexsort`` by (score descending, relevance ascending), our documented tie rule,
@@ -8,6 +8,7 @@ tie-free data, so the harness cases can use it on tied data (rounded or low-prec
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from functools import partial
 
@@ -16,16 +17,18 @@ import pytest
 import torch
 
 import torchmetrics_ext as tmx
+from tests.helpers import tester as H
 from torchmetrics_ext import functional as tmf
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
-from tests.helpers import tester as H
 
 ALL = ("ndcg", "recall", "precision", "mrr", "hit_rate", "map")
 
 # ----------------------------------------------------------------------------- data
 
 
-def flat_data(rng, num_queries=70, max_len=12, ties=False, weights=False, empty_frac=0.15, shuffle=True, grades=4):
+def flat_data(
+    rng, num_queries=70, max_len=12, ties=False, weights=False, empty_frac=0.15, shuffle=True, grades=4
+):
     """Flat rows of queries with 1..max_len candidates, graded relevance, rows shuffled across the set."""
     lens = rng.integers(1, max_len + 1, size=num_queries)
     ids = rng.choice(np.arange(1000, 1000 + 5 * num_queries), size=num_queries, replace=False)  # sparse ids
@@ -44,7 +47,7 @@ def flat_data(rng, num_queries=70, max_len=12, ties=False, weights=False, empty_
         "indexes": torch.tensor(idx[order]),
     }
     if weights:
-        qw = dict(zip(ids, rng.uniform(0.1, 3.0, size=num_queries)))
+        qw = dict(zip(ids, rng.uniform(0.1, 3.0, size=num_queries), strict=False))
         out["weights"] = torch.tensor([qw[i] for i in idx[order]])
     return out
 
@@ -163,7 +166,7 @@ def ranx_ref(metric_names, keys=None, k_map=None):
     def reference(data):
         idx, preds, target = data["indexes"], data["preds"], data["target"]
         qrels, run = {}, {}
-        for row, (q, s, y) in enumerate(zip(idx, preds, target)):
+        for row, (q, s, y) in enumerate(zip(idx, preds, target, strict=False)):
             run.setdefault(str(q), {})[f"d{row}"] = float(s)
             if y > 0:
                 qrels.setdefault(str(q), {})[f"d{row}"] = int(y)
@@ -174,7 +177,7 @@ def ranx_ref(metric_names, keys=None, k_map=None):
         out = out if isinstance(out, dict) else {metric_names[0]: out}
         if keys is None:
             return out[metric_names[0]]
-        return {key: out[name] for key, name in zip(keys, metric_names)}
+        return {key: out[name] for key, name in zip(keys, metric_names, strict=False)}
 
     return reference
 
@@ -228,36 +231,96 @@ def _single_cases():
     out = []
     for cid, cls, fn, name, k, kw in _SINGLE:
         out.append(_flat(f"flat-{cid}", partial(cls, k=k, **kw), single_ref(name, k), partial(fn, k=k, **kw)))
-        out.append(_flat(f"flat-ties-{cid}", partial(cls, k=k, **kw), single_ref(name, k), partial(fn, k=k, **kw),
-                         ties=True))
-        out.append(_padded(f"padded-{cid}", partial(cls, k=k, **kw), single_ref(name, k), partial(fn, k=k, **kw),
-                           ties=True))
+        out.append(
+            _flat(
+                f"flat-ties-{cid}",
+                partial(cls, k=k, **kw),
+                single_ref(name, k),
+                partial(fn, k=k, **kw),
+                ties=True,
+            )
+        )
+        out.append(
+            _padded(
+                f"padded-{cid}",
+                partial(cls, k=k, **kw),
+                single_ref(name, k),
+                partial(fn, k=k, **kw),
+                ties=True,
+            )
+        )
     return out
 
 
 _ALL_CASES = [
     *_single_cases(),
-    _flat("flat-ndcg-exp@5-w", partial(tmx.NDCG, k=5, exponential_gain=True),
-          single_ref("ndcg", 5, exponential=True), partial(tmf.ndcg, k=5, exponential_gain=True), weights=True),
-    _flat("flat-precision-adaptive@10", partial(tmx.PrecisionAtK, k=10, adaptive_k=True),
-          single_ref("precision", 10, adaptive=True), partial(tmf.precision_at_k, k=10, adaptive_k=True)),
-    _flat("flat-ndcg@3-zero", partial(tmx.NDCG, k=3, empty_target_action="zero"),
-          single_ref("ndcg", 3, action="zero"), partial(tmf.ndcg, k=3, empty_target_action="zero")),
-    _flat("flat-mrr-one-w", partial(tmx.MRR, empty_target_action="one"), single_ref("mrr", None, action="one"),
-          partial(tmf.mrr, empty_target_action="one"), weights=True),
-    _flat("flat-ndcg-torchrec", partial(tmx.NDCG, report_as_loss=True, remove_single_length_sessions=True),
-          single_ref("ndcg", None, loss=True, remove_single=True),
-          partial(tmf.ndcg, report_as_loss=True, remove_single_length_sessions=True)),
-    _flat("flat-all-w", partial(tmx.RankingMetrics, ks=(1, 3, 10)), dict_ref((1, 3, 10)),
-          partial(tmf.ranking_metrics, ks=(1, 3, 10)), weights=True, ties=True),
-    _flat("flat-all-exp", partial(tmx.RankingMetrics, ks=(2, 5), exponential_gain=True),
-          dict_ref((2, 5), exponential=True), partial(tmf.ranking_metrics, ks=(2, 5), exponential_gain=True)),
-    _padded("padded-all-w", partial(tmx.RankingMetrics, ks=(1, 4)), dict_ref((1, 4)),
-            partial(tmf.ranking_metrics, ks=(1, 4)), ties=True),
-    _padded("padded-pad-ndcg@3", partial(tmx.NDCG, k=3, padding_value=-10.0), single_ref("ndcg", 3),
-            partial(tmf.ndcg, k=3, padding_value=-10.0), padding_value=-10.0),
-    _padded("padded-pad-recall@2", partial(tmx.RecallAtK, k=2, padding_value=-10.0), single_ref("recall", 2),
-            partial(tmf.recall_at_k, k=2, padding_value=-10.0), padding_value=-10.0),
+    _flat(
+        "flat-ndcg-exp@5-w",
+        partial(tmx.NDCG, k=5, exponential_gain=True),
+        single_ref("ndcg", 5, exponential=True),
+        partial(tmf.ndcg, k=5, exponential_gain=True),
+        weights=True,
+    ),
+    _flat(
+        "flat-precision-adaptive@10",
+        partial(tmx.PrecisionAtK, k=10, adaptive_k=True),
+        single_ref("precision", 10, adaptive=True),
+        partial(tmf.precision_at_k, k=10, adaptive_k=True),
+    ),
+    _flat(
+        "flat-ndcg@3-zero",
+        partial(tmx.NDCG, k=3, empty_target_action="zero"),
+        single_ref("ndcg", 3, action="zero"),
+        partial(tmf.ndcg, k=3, empty_target_action="zero"),
+    ),
+    _flat(
+        "flat-mrr-one-w",
+        partial(tmx.MRR, empty_target_action="one"),
+        single_ref("mrr", None, action="one"),
+        partial(tmf.mrr, empty_target_action="one"),
+        weights=True,
+    ),
+    _flat(
+        "flat-ndcg-torchrec",
+        partial(tmx.NDCG, report_as_loss=True, remove_single_length_sessions=True),
+        single_ref("ndcg", None, loss=True, remove_single=True),
+        partial(tmf.ndcg, report_as_loss=True, remove_single_length_sessions=True),
+    ),
+    _flat(
+        "flat-all-w",
+        partial(tmx.RankingMetrics, ks=(1, 3, 10)),
+        dict_ref((1, 3, 10)),
+        partial(tmf.ranking_metrics, ks=(1, 3, 10)),
+        weights=True,
+        ties=True,
+    ),
+    _flat(
+        "flat-all-exp",
+        partial(tmx.RankingMetrics, ks=(2, 5), exponential_gain=True),
+        dict_ref((2, 5), exponential=True),
+        partial(tmf.ranking_metrics, ks=(2, 5), exponential_gain=True),
+    ),
+    _padded(
+        "padded-all-w",
+        partial(tmx.RankingMetrics, ks=(1, 4)),
+        dict_ref((1, 4)),
+        partial(tmf.ranking_metrics, ks=(1, 4)),
+        ties=True,
+    ),
+    _padded(
+        "padded-pad-ndcg@3",
+        partial(tmx.NDCG, k=3, padding_value=-10.0),
+        single_ref("ndcg", 3),
+        partial(tmf.ndcg, k=3, padding_value=-10.0),
+        padding_value=-10.0,
+    ),
+    _padded(
+        "padded-pad-recall@2",
+        partial(tmx.RecallAtK, k=2, padding_value=-10.0),
+        single_ref("recall", 2),
+        partial(tmf.recall_at_k, k=2, padding_value=-10.0),
+        padding_value=-10.0,
+    ),
 ]
 
 # ranx on tie-free float64 scores, graded relevance 0..3, rows shuffled so queries span batches
@@ -274,8 +337,14 @@ _RANX = [
 ]
 _RANX_ALL_KEYS = [f"{m}@{k}" for m in ALL for k in (1, 5, 10)]
 _ALL_CASES += [_flat(f"ranx-{name}", partial(cls, **kw), ranx_ref([name])) for name, cls, kw in _RANX]
-_ALL_CASES.append(_flat("ranx-all", partial(tmx.RankingMetrics, ks=(1, 5, 10)),
-                        ranx_ref(_RANX_ALL_KEYS, keys=_RANX_ALL_KEYS), num_queries=120))
+_ALL_CASES.append(
+    _flat(
+        "ranx-all",
+        partial(tmx.RankingMetrics, ks=(1, 5, 10)),
+        ranx_ref(_RANX_ALL_KEYS, keys=_RANX_ALL_KEYS),
+        num_queries=120,
+    )
+)
 
 
 # multiclass recall@k
@@ -283,7 +352,10 @@ def multiclass_data(rng, n=400, c=6, ties=False, weights=False):
     preds = rng.normal(size=(n, c))
     if ties:
         preds = np.round(preds, 0)
-    out = {"preds": torch.tensor(preds, dtype=torch.float32), "target": torch.tensor(rng.integers(0, c, size=n))}
+    out = {
+        "preds": torch.tensor(preds, dtype=torch.float32),
+        "target": torch.tensor(rng.integers(0, c, size=n)),
+    }
     out["weights"] = torch.tensor(rng.uniform(0, 2, size=n)) if weights else None
     return out
 
@@ -292,22 +364,24 @@ def ref_multiclass(data, k):
     p, y, w = data["preds"], data["target"], data["weights"]
     w = np.ones(len(y)) if w is None else w
     hits = []
-    for row, label in zip(p, y):
+    for row, label in zip(p, y, strict=False):
         rank = (row > row[label]).sum() + (row == row[label]).sum() - 1
         hits.append(rank < k)
     return (np.asarray(hits) * w).sum() / w.sum()
 
 
 for _k, _ties, _w in ((1, False, False), (3, True, True), (2, True, False)):
-    _ALL_CASES.append(H.MetricCase(
-        id=f"multiclass@{_k}{'-ties' if _ties else ''}{'-w' if _w else ''}",
-        metric=partial(tmx.MulticlassRecallAtK, k=_k, num_classes=6),
-        data=partial(multiclass_data, ties=_ties, weights=_w),
-        reference=partial(ref_multiclass, k=_k),
-        functional=partial(tmf.multiclass_recall_at_k, k=_k, num_classes=6),
-        sample_axis=0,
-        weight_key="weights" if _w else None,
-    ))
+    _ALL_CASES.append(
+        H.MetricCase(
+            id=f"multiclass@{_k}{'-ties' if _ties else ''}{'-w' if _w else ''}",
+            metric=partial(tmx.MulticlassRecallAtK, k=_k, num_classes=6),
+            data=partial(multiclass_data, ties=_ties, weights=_w),
+            reference=partial(ref_multiclass, k=_k),
+            functional=partial(tmf.multiclass_recall_at_k, k=_k, num_classes=6),
+            sample_axis=0,
+            weight_key="weights" if _w else None,
+        )
+    )
 
 CASES = {case.id: case for case in _ALL_CASES}
 IDS = sorted(CASES)
@@ -370,7 +444,7 @@ def test_pytrec_eval_agrees():
     data = _tie_free(3)
     preds, target, idx = (data[key].numpy() for key in FLAT_KEYS)
     qrel, run = {}, {}
-    for row, (q, s, y) in enumerate(zip(idx, preds, target)):
+    for row, (q, s, y) in enumerate(zip(idx, preds, target, strict=False)):
         qrel.setdefault(str(q), {})[f"d{row}"] = int(y)
         run.setdefault(str(q), {})[f"d{row}"] = float(s)
     keep = {q for q, docs in qrel.items() if any(v > 0 for v in docs.values())}
@@ -383,15 +457,22 @@ def test_pytrec_eval_agrees():
         return np.mean([values[name] for values in per_query.values()])
 
     out = tmf.ranking_metrics(*(data[key] for key in FLAT_KEYS), ks=(5, 10, None), metrics=ALL)
-    for ours, theirs in (("ndcg@5", "ndcg_cut_5"), ("ndcg@10", "ndcg_cut_10"), ("recall@5", "recall_5"),
-                         ("precision@5", "P_5"), ("hit_rate@5", "success_5"), ("mrr", "recip_rank"),
-                         ("map@10", "map_cut_10"), ("map", "map")):
+    for ours, theirs in (
+        ("ndcg@5", "ndcg_cut_5"),
+        ("ndcg@10", "ndcg_cut_10"),
+        ("recall@5", "recall_5"),
+        ("precision@5", "P_5"),
+        ("hit_rate@5", "success_5"),
+        ("mrr", "recip_rank"),
+        ("map@10", "map_cut_10"),
+        ("map", "map"),
+    ):
         np.testing.assert_allclose(out[ours].item(), mean(theirs), rtol=1e-6, err_msg=f"{ours} vs {theirs}")
 
 
 @pytest.mark.parametrize("k", [1, 3, 10, None])
 def test_torchmetrics_agrees(k):
-    """TorchMetrics' retrieval metrics where definitions coincide (positive tie-free scores, skip empty queries)."""
+    """TorchMetrics' retrieval metrics where definitions coincide (positive tie-free scores, skip empties)."""
     from torchmetrics import retrieval as R
 
     data = _tie_free(5)
@@ -399,17 +480,35 @@ def test_torchmetrics_agrees(k):
     target, indexes = data["target"], data["indexes"]
     binary = target > 0
     pairs = [
-        (R.RetrievalNormalizedDCG(top_k=k, empty_target_action="skip"), target, tmf.ndcg(preds, target, indexes, k=k)),
-        (R.RetrievalRecall(top_k=k, empty_target_action="skip"), binary, tmf.recall_at_k(preds, target, indexes, k=k)),
+        (
+            R.RetrievalNormalizedDCG(top_k=k, empty_target_action="skip"),
+            target,
+            tmf.ndcg(preds, target, indexes, k=k),
+        ),
+        (
+            R.RetrievalRecall(top_k=k, empty_target_action="skip"),
+            binary,
+            tmf.recall_at_k(preds, target, indexes, k=k),
+        ),
         (R.RetrievalMRR(top_k=k, empty_target_action="skip"), binary, tmf.mrr(preds, target, indexes, k=k)),
     ]
     if k is not None:
         pairs += [
-            (R.RetrievalPrecision(top_k=k, empty_target_action="skip"), binary, tmf.precision_at_k(preds, target, indexes, k=k)),
-            (R.RetrievalHitRate(top_k=k, empty_target_action="skip"), binary, tmf.hit_rate(preds, target, indexes, k=k)),
+            (
+                R.RetrievalPrecision(top_k=k, empty_target_action="skip"),
+                binary,
+                tmf.precision_at_k(preds, target, indexes, k=k),
+            ),
+            (
+                R.RetrievalHitRate(top_k=k, empty_target_action="skip"),
+                binary,
+                tmf.hit_rate(preds, target, indexes, k=k),
+            ),
         ]
     else:  # TorchMetrics' MAP@k divides by the relevant items in the top k, ours (trec_eval, ranx) by all
-        pairs.append((R.RetrievalMAP(empty_target_action="skip"), binary, tmf.map_at_k(preds, target, indexes)))
+        pairs.append(
+            (R.RetrievalMAP(empty_target_action="skip"), binary, tmf.map_at_k(preds, target, indexes))
+        )
     for metric, tm_target, ours in pairs:
         expected = metric(preds.float(), tm_target, indexes=indexes)
         np.testing.assert_allclose(ours.item(), expected.item(), rtol=1e-5, err_msg=type(metric).__name__)
@@ -421,8 +520,13 @@ def test_multiclass_matches_sklearn_without_ties():
     data = multiclass_data(np.random.default_rng(0), weights=True)
     for k in (1, 2, 4):
         ours = tmf.multiclass_recall_at_k(data["preds"], data["target"], data["weights"], k=k, num_classes=6)
-        ref = top_k_accuracy_score(data["target"].numpy(), data["preds"].numpy(), k=k,
-                                   sample_weight=data["weights"].numpy(), labels=np.arange(6))
+        ref = top_k_accuracy_score(
+            data["target"].numpy(),
+            data["preds"].numpy(),
+            k=k,
+            sample_weight=data["weights"].numpy(),
+            labels=np.arange(6),
+        )
         np.testing.assert_allclose(ours.item(), ref, rtol=1e-9)
 
 
@@ -433,8 +537,12 @@ def _to_flat(data):
     q, width = data["preds"].shape
     keep = data["mask"]
     ids = torch.arange(q).unsqueeze(1).expand(-1, width)[keep]
-    return {"preds": data["preds"][keep], "target": data["target"][keep], "indexes": ids,
-            "weights": data["weights"][ids]}
+    return {
+        "preds": data["preds"][keep],
+        "target": data["target"][keep],
+        "indexes": ids,
+        "weights": data["weights"][ids],
+    }
 
 
 def test_flat_and_padded_agree_exactly():
@@ -470,8 +578,10 @@ def test_tie_rule_is_pessimistic_and_order_free():
 
 
 def test_any_real_scores_and_wide_keys():
-    # negative, zero, -0.0 and infinite scores; sparse negative ids; float64 scores closer than float32 resolves
-    preds = torch.tensor([-float("inf"), -3.0, -0.0, 0.0, 1e300, float("inf"), 1.0, 1.0 + 1e-12], dtype=torch.float64)
+    # negative, zero, -0.0 and infinite scores; sparse negative ids; float64 scores finer than float32
+    preds = torch.tensor(
+        [-float("inf"), -3.0, -0.0, 0.0, 1e300, float("inf"), 1.0, 1.0 + 1e-12], dtype=torch.float64
+    )
     target = torch.tensor([1, 0, 0, 1, 0, 0, 1, 0])
     idx = torch.tensor([-(2**62), -(2**62), -(2**62), -(2**62), 2**62, 2**62, 2**62, 2**62])
     data = {"preds": preds.numpy(), "target": target.numpy(), "indexes": idx.numpy()}
@@ -502,7 +612,7 @@ def test_empty_target_actions_and_undefined():
         tmf.mrr(preds, target, empty_target_action="error")
     with pytest.warns(UndefinedMetricWarning, match="no query counted"):
         assert torch.isnan(tmf.ndcg(preds, torch.zeros_like(target)))
-    # flat exact mode raises at compute, padded input (complete queries) at update, leaving the state untouched
+    # flat exact mode raises at compute; padded input (complete queries) at update, state unchanged
     metric = tmx.MRR(empty_target_action="error")
     metric.update(preds.reshape(-1), target.reshape(-1), indexes=torch.tensor([0, 0, 1, 1]))
     with pytest.raises(ValueError, match="no relevant candidate"):
@@ -521,7 +631,7 @@ def test_queries_complete_per_batch():
     exact = tmx.RankingMetrics(ks=(1, 5))
     session = tmx.RankingMetrics(ks=(1, 5), queries_complete_per_batch=True)
     assert all(isinstance(v, torch.Tensor) for v in session.metric_state.values())  # sums only
-    for lo, hi in zip(cuts[:-1], cuts[1:]):
+    for lo, hi in itertools.pairwise(cuts):
         batch = {key: value[lo:hi] for key, value in data.items()}
         exact.update(**batch)
         session.update(**batch)
@@ -552,8 +662,9 @@ def test_collection_compute_group_shares_rows():
     from torchmetrics import MetricCollection
 
     data = flat_data(np.random.default_rng(9))
-    collection = MetricCollection({"ndcg": tmx.NDCG(k=5), "mrr": tmx.MRR(k=5), "recall": tmx.RecallAtK(k=5)},
-                                  compute_groups=True)
+    collection = MetricCollection(
+        {"ndcg": tmx.NDCG(k=5), "mrr": tmx.MRR(k=5), "recall": tmx.RecallAtK(k=5)}, compute_groups=True
+    )
     collection.update(**data)
     assert len(collection.compute_groups) == 1
     out = collection.compute()
@@ -577,15 +688,29 @@ BAD_INPUTS = [
     ({"preds": _P, "target": _T, "indexes": _I[:2]}, ValueError, "`indexes` of shape"),
     ({"preds": _P.reshape(1, 3), "target": _T.reshape(1, 3), "indexes": _I}, ValueError, "indexes=None"),
     ({"preds": _P, "target": _T, "indexes": _I, "mask": torch.ones(3)}, TypeError, "`mask` to be a bool"),
-    ({"preds": _P, "target": _T, "indexes": _I, "mask": torch.ones(2, dtype=torch.bool)}, ValueError, "`mask` of"),
+    (
+        {"preds": _P, "target": _T, "indexes": _I, "mask": torch.ones(2, dtype=torch.bool)},
+        ValueError,
+        "`mask` of",
+    ),
     ({"preds": torch.tensor([0.1, float("nan"), 0.3]), "target": _T, "indexes": _I}, ValueError, "NaN"),
     ({"preds": _P, "target": torch.tensor([0, -1, 0]), "indexes": _I}, ValueError, "relevance >= 0"),
-    ({"preds": _P, "target": torch.tensor([0, float("inf"), 0]), "indexes": _I}, ValueError, "relevance >= 0"),
-    ({"preds": _P, "target": _T, "indexes": _I, "weights": torch.tensor([1.0, -1.0, 1.0])}, ValueError,
-     "`weights` to be finite and non-negative"),
+    (
+        {"preds": _P, "target": torch.tensor([0, float("inf"), 0]), "indexes": _I},
+        ValueError,
+        "relevance >= 0",
+    ),
+    (
+        {"preds": _P, "target": _T, "indexes": _I, "weights": torch.tensor([1.0, -1.0, 1.0])},
+        ValueError,
+        "`weights` to be finite and non-negative",
+    ),
     ({"preds": _P, "target": _T, "indexes": _I, "weights": torch.ones(2)}, ValueError, "`weights` of shape"),
-    ({"preds": _P.reshape(1, 3), "target": _T.reshape(1, 3), "weights": torch.ones(3)}, ValueError,
-     r"`weights` of shape \(1,\)"),
+    (
+        {"preds": _P.reshape(1, 3), "target": _T.reshape(1, 3), "weights": torch.ones(3)},
+        ValueError,
+        r"`weights` of shape \(1,\)",
+    ),
 ]
 
 
@@ -605,10 +730,16 @@ BAD_MULTICLASS = [
     ({"preds": torch.rand(3, 6), "target": torch.tensor([0, 1, 6])}, ValueError, "class ids in"),
     ({"preds": torch.rand(3, 6).long(), "target": torch.tensor([0, 1, 2])}, TypeError, "floating point"),
     ({"preds": torch.full((3, 6), float("nan")), "target": torch.tensor([0, 1, 2])}, ValueError, "NaN"),
-    ({"preds": torch.rand(3, 6), "target": torch.tensor([0, 1, 2]), "weights": -torch.ones(3)}, ValueError,
-     "non-negative"),
-    ({"preds": torch.rand(3, 6), "target": torch.tensor([0, 1, 2]), "weights": torch.ones(2)}, ValueError,
-     r"`weights` of shape \(3,\)"),
+    (
+        {"preds": torch.rand(3, 6), "target": torch.tensor([0, 1, 2]), "weights": -torch.ones(3)},
+        ValueError,
+        "non-negative",
+    ),
+    (
+        {"preds": torch.rand(3, 6), "target": torch.tensor([0, 1, 2]), "weights": torch.ones(2)},
+        ValueError,
+        r"`weights` of shape \(3,\)",
+    ),
 ]
 
 
@@ -654,11 +785,18 @@ def test_first_hit_path_equals_sort_path():
     for seed, ties in ((10, False), (11, True)):
         data = flat_data(np.random.default_rng(seed), ties=ties, weights=True)
         args = [data[key] for key in FLAT_KEYS]
-        fast = tmf.ranking_metrics(*args, weights=data["weights"], ks=(1, 3, None), metrics=("mrr", "hit_rate"))
-        slow = tmf.ranking_metrics(*args, weights=data["weights"], ks=(1, 3, None), metrics=("mrr", "hit_rate", "recall"))
+        fast = tmf.ranking_metrics(
+            *args, weights=data["weights"], ks=(1, 3, None), metrics=("mrr", "hit_rate")
+        )
+        slow = tmf.ranking_metrics(
+            *args, weights=data["weights"], ks=(1, 3, None), metrics=("mrr", "hit_rate", "recall")
+        )
         for key, value in fast.items():
             torch.testing.assert_close(value, slow[key], rtol=1e-12, atol=1e-15)
         for action in ("zero", "one"):
-            torch.testing.assert_close(tmf.mrr(*args, k=2, empty_target_action=action),
-                                       tmf.ranking_metrics(*args, ks=(2,), metrics=("mrr", "ndcg"),
-                                                           empty_target_action=action)["mrr@2"])
+            torch.testing.assert_close(
+                tmf.mrr(*args, k=2, empty_target_action=action),
+                tmf.ranking_metrics(*args, ks=(2,), metrics=("mrr", "ndcg"), empty_target_action=action)[
+                    "mrr@2"
+                ],
+            )

@@ -24,7 +24,12 @@ import torch
 from torch import Tensor
 from torchmetrics.utilities.data import dim_zero_cat
 
-from torchmetrics_ext.functional.ranking._inputs import RankingRows, check_flag, check_ranking_args, format_ranking
+from torchmetrics_ext.functional.ranking._inputs import (
+    RankingRows,
+    check_flag,
+    check_ranking_args,
+    format_ranking,
+)
 from torchmetrics_ext.functional.ranking._kernel import METRICS
 from torchmetrics_ext.functional.ranking.functions import (
     Request,
@@ -41,9 +46,23 @@ from torchmetrics_ext.functional.ranking.multiclass import (
 )
 from torchmetrics_ext.metrics.base import TaskMetric
 
-__all__ = ["MAP", "MRR", "NDCG", "HitRate", "MulticlassRecallAtK", "PrecisionAtK", "RankingMetrics", "RecallAtK"]
+__all__ = [
+    "MAP",
+    "MRR",
+    "NDCG",
+    "HitRate",
+    "MulticlassRecallAtK",
+    "PrecisionAtK",
+    "RankingMetrics",
+    "RecallAtK",
+]
 
-_ROW_STATES = {"preds": torch.float64, "target": torch.float64, "indexes": torch.int64, "weights": torch.float64}
+_ROW_STATES = {
+    "preds": torch.float64,
+    "target": torch.float64,
+    "indexes": torch.int64,
+    "weights": torch.float64,
+}
 
 
 class _RankingMetric(TaskMetric):
@@ -58,6 +77,10 @@ class _RankingMetric(TaskMetric):
 
     value_sum: Tensor
     weight_sum: Tensor
+    preds: list[Tensor]
+    target: list[Tensor]
+    indexes: list[Tensor]
+    weights: list[Tensor]
 
     def __init__(
         self,
@@ -74,9 +97,12 @@ class _RankingMetric(TaskMetric):
     ) -> None:
         super().__init__(1, validate_args=validate_args, **kwargs)
         check_ranking_args(None, empty_target_action, padding_value)
-        for name, flag in (("exponential_gain", exponential_gain), ("adaptive_k", adaptive_k),
-                           ("queries_complete_per_batch", queries_complete_per_batch),
-                           ("remove_single_length_sessions", remove_single_length_sessions)):
+        for name, flag in (
+            ("exponential_gain", exponential_gain),
+            ("adaptive_k", adaptive_k),
+            ("queries_complete_per_batch", queries_complete_per_batch),
+            ("remove_single_length_sessions", remove_single_length_sessions),
+        ):
             check_flag(name, flag)
         self.requests = list(requests)
         self.exponential_gain = exponential_gain
@@ -85,7 +111,9 @@ class _RankingMetric(TaskMetric):
         self.padding_value = padding_value
         self.queries_complete_per_batch = queries_complete_per_batch
         self.remove_single_length_sessions = remove_single_length_sessions
-        self.add_state("value_sum", torch.zeros(len(self.requests), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(
+            "value_sum", torch.zeros(len(self.requests), dtype=torch.float64), dist_reduce_fx="sum"
+        )
         self.add_state("weight_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         if not queries_complete_per_batch:
             for name in _ROW_STATES:
@@ -93,23 +121,48 @@ class _RankingMetric(TaskMetric):
 
     # ------------------------------------------------------------------ update
 
-    def _rows(self, preds: Tensor, target: Tensor, indexes: Tensor | None, mask: Tensor | None,
-              weights: Tensor | None, validate: bool) -> RankingRows:
-        return format_ranking(preds, target, indexes, mask, weights, padding_value=self.padding_value,
-                              validate=validate)
+    def _rows(
+        self,
+        preds: Tensor,
+        target: Tensor,
+        indexes: Tensor | None,
+        mask: Tensor | None,
+        weights: Tensor | None,
+        validate: bool,
+    ) -> RankingRows:
+        return format_ranking(
+            preds, target, indexes, mask, weights, padding_value=self.padding_value, validate=validate
+        )
 
-    def _validate(self, preds: Tensor, target: Tensor, indexes: Tensor | None = None, mask: Tensor | None = None,
-                  weights: Tensor | None = None) -> None:
+    def _validate(
+        self,
+        preds: Tensor,
+        target: Tensor,
+        indexes: Tensor | None = None,
+        mask: Tensor | None = None,
+        weights: Tensor | None = None,
+    ) -> None:
         self._rows(preds, target, indexes, mask, weights, validate=True)
 
     def _sums(self, rows: RankingRows) -> tuple[Tensor, Tensor, Tensor]:
-        return ranking_update(rows, self.requests, exponential_gain=self.exponential_gain,
-                              adaptive_k=self.adaptive_k, empty_target_action=self.empty_target_action,
-                              remove_single_length_sessions=self.remove_single_length_sessions)
+        return ranking_update(
+            rows,
+            self.requests,
+            exponential_gain=self.exponential_gain,
+            adaptive_k=self.adaptive_k,
+            empty_target_action=self.empty_target_action,
+            remove_single_length_sessions=self.remove_single_length_sessions,
+        )
 
-    def update(self, preds: Tensor, target: Tensor, indexes: Tensor | None = None, mask: Tensor | None = None,
-               weights: Tensor | None = None) -> None:
-        """Add a batch: flat ``(N,)`` rows with ``indexes`` or padded ``(Q, L)`` lists; optional ``mask``/``weights``."""
+    def update(
+        self,
+        preds: Tensor,
+        target: Tensor,
+        indexes: Tensor | None = None,
+        mask: Tensor | None = None,
+        weights: Tensor | None = None,
+    ) -> None:
+        """Add a batch: flat ``(N,)`` rows with ``indexes``, or padded ``(Q, L)`` lists."""
         rows = self._rows(preds, target, indexes, mask, weights, validate=self._check_inputs)
         if rows.preds.numel() == 0:
             return
@@ -118,16 +171,14 @@ class _RankingMetric(TaskMetric):
             self.value_sum += value_sum
             self.weight_sum += weight_sum
             return
-        n_before = sum(p.numel() for p in self.preds)  # type: ignore[attr-defined]
-        n_weighted = sum(w.numel() for w in self.weights)  # type: ignore[attr-defined]
-        if rows.weights is not None and n_weighted < n_before:  # earlier batches were unweighted
-            self.weights.append(torch.ones(n_before - n_weighted, dtype=torch.float64, device=self.device))
-        if rows.weights is not None or n_weighted > 0:
-            w = rows.weights if rows.weights is not None else torch.ones_like(rows.target)
-            self.weights.append(w)  # type: ignore[attr-defined]
-        self.preds.append(rows.preds.to(torch.float64))  # type: ignore[attr-defined]
-        self.target.append(rows.target)  # type: ignore[attr-defined]
-        self.indexes.append(rows.indexes)  # type: ignore[attr-defined]
+        if rows.weights is not None or self.weights:
+            # weights are kept per row only once some batch had them: earlier batches get ones
+            for earlier in self.preds[len(self.weights) :]:
+                self.weights.append(torch.ones_like(earlier))
+            self.weights.append(rows.weights if rows.weights is not None else torch.ones_like(rows.target))
+        self.preds.append(rows.preds.to(torch.float64))
+        self.target.append(rows.target)
+        self.indexes.append(rows.indexes)
 
     # ------------------------------------------------------------------ compute
 
@@ -151,12 +202,12 @@ class _RankingMetric(TaskMetric):
             weights = None
         if weights is not None and weights.numel() != preds.numel():
             raise ValueError(
-                f"{type(self).__name__}: `weights` were given for {weights.numel()} of {preds.numel()} rows; pass "
-                "weights with every batch on every rank, or with none."
+                f"{type(self).__name__}: `weights` were given for {weights.numel()} of {preds.numel()} rows; "
+                "pass weights with every batch on every rank, or with none."
             )
         return RankingRows(preds, target, indexes.to(torch.int64), weights, False)
 
-    def _sync_dist(self, dist_sync_fn: Callable = None, process_group: Any | None = None) -> None:  # type: ignore[assignment]
+    def _sync_dist(self, dist_sync_fn: Callable | None = None, process_group: Any | None = None) -> None:
         """Gather ``cat`` states; a rank without rows contributes empty tensors of the right dtype.
 
         TorchMetrics fills an empty list state with an empty tensor of the metric's default dtype
@@ -207,19 +258,22 @@ class RankingMetrics(_RankingMetric):
         >>> import torch
         >>> from torchmetrics_ext import RankingMetrics
         >>> metric = RankingMetrics(ks=(1, 2), metrics=("recall", "mrr"))
-        >>> metric.update(torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.6, 0.4]]), torch.tensor([[0, 1, 1], [1, 0, 0]]))
+        >>> preds = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.6, 0.4]])
+        >>> metric.update(preds, torch.tensor([[0, 1, 1], [1, 0, 0]]))
         >>> {key: round(value.item(), 4) for key, value in metric.compute().items()}
         {'recall@1': 0.0, 'recall@2': 0.25, 'mrr@1': 0.0, 'mrr@2': 0.25}
     """
 
     _label = "RankingMetrics"
 
-    def __init__(self, ks: Sequence[int | None] = (1, 5, 10), metrics: Sequence[str] = METRICS, **kwargs: Any) -> None:
+    def __init__(
+        self, ks: Sequence[int | None] = (1, 5, 10), metrics: Sequence[str] = METRICS, **kwargs: Any
+    ) -> None:
         requests = check_requests(metrics, ks)
         super().__init__(requests, **kwargs)
         self.ks, self.metrics = tuple(ks), tuple(metrics)
 
-    def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
+    def compute(self) -> dict[str, Tensor]:
         """Dict of float64 scalars, one per ``(metric, k)``."""
         values = self._compute_values()
         return {request_key(name, k): values[i] for i, (name, k) in enumerate(self.requests)}
@@ -280,8 +334,13 @@ class NDCG(_SingleRanking):
 
     _name, _label = "ndcg", "NDCG"
 
-    def __init__(self, k: int | None = None, exponential_gain: bool = False, report_as_loss: bool = False,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        k: int | None = None,
+        exponential_gain: bool = False,
+        report_as_loss: bool = False,
+        **kwargs: Any,
+    ) -> None:
         check_flag("report_as_loss", report_as_loss)
         super().__init__(k, exponential_gain=exponential_gain, **kwargs)
         self.report_as_loss = report_as_loss
@@ -308,7 +367,8 @@ class RecallAtK(_SingleRanking):
         >>> import torch
         >>> from torchmetrics_ext import RecallAtK
         >>> metric = RecallAtK(k=2)
-        >>> metric.update(torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.6, 0.4]]), torch.tensor([[0, 1, 1], [1, 0, 0]]))
+        >>> preds = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.6, 0.4]])
+        >>> metric.update(preds, torch.tensor([[0, 1, 1], [1, 0, 0]]))
         >>> metric.compute()
         tensor(0.2500, dtype=torch.float64)
     """
@@ -334,7 +394,8 @@ class PrecisionAtK(_SingleRanking):
         >>> import torch
         >>> from torchmetrics_ext import PrecisionAtK
         >>> metric = PrecisionAtK(k=2)
-        >>> metric.update(torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.6, 0.4]]), torch.tensor([[0, 1, 1], [1, 0, 0]]))
+        >>> preds = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.6, 0.4]])
+        >>> metric.update(preds, torch.tensor([[0, 1, 1], [1, 0, 0]]))
         >>> metric.compute()
         tensor(0.2500, dtype=torch.float64)
     """
@@ -358,7 +419,8 @@ class MRR(_SingleRanking):
         >>> import torch
         >>> from torchmetrics_ext import MRR
         >>> metric = MRR(padding_value=-10.0)
-        >>> metric.update(torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.6, -10.0]]), torch.tensor([[0, 1, 1], [1, 0, 0]]))
+        >>> preds = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.6, -10.0]])
+        >>> metric.update(preds, torch.tensor([[0, 1, 1], [1, 0, 0]]))
         >>> metric.compute()
         tensor(0.5000, dtype=torch.float64)
     """
@@ -382,7 +444,8 @@ class HitRate(_SingleRanking):
         >>> import torch
         >>> from torchmetrics_ext import HitRate
         >>> metric = HitRate(k=2)
-        >>> metric.update(torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.6, 0.4]]), torch.tensor([[0, 1, 1], [1, 0, 0]]))
+        >>> preds = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.6, 0.4]])
+        >>> metric.update(preds, torch.tensor([[0, 1, 1], [1, 0, 0]]))
         >>> metric.compute()
         tensor(0.5000, dtype=torch.float64)
     """
@@ -406,7 +469,8 @@ class MAP(_SingleRanking):
         >>> import torch
         >>> from torchmetrics_ext import MAP
         >>> metric = MAP()
-        >>> metric.update(torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.6, 0.4]]), torch.tensor([[0, 1, 1], [1, 0, 0]]))
+        >>> preds = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.6, 0.4]])
+        >>> metric.update(preds, torch.tensor([[0, 1, 1], [1, 0, 0]]))
         >>> metric.compute()
         tensor(0.4583, dtype=torch.float64)
     """
@@ -442,7 +506,8 @@ class MulticlassRecallAtK(TaskMetric):
         >>> import torch
         >>> from torchmetrics_ext import MulticlassRecallAtK
         >>> metric = MulticlassRecallAtK(k=2, num_classes=3)
-        >>> metric.update(torch.tensor([[0.9, 0.1, 0.0], [0.1, 0.2, 0.7], [0.3, 0.3, 0.4]]), torch.tensor([0, 1, 1]))
+        >>> preds = torch.tensor([[0.9, 0.1, 0.0], [0.1, 0.2, 0.7], [0.3, 0.3, 0.4]])
+        >>> metric.update(preds, torch.tensor([0, 1, 1]))
         >>> metric.compute()
         tensor(0.6667, dtype=torch.float64)
     """

@@ -1,4 +1,4 @@
-"""Ranking metrics (per-query, vectorised): NDCG, Recall@k, Precision@k, MRR, HitRate, MAP, multiclass recall@k."""
+"""Per-query ranking metrics, vectorised: NDCG, Recall@k, Precision@k, MRR, HitRate, MAP, multiclass."""
 
 from torchmetrics_ext.functional.ranking.functions import (
     hit_rate,

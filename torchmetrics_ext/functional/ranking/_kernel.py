@@ -217,7 +217,9 @@ def _first_relevant_offsets(rel_group: Tensor) -> Tensor:
 
 
 def query_values(
-    ranked: Ranked, requests: Sequence[tuple[str, int | None]], exponential_gain: bool = False,
+    ranked: Ranked,
+    requests: Sequence[tuple[str, int | None]],
+    exponential_gain: bool = False,
     adaptive_k: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Per-query values of each ``(metric, k)`` request; ``k=None`` is the whole list.
@@ -234,14 +236,16 @@ def query_values(
     def seg_sum(values: Tensor | None, keep: Tensor | None = None) -> Tensor:
         if keep is not None:
             idx = group[keep]
-            return torch.bincount(idx, weights=None if values is None else values[keep], minlength=g).to(torch.float64)
+            return torch.bincount(idx, weights=None if values is None else values[keep], minlength=g).to(
+                torch.float64
+            )
         return torch.bincount(group, weights=values, minlength=g).to(torch.float64)
 
     num_rel = seg_sum(None)
     safe_rel = num_rel.clamp_min(1.0)
     size = ranked.size.to(torch.float64)
     names = {name for name, _ in requests}
-    within = _first_relevant_offsets(group) if names & {"mrr", "map"} else None
+    within = _first_relevant_offsets(group) if names & {"mrr", "map"} else pos
     if "ndcg" in names:
         gain_disc = _gain(ranked.rel_target, exponential_gain) * _discount(pos)
         ideal_by_counts = _ideal_dcg_by_counts(ranked, exponential_gain)
@@ -260,20 +264,21 @@ def query_values(
                 denom = size if k is None else (size.clamp_max(k) if adaptive_k else torch.full_like(size, k))
                 col = hits / denom
         elif name == "mrr":
-            first = within == 0  # type: ignore[operator]
+            first = within == 0
             keep = first if in_k is None else first & in_k
             col = torch.zeros(g, dtype=torch.float64, device=dev)
             col[group[keep]] = 1.0 / (pos[keep] + 1).to(torch.float64)
         elif name == "map":
-            precision = (within + 1).to(torch.float64) / (pos + 1).to(torch.float64)  # type: ignore[operator]
+            precision = (within + 1).to(torch.float64) / (pos + 1).to(torch.float64)
             col = seg_sum(precision, in_k) / safe_rel
         elif name == "ndcg":
             dcg = seg_sum(gain_disc, in_k)
             if ideal_by_counts is not None:
                 idcg = ideal_by_counts(k)
             else:
-                idcg = torch.bincount(igroup, weights=ivalue if k is None else torch.where(ipos < k, ivalue, 0.0),
-                                      minlength=g)
+                idcg = torch.bincount(
+                    igroup, weights=ivalue if k is None else torch.where(ipos < k, ivalue, 0.0), minlength=g
+                )
             col = dcg / torch.where(idcg > 0, idcg, 1.0)
         else:  # pragma: no cover - requests are validated by the callers
             raise ValueError(f"Unknown ranking metric {name!r}; expected one of {METRICS}.")
@@ -287,7 +292,11 @@ _NONE = 1 << 62
 
 
 def first_hit_values(
-    preds: Tensor, target: Tensor, indexes: Tensor, weights: Tensor | None, requests: Sequence[tuple[str, int | None]]
+    preds: Tensor,
+    target: Tensor,
+    indexes: Tensor,
+    weights: Tensor | None,
+    requests: Sequence[tuple[str, int | None]],
 ) -> tuple[Tensor, Tensor, Ranked] | None:
     """Sort-free MRR and hit rate: they only need the rank of each query's first relevant row.
 
@@ -307,7 +316,7 @@ def first_hit_values(
     skey, sbits = _score_key(preds)
     if sbits > 32:
         return None
-    tkey, tbits, table = _target_key(target)
+    tkey, tbits, _ = _target_key(target)
     relevant = target > 0
     qkey = indexes - qmin_value
     skey <<= tbits

@@ -30,7 +30,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.functional.ranking._inputs import RankingRows, check_flag, check_ranking_args, format_ranking
+from torchmetrics_ext.functional.ranking._inputs import (
+    RankingRows,
+    check_flag,
+    check_ranking_args,
+    format_ranking,
+)
 from torchmetrics_ext.functional.ranking._kernel import (
     FIRST_HIT_METRICS,
     METRICS,
@@ -54,12 +59,16 @@ def request_key(name: str, k: int | None) -> str:
 def check_requests(metrics: Sequence[str], ks: Sequence[int | None]) -> list[Request]:
     """Validate ``RankingMetrics``' ``metrics`` and ``ks`` and return every ``(metric, k)`` pair."""
     if isinstance(metrics, str) or not metrics:
-        raise ValueError(f"Expected `metrics` to be a non-empty sequence of names from {METRICS}, got {metrics!r}.")
+        raise ValueError(
+            f"Expected `metrics` to be a non-empty sequence of names from {METRICS}, got {metrics!r}."
+        )
     for name in metrics:
         if name not in METRICS:
             raise ValueError(f"Expected `metrics` entries from {METRICS}, got {name!r}.")
     if isinstance(ks, (int, str)) or not ks:
-        raise ValueError(f"Expected `ks` to be a non-empty sequence of positive integers (or None), got {ks!r}.")
+        raise ValueError(
+            f"Expected `ks` to be a non-empty sequence of positive integers (or None), got {ks!r}."
+        )
     for k in ks:
         check_ranking_args(k)
     return [(name, k) for name in dict.fromkeys(metrics) for k in dict.fromkeys(ks)]
@@ -91,8 +100,12 @@ def ranking_update(
 
 def ranking_compute(value_sum: Tensor, weight_sum: Tensor, name: str) -> Tensor:
     """Weighted mean over queries; ``nan`` plus ``UndefinedMetricWarning`` when no query counted."""
-    return safe_divide(value_sum, weight_sum.expand_as(value_sum), name, "no query counted (no query with a "
-                       "relevant candidate, or all query weights are zero)")
+    return safe_divide(
+        value_sum,
+        weight_sum.expand_as(value_sum),
+        name,
+        "no query counted (no query with a relevant candidate, or all query weights are zero)",
+    )
 
 
 def _single(
@@ -109,9 +122,15 @@ def _single(
     validate_args: bool,
     **options: bool,
 ) -> Tensor:
-    check_ranking_args(k, empty_target_action, padding_value, allow_none_k=name not in ("precision", "hit_rate"))
-    rows = format_ranking(preds, target, indexes, mask, weights, padding_value=padding_value, validate=validate_args)
-    value_sum, weight_sum, _ = ranking_update(rows, [(name, k)], empty_target_action=empty_target_action, **options)
+    check_ranking_args(
+        k, empty_target_action, padding_value, allow_none_k=name not in ("precision", "hit_rate")
+    )
+    rows = format_ranking(
+        preds, target, indexes, mask, weights, padding_value=padding_value, validate=validate_args
+    )
+    value_sum, weight_sum, _ = ranking_update(
+        rows, [(name, k)], empty_target_action=empty_target_action, **options
+    )
     return ranking_compute(value_sum, weight_sum, label)[0]
 
 
@@ -136,7 +155,7 @@ def ndcg(
         \mathrm{DCG}_q@k = \sum_{i=1}^{\min(k, n_q)} \frac{g(y_{q,i})}{\log_2(i + 1)}, \qquad
         \mathrm{NDCG}_q@k = \frac{\mathrm{DCG}_q@k}{\mathrm{IDCG}_q@k}
 
-    with gain :math:`g(y) = y` (linear, Järvelin–Kekäläinen) or :math:`g(y) = 2^y - 1`
+    with gain :math:`g(y) = y` (linear, Järvelin and Kekäläinen) or :math:`g(y) = 2^y - 1`
     (``exponential_gain``, Burges); IDCG is the DCG of the candidates sorted by relevance.
 
     Args:
@@ -171,9 +190,21 @@ def ndcg(
     check_flag("exponential_gain", exponential_gain)
     check_flag("remove_single_length_sessions", remove_single_length_sessions)
     check_flag("report_as_loss", report_as_loss)
-    value = _single("ndcg", "NDCG", preds, target, indexes, mask, weights, k, empty_target_action, padding_value,
-                    validate_args, exponential_gain=exponential_gain,
-                    remove_single_length_sessions=remove_single_length_sessions)
+    value = _single(
+        "ndcg",
+        "NDCG",
+        preds,
+        target,
+        indexes,
+        mask,
+        weights,
+        k,
+        empty_target_action,
+        padding_value,
+        validate_args,
+        exponential_gain=exponential_gain,
+        remove_single_length_sessions=remove_single_length_sessions,
+    )
     return 1.0 - value if report_as_loss else value
 
 
@@ -216,8 +247,19 @@ def recall_at_k(
         >>> recall_at_k(preds, target, indexes, k=2)
         tensor(0.2500, dtype=torch.float64)
     """
-    return _single("recall", "RecallAtK", preds, target, indexes, mask, weights, k, empty_target_action,
-                   padding_value, validate_args)
+    return _single(
+        "recall",
+        "RecallAtK",
+        preds,
+        target,
+        indexes,
+        mask,
+        weights,
+        k,
+        empty_target_action,
+        padding_value,
+        validate_args,
+    )
 
 
 def precision_at_k(
@@ -264,8 +306,20 @@ def precision_at_k(
         tensor(0.2500, dtype=torch.float64)
     """
     check_flag("adaptive_k", adaptive_k)
-    return _single("precision", "PrecisionAtK", preds, target, indexes, mask, weights, k, empty_target_action,
-                   padding_value, validate_args, adaptive_k=adaptive_k)
+    return _single(
+        "precision",
+        "PrecisionAtK",
+        preds,
+        target,
+        indexes,
+        mask,
+        weights,
+        k,
+        empty_target_action,
+        padding_value,
+        validate_args,
+        adaptive_k=adaptive_k,
+    )
 
 
 def mrr(
@@ -305,8 +359,19 @@ def mrr(
         >>> mrr(preds, torch.tensor([[0, 1, 1], [1, 0, 0]]), padding_value=-10.0)
         tensor(0.5000, dtype=torch.float64)
     """
-    return _single("mrr", "MRR", preds, target, indexes, mask, weights, k, empty_target_action, padding_value,
-                   validate_args)
+    return _single(
+        "mrr",
+        "MRR",
+        preds,
+        target,
+        indexes,
+        mask,
+        weights,
+        k,
+        empty_target_action,
+        padding_value,
+        validate_args,
+    )
 
 
 def hit_rate(
@@ -346,8 +411,19 @@ def hit_rate(
         >>> hit_rate(preds, torch.tensor([[0, 1, 1], [1, 0, 0]]), k=2)
         tensor(0.5000, dtype=torch.float64)
     """
-    return _single("hit_rate", "HitRate", preds, target, indexes, mask, weights, k, empty_target_action,
-                   padding_value, validate_args)
+    return _single(
+        "hit_rate",
+        "HitRate",
+        preds,
+        target,
+        indexes,
+        mask,
+        weights,
+        k,
+        empty_target_action,
+        padding_value,
+        validate_args,
+    )
 
 
 def map_at_k(
@@ -387,8 +463,19 @@ def map_at_k(
         >>> map_at_k(preds, torch.tensor([[0, 1, 1], [1, 0, 0]]))
         tensor(0.4583, dtype=torch.float64)
     """
-    return _single("map", "MAP", preds, target, indexes, mask, weights, k, empty_target_action, padding_value,
-                   validate_args)
+    return _single(
+        "map",
+        "MAP",
+        preds,
+        target,
+        indexes,
+        mask,
+        weights,
+        k,
+        empty_target_action,
+        padding_value,
+        validate_args,
+    )
 
 
 def ranking_metrics(
@@ -430,15 +517,19 @@ def ranking_metrics(
         >>> import torch
         >>> from torchmetrics_ext.functional import ranking_metrics
         >>> preds = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.6, 0.4]])
-        >>> out = ranking_metrics(preds, torch.tensor([[0, 1, 1], [1, 0, 0]]), ks=(1, 2), metrics=("recall", "mrr"))
+        >>> target = torch.tensor([[0, 1, 1], [1, 0, 0]])
+        >>> out = ranking_metrics(preds, target, ks=(1, 2), metrics=("recall", "mrr"))
         >>> {key: round(value.item(), 4) for key, value in out.items()}
         {'recall@1': 0.0, 'recall@2': 0.25, 'mrr@1': 0.0, 'mrr@2': 0.25}
     """
     requests = check_requests(metrics, ks)
     check_ranking_args(None, empty_target_action, padding_value)
     check_flag("exponential_gain", exponential_gain)
-    rows = format_ranking(preds, target, indexes, mask, weights, padding_value=padding_value, validate=validate_args)
-    value_sum, weight_sum, _ = ranking_update(rows, requests, exponential_gain=exponential_gain,
-                                              empty_target_action=empty_target_action)
+    rows = format_ranking(
+        preds, target, indexes, mask, weights, padding_value=padding_value, validate=validate_args
+    )
+    value_sum, weight_sum, _ = ranking_update(
+        rows, requests, exponential_gain=exponential_gain, empty_target_action=empty_target_action
+    )
     values = ranking_compute(value_sum, weight_sum, "RankingMetrics")
     return {request_key(name, k): values[i] for i, (name, k) in enumerate(requests)}

@@ -129,6 +129,10 @@ def rank_rows(preds: Tensor, target: Tensor, indexes: Tensor, weights: Tensor | 
     qbits = _bits(int(qmax) - qmin_value)
     skey, sbits = _score_key(preds)
     tkey, tbits, table = _target_key(target)
+    if sbits == 32 and n > 0:  # fewer key bits, fewer radix passes
+        smin, smax = torch.aminmax(skey)
+        skey -= smin
+        sbits = _bits(int(smax - smin))
     if qbits + sbits + tbits <= 63:
         # one radix sort; equal packed keys are identical rows, so stability is not needed
         skey <<= tbits

@@ -292,24 +292,20 @@ def query_values(
 
 
 FIRST_HIT_METRICS = frozenset({"mrr", "hit_rate"})
-_NONE = 1 << 62
 
 
 def first_hit_values(
-    preds: Tensor,
-    target: Tensor,
-    indexes: Tensor,
-    weights: Tensor | None,
-    requests: Sequence[tuple[str, int | None]],
+    preds: Tensor, target: Tensor, indexes: Tensor, weights: Tensor | None, requests: Sequence[tuple[str, int | None]]
 ) -> tuple[Tensor, Tensor, Ranked] | None:
     """Sort-free MRR and hit rate: they only need the rank of each query's first relevant row.
 
-    With ``r`` the rank-order key (score descending, relevance ascending), a query's first
-    relevant row has the smallest ``r`` among its relevant rows, and its rank is the number of
-    the query's rows with a smaller ``r``: one segment min, one gather, one count. Used when
-    every request is MRR or hit rate, scores are float32-exact and query ids are dense enough
-    to index a table (range <= 4 N + 1024); returns ``None`` otherwise (the sort path runs).
-    The values equal the sort path's.
+    Under the tie rule (score descending, relevance ascending) a query's first relevant row
+    has the query's best relevant score ``b``, and the rows ranked before it are those scored
+    above ``b`` plus the non-relevant rows scored exactly ``b``. So one segment max, one
+    gather and one count give its rank, comparing the scores themselves (exact for any float,
+    ``±inf`` included). Used when every request is MRR or hit rate and query ids are dense
+    enough to index a table (range <= 4 N + 1024); returns ``None`` otherwise (the sort path
+    runs). The values equal the sort path's.
     """
     n = preds.numel()
     qmin, qmax = torch.aminmax(indexes)
@@ -317,25 +313,24 @@ def first_hit_values(
     span = int(qmax) - qmin_value + 1
     if span > 4 * n + 1024:
         return None
-    skey, sbits = _score_key(preds)
-    if sbits > 32:
-        return None
-    tkey, tbits, _ = _target_key(target)
-    relevant = target > 0
     qkey = indexes - qmin_value
-    skey <<= tbits
-    skey |= tkey  # rank-order key: smaller = ranked earlier
-    best = torch.full((span,), _NONE, dtype=torch.int64, device=preds.device)
-    best.scatter_reduce_(0, qkey, torch.where(relevant, skey, _NONE), "amin")
-    ahead = torch.bincount(qkey[skey < best[qkey]], minlength=span)
+    relevant = target > 0
     size = torch.bincount(qkey, minlength=span)
+    num_rel = torch.bincount(qkey[relevant], minlength=span)
+    lowest = torch.tensor(-float("inf"), dtype=preds.dtype, device=preds.device)
+    best = torch.full((span,), -float("inf"), dtype=preds.dtype, device=preds.device)
+    best.scatter_reduce_(0, qkey, torch.where(relevant, preds, lowest), "amax")
+    best_of_row = best[qkey]
+    before = preds > best_of_row
+    before |= (preds == best_of_row) & ~relevant
+    ahead = torch.bincount(qkey[before], minlength=span)
     present = torch.nonzero(size).reshape(-1)
     weight = None
     if weights is not None:
         weight = torch.zeros(span, dtype=torch.float64, device=preds.device)
         weight = weight.scatter_reduce_(0, qkey, weights, "amax")[present]
-    best, ahead, size = best[present], ahead[present], size[present]
-    has_rel = best < _NONE
+    ahead, size, num_rel = ahead[present], size[present], num_rel[present]
+    has_rel = num_rel > 0
     columns = []
     for name, k in requests:
         hit = has_rel if k is None else has_rel & (ahead < k)
@@ -345,7 +340,7 @@ def first_hit_values(
             columns.append(hit.to(torch.float64))
     empty = torch.empty(0, dtype=torch.int64, device=preds.device)
     ranked = Ranked(empty, empty, empty.to(torch.float64), size, weight, int(present.numel()))
-    return torch.stack(columns, 1), has_rel.to(torch.float64), ranked
+    return torch.stack(columns, 1), num_rel.to(torch.float64), ranked
 
 
 def reduce_queries(

@@ -295,7 +295,11 @@ FIRST_HIT_METRICS = frozenset({"mrr", "hit_rate"})
 
 
 def first_hit_values(
-    preds: Tensor, target: Tensor, indexes: Tensor, weights: Tensor | None, requests: Sequence[tuple[str, int | None]]
+    preds: Tensor,
+    target: Tensor,
+    indexes: Tensor,
+    weights: Tensor | None,
+    requests: Sequence[tuple[str, int | None]],
 ) -> tuple[Tensor, Tensor, Ranked] | None:
     """Sort-free MRR and hit rate: they only need the rank of each query's first relevant row.
 

@@ -131,7 +131,7 @@ class _RankingMetric(TaskMetric):
         validate: bool,
     ) -> RankingRows:
         return format_ranking(
-            preds, target, indexes, mask, weights, padding_value=self.padding_value, validate=validate
+            preds, target, indexes, mask, weights, padding_value=self.padding_value, validate=validate, cast=False
         )
 
     def _validate(
@@ -176,7 +176,7 @@ class _RankingMetric(TaskMetric):
             for earlier in self.preds[len(self.weights) :]:
                 self.weights.append(torch.ones_like(earlier))
             self.weights.append(rows.weights if rows.weights is not None else torch.ones_like(rows.target))
-        self.preds.append(rows.preds.to(torch.float64))
+        self.preds.append(rows.preds.detach())  # kept as given (no copy); converted at sync/compute
         self.target.append(rows.target)
         self.indexes.append(rows.indexes)
 
@@ -208,16 +208,19 @@ class _RankingMetric(TaskMetric):
         return RankingRows(preds, target, indexes.to(torch.int64), weights, False)
 
     def _sync_dist(self, dist_sync_fn: Callable | None = None, process_group: Any | None = None) -> None:
-        """Gather ``cat`` states; a rank without rows contributes empty tensors of the right dtype.
+        """Gather ``cat`` states in fixed dtypes (float64 scores/relevance/weights, int64 ids).
 
-        TorchMetrics fills an empty list state with an empty tensor of the metric's default dtype
-        (float32), which would promote the int64 ids of the other ranks to float after ``cat``.
+        Rows are stored as given (a rank may hold float16 scores, another float32), so each rank
+        first concatenates and casts its rows; a rank without rows contributes empty tensors of
+        those dtypes (TorchMetrics' own placeholder is float32, which would turn the int64 ids of
+        the other ranks into floats after ``cat``).
         """
         if not self.queries_complete_per_batch:
             for name, dtype in _ROW_STATES.items():
                 value = getattr(self, name)
-                if isinstance(value, list) and len(value) == 0:
-                    setattr(self, name, [torch.empty(0, dtype=dtype, device=self.device)])
+                if isinstance(value, list):
+                    rows = dim_zero_cat(value).to(dtype) if value else torch.empty(0, dtype=dtype, device=self.device)
+                    setattr(self, name, [rows])
         kwargs: dict[str, Any] = {"process_group": process_group}
         if dist_sync_fn is not None:
             kwargs["dist_sync_fn"] = dist_sync_fn

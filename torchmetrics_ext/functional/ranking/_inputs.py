@@ -96,6 +96,7 @@ def format_ranking(
     *,
     padding_value: float | None = None,
     validate: bool = True,
+    cast: bool = True,
 ) -> RankingRows:
     """Check a batch of ranking inputs and return it as flat rows.
 
@@ -108,10 +109,13 @@ def format_ranking(
         weights: optional non-negative finite query weights: ``(N,)`` rows (flat) or ``(Q,)`` (padded).
         padding_value: predictions equal to it are padding (padded input only).
         validate: run the checks; when false, only reshape and cast.
+        cast: return ``target`` as float64; when false it keeps its dtype (the metric classes
+            store rows as given and convert once at ``compute``).
 
     Returns:
-        :class:`RankingRows` with 1-D ``preds`` (floating), ``target`` (float64), ``indexes``
-        (int64), ``weights`` (float64 rows or ``None``) and whether the input was padded.
+        :class:`RankingRows` with 1-D ``preds`` (floating, as given), ``target`` (float64, or as
+        given), ``indexes`` (int64), ``weights`` (float64 rows or ``None``) and whether the input
+        was padded.
 
     Raises:
         TypeError: non-tensor inputs, non-floating ``preds``, non-integer ``indexes``, non-bool ``mask``.
@@ -169,7 +173,8 @@ def format_ranking(
         if keep is not None:
             p, t, qid = p[keep], t[keep], qid[keep]
             w = None if w is None else w[keep]
-    t = t.to(torch.float64)
+    if cast:
+        t = t.to(torch.float64)
     if validate and p.numel() > 0:
         _check_values(p, t, w)
     return RankingRows(p, t, qid, w, padded)
@@ -177,21 +182,22 @@ def format_ranking(
 
 def _check_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> None:
     """NaN scores, negative/non-finite relevance and weights, with one host synchronisation."""
-    stats = [torch.isnan(preds).any().to(torch.float64), *torch.aminmax(target)]
+    stats = [
+        torch.stack(torch.aminmax(preds)).to(torch.float64),
+        torch.stack(torch.aminmax(target.to(torch.uint8) if target.dtype == torch.bool else target)).to(torch.float64),
+    ]
     if weights is not None:
-        stats += [*torch.aminmax(weights)]
-    values = torch.stack(stats).tolist()
-    if values[0] > 0:
-        raise ValueError(
-            "Expected `preds` without NaN (any other real score, ±inf included, is fine), got NaN."
-        )
-    tmin, tmax = values[1], values[2]
+        stats.append(torch.stack(torch.aminmax(weights)).to(torch.float64))
+    values = torch.cat(stats).tolist()  # aminmax propagates NaN
+    if math.isnan(values[0]) or math.isnan(values[1]):
+        raise ValueError("Expected `preds` without NaN (any other real score, ±inf included, is fine), got NaN.")
+    tmin, tmax = values[2], values[3]
     if not (tmin >= 0 and math.isfinite(tmax)):
         raise ValueError(
             f"Expected `target` to hold finite relevance >= 0, got values in [{tmin:.6g}, {tmax:.6g}]."
         )
     if weights is not None:
-        wmin, wmax = values[3], values[4]
+        wmin, wmax = values[4], values[5]
         if not (wmin >= 0 and math.isfinite(wmax)):
             raise ValueError(
                 f"Expected `weights` to be finite and non-negative, got values in [{wmin:.6g}, {wmax:.6g}]."

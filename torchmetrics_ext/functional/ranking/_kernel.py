@@ -70,14 +70,22 @@ def _target_key(target: Tensor) -> tuple[Tensor, int, Tensor | None]:
     """Dense non-negative integer key of the relevance (ascending), its bit width, and the value table.
 
     Integer relevance below 2**20 is its own key (table ``None``); other values are ranked.
+    ``target`` may be bool, integer or floating (validated ``>= 0``).
     """
     if target.numel() == 0:
         return target.to(torch.int64), 1, None
-    tmax = float(target.max())
+    if target.dtype == torch.bool:
+        return target.to(torch.int64), 1, None
     as_int = target.to(torch.int64)
-    if tmax < _INT_TARGET_LIMIT and bool(torch.equal(as_int.to(torch.float64), target)):
-        return as_int, _bits(int(tmax)), None
-    values, inverse = torch.unique(target, sorted=True, return_inverse=True)
+    if not target.is_floating_point():
+        tmax_int = int(as_int.max())
+        if tmax_int < _INT_TARGET_LIMIT:
+            return as_int, _bits(tmax_int), None
+    else:
+        tmax = float(target.max())
+        if tmax < _INT_TARGET_LIMIT and bool(torch.equal(as_int.to(target.dtype), target)):
+            return as_int, _bits(int(tmax)), None
+    values, inverse = torch.unique(target.to(torch.float64), sorted=True, return_inverse=True)
     return inverse.to(torch.int64), _bits(values.numel() - 1), values
 
 
@@ -319,6 +327,8 @@ def first_hit_values(
         return None
     qkey = indexes - qmin_value
     relevant = target > 0
+    if preds.dtype in (torch.float16, torch.bfloat16):
+        preds = preds.float()  # exact; scatter_reduce and comparisons in a native precision
     size = torch.bincount(qkey, minlength=span)
     num_rel = torch.bincount(qkey[relevant], minlength=span)
     lowest = torch.tensor(-float("inf"), dtype=preds.dtype, device=preds.device)

@@ -5,9 +5,10 @@ module for the definitions, the input forms and the tie rule. Shared behaviour:
 
 * ``update(preds, target, indexes=None, mask=None, weights=None)`` takes flat ``(N,)`` rows
   grouped by ``indexes`` or padded ``(Q, L)`` candidate lists (``mask`` or ``padding_value``).
-* Exact mode (default, ``queries_complete_per_batch=False``): flat rows are kept in ``cat``
-  states (float64 scores and relevance, int64 ids, float64 weights: O(N) memory) and grouped
-  by query at ``compute``, so a query may span batches and DDP ranks (same id = same query).
+* Exact mode (default, ``queries_complete_per_batch=False``): flat rows are kept as given in
+  ``cat`` states (scores, relevance, ids, and float64 weights once any batch had weights: O(N)
+  memory) and grouped by query at ``compute``, so a query may span batches and DDP ranks (same
+  id = same query). Before a DDP gather each rank casts its rows to float64/int64.
 * ``queries_complete_per_batch=True`` (TorchRec's session mode): each batch's queries are
   scored at ``update`` and only weighted sums are kept (constant memory); a query split across
   batches counts as separate queries. Padded input always takes this path: a padded row is a
@@ -131,7 +132,14 @@ class _RankingMetric(TaskMetric):
         validate: bool,
     ) -> RankingRows:
         return format_ranking(
-            preds, target, indexes, mask, weights, padding_value=self.padding_value, validate=validate, cast=False
+            preds,
+            target,
+            indexes,
+            mask,
+            weights,
+            padding_value=self.padding_value,
+            validate=validate,
+            cast=False,
         )
 
     def _validate(
@@ -219,7 +227,11 @@ class _RankingMetric(TaskMetric):
             for name, dtype in _ROW_STATES.items():
                 value = getattr(self, name)
                 if isinstance(value, list):
-                    rows = dim_zero_cat(value).to(dtype) if value else torch.empty(0, dtype=dtype, device=self.device)
+                    rows = (
+                        dim_zero_cat(value).to(dtype)
+                        if value
+                        else torch.empty(0, dtype=dtype, device=self.device)
+                    )
                     setattr(self, name, [rows])
         kwargs: dict[str, Any] = {"process_group": process_group}
         if dist_sync_fn is not None:

@@ -184,13 +184,17 @@ def _check_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> None
     """NaN scores, negative/non-finite relevance and weights, with one host synchronisation."""
     stats = [
         torch.stack(torch.aminmax(preds)).to(torch.float64),
-        torch.stack(torch.aminmax(target.to(torch.uint8) if target.dtype == torch.bool else target)).to(torch.float64),
+        torch.stack(torch.aminmax(target.to(torch.uint8) if target.dtype == torch.bool else target)).to(
+            torch.float64
+        ),
     ]
     if weights is not None:
         stats.append(torch.stack(torch.aminmax(weights)).to(torch.float64))
     values = torch.cat(stats).tolist()  # aminmax propagates NaN
     if math.isnan(values[0]) or math.isnan(values[1]):
-        raise ValueError("Expected `preds` without NaN (any other real score, ±inf included, is fine), got NaN.")
+        raise ValueError(
+            "Expected `preds` without NaN (any other real score, ±inf included, is fine), got NaN."
+        )
     tmin, tmax = values[2], values[3]
     if not (tmin >= 0 and math.isfinite(tmax)):
         raise ValueError(

@@ -800,3 +800,34 @@ def test_first_hit_path_equals_sort_path():
                     "mrr@2"
                 ],
             )
+
+
+def test_rows_kept_as_given_with_mixed_dtypes():
+    data = flat_data(np.random.default_rng(12))
+    n = data["preds"].numel()
+    cut = n // 3
+    first = {
+        "preds": data["preds"][:cut].half(),
+        "target": data["target"][:cut] > 0,
+        "indexes": data["indexes"][:cut].int(),
+    }
+    second = {
+        "preds": data["preds"][cut:].float(),
+        "target": data["target"][cut:],
+        "indexes": data["indexes"][cut:],
+    }
+    originals = {key: value.clone() for key, value in second.items()}
+    metric = tmx.RankingMetrics(ks=(1, 3))
+    metric.update(**first)
+    metric.update(**second)
+    out = metric.compute()
+    mixed = {
+        "preds": torch.cat([first["preds"].double(), second["preds"].double()]),
+        "target": torch.cat([first["target"].long(), second["target"]]),
+        "indexes": torch.cat([first["indexes"].long(), second["indexes"]]),
+    }
+    ref = dict_ref((1, 3))(H.to_numpy(mixed))
+    for key, value in ref.items():
+        np.testing.assert_allclose(out[key].item(), value, rtol=1e-9, err_msg=key)
+    for key, value in originals.items():
+        assert torch.equal(second[key], value), f"user's {key} was modified"

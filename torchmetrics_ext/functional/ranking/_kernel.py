@@ -325,19 +325,23 @@ def first_hit_values(
     span = int(qmax) - qmin_value + 1
     if span > 4 * n + 1024:
         return None
-    qkey = indexes - qmin_value
+    qkey = indexes - qmin_value if qmin_value != 0 else indexes
     relevant = target > 0
     if preds.dtype in (torch.float16, torch.bfloat16):
         preds = preds.float()  # exact; scatter_reduce and comparisons in a native precision
     size = torch.bincount(qkey, minlength=span)
-    num_rel = torch.bincount(qkey[relevant], minlength=span)
+
+    def count(mask: Tensor) -> Tensor:  # per-query count of a row mask (scatter_add beats masked bincount)
+        return torch.zeros(span, dtype=torch.int64, device=preds.device).scatter_add_(0, qkey, mask.to(torch.int64))
+
+    num_rel = count(relevant)
     lowest = torch.tensor(-float("inf"), dtype=preds.dtype, device=preds.device)
     best = torch.full((span,), -float("inf"), dtype=preds.dtype, device=preds.device)
     best.scatter_reduce_(0, qkey, torch.where(relevant, preds, lowest), "amax")
     best_of_row = best[qkey]
     before = preds > best_of_row
     before |= (preds == best_of_row) & ~relevant
-    ahead = torch.bincount(qkey[before], minlength=span)
+    ahead = count(before)
     present = torch.nonzero(size).reshape(-1)
     weight = None
     if weights is not None:

@@ -2,16 +2,17 @@ r"""The vectorised per-query ranking kernel shared by every ranking function and
 
 One lexicographic sort orders all rows by (query, score descending, relevance ascending);
 a row's rank is its position minus its query's first position; every metric is then a
-segment reduction (``bincount``/``scatter_reduce``) over the rows ranked below ``k``. The
-ideal ordering NDCG needs comes from a second, smaller sort of the relevant rows only.
+segment reduction (``bincount``/``scatter_reduce``) over the rows ranked below ``k``.
 Every metric only needs the relevant rows' ranks, so after the sort the kernel keeps those
-(a fifth of the rows in typical data) and works on them alone. There is no Python loop over
-queries.
+(a fifth of the rows in typical data) and works on them alone. NDCG's ideal DCG comes from
+per-query counts of each integer grade (a second, small sort of the relevant rows only for
+other relevance values). MRR and hit rate alone skip the sort (:func:`first_hit_values`).
+There is no Python loop over queries.
 
 Sorting uses integer keys so PyTorch's radix sort applies: scores become order-preserving
 integers (32 bits when every score is exactly a float32, else 64), query ids are offset to
 start at zero, and keys whose bit widths fit are packed into one int64 so that the usual case
-(float32 scores, < 2^20 queries, a few relevance grades) is a single sort.
+(float32 scores, query ids spanning < 2^29, a few relevance grades) is a single sort.
 
 Ties: rows of one query with equal scores are ordered by relevance ascending (pessimistic:
 the relevant candidates of a tie come last). The result then depends only on the multiset of

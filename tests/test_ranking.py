@@ -27,11 +27,21 @@ ALL = ("ndcg", "recall", "precision", "mrr", "hit_rate", "map")
 
 
 def flat_data(
-    rng, num_queries=70, max_len=12, ties=False, weights=False, empty_frac=0.15, shuffle=True, grades=4
+    rng,
+    num_queries=70,
+    max_len=12,
+    ties=False,
+    weights=False,
+    empty_frac=0.15,
+    shuffle=True,
+    grades=4,
+    grouped=False,
 ):
     """Flat rows of queries with 1..max_len candidates, graded relevance, rows shuffled across the set."""
     lens = rng.integers(1, max_len + 1, size=num_queries)
     ids = rng.choice(np.arange(1000, 1000 + 5 * num_queries), size=num_queries, replace=False)  # sparse ids
+    if grouped:  # sorted ids, rows of a query contiguous (as data loaders emit them)
+        ids, shuffle = np.sort(ids), False
     idx = np.repeat(ids, lens)
     n = idx.size
     preds = rng.normal(size=n) * 2
@@ -295,6 +305,15 @@ _ALL_CASES = [
         ties=True,
     ),
     _flat(
+        "flat-grouped-all-w",
+        partial(tmx.RankingMetrics, ks=(1, 3, 10)),
+        dict_ref((1, 3, 10)),
+        partial(tmf.ranking_metrics, ks=(1, 3, 10)),
+        weights=True,
+        ties=True,
+        grouped=True,
+    ),
+    _flat(
         "flat-all-exp",
         partial(tmx.RankingMetrics, ks=(2, 5), exponential_gain=True),
         dict_ref((2, 5), exponential=True),
@@ -386,7 +405,15 @@ for _k, _ties, _w in ((1, False, False), (3, True, True), (2, True, False)):
 CASES = {case.id: case for case in _ALL_CASES}
 IDS = sorted(CASES)
 HARNESS_IDS = [i for i in IDS if not i.startswith("ranx-")]
-DDP_IDS = ["flat-all-w", "flat-ndcg@5", "padded-all-w", "flat-mrr-one-w", "multiclass@3-ties-w", "ranx-all"]
+DDP_IDS = [
+    "flat-all-w",
+    "flat-grouped-all-w",
+    "flat-ndcg@5",
+    "padded-all-w",
+    "flat-mrr-one-w",
+    "multiclass@3-ties-w",
+    "ranx-all",
+]
 
 
 # ----------------------------------------------------------------------------- harness
@@ -403,7 +430,9 @@ def test_forward(cid):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
-@pytest.mark.parametrize("cid", ["flat-all-w", "padded-all-w", "flat-ties-ndcg@5", "multiclass@3-ties-w"])
+@pytest.mark.parametrize(
+    "cid", ["flat-all-w", "flat-grouped-all-w", "padded-all-w", "flat-ties-ndcg@5", "multiclass@3-ties-w"]
+)
 def test_dtypes(cid, dtype):
     H.check_dtype(CASES[cid], dtype)
 
@@ -831,3 +860,41 @@ def test_rows_kept_as_given_with_mixed_dtypes():
         np.testing.assert_allclose(out[key].item(), value, rtol=1e-9, err_msg=key)
     for key, value in originals.items():
         assert torch.equal(second[key], value), f"user's {key} was modified"
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_grouped_topk_path_equals_sort_path(ties):
+    """Rows grouped by query (sorted ids) take the per-query top-k path; shuffled rows the sort path."""
+    data = flat_data(np.random.default_rng(13), ties=ties, weights=True, shuffle=False)
+    perm = torch.randperm(data["preds"].numel(), generator=torch.Generator().manual_seed(1))
+    shuffled = {key: value[perm] for key, value in data.items()}
+    order = torch.argsort(data["indexes"], stable=True)
+    grouped = {key: value[order] for key, value in data.items()}
+    for kwargs in ({}, {"exponential_gain": True}):
+        fast = tmf.ranking_metrics(**grouped, ks=(1, 3, 10, 50), **kwargs)
+        slow = tmf.ranking_metrics(**shuffled, ks=(1, 3, 10, 50), **kwargs)
+        ref = dict_ref((1, 3, 10, 50), **({"exponential": True} if kwargs else {}))(H.to_numpy(grouped))
+        for key, value in fast.items():
+            torch.testing.assert_close(value, slow[key], rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(value.item(), ref[key], rtol=1e-9, err_msg=key)
+    adaptive = tmf.precision_at_k(**grouped, k=10, adaptive_k=True)
+    np.testing.assert_allclose(
+        adaptive.item(), single_ref("precision", 10, adaptive=True)(H.to_numpy(grouped)), rtol=1e-12
+    )
+
+
+def test_grouped_topk_path_is_taken_only_when_applicable():
+    from torchmetrics_ext.functional.ranking._kernel import grouped_topk_values
+
+    data = H.to_numpy(CASES["flat-grouped-all-w"].make_data())
+    grouped = {key: torch.as_tensor(value) for key, value in data.items()}
+    args = (grouped["preds"], grouped["target"].double(), grouped["indexes"], grouped["weights"])
+    assert grouped_topk_values(*args, [("ndcg", 3), ("map", 10)]) is not None
+    assert grouped_topk_values(*args, [("ndcg", None)]) is None  # whole list: the sort path
+    shuffled = flat_data(np.random.default_rng(0))
+    assert (
+        grouped_topk_values(shuffled["preds"], shuffled["target"], shuffled["indexes"], None, [("ndcg", 3)])
+        is None
+    )
+    fractional = args[1] * 0.5
+    assert grouped_topk_values(args[0], fractional, args[2], None, [("ndcg", 3)]) is None

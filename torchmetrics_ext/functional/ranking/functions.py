@@ -40,6 +40,7 @@ from torchmetrics_ext.functional.ranking._kernel import (
     FIRST_HIT_METRICS,
     METRICS,
     first_hit_values,
+    grouped_topk_values,
     query_values,
     rank_rows,
     reduce_queries,
@@ -90,6 +91,10 @@ def ranking_update(
     fast = None
     if all(name in FIRST_HIT_METRICS for name, _ in requests):
         fast = first_hit_values(rows.preds, rows.target, rows.indexes, rows.weights, requests)
+    if fast is None:
+        fast = grouped_topk_values(
+            rows.preds, rows.target, rows.indexes, rows.weights, requests, exponential_gain, adaptive_k
+        )
     if fast is None:
         ranked = rank_rows(rows.preds, rows.target, rows.indexes, rows.weights)
         values, num_rel = query_values(ranked, requests, exponential_gain, adaptive_k)

@@ -6,7 +6,8 @@ segment reduction (``bincount``/``scatter_reduce``) over the rows ranked below `
 Every metric only needs the relevant rows' ranks, so after the sort the kernel keeps those
 (a fifth of the rows in typical data) and works on them alone. NDCG's ideal DCG comes from
 per-query counts of each integer grade (a second, small sort of the relevant rows only for
-other relevance values). MRR and hit rate alone skip the sort (:func:`first_hit_values`).
+other relevance values). MRR and hit rate alone skip the sort (:func:`first_hit_values`), and
+so do finite cutoffs over rows already grouped by query (:func:`grouped_topk_values`).
 There is no Python loop over queries.
 
 Sorting uses integer keys so PyTorch's radix sort applies: scores become order-preserving

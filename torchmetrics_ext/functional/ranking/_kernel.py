@@ -350,11 +350,13 @@ def grouped_topk_values(
     if sbits > 32 or (table is None and int(tkey.max()) > _MAX_COUNTED_GRADES) or table is not None:
         return None
     group = torch.cumsum(new, 0).sub_(1)
-    pos = torch.arange(n, device=preds.device) - starts[group]
     skey <<= tbits
     skey |= tkey  # smaller = ranked earlier
+    # slot of row i: group * longest + (i - start of group) = i + (group * longest - start)
+    shift = torch.arange(0, num_groups * longest, longest, device=preds.device) - starts
+    slot = shift[group].add_(torch.arange(n, device=preds.device))
     padded = torch.full((num_groups * longest,), _SENTINEL, dtype=torch.int64, device=preds.device)
-    padded[group * longest + pos] = skey
+    padded[slot] = skey
     kmax = min(max(k for _, k in requests if k is not None), longest)
     top = torch.topk(padded.reshape(num_groups, longest), kmax, dim=1, largest=False, sorted=True).values
     valid = top != _SENTINEL

@@ -15,6 +15,16 @@ from torchmetrics_ext.functional.pointwise import (
     weighted_recall,
     weighted_rmse,
 )
+from torchmetrics_ext.functional.ranking import (
+    hit_rate,
+    map_at_k,
+    mrr,
+    multiclass_recall_at_k,
+    ndcg,
+    precision_at_k,
+    ranking_metrics,
+    recall_at_k,
+)
 
 __all__ = [
     "auc",
@@ -24,8 +34,16 @@ __all__ = [
     "distribution",
     "grouped_auc",
     "grouped_auprc",
+    "hit_rate",
     "log_loss",
+    "map_at_k",
+    "mrr",
+    "multiclass_recall_at_k",
+    "ndcg",
     "normalized_entropy",
+    "precision_at_k",
+    "ranking_metrics",
+    "recall_at_k",
     "regression_auc",
     "weighted_accuracy",
     "weighted_average",

@@ -1,0 +1,900 @@
+"""Ranking metrics through the shared harness, vs a numpy brute force, ranx, pytrec_eval and TorchMetrics.
+
+The brute force below loops over queries in the test (never in the package): it ranks each
+query with ``np.lexsort`` by (score descending, relevance ascending), our documented tie rule,
+and applies each textbook formula. It is itself checked against ranx and pytrec_eval on
+tie-free data, so the harness cases can use it on tied data (rounded or low-precision scores).
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+import torchmetrics_ext as tmx
+from tests.helpers import tester as H
+from torchmetrics_ext import functional as tmf
+from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
+
+ALL = ("ndcg", "recall", "precision", "mrr", "hit_rate", "map")
+
+# ----------------------------------------------------------------------------- data
+
+
+def flat_data(
+    rng,
+    num_queries=70,
+    max_len=12,
+    ties=False,
+    weights=False,
+    empty_frac=0.15,
+    shuffle=True,
+    grades=4,
+    grouped=False,
+):
+    """Flat rows of queries with 1..max_len candidates, graded relevance, rows shuffled across the set."""
+    lens = rng.integers(1, max_len + 1, size=num_queries)
+    ids = rng.choice(np.arange(1000, 1000 + 5 * num_queries), size=num_queries, replace=False)  # sparse ids
+    if grouped:  # sorted ids, rows of a query contiguous (as data loaders emit them)
+        ids, shuffle = np.sort(ids), False
+    idx = np.repeat(ids, lens)
+    n = idx.size
+    preds = rng.normal(size=n) * 2
+    if ties:
+        preds = np.round(preds, 0)
+    rel = rng.integers(0, grades, size=n) * (rng.random(n) < 0.45)
+    empty = np.isin(idx, ids[rng.random(num_queries) < empty_frac])
+    rel[empty] = 0
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    out = {
+        "preds": torch.tensor(preds[order], dtype=torch.float64 if not ties else torch.float32),
+        "target": torch.tensor(rel[order]),
+        "indexes": torch.tensor(idx[order]),
+    }
+    if weights:
+        qw = dict(zip(ids, rng.uniform(0.1, 3.0, size=num_queries), strict=False))
+        out["weights"] = torch.tensor([qw[i] for i in idx[order]])
+    return out
+
+
+def padded_data(rng, num_queries=90, width=10, ties=False, padding_value=None):
+    """(Q, L) padded lists with a mask (or padding_value) and per-query weights."""
+    lens = rng.integers(1, width + 1, size=num_queries)
+    mask = np.arange(width)[None, :] < lens[:, None]
+    preds = rng.normal(size=(num_queries, width))
+    if ties:
+        preds = np.round(preds, 0)
+    rel = rng.integers(0, 4, size=(num_queries, width)) * (rng.random((num_queries, width)) < 0.4)
+    rel[rng.random(num_queries) < 0.1] = 0
+    out = {"preds": torch.tensor(preds, dtype=torch.float32), "target": torch.tensor(rel)}
+    if padding_value is None:
+        out["mask"] = torch.tensor(mask)
+    else:
+        out["preds"] = torch.where(torch.tensor(mask), out["preds"], padding_value)
+    out["weights"] = torch.tensor(rng.uniform(0.1, 3.0, size=num_queries))
+    return out
+
+
+# ----------------------------------------------------------------------------- brute-force reference
+
+
+def ref_query(scores, rels, name, k, exponential=False, adaptive=False):
+    order = np.lexsort((rels, -scores))  # last key is primary: score desc, then relevance asc
+    ranked = rels[order]
+    n = len(ranked)
+    kk = n if k is None else min(k, n)
+    relevant = ranked > 0
+    num_rel = relevant.sum()
+    top = relevant[:kk]
+    if name == "recall":
+        return top.sum() / num_rel
+    if name == "precision":
+        return top.sum() / (min(k, n) if adaptive else k)
+    if name == "hit_rate":
+        return float(top.any())
+    if name == "mrr":
+        hits = np.flatnonzero(top)
+        return 1.0 / (hits[0] + 1) if hits.size else 0.0
+    if name == "map":
+        ranks = np.flatnonzero(top) + 1
+        return sum((j + 1) / r for j, r in enumerate(ranks)) / num_rel
+    gain = (2.0**ranked - 1) if exponential else ranked.astype(float)
+    ideal = np.sort(gain)[::-1]
+    disc = 1.0 / np.log2(np.arange(n) + 2.0)
+    return (gain[:kk] * disc[:kk]).sum() / (ideal[:kk] * disc[:kk]).sum()
+
+
+def _queries(data):
+    """Yield (scores, relevance, weight) per query, flat or padded."""
+    preds, target = data["preds"], data["target"]
+    weights = data.get("weights")
+    if preds.ndim == 2:
+        mask = data.get("mask")
+        pad = data.get("_padding_value")
+        for q in range(preds.shape[0]):
+            keep = np.ones(preds.shape[1], bool) if mask is None else mask[q].astype(bool)
+            if pad is not None:
+                keep = keep & (preds[q] != pad)
+            yield preds[q][keep], target[q][keep], 1.0 if weights is None else weights[q]
+        return
+    idx = data["indexes"]
+    for q in np.unique(idx):
+        rows = idx == q
+        yield preds[rows], target[rows], 1.0 if weights is None else weights[rows].max()
+
+
+def ref_mean(data, requests, action="skip", remove_single=False, loss=False, **kw):
+    values, weights = [], []
+    for scores, rels, w in _queries(data):
+        if not len(scores) or (remove_single and len(scores) == 1):
+            continue
+        if not (rels > 0).any():
+            if action == "skip":
+                continue
+            values.append([0.0 if action == "zero" else 1.0] * len(requests))
+        else:
+            values.append([ref_query(scores, rels, name, k, **kw) for name, k in requests])
+        weights.append(w)
+    w = np.asarray(weights, dtype=float)
+    if w.sum() == 0:
+        out = np.full(len(requests), np.nan)
+    else:
+        out = (np.asarray(values) * w[:, None]).sum(0) / w.sum()
+    return 1 - out if loss else out
+
+
+def single_ref(name, k, **kw):
+    return lambda data: ref_mean(data, [(name, k)], **kw)[0]
+
+
+def dict_ref(ks, metrics=ALL, **kw):
+    requests = [(m, k) for m in metrics for k in ks]
+
+    def reference(data):
+        values = ref_mean(data, requests, **kw)
+        return {(m if k is None else f"{m}@{k}"): values[i] for i, (m, k) in enumerate(requests)}
+
+    return reference
+
+
+def with_pad(fn, value):
+    return lambda data: fn({**data, "_padding_value": value})
+
+
+# ----------------------------------------------------------------------------- ranx reference (tie-free data)
+
+
+def ranx_ref(metric_names, keys=None, k_map=None):
+    """Mean of ranx metrics over queries that have a relevant candidate (ranx has no weights)."""
+    from ranx import Qrels, Run, evaluate
+
+    def reference(data):
+        idx, preds, target = data["indexes"], data["preds"], data["target"]
+        qrels, run = {}, {}
+        for row, (q, s, y) in enumerate(zip(idx, preds, target, strict=False)):
+            run.setdefault(str(q), {})[f"d{row}"] = float(s)
+            if y > 0:
+                qrels.setdefault(str(q), {})[f"d{row}"] = int(y)
+        run = {q: docs for q, docs in run.items() if q in qrels}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = evaluate(Qrels(qrels), Run(run), list(metric_names))
+        out = out if isinstance(out, dict) else {metric_names[0]: out}
+        if keys is None:
+            return out[metric_names[0]]
+        return {key: out[name] for key, name in zip(keys, metric_names, strict=False)}
+
+    return reference
+
+
+# ----------------------------------------------------------------------------- cases
+
+FLAT_KEYS = ("preds", "target", "indexes")
+
+
+def _flat(cid, metric, reference, functional=None, weights=False, ties=False, **data_kw):
+    return H.MetricCase(
+        id=cid,
+        metric=metric,
+        data=partial(flat_data, weights=weights, ties=ties, **data_kw),
+        reference=reference,
+        functional=functional,
+        sample_axis=-1,
+        weight_key=None,
+    )
+
+
+def _padded(cid, metric, reference, functional=None, padding_value=None, ties=False):
+    if padding_value is not None:
+        reference = with_pad(reference, padding_value)
+    return H.MetricCase(
+        id=cid,
+        metric=metric,
+        data=partial(padded_data, ties=ties, padding_value=padding_value),
+        reference=reference,
+        functional=functional,
+        sample_axis=0,
+        weight_key="weights",
+        min_batch=12,
+    )
+
+
+_SINGLE = [
+    ("ndcg@5", tmx.NDCG, tmf.ndcg, "ndcg", 5, {}),
+    ("ndcg", tmx.NDCG, tmf.ndcg, "ndcg", None, {}),
+    ("recall@3", tmx.RecallAtK, tmf.recall_at_k, "recall", 3, {}),
+    ("precision@3", tmx.PrecisionAtK, tmf.precision_at_k, "precision", 3, {}),
+    ("mrr@3", tmx.MRR, tmf.mrr, "mrr", 3, {}),
+    ("mrr", tmx.MRR, tmf.mrr, "mrr", None, {}),
+    ("hit_rate@2", tmx.HitRate, tmf.hit_rate, "hit_rate", 2, {}),
+    ("map@5", tmx.MAP, tmf.map_at_k, "map", 5, {}),
+    ("map", tmx.MAP, tmf.map_at_k, "map", None, {}),
+]
+
+
+def _single_cases():
+    out = []
+    for cid, cls, fn, name, k, kw in _SINGLE:
+        out.append(_flat(f"flat-{cid}", partial(cls, k=k, **kw), single_ref(name, k), partial(fn, k=k, **kw)))
+        out.append(
+            _flat(
+                f"flat-ties-{cid}",
+                partial(cls, k=k, **kw),
+                single_ref(name, k),
+                partial(fn, k=k, **kw),
+                ties=True,
+            )
+        )
+        out.append(
+            _padded(
+                f"padded-{cid}",
+                partial(cls, k=k, **kw),
+                single_ref(name, k),
+                partial(fn, k=k, **kw),
+                ties=True,
+            )
+        )
+    return out
+
+
+_ALL_CASES = [
+    *_single_cases(),
+    _flat(
+        "flat-ndcg-exp@5-w",
+        partial(tmx.NDCG, k=5, exponential_gain=True),
+        single_ref("ndcg", 5, exponential=True),
+        partial(tmf.ndcg, k=5, exponential_gain=True),
+        weights=True,
+    ),
+    _flat(
+        "flat-precision-adaptive@10",
+        partial(tmx.PrecisionAtK, k=10, adaptive_k=True),
+        single_ref("precision", 10, adaptive=True),
+        partial(tmf.precision_at_k, k=10, adaptive_k=True),
+    ),
+    _flat(
+        "flat-ndcg@3-zero",
+        partial(tmx.NDCG, k=3, empty_target_action="zero"),
+        single_ref("ndcg", 3, action="zero"),
+        partial(tmf.ndcg, k=3, empty_target_action="zero"),
+    ),
+    _flat(
+        "flat-mrr-one-w",
+        partial(tmx.MRR, empty_target_action="one"),
+        single_ref("mrr", None, action="one"),
+        partial(tmf.mrr, empty_target_action="one"),
+        weights=True,
+    ),
+    _flat(
+        "flat-ndcg-torchrec",
+        partial(tmx.NDCG, report_as_loss=True, remove_single_length_sessions=True),
+        single_ref("ndcg", None, loss=True, remove_single=True),
+        partial(tmf.ndcg, report_as_loss=True, remove_single_length_sessions=True),
+    ),
+    _flat(
+        "flat-all-w",
+        partial(tmx.RankingMetrics, ks=(1, 3, 10)),
+        dict_ref((1, 3, 10)),
+        partial(tmf.ranking_metrics, ks=(1, 3, 10)),
+        weights=True,
+        ties=True,
+    ),
+    _flat(
+        "flat-grouped-all-w",
+        partial(tmx.RankingMetrics, ks=(1, 3, 10)),
+        dict_ref((1, 3, 10)),
+        partial(tmf.ranking_metrics, ks=(1, 3, 10)),
+        weights=True,
+        ties=True,
+        grouped=True,
+    ),
+    _flat(
+        "flat-all-exp",
+        partial(tmx.RankingMetrics, ks=(2, 5), exponential_gain=True),
+        dict_ref((2, 5), exponential=True),
+        partial(tmf.ranking_metrics, ks=(2, 5), exponential_gain=True),
+    ),
+    _padded(
+        "padded-all-w",
+        partial(tmx.RankingMetrics, ks=(1, 4)),
+        dict_ref((1, 4)),
+        partial(tmf.ranking_metrics, ks=(1, 4)),
+        ties=True,
+    ),
+    _padded(
+        "padded-pad-ndcg@3",
+        partial(tmx.NDCG, k=3, padding_value=-10.0),
+        single_ref("ndcg", 3),
+        partial(tmf.ndcg, k=3, padding_value=-10.0),
+        padding_value=-10.0,
+    ),
+    _padded(
+        "padded-pad-recall@2",
+        partial(tmx.RecallAtK, k=2, padding_value=-10.0),
+        single_ref("recall", 2),
+        partial(tmf.recall_at_k, k=2, padding_value=-10.0),
+        padding_value=-10.0,
+    ),
+]
+
+# ranx on tie-free float64 scores, graded relevance 0..3, rows shuffled so queries span batches
+_RANX = [
+    ("ndcg@5", tmx.NDCG, {"k": 5}),
+    ("ndcg_burges@5", tmx.NDCG, {"k": 5, "exponential_gain": True}),
+    ("recall@5", tmx.RecallAtK, {"k": 5}),
+    ("precision@5", tmx.PrecisionAtK, {"k": 5}),
+    ("mrr@5", tmx.MRR, {"k": 5}),
+    ("hit_rate@5", tmx.HitRate, {"k": 5}),
+    ("map@5", tmx.MAP, {"k": 5}),
+    ("ndcg", tmx.NDCG, {}),
+    ("map", tmx.MAP, {}),
+]
+_RANX_ALL_KEYS = [f"{m}@{k}" for m in ALL for k in (1, 5, 10)]
+_ALL_CASES += [_flat(f"ranx-{name}", partial(cls, **kw), ranx_ref([name])) for name, cls, kw in _RANX]
+_ALL_CASES.append(
+    _flat(
+        "ranx-all",
+        partial(tmx.RankingMetrics, ks=(1, 5, 10)),
+        ranx_ref(_RANX_ALL_KEYS, keys=_RANX_ALL_KEYS),
+        num_queries=120,
+    )
+)
+
+
+# multiclass recall@k
+def multiclass_data(rng, n=400, c=6, ties=False, weights=False):
+    preds = rng.normal(size=(n, c))
+    if ties:
+        preds = np.round(preds, 0)
+    out = {
+        "preds": torch.tensor(preds, dtype=torch.float32),
+        "target": torch.tensor(rng.integers(0, c, size=n)),
+    }
+    out["weights"] = torch.tensor(rng.uniform(0, 2, size=n)) if weights else None
+    return out
+
+
+def ref_multiclass(data, k):
+    p, y, w = data["preds"], data["target"], data["weights"]
+    w = np.ones(len(y)) if w is None else w
+    hits = []
+    for row, label in zip(p, y, strict=False):
+        rank = (row > row[label]).sum() + (row == row[label]).sum() - 1
+        hits.append(rank < k)
+    return (np.asarray(hits) * w).sum() / w.sum()
+
+
+for _k, _ties, _w in ((1, False, False), (3, True, True), (2, True, False)):
+    _ALL_CASES.append(
+        H.MetricCase(
+            id=f"multiclass@{_k}{'-ties' if _ties else ''}{'-w' if _w else ''}",
+            metric=partial(tmx.MulticlassRecallAtK, k=_k, num_classes=6),
+            data=partial(multiclass_data, ties=_ties, weights=_w),
+            reference=partial(ref_multiclass, k=_k),
+            functional=partial(tmf.multiclass_recall_at_k, k=_k, num_classes=6),
+            sample_axis=0,
+            weight_key="weights" if _w else None,
+        )
+    )
+
+CASES = {case.id: case for case in _ALL_CASES}
+IDS = sorted(CASES)
+HARNESS_IDS = [i for i in IDS if not i.startswith("ranx-")]
+DDP_IDS = [
+    "flat-all-w",
+    "flat-grouped-all-w",
+    "flat-ndcg@5",
+    "padded-all-w",
+    "flat-mrr-one-w",
+    "multiclass@3-ties-w",
+    "ranx-all",
+]
+
+
+# ----------------------------------------------------------------------------- harness
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_accumulate(cid):
+    H.check_accumulate(CASES[cid])
+
+
+@pytest.mark.parametrize("cid", HARNESS_IDS)
+def test_forward(cid):
+    H.check_forward(CASES[cid])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "cid", ["flat-all-w", "flat-grouped-all-w", "padded-all-w", "flat-ties-ndcg@5", "multiclass@3-ties-w"]
+)
+def test_dtypes(cid, dtype):
+    H.check_dtype(CASES[cid], dtype)
+
+
+@pytest.mark.parametrize("cid", HARNESS_IDS)
+def test_state_dict(cid):
+    H.check_state_dict(CASES[cid])
+
+
+@pytest.mark.parametrize("cid", [i for i in HARNESS_IDS if not i.startswith("flat-ties") and "@" in i])
+def test_collection(cid):
+    H.check_collection(CASES[cid], arithmetic="-all" not in cid)
+
+
+@pytest.mark.parametrize("cid", [i for i in HARNESS_IDS if CASES[i].weight_key is not None])
+def test_invariances(cid):
+    H.check_invariances(CASES[cid])
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("empty_rank", [False, True], ids=["uneven", "empty-rank"])
+@pytest.mark.parametrize("cid", DDP_IDS)
+def test_ddp(ddp_pool, cid, empty_rank):
+    H.check_ddp(ddp_pool, __name__, CASES[cid], empty_rank=empty_rank)
+
+
+# ----------------------------------------------------------------------------- independent references
+
+
+def _tie_free(seed=0, **kw):
+    return flat_data(np.random.default_rng(seed), num_queries=150, max_len=25, **kw)
+
+
+def test_pytrec_eval_agrees():
+    """trec_eval's ndcg_cut, recall, P, success, recip_rank and map_cut (linear gain, /k precision)."""
+    import pytrec_eval
+
+    data = _tie_free(3)
+    preds, target, idx = (data[key].numpy() for key in FLAT_KEYS)
+    qrel, run = {}, {}
+    for row, (q, s, y) in enumerate(zip(idx, preds, target, strict=False)):
+        qrel.setdefault(str(q), {})[f"d{row}"] = int(y)
+        run.setdefault(str(q), {})[f"d{row}"] = float(s)
+    keep = {q for q, docs in qrel.items() if any(v > 0 for v in docs.values())}
+    qrel = {q: d for q, d in qrel.items() if q in keep}
+    run = {q: d for q, d in run.items() if q in keep}
+    measures = {"ndcg_cut.5,10", "recall.5", "P.5", "success.5", "recip_rank", "map_cut.10", "map"}
+    per_query = pytrec_eval.RelevanceEvaluator(qrel, measures).evaluate(run)
+
+    def mean(name):
+        return np.mean([values[name] for values in per_query.values()])
+
+    out = tmf.ranking_metrics(*(data[key] for key in FLAT_KEYS), ks=(5, 10, None), metrics=ALL)
+    for ours, theirs in (
+        ("ndcg@5", "ndcg_cut_5"),
+        ("ndcg@10", "ndcg_cut_10"),
+        ("recall@5", "recall_5"),
+        ("precision@5", "P_5"),
+        ("hit_rate@5", "success_5"),
+        ("mrr", "recip_rank"),
+        ("map@10", "map_cut_10"),
+        ("map", "map"),
+    ):
+        np.testing.assert_allclose(out[ours].item(), mean(theirs), rtol=1e-6, err_msg=f"{ours} vs {theirs}")
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, None])
+def test_torchmetrics_agrees(k):
+    """TorchMetrics' retrieval metrics where definitions coincide (positive tie-free scores, skip empties)."""
+    from torchmetrics import retrieval as R
+
+    data = _tie_free(5)
+    preds = torch.sigmoid(data["preds"]) + 1e-3  # TorchMetrics >= 1.7.4 treats scores <= 0 as not retrieved
+    target, indexes = data["target"], data["indexes"]
+    binary = target > 0
+    pairs = [
+        (
+            R.RetrievalNormalizedDCG(top_k=k, empty_target_action="skip"),
+            target,
+            tmf.ndcg(preds, target, indexes, k=k),
+        ),
+        (
+            R.RetrievalRecall(top_k=k, empty_target_action="skip"),
+            binary,
+            tmf.recall_at_k(preds, target, indexes, k=k),
+        ),
+        (R.RetrievalMRR(top_k=k, empty_target_action="skip"), binary, tmf.mrr(preds, target, indexes, k=k)),
+    ]
+    if k is not None:
+        pairs += [
+            (
+                R.RetrievalPrecision(top_k=k, empty_target_action="skip"),
+                binary,
+                tmf.precision_at_k(preds, target, indexes, k=k),
+            ),
+            (
+                R.RetrievalHitRate(top_k=k, empty_target_action="skip"),
+                binary,
+                tmf.hit_rate(preds, target, indexes, k=k),
+            ),
+        ]
+    else:  # TorchMetrics' MAP@k divides by the relevant items in the top k, ours (trec_eval, ranx) by all
+        pairs.append(
+            (R.RetrievalMAP(empty_target_action="skip"), binary, tmf.map_at_k(preds, target, indexes))
+        )
+    for metric, tm_target, ours in pairs:
+        expected = metric(preds.float(), tm_target, indexes=indexes)
+        np.testing.assert_allclose(ours.item(), expected.item(), rtol=1e-5, err_msg=type(metric).__name__)
+
+
+def test_multiclass_matches_sklearn_without_ties():
+    from sklearn.metrics import top_k_accuracy_score
+
+    data = multiclass_data(np.random.default_rng(0), weights=True)
+    for k in (1, 2, 4):
+        ours = tmf.multiclass_recall_at_k(data["preds"], data["target"], data["weights"], k=k, num_classes=6)
+        ref = top_k_accuracy_score(
+            data["target"].numpy(),
+            data["preds"].numpy(),
+            k=k,
+            sample_weight=data["weights"].numpy(),
+            labels=np.arange(6),
+        )
+        np.testing.assert_allclose(ours.item(), ref, rtol=1e-9)
+
+
+# ----------------------------------------------------------------------------- forms, ties, policies
+
+
+def _to_flat(data):
+    q, width = data["preds"].shape
+    keep = data["mask"]
+    ids = torch.arange(q).unsqueeze(1).expand(-1, width)[keep]
+    return {
+        "preds": data["preds"][keep],
+        "target": data["target"][keep],
+        "indexes": ids,
+        "weights": data["weights"][ids],
+    }
+
+
+def test_flat_and_padded_agree_exactly():
+    data = padded_data(np.random.default_rng(1), ties=True)
+    flat = _to_flat(data)
+    padded_out = tmf.ranking_metrics(**data, ks=(1, 3, None), metrics=("ndcg", "recall", "mrr", "map"))
+    flat_out = tmf.ranking_metrics(**flat, ks=(1, 3, None), metrics=("ndcg", "recall", "mrr", "map"))
+    for key in padded_out:
+        assert torch.equal(padded_out[key], flat_out[key]), key
+    a, b = tmx.RankingMetrics(ks=(2, 5)), tmx.RankingMetrics(ks=(2, 5))
+    a.update(**data)
+    b.update(**flat)
+    for key, value in a.compute().items():
+        assert torch.equal(value, b.compute()[key]), key
+
+
+def test_tie_rule_is_pessimistic_and_order_free():
+    # one query, all scores tied: the relevant candidate ranks last among the tie
+    preds = torch.tensor([0.5, 0.5, 0.5, 0.1])
+    target = torch.tensor([1, 0, 0, 2])
+    idx = torch.zeros(4, dtype=torch.long)
+    assert tmf.mrr(preds, target, idx).item() == pytest.approx(1 / 3)
+    assert tmf.recall_at_k(preds, target, idx, k=2).item() == 0.0
+    # graded ties: lower grade first
+    out = tmf.ndcg(torch.tensor([1.0, 1.0]), torch.tensor([3, 1]), torch.zeros(2, dtype=torch.long))
+    assert out.item() == pytest.approx((1 + 3 / np.log2(3)) / (3 + 1 / np.log2(3)))
+    data = flat_data(np.random.default_rng(2), ties=True)
+    base = tmf.ranking_metrics(*(data[key] for key in FLAT_KEYS), ks=(1, 3, None), metrics=ALL[1:])
+    perm = torch.randperm(data["preds"].numel(), generator=torch.Generator().manual_seed(0))
+    shuffled = tmf.ranking_metrics(*(data[key][perm] for key in FLAT_KEYS), ks=(1, 3, None), metrics=ALL[1:])
+    for key in base:
+        torch.testing.assert_close(base[key], shuffled[key], rtol=1e-12, atol=0)
+
+
+def test_any_real_scores_and_wide_keys():
+    # negative, zero, -0.0 and infinite scores; sparse negative ids; float64 scores finer than float32
+    preds = torch.tensor(
+        [-float("inf"), -3.0, -0.0, 0.0, 1e300, float("inf"), 1.0, 1.0 + 1e-12], dtype=torch.float64
+    )
+    target = torch.tensor([1, 0, 0, 1, 0, 0, 1, 0])
+    idx = torch.tensor([-(2**62), -(2**62), -(2**62), -(2**62), 2**62, 2**62, 2**62, 2**62])
+    data = {"preds": preds.numpy(), "target": target.numpy(), "indexes": idx.numpy()}
+    for name, k in (("mrr", None), ("ndcg", 2), ("map", None), ("recall", 2)):
+        ours = tmf.ranking_metrics(preds, target, idx, ks=(k,), metrics=(name,))
+        assert ours[name if k is None else f"{name}@{k}"].item() == pytest.approx(single_ref(name, k)(data))
+    # -0.0 and 0.0 are one tie, so the relevant 0.0 ranks after the non-relevant -0.0
+    assert tmf.mrr(preds[:4], target[:4], idx[:4]).item() == 0.5
+
+
+def test_fractional_graded_relevance():
+    rng = np.random.default_rng(4)
+    data = flat_data(rng)
+    data["target"] = data["target"] * torch.tensor(rng.uniform(0.3, 1.7, size=data["target"].numel()))
+    for exponential in (False, True):
+        ours = tmf.ndcg(*(data[key] for key in FLAT_KEYS), k=4, exponential_gain=exponential)
+        ref = single_ref("ndcg", 4, exponential=exponential)(H.to_numpy(data))
+        np.testing.assert_allclose(ours.item(), ref, rtol=1e-9)
+
+
+def test_empty_target_actions_and_undefined():
+    preds = torch.tensor([[0.3, 0.2], [0.9, 0.1]])
+    target = torch.tensor([[0, 0], [0, 1]])
+    assert tmf.mrr(preds, target).item() == 0.5
+    assert tmf.mrr(preds, target, empty_target_action="zero").item() == 0.25
+    assert tmf.mrr(preds, target, empty_target_action="one").item() == 0.75
+    with pytest.raises(ValueError, match="no relevant candidate"):
+        tmf.mrr(preds, target, empty_target_action="error")
+    with pytest.warns(UndefinedMetricWarning, match="no query counted"):
+        assert torch.isnan(tmf.ndcg(preds, torch.zeros_like(target)))
+    # flat exact mode raises at compute; padded input (complete queries) at update, state unchanged
+    metric = tmx.MRR(empty_target_action="error")
+    metric.update(preds.reshape(-1), target.reshape(-1), indexes=torch.tensor([0, 0, 1, 1]))
+    with pytest.raises(ValueError, match="no relevant candidate"):
+        metric.compute()
+    metric = tmx.MRR(empty_target_action="error")
+    metric.update(preds[1:], target[1:])
+    with pytest.raises(ValueError, match="no relevant candidate"):
+        metric.update(preds, target)
+    assert metric.compute().item() == 0.5 and metric._update_count == 1
+
+
+def test_queries_complete_per_batch():
+    data = flat_data(np.random.default_rng(6), shuffle=False, weights=True)
+    idx = data["indexes"]
+    cuts = [0, *(torch.nonzero(idx[1:] != idx[:-1]).reshape(-1) + 1).tolist()[::9], idx.numel()]
+    exact = tmx.RankingMetrics(ks=(1, 5))
+    session = tmx.RankingMetrics(ks=(1, 5), queries_complete_per_batch=True)
+    assert all(isinstance(v, torch.Tensor) for v in session.metric_state.values())  # sums only
+    for lo, hi in itertools.pairwise(cuts):
+        batch = {key: value[lo:hi] for key, value in data.items()}
+        exact.update(**batch)
+        session.update(**batch)
+    for key, value in exact.compute().items():
+        torch.testing.assert_close(session.compute()[key], value, rtol=1e-12, atol=1e-12)
+    # a query cut in two by a batch boundary counts as two queries in session mode
+    metric = tmx.RecallAtK(k=1, queries_complete_per_batch=True)
+    ids = torch.zeros(2, dtype=torch.long)
+    metric.update(torch.tensor([0.9, 0.1]), torch.tensor([1, 0]), ids)
+    metric.update(torch.tensor([0.8, 0.2]), torch.tensor([0, 1]), ids)
+    assert metric.compute().item() == 0.5
+
+
+def test_mixed_weighted_batches():
+    data = flat_data(np.random.default_rng(8), weights=True)
+    n = data["preds"].numel()
+    half = n // 2
+    data["weights"][:half] = 1.0
+    first = {key: value[:half] for key, value in data.items() if key != "weights"}
+    second = {key: value[half:] for key, value in data.items()}
+    metric = tmx.NDCG(k=3)
+    metric.update(**first)
+    metric.update(**second)
+    np.testing.assert_allclose(metric.compute().item(), single_ref("ndcg", 3)(H.to_numpy(data)), rtol=1e-9)
+
+
+def test_collection_compute_group_shares_rows():
+    from torchmetrics import MetricCollection
+
+    data = flat_data(np.random.default_rng(9))
+    collection = MetricCollection(
+        {"ndcg": tmx.NDCG(k=5), "mrr": tmx.MRR(k=5), "recall": tmx.RecallAtK(k=5)}, compute_groups=True
+    )
+    collection.update(**data)
+    assert len(collection.compute_groups) == 1
+    out = collection.compute()
+    ref = dict_ref((5,), metrics=("ndcg", "mrr", "recall"))(H.to_numpy(data))
+    for key in ("ndcg", "mrr", "recall"):
+        np.testing.assert_allclose(out[key].item(), ref[f"{key}@5"], rtol=1e-9)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+_P = torch.tensor([0.1, 0.2, 0.3])
+_T = torch.tensor([0, 1, 0])
+_I = torch.tensor([0, 0, 1])
+BAD_INPUTS = [
+    ({"preds": [0.1], "target": _T, "indexes": _I}, TypeError, "`preds` to be a torch.Tensor"),
+    ({"preds": torch.tensor([1, 2, 3]), "target": _T, "indexes": _I}, TypeError, "floating point"),
+    ({"preds": _P.reshape(1, 1, 3), "target": _T.reshape(1, 1, 3)}, ValueError, "shape"),
+    ({"preds": _P, "target": _T[:2], "indexes": _I}, ValueError, "`target` of shape"),
+    ({"preds": _P, "target": _T}, ValueError, "Expected `indexes`"),
+    ({"preds": _P, "target": _T, "indexes": _I.float()}, TypeError, "`indexes` to be an integer"),
+    ({"preds": _P, "target": _T, "indexes": _I[:2]}, ValueError, "`indexes` of shape"),
+    ({"preds": _P.reshape(1, 3), "target": _T.reshape(1, 3), "indexes": _I}, ValueError, "indexes=None"),
+    ({"preds": _P, "target": _T, "indexes": _I, "mask": torch.ones(3)}, TypeError, "`mask` to be a bool"),
+    (
+        {"preds": _P, "target": _T, "indexes": _I, "mask": torch.ones(2, dtype=torch.bool)},
+        ValueError,
+        "`mask` of",
+    ),
+    ({"preds": torch.tensor([0.1, float("nan"), 0.3]), "target": _T, "indexes": _I}, ValueError, "NaN"),
+    ({"preds": _P, "target": torch.tensor([0, -1, 0]), "indexes": _I}, ValueError, "relevance >= 0"),
+    (
+        {"preds": _P, "target": torch.tensor([0, float("inf"), 0]), "indexes": _I},
+        ValueError,
+        "relevance >= 0",
+    ),
+    (
+        {"preds": _P, "target": _T, "indexes": _I, "weights": torch.tensor([1.0, -1.0, 1.0])},
+        ValueError,
+        "`weights` to be finite and non-negative",
+    ),
+    ({"preds": _P, "target": _T, "indexes": _I, "weights": torch.ones(2)}, ValueError, "`weights` of shape"),
+    (
+        {"preds": _P.reshape(1, 3), "target": _T.reshape(1, 3), "weights": torch.ones(3)},
+        ValueError,
+        r"`weights` of shape \(1,\)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("bad", "exc", "match"), BAD_INPUTS)
+def test_rejects_bad_input(bad, exc, match):
+    H.check_rejects(CASES["flat-all-w"], bad, exc, match)
+    H.check_rejects(CASES["padded-ndcg@5"], bad, exc, match)
+    fn = partial(tmf.ndcg, **bad)
+    with pytest.raises(exc, match=match):
+        fn()
+
+
+BAD_MULTICLASS = [
+    ({"preds": torch.rand(3, 5), "target": torch.tensor([0, 1, 2])}, ValueError, "num_classes=6"),
+    ({"preds": torch.rand(3, 6), "target": torch.tensor([0.0, 1.0, 2.0])}, TypeError, "integer tensor"),
+    ({"preds": torch.rand(3, 6), "target": torch.tensor([0, 1])}, ValueError, r"`target` of shape \(3,\)"),
+    ({"preds": torch.rand(3, 6), "target": torch.tensor([0, 1, 6])}, ValueError, "class ids in"),
+    ({"preds": torch.rand(3, 6).long(), "target": torch.tensor([0, 1, 2])}, TypeError, "floating point"),
+    ({"preds": torch.full((3, 6), float("nan")), "target": torch.tensor([0, 1, 2])}, ValueError, "NaN"),
+    (
+        {"preds": torch.rand(3, 6), "target": torch.tensor([0, 1, 2]), "weights": -torch.ones(3)},
+        ValueError,
+        "non-negative",
+    ),
+    (
+        {"preds": torch.rand(3, 6), "target": torch.tensor([0, 1, 2]), "weights": torch.ones(2)},
+        ValueError,
+        r"`weights` of shape \(3,\)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("bad", "exc", "match"), BAD_MULTICLASS)
+def test_multiclass_rejects_bad_input(bad, exc, match):
+    H.check_rejects(CASES["multiclass@3-ties-w"], bad, exc, match)
+
+
+BAD_ARGS = [
+    (partial(tmx.NDCG, k=0), "positive integer"),
+    (partial(tmx.RecallAtK, k=None), "positive integer"),
+    (partial(tmx.PrecisionAtK, k=2.5), "positive integer"),
+    (partial(tmx.MRR, empty_target_action="ignore"), "empty_target_action"),
+    (partial(tmx.MAP, padding_value="x"), "padding_value"),
+    (partial(tmx.NDCG, exponential_gain=1), "exponential_gain"),
+    (partial(tmx.NDCG, report_as_loss=None), "report_as_loss"),
+    (partial(tmx.HitRate, k=2, queries_complete_per_batch="yes"), "queries_complete_per_batch"),
+    (partial(tmx.RankingMetrics, metrics=("ndcg", "auc")), "metrics"),
+    (partial(tmx.RankingMetrics, metrics="ndcg"), "metrics"),
+    (partial(tmx.RankingMetrics, ks=10), "ks"),
+    (partial(tmx.MulticlassRecallAtK, k=7, num_classes=6), "num_classes=6"),
+    (partial(tmx.MulticlassRecallAtK, k=1, num_classes=1), "num_classes"),
+]
+
+
+@pytest.mark.parametrize(("factory", "match"), BAD_ARGS)
+def test_rejects_bad_arguments(factory, match):
+    with pytest.raises(ValueError, match=match):
+        factory()
+
+
+def test_weights_given_for_some_rows_only_is_an_error_at_compute():
+    metric = tmx.NDCG()
+    metric.update(_P, _T, _I, weights=torch.ones(3))
+    metric.update(_P, _T, _I, weights=torch.ones(3))
+    metric.weights.pop()  # what a rank that never passed weights would contribute after a DDP gather
+    with pytest.raises(ValueError, match="weights"):
+        metric.compute()
+
+
+def test_first_hit_path_equals_sort_path():
+    """MRR/HitRate alone take the sort-free path; mixed with another metric they take the sort path."""
+    for seed, ties in ((10, False), (11, True)):
+        data = flat_data(np.random.default_rng(seed), ties=ties, weights=True)
+        args = [data[key] for key in FLAT_KEYS]
+        fast = tmf.ranking_metrics(
+            *args, weights=data["weights"], ks=(1, 3, None), metrics=("mrr", "hit_rate")
+        )
+        slow = tmf.ranking_metrics(
+            *args, weights=data["weights"], ks=(1, 3, None), metrics=("mrr", "hit_rate", "recall")
+        )
+        for key, value in fast.items():
+            torch.testing.assert_close(value, slow[key], rtol=1e-12, atol=1e-15)
+        for action in ("zero", "one"):
+            torch.testing.assert_close(
+                tmf.mrr(*args, k=2, empty_target_action=action),
+                tmf.ranking_metrics(*args, ks=(2,), metrics=("mrr", "ndcg"), empty_target_action=action)[
+                    "mrr@2"
+                ],
+            )
+
+
+def test_rows_kept_as_given_with_mixed_dtypes():
+    data = flat_data(np.random.default_rng(12))
+    n = data["preds"].numel()
+    cut = n // 3
+    first = {
+        "preds": data["preds"][:cut].half(),
+        "target": data["target"][:cut] > 0,
+        "indexes": data["indexes"][:cut].int(),
+    }
+    second = {
+        "preds": data["preds"][cut:].float(),
+        "target": data["target"][cut:],
+        "indexes": data["indexes"][cut:],
+    }
+    originals = {key: value.clone() for key, value in second.items()}
+    metric = tmx.RankingMetrics(ks=(1, 3))
+    metric.update(**first)
+    metric.update(**second)
+    out = metric.compute()
+    mixed = {
+        "preds": torch.cat([first["preds"].double(), second["preds"].double()]),
+        "target": torch.cat([first["target"].long(), second["target"]]),
+        "indexes": torch.cat([first["indexes"].long(), second["indexes"]]),
+    }
+    ref = dict_ref((1, 3))(H.to_numpy(mixed))
+    for key, value in ref.items():
+        np.testing.assert_allclose(out[key].item(), value, rtol=1e-9, err_msg=key)
+    for key, value in originals.items():
+        assert torch.equal(second[key], value), f"user's {key} was modified"
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_grouped_topk_path_equals_sort_path(ties):
+    """Rows grouped by query (sorted ids) take the per-query top-k path; shuffled rows the sort path."""
+    data = flat_data(np.random.default_rng(13), ties=ties, weights=True, shuffle=False)
+    perm = torch.randperm(data["preds"].numel(), generator=torch.Generator().manual_seed(1))
+    shuffled = {key: value[perm] for key, value in data.items()}
+    order = torch.argsort(data["indexes"], stable=True)
+    grouped = {key: value[order] for key, value in data.items()}
+    for kwargs in ({}, {"exponential_gain": True}):
+        fast = tmf.ranking_metrics(**grouped, ks=(1, 3, 10, 50), **kwargs)
+        slow = tmf.ranking_metrics(**shuffled, ks=(1, 3, 10, 50), **kwargs)
+        ref = dict_ref((1, 3, 10, 50), **({"exponential": True} if kwargs else {}))(H.to_numpy(grouped))
+        for key, value in fast.items():
+            torch.testing.assert_close(value, slow[key], rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(value.item(), ref[key], rtol=1e-9, err_msg=key)
+    adaptive = tmf.precision_at_k(**grouped, k=10, adaptive_k=True)
+    np.testing.assert_allclose(
+        adaptive.item(), single_ref("precision", 10, adaptive=True)(H.to_numpy(grouped)), rtol=1e-12
+    )
+
+
+def test_grouped_topk_path_is_taken_only_when_applicable():
+    from torchmetrics_ext.functional.ranking._kernel import grouped_topk_values
+
+    data = H.to_numpy(CASES["flat-grouped-all-w"].make_data())
+    grouped = {key: torch.as_tensor(value) for key, value in data.items()}
+    args = (grouped["preds"], grouped["target"].double(), grouped["indexes"], grouped["weights"])
+    assert grouped_topk_values(*args, [("ndcg", 3), ("map", 10)]) is not None
+    assert grouped_topk_values(*args, [("ndcg", None)]) is None  # whole list: the sort path
+    shuffled = flat_data(np.random.default_rng(0))
+    assert (
+        grouped_topk_values(shuffled["preds"], shuffled["target"], shuffled["indexes"], None, [("ndcg", 3)])
+        is None
+    )
+    fractional = args[1] * 0.5
+    assert grouped_topk_values(args[0], fractional, args[2], None, [("ndcg", 3)]) is None

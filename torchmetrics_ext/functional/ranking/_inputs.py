@@ -1,0 +1,208 @@
+"""Validation and formatting of ranking inputs (flat grouped rows or padded candidate lists).
+
+Every ranking metric and functional goes through :func:`format_ranking`. It checks the inputs
+(when ``validate`` is true) with ``TypeError``/``ValueError`` messages that name the argument,
+what arrived and what was expected, using one host synchronisation for all value checks, and
+returns flat rows ``(preds, target, indexes, weights)``: ``preds`` in their floating dtype,
+``target`` and ``weights`` as float64, ``indexes`` as int64. It never touches metric state.
+
+Two input forms:
+
+* flat: ``preds``, ``target``, ``indexes`` of shape ``(N,)``; rows sharing an index form one
+  query; ``mask`` (``(N,)`` bool, ``True`` = keep) drops rows; ``weights`` ``(N,)`` give each
+  row's query weight (a query's weight is the largest weight among its rows, TorchRec's rule);
+* padded: ``preds``, ``target`` of shape ``(Q, L)``, one query per row; ``mask`` ``(Q, L)``
+  marks real candidates, ``padding_value`` marks padded predictions; ``weights`` ``(Q,)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+ACTIONS = ("skip", "zero", "one", "error")
+
+
+class RankingRows(NamedTuple):
+    """Flat rows of one batch; ``indexes`` are query ids (local row numbers for padded input)."""
+
+    preds: Tensor
+    target: Tensor
+    indexes: Tensor
+    weights: Tensor | None
+    padded: bool
+
+
+def _check_tensor(name: str, value: object) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"Expected `{name}` to be a torch.Tensor, got {type(value).__name__}.")
+    if value.is_complex():
+        raise TypeError(f"Expected `{name}` to be a real tensor, got dtype {value.dtype}.")
+    return value
+
+
+def _check_shape(name: str, value: Tensor | None, shape: torch.Size, device: torch.device) -> None:
+    if value is None:
+        return
+    if value.shape != shape:
+        raise ValueError(
+            f"Expected `{name}` of shape {tuple(shape)} (that of `preds`), got {tuple(value.shape)}."
+        )
+    if value.device != device:
+        raise ValueError(f"Expected `{name}` on the same device as `preds` ({device}), got {value.device}.")
+
+
+def check_ranking_args(
+    k: int | None = None,
+    empty_target_action: str = "skip",
+    padding_value: float | None = None,
+    allow_none_k: bool = True,
+) -> None:
+    """Validate constructor / functional arguments shared by every ranking metric."""
+    if k is None:
+        if not allow_none_k:
+            raise ValueError("Expected `k` to be a positive integer, got None.")
+    elif not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(
+            f"Expected `k` to be a positive integer{' or None' if allow_none_k else ''}, got {k!r}."
+        )
+    if empty_target_action not in ACTIONS:
+        raise ValueError(
+            f"Expected `empty_target_action` to be one of {ACTIONS}, got {empty_target_action!r}."
+        )
+    if padding_value is not None and (
+        not isinstance(padding_value, (int, float))
+        or isinstance(padding_value, bool)
+        or math.isnan(padding_value)
+    ):
+        raise ValueError(f"Expected `padding_value` to be a number (not NaN) or None, got {padding_value!r}.")
+
+
+def check_flag(name: str, value: object) -> None:
+    """Raise unless ``value`` is a bool."""
+    if not isinstance(value, bool):
+        raise ValueError(f"Expected `{name}` to be a bool, got {value!r}.")
+
+
+def format_ranking(
+    preds: Tensor,
+    target: Tensor,
+    indexes: Tensor | None = None,
+    mask: Tensor | None = None,
+    weights: Tensor | None = None,
+    *,
+    padding_value: float | None = None,
+    validate: bool = True,
+    cast: bool = True,
+) -> RankingRows:
+    """Check a batch of ranking inputs and return it as flat rows.
+
+    Args:
+        preds: ``(N,)`` (flat, with ``indexes``) or ``(Q, L)`` (padded) floating point scores;
+            any real value, ``±inf`` included (NaN is rejected).
+        target: relevance of the shape of ``preds``: bool, integer or float, finite and ``>= 0``.
+        indexes: ``(N,)`` integer query ids for flat input; must be ``None`` for padded input.
+        mask: optional bool tensor of the shape of ``preds``; ``False`` drops a row / pads a slot.
+        weights: optional non-negative finite query weights: ``(N,)`` rows (flat) or ``(Q,)`` (padded).
+        padding_value: predictions equal to it are padding (padded input only).
+        validate: run the checks; when false, only reshape and cast.
+        cast: return ``target`` as float64; when false it keeps its dtype (the metric classes
+            store rows as given and convert once at ``compute``).
+
+    Returns:
+        :class:`RankingRows` with 1-D ``preds`` (floating, as given), ``target`` (float64, or as
+        given), ``indexes`` (int64), ``weights`` (float64 rows or ``None``) and whether the input
+        was padded.
+
+    Raises:
+        TypeError: non-tensor inputs, non-floating ``preds``, non-integer ``indexes``, non-bool ``mask``.
+        ValueError: shape/device mismatch, missing or unexpected ``indexes``, NaN ``preds``,
+            negative or non-finite ``target``/``weights``.
+    """
+    if validate:
+        _check_tensor("preds", preds)
+        _check_tensor("target", target)
+        if not preds.is_floating_point():
+            raise TypeError(f"Expected `preds` to be a floating point tensor, got dtype {preds.dtype}.")
+        if preds.ndim not in (1, 2):
+            raise ValueError(
+                "Expected `preds` of shape (N,) with `indexes` or (queries, candidates), "
+                f"got shape {tuple(preds.shape)}."
+            )
+        _check_shape("target", target, preds.shape, preds.device)
+        if mask is not None:
+            _check_tensor("mask", mask)
+            if mask.dtype != torch.bool:
+                raise TypeError(f"Expected `mask` to be a bool tensor, got dtype {mask.dtype}.")
+            _check_shape("mask", mask, preds.shape, preds.device)
+        if preds.ndim == 1:
+            if indexes is None:
+                raise ValueError(
+                    "Expected `indexes` (query id of every row) for flat (N,) `preds`, got None."
+                )
+            _check_tensor("indexes", indexes)
+            if indexes.is_floating_point() or indexes.dtype == torch.bool:
+                raise TypeError(f"Expected `indexes` to be an integer tensor, got dtype {indexes.dtype}.")
+            _check_shape("indexes", indexes, preds.shape, preds.device)
+        elif indexes is not None:
+            raise ValueError(
+                "Expected `indexes=None` for padded (queries, candidates) `preds`: every row is one query, "
+                f"got `indexes` of shape {tuple(indexes.shape)}."
+            )
+        if weights is not None:
+            _check_tensor("weights", weights)
+            _check_shape("weights", weights, preds.shape[:1], preds.device)
+
+    padded = preds.ndim == 2
+    keep = mask
+    if padded and padding_value is not None:
+        not_pad = preds != padding_value
+        keep = not_pad if keep is None else keep & not_pad
+    if padded:
+        num_queries, width = preds.shape
+        rows = torch.arange(num_queries, device=preds.device)
+        qid = rows.repeat_interleave(width) if keep is None else rows.unsqueeze(1).expand(-1, width)[keep]
+        w = None if weights is None else weights.to(torch.float64)[qid]
+        p, t = (preds.reshape(-1), target.reshape(-1)) if keep is None else (preds[keep], target[keep])
+    else:
+        qid = indexes.to(torch.int64)  # type: ignore[union-attr]
+        p, t, w = preds, target, None if weights is None else weights.to(torch.float64)
+        if keep is not None:
+            p, t, qid = p[keep], t[keep], qid[keep]
+            w = None if w is None else w[keep]
+    if cast:
+        t = t.to(torch.float64)
+    if validate and p.numel() > 0:
+        _check_values(p, t, w)
+    return RankingRows(p, t, qid, w, padded)
+
+
+def _check_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> None:
+    """NaN scores, negative/non-finite relevance and weights, with one host synchronisation."""
+    stats = [
+        torch.stack(torch.aminmax(preds)).to(torch.float64),
+        torch.stack(torch.aminmax(target.to(torch.uint8) if target.dtype == torch.bool else target)).to(
+            torch.float64
+        ),
+    ]
+    if weights is not None:
+        stats.append(torch.stack(torch.aminmax(weights)).to(torch.float64))
+    values = torch.cat(stats).tolist()  # aminmax propagates NaN
+    if math.isnan(values[0]) or math.isnan(values[1]):
+        raise ValueError(
+            "Expected `preds` without NaN (any other real score, ±inf included, is fine), got NaN."
+        )
+    tmin, tmax = values[2], values[3]
+    if not (tmin >= 0 and math.isfinite(tmax)):
+        raise ValueError(
+            f"Expected `target` to hold finite relevance >= 0, got values in [{tmin:.6g}, {tmax:.6g}]."
+        )
+    if weights is not None:
+        wmin, wmax = values[4], values[5]
+        if not (wmin >= 0 and math.isfinite(wmax)):
+            raise ValueError(
+                f"Expected `weights` to be finite and non-negative, got values in [{wmin:.6g}, {wmax:.6g}]."
+            )

@@ -1,0 +1,128 @@
+r"""Multiclass recall at ``k`` (TorchRec's ``multiclass_recall``) for ``(N, C)`` class scores.
+
+A sample is a hit when its true class is among the ``k`` highest-scored classes:
+
+.. math:: \mathrm{Recall}@k = \frac{\sum_n w_n\,[\mathrm{rank}_n(y_n) < k]}{\sum_n w_n}, \qquad
+          \mathrm{rank}_n(c) = |\{c' : s_{n,c'} > s_{n,c}\}| + |\{c' \ne c : s_{n,c'} = s_{n,c}\}|
+
+Ties are pessimistic: classes scored equal to the true class rank ahead of it. The rank is a
+count of comparisons, so there is no sort. State: two float64 sums (constant memory).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from torchmetrics_ext.utilities.warnings import safe_divide
+
+
+def check_multiclass_args(k: int, num_classes: int) -> None:
+    """Validate ``k`` and ``num_classes``."""
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+        raise ValueError(f"Expected `num_classes` to be an integer >= 2, got {num_classes!r}.")
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= num_classes:
+        raise ValueError(f"Expected `k` to be an integer in [1, num_classes={num_classes}], got {k!r}.")
+
+
+def check_multiclass_inputs(preds: Tensor, target: Tensor, weights: Tensor | None, num_classes: int) -> None:
+    """Shapes, dtypes, devices and values of one batch; one host synchronisation."""
+    for name, value in (("preds", preds), ("target", target), ("weights", weights)):
+        if value is not None and not isinstance(value, Tensor):
+            raise TypeError(f"Expected `{name}` to be a torch.Tensor, got {type(value).__name__}.")
+    if not preds.is_floating_point():
+        raise TypeError(f"Expected `preds` to be a floating point tensor, got dtype {preds.dtype}.")
+    if preds.ndim != 2 or preds.shape[1] != num_classes:
+        raise ValueError(
+            f"Expected `preds` of shape (N, num_classes={num_classes}), got {tuple(preds.shape)}."
+        )
+    if target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
+        raise TypeError(f"Expected `target` to be an integer tensor of class ids, got dtype {target.dtype}.")
+    if target.shape != preds.shape[:1]:
+        raise ValueError(f"Expected `target` of shape {tuple(preds.shape[:1])}, got {tuple(target.shape)}.")
+    if weights is not None and weights.shape != preds.shape[:1]:
+        raise ValueError(f"Expected `weights` of shape {tuple(preds.shape[:1])}, got {tuple(weights.shape)}.")
+    for name, value in (("target", target), ("weights", weights)):
+        if value is not None and value.device != preds.device:
+            raise ValueError(
+                f"Expected `{name}` on the same device as `preds` ({preds.device}), got {value.device}."
+            )
+    if preds.shape[0] == 0:
+        return
+    stats = [torch.isnan(preds).any().to(torch.float64), *torch.aminmax(target.to(torch.float64))]
+    if weights is not None:
+        stats += [*torch.aminmax(weights.to(torch.float64))]
+    values = torch.stack(stats).tolist()
+    if values[0] > 0:
+        raise ValueError("Expected `preds` without NaN, got NaN.")
+    if values[1] < 0 or values[2] >= num_classes:
+        raise ValueError(
+            f"Expected `target` class ids in [0, {num_classes - 1}], "
+            f"got values in [{values[1]:.0f}, {values[2]:.0f}]."
+        )
+    if weights is not None and not (values[3] >= 0 and math.isfinite(values[4])):
+        raise ValueError(
+            f"Expected `weights` to be finite and non-negative, got values in [{values[3]:.6g}, "
+            f"{values[4]:.6g}]."
+        )
+
+
+def _multiclass_recall_update(
+    preds: Tensor, target: Tensor, weights: Tensor | None, k: int
+) -> tuple[Tensor, Tensor]:
+    """``(sum w·hit, sum w)`` in float64."""
+    true_score = preds.gather(1, target.long().unsqueeze(1))
+    rank = (preds > true_score).sum(1) + (preds == true_score).sum(1) - 1
+    hit = (rank < k).to(torch.float64)
+    w = torch.ones_like(hit) if weights is None else weights.to(torch.float64)
+    return (hit * w).sum(), w.sum()
+
+
+def _multiclass_recall_compute(hits: Tensor, total: Tensor) -> Tensor:
+    return safe_divide(hits, total, "MulticlassRecallAtK", "total weight is zero")
+
+
+def multiclass_recall_at_k(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None = None,
+    *,
+    k: int,
+    num_classes: int,
+    validate_args: bool = True,
+) -> Tensor:
+    r"""Weighted share of samples whose true class is among the ``k`` top-scored classes.
+
+    .. math:: \mathrm{Recall}@k = \frac{\sum_n w_n\,[\mathrm{rank}_n(y_n) < k]}{\sum_n w_n}
+
+    Classes tied with the true class rank ahead of it (pessimistic). Scores may be any real
+    value (logits or probabilities); NaN is rejected.
+
+    Args:
+        preds: ``(N, C)`` class scores.
+        target: ``(N,)`` integer class ids in ``[0, C)``.
+        weights: optional ``(N,)`` non-negative sample weights.
+        k: cutoff in ``[1, C]``.
+        num_classes: ``C``.
+        validate_args: check inputs first.
+
+    Returns:
+        A float64 scalar; ``nan`` with ``UndefinedMetricWarning`` when the total weight is zero.
+
+    Raises:
+        ValueError: bad ``k``/``num_classes``, shapes, NaN scores, class ids or weights.
+        TypeError: non-tensor inputs, non-floating ``preds`` or non-integer ``target``.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import multiclass_recall_at_k
+        >>> preds = torch.tensor([[0.9, 0.1, 0.0], [0.1, 0.2, 0.7], [0.3, 0.3, 0.4]])
+        >>> multiclass_recall_at_k(preds, torch.tensor([0, 1, 1]), k=2, num_classes=3)
+        tensor(0.6667, dtype=torch.float64)
+    """
+    check_multiclass_args(k, num_classes)
+    if validate_args:
+        check_multiclass_inputs(preds, target, weights, num_classes)
+    return _multiclass_recall_compute(*_multiclass_recall_update(preds, target, weights, k))

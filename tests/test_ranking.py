@@ -687,19 +687,30 @@ def test_mixed_weighted_batches():
     np.testing.assert_allclose(metric.compute().item(), single_ref("ndcg", 3)(H.to_numpy(data)), rtol=1e-9)
 
 
-def test_collection_compute_group_shares_rows():
+def test_collection_compute_groups_never_merge_different_settings():
+    """Settings-specific sum states keep compute groups apart even when the first batch scores 1 everywhere."""
     from torchmetrics import MetricCollection
 
-    data = flat_data(np.random.default_rng(9))
-    collection = MetricCollection(
-        {"ndcg": tmx.NDCG(k=5), "mrr": tmx.MRR(k=5), "recall": tmx.RecallAtK(k=5)}, compute_groups=True
-    )
-    collection.update(**data)
-    assert len(collection.compute_groups) == 1
-    out = collection.compute()
-    ref = dict_ref((5,), metrics=("ndcg", "mrr", "recall"))(H.to_numpy(data))
-    for key in ("ndcg", "mrr", "recall"):
-        np.testing.assert_allclose(out[key].item(), ref[f"{key}@5"], rtol=1e-9)
+    def collection():
+        return MetricCollection(
+            {"ndcg": tmx.NDCG(k=5), "mrr": tmx.MRR(k=5), "recall": tmx.RecallAtK(k=5), "ndcg_again": tmx.NDCG(k=5)},
+            compute_groups=True,
+        )
+
+    perfect = {"preds": torch.tensor([[0.9, 0.1, 0.2], [0.8, 0.3, 0.1]]), "target": torch.tensor([[1, 0, 0], [1, 0, 0]])}
+    mixed = {"preds": torch.tensor([[0.9, 0.7, 0.2], [0.1, 0.3, 0.8]]), "target": torch.tensor([[0, 0, 1], [1, 1, 0]])}
+    for batches in ([perfect, mixed], [flat_data(np.random.default_rng(9))]):
+        metrics = collection()
+        for batch in batches:
+            metrics.update(**batch)
+        groups = sorted(sorted(group) for group in metrics.compute_groups.values())
+        assert groups == [["mrr"], ["ndcg", "ndcg_again"], ["recall"]]
+        out = metrics.compute()
+        for key, metric in (("ndcg", tmx.NDCG(k=5)), ("mrr", tmx.MRR(k=5)), ("recall", tmx.RecallAtK(k=5))):
+            for batch in batches:
+                metric.update(**batch)
+            torch.testing.assert_close(out[key], metric.compute())
+            torch.testing.assert_close(out["ndcg_again"], out["ndcg"])
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from torchmetrics import Metric
+from torchmetrics.utilities.data import dim_zero_cat
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 
@@ -54,18 +55,21 @@ class TaskMetric(Metric):
         )
 
     def _add_list_state(self, name: str, dtype: torch.dtype) -> None:
-        """Declare an exact ``cat`` list state whose tensors all have ``dtype`` (O(n) memory).
+        """Declare an exact ``cat`` list state, gathered across ranks as ``dtype`` (O(n) memory).
 
-        A rank that saw no batch syncs an empty tensor of ``dtype`` (TorchMetrics would use its
-        default float32, which cannot be all-gathered with other ranks' tensors of ``dtype``).
+        Its chunks may be stored in any dtype; at sync each rank concatenates and casts them to
+        ``dtype``, and a rank that saw no batch sends an empty tensor of ``dtype`` (TorchMetrics'
+        own placeholder is float32, which cannot be gathered with other ranks' int64 or float64).
         """
         self.add_state(name, default=[], dist_reduce_fx="cat")
         self._list_state_dtypes[name] = dtype
 
     def _sync_dist(self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None) -> None:
         for name, dtype in self._list_state_dtypes.items():
-            if isinstance(value := getattr(self, name), list) and not value:
-                setattr(self, name, [torch.zeros(0, dtype=dtype, device=self.device)])
+            value = getattr(self, name)
+            if isinstance(value, list):
+                joined = dim_zero_cat(value).to(dtype) if value else torch.zeros(0, dtype=dtype, device=self.device)
+                setattr(self, name, [joined])
         super()._sync_dist(dist_sync_fn, process_group)
 
     @property

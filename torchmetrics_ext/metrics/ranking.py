@@ -18,7 +18,7 @@ module for the definitions, the input forms and the tie rule. Shared behaviour:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -76,7 +76,6 @@ class _RankingMetric(TaskMetric):
     plot_upper_bound = 1.0
     _label = "RankingMetric"
 
-    value_sum: Tensor
     weight_sum: Tensor
     preds: list[Tensor]
     target: list[Tensor]
@@ -112,13 +111,33 @@ class _RankingMetric(TaskMetric):
         self.padding_value = padding_value
         self.queries_complete_per_batch = queries_complete_per_batch
         self.remove_single_length_sessions = remove_single_length_sessions
+        # The per-query sums depend on this metric's settings, so their state is named after them:
+        # MetricCollection's compute groups then never merge two configurations whose sums happen
+        # to coincide on the first batch (the row states of the exact mode stay shareable).
+        flags = {
+            "exp": exponential_gain,
+            "adaptive": adaptive_k,
+            "no_single": remove_single_length_sessions,
+        }
+        tag = [f"{name}{'' if k is None else k}" for name, k in self.requests]
+        tag += [flag for flag, on in flags.items() if on] + [empty_target_action]
+        self._value_state = "value_sum_" + "_".join(tag)
         self.add_state(
-            "value_sum", torch.zeros(len(self.requests), dtype=torch.float64), dist_reduce_fx="sum"
+            self._value_state, torch.zeros(len(self.requests), dtype=torch.float64), dist_reduce_fx="sum"
         )
         self.add_state("weight_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         if not queries_complete_per_batch:
-            for name in _ROW_STATES:
-                self.add_state(name, [], dist_reduce_fx="cat")
+            for name, dtype in _ROW_STATES.items():
+                self._add_list_state(name, dtype)
+
+    @property
+    def value_sum(self) -> Tensor:
+        """Per-request sums of per-query values (the state named after this metric's settings)."""
+        return getattr(self, self._value_state)
+
+    @value_sum.setter
+    def value_sum(self, value: Tensor) -> None:
+        setattr(self, self._value_state, value)
 
     # ------------------------------------------------------------------ update
 
@@ -214,29 +233,6 @@ class _RankingMetric(TaskMetric):
                 "pass weights with every batch on every rank, or with none."
             )
         return RankingRows(preds, target, indexes.to(torch.int64), weights, False)
-
-    def _sync_dist(self, dist_sync_fn: Callable | None = None, process_group: Any | None = None) -> None:
-        """Gather ``cat`` states in fixed dtypes (float64 scores/relevance/weights, int64 ids).
-
-        Rows are stored as given (a rank may hold float16 scores, another float32), so each rank
-        first concatenates and casts its rows; a rank without rows contributes empty tensors of
-        those dtypes (TorchMetrics' own placeholder is float32, which would turn the int64 ids of
-        the other ranks into floats after ``cat``).
-        """
-        if not self.queries_complete_per_batch:
-            for name, dtype in _ROW_STATES.items():
-                value = getattr(self, name)
-                if isinstance(value, list):
-                    rows = (
-                        dim_zero_cat(value).to(dtype)
-                        if value
-                        else torch.empty(0, dtype=dtype, device=self.device)
-                    )
-                    setattr(self, name, [rows])
-        kwargs: dict[str, Any] = {"process_group": process_group}
-        if dist_sync_fn is not None:
-            kwargs["dist_sync_fn"] = dist_sync_fn
-        super()._sync_dist(**kwargs)
 
 
 class RankingMetrics(_RankingMetric):

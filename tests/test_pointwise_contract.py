@@ -188,6 +188,34 @@ def test_ne_and_logloss_not_merged_with_different_eta():
     assert len(collection.compute_groups) == 2
 
 
+def test_settings_keep_compute_groups_apart_even_when_first_batch_agrees():
+    """Thresholds 0.5 and 0.3 agree on a batch with no score between them; they must not merge."""
+    collection = MetricCollection(
+        {
+            "p50": tmx.WeightedPrecision(),
+            "r50": tmx.WeightedRecall(),
+            "p30": tmx.WeightedPrecision(threshold=0.3),
+            "ne": tmx.NormalizedEntropy(),
+            "ne_eta": tmx.NormalizedEntropy(eta=1e-3),
+        },
+        compute_groups=True,
+    )
+    first = (torch.tensor([0.1, 0.9, 0.8, 0.2]), torch.tensor([0, 1, 0, 1]))
+    second = (torch.tensor([0.4, 0.35, 0.9999, 0.6]), torch.tensor([1, 0, 1, 0]))
+    for batch in (first, second):
+        collection.update(*batch)
+    groups = sorted(sorted(group) for group in collection.compute_groups.values())
+    assert groups == [["ne"], ["ne_eta"], ["p30"], ["p50", "r50"]]
+    preds, target = torch.cat([first[0], second[0]]).double().numpy(), torch.cat([first[1], second[1]]).numpy()
+    values = collection.compute()
+    for key, threshold in (("p50", 0.5), ("p30", 0.3)):
+        predicted = preds >= threshold
+        np.testing.assert_allclose(values[key].item(), (predicted & (target == 1)).sum() / predicted.sum())
+    clipped = np.clip(preds, 1e-3, 1 - 1e-3)
+    ce = -(target * np.log(clipped) + (1 - target) * np.log(1 - clipped)).mean()
+    np.testing.assert_allclose(values["ne_eta"].item(), ce / np.log(2), rtol=1e-12)
+
+
 def test_from_logits_is_explicit():
     """Logit-looking probabilities are not guessed: without from_logits they are rejected."""
     logits = torch.tensor([-2.0, 3.0])

@@ -42,17 +42,30 @@ __all__ = [
 ]
 
 
+def _tag(value: float) -> str:
+    """A setting as an identifier fragment: ``0.3 -> "0p3"``, ``1e-07 -> "1em07"``."""
+    return format(value, "g").replace(".", "p").replace("-", "m").replace("+", "")
+
+
 class _PointwiseMetric(TaskMetric):
     """Per-task sum statistics of ``(preds, target, weights)`` batches; subclasses pick the kernels."""
 
     _state_names: ClassVar[tuple[str, ...]] = ()
+    # states whose values depend on a setting (threshold, eta): named after it when not the default
+    _setting_dependent: ClassVar[tuple[str, ...]] = ()
     _preds_domain: ClassVar[PredsDomain] = "probability"
     _target_domain: ClassVar[TargetDomain] = "unit"
     from_logits: bool = False
 
-    def __init__(self, num_tasks: int = 1, **kwargs: Any) -> None:
+    def __init__(self, num_tasks: int = 1, *, _setting: str = "", **kwargs: Any) -> None:
         super().__init__(num_tasks, **kwargs)
-        for name in self._state_names:
+        # MetricCollection merges metrics whose states are equal after the first update; two
+        # thresholds agree on a batch without scores between them, so a non-default setting is
+        # part of the state's name and such metrics are never merged.
+        self._state_keys = tuple(
+            f"{name}_{_setting}" if _setting and name in self._setting_dependent else name for name in self._state_names
+        )
+        for name in self._state_keys:
             self._add_task_state(name)
 
     def _format(
@@ -85,12 +98,12 @@ class _PointwiseMetric(TaskMetric):
         p, t, w = self._format(preds, target, weights, validate=self._check_inputs)
         if p.shape[-1] == 0:
             return
-        for name, value in zip(self._state_names, self._batch_stats(p, t, w)):
+        for name, value in zip(self._state_keys, self._batch_stats(p, t, w)):
             getattr(self, name).add_(value)
 
     def compute(self) -> Tensor:
         """Value over everything accumulated (and synced across ranks)."""
-        return self._squeeze_tasks(self._compute_value(*(getattr(self, n) for n in self._state_names)))
+        return self._squeeze_tasks(self._compute_value(*(getattr(self, n) for n in self._state_keys)))
 
 
 # ----------------------------------------------------------------------------- cross entropy
@@ -98,13 +111,14 @@ class _PointwiseMetric(TaskMetric):
 
 class _CrossEntropyMetric(_PointwiseMetric):
     _state_names = ("cross_entropy_sum", "weighted_num_samples", "pos_labels")
+    _setting_dependent = ("cross_entropy_sum",)
     is_differentiable = True
     higher_is_better = False
     plot_lower_bound = 0.0
 
     def __init__(self, num_tasks: int = 1, *, eta: float = 1e-12, from_logits: bool = False, **kwargs: Any) -> None:
-        super().__init__(num_tasks, **kwargs)
         _check_eta(eta)
+        super().__init__(num_tasks, _setting="" if eta == 1e-12 else f"eta_{_tag(eta)}", **kwargs)
         _check_flag("from_logits", from_logits)
         self.eta = float(eta)
         self.from_logits = from_logits
@@ -291,6 +305,7 @@ class WeightedAverage(_WeightedSumMetric):
 
 class _ConfusionMetric(_PointwiseMetric):
     _state_names = ("true_positives", "false_positives", "true_negatives", "false_negatives")
+    _setting_dependent = _state_names
     _target_domain = "binary"
     is_differentiable = False
     higher_is_better = True
@@ -298,8 +313,8 @@ class _ConfusionMetric(_PointwiseMetric):
     plot_upper_bound = 1.0
 
     def __init__(self, num_tasks: int = 1, *, threshold: float = 0.5, from_logits: bool = False, **kwargs: Any) -> None:
-        super().__init__(num_tasks, **kwargs)
         _check_threshold(threshold)
+        super().__init__(num_tasks, _setting="" if threshold == 0.5 else f"at_{_tag(threshold)}", **kwargs)
         _check_flag("from_logits", from_logits)
         self.threshold = float(threshold)
         self.from_logits = from_logits

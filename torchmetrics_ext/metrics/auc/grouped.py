@@ -45,8 +45,6 @@ class _GroupedCurveMetric(TaskMetric):
     preds: list[Tensor]
     signed_weights: list[Tensor]
     groups: list[Tensor]
-    group_value_sum: Tensor
-    group_weight_sum: Tensor
 
     def __init__(
         self,
@@ -67,9 +65,14 @@ class _GroupedCurveMetric(TaskMetric):
         self.weight_groups = weight_groups
         self.groups_complete_per_batch = groups_complete_per_batch
         self.from_logits = from_logits
+        # The running sums depend on the metric (AUC or AP per group) and on how groups are weighted,
+        # so their states are named after both: compute groups never merge GroupedAUC with
+        # GroupedAUPRC (or weighted with unweighted) when the first batch happens to agree.
+        weighting = "weight" if weight_groups else "count"
+        self._sum_states = (f"group_{self._kind}_by_{weighting}_sum", f"group_{weighting}_sum")
         if groups_complete_per_batch:
-            self._add_task_state("group_value_sum")
-            self._add_task_state("group_weight_sum")
+            for name in self._sum_states:
+                self._add_task_state(name)
         else:
             for name in ("preds", "signed_weights", "groups"):
                 self._add_list_state(name, torch.float32)
@@ -89,9 +92,8 @@ class _GroupedCurveMetric(TaskMetric):
             return
         signed = FB._signed_weights(t, w)
         if self.groups_complete_per_batch:
-            value_sum, weight_sum = F._grouped_update(p, signed, g, self._kind, self.weight_groups)
-            self.group_value_sum += value_sum
-            self.group_weight_sum += weight_sum
+            for name, value in zip(self._sum_states, F._grouped_update(p, signed, g, self._kind, self.weight_groups)):
+                getattr(self, name).add_(value)
             return
         _append_chunk(self.preds, p.T.to(torch.float32).reshape(-1))
         _append_chunk(self.signed_weights, signed.T.reshape(-1))
@@ -100,7 +102,7 @@ class _GroupedCurveMetric(TaskMetric):
     def compute(self) -> Tensor:
         """Mean per-group value over everything accumulated (and synced across ranks)."""
         if self.groups_complete_per_batch:
-            value_sum, weight_sum = self.group_value_sum, self.group_weight_sum
+            value_sum, weight_sum = (getattr(self, name) for name in self._sum_states)
         else:
             scores = _take_samples(self.preds, self.num_tasks)
             signed = _take_samples(self.signed_weights, self.num_tasks)

@@ -27,6 +27,14 @@ def test_notebook_runs(path):
             exec(compile("".join(cell["source"]), f"{path.name}", "exec"), namespace)
 
 
+def test_readme_example_runs():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    for block in re.findall(r"```python\n(.*?)```", readme, re.S):
+        exec(compile(block, "README.md", "exec"), {"__name__": "__readme__"})
+
+
 def test_demo_prints_every_metric(capsys):
     values = cli.run_demo(samples=20_000, batch_size=4096, seed=1)
     out = capsys.readouterr().out
@@ -36,9 +44,16 @@ def test_demo_prints_every_metric(capsys):
     assert all(value.shape == (2,) for value in values.values())
 
 
+def test_ranking_demo_prints_every_metric_at_every_k(capsys):
+    values = cli.run_ranking_demo(queries=300, batch_size=1000, seed=2)
+    assert set(values) == {f"{m}@{k}" for m in cli.RANKING_METRICS for k in cli.RANKING_KS}
+    out = capsys.readouterr().out
+    assert all(name in out for name in cli.RANKING_METRICS)
+
+
 def test_cli_entry_point():
     result = subprocess.run(
-        [sys.executable, "-m", "torchmetrics_ext.cli", "demo", "--samples", "5000"],
+        [sys.executable, "-m", "torchmetrics_ext.cli", "demo", "--samples", "5000", "--queries", "200"],
         capture_output=True, text=True, cwd=ROOT, check=True,
     )
     assert "ne" in result.stdout and "calibration" in result.stdout

@@ -2,7 +2,8 @@
 
 ``torchmetrics-ext demo`` scores synthetic click and conversion predictions for two tasks with
 every pointwise and AUC metric in one :class:`~torchmetrics.MetricCollection` (compute groups
-on) and prints the lifetime values as a table.
+on), then synthetic search sessions with every ranking metric at k = 1, 5, 10, and prints the
+lifetime values as tables.
 """
 
 from __future__ import annotations
@@ -67,6 +68,48 @@ def synthetic_batches(samples: int, batch_size: int, seed: int) -> list[tuple[to
     )
 
 
+RANKING_KS = (1, 5, 10)
+RANKING_METRICS = ("ndcg", "recall", "precision", "mrr", "hit_rate", "map")
+
+
+def synthetic_sessions(queries: int, batch_size: int, seed: int) -> list[tuple[torch.Tensor, ...]]:
+    """Search sessions in the flat retrieval layout: 5-50 candidates per query, graded relevance 0-3."""
+    gen = torch.Generator().manual_seed(seed)
+    sizes = torch.randint(5, 51, (queries,), generator=gen)
+    indexes = torch.repeat_interleave(torch.arange(queries), sizes)
+    quality = torch.rand(indexes.numel(), generator=gen)
+    relevance = (quality * 4).floor().clamp(max=3) * (torch.rand(indexes.numel(), generator=gen) < 0.4)
+    scores = relevance + 1.5 * torch.randn(indexes.numel(), generator=gen)  # a noisy ranker
+    return list(zip(scores.split(batch_size), relevance.split(batch_size), indexes.split(batch_size)))
+
+
+def format_ranking_table(values: dict[str, torch.Tensor]) -> str:
+    """Render ``{"ndcg@10": value, ...}`` as a metric x k table."""
+    lines = [f"{'metric':12s}" + "".join(f"{'@' + str(k):>10s}" for k in RANKING_KS)]
+    lines.append("-" * len(lines[0]))
+    for name in RANKING_METRICS:
+        lines.append(f"{name:12s}" + "".join(f"{values[f'{name}@{k}'].item():10.4f}" for k in RANKING_KS))
+    return "\n".join(lines)
+
+
+def run_ranking_demo(queries: int = 20_000, batch_size: int = 8192, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Score synthetic search sessions with every ranking metric at several cutoffs (one sort)."""
+    batches = synthetic_sessions(queries, batch_size, seed)
+    metric = tmx.RankingMetrics(ks=RANKING_KS, metrics=RANKING_METRICS)
+    start = time.perf_counter()
+    for preds, target, indexes in batches:
+        metric.update(preds, target, indexes=indexes)
+    values = metric.compute()
+    elapsed = time.perf_counter() - start
+    rows = sum(batch[0].numel() for batch in batches)
+    print(
+        f"\nranking: {queries:,} queries ({rows:,} candidates, graded relevance) in {len(batches)} batches; "
+        f"{len(values)} values from one RankingMetrics; {elapsed:.2f}s"
+    )
+    print(format_ranking_table(values))
+    return values
+
+
 def format_table(values: dict[str, torch.Tensor], tasks: Sequence[str]) -> str:
     """Render ``{metric: (T,) tensor}`` as a fixed-width text table."""
     width = max(len(name) for name in values) + 2
@@ -106,12 +149,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="score synthetic two-task click data with every metric")
     demo.add_argument("--samples", type=int, default=500_000)
     demo.add_argument("--batch-size", type=int, default=8192)
+    demo.add_argument("--queries", type=int, default=20_000, help="search sessions for the ranking table")
     demo.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command == "demo":
-        if args.samples < 1 or args.batch_size < 1:
-            parser.error("--samples and --batch-size must be positive")
+        if args.samples < 1 or args.batch_size < 1 or args.queries < 1:
+            parser.error("--samples, --batch-size and --queries must be positive")
         run_demo(args.samples, args.batch_size, args.seed)
+        run_ranking_demo(args.queries, args.batch_size, args.seed)
     return 0
 
 

@@ -31,6 +31,9 @@ import torchmetrics_ext as tmx
 BATCH = 8192
 
 
+THREADS = 1  # torch and ranx threads; --threads sets it
+
+
 def make_data(num_queries: int, seed: int = 0) -> dict[str, torch.Tensor]:
     rng = np.random.default_rng(seed)
     lens = rng.integers(5, 51, size=num_queries)
@@ -71,9 +74,12 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=50_000)
     parser.add_argument("--quick", action="store_true", help="5,000 queries")
     parser.add_argument("--skip-slow", action="store_true", help="skip TorchMetrics (the slowest)")
+    parser.add_argument("--threads", type=int, default=1, help="torch and ranx threads (default 1)")
     args = parser.parse_args()
+    global THREADS
+    THREADS = args.threads
     num_queries = 5_000 if args.quick else args.queries
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
 
     data = make_data(num_queries)
@@ -81,7 +87,7 @@ def main() -> None:
     n = data["preds"].numel()
     print(
         f"{num_queries} queries, {n} rows, {len(parts)} batches of {BATCH}; "
-        f"torch {torch.__version__}, 1 thread"
+        f"torch {torch.__version__}, {THREADS} thread(s)"
     )
 
     names = ("ndcg@10", "recall@10", "mrr@10")
@@ -179,12 +185,12 @@ def main() -> None:
     few = list(qrel)[:200]
     small_q, small_r = Qrels({q: qrel[q] for q in few}), Run({q: run[q] for q in few})
     for name in names:
-        evaluate(small_q, small_r, name, threads=1, save_results_in_run=False)
+        evaluate(small_q, small_r, name, threads=THREADS, save_results_in_run=False)
     ranx_build_s, (rq, rr) = timed(lambda: (Qrels(qrel), Run(run)))
     ranx: dict[str, tuple[float, float]] = {}
     for name in names:
         seconds, value = timed(
-            lambda name=name: evaluate(rq, rr, name, threads=1, save_results_in_run=False), repeat=2
+            lambda name=name: evaluate(rq, rr, name, threads=THREADS, save_results_in_run=False), repeat=2
         )
         ranx[name] = (seconds, float(value))
     results["ranx"] = ranx

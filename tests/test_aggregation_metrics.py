@@ -102,41 +102,17 @@ IDS = sorted(CASES)
 SCALAR_IDS = ["max", "mean", "mean-w", "min", "sum"]
 
 
-@pytest.mark.parametrize("cid", IDS)
-def test_accumulate(cid):
-    H.check_accumulate(CASES[cid])
-
-
-@pytest.mark.parametrize("cid", IDS)
-def test_forward(cid):
-    H.check_forward(CASES[cid])
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
-@pytest.mark.parametrize("cid", [i for i in IDS if CASES[i].dtype_keys])
-def test_dtypes(cid, dtype):
-    H.check_dtype(CASES[cid], dtype)
-
-
-@pytest.mark.parametrize("cid", IDS)
-def test_state_dict(cid):
-    H.check_state_dict(CASES[cid])
-
-
-@pytest.mark.parametrize("cid", [*SCALAR_IDS, "distribution"])
-def test_collection(cid):
-    H.check_collection(CASES[cid], arithmetic=cid in SCALAR_IDS)
-
-
-def test_invariances_mean():
-    H.check_invariances(CASES["mean-w"])
-
-
-@pytest.mark.ddp
-@pytest.mark.parametrize("empty_rank", [False, True], ids=["uneven", "empty-rank"])
-@pytest.mark.parametrize("cid", ["sum", "mean-w", "max", "min", "distribution", "categorical"])
-def test_ddp(ddp_pool, cid, empty_rank):
-    H.check_ddp(ddp_pool, __name__, CASES[cid], empty_rank=empty_rank)
+globals().update(
+    H.harness_tests(
+        __name__,
+        CASES,
+        dtypes=[i for i in IDS if CASES[i].dtype_keys],
+        collection=[*SCALAR_IDS, "distribution"],
+        no_arithmetic=["distribution"],
+        invariances=["mean-w"],
+        ddp=["sum", "mean-w", "max", "min", "distribution", "categorical"],
+    )
+)
 
 
 # ----------------------------------------------------------------------------- bad input

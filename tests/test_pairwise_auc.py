@@ -119,42 +119,17 @@ DDP_IDS = [i for i in IDS if i.endswith("-w") and "shared" not in i]
 # ----------------------------------------------------------------------------- the shared harness
 
 
-@pytest.mark.parametrize("cid", IDS)
-def test_accumulate(cid):
-    H.check_accumulate(CASES[cid])
-
-
-@pytest.mark.parametrize("cid", IDS)
-def test_forward(cid):
-    H.check_forward(CASES[cid])
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
-@pytest.mark.parametrize("cid", [i for i in IDS if i.endswith("-3task-w")])
-def test_dtypes(cid, dtype):
-    H.check_dtype(CASES[cid], dtype)
-
-
-@pytest.mark.parametrize("cid", IDS)
-def test_state_dict(cid):
-    H.check_state_dict(CASES[cid])
-
-
-@pytest.mark.parametrize("cid", [i for i in IDS if "3task" in i])
-def test_collection(cid):
-    H.check_collection(CASES[cid])
-
-
-@pytest.mark.parametrize("cid", [i for i in IDS if i.startswith("rauc") and i.endswith("-w")])
-def test_invariances_rauc(cid):
-    H.check_invariances(CASES[cid])
-
-
-@pytest.mark.ddp
-@pytest.mark.parametrize("empty_rank", [False, True], ids=["uneven", "empty-rank"])
-@pytest.mark.parametrize("cid", DDP_IDS)
-def test_ddp(ddp_pool, cid, empty_rank):
-    H.check_ddp(ddp_pool, __name__, CASES[cid], empty_rank=empty_rank)
+globals().update(
+    H.harness_tests(
+        __name__,
+        CASES,
+        dtypes=[i for i in IDS if i.endswith("-3task-w")],
+        collection=[i for i in IDS if "3task" in i],
+        # XAUC does not claim 'integer weights == repeated rows': test_invariances_xauc below
+        invariances=[i for i in IDS if i.startswith("rauc") and i.endswith("-w")],
+        ddp=DDP_IDS,
+    )
+)
 
 
 # ----------------------------------------------------------------------------- XAUC weights

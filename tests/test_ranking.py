@@ -419,44 +419,19 @@ DDP_IDS = [
 # ----------------------------------------------------------------------------- harness
 
 
-@pytest.mark.parametrize("cid", IDS)
-def test_accumulate(cid):
-    H.check_accumulate(CASES[cid])
-
-
-@pytest.mark.parametrize("cid", HARNESS_IDS)
-def test_forward(cid):
-    H.check_forward(CASES[cid])
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
-@pytest.mark.parametrize(
-    "cid", ["flat-all-w", "flat-grouped-all-w", "padded-all-w", "flat-ties-ndcg@5", "multiclass@3-ties-w"]
+globals().update(
+    H.harness_tests(
+        __name__,
+        CASES,
+        forward=HARNESS_IDS,
+        dtypes=["flat-all-w", "flat-grouped-all-w", "padded-all-w", "flat-ties-ndcg@5", "multiclass@3-ties-w"],
+        state_dict=HARNESS_IDS,
+        collection=[i for i in HARNESS_IDS if not i.startswith("flat-ties") and "@" in i],
+        no_arithmetic=[i for i in HARNESS_IDS if "-all" in i],
+        invariances=[i for i in HARNESS_IDS if CASES[i].weight_key is not None],
+        ddp=DDP_IDS,
+    )
 )
-def test_dtypes(cid, dtype):
-    H.check_dtype(CASES[cid], dtype)
-
-
-@pytest.mark.parametrize("cid", HARNESS_IDS)
-def test_state_dict(cid):
-    H.check_state_dict(CASES[cid])
-
-
-@pytest.mark.parametrize("cid", [i for i in HARNESS_IDS if not i.startswith("flat-ties") and "@" in i])
-def test_collection(cid):
-    H.check_collection(CASES[cid], arithmetic="-all" not in cid)
-
-
-@pytest.mark.parametrize("cid", [i for i in HARNESS_IDS if CASES[i].weight_key is not None])
-def test_invariances(cid):
-    H.check_invariances(CASES[cid])
-
-
-@pytest.mark.ddp
-@pytest.mark.parametrize("empty_rank", [False, True], ids=["uneven", "empty-rank"])
-@pytest.mark.parametrize("cid", DDP_IDS)
-def test_ddp(ddp_pool, cid, empty_rank):
-    H.check_ddp(ddp_pool, __name__, CASES[cid], empty_rank=empty_rank)
 
 
 # ----------------------------------------------------------------------------- independent references

@@ -383,3 +383,92 @@ def per_task(fn: Callable[..., float], *keys: str, **kwargs: Any) -> Callable[[D
         return np.asarray(rows)
 
     return reference
+
+
+# ----------------------------------------------------------------------------- the standard test set
+
+_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+
+
+def harness_tests(
+    module: str,
+    cases: Mapping[str, MetricCase],
+    *,
+    accumulate: Sequence[str] | None = None,
+    forward: Sequence[str] | None = None,
+    dtypes: Sequence[str] = (),
+    state_dict: Sequence[str] | None = None,
+    collection: Sequence[str] = (),
+    no_arithmetic: Sequence[str] = (),
+    invariances: Sequence[str] = (),
+    ddp: Sequence[str] = (),
+) -> dict[str, Callable[..., None]]:
+    """Every ``check_*`` above as parametrised pytest functions, for a test module's namespace.
+
+    Each keyword selects the case ids a check runs on (``None``: every case; empty: no test).
+    ``no_arithmetic`` lists collection cases whose value is not a tensor (dicts) and so skip the
+    arithmetic part. Usage, at the top level of ``tests/test_<family>.py``::
+
+        globals().update(H.harness_tests(__name__, CASES, dtypes=[...], ddp=[...]))
+    """
+    import pytest
+
+    every = sorted(cases)
+
+    def pick(selection: Sequence[str] | None) -> list[str]:
+        return every if selection is None else list(selection)
+
+    tests: dict[str, Callable[..., None]] = {}
+    if ids := pick(accumulate):
+
+        @pytest.mark.parametrize("cid", ids)
+        def test_accumulate(cid: str) -> None:
+            check_accumulate(cases[cid])
+
+        tests["test_accumulate"] = test_accumulate
+    if ids := pick(forward):
+
+        @pytest.mark.parametrize("cid", ids)
+        def test_forward(cid: str) -> None:
+            check_forward(cases[cid])
+
+        tests["test_forward"] = test_forward
+    if ids := pick(dtypes):
+
+        @pytest.mark.parametrize("dtype", _DTYPES)
+        @pytest.mark.parametrize("cid", ids)
+        def test_dtypes(cid: str, dtype: torch.dtype) -> None:
+            check_dtype(cases[cid], dtype)
+
+        tests["test_dtypes"] = test_dtypes
+    if ids := pick(state_dict):
+
+        @pytest.mark.parametrize("cid", ids)
+        def test_state_dict(cid: str) -> None:
+            check_state_dict(cases[cid])
+
+        tests["test_state_dict"] = test_state_dict
+    if ids := pick(collection):
+
+        @pytest.mark.parametrize("cid", ids)
+        def test_collection(cid: str) -> None:
+            check_collection(cases[cid], arithmetic=cid not in no_arithmetic)
+
+        tests["test_collection"] = test_collection
+    if ids := pick(invariances):
+
+        @pytest.mark.parametrize("cid", ids)
+        def test_invariances(cid: str) -> None:
+            check_invariances(cases[cid])
+
+        tests["test_invariances"] = test_invariances
+    if ids := pick(ddp):
+
+        @pytest.mark.ddp
+        @pytest.mark.parametrize("empty_rank", [False, True], ids=["uneven", "empty-rank"])
+        @pytest.mark.parametrize("cid", ids)
+        def test_ddp(ddp_pool: Any, cid: str, empty_rank: bool) -> None:
+            check_ddp(ddp_pool, module, cases[cid], empty_rank=empty_rank)
+
+        tests["test_ddp"] = test_ddp
+    return tests

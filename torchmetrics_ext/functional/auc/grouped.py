@@ -18,11 +18,8 @@ from torchmetrics_ext.utilities.warnings import safe_divide
 
 __all__ = ["grouped_auc", "grouped_auprc"]
 
-GROUP_ID_LIMIT = 2**47  # group ids are kept exactly as two float32 halves in the metric state
-
-
 def _check_groups(groups: object, preds: Tensor) -> Tensor:
-    """``groups`` must be an integer ``(N,)`` tensor on ``preds``' device with ``|id| < 2**47``."""
+    """``groups`` must be an integer ``(N,)`` tensor (any int64 ids) on ``preds``' device."""
     if not isinstance(groups, Tensor):
         raise TypeError(f"Expected `groups` to be a torch.Tensor, got {type(groups).__name__}.")
     if groups.is_floating_point() or groups.is_complex() or groups.dtype == torch.bool:
@@ -35,10 +32,6 @@ def _check_groups(groups: object, preds: Tensor) -> Tensor:
     if groups.device != preds.device:
         raise ValueError(
             f"Expected `groups` on the same device as `preds` ({preds.device}), got {groups.device}."
-        )
-    if groups.numel() and int(groups.abs().max()) >= GROUP_ID_LIMIT:
-        raise ValueError(
-            f"Expected `groups` ids with absolute value below 2**47, got {int(groups.abs().max())}."
         )
     return groups
 
@@ -172,7 +165,7 @@ def grouped_auc(
 
     Raises:
         ValueError: as for :func:`~torchmetrics_ext.functional.auc`, or ``groups`` of the wrong
-            shape/device or with ids of absolute value ``>= 2**47``.
+            shape/device.
         TypeError: non-tensor inputs, non-floating ``preds`` or non-integer ``groups``.
 
     Example:

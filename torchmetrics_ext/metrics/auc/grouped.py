@@ -20,20 +20,6 @@ from torchmetrics_ext.metrics.base import TaskMetric
 
 __all__ = ["GroupedAUC", "GroupedAUPRC"]
 
-_HALF = float(2**24)
-
-
-def _encode_groups(groups: Tensor) -> Tensor:
-    """int64 ids (``|id| < 2**47``) as exact float32 ``(hi, lo)`` pairs, flattened sample-major."""
-    hi = torch.div(groups, 2**24, rounding_mode="floor")
-    return torch.stack([hi, groups - hi * 2**24], dim=1).to(torch.float32).reshape(-1)
-
-
-def _decode_groups(encoded: Tensor) -> Tensor:
-    pairs = encoded.view(-1, 2).to(torch.float64)
-    return (pairs[:, 0] * _HALF + pairs[:, 1]).to(torch.int64)
-
-
 class _GroupedCurveMetric(TaskMetric):
     _kind: ClassVar[str] = "auc"
     _name: ClassVar[str] = "GroupedAUC"
@@ -74,8 +60,9 @@ class _GroupedCurveMetric(TaskMetric):
             for name in self._sum_states:
                 self._add_task_state(name)
         else:
-            for name in ("preds", "signed_weights", "groups"):
+            for name in ("preds", "signed_weights"):
                 self._add_list_state(name, torch.float32)
+            self._add_list_state("groups", torch.int64)  # any int64 id (hashed user ids included)
 
     def _format(
         self, preds: Tensor, target: Tensor, groups: Tensor, weights: Tensor | None, validate: bool
@@ -97,7 +84,7 @@ class _GroupedCurveMetric(TaskMetric):
             return
         _append_chunk(self.preds, p.T.to(torch.float32).reshape(-1))
         _append_chunk(self.signed_weights, signed.T.reshape(-1))
-        _append_chunk(self.groups, _encode_groups(g))
+        _append_chunk(self.groups, g.to(torch.int64, copy=True))  # never alias the caller's tensor
 
     def compute(self) -> Tensor:
         """Mean per-group value over everything accumulated (and synced across ranks)."""
@@ -106,7 +93,7 @@ class _GroupedCurveMetric(TaskMetric):
         else:
             scores = _take_samples(self.preds, self.num_tasks)
             signed = _take_samples(self.signed_weights, self.num_tasks)
-            groups = _decode_groups(_take_samples(self.groups, 1).reshape(-1))
+            groups = _take_samples(self.groups, 1).reshape(-1).to(torch.int64)
             value_sum, weight_sum = F._grouped_update(scores, signed, groups, self._kind, self.weight_groups)
         return self._squeeze_tasks(F._grouped_compute(value_sum, weight_sum, self._name))
 
@@ -135,7 +122,7 @@ class GroupedAUC(_GroupedCurveMetric):
 
     Raises:
         ValueError: as for :class:`~torchmetrics_ext.AUC`, or ``groups`` of the wrong shape or
-            device, or ids of absolute value ``>= 2**47``.
+            device.
         TypeError: non-tensor inputs, non-floating ``preds`` or non-integer ``groups``.
 
     Note:

@@ -43,12 +43,7 @@ def auc_data(
     if grouped:
         # ~110 groups, negative and huge ids, some with a single class
         out["groups"] = torch.tensor((rng.integers(-20, 90, size=N) * 1_000_003_000) % 2**46 - 2**45)
-    if weights == "task":
-        out["weights"] = torch.tensor(rng.uniform(0.0, 2.0, size=shape))
-    elif weights == "shared":
-        out["weights"] = torch.tensor(rng.uniform(0.0, 2.0, size=N))
-    else:
-        out["weights"] = None
+    out["weights"] = H.random_weights(rng, weights, shape)
     return out
 
 

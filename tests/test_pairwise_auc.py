@@ -78,12 +78,7 @@ def watch_time_data(
         "preds": torch.tensor(p, dtype=torch.float32),
         "target": torch.tensor(y, dtype=torch.float32),
     }
-    if weights == "task":
-        out["weights"] = torch.tensor(rng.uniform(0.0, 2.0, size=shape))
-    elif weights == "shared":
-        out["weights"] = torch.tensor(rng.uniform(0.0, 2.0, size=N))
-    else:
-        out["weights"] = None
+    out["weights"] = H.random_weights(rng, weights, shape)
     return out
 
 

@@ -38,12 +38,7 @@ def binary_data(
     else:
         out["preds"] = torch.tensor(np.log(p / (1 - p)) if logits else p, dtype=torch.float32)
         out["target"] = torch.tensor(rng.random(shape), dtype=torch.float32) if soft else torch.tensor(y)
-    if weights == "task":
-        out["weights"] = torch.tensor(rng.uniform(0.0, 2.0, size=shape))
-    elif weights == "shared":
-        out["weights"] = torch.tensor(rng.uniform(0.0, 2.0, size=N))
-    else:
-        out["weights"] = None
+    out["weights"] = H.random_weights(rng, weights, shape)
     return out
 
 

@@ -73,6 +73,17 @@ class MetricCase:
 # ----------------------------------------------------------------------------- data plumbing
 
 
+def random_weights(rng: np.random.Generator, kind: str | None, shape: tuple[int, ...]) -> Tensor | None:
+    """Sample weights in [0, 2) for a case: ``"task"`` (``shape``), ``"shared"`` (``(N,)``) or ``None``."""
+    if kind == "task":
+        return torch.tensor(rng.uniform(0.0, 2.0, size=shape))
+    if kind == "shared":
+        return torch.tensor(rng.uniform(0.0, 2.0, size=shape[-1]))
+    if kind is None:
+        return None
+    raise ValueError(f"unknown weights kind {kind!r}")
+
+
 def to_numpy(data: Data) -> Data:
     """Tensors become float64 numpy arrays (integers and bools keep their dtype)."""
     out: Data = {}

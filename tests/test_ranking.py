@@ -848,39 +848,92 @@ def test_rows_kept_as_given_with_mixed_dtypes():
         assert torch.equal(second[key], value), f"user's {key} was modified"
 
 
-@pytest.mark.parametrize("ties", [False, True])
-def test_grouped_topk_path_equals_sort_path(ties):
-    """Rows grouped by query (sorted ids) take the per-query top-k path; shuffled rows the sort path."""
-    data = flat_data(np.random.default_rng(13), ties=ties, weights=True, shuffle=False)
+@pytest.fixture
+def always_merge(monkeypatch):
+    """Take the grouped top-k merge on small data too (by default it needs 1000 rows per round)."""
+    from torchmetrics_ext.functional.ranking import _topk
+
+    monkeypatch.setattr(_topk, "ROWS_PER_ROUND", 0)
+
+
+def _scores(kind, rng, n):
+    """Scores that exercise each key encoding of the top-k merge."""
+    if kind == "ties":  # many equal scores, relevant and not: the relevance-ascending tie rule
+        return torch.tensor(np.round(rng.normal(size=n), 0), dtype=torch.float32)
+    if kind == "signed-zeros":  # -0.0 and +0.0 are one score
+        values = np.where(rng.random(n) < 0.5, -0.0, 0.0)
+        values[rng.random(n) < 0.3] = 1.0
+        return torch.tensor(values, dtype=torch.float32)
+    if kind == "wide":  # logits over +-1e30 and +-inf: the keys need more than 31 bits (float64 keys)
+        values = rng.normal(size=n) * 10.0 ** rng.integers(-30, 31, size=n)
+        values[rng.random(n) < 0.05] = np.inf
+        values[rng.random(n) < 0.05] = -np.inf
+        return torch.tensor(values, dtype=torch.float32)
+    if kind == "bfloat16":  # half precision scores (many ties) are widened exactly
+        return torch.tensor(rng.random(n), dtype=torch.float32).bfloat16()
+    if kind == "float64-exact":  # float64 scores that are float32 values take the 32-bit keys
+        return torch.tensor(rng.random(n), dtype=torch.float32).double()
+    return torch.tensor(rng.random(n), dtype=torch.float32)  # probabilities: int32 keys
+
+
+@pytest.mark.parametrize("kind", ["probabilities", "ties", "signed-zeros", "wide", "bfloat16", "float64-exact"])
+@pytest.mark.usefixtures("always_merge")
+def test_grouped_topk_merge_equals_sort_path_and_reference(kind):
+    """Rows grouped by query take the top-k merge; the same rows shuffled take the sort path."""
+    from torchmetrics_ext.functional.ranking._topk import grouped_topk_values
+
+    rng = np.random.default_rng(13)
+    data = flat_data(rng, num_queries=120, max_len=40, weights=True, grouped=True)
+    data["preds"] = _scores(kind, rng, data["preds"].numel())
+    assert grouped_topk_values(data["preds"], data["target"], data["indexes"], None, [("ndcg", 3)]) is not None
     perm = torch.randperm(data["preds"].numel(), generator=torch.Generator().manual_seed(1))
     shuffled = {key: value[perm] for key, value in data.items()}
-    order = torch.argsort(data["indexes"], stable=True)
-    grouped = {key: value[order] for key, value in data.items()}
+    ks = (1, 3, 10, 50)
     for kwargs in ({}, {"exponential_gain": True}):
-        fast = tmf.ranking_metrics(**grouped, ks=(1, 3, 10, 50), **kwargs)
-        slow = tmf.ranking_metrics(**shuffled, ks=(1, 3, 10, 50), **kwargs)
-        ref = dict_ref((1, 3, 10, 50), **({"exponential": True} if kwargs else {}))(H.to_numpy(grouped))
+        fast = tmf.ranking_metrics(**data, ks=ks, **kwargs)
+        slow = tmf.ranking_metrics(**shuffled, ks=ks, **kwargs)
+        ref = dict_ref(ks, **({"exponential": True} if kwargs else {}))(H.to_numpy(data))
         for key, value in fast.items():
             torch.testing.assert_close(value, slow[key], rtol=1e-12, atol=1e-15)
             np.testing.assert_allclose(value.item(), ref[key], rtol=1e-9, err_msg=key)
-    adaptive = tmf.precision_at_k(**grouped, k=10, adaptive_k=True)
+    adaptive = tmf.precision_at_k(**data, k=10, adaptive_k=True)
     np.testing.assert_allclose(
-        adaptive.item(), single_ref("precision", 10, adaptive=True)(H.to_numpy(grouped)), rtol=1e-12
+        adaptive.item(), single_ref("precision", 10, adaptive=True)(H.to_numpy(data)), rtol=1e-12
     )
 
 
-def test_grouped_topk_path_is_taken_only_when_applicable():
-    from torchmetrics_ext.functional.ranking._kernel import grouped_topk_values
+@pytest.mark.usefixtures("always_merge")
+def test_grouped_topk_merge_many_grades_and_bool_target():
+    """Grades up to 40 need two packed count words for IDCG; a bool target is binary relevance."""
+    rng = np.random.default_rng(14)
+    data = flat_data(rng, num_queries=80, max_len=6, grades=41, grouped=True)
+    data["preds"] = data["preds"].float()
+    ks = (1, 2, 5)
+    for target in (data["target"], data["target"] > 0):
+        rows = {**data, "target": target}
+        fast = tmf.ranking_metrics(**rows, ks=ks)
+        ref = dict_ref(ks)(H.to_numpy({**rows, "target": target.long()}))
+        for key, value in fast.items():
+            np.testing.assert_allclose(value.item(), ref[key], rtol=1e-9, err_msg=key)
+
+
+def test_grouped_topk_path_is_taken_only_when_applicable(always_merge, monkeypatch):
+    from torchmetrics_ext.functional.ranking import _topk
+    from torchmetrics_ext.functional.ranking._topk import grouped_topk_values
 
     data = H.to_numpy(CASES["flat-grouped-all-w"].make_data())
     grouped = {key: torch.as_tensor(value) for key, value in data.items()}
-    args = (grouped["preds"], grouped["target"].double(), grouped["indexes"], grouped["weights"])
+    args = (grouped["preds"].float(), grouped["target"].double(), grouped["indexes"], grouped["weights"])
     assert grouped_topk_values(*args, [("ndcg", 3), ("map", 10)]) is not None
     assert grouped_topk_values(*args, [("ndcg", None)]) is None  # whole list: the sort path
+    assert grouped_topk_values(*args, [("ndcg", _topk.MAX_K + 1)]) is None  # long lists: the sort path
+    assert grouped_topk_values(args[0].double() + 1e-12, *args[1:], [("ndcg", 3)]) is None  # float64 scores
     shuffled = flat_data(np.random.default_rng(0))
     assert (
-        grouped_topk_values(shuffled["preds"], shuffled["target"], shuffled["indexes"], None, [("ndcg", 3)])
+        grouped_topk_values(shuffled["preds"].float(), shuffled["target"], shuffled["indexes"], None, [("ndcg", 3)])
         is None
     )
     fractional = args[1] * 0.5
     assert grouped_topk_values(args[0], fractional, args[2], None, [("ndcg", 3)]) is None
+    monkeypatch.setattr(_topk, "ROWS_PER_ROUND", 1000)  # the default: small inputs are sorted
+    assert grouped_topk_values(*args, [("ndcg", 3)]) is None

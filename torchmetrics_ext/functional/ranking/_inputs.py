@@ -181,25 +181,24 @@ def format_ranking(
 
 
 def _check_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> None:
-    """NaN scores, negative/non-finite relevance and weights, with one host synchronisation."""
-    stats = [
-        torch.stack(torch.aminmax(preds)).to(torch.float64),
-        torch.stack(torch.aminmax(target.to(torch.uint8) if target.dtype == torch.bool else target)).to(
-            torch.float64
-        ),
-    ]
-    if weights is not None:
-        stats.append(torch.stack(torch.aminmax(weights)).to(torch.float64))
-    values = torch.cat(stats).tolist()  # aminmax propagates NaN
+    """NaN scores, negative/non-finite relevance and weights, with one host synchronisation.
+
+    ``aminmax`` propagates NaN. On CPU each bound is read directly (there is nothing to
+    synchronise, and stacking them would cost more than reading them).
+    """
+    checked = [preds] + ([] if target.dtype == torch.bool else [target]) + ([] if weights is None else [weights])
+    bounds = [bound for tensor in checked for bound in torch.aminmax(tensor)]
+    if preds.device.type == "cpu":
+        values = [bound.item() for bound in bounds]
+    else:
+        values = torch.stack([bound.to(torch.float64) for bound in bounds]).tolist()
     if math.isnan(values[0]) or math.isnan(values[1]):
-        raise ValueError(
-            "Expected `preds` without NaN (any other real score, ±inf included, is fine), got NaN."
-        )
+        raise ValueError("Expected `preds` without NaN (any other real score, ±inf included, is fine), got NaN.")
+    if target.dtype == torch.bool:
+        values[2:2] = [0.0, 1.0]
     tmin, tmax = values[2], values[3]
     if not (tmin >= 0 and math.isfinite(tmax)):
-        raise ValueError(
-            f"Expected `target` to hold finite relevance >= 0, got values in [{tmin:.6g}, {tmax:.6g}]."
-        )
+        raise ValueError(f"Expected `target` to hold finite relevance >= 0, got values in [{tmin:.6g}, {tmax:.6g}].")
     if weights is not None:
         wmin, wmax = values[4], values[5]
         if not (wmin >= 0 and math.isfinite(wmax)):

@@ -7,7 +7,8 @@ Every metric only needs the relevant rows' ranks, so after the sort the kernel k
 (a fifth of the rows in typical data) and works on them alone. NDCG's ideal DCG comes from
 per-query counts of each integer grade (a second, small sort of the relevant rows only for
 other relevance values). MRR and hit rate alone skip the sort (:func:`first_hit_values`), and
-so do finite cutoffs over rows already grouped by query (:func:`grouped_topk_values`).
+so do finite cutoffs over rows already grouped by query (a top-k merge,
+:func:`~torchmetrics_ext.functional.ranking._topk.grouped_topk_values`).
 There is no Python loop over queries.
 
 Sorting uses integer keys so PyTorch's radix sort applies: scores become order-preserving
@@ -171,11 +172,11 @@ def rank_rows(preds: Tensor, target: Tensor, indexes: Tensor, weights: Tensor | 
     return Ranked(rel_group, rel_rows - starts[rel_group], rel_target, size, weight, num_groups)
 
 
-def _gain(target: Tensor, exponential: bool) -> Tensor:
+def gain(target: Tensor, exponential: bool) -> Tensor:
     return torch.exp2(target) - 1.0 if exponential else target
 
 
-def _discount(pos: Tensor) -> Tensor:
+def discount(pos: Tensor) -> Tensor:
     return 1.0 / torch.log2(pos.to(torch.float64) + 2.0)
 
 
@@ -186,41 +187,39 @@ def _ideal(ranked: Ranked, exponential: bool) -> tuple[Tensor, Tensor, Tensor]:
     perm = lexsort([(ranked.rel_group, _bits(max(ranked.num_groups - 1, 0))), (top - tkey, tbits)])
     group, target = ranked.rel_group[perm], ranked.rel_target[perm]
     pos = _first_relevant_offsets(group)
-    return group, pos, _gain(target, exponential) * _discount(pos)
+    return group, pos, gain(target, exponential) * discount(pos)
 
 
 _MAX_COUNTED_GRADES = 64
 
 
-def _ideal_dcg_from_grades(
-    group: Tensor, grades: Tensor, num_groups: int, levels: int, longest: int, exponential: bool
-) -> Callable[[int | None], Tensor]:
-    """IDCG@k from per-query counts of each integer grade, without sorting.
+def ideal_dcg_from_counts(counts: Tensor, longest: int, exponential: bool) -> Callable[[int | None], Tensor]:
+    """IDCG@k of each query from its counts of each integer grade, without sorting.
 
-    In the ideal order the rows of grade ``v`` occupy positions ``[C_{>v}, C_{>v} + c_v)`` where
-    ``c_v`` counts them and ``C_{>v}`` counts the higher grades, so with ``D(m)`` the sum of the
-    first ``m`` discounts, ``IDCG@k = sum_v g(v) (D(min(C_{>v} + c_v, k)) - D(min(C_{>v}, k)))``.
-    Rows of grade 0 may be included: they come last and gain nothing.
+    ``counts`` is ``(G, levels)``: column ``v`` counts the query's rows of grade ``v`` (column 0,
+    the irrelevant rows, may hold anything: they come last and gain nothing). In the ideal order
+    the rows of grade ``v`` occupy positions ``[C_{>v}, C_{>v} + c_v)`` where ``c_v`` counts them
+    and ``C_{>v}`` counts the higher grades, so with ``D(m)`` the sum of the first ``m``
+    discounts, ``IDCG@k = sum_v g(v) (D(min(C_{>v} + c_v, k)) - D(min(C_{>v}, k)))``.
     """
-    dev = group.device
-    counts = torch.zeros(num_groups * levels, dtype=torch.int64, device=dev)
-    counts.scatter_add_(0, group * levels + grades, torch.ones_like(grades))
-    counts = counts.reshape(num_groups, levels).flip(1)  # column j holds grade levels - 1 - j
-    hi = torch.cumsum(counts, 1)
-    lo = hi - counts
+    dev = counts.device
+    levels = counts.shape[1]
+    descending = counts.flip(1)  # column j holds grade levels - 1 - j
+    hi = torch.cumsum(descending, 1)
+    lo = hi - descending
     table = torch.zeros(longest + 1, dtype=torch.float64, device=dev)
-    table[1:] = torch.cumsum(_discount(torch.arange(longest, device=dev)), 0)
-    gain = _gain(torch.arange(levels - 1, -1, -1, device=dev, dtype=torch.float64), exponential)
+    table[1:] = torch.cumsum(discount(torch.arange(longest, device=dev)), 0)
+    grade_gain = gain(torch.arange(levels - 1, -1, -1, device=dev, dtype=torch.float64), exponential)
 
     def idcg(k: int | None) -> Tensor:
         upper, lower = (hi, lo) if k is None else (hi.clamp_max(k), lo.clamp_max(k))
-        return ((table[upper] - table[lower]) * gain).sum(1)
+        return ((table[upper] - table[lower]) * grade_gain).sum(1)
 
     return idcg
 
 
 def _ideal_dcg_by_counts(ranked: Ranked, exponential: bool) -> Callable[[int | None], Tensor] | None:
-    """:func:`_ideal_dcg_from_grades` over the relevant rows (``None`` unless grades are small integers)."""
+    """:func:`ideal_dcg_from_counts` over the relevant rows (``None`` unless grades are small integers)."""
     target = ranked.rel_target
     if target.numel() == 0:
         return None
@@ -228,9 +227,10 @@ def _ideal_dcg_by_counts(ranked: Ranked, exponential: bool) -> Callable[[int | N
     grades = target.to(torch.int64)
     if top > _MAX_COUNTED_GRADES or not bool(torch.equal(grades.to(torch.float64), target)):
         return None
-    return _ideal_dcg_from_grades(
-        ranked.rel_group, grades, ranked.num_groups, int(top) + 1, int(ranked.size.max()), exponential
-    )
+    levels = int(top) + 1
+    counts = torch.zeros(ranked.num_groups * levels, dtype=torch.int64, device=grades.device)
+    counts.scatter_add_(0, ranked.rel_group * levels + grades, torch.ones_like(grades))
+    return ideal_dcg_from_counts(counts.reshape(ranked.num_groups, levels), int(ranked.size.max()), exponential)
 
 
 def _first_relevant_offsets(rel_group: Tensor) -> Tensor:
@@ -270,7 +270,7 @@ def query_values(
     names = {name for name, _ in requests}
     within = _first_relevant_offsets(group) if names & {"mrr", "map"} else pos
     if "ndcg" in names:
-        gain_disc = _gain(ranked.rel_target, exponential_gain) * _discount(pos)
+        gain_disc = gain(ranked.rel_target, exponential_gain) * discount(pos)
         ideal_by_counts = _ideal_dcg_by_counts(ranked, exponential_gain)
         if ideal_by_counts is None:
             igroup, ipos, ivalue = _ideal(ranked, exponential_gain)
@@ -308,100 +308,6 @@ def query_values(
         columns.append(col)
     values = torch.stack(columns, 1) if columns else torch.zeros(g, 0, dtype=torch.float64, device=dev)
     return values, num_rel
-
-
-_SENTINEL = 1 << 62
-
-
-def grouped_topk_values(
-    preds: Tensor,
-    target: Tensor,
-    indexes: Tensor,
-    weights: Tensor | None,
-    requests: Sequence[tuple[str, int | None]],
-    exponential_gain: bool = False,
-    adaptive_k: bool = False,
-) -> tuple[Tensor, Tensor, Ranked] | None:
-    """Metrics at finite cutoffs for rows already grouped by query, without the global sort.
-
-    When the query ids are non-decreasing (rows of a query are contiguous, as data loaders emit
-    them) each row's position in its query is known, so the rows are laid out as a padded
-    ``(queries, longest)`` matrix of rank-order keys (score descending, relevance ascending,
-    packed in one int64) and a per-row ``topk`` picks each query's first ``k`` rows in order.
-    Every ``@k`` value is then a row reduction over that ``(queries, k)`` matrix, and IDCG
-    comes from grade counts. Equal keys are identical rows, so the result equals the sort
-    path's. Returns ``None`` (the sort path runs) unless: every cutoff is finite, ids are
-    sorted, the padding stays below twice the rows, scores are float32-exact and relevance is
-    small integers.
-    """
-    n = preds.numel()
-    if any(k is None for _, k in requests) or n < 2 or not bool((indexes[1:] >= indexes[:-1]).all()):
-        return None
-    new = torch.ones(n, dtype=torch.bool, device=preds.device)
-    torch.ne(indexes[1:], indexes[:-1], out=new[1:])
-    starts = torch.nonzero(new).reshape(-1)
-    num_groups = int(starts.numel())
-    size = torch.diff(starts, append=torch.tensor([n], device=starts.device))
-    longest = int(size.max())
-    if num_groups * longest > 2 * n + 1024:
-        return None
-    skey, sbits = _score_key(preds)
-    tkey, tbits, table = _target_key(target)
-    if sbits > 32 or (table is None and int(tkey.max()) > _MAX_COUNTED_GRADES) or table is not None:
-        return None
-    group = torch.cumsum(new, 0).sub_(1)
-    skey <<= tbits
-    skey |= tkey  # smaller = ranked earlier
-    # slot of row i: group * longest + (i - start of group) = i + (group * longest - start)
-    shift = torch.arange(0, num_groups * longest, longest, device=preds.device) - starts
-    slot = shift[group].add_(torch.arange(n, device=preds.device))
-    padded = torch.full((num_groups * longest,), _SENTINEL, dtype=torch.int64, device=preds.device)
-    padded[slot] = skey
-    kmax = min(max(k for _, k in requests if k is not None), longest)
-    top = torch.topk(padded.reshape(num_groups, longest), kmax, dim=1, largest=False, sorted=True).values
-    valid = top != _SENTINEL
-    grade = torch.where(valid, top & ((1 << tbits) - 1), 0)
-    rel_top = grade > 0
-    levels = int(tkey.max()) + 1
-    num_rel = torch.zeros(num_groups, dtype=torch.int64, device=preds.device)
-    num_rel.scatter_add_(0, group, (tkey > 0).to(torch.int64))
-    safe_rel = num_rel.clamp_min(1).to(torch.float64)
-    sizes = size.to(torch.float64)
-    ranks = torch.arange(1, kmax + 1, device=preds.device, dtype=torch.float64)
-    idcg = None
-    columns = []
-    for name, k in requests:
-        kk = min(int(k), kmax)  # type: ignore[arg-type]
-        rel = rel_top[:, :kk]
-        if name in ("recall", "precision", "hit_rate"):
-            hits = rel.sum(1).to(torch.float64)
-            if name == "recall":
-                col = hits / safe_rel
-            elif name == "hit_rate":
-                col = (hits > 0).to(torch.float64)
-            else:
-                col = hits / (sizes.clamp_max(k) if adaptive_k else torch.full_like(sizes, k))  # type: ignore[arg-type]
-        elif name == "mrr":
-            first = torch.argmax(rel.to(torch.int8), 1)
-            col = torch.where(rel.any(1), 1.0 / (first + 1).to(torch.float64), 0.0)
-        elif name == "map":
-            precision = torch.cumsum(rel, 1).to(torch.float64) / ranks[:kk]
-            col = (precision * rel).sum(1) / safe_rel
-        else:
-            if idcg is None:
-                idcg = _ideal_dcg_from_grades(group, tkey, num_groups, levels, longest, exponential_gain)
-            gains = _gain(grade[:, :kk].to(torch.float64), exponential_gain)
-            dcg = (gains * _discount(torch.arange(kk, device=preds.device))).sum(1)
-            ideal = idcg(k)
-            col = dcg / torch.where(ideal > 0, ideal, 1.0)
-        columns.append(col)
-    weight = None
-    if weights is not None:
-        weight = torch.zeros(num_groups, dtype=torch.float64, device=preds.device)
-        weight.scatter_reduce_(0, group, weights, "amax")
-    empty = torch.empty(0, dtype=torch.int64, device=preds.device)
-    ranked = Ranked(empty, empty, empty.to(torch.float64), size, weight, num_groups)
-    return torch.stack(columns, 1), num_rel.to(torch.float64), ranked
 
 
 FIRST_HIT_METRICS = frozenset({"mrr", "hit_rate"})

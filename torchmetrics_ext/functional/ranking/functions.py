@@ -40,11 +40,11 @@ from torchmetrics_ext.functional.ranking._kernel import (
     FIRST_HIT_METRICS,
     METRICS,
     first_hit_values,
-    grouped_topk_values,
     query_values,
     rank_rows,
     reduce_queries,
 )
+from torchmetrics_ext.functional.ranking._topk import grouped_topk_values
 from torchmetrics_ext.utilities.warnings import safe_divide
 
 __all__ = ["hit_rate", "map_at_k", "mrr", "ndcg", "precision_at_k", "ranking_metrics", "recall_at_k"]
@@ -88,13 +88,11 @@ def ranking_update(
     if rows.preds.numel() == 0:
         zero = torch.zeros((), dtype=torch.float64, device=rows.preds.device)
         return torch.zeros(len(requests), dtype=torch.float64, device=rows.preds.device), zero, zero.clone()
-    fast = None
-    if all(name in FIRST_HIT_METRICS for name, _ in requests):
+    fast = grouped_topk_values(
+        rows.preds, rows.target, rows.indexes, rows.weights, requests, exponential_gain, adaptive_k
+    )
+    if fast is None and all(name in FIRST_HIT_METRICS for name, _ in requests):
         fast = first_hit_values(rows.preds, rows.target, rows.indexes, rows.weights, requests)
-    if fast is None:
-        fast = grouped_topk_values(
-            rows.preds, rows.target, rows.indexes, rows.weights, requests, exponential_gain, adaptive_k
-        )
     if fast is None:
         ranked = rank_rows(rows.preds, rows.target, rows.indexes, rows.weights)
         values, num_rel = query_values(ranked, requests, exponential_gain, adaptive_k)

@@ -1,0 +1,277 @@
+r"""Metrics at finite cutoffs for rows grouped by query, without sorting: a vectorised top-k merge.
+
+When the query ids are non-decreasing (each query's rows are contiguous, as data loaders emit
+them), every metric at a cutoff only needs each query's ``k`` best rows in rank order, and no
+global sort is necessary:
+
+1. Each row gets one integer rank key: its score's order-preserving bits, negated (higher
+   score first), with the relevance grade in the low bits (relevance ascending on equal scores,
+   the tie rule of :mod:`~torchmetrics_ext.functional.ranking._kernel`). Equal keys are
+   identical rows, so any order among them gives the same metrics. The keys are ``int32`` when
+   they fit in 31 bits (probability-like scores) and integer-valued ``float64`` otherwise, both
+   exact and both with vectorised ``minimum``/``maximum``.
+2. Queries are ordered by size. Round ``j`` takes the ``j``-th row of every query that has
+   one (a prefix of that order, one ``index_select``) and merges it into each query's sorted
+   list of its best keys, held as a ``(k, queries)`` matrix, with two elementwise operations:
+   ``new[a] = min(top[a], max(top[a - 1], v))`` (``top[-1] = -inf``).
+3. After the longest query's rounds, column ``q`` holds query ``q``'s ``k`` best keys in rank
+   order; relevance counts (and grade counts for NDCG's ideal DCG) were accumulated in the
+   same rounds. Each metric is then a reduction over the ``(k, queries)`` matrix.
+
+The work is ``2 k`` elementwise operations per row (no padding: round ``j`` touches only the
+queries that are longer than ``j``) and the Python loop runs over candidate positions, each
+step covering every query at once. :func:`grouped_topk_values` returns ``None`` (and the
+caller sorts) when this does not apply or would not pay: unsorted ids, a ``None`` cutoff,
+a cutoff above :data:`MAX_K`, very long queries compared to the number of rows, scores that
+are not float32-exact, or relevance that is not a small integer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from torchmetrics_ext.functional.ranking._kernel import Ranked, discount, gain, ideal_dcg_from_counts
+
+MAX_K = 64  # largest cutoff merged; beyond it the sort is cheaper
+MAX_GRADE = 64  # largest integer relevance grade kept in the keys' low bits
+ROWS_PER_ROUND = 1000  # merge when rows >= this x the longest query (a round costs ~1000 rows' sort)
+_INT32_MAX = (1 << 31) - 1
+_PAD_INT32 = _INT32_MAX - MAX_GRADE * 2 + 1  # above every int32 key, its grade bits zero (MAX_GRADE < 2**7)
+_PAD_FLOAT64 = float(1 << 52)  # above every float64 key (< 2**40), a multiple of every 2**grade_bits
+
+
+def _bounds(dtype: torch.dtype) -> tuple[float, float]:
+    """Key values below and above every key of ``dtype`` (the pad's grade bits are zero)."""
+    return (-float(1 << 31), float(_PAD_INT32)) if dtype == torch.int32 else (-_PAD_FLOAT64, _PAD_FLOAT64)
+
+
+def _grades(target: Tensor) -> tuple[Tensor, int] | None:
+    """``(int32 grades, largest grade)`` for integer relevance in ``[0, MAX_GRADE]``, else ``None``."""
+    if target.dtype == torch.bool:
+        return target.to(torch.int32), int(bool(target.any()))
+    top = float(target.max())
+    if top > MAX_GRADE:
+        return None
+    grades = target.to(torch.int32)
+    if target.is_floating_point() and not bool(torch.equal(grades.to(target.dtype), target)):
+        return None
+    return grades, int(top)
+
+
+def _rank_keys(preds: Tensor, grades: Tensor, grade_bits: int) -> Tensor | None:
+    """Keys ascending in rank order: ``int32`` below ``2**31 - 1``, else integer-valued ``float64``.
+
+    ``None`` when a float64 score is not exactly a float32 (the order of its bits would need 64).
+    """
+    p32 = preds.float()
+    if preds.dtype == torch.float64 and not bool(torch.equal(p32.double(), preds)):
+        return None
+    bits = (p32 + 0.0).view(torch.int32)  # + 0.0 folds -0.0 onto +0.0 (equal scores, equal keys)
+    ordered = (bits >> 31).bitwise_and_(_INT32_MAX).bitwise_xor_(bits)  # same order as the floats
+    low, high = (int(v) for v in torch.aminmax(ordered))
+    if ((high - low + 1) << grade_bits) <= _PAD_INT32:
+        # high - ordered lies in [0, high - low]: no int32 overflow (NaN, the only -2**31 pattern, is rejected)
+        key = ordered.neg_().add_(high)
+        key <<= grade_bits
+        key |= grades
+        return key
+    return (high - ordered.double()).mul_(float(1 << grade_bits)).add_(grades)  # exact below 2**40
+
+
+class _GradeCounter:
+    """Per-query counts of each grade, packed several to an int64 word (one add per word and round).
+
+    A count never exceeds the longest query, so it fits in ``width`` bits and a word holds
+    ``63 // width`` grades; a lookup table turns each row's grade into the increment of its word.
+    """
+
+    def __init__(self, levels: int, longest: int, num_groups: int, device: torch.device) -> None:
+        self.levels, self.num_groups, self.device = levels, num_groups, device
+        self.width = max(longest.bit_length(), 1)
+        self.per_word = 63 // self.width
+        self.firsts = list(range(1, levels, self.per_word))  # first grade of each word (grade 0 is not counted)
+        grade = torch.arange(levels, device=device)
+        self.tables = [
+            torch.where(
+                (grade >= first) & (grade < first + self.per_word),
+                torch.ones_like(grade) << (self.width * (grade - first)).clamp_min(0),
+                0,
+            )
+            for first in self.firsts
+        ]
+        self.words = [torch.zeros(num_groups, dtype=torch.int64, device=device) for _ in self.firsts]
+
+    def add(self, grade: Tensor, live: int) -> None:
+        """Count one row of grade ``grade[i]`` for each of the first ``live`` queries."""
+        for word, table in zip(self.words, self.tables):
+            word.narrow(0, 0, live).add_(table.index_select(0, grade))
+
+    def counts(self) -> Tensor:
+        """``(G, levels)`` int64 counts (column 0, the irrelevant rows, is left at zero)."""
+        out = torch.zeros(self.num_groups, self.levels, dtype=torch.int64, device=self.device)
+        for word, first in zip(self.words, self.firsts):
+            last = min(first + self.per_word, self.levels)
+            shifts = self.width * torch.arange(last - first, device=word.device)
+            out[:, first:last] = (word.unsqueeze(1) >> shifts) & ((1 << self.width) - 1)
+        return out
+
+
+def _merge_topk(
+    key: Tensor, starts: Tensor, size: Tensor, k: int, grade_mask: int, levels: int | None, weights: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor]:
+    """Merge every query's rows into its sorted list of ``k`` best keys (queries in size order).
+
+    Returns ``(top (k, G), num_rel (G,), grade counts (G, levels) or None, weights (G,) or None,
+    order)``, where column ``i`` describes query ``order[i]`` and missing entries hold the pad key.
+    """
+    num_groups = size.numel()
+    longest = int(size.max())
+    order = torch.sort(size.to(torch.int32).neg_(), stable=True).indices  # longest first
+    per_size = torch.bincount(size, minlength=longest + 1)
+    live = torch.cumsum(per_size.flip(0), 0).flip(0)[1:].tolist()  # live[j]: queries longer than j
+    at = starts[order]
+    low, pad = _bounds(key.dtype)
+    # two copies of the lists: round j reads one and writes the other (a query's final lists are
+    # in the copy written at its last round, j = size - 1)
+    lists = torch.full((k + 1, num_groups), pad, dtype=key.dtype, device=key.device)
+    lists[0] = low
+    written = lists.clone()
+    num_rel = torch.zeros(num_groups, dtype=torch.int32, device=key.device)
+    counter = None if levels is None else _GradeCounter(levels, longest, num_groups, key.device)
+    weight = None
+    if weights is not None:
+        weight = torch.zeros(num_groups, dtype=torch.float64, device=key.device)
+    integer = key.dtype == torch.int32
+    for j in range(longest):
+        live_j = live[j]
+        rows = at.narrow(0, 0, live_j)
+        value = key[j:].index_select(0, rows)  # the j-th row of each query longer than j
+        filled = min(j + 1, k)  # list entries that can change: the first j + 1
+        # new[a] = min(top[a], max(top[a - 1], v)): v clamped between its neighbours
+        torch.clamp(
+            value,
+            lists[:filled].narrow(1, 0, live_j),
+            lists[1 : filled + 1].narrow(1, 0, live_j),
+            out=written[1 : filled + 1].narrow(1, 0, live_j),
+        )
+        lists, written = written, lists
+        grade = value.bitwise_and_(grade_mask) if integer else value.remainder_(grade_mask + 1).to(torch.int32)
+        if counter is not None:
+            counter.add(grade, live_j)
+        else:
+            num_rel.narrow(0, 0, live_j).add_(grade.clamp_max_(1))
+        if weight is not None:
+            part = weight.narrow(0, 0, live_j)
+            torch.maximum(part, weights[j:].index_select(0, rows), out=part)  # type: ignore[index]
+    last_in_lists = (size[order] - longest) % 2 == 0  # the last round wrote `lists`
+    top = torch.where(last_in_lists, lists[1:], written[1:])
+    grade_counts = None
+    if counter is not None:
+        grade_counts = counter.counts()
+        num_rel = grade_counts[:, 1:].sum(1)
+    return top, num_rel, grade_counts, weight, order
+
+
+def _columns(
+    requests: Sequence[tuple[str, int]],
+    top: Tensor,
+    grade_mask: int,
+    num_rel: Tensor,
+    size: Tensor,
+    ideal: Callable[[int | None], Tensor] | None,
+    exponential_gain: bool,
+    adaptive_k: bool,
+) -> Tensor:
+    """Each request's per-query value from the ``(k, G)`` matrix of best keys (rank order)."""
+    kmax = top.shape[0]
+    dev = top.device
+    if top.dtype == torch.int32:
+        grade = top & grade_mask  # the pad's grade bits are zero
+    else:
+        grade = torch.remainder(top, grade_mask + 1).to(torch.int32)
+    relevant = grade > 0
+    safe_rel = num_rel.clamp_min(1).to(torch.float64)
+    sizes = size.to(torch.float64)
+    ranks = torch.arange(1, kmax + 1, device=dev, dtype=torch.float64).unsqueeze(1)
+    columns = []
+    for name, k in requests:
+        rel = relevant[: min(k, kmax)]
+        if name in ("recall", "precision", "hit_rate"):
+            hits = rel.sum(0, dtype=torch.int32).to(torch.float64)
+            if name == "recall":
+                col = hits / safe_rel
+            elif name == "hit_rate":
+                col = (hits > 0).to(torch.float64)
+            else:
+                col = hits / (sizes.clamp_max(k) if adaptive_k else torch.full_like(sizes, k))
+        elif name == "mrr":  # the largest 1 / rank among relevant entries (argmax over dim 0 is slow)
+            col = (rel / ranks[: rel.shape[0]]).amax(0)
+        elif name == "map":
+            precision = torch.cumsum(rel, 0, dtype=torch.int32).to(torch.float64) / ranks[: rel.shape[0]]
+            col = (precision * rel).sum(0) / safe_rel
+        else:
+            gains = gain(grade[: rel.shape[0]].to(torch.float64), exponential_gain)
+            dcg = (gains * discount(torch.arange(rel.shape[0], device=dev)).unsqueeze(1)).sum(0)
+            best = ideal(k)  # type: ignore[misc]  # set whenever NDCG is requested
+            col = dcg / torch.where(best > 0, best, 1.0)
+        columns.append(col)
+    return torch.stack(columns, 1)
+
+
+def _by_id(values: Tensor, order: Tensor) -> Tensor:
+    """Rows ``values[i]`` of query ``order[i]`` put back in query id order."""
+    out = torch.empty_like(values)
+    out[order] = values
+    return out
+
+
+def grouped_topk_values(
+    preds: Tensor,
+    target: Tensor,
+    indexes: Tensor,
+    weights: Tensor | None,
+    requests: Sequence[tuple[str, int | None]],
+    exponential_gain: bool = False,
+    adaptive_k: bool = False,
+) -> tuple[Tensor, Tensor, Ranked] | None:
+    """Per-query values of finite-cutoff requests for rows grouped by query, or ``None``.
+
+    Returns ``(values (G, len(requests)), num_relevant (G,), ranked)`` like the sort path
+    (queries in id order; ``ranked`` carries only sizes and weights), with the same values.
+    """
+    n = preds.numel()
+    cutoffs = [(name, k) for name, k in requests if k is not None]
+    if n < 2 or len(cutoffs) < len(requests) or any(k > MAX_K for _, k in cutoffs):
+        return None
+    ids, size = torch.unique_consecutive(indexes, return_counts=True)
+    if ids.numel() > 1 and not bool((ids[1:] > ids[:-1]).all()):
+        return None  # some query's rows are not contiguous
+    longest = int(size.max())
+    if n < ROWS_PER_ROUND * longest:
+        return None  # few rows per round: the sort is cheaper than the rounds' fixed cost
+    graded = _grades(target)
+    if graded is None:
+        return None
+    grades, top_grade = graded
+    grade_bits = max(top_grade.bit_length(), 1)
+    key = _rank_keys(preds, grades, grade_bits)
+    if key is None:
+        return None
+    starts = torch.cumsum(size, 0).sub_(size)
+    kmax = min(max(k for _, k in cutoffs), longest)
+    needs_ideal = any(name == "ndcg" for name, _ in cutoffs)
+    levels = top_grade + 1 if needs_ideal else None
+    top, num_rel, counts, weight, order = _merge_topk(key, starts, size, kmax, (1 << grade_bits) - 1, levels, weights)
+    size_ordered = size[order]
+    ideal = None
+    if counts is not None:
+        ideal = ideal_dcg_from_counts(counts, longest, exponential_gain)
+    values = _columns(cutoffs, top, (1 << grade_bits) - 1, num_rel, size_ordered, ideal, exponential_gain, adaptive_k)
+    values, num_rel = _by_id(values, order), _by_id(num_rel, order)  # every path reduces in id order
+    weight = None if weight is None else _by_id(weight, order)
+    empty = torch.empty(0, dtype=torch.int64, device=preds.device)
+    ranked = Ranked(empty, empty, empty.to(torch.float64), size, weight, int(size.numel()))
+    return values, num_rel.to(torch.float64), ranked

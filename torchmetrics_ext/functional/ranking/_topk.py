@@ -12,15 +12,16 @@ global sort is necessary:
    exact and both with vectorised ``minimum``/``maximum``.
 2. Queries are ordered by size. Round ``j`` takes the ``j``-th row of every query that has
    one (a prefix of that order, one ``index_select``) and merges it into each query's sorted
-   list of its best keys, held as a ``(k, queries)`` matrix, with two elementwise operations:
-   ``new[a] = min(top[a], max(top[a - 1], v))`` (``top[-1] = -inf``).
+   list of its best keys, held as a ``(k, queries)`` matrix, with one elementwise ``clamp``:
+   ``new[a] = min(top[a], max(top[a - 1], v))`` (``top[-1] = -inf``), written into a second
+   copy of the matrix (the copies alternate; a query's lists end in the copy of its last round).
 3. After the longest query's rounds, column ``q`` holds query ``q``'s ``k`` best keys in rank
    order; relevance counts (and grade counts for NDCG's ideal DCG) were accumulated in the
    same rounds. Each metric is then a reduction over the ``(k, queries)`` matrix.
 
-The work is ``2 k`` elementwise operations per row (no padding: round ``j`` touches only the
+The work is ``O(k)`` elementwise operations per row (no padding: round ``j`` touches only the
 queries that are longer than ``j``) and the Python loop runs over candidate positions, each
-step covering every query at once. :func:`grouped_topk_values` returns ``None`` (and the
+step covering every query at once; there is no loop over queries or rows. :func:`grouped_topk_values` returns ``None`` (and the
 caller sorts) when this does not apply or would not pay: unsorted ids, a ``None`` cutoff,
 a cutoff above :data:`MAX_K`, very long queries compared to the number of rows, scores that
 are not float32-exact, or relevance that is not a small integer.
@@ -35,7 +36,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.ranking._kernel import Ranked, discount, gain, ideal_dcg_from_counts
 
-MAX_K = 64  # largest cutoff merged; beyond it the sort is cheaper
+MAX_K = 64  # largest cutoff merged (the work grows with k); larger cutoffs sort
 MAX_GRADE = 64  # largest integer relevance grade kept in the keys' low bits
 ROWS_PER_ROUND = 1000  # merge when rows >= this x the longest query (a round costs ~1000 rows' sort)
 _INT32_MAX = (1 << 31) - 1
@@ -69,12 +70,14 @@ def _rank_keys(preds: Tensor, grades: Tensor, grade_bits: int) -> Tensor | None:
     p32 = preds.float()
     if preds.dtype == torch.float64 and not bool(torch.equal(p32.double(), preds)):
         return None
-    bits = (p32 + 0.0).view(torch.int32)  # + 0.0 folds -0.0 onto +0.0 (equal scores, equal keys)
-    ordered = (bits >> 31).bitwise_and_(_INT32_MAX).bitwise_xor_(bits)  # same order as the floats
+    ordered = (p32 + 0.0).view(torch.int32)  # a new tensor; + 0.0 folds -0.0 onto +0.0 (equal keys)
     low, high = (int(v) for v in torch.aminmax(ordered))
+    if low < 0:  # negative scores: flip their magnitude bits so that the integers order like the floats
+        ordered.bitwise_xor_((ordered >> 31).bitwise_and_(_INT32_MAX))
+        low, high = (int(v) for v in torch.aminmax(ordered))
     if ((high - low + 1) << grade_bits) <= _PAD_INT32:
         # high - ordered lies in [0, high - low]: no int32 overflow (NaN, the only -2**31 pattern, is rejected)
-        key = ordered.neg_().add_(high)
+        key = torch.sub(torch.tensor(high, dtype=torch.int32, device=ordered.device), ordered, out=ordered)
         key <<= grade_bits
         key |= grades
         return key
@@ -246,6 +249,9 @@ def grouped_topk_values(
     cutoffs = [(name, k) for name, k in requests if k is not None]
     if n < 2 or len(cutoffs) < len(requests) or any(k > MAX_K for _, k in cutoffs):
         return None
+    sample = indexes[:: max(n // 4096, 1)]
+    if not bool((sample[1:] >= sample[:-1]).all()):
+        return None  # ids not sorted: found cheaply before the full check
     ids, size = torch.unique_consecutive(indexes, return_counts=True)
     if ids.numel() > 1 and not bool((ids[1:] > ids[:-1]).all()):
         return None  # some query's rows are not contiguous

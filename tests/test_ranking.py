@@ -900,6 +900,17 @@ def test_grouped_topk_merge_equals_sort_path_and_reference(kind):
     np.testing.assert_allclose(
         adaptive.item(), single_ref("precision", 10, adaptive=True)(H.to_numpy(data)), rtol=1e-12
     )
+    # the metric class turns its own concatenated copy of the scores into keys, never the caller's
+    originals = {key: value.clone() for key, value in data.items()}
+    metric = tmx.RankingMetrics(ks=(1, 10), metrics=("recall", "ndcg"))
+    half = data["preds"].numel() // 2
+    for part in (slice(0, half), slice(half, None)):
+        metric.update(data["preds"][part], data["target"][part], data["indexes"][part], weights=data["weights"][part])
+    ref = dict_ref((1, 10), metrics=("recall", "ndcg"))(H.to_numpy(data))
+    for key, value in metric.compute().items():
+        np.testing.assert_allclose(value.item(), ref[key], rtol=1e-9, err_msg=key)
+    for key, value in originals.items():
+        assert torch.equal(data[key], value), f"caller's {key} was modified"
 
 
 @pytest.mark.usefixtures("always_merge")

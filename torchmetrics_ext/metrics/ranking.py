@@ -232,7 +232,9 @@ class _RankingMetric(TaskMetric):
                 f"{type(self).__name__}: `weights` were given for {weights.numel()} of {preds.numel()} rows; "
                 "pass weights with every batch on every rank, or with none."
             )
-        return RankingRows(preds, target, indexes.to(torch.int64), weights, False)
+        # a list state is concatenated into a new tensor, which the kernels may use as scratch
+        writable = isinstance(states["preds"], list)
+        return RankingRows(preds, target, indexes.to(torch.int64), weights, False, writable)
 
 
 class RankingMetrics(_RankingMetric):

@@ -34,6 +34,7 @@ class RankingRows(NamedTuple):
     indexes: Tensor
     weights: Tensor | None
     padded: bool
+    preds_writable: bool = False  # ``preds`` is a private copy the kernels may overwrite
 
 
 def _check_tensor(name: str, value: object) -> Tensor:
@@ -110,7 +111,8 @@ def format_ranking(
         padding_value: predictions equal to it are padding (padded input only).
         validate: run the checks; when false, only reshape and cast.
         cast: return ``target`` as float64; when false it keeps its dtype (the metric classes
-            store rows as given and convert once at ``compute``).
+            store rows as given and convert once at ``compute``), except that validated int64
+            relevance below ``2**31`` is narrowed to int32 (half the memory kept per row).
 
     Returns:
         :class:`RankingRows` with 1-D ``preds`` (floating, as given), ``target`` (float64, or as
@@ -176,12 +178,16 @@ def format_ranking(
     if cast:
         t = t.to(torch.float64)
     if validate and p.numel() > 0:
-        _check_values(p, t, w)
+        top = _check_values(p, t, w)
+        if not cast and t.dtype == torch.int64 and top < 2**31:
+            t = t.to(torch.int32)
     return RankingRows(p, t, qid, w, padded)
 
 
-def _check_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> None:
+def _check_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> float:
     """NaN scores, negative/non-finite relevance and weights, with one host synchronisation.
+
+    Returns the largest relevance.
 
     ``aminmax`` propagates NaN. On CPU each bound is read directly (there is nothing to
     synchronise, and stacking them would cost more than reading them).
@@ -205,3 +211,4 @@ def _check_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> None
             raise ValueError(
                 f"Expected `weights` to be finite and non-negative, got values in [{wmin:.6g}, {wmax:.6g}]."
             )
+    return tmax

@@ -21,10 +21,11 @@ global sort is necessary:
 
 The work is ``O(k)`` elementwise operations per row (no padding: round ``j`` touches only the
 queries that are longer than ``j``) and the Python loop runs over candidate positions, each
-step covering every query at once; there is no loop over queries or rows. :func:`grouped_topk_values` returns ``None`` (and the
-caller sorts) when this does not apply or would not pay: unsorted ids, a ``None`` cutoff,
-a cutoff above :data:`MAX_K`, very long queries compared to the number of rows, scores that
-are not float32-exact, or relevance that is not a small integer.
+step covering every query at once; there is no loop over queries or rows.
+:func:`grouped_topk_values` returns ``None`` (and the caller sorts) when this does not apply
+or would not pay: unsorted ids, a ``None`` cutoff, a cutoff above :data:`MAX_K`, very long
+queries compared to the number of rows, scores that are not float32-exact, or relevance that
+is not a small integer.
 """
 
 from __future__ import annotations
@@ -62,15 +63,18 @@ def _grades(target: Tensor) -> tuple[Tensor, int] | None:
     return grades, int(top)
 
 
-def _rank_keys(preds: Tensor, grades: Tensor, grade_bits: int) -> Tensor | None:
+def _rank_keys(preds: Tensor, grades: Tensor, grade_bits: int, writable: bool = False) -> Tensor | None:
     """Keys ascending in rank order: ``int32`` below ``2**31 - 1``, else integer-valued ``float64``.
 
     ``None`` when a float64 score is not exactly a float32 (the order of its bits would need 64).
+    ``writable`` float32 ``preds`` are turned into the keys in place (no new row-sized tensor).
     """
     p32 = preds.float()
     if preds.dtype == torch.float64 and not bool(torch.equal(p32.double(), preds)):
         return None
-    ordered = (p32 + 0.0).view(torch.int32)  # a new tensor; + 0.0 folds -0.0 onto +0.0 (equal keys)
+    # + 0.0 folds -0.0 onto +0.0 (equal scores, equal keys); the result is a tensor of our own
+    own = p32.add_(0.0) if writable or p32 is not preds else p32 + 0.0
+    ordered = own.view(torch.int32)
     low, high = (int(v) for v in torch.aminmax(ordered))
     if low < 0:  # negative scores: flip their magnitude bits so that the integers order like the floats
         ordered.bitwise_xor_((ordered >> 31).bitwise_and_(_INT32_MAX))
@@ -170,7 +174,7 @@ def _merge_topk(
             part = weight.narrow(0, 0, live_j)
             torch.maximum(part, weights[j:].index_select(0, rows), out=part)  # type: ignore[index]
     last_in_lists = (size[order] - longest) % 2 == 0  # the last round wrote `lists`
-    top = torch.where(last_in_lists, lists[1:], written[1:])
+    top = torch.where(last_in_lists, lists, written, out=written)[1:]  # in place: no new (k, G) matrix
     grade_counts = None
     if counter is not None:
         grade_counts = counter.counts()
@@ -188,11 +192,11 @@ def _columns(
     exponential_gain: bool,
     adaptive_k: bool,
 ) -> Tensor:
-    """Each request's per-query value from the ``(k, G)`` matrix of best keys (rank order)."""
+    """Each request's per-query value from the ``(k, G)`` matrix of best keys (rank order; overwritten)."""
     kmax = top.shape[0]
     dev = top.device
     if top.dtype == torch.int32:
-        grade = top & grade_mask  # the pad's grade bits are zero
+        grade = top.bitwise_and_(grade_mask)  # the keys are not needed any more; the pad's grade bits are zero
     else:
         grade = torch.remainder(top, grade_mask + 1).to(torch.int32)
     relevant = grade > 0
@@ -239,11 +243,13 @@ def grouped_topk_values(
     requests: Sequence[tuple[str, int | None]],
     exponential_gain: bool = False,
     adaptive_k: bool = False,
+    preds_writable: bool = False,
 ) -> tuple[Tensor, Tensor, Ranked] | None:
     """Per-query values of finite-cutoff requests for rows grouped by query, or ``None``.
 
     Returns ``(values (G, len(requests)), num_relevant (G,), ranked)`` like the sort path
     (queries in id order; ``ranked`` carries only sizes and weights), with the same values.
+    ``preds_writable``: ``preds`` is a private copy that may be overwritten (and then is).
     """
     n = preds.numel()
     cutoffs = [(name, k) for name, k in requests if k is not None]
@@ -263,7 +269,7 @@ def grouped_topk_values(
         return None
     grades, top_grade = graded
     grade_bits = max(top_grade.bit_length(), 1)
-    key = _rank_keys(preds, grades, grade_bits)
+    key = _rank_keys(preds, grades, grade_bits, preds_writable)
     if key is None:
         return None
     starts = torch.cumsum(size, 0).sub_(size)

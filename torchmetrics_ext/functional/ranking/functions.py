@@ -89,7 +89,14 @@ def ranking_update(
         zero = torch.zeros((), dtype=torch.float64, device=rows.preds.device)
         return torch.zeros(len(requests), dtype=torch.float64, device=rows.preds.device), zero, zero.clone()
     fast = grouped_topk_values(
-        rows.preds, rows.target, rows.indexes, rows.weights, requests, exponential_gain, adaptive_k
+        rows.preds,
+        rows.target,
+        rows.indexes,
+        rows.weights,
+        requests,
+        exponential_gain,
+        adaptive_k,
+        preds_writable=rows.preds_writable,
     )
     if fast is None and all(name in FIRST_HIT_METRICS for name, _ in requests):
         fast = first_hit_values(rows.preds, rows.target, rows.indexes, rows.weights, requests)

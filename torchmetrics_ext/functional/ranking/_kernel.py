@@ -72,20 +72,21 @@ def _score_key(preds: Tensor) -> tuple[Tensor, int]:
 def _target_key(target: Tensor) -> tuple[Tensor, int, Tensor | None]:
     """Dense non-negative integer key of the relevance (ascending), its bit width, and the value table.
 
-    Integer relevance below 2**20 is its own key (table ``None``); other values are ranked.
-    ``target`` may be bool, integer or floating (validated ``>= 0``).
+    Integer relevance below 2**20 is its own key, in its own dtype (bool viewed as uint8: no
+    row-sized copy; table ``None``); other values are ranked. ``target`` may be bool, integer or
+    floating (validated ``>= 0``). The key is only read, never written.
     """
     if target.numel() == 0:
         return target.to(torch.int64), 1, None
     if target.dtype == torch.bool:
-        return target.to(torch.int64), 1, None
-    as_int = target.to(torch.int64)
+        return target.view(torch.uint8), 1, None
     if not target.is_floating_point():
-        tmax_int = int(as_int.max())
+        tmax_int = int(target.max())
         if tmax_int < _INT_TARGET_LIMIT:
-            return as_int, _bits(tmax_int), None
+            return target, _bits(tmax_int), None
     else:
         tmax = float(target.max())
+        as_int = target.to(torch.int64)
         if tmax < _INT_TARGET_LIMIT and bool(torch.equal(as_int.to(target.dtype), target)):
             return as_int, _bits(int(tmax)), None
     values, inverse = torch.unique(target.to(torch.float64), sorted=True, return_inverse=True)

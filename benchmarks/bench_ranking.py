@@ -10,7 +10,7 @@ the same rows, one thread (``torch.set_num_threads(1)``, ranx ``threads=1``).
 * pytrec_eval and ranx: building their dicts/objects and ``evaluate`` are timed separately;
   ranx is warmed up first (numba JIT), and ``evaluate`` is called once per metric.
 
-Run: ``python benchmarks/bench_ranking.py`` (about a minute) or ``--quick`` (5,000 queries).
+Run: ``python benchmarks/bench_ranking.py`` (about 4 minutes) or ``--quick`` (5,000 queries).
 """
 
 from __future__ import annotations

@@ -11,10 +11,13 @@ from __future__ import annotations
 import itertools
 import warnings
 from functools import partial
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import torchmetrics_ext as tmx
 from tests.helpers import tester as H
@@ -948,3 +951,43 @@ def test_grouped_topk_path_is_taken_only_when_applicable(always_merge, monkeypat
     assert grouped_topk_values(args[0], fractional, args[2], None, [("ndcg", 3)]) is None
     monkeypatch.setattr(_topk, "ROWS_PER_ROUND", 1000)  # the default: small inputs are sorted
     assert grouped_topk_values(*args, [("ndcg", 3)]) is None
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 20), min_size=1, max_size=25),
+    k=st.integers(1, 25),
+    seed=st.integers(0, 2**32 - 1),
+    scores=st.sampled_from(["probabilities", "few-values", "logits"]),
+    grades=st.integers(1, 6),
+)
+def test_grouped_topk_merge_matches_sort_path_on_any_shape(sizes, k, seed, scores, grades):
+    """Per-query values of every metric at two cutoffs: the merge equals the sort path exactly."""
+    from torchmetrics_ext.functional.ranking import _topk
+    from torchmetrics_ext.functional.ranking._kernel import METRICS, query_values, rank_rows
+
+    rng = np.random.default_rng(seed)
+    n = sum(sizes)
+    indexes = torch.repeat_interleave(torch.arange(len(sizes)) * 3 + 7, torch.tensor(sizes))
+    if scores == "probabilities":
+        preds = torch.tensor(rng.random(n), dtype=torch.float32)
+    elif scores == "few-values":  # ties everywhere
+        preds = torch.tensor(rng.integers(0, 4, size=n) / 4, dtype=torch.float32)
+    else:
+        preds = torch.tensor(rng.normal(size=n) * 10, dtype=torch.float32)
+    target = torch.tensor(rng.integers(0, grades, size=n) * (rng.random(n) < 0.5))
+    weights = torch.tensor(rng.uniform(0.1, 2.0, size=n))
+    requests = [(name, cut) for name in METRICS for cut in dict.fromkeys((k, max(1, k // 2)))]
+    with mock.patch.object(_topk, "ROWS_PER_ROUND", 0):
+        fast = _topk.grouped_topk_values(preds, target, indexes, weights, requests)
+    if n < 2:
+        assert fast is None
+        return
+    assert fast is not None
+    values, num_rel, ranked = fast
+    sorted_rows = rank_rows(preds, target, indexes, weights)
+    expected, expected_rel = query_values(sorted_rows, requests)
+    torch.testing.assert_close(values, expected, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(num_rel, expected_rel)
+    torch.testing.assert_close(ranked.size, sorted_rows.size)
+    torch.testing.assert_close(ranked.weight, sorted_rows.weight)

@@ -7,8 +7,9 @@ module for the definitions, the input forms and the tie rule. Shared behaviour:
   grouped by ``indexes`` or padded ``(Q, L)`` candidate lists (``mask`` or ``padding_value``).
 * Exact mode (default, ``queries_complete_per_batch=False``): flat rows are kept as given in
   ``cat`` states (scores, relevance, ids, and float64 weights once any batch had weights: O(N)
-  memory; validated int64 relevance below ``2**31`` is kept as an int32 copy) and grouped by query at ``compute``, so a query may span batches and DDP ranks (same
-  id = same query). Before a DDP gather each rank casts its rows to float64/int64.
+  memory; validated int64 relevance below ``2**31`` is kept as an int32 copy) and grouped by
+  query at ``compute``, so a query may span batches and DDP ranks (same id = same query).
+  Before a DDP gather each rank casts its rows to float64/int64.
 * ``queries_complete_per_batch=True`` (TorchRec's session mode): each batch's queries are
   scored at ``update`` and only weighted sums are kept (constant memory); a query split across
   batches counts as separate queries. Padded input always takes this path: a padded row is a

@@ -253,7 +253,7 @@ def grouped_topk_values(
     """
     n = preds.numel()
     cutoffs = [(name, k) for name, k in requests if k is not None]
-    if n < 2 or len(cutoffs) < len(requests) or any(k > MAX_K for _, k in cutoffs):
+    if n < 2 or not cutoffs or len(cutoffs) < len(requests) or any(k > MAX_K for _, k in cutoffs):
         return None
     sample = indexes[:: max(n // 4096, 1)]
     if not bool((sample[1:] >= sample[:-1]).all()):

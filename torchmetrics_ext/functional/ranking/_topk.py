@@ -127,19 +127,24 @@ class _GradeCounter:
 
 
 def _merge_topk(
-    key: Tensor, starts: Tensor, size: Tensor, k: int, grade_mask: int, levels: int | None, weights: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor]:
-    """Merge every query's rows into its sorted list of ``k`` best keys (queries in size order).
+    key: Tensor,
+    at: Tensor,
+    size: Tensor,
+    k: int,
+    grade_mask: int,
+    levels: int | None,
+    weights: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """Merge every query's rows into its sorted list of ``k`` best keys.
 
-    Returns ``(top (k, G), num_rel (G,), grade counts (G, levels) or None, weights (G,) or None,
-    order)``, where column ``i`` describes query ``order[i]`` and missing entries hold the pad key.
+    The queries come longest first: query ``i`` has ``size[i]`` rows from ``at[i]`` on (``at``
+    is only read). Returns ``(top (k, G), num_rel (G,), grade counts (G, levels) or None,
+    weights (G,) or None)`` in that order of queries; missing entries hold the pad key.
     """
     num_groups = size.numel()
-    longest = int(size.max())
-    order = torch.sort(size.to(torch.int32).neg_(), stable=True).indices  # longest first
+    longest = int(size[0])
     per_size = torch.bincount(size, minlength=longest + 1)
     live = torch.cumsum(per_size.flip(0), 0).flip(0)[1:].tolist()  # live[j]: queries longer than j
-    at = starts[order]
     low, pad = _bounds(key.dtype)
     # two copies of the lists: round j reads one and writes the other (a query's final lists are
     # in the copy written at its last round, j = size - 1)
@@ -173,13 +178,13 @@ def _merge_topk(
         if weight is not None:
             part = weight.narrow(0, 0, live_j)
             torch.maximum(part, weights[j:].index_select(0, rows), out=part)  # type: ignore[index]
-    last_in_lists = (size[order] - longest) % 2 == 0  # the last round wrote `lists`
+    last_in_lists = (size - longest) % 2 == 0  # the last round wrote `lists`
     top = torch.where(last_in_lists, lists, written, out=written)[1:]  # in place: no new (k, G) matrix
     grade_counts = None
     if counter is not None:
         grade_counts = counter.counts()
         num_rel = grade_counts[:, 1:].sum(1)
-    return top, num_rel, grade_counts, weight, order
+    return top, num_rel, grade_counts, weight
 
 
 def _columns(
@@ -273,11 +278,14 @@ def grouped_topk_values(
     if key is None:
         return None
     starts = torch.cumsum(size, 0).sub_(size)
+    order = torch.sort(size.to(torch.int32).neg_(), stable=True).indices  # longest first
+    size_ordered = size[order]
     kmax = min(max(k for _, k in cutoffs), longest)
     needs_ideal = any(name == "ndcg" for name, _ in cutoffs)
     levels = top_grade + 1 if needs_ideal else None
-    top, num_rel, counts, weight, order = _merge_topk(key, starts, size, kmax, (1 << grade_bits) - 1, levels, weights)
-    size_ordered = size[order]
+    top, num_rel, counts, weight = _merge_topk(
+        key, starts[order], size_ordered, kmax, (1 << grade_bits) - 1, levels, weights
+    )
     ideal = None
     if counts is not None:
         ideal = ideal_dcg_from_counts(counts, longest, exponential_gain)

@@ -242,9 +242,7 @@ def run(aggregator: Any, batches: list[list[Metric]], num_batches: int, log_runs
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="100k records instead of 1M")
     parser.add_argument("--records", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=1000)
@@ -282,9 +280,7 @@ def main() -> None:
         f"{len(DATASETS)} datasets x 5 types, torch {torch.__version__}, 1 thread, "
         f"best of {args.rounds} rounds"
     )
-    print(
-        f"update throughput ratio (ours / dict-deque): {ours['records_per_s'] / base['records_per_s']:.2f}x"
-    )
+    print(f"update throughput ratio (ours / dict-deque): {ours['records_per_s'] / base['records_per_s']:.2f}x")
     print(f"logging latency ratio (dict-deque / ours):   {base['log_ms'] / ours['log_ms']:.2f}x")
 
 

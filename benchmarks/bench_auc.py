@@ -38,9 +38,7 @@ def make_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     true_logit = -4.35 + 0.95 * rng.standard_normal(n, dtype=np.float32)
     target = (rng.random(n, dtype=np.float32) < 1 / (1 + np.exp(-true_logit))).astype(np.int64)
-    preds = (1 / (1 + np.exp(-(true_logit + 0.35 * rng.standard_normal(n, dtype=np.float32))))).astype(
-        np.float32
-    )
+    preds = (1 / (1 + np.exp(-(true_logit + 0.35 * rng.standard_normal(n, dtype=np.float32))))).astype(np.float32)
     return preds, target
 
 

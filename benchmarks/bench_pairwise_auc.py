@@ -36,9 +36,7 @@ def make_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return p.astype(np.float32), y.astype(np.float32), w
 
 
-def ours(
-    metric_cls: type, p: np.ndarray, y: np.ndarray, w: np.ndarray | None, batch: int
-) -> tuple[float, float]:
+def ours(metric_cls: type, p: np.ndarray, y: np.ndarray, w: np.ndarray | None, batch: int) -> tuple[float, float]:
     metric = metric_cls()
     pt, yt = torch.from_numpy(p), torch.from_numpy(y)
     wt = None if w is None else torch.from_numpy(w)

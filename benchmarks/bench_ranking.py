@@ -112,9 +112,7 @@ def main() -> None:
         name: timed(lambda name=name: run_metric(ours_factories[name], shuffled_parts), repeat=3)[0]
         for name in ("ndcg@10", "recall@10")
     }
-    session_s, _ = timed(
-        lambda: run_metric(lambda: tmx.NDCG(k=10, queries_complete_per_batch=True), parts), repeat=3
-    )
+    session_s, _ = timed(lambda: run_metric(lambda: tmx.NDCG(k=10, queries_complete_per_batch=True), parts), repeat=3)
 
     results: dict[str, dict[str, tuple[float, float]]] = {"torchmetrics_ext": ours}
 
@@ -144,9 +142,7 @@ def main() -> None:
             metric = factory()
             update_s, _ = timed(
                 lambda metric=metric, binary=binary: [
-                    metric.update(
-                        p["preds"], p["target"] > 0 if binary else p["target"], indexes=p["indexes"]
-                    )
+                    metric.update(p["preds"], p["target"] > 0 if binary else p["target"], indexes=p["indexes"])
                     for p in parts
                 ]
             )
@@ -200,10 +196,7 @@ def main() -> None:
     for name in names:
         row = "".join(f"{results[lib][name][0]:>13.4f}s {results[lib][name][1]:.5f}" for lib in results)
         print(f"{name:<11}{row}")
-    print(
-        f"(pytrec_eval dict building {build_s:.2f} s, ranx Qrels/Run building {ranx_build_s:.2f} s, "
-        "not included)"
-    )
+    print(f"(pytrec_eval dict building {build_s:.2f} s, ranx Qrels/Run building {ranx_build_s:.2f} s, not included)")
     print("\nspeed-up of torchmetrics_ext (other library time / ours):")
     for name in names:
         mine = ours[name][0]
@@ -215,9 +208,7 @@ def main() -> None:
         f"\nRankingMetrics(ks={ks}, metrics=(ndcg, recall, mrr)) = 9 values: {combo_s:.4f} s, "
         f"{combo_s / ours['ndcg@10'][0]:.2f}x a single NDCG@10 ({ours['ndcg@10'][0]:.4f} s)"
     )
-    print(
-        f"  agrees with the single metrics: {all(abs(float(combo[k]) - ours[k][1]) < 1e-12 for k in names)}"
-    )
+    print(f"  agrees with the single metrics: {all(abs(float(combo[k]) - ours[k][1]) < 1e-12 for k in names)}")
     print(f"NDCG@10 queries_complete_per_batch=True (constant memory): {session_s:.4f} s")
     print(
         "rows shuffled (queries not contiguous, so the global sort path): "

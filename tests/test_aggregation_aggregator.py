@@ -150,9 +150,7 @@ def collate_records(samples):
 
 def test_transform_in_dataloader_workers():
     lengths = np.random.default_rng(0).integers(1, 3000, size=203)
-    loader = DataLoader(
-        TokensDataset("alpaca", lengths), batch_size=16, num_workers=2, collate_fn=collate_records
-    )
+    loader = DataLoader(TokensDataset("alpaca", lengths), batch_size=16, num_workers=2, collate_fn=collate_records)
     aggregator = MetricsAggregator()
     workers = set()
     for batch in loader:
@@ -167,9 +165,7 @@ def test_transform_in_dataloader_workers():
     assert out["train_alpaca/seq_len_stat_min"] == lengths.min()
     assert out["train_alpaca/seq_len_stat_max"] == lengths.max()
     for q in (5, 50, 95):
-        np.testing.assert_allclose(
-            out[f"train_alpaca/seq_len_stat_p{q:02d}"], np.percentile(lengths, q), rtol=ALPHA
-        )
+        np.testing.assert_allclose(out[f"train_alpaca/seq_len_stat_p{q:02d}"], np.percentile(lengths, q), rtol=ALPHA)
 
 
 # ----------------------------------------------------------------------------- numpy references
@@ -195,9 +191,7 @@ def make_records(rng, n, datasets=DATASETS, categories=("web", "book", 3, "wiki"
         elif kind == 4:
             records.append(Metric(ds, "seq_len", length, A.DISTRIBUTION))
         else:
-            records.append(
-                Metric(ds, "source", categories[int(rng.integers(len(categories)))], A.CATEGORICAL_COUNT)
-            )
+            records.append(Metric(ds, "source", categories[int(rng.integers(len(categories)))], A.CATEGORICAL_COUNT))
     return records
 
 
@@ -226,9 +220,7 @@ def numpy_reference(records, prefix="train"):
         elif t is A.MIN:
             out[base] = v.min()
         else:
-            out.update(
-                {f"{base}_stat_mean": v.mean(), f"{base}_stat_min": v.min(), f"{base}_stat_max": v.max()}
-            )
+            out.update({f"{base}_stat_mean": v.mean(), f"{base}_stat_min": v.min(), f"{base}_stat_max": v.max()})
             if v.size > 1:
                 out[f"{base}_stat_std"] = v.std(ddof=1)
             for q, value in zip((5, 50, 95), np.percentile(v, [5, 50, 95]), strict=True):
@@ -290,9 +282,7 @@ def test_datasets_never_share_state():
     the aggregator holds plain modules and updates each key itself.
     """
     aggregator = MetricsAggregator()
-    assert isinstance(aggregator.metrics, nn.ModuleDict) and not isinstance(
-        aggregator.metrics, MetricCollection
-    )
+    assert isinstance(aggregator.metrics, nn.ModuleDict) and not isinstance(aggregator.metrics, MetricCollection)
     for t in (A.SUM, A.MAX, A.DISTRIBUTION, A.CATEGORICAL_COUNT):
         first = 5 if t is not A.CATEGORICAL_COUNT else "x"
         aggregator.update([Metric("a", t.value, first, t), Metric("b", t.value, first, t)])
@@ -381,18 +371,14 @@ def test_rejected_batch_changes_nothing(bad, exc, match):
 
 def test_register_handler():
     aggregator = MetricsAggregator()
-    aggregator.register_handler(
-        A.DISTRIBUTION, lambda: Distribution(percentiles=(50, 99.9), validate_args=False)
-    )
+    aggregator.register_handler(A.DISTRIBUTION, lambda: Distribution(percentiles=(50, 99.9), validate_args=False))
     aggregator.register_handler(A.SUM, lambda: Mean(validate_args=False))  # any torchmetrics.Metric
     aggregator.update(
         [Metric("d", "len", v, A.DISTRIBUTION) for v in (1, 2, 3)]
         + [Metric("d", "n", 4, A.SUM), Metric("d", "n", 6, A.SUM)]
     )
     out = aggregator.get_metrics_for_logging()
-    assert set(out) == {f"train_d/len_stat_{k}" for k in ("mean", "min", "max", "std", "p50", "p99.9")} | {
-        "train_d/n"
-    }
+    assert set(out) == {f"train_d/len_stat_{k}" for k in ("mean", "min", "max", "std", "p50", "p99.9")} | {"train_d/n"}
     assert out["train_d/n"] == 5.0
     with pytest.raises(ValueError, match=r"DISTRIBUTION handler.*reset"):
         aggregator.register_handler(A.DISTRIBUTION, Distribution)
@@ -482,9 +468,7 @@ def _ddp_aggregate(rank, world_size, empty_rank):
     # logging again (cached locally, collective again) and after more data stays consistent
     second = aggregator.get_metrics_for_logging()
     if rank == 0:
-        aggregator.update(
-            [Metric("late", "x", 2, A.SUM), Metric("shared", "source", "late", A.CATEGORICAL_COUNT)]
-        )
+        aggregator.update([Metric("late", "x", 2, A.SUM), Metric("shared", "source", "late", A.CATEGORICAL_COUNT)])
     third = aggregator.get_metrics_for_logging("val")
     return first, second, third
 
@@ -505,9 +489,7 @@ def test_ddp_ranks_with_different_datasets_and_categories(ddp_pool, empty_rank):
     ]
     assert_matches_reference(third, numpy_reference(late, "val"))
     # the median across ranks is the median of all values (not a mean of per-rank medians)
-    seq = np.array(
-        [r.value for r in all_records if r.dataset_name == "shared" and r.name == "seq_len"], dtype=float
-    )
+    seq = np.array([r.value for r in all_records if r.dataset_name == "shared" and r.name == "seq_len"], dtype=float)
     np.testing.assert_allclose(first["train_shared/seq_len_stat_p50"], np.median(seq), rtol=ALPHA)
 
 

@@ -316,9 +316,7 @@ def test_categorical_state_dict_pickle_and_merge_keep_names():
 @pytest.mark.parametrize("compute_groups", [True, False])
 def test_categorical_in_collection(compute_groups):
     """Compute groups share the category list with the counts (both are states), so values stay right."""
-    collection = MetricCollection(
-        {"a": CategoricalCount(), "b": CategoricalCount()}, compute_groups=compute_groups
-    )
+    collection = MetricCollection({"a": CategoricalCount(), "b": CategoricalCount()}, compute_groups=compute_groups)
     collection.update(["x", "y", "x"])
     collection.update(["z"])  # a category unseen at the first update, after groups were formed
     with warnings.catch_warnings():

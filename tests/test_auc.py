@@ -130,9 +130,7 @@ def _variants(name, cls, fn, ref, kw=None, ref_kw=None):
     return [
         _case(name, cls, fn, ref, kw=kw, ref_kw=ref_kw),
         _case(f"{name}-w", cls, fn, ref, data_kw={"weights": "task"}, kw=kw, ref_kw=ref_kw),
-        _case(
-            f"{name}-3task-w", cls, fn, ref, data_kw={"weights": "task"}, kw=kw, ref_kw=ref_kw, num_tasks=3
-        ),
+        _case(f"{name}-3task-w", cls, fn, ref, data_kw={"weights": "task"}, kw=kw, ref_kw=ref_kw, num_tasks=3),
         _case(f"{name}-3task-shared-w", cls, fn, ref, {"weights": "shared"}, kw, ref_kw, num_tasks=3),
         _case(
             f"{name}-logits-w",
@@ -185,9 +183,7 @@ _ALL = [
 ]
 CASES = {case.id: case for case in _ALL}
 IDS = sorted(CASES)
-DDP_IDS = [
-    i for i in IDS if i.endswith("-3task-w") or i in ("auc-w", "auprc-logits-w", "gauc-weighted-groups-w")
-]
+DDP_IDS = [i for i in IDS if i.endswith("-3task-w") or i in ("auc-w", "auprc-logits-w", "gauc-weighted-groups-w")]
 
 
 @pytest.fixture(params=[None, 7], ids=["block-default", "block-7"])
@@ -252,9 +248,7 @@ REJECTS = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("cid", "bad", "exc", "match"), REJECTS, ids=[f"{r[0]}-{r[3][:20]}" for r in REJECTS]
-)
+@pytest.mark.parametrize(("cid", "bad", "exc", "match"), REJECTS, ids=[f"{r[0]}-{r[3][:20]}" for r in REJECTS])
 def test_rejects(cid, bad, exc, match):
     H.check_rejects(CASES[cid], bad, exc, match)
 
@@ -365,9 +359,7 @@ def test_binned_is_close_to_exact_on_ctr_data():
     error = abs(binned.compute().item() - exact)
     assert error <= bound < 1e-3
     assert error < 1e-4
-    ap_error = abs(
-        tmf.auprc(preds, target, num_bins=10_000).item() - skm.average_precision_score(target, preds)
-    )
+    ap_error = abs(tmf.auprc(preds, target, num_bins=10_000).item() - skm.average_precision_score(target, preds))
     assert ap_error < 1e-3
 
 
@@ -546,9 +538,15 @@ def test_hashed_64bit_group_ids(cls):
     assert hashed.abs().max() > 2**60 and hashed.unique().numel() == dense.unique().numel()
     metric = cls()
     for lo in range(0, N, 97):
-        metric.update(data["preds"][lo : lo + 97], data["target"][lo : lo + 97], hashed[lo : lo + 97],
-                      data["weights"][lo : lo + 97])
+        metric.update(
+            data["preds"][lo : lo + 97],
+            data["target"][lo : lo + 97],
+            hashed[lo : lo + 97],
+            data["weights"][lo : lo + 97],
+        )
     ref = ref_auc if cls is tmx.GroupedAUC else ref_auprc
-    expected = ref_grouped(*(H.to_numpy({"p": data["preds"], "y": data["target"], "g": dense, "w": data["weights"]})[k]
-                             for k in "pygw"), ref=ref)
+    expected = ref_grouped(
+        *(H.to_numpy({"p": data["preds"], "y": data["target"], "g": dense, "w": data["weights"]})[k] for k in "pygw"),
+        ref=ref,
+    )
     np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-6)

@@ -54,7 +54,10 @@ def test_ranking_demo_prints_every_metric_at_every_k(capsys):
 def test_cli_entry_point():
     result = subprocess.run(
         [sys.executable, "-m", "torchmetrics_ext.cli", "demo", "--samples", "5000", "--queries", "200"],
-        capture_output=True, text=True, cwd=ROOT, check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
     )
     assert "ne" in result.stdout and "calibration" in result.stdout
 

@@ -66,9 +66,7 @@ def ref_xauc(p, y, w=None):
 # ----------------------------------------------------------------------------- data
 
 
-def watch_time_data(
-    rng: np.random.Generator, num_tasks: int | None = None, weights: str | None = None
-) -> H.Data:
+def watch_time_data(rng: np.random.Generator, num_tasks: int | None = None, weights: str | None = None) -> H.Data:
     """Zero-inflated, rounded labels and partly rounded predictions: ties of every kind."""
     shape = (N,) if num_tasks is None else (num_tasks, N)
     y = np.where(rng.random(shape) < 0.35, 0.0, np.round(np.exp(rng.normal(1.0, 1.0, size=shape)), 1))
@@ -161,9 +159,7 @@ def test_invariances_xauc(cid):
         _run(case, dict(data, weights=weights * 7.25), rng), _run(case, weighted, rng), rtol=1e-9
     )
     perm = torch.from_numpy(rng.permutation(n))
-    np.testing.assert_allclose(
-        _run(case, H.take(weighted, perm, -1), rng), _run(case, weighted, rng), rtol=1e-9
-    )
+    np.testing.assert_allclose(_run(case, H.take(weighted, perm, -1), rng), _run(case, weighted, rng), rtol=1e-9)
 
 
 def test_xauc_integer_weights_vs_repeats():
@@ -247,12 +243,8 @@ def test_counts_match_brute_force(arrays):
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         rauc = tmf.regression_auc(torch.tensor(p), torch.tensor(y), torch.tensor(w))
         xa = tmf.xauc(torch.tensor(p), torch.tensor(y), torch.tensor(w))
-    np.testing.assert_allclose(
-        rauc, [ref_rauc(p[t], y[t], w[t]) for t in range(p.shape[0])], rtol=1e-12, atol=1e-14
-    )
-    np.testing.assert_allclose(
-        xa, [ref_xauc(p[t], y[t], w[t]) for t in range(p.shape[0])], rtol=1e-12, atol=1e-14
-    )
+    np.testing.assert_allclose(rauc, [ref_rauc(p[t], y[t], w[t]) for t in range(p.shape[0])], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(xa, [ref_xauc(p[t], y[t], w[t]) for t in range(p.shape[0])], rtol=1e-12, atol=1e-14)
 
 
 def test_large_label_range_many_levels():
@@ -522,9 +514,7 @@ def test_perfect_and_reversed_orders_are_exact():
 def _torchrec_style_rauc(p, y):
     """TorchRec's RAUC recipe, re-written: labels by (prediction, label), 1 - inversions / all pairs."""
     labels = [label for _, label in sorted(zip(p.tolist(), y.tolist(), strict=True))]
-    inversions = sum(
-        1 for i in range(len(labels)) for j in range(i + 1, len(labels)) if labels[i] > labels[j]
-    )
+    inversions = sum(1 for i in range(len(labels)) for j in range(i + 1, len(labels)) if labels[i] > labels[j])
     n = len(labels)
     return 1 - inversions / (n * (n - 1) / 2)
 

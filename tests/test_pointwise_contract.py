@@ -24,29 +24,67 @@ BAD_INPUTS = [
     # (case id, bad batch, exception, message fragment)
     ("ne-w", {"preds": torch.tensor([0.1, float("nan")]), "target": torch.tensor([0, 1])}, ValueError, "finite"),
     ("ne-w", {"preds": torch.tensor([0.1, float("inf")]), "target": torch.tensor([0, 1])}, ValueError, "finite"),
-    ("ne-w", {"preds": torch.tensor([0.1, 1.2]), "target": torch.tensor([0, 1])}, ValueError, r"probabilities in \[0, 1\]"),
+    (
+        "ne-w",
+        {"preds": torch.tensor([0.1, 1.2]), "target": torch.tensor([0, 1])},
+        ValueError,
+        r"probabilities in \[0, 1\]",
+    ),
     ("ne-w", {"preds": torch.tensor([-0.1, 0.2]), "target": torch.tensor([0, 1])}, ValueError, "from_logits=True"),
     ("ne-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0, 2])}, ValueError, r"`target`.*\[0, 1\]"),
     ("ne-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0.0, float("nan")])}, ValueError, "`target`"),
-    ("ne-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0, 1]), "weights": torch.tensor([1.0, -1.0])},
-     ValueError, "non-negative"),
-    ("ne-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0, 1]), "weights": torch.tensor([1.0, float("nan")])},
-     ValueError, "`weights`"),
-    ("ne-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0, 1]), "weights": torch.tensor([1.0, float("inf")])},
-     ValueError, "`weights`"),
+    (
+        "ne-w",
+        {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0, 1]), "weights": torch.tensor([1.0, -1.0])},
+        ValueError,
+        "non-negative",
+    ),
+    (
+        "ne-w",
+        {
+            "preds": torch.tensor([0.1, 0.2]),
+            "target": torch.tensor([0, 1]),
+            "weights": torch.tensor([1.0, float("nan")]),
+        },
+        ValueError,
+        "`weights`",
+    ),
+    (
+        "ne-w",
+        {
+            "preds": torch.tensor([0.1, 0.2]),
+            "target": torch.tensor([0, 1]),
+            "weights": torch.tensor([1.0, float("inf")]),
+        },
+        ValueError,
+        "`weights`",
+    ),
     ("ne-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0, 1, 1])}, ValueError, "same shape"),
-    ("ne-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0, 1]), "weights": torch.ones(3)},
-     ValueError, "`weights` of shape"),
+    (
+        "ne-w",
+        {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0, 1]), "weights": torch.ones(3)},
+        ValueError,
+        "`weights` of shape",
+    ),
     ("ne-w", {"preds": torch.tensor([1, 0]), "target": torch.tensor([0, 1])}, TypeError, "floating point"),
     ("ne-w", {"preds": [0.1, 0.2], "target": torch.tensor([0, 1])}, TypeError, "torch.Tensor"),
     ("ne-w", {"preds": torch.rand(2, 3), "target": torch.ones(2, 3)}, ValueError, "num_tasks=1"),
     ("ne-w", {"preds": torch.rand(2, 3, 1), "target": torch.ones(2, 3, 1)}, ValueError, "shape"),
     ("ne-3task-w", {"preds": torch.rand(2, 5), "target": torch.ones(2, 5)}, ValueError, "num_tasks=3"),
     ("ne-3task-w", {"preds": torch.rand(5), "target": torch.ones(5)}, ValueError, "num_tasks=3"),
-    ("ne-3task-w", {"preds": torch.rand(3, 5), "target": torch.ones(3, 5), "weights": torch.ones(5, 3)},
-     ValueError, "`weights` of shape"),
+    (
+        "ne-3task-w",
+        {"preds": torch.rand(3, 5), "target": torch.ones(3, 5), "weights": torch.ones(5, 3)},
+        ValueError,
+        "`weights` of shape",
+    ),
     ("ne-logits-w", {"preds": torch.tensor([0.1, float("nan")]), "target": torch.tensor([0, 1])}, ValueError, "finite"),
-    ("accuracy-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0.0, 0.5])}, ValueError, "not all 0 or 1"),
+    (
+        "accuracy-w",
+        {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0.0, 0.5])},
+        ValueError,
+        "not all 0 or 1",
+    ),
     ("precision-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0, 3])}, ValueError, r"\{0, 1\}"),
     ("mse-w", {"preds": torch.tensor([0.1, float("nan")]), "target": torch.tensor([0.0, 5.0])}, ValueError, "finite"),
     ("mse-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0.0, float("inf")])}, ValueError, "`target`"),
@@ -181,9 +219,7 @@ def test_family_shares_one_compute_group(family):
 
 
 def test_ne_and_logloss_not_merged_with_different_eta():
-    collection = MetricCollection(
-        {"ne": tmx.NormalizedEntropy(eta=0.3), "ll": tmx.LogLoss()}, compute_groups=True
-    )
+    collection = MetricCollection({"ne": tmx.NormalizedEntropy(eta=0.3), "ll": tmx.LogLoss()}, compute_groups=True)
     collection.update(torch.tensor([0.1, 0.95]), torch.tensor([0, 1]))
     assert len(collection.compute_groups) == 2
 

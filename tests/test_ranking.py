@@ -513,9 +513,7 @@ def test_torchmetrics_agrees(k):
             ),
         ]
     else:  # TorchMetrics' MAP@k divides by the relevant items in the top k, ours (trec_eval, ranx) by all
-        pairs.append(
-            (R.RetrievalMAP(empty_target_action="skip"), binary, tmf.map_at_k(preds, target, indexes))
-        )
+        pairs.append((R.RetrievalMAP(empty_target_action="skip"), binary, tmf.map_at_k(preds, target, indexes)))
     for metric, tm_target, ours in pairs:
         expected = metric(preds.float(), tm_target, indexes=indexes)
         np.testing.assert_allclose(ours.item(), expected.item(), rtol=1e-5, err_msg=type(metric).__name__)
@@ -586,9 +584,7 @@ def test_tie_rule_is_pessimistic_and_order_free():
 
 def test_any_real_scores_and_wide_keys():
     # negative, zero, -0.0 and infinite scores; sparse negative ids; float64 scores finer than float32
-    preds = torch.tensor(
-        [-float("inf"), -3.0, -0.0, 0.0, 1e300, float("inf"), 1.0, 1.0 + 1e-12], dtype=torch.float64
-    )
+    preds = torch.tensor([-float("inf"), -3.0, -0.0, 0.0, 1e300, float("inf"), 1.0, 1.0 + 1e-12], dtype=torch.float64)
     target = torch.tensor([1, 0, 0, 1, 0, 0, 1, 0])
     idx = torch.tensor([-(2**62), -(2**62), -(2**62), -(2**62), 2**62, 2**62, 2**62, 2**62])
     data = {"preds": preds.numpy(), "target": target.numpy(), "indexes": idx.numpy()}
@@ -675,7 +671,10 @@ def test_collection_compute_groups_never_merge_different_settings():
             compute_groups=True,
         )
 
-    perfect = {"preds": torch.tensor([[0.9, 0.1, 0.2], [0.8, 0.3, 0.1]]), "target": torch.tensor([[1, 0, 0], [1, 0, 0]])}
+    perfect = {
+        "preds": torch.tensor([[0.9, 0.1, 0.2], [0.8, 0.3, 0.1]]),
+        "target": torch.tensor([[1, 0, 0], [1, 0, 0]]),
+    }
     mixed = {"preds": torch.tensor([[0.9, 0.7, 0.2], [0.1, 0.3, 0.8]]), "target": torch.tensor([[0, 0, 1], [1, 1, 0]])}
     for batches in ([perfect, mixed], [flat_data(np.random.default_rng(9))]):
         metrics = collection()
@@ -803,9 +802,7 @@ def test_first_hit_path_equals_sort_path():
     for seed, ties in ((10, False), (11, True)):
         data = flat_data(np.random.default_rng(seed), ties=ties, weights=True)
         args = [data[key] for key in FLAT_KEYS]
-        fast = tmf.ranking_metrics(
-            *args, weights=data["weights"], ks=(1, 3, None), metrics=("mrr", "hit_rate")
-        )
+        fast = tmf.ranking_metrics(*args, weights=data["weights"], ks=(1, 3, None), metrics=("mrr", "hit_rate"))
         slow = tmf.ranking_metrics(
             *args, weights=data["weights"], ks=(1, 3, None), metrics=("mrr", "hit_rate", "recall")
         )
@@ -814,9 +811,7 @@ def test_first_hit_path_equals_sort_path():
         for action in ("zero", "one"):
             torch.testing.assert_close(
                 tmf.mrr(*args, k=2, empty_target_action=action),
-                tmf.ranking_metrics(*args, ks=(2,), metrics=("mrr", "ndcg"), empty_target_action=action)[
-                    "mrr@2"
-                ],
+                tmf.ranking_metrics(*args, ks=(2,), metrics=("mrr", "ndcg"), empty_target_action=action)["mrr@2"],
             )
 
 

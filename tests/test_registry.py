@@ -11,8 +11,14 @@ import torchmetrics_ext
 from torchmetrics_ext import functional as tmf
 
 METRIC_CLASSES = sorted(
-    (obj for name in torchmetrics_ext.__all__ if inspect.isclass(obj := getattr(torchmetrics_ext, name))
-     and issubclass(obj, Metric) and not inspect.isabstract(obj) and obj is not torchmetrics_ext.TaskMetric),
+    (
+        obj
+        for name in torchmetrics_ext.__all__
+        if inspect.isclass(obj := getattr(torchmetrics_ext, name))
+        and issubclass(obj, Metric)
+        and not inspect.isabstract(obj)
+        and obj is not torchmetrics_ext.TaskMetric
+    ),
     key=lambda cls: cls.__name__,
 )
 IDS = [cls.__name__ for cls in METRIC_CLASSES]

@@ -202,17 +202,13 @@ class MetricsAggregator:
             return type(known[2]) is _BUILTIN[agg_type]
         return self._factories[agg_type] is _DEFAULT_FACTORIES[agg_type]
 
-    def _plan(
-        self, groups: dict[Key, list[Any]], types: dict[Key, AggregationType]
-    ) -> list[tuple[Key, str, Any]]:
+    def _plan(self, groups: dict[Key, list[Any]], types: dict[Key, AggregationType]) -> list[tuple[Key, str, Any]]:
         """Validate the whole batch and prepare one update per key: ``(key, kind, payload)``."""
         plan: list[tuple[Key, str, Any]] = []
         tensor_keys: list[Key] = []
         for key, agg_type in types.items():
             if not isinstance(agg_type, AggregationType) or agg_type not in self._factories:
-                raise ValueError(
-                    f"Metric {key[1]!r} of dataset {key[0]!r} has an unknown agg_type {agg_type!r}."
-                )
+                raise ValueError(f"Metric {key[1]!r} of dataset {key[0]!r} has an unknown agg_type {agg_type!r}.")
             known = self._keys.get(key)
             if known is not None and known[0] is not agg_type:
                 raise ValueError(self._conflict(key, known[0], agg_type))
@@ -262,11 +258,7 @@ class MetricsAggregator:
                 (
                     key,
                     kind,
-                    (payload, tensors[key])
-                    if kind == "sketch"
-                    else tensors[key]
-                    if kind == "tensor"
-                    else payload,
+                    (payload, tensors[key]) if kind == "sketch" else tensors[key] if kind == "tensor" else payload,
                 )
                 for key, kind, payload in plan
             ]
@@ -277,8 +269,7 @@ class MetricsAggregator:
         metric = self._factories[agg_type]()
         if not isinstance(metric, TorchMetric):
             raise TypeError(
-                f"The {_type_name(agg_type)} handler returned {type(metric).__name__}, "
-                "not a torchmetrics.Metric."
+                f"The {_type_name(agg_type)} handler returned {type(metric).__name__}, not a torchmetrics.Metric."
             )
         if self.process_group is not None:
             metric.process_group = self.process_group
@@ -338,9 +329,7 @@ class MetricsAggregator:
         out: dict[str, float] = {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UndefinedMetricWarning)
-            warnings.filterwarnings(
-                "ignore", message=".*compute.*was called before.*update", category=UserWarning
-            )
+            warnings.filterwarnings("ignore", message=".*compute.*was called before.*update", category=UserWarning)
             for (ds, name), (agg_type, _, metric) in self._keys.items():
                 value = self._compute(metric, agg_type, distributed)
                 base = f"{prefix}_{ds}/{name}"
@@ -412,9 +401,7 @@ class MetricsAggregator:
         """
         metadata = state_dict.get("metadata") if isinstance(state_dict, dict) else None
         if not isinstance(metadata, dict) or metadata.get("format") != _FORMAT:
-            raise ValueError(
-                f"Expected a state dict made by MetricsAggregator.state_dict() (format {_FORMAT!r})."
-            )
+            raise ValueError(f"Expected a state dict made by MetricsAggregator.state_dict() (format {_FORMAT!r}).")
         tensors = state_dict["tensors"]
         fresh = MetricsAggregator(self.process_group)
         fresh._factories = self._factories

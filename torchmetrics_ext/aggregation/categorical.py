@@ -40,13 +40,9 @@ def _check_categories(categories: object) -> None:
         )
     for item in categories:
         if not (
-            type(item) is str
-            or type(item) is int
-            or (isinstance(item, (str, int)) and not isinstance(item, bool))
+            type(item) is str or type(item) is int or (isinstance(item, (str, int)) and not isinstance(item, bool))
         ):
-            raise TypeError(
-                f"Expected every category to be a str or an int, got {item!r} ({type(item).__name__})."
-            )
+            raise TypeError(f"Expected every category to be a str or an int, got {item!r} ({type(item).__name__}).")
 
 
 class CategoricalCount(TaskMetric):

@@ -120,11 +120,7 @@ def _bad_record_message(records: list[Any]) -> str:
 
 
 def _is_category(value: object) -> bool:
-    return (
-        type(value) is str
-        or type(value) is int
-        or (isinstance(value, (str, int)) and not isinstance(value, bool))
-    )
+    return type(value) is str or type(value) is int or (isinstance(value, (str, int)) and not isinstance(value, bool))
 
 
 def _is_number(value: object) -> bool:
@@ -149,19 +145,14 @@ def _raise_bad_value(key: Key, agg_type: AggregationType, values: list[Any], ten
                 single = False
         if not single:
             error = ValueError if _is_number_like(value) else TypeError
-            kind = (
-                "a finite number"
-                if error is ValueError or not isinstance(value, (str, bytes))
-                else "a number"
-            )
+            kind = "a finite number" if error is ValueError or not isinstance(value, (str, bytes)) else "a number"
             raise error(
                 f"Metric {key[1]!r} of dataset {key[0]!r} is a {_type_name(agg_type)}: expected {kind}, "
                 f"got {value!r} ({type(value).__name__})."
             )
     if not tensors:
         raise ValueError(
-            f"Metric {key[1]!r} of dataset {key[0]!r} is a {_type_name(agg_type)}: "
-            "the batch's sum overflows float64."
+            f"Metric {key[1]!r} of dataset {key[0]!r} is a {_type_name(agg_type)}: the batch's sum overflows float64."
         )
 
 

@@ -44,15 +44,12 @@ def _as_values(name: str, value: object) -> Tensor:
             raise TypeError(f"Expected `{name}` to be a real tensor, got dtype {value.dtype}.")
         return value
     if isinstance(value, (str, bytes)) or value is None:
-        raise TypeError(
-            f"Expected `{name}` to be a number, a sequence of numbers or a tensor, got {value!r}."
-        )
+        raise TypeError(f"Expected `{name}` to be a number, a sequence of numbers or a tensor, got {value!r}.")
     try:
         out = torch.as_tensor(value, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError) as err:
         raise TypeError(
-            f"Expected `{name}` to be a number, a sequence of numbers or a tensor, "
-            f"got {type(value).__name__}: {err}"
+            f"Expected `{name}` to be a number, a sequence of numbers or a tensor, got {type(value).__name__}: {err}"
         ) from None
     return out
 
@@ -72,9 +69,7 @@ class _ValueAggregation(TaskMetric):
     full_state_update: bool = False
     nan_strategy: NanStrategy
 
-    def __init__(
-        self, nan_strategy: NanStrategy = "error", *, validate_args: bool = True, **kwargs: Any
-    ) -> None:
+    def __init__(self, nan_strategy: NanStrategy = "error", *, validate_args: bool = True, **kwargs: Any) -> None:
         super().__init__(1, validate_args=validate_args, nan_strategy=nan_strategy, **kwargs)
         self.set_dtype(torch.float64)
 
@@ -100,9 +95,7 @@ class _ValueAggregation(TaskMetric):
         if weight is None:
             return self._cast_and_nan_check_input(value)[0], None  # type: ignore[operator]
         values = torch.as_tensor(value, dtype=self.dtype, device=self.device)
-        weights = torch.broadcast_to(
-            torch.as_tensor(weight, dtype=self.dtype, device=self.device), values.shape
-        )
+        weights = torch.broadcast_to(torch.as_tensor(weight, dtype=self.dtype, device=self.device), values.shape)
         return self._cast_and_nan_check_input(values, weights)  # type: ignore[operator]
 
     def _validate(self, value: Values, weight: Values | None = None) -> None:
@@ -385,12 +378,8 @@ class Distribution(TaskMetric):
         self.add_state("total", default=zero.clone(), dist_reduce_fx="sum")
         self.add_state("total_sq", default=zero.clone(), dist_reduce_fx="sum")
         self.add_state("min_value", default=torch.tensor(math.inf, dtype=torch.float64), dist_reduce_fx="min")
-        self.add_state(
-            "max_value", default=torch.tensor(-math.inf, dtype=torch.float64), dist_reduce_fx="max"
-        )
-        self.add_state(
-            "bucket_counts", default=torch.zeros(self.spec.size, dtype=torch.float64), dist_reduce_fx="sum"
-        )
+        self.add_state("max_value", default=torch.tensor(-math.inf, dtype=torch.float64), dist_reduce_fx="max")
+        self.add_state("bucket_counts", default=torch.zeros(self.spec.size, dtype=torch.float64), dist_reduce_fx="sum")
 
     def _validate(self, value: Values) -> None:
         _check_finite("value", _as_values("value", value), allow_nan=False)

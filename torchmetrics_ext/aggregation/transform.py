@@ -99,8 +99,7 @@ class DefaultTrainingMetricTransform(MetricTransform):
             tokens = sample["input_ids"]
         else:
             raise KeyError(
-                f"{type(self).__name__} expects a sample with 'tokens' or 'input_ids', "
-                f"got keys {sorted(sample)}."
+                f"{type(self).__name__} expects a sample with 'tokens' or 'input_ids', got keys {sorted(sample)}."
             )
         n = len(tokens)
         return [

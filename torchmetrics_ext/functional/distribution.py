@@ -58,9 +58,7 @@ class SketchSpec:
         if not (isinstance(a, (int, float)) and 0 < a < 1):
             raise ValueError(f"Expected `relative_accuracy` in (0, 1), got {a!r}.")
         if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and 0 < lo < hi < math.inf):
-            raise ValueError(
-                f"Expected 0 < `min_value` < `max_value` < inf, got min_value={lo!r}, max_value={hi!r}."
-            )
+            raise ValueError(f"Expected 0 < `min_value` < `max_value` < inf, got min_value={lo!r}, max_value={hi!r}.")
 
     @cached_property
     def log_gamma(self) -> float:
@@ -95,9 +93,7 @@ def percentile_key(p: float) -> str:
 
 def _check_percentiles(percentiles: Sequence[float]) -> tuple[float, ...]:
     out = tuple(percentiles) if isinstance(percentiles, Sequence) else ()
-    if not out or not all(
-        isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 100 for p in out
-    ):
+    if not out or not all(isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 100 for p in out):
         raise ValueError(
             f"Expected `percentiles` to be a non-empty sequence of numbers in [0, 100], got {percentiles!r}."
         )
@@ -141,9 +137,7 @@ def _add_to_sketch(bucket_counts: Tensor, index: Tensor) -> None:
     bucket_counts.index_add_(0, index, bucket_counts.new_ones(()).expand(index.numel()))
 
 
-def _distribution_update(
-    values: Tensor, spec: SketchSpec
-) -> tuple[float, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _distribution_update(values: Tensor, spec: SketchSpec) -> tuple[float, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Sufficient statistics of one batch: count (a float), sum, sum of squares, min, max, bucket index.
 
     ``values`` is a non-empty float64 1-D tensor; the bucket index of each value goes to
@@ -201,9 +195,7 @@ def _distribution_compute(
     else:
         mean = s1 / n
         if n < 2:
-            warn_undefined(
-                torch.ones(1, dtype=torch.bool), metric, "the standard deviation of a single value (ddof=1)"
-            )
+            warn_undefined(torch.ones(1, dtype=torch.bool), metric, "the standard deviation of a single value (ddof=1)")
             std = math.nan
         else:
             std = math.sqrt(max((s2 - s1 * mean) / (n - 1), 0.0))

@@ -123,9 +123,7 @@ class _RankingMetric(TaskMetric):
         tag = [f"{name}{'' if k is None else k}" for name, k in self.requests]
         tag += [flag for flag, on in flags.items() if on] + [empty_target_action]
         self._value_state = "value_sum_" + "_".join(tag)
-        self.add_state(
-            self._value_state, torch.zeros(len(self.requests), dtype=torch.float64), dist_reduce_fx="sum"
-        )
+        self.add_state(self._value_state, torch.zeros(len(self.requests), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("weight_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         if not queries_complete_per_batch:
             for name, dtype in _ROW_STATES.items():
@@ -280,9 +278,7 @@ class RankingMetrics(_RankingMetric):
 
     _label = "RankingMetrics"
 
-    def __init__(
-        self, ks: Sequence[int | None] = (1, 5, 10), metrics: Sequence[str] = METRICS, **kwargs: Any
-    ) -> None:
+    def __init__(self, ks: Sequence[int | None] = (1, 5, 10), metrics: Sequence[str] = METRICS, **kwargs: Any) -> None:
         requests = check_requests(metrics, ks)
         super().__init__(requests, **kwargs)
         self.ks, self.metrics = tuple(ks), tuple(metrics)

@@ -36,9 +36,7 @@ def _descending_keys(scores: Tensor) -> Tensor:
     return key.bitwise_not_()  # reversed: ascending key == descending score
 
 
-def _row_blocks(
-    scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks: int
-) -> Iterator[tuple[Tensor, Tensor]]:
+def _row_blocks(scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks: int) -> Iterator[tuple[Tensor, Tensor]]:
     """``(scores, signed)`` blocks of about ``_BLOCK`` rows: small chunks are joined, large ones cut."""
     pending: list[tuple[Tensor, Tensor]] = []
     size = 0
@@ -54,9 +52,7 @@ def _row_blocks(
         yield torch.cat([p for p, _ in pending]), torch.cat([w for _, w in pending])
 
 
-def _pack(
-    scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks: int
-) -> tuple[Tensor, Tensor, Tensor]:
+def _pack(scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks: int) -> tuple[Tensor, Tensor, Tensor]:
     """Pack every ``(score, signed weight)`` into one int64 per task, block by block.
 
     Args:

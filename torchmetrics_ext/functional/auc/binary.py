@@ -52,8 +52,7 @@ def _check_bins(num_bins: object, logit_range: object) -> None:
     )
     if not ok:
         raise ValueError(
-            f"Expected `logit_range` to be a pair of finite floats (low, high), low < high, "
-            f"got {logit_range!r}."
+            f"Expected `logit_range` to be a pair of finite floats (low, high), low < high, got {logit_range!r}."
         )
 
 
@@ -84,9 +83,7 @@ def _exact_curve_stats(scores: Sequence[Tensor], signed: Sequence[Tensor], num_t
 # ----------------------------------------------------------------------------- binned
 
 
-def _bin_position(
-    preds: Tensor, num_bins: int, logit_range: tuple[float, float], from_logits: bool
-) -> Tensor:
+def _bin_position(preds: Tensor, num_bins: int, logit_range: tuple[float, float], from_logits: bool) -> Tensor:
     """Bin of each score (float64): ``B`` equal bins of the logit over ``logit_range``, end bins clip.
 
     Probabilities go through ``logit(p) = log(p / (1 - p))`` in float64.
@@ -223,9 +220,7 @@ def auc(
         tensor(0.8750, dtype=torch.float64)
     """
     single = preds.ndim == 1
-    pos, neg, auc_num, _ = _curve_stats(
-        preds, target, weights, num_bins, logit_range, from_logits, validate_args
-    )
+    pos, neg, auc_num, _ = _curve_stats(preds, target, weights, num_bins, logit_range, from_logits, validate_args)
     value = _auc_compute(pos, neg, auc_num)
     return value.squeeze(0) if single else value
 
@@ -274,8 +269,6 @@ def auprc(
         tensor(0.8333, dtype=torch.float64)
     """
     single = preds.ndim == 1
-    pos, _, _, ap_num = _curve_stats(
-        preds, target, weights, num_bins, logit_range, from_logits, validate_args
-    )
+    pos, _, _, ap_num = _curve_stats(preds, target, weights, num_bins, logit_range, from_logits, validate_args)
     value = _auprc_compute(pos, ap_num)
     return value.squeeze(0) if single else value

@@ -18,6 +18,7 @@ from torchmetrics_ext.utilities.warnings import safe_divide
 
 __all__ = ["grouped_auc", "grouped_auprc"]
 
+
 def _check_groups(groups: object, preds: Tensor) -> Tensor:
     """``groups`` must be an integer ``(N,)`` tensor (any int64 ids) on ``preds``' device."""
     if not isinstance(groups, Tensor):
@@ -30,9 +31,7 @@ def _check_groups(groups: object, preds: Tensor) -> Tensor:
             f"got {tuple(groups.shape)}."
         )
     if groups.device != preds.device:
-        raise ValueError(
-            f"Expected `groups` on the same device as `preds` ({preds.device}), got {groups.device}."
-        )
+        raise ValueError(f"Expected `groups` on the same device as `preds` ({preds.device}), got {groups.device}.")
     return groups
 
 
@@ -176,9 +175,7 @@ def grouped_auc(
         >>> grouped_auc(preds, target, groups=torch.tensor([0, 0, 1, 1, 2]))  # groups 0, 1; 2 has one class
         tensor(0.5000, dtype=torch.float64)
     """
-    return _grouped(
-        "auc", "GroupedAUC", preds, target, groups, weights, weight_groups, from_logits, validate_args
-    )
+    return _grouped("auc", "GroupedAUC", preds, target, groups, weights, weight_groups, from_logits, validate_args)
 
 
 def grouped_auprc(
@@ -221,6 +218,4 @@ def grouped_auprc(
         >>> grouped_auprc(preds, target, groups=torch.tensor([0, 0, 1, 1]))  # (1 + 0.5) / 2
         tensor(0.7500, dtype=torch.float64)
     """
-    return _grouped(
-        "auprc", "GroupedAUPRC", preds, target, groups, weights, weight_groups, from_logits, validate_args
-    )
+    return _grouped("auprc", "GroupedAUPRC", preds, target, groups, weights, weight_groups, from_logits, validate_args)

@@ -203,9 +203,7 @@ def _pairwise_counts(preds: Tensor, target: Tensor, weights: Tensor | None) -> P
     task_col = torch.arange(num_tasks, device=device)[:, None]
     label_run = (rank + task_col * num_ranks).reshape(-1)
     label_task = torch.arange(num_tasks, device=device).repeat_interleave(num_ranks)
-    tied_target_all, different_labels = _tied_pair_weight(
-        label_run, label_task, num_tasks * num_ranks, w, num_tasks
-    )
+    tied_target_all, different_labels = _tied_pair_weight(label_run, label_task, num_tasks * num_ranks, w, num_tasks)
     del label_run, label_task
     total = different_labels + tied_target_all  # all pairs of distinct samples, from the same sums
     key = ((task_col << num_bits) | rank).reshape(-1)
@@ -226,9 +224,7 @@ def _regression_auc_compute(counts: PairCounts) -> Tensor:
     """``(C + T_p / 2) / (C + D + T_p)``; ``nan`` with a warning where no pair has different labels."""
     undefined = counts.different_labels <= 0  # exact (run sums), unlike the sum of the parts
     denom = counts.concordant + counts.discordant + counts.tied_preds
-    warn_undefined(
-        undefined, "RegressionAUC", "no pair of samples with different labels (and non-zero weight)"
-    )
+    warn_undefined(undefined, "RegressionAUC", "no pair of samples with different labels (and non-zero weight)")
     value = (counts.concordant + 0.5 * counts.tied_preds) / torch.where(undefined, 1.0, denom)
     return torch.where(undefined, torch.nan, value)
 

@@ -49,9 +49,7 @@ def _check_shape(name: str, value: Tensor | None, shape: torch.Size, device: tor
     if value is None:
         return
     if value.shape != shape:
-        raise ValueError(
-            f"Expected `{name}` of shape {tuple(shape)} (that of `preds`), got {tuple(value.shape)}."
-        )
+        raise ValueError(f"Expected `{name}` of shape {tuple(shape)} (that of `preds`), got {tuple(value.shape)}.")
     if value.device != device:
         raise ValueError(f"Expected `{name}` on the same device as `preds` ({device}), got {value.device}.")
 
@@ -67,17 +65,11 @@ def check_ranking_args(
         if not allow_none_k:
             raise ValueError("Expected `k` to be a positive integer, got None.")
     elif not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(
-            f"Expected `k` to be a positive integer{' or None' if allow_none_k else ''}, got {k!r}."
-        )
+        raise ValueError(f"Expected `k` to be a positive integer{' or None' if allow_none_k else ''}, got {k!r}.")
     if empty_target_action not in ACTIONS:
-        raise ValueError(
-            f"Expected `empty_target_action` to be one of {ACTIONS}, got {empty_target_action!r}."
-        )
+        raise ValueError(f"Expected `empty_target_action` to be one of {ACTIONS}, got {empty_target_action!r}.")
     if padding_value is not None and (
-        not isinstance(padding_value, (int, float))
-        or isinstance(padding_value, bool)
-        or math.isnan(padding_value)
+        not isinstance(padding_value, (int, float)) or isinstance(padding_value, bool) or math.isnan(padding_value)
     ):
         raise ValueError(f"Expected `padding_value` to be a number (not NaN) or None, got {padding_value!r}.")
 
@@ -142,9 +134,7 @@ def format_ranking(
             _check_shape("mask", mask, preds.shape, preds.device)
         if preds.ndim == 1:
             if indexes is None:
-                raise ValueError(
-                    "Expected `indexes` (query id of every row) for flat (N,) `preds`, got None."
-                )
+                raise ValueError("Expected `indexes` (query id of every row) for flat (N,) `preds`, got None.")
             _check_tensor("indexes", indexes)
             if indexes.is_floating_point() or indexes.dtype == torch.bool:
                 raise TypeError(f"Expected `indexes` to be an integer tensor, got dtype {indexes.dtype}.")

@@ -260,9 +260,7 @@ def query_values(
     def seg_sum(values: Tensor | None, keep: Tensor | None = None) -> Tensor:
         if keep is not None:
             idx = group[keep]
-            return torch.bincount(idx, weights=None if values is None else values[keep], minlength=g).to(
-                torch.float64
-            )
+            return torch.bincount(idx, weights=None if values is None else values[keep], minlength=g).to(torch.float64)
         return torch.bincount(group, weights=values, minlength=g).to(torch.float64)
 
     num_rel = seg_sum(None)

@@ -60,16 +60,12 @@ def request_key(name: str, k: int | None) -> str:
 def check_requests(metrics: Sequence[str], ks: Sequence[int | None]) -> list[Request]:
     """Validate ``RankingMetrics``' ``metrics`` and ``ks`` and return every ``(metric, k)`` pair."""
     if isinstance(metrics, str) or not metrics:
-        raise ValueError(
-            f"Expected `metrics` to be a non-empty sequence of names from {METRICS}, got {metrics!r}."
-        )
+        raise ValueError(f"Expected `metrics` to be a non-empty sequence of names from {METRICS}, got {metrics!r}.")
     for name in metrics:
         if name not in METRICS:
             raise ValueError(f"Expected `metrics` entries from {METRICS}, got {name!r}.")
     if isinstance(ks, (int, str)) or not ks:
-        raise ValueError(
-            f"Expected `ks` to be a non-empty sequence of positive integers (or None), got {ks!r}."
-        )
+        raise ValueError(f"Expected `ks` to be a non-empty sequence of positive integers (or None), got {ks!r}.")
     for k in ks:
         check_ranking_args(k)
     return [(name, k) for name in dict.fromkeys(metrics) for k in dict.fromkeys(ks)]
@@ -132,15 +128,9 @@ def _single(
     validate_args: bool,
     **options: bool,
 ) -> Tensor:
-    check_ranking_args(
-        k, empty_target_action, padding_value, allow_none_k=name not in ("precision", "hit_rate")
-    )
-    rows = format_ranking(
-        preds, target, indexes, mask, weights, padding_value=padding_value, validate=validate_args
-    )
-    value_sum, weight_sum, _ = ranking_update(
-        rows, [(name, k)], empty_target_action=empty_target_action, **options
-    )
+    check_ranking_args(k, empty_target_action, padding_value, allow_none_k=name not in ("precision", "hit_rate"))
+    rows = format_ranking(preds, target, indexes, mask, weights, padding_value=padding_value, validate=validate_args)
+    value_sum, weight_sum, _ = ranking_update(rows, [(name, k)], empty_target_action=empty_target_action, **options)
     return ranking_compute(value_sum, weight_sum, label)[0]
 
 
@@ -535,9 +525,7 @@ def ranking_metrics(
     requests = check_requests(metrics, ks)
     check_ranking_args(None, empty_target_action, padding_value)
     check_flag("exponential_gain", exponential_gain)
-    rows = format_ranking(
-        preds, target, indexes, mask, weights, padding_value=padding_value, validate=validate_args
-    )
+    rows = format_ranking(preds, target, indexes, mask, weights, padding_value=padding_value, validate=validate_args)
     value_sum, weight_sum, _ = ranking_update(
         rows, requests, exponential_gain=exponential_gain, empty_target_action=empty_target_action
     )

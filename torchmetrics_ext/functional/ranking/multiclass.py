@@ -35,9 +35,7 @@ def check_multiclass_inputs(preds: Tensor, target: Tensor, weights: Tensor | Non
     if not preds.is_floating_point():
         raise TypeError(f"Expected `preds` to be a floating point tensor, got dtype {preds.dtype}.")
     if preds.ndim != 2 or preds.shape[1] != num_classes:
-        raise ValueError(
-            f"Expected `preds` of shape (N, num_classes={num_classes}), got {tuple(preds.shape)}."
-        )
+        raise ValueError(f"Expected `preds` of shape (N, num_classes={num_classes}), got {tuple(preds.shape)}.")
     if target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
         raise TypeError(f"Expected `target` to be an integer tensor of class ids, got dtype {target.dtype}.")
     if target.shape != preds.shape[:1]:
@@ -46,9 +44,7 @@ def check_multiclass_inputs(preds: Tensor, target: Tensor, weights: Tensor | Non
         raise ValueError(f"Expected `weights` of shape {tuple(preds.shape[:1])}, got {tuple(weights.shape)}.")
     for name, value in (("target", target), ("weights", weights)):
         if value is not None and value.device != preds.device:
-            raise ValueError(
-                f"Expected `{name}` on the same device as `preds` ({preds.device}), got {value.device}."
-            )
+            raise ValueError(f"Expected `{name}` on the same device as `preds` ({preds.device}), got {value.device}.")
     if preds.shape[0] == 0:
         return
     stats = [torch.isnan(preds).any().to(torch.float64), *torch.aminmax(target.to(torch.float64))]
@@ -59,19 +55,15 @@ def check_multiclass_inputs(preds: Tensor, target: Tensor, weights: Tensor | Non
         raise ValueError("Expected `preds` without NaN, got NaN.")
     if values[1] < 0 or values[2] >= num_classes:
         raise ValueError(
-            f"Expected `target` class ids in [0, {num_classes - 1}], "
-            f"got values in [{values[1]:.0f}, {values[2]:.0f}]."
+            f"Expected `target` class ids in [0, {num_classes - 1}], got values in [{values[1]:.0f}, {values[2]:.0f}]."
         )
     if weights is not None and not (values[3] >= 0 and math.isfinite(values[4])):
         raise ValueError(
-            f"Expected `weights` to be finite and non-negative, got values in [{values[3]:.6g}, "
-            f"{values[4]:.6g}]."
+            f"Expected `weights` to be finite and non-negative, got values in [{values[3]:.6g}, {values[4]:.6g}]."
         )
 
 
-def _multiclass_recall_update(
-    preds: Tensor, target: Tensor, weights: Tensor | None, k: int
-) -> tuple[Tensor, Tensor]:
+def _multiclass_recall_update(preds: Tensor, target: Tensor, weights: Tensor | None, k: int) -> tuple[Tensor, Tensor]:
     """``(sum w·hit, sum w)`` in float64."""
     true_score = preds.gather(1, target.long().unsqueeze(1))
     rank = (preds > true_score).sum(1) + (preds == true_score).sum(1) - 1

@@ -20,6 +20,7 @@ from torchmetrics_ext.metrics.base import TaskMetric
 
 __all__ = ["GroupedAUC", "GroupedAUPRC"]
 
+
 class _GroupedCurveMetric(TaskMetric):
     _kind: ClassVar[str] = "auc"
     _name: ClassVar[str] = "GroupedAUC"

@@ -1,67 +1,20 @@
 """torchmetrics_ext: recommendation and ranking metrics as first-class TorchMetrics objects.
 
 Import as ``import torchmetrics_ext as tmx``; classes are exported flat (``tmx.NormalizedEntropy``),
-functional twins live in :mod:`torchmetrics_ext.functional`.
+functional twins live in :mod:`torchmetrics_ext.functional`, dataset aggregation in
+:mod:`torchmetrics_ext.aggregation`. The exported names are the family modules' own ``__all__``
+lists, gathered by :mod:`torchmetrics_ext.metrics`.
 """
 
-from torchmetrics_ext.metrics import (
-    AUC,
-    AUPRC,
-    CTR,
-    MAP,
-    MRR,
-    NDCG,
-    XAUC,
-    Calibration,
-    GroupedAUC,
-    GroupedAUPRC,
-    HitRate,
-    LogLoss,
-    MulticlassRecallAtK,
-    NormalizedEntropy,
-    PrecisionAtK,
-    RankingMetrics,
-    RecallAtK,
-    RegressionAUC,
-    TaskMetric,
-    WeightedAccuracy,
-    WeightedAverage,
-    WeightedMAE,
-    WeightedMSE,
-    WeightedPrecision,
-    WeightedRecall,
-    WeightedRMSE,
-)
+from torchmetrics_ext import metrics
+from torchmetrics_ext.metrics.auc import *  # noqa: F403
+from torchmetrics_ext.metrics.base import *  # noqa: F403
+from torchmetrics_ext.metrics.pointwise import *  # noqa: F403
+from torchmetrics_ext.metrics.ranking import *  # noqa: F403
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AUC",
-    "AUPRC",
-    "CTR",
-    "MAP",
-    "MRR",
-    "NDCG",
-    "XAUC",
-    "Calibration",
-    "GroupedAUC",
-    "GroupedAUPRC",
-    "HitRate",
-    "LogLoss",
-    "MulticlassRecallAtK",
-    "NormalizedEntropy",
-    "PrecisionAtK",
-    "RankingMetrics",
-    "RecallAtK",
-    "RegressionAUC",
-    "TaskMetric",
-    "UndefinedMetricWarning",
-    "WeightedAccuracy",
-    "WeightedAverage",
-    "WeightedMAE",
-    "WeightedMSE",
-    "WeightedPrecision",
-    "WeightedRMSE",
-    "WeightedRecall",
-]
+__all__ = ["UndefinedMetricWarning"]
+__all__ += metrics.__all__
+__all__.sort()

@@ -1,56 +1,19 @@
-"""Functional twins of every metric: pure functions over one set of tensors, no state."""
+"""Functional twins of every metric: pure functions over one set of tensors, no state.
 
-from torchmetrics_ext.functional.auc import auc, auprc, grouped_auc, grouped_auprc, regression_auc, xauc
+Each family module lists its public functions in its own ``__all__``; this package re-exports
+exactly those lists.
+"""
+
+from torchmetrics_ext.functional import auc as _auc
+from torchmetrics_ext.functional import pointwise as _pointwise
+from torchmetrics_ext.functional import ranking as _ranking
+from torchmetrics_ext.functional.auc import *  # noqa: F403
 from torchmetrics_ext.functional.distribution import distribution
-from torchmetrics_ext.functional.pointwise import (
-    calibration,
-    ctr,
-    log_loss,
-    normalized_entropy,
-    weighted_accuracy,
-    weighted_average,
-    weighted_mae,
-    weighted_mse,
-    weighted_precision,
-    weighted_recall,
-    weighted_rmse,
-)
-from torchmetrics_ext.functional.ranking import (
-    hit_rate,
-    map_at_k,
-    mrr,
-    multiclass_recall_at_k,
-    ndcg,
-    precision_at_k,
-    ranking_metrics,
-    recall_at_k,
-)
+from torchmetrics_ext.functional.pointwise import *  # noqa: F403
+from torchmetrics_ext.functional.ranking import *  # noqa: F403
 
-__all__ = [
-    "auc",
-    "auprc",
-    "calibration",
-    "ctr",
-    "distribution",
-    "grouped_auc",
-    "grouped_auprc",
-    "hit_rate",
-    "log_loss",
-    "map_at_k",
-    "mrr",
-    "multiclass_recall_at_k",
-    "ndcg",
-    "normalized_entropy",
-    "precision_at_k",
-    "ranking_metrics",
-    "recall_at_k",
-    "regression_auc",
-    "weighted_accuracy",
-    "weighted_average",
-    "weighted_mae",
-    "weighted_mse",
-    "weighted_precision",
-    "weighted_recall",
-    "weighted_rmse",
-    "xauc",
-]
+__all__: list[str] = ["distribution"]
+__all__ += _auc.__all__
+__all__ += _pointwise.__all__
+__all__ += _ranking.__all__
+__all__.sort()

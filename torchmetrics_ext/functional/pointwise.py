@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from torchmetrics_ext.utilities.checks import format_pointwise
+from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
 from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
 
 __all__ = [
@@ -62,11 +62,6 @@ def _check_eta(eta: float) -> None:
 def _check_threshold(threshold: float) -> None:
     if not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
         raise ValueError(f"Expected `threshold` to be a probability in [0, 1], got {threshold!r}.")
-
-
-def _check_flag(name: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"Expected `{name}` to be a bool, got {value!r}.")
 
 
 def _finish(value: Tensor, single_task: bool) -> Tensor:
@@ -157,7 +152,7 @@ def normalized_entropy(
         tensor(1., dtype=torch.float64)
     """
     _check_eta(eta)
-    _check_flag("from_logits", from_logits)
+    check_flag("from_logits", from_logits)
     single = preds.ndim == 1
     p, t, w = format_pointwise(preds, target, weights, None, from_logits=from_logits, validate=validate_args)
     ce_sum, total, pos = _cross_entropy_update(p, t, w, eta, from_logits)  # type: ignore[arg-type]
@@ -195,7 +190,7 @@ def log_loss(
         tensor(0.6931, dtype=torch.float64)
     """
     _check_eta(eta)
-    _check_flag("from_logits", from_logits)
+    check_flag("from_logits", from_logits)
     single = preds.ndim == 1
     p, t, w = format_pointwise(preds, target, weights, None, from_logits=from_logits, validate=validate_args)
     ce_sum, total, _ = _cross_entropy_update(p, t, w, eta, from_logits)  # type: ignore[arg-type]
@@ -257,7 +252,7 @@ def calibration(
         >>> calibration(torch.tensor([0.2, 0.4, 0.6, 0.8]), torch.tensor([0, 0, 1, 0]))
         tensor(2., dtype=torch.float64)
     """
-    _check_flag("from_logits", from_logits)
+    check_flag("from_logits", from_logits)
     single = preds.ndim == 1
     p, t, w = format_pointwise(preds, target, weights, None, from_logits=from_logits, validate=validate_args)
     pred_sum, label_sum, _ = _weighted_sums_update(p, t, w, from_logits)
@@ -370,7 +365,7 @@ def _thresholded(
     validate_args: bool,
 ) -> Tensor:
     _check_threshold(threshold)
-    _check_flag("from_logits", from_logits)
+    check_flag("from_logits", from_logits)
     single = preds.ndim == 1
     p, t, w = format_pointwise(
         preds, target, weights, None, target_domain="binary", from_logits=from_logits, validate=validate_args

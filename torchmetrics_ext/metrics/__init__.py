@@ -1,56 +1,19 @@
-"""Metric classes (``torchmetrics.Metric`` subclasses), one module per family."""
+"""Metric classes (``torchmetrics.Metric`` subclasses), one module per family.
 
-from torchmetrics_ext.metrics.auc import AUC, AUPRC, XAUC, GroupedAUC, GroupedAUPRC, RegressionAUC
-from torchmetrics_ext.metrics.base import TaskMetric
-from torchmetrics_ext.metrics.pointwise import (
-    CTR,
-    Calibration,
-    LogLoss,
-    NormalizedEntropy,
-    WeightedAccuracy,
-    WeightedAverage,
-    WeightedMAE,
-    WeightedMSE,
-    WeightedPrecision,
-    WeightedRecall,
-    WeightedRMSE,
-)
-from torchmetrics_ext.metrics.ranking import (
-    MAP,
-    MRR,
-    NDCG,
-    HitRate,
-    MulticlassRecallAtK,
-    PrecisionAtK,
-    RankingMetrics,
-    RecallAtK,
-)
+Each family module lists its public classes in its own ``__all__``; this package (and the
+top-level ``torchmetrics_ext``) re-exports exactly those lists, so a new metric is exported by
+adding it to its family's ``__all__`` alone.
+"""
 
-__all__ = [
-    "AUC",
-    "AUPRC",
-    "CTR",
-    "MAP",
-    "MRR",
-    "NDCG",
-    "XAUC",
-    "Calibration",
-    "GroupedAUC",
-    "GroupedAUPRC",
-    "HitRate",
-    "LogLoss",
-    "MulticlassRecallAtK",
-    "NormalizedEntropy",
-    "PrecisionAtK",
-    "RankingMetrics",
-    "RecallAtK",
-    "RegressionAUC",
-    "TaskMetric",
-    "WeightedAccuracy",
-    "WeightedAverage",
-    "WeightedMAE",
-    "WeightedMSE",
-    "WeightedPrecision",
-    "WeightedRMSE",
-    "WeightedRecall",
-]
+from torchmetrics_ext.metrics import auc, base, pointwise, ranking
+from torchmetrics_ext.metrics.auc import *  # noqa: F403
+from torchmetrics_ext.metrics.base import *  # noqa: F403
+from torchmetrics_ext.metrics.pointwise import *  # noqa: F403
+from torchmetrics_ext.metrics.ranking import *  # noqa: F403
+
+__all__: list[str] = []
+__all__ += auc.__all__
+__all__ += base.__all__
+__all__ += pointwise.__all__
+__all__ += ranking.__all__
+__all__.sort()

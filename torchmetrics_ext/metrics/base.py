@@ -12,6 +12,8 @@ from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 from torchmetrics.utilities.distributed import gather_all_tensors
 
+__all__ = ["TaskMetric"]
+
 
 class TaskMetric(Metric):
     """A :class:`torchmetrics.Metric` with a leading task dimension on every state.

@@ -23,9 +23,9 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from torchmetrics_ext.functional import pointwise as F
-from torchmetrics_ext.functional.pointwise import _check_eta, _check_flag, _check_threshold
+from torchmetrics_ext.functional.pointwise import _check_eta, _check_threshold
 from torchmetrics_ext.metrics.base import TaskMetric
-from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, format_pointwise
+from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, format_pointwise
 
 __all__ = [
     "CTR",
@@ -119,7 +119,7 @@ class _CrossEntropyMetric(_PointwiseMetric):
     def __init__(self, num_tasks: int = 1, *, eta: float = 1e-12, from_logits: bool = False, **kwargs: Any) -> None:
         _check_eta(eta)
         super().__init__(num_tasks, _setting="" if eta == 1e-12 else f"eta_{_tag(eta)}", **kwargs)
-        _check_flag("from_logits", from_logits)
+        check_flag("from_logits", from_logits)
         self.eta = float(eta)
         self.from_logits = from_logits
 
@@ -233,7 +233,7 @@ class Calibration(_WeightedSumMetric):
 
     def __init__(self, num_tasks: int = 1, *, from_logits: bool = False, **kwargs: Any) -> None:
         super().__init__(num_tasks, **kwargs)
-        _check_flag("from_logits", from_logits)
+        check_flag("from_logits", from_logits)
         self.from_logits = from_logits
 
     def _compute_value(self, pred_sum: Tensor, label_sum: Tensor, total: Tensor) -> Tensor:  # type: ignore[override]
@@ -315,7 +315,7 @@ class _ConfusionMetric(_PointwiseMetric):
     def __init__(self, num_tasks: int = 1, *, threshold: float = 0.5, from_logits: bool = False, **kwargs: Any) -> None:
         _check_threshold(threshold)
         super().__init__(num_tasks, _setting="" if threshold == 0.5 else f"at_{_tag(threshold)}", **kwargs)
-        _check_flag("from_logits", from_logits)
+        check_flag("from_logits", from_logits)
         self.threshold = float(threshold)
         self.from_logits = from_logits
 

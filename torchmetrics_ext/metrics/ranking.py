@@ -28,7 +28,6 @@ from torchmetrics.utilities.data import dim_zero_cat
 
 from torchmetrics_ext.functional.ranking._inputs import (
     RankingRows,
-    check_flag,
     check_ranking_args,
     format_ranking,
 )
@@ -47,6 +46,7 @@ from torchmetrics_ext.functional.ranking.multiclass import (
     check_multiclass_inputs,
 )
 from torchmetrics_ext.metrics.base import TaskMetric
+from torchmetrics_ext.utilities.checks import check_flag
 
 __all__ = [
     "MAP",

@@ -1,4 +1,4 @@
-"""Validation and formatting of pointwise (binary / regression) inputs.
+"""Input checks: the argument helpers every family shares, and pointwise (binary / regression) inputs.
 
 Every pointwise metric and functional goes through :func:`format_pointwise`: it checks the
 inputs (when ``validate`` is true), raising ``TypeError``/``ValueError`` that name the argument,
@@ -24,7 +24,14 @@ _TARGET_TEXT = {
 }
 
 
-def _check_tensor(name: str, value: object, *, floating: bool) -> Tensor:
+def check_flag(name: str, value: object) -> None:
+    """Raise ``ValueError`` unless the option ``name`` is a bool (``True``/``False``, not ``1``/``0``)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"Expected `{name}` to be a bool, got {value!r}.")
+
+
+def check_tensor(name: str, value: object, *, floating: bool = False) -> Tensor:
+    """Raise ``TypeError`` unless ``value`` is a real tensor (floating point when ``floating``); return it."""
     if not isinstance(value, Tensor):
         raise TypeError(f"Expected `{name}` to be a torch.Tensor, got {type(value).__name__}.")
     if floating and not value.is_floating_point():
@@ -77,11 +84,11 @@ def format_pointwise(
         ValueError: on a shape, device, task-dimension or value-range mismatch.
     """
     if validate:
-        _check_tensor("preds", preds, floating=True)
+        check_tensor("preds", preds, floating=True)
         if target is not None:
-            _check_tensor("target", target, floating=False)
+            check_tensor("target", target)
         if weights is not None:
-            _check_tensor("weights", weights, floating=False)
+            check_tensor("weights", weights)
         if preds.ndim not in (1, 2) or (preds.ndim == 2 and num_tasks is not None and preds.shape[0] != num_tasks):
             raise _task_shape_error("preds", preds.shape, num_tasks)
         if preds.ndim == 1 and num_tasks not in (None, 1):

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.auc import _kernels as K
-from torchmetrics_ext.utilities.checks import format_pointwise
+from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["auc", "auprc"]
@@ -34,11 +34,6 @@ DEFAULT_LOGIT_RANGE: tuple[float, float] = (-16.0, 16.0)
 
 
 # ----------------------------------------------------------------------------- argument checks
-
-
-def _check_flag(name: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"Expected `{name}` to be a bool, got {value!r}.")
 
 
 def _check_bins(num_bins: object, logit_range: object) -> None:
@@ -162,7 +157,7 @@ def _curve_stats(
     validate_args: bool,
 ) -> CurveStats:
     _check_bins(num_bins, logit_range)
-    _check_flag("from_logits", from_logits)
+    check_flag("from_logits", from_logits)
     p, t, w = format_pointwise(
         preds, target, weights, None, target_domain="binary", from_logits=from_logits, validate=validate_args
     )

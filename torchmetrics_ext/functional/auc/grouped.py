@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.auc._kernels import _curve_sums, _descending_keys
-from torchmetrics_ext.functional.auc.binary import CurveStats, _check_flag, _signed_weights
-from torchmetrics_ext.utilities.checks import format_pointwise
+from torchmetrics_ext.functional.auc.binary import CurveStats, _signed_weights
+from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
 from torchmetrics_ext.utilities.warnings import safe_divide
 
 __all__ = ["grouped_auc", "grouped_auprc"]
@@ -122,8 +122,8 @@ def _grouped(
     from_logits: bool,
     validate_args: bool,
 ) -> Tensor:
-    _check_flag("weight_groups", weight_groups)
-    _check_flag("from_logits", from_logits)
+    check_flag("weight_groups", weight_groups)
+    check_flag("from_logits", from_logits)
     single = preds.ndim == 1
     p, t, g, w = _format_grouped(preds, target, groups, weights, None, from_logits, validate_args)
     value = _grouped_compute(*_grouped_update(p, _signed_weights(t, w), g, kind, weight_groups), name)

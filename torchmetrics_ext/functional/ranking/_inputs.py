@@ -23,6 +23,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.utilities.checks import check_tensor
+
 ACTIONS = ("skip", "zero", "one", "error")
 
 
@@ -35,14 +37,6 @@ class RankingRows(NamedTuple):
     weights: Tensor | None
     padded: bool
     preds_writable: bool = False  # ``preds`` is a private copy the kernels may overwrite
-
-
-def _check_tensor(name: str, value: object) -> Tensor:
-    if not isinstance(value, Tensor):
-        raise TypeError(f"Expected `{name}` to be a torch.Tensor, got {type(value).__name__}.")
-    if value.is_complex():
-        raise TypeError(f"Expected `{name}` to be a real tensor, got dtype {value.dtype}.")
-    return value
 
 
 def _check_shape(name: str, value: Tensor | None, shape: torch.Size, device: torch.device) -> None:
@@ -72,12 +66,6 @@ def check_ranking_args(
         not isinstance(padding_value, (int, float)) or isinstance(padding_value, bool) or math.isnan(padding_value)
     ):
         raise ValueError(f"Expected `padding_value` to be a number (not NaN) or None, got {padding_value!r}.")
-
-
-def check_flag(name: str, value: object) -> None:
-    """Raise unless ``value`` is a bool."""
-    if not isinstance(value, bool):
-        raise ValueError(f"Expected `{name}` to be a bool, got {value!r}.")
 
 
 def format_ranking(
@@ -117,8 +105,8 @@ def format_ranking(
             negative or non-finite ``target``/``weights``.
     """
     if validate:
-        _check_tensor("preds", preds)
-        _check_tensor("target", target)
+        check_tensor("preds", preds)
+        check_tensor("target", target)
         if not preds.is_floating_point():
             raise TypeError(f"Expected `preds` to be a floating point tensor, got dtype {preds.dtype}.")
         if preds.ndim not in (1, 2):
@@ -128,14 +116,14 @@ def format_ranking(
             )
         _check_shape("target", target, preds.shape, preds.device)
         if mask is not None:
-            _check_tensor("mask", mask)
+            check_tensor("mask", mask)
             if mask.dtype != torch.bool:
                 raise TypeError(f"Expected `mask` to be a bool tensor, got dtype {mask.dtype}.")
             _check_shape("mask", mask, preds.shape, preds.device)
         if preds.ndim == 1:
             if indexes is None:
                 raise ValueError("Expected `indexes` (query id of every row) for flat (N,) `preds`, got None.")
-            _check_tensor("indexes", indexes)
+            check_tensor("indexes", indexes)
             if indexes.is_floating_point() or indexes.dtype == torch.bool:
                 raise TypeError(f"Expected `indexes` to be an integer tensor, got dtype {indexes.dtype}.")
             _check_shape("indexes", indexes, preds.shape, preds.device)
@@ -145,7 +133,7 @@ def format_ranking(
                 f"got `indexes` of shape {tuple(indexes.shape)}."
             )
         if weights is not None:
-            _check_tensor("weights", weights)
+            check_tensor("weights", weights)
             _check_shape("weights", weights, preds.shape[:1], preds.device)
 
     padded = preds.ndim == 2

@@ -32,7 +32,6 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.ranking._inputs import (
     RankingRows,
-    check_flag,
     check_ranking_args,
     format_ranking,
 )
@@ -45,6 +44,7 @@ from torchmetrics_ext.functional.ranking._kernel import (
     reduce_queries,
 )
 from torchmetrics_ext.functional.ranking._topk import grouped_topk_values
+from torchmetrics_ext.utilities.checks import check_flag
 from torchmetrics_ext.utilities.warnings import safe_divide
 
 __all__ = ["hit_rate", "map_at_k", "mrr", "ndcg", "precision_at_k", "ranking_metrics", "recall_at_k"]

@@ -16,7 +16,7 @@ from torchmetrics.utilities.data import dim_zero_cat
 
 from torchmetrics_ext.functional.auc import binary as F
 from torchmetrics_ext.metrics.base import TaskMetric
-from torchmetrics_ext.utilities.checks import format_pointwise
+from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
 
 __all__ = ["AUC", "AUPRC"]
 
@@ -76,7 +76,7 @@ class _CurveMetric(TaskMetric):
     ) -> None:
         super().__init__(num_tasks, **kwargs)
         F._check_bins(num_bins, logit_range)
-        F._check_flag("from_logits", from_logits)
+        check_flag("from_logits", from_logits)
         self.num_bins = num_bins
         self.logit_range = (float(logit_range[0]), float(logit_range[1]))
         self.from_logits = from_logits

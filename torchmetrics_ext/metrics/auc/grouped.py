@@ -17,6 +17,7 @@ from torchmetrics_ext.functional.auc import binary as FB
 from torchmetrics_ext.functional.auc import grouped as F
 from torchmetrics_ext.metrics.auc.binary import _append_chunk, _take_samples
 from torchmetrics_ext.metrics.base import TaskMetric
+from torchmetrics_ext.utilities.checks import check_flag
 
 __all__ = ["GroupedAUC", "GroupedAUPRC"]
 
@@ -48,7 +49,7 @@ class _GroupedCurveMetric(TaskMetric):
             ("groups_complete_per_batch", groups_complete_per_batch),
             ("from_logits", from_logits),
         ):
-            FB._check_flag(name, flag)
+            check_flag(name, flag)
         self.weight_groups = weight_groups
         self.groups_complete_per_batch = groups_complete_per_batch
         self.from_logits = from_logits

@@ -9,8 +9,11 @@ lists, gathered by :mod:`torchmetrics_ext.metrics`.
 from torchmetrics_ext import metrics
 from torchmetrics_ext.metrics.auc import *  # noqa: F403
 from torchmetrics_ext.metrics.base import *  # noqa: F403
+from torchmetrics_ext.metrics.counters import *  # noqa: F403
+from torchmetrics_ext.metrics.entropy import *  # noqa: F403
 from torchmetrics_ext.metrics.pointwise import *  # noqa: F403
 from torchmetrics_ext.metrics.ranking import *  # noqa: F403
+from torchmetrics_ext.metrics.regression import *  # noqa: F403
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
 __version__ = "0.1.0"

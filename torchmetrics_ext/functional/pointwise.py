@@ -93,7 +93,11 @@ def _log_loss_compute(cross_entropy_sum: Tensor, weighted_num_samples: Tensor) -
 
 
 def _normalized_entropy_compute(
-    cross_entropy_sum: Tensor, weighted_num_samples: Tensor, pos_labels: Tensor, eta: float
+    cross_entropy_sum: Tensor,
+    weighted_num_samples: Tensor,
+    pos_labels: Tensor,
+    eta: float,
+    metric: str = "NormalizedEntropy",
 ) -> Tensor:
     """NE = mean weighted cross-entropy / entropy of the weighted base rate.
 
@@ -103,7 +107,7 @@ def _normalized_entropy_compute(
     """
     neg_labels = weighted_num_samples - pos_labels
     undefined = (pos_labels <= 0) | (neg_labels <= 0)
-    warn_undefined(undefined, "NormalizedEntropy", "the labels seen hold a single class (or no weight)")
+    warn_undefined(undefined, metric, "the labels seen hold a single class (or no weight)")
     safe_total = torch.where(weighted_num_samples > 0, weighted_num_samples, 1.0)
     base_rate = (pos_labels / safe_total).clamp(eta, 1 - eta)
     # entropy of the base rate times the total weight: the normaliser of sum w·CE
@@ -473,20 +477,32 @@ def weighted_recall(
 
 
 def _error_update(preds: Tensor, target: Tensor, weights: Tensor | None) -> Stats:
-    """Return ``(sum w·(p - y)², sum w·|p - y|, sum w)`` per task."""
+    """Return ``(sum w·(p - y)², sum w·|p - y|, sum w, sum w·y, sum w·y²)`` per task.
+
+    The last two (label moments) let R² and normalised MSE share these states, and so one
+    compute group, with MSE, RMSE and MAE.
+    """
     diff = preds - target
-    return _weighted_sum(diff * diff, weights), _weighted_sum(diff.abs(), weights), _weight_total(preds, weights)
+    return (
+        _weighted_sum(diff * diff, weights),
+        _weighted_sum(diff.abs(), weights),
+        _weight_total(preds, weights),
+        _weighted_sum(target, weights),
+        _weighted_sum(target * target, weights),
+    )
 
 
-def _mse_compute(sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor) -> Tensor:
+def _mse_compute(sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor, *_: Tensor) -> Tensor:
     return safe_divide(sum_squared_error, weighted_num_samples, "WeightedMSE", "total weight is zero")
 
 
-def _rmse_compute(sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor) -> Tensor:
+def _rmse_compute(
+    sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor, *_: Tensor
+) -> Tensor:
     return safe_divide(sum_squared_error, weighted_num_samples, "WeightedRMSE", "total weight is zero").sqrt()
 
 
-def _mae_compute(sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor) -> Tensor:
+def _mae_compute(sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor, *_: Tensor) -> Tensor:
     return safe_divide(sum_absolute_error, weighted_num_samples, "WeightedMAE", "total weight is zero")
 
 

@@ -402,7 +402,7 @@ class WeightedRecall(_ConfusionMetric):
 
 
 class _ErrorMetric(_PointwiseMetric):
-    _state_names = ("sum_squared_error", "sum_absolute_error", "weighted_num_samples")
+    _state_names = ("sum_squared_error", "sum_absolute_error", "weighted_num_samples", "label_sum", "label_squared_sum")
     _preds_domain = "real"
     _target_domain = "real"
     is_differentiable = True
@@ -417,7 +417,7 @@ class WeightedMSE(_ErrorMetric):
     r"""Weighted mean squared error, :math:`\sum_i w_i (p_i - y_i)^2 / \sum_i w_i`.
 
     Equal to scikit-learn's ``mean_squared_error(..., sample_weight=w)``. Shares its states
-    with :class:`WeightedRMSE` and :class:`WeightedMAE`.
+    with :class:`WeightedRMSE`, :class:`WeightedMAE`, :class:`WeightedR2`, :class:`WeightedNMSE` and :class:`WeightedNRMSE`.
 
     Args:
         num_tasks: number of tasks ``T``.

@@ -11,13 +11,20 @@ from torchmetrics_ext.metrics.auc import *  # noqa: F403
 from torchmetrics_ext.metrics.base import *  # noqa: F403
 from torchmetrics_ext.metrics.counters import *  # noqa: F403
 from torchmetrics_ext.metrics.entropy import *  # noqa: F403
+from torchmetrics_ext.metrics.hindsight import *  # noqa: F403
+from torchmetrics_ext.metrics.multilabel import *  # noqa: F403
 from torchmetrics_ext.metrics.pointwise import *  # noqa: F403
+from torchmetrics_ext.metrics.qps import *  # noqa: F403
 from torchmetrics_ext.metrics.ranking import *  # noqa: F403
 from torchmetrics_ext.metrics.regression import *  # noqa: F403
+from torchmetrics_ext.metrics.session import *  # noqa: F403
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
+from torchmetrics_ext.wrappers.segmented import *  # noqa: F403
+from torchmetrics_ext.wrappers.segmented import __all__ as _segmented_all
 
 __version__ = "0.1.0"
 
 __all__ = ["UndefinedMetricWarning"]
 __all__ += metrics.__all__
+__all__ += _segmented_all
 __all__.sort()

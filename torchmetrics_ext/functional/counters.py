@@ -43,7 +43,7 @@ def _apply(
     from_logits: bool = False,
     validate_args: bool = True,
 ) -> Tensor:
-    """validate → per-task statistics → value: the body every functional twin of this family shares."""
+    """Validate → per-task statistics → value: the body every functional twin of this family shares."""
     single = preds.ndim == 1
     p, t, w = format_pointwise(
         preds,
@@ -163,7 +163,9 @@ def num_positive_samples(
         >>> num_positive_samples(torch.tensor([0.2, 0.7, 0.1]), torch.tensor([1, 1, 0]), torch.tensor([2.0, 1.0, 1.0]))
         tensor(3., dtype=torch.float64)
     """
-    return _apply(_positive_update, _identity, preds, target, weights, target_domain="unit", validate_args=validate_args)
+    return _apply(
+        _positive_update, _identity, preds, target, weights, target_domain="unit", validate_args=validate_args
+    )
 
 
 def weighted_sum_predictions(

@@ -100,7 +100,7 @@ def ne_positive(
     check_flag("from_logits", from_logits)
     return _apply(
         lambda p, t, w: _ne_positive_update(p, t, w, eta, from_logits),  # type: ignore[arg-type]
-        lambda *s: _ne_positive_compute(*s, eta),
+        lambda ce, total, pos: _ne_positive_compute(ce, total, pos, eta),
         preds,
         target,
         weights,
@@ -188,7 +188,7 @@ def calibration_free_ne(
     check_flag("torchrec_scaling", torchrec_scaling)
     return _apply(
         lambda p, t, w: _calibration_free_update(p, t, w, eta, from_logits),  # type: ignore[arg-type]
-        lambda *s: _calibration_free_compute(*s, eta, torchrec_scaling),
+        lambda ce, total, pos, pred: _calibration_free_compute(ce, total, pos, pred, eta, torchrec_scaling),
         preds,
         target,
         weights,
@@ -247,7 +247,7 @@ def recalibrated_ne(
             eta,
             from_logits,
         ),
-        lambda *s: _normalized_entropy_compute(*s, eta, "RecalibratedNE"),
+        lambda ce, total, pos: _normalized_entropy_compute(ce, total, pos, eta, "RecalibratedNE"),
         preds,
         target,
         weights,

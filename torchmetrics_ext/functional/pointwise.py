@@ -492,7 +492,9 @@ def _error_update(preds: Tensor, target: Tensor, weights: Tensor | None) -> Stat
     )
 
 
-def _mse_compute(sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor, *_: Tensor) -> Tensor:
+def _mse_compute(
+    sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor, *_: Tensor
+) -> Tensor:
     return safe_divide(sum_squared_error, weighted_num_samples, "WeightedMSE", "total weight is zero")
 
 
@@ -502,7 +504,9 @@ def _rmse_compute(
     return safe_divide(sum_squared_error, weighted_num_samples, "WeightedRMSE", "total weight is zero").sqrt()
 
 
-def _mae_compute(sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor, *_: Tensor) -> Tensor:
+def _mae_compute(
+    sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor, *_: Tensor
+) -> Tensor:
     return safe_divide(sum_absolute_error, weighted_num_samples, "WeightedMAE", "total weight is zero")
 
 

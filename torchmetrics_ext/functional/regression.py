@@ -111,7 +111,7 @@ def weighted_nmse(
     _check_baseline(baseline)
     return _apply(
         _error_update,  # type: ignore[arg-type]
-        lambda *s: _nmse_compute(*s, baseline, False),
+        lambda sse, sae, total, ls, lsq: _nmse_compute(sse, sae, total, ls, lsq, baseline, False),
         preds,
         target,
         weights,
@@ -148,7 +148,7 @@ def weighted_nrmse(
     _check_baseline(baseline)
     return _apply(
         _error_update,  # type: ignore[arg-type]
-        lambda *s: _nmse_compute(*s, baseline, True),
+        lambda sse, sae, total, ls, lsq: _nmse_compute(sse, sae, total, ls, lsq, baseline, True),
         preds,
         target,
         weights,

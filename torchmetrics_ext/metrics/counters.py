@@ -9,13 +9,13 @@ each one is windowed by the window wrapper and split by :class:`~torchmetrics_ex
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 
 from torchmetrics_ext.functional import counters as F
 from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
-from torchmetrics_ext.utilities.checks import check_flag
+from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag
 
 __all__ = [
     "LabelAverage",
@@ -31,14 +31,14 @@ __all__ = [
 class _CounterMetric(_PointwiseMetric):
     """A per-task sum reported as is; ``target`` is optional unless the count needs labels."""
 
-    _preds_domain = "real"
-    _target_domain = "real"
+    _preds_domain: ClassVar[PredsDomain] = "real"
+    _target_domain: ClassVar[TargetDomain] = "real"
     is_differentiable = False
     higher_is_better = None
-    plot_lower_bound = 0.0
+    plot_lower_bound: float | None = 0.0
 
     def update(self, preds: Tensor, target: Tensor | None = None, weights: Tensor | None = None) -> None:
-        """Accumulate one batch: ``preds`` (and ``target`` where needed) ``(N,)`` or ``(T, N)``, optional ``weights``."""
+        """Accumulate one batch: ``preds`` (and ``target`` where needed), ``(N,)`` or ``(T, N)``; optional weights."""
         super().update(preds, target, weights)  # type: ignore[arg-type]
 
     def _compute_value(self, *states: Tensor) -> Tensor:
@@ -228,9 +228,10 @@ class LabelAverage(_CounterMetric):
 
 
 class TensorWeightedAverage(_CounterMetric):
-    r"""Weighted mean of any named model output, :math:`\sum_i w_i v_i / \sum_i w_i` (TorchRec's ``tensor_weighted_avg``).
+    r"""Weighted mean of a named model output, :math:`\sum_i w_i v_i / \sum_i w_i`.
 
-    ``update(values, weights=None)``: the averaged tensor is not the predictions but a tensor
+    TorchRec's ``tensor_weighted_avg``. ``update(values, weights=None)``: the averaged tensor is
+    not the predictions but a tensor
     the model emits under ``tensor_name`` (a module feeds ``model_out[tensor_name]``). A task
     whose ``weighted`` flag is false averages without weights, as TorchRec's
     ``RecTaskInfo.weighted``.
@@ -267,7 +268,9 @@ class TensorWeightedAverage(_CounterMetric):
         flags = F._weighted_flags(weighted, num_tasks)
         if tensor_name is not None and not isinstance(tensor_name, str):
             raise ValueError(f"Expected `tensor_name` to be a string or None, got {tensor_name!r}.")
-        setting = "" if flags is None else "unweighted_" + "_".join(str(i) for i in (~flags).nonzero().flatten().tolist())
+        setting = (
+            "" if flags is None else "unweighted_" + "_".join(str(i) for i in (~flags).nonzero().flatten().tolist())
+        )
         super().__init__(num_tasks, _setting=setting, **kwargs)
         self.tensor_name = tensor_name
         self._flags = flags

@@ -24,7 +24,7 @@ class _EntropyVariant(_PointwiseMetric):
     """Probability predictions (or logits), labels in [0, 1]; ``eta`` and ``from_logits`` options."""
 
     is_differentiable = True
-    higher_is_better = False
+    higher_is_better: bool | None = False
     plot_lower_bound = 0.0
 
     def __init__(
@@ -69,8 +69,8 @@ class NEPositive(_EntropyVariant):
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
         return F._ne_positive_update(preds, target, weights, self.eta, self.from_logits)  # type: ignore[arg-type]
 
-    def _compute_value(self, *states: Tensor) -> Tensor:
-        return F._ne_positive_compute(*states, self.eta)
+    def _compute_value(self, ce_positive_sum: Tensor, total: Tensor, pos: Tensor) -> Tensor:  # type: ignore[override]
+        return F._ne_positive_compute(ce_positive_sum, total, pos, self.eta)
 
 
 class CalibrationFreeNE(_EntropyVariant):
@@ -111,8 +111,8 @@ class CalibrationFreeNE(_EntropyVariant):
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
         return F._calibration_free_update(preds, target, weights, self.eta, self.from_logits)  # type: ignore[arg-type]
 
-    def _compute_value(self, *states: Tensor) -> Tensor:
-        return F._calibration_free_compute(*states, self.eta, self.torchrec_scaling)
+    def _compute_value(self, ce_sum: Tensor, total: Tensor, pos: Tensor, pred_sum: Tensor) -> Tensor:  # type: ignore[override]
+        return F._calibration_free_compute(ce_sum, total, pos, pred_sum, self.eta, self.torchrec_scaling)
 
 
 class RecalibratedNE(_EntropyVariant):
@@ -151,8 +151,8 @@ class RecalibratedNE(_EntropyVariant):
         p = F._recalibrate(preds, self.recalibration_coefficient, self.from_logits)
         return _cross_entropy_update(p, target, weights, self.eta, self.from_logits)  # type: ignore[arg-type]
 
-    def _compute_value(self, *states: Tensor) -> Tensor:
-        return F._normalized_entropy_compute(*states, self.eta, "RecalibratedNE")
+    def _compute_value(self, ce_sum: Tensor, total: Tensor, pos: Tensor) -> Tensor:  # type: ignore[override]
+        return F._normalized_entropy_compute(ce_sum, total, pos, self.eta, "RecalibratedNE")
 
 
 class RecalibratedCalibration(_EntropyVariant):

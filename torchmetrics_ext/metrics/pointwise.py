@@ -407,7 +407,7 @@ class _ErrorMetric(_PointwiseMetric):
     _target_domain = "real"
     is_differentiable = True
     higher_is_better = False
-    plot_lower_bound = 0.0
+    plot_lower_bound: float | None = 0.0
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
         return F._error_update(preds, target, weights)  # type: ignore[arg-type]
@@ -417,7 +417,8 @@ class WeightedMSE(_ErrorMetric):
     r"""Weighted mean squared error, :math:`\sum_i w_i (p_i - y_i)^2 / \sum_i w_i`.
 
     Equal to scikit-learn's ``mean_squared_error(..., sample_weight=w)``. Shares its states
-    with :class:`WeightedRMSE`, :class:`WeightedMAE`, :class:`WeightedR2`, :class:`WeightedNMSE` and :class:`WeightedNRMSE`.
+    with :class:`WeightedRMSE`, :class:`WeightedMAE`, :class:`WeightedR2`, :class:`WeightedNMSE`
+    and :class:`WeightedNRMSE`.
 
     Args:
         num_tasks: number of tasks ``T``.

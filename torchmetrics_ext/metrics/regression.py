@@ -73,8 +73,10 @@ class WeightedNMSE(_ErrorMetric):
         super().__init__(num_tasks, **kwargs)
         self.baseline: F.Baseline = baseline
 
-    def _compute_value(self, *states: Tensor) -> Tensor:
-        return F._nmse_compute(*states, self.baseline, self._root)  # type: ignore[call-arg]
+    def _compute_value(  # type: ignore[override]
+        self, sse: Tensor, sae: Tensor, total: Tensor, label_sum: Tensor, label_sq_sum: Tensor
+    ) -> Tensor:
+        return F._nmse_compute(sse, sae, total, label_sum, label_sq_sum, self.baseline, self._root)
 
 
 class WeightedNRMSE(WeightedNMSE):

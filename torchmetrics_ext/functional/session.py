@@ -63,7 +63,7 @@ def _format_sessions(sessions: Tensor, shape: torch.Size, validate: bool) -> Ten
             raise ValueError(
                 f"Expected `sessions` of shape {tuple(shape[-1:])} or {tuple(shape)}, got {tuple(sessions.shape)}."
             )
-    return sessions.to(torch.int64).reshape(-1, shape[-1]).expand(shape)
+    return (sessions if sessions.ndim == 2 else sessions.unsqueeze(0)).to(torch.int64).expand(shape)
 
 
 def _ranks_within_session(scores: Tensor, sessions: Tensor) -> tuple[Tensor, Tensor, Tensor]:

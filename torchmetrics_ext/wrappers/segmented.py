@@ -108,7 +108,7 @@ class Segmented(TaskMetric):
                         f"Expected `segments` in [0, {self.num_segments}) (num_segments={self.num_segments}), "
                         f"got values in [{low_v}, {high_v}]."
                     )
-        return segments.to(torch.int64).reshape(-1, shape[-1]).expand(shape)
+        return (segments if segments.ndim == 2 else segments.unsqueeze(0)).to(torch.int64).expand(shape)
 
     def _inputs(
         self, preds: Tensor, target: Tensor | None, weights: Tensor | None, segments: Tensor | None, validate: bool

@@ -14,6 +14,7 @@ all tasks. Undefined values are ``nan`` with an
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -88,8 +89,17 @@ def _cross_entropy_update(
     return _weighted_sum(ce, weights), _weight_total(preds, weights), _weighted_sum(target, weights)
 
 
-def _log_loss_compute(cross_entropy_sum: Tensor, weighted_num_samples: Tensor) -> Tensor:
-    return safe_divide(cross_entropy_sum, weighted_num_samples, "LogLoss", "total weight is zero")
+LogUnit = Literal["nats", "bits"]
+
+
+def _check_unit(unit: str) -> None:
+    if unit not in ("nats", "bits"):
+        raise ValueError(f"Expected `unit` to be 'nats' or 'bits', got {unit!r}.")
+
+
+def _log_loss_compute(cross_entropy_sum: Tensor, weighted_num_samples: Tensor, unit: LogUnit = "nats") -> Tensor:
+    nats = safe_divide(cross_entropy_sum, weighted_num_samples, "LogLoss", "total weight is zero")
+    return nats / math.log(2) if unit == "bits" else nats
 
 
 def _normalized_entropy_compute(
@@ -170,6 +180,7 @@ def log_loss(
     *,
     eta: float = 1e-12,
     from_logits: bool = False,
+    unit: LogUnit = "nats",
     validate_args: bool = True,
 ) -> Tensor:
     r"""Weighted mean binary cross-entropy in nats (scikit-learn's ``log_loss``).
@@ -182,6 +193,7 @@ def log_loss(
         weights: optional non-negative sample weights, shape of ``preds`` or ``(N,)``.
         eta: clamp for probabilities, in [0, 0.5).
         from_logits: treat ``preds`` as logits.
+        unit: ``"nats"`` (natural log) or ``"bits"`` (base 2, TorchRec's ``logloss``).
         validate_args: check inputs before computing.
 
     Returns:
@@ -194,11 +206,12 @@ def log_loss(
         tensor(0.6931, dtype=torch.float64)
     """
     _check_eta(eta)
+    _check_unit(unit)
     check_flag("from_logits", from_logits)
     single = preds.ndim == 1
     p, t, w = format_pointwise(preds, target, weights, None, from_logits=from_logits, validate=validate_args)
     ce_sum, total, _ = _cross_entropy_update(p, t, w, eta, from_logits)  # type: ignore[arg-type]
-    return _finish(_log_loss_compute(ce_sum, total), single)
+    return _finish(_log_loss_compute(ce_sum, total, unit), single)
 
 
 # ----------------------------------------------------------------------------- weighted sums

@@ -181,6 +181,7 @@ class LogLoss(_CrossEntropyMetric):
         num_tasks: number of tasks ``T``.
         eta: probability clamp, in [0, 0.5).
         from_logits: ``preds`` are logits.
+        unit: ``"nats"`` (natural log) or ``"bits"`` (base 2, TorchRec's ``logloss``).
         validate_args: check each batch.
         kwargs: TorchMetrics options.
 
@@ -193,8 +194,13 @@ class LogLoss(_CrossEntropyMetric):
         tensor([0.6931, 0.1054], dtype=torch.float64)
     """
 
+    def __init__(self, num_tasks: int = 1, *, unit: F.LogUnit = "nats", **kwargs: Any) -> None:
+        F._check_unit(unit)
+        super().__init__(num_tasks, **kwargs)
+        self.unit: F.LogUnit = unit
+
     def _compute_value(self, ce_sum: Tensor, total: Tensor, pos: Tensor) -> Tensor:  # type: ignore[override]
-        return F._log_loss_compute(ce_sum, total)
+        return F._log_loss_compute(ce_sum, total, self.unit)
 
 
 # ----------------------------------------------------------------------------- weighted sums

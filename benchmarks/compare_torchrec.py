@@ -322,7 +322,7 @@ def compare(theirs: dict[str, list[float]], ours: dict[str, list[float]]) -> tup
         metric_name = name.split("label_")[0] if name.startswith("multi_label") else name.rstrip("_0123456789")
         per_task = [k.replace("-t0|", f"-t{t}|") for t in range(TASKS)]
         if k not in ours:
-            rows.append(f"| {namespace} | `{k}` | {theirs[k][0]:.6g} | — | — | not compared: {_why_missing(name)} |")
+            rows.append(f"| {namespace} | {_cell(k)} | {theirs[k][0]:.6g} | — | — | not compared: {_why_missing(name)} |")
             continue
         note = INTENDED.get(metric_name, "")
         diffs = [_rel(theirs[kt][0], ours[kt][0]) for kt in per_task if kt in theirs and kt in ours]
@@ -339,8 +339,13 @@ def compare(theirs: dict[str, list[float]], ours: dict[str, list[float]]) -> tup
             note = NOTES.get(metric_name, "")
             if worst > 1e-6:
                 failures.append(f"{k}: TorchRec {theirs[k][0]!r} vs ours {ours[k][0]!r}")
-        rows.append(f"| {namespace} | `{k}` | {theirs[k][0]:.6g} | {ours[k][0]:.6g} | {status} | {note} |")
+        rows.append(f"| {namespace} | {_cell(k)} | {theirs[k][0]:.6g} | {ours[k][0]:.6g} | {status} | {note} |")
     return rows, failures
+
+
+def _cell(k: str) -> str:
+    """A key as a Markdown table cell: its ``|`` escaped."""
+    return "`" + k.replace("|", "\\|") + "`"
 
 
 def _why_missing(name: str) -> str:

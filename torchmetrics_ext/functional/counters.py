@@ -223,13 +223,11 @@ def _format_missing(
     """Pointwise checks for inputs whose ``target`` may hold NaN (a missing label); returns float64 tensors."""
     if validate:
         check_tensor("target", target, floating=True)
-        if target.shape != preds.shape:
-            raise ValueError(
-                f"Expected `target` of the same shape as `preds` {tuple(preds.shape)}, got {tuple(target.shape)}."
-            )
-        if torch.isinf(target).any():
-            raise ValueError("Expected `target` to hold finite values or NaN (missing), got inf.")
-    p, _, w = format_pointwise(preds, None, weights, num_tasks, preds_domain="real", validate=validate)
+    # every pointwise check (shapes, devices, finite values) on the labels with NaN masked out
+    known = target.masked_fill(torch.isnan(target), 0.0) if validate else None
+    p, _, w = format_pointwise(
+        preds, known, weights, num_tasks, preds_domain="real", target_domain="real", validate=validate
+    )
     return p, target.to(torch.float64).reshape(p.shape), w
 
 

@@ -49,6 +49,20 @@ def _nmse_compute(
     return ratio.sqrt() if root else ratio
 
 
+def _normalised(
+    preds: Tensor, target: Tensor, weights: Tensor | None, baseline: Baseline, root: bool, validate_args: bool
+) -> Tensor:
+    _check_baseline(baseline)
+    return _apply(
+        _error_update,  # type: ignore[arg-type]
+        lambda sse, sae, total, ls, lsq: _nmse_compute(sse, sae, total, ls, lsq, baseline, root),
+        preds,
+        target,
+        weights,
+        validate_args=validate_args,
+    )
+
+
 def weighted_r2(preds: Tensor, target: Tensor, weights: Tensor | None = None, *, validate_args: bool = True) -> Tensor:
     r"""Weighted coefficient of determination, :math:`1 - \sum w (p-y)^2 / \sum w (y-\bar y)^2`.
 
@@ -108,15 +122,7 @@ def weighted_nmse(
         >>> weighted_nmse(preds, target, baseline="mean")
         tensor(0.2143, dtype=torch.float64)
     """
-    _check_baseline(baseline)
-    return _apply(
-        _error_update,  # type: ignore[arg-type]
-        lambda sse, sae, total, ls, lsq: _nmse_compute(sse, sae, total, ls, lsq, baseline, False),
-        preds,
-        target,
-        weights,
-        validate_args=validate_args,
-    )
+    return _normalised(preds, target, weights, baseline, False, validate_args)
 
 
 def weighted_nrmse(
@@ -145,12 +151,4 @@ def weighted_nrmse(
         >>> weighted_nrmse(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 4.0]))
         tensor(0.3162, dtype=torch.float64)
     """
-    _check_baseline(baseline)
-    return _apply(
-        _error_update,  # type: ignore[arg-type]
-        lambda sse, sae, total, ls, lsq: _nmse_compute(sse, sae, total, ls, lsq, baseline, True),
-        preds,
-        target,
-        weights,
-        validate_args=validate_args,
-    )
+    return _normalised(preds, target, weights, baseline, True, validate_args)

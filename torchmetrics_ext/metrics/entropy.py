@@ -115,7 +115,20 @@ class CalibrationFreeNE(_EntropyVariant):
         return F._calibration_free_compute(ce_sum, total, pos, pred_sum, self.eta, self.torchrec_scaling)
 
 
-class RecalibratedNE(_EntropyVariant):
+class _Recalibrated(_EntropyVariant):
+    """Scores mapped through ``c·p / (c·p + 1 - p)`` before the statistics; ``c`` names the changed state."""
+
+    def __init__(self, num_tasks: int = 1, *, recalibration_coefficient: float = 1.0, **kwargs: Any) -> None:
+        F._check_coefficient(recalibration_coefficient)
+        c = float(recalibration_coefficient)
+        super().__init__(num_tasks, _setting="" if c == 1.0 else f"recal_{_tag(c)}", **kwargs)
+        self.recalibration_coefficient = c
+
+    def _recalibrated(self, preds: Tensor) -> Tensor:
+        return F._recalibrate(preds, self.recalibration_coefficient, self.from_logits)
+
+
+class RecalibratedNE(_Recalibrated):
     r"""NE of recalibrated predictions :math:`p' = c\,p / (c\,p + 1 - p)` (TorchRec's ``recalibrated_ne``).
 
     With negatives down-sampled at rate :math:`r` in training, ``recalibration_coefficient=r``
@@ -141,21 +154,14 @@ class RecalibratedNE(_EntropyVariant):
     _setting_dependent = ("cross_entropy_sum",)
     is_differentiable = True
 
-    def __init__(self, num_tasks: int = 1, *, recalibration_coefficient: float = 1.0, **kwargs: Any) -> None:
-        F._check_coefficient(recalibration_coefficient)
-        c = float(recalibration_coefficient)
-        super().__init__(num_tasks, _setting="" if c == 1.0 else f"recal_{_tag(c)}", **kwargs)
-        self.recalibration_coefficient = c
-
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
-        p = F._recalibrate(preds, self.recalibration_coefficient, self.from_logits)
-        return _cross_entropy_update(p, target, weights, self.eta, self.from_logits)  # type: ignore[arg-type]
+        return _cross_entropy_update(self._recalibrated(preds), target, weights, self.eta, self.from_logits)  # type: ignore[arg-type]
 
     def _compute_value(self, ce_sum: Tensor, total: Tensor, pos: Tensor) -> Tensor:  # type: ignore[override]
         return F._normalized_entropy_compute(ce_sum, total, pos, self.eta, "RecalibratedNE")
 
 
-class RecalibratedCalibration(_EntropyVariant):
+class RecalibratedCalibration(_Recalibrated):
     r"""Calibration of recalibrated predictions, :math:`\sum w p' / \sum w y` (TorchRec's ``recalibrated_calibration``).
 
     Args:
@@ -177,15 +183,8 @@ class RecalibratedCalibration(_EntropyVariant):
     _setting_dependent = ("weighted_pred_sum",)
     higher_is_better = None
 
-    def __init__(self, num_tasks: int = 1, *, recalibration_coefficient: float = 1.0, **kwargs: Any) -> None:
-        F._check_coefficient(recalibration_coefficient)
-        c = float(recalibration_coefficient)
-        super().__init__(num_tasks, _setting="" if c == 1.0 else f"recal_{_tag(c)}", **kwargs)
-        self.recalibration_coefficient = c
-
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
-        p = F._recalibrate(preds, self.recalibration_coefficient, self.from_logits)
-        return _weighted_sums_update(p, target, weights, self.from_logits)
+        return _weighted_sums_update(self._recalibrated(preds), target, weights, self.from_logits)
 
     def _compute_value(self, *states: Tensor) -> Tensor:
         return F._calibration_compute(states[0], states[1])

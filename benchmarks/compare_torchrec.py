@@ -29,6 +29,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -81,7 +82,9 @@ def key(namespace: str, task: int, name: str, prefix: str = "lifetime_", suffix:
 # ----------------------------------------------------------------------------- TorchRec side
 
 
-def run_torchrec(data: dict[str, torch.Tensor]) -> dict[str, list[float]]:  # pragma: no cover - other venv
+def run_torchrec(
+    data: dict[str, torch.Tensor], seconds: dict[str, float]
+) -> dict[str, list[float]]:  # pragma: no cover
     from torchrec.metrics.metric_module import REC_METRICS_MAPPING
     from torchrec.metrics.metrics_config import RecComputeMode, RecMetricEnum, RecTaskInfo, SessionMetricDef
 
@@ -130,6 +133,7 @@ def run_torchrec(data: dict[str, torch.Tensor]) -> dict[str, list[float]]:  # pr
     ]
     out: dict[str, list[float]] = {}
     for enum, kwargs, mode, tasks, kind in specs:
+        start = time.perf_counter()
         metric = REC_METRICS_MAPPING[enum](
             world_size=1,
             my_rank=0,
@@ -159,6 +163,7 @@ def run_torchrec(data: dict[str, torch.Tensor]) -> dict[str, list[float]]:  # pr
                 required_inputs=extra,
             )
         values = metric.compute()
+        seconds[str(enum.value)] = time.perf_counter() - start
         window_only = not any("|lifetime_" in k for k in values)  # TorchRec's AUC has no lifetime value
         for k, v in values.items():
             if "window_" in k and not window_only:
@@ -174,7 +179,7 @@ def run_torchrec(data: dict[str, torch.Tensor]) -> dict[str, list[float]]:  # pr
 # ----------------------------------------------------------------------------- our side
 
 
-def run_ours(data: dict[str, torch.Tensor]) -> dict[str, list[float]]:
+def run_ours(data: dict[str, torch.Tensor], seconds: dict[str, float]) -> dict[str, list[float]]:
     """Our metrics on the same batches, reported under TorchRec's keys (``#compat`` for the compatible option)."""
     import warnings
 
@@ -243,7 +248,9 @@ def run_ours(data: dict[str, torch.Tensor]) -> dict[str, list[float]]:
         ("auprc", "auprc", ""): (tmx.AUPRC(T), "binary"),
     }
     num_batches = data["preds"].shape[0]
-    for metric, kind in metrics.values():
+    values = {}
+    for (namespace, name, suffix), (metric, kind) in metrics.items():
+        start = time.perf_counter()
         for b in range(num_batches):
             p, y, w = data["preds"][b], data["target"][b], data["weights"][b]
             if kind == "binary":
@@ -260,9 +267,10 @@ def run_ours(data: dict[str, torch.Tensor]) -> dict[str, list[float]]:
                 metric.update(p, y, w, segments=data["segments"][b])
             elif kind == "tensor":
                 metric.update(data["values"][b], w)
+        values[namespace, name, suffix] = metric.compute()
+        seconds.setdefault(namespace, time.perf_counter() - start)  # the namespace's first (main) metric
     out: dict[str, list[float]] = {}
-    for (namespace, name, suffix), (metric, _) in metrics.items():
-        value = metric.compute()
+    for (namespace, name, suffix), value in values.items():
         compat = "#compat" if suffix == "#compat" else ""
         suffix = "" if compat else suffix
         if isinstance(value, dict):  # hindsight: threshold, precision, recall
@@ -322,7 +330,9 @@ def compare(theirs: dict[str, list[float]], ours: dict[str, list[float]]) -> tup
         metric_name = name.split("label_")[0] if name.startswith("multi_label") else name.rstrip("_0123456789")
         per_task = [k.replace("-t0|", f"-t{t}|") for t in range(TASKS)]
         if k not in ours:
-            rows.append(f"| {namespace} | {_cell(k)} | {theirs[k][0]:.6g} | — | — | not compared: {_why_missing(name)} |")
+            rows.append(
+                f"| {namespace} | {_cell(k)} | {theirs[k][0]:.6g} | — | — | not compared: {_why_missing(name)} |"
+            )
             continue
         note = INTENDED.get(metric_name, "")
         diffs = [_rel(theirs[kt][0], ours[kt][0]) for kt in per_task if kt in theirs and kt in ours]
@@ -341,6 +351,27 @@ def compare(theirs: dict[str, list[float]], ours: dict[str, list[float]]) -> tup
                 failures.append(f"{k}: TorchRec {theirs[k][0]!r} vs ours {ours[k][0]!r}")
         rows.append(f"| {namespace} | {_cell(k)} | {theirs[k][0]:.6g} | {ours[k][0]:.6g} | {status} | {note} |")
     return rows, failures
+
+
+TIMED = [
+    "ne",
+    "calibration",
+    "mse",
+    "segmented_ne",
+    "hindsight_target_pr",
+    "precision_session_level",
+    "multi_label_precision",
+    "num_missing_labels",
+    "auc",
+]
+
+
+def timing_table(theirs: dict[str, float], ours: dict[str, float]) -> list[str]:
+    rows = ["| metric | TorchRec s | ours s | TorchRec / ours |", "|---|---|---|---|"]
+    for name in TIMED:
+        if name in theirs and name in ours:
+            rows.append(f"| {name} | {theirs[name]:.4f} | {ours[name]:.4f} | {theirs[name] / ours[name]:.1f}x |")
+    return rows
 
 
 def _cell(k: str) -> str:
@@ -369,15 +400,21 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=3, help="timing: best of this many passes per side")
     parser.add_argument("--side", choices=["torchrec", "ours"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args.side:  # one side, in its own process
+    if args.side:  # one side, in its own process: values, and the best of `rounds` timings
+        torch.set_num_threads(1)
         data = torch.load(args.data)
-        result = run_torchrec(data) if args.side == "torchrec" else run_ours(data)
-        Path(args.out).write_text(json.dumps(result))
+        best: dict[str, float] = {}
+        for _ in range(args.rounds):
+            seconds: dict[str, float] = {}
+            result = run_torchrec(data, seconds) if args.side == "torchrec" else run_ours(data, seconds)
+            best = {k: min(v, best.get(k, math.inf)) for k, v in seconds.items()}
+        Path(args.out).write_text(json.dumps({"values": result, "seconds": best}))
         return 0
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -387,12 +424,14 @@ def main() -> int:
         for side, python in (("torchrec", args.torchrec_python), ("ours", sys.executable)):
             out = os.path.join(tmp, f"{side}.json")
             env = dict(os.environ, PYTHONPATH=str(ROOT))
-            cmd = [python, __file__, "--side", side, "--data", data_path, "--out", out]
+            cmd = [python, __file__, "--side", side, "--data", data_path, "--out", out, "--rounds", str(args.rounds)]
             subprocess.run(cmd, check=True, env=env, cwd=tmp)
             results[side] = json.loads(Path(out).read_text())
-    rows, failures = compare(results["torchrec"], results["ours"])
+    rows, failures = compare(results["torchrec"]["values"], results["ours"]["values"])
     print(f"TorchRec 1.9.2 vs torchmetrics_ext: {args.batches} batches x {TASKS} tasks x {args.batch_size} rows")
     print("\n".join(rows))
+    print(f"\nSeconds for all updates + one compute, best of {args.rounds}, one thread per side:\n")
+    print("\n".join(timing_table(results["torchrec"]["seconds"], results["ours"]["seconds"])))
     if failures:
         print("\nMISMATCHES:\n" + "\n".join(failures))
         return 1

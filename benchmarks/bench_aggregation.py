@@ -16,6 +16,7 @@ chunk and the median chunk are reported.
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import shutil
 import statistics
@@ -237,6 +238,7 @@ def make_batches(num_distinct: int, batch_size: int, seed: int = 0, types: Modul
 def load_baseline(checkout: Path) -> ModuleType:
     """``torchmetrics_ext.aggregation`` of another checkout, imported as ``tmx_baseline.aggregation``."""
     root = Path(tempfile.mkdtemp(prefix="bench_aggregation_"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     package = root / "tmx_baseline"
     shutil.copytree(checkout / "torchmetrics_ext", package)
     for source in package.rglob("*.py"):

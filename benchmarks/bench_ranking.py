@@ -3,7 +3,7 @@
 Data: ``--queries`` queries (default 50,000) with 5-50 candidates each (~1.4M rows), float32
 scores, graded relevance (each candidate relevant with probability 0.2, grade 1-3), rows grouped
 by query as a data loader emits them. Every library computes NDCG@10, Recall@10 and MRR@10 on
-the same rows, one thread (``torch.set_num_threads(1)``, ranx ``threads=1``).
+the same rows (ours also times F1@10 and R-precision), one thread (``torch.set_num_threads(1)``, ranx ``threads=1``).
 
 * torchmetrics_ext and TorchMetrics are fed the same flat batches of 8192 rows
   (``update(preds, target, indexes)``), then ``compute()``; we time update loop + compute.
@@ -113,6 +113,10 @@ def main() -> None:
         for name in ("ndcg@10", "recall@10")
     }
     session_s, _ = timed(lambda: run_metric(lambda: tmx.NDCG(k=10, queries_complete_per_batch=True), parts), repeat=3)
+    more_factories = {"f1@10": lambda: tmx.F1AtK(k=10), "r_precision": lambda: tmx.RPrecision()}
+    more_s = {
+        name: timed(lambda f=factory: run_metric(f, parts), repeat=3)[0] for name, factory in more_factories.items()
+    }
 
     results: dict[str, dict[str, tuple[float, float]]] = {"torchmetrics_ext": ours}
 
@@ -210,6 +214,10 @@ def main() -> None:
     )
     print(f"  agrees with the single metrics: {all(abs(float(combo[k]) - ours[k][1]) < 1e-12 for k in names)}")
     print(f"NDCG@10 queries_complete_per_batch=True (constant memory): {session_s:.4f} s")
+    print(
+        "F1@10 (top-k merge like recall) and R-precision (cutoff |R_q| per query: the sort path): "
+        + ", ".join(f"{name} {seconds:.4f} s" for name, seconds in more_s.items())
+    )
     print(
         "rows shuffled (queries not contiguous, so the global sort path): "
         + ", ".join(f"{name} {seconds:.4f} s" for name, seconds in shuffled_s.items())

@@ -522,7 +522,7 @@ def _tie_free(seed=0, **kw):
 
 
 def test_pytrec_eval_agrees():
-    """trec_eval's ndcg_cut, recall, P, success, recip_rank and map_cut (linear gain, /k precision)."""
+    """trec_eval's ndcg_cut, recall, P, success, recip_rank, map_cut and Rprec (linear gain, /k precision)."""
     import pytrec_eval
 
     data = _tie_free(3)
@@ -534,13 +534,13 @@ def test_pytrec_eval_agrees():
     keep = {q for q, docs in qrel.items() if any(v > 0 for v in docs.values())}
     qrel = {q: d for q, d in qrel.items() if q in keep}
     run = {q: d for q, d in run.items() if q in keep}
-    measures = {"ndcg_cut.5,10", "recall.5", "P.5", "success.5", "recip_rank", "map_cut.10", "map"}
+    measures = {"ndcg_cut.5,10", "recall.5", "P.5", "success.5", "recip_rank", "map_cut.10", "map", "Rprec"}
     per_query = pytrec_eval.RelevanceEvaluator(qrel, measures).evaluate(run)
 
     def mean(name):
         return np.mean([values[name] for values in per_query.values()])
 
-    out = tmf.ranking_metrics(*(data[key] for key in FLAT_KEYS), ks=(5, 10, None), metrics=ALL)
+    out = tmf.ranking_metrics(*(data[key] for key in FLAT_KEYS), ks=(5, 10, None), metrics=REGISTERED)
     for ours, theirs in (
         ("ndcg@5", "ndcg_cut_5"),
         ("ndcg@10", "ndcg_cut_10"),
@@ -550,6 +550,7 @@ def test_pytrec_eval_agrees():
         ("mrr", "recip_rank"),
         ("map@10", "map_cut_10"),
         ("map", "map"),
+        ("r_precision", "Rprec"),
     ):
         np.testing.assert_allclose(out[ours].item(), mean(theirs), rtol=1e-6, err_msg=f"{ours} vs {theirs}")
 

@@ -16,16 +16,17 @@ global sort is necessary:
    ``new[a] = min(top[a], max(top[a - 1], v))`` (``top[-1] = -inf``), written into a second
    copy of the matrix (the copies alternate; a query's lists end in the copy of its last round).
 3. After the longest query's rounds, column ``q`` holds query ``q``'s ``k`` best keys in rank
-   order; relevance counts (and grade counts for NDCG's ideal DCG) were accumulated in the
-   same rounds. Each metric is then a reduction over the ``(k, queries)`` matrix.
+   order; relevance counts (and grade counts for NDCG's ideal DCG, when a spec sets
+   ``counts_grades``) were accumulated in the same rounds. Each metric's ``topk_value`` is then
+   a reduction over the ``(k, queries)`` matrix (:class:`TopQueries`).
 
 The work is ``O(k)`` elementwise operations per row (no padding: round ``j`` touches only the
 queries that are longer than ``j``) and the Python loop runs over candidate positions, each
 step covering every query at once; there is no loop over queries or rows.
 :func:`grouped_topk_values` returns ``None`` (and the caller sorts) when this does not apply
-or would not pay: unsorted ids, a ``None`` cutoff, a cutoff above :data:`MAX_K`, very long
-queries compared to the number of rows, scores that are not float32-exact, or relevance that
-is not a small integer.
+or would not pay: a metric without a ``topk_value`` (R-precision), unsorted ids, a ``None``
+cutoff, a cutoff above :data:`MAX_K`, very long queries compared to the number of rows, scores
+that are not float32-exact, or relevance that is not a small integer.
 """
 
 from __future__ import annotations

@@ -113,7 +113,8 @@ def ranking_doc(
         body = "\n".join("    " + line if line else line for line in body.split("\n"))  # the indentation doctest saw
         match = _SECTION.search(body)
         cut = match.start() if match else len(body)
-        obj.__doc__ = f"{summary}\n{body[:cut].rstrip()}\n\n{sections}\n\n{body[cut:].lstrip(chr(10))}".rstrip() + "\n"
+        head, tail = body[:cut].rstrip(), body[cut:].lstrip("\n")
+        obj.__doc__ = f"{summary}\n{head}\n\n{sections}\n\n{tail}".rstrip() + "\n"
         return obj
 
     return decorate

@@ -21,7 +21,7 @@ window's updates, never the drift of long add/subtract chains, and ``max``/``min
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -116,7 +116,11 @@ class StateRing:
         return (self.head + i) % self.capacity
 
     def _views(self, slot: int, names: list[str]) -> list[Tensor]:
-        return [self.rings[n][slot] for n in names]
+        views = self.slots[slot]
+        return [views[n] for n in names]
+
+    def _make_views(self) -> None:
+        self.slots = [{n: ring[i] for n, ring in self.rings.items()} for i in range(self.capacity)]
 
     def _grow(self) -> None:
         capacity = max(8, 2 * self.capacity)
@@ -127,35 +131,45 @@ class StateRing:
                 grown[: self.count] = ring[torch.tensor(order, device=ring.device)]
             self.rings[name] = grown
         self.capacity, self.head = capacity, 0
+        self._make_views()
 
     # ------------------------------------------------------------------ per update
 
-    def fold(self, targets: Mapping[str, Tensor], sources: Mapping[str, Tensor]) -> None:
-        """``targets (+)= sources`` for every tensor state, with its own reduction (in place)."""
+    def fold(self, pairs: Sequence[tuple[Mapping[str, Tensor], Mapping[str, Tensor]]]) -> None:
+        """``targets (+)= sources`` for every ``(targets, sources)`` pair and tensor state, in place.
+
+        Each state uses its own reduction; all pairs go through one fused call per reduction.
+        """
         for kind, names in self.groups.items():
-            _REDUCE[kind]([targets[n] for n in names], [sources[n] for n in names])
+            _REDUCE[kind]([t[n] for t, _ in pairs for n in names], [s[n] for _, s in pairs for n in names])
 
     def next_slot(self) -> dict[str, Tensor]:
-        """Views of the next free slot, reset to each state's identity (the metric's default)."""
+        """Views of the next free slot (to be overwritten with one update's statistics)."""
         if self.count == self.capacity:
             self._grow()
-        slot = self._slot(self.count)
-        views = {n: self.rings[n][slot] for n in self.tensor_names}
-        self.reset_views(views)
-        return views
+        return self.slots[self._slot(self.count)]
 
-    def reset_views(self, views: Mapping[str, Tensor]) -> None:
-        """Set slot views back to the identity."""
+    def reset(self, states: Mapping[str, Tensor]) -> None:
+        """Set tensor states (in place) to their identity: zero for sums, the metric's default otherwise."""
         for kind, names in self.groups.items():
-            targets = [views[n] for n in names]
+            targets = [states[n] for n in names]
             if kind == "sum":
                 torch._foreach_zero_(targets)
             else:
                 torch._foreach_copy_(targets, [self.defaults[n] for n in names])
 
-    def push(self, views: Mapping[str, Tensor], lists: Mapping[str, list[Tensor]], size: int) -> None:
-        """Commit the slot returned by :meth:`next_slot` (filled in place) as the newest update."""
-        self.fold(self.back, views)
+    def push(
+        self,
+        views: Mapping[str, Tensor],
+        lists: Mapping[str, list[Tensor]],
+        size: int,
+        also: Sequence[tuple[Mapping[str, Tensor], Mapping[str, Tensor]]] = (),
+    ) -> None:
+        """Commit the slot returned by :meth:`next_slot` (filled in place) as the newest update.
+
+        ``also`` are further ``(targets, sources)`` pairs folded in the same fused calls.
+        """
+        self.fold([(self.back, views), *also])
         for name in self.list_names:
             self.chunks[name].append(list(lists[name]))
             self.num_chunks[name] += len(lists[name])
@@ -190,8 +204,7 @@ class StateRing:
             for kind, names in self.groups.items():
                 _REDUCE[kind](self._views(this, names), self._views(newer, names))
         self.front = self.count
-        names = self.tensor_names
-        torch._foreach_copy_([self.back[n] for n in names], [self.defaults[n] for n in names])
+        self.reset(self.back)
 
     def window_into(self, targets: Mapping[str, Tensor]) -> None:
         """Write the window's aggregate of every tensor state into ``targets`` (in place)."""
@@ -246,5 +259,6 @@ class StateRing:
         """Apply a tensor function (``.to(device)``, ...) to every buffer and chunk."""
         self.defaults = {n: fn(t) for n, t in self.defaults.items()}
         self.rings = {n: fn(t) for n, t in self.rings.items()}
+        self._make_views()
         self.back = {n: fn(t) for n, t in self.back.items()}
         self.chunks = {n: deque([[fn(c) for c in cs] for cs in d]) for n, d in self.chunks.items()}

@@ -94,6 +94,8 @@ class Windowed(WrapperMetric):
     """
 
     full_state_update: bool = False
+    is_differentiable: bool = False
+    higher_is_better: bool | None = None  # that of the wrapped metric, per value
     lifetime: Metric
     window: Metric
     _scratch: Metric
@@ -103,7 +105,8 @@ class Windowed(WrapperMetric):
     def __init__(self, metric: Metric, window_size: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not isinstance(metric, Metric):
-            raise TypeError(f"Expected `metric` to be a torchmetrics.Metric, got {type(metric).__name__}.")
+            got = f"the class {metric.__name__}" if isinstance(metric, type) else type(metric).__name__
+            raise TypeError(f"Expected `metric` to be a torchmetrics.Metric instance, got {got}.")
         if not isinstance(window_size, int) or isinstance(window_size, bool) or window_size < 1:
             raise ValueError(f"Expected `window_size` to be a positive integer (samples), got {window_size!r}.")
         if metric.full_state_update is not False or metric.dist_sync_on_step:
@@ -168,19 +171,21 @@ class Windowed(WrapperMetric):
             for name, chunks in self._window_lists.items()
         )
 
-    def _batch_into(self, views: dict[str, Tensor], args: Any, kwargs: Any) -> dict[str, list[Tensor]]:
-        """Run the scratch metric's ``update`` on one batch with its tensor states in ``views``."""
-        scratch = self._scratch
-        for name, view in views.items():
-            setattr(scratch, name, view)
-        for name in self._ring.list_names:
-            setattr(scratch, name, [])
+    def _batch_into(self, slot: dict[str, Tensor], args: Any, kwargs: Any) -> dict[str, list[Tensor]]:
+        """One batch's statistics: the scratch metric's ``update``, from the identity, straight into ``slot``."""
+        scratch, ring = self._scratch, self._ring
+        ring.reset(slot)
+        # The scratch's tensor states *are* the slot's views; written into ``__dict__`` as
+        # ``nn.Module.__setattr__`` would for a plain tensor, without its per-call checks.
+        scratch.__dict__.update(slot)
+        for name in ring.list_names:
+            getattr(scratch, name).clear()  # its chunks were handed over as copies of the list
         scratch.update(*args, **kwargs)
-        for name, view in views.items():  # a metric that rebinds a state instead of updating in place
+        for name, view in slot.items():  # a metric that rebinds a state instead of updating it in place
             value = getattr(scratch, name)
             if value is not view:
                 view.copy_(value)
-        return {name: getattr(scratch, name) for name in self._ring.list_names}
+        return {name: list(getattr(scratch, name)) for name in ring.list_names}
 
     def _batch_value(self, want: bool) -> Any:
         return self._scratch.compute() if want else None
@@ -189,50 +194,46 @@ class Windowed(WrapperMetric):
         """One batch into lifetime and window; batch values when ``values``. Nothing changes if it raises."""
         limit = self._local_window()
         ring = self._ring
-        views = ring.next_slot()
-        lists = self._batch_into(views, args, kwargs)  # validates: a rejected batch stops here
+        slot = ring.next_slot()
+        lists = self._batch_into(slot, args, kwargs)  # validates: a rejected batch stops here
         size = self._count(args, kwargs)
-        lifetime_value = self._batch_value(values)
-        full, full_lists = views, lists
-        window_value = lifetime_value
+        lifetime_value = window_value = self._batch_value(values)
+        full, full_lists = slot, lists
         if size > limit:  # the window keeps the newest `limit` samples; the lifetime all of them
-            full = {name: view.clone() for name, view in views.items()}
-            ring.reset_views(views)
-            lists = self._batch_into(views, *self._newest(limit, args, kwargs))
+            full = {name: view.clone() for name, view in slot.items()}
+            lists = self._batch_into(slot, *self._newest(limit, args, kwargs))
             size = limit
             window_value = self._batch_value(values)
         # ---- commit: nothing below raises
-        life = self.lifetime
-        ring.fold({name: getattr(life, name) for name in ring.tensor_names}, full)
+        life, window = self.lifetime, self.window
+        lifetime_fold = [({name: getattr(life, name) for name in ring.tensor_names}, full)]
         if ring.list_names:
             for name in ring.list_names:
                 getattr(life, name).extend(full_lists[name])
             join_small_tails([getattr(life, name) for name in ring.list_names])
-        if not self._window_lists_bound():
-            self._bind_window_lists()
+            if not self._window_lists_bound():
+                self._bind_window_lists()
         if size > 0:
-            ring.push(views, lists, size)
+            ring.push(slot, lists, size, also=lifetime_fold)
             for name in ring.list_names:
                 self._window_lists[name].extend(lists[name])
             for name, gone in ring.evict(limit).items():
                 del self._window_lists[name][:gone]
-        ring.window_into({name: getattr(self.window, name) for name in ring.tensor_names})
-        for child in (life, self.window):
-            child._update_count += 1
-            child._computed = None
+            ring.window_into({name: getattr(window, name) for name in ring.tensor_names})
+        else:
+            ring.fold(lifetime_fold)
+        for child in (life, window):  # as TorchMetrics' update wrapper does (plain attributes)
+            child.__dict__["_update_count"] += 1
+            child.__dict__["_computed"] = None
         return lifetime_value, window_value
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         """Add one batch (the wrapped metric's ``update`` arguments) to the lifetime and the window."""
         self._step(args, kwargs, values=False)
-        self._update_count += 1
-        self._computed = None
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Add one batch and return its values: ``{"lifetime": batch value, "window": value of its kept part}``."""
         lifetime_value, window_value = self._step(args, kwargs, values=True)
-        self._update_count += 1
-        self._computed = None
         return {"lifetime": lifetime_value, "window": window_value}
 
     @contextmanager

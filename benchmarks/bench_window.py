@@ -27,9 +27,13 @@ FACTORIES: dict[str, Callable[[], tmx.TaskMetric]] = {
 }
 
 
-def timed(metric: tmx.TaskMetric | tmx.Windowed, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
+def timed(metric: tmx.TaskMetric | tmx.Windowed, batch: tuple[torch.Tensor, torch.Tensor], cuda: bool) -> float:
+    if cuda:
+        torch.cuda.synchronize()
     start = time.perf_counter()
     metric.update(*batch)
+    if cuda:
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
@@ -39,6 +43,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=1_000_000)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--metrics", nargs="*", default=list(FACTORIES))
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(0)
@@ -46,18 +51,20 @@ def main() -> None:
     for _ in range(32):
         preds = torch.distributions.Beta(1.0, 30.0).sample((3, args.batch))
         target = (torch.rand(3, args.batch, generator=gen) < preds).to(torch.int64)
-        batches.append((preds, target))
+        batches.append((preds.to(args.device), target.to(args.device)))
 
-    print(f"batch {args.batch} x 3 tasks, window {args.window:,} samples, {args.steps} steps")
+    cuda = args.device.startswith("cuda")
+    print(f"batch {args.batch} x 3 tasks, window {args.window:,} samples, {args.steps} steps on {args.device}")
     print("| metric | `metric.update` µs/step (median) | `Windowed(metric).update` µs/step (median) | ratio |")
     print("|---|---|---|---|")
     for name in args.metrics:
-        plain, windowed = FACTORIES[name](), tmx.Windowed(FACTORIES[name](), args.window)
+        plain = FACTORIES[name]().to(args.device)
+        windowed = tmx.Windowed(FACTORIES[name](), args.window).to(args.device)
         times: dict[str, list[float]] = {"plain": [], "windowed": []}
         for i in range(args.steps):
             batch = batches[i % len(batches)]
-            times["plain"].append(timed(plain, batch))
-            times["windowed"].append(timed(windowed, batch))
+            times["plain"].append(timed(plain, batch, cuda))
+            times["windowed"].append(timed(windowed, batch, cuda))
         torch.testing.assert_close(windowed.compute()["lifetime"], plain.compute())
         plain_us, windowed_us = (statistics.median(times[k]) * 1e6 for k in ("plain", "windowed"))
         print(f"| {name} | {plain_us:.1f} | {windowed_us:.1f} | {windowed_us / plain_us:.2f}x |")

@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import importlib
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from tests.helpers import tester as H
 from tests.helpers import window as W
 from torchmetrics_ext import Windowed
 from torchmetrics_ext.aggregation import Distribution
+from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
 # family test module -> the cases whose window is checked (every metric class is represented)
 FAMILIES = {
@@ -399,3 +401,70 @@ def test_ring_grows_and_turns_over():
     assert metric._ring.capacity == 1024 and metric._ring.count == 1000
     kept = slice(2000, 3000)
     np.testing.assert_allclose(metric.compute()["window"].item(), preds[kept].sum() / target[kept].sum(), rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- CUDA (runs where a GPU is present)
+
+_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _on(batch, device):
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+@_CUDA
+@pytest.mark.parametrize(
+    "cid",
+    ["pointwise:ne-3task-w", "auc:auc-bins-3task-shared-w", "auc:auc-3task-w", "auc:gauc-w", "ranking:flat-all-w"],
+)
+def test_cuda_matches_cpu(cid):
+    """On the GPU, from the start or moved there mid-stream, and resumed on the CPU from a GPU checkpoint."""
+    case = CASES[cid]
+    data = case.make_data(0)
+    window = W.default_window(case, data)
+    bounds = W.window_bounds(H.num_samples(data, case.sample_axis), np.random.default_rng(0), window, case.min_batch)
+    cpu, gpu, moved = (Windowed(case.metric(), window) for _ in range(3))
+    gpu = gpu.to("cuda")
+    resumed = None
+    for i, (lo, hi) in enumerate(bounds):
+        batch = H.take(data, slice(lo, hi), case.sample_axis)
+        if i == 3:
+            moved = moved.to("cuda")
+            resumed = Windowed(case.metric(), window)
+            resumed.load_state_dict(gpu.state_dict())
+        cpu.update(**batch)
+        gpu.update(**_on(batch, "cuda"))
+        moved.update(**_on(batch, "cuda" if i >= 3 else "cpu"))
+        if resumed is not None:
+            resumed.update(**batch)
+        expected = _computed(cpu)
+        for name, other in (("gpu", gpu), ("moved", moved), ("resumed", resumed)):
+            if other is not None:
+                H.assert_close(_computed(other), expected, case.rtol, case.atol, f"{cid} {name} batch {i}")
+
+
+def _computed(metric):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        out = metric.compute()
+    return {k: {kk: vv.cpu() for kk, vv in v.items()} if isinstance(v, dict) else v.cpu() for k, v in out.items()}
+
+
+@_CUDA
+def test_cuda_update_adds_no_host_sync():
+    """Windowed.update reads shapes only: on a metric whose own update does not sync, neither does the window."""
+    p = torch.rand(3, 4096, device="cuda")
+    y = (torch.rand(3, 4096, device="cuda") < p).to(torch.int64)
+    plain = tmx.NormalizedEntropy(num_tasks=3, validate_args=False).to("cuda")
+    windowed = Windowed(tmx.NormalizedEntropy(num_tasks=3, validate_args=False), 20_000).to("cuda")
+    for metric in (plain, windowed):
+        for _ in range(12):  # past ring growth and a few turns of the window
+            metric.update(p, y)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        plain.update(p, y)
+        for _ in range(12):
+            windowed.update(p, y)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -218,3 +218,24 @@ def test_ddp_sums_examples_and_takes_the_slowest_time(ddp_pool, empty_rank):
         expected = {"lifetime_throughput": 100 / 8.0, "window_throughput": 60 / 6.0, "total_examples": 140.0}
     for value in ddp_pool.run(_ddp_job, empty_rank):
         assert value == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_counts_without_host_sync():
+    metric = tmx.Throughput(warmup_steps=1, clock=Ticks([0.0, 2.0, 3.0])).to("cuda")
+    batch = {"label": torch.zeros(64, device="cuda")}
+    metric.update(batch)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        metric.update(batch)
+        metric.update(torch.zeros(32, 4, device="cuda"))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    value = metric.compute()
+    assert value["lifetime_throughput"].device.type == "cuda"
+    assert {k: v.item() for k, v in value.items()} == {
+        "lifetime_throughput": 96 / 3.0,
+        "window_throughput": 96 / 3.0,
+        "total_examples": 160.0,
+    }

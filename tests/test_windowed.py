@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import functools
 import importlib
+import io
 import math
 import warnings
 
@@ -431,7 +432,10 @@ def test_cuda_matches_cpu(cid):
         if i == 3:
             moved = moved.to("cuda")
             resumed = Windowed(case.metric(), window)
-            resumed.load_state_dict(gpu.state_dict())
+            buffer = io.BytesIO()
+            torch.save(gpu.state_dict(), buffer)
+            buffer.seek(0)
+            resumed.load_state_dict(torch.load(buffer, map_location="cpu", weights_only=False))
         cpu.update(**batch)
         gpu.update(**_on(batch, "cuda"))
         moved.update(**_on(batch, "cuda" if i >= 3 else "cpu"))

@@ -36,6 +36,7 @@ _REDUCE: dict[str, Callable[[list[Tensor], list[Tensor]], None]] = {
     "max": torch._foreach_maximum_,
     "min": torch._foreach_minimum_,
 }
+_COMBINE: dict[str, Callable[..., Tensor]] = {"sum": torch.add, "max": torch.maximum, "min": torch.minimum}
 _JOIN = 64  # the lifetime's list states join every this many trailing small chunks into one
 _SMALL = 1 << 15  # elements: a chunk below this counts as small
 
@@ -207,14 +208,16 @@ class StateRing:
         self.reset(self.back)
 
     def window_into(self, targets: Mapping[str, Tensor]) -> None:
-        """Write the window's aggregate of every tensor state into ``targets`` (in place)."""
+        """Write the window's aggregate of every tensor state into ``targets`` (in place, one pass each)."""
+        if not self.tensor_names:
+            return
+        if not self.front:
+            torch._foreach_copy_([targets[n] for n in self.tensor_names], [self.back[n] for n in self.tensor_names])
+            return
+        oldest = self.slots[self.head]
         for kind, names in self.groups.items():
-            out = [targets[n] for n in names]
-            if self.front:
-                torch._foreach_copy_(out, self._views(self.head, names))
-                _REDUCE[kind](out, [self.back[n] for n in names])
-            else:
-                torch._foreach_copy_(out, [self.back[n] for n in names])
+            for name in names:
+                _COMBINE[kind](oldest[name], self.back[name], out=targets[name])
 
     def window_chunks(self, name: str) -> list[Tensor]:
         """The window's chunks of list state ``name``, oldest first."""

@@ -208,10 +208,10 @@ def test_window_of_a_torchmetrics_metric():
 
 
 def test_long_run_has_no_drift_or_cancellation():
-    """20k updates whose first half weighs 1e15 times the second: the window stays exact (nothing is subtracted)."""
+    """8k updates whose first half weighs 1e15 times the second: the window stays exact (nothing is subtracted)."""
     rng = np.random.default_rng(2)
     metric = Windowed(tmx.Calibration(), window_size=64)
-    sizes = rng.integers(1, 9, size=20_000)
+    sizes = rng.integers(1, 9, size=8_000)
     total = int(sizes.sum())
     preds, target = rng.random(total), (rng.random(total) < 0.5).astype(np.float64)
     weights = (rng.random(total) + 0.5) * np.where(np.arange(total) < total // 2, 1e9, 1e-6)
@@ -219,7 +219,7 @@ def test_long_run_has_no_drift_or_cancellation():
     bounds = list(zip(edges[:-1], edges[1:]))
     for i, (lo, hi) in enumerate(bounds):
         metric.update(*(torch.tensor(x[lo:hi]) for x in (preds, target, weights)))
-        if i % 4999 == 0 or i == len(bounds) - 1:
+        if i % 1999 == 0 or i == len(bounds) - 1:
             idx = W._indices(W.kept_ranges(bounds[: i + 1], 64)).numpy()
             expected = math.fsum(weights[idx] * preds[idx]) / math.fsum(weights[idx] * target[idx])
             np.testing.assert_allclose(metric.compute()["window"].item(), expected, rtol=1e-13)

@@ -109,6 +109,7 @@ class StateRing:
         self.rings: dict[str, Tensor] = {
             n: self.defaults[n].new_empty((0, *self.defaults[n].shape)) for n in self.defaults
         }
+        self.slots: list[dict[str, Tensor]] = []  # per slot, a view of it in every ring (made once)
         self.back = {n: d.clone() for n, d in self.defaults.items()}
         self.chunks: dict[str, deque[list[Tensor]]] = {n: deque() for n in self.list_names}
         self.num_chunks = dict.fromkeys(self.list_names, 0)

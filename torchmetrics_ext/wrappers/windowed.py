@@ -222,7 +222,7 @@ class Windowed(WrapperMetric):
             ring.window_into({name: getattr(window, name) for name in ring.tensor_names})
         else:
             ring.fold(lifetime_fold)
-        for child in (life, window):  # as TorchMetrics' update wrapper does (plain attributes)
+        for child in (self, life, window):  # as TorchMetrics' update wrapper does (plain attributes)
             child.__dict__["_update_count"] += 1
             child.__dict__["_computed"] = None
         return lifetime_value, window_value

@@ -17,6 +17,7 @@ from torchmetrics_ext.metrics import (
     ranking,
     regression,
     session,
+    throughput,
 )
 from torchmetrics_ext.metrics.auc import *  # noqa: F403
 from torchmetrics_ext.metrics.base import *  # noqa: F403
@@ -29,6 +30,7 @@ from torchmetrics_ext.metrics.qps import *  # noqa: F403
 from torchmetrics_ext.metrics.ranking import *  # noqa: F403
 from torchmetrics_ext.metrics.regression import *  # noqa: F403
 from torchmetrics_ext.metrics.session import *  # noqa: F403
+from torchmetrics_ext.metrics.throughput import *  # noqa: F403
 
 __all__: list[str] = []
 __all__ += auc.__all__
@@ -42,4 +44,5 @@ __all__ += qps.__all__
 __all__ += ranking.__all__
 __all__ += regression.__all__
 __all__ += session.__all__
+__all__ += throughput.__all__
 __all__.sort()

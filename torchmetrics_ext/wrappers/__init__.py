@@ -1,5 +1,6 @@
-"""Wrappers that add a dimension to any metric of the package (segments, windows)."""
+"""Wrappers around any metric of the package: :class:`Windowed` (lifetime and window) and :class:`Segmented`."""
 
 from torchmetrics_ext.wrappers.segmented import Segmented
+from torchmetrics_ext.wrappers.windowed import Windowed
 
-__all__ = ["Segmented"]
+__all__ = ["Segmented", "Windowed"]

@@ -191,3 +191,46 @@ def _qps_job(rank, world_size):
 def test_qps_ddp_sums_examples_over_the_slowest_rank(ddp_pool):
     """Examples summed over ranks (2·100 + 2·200) over the slowest rank's 10 seconds."""
     assert ddp_pool.run(_qps_job) == [60.0, 60.0]
+
+
+# ----------------------------------------------------------------------------- windows over the new metrics
+
+
+@pytest.mark.parametrize(
+    ("make", "fn", "extra"),
+    [
+        (lambda: tmx.NEPositive(2), tmx.functional.ne_positive, {}),
+        (lambda: tmx.SessionRecallAtK(2, 2), tmx.functional.session_recall_at_k, {"k": 2}),
+        (lambda: tmx.Segmented(tmx.CTR(2), 3), None, {}),
+    ],
+)
+def test_windowed_new_metrics_match_the_newest_rows(make, fn, extra):
+    """Windowed lifetime and window values equal the metric on all rows and on the newest rows."""
+    rng = np.random.default_rng(11)
+    batches = []
+    for _ in range(4):
+        p = torch.tensor(rng.random((2, 50)))
+        batch = {"preds": p, "target": (torch.tensor(rng.random((2, 50))) < p).long()}
+        if isinstance(make(), tmx.SessionRecallAtK):
+            batch["sessions"] = torch.arange(50) // 5
+        if isinstance(make(), tmx.Segmented):
+            batch["segments"] = torch.tensor(rng.integers(0, 3, 50))
+        batches.append(batch)
+    windowed = tmx.Windowed(make(), window_size=100)
+    for batch in batches:
+        windowed.update(**batch)
+    out = windowed.compute()
+
+    def plain(selected):
+        metric = make()
+        for batch in selected:
+            metric.update(**batch)
+        return metric.compute()
+
+    torch.testing.assert_close(out["lifetime"], plain(batches))
+    torch.testing.assert_close(out["window"], plain(batches[-2:]))
+    if fn is not None:
+        joined = {k: torch.cat([b[k] for b in batches], dim=-1) for k in batches[0]}
+        if "sessions" in joined:  # sessions restart per batch: make their ids unique over the data set
+            joined["sessions"] = torch.cat([b["sessions"] + 100 * i for i, b in enumerate(batches)])
+        torch.testing.assert_close(out["lifetime"], fn(**joined, **extra))

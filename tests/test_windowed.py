@@ -67,27 +67,9 @@ FAMILIES = {
 }
 
 
-def _rows_are_samples(factory):
-    """Padded ``(Q, L)`` ranking lists and ``(N, C)`` class scores: a sample is a row (``sample_axis = 0``).
-
-    ``metrics/ranking.py`` is being moved by another branch; until its classes declare
-    ``sample_axis = 0`` themselves, the instances get it here (flat rows are 1-D, so axis 0 is
-    also their last axis).
-    """
-
-    def build():
-        metric = factory()
-        if type(metric).sample_axis != 0:
-            metric.sample_axis = 0
-        return metric
-
-    return build
-
-
 def _window_case(module, cid):
     case = importlib.import_module(module).CASES[cid]
-    metric = _rows_are_samples(case.metric) if module == "tests.test_ranking" else case.metric
-    return dataclasses.replace(case, id=f"{module.removeprefix('tests.test_')}:{cid}", metric=metric)
+    return dataclasses.replace(case, id=f"{module.removeprefix('tests.test_')}:{cid}")
 
 
 CASES = {case.id: case for case in (_window_case(m, cid) for m, ids in FAMILIES.items() for cid in ids)}

@@ -6,15 +6,17 @@ functional twins live in :mod:`torchmetrics_ext.functional`, dataset aggregation
 lists, gathered by :mod:`torchmetrics_ext.metrics`.
 """
 
-from torchmetrics_ext import metrics
+from torchmetrics_ext import metrics, module
 from torchmetrics_ext.metrics.auc import *  # noqa: F403
 from torchmetrics_ext.metrics.base import *  # noqa: F403
 from torchmetrics_ext.metrics.pointwise import *  # noqa: F403
 from torchmetrics_ext.metrics.ranking import *  # noqa: F403
+from torchmetrics_ext.module import *  # noqa: F403
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
 __version__ = "0.1.0"
 
 __all__ = ["UndefinedMetricWarning"]
 __all__ += metrics.__all__
+__all__ += module.__all__
 __all__.sort()

@@ -45,7 +45,7 @@ from torchmetrics_ext.functional.ranking.multiclass import (
     check_multiclass_args,
     check_multiclass_inputs,
 )
-from torchmetrics_ext.metrics.base import TaskMetric
+from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.utilities.checks import check_flag
 
 __all__ = [
@@ -73,6 +73,7 @@ class _RankingMetric(TaskMetric):
     is_differentiable = False
     higher_is_better: bool | None = True
     full_state_update = False
+    has_task_dim = False
     plot_lower_bound = 0.0
     plot_upper_bound = 1.0
     _label = "RankingMetric"
@@ -169,6 +170,11 @@ class _RankingMetric(TaskMetric):
         weights: Tensor | None = None,
     ) -> None:
         self._rows(preds, target, indexes, mask, weights, validate=True)
+
+    @property
+    def input_domains(self) -> InputDomains:
+        """Real scores and non-negative relevance (flat rows; ``indexes`` are integer query ids)."""
+        return InputDomains("real", "nonnegative")
 
     def _sums(self, rows: RankingRows) -> tuple[Tensor, Tensor, Tensor]:
         return ranking_update(
@@ -525,6 +531,7 @@ class MulticlassRecallAtK(TaskMetric):
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
+    has_task_dim = False
     plot_lower_bound = 0.0
     plot_upper_bound = 1.0
 

@@ -8,6 +8,7 @@ histogram reduced with ``sum`` (constant memory). All math lives in
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 import torch
@@ -15,7 +16,7 @@ from torch import Tensor
 from torchmetrics.utilities.data import dim_zero_cat
 
 from torchmetrics_ext.functional.auc import binary as F
-from torchmetrics_ext.metrics.base import TaskMetric
+from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
 
 __all__ = ["AUC", "AUPRC"]
@@ -105,6 +106,16 @@ class _CurveMetric(TaskMetric):
 
     def _validate(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
         self._format(preds, target, weights, validate=True)
+
+    @property
+    def input_domains(self) -> InputDomains:
+        """Probabilities (or logits) and binary labels."""
+        return InputDomains("probability", "binary", self.from_logits)
+
+    @property
+    def shared_statistics_key(self) -> Hashable:
+        """``AUC`` and ``AUPRC`` with the same mode and settings hold equal states."""
+        return ("_CurveMetric", self.num_bins, self.logit_range, self.from_logits, self.num_tasks)
 
     def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
         """Accumulate one batch: ``preds``/``target`` ``(N,)`` or ``(T, N)``, optional ``weights``."""

@@ -8,6 +8,7 @@ returns a flat dict of scalar tensors ready for ``LightningModule.log_dict``.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
@@ -63,7 +64,9 @@ class RecTaskInfo:
                 expected = "a non-empty string" + (" or None" if optional else "")
                 raise ValueError(f"Expected `RecTaskInfo.{f.name}` to be {expected}, got {value!r}.")
         if "/" in self.name or "|" in self.name:
-            raise ValueError(f"Expected `RecTaskInfo.name` without '/' or '|' (they separate key parts), got {self.name!r}.")
+            raise ValueError(
+                f"Expected `RecTaskInfo.name` without '/' or '|' (they separate key parts), got {self.name!r}."
+            )
 
 
 @dataclass(frozen=True)
@@ -151,10 +154,18 @@ class RecMetricModule(nn.Module):
         num_tasks = len(self.tasks)
         if not isinstance(metrics, Mapping) or not metrics:
             raise ValueError(f"Expected `metrics` to be a non-empty dict of name -> metric, got {metrics!r}.")
-        if window_size is not None and (not isinstance(window_size, int) or isinstance(window_size, bool) or window_size < 1):
+        if window_size is not None and (
+            not isinstance(window_size, int) or isinstance(window_size, bool) or window_size < 1
+        ):
             raise ValueError(f"Expected `window_size` to be a positive integer or None, got {window_size!r}.")
-        if not isinstance(compute_interval_steps, int) or isinstance(compute_interval_steps, bool) or compute_interval_steps < 1:
-            raise ValueError(f"Expected `compute_interval_steps` to be a positive integer, got {compute_interval_steps!r}.")
+        if (
+            not isinstance(compute_interval_steps, int)
+            or isinstance(compute_interval_steps, bool)
+            or compute_interval_steps < 1
+        ):
+            raise ValueError(
+                f"Expected `compute_interval_steps` to be a positive integer, got {compute_interval_steps!r}."
+            )
         if not isinstance(prefix, str):
             raise ValueError(f"Expected `prefix` to be a string, got {prefix!r}.")
         if key_style not in KEY_STYLES:
@@ -187,20 +198,19 @@ class RecMetricModule(nn.Module):
             else:
                 if "indexes" not in inspect.signature(metric.update).parameters:
                     raise TypeError(f"Metric {name!r} ({type(metric).__name__}) takes no (N,) per-task inputs.")
-                per_task[name] = [metric] + [metric.clone() for _ in range(num_tasks - 1)]
+                per_task[name] = [metric] + [copy.deepcopy(metric) for _ in range(num_tasks - 1)]
         self._needs_groups = [n for n, m in stacked.items() if "groups" in inspect.signature(m.update).parameters]
         _check_id_columns(self.tasks, self._needs_groups, list(per_task))
-        self._domains = _joint_domains({n: m.input_domains for n, m in stacked.items()} | {
-            n: ms[0].input_domains for n, ms in per_task.items()
-        })
+        self._domains = _joint_domains(
+            {n: m.input_domains for n, m in stacked.items()} | {n: ms[0].input_domains for n, ms in per_task.items()}
+        )  # type: ignore[misc]
 
         # explicit compute groups: only metrics that provably share statistics
         leaders: dict[Any, str] = {}
         self._leader: dict[str, str] = {}
         for name, metric in stacked.items():
-            key = (metric.shared_statistics_key, metric.sync_on_compute, id(metric.process_group))
-            if metric.shared_statistics_key is None:
-                key = ("alone", name)
+            shared = metric.shared_statistics_key
+            key = ("alone", name) if shared is None else (shared, metric.sync_on_compute, id(metric.process_group))
             self._leader[name] = leaders.setdefault(key, name)
         groups = [[n for n in stacked if self._leader[n] == lead] for lead in dict.fromkeys(self._leader.values())]
         self.metrics = MetricCollection(dict(stacked), compute_groups=groups) if stacked else None
@@ -212,8 +222,8 @@ class RecMetricModule(nn.Module):
             self.throughput = Throughput()
         if window_size is not None:
             raise NotImplementedError("window_size needs torchmetrics_ext.Windowed")
-        for metric in self._all_metrics():
-            metric.persistent(True)
+        for each in self._all_metrics():
+            each.persistent(True)
         self._torchrec = _torchrec_names({**stacked, **{n: ms[0] for n, ms in per_task.items()}})
 
     # ------------------------------------------------------------------ configuration
@@ -277,8 +287,8 @@ class RecMetricModule(nn.Module):
     def _all_metrics(self) -> Iterator[Metric]:
         if self.metrics is not None:
             yield from self.metrics.values(copy_state=False)
-        for per_task in self.ranking.values():
-            yield from per_task  # type: ignore[misc]
+        for _, per_task in self._copies():
+            yield from per_task
         if self.throughput is not None:
             yield self.throughput
 
@@ -287,8 +297,13 @@ class RecMetricModule(nn.Module):
         if self.metrics is not None:
             for name in dict.fromkeys(self._leader.values()):
                 yield self._metric(name)
-        for per_task in self.ranking.values():
-            yield from per_task  # type: ignore[misc]
+        for _, per_task in self._copies():
+            yield from per_task
+
+    def _copies(self) -> Iterator[tuple[str, list[TaskMetric]]]:
+        """``(name, one metric per task)`` for the metrics without a task dimension."""
+        for name, copies in self.ranking.items():
+            yield name, list(copies)  # type: ignore[call-overload]
 
     def _metric(self, name: str) -> TaskMetric:
         assert self.metrics is not None
@@ -329,7 +344,7 @@ class RecMetricModule(nn.Module):
                 if self.metrics is not None:
                     extra = {"groups": batch.groups} if self._needs_groups else {}
                     self.metrics.update(batch.preds, batch.target, weights=batch.weights, **extra)
-                for per_task in self.ranking.values():
+                for _, per_task in self._copies():
                     for t, metric in enumerate(per_task):
                         w = batch.weights
                         w = None if w is None else (w if w.ndim == 1 else w[t])
@@ -342,12 +357,14 @@ class RecMetricModule(nn.Module):
         if not isinstance(model_out, Mapping):
             raise TypeError(f"Expected `model_out` to be a dict of tensors, got {type(model_out).__name__}.")
 
-        def column(task: RecTaskInfo, field: str, key: str) -> Tensor:
-            if key not in model_out:
+        def column(task: RecTaskInfo, field: str, key: str | None) -> Tensor:
+            if key is None or key not in model_out:
                 raise KeyError(f"Task {task.name!r}: `model_out` has no {field} column {key!r}.")
             value = check_tensor(f"model_out[{key!r}]", model_out[key])
             if value.ndim != 1:
-                raise ValueError(f"Task {task.name!r}: expected `model_out[{key!r}]` of shape (N,), got {tuple(value.shape)}.")
+                raise ValueError(
+                    f"Task {task.name!r}: expected `model_out[{key!r}]` of shape (N,), got {tuple(value.shape)}."
+                )
             return value
 
         preds = [column(t, "prediction", t.prediction_name) for t in self.tasks]
@@ -367,10 +384,12 @@ class RecMetricModule(nn.Module):
         groups = None
         if self._needs_groups:
             task = self.tasks[0]
-            groups = _id_column(column(task, "group id", task.group_id_name), task, task.group_id_name, first)  # type: ignore[arg-type]
+            groups = _id_column(column(task, "group id", task.group_id_name), task, task.group_id_name, first)
         sessions = None
         if len(self.ranking):
-            sessions = [_id_column(column(t, "session id", t.session_id_name), t, t.session_id_name, first) for t in self.tasks]  # type: ignore[arg-type]
+            sessions = [
+                _id_column(column(t, "session id", t.session_id_name), t, t.session_id_name, first) for t in self.tasks
+            ]
         return _Batch(
             _stack(preds),
             _stack(labels),
@@ -407,7 +426,7 @@ class RecMetricModule(nn.Module):
                 stack.enter_context(metric.synced_from(source))
             for name in self._names:
                 if name in self.ranking:
-                    for t, metric in enumerate(self.ranking[name]):
+                    for t, metric in enumerate(dict(self._copies())[name]):
                         self._emit(out, name, t, metric.compute())
                 else:
                     self._emit(out, name, None, self._metric(name).compute())
@@ -425,9 +444,9 @@ class RecMetricModule(nn.Module):
         if self.metrics is not None:
             for name in self.metrics.keys(keep_base=True):
                 yield str(name), self._metric(str(name))
-        for name, per_task in self.ranking.items():
+        for name, per_task in self._copies():
             for t, metric in enumerate(per_task):
-                yield f"{name}\0{t}", metric  # type: ignore[misc]
+                yield f"{name}\0{t}", metric
 
     def _gather(self) -> dict[str, Mapping[str, list[Tensor]]]:
         """One fused gather per process group of every state of every updated metric."""
@@ -473,7 +492,7 @@ class RecMetricModule(nn.Module):
         """Clear every metric (lifetime and window states); the step counter is kept."""
         if self.metrics is not None:
             self.metrics.reset()
-        for per_task in self.ranking.values():
+        for _, per_task in self._copies():
             for metric in per_task:
                 metric.reset()
         if self.throughput is not None:
@@ -528,7 +547,9 @@ def _instantiate(name: str, spec: Any, num_tasks: int) -> TaskMetric:
     elif callable(spec):
         metric = spec(num_tasks=num_tasks)
     else:
-        raise TypeError(f"Expected metric {name!r} to be a metric, a class, a factory or a registry name, got {spec!r}.")
+        raise TypeError(
+            f"Expected metric {name!r} to be a metric, a class, a factory or a registry name, got {spec!r}."
+        )
     if not isinstance(metric, TaskMetric) or metric.input_domains is None:
         raise TypeError(
             f"Metric {name!r} ({type(metric).__name__}) is not one of the package's (preds, target) metrics; "
@@ -548,8 +569,9 @@ def _check_id_columns(tasks: tuple[RecTaskInfo, ...], grouped: list[str], rankin
         )
 
 
-def _joint_domains(domains: Mapping[str, InputDomains]) -> InputDomains:
+def _joint_domains(given: Mapping[str, InputDomains | None]) -> InputDomains:
     """The strictest domains over all metrics; probability metrics must agree on ``from_logits``."""
+    domains = {name: d for name, d in given.items() if d is not None}
     logit_flags = {n: d.from_logits for n, d in domains.items() if d.preds == "probability"}
     if len(set(logit_flags.values())) > 1:
         raise ValueError(
@@ -571,7 +593,7 @@ def _torchrec_names(metrics: Mapping[str, Metric]) -> dict[str, tuple[str, str]]
     return {name: pair if counts[pair] == 1 else (name, name) for name, pair in pairs.items()}
 
 
-def _id_column(value: Tensor, task: RecTaskInfo, key: str, like: Tensor) -> Tensor:
+def _id_column(value: Tensor, task: RecTaskInfo, key: str | None, like: Tensor) -> Tensor:
     if value.is_floating_point() or value.dtype == torch.bool:
         raise TypeError(f"Task {task.name!r}: expected integer ids in `model_out[{key!r}]`, got dtype {value.dtype}.")
     if value.shape != like.shape or value.device != like.device:
@@ -607,4 +629,3 @@ def _scalar(value: Any, name: str) -> Tensor:
     if tensor.numel() != 1 or tensor.is_complex():
         raise ValueError(f"State metric {name!r} must return a real scalar (or a dict of them), got {value!r}.")
     return tensor.reshape(()).to(torch.float64) if not tensor.is_floating_point() else tensor.reshape(())
-

@@ -203,7 +203,7 @@ class RecMetricModule(nn.Module):
         _check_id_columns(self.tasks, self._needs_groups, list(per_task))
         self._domains = _joint_domains(
             {n: m.input_domains for n, m in stacked.items()} | {n: ms[0].input_domains for n, ms in per_task.items()}
-        )  # type: ignore[misc]
+        )
 
         # explicit compute groups: only metrics that provably share statistics
         leaders: dict[Any, str] = {}
@@ -325,6 +325,10 @@ class RecMetricModule(nn.Module):
                 (e.g. probabilities outside [0, 1], labels not 0/1 for AUC, negative weights).
                 Nothing is updated when a step is rejected.
         """
+        with torch.no_grad():
+            self._update(model_out)
+
+    def _update(self, model_out: Mapping[str, Tensor]) -> None:
         batch = self._read(model_out)
         n = batch.preds.shape[-1]
         if n > 0:

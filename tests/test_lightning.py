@@ -98,7 +98,7 @@ def test_callback_logs_the_module_in_a_trainer():
 
 def test_callback_names_a_missing_module():
     callback = RecMetricCallback(train="nope")
-    with pytest.raises(AttributeError, match="ClickModel.nope` is not a RecMetricModule"):
+    with pytest.raises(AttributeError, match=r"ClickModel\.nope` is not a RecMetricModule"):
         callback.on_train_batch_end(None, ClickModel(), {}, None, 0)
 
 

@@ -96,8 +96,7 @@ class ClickModel(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         out = self._out(batch, "train")
-        x, y, w = batch
-        loss = torch.nn.functional.binary_cross_entropy(torch.stack([out["click_pred"], out["buy_pred"]], 1), y)
+        loss = torch.nn.functional.binary_cross_entropy(torch.stack([out["click_pred"], out["buy_pred"]], 1), batch[1])
         return {"loss": loss, **out}
 
     def validation_step(self, batch, batch_idx):

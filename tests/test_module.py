@@ -604,3 +604,113 @@ def test_the_number_of_collectives_does_not_grow_with_the_number_of_metrics(ddp_
     many = ddp_pool.run(_count_collectives, 20)
     assert few == many
     assert 0 < few[0] <= 4  # shapes + one per state dtype (float64, float32, int64)
+
+
+# ----------------------------------------------------------------------------- windows
+
+
+def _kept(sizes: list[int], window: int) -> list[tuple[int, int]]:
+    """``(update, newest samples kept)``: the newest whole updates summing to at most ``window``; an
+    update larger than the window on its own keeps its newest ``window`` samples (TorchRec's rule)."""
+    if sizes[-1] >= window:
+        return [(len(sizes) - 1, window)]
+    kept, total = [], 0
+    for i in range(len(sizes) - 1, -1, -1):
+        if total + sizes[i] > window:
+            break
+        kept.append((i, sizes[i]))
+        total += sizes[i]
+    return kept
+
+
+def _window_data(parts: list[dict[str, torch.Tensor]], window: int) -> dict[str, torch.Tensor]:
+    kept = _kept([len(p["user"]) for p in parts], window)
+    return {k: torch.cat([parts[i][k][len(parts[i][k]) - n :] for i, n in sorted(kept)]) for k in parts[0]}
+
+
+WINDOW_METRICS = {
+    "ne": "ne",
+    "log_loss": "log_loss",
+    "ctr": "ctr",
+    "auc": "auc",
+    "auprc": "auprc",
+    "gauc": "gauc",
+    "auc_binned": METRICS["auc_binned"],
+    "ndcg@3": "ndcg@3",
+}
+
+
+@pytest.fixture
+def windowed():
+    pytest.importorskip("torchmetrics_ext.wrappers.windowed")
+
+
+def test_window_values_equal_the_metric_over_the_samples_the_rule_keeps(windowed):
+    data = make_data(30, n=900)
+    bounds = [0, 120, 200, 380, 420, 900]  # the last update is larger than the window
+    parts = batches(data, bounds)
+    module = build(WINDOW_METRICS, window_size=300)
+    lifetime_only = build(WINDOW_METRICS)
+    for i, part in enumerate(parts):
+        module.update(part)
+        lifetime_only.update(part)
+        values = run(module, [])
+        expected_window = run(build(WINDOW_METRICS), [_window_data(parts[: i + 1], 300)])
+        for key, value in run(lifetime_only, []).items():
+            torch.testing.assert_close(values[key], value, rtol=1e-12, atol=1e-12, equal_nan=True)
+            torch.testing.assert_close(
+                values[f"{key}/window"], expected_window[key], rtol=1e-9, atol=1e-12, equal_nan=True
+            )
+    assert len(values) == 2 * len(WINDOW_METRICS) * len(TASKS)
+
+
+def test_window_keys_in_torchrec_style(windowed):
+    module = tmx.RecMetricModule(
+        TASKS, {"ne": "ne", "log_loss": "log_loss"}, throughput=False, window_size=100, key_style="torchrec"
+    )
+    assert set(run(module, [make_data(31)])) == {
+        f"ne-{t}|{part}_{name}"
+        for t in ("click", "buy")
+        for part in ("lifetime", "window")
+        for name in ("ne", "logloss")
+    }
+
+
+def test_window_resumes_mid_window_and_reset_clears_it(windowed, tmp_path):
+    parts = batches(make_data(32, n=900), [0, 100, 250, 400, 500, 700, 900])
+    whole = run(build(WINDOW_METRICS, window_size=350), parts)
+    first = build(WINDOW_METRICS, window_size=350)
+    for part in parts[:3]:
+        first.update(part)
+    torch.save(first.state_dict(), tmp_path / "module.pt")
+    resumed = build(WINDOW_METRICS, window_size=350)
+    resumed.load_state_dict(torch.load(tmp_path / "module.pt", weights_only=False))
+    values = run(resumed, parts[3:])
+    for key, value in whole.items():
+        torch.testing.assert_close(values[key], value, rtol=0, atol=0, equal_nan=True)
+    resumed.reset()
+    again = run(resumed, parts[4:])
+    expected = run(build(WINDOW_METRICS), [_window_data(parts[4:], 350)])
+    for key, value in expected.items():
+        torch.testing.assert_close(again[f"{key}/window"], value, rtol=1e-9, atol=1e-12, equal_nan=True)
+
+
+def _ddp_window(rank: int, world_size: int) -> dict:
+    module = build(WINDOW_METRICS, window_size=400)
+    for part in _shard(make_data(33), rank, "uneven"):
+        module.update(part)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return module.compute()
+
+
+@pytest.mark.ddp
+def test_ddp_window_keeps_each_ranks_share(ddp_pool, windowed):
+    data = make_data(33)
+    kept = [_window_data(_shard(data, rank, "uneven"), 200) for rank in (0, 1)]  # window_size // world_size each
+    expected = run(build(WINDOW_METRICS), [{k: torch.cat([kept[0][k], kept[1][k]]) for k in kept[0]}])
+    lifetime = run(build(WINDOW_METRICS), [data])
+    for values in ddp_pool.run(_ddp_window):
+        for key, value in expected.items():
+            torch.testing.assert_close(values[f"{key}/window"], value, rtol=1e-9, atol=1e-12, equal_nan=True)
+            torch.testing.assert_close(values[key], lifetime[key], rtol=1e-9, atol=1e-12, equal_nan=True)

@@ -57,9 +57,10 @@ class ResumableShards:
         start, self.start = self.start, 0  # a restored position applies to the first epoch only
         self.trained = start
         for i, batch in enumerate(self._batches()[start:], start):
-            yield batch
-            # Lightning asks for batch i + 1 while it trains on batch i: i + 1 batches are trained at a checkpoint
+            # a checkpoint saved after training on batch i (Lightning asks for batch i + 1 only
+            # after that step's callbacks) holds i + 1 trained batches
             self.trained = i + 1
+            yield batch
 
     def state_dict(self) -> dict:
         return {"trained": self.trained}

@@ -24,10 +24,12 @@ never does.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
+import torch.distributed as dist
 from torch import Tensor
 
 from torchmetrics_ext.integrations.sampler import UnpaddedDistributedSampler
@@ -46,8 +48,14 @@ class RecMetricCallback(pl.Callback):
       step it is updated; at the end of the epoch its values are logged.
 
     Values are synced by the module itself (one fused gather), so they are logged with
-    ``sync_dist=False``. The modules are ordinary submodules: Lightning's checkpoints hold every
-    lifetime and window state and the step counter, and restore them on resume.
+    ``sync_dist=False``.
+
+    **Checkpoints.** Under DDP every rank holds its own share of the metric states, but Lightning
+    writes the model's ``state_dict`` from rank 0 only. The callback therefore gathers every
+    rank's module ``state_dict`` when a checkpoint is saved (``on_save_checkpoint`` runs on all
+    ranks) and stores them under ``checkpoint["rec_metric_modules"]``; on resume each rank loads
+    its own, so lifetime and window values continue exactly as in an uninterrupted run. A
+    checkpoint resumed with another number of ranks restarts the modules (with a warning).
 
     Args:
         train: attribute name of the training :class:`~torchmetrics_ext.RecMetricModule` (``None``: none).
@@ -129,3 +137,41 @@ class RecMetricCallback(pl.Callback):
         module = self._module(pl_module, self.val)
         if module is not None and not trainer.sanity_checking:
             self._log(pl_module, module)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _managed(self, pl_module: pl.LightningModule) -> dict[str, RecMetricModule]:
+        names = [name for name in (self.train, self.val) if name is not None]
+        return {name: module for name in names if (module := self._module(pl_module, name)) is not None}
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Store every rank's module states (one object all-gather under DDP)."""
+        local = {name: module.state_dict() for name, module in self._managed(pl_module).items()}
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            per_rank: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(per_rank, local)
+        else:
+            per_rank = [local]
+        checkpoint["rec_metric_modules"] = per_rank
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Give each rank back its own module states."""
+        per_rank = checkpoint.get("rec_metric_modules")
+        if per_rank is None:
+            return
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        rank = dist.get_rank() if world > 1 else 0
+        for name, module in self._managed(pl_module).items():
+            if len(per_rank) == world:
+                module.load_state_dict(per_rank[rank][name])
+            else:
+                warnings.warn(
+                    f"RecMetricCallback: the checkpoint holds metric states of {len(per_rank)} rank(s), this run "
+                    f"has {world}; `{name}` starts afresh.",
+                    stacklevel=2,
+                )
+                module.reset()

@@ -714,3 +714,22 @@ def test_ddp_window_keeps_each_ranks_share(ddp_pool, windowed):
         for key, value in expected.items():
             torch.testing.assert_close(values[f"{key}/window"], value, rtol=1e-9, atol=1e-12, equal_nan=True)
             torch.testing.assert_close(values[key], lifetime[key], rtol=1e-9, atol=1e-12, equal_nan=True)
+
+
+def test_throughput_keys_count_the_examples_of_every_step():
+    pytest.importorskip("torchmetrics_ext.metrics.throughput")
+    parts = batches(make_data(34), [0, 100, 350, 600])
+    for style, keys in (
+        (
+            "torchmetrics_ext",
+            ["throughput/lifetime_throughput", "throughput/window_throughput", "throughput/total_examples"],
+        ),
+        (
+            "torchrec",
+            [f"throughput-throughput|{k}" for k in ("lifetime_throughput", "window_throughput", "total_examples")],
+        ),
+    ):
+        module = tmx.RecMetricModule(TASKS, {"ctr": "ctr"}, key_style=style)
+        values = run(module, parts)
+        assert list(values)[-3:] == keys
+        assert values[keys[2]].item() == 600

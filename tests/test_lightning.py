@@ -8,6 +8,7 @@ the predictions each rank fed to the metrics, and recompute every logged value i
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 import subprocess
 import sys
@@ -27,6 +28,8 @@ from torchmetrics_ext.integrations.lightning import RecMetricCallback  # noqa: E
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "helpers" / "lightning_run.py"
 TASKS = ("click", "buy")
+# train metrics with a 300-sample window (150 per rank) once Windowed is there
+WINDOW = ["--window", "300"] if importlib.util.find_spec("torchmetrics_ext.wrappers") else []
 
 
 # ----------------------------------------------------------------------------- one process
@@ -146,7 +149,7 @@ def _reference(batches: list[dict[str, torch.Tensor]], task: str) -> dict[str, f
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("full")
-    _launch(out, "--checkpoint-every", "6")  # step 6 is mid-epoch (12 steps per epoch)
+    _launch(out, "--checkpoint-every", "6", *WINDOW)  # step 6 is mid-epoch (12 steps per epoch)
     return out
 
 
@@ -176,11 +179,12 @@ def test_ddp_training_and_validation_values_equal_one_process(full_run):
 
 @pytest.mark.ddp
 def test_ddp_resume_from_a_mid_epoch_checkpoint_logs_the_same_values(full_run, tmp_path):
-    _launch(tmp_path, "--resume", str(full_run / "ckpt" / "step=6.ckpt"))
+    _launch(tmp_path, "--resume", str(full_run / "ckpt" / "step=6.ckpt"), *WINDOW)
     resumed = tmp_path
     whole = {(int(r["step"]), tuple(sorted(r))): r for r in _rows(full_run)}
     later = [r for r in _rows(resumed) if int(r["step"]) >= 7]
     assert len(later) >= 10
+    assert not WINDOW or any(key.endswith("/window") for key in later[0])
     for row in later:
         reference = whole[(int(row["step"]), tuple(sorted(row)))]
         for key, value in row.items():

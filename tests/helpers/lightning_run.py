@@ -75,9 +75,10 @@ class ClickModel(L.LightningModule):
         torch.manual_seed(0)
         self.linear = torch.nn.Linear(4, 2)
         metrics = {"ne": "ne", "ctr": "ctr", "auc": "auc", "calibration": "calibration"}
-        kwargs = dict(throughput=False, window_size=window_size)
-        self.train_metrics = tmx.RecMetricModule(TASKS, metrics, compute_interval_steps=4, prefix="train/", **kwargs)
-        self.val_metrics = tmx.RecMetricModule(TASKS, metrics, prefix="val/", **kwargs)
+        self.train_metrics = tmx.RecMetricModule(
+            TASKS, metrics, throughput=False, window_size=window_size, compute_interval_steps=4, prefix="train/"
+        )
+        self.val_metrics = tmx.RecMetricModule(TASKS, metrics, throughput=False, prefix="val/")
         self.dump = dump
         self.train_shards = ResumableShards(data(TRAIN, 1))
         self.seen: dict[str, list] = {"train": [], "val": []}

@@ -123,7 +123,7 @@ class _CurveMetric(TaskMetric):
         if p.shape[-1] == 0:
             return
         if self.num_bins is not None:
-            F._binned_accumulate(self.hist, p, t, w, self.num_bins, self.logit_range, self.from_logits)
+            F._binned_update(p, t, w, self.num_bins, self.logit_range, self.from_logits, out=self.hist)
             return
         if w is not None:  # rows of zero weight in every task change nothing: do not store them
             keep = (w != 0).any(0)

@@ -28,8 +28,10 @@ class UnpaddedDistributedSampler(DistributedSampler):
 
     Example:
         >>> from torchmetrics_ext.integrations import UnpaddedDistributedSampler
-        >>> [list(UnpaddedDistributedSampler(range(5), num_replicas=2, rank=r, shuffle=False)) for r in (0, 1)]
-        [[0, 2, 4], [1, 3]]
+        >>> list(UnpaddedDistributedSampler(range(5), num_replicas=2, rank=0, shuffle=False))
+        [0, 2, 4]
+        >>> list(UnpaddedDistributedSampler(range(5), num_replicas=2, rank=1, shuffle=False))
+        [1, 3]
     """
 
     def __init__(self, dataset: Sized, **kwargs: Any) -> None:

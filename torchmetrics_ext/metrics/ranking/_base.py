@@ -45,6 +45,7 @@ class _RankingMetric(TaskMetric):
     """Per-query ranking metrics over one or more ``(spec, k)`` requests (see the module docstring)."""
 
     is_differentiable = False
+    sample_axis = 0  # a flat row, or a padded query row of (Q, L): both are axis 0
     higher_is_better: bool | None = True
     full_state_update = False
     has_task_dim = False

@@ -50,6 +50,7 @@ class MulticlassRecallAtK(TaskMetric):
     """
 
     is_differentiable = False
+    sample_axis = 0  # a row of the (N, C) class scores
     higher_is_better = True
     full_state_update = False
     has_task_dim = False

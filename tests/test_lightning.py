@@ -8,7 +8,6 @@ the predictions each rank fed to the metrics, and recompute every logged value i
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 import subprocess
 import sys
@@ -28,8 +27,7 @@ from torchmetrics_ext.integrations.lightning import RecMetricCallback  # noqa: E
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "helpers" / "lightning_run.py"
 TASKS = ("click", "buy")
-# train metrics with a 300-sample window (150 per rank) once Windowed is there
-WINDOW = ["--window", "300"] if importlib.util.find_spec("torchmetrics_ext.wrappers") else []
+WINDOW = ["--window", "300"]  # the training metrics keep a 300-sample window (150 per rank)
 
 
 # ----------------------------------------------------------------------------- one process
@@ -184,7 +182,7 @@ def test_ddp_resume_from_a_mid_epoch_checkpoint_logs_the_same_values(full_run, t
     whole = {(int(r["step"]), tuple(sorted(r))): r for r in _rows(full_run)}
     later = [r for r in _rows(resumed) if int(r["step"]) >= 7]
     assert len(later) >= 10
-    assert not WINDOW or any(key.endswith("/window") for key in later[0])
+    assert any(key.endswith("/window") for key in later[0])
     for row in later:
         reference = whole[(int(row["step"]), tuple(sorted(row)))]
         for key, value in row.items():

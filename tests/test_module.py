@@ -641,12 +641,7 @@ WINDOW_METRICS = {
 }
 
 
-@pytest.fixture
-def windowed():
-    pytest.importorskip("torchmetrics_ext.wrappers.windowed")
-
-
-def test_window_values_equal_the_metric_over_the_samples_the_rule_keeps(windowed):
+def test_window_values_equal_the_metric_over_the_samples_the_rule_keeps():
     data = make_data(30, n=900)
     bounds = [0, 120, 200, 380, 420, 900]  # the last update is larger than the window
     parts = batches(data, bounds)
@@ -665,7 +660,7 @@ def test_window_values_equal_the_metric_over_the_samples_the_rule_keeps(windowed
     assert len(values) == 2 * len(WINDOW_METRICS) * len(TASKS)
 
 
-def test_window_keys_in_torchrec_style(windowed):
+def test_window_keys_in_torchrec_style():
     module = tmx.RecMetricModule(
         TASKS, {"ne": "ne", "log_loss": "log_loss"}, throughput=False, window_size=100, key_style="torchrec"
     )
@@ -677,7 +672,7 @@ def test_window_keys_in_torchrec_style(windowed):
     }
 
 
-def test_window_resumes_mid_window_and_reset_clears_it(windowed, tmp_path):
+def test_window_resumes_mid_window_and_reset_clears_it(tmp_path):
     parts = batches(make_data(32, n=900), [0, 100, 250, 400, 500, 700, 900])
     whole = run(build(WINDOW_METRICS, window_size=350), parts)
     first = build(WINDOW_METRICS, window_size=350)
@@ -706,7 +701,7 @@ def _ddp_window(rank: int, world_size: int) -> dict:
 
 
 @pytest.mark.ddp
-def test_ddp_window_keeps_each_ranks_share(ddp_pool, windowed):
+def test_ddp_window_keeps_each_ranks_share(ddp_pool):
     data = make_data(33)
     kept = [_window_data(_shard(data, rank, "uneven"), 200) for rank in (0, 1)]  # window_size // world_size each
     expected = run(build(WINDOW_METRICS), [{k: torch.cat([kept[0][k], kept[1][k]]) for k in kept[0]}])
@@ -718,7 +713,6 @@ def test_ddp_window_keeps_each_ranks_share(ddp_pool, windowed):
 
 
 def test_throughput_keys_count_the_examples_of_every_step():
-    pytest.importorskip("torchmetrics_ext.metrics.throughput")
     parts = batches(make_data(34), [0, 100, 350, 600])
     for style, keys in (
         (

@@ -21,9 +21,11 @@ from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
+from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.registry import build_metric, torchrec_names
 from torchmetrics_ext.utilities.checks import _check_values, check_tensor
 from torchmetrics_ext.utilities.distributed import fused_gather
+from torchmetrics_ext.wrappers.windowed import Windowed
 
 __all__ = ["RecMetricModule", "RecTaskInfo"]
 
@@ -223,17 +225,11 @@ class RecMetricModule(nn.Module):
         # leaders update; members read their leader's states at compute (``merge_state``).
         wrap: Callable[[TaskMetric], Metric] = lambda metric: metric  # noqa: E731
         if window_size is not None:
-            from torchmetrics_ext.wrappers.windowed import Windowed
-
             wrap = lambda metric: Windowed(metric, window_size)  # noqa: E731
         units: dict[str, Metric | MetricCollection] = {name: wrap(metric) for name, metric in stacked.items()}
         self.metrics = MetricCollection(units, compute_groups=False) if units else None
         self.ranking = nn.ModuleDict({name: nn.ModuleList([wrap(m) for m in ms]) for name, ms in per_task.items()})
-        self.throughput: Metric | None = None
-        if throughput:
-            from torchmetrics_ext.metrics.throughput import Throughput
-
-            self.throughput = Throughput()
+        self.throughput: Metric | None = Throughput() if throughput else None
         for each in self._all_units():
             each.persistent(True)
         for name, lead in self._leader.items():

@@ -26,7 +26,7 @@ from torchmetrics_ext.evaluate.sources import Chunk, InvalidDataError, Source, o
 from torchmetrics_ext.metrics.base import InputDomains
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import RecMetricModule, RecTaskInfo, _joint_domains
-from torchmetrics_ext.registry import lookup
+from torchmetrics_ext.registry import build_metric, lookup
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
 __all__ = ["DEFAULT_METRICS", "TaskSpec", "evaluate", "parse_task"]
@@ -104,7 +104,7 @@ class _Plan:
         if isinstance(metrics, str) or not metrics:
             raise ValueError(f"Expected `metrics` to be a non-empty list of metric names, got {metrics!r}.")
         self.metric_names = tuple(dict.fromkeys(metrics))
-        self.specs: dict[str, Any] = {}
+        self.specs: list[str] = []  # non-ranking registry names
         self._ranking: list[tuple[str, int | None]] = []
         self.renames: dict[str, str] = {}  # module key -> metric name
         for name in self.metric_names:
@@ -121,7 +121,7 @@ class _Plan:
                 self._ranking.append((entry.name, k))
                 self.renames[f"{_RANKING_KEY}.{entry.name if k is None else f'{entry.name}@{k}'}"] = name
             else:
-                self.specs[name] = name
+                self.specs.append(name)
                 self.renames[name] = name
         self.columns = self._columns()
 
@@ -149,6 +149,19 @@ class _Plan:
         """The columns fed to the metrics (every column but the segments)."""
         return [c for c in self.columns if c.kind != "segment"]
 
+    def _metrics(self) -> dict[str, Any]:
+        """Fresh metrics: registry names, and one ``RankingMetrics`` for every ranking name."""
+        built: dict[str, Any] = {name: build_metric(name, num_tasks=len(self.tasks)) for name in self.specs}
+        if self._ranking:
+            stems = tuple(dict.fromkeys(stem for stem, _ in self._ranking))
+            ks = tuple(dict.fromkeys(k for _, k in self._ranking))
+            built[_RANKING_KEY] = RankingMetrics(ks=ks, metrics=stems)
+        return built
+
+    def domains(self) -> InputDomains:
+        """The strictest input domains over the requested metrics (what every row must satisfy)."""
+        return _joint_domains({name: metric.input_domains for name, metric in self._metrics().items()})
+
     def module(self) -> RecMetricModule:
         """A fresh module with every requested metric for every task."""
         infos = [
@@ -162,12 +175,7 @@ class _Plan:
             )
             for t in self.tasks
         ]
-        specs = dict(self.specs)
-        if self._ranking:
-            stems = tuple(dict.fromkeys(stem for stem, _ in self._ranking))
-            ks = tuple(dict.fromkeys(k for _, k in self._ranking))
-            specs[_RANKING_KEY] = RankingMetrics(ks=ks, metrics=stems)
-        return RecMetricModule(infos, specs, throughput=False)
+        return RecMetricModule(infos, self._metrics(), throughput=False)
 
     def records(self, values: Mapping[str, Tensor], segment: str, labels: Mapping[str, Any], rows: int) -> list[dict]:
         """One record per task from a module's ``compute()``."""
@@ -178,13 +186,6 @@ class _Plan:
                 record[name] = float(values[f"{key}/{task.name}"])
             out.append({**record, **{m: record[m] for m in self.metric_names}})
         return out
-
-
-def _domains(module: RecMetricModule) -> InputDomains:
-    """The strictest input domains over the module's metrics (what one batch must satisfy)."""
-    members: list[Any] = [] if module.metrics is None else list(module.metrics.values(copy_state=False))
-    members += [per_task[0] for per_task in module.ranking.values()]  # type: ignore[index]
-    return _joint_domains({str(i): metric.input_domains for i, metric in enumerate(members)})
 
 
 def _world() -> tuple[int, int]:
@@ -204,7 +205,7 @@ class _Run:
         self.plan, self.sources, self.batch_size, self.on_invalid = plan, sources, batch_size, on_invalid
         self.rank, self.world = _world()
         self.module = plan.module()
-        domains = _domains(self.module)
+        domains = self.plan.domains()
         probabilities = domains.preds == "probability" and not domains.from_logits
         self.checker = RowChecker(plan.columns, probabilities, domains.target)
         self.problems = Problems()

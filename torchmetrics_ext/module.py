@@ -63,9 +63,7 @@ class RecTaskInfo:
                 expected = "a non-empty string" + (" or None" if optional else "")
                 raise ValueError(f"Expected `RecTaskInfo.{f.name}` to be {expected}, got {value!r}.")
         if "/" in self.name or "|" in self.name:
-            raise ValueError(
-                f"Expected `RecTaskInfo.name` without '/' or '|' (they separate key parts), got {self.name!r}."
-            )
+            raise ValueError(f"Expected `RecTaskInfo.name` without '/' or '|' (they separate key parts), got {self.name!r}.")
 
 
 @dataclass(frozen=True)
@@ -153,18 +151,10 @@ class RecMetricModule(nn.Module):
         num_tasks = len(self.tasks)
         if not isinstance(metrics, Mapping) or not metrics:
             raise ValueError(f"Expected `metrics` to be a non-empty dict of name -> metric, got {metrics!r}.")
-        if window_size is not None and (
-            not isinstance(window_size, int) or isinstance(window_size, bool) or window_size < 1
-        ):
+        if window_size is not None and (not isinstance(window_size, int) or isinstance(window_size, bool) or window_size < 1):
             raise ValueError(f"Expected `window_size` to be a positive integer or None, got {window_size!r}.")
-        if (
-            not isinstance(compute_interval_steps, int)
-            or isinstance(compute_interval_steps, bool)
-            or compute_interval_steps < 1
-        ):
-            raise ValueError(
-                f"Expected `compute_interval_steps` to be a positive integer, got {compute_interval_steps!r}."
-            )
+        if not isinstance(compute_interval_steps, int) or isinstance(compute_interval_steps, bool) or compute_interval_steps < 1:
+            raise ValueError(f"Expected `compute_interval_steps` to be a positive integer, got {compute_interval_steps!r}.")
         if not isinstance(prefix, str):
             raise ValueError(f"Expected `prefix` to be a string, got {prefix!r}.")
         if key_style not in KEY_STYLES:
@@ -200,9 +190,9 @@ class RecMetricModule(nn.Module):
                 per_task[name] = [metric] + [metric.clone() for _ in range(num_tasks - 1)]
         self._needs_groups = [n for n, m in stacked.items() if "groups" in inspect.signature(m.update).parameters]
         _check_id_columns(self.tasks, self._needs_groups, list(per_task))
-        self._domains = _joint_domains(
-            {n: m.input_domains for n, m in stacked.items()} | {n: ms[0].input_domains for n, ms in per_task.items()}
-        )
+        self._domains = _joint_domains({n: m.input_domains for n, m in stacked.items()} | {
+            n: ms[0].input_domains for n, ms in per_task.items()
+        })
 
         # explicit compute groups: only metrics that provably share statistics
         leaders: dict[Any, str] = {}
@@ -357,9 +347,7 @@ class RecMetricModule(nn.Module):
                 raise KeyError(f"Task {task.name!r}: `model_out` has no {field} column {key!r}.")
             value = check_tensor(f"model_out[{key!r}]", model_out[key])
             if value.ndim != 1:
-                raise ValueError(
-                    f"Task {task.name!r}: expected `model_out[{key!r}]` of shape (N,), got {tuple(value.shape)}."
-                )
+                raise ValueError(f"Task {task.name!r}: expected `model_out[{key!r}]` of shape (N,), got {tuple(value.shape)}.")
             return value
 
         preds = [column(t, "prediction", t.prediction_name) for t in self.tasks]
@@ -382,9 +370,7 @@ class RecMetricModule(nn.Module):
             groups = _id_column(column(task, "group id", task.group_id_name), task, task.group_id_name, first)  # type: ignore[arg-type]
         sessions = None
         if len(self.ranking):
-            sessions = [
-                _id_column(column(t, "session id", t.session_id_name), t, t.session_id_name, first) for t in self.tasks
-            ]  # type: ignore[arg-type]
+            sessions = [_id_column(column(t, "session id", t.session_id_name), t, t.session_id_name, first) for t in self.tasks]  # type: ignore[arg-type]
         return _Batch(
             _stack(preds),
             _stack(labels),
@@ -542,9 +528,7 @@ def _instantiate(name: str, spec: Any, num_tasks: int) -> TaskMetric:
     elif callable(spec):
         metric = spec(num_tasks=num_tasks)
     else:
-        raise TypeError(
-            f"Expected metric {name!r} to be a metric, a class, a factory or a registry name, got {spec!r}."
-        )
+        raise TypeError(f"Expected metric {name!r} to be a metric, a class, a factory or a registry name, got {spec!r}.")
     if not isinstance(metric, TaskMetric) or metric.input_domains is None:
         raise TypeError(
             f"Metric {name!r} ({type(metric).__name__}) is not one of the package's (preds, target) metrics; "
@@ -623,3 +607,4 @@ def _scalar(value: Any, name: str) -> Tensor:
     if tensor.numel() != 1 or tensor.is_complex():
         raise ValueError(f"State metric {name!r} must return a real scalar (or a dict of them), got {value!r}.")
     return tensor.reshape(()).to(torch.float64) if not tensor.is_floating_point() else tensor.reshape(())
+

@@ -8,7 +8,9 @@ returns a flat dict of scalar tensors ready for ``LightningModule.log_dict``.
 
 from __future__ import annotations
 
+import copy
 import inspect
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, fields
@@ -63,7 +65,9 @@ class RecTaskInfo:
                 expected = "a non-empty string" + (" or None" if optional else "")
                 raise ValueError(f"Expected `RecTaskInfo.{f.name}` to be {expected}, got {value!r}.")
         if "/" in self.name or "|" in self.name:
-            raise ValueError(f"Expected `RecTaskInfo.name` without '/' or '|' (they separate key parts), got {self.name!r}.")
+            raise ValueError(
+                f"Expected `RecTaskInfo.name` without '/' or '|' (they separate key parts), got {self.name!r}."
+            )
 
 
 @dataclass(frozen=True)
@@ -151,10 +155,18 @@ class RecMetricModule(nn.Module):
         num_tasks = len(self.tasks)
         if not isinstance(metrics, Mapping) or not metrics:
             raise ValueError(f"Expected `metrics` to be a non-empty dict of name -> metric, got {metrics!r}.")
-        if window_size is not None and (not isinstance(window_size, int) or isinstance(window_size, bool) or window_size < 1):
+        if window_size is not None and (
+            not isinstance(window_size, int) or isinstance(window_size, bool) or window_size < 1
+        ):
             raise ValueError(f"Expected `window_size` to be a positive integer or None, got {window_size!r}.")
-        if not isinstance(compute_interval_steps, int) or isinstance(compute_interval_steps, bool) or compute_interval_steps < 1:
-            raise ValueError(f"Expected `compute_interval_steps` to be a positive integer, got {compute_interval_steps!r}.")
+        if (
+            not isinstance(compute_interval_steps, int)
+            or isinstance(compute_interval_steps, bool)
+            or compute_interval_steps < 1
+        ):
+            raise ValueError(
+                f"Expected `compute_interval_steps` to be a positive integer, got {compute_interval_steps!r}."
+            )
         if not isinstance(prefix, str):
             raise ValueError(f"Expected `prefix` to be a string, got {prefix!r}.")
         if key_style not in KEY_STYLES:
@@ -187,34 +199,47 @@ class RecMetricModule(nn.Module):
             else:
                 if "indexes" not in inspect.signature(metric.update).parameters:
                     raise TypeError(f"Metric {name!r} ({type(metric).__name__}) takes no (N,) per-task inputs.")
-                per_task[name] = [metric] + [metric.clone() for _ in range(num_tasks - 1)]
+                per_task[name] = [metric] + [copy.deepcopy(metric) for _ in range(num_tasks - 1)]
         self._needs_groups = [n for n, m in stacked.items() if "groups" in inspect.signature(m.update).parameters]
         _check_id_columns(self.tasks, self._needs_groups, list(per_task))
-        self._domains = _joint_domains({n: m.input_domains for n, m in stacked.items()} | {
-            n: ms[0].input_domains for n, ms in per_task.items()
-        })
+        self._domains = _joint_domains(
+            {n: m.input_domains for n, m in stacked.items()} | {n: ms[0].input_domains for n, ms in per_task.items()}
+        )
 
         # explicit compute groups: only metrics that provably share statistics
         leaders: dict[Any, str] = {}
         self._leader: dict[str, str] = {}
         for name, metric in stacked.items():
-            key = (metric.shared_statistics_key, metric.sync_on_compute, id(metric.process_group))
-            if metric.shared_statistics_key is None:
-                key = ("alone", name)
+            shared = metric.shared_statistics_key
+            key = ("alone", name) if shared is None else (shared, metric.sync_on_compute, id(metric.process_group))
             self._leader[name] = leaders.setdefault(key, name)
-        groups = [[n for n in stacked if self._leader[n] == lead] for lead in dict.fromkeys(self._leader.values())]
-        self.metrics = MetricCollection(dict(stacked), compute_groups=groups) if stacked else None
-        self.ranking = nn.ModuleDict({name: nn.ModuleList(ms) for name, ms in per_task.items()})
+        self._groups = [
+            [n for n in stacked if self._leader[n] == lead] for lead in dict.fromkeys(self._leader.values())
+        ]
+        self._torchrec = _torchrec_names({**stacked, **{n: ms[0] for n, ms in per_task.items()}})
+        # Each metric is one unit: the metric itself, or Windowed(metric) with lifetime and window
+        # children. MetricCollection shares states by reference only at its top level, where a
+        # Windowed wrapper holds none, so group members are fed by the module instead: only
+        # leaders update; members read their leader's states at compute (``merge_state``).
+        wrap: Callable[[TaskMetric], Metric] = lambda metric: metric  # noqa: E731
+        if window_size is not None:
+            from torchmetrics_ext.wrappers.windowed import Windowed
+
+            wrap = lambda metric: Windowed(metric, window_size)  # noqa: E731
+        units: dict[str, Metric | MetricCollection] = {name: wrap(metric) for name, metric in stacked.items()}
+        self.metrics = MetricCollection(units, compute_groups=False) if units else None
+        self.ranking = nn.ModuleDict({name: nn.ModuleList([wrap(m) for m in ms]) for name, ms in per_task.items()})
         self.throughput: Metric | None = None
         if throughput:
             from torchmetrics_ext.metrics.throughput import Throughput
 
             self.throughput = Throughput()
-        if window_size is not None:
-            raise NotImplementedError("window_size needs torchmetrics_ext.Windowed")
-        for metric in self._all_metrics():
-            metric.persistent(True)
-        self._torchrec = _torchrec_names({**stacked, **{n: ms[0] for n, ms in per_task.items()}})
+        for each in self._all_units():
+            each.persistent(True)
+        for name, lead in self._leader.items():
+            if lead != name:  # a group member's states are its leader's: saved once, with the leader
+                self._unit(name).persistent(False)
+        self._num_copies = len(per_task) * num_tasks
 
     # ------------------------------------------------------------------ configuration
 
@@ -271,28 +296,39 @@ class RecMetricModule(nn.Module):
 
     @property
     def compute_groups(self) -> list[list[str]]:
-        """Metric names updated together because they provably share statistics."""
-        return [] if self.metrics is None else [list(g) for g in self.metrics.compute_groups.values()]
+        """Metric names that provably share statistics: the first of each group updates for all."""
+        return [list(group) for group in self._groups]
 
-    def _all_metrics(self) -> Iterator[Metric]:
+    def _unit(self, name: str) -> Metric:
+        """The metric (or its ``Windowed`` wrapper) of a stacked metric name."""
+        assert self.metrics is not None
+        return getattr(self.metrics, name)  # the module itself: MetricCollection copies no state here
+
+    def _copies(self, name: str) -> list[Metric]:
+        """One unit per task for a metric without a task dimension."""
+        return list(self.ranking[name])  # type: ignore[call-overload]
+
+    def _all_units(self) -> Iterator[Metric]:
         if self.metrics is not None:
             yield from self.metrics.values(copy_state=False)
-        for per_task in self.ranking.values():
-            yield from per_task  # type: ignore[misc]
+        for name in self.ranking:
+            yield from self._copies(name)
         if self.throughput is not None:
             yield self.throughput
 
-    def _leaders(self) -> Iterator[TaskMetric]:
-        """Metrics that are updated (compute-group leaders, every per-task ranking copy)."""
-        if self.metrics is not None:
-            for name in dict.fromkeys(self._leader.values()):
-                yield self._metric(name)
-        for per_task in self.ranking.values():
-            yield from per_task  # type: ignore[misc]
+    def _updated_units(self) -> Iterator[tuple[Metric, bool]]:
+        """``(unit, takes groups)`` for every unit that is updated: group leaders and per-task copies."""
+        for lead in dict.fromkeys(self._leader.values()):
+            yield self._unit(lead), lead in self._needs_groups
+        for name in self.ranking:
+            for unit in self._copies(name):
+                yield unit, False
 
-    def _metric(self, name: str) -> TaskMetric:
-        assert self.metrics is not None
-        return getattr(self.metrics, name)  # the module itself: no state copy between group members
+    def _parts(self, unit: Metric) -> dict[str, TaskMetric]:
+        """The task metrics inside a unit: ``{"lifetime": ..., "window": ...}`` or ``{"lifetime": unit}``."""
+        if self.window_size is None:
+            return {"lifetime": unit}  # type: ignore[dict-item]
+        return {"lifetime": unit.lifetime, "window": unit.window}  # type: ignore[dict-item]
 
     # ------------------------------------------------------------------ update
 
@@ -310,6 +346,10 @@ class RecMetricModule(nn.Module):
                 (e.g. probabilities outside [0, 1], labels not 0/1 for AUC, negative weights).
                 Nothing is updated when a step is rejected.
         """
+        with torch.no_grad():
+            self._update(model_out)
+
+    def _update(self, model_out: Mapping[str, Tensor]) -> None:
         batch = self._read(model_out)
         n = batch.preds.shape[-1]
         if n > 0:
@@ -323,17 +363,20 @@ class RecMetricModule(nn.Module):
                 domains.from_logits,
                 batch.target_is_float,
             )
+            w, g = batch.weights, batch.groups
             with ExitStack() as stack:
-                for metric in self._leaders():
-                    stack.enter_context(metric.inputs_validated())
-                if self.metrics is not None:
-                    extra = {"groups": batch.groups} if self._needs_groups else {}
-                    self.metrics.update(batch.preds, batch.target, weights=batch.weights, **extra)
-                for per_task in self.ranking.values():
-                    for t, metric in enumerate(per_task):
-                        w = batch.weights
-                        w = None if w is None else (w if w.ndim == 1 else w[t])
-                        metric.update(batch.preds[t], batch.target[t], indexes=batch.sessions[t], weights=w)  # type: ignore[index]
+                updated = list(self._updated_units())
+                for unit, _ in updated:
+                    stack.enter_context(unit.inputs_validated())  # type: ignore[operator]
+                for unit, grouped in updated[: len(updated) - self._num_copies]:
+                    if grouped:
+                        unit.update(batch.preds, batch.target, groups=g, weights=w)
+                    else:
+                        unit.update(batch.preds, batch.target, weights=w)
+                for t, (unit, _) in enumerate(updated[len(updated) - self._num_copies :]):
+                    task = t % len(self.tasks)
+                    wt = None if w is None else (w if w.ndim == 1 else w[task])
+                    unit.update(batch.preds[task], batch.target[task], indexes=batch.sessions[task], weights=wt)  # type: ignore[index]
         if self.throughput is not None:
             self.throughput.update(n)
         self._step += 1
@@ -342,12 +385,14 @@ class RecMetricModule(nn.Module):
         if not isinstance(model_out, Mapping):
             raise TypeError(f"Expected `model_out` to be a dict of tensors, got {type(model_out).__name__}.")
 
-        def column(task: RecTaskInfo, field: str, key: str) -> Tensor:
-            if key not in model_out:
+        def column(task: RecTaskInfo, field: str, key: str | None) -> Tensor:
+            if key is None or key not in model_out:
                 raise KeyError(f"Task {task.name!r}: `model_out` has no {field} column {key!r}.")
             value = check_tensor(f"model_out[{key!r}]", model_out[key])
             if value.ndim != 1:
-                raise ValueError(f"Task {task.name!r}: expected `model_out[{key!r}]` of shape (N,), got {tuple(value.shape)}.")
+                raise ValueError(
+                    f"Task {task.name!r}: expected `model_out[{key!r}]` of shape (N,), got {tuple(value.shape)}."
+                )
             return value
 
         preds = [column(t, "prediction", t.prediction_name) for t in self.tasks]
@@ -367,10 +412,12 @@ class RecMetricModule(nn.Module):
         groups = None
         if self._needs_groups:
             task = self.tasks[0]
-            groups = _id_column(column(task, "group id", task.group_id_name), task, task.group_id_name, first)  # type: ignore[arg-type]
+            groups = _id_column(column(task, "group id", task.group_id_name), task, task.group_id_name, first)
         sessions = None
         if len(self.ranking):
-            sessions = [_id_column(column(t, "session id", t.session_id_name), t, t.session_id_name, first) for t in self.tasks]  # type: ignore[arg-type]
+            sessions = [
+                _id_column(column(t, "session id", t.session_id_name), t, t.session_id_name, first) for t in self.tasks
+            ]
         return _Batch(
             _stack(preds),
             _stack(labels),
@@ -401,16 +448,24 @@ class RecMetricModule(nn.Module):
     def _compute(self, sync: bool) -> dict[str, Tensor]:
         gathered = self._gather() if sync else {}
         out: dict[str, Tensor] = {}
-        with ExitStack() as stack:
-            for name, metric in self._named_task_metrics():
-                source = gathered.get(self._leader.get(name, name)) if sync else None
-                stack.enter_context(metric.synced_from(source))
+        with ExitStack() as stack, warnings.catch_warnings():
+            # group members hold their leader's states without an update of their own
+            warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
+            for (name, part), metric in self._leaves():
+                source = gathered.get((self._leader.get(name, name), part))
+                stack.enter_context(metric.synced_from(source if sync else None))
+            for name, lead in self._leader.items():
+                if lead != name:
+                    leader_parts = self._parts(self._unit(lead))
+                    for part, metric in self._parts(self._unit(name)).items():
+                        metric.reset()
+                        metric.merge_state(leader_parts[part].metric_state)
             for name in self._names:
                 if name in self.ranking:
-                    for t, metric in enumerate(self.ranking[name]):
-                        self._emit(out, name, t, metric.compute())
+                    for t, unit in enumerate(self._copies(name)):
+                        self._emit(out, name, t, unit.compute())
                 else:
-                    self._emit(out, name, None, self._metric(name).compute())
+                    self._emit(out, name, None, self._unit(name).compute())
         if self.throughput is not None:
             for key, value in self.throughput.compute().items():
                 out[self._aux_key("throughput", key)] = value
@@ -421,37 +476,42 @@ class RecMetricModule(nn.Module):
                 out[self._aux_key(name, key)] = _scalar(v, name)
         return out
 
-    def _named_task_metrics(self) -> Iterator[tuple[str, TaskMetric]]:
+    def _leaves(self) -> Iterator[tuple[tuple[str, str], TaskMetric]]:
+        """Every task metric, keyed by ``(metric name, part)``; per-task copies by ``name`` NUL ``task``."""
         if self.metrics is not None:
-            for name in self.metrics.keys(keep_base=True):
-                yield str(name), self._metric(str(name))
-        for name, per_task in self.ranking.items():
-            for t, metric in enumerate(per_task):
-                yield f"{name}\0{t}", metric  # type: ignore[misc]
+            for name in self._leader:
+                for part, metric in self._parts(self._unit(name)).items():
+                    yield (name, part), metric
+        for name in self.ranking:
+            for t, unit in enumerate(self._copies(name)):
+                for part, metric in self._parts(unit).items():
+                    yield (f"{name}\0{t}", part), metric
 
-    def _gather(self) -> dict[str, Mapping[str, list[Tensor]]]:
-        """One fused gather per process group of every state of every updated metric."""
+    def _gather(self) -> dict[tuple[str, str], Mapping[str, list[Tensor]]]:
+        """One fused gather per process group of every state of every updated task metric."""
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             return {}
-        by_group: dict[int, list[tuple[str, TaskMetric]]] = {}
-        for name, metric in self._named_task_metrics():
-            if self._leader.get(name, name) == name and metric.sync_on_compute:
-                by_group.setdefault(id(metric.process_group), []).append((name, metric))
-        gathered: dict[str, Mapping[str, list[Tensor]]] = {}
+        by_group: dict[int, list[tuple[tuple[str, str], TaskMetric]]] = {}
+        for key, metric in self._leaves():
+            if self._leader.get(key[0], key[0]) == key[0] and metric.sync_on_compute:
+                by_group.setdefault(id(metric.process_group), []).append((key, metric))
+        gathered: dict[tuple[str, str], Mapping[str, list[Tensor]]] = {}
         for members in by_group.values():
             results = fused_gather([m.sync_states() for _, m in members], members[0][1].process_group)
-            gathered.update({name: result for (name, _), result in zip(members, results)})
+            gathered.update({key: result for (key, _), result in zip(members, results)})
         return gathered
 
     # ------------------------------------------------------------------ keys
 
     def _emit(self, out: dict[str, Tensor], name: str, task: int | None, value: Any) -> None:
-        """Add one metric's value(s): ``(T,)`` or a scalar per task, or a dict of them."""
-        entries = value.items() if isinstance(value, Mapping) else [(None, value)]
-        for entry, v in entries:
-            for t in range(len(self.tasks)) if task is None else [task]:
-                scalar = v if v.ndim == 0 else v[t]
-                out[self._key(name, entry, self.tasks[t].name, window=False)] = scalar
+        """Add one unit's value(s): ``(T,)`` or a scalar per task, or a dict of them; lifetime and window."""
+        parts = value if self.window_size is not None else {"lifetime": value}
+        for part, part_value in parts.items():
+            entries = part_value.items() if isinstance(part_value, Mapping) else [(None, part_value)]
+            for entry, v in entries:
+                for t in range(len(self.tasks)) if task is None else [task]:
+                    scalar = v if v.ndim == 0 else v[t]
+                    out[self._key(name, entry, self.tasks[t].name, window=part == "window")] = scalar
 
     def _key(self, name: str, entry: str | None, task: str, window: bool) -> str:
         if self.key_style == "torchrec":
@@ -471,13 +531,8 @@ class RecMetricModule(nn.Module):
 
     def reset(self) -> None:
         """Clear every metric (lifetime and window states); the step counter is kept."""
-        if self.metrics is not None:
-            self.metrics.reset()
-        for per_task in self.ranking.values():
-            for metric in per_task:
-                metric.reset()
-        if self.throughput is not None:
-            self.throughput.reset()
+        for unit in self._all_units():
+            unit.reset()
 
     def get_extra_state(self) -> Any:
         """The step counter (so ``should_compute`` keeps its cadence after a checkpoint restore)."""
@@ -528,7 +583,9 @@ def _instantiate(name: str, spec: Any, num_tasks: int) -> TaskMetric:
     elif callable(spec):
         metric = spec(num_tasks=num_tasks)
     else:
-        raise TypeError(f"Expected metric {name!r} to be a metric, a class, a factory or a registry name, got {spec!r}.")
+        raise TypeError(
+            f"Expected metric {name!r} to be a metric, a class, a factory or a registry name, got {spec!r}."
+        )
     if not isinstance(metric, TaskMetric) or metric.input_domains is None:
         raise TypeError(
             f"Metric {name!r} ({type(metric).__name__}) is not one of the package's (preds, target) metrics; "
@@ -548,8 +605,9 @@ def _check_id_columns(tasks: tuple[RecTaskInfo, ...], grouped: list[str], rankin
         )
 
 
-def _joint_domains(domains: Mapping[str, InputDomains]) -> InputDomains:
+def _joint_domains(given: Mapping[str, InputDomains | None]) -> InputDomains:
     """The strictest domains over all metrics; probability metrics must agree on ``from_logits``."""
+    domains = {name: d for name, d in given.items() if d is not None}
     logit_flags = {n: d.from_logits for n, d in domains.items() if d.preds == "probability"}
     if len(set(logit_flags.values())) > 1:
         raise ValueError(
@@ -571,7 +629,7 @@ def _torchrec_names(metrics: Mapping[str, Metric]) -> dict[str, tuple[str, str]]
     return {name: pair if counts[pair] == 1 else (name, name) for name, pair in pairs.items()}
 
 
-def _id_column(value: Tensor, task: RecTaskInfo, key: str, like: Tensor) -> Tensor:
+def _id_column(value: Tensor, task: RecTaskInfo, key: str | None, like: Tensor) -> Tensor:
     if value.is_floating_point() or value.dtype == torch.bool:
         raise TypeError(f"Task {task.name!r}: expected integer ids in `model_out[{key!r}]`, got dtype {value.dtype}.")
     if value.shape != like.shape or value.device != like.device:
@@ -607,4 +665,3 @@ def _scalar(value: Any, name: str) -> Tensor:
     if tensor.numel() != 1 or tensor.is_complex():
         raise ValueError(f"State metric {name!r} must return a real scalar (or a dict of them), got {value!r}.")
     return tensor.reshape(()).to(torch.float64) if not tensor.is_floating_point() else tensor.reshape(())
-

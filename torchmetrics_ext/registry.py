@@ -172,4 +172,3 @@ def torchrec_names(metric: Metric) -> tuple[str, str] | None:
         if type(metric) is entry.cls:
             return entry.torchrec
     return None
-

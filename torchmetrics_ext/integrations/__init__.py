@@ -1,7 +1,9 @@
-"""Glue to training frameworks (nothing in the package imports from here).
+"""Glue for training frameworks: Lightning and the Hugging Face Trainer (optional extras).
 
-:mod:`torchmetrics_ext.integrations.huggingface` builds ``compute_metrics`` for
-``transformers.Trainer``.
+:mod:`~torchmetrics_ext.integrations.lightning` and :mod:`~torchmetrics_ext.integrations.huggingface`.
+Nothing in the package imports from here; :class:`UnpaddedDistributedSampler` needs only PyTorch.
 """
 
-__all__: list[str] = []
+from torchmetrics_ext.integrations.sampler import UnpaddedDistributedSampler
+
+__all__ = ["UnpaddedDistributedSampler"]

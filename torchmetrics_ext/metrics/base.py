@@ -110,11 +110,12 @@ class TaskMetric(Metric):
         for name in self._reductions:
             value = getattr(self, name)
             if isinstance(value, list):
-                dtype = self._list_state_dtypes.get(name, self.dtype)
-                if len(value) == 1 and value[0].dtype == dtype:
-                    value = value[0]
+                dtype = self._list_state_dtypes.get(name)  # undeclared list states keep their chunks' dtype
+                if not value:
+                    value = torch.zeros(0, dtype=dtype or self.dtype, device=self.device)
                 else:
-                    value = dim_zero_cat(value).to(dtype) if value else torch.zeros(0, dtype=dtype, device=self.device)
+                    value = value[0] if len(value) == 1 else dim_zero_cat(value)
+                    value = value if dtype is None else value.to(dtype)
             out[name] = value
         return out
 
@@ -141,7 +142,7 @@ class TaskMetric(Metric):
         if self._sync_locally:
             return
         for name, value in self.sync_states().items():
-            if isinstance(getattr(self, name), list):
+            if name in self._list_state_dtypes and isinstance(getattr(self, name), list):
                 setattr(self, name, [value])
         if self._gathered is not None:
             dist_sync_fn = _replay(self._gathered, list(self._reductions))

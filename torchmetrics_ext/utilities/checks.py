@@ -138,7 +138,8 @@ def _check_values(
     if target is not None:
         stats += [*torch.aminmax(target)]
         if target_domain == "binary" and target_is_float:
-            stats.append(((target != 0) & (target != 1)).any().to(torch.float64))
+            # in [0, 1] (checked below) a label is 0 or 1 exactly when it has no fractional part
+            stats.append(target.frac().any().to(torch.float64))
     if weights is not None:
         stats += [*torch.aminmax(weights)]
     values = torch.stack(stats).tolist()

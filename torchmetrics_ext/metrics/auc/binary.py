@@ -123,7 +123,7 @@ class _CurveMetric(TaskMetric):
         if p.shape[-1] == 0:
             return
         if self.num_bins is not None:
-            self.hist += F._binned_update(p, t, w, self.num_bins, self.logit_range, self.from_logits)
+            F._binned_update(p, t, w, self.num_bins, self.logit_range, self.from_logits, out=self.hist)
             return
         if w is not None:  # rows of zero weight in every task change nothing: do not store them
             keep = (w != 0).any(0)
@@ -177,7 +177,7 @@ class AUC(_CurveMetric):
         precision tie. Ranks with different numbers of batches, or none, sync correctly.
 
         **Binned mode** (``num_bins=B``) stores one float64 ``(2, T, B)`` histogram (constant
-        memory, ``sum`` across ranks) filled in O(N) per batch with one ``bincount``. The value is
+        memory, ``sum`` across ranks) filled in O(N) per batch with one ``scatter_add_``. The value is
         the exact AUC of the scores rounded to their bin, so it differs from the exact value by at
         most half the share of (positive, negative) pairs that fall into the same bin,
         :math:`\frac{1}{2PN}\sum_b P_b N_b`. Bins are uniform in the logit, so click-through

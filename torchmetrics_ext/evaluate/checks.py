@@ -8,7 +8,7 @@ row number, so one error (or, with ``on_invalid="skip"``, one report) says exact
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -73,7 +73,7 @@ class Problems:
     def __bool__(self) -> bool:
         return bool(self.items)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Problem]:
         return iter(self.items.values())
 
     def message(self) -> str:

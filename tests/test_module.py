@@ -473,7 +473,7 @@ def test_from_config_builds_through_the_registry():
         ({"tasks": ["a"], "metrics": ["ne"], "windw": 3}, "config keys"),
         ({"tasks": [{"nme": "a"}], "metrics": ["ne"]}, "RecTaskInfo fields"),
         ({"tasks": ["a"], "metrics": {"ne": 3}}, "options of metric 'ne'"),
-        ({"tasks": ["a"], "metrics": ["recall"]}, "ambiguous.*recall@k.*weighted_recall"),
+        ({"tasks": ["a"], "metrics": ["recall"]}, "recall@k.*weighted_recall"),
         ([], "a dict"),
     ],
 )
@@ -490,12 +490,13 @@ def test_registry_names():
     assert lookup("recall@20")[0].cls is tmx.RecallAtK and lookup("weighted_recall")[0].cls is tmx.WeightedRecall
     assert lookup("mrr@10")[1] == 10 and lookup("ndcg")[1] is None
     assert isinstance(build_metric("gauc", num_tasks=2), tmx.GroupedAUC)
+    assert isinstance(build_metric("r_precision", num_tasks=2), tmx.RPrecision) and build_metric("f1@5").k == 5
     for bad, match in [
         ("ne@3", "takes no cutoff"),
-        ("precision", "ambiguous"),
+        ("precision", "precision@k.*weighted_precision"),
         ("ndcg@0", "positive cutoff"),
         ("NDCG", "Unknown"),
-        ("hit_rate", "ambiguous"),
+        ("hit_rate", "needs a cutoff: use hit_rate@k"),
     ]:
         with pytest.raises(ValueError, match=match):
             lookup(bad)

@@ -50,6 +50,8 @@ class MetricEntry:
         options = dict(self.defaults) | kwargs
         if self.cutoff != "none":
             return self.cls(k=k, **options)
+        if not getattr(self.cls, "has_task_dim", True):
+            return self.cls(**options)
         return self.cls(num_tasks=num_tasks, **options)
 
 
@@ -79,9 +81,11 @@ _ENTRIES = (
         "precision", _ranking.PrecisionAtK, ("precision_session_level", "precision_session_level"), cutoff="required"
     ),
     MetricEntry("hit_rate", _ranking.HitRate, ("hit_rate", "hit_rate"), cutoff="required"),
+    MetricEntry("f1", _ranking.F1AtK, ("f1", "f1"), cutoff="required"),
+    MetricEntry("r_precision", _ranking.RPrecision, ("r_precision", "r_precision")),
 )
 _BY_NAME = {entry.name: entry for entry in _ENTRIES}
-_NAME = re.compile(r"^([a-z_]+)(?:@([0-9]+))?$")
+_NAME = re.compile(r"^([a-z][a-z0-9_]*)(?:@([0-9]+))?$")
 
 
 def metric_names() -> list[str]:
@@ -132,8 +136,10 @@ def lookup(name: str) -> tuple[MetricEntry, int | None]:
         raise ValueError(f"Metric {entry.name!r} takes no cutoff, got {name!r}; known names: {known}.")
     if entry.cutoff == "required" and k is None:
         raise ValueError(
-            f"Metric name {name!r} is ambiguous: use {name}@k for the ranking metric at cutoff k (e.g. "
-            f"{name}@10), or 'weighted_{name}' for the thresholded pointwise metric; known names: {known}."
+            f"Metric name {name!r} needs a cutoff: use {name}@k for the ranking metric at cutoff k (e.g. "
+            f"{name}@10)"
+            + (f", or 'weighted_{name}' for the thresholded pointwise metric" if f"weighted_{name}" in _BY_NAME else "")
+            + f"; known names: {known}."
         )
     if k is not None and k < 1:
         raise ValueError(f"Expected a positive cutoff in {name!r}; known names: {known}.")

@@ -94,7 +94,8 @@ def _cross_entropy_update(
         # (1 - y)·log(1 - p) + y·log(p) as one lerp: half the cost of F.binary_cross_entropy.
         # log(1 - p) rather than log1p(-p): a quarter of the time, and 1 - p is exact for p >= 0.5
         # while for small p its rounding (< 1.2e-16) is far below the clamp and float64 sums.
-        ce = torch.lerp(torch.log(1 - p), torch.log(p), target).neg_()
+        ce_sum = _weighted_sum(torch.lerp(torch.log(1 - p), torch.log(p), target), weights).neg_()
+        return ce_sum, _weight_total(preds, weights), _weighted_sum(target, weights)
     return _weighted_sum(ce, weights), _weight_total(preds, weights), _weighted_sum(target, weights)
 
 
@@ -345,11 +346,12 @@ def _confusion_update(
     predicted = (preds >= threshold).to(torch.float64)
     label_pos = _weighted_sum(target, weights)
     pred_pos = _weighted_sum(predicted, weights)
-    tp = _weighted_sum(predicted * target, weights)
-    # exact zeros: with binary labels, pred_pos (label_pos) sums the same terms as tp when fp (fn) is 0
+    tp = _weighted_sum(predicted.mul_(target), weights)
+    # exact zeros: with binary labels, pred_pos (label_pos) sums the same terms as tp when fp (fn) is 0,
+    # and tn = total - (tp + fp + fn) is 0 when every weight is on a predicted or a real positive
     fp = pred_pos - tp
     fn = label_pos - tp
-    tn = _weighted_sum((1 - predicted) * (1 - target), weights)
+    tn = (_weight_total(preds, weights) - (tp + fp + fn)).clamp_(min=0)
     return tp, fp, tn, fn
 
 

@@ -78,16 +78,6 @@ def _exact_curve_stats(scores: Sequence[Tensor], signed: Sequence[Tensor], num_t
 # ----------------------------------------------------------------------------- binned
 
 
-def _bin_position(preds: Tensor, num_bins: int, logit_range: tuple[float, float], from_logits: bool) -> Tensor:
-    """Bin of each score (float64): ``B`` equal bins of the logit over ``logit_range``, end bins clip.
-
-    Probabilities go through ``logit(p) = log(p / (1 - p))`` in float64.
-    """
-    z = preds.to(torch.float64, copy=True) if from_logits else torch.log(preds / (1.0 - preds))
-    lo, hi = logit_range
-    return z.sub_(lo).mul_(num_bins / (hi - lo)).clamp_(0, num_bins - 1).floor_()
-
-
 def _binned_index(
     preds: Tensor,
     target: Tensor,
@@ -95,12 +85,20 @@ def _binned_index(
     logit_range: tuple[float, float],
     from_logits: bool,
 ) -> Tensor:
-    """Flat ``(y, task, bin)`` index of every sample into a ``(2, T, B)`` histogram, as int64 ``(T * N,)``."""
+    """Flat ``(y, task, bin)`` index of every sample into a ``(2, T, B)`` histogram, as int64 ``(T * N,)``.
+
+    ``B`` equal bins of the logit over ``logit_range`` (end bins clip); probabilities go through
+    ``logit(p) = log(p / (1 - p))`` in float64. The position is clipped to ``[0, B - 1]`` and the
+    whole offsets of label and task are added before one truncation to int64, which for these
+    non-negative values is the floor of the position plus the offsets.
+    """
     num_tasks = preds.shape[0]
-    index = _bin_position(preds, num_bins, logit_range, from_logits)
-    index += target * float(num_tasks * num_bins)
+    z = preds.to(torch.float64, copy=True) if from_logits else torch.log(preds / (1.0 - preds))
+    lo, hi = logit_range
+    index = z.sub_(lo).mul_(num_bins / (hi - lo)).clamp_(0, num_bins - 1)
+    index.add_(target, alpha=float(num_tasks * num_bins))
     if num_tasks > 1:
-        index += torch.arange(num_tasks, device=preds.device, dtype=torch.float64).unsqueeze(1) * num_bins
+        index += torch.arange(0, num_tasks * num_bins, num_bins, device=preds.device, dtype=torch.float64).unsqueeze(1)
     return index.to(torch.int64).reshape(-1)
 
 

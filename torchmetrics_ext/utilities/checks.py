@@ -15,11 +15,12 @@ import torch
 from torch import Tensor
 
 PredsDomain = Literal["probability", "real"]
-TargetDomain = Literal["unit", "binary", "real"]
+TargetDomain = Literal["unit", "binary", "nonnegative", "real"]
 
 _TARGET_TEXT = {
     "unit": "labels in [0, 1] (soft labels allowed)",
     "binary": "binary labels in {0, 1}",
+    "nonnegative": "finite values >= 0",
     "real": "finite real values",
 }
 
@@ -71,7 +72,7 @@ def format_pointwise(
         num_tasks: the number of tasks the metric was built for; ``None`` infers it from ``preds``.
         preds_domain: ``"probability"`` (values in [0, 1], or any finite logit when
             ``from_logits``) or ``"real"`` (any finite value).
-        target_domain: ``"unit"`` ([0, 1]), ``"binary"`` ({0, 1}) or ``"real"`` (finite).
+        target_domain: ``"unit"`` ([0, 1]), ``"binary"`` ({0, 1}), ``"nonnegative"`` or ``"real"`` (finite).
         from_logits: whether probability-domain ``preds`` are logits.
         validate: run the checks; when false, only reshape and cast.
 
@@ -137,7 +138,8 @@ def _check_values(
     if target is not None:
         stats += [*torch.aminmax(target)]
         if target_domain == "binary" and target_is_float:
-            stats.append(((target != 0) & (target != 1)).any().to(torch.float64))
+            # in [0, 1] (checked below) a label is 0 or 1 exactly when it has no fractional part
+            stats.append(target.frac().any().to(torch.float64))
     if weights is not None:
         stats += [*torch.aminmax(weights)]
     values = torch.stack(stats).tolist()
@@ -155,7 +157,7 @@ def _check_values(
         tmin, tmax = rest[0], rest[1]
         ok_range = math.isfinite(tmin) and math.isfinite(tmax)
         if target_domain != "real":
-            ok_range = ok_range and tmin >= 0 and tmax <= 1
+            ok_range = ok_range and tmin >= 0 and (target_domain == "nonnegative" or tmax <= 1)
         not_binary = target_domain == "binary" and target_is_float and rest[2] > 0
         if not ok_range or not_binary:
             raise ValueError(

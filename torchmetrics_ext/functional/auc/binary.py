@@ -9,7 +9,7 @@ Two ways to get the same curve statistics per task, ``(P, N, auc_num, ap_num)`` 
   ``int64`` (see :mod:`torchmetrics_ext.functional.auc._kernels`).
 * **binned** (:func:`_binned_update` + :func:`_binned_curve_stats`): a ``(2, T, B)`` histogram
   of negative and positive weight over ``B`` bins uniform in logit space, filled in O(N) with one
-  ``bincount``; the value is the exact value of the scores rounded to their bin.
+  ``scatter_add_``; the value is the exact value of the scores rounded to their bin.
 
 Then ``AUC = auc_num / (P N)`` and ``AUPRC = ap_num / P``.
 """
@@ -78,14 +78,28 @@ def _exact_curve_stats(scores: Sequence[Tensor], signed: Sequence[Tensor], num_t
 # ----------------------------------------------------------------------------- binned
 
 
-def _bin_position(preds: Tensor, num_bins: int, logit_range: tuple[float, float], from_logits: bool) -> Tensor:
-    """Bin of each score (float64): ``B`` equal bins of the logit over ``logit_range``, end bins clip.
+def _binned_index(
+    preds: Tensor,
+    target: Tensor,
+    num_bins: int,
+    logit_range: tuple[float, float],
+    from_logits: bool,
+) -> Tensor:
+    """Flat ``(y, task, bin)`` index of every sample into a ``(2, T, B)`` histogram, as int64 ``(T * N,)``.
 
-    Probabilities go through ``logit(p) = log(p / (1 - p))`` in float64.
+    ``B`` equal bins of the logit over ``logit_range`` (end bins clip); probabilities go through
+    ``logit(p) = log(p / (1 - p))`` in float64. The position is clipped to ``[0, B - 1]`` and the
+    whole offsets of label and task are added before one truncation to int64, which for these
+    non-negative values is the floor of the position plus the offsets.
     """
+    num_tasks = preds.shape[0]
     z = preds.to(torch.float64, copy=True) if from_logits else torch.log(preds / (1.0 - preds))
     lo, hi = logit_range
-    return z.sub_(lo).mul_(num_bins / (hi - lo)).clamp_(0, num_bins - 1).floor_()
+    index = z.sub_(lo).mul_(num_bins / (hi - lo)).clamp_(0, num_bins - 1)
+    index.add_(target, alpha=float(num_tasks * num_bins))
+    if num_tasks > 1:
+        index += torch.arange(0, num_tasks * num_bins, num_bins, device=preds.device, dtype=torch.float64).unsqueeze(1)
+    return index.to(torch.int64).reshape(-1)
 
 
 def _binned_update(
@@ -95,19 +109,22 @@ def _binned_update(
     num_bins: int,
     logit_range: tuple[float, float],
     from_logits: bool,
+    out: Tensor | None = None,
 ) -> Tensor:
-    """``(2, T, B)`` histogram (negative, positive label weight per bin) of one ``(T, N)`` batch.
+    """``(2, T, B)`` float64 histogram (negative, positive label weight per bin) of one ``(T, N)`` batch.
 
-    One ``bincount`` over the flat index ``(y, task, bin)``, computed exactly in float64.
+    With ``out`` (a metric's histogram state) the batch is added to it in place and ``out`` is
+    returned: one ``scatter_add_``, no per-batch histogram allocated, zeroed and added
+    (``bincount`` with ``minlength`` does all three, about four times slower at 10k bins).
     """
-    num_tasks = preds.shape[0]
-    index = _bin_position(preds, num_bins, logit_range, from_logits)
-    index += target * float(num_tasks * num_bins)
-    if num_tasks > 1:
-        index += torch.arange(num_tasks, device=preds.device, dtype=torch.float64).unsqueeze(1) * num_bins
-    w = None if weights is None else weights.expand(preds.shape).reshape(-1)
-    hist = torch.bincount(index.to(torch.int64).reshape(-1), weights=w, minlength=2 * num_tasks * num_bins)
-    return hist.view(2, num_tasks, num_bins)
+    hist = torch.zeros(2, preds.shape[0], num_bins, dtype=torch.float64, device=preds.device) if out is None else out
+    index = _binned_index(preds, target, num_bins, logit_range, from_logits)
+    if weights is None:
+        values = torch.ones(1, dtype=hist.dtype, device=hist.device).expand(index.numel())
+    else:
+        values = weights.to(hist.dtype).expand(preds.shape).reshape(-1)
+    hist.view(-1).scatter_add_(0, index, values)
+    return hist
 
 
 def _binned_curve_stats(hist: Tensor) -> CurveStats:

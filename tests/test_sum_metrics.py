@@ -389,3 +389,48 @@ def test_serving_counter_ignores_zero_weight_rows():
     metric = tmx.NumServingExamples(num_tasks=2)
     metric.update(torch.rand(2, 4), weights=torch.tensor([[1.0, 0.0, 2.0, 0.0], [0.0, 0.0, 0.0, 5.0]]))
     torch.testing.assert_close(metric.compute(), torch.tensor([2.0, 1.0], dtype=torch.float64))
+
+
+# ----------------------------------------------------------------------------- registry names in RecMetricModule
+
+REGISTRY_REFS = {
+    # registry name -> (TorchRec namespace, name, numpy reference on one task's columns)
+    "ne_positive": ("ne_positive", "ne_positive", ref_ne_positive),
+    "cali_free_ne": ("cali_free_ne", "cali_free_ne", ref_cali_free),
+    "recalibrated_calibration": ("recalibrated_calibration", "calibration", ref_recal_calibration),
+    "label_average": ("average", "label_average", ref_label_average),
+    "sum_weights": ("sum_weights", "sum_weights", lambda p, y, w: ref_sum_weights(p, w)),
+    "num_positive_samples": ("num_positive_samples", "num_positive_samples", ref_positives),
+    "weighted_sum_predictions": (
+        "weighted_sum_predictions",
+        "weighted_sum_predictions",
+        lambda p, y, w: ref_pred_sum(p, w),
+    ),
+    "r_squared": ("mse", "r_squared", ref_r2),
+    "nmse": ("nmse", "nmse", ref_nmse),
+    "nrmse": ("nmse", "nrmse", partial(ref_nmse, root=True)),
+}
+
+
+def test_registry_names_build_in_the_module_with_torchrec_keys():
+    """The new names work in RecMetricModule.from_config, keyed as TorchRec keys them, valued as the references."""
+    tasks = [
+        tmx.RecTaskInfo("click", "click_label", "click_pred", "click_w"),
+        tmx.RecTaskInfo("buy", "buy_label", "buy_pred", "buy_w"),
+    ]
+    module = tmx.RecMetricModule(tasks, {name: name for name in REGISTRY_REFS}, throughput=False, key_style="torchrec")
+    rng = np.random.default_rng(5)
+    data = {}
+    for task in ("click", "buy"):
+        p = rng.random(400)
+        data[f"{task}_pred"] = torch.tensor(p)
+        data[f"{task}_label"] = torch.tensor((rng.random(400) < p).astype(np.int64))
+        data[f"{task}_w"] = torch.tensor(rng.uniform(0, 2, 400))
+    module.update({k: v[:250] for k, v in data.items()})
+    module.update({k: v[250:] for k, v in data.items()})
+    values = module.compute()
+    for namespace, key_name, ref in REGISTRY_REFS.values():
+        for task in ("click", "buy"):
+            cols = [data[f"{task}_{c}"].double().numpy() for c in ("pred", "label", "w")]
+            expected = ref(*cols)
+            np.testing.assert_allclose(values[f"{namespace}-{task}|lifetime_{key_name}"].item(), expected, rtol=1e-9)

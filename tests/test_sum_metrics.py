@@ -434,3 +434,14 @@ def test_registry_names_build_in_the_module_with_torchrec_keys():
             cols = [data[f"{task}_{c}"].double().numpy() for c in ("pred", "label", "w")]
             expected = ref(*cols)
             np.testing.assert_allclose(values[f"{namespace}-{task}|lifetime_{key_name}"].item(), expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "cls", [tmx.LogLoss, tmx.NEPositive, tmx.CalibrationFreeNE, tmx.RecalibratedNE, tmx.RecalibratedCalibration]
+)
+def test_probability_metrics_name_from_logits_in_their_signature(cls):
+    """Adapters (Hugging Face, the module) look for `from_logits` in the constructor's signature."""
+    import inspect
+
+    assert {"from_logits", "eta"} <= set(inspect.signature(cls.__init__).parameters)
+    assert cls(from_logits=True).from_logits is True

@@ -103,9 +103,17 @@ class CalibrationFreeNE(_EntropyVariant):
     _state_names = ("cross_entropy_sum", "weighted_num_samples", "pos_labels", "weighted_pred_sum")
     _setting_dependent = ("cross_entropy_sum",)
 
-    def __init__(self, num_tasks: int = 1, *, torchrec_scaling: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        num_tasks: int = 1,
+        *,
+        eta: float = 1e-12,
+        from_logits: bool = False,
+        torchrec_scaling: bool = False,
+        **kwargs: Any,
+    ) -> None:
         check_flag("torchrec_scaling", torchrec_scaling)
-        super().__init__(num_tasks, **kwargs)
+        super().__init__(num_tasks, eta=eta, from_logits=from_logits, **kwargs)
         self.torchrec_scaling = torchrec_scaling
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
@@ -118,10 +126,19 @@ class CalibrationFreeNE(_EntropyVariant):
 class _Recalibrated(_EntropyVariant):
     """Scores mapped through ``c·p / (c·p + 1 - p)`` before the statistics; ``c`` names the changed state."""
 
-    def __init__(self, num_tasks: int = 1, *, recalibration_coefficient: float = 1.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        num_tasks: int = 1,
+        *,
+        recalibration_coefficient: float = 1.0,
+        eta: float = 1e-12,
+        from_logits: bool = False,
+        **kwargs: Any,
+    ) -> None:
         F._check_coefficient(recalibration_coefficient)
         c = float(recalibration_coefficient)
-        super().__init__(num_tasks, _setting="" if c == 1.0 else f"recal_{_tag(c)}", **kwargs)
+        setting = "" if c == 1.0 else f"recal_{_tag(c)}"
+        super().__init__(num_tasks, eta=eta, from_logits=from_logits, _setting=setting, **kwargs)
         self.recalibration_coefficient = c
 
     def _recalibrated(self, preds: Tensor) -> Tensor:

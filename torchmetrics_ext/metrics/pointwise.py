@@ -206,9 +206,17 @@ class LogLoss(_CrossEntropyMetric):
         tensor([0.6931, 0.1054], dtype=torch.float64)
     """
 
-    def __init__(self, num_tasks: int = 1, *, unit: F.LogUnit = "nats", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        num_tasks: int = 1,
+        *,
+        eta: float = 1e-12,
+        from_logits: bool = False,
+        unit: F.LogUnit = "nats",
+        **kwargs: Any,
+    ) -> None:
         F._check_unit(unit)
-        super().__init__(num_tasks, **kwargs)
+        super().__init__(num_tasks, eta=eta, from_logits=from_logits, **kwargs)
         self.unit: F.LogUnit = unit
 
     def _compute_value(self, ce_sum: Tensor, total: Tensor, pos: Tensor) -> Tensor:  # type: ignore[override]

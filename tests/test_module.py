@@ -720,11 +720,23 @@ def test_throughput_keys_count_the_examples_of_every_step():
             ["throughput/lifetime_throughput", "throughput/window_throughput", "throughput/total_examples"],
         ),
         (
-            "torchrec",
-            [f"throughput-throughput|{k}" for k in ("lifetime_throughput", "window_throughput", "total_examples")],
+            "torchrec",  # every example is attempted (TorchRec's attempt_* keys): a bad step raises, none is skipped
+            [
+                f"throughput-throughput|{k}"
+                for k in (
+                    "lifetime_throughput",
+                    "window_throughput",
+                    "total_examples",
+                    "attempt_examples",
+                    "attempt_throughput",
+                )
+            ],
         ),
     ):
         module = tmx.RecMetricModule(TASKS, {"ctr": "ctr"}, key_style=style)
         values = run(module, parts)
-        assert list(values)[-3:] == keys
+        assert list(values)[-len(keys) :] == keys
         assert values[keys[2]].item() == 600
+        if style == "torchrec":
+            assert values[keys[3]].item() == 600
+            torch.testing.assert_close(values[keys[4]], values[keys[0]], equal_nan=True)  # nan in warm-up

@@ -93,7 +93,8 @@ class RecMetricModule(nn.Module):
             metrics have no task dimension: the module keeps one copy per task (a loop over the
             tasks, not over queries).
         window_size: samples in the recent window (``None``: lifetime values only).
-        throughput: add a :class:`~torchmetrics_ext.Throughput` counting the examples of each step.
+        throughput: add a :class:`~torchmetrics_ext.Throughput` counting the examples of each step
+            (or this one, e.g. with other ``warmup_steps``).
         compute_interval_steps: :meth:`should_compute` is true every this many updates.
         state_metrics: ``{name: callable}``; each callable returns a scalar or a dict of scalars
             (e.g. the optimizer's learning rate) reported by :meth:`compute`.
@@ -146,7 +147,7 @@ class RecMetricModule(nn.Module):
         metrics: Mapping[str, Metric | Callable[..., Metric] | str],
         *,
         window_size: int | None = None,
-        throughput: bool = True,
+        throughput: bool | Throughput = True,
         compute_interval_steps: int = 100,
         state_metrics: Mapping[str, Callable[[], Any]] | None = None,
         prefix: str = "",
@@ -173,8 +174,8 @@ class RecMetricModule(nn.Module):
             raise ValueError(f"Expected `prefix` to be a string, got {prefix!r}.")
         if key_style not in KEY_STYLES:
             raise ValueError(f"Expected `key_style` to be one of {KEY_STYLES}, got {key_style!r}.")
-        if not isinstance(throughput, bool):
-            raise ValueError(f"Expected `throughput` to be a bool, got {throughput!r}.")
+        if not isinstance(throughput, (bool, Throughput)):
+            raise ValueError(f"Expected `throughput` to be a bool or a Throughput, got {throughput!r}.")
         self.state_metrics = dict(state_metrics or {})
         for name, fn in self.state_metrics.items():
             if not isinstance(name, str) or not name or not callable(fn):
@@ -229,13 +230,17 @@ class RecMetricModule(nn.Module):
         units: dict[str, Metric | MetricCollection] = {name: wrap(metric) for name, metric in stacked.items()}
         self.metrics = MetricCollection(units, compute_groups=False) if units else None
         self.ranking = nn.ModuleDict({name: nn.ModuleList([wrap(m) for m in ms]) for name, ms in per_task.items()})
-        self.throughput: Metric | None = Throughput() if throughput else None
+        self.throughput: Metric | None = (
+            throughput if isinstance(throughput, Throughput) else Throughput() if throughput else None
+        )
         for each in self._all_units():
             each.persistent(True)
         for name, lead in self._leader.items():
             if lead != name:  # a group member's states are its leader's: saved once, with the leader
                 self._unit(name).persistent(False)
         self._num_copies = len(per_task) * num_tasks
+        # set by from_torchrec_config: which keys TorchRec reports per metric (window-only AUC, task subsets)
+        self._reported: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {}
 
     # ------------------------------------------------------------------ configuration
 
@@ -285,6 +290,81 @@ class RecMetricModule(nn.Module):
         options = {k: config[k] for k in allowed[2:] if k in config}
         return cls(tasks, built, **options)
 
+    @classmethod
+    def from_torchrec_config(
+        cls,
+        config: Any,
+        *,
+        state_metrics_mapping: Mapping[Any, Any] | None = None,
+        prefix: str = "",
+    ) -> RecMetricModule:
+        """The module equivalent to TorchRec's ``MetricsConfig``, reporting TorchRec's keys.
+
+        A migration is one line: the same config in, the same dashboard keys out
+        (``key_style="torchrec"``), with our TorchRec-compatible options turned on (log loss in
+        bits, TorchRec's calibration-free NE scaling, ...; see ``docs/migration_torchrec.md``).
+        TorchRec is not imported; it need not be installed.
+
+        Args:
+            config: a ``torchrec.metrics.metrics_config.MetricsConfig`` or a dict of the same fields:
+                ``rec_tasks`` (``RecTaskInfo`` or dicts with ``name``, ``label_name``,
+                ``prediction_name``, ``weight_name``), ``rec_metrics`` (``{RecMetricEnum or its
+                value: RecMetricDef or dict of rec_tasks / rec_task_indices / window_size /
+                arguments}``), ``throughput_metric`` (``ThroughputDef`` or dict of ``window_size``
+                seconds and ``warmup_steps``), ``state_metrics``, ``compute_interval_steps``.
+                TorchRec's execution options (``rec_compute_mode``, ``fused_update_limit``,
+                ``compute_on_all_ranks``, ...) are accepted and have no counterpart: the module
+                always fuses tasks and states and syncs once per compute.
+            state_metrics_mapping: ``{StateMetricEnum or its value: object}`` for the configured
+                ``state_metrics``; each object has ``get_metrics()`` (as in TorchRec) or is a
+                callable returning the same dict.
+            prefix: prepended to every key.
+
+        Returns:
+            The module. Every metric keeps the config's window (one size for all); the keys each
+            TorchRec metric reports are reported for the tasks its ``RecMetricDef`` names, and
+            nothing else (TorchRec's AUC, grouped AUC and RAUC are window-only: their lifetime
+            samples are not kept). Grouped AUC/AUPRC read TorchRec's ``"grouping_keys"`` column.
+
+        Raises:
+            ValueError: unknown fields, unsupported TorchRec metrics or arguments (the message lists
+                the supported ones), a task defined twice differently, or different window sizes.
+
+        Example:
+            >>> import torch
+            >>> from torchmetrics_ext import RecMetricModule
+            >>> task = {"name": "click", "label_name": "click_label", "prediction_name": "click_pred"}
+            >>> config = {  # a TorchRec MetricsConfig, as a dict (the dataclass works the same)
+            ...     "rec_tasks": [task],
+            ...     "rec_metrics": {
+            ...         "ne": {"rec_task_indices": [0], "window_size": 1000, "arguments": {"include_logloss": True}},
+            ...         "auc": {"rec_task_indices": [0], "window_size": 1000},
+            ...     },
+            ... }
+            >>> module = RecMetricModule.from_torchrec_config(config)
+            >>> module.update({"click_pred": torch.tensor([0.2, 0.7, 0.4]), "click_label": torch.tensor([0, 1, 1])})
+            >>> {key: round(value.item(), 4) for key, value in module.compute().items()}
+            {'ne-click|lifetime_ne': 0.7835, 'ne-click|window_ne': 0.7835, 'ne-click|lifetime_logloss': 0.7195,
+             'ne-click|window_logloss': 0.7195, 'auc-click|window_auc': 1.0}
+        """
+        from torchmetrics_ext.torchrec_config import read_torchrec_config
+
+        plan = read_torchrec_config(config, state_metrics_mapping)
+        module = cls(
+            [RecTaskInfo(**task) for task in plan.tasks],
+            plan.metrics,
+            window_size=plan.window_size,
+            throughput=plan.throughput or False,
+            compute_interval_steps=plan.compute_interval_steps,
+            state_metrics=plan.state_metrics,
+            prefix=prefix,
+            key_style="torchrec",
+        )
+        for name, (namespace, metric_name, parts, task_names) in plan.keys.items():
+            module._torchrec[name] = (namespace, metric_name)
+            module._reported[name] = (parts, task_names)
+        return module
+
     @property
     def metric_names(self) -> list[str]:
         """The metric names (keys of ``metrics`` given at construction), in that order."""
@@ -328,6 +408,12 @@ class RecMetricModule(nn.Module):
 
     # ------------------------------------------------------------------ update
 
+    def _window_only(self) -> list[Metric]:
+        """Updated units whose every group member reports its window only: their lifetime need not be kept."""
+        if not self._reported:
+            return []
+        return [self._unit(g[0]) for g in self._groups if all(self._is_window_only(n) for n in g)]
+
     def update(self, model_out: Mapping[str, Tensor]) -> None:
         """Feed one step's model output to every metric of every task.
 
@@ -344,6 +430,8 @@ class RecMetricModule(nn.Module):
         """
         with torch.no_grad():
             self._update(model_out)
+            for unit in self._window_only():
+                self._parts(unit)["lifetime"].reset()  # TorchRec's window-only AUC: no lifetime samples kept
 
     def _update(self, model_out: Mapping[str, Tensor]) -> None:
         batch = self._read(model_out)
@@ -460,10 +548,18 @@ class RecMetricModule(nn.Module):
                 if name in self.ranking:
                     for t, unit in enumerate(self._copies(name)):
                         self._emit(out, name, t, unit.compute())
+                elif self._is_window_only(name):
+                    self._emit(out, name, None, {"window": self._parts(self._unit(name))["window"].compute()})
                 else:
                     self._emit(out, name, None, self._unit(name).compute())
         if self.throughput is not None:
-            for key, value in self.throughput.compute().items():
+            rates = self.throughput.compute()
+            if self.key_style == "torchrec":  # every example is attempted: a bad step raises, none is skipped
+                rates |= {
+                    "attempt_examples": rates["total_examples"],
+                    "attempt_throughput": rates["lifetime_throughput"],
+                }
+            for key, value in rates.items():
                 out[self._aux_key("throughput", key)] = value
         for name, fn in self.state_metrics.items():
             value = fn()
@@ -499,21 +595,32 @@ class RecMetricModule(nn.Module):
 
     # ------------------------------------------------------------------ keys
 
+    def _is_window_only(self, name: str) -> bool:
+        return self.window_size is not None and set(self._reported.get(name, ((), None))[0]) == {"window"}
+
     def _emit(self, out: dict[str, Tensor], name: str, task: int | None, value: Any) -> None:
         """Add one unit's value(s): ``(T,)`` or a scalar per task, or a dict of them; lifetime and window."""
         parts = value if self.window_size is not None else {"lifetime": value}
+        reported, tasks = self._reported.get(name, (("lifetime", "window"), None))
+        bare = "bare" in reported
         for part, part_value in parts.items():
+            if part not in reported and not (bare and part == "lifetime"):
+                continue
             entries = part_value.items() if isinstance(part_value, Mapping) else [(None, part_value)]
             for entry, v in entries:
                 for t in range(len(self.tasks)) if task is None else [task]:
+                    if tasks is not None and self.tasks[t].name not in tasks:
+                        continue
                     scalar = v if v.ndim == 0 else v[t]
-                    out[self._key(name, entry, self.tasks[t].name, window=part == "window")] = scalar
+                    out[self._key(name, entry, self.tasks[t].name, window=part == "window", bare=bare)] = scalar
 
-    def _key(self, name: str, entry: str | None, task: str, window: bool) -> str:
+    def _key(self, name: str, entry: str | None, task: str, window: bool, bare: bool = False) -> str:
         if self.key_style == "torchrec":
             namespace, metric_name = self._torchrec[name]
             if entry is not None:
                 namespace, metric_name = name, entry
+            if bare:  # a TorchRec counter reported without lifetime_/window_ (serving total_examples)
+                return f"{self.prefix}{namespace}-{task}|{metric_name}"
             return f"{self.prefix}{namespace}-{task}|{'window' if window else 'lifetime'}_{metric_name}"
         metric = name if entry is None else f"{name}.{entry}"
         return f"{self.prefix}{metric}/{task}" + ("/window" if window else "")

@@ -1,0 +1,421 @@
+"""``RecMetricModule.from_torchrec_config``: TorchRec's config in, TorchRec's keys out.
+
+The expected key lists below are literal: they were produced by TorchRec 1.9.2 itself, running
+``tests/helpers/torchrec_side.py`` in ``/work/venv-torchrec-parity`` on these configs and the steps of
+``make_steps`` (``generate_metric_module`` + ``update`` per step + ``compute``; keys sorted). The last
+test repeats that run and compares keys and values live; it skips, saying why, where that virtual
+environment is absent (CI), so nothing here needs TorchRec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import math
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import log_loss, roc_auc_score
+
+import torchmetrics_ext as tmx
+from torchmetrics_ext.torchrec_config import TORCHREC_METRICS
+
+TORCHREC_PYTHON = Path("/work/venv-torchrec-parity/bin/python")
+SIDE = Path(__file__).parent / "helpers" / "torchrec_side.py"
+
+# TorchRec's DefaultMetricsConfig (torchrec/metrics/metrics_config.py), field for field
+DEFAULT_TASK = {"name": "DefaultTask", "label_name": "label", "prediction_name": "prediction", "weight_name": "weight"}
+DEFAULT_CONFIG: dict[str, Any] = {
+    "rec_tasks": [DEFAULT_TASK],
+    "rec_metrics": {"ne": {"rec_tasks": [DEFAULT_TASK], "window_size": 10_000_000}},
+    "throughput_metric": {"window_size": 100, "warmup_steps": 100},
+    "state_metrics": [],
+}
+
+TASKS = [
+    {"name": "click", "label_name": "click_label", "prediction_name": "click_pred", "weight_name": "w"},
+    {"name": "buy", "label_name": "buy_label", "prediction_name": "buy_pred", "weight_name": "w"},
+    {"name": "like", "label_name": "like_label", "prediction_name": "like_pred", "weight_name": "like_w"},
+]
+WINDOW = 1000
+MULTI_CONFIG: dict[str, Any] = {
+    "rec_tasks": TASKS,
+    "rec_metrics": {
+        "ne": {"rec_task_indices": [0, 1, 2], "window_size": WINDOW, "arguments": {"include_logloss": True}},
+        "ctr": {"rec_task_indices": [0, 1, 2], "window_size": WINDOW},
+        "calibration": {"rec_tasks": TASKS[:2], "window_size": WINDOW},
+        "auc": {"rec_task_indices": [0, 1, 2], "window_size": WINDOW, "arguments": {"grouped_auc": True}},
+        "auprc": {"rec_task_indices": [0, 2], "window_size": WINDOW},
+        "mse": {"rec_task_indices": [0, 1, 2], "window_size": WINDOW, "arguments": {"include_r_squared": True}},
+        "accuracy": {"rec_task_indices": [1], "window_size": WINDOW, "arguments": {"threshold": 0.4}},
+        "serving_ne": {"rec_task_indices": [2], "window_size": WINDOW},
+        "cali_free_ne": {"rec_task_indices": [0, 1], "window_size": WINDOW},
+        "average": {"rec_task_indices": [0], "window_size": WINDOW},
+    },
+    "throughput_metric": {"window_size": 100, "warmup_steps": 1},
+    "state_metrics": ["optimizers"],
+    "compute_interval_steps": 3,
+}
+
+EXPECTED_DEFAULT_KEYS = [
+    "ne-DefaultTask|lifetime_ne",
+    "ne-DefaultTask|window_ne",
+    "throughput-throughput|attempt_examples",
+    "throughput-throughput|attempt_throughput",
+    "throughput-throughput|lifetime_throughput",
+    "throughput-throughput|total_examples",
+    "throughput-throughput|window_throughput",
+]
+EXPECTED_MULTI_KEYS = [
+    "accuracy-buy|lifetime_accuracy",
+    "accuracy-buy|window_accuracy",
+    "auc-buy|window_auc",
+    "auc-buy|window_grouped_auc",
+    "auc-click|window_auc",
+    "auc-click|window_grouped_auc",
+    "auc-like|window_auc",
+    "auc-like|window_grouped_auc",
+    "auprc-click|lifetime_auprc",
+    "auprc-click|window_auprc",
+    "auprc-like|lifetime_auprc",
+    "auprc-like|window_auprc",
+    "average-click|lifetime_label_average",
+    "average-click|lifetime_prediction_average",
+    "average-click|window_label_average",
+    "average-click|window_prediction_average",
+    "cali_free_ne-buy|lifetime_cali_free_ne",
+    "cali_free_ne-buy|window_cali_free_ne",
+    "cali_free_ne-click|lifetime_cali_free_ne",
+    "cali_free_ne-click|window_cali_free_ne",
+    "calibration-buy|lifetime_calibration",
+    "calibration-buy|window_calibration",
+    "calibration-click|lifetime_calibration",
+    "calibration-click|window_calibration",
+    "ctr-buy|lifetime_ctr",
+    "ctr-buy|window_ctr",
+    "ctr-click|lifetime_ctr",
+    "ctr-click|window_ctr",
+    "ctr-like|lifetime_ctr",
+    "ctr-like|window_ctr",
+    "mse-buy|lifetime_mse",
+    "mse-buy|lifetime_r_squared",
+    "mse-buy|lifetime_rmse",
+    "mse-buy|window_mse",
+    "mse-buy|window_r_squared",
+    "mse-buy|window_rmse",
+    "mse-click|lifetime_mse",
+    "mse-click|lifetime_r_squared",
+    "mse-click|lifetime_rmse",
+    "mse-click|window_mse",
+    "mse-click|window_r_squared",
+    "mse-click|window_rmse",
+    "mse-like|lifetime_mse",
+    "mse-like|lifetime_r_squared",
+    "mse-like|lifetime_rmse",
+    "mse-like|window_mse",
+    "mse-like|window_r_squared",
+    "mse-like|window_rmse",
+    "ne-buy|lifetime_logloss",
+    "ne-buy|lifetime_ne",
+    "ne-buy|window_logloss",
+    "ne-buy|window_ne",
+    "ne-click|lifetime_logloss",
+    "ne-click|lifetime_ne",
+    "ne-click|window_logloss",
+    "ne-click|window_ne",
+    "ne-like|lifetime_logloss",
+    "ne-like|lifetime_ne",
+    "ne-like|window_logloss",
+    "ne-like|window_ne",
+    "optimizers-optimizers|lr",
+    "serving_ne-like|lifetime_ne",
+    "serving_ne-like|total_examples",
+    "serving_ne-like|window_ne",
+    "throughput-throughput|attempt_examples",
+    "throughput-throughput|attempt_throughput",
+    "throughput-throughput|lifetime_throughput",
+    "throughput-throughput|total_examples",
+    "throughput-throughput|window_throughput",
+]
+
+
+class Optimizers:
+    """A TorchRec state metric: ``get_metrics()``."""
+
+    def get_metrics(self) -> dict[str, float]:
+        return {"lr": 0.01}
+
+
+def make_steps(config: dict[str, Any], num_steps: int | None = None, batch: int = 64, seed: int = 0) -> list:
+    """Model outputs with every column the config names; some zero weights; group ids."""
+    g = torch.Generator().manual_seed(seed)
+    warmup = (config.get("throughput_metric") or {}).get("warmup_steps", 0)
+    steps = []
+    for _ in range(num_steps or warmup + 2):
+        out: dict[str, torch.Tensor] = {}
+        for task in config["rec_tasks"]:
+            out[task["prediction_name"]] = torch.rand(batch, generator=g).clamp(0.01, 0.99)
+            out[task["label_name"]] = (torch.rand(batch, generator=g) < out[task["prediction_name"]]).float()
+            w = torch.rand(batch, generator=g) * 2
+            out[task["weight_name"]] = torch.where(torch.rand(batch, generator=g) < 0.1, 0.0, w)
+        out["grouping_keys"] = torch.randint(0, 6, (batch,), generator=g)
+        steps.append(out)
+    return steps
+
+
+def run(module: tmx.RecMetricModule, steps: list) -> dict[str, torch.Tensor]:
+    for step in steps:
+        module.update(step)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)
+        return module.compute()
+
+
+def ours(config: dict[str, Any], steps: list | None = None) -> dict[str, torch.Tensor]:
+    module = tmx.RecMetricModule.from_torchrec_config(config, state_metrics_mapping={"optimizers": Optimizers()})
+    return run(module, make_steps(config) if steps is None else steps)
+
+
+def test_the_default_config_gives_torchrecs_keys():
+    assert sorted(ours(DEFAULT_CONFIG)) == EXPECTED_DEFAULT_KEYS
+
+
+def test_a_multi_metric_multi_task_config_gives_torchrecs_keys():
+    values = ours(MULTI_CONFIG)
+    assert sorted(values) == EXPECTED_MULTI_KEYS
+    module = tmx.RecMetricModule.from_torchrec_config(MULTI_CONFIG, state_metrics_mapping={"optimizers": Optimizers()})
+    assert module.compute_interval_steps == 3 and module.window_size == WINDOW
+    assert [t.name for t in module.tasks] == ["click", "buy", "like"]
+    assert {t.group_id_name for t in module.tasks} == {"grouping_keys"}  # TorchRec's column for grouped AUC
+
+
+def _column(steps: list, name: str) -> np.ndarray:
+    return torch.cat([s[name] for s in steps]).double().numpy()
+
+
+def test_values_equal_independent_references():
+    steps = make_steps(MULTI_CONFIG)
+    values = ours(MULTI_CONFIG, steps)
+    for task in TASKS:
+        p, y, w = (_column(steps, task[k]) for k in ("prediction_name", "label_name", "weight_name"))
+        name = task["name"]
+        ce = log_loss(y, p, sample_weight=w)
+        ctr = np.average(y, weights=w)
+        baseline = -(ctr * math.log(ctr) + (1 - ctr) * math.log(1 - ctr))
+        np.testing.assert_allclose(values[f"ne-{name}|lifetime_ne"], ce / baseline, rtol=1e-9)
+        np.testing.assert_allclose(values[f"ne-{name}|lifetime_logloss"], ce / math.log(2), rtol=1e-9)  # bits
+        np.testing.assert_allclose(values[f"ctr-{name}|window_ctr"], ctr, rtol=1e-9)  # the window holds every row
+        np.testing.assert_allclose(values[f"auc-{name}|window_auc"], roc_auc_score(y, p, sample_weight=w), rtol=1e-9)
+        np.testing.assert_allclose(values[f"mse-{name}|lifetime_mse"], np.average((p - y) ** 2, weights=w), rtol=1e-9)
+    p, y, w = (_column(steps, TASKS[2][k]) for k in ("prediction_name", "label_name", "weight_name"))
+    assert values["serving_ne-like|total_examples"].item() == (w > 0).sum()
+    np.testing.assert_allclose(values["accuracy-buy|lifetime_accuracy"].item(), _accuracy(steps, TASKS[1], 0.4))
+    assert values["optimizers-optimizers|lr"].item() == pytest.approx(0.01)
+    assert values["throughput-throughput|total_examples"].item() == sum(len(s["w"]) for s in steps)
+
+
+def _accuracy(steps: list, task: dict, threshold: float) -> float:
+    p, y, w = (_column(steps, task[k]) for k in ("prediction_name", "label_name", "weight_name"))
+    return float(np.average((p >= threshold) == (y == 1), weights=w))
+
+
+def test_window_only_auc_keeps_no_lifetime_samples():
+    """TorchRec's AUC has no lifetime value; the module keeps only the window's samples for it."""
+    config = {
+        "rec_tasks": TASKS[:1],
+        "rec_metrics": {
+            "auc": {"rec_task_indices": [0], "window_size": 100},
+            "ne": {"rec_task_indices": [0], "window_size": 100},
+        },
+    }
+    module = tmx.RecMetricModule.from_torchrec_config(config)
+    steps = make_steps(config, num_steps=5, batch=40)
+    values = run(module, steps)
+    auc = module.metrics["auc"]
+    assert sum(t.numel() for t in auc.lifetime.preds) == 0 and sum(t.numel() for t in auc.window.preds) <= 100
+    kept = steps[-2:]  # the newest whole updates within 100 samples
+    p, y, w = (_column(kept, TASKS[0][k]) for k in ("prediction_name", "label_name", "weight_name"))
+    np.testing.assert_allclose(values["auc-click|window_auc"], roc_auc_score(y, p, sample_weight=w), rtol=1e-9)
+    assert set(values) == {"auc-click|window_auc", "ne-click|lifetime_ne", "ne-click|window_ne"}
+
+
+@dataclasses.dataclass
+class RecTaskInfo:  # TorchRec's dataclasses, field for field (TorchRec is not installed in CI)
+    name: str = "DefaultTask"
+    label_name: str = "label"
+    prediction_name: str = "prediction"
+    weight_name: str = "weight"
+    session_metric_def: Any = None
+    is_negative_task: bool = False
+    tensor_name: str | None = None
+    weighted: bool = True
+
+
+@dataclasses.dataclass
+class RecMetricDef:
+    rec_tasks: list = dataclasses.field(default_factory=list)
+    rec_task_indices: list = dataclasses.field(default_factory=list)
+    window_size: int = 10_000_000
+    arguments: dict | None = None
+
+
+@dataclasses.dataclass
+class ThroughputDef:
+    window_size: int = 100
+    warmup_steps: int = 100
+
+
+class RecMetricEnum(enum.Enum):
+    NE = "ne"
+    CTR = "ctr"
+    SEGMENTED_NE = "segmented_ne"
+
+
+class StateMetricEnum(enum.Enum):
+    OPTIMIZERS = "optimizers"
+
+
+@dataclasses.dataclass
+class MetricsConfig:
+    rec_tasks: list = dataclasses.field(default_factory=list)
+    rec_metrics: dict = dataclasses.field(default_factory=dict)
+    throughput_metric: ThroughputDef | None = None
+    rec_compute_mode: Any = None
+    fused_update_limit: int = 0
+    state_metrics: list = dataclasses.field(default_factory=list)
+    compute_interval_steps: int = 100
+    min_compute_interval: float = 0.0
+    max_compute_interval: float = float("inf")
+    compute_on_all_ranks: bool = False
+    should_validate_update: bool = False
+    enable_pt2_compile: bool = False
+    should_clone_update_inputs: bool = False
+    use_cpu_offloaded_rec_metric_module: bool | None = None
+
+
+def test_torchrecs_dataclasses_read_like_the_dict():
+    task = RecTaskInfo()
+    config = MetricsConfig(
+        rec_tasks=[task],
+        rec_metrics={
+            RecMetricEnum.NE: RecMetricDef(rec_tasks=[task]),
+            RecMetricEnum.CTR: RecMetricDef(rec_task_indices=[0]),
+        },
+        throughput_metric=ThroughputDef(),
+        state_metrics=[StateMetricEnum.OPTIMIZERS],
+    )
+    module = tmx.RecMetricModule.from_torchrec_config(
+        config, state_metrics_mapping={StateMetricEnum.OPTIMIZERS: Optimizers()}
+    )
+    as_dict = dict(DEFAULT_CONFIG, rec_metrics=DEFAULT_CONFIG["rec_metrics"] | {"ctr": {"rec_task_indices": [0]}})
+    twin = tmx.RecMetricModule.from_torchrec_config(
+        as_dict | {"state_metrics": ["optimizers"]}, state_metrics_mapping={"optimizers": Optimizers().get_metrics}
+    )
+    steps = make_steps(DEFAULT_CONFIG, num_steps=3)
+    a, b = run(module, steps), run(twin, steps)
+    assert list(a) == list(b) and "ctr-DefaultTask|window_ctr" in a and "optimizers-optimizers|lr" in a
+    for key in a:
+        if "throughput" not in key:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_every_supported_metric_builds_and_reports_its_keys():
+    for name, spec in TORCHREC_METRICS.items():
+        switches = {v.when: True for v in spec.values if v.when}
+        config = {"rec_tasks": TASKS[:1], "rec_metrics": {name: {"rec_task_indices": [0], "arguments": switches}}}
+        values = ours(config)
+        expected = {
+            (f"{name}-click|{v.name}" if part == "bare" else f"{name}-click|{part}_{v.name}")
+            for v in spec.values
+            for part in v.parts
+        }
+        assert set(values) == expected, name
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (
+            {"rec_metrics": {"segmented_ne": {"rec_task_indices": [0]}}},
+            r"'segmented_ne' is not supported.*supported: .*auc",
+        ),
+        (
+            {"rec_metrics": {"ne": {"rec_task_indices": [0], "arguments": {"eta": 1}}}},
+            r"unsupported arguments \['eta'\]",
+        ),
+        (
+            {
+                "rec_metrics": {
+                    "ne": {"rec_task_indices": [0], "arguments": {"allow_missing_label_with_zero_weight": True}}
+                }
+            },
+            "allow_missing_label_with_zero_weight",
+        ),
+        ({"rec_metrics": {"ne": {"rec_task_indices": [0], "rec_tasks": TASKS[:1]}}}, "exactly one of `rec_tasks`"),
+        ({"rec_metrics": {"ne": {}}}, "exactly one of `rec_tasks`"),
+        ({"rec_metrics": {"ne": {"rec_task_indices": [3]}}}, r"\[3\] out of range for 2 rec_tasks"),
+        (
+            {"rec_metrics": {"ne": {"rec_task_indices": [0]}, "ctr": {"rec_task_indices": [0], "window_size": 5}}},
+            "one window size",
+        ),
+        ({"rec_metrics": {"ne": {"rec_tasks": [TASKS[0] | {"weight_name": "other"}]}}}, "'click' is defined twice"),
+        ({"rec_metrics": {"ne": {"rec_task_indices": [0], "windows": 3}}}, r"Unknown fields \['windows'\]"),
+        ({"rec_metrics": {}}, "non-empty dict"),
+        ({"rec_metrics": {3: {"rec_task_indices": [0]}}}, "RecMetricEnum or its name"),
+        ({"rec_metrics": {"ne": 3}}, "TorchRec dataclass or a dict, got int"),
+        ({"rec_tasks": [{"label_name": "y"}]}, "to have a name"),
+        ({"batch_size": 3}, r"Unknown fields \['batch_size'\] in `config`"),
+        ({"state_metrics": ["optimizers"]}, "pass its object in `state_metrics_mapping`"),
+        ({"state_metrics": ["lr"]}, "Unknown TorchRec state metric 'lr'"),
+        ({"throughput_metric": {"seconds": 3}}, r"Unknown fields \['seconds'\] in `throughput_metric`"),
+    ],
+)
+def test_bad_configs_are_rejected_with_the_reason(change, match):
+    config = {"rec_tasks": TASKS[:2], "rec_metrics": {"ne": {"rec_task_indices": [0]}}} | change
+    with pytest.raises(ValueError, match=match):
+        tmx.RecMetricModule.from_torchrec_config(config)
+    with pytest.raises(ValueError, match="TorchRec dataclass or a dict, got list"):
+        tmx.RecMetricModule.from_torchrec_config([])
+    with pytest.raises(ValueError, match="get_metrics"):
+        tmx.RecMetricModule.from_torchrec_config(
+            {"rec_tasks": TASKS[:1], "rec_metrics": {"ne": {"rec_task_indices": [0]}}, "state_metrics": ["optimizers"]},
+            state_metrics_mapping={"optimizers": 3},
+        )
+
+
+# ----------------------------------------------------------------------------- TorchRec itself
+
+# keys whose values differ from TorchRec's on purpose even with the compatible options on
+# (time-based: throughput rates)
+NOT_COMPARED = ("lifetime_throughput", "window_throughput", "attempt_throughput", "lifetime_auprc")
+
+
+@pytest.mark.parametrize("config", [DEFAULT_CONFIG, MULTI_CONFIG], ids=["default", "multi"])
+def test_torchrec_itself_reports_the_same_keys_and_values(config, tmp_path):
+    if not TORCHREC_PYTHON.exists():
+        pytest.skip(
+            f"TorchRec's parity virtual environment {TORCHREC_PYTHON} is absent (see benchmarks/compare_torchrec.py)"
+        )
+    steps = make_steps(config)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    torch.save(steps, tmp_path / "steps.pt")
+    result = subprocess.run(
+        [str(TORCHREC_PYTHON), str(SIDE), str(tmp_path / "config.json"), str(tmp_path / "steps.pt")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    theirs = json.loads(result.stdout.strip().splitlines()[-1])
+    values = ours(config, steps)
+    assert sorted(values) == sorted(theirs["keys"])
+    for key, value in values.items():
+        if not key.endswith(NOT_COMPARED):
+            np.testing.assert_allclose(value.item(), theirs["values"][key], rtol=1e-6, err_msg=key)

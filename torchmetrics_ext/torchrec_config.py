@@ -1,0 +1,348 @@
+"""TorchRec's ``MetricsConfig`` read into what :meth:`RecMetricModule.from_torchrec_config` builds.
+
+TorchRec is never imported: a ``MetricsConfig`` dataclass (from ``torchrec.metrics.metrics_config``)
+is read through its fields, and the same fields as a plain dict are accepted. Each supported TorchRec
+metric (:data:`TORCHREC_METRICS`) lists the values TorchRec reports for it, with the key name
+TorchRec gives each, which of its keys it reports (``lifetime_``, ``window_``, or a bare name) and
+the metric of this package that computes it, with the TorchRec-compatible options turned on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torchmetrics import Metric
+
+from torchmetrics_ext.metrics import auc as _auc
+from torchmetrics_ext.metrics import counters as _counters
+from torchmetrics_ext.metrics import entropy as _entropy
+from torchmetrics_ext.metrics import pointwise as _pointwise
+from torchmetrics_ext.metrics import regression as _regression
+from torchmetrics_ext.metrics.throughput import Throughput
+
+__all__ = ["TORCHREC_METRICS", "TorchRecPlan", "read_torchrec_config"]
+
+GROUPING_KEYS = "grouping_keys"  # the model output TorchRec's grouped AUC/AUPRC read
+_BOTH = ("lifetime", "window")
+
+
+@dataclass(frozen=True)
+class _Value:
+    """One value a TorchRec metric reports, and the metric of ours that computes it.
+
+    Attributes:
+        name: TorchRec's metric name in the key (``"ne"`` in ``ne-click|lifetime_ne``).
+        build: ``build(num_tasks, arguments) -> metric`` with TorchRec's arguments of the metric.
+        parts: the keys TorchRec reports: ``("lifetime", "window")``, ``("window",)`` (its AUC has
+            no lifetime value) or ``("bare",)`` (the lifetime value under the bare name).
+        when: a TorchRec boolean argument that switches this value on (``"include_logloss"``).
+    """
+
+    name: str
+    build: Callable[[int, Mapping[str, Any]], Metric]
+    parts: tuple[str, ...] = _BOTH
+    when: str | None = None
+
+
+@dataclass(frozen=True)
+class _TorchRecMetric:
+    """A TorchRec metric (``RecMetricEnum`` value): its values and the arguments we accept."""
+
+    values: tuple[_Value, ...]
+    arguments: tuple[str, ...] = ()
+    grouped: bool = False  # reads TorchRec's ``grouping_keys`` column when a grouped value is on
+
+
+def _plain(cls: Callable[..., Metric], **options: Any) -> Callable[[int, Mapping[str, Any]], Metric]:
+    """A builder ignoring TorchRec's arguments: ``cls(num_tasks, **options)``."""
+    return lambda num_tasks, arguments: cls(num_tasks, **options)
+
+
+def _passing(cls: Callable[..., Metric], *names: str, **options: Any) -> Callable[[int, Mapping[str, Any]], Metric]:
+    """A builder passing the TorchRec arguments ``names`` (same meaning, same name) to ``cls``."""
+    return lambda num_tasks, arguments: cls(
+        num_tasks, **options, **{name: arguments[name] for name in names if name in arguments}
+    )
+
+
+_NE = _Value("ne", _plain(_pointwise.NormalizedEntropy))
+_CALIBRATION = _Value("calibration", _plain(_pointwise.Calibration))
+_SERVED = _Value("total_examples", _plain(_counters.NumServingExamples), parts=("bare",))
+_THRESHOLD = ("threshold",)
+
+TORCHREC_METRICS: dict[str, _TorchRecMetric] = {
+    "ne": _TorchRecMetric(
+        (_NE, _Value("logloss", _plain(_pointwise.LogLoss, unit="bits"), when="include_logloss")),
+        arguments=("include_logloss", "allow_missing_label_with_zero_weight"),
+    ),
+    "ne_positive": _TorchRecMetric((_Value("ne_positive", _plain(_entropy.NEPositive)),)),
+    "recalibrated_ne": _TorchRecMetric(
+        (_Value("ne", _passing(_entropy.RecalibratedNE, "recalibration_coefficient")),),
+        arguments=("recalibration_coefficient",),
+    ),
+    "recalibrated_calibration": _TorchRecMetric(
+        (_Value("calibration", _passing(_entropy.RecalibratedCalibration, "recalibration_coefficient")),),
+        arguments=("recalibration_coefficient",),
+    ),
+    "ctr": _TorchRecMetric((_Value("ctr", _plain(_pointwise.CTR)),)),
+    "calibration": _TorchRecMetric((_CALIBRATION,)),
+    "auc": _TorchRecMetric(
+        (
+            _Value("auc", _plain(_auc.AUC), parts=("window",)),
+            _Value("grouped_auc", _plain(_auc.GroupedAUC), parts=("window",), when="grouped_auc"),
+        ),
+        arguments=("grouped_auc",),
+        grouped=True,
+    ),
+    "auprc": _TorchRecMetric(
+        (
+            _Value("auprc", _plain(_auc.AUPRC)),
+            _Value("grouped_auprc", _plain(_auc.GroupedAUPRC), parts=("window",), when="grouped_auprc"),
+        ),
+        arguments=("grouped_auprc",),
+        grouped=True,
+    ),
+    "rauc": _TorchRecMetric((_Value("rauc", _plain(_auc.RegressionAUC), parts=("window",)),)),
+    "mse": _TorchRecMetric(
+        (
+            _Value("mse", _plain(_pointwise.WeightedMSE)),
+            _Value("rmse", _plain(_pointwise.WeightedRMSE)),
+            _Value("r_squared", _plain(_regression.WeightedR2), when="include_r_squared"),
+        ),
+        arguments=("include_r_squared",),
+    ),
+    "mae": _TorchRecMetric((_Value("mae", _plain(_pointwise.WeightedMAE)),)),
+    "weighted_avg": _TorchRecMetric((_Value("weighted_avg", _plain(_pointwise.WeightedAverage)),)),
+    "accuracy": _TorchRecMetric(
+        (_Value("accuracy", _passing(_pointwise.WeightedAccuracy, *_THRESHOLD)),), arguments=_THRESHOLD
+    ),
+    "precision": _TorchRecMetric(
+        (_Value("precision", _passing(_pointwise.WeightedPrecision, *_THRESHOLD)),), arguments=_THRESHOLD
+    ),
+    "recall": _TorchRecMetric(
+        (_Value("recall", _passing(_pointwise.WeightedRecall, *_THRESHOLD)),), arguments=_THRESHOLD
+    ),
+    "serving_ne": _TorchRecMetric((_NE, _SERVED)),
+    "serving_calibration": _TorchRecMetric((_CALIBRATION, _SERVED)),
+    "cali_free_ne": _TorchRecMetric(
+        (_Value("cali_free_ne", _plain(_entropy.CalibrationFreeNE, torchrec_scaling=True)),)
+    ),
+    "nmse": _TorchRecMetric(
+        (
+            _Value("nmse", _plain(_regression.WeightedNMSE, baseline="one")),
+            _Value("nrmse", _plain(_regression.WeightedNRMSE, baseline="one")),
+        )
+    ),
+    "average": _TorchRecMetric(
+        (
+            _Value("label_average", _plain(_counters.LabelAverage)),
+            _Value("prediction_average", _plain(_pointwise.WeightedAverage)),
+        )
+    ),
+    "num_positive_samples": _TorchRecMetric((_Value("num_positive_samples", _plain(_counters.NumPositiveSamples)),)),
+    "sum_weights": _TorchRecMetric((_Value("sum_weights", _plain(_counters.SumWeights)),)),
+    "weighted_sum_predictions": _TorchRecMetric(
+        (_Value("weighted_sum_predictions", _plain(_counters.WeightedSumPredictions)),)
+    ),
+    "xauc": _TorchRecMetric((_Value("xauc", _plain(_auc.XAUC)),)),
+}
+
+# Options of a MetricsConfig that choose how TorchRec runs, not what it computes: our module always
+# fuses tasks and states, syncs once per compute and validates every step.
+_EXECUTION_FIELDS = (
+    "rec_compute_mode",
+    "fused_update_limit",
+    "min_compute_interval",
+    "max_compute_interval",
+    "compute_on_all_ranks",
+    "should_validate_update",
+    "enable_pt2_compile",
+    "should_clone_update_inputs",
+    "use_cpu_offloaded_rec_metric_module",
+)
+_CONFIG_FIELDS = ("rec_tasks", "rec_metrics", "throughput_metric", "state_metrics", "compute_interval_steps")
+_TASK_FIELDS = ("name", "label_name", "prediction_name", "weight_name")
+_TASK_IGNORED = ("session_metric_def", "is_negative_task", "tensor_name", "weighted")  # for unsupported metrics
+_DEF_FIELDS = ("rec_tasks", "rec_task_indices", "window_size", "arguments")
+_DEFAULT_WINDOW = 10_000_000  # TorchRec's RecMetricDef default
+_STATE_METRICS = ("optimizers", "model_configurator")
+
+
+@dataclass
+class TorchRecPlan:
+    """What :meth:`RecMetricModule.from_torchrec_config` passes to the constructor, and TorchRec's keys.
+
+    Attributes:
+        tasks: every task any metric names, in first-seen order, as ``RecTaskInfo`` field dicts.
+        metrics: ``{our metric name: metric}`` built for ``len(tasks)`` tasks.
+        keys: ``{our metric name: (TorchRec namespace, TorchRec name, parts, task names)}``.
+        window_size: the metrics' common window.
+        throughput: a :class:`~torchmetrics_ext.Throughput` or ``None``.
+        compute_interval_steps: as in TorchRec.
+        state_metrics: ``{namespace: callable}`` for the module's ``state_metrics``.
+    """
+
+    tasks: list[dict[str, Any]]
+    metrics: dict[str, Metric] = field(default_factory=dict)
+    keys: dict[str, tuple[str, str, tuple[str, ...], frozenset[str]]] = field(default_factory=dict)
+    window_size: int = _DEFAULT_WINDOW
+    throughput: Throughput | None = None
+    compute_interval_steps: int = 100
+    state_metrics: dict[str, Callable[[], Any]] = field(default_factory=dict)
+
+
+def read_torchrec_config(config: Any, state_metrics_mapping: Mapping[Any, Any] | None = None) -> TorchRecPlan:
+    """Read a TorchRec ``MetricsConfig`` (or the same fields as a dict) into a :class:`TorchRecPlan`.
+
+    Args:
+        config: ``torchrec.metrics.metrics_config.MetricsConfig`` or a dict of its fields.
+        state_metrics_mapping: ``{StateMetricEnum or its value: object}`` for ``state_metrics``;
+            each object has TorchRec's ``get_metrics()`` or is a callable returning the same dict.
+
+    Returns:
+        The plan.
+
+    Raises:
+        ValueError: unknown fields, unsupported metrics or arguments (the message lists the
+            supported ones), tasks that disagree, or metrics with different window sizes.
+
+    Example:
+        >>> from torchmetrics_ext.torchrec_config import read_torchrec_config
+        >>> config = {"rec_tasks": [{"name": "click"}], "rec_metrics": {"ne": {"rec_task_indices": [0]}}}
+        >>> plan = read_torchrec_config(config)
+        >>> list(plan.metrics), plan.keys["ne"][:3]
+        (['ne'], ('ne', 'ne', ('lifetime', 'window')))
+    """
+    fields_ = _as_dict(config, "config", _CONFIG_FIELDS + _EXECUTION_FIELDS)
+    config_tasks = [_task(t, "rec_tasks") for t in fields_.get("rec_tasks") or []]
+    rec_metrics = fields_.get("rec_metrics") or {}
+    if not isinstance(rec_metrics, Mapping) or not rec_metrics:
+        raise ValueError(
+            f"Expected `rec_metrics` to be a non-empty dict of metric -> RecMetricDef, got {rec_metrics!r}."
+        )
+    tasks: dict[str, dict[str, Any]] = {t["name"]: t for t in config_tasks}
+    per_metric: list[tuple[str, _TorchRecMetric, dict[str, Any], list[str]]] = []
+    windows: dict[str, int] = {}
+    for enum, definition in rec_metrics.items():
+        name = _enum_value(enum)
+        spec = TORCHREC_METRICS.get(name)
+        if spec is None:
+            raise ValueError(
+                f"TorchRec metric {name!r} is not supported by from_torchrec_config; supported: "
+                f"{', '.join(sorted(TORCHREC_METRICS))}. Build the others as standalone metrics "
+                "(docs/migration_torchrec.md)."
+            )
+        d = _as_dict(definition, f"rec_metrics[{name!r}]", _DEF_FIELDS)
+        arguments = dict(d.get("arguments") or {})
+        unknown = sorted(set(arguments) - set(spec.arguments))
+        if unknown:
+            raise ValueError(
+                f"TorchRec metric {name!r}: unsupported arguments {unknown}; "
+                f"supported: {list(spec.arguments) or 'none'}."
+            )
+        if arguments.get("allow_missing_label_with_zero_weight"):
+            raise ValueError(
+                f"TorchRec metric {name!r}: `allow_missing_label_with_zero_weight=True` is not supported "
+                "(the module rejects NaN labels); count them with NumMissingLabels."
+            )
+        metric_tasks = _metric_tasks(name, d, config_tasks)
+        for task in metric_tasks:
+            if tasks.setdefault(task["name"], task) != task:
+                raise ValueError(
+                    f"Task {task['name']!r} is defined twice with different columns: {tasks[task['name']]} and {task}."
+                )
+        windows[name] = int(d.get("window_size", _DEFAULT_WINDOW))
+        per_metric.append((name, spec, arguments, [t["name"] for t in metric_tasks]))
+    if len(set(windows.values())) > 1:
+        raise ValueError(f"RecMetricModule keeps one window size for every metric; the config has {windows}.")
+
+    plan = TorchRecPlan(tasks=list(tasks.values()), window_size=next(iter(windows.values())))
+    num_tasks = len(plan.tasks)
+    grouped = False
+    for name, spec, arguments, task_names in per_metric:
+        for value in spec.values:
+            if value.when is not None and not arguments.get(value.when):
+                continue
+            key = name if value.name == name else f"{name}_{value.name}"
+            plan.metrics[key] = value.build(num_tasks, arguments)
+            plan.keys[key] = (name, value.name, value.parts, frozenset(task_names))
+            grouped |= spec.grouped and value.when is not None
+    if grouped:
+        plan.tasks = [t | {"group_id_name": GROUPING_KEYS} for t in plan.tasks]
+
+    throughput = fields_.get("throughput_metric")
+    if throughput is not None:
+        t = _as_dict(throughput, "throughput_metric", ("window_size", "warmup_steps"))
+        plan.throughput = Throughput(warmup_steps=t.get("warmup_steps", 100), window_seconds=t.get("window_size", 100))
+    plan.compute_interval_steps = fields_.get("compute_interval_steps", 100)
+    plan.state_metrics = _state_metrics(fields_.get("state_metrics") or [], state_metrics_mapping or {})
+    return plan
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _as_dict(value: Any, what: str, allowed: Sequence[str]) -> dict[str, Any]:
+    """A dataclass's fields (one level) or a dict, checked against ``allowed``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"Expected `{what}` to be a TorchRec dataclass or a dict, got {type(value).__name__}.")
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise ValueError(f"Unknown fields {unknown} in `{what}`; expected fields among {list(allowed)}.")
+    return dict(value)
+
+
+def _enum_value(value: Any) -> str:
+    """``RecMetricEnum.NE``, ``"ne"`` or ``"NE"`` -> ``"ne"``."""
+    raw = getattr(value, "value", value)
+    if not isinstance(raw, str):
+        raise ValueError(f"Expected a TorchRec metric (RecMetricEnum or its name), got {value!r}.")
+    return raw.lower()
+
+
+def _task(value: Any, what: str) -> dict[str, Any]:
+    task = _as_dict(value, what, _TASK_FIELDS + _TASK_IGNORED)
+    if not task.get("name"):
+        raise ValueError(f"Expected every task in `{what}` to have a name, got {value!r}.")
+    defaults = {"label_name": "label", "prediction_name": "prediction", "weight_name": "weight"}
+    return {k: task.get(k, defaults.get(k)) for k in _TASK_FIELDS}
+
+
+def _metric_tasks(name: str, definition: Mapping[str, Any], config_tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A RecMetricDef's tasks: ``rec_tasks`` or ``rec_task_indices`` into the config's, exactly one of them."""
+    listed, indices = definition.get("rec_tasks") or [], definition.get("rec_task_indices") or []
+    if bool(listed) == bool(indices):
+        raise ValueError(
+            f"TorchRec metric {name!r}: expected exactly one of `rec_tasks` and `rec_task_indices` to be a "
+            f"non-empty list, got {listed!r} and {indices!r}."
+        )
+    if indices:
+        bad = [i for i in indices if not isinstance(i, int) or not 0 <= i < len(config_tasks)]
+        if bad:
+            raise ValueError(
+                f"TorchRec metric {name!r}: `rec_task_indices` {bad} out of range for {len(config_tasks)} rec_tasks."
+            )
+        return [config_tasks[i] for i in indices]
+    return [_task(t, f"rec_metrics[{name!r}].rec_tasks") for t in listed]
+
+
+def _state_metrics(enums: Sequence[Any], mapping: Mapping[Any, Any]) -> dict[str, Callable[[], Any]]:
+    by_value = {_enum_value(k): v for k, v in mapping.items()}
+    out: dict[str, Callable[[], Any]] = {}
+    for enum in enums:
+        name = _enum_value(enum)
+        if name not in _STATE_METRICS:
+            raise ValueError(f"Unknown TorchRec state metric {name!r}; expected one of {_STATE_METRICS}.")
+        if name not in by_value:
+            raise ValueError(f"State metric {name!r} is configured: pass its object in `state_metrics_mapping`.")
+        source = by_value[name]
+        getter = getattr(source, "get_metrics", source)
+        if not callable(getter):
+            raise ValueError(f"Expected state metric {name!r} to have get_metrics() or be callable, got {source!r}.")
+        out[name] = getter
+    return out

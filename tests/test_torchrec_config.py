@@ -419,3 +419,22 @@ def test_torchrec_itself_reports_the_same_keys_and_values(config, tmp_path):
     for key, value in values.items():
         if not key.endswith(NOT_COMPARED):
             np.testing.assert_allclose(value.item(), theirs["values"][key], rtol=1e-6, err_msg=key)
+
+
+# ----------------------------------------------------------------------------- DDP
+
+
+def _ddp_run(rank: int, world_size: int) -> dict[str, torch.Tensor]:
+    steps = make_steps(MULTI_CONFIG, num_steps=5)
+    return ours(MULTI_CONFIG, steps[rank::world_size])  # uneven: 3 steps on rank 0, 2 on rank 1
+
+
+@pytest.mark.ddp
+def test_ddp_equals_one_process(ddp_pool):
+    """Two gloo ranks, window-only AUC included (its lifetime is dropped on every rank)."""
+    expected = ours(MULTI_CONFIG, make_steps(MULTI_CONFIG, num_steps=5))
+    for values in ddp_pool.run(_ddp_run):
+        assert sorted(values) == EXPECTED_MULTI_KEYS
+        for key, value in expected.items():
+            if "throughput" not in key:
+                torch.testing.assert_close(values[key], value, rtol=1e-9, atol=1e-12, equal_nan=True, msg=key)

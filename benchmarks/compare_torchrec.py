@@ -39,6 +39,7 @@ SEGMENTS = 4
 LABEL_BITS = 3
 SESSION_K = 3
 RECAL = 0.3
+TIES = 50  # the first TIES rows of every batch hold tied scores (rounded to 0.05)
 ROOT = Path(__file__).resolve().parents[1]
 
 # ----------------------------------------------------------------------------- data
@@ -50,7 +51,7 @@ def make_data(num_batches: int, batch_size: int, seed: int) -> dict[str, torch.T
     g = torch.Generator().manual_seed(seed)
     shape = (num_batches, TASKS, batch_size)
     p = torch.distributions.Beta(2.0, 5.0).sample(shape)
-    p[..., :50] = (p[..., :50] * 20).round() / 20  # ties, and scores exactly at 0.5 (the threshold)
+    p[..., :TIES] = (p[..., :TIES] * 20).round() / 20  # ties, and scores exactly at 0.5 (the threshold)
     p = p.clamp(1e-4, 1 - 1e-4).float()
     y = (torch.rand(shape, generator=g) < p).float()
     w = torch.rand(shape, generator=g) * 2
@@ -130,6 +131,8 @@ def run_torchrec(
         (E.TOWER_QPS, {}, fused, plain, "binary"),
         (E.AUC, {}, fused, plain, "binary"),
         (E.AUPRC, {}, fused, plain, "binary"),
+        (E.AUC, {"grouped_auc": True}, fused, plain, "grouped"),
+        (E.AUPRC, {"grouped_auprc": True}, fused, plain, "grouped"),
     ]
     out: dict[str, list[float]] = {}
     for enum, kwargs, mode, tasks, kind in specs:
@@ -154,6 +157,9 @@ def run_torchrec(
                 extra = {"session": data["sessions"][b]}
             elif kind == "segments":
                 extra = {"grouping_keys": data["segments"][b]}
+            elif kind == "grouped":  # sessions as groups, on the rows without ties (ties: the AUC row)
+                p, y, w = p[..., TIES:], y[..., TIES:], w[..., TIES:]
+                extra = {"grouping_keys": data["sessions"][b][TIES:]}
             elif kind == "tensor":
                 extra = {f"values_{n}": data["values"][b, i] for i, n in enumerate(names)}
             metric.update(
@@ -166,7 +172,9 @@ def run_torchrec(
         seconds[str(enum.value)] = time.perf_counter() - start
         window_only = not any("|lifetime_" in k for k in values)  # TorchRec's AUC has no lifetime value
         for k, v in values.items():
-            if "window_" in k and not window_only:
+            if kind == "grouped" and "grouped_" not in k:
+                continue  # its AUC/AUPRC over the tie-free rows: the plain rows above are the comparison
+            if "window_" in k and not window_only and kind != "grouped":
                 continue
             if enum == E.TENSOR_WEIGHTED_AVG:
                 # TorchRec files it under the `weighted_avg` namespace, where it would overwrite
@@ -246,6 +254,11 @@ def run_ours(data: dict[str, torch.Tensor], seconds: dict[str, float]) -> dict[s
         ("qps", "total_examples", ""): (tmx.NumServingExamples(T), "unweighted"),
         ("auc", "auc", ""): (tmx.AUC(T), "binary"),
         ("auprc", "auprc", ""): (tmx.AUPRC(T), "binary"),
+        ("auprc", "auprc", "#compat"): (tmx.AUPRC(T, num_bins=1000, bin_space="probability"), "binary"),
+        ("auc", "grouped_auc", ""): (tmx.GroupedAUC(T), "grouped"),
+        ("auc", "grouped_auc", "#compat"): (tmx.GroupedAUC(T, average_groups="all"), "grouped"),
+        ("auprc", "grouped_auprc", ""): (tmx.GroupedAUPRC(T), "grouped"),
+        ("auprc", "grouped_auprc", "#compat"): (tmx.GroupedAUPRC(T, average_groups="all"), "grouped"),
     }
     num_batches = data["preds"].shape[0]
     values = {}
@@ -265,6 +278,8 @@ def run_ours(data: dict[str, torch.Tensor], seconds: dict[str, float]) -> dict[s
                 metric.update(p, y, data["sessions"][b], w)
             elif kind == "segments":
                 metric.update(p, y, w, segments=data["segments"][b])
+            elif kind == "grouped":
+                metric.update(p[..., TIES:], y[..., TIES:], data["sessions"][b][TIES:], w[..., TIES:])
             elif kind == "tensor":
                 metric.update(data["values"][b], w)
         values[namespace, name, suffix] = metric.compute()
@@ -284,7 +299,8 @@ def run_ours(data: dict[str, torch.Tensor], seconds: dict[str, float]) -> dict[s
                 for g in range(value.shape[1]):
                     out[key(namespace, t, name, suffix=suffix.format(g=g)) + compat] = [value[t, g].item()]
             continue
-        prefix = {"total_examples": "", "auc": "window_"}.get(name, "lifetime_")
+        window_only = ("auc", "grouped_auc", "grouped_auprc")  # TorchRec reports these for the window only
+        prefix = "" if name == "total_examples" else "window_" if name in window_only else "lifetime_"
         for t in range(TASKS):
             out[key(namespace, t, name, prefix=prefix) + compat] = [value[t].item()]
     return out
@@ -303,7 +319,11 @@ INTENDED = {
     "get arbitrary credit; ours gives them half (sklearn's value). TorchRec's AUC is window-only; this window "
     "holds every row",
     "auprc": "TorchRec's lifetime AUPRC is the AP of scores floored to 1000 bins uniform in probability (its "
-    "window AUPRC is exact); ours is exact (our `num_bins` bins uniformly in logit space: no compatible option yet)",
+    "window AUPRC is exact); ours is exact (`AUPRC(num_bins=1000, bin_space='probability')` matches)",
+    "window_grouped_auc": "TorchRec averages every group, a single-class group counting 0.5; ours averages the "
+    "groups holding both classes (`average_groups='all'` matches). Rows without ties (ties: the AUC row)",
+    "window_grouped_auprc": "TorchRec averages every group, a single-class group counting 1 (positives only) or 0; "
+    "ours averages the groups holding both classes (`average_groups='all'` matches)",
     "recall": "TorchRec counts p == threshold as both a true positive and a false negative",
     "hindsight_target_pr": "TorchRec returns `torch.Tensor(index)`, an uninitialised tensor; ours the threshold",
     "hindsight_target_recall": "TorchRec counts p == threshold as a false negative too",

@@ -2,17 +2,29 @@
 
 Every pointwise metric and functional goes through :func:`format_pointwise`: it checks the
 inputs (when ``validate`` is true), raising ``TypeError``/``ValueError`` that name the argument,
-what arrived and what was expected, and returns them as float64 ``(T, N)`` tensors. It never
-touches metric state, so a rejected batch is never half-applied.
+what arrived and what was expected, and returns them as ``(T, N)`` tensors of one float dtype. It
+never touches metric state, so a rejected batch is never half-applied.
+
+Value checks wait for the device once: the bounds of every input of a batch (min and max, and
+for floating labels the range of their fractional parts) come back in one device-to-host copy,
+and :func:`checked_bounds` remembers them for the tensors just checked. Every metric of a
+:class:`~torchmetrics.MetricCollection` receives the same tensor objects, so the first one pays
+for the reduction and the others reuse its bounds: one host synchronisation per step for the
+whole collection. A tensor is only ever served from memory while it is the same, unchanged
+object (see :func:`checked_bounds`).
 """
 
 from __future__ import annotations
 
 import math
+import weakref
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from torch import Tensor
+
+__all__ = ["check_flag", "check_tensor", "checked_bounds", "format_pointwise"]
 
 PredsDomain = Literal["probability", "real"]
 TargetDomain = Literal["unit", "binary", "real"]
@@ -60,8 +72,9 @@ def format_pointwise(
     target_domain: TargetDomain = "unit",
     from_logits: bool = False,
     validate: bool = True,
+    dtype: torch.dtype = torch.float64,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Check pointwise inputs and return them as float64 tensors with a leading task dimension.
+    """Check pointwise inputs and return them as ``dtype`` tensors with a leading task dimension.
 
     Args:
         preds: ``(N,)`` or ``(T, N)`` floating point predictions.
@@ -74,9 +87,12 @@ def format_pointwise(
         target_domain: ``"unit"`` ([0, 1]), ``"binary"`` ({0, 1}) or ``"real"`` (finite).
         from_logits: whether probability-domain ``preds`` are logits.
         validate: run the checks; when false, only reshape and cast.
+        dtype: the floating dtype of the returned tensors (float64 for sums; a kernel that stores
+            float32 asks for float32). An input already of that dtype may be returned as is or
+            as a view: callers copy what they keep.
 
     Returns:
-        ``(preds, target, weights)`` as float64; ``preds`` and ``target`` of shape ``(T, N)``,
+        ``(preds, target, weights)`` as ``dtype``; ``preds`` and ``target`` of shape ``(T, N)``,
         ``weights`` of shape ``(T, N)`` or ``(1, N)`` (or ``None``).
 
     Raises:
@@ -108,19 +124,20 @@ def format_pointwise(
                 f"tasks), got {tuple(weights.shape)}."
             )
 
-    target_is_float = target is not None and target.is_floating_point()
-    preds = preds.to(torch.float64)
+    if validate and preds.numel() > 0:
+        _check_values(preds, target, weights, preds_domain, target_domain, from_logits)
+    preds = preds.to(dtype)
     if preds.ndim == 1:
         preds = preds.unsqueeze(0)
     if target is not None:
-        target = target.to(torch.float64).reshape(preds.shape)
+        target = target.to(dtype).reshape(preds.shape)
     if weights is not None:
-        weights = weights.to(torch.float64)
+        weights = weights.to(dtype)
         weights = weights.reshape(preds.shape if weights.numel() == preds.numel() else (1, preds.shape[-1]))
-
-    if validate and preds.numel() > 0:
-        _check_values(preds, target, weights, preds_domain, target_domain, from_logits, target_is_float)
     return preds, target, weights
+
+
+# ----------------------------------------------------------------------------- value checks
 
 
 def _check_values(
@@ -130,19 +147,10 @@ def _check_values(
     preds_domain: PredsDomain,
     target_domain: TargetDomain,
     from_logits: bool,
-    target_is_float: bool,
 ) -> None:
-    """Range checks with a single host synchronisation for all inputs."""
-    stats = [*torch.aminmax(preds)]
-    if target is not None:
-        stats += [*torch.aminmax(target)]
-        if target_domain == "binary" and target_is_float:
-            stats.append(((target != 0) & (target != 1)).any().to(torch.float64))
-    if weights is not None:
-        stats += [*torch.aminmax(weights)]
-    values = torch.stack(stats).tolist()
-
-    pmin, pmax = values[0], values[1]
+    """Range checks of the inputs as given (any dtype, any shape), from one :func:`checked_bounds` call."""
+    bounds = checked_bounds([preds, target, weights], labels=[False, True, False])
+    pmin, pmax = bounds[0]
     if not (math.isfinite(pmin) and math.isfinite(pmax)):
         raise ValueError(f"Expected `preds` to be finite, got values containing NaN or inf (min={pmin}, max={pmax}).")
     if preds_domain == "probability" and not from_logits and (pmin < 0 or pmax > 1):
@@ -150,22 +158,146 @@ def _check_values(
             f"Expected `preds` to be probabilities in [0, 1], got values in [{pmin:.6g}, {pmax:.6g}]. "
             "Pass `from_logits=True` if they are logits."
         )
-    rest = values[2:]
     if target is not None:
-        tmin, tmax = rest[0], rest[1]
+        tmin, tmax, *frac = bounds[1]
         ok_range = math.isfinite(tmin) and math.isfinite(tmax)
         if target_domain != "real":
             ok_range = ok_range and tmin >= 0 and tmax <= 1
-        not_binary = target_domain == "binary" and target_is_float and rest[2] > 0
+        # in [0, 1], a label is 0 or 1 exactly when its fractional part is 0
+        not_binary = target_domain == "binary" and any(f != 0 for f in frac)
         if not ok_range or not_binary:
             raise ValueError(
                 f"Expected `target` to hold {_TARGET_TEXT[target_domain]}, got values in [{tmin:.6g}, {tmax:.6g}]"
                 + (" that are not all 0 or 1." if not_binary and ok_range else ".")
             )
-        rest = rest[3:] if target_domain == "binary" and target_is_float else rest[2:]
     if weights is not None:
-        wmin, wmax = rest[0], rest[1]
+        wmin, wmax = bounds[2]
         if not (wmin >= 0 and math.isfinite(wmax)):
             raise ValueError(
                 f"Expected `weights` to be finite and non-negative, got values in [{wmin:.6g}, {wmax:.6g}]."
             )
+
+
+Bounds = tuple[float, ...]
+
+# id(tensor) -> (weak reference, signature when checked, bounds); oldest first
+_CHECKED: dict[int, tuple[weakref.ref[Tensor], tuple[object, ...], Bounds]] = {}
+_CHECKED_SIZE = 64
+
+
+def _signature(tensor: Tensor) -> tuple[object, ...] | None:
+    """What must not change for remembered bounds to stay true; ``None`` if changes cannot be seen.
+
+    Inference tensors (made under ``torch.inference_mode``) have no version counter.
+    """
+    if tensor.is_inference():
+        return None
+    return (
+        tensor._version,
+        tensor.data_ptr(),
+        tensor.shape,
+        tensor.stride(),
+        tensor.storage_offset(),
+        tensor.dtype,
+        tensor.device,
+    )
+
+
+def _remembered(tensor: Tensor, size: int) -> Bounds | None:
+    entry = _CHECKED.get(id(tensor))
+    if entry is None:
+        return None
+    ref, signature, bounds = entry
+    if ref() is not tensor or signature != _signature(tensor) or len(bounds) < size:
+        return None
+    return bounds
+
+
+def _remember(tensor: Tensor, bounds: Bounds) -> None:
+    signature = _signature(tensor)
+    if signature is None:
+        return
+    key = id(tensor)
+
+    def forget(ref: weakref.ref[Tensor], key: int = key) -> None:
+        entry = _CHECKED.get(key)
+        if entry is not None and entry[0] is ref:
+            del _CHECKED[key]
+
+    _CHECKED.pop(key, None)
+    _CHECKED[key] = (weakref.ref(tensor, forget), signature, bounds)
+    while len(_CHECKED) > _CHECKED_SIZE:
+        del _CHECKED[next(iter(_CHECKED))]
+
+
+def _reductions(tensor: Tensor, label: bool) -> list[Tensor]:
+    values = tensor.detach()
+    stats = [*torch.aminmax(values)]
+    if label and values.is_floating_point():
+        stats += [*torch.aminmax(torch.frac(values))]
+    return stats
+
+
+def _to_host(stats: list[Tensor]) -> list[float]:
+    """The values of 0-d tensors of any dtypes, exactly, with one device-to-host copy."""
+    groups: dict[torch.dtype, list[int]] = {}
+    for index, stat in enumerate(stats):
+        groups.setdefault(stat.dtype, []).append(index)
+    parts = [torch.stack([stats[i] for i in indices]).to(torch.float64) for indices in groups.values()]
+    flat = (parts[0] if len(parts) == 1 else torch.cat(parts)).tolist()
+    order = [i for indices in groups.values() for i in indices]
+    values = [0.0] * len(stats)
+    for position, index in enumerate(order):
+        values[index] = flat[position]
+    return values
+
+
+def checked_bounds(tensors: Sequence[Tensor | None], labels: Sequence[bool]) -> list[Bounds]:
+    """``(min, max)`` of each non-empty tensor (``None`` or empty gives ``()``), with one host sync at most.
+
+    For a floating tensor marked as labels, ``(min, max, min frac, max frac)``: its fractional
+    parts too, so that one reduction serves every label domain. Bounds are remembered for the
+    tensors just reduced and reused, with no reduction and no sync, for the same tensor object
+    while it is unchanged: it is still alive (a weak reference, so an id reused by a new tensor
+    never matches) and has the same version counter (bumped by every in-place write through
+    PyTorch, views included), data pointer, shape, strides, offset, dtype and device. Writes that
+    bypass the version counter (through ``.data``, NumPy or DLPack, which autograd cannot see
+    either) are not seen; inference tensors, which have no version counter, are never remembered.
+    NaN propagates into the min and max.
+
+    Args:
+        tensors: the inputs of one batch; ``None`` stands for an absent input.
+        labels: for each tensor, whether it holds labels.
+
+    Returns:
+        One tuple of floats per tensor.
+
+    Example:
+        >>> import torch
+        >>> preds, target = torch.tensor([0.25, 0.5]), torch.tensor([0.0, 1.0])
+        >>> checked_bounds([preds, target, None], labels=[False, True, False])
+        [(0.25, 0.5), (0.0, 1.0, 0.0, 0.0), ()]
+    """
+    result: list[Bounds] = []
+    pending: list[tuple[int, Tensor, int]] = []  # (position, tensor, number of stats)
+    stats: list[Tensor] = []
+    for position, (tensor, label) in enumerate(zip(tensors, labels, strict=True)):
+        result.append(())
+        if tensor is None or tensor.numel() == 0:
+            continue
+        size = 4 if label and tensor.is_floating_point() else 2
+        bounds = _remembered(tensor, size)
+        if bounds is not None:
+            result[position] = bounds
+            continue
+        pending.append((position, tensor, size))
+        stats += _reductions(tensor, label)
+    if pending:
+        values = _to_host(stats)
+        offset = 0
+        for position, tensor, size in pending:
+            bounds = tuple(values[offset : offset + size])
+            offset += size
+            result[position] = bounds
+            _remember(tensor, bounds)
+    return result

@@ -7,9 +7,10 @@ Two ways to get the same curve statistics per task, ``(P, N, auc_num, ap_num)`` 
   sums with one curve point per distinct score (scikit-learn's rule). Scores are ranked as
   float32 through an order-preserving ``int32`` key packed with the weight's bits into one
   ``int64`` (see :mod:`torchmetrics_ext.functional.auc._kernels`).
-* **binned** (:func:`_binned_update` + :func:`_binned_curve_stats`): a ``(2, T, B)`` histogram
-  of negative and positive weight over ``B`` bins uniform in logit space, filled in O(N) with one
-  ``bincount``; the value is the exact value of the scores rounded to their bin.
+* **binned** (:func:`_binned_accumulate` + :func:`_binned_curve_stats`): a ``(2, T, B)``
+  histogram of negative and positive weight over ``B`` bins uniform in logit space, filled in
+  O(N) with one ``bincount`` (CPU) or one ``index_add_`` into the histogram (other devices: no
+  host sync); the value is the exact value of the scores rounded to their bin.
 
 Then ``AUC = auc_num / (P N)`` and ``AUPRC = ap_num / P``.
 """
@@ -22,8 +23,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.functional.auc import _device as D
 from torchmetrics_ext.functional.auc import _kernels as K
 from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
+from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["auc", "auprc"]
@@ -68,7 +71,12 @@ def _exact_curve_stats(scores: Sequence[Tensor], signed: Sequence[Tensor], num_t
         scores: chunks of scores, each viewable as ``(n_k, T)`` (sample-major), e.g. ``[preds.T]``.
         signed: the matching chunks of signed weights.
         num_tasks: ``T``.
+
+    CPU tensors take the block-wise CPU kernels, other devices one sort and whole-array scans
+    (:mod:`~torchmetrics_ext.functional.auc._device`); both give the same value to rounding.
     """
+    if scores and on_device_path(scores[0]):
+        return D._exact_curve_sums(scores, signed, num_tasks)
     packed, pos_total, neg_total = K._pack(scores, signed, num_tasks)
     if packed.shape[-1] == 0:
         return pos_total, neg_total, torch.zeros_like(pos_total), torch.zeros_like(pos_total)
@@ -88,6 +96,34 @@ def _bin_position(preds: Tensor, num_bins: int, logit_range: tuple[float, float]
     return z.sub_(lo).mul_(num_bins / (hi - lo)).clamp_(0, num_bins - 1).floor_()
 
 
+def _binned_accumulate(
+    hist: Tensor,
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None,
+    logit_range: tuple[float, float],
+    from_logits: bool,
+) -> Tensor:
+    """Add one ``(T, N)`` batch to a float64 ``(2, T, B)`` histogram in place and return it.
+
+    The flat index ``(y, task, bin)`` is computed exactly in float64. On the CPU path one
+    ``bincount`` of the batch is added; on the device path the weights go straight into ``hist``
+    with one ``index_add_`` (``bincount`` would read the largest index back on the host first).
+    """
+    num_tasks, num_bins = hist.shape[1], hist.shape[2]
+    index = _bin_position(preds, num_bins, logit_range, from_logits)
+    index += target * float(num_tasks * num_bins)
+    if num_tasks > 1:
+        index += torch.arange(num_tasks, device=preds.device, dtype=torch.float64).unsqueeze(1) * num_bins
+    flat = index.to(torch.int64).reshape(-1)
+    w = None if weights is None else weights.expand(preds.shape).reshape(-1)
+    if on_device_path(hist):
+        hist.view(-1).index_add_(0, flat, hist.new_ones(1).expand(flat.numel()) if w is None else w)
+        return hist
+    hist += torch.bincount(flat, weights=w, minlength=hist.numel()).view(hist.shape)
+    return hist
+
+
 def _binned_update(
     preds: Tensor,
     target: Tensor,
@@ -96,18 +132,9 @@ def _binned_update(
     logit_range: tuple[float, float],
     from_logits: bool,
 ) -> Tensor:
-    """``(2, T, B)`` histogram (negative, positive label weight per bin) of one ``(T, N)`` batch.
-
-    One ``bincount`` over the flat index ``(y, task, bin)``, computed exactly in float64.
-    """
-    num_tasks = preds.shape[0]
-    index = _bin_position(preds, num_bins, logit_range, from_logits)
-    index += target * float(num_tasks * num_bins)
-    if num_tasks > 1:
-        index += torch.arange(num_tasks, device=preds.device, dtype=torch.float64).unsqueeze(1) * num_bins
-    w = None if weights is None else weights.expand(preds.shape).reshape(-1)
-    hist = torch.bincount(index.to(torch.int64).reshape(-1), weights=w, minlength=2 * num_tasks * num_bins)
-    return hist.view(2, num_tasks, num_bins)
+    """``(2, T, B)`` histogram (negative, positive label weight per bin) of one ``(T, N)`` batch."""
+    hist = torch.zeros(2, preds.shape[0], num_bins, dtype=torch.float64, device=preds.device)
+    return _binned_accumulate(hist, preds, target, weights, logit_range, from_logits)
 
 
 def _binned_curve_stats(hist: Tensor) -> CurveStats:
@@ -159,7 +186,14 @@ def _curve_stats(
     _check_bins(num_bins, logit_range)
     check_flag("from_logits", from_logits)
     p, t, w = format_pointwise(
-        preds, target, weights, None, target_domain="binary", from_logits=from_logits, validate=validate_args
+        preds,
+        target,
+        weights,
+        None,
+        target_domain="binary",
+        from_logits=from_logits,
+        validate=validate_args,
+        dtype=torch.float32 if num_bins is None else torch.float64,
     )
     assert t is not None
     if num_bins is None:

@@ -17,6 +17,7 @@ from torchmetrics.utilities.data import dim_zero_cat
 from torchmetrics_ext.functional.auc import binary as F
 from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
+from torchmetrics_ext.utilities.device import on_device_path
 
 __all__ = ["AUC", "AUPRC"]
 
@@ -35,6 +36,11 @@ def _take_samples(state: list[Tensor] | Tensor, num_tasks: int) -> Tensor:
     else:
         flat = state
     return flat.view(-1, num_tasks).T
+
+
+def _sample_major(values: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """A fresh ``(n * T,)`` copy of a ``(T, n)`` tensor, sample-major: never a view of the caller's tensor."""
+    return values.T.to(dtype).clone(memory_format=torch.contiguous_format).reshape(-1)
 
 
 _MERGE = 64  # this many small chunks at the end of a list state are joined into one
@@ -99,6 +105,7 @@ class _CurveMetric(TaskMetric):
             target_domain="binary",
             from_logits=self.from_logits,
             validate=validate,
+            dtype=torch.float32 if self.num_bins is None else torch.float64,  # exact mode stores float32
         )
         assert t is not None
         return p, t, w
@@ -112,14 +119,16 @@ class _CurveMetric(TaskMetric):
         if p.shape[-1] == 0:
             return
         if self.num_bins is not None:
-            self.hist += F._binned_update(p, t, w, self.num_bins, self.logit_range, self.from_logits)
+            F._binned_accumulate(self.hist, p, t, w, self.logit_range, self.from_logits)
             return
-        if w is not None:  # rows of zero weight in every task change nothing: do not store them
+        if w is not None and not on_device_path(p):
+            # rows of zero weight in every task change nothing: on the CPU they are not stored (on
+            # a device, finding them would wait for it; stored, they add nothing to any sum)
             keep = (w != 0).any(0)
             if not bool(keep.all()):
                 p, t, w = p[:, keep], t[:, keep], w[:, keep]
         # sample-major (n * T,) float32: a rank's empty-list placeholder at sync is float32 (0,) too
-        _append_chunk(self.preds, p.T.to(torch.float32).reshape(-1))
+        _append_chunk(self.preds, _sample_major(p))
         _append_chunk(self.signed_weights, F._signed_weights(t, w).T.reshape(-1))
 
     def _curve_stats(self) -> F.CurveStats:

@@ -239,17 +239,9 @@ def _reductions(tensor: Tensor, label: bool) -> list[Tensor]:
 
 
 def _to_host(stats: list[Tensor]) -> list[float]:
-    """The values of 0-d tensors of any dtypes, exactly, with one device-to-host copy."""
-    groups: dict[torch.dtype, list[int]] = {}
-    for index, stat in enumerate(stats):
-        groups.setdefault(stat.dtype, []).append(index)
-    parts = [torch.stack([stats[i] for i in indices]).to(torch.float64) for indices in groups.values()]
-    flat = (parts[0] if len(parts) == 1 else torch.cat(parts)).tolist()
-    order = [i for indices in groups.values() for i in indices]
-    values = [0.0] * len(stats)
-    for position, index in enumerate(order):
-        values[index] = flat[position]
-    return values
+    """The values of 0-d tensors of any dtypes, exactly (each cast straight to float64), in one copy."""
+    out = torch.empty(len(stats), dtype=torch.float64, device=stats[0].device)
+    return torch.stack(stats, out=out).tolist()
 
 
 def checked_bounds(tensors: Sequence[Tensor | None], labels: Sequence[bool]) -> list[Bounds]:

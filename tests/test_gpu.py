@@ -92,7 +92,8 @@ def test_count_syncs_sees_the_usual_suspects():
 def _batch(seed: int, num_tasks: int, n: int = 257, weighted: bool = True) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     shape = (num_tasks, n) if num_tasks > 1 else (n,)
-    preds = torch.rand(shape, generator=g)
+    # (T, N) predictions as a model emits them: the transpose of an (N, T) output, not contiguous
+    preds = torch.rand(n, num_tasks, generator=g).T if num_tasks > 1 else torch.rand(n, generator=g)
     out = {"preds": preds, "target": (torch.rand(shape, generator=g) < preds).float()}
     if weighted:
         weights = torch.rand(n, generator=g) * 2

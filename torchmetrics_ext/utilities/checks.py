@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["check_flag", "check_tensor", "checked_bounds", "format_pointwise"]
+__all__ = ["check_flag", "check_pointwise", "check_tensor", "checked_bounds", "format_pointwise"]
 
 PredsDomain = Literal["probability", "real"]
 TargetDomain = Literal["unit", "binary", "real"]
@@ -62,6 +62,45 @@ def _task_shape_error(name: str, shape: torch.Size, num_tasks: int | None) -> Va
     return ValueError(f"Expected `{name}` of shape {expected}, got shape {tuple(shape)}.")
 
 
+def check_pointwise(
+    preds: Tensor,
+    target: Tensor | None,
+    weights: Tensor | None,
+    num_tasks: int | None,
+    *,
+    preds_domain: PredsDomain = "probability",
+    target_domain: TargetDomain = "unit",
+    from_logits: bool = False,
+) -> None:
+    """Raise unless ``(preds, target, weights)`` are valid pointwise inputs (see :func:`format_pointwise`).
+
+    Reads nothing back from the device but the batch's bounds, once (:func:`checked_bounds`).
+    """
+    check_tensor("preds", preds, floating=True)
+    if target is not None:
+        check_tensor("target", target)
+    if weights is not None:
+        check_tensor("weights", weights)
+    if preds.ndim not in (1, 2) or (preds.ndim == 2 and num_tasks is not None and preds.shape[0] != num_tasks):
+        raise _task_shape_error("preds", preds.shape, num_tasks)
+    if preds.ndim == 1 and num_tasks not in (None, 1):
+        raise _task_shape_error("preds", preds.shape, num_tasks)
+    for name, other in (("target", target), ("weights", weights)):
+        if other is not None and other.device != preds.device:
+            raise ValueError(f"Expected `{name}` on the same device as `preds` ({preds.device}), got {other.device}.")
+    if target is not None and target.shape != preds.shape:
+        raise ValueError(
+            f"Expected `target` of the same shape as `preds` {tuple(preds.shape)}, got {tuple(target.shape)}."
+        )
+    if weights is not None and weights.shape != preds.shape and weights.shape != preds.shape[-1:]:
+        raise ValueError(
+            f"Expected `weights` of shape {tuple(preds.shape)} or {tuple(preds.shape[-1:])} (shared by all "
+            f"tasks), got {tuple(weights.shape)}."
+        )
+    if preds.numel() > 0:
+        _check_values(preds, target, weights, preds_domain, target_domain, from_logits)
+
+
 def format_pointwise(
     preds: Tensor,
     target: Tensor | None,
@@ -72,7 +111,7 @@ def format_pointwise(
     target_domain: TargetDomain = "unit",
     from_logits: bool = False,
     validate: bool = True,
-    dtype: torch.dtype = torch.float64,
+    dtype: torch.dtype | None = torch.float64,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Check pointwise inputs and return them as ``dtype`` tensors with a leading task dimension.
 
@@ -86,54 +125,43 @@ def format_pointwise(
             ``from_logits``) or ``"real"`` (any finite value).
         target_domain: ``"unit"`` ([0, 1]), ``"binary"`` ({0, 1}) or ``"real"`` (finite).
         from_logits: whether probability-domain ``preds`` are logits.
-        validate: run the checks; when false, only reshape and cast.
-        dtype: the floating dtype of the returned tensors (float64 for sums; a kernel that stores
-            float32 asks for float32). An input already of that dtype may be returned as is or
-            as a view: callers copy what they keep.
+        validate: run the checks (:func:`check_pointwise`); when false, only reshape and cast.
+        dtype: the dtype of the returned tensors (float64 for sums); ``None`` keeps each input's
+            own dtype. An input already of that dtype is returned as is or as a view: callers
+            copy what they keep.
 
     Returns:
-        ``(preds, target, weights)`` as ``dtype``; ``preds`` and ``target`` of shape ``(T, N)``,
-        ``weights`` of shape ``(T, N)`` or ``(1, N)`` (or ``None``).
+        ``(preds, target, weights)``; ``preds`` and ``target`` of shape ``(T, N)``, ``weights`` of
+        shape ``(T, N)`` or ``(1, N)`` (or ``None``).
 
     Raises:
         TypeError: if an input is not a tensor, or ``preds`` is not floating point.
         ValueError: on a shape, device, task-dimension or value-range mismatch.
     """
     if validate:
-        check_tensor("preds", preds, floating=True)
-        if target is not None:
-            check_tensor("target", target)
-        if weights is not None:
-            check_tensor("weights", weights)
-        if preds.ndim not in (1, 2) or (preds.ndim == 2 and num_tasks is not None and preds.shape[0] != num_tasks):
-            raise _task_shape_error("preds", preds.shape, num_tasks)
-        if preds.ndim == 1 and num_tasks not in (None, 1):
-            raise _task_shape_error("preds", preds.shape, num_tasks)
-        for name, other in (("target", target), ("weights", weights)):
-            if other is not None and other.device != preds.device:
-                raise ValueError(
-                    f"Expected `{name}` on the same device as `preds` ({preds.device}), got {other.device}."
-                )
-        if target is not None and target.shape != preds.shape:
-            raise ValueError(
-                f"Expected `target` of the same shape as `preds` {tuple(preds.shape)}, got {tuple(target.shape)}."
-            )
-        if weights is not None and weights.shape != preds.shape and weights.shape != preds.shape[-1:]:
-            raise ValueError(
-                f"Expected `weights` of shape {tuple(preds.shape)} or {tuple(preds.shape[-1:])} (shared by all "
-                f"tasks), got {tuple(weights.shape)}."
-            )
-
-    if validate and preds.numel() > 0:
-        _check_values(preds, target, weights, preds_domain, target_domain, from_logits)
-    preds = preds.to(dtype)
+        check_pointwise(
+            preds,
+            target,
+            weights,
+            num_tasks,
+            preds_domain=preds_domain,
+            target_domain=target_domain,
+            from_logits=from_logits,
+        )
+    if dtype is not None and preds.dtype != dtype:
+        preds = preds.to(dtype)
     if preds.ndim == 1:
         preds = preds.unsqueeze(0)
     if target is not None:
-        target = target.to(dtype).reshape(preds.shape)
+        if dtype is not None and target.dtype != dtype:
+            target = target.to(dtype)
+        if target.shape != preds.shape:
+            target = target.reshape(preds.shape)
     if weights is not None:
-        weights = weights.to(dtype)
-        weights = weights.reshape(preds.shape if weights.numel() == preds.numel() else (1, preds.shape[-1]))
+        if dtype is not None and weights.dtype != dtype:
+            weights = weights.to(dtype)
+        if weights.ndim == 1:
+            weights = weights.unsqueeze(0)
     return preds, target, weights
 
 

@@ -4,10 +4,11 @@ The CPU path (:mod:`torchmetrics_ext.functional.auc._kernels`) walks cache-sized
 the host where tie runs end; on a GPU each such question waits for the device. Here every step is
 one whole-array operation whose sizes are known on the host, so nothing waits for the device:
 
-* :func:`_exact_curve_sums` (binary): the same packed ``int64`` keys as the CPU path
-  (``descending score key << 32 | weight bits``), one ``torch.sort`` of the ``(T, N)`` keys, then
-  :func:`_run_contributions` over the flat array with one segment per task.
-* :func:`_grouped_curve_sums`: dense group ids from one sort of the ids, one sort of
+* :func:`_exact_curve_sums` (binary, at ``compute``): one sort of the float32 scores with their
+  order (a radix sort of 4-byte keys), float64 cumulative sums of the signed weights in that
+  order, and the curve points compacted with one ``nonzero`` (``compute`` may wait once).
+* :func:`_grouped_curve_sums` (also in ``update`` with ``groups_complete_per_batch=True``, so it
+  never waits): dense group ids from one sort of the ids, one sort of
   ``(task, group) << 32 | score key``, then :func:`_run_contributions` with one segment per
   ``(task, group)``.
 
@@ -21,15 +22,12 @@ the global cumulative sums (scikit-learn's rule); ties and float64 accumulation 
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.functional.auc._kernels import _LOW, _descending_keys
-
-_LOW_WORD = 0 if sys.byteorder == "little" else 1
+from torchmetrics_ext.functional.auc._kernels import _descending_keys
 
 
 def _starts(key: Tensor, first: Tensor | None = None) -> Tensor:
@@ -61,7 +59,7 @@ def _previous_end(start: Tensor, values: Sequence[Tensor]) -> list[Tensor]:
         ends = value.new_empty(m + 2)
         ends[:1] = 0
         ends.scatter_(0, slot, value)
-        out.append(ends[run])
+        out.append(torch.index_select(ends, 0, run))
     return out
 
 
@@ -98,36 +96,64 @@ def _exact_curve_sums(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(P, N, auc_num, ap_num)`` per task, each ``(T,)`` float64, from chunks viewable as ``(n_k, T)``.
 
-    Each task's weights are scaled by a power of two that brings its total into [0.5, 1) before
-    the global cumulative sums (exact: only the exponent changes), so that one task's scale never
-    swamps another's rounding; the numerators are scaled back exactly.
+    One sort of the float32 scores (descending, with the order), the signed weights gathered in
+    that order, float64 cumulative sums, then the curve points (last element of each run of
+    equal scores) compacted with one ``nonzero``: compute may wait for the device once (``update``
+    never calls this). Each task's weights are scaled by a power of two that brings its total into
+    [0.5, 1) before the global cumulative sums (exact: only the exponent changes), so that no
+    task's scale swamps another's rounding; the numerators are scaled back exactly.
     """
-    s = torch.cat([chunk.reshape(-1, num_tasks) for chunk in scores])
+    s = torch.cat([chunk.reshape(-1, num_tasks) for chunk in scores]).to(torch.float32)
     w = torch.cat([chunk.reshape(-1, num_tasks) for chunk in signed]).to(torch.float32)
-    pos_total = w.clamp(min=0).sum(0, dtype=torch.float64)
-    neg_total = w.neg().clamp_(min=0).sum(0, dtype=torch.float64)
     n = s.shape[0]
     if n == 0:
-        return pos_total, neg_total, torch.zeros_like(pos_total), torch.zeros_like(pos_total)
-    key = _descending_keys(s).to(torch.int64) << 32
-    key |= w.view(torch.int32).to(torch.int64) & _LOW
-    del s, w
-    keys = torch.sort(key.T, dim=-1).values.reshape(-1)  # (T * N,), each task's N keys ascending
-    del key
-    _, exponent = torch.frexp(pos_total + neg_total)
-    scale = torch.ldexp(torch.ones_like(pos_total), -exponent)
-    weight = keys.view(torch.int32)[_LOW_WORD::2].view(torch.float32).view(num_tasks, n).to(torch.float64)
-    weight *= scale.unsqueeze(1)
-    weight = weight.reshape(-1)
-    task_start = torch.zeros(num_tasks, n, dtype=torch.bool, device=keys.device)
-    task_start[:, 0] = True
-    task_start = task_start.reshape(-1)
-    start = _starts(keys >> 32, task_start)
-    del keys
-    auc, ap = _run_contributions(start, task_start, weight.clamp(min=0), weight.neg().clamp_(min=0))
-    auc_num = auc.view(num_tasks, n).sum(-1) / (scale * scale)
-    ap_num = ap.view(num_tasks, n).sum(-1) / scale
-    return pos_total, neg_total, auc_num, ap_num
+        zeros = torch.zeros(num_tasks, dtype=torch.float64, device=s.device)
+        return zeros, zeros.clone(), zeros.clone(), zeros.clone()
+    if num_tasks == 1:
+        s, order = torch.sort(s.view(-1), descending=True)
+        w = w.view(-1)[order]
+    else:
+        s, order = torch.sort(s.T, dim=-1, descending=True)
+        w = torch.gather(w.T, 1, order)
+        pos_total = w.clamp(min=0).sum(-1, dtype=torch.float64)
+        neg_total = w.neg().clamp_(min=0).sum(-1, dtype=torch.float64)
+        _, exponent = torch.frexp(pos_total + neg_total)
+        w *= torch.ldexp(torch.ones_like(pos_total), -exponent).to(torch.float32)[:, None]
+        s, w = s.reshape(-1), w.reshape(-1)
+    del order
+    last = torch.empty(s.shape, dtype=torch.bool, device=s.device)
+    last[-1:] = True
+    torch.ne(s[1:], s[:-1], out=last[:-1])  # -0.0 == 0.0: one curve point
+    if num_tasks > 1:
+        last.view(num_tasks, n)[:, -1] = True
+    del s
+    cp = torch.cumsum(w.clamp(min=0), 0, dtype=torch.float64)
+    cn = torch.cumsum(w.neg_().clamp_(min=0), 0, dtype=torch.float64)
+    del w
+    ends = torch.nonzero(last).view(-1)
+    tp, fp = cp[ends], cn[ends]  # global TP / FP at each curve point
+    run_p, run_n = torch.diff(tp, prepend=tp.new_zeros(1)), torch.diff(fp, prepend=fp.new_zeros(1))
+    if num_tasks == 1:
+        pos_total, neg_total = tp[-1:], fp[-1:]
+    else:
+        row = ends // n
+        tp_end, fp_end = cp.view(num_tasks, n)[:, -1], cn.view(num_tasks, n)[:, -1]
+        off_p = torch.cat([tp_end.new_zeros(1), tp_end[:-1]])
+        off_n = torch.cat([fp_end.new_zeros(1), fp_end[:-1]])
+        tp -= off_p[row]
+        fp -= off_n[row]
+    del cp, cn
+    auc = run_n * (tp - 0.5 * run_p)
+    denom = tp + fp
+    ap = torch.where(denom > 0, run_p * tp / torch.where(denom > 0, denom, 1.0), 0.0)
+    if num_tasks == 1:
+        return pos_total, neg_total, auc.sum().view(1), ap.sum().view(1)
+    scale = torch.ldexp(torch.ones_like(pos_total), exponent)  # back to the task's own weights
+    per_task = torch.zeros(2, num_tasks * n, dtype=torch.float64, device=auc.device)
+    per_task[0].index_copy_(0, ends, auc)
+    per_task[1].index_copy_(0, ends, ap)
+    sums = per_task.view(2, num_tasks, n).sum(-1)
+    return pos_total, neg_total, sums[0] * (scale * scale), sums[1] * scale
 
 
 def _grouped_curve_sums(scores: Tensor, signed: Tensor, groups: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -58,10 +58,15 @@ def _check_bins(num_bins: object, logit_range: object) -> None:
 
 
 def _signed_weights(target: Tensor, weights: Tensor | None) -> Tensor:
-    """float32 ``+w`` for positive labels and ``-w`` for negative ones (``w = 1`` unweighted)."""
+    """A fresh float32 ``+w`` for positive labels and ``-w`` for negative ones (``w = 1`` unweighted).
+
+    ``target`` of any dtype; ``weights`` broadcastable to it.
+    """
+    positive = target > 0.5
     if weights is None:
-        return torch.where(target > 0.5, 1.0, -1.0).to(torch.float32)
-    return torch.where(target > 0.5, weights, -weights).to(torch.float32)
+        return torch.where(positive, 1.0, -1.0).to(torch.float32)
+    w = weights.to(torch.float32)
+    return torch.where(positive, w, -w)
 
 
 def _exact_curve_stats(scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks: int) -> CurveStats:
@@ -91,9 +96,20 @@ def _bin_position(preds: Tensor, num_bins: int, logit_range: tuple[float, float]
 
     Probabilities go through ``logit(p) = log(p / (1 - p))`` in float64.
     """
-    z = preds.to(torch.float64, copy=True) if from_logits else torch.log(preds / (1.0 - preds))
+    z = preds.to(torch.float64, copy=True) if from_logits else torch.logit(preds.to(torch.float64))
     lo, hi = logit_range
     return z.sub_(lo).mul_(num_bins / (hi - lo)).clamp_(0, num_bins - 1).floor_()
+
+
+_ONES: dict[torch.device, Tensor] = {}
+
+
+def _unit_weights(device: torch.device, size: int) -> Tensor:
+    """``size`` float64 ones, as a broadcast view of one cached element per device (no kernel)."""
+    one = _ONES.get(device)
+    if one is None:
+        one = _ONES[device] = torch.ones(1, dtype=torch.float64, device=device)
+    return one.expand(size)
 
 
 def _binned_accumulate(
@@ -104,7 +120,7 @@ def _binned_accumulate(
     logit_range: tuple[float, float],
     from_logits: bool,
 ) -> Tensor:
-    """Add one ``(T, N)`` batch to a float64 ``(2, T, B)`` histogram in place and return it.
+    """Add one ``(T, N)`` batch (any dtypes) to a float64 ``(2, T, B)`` histogram in place and return it.
 
     The flat index ``(y, task, bin)`` is computed exactly in float64. On the CPU path one
     ``bincount`` of the batch is added; on the device path the weights go straight into ``hist``
@@ -112,13 +128,13 @@ def _binned_accumulate(
     """
     num_tasks, num_bins = hist.shape[1], hist.shape[2]
     index = _bin_position(preds, num_bins, logit_range, from_logits)
-    index += target * float(num_tasks * num_bins)
+    index.add_(target, alpha=num_tasks * num_bins)
     if num_tasks > 1:
-        index += torch.arange(num_tasks, device=preds.device, dtype=torch.float64).unsqueeze(1) * num_bins
+        index += torch.arange(0, num_tasks * num_bins, num_bins, device=preds.device, dtype=torch.float64)[:, None]
     flat = index.to(torch.int64).reshape(-1)
-    w = None if weights is None else weights.expand(preds.shape).reshape(-1)
+    w = None if weights is None else weights.to(torch.float64).expand(preds.shape).reshape(-1)
     if on_device_path(hist):
-        hist.view(-1).index_add_(0, flat, hist.new_ones(1).expand(flat.numel()) if w is None else w)
+        hist.view(-1).index_add_(0, flat, _unit_weights(hist.device, flat.numel()) if w is None else w)
         return hist
     hist += torch.bincount(flat, weights=w, minlength=hist.numel()).view(hist.shape)
     return hist

@@ -55,7 +55,7 @@ def _format_grouped(
         target_domain="binary",
         from_logits=from_logits,
         validate=validate,
-        dtype=torch.float32,  # scores are ranked as float32, weights stored as float32
+        dtype=None,  # scores are ranked as float32 and weights stored as float32 by the kernels
     )
     if validate:
         _check_groups(groups, preds)

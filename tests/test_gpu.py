@@ -365,3 +365,23 @@ def test_cuda_references_are_gone():
     ref = weakref.ref(preds)
     del preds
     assert ref() is None
+
+
+@pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
+@pytest.mark.parametrize("name", ["auc", "gauc", "rauc", "xauc"])
+def test_state_never_aliases_the_callers_tensors(name, device_path):
+    """Inputs already of the stored dtype are copied: changing them after update changes nothing."""
+    g = torch.Generator().manual_seed(0)
+    dtype = torch.float64 if name in ("rauc", "xauc") else torch.float32
+    preds = torch.rand(60, generator=g, dtype=dtype)
+    batch = {"preds": preds, "target": (torch.rand(60, generator=g) < preds).to(dtype)}
+    if name == "gauc":
+        batch["groups"] = torch.randint(0, 5, (60,), generator=g)
+    with force_device_path(device_path):
+        metric = METRICS[name]()
+        metric.update(**batch)
+        before = metric.compute()
+        preds.mul_(0.5).add_(0.25)
+        batch["target"].fill_(1.0)
+        metric.update(**{k: v[:0] for k, v in batch.items()})  # an empty batch: compute() is not cached
+        assert torch.equal(metric.compute(), before)

@@ -38,6 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torchmetrics_ext as tmx
 from torchmetrics_ext import aggregation as agg
+from torchmetrics_ext.metrics import pointwise
 from torchmetrics_ext.utilities.device import force_device_path
 
 Batch = dict[str, torch.Tensor]
@@ -111,20 +112,8 @@ def parity_specs(n: int, num_queries: int) -> list[tuple[str, Callable[[], Any],
     binary = _only(pw, "preds", "target", "weights")
     grouped = _only(pw, "preds", "target", "groups", "weights")
     specs: list[tuple[str, Callable[[], Any], list[Batch]]] = []
-    for cls in (
-        tmx.NormalizedEntropy,
-        tmx.LogLoss,
-        tmx.Calibration,
-        tmx.CTR,
-        tmx.WeightedAverage,
-        tmx.WeightedAccuracy,
-        tmx.WeightedPrecision,
-        tmx.WeightedRecall,
-        tmx.WeightedMSE,
-        tmx.WeightedMAE,
-        tmx.WeightedRMSE,
-    ):
-        specs.append((cls.__name__, partial(cls, num_tasks=2), binary))
+    for name in pointwise.__all__:  # every pointwise metric class
+        specs.append((name, partial(getattr(tmx, name), num_tasks=2), binary))
     specs += [
         ("AUC", partial(tmx.AUC, num_tasks=2), binary),
         ("AUPRC", partial(tmx.AUPRC, num_tasks=2), binary),

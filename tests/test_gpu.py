@@ -27,6 +27,7 @@ from torchmetrics import MetricCollection
 import torchmetrics_ext as tmx
 from tests import test_auc, test_pairwise_auc, test_pointwise
 from tests.helpers import tester as H
+from torchmetrics_ext.metrics import pointwise
 from torchmetrics_ext.utilities import checks
 from torchmetrics_ext.utilities.device import force_device_path, on_device_path
 
@@ -103,19 +104,7 @@ def _batch(seed: int, num_tasks: int, n: int = 257, weighted: bool = True) -> di
     return out
 
 
-POINTWISE = [
-    tmx.NormalizedEntropy,
-    tmx.LogLoss,
-    tmx.Calibration,
-    tmx.CTR,
-    tmx.WeightedAverage,
-    tmx.WeightedAccuracy,
-    tmx.WeightedPrecision,
-    tmx.WeightedRecall,
-    tmx.WeightedMSE,
-    tmx.WeightedMAE,
-    tmx.WeightedRMSE,
-]
+POINTWISE = [getattr(tmx, name) for name in pointwise.__all__]
 AUC_FAMILY = {
     "auc": tmx.AUC,
     "auprc": tmx.AUPRC,

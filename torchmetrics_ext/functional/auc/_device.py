@@ -1,8 +1,9 @@
-r"""Device-path kernels of the exact AUC family: whole-array sorts and float64 scans, no host sync.
+r"""Device-path kernels of the exact AUC family: whole-array sorts and float64 scans.
 
 The CPU path (:mod:`torchmetrics_ext.functional.auc._kernels`) walks cache-sized blocks and asks
 the host where tie runs end; on a GPU each such question waits for the device. Here every step is
-one whole-array operation whose sizes are known on the host, so nothing waits for the device:
+one whole-array operation, and the host waits for the device at most once per ``compute`` and
+never in ``update``:
 
 * :func:`_exact_curve_sums` (binary, at ``compute``): one sort of the float32 scores with their
   order (a radix sort of 4-byte keys), float64 cumulative sums of the signed weights in that

@@ -3,14 +3,16 @@
 Data: ``--queries`` queries (default 50,000) with 5-50 candidates each (~1.4M rows), float32
 scores, graded relevance (each candidate relevant with probability 0.2, grade 1-3), rows grouped
 by query as a data loader emits them. Every library computes NDCG@10, Recall@10 and MRR@10 on
-the same rows, one thread (``torch.set_num_threads(1)``, ranx ``threads=1``).
+the same rows (ours also times F1@10 and R-precision), one thread (``torch.set_num_threads(1)``, ranx ``threads=1``).
 
 * torchmetrics_ext and TorchMetrics are fed the same flat batches of 8192 rows
   (``update(preds, target, indexes)``), then ``compute()``; we time update loop + compute.
 * pytrec_eval and ranx: building their dicts/objects and ``evaluate`` are timed separately;
   ranx is warmed up first (numba JIT), and ``evaluate`` is called once per metric.
 
-Run: ``python benchmarks/bench_ranking.py`` (about 4 minutes) or ``--quick`` (5,000 queries).
+Run: ``python benchmarks/bench_ranking.py`` (about 4 minutes) or ``--quick`` (5,000 queries);
+``--ours-only`` times torchmetrics_ext alone, for before/after comparisons of our code (copy
+this script into the other checkout's ``benchmarks/`` and run both, alternating).
 """
 
 from __future__ import annotations
@@ -69,87 +71,11 @@ def run_metric(factory: Callable[[], Any], parts: list[dict[str, torch.Tensor]],
     return metric.compute()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--queries", type=int, default=50_000)
-    parser.add_argument("--quick", action="store_true", help="5,000 queries")
-    parser.add_argument("--skip-slow", action="store_true", help="skip TorchMetrics (the slowest)")
-    parser.add_argument("--threads", type=int, default=1, help="torch and ranx threads (default 1)")
-    args = parser.parse_args()
-    global THREADS
-    THREADS = args.threads
-    num_queries = 5_000 if args.quick else args.queries
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore")
-
-    data = make_data(num_queries)
-    parts = batches(data)
-    n = data["preds"].numel()
-    print(
-        f"{num_queries} queries, {n} rows, {len(parts)} batches of {BATCH}; "
-        f"torch {torch.__version__}, {THREADS} thread(s)"
-    )
-
-    names = ("ndcg@10", "recall@10", "mrr@10")
-    ours_factories = {
-        "ndcg@10": lambda: tmx.NDCG(k=10),
-        "recall@10": lambda: tmx.RecallAtK(k=10),
-        "mrr@10": lambda: tmx.MRR(k=10),
-    }
-    ours: dict[str, tuple[float, float]] = {}
-    run_metric(ours_factories["recall@10"], parts[:5])  # warm-up
-    for name in names:
-        seconds, value = timed(lambda name=name: run_metric(ours_factories[name], parts), repeat=5)
-        ours[name] = (seconds, float(value))
-    ks = (1, 5, 10)
-    combo_s, combo = timed(
-        lambda: run_metric(lambda: tmx.RankingMetrics(ks=ks, metrics=("ndcg", "recall", "mrr")), parts),
-        repeat=5,
-    )
-    perm = torch.randperm(data["preds"].numel(), generator=torch.Generator().manual_seed(0))
-    shuffled_parts = batches({key: value[perm] for key, value in data.items()})
-    shuffled_s = {
-        name: timed(lambda name=name: run_metric(ours_factories[name], shuffled_parts), repeat=3)[0]
-        for name in ("ndcg@10", "recall@10")
-    }
-    session_s, _ = timed(lambda: run_metric(lambda: tmx.NDCG(k=10, queries_complete_per_batch=True), parts), repeat=3)
-
-    results: dict[str, dict[str, tuple[float, float]]] = {"torchmetrics_ext": ours}
-
-    def remeasure_ours() -> None:
-        """Best of the runs before and after the slow contenders (the machine is shared and noisy)."""
-        nonlocal combo_s
-        for name in names:
-            seconds, _ = timed(lambda name=name: run_metric(ours_factories[name], parts), repeat=5)
-            ours[name] = (min(seconds, ours[name][0]), ours[name][1])
-        again, _ = timed(
-            lambda: run_metric(lambda: tmx.RankingMetrics(ks=ks, metrics=("ndcg", "recall", "mrr")), parts),
-            repeat=5,
-        )
-        combo_s = min(combo_s, again)
-
-    if not args.skip_slow:
-        from torchmetrics import retrieval as R
-
-        tm_factories = {
-            "ndcg@10": (lambda: R.RetrievalNormalizedDCG(top_k=10, empty_target_action="skip"), False),
-            "recall@10": (lambda: R.RetrievalRecall(top_k=10, empty_target_action="skip"), True),
-            "mrr@10": (lambda: R.RetrievalMRR(top_k=10, empty_target_action="skip"), True),
-        }
-        tm: dict[str, tuple[float, float]] = {}
-        for name in names:
-            factory, binary = tm_factories[name]
-            metric = factory()
-            update_s, _ = timed(
-                lambda metric=metric, binary=binary: [
-                    metric.update(p["preds"], p["target"] > 0 if binary else p["target"], indexes=p["indexes"])
-                    for p in parts
-                ]
-            )
-            compute_s, value = timed(metric.compute)
-            tm[name] = (update_s + compute_s, float(value))
-        results["torchmetrics"] = tm
-
+def anchor_libraries(
+    data: dict[str, torch.Tensor], names: tuple[str, ...]
+) -> tuple[dict[str, dict[str, tuple[float, float]]], str]:
+    """pytrec_eval's and ranx's ``evaluate`` on the same rows (their object building timed apart)."""
+    results: dict[str, dict[str, tuple[float, float]]] = {}
     import pytrec_eval
 
     preds, target, idx = data["preds"].numpy(), data["target"].numpy(), data["indexes"].numpy()
@@ -190,13 +116,111 @@ def main() -> None:
         )
         ranx[name] = (seconds, float(value))
     results["ranx"] = ranx
+    note = f"(pytrec_eval dict building {build_s:.2f} s, ranx Qrels/Run building {ranx_build_s:.2f} s, not included)"
+    return results, note
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--queries", type=int, default=50_000)
+    parser.add_argument("--quick", action="store_true", help="5,000 queries")
+    parser.add_argument("--skip-slow", action="store_true", help="skip TorchMetrics (the slowest)")
+    parser.add_argument(
+        "--ours-only", action="store_true", help="time torchmetrics_ext alone (before/after comparisons of our code)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch and ranx threads (default 1)")
+    args = parser.parse_args()
+    global THREADS
+    THREADS = args.threads
+    num_queries = 5_000 if args.quick else args.queries
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+
+    data = make_data(num_queries)
+    parts = batches(data)
+    n = data["preds"].numel()
+    print(
+        f"{num_queries} queries, {n} rows, {len(parts)} batches of {BATCH}; "
+        f"torch {torch.__version__}, {THREADS} thread(s)"
+    )
+
+    names = ("ndcg@10", "recall@10", "mrr@10")
+    ours_factories = {
+        "ndcg@10": lambda: tmx.NDCG(k=10),
+        "recall@10": lambda: tmx.RecallAtK(k=10),
+        "mrr@10": lambda: tmx.MRR(k=10),
+    }
+    ours: dict[str, tuple[float, float]] = {}
+    run_metric(ours_factories["recall@10"], parts[:5])  # warm-up
+    for name in names:
+        seconds, value = timed(lambda name=name: run_metric(ours_factories[name], parts), repeat=5)
+        ours[name] = (seconds, float(value))
+    ks = (1, 5, 10)
+    combo_s, combo = timed(
+        lambda: run_metric(lambda: tmx.RankingMetrics(ks=ks, metrics=("ndcg", "recall", "mrr")), parts),
+        repeat=5,
+    )
+    perm = torch.randperm(data["preds"].numel(), generator=torch.Generator().manual_seed(0))
+    shuffled_parts = batches({key: value[perm] for key, value in data.items()})
+    shuffled_s = {
+        name: timed(lambda name=name: run_metric(ours_factories[name], shuffled_parts), repeat=3)[0]
+        for name in ("ndcg@10", "recall@10")
+    }
+    session_s, _ = timed(lambda: run_metric(lambda: tmx.NDCG(k=10, queries_complete_per_batch=True), parts), repeat=3)
+    more_factories = {"f1@10": lambda: tmx.F1AtK(k=10), "r_precision": lambda: tmx.RPrecision()}
+    if not hasattr(tmx, "F1AtK"):  # a checkout from before these metrics (before/after comparisons)
+        more_factories = {}
+    more_s = {
+        name: timed(lambda f=factory: run_metric(f, parts), repeat=3)[0] for name, factory in more_factories.items()
+    }
+
+    results: dict[str, dict[str, tuple[float, float]]] = {"torchmetrics_ext": ours}
+
+    def remeasure_ours() -> None:
+        """Best of the runs before and after the slow contenders (the machine is shared and noisy)."""
+        nonlocal combo_s
+        for name in names:
+            seconds, _ = timed(lambda name=name: run_metric(ours_factories[name], parts), repeat=5)
+            ours[name] = (min(seconds, ours[name][0]), ours[name][1])
+        again, _ = timed(
+            lambda: run_metric(lambda: tmx.RankingMetrics(ks=ks, metrics=("ndcg", "recall", "mrr")), parts),
+            repeat=5,
+        )
+        combo_s = min(combo_s, again)
+
+    if not (args.skip_slow or args.ours_only):
+        from torchmetrics import retrieval as R
+
+        tm_factories = {
+            "ndcg@10": (lambda: R.RetrievalNormalizedDCG(top_k=10, empty_target_action="skip"), False),
+            "recall@10": (lambda: R.RetrievalRecall(top_k=10, empty_target_action="skip"), True),
+            "mrr@10": (lambda: R.RetrievalMRR(top_k=10, empty_target_action="skip"), True),
+        }
+        tm: dict[str, tuple[float, float]] = {}
+        for name in names:
+            factory, binary = tm_factories[name]
+            metric = factory()
+            update_s, _ = timed(
+                lambda metric=metric, binary=binary: [
+                    metric.update(p["preds"], p["target"] > 0 if binary else p["target"], indexes=p["indexes"])
+                    for p in parts
+                ]
+            )
+            compute_s, value = timed(metric.compute)
+            tm[name] = (update_s + compute_s, float(value))
+        results["torchmetrics"] = tm
+
+    note = "(--ours-only: the other libraries were not run)"
+    if not args.ours_only:
+        anchors, note = anchor_libraries(data, names)
+        results.update(anchors)
 
     remeasure_ours()
     print(f"\n{'metric':<11}" + "".join(f"{lib:>22}" for lib in results))
     for name in names:
         row = "".join(f"{results[lib][name][0]:>13.4f}s {results[lib][name][1]:.5f}" for lib in results)
         print(f"{name:<11}{row}")
-    print(f"(pytrec_eval dict building {build_s:.2f} s, ranx Qrels/Run building {ranx_build_s:.2f} s, not included)")
+    print(note)
     print("\nspeed-up of torchmetrics_ext (other library time / ours):")
     for name in names:
         mine = ours[name][0]
@@ -210,6 +234,10 @@ def main() -> None:
     )
     print(f"  agrees with the single metrics: {all(abs(float(combo[k]) - ours[k][1]) < 1e-12 for k in names)}")
     print(f"NDCG@10 queries_complete_per_batch=True (constant memory): {session_s:.4f} s")
+    print(
+        "F1@10 (top-k merge like recall) and R-precision (cutoff |R_q| per query: the sort path): "
+        + ", ".join(f"{name} {seconds:.4f} s" for name, seconds in more_s.items())
+    )
     print(
         "rows shuffled (queries not contiguous, so the global sort path): "
         + ", ".join(f"{name} {seconds:.4f} s" for name, seconds in shuffled_s.items())

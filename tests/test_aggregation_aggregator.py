@@ -15,7 +15,9 @@ import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from torchmetrics import Metric as TorchMetric
 from torchmetrics import MetricCollection
+from torchmetrics.aggregation import MeanMetric
 
 from torchmetrics_ext.aggregation import (
     AggregationType,
@@ -349,6 +351,12 @@ BAD_BATCHES = [
     ([Metric("x", "y", 1, A.SUM), Metric("x", "y", 1, "sum")], ValueError, "aggregated as SUM.*'sum'"),
     ([Metric("x", "y", 1, [A.SUM])], TypeError, "hashable"),
     ([("alpaca", "tokens", 1, A.SUM)], TypeError, "to be a Metric"),
+    (
+        [Metric("alpaca", "tokens", 1e308, A.SUM), Metric("alpaca", "tokens", 1e308, A.SUM)],
+        ValueError,
+        "'tokens' of dataset 'alpaca' is a SUM: the batch's sum overflows float64",
+    ),
+    ([Metric("alpaca", "len", 1e200, A.DISTRIBUTION)], ValueError, "DISTRIBUTION: the batch's sum overflows"),
 ]
 
 
@@ -395,6 +403,53 @@ def test_register_handler():
     assert aggregator.get_metrics_for_logging() == {}  # nothing of the rejected batch was kept
 
 
+class Received(TorchMetric):
+    """A plain torchmetrics.Metric (no summarize/fold): records what its public ``update`` gets."""
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("n", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.received = []
+
+    def update(self, values):
+        self.received.append(values)
+        self.n += len(values)
+
+    def compute(self):
+        return self.n
+
+
+def test_registered_plain_torchmetrics_get_their_public_update():
+    """A handler that is not an AggregationMetric gets ``update`` with a float64 tensor or the categories."""
+    aggregator = MetricsAggregator()
+    aggregator.register_handler(A.MAX, Received)
+    aggregator.register_handler(A.CATEGORICAL_COUNT, Received)
+    aggregator.register_handler(A.MEAN, MeanMetric)  # TorchMetrics' own
+    batch = [Metric("d", "x", v, A.MAX) for v in (1, 2.5, np.float32(3.0))]
+    batch += [Metric("d", "c", v, A.CATEGORICAL_COUNT) for v in ("web", 3, "web")]
+    batch += [Metric("d", "m", v, A.MEAN) for v in (1.0, 2.0)]
+    aggregator.update(batch)
+    aggregator.update(batch[:1])
+    x, c, m = (aggregator.metrics[name] for name in ("m0", "m1", "m2"))
+    assert [t.dtype for t in x.received] == [torch.float64, torch.float64]
+    assert [t.tolist() for t in x.received] == [[1.0, 2.5, 3.0], [1.0]]
+    assert c.received == [["web", 3, "web"]]
+    assert (x.update_count, c.update_count, m.update_count) == (2, 1, 1)  # counted by TorchMetrics' wrapper
+    assert aggregator.get_metrics_for_logging() == {"train_d/x": 4.0, "train_d/c": 3.0, "train_d/m": 1.5}
+    before = snapshot(aggregator)
+    for bad, exc, match in (
+        ([Metric("d", "x", math.nan, A.MAX)], ValueError, "'x' of dataset 'd' is a MAX: expected a finite number"),
+        ([Metric("d", "c", 1.5, A.CATEGORICAL_COUNT)], TypeError, "CATEGORICAL_COUNT: expected str or int"),
+        ([Metric("d", "new", [1.0], A.MAX)], TypeError, "MAX: expected a finite number, got \\[1.0\\]"),
+    ):
+        with pytest.raises(exc, match=match):
+            aggregator.update([*batch, *bad])
+        assert_unchanged(aggregator, before)
+    assert [len(r) for r in (x.received, c.received)] == [2, 1]
+
+
 def test_reset_forgets_everything():
     aggregator = MetricsAggregator()
     aggregator.update([Metric("d", "x", 1, A.SUM)])
@@ -419,12 +474,14 @@ def test_state_dict_resumes_exactly():
     resumed = MetricsAggregator()
     resumed.update([Metric("stale", "x", 1, A.SUM)])  # replaced by the checkpoint
     resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    assert resumed.state_dict()["metadata"] == state["metadata"]  # update counts included
     assert resumed.get_metrics_for_logging() == original.get_metrics_for_logging()
     for batch in batches[7:]:
         original.update(batch)
         resumed.update(batch)
     assert resumed.get_metrics_for_logging() == original.get_metrics_for_logging()
     assert_matches_reference(resumed.get_metrics_for_logging(), numpy_reference(records))
+    assert resumed.state_dict()["metadata"] == original.state_dict()["metadata"]
     with pytest.raises(ValueError, match="aggregated as"):
         resumed.update([Metric(records[0].dataset_name, records[0].name, "cat", A.CATEGORICAL_COUNT)])
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import pickle
 import warnings
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -138,8 +139,8 @@ BAD = [
     ("distribution", {"value": "seq"}, TypeError, "`value`"),
     ("categorical", {"categories": torch.tensor([1.5])}, TypeError, "integer tensor"),
     ("categorical", {"categories": torch.tensor([True])}, TypeError, "integer tensor"),
-    ("categorical", {"categories": [1, 2.5]}, TypeError, "str or an int"),
-    ("categorical", {"categories": [True]}, TypeError, "str or an int"),
+    ("categorical", {"categories": [1, 2.5]}, TypeError, "str or int categories, got 2.5"),
+    ("categorical", {"categories": [True]}, TypeError, "str or int categories, got True"),
     ("categorical", {"categories": "abc"}, TypeError, "sequence"),
 ]
 
@@ -172,6 +173,78 @@ def test_nan_strategy_ignore_drops_nan():
     assert metric.compute().item() == 3.0
     with pytest.raises(ValueError, match="finite"):
         metric.update(torch.tensor([math.inf]))
+
+
+# ----------------------------------------------------------------------------- the batch protocol (summarize, fold)
+
+PLAIN = [12, 7.5, 3, True, np.float32(0.25), 4096, 7.5]  # plain values as records carry them
+PLAIN_REFERENCE = {
+    "sum": math.fsum(float(v) for v in PLAIN),
+    "mean": math.fsum(float(v) for v in PLAIN) / len(PLAIN),
+    "max": 4096.0,
+    "min": 0.25,
+}
+
+
+@pytest.mark.parametrize("cid", ["sum", "mean", "max", "min", "distribution"])
+def test_summarize_then_fold_is_an_update(cid):
+    """``fold(summarize(values))`` equals ``update(tensor of values)`` and counts as one update."""
+    by_update, by_fold = CASES[cid].metric(), CASES[cid].metric()
+    by_update.update(torch.tensor([float(v) for v in PLAIN], dtype=torch.float64))
+    before = H._state_snapshot(by_fold)
+    summary = by_fold.summarize(PLAIN)
+    H.assert_same_state(by_fold, before)  # summarizing changes nothing
+    by_fold.fold(summary)
+    assert by_fold.update_count == by_update.update_count == 1
+    H.assert_close(by_fold.compute(), by_update.compute(), 1e-12, 1e-12, cid)
+    if cid in PLAIN_REFERENCE:
+        assert by_fold.compute().item() == PLAIN_REFERENCE[cid]
+    else:
+        H.assert_close(by_fold.compute(), ref_distribution({"value": np.array(PLAIN, dtype=float)}), ALPHA, 1e-12)
+
+
+def test_categorical_summarize_then_fold_is_an_update():
+    by_update, by_fold = CategoricalCount(), CategoricalCount()
+    values = ["web", 3, "web", "3", 3, 3]
+    by_update.update(values)
+    by_fold.fold(by_fold.summarize(values))
+    assert by_fold.update_count == 1
+    assert by_fold.categories == by_update.categories == ["web", 3, "3"]
+    assert {k: v.item() for k, v in by_fold.compute().items()} == dict(Counter(values))
+
+
+def test_fold_drops_a_cached_compute():
+    metric = Sum()
+    metric.update(torch.tensor([1.0]))
+    assert metric.compute().item() == 1.0  # cached by TorchMetrics until the next update
+    metric.fold(metric.summarize([2]))
+    assert metric.compute().item() == 3.0
+
+
+SUMMARIZE_BAD = [
+    ("sum", ["ten"], TypeError, r"Expected a number, got 'ten' \(str\)"),
+    ("mean", [1.0, math.nan], ValueError, r"Expected a finite number, got nan \(float\)"),
+    ("max", [None], TypeError, r"Expected a finite number, got None"),
+    ("min", [1, math.inf], ValueError, "got inf"),
+    ("min", [torch.tensor([1.0, 2.0])], TypeError, "Expected a finite number"),
+    ("sum", [1e308, 1e308], ValueError, "overflows float64"),
+    ("distribution", [3, "x"], TypeError, "Expected a number, got 'x'"),
+    ("distribution", [1e200], ValueError, "overflows float64"),  # its square does
+    ("categorical", ["a", 2.5], TypeError, r"str or int categories, got 2.5 \(float\)"),
+    ("categorical", [False], TypeError, "str or int categories, got False"),
+]
+
+
+@pytest.mark.parametrize(
+    ("cid", "values", "exc", "match"), SUMMARIZE_BAD, ids=[f"{b[0]}-{i}" for i, b in enumerate(SUMMARIZE_BAD)]
+)
+def test_summarize_rejects_bad_values(cid, values, exc, match):
+    metric = CASES[cid].metric()
+    metric.update(**CASES[cid].make_data())
+    before = H._state_snapshot(metric)
+    with pytest.raises(exc, match=match):
+        metric.summarize(values)
+    H.assert_same_state(metric, before)
 
 
 # ----------------------------------------------------------------------------- undefined values

@@ -11,20 +11,19 @@ from __future__ import annotations
 import itertools
 import warnings
 from functools import partial
-from unittest import mock
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import torchmetrics_ext as tmx
 from tests.helpers import tester as H
 from torchmetrics_ext import functional as tmf
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
-ALL = ("ndcg", "recall", "precision", "mrr", "hit_rate", "map")
+ALL = ("ndcg", "recall", "precision", "mrr", "hit_rate", "map")  # RankingMetrics' default
+REGISTERED = (*ALL, "r_precision", "f1")  # every metric the registry holds
+NO_CUTOFF = ("r_precision",)
 
 # ----------------------------------------------------------------------------- data
 
@@ -94,10 +93,16 @@ def ref_query(scores, rels, name, k, exponential=False, adaptive=False):
     relevant = ranked > 0
     num_rel = relevant.sum()
     top = relevant[:kk]
+    depth = n if k is None else (min(k, n) if adaptive else k)  # precision's denominator
     if name == "recall":
         return top.sum() / num_rel
     if name == "precision":
-        return top.sum() / (min(k, n) if adaptive else k)
+        return top.sum() / depth
+    if name == "r_precision":  # precision at R = |relevant|
+        return relevant[:num_rel].sum() / num_rel
+    if name == "f1":  # harmonic mean of precision@k and recall@k, 0 when both are 0
+        p, r = top.sum() / depth, top.sum() / num_rel
+        return 0.0 if p + r == 0 else 2 * p * r / (p + r)
     if name == "hit_rate":
         return float(top.any())
     if name == "mrr":
@@ -156,7 +161,7 @@ def single_ref(name, k, **kw):
 
 
 def dict_ref(ks, metrics=ALL, **kw):
-    requests = [(m, k) for m in metrics for k in ks]
+    requests = [(m, k) for m in metrics for k in ((None,) if m in NO_CUTOFF else ks)]
 
     def reference(data):
         values = ref_mean(data, requests, **kw)
@@ -169,15 +174,29 @@ def with_pad(fn, value):
     return lambda data: fn({**data, "_padding_value": value})
 
 
-# ----------------------------------------------------------------------------- ranx reference (tie-free data)
+# ----------------------------------------------------------------------------- ranx reference
 
 
-def ranx_ref(metric_names, keys=None, k_map=None):
-    """Mean of ranx metrics over queries that have a relevant candidate (ranx has no weights)."""
+def break_ties(idx, preds, target):
+    """Tie-free scores that rank every query's rows by our documented rule: score desc, relevance asc."""
+    order = np.lexsort((target, -preds, idx))  # last key is primary
+    position = np.empty(len(order))
+    position[order] = np.arange(len(order))
+    return -position
+
+
+def ranx_ref(metric_names, keys=None, ties=False):
+    """Mean of ranx metrics over queries that have a relevant candidate (ranx has no weights).
+
+    ranx orders tied scores arbitrarily; with ``ties=True`` the scores are first made tie-free
+    by our tie rule (:func:`break_ties`), so ranx's definitions are compared on tied data too.
+    """
     from ranx import Qrels, Run, evaluate
 
     def reference(data):
         idx, preds, target = data["indexes"], data["preds"], data["target"]
+        if ties:
+            preds = break_ties(idx, preds, target)
         qrels, run = {}, {}
         for row, (q, s, y) in enumerate(zip(idx, preds, target, strict=False)):
             run.setdefault(str(q), {})[f"d{row}"] = float(s)
@@ -237,34 +256,29 @@ _SINGLE = [
     ("hit_rate@2", tmx.HitRate, tmf.hit_rate, "hit_rate", 2, {}),
     ("map@5", tmx.MAP, tmf.map_at_k, "map", 5, {}),
     ("map", tmx.MAP, tmf.map_at_k, "map", None, {}),
+    ("r_precision", tmx.RPrecision, tmf.r_precision, "r_precision", None, {}),
+    ("f1@3", tmx.F1AtK, tmf.f1_at_k, "f1", 3, {}),
 ]
 
 
 def _single_cases():
     out = []
-    for cid, cls, fn, name, k, kw in _SINGLE:
-        out.append(_flat(f"flat-{cid}", partial(cls, k=k, **kw), single_ref(name, k), partial(fn, k=k, **kw)))
-        out.append(
-            _flat(
-                f"flat-ties-{cid}",
-                partial(cls, k=k, **kw),
-                single_ref(name, k),
-                partial(fn, k=k, **kw),
-                ties=True,
-            )
-        )
-        out.append(
-            _padded(
-                f"padded-{cid}",
-                partial(cls, k=k, **kw),
-                single_ref(name, k),
-                partial(fn, k=k, **kw),
-                ties=True,
-            )
-        )
+    for cid, cls, fn, name, k, options in _SINGLE:
+        kw = options if name in NO_CUTOFF else {"k": k, **options}
+        out.append(_flat(f"flat-{cid}", partial(cls, **kw), single_ref(name, k), partial(fn, **kw)))
+        out.append(_flat(f"flat-ties-{cid}", partial(cls, **kw), single_ref(name, k), partial(fn, **kw), ties=True))
+        out.append(_padded(f"padded-{cid}", partial(cls, **kw), single_ref(name, k), partial(fn, **kw), ties=True))
     return out
 
 
+_EVERY_OPTION = {
+    "ks": (2, 5),
+    "metrics": REGISTERED,
+    "exponential_gain": True,
+    "adaptive_k": True,
+    "remove_single_length_sessions": True,
+    "empty_target_action": "zero",
+}
 _ALL_CASES = [
     *_single_cases(),
     _flat(
@@ -343,9 +357,41 @@ _ALL_CASES = [
         partial(tmf.recall_at_k, k=2, padding_value=-10.0),
         padding_value=-10.0,
     ),
+    _flat(
+        "flat-f1-adaptive@10-w",
+        partial(tmx.F1AtK, k=10, adaptive_k=True),
+        single_ref("f1", 10, adaptive=True),
+        partial(tmf.f1_at_k, k=10, adaptive_k=True),
+        weights=True,
+    ),
+    _flat(
+        "flat-r_precision-one-w",
+        partial(tmx.RPrecision, empty_target_action="one", remove_single_length_sessions=True),
+        single_ref("r_precision", None, action="one", remove_single=True),
+        partial(tmf.r_precision, empty_target_action="one", remove_single_length_sessions=True),
+        weights=True,
+        ties=True,
+    ),
+    _flat(
+        "flat-registry-all-w",
+        partial(tmx.RankingMetrics, ks=(1, 3, 10), metrics=REGISTERED),
+        dict_ref((1, 3, 10), metrics=REGISTERED),
+        partial(tmf.ranking_metrics, ks=(1, 3, 10), metrics=REGISTERED),
+        weights=True,
+        ties=True,
+    ),
+    # every option of ranking_metrics at once (adaptive_k and remove_single_length_sessions included)
+    _flat(
+        "flat-registry-all-options",
+        partial(tmx.RankingMetrics, **_EVERY_OPTION),
+        dict_ref((2, 5), metrics=REGISTERED, exponential=True, adaptive=True, remove_single=True, action="zero"),
+        partial(tmf.ranking_metrics, **_EVERY_OPTION),
+        ties=True,
+    ),
 ]
 
-# ranx on tie-free float64 scores, graded relevance 0..3, rows shuffled so queries span batches
+# ranx on tie-free float64 scores, graded relevance 0..3, rows shuffled so queries span batches;
+# ranx's relevance threshold (rel_lvl=1) equals ours (target > 0) on integer grades
 _RANX = [
     ("ndcg@5", tmx.NDCG, {"k": 5}),
     ("ndcg_burges@5", tmx.NDCG, {"k": 5, "exponential_gain": True}),
@@ -356,6 +402,8 @@ _RANX = [
     ("map@5", tmx.MAP, {"k": 5}),
     ("ndcg", tmx.NDCG, {}),
     ("map", tmx.MAP, {}),
+    ("r-precision", tmx.RPrecision, {}),
+    ("f1@5", tmx.F1AtK, {"k": 5}),
 ]
 _RANX_ALL_KEYS = [f"{m}@{k}" for m in ALL for k in (1, 5, 10)]
 _ALL_CASES += [_flat(f"ranx-{name}", partial(cls, **kw), ranx_ref([name])) for name, cls, kw in _RANX]
@@ -364,6 +412,24 @@ _ALL_CASES.append(
         "ranx-all",
         partial(tmx.RankingMetrics, ks=(1, 5, 10)),
         ranx_ref(_RANX_ALL_KEYS, keys=_RANX_ALL_KEYS),
+        num_queries=120,
+    )
+)
+# ranx on tied float32 scores (made tie-free by our rule for ranx), every registered metric
+_RANX_TIES = [("r-precision", tmx.RPrecision, {}), ("f1@5", tmx.F1AtK, {"k": 5}), ("f1@2", tmx.F1AtK, {"k": 2})]
+_ALL_CASES += [
+    _flat(f"ranx-ties-{name}", partial(cls, **kw), ranx_ref([name], ties=True), ties=True)
+    for name, cls, kw in _RANX_TIES
+]
+_RANX_REGISTERED_KEYS = [f"{m}@{k}" for m in (*ALL, "f1") for k in (1, 5, 10)] + ["r_precision"]
+_ALL_CASES.append(
+    _flat(
+        "ranx-ties-registry-all",
+        partial(tmx.RankingMetrics, ks=(1, 5, 10), metrics=REGISTERED),
+        ranx_ref(
+            [key.replace("_precision", "-precision") for key in _RANX_REGISTERED_KEYS], _RANX_REGISTERED_KEYS, ties=True
+        ),
+        ties=True,
         num_queries=120,
     )
 )
@@ -416,6 +482,10 @@ DDP_IDS = [
     "flat-mrr-one-w",
     "multiclass@3-ties-w",
     "ranx-all",
+    "flat-r_precision",
+    "flat-f1@3",
+    "flat-registry-all-options",
+    "ranx-ties-registry-all",
 ]
 
 
@@ -427,9 +497,16 @@ globals().update(
         __name__,
         CASES,
         forward=HARNESS_IDS,
-        dtypes=["flat-all-w", "flat-grouped-all-w", "padded-all-w", "flat-ties-ndcg@5", "multiclass@3-ties-w"],
+        dtypes=[
+            "flat-all-w",
+            "flat-grouped-all-w",
+            "flat-registry-all-w",
+            "padded-all-w",
+            "flat-ties-ndcg@5",
+            "multiclass@3-ties-w",
+        ],
         state_dict=HARNESS_IDS,
-        collection=[i for i in HARNESS_IDS if not i.startswith("flat-ties") and "@" in i],
+        collection=[i for i in HARNESS_IDS if not i.startswith("flat-ties") and ("@" in i or "r_precision" in i)],
         no_arithmetic=[i for i in HARNESS_IDS if "-all" in i],
         invariances=[i for i in HARNESS_IDS if CASES[i].weight_key is not None],
         ddp=DDP_IDS,
@@ -445,7 +522,7 @@ def _tie_free(seed=0, **kw):
 
 
 def test_pytrec_eval_agrees():
-    """trec_eval's ndcg_cut, recall, P, success, recip_rank and map_cut (linear gain, /k precision)."""
+    """trec_eval's ndcg_cut, recall, P, success, recip_rank, map_cut and Rprec (linear gain, /k precision)."""
     import pytrec_eval
 
     data = _tie_free(3)
@@ -457,13 +534,13 @@ def test_pytrec_eval_agrees():
     keep = {q for q, docs in qrel.items() if any(v > 0 for v in docs.values())}
     qrel = {q: d for q, d in qrel.items() if q in keep}
     run = {q: d for q, d in run.items() if q in keep}
-    measures = {"ndcg_cut.5,10", "recall.5", "P.5", "success.5", "recip_rank", "map_cut.10", "map"}
+    measures = {"ndcg_cut.5,10", "recall.5", "P.5", "success.5", "recip_rank", "map_cut.10", "map", "Rprec"}
     per_query = pytrec_eval.RelevanceEvaluator(qrel, measures).evaluate(run)
 
     def mean(name):
         return np.mean([values[name] for values in per_query.values()])
 
-    out = tmf.ranking_metrics(*(data[key] for key in FLAT_KEYS), ks=(5, 10, None), metrics=ALL)
+    out = tmf.ranking_metrics(*(data[key] for key in FLAT_KEYS), ks=(5, 10, None), metrics=REGISTERED)
     for ours, theirs in (
         ("ndcg@5", "ndcg_cut_5"),
         ("ndcg@10", "ndcg_cut_10"),
@@ -473,6 +550,7 @@ def test_pytrec_eval_agrees():
         ("mrr", "recip_rank"),
         ("map@10", "map_cut_10"),
         ("map", "map"),
+        ("r_precision", "Rprec"),
     ):
         np.testing.assert_allclose(out[ours].item(), mean(theirs), rtol=1e-6, err_msg=f"{ours} vs {theirs}")
 
@@ -492,10 +570,10 @@ def test_torchmetrics_agrees(k):
             target,
             tmf.ndcg(preds, target, indexes, k=k),
         ),
-        (
+        (  # recall_at_k needs a cutoff (the whole list gives 1); ranking_metrics takes None
             R.RetrievalRecall(top_k=k, empty_target_action="skip"),
             binary,
-            tmf.recall_at_k(preds, target, indexes, k=k),
+            next(iter(tmf.ranking_metrics(preds, target, indexes, ks=(k,), metrics=("recall",)).values())),
         ),
         (R.RetrievalMRR(top_k=k, empty_target_action="skip"), binary, tmf.mrr(preds, target, indexes, k=k)),
     ]
@@ -797,24 +875,6 @@ def test_weights_given_for_some_rows_only_is_an_error_at_compute():
         metric.compute()
 
 
-def test_first_hit_path_equals_sort_path():
-    """MRR/HitRate alone take the sort-free path; mixed with another metric they take the sort path."""
-    for seed, ties in ((10, False), (11, True)):
-        data = flat_data(np.random.default_rng(seed), ties=ties, weights=True)
-        args = [data[key] for key in FLAT_KEYS]
-        fast = tmf.ranking_metrics(*args, weights=data["weights"], ks=(1, 3, None), metrics=("mrr", "hit_rate"))
-        slow = tmf.ranking_metrics(
-            *args, weights=data["weights"], ks=(1, 3, None), metrics=("mrr", "hit_rate", "recall")
-        )
-        for key, value in fast.items():
-            torch.testing.assert_close(value, slow[key], rtol=1e-12, atol=1e-15)
-        for action in ("zero", "one"):
-            torch.testing.assert_close(
-                tmf.mrr(*args, k=2, empty_target_action=action),
-                tmf.ranking_metrics(*args, ks=(2,), metrics=("mrr", "ndcg"), empty_target_action=action)["mrr@2"],
-            )
-
-
 def test_rows_kept_as_given_with_mixed_dtypes():
     data = flat_data(np.random.default_rng(12))
     n = data["preds"].numel()
@@ -844,145 +904,3 @@ def test_rows_kept_as_given_with_mixed_dtypes():
         np.testing.assert_allclose(out[key].item(), value, rtol=1e-9, err_msg=key)
     for key, value in originals.items():
         assert torch.equal(second[key], value), f"user's {key} was modified"
-
-
-@pytest.fixture
-def always_merge(monkeypatch):
-    """Take the grouped top-k merge on small data too (by default it needs 1000 rows per round)."""
-    from torchmetrics_ext.functional.ranking import _topk
-
-    monkeypatch.setattr(_topk, "ROWS_PER_ROUND", 0)
-
-
-def _scores(kind, rng, n):
-    """Scores that exercise each key encoding of the top-k merge."""
-    if kind == "ties":  # many equal scores, relevant and not: the relevance-ascending tie rule
-        return torch.tensor(np.round(rng.normal(size=n), 0), dtype=torch.float32)
-    if kind == "signed-zeros":  # -0.0 and +0.0 are one score
-        values = np.where(rng.random(n) < 0.5, -0.0, 0.0)
-        values[rng.random(n) < 0.3] = 1.0
-        return torch.tensor(values, dtype=torch.float32)
-    if kind == "wide":  # logits over +-1e30 and +-inf: the keys need more than 31 bits (float64 keys)
-        values = rng.normal(size=n) * 10.0 ** rng.integers(-30, 31, size=n)
-        values[rng.random(n) < 0.05] = np.inf
-        values[rng.random(n) < 0.05] = -np.inf
-        return torch.tensor(values, dtype=torch.float32)
-    if kind == "bfloat16":  # half precision scores (many ties) are widened exactly
-        return torch.tensor(rng.random(n), dtype=torch.float32).bfloat16()
-    if kind == "float64-exact":  # float64 scores that are float32 values take the 32-bit keys
-        return torch.tensor(rng.random(n), dtype=torch.float32).double()
-    return torch.tensor(rng.random(n), dtype=torch.float32)  # probabilities: int32 keys
-
-
-@pytest.mark.parametrize("kind", ["probabilities", "ties", "signed-zeros", "wide", "bfloat16", "float64-exact"])
-@pytest.mark.usefixtures("always_merge")
-def test_grouped_topk_merge_equals_sort_path_and_reference(kind):
-    """Rows grouped by query take the top-k merge; the same rows shuffled take the sort path."""
-    from torchmetrics_ext.functional.ranking._topk import grouped_topk_values
-
-    rng = np.random.default_rng(13)
-    data = flat_data(rng, num_queries=120, max_len=40, weights=True, grouped=True)
-    data["preds"] = _scores(kind, rng, data["preds"].numel())
-    assert grouped_topk_values(data["preds"], data["target"], data["indexes"], None, [("ndcg", 3)]) is not None
-    perm = torch.randperm(data["preds"].numel(), generator=torch.Generator().manual_seed(1))
-    shuffled = {key: value[perm] for key, value in data.items()}
-    ks = (1, 3, 10, 50)
-    for kwargs in ({}, {"exponential_gain": True}):
-        fast = tmf.ranking_metrics(**data, ks=ks, **kwargs)
-        slow = tmf.ranking_metrics(**shuffled, ks=ks, **kwargs)
-        ref = dict_ref(ks, **({"exponential": True} if kwargs else {}))(H.to_numpy(data))
-        for key, value in fast.items():
-            torch.testing.assert_close(value, slow[key], rtol=1e-12, atol=1e-15)
-            np.testing.assert_allclose(value.item(), ref[key], rtol=1e-9, err_msg=key)
-    adaptive = tmf.precision_at_k(**data, k=10, adaptive_k=True)
-    np.testing.assert_allclose(
-        adaptive.item(), single_ref("precision", 10, adaptive=True)(H.to_numpy(data)), rtol=1e-12
-    )
-    # the metric class turns its own concatenated copy of the scores into keys, never the caller's
-    originals = {key: value.clone() for key, value in data.items()}
-    metric = tmx.RankingMetrics(ks=(1, 10), metrics=("recall", "ndcg"))
-    half = data["preds"].numel() // 2
-    for part in (slice(0, half), slice(half, None)):
-        metric.update(data["preds"][part], data["target"][part], data["indexes"][part], weights=data["weights"][part])
-    ref = dict_ref((1, 10), metrics=("recall", "ndcg"))(H.to_numpy(data))
-    for key, value in metric.compute().items():
-        np.testing.assert_allclose(value.item(), ref[key], rtol=1e-9, err_msg=key)
-    for key, value in originals.items():
-        assert torch.equal(data[key], value), f"caller's {key} was modified"
-
-
-@pytest.mark.usefixtures("always_merge")
-def test_grouped_topk_merge_many_grades_and_bool_target():
-    """Grades up to 40 need two packed count words for IDCG; a bool target is binary relevance."""
-    rng = np.random.default_rng(14)
-    data = flat_data(rng, num_queries=80, max_len=6, grades=41, grouped=True)
-    data["preds"] = data["preds"].float()
-    ks = (1, 2, 5)
-    for target in (data["target"], data["target"] > 0):
-        rows = {**data, "target": target}
-        fast = tmf.ranking_metrics(**rows, ks=ks)
-        ref = dict_ref(ks)(H.to_numpy({**rows, "target": target.long()}))
-        for key, value in fast.items():
-            np.testing.assert_allclose(value.item(), ref[key], rtol=1e-9, err_msg=key)
-
-
-def test_grouped_topk_path_is_taken_only_when_applicable(always_merge, monkeypatch):
-    from torchmetrics_ext.functional.ranking import _topk
-    from torchmetrics_ext.functional.ranking._topk import grouped_topk_values
-
-    data = H.to_numpy(CASES["flat-grouped-all-w"].make_data())
-    grouped = {key: torch.as_tensor(value) for key, value in data.items()}
-    args = (grouped["preds"].float(), grouped["target"].double(), grouped["indexes"], grouped["weights"])
-    assert grouped_topk_values(*args, [("ndcg", 3), ("map", 10)]) is not None
-    assert grouped_topk_values(*args, [("ndcg", None)]) is None  # whole list: the sort path
-    assert grouped_topk_values(*args, [("ndcg", _topk.MAX_K + 1)]) is None  # long lists: the sort path
-    assert grouped_topk_values(args[0].double() + 1e-12, *args[1:], [("ndcg", 3)]) is None  # float64 scores
-    shuffled = flat_data(np.random.default_rng(0))
-    assert (
-        grouped_topk_values(shuffled["preds"].float(), shuffled["target"], shuffled["indexes"], None, [("ndcg", 3)])
-        is None
-    )
-    fractional = args[1] * 0.5
-    assert grouped_topk_values(args[0], fractional, args[2], None, [("ndcg", 3)]) is None
-    monkeypatch.setattr(_topk, "ROWS_PER_ROUND", 1000)  # the default: small inputs are sorted
-    assert grouped_topk_values(*args, [("ndcg", 3)]) is None
-
-
-@settings(max_examples=80, deadline=None)
-@given(
-    sizes=st.lists(st.integers(1, 20), min_size=1, max_size=25),
-    k=st.integers(1, 25),
-    seed=st.integers(0, 2**32 - 1),
-    scores=st.sampled_from(["probabilities", "few-values", "logits"]),
-    grades=st.integers(1, 6),
-)
-def test_grouped_topk_merge_matches_sort_path_on_any_shape(sizes, k, seed, scores, grades):
-    """Per-query values of every metric at two cutoffs: the merge equals the sort path exactly."""
-    from torchmetrics_ext.functional.ranking import _topk
-    from torchmetrics_ext.functional.ranking._kernel import METRICS, query_values, rank_rows
-
-    rng = np.random.default_rng(seed)
-    n = sum(sizes)
-    indexes = torch.repeat_interleave(torch.arange(len(sizes)) * 3 + 7, torch.tensor(sizes))
-    if scores == "probabilities":
-        preds = torch.tensor(rng.random(n), dtype=torch.float32)
-    elif scores == "few-values":  # ties everywhere
-        preds = torch.tensor(rng.integers(0, 4, size=n) / 4, dtype=torch.float32)
-    else:
-        preds = torch.tensor(rng.normal(size=n) * 10, dtype=torch.float32)
-    target = torch.tensor(rng.integers(0, grades, size=n) * (rng.random(n) < 0.5))
-    weights = torch.tensor(rng.uniform(0.1, 2.0, size=n))
-    requests = [(name, cut) for name in METRICS for cut in dict.fromkeys((k, max(1, k // 2)))]
-    with mock.patch.object(_topk, "ROWS_PER_ROUND", 0):
-        fast = _topk.grouped_topk_values(preds, target, indexes, weights, requests)
-    if n < 2:
-        assert fast is None
-        return
-    assert fast is not None
-    values, num_rel, ranked = fast
-    sorted_rows = rank_rows(preds, target, indexes, weights)
-    expected, expected_rel = query_values(sorted_rows, requests)
-    torch.testing.assert_close(values, expected, rtol=1e-12, atol=1e-15)
-    torch.testing.assert_close(num_rel, expected_rel)
-    torch.testing.assert_close(ranked.size, sorted_rows.size)
-    torch.testing.assert_close(ranked.weight, sorted_rows.weight)

@@ -51,4 +51,6 @@ def test_every_class_has_a_functional_twin_or_says_why():
     # names whose twin is spelled differently are listed here explicitly
     aliases = {"NormalizedEntropy": "normalized_entropy", "MAP": "map_at_k"}
     missing = [m for m in missing if aliases.get(m) not in tmf.__all__]
+    # no function of (preds, target) to mirror: a clock-driven rate, and a wrapper of any metric
+    missing = [m for m in missing if m not in ("Throughput", "Windowed")]
     assert not missing, f"no functional twin for {missing}"

@@ -3,18 +3,21 @@
 Import as ``import torchmetrics_ext as tmx``; classes are exported flat (``tmx.NormalizedEntropy``),
 functional twins live in :mod:`torchmetrics_ext.functional`, dataset aggregation in
 :mod:`torchmetrics_ext.aggregation`. The exported names are the family modules' own ``__all__``
-lists, gathered by :mod:`torchmetrics_ext.metrics`.
+lists, gathered by :mod:`torchmetrics_ext.metrics`, and the wrappers' (:mod:`torchmetrics_ext.wrappers`).
 """
 
-from torchmetrics_ext import metrics
+from torchmetrics_ext import metrics, wrappers
 from torchmetrics_ext.metrics.auc import *  # noqa: F403
 from torchmetrics_ext.metrics.base import *  # noqa: F403
 from torchmetrics_ext.metrics.pointwise import *  # noqa: F403
 from torchmetrics_ext.metrics.ranking import *  # noqa: F403
+from torchmetrics_ext.metrics.throughput import *  # noqa: F403
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
+from torchmetrics_ext.wrappers import *  # noqa: F403
 
 __version__ = "0.1.0"
 
 __all__ = ["UndefinedMetricWarning"]
 __all__ += metrics.__all__
+__all__ += wrappers.__all__
 __all__.sort()

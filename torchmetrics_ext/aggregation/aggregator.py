@@ -6,7 +6,6 @@ import math
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable
-from itertools import chain
 from typing import Any
 
 import torch
@@ -14,30 +13,49 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torchmetrics import Metric as TorchMetric
 
-from torchmetrics_ext.aggregation.categorical import CategoricalCount
-from torchmetrics_ext.aggregation.handlers import (
-    _BUILTIN,
-    _CATEGORY_TYPES,
-    _DEFAULT_FACTORIES,
-    _FORMAT,
-    _JOINERS,
-    _SIMPLE,
-    Key,
-    MetricFactory,
-    _bad_record_message,
-    _count_update,
-    _distribution_stats,
-    _is_category,
-    _raise_bad_value,
-    _simple_stats,
-    _type_name,
-)
+from torchmetrics_ext.aggregation.base import AggregationMetric
+from torchmetrics_ext.aggregation.handlers import DEFAULT_HANDLERS, MetricFactory
+from torchmetrics_ext.aggregation.plan import Step, plan_step
 from torchmetrics_ext.aggregation.types import AggregationType, Metric
-from torchmetrics_ext.functional.distribution import _sketch_index
-from torchmetrics_ext.utilities.data import ordered_union
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
 __all__ = ["MetricsAggregator"]
+
+Key = tuple[str, str]
+_FORMAT = "torchmetrics_ext.MetricsAggregator/1"
+_FIELDS = ("dataset_name", "name", "value", "agg_type")
+# how a dict-valued metric's entries are logged: "{name}{joiner}{entry}"
+_JOINERS = {AggregationType.DISTRIBUTION: "_stat_", AggregationType.CATEGORICAL_COUNT: "_count_"}
+
+
+def _type_name(agg_type: AggregationType) -> str:
+    return agg_type.name if isinstance(agg_type, AggregationType) else repr(agg_type)
+
+
+def _bad_record_message(records: list[Any]) -> str:
+    for record in records:
+        if not all(hasattr(record, field) for field in _FIELDS):
+            return f"Expected every record to be a Metric, got {type(record).__name__}: {record!r}."
+        try:
+            hash((record.dataset_name, record.name, record.agg_type))
+        except TypeError:
+            return f"Expected hashable dataset_name, name and agg_type, got {record!r}."
+    return "Expected every record to be a Metric."
+
+
+def _conflict(key: Key, old: AggregationType, new: AggregationType) -> str:
+    return (
+        f"Metric {key[1]!r} of dataset {key[0]!r} is aggregated as {_type_name(old)}; "
+        f"it cannot also be aggregated as {_type_name(new)}. Use another metric name."
+    )
+
+
+def _rejected(key: Key, agg_type: AggregationType, err: Exception) -> TypeError | ValueError:
+    """The error of a rejected value, with the record's dataset, name and type in front of the check's message."""
+    message = str(err)
+    clause = message[:1].lower() + message[1:]
+    error = TypeError if isinstance(err, TypeError) else ValueError
+    return error(f"Metric {key[1]!r} of dataset {key[0]!r} is a {_type_name(agg_type)}: {clause}")
 
 
 class MetricsAggregator:
@@ -47,17 +65,19 @@ class MetricsAggregator:
     :class:`Sum`, :class:`Mean`, :class:`Max`, :class:`Min`, :class:`Distribution` or
     :class:`CategoricalCount` for its :class:`AggregationType`), held in the
     :class:`torch.nn.ModuleDict` ``self.metrics``. :meth:`update` groups a batch of records by
-    key and makes one tensor update per key. :meth:`get_metrics_for_logging` returns
+    key and makes one update per key through the metric's public methods (``summarize`` then
+    ``fold`` for an :class:`AggregationMetric`, ``update`` otherwise); it never touches a
+    metric's state itself. :meth:`get_metrics_for_logging` returns
     ``{f"{prefix}_{dataset}/{name}": float}``; a DISTRIBUTION expands to ``{name}_stat_mean``,
     ``_stat_min``, ``_stat_max``, ``_stat_std``, ``_stat_p05``, ``_stat_p50``, ``_stat_p95`` and a
     CATEGORICAL_COUNT to ``{name}_count_{category}``.
 
     Under ``torch.distributed`` (any backend), :meth:`get_metrics_for_logging` is a collective:
-    every rank must call it. Ranks first exchange their keys (dataset, name, type and, for
-    categorical counts, the category names; ``all_gather_object`` of keys only), create the
-    metrics they lack, align categories to the union, then sync each metric's tensors through
-    TorchMetrics. Every rank returns the same dict, whatever datasets, metrics or categories it
-    saw (including none).
+    every rank must call it. Ranks first exchange their keys (dataset, name and type;
+    ``all_gather_object`` of keys only) and create the metrics they lack, then each metric syncs
+    through TorchMetrics in the agreed order (a :class:`CategoricalCount` first agrees on the
+    union of categories itself). Every rank returns the same dict, whatever datasets, metrics or
+    categories it saw (including none).
 
     Args:
         process_group: the group to aggregate over (default: the whole world).
@@ -98,20 +118,24 @@ class MetricsAggregator:
     def __init__(self, process_group: Any | None = None) -> None:
         self.process_group = process_group
         self.metrics = nn.ModuleDict()
-        self._factories: dict[AggregationType, MetricFactory] = dict(_DEFAULT_FACTORIES)
+        self._factories: dict[AggregationType, MetricFactory] = dict(DEFAULT_HANDLERS)
         # (dataset, name) -> (aggregation type, name in self.metrics, the metric)
         self._keys: dict[Key, tuple[AggregationType, str, TorchMetric]] = {}
         self._next_id = 0
         self._device = torch.device("cpu")
+        # updates a key had when its checkpoint was loaded (TorchMetrics' load_state_dict keeps no count)
+        self._loaded_updates: dict[Key, int] = {}
 
     # ------------------------------------------------------------------ configuration
 
     def register_handler(self, agg_type: AggregationType, metric_factory: MetricFactory) -> None:
         """Use ``metric_factory()`` for new keys of ``agg_type``.
 
-        The metric's ``update`` is called once per batch and key with a float64 1-D tensor of the
-        values (a list of categories for CATEGORICAL_COUNT); ``compute`` returns a scalar tensor
-        or a dict of them (logged as ``{name}_{key}``, ``{name}_stat_{key}`` for DISTRIBUTION and
+        Once per batch and key, an :class:`AggregationMetric` (any of this package's aggregation
+        metrics, or a subclass) gets ``fold(summarize(values))`` with the records' plain values;
+        any other metric gets ``update`` with a float64 1-D tensor of the values (the list of
+        categories for CATEGORICAL_COUNT). ``compute`` returns a scalar tensor or a dict of them
+        (logged as ``{name}_{key}``, ``{name}_stat_{key}`` for DISTRIBUTION and
         ``{name}_count_{key}`` for CATEGORICAL_COUNT).
 
         Raises:
@@ -144,13 +168,15 @@ class MetricsAggregator:
         self.metrics = nn.ModuleDict()
         self._keys = {}
         self._next_id = 0
+        self._loaded_updates = {}
 
     # ------------------------------------------------------------------ update
 
     def update(self, records: Iterable[Metric]) -> None:
-        """Fold a batch of records in: one tensor update per ``(dataset, name)``.
+        """Fold a batch of records in: one update per ``(dataset, name)``.
 
-        The whole batch is validated before any of it is applied; a rejected batch changes nothing.
+        Every key's values are checked (and summarized) before any metric changes; a rejected
+        batch changes nothing, not even the set of keys.
         """
         records = records if isinstance(records, list) else list(records)
         grouped: defaultdict[tuple[str, str, AggregationType], list[Any]] = defaultdict(list)
@@ -162,107 +188,36 @@ class MetricsAggregator:
         if not grouped:
             return
         types: dict[Key, AggregationType] = {}
-        values: dict[Key, list[Any]] = {}
-        for (ds, name, agg_type), group in grouped.items():
+        for ds, name, agg_type in grouped:
             key = (ds, name)
             if key in types:
-                raise ValueError(self._conflict(key, types[key], agg_type))
+                raise ValueError(_conflict(key, types[key], agg_type))
             types[key] = agg_type
-            values[key] = group
-        plan = self._plan(values, types)
-        fresh = {key: self._make(agg_type) for key, agg_type in types.items() if key not in self._keys}
-        for key, new_metric in fresh.items():  # only once every handler succeeded
-            self._create(key, types[key], new_metric)
-        for key, kind, payload in plan:
-            metric: Any = self._keys[key][2]
-            if kind == "stats":  # built-in SUM/MEAN/MAX/MIN: one in-place op per state
-                _count_update(metric)
-                metric._add_stats(*payload)
-            elif kind == "sketch":  # built-in DISTRIBUTION: exact moments + the values' bucket index
-                stats, sketch_values = payload
-                _count_update(metric)
-                metric._accumulate(*stats, _sketch_index(sketch_values, metric.spec))
-            elif kind == "categories" and type(metric) is CategoricalCount:
-                _count_update(metric)
-                CategoricalCount.update(metric, payload)
-            else:  # a registered handler's metric: its public update
-                metric.update(payload)
+        fresh: dict[Key, TorchMetric] = {}
+        plan: list[Step] = []
+        for (ds, name, agg_type), values in grouped.items():
+            key = (ds, name)
+            metric = self._metric_for(key, agg_type, fresh)
+            try:
+                plan.append(plan_step(metric, agg_type, values, self._device))
+            except (TypeError, ValueError) as err:
+                raise _rejected(key, agg_type, err) from None
+        for key, metric in fresh.items():  # only once every key's values were accepted
+            self._register(key, types[key], metric)
+        for step in plan:
+            step.apply()
 
-    @staticmethod
-    def _conflict(key: Key, old: AggregationType, new: AggregationType) -> str:
-        return (
-            f"Metric {key[1]!r} of dataset {key[0]!r} is aggregated as {_type_name(old)}; "
-            f"it cannot also be aggregated as {_type_name(new)}. Use another metric name."
-        )
-
-    def _builtin(self, key: Key, agg_type: AggregationType) -> bool:
-        """Whether the key's metric is (or will be) the built-in metric of its type."""
+    def _metric_for(self, key: Key, agg_type: AggregationType, fresh: dict[Key, TorchMetric]) -> TorchMetric:
+        """The metric of ``key``: the registered one, or a new one (added to ``fresh``, not registered yet)."""
+        if not isinstance(agg_type, AggregationType) or agg_type not in self._factories:
+            raise ValueError(f"Metric {key[1]!r} of dataset {key[0]!r} has an unknown agg_type {agg_type!r}.")
         known = self._keys.get(key)
         if known is not None:
-            return type(known[2]) is _BUILTIN[agg_type]
-        return self._factories[agg_type] is _DEFAULT_FACTORIES[agg_type]
-
-    def _plan(self, groups: dict[Key, list[Any]], types: dict[Key, AggregationType]) -> list[tuple[Key, str, Any]]:
-        """Validate the whole batch and prepare one update per key: ``(key, kind, payload)``."""
-        plan: list[tuple[Key, str, Any]] = []
-        tensor_keys: list[Key] = []
-        for key, agg_type in types.items():
-            if not isinstance(agg_type, AggregationType) or agg_type not in self._factories:
-                raise ValueError(f"Metric {key[1]!r} of dataset {key[0]!r} has an unknown agg_type {agg_type!r}.")
-            known = self._keys.get(key)
-            if known is not None and known[0] is not agg_type:
-                raise ValueError(self._conflict(key, known[0], agg_type))
-            values = groups[key]
-            if agg_type is AggregationType.CATEGORICAL_COUNT:
-                if not set(map(type, values)) <= _CATEGORY_TYPES:
-                    for value in values:
-                        if not _is_category(value):
-                            raise TypeError(
-                                f"Metric {key[1]!r} of dataset {key[0]!r} is a CATEGORICAL_COUNT: "
-                                "expected str or "
-                                f"int categories, got {value!r} ({type(value).__name__})."
-                            )
-                plan.append((key, "categories", values))
-            elif agg_type in _SIMPLE and self._builtin(key, agg_type):
-                stats = _simple_stats(agg_type, values)
-                if stats is None:
-                    _raise_bad_value(key, agg_type, values)
-                plan.append((key, "stats", stats))
-            elif agg_type is AggregationType.DISTRIBUTION and self._builtin(key, agg_type):
-                stats = _distribution_stats(values)
-                if stats is None:
-                    _raise_bad_value(key, agg_type, values)
-                tensor_keys.append(key)
-                plan.append((key, "sketch", stats))
-            else:
-                tensor_keys.append(key)
-                plan.append((key, "tensor", None))
-        if tensor_keys:
-            flat_values = list(chain.from_iterable(groups[key] for key in tensor_keys))
-            try:
-                flat = torch.tensor(flat_values, dtype=torch.float64)
-                ok = flat.ndim == 1 and bool(torch.isfinite(flat).all())
-            except (TypeError, ValueError, RuntimeError):
-                ok = False
-            if not ok:
-                for key in tensor_keys:
-                    _raise_bad_value(key, types[key], groups[key], tensors=True)
-            tensors = dict(
-                zip(
-                    tensor_keys,
-                    flat.to(self._device).split([len(groups[k]) for k in tensor_keys]),
-                    strict=True,
-                )
-            )
-            plan = [
-                (
-                    key,
-                    kind,
-                    (payload, tensors[key]) if kind == "sketch" else tensors[key] if kind == "tensor" else payload,
-                )
-                for key, kind, payload in plan
-            ]
-        return plan
+            if known[0] is not agg_type:
+                raise ValueError(_conflict(key, known[0], agg_type))
+            return known[2]
+        metric = fresh[key] = self._make(agg_type)
+        return metric
 
     def _make(self, agg_type: AggregationType) -> TorchMetric:
         """A new metric from the handler of ``agg_type`` (not registered yet)."""
@@ -273,17 +228,15 @@ class MetricsAggregator:
             )
         if self.process_group is not None:
             metric.process_group = self.process_group
-        return metric
+        # a cached value would let this rank skip its part of a later sync that other ranks join
+        metric.compute_with_cache = False
+        return metric.to(self._device)
 
-    def _create(self, key: Key, agg_type: AggregationType, metric: TorchMetric | None = None) -> TorchMetric:
-        """Register a metric (a new one from the handler unless given) for ``key``."""
-        metric = self._make(agg_type) if metric is None else metric
+    def _register(self, key: Key, agg_type: AggregationType, metric: TorchMetric) -> None:
         name = f"m{self._next_id}"
         self._next_id += 1
-        metric = metric.to(self._device)
         self.metrics[name] = metric
         self._keys[key] = (agg_type, name, metric)
-        return metric
 
     # ------------------------------------------------------------------ logging
 
@@ -291,31 +244,25 @@ class MetricsAggregator:
         return dist.is_available() and dist.is_initialized() and dist.get_world_size(self.process_group) > 1
 
     def _agree_on_keys(self) -> None:
-        """Exchange keys (and category names) across ranks; create and align what this rank lacks."""
-        local = []
-        for (ds, name), (agg_type, _, metric) in self._keys.items():
-            cats = metric.categories if isinstance(metric, CategoricalCount) else None
-            local.append((ds, name, agg_type.value, cats))
+        """Exchange keys across ranks (no values); create what this rank lacks; order keys like the union.
+
+        Keys within a metric (the categories of a CATEGORICAL_COUNT) are the metric's own business:
+        it aligns them when it syncs.
+        """
+        local = [(ds, name, agg_type.value) for (ds, name), (agg_type, _, _) in self._keys.items()]
         gathered: list[Any] = [None] * dist.get_world_size(self.process_group)
         dist.all_gather_object(gathered, local, group=self.process_group)
         union: dict[Key, AggregationType] = {}
-        categories: dict[Key, list[list[Any]]] = {}
         for entries in gathered:
-            for ds, name, agg_value, cats in entries:
+            for ds, name, agg_value in entries:
                 key, agg_type = (ds, name), AggregationType(agg_value)
                 if key in union and union[key] is not agg_type:
-                    raise ValueError(self._conflict(key, union[key], agg_type) + " (the ranks disagree)")
+                    raise ValueError(_conflict(key, union[key], agg_type) + " (the ranks disagree)")
                 union[key] = agg_type
-                if cats is not None:
-                    categories.setdefault(key, []).append(cats)
         for key, agg_type in union.items():
             if key not in self._keys:
-                self._create(key, agg_type)
+                self._register(key, agg_type, self._make(agg_type))
         self._keys = {key: self._keys[key] for key in union}
-        for key, lists in categories.items():
-            metric = self._keys[key][2]
-            if isinstance(metric, CategoricalCount):
-                metric._align(ordered_union(lists))
 
     def get_metrics_for_logging(self, prefix: str = "train") -> dict[str, float]:
         """``{f"{prefix}_{dataset}/{name}": value}`` over everything seen on every rank.
@@ -331,7 +278,7 @@ class MetricsAggregator:
             warnings.simplefilter("ignore", UndefinedMetricWarning)
             warnings.filterwarnings("ignore", message=".*compute.*was called before.*update", category=UserWarning)
             for (ds, name), (agg_type, _, metric) in self._keys.items():
-                value = self._compute(metric, agg_type, distributed)
+                value = self._compute(metric, distributed)
                 base = f"{prefix}_{ds}/{name}"
                 if isinstance(value, dict):
                     joiner = _JOINERS.get(agg_type, "_")
@@ -347,21 +294,11 @@ class MetricsAggregator:
         return out
 
     @staticmethod
-    def _compute(metric: TorchMetric, agg_type: AggregationType, distributed: bool) -> Any:
+    def _compute(metric: TorchMetric, distributed: bool) -> Any:
         """The metric's value: synced through TorchMetrics under DDP, directly otherwise."""
-        if not distributed:
-            if type(metric) is _BUILTIN[agg_type]:
-                return type(metric).compute(metric)  # no sync to do: skip the wrapper's copies
-            return metric.compute()
-        metric._computed = None  # a cached value would skip this rank's part of the sync
-        categorical = isinstance(metric, CategoricalCount)
-        if categorical:
-            metric._keys_agreed = True  # categories were agreed on with the keys
-        try:
-            return metric.compute()
-        finally:
-            if categorical:
-                metric._keys_agreed = False
+        if not distributed and isinstance(metric, AggregationMetric):
+            return type(metric).compute(metric)  # nothing to sync: skip the wrapper's copies
+        return metric.compute()
 
     # ------------------------------------------------------------------ checkpointing
 
@@ -387,7 +324,7 @@ class MetricsAggregator:
                     "dataset_name": ds,
                     "name": name,
                     "agg_type": agg_type.value,
-                    "update_count": int(metric._update_count),
+                    "update_count": self._loaded_updates.get((ds, name), 0) + metric.update_count,
                     "states": layout,
                 }
             )
@@ -403,24 +340,23 @@ class MetricsAggregator:
         if not isinstance(metadata, dict) or metadata.get("format") != _FORMAT:
             raise ValueError(f"Expected a state dict made by MetricsAggregator.state_dict() (format {_FORMAT!r}).")
         tensors = state_dict["tensors"]
-        fresh = MetricsAggregator(self.process_group)
-        fresh._factories = self._factories
-        fresh._device = self._device
+        keys, metrics, loaded = {}, nn.ModuleDict(), {}
         for i, entry in enumerate(metadata["metrics"]):
             key, agg_type = (entry["dataset_name"], entry["name"]), AggregationType(entry["agg_type"])
-            metric = fresh._create(key, agg_type)
+            metric = self._make(agg_type)
             if set(metric.metric_state) != set(entry["states"]):
                 raise ValueError(
                     f"Checkpointed states {sorted(entry['states'])} of {key} do not match the "
-                    f"{_type_name(agg_type)} "
-                    f"handler's states {sorted(metric.metric_state)}."
+                    f"{_type_name(agg_type)} handler's states {sorted(metric.metric_state)}."
                 )
+            states: dict[str, Any] = {}
             for state, length in entry["states"].items():
                 if length is None:
-                    value: Any = tensors[f"{i}/{state}"].clone().to(self._device)
+                    states[state] = tensors[f"{i}/{state}"].clone().to(self._device)
                 else:
-                    value = [tensors[f"{i}/{state}/{j}"].clone().to(self._device) for j in range(length)]
-                setattr(metric, state, value)
-            metric._update_count = int(entry["update_count"])
-            metric._computed = None
-        self.metrics, self._keys, self._next_id = fresh.metrics, fresh._keys, fresh._next_id
+                    states[state] = [tensors[f"{i}/{state}/{j}"].clone().to(self._device) for j in range(length)]
+            metric.load_state_dict(states, strict=False)
+            metrics[f"m{i}"] = metric
+            keys[key] = (agg_type, f"m{i}", metric)
+            loaded[key] = int(entry["update_count"])
+        self.metrics, self._keys, self._next_id, self._loaded_updates = metrics, keys, len(keys), loaded

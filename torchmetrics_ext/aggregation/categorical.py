@@ -4,18 +4,26 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from torchmetrics_ext.metrics.base import TaskMetric
+from torchmetrics_ext.aggregation.base import AggregationMetric
+from torchmetrics_ext.aggregation.checks import check_categories
 from torchmetrics_ext.utilities.data import ordered_union
 
-__all__ = ["CategoricalCount", "Category"]
+__all__ = ["CategoricalCount", "Category", "CategoryBatch"]
 
 Category = str | int
+
+
+class CategoryBatch(NamedTuple):
+    """A batch's distinct categories and how many times each was seen."""
+
+    categories: list[Category]
+    counts: list[int] | Tensor
 
 
 def _encode(category: Category) -> Tensor:
@@ -28,30 +36,13 @@ def _decode(encoded: Tensor) -> Category:
     return raw[1:].decode() if raw[:1] == b"s" else int(raw[1:])
 
 
-def _check_categories(categories: object) -> None:
-    if isinstance(categories, Tensor):
-        if categories.is_floating_point() or categories.is_complex() or categories.dtype == torch.bool:
-            raise TypeError(f"Expected `categories` to be an integer tensor, got dtype {categories.dtype}.")
-        return
-    if isinstance(categories, (str, bytes)) or not isinstance(categories, Sequence):
-        raise TypeError(
-            "Expected `categories` to be a sequence of str/int categories or an integer tensor, "
-            f"got {type(categories).__name__}."
-        )
-    for item in categories:
-        if not (
-            type(item) is str or type(item) is int or (isinstance(item, (str, int)) and not isinstance(item, bool))
-        ):
-            raise TypeError(f"Expected every category to be a str or an int, got {item!r} ({type(item).__name__}).")
-
-
-class CategoricalCount(TaskMetric):
+class CategoricalCount(AggregationMetric[CategoryBatch]):
     r"""How many times each category was seen: :math:`c_k = |\{i : x_i = k\}|`.
 
     Categories are arbitrary ``str`` or ``int`` values (``1`` and ``"1"`` are different
-    categories), kept in first-seen order. Ranks may see different categories: before the count
-    tensors are summed, ranks exchange their category lists (``all_gather_object`` of the keys
-    only, never the counts) and align their counts to the union, in rank order.
+    categories), kept in first-seen order. Ranks may see different categories: when the metric
+    syncs, ranks first exchange their category lists (``all_gather_object`` of the keys only,
+    never the counts) and align their counts to the union, in rank order, then sum the counts.
 
     Args:
         validate_args: reject anything but ``str``/``int`` categories before any state changes.
@@ -74,7 +65,7 @@ class CategoricalCount(TaskMetric):
         >>> from torchmetrics_ext.aggregation import CategoricalCount
         >>> metric = CategoricalCount()
         >>> metric.update(["code", "math", "code"])
-        >>> metric.update([7])
+        >>> metric.fold(metric.summarize([7]))  # the same, in the aggregator's two steps
         >>> {k: v.item() for k, v in metric.compute().items()}
         {'code': 2.0, 'math': 1.0, 7: 1.0}
     """
@@ -92,7 +83,6 @@ class CategoricalCount(TaskMetric):
         self.add_state("category_keys", default=[], dist_reduce_fx=None)
         self._lookup: dict[Category, int] = {}
         self._lookup_of: tuple[list[Tensor] | None, int] = (None, -1)  # (key list, its length)
-        self._keys_agreed = False
 
     # ------------------------------------------------------------------ categories
 
@@ -138,31 +128,49 @@ class CategoricalCount(TaskMetric):
     # ------------------------------------------------------------------ update / compute
 
     def _validate(self, categories: Sequence[Category] | Tensor) -> None:
-        _check_categories(categories)
+        if isinstance(categories, Tensor):
+            if categories.is_floating_point() or categories.is_complex() or categories.dtype == torch.bool:
+                raise TypeError(f"Expected `categories` to be an integer tensor, got dtype {categories.dtype}.")
+            return
+        if isinstance(categories, (str, bytes)) or not isinstance(categories, Sequence):
+            raise TypeError(
+                "Expected `categories` to be a sequence of str/int categories or an integer tensor, "
+                f"got {type(categories).__name__}."
+            )
+        check_categories(categories)
 
     def update(self, categories: Sequence[Category] | Tensor) -> None:
         """Count each element of ``categories`` (a sequence of ``str``/``int`` or an integer tensor)."""
         if self._check_inputs:
             self._validate(categories)
         if isinstance(categories, Tensor):
-            keys_t, counts_t = torch.unique(categories.reshape(-1), return_counts=True)
-            keys: list[Category] = keys_t.tolist()
-            counts = counts_t.to(device=self.device, dtype=torch.float64)
+            keys, counts = torch.unique(categories.reshape(-1), return_counts=True)
+            self._fold(CategoryBatch(keys.tolist(), counts))
         else:
-            tally = Counter(categories)
-            if not tally:
-                return
-            lookup = self._add_categories(list(tally))
+            self._fold(self.summarize(categories))
+
+    def summarize(self, values: Sequence[Any]) -> CategoryBatch:
+        """The distinct categories of a batch of ``str``/``int`` values and their counts.
+
+        Raises:
+            TypeError: on a value that is not a ``str`` or an ``int`` (``bool`` and ``float`` are not).
+        """
+        check_categories(values)
+        tally = Counter(values)
+        return CategoryBatch(list(tally), list(tally.values()))
+
+    def _fold(self, summary: CategoryBatch) -> None:
+        if not summary.categories:
+            return
+        lookup = self._add_categories(summary.categories)
+        if isinstance(summary.counts, Tensor):
+            index = torch.tensor([lookup[c] for c in summary.categories], dtype=torch.long, device=self.device)
+            self.counts.index_add_(0, index, summary.counts.to(device=self.device, dtype=torch.float64))
+        else:  # one dense increment vector: a single small host-to-device copy
             increments = [0.0] * len(lookup)
-            for key, count in tally.items():
-                increments[lookup[key]] = count
+            for category, count in zip(summary.categories, summary.counts, strict=True):
+                increments[lookup[category]] = count
             self.counts.add_(torch.tensor(increments, dtype=torch.float64, device=self.device))
-            return
-        if not keys:
-            return
-        lookup = self._add_categories(keys)
-        index = torch.tensor([lookup[k] for k in keys], dtype=torch.long, device=self.device)
-        self.counts.index_add_(0, index, counts)
 
     def compute(self) -> dict[Category, Tensor]:
         """``{category: count}`` of everything seen (and synced across ranks)."""
@@ -183,10 +191,9 @@ class CategoricalCount(TaskMetric):
     def _sync_dist(self, dist_sync_fn: Callable | None = None, process_group: Any | None = None) -> None:
         """Agree on the union of categories (keys only), then sum the aligned count vectors."""
         group = process_group or self.process_group
-        if not self._keys_agreed:
-            gathered: list[Any] = [None] * dist.get_world_size(group)
-            dist.all_gather_object(gathered, self.categories, group=group)
-            self._align(ordered_union(gathered))
+        gathered: list[Any] = [None] * dist.get_world_size(group)
+        dist.all_gather_object(gathered, self.categories, group=group)
+        self._align(ordered_union(gathered))
         if dist_sync_fn is None:
             from torchmetrics.utilities.distributed import gather_all_tensors
 

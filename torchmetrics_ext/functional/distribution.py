@@ -28,13 +28,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.utilities.checks import check_tensor
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
-__all__ = ["SketchSpec", "distribution", "percentile_key"]
+__all__ = ["SketchBatch", "SketchSpec", "distribution", "percentile_key"]
 
 DEFAULT_PERCENTILES: tuple[float, ...] = (5.0, 50.0, 95.0)
 
@@ -137,14 +139,48 @@ def _add_to_sketch(bucket_counts: Tensor, index: Tensor) -> None:
     bucket_counts.index_add_(0, index, bucket_counts.new_ones(()).expand(index.numel()))
 
 
-def _distribution_update(values: Tensor, spec: SketchSpec) -> tuple[float, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Sufficient statistics of one batch: count (a float), sum, sum of squares, min, max, bucket index.
+class SketchBatch(NamedTuple):
+    """Sufficient statistics of one batch of values, ready to be folded into a sketch's states.
 
-    ``values`` is a non-empty float64 1-D tensor; the bucket index of each value goes to
-    :func:`_add_to_sketch`.
+    Attributes:
+        num_values: number of values.
+        total: their sum.
+        total_sq: the sum of their squares.
+        vmin: their minimum (``inf`` for no value).
+        vmax: their maximum (``-inf`` for no value).
+        bucket_index: the bucket index (layout order) of every value.
     """
+
+    num_values: float
+    total: Tensor | float
+    total_sq: Tensor | float
+    vmin: Tensor | float
+    vmax: Tensor | float
+    bucket_index: Tensor
+
+
+def _distribution_update(values: Tensor, spec: SketchSpec) -> SketchBatch:
+    """Sufficient statistics of one batch: ``values`` is a non-empty float64 1-D tensor."""
     vmin, vmax = torch.aminmax(values)
-    return float(values.numel()), values.sum(), values.dot(values), vmin, vmax, _sketch_index(values, spec)
+    return SketchBatch(float(values.numel()), values.sum(), values.dot(values), vmin, vmax, _sketch_index(values, spec))
+
+
+def _distribution_fold(
+    count: Tensor,
+    total: Tensor,
+    total_sq: Tensor,
+    vmin: Tensor,
+    vmax: Tensor,
+    bucket_counts: Tensor,
+    batch: SketchBatch,
+) -> None:
+    """Fold a batch's statistics into the sketch's states, in place."""
+    count.add_(batch.num_values)
+    total.add_(batch.total)
+    total_sq.add_(batch.total_sq)
+    vmin.clamp_(max=batch.vmin)
+    vmax.clamp_(min=batch.vmax)
+    _add_to_sketch(bucket_counts, batch.bucket_index)
 
 
 def _sketch_quantiles(
@@ -250,26 +286,23 @@ def distribution(
     spec = SketchSpec(relative_accuracy, min_value, max_value)
     percentiles = _check_percentiles(percentiles)
     if validate_args:
-        _check_values("values", values)
+        _check_finite("values", check_tensor("values", values))
     values = values.reshape(-1).to(torch.float64)
-    counts = torch.zeros(spec.size, dtype=torch.float64, device=values.device)
-    if values.numel() == 0:
-        inf = torch.tensor(math.inf, dtype=torch.float64, device=values.device)
-        return _distribution_compute(counts[0], counts[0], counts[0], inf, -inf, counts, percentiles, spec)
-    _, total, total_sq, vmin, vmax, index = _distribution_update(values, spec)
-    _add_to_sketch(counts, index)
-    return _distribution_compute(counts.sum(), total, total_sq, vmin, vmax, counts, percentiles, spec)
+    zero = torch.zeros((), dtype=torch.float64, device=values.device)
+    count, total, total_sq = zero, zero.clone(), zero.clone()
+    vmin, vmax = torch.full_like(zero, math.inf), torch.full_like(zero, -math.inf)
+    bucket_counts = torch.zeros(spec.size, dtype=torch.float64, device=values.device)
+    if values.numel():
+        batch = _distribution_update(values, spec)
+        _distribution_fold(count, total, total_sq, vmin, vmax, bucket_counts, batch)
+    return _distribution_compute(count, total, total_sq, vmin, vmax, bucket_counts, percentiles, spec)
 
 
-def _check_values(name: str, values: object, *, allow_nan: bool = False) -> None:
-    """``values`` is a real (non-complex) tensor of finite numbers."""
-    if not isinstance(values, Tensor):
-        raise TypeError(f"Expected `{name}` to be a torch.Tensor, got {type(values).__name__}.")
-    if values.is_complex():
-        raise TypeError(f"Expected `{name}` to be a real tensor, got dtype {values.dtype}.")
-    if values.is_floating_point() and values.numel():
-        bad = ~torch.isfinite(values)
-        if allow_nan:
-            bad &= ~torch.isnan(values)
-        if bool(bad.any()):
-            raise ValueError(f"Expected `{name}` to hold finite numbers, got NaN or inf values.")
+def _check_finite(name: str, values: Tensor, *, allow_nan: bool = False) -> None:
+    """Raise ``ValueError`` if the real tensor ``values`` holds inf (or NaN, unless ``allow_nan``)."""
+    if not values.is_floating_point() or values.numel() == 0:
+        return
+    bad = torch.isinf(values) if allow_nan else ~torch.isfinite(values)
+    if bool(bad.any()):
+        what = "inf" if allow_nan else "NaN or inf"
+        raise ValueError(f"Expected `{name}` to hold finite numbers, got {what} values.")

@@ -5,15 +5,17 @@ top-level ``torchmetrics_ext``) re-exports exactly those lists, so a new metric 
 adding it to its family's ``__all__`` alone.
 """
 
-from torchmetrics_ext.metrics import auc, base, pointwise, ranking
+from torchmetrics_ext.metrics import auc, base, pointwise, ranking, throughput
 from torchmetrics_ext.metrics.auc import *  # noqa: F403
 from torchmetrics_ext.metrics.base import *  # noqa: F403
 from torchmetrics_ext.metrics.pointwise import *  # noqa: F403
 from torchmetrics_ext.metrics.ranking import *  # noqa: F403
+from torchmetrics_ext.metrics.throughput import *  # noqa: F403
 
 __all__: list[str] = []
 __all__ += auc.__all__
 __all__ += base.__all__
 __all__ += pointwise.__all__
 __all__ += ranking.__all__
+__all__ += throughput.__all__
 __all__.sort()

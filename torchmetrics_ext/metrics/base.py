@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -121,3 +121,70 @@ class TaskMetric(Metric):
                 raise
 
         return guarded
+
+    # ------------------------------------------------------------------ samples (the unit of windows)
+
+    sample_axis: ClassVar[int] = -1
+    """Axis of the update's tensors along which samples lie: the last one for ``(N,)``/``(T, N)`` inputs.
+
+    A family whose sample is a row of a 2-D input (padded ``(Q, L)`` ranking lists, ``(N, C)``
+    class scores) sets ``0``. :class:`~torchmetrics_ext.Windowed` counts its window in these samples.
+    """
+
+    def sample_count(self, *args: Any, **kwargs: Any) -> int:
+        """Number of samples in a batch given as ``update``'s arguments (read from shapes: no host sync)."""
+        return count_samples(args, kwargs, self.sample_axis)
+
+    def newest_samples(self, n: int, *args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """``update``'s arguments cut to the batch's last ``n`` samples (views, no copy)."""
+        return newest_samples(n, args, kwargs, self.sample_axis)
+
+
+def _sample_tensors(args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[Tensor]:
+    return [value for value in (*args, *kwargs.values()) if isinstance(value, Tensor) and value.ndim > 0]
+
+
+def count_samples(args: Sequence[Any], kwargs: Mapping[str, Any], axis: int = -1) -> int:
+    """Samples in a batch: the length along ``axis`` of its first tensor argument (positional, then keyword).
+
+    Args:
+        args: positional arguments of ``update``.
+        kwargs: keyword arguments of ``update``.
+        axis: the sample axis.
+
+    Raises:
+        TypeError: if no argument is a tensor of at least one dimension.
+
+    Example:
+        >>> import torch
+        >>> count_samples((torch.zeros(3, 5),), {"weights": torch.ones(5)})
+        5
+    """
+    tensors = _sample_tensors(args, kwargs)
+    if not tensors:
+        raise TypeError("Cannot count the samples of a batch without a tensor argument of at least one dimension.")
+    return int(tensors[0].shape[axis])
+
+
+def newest_samples(
+    n: int, args: Sequence[Any], kwargs: Mapping[str, Any], axis: int = -1
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The batch cut to its last ``n`` samples: every tensor argument as long as the batch along ``axis`` is narrowed.
+
+    Other arguments (``None``, scalars, tensors of another length there) pass unchanged.
+
+    Example:
+        >>> import torch
+        >>> args, kwargs = newest_samples(2, (torch.arange(4.0),), {"weights": None})
+        >>> args, kwargs
+        ((tensor([2., 3.]),), {'weights': None})
+    """
+    total = count_samples(args, kwargs, axis)
+    start = max(total - n, 0)
+
+    def cut(value: Any) -> Any:
+        if isinstance(value, Tensor) and value.ndim > 0 and value.shape[axis] == total:
+            return value.narrow(axis % value.ndim, start, total - start)
+        return value
+
+    return tuple(cut(v) for v in args), {k: cut(v) for k, v in kwargs.items()}

@@ -1,10 +1,11 @@
 """Validation and formatting of ranking inputs (flat grouped rows or padded candidate lists).
 
-Every ranking metric and functional goes through :func:`format_ranking`. It checks the inputs
-(when ``validate`` is true) with ``TypeError``/``ValueError`` messages that name the argument,
-what arrived and what was expected, using one host synchronisation for all value checks, and
-returns flat rows ``(preds, target, indexes, weights)``: ``preds`` in their floating dtype,
-``target`` and ``weights`` as float64, ``indexes`` as int64. It never touches metric state.
+Every ranking metric and functional checks its options with :func:`_ranking_arg_validation` and
+its inputs with :func:`_ranking_format`. That checks the tensors (when ``validate`` is true) with
+``TypeError``/``ValueError`` messages that name the argument, what arrived and what was expected,
+using one host synchronisation for all value checks, and returns flat rows
+``(preds, target, indexes, weights)``: ``preds`` and ``target`` in their own dtypes, ``weights``
+as float64, ``indexes`` as int64. It never touches metric state.
 
 Two input forms:
 
@@ -23,7 +24,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.utilities.checks import check_tensor
+from torchmetrics_ext.functional.ranking._spec import Cutoff
+from torchmetrics_ext.utilities.checks import check_flag, check_tensor
 
 ACTIONS = ("skip", "zero", "one", "error")
 
@@ -37,6 +39,7 @@ class RankingRows(NamedTuple):
     weights: Tensor | None
     padded: bool
     preds_writable: bool = False  # ``preds`` is a private copy the kernels may overwrite
+    target_max: float | None = None  # the largest relevance, when the values were validated
 
 
 def _check_shape(name: str, value: Tensor | None, shape: torch.Size, device: torch.device) -> None:
@@ -48,27 +51,37 @@ def _check_shape(name: str, value: Tensor | None, shape: torch.Size, device: tor
         raise ValueError(f"Expected `{name}` on the same device as `preds` ({device}), got {value.device}.")
 
 
-def check_ranking_args(
-    k: int | None = None,
-    empty_target_action: str = "skip",
-    padding_value: float | None = None,
-    allow_none_k: bool = True,
-) -> None:
-    """Validate constructor / functional arguments shared by every ranking metric."""
+def check_cutoff(k: int | None, cutoff: Cutoff) -> None:
+    """Validate a cutoff: a positive integer, or also ``None`` (the whole list) when ``cutoff`` is ``"optional"``.
+
+    ``cutoff="none"`` (a metric without cutoff) accepts only ``None``.
+    """
+    if cutoff == "none":
+        if k is not None:
+            raise ValueError(f"Expected no cutoff `k` (the metric has none), got {k!r}.")
+        return
     if k is None:
-        if not allow_none_k:
+        if cutoff == "required":
             raise ValueError("Expected `k` to be a positive integer, got None.")
     elif not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"Expected `k` to be a positive integer{' or None' if allow_none_k else ''}, got {k!r}.")
+        raise ValueError(
+            f"Expected `k` to be a positive integer{' or None' if cutoff == 'optional' else ''}, got {k!r}."
+        )
+
+
+def _ranking_arg_validation(empty_target_action: str, padding_value: float | None, **flags: bool) -> None:
+    """Validate the options every ranking function and class shares, and bool ``flags`` by name."""
     if empty_target_action not in ACTIONS:
         raise ValueError(f"Expected `empty_target_action` to be one of {ACTIONS}, got {empty_target_action!r}.")
     if padding_value is not None and (
         not isinstance(padding_value, (int, float)) or isinstance(padding_value, bool) or math.isnan(padding_value)
     ):
         raise ValueError(f"Expected `padding_value` to be a number (not NaN) or None, got {padding_value!r}.")
+    for name, flag in flags.items():
+        check_flag(name, flag)
 
 
-def format_ranking(
+def _ranking_format(
     preds: Tensor,
     target: Tensor,
     indexes: Tensor | None = None,
@@ -77,7 +90,6 @@ def format_ranking(
     *,
     padding_value: float | None = None,
     validate: bool = True,
-    cast: bool = True,
 ) -> RankingRows:
     """Check a batch of ranking inputs and return it as flat rows.
 
@@ -90,14 +102,11 @@ def format_ranking(
         weights: optional non-negative finite query weights: ``(N,)`` rows (flat) or ``(Q,)`` (padded).
         padding_value: predictions equal to it are padding (padded input only).
         validate: run the checks; when false, only reshape and cast.
-        cast: return ``target`` as float64; when false it keeps its dtype (the metric classes
-            store rows as given and convert once at ``compute``), except that validated int64
-            relevance below ``2**31`` is narrowed to int32 (half the memory kept per row).
 
     Returns:
-        :class:`RankingRows` with 1-D ``preds`` (floating, as given), ``target`` (float64, or as
-        given), ``indexes`` (int64), ``weights`` (float64 rows or ``None``) and whether the input
-        was padded.
+        :class:`RankingRows` with 1-D ``preds`` (floating, as given), ``target`` (as given: the
+        kernels read any dtype), ``indexes`` (int64), ``weights`` (float64 rows or ``None``),
+        whether the input was padded and, when validated, the largest relevance.
 
     Raises:
         TypeError: non-tensor inputs, non-floating ``preds``, non-integer ``indexes``, non-bool ``mask``.
@@ -153,13 +162,8 @@ def format_ranking(
         if keep is not None:
             p, t, qid = p[keep], t[keep], qid[keep]
             w = None if w is None else w[keep]
-    if cast:
-        t = t.to(torch.float64)
-    if validate and p.numel() > 0:
-        top = _check_values(p, t, w)
-        if not cast and t.dtype == torch.int64 and top < 2**31:
-            t = t.to(torch.int32)
-    return RankingRows(p, t, qid, w, padded)
+    top = _check_values(p, t, w) if validate and p.numel() > 0 else None
+    return RankingRows(p, t, qid, w, padded, target_max=top)
 
 
 def _check_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> float:

@@ -1,15 +1,15 @@
-r"""The vectorised per-query ranking kernel shared by every ranking function and class.
+r"""The sort path: the vectorised per-query ranking kernel that serves every metric and input.
 
 One lexicographic sort orders all rows by (query, score descending, relevance ascending);
 a row's rank is its position minus its query's first position; every metric is then a
 segment reduction (``bincount``/``scatter_reduce``) over the rows ranked below ``k``.
 Every metric only needs the relevant rows' ranks, so after the sort the kernel keeps those
-(a fifth of the rows in typical data) and works on them alone. NDCG's ideal DCG comes from
-per-query counts of each integer grade (a second, small sort of the relevant rows only for
-other relevance values). MRR and hit rate alone skip the sort (:func:`first_hit_values`), and
-so do finite cutoffs over rows already grouped by query (a top-k merge,
-:func:`~torchmetrics_ext.functional.ranking._topk.grouped_topk_values`).
-There is no Python loop over queries.
+(a fifth of the rows in typical data) and works on them alone (:class:`SortedQueries`, which
+each metric's spec reads). NDCG's ideal DCG comes from per-query counts of each integer grade
+(a second, small sort of the relevant rows only for other relevance values). Two paths skip
+the sort when they apply (see :func:`~torchmetrics_ext.functional.ranking._update._ranking_update`):
+a top-k merge for finite cutoffs over rows grouped by query (:mod:`._topk`) and first-hit
+counting for MRR and hit rate (:mod:`._first_hit`). There is no Python loop over queries.
 
 Sorting uses integer keys so PyTorch's radix sort applies: scores become order-preserving
 integers (32 bits when every score is exactly a float32, else 64), query ids are offset to
@@ -24,12 +24,14 @@ the relevant candidates of a tie come last). The result then depends only on the
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import cached_property
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-METRICS = ("ndcg", "recall", "precision", "mrr", "hit_rate", "map")
+from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
+
 _INT_TARGET_LIMIT = 1 << 20
 
 
@@ -69,6 +71,28 @@ def _score_key(preds: Tensor) -> tuple[Tensor, int]:
     return ordered.neg_().add_((1 << 31) - 1), 32
 
 
+def integer_relevance(target: Tensor, limit: int, dtype: torch.dtype = torch.int64) -> tuple[Tensor, int] | None:
+    """``(relevance as integers, largest value)`` when every value is an integer in ``[0, limit]``, else ``None``.
+
+    Read before any ranking, with one host synchronisation (none for bool). Bool relevance is
+    viewed as uint8 (no copy; its largest value is taken as 1); integer dtypes are returned as
+    they are (no copy); floating relevance is converted to ``dtype`` when it is integer-valued.
+    ``target`` is validated ``>= 0`` and non-empty.
+    """
+    if target.dtype == torch.bool:
+        return target.view(torch.uint8), 1
+    if not target.is_floating_point():
+        top = int(target.max())
+        return (target, top) if top <= limit else None
+    top_value = float(target.max())
+    if top_value > limit:
+        return None
+    as_int = target.to(dtype)
+    if not bool(torch.equal(as_int.to(target.dtype), target)):
+        return None
+    return as_int, int(top_value)
+
+
 def _target_key(target: Tensor) -> tuple[Tensor, int, Tensor | None]:
     """Dense non-negative integer key of the relevance (ascending), its bit width, and the value table.
 
@@ -78,17 +102,10 @@ def _target_key(target: Tensor) -> tuple[Tensor, int, Tensor | None]:
     """
     if target.numel() == 0:
         return target.to(torch.int64), 1, None
-    if target.dtype == torch.bool:
-        return target.view(torch.uint8), 1, None
-    if not target.is_floating_point():
-        tmax_int = int(target.max())
-        if tmax_int < _INT_TARGET_LIMIT:
-            return target, _bits(tmax_int), None
-    else:
-        tmax = float(target.max())
-        as_int = target.to(torch.int64)
-        if tmax < _INT_TARGET_LIMIT and bool(torch.equal(as_int.to(target.dtype), target)):
-            return as_int, _bits(int(tmax)), None
+    integer = integer_relevance(target, _INT_TARGET_LIMIT - 1)
+    if integer is not None:
+        key, top = integer
+        return key, _bits(top), None
     values, inverse = torch.unique(target.to(torch.float64), sorted=True, return_inverse=True)
     return inverse.to(torch.int64), _bits(values.numel() - 1), values
 
@@ -221,14 +238,13 @@ def ideal_dcg_from_counts(counts: Tensor, longest: int, exponential: bool) -> Ca
 
 def _ideal_dcg_by_counts(ranked: Ranked, exponential: bool) -> Callable[[int | None], Tensor] | None:
     """:func:`ideal_dcg_from_counts` over the relevant rows (``None`` unless grades are small integers)."""
-    target = ranked.rel_target
-    if target.numel() == 0:
+    if ranked.rel_target.numel() == 0:
         return None
-    top = float(target.max())
-    grades = target.to(torch.int64)
-    if top > _MAX_COUNTED_GRADES or not bool(torch.equal(grades.to(torch.float64), target)):
+    integer = integer_relevance(ranked.rel_target, _MAX_COUNTED_GRADES)
+    if integer is None:
         return None
-    levels = int(top) + 1
+    grades, top = integer
+    levels = top + 1
     counts = torch.zeros(ranked.num_groups * levels, dtype=torch.int64, device=grades.device)
     counts.scatter_add_(0, ranked.rel_group * levels + grades, torch.ones_like(grades))
     return ideal_dcg_from_counts(counts.reshape(ranked.num_groups, levels), int(ranked.size.max()), exponential)
@@ -240,164 +256,106 @@ def _first_relevant_offsets(rel_group: Tensor) -> Tensor:
     return torch.arange(rel_group.numel(), device=rel_group.device) - starts[run]
 
 
-def query_values(
-    ranked: Ranked,
-    requests: Sequence[tuple[str, int | None]],
-    exponential_gain: bool = False,
-    adaptive_k: bool = False,
-) -> tuple[Tensor, Tensor]:
-    """Per-query values of each ``(metric, k)`` request; ``k=None`` is the whole list.
+class QueryStats:
+    """What every path knows of each query: relevant candidates, size, hits in the top ``k``, options.
+
+    The hit-count metrics (recall, precision, hit rate, F1) read only these, so one value
+    function serves the sort path (:class:`SortedQueries`) and the top-k merge
+    (:class:`~torchmetrics_ext.functional.ranking._topk.TopQueries`).
+    """
+
+    def __init__(self, num_rel: Tensor, size: Tensor, options: RankingOptions) -> None:
+        self.num_rel = num_rel  # (G,) float64 relevant candidates of each query
+        self.safe_rel = num_rel.clamp_min(1.0)  # the same, 1 for queries without any (their value is replaced)
+        self.size = size  # (G,) float64 candidates of each query
+        self.options = options
+        self._hits: dict[int | None, Tensor] = {}
+
+    def hits(self, k: int | None) -> Tensor:
+        """``(G,)`` float64 relevant candidates in each query's top ``k`` (``None``: all), counted once per ``k``."""
+        if k not in self._hits:
+            self._hits[k] = self._count_hits(k)
+        return self._hits[k]
+
+    def _count_hits(self, k: int | None) -> Tensor:
+        raise NotImplementedError
+
+    def precision_denominator(self, k: int | None) -> Tensor:
+        """``k`` (``min(k, n_q)`` with ``adaptive_k``; ``n_q`` for the whole list) per query, float64."""
+        if k is None:
+            return self.size
+        return self.size.clamp_max(k) if self.options.adaptive_k else torch.full_like(self.size, k)
+
+
+class SortedQueries(QueryStats):
+    """The sort path's view of each query: its relevant rows' ranks, and reductions over them.
+
+    ``group`` and ``pos`` are the query number and 0-based rank of each relevant row (query order,
+    then rank order); the reductions a metric asks for are computed on first use.
+    """
+
+    def __init__(self, ranked: Ranked, options: RankingOptions) -> None:
+        self.ranked = ranked
+        self.group, self.pos = ranked.rel_group, ranked.rel_pos
+        self.num_groups = ranked.num_groups
+        self._in_k: dict[int, Tensor] = {}
+        super().__init__(self.sum(), ranked.size.to(torch.float64), options)
+
+    def in_k(self, k: int | None) -> Tensor | None:
+        """Which relevant rows rank in the top ``k`` (``None``: all of them)."""
+        if k is None:
+            return None
+        if k not in self._in_k:
+            self._in_k[k] = self.pos < k
+        return self._in_k[k]
+
+    def sum(self, values: Tensor | None = None, keep: Tensor | None = None) -> Tensor:
+        """``(G,)`` float64 per-query sum of ``values`` (or count) over the relevant rows ``keep`` (or all)."""
+        if keep is not None:
+            idx = self.group[keep]
+            weights = None if values is None else values[keep]
+            return torch.bincount(idx, weights=weights, minlength=self.num_groups).to(torch.float64)
+        return torch.bincount(self.group, weights=values, minlength=self.num_groups).to(torch.float64)
+
+    def _count_hits(self, k: int | None) -> Tensor:
+        return self.sum(None, self.in_k(k))
+
+    @cached_property
+    def within(self) -> Tensor:
+        """Index of each relevant row among its query's relevant rows (0 for the first)."""
+        return _first_relevant_offsets(self.group)
+
+    @cached_property
+    def gain_discount(self) -> Tensor:
+        """``g(y) / log2(rank + 1)`` of each relevant row (NDCG's DCG terms)."""
+        return gain(self.ranked.rel_target, self.options.exponential_gain) * discount(self.pos)
+
+    @cached_property
+    def ideal_dcg(self) -> Callable[[int | None], Tensor]:
+        """``k -> (G,)`` IDCG@k: from grade counts for small integer grades, else from a small sort."""
+        by_counts = _ideal_dcg_by_counts(self.ranked, self.options.exponential_gain)
+        if by_counts is not None:
+            return by_counts
+        group, pos, value = _ideal(self.ranked, self.options.exponential_gain)
+
+        def idcg(k: int | None) -> Tensor:
+            return torch.bincount(
+                group, weights=value if k is None else torch.where(pos < k, value, 0.0), minlength=self.num_groups
+            )
+
+        return idcg
+
+
+def sorted_values(ranked: Ranked, requests: Sequence[Request], options: RankingOptions) -> tuple[Tensor, Tensor]:
+    """Per-query values of each ``(spec, k)`` request on the sort path; ``k=None`` is the whole list.
 
     Returns:
         ``(values, num_relevant)``: ``values`` is ``(G, len(requests))`` float64 (entries of
         queries without relevant rows are 0 and replaced by the caller's policy);
         ``num_relevant`` is ``(G,)``.
     """
-    g = ranked.num_groups
-    dev = ranked.rel_pos.device
-    group, pos = ranked.rel_group, ranked.rel_pos
-
-    def seg_sum(values: Tensor | None, keep: Tensor | None = None) -> Tensor:
-        if keep is not None:
-            idx = group[keep]
-            return torch.bincount(idx, weights=None if values is None else values[keep], minlength=g).to(torch.float64)
-        return torch.bincount(group, weights=values, minlength=g).to(torch.float64)
-
-    num_rel = seg_sum(None)
-    safe_rel = num_rel.clamp_min(1.0)
-    size = ranked.size.to(torch.float64)
-    names = {name for name, _ in requests}
-    within = _first_relevant_offsets(group) if names & {"mrr", "map"} else pos
-    if "ndcg" in names:
-        gain_disc = gain(ranked.rel_target, exponential_gain) * discount(pos)
-        ideal_by_counts = _ideal_dcg_by_counts(ranked, exponential_gain)
-        if ideal_by_counts is None:
-            igroup, ipos, ivalue = _ideal(ranked, exponential_gain)
-    columns = []
-    for name, k in requests:
-        in_k = None if k is None else pos < k
-        if name in ("recall", "precision", "hit_rate"):
-            hits = seg_sum(None, in_k)
-            if name == "recall":
-                col = hits / safe_rel
-            elif name == "hit_rate":
-                col = (hits > 0).to(torch.float64)
-            else:
-                denom = size if k is None else (size.clamp_max(k) if adaptive_k else torch.full_like(size, k))
-                col = hits / denom
-        elif name == "mrr":
-            first = within == 0
-            keep = first if in_k is None else first & in_k
-            col = torch.zeros(g, dtype=torch.float64, device=dev)
-            col[group[keep]] = 1.0 / (pos[keep] + 1).to(torch.float64)
-        elif name == "map":
-            precision = (within + 1).to(torch.float64) / (pos + 1).to(torch.float64)
-            col = seg_sum(precision, in_k) / safe_rel
-        elif name == "ndcg":
-            dcg = seg_sum(gain_disc, in_k)
-            if ideal_by_counts is not None:
-                idcg = ideal_by_counts(k)
-            else:
-                idcg = torch.bincount(
-                    igroup, weights=ivalue if k is None else torch.where(ipos < k, ivalue, 0.0), minlength=g
-                )
-            col = dcg / torch.where(idcg > 0, idcg, 1.0)
-        else:  # pragma: no cover - requests are validated by the callers
-            raise ValueError(f"Unknown ranking metric {name!r}; expected one of {METRICS}.")
-        columns.append(col)
-    values = torch.stack(columns, 1) if columns else torch.zeros(g, 0, dtype=torch.float64, device=dev)
-    return values, num_rel
-
-
-FIRST_HIT_METRICS = frozenset({"mrr", "hit_rate"})
-
-
-def first_hit_values(
-    preds: Tensor,
-    target: Tensor,
-    indexes: Tensor,
-    weights: Tensor | None,
-    requests: Sequence[tuple[str, int | None]],
-) -> tuple[Tensor, Tensor, Ranked] | None:
-    """Sort-free MRR and hit rate: they only need the rank of each query's first relevant row.
-
-    Under the tie rule (score descending, relevance ascending) a query's first relevant row
-    has the query's best relevant score ``b``, and the rows ranked before it are those scored
-    above ``b`` plus the non-relevant rows scored exactly ``b``. So one segment max, one
-    gather and one count give its rank, comparing the scores themselves (exact for any float,
-    ``±inf`` included). Used when every request is MRR or hit rate and query ids are dense
-    enough to index a table (range <= 4 N + 1024); returns ``None`` otherwise (the sort path
-    runs). The values equal the sort path's.
-    """
-    n = preds.numel()
-    qmin, qmax = torch.aminmax(indexes)
-    qmin_value = int(qmin)
-    span = int(qmax) - qmin_value + 1
-    if span > 4 * n + 1024:
-        return None
-    qkey = indexes - qmin_value if qmin_value != 0 else indexes
-    relevant = target > 0
-    if preds.dtype in (torch.float16, torch.bfloat16):
-        preds = preds.float()  # exact; scatter_reduce and comparisons in a native precision
-    size = torch.bincount(qkey, minlength=span)
-
-    def count(mask: Tensor) -> Tensor:
-        """Per-query count of a row mask (``scatter_add_`` is ~3x faster than a masked ``bincount``)."""
-        zeros = torch.zeros(span, dtype=torch.int64, device=preds.device)
-        return zeros.scatter_add_(0, qkey, mask.to(torch.int64))
-
-    num_rel = count(relevant)
-    lowest = torch.tensor(-float("inf"), dtype=preds.dtype, device=preds.device)
-    best = torch.full((span,), -float("inf"), dtype=preds.dtype, device=preds.device)
-    best.scatter_reduce_(0, qkey, torch.where(relevant, preds, lowest), "amax")
-    best_of_row = best[qkey]
-    before = preds > best_of_row
-    before |= (preds == best_of_row) & ~relevant
-    ahead = count(before)
-    present = torch.nonzero(size).reshape(-1)
-    weight = None
-    if weights is not None:
-        weight = torch.zeros(span, dtype=torch.float64, device=preds.device)
-        weight = weight.scatter_reduce_(0, qkey, weights, "amax")[present]
-    ahead, size, num_rel = ahead[present], size[present], num_rel[present]
-    has_rel = num_rel > 0
-    columns = []
-    for name, k in requests:
-        hit = has_rel if k is None else has_rel & (ahead < k)
-        if name == "mrr":
-            columns.append(torch.where(hit, 1.0 / (ahead + 1).to(torch.float64), 0.0))
-        else:
-            columns.append(hit.to(torch.float64))
-    empty = torch.empty(0, dtype=torch.int64, device=preds.device)
-    ranked = Ranked(empty, empty, empty.to(torch.float64), size, weight, int(present.numel()))
-    return torch.stack(columns, 1), num_rel.to(torch.float64), ranked
-
-
-def reduce_queries(
-    values: Tensor,
-    num_rel: Tensor,
-    ranked: Ranked,
-    empty_target_action: str,
-    remove_single_length_sessions: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Apply the empty-query policy and weights: ``(sum w·v per request, sum w, number of queries)``."""
-    empty = num_rel == 0
-    include = torch.ones_like(empty)
-    if remove_single_length_sessions:
-        include = include & (ranked.size > 1)
-    if empty_target_action == "error" and bool((empty & include).any()):
-        bad = int(torch.nonzero(empty & include)[0, 0])
-        raise ValueError(
-            f"A query has no relevant candidate (target > 0) and `empty_target_action='error'` "
-            f"(query number {bad} of {ranked.num_groups} in sorted id order)."
-        )
-    if empty_target_action == "skip":
-        include = include & ~empty
-    elif empty_target_action in ("zero", "one"):
-        fill = 0.0 if empty_target_action == "zero" else 1.0
-        values = torch.where(empty.unsqueeze(1), fill, values)
-    w = include.to(torch.float64)
-    if ranked.weight is not None:
-        w = w * ranked.weight
-    value_sum = (values * w.unsqueeze(1)).sum(0)
-    return value_sum, w.sum(), include.sum().to(torch.float64)
+    queries = SortedQueries(ranked, options)
+    columns = [spec.sort_value(queries, k) for spec, k in requests]
+    if not columns:
+        return torch.zeros(ranked.num_groups, 0, dtype=torch.float64, device=ranked.size.device), queries.num_rel
+    return torch.stack(columns, 1), queries.num_rel

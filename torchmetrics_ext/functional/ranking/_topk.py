@@ -16,16 +16,17 @@ global sort is necessary:
    ``new[a] = min(top[a], max(top[a - 1], v))`` (``top[-1] = -inf``), written into a second
    copy of the matrix (the copies alternate; a query's lists end in the copy of its last round).
 3. After the longest query's rounds, column ``q`` holds query ``q``'s ``k`` best keys in rank
-   order; relevance counts (and grade counts for NDCG's ideal DCG) were accumulated in the
-   same rounds. Each metric is then a reduction over the ``(k, queries)`` matrix.
+   order; relevance counts (and grade counts for NDCG's ideal DCG, when a spec sets
+   ``counts_grades``) were accumulated in the same rounds. Each metric's ``topk_value`` is then
+   a reduction over the ``(k, queries)`` matrix (:class:`TopQueries`).
 
 The work is ``O(k)`` elementwise operations per row (no padding: round ``j`` touches only the
 queries that are longer than ``j``) and the Python loop runs over candidate positions, each
 step covering every query at once; there is no loop over queries or rows.
 :func:`grouped_topk_values` returns ``None`` (and the caller sorts) when this does not apply
-or would not pay: unsorted ids, a ``None`` cutoff, a cutoff above :data:`MAX_K`, very long
-queries compared to the number of rows, scores that are not float32-exact, or relevance that
-is not a small integer.
+or would not pay: a metric without a ``topk_value`` (R-precision), unsorted ids, a ``None``
+cutoff, a cutoff above :data:`MAX_K`, very long queries compared to the number of rows, scores
+that are not float32-exact, or relevance that is not a small integer.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.functional.ranking._kernel import Ranked, discount, gain, ideal_dcg_from_counts
+from torchmetrics_ext.functional.ranking._kernel import QueryStats, Ranked, ideal_dcg_from_counts, integer_relevance
+from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
 
 MAX_K = 64  # largest cutoff merged (the work grows with k); larger cutoffs sort
 MAX_GRADE = 64  # largest integer relevance grade kept in the keys' low bits
@@ -48,19 +50,6 @@ _PAD_FLOAT64 = float(1 << 52)  # above every float64 key (< 2**40), a multiple o
 def _bounds(dtype: torch.dtype) -> tuple[float, float]:
     """Key values below and above every key of ``dtype`` (the pad's grade bits are zero)."""
     return (-float(1 << 31), float(_PAD_INT32)) if dtype == torch.int32 else (-_PAD_FLOAT64, _PAD_FLOAT64)
-
-
-def _grades(target: Tensor) -> tuple[Tensor, int] | None:
-    """``(int32 grades, largest grade)`` for integer relevance in ``[0, MAX_GRADE]``, else ``None``."""
-    if target.dtype == torch.bool:
-        return target.to(torch.int32), int(bool(target.any()))
-    top = float(target.max())
-    if top > MAX_GRADE:
-        return None
-    grades = target.to(torch.int32)
-    if target.is_floating_point() and not bool(torch.equal(grades.to(target.dtype), target)):
-        return None
-    return grades, int(top)
 
 
 def _rank_keys(preds: Tensor, grades: Tensor, grade_bits: int, writable: bool = False) -> Tensor | None:
@@ -187,50 +176,44 @@ def _merge_topk(
     return top, num_rel, grade_counts, weight
 
 
-def _columns(
-    requests: Sequence[tuple[str, int]],
-    top: Tensor,
-    grade_mask: int,
-    num_rel: Tensor,
-    size: Tensor,
-    ideal: Callable[[int | None], Tensor] | None,
-    exponential_gain: bool,
-    adaptive_k: bool,
-) -> Tensor:
-    """Each request's per-query value from the ``(k, G)`` matrix of best keys (rank order; overwritten)."""
-    kmax = top.shape[0]
-    dev = top.device
-    if top.dtype == torch.int32:
-        grade = top.bitwise_and_(grade_mask)  # the keys are not needed any more; the pad's grade bits are zero
-    else:
-        grade = torch.remainder(top, grade_mask + 1).to(torch.int32)
-    relevant = grade > 0
-    safe_rel = num_rel.clamp_min(1).to(torch.float64)
-    sizes = size.to(torch.float64)
-    ranks = torch.arange(1, kmax + 1, device=dev, dtype=torch.float64).unsqueeze(1)
-    columns = []
-    for name, k in requests:
-        rel = relevant[: min(k, kmax)]
-        if name in ("recall", "precision", "hit_rate"):
-            hits = rel.sum(0, dtype=torch.int32).to(torch.float64)
-            if name == "recall":
-                col = hits / safe_rel
-            elif name == "hit_rate":
-                col = (hits > 0).to(torch.float64)
-            else:
-                col = hits / (sizes.clamp_max(k) if adaptive_k else torch.full_like(sizes, k))
-        elif name == "mrr":  # the largest 1 / rank among relevant entries (argmax over dim 0 is slow)
-            col = (rel / ranks[: rel.shape[0]]).amax(0)
-        elif name == "map":
-            precision = torch.cumsum(rel, 0, dtype=torch.int32).to(torch.float64) / ranks[: rel.shape[0]]
-            col = (precision * rel).sum(0) / safe_rel
+class TopQueries(QueryStats):
+    """The top-k merge's view of each query: the grades of its ``k`` best rows in rank order.
+
+    ``grade`` and ``relevant`` are ``(k, G)`` (queries in the merge's order, longest first;
+    missing entries are grade 0); ``ranks`` is the ``(k, 1)`` column of ranks ``1..k``.
+    """
+
+    def __init__(
+        self,
+        top: Tensor,
+        grade_mask: int,
+        num_rel: Tensor,
+        size: Tensor,
+        ideal: Callable[[int | None], Tensor] | None,
+        options: RankingOptions,
+    ) -> None:
+        if top.dtype == torch.int32:
+            self.grade = top.bitwise_and_(grade_mask)  # the keys are not needed any more; the pad's grade bits are zero
         else:
-            gains = gain(grade[: rel.shape[0]].to(torch.float64), exponential_gain)
-            dcg = (gains * discount(torch.arange(rel.shape[0], device=dev)).unsqueeze(1)).sum(0)
-            best = ideal(k)  # type: ignore[misc]  # set whenever NDCG is requested
-            col = dcg / torch.where(best > 0, best, 1.0)
-        columns.append(col)
-    return torch.stack(columns, 1)
+            self.grade = torch.remainder(top, grade_mask + 1).to(torch.int32)
+        self.relevant = self.grade > 0
+        kmax = top.shape[0]
+        self.ranks = torch.arange(1, kmax + 1, device=top.device, dtype=torch.float64).unsqueeze(1)
+        self._ideal = ideal
+        super().__init__(num_rel.to(torch.float64), size.to(torch.float64), options)
+
+    def top(self, k: int) -> Tensor:
+        """``(min(k, kmax), G)`` bool: which of each query's best ``k`` rows are relevant."""
+        return self.relevant[: min(k, self.relevant.shape[0])]
+
+    def _count_hits(self, k: int | None) -> Tensor:
+        return self.top(self.relevant.shape[0] if k is None else k).sum(0, dtype=torch.int32).to(torch.float64)
+
+    def ideal_dcg(self, k: int) -> Tensor:
+        """``(G,)`` IDCG@k from the grade counts (the merge counts grades when a spec asks for it)."""
+        if self._ideal is None:
+            raise RuntimeError("the top-k merge did not count grades: set `counts_grades` in the metric's spec")
+        return self._ideal(k)
 
 
 def _by_id(values: Tensor, order: Tensor) -> Tensor:
@@ -245,20 +228,20 @@ def grouped_topk_values(
     target: Tensor,
     indexes: Tensor,
     weights: Tensor | None,
-    requests: Sequence[tuple[str, int | None]],
-    exponential_gain: bool = False,
-    adaptive_k: bool = False,
+    requests: Sequence[Request],
+    options: RankingOptions,
     preds_writable: bool = False,
 ) -> tuple[Tensor, Tensor, Ranked] | None:
     """Per-query values of finite-cutoff requests for rows grouped by query, or ``None``.
 
+    Applies when every request has a cutoff ``k <= MAX_K`` and a spec with a ``topk_value``.
     Returns ``(values (G, len(requests)), num_relevant (G,), ranked)`` like the sort path
     (queries in id order; ``ranked`` carries only sizes and weights), with the same values.
     ``preds_writable``: ``preds`` is a private copy that may be overwritten (and then is).
     """
     n = preds.numel()
-    cutoffs = [(name, k) for name, k in requests if k is not None]
-    if n < 2 or not cutoffs or len(cutoffs) < len(requests) or any(k > MAX_K for _, k in cutoffs):
+    value_fns = [fn for spec, k in requests if (fn := spec.topk_value) is not None and k is not None and k <= MAX_K]
+    if n < 2 or not value_fns or len(value_fns) < len(requests):
         return None
     sample = indexes[:: max(n // 4096, 1)]
     if not bool((sample[1:] >= sample[:-1]).all()):
@@ -269,29 +252,28 @@ def grouped_topk_values(
     longest = int(size.max())
     if n < ROWS_PER_ROUND * longest:
         return None  # few rows per round: the sort is cheaper than the rounds' fixed cost
-    graded = _grades(target)
+    graded = integer_relevance(target, MAX_GRADE, torch.int32)
     if graded is None:
         return None
     grades, top_grade = graded
     grade_bits = max(top_grade.bit_length(), 1)
-    key = _rank_keys(preds, grades, grade_bits, preds_writable)
+    key = _rank_keys(preds, grades.to(torch.int32), grade_bits, preds_writable)
     if key is None:
         return None
+    cutoffs = [k for _, k in requests if k is not None]
     starts = torch.cumsum(size, 0).sub_(size)
     order = torch.sort(size.to(torch.int32).neg_(), stable=True).indices  # longest first
     size_ordered = size[order]
-    kmax = min(max(k for _, k in cutoffs), longest)
-    needs_ideal = any(name == "ndcg" for name, _ in cutoffs)
-    levels = top_grade + 1 if needs_ideal else None
+    kmax = min(max(cutoffs), longest)
+    levels = top_grade + 1 if any(spec.counts_grades for spec, _ in requests) else None
     top, num_rel, counts, weight = _merge_topk(
         key, starts[order], size_ordered, kmax, (1 << grade_bits) - 1, levels, weights
     )
-    ideal = None
-    if counts is not None:
-        ideal = ideal_dcg_from_counts(counts, longest, exponential_gain)
-    values = _columns(cutoffs, top, (1 << grade_bits) - 1, num_rel, size_ordered, ideal, exponential_gain, adaptive_k)
-    values, num_rel = _by_id(values, order), _by_id(num_rel, order)  # every path reduces in id order
+    ideal = None if counts is None else ideal_dcg_from_counts(counts, longest, options.exponential_gain)
+    queries = TopQueries(top, (1 << grade_bits) - 1, num_rel, size_ordered, ideal, options)
+    values = torch.stack([fn(queries, k) for fn, k in zip(value_fns, cutoffs)], 1)
+    values, num_rel = _by_id(values, order), _by_id(queries.num_rel, order)  # every path reduces in id order
     weight = None if weight is None else _by_id(weight, order)
     empty = torch.empty(0, dtype=torch.int64, device=preds.device)
     ranked = Ranked(empty, empty, empty.to(torch.float64), size, weight, int(size.numel()))
-    return values, num_rel.to(torch.float64), ranked
+    return values, num_rel, ranked

@@ -16,10 +16,13 @@ import math
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.utilities.checks import check_tensor
 from torchmetrics_ext.utilities.warnings import safe_divide
 
+__all__ = ["multiclass_recall_at_k"]
 
-def check_multiclass_args(k: int, num_classes: int) -> None:
+
+def _multiclass_recall_arg_validation(k: int, num_classes: int) -> None:
     """Validate ``k`` and ``num_classes``."""
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
         raise ValueError(f"Expected `num_classes` to be an integer >= 2, got {num_classes!r}.")
@@ -27,11 +30,13 @@ def check_multiclass_args(k: int, num_classes: int) -> None:
         raise ValueError(f"Expected `k` to be an integer in [1, num_classes={num_classes}], got {k!r}.")
 
 
-def check_multiclass_inputs(preds: Tensor, target: Tensor, weights: Tensor | None, num_classes: int) -> None:
+def _multiclass_recall_tensor_validation(
+    preds: Tensor, target: Tensor, weights: Tensor | None, num_classes: int
+) -> None:
     """Shapes, dtypes, devices and values of one batch; one host synchronisation."""
     for name, value in (("preds", preds), ("target", target), ("weights", weights)):
-        if value is not None and not isinstance(value, Tensor):
-            raise TypeError(f"Expected `{name}` to be a torch.Tensor, got {type(value).__name__}.")
+        if value is not None:
+            check_tensor(name, value)
     if not preds.is_floating_point():
         raise TypeError(f"Expected `preds` to be a floating point tensor, got dtype {preds.dtype}.")
     if preds.ndim != 2 or preds.shape[1] != num_classes:
@@ -114,7 +119,7 @@ def multiclass_recall_at_k(
         >>> multiclass_recall_at_k(preds, torch.tensor([0, 1, 1]), k=2, num_classes=3)
         tensor(0.6667, dtype=torch.float64)
     """
-    check_multiclass_args(k, num_classes)
+    _multiclass_recall_arg_validation(k, num_classes)
     if validate_args:
-        check_multiclass_inputs(preds, target, weights, num_classes)
+        _multiclass_recall_tensor_validation(preds, target, weights, num_classes)
     return _multiclass_recall_compute(*_multiclass_recall_update(preds, target, weights, k))

@@ -1,0 +1,104 @@
+"""Before/after of our ranking metrics in one process: two checkouts' packages, runs interleaved.
+
+A shared, loaded machine makes separate runs of ``bench_ranking.py`` drift by tens of percent
+between one process and the next. Here both versions of ``torchmetrics_ext`` are imported into
+one process (each from its own checkout) and every case alternates between them in random order,
+round after round, so a load change hits both alike. Same data and cases as
+``bench_ranking.py`` (50,000 queries, 1.37M rows grouped by query, batches of 8192, one thread).
+
+Run: ``python benchmarks/ab_ranking.py /path/to/other/checkout [--rounds 10]``; prints the min
+and median wall time per case and version, and the median ratios (this checkout / the other),
+wall and CPU time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+HERE = Path(__file__).resolve().parents[1]
+
+
+def load(root: Path) -> ModuleType:
+    """Import ``torchmetrics_ext`` from ``root``; the previously imported version stays usable."""
+    for name in [m for m in sys.modules if m == "torchmetrics_ext" or m.startswith("torchmetrics_ext.")]:
+        del sys.modules[name]
+    sys.path.insert(0, str(root))
+    try:
+        return importlib.import_module("torchmetrics_ext")
+    finally:
+        sys.path.pop(0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("other", type=Path, help="the other checkout (the 'before')")
+    parser.add_argument("--rounds", type=int, default=10)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    sides = {"before": load(args.other), "after": load(HERE)}
+    sys.path.insert(0, str(HERE / "benchmarks"))
+    import bench_ranking as bench  # data helpers
+
+    data = bench.make_data(50_000)
+    parts = bench.batches(data)
+    perm = torch.randperm(data["preds"].numel(), generator=torch.Generator().manual_seed(0))
+    shuffled = bench.batches({key: value[perm] for key, value in data.items()})
+    cases: dict[str, tuple[Callable[[Any], Any], list[dict[str, torch.Tensor]]]] = {
+        "NDCG@10": (lambda t: t.NDCG(k=10), parts),
+        "Recall@10": (lambda t: t.RecallAtK(k=10), parts),
+        "MRR@10": (lambda t: t.MRR(k=10), parts),
+        "RankingMetrics, 9 values": (
+            lambda t: t.RankingMetrics(ks=(1, 5, 10), metrics=("ndcg", "recall", "mrr")),
+            parts,
+        ),
+        "NDCG@10 per-batch sums": (lambda t: t.NDCG(k=10, queries_complete_per_batch=True), parts),
+        "NDCG@10 shuffled (sort)": (lambda t: t.NDCG(k=10), shuffled),
+        "MRR@10 shuffled (first hit)": (lambda t: t.MRR(k=10), shuffled),
+    }
+
+    def run(tmx: Any, factory: Callable[[Any], Any], batches: list[dict[str, torch.Tensor]]) -> Any:
+        metric = factory(tmx)
+        for part in batches:
+            metric.update(part["preds"], part["target"], indexes=part["indexes"])
+        return metric.compute()
+
+    for tmx in sides.values():  # warm-up
+        run(tmx, cases["Recall@10"][0], parts[:5])
+    times: dict[tuple[str, str], list[tuple[float, float]]] = {(s, c): [] for s in sides for c in cases}
+    rng = random.Random(0)
+    for _ in range(args.rounds):
+        for case, (factory, batches) in cases.items():
+            order = list(sides)
+            rng.shuffle(order)
+            for side in order:
+                cpu, wall = time.process_time(), time.perf_counter()
+                run(sides[side], factory, batches)
+                times[(side, case)].append((time.perf_counter() - wall, time.process_time() - cpu))
+    load_avg = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
+    print(f"{args.rounds} interleaved rounds, load average {load_avg}")
+    print(f"{'case':30s}{'before ms min/med':>20s}{'after ms min/med':>20s}{'after/before wall':>19s}{'cpu':>7s}")
+    for case in cases:
+        before, after = times[("before", case)], times[("after", case)]
+        wall_b, wall_a = [w for w, _ in before], [w for w, _ in after]
+        ratio_wall = statistics.median(wall_a) / statistics.median(wall_b)
+        ratio_cpu = statistics.median(c for _, c in after) / statistics.median(c for _, c in before)
+        print(
+            f"{case:30s}{min(wall_b) * 1e3:9.1f} /{statistics.median(wall_b) * 1e3:7.1f}"
+            f"{min(wall_a) * 1e3:11.1f} /{statistics.median(wall_a) * 1e3:7.1f}"
+            f"{ratio_wall:18.2f}x{ratio_cpu:6.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""The three computation paths of the ranking kernels give the same values: top-k merge, first-hit counting, sort.
+
+Each metric's spec says which paths apply to it; these tests force each path on data where it
+applies and compare it with the sort path (exactly) and with the brute force of ``test_ranking``.
+"""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import torchmetrics_ext as tmx
+from tests.helpers import tester as H
+from tests.test_ranking import CASES, FLAT_KEYS, dict_ref, flat_data, single_ref
+from torchmetrics_ext import functional as tmf
+from torchmetrics_ext.functional.ranking import _topk
+from torchmetrics_ext.functional.ranking._kernel import rank_rows, sorted_values
+from torchmetrics_ext.functional.ranking._registry import SPECS
+from torchmetrics_ext.functional.ranking._spec import RankingOptions
+
+TOPK_METRICS = [name for name, spec in SPECS.items() if spec.topk_value is not None]
+FIRST_HIT_METRICS = [name for name, spec in SPECS.items() if spec.first_hit_value is not None]
+
+
+def topk_values(preds, target, indexes, weights, requests, **options):
+    """The top-k merge on ``(name, k)`` requests (the kernels take specs)."""
+    named = [(SPECS[name], k) for name, k in requests]
+    return _topk.grouped_topk_values(preds, target, indexes, weights, named, RankingOptions(**options))
+
+
+def test_first_hit_path_equals_sort_path():
+    """MRR/HitRate alone take the sort-free path; mixed with another metric they take the sort path."""
+    assert sorted(FIRST_HIT_METRICS) == ["hit_rate", "mrr"]
+    for seed, ties in ((10, False), (11, True)):
+        data = flat_data(np.random.default_rng(seed), ties=ties, weights=True)
+        args = [data[key] for key in FLAT_KEYS]
+        fast = tmf.ranking_metrics(*args, weights=data["weights"], ks=(1, 3, None), metrics=FIRST_HIT_METRICS)
+        slow = tmf.ranking_metrics(
+            *args, weights=data["weights"], ks=(1, 3, None), metrics=(*FIRST_HIT_METRICS, "recall")
+        )
+        for key, value in fast.items():
+            torch.testing.assert_close(value, slow[key], rtol=1e-12, atol=1e-15)
+        for action in ("zero", "one"):
+            torch.testing.assert_close(
+                tmf.mrr(*args, k=2, empty_target_action=action),
+                tmf.ranking_metrics(*args, ks=(2,), metrics=("mrr", "ndcg"), empty_target_action=action)["mrr@2"],
+            )
+
+
+@pytest.fixture
+def always_merge(monkeypatch):
+    """Take the grouped top-k merge on small data too (by default it needs 1000 rows per round)."""
+    monkeypatch.setattr(_topk, "ROWS_PER_ROUND", 0)
+
+
+def _scores(kind, rng, n):
+    """Scores that exercise each key encoding of the top-k merge."""
+    if kind == "ties":  # many equal scores, relevant and not: the relevance-ascending tie rule
+        return torch.tensor(np.round(rng.normal(size=n), 0), dtype=torch.float32)
+    if kind == "signed-zeros":  # -0.0 and +0.0 are one score
+        values = np.where(rng.random(n) < 0.5, -0.0, 0.0)
+        values[rng.random(n) < 0.3] = 1.0
+        return torch.tensor(values, dtype=torch.float32)
+    if kind == "wide":  # logits over +-1e30 and +-inf: the keys need more than 31 bits (float64 keys)
+        values = rng.normal(size=n) * 10.0 ** rng.integers(-30, 31, size=n)
+        values[rng.random(n) < 0.05] = np.inf
+        values[rng.random(n) < 0.05] = -np.inf
+        return torch.tensor(values, dtype=torch.float32)
+    if kind == "bfloat16":  # half precision scores (many ties) are widened exactly
+        return torch.tensor(rng.random(n), dtype=torch.float32).bfloat16()
+    if kind == "float64-exact":  # float64 scores that are float32 values take the 32-bit keys
+        return torch.tensor(rng.random(n), dtype=torch.float32).double()
+    return torch.tensor(rng.random(n), dtype=torch.float32)  # probabilities: int32 keys
+
+
+@pytest.mark.parametrize("kind", ["probabilities", "ties", "signed-zeros", "wide", "bfloat16", "float64-exact"])
+@pytest.mark.usefixtures("always_merge")
+def test_grouped_topk_merge_equals_sort_path_and_reference(kind):
+    """Rows grouped by query take the top-k merge; the same rows shuffled take the sort path."""
+    rng = np.random.default_rng(13)
+    data = flat_data(rng, num_queries=120, max_len=40, weights=True, grouped=True)
+    data["preds"] = _scores(kind, rng, data["preds"].numel())
+    assert topk_values(data["preds"], data["target"], data["indexes"], None, [("ndcg", 3)]) is not None
+    perm = torch.randperm(data["preds"].numel(), generator=torch.Generator().manual_seed(1))
+    shuffled = {key: value[perm] for key, value in data.items()}
+    ks = (1, 3, 10, 50)
+    for kwargs in ({}, {"exponential_gain": True}):
+        fast = tmf.ranking_metrics(**data, ks=ks, metrics=TOPK_METRICS, **kwargs)
+        slow = tmf.ranking_metrics(**shuffled, ks=ks, metrics=TOPK_METRICS, **kwargs)
+        ref = dict_ref(ks, metrics=TOPK_METRICS, **({"exponential": True} if kwargs else {}))(H.to_numpy(data))
+        for key, value in fast.items():
+            torch.testing.assert_close(value, slow[key], rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(value.item(), ref[key], rtol=1e-9, err_msg=key)
+    for name, fn in (("precision", tmf.precision_at_k), ("f1", tmf.f1_at_k)):
+        adaptive = fn(**data, k=10, adaptive_k=True)
+        np.testing.assert_allclose(adaptive.item(), single_ref(name, 10, adaptive=True)(H.to_numpy(data)), rtol=1e-12)
+    # the metric class turns its own concatenated copy of the scores into keys, never the caller's
+    originals = {key: value.clone() for key, value in data.items()}
+    metric = tmx.RankingMetrics(ks=(1, 10), metrics=("recall", "ndcg"))
+    half = data["preds"].numel() // 2
+    for part in (slice(0, half), slice(half, None)):
+        metric.update(data["preds"][part], data["target"][part], data["indexes"][part], weights=data["weights"][part])
+    ref = dict_ref((1, 10), metrics=("recall", "ndcg"))(H.to_numpy(data))
+    for key, value in metric.compute().items():
+        np.testing.assert_allclose(value.item(), ref[key], rtol=1e-9, err_msg=key)
+    for key, value in originals.items():
+        assert torch.equal(data[key], value), f"caller's {key} was modified"
+
+
+@pytest.mark.usefixtures("always_merge")
+def test_grouped_topk_merge_many_grades_and_bool_target():
+    """Grades up to 40 need two packed count words for IDCG; a bool target is binary relevance."""
+    rng = np.random.default_rng(14)
+    data = flat_data(rng, num_queries=80, max_len=6, grades=41, grouped=True)
+    data["preds"] = data["preds"].float()
+    ks = (1, 2, 5)
+    for target in (data["target"], data["target"] > 0):
+        rows = {**data, "target": target}
+        fast = tmf.ranking_metrics(**rows, ks=ks)
+        ref = dict_ref(ks)(H.to_numpy({**rows, "target": target.long()}))
+        for key, value in fast.items():
+            np.testing.assert_allclose(value.item(), ref[key], rtol=1e-9, err_msg=key)
+
+
+def test_grouped_topk_path_is_taken_only_when_applicable(always_merge, monkeypatch):
+    data = H.to_numpy(CASES["flat-grouped-all-w"].make_data())
+    grouped = {key: torch.as_tensor(value) for key, value in data.items()}
+    args = (grouped["preds"].float(), grouped["target"].double(), grouped["indexes"], grouped["weights"])
+    assert topk_values(*args, [("ndcg", 3), ("map", 10)]) is not None
+    assert topk_values(*args, [("ndcg", None)]) is None  # whole list: the sort path
+    assert topk_values(*args, [("ndcg", _topk.MAX_K + 1)]) is None  # long lists: the sort path
+    assert topk_values(args[0].double() + 1e-12, *args[1:], [("ndcg", 3)]) is None  # float64 scores
+    shuffled = flat_data(np.random.default_rng(0))
+    assert topk_values(shuffled["preds"].float(), shuffled["target"], shuffled["indexes"], None, [("ndcg", 3)]) is None
+    assert topk_values(*args, [("ndcg", 3), ("r_precision", None)]) is None  # no top-k value: the sort path
+    fractional = args[1] * 0.5
+    assert topk_values(args[0], fractional, args[2], None, [("ndcg", 3)]) is None
+    monkeypatch.setattr(_topk, "ROWS_PER_ROUND", 1000)  # the default: small inputs are sorted
+    assert topk_values(*args, [("ndcg", 3)]) is None
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 20), min_size=1, max_size=25),
+    k=st.integers(1, 25),
+    seed=st.integers(0, 2**32 - 1),
+    scores=st.sampled_from(["probabilities", "few-values", "logits"]),
+    grades=st.integers(1, 6),
+)
+def test_grouped_topk_merge_matches_sort_path_on_any_shape(sizes, k, seed, scores, grades):
+    """Per-query values of every metric at two cutoffs: the merge equals the sort path exactly."""
+    rng = np.random.default_rng(seed)
+    n = sum(sizes)
+    indexes = torch.repeat_interleave(torch.arange(len(sizes)) * 3 + 7, torch.tensor(sizes))
+    if scores == "probabilities":
+        preds = torch.tensor(rng.random(n), dtype=torch.float32)
+    elif scores == "few-values":  # ties everywhere
+        preds = torch.tensor(rng.integers(0, 4, size=n) / 4, dtype=torch.float32)
+    else:
+        preds = torch.tensor(rng.normal(size=n) * 10, dtype=torch.float32)
+    target = torch.tensor(rng.integers(0, grades, size=n) * (rng.random(n) < 0.5))
+    weights = torch.tensor(rng.uniform(0.1, 2.0, size=n))
+    requests = [(name, cut) for name in TOPK_METRICS for cut in dict.fromkeys((k, max(1, k // 2)))]
+    with mock.patch.object(_topk, "ROWS_PER_ROUND", 0):
+        fast = topk_values(preds, target, indexes, weights, requests)
+    if n < 2:
+        assert fast is None
+        return
+    assert fast is not None
+    values, num_rel, ranked = fast
+    sorted_rows = rank_rows(preds, target, indexes, weights)
+    expected, expected_rel = sorted_values(
+        sorted_rows, [(SPECS[name], cut) for name, cut in requests], RankingOptions()
+    )
+    torch.testing.assert_close(values, expected, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(num_rel, expected_rel)
+    torch.testing.assert_close(ranked.size, sorted_rows.size)
+    torch.testing.assert_close(ranked.weight, sorted_rows.weight)

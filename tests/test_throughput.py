@@ -1,0 +1,241 @@
+"""Throughput: examples counted from the inputs, warm-up, a window in seconds, DDP (sum of examples, max time).
+
+Time comes from an injected clock (a list of readings), so every expected rate is written here
+from the readings and counts alone: no sleeps, no wall-clock assertions.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torchmetrics import MetricCollection
+
+import torchmetrics_ext as tmx
+from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
+
+
+class Ticks:
+    """A fake clock: returns the given readings one per call (picklable, unlike a lambda)."""
+
+    def __init__(self, readings):
+        self.readings = list(readings)
+        self.calls = 0
+
+    def __call__(self):
+        value = self.readings[self.calls]
+        self.calls += 1
+        return value
+
+
+def expected_rates(start, times, counts, warmup, window_seconds):
+    """The documented definition, written out from the clock readings of each update.
+
+    Updates ``warmup..`` are timed, each over the seconds since the previous reading (``start``,
+    the construction's reading, before the first update when ``warmup == 0``); the window takes
+    timed updates from the newest back while their seconds fit, at least one.
+    """
+    intervals = [(times[i] - (times[i - 1] if i else start), counts[i]) for i in range(warmup, len(counts))]
+    if not intervals:
+        return math.nan, math.nan
+    lifetime = sum(n for _, n in intervals) / sum(s for s, _ in intervals)
+    kept, seconds = [], 0.0
+    for s, n in reversed(intervals):
+        if kept and seconds + s > window_seconds:
+            break
+        kept.append(n)
+        seconds += s
+    return lifetime, sum(kept) / seconds
+
+
+def _rates(metric):
+    with pytest.warns(UndefinedMetricWarning) if metric.elapsed.item() == 0 else _nothing():
+        value = metric.compute()
+    return value["lifetime_throughput"].item(), value["window_throughput"].item(), value["total_examples"].item()
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.mark.parametrize(
+    "batch, count",
+    [
+        (torch.zeros(64, 7), 64),
+        (torch.zeros(5), 5),
+        (128, 128),
+        (np.int64(12), 12),
+        ({"ids": "not a tensor", "label": torch.zeros(33), "x": torch.zeros(2)}, 33),
+        ([torch.zeros(17, 3), torch.zeros(4)], 17),
+        ((None, torch.zeros(9)), 9),
+        (torch.zeros(0, 3), 0),
+    ],
+)
+def test_examples_are_counted_from_the_input(batch, count):
+    metric = tmx.Throughput(warmup_steps=0, clock=Ticks([0.0, 2.0]))
+    metric.update(batch)
+    lifetime, window, total = _rates(metric)
+    assert total == count
+    assert lifetime == window == count / 2.0
+
+
+@pytest.mark.parametrize("warmup", [0, 1, 3])
+def test_warmup_and_window_seconds(warmup):
+    rng = np.random.default_rng(warmup)
+    steps = 25
+    start = 10.0
+    times = (start + np.cumsum(rng.uniform(0.05, 3.0, size=steps))).tolist()
+    counts = rng.integers(1, 500, size=steps).tolist()
+    clock = Ticks([start, *times] if warmup == 0 else times)  # warmup 0 reads the clock at construction
+    metric = tmx.Throughput(warmup_steps=warmup, window_seconds=4.0, clock=clock)
+    for step, n in enumerate(counts):
+        metric.update(torch.zeros(n))
+        expected = expected_rates(start, times[: step + 1], counts[: step + 1], warmup, 4.0)
+        lifetime, window, total = _rates(metric)
+        assert total == sum(counts[: step + 1])
+        np.testing.assert_allclose([lifetime, window], expected, rtol=1e-12)
+        assert math.isnan(lifetime) == (step < warmup)
+
+
+def test_window_keeps_at_least_the_newest_update():
+    metric = tmx.Throughput(warmup_steps=1, window_seconds=1.0, clock=Ticks([0.0, 5.0, 15.0]))
+    for n in (10, 20, 30):
+        metric.update(n)
+    lifetime, window, total = _rates(metric)
+    assert (lifetime, window, total) == (50 / 15, 3.0, 60)
+
+
+def test_forward_reset_state_dict_pickle():
+    readings = [0.0, 1.0, 3.0, 4.0, 4.5]
+    metric = tmx.Throughput(warmup_steps=1, window_seconds=2.0, clock=Ticks(readings))
+    with pytest.warns(UndefinedMetricWarning):
+        value = metric(torch.zeros(10))  # warm-up: no rate yet
+    assert value["total_examples"].item() == 10 and math.isnan(value["lifetime_throughput"].item())
+    assert metric(torch.zeros(30))["lifetime_throughput"].item() == 30.0  # 30 over 1 s
+    metric.update(40)  # 2 s; the 2 s window now holds this update alone
+    state = copy.deepcopy(metric.state_dict())
+    assert {"total_examples", "examples", "elapsed", "window_examples", "window_elapsed"} <= set(state)
+    clone = pickle.loads(pickle.dumps(metric))
+
+    resumed = tmx.Throughput(warmup_steps=1, window_seconds=2.0, clock=Ticks([100.0, 101.0]))
+    resumed.load_state_dict(state)
+    resumed.update(7)  # the clock restarts: counted in the total only
+    resumed.update(50)  # 1 s
+    assert _rates(resumed) == ((30 + 40 + 50) / (1.0 + 2.0 + 1.0), 50 / 1.0, 10 + 30 + 40 + 7 + 50)
+    clone.update(50)  # the same clock continues: 3.0 -> 4.0
+    assert _rates(clone) == ((30 + 40 + 50) / (1.0 + 2.0 + 1.0), 50 / 1.0, 10 + 30 + 40 + 50)
+
+    metric.reset()
+    metric.update(5)  # warm-up again
+    lifetime, window, total = _rates(metric)
+    assert total == 5 and math.isnan(lifetime) and math.isnan(window)
+
+
+@pytest.mark.parametrize(
+    "batch, exc, match",
+    [
+        (-3, ValueError, r"`batch` as a count to be non-negative, got -3"),
+        (torch.tensor(5), ValueError, r"leading batch dimension, got a 0-dim tensor"),
+        ({"a": 1, "b": [2]}, ValueError, r"`batch` \(dict\) to hold a tensor"),
+        ([], ValueError, r"`batch` \(list\) to hold a tensor"),
+        (3.5, TypeError, r"a tensor, an int, or a dict or sequence of tensors, got float"),
+        (True, TypeError, r"got bool"),
+        ("abc", TypeError, r"got str"),
+        (None, TypeError, r"got NoneType"),
+    ],
+)
+def test_bad_batch_changes_nothing(batch, exc, match):
+    metric = tmx.Throughput(warmup_steps=0, clock=Ticks([0.0, 1.0, 2.0]))
+    metric.update(10)
+    before = (copy.deepcopy(metric.metric_state), metric._steps, metric.get_extra_state())
+    for call in (metric.update, metric.forward):
+        with pytest.raises(exc, match=match):
+            call(batch)
+    after = (metric.metric_state, metric._steps, metric.get_extra_state())
+    assert all(torch.equal(before[0][k], after[0][k]) for k in before[0]) and before[1:] == after[1:]
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        ({"warmup_steps": -1}, ValueError, r"`warmup_steps` to be a non-negative integer, got -1"),
+        ({"warmup_steps": 2.0}, ValueError, r"`warmup_steps` .*got 2.0"),
+        ({"warmup_steps": True}, ValueError, r"`warmup_steps` .*got True"),
+        ({"window_seconds": 0}, ValueError, r"`window_seconds` to be a positive finite number, got 0"),
+        ({"window_seconds": math.inf}, ValueError, r"`window_seconds` .*got inf"),
+        ({"window_seconds": math.nan}, ValueError, r"`window_seconds` .*got nan"),
+        ({"window_seconds": "100"}, ValueError, r"`window_seconds` .*got '100'"),
+        ({"clock": 3.0}, TypeError, r"`clock` to be callable, got float"),
+    ],
+)
+def test_bad_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        tmx.Throughput(**kwargs)
+
+
+def test_in_a_metric_collection():
+    collection = MetricCollection({"throughput": tmx.Throughput(warmup_steps=0, clock=Ticks([0.0, 4.0]))})
+    collection.update(torch.zeros(8))
+    values = collection.compute()  # TorchMetrics flattens the dict (its keys are unique here)
+    assert values["lifetime_throughput"].item() == 2.0 and values["total_examples"].item() == 8
+
+
+# ----------------------------------------------------------------------------- DDP
+
+# rank -> (clock readings, examples per update); rank 1 may be empty (no update at all)
+_PLAN = {
+    0: ([0.0, 1.0, 2.0, 3.0, 4.0, 5.0], [10, 10, 10, 10, 10]),
+    1: ([0.0, 2.0, 4.0, 10.0], [30, 30, 30]),
+}
+
+
+def _ddp_job(rank, world_size, empty_rank):
+    readings, counts = _PLAN[rank]
+    if empty_rank and rank == 1:
+        counts = []
+    metric = tmx.Throughput(warmup_steps=1, window_seconds=3.0, clock=Ticks(readings[1:]))
+    for n in counts:
+        metric.update(torch.zeros(n, 2))
+    value = metric.compute()
+    return {k: v.item() for k, v in value.items()}
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("empty_rank", [False, True], ids=["uneven", "empty-rank"])
+def test_ddp_sums_examples_and_takes_the_slowest_time(ddp_pool, empty_rank):
+    # rank 0: 40 timed examples over 4 s, window 3 s -> 30 over 3 s; rank 1: 60 over 8 s, window 6 s -> 30 over 6 s
+    if empty_rank:
+        expected = {"lifetime_throughput": 40 / 4.0, "window_throughput": 30 / 3.0, "total_examples": 50.0}
+    else:
+        expected = {"lifetime_throughput": 100 / 8.0, "window_throughput": 60 / 6.0, "total_examples": 140.0}
+    for value in ddp_pool.run(_ddp_job, empty_rank):
+        assert value == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_counts_without_host_sync():
+    metric = tmx.Throughput(warmup_steps=1, clock=Ticks([0.0, 2.0, 3.0])).to("cuda")
+    batch = {"label": torch.zeros(64, device="cuda")}
+    metric.update(batch)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        metric.update(batch)
+        metric.update(torch.zeros(32, 4, device="cuda"))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    value = metric.compute()
+    assert value["lifetime_throughput"].device.type == "cuda"
+    assert {k: v.item() for k, v in value.items()} == {
+        "lifetime_throughput": 96 / 3.0,
+        "window_throughput": 96 / 3.0,
+        "total_examples": 160.0,
+    }

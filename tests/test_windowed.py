@@ -1,0 +1,456 @@
+"""Windowed (lifetime + window values) for every metric family, through the shared window checks."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import importlib
+import io
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn import metrics as skm
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.regression import MeanSquaredError
+
+import torchmetrics_ext as tmx
+from tests.helpers import tester as H
+from tests.helpers import window as W
+from torchmetrics_ext import Windowed
+from torchmetrics_ext.aggregation import Distribution
+from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
+
+# family test module -> the cases whose window is checked (every metric class is represented)
+FAMILIES = {
+    "tests.test_pointwise": [
+        "ne-w",
+        "ne-3task-w",
+        "logloss-logits-w",
+        "calibration-3task-shared-w",
+        "ctr-soft-w",
+        "average-3task-w",
+        "accuracy-3task-w",
+        "precision-t0.3-w",
+        "recall-3task-w",
+        "mse-3task-w",
+        "rmse-w",
+        "mae-3task-shared-w",
+    ],
+    "tests.test_auc": [
+        "auc-3task-w",
+        "auprc-w",
+        "auc-bins-3task-shared-w",
+        "auprc-bins-logits-w",
+        "gauc-w",
+        "gauc-3task-w",
+        "gauprc-weighted-groups-w",
+    ],
+    "tests.test_pairwise_auc": ["rauc-3task-w", "xauc-w"],
+    "tests.test_ranking": [
+        "flat-ndcg@5",
+        "flat-ties-map",
+        "flat-mrr-one-w",
+        "flat-ndcg-torchrec",
+        "flat-all-w",
+        "flat-grouped-all-w",
+        "flat-precision-adaptive@10",
+        "padded-all-w",
+        "padded-pad-ndcg@3",
+        "padded-recall@3",
+        "multiclass@3-ties-w",
+        "multiclass@1",
+    ],
+}
+
+
+def _window_case(module, cid):
+    case = importlib.import_module(module).CASES[cid]
+    return dataclasses.replace(case, id=f"{module.removeprefix('tests.test_')}:{cid}")
+
+
+CASES = {case.id: case for case in (_window_case(m, cid) for m, ids in FAMILIES.items() for cid in ids)}
+IDS = [cid for cid in CASES if cid != "auc:gauc-3task-w"]  # its per-group reference is slow: DDP only
+DDP_IDS = [
+    "pointwise:ne-3task-w",
+    "pointwise:accuracy-3task-w",
+    "auc:auc-3task-w",
+    "auc:auc-bins-3task-shared-w",
+    "auc:gauc-3task-w",
+    "pairwise_auc:rauc-3task-w",
+    "ranking:flat-all-w",
+    "ranking:padded-all-w",
+    "ranking:multiclass@3-ties-w",
+]
+
+
+SLOW_REFERENCE = {"auc:gauc-w", "auc:gauprc-weighted-groups-w"}  # per-group scikit-learn loops
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_window_values(cid):
+    W.check_window(CASES[cid], stride=4 if cid in SLOW_REFERENCE else 1)
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_window_state_dict_resume_and_reset(cid):
+    W.check_window_state_dict(CASES[cid])
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("empty_rank", [False, True], ids=["uneven", "empty-rank"])
+@pytest.mark.parametrize("cid", DDP_IDS)
+def test_window_ddp(ddp_pool, cid, empty_rank):
+    W.check_window_ddp(ddp_pool, __name__, CASES[cid], empty_rank=empty_rank)
+
+
+# ----------------------------------------------------------------------------- beyond the family cases
+
+
+def _grouped_complete_case():
+    """GroupedAUC with ``groups_complete_per_batch``: rows sorted by group, batches cut at group starts."""
+    base = importlib.import_module("tests.test_auc").CASES["gauc-3task-w"]
+
+    def data(rng):
+        out = base.data(rng)
+        order = torch.argsort(out["groups"], stable=True)
+        return {k: (v[..., order] if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
+
+    return dataclasses.replace(
+        base,
+        id="gauc-complete",
+        metric=functools.partial(base.metric, groups_complete_per_batch=True),
+        data=data,
+        forward_check=False,
+    )
+
+
+def test_window_groups_complete_per_batch():
+    case = _grouped_complete_case()
+    groups = case.make_data(0)["groups"]
+    starts = (torch.nonzero(torch.diff(groups) != 0).reshape(-1) + 1).tolist()
+    window = W.default_window(case, case.make_data(0))
+    cuts, last = [0], 0  # group boundaries ~window/3 apart, one batch above the window (ending at a group end)
+    for start in starts:
+        if start - last >= (window + 20 if len(cuts) == 3 else window // 3):
+            cuts.append(start)
+            last = start
+    bounds = list(zip(cuts, [*cuts[1:], groups.numel()]))
+    W.check_window(case, bounds=bounds, stride=3)
+
+
+def _values(n, rng, scale=1.0):
+    return torch.tensor(rng.normal(size=n) * scale)
+
+
+def test_window_of_max_min_and_sum_states():
+    """``max``/``min`` states (the Distribution sketch) window like sums: recomputed exactly from the ring."""
+    rng = np.random.default_rng(0)
+    metric = Windowed(Distribution(percentiles=(50.0,)), window_size=50)
+    batches = [_values(int(rng.integers(1, 20)), rng) for _ in range(40)] + [_values(70, rng)]
+    seen = []
+    for batch in batches:
+        metric.update(batch)
+        seen.append(batch)
+        kept = torch.cat(seen[-1:])[-50:] if len(batch) > 50 else _kept_tail(seen, 50)
+        value = metric.compute()
+        for part, data in (("lifetime", torch.cat(seen)), ("window", kept)):
+            np.testing.assert_allclose(value[part]["max"].item(), data.max().item())
+            np.testing.assert_allclose(value[part]["min"].item(), data.min().item())
+            np.testing.assert_allclose(value[part]["mean"].item(), data.mean().item(), rtol=1e-12)
+            np.testing.assert_allclose(value[part]["std"].item(), data.std().item(), rtol=1e-9)
+
+
+def _kept_tail(seen, window):
+    kept, total = [], 0
+    for batch in reversed(seen):
+        if total + len(batch) > window:
+            break
+        kept.append(batch)
+        total += len(batch)
+    return torch.cat(kept[::-1])
+
+
+def test_window_of_a_torchmetrics_metric():
+    """Any TorchMetrics metric with sum/cat states: samples on the last axis of its first tensor."""
+    rng = np.random.default_rng(1)
+    metric = Windowed(MeanSquaredError(), window_size=30)
+    preds, target = _values(200, rng), _values(200, rng)
+    edges = [0, 7, 19, 33, 34, 80, 95, 111, 140, 200]
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        metric.update(preds[lo:hi], target[lo:hi])
+        kept = W.kept_ranges(list(zip(edges[:-1], edges[1:]))[: edges.index(hi)], 30)
+        idx = torch.cat([torch.arange(a, b) for a, b in kept])
+        value = metric.compute()
+        np.testing.assert_allclose(value["window"], skm.mean_squared_error(target[idx], preds[idx]), rtol=1e-6)
+        np.testing.assert_allclose(value["lifetime"], skm.mean_squared_error(target[:hi], preds[:hi]), rtol=1e-6)
+
+
+def test_long_run_has_no_drift_or_cancellation():
+    """8k updates whose first half weighs 1e15 times the second: the window stays exact (nothing is subtracted)."""
+    rng = np.random.default_rng(2)
+    metric = Windowed(tmx.Calibration(), window_size=64)
+    sizes = rng.integers(1, 9, size=8_000)
+    total = int(sizes.sum())
+    preds, target = rng.random(total), (rng.random(total) < 0.5).astype(np.float64)
+    weights = (rng.random(total) + 0.5) * np.where(np.arange(total) < total // 2, 1e9, 1e-6)
+    edges = np.cumsum([0, *sizes]).tolist()
+    bounds = list(zip(edges[:-1], edges[1:]))
+    for i, (lo, hi) in enumerate(bounds):
+        metric.update(*(torch.tensor(x[lo:hi]) for x in (preds, target, weights)))
+        if i % 1999 == 0 or i == len(bounds) - 1:
+            idx = W._indices(W.kept_ranges(bounds[: i + 1], 64)).numpy()
+            expected = math.fsum(weights[idx] * preds[idx]) / math.fsum(weights[idx] * target[idx])
+            np.testing.assert_allclose(metric.compute()["window"].item(), expected, rtol=1e-13)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+class _MeanState(Metric):
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("avg", torch.tensor(0.0), dist_reduce_fx="mean")
+
+    def update(self, x):
+        self.avg += x.mean()
+
+    def compute(self):
+        return self.avg
+
+
+class _OffsetSum(_MeanState):
+    def __init__(self):
+        Metric.__init__(self)
+        self.add_state("total", torch.tensor(1.0), dist_reduce_fx="sum")
+
+
+class _FullState(_MeanState):
+    full_state_update = True
+
+
+@pytest.mark.parametrize(
+    "factory, exc, match",
+    [
+        (lambda: Windowed(tmx.CTR(), 0), ValueError, r"`window_size` to be a positive integer .*got 0"),
+        (lambda: Windowed(tmx.CTR(), -5), ValueError, r"`window_size` .*got -5"),
+        (lambda: Windowed(tmx.CTR(), 10.0), ValueError, r"`window_size` .*got 10.0"),
+        (lambda: Windowed(tmx.CTR(), True), ValueError, r"`window_size` .*got True"),
+        (lambda: Windowed(tmx.CTR(), "100"), ValueError, r"`window_size` .*got '100'"),
+        (
+            lambda: Windowed(tmx.NormalizedEntropy, 10),
+            TypeError,
+            r"`metric` to be a torchmetrics.Metric instance, got the class NormalizedEntropy",
+        ),
+        (lambda: Windowed(None, 10), TypeError, r"`metric` .*got NoneType"),
+        (lambda: Windowed(_MeanState(), 10), ValueError, r"state `avg` reduces with dim_zero_mean"),
+        (lambda: Windowed(_OffsetSum(), 10), ValueError, r"sum state `total` to start at zero"),
+        (lambda: Windowed(_FullState(), 10), ValueError, r"full_state_update"),
+    ],
+)
+def test_bad_arguments(factory, exc, match):
+    with pytest.raises(exc, match=match):
+        factory()
+
+
+def _snapshot(metric: Windowed):
+    return {
+        "lifetime": copy.deepcopy(metric.lifetime.metric_state),
+        "window": copy.deepcopy(metric.window.metric_state),
+        "ring": copy.deepcopy(metric.get_extra_state()),
+        "counts": (metric.lifetime._update_count, metric.window._update_count),
+    }
+
+
+def _same(a, b):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        return all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    return a == b
+
+
+@pytest.mark.parametrize(
+    "cid, bad, exc, match",
+    [
+        ("pointwise:ne-3task-w", {"preds": torch.full((3, 5), 1.5)}, ValueError, "preds"),
+        ("pointwise:ne-3task-w", {"preds": torch.rand(2, 5)}, ValueError, r"`preds` of shape"),
+        ("pointwise:mse-3task-w", {"weights": -torch.ones(3, 5)}, ValueError, "weights"),
+        ("auc:auc-3task-w", {"target": torch.full((3, 5), 2)}, ValueError, "target"),
+        ("auc:gauc-w", {"groups": torch.zeros(4, dtype=torch.int64)}, ValueError, "groups"),
+        ("ranking:flat-all-w", {"preds": torch.tensor([0.1, float("nan"), 0.3, 0.4, 0.5])}, ValueError, "preds"),
+        ("ranking:multiclass@3-ties-w", {"target": torch.full((5,), 9)}, ValueError, "target"),
+    ],
+)
+def test_rejected_batch_changes_nothing(cid, bad, exc, match):
+    """A bad batch raises from update and forward and leaves lifetime, window and ring exactly as they were."""
+    case = CASES[cid]
+    data = case.make_data(0)
+    window = W.default_window(case, data)
+    metric = Windowed(case.metric(), window)
+    for lo, hi in W.window_bounds(H.num_samples(data, case.sample_axis), np.random.default_rng(0), window, 10)[:6]:
+        metric.update(**H.take(data, slice(lo, hi), case.sample_axis))
+    good = H.take(data, slice(0, 5), case.sample_axis)
+    before = _snapshot(metric)
+    for call in (metric.update, metric.forward):
+        with pytest.raises(exc, match=match):
+            call(**dict(good, **bad))
+        assert _same(_snapshot(metric), before)
+
+
+def test_window_smaller_than_world_size_is_rejected_under_ddp(ddp_pool):
+    for message in ddp_pool.run(_tiny_window_job):
+        assert "at least the world size (2)" in message
+
+
+def _tiny_window_job(rank, world_size):
+    metric = Windowed(tmx.CTR(), window_size=1)
+    try:
+        metric.update(torch.tensor([0.5]), torch.tensor([1]))
+    except ValueError as err:
+        return str(err)
+    return "accepted"
+
+
+test_window_smaller_than_world_size_is_rejected_under_ddp = pytest.mark.ddp(
+    test_window_smaller_than_world_size_is_rejected_under_ddp
+)
+
+
+# ----------------------------------------------------------------------------- TorchMetrics integration
+
+
+def test_in_a_metric_collection_with_compute_groups():
+    """Windowed metrics hold no state of their own, so compute groups never merge two of them."""
+    case = CASES["pointwise:ne-3task-w"]
+    data = case.make_data(0)
+    collection = MetricCollection(
+        {
+            "ne": Windowed(tmx.NormalizedEntropy(num_tasks=3), 300),
+            "logloss": Windowed(tmx.LogLoss(num_tasks=3), 300),
+            "ne_short": Windowed(tmx.NormalizedEntropy(num_tasks=3), 100),
+        },
+        compute_groups=True,
+    )
+    singles = {
+        "ne": Windowed(tmx.NormalizedEntropy(num_tasks=3), 300),
+        "logloss": Windowed(tmx.LogLoss(num_tasks=3), 300),
+        "ne_short": Windowed(tmx.NormalizedEntropy(num_tasks=3), 100),
+    }
+    for lo in range(0, 900, 150):
+        batch = H.take(data, slice(lo, lo + 150), -1)
+        collection.update(**batch)
+        for metric in singles.values():
+            metric.update(**batch)
+    values = collection.compute()
+    for name, metric in singles.items():
+        expected = metric.compute()
+        for part in ("lifetime", "window"):
+            torch.testing.assert_close(values[f"{name}_{part}"], expected[part])
+
+
+def test_inputs_validated_skips_the_checks():
+    metric = Windowed(tmx.CTR(), 4)
+    with metric.inputs_validated():
+        metric.update(torch.tensor([0.5, 0.5]), torch.tensor([1.0, 0.0]))
+    assert metric.window.weighted_num_samples.item() == 2.0
+
+
+def test_device_moves_and_dtype_casts_keep_the_ring():
+    """``.to()`` moves lifetime, window, ring and scratch together; ``.half()`` changes no state dtype."""
+    metric = Windowed(tmx.AUC(num_bins=100), 10)
+    metric.update(torch.tensor([0.2, 0.7, 0.4]), torch.tensor([0, 1, 1]))
+    metric = metric.to(torch.device("cpu")).half()
+    assert metric.get_extra_state()["rings"]["hist"].dtype == torch.float64
+    metric.update(torch.tensor([0.9, 0.1]), torch.tensor([1, 0]))
+    torch.testing.assert_close(metric.compute()["window"], torch.tensor(1.0, dtype=torch.float64))
+
+
+def test_ring_grows_and_turns_over():
+    """1-sample updates into a 1000-sample window: the ring doubles up to 1024 slots and keeps turning."""
+    rng = np.random.default_rng(3)
+    preds, target = rng.random(3000), (rng.random(3000) < 0.3).astype(np.int64)
+    metric = Windowed(tmx.Calibration(), 1000)
+    for i in range(3000):
+        metric.update(torch.tensor(preds[i : i + 1]), torch.tensor(target[i : i + 1]))
+    assert metric._ring.capacity == 1024 and metric._ring.count == 1000
+    kept = slice(2000, 3000)
+    np.testing.assert_allclose(metric.compute()["window"].item(), preds[kept].sum() / target[kept].sum(), rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- CUDA (runs where a GPU is present)
+
+_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _on(batch, device):
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+@_CUDA
+@pytest.mark.parametrize(
+    "cid",
+    ["pointwise:ne-3task-w", "auc:auc-bins-3task-shared-w", "auc:auc-3task-w", "auc:gauc-w", "ranking:flat-all-w"],
+)
+def test_cuda_matches_cpu(cid):
+    """On the GPU, from the start or moved there mid-stream, and resumed on the CPU from a GPU checkpoint."""
+    case = CASES[cid]
+    data = case.make_data(0)
+    window = W.default_window(case, data)
+    bounds = W.window_bounds(H.num_samples(data, case.sample_axis), np.random.default_rng(0), window, case.min_batch)
+    cpu, gpu, moved = (Windowed(case.metric(), window) for _ in range(3))
+    gpu = gpu.to("cuda")
+    resumed = None
+    for i, (lo, hi) in enumerate(bounds):
+        batch = H.take(data, slice(lo, hi), case.sample_axis)
+        if i == 3:
+            moved = moved.to("cuda")
+            resumed = Windowed(case.metric(), window)
+            buffer = io.BytesIO()
+            torch.save(gpu.state_dict(), buffer)
+            buffer.seek(0)
+            resumed.load_state_dict(torch.load(buffer, map_location="cpu", weights_only=False))
+        cpu.update(**batch)
+        gpu.update(**_on(batch, "cuda"))
+        moved.update(**_on(batch, "cuda" if i >= 3 else "cpu"))
+        if resumed is not None:
+            resumed.update(**batch)
+        expected = _computed(cpu)
+        for name, other in (("gpu", gpu), ("moved", moved), ("resumed", resumed)):
+            if other is not None:
+                H.assert_close(_computed(other), expected, case.rtol, case.atol, f"{cid} {name} batch {i}")
+
+
+def _computed(metric):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        out = metric.compute()
+    return {k: {kk: vv.cpu() for kk, vv in v.items()} if isinstance(v, dict) else v.cpu() for k, v in out.items()}
+
+
+@_CUDA
+def test_cuda_update_adds_no_host_sync():
+    """Windowed.update reads shapes only: on a metric whose own update does not sync, neither does the window."""
+    p = torch.rand(3, 4096, device="cuda")
+    y = (torch.rand(3, 4096, device="cuda") < p).to(torch.int64)
+    plain = tmx.NormalizedEntropy(num_tasks=3, validate_args=False).to("cuda")
+    windowed = Windowed(tmx.NormalizedEntropy(num_tasks=3, validate_args=False), 20_000).to("cuda")
+    for metric in (plain, windowed):
+        for _ in range(12):  # past ring growth and a few turns of the window
+            metric.update(p, y)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        plain.update(p, y)
+        for _ in range(12):
+            windowed.update(p, y)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

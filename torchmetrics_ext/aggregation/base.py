@@ -1,0 +1,53 @@
+"""``AggregationMetric``: the base of the aggregation metrics and their two-step batch protocol."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any, Generic, TypeVar
+
+from torchmetrics_ext.metrics.base import TaskMetric
+
+__all__ = ["AggregationMetric"]
+
+S = TypeVar("S")
+
+
+class AggregationMetric(TaskMetric, Generic[S]):
+    """A :class:`~torchmetrics_ext.metrics.base.TaskMetric` that folds batches of plain values in two steps.
+
+    ``update`` is TorchMetrics' method for tensors. Batches of plain Python values (the values
+    of :class:`~torchmetrics_ext.aggregation.Metric` records) go through two public steps:
+
+    1. ``summary = metric.summarize(values)`` checks the batch and reduces it to the metric's
+       sufficient statistics (a small typed tuple ``S``) without touching any state. A bad value
+       raises ``TypeError``/``ValueError`` naming it.
+    2. ``metric.fold(summary)`` adds the statistics to the states and counts one update, exactly
+       as ``update`` would have (``update_count`` grows by one, a cached ``compute`` is dropped).
+
+    ``update`` and ``fold`` change the states through the same ``_fold``, so the two paths
+    cannot drift apart. :class:`~torchmetrics_ext.aggregation.MetricsAggregator` summarizes every
+    key of a batch before it folds any, so a rejected batch changes nothing, and it calls
+    ``fold`` directly (one call per key and batch, without the few microseconds of TorchMetrics'
+    update wrapper, which would dominate its update time).
+
+    Subclasses implement :meth:`summarize` and :meth:`_fold` (and ``update`` in terms of
+    ``_fold``).
+    """
+
+    @abstractmethod
+    def summarize(self, values: Sequence[Any]) -> S:
+        """Check a batch of plain values and reduce it to sufficient statistics; changes no state."""
+
+    @abstractmethod
+    def _fold(self, summary: S) -> None:
+        """Add a batch's sufficient statistics to the states (the one place the states change)."""
+
+    def fold(self, summary: S) -> None:
+        """Add a batch summary from :meth:`summarize` to the states; counts as one update."""
+        self._fold(summary)
+        state = self.__dict__  # this metric's own counters, set without nn.Module.__setattr__
+        state["_update_count"] += 1
+        state["_computed"] = None
+        if self.compute_on_cpu:
+            self._move_list_states_to_cpu()

@@ -1,0 +1,126 @@
+"""Input checks of the aggregation family, one place per kind of input, with their messages.
+
+* **Record values** (plain Python numbers or categories, as :class:`Metric` records carry them):
+  :func:`exact_sum` checks a batch of numbers while it sums it, :func:`number_tensor` while it
+  turns it into a tensor, :func:`check_categories` checks categories. A rejected value is named
+  in the message (``"Expected a finite number, got nan (float)."``); the aggregator prefixes the
+  record's dataset, name and type.
+* **Tensor inputs** of the metrics' ``update``: :func:`as_values`, then
+  :func:`~torchmetrics_ext.functional.distribution._check_finite`.
+
+Nothing here touches metric state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from torchmetrics_ext.utilities.checks import check_tensor
+
+__all__ = ["as_values", "check_categories", "exact_sum", "number_error", "number_tensor"]
+
+_CATEGORY_TYPES = frozenset((str, int))
+
+
+def _is_finite_number(value: object, as_tensor: bool) -> bool:
+    """``value`` is one finite number (and, if ``as_tensor``, becomes a one-element tensor)."""
+    if isinstance(value, (str, bytes)):
+        return False
+    try:
+        if not math.isfinite(float(value)):  # type: ignore[arg-type]
+            return False
+        return not as_tensor or torch.tensor([value], dtype=torch.float64).shape == (1,)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        return False
+
+
+def _is_number_like(value: object) -> bool:
+    """Converts to a float (a bad one is a ``ValueError`` rather than a ``TypeError``)."""
+    if isinstance(value, (str, bytes)):
+        return False
+    try:
+        float(value)  # type: ignore[arg-type]
+    except OverflowError:
+        return True
+    except (TypeError, ValueError, RuntimeError):
+        return False
+    return True
+
+
+def number_error(values: Sequence[object], as_tensor: bool = False) -> TypeError | ValueError:
+    """The error for the first value of ``values`` that is not a finite number (or for an overflowing sum).
+
+    A NaN or inf is a ``ValueError``, anything else that is not a number a ``TypeError``. When
+    every value is fine on its own, the batch's float64 sum overflowed: a ``ValueError``.
+    """
+    for value in values:
+        if not _is_finite_number(value, as_tensor):
+            if _is_number_like(value):
+                return ValueError(f"Expected a finite number, got {value!r} ({type(value).__name__}).")
+            kind = "a number" if isinstance(value, (str, bytes)) else "a finite number"
+            return TypeError(f"Expected {kind}, got {value!r} ({type(value).__name__}).")
+    return ValueError("The batch's sum overflows float64.")
+
+
+def exact_sum(values: Sequence[object]) -> float:
+    """``math.fsum`` of a batch of numbers (the exactly rounded float64 sum); checks every value on the way.
+
+    Raises:
+        TypeError: on a value that is not a number.
+        ValueError: on NaN/inf, or a sum that overflows float64.
+    """
+    try:
+        total = math.fsum(values)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError, RuntimeError):
+        raise number_error(values) from None
+    if not math.isfinite(total):
+        raise number_error(values)
+    return total
+
+
+def number_tensor(values: Sequence[object]) -> Tensor:
+    """A batch of numbers as a float64 1-D CPU tensor; checks every value on the way.
+
+    Raises:
+        TypeError: on a value that is not a number.
+        ValueError: on NaN/inf.
+    """
+    try:
+        out = torch.tensor(values, dtype=torch.float64)
+        ok = out.ndim == 1 and bool(torch.isfinite(out).all())
+    except (TypeError, ValueError, RuntimeError):
+        ok = False
+    if not ok:
+        raise number_error(values, as_tensor=True)
+    return out
+
+
+def _is_category(value: object) -> bool:
+    return type(value) is str or type(value) is int or (isinstance(value, (str, int)) and not isinstance(value, bool))
+
+
+def check_categories(values: Sequence[object]) -> None:
+    """Raise ``TypeError`` unless every value is a ``str`` or an ``int`` category (``bool`` is not one)."""
+    if set(map(type, values)) <= _CATEGORY_TYPES:
+        return
+    for value in values:
+        if not _is_category(value):
+            raise TypeError(f"Expected str or int categories, got {value!r} ({type(value).__name__}).")
+
+
+def as_values(name: str, value: object) -> Tensor:
+    """``value`` (a number, a sequence of numbers or a real tensor) as a tensor, or a clear ``TypeError``."""
+    if isinstance(value, Tensor):
+        return check_tensor(name, value)
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"Expected `{name}` to be a number, a sequence of numbers or a tensor, got {value!r}.")
+    try:
+        return torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(
+            f"Expected `{name}` to be a number, a sequence of numbers or a tensor, got {type(value).__name__}: {err}"
+        ) from None

@@ -1,0 +1,156 @@
+"""``Distribution``: the class twin of :mod:`torchmetrics_ext.functional.distribution` (same sketch, same kernels)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from operator import mul
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from torchmetrics_ext.aggregation.base import AggregationMetric
+from torchmetrics_ext.aggregation.checks import as_values, exact_sum, number_error
+from torchmetrics_ext.functional.distribution import (
+    DEFAULT_PERCENTILES,
+    SketchBatch,
+    SketchSpec,
+    _check_finite,
+    _check_percentiles,
+    _distribution_compute,
+    _distribution_fold,
+    _distribution_update,
+    _sketch_index,
+)
+
+__all__ = ["Distribution"]
+
+Values = float | int | Tensor | Sequence[float]
+
+
+class Distribution(AggregationMetric[SketchBatch]):
+    r"""Lifetime mean, min, max, std and percentiles of a stream of values, mergeable across ranks.
+
+    .. math::
+        \bar x = \frac{1}{n}\sum_i x_i,\quad
+        s = \sqrt{\tfrac{1}{n-1}\big(\textstyle\sum_i x_i^2 - n\bar x^2\big)},\quad
+        P_q = \text{np.percentile}(x, q) \text{ within relative error } \alpha
+
+    Percentiles come from a log-bucket sketch (DDSketch-style, see
+    :mod:`torchmetrics_ext.functional.distribution`): a fixed float64 vector of
+    :math:`2B + 1` bucket counts, :math:`B = \lceil\log_\gamma \text{max\_value}\rceil -
+    \lceil\log_\gamma \text{min\_value}\rceil + 1` per sign plus a zero bucket (4,839 buckets,
+    38.7 kB with the defaults), that is summed across batches and ranks, so the percentiles of a DDP run are
+    those of all ranks' data, not an average of per-rank percentiles (torchtune's approximation).
+
+    Args:
+        percentiles: percentiles in [0, 100] to report, named ``p05``, ``p50``, ``p95``, ...
+        relative_accuracy: relative error bound :math:`\alpha` of the percentiles (default 1%).
+        min_value: magnitudes below this count as 0 (absolute error below ``min_value``).
+        max_value: magnitudes above this fall in the last bucket (no relative bound; estimates
+            are still clipped to the exact max).
+        validate_args: reject non-numbers and NaN/inf before any state changes.
+        kwargs: TorchMetrics options.
+
+    Returns:
+        ``compute()`` returns a dict of float64 scalars: ``mean``, ``min``, ``max``, ``std``
+        (sample std, ``ddof=1`` as ``torch.std``) and one entry per percentile.
+
+    Raises:
+        TypeError: if ``value`` is not a number, a sequence of numbers or a real tensor.
+        ValueError: on NaN/inf values or invalid sketch arguments.
+
+    Note:
+        States: count, sum, sum of squares (``sum``), min (``min``), max (``max``) and the bucket
+        counts (``sum``); constant memory, independent of the number of values. Mean and std are
+        exact up to float64 rounding (exactly rounded ``math.fsum`` sums for batches of plain
+        values through :meth:`summarize`); min and max are exact. No value: every output
+        ``nan``; one value: ``std`` is ``nan`` (each with an ``UndefinedMetricWarning``).
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.aggregation import Distribution
+        >>> metric = Distribution()
+        >>> metric.update(torch.arange(1, 51))
+        >>> metric.fold(metric.summarize(list(range(51, 101))))  # a batch of plain values
+        >>> {k: round(v.item(), 1) for k, v in metric.compute().items()}  # np.percentile: 5.95, 50.5, 95.05
+        {'mean': 50.5, 'min': 1.0, 'max': 100.0, 'std': 29.0, 'p05': 5.9, 'p50': 50.4, 'p95': 94.7}
+    """
+
+    is_differentiable = False
+    higher_is_better = None
+    full_state_update: bool = False
+    count: Tensor
+    total: Tensor
+    total_sq: Tensor
+    min_value: Tensor
+    max_value: Tensor
+    bucket_counts: Tensor
+
+    def __init__(
+        self,
+        percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+        relative_accuracy: float = 0.01,
+        min_value: float = 1e-9,
+        max_value: float = 1e12,
+        *,
+        validate_args: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(1, validate_args=validate_args, **kwargs)
+        self.spec = SketchSpec(relative_accuracy, min_value, max_value)
+        self.percentiles = _check_percentiles(percentiles)
+        zero = torch.tensor(0.0, dtype=torch.float64)
+        self.add_state("count", default=zero.clone(), dist_reduce_fx="sum")
+        self.add_state("total", default=zero.clone(), dist_reduce_fx="sum")
+        self.add_state("total_sq", default=zero.clone(), dist_reduce_fx="sum")
+        self.add_state("min_value", default=torch.tensor(math.inf, dtype=torch.float64), dist_reduce_fx="min")
+        self.add_state("max_value", default=torch.tensor(-math.inf, dtype=torch.float64), dist_reduce_fx="max")
+        self.add_state("bucket_counts", default=torch.zeros(self.spec.size, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def _validate(self, value: Values) -> None:
+        _check_finite("value", as_values("value", value))
+
+    def update(self, value: Values) -> None:
+        """Add ``value`` (a number, a sequence of numbers or a tensor of any shape)."""
+        if self._check_inputs:
+            self._validate(value)
+        values = torch.as_tensor(value, dtype=torch.float64, device=self.device).reshape(-1)
+        if values.numel():
+            self._fold(_distribution_update(values, self.spec))
+
+    def summarize(self, values: Sequence[Any]) -> SketchBatch:
+        """Exact (``math.fsum``) moments, extremes and the sketch's bucket index of a batch of plain numbers.
+
+        Raises:
+            TypeError: on a value that is not a number.
+            ValueError: on NaN/inf, or a sum of squares that overflows float64.
+        """
+        total = exact_sum(values)  # checks every value
+        floats = list(map(float, values))
+        if not floats:
+            return SketchBatch(0.0, 0.0, 0.0, math.inf, -math.inf, torch.zeros(0, dtype=torch.long, device=self.device))
+        total_sq = math.fsum(map(mul, floats, floats))
+        if not math.isfinite(total_sq):
+            raise number_error(values)
+        index = _sketch_index(torch.tensor(floats, dtype=torch.float64, device=self.device), self.spec)
+        return SketchBatch(float(len(floats)), total, total_sq, min(floats), max(floats), index)
+
+    def _fold(self, summary: SketchBatch) -> None:
+        _distribution_fold(
+            self.count, self.total, self.total_sq, self.min_value, self.max_value, self.bucket_counts, summary
+        )
+
+    def compute(self) -> dict[str, Tensor]:
+        """``{"mean", "min", "max", "std", "p05", "p50", "p95"}`` (per ``percentiles``) of everything seen."""
+        return _distribution_compute(
+            self.count,
+            self.total,
+            self.total_sq,
+            self.min_value,
+            self.max_value,
+            self.bucket_counts,
+            self.percentiles,
+            self.spec,
+        )

@@ -1,0 +1,164 @@
+r"""Every ranking metric's spec, by name: its per-query value on each computation path.
+
+Notation of the value functions: for query :math:`q` with relevant set :math:`R_q` (the
+candidates with ``target > 0``), ``hits(k)`` counts the relevant candidates ranked in the top
+``k``; a query without relevant candidates may get any value (the caller's
+``empty_target_action`` replaces it). The hit-count metrics (recall, precision, hit rate, F1)
+are written once against :class:`~torchmetrics_ext.functional.ranking._kernel.QueryStats`, which
+both the sort path and the top-k merge provide; MRR, MAP and NDCG read each path's own layout.
+
+Adding a metric: write its value function(s), add a :class:`RankingSpec` to :data:`SPECS`,
+then a function in :mod:`~torchmetrics_ext.functional.ranking.single` and a class in
+:mod:`torchmetrics_ext.metrics.ranking.single` (``docs/contributing.md`` walks through it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from torchmetrics_ext.functional.ranking._first_hit import FirstHits
+from torchmetrics_ext.functional.ranking._inputs import check_cutoff
+from torchmetrics_ext.functional.ranking._kernel import QueryStats, SortedQueries, discount, gain
+from torchmetrics_ext.functional.ranking._spec import RankingSpec, Request
+from torchmetrics_ext.functional.ranking._topk import TopQueries
+
+# ----------------------------------------------------------------------------- hit counts (sort path and top-k merge)
+
+
+def _recall(queries: QueryStats, k: int | None) -> Tensor:
+    return queries.hits(k) / queries.safe_rel
+
+
+def _precision(queries: QueryStats, k: int | None) -> Tensor:
+    return queries.hits(k) / queries.precision_denominator(k)
+
+
+def _hit_rate(queries: QueryStats, k: int | None) -> Tensor:
+    return (queries.hits(k) > 0).to(torch.float64)
+
+
+def _f1(queries: QueryStats, k: int | None) -> Tensor:
+    # 2 P R / (P + R) with P = hits / d_k and R = hits / |R_q| is 2 hits / (d_k + |R_q|): 0 when hits = 0
+    return 2.0 * queries.hits(k) / (queries.precision_denominator(k) + queries.num_rel)
+
+
+def _r_precision(queries: SortedQueries, k: int | None) -> Tensor:
+    # the cutoff of query q is |R_q|: relevant rows ranked above it over |R_q|
+    within_r = queries.pos < queries.num_rel[queries.group]
+    return queries.sum(None, within_r) / queries.safe_rel
+
+
+# ----------------------------------------------------------------------------- MRR
+
+
+def _mrr_sorted(queries: SortedQueries, k: int | None) -> Tensor:
+    first = queries.within == 0
+    in_k = queries.in_k(k)
+    keep = first if in_k is None else first & in_k
+    values = torch.zeros(queries.num_groups, dtype=torch.float64, device=first.device)
+    values[queries.group[keep]] = 1.0 / (queries.pos[keep] + 1).to(torch.float64)
+    return values
+
+
+def _mrr_top(queries: TopQueries, k: int) -> Tensor:
+    relevant = queries.top(k)  # the largest 1 / rank among relevant entries (argmax over dim 0 is slow)
+    return (relevant / queries.ranks[: relevant.shape[0]]).amax(0)
+
+
+def _mrr_first_hit(hits: FirstHits, k: int | None) -> Tensor:
+    return torch.where(hits.hit(k), 1.0 / (hits.ahead + 1).to(torch.float64), 0.0)
+
+
+def _hit_rate_first_hit(hits: FirstHits, k: int | None) -> Tensor:
+    return hits.hit(k).to(torch.float64)
+
+
+# ----------------------------------------------------------------------------- MAP
+
+
+def _map_sorted(queries: SortedQueries, k: int | None) -> Tensor:
+    precision = (queries.within + 1).to(torch.float64) / (queries.pos + 1).to(torch.float64)
+    return queries.sum(precision, queries.in_k(k)) / queries.safe_rel
+
+
+def _map_top(queries: TopQueries, k: int) -> Tensor:
+    relevant = queries.top(k)
+    precision = torch.cumsum(relevant, 0, dtype=torch.int32).to(torch.float64) / queries.ranks[: relevant.shape[0]]
+    return (precision * relevant).sum(0) / queries.safe_rel
+
+
+# ----------------------------------------------------------------------------- NDCG
+
+
+def _normalise(dcg: Tensor, idcg: Tensor) -> Tensor:
+    return dcg / torch.where(idcg > 0, idcg, 1.0)
+
+
+def _ndcg_sorted(queries: SortedQueries, k: int | None) -> Tensor:
+    return _normalise(queries.sum(queries.gain_discount, queries.in_k(k)), queries.ideal_dcg(k))
+
+
+def _ndcg_top(queries: TopQueries, k: int) -> Tensor:
+    depth = queries.top(k).shape[0]
+    gains = gain(queries.grade[:depth].to(torch.float64), queries.options.exponential_gain)
+    dcg = (gains * discount(torch.arange(depth, device=gains.device)).unsqueeze(1)).sum(0)
+    return _normalise(dcg, queries.ideal_dcg(k))
+
+
+# ----------------------------------------------------------------------------- the registry
+
+NDCG = RankingSpec(
+    "ndcg",
+    "NDCG",
+    "optional",
+    _ndcg_sorted,
+    _ndcg_top,
+    counts_grades=True,
+    options=("exponential_gain", "report_as_loss"),
+)
+RECALL = RankingSpec("recall", "RecallAtK", "required", _recall, _recall)
+PRECISION = RankingSpec("precision", "PrecisionAtK", "required", _precision, _precision, options=("adaptive_k",))
+MRR = RankingSpec("mrr", "MRR", "optional", _mrr_sorted, _mrr_top, _mrr_first_hit)
+HIT_RATE = RankingSpec("hit_rate", "HitRate", "required", _hit_rate, _hit_rate, _hit_rate_first_hit)
+MAP = RankingSpec("map", "MAP", "optional", _map_sorted, _map_top)
+R_PRECISION = RankingSpec("r_precision", "RPrecision", "none", _r_precision)
+F1 = RankingSpec("f1", "F1AtK", "required", _f1, _f1, options=("adaptive_k",))
+
+SPECS: dict[str, RankingSpec] = {
+    spec.name: spec for spec in (NDCG, RECALL, PRECISION, MRR, HIT_RATE, MAP, R_PRECISION, F1)
+}
+"""Every ranking metric by name; :class:`RankingMetrics` and :func:`ranking_metrics` accept each."""
+
+DEFAULT_METRICS = ("ndcg", "recall", "precision", "mrr", "hit_rate", "map")
+"""``RankingMetrics``' default ``metrics``: kept fixed, so a new metric never changes an existing output."""
+
+
+def ranking_spec(name: str) -> RankingSpec:
+    """The spec registered as ``name``; ``ValueError`` listing every known name otherwise."""
+    spec = SPECS.get(name) if isinstance(name, str) else None
+    if spec is None:
+        raise ValueError(f"Expected `metrics` entries from {tuple(SPECS)}, got {name!r}.")
+    return spec
+
+
+def ranking_requests(metrics: Sequence[str], ks: Sequence[int | None]) -> list[Request]:
+    """Validate ``metrics`` and ``ks`` and return every ``(spec, k)`` request, metric by metric.
+
+    A metric without cutoff (R-precision) gives one request whatever ``ks`` holds. ``None`` in
+    ``ks`` is the whole list for every metric with a cutoff (recall is then 1, precision
+    ``|R_q| / n_q``).
+    """
+    if isinstance(metrics, str) or not metrics:
+        raise ValueError(
+            f"Expected `metrics` to be a non-empty sequence of names from {tuple(SPECS)}, got {metrics!r}."
+        )
+    specs = [ranking_spec(name) for name in dict.fromkeys(metrics)]
+    if isinstance(ks, (int, str)) or not ks:
+        raise ValueError(f"Expected `ks` to be a non-empty sequence of positive integers (or None), got {ks!r}.")
+    for k in ks:
+        check_cutoff(k, "optional")
+    cutoffs = list(dict.fromkeys(ks))
+    return [(spec, k) for spec in specs for k in ([None] if spec.cutoff == "none" else cutoffs)]

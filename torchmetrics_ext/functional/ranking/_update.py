@@ -1,0 +1,124 @@
+"""The update and compute kernels every ranking function and class calls.
+
+:func:`_ranking_update` turns a batch of flat rows into per-request weighted sums over its
+queries, taking the cheapest computation path that applies to every request (each request's
+spec says which apply):
+
+1. the top-k merge (:mod:`._topk`): finite cutoffs over rows grouped by query;
+2. first-hit counting (:mod:`._first_hit`): metrics that only need each query's first relevant row;
+3. the sort path (:mod:`._kernel`): everything else.
+
+All three give the same values. :func:`_ranking_compute` divides the sums (weighted mean over
+queries). :func:`_ranking_functional` is the whole validate, format, update, compute sequence of
+a functional call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from torchmetrics_ext.functional.ranking._first_hit import first_hit_values
+from torchmetrics_ext.functional.ranking._inputs import RankingRows, _ranking_arg_validation, _ranking_format
+from torchmetrics_ext.functional.ranking._kernel import Ranked, rank_rows, sorted_values
+from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
+from torchmetrics_ext.functional.ranking._topk import grouped_topk_values
+from torchmetrics_ext.utilities.warnings import safe_divide
+
+
+def _ranking_update(
+    rows: RankingRows,
+    requests: Sequence[Request],
+    options: RankingOptions,
+    *,
+    empty_target_action: str = "skip",
+    remove_single_length_sessions: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-request weighted sums over the queries of ``rows``: ``(value_sum, weight_sum, num_queries)``."""
+    if rows.preds.numel() == 0:
+        zero = torch.zeros((), dtype=torch.float64, device=rows.preds.device)
+        return torch.zeros(len(requests), dtype=torch.float64, device=rows.preds.device), zero, zero.clone()
+    args = (rows.preds, rows.target, rows.indexes, rows.weights, requests)
+    fast = grouped_topk_values(*args, options, preds_writable=rows.preds_writable)
+    if fast is None:
+        fast = first_hit_values(*args)
+    if fast is None:
+        ranked = rank_rows(rows.preds, rows.target, rows.indexes, rows.weights)
+        values, num_rel = sorted_values(ranked, requests, options)
+    else:
+        values, num_rel, ranked = fast
+    return reduce_queries(values, num_rel, ranked, empty_target_action, remove_single_length_sessions)
+
+
+def _ranking_compute(value_sum: Tensor, weight_sum: Tensor, label: str) -> Tensor:
+    """Weighted mean over queries; ``nan`` plus ``UndefinedMetricWarning`` when no query counted."""
+    return safe_divide(
+        value_sum,
+        weight_sum.expand_as(value_sum),
+        label,
+        "no query counted (no query with a relevant candidate, or all query weights are zero)",
+    )
+
+
+def _ranking_functional(
+    requests: Sequence[Request],
+    label: str,
+    inputs: tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None],
+    options: RankingOptions,
+    *,
+    empty_target_action: str,
+    padding_value: float | None,
+    remove_single_length_sessions: bool,
+    validate_args: bool,
+) -> Tensor:
+    """Validate, format, update and compute in one call: ``(len(requests),)`` float64 values.
+
+    ``inputs`` are ``(preds, target, indexes, mask, weights)``.
+    """
+    _ranking_arg_validation(
+        empty_target_action,
+        padding_value,
+        remove_single_length_sessions=remove_single_length_sessions,
+        **options._asdict(),
+    )
+    rows = _ranking_format(*inputs, padding_value=padding_value, validate=validate_args)
+    value_sum, weight_sum, _ = _ranking_update(
+        rows,
+        requests,
+        options,
+        empty_target_action=empty_target_action,
+        remove_single_length_sessions=remove_single_length_sessions,
+    )
+    return _ranking_compute(value_sum, weight_sum, label)
+
+
+def reduce_queries(
+    values: Tensor,
+    num_rel: Tensor,
+    ranked: Ranked,
+    empty_target_action: str,
+    remove_single_length_sessions: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Apply the empty-query policy and weights: ``(sum w·v per request, sum w, number of queries)``."""
+    empty = num_rel == 0
+    include = torch.ones_like(empty)
+    if remove_single_length_sessions:
+        include = include & (ranked.size > 1)
+    if empty_target_action == "error" and bool((empty & include).any()):
+        bad = int(torch.nonzero(empty & include)[0, 0])
+        raise ValueError(
+            f"A query has no relevant candidate (target > 0) and `empty_target_action='error'` "
+            f"(query number {bad} of {ranked.num_groups} in sorted id order)."
+        )
+    if empty_target_action == "skip":
+        include = include & ~empty
+    elif empty_target_action in ("zero", "one"):
+        fill = 0.0 if empty_target_action == "zero" else 1.0
+        values = torch.where(empty.unsqueeze(1), fill, values)
+    w = include.to(torch.float64)
+    if ranked.weight is not None:
+        w = w * ranked.weight
+    value_sum = (values * w.unsqueeze(1)).sum(0)
+    return value_sum, w.sum(), include.sum().to(torch.float64)

@@ -1,0 +1,214 @@
+r"""The base of every ranking class: states, ``update`` and ``compute`` over ``(spec, k)`` requests.
+
+All ranking classes share it and the kernels of :mod:`torchmetrics_ext.functional.ranking`; see
+that package for the definitions, the input forms and the tie rule. Shared behaviour:
+
+* ``update(preds, target, indexes=None, mask=None, weights=None)`` takes flat ``(N,)`` rows
+  grouped by ``indexes`` or padded ``(Q, L)`` candidate lists (``mask`` or ``padding_value``).
+* Exact mode (default, ``queries_complete_per_batch=False``): flat rows are kept as given in
+  ``cat`` states (scores, relevance, ids, and float64 weights once any batch had weights: O(N)
+  memory; validated int64 relevance below ``2**31`` is kept as an int32 copy) and grouped by
+  query at ``compute``, so a query may span batches and DDP ranks (same id = same query).
+  Before a DDP gather each rank casts its rows to float64/int64.
+* ``queries_complete_per_batch=True`` (TorchRec's session mode): each batch's queries are
+  scored at ``update`` and only weighted sums are kept (constant memory); a query split across
+  batches counts as separate queries. Padded input always takes this path: a padded row is a
+  whole query by construction.
+* A rejected batch raises and changes nothing; an empty batch changes nothing.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics.utilities.data import dim_zero_cat
+
+from torchmetrics_ext.functional.ranking._inputs import RankingRows, _ranking_arg_validation, _ranking_format
+from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
+from torchmetrics_ext.functional.ranking._update import _ranking_compute, _ranking_update
+from torchmetrics_ext.metrics.base import TaskMetric
+
+_ROW_STATES = {
+    "preds": torch.float64,
+    "target": torch.float64,
+    "indexes": torch.int64,
+    "weights": torch.float64,
+}
+_INT32_LIMIT = 2**31
+
+
+class _RankingMetric(TaskMetric):
+    """Per-query ranking metrics over one or more ``(spec, k)`` requests (see the module docstring)."""
+
+    is_differentiable = False
+    sample_axis = 0  # a flat row, or a padded query row of (Q, L): both are axis 0
+    higher_is_better: bool | None = True
+    full_state_update = False
+    plot_lower_bound = 0.0
+    plot_upper_bound = 1.0
+
+    weight_sum: Tensor
+    preds: list[Tensor]
+    target: list[Tensor]
+    indexes: list[Tensor]
+    weights: list[Tensor]
+
+    def __init__(
+        self,
+        requests: Sequence[Request],
+        options: RankingOptions,
+        label: str,
+        *,
+        empty_target_action: str = "skip",
+        padding_value: float | None = None,
+        queries_complete_per_batch: bool = False,
+        remove_single_length_sessions: bool = False,
+        validate_args: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(1, validate_args=validate_args, **kwargs)
+        _ranking_arg_validation(
+            empty_target_action,
+            padding_value,
+            **options._asdict(),
+            queries_complete_per_batch=queries_complete_per_batch,
+            remove_single_length_sessions=remove_single_length_sessions,
+        )
+        self.requests = list(requests)
+        self.options = options
+        self._label = label
+        self.exponential_gain = options.exponential_gain
+        self.adaptive_k = options.adaptive_k
+        self.empty_target_action = empty_target_action
+        self.padding_value = padding_value
+        self.queries_complete_per_batch = queries_complete_per_batch
+        self.remove_single_length_sessions = remove_single_length_sessions
+        # The per-query sums depend on this metric's settings, so their state is named after them:
+        # MetricCollection's compute groups then never merge two configurations whose sums happen
+        # to coincide on the first batch (the row states of the exact mode stay shareable).
+        flags = {
+            "exp": options.exponential_gain,
+            "adaptive": options.adaptive_k,
+            "no_single": remove_single_length_sessions,
+        }
+        tag = [f"{spec.name}{'' if k is None else k}" for spec, k in self.requests]
+        tag += [flag for flag, on in flags.items() if on] + [empty_target_action]
+        self._value_state = "value_sum_" + "_".join(tag)
+        self.add_state(self._value_state, torch.zeros(len(self.requests), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("weight_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        if not queries_complete_per_batch:
+            for name, dtype in _ROW_STATES.items():
+                self._add_list_state(name, dtype)
+
+    @property
+    def value_sum(self) -> Tensor:
+        """Per-request sums of per-query values (the state named after this metric's settings)."""
+        return getattr(self, self._value_state)
+
+    @value_sum.setter
+    def value_sum(self, value: Tensor) -> None:
+        setattr(self, self._value_state, value)
+
+    # ------------------------------------------------------------------ update
+
+    def _rows(
+        self,
+        preds: Tensor,
+        target: Tensor,
+        indexes: Tensor | None,
+        mask: Tensor | None,
+        weights: Tensor | None,
+        validate: bool,
+    ) -> RankingRows:
+        return _ranking_format(
+            preds, target, indexes, mask, weights, padding_value=self.padding_value, validate=validate
+        )
+
+    def _validate(
+        self,
+        preds: Tensor,
+        target: Tensor,
+        indexes: Tensor | None = None,
+        mask: Tensor | None = None,
+        weights: Tensor | None = None,
+    ) -> None:
+        self._rows(preds, target, indexes, mask, weights, validate=True)
+
+    def _sums(self, rows: RankingRows) -> tuple[Tensor, Tensor, Tensor]:
+        return _ranking_update(
+            rows,
+            self.requests,
+            self.options,
+            empty_target_action=self.empty_target_action,
+            remove_single_length_sessions=self.remove_single_length_sessions,
+        )
+
+    def update(
+        self,
+        preds: Tensor,
+        target: Tensor,
+        indexes: Tensor | None = None,
+        mask: Tensor | None = None,
+        weights: Tensor | None = None,
+    ) -> None:
+        """Add a batch: flat ``(N,)`` rows with ``indexes``, or padded ``(Q, L)`` lists."""
+        rows = self._rows(preds, target, indexes, mask, weights, validate=self._check_inputs)
+        if rows.preds.numel() == 0:
+            return
+        if rows.padded or self.queries_complete_per_batch:
+            value_sum, weight_sum, _ = self._sums(rows)
+            self.value_sum += value_sum
+            self.weight_sum += weight_sum
+            return
+        if rows.weights is not None or self.weights:
+            # weights are kept per row only once some batch had them: earlier batches get ones
+            for earlier in self.preds[len(self.weights) :]:
+                self.weights.append(torch.ones_like(earlier))
+            self.weights.append(rows.weights if rows.weights is not None else torch.ones_like(rows.target))
+        self.preds.append(rows.preds.detach())  # kept as given (no copy); converted at sync/compute
+        target = rows.target
+        if target.dtype == torch.int64 and rows.target_max is not None and rows.target_max < _INT32_LIMIT:
+            target = target.to(torch.int32)  # validated relevance: half the memory kept per row
+        self.target.append(target)
+        self.indexes.append(rows.indexes)
+
+    # ------------------------------------------------------------------ compute
+
+    def _compute_values(self) -> Tensor:
+        value_sum, weight_sum = self.value_sum, self.weight_sum
+        if not self.queries_complete_per_batch:
+            rows = self._cat_rows()
+            if rows is not None and rows.preds.numel() > 0:
+                batch_value, batch_weight, _ = self._sums(rows)
+                value_sum, weight_sum = value_sum + batch_value, weight_sum + batch_weight
+        return _ranking_compute(value_sum, weight_sum, self._label)
+
+    def _cat_rows(self) -> RankingRows | None:
+        states = {name: getattr(self, name) for name in _ROW_STATES}
+        if isinstance(states["preds"], list) and len(states["preds"]) == 0:
+            return None
+        preds, target, indexes = (dim_zero_cat(states[n]) for n in ("preds", "target", "indexes"))
+        weights = states["weights"]
+        weights = None if isinstance(weights, list) and len(weights) == 0 else dim_zero_cat(weights)
+        if weights is not None and weights.numel() == 0:
+            weights = None
+        if weights is not None and weights.numel() != preds.numel():
+            raise ValueError(
+                f"{type(self).__name__}: `weights` were given for {weights.numel()} of {preds.numel()} rows; "
+                "pass weights with every batch on every rank, or with none."
+            )
+        # a list state is concatenated into a new tensor, which the kernels may use as scratch
+        writable = isinstance(states["preds"], list)
+        return RankingRows(preds, target, indexes.to(torch.int64), weights, False, writable)
+
+
+SHARED_OPTIONS = tuple(
+    param.name
+    for param in inspect.signature(_RankingMetric.__init__).parameters.values()
+    if param.kind == param.KEYWORD_ONLY
+)
+"""The options every ranking class takes, forwarded to :class:`_RankingMetric` (documented once)."""

@@ -1,0 +1,82 @@
+"""Multiclass recall at ``k`` as a :class:`torchmetrics.Metric`: :class:`MulticlassRecallAtK`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from torchmetrics_ext.functional.ranking.multiclass import (
+    _multiclass_recall_arg_validation,
+    _multiclass_recall_compute,
+    _multiclass_recall_tensor_validation,
+    _multiclass_recall_update,
+)
+from torchmetrics_ext.metrics.base import TaskMetric
+
+__all__ = ["MulticlassRecallAtK"]
+
+
+class MulticlassRecallAtK(TaskMetric):
+    r"""Multiclass recall at ``k`` (TorchRec's ``MulticlassRecallMetric``) for ``(N, C)`` class scores.
+
+    .. math:: \mathrm{Recall}@k = \frac{\sum_n w_n\,[\mathrm{rank}_n(y_n) < k]}{\sum_n w_n}
+
+    Classes scored equal to the true class rank ahead of it (pessimistic ties). State: two
+    float64 sums (constant memory), summed across ranks.
+
+    Args:
+        k: cutoff in ``[1, num_classes]``.
+        num_classes: number of classes ``C``.
+        validate_args: check each batch.
+        kwargs: TorchMetrics options.
+
+    Raises:
+        ValueError: bad ``k``/``num_classes``, shapes, NaN scores, class ids out of range, bad weights.
+        TypeError: non-tensor inputs, non-floating ``preds`` or non-integer ``target``.
+
+    Note:
+        TorchRec returns recall at every ``k`` at once; build one metric per ``k`` (they are cheap).
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import MulticlassRecallAtK
+        >>> metric = MulticlassRecallAtK(k=2, num_classes=3)
+        >>> preds = torch.tensor([[0.9, 0.1, 0.0], [0.1, 0.2, 0.7], [0.3, 0.3, 0.4]])
+        >>> metric.update(preds, torch.tensor([0, 1, 1]))
+        >>> metric.compute()
+        tensor(0.6667, dtype=torch.float64)
+    """
+
+    is_differentiable = False
+    sample_axis = 0  # a row of the (N, C) class scores
+    higher_is_better = True
+    full_state_update = False
+    plot_lower_bound = 0.0
+    plot_upper_bound = 1.0
+
+    hit_sum: Tensor
+    weight_sum: Tensor
+
+    def __init__(self, k: int, num_classes: int, **kwargs: Any) -> None:
+        super().__init__(1, **kwargs)
+        _multiclass_recall_arg_validation(k, num_classes)
+        self.k, self.num_classes = k, num_classes
+        self.add_state("hit_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("weight_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def _validate(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
+        _multiclass_recall_tensor_validation(preds, target, weights, self.num_classes)
+
+    def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
+        """Add ``(N, C)`` scores, ``(N,)`` class ids and optional ``(N,)`` weights."""
+        if self._check_inputs:
+            self._validate(preds, target, weights)
+        hits, total = _multiclass_recall_update(preds, target, weights, self.k)
+        self.hit_sum += hits
+        self.weight_sum += total
+
+    def compute(self) -> Tensor:
+        """Weighted recall at ``k`` (float64 scalar)."""
+        return _multiclass_recall_compute(self.hit_sum, self.weight_sum)

@@ -1,0 +1,211 @@
+r"""Training or evaluation throughput (examples per second) as a :class:`torchmetrics.Metric`."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from torchmetrics_ext.utilities.warnings import safe_divide
+
+__all__ = ["Throughput"]
+
+_STATES = {
+    "total_examples": "sum",  # every example, warm-up included
+    "examples": "sum",  # examples of the updates after warm-up
+    "elapsed": "max",  # seconds from the end of warm-up to the last update (per rank)
+    "window_examples": "sum",  # examples of the updates in the last `window_seconds`
+    "window_elapsed": "max",  # the seconds those updates took (per rank)
+}
+
+
+def _count_examples(batch: Any) -> int:
+    """Examples in ``batch``: an int, a tensor's leading dimension, or that of the first tensor of a dict/sequence."""
+    if isinstance(batch, numbers.Integral) and not isinstance(batch, bool):
+        if batch < 0:
+            raise ValueError(f"Expected `batch` as a count to be non-negative, got {batch}.")
+        return int(batch)
+    tensor = batch
+    if isinstance(batch, Mapping) or (isinstance(batch, Sequence) and not isinstance(batch, (str, bytes))):
+        values = batch.values() if isinstance(batch, Mapping) else batch
+        tensor = next((v for v in values if isinstance(v, Tensor)), None)
+        if tensor is None:
+            raise ValueError(f"Expected `batch` ({type(batch).__name__}) to hold a tensor to count examples from.")
+    if not isinstance(tensor, Tensor):
+        raise TypeError(
+            f"Expected `batch` to be a tensor, an int, or a dict or sequence of tensors, got {type(batch).__name__}."
+        )
+    if tensor.ndim == 0:
+        raise ValueError(
+            "Expected `batch` to be a tensor with a leading batch dimension, got a 0-dim tensor "
+            "(pass the number of examples as an int)."
+        )
+    return int(tensor.shape[0])
+
+
+class Throughput(Metric):
+    r"""Examples per second, counted from the inputs: lifetime (after warm-up) and over recent seconds.
+
+    ``update(batch)`` counts the examples of one step from the input itself (never from a
+    configured batch size): an ``int``, a tensor's leading dimension, or the leading dimension of
+    the first tensor of a dict or a sequence (e.g. the step's ``model_out`` or labels), and reads
+    the clock. The first ``warmup_steps`` updates only count towards ``total_examples``; the time
+    starts at the last of them. Each later update adds its examples and the time since the previous
+    update.
+
+    .. math::
+        \text{lifetime\_throughput} = \frac{\sum_{\text{ranks}} \text{examples after warm-up}}
+        {\max_{\text{ranks}} \text{seconds after warm-up}}
+
+    ``window_throughput`` is the same ratio over the newest updates whose time sums to at most
+    ``window_seconds`` (at least the newest update). ``compute`` returns float64 scalars
+    ``{"lifetime_throughput", "window_throughput", "total_examples"}``; a rate is ``nan`` (with
+    :class:`~torchmetrics_ext.utilities.warnings.UndefinedMetricWarning`) until an update after
+    warm-up has been timed.
+
+    Args:
+        warmup_steps: updates before the clock starts (first steps are slow: compilation, caches).
+            With ``0`` the clock starts at construction (and at ``reset``).
+        window_seconds: length of the recent window, in seconds.
+        clock: a function returning seconds (default :func:`time.monotonic`); tests inject one.
+        kwargs: TorchMetrics options (``process_group``, ``sync_on_compute``, ...).
+
+    Raises:
+        ValueError: ``warmup_steps`` not a non-negative integer, ``window_seconds`` not a positive
+            finite number, a negative count, a 0-dim tensor or a container without a tensor.
+        TypeError: ``clock`` not callable, or a ``batch`` of another type.
+
+    Note:
+        **DDP.** Examples are summed across ranks and time is the slowest rank's (``max``): the
+        states reduce with ``sum``/``max`` and sync through TorchMetrics like any metric. A rank
+        reads only its own clock, and ``update`` reads shapes only: no host-device sync.
+
+        **Checkpoints.** The counts and times are persistent states; after ``load_state_dict`` the
+        next update restarts the clock (its examples count in ``total_examples`` only), since a
+        clock reading from another process means nothing here.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import Throughput
+        >>> ticks = iter([0.0, 1.0, 2.0, 2.5])  # a fake clock, one reading per update
+        >>> metric = Throughput(warmup_steps=1, window_seconds=0.5, clock=lambda: next(ticks))
+        >>> for batch in (torch.zeros(64, 3), {"label": torch.zeros(100)}, [torch.zeros(50)], 20):
+        ...     metric.update(batch)
+        >>> {name: value.item() for name, value in metric.compute().items()}
+        {'lifetime_throughput': 68.0, 'window_throughput': 40.0, 'total_examples': 234.0}
+    """
+
+    full_state_update: bool = False
+    is_differentiable: bool = False
+    higher_is_better: bool = True
+
+    total_examples: Tensor
+    examples: Tensor
+    elapsed: Tensor
+    window_examples: Tensor
+    window_elapsed: Tensor
+
+    def __init__(
+        self,
+        *,
+        warmup_steps: int = 100,
+        window_seconds: float = 100.0,
+        clock: Callable[[], float] = time.monotonic,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool) or warmup_steps < 0:
+            raise ValueError(f"Expected `warmup_steps` to be a non-negative integer, got {warmup_steps!r}.")
+        if (
+            not isinstance(window_seconds, (int, float))
+            or isinstance(window_seconds, bool)
+            or not math.isfinite(window_seconds)
+            or window_seconds <= 0
+        ):
+            raise ValueError(f"Expected `window_seconds` to be a positive finite number, got {window_seconds!r}.")
+        if not callable(clock):
+            raise TypeError(f"Expected `clock` to be callable, got {type(clock).__name__}.")
+        self.warmup_steps = warmup_steps
+        self.window_seconds = float(window_seconds)
+        self.clock = clock
+        for name, reduction in _STATES.items():
+            self.add_state(name, torch.zeros((), dtype=torch.float64), dist_reduce_fx=reduction, persistent=True)
+        self._restart()
+
+    def _restart(self) -> None:
+        """Host-side bookkeeping of this rank: steps seen, the last clock reading, the recent updates."""
+        self._steps = 0
+        self._last: float | None = self.clock() if self.warmup_steps == 0 else None
+        self._recent: deque[tuple[float, int]] = deque()  # (seconds, examples) of the updates in the window
+        self._recent_seconds = 0.0
+        self._recent_examples = 0
+
+    def update(self, batch: Tensor | int | Mapping[str, Tensor] | Sequence[Tensor]) -> None:
+        """Count one step's examples (from ``batch`` itself) and read the clock."""
+        count = _count_examples(batch)
+        now = float(self.clock())
+        self._steps += 1
+        self.total_examples.add_(count)
+        if self._steps <= self.warmup_steps or self._last is None:
+            if self._steps >= self.warmup_steps:  # the last warm-up step (or the first after a restore)
+                self._last = now
+            return
+        seconds, self._last = now - self._last, now
+        self.examples.add_(count)
+        self.elapsed.add_(seconds)
+        self._recent.append((seconds, count))
+        self._recent_seconds += seconds
+        self._recent_examples += count
+        while len(self._recent) > 1 and self._recent_seconds > self.window_seconds:
+            old_seconds, old_count = self._recent.popleft()
+            self._recent_seconds -= old_seconds
+            self._recent_examples -= old_count
+        if len(self._recent) == 1:  # no drift from the running sums
+            self._recent_seconds, self._recent_examples = self._recent[0]
+        self.window_examples.fill_(self._recent_examples)
+        self.window_elapsed.fill_(self._recent_seconds)
+
+    def _rates(self) -> dict[str, Tensor]:
+        return {
+            "lifetime_throughput": safe_divide(
+                self.examples, self.elapsed, "Throughput", "no timed step after warm-up"
+            ),
+            "window_throughput": safe_divide(
+                self.window_examples, self.window_elapsed, "Throughput", "no timed step after warm-up"
+            ),
+            "total_examples": self.total_examples.clone(),
+        }
+
+    def compute(self) -> dict[str, Tensor]:
+        """``{"lifetime_throughput", "window_throughput", "total_examples"}`` across ranks (float64 scalars)."""
+        return self._rates()
+
+    def forward(self, batch: Tensor | int | Mapping[str, Tensor] | Sequence[Tensor]) -> dict[str, Tensor]:
+        """``update`` and return this rank's values (no sync: a step's throughput is local)."""
+        self.update(batch)
+        return self._rates()
+
+    def reset(self) -> None:
+        """Forget every count and time; the clock restarts (after warm-up again)."""
+        super().reset()
+        self._restart()
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """Steps seen and the recent updates (the clock reading is not saved)."""
+        return {"steps": self._steps, "recent": list(self._recent)}
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restore :meth:`get_extra_state`; the next update restarts the clock."""
+        self._restart()
+        self._last = None
+        self._steps = int(state["steps"])
+        self._recent = deque((float(s), int(n)) for s, n in state["recent"])
+        self._recent_seconds = sum(s for s, _ in self._recent)
+        self._recent_examples = sum(n for _, n in self._recent)

@@ -1,0 +1,268 @@
+"""A ring of per-update metric statistics and their exact aggregate over a sliding window.
+
+:class:`StateRing` keeps, for the updates currently in a window, each update's statistics in the
+layout of the wrapped metric's states (as declared with ``add_state``):
+
+* a ``sum``/``max``/``min`` tensor state has one preallocated ``(capacity, *shape)`` buffer whose
+  slots are written in place by the metric's own ``update`` (capacity doubles when the window
+  holds more updates than it has slots, so steady state allocates nothing);
+* a ``cat`` list state keeps the chunks each update appended (the window's samples, nothing else).
+
+The window's aggregate of the tensor states is kept with the *two-stack* sliding-window scheme,
+which never subtracts: the oldest ``front`` slots hold suffix aggregates (slot ``i`` holds the
+reduction of slots ``i .. front end``), the newer slots hold raw statistics whose running
+aggregate is ``back``, and the window is ``suffix[oldest] (+) back``. Evicting the oldest update
+moves one index; when the front runs empty, the back slots are turned into suffix aggregates in
+place (one pass per slot, once per turn of the window). Each window value is therefore a fresh
+reduction of at most one turn's statistics: float64 sums carry the rounding of one sum over the
+window's updates, never the drift of long add/subtract chains, and ``max``/``min`` work alike.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics.utilities.data import dim_zero_cat, dim_zero_max, dim_zero_min, dim_zero_sum
+
+__all__ = ["StateRing", "state_kind"]
+
+_KINDS = {dim_zero_sum: "sum", dim_zero_max: "max", dim_zero_min: "min", dim_zero_cat: "cat"}
+_REDUCE: dict[str, Callable[[list[Tensor], list[Tensor]], None]] = {
+    "sum": torch._foreach_add_,
+    "max": torch._foreach_maximum_,
+    "min": torch._foreach_minimum_,
+}
+_COMBINE: dict[str, Callable[..., Tensor]] = {"sum": torch.add, "max": torch.maximum, "min": torch.minimum}
+_JOIN = 64  # the lifetime's list states join every this many trailing small chunks into one
+_SMALL = 1 << 15  # elements: a chunk below this counts as small
+
+
+def state_kind(name: str, reduction: Any, default: Any) -> str:
+    """``"sum"``, ``"max"``, ``"min"`` or ``"cat"`` for a state declared with ``add_state``; raise otherwise.
+
+    Raises:
+        ValueError: for ``mean``, ``None`` or custom reductions (a window of them is not a
+            reduction of per-update statistics), or a ``sum`` state that does not start at zero.
+    """
+    kind = _KINDS.get(reduction)
+    if kind is None:
+        label = getattr(reduction, "__name__", repr(reduction))
+        raise ValueError(
+            f"Expected every state of the metric to reduce with sum, max, min or cat; state `{name}` "
+            f"reduces with {label}, so its window cannot be built from per-update statistics."
+        )
+    if kind == "cat" and not isinstance(default, list):
+        raise ValueError(f"Expected the cat state `{name}` to be a list state, got a {type(default).__name__}.")
+    if kind != "cat" and not isinstance(default, Tensor):
+        raise ValueError(f"Expected state `{name}` to be a tensor, got {type(default).__name__}.")
+    if kind == "sum" and bool(default.any()):
+        raise ValueError(f"Expected the sum state `{name}` to start at zero, got default {default}.")
+    return kind
+
+
+def join_small_tails(lists: list[list[Tensor]]) -> None:
+    """Join the last ``_JOIN`` chunks of every list into one when all are small and the lists align.
+
+    Thousands of small per-update chunks fragment the allocator's heap; joining keeps the lists
+    short. The lists are joined together and only while they hold the same number of chunks,
+    so a metric whose list states line up chunk by chunk keeps that alignment.
+    """
+    length = len(lists[0]) if lists else 0
+    if length < _JOIN or length % _JOIN or any(len(chunks) != length for chunks in lists):
+        return
+    if all(chunk.numel() < _SMALL for chunks in lists for chunk in chunks[-_JOIN:]):
+        for chunks in lists:
+            chunks[-_JOIN:] = [torch.cat(chunks[-_JOIN:])]
+
+
+class StateRing:
+    """Per-update statistics of the updates in a window, oldest first, with their exact aggregate.
+
+    Args:
+        kinds: state name -> ``"sum"``, ``"max"``, ``"min"`` or ``"cat"`` (see :func:`state_kind`).
+        defaults: state name -> the metric's default value (the identity each slot starts from).
+    """
+
+    def __init__(self, kinds: Mapping[str, str], defaults: Mapping[str, Any]) -> None:
+        self.kinds = dict(kinds)
+        self.groups = {k: [n for n, kind in self.kinds.items() if kind == k] for k in _REDUCE}
+        self.groups = {k: names for k, names in self.groups.items() if names}
+        self.tensor_names = [n for names in self.groups.values() for n in names]
+        self.list_names = [n for n, kind in self.kinds.items() if kind == "cat"]
+        self.defaults = {n: defaults[n].detach().clone() for n in self.tensor_names}
+        self.clear()
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def clear(self) -> None:
+        """Forget every update (and free the buffers)."""
+        self.capacity = 0
+        self.head = 0  # slot of the oldest update
+        self.count = 0  # updates in the window
+        self.front = 0  # oldest updates whose slots hold suffix aggregates
+        self.used = 0  # samples in the window
+        self.sizes: deque[int] = deque()
+        self.rings: dict[str, Tensor] = {
+            n: self.defaults[n].new_empty((0, *self.defaults[n].shape)) for n in self.defaults
+        }
+        self.slots: list[dict[str, Tensor]] = []  # per slot, a view of it in every ring (made once)
+        self.back = {n: d.clone() for n, d in self.defaults.items()}
+        self.chunks: dict[str, deque[list[Tensor]]] = {n: deque() for n in self.list_names}
+        self.num_chunks = dict.fromkeys(self.list_names, 0)
+
+    def _slot(self, i: int) -> int:
+        return (self.head + i) % self.capacity
+
+    def _views(self, slot: int, names: list[str]) -> list[Tensor]:
+        views = self.slots[slot]
+        return [views[n] for n in names]
+
+    def _make_views(self) -> None:
+        self.slots = [{n: ring[i] for n, ring in self.rings.items()} for i in range(self.capacity)]
+
+    def _grow(self) -> None:
+        capacity = max(8, 2 * self.capacity)
+        order = [self._slot(i) for i in range(self.count)]
+        for name, ring in self.rings.items():
+            grown = ring.new_empty((capacity, *ring.shape[1:]))
+            if order:
+                grown[: self.count] = ring[torch.tensor(order, device=ring.device)]
+            self.rings[name] = grown
+        self.capacity, self.head = capacity, 0
+        self._make_views()
+
+    # ------------------------------------------------------------------ per update
+
+    def fold(self, pairs: Sequence[tuple[Mapping[str, Tensor], Mapping[str, Tensor]]]) -> None:
+        """``targets (+)= sources`` for every ``(targets, sources)`` pair and tensor state, in place.
+
+        Each state uses its own reduction; all pairs go through one fused call per reduction.
+        """
+        for kind, names in self.groups.items():
+            _REDUCE[kind]([t[n] for t, _ in pairs for n in names], [s[n] for _, s in pairs for n in names])
+
+    def next_slot(self) -> dict[str, Tensor]:
+        """Views of the next free slot (to be overwritten with one update's statistics)."""
+        if self.count == self.capacity:
+            self._grow()
+        return self.slots[self._slot(self.count)]
+
+    def reset(self, states: Mapping[str, Tensor]) -> None:
+        """Set tensor states (in place) to their identity: zero for sums, the metric's default otherwise."""
+        for kind, names in self.groups.items():
+            targets = [states[n] for n in names]
+            if kind == "sum":
+                torch._foreach_zero_(targets)
+            else:
+                torch._foreach_copy_(targets, [self.defaults[n] for n in names])
+
+    def push(
+        self,
+        views: Mapping[str, Tensor],
+        lists: Mapping[str, list[Tensor]],
+        size: int,
+        also: Sequence[tuple[Mapping[str, Tensor], Mapping[str, Tensor]]] = (),
+    ) -> None:
+        """Commit the slot returned by :meth:`next_slot` (filled in place) as the newest update.
+
+        ``also`` are further ``(targets, sources)`` pairs folded in the same fused calls.
+        """
+        self.fold([(self.back, views), *also])
+        for name in self.list_names:
+            self.chunks[name].append(list(lists[name]))
+            self.num_chunks[name] += len(lists[name])
+        self.sizes.append(size)
+        self.count += 1
+        self.used += size
+
+    def evict(self, limit: int) -> dict[str, int]:
+        """Drop the oldest updates while the window holds more than ``limit`` samples.
+
+        Returns:
+            For every list state, how many chunks left the window (they were its first ones).
+        """
+        removed = dict.fromkeys(self.list_names, 0)
+        while self.used > limit and self.count > 1:
+            if self.front == 0:
+                self._flip()
+            self.used -= self.sizes.popleft()
+            for name in self.list_names:
+                gone = len(self.chunks[name].popleft())
+                removed[name] += gone
+                self.num_chunks[name] -= gone
+            self.head = self._slot(1)
+            self.count -= 1
+            self.front -= 1
+        return removed
+
+    def _flip(self) -> None:
+        """Turn every slot (all are back slots) into suffix aggregates, newest to oldest; empty the back."""
+        for i in range(self.count - 2, -1, -1):
+            this, newer = self._slot(i), self._slot(i + 1)
+            for kind, names in self.groups.items():
+                _REDUCE[kind](self._views(this, names), self._views(newer, names))
+        self.front = self.count
+        self.reset(self.back)
+
+    def window_into(self, targets: Mapping[str, Tensor]) -> None:
+        """Write the window's aggregate of every tensor state into ``targets`` (in place, one pass each)."""
+        if not self.tensor_names:
+            return
+        if not self.front:
+            torch._foreach_copy_([targets[n] for n in self.tensor_names], [self.back[n] for n in self.tensor_names])
+            return
+        oldest = self.slots[self.head]
+        for kind, names in self.groups.items():
+            for name in names:
+                _COMBINE[kind](oldest[name], self.back[name], out=targets[name])
+
+    def window_chunks(self, name: str) -> list[Tensor]:
+        """The window's chunks of list state ``name``, oldest first."""
+        return [chunk for chunks in self.chunks[name] for chunk in chunks]
+
+    # ------------------------------------------------------------------ persistence and devices
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to resume: slots oldest first, sizes, the two-stack split and the back."""
+        order = [self._slot(i) for i in range(self.count)]
+        return {
+            "sizes": list(self.sizes),
+            "front": self.front,
+            "rings": {n: torch.stack([r[s] for s in order]) if order else r[:0].clone() for n, r in self.rings.items()},
+            "back": {n: b.clone() for n, b in self.back.items()},
+            "chunks": {n: [list(c) for c in chunks] for n, chunks in self.chunks.items()},
+        }
+
+    def load(self, state: Mapping[str, Any], device: torch.device) -> None:
+        """Restore :meth:`state`, moving its tensors to ``device``."""
+        sizes = [int(s) for s in state["sizes"]]
+        if set(state["rings"]) != set(self.tensor_names) or set(state["chunks"]) != set(self.list_names):
+            raise ValueError(
+                f"Window state holds states {sorted(state['rings']) + sorted(state['chunks'])}, "
+                f"expected {sorted(self.tensor_names + self.list_names)}."
+            )
+        self.clear()
+        count = len(sizes)
+        while self.capacity < count:
+            self._grow()
+        for name in self.tensor_names:
+            if count:
+                self.rings[name][:count] = state["rings"][name].to(device)
+            self.back[name] = state["back"][name].to(device).clone()
+        for name in self.list_names:
+            self.chunks[name] = deque([[c.to(device) for c in cs] for cs in state["chunks"][name]])
+            self.num_chunks[name] = sum(map(len, self.chunks[name]))
+        self.sizes, self.count, self.used = deque(sizes), count, sum(sizes)
+        self.front = int(state["front"])
+
+    def apply(self, fn: Callable[[Tensor], Tensor]) -> None:
+        """Apply a tensor function (``.to(device)``, ...) to every buffer and chunk."""
+        self.defaults = {n: fn(t) for n, t in self.defaults.items()}
+        self.rings = {n: fn(t) for n, t in self.rings.items()}
+        self._make_views()
+        self.back = {n: fn(t) for n, t in self.back.items()}
+        self.chunks = {n: deque([[fn(c) for c in cs] for cs in d]) for n, d in self.chunks.items()}

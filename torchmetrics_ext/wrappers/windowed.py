@@ -1,0 +1,289 @@
+r"""Lifetime and recent-window values of any metric from one update: :class:`Windowed`."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.nn import Module
+from torchmetrics import Metric
+from torchmetrics.wrappers.abstract import WrapperMetric
+
+from torchmetrics_ext.metrics.base import count_samples, newest_samples
+from torchmetrics_ext.wrappers._ring import StateRing, join_small_tails, state_kind
+
+__all__ = ["Windowed"]
+
+
+def _never_distributed() -> bool:
+    """``distributed_available_fn`` of the scratch metric: batch values are never synced."""
+    return False
+
+
+class Windowed(WrapperMetric):
+    r"""A metric's lifetime value and its value over the most recent ``window_size`` samples.
+
+    One ``update`` feeds both: the batch's statistics are computed once (by the wrapped metric's
+    own ``update``, into a slot of a ring buffer), added to :attr:`lifetime`, and folded into
+    :attr:`window`, from which the updates that fell out of the window are dropped. Both are
+    ordinary metrics of the wrapped class and settings whose states *are* the lifetime and the
+    window statistics, so they sync under DDP, checkpoint and compute like any metric.
+
+    **The window rule** (counted in samples, not updates): the window holds the newest whole
+    updates whose sizes sum to at most ``window_size``; an update larger than the window on its
+    own counts only its newest ``window_size`` samples. A *sample* is what the metric's
+    ``sample_axis`` indexes: the last axis of pointwise, AUC and grouped inputs (``(N,)`` or
+    ``(T, N)``; weights and group ids ``(N,)``) and of flat ranking rows (``(N,)`` with
+    ``indexes``); a query row of padded ranking input ``(Q, L)`` and a row of
+    ``MulticlassRecallAtK``'s ``(N, C)`` scores. Under DDP each rank keeps
+    ``window_size // world_size`` samples by the same rule (as TorchRec does), and the window's
+    states sync across ranks like the lifetime's (summed or gathered).
+
+    Args:
+        metric: the metric to wrap; it becomes :attr:`lifetime` (any state it already holds stays
+            in the lifetime value). Its states must reduce with ``sum`` (starting at zero),
+            ``max``, ``min`` or ``cat``, and ``full_state_update`` must be ``False``.
+        window_size: the window, in samples (across all ranks): a positive integer.
+        kwargs: TorchMetrics options of the wrapper itself.
+
+    Raises:
+        TypeError: ``metric`` is not a :class:`torchmetrics.Metric`.
+        ValueError: ``window_size`` is not a positive integer, or ``metric`` has states of another
+            reduction or needs the full state at update. ``update`` raises ``ValueError`` when
+            ``window_size`` is smaller than the world size.
+
+    Note:
+        **Memory.** Metrics whose statistics add up (NE, calibration, CTR, MSE, accuracy, binned
+        AUC/AUPRC, per-batch grouped or ranking sums, multiclass recall) keep one copy of their
+        states per update in the window (about ``window_size / batch size`` copies; preallocated,
+        nothing is allocated per update once the ring has grown). Exact metrics (``cat`` states:
+        exact AUC/AUPRC/GAUC, exact ranking rows, pairwise AUC) keep exactly the window's samples,
+        shared with the lifetime's storage while they are in the window.
+
+        **Exactness.** The window is never updated by subtracting evicted statistics: it is the
+        fresh reduction of the updates it holds (a two-stack sliding window), so its value equals
+        the metric recomputed from scratch over the window's samples up to float64 rounding of
+        one sum, however long the run.
+
+        **Checkpoints.** ``state_dict`` holds the lifetime and window states (made persistent) and
+        the ring (its ``_extra_state``); ``load_state_dict`` resumes mid-window exactly: the next
+        updates evict the same updates as an uninterrupted run. ``reset`` clears all three.
+
+        ``forward`` returns the batch's values in the same dict form: ``"lifetime"`` over the
+        whole batch, ``"window"`` over the part of it that the window keeps.
+
+        Flat ranking input with per-row ``weights``: pass weights with every batch or with none
+        (as across DDP ranks), since rows from different updates are joined without back-filling.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import CTR, Windowed
+        >>> metric = Windowed(CTR(), window_size=4)
+        >>> metric.update(torch.tensor([0.5, 0.5, 0.5]), torch.tensor([1, 1, 1]))
+        >>> metric.update(torch.tensor([0.5, 0.5]), torch.tensor([0, 0]))  # 5 samples: the first update leaves
+        >>> {name: round(value.item(), 3) for name, value in metric.compute().items()}
+        {'lifetime': 0.6, 'window': 0.0}
+        >>> metric.update(torch.tensor([0.5] * 6), torch.tensor([1, 1, 0, 0, 1, 1]))  # larger than the window
+        >>> metric.compute()["window"]  # its newest 4 samples
+        tensor(0.5000, dtype=torch.float64)
+    """
+
+    full_state_update: bool = False
+    is_differentiable: bool = False
+    higher_is_better: bool | None = None  # that of the wrapped metric, per value
+    lifetime: Metric
+    window: Metric
+    _scratch: Metric
+    _ring: StateRing
+    _window_lists: dict[str, list[Tensor]]
+
+    def __init__(self, metric: Metric, window_size: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(metric, Metric):
+            got = f"the class {metric.__name__}" if isinstance(metric, type) else type(metric).__name__
+            raise TypeError(f"Expected `metric` to be a torchmetrics.Metric instance, got {got}.")
+        if not isinstance(window_size, int) or isinstance(window_size, bool) or window_size < 1:
+            raise ValueError(f"Expected `window_size` to be a positive integer (samples), got {window_size!r}.")
+        if metric.full_state_update is not False or metric.dist_sync_on_step:
+            raise ValueError(
+                f"Expected a metric whose batch statistics merge into its state ({type(metric).__name__} "
+                "has full_state_update or dist_sync_on_step set): Windowed cannot wrap it."
+            )
+        kinds = {n: state_kind(n, metric._reductions[n], metric._defaults[n]) for n in metric._defaults}
+        if not kinds:
+            raise ValueError(f"Expected a metric with states, {type(metric).__name__} declares none.")
+        self.window_size = window_size
+        self.lifetime = metric
+        window = copy.deepcopy(metric)
+        window.reset()
+        self.window = window
+        for child in (metric, window):
+            child.persistent(True)
+        scratch = copy.deepcopy(window)
+        scratch.persistent(False)
+        scratch.distributed_available_fn = _never_distributed
+        # the scratch metric computes one batch's statistics into a ring slot; it is no submodule
+        # (never saved, never synced), moved along in ``_apply``
+        self.__dict__["_scratch"] = scratch
+        self.__dict__["_ring"] = StateRing(kinds, metric._defaults)
+        self.__dict__["_window_lists"] = {}
+        self._bind_window_lists()
+
+    # ------------------------------------------------------------------ update
+
+    def _local_window(self) -> int:
+        """This rank's share of the window: ``window_size // world_size``."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return self.window_size
+        world = dist.get_world_size(self.lifetime.process_group)
+        if self.window_size < world:
+            raise ValueError(
+                f"Expected `window_size` ({self.window_size}) to be at least the world size ({world}): "
+                "each rank keeps window_size // world_size samples."
+            )
+        return self.window_size // world
+
+    def _count(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+        """Samples in the batch: the metric's ``sample_count`` hook, else the last axis of its first tensor."""
+        hook = getattr(self._scratch, "sample_count", None)
+        return int(hook(*args, **kwargs)) if hook is not None else count_samples(args, kwargs)
+
+    def _newest(self, n: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The batch cut to its newest ``n`` samples (the metric's ``newest_samples`` hook, else the last axis)."""
+        hook = getattr(self._scratch, "newest_samples", None)
+        return hook(n, *args, **kwargs) if hook is not None else newest_samples(n, args, kwargs)
+
+    def _bind_window_lists(self) -> None:
+        """Make the window's list states the ring's chunks again (after a sync, load, reset or move)."""
+        for name in self._ring.list_names:
+            chunks = self._ring.window_chunks(name)
+            setattr(self.window, name, chunks)
+            self._window_lists[name] = chunks
+
+    def _window_lists_bound(self) -> bool:
+        return all(
+            getattr(self.window, name) is chunks and len(chunks) == self._ring.num_chunks[name]
+            for name, chunks in self._window_lists.items()
+        )
+
+    def _batch_into(self, slot: dict[str, Tensor], args: Any, kwargs: Any) -> dict[str, list[Tensor]]:
+        """One batch's statistics: the scratch metric's ``update``, from the identity, straight into ``slot``."""
+        scratch, ring = self._scratch, self._ring
+        ring.reset(slot)
+        # The scratch's tensor states *are* the slot's views; written into ``__dict__`` as
+        # ``nn.Module.__setattr__`` would for a plain tensor, without its per-call checks.
+        scratch.__dict__.update(slot)
+        for name in ring.list_names:
+            getattr(scratch, name).clear()  # its chunks were handed over as copies of the list
+        scratch.update(*args, **kwargs)
+        for name, view in slot.items():  # a metric that rebinds a state instead of updating it in place
+            value = getattr(scratch, name)
+            if value is not view:
+                view.copy_(value)
+        return {name: list(getattr(scratch, name)) for name in ring.list_names}
+
+    def _batch_value(self, want: bool) -> Any:
+        return self._scratch.compute() if want else None
+
+    def _step(self, args: tuple[Any, ...], kwargs: dict[str, Any], values: bool) -> tuple[Any, Any]:
+        """One batch into lifetime and window; batch values when ``values``. Nothing changes if it raises."""
+        limit = self._local_window()
+        ring = self._ring
+        slot = ring.next_slot()
+        lists = self._batch_into(slot, args, kwargs)  # validates: a rejected batch stops here
+        size = self._count(args, kwargs)
+        lifetime_value = window_value = self._batch_value(values)
+        full, full_lists = slot, lists
+        if size > limit:  # the window keeps the newest `limit` samples; the lifetime all of them
+            full = {name: view.clone() for name, view in slot.items()}
+            lists = self._batch_into(slot, *self._newest(limit, args, kwargs))
+            size = limit
+            window_value = self._batch_value(values)
+        # ---- commit: nothing below raises
+        life, window = self.lifetime, self.window
+        lifetime_fold = [({name: getattr(life, name) for name in ring.tensor_names}, full)]
+        if ring.list_names:
+            for name in ring.list_names:
+                getattr(life, name).extend(full_lists[name])
+            join_small_tails([getattr(life, name) for name in ring.list_names])
+            if not self._window_lists_bound():
+                self._bind_window_lists()
+        if size > 0:
+            ring.push(slot, lists, size, also=lifetime_fold)
+            for name in ring.list_names:
+                self._window_lists[name].extend(lists[name])
+            for name, gone in ring.evict(limit).items():
+                del self._window_lists[name][:gone]
+            ring.window_into({name: getattr(window, name) for name in ring.tensor_names})
+        else:
+            ring.fold(lifetime_fold)
+        for child in (self, life, window):  # as TorchMetrics' update wrapper does (plain attributes)
+            child.__dict__["_update_count"] += 1
+            child.__dict__["_computed"] = None
+        return lifetime_value, window_value
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """Add one batch (the wrapped metric's ``update`` arguments) to the lifetime and the window."""
+        self._step(args, kwargs, values=False)
+
+    def forward(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Add one batch and return its values: ``{"lifetime": batch value, "window": value of its kept part}``."""
+        lifetime_value, window_value = self._step(args, kwargs, values=True)
+        return {"lifetime": lifetime_value, "window": window_value}
+
+    @contextmanager
+    def inputs_validated(self) -> Iterator[None]:
+        """Within this block ``update`` trusts its inputs (a caller validated the batch already)."""
+        scratch = self._scratch
+        previous = getattr(scratch, "_inputs_checked", False)
+        scratch._inputs_checked = True
+        try:
+            yield
+        finally:
+            scratch._inputs_checked = previous
+
+    # ------------------------------------------------------------------ compute, reset, persistence
+
+    def compute(self) -> dict[str, Any]:
+        """``{"lifetime": value over everything, "window": value over the window}``, each synced across ranks."""
+        return {"lifetime": self.lifetime.compute(), "window": self.window.compute()}
+
+    def reset(self) -> None:
+        """Clear the lifetime, the window and the ring."""
+        super().reset()
+        self.lifetime.reset()
+        self.window.reset()
+        self._ring.clear()
+        self._bind_window_lists()
+
+    def persistent(self, mode: bool = False) -> None:
+        """Whether the lifetime and window states go into ``state_dict`` (``True`` from construction)."""
+        self.lifetime.persistent(mode)
+        self.window.persistent(mode)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The ring of per-update statistics (saved in ``state_dict`` as ``_extra_state``)."""
+        return self._ring.state()
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restore the ring saved by :meth:`get_extra_state`."""
+        self._ring.load(state, self.lifetime.device)
+        self._bind_window_lists()  # a window state loaded after this is re-bound at the next update
+
+    def _apply(self, fn: Callable, exclude_state: Any = "") -> Module:
+        this = super()._apply(fn, exclude_state)
+        self._scratch._apply(fn)
+        probe = torch.zeros(1, dtype=torch.float64, device=self.lifetime.device)
+        if fn(probe).dtype == torch.float64:  # devices move, state dtypes stay (as TorchMetrics does)
+            self._ring.apply(fn)
+            self._bind_window_lists()
+        return this
+
+    def plot(self, val: Any = None, ax: Any = None) -> Any:
+        """Plot is not supported for the dict values of a window; plot ``lifetime`` or ``window`` instead."""
+        raise NotImplementedError("Plot `Windowed.lifetime` or `Windowed.window` instead.")

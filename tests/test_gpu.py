@@ -173,11 +173,27 @@ def test_collection_syncs_once_per_step(num_tasks, weighted):
 # ----------------------------------------------------------------------------- remembered bounds are never stale
 
 
+@pytest.fixture
+def device_path() -> Iterator[None]:
+    """Bounds are remembered on the device path only (on the CPU reading them costs nothing)."""
+    with force_device_path():
+        yield
+
+
+def test_bounds_are_not_kept_on_the_cpu_path():
+    preds, target = torch.rand(50), torch.ones(50, dtype=torch.int64)
+    with count_syncs() as calls:
+        tmx.AUC().update(preds, target)
+        tmx.NormalizedEntropy().update(preds, target)
+    assert id(preds) not in checks._CHECKED
+    assert calls == ["Tensor.item"] * 8  # read directly: (min, max) of preds and target, twice
+
+
 def _pair() -> tuple[tmx.AUC, tmx.NormalizedEntropy]:
     return tmx.AUC(), tmx.NormalizedEntropy()
 
 
-def test_second_metric_reuses_the_bounds_of_the_same_tensors():
+def test_second_metric_reuses_the_bounds_of_the_same_tensors(device_path):
     preds, target = torch.rand(50), (torch.rand(50) < 0.5).float()
     first, second = _pair()
     with count_syncs() as calls:
@@ -186,7 +202,7 @@ def test_second_metric_reuses_the_bounds_of_the_same_tensors():
     assert calls == ["Tensor.tolist"]
 
 
-def test_a_tensor_modified_in_place_is_checked_again():
+def test_a_tensor_modified_in_place_is_checked_again(device_path):
     preds, target = torch.rand(50), (torch.rand(50) < 0.5).float()
     first, second = _pair()
     first.update(preds, target)
@@ -206,7 +222,7 @@ def test_a_tensor_modified_in_place_is_checked_again():
         second.update(preds, target)
 
 
-def test_a_new_tensor_with_a_reused_id_is_checked_again():
+def test_a_new_tensor_with_a_reused_id_is_checked_again(device_path):
     """An entry whose weak reference no longer points at the tensor (the id was reused) never matches."""
     good, bad = torch.rand(50), torch.full((50,), 2.0)
     target = torch.ones(50)
@@ -220,7 +236,7 @@ def test_a_new_tensor_with_a_reused_id_is_checked_again():
     assert all(ref() is not None for ref, _, _ in checks._CHECKED.values())  # dead entries are dropped
 
 
-def test_a_view_is_checked_on_its_own():
+def test_a_view_is_checked_on_its_own(device_path):
     preds, target = torch.rand(2, 50), torch.ones(2, 50)
     tmx.AUC(num_tasks=2).update(preds, target)
     preds[1, 7] = 1.5
@@ -228,7 +244,7 @@ def test_a_view_is_checked_on_its_own():
         tmx.AUC().update(preds[1], target[1])
 
 
-def test_inference_tensors_are_never_remembered():
+def test_inference_tensors_are_never_remembered(device_path):
     with torch.inference_mode():
         preds, target = torch.rand(50), torch.ones(50)
     first, second = _pair()
@@ -239,7 +255,7 @@ def test_inference_tensors_are_never_remembered():
     assert id(preds) not in checks._CHECKED
 
 
-def test_memory_is_bounded():
+def test_memory_is_bounded(device_path):
     for _ in range(3 * checks._CHECKED_SIZE):
         tensor = torch.rand(3)
         checks.checked_bounds([tensor], labels=[False])
@@ -247,7 +263,7 @@ def test_memory_is_bounded():
     assert len(checks._CHECKED) <= checks._CHECKED_SIZE
 
 
-def test_bounds_of_every_dtype_are_exact():
+def test_bounds_of_every_dtype_are_exact(device_path):
     """One host copy for several dtypes: a float16 tensor next to large int64 labels must not overflow."""
     preds = torch.tensor([0.5, 1.0], dtype=torch.float16)
     target = torch.tensor([0, 100_000])

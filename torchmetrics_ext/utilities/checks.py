@@ -7,7 +7,8 @@ never touches metric state, so a rejected batch is never half-applied.
 
 Value checks wait for the device once: the bounds of every input of a batch (min and max, and
 for floating labels the range of their fractional parts) come back in one device-to-host copy,
-and :func:`checked_bounds` remembers them for the tensors just checked. Every metric of a
+and on a device :func:`checked_bounds` remembers them for the tensors just checked (on the CPU,
+where reading a value costs nothing, they are read directly). Every metric of a
 :class:`~torchmetrics.MetricCollection` receives the same tensor objects, so the first one pays
 for the reduction and the others reuse its bounds: one host synchronisation per step for the
 whole collection. A tensor is only ever served from memory while it is the same, unchanged
@@ -23,6 +24,8 @@ from typing import Literal
 
 import torch
 from torch import Tensor
+
+from torchmetrics_ext.utilities.device import on_device_path
 
 __all__ = ["check_flag", "check_pointwise", "check_tensor", "checked_bounds", "format_pointwise"]
 
@@ -176,8 +179,13 @@ def _check_values(
     target_domain: TargetDomain,
     from_logits: bool,
 ) -> None:
-    """Range checks of the inputs as given (any dtype, any shape), from one :func:`checked_bounds` call."""
-    bounds = checked_bounds([preds, target, weights], labels=[False, True, False])
+    """Range checks of the inputs as given (any dtype, any shape), from one :func:`checked_bounds` call.
+
+    On the device path floating labels always get their fractional range too, so that the bounds
+    remembered by the first metric of a step serve every label domain of the others.
+    """
+    integral = target_domain == "binary" or on_device_path(preds)
+    bounds = checked_bounds([preds, target, weights], labels=[False, integral, False])
     pmin, pmax = bounds[0]
     if not (math.isfinite(pmin) and math.isfinite(pmax)):
         raise ValueError(f"Expected `preds` to be finite, got values containing NaN or inf (min={pmin}, max={pmax}).")
@@ -259,15 +267,20 @@ def _remember(tensor: Tensor, bounds: Bounds) -> None:
 
 
 def _reductions(tensor: Tensor, label: bool) -> list[Tensor]:
-    values = tensor.detach()
-    stats = [*torch.aminmax(values)]
-    if label and values.is_floating_point():
-        stats += [*torch.aminmax(torch.frac(values))]
+    stats = [*torch.aminmax(tensor)]
+    if label and tensor.is_floating_point():
+        stats += [*torch.aminmax(torch.frac(tensor))]
     return stats
 
 
-def _to_host(stats: list[Tensor]) -> list[float]:
-    """The values of 0-d tensors of any dtypes, exactly (each cast straight to float64), in one copy."""
+def _to_host(stats: list[Tensor], device_path: bool) -> list[float]:
+    """The values of 0-d tensors of any dtypes, exactly.
+
+    One copy on the device path (each cast straight to float64); on the CPU path each value is
+    read directly (reading costs nothing there).
+    """
+    if not device_path:
+        return [stat.item() for stat in stats]
     out = torch.empty(len(stats), dtype=torch.float64, device=stats[0].device)
     return torch.stack(stats, out=out).tolist()
 
@@ -276,9 +289,11 @@ def checked_bounds(tensors: Sequence[Tensor | None], labels: Sequence[bool]) -> 
     """``(min, max)`` of each non-empty tensor (``None`` or empty gives ``()``), with one host sync at most.
 
     For a floating tensor marked as labels, ``(min, max, min frac, max frac)``: its fractional
-    parts too, so that one reduction serves every label domain. Bounds are remembered for the
-    tensors just reduced and reused, with no reduction and no sync, for the same tensor object
-    while it is unchanged: it is still alive (a weak reference, so an id reused by a new tensor
+    parts too. On the device path (:func:`~torchmetrics_ext.utilities.device.on_device_path`) the
+    values come back in one copy, and bounds are remembered for the tensors just reduced and
+    reused, with no reduction and no sync, for the same tensor object while it is unchanged
+    (on the CPU, where reading a value costs nothing, they are read directly and not kept): it
+    is still alive (a weak reference, so an id reused by a new tensor
     never matches) and has the same version counter (bumped by every in-place write through
     PyTorch, views included), data pointer, shape, strides, offset, dtype and device. Writes that
     bypass the version counter (through ``.data``, NumPy or DLPack, which autograd cannot see
@@ -301,23 +316,26 @@ def checked_bounds(tensors: Sequence[Tensor | None], labels: Sequence[bool]) -> 
     result: list[Bounds] = []
     pending: list[tuple[int, Tensor, int]] = []  # (position, tensor, number of stats)
     stats: list[Tensor] = []
+    device_path = False
     for position, (tensor, label) in enumerate(zip(tensors, labels, strict=True)):
         result.append(())
         if tensor is None or tensor.numel() == 0:
             continue
+        device_path = on_device_path(tensor)
         size = 4 if label and tensor.is_floating_point() else 2
-        bounds = _remembered(tensor, size)
+        bounds = _remembered(tensor, size) if device_path else None
         if bounds is not None:
             result[position] = bounds
             continue
         pending.append((position, tensor, size))
         stats += _reductions(tensor, label)
     if pending:
-        values = _to_host(stats)
+        values = _to_host(stats, device_path)
         offset = 0
         for position, tensor, size in pending:
             bounds = tuple(values[offset : offset + size])
             offset += size
             result[position] = bounds
-            _remember(tensor, bounds)
+            if device_path:
+                _remember(tensor, bounds)
     return result

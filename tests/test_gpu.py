@@ -27,6 +27,7 @@ from torchmetrics import MetricCollection
 import torchmetrics_ext as tmx
 from tests import test_auc, test_pairwise_auc, test_pointwise
 from tests.helpers import tester as H
+from torchmetrics_ext import aggregation as agg
 from torchmetrics_ext.metrics import pointwise
 from torchmetrics_ext.utilities import checks
 from torchmetrics_ext.utilities.device import force_device_path, on_device_path
@@ -149,6 +150,39 @@ def test_update_without_validation_never_syncs(name, num_tasks):
             batch.pop("groups")
         expected.update(**batch)
     H.assert_close(value, expected.compute().numpy(), 1e-12, 1e-14, f"{name} device path vs CPU path")
+
+
+def _ranking_batch() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    return {
+        "preds": torch.rand(300, generator=g),
+        "target": torch.randint(0, 3, (300,), generator=g),
+        "indexes": torch.randint(0, 30, (300,), generator=g),
+    }
+
+
+OTHER_FAMILIES = {
+    # exact modes store the rows in update and rank them at compute; the padded and
+    # queries_complete_per_batch ranking modes rank in update and still read sizes on the host
+    "ndcg": (partial(tmx.NDCG, k=10), _ranking_batch),
+    "ranking-metrics": (partial(tmx.RankingMetrics, ks=(1, 10), metrics=("ndcg", "recall", "mrr")), _ranking_batch),
+    "multiclass-recall": (
+        partial(tmx.MulticlassRecallAtK, k=3, num_classes=12),
+        lambda: {"preds": torch.rand(40, 12), "target": torch.randint(0, 12, (40,))},
+    ),
+    "distribution": (agg.Distribution, lambda: {"value": torch.randn(300)}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_FAMILIES))
+def test_other_families_update_without_sync(name):
+    factory, batch = OTHER_FAMILIES[name]
+    metric = factory(validate_args=False)
+    with force_device_path():
+        metric.update(**batch())
+        with count_syncs() as calls:
+            metric.update(**batch())
+    assert calls == [], f"{name}: host syncs in update: {calls}"
 
 
 @pytest.mark.parametrize("weighted", [False, True])

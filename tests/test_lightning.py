@@ -1,48 +1,74 @@
-"""Lightning: ``self.log_dict(metrics(...))`` works with our metrics inside a real Trainer loop."""
+"""Lightning: a RecMetricModule per stage, updated and logged by RecMetricCallback, in real Trainer runs.
+
+The DDP tests start ``tests/helpers/lightning_run.py`` as a script (``Trainer(strategy="ddp",
+devices=2, accelerator="cpu")`` re-launches it for rank 1, gloo), read its ``CSVLogger`` output and
+the predictions each rank fed to the metrics, and recompute every logged value in this process.
+"""
 
 from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from torchmetrics import MetricCollection
+from sklearn.metrics import roc_auc_score
 
 import torchmetrics_ext as tmx
 
 L = pytest.importorskip("lightning")
+
+from torchmetrics_ext.integrations.lightning import RecMetricCallback  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "tests" / "helpers" / "lightning_run.py"
+TASKS = ("click", "buy")
+WINDOW = ["--window", "300"]  # the training metrics keep a 300-sample window (150 per rank)
+
+
+# ----------------------------------------------------------------------------- one process
 
 
 class ClickModel(L.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self.linear = torch.nn.Linear(4, 2)
-        self.train_metrics = MetricCollection(
-            {"ne": tmx.NormalizedEntropy(num_tasks=2, from_logits=True), "ctr": tmx.CTR(num_tasks=2)},
-            prefix="train/",
+        tasks = [tmx.RecTaskInfo(t, f"{t}_label", f"{t}_logit") for t in TASKS]
+        metrics = {"ne": tmx.NormalizedEntropy(num_tasks=2, from_logits=True), "log_loss": "log_loss", "ctr": "ctr"}
+        metrics["log_loss"] = tmx.LogLoss(num_tasks=2, from_logits=True)
+        self.train_metrics = tmx.RecMetricModule(
+            tasks, metrics, throughput=False, compute_interval_steps=2, prefix="train/"
         )
-        self.val_metric = tmx.LogLoss(from_logits=True)
+        self.val_metrics = tmx.RecMetricModule(
+            tasks, {"log_loss": tmx.LogLoss(num_tasks=2, from_logits=True)}, throughput=False, prefix="val/"
+        )
         self.seen: list[torch.Tensor] = []
 
-    def training_step(self, batch, batch_idx):
+    def _out(self, batch):
         x, y = batch
-        logits = self.linear(x).T  # (tasks, N)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y.T.float())
-        values = self.train_metrics(logits, y.T)
-        self.log_dict({f"{k}_task{t}": v[t] for k, v in values.items() for t in range(2)})
-        return loss
+        logits = self.linear(x)
+        return {"click_logit": logits[:, 0], "buy_logit": logits[:, 1], "click_label": y[:, 0], "buy_label": y[:, 1]}
+
+    def training_step(self, batch, batch_idx):
+        out = self._out(batch)
+        logits = torch.stack([out["click_logit"], out["buy_logit"]], 1)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch[1].float())
+        return {"loss": loss, **out}
 
     def validation_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self.linear(x)[:, 0]
-        self.seen.append(torch.stack([logits, y[:, 0].float()]))
-        self.val_metric.update(logits, y[:, 0])
-        self.log("val/log_loss", self.val_metric, on_epoch=True)
+        out = self._out(batch)
+        self.seen.append(torch.stack([out["click_logit"], out["click_label"].float()]))
+        return out
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def test_log_dict_in_trainer():
+def test_callback_logs_the_module_in_a_trainer():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(256, 4, generator=gen)
     y = (torch.rand(256, 2, generator=gen) < 0.3).long()
@@ -53,6 +79,7 @@ def test_log_dict_in_trainer():
         accelerator="cpu",
         devices=1,
         logger=False,
+        callbacks=[RecMetricCallback()],
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -60,8 +87,103 @@ def test_log_dict_in_trainer():
     )
     trainer.fit(model, loader, loader)
     logged = trainer.callback_metrics
-    assert {"train/ne_task0", "train/ctr_task1", "val/log_loss"} <= set(logged)
+    assert {"train/ne/click", "train/ctr/buy", "train/log_loss/click", "val/log_loss/click", "val/log_loss/buy"} <= set(
+        logged
+    )
     # the epoch-level validation value is the log loss over every validation sample
     logits, labels = torch.cat(model.seen, dim=1).double().numpy()
     expected = np.mean(np.logaddexp(0.0, logits) - labels * logits)
-    np.testing.assert_allclose(logged["val/log_loss"].item(), expected, rtol=1e-5)
+    np.testing.assert_allclose(logged["val/log_loss/click"].item(), expected, rtol=1e-9)
+    np.testing.assert_allclose(logged["train/ctr/buy"].item(), y[:, 1].double().mean().item(), rtol=1e-12)
+
+
+def test_callback_names_a_missing_module():
+    callback = RecMetricCallback(train="nope")
+    with pytest.raises(AttributeError, match=r"ClickModel\.nope` is not a RecMetricModule"):
+        callback.on_train_batch_end(None, ClickModel(), {}, None, 0)
+
+
+# ----------------------------------------------------------------------------- DDP, script runs
+
+
+def _launch(out: Path, *args: str) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore")
+    env.pop("LOCAL_RANK", None)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def _rows(out: Path) -> list[dict[str, float]]:
+    with open(out / "logs" / "version_0" / "metrics.csv") as f:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+def _seen(out: Path, stage: str) -> list[tuple[int, dict[str, torch.Tensor]]]:
+    return [entry for rank in (0, 1) for entry in torch.load(out / f"seen_rank{rank}.pt", weights_only=False)[stage]]
+
+
+def _reference(batches: list[dict[str, torch.Tensor]], task: str) -> dict[str, float]:
+    """NE, CTR, calibration and AUC of one task in one process (numpy and scikit-learn)."""
+    p = torch.cat([b[f"{task}_pred"] for b in batches]).double().numpy()
+    y = torch.cat([b[f"{task}_label"] for b in batches]).double().numpy()
+    w = torch.cat([b["weight"] for b in batches]).double().numpy()
+    base = (w * y).sum() / w.sum()
+    ce = -(w * (y * np.log(p) + (1 - y) * np.log(1 - p))).sum()
+    return {
+        "ne": ce / -(w.sum() * (base * np.log(base) + (1 - base) * np.log(1 - base))),
+        "ctr": base,
+        "calibration": (w * p).sum() / (w * y).sum(),
+        "auc": roc_auc_score(y, p, sample_weight=w),
+    }
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    _launch(out, "--checkpoint-every", "6", *WINDOW)  # step 6 is mid-epoch (12 steps per epoch)
+    return out
+
+
+@pytest.mark.ddp
+def test_ddp_training_and_validation_values_equal_one_process(full_run):
+    rows, train, val = _rows(full_run), _seen(full_run, "train"), _seen(full_run, "val")
+    steps = sorted({step for step, _ in train})
+    assert len(steps) == 24  # 2 epochs x 12 steps, on both ranks
+    checked = 0
+    for row in rows:
+        step = int(row["step"])
+        if "train/ne/click" in row and (step + 1) % 4 == 0:  # computed at this step (every 4 updates)
+            for task in TASKS:
+                expected = _reference([b for s, b in train if s <= step], task)
+                for name, value in expected.items():
+                    np.testing.assert_allclose(row[f"train/{name}/{task}"], value, rtol=1e-9, err_msg=f"step {step}")
+            checked += 1
+        if "val/ne/click" in row:  # validation over the 1001 samples, each counted once
+            batches = [b for s, b in val if s == step + 1]
+            assert sum(len(b["weight"]) for b in batches) == 1001
+            for task in TASKS:
+                for name, value in _reference(batches, task).items():
+                    np.testing.assert_allclose(row[f"val/{name}/{task}"], value, rtol=1e-9, err_msg=f"val {step}")
+            checked += 1
+    assert checked == 6 + 2 + 2  # six interval computes, two epoch ends, two validations
+
+
+@pytest.mark.ddp
+def test_ddp_resume_from_a_mid_epoch_checkpoint_logs_the_same_values(full_run, tmp_path):
+    _launch(tmp_path, "--resume", str(full_run / "ckpt" / "step=6.ckpt"), *WINDOW)
+    resumed = tmp_path
+    whole = {(int(r["step"]), tuple(sorted(r))): r for r in _rows(full_run)}
+    later = [r for r in _rows(resumed) if int(r["step"]) >= 7]
+    assert len(later) >= 10
+    assert any(key.endswith("/window") for key in later[0])
+    for row in later:
+        reference = whole[(int(row["step"]), tuple(sorted(row)))]
+        for key, value in row.items():
+            assert value == pytest.approx(reference[key], rel=1e-12, abs=0), (row["step"], key)

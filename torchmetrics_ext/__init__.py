@@ -6,12 +6,13 @@ functional twins live in :mod:`torchmetrics_ext.functional`, dataset aggregation
 lists, gathered by :mod:`torchmetrics_ext.metrics`, and the wrappers' (:mod:`torchmetrics_ext.wrappers`).
 """
 
-from torchmetrics_ext import metrics, wrappers
+from torchmetrics_ext import metrics, module, wrappers
 from torchmetrics_ext.metrics.auc import *  # noqa: F403
 from torchmetrics_ext.metrics.base import *  # noqa: F403
 from torchmetrics_ext.metrics.pointwise import *  # noqa: F403
 from torchmetrics_ext.metrics.ranking import *  # noqa: F403
 from torchmetrics_ext.metrics.throughput import *  # noqa: F403
+from torchmetrics_ext.module import *  # noqa: F403
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 from torchmetrics_ext.wrappers import *  # noqa: F403
 
@@ -19,5 +20,6 @@ __version__ = "0.1.0"
 
 __all__ = ["UndefinedMetricWarning"]
 __all__ += metrics.__all__
+__all__ += module.__all__
 __all__ += wrappers.__all__
 __all__.sort()

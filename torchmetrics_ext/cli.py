@@ -4,15 +4,21 @@
 every pointwise and AUC metric in one :class:`~torchmetrics.MetricCollection` (compute groups
 on), then synthetic search sessions with every ranking metric at k = 1, 5, 10, and prints the
 lifetime values as tables.
+
+``torchmetrics-ext evaluate PATH... --task click=p_click:y_click --metrics ne,auc`` scores logged
+predictions in Parquet/CSV files (see :mod:`torchmetrics_ext.evaluate`); under
+``torchrun --nproc-per-node N -m torchmetrics_ext.cli evaluate ...`` the ranks split the row groups.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torchmetrics import MetricCollection
@@ -142,6 +148,90 @@ def run_demo(samples: int = 500_000, batch_size: int = 8192, seed: int = 0) -> d
     return values
 
 
+def add_evaluate_parser(sub: Any) -> None:
+    """The ``evaluate`` subcommand's arguments."""
+    ev = sub.add_parser(
+        "evaluate",
+        help="score logged predictions in Parquet/CSV files (streamed; torchrun splits them between ranks)",
+        description="Score logged predictions in Parquet/CSV files with the package's metrics.",
+    )
+    ev.add_argument("paths", nargs="+", metavar="PATH", help="Parquet/CSV files, directories or globs")
+    ev.add_argument(
+        "--task",
+        action="append",
+        default=[],
+        metavar="NAME=PRED:LABEL",
+        help="a task's prediction and label columns (repeat for several tasks)",
+    )
+    ev.add_argument("--predictions", help="prediction column of a single task (with --labels)")
+    ev.add_argument("--labels", help="label column of a single task (with --predictions)")
+    ev.add_argument("--metrics", help="comma-separated registry names (default: ne,log_loss,calibration,ctr,auc)")
+    ev.add_argument("--weights", help="sample weight column (shared by every task)")
+    ev.add_argument("--user", help="integer user id column (gauc, gauprc)")
+    ev.add_argument("--session", help="integer query/session id column (ranking metrics)")
+    ev.add_argument("--by", default="", help="comma-separated segment columns (values per segment + overall)")
+    ev.add_argument("--output", help="write the results to a .json, .csv or .parquet file")
+    ev.add_argument("--on-invalid", choices=("error", "skip"), default="error", help="invalid rows: fail or drop them")
+    ev.add_argument("--batch-size", type=int, default=65_536, help="rows per record batch")
+    ev.add_argument("--no-progress", action="store_true", help="do not print the progress line")
+
+
+def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run ``evaluate``: print the table on rank 0 and write ``--output``; 2 on bad input."""
+    try:
+        from torchmetrics_ext.evaluate import DEFAULT_METRICS, InvalidDataError, evaluate
+    except ImportError as err:
+        parser.error(str(err))
+    tasks = list(args.task)
+    if (args.predictions is None) != (args.labels is None):
+        parser.error("--predictions and --labels go together")
+    if args.predictions is not None:
+        tasks.append(f"{args.labels}={args.predictions}:{args.labels}")
+    if not tasks:
+        parser.error("name the columns: --task NAME=PRED:LABEL (repeatable) or --predictions COL --labels COL")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be positive")
+    split = DEFAULT_METRICS if args.metrics is None else [m.strip() for m in args.metrics.split(",") if m.strip()]
+    by = [name.strip() for name in args.by.split(",") if name.strip()]
+    rank = _init_distributed()
+    try:
+        result = evaluate(
+            args.paths,
+            tasks,
+            split,
+            weights=args.weights,
+            user=args.user,
+            session=args.session,
+            by=by,
+            batch_size=args.batch_size,
+            on_invalid=args.on_invalid,
+            progress=not args.no_progress,
+        )
+    except (InvalidDataError, ValueError, TypeError) as err:
+        print(f"torchmetrics-ext evaluate: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if rank is not None:
+            torch.distributed.destroy_process_group()
+    if not rank:  # one process, or rank 0 of a torchrun job
+        print(result.summary())
+        for message in result.warnings:
+            print(f"warning: {message}", file=sys.stderr)
+        print(result.format_table())
+        if args.output:
+            result.write(args.output)
+            print(f"wrote {args.output}")
+    return 0
+
+
+def _init_distributed() -> int | None:
+    """Join the process group ``torchrun`` describes in the environment (gloo); this rank, or ``None`` alone."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
+        return None
+    torch.distributed.init_process_group("gloo")
+    return torch.distributed.get_rank()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``torchmetrics-ext``."""
     parser = argparse.ArgumentParser(prog="torchmetrics-ext", description=__doc__.splitlines()[0])
@@ -151,7 +241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--batch-size", type=int, default=8192)
     demo.add_argument("--queries", type=int, default=20_000, help="search sessions for the ranking table")
     demo.add_argument("--seed", type=int, default=0)
+    add_evaluate_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "evaluate":
+        return run_evaluate(args, parser)
     if args.command == "demo":
         if args.samples < 1 or args.batch_size < 1 or args.queries < 1:
             parser.error("--samples, --batch-size and --queries must be positive")

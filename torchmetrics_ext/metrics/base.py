@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -12,7 +14,28 @@ from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 from torchmetrics.utilities.distributed import gather_all_tensors
 
-__all__ = ["TaskMetric"]
+from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain
+
+__all__ = ["InputDomains", "TaskMetric"]
+
+
+@dataclass(frozen=True)
+class InputDomains:
+    """What a metric's ``update(preds, target, weights)`` accepts, for a caller that validates once.
+
+    A caller feeding several metrics the same batch (:class:`~torchmetrics_ext.RecMetricModule`)
+    checks the strictest of their domains in one pass and then updates every metric inside
+    :meth:`TaskMetric.inputs_validated`.
+
+    Attributes:
+        preds: ``"probability"`` (``[0, 1]``, or any finite logit when ``from_logits``) or ``"real"``.
+        target: ``"binary"``, ``"unit"`` (``[0, 1]``), ``"nonnegative"`` or ``"real"`` (finite).
+        from_logits: whether probability-domain ``preds`` are logits.
+    """
+
+    preds: PredsDomain
+    target: TargetDomain
+    from_logits: bool = False
 
 
 class TaskMetric(Metric):
@@ -28,6 +51,13 @@ class TaskMetric(Metric):
       batch in ``forward`` never loses what was accumulated;
     * ``compute`` results of one task come back as scalars (:meth:`_squeeze_tasks`).
 
+    and three hooks for a caller that drives many metrics at once (``RecMetricModule``):
+    :meth:`inputs_validated` (skip per-metric validation of a batch already checked),
+    :meth:`sync_states` / :meth:`synced_from` (feed ``compute``'s normal sync with states gathered
+    by one fused collective instead of per-state collectives; TorchMetrics still stacks and
+    reduces them, caches and unsyncs). :attr:`input_domains` and :attr:`shared_statistics_key`
+    describe what the caller may validate jointly and which metrics provably share states.
+
     Args:
         num_tasks: number of tasks ``T``; inputs are ``(N,)`` for one task or ``(T, N)``.
         validate_args: check every input (shapes, dtypes, devices, value ranges) before use.
@@ -36,6 +66,8 @@ class TaskMetric(Metric):
     """
 
     full_state_update: bool = False
+    # False for metrics without a task dimension (ranking): a caller builds one instance per task
+    has_task_dim: ClassVar[bool] = True
 
     def __init__(self, num_tasks: int = 1, *, validate_args: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -47,6 +79,8 @@ class TaskMetric(Metric):
         self.validate_args = validate_args
         self._inputs_checked = False
         self._list_state_dtypes: dict[str, torch.dtype] = {}
+        self._gathered: Mapping[str, list[Tensor]] | None = None
+        self._sync_locally = False
 
     def _add_task_state(self, name: str, dist_reduce_fx: str = "sum", fill: float = 0.0) -> None:
         """Declare a float64 ``(num_tasks,)`` state reduced with ``dist_reduce_fx``."""
@@ -66,13 +100,76 @@ class TaskMetric(Metric):
         self.add_state(name, default=[], dist_reduce_fx="cat")
         self._list_state_dtypes[name] = dtype
 
-    def _sync_dist(self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None) -> None:
-        for name, dtype in self._list_state_dtypes.items():
+    def sync_states(self) -> dict[str, Tensor]:
+        """The tensor each state sends at a DDP sync, in state order, without communicating.
+
+        Tensor states are returned as they are; a list state as the concatenation of its chunks
+        cast to its declared dtype (an empty tensor of that dtype on a rank without samples).
+        """
+        out: dict[str, Tensor] = {}
+        for name in self._reductions:
             value = getattr(self, name)
             if isinstance(value, list):
-                joined = dim_zero_cat(value).to(dtype) if value else torch.zeros(0, dtype=dtype, device=self.device)
-                setattr(self, name, [joined])
+                dtype = self._list_state_dtypes.get(name)  # undeclared list states keep their chunks' dtype
+                if not value:
+                    value = torch.zeros(0, dtype=dtype or self.dtype, device=self.device)
+                else:
+                    value = value[0] if len(value) == 1 else dim_zero_cat(value)
+                    value = value if dtype is None else value.to(dtype)
+            out[name] = value
+        return out
+
+    @contextmanager
+    def synced_from(self, gathered: Mapping[str, list[Tensor]] | None) -> Iterator[None]:
+        """Let ``compute`` inside this block sync from states gathered by the caller.
+
+        Args:
+            gathered: for every state, the per-rank tensors (rank order) that TorchMetrics'
+                ``gather_all_tensors`` would return for :meth:`sync_states`; TorchMetrics then
+                stacks and reduces them exactly as in its own sync. ``None`` keeps the local
+                states (``compute`` without communication).
+
+        ``compute`` results cached before or inside the block are dropped, so a local value is
+        never served as the synced one or the other way round.
+        """
+        self._gathered, self._sync_locally, self._computed = gathered, gathered is None, None
+        try:
+            yield
+        finally:
+            self._gathered, self._sync_locally, self._computed = None, False, None
+
+    def _sync_dist(self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None) -> None:
+        if self._sync_locally:
+            return
+        for name, value in self.sync_states().items():
+            if name in self._list_state_dtypes and isinstance(getattr(self, name), list):
+                setattr(self, name, [value])
+        if self._gathered is not None:
+            dist_sync_fn = _replay(self._gathered, list(self._reductions))
         super()._sync_dist(dist_sync_fn, process_group)
+
+    @contextmanager
+    def inputs_validated(self) -> Iterator[None]:
+        """Within this block ``update`` trusts its inputs: the caller has validated them already.
+
+        For a caller that checks one batch for many metrics at once (``RecMetricModule``); the
+        inputs must already be what the metric's own validation would accept.
+        """
+        previous, self._inputs_checked = self._inputs_checked, True
+        try:
+            yield
+        finally:
+            self._inputs_checked = previous
+
+    @property
+    def input_domains(self) -> InputDomains | None:
+        """The input domains of ``update(preds, target, weights)``; ``None`` if not expressible so."""
+        return None
+
+    @property
+    def shared_statistics_key(self) -> Hashable | None:
+        """Equal keys mean provably equal states after any updates (one compute group); ``None``: never shared."""
+        return None
 
     @property
     def _check_inputs(self) -> bool:
@@ -188,3 +285,17 @@ def newest_samples(
         return value
 
     return tuple(cut(v) for v in args), {k: cut(v) for k, v in kwargs.items()}
+
+
+def _replay(gathered: Mapping[str, list[Tensor]], names: list[str]) -> Callable[..., list[Tensor]]:
+    """A ``dist_sync_fn`` answering each state's gather, in state order, from ``gathered``."""
+    pending = iter(names)
+
+    def replay(tensor: Tensor, group: Any = None) -> list[Tensor]:
+        name = next(pending)
+        per_rank = gathered[name]
+        if not any(t.dtype == tensor.dtype and t.shape == tensor.shape for t in per_rank):
+            raise RuntimeError(f"fused sync: state `{name}` changed between the gather and compute")
+        return per_rank
+
+    return replay

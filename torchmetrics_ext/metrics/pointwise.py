@@ -18,13 +18,14 @@ Shared behaviour:
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any, ClassVar
 
 from torch import Tensor
 
 from torchmetrics_ext.functional import pointwise as F
 from torchmetrics_ext.functional.pointwise import _check_eta, _check_threshold
-from torchmetrics_ext.metrics.base import TaskMetric
+from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, format_pointwise
 
 __all__ = [
@@ -86,6 +87,17 @@ class _PointwiseMetric(TaskMetric):
 
     def _validate(self, preds: Tensor, target: Tensor | None = None, weights: Tensor | None = None) -> None:
         self._format(preds, target, weights, validate=True)
+
+    @property
+    def input_domains(self) -> InputDomains:
+        """Domains of ``preds`` and ``target`` this metric accepts."""
+        return InputDomains(self._preds_domain, self._target_domain, self.from_logits)
+
+    @property
+    def shared_statistics_key(self) -> Hashable:
+        """Metrics of one family (same kernel, same state names and ``from_logits``) hold equal states."""
+        kernel = next(c for c in type(self).__mro__ if "_batch_stats" in vars(c))
+        return (kernel.__qualname__, self._state_keys, self.from_logits, self.num_tasks)
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
         raise NotImplementedError

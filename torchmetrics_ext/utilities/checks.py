@@ -30,11 +30,12 @@ from torchmetrics_ext.utilities.device import on_device_path
 __all__ = ["check_flag", "check_pointwise", "check_tensor", "checked_bounds", "format_pointwise"]
 
 PredsDomain = Literal["probability", "real"]
-TargetDomain = Literal["unit", "binary", "real"]
+TargetDomain = Literal["unit", "binary", "nonnegative", "real"]
 
 _TARGET_TEXT = {
     "unit": "labels in [0, 1] (soft labels allowed)",
     "binary": "binary labels in {0, 1}",
+    "nonnegative": "finite values >= 0",
     "real": "finite real values",
 }
 
@@ -126,7 +127,7 @@ def format_pointwise(
         num_tasks: the number of tasks the metric was built for; ``None`` infers it from ``preds``.
         preds_domain: ``"probability"`` (values in [0, 1], or any finite logit when
             ``from_logits``) or ``"real"`` (any finite value).
-        target_domain: ``"unit"`` ([0, 1]), ``"binary"`` ({0, 1}) or ``"real"`` (finite).
+        target_domain: ``"unit"`` ([0, 1]), ``"binary"`` ({0, 1}), ``"nonnegative"`` or ``"real"`` (finite).
         from_logits: whether probability-domain ``preds`` are logits.
         validate: run the checks (:func:`check_pointwise`); when false, only reshape and cast.
         dtype: the dtype of the returned tensors (float64 for sums); ``None`` keeps each input's
@@ -178,11 +179,14 @@ def _check_values(
     preds_domain: PredsDomain,
     target_domain: TargetDomain,
     from_logits: bool,
+    target_is_float: bool | None = None,
 ) -> None:
     """Range checks of the inputs as given (any dtype, any shape), from one :func:`checked_bounds` call.
 
     On the device path floating labels always get their fractional range too, so that the bounds
     remembered by the first metric of a step serve every label domain of the others.
+    ``target_is_float`` is accepted for callers that pass labels already cast to float64 (whole
+    labels cast to float have no fractional part, so it changes nothing).
     """
     integral = target_domain == "binary" or on_device_path(preds)
     bounds = checked_bounds([preds, target, weights], labels=[False, integral, False])
@@ -198,7 +202,7 @@ def _check_values(
         tmin, tmax, *frac = bounds[1]
         ok_range = math.isfinite(tmin) and math.isfinite(tmax)
         if target_domain != "real":
-            ok_range = ok_range and tmin >= 0 and tmax <= 1
+            ok_range = ok_range and tmin >= 0 and (target_domain == "nonnegative" or tmax <= 1)
         # in [0, 1], a label is 0 or 1 exactly when its fractional part is 0
         not_binary = target_domain == "binary" and any(f != 0 for f in frac)
         if not ok_range or not_binary:

@@ -8,6 +8,7 @@ histogram reduced with ``sum`` (constant memory). All math lives in
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 import torch
@@ -15,7 +16,7 @@ from torch import Tensor
 from torchmetrics.utilities.data import dim_zero_cat
 
 from torchmetrics_ext.functional.auc import binary as F
-from torchmetrics_ext.metrics.base import TaskMetric
+from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.utilities.checks import check_flag, check_pointwise, format_pointwise
 from torchmetrics_ext.utilities.device import on_device_path
 
@@ -98,6 +99,16 @@ class _CurveMetric(TaskMetric):
     def _validate(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
         check_pointwise(preds, target, weights, self.num_tasks, target_domain="binary", from_logits=self.from_logits)
 
+    @property
+    def input_domains(self) -> InputDomains:
+        """Probabilities (or logits) and binary labels."""
+        return InputDomains("probability", "binary", self.from_logits)
+
+    @property
+    def shared_statistics_key(self) -> Hashable:
+        """``AUC`` and ``AUPRC`` with the same mode and settings hold equal states."""
+        return ("_CurveMetric", self.num_bins, self.logit_range, self.from_logits, self.num_tasks)
+
     def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
         """Accumulate one batch: ``preds``/``target`` ``(N,)`` or ``(T, N)``, optional ``weights``."""
         if self._check_inputs:
@@ -108,7 +119,7 @@ class _CurveMetric(TaskMetric):
         p, t, w = format_pointwise(preds, target, weights, self.num_tasks, validate=False, dtype=None)
         assert t is not None
         if self.num_bins is not None:
-            F._binned_accumulate(self.hist, p, t, w, self.logit_range, self.from_logits)
+            F._binned_update(p, t, w, self.num_bins, self.logit_range, self.from_logits, out=self.hist)
             return
         if w is not None and not on_device_path(p):
             # rows of zero weight in every task change nothing: on the CPU they are not stored (on
@@ -165,7 +176,7 @@ class AUC(_CurveMetric):
         precision tie. Ranks with different numbers of batches, or none, sync correctly.
 
         **Binned mode** (``num_bins=B``) stores one float64 ``(2, T, B)`` histogram (constant
-        memory, ``sum`` across ranks) filled in O(N) per batch with one ``bincount``. The value is
+        memory, ``sum`` across ranks) filled in O(N) per batch with one ``scatter_add_``. The value is
         the exact AUC of the scores rounded to their bin, so it differs from the exact value by at
         most half the share of (positive, negative) pairs that fall into the same bin,
         :math:`\frac{1}{2PN}\sum_b P_b N_b`. Bins are uniform in the logit, so click-through

@@ -8,6 +8,7 @@ float64 sums per task are kept (constant memory, like TorchRec's grouped AUC). A
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any, ClassVar
 
 import torch
@@ -16,7 +17,7 @@ from torch import Tensor
 from torchmetrics_ext.functional.auc import binary as FB
 from torchmetrics_ext.functional.auc import grouped as F
 from torchmetrics_ext.metrics.auc.binary import _append_chunk, _sample_major, _take_samples
-from torchmetrics_ext.metrics.base import TaskMetric
+from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.utilities.checks import check_flag
 
 __all__ = ["GroupedAUC", "GroupedAUPRC"]
@@ -73,6 +74,17 @@ class _GroupedCurveMetric(TaskMetric):
 
     def _validate(self, preds: Tensor, target: Tensor, groups: Tensor, weights: Tensor | None = None) -> None:
         self._format(preds, target, groups, weights, validate=True)
+
+    @property
+    def input_domains(self) -> InputDomains:
+        """Probabilities (or logits) and binary labels; ``groups`` are integer ids."""
+        return InputDomains("probability", "binary", self.from_logits)
+
+    @property
+    def shared_statistics_key(self) -> Hashable:
+        """Exact-mode ``GroupedAUC``/``GroupedAUPRC`` with the same settings hold equal states."""
+        names = tuple(self._reductions)
+        return ("_GroupedCurveMetric", names, self.weight_groups, self.from_logits, self.num_tasks)
 
     def update(self, preds: Tensor, target: Tensor, groups: Tensor, weights: Tensor | None = None) -> None:
         """Accumulate one batch: ``preds``/``target`` ``(N,)`` or ``(T, N)``, ``groups`` ``(N,)`` ids."""

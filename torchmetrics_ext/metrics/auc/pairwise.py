@@ -16,7 +16,7 @@ from torchmetrics.utilities.data import dim_zero_cat
 
 from torchmetrics_ext.functional.auc import pairwise as F
 from torchmetrics_ext.metrics.auc.binary import _sample_major
-from torchmetrics_ext.metrics.base import TaskMetric
+from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.utilities.checks import format_pointwise
 from torchmetrics_ext.utilities.device import on_device_path
 
@@ -66,6 +66,16 @@ class _PairwiseMetric(TaskMetric):
 
     def _validate(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
         self._format(preds, target, weights, validate=True)
+
+    @property
+    def input_domains(self) -> InputDomains:
+        """Finite real predictions and labels."""
+        return InputDomains("real", "real")
+
+    @property
+    def shared_statistics_key(self) -> tuple[str, int]:
+        """``RegressionAUC`` and ``XAUC`` store the same samples."""
+        return ("_PairwiseMetric", self.num_tasks)
 
     def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
         """Store one batch: ``preds``/``target`` of shape ``(N,)`` or ``(T, N)``, optional ``weights``.

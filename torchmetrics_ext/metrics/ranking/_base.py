@@ -30,7 +30,7 @@ from torchmetrics.utilities.data import dim_zero_cat
 from torchmetrics_ext.functional.ranking._inputs import RankingRows, _ranking_arg_validation, _ranking_format
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
 from torchmetrics_ext.functional.ranking._update import _ranking_compute, _ranking_update
-from torchmetrics_ext.metrics.base import TaskMetric
+from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 
 _ROW_STATES = {
     "preds": torch.float64,
@@ -48,6 +48,7 @@ class _RankingMetric(TaskMetric):
     sample_axis = 0  # a flat row, or a padded query row of (Q, L): both are axis 0
     higher_is_better: bool | None = True
     full_state_update = False
+    has_task_dim = False
     plot_lower_bound = 0.0
     plot_upper_bound = 1.0
 
@@ -137,6 +138,11 @@ class _RankingMetric(TaskMetric):
         weights: Tensor | None = None,
     ) -> None:
         self._rows(preds, target, indexes, mask, weights, validate=True)
+
+    @property
+    def input_domains(self) -> InputDomains:
+        """Real scores and non-negative relevance (flat rows; ``indexes`` are integer query ids)."""
+        return InputDomains("real", "nonnegative")
 
     def _sums(self, rows: RankingRows) -> tuple[Tensor, Tensor, Tensor]:
         return _ranking_update(

@@ -53,6 +53,7 @@ class MulticlassRecallAtK(TaskMetric):
     sample_axis = 0  # a row of the (N, C) class scores
     higher_is_better = True
     full_state_update = False
+    has_task_dim = False
     plot_lower_bound = 0.0
     plot_upper_bound = 1.0
 

@@ -1,0 +1,169 @@
+"""RecMetricModule against TorchRec's RecMetricModule (fused tasks) and a hand-written floor.
+
+3 tasks x {NE, calibration, CTR, MSE, accuracy, AUC} (binned AUC for us, TorchRec's windowed exact
+AUC), batch 8192, a 1M-sample window, 1 thread. Three sides, each timed the same way (warm-up,
+then ``--repeats`` rounds of ``--steps`` updates; the per-step time of each round):
+
+* ``ours``: ``RecMetricModule.update`` (stacking, one validation, every compute group);
+* ``floor``: a hand-written stacked float64 update of the same statistics (three NE sums,
+  prediction/label/weight sums, squared and absolute errors, the confusion counts at 0.5, and a
+  10k-bin logit histogram per task and class), with no validation and no metric objects;
+* ``torchrec``: TorchRec 1.9.2's ``RecMetricModule`` in ``FUSED_TASKS_COMPUTATION`` mode, run by
+  ``_torchrec_side.py`` in TorchRec's own interpreter (``--torchrec-python``, default
+  ``/work/venv-torchrec/bin/python``), since TorchRec pins its own torchmetrics and FBGEMM.
+
+``compute()`` is timed single-process after the warm-up (about 1M samples seen).
+
+    python benchmarks/bench_module.py            # all three sides
+    python benchmarks/bench_module.py --no-torchrec
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import torchmetrics_ext as tmx
+
+HERE = Path(__file__).resolve().parent
+BINS = 10_000
+
+
+def make_batches(tasks: int, batch: int, count: int, seed: int) -> list[dict[str, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(count):
+        step = {}
+        for i in range(tasks):
+            step[f"pred{i}"] = torch.rand(batch, generator=gen)
+            step[f"label{i}"] = (torch.rand(batch, generator=gen) < 0.3).float()
+            step[f"weight{i}"] = torch.ones(batch)
+        out.append(step)
+    return out
+
+
+def build_ours(tasks: int, window: int | None) -> tmx.RecMetricModule:
+    infos = [tmx.RecTaskInfo(f"task{i}", f"label{i}", f"pred{i}", f"weight{i}") for i in range(tasks)]
+    metrics = {
+        "ne": "ne",
+        "calibration": "calibration",
+        "ctr": "ctr",
+        "mse": "mse",
+        "accuracy": "accuracy",
+        "auc": tmx.AUC(num_tasks=tasks, num_bins=BINS),
+    }
+    return tmx.RecMetricModule(infos, metrics, window_size=window, throughput=False)
+
+
+class Floor:
+    """The same statistics as ``ours``, hand-written over stacked float64 tensors."""
+
+    def __init__(self, tasks: int) -> None:
+        self.tasks = tasks
+        self.sums = torch.zeros(12, tasks, dtype=torch.float64)
+        self.hist = torch.zeros(2 * tasks * BINS, dtype=torch.float64)
+        self.offset = torch.arange(tasks).unsqueeze(1) * BINS
+
+    def update(self, step: dict[str, torch.Tensor]) -> None:
+        t = self.tasks
+        p = torch.stack([step[f"pred{i}"] for i in range(t)]).to(torch.float64)
+        y = torch.stack([step[f"label{i}"] for i in range(t)]).to(torch.float64)
+        w = torch.stack([step[f"weight{i}"] for i in range(t)]).to(torch.float64)
+        pc = p.clamp(1e-12, 1 - 1e-12)
+        log_p, log_q = torch.log(pc), torch.log1p(-pc)
+        ce = torch.lerp(log_q, log_p, y).neg_()
+        hard = (p >= 0.5).to(torch.float64)
+        err = p - y
+        stats = torch.stack(
+            [ce, w.new_ones(()).expand_as(p), y, p, err * err, err.abs(), hard * y, hard, (1 - hard) * (1 - y)]
+        )
+        self.sums[:9] += (stats * w).sum(-1)
+        z = (log_p - log_q).add_(16.0).mul_(BINS / 32.0).clamp_(0, BINS - 1).to(torch.int64)
+        index = (z + self.offset + (y > 0).to(torch.int64) * (t * BINS)).reshape(-1)
+        self.hist += torch.bincount(index, weights=w.reshape(-1), minlength=2 * t * BINS)
+
+
+def time_steps(update, batches, warmup: int, steps: int, repeats: int) -> list[float]:
+    for i in range(warmup):
+        update(batches[i % len(batches)])
+    rounds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for i in range(steps):
+            update(batches[i % len(batches)])
+        rounds.append((time.perf_counter() - start) / steps)
+    return rounds
+
+
+def torchrec_side(python: str, cfg: dict) -> dict:
+    result = subprocess.run(
+        [python, str(HERE / "_torchrec_side.py"), json.dumps(cfg)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, OMP_NUM_THREADS=str(cfg["threads"])),
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=8192)
+    parser.add_argument("--window", type=int, default=1_000_000, help="0: lifetime values only")
+    parser.add_argument("--warmup", type=int, default=130)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-torchrec", action="store_true")
+    parser.add_argument("--torchrec-python", default="/work/venv-torchrec/bin/python")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    batches = make_batches(args.tasks, args.batch, 20, seed=0)
+    window = args.window or None
+
+    module = build_ours(args.tasks, window)
+    ours = time_steps(module.update, batches, args.warmup, args.steps, args.repeats)
+    start = time.perf_counter()
+    module.compute()
+    ours_compute = time.perf_counter() - start
+    floor = time_steps(Floor(args.tasks).update, batches, args.warmup, args.steps, args.repeats)
+
+    def ms(values: list[float]) -> str:
+        return f"{1e3 * min(values):.3f} ms (median {1e3 * statistics.median(values):.3f})"
+
+    print(f"{args.tasks} tasks x 6 metrics, batch {args.batch}, window {window}, {args.threads} thread(s)")
+    print(f"ours   update/step: {ms(ours)}   compute: {1e3 * ours_compute:.1f} ms")
+    print(f"floor  update/step: {ms(floor)}")
+    print(f"ours / floor: {min(ours) / min(floor):.2f}x")
+    if not args.no_torchrec:
+        cfg = dict(
+            threads=args.threads,
+            tasks=args.tasks,
+            batch=args.batch,
+            window=args.window or 1_000_000,
+            seed=0,
+            distinct_batches=20,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            steps=args.steps,
+            compute_repeats=1,
+        )
+        rec = torchrec_side(args.torchrec_python, cfg)
+        print(f"torchrec update/step: {ms(rec['update_s'])}   compute: {1e3 * rec['compute_s'][0]:.1f} ms")
+        print(
+            f"ours / torchrec: {min(ours) / min(rec['update_s']):.2f}x update, "
+            f"{ours_compute / rec['compute_s'][0]:.3f}x compute"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

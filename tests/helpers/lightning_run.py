@@ -1,0 +1,158 @@
+"""A small two-task Lightning run under ``Trainer(strategy="ddp", devices=2, accelerator="cpu")``.
+
+Started as a script by ``tests/test_lightning.py`` (Lightning's DDP launcher re-runs this file for
+rank 1). It trains a linear two-task click model with a :class:`RecMetricModule` per stage and
+the :class:`RecMetricCallback`, logs to a ``CSVLogger`` and dumps what each rank fed to the
+metrics (predictions, labels, weights per step) so the test can recompute every logged value in
+one process. ``--checkpoint-every S`` saves a checkpoint every ``S`` training steps (mid-epoch);
+``--resume CKPT`` continues from one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader, TensorDataset
+
+import torchmetrics_ext as tmx
+from torchmetrics_ext.integrations.lightning import RecMetricCallback, UnpaddedDistributedSampler
+
+TRAIN, VAL, BATCH = 1200, 1001, 50
+TASKS = [
+    tmx.RecTaskInfo("click", "click_label", "click_pred", "weight"),
+    tmx.RecTaskInfo("buy", "buy_label", "buy_pred", "weight"),
+]
+
+
+def data(n: int, seed: int) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=gen)
+    logits = x @ torch.tensor([[1.0, -0.5], [0.5, 1.0], [-1.0, 0.2], [0.0, 0.8]]) + torch.tensor([-1.0, -2.0])
+    y = (torch.rand(n, 2, generator=gen) < torch.sigmoid(logits)).float()
+    w = torch.where(torch.rand(n, generator=gen) < 0.2, 2.0, 1.0)
+    return x, y, w
+
+
+class ResumableShards:
+    """This rank's share of a fixed order of batches; remembers how many were trained on (Lightning's ``_Stateful``)."""
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...]) -> None:
+        self.tensors, self.trained, self.start = tensors, 0, 0
+
+    def _batches(self) -> list[tuple[torch.Tensor, ...]]:
+        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        index = torch.arange(len(self.tensors[0]))[rank::world]
+        return [tuple(t[index[i : i + BATCH]] for t in self.tensors) for i in range(0, len(index), BATCH)]
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+    def __iter__(self):
+        start, self.start = self.start, 0  # a restored position applies to the first epoch only
+        self.trained = start
+        for i, batch in enumerate(self._batches()[start:], start):
+            # a checkpoint saved after training on batch i (Lightning asks for batch i + 1 only
+            # after that step's callbacks) holds i + 1 trained batches
+            self.trained = i + 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"trained": self.trained}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.start = self.trained = state["trained"]
+
+
+class ClickModel(L.LightningModule):
+    def __init__(self, dump: str, window_size: int | None) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(4, 2)
+        metrics = {"ne": "ne", "ctr": "ctr", "auc": "auc", "calibration": "calibration"}
+        self.train_metrics = tmx.RecMetricModule(
+            TASKS, metrics, throughput=False, window_size=window_size, compute_interval_steps=4, prefix="train/"
+        )
+        self.val_metrics = tmx.RecMetricModule(TASKS, metrics, throughput=False, prefix="val/")
+        self.dump = dump
+        self.train_shards = ResumableShards(data(TRAIN, 1))
+        self.seen: dict[str, list] = {"train": [], "val": []}
+
+    def _out(self, batch, stage: str) -> dict[str, torch.Tensor]:
+        x, y, w = batch
+        probs = torch.sigmoid(self.linear(x))
+        out = {
+            "click_pred": probs[:, 0],
+            "buy_pred": probs[:, 1],
+            "click_label": y[:, 0],
+            "buy_label": y[:, 1],
+            "weight": w,
+        }
+        self.seen[stage].append((self.global_step, {k: v.detach().clone() for k, v in out.items()}))
+        return out
+
+    def training_step(self, batch, batch_idx):
+        out = self._out(batch, "train")
+        loss = torch.nn.functional.binary_cross_entropy(torch.stack([out["click_pred"], out["buy_pred"]], 1), batch[1])
+        return {"loss": loss, **out}
+
+    def validation_step(self, batch, batch_idx):
+        return self._out(batch, "val")
+
+    def on_fit_end(self) -> None:
+        torch.save(self.seen, os.path.join(self.dump, f"seen_rank{self.global_rank}.pt"))
+
+    def train_dataloader(self):
+        return self.train_shards
+
+    def val_dataloader(self):  # built here: the sampler reads the process group's rank and size
+        val_set = TensorDataset(*data(VAL, 2))
+        return DataLoader(val_set, batch_size=BATCH, sampler=UnpaddedDistributedSampler(val_set, shuffle=False))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--checkpoint-every", type=int, default=None)
+    parser.add_argument("--resume", default=None)
+    parser.add_argument("--window", type=int, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    model = ClickModel(args.out, args.window)
+    checkpoints = []
+    if args.checkpoint_every:
+        checkpoints.append(
+            ModelCheckpoint(
+                dirpath=os.path.join(args.out, "ckpt"),
+                filename="{step}",
+                every_n_train_steps=args.checkpoint_every,
+                save_top_k=-1,
+                save_on_train_epoch_end=False,
+            )
+        )
+    trainer = L.Trainer(
+        strategy="ddp",
+        devices=2,
+        accelerator="cpu",
+        max_epochs=2,
+        logger=CSVLogger(args.out, name="logs", version=0),
+        callbacks=[RecMetricCallback(), *checkpoints],
+        enable_checkpointing=bool(checkpoints),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+    )
+    trainer.fit(model, ckpt_path=args.resume)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,434 @@
+"""Offline evaluation (``torchmetrics_ext.evaluate`` and ``torchmetrics-ext evaluate``).
+
+References are independent: scikit-learn (AUC, log loss), numpy formulas written here (NE,
+calibration, CTR, recall@k, MRR@k) and a pandas groupby for grouped AUC. Segment values are
+also checked against the same evaluation run on each segment's rows alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import pytest
+from sklearn.metrics import log_loss, roc_auc_score
+
+from torchmetrics_ext import UndefinedMetricWarning, cli
+from torchmetrics_ext.evaluate import InvalidDataError, evaluate, parse_task
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ["click=p_click:y_click", "like=p_like:y_like"]
+METRICS = ["ne", "log_loss", "calibration", "ctr", "auc", "gauc", "recall@5", "mrr@10"]
+KW = {"weights": "w", "user": "user", "session": "session"}
+TASK_FLAGS = [flag for task in TASKS for flag in ("--task", task)]
+
+
+def make_frame(n: int = 3000, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    affinity = rng.normal(size=n)
+    frame = pd.DataFrame(
+        {
+            # float32 scores, as models log them (AUC keeps float32 scores)
+            "p_click": (1 / (1 + np.exp(-(affinity + rng.normal(size=n) - 1)))).astype(np.float32),
+            "y_click": (rng.uniform(size=n) < 1 / (1 + np.exp(-(affinity - 1)))).astype(np.int64),
+            "p_like": rng.uniform(0.02, 0.98, n).astype(np.float32),
+            "y_like": (rng.uniform(size=n) < 0.3).astype(np.int64),
+            "w": rng.uniform(0.1, 2.0, n).astype(np.float32).astype(np.float64),  # AUC keeps float32 weights
+            "user": rng.integers(0, 60, n),
+            "session": np.repeat(np.arange(n // 10), 10)[:n],
+            "country": rng.choice(np.array(["fr", "us", "de"], dtype=object), n),
+            "dataset": rng.choice(np.array(["a", "b"], dtype=object), n),
+        }
+    )
+    frame.loc[rng.uniform(size=n) < 0.05, "country"] = None  # a null segment is a segment too
+    return frame
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return make_frame()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, frame) -> Path:
+    """Three Parquet files with several row groups each (a dataset directory)."""
+    root = tmp_path_factory.mktemp("dataset")
+    for i, part in enumerate(np.array_split(np.arange(len(frame)), 3)):
+        table = pa.Table.from_pandas(frame.iloc[part], preserve_index=False)
+        pq.write_table(table, root / f"part-{i}.parquet", row_group_size=257)
+    return root
+
+
+# ----------------------------------------------------------------------------- references
+
+
+def ne_ref(p, y, w):
+    ctr = np.sum(w * y) / np.sum(w)
+    return log_loss(y, p, sample_weight=w) / -(ctr * np.log(ctr) + (1 - ctr) * np.log(1 - ctr))
+
+
+def gauc_ref(p, y, users, w):
+    values = [
+        roc_auc_score(y[m], p[m], sample_weight=w[m])
+        for u in np.unique(users)
+        if len(np.unique(y[m := users == u])) == 2
+    ]
+    return float(np.mean(values))
+
+
+def query_ref(p, y, sessions, w, k, kind):
+    """Weighted (max row weight per query) mean of recall@k or MRR@k over queries with a positive."""
+    values, weights = [], []
+    for s in np.unique(sessions):
+        m = sessions == s
+        ranked = y[m][np.argsort(-p[m], kind="stable")]
+        if ranked.sum() == 0:
+            continue
+        if kind == "recall":
+            values.append(ranked[:k].sum() / ranked.sum())
+        else:
+            hits = np.flatnonzero(ranked[:k])
+            values.append(1.0 / (hits[0] + 1) if len(hits) else 0.0)
+        weights.append(w[m].max())
+    return float(np.average(values, weights=weights))
+
+
+def references(df: pd.DataFrame, task: str) -> dict[str, float]:
+    p = df[f"p_{task}"].to_numpy(np.float64)
+    y = df[f"y_{task}"].to_numpy(np.float64)
+    w = df["w"].to_numpy()
+    return {
+        "ne": ne_ref(p, y, w),
+        "log_loss": log_loss(y, p, sample_weight=w),
+        "calibration": np.sum(w * p) / np.sum(w * y),
+        "ctr": np.sum(w * y) / np.sum(w),
+        "auc": roc_auc_score(y, p, sample_weight=w),
+        "gauc": gauc_ref(p, y, df["user"].to_numpy(), w),
+        "recall@5": query_ref(p, y, df["session"].to_numpy(), w, 5, "recall"),
+        "mrr@10": query_ref(p, y, df["session"].to_numpy(), w, 10, "mrr"),
+    }
+
+
+def assert_close(values: dict[str, float], expected: dict[str, float], rtol: float = 1e-9) -> None:
+    assert values.keys() == expected.keys()
+    for key, value in expected.items():
+        assert values[key] == pytest.approx(value, rel=rtol, abs=1e-12), key
+
+
+# ----------------------------------------------------------------------------- values
+
+
+def test_values_equal_independent_references(dataset, frame):
+    result = evaluate(dataset, TASKS, METRICS, **KW)
+    expected = {f"{m}/{t}": v for t in ("click", "like") for m, v in references(frame, t).items()}
+    assert_close({k: result.values[k] for k in expected}, expected)
+    assert result.rows_read == len(frame) and result.rows_skipped == 0
+    assert [r["rows"] for r in result.records] == [len(frame)] * 2
+
+
+def test_segments_equal_the_metric_on_each_segments_rows(dataset, frame):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UndefinedMetricWarning)  # undefined values are reported, not warned
+        result = evaluate(dataset, TASKS, METRICS, by=["country", "dataset"], batch_size=500, **KW)
+    keys = {(r["country"], r["dataset"]) for r in result.records if r["segment"] != "all"}
+    expected_keys = set(frame.groupby(["country", "dataset"], dropna=False).groups)
+    assert keys == {(None if isinstance(c, float) else c, d) for c, d in expected_keys}
+    for record in result.records[2:]:
+        country, part = record["country"], record["dataset"]
+        rows = frame[(frame.country.isna() if country is None else frame.country == country) & (frame.dataset == part)]
+        assert record["rows"] == len(rows)
+        ref = references(rows, record["task"])
+        assert record["auc"] == pytest.approx(ref["auc"], rel=1e-9)
+        assert record["log_loss"] == pytest.approx(ref["log_loss"], rel=1e-9)
+        alone = evaluate(rows.reset_index(drop=True), TASKS, METRICS, **KW)
+        for metric in METRICS:
+            assert record[metric] == pytest.approx(alone.values[f"{metric}/{record['task']}"], rel=1e-12), metric
+    # overall values are those without segments
+    plain = evaluate(dataset, TASKS, METRICS, **KW).values
+    assert_close({k: v for k, v in result.values.items() if k.count("/") == 1}, plain, rtol=1e-12)
+
+
+def test_undefined_segment_values_are_nan_and_reported():
+    table = pa.table({"p": [0.2, 0.8, 0.4], "y": [0, 1, 1], "g": ["x", "x", "y"]})
+    result = evaluate(table, {"t": ("p", "y")}, ["auc"], by=["g"])
+    assert result.values["auc/t/g=x"] == 1.0 and np.isnan(result.values["auc/t/g=y"])
+    assert any("AUC" in message for message in result.warnings)
+
+
+def test_paths_table_and_frames_agree(dataset, frame, tmp_path):
+    csv = tmp_path / "data.csv"
+    # float64 text of the float32 scores parses back to the very same numbers
+    as_text = frame.astype({"p_click": np.float64, "p_like": np.float64})
+    pa_csv.write_csv(pa.Table.from_pandas(as_text, preserve_index=False), csv)
+    polars = pytest.importorskip("polars")
+    inputs = {
+        "directory": dataset,
+        "glob": str(dataset / "part-*.parquet"),
+        "files": sorted(str(p) for p in dataset.glob("*.parquet")),
+        "csv": csv,
+        "table": pa.Table.from_pandas(frame, preserve_index=False),
+        "pandas": frame,
+        "polars": polars.from_pandas(frame),
+    }
+    results = {name: evaluate(data, TASKS, METRICS, batch_size=700, **KW) for name, data in inputs.items()}
+    base = results.pop("directory").values
+    for name, result in results.items():
+        assert result.values.keys() == base.keys(), name
+        for key in base:
+            assert result.values[key] == pytest.approx(base[key], rel=1e-12), (name, key)
+
+
+def test_result_as_dict_and_dataframe(dataset):
+    result = evaluate(dataset, {"click": ("p_click", "y_click")}, ["ctr", "auc"], by=["dataset"])
+    df = result.to_pandas()
+    assert list(df.columns) == ["segment", "dataset", "task", "rows", "ctr", "auc"]
+    assert list(df.segment) == ["all", "dataset=a", "dataset=b"]
+    assert df.auc.tolist() == [result.values["auc/click"], *(result.values[f"auc/click/dataset={d}"] for d in "ab")]
+
+
+def test_ranking_names_share_one_sort_but_equal_their_own_classes(dataset, frame):
+    """ndcg@10, recall@5 and mrr (whole list) come from one RankingMetrics; each equals its registry class."""
+    import torch
+
+    from torchmetrics_ext.registry import build_metric
+
+    result = evaluate(dataset, {"click": ("p_click", "y_click")}, ["ndcg@10", "recall@5", "mrr"], session="session")
+    for name in ("ndcg@10", "recall@5", "mrr"):
+        metric = build_metric(name)
+        metric.update(
+            torch.tensor(frame.p_click.to_numpy(np.float64)),
+            torch.tensor(frame.y_click.to_numpy()),
+            indexes=torch.tensor(frame.session.to_numpy()),
+        )
+        assert result.values[f"{name}/click"] == pytest.approx(metric.compute().item(), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def write_bad(tmp_path: Path, frame: pd.DataFrame, change) -> Path:
+    good = frame.iloc[:400].reset_index(drop=True)
+    pq.write_table(pa.Table.from_pandas(good, preserve_index=False), tmp_path / "a.parquet")
+    bad = frame.iloc[400:800].reset_index(drop=True).copy()
+    bad = change(bad)
+    table = pa.Table.from_pandas(bad, preserve_index=False)
+    for i, name in enumerate(table.column_names):
+        if bad[name].dtype == np.float64:  # keep NaN as NaN (from_pandas would make it null)
+            table = table.set_column(i, name, pa.array(bad[name].to_numpy()))
+    path = tmp_path / "b.parquet"
+    pq.write_table(table, path, row_group_size=100)
+    return path
+
+
+def _nan(rows, column="p_click", value=np.nan):
+    def change(df):
+        df[column] = df[column].astype(np.float64)
+        df.loc[rows, column] = value
+        return df
+
+    return change
+
+
+BAD = {
+    "missing column": (
+        lambda df: df.drop(columns="y_like"),
+        r"b\.parquet: column 'y_like' \(labels of task 'like'\) is missing; found columns \[",
+    ),
+    "string predictions": (
+        lambda df: df.assign(p_click=df.p_click.astype(str)),
+        r"b\.parquet: column 'p_click' \(predictions of task 'click'\) has type (large_)?string; expected numbers",
+    ),
+    "float user ids": (
+        lambda df: df.assign(user=df.user * 1.5),
+        r"b\.parquet: column 'user' \(user ids\) has type double; expected integer ids",
+    ),
+    "nan predictions": (
+        _nan([7, 250, 399]),
+        r"b\.parquet: column 'p_click' \(predictions of task 'click'\) has 3 rows that are NaN or infinite "
+        r"\(first at row 7, counting from 0\)",
+    ),
+    "probabilities above one": (
+        _nan([120], value=1.5),
+        r"b\.parquet: column 'p_click' .* has 1 row outside \[0, 1\] \(probabilities expected\) \(first at row 120,",
+    ),
+    "labels not binary": (
+        _nan([3, 4], "y_like", 2.0),
+        r"column 'y_like' \(labels of task 'like'\) has 2 rows that are not 0 or 1 \(first at row 3,",
+    ),
+    "negative weights": (
+        _nan([300], "w", -1.0),
+        r"column 'w' \(weights\) has 1 row that are negative \(first at row 300,",
+    ),
+    "null labels": (
+        lambda df: df.assign(y_click=df.y_click.astype("Int64").mask(df.index.isin([11, 12]))),
+        r"column 'y_click' \(labels of task 'click'\) has 2 rows that are null \(first at row 11,",
+    ),
+    "null session ids": (
+        lambda df: df.assign(session=df.session.astype("Int64").mask(df.index == 99)),
+        r"column 'session' \(session ids\) has 1 row that are null \(first at row 99,",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD, ids=list(BAD))
+def test_bad_files_raise_one_clear_error(tmp_path, frame, case):
+    change, message = BAD[case]
+    write_bad(tmp_path, frame, change)
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(tmp_path, TASKS, METRICS, **KW)
+
+
+def test_on_invalid_skip_drops_the_rows_and_reports_them(tmp_path, frame):
+    write_bad(tmp_path, frame, _nan([7, 250, 399]))
+    result = evaluate(tmp_path, TASKS, METRICS, on_invalid="skip", **KW)
+    assert result.rows_read == 800 and result.rows_skipped == 3
+    [problem] = result.problems
+    assert (problem.column, problem.count, problem.first_row) == ("p_click", 3, 7)
+    assert "3 invalid rows skipped" in result.summary()
+    kept = frame.iloc[:800].drop(index=[400 + 7, 400 + 250, 400 + 399])
+    expected = {f"{m}/{t}": v for t in ("click", "like") for m, v in references(kept, t).items()}
+    assert_close({k: result.values[k] for k in expected}, expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("x.parquet", b"not parquet at all", r"x\.parquet: not a readable Parquet file"),
+        ("x.json", b"{}", r"x\.json: unknown format; expected a file ending in"),
+        (
+            "x.csv",
+            b"p_click,y_click\n0.5,abc\n0.2,1\n",
+            r"x\.csv: column 'y_click' \(labels of task 'click'\) has type",
+        ),
+    ],
+)
+def test_unreadable_files(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(path, {"click": ("p_click", "y_click")}, ["ctr"])
+
+
+def test_missing_paths_and_bad_arguments(tmp_path, dataset):
+    with pytest.raises(InvalidDataError, match="no such file, directory or glob match"):
+        evaluate(tmp_path / "nope-*.parquet", TASKS)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidDataError, match="directory holds no Parquet or CSV file"):
+        evaluate(tmp_path / "empty", TASKS)
+    with pytest.raises(TypeError, match="Expected `data` to be a path"):
+        evaluate(42, TASKS)
+    with pytest.raises(ValueError, match="Unknown metric name 'nope'; known names: ne, "):
+        evaluate(dataset, TASKS, ["nope"])
+    with pytest.raises(ValueError, match="'gauc' averages over users: name the user id column"):
+        evaluate(dataset, TASKS, ["gauc"])
+    with pytest.raises(ValueError, match="'ndcg@10' ranks within sessions: name the session id column"):
+        evaluate(dataset, TASKS, ["ndcg@10"])
+    with pytest.raises(ValueError, match="Expected a task as NAME=PREDICTIONS:LABELS"):
+        parse_task("click=p_click")
+    with pytest.raises(ValueError, match="Expected distinct task names"):
+        evaluate(dataset, ["a=p_click:y_click", "a=p_like:y_like"])
+    with pytest.raises(ValueError, match="Expected `on_invalid` to be one of"):
+        evaluate(dataset, TASKS, on_invalid="ignore")
+    with pytest.raises(ValueError, match="Expected `batch_size` to be a positive integer"):
+        evaluate(dataset, TASKS, batch_size=0)
+    with pytest.raises(ValueError, match="cannot be both a segment"):
+        evaluate(dataset, TASKS, by=["w"], weights="w")
+    with pytest.raises(InvalidDataError, match=r"column 'nope' \(--by segment\) is missing"):
+        evaluate(dataset, TASKS, by=["nope"])
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def test_cli_prints_the_table_and_writes_every_output_format(dataset, tmp_path, capsys):
+    args = ["evaluate", str(dataset), *TASK_FLAGS, "--metrics", "ne,auc,gauc"]
+    args += ["--weights", "w", "--user", "user", "--by", "dataset"]
+    for suffix in ("json", "csv", "parquet"):
+        assert cli.main([*args, "--output", str(tmp_path / f"out.{suffix}")]) == 0
+    out, err = capsys.readouterr()
+    assert "3,000 rows read" in out and "dataset=b" in out and "gauc" in out
+    assert "evaluate: 3,000 / 3,000 rows (100.0%)" in err  # the progress line: rows out of the metadata total
+    payload = json.loads((tmp_path / "out.json").read_text())
+    expected = evaluate(dataset, TASKS, ["ne", "auc", "gauc"], weights="w", user="user", by=["dataset"])
+    assert payload["records"] == expected.records
+    numbers = ["rows", "ne", "auc", "gauc"]
+    assert pa_csv.read_csv(tmp_path / "out.csv").select(numbers) == pq.read_table(tmp_path / "out.parquet").select(
+        numbers
+    )
+    assert pq.read_table(tmp_path / "out.parquet").num_rows == 6
+
+
+def test_cli_single_task_flags_and_errors(dataset, tmp_path, capsys):
+    assert cli.main(["evaluate", str(dataset), "--predictions", "p_click", "--labels", "y_click", "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert "y_click" in out and err == ""
+    assert cli.main(["evaluate", str(dataset), "--task", "click=p_click:nope", "--no-progress"]) == 2
+    assert "error: " in capsys.readouterr().err
+    for bad in (["--predictions", "p_click"], [], ["--task", "a=p:y", "--batch-size", "0"]):
+        with pytest.raises(SystemExit):
+            cli.main(["evaluate", str(dataset), *bad])
+    with pytest.raises(ValueError, match="Expected an output path ending in"):
+        evaluate(dataset, TASKS, ["ctr"]).write(str(tmp_path / "out.txt"))
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+def _ddp_evaluate(rank: int, world_size: int, path: str) -> dict[str, float]:
+    import torch.distributed as dist
+
+    result = evaluate(path, TASKS, METRICS, by=["country"], batch_size=300, **KW)
+    assert dist.is_initialized()
+    return result.values | {"rows_read": float(result.rows_read)}
+
+
+@pytest.mark.ddp
+def test_two_ranks_equal_one_process(ddp_pool, dataset, frame):
+    single = evaluate(dataset, TASKS, METRICS, by=["country"], batch_size=300, **KW).values
+    ranks = ddp_pool.run(_ddp_evaluate, str(dataset))
+    for values in ranks:
+        assert values.pop("rows_read") == len(frame)
+        assert values.keys() == single.keys()
+        for key in single:
+            assert values[key] == pytest.approx(single[key], rel=1e-10, nan_ok=True), key
+
+
+def _ddp_bad(rank: int, world_size: int, path: str) -> str:
+    try:
+        evaluate(path, TASKS, METRICS, **KW)
+    except InvalidDataError as err:
+        return str(err)
+    return "no error"
+
+
+@pytest.mark.ddp
+def test_a_bad_file_on_one_rank_fails_every_rank(ddp_pool, tmp_path, frame):
+    write_bad(tmp_path, frame, _nan([7]))
+    messages = ddp_pool.run(_ddp_bad, str(tmp_path))
+    assert all("b.parquet: column 'p_click'" in m for m in messages)
+
+
+@pytest.mark.ddp
+def test_torchrun_command_equals_one_process(dataset, tmp_path):
+    out = tmp_path / "ddp.json"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    command += ["-m", "torchmetrics_ext.cli", "evaluate", str(dataset), *TASK_FLAGS]
+    command += ["--metrics", "ne,auc,gauc", "--weights", "w", "--user", "user", "--output", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("3,000 rows read") == 1  # rank 0 prints
+    single = evaluate(dataset, TASKS, ["ne", "auc", "gauc"], weights="w", user="user")
+    records = json.loads(out.read_text())["records"]
+    for got, expected in zip(records, single.records):
+        for key in ("ne", "auc", "gauc"):
+            assert got[key] == pytest.approx(expected[key], rel=1e-10)

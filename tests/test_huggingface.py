@@ -1,0 +1,159 @@
+"""The Hugging Face adapter inside a real ``transformers.Trainer.evaluate()`` (tiny models defined here, CPU).
+
+Ranking values are checked against a numpy re-implementation of the Trainer seed's pandas
+``compute_metrics`` (drop the ``-10`` padded scores, sort each row's candidates by score, find the
+rank of the relevant one, Recall@k = rank <= k, MRR@k = 1/rank within k, averaged over rows);
+pointwise values against scikit-learn on the Trainer's own predictions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import log_loss, roc_auc_score
+from torch import nn
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("accelerate")
+
+from torchmetrics_ext.integrations.huggingface import pointwise_compute_metrics, ranking_compute_metrics  # noqa: E402
+
+TOP_K = (1, 4, 5, 10, 20, 50, 100)
+WIDTH = 130  # candidates per padded list
+
+
+class Scorer(nn.Module):
+    """Scores every candidate of a padded list; padded slots get the seed's -10."""
+
+    def __init__(self, dim: int = 8) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(dim, 1)
+
+    def forward(self, features, mask, labels=None):
+        scores = torch.sigmoid(self.linear(features).squeeze(-1))  # in (0, 1): never equal to the padding
+        scores = torch.where(mask, scores, torch.full_like(scores, -10.0))
+        loss = nn.functional.cross_entropy(scores.masked_fill(~mask, -1e4), labels)
+        return {"loss": loss, "logits": scores}
+
+
+class Candidates(torch.utils.data.Dataset):
+    def __init__(self, queries: int = 53, dim: int = 8) -> None:
+        rng = np.random.default_rng(1)
+        self.sizes = rng.integers(3, WIDTH + 1, queries)
+        self.features = torch.tensor(rng.normal(size=(queries, WIDTH, dim)), dtype=torch.float32)
+        self.labels = torch.tensor([rng.integers(0, size) for size in self.sizes])
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def __getitem__(self, i):
+        mask = torch.arange(WIDTH) < int(self.sizes[i])
+        return {"features": self.features[i], "mask": mask, "labels": self.labels[i]}
+
+
+class Clicker(nn.Module):
+    def __init__(self, dim: int = 4) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(dim, 2)
+
+    def forward(self, x, labels=None):
+        logits = self.linear(x)
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
+        return {"loss": loss, "logits": logits}
+
+
+class Clicks(torch.utils.data.Dataset):
+    def __init__(self, n: int = 203) -> None:
+        rng = np.random.default_rng(2)
+        self.x = torch.tensor(rng.normal(size=(n, 4)), dtype=torch.float32)
+        self.y = torch.tensor((rng.uniform(size=(n, 2)) < 0.4).astype(np.int64))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "labels": self.y[i]}
+
+
+def trainer(model, dataset, compute_metrics, batch_eval_metrics, tmp_path):
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path),
+        report_to=[],
+        per_device_eval_batch_size=16,
+        batch_eval_metrics=batch_eval_metrics,
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    return transformers.Trainer(model=model, args=args, eval_dataset=dataset, compute_metrics=compute_metrics)
+
+
+def seed_reference(predictions: np.ndarray, labels: np.ndarray, top_k_list=TOP_K) -> dict[str, float]:
+    """The seed's evaluate(): per row drop -10 scores, sort candidates by score, rank the relevant one."""
+    ranks = []
+    for scores, label in zip(predictions, labels):
+        candidates = np.flatnonzero(scores != -10)
+        ordered = candidates[np.argsort(-scores[candidates], kind="stable")]
+        ranks.append(int(np.flatnonzero(ordered == label)[0]) + 1)
+    ranks = np.array(ranks)
+    metric = {}
+    for k in top_k_list:
+        metric[f"Recall@{k}"] = float(np.sum(ranks <= k) / len(ranks))
+        metric[f"MRR@{k}"] = float(np.sum(np.where(ranks <= k, 1.0 / ranks, 0.0)) / len(ranks))
+    return metric
+
+
+@pytest.mark.parametrize("batch_eval_metrics", [False, True], ids=["whole-arrays", "batch-eval-metrics"])
+def test_ranking_in_trainer_evaluate_equals_the_seeds_numbers(tmp_path, batch_eval_metrics):
+    dataset = Candidates()
+    compute_metrics = ranking_compute_metrics(ks=TOP_K, metrics=("recall", "mrr"))
+    run = trainer(Scorer(), dataset, compute_metrics, batch_eval_metrics, tmp_path)
+    metrics = run.evaluate()
+    prediction = run.predict(dataset)  # the Trainer's own scores, for the reference
+    expected = seed_reference(prediction.predictions, prediction.label_ids)
+    for key, value in expected.items():
+        assert metrics[f"eval_{key}"] == pytest.approx(value, rel=1e-12, abs=1e-12), key
+    assert 0 < expected["Recall@1"] < expected["Recall@100"] < 1  # the cutoffs matter on this data
+    again = run.evaluate()  # computed values reset the metric: a second evaluation is the same
+    assert again["eval_Recall@5"] == metrics["eval_Recall@5"]
+
+
+@pytest.mark.parametrize("batch_eval_metrics", [False, True], ids=["whole-arrays", "batch-eval-metrics"])
+def test_pointwise_two_tasks_in_trainer_evaluate(tmp_path, batch_eval_metrics):
+    dataset = Clicks()
+    compute_metrics = pointwise_compute_metrics(["log_loss", "auc", "ctr"], tasks=("click", "like"))
+    run = trainer(Clicker(), dataset, compute_metrics, batch_eval_metrics, tmp_path)
+    metrics = run.evaluate()
+    prediction = run.predict(dataset)
+    probabilities = 1 / (1 + np.exp(-prediction.predictions.astype(np.float64)))
+    for i, task in enumerate(("click", "like")):
+        y, p = prediction.label_ids[:, i], probabilities[:, i]
+        assert metrics[f"eval_log_loss/{task}"] == pytest.approx(log_loss(y, p), rel=1e-6)
+        assert metrics[f"eval_auc/{task}"] == pytest.approx(roc_auc_score(y, p), rel=1e-9)
+        assert metrics[f"eval_ctr/{task}"] == pytest.approx(y.mean(), rel=1e-12)
+
+
+def test_relevance_matrix_labels_and_bad_shapes():
+    from types import SimpleNamespace
+
+    compute_metrics = ranking_compute_metrics(ks=(1, 3), metrics=("ndcg", "recall"))
+    scores = np.array([[0.9, 0.3, 0.5, -100.0], [0.1, 0.8, 0.2, 0.4]])
+    relevance = np.array([[0, 2, 1, -100], [1, 0, 0, 1]])
+    values = compute_metrics(SimpleNamespace(predictions=scores, label_ids=relevance))
+    assert values["Recall@1"] == pytest.approx(0.0)
+    assert values["Recall@3"] == pytest.approx((1.0 + 0.5) / 2)
+    with pytest.raises(ValueError, match=r"Expected labels as integer indexes of the relevant candidate in \[0, 4\)"):
+        compute_metrics(SimpleNamespace(predictions=scores, label_ids=np.array([0, 4])))
+    with pytest.raises(ValueError, match=r"Expected labels of shape \(2,\)"):
+        compute_metrics(SimpleNamespace(predictions=scores, label_ids=np.zeros((2, 3))))
+    with pytest.raises(ValueError, match=r"Expected scores of shape \(queries, candidates\)"):
+        compute_metrics(SimpleNamespace(predictions=scores[0], label_ids=np.array([0])))
+    with pytest.raises(ValueError, match="needs labels"):
+        compute_metrics(SimpleNamespace(predictions=scores, label_ids=None))
+    pointwise = pointwise_compute_metrics(["ctr"], tasks=("a", "b"))
+    with pytest.raises(ValueError, match=r"Expected predictions and labels of shape \(N,\) or \(N, 1\) for one task"):
+        pointwise(SimpleNamespace(predictions=np.zeros(3), label_ids=np.zeros(3)))
+    with pytest.raises(ValueError, match="Unknown metric name"):
+        pointwise_compute_metrics(["nope"])

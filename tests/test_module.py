@@ -1,0 +1,730 @@
+"""RecMetricModule: keys equal the standalone metrics and independent references, one validation per
+step, explicit compute groups, bad input, state_dict resume, reset, and real 2-process gloo DDP with a
+fused sync whose collective count does not grow with the number of metrics."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, log_loss, mean_squared_error, roc_auc_score
+
+import torchmetrics_ext as tmx
+from torchmetrics_ext import module as module_mod
+from torchmetrics_ext.aggregation import Sum
+from torchmetrics_ext.registry import build_metric, lookup, metric_names
+
+TASKS = [
+    tmx.RecTaskInfo("click", "click_label", "click_pred", "click_w", group_id_name="user", session_id_name="query"),
+    tmx.RecTaskInfo("buy", "buy_label", "buy_pred", "buy_w", group_id_name="user", session_id_name="query"),
+]
+
+
+def metric_specs() -> dict:
+    """Fresh specs: instances among them must not be shared by two modules."""
+    return {
+        "ne": "ne",
+        "log_loss": "log_loss",
+        "ne_eta": lambda num_tasks: tmx.NormalizedEntropy(num_tasks=num_tasks, eta=1e-3),
+        "calibration": "calibration",
+        "ctr": "ctr",
+        "accuracy": "accuracy",
+        "mse": "mse",
+        "rmse": "rmse",
+        "auc": "auc",
+        "auprc": tmx.AUPRC,
+        "auc_binned": lambda num_tasks: tmx.AUC(num_tasks=num_tasks, num_bins=1000),
+        "gauc": "gauc",
+        "ndcg@3": "ndcg@3",
+        "recall@2": tmx.RecallAtK(k=2),
+    }
+
+
+METRICS = metric_specs()
+
+
+def make_data(seed: int, n: int = 600) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for task, rate in (("click", 0.3), ("buy", 0.1)):
+        pred = torch.rand(n, generator=gen)
+        out[f"{task}_pred"] = pred
+        out[f"{task}_label"] = (torch.rand(n, generator=gen) < rate + 0.5 * pred * rate).long()
+        out[f"{task}_w"] = torch.rand(n, generator=gen, dtype=torch.float64) * 2
+    out["user"] = torch.randint(0, 25, (n,), generator=gen)
+    out["query"] = torch.arange(n) // 6
+    return out
+
+
+def batches(data: dict[str, torch.Tensor], bounds: list[int]) -> list[dict[str, torch.Tensor]]:
+    return [{k: v[lo:hi] for k, v in data.items()} for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def build(metrics=None, **kwargs) -> tmx.RecMetricModule:
+    return tmx.RecMetricModule(TASKS, metrics or metric_specs(), throughput=False, **kwargs)
+
+
+def run(module: tmx.RecMetricModule, parts) -> dict[str, torch.Tensor]:
+    for part in parts:
+        module.update(part)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)
+        return module.compute()
+
+
+def standalone(name: str, task: int, data: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The metric alone on one task's columns (built the way the module builds it)."""
+    spec = METRICS[name]
+    prefix = TASKS[task].name
+    if isinstance(spec, str):
+        metric = build_metric(spec)
+    elif isinstance(spec, tmx.RecallAtK):
+        metric = tmx.RecallAtK(k=2)
+    elif isinstance(spec, type):
+        metric = spec()
+    else:
+        metric = spec(num_tasks=1)
+    p, y, w = data[f"{prefix}_pred"], data[f"{prefix}_label"], data[f"{prefix}_w"]
+    if isinstance(metric, (tmx.NDCG, tmx.RecallAtK)):
+        metric.update(p, y, indexes=data["query"], weights=w)
+    elif isinstance(metric, tmx.GroupedAUC):
+        metric.update(p, y, data["user"], weights=w)
+    else:
+        metric.update(p, y, weights=w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)
+        return metric.compute()
+
+
+# ----------------------------------------------------------------------------- values
+
+
+def test_every_key_equals_the_standalone_metric_on_its_task():
+    data = make_data(0)
+    values = run(build(), batches(data, [0, 97, 350, 351, 600]))
+    assert list(values) == [f"{name}/{task.name}" for name in METRICS for task in TASKS]
+    for name in METRICS:
+        for t, task in enumerate(TASKS):
+            expected = standalone(name, t, data)
+            torch.testing.assert_close(values[f"{name}/{task.name}"], expected, rtol=1e-12, atol=1e-12)
+            assert values[f"{name}/{task.name}"].ndim == 0
+
+
+def _ne_reference(p, y, w, eta=1e-12):
+    p = np.clip(p, eta, 1 - eta)
+    ce = -(w * (y * np.log(p) + (1 - y) * np.log(1 - p))).sum()
+    base = np.clip((w * y).sum() / w.sum(), eta, 1 - eta)
+    return ce / -(w.sum() * (base * np.log(base) + (1 - base) * np.log(1 - base)))
+
+
+def test_values_equal_independent_references():
+    data = make_data(1)
+    values = run(build(), batches(data, [0, 200, 450, 600]))
+    users = data["user"].numpy()
+    for task in TASKS:
+        p = data[f"{task.name}_pred"].double().numpy()
+        y = data[f"{task.name}_label"].numpy()
+        w = data[f"{task.name}_w"].numpy()
+        key = f"/{task.name}"
+        np.testing.assert_allclose(values["ne" + key], _ne_reference(p, y, w), rtol=1e-9)
+        np.testing.assert_allclose(values["log_loss" + key], log_loss(y, p, sample_weight=w), rtol=1e-9)
+        np.testing.assert_allclose(values["calibration" + key], (w * p).sum() / (w * y).sum(), rtol=1e-9)
+        np.testing.assert_allclose(values["ctr" + key], (w * y).sum() / w.sum(), rtol=1e-9)
+        np.testing.assert_allclose(values["accuracy" + key], (w * ((p >= 0.5) == y)).sum() / w.sum(), rtol=1e-9)
+        np.testing.assert_allclose(values["mse" + key], mean_squared_error(y, p, sample_weight=w), rtol=1e-9)
+        np.testing.assert_allclose(values["auc" + key], roc_auc_score(y, p, sample_weight=w), rtol=1e-6)
+        np.testing.assert_allclose(values["auprc" + key], average_precision_score(y, p, sample_weight=w), rtol=1e-6)
+        per_group = [
+            roc_auc_score(y[users == g], p[users == g], sample_weight=w[users == g])
+            for g in np.unique(users)
+            if len(np.unique(y[users == g])) == 2
+        ]
+        np.testing.assert_allclose(values["gauc" + key], np.mean(per_group), rtol=1e-6)
+
+
+def test_weights_default_to_one_and_one_shared_column_serves_every_task():
+    data = make_data(2)
+    no_weights = {k: v for k, v in data.items() if not k.endswith("_w")}
+    shared_tasks = [tmx.RecTaskInfo(t.name, t.label_name, t.prediction_name, "w") for t in TASKS]
+    metrics = {"ne": "ne", "auc": "auc", "mse": "mse"}
+    unweighted = run(tmx.RecMetricModule(TASKS, metrics, throughput=False), [no_weights])
+    ones = run(tmx.RecMetricModule(shared_tasks, metrics, throughput=False), [no_weights | {"w": torch.ones(600)}])
+    assert unweighted.keys() == ones.keys()
+    for key in unweighted:
+        torch.testing.assert_close(unweighted[key], ones[key], rtol=1e-12, atol=0)
+    # one task weighted, the other not: the missing column means weight 1
+    mixed = run(tmx.RecMetricModule(TASKS, metrics, throughput=False), [no_weights | {"click_w": data["click_w"]}])
+    torch.testing.assert_close(mixed["ne/buy"], unweighted["ne/buy"], rtol=1e-12, atol=0)
+    alone = tmx.NormalizedEntropy()
+    alone.update(data["click_pred"], data["click_label"], data["click_w"])
+    torch.testing.assert_close(mixed["ne/click"], alone.compute(), rtol=1e-12, atol=0)
+
+
+def test_compute_groups_are_explicit():
+    module = build()
+    groups = sorted(sorted(g) for g in module.compute_groups)
+    assert groups == sorted(
+        [
+            ["log_loss", "ne"],
+            ["ne_eta"],  # another eta: other statistics, never merged
+            ["calibration", "ctr"],
+            ["accuracy"],
+            ["mse", "rmse"],
+            ["auc", "auprc"],
+            ["auc_binned"],
+            ["gauc"],
+        ]
+    )
+
+
+def test_the_step_is_validated_once_and_the_metrics_do_not_validate_again(monkeypatch):
+    calls = []
+    real = module_mod._check_values
+    monkeypatch.setattr(module_mod, "_check_values", lambda *a: calls.append(a) or real(*a))
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a metric validated its inputs again")
+
+    import torchmetrics_ext.functional.ranking._inputs as ranking_inputs
+    import torchmetrics_ext.utilities.checks as checks
+
+    monkeypatch.setattr(checks, "_check_values", fail)
+    monkeypatch.setattr(ranking_inputs, "_check_values", fail)
+    module = build()
+    for part in batches(make_data(3), [0, 300, 600]):
+        module.update(part)
+    assert len(calls) == 2
+    # the joint domain: probabilities (NE) and binary labels (AUC, accuracy)
+    assert module._domains == tmx.InputDomains("probability", "binary", False)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _drop(key):
+    return lambda d: {k: v for k, v in d.items() if k != key}
+
+
+def _set(key, fn):
+    return lambda d: d | {key: fn(d[key])}
+
+
+BAD = [
+    (_drop("buy_pred"), KeyError, "Task 'buy'.*prediction column 'buy_pred'"),
+    (_drop("click_label"), KeyError, "Task 'click'.*label column 'click_label'"),
+    (_drop("user"), KeyError, "Task 'click'.*group id column 'user'"),
+    (_drop("query"), KeyError, "session id column 'query'"),
+    (_set("click_pred", lambda v: v.tolist()), TypeError, "torch.Tensor"),
+    (_set("click_pred", lambda v: (v * 10).long()), TypeError, "floating point predictions"),
+    (_set("buy_label", lambda v: v[:-1]), ValueError, "Task 'buy'.*'buy_label'.*shape"),
+    (_set("click_pred", lambda v: v.reshape(-1, 1)), ValueError, r"shape \(N,\)"),
+    (_set("click_pred", lambda v: v + 1), ValueError, "probabilities in \\[0, 1\\]"),
+    (_set("buy_pred", lambda v: torch.where(v > 0.5, float("nan"), v)), ValueError, "finite"),
+    (_set("click_label", lambda v: v * 2), ValueError, "binary labels"),
+    (_set("click_label", lambda v: v.double() * 0.5), ValueError, "binary labels"),
+    (_set("buy_w", lambda v: -v), ValueError, "non-negative"),
+    (_set("user", lambda v: v.double()), TypeError, "integer ids in `model_out\\['user'\\]`"),
+    (_set("query", lambda v: v[:10]), ValueError, "'query'.*shape"),
+]
+
+
+@pytest.mark.parametrize("corrupt, exc, match", BAD)
+def test_a_rejected_step_changes_no_metric(corrupt, exc, match):
+    data = make_data(4)
+    module = build()
+    module.update(data)
+    before = copy.deepcopy(module.state_dict())
+    expected = run(module, [])
+    with pytest.raises(exc, match=match):
+        module.update(corrupt(make_data(5)))
+    after = module.state_dict()
+    assert before.keys() == after.keys()
+    for key, value in before.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, after[key]), key
+        elif isinstance(value, list):
+            assert len(value) == len(after[key]) and all(torch.equal(a, b) for a, b in zip(value, after[key])), key
+        else:
+            assert value == after[key], key
+    for key, value in run(module, []).items():
+        torch.testing.assert_close(value, expected[key], equal_nan=True)
+
+
+def test_an_empty_step_changes_nothing():
+    data = make_data(6)
+    module = build()
+    module.update(data)
+    expected = run(module, [])
+    values = run(module, [{k: v[:0] for k, v in data.items()}])
+    for key, value in values.items():
+        torch.testing.assert_close(value, expected[key], equal_nan=True)
+
+
+CONSTRUCTOR_ERRORS = [
+    (dict(tasks=[]), ValueError, "non-empty list"),
+    (dict(tasks=["a", "a"]), ValueError, "distinct task names"),
+    (dict(metrics={}), ValueError, "non-empty dict"),
+    (dict(metrics={"ne": tmx.NormalizedEntropy(num_tasks=3)}), ValueError, "built for 3 task"),
+    (dict(metrics={"ne": "nee"}), ValueError, "Unknown metric name 'nee'; known names: ne, log_loss"),
+    (dict(metrics={"a/b": "ne"}), ValueError, "without '/'"),
+    (
+        dict(metrics={"ne": lambda num_tasks: tmx.NormalizedEntropy(num_tasks, from_logits=True), "auc": "auc"}),
+        ValueError,
+        "disagree on `from_logits`.*ne=True, auc=False",
+    ),
+    (dict(metrics={"mc": tmx.MulticlassRecallAtK(k=1, num_classes=3)}), TypeError, "MulticlassRecallAtK.*not one of"),
+    (dict(metrics={"sum": lambda num_tasks: Sum()}), TypeError, "not one of the package's"),
+    (dict(metrics={"x": 3}), TypeError, "a metric, a class, a factory or a registry name"),
+    (dict(tasks=["click", "buy"], metrics={"gauc": "gauc"}), ValueError, "task 'click' must set RecTaskInfo.group_id"),
+    (dict(tasks=["click"], metrics={"ndcg": "ndcg"}), ValueError, "must set RecTaskInfo.session_id_name"),
+    (
+        dict(
+            tasks=[tmx.RecTaskInfo("a", group_id_name="u1"), tmx.RecTaskInfo("b", "l", "p", group_id_name="u2")],
+            metrics={"gauc": "gauc"},
+        ),
+        ValueError,
+        "shares one group id column",
+    ),
+    (dict(window_size=0), ValueError, "window_size"),
+    (dict(compute_interval_steps=0), ValueError, "compute_interval_steps"),
+    (dict(key_style="tensorboard"), ValueError, "key_style"),
+    (dict(prefix=3), ValueError, "prefix"),
+    (dict(state_metrics={"lr": 0.1}), ValueError, "state_metrics"),
+]
+
+
+@pytest.mark.parametrize("kwargs, exc, match", CONSTRUCTOR_ERRORS)
+def test_constructor_rejects_bad_arguments(kwargs, exc, match):
+    args = dict(tasks=TASKS, metrics={"ne": "ne"}, throughput=False) | kwargs
+    with pytest.raises(exc, match=match):
+        tmx.RecMetricModule(args.pop("tasks"), args.pop("metrics"), **args)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(name=""), "RecTaskInfo.name"),
+        (dict(name="a/b"), "without '/'"),
+        (dict(name="a", label_name=3), "RecTaskInfo.label_name"),
+        (dict(name="a", session_id_name=""), "RecTaskInfo.session_id_name"),
+    ],
+)
+def test_task_info_rejects_bad_fields(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tmx.RecTaskInfo(**kwargs)
+
+
+# ----------------------------------------------------------------------------- keys
+
+
+def test_torchrec_keys_prefix_and_state_metrics():
+    lr = {"value": 0.5}
+    module = tmx.RecMetricModule(
+        TASKS,
+        {"ne": "ne", "log_loss": "log_loss", "mse": "mse", "rmse": "rmse", "gauc": "gauc", "mine": "ctr"},
+        throughput=False,
+        prefix="train/",
+        key_style="torchrec",
+        state_metrics={"optimizer": lambda: {"lr": lr["value"]}, "epoch": lambda: 3},
+    )
+    values = run(module, [make_data(7)])
+    assert set(values) == {
+        *(
+            f"train/{ns}-{t}|lifetime_{name}"
+            for t in ("click", "buy")
+            for ns, name in [
+                ("ne", "ne"),
+                ("ne", "logloss"),
+                ("mse", "mse"),
+                ("mse", "rmse"),
+                ("auc", "grouped_auc"),
+                ("ctr", "ctr"),
+            ]
+        ),
+        "train/optimizer-optimizer|lr",
+        "train/epoch-epoch|epoch",
+    }
+    assert values["train/optimizer-optimizer|lr"].item() == 0.5 and values["train/epoch-epoch|epoch"].item() == 3
+    default = run(build({"ne": "ne"}, prefix="val/", state_metrics={"optimizer": lambda: {"lr": 0.5}}), [make_data(7)])
+    assert list(default) == ["val/ne/click", "val/ne/buy", "val/optimizer/lr"]
+    torch.testing.assert_close(default["val/ne/click"], values["train/ne-click|lifetime_ne"])
+
+
+def test_two_metrics_of_one_class_keep_distinct_torchrec_keys():
+    module = tmx.RecMetricModule(
+        TASKS, {"ne": "ne", "ne_eta": METRICS["ne_eta"]}, throughput=False, key_style="torchrec"
+    )
+    assert set(run(module, [make_data(8)])) == {
+        f"{n}-{t}|lifetime_{n}" for n in ("ne", "ne_eta") for t in ("click", "buy")
+    }
+
+
+def test_dict_valued_metrics_flatten_into_keys():
+    module = build({"ranking": tmx.RankingMetrics(ks=(1, 3), metrics=("ndcg", "mrr")), "ndcg@3": "ndcg@3"})
+    values = run(module, [make_data(9)])
+    entries = ("ndcg@1", "ndcg@3", "mrr@1", "mrr@3")
+    assert list(values) == [f"ranking.{e}/{t}" for t in ("click", "buy") for e in entries] + [
+        "ndcg@3/click",
+        "ndcg@3/buy",
+    ]
+    torch.testing.assert_close(values["ranking.ndcg@3/buy"], values["ndcg@3/buy"], rtol=1e-12, atol=0)
+
+
+def test_metrics_of_one_task_dimension_are_rejected_for_two_tasks_but_classes_are_built():
+    module = tmx.RecMetricModule(TASKS, {"ne": tmx.NormalizedEntropy, "ndcg": tmx.NDCG}, throughput=False)
+    assert module.metric_names == ["ne", "ndcg"]
+    assert len(module.ranking["ndcg"]) == 2
+
+
+# ----------------------------------------------------------------------------- lifecycle
+
+
+def test_state_dict_resume_reproduces_the_uninterrupted_run(tmp_path):
+    data = make_data(10)
+    parts = batches(data, [0, 150, 300, 450, 600])
+    whole = run(build(), parts)
+    first = build()
+    for part in parts[:2]:
+        first.update(part)
+    torch.save(first.state_dict(), tmp_path / "module.pt")
+    resumed = build()
+    resumed.load_state_dict(torch.load(tmp_path / "module.pt", weights_only=False))
+    assert resumed._step == 2
+    values = run(resumed, parts[2:])
+    for key, value in whole.items():
+        torch.testing.assert_close(values[key], value, rtol=0, atol=0, equal_nan=True)
+
+
+def test_state_dict_holds_every_state():
+    keys = build().state_dict().keys()
+    assert "metrics.ne.cross_entropy_sum" in keys and "metrics.auc.preds" in keys
+    assert "ranking.ndcg@3.1.indexes" in keys and "_extra_state" in keys
+
+
+def test_reset_starts_over_and_local_compute_equals_compute_in_one_process():
+    data = make_data(11)
+    module = build()
+    run(module, [make_data(12)])
+    module.reset()
+    values = run(module, [data])
+    fresh = run(build(), [data])
+    local = module.local_compute()
+    for key, value in fresh.items():
+        torch.testing.assert_close(values[key], value, rtol=0, atol=0, equal_nan=True)
+        torch.testing.assert_close(local[key], value, rtol=0, atol=0, equal_nan=True)
+
+
+def test_should_compute_follows_the_interval():
+    module = build({"ctr": "ctr"}, compute_interval_steps=3)
+    seen = []
+    for part in batches(make_data(13), list(range(0, 601, 100))):
+        module.update(part)
+        seen.append(module.should_compute())
+    assert seen == [False, False, True, False, False, True]
+
+
+# ----------------------------------------------------------------------------- config and registry
+
+
+def test_from_config_builds_through_the_registry():
+    config = {
+        "tasks": [
+            {
+                "name": "click",
+                "label_name": "click_label",
+                "prediction_name": "click_pred",
+                "weight_name": "click_w",
+                "group_id_name": "user",
+                "session_id_name": "query",
+            },
+            {
+                "name": "buy",
+                "label_name": "buy_label",
+                "prediction_name": "buy_pred",
+                "weight_name": "buy_w",
+                "group_id_name": "user",
+                "session_id_name": "query",
+            },
+        ],
+        "metrics": {"ne": {}, "auc_binned": {"metric": "auc", "num_bins": 1000}, "ndcg@3": {}, "gauc": {}},
+        "throughput": False,
+        "compute_interval_steps": 7,
+        "prefix": "train/",
+    }
+    module = tmx.RecMetricModule.from_config(config)
+    assert module.compute_interval_steps == 7
+    data = make_data(14)
+    values = run(module, [data])
+    reference = run(build(), [data])
+    for name in ("ne", "auc_binned", "ndcg@3", "gauc"):
+        for task in ("click", "buy"):
+            torch.testing.assert_close(values[f"train/{name}/{task}"], reference[f"{name}/{task}"], rtol=0, atol=0)
+    listed = tmx.RecMetricModule.from_config({"tasks": ["a"], "metrics": ["ne", "ctr"], "throughput": False})
+    assert listed.metric_names == ["ne", "ctr"]
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ({"tasks": ["a"]}, "with 'tasks' and 'metrics'"),
+        ({"tasks": ["a"], "metrics": ["ne"], "windw": 3}, "config keys"),
+        ({"tasks": [{"nme": "a"}], "metrics": ["ne"]}, "RecTaskInfo fields"),
+        ({"tasks": ["a"], "metrics": {"ne": 3}}, "options of metric 'ne'"),
+        ({"tasks": ["a"], "metrics": ["recall"]}, "recall@k.*weighted_recall"),
+        ([], "a dict"),
+    ],
+)
+def test_from_config_rejects_bad_configs(config, match):
+    with pytest.raises(ValueError, match=match):
+        tmx.RecMetricModule.from_config(config)
+
+
+def test_registry_names():
+    names = metric_names()
+    for name in ("ne", "log_loss", "auc", "auprc", "gauc", "calibration", "ctr", "mse", "ndcg", "ndcg@k", "recall@k"):
+        assert name in names
+    assert "recall" not in names and "weighted_recall" in names
+    assert lookup("recall@20")[0].cls is tmx.RecallAtK and lookup("weighted_recall")[0].cls is tmx.WeightedRecall
+    assert lookup("mrr@10")[1] == 10 and lookup("ndcg")[1] is None
+    assert isinstance(build_metric("gauc", num_tasks=2), tmx.GroupedAUC)
+    assert isinstance(build_metric("r_precision", num_tasks=2), tmx.RPrecision) and build_metric("f1@5").k == 5
+    for bad, match in [
+        ("ne@3", "takes no cutoff"),
+        ("precision", "precision@k.*weighted_precision"),
+        ("ndcg@0", "positive cutoff"),
+        ("NDCG", "Unknown"),
+        ("hit_rate", "needs a cutoff: use hit_rate@k"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            lookup(bad)
+    with pytest.raises(TypeError, match="metric name"):
+        lookup(3)
+
+
+# ----------------------------------------------------------------------------- DDP
+
+
+def _shard(data: dict[str, torch.Tensor], rank: int, layout: str) -> list[dict[str, torch.Tensor]]:
+    """Rank 0 takes three uneven batches, rank 1 one (or none with ``layout == "empty"``)."""
+    if layout == "empty":
+        return batches(data, [0, 100, 420, 600]) if rank == 0 else []
+    return batches(data, [0, 100, 230, 400]) if rank == 0 else batches(data, [400, 600])
+
+
+def _ddp_values(rank: int, world_size: int, layout: str, metrics: dict | None) -> dict:
+    module = build(metrics)
+    for part in _shard(make_data(20), rank, layout):
+        module.update(part)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        synced, local = module.compute(), module.local_compute()
+        again = module.compute()
+        # the same metrics alone, synced by TorchMetrics state by state
+        per_metric = {}
+        for name in module.metric_names:
+            if name in module.ranking:
+                for t, metric in enumerate(module.ranking[name]):
+                    per_metric[f"{name}/{TASKS[t].name}"] = metric.compute()
+            else:
+                value = getattr(module.metrics, name)
+                per_metric.update({f"{name}/{task.name}": v for task, v in zip(TASKS, value.compute())})
+    return {"synced": synced, "local": local, "again": again, "per_metric": per_metric}
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("layout", ["uneven", "empty"])
+def test_ddp_equals_one_process_and_the_per_metric_sync_exactly(ddp_pool, layout):
+    data = make_data(20)
+    expected = run(build(), [data])
+    results = ddp_pool.run(_ddp_values, layout, None)
+    for rank, result in enumerate(results):
+        own = run(build(), _shard(data, rank, layout)) if (rank == 0 or layout != "empty") else None
+        for key, value in expected.items():
+            torch.testing.assert_close(result["synced"][key], value, rtol=1e-12, atol=1e-12, equal_nan=True)
+            torch.testing.assert_close(result["again"][key], result["synced"][key], rtol=0, atol=0, equal_nan=True)
+            # the fused gather reduces exactly like TorchMetrics' own sync
+            torch.testing.assert_close(result["per_metric"][key], result["synced"][key], rtol=0, atol=0, equal_nan=True)
+            if own is not None:
+                torch.testing.assert_close(result["local"][key], own[key], rtol=0, atol=0, equal_nan=True)
+
+
+def _count_collectives(rank: int, world_size: int, num_metrics: int) -> int:
+    import torch.distributed as dist
+
+    names = [
+        "all_gather",
+        "all_reduce",
+        "barrier",
+        "broadcast",
+        "all_gather_object",
+        "all_gather_into_tensor",
+        "reduce_scatter",
+        "gather",
+        "scatter",
+        "send",
+        "recv",
+        "broadcast_object_list",
+        "all_to_all",
+    ]
+    # both sets hold float64 sums, float32 samples and int64 ids (the dtypes decide the count)
+    pool = ["ne", "gauc", "ctr", "mse", "auc", "accuracy", "calibration", "log_loss", "rmse", "auprc", "ndcg@3"]
+    metrics = {f"m{i}": pool[i] for i in range(min(num_metrics, len(pool)))}
+    for i in range(len(pool), num_metrics):  # more settings: statistics that are not shared
+        metrics[f"m{i}"] = lambda num_tasks, i=i: tmx.WeightedAccuracy(num_tasks=num_tasks, threshold=0.01 * i)
+    module = build(metrics)
+    for part in _shard(make_data(21), rank, "uneven"):
+        module.update(part)
+    count = [0]
+    saved = {name: getattr(dist, name) for name in names if hasattr(dist, name)}
+
+    def counting(fn):
+        def wrapper(*args, **kwargs):
+            count[0] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    try:
+        for name, fn in saved.items():
+            setattr(dist, name, counting(fn))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module.compute()
+    finally:
+        for name, fn in saved.items():
+            setattr(dist, name, fn)
+    return count[0]
+
+
+@pytest.mark.ddp
+def test_the_number_of_collectives_does_not_grow_with_the_number_of_metrics(ddp_pool):
+    few = ddp_pool.run(_count_collectives, 2)
+    many = ddp_pool.run(_count_collectives, 20)
+    assert few == many
+    assert 0 < few[0] <= 4  # shapes + one per state dtype (float64, float32, int64)
+
+
+# ----------------------------------------------------------------------------- windows
+
+
+def _kept(sizes: list[int], window: int) -> list[tuple[int, int]]:
+    """``(update, newest samples kept)``: the newest whole updates summing to at most ``window``; an
+    update larger than the window on its own keeps its newest ``window`` samples (TorchRec's rule)."""
+    if sizes[-1] >= window:
+        return [(len(sizes) - 1, window)]
+    kept, total = [], 0
+    for i in range(len(sizes) - 1, -1, -1):
+        if total + sizes[i] > window:
+            break
+        kept.append((i, sizes[i]))
+        total += sizes[i]
+    return kept
+
+
+def _window_data(parts: list[dict[str, torch.Tensor]], window: int) -> dict[str, torch.Tensor]:
+    kept = _kept([len(p["user"]) for p in parts], window)
+    return {k: torch.cat([parts[i][k][len(parts[i][k]) - n :] for i, n in sorted(kept)]) for k in parts[0]}
+
+
+WINDOW_METRICS = {
+    "ne": "ne",
+    "log_loss": "log_loss",
+    "ctr": "ctr",
+    "auc": "auc",
+    "auprc": "auprc",
+    "gauc": "gauc",
+    "auc_binned": METRICS["auc_binned"],
+    "ndcg@3": "ndcg@3",
+}
+
+
+def test_window_values_equal_the_metric_over_the_samples_the_rule_keeps():
+    data = make_data(30, n=900)
+    bounds = [0, 120, 200, 380, 420, 900]  # the last update is larger than the window
+    parts = batches(data, bounds)
+    module = build(WINDOW_METRICS, window_size=300)
+    lifetime_only = build(WINDOW_METRICS)
+    for i, part in enumerate(parts):
+        module.update(part)
+        lifetime_only.update(part)
+        values = run(module, [])
+        expected_window = run(build(WINDOW_METRICS), [_window_data(parts[: i + 1], 300)])
+        for key, value in run(lifetime_only, []).items():
+            torch.testing.assert_close(values[key], value, rtol=1e-12, atol=1e-12, equal_nan=True)
+            torch.testing.assert_close(
+                values[f"{key}/window"], expected_window[key], rtol=1e-9, atol=1e-12, equal_nan=True
+            )
+    assert len(values) == 2 * len(WINDOW_METRICS) * len(TASKS)
+
+
+def test_window_keys_in_torchrec_style():
+    module = tmx.RecMetricModule(
+        TASKS, {"ne": "ne", "log_loss": "log_loss"}, throughput=False, window_size=100, key_style="torchrec"
+    )
+    assert set(run(module, [make_data(31)])) == {
+        f"ne-{t}|{part}_{name}"
+        for t in ("click", "buy")
+        for part in ("lifetime", "window")
+        for name in ("ne", "logloss")
+    }
+
+
+def test_window_resumes_mid_window_and_reset_clears_it(tmp_path):
+    parts = batches(make_data(32, n=900), [0, 100, 250, 400, 500, 700, 900])
+    whole = run(build(WINDOW_METRICS, window_size=350), parts)
+    first = build(WINDOW_METRICS, window_size=350)
+    for part in parts[:3]:
+        first.update(part)
+    torch.save(first.state_dict(), tmp_path / "module.pt")
+    resumed = build(WINDOW_METRICS, window_size=350)
+    resumed.load_state_dict(torch.load(tmp_path / "module.pt", weights_only=False))
+    values = run(resumed, parts[3:])
+    for key, value in whole.items():
+        torch.testing.assert_close(values[key], value, rtol=0, atol=0, equal_nan=True)
+    resumed.reset()
+    again = run(resumed, parts[4:])
+    expected = run(build(WINDOW_METRICS), [_window_data(parts[4:], 350)])
+    for key, value in expected.items():
+        torch.testing.assert_close(again[f"{key}/window"], value, rtol=1e-9, atol=1e-12, equal_nan=True)
+
+
+def _ddp_window(rank: int, world_size: int) -> dict:
+    module = build(WINDOW_METRICS, window_size=400)
+    for part in _shard(make_data(33), rank, "uneven"):
+        module.update(part)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return module.compute()
+
+
+@pytest.mark.ddp
+def test_ddp_window_keeps_each_ranks_share(ddp_pool):
+    data = make_data(33)
+    kept = [_window_data(_shard(data, rank, "uneven"), 200) for rank in (0, 1)]  # window_size // world_size each
+    expected = run(build(WINDOW_METRICS), [{k: torch.cat([kept[0][k], kept[1][k]]) for k in kept[0]}])
+    lifetime = run(build(WINDOW_METRICS), [data])
+    for values in ddp_pool.run(_ddp_window):
+        for key, value in expected.items():
+            torch.testing.assert_close(values[f"{key}/window"], value, rtol=1e-9, atol=1e-12, equal_nan=True)
+            torch.testing.assert_close(values[key], lifetime[key], rtol=1e-9, atol=1e-12, equal_nan=True)
+
+
+def test_throughput_keys_count_the_examples_of_every_step():
+    parts = batches(make_data(34), [0, 100, 350, 600])
+    for style, keys in (
+        (
+            "torchmetrics_ext",
+            ["throughput/lifetime_throughput", "throughput/window_throughput", "throughput/total_examples"],
+        ),
+        (
+            "torchrec",
+            [f"throughput-throughput|{k}" for k in ("lifetime_throughput", "window_throughput", "total_examples")],
+        ),
+    ):
+        module = tmx.RecMetricModule(TASKS, {"ctr": "ctr"}, key_style=style)
+        values = run(module, parts)
+        assert list(values)[-3:] == keys
+        assert values[keys[2]].item() == 600

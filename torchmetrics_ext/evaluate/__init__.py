@@ -1,0 +1,13 @@
+"""Offline evaluation: score logged predictions in Parquet/CSV files, a ``pyarrow.Table`` or a DataFrame.
+
+``torchmetrics-ext evaluate`` and :func:`evaluate` stream the data in record batches through the
+same :class:`~torchmetrics_ext.RecMetricModule` and metric-name registry that training uses, so
+offline and online numbers are the same code. Needs the ``evaluate`` extra (pyarrow).
+"""
+
+from torchmetrics_ext.evaluate.checks import Problem
+from torchmetrics_ext.evaluate.report import EvaluationResult
+from torchmetrics_ext.evaluate.runner import DEFAULT_METRICS, TaskSpec, evaluate, parse_task
+from torchmetrics_ext.evaluate.sources import InvalidDataError
+
+__all__ = ["DEFAULT_METRICS", "EvaluationResult", "InvalidDataError", "Problem", "TaskSpec", "evaluate", "parse_task"]

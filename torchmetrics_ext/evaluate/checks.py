@@ -1,0 +1,191 @@
+"""Column and row checks for offline evaluation, with messages that name the file, column and rows.
+
+The metrics validate their own inputs, but a bad row in a 10 GB file needs a better answer than
+"preds out of range": :class:`RowChecker` finds every invalid row of a batch in a few vectorised
+passes and :class:`Problems` tallies them per (file, column, reason) with the count and the first
+row number, so one error (or, with ``on_invalid="skip"``, one report) says exactly what is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+
+from torchmetrics_ext.evaluate.sources import InvalidDataError
+
+__all__ = ["Column", "Problem", "Problems", "RowChecker", "check_schema", "to_numpy"]
+
+Kind = Literal["score", "label", "weight", "id", "segment"]
+_EXPECTED = {
+    "score": "numbers",
+    "label": "numbers (or booleans)",
+    "weight": "numbers",
+    "id": "integer ids",
+    "segment": "flat values (strings, numbers, dates...)",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column the evaluation reads: its name, what it is for (for messages) and its kind."""
+
+    name: str
+    role: str
+    kind: Kind
+
+
+@dataclass
+class Problem:
+    """Invalid rows of one column of one file for one reason."""
+
+    source: str
+    column: str
+    role: str
+    reason: str
+    count: int = 0
+    first_row: int = -1
+
+    def __str__(self) -> str:
+        rows = "row" if self.count == 1 else "rows"
+        return (
+            f"{self.source}: column {self.column!r} ({self.role}) has {self.count:,} {rows} {self.reason} "
+            f"(first at row {self.first_row:,}, counting from 0)"
+        )
+
+
+@dataclass
+class Problems:
+    """Invalid-row tallies, in order of first appearance."""
+
+    items: dict[tuple[str, str, str], Problem] = field(default_factory=dict)
+
+    def add(self, source: str, column: Column, reason: str, count: int, first_row: int) -> None:
+        """Count ``count`` more rows; ``first_row`` is kept from the first report."""
+        key = (source, column.name, reason)
+        if key not in self.items:
+            self.items[key] = Problem(source, column.name, column.role, reason, 0, first_row)
+        self.items[key].count += count
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def __iter__(self) -> Iterator[Problem]:
+        return iter(self.items.values())
+
+    def message(self) -> str:
+        """One line per problem."""
+        return "\n".join(str(p) for p in self.items.values())
+
+
+def _type_ok(kind: Kind, dtype: pa.DataType) -> bool:
+    if pa.types.is_dictionary(dtype):
+        dtype = dtype.value_type
+    numeric = pa.types.is_integer(dtype) or pa.types.is_floating(dtype)
+    if kind in ("score", "weight"):
+        return numeric
+    if kind == "label":
+        return numeric or pa.types.is_boolean(dtype)
+    if kind == "id":
+        return pa.types.is_integer(dtype)
+    return not pa.types.is_nested(dtype)
+
+
+def check_schema(source: str, schema: pa.Schema, columns: Sequence[Column]) -> None:
+    """Raise :class:`InvalidDataError` for the first missing or wrongly typed column.
+
+    Args:
+        source: the file (or frame) name used in the message.
+        schema: its schema.
+        columns: the columns the evaluation reads.
+    """
+    names = schema.names
+    for column in columns:
+        if column.name not in names:
+            raise InvalidDataError(
+                f"{source}: column {column.name!r} ({column.role}) is missing; found columns {names}."
+            )
+        dtype = schema.field(column.name).type
+        if not _type_ok(column.kind, dtype):
+            raise InvalidDataError(
+                f"{source}: column {column.name!r} ({column.role}) has type {dtype}; expected {_EXPECTED[column.kind]}."
+            )
+
+
+def to_numpy(array: pa.Array | pa.ChunkedArray, kind: Kind) -> tuple[np.ndarray, np.ndarray | None]:
+    """The values of a numeric column as numpy (zero-copy when possible) and its null mask (or ``None``)."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    nulls = None
+    if array.null_count:
+        nulls = array.is_null().to_numpy(zero_copy_only=False)
+        array = array.fill_null(False if pa.types.is_boolean(array.type) else 0)
+    values = array.to_numpy(zero_copy_only=False)
+    if values.dtype == np.bool_:
+        values = values.view(np.uint8)
+    elif values.dtype == np.uint64:
+        values = values.view(np.int64)  # ids: the bit pattern identifies the group as well
+    elif values.dtype.kind == "u" and kind == "id":
+        values = values.astype(np.int64)
+    return values, nulls
+
+
+class RowChecker:
+    """Finds invalid rows of a batch for every column, given the metrics' joint input domains.
+
+    Args:
+        columns: the columns read (segments are never invalid: a null is its own segment).
+        probabilities: whether predictions must lie in ``[0, 1]`` (otherwise any finite number).
+        target: ``"binary"`` ({0, 1}), ``"unit"`` ([0, 1]), ``"nonnegative"`` or ``"real"`` (finite).
+    """
+
+    def __init__(self, columns: Sequence[Column], probabilities: bool, target: str) -> None:
+        self.columns = [c for c in columns if c.kind != "segment"]
+        self.probabilities = probabilities
+        self.target = target
+
+    def _reasons(self, kind: Kind, values: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        out: list[tuple[str, np.ndarray]] = []
+        floating = values.dtype.kind == "f"
+        if kind == "id":
+            return out
+        if floating:
+            out.append(("that are NaN or infinite", ~np.isfinite(values)))
+        if kind == "score" and self.probabilities:
+            out.append(("outside [0, 1] (probabilities expected)", (values < 0) | (values > 1)))
+        elif kind == "weight" or (kind == "label" and self.target == "nonnegative"):
+            out.append(("that are negative", values < 0))
+        elif kind == "label" and self.target == "unit":
+            out.append(("outside [0, 1]", (values < 0) | (values > 1)))
+        elif kind == "label" and self.target == "binary":
+            out.append(("that are not 0 or 1", (values != 0) & (values != 1)))
+        return out
+
+    def check(
+        self,
+        source: str,
+        first_row: int,
+        values: Mapping[str, np.ndarray],
+        nulls: Mapping[str, np.ndarray | None],
+        problems: Problems,
+    ) -> np.ndarray | None:
+        """Tally the batch's invalid rows into ``problems``; return the mask of valid rows (``None``: all valid)."""
+        bad_any: np.ndarray | None = None
+        for column in self.columns:
+            reasons = self._reasons(column.kind, values[column.name])
+            null = nulls.get(column.name)
+            if null is not None:
+                reasons.insert(0, ("that are null", null))
+            for reason, bad in reasons:
+                if null is not None and reason != "that are null":
+                    bad = bad & ~null
+                count = int(np.count_nonzero(bad))
+                if count:
+                    problems.add(source, column, reason, count, first_row + int(np.argmax(bad)))
+                    bad_any = bad if bad_any is None else bad_any | bad
+        return None if bad_any is None else ~bad_any

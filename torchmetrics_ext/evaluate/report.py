@@ -1,0 +1,159 @@
+"""What an evaluation returns and shows: :class:`EvaluationResult`, the text table, files, the progress line."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import pyarrow as pa
+
+from torchmetrics_ext.evaluate.checks import Problem
+
+__all__ = ["OVERALL", "EvaluationResult", "Progress"]
+
+OVERALL = "all"  # the ``segment`` label of the values over every row
+
+
+@dataclass
+class EvaluationResult:
+    """Values of every metric for every task, overall and per segment.
+
+    Attributes:
+        tasks: task names, in order.
+        metrics: metric names (registry names), in order.
+        by: the segment columns (empty without ``by``).
+        records: one dict per (segment, task): ``segment`` (``"all"`` or ``"country=US, ..."``),
+            the ``by`` columns' values (``None`` on the overall records), ``task``, ``rows`` and
+            one float per metric. Overall records come first.
+        rows_read: rows read from the input (every rank).
+        rows_skipped: invalid rows dropped (``on_invalid="skip"``).
+        problems: what the invalid rows were (file, column, reason, count, first row).
+        warnings: undefined-value warnings raised while computing (their values are ``nan``).
+    """
+
+    tasks: tuple[str, ...]
+    metrics: tuple[str, ...]
+    by: tuple[str, ...]
+    records: list[dict[str, Any]]
+    rows_read: int = 0
+    rows_skipped: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def values(self) -> dict[str, float]:
+        """Flat ``{"ne/click": value, "ne/click/country=US/dataset=a": value, ...}``."""
+        out: dict[str, float] = {}
+        for record in self.records:
+            suffix = "" if record["segment"] == OVERALL else "".join(f"/{b}={record[b]}" for b in self.by)
+            for metric in self.metrics:
+                out[f"{metric}/{record['task']}{suffix}"] = record[metric]
+        return out
+
+    def to_arrow(self) -> pa.Table:
+        """The records as a ``pyarrow.Table`` (one row per segment and task)."""
+        return pa.Table.from_pylist(self.records)
+
+    def to_pandas(self) -> Any:
+        """The records as a pandas DataFrame (needs pandas)."""
+        return self.to_arrow().to_pandas()
+
+    def format_table(self) -> str:
+        """A fixed-width text table: one line per segment and task, one column per metric."""
+        head = ["segment", "task", "rows", *self.metrics]
+        cells = [
+            [str(r["segment"]), str(r["task"]), f"{r['rows']:,}", *(_number(r[m]) for m in self.metrics)]
+            for r in self.records
+        ]
+        widths = [max(len(h), *(len(row[i]) for row in cells)) if cells else len(h) for i, h in enumerate(head)]
+        lines = ["  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths)))]
+        lines.append("-" * len(lines[0]))
+        for row in cells:
+            lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        """Rows read and skipped, and why."""
+        text = f"{self.rows_read:,} rows read"
+        if self.rows_skipped:
+            text += f", {self.rows_skipped:,} invalid rows skipped:\n" + "\n".join(f"  {p}" for p in self.problems)
+        return text
+
+    def write(self, path: str) -> None:
+        """Write the records to ``.json`` (with the row counts and problems), ``.csv`` or ``.parquet``."""
+        suffix = os.path.splitext(path)[1].lower()
+        if suffix == ".json":
+            payload = {
+                "tasks": list(self.tasks),
+                "metrics": list(self.metrics),
+                "by": list(self.by),
+                "rows_read": self.rows_read,
+                "rows_skipped": self.rows_skipped,
+                "problems": [vars(p) for p in self.problems],
+                "warnings": self.warnings,
+                "records": self.records,
+            }
+            with open(path, "w") as handle:
+                json.dump(payload, handle, indent=2, default=str)
+                handle.write("\n")
+        elif suffix == ".csv":
+            import pyarrow.csv as pa_csv
+
+            pa_csv.write_csv(self.to_arrow(), path)
+        elif suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            pq.write_table(self.to_arrow(), path)
+        else:
+            raise ValueError(f"Expected an output path ending in .json, .csv or .parquet, got {path!r}.")
+
+
+def _number(value: float) -> str:
+    return "nan" if math.isnan(value) else f"{value:.6f}"
+
+
+class Progress:
+    """A plain-text progress line on stderr: rows read out of the total, percentage and rate.
+
+    Args:
+        total: rows expected (``None`` when unknown, e.g. CSV).
+        enabled: print at all.
+        stream: where to print (default ``sys.stderr``).
+        interval: seconds between redraws.
+    """
+
+    def __init__(self, total: int | None, enabled: bool = True, stream: IO[str] | None = None, interval: float = 0.5):
+        self.total = total
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.interval = interval
+        self.rows = 0
+        self._start = self._last = time.perf_counter()
+
+    def advance(self, rows: int) -> None:
+        """Count ``rows`` more rows; redraw at most every ``interval`` seconds."""
+        self.rows += rows
+        now = time.perf_counter()
+        if self.enabled and now - self._last >= self.interval:
+            self._last = now
+            self._draw(now, "\r")
+
+    def _draw(self, now: float, end: str) -> None:
+        rate = self.rows / max(now - self._start, 1e-9)
+        text = f"evaluate: {self.rows:,}"
+        if self.total:
+            text += f" / {self.total:,} rows ({100.0 * self.rows / self.total:5.1f}%)"
+        else:
+            text += " rows"
+        self.stream.write(f"\r{text}, {rate:,.0f} rows/s{end}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Draw the final line."""
+        if self.enabled:
+            self._draw(time.perf_counter(), "\n")

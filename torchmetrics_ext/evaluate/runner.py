@@ -1,0 +1,386 @@
+"""The offline evaluation loop: stream record batches through :class:`~torchmetrics_ext.RecMetricModule`.
+
+Offline numbers are online numbers: the metrics are resolved by the one metric-name registry
+(:mod:`torchmetrics_ext.registry`) and fed through the same :class:`~torchmetrics_ext.RecMetricModule`
+a training loop uses, so its validation, compute groups and fused distributed sync apply
+unchanged. Per-segment values (``by``) come from a fresh module over each segment's rows.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from torchmetrics_ext.evaluate.checks import Column, Problems, RowChecker, check_schema, to_numpy
+from torchmetrics_ext.evaluate.report import OVERALL, EvaluationResult, Progress
+from torchmetrics_ext.evaluate.segments import SegmentIndex, SegmentRows, discover_segments
+from torchmetrics_ext.evaluate.sources import Chunk, InvalidDataError, Source, open_sources
+from torchmetrics_ext.metrics.base import InputDomains
+from torchmetrics_ext.metrics.ranking import RankingMetrics
+from torchmetrics_ext.module import RecMetricModule, RecTaskInfo, _joint_domains
+from torchmetrics_ext.registry import build_metric, lookup
+from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
+
+__all__ = ["DEFAULT_METRICS", "TaskSpec", "evaluate", "parse_task"]
+
+DEFAULT_METRICS = ("ne", "log_loss", "calibration", "ctr", "auc")
+ON_INVALID = ("error", "skip")
+_RANKING_KEY = "ranking"
+_NO_WEIGHTS = "<no weights>"  # a weight key never present in the batches: the module uses weight 1
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task: its name and the columns of its predictions and labels."""
+
+    name: str
+    predictions: str
+    labels: str
+
+
+def parse_task(text: str) -> TaskSpec:
+    """Parse ``"name=predictions:labels"`` (the command line's ``--task``).
+
+    Example:
+        >>> from torchmetrics_ext.evaluate import parse_task
+        >>> parse_task("click=p_click:y_click")
+        TaskSpec(name='click', predictions='p_click', labels='y_click')
+    """
+    name, sep, columns = text.partition("=")
+    predictions, sep2, labels = columns.partition(":")
+    if not (sep and sep2 and name and predictions and labels) or ":" in labels:
+        raise ValueError(f"Expected a task as NAME=PREDICTIONS:LABELS (e.g. click=p_click:y_click), got {text!r}.")
+    return TaskSpec(name, predictions, labels)
+
+
+def _tasks(tasks: Any) -> list[TaskSpec]:
+    if isinstance(tasks, Mapping):
+        out = []
+        for name, columns in tasks.items():
+            if not (isinstance(columns, Sequence) and len(columns) == 2 and all(isinstance(c, str) for c in columns)):
+                raise ValueError(f"Expected task {name!r} as (predictions column, labels column), got {columns!r}.")
+            out.append(TaskSpec(name, *columns))
+    elif isinstance(tasks, (str, TaskSpec)):
+        out = [tasks if isinstance(tasks, TaskSpec) else parse_task(tasks)]
+    elif isinstance(tasks, Sequence) and tasks:
+        out = [t if isinstance(t, TaskSpec) else parse_task(t) for t in tasks]
+    else:
+        raise ValueError(
+            f"Expected `tasks` as {{name: (predictions, labels)}} or 'name=pred:label' strings, got {tasks!r}."
+        )
+    names = [t.name for t in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Expected distinct task names, got {names}.")
+    return out
+
+
+def _optional_name(name: str, value: Any) -> str | None:
+    if value is not None and not (isinstance(value, str) and value):
+        raise ValueError(f"Expected `{name}` to be a column name or None, got {value!r}.")
+    return value
+
+
+class _Plan:
+    """Everything decided from the arguments before any data is read."""
+
+    def __init__(
+        self, tasks: Any, metrics: Sequence[str], weights: Any, user: Any, session: Any, by: Sequence[str]
+    ) -> None:
+        self.tasks = _tasks(tasks)
+        self.weights = _optional_name("weights", weights)
+        self.user = _optional_name("user", user)
+        self.session = _optional_name("session", session)
+        if isinstance(by, str) or not all(isinstance(b, str) and b for b in by):
+            raise ValueError(f"Expected `by` to be a list of column names, got {by!r}.")
+        self.by = tuple(by)
+        if isinstance(metrics, str) or not metrics:
+            raise ValueError(f"Expected `metrics` to be a non-empty list of metric names, got {metrics!r}.")
+        self.metric_names = tuple(dict.fromkeys(metrics))
+        self.specs: list[str] = []  # non-ranking registry names
+        self._ranking: list[tuple[str, int | None]] = []
+        self.renames: dict[str, str] = {}  # module key -> metric name
+        for name in self.metric_names:
+            entry, k = lookup(name)  # unknown names: ValueError listing every known name
+            parameters = inspect.signature(entry.cls.update).parameters
+            if "groups" in parameters and self.user is None:
+                raise ValueError(f"Metric {name!r} averages over users: name the user id column (--user / user=).")
+            if "indexes" in parameters and self.session is None:
+                raise ValueError(
+                    f"Metric {name!r} ranks within sessions: name the session id column (--session / session=)."
+                )
+            if "indexes" in parameters and not entry.defaults:
+                # every ranking name shares one RankingMetrics per task: one sort and one copy of the rows
+                self._ranking.append((entry.name, k))
+                self.renames[f"{_RANKING_KEY}.{entry.name if k is None else f'{entry.name}@{k}'}"] = name
+            else:
+                self.specs.append(name)
+                self.renames[name] = name
+        self.columns = self._columns()
+
+    def _columns(self) -> list[Column]:
+        columns: dict[str, Column] = {}
+
+        def add(name: str | None, role: str, kind: Any) -> None:
+            if name is not None and name not in columns:
+                columns[name] = Column(name, role, kind)
+
+        for task in self.tasks:
+            add(task.predictions, f"predictions of task {task.name!r}", "score")
+            add(task.labels, f"labels of task {task.name!r}", "label")
+        add(self.weights, "weights", "weight")
+        add(self.user, "user ids", "id")
+        add(self.session, "session ids", "id")
+        for name in self.by:
+            if name in columns:
+                raise ValueError(f"Column {name!r} cannot be both a segment (by) and {columns[name].role}.")
+            add(name, "segment", "segment")
+        return list(columns.values())
+
+    @property
+    def value_columns(self) -> list[Column]:
+        """The columns fed to the metrics (every column but the segments)."""
+        return [c for c in self.columns if c.kind != "segment"]
+
+    def _metrics(self) -> dict[str, Any]:
+        """Fresh metrics: registry names, and one ``RankingMetrics`` for every ranking name."""
+        built: dict[str, Any] = {name: build_metric(name, num_tasks=len(self.tasks)) for name in self.specs}
+        if self._ranking:
+            stems = tuple(dict.fromkeys(stem for stem, _ in self._ranking))
+            ks = tuple(dict.fromkeys(k for _, k in self._ranking))
+            built[_RANKING_KEY] = RankingMetrics(ks=ks, metrics=stems)
+        return built
+
+    def domains(self) -> InputDomains:
+        """The strictest input domains over the requested metrics (what every row must satisfy)."""
+        return _joint_domains({name: metric.input_domains for name, metric in self._metrics().items()})
+
+    def module(self) -> RecMetricModule:
+        """A fresh module with every requested metric for every task."""
+        infos = [
+            RecTaskInfo(
+                t.name,
+                label_name=t.labels,
+                prediction_name=t.predictions,
+                weight_name=self.weights or _NO_WEIGHTS,
+                group_id_name=self.user,
+                session_id_name=self.session,
+            )
+            for t in self.tasks
+        ]
+        return RecMetricModule(infos, self._metrics(), throughput=False)
+
+    def records(self, values: Mapping[str, Tensor], segment: str, labels: Mapping[str, Any], rows: int) -> list[dict]:
+        """One record per task from a module's ``compute()``."""
+        out = []
+        for task in self.tasks:
+            record: dict[str, Any] = {"segment": segment, **labels, "task": task.name, "rows": rows}
+            for key, name in self.renames.items():
+                record[name] = float(values[f"{key}/{task.name}"])
+            out.append({**record, **{m: record[m] for m in self.metric_names}})
+        return out
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _tensor(values: np.ndarray) -> Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # arrow buffers are read-only; nothing writes to them
+        return torch.from_numpy(values)
+
+
+class _Run:
+    def __init__(self, plan: _Plan, sources: list[Source], batch_size: int, on_invalid: str, progress: bool) -> None:
+        self.plan, self.sources, self.batch_size, self.on_invalid = plan, sources, batch_size, on_invalid
+        self.rank, self.world = _world()
+        self.module = plan.module()
+        domains = self.plan.domains()
+        probabilities = domains.preds == "probability" and not domains.from_logits
+        self.checker = RowChecker(plan.columns, probabilities, domains.target)
+        self.problems = Problems()
+        self.rows_read = self.rows_skipped = 0
+        self.segments: SegmentIndex | None = None
+        self.rows: SegmentRows | None = None
+        if plan.by:
+            self.segments = discover_segments(sources, plan.by, batch_size)
+            dtypes = {c.name: torch.int64 if c.kind == "id" else torch.float64 for c in plan.value_columns}
+            self.rows = SegmentRows(dtypes)
+        chunks = [chunk for source in sources for chunk in source.chunks(batch_size)]
+        self.chunks = chunks[self.rank :: self.world]
+        known = [c.rows for c in self.chunks]
+        total = None if any(r is None for r in known) else sum(r or 0 for r in known)
+        self.progress = Progress(total, enabled=progress and self.rank == 0)
+
+    def _by_source(self) -> Iterator[tuple[Source, list[Chunk]]]:
+        current: list[Chunk] = []
+        for chunk in self.chunks:
+            if current and chunk.source is not current[0].source:
+                yield current[0].source, current
+                current = []
+            current.append(chunk)
+        if current:
+            yield current[0].source, current
+
+    def stream(self) -> str | None:
+        """Feed this rank's chunks; return an error message instead of raising (ranks agree first)."""
+        names = [c.name for c in self.plan.columns]
+        try:
+            for source, chunks in self._by_source():
+                check_schema(source.label, source.schema(), self.plan.columns)
+                for chunk in chunks:
+                    first = chunk.first_row
+                    for batch in source.read(chunk, names, self.batch_size):
+                        self._batch(source, first, batch)
+                        first += batch.num_rows
+                if self.problems and self.on_invalid == "error":
+                    raise InvalidDataError(self.problems.message())
+        except InvalidDataError as err:
+            return str(err)
+        finally:
+            self.progress.close()
+        return None
+
+    def _batch(self, source: Source, first_row: int, batch: Any) -> None:
+        n = batch.num_rows
+        self.rows_read += n
+        self.progress.advance(n)
+        values, nulls = {}, {}
+        for column in self.plan.value_columns:
+            values[column.name], nulls[column.name] = to_numpy(batch.column(column.name), column.kind)
+        keep = self.checker.check(source.label, first_row, values, nulls, self.problems)
+        if self.problems and self.on_invalid == "error":
+            return  # keep counting the bad rows of this file, feed nothing more
+        if keep is not None:
+            self.rows_skipped += n - int(keep.sum())
+            values = {name: v[keep] for name, v in values.items()}
+        tensors = {name: _tensor(v) for name, v in values.items()}
+        self.module.update(tensors)
+        if self.segments is not None and self.rows is not None:
+            segment = self.segments.encode({b: batch.column(b) for b in self.plan.by})
+            self.rows.append(tensors, _tensor(segment if keep is None else segment[keep]))
+
+    def finish(self, error: str | None) -> EvaluationResult:
+        """Agree on errors and counts across ranks, then compute (overall and per segment)."""
+        if self.world > 1:
+            summaries: list[Any] = [None] * self.world
+            dist.all_gather_object(summaries, (error, self.rows_read, self.rows_skipped, list(self.problems)))
+        else:
+            summaries = [(error, self.rows_read, self.rows_skipped, list(self.problems))]
+        errors = [s[0] for s in summaries if s[0]]
+        if errors:
+            raise InvalidDataError("\n".join(errors))
+        caught: list[str] = []
+        with warnings.catch_warnings(record=True) as records:
+            warnings.simplefilter("always", UndefinedMetricWarning)
+            overall = self.plan.records(self.module.compute(), OVERALL, dict.fromkeys(self.plan.by), 0)
+            segment_records = self._segments()
+        caught = list(dict.fromkeys(str(w.message) for w in records if issubclass(w.category, UndefinedMetricWarning)))
+        rows_read = sum(s[1] for s in summaries)
+        rows_skipped = sum(s[2] for s in summaries)
+        for record in overall:
+            record["rows"] = rows_read - rows_skipped
+        return EvaluationResult(
+            tasks=tuple(t.name for t in self.plan.tasks),
+            metrics=self.plan.metric_names,
+            by=self.plan.by,
+            records=overall + segment_records,
+            rows_read=rows_read,
+            rows_skipped=rows_skipped,
+            problems=[p for s in summaries for p in s[3]],
+            warnings=caught,
+        )
+
+    def _segments(self) -> list[dict]:
+        if self.segments is None or self.rows is None:
+            return []
+        mine: list[tuple[int, dict]] = []
+        for index, rows in self.rows.by_segment(len(self.segments)):
+            if index % self.world != self.rank:
+                continue  # every rank holds every row after the gather; each computes a share
+            module = self.plan.module()
+            module.update(rows)
+            labels = self.segments.labels[index]
+            text = ", ".join(f"{b}={labels[b]}" for b in self.plan.by)
+            count = len(next(iter(rows.values())))
+            mine.extend((index, r) for r in self.plan.records(module.local_compute(), text, labels, count))
+        if self.world > 1:
+            shares: list[Any] = [None] * self.world
+            dist.all_gather_object(shares, mine)
+            mine = [item for share in shares for item in share]
+        return [record for _, record in sorted(mine, key=lambda item: item[0])]
+
+
+def evaluate(
+    data: Any,
+    tasks: Any,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    *,
+    weights: str | None = None,
+    user: str | None = None,
+    session: str | None = None,
+    by: Sequence[str] = (),
+    batch_size: int = 65_536,
+    on_invalid: str = "error",
+    progress: bool = False,
+) -> EvaluationResult:
+    """Score logged predictions with the package's metrics, streaming the data in record batches.
+
+    Args:
+        data: a Parquet or CSV path, a directory, a glob, a list of them, a ``pyarrow.Table``, or a
+            pandas or polars DataFrame (converted one slice of the needed columns at a time).
+        tasks: ``{"click": ("p_click", "y_click"), ...}`` or ``["click=p_click:y_click", ...]``.
+        metrics: registry names (``"ne"``, ``"auc"``, ``"gauc"``, ``"ndcg@10"``, ``"recall@20"``, ...).
+        weights: column of sample weights (shared by every task; weight 1 without it).
+        user: column of integer user ids (for ``gauc``/``gauprc``).
+        session: column of integer query/session ids (for ranking metrics).
+        by: columns whose distinct value combinations are the segments; every metric is computed
+            on each segment's rows, and over all rows.
+        batch_size: rows per record batch (memory per batch, not a result setting).
+        on_invalid: ``"error"`` (raise, naming file, column, reason, count and first row) or
+            ``"skip"`` (drop invalid rows and report them in the result).
+        progress: print a progress line on stderr (rank 0 only).
+
+    Returns:
+        An :class:`~torchmetrics_ext.evaluate.EvaluationResult` (``.values`` dict, ``.to_pandas()``).
+
+    Raises:
+        InvalidDataError: a file cannot be read, a column is missing or wrongly typed, or (with
+            ``on_invalid="error"``) rows hold null, NaN or out-of-domain values.
+        ValueError: bad arguments (unknown metric names list the known ones).
+
+    Under ``torch.distributed`` every rank calls it with the same arguments: ranks split the row
+    groups (files for CSV), stream their share and sync as the module does; every rank returns
+    the same result.
+
+    Example:
+        >>> import pyarrow as pa
+        >>> from torchmetrics_ext.evaluate import evaluate
+        >>> table = pa.table({"p": [0.1, 0.8, 0.6, 0.3], "y": [0, 1, 1, 0], "country": ["fr", "fr", "us", "us"]})
+        >>> result = evaluate(table, {"click": ("p", "y")}, ["ctr", "auc"], by=["country"])
+        >>> result.values["auc/click"], result.values["ctr/click/country=us"]
+        (1.0, 0.5)
+        >>> print(result.format_table())
+        segment     task   rows       ctr       auc
+        -------------------------------------------
+        all         click     4  0.500000  1.000000
+        country=fr  click     2  0.500000  1.000000
+        country=us  click     2  0.500000  1.000000
+    """
+    if on_invalid not in ON_INVALID:
+        raise ValueError(f"Expected `on_invalid` to be one of {ON_INVALID}, got {on_invalid!r}.")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"Expected `batch_size` to be a positive integer, got {batch_size!r}.")
+    plan = _Plan(tasks, metrics, weights, user, session, by)
+    run = _Run(plan, open_sources(data), batch_size, on_invalid, progress)
+    return run.finish(run.stream())

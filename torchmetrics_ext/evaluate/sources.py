@@ -1,0 +1,250 @@
+"""Where the rows come from: Parquet/CSV files, directories and globs, a ``pyarrow.Table``, a DataFrame.
+
+Every input becomes a list of :class:`Source` objects, each cut into :class:`Chunk` units of work
+(a Parquet row group, a whole CSV file, a slice of an in-memory frame). Ranks of a distributed run
+take every ``world_size``-th chunk; each chunk is read as a stream of ``pyarrow.RecordBatch`` with
+only the needed columns, so memory stays constant in the size of the input.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+try:
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+except ImportError as err:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "torchmetrics_ext.evaluate reads data with pyarrow: pip install 'torchmetrics-ext[evaluate]'"
+    ) from err
+
+__all__ = ["Chunk", "InvalidDataError", "Source", "open_sources"]
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_SUFFIXES = (".csv",)
+
+
+class InvalidDataError(ValueError):
+    """The input cannot be evaluated as asked: a missing column, a wrong type or invalid rows.
+
+    The message names the file (or frame), the column, its role and what was found.
+    """
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One unit of work: ``part`` of ``source``, holding ``rows`` rows (``None``: unknown before reading).
+
+    Attributes:
+        source: the source the chunk belongs to.
+        part: row group (Parquet), slice number (frames) or 0 (a CSV file is one chunk).
+        rows: number of rows, when the metadata knows it.
+        first_row: number (0-based) of the chunk's first row within its source, for messages.
+    """
+
+    source: Source
+    part: int
+    rows: int | None
+    first_row: int
+
+
+class Source:
+    """A table-like input read as record batches; subclasses know one format."""
+
+    label: str
+
+    def schema(self) -> pa.Schema:
+        """Column names and types."""
+        raise NotImplementedError
+
+    def chunks(self, batch_size: int) -> list[Chunk]:
+        """The units a distributed run splits between ranks."""
+        raise NotImplementedError
+
+    def read(self, chunk: Chunk, columns: Sequence[str], batch_size: int) -> Iterator[pa.RecordBatch]:
+        """The chunk's rows, ``columns`` only, in record batches of at most ``batch_size`` rows."""
+        raise NotImplementedError
+
+
+class ParquetSource(Source):
+    """A Parquet file; its row groups are the chunks and its metadata gives the row counts."""
+
+    def __init__(self, path: str) -> None:
+        self.label = path
+        try:
+            self._file = pq.ParquetFile(path)
+        except (OSError, pa.ArrowException) as err:
+            raise InvalidDataError(f"{path}: not a readable Parquet file ({err}).") from None
+
+    def schema(self) -> pa.Schema:
+        """The file's Arrow schema."""
+        return self._file.schema_arrow
+
+    def chunks(self, batch_size: int) -> list[Chunk]:
+        """One chunk per row group."""
+        meta, out, start = self._file.metadata, [], 0
+        for group in range(meta.num_row_groups):
+            rows = meta.row_group(group).num_rows
+            out.append(Chunk(self, group, rows, start))
+            start += rows
+        return out
+
+    def read(self, chunk: Chunk, columns: Sequence[str], batch_size: int) -> Iterator[pa.RecordBatch]:
+        """Stream one row group."""
+        yield from self._file.iter_batches(batch_size=batch_size, row_groups=[chunk.part], columns=list(columns))
+
+
+class CsvSource(Source):
+    """A CSV file with a header line, read with pyarrow's streaming reader (one chunk per file)."""
+
+    def __init__(self, path: str) -> None:
+        self.label = path
+        self._schema: pa.Schema | None = None
+
+    def _open(self, columns: Sequence[str] | None, batch_size: int) -> Any:
+        convert = pa_csv.ConvertOptions(include_columns=list(columns) if columns is not None else None)
+        read = pa_csv.ReadOptions(block_size=max(1 << 20, 64 * batch_size))
+        try:
+            return pa_csv.open_csv(self.label, read_options=read, convert_options=convert)
+        except (OSError, pa.ArrowException) as err:
+            raise InvalidDataError(f"{self.label}: not a readable CSV file ({err}).") from None
+
+    def schema(self) -> pa.Schema:
+        """Column names and the types pyarrow infers from the first block."""
+        if self._schema is None:
+            self._schema = self._open(None, 1 << 16).schema
+        return self._schema
+
+    def chunks(self, batch_size: int) -> list[Chunk]:
+        """The whole file (its row count is unknown until it is read)."""
+        return [Chunk(self, 0, None, 0)]
+
+    def read(self, chunk: Chunk, columns: Sequence[str], batch_size: int) -> Iterator[pa.RecordBatch]:
+        """Stream the file block by block, cut into ``batch_size`` rows."""
+        reader = self._open(columns, batch_size)
+        while True:
+            try:
+                block = reader.read_next_batch()
+            except StopIteration:
+                return
+            except pa.ArrowException as err:
+                raise InvalidDataError(f"{self.label}: {err}") from None
+            for start in range(0, block.num_rows, batch_size):
+                yield block.slice(start, batch_size)
+
+
+class TableSource(Source):
+    """An in-memory ``pyarrow.Table`` (or anything converted to one slice at a time)."""
+
+    def __init__(self, table: Any, label: str, num_rows: int, schema: pa.Schema) -> None:
+        self.label = label
+        self._table = table
+        self._rows = num_rows
+        self._schema = schema
+
+    def schema(self) -> pa.Schema:
+        """The frame's schema."""
+        return self._schema
+
+    def chunks(self, batch_size: int) -> list[Chunk]:
+        """Consecutive slices of ``batch_size`` rows."""
+        return [
+            Chunk(self, i, min(batch_size, self._rows - start), start)
+            for i, start in enumerate(range(0, self._rows, batch_size))
+        ]
+
+    def _slice(self, start: int, length: int, columns: Sequence[str]) -> pa.Table:
+        return self._table.slice(start, length).select(list(columns))
+
+    def read(self, chunk: Chunk, columns: Sequence[str], batch_size: int) -> Iterator[pa.RecordBatch]:
+        """Convert one slice (never the whole frame at once)."""
+        table = self._slice(chunk.first_row, chunk.rows or 0, columns)
+        yield from table.combine_chunks().to_batches(max_chunksize=batch_size)
+
+
+class PandasSource(TableSource):
+    """A pandas DataFrame, converted to Arrow one slice of the needed columns at a time."""
+
+    def _slice(self, start: int, length: int, columns: Sequence[str]) -> pa.Table:
+        frame = self._table.iloc[start : start + length][list(columns)]
+        return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+class PolarsSource(TableSource):
+    """A polars DataFrame, converted to Arrow one slice of the needed columns at a time."""
+
+    def _slice(self, start: int, length: int, columns: Sequence[str]) -> pa.Table:
+        return self._table.slice(start, length).select(list(columns)).to_arrow()
+
+
+def _expand(path: str) -> list[str]:
+    """Files named by a path: the file itself, a directory's data files (recursively) or a glob's matches."""
+    suffixes = PARQUET_SUFFIXES + CSV_SUFFIXES
+    if os.path.isdir(path):
+        found = [
+            os.path.join(root, name)
+            for root, _, names in os.walk(path)
+            for name in names
+            if name.lower().endswith(suffixes) and not name.startswith((".", "_"))
+        ]
+        if not found:
+            raise InvalidDataError(f"{path}: directory holds no Parquet or CSV file.")
+        return sorted(found)
+    if os.path.exists(path):
+        return [path]
+    matches = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
+    if not matches:
+        raise InvalidDataError(f"{path}: no such file, directory or glob match.")
+    return matches
+
+
+def _file_source(path: str) -> Source:
+    lower = path.lower()
+    if lower.endswith(PARQUET_SUFFIXES):
+        return ParquetSource(path)
+    if lower.endswith(CSV_SUFFIXES):
+        return CsvSource(path)
+    raise InvalidDataError(f"{path}: unknown format; expected a file ending in {PARQUET_SUFFIXES + CSV_SUFFIXES}.")
+
+
+def _frame_source(data: Any) -> Source | None:
+    """A source for an in-memory table or DataFrame (recognised without importing pandas or polars)."""
+    if isinstance(data, pa.Table):
+        return TableSource(data, "<pyarrow.Table>", data.num_rows, data.schema)
+    module = type(data).__module__.split(".")[0]
+    if module == "pandas" and type(data).__name__ == "DataFrame":
+        schema = pa.Schema.from_pandas(data.iloc[:0], preserve_index=False)
+        return PandasSource(data, "<pandas.DataFrame>", len(data), schema)
+    if module == "polars" and type(data).__name__ == "DataFrame":
+        return PolarsSource(data, "<polars.DataFrame>", data.height, data.slice(0, 0).to_arrow().schema)
+    return None
+
+
+def open_sources(data: Any) -> list[Source]:
+    """Sources for a path, a list of paths (files, directories, globs), a ``pyarrow.Table`` or a DataFrame.
+
+    Args:
+        data: what to read.
+
+    Returns:
+        One source per file (sorted within each directory or glob) or one for the frame.
+
+    Raises:
+        InvalidDataError: a path matches nothing or a file has an unknown suffix.
+        TypeError: ``data`` is none of the accepted kinds.
+    """
+    frame = _frame_source(data)
+    if frame is not None:
+        return [frame]
+    paths = [data] if isinstance(data, (str, os.PathLike)) else data
+    if not isinstance(paths, Sequence) or not paths or not all(isinstance(p, (str, os.PathLike)) for p in paths):
+        raise TypeError(
+            "Expected `data` to be a path, a list of paths, a pyarrow.Table or a pandas/polars DataFrame, "
+            f"got {type(data).__name__}."
+        )
+    return [_file_source(path) for p in paths for path in _expand(os.fspath(p))]

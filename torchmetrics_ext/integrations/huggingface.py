@@ -1,0 +1,263 @@
+"""``compute_metrics`` for ``transformers.Trainer`` built from the package's metrics.
+
+The Trainer calls ``compute_metrics`` in one of two ways, and the objects built here serve both:
+
+* whole eval arrays (default): one call with every prediction and label of the eval set as
+  numpy arrays; the metrics are updated once, computed and reset;
+* ``TrainingArguments(batch_eval_metrics=True)``: one call per eval batch with tensors and
+  ``compute_result=False`` (the metrics are updated, nothing is kept but their states), then
+  ``compute_result=True`` on the last batch, which computes and resets. Evaluation memory is the
+  metrics' states, constant for the pointwise and padded-ranking metrics.
+
+The Trainer gathers predictions from every process before calling ``compute_metrics``, so the
+metrics here never sync themselves (``sync_on_compute=False``): they would count every row
+``world_size`` times.
+
+* :func:`pointwise_compute_metrics`: registry names (``"ne"``, ``"auc"``, ...) over binary
+  labels, one or several tasks, fed through :class:`~torchmetrics_ext.RecMetricModule`.
+* :func:`ranking_compute_metrics`: padded candidate lists (``(queries, candidates)`` scores,
+  ``padding_value`` where there is no candidate, labels as the index of the relevant candidate
+  or a relevance matrix) scored by one :class:`~torchmetrics_ext.RankingMetrics`, which gives
+  ``Recall@k``/``MRR@k`` (and NDCG, precision, hit rate, MAP) for many ``k`` from one sort.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from torchmetrics_ext.metrics.ranking import RankingMetrics
+from torchmetrics_ext.module import RecMetricModule, RecTaskInfo
+from torchmetrics_ext.registry import build_metric, lookup
+
+__all__ = ["HFComputeMetrics", "pointwise_compute_metrics", "ranking_compute_metrics"]
+
+SEED_KEYS = {
+    "recall": "Recall",
+    "mrr": "MRR",
+    "ndcg": "NDCG",
+    "precision": "Precision",
+    "hit_rate": "HitRate",
+    "map": "MAP",
+}
+
+
+def _first(value: Any) -> Any:
+    """The Trainer passes a tuple when the model returns several outputs: the first is the scores."""
+    return value[0] if isinstance(value, (tuple, list)) else value
+
+
+def _tensor(value: Any) -> Tensor:
+    tensor = value if isinstance(value, Tensor) else torch.as_tensor(value)
+    return tensor.detach()
+
+
+class HFComputeMetrics:
+    """A ``compute_metrics(eval_pred, compute_result=None)`` callable for ``transformers.Trainer``.
+
+    Subclasses say how a batch updates the metrics (:meth:`update`) and how the results are
+    named (:meth:`compute`); this class implements the Trainer's two calling conventions.
+    """
+
+    def update(self, predictions: Tensor, labels: Tensor) -> None:
+        """Add one batch (or the whole eval set)."""
+        raise NotImplementedError
+
+    def compute(self) -> dict[str, float]:
+        """The values since the last reset."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget everything seen."""
+        raise NotImplementedError
+
+    def __call__(self, eval_pred: Any, compute_result: bool | None = None) -> dict[str, float]:
+        """Update with ``eval_pred``; compute and reset unless more batches follow (``compute_result=False``)."""
+        predictions, labels = _first(eval_pred.predictions), _first(eval_pred.label_ids)
+        if labels is None:
+            raise ValueError(
+                "compute_metrics needs labels: the eval dataset must provide `labels` (label_ids is None)."
+            )
+        self.update(_tensor(predictions), _tensor(labels))
+        if compute_result is False:
+            return {}
+        try:
+            return self.compute()
+        finally:
+            self.reset()
+
+
+class _Pointwise(HFComputeMetrics):
+    def __init__(self, metrics: Sequence[str], tasks: Sequence[str], from_logits: bool, kwargs: Mapping[str, Any]):
+        self.tasks = tuple(tasks)
+        built = {}
+        for name in metrics:
+            entry, _ = lookup(name)
+            options = {"sync_on_compute": False, **kwargs}
+            if "from_logits" in inspect.signature(entry.cls.__init__).parameters:
+                options["from_logits"] = from_logits
+            built[name] = build_metric(name, num_tasks=len(self.tasks), **options)
+        infos = [RecTaskInfo(t, label_name=f"label/{t}", prediction_name=f"prediction/{t}") for t in self.tasks]
+        self.module = RecMetricModule(infos, built, throughput=False)
+
+    def update(self, predictions: Tensor, labels: Tensor) -> None:
+        t = len(self.tasks)
+        if predictions.ndim == 2 and predictions.shape[-1] == 1 and t == 1:
+            predictions = predictions[:, 0]
+        if labels.ndim == 2 and labels.shape[-1] == 1 and t == 1:
+            labels = labels[:, 0]
+        expected = (predictions.shape[0],) if t == 1 else (predictions.shape[0], t)
+        if predictions.shape != expected or labels.shape != expected:
+            raise ValueError(
+                f"Expected predictions and labels of shape (N,) or (N, 1) for one task, (N, {t}) for {t} tasks; "
+                f"got {tuple(predictions.shape)} and {tuple(labels.shape)}."
+            )
+        self.module.to(predictions.device)
+        columns = {}
+        for i, task in enumerate(self.tasks):
+            columns[f"prediction/{task}"] = predictions if t == 1 else predictions[:, i]
+            columns[f"label/{task}"] = labels if t == 1 else labels[:, i]
+        self.module.update(columns)
+
+    def compute(self) -> dict[str, float]:
+        values = self.module.local_compute()  # the Trainer gathered the rows already
+        if len(self.tasks) == 1:
+            return {key.rsplit("/", 1)[0]: float(v) for key, v in values.items()}
+        return {key: float(v) for key, v in values.items()}
+
+    def reset(self) -> None:
+        self.module.reset()
+
+
+def pointwise_compute_metrics(
+    metrics: Sequence[str] = ("ne", "log_loss", "auc"),
+    *,
+    tasks: Sequence[str] = ("task",),
+    from_logits: bool = True,
+    **kwargs: Any,
+) -> HFComputeMetrics:
+    """``compute_metrics`` for binary (click-like) predictions: NE, AUC, calibration, ... by registry name.
+
+    Args:
+        metrics: registry names (see :func:`torchmetrics_ext.registry.metric_names`); metrics that
+            need ids (``gauc``, ranking) are not available here.
+        tasks: task names; predictions and labels are ``(N,)`` (or ``(N, 1)``) for one task and
+            ``(N, T)`` for ``T`` tasks.
+        from_logits: the model outputs logits (the usual case); ``False`` for probabilities.
+        kwargs: passed to every metric (e.g. ``num_bins=10_000`` for constant-memory AUC).
+
+    Returns:
+        A callable for ``Trainer(compute_metrics=...)``; keys are the metric names for one task
+        (the Trainer logs ``eval_ne``) and ``"{metric}/{task}"`` for several.
+
+    Raises:
+        ValueError: unknown metric names (the message lists the known ones).
+
+    Example:
+        >>> import numpy as np
+        >>> from transformers import EvalPrediction
+        >>> from torchmetrics_ext.integrations.huggingface import pointwise_compute_metrics
+        >>> compute_metrics = pointwise_compute_metrics(["ctr", "auc"])
+        >>> compute_metrics(EvalPrediction(predictions=np.array([2.0, -1.0, 0.5]), label_ids=np.array([1, 0, 0])))
+        {'ctr': 0.333..., 'auc': 1.0}
+    """
+    return _Pointwise(metrics, tasks, from_logits, kwargs)
+
+
+class _Ranking(HFComputeMetrics):
+    def __init__(
+        self,
+        ks: Sequence[int | None],
+        metrics: Sequence[str],
+        padding_value: float | Sequence[float],
+        key_names: Mapping[str, str],
+        kwargs: Mapping[str, Any],
+    ) -> None:
+        self.metric = RankingMetrics(ks=ks, metrics=metrics, sync_on_compute=False, **kwargs)
+        values = [padding_value] if isinstance(padding_value, (int, float)) else list(padding_value)
+        self.padding = torch.tensor(values, dtype=torch.float64)
+        self.key_names = dict(key_names)
+
+    def update(self, predictions: Tensor, labels: Tensor) -> None:
+        if predictions.ndim != 2:
+            raise ValueError(f"Expected scores of shape (queries, candidates), got {tuple(predictions.shape)}.")
+        q, width = predictions.shape
+        mask = ~torch.isin(predictions.to(torch.float64), self.padding.to(predictions.device))
+        if labels.shape == (q,) or labels.shape == (q, 1):
+            index = labels.reshape(q).to(torch.int64)
+            if labels.is_floating_point() or bool(((index < 0) | (index >= width)).any()):
+                raise ValueError(
+                    f"Expected labels as integer indexes of the relevant candidate in [0, {width}), got values in "
+                    f"[{labels.min().item()}, {labels.max().item()}]."
+                )
+            relevance = torch.zeros((q, width), dtype=torch.int64, device=predictions.device)
+            relevance.scatter_(1, index[:, None], 1)
+        elif labels.shape == predictions.shape:
+            relevance = labels
+            mask &= relevance >= 0  # the Trainer pads labels of different widths with -100
+            relevance = relevance.clamp(min=0)
+        else:
+            raise ValueError(
+                f"Expected labels of shape ({q},) (index of the relevant candidate) or {tuple(predictions.shape)} "
+                f"(relevance per candidate), got {tuple(labels.shape)}."
+            )
+        self.metric.to(predictions.device)
+        self.metric.update(predictions, relevance, mask=mask)
+
+    def compute(self) -> dict[str, float]:
+        out = {}
+        for key, value in self.metric.compute().items():
+            name, at, k = key.partition("@")
+            out[f"{self.key_names.get(name, name)}{at}{k}"] = float(value)
+        return out
+
+    def reset(self) -> None:
+        self.metric.reset()
+
+
+def ranking_compute_metrics(
+    ks: Sequence[int | None] = (1, 4, 5, 10, 20, 50, 100),
+    metrics: Sequence[str] = ("recall", "mrr"),
+    *,
+    padding_value: float | Sequence[float] = (-10.0, -100.0),
+    key_names: Mapping[str, str] = SEED_KEYS,
+    **kwargs: Any,
+) -> HFComputeMetrics:
+    """``compute_metrics`` for padded candidate lists: ``Recall@k``, ``MRR@k``, ... for every ``k`` in one pass.
+
+    Predictions are ``(queries, candidates)`` scores; a score equal to a ``padding_value`` marks a
+    padded slot (the Trainer itself pads batches of different widths with ``-100`` when it
+    concatenates them, hence the default ``(-10, -100)``). Labels are either the index of the
+    relevant candidate, ``(queries,)``, or a relevance matrix of the scores' shape (``-100``,
+    the Trainer's label padding, marks padded slots too).
+
+    Args:
+        ks: cutoffs (``None`` = the whole list).
+        metrics: from ``("ndcg", "recall", "precision", "mrr", "hit_rate", "map")``.
+        padding_value: score value(s) that mark padding.
+        key_names: display name per metric (default ``Recall``, ``MRR``, ``NDCG``, ...: the keys of
+            the hand-written ``compute_metrics`` this replaces); keys are ``f"{name}@{k}"``.
+        kwargs: passed to :class:`~torchmetrics_ext.RankingMetrics` (``empty_target_action``,
+            ``exponential_gain``, ...).
+
+    Returns:
+        A callable for ``Trainer(compute_metrics=...)``; with ``batch_eval_metrics=True`` it keeps
+        only per-request sums between batches.
+
+    Raises:
+        ValueError: bad arguments, or (when called) scores that are not 2-D or labels of another shape.
+
+    Example:
+        >>> import numpy as np
+        >>> from transformers import EvalPrediction
+        >>> from torchmetrics_ext.integrations.huggingface import ranking_compute_metrics
+        >>> compute_metrics = ranking_compute_metrics(ks=(1, 2))
+        >>> scores = np.array([[0.9, 0.3, 0.5], [0.1, 0.8, -10.0]])  # 2nd query: 2 candidates
+        >>> compute_metrics(EvalPrediction(predictions=scores, label_ids=np.array([2, 0])))
+        {'Recall@1': 0.0, 'Recall@2': 1.0, 'MRR@1': 0.0, 'MRR@2': 0.5}
+    """
+    return _Ranking(ks, metrics, padding_value, key_names, kwargs)

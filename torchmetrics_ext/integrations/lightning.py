@@ -1,0 +1,177 @@
+"""Lightning glue: :class:`RecMetricCallback` updates and logs :class:`~torchmetrics_ext.RecMetricModule` s.
+
+The pattern (see ``docs/module.md``): keep one module per stage as attributes of the
+``LightningModule`` (so checkpoints save and restore every metric state), return the model
+output dict from ``training_step`` (with ``"loss"``) and ``validation_step``, and add the callback:
+
+.. code-block:: python
+
+    class Model(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.train_metrics = RecMetricModule(tasks, {"ne": "ne", "auc": "auc"}, prefix="train/")
+            self.val_metrics = RecMetricModule(tasks, {"ne": "ne", "auc": "auc"}, prefix="val/")
+
+        def training_step(self, batch, batch_idx):
+            out = self.model_out(batch)  # {"click_pred": ..., "click_label": ..., ...}
+            return {"loss": self.loss(out), **out}
+
+    trainer = L.Trainer(callbacks=[RecMetricCallback()])
+
+Importing this module imports ``lightning`` (the ``lightning`` extra); the rest of the package
+never does.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch.distributed as dist
+from torch import Tensor
+
+from torchmetrics_ext.integrations.sampler import UnpaddedDistributedSampler
+from torchmetrics_ext.module import RecMetricModule
+
+__all__ = ["RecMetricCallback", "UnpaddedDistributedSampler"]
+
+
+class RecMetricCallback(pl.Callback):
+    """Update the LightningModule's metric modules from step outputs and log their values.
+
+    * after each training step: ``train`` module ``update(outputs)``; when its
+      ``should_compute()`` is true, ``log_dict(compute())`` at that step;
+    * at the end of each training epoch: ``log_dict(compute())``;
+    * at the start of each validation epoch the ``val`` module is reset; after each validation
+      step it is updated; at the end of the epoch its values are logged.
+
+    Values are synced by the module itself (one fused gather), so they are logged with
+    ``sync_dist=False``.
+
+    **Checkpoints.** Under DDP every rank holds its own share of the metric states, but Lightning
+    writes the model's ``state_dict`` from rank 0 only. The callback therefore gathers every
+    rank's module ``state_dict`` when a checkpoint is saved (``on_save_checkpoint`` runs on all
+    ranks) and stores them under ``checkpoint["rec_metric_modules"]``; on resume each rank loads
+    its own, so lifetime and window values continue exactly as in an uninterrupted run. A
+    checkpoint resumed with another number of ranks restarts the modules (with a warning).
+
+    Args:
+        train: attribute name of the training :class:`~torchmetrics_ext.RecMetricModule` (``None``: none).
+        val: attribute name of the validation module (``None``: none).
+        output_key: read the model output dict from ``outputs[output_key]`` instead of ``outputs``.
+
+    Example:
+        >>> from torchmetrics_ext.integrations.lightning import RecMetricCallback
+        >>> RecMetricCallback(train="train_metrics", val="val_metrics").val
+        'val_metrics'
+    """
+
+    def __init__(
+        self, train: str | None = "train_metrics", val: str | None = "val_metrics", output_key: str | None = None
+    ) -> None:
+        super().__init__()
+        self.train, self.val, self.output_key = train, val, output_key
+
+    def _module(self, pl_module: pl.LightningModule, name: str | None) -> RecMetricModule | None:
+        if name is None:
+            return None
+        module = getattr(pl_module, name, None)
+        if not isinstance(module, RecMetricModule):
+            raise AttributeError(f"RecMetricCallback: `{type(pl_module).__name__}.{name}` is not a RecMetricModule.")
+        return module
+
+    def _model_out(self, outputs: Any) -> Mapping[str, Tensor]:
+        out = outputs if self.output_key is None else outputs[self.output_key]
+        if not isinstance(out, Mapping):
+            raise TypeError(
+                "RecMetricCallback: the step must return the model output dict "
+                f"{'' if self.output_key is None else f'under {self.output_key!r} '}, got {type(out).__name__}."
+            )
+        return out
+
+    @staticmethod
+    def _log(pl_module: pl.LightningModule, module: RecMetricModule) -> None:
+        pl_module.log_dict(module.compute(), sync_dist=False)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """Update the training module; log it every ``compute_interval_steps``."""
+        module = self._module(pl_module, self.train)
+        if module is None:
+            return
+        module.update(self._model_out(outputs))
+        if module.should_compute():
+            self._log(pl_module, module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Log the training module's values at the end of the epoch."""
+        module = self._module(pl_module, self.train)
+        if module is not None:
+            self._log(pl_module, module)
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Start the validation module afresh."""
+        module = self._module(pl_module, self.val)
+        if module is not None:
+            module.reset()
+
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Update the validation module from the step's output."""
+        module = self._module(pl_module, self.val)
+        if module is not None and not trainer.sanity_checking:
+            module.update(self._model_out(outputs))
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Log the validation module's values over the whole validation set."""
+        module = self._module(pl_module, self.val)
+        if module is not None and not trainer.sanity_checking:
+            self._log(pl_module, module)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _managed(self, pl_module: pl.LightningModule) -> dict[str, RecMetricModule]:
+        names = [name for name in (self.train, self.val) if name is not None]
+        return {name: module for name in names if (module := self._module(pl_module, name)) is not None}
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Store every rank's module states (one object all-gather under DDP)."""
+        local = {name: module.state_dict() for name, module in self._managed(pl_module).items()}
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            per_rank: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(per_rank, local)
+        else:
+            per_rank = [local]
+        checkpoint["rec_metric_modules"] = per_rank
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Give each rank back its own module states."""
+        per_rank = checkpoint.get("rec_metric_modules")
+        if per_rank is None:
+            return
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        rank = dist.get_rank() if world > 1 else 0
+        for name, module in self._managed(pl_module).items():
+            if len(per_rank) == world:
+                module.load_state_dict(per_rank[rank][name])
+            else:
+                warnings.warn(
+                    f"RecMetricCallback: the checkpoint holds metric states of {len(per_rank)} rank(s), this run "
+                    f"has {world}; `{name}` starts afresh.",
+                    stacklevel=2,
+                )
+                module.reset()

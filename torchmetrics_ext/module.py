@@ -1,0 +1,663 @@
+"""``RecMetricModule``: every metric for every task in one object, and ``RecTaskInfo``.
+
+A training step produces a flat dict of tensors (one prediction, label and weight column per
+task, plus id columns); :class:`RecMetricModule` reads it by name, stacks the tasks into one
+``(T, N)`` float64 batch, validates the step once and feeds every metric, and ``compute()``
+returns a flat dict of scalar tensors ready for ``LightningModule.log_dict``.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import Metric, MetricCollection
+
+from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
+from torchmetrics_ext.metrics.throughput import Throughput
+from torchmetrics_ext.registry import build_metric, torchrec_names
+from torchmetrics_ext.utilities.checks import _check_values, check_tensor
+from torchmetrics_ext.utilities.distributed import fused_gather
+from torchmetrics_ext.wrappers.windowed import Windowed
+
+__all__ = ["RecMetricModule", "RecTaskInfo"]
+
+_TARGET_ORDER = ("binary", "unit", "nonnegative", "real")  # strictest first
+KEY_STYLES = ("torchmetrics_ext", "torchrec")
+
+
+@dataclass(frozen=True)
+class RecTaskInfo:
+    """Where one task's tensors live in the model's output dict.
+
+    Attributes:
+        name: the task's name, used in the metric keys (no ``/`` or ``|``).
+        label_name: key of the ``(N,)`` labels.
+        prediction_name: key of the ``(N,)`` floating point predictions.
+        weight_name: key of the ``(N,)`` sample weights; a missing key means weight 1.
+        group_id_name: key of the ``(N,)`` integer group ids (user, request...) that grouped
+            metrics (``GroupedAUC``) need; every task of a module must name the same column.
+        session_id_name: key of the ``(N,)`` integer query/session ids ranking metrics need.
+
+    Example:
+        >>> from torchmetrics_ext import RecTaskInfo
+        >>> RecTaskInfo("click", label_name="click_label", prediction_name="click_pred").weight_name
+        'weight'
+    """
+
+    name: str
+    label_name: str = "label"
+    prediction_name: str = "prediction"
+    weight_name: str = "weight"
+    group_id_name: str | None = None
+    session_id_name: str | None = None
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            optional = f.name in ("group_id_name", "session_id_name")
+            if not (isinstance(value, str) and value) and not (optional and value is None):
+                expected = "a non-empty string" + (" or None" if optional else "")
+                raise ValueError(f"Expected `RecTaskInfo.{f.name}` to be {expected}, got {value!r}.")
+        if "/" in self.name or "|" in self.name:
+            raise ValueError(
+                f"Expected `RecTaskInfo.name` without '/' or '|' (they separate key parts), got {self.name!r}."
+            )
+
+
+@dataclass(frozen=True)
+class _Batch:
+    preds: Tensor  # (T, N) float64
+    target: Tensor  # (T, N) float64
+    weights: Tensor | None  # (N,) shared, (T, N), or None
+    groups: Tensor | None  # (N,) int
+    sessions: list[Tensor] | None  # per task (N,) int
+    target_is_float: bool
+
+
+class RecMetricModule(nn.Module):
+    r"""Every metric for every task in one module: one stacked update, one validation, one fused sync.
+
+    Args:
+        tasks: the tasks, as :class:`RecTaskInfo` (or plain names, which use the default columns).
+        metrics: ``{name: metric}``. A metric is an instance built for ``len(tasks)`` tasks, a
+            class or factory called with ``num_tasks=len(tasks)``, or a registry name string
+            (``"ne"``, ``"auc"``, ``"ndcg@10"``; see :mod:`torchmetrics_ext.registry`). Ranking
+            metrics have no task dimension: the module keeps one copy per task (a loop over the
+            tasks, not over queries).
+        window_size: samples in the recent window (``None``: lifetime values only).
+        throughput: add a :class:`~torchmetrics_ext.Throughput` counting the examples of each step.
+        compute_interval_steps: :meth:`should_compute` is true every this many updates.
+        state_metrics: ``{name: callable}``; each callable returns a scalar or a dict of scalars
+            (e.g. the optimizer's learning rate) reported by :meth:`compute`.
+        prefix: prepended to every key.
+        key_style: ``"torchmetrics_ext"`` (default) or ``"torchrec"`` (TorchRec's key layout).
+
+    Keys (stable; documented in ``docs/module.md``):
+
+    * ``f"{prefix}{metric}/{task}"`` lifetime values, ``f"{prefix}{metric}/{task}/window"``
+      window values; a dict-valued metric (``RankingMetrics``) gives ``f"{metric}.{entry}"``.
+    * ``f"{prefix}throughput/{name}"`` for ``lifetime_throughput``, ``window_throughput``,
+      ``total_examples``; ``f"{prefix}{state}"`` (or ``f"{prefix}{state}/{entry}"``) for state metrics.
+    * ``key_style="torchrec"``: ``f"{prefix}{namespace}-{task}|lifetime_{name}"`` and
+      ``...|window_{name}`` with TorchRec's namespace and name for the metric's class
+      (``ne-click|lifetime_ne``, ``ne-click|lifetime_logloss``),
+      ``throughput-throughput|lifetime_throughput`` and ``{state}-{state}|{entry}``.
+
+    Raises:
+        ValueError: bad arguments, metrics built for another number of tasks, metrics needing an
+            id column a task does not name, or metrics that disagree on ``from_logits``.
+        TypeError: a metric the module cannot feed (not one of the package's metrics).
+
+    Note:
+        **Compute groups** are formed explicitly: metrics whose
+        :attr:`~torchmetrics_ext.TaskMetric.shared_statistics_key` are equal (same kernel, same
+        state names and settings, e.g. ``NormalizedEntropy`` and ``LogLoss``, ``Calibration``
+        and ``CTR``, exact ``AUC`` and ``AUPRC``) update once; nothing is merged because its
+        states happen to look alike. **Validation** checks the strictest domain of all metrics
+        (e.g. probabilities and binary labels when ``AUC`` is present) in one pass with one
+        host synchronisation; a rejected step changes no metric. **Sync**: ``compute()`` gathers
+        every state of every metric with a number of collectives that depends on the state
+        dtypes only (:func:`~torchmetrics_ext.utilities.distributed.fused_gather`); TorchMetrics
+        reduces them as in its own sync, so the values are identical. The ``state_dict`` holds
+        every metric state.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import RecMetricModule, RecTaskInfo
+        >>> tasks = [RecTaskInfo("click", "click_label", "click_pred"), RecTaskInfo("buy", "buy_label", "buy_pred")]
+        >>> module = RecMetricModule(tasks, {"ne": "ne", "ctr": "ctr"}, throughput=False)
+        >>> module.update({"click_pred": torch.tensor([0.2, 0.7]), "click_label": torch.tensor([0, 1]),
+        ...                "buy_pred": torch.tensor([0.1, 0.4]), "buy_label": torch.tensor([0, 1])})
+        >>> {key: round(value.item(), 4) for key, value in module.compute().items()}
+        {'ne/click': 0.4183, 'ne/buy': 0.737, 'ctr/click': 0.5, 'ctr/buy': 0.5}
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[RecTaskInfo | str],
+        metrics: Mapping[str, Metric | Callable[..., Metric] | str],
+        *,
+        window_size: int | None = None,
+        throughput: bool = True,
+        compute_interval_steps: int = 100,
+        state_metrics: Mapping[str, Callable[[], Any]] | None = None,
+        prefix: str = "",
+        key_style: str = "torchmetrics_ext",
+    ) -> None:
+        super().__init__()
+        self.tasks = _check_tasks(tasks)
+        num_tasks = len(self.tasks)
+        if not isinstance(metrics, Mapping) or not metrics:
+            raise ValueError(f"Expected `metrics` to be a non-empty dict of name -> metric, got {metrics!r}.")
+        if window_size is not None and (
+            not isinstance(window_size, int) or isinstance(window_size, bool) or window_size < 1
+        ):
+            raise ValueError(f"Expected `window_size` to be a positive integer or None, got {window_size!r}.")
+        if (
+            not isinstance(compute_interval_steps, int)
+            or isinstance(compute_interval_steps, bool)
+            or compute_interval_steps < 1
+        ):
+            raise ValueError(
+                f"Expected `compute_interval_steps` to be a positive integer, got {compute_interval_steps!r}."
+            )
+        if not isinstance(prefix, str):
+            raise ValueError(f"Expected `prefix` to be a string, got {prefix!r}.")
+        if key_style not in KEY_STYLES:
+            raise ValueError(f"Expected `key_style` to be one of {KEY_STYLES}, got {key_style!r}.")
+        if not isinstance(throughput, bool):
+            raise ValueError(f"Expected `throughput` to be a bool, got {throughput!r}.")
+        self.state_metrics = dict(state_metrics or {})
+        for name, fn in self.state_metrics.items():
+            if not isinstance(name, str) or not name or not callable(fn):
+                raise ValueError(f"Expected `state_metrics` to map names to callables, got {name!r}: {fn!r}.")
+        self.window_size = window_size
+        self.compute_interval_steps = compute_interval_steps
+        self.prefix = prefix
+        self.key_style = key_style
+        self._step = 0
+        self._names = list(metrics)  # keys come out in this order
+
+        stacked: dict[str, TaskMetric] = {}
+        per_task: dict[str, list[TaskMetric]] = {}
+        for name, spec in metrics.items():
+            _check_metric_name(name)
+            metric = _instantiate(name, spec, num_tasks)
+            if metric.has_task_dim:
+                if metric.num_tasks != num_tasks:
+                    raise ValueError(
+                        f"Metric {name!r} is built for {metric.num_tasks} task(s), the module has {num_tasks}: "
+                        f"build it with num_tasks={num_tasks} (or pass its class)."
+                    )
+                stacked[name] = metric
+            else:
+                if "indexes" not in inspect.signature(metric.update).parameters:
+                    raise TypeError(f"Metric {name!r} ({type(metric).__name__}) takes no (N,) per-task inputs.")
+                per_task[name] = [metric] + [copy.deepcopy(metric) for _ in range(num_tasks - 1)]
+        self._needs_groups = [n for n, m in stacked.items() if "groups" in inspect.signature(m.update).parameters]
+        _check_id_columns(self.tasks, self._needs_groups, list(per_task))
+        self._domains = _joint_domains(
+            {n: m.input_domains for n, m in stacked.items()} | {n: ms[0].input_domains for n, ms in per_task.items()}
+        )
+
+        # explicit compute groups: only metrics that provably share statistics
+        leaders: dict[Any, str] = {}
+        self._leader: dict[str, str] = {}
+        for name, metric in stacked.items():
+            shared = metric.shared_statistics_key
+            key = ("alone", name) if shared is None else (shared, metric.sync_on_compute, id(metric.process_group))
+            self._leader[name] = leaders.setdefault(key, name)
+        self._groups = [
+            [n for n in stacked if self._leader[n] == lead] for lead in dict.fromkeys(self._leader.values())
+        ]
+        self._torchrec = _torchrec_names({**stacked, **{n: ms[0] for n, ms in per_task.items()}})
+        # Each metric is one unit: the metric itself, or Windowed(metric) with lifetime and window
+        # children. MetricCollection shares states by reference only at its top level, where a
+        # Windowed wrapper holds none, so group members are fed by the module instead: only
+        # leaders update; members read their leader's states at compute (``merge_state``).
+        wrap: Callable[[TaskMetric], Metric] = lambda metric: metric  # noqa: E731
+        if window_size is not None:
+            wrap = lambda metric: Windowed(metric, window_size)  # noqa: E731
+        units: dict[str, Metric | MetricCollection] = {name: wrap(metric) for name, metric in stacked.items()}
+        self.metrics = MetricCollection(units, compute_groups=False) if units else None
+        self.ranking = nn.ModuleDict({name: nn.ModuleList([wrap(m) for m in ms]) for name, ms in per_task.items()})
+        self.throughput: Metric | None = Throughput() if throughput else None
+        for each in self._all_units():
+            each.persistent(True)
+        for name, lead in self._leader.items():
+            if lead != name:  # a group member's states are its leader's: saved once, with the leader
+                self._unit(name).persistent(False)
+        self._num_copies = len(per_task) * num_tasks
+
+    # ------------------------------------------------------------------ configuration
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> RecMetricModule:
+        """Build a module from a plain dict (e.g. parsed YAML/JSON), metrics by registry name.
+
+        Args:
+            config: ``{"tasks": [...], "metrics": ..., "window_size": ..., "throughput": ...,
+                "compute_interval_steps": ..., "prefix": ..., "key_style": ...}``. ``tasks`` are
+                names or dicts of :class:`RecTaskInfo` fields; ``metrics`` is a list of registry
+                names, or a dict ``{key: kwargs}`` where ``kwargs`` may name the registry entry
+                with ``"metric"`` (``{"auc_binned": {"metric": "auc", "num_bins": 10000}}``).
+
+        Returns:
+            The module.
+
+        Raises:
+            ValueError: unknown config keys, task fields or metric names (listing the known ones).
+
+        Example:
+            >>> from torchmetrics_ext import RecMetricModule
+            >>> module = RecMetricModule.from_config({
+            ...     "tasks": [{"name": "click", "session_id_name": "query"}],
+            ...     "metrics": {"ne": {}, "auc": {"num_bins": 1000}, "ndcg@10": {}},
+            ...     "throughput": False,
+            ... })
+            >>> module.metric_names
+            ['ne', 'auc', 'ndcg@10']
+        """
+        allowed = ("tasks", "metrics", "window_size", "throughput", "compute_interval_steps", "prefix", "key_style")
+        if not isinstance(config, Mapping):
+            raise ValueError(f"Expected the config to be a dict, got {type(config).__name__}.")
+        unknown = sorted(set(config) - set(allowed))
+        if unknown or "tasks" not in config or "metrics" not in config:
+            raise ValueError(f"Expected config keys among {allowed} with 'tasks' and 'metrics', got {sorted(config)}.")
+        tasks = [_task_from_config(task) for task in config["tasks"]]
+        raw = config["metrics"]
+        entries = {name: {} for name in raw} if isinstance(raw, (list, tuple)) else dict(raw)
+        built: dict[str, Metric] = {}
+        for key, kwargs in entries.items():
+            if not isinstance(kwargs, Mapping):
+                raise ValueError(f"Expected the options of metric {key!r} to be a dict, got {kwargs!r}.")
+            options = dict(kwargs)
+            registry_name = options.pop("metric", key)
+            built[key] = build_metric(registry_name, num_tasks=len(tasks), **options)
+        options = {k: config[k] for k in allowed[2:] if k in config}
+        return cls(tasks, built, **options)
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The metric names (keys of ``metrics`` given at construction), in that order."""
+        return list(self._names)
+
+    @property
+    def compute_groups(self) -> list[list[str]]:
+        """Metric names that provably share statistics: the first of each group updates for all."""
+        return [list(group) for group in self._groups]
+
+    def _unit(self, name: str) -> Metric:
+        """The metric (or its ``Windowed`` wrapper) of a stacked metric name."""
+        assert self.metrics is not None
+        return getattr(self.metrics, name)  # the module itself: MetricCollection copies no state here
+
+    def _copies(self, name: str) -> list[Metric]:
+        """One unit per task for a metric without a task dimension."""
+        return list(self.ranking[name])  # type: ignore[call-overload]
+
+    def _all_units(self) -> Iterator[Metric]:
+        if self.metrics is not None:
+            yield from self.metrics.values(copy_state=False)
+        for name in self.ranking:
+            yield from self._copies(name)
+        if self.throughput is not None:
+            yield self.throughput
+
+    def _updated_units(self) -> Iterator[tuple[Metric, bool]]:
+        """``(unit, takes groups)`` for every unit that is updated: group leaders and per-task copies."""
+        for lead in dict.fromkeys(self._leader.values()):
+            yield self._unit(lead), lead in self._needs_groups
+        for name in self.ranking:
+            for unit in self._copies(name):
+                yield unit, False
+
+    def _parts(self, unit: Metric) -> dict[str, TaskMetric]:
+        """The task metrics inside a unit: ``{"lifetime": ..., "window": ...}`` or ``{"lifetime": unit}``."""
+        if self.window_size is None:
+            return {"lifetime": unit}  # type: ignore[dict-item]
+        return {"lifetime": unit.lifetime, "window": unit.window}  # type: ignore[dict-item]
+
+    # ------------------------------------------------------------------ update
+
+    def update(self, model_out: Mapping[str, Tensor]) -> None:
+        """Feed one step's model output to every metric of every task.
+
+        Args:
+            model_out: flat dict with every task's prediction and label columns, optional weight
+                columns (weight 1 where absent) and the id columns the metrics need.
+
+        Raises:
+            KeyError: a column a task needs is missing (the message names the task and the key).
+            TypeError: a column is not a tensor, or predictions are not floating point.
+            ValueError: shapes or devices disagree, or values are outside the metrics' domains
+                (e.g. probabilities outside [0, 1], labels not 0/1 for AUC, negative weights).
+                Nothing is updated when a step is rejected.
+        """
+        with torch.no_grad():
+            self._update(model_out)
+
+    def _update(self, model_out: Mapping[str, Tensor]) -> None:
+        batch = self._read(model_out)
+        n = batch.preds.shape[-1]
+        if n > 0:
+            domains = self._domains
+            _check_values(
+                batch.preds,
+                batch.target,
+                batch.weights,
+                domains.preds,
+                domains.target,
+                domains.from_logits,
+                batch.target_is_float,
+            )
+            w, g = batch.weights, batch.groups
+            with ExitStack() as stack:
+                updated = list(self._updated_units())
+                for unit, _ in updated:
+                    stack.enter_context(unit.inputs_validated())  # type: ignore[operator]
+                for unit, grouped in updated[: len(updated) - self._num_copies]:
+                    if grouped:
+                        unit.update(batch.preds, batch.target, groups=g, weights=w)
+                    else:
+                        unit.update(batch.preds, batch.target, weights=w)
+                for t, (unit, _) in enumerate(updated[len(updated) - self._num_copies :]):
+                    task = t % len(self.tasks)
+                    wt = None if w is None else (w if w.ndim == 1 else w[task])
+                    unit.update(batch.preds[task], batch.target[task], indexes=batch.sessions[task], weights=wt)  # type: ignore[index]
+        if self.throughput is not None:
+            self.throughput.update(n)
+        self._step += 1
+
+    def _read(self, model_out: Mapping[str, Tensor]) -> _Batch:
+        if not isinstance(model_out, Mapping):
+            raise TypeError(f"Expected `model_out` to be a dict of tensors, got {type(model_out).__name__}.")
+
+        def column(task: RecTaskInfo, field: str, key: str | None) -> Tensor:
+            if key is None or key not in model_out:
+                raise KeyError(f"Task {task.name!r}: `model_out` has no {field} column {key!r}.")
+            value = check_tensor(f"model_out[{key!r}]", model_out[key])
+            if value.ndim != 1:
+                raise ValueError(
+                    f"Task {task.name!r}: expected `model_out[{key!r}]` of shape (N,), got {tuple(value.shape)}."
+                )
+            return value
+
+        preds = [column(t, "prediction", t.prediction_name) for t in self.tasks]
+        labels = [column(t, "label", t.label_name) for t in self.tasks]
+        weights = [column(t, "weight", t.weight_name) if t.weight_name in model_out else None for t in self.tasks]
+        first = preds[0]
+        for task, p, y, w in zip(self.tasks, preds, labels, weights):
+            if not p.is_floating_point():
+                raise TypeError(f"Task {task.name!r}: expected floating point predictions, got dtype {p.dtype}.")
+            for key, other in ((task.prediction_name, p), (task.label_name, y), (task.weight_name, w)):
+                if other is not None and (other.shape != first.shape or other.device != first.device):
+                    raise ValueError(
+                        f"Task {task.name!r}: expected `model_out[{key!r}]` of shape {tuple(first.shape)} on "
+                        f"{first.device} (that of {self.tasks[0].prediction_name!r}), got {tuple(other.shape)} on "
+                        f"{other.device}."
+                    )
+        groups = None
+        if self._needs_groups:
+            task = self.tasks[0]
+            groups = _id_column(column(task, "group id", task.group_id_name), task, task.group_id_name, first)
+        sessions = None
+        if len(self.ranking):
+            sessions = [
+                _id_column(column(t, "session id", t.session_id_name), t, t.session_id_name, first) for t in self.tasks
+            ]
+        return _Batch(
+            _stack(preds),
+            _stack(labels),
+            _stack_weights(weights),
+            groups,
+            sessions,
+            any(y.is_floating_point() for y in labels),
+        )
+
+    # ------------------------------------------------------------------ compute
+
+    def should_compute(self) -> bool:
+        """Whether the number of updates so far is a multiple of ``compute_interval_steps``."""
+        return self._step > 0 and self._step % self.compute_interval_steps == 0
+
+    def compute(self) -> dict[str, Tensor]:
+        """Every value of every metric and task, synced across ranks with one fused gather.
+
+        Returns:
+            A flat dict of scalar tensors (see the class docstring for the keys).
+        """
+        return self._compute(sync=True)
+
+    def local_compute(self) -> dict[str, Tensor]:
+        """Like :meth:`compute` for this rank's states only (no communication)."""
+        return self._compute(sync=False)
+
+    def _compute(self, sync: bool) -> dict[str, Tensor]:
+        gathered = self._gather() if sync else {}
+        out: dict[str, Tensor] = {}
+        with ExitStack() as stack, warnings.catch_warnings():
+            # group members hold their leader's states without an update of their own
+            warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
+            for (name, part), metric in self._leaves():
+                source = gathered.get((self._leader.get(name, name), part))
+                stack.enter_context(metric.synced_from(source if sync else None))
+            for name, lead in self._leader.items():
+                if lead != name:
+                    leader_parts = self._parts(self._unit(lead))
+                    for part, metric in self._parts(self._unit(name)).items():
+                        metric.reset()
+                        metric.merge_state(leader_parts[part].metric_state)
+            for name in self._names:
+                if name in self.ranking:
+                    for t, unit in enumerate(self._copies(name)):
+                        self._emit(out, name, t, unit.compute())
+                else:
+                    self._emit(out, name, None, self._unit(name).compute())
+        if self.throughput is not None:
+            for key, value in self.throughput.compute().items():
+                out[self._aux_key("throughput", key)] = value
+        for name, fn in self.state_metrics.items():
+            value = fn()
+            items = value.items() if isinstance(value, Mapping) else [(None, value)]
+            for key, v in items:
+                out[self._aux_key(name, key)] = _scalar(v, name)
+        return out
+
+    def _leaves(self) -> Iterator[tuple[tuple[str, str], TaskMetric]]:
+        """Every task metric, keyed by ``(metric name, part)``; per-task copies by ``name`` NUL ``task``."""
+        if self.metrics is not None:
+            for name in self._leader:
+                for part, metric in self._parts(self._unit(name)).items():
+                    yield (name, part), metric
+        for name in self.ranking:
+            for t, unit in enumerate(self._copies(name)):
+                for part, metric in self._parts(unit).items():
+                    yield (f"{name}\0{t}", part), metric
+
+    def _gather(self) -> dict[tuple[str, str], Mapping[str, list[Tensor]]]:
+        """One fused gather per process group of every state of every updated task metric."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return {}
+        by_group: dict[int, list[tuple[tuple[str, str], TaskMetric]]] = {}
+        for key, metric in self._leaves():
+            if self._leader.get(key[0], key[0]) == key[0] and metric.sync_on_compute:
+                by_group.setdefault(id(metric.process_group), []).append((key, metric))
+        gathered: dict[tuple[str, str], Mapping[str, list[Tensor]]] = {}
+        for members in by_group.values():
+            results = fused_gather([m.sync_states() for _, m in members], members[0][1].process_group)
+            gathered.update({key: result for (key, _), result in zip(members, results)})
+        return gathered
+
+    # ------------------------------------------------------------------ keys
+
+    def _emit(self, out: dict[str, Tensor], name: str, task: int | None, value: Any) -> None:
+        """Add one unit's value(s): ``(T,)`` or a scalar per task, or a dict of them; lifetime and window."""
+        parts = value if self.window_size is not None else {"lifetime": value}
+        for part, part_value in parts.items():
+            entries = part_value.items() if isinstance(part_value, Mapping) else [(None, part_value)]
+            for entry, v in entries:
+                for t in range(len(self.tasks)) if task is None else [task]:
+                    scalar = v if v.ndim == 0 else v[t]
+                    out[self._key(name, entry, self.tasks[t].name, window=part == "window")] = scalar
+
+    def _key(self, name: str, entry: str | None, task: str, window: bool) -> str:
+        if self.key_style == "torchrec":
+            namespace, metric_name = self._torchrec[name]
+            if entry is not None:
+                namespace, metric_name = name, entry
+            return f"{self.prefix}{namespace}-{task}|{'window' if window else 'lifetime'}_{metric_name}"
+        metric = name if entry is None else f"{name}.{entry}"
+        return f"{self.prefix}{metric}/{task}" + ("/window" if window else "")
+
+    def _aux_key(self, name: str, entry: str | None) -> str:
+        if self.key_style == "torchrec":
+            return f"{self.prefix}{name}-{name}|{entry or name}"
+        return f"{self.prefix}{name}" + ("" if entry is None else f"/{entry}")
+
+    # ------------------------------------------------------------------ state
+
+    def reset(self) -> None:
+        """Clear every metric (lifetime and window states); the step counter is kept."""
+        for unit in self._all_units():
+            unit.reset()
+
+    def get_extra_state(self) -> Any:
+        """The step counter (so ``should_compute`` keeps its cadence after a checkpoint restore)."""
+        return {"step": self._step}
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restore the step counter saved by :meth:`get_extra_state`."""
+        self._step = int(state["step"])
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _check_tasks(tasks: Sequence[RecTaskInfo | str]) -> tuple[RecTaskInfo, ...]:
+    if isinstance(tasks, (str, RecTaskInfo)) or not isinstance(tasks, Sequence) or not tasks:
+        raise ValueError(f"Expected `tasks` to be a non-empty list of RecTaskInfo (or names), got {tasks!r}.")
+    out = tuple(RecTaskInfo(t) if isinstance(t, str) else t for t in tasks)
+    for task in out:
+        if not isinstance(task, RecTaskInfo):
+            raise ValueError(f"Expected `tasks` to hold RecTaskInfo or names, got {task!r}.")
+    names = [t.name for t in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Expected distinct task names, got {names}.")
+    return out
+
+
+def _task_from_config(task: Any) -> RecTaskInfo:
+    if isinstance(task, str):
+        return RecTaskInfo(task)
+    known = [f.name for f in fields(RecTaskInfo)]
+    if not isinstance(task, Mapping) or set(task) - set(known):
+        raise ValueError(f"Expected a task name or a dict of RecTaskInfo fields {known}, got {task!r}.")
+    return RecTaskInfo(**task)
+
+
+def _check_metric_name(name: Any) -> None:
+    if not isinstance(name, str) or not name or "/" in name or "|" in name or "." in name:
+        raise ValueError(f"Expected metric names to be non-empty strings without '/', '|' or '.', got {name!r}.")
+
+
+def _instantiate(name: str, spec: Any, num_tasks: int) -> TaskMetric:
+    if isinstance(spec, str):
+        metric: Any = build_metric(spec, num_tasks=num_tasks)
+    elif isinstance(spec, Metric):
+        metric = spec
+    elif isinstance(spec, type) and issubclass(spec, TaskMetric) and not spec.has_task_dim:
+        metric = spec()
+    elif callable(spec):
+        metric = spec(num_tasks=num_tasks)
+    else:
+        raise TypeError(
+            f"Expected metric {name!r} to be a metric, a class, a factory or a registry name, got {spec!r}."
+        )
+    if not isinstance(metric, TaskMetric) or metric.input_domains is None:
+        raise TypeError(
+            f"Metric {name!r} ({type(metric).__name__}) is not one of the package's (preds, target) metrics; "
+            "RecMetricModule feeds torchmetrics_ext metrics only."
+        )
+    return metric
+
+
+def _check_id_columns(tasks: tuple[RecTaskInfo, ...], grouped: list[str], ranking: list[str]) -> None:
+    for names, field in ((grouped, "group_id_name"), (ranking, "session_id_name")):
+        for task in tasks if names else ():
+            if getattr(task, field) is None:
+                raise ValueError(f"Metric {names[0]!r} needs ids: task {task.name!r} must set RecTaskInfo.{field}.")
+    if grouped and len({t.group_id_name for t in tasks}) > 1:
+        raise ValueError(
+            f"Metric {grouped[0]!r} shares one group id column across tasks; got {[t.group_id_name for t in tasks]}."
+        )
+
+
+def _joint_domains(given: Mapping[str, InputDomains | None]) -> InputDomains:
+    """The strictest domains over all metrics; probability metrics must agree on ``from_logits``."""
+    domains = {name: d for name, d in given.items() if d is not None}
+    logit_flags = {n: d.from_logits for n, d in domains.items() if d.preds == "probability"}
+    if len(set(logit_flags.values())) > 1:
+        raise ValueError(
+            "Metrics disagree on `from_logits` for the same predictions: "
+            + ", ".join(f"{n}={flag}" for n, flag in logit_flags.items())
+            + "; build them all with the same from_logits."
+        )
+    preds = "probability" if logit_flags else "real"
+    target = min((d.target for d in domains.values()), key=_TARGET_ORDER.index)
+    return InputDomains(preds, target, any(logit_flags.values()))  # type: ignore[arg-type]
+
+
+def _torchrec_names(metrics: Mapping[str, Metric]) -> dict[str, tuple[str, str]]:
+    """TorchRec ``(namespace, name)`` per metric; names that would collide fall back to the metric's key."""
+    pairs = {name: torchrec_names(m) or (name, name) for name, m in metrics.items()}
+    counts: dict[tuple[str, str], int] = {}
+    for pair in pairs.values():
+        counts[pair] = counts.get(pair, 0) + 1
+    return {name: pair if counts[pair] == 1 else (name, name) for name, pair in pairs.items()}
+
+
+def _id_column(value: Tensor, task: RecTaskInfo, key: str | None, like: Tensor) -> Tensor:
+    if value.is_floating_point() or value.dtype == torch.bool:
+        raise TypeError(f"Task {task.name!r}: expected integer ids in `model_out[{key!r}]`, got dtype {value.dtype}.")
+    if value.shape != like.shape or value.device != like.device:
+        raise ValueError(
+            f"Task {task.name!r}: expected `model_out[{key!r}]` of shape {tuple(like.shape)} on {like.device}, "
+            f"got {tuple(value.shape)} on {value.device}."
+        )
+    return value
+
+
+def _stack(columns: list[Tensor]) -> Tensor:
+    """``(T, N)`` float64 with one cast per column."""
+    if len(columns) == 1:
+        return columns[0].to(torch.float64).unsqueeze(0)
+    out = torch.empty((len(columns), columns[0].shape[0]), dtype=torch.float64, device=columns[0].device)
+    for row, column in zip(out, columns):
+        row.copy_(column)
+    return out
+
+
+def _stack_weights(columns: list[Tensor | None]) -> Tensor | None:
+    present = [c for c in columns if c is not None]
+    if not present:
+        return None
+    if len(present) == len(columns) and all(c is present[0] for c in present):
+        return present[0].to(torch.float64)  # one column shared by every task
+    like = present[0]
+    return _stack([torch.ones_like(like, dtype=torch.float64) if c is None else c for c in columns])
+
+
+def _scalar(value: Any, name: str) -> Tensor:
+    tensor = torch.as_tensor(value)
+    if tensor.numel() != 1 or tensor.is_complex():
+        raise ValueError(f"State metric {name!r} must return a real scalar (or a dict of them), got {value!r}.")
+    return tensor.reshape(()).to(torch.float64) if not tensor.is_floating_point() else tensor.reshape(())

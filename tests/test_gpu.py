@@ -204,6 +204,30 @@ def test_collection_syncs_once_per_step(num_tasks, weighted):
             assert calls == []
 
 
+def test_rec_metric_module_syncs_once_per_step():
+    """The module validates the stacked step once; its metrics then update without a sync."""
+    from torchmetrics_ext.module import RecMetricModule, RecTaskInfo
+
+    tasks = [RecTaskInfo(t, label_name=f"{t}_label", prediction_name=f"{t}_pred") for t in ("click", "like")]
+    metrics = {"ne": "ne", "calibration": "calibration", "ctr": "ctr", "auc": "auc"}
+    module = RecMetricModule(tasks, metrics, throughput=False)
+
+    def model_out(seed: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        out = {}
+        for task in ("click", "like"):
+            out[f"{task}_pred"] = torch.rand(256, generator=g)
+            out[f"{task}_label"] = (torch.rand(256, generator=g) < out[f"{task}_pred"]).float()
+        return out
+
+    with force_device_path():
+        module.update(model_out(0))
+        for seed in (1, 2):
+            with count_syncs() as calls:
+                module.update(model_out(seed))
+            assert calls == ["Tensor.tolist"], calls
+
+
 # ----------------------------------------------------------------------------- remembered bounds are never stale
 
 

@@ -188,8 +188,9 @@ def _check_values(
     ``target_is_float`` is accepted for callers that pass labels already cast to float64 (whole
     labels cast to float have no fractional part, so it changes nothing).
     """
-    integral = target_domain == "binary" or on_device_path(preds)
-    bounds = checked_bounds([preds, target, weights], labels=[False, integral, False])
+    device_path = on_device_path(preds)
+    integral = device_path or target_domain == "binary"
+    bounds = checked_bounds([preds, target, weights], [False, integral, False], device_path)
     pmin, pmax = bounds[0]
     if not (math.isfinite(pmin) and math.isfinite(pmax)):
         raise ValueError(f"Expected `preds` to be finite, got values containing NaN or inf (min={pmin}, max={pmax}).")
@@ -277,19 +278,9 @@ def _reductions(tensor: Tensor, label: bool) -> list[Tensor]:
     return stats
 
 
-def _to_host(stats: list[Tensor], device_path: bool) -> list[float]:
-    """The values of 0-d tensors of any dtypes, exactly.
-
-    One copy on the device path (each cast straight to float64); on the CPU path each value is
-    read directly (reading costs nothing there).
-    """
-    if not device_path:
-        return [stat.item() for stat in stats]
-    out = torch.empty(len(stats), dtype=torch.float64, device=stats[0].device)
-    return torch.stack(stats, out=out).tolist()
-
-
-def checked_bounds(tensors: Sequence[Tensor | None], labels: Sequence[bool]) -> list[Bounds]:
+def checked_bounds(
+    tensors: Sequence[Tensor | None], labels: Sequence[bool], device_path: bool | None = None
+) -> list[Bounds]:
     """``(min, max)`` of each non-empty tensor (``None`` or empty gives ``()``), with one host sync at most.
 
     For a floating tensor marked as labels, ``(min, max, min frac, max frac)``: its fractional
@@ -307,6 +298,8 @@ def checked_bounds(tensors: Sequence[Tensor | None], labels: Sequence[bool]) -> 
     Args:
         tensors: the inputs of one batch; ``None`` stands for an absent input.
         labels: for each tensor, whether it holds labels.
+        device_path: whether the tensors take the device path (found from the first tensor when
+            ``None``).
 
     Returns:
         One tuple of floats per tensor.
@@ -317,29 +310,34 @@ def checked_bounds(tensors: Sequence[Tensor | None], labels: Sequence[bool]) -> 
         >>> checked_bounds([preds, target, None], labels=[False, True, False])
         [(0.25, 0.5), (0.0, 1.0, 0.0, 0.0), ()]
     """
+    if device_path is None:
+        device_path = any(tensor is not None and on_device_path(tensor) for tensor in tensors)
+    if not device_path:  # the CPU path: read each bound directly
+        return [
+            () if tensor is None or tensor.numel() == 0 else tuple(stat.item() for stat in _reductions(tensor, label))
+            for tensor, label in zip(tensors, labels, strict=True)
+        ]
     result: list[Bounds] = []
     pending: list[tuple[int, Tensor, int]] = []  # (position, tensor, number of stats)
     stats: list[Tensor] = []
-    device_path = False
     for position, (tensor, label) in enumerate(zip(tensors, labels, strict=True)):
         result.append(())
         if tensor is None or tensor.numel() == 0:
             continue
-        device_path = on_device_path(tensor)
         size = 4 if label and tensor.is_floating_point() else 2
-        bounds = _remembered(tensor, size) if device_path else None
+        bounds = _remembered(tensor, size)
         if bounds is not None:
             result[position] = bounds
             continue
         pending.append((position, tensor, size))
         stats += _reductions(tensor, label)
     if pending:
-        values = _to_host(stats, device_path)
+        out = torch.empty(len(stats), dtype=torch.float64, device=stats[0].device)
+        values = torch.stack(stats, out=out).tolist()  # each cast straight to float64: exact
         offset = 0
         for position, tensor, size in pending:
             bounds = tuple(values[offset : offset + size])
             offset += size
             result[position] = bounds
-            if device_path:
-                _remember(tensor, bounds)
+            _remember(tensor, bounds)
     return result

@@ -35,7 +35,7 @@ def on_device_path(tensor: Tensor) -> bool:
         ...     on_device_path(torch.zeros(2))
         True
     """
-    return _FORCED[0] or tensor.device.type != "cpu"
+    return _FORCED[0] or not tensor.is_cpu
 
 
 @contextlib.contextmanager

@@ -9,8 +9,15 @@ lists, gathered by :mod:`torchmetrics_ext.metrics`, and the wrappers' (:mod:`tor
 from torchmetrics_ext import metrics, module, wrappers
 from torchmetrics_ext.metrics.auc import *  # noqa: F403
 from torchmetrics_ext.metrics.base import *  # noqa: F403
+from torchmetrics_ext.metrics.counters import *  # noqa: F403
+from torchmetrics_ext.metrics.entropy import *  # noqa: F403
+from torchmetrics_ext.metrics.hindsight import *  # noqa: F403
+from torchmetrics_ext.metrics.multilabel import *  # noqa: F403
 from torchmetrics_ext.metrics.pointwise import *  # noqa: F403
+from torchmetrics_ext.metrics.qps import *  # noqa: F403
 from torchmetrics_ext.metrics.ranking import *  # noqa: F403
+from torchmetrics_ext.metrics.regression import *  # noqa: F403
+from torchmetrics_ext.metrics.session import *  # noqa: F403
 from torchmetrics_ext.metrics.throughput import *  # noqa: F403
 from torchmetrics_ext.module import *  # noqa: F403
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning

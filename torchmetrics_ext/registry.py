@@ -21,8 +21,11 @@ from typing import Any
 from torchmetrics import Metric
 
 from torchmetrics_ext.metrics import auc as _auc
+from torchmetrics_ext.metrics import counters as _counters
+from torchmetrics_ext.metrics import entropy as _entropy
 from torchmetrics_ext.metrics import pointwise as _pointwise
 from torchmetrics_ext.metrics import ranking as _ranking
+from torchmetrics_ext.metrics import regression as _regression
 
 __all__ = ["MetricEntry", "build_metric", "lookup", "metric_names", "torchrec_names"]
 
@@ -67,6 +70,23 @@ _ENTRIES = (
     MetricEntry("mse", _pointwise.WeightedMSE, ("mse", "mse")),
     MetricEntry("rmse", _pointwise.WeightedRMSE, ("mse", "rmse")),
     MetricEntry("mae", _pointwise.WeightedMAE, ("mae", "mae")),
+    MetricEntry("r_squared", _regression.WeightedR2, ("mse", "r_squared")),
+    MetricEntry("nmse", _regression.WeightedNMSE, ("nmse", "nmse")),
+    MetricEntry("nrmse", _regression.WeightedNRMSE, ("nmse", "nrmse")),
+    MetricEntry("ne_positive", _entropy.NEPositive, ("ne_positive", "ne_positive")),
+    MetricEntry("cali_free_ne", _entropy.CalibrationFreeNE, ("cali_free_ne", "cali_free_ne")),
+    MetricEntry("recalibrated_ne", _entropy.RecalibratedNE, ("recalibrated_ne", "ne")),
+    MetricEntry(
+        "recalibrated_calibration", _entropy.RecalibratedCalibration, ("recalibrated_calibration", "calibration")
+    ),
+    MetricEntry("label_average", _counters.LabelAverage, ("average", "label_average")),
+    MetricEntry("sum_weights", _counters.SumWeights, ("sum_weights", "sum_weights")),
+    MetricEntry("num_positive_samples", _counters.NumPositiveSamples, ("num_positive_samples", "num_positive_samples")),
+    MetricEntry(
+        "weighted_sum_predictions",
+        _counters.WeightedSumPredictions,
+        ("weighted_sum_predictions", "weighted_sum_predictions"),
+    ),
     MetricEntry("auc", _auc.AUC, ("auc", "auc")),
     MetricEntry("auprc", _auc.AUPRC, ("auprc", "auprc")),
     MetricEntry("gauc", _auc.GroupedAUC, ("auc", "grouped_auc")),

@@ -14,6 +14,7 @@ all tasks. Undefined values are ``nan`` with an
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -99,12 +100,25 @@ def _cross_entropy_update(
     return _weighted_sum(ce, weights), _weight_total(preds, weights), _weighted_sum(target, weights)
 
 
-def _log_loss_compute(cross_entropy_sum: Tensor, weighted_num_samples: Tensor) -> Tensor:
-    return safe_divide(cross_entropy_sum, weighted_num_samples, "LogLoss", "total weight is zero")
+LogUnit = Literal["nats", "bits"]
+
+
+def _check_unit(unit: str) -> None:
+    if unit not in ("nats", "bits"):
+        raise ValueError(f"Expected `unit` to be 'nats' or 'bits', got {unit!r}.")
+
+
+def _log_loss_compute(cross_entropy_sum: Tensor, weighted_num_samples: Tensor, unit: LogUnit = "nats") -> Tensor:
+    nats = safe_divide(cross_entropy_sum, weighted_num_samples, "LogLoss", "total weight is zero")
+    return nats / math.log(2) if unit == "bits" else nats
 
 
 def _normalized_entropy_compute(
-    cross_entropy_sum: Tensor, weighted_num_samples: Tensor, pos_labels: Tensor, eta: float
+    cross_entropy_sum: Tensor,
+    weighted_num_samples: Tensor,
+    pos_labels: Tensor,
+    eta: float,
+    metric: str = "NormalizedEntropy",
 ) -> Tensor:
     """NE = mean weighted cross-entropy / entropy of the weighted base rate.
 
@@ -114,7 +128,7 @@ def _normalized_entropy_compute(
     """
     neg_labels = weighted_num_samples - pos_labels
     undefined = (pos_labels <= 0) | (neg_labels <= 0)
-    warn_undefined(undefined, "NormalizedEntropy", "the labels seen hold a single class (or no weight)")
+    warn_undefined(undefined, metric, "the labels seen hold a single class (or no weight)")
     safe_total = torch.where(weighted_num_samples > 0, weighted_num_samples, 1.0)
     base_rate = (pos_labels / safe_total).clamp(eta, 1 - eta)
     # entropy of the base rate times the total weight: the normaliser of sum w·CE
@@ -177,6 +191,7 @@ def log_loss(
     *,
     eta: float = 1e-12,
     from_logits: bool = False,
+    unit: LogUnit = "nats",
     validate_args: bool = True,
 ) -> Tensor:
     r"""Weighted mean binary cross-entropy in nats (scikit-learn's ``log_loss``).
@@ -189,6 +204,7 @@ def log_loss(
         weights: optional non-negative sample weights, shape of ``preds`` or ``(N,)``.
         eta: clamp for probabilities, in [0, 0.5).
         from_logits: treat ``preds`` as logits.
+        unit: ``"nats"`` (natural log) or ``"bits"`` (base 2, TorchRec's ``logloss``).
         validate_args: check inputs before computing.
 
     Returns:
@@ -201,11 +217,12 @@ def log_loss(
         tensor(0.6931, dtype=torch.float64)
     """
     _check_eta(eta)
+    _check_unit(unit)
     check_flag("from_logits", from_logits)
     single = preds.ndim == 1
     p, t, w = format_pointwise(preds, target, weights, None, from_logits=from_logits, validate=validate_args)
     ce_sum, total, _ = _cross_entropy_update(p, t, w, eta, from_logits)  # type: ignore[arg-type]
-    return _finish(_log_loss_compute(ce_sum, total), single)
+    return _finish(_log_loss_compute(ce_sum, total, unit), single)
 
 
 # ----------------------------------------------------------------------------- weighted sums
@@ -485,20 +502,36 @@ def weighted_recall(
 
 
 def _error_update(preds: Tensor, target: Tensor, weights: Tensor | None) -> Stats:
-    """Return ``(sum w·(p - y)², sum w·|p - y|, sum w)`` per task."""
+    """Return ``(sum w·(p - y)², sum w·|p - y|, sum w, sum w·y, sum w·y²)`` per task.
+
+    The last two (label moments) let R² and normalised MSE share these states, and so one
+    compute group, with MSE, RMSE and MAE.
+    """
     diff = preds - target
-    return _weighted_sum(diff * diff, weights), _weighted_sum(diff.abs(), weights), _weight_total(preds, weights)
+    return (
+        _weighted_sum(diff * diff, weights),
+        _weighted_sum(diff.abs(), weights),
+        _weight_total(preds, weights),
+        _weighted_sum(target, weights),
+        _weighted_sum(target * target, weights),
+    )
 
 
-def _mse_compute(sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor) -> Tensor:
+def _mse_compute(
+    sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor, *_: Tensor
+) -> Tensor:
     return safe_divide(sum_squared_error, weighted_num_samples, "WeightedMSE", "total weight is zero")
 
 
-def _rmse_compute(sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor) -> Tensor:
+def _rmse_compute(
+    sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor, *_: Tensor
+) -> Tensor:
     return safe_divide(sum_squared_error, weighted_num_samples, "WeightedRMSE", "total weight is zero").sqrt()
 
 
-def _mae_compute(sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor) -> Tensor:
+def _mae_compute(
+    sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor, *_: Tensor
+) -> Tensor:
     return safe_divide(sum_absolute_error, weighted_num_samples, "WeightedMAE", "total weight is zero")
 
 

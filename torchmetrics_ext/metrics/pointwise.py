@@ -193,6 +193,7 @@ class LogLoss(_CrossEntropyMetric):
         num_tasks: number of tasks ``T``.
         eta: probability clamp, in [0, 0.5).
         from_logits: ``preds`` are logits.
+        unit: ``"nats"`` (natural log) or ``"bits"`` (base 2, TorchRec's ``logloss``).
         validate_args: check each batch.
         kwargs: TorchMetrics options.
 
@@ -205,8 +206,21 @@ class LogLoss(_CrossEntropyMetric):
         tensor([0.6931, 0.1054], dtype=torch.float64)
     """
 
+    def __init__(
+        self,
+        num_tasks: int = 1,
+        *,
+        eta: float = 1e-12,
+        from_logits: bool = False,
+        unit: F.LogUnit = "nats",
+        **kwargs: Any,
+    ) -> None:
+        F._check_unit(unit)
+        super().__init__(num_tasks, eta=eta, from_logits=from_logits, **kwargs)
+        self.unit: F.LogUnit = unit
+
     def _compute_value(self, ce_sum: Tensor, total: Tensor, pos: Tensor) -> Tensor:  # type: ignore[override]
-        return F._log_loss_compute(ce_sum, total)
+        return F._log_loss_compute(ce_sum, total, self.unit)
 
 
 # ----------------------------------------------------------------------------- weighted sums
@@ -414,12 +428,12 @@ class WeightedRecall(_ConfusionMetric):
 
 
 class _ErrorMetric(_PointwiseMetric):
-    _state_names = ("sum_squared_error", "sum_absolute_error", "weighted_num_samples")
+    _state_names = ("sum_squared_error", "sum_absolute_error", "weighted_num_samples", "label_sum", "label_squared_sum")
     _preds_domain = "real"
     _target_domain = "real"
     is_differentiable = True
     higher_is_better = False
-    plot_lower_bound = 0.0
+    plot_lower_bound: float | None = 0.0
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
         return F._error_update(preds, target, weights)  # type: ignore[arg-type]
@@ -429,7 +443,8 @@ class WeightedMSE(_ErrorMetric):
     r"""Weighted mean squared error, :math:`\sum_i w_i (p_i - y_i)^2 / \sum_i w_i`.
 
     Equal to scikit-learn's ``mean_squared_error(..., sample_weight=w)``. Shares its states
-    with :class:`WeightedRMSE` and :class:`WeightedMAE`.
+    with :class:`WeightedRMSE`, :class:`WeightedMAE`, :class:`WeightedR2`, :class:`WeightedNMSE`
+    and :class:`WeightedNRMSE`.
 
     Args:
         num_tasks: number of tasks ``T``.

@@ -1,0 +1,236 @@
+"""``Segmented`` through the shared harness: per-segment values against numpy formulas per segment; ``TowerQPS``."""
+
+from __future__ import annotations
+
+import itertools
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+import torchmetrics_ext as tmx
+from tests.helpers import tester as H
+from tests.test_pointwise import binary_data, ref_calibration, ref_ctr, ref_mse, ref_ne
+from tests.test_sum_metrics import ref_positives
+
+SEGMENTS = 5
+
+
+def segmented_data(rng, num_tasks=None, weights=None, real=False, per_task_segments=False):
+    out = binary_data(rng, num_tasks=num_tasks, weights=weights, real=real)
+    shape = out["preds"].shape if per_task_segments else out["preds"].shape[-1:]
+    out["segments"] = torch.tensor(rng.integers(0, SEGMENTS, size=shape))
+    return out
+
+
+def per_segment(ref):
+    """Reference: ``ref`` on the rows of each segment, per task -> ``(S,)`` or ``(T, S)``."""
+
+    def reference(data):
+        p, y, w, seg = data["preds"], data["target"], data["weights"], data["segments"]
+
+        def one_task(pt, yt, wt, st):
+            values = [ref(pt[st == s], yt[st == s], None if wt is None else wt[st == s]) for s in range(SEGMENTS)]
+            # a segment without the rows a ratio needs is undefined: nan (the formulas give inf or nan)
+            return [v if np.isfinite(v) else np.nan for v in values]
+
+        if p.ndim == 1:
+            return np.asarray(one_task(p, y, w, seg))
+        rows = []
+        for t in range(p.shape[0]):
+            wt = None if w is None else (w[t] if w.ndim == 2 else w)
+            rows.append(one_task(p[t], y[t], wt, seg[t] if seg.ndim == 2 else seg))
+        return np.asarray(rows)
+
+    return reference
+
+
+def _case(cid, inner, ref, num_tasks=None, weights="task", **data_kw):
+    metric_kw = {"num_tasks": num_tasks} if num_tasks else {}
+    return H.MetricCase(
+        id=cid,
+        metric=lambda: tmx.Segmented(inner(**metric_kw), SEGMENTS),
+        data=partial(segmented_data, num_tasks=num_tasks, weights=weights, **data_kw),
+        reference=per_segment(ref),
+    )
+
+
+_ALL = [
+    _case("ne-w", tmx.NormalizedEntropy, ref_ne),
+    _case("ne-3task-w", tmx.NormalizedEntropy, ref_ne, num_tasks=3),
+    _case("calibration-3task-shared-w", tmx.Calibration, ref_calibration, num_tasks=3, weights="shared"),
+    _case("ctr-3task-w", tmx.CTR, ref_ctr, num_tasks=3, per_task_segments=True),
+    _case("mse-w", tmx.WeightedMSE, ref_mse, real=True),
+    _case("positives-3task-w", tmx.NumPositiveSamples, ref_positives, num_tasks=3),
+]
+CASES = {case.id: case for case in _ALL}
+IDS = sorted(CASES)
+
+globals().update(
+    H.harness_tests(
+        __name__,
+        CASES,
+        dtypes=["ne-3task-w"],
+        collection=IDS,
+        invariances=[i for i in IDS if not i.startswith("positives")],
+        ddp=["ne-3task-w", "ctr-3task-w", "positives-3task-w"],
+    )
+)
+
+
+BAD_INPUTS = [
+    ({"segments": torch.tensor([0.0, 1.0])}, TypeError, "integer ids"),
+    ({"segments": torch.tensor([0, 5])}, ValueError, r"\[0, 5\)"),
+    ({"segments": torch.tensor([-1, 0])}, ValueError, r"got values in \[-1, 0\]"),
+    ({"segments": torch.tensor([0, 1, 2])}, ValueError, "`segments` of shape"),
+    ({"segments": None}, TypeError, "requires `segments`"),
+    ({"preds": torch.tensor([0.1, 1.5])}, ValueError, "probabilities"),
+]
+
+
+@pytest.mark.parametrize(("bad", "exc", "match"), BAD_INPUTS)
+def test_bad_input_rejected_and_state_untouched(bad, exc, match):
+    batch = {"preds": torch.tensor([0.1, 0.8]), "target": torch.tensor([0, 1]), "weights": None}
+    H.check_rejects(CASES["ne-w"], {**batch, "segments": torch.tensor([0, 1]), **bad}, exc, match)
+
+
+@pytest.mark.parametrize(
+    ("factory", "exc", "match"),
+    [
+        (lambda: tmx.Segmented(tmx.AUC(), 3), TypeError, "per-task sum statistics"),
+        (lambda: tmx.Segmented(tmx.NDCG(), 3), TypeError, "per-task sum statistics"),
+        (lambda: tmx.Segmented(tmx.HindsightTargetPR(), 3), TypeError, "cannot be split"),
+        (lambda: tmx.Segmented(tmx.CTR(), 0), ValueError, "num_segments"),
+        (lambda: tmx.Segmented(tmx.CTR(), True), ValueError, "num_segments"),
+    ],
+)
+def test_bad_constructor_args(factory, exc, match):
+    with pytest.raises(exc, match=match):
+        factory()
+
+
+def test_empty_segment_is_nan_with_warning_and_counters_zero():
+    ne = tmx.Segmented(tmx.CTR(), 3)
+    ne.update(torch.tensor([0.2, 0.4]), torch.tensor([1, 0]), segments=torch.tensor([0, 0]))
+    with pytest.warns(tmx.UndefinedMetricWarning, match="CTR"):
+        value = ne.compute()
+    assert value[0] == 0.5 and torch.isnan(value[1:]).all()
+    counts = tmx.Segmented(tmx.SumWeights(), 3)
+    counts.update(torch.tensor([0.2, 0.4]), weights=torch.tensor([2.0, 1.0]), segments=torch.tensor([2, 0]))
+    torch.testing.assert_close(counts.compute(), torch.tensor([1.0, 0.0, 2.0], dtype=torch.float64))
+
+
+def test_segmented_keeps_the_inner_settings():
+    """eta, thresholds and logits of the wrapped metric apply per segment."""
+    preds, target = torch.tensor([-2.0, 0.5, 3.0, -1.0]), torch.tensor([0, 1, 1, 0])
+    seg = tmx.Segmented(tmx.WeightedPrecision(threshold=0.3, from_logits=True), 2)
+    seg.update(preds, target, segments=torch.tensor([0, 0, 1, 1]))
+    torch.testing.assert_close(seg.compute(), torch.tensor([1.0, 1.0], dtype=torch.float64))
+
+
+# ----------------------------------------------------------------------------- TowerQPS
+
+
+def _clock(ticks):
+    it = iter(ticks)
+    return lambda: next(it)
+
+
+def test_qps_counts_after_warmup_per_task():
+    qps = tmx.TowerQPS(num_tasks=2, warmup_steps=2, clock=_clock([0.0, 1.0, 3.0, 7.0]))
+    for n in (10, 10, 30, 50):
+        qps.update(torch.zeros(2, n))
+    # steps 3 and 4 count: 80 examples in 6 seconds since the end of warm-up
+    torch.testing.assert_close(qps.compute(), torch.tensor([80 / 6, 80 / 6], dtype=torch.float64))
+
+
+def test_qps_per_task_counts_and_reset():
+    qps = tmx.TowerQPS(num_tasks=2, warmup_steps=0, clock=_clock([0.0, 2.0, 10.0, 11.0]))
+    qps.update(num_examples=torch.tensor([5, 1]))
+    qps.update(num_examples=torch.tensor([8, 2]))
+    torch.testing.assert_close(qps.compute(), torch.tensor([4.0, 1.0], dtype=torch.float64))
+    qps.reset()
+    qps.update(torch.zeros(2, 3))
+    assert (qps.compute() == 0).all()  # warm-up restarted: no timed step yet
+    assert qps(torch.zeros(2, 4)).tolist() == [4.0, 4.0]
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "match"),
+    [
+        (lambda q: q.update(), TypeError, "preds"),
+        (lambda q: q.update(torch.zeros(3, 4)), ValueError, r"\(2, N\)"),
+        (lambda q: q.update(num_examples=torch.ones(3)), ValueError, "num_examples"),
+        (lambda q: q.update(num_examples=[1, 2]), TypeError, "num_examples"),
+    ],
+)
+def test_qps_bad_input(call, exc, match):
+    qps = tmx.TowerQPS(num_tasks=2, clock=_clock(itertools.count()))
+    with pytest.raises(exc, match=match):
+        call(qps)
+    assert qps.num_examples.sum() == 0
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [({"warmup_steps": -1}, "warmup_steps"), ({"clock": 3}, "clock")])
+def test_qps_bad_constructor_args(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tmx.TowerQPS(**kwargs)
+
+
+def _qps_job(rank, world_size):
+    seconds = [4.0, 10.0][rank]  # rank 1 is the slowest
+    ticks = iter([0.0, seconds / 2, seconds])
+    qps = tmx.TowerQPS(warmup_steps=1, clock=lambda: next(ticks))
+    for _ in range(3):
+        qps.update(torch.zeros(100 * (rank + 1)))
+    return qps.compute().item()
+
+
+@pytest.mark.ddp
+def test_qps_ddp_sums_examples_over_the_slowest_rank(ddp_pool):
+    """Examples summed over ranks (2·100 + 2·200) over the slowest rank's 10 seconds."""
+    assert ddp_pool.run(_qps_job) == [60.0, 60.0]
+
+
+# ----------------------------------------------------------------------------- windows over the new metrics
+
+
+@pytest.mark.parametrize(
+    ("make", "fn", "extra"),
+    [
+        (lambda: tmx.NEPositive(2), tmx.functional.ne_positive, {}),
+        (lambda: tmx.SessionRecallAtK(2, 2), tmx.functional.session_recall_at_k, {"k": 2}),
+        (lambda: tmx.Segmented(tmx.CTR(2), 3), None, {}),
+    ],
+)
+def test_windowed_new_metrics_match_the_newest_rows(make, fn, extra):
+    """Windowed lifetime and window values equal the metric on all rows and on the newest rows."""
+    rng = np.random.default_rng(11)
+    batches = []
+    for _ in range(4):
+        p = torch.tensor(rng.random((2, 50)))
+        batch = {"preds": p, "target": (torch.tensor(rng.random((2, 50))) < p).long()}
+        if isinstance(make(), tmx.SessionRecallAtK):
+            batch["sessions"] = torch.arange(50) // 5
+        if isinstance(make(), tmx.Segmented):
+            batch["segments"] = torch.tensor(rng.integers(0, 3, 50))
+        batches.append(batch)
+    windowed = tmx.Windowed(make(), window_size=100)
+    for batch in batches:
+        windowed.update(**batch)
+    out = windowed.compute()
+
+    def plain(selected):
+        metric = make()
+        for batch in selected:
+            metric.update(**batch)
+        return metric.compute()
+
+    torch.testing.assert_close(out["lifetime"], plain(batches))
+    torch.testing.assert_close(out["window"], plain(batches[-2:]))
+    if fn is not None:
+        joined = {k: torch.cat([b[k] for b in batches], dim=-1) for k in batches[0]}
+        if "sessions" in joined:  # sessions restart per batch: make their ids unique over the data set
+            joined["sessions"] = torch.cat([b["sessions"] + 100 * i for i, b in enumerate(batches)])
+        torch.testing.assert_close(out["lifetime"], fn(**joined, **extra))

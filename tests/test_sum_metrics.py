@@ -1,0 +1,447 @@
+"""TorchRec's sum-statistic metrics (counters, NE variants, R²/NMSE) through the shared harness.
+
+References are numpy formulas written here and scikit-learn's ``r2_score``; none calls the package.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+from sklearn import metrics as skm
+from torchmetrics import MetricCollection
+
+import torchmetrics_ext as tmx
+from tests.helpers import tester as H
+from tests.test_pointwise import binary_data
+from torchmetrics_ext import UndefinedMetricWarning
+from torchmetrics_ext import functional as tmf
+
+N = 900
+
+
+def _w(p, w):
+    return np.ones_like(p) if w is None else w
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _probs(p, logits):
+    return _sigmoid(p) if logits else p
+
+
+# ----------------------------------------------------------------------------- references
+
+
+def ref_sum_weights(p, w):
+    return _w(p, w).sum()
+
+
+def ref_positives(p, y, w):
+    return (_w(p, w) * y).sum()
+
+
+def ref_pred_sum(p, w):
+    return (_w(p, w) * p).sum()
+
+
+def ref_serving(p, w):
+    return float(np.count_nonzero(_w(p, w)))
+
+
+def ref_missing(p, y, w, unweighted=False):
+    return ((np.ones_like(p) if unweighted or w is None else w) * np.isnan(y)).sum()
+
+
+def ref_label_average(p, y, w):
+    return np.average(y, weights=_w(p, w))
+
+
+def _base_entropy_sum(y, w):
+    total, pos = w.sum(), (w * y).sum()
+    base = pos / total
+    return -(pos * np.log(base) + (total - pos) * np.log(1 - base))
+
+
+def ref_ne_positive(p, y, w, logits=False):
+    w = _w(p, w)
+    q = np.clip(_probs(p, logits), 1e-12, 1 - 1e-12)
+    return (w * y * -np.log(q)).sum() / _base_entropy_sum(y, w)
+
+
+def ref_cali_free(p, y, w, logits=False, torchrec=False):
+    w = _w(p, w)
+    q = np.clip(_probs(p, logits), 1e-12, 1 - 1e-12)
+    ce = -(w * (y * np.log(q) + (1 - y) * np.log(1 - q))).sum()
+    pbar = (w * _probs(p, logits)).sum() / w.sum()
+    constant = -(w * (y * np.log(pbar) + (1 - y) * np.log(1 - pbar))).sum()
+    if torchrec:  # TorchRec 1.9: NE over the summed bits of the constant prediction
+        return (ce / _base_entropy_sum(y, w)) / (constant / np.log(2))
+    return ce / constant
+
+
+def _recalibrated(p, c, logits):
+    q = _probs(p, logits)
+    return c * q / (c * q + 1 - q)
+
+
+def ref_recal_ne(p, y, w, c=1.0, logits=False):
+    w = _w(p, w)
+    q = np.clip(_recalibrated(p, c, logits), 1e-12, 1 - 1e-12)
+    return -(w * (y * np.log(q) + (1 - y) * np.log(1 - q))).sum() / _base_entropy_sum(y, w)
+
+
+def ref_recal_calibration(p, y, w, c=1.0, logits=False):
+    w = _w(p, w)
+    return (w * _recalibrated(p, c, logits)).sum() / (w * y).sum()
+
+
+def ref_r2(p, y, w):
+    return skm.r2_score(y, p, sample_weight=w)
+
+
+def ref_nmse(p, y, w, baseline="one", root=False):
+    w = _w(p, w)
+    c = 1.0 if baseline == "one" else np.average(y, weights=w)
+    value = (w * (p - y) ** 2).sum() / (w * (y - c) ** 2).sum()
+    return math.sqrt(value) if root else value
+
+
+def ref_tensor_average(values, w, flags=None):
+    if values.ndim == 1:
+        return np.average(values, weights=_w(values, w))
+    out = []
+    for t, row in enumerate(values):
+        wt = None if w is None else (w[t] if w.ndim == 2 else w)
+        out.append(np.average(row, weights=None if (flags and not flags[t]) or wt is None else wt))
+    return np.asarray(out)
+
+
+def missing_data(rng, num_tasks=None, weights=None):
+    out = binary_data(rng, num_tasks=num_tasks, weights=weights)
+    target = out["target"].double()
+    target[torch.from_numpy(rng.random(target.shape) < 0.2)] = float("nan")
+    out["target"] = target
+    return out
+
+
+def values_data(rng, num_tasks=None, weights=None):
+    shape = (N,) if num_tasks is None else (num_tasks, N)
+    return {"values": torch.tensor(rng.normal(size=shape) * 2 + 1), "weights": H.random_weights(rng, weights, shape)}
+
+
+# ----------------------------------------------------------------------------- cases
+
+PYW, PW = ("preds", "target", "weights"), ("preds", "weights")
+
+
+def _case(cid, cls, fn, ref, keys=PYW, data=binary_data, data_kw=None, kw=None, ref_kw=None, num_tasks=None):
+    kw = dict(kw or {})
+    metric_kw = dict(kw, **({"num_tasks": num_tasks} if num_tasks else {}))
+    return H.MetricCase(
+        id=cid,
+        metric=partial(cls, **metric_kw),
+        data=partial(data, num_tasks=num_tasks, **(data_kw or {})),
+        reference=H.per_task(ref, *keys, **(ref_kw or {})),
+        functional=partial(fn, **kw),
+        dtype_keys=("preds",) if "preds" in keys else ("values",),
+    )
+
+
+def _variants(name, cls, fn, ref, keys=PYW, real=False, logits=False, data=binary_data, kw=None, ref_kw=None):
+    base = {"real": True} if real else {}
+    out = [
+        _case(f"{name}-w", cls, fn, ref, keys, data, dict(base, weights="task"), kw, ref_kw),
+        _case(f"{name}-3task-w", cls, fn, ref, keys, data, dict(base, weights="task"), kw, ref_kw, num_tasks=3),
+        _case(f"{name}-3task-shared-w", cls, fn, ref, keys, data, dict(base, weights="shared"), kw, ref_kw, 3),
+    ]
+    if logits:
+        lkw, lref = dict(kw or {}, from_logits=True), dict(ref_kw or {}, logits=True)
+        out.append(_case(f"{name}-logits-w", cls, fn, ref, keys, data, {"weights": "task", "logits": True}, lkw, lref))
+    return out
+
+
+_ALL = [
+    *_variants("sum_weights", tmx.SumWeights, tmf.sum_weights, ref_sum_weights, PW, real=True),
+    *_variants("positives", tmx.NumPositiveSamples, tmf.num_positive_samples, ref_positives),
+    *_variants("pred_sum", tmx.WeightedSumPredictions, tmf.weighted_sum_predictions, ref_pred_sum, PW, real=True),
+    *_variants("serving", tmx.NumServingExamples, tmf.num_serving_examples, ref_serving, PW),
+    *_variants("missing", tmx.NumMissingLabels, tmf.num_missing_labels, ref_missing, data=missing_data),
+    *_variants(
+        "missing-unweighted",
+        tmx.NumMissingLabels,
+        tmf.num_missing_labels,
+        ref_missing,
+        data=missing_data,
+        kw={"count_zero_weight": True},
+        ref_kw={"unweighted": True},
+    ),
+    *_variants("label_avg", tmx.LabelAverage, tmf.label_average, ref_label_average, real=True),
+    *_variants(
+        "tensor_avg",
+        tmx.TensorWeightedAverage,
+        tmf.tensor_weighted_average,
+        ref_tensor_average,
+        ("values", "weights"),
+        data=values_data,
+    ),
+    H.MetricCase(
+        id="tensor_avg-mixed-3task-w",
+        metric=partial(tmx.TensorWeightedAverage, num_tasks=3, weighted=[True, False, True]),
+        data=partial(values_data, num_tasks=3, weights="task"),
+        reference=lambda d: ref_tensor_average(d["values"], d["weights"], [True, False, True]),
+        functional=partial(tmf.tensor_weighted_average, weighted=[True, False, True]),
+        dtype_keys=("values",),
+    ),
+    *_variants("ne_positive", tmx.NEPositive, tmf.ne_positive, ref_ne_positive, logits=True),
+    *_variants("cali_free", tmx.CalibrationFreeNE, tmf.calibration_free_ne, ref_cali_free, logits=True),
+    *_variants(
+        "cali_free-torchrec",
+        tmx.CalibrationFreeNE,
+        tmf.calibration_free_ne,
+        ref_cali_free,
+        kw={"torchrec_scaling": True},
+        ref_kw={"torchrec": True},
+    ),
+    *_variants(
+        "recal_ne",
+        tmx.RecalibratedNE,
+        tmf.recalibrated_ne,
+        ref_recal_ne,
+        logits=True,
+        kw={"recalibration_coefficient": 0.25},
+        ref_kw={"c": 0.25},
+    ),
+    *_variants(
+        "recal_cal",
+        tmx.RecalibratedCalibration,
+        tmf.recalibrated_calibration,
+        ref_recal_calibration,
+        logits=True,
+        kw={"recalibration_coefficient": 0.25},
+        ref_kw={"c": 0.25},
+    ),
+    *_variants("r2", tmx.WeightedR2, tmf.weighted_r2, ref_r2, real=True),
+    *_variants("nmse", tmx.WeightedNMSE, tmf.weighted_nmse, ref_nmse, real=True),
+    *_variants(
+        "nmse-mean",
+        tmx.WeightedNMSE,
+        tmf.weighted_nmse,
+        ref_nmse,
+        real=True,
+        kw={"baseline": "mean"},
+        ref_kw={"baseline": "mean"},
+    ),
+    *_variants("nrmse", tmx.WeightedNRMSE, tmf.weighted_nrmse, ref_nmse, real=True, ref_kw={"root": True}),
+]
+CASES = {case.id: case for case in _ALL}
+IDS = sorted(CASES)
+# serving / missing counts are exact counts: their dtype check casts preds only, which they ignore
+DDP_IDS = [i for i in IDS if i.endswith("-3task-w")]
+
+globals().update(
+    H.harness_tests(
+        __name__,
+        CASES,
+        dtypes=[i for i in IDS if i.endswith("-3task-w")],
+        collection=[i for i in IDS if i.endswith("-3task-w") or i.endswith("-logits-w")],
+        # counters are sums, which scale with the weights: only the ratio metrics are scale-invariant
+        invariances=[
+            i
+            for i in IDS
+            if i.endswith("-w")
+            and not i.startswith(("sum_weights", "positives", "pred_sum", "serving", "missing", "cali_free-torchrec"))
+            and i != "tensor_avg-mixed-3task-w"  # its unweighted task ignores weights by design
+        ],
+        ddp=DDP_IDS,
+    )
+)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+BAD_INPUTS = [
+    ("positives-w", {"preds": torch.rand(2), "target": torch.tensor([0.0, 2.0])}, ValueError, r"`target`.*\[0, 1\]"),
+    ("positives-w", {"preds": torch.rand(2)}, TypeError, "target"),
+    ("sum_weights-w", {"preds": torch.rand(2), "weights": torch.tensor([1.0, -1.0])}, ValueError, "non-negative"),
+    ("pred_sum-w", {"preds": torch.tensor([0.1, float("nan")])}, ValueError, "finite"),
+    ("serving-3task-w", {"preds": torch.rand(2, 4)}, ValueError, "num_tasks=3"),
+    ("missing-w", {"preds": torch.rand(2), "target": torch.tensor([0, 1])}, TypeError, "floating point"),
+    ("missing-w", {"preds": torch.rand(2), "target": torch.tensor([0.0, float("inf")])}, ValueError, "inf"),
+    ("missing-w", {"preds": torch.rand(2), "target": torch.rand(3)}, ValueError, "same shape"),
+    ("missing-w", {"preds": torch.rand(2)}, TypeError, "target"),
+    ("label_avg-w", {"preds": torch.rand(2), "target": torch.tensor([0.0, float("nan")])}, ValueError, "`target`"),
+    ("tensor_avg-w", {"values": torch.tensor([0.0, float("inf")])}, ValueError, "finite"),
+    ("tensor_avg-3task-w", {"values": torch.rand(3, 4), "weights": torch.ones(5)}, ValueError, "`weights` of shape"),
+    ("ne_positive-w", {"preds": torch.tensor([0.1, 1.5]), "target": torch.tensor([0, 1])}, ValueError, "from_logits"),
+    ("cali_free-w", {"preds": torch.tensor([0.1, 0.5]), "target": torch.tensor([0, 3])}, ValueError, "`target`"),
+    ("recal_ne-w", {"preds": torch.tensor([1, 0]), "target": torch.tensor([0, 1])}, TypeError, "floating point"),
+    ("recal_cal-w", {"preds": torch.rand(2), "target": torch.rand(3)}, ValueError, "same shape"),
+    ("r2-w", {"preds": torch.tensor([0.1, float("nan")]), "target": torch.rand(2)}, ValueError, "finite"),
+    ("nmse-3task-w", {"preds": torch.rand(2, 3), "target": torch.rand(2, 3)}, ValueError, "num_tasks=3"),
+]
+
+
+@pytest.mark.parametrize(("cid", "bad", "exc", "match"), BAD_INPUTS)
+def test_bad_input_rejected_and_state_untouched(cid, bad, exc, match):
+    H.check_rejects(CASES[cid], dict({"weights": None}, **bad), exc, match)
+
+
+@pytest.mark.parametrize(
+    ("factory", "match"),
+    [
+        (lambda: tmx.NumMissingLabels(count_zero_weight=1), "count_zero_weight"),
+        (lambda: tmx.TensorWeightedAverage(num_tasks=2, weighted=[True]), "weighted"),
+        (lambda: tmx.TensorWeightedAverage(num_tasks=0), "num_tasks"),
+        (lambda: tmx.TensorWeightedAverage(tensor_name=3), "tensor_name"),
+        (lambda: tmx.RecalibratedNE(recalibration_coefficient=0.0), "recalibration_coefficient"),
+        (lambda: tmx.RecalibratedCalibration(recalibration_coefficient=float("inf")), "recalibration_coefficient"),
+        (lambda: tmx.NEPositive(eta=0.6), "eta"),
+        (lambda: tmx.CalibrationFreeNE(torchrec_scaling="yes"), "torchrec_scaling"),
+        (lambda: tmx.WeightedNMSE(baseline="median"), "baseline"),
+        (lambda: tmf.weighted_nrmse(torch.rand(3), torch.rand(3), baseline=1), "baseline"),
+        (lambda: tmf.recalibrated_ne(torch.rand(3), torch.ones(3), recalibration_coefficient=True), "recalibration"),
+    ],
+)
+def test_bad_constructor_args(factory, match):
+    with pytest.raises(ValueError, match=match):
+        factory()
+
+
+# ----------------------------------------------------------------------------- behaviour
+
+
+@pytest.mark.parametrize(
+    ("metric", "match"),
+    [
+        (tmx.NEPositive(), "NEPositive"),
+        (tmx.CalibrationFreeNE(), "CalibrationFreeNE"),
+        (tmx.RecalibratedNE(recalibration_coefficient=0.5), "RecalibratedNE"),
+        (tmx.LabelAverage(), "LabelAverage"),
+        (tmx.WeightedR2(), "WeightedR2"),
+        (tmx.WeightedNMSE(), "WeightedNMSE"),
+    ],
+)
+def test_undefined_is_nan_with_warning(metric, match):
+    metric.update(torch.tensor([0.5, 0.5]), torch.tensor([1.0, 1.0]), torch.tensor([0.0, 0.0]))
+    with pytest.warns(UndefinedMetricWarning, match=match):
+        assert torch.isnan(metric.compute())
+
+
+def test_counters_report_zero_not_nan_before_data():
+    for metric in (tmx.SumWeights(), tmx.NumPositiveSamples(), tmx.NumMissingLabels(), tmx.NumServingExamples()):
+        assert metric.compute() == 0
+
+
+def test_regression_family_shares_one_compute_group():
+    """R², NMSE, NRMSE sit on MSE's states: one compute group updates all six once."""
+    names = {
+        "mse": tmx.WeightedMSE(),
+        "rmse": tmx.WeightedRMSE(),
+        "mae": tmx.WeightedMAE(),
+        "r2": tmx.WeightedR2(),
+        "nmse": tmx.WeightedNMSE(),
+        "nrmse": tmx.WeightedNRMSE(baseline="mean"),
+    }
+    collection = MetricCollection(names, compute_groups=True)
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        collection.update(torch.tensor(rng.normal(size=50)), torch.tensor(rng.normal(size=50)))
+    assert len(collection.compute_groups) == 1
+
+
+def test_recalibration_settings_keep_groups_apart():
+    collection = MetricCollection(
+        {
+            "a": tmx.RecalibratedNE(recalibration_coefficient=0.5),
+            "b": tmx.RecalibratedNE(recalibration_coefficient=2.0),
+        },
+        compute_groups=True,
+    )
+    collection.update(torch.tensor([0.2, 0.7]), torch.tensor([0, 1]))
+    collection.update(torch.tensor([0.4, 0.1]), torch.tensor([1, 0]))
+    assert len(collection.compute_groups) == 2
+
+
+def test_recalibration_with_coefficient_one_is_ne():
+    rng = np.random.default_rng(3)
+    p, y = torch.tensor(rng.random(200)), torch.tensor((rng.random(200) < 0.3).astype(float))
+    torch.testing.assert_close(tmf.recalibrated_ne(p, y), tmf.normalized_entropy(p, y))
+    torch.testing.assert_close(tmf.recalibrated_calibration(p, y), tmf.calibration(p, y))
+
+
+def test_ne_positive_plus_negative_part_is_ne():
+    """NE's numerator splits by label; the positive part over the same normaliser is NEPositive."""
+    rng = np.random.default_rng(4)
+    p, y = torch.tensor(rng.random(300)), torch.tensor((rng.random(300) < 0.4).astype(float))
+    ne, pos = tmf.normalized_entropy(p, y), tmf.ne_positive(p, y)
+    # flipping labels and scores turns the negative part into a positive part; the normaliser is symmetric
+    neg = tmf.ne_positive(1 - p, 1 - y)
+    torch.testing.assert_close(pos + neg, ne)
+
+
+def test_serving_counter_ignores_zero_weight_rows():
+    metric = tmx.NumServingExamples(num_tasks=2)
+    metric.update(torch.rand(2, 4), weights=torch.tensor([[1.0, 0.0, 2.0, 0.0], [0.0, 0.0, 0.0, 5.0]]))
+    torch.testing.assert_close(metric.compute(), torch.tensor([2.0, 1.0], dtype=torch.float64))
+
+
+# ----------------------------------------------------------------------------- registry names in RecMetricModule
+
+REGISTRY_REFS = {
+    # registry name -> (TorchRec namespace, name, numpy reference on one task's columns)
+    "ne_positive": ("ne_positive", "ne_positive", ref_ne_positive),
+    "cali_free_ne": ("cali_free_ne", "cali_free_ne", ref_cali_free),
+    "recalibrated_calibration": ("recalibrated_calibration", "calibration", ref_recal_calibration),
+    "label_average": ("average", "label_average", ref_label_average),
+    "sum_weights": ("sum_weights", "sum_weights", lambda p, y, w: ref_sum_weights(p, w)),
+    "num_positive_samples": ("num_positive_samples", "num_positive_samples", ref_positives),
+    "weighted_sum_predictions": (
+        "weighted_sum_predictions",
+        "weighted_sum_predictions",
+        lambda p, y, w: ref_pred_sum(p, w),
+    ),
+    "r_squared": ("mse", "r_squared", ref_r2),
+    "nmse": ("nmse", "nmse", ref_nmse),
+    "nrmse": ("nmse", "nrmse", partial(ref_nmse, root=True)),
+}
+
+
+def test_registry_names_build_in_the_module_with_torchrec_keys():
+    """The new names work in RecMetricModule.from_config, keyed as TorchRec keys them, valued as the references."""
+    tasks = [
+        tmx.RecTaskInfo("click", "click_label", "click_pred", "click_w"),
+        tmx.RecTaskInfo("buy", "buy_label", "buy_pred", "buy_w"),
+    ]
+    module = tmx.RecMetricModule(tasks, {name: name for name in REGISTRY_REFS}, throughput=False, key_style="torchrec")
+    rng = np.random.default_rng(5)
+    data = {}
+    for task in ("click", "buy"):
+        p = rng.random(400)
+        data[f"{task}_pred"] = torch.tensor(p)
+        data[f"{task}_label"] = torch.tensor((rng.random(400) < p).astype(np.int64))
+        data[f"{task}_w"] = torch.tensor(rng.uniform(0, 2, 400))
+    module.update({k: v[:250] for k, v in data.items()})
+    module.update({k: v[250:] for k, v in data.items()})
+    values = module.compute()
+    for namespace, key_name, ref in REGISTRY_REFS.values():
+        for task in ("click", "buy"):
+            cols = [data[f"{task}_{c}"].double().numpy() for c in ("pred", "label", "w")]
+            expected = ref(*cols)
+            np.testing.assert_allclose(values[f"{namespace}-{task}|lifetime_{key_name}"].item(), expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "cls", [tmx.LogLoss, tmx.NEPositive, tmx.CalibrationFreeNE, tmx.RecalibratedNE, tmx.RecalibratedCalibration]
+)
+def test_probability_metrics_name_from_logits_in_their_signature(cls):
+    """Adapters (Hugging Face, the module) look for `from_logits` in the constructor's signature."""
+    import inspect
+
+    assert {"from_logits", "eta"} <= set(inspect.signature(cls.__init__).parameters)
+    assert cls(from_logits=True).from_logits is True

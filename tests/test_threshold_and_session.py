@@ -1,0 +1,348 @@
+"""Hindsight target PR, session-level precision/recall and multi-label precision through the shared harness.
+
+References loop over thresholds, sessions and labels in numpy, written here.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+from torchmetrics import MetricCollection
+
+import torchmetrics_ext as tmx
+from tests.helpers import tester as H
+from tests.test_pointwise import binary_data
+from torchmetrics_ext import UndefinedMetricWarning
+from torchmetrics_ext import functional as tmf
+
+# ----------------------------------------------------------------------------- hindsight
+
+
+def ref_hindsight(p, y, w, target_precision=0.5, num_thresholds=1000, logits=False):
+    """Loop over the thresholds: the first whose precision reaches the target, else the last."""
+    w = np.ones_like(p) if w is None else w
+    q = 1 / (1 + np.exp(-p)) if logits else p
+    thresholds = np.linspace(0, 1, num_thresholds)
+    chosen = num_thresholds - 1
+    for i, t in enumerate(thresholds):
+        tp, fp = (w * y * (q >= t)).sum(), (w * (1 - y) * (q >= t)).sum()
+        if tp + fp > 0 and tp / (tp + fp) >= target_precision:
+            chosen = i
+            break
+    t = thresholds[chosen]
+    tp, fp, fn = (w * y * (q >= t)).sum(), (w * (1 - y) * (q >= t)).sum(), (w * y * (q < t)).sum()
+    return {"threshold": t, "precision": tp / (tp + fp), "recall": tp / (tp + fn)}
+
+
+def ref_hindsight_tasks(data, **kw):
+    p, y, w = data["preds"], data["target"], data["weights"]
+    if p.ndim == 1:
+        return ref_hindsight(p, y, w, **kw)
+    rows = [ref_hindsight(p[t], y[t], None if w is None else (w[t] if w.ndim == 2 else w), **kw) for t in range(len(p))]
+    return {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
+
+
+def _hindsight_case(cid, num_tasks=None, weights="task", logits=False, **kw):
+    metric_kw = dict(kw, **({"num_tasks": num_tasks} if num_tasks else {}), from_logits=logits)
+    return H.MetricCase(
+        id=cid,
+        metric=partial(tmx.HindsightTargetPR, **metric_kw),
+        data=partial(binary_data, num_tasks=num_tasks, weights=weights, logits=logits),
+        reference=partial(ref_hindsight_tasks, logits=logits, **kw),
+        functional=partial(tmf.hindsight_target_pr, from_logits=logits, **kw),
+    )
+
+
+# ----------------------------------------------------------------------------- sessions
+
+S, L = 60, 7  # sessions per data set, items per session
+
+
+def session_data(rng, num_tasks=None, weights=None, graded=False):
+    """(S, L) items per session: a batch is a set of whole sessions, as TorchRec requires."""
+    shape = (S, L) if num_tasks is None else (num_tasks, S, L)
+    p = rng.random(shape)
+    p[..., :3] = np.round(p[..., :3], 1)  # ties within sessions
+    y = rng.integers(0, 4, size=shape) if graded else (rng.random(shape) < 0.35).astype(np.int64)
+    out = {"preds": torch.tensor(p, dtype=torch.float32), "target": torch.tensor(y)}
+    out["weights"] = None if weights is None else torch.tensor(rng.uniform(0.0, 2.0, size=shape[-2:]))
+    return out
+
+
+class _RowSessions:
+    """Feeds ``(…, S, L)`` batches to a session metric as flat rows with session ids = row of the batch."""
+
+    def _flat(self, preds, target, weights=None):
+        sessions = torch.arange(preds.shape[-2]).repeat_interleave(preds.shape[-1])
+        if weights is not None:
+            weights = weights.reshape(-1, 1).expand(-1, preds.shape[-1]) if weights.ndim == 1 else weights
+            weights = weights.reshape(-1)
+        return preds.flatten(-2), target.flatten(-2), sessions, weights
+
+
+class RowSessionPrecision(_RowSessions, tmx.SessionPrecisionAtK):
+    def update(self, preds, target, weights=None):
+        super().update(*self._flat(preds, target, weights))
+
+    def _validate(self, preds, target, weights=None):
+        super()._validate(*self._flat(preds, target, weights))
+
+
+class RowSessionRecall(_RowSessions, tmx.SessionRecallAtK):
+    def update(self, preds, target, weights=None):
+        super().update(*self._flat(preds, target, weights))
+
+    def _validate(self, preds, target, weights=None):
+        super()._validate(*self._flat(preds, target, weights))
+
+
+def ref_session(p, y, w, k, kind, average, rank_labels=False):
+    """Per session (a row): rank = number of strictly higher scores; top-k predicted positive."""
+    w = np.ones_like(p) if w is None else w
+    tp_all = fp_all = fn_all = 0.0
+    values = []
+    for ps, ys, ws in zip(p, y, w):
+        pred = np.array([(ps > s).sum() < k for s in ps], dtype=float)
+        lab = np.array([(ys > v).sum() < k for v in ys], dtype=float) if rank_labels else ys
+        tp, fp, fn = (ws * lab * pred).sum(), (ws * (1 - lab) * pred).sum(), (ws * lab * (1 - pred)).sum()
+        tp_all, fp_all, fn_all = tp_all + tp, fp_all + fp, fn_all + fn
+        den = tp + fp if kind == "precision" else tp + fn
+        if den > 0:
+            values.append(tp / den)
+    if average == "micro":
+        return tp_all / (tp_all + (fp_all if kind == "precision" else fn_all))
+    return np.mean(values)
+
+
+def ref_session_tasks(data, **kw):
+    p, y, w = data["preds"], data["target"], data["weights"]
+    if w is not None:
+        w = np.broadcast_to(w[:, None] if w.ndim == 1 else w, p.shape[-2:])
+    if p.ndim == 2:
+        return ref_session(p, y, w, **kw)
+    return np.asarray([ref_session(p[t], y[t], w, **kw) for t in range(len(p))])
+
+
+def _session_case(cid, kind, num_tasks=None, weights="shared", graded=False, **kw):
+    cls = RowSessionPrecision if kind == "precision" else RowSessionRecall
+    metric_kw = dict(kw, **({"num_tasks": num_tasks} if num_tasks else {}))
+    fn = tmf.session_precision_at_k if kind == "precision" else tmf.session_recall_at_k
+
+    def functional(preds, target, weights=None):
+        return fn(*_RowSessions()._flat(preds, target, weights), **kw)
+
+    return H.MetricCase(
+        id=cid,
+        metric=partial(cls, **metric_kw),
+        data=partial(session_data, num_tasks=num_tasks, weights=weights, graded=graded),
+        reference=partial(ref_session_tasks, kind=kind, **{"average": "session", **kw}),
+        functional=functional,
+        sample_axis=-2,
+        min_batch=8,
+    )
+
+
+# ----------------------------------------------------------------------------- multi-label
+
+
+def label_set_data(rng, num_tasks=None, weights=None, num_labels=4):
+    shape = (900,) if num_tasks is None else (num_tasks, 900)
+    return {
+        "preds": torch.tensor(rng.integers(0, 2**num_labels, size=shape)),
+        "target": torch.tensor(rng.integers(0, 2**num_labels, size=shape)),
+        "weights": H.random_weights(rng, weights, shape),
+    }
+
+
+def ref_multi_label(p, y, w, num_labels=4):
+    w = np.ones(p.shape) if w is None else w
+    out = []
+    for j in range(num_labels):
+        pj, yj = (p >> j) & 1, (y >> j) & 1
+        out.append((w * pj * yj).sum() / (w * pj).sum())
+    return np.asarray(out)
+
+
+def _multi_label_case(cid, num_tasks=None, weights="task"):
+    return H.MetricCase(
+        id=cid,
+        metric=partial(tmx.MultiLabelPrecision, num_labels=4, **({"num_tasks": num_tasks} if num_tasks else {})),
+        data=partial(label_set_data, num_tasks=num_tasks, weights=weights),
+        reference=H.per_task(ref_multi_label, "preds", "target", "weights"),
+        functional=partial(tmf.multi_label_precision, num_labels=4),
+        dtype_keys=(),
+    )
+
+
+_ALL = [
+    _hindsight_case("hindsight-w"),
+    _hindsight_case("hindsight-3task-w", num_tasks=3, target_precision=0.4),
+    _hindsight_case("hindsight-3task-shared-w", num_tasks=3, weights="shared", target_precision=0.45),
+    _hindsight_case("hindsight-coarse-w", target_precision=0.5, num_thresholds=11),
+    _hindsight_case("hindsight-logits-w", logits=True, target_precision=0.35),
+    _session_case("session_precision-w", "precision", k=3),
+    _session_case("session_precision-micro-w", "precision", k=3, average="micro"),
+    _session_case("session_precision-3task-w", "precision", num_tasks=3, k=2),
+    _session_case("session_precision-ranked-w", "precision", k=2, rank_labels=True, graded=True),
+    _session_case("session_recall-w", "recall", k=3),
+    _session_case("session_recall-micro-w", "recall", k=3, average="micro"),
+    _session_case("session_recall-3task-w", "recall", num_tasks=3, k=4),
+    _multi_label_case("multi_label-w"),
+    _multi_label_case("multi_label-3task-w", num_tasks=3),
+    _multi_label_case("multi_label-3task-shared-w", num_tasks=3, weights="shared"),
+]
+CASES = {case.id: case for case in _ALL}
+IDS = sorted(CASES)
+DICT_IDS = [i for i in IDS if i.startswith("hindsight")]
+
+globals().update(
+    H.harness_tests(
+        __name__,
+        CASES,
+        dtypes=["hindsight-3task-w", "session_precision-3task-w", "session_recall-3task-w"],
+        collection=[i for i in IDS if "3task" in i],
+        no_arithmetic=DICT_IDS,
+        # the harness's invariances split 1-D weights along the sample axis, which sessions' (S, L)
+        # layout does not have: test_session_weight_invariances covers them
+        invariances=[i for i in IDS if not i.startswith("session")],
+        ddp=[i for i in IDS if "3task-w" in i or "micro" in i],
+    )
+)
+
+
+# ----------------------------------------------------------------------------- bad input and behaviour
+
+BAD_INPUTS = [
+    ("hindsight-w", {"preds": torch.tensor([0.1, 1.2]), "target": torch.tensor([0, 1])}, ValueError, "probabilities"),
+    ("hindsight-3task-w", {"preds": torch.rand(2, 4), "target": torch.ones(2, 4)}, ValueError, "num_tasks=3"),
+    ("multi_label-w", {"preds": torch.tensor([1.0, 2.0]), "target": torch.tensor([1, 2])}, TypeError, "integer"),
+    ("multi_label-w", {"preds": torch.tensor([1, 16]), "target": torch.tensor([1, 2])}, ValueError, r"2\*\*4"),
+    ("multi_label-w", {"preds": torch.tensor([1, -1]), "target": torch.tensor([1, 2])}, ValueError, r"\[0, 2\*\*4\)"),
+    ("multi_label-w", {"preds": torch.tensor([1, 2]), "target": torch.tensor([1, 2, 3])}, ValueError, "same shape"),
+    (
+        "multi_label-3task-w",
+        {"preds": torch.ones(2, 3, dtype=torch.long), "target": torch.ones(2, 3, dtype=torch.long)},
+        ValueError,
+        "num_tasks=3",
+    ),
+]
+
+
+@pytest.mark.parametrize(("cid", "bad", "exc", "match"), BAD_INPUTS)
+def test_bad_input_rejected_and_state_untouched(cid, bad, exc, match):
+    H.check_rejects(CASES[cid], dict({"weights": None}, **bad), exc, match)
+
+
+SESSION_BAD = [
+    ({"sessions": torch.tensor([0.0, 1.0, 1.0])}, TypeError, "integer ids"),
+    ({"sessions": torch.tensor([0, 1])}, ValueError, "`sessions` of shape"),
+    ({"sessions": None}, TypeError, "sessions"),
+    ({"preds": torch.tensor([0.1, float("nan"), 0.3])}, ValueError, "finite"),
+    ({"target": torch.tensor([0, 2, 1])}, ValueError, "`target`"),
+]
+
+
+@pytest.mark.parametrize(("bad", "exc", "match"), SESSION_BAD)
+@pytest.mark.parametrize("cls", [tmx.SessionPrecisionAtK, tmx.SessionRecallAtK])
+def test_session_bad_input_rejected_and_state_untouched(cls, bad, exc, match):
+    metric = cls(k=1)
+    good = {
+        "preds": torch.tensor([0.9, 0.2, 0.4]),
+        "target": torch.tensor([1, 0, 1]),
+        "sessions": torch.tensor([0, 0, 1]),
+    }
+    metric.update(**good)
+    snapshot = H._state_snapshot(metric)
+    for method in ("update", "forward"):
+        with pytest.raises(exc, match=match):
+            getattr(metric, method)(**dict(good, **bad))
+        H.assert_same_state(metric, snapshot)
+
+
+@pytest.mark.parametrize(
+    ("factory", "match"),
+    [
+        (lambda: tmx.HindsightTargetPR(target_precision=1.5), "target_precision"),
+        (lambda: tmx.HindsightTargetPR(num_thresholds=1), "num_thresholds"),
+        (lambda: tmx.HindsightTargetPR(from_logits=1), "from_logits"),
+        (lambda: tmx.SessionPrecisionAtK(k=0), "`k`"),
+        (lambda: tmx.SessionRecallAtK(k=2, average="macro"), "average"),
+        (lambda: tmx.SessionRecallAtK(k=2, rank_labels="no"), "rank_labels"),
+        (lambda: tmx.MultiLabelPrecision(num_labels=0), "num_labels"),
+        (lambda: tmx.MultiLabelPrecision(num_labels=2, label_names=["a"]), "label_names"),
+    ],
+)
+def test_bad_constructor_args(factory, match):
+    with pytest.raises(ValueError, match=match):
+        factory()
+
+
+def test_session_ranks_ties_share_the_better_rank():
+    """TorchRec's rule: rank = number of strictly higher scores, so a tie at the cut-off adds positives."""
+    preds = torch.tensor([0.9, 0.5, 0.5, 0.1])
+    target = torch.tensor([1, 0, 1, 0])
+    sessions = torch.zeros(4, dtype=torch.long)
+    # k=2: 0.9 (rank 0) and both 0.5 (rank 1) are predicted positive -> precision 2/3
+    assert tmf.session_precision_at_k(preds, target, sessions, k=2).item() == pytest.approx(2 / 3)
+
+
+def test_session_metrics_share_one_compute_group():
+    collection = MetricCollection(
+        {"p": tmx.SessionPrecisionAtK(k=2), "r": tmx.SessionRecallAtK(k=2, average="micro")}, compute_groups=True
+    )
+    for seed in range(2):
+        rng = np.random.default_rng(seed)
+        collection.update(torch.rand(20), torch.tensor(rng.integers(0, 2, 20)), torch.tensor(rng.integers(0, 4, 20)))
+    assert len(collection.compute_groups) == 1
+
+
+def test_hindsight_fixes_torchrec_equal_threshold_double_count():
+    """A score equal to the chosen threshold is a true positive only (TorchRec also counts it a false negative)."""
+    out = tmf.hindsight_target_pr(
+        torch.tensor([0.5, 0.5, 0.2]), torch.tensor([1, 1, 0]), target_precision=1.0, num_thresholds=3
+    )
+    assert out["threshold"].item() == 0.5
+    assert out["recall"].item() == 1.0
+
+
+def test_hindsight_undefined_is_nan_with_warning():
+    with pytest.warns(UndefinedMetricWarning, match="recall"):
+        out = tmf.hindsight_target_pr(torch.tensor([1.0, 0.3]), torch.tensor([0, 0]))
+    assert torch.isnan(out["recall"])
+
+
+def test_multi_label_never_predicted_is_nan_with_warning():
+    with pytest.warns(UndefinedMetricWarning, match="MultiLabelPrecision"):
+        value = tmf.multi_label_precision(torch.tensor([1, 1]), torch.tensor([1, 3]), num_labels=2)
+    assert value[0] == 1 and torch.isnan(value[1])
+
+
+def test_empty_batches_change_nothing():
+    for metric, batch in (
+        (tmx.HindsightTargetPR(), (torch.zeros(0), torch.zeros(0))),
+        (tmx.SessionPrecisionAtK(k=1), (torch.zeros(0), torch.zeros(0), torch.zeros(0, dtype=torch.long))),
+        (tmx.MultiLabelPrecision(num_labels=2), (torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))),
+    ):
+        before = H._state_snapshot(metric)
+        metric.update(*batch)
+        for key, value in before["states"].items():
+            assert torch.equal(value, metric.metric_state[key])
+
+
+@pytest.mark.parametrize("average", ["session", "micro"])
+@pytest.mark.parametrize("fn", [tmf.session_precision_at_k, tmf.session_recall_at_k])
+def test_session_weight_invariances(fn, average):
+    """Scaled weights change nothing; a zero-weight session equals a removed one (except as a session count)."""
+    rng = np.random.default_rng(7)
+    preds, target = torch.tensor(rng.random(60)), torch.tensor(rng.integers(0, 2, 60))
+    sessions = torch.arange(60) // 6
+    weights = torch.tensor(rng.uniform(0.1, 2.0, 60))
+    base = fn(preds, target, sessions, weights, k=2, average=average)
+    torch.testing.assert_close(fn(preds, target, sessions, weights * 3.5, k=2, average=average), base)
+    keep = sessions != 3
+    zeroed = fn(preds, target, sessions, torch.where(keep, weights, 0.0), k=2, average=average)
+    removed = fn(preds[keep], target[keep], sessions[keep], weights[keep], k=2, average=average)
+    torch.testing.assert_close(zeroed, removed)

@@ -1,0 +1,305 @@
+r"""Variants of normalized entropy and calibration (TorchRec's NE family) as pure tensor functions.
+
+* :func:`ne_positive`: the positive-label part of the cross-entropy over NE's normaliser.
+* :func:`calibration_free_ne`: the model's cross-entropy relative to always predicting its own
+  mean prediction, so a constant calibration error does not count.
+* :func:`recalibrated_ne` and :func:`recalibrated_calibration`: NE and calibration of
+  predictions mapped back through a negative down-sampling rate,
+  :math:`p' = c\,p / (c\,p + 1 - p)`, i.e. logit :math:`+ \log c`.
+
+Every value is a ratio of per-task float64 sums (constant memory); the log base cancels in
+each ratio. Inputs follow :mod:`torchmetrics_ext.functional.pointwise`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from torchmetrics_ext.functional.counters import _apply
+from torchmetrics_ext.functional.pointwise import (
+    Stats,
+    _calibration_compute,
+    _check_eta,
+    _cross_entropy_update,
+    _normalized_entropy_compute,
+    _weight_total,
+    _weighted_sum,
+    _weighted_sums_update,
+)
+from torchmetrics_ext.utilities.checks import check_flag
+from torchmetrics_ext.utilities.warnings import warn_undefined
+
+__all__ = ["calibration_free_ne", "ne_positive", "recalibrated_calibration", "recalibrated_ne"]
+
+
+def _check_coefficient(recalibration_coefficient: float) -> None:
+    c = recalibration_coefficient
+    if isinstance(c, bool) or not isinstance(c, (int, float)) or not (math.isfinite(c) and c > 0):
+        raise ValueError(f"Expected `recalibration_coefficient` to be a positive finite float, got {c!r}.")
+
+
+def _recalibrate(preds: Tensor, coefficient: float, from_logits: bool) -> Tensor:
+    """``c·p / (c·p + 1 - p)``: the logit shifted by ``log c`` (exact for logits)."""
+    if from_logits:
+        return preds + math.log(coefficient)
+    return coefficient * preds / (coefficient * preds + (1 - preds))
+
+
+# ----------------------------------------------------------------------------- NE positive
+
+
+def _ne_positive_update(preds: Tensor, target: Tensor, weights: Tensor | None, eta: float, from_logits: bool) -> Stats:
+    """Return ``(sum w·y·(-log p), sum w, sum w·y)`` per task; ``p`` clamped to ``[eta, 1 - eta]``."""
+    neg_log_p = F.softplus(-preds) if from_logits else -torch.log(preds.clamp(eta, 1 - eta))
+    return _weighted_sum(target * neg_log_p, weights), _weight_total(preds, weights), _weighted_sum(target, weights)
+
+
+def _ne_positive_compute(ce_positive_sum: Tensor, total: Tensor, pos: Tensor, eta: float) -> Tensor:
+    return _normalized_entropy_compute(ce_positive_sum, total, pos, eta, "NEPositive")
+
+
+def ne_positive(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None = None,
+    *,
+    eta: float = 1e-12,
+    from_logits: bool = False,
+    validate_args: bool = True,
+) -> Tensor:
+    r"""NE of the positive labels: their cross-entropy over the entropy of the base rate.
+
+    .. math::
+        \mathrm{NE}_+ = \frac{-\sum_i w_i\,y_i \log p_i}
+        {-\sum_i w_i\,[\bar y \log \bar y + (1-\bar y)\log(1-\bar y)]}
+
+    TorchRec's ``ne_positive``. Adding the same ratio over the negative labels gives NE.
+
+    Args:
+        preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).
+        target: labels in [0, 1], same shape as ``preds``.
+        weights: optional non-negative sample weights.
+        eta: probability clamp, in [0, 0.5).
+        from_logits: treat ``preds`` as logits.
+        validate_args: check inputs before computing.
+
+    Returns:
+        A scalar or ``(T,)``; ``nan`` (with an ``UndefinedMetricWarning``) when all labels are of one class.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import ne_positive
+        >>> ne_positive(torch.tensor([0.5, 0.5]), torch.tensor([1, 0]))  # half of NE = 1
+        tensor(0.5000, dtype=torch.float64)
+    """
+    _check_eta(eta)
+    check_flag("from_logits", from_logits)
+    return _apply(
+        lambda p, t, w: _ne_positive_update(p, t, w, eta, from_logits),  # type: ignore[arg-type]
+        lambda ce, total, pos: _ne_positive_compute(ce, total, pos, eta),
+        preds,
+        target,
+        weights,
+        preds_domain="probability",
+        target_domain="unit",
+        from_logits=from_logits,
+        validate_args=validate_args,
+    )
+
+
+# ----------------------------------------------------------------------------- calibration-free NE
+
+
+def _calibration_free_update(
+    preds: Tensor, target: Tensor, weights: Tensor | None, eta: float, from_logits: bool
+) -> Stats:
+    """Return ``(sum w·CE, sum w, sum w·y, sum w·p)`` per task (CE in nats)."""
+    ce_sum, total, pos = _cross_entropy_update(preds, target, weights, eta, from_logits)
+    probs = torch.sigmoid(preds) if from_logits else preds
+    return ce_sum, total, pos, _weighted_sum(probs, weights)
+
+
+def _calibration_free_compute(
+    ce_sum: Tensor, total: Tensor, pos: Tensor, pred_sum: Tensor, eta: float, torchrec_scaling: bool
+) -> Tensor:
+    """``sum w·CE / CE of predicting the mean prediction`` (or TorchRec's value, see :func:`calibration_free_ne`)."""
+    neg = total - pos
+    safe_total = torch.where(total > 0, total, 1.0)
+    mean_pred = (pred_sum / safe_total).clamp(eta, 1 - eta)
+    # cross-entropy (summed, nats) of the constant prediction ``mean_pred`` on the labels seen
+    constant_ce = -(pos * torch.log(mean_pred) + neg * torch.log1p(-mean_pred))
+    undefined = (total <= 0) | (constant_ce <= 0)
+    if torchrec_scaling:
+        ne = _normalized_entropy_compute(ce_sum, total, pos, eta, "CalibrationFreeNE")
+        undefined = undefined | torch.isnan(ne)
+        value = ne / torch.where(undefined, 1.0, constant_ce / math.log(2))
+    else:
+        warn_undefined(undefined, "CalibrationFreeNE", "no label weight, or the mean prediction is 0 or 1")
+        value = ce_sum / torch.where(undefined, 1.0, constant_ce)
+    return torch.where(undefined, math.nan, value)
+
+
+def calibration_free_ne(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None = None,
+    *,
+    eta: float = 1e-12,
+    from_logits: bool = False,
+    torchrec_scaling: bool = False,
+    validate_args: bool = True,
+) -> Tensor:
+    r"""Calibration-free NE: cross-entropy relative to always predicting the model's own mean prediction.
+
+    .. math::
+        \frac{-\sum_i w_i\,[y_i \log p_i + (1-y_i)\log(1-p_i)]}
+        {-\sum_i w_i\,[y_i \log \bar p + (1-y_i)\log(1-\bar p)]},
+        \qquad \bar p = \frac{\sum_i w_i p_i}{\sum_i w_i}
+
+    This is NE divided by the NE of the constant prediction :math:`\bar p`: a model whose only
+    fault is a constant miscalibration no longer looks worse for it.
+
+    Args:
+        preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).
+        target: labels in [0, 1], same shape as ``preds``.
+        weights: optional non-negative sample weights.
+        eta: probability clamp, in [0, 0.5).
+        from_logits: treat ``preds`` as logits.
+        torchrec_scaling: reproduce TorchRec 1.9's ``cali_free_ne`` value, which divides NE by
+            the *summed* (not normalised) cross-entropy of :math:`\bar p` in bits, so it shrinks
+            as 1/total weight. Only for dashboards that must not jump on migration.
+        validate_args: check inputs before computing.
+
+    Returns:
+        A scalar or ``(T,)``; ``nan`` with an ``UndefinedMetricWarning`` when there is no weight.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import calibration_free_ne
+        >>> calibration_free_ne(torch.tensor([0.4, 0.4]), torch.tensor([1, 0]))  # a constant model scores 1
+        tensor(1., dtype=torch.float64)
+    """
+    _check_eta(eta)
+    check_flag("from_logits", from_logits)
+    check_flag("torchrec_scaling", torchrec_scaling)
+    return _apply(
+        lambda p, t, w: _calibration_free_update(p, t, w, eta, from_logits),  # type: ignore[arg-type]
+        lambda ce, total, pos, pred: _calibration_free_compute(ce, total, pos, pred, eta, torchrec_scaling),
+        preds,
+        target,
+        weights,
+        preds_domain="probability",
+        target_domain="unit",
+        from_logits=from_logits,
+        validate_args=validate_args,
+    )
+
+
+# ----------------------------------------------------------------------------- recalibration
+
+
+def recalibrated_ne(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None = None,
+    *,
+    recalibration_coefficient: float = 1.0,
+    eta: float = 1e-12,
+    from_logits: bool = False,
+    validate_args: bool = True,
+) -> Tensor:
+    r"""NE of recalibrated predictions :math:`p' = c\,p / (c\,p + 1 - p)` (TorchRec's ``recalibrated_ne``).
+
+    A model trained on data whose negatives were kept with rate :math:`r` over-predicts by the
+    odds factor :math:`1/r`; ``recalibration_coefficient=r`` maps its scores back before NE.
+
+    Args:
+        preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).
+        target: labels in [0, 1], same shape as ``preds``.
+        weights: optional non-negative sample weights.
+        recalibration_coefficient: the odds multiplier :math:`c > 0` (1 changes nothing).
+        eta: probability clamp (applied after recalibration), in [0, 0.5).
+        from_logits: treat ``preds`` as logits (:math:`z + \log c`, exact).
+        validate_args: check inputs before computing.
+
+    Returns:
+        A scalar or ``(T,)``; ``nan`` when all labels are of one class.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import recalibrated_ne
+        >>> preds, target = torch.tensor([2 / 3, 2 / 3]), torch.tensor([1, 0])
+        >>> recalibrated_ne(preds, target, recalibration_coefficient=0.5)  # 2/3 -> 1/2, the base rate
+        tensor(1.0000, dtype=torch.float64)
+    """
+    _check_coefficient(recalibration_coefficient)
+    _check_eta(eta)
+    check_flag("from_logits", from_logits)
+    return _apply(
+        lambda p, t, w: _cross_entropy_update(
+            _recalibrate(p, recalibration_coefficient, from_logits),
+            t,  # type: ignore[arg-type]
+            w,
+            eta,
+            from_logits,
+        ),
+        lambda ce, total, pos: _normalized_entropy_compute(ce, total, pos, eta, "RecalibratedNE"),
+        preds,
+        target,
+        weights,
+        preds_domain="probability",
+        target_domain="unit",
+        from_logits=from_logits,
+        validate_args=validate_args,
+    )
+
+
+def recalibrated_calibration(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None = None,
+    *,
+    recalibration_coefficient: float = 1.0,
+    from_logits: bool = False,
+    validate_args: bool = True,
+) -> Tensor:
+    r"""Calibration of recalibrated predictions :math:`p' = c\,p / (c\,p + 1 - p)`: :math:`\sum w p' / \sum w y`.
+
+    TorchRec's ``recalibrated_calibration``; see :func:`recalibrated_ne` for the coefficient.
+
+    Args:
+        preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).
+        target: labels in [0, 1], same shape as ``preds``.
+        weights: optional non-negative sample weights.
+        recalibration_coefficient: the odds multiplier :math:`c > 0`.
+        from_logits: treat ``preds`` as logits.
+        validate_args: check inputs before computing.
+
+    Returns:
+        A scalar or ``(T,)``; ``nan`` while no positive label weight was seen.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import recalibrated_calibration
+        >>> recalibrated_calibration(torch.tensor([2 / 3, 2 / 3]), torch.tensor([1, 0]), recalibration_coefficient=0.5)
+        tensor(1.0000, dtype=torch.float64)
+    """
+    _check_coefficient(recalibration_coefficient)
+    check_flag("from_logits", from_logits)
+    return _apply(
+        lambda p, t, w: _weighted_sums_update(
+            _recalibrate(p, recalibration_coefficient, from_logits), t, w, from_logits
+        ),
+        lambda pred_sum, label_sum, _: _calibration_compute(pred_sum, label_sum),
+        preds,
+        target,
+        weights,
+        preds_domain="probability",
+        target_domain="unit",
+        from_logits=from_logits,
+        validate_args=validate_args,
+    )

@@ -1,0 +1,119 @@
+r"""Hindsight target precision/recall (TorchRec's ``hindsight_target_pr``) as pure tensor functions.
+
+Given a target precision, find in hindsight the lowest of ``B`` uniform thresholds
+:math:`t_i = i / (B - 1)` whose precision reaches it, and report that threshold with the
+precision and recall there. All thresholds are evaluated at once from two per-task weight
+histograms (positive and negative label weight by the number of thresholds a score reaches):
+one ``searchsorted`` and two ``scatter_add_`` per batch, constant memory ``(T, B + 1)``.
+
+TorchRec 1.9 counts a prediction equal to a threshold both as a true positive (:math:`p \ge t`)
+and as a false negative (:math:`p \le t`), and reports the threshold *index* as
+``torch.Tensor(idx)`` (an uninitialised tensor of that length). Here a prediction is positive
+iff :math:`p \ge t`, negative otherwise, and the threshold value itself is reported.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
+from torchmetrics_ext.utilities.warnings import warn_undefined
+
+__all__ = ["hindsight_target_pr"]
+
+
+def _check_hindsight_args(target_precision: float, num_thresholds: int) -> None:
+    tp = target_precision
+    if isinstance(tp, bool) or not isinstance(tp, (int, float)) or not 0 <= tp <= 1:
+        raise ValueError(f"Expected `target_precision` to be a float in [0, 1], got {tp!r}.")
+    if not isinstance(num_thresholds, int) or isinstance(num_thresholds, bool) or num_thresholds < 2:
+        raise ValueError(f"Expected `num_thresholds` to be an integer >= 2, got {num_thresholds!r}.")
+
+
+def _thresholds(num_thresholds: int, device: torch.device | None = None) -> Tensor:
+    return torch.linspace(0, 1, num_thresholds, dtype=torch.float64, device=device)
+
+
+def _hindsight_update(
+    preds: Tensor, target: Tensor, weights: Tensor | None, num_thresholds: int, from_logits: bool
+) -> tuple[Tensor, Tensor]:
+    """Per-task ``(positive, negative)`` label weight by the number of thresholds each score reaches, ``(T, B + 1)``."""
+    probs = torch.sigmoid(preds) if from_logits else preds
+    reached = torch.searchsorted(_thresholds(num_thresholds, preds.device), probs.contiguous(), right=True)
+    w = torch.ones_like(target) if weights is None else weights.expand_as(target)
+    shape = (preds.shape[0], num_thresholds + 1)
+    pos = torch.zeros(shape, dtype=torch.float64, device=preds.device).scatter_add_(1, reached, w * target)
+    neg = torch.zeros(shape, dtype=torch.float64, device=preds.device).scatter_add_(1, reached, w * (1 - target))
+    return pos, neg
+
+
+def _hindsight_compute(pos_hist: Tensor, neg_hist: Tensor, target_precision: float) -> dict[str, Tensor]:
+    """Threshold, precision and recall per task at the lowest threshold reaching ``target_precision``."""
+    # tp[i] / fp[i]: label weight of scores reaching threshold i (p >= t_i), i = 0..B-1
+    tp = pos_hist.flip(-1).cumsum(-1).flip(-1)[:, 1:]
+    fp = neg_hist.flip(-1).cumsum(-1).flip(-1)[:, 1:]
+    num_thresholds = tp.shape[-1]
+    precision = tp / torch.where(tp + fp > 0, tp + fp, 1.0)
+    reaches = (precision >= target_precision) & (tp + fp > 0)
+    # the lowest such threshold; TorchRec falls back to the last one when none reaches the target
+    idx = torch.where(reaches.any(-1), reaches.to(torch.int8).argmax(-1), num_thresholds - 1).unsqueeze(-1)
+    tp_at, fp_at = tp.gather(1, idx).squeeze(-1), fp.gather(1, idx).squeeze(-1)
+    total_pos = pos_hist.sum(-1)
+    no_pred, no_pos = tp_at + fp_at <= 0, total_pos <= 0
+    warn_undefined(no_pred, "HindsightTargetPR precision", "no prediction reaches the chosen threshold")
+    warn_undefined(no_pos, "HindsightTargetPR recall", "no positive label")
+    return {
+        "threshold": _thresholds(num_thresholds, tp.device)[idx.squeeze(-1)],
+        "precision": torch.where(no_pred, math.nan, tp_at / torch.where(no_pred, 1.0, tp_at + fp_at)),
+        "recall": torch.where(no_pos, math.nan, tp_at / torch.where(no_pos, 1.0, total_pos)),
+    }
+
+
+def hindsight_target_pr(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None = None,
+    *,
+    target_precision: float = 0.5,
+    num_thresholds: int = 1000,
+    from_logits: bool = False,
+    validate_args: bool = True,
+) -> dict[str, Tensor]:
+    r"""The lowest uniform threshold reaching ``target_precision``, with the precision and recall there.
+
+    A prediction is positive at threshold :math:`t` iff :math:`p \ge t`. The lowest threshold
+    that reaches the target keeps the most recall; when none does, the last threshold (1.0) is
+    reported, as in TorchRec.
+
+    Args:
+        preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).
+        target: labels in [0, 1], same shape as ``preds``.
+        weights: optional non-negative sample weights.
+        target_precision: the precision to reach, in [0, 1].
+        num_thresholds: number of uniform thresholds on [0, 1] (TorchRec: 1000).
+        from_logits: treat ``preds`` as logits (thresholds stay probabilities).
+        validate_args: check inputs before computing.
+
+    Returns:
+        ``{"threshold", "precision", "recall"}``, each a scalar or ``(T,)``; precision (recall)
+        is ``nan`` with an ``UndefinedMetricWarning`` when nothing is predicted positive (no
+        positive label).
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import hindsight_target_pr
+        >>> preds = torch.tensor([0.9, 0.8, 0.6, 0.4, 0.3])
+        >>> target = torch.tensor([1, 1, 0, 1, 0])
+        >>> out = hindsight_target_pr(preds, target, target_precision=0.7, num_thresholds=11)
+        >>> out["threshold"], out["precision"], out["recall"]
+        (tensor(0.4000, dtype=torch.float64), tensor(0.7500, dtype=torch.float64), tensor(1., dtype=torch.float64))
+    """
+    _check_hindsight_args(target_precision, num_thresholds)
+    check_flag("from_logits", from_logits)
+    single = preds.ndim == 1
+    p, t, w = format_pointwise(preds, target, weights, None, from_logits=from_logits, validate=validate_args)
+    out = _hindsight_compute(*_hindsight_update(p, t, w, num_thresholds, from_logits), target_precision)  # type: ignore[arg-type]
+    return {k: v.squeeze(0) if single else v for k, v in out.items()}

@@ -1,0 +1,95 @@
+r"""Multi-label precision over bit-encoded label sets (TorchRec's ``multi_label_precision``) as pure functions.
+
+Predictions and labels are integers whose bit ``j`` (least significant first) says whether
+label ``j`` is on: with ``num_labels=3``, 5 is ``{0, 2}`` and 3 is ``{0, 1}``. Each label gets
+its own weighted precision :math:`TP_j / (TP_j + FP_j)`; the state is two float64 ``(T, L)``
+sums.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from torchmetrics_ext.functional.pointwise import _finish
+from torchmetrics_ext.utilities.checks import check_tensor, format_pointwise
+from torchmetrics_ext.utilities.warnings import safe_divide
+
+__all__ = ["multi_label_precision"]
+
+
+def _check_num_labels(num_labels: int) -> None:
+    if not isinstance(num_labels, int) or isinstance(num_labels, bool) or not 1 <= num_labels <= 62:
+        raise ValueError(f"Expected `num_labels` to be an integer in [1, 62], got {num_labels!r}.")
+
+
+def _format_codes(
+    preds: Tensor, target: Tensor, weights: Tensor | None, num_labels: int, num_tasks: int | None, validate: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Check integer codes in ``[0, 2**num_labels)``; return ``(T, N)`` int64 codes and float64 weights."""
+    if validate:
+        for name, codes in (("preds", preds), ("target", target)):
+            check_tensor(name, codes)
+            if codes.is_floating_point() or codes.dtype == torch.bool:
+                raise TypeError(f"Expected `{name}` to hold integer-encoded label sets, got dtype {codes.dtype}.")
+        if target.shape != preds.shape:
+            raise ValueError(
+                f"Expected `target` of the same shape as `preds` {tuple(preds.shape)}, got {tuple(target.shape)}."
+            )
+    # the shape and weight checks of every pointwise input, on a float view of the codes
+    p, _, w = format_pointwise(preds.double(), None, weights, num_tasks, preds_domain="real", validate=validate)
+    codes = torch.stack([preds.reshape(p.shape), target.reshape(p.shape)]).to(torch.int64)
+    if validate and codes.numel() > 0:
+        low, high = torch.aminmax(codes)
+        if int(low) < 0 or int(high) >= 2**num_labels:
+            raise ValueError(
+                f"Expected `preds` and `target` codes in [0, 2**{num_labels}) (num_labels={num_labels}), "
+                f"got values in [{int(low)}, {int(high)}]."
+            )
+    return codes[0], codes[1], w
+
+
+def _multi_label_update(
+    preds: Tensor, target: Tensor, weights: Tensor | None, num_labels: int
+) -> tuple[Tensor, Tensor]:
+    """Weighted ``(TP, FP)`` per task and label, ``(T, L)``."""
+    bits = torch.arange(num_labels, device=preds.device)
+    predicted = ((preds.unsqueeze(-1) >> bits) & 1).to(torch.float64)
+    actual = ((target.unsqueeze(-1) >> bits) & 1).to(torch.float64)
+    if weights is not None:
+        predicted = predicted * weights.unsqueeze(-1)
+    tp = (predicted * actual).sum(-2)
+    return tp, predicted.sum(-2) - tp
+
+
+def _multi_label_compute(tp: Tensor, fp: Tensor) -> Tensor:
+    return safe_divide(tp, tp + fp, "MultiLabelPrecision", "no positive prediction for the label")
+
+
+def multi_label_precision(
+    preds: Tensor, target: Tensor, weights: Tensor | None = None, *, num_labels: int, validate_args: bool = True
+) -> Tensor:
+    r"""Weighted precision of each label of bit-encoded multi-label predictions.
+
+    Args:
+        preds: ``(N,)`` or ``(T, N)`` integer codes of the predicted label sets (bit ``j`` = label ``j``).
+        target: integer codes of the true label sets, same shape.
+        weights: optional non-negative sample weights, shape of ``preds`` or ``(N,)``.
+        num_labels: number of labels ``L`` (bits read from each code).
+        validate_args: check inputs before computing.
+
+    Returns:
+        ``(L,)`` for 1-D input, ``(T, L)`` otherwise; ``nan`` with an ``UndefinedMetricWarning``
+        for a label never predicted (TorchRec: 0).
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import multi_label_precision
+        >>> preds = torch.tensor([5, 3, 1])  # {0, 2}, {0, 1}, {0}
+        >>> target = torch.tensor([1, 3, 4])  # {0}, {0, 1}, {2}
+        >>> multi_label_precision(preds, target, num_labels=3)
+        tensor([0.6667, 1.0000, 0.0000], dtype=torch.float64)
+    """
+    _check_num_labels(num_labels)
+    p, t, w = _format_codes(preds, target, weights, num_labels, None, validate_args)
+    return _finish(_multi_label_compute(*_multi_label_update(p, t, w, num_labels)), preds.ndim == 1)

@@ -1,0 +1,289 @@
+"""Counters and plain averages (TorchRec's sum, count and average metrics) as :class:`torchmetrics.Metric` objects.
+
+Every class is a :class:`~torchmetrics_ext.metrics.pointwise._PointwiseMetric`: one or two
+float64 ``(num_tasks,)`` sums reduced with ``sum`` (constant memory), ``update(preds, target,
+weights)`` with ``(N,)`` or ``(T, N)`` inputs, and a value that is a sum or a ratio of sums. So
+each one is windowed by the window wrapper and split by :class:`~torchmetrics_ext.Segmented`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from torchmetrics_ext.functional import counters as F
+from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
+from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag
+
+__all__ = [
+    "LabelAverage",
+    "NumMissingLabels",
+    "NumPositiveSamples",
+    "NumServingExamples",
+    "SumWeights",
+    "TensorWeightedAverage",
+    "WeightedSumPredictions",
+]
+
+
+class _CounterMetric(_PointwiseMetric):
+    """A per-task sum reported as is; ``target`` is optional unless the count needs labels."""
+
+    _preds_domain: ClassVar[PredsDomain] = "real"
+    _target_domain: ClassVar[TargetDomain] = "real"
+    is_differentiable = False
+    higher_is_better = None
+    plot_lower_bound: float | None = 0.0
+
+    def update(self, preds: Tensor, target: Tensor | None = None, weights: Tensor | None = None) -> None:
+        """Accumulate one batch: ``preds`` (and ``target`` where needed), ``(N,)`` or ``(T, N)``; optional weights."""
+        super().update(preds, target, weights)  # type: ignore[arg-type]
+
+    def _compute_value(self, *states: Tensor) -> Tensor:
+        return states[0].clone()
+
+
+class SumWeights(_CounterMetric):
+    r"""Total sample weight per task, :math:`\sum_i w_i` (TorchRec's ``sum_weights``).
+
+    Args:
+        num_tasks: number of tasks ``T``; inputs are ``(N,)`` for one task or ``(T, N)``.
+        validate_args: check each batch; a rejected batch raises and changes nothing.
+        kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import SumWeights
+        >>> metric = SumWeights()
+        >>> metric.update(torch.tensor([0.2, 0.7]), weights=torch.tensor([1.0, 0.5]))
+        >>> metric.update(torch.tensor([0.4]))
+        >>> metric.compute()
+        tensor(2.5000, dtype=torch.float64)
+    """
+
+    _state_names = ("weighted_num_samples",)
+
+    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
+        return F._sum_weights_update(preds, target, weights)
+
+
+class NumPositiveSamples(_CounterMetric):
+    r"""Weighted number of positive labels per task, :math:`\sum_i w_i y_i` (TorchRec's ``num_positive_samples``).
+
+    Args:
+        num_tasks: number of tasks ``T``.
+        validate_args: check each batch (labels in [0, 1]).
+        kwargs: TorchMetrics options.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import NumPositiveSamples
+        >>> metric = NumPositiveSamples(num_tasks=2)
+        >>> metric.update(torch.rand(2, 3), torch.tensor([[1, 0, 1], [0, 0, 1]]), torch.tensor([1.0, 1.0, 0.5]))
+        >>> metric.compute()
+        tensor([1.5000, 0.5000], dtype=torch.float64)
+    """
+
+    _state_names = ("pos_labels",)
+    _target_domain = "unit"
+
+    def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:  # type: ignore[override]
+        """Accumulate one batch: ``preds``/``target`` of shape ``(N,)`` or ``(T, N)``, optional ``weights``."""
+        super().update(preds, target, weights)
+
+    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
+        return F._positive_update(preds, target, weights)
+
+
+class WeightedSumPredictions(_CounterMetric):
+    r"""Weighted sum of the predictions per task, :math:`\sum_i w_i p_i` (TorchRec's ``weighted_sum_predictions``).
+
+    Args:
+        num_tasks: number of tasks ``T``.
+        validate_args: check each batch (finite predictions).
+        kwargs: TorchMetrics options.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import WeightedSumPredictions
+        >>> metric = WeightedSumPredictions()
+        >>> metric(torch.tensor([0.5, 0.25]), weights=torch.tensor([2.0, 4.0]))
+        tensor(2., dtype=torch.float64)
+    """
+
+    _state_names = ("weighted_pred_sum",)
+    plot_lower_bound = None
+
+    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
+        return F._prediction_sum_update(preds, target, weights)
+
+
+class NumServingExamples(_CounterMetric):
+    r"""Number of rows with non-zero weight per task (TorchRec's serving ``total_examples`` counter).
+
+    TorchRec's ``serving_ne`` and ``serving_calibration`` are plain NE and calibration
+    (:class:`NormalizedEntropy`, :class:`Calibration`) plus this count: rows logged with weight
+    0 were not served. Unweighted batches count every row.
+
+    Args:
+        num_tasks: number of tasks ``T``.
+        validate_args: check each batch.
+        kwargs: TorchMetrics options.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import NumServingExamples
+        >>> metric = NumServingExamples()
+        >>> metric(torch.tensor([0.2, 0.7, 0.1]), weights=torch.tensor([1.0, 0.0, 3.0]))
+        tensor(2., dtype=torch.float64)
+    """
+
+    _state_names = ("num_serving_examples",)
+
+    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
+        return F._serving_update(preds, target, weights)
+
+
+class NumMissingLabels(_CounterMetric):
+    r"""Weighted number of missing (NaN) labels per task (TorchRec's ``num_missing_labels``).
+
+    ``target`` must be floating point; NaN marks a missing label (inf is rejected).
+
+    Args:
+        num_tasks: number of tasks ``T``.
+        count_zero_weight: count every NaN label once, whatever its weight. Under TorchRec's
+            ``allow_missing_label_with_zero_weight`` convention missing labels carry weight 0,
+            so the default weighted count would stay 0; this option counts them.
+        validate_args: check each batch.
+        kwargs: TorchMetrics options.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import NumMissingLabels
+        >>> target = torch.tensor([1.0, float("nan"), 0.0, float("nan")])
+        >>> weights = torch.tensor([1.0, 2.0, 1.0, 0.0])
+        >>> NumMissingLabels()(torch.zeros(4), target, weights)
+        tensor(2., dtype=torch.float64)
+    """
+
+    _state_names = ("missing_labels",)
+    _setting_dependent = ("missing_labels",)
+
+    def __init__(self, num_tasks: int = 1, *, count_zero_weight: bool = False, **kwargs: Any) -> None:
+        check_flag("count_zero_weight", count_zero_weight)
+        super().__init__(num_tasks, _setting="unweighted" if count_zero_weight else "", **kwargs)
+        self.count_zero_weight = count_zero_weight
+
+    def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:  # type: ignore[override]
+        """Accumulate one batch: ``target`` floating, NaN where missing; optional ``weights``."""
+        super().update(preds, target, weights)
+
+    def _format(
+        self, preds: Tensor, target: Tensor | None, weights: Tensor | None, validate: bool
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        if validate and target is None:
+            raise TypeError("NumMissingLabels.update() requires `target`.")
+        return F._format_missing(preds, target, weights, self.num_tasks, validate)  # type: ignore[arg-type]
+
+    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
+        return F._missing_update(target, weights, self.count_zero_weight)  # type: ignore[arg-type]
+
+
+class LabelAverage(_CounterMetric):
+    r"""Weighted mean of the labels, :math:`\sum_i w_i y_i / \sum_i w_i` (TorchRec's ``label_average``).
+
+    Labels may be any finite value; for click labels this equals :class:`CTR`. TorchRec's
+    ``prediction_average`` is :class:`WeightedAverage`.
+
+    Args:
+        num_tasks: number of tasks ``T``.
+        validate_args: check each batch.
+        kwargs: TorchMetrics options.
+
+    Note:
+        ``nan`` plus ``UndefinedMetricWarning`` while the total weight is zero (TorchRec: 0).
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import LabelAverage
+        >>> metric = LabelAverage()
+        >>> metric(torch.zeros(3), torch.tensor([1.0, 4.0, 7.0]), torch.tensor([1.0, 1.0, 2.0]))
+        tensor(4.7500, dtype=torch.float64)
+    """
+
+    _state_names = ("weighted_label_sum", "weighted_num_samples")
+    plot_lower_bound = None
+
+    def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:  # type: ignore[override]
+        """Accumulate one batch: ``preds`` (shape only) and finite ``target``, optional ``weights``."""
+        super().update(preds, target, weights)
+
+    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
+        return F._label_average_update(preds, target, weights)
+
+    def _compute_value(self, *states: Tensor) -> Tensor:
+        return F._label_average_compute(*states)
+
+
+class TensorWeightedAverage(_CounterMetric):
+    r"""Weighted mean of a named model output, :math:`\sum_i w_i v_i / \sum_i w_i`.
+
+    TorchRec's ``tensor_weighted_avg``. ``update(values, weights=None)``: the averaged tensor is
+    not the predictions but a tensor
+    the model emits under ``tensor_name`` (a module feeds ``model_out[tensor_name]``). A task
+    whose ``weighted`` flag is false averages without weights, as TorchRec's
+    ``RecTaskInfo.weighted``.
+
+    Args:
+        num_tasks: number of tasks ``T``.
+        tensor_name: name of the model output to average (metadata for a module).
+        weighted: one flag for every task, or one per task.
+        validate_args: check each batch.
+        kwargs: TorchMetrics options.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import TensorWeightedAverage
+        >>> metric = TensorWeightedAverage(num_tasks=2, tensor_name="dwell_time", weighted=[True, False])
+        >>> metric(torch.tensor([[1.0, 3.0], [1.0, 3.0]]), torch.tensor([3.0, 1.0]))
+        tensor([1.5000, 2.0000], dtype=torch.float64)
+    """
+
+    _state_names = ("weighted_sum", "weighted_num_samples")
+    _setting_dependent = _state_names
+    plot_lower_bound = None
+
+    def __init__(
+        self,
+        num_tasks: int = 1,
+        *,
+        tensor_name: str | None = None,
+        weighted: bool | Sequence[bool] = True,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(num_tasks, int) or isinstance(num_tasks, bool) or num_tasks < 1:
+            raise ValueError(f"Expected `num_tasks` to be a positive integer, got {num_tasks!r}.")
+        flags = F._weighted_flags(weighted, num_tasks)
+        if tensor_name is not None and not isinstance(tensor_name, str):
+            raise ValueError(f"Expected `tensor_name` to be a string or None, got {tensor_name!r}.")
+        setting = (
+            "" if flags is None else "unweighted_" + "_".join(str(i) for i in (~flags).nonzero().flatten().tolist())
+        )
+        super().__init__(num_tasks, _setting=setting, **kwargs)
+        self.tensor_name = tensor_name
+        self._flags = flags
+
+    def update(self, values: Tensor, weights: Tensor | None = None) -> None:  # type: ignore[override]
+        """Accumulate one batch of ``values`` (``(N,)`` or ``(T, N)``) with optional ``weights``."""
+        super().update(values, None, weights)
+
+    def _validate(self, values: Tensor, weights: Tensor | None = None) -> None:  # type: ignore[override]
+        self._format(values, None, weights, validate=True)
+
+    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
+        return F._tensor_average_update(preds, weights, self._flags)
+
+    def _compute_value(self, *states: Tensor) -> Tensor:
+        return F._tensor_average_compute(*states)

@@ -1,0 +1,207 @@
+"""Variants of NE and calibration (TorchRec's NE family) as :class:`torchmetrics.Metric` objects.
+
+Each class holds three or four float64 ``(num_tasks,)`` sums reduced with ``sum`` and delegates
+its math to :mod:`torchmetrics_ext.functional.entropy`. States that depend on a setting
+(``eta``, the recalibration coefficient) carry it in their name, so a
+:class:`~torchmetrics.MetricCollection` never merges two metrics that only look alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from torchmetrics_ext.functional import entropy as F
+from torchmetrics_ext.functional.pointwise import _check_eta, _cross_entropy_update, _weighted_sums_update
+from torchmetrics_ext.metrics.pointwise import _PointwiseMetric, _tag
+from torchmetrics_ext.utilities.checks import check_flag
+
+__all__ = ["CalibrationFreeNE", "NEPositive", "RecalibratedCalibration", "RecalibratedNE"]
+
+
+class _EntropyVariant(_PointwiseMetric):
+    """Probability predictions (or logits), labels in [0, 1]; ``eta`` and ``from_logits`` options."""
+
+    is_differentiable = True
+    higher_is_better: bool | None = False
+    plot_lower_bound = 0.0
+
+    def __init__(
+        self, num_tasks: int = 1, *, eta: float = 1e-12, from_logits: bool = False, _setting: str = "", **kwargs: Any
+    ) -> None:
+        _check_eta(eta)
+        check_flag("from_logits", from_logits)
+        eta_tag = "" if eta == 1e-12 else f"eta_{_tag(eta)}"
+        super().__init__(num_tasks, _setting="_".join(s for s in (_setting, eta_tag) if s), **kwargs)
+        self.eta = float(eta)
+        self.from_logits = from_logits
+
+
+class NEPositive(_EntropyVariant):
+    r"""NE of the positive labels (TorchRec's ``ne_positive``): their cross-entropy over NE's normaliser.
+
+    .. math::
+        \mathrm{NE}_+ = \frac{-\sum_i w_i\,y_i \log p_i}
+        {-\sum_i w_i\,[\bar y \log \bar y + (1-\bar y)\log(1-\bar y)]}
+
+    Args:
+        num_tasks: number of tasks ``T``; inputs are ``(N,)`` for one task or ``(T, N)``.
+        eta: probability clamp, in [0, 0.5).
+        from_logits: ``preds`` are logits.
+        validate_args: check each batch; a rejected batch raises and changes nothing.
+        kwargs: TorchMetrics options.
+
+    Note:
+        ``nan`` plus ``UndefinedMetricWarning`` until both classes have label weight.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import NEPositive
+        >>> metric = NEPositive()
+        >>> metric(torch.tensor([0.5, 0.5]), torch.tensor([1, 0]))
+        tensor(0.5000, dtype=torch.float64)
+    """
+
+    _state_names = ("cross_entropy_positive_sum", "weighted_num_samples", "pos_labels")
+    _setting_dependent = ("cross_entropy_positive_sum",)
+
+    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
+        return F._ne_positive_update(preds, target, weights, self.eta, self.from_logits)  # type: ignore[arg-type]
+
+    def _compute_value(self, ce_positive_sum: Tensor, total: Tensor, pos: Tensor) -> Tensor:  # type: ignore[override]
+        return F._ne_positive_compute(ce_positive_sum, total, pos, self.eta)
+
+
+class CalibrationFreeNE(_EntropyVariant):
+    r"""Calibration-free NE: cross-entropy relative to always predicting the model's own mean prediction.
+
+    .. math::
+        \frac{-\sum_i w_i\,[y_i \log p_i + (1-y_i)\log(1-p_i)]}
+        {-\sum_i w_i\,[y_i \log \bar p + (1-y_i)\log(1-\bar p)]},
+        \qquad \bar p = \frac{\sum_i w_i p_i}{\sum_i w_i}
+
+    TorchRec's ``cali_free_ne`` with its normalisation fixed (see ``torchrec_scaling``).
+
+    Args:
+        num_tasks: number of tasks ``T``.
+        eta: probability clamp, in [0, 0.5).
+        from_logits: ``preds`` are logits.
+        torchrec_scaling: reproduce TorchRec 1.9's value, NE divided by the summed (not
+            averaged) bits of predicting :math:`\bar p`, which shrinks as 1/total weight.
+        validate_args: check each batch.
+        kwargs: TorchMetrics options.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import CalibrationFreeNE
+        >>> metric = CalibrationFreeNE()
+        >>> metric(torch.tensor([0.4, 0.4]), torch.tensor([1, 0]))  # a constant model scores 1
+        tensor(1., dtype=torch.float64)
+    """
+
+    _state_names = ("cross_entropy_sum", "weighted_num_samples", "pos_labels", "weighted_pred_sum")
+    _setting_dependent = ("cross_entropy_sum",)
+
+    def __init__(
+        self,
+        num_tasks: int = 1,
+        *,
+        eta: float = 1e-12,
+        from_logits: bool = False,
+        torchrec_scaling: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        check_flag("torchrec_scaling", torchrec_scaling)
+        super().__init__(num_tasks, eta=eta, from_logits=from_logits, **kwargs)
+        self.torchrec_scaling = torchrec_scaling
+
+    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
+        return F._calibration_free_update(preds, target, weights, self.eta, self.from_logits)  # type: ignore[arg-type]
+
+    def _compute_value(self, ce_sum: Tensor, total: Tensor, pos: Tensor, pred_sum: Tensor) -> Tensor:  # type: ignore[override]
+        return F._calibration_free_compute(ce_sum, total, pos, pred_sum, self.eta, self.torchrec_scaling)
+
+
+class _Recalibrated(_EntropyVariant):
+    """Scores mapped through ``c·p / (c·p + 1 - p)`` before the statistics; ``c`` names the changed state."""
+
+    def __init__(
+        self,
+        num_tasks: int = 1,
+        *,
+        recalibration_coefficient: float = 1.0,
+        eta: float = 1e-12,
+        from_logits: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        F._check_coefficient(recalibration_coefficient)
+        c = float(recalibration_coefficient)
+        setting = "" if c == 1.0 else f"recal_{_tag(c)}"
+        super().__init__(num_tasks, eta=eta, from_logits=from_logits, _setting=setting, **kwargs)
+        self.recalibration_coefficient = c
+
+    def _recalibrated(self, preds: Tensor) -> Tensor:
+        return F._recalibrate(preds, self.recalibration_coefficient, self.from_logits)
+
+
+class RecalibratedNE(_Recalibrated):
+    r"""NE of recalibrated predictions :math:`p' = c\,p / (c\,p + 1 - p)` (TorchRec's ``recalibrated_ne``).
+
+    With negatives down-sampled at rate :math:`r` in training, ``recalibration_coefficient=r``
+    maps the scores back to the serving distribution before NE.
+
+    Args:
+        num_tasks: number of tasks ``T``.
+        recalibration_coefficient: the odds multiplier :math:`c > 0`.
+        eta: probability clamp (applied after recalibration), in [0, 0.5).
+        from_logits: ``preds`` are logits (:math:`z + \log c`).
+        validate_args: check each batch.
+        kwargs: TorchMetrics options.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import RecalibratedNE
+        >>> metric = RecalibratedNE(recalibration_coefficient=0.5)
+        >>> metric(torch.tensor([2 / 3, 2 / 3]), torch.tensor([1, 0]))
+        tensor(1.0000, dtype=torch.float64)
+    """
+
+    _state_names = ("cross_entropy_sum", "weighted_num_samples", "pos_labels")
+    _setting_dependent = ("cross_entropy_sum",)
+    is_differentiable = True
+
+    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
+        return _cross_entropy_update(self._recalibrated(preds), target, weights, self.eta, self.from_logits)  # type: ignore[arg-type]
+
+    def _compute_value(self, ce_sum: Tensor, total: Tensor, pos: Tensor) -> Tensor:  # type: ignore[override]
+        return F._normalized_entropy_compute(ce_sum, total, pos, self.eta, "RecalibratedNE")
+
+
+class RecalibratedCalibration(_Recalibrated):
+    r"""Calibration of recalibrated predictions, :math:`\sum w p' / \sum w y` (TorchRec's ``recalibrated_calibration``).
+
+    Args:
+        num_tasks: number of tasks ``T``.
+        recalibration_coefficient: the odds multiplier :math:`c > 0`.
+        from_logits: ``preds`` are logits.
+        validate_args: check each batch.
+        kwargs: TorchMetrics options.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import RecalibratedCalibration
+        >>> metric = RecalibratedCalibration(recalibration_coefficient=0.5)
+        >>> metric(torch.tensor([2 / 3, 2 / 3]), torch.tensor([1, 0]))
+        tensor(1.0000, dtype=torch.float64)
+    """
+
+    _state_names = ("weighted_pred_sum", "weighted_label_sum", "weighted_num_samples")
+    _setting_dependent = ("weighted_pred_sum",)
+    higher_is_better = None
+
+    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
+        return _weighted_sums_update(self._recalibrated(preds), target, weights, self.from_logits)
+
+    def _compute_value(self, *states: Tensor) -> Tensor:
+        return F._calibration_compute(states[0], states[1])

@@ -1,0 +1,124 @@
+"""Per-task examples per second (TorchRec's ``tower_qps``) as a :class:`torchmetrics.Metric`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from torchmetrics_ext.metrics.base import TaskMetric
+from torchmetrics_ext.utilities.checks import check_tensor
+
+__all__ = ["TowerQPS"]
+
+
+class TowerQPS(TaskMetric):
+    r"""Examples per second for each task: examples summed over ranks over the time of the slowest rank.
+
+    .. math:: \mathrm{QPS}_t = \frac{\sum_{\text{ranks}} \text{examples}_t}{\max_{\text{ranks}} \text{seconds}}
+
+    Each ``update`` counts the examples of every task (the last dimension of its input) and,
+    after ``warmup_steps`` updates, the wall time since the previous update. The first
+    ``warmup_steps`` updates (at least one, which starts the clock) count neither time nor
+    examples. States: float64 ``(T,)`` example counts (``sum`` across ranks) and elapsed seconds
+    (``max`` across ranks), so the window wrapper gives TorchRec's window QPS too. Time is read
+    on the host; no device synchronisation happens.
+
+    TorchRec's ``tower_qps`` is meant for multi-task models whose tasks see different numbers
+    of examples; pass a per-task ``(T,)`` count to ``update(num_examples=...)`` for that.
+
+    Args:
+        num_tasks: number of tasks ``T``.
+        warmup_steps: updates before timing starts (TorchRec: 100).
+        clock: seconds as a float (``time.monotonic``); replaceable for tests.
+        kwargs: TorchMetrics options.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import TowerQPS
+        >>> ticks = iter([0.0, 2.0, 4.0])
+        >>> qps = TowerQPS(warmup_steps=1, clock=lambda: next(ticks))
+        >>> for _ in range(3):
+        ...     qps.update(torch.zeros(100))
+        >>> qps.compute()  # 200 examples after the warm-up step, in 4 seconds
+        tensor(50., dtype=torch.float64)
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    plot_lower_bound = 0.0
+    num_examples: Tensor
+    seconds: Tensor
+
+    def __init__(
+        self, num_tasks: int = 1, *, warmup_steps: int = 100, clock: Callable[[], float] = time.monotonic, **kwargs: Any
+    ) -> None:
+        if not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool) or warmup_steps < 0:
+            raise ValueError(f"Expected `warmup_steps` to be a non-negative integer, got {warmup_steps!r}.")
+        if not callable(clock):
+            raise ValueError(f"Expected `clock` to be a callable returning seconds, got {clock!r}.")
+        super().__init__(num_tasks, **kwargs)
+        self.warmup_steps = warmup_steps
+        self.clock = clock
+        self._add_task_state("num_examples")
+        self._add_task_state("seconds", dist_reduce_fx="max")
+        self._steps = 0
+        self._last_tick: float | None = None
+
+    def _counts(self, preds: Tensor | None, num_examples: Tensor | None, validate: bool) -> Tensor:
+        if num_examples is not None:
+            if validate:
+                check_tensor("num_examples", num_examples)
+                if num_examples.shape not in ((self.num_tasks,), ()):
+                    raise ValueError(
+                        f"Expected `num_examples` of shape ({self.num_tasks},) or (), got {tuple(num_examples.shape)}."
+                    )
+            return num_examples.to(torch.float64).expand(self.num_tasks)
+        if preds is None:
+            raise TypeError("TowerQPS.update() requires `preds` or `num_examples`.")
+        if validate:
+            check_tensor("preds", preds)
+            if preds.ndim not in (1, 2) or (preds.ndim == 2 and preds.shape[0] != self.num_tasks):
+                raise ValueError(
+                    f"Expected `preds` of shape (N,) or ({self.num_tasks}, N), got shape {tuple(preds.shape)}."
+                )
+        return torch.full((self.num_tasks,), float(preds.shape[-1]), dtype=torch.float64)
+
+    def _validate(
+        self, preds: Tensor | None = None, target: Tensor | None = None, num_examples: Tensor | None = None
+    ) -> None:
+        self._counts(preds, num_examples, validate=True)
+
+    def update(
+        self, preds: Tensor | None = None, target: Tensor | None = None, num_examples: Tensor | None = None
+    ) -> None:
+        """Count one step's examples (``preds.shape[-1]`` per task, or ``num_examples``) and time it."""
+        counts = self._counts(preds, num_examples, validate=self._check_inputs).to(self.num_examples.device)
+        now = self.clock()
+        self._steps += 1
+        if self._steps > max(self.warmup_steps, 1) and self._last_tick is not None:
+            self.num_examples.add_(counts)
+            self.seconds.add_(now - self._last_tick)
+        self._last_tick = now
+
+    def _value(self) -> Tensor:
+        timed = self.seconds > 0
+        return self._squeeze_tasks(torch.where(timed, self.num_examples / torch.where(timed, self.seconds, 1.0), 0.0))
+
+    def compute(self) -> Tensor:
+        """Examples per second after warm-up; 0 before any timed step (as TorchRec)."""
+        return self._value()
+
+    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+        """Count and time one step like ``update``, and return this rank's QPS so far (a rate has no batch value)."""
+        self.update(*args, **kwargs)
+        return self._value()
+
+    def reset(self) -> None:
+        """Clear the counts and restart the warm-up."""
+        super().reset()
+        self._steps = 0
+        self._last_tick = None

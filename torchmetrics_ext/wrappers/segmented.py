@@ -1,0 +1,153 @@
+"""``Segmented``: any sum-statistic metric computed per integer segment id in one vectorised update.
+
+TorchRec has a segmented NE only; here every metric whose states are per-task sums of
+per-sample terms (NE, log loss, calibration, CTR, the averages, MSE/MAE/R², precision/recall
+at a threshold, the counters, ...) can be split by segment: NE per country, calibration per
+surface, CTR per position. The wrapper asks the metric for its per-sample terms by treating every
+row as its own task, adds them into ``(T, S)`` states with one ``scatter_add_``, and hands the
+``(T·S,)`` sums back to the metric's own compute. Nothing loops over segments.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics.utilities.data import dim_zero_sum
+
+from torchmetrics_ext.metrics.base import TaskMetric
+from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
+from torchmetrics_ext.utilities.checks import check_tensor
+
+__all__ = ["Segmented"]
+
+
+class Segmented(TaskMetric):
+    r"""Compute a sum-statistic metric separately for each of ``num_segments`` integer segment ids.
+
+    ``update(preds, target=None, weights=None, segments=...)`` takes the wrapped metric's inputs
+    plus ``segments``: integer ids in ``[0, num_segments)``, shape ``(N,)`` (shared by every task)
+    or ``(T, N)``. ``compute()`` returns ``(S,)`` for a one-task metric and ``(T, S)`` otherwise.
+
+    State: every state of the wrapped metric with a trailing segment dimension, float64
+    ``(T, S)`` sums (constant memory in the number of rows), synced with ``sum``.
+
+    Args:
+        metric: a metric whose states are per-task sums of per-sample terms (the pointwise
+            family, the counters, the NE variants, R²/NMSE). Its settings (``eta``,
+            ``threshold``, ``from_logits``, ``num_tasks``, ``validate_args``) apply unchanged.
+        num_segments: number of segments ``S``.
+        kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
+
+    Raises:
+        TypeError: if ``metric`` does not hold per-task sum statistics (AUC's sorted scores,
+            ranking metrics, quantile sketches cannot be split by adding rows).
+        ValueError: for a bad ``num_segments``, or (in ``update``) segment ids that are not
+            integers in ``[0, num_segments)`` of shape ``(N,)`` or ``(T, N)``.
+
+    Note:
+        A segment that saw no data is undefined for ratio metrics (``nan`` with the metric's
+        ``UndefinedMetricWarning``, whose task indices then count ``task * S + segment``);
+        counters report 0 there.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import CTR, Segmented
+        >>> ctr_by_country = Segmented(CTR(), num_segments=3)
+        >>> preds = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+        >>> target = torch.tensor([1, 0, 1, 1, 0, 0])
+        >>> ctr_by_country.update(preds, target, segments=torch.tensor([0, 0, 1, 1, 2, 2]))
+        >>> ctr_by_country.compute()
+        tensor([0.5000, 1.0000, 0.0000], dtype=torch.float64)
+    """
+
+    full_state_update: bool = False
+    is_differentiable = False
+    higher_is_better = None
+
+    def __init__(self, metric: TaskMetric, num_segments: int, **kwargs: Any) -> None:
+        if not isinstance(metric, _PointwiseMetric):
+            raise TypeError(
+                "Expected `metric` to hold per-task sum statistics (a pointwise, counter, NE-variant or "
+                f"regression metric), got {type(metric).__name__}, whose states cannot be split by adding rows."
+            )
+        not_sums = [name for name in metric._state_keys if metric._reductions[name] is not dim_zero_sum]
+        if not_sums:
+            raise TypeError(
+                f"Expected `metric` states reduced with 'sum', got {type(metric).__name__} with {not_sums} reduced "
+                "otherwise."
+            )
+        if not isinstance(num_segments, int) or isinstance(num_segments, bool) or num_segments < 1:
+            raise ValueError(f"Expected `num_segments` to be a positive integer, got {num_segments!r}.")
+        super().__init__(metric.num_tasks, validate_args=metric.validate_args, **kwargs)
+        self.metric = metric
+        self.num_segments = num_segments
+        self._state_keys = metric._state_keys
+        for name in self._state_keys:
+            self.add_state(
+                name, default=torch.zeros(self.num_tasks, num_segments, dtype=torch.float64), dist_reduce_fx="sum"
+            )
+
+    def _format_segments(self, segments: Tensor | None, shape: torch.Size, validate: bool) -> Tensor:
+        if segments is None:
+            raise TypeError("Segmented.update() requires `segments` (integer ids, shape (N,) or (T, N)).")
+        if validate:
+            check_tensor("segments", segments)
+            if segments.is_floating_point() or segments.dtype == torch.bool:
+                raise TypeError(f"Expected `segments` to hold integer ids, got dtype {segments.dtype}.")
+            if segments.shape not in (shape, shape[-1:], (1, shape[-1])):
+                raise ValueError(
+                    f"Expected `segments` of shape {tuple(shape[-1:])} or {tuple(shape)}, got {tuple(segments.shape)}."
+                )
+            if segments.numel() > 0:
+                low, high = torch.aminmax(segments)
+                low_v, high_v = int(low), int(high)
+                if low_v < 0 or high_v >= self.num_segments:
+                    raise ValueError(
+                        f"Expected `segments` in [0, {self.num_segments}) (num_segments={self.num_segments}), "
+                        f"got values in [{low_v}, {high_v}]."
+                    )
+        return (segments if segments.ndim == 2 else segments.unsqueeze(0)).to(torch.int64).expand(shape)
+
+    def _inputs(
+        self, preds: Tensor, target: Tensor | None, weights: Tensor | None, segments: Tensor | None, validate: bool
+    ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
+        p, t, w = self.metric._format(preds, target, weights, validate=validate)
+        return p, t, w, self._format_segments(segments, p.shape, validate)
+
+    def _validate(
+        self,
+        preds: Tensor,
+        target: Tensor | None = None,
+        weights: Tensor | None = None,
+        segments: Tensor | None = None,
+    ) -> None:
+        self._inputs(preds, target, weights, segments, validate=True)
+
+    def update(
+        self,
+        preds: Tensor,
+        target: Tensor | None = None,
+        weights: Tensor | None = None,
+        segments: Tensor | None = None,
+    ) -> None:
+        """Accumulate one batch: the wrapped metric's inputs plus integer ``segments``."""
+        p, t, w, seg = self._inputs(preds, target, weights, segments, validate=self._check_inputs)
+        if p.shape[-1] == 0:
+            return
+
+        def rows(x: Tensor | None) -> Tensor | None:
+            # every (task, row) pair becomes its own "task" of one sample: the metric's per-task sums
+            # are then its per-sample terms
+            return None if x is None else x.expand(p.shape).reshape(-1, 1)
+
+        terms = self.metric._batch_stats(rows(p), rows(t), rows(w))  # type: ignore[arg-type]
+        for name, term in zip(self._state_keys, terms):
+            getattr(self, name).scatter_add_(1, seg, term.reshape(p.shape).to(torch.float64))
+
+    def compute(self) -> Tensor:
+        """Per-segment values: ``(S,)`` for one task, ``(T, S)`` otherwise."""
+        states = [getattr(self, name).reshape(-1) for name in self._state_keys]
+        value = self.metric._compute_value(*states).reshape(self.num_tasks, self.num_segments)
+        return value.squeeze(0) if self.num_tasks == 1 else value

@@ -15,6 +15,7 @@ from tests.helpers import tester as H
 from torchmetrics_ext import functional as tmf
 from torchmetrics_ext.functional.auc import _kernels as K
 from torchmetrics_ext.functional.auc import binary as FB
+from torchmetrics_ext.utilities.device import force_device_path
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
 N = 900
@@ -209,6 +210,7 @@ globals().update(
         collection=[i for i in IDS if i.endswith("-3task-w") or i.endswith("-logits-w")],
         invariances=[i for i in IDS if i.endswith("-w")],
         ddp=DDP_IDS,
+        device_path=IDS,
     )
 )
 
@@ -400,8 +402,14 @@ def _complete_case(cid: str) -> H.MetricCase:
     )
 
 
+@pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
 @pytest.mark.parametrize("cid", COMPLETE_IDS)
-def test_groups_complete_per_batch(cid):
+def test_groups_complete_per_batch(cid, device_path):
+    with force_device_path(device_path):
+        _check_groups_complete_per_batch(cid)
+
+
+def _check_groups_complete_per_batch(cid):
     case = _complete_case(cid)
     data = case.make_data(0)
     expected = H._expected(case, data)

@@ -121,6 +121,7 @@ globals().update(
         # XAUC does not claim 'integer weights == repeated rows': test_invariances_xauc below
         invariances=[i for i in IDS if i.startswith("rauc") and i.endswith("-w")],
         ddp=DDP_IDS,
+        device_path=IDS,
     )
 )
 

@@ -337,6 +337,35 @@ def check_rejects(case: MetricCase, bad: Data, exc: type[Exception], match: str,
     assert_close(metric.compute(), _expected(case, data), case.rtol, case.atol, f"{case.id} after rejection")
 
 
+# ----------------------------------------------------------------------------- device path
+
+
+def check_device_path(case: MetricCase, invariances: bool = False, seed: int = 0) -> None:
+    """CPU tensors forced through the kernels' device path: the checks above pass there too, and
+    the values equal the CPU path's to rounding (``update`` over random splits, and the functional).
+    """
+    from torchmetrics_ext.utilities.device import force_device_path
+
+    data = case.make_data(seed)
+    bounds = random_bounds(num_samples(data, case.sample_axis), np.random.default_rng(seed + 4), 4, case.min_batch)
+
+    def values() -> list[Any]:
+        metric = case.metric()
+        for batch in split(data, bounds, case.sample_axis):
+            _call(metric, batch)
+        return [metric.compute()] + ([case.functional(**data)] if case.functional is not None else [])
+
+    cpu = values()
+    with force_device_path():
+        device = values()
+        check_accumulate(case, seed)
+        check_forward(case, seed)
+        if invariances:
+            check_invariances(case, seed)
+    for what, a, b in zip(("update", "functional"), device, cpu):
+        assert_close(a, b.cpu().double().numpy(), 1e-12, 1e-14, f"{case.id} device path vs CPU path ({what})")
+
+
 # ----------------------------------------------------------------------------- DDP
 
 
@@ -413,12 +442,14 @@ def harness_tests(
     no_arithmetic: Sequence[str] = (),
     invariances: Sequence[str] = (),
     ddp: Sequence[str] = (),
+    device_path: Sequence[str] = (),
 ) -> dict[str, Callable[..., None]]:
     """Every ``check_*`` above as parametrised pytest functions, for a test module's namespace.
 
     Each keyword selects the case ids a check runs on (``None``: every case; empty: no test).
     ``no_arithmetic`` lists collection cases whose value is not a tensor (dicts) and so skip the
-    arithmetic part. Usage, at the top level of ``tests/test_<family>.py``::
+    arithmetic part. ``device_path`` cases also run through the kernels' device path
+    (:func:`check_device_path`, with the invariances where selected). Usage, at the top level of ``tests/test_<family>.py``::
 
         globals().update(H.harness_tests(__name__, CASES, dtypes=[...], ddp=[...]))
     """
@@ -473,6 +504,13 @@ def harness_tests(
             check_invariances(cases[cid])
 
         tests["test_invariances"] = test_invariances
+    if ids := pick(device_path):
+
+        @pytest.mark.parametrize("cid", ids)
+        def test_device_path(cid: str) -> None:
+            check_device_path(cases[cid], invariances=cid in pick(invariances))
+
+        tests["test_device_path"] = test_device_path
     if ids := pick(ddp):
 
         @pytest.mark.ddp

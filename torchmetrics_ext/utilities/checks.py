@@ -2,17 +2,32 @@
 
 Every pointwise metric and functional goes through :func:`format_pointwise`: it checks the
 inputs (when ``validate`` is true), raising ``TypeError``/``ValueError`` that name the argument,
-what arrived and what was expected, and returns them as float64 ``(T, N)`` tensors. It never
-touches metric state, so a rejected batch is never half-applied.
+what arrived and what was expected, and returns them as ``(T, N)`` tensors of one float dtype. It
+never touches metric state, so a rejected batch is never half-applied.
+
+Value checks wait for the device once: the bounds of every input of a batch (min and max, and
+for floating labels the range of their fractional parts) come back in one device-to-host copy,
+and on a device :func:`checked_bounds` remembers them for the tensors just checked (on the CPU,
+where reading a value costs nothing, they are read directly). Every metric of a
+:class:`~torchmetrics.MetricCollection` receives the same tensor objects, so the first one pays
+for the reduction and the others reuse its bounds: one host synchronisation per step for the
+whole collection. A tensor is only ever served from memory while it is the same, unchanged
+object (see :func:`checked_bounds`).
 """
 
 from __future__ import annotations
 
 import math
+import weakref
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from torch import Tensor
+
+from torchmetrics_ext.utilities.device import on_device_path
+
+__all__ = ["check_flag", "check_pointwise", "check_tensor", "checked_bounds", "format_pointwise"]
 
 PredsDomain = Literal["probability", "real"]
 TargetDomain = Literal["unit", "binary", "nonnegative", "real"]
@@ -51,6 +66,45 @@ def _task_shape_error(name: str, shape: torch.Size, num_tasks: int | None) -> Va
     return ValueError(f"Expected `{name}` of shape {expected}, got shape {tuple(shape)}.")
 
 
+def check_pointwise(
+    preds: Tensor,
+    target: Tensor | None,
+    weights: Tensor | None,
+    num_tasks: int | None,
+    *,
+    preds_domain: PredsDomain = "probability",
+    target_domain: TargetDomain = "unit",
+    from_logits: bool = False,
+) -> None:
+    """Raise unless ``(preds, target, weights)`` are valid pointwise inputs (see :func:`format_pointwise`).
+
+    Reads nothing back from the device but the batch's bounds, once (:func:`checked_bounds`).
+    """
+    check_tensor("preds", preds, floating=True)
+    if target is not None:
+        check_tensor("target", target)
+    if weights is not None:
+        check_tensor("weights", weights)
+    if preds.ndim not in (1, 2) or (preds.ndim == 2 and num_tasks is not None and preds.shape[0] != num_tasks):
+        raise _task_shape_error("preds", preds.shape, num_tasks)
+    if preds.ndim == 1 and num_tasks not in (None, 1):
+        raise _task_shape_error("preds", preds.shape, num_tasks)
+    for name, other in (("target", target), ("weights", weights)):
+        if other is not None and other.device != preds.device:
+            raise ValueError(f"Expected `{name}` on the same device as `preds` ({preds.device}), got {other.device}.")
+    if target is not None and target.shape != preds.shape:
+        raise ValueError(
+            f"Expected `target` of the same shape as `preds` {tuple(preds.shape)}, got {tuple(target.shape)}."
+        )
+    if weights is not None and weights.shape != preds.shape and weights.shape != preds.shape[-1:]:
+        raise ValueError(
+            f"Expected `weights` of shape {tuple(preds.shape)} or {tuple(preds.shape[-1:])} (shared by all "
+            f"tasks), got {tuple(weights.shape)}."
+        )
+    if preds.numel() > 0:
+        _check_values(preds, target, weights, preds_domain, target_domain, from_logits)
+
+
 def format_pointwise(
     preds: Tensor,
     target: Tensor | None,
@@ -61,8 +115,9 @@ def format_pointwise(
     target_domain: TargetDomain = "unit",
     from_logits: bool = False,
     validate: bool = True,
+    dtype: torch.dtype | None = torch.float64,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Check pointwise inputs and return them as float64 tensors with a leading task dimension.
+    """Check pointwise inputs and return them as ``dtype`` tensors with a leading task dimension.
 
     Args:
         preds: ``(N,)`` or ``(T, N)`` floating point predictions.
@@ -74,54 +129,47 @@ def format_pointwise(
             ``from_logits``) or ``"real"`` (any finite value).
         target_domain: ``"unit"`` ([0, 1]), ``"binary"`` ({0, 1}), ``"nonnegative"`` or ``"real"`` (finite).
         from_logits: whether probability-domain ``preds`` are logits.
-        validate: run the checks; when false, only reshape and cast.
+        validate: run the checks (:func:`check_pointwise`); when false, only reshape and cast.
+        dtype: the dtype of the returned tensors (float64 for sums); ``None`` keeps each input's
+            own dtype. An input already of that dtype is returned as is or as a view: callers
+            copy what they keep.
 
     Returns:
-        ``(preds, target, weights)`` as float64; ``preds`` and ``target`` of shape ``(T, N)``,
-        ``weights`` of shape ``(T, N)`` or ``(1, N)`` (or ``None``).
+        ``(preds, target, weights)``; ``preds`` and ``target`` of shape ``(T, N)``, ``weights`` of
+        shape ``(T, N)`` or ``(1, N)`` (or ``None``).
 
     Raises:
         TypeError: if an input is not a tensor, or ``preds`` is not floating point.
         ValueError: on a shape, device, task-dimension or value-range mismatch.
     """
     if validate:
-        check_tensor("preds", preds, floating=True)
-        if target is not None:
-            check_tensor("target", target)
-        if weights is not None:
-            check_tensor("weights", weights)
-        if preds.ndim not in (1, 2) or (preds.ndim == 2 and num_tasks is not None and preds.shape[0] != num_tasks):
-            raise _task_shape_error("preds", preds.shape, num_tasks)
-        if preds.ndim == 1 and num_tasks not in (None, 1):
-            raise _task_shape_error("preds", preds.shape, num_tasks)
-        for name, other in (("target", target), ("weights", weights)):
-            if other is not None and other.device != preds.device:
-                raise ValueError(
-                    f"Expected `{name}` on the same device as `preds` ({preds.device}), got {other.device}."
-                )
-        if target is not None and target.shape != preds.shape:
-            raise ValueError(
-                f"Expected `target` of the same shape as `preds` {tuple(preds.shape)}, got {tuple(target.shape)}."
-            )
-        if weights is not None and weights.shape != preds.shape and weights.shape != preds.shape[-1:]:
-            raise ValueError(
-                f"Expected `weights` of shape {tuple(preds.shape)} or {tuple(preds.shape[-1:])} (shared by all "
-                f"tasks), got {tuple(weights.shape)}."
-            )
-
-    target_is_float = target is not None and target.is_floating_point()
-    preds = preds.to(torch.float64)
+        check_pointwise(
+            preds,
+            target,
+            weights,
+            num_tasks,
+            preds_domain=preds_domain,
+            target_domain=target_domain,
+            from_logits=from_logits,
+        )
+    if dtype is not None and preds.dtype != dtype:
+        preds = preds.to(dtype)
     if preds.ndim == 1:
         preds = preds.unsqueeze(0)
     if target is not None:
-        target = target.to(torch.float64).reshape(preds.shape)
+        if dtype is not None and target.dtype != dtype:
+            target = target.to(dtype)
+        if target.shape != preds.shape:
+            target = target.reshape(preds.shape)
     if weights is not None:
-        weights = weights.to(torch.float64)
-        weights = weights.reshape(preds.shape if weights.numel() == preds.numel() else (1, preds.shape[-1]))
-
-    if validate and preds.numel() > 0:
-        _check_values(preds, target, weights, preds_domain, target_domain, from_logits, target_is_float)
+        if dtype is not None and weights.dtype != dtype:
+            weights = weights.to(dtype)
+        if weights.ndim == 1:
+            weights = weights.unsqueeze(0)
     return preds, target, weights
+
+
+# ----------------------------------------------------------------------------- value checks
 
 
 def _check_values(
@@ -131,20 +179,19 @@ def _check_values(
     preds_domain: PredsDomain,
     target_domain: TargetDomain,
     from_logits: bool,
-    target_is_float: bool,
+    target_is_float: bool | None = None,
 ) -> None:
-    """Range checks with a single host synchronisation for all inputs."""
-    stats = [*torch.aminmax(preds)]
-    if target is not None:
-        stats += [*torch.aminmax(target)]
-        if target_domain == "binary" and target_is_float:
-            # in [0, 1] (checked below) a label is 0 or 1 exactly when it has no fractional part
-            stats.append(target.frac().any().to(torch.float64))
-    if weights is not None:
-        stats += [*torch.aminmax(weights)]
-    values = torch.stack(stats).tolist()
+    """Range checks of the inputs as given (any dtype, any shape), from one :func:`checked_bounds` call.
 
-    pmin, pmax = values[0], values[1]
+    On the device path floating labels always get their fractional range too, so that the bounds
+    remembered by the first metric of a step serve every label domain of the others.
+    ``target_is_float`` is accepted for callers that pass labels already cast to float64 (whole
+    labels cast to float have no fractional part, so it changes nothing).
+    """
+    device_path = on_device_path(preds)
+    integral = device_path or target_domain == "binary"
+    bounds = checked_bounds([preds, target, weights], [False, integral, False], device_path)
+    pmin, pmax = bounds[0]
     if not (math.isfinite(pmin) and math.isfinite(pmax)):
         raise ValueError(f"Expected `preds` to be finite, got values containing NaN or inf (min={pmin}, max={pmax}).")
     if preds_domain == "probability" and not from_logits and (pmin < 0 or pmax > 1):
@@ -152,22 +199,145 @@ def _check_values(
             f"Expected `preds` to be probabilities in [0, 1], got values in [{pmin:.6g}, {pmax:.6g}]. "
             "Pass `from_logits=True` if they are logits."
         )
-    rest = values[2:]
     if target is not None:
-        tmin, tmax = rest[0], rest[1]
+        tmin, tmax, *frac = bounds[1]
         ok_range = math.isfinite(tmin) and math.isfinite(tmax)
         if target_domain != "real":
             ok_range = ok_range and tmin >= 0 and (target_domain == "nonnegative" or tmax <= 1)
-        not_binary = target_domain == "binary" and target_is_float and rest[2] > 0
+        # in [0, 1], a label is 0 or 1 exactly when its fractional part is 0
+        not_binary = target_domain == "binary" and any(f != 0 for f in frac)
         if not ok_range or not_binary:
             raise ValueError(
                 f"Expected `target` to hold {_TARGET_TEXT[target_domain]}, got values in [{tmin:.6g}, {tmax:.6g}]"
                 + (" that are not all 0 or 1." if not_binary and ok_range else ".")
             )
-        rest = rest[3:] if target_domain == "binary" and target_is_float else rest[2:]
     if weights is not None:
-        wmin, wmax = rest[0], rest[1]
+        wmin, wmax = bounds[2]
         if not (wmin >= 0 and math.isfinite(wmax)):
             raise ValueError(
                 f"Expected `weights` to be finite and non-negative, got values in [{wmin:.6g}, {wmax:.6g}]."
             )
+
+
+Bounds = tuple[float, ...]
+
+# id(tensor) -> (weak reference, signature when checked, bounds); oldest first
+_CHECKED: dict[int, tuple[weakref.ref[Tensor], tuple[object, ...], Bounds]] = {}
+_CHECKED_SIZE = 64
+
+
+def _signature(tensor: Tensor) -> tuple[object, ...] | None:
+    """What must not change for remembered bounds to stay true; ``None`` if changes cannot be seen.
+
+    Inference tensors (made under ``torch.inference_mode``) have no version counter.
+    """
+    if tensor.is_inference():
+        return None
+    return (
+        tensor._version,
+        tensor.data_ptr(),
+        tensor.shape,
+        tensor.stride(),
+        tensor.storage_offset(),
+        tensor.dtype,
+        tensor.device,
+    )
+
+
+def _remembered(tensor: Tensor, size: int) -> Bounds | None:
+    entry = _CHECKED.get(id(tensor))
+    if entry is None:
+        return None
+    ref, signature, bounds = entry
+    if ref() is not tensor or signature != _signature(tensor) or len(bounds) < size:
+        return None
+    return bounds
+
+
+def _remember(tensor: Tensor, bounds: Bounds) -> None:
+    signature = _signature(tensor)
+    if signature is None:
+        return
+    key = id(tensor)
+
+    def forget(ref: weakref.ref[Tensor], key: int = key) -> None:
+        entry = _CHECKED.get(key)
+        if entry is not None and entry[0] is ref:
+            del _CHECKED[key]
+
+    _CHECKED.pop(key, None)
+    _CHECKED[key] = (weakref.ref(tensor, forget), signature, bounds)
+    while len(_CHECKED) > _CHECKED_SIZE:
+        del _CHECKED[next(iter(_CHECKED))]
+
+
+def _reductions(tensor: Tensor, label: bool) -> list[Tensor]:
+    stats = [*torch.aminmax(tensor)]
+    if label and tensor.is_floating_point():
+        stats += [*torch.aminmax(torch.frac(tensor))]
+    return stats
+
+
+def checked_bounds(
+    tensors: Sequence[Tensor | None], labels: Sequence[bool], device_path: bool | None = None
+) -> list[Bounds]:
+    """``(min, max)`` of each non-empty tensor (``None`` or empty gives ``()``), with one host sync at most.
+
+    For a floating tensor marked as labels, ``(min, max, min frac, max frac)``: its fractional
+    parts too. On the device path (:func:`~torchmetrics_ext.utilities.device.on_device_path`) the
+    values come back in one copy, and bounds are remembered for the tensors just reduced and
+    reused, with no reduction and no sync, for the same tensor object while it is unchanged
+    (on the CPU, where reading a value costs nothing, they are read directly and not kept): it
+    is still alive (a weak reference, so an id reused by a new tensor
+    never matches) and has the same version counter (bumped by every in-place write through
+    PyTorch, views included), data pointer, shape, strides, offset, dtype and device. Writes that
+    bypass the version counter (through ``.data``, NumPy or DLPack, which autograd cannot see
+    either) are not seen; inference tensors, which have no version counter, are never remembered.
+    NaN propagates into the min and max.
+
+    Args:
+        tensors: the inputs of one batch; ``None`` stands for an absent input.
+        labels: for each tensor, whether it holds labels.
+        device_path: whether the tensors take the device path (found from the first tensor when
+            ``None``).
+
+    Returns:
+        One tuple of floats per tensor.
+
+    Example:
+        >>> import torch
+        >>> preds, target = torch.tensor([0.25, 0.5]), torch.tensor([0.0, 1.0])
+        >>> checked_bounds([preds, target, None], labels=[False, True, False])
+        [(0.25, 0.5), (0.0, 1.0, 0.0, 0.0), ()]
+    """
+    if device_path is None:
+        device_path = any(tensor is not None and on_device_path(tensor) for tensor in tensors)
+    if not device_path:  # the CPU path: read each bound directly
+        return [
+            () if tensor is None or tensor.numel() == 0 else tuple(stat.item() for stat in _reductions(tensor, label))
+            for tensor, label in zip(tensors, labels, strict=True)
+        ]
+    result: list[Bounds] = []
+    pending: list[tuple[int, Tensor, int]] = []  # (position, tensor, number of stats)
+    stats: list[Tensor] = []
+    for position, (tensor, label) in enumerate(zip(tensors, labels, strict=True)):
+        result.append(())
+        if tensor is None or tensor.numel() == 0:
+            continue
+        size = 4 if label and tensor.is_floating_point() else 2
+        bounds = _remembered(tensor, size)
+        if bounds is not None:
+            result[position] = bounds
+            continue
+        pending.append((position, tensor, size))
+        stats += _reductions(tensor, label)
+    if pending:
+        out = torch.empty(len(stats), dtype=torch.float64, device=stats[0].device)
+        values = torch.stack(stats, out=out).tolist()  # each cast straight to float64: exact
+        offset = 0
+        for position, tensor, size in pending:
+            bounds = tuple(values[offset : offset + size])
+            offset += size
+            result[position] = bounds
+            _remember(tensor, bounds)
+    return result

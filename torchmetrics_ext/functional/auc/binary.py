@@ -9,7 +9,8 @@ Two ways to get the same curve statistics per task, ``(P, N, auc_num, ap_num)`` 
   ``int64`` (see :mod:`torchmetrics_ext.functional.auc._kernels`).
 * **binned** (:func:`_binned_update` + :func:`_binned_curve_stats`): a ``(2, T, B)`` histogram
   of negative and positive weight over ``B`` bins uniform in logit space, filled in O(N) with one
-  ``scatter_add_``; the value is the exact value of the scores rounded to their bin.
+  ``scatter_add_`` into the histogram (no host sync on any device); the value is the exact value
+  of the scores rounded to their bin.
 
 Then ``AUC = auc_num / (P N)`` and ``AUPRC = ap_num / P``.
 """
@@ -22,8 +23,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.functional.auc import _device as D
 from torchmetrics_ext.functional.auc import _kernels as K
 from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
+from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["auc", "auprc"]
@@ -55,10 +58,15 @@ def _check_bins(num_bins: object, logit_range: object) -> None:
 
 
 def _signed_weights(target: Tensor, weights: Tensor | None) -> Tensor:
-    """float32 ``+w`` for positive labels and ``-w`` for negative ones (``w = 1`` unweighted)."""
+    """A fresh float32 ``+w`` for positive labels and ``-w`` for negative ones (``w = 1`` unweighted).
+
+    ``target`` of any dtype; ``weights`` broadcastable to it.
+    """
+    positive = target > 0.5
     if weights is None:
-        return torch.where(target > 0.5, 1.0, -1.0).to(torch.float32)
-    return torch.where(target > 0.5, weights, -weights).to(torch.float32)
+        return torch.where(positive, 1.0, -1.0).to(torch.float32)
+    w = weights.to(torch.float32)
+    return torch.where(positive, w, -w)
 
 
 def _exact_curve_stats(scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks: int) -> CurveStats:
@@ -68,7 +76,12 @@ def _exact_curve_stats(scores: Sequence[Tensor], signed: Sequence[Tensor], num_t
         scores: chunks of scores, each viewable as ``(n_k, T)`` (sample-major), e.g. ``[preds.T]``.
         signed: the matching chunks of signed weights.
         num_tasks: ``T``.
+
+    CPU tensors take the block-wise CPU kernels, other devices one sort and whole-array scans
+    (:mod:`~torchmetrics_ext.functional.auc._device`); both give the same value to rounding.
     """
+    if scores and on_device_path(scores[0]):
+        return D._exact_curve_sums(scores, signed, num_tasks)
     packed, pos_total, neg_total = K._pack(scores, signed, num_tasks)
     if packed.shape[-1] == 0:
         return pos_total, neg_total, torch.zeros_like(pos_total), torch.zeros_like(pos_total)
@@ -87,19 +100,30 @@ def _binned_index(
 ) -> Tensor:
     """Flat ``(y, task, bin)`` index of every sample into a ``(2, T, B)`` histogram, as int64 ``(T * N,)``.
 
-    ``B`` equal bins of the logit over ``logit_range`` (end bins clip); probabilities go through
-    ``logit(p) = log(p / (1 - p))`` in float64. The position is clipped to ``[0, B - 1]`` and the
-    whole offsets of label and task are added before one truncation to int64, which for these
-    non-negative values is the floor of the position plus the offsets.
+    ``B`` equal bins of the logit over ``logit_range`` (end bins clip); probabilities (of any
+    float dtype) go through ``logit(p) = log(p / (1 - p))`` in float64. The position is clipped
+    to ``[0, B - 1]`` and the whole offsets of label and task are added before one truncation to
+    int64, which for these non-negative values is the floor of the position plus the offsets.
     """
     num_tasks = preds.shape[0]
-    z = preds.to(torch.float64, copy=True) if from_logits else torch.log(preds / (1.0 - preds))
+    z = preds.to(torch.float64, copy=True) if from_logits else torch.logit(preds.to(torch.float64))
     lo, hi = logit_range
     index = z.sub_(lo).mul_(num_bins / (hi - lo)).clamp_(0, num_bins - 1)
     index.add_(target, alpha=float(num_tasks * num_bins))
     if num_tasks > 1:
         index += torch.arange(0, num_tasks * num_bins, num_bins, device=preds.device, dtype=torch.float64).unsqueeze(1)
     return index.to(torch.int64).reshape(-1)
+
+
+_ONES: dict[torch.device, Tensor] = {}
+
+
+def _unit_weights(device: torch.device, size: int) -> Tensor:
+    """``size`` float64 ones, as a broadcast view of one cached element per device (no kernel)."""
+    one = _ONES.get(device)
+    if one is None:
+        one = _ONES[device] = torch.ones(1, dtype=torch.float64, device=device)
+    return one.expand(size)
 
 
 def _binned_update(
@@ -120,7 +144,7 @@ def _binned_update(
     hist = torch.zeros(2, preds.shape[0], num_bins, dtype=torch.float64, device=preds.device) if out is None else out
     index = _binned_index(preds, target, num_bins, logit_range, from_logits)
     if weights is None:
-        values = torch.ones(1, dtype=hist.dtype, device=hist.device).expand(index.numel())
+        values = _unit_weights(hist.device, index.numel())
     else:
         values = weights.to(hist.dtype).expand(preds.shape).reshape(-1)
     hist.view(-1).scatter_add_(0, index, values)
@@ -176,7 +200,14 @@ def _curve_stats(
     _check_bins(num_bins, logit_range)
     check_flag("from_logits", from_logits)
     p, t, w = format_pointwise(
-        preds, target, weights, None, target_domain="binary", from_logits=from_logits, validate=validate_args
+        preds,
+        target,
+        weights,
+        None,
+        target_domain="binary",
+        from_logits=from_logits,
+        validate=validate_args,
+        dtype=torch.float32 if num_bins is None else torch.float64,
     )
     assert t is not None
     if num_bins is None:

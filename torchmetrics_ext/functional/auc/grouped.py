@@ -11,9 +11,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.functional.auc._device import _grouped_curve_sums
 from torchmetrics_ext.functional.auc._kernels import _curve_sums, _descending_keys
 from torchmetrics_ext.functional.auc.binary import CurveStats, _signed_weights
 from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
+from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.warnings import safe_divide
 
 __all__ = ["grouped_auc", "grouped_auprc"]
@@ -46,7 +48,14 @@ def _format_grouped(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Validate (when asked) and return ``(preds, target, groups, weights)``; preds/target ``(T, N)``."""
     p, t, w = format_pointwise(
-        preds, target, weights, num_tasks, target_domain="binary", from_logits=from_logits, validate=validate
+        preds,
+        target,
+        weights,
+        num_tasks,
+        target_domain="binary",
+        from_logits=from_logits,
+        validate=validate,
+        dtype=None,  # scores are ranked as float32 and weights stored as float32 by the kernels
     )
     if validate:
         _check_groups(groups, preds)
@@ -57,12 +66,17 @@ def _format_grouped(
 def _grouped_curve_stats(scores: Tensor, signed: Tensor, groups: Tensor) -> CurveStats:
     """``(P, N, auc_num, ap_num)``, each ``(T, G)``, for the ``G`` distinct ids of ``groups``.
 
+    On the device path ``G`` is ``N`` (slots past the number of distinct ids hold zeros), so that
+    the number of groups never has to be read on the host.
+
     Args:
         scores: ``(T, N)`` scores.
         signed: ``(T, N)`` signed weights (``+w`` positive, ``-w`` negative).
         groups: ``(N,)`` int64 group ids shared by every task.
     """
     num_tasks, n = scores.shape
+    if n > 0 and on_device_path(scores):
+        return _grouped_curve_sums(scores, signed, groups)
     uniq, dense = torch.unique(groups, return_inverse=True)
     num_groups = uniq.numel()
     seg = torch.arange(num_tasks, device=scores.device).unsqueeze(1) * num_groups + dense.unsqueeze(0)

@@ -17,7 +17,8 @@ from torchmetrics.utilities.data import dim_zero_cat
 
 from torchmetrics_ext.functional.auc import binary as F
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
-from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
+from torchmetrics_ext.utilities.checks import check_flag, check_pointwise, format_pointwise
+from torchmetrics_ext.utilities.device import on_device_path
 
 __all__ = ["AUC", "AUPRC"]
 
@@ -36,6 +37,12 @@ def _take_samples(state: list[Tensor] | Tensor, num_tasks: int) -> Tensor:
     else:
         flat = state
     return flat.view(-1, num_tasks).T
+
+
+def _sample_major(values: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """A fresh ``(n * T,)`` copy of a ``(T, n)`` tensor, sample-major: never a view of the caller's tensor."""
+    rows = values.reshape(-1) if values.shape[0] == 1 else values.T
+    return rows.to(dtype, memory_format=torch.contiguous_format, copy=True).view(-1)
 
 
 _MERGE = 64  # this many small chunks at the end of a list state are joined into one
@@ -89,23 +96,8 @@ class _CurveMetric(TaskMetric):
             hist = torch.zeros(2, num_tasks, num_bins, dtype=torch.float64)
             self.add_state("hist", hist, dist_reduce_fx="sum")
 
-    def _format(
-        self, preds: Tensor, target: Tensor, weights: Tensor | None, validate: bool
-    ) -> tuple[Tensor, Tensor, Tensor | None]:
-        p, t, w = format_pointwise(
-            preds,
-            target,
-            weights,
-            self.num_tasks,
-            target_domain="binary",
-            from_logits=self.from_logits,
-            validate=validate,
-        )
-        assert t is not None
-        return p, t, w
-
     def _validate(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
-        self._format(preds, target, weights, validate=True)
+        check_pointwise(preds, target, weights, self.num_tasks, target_domain="binary", from_logits=self.from_logits)
 
     @property
     def input_domains(self) -> InputDomains:
@@ -119,19 +111,26 @@ class _CurveMetric(TaskMetric):
 
     def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
         """Accumulate one batch: ``preds``/``target`` ``(N,)`` or ``(T, N)``, optional ``weights``."""
-        p, t, w = self._format(preds, target, weights, validate=self._check_inputs)
-        if p.shape[-1] == 0:
+        if self._check_inputs:
+            self._validate(preds, target, weights)
+        if preds.shape[-1] == 0:
             return
+        # (T, N) views in the inputs' own dtypes: each kernel below casts what it reads
+        p, t, w = format_pointwise(preds, target, weights, self.num_tasks, validate=False, dtype=None)
+        assert t is not None
         if self.num_bins is not None:
             F._binned_update(p, t, w, self.num_bins, self.logit_range, self.from_logits, out=self.hist)
             return
-        if w is not None:  # rows of zero weight in every task change nothing: do not store them
+        if w is not None and not on_device_path(p):
+            # rows of zero weight in every task change nothing: on the CPU they are not stored (on
+            # a device, finding them would wait for it; stored, they add nothing to any sum)
             keep = (w != 0).any(0)
             if not bool(keep.all()):
                 p, t, w = p[:, keep], t[:, keep], w[:, keep]
         # sample-major (n * T,) float32: a rank's empty-list placeholder at sync is float32 (0,) too
-        _append_chunk(self.preds, p.T.to(torch.float32).reshape(-1))
-        _append_chunk(self.signed_weights, F._signed_weights(t, w).T.reshape(-1))
+        _append_chunk(self.preds, _sample_major(p))
+        signed = F._signed_weights(t, w)
+        _append_chunk(self.signed_weights, signed.view(-1) if signed.shape[0] == 1 else _sample_major(signed))
 
     def _curve_stats(self) -> F.CurveStats:
         if self.num_bins is not None:

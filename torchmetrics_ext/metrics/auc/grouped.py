@@ -16,7 +16,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.auc import binary as FB
 from torchmetrics_ext.functional.auc import grouped as F
-from torchmetrics_ext.metrics.auc.binary import _append_chunk, _take_samples
+from torchmetrics_ext.metrics.auc.binary import _append_chunk, _sample_major, _take_samples
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.utilities.checks import check_flag
 
@@ -96,7 +96,7 @@ class _GroupedCurveMetric(TaskMetric):
             for name, value in zip(self._sum_states, F._grouped_update(p, signed, g, self._kind, self.weight_groups)):
                 getattr(self, name).add_(value)
             return
-        _append_chunk(self.preds, p.T.to(torch.float32).reshape(-1))
+        _append_chunk(self.preds, _sample_major(p))
         _append_chunk(self.signed_weights, signed.T.reshape(-1))
         _append_chunk(self.groups, g.to(torch.int64, copy=True))  # never alias the caller's tensor
 

@@ -15,8 +15,10 @@ from torch import Tensor
 from torchmetrics.utilities.data import dim_zero_cat
 
 from torchmetrics_ext.functional.auc import pairwise as F
+from torchmetrics_ext.metrics.auc.binary import _sample_major
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.utilities.checks import format_pointwise
+from torchmetrics_ext.utilities.device import on_device_path
 
 __all__ = ["XAUC", "RegressionAUC"]
 
@@ -78,19 +80,21 @@ class _PairwiseMetric(TaskMetric):
     def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
         """Store one batch: ``preds``/``target`` of shape ``(N,)`` or ``(T, N)``, optional ``weights``.
 
-        Rows whose weight is zero in every task are dropped (they cannot change the value).
+        On the CPU, rows whose weight is zero in every task are dropped (they cannot change the
+        value); on other devices they are kept, since finding them would wait for the device.
         """
         p, t, w = self._format(preds, target, weights, validate=self._check_inputs)
         w = torch.ones_like(p) if w is None else w.expand_as(p)
-        keep = (w > 0).any(0)
-        if not bool(keep.all()):
-            p, t, w = p[:, keep], t[:, keep], w[:, keep]
+        if not on_device_path(p):
+            keep = (w > 0).any(0)
+            if not bool(keep.all()):
+                p, t, w = p[:, keep], t[:, keep], w[:, keep]
         if p.shape[-1] == 0:
             return
-        # sample-major: transpose (T, n) -> (n, T) so batches concatenate along dim 0
-        self.pair_preds.append(p.T.reshape(-1))  # type: ignore[union-attr]
-        self.pair_target.append(t.T.reshape(-1))  # type: ignore[union-attr]
-        self.pair_weights.append(w.T.reshape(-1))  # type: ignore[union-attr]
+        # sample-major: transpose (T, n) -> (n, T) so batches concatenate along dim 0; copies, so
+        # that a float64 input modified by the caller later does not change the state
+        for name, value in zip(_STATES, (p, t, w)):
+            getattr(self, name).append(_sample_major(value, torch.float64))
 
     def _stacked(self, name: str) -> Tensor:
         """A state as one float64 ``(T, N)`` tensor (``N = 0`` before any update)."""

@@ -1,0 +1,450 @@
+"""The device path: no host sync in ``update``, one per step for a collection, CUDA == CPU.
+
+Machines without a GPU (CI) run the device path on CPU tensors (``force_device_path``) and count
+the calls that would make the host wait for a device (``Tensor.item``/``tolist``/``__bool__``,
+``nonzero``, ``unique``, ``bincount``, boolean-mask indexing, ...). Tests marked ``cuda`` run
+the real thing where a GPU exists, with ``torch.cuda.set_sync_debug_mode("error")`` around
+``update``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import warnings
+import weakref
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torchmetrics import MetricCollection
+
+import torchmetrics_ext as tmx
+from tests import test_auc, test_pairwise_auc, test_pointwise
+from tests.helpers import tester as H
+from torchmetrics_ext import aggregation as agg
+from torchmetrics_ext.metrics import pointwise
+from torchmetrics_ext.utilities import checks
+from torchmetrics_ext.utilities.device import force_device_path, on_device_path
+
+ROOT = Path(__file__).resolve().parents[1]
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+# ----------------------------------------------------------------------------- counting host syncs
+
+_TENSOR_SYNCS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy", "nonzero", "unique")
+_TORCH_SYNCS = ("nonzero", "unique", "unique_consecutive", "bincount", "masked_select", "repeat_interleave")
+
+
+@contextlib.contextmanager
+def count_syncs() -> Iterator[list[str]]:
+    """Record every call that reads a device value on the host (list of names, in call order)."""
+    calls: list[str] = []
+
+    def counted(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if name.endswith("repeat_interleave") and not isinstance(args[1] if len(args) > 1 else None, torch.Tensor):
+                return fn(*args, **kwargs)  # integer repeats: sizes known on the host
+            calls.append(name)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    original_getitem = torch.Tensor.__getitem__
+
+    def getitem(self: torch.Tensor, index: Any) -> Any:
+        parts = index if isinstance(index, tuple) else (index,)
+        if any(isinstance(part, torch.Tensor) and part.dtype == torch.bool for part in parts):
+            calls.append("boolean mask")
+        return original_getitem(self, index)
+
+    with contextlib.ExitStack() as stack:
+        mp = stack.enter_context(pytest.MonkeyPatch.context())
+        for name in _TENSOR_SYNCS:
+            mp.setattr(torch.Tensor, name, counted(f"Tensor.{name}", getattr(torch.Tensor, name)))
+        for name in _TORCH_SYNCS:
+            mp.setattr(torch, name, counted(f"torch.{name}", getattr(torch, name)))
+        mp.setattr(torch.Tensor, "__getitem__", getitem)
+        yield calls
+
+
+def test_count_syncs_sees_the_usual_suspects():
+    x = torch.tensor([0.0, 1.0, 2.0])
+    with count_syncs() as calls:
+        x.tolist()
+        bool(x.any())
+        x[x > 0]
+        torch.nonzero(x)
+        torch.bincount(x.long())
+        torch.repeat_interleave(x, torch.tensor([1, 2, 0]))
+        torch.repeat_interleave(x, 2)  # not a sync
+        x.sum() * 2  # not a sync
+    expected = ["Tensor.tolist", "Tensor.__bool__", "boolean mask", "torch.nonzero", "torch.bincount"]
+    assert calls == [*expected, "torch.repeat_interleave"]
+
+
+# ----------------------------------------------------------------------------- the metrics and their batches
+
+
+def _batch(seed: int, num_tasks: int, n: int = 257, weighted: bool = True) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    shape = (num_tasks, n) if num_tasks > 1 else (n,)
+    # (T, N) predictions as a model emits them: the transpose of an (N, T) output, not contiguous
+    preds = torch.rand(n, num_tasks, generator=g).T if num_tasks > 1 else torch.rand(n, generator=g)
+    out = {"preds": preds, "target": (torch.rand(shape, generator=g) < preds).float()}
+    if weighted:
+        weights = torch.rand(n, generator=g) * 2
+        weights[::7] = 0.0  # rows of zero weight: dropped on the CPU path, kept on the device path
+        out["weights"] = weights
+    out["groups"] = torch.randint(0, 40, (n,), generator=g)
+    return out
+
+
+POINTWISE = [getattr(tmx, name) for name in pointwise.__all__]
+AUC_FAMILY = {
+    "auc": tmx.AUC,
+    "auprc": tmx.AUPRC,
+    "auc-bins": partial(tmx.AUC, num_bins=1000),
+    "auprc-bins": partial(tmx.AUPRC, num_bins=64),
+    "gauc": tmx.GroupedAUC,
+    "gauprc-complete": partial(tmx.GroupedAUPRC, groups_complete_per_batch=True),
+    "gauc-complete-weighted": partial(tmx.GroupedAUC, groups_complete_per_batch=True, weight_groups=True),
+    "rauc": tmx.RegressionAUC,
+    "xauc": tmx.XAUC,
+}
+METRICS = {cls.__name__: cls for cls in POINTWISE} | AUC_FAMILY
+
+
+def _collection(num_tasks: int, validate_args: bool) -> MetricCollection:
+    return MetricCollection(
+        {name: factory(num_tasks=num_tasks, validate_args=validate_args) for name, factory in METRICS.items()},
+        compute_groups=True,
+    )
+
+
+# ----------------------------------------------------------------------------- no sync in update (CPU, device path)
+
+
+@pytest.mark.parametrize("num_tasks", [1, 3])
+@pytest.mark.parametrize("name", sorted(METRICS))
+def test_update_without_validation_never_syncs(name, num_tasks):
+    metric = METRICS[name](num_tasks=num_tasks, validate_args=False)
+    with force_device_path():
+        for seed in range(3):
+            batch = _batch(seed, num_tasks)
+            if not name.startswith("g"):
+                batch.pop("groups")
+            with count_syncs() as calls:
+                metric.update(**batch)
+            assert calls == [], f"{name}: host syncs in update: {calls}"
+        value = metric.compute()
+    expected = METRICS[name](num_tasks=num_tasks)
+    for seed in range(3):
+        batch = _batch(seed, num_tasks)
+        if not name.startswith("g"):
+            batch.pop("groups")
+        expected.update(**batch)
+    H.assert_close(value, expected.compute().numpy(), 1e-12, 1e-14, f"{name} device path vs CPU path")
+
+
+def _ranking_batch() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    return {
+        "preds": torch.rand(300, generator=g),
+        "target": torch.randint(0, 3, (300,), generator=g),
+        "indexes": torch.randint(0, 30, (300,), generator=g),
+    }
+
+
+OTHER_FAMILIES = {
+    # exact modes store the rows in update and rank them at compute; the padded and
+    # queries_complete_per_batch ranking modes rank in update and still read sizes on the host
+    "ndcg": (partial(tmx.NDCG, k=10), _ranking_batch),
+    "ranking-metrics": (partial(tmx.RankingMetrics, ks=(1, 10), metrics=("ndcg", "recall", "mrr")), _ranking_batch),
+    "multiclass-recall": (
+        partial(tmx.MulticlassRecallAtK, k=3, num_classes=12),
+        lambda: {"preds": torch.rand(40, 12), "target": torch.randint(0, 12, (40,))},
+    ),
+    "distribution": (agg.Distribution, lambda: {"value": torch.randn(300)}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_FAMILIES))
+def test_other_families_update_without_sync(name):
+    factory, batch = OTHER_FAMILIES[name]
+    metric = factory(validate_args=False)
+    with force_device_path():
+        metric.update(**batch())
+        with count_syncs() as calls:
+            metric.update(**batch())
+    assert calls == [], f"{name}: host syncs in update: {calls}"
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("num_tasks", [1, 2])
+def test_collection_syncs_once_per_step(num_tasks, weighted):
+    """Every metric validates, but the batch's bounds are read from the device once per step."""
+    collection = _collection(num_tasks, validate_args=True)
+    with force_device_path():
+        for seed in range(3):
+            batch = _batch(seed, num_tasks, weighted=weighted)
+            with count_syncs() as calls:
+                collection.update(**batch)
+            assert calls == ["Tensor.tolist"], calls
+    unvalidated = _collection(num_tasks, validate_args=False)
+    with force_device_path():
+        for seed in range(3):
+            with count_syncs() as calls:
+                unvalidated.update(**_batch(seed, num_tasks, weighted=weighted))
+            assert calls == []
+
+
+def test_rec_metric_module_syncs_once_per_step():
+    """The module validates the stacked step once; its metrics then update without a sync."""
+    from torchmetrics_ext.module import RecMetricModule, RecTaskInfo
+
+    tasks = [RecTaskInfo(t, label_name=f"{t}_label", prediction_name=f"{t}_pred") for t in ("click", "like")]
+    metrics = {"ne": "ne", "calibration": "calibration", "ctr": "ctr", "auc": "auc"}
+    module = RecMetricModule(tasks, metrics, throughput=False)
+
+    def model_out(seed: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        out = {}
+        for task in ("click", "like"):
+            out[f"{task}_pred"] = torch.rand(256, generator=g)
+            out[f"{task}_label"] = (torch.rand(256, generator=g) < out[f"{task}_pred"]).float()
+        return out
+
+    with force_device_path():
+        module.update(model_out(0))
+        for seed in (1, 2):
+            with count_syncs() as calls:
+                module.update(model_out(seed))
+            assert calls == ["Tensor.tolist"], calls
+
+
+# ----------------------------------------------------------------------------- remembered bounds are never stale
+
+
+@pytest.fixture
+def device_path() -> Iterator[None]:
+    """Bounds are remembered on the device path only (on the CPU reading them costs nothing)."""
+    with force_device_path():
+        yield
+
+
+def test_bounds_are_not_kept_on_the_cpu_path():
+    preds, target = torch.rand(50), torch.ones(50, dtype=torch.int64)
+    with count_syncs() as calls:
+        tmx.AUC().update(preds, target)
+        tmx.NormalizedEntropy().update(preds, target)
+    assert id(preds) not in checks._CHECKED
+    assert calls == ["Tensor.item"] * 8  # read directly: (min, max) of preds and target, twice
+
+
+def _pair() -> tuple[tmx.AUC, tmx.NormalizedEntropy]:
+    return tmx.AUC(), tmx.NormalizedEntropy()
+
+
+def test_second_metric_reuses_the_bounds_of_the_same_tensors(device_path):
+    preds, target = torch.rand(50), (torch.rand(50) < 0.5).float()
+    first, second = _pair()
+    with count_syncs() as calls:
+        first.update(preds, target)
+        second.update(preds, target)
+    assert calls == ["Tensor.tolist"]
+
+
+def test_a_tensor_modified_in_place_is_checked_again(device_path):
+    preds, target = torch.rand(50), (torch.rand(50) < 0.5).float()
+    first, second = _pair()
+    first.update(preds, target)
+    preds[3] = float("nan")  # an in-place write bumps the version counter
+    with pytest.raises(ValueError, match="`preds` to be finite"):
+        second.update(preds, target)
+    view = preds[:10]
+    preds.fill_(0.5)
+    second.update(preds, target)  # checked and remembered again
+    view.mul_(4)  # a write through a view bumps the same counter
+    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]"):
+        second.update(preds, target)
+    preds.fill_(0.5)
+    second.update(preds, target)
+    preds.set_(torch.full((50,), -1.0))  # the same object on new storage
+    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]"):
+        second.update(preds, target)
+
+
+def test_a_new_tensor_with_a_reused_id_is_checked_again(device_path):
+    """An entry whose weak reference no longer points at the tensor (the id was reused) never matches."""
+    good, bad = torch.rand(50), torch.full((50,), 2.0)
+    target = torch.ones(50)
+    tmx.AUC().update(good, target)
+    entry = checks._CHECKED[id(good)]
+    # what a reused id would look like: the entry of a dead tensor, under the new tensor's id
+    checks._CHECKED[id(bad)] = (entry[0], checks._signature(bad), entry[2])
+    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]"):
+        tmx.NormalizedEntropy().update(bad, target)
+    del good
+    assert all(ref() is not None for ref, _, _ in checks._CHECKED.values())  # dead entries are dropped
+
+
+def test_a_view_is_checked_on_its_own(device_path):
+    preds, target = torch.rand(2, 50), torch.ones(2, 50)
+    tmx.AUC(num_tasks=2).update(preds, target)
+    preds[1, 7] = 1.5
+    with pytest.raises(ValueError, match="probabilities"):
+        tmx.AUC().update(preds[1], target[1])
+
+
+def test_inference_tensors_are_never_remembered(device_path):
+    with torch.inference_mode():
+        preds, target = torch.rand(50), torch.ones(50)
+    first, second = _pair()
+    with count_syncs() as calls:
+        first.update(preds, target)
+        second.update(preds, target)
+    assert calls == ["Tensor.tolist", "Tensor.tolist"]
+    assert id(preds) not in checks._CHECKED
+
+
+def test_memory_is_bounded(device_path):
+    for _ in range(3 * checks._CHECKED_SIZE):
+        tensor = torch.rand(3)
+        checks.checked_bounds([tensor], labels=[False])
+        kept = tensor  # noqa: F841 - alive while the next ones are checked
+    assert len(checks._CHECKED) <= checks._CHECKED_SIZE
+
+
+def test_bounds_of_every_dtype_are_exact(device_path):
+    """One host copy for several dtypes: a float16 tensor next to large int64 labels must not overflow."""
+    preds = torch.tensor([0.5, 1.0], dtype=torch.float16)
+    target = torch.tensor([0, 100_000])
+    weights = torch.tensor([0.25, 3.0], dtype=torch.bfloat16)
+    bounds = checks.checked_bounds([preds, target, weights, None], labels=[False, True, False, False])
+    assert bounds == [(0.5, 1.0), (0.0, 100_000.0), (0.25, 3.0), ()]
+    metric = tmx.RegressionAUC()
+    metric.update(preds, target)  # real-valued labels: 100000 is finite
+    soft = torch.tensor([0.0, 0.5, 1.0])
+    assert checks.checked_bounds([soft], labels=[True]) == [(0.0, 1.0, 0.0, 0.5)]
+
+
+# ----------------------------------------------------------------------------- the benchmark script
+
+
+def test_bench_gpu_quick_runs_on_cpu():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    for line in ("parity", "exact AUC", "binned AUC", "NDCG@10", "per step"):
+        assert line in out.stdout, out.stdout[-3000:]
+
+
+# ----------------------------------------------------------------------------- on a real GPU
+
+
+def _cuda_batches(num_tasks: int, name: str) -> list[dict[str, torch.Tensor]]:
+    batches = []
+    for seed in range(3):
+        batch = {k: v.cuda() for k, v in _batch(seed, num_tasks).items()}
+        if not name.startswith("g"):
+            batch.pop("groups")
+        batches.append(batch)
+    return batches
+
+
+@pytest.mark.cuda
+@CUDA
+@pytest.mark.parametrize("num_tasks", [1, 3])
+@pytest.mark.parametrize("name", sorted(METRICS))
+def test_cuda_update_without_validation_never_syncs(name, num_tasks):
+    metric = METRICS[name](num_tasks=num_tasks, validate_args=False).cuda()
+    batches = _cuda_batches(num_tasks, name)
+    metric.update(**batches[0])  # first call: allocator and lazy initialisation
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for batch in batches[1:]:
+            metric.update(**batch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert on_device_path(batches[0]["preds"])
+
+
+@pytest.mark.cuda
+@CUDA
+def test_cuda_collection_syncs_once_per_step():
+    collection = _collection(2, validate_args=True).cuda()
+    batches = _cuda_batches(2, "g")
+    collection.update(**batches[0])
+    with count_syncs() as calls:
+        for batch in batches[1:]:
+            collection.update(**batch)
+    assert calls == ["Tensor.tolist"] * 2
+
+
+def _harness_cases() -> list[tuple[Any, str]]:
+    return [(module, cid) for module in (test_auc, test_pairwise_auc, test_pointwise) for cid in sorted(module.CASES)]
+
+
+@pytest.mark.cuda
+@CUDA
+@pytest.mark.parametrize(("module", "cid"), _harness_cases(), ids=lambda v: v if isinstance(v, str) else "")
+def test_cuda_equals_cpu(module, cid):
+    """Every harness case of the AUC and pointwise families: the same value on CUDA as on the CPU."""
+    case = module.CASES[cid]
+    data = case.make_data(0)
+    bounds = H.random_bounds(H.num_samples(data, case.sample_axis), np.random.default_rng(1), 4, case.min_batch)
+    values = []
+    for device in ("cpu", "cuda"):
+        metric = case.metric().to(device)
+        for batch in H.split(data, bounds, case.sample_axis):
+            metric.update(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values.append(metric.compute())
+    assert values[1].device.type == "cuda"
+    H.assert_close(values[1], values[0].numpy(), 1e-12, 1e-14, f"{cid} CUDA vs CPU")
+
+
+@pytest.mark.cuda
+@CUDA
+def test_cuda_references_are_gone():
+    """The weak references of remembered bounds do not keep CUDA batches alive."""
+    preds = torch.rand(1000, device="cuda")
+    tmx.AUC().cuda().update(preds, torch.ones(1000, device="cuda"))
+    ref = weakref.ref(preds)
+    del preds
+    assert ref() is None
+
+
+@pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
+@pytest.mark.parametrize("name", ["auc", "gauc", "rauc", "xauc"])
+def test_state_never_aliases_the_callers_tensors(name, device_path):
+    """Inputs already of the stored dtype are copied: changing them after update changes nothing."""
+    g = torch.Generator().manual_seed(0)
+    dtype = torch.float64 if name in ("rauc", "xauc") else torch.float32
+    preds = torch.rand(60, generator=g, dtype=dtype)
+    batch = {"preds": preds, "target": (torch.rand(60, generator=g) < preds).to(dtype)}
+    if name == "gauc":
+        batch["groups"] = torch.randint(0, 5, (60,), generator=g)
+    with force_device_path(device_path):
+        metric = METRICS[name]()
+        metric.update(**batch)
+        before = metric.compute()
+        preds.mul_(0.5).add_(0.25)
+        batch["target"].fill_(1.0)
+        metric.update(**{k: v[:0] for k, v in batch.items()})  # an empty batch: compute() is not cached
+        assert torch.equal(metric.compute(), before)

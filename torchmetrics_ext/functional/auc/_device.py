@@ -1,0 +1,191 @@
+r"""Device-path kernels of the exact AUC family: whole-array sorts and float64 scans.
+
+The CPU path (:mod:`torchmetrics_ext.functional.auc._kernels`) walks cache-sized blocks and asks
+the host where tie runs end; on a GPU each such question waits for the device. Here every step is
+one whole-array operation, and the host waits for the device at most once per ``compute`` and
+never in ``update``:
+
+* :func:`_exact_curve_sums` (binary, at ``compute``): one sort of the float32 scores with their
+  order (a radix sort of 4-byte keys), float64 cumulative sums of the signed weights in that
+  order, and the curve points compacted with one ``nonzero`` (``compute`` may wait once).
+* :func:`_grouped_curve_sums` (also in ``update`` with ``groups_complete_per_batch=True``, so it
+  never waits): dense group ids from one sort of the ids, one sort of
+  ``(task, group) << 32 | score key``, then :func:`_run_contributions` with one segment per
+  ``(task, group)``.
+
+:func:`_run_contributions` finds the curve points (runs of equal keys) of every segment from
+global float64 cumulative sums of the positive and negative weight: a run's end holds ``TP`` and
+``FP`` (minus its segment's offset); the cumulative sums at the end of the previous run (and of
+the previous segment) are fetched without compaction, by scattering the value at each run's end
+into a slot numbered by the run and gathering slot ``run - 1``. Per-run sums are differences of
+the global cumulative sums (scikit-learn's rule); ties and float64 accumulation as on the CPU path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from torchmetrics_ext.functional.auc._kernels import _descending_keys
+
+
+def _starts(key: Tensor, first: Tensor | None = None) -> Tensor:
+    """``True`` where ``key`` differs from its left neighbour (and at 0, and wherever ``first`` is)."""
+    start = torch.empty(key.shape, dtype=torch.bool, device=key.device)
+    start[:1] = True
+    torch.ne(key[1:], key[:-1], out=start[1:])
+    if first is not None:
+        start |= first
+    return start
+
+
+def _previous_end(start: Tensor, values: Sequence[Tensor]) -> list[Tensor]:
+    """For every position, each of ``values`` at the end of the run before the position's run (0 for the first).
+
+    Runs are the stretches that ``start`` opens. The value at each run's end is scattered into
+    slot ``run + 1`` of a buffer whose slot 0 holds 0, then slot ``run`` is gathered back: no
+    compaction, so no host sync. Positions that end no run write to a spare last slot.
+    """
+    m = start.numel()
+    run = torch.cumsum(start, 0)  # run number + 1
+    end = torch.empty_like(start)
+    end[-1:] = True
+    end[:-1] = start[1:]
+    slot = torch.where(end, run, m + 1)
+    run -= 1
+    out = []
+    for value in values:
+        ends = value.new_empty(m + 2)
+        ends[:1] = 0
+        ends.scatter_(0, slot, value)
+        out.append(torch.index_select(ends, 0, run))
+    return out
+
+
+def _run_contributions(start: Tensor, segment_start: Tensor, pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Per position, its curve point's share of the AUC and AP numerators (non-zero at run ends only).
+
+    Args:
+        start: ``(M,)`` flags opening each run of equal scores (every segment start opens a run).
+        segment_start: ``(M,)`` flags opening each segment (task or ``(task, group)``).
+        pos: ``(M,)`` float64 positive label weight in curve order (decreasing score per segment).
+        neg: ``(M,)`` float64 negative label weight.
+
+    Returns:
+        ``(auc, ap)``, each ``(M,)`` float64: at the end of run ``r`` of a segment,
+        :math:`N_r (TP_r - P_r / 2)` and :math:`P_r \, TP_r / (TP_r + FP_r)`; elsewhere 0. Summed
+        per segment they are the numerators of :func:`~torchmetrics_ext.functional.auc`.
+    """
+    cp, cn = torch.cumsum(pos, 0), torch.cumsum(neg, 0)
+    prev_p, prev_n = _previous_end(start, [cp, cn])
+    off_p, off_n = _previous_end(segment_start, [cp, cn])
+    end = torch.empty_like(start)
+    end[-1:] = True
+    end[:-1] = start[1:]
+    run_p, run_n = cp - prev_p, cn - prev_n
+    tp, fp = cp.sub_(off_p), cn.sub_(off_n)
+    auc = torch.where(end, run_n * (tp - 0.5 * run_p), 0.0)
+    denom = tp + fp
+    ap = torch.where(end & (denom > 0), run_p * tp / torch.where(denom > 0, denom, 1.0), 0.0)
+    return auc, ap
+
+
+def _exact_curve_sums(
+    scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(P, N, auc_num, ap_num)`` per task, each ``(T,)`` float64, from chunks viewable as ``(n_k, T)``.
+
+    One sort of the float32 scores (descending, with the order), the signed weights gathered in
+    that order, float64 cumulative sums, then the curve points (last element of each run of
+    equal scores) compacted with one ``nonzero``: compute may wait for the device once (``update``
+    never calls this). Each task's weights are scaled by a power of two that brings its total into
+    [0.5, 1) before the global cumulative sums (exact: only the exponent changes), so that no
+    task's scale swamps another's rounding; the numerators are scaled back exactly.
+    """
+    s = torch.cat([chunk.reshape(-1, num_tasks) for chunk in scores]).to(torch.float32)
+    w = torch.cat([chunk.reshape(-1, num_tasks) for chunk in signed]).to(torch.float32)
+    n = s.shape[0]
+    if n == 0:
+        zeros = torch.zeros(num_tasks, dtype=torch.float64, device=s.device)
+        return zeros, zeros.clone(), zeros.clone(), zeros.clone()
+    if num_tasks == 1:
+        s, order = torch.sort(s.view(-1), descending=True)
+        w = w.view(-1)[order]
+    else:
+        s, order = torch.sort(s.T, dim=-1, descending=True)
+        w = torch.gather(w.T, 1, order)
+        pos_total = w.clamp(min=0).sum(-1, dtype=torch.float64)
+        neg_total = w.neg().clamp_(min=0).sum(-1, dtype=torch.float64)
+        _, exponent = torch.frexp(pos_total + neg_total)
+        w *= torch.ldexp(torch.ones_like(pos_total), -exponent).to(torch.float32)[:, None]
+        s, w = s.reshape(-1), w.reshape(-1)
+    del order
+    last = torch.empty(s.shape, dtype=torch.bool, device=s.device)
+    last[-1:] = True
+    torch.ne(s[1:], s[:-1], out=last[:-1])  # -0.0 == 0.0: one curve point
+    if num_tasks > 1:
+        last.view(num_tasks, n)[:, -1] = True
+    del s
+    cp = torch.cumsum(w.clamp(min=0), 0, dtype=torch.float64)
+    cn = torch.cumsum(w.neg_().clamp_(min=0), 0, dtype=torch.float64)
+    del w
+    ends = torch.nonzero(last).view(-1)
+    tp, fp = cp[ends], cn[ends]  # global TP / FP at each curve point
+    run_p, run_n = torch.diff(tp, prepend=tp.new_zeros(1)), torch.diff(fp, prepend=fp.new_zeros(1))
+    if num_tasks == 1:
+        pos_total, neg_total = tp[-1:], fp[-1:]
+    else:
+        row = ends // n
+        tp_end, fp_end = cp.view(num_tasks, n)[:, -1], cn.view(num_tasks, n)[:, -1]
+        off_p = torch.cat([tp_end.new_zeros(1), tp_end[:-1]])
+        off_n = torch.cat([fp_end.new_zeros(1), fp_end[:-1]])
+        tp -= off_p[row]
+        fp -= off_n[row]
+    del cp, cn
+    auc = run_n * (tp - 0.5 * run_p)
+    denom = tp + fp
+    ap = torch.where(denom > 0, run_p * tp / torch.where(denom > 0, denom, 1.0), 0.0)
+    if num_tasks == 1:
+        return pos_total, neg_total, auc.sum().view(1), ap.sum().view(1)
+    scale = torch.ldexp(torch.ones_like(pos_total), exponent)  # back to the task's own weights
+    per_task = torch.zeros(2, num_tasks * n, dtype=torch.float64, device=auc.device)
+    per_task[0].index_copy_(0, ends, auc)
+    per_task[1].index_copy_(0, ends, ap)
+    sums = per_task.view(2, num_tasks, n).sum(-1)
+    return pos_total, neg_total, sums[0] * (scale * scale), sums[1] * scale
+
+
+def _grouped_curve_sums(scores: Tensor, signed: Tensor, groups: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(P, N, auc_num, ap_num)``, each ``(T, N)`` float64: one slot per possible dense group id.
+
+    Args:
+        scores: ``(T, N)`` scores.
+        signed: ``(T, N)`` signed weights.
+        groups: ``(N,)`` int64 group ids shared by every task.
+
+    Slot ``g`` of a task belongs to the ``g``-th smallest distinct id; slots past the number of
+    distinct ids hold zeros (no weight, so never a group with both classes). The number of
+    groups is never read on the host.
+    """
+    num_tasks, n = scores.shape
+    device = scores.device
+    size = num_tasks * n
+    sorted_ids, perm = torch.sort(groups)
+    dense = torch.empty_like(perm).scatter_(0, perm, torch.cumsum(_starts(sorted_ids), 0).sub_(1))
+    del sorted_ids, perm
+    seg = (torch.arange(num_tasks, device=device).unsqueeze(1) * n + dense.unsqueeze(0)).reshape(-1)
+    key = (seg << 32) | (_descending_keys(scores).reshape(-1).to(torch.int64) + 2**31)
+    key, order = torch.sort(key)
+    w = signed.reshape(-1)[order].to(torch.float64)
+    del order
+    seg = key >> 32
+    pos, neg = w.clamp(min=0), w.neg().clamp_(min=0)
+    pos_total = torch.zeros(size, dtype=torch.float64, device=device).index_add_(0, seg, pos)
+    neg_total = torch.zeros_like(pos_total).index_add_(0, seg, neg)
+    auc, ap = _run_contributions(_starts(key), _starts(seg), pos, neg)
+    auc_num = torch.zeros_like(pos_total).index_add_(0, seg, auc)
+    ap_num = torch.zeros_like(pos_total).index_add_(0, seg, ap)
+    shape = (num_tasks, n)
+    return pos_total.view(shape), neg_total.view(shape), auc_num.view(shape), ap_num.view(shape)

@@ -56,37 +56,51 @@ def _both_classes(y, w):
     return (w * y).sum() > 0 and (w * (1 - y)).sum() > 0
 
 
-def _binned(p, num_bins, logits):
-    """The documented bin of each score: equal bins of the logit over LOGIT_RANGE, clipped."""
+def _binned(p, num_bins, logits, bin_space="logit"):
+    """The documented bin of each score: equal bins of the logit over LOGIT_RANGE, clipped; or, in
+    probability space, the float32 product p * B floored (TorchRec's lifetime AUPRC)."""
+    if bin_space == "probability":
+        q = (1.0 / (1.0 + np.exp(-p))).astype(np.float32) if logits else np.float32(p)
+        return np.clip(np.floor(q * np.float32(num_bins)), 0, num_bins - 1)
     with np.errstate(divide="ignore"):
         z = p if logits else np.log(p / (1.0 - p))
     lo, hi = LOGIT_RANGE
     return np.clip(np.floor((z - lo) * (num_bins / (hi - lo))), 0, num_bins - 1)
 
 
-def ref_auc(p, y, w, num_bins=None, logits=False):
+def ref_auc(p, y, w, num_bins=None, logits=False, bin_space="logit"):
     if not _both_classes(y, w):
         return np.nan
-    scores = p if num_bins is None else _binned(p, num_bins, logits)
+    scores = p if num_bins is None else _binned(p, num_bins, logits, bin_space)
     return skm.roc_auc_score(y, scores, sample_weight=w)
 
 
-def ref_auprc(p, y, w, num_bins=None, logits=False):
+def ref_auprc(p, y, w, num_bins=None, logits=False, bin_space="logit"):
     if (y * (np.ones_like(p) if w is None else w)).sum() <= 0:
         return np.nan
-    scores = p if num_bins is None else _binned(p, num_bins, logits)
+    scores = p if num_bins is None else _binned(p, num_bins, logits, bin_space)
     return skm.average_precision_score(y, scores, sample_weight=w)
 
 
-def ref_grouped(p, y, g, w, ref=ref_auc, weight_groups=False):
-    """Per-group loop over scikit-learn (a loop is fine in a test reference)."""
+def ref_grouped(p, y, g, w, ref=ref_auc, weight_groups=False, average_groups="defined"):
+    """Per-group loop over scikit-learn (a loop is fine in a test reference).
+
+    ``average_groups="all"`` (TorchRec): every group, even one of zero-weight rows; one without both
+    classes counts 0.5 (AUC), or 1 with positive weight only and 0 without (AUPRC).
+    """
     values, group_weights = [], []
     for gid in np.unique(g):
         m = g == gid
         wm = None if w is None else w[m]
+        total = m.sum() if w is None else wm.sum()
         if _both_classes(y[m], wm):
             values.append(ref(p[m], y[m], wm))
-            group_weights.append((m.sum() if w is None else wm.sum()) if weight_groups else 1.0)
+        elif average_groups == "all":
+            positives = (y[m] * (1.0 if wm is None else wm)).sum()
+            values.append(0.5 if ref is ref_auc else float(positives > 0))
+        else:
+            continue
+        group_weights.append(total if weight_groups else 1.0)
     return np.average(values, weights=group_weights) if values else np.nan
 
 
@@ -146,7 +160,20 @@ def _variants(name, cls, fn, ref, kw=None, ref_kw=None):
 
 
 def _grouped_variants(name, cls, fn, ref):
+    every = {"average_groups": "all"}
     return [
+        _case(f"{name}-all-w", cls, fn, ref, {"weights": "task"}, every, every, grouped=True),
+        _case(f"{name}-all-3task-w", cls, fn, ref, {"weights": "task"}, every, every, num_tasks=3, grouped=True),
+        _case(
+            f"{name}-all-weighted-groups-w",
+            cls,
+            fn,
+            ref,
+            {"weights": "task"},
+            every | {"weight_groups": True},
+            every | {"weight_groups": True},
+            grouped=True,
+        ),
         _case(name, cls, fn, ref, grouped=True),
         _case(f"{name}-w", cls, fn, ref, data_kw={"weights": "task"}, grouped=True),
         _case(f"{name}-3task-w", cls, fn, ref, data_kw={"weights": "task"}, num_tasks=3, grouped=True),
@@ -174,11 +201,14 @@ def _grouped_variants(name, cls, fn, ref):
 
 
 BINS = {"num_bins": 1000}
+PROBABILITY_BINS = {"num_bins": 1000, "bin_space": "probability"}  # TorchRec's lifetime AUPRC
 _ALL = [
     *_variants("auc", tmx.AUC, tmf.auc, ref_auc),
     *_variants("auprc", tmx.AUPRC, tmf.auprc, ref_auprc),
     *_variants("auc-bins", tmx.AUC, tmf.auc, ref_auc, kw=BINS, ref_kw=BINS),
     *_variants("auprc-bins", tmx.AUPRC, tmf.auprc, ref_auprc, kw=BINS, ref_kw=BINS),
+    *_variants("auprc-pbins", tmx.AUPRC, tmf.auprc, ref_auprc, kw=PROBABILITY_BINS, ref_kw=PROBABILITY_BINS),
+    _case("auc-pbins-w", tmx.AUC, tmf.auc, ref_auc, {"weights": "task"}, PROBABILITY_BINS, PROBABILITY_BINS),
     *_grouped_variants("gauc", tmx.GroupedAUC, tmf.grouped_auc, ref_auc),
     *_grouped_variants("gauprc", tmx.GroupedAUPRC, tmf.grouped_auprc, ref_auprc),
 ]
@@ -208,7 +238,8 @@ globals().update(
         accumulate=(),  # test_accumulate above also runs the kernels with tiny blocks
         dtypes=[i for i in IDS if i.endswith("-3task-w")],
         collection=[i for i in IDS if i.endswith("-3task-w") or i.endswith("-logits-w")],
-        invariances=[i for i in IDS if i.endswith("-w")],
+        # TorchRec's averaging counts a group of zero-weight rows: zero weights are not removed rows
+        invariances=[i for i in IDS if i.endswith("-w") and "-all-" not in i],
         ddp=DDP_IDS,
         device_path=IDS,
     )
@@ -265,6 +296,10 @@ def test_rejects(cid, bad, exc, match):
         (partial(tmx.AUC, logit_range=(float("-inf"), 3.0)), "`logit_range`"),
         (partial(tmx.AUC, from_logits=1), "`from_logits`"),
         (partial(tmx.GroupedAUC, weight_groups="yes"), "`weight_groups`"),
+        (partial(tmx.AUPRC, num_bins=10, bin_space="prob"), "`bin_space` to be one of"),
+        (partial(tmf.auprc, _P, _Y, num_bins=10, bin_space=None), "`bin_space` to be one of"),
+        (partial(tmx.GroupedAUPRC, average_groups="every"), "`average_groups` to be one of"),
+        (partial(tmf.grouped_auc, _P, _Y, _GBASE["groups"], average_groups=None), "`average_groups` to be one of"),
         (partial(tmx.GroupedAUPRC, groups_complete_per_batch=None), "`groups_complete_per_batch`"),
         (partial(tmx.AUC, num_tasks=0), "`num_tasks`"),
         (partial(tmf.auc, _P, _Y, num_bins=0), "`num_bins`"),

@@ -39,12 +39,14 @@ class _Value:
         parts: the keys TorchRec reports: ``("lifetime", "window")``, ``("window",)`` (its AUC has
             no lifetime value) or ``("bare",)`` (the lifetime value under the bare name).
         when: a TorchRec boolean argument that switches this value on (``"include_logloss"``).
+        key: our metric's name in the module, where ``name`` alone would repeat one.
     """
 
     name: str
     build: Callable[[int, Mapping[str, Any]], Metric]
     parts: tuple[str, ...] = _BOTH
     when: str | None = None
+    key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,16 @@ def _passing(cls: Callable[..., Metric], *names: str, **options: Any) -> Callabl
     return lambda num_tasks, arguments: cls(
         num_tasks, **options, **{name: arguments[name] for name in names if name in arguments}
     )
+
+
+def _torchrec_binned_auprc(num_tasks: int, arguments: Mapping[str, Any]) -> Metric:
+    """TorchRec's lifetime AUPRC: the AP of scores floored to ``num_bins`` bins uniform in [0, 1]."""
+    bounds = (arguments.get("min_prediction", 0.0), arguments.get("max_prediction", 1.0))
+    if bounds != (0.0, 1.0):
+        raise ValueError(
+            f"TorchRec metric 'auprc': only min_prediction=0, max_prediction=1 are supported, got {bounds}."
+        )
+    return _auc.AUPRC(num_tasks, num_bins=arguments.get("num_bins", 1000), bin_space="probability")
 
 
 _NE = _Value("ne", _plain(_pointwise.NormalizedEntropy))
@@ -92,17 +104,23 @@ TORCHREC_METRICS: dict[str, _TorchRecMetric] = {
     "auc": _TorchRecMetric(
         (
             _Value("auc", _plain(_auc.AUC), parts=("window",)),
-            _Value("grouped_auc", _plain(_auc.GroupedAUC), parts=("window",), when="grouped_auc"),
+            _Value("grouped_auc", _plain(_auc.GroupedAUC, average_groups="all"), parts=("window",), when="grouped_auc"),
         ),
         arguments=("grouped_auc",),
         grouped=True,
     ),
     "auprc": _TorchRecMetric(
         (
-            _Value("auprc", _plain(_auc.AUPRC)),
-            _Value("grouped_auprc", _plain(_auc.GroupedAUPRC), parts=("window",), when="grouped_auprc"),
+            _Value("auprc", _torchrec_binned_auprc, parts=("lifetime",)),
+            _Value("auprc", _plain(_auc.AUPRC), parts=("window",), key="auprc_window"),  # its window is exact
+            _Value(
+                "grouped_auprc",
+                _plain(_auc.GroupedAUPRC, average_groups="all"),
+                parts=("window",),
+                when="grouped_auprc",
+            ),
         ),
-        arguments=("grouped_auprc",),
+        arguments=("grouped_auprc", "num_bins", "min_prediction", "max_prediction"),
         grouped=True,
     ),
     "rauc": _TorchRecMetric((_Value("rauc", _plain(_auc.RegressionAUC), parts=("window",)),)),
@@ -266,7 +284,7 @@ def read_torchrec_config(config: Any, state_metrics_mapping: Mapping[Any, Any] |
         for value in spec.values:
             if value.when is not None and not arguments.get(value.when):
                 continue
-            key = name if value.name == name else f"{name}_{value.name}"
+            key = value.key or (name if value.name == name else f"{name}_{value.name}")
             plan.metrics[key] = value.build(num_tasks, arguments)
             plan.keys[key] = (name, value.name, value.parts, frozenset(task_names))
             grouped |= spec.grouped and value.when is not None

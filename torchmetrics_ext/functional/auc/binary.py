@@ -8,7 +8,8 @@ Two ways to get the same curve statistics per task, ``(P, N, auc_num, ap_num)`` 
   float32 through an order-preserving ``int32`` key packed with the weight's bits into one
   ``int64`` (see :mod:`torchmetrics_ext.functional.auc._kernels`).
 * **binned** (:func:`_binned_update` + :func:`_binned_curve_stats`): a ``(2, T, B)`` histogram
-  of negative and positive weight over ``B`` bins uniform in logit space, filled in O(N) with one
+  of negative and positive weight over ``B`` bins uniform in logit space (or, with
+  ``bin_space="probability"``, in probability as TorchRec's lifetime AUPRC), filled in O(N) with one
   ``scatter_add_`` into the histogram (no host sync on any device); the value is the exact value
   of the scores rounded to their bin.
 
@@ -34,12 +35,15 @@ __all__ = ["auc", "auprc"]
 CurveStats = tuple[Tensor, Tensor, Tensor, Tensor]
 
 DEFAULT_LOGIT_RANGE: tuple[float, float] = (-16.0, 16.0)
+BIN_SPACES = ("logit", "probability")
 
 
 # ----------------------------------------------------------------------------- argument checks
 
 
-def _check_bins(num_bins: object, logit_range: object) -> None:
+def _check_bins(num_bins: object, logit_range: object, bin_space: object = "logit") -> None:
+    if bin_space not in BIN_SPACES:
+        raise ValueError(f"Expected `bin_space` to be one of {BIN_SPACES}, got {bin_space!r}.")
     if num_bins is not None and (not isinstance(num_bins, int) or isinstance(num_bins, bool) or num_bins < 2):
         raise ValueError(f"Expected `num_bins` to be None (exact) or an integer >= 2, got {num_bins!r}.")
     ok = (
@@ -97,18 +101,28 @@ def _binned_index(
     num_bins: int,
     logit_range: tuple[float, float],
     from_logits: bool,
+    bin_space: str = "logit",
 ) -> Tensor:
     """Flat ``(y, task, bin)`` index of every sample into a ``(2, T, B)`` histogram, as int64 ``(T * N,)``.
 
     ``B`` equal bins of the logit over ``logit_range`` (end bins clip); probabilities (of any
-    float dtype) go through ``logit(p) = log(p / (1 - p))`` in float64. The position is clipped
-    to ``[0, B - 1]`` and the whole offsets of label and task are added before one truncation to
-    int64, which for these non-negative values is the floor of the position plus the offsets.
+    float dtype) go through ``logit(p) = log(p / (1 - p))`` in float64. With
+    ``bin_space="probability"``, ``B`` equal bins of the probability over [0, 1] (logits go
+    through the sigmoid), as TorchRec's lifetime AUPRC: the position ``p * B`` is rounded to
+    float32 first, as TorchRec computes it for float32 predictions (``0.35 * 1000`` is bin 350,
+    not 349). The position is clipped to ``[0, B - 1]`` and the whole offsets of label and task
+    are added before one truncation to int64, which for these non-negative values is the floor
+    of the position plus the offsets.
     """
     num_tasks = preds.shape[0]
-    z = preds.to(torch.float64, copy=True) if from_logits else torch.logit(preds.to(torch.float64))
-    lo, hi = logit_range
-    index = z.sub_(lo).mul_(num_bins / (hi - lo)).clamp_(0, num_bins - 1)
+    if bin_space == "probability":
+        # a logit's probability: float64 sigmoid rounded to float32 (the same bin on any path)
+        p = torch.sigmoid(preds.to(torch.float64)).to(torch.float32) if from_logits else preds.to(torch.float32)
+        index = (p * num_bins).to(torch.float64).clamp_(0, num_bins - 1)
+    else:
+        z = preds.to(torch.float64, copy=True) if from_logits else torch.logit(preds.to(torch.float64))
+        lo, hi = logit_range
+        index = z.sub_(lo).mul_(num_bins / (hi - lo)).clamp_(0, num_bins - 1)
     index.add_(target, alpha=float(num_tasks * num_bins))
     if num_tasks > 1:
         index += torch.arange(0, num_tasks * num_bins, num_bins, device=preds.device, dtype=torch.float64).unsqueeze(1)
@@ -134,6 +148,7 @@ def _binned_update(
     logit_range: tuple[float, float],
     from_logits: bool,
     out: Tensor | None = None,
+    bin_space: str = "logit",
 ) -> Tensor:
     """``(2, T, B)`` float64 histogram (negative, positive label weight per bin) of one ``(T, N)`` batch.
 
@@ -142,7 +157,7 @@ def _binned_update(
     (``bincount`` with ``minlength`` does all three, about four times slower at 10k bins).
     """
     hist = torch.zeros(2, preds.shape[0], num_bins, dtype=torch.float64, device=preds.device) if out is None else out
-    index = _binned_index(preds, target, num_bins, logit_range, from_logits)
+    index = _binned_index(preds, target, num_bins, logit_range, from_logits, bin_space)
     if weights is None:
         values = _unit_weights(hist.device, index.numel())
     else:
@@ -196,8 +211,9 @@ def _curve_stats(
     logit_range: tuple[float, float],
     from_logits: bool,
     validate_args: bool,
+    bin_space: str = "logit",
 ) -> CurveStats:
-    _check_bins(num_bins, logit_range)
+    _check_bins(num_bins, logit_range, bin_space)
     check_flag("from_logits", from_logits)
     p, t, w = format_pointwise(
         preds,
@@ -212,7 +228,7 @@ def _curve_stats(
     assert t is not None
     if num_bins is None:
         return _exact_curve_stats([p.T], [_signed_weights(t, w).T], p.shape[0])
-    return _binned_curve_stats(_binned_update(p, t, w, num_bins, logit_range, from_logits))
+    return _binned_curve_stats(_binned_update(p, t, w, num_bins, logit_range, from_logits, bin_space=bin_space))
 
 
 def auc(
@@ -222,6 +238,7 @@ def auc(
     *,
     num_bins: int | None = None,
     logit_range: tuple[float, float] = DEFAULT_LOGIT_RANGE,
+    bin_space: str = "logit",
     from_logits: bool = False,
     validate_args: bool = True,
 ) -> Tensor:
@@ -241,6 +258,8 @@ def auc(
         num_bins: ``None`` for the exact value; ``B`` to round scores to ``B`` bins uniform in
             logit space over ``logit_range`` (see :class:`~torchmetrics_ext.AUC`).
         logit_range: ``(low, high)`` logits covered by the bins; scores outside fall in the end bins.
+        bin_space: ``"logit"`` (default) or ``"probability"``: ``B`` bins uniform in probability
+            over [0, 1] instead (``logit_range`` unused), TorchRec's lifetime AUPRC binning.
         from_logits: ``preds`` are logits (the exact value does not depend on it).
         validate_args: check inputs before computing.
 
@@ -250,7 +269,7 @@ def auc(
 
     Raises:
         ValueError: on bad shapes, NaN/inf scores, probabilities outside [0, 1], non-binary labels,
-            negative weights, or a bad ``num_bins``/``logit_range``.
+            negative weights, or a bad ``num_bins``/``logit_range``/``bin_space``.
         TypeError: on non-tensor inputs or non-floating ``preds``.
 
     Note:
@@ -263,7 +282,9 @@ def auc(
         tensor(0.8750, dtype=torch.float64)
     """
     single = preds.ndim == 1
-    pos, neg, auc_num, _ = _curve_stats(preds, target, weights, num_bins, logit_range, from_logits, validate_args)
+    pos, neg, auc_num, _ = _curve_stats(
+        preds, target, weights, num_bins, logit_range, from_logits, validate_args, bin_space
+    )
     value = _auc_compute(pos, neg, auc_num)
     return value.squeeze(0) if single else value
 
@@ -275,6 +296,7 @@ def auprc(
     *,
     num_bins: int | None = None,
     logit_range: tuple[float, float] = DEFAULT_LOGIT_RANGE,
+    bin_space: str = "logit",
     from_logits: bool = False,
     validate_args: bool = True,
 ) -> Tensor:
@@ -293,6 +315,7 @@ def auprc(
         weights: optional non-negative sample weights, shape of ``preds`` or ``(N,)``.
         num_bins: ``None`` for the exact value; ``B`` for the binned value (see ``auc``).
         logit_range: ``(low, high)`` logits covered by the bins.
+        bin_space: ``"logit"`` or ``"probability"`` (see ``auc``).
         from_logits: ``preds`` are logits.
         validate_args: check inputs before computing.
 
@@ -312,6 +335,8 @@ def auprc(
         tensor(0.8333, dtype=torch.float64)
     """
     single = preds.ndim == 1
-    pos, _, _, ap_num = _curve_stats(preds, target, weights, num_bins, logit_range, from_logits, validate_args)
+    pos, _, _, ap_num = _curve_stats(
+        preds, target, weights, num_bins, logit_range, from_logits, validate_args, bin_space
+    )
     value = _auprc_compute(pos, ap_num)
     return value.squeeze(0) if single else value

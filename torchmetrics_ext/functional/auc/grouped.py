@@ -3,7 +3,8 @@ r"""Grouped (per user / per query) ROC AUC and average precision, vectorised ove
 One sort by ``(task, group, score)`` of a composite ``int64`` key, then the same block-wise
 segment cumulative sums as the exact binary kernel, with one segment per ``(task, group)``: no
 Python loop over groups or tasks. The per-group values are averaged over the groups that hold
-both classes, optionally weighted by each group's total sample weight.
+both classes (or, with ``average_groups="all"``, over every group, as TorchRec does), optionally
+weighted by each group's total sample weight.
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.warnings import safe_divide
 
 __all__ = ["grouped_auc", "grouped_auprc"]
+
+AVERAGE_GROUPS = ("defined", "all")
+
+
+def _check_average_groups(average_groups: object) -> None:
+    if average_groups not in AVERAGE_GROUPS:
+        raise ValueError(f"Expected `average_groups` to be one of {AVERAGE_GROUPS}, got {average_groups!r}.")
 
 
 def _check_groups(groups: object, preds: Tensor) -> Tensor:
@@ -96,26 +104,44 @@ def _grouped_curve_stats(scores: Tensor, signed: Tensor, groups: Tensor) -> Curv
     return pos_total.view(shape), neg_total.view(shape), auc_num.view(shape), ap_num.view(shape)
 
 
-def _group_values(stats: CurveStats, kind: str) -> tuple[Tensor, Tensor]:
-    """Per-group values (``kind`` is ``"auc"`` or ``"auprc"``) and the mask of groups with both classes."""
+def _group_values(stats: CurveStats, kind: str, present: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Per-group values (``kind`` is ``"auc"`` or ``"auprc"``) and the mask of the groups averaged.
+
+    Without ``present``: the groups with both classes. With ``present`` (the mask of the slots
+    that hold a group, TorchRec's averaging): every group, one without both classes valued as
+    TorchRec does: 0.5 for AUC, 1 (positive weight only) or 0 (none) for AUPRC.
+    """
     pos, neg, auc_num, ap_num = stats
     valid = (pos > 0) & (neg > 0)
     if kind == "auc":
-        values = auc_num / torch.where(valid, pos * neg, 1.0)
+        values = torch.where(valid, auc_num / torch.where(valid, pos * neg, 1.0), 0.5)
     else:
-        values = ap_num / torch.where(valid, pos, 1.0)
-    return torch.where(valid, values, 0.0), valid
+        values = torch.where(valid, ap_num / torch.where(valid, pos, 1.0), (pos > 0).to(ap_num.dtype))
+    averaged = valid if present is None else present
+    return torch.where(averaged, values, 0.0), averaged
+
+
+def _present_groups(groups: Tensor, num_slots: int) -> Tensor:
+    """``(num_slots,)`` mask of the slots holding a group: the first ``K`` for ``K`` distinct ids.
+
+    Both paths of :func:`_grouped_curve_stats` give the ``g``-th smallest id slot ``g``; ``K`` is
+    counted on the device (no host sync), so a group holding only zero-weight rows counts too.
+    """
+    ids = torch.sort(groups).values
+    distinct = (ids[1:] != ids[:-1]).sum() + (1 if ids.numel() else 0)
+    return torch.arange(num_slots, device=groups.device) < distinct
 
 
 def _grouped_update(
-    scores: Tensor, signed: Tensor, groups: Tensor, kind: str, weight_groups: bool
+    scores: Tensor, signed: Tensor, groups: Tensor, kind: str, weight_groups: bool, average_groups: str = "defined"
 ) -> tuple[Tensor, Tensor]:
-    """``(sum of group values, sum of group weights)`` per task over the groups with both classes.
+    """``(sum of group values, sum of group weights)`` per task over the groups averaged (see ``_group_values``).
 
     A group's weight is 1, or its total sample weight when ``weight_groups``.
     """
     stats = _grouped_curve_stats(scores, signed, groups)
-    values, valid = _group_values(stats, kind)
+    present = _present_groups(groups, stats[0].shape[-1]) if average_groups == "all" else None
+    values, valid = _group_values(stats, kind, present)
     group_weight = (stats[0] + stats[1]) if weight_groups else torch.ones_like(values)
     group_weight = torch.where(valid, group_weight, 0.0)
     return (values * group_weight).sum(-1), group_weight.sum(-1)
@@ -133,14 +159,17 @@ def _grouped(
     groups: Tensor,
     weights: Tensor | None,
     weight_groups: bool,
+    average_groups: str,
     from_logits: bool,
     validate_args: bool,
 ) -> Tensor:
     check_flag("weight_groups", weight_groups)
     check_flag("from_logits", from_logits)
+    _check_average_groups(average_groups)
     single = preds.ndim == 1
     p, t, g, w = _format_grouped(preds, target, groups, weights, None, from_logits, validate_args)
-    value = _grouped_compute(*_grouped_update(p, _signed_weights(t, w), g, kind, weight_groups), name)
+    sums = _grouped_update(p, _signed_weights(t, w), g, kind, weight_groups, average_groups)
+    value = _grouped_compute(*sums, name)
     return value.squeeze(0) if single else value
 
 
@@ -151,6 +180,7 @@ def grouped_auc(
     weights: Tensor | None = None,
     *,
     weight_groups: bool = False,
+    average_groups: str = "defined",
     from_logits: bool = False,
     validate_args: bool = True,
 ) -> Tensor:
@@ -169,6 +199,9 @@ def grouped_auc(
         groups: ``(N,)`` integer group ids (user, query, session...), shared by every task.
         weights: optional non-negative sample weights, shape of ``preds`` or ``(N,)``.
         weight_groups: weight each group by its total sample weight instead of 1.
+        average_groups: ``"defined"`` (default): average the groups holding both classes;
+            ``"all"``: every group, one without both classes counting 0.5 (TorchRec's grouped AUC;
+            a group of zero-weight rows counts too, so zero weights are not removed rows here).
         from_logits: ``preds`` are logits (the value does not depend on it).
         validate_args: check inputs before computing.
 
@@ -177,8 +210,8 @@ def grouped_auc(
         ``UndefinedMetricWarning``) when no group holds both classes.
 
     Raises:
-        ValueError: as for :func:`~torchmetrics_ext.functional.auc`, or ``groups`` of the wrong
-            shape/device.
+        ValueError: as for :func:`~torchmetrics_ext.functional.auc`, ``groups`` of the wrong
+            shape/device, or an unknown ``average_groups``.
         TypeError: non-tensor inputs, non-floating ``preds`` or non-integer ``groups``.
 
     Example:
@@ -189,7 +222,9 @@ def grouped_auc(
         >>> grouped_auc(preds, target, groups=torch.tensor([0, 0, 1, 1, 2]))  # groups 0, 1; 2 has one class
         tensor(0.5000, dtype=torch.float64)
     """
-    return _grouped("auc", "GroupedAUC", preds, target, groups, weights, weight_groups, from_logits, validate_args)
+    return _grouped(
+        "auc", "GroupedAUC", preds, target, groups, weights, weight_groups, average_groups, from_logits, validate_args
+    )
 
 
 def grouped_auprc(
@@ -199,6 +234,7 @@ def grouped_auprc(
     weights: Tensor | None = None,
     *,
     weight_groups: bool = False,
+    average_groups: str = "defined",
     from_logits: bool = False,
     validate_args: bool = True,
 ) -> Tensor:
@@ -214,6 +250,8 @@ def grouped_auprc(
         groups: ``(N,)`` integer group ids shared by every task.
         weights: optional non-negative sample weights.
         weight_groups: weight each group by its total sample weight instead of 1.
+        average_groups: ``"defined"`` (default) or ``"all"``: every group, one with positive
+            weight only counting 1 and one without positive weight 0 (TorchRec's grouped AUPRC).
         from_logits: ``preds`` are logits.
         validate_args: check inputs before computing.
 
@@ -232,4 +270,15 @@ def grouped_auprc(
         >>> grouped_auprc(preds, target, groups=torch.tensor([0, 0, 1, 1]))  # (1 + 0.5) / 2
         tensor(0.7500, dtype=torch.float64)
     """
-    return _grouped("auprc", "GroupedAUPRC", preds, target, groups, weights, weight_groups, from_logits, validate_args)
+    return _grouped(
+        "auprc",
+        "GroupedAUPRC",
+        preds,
+        target,
+        groups,
+        weights,
+        weight_groups,
+        average_groups,
+        from_logits,
+        validate_args,
+    )

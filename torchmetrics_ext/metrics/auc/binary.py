@@ -79,14 +79,16 @@ class _CurveMetric(TaskMetric):
         *,
         num_bins: int | None = None,
         logit_range: tuple[float, float] = F.DEFAULT_LOGIT_RANGE,
+        bin_space: str = "logit",
         from_logits: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_tasks, **kwargs)
-        F._check_bins(num_bins, logit_range)
+        F._check_bins(num_bins, logit_range, bin_space)
         check_flag("from_logits", from_logits)
         self.num_bins = num_bins
         self.logit_range = (float(logit_range[0]), float(logit_range[1]))
+        self.bin_space = bin_space
         self.from_logits = from_logits
         if num_bins is None:
             self._add_list_state("preds", torch.float32)
@@ -107,7 +109,8 @@ class _CurveMetric(TaskMetric):
     @property
     def shared_statistics_key(self) -> Hashable:
         """``AUC`` and ``AUPRC`` with the same mode and settings hold equal states."""
-        return ("_CurveMetric", self.num_bins, self.logit_range, self.from_logits, self.num_tasks)
+        binning = None if self.num_bins is None else (self.num_bins, self.logit_range, self.bin_space)
+        return ("_CurveMetric", binning, self.from_logits, self.num_tasks)
 
     def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
         """Accumulate one batch: ``preds``/``target`` ``(N,)`` or ``(T, N)``, optional ``weights``."""
@@ -119,7 +122,9 @@ class _CurveMetric(TaskMetric):
         p, t, w = format_pointwise(preds, target, weights, self.num_tasks, validate=False, dtype=None)
         assert t is not None
         if self.num_bins is not None:
-            F._binned_update(p, t, w, self.num_bins, self.logit_range, self.from_logits, out=self.hist)
+            F._binned_update(
+                p, t, w, self.num_bins, self.logit_range, self.from_logits, out=self.hist, bin_space=self.bin_space
+            )
             return
         if w is not None and not on_device_path(p):
             # rows of zero weight in every task change nothing: on the CPU they are not stored (on
@@ -158,6 +163,9 @@ class AUC(_CurveMetric):
             ``B`` bins uniform in logit space over ``logit_range``.
         logit_range: ``(low, high)`` logits covered by the bins (default ``(-16, 16)``, i.e.
             probabilities 1.1e-7 to 1 - 1.1e-7); scores outside fall in the end bins.
+        bin_space: ``"logit"`` (default) or ``"probability"``: ``B`` bins uniform in probability
+            over [0, 1] (``logit_range`` unused). ``AUPRC(num_bins=1000, bin_space="probability")``
+            is TorchRec's lifetime AUPRC (the AP of scores floored to 1000 bins).
         from_logits: ``preds`` are logits (exact mode ranks them as given).
         validate_args: check each batch; a rejected batch raises and changes nothing.
         kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
@@ -165,7 +173,7 @@ class AUC(_CurveMetric):
     Raises:
         ValueError: NaN/inf ``preds``, probabilities outside [0, 1], labels not in {0, 1},
             negative weights, mismatched shapes/devices, a wrong task dimension, or a bad
-            ``num_bins``/``logit_range``.
+            ``num_bins``/``logit_range``/``bin_space``.
         TypeError: non-tensor inputs or non-floating ``preds``.
 
     Note:
@@ -220,6 +228,9 @@ class AUPRC(_CurveMetric):
             ``B`` bins uniform in logit space over ``logit_range``.
         logit_range: ``(low, high)`` logits covered by the bins (default ``(-16, 16)``, i.e.
             probabilities 1.1e-7 to 1 - 1.1e-7); scores outside fall in the end bins.
+        bin_space: ``"logit"`` (default) or ``"probability"``: ``B`` bins uniform in probability
+            over [0, 1] (``logit_range`` unused). ``AUPRC(num_bins=1000, bin_space="probability")``
+            is TorchRec's lifetime AUPRC (the AP of scores floored to 1000 bins).
         from_logits: ``preds`` are logits (exact mode ranks them as given).
         validate_args: check each batch; a rejected batch raises and changes nothing.
         kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
@@ -227,7 +238,7 @@ class AUPRC(_CurveMetric):
     Raises:
         ValueError: NaN/inf ``preds``, probabilities outside [0, 1], labels not in {0, 1},
             negative weights, mismatched shapes/devices, a wrong task dimension, or a bad
-            ``num_bins``/``logit_range``.
+            ``num_bins``/``logit_range``/``bin_space``.
         TypeError: non-tensor inputs or non-floating ``preds``.
 
     Note:

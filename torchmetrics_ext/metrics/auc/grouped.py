@@ -41,6 +41,7 @@ class _GroupedCurveMetric(TaskMetric):
         *,
         weight_groups: bool = False,
         groups_complete_per_batch: bool = False,
+        average_groups: str = "defined",
         from_logits: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -51,13 +52,18 @@ class _GroupedCurveMetric(TaskMetric):
             ("from_logits", from_logits),
         ):
             check_flag(name, flag)
+        F._check_average_groups(average_groups)
+        self.average_groups = average_groups
         self.weight_groups = weight_groups
         self.groups_complete_per_batch = groups_complete_per_batch
         self.from_logits = from_logits
         # The running sums depend on the metric (AUC or AP per group) and on how groups are weighted,
-        # so their states are named after both: compute groups never merge GroupedAUC with
-        # GroupedAUPRC (or weighted with unweighted) when the first batch happens to agree.
+        # and on which groups are averaged, so their states are named after all three: compute groups
+        # never merge GroupedAUC with GroupedAUPRC (or weighted with unweighted) when the first batch
+        # happens to agree.
         weighting = "weight" if weight_groups else "count"
+        if average_groups == "all":
+            weighting += "_all_groups"
         self._sum_states = (f"group_{self._kind}_by_{weighting}_sum", f"group_{weighting}_sum")
         if groups_complete_per_batch:
             for name in self._sum_states:
@@ -93,7 +99,8 @@ class _GroupedCurveMetric(TaskMetric):
             return
         signed = FB._signed_weights(t, w)
         if self.groups_complete_per_batch:
-            for name, value in zip(self._sum_states, F._grouped_update(p, signed, g, self._kind, self.weight_groups)):
+            sums = F._grouped_update(p, signed, g, self._kind, self.weight_groups, self.average_groups)
+            for name, value in zip(self._sum_states, sums):
                 getattr(self, name).add_(value)
             return
         _append_chunk(self.preds, _sample_major(p))
@@ -108,7 +115,9 @@ class _GroupedCurveMetric(TaskMetric):
             scores = _take_samples(self.preds, self.num_tasks)
             signed = _take_samples(self.signed_weights, self.num_tasks)
             groups = _take_samples(self.groups, 1).reshape(-1).to(torch.int64)
-            value_sum, weight_sum = F._grouped_update(scores, signed, groups, self._kind, self.weight_groups)
+            value_sum, weight_sum = F._grouped_update(
+                scores, signed, groups, self._kind, self.weight_groups, self.average_groups
+            )
         return self._squeeze_tasks(F._grouped_compute(value_sum, weight_sum, self._name))
 
 
@@ -130,13 +139,17 @@ class GroupedAUC(_GroupedCurveMetric):
         groups_complete_per_batch: every group is complete within the batch it arrives in: score
             groups at ``update`` and keep two float64 sums per task (constant memory). A group
             split across batches then counts as separate groups.
+        average_groups: ``"defined"`` (default): average the groups holding both classes;
+            ``"all"``: every group, one without both classes counting 0.5, as TorchRec's grouped
+            AUC (a group of zero-weight rows counts too; ``RecMetricModule.from_torchrec_config``
+            turns it on).
         from_logits: ``preds`` are logits (the value does not depend on it).
         validate_args: check each batch; a rejected batch raises and changes nothing.
         kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
 
     Raises:
-        ValueError: as for :class:`~torchmetrics_ext.AUC`, or ``groups`` of the wrong shape or
-            device.
+        ValueError: as for :class:`~torchmetrics_ext.AUC`, ``groups`` of the wrong shape or
+            device, or an unknown ``average_groups``.
         TypeError: non-tensor inputs, non-floating ``preds`` or non-integer ``groups``.
 
     Note:
@@ -171,6 +184,8 @@ class GroupedAUPRC(_GroupedCurveMetric):
         num_tasks: number of tasks ``T``.
         weight_groups: weight each group by its total sample weight instead of 1.
         groups_complete_per_batch: score groups per batch and keep constant-memory sums.
+        average_groups: ``"defined"`` (default) or ``"all"``: every group, one with positive
+            weight only counting 1 and one without positive weight 0 (TorchRec's grouped AUPRC).
         from_logits: ``preds`` are logits.
         validate_args: check each batch.
         kwargs: TorchMetrics options.

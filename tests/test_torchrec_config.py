@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 import torchmetrics_ext as tmx
 from torchmetrics_ext.torchrec_config import TORCHREC_METRICS
@@ -338,6 +338,24 @@ def test_every_supported_metric_builds_and_reports_its_keys():
         assert set(values) == expected, name
 
 
+def test_torchrecs_auprc_is_a_binned_lifetime_and_an_exact_window():
+    config = {
+        "rec_tasks": TASKS[:1],
+        "rec_metrics": {"auprc": {"rec_task_indices": [0], "arguments": {"num_bins": 100}}},
+    }
+    module = tmx.RecMetricModule.from_torchrec_config(config)
+    lifetime, window = module.metrics["auprc"].lifetime, module.metrics["auprc_window"].window
+    assert (lifetime.num_bins, lifetime.bin_space, window.num_bins) == (100, "probability", None)
+    steps = make_steps(config, num_steps=2)
+    values = run(module, steps)
+    p, y, w = (_column(steps, TASKS[0][k]) for k in ("prediction_name", "label_name", "weight_name"))
+    floored = np.floor(p.astype(np.float32) * np.float32(100))  # TorchRec's bins
+    np.testing.assert_allclose(
+        values["auprc-click|lifetime_auprc"], average_precision_score(y, floored, sample_weight=w)
+    )
+    np.testing.assert_allclose(values["auprc-click|window_auprc"], average_precision_score(y, p, sample_weight=w))
+
+
 @pytest.mark.parametrize(
     ("change", "match"),
     [
@@ -366,6 +384,10 @@ def test_every_supported_metric_builds_and_reports_its_keys():
         ),
         ({"rec_metrics": {"ne": {"rec_tasks": [TASKS[0] | {"weight_name": "other"}]}}}, "'click' is defined twice"),
         ({"rec_metrics": {"ne": {"rec_task_indices": [0], "windows": 3}}}, r"Unknown fields \['windows'\]"),
+        (
+            {"rec_metrics": {"auprc": {"rec_task_indices": [0], "arguments": {"min_prediction": 0.1}}}},
+            "min_prediction=0",
+        ),
         ({"rec_metrics": {}}, "non-empty dict"),
         ({"rec_metrics": {3: {"rec_task_indices": [0]}}}, "RecMetricEnum or its name"),
         ({"rec_metrics": {"ne": 3}}, "TorchRec dataclass or a dict, got int"),

@@ -20,10 +20,11 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 
+from torchmetrics_ext.functional._sums import sharing_sums
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.registry import build_metric, torchrec_names
-from torchmetrics_ext.utilities.checks import _check_values, check_tensor
+from torchmetrics_ext.utilities.checks import _check_values, check_tensor, format_pointwise
 from torchmetrics_ext.utilities.distributed import fused_gather
 from torchmetrics_ext.wrappers.windowed import Windowed
 
@@ -360,7 +361,10 @@ class RecMetricModule(nn.Module):
                 batch.target_is_float,
             )
             w, g = batch.weights, batch.groups
+            # the pointwise kernels of every metric take shared sums (sum w, sum w·y...) from one object
+            shared = format_pointwise(batch.preds, batch.target, w, len(self.tasks), validate=False)
             with ExitStack() as stack:
+                stack.enter_context(sharing_sums(*shared))
                 updated = list(self._updated_units())
                 for unit, _ in updated:
                     stack.enter_context(unit.inputs_validated())  # type: ignore[operator]

@@ -369,10 +369,12 @@ class RecMetricModule(nn.Module):
                 for unit, _ in updated:
                     stack.enter_context(unit.inputs_validated())  # type: ignore[operator]
                 for unit, grouped in updated[: len(updated) - self._num_copies]:
+                    # a TaskMetric skips TorchMetrics' per-call wrapper (the step runs without gradients)
+                    update = getattr(unit, "update_unwrapped", unit.update)
                     if grouped:
-                        unit.update(batch.preds, batch.target, groups=g, weights=w)
+                        update(shared[0], shared[1], groups=g, weights=shared[2])
                     else:
-                        unit.update(batch.preds, batch.target, weights=w)
+                        update(*shared)
                 for t, (unit, _) in enumerate(updated[len(updated) - self._num_copies :]):
                     task = t % len(self.tasks)
                     wt = None if w is None else (w if w.ndim == 1 else w[task])
@@ -645,9 +647,7 @@ def _stack(columns: list[Tensor]) -> Tensor:
     if len(columns) == 1:
         return columns[0].to(torch.float64).unsqueeze(0)
     out = torch.empty((len(columns), columns[0].shape[0]), dtype=torch.float64, device=columns[0].device)
-    for row, column in zip(out, columns):
-        row.copy_(column)
-    return out
+    return torch.stack(columns, out=out)  # casts into ``out``: no stacked copy in the input dtype
 
 
 def _stack_weights(columns: list[Tensor | None]) -> Tensor | None:

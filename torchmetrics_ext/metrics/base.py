@@ -211,6 +211,25 @@ class TaskMetric(Metric):
         finally:
             self._inputs_checked = False
 
+    def update_unwrapped(self, *args: Any, **kwargs: Any) -> None:
+        """``update`` without TorchMetrics' per-call wrapper, for a caller that drives many metrics per step.
+
+        The same bookkeeping (update counter, cached ``compute`` dropped, both restored when the
+        batch is rejected) in a few dictionary writes. Used only where the wrapper adds nothing:
+        gradients already off and ``compute_on_cpu`` unset; otherwise this is ``update``.
+        """
+        if self.compute_on_cpu or torch.is_grad_enabled():
+            self.update(*args, **kwargs)
+            return
+        state = self.__dict__
+        count, computed = state["_update_count"], state["_computed"]
+        state["_update_count"], state["_computed"] = count + 1, None
+        try:
+            type(self).update(self, *args, **kwargs)
+        except Exception:
+            state["_update_count"], state["_computed"] = count, computed
+            raise
+
     def _wrap_update(self, update: Callable) -> Callable:
         wrapped = super()._wrap_update(update)
 

@@ -84,6 +84,8 @@ def format_pointwise(
         TypeError: if an input is not a tensor, or ``preds`` is not floating point.
         ValueError: on a shape, device, task-dimension or value-range mismatch.
     """
+    if not validate and num_tasks is not None and _is_formatted(preds, target, weights, num_tasks):
+        return preds, target, weights  # already the output form (a caller that feeds many metrics)
     if validate:
         check_tensor("preds", preds, floating=True)
         if target is not None:
@@ -122,6 +124,18 @@ def format_pointwise(
     if validate and preds.numel() > 0:
         _check_values(preds, target, weights, preds_domain, target_domain, from_logits, target_is_float)
     return preds, target, weights
+
+
+def _is_formatted(preds: Tensor, target: Tensor | None, weights: Tensor | None, num_tasks: int) -> bool:
+    """Whether ``format_pointwise`` would return these tensors unchanged: float64 ``(T, N)``, weights ``(T|1, N)``."""
+    shape = preds.shape
+    return (
+        preds.dtype == torch.float64
+        and preds.ndim == 2
+        and shape[0] == num_tasks
+        and (target is None or (target.dtype == torch.float64 and target.shape == shape))
+        and (weights is None or (weights.dtype == torch.float64 and weights.shape in ((1, shape[1]), shape)))
+    )
 
 
 def _check_values(

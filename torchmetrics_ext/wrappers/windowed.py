@@ -199,7 +199,8 @@ class Windowed(WrapperMetric):
         scratch.__dict__.update(slot)
         for name in ring.list_names:
             getattr(scratch, name).clear()  # its chunks were handed over as copies of the list
-        scratch.update(*args, **kwargs)
+        # TorchMetrics' update wrapper adds nothing for the scratch metric when gradients are off
+        getattr(scratch, "update_unwrapped", scratch.update)(*args, **kwargs)
         for name, view in slot.items():  # a metric that rebinds a state instead of updating it in place
             value = getattr(scratch, name)
             if value is not view:

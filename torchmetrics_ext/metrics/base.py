@@ -161,11 +161,12 @@ class TaskMetric(Metric):
         For a caller that checks one batch for many metrics at once (``RecMetricModule``); the
         inputs must already be what the metric's own validation would accept.
         """
-        previous, self._inputs_checked = self._inputs_checked, True
+        state = self.__dict__  # a plain attribute: skip nn.Module's __setattr__ on this per-step path
+        previous, state["_inputs_checked"] = state["_inputs_checked"], True
         try:
             yield
         finally:
-            self._inputs_checked = previous
+            state["_inputs_checked"] = previous
 
     @property
     def input_domains(self) -> InputDomains | None:

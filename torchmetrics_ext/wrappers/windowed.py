@@ -261,13 +261,13 @@ class Windowed(WrapperMetric):
     @contextmanager
     def inputs_validated(self) -> Iterator[None]:
         """Within this block ``update`` trusts its inputs (a caller validated the batch already)."""
-        scratch = self._scratch
-        previous = getattr(scratch, "_inputs_checked", False)
-        scratch._inputs_checked = True
+        state = self._scratch.__dict__  # a plain attribute: skip nn.Module's __setattr__ on this per-step path
+        previous = state.get("_inputs_checked", False)
+        state["_inputs_checked"] = True
         try:
             yield
         finally:
-            scratch._inputs_checked = previous
+            state["_inputs_checked"] = previous
 
     # ------------------------------------------------------------------ compute, reset, persistence
 

@@ -18,6 +18,8 @@ from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain
 
 __all__ = ["InputDomains", "TaskMetric"]
 
+_TARGET_ORDER = ("binary", "unit", "nonnegative", "real")  # strictest first
+
 
 @dataclass(frozen=True)
 class InputDomains:
@@ -36,6 +38,38 @@ class InputDomains:
     preds: PredsDomain
     target: TargetDomain
     from_logits: bool = False
+
+    @classmethod
+    def strictest(cls, given: Mapping[str, InputDomains | None]) -> InputDomains:
+        """The domains a batch must satisfy to be valid for every one of several metrics.
+
+        Probabilities if any metric takes probabilities (else any real), and the strictest
+        target (``binary`` < ``unit`` < ``nonnegative`` < ``real``). ``None`` entries (metrics
+        whose inputs are not expressible so) are left out.
+
+        Args:
+            given: ``{metric name: its input_domains}``; the names only label errors.
+
+        Raises:
+            ValueError: probability metrics that disagree on ``from_logits`` (the same
+                predictions cannot be both probabilities and logits).
+
+        Example:
+            >>> from torchmetrics_ext import AUC, WeightedMSE
+            >>> InputDomains.strictest({"auc": AUC().input_domains, "mse": WeightedMSE().input_domains})
+            InputDomains(preds='probability', target='binary', from_logits=False)
+        """
+        domains = {name: d for name, d in given.items() if d is not None}
+        logit_flags = {n: d.from_logits for n, d in domains.items() if d.preds == "probability"}
+        if len(set(logit_flags.values())) > 1:
+            raise ValueError(
+                "Metrics disagree on `from_logits` for the same predictions: "
+                + ", ".join(f"{n}={flag}" for n, flag in logit_flags.items())
+                + "; build them all with the same from_logits."
+            )
+        preds = "probability" if logit_flags else "real"
+        target = min((d.target for d in domains.values()), key=_TARGET_ORDER.index, default="real")
+        return cls(preds, target, any(logit_flags.values()))  # type: ignore[arg-type]
 
 
 class TaskMetric(Metric):

@@ -23,6 +23,10 @@ from torchmetrics_ext.utilities.checks import check_flag
 __all__ = ["GroupedAUC", "GroupedAUPRC"]
 
 
+def _fits_int32(dtype: torch.dtype) -> bool:
+    return dtype in (torch.int8, torch.uint8, torch.int16, torch.int32)
+
+
 class _GroupedCurveMetric(TaskMetric):
     _kind: ClassVar[str] = "auc"
     _name: ClassVar[str] = "GroupedAUC"
@@ -98,7 +102,8 @@ class _GroupedCurveMetric(TaskMetric):
             return
         _append_chunk(self.preds, p.T.to(torch.float32).reshape(-1))
         _append_chunk(self.signed_weights, signed.T.reshape(-1))
-        _append_chunk(self.groups, g.to(torch.int64, copy=True))  # never alias the caller's tensor
+        # never alias the caller's tensor; ids given in 32 bits or fewer keep 4 bytes per row (int64 at sync)
+        _append_chunk(self.groups, g.to(torch.int32 if _fits_int32(g.dtype) else torch.int64, copy=True))
 
     def compute(self) -> Tensor:
         """Mean per-group value over everything accumulated (and synced across ranks)."""

@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from torchmetrics_ext.evaluate.checks import Column, Problems, RowChecker, check_schema, to_numpy
+from torchmetrics_ext.evaluate.memory import release_free_memory
 from torchmetrics_ext.evaluate.report import OVERALL, EvaluationResult, Progress
 from torchmetrics_ext.evaluate.segments import SegmentIndex, SegmentRows, discover_segments
 from torchmetrics_ext.evaluate.sources import Chunk, InvalidDataError, Source, open_sources
@@ -238,6 +239,7 @@ class _Run:
                     for batch in source.read(chunk, names, self.batch_size):
                         self._batch(source, first, batch)
                         first += batch.num_rows
+                    release_free_memory()
                 if self.problems and self.on_invalid == "error":
                     raise InvalidDataError(self.problems.message())
         except InvalidDataError as err:
@@ -276,6 +278,7 @@ class _Run:
         if errors:
             raise InvalidDataError("\n".join(errors))
         caught: list[str] = []
+        release_free_memory()  # compute's temporaries start from the states, not from the reading's leftovers
         with warnings.catch_warnings(record=True) as records:
             warnings.simplefilter("always", UndefinedMetricWarning)
             overall = self.plan.records(self.module.compute(), OVERALL, dict.fromkeys(self.plan.by), 0)

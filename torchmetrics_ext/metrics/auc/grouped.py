@@ -112,7 +112,7 @@ class _GroupedCurveMetric(TaskMetric):
         else:
             scores = _take_samples(self.preds, self.num_tasks)
             signed = _take_samples(self.signed_weights, self.num_tasks)
-            groups = _take_samples(self.groups, 1).reshape(-1).to(torch.int64)
+            groups = _take_samples(self.groups, 1).reshape(-1)  # int32 or int64 ids, as kept
             value_sum, weight_sum = F._grouped_update(scores, signed, groups, self._kind, self.weight_groups)
         return self._squeeze_tasks(F._grouped_compute(value_sum, weight_sum, self._name))
 

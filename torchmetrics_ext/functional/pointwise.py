@@ -354,7 +354,8 @@ def _confusion_update(
 
     def predicted() -> Tensor:
         probs = torch.sigmoid(preds) if from_logits else preds
-        return (probs >= threshold).to(torch.float64)
+        # 0/1 written straight as float64: several times faster than a bool mask cast afterwards
+        return torch.ge(probs, threshold, out=torch.empty(probs.shape, dtype=torch.float64, device=probs.device))
 
     key = ("predicted", threshold, from_logits)
     label_pos = sums.label_sum()

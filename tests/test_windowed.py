@@ -367,7 +367,9 @@ def test_inputs_validated_skips_the_checks():
 def test_window_states_are_current_whenever_read():
     """The window's tensor states are written when read, not per update: every way of reading them sees them current."""
     rng = np.random.default_rng(5)
-    batches = [(torch.tensor(rng.random(n)), torch.tensor((rng.random(n) < 0.4).astype(np.int64))) for n in (7, 5, 9, 4)]
+    batches = [
+        (torch.tensor(rng.random(n)), torch.tensor((rng.random(n) < 0.4).astype(np.int64))) for n in (7, 5, 9, 4)
+    ]
 
     def fed():
         metric = Windowed(tmx.AUC(num_bins=50), 12)

@@ -143,12 +143,13 @@ class Windowed(WrapperMetric):
         self.register_state_dict_pre_hook(_refresh_before_save)
 
     def __getattr__(self, name: str) -> Any:
+        """Submodules as ``nn.Module`` finds them; ``window`` with its tensor states brought up to date."""
         value = super().__getattr__(name)
         if name == "window" and self.__dict__.get("_window_stale"):
             self._refresh_window(value)
         return value
 
-    def _refresh_window(self, window: Metric) -> None:
+    def _refresh_window(self, window: Any) -> None:
         """Write the window's aggregate of the tensor states into ``window`` (deferred from ``update``)."""
         self.__dict__["_window_stale"] = False
         self._ring.window_into({name: getattr(window, name) for name in self._ring.tensor_names})

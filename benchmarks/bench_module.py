@@ -19,6 +19,7 @@ single-process after all rounds.
 
     python benchmarks/bench_module.py            # all three sides
     python benchmarks/bench_module.py --no-torchrec
+    python benchmarks/bench_module.py --baseline /tmp/base   # also another checkout's module, in turn
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import torch
+from _baseline import load_checkout
 
 import torchmetrics_ext as tmx
 
@@ -54,17 +57,18 @@ def make_batches(tasks: int, batch: int, count: int, seed: int) -> list[dict[str
     return out
 
 
-def build_ours(tasks: int, window: int | None) -> tmx.RecMetricModule:
-    infos = [tmx.RecTaskInfo(f"task{i}", f"label{i}", f"pred{i}", f"weight{i}") for i in range(tasks)]
+def build_ours(tasks: int, window: int | None, package: ModuleType = tmx) -> tmx.RecMetricModule:
+    """The module under test (``package``: this checkout's ``torchmetrics_ext`` or a baseline's)."""
+    infos = [package.RecTaskInfo(f"task{i}", f"label{i}", f"pred{i}", f"weight{i}") for i in range(tasks)]
     metrics = {
         "ne": "ne",
         "calibration": "calibration",
         "ctr": "ctr",
         "mse": "mse",
         "accuracy": "accuracy",
-        "auc": tmx.AUC(num_tasks=tasks, num_bins=BINS),
+        "auc": package.AUC(num_tasks=tasks, num_bins=BINS),
     }
-    return tmx.RecMetricModule(infos, metrics, window_size=window, throughput=False)
+    return package.RecMetricModule(infos, metrics, window_size=window, throughput=False)
 
 
 class Floor:
@@ -143,6 +147,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-torchrec", action="store_true")
     parser.add_argument("--torchrec-python", default="/work/venv-torchrec/bin/python")
+    parser.add_argument("--baseline", type=Path, default=None, help="another checkout's module, run in turn with ours")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     batches = make_batches(args.tasks, args.batch, 20, seed=0)
@@ -171,7 +176,12 @@ def main() -> None:
     }
     if rec is not None:
         sides["torchrec"] = lambda: rec.ask("round")
-    for update in (module.update, floor.update):
+    updates = [module.update, floor.update]
+    if args.baseline is not None:
+        baseline = build_ours(args.tasks, window, load_checkout(args.baseline.resolve()))
+        sides["baseline"] = lambda: time_steps(baseline.update, batches, 0, args.steps, 1)[0]
+        updates.append(baseline.update)
+    for update in updates:
         time_steps(update, batches, args.warmup, 0, 0)
     rounds: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(args.repeats):  # the sides take turns, round by round, under the same load
@@ -195,6 +205,13 @@ def main() -> None:
         f"ours / floor: {min(ours) / min(low):.2f}x (best rounds), "
         f"{_median_ratio(ours, low):.2f}x (median of round ratios)"
     )
+    if args.baseline is not None:
+        before = rounds["baseline"]
+        print(f"baseline update/step: {ms(before)}")
+        print(
+            f"ours / baseline: {min(ours) / min(before):.2f}x (best rounds), "
+            f"{_median_ratio(ours, before):.2f}x (median of round ratios)"
+        )
     if rec_compute is not None:
         theirs = rounds["torchrec"]
         print(f"torchrec update/step: {ms(theirs)}   compute: {1e3 * rec_compute:.1f} ms")

@@ -1,7 +1,9 @@
-"""TorchRec's side of ``bench_module.py``: run with TorchRec's own venv, prints one JSON line.
+"""TorchRec's side of ``bench_module.py``: run with TorchRec's own venv, prints JSON lines.
 
 Kept apart because TorchRec pins its own torchmetrics (1.0.3) and FBGEMM; ``bench_module.py``
-starts this file in that interpreter and reads the result.
+starts this file in that interpreter. With ``"serve": true`` in the config it warms up, then runs
+one round of steps per ``round`` line on stdin (``compute`` times one compute), so the sides'
+rounds interleave under the same machine load; otherwise it runs all rounds and prints once.
 """
 
 from __future__ import annotations
@@ -50,6 +52,20 @@ def main() -> None:
         batches.append(out)
     for i in range(cfg["warmup"]):
         module.update(batches[i % len(batches)])
+    if cfg.get("serve"):  # one round per "round" line on stdin, interleaved with the other sides
+        for line in sys.stdin:
+            if line.strip() == "compute":
+                start = time.perf_counter()
+                module.compute()
+                print(json.dumps({"compute_s": time.perf_counter() - start}), flush=True)
+                continue
+            if line.strip() != "round":
+                break
+            start = time.perf_counter()
+            for i in range(cfg["steps"]):
+                module.update(batches[i % len(batches)])
+            print(json.dumps({"update_s": (time.perf_counter() - start) / cfg["steps"]}), flush=True)
+        return
     step_times = []
     for _ in range(cfg["repeats"]):
         start = time.perf_counter()

@@ -16,12 +16,8 @@ chunk and the median chunk are reported.
 from __future__ import annotations
 
 import argparse
-import atexit
-import importlib
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -34,6 +30,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from _baseline import load_checkout
 
 import torchmetrics_ext.aggregation as tmx_aggregation
 from torchmetrics_ext.aggregation import AggregationType, Metric
@@ -237,14 +235,7 @@ def make_batches(num_distinct: int, batch_size: int, seed: int = 0, types: Modul
 
 def load_baseline(checkout: Path) -> ModuleType:
     """``torchmetrics_ext.aggregation`` of another checkout, imported as ``tmx_baseline.aggregation``."""
-    root = Path(tempfile.mkdtemp(prefix="bench_aggregation_"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
-    package = root / "tmx_baseline"
-    shutil.copytree(checkout / "torchmetrics_ext", package)
-    for source in package.rglob("*.py"):
-        source.write_text(source.read_text().replace("torchmetrics_ext", "tmx_baseline"))
-    sys.path.insert(0, str(root))
-    return importlib.import_module("tmx_baseline.aggregation")
+    return load_checkout(checkout, "aggregation")
 
 
 @dataclass

@@ -29,6 +29,7 @@ import numpy as np
 
 TASKS = ("click", "like")
 METRICS = ("ne", "log_loss", "auc", "gauc", "ndcg@10", "recall@20", "mrr@10")
+MAP_LARGE_BUFFERS = True  # --glibc-defaults turns it off
 
 
 def generate(path: str, rows: int, seed: int = 0) -> None:
@@ -55,7 +56,10 @@ def generate(path: str, rows: int, seed: int = 0) -> None:
 
 def ours(path: str) -> dict[str, float]:
     from torchmetrics_ext.evaluate import evaluate
+    from torchmetrics_ext.evaluate.memory import map_large_buffers
 
+    if MAP_LARGE_BUFFERS:
+        map_large_buffers()  # as the `torchmetrics-ext evaluate` command does
     tasks = [f"{t}=p_{t}:y_{t}" for t in TASKS]
     result = evaluate(path, tasks, METRICS, weights="weight", user="user_id", session="session_id")
     return result.values
@@ -115,7 +119,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--path", default="/tmp/bench_evaluate.parquet")
     parser.add_argument("--side", choices=("ours", "pandas"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--glibc-defaults", action="store_true", help="ours without map_large_buffers (glibc's default heap)"
+    )
     args = parser.parse_args()
+    global MAP_LARGE_BUFFERS
+    MAP_LARGE_BUFFERS = not args.glibc_defaults
     if args.side:
         run_side(args.side, args.path)
         return
@@ -127,7 +136,8 @@ def main() -> None:
     results = {}
     for side in ("ours", "pandas"):
         done = subprocess.run(
-            [sys.executable, __file__, "--side", side, "--path", args.path],
+            [sys.executable, __file__, "--side", side, "--path", args.path]
+            + (["--glibc-defaults"] if args.glibc_defaults else []),
             capture_output=True,
             text=True,
             check=True,

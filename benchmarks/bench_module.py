@@ -12,10 +12,14 @@ then ``--repeats`` rounds of ``--steps`` updates; the per-step time of each roun
   ``_torchrec_side.py`` in TorchRec's own interpreter (``--torchrec-python``, default
   ``/work/venv-torchrec/bin/python``), since TorchRec pins its own torchmetrics and FBGEMM.
 
-``compute()`` is timed single-process after the warm-up (about 1M samples seen).
+The sides take turns round by round (TorchRec's module waits in its own process between its
+rounds), so a change of machine load hits all of them alike; the script prints the best round
+of each side and the median over rounds of the per-round ratios. ``compute()`` is timed
+single-process after all rounds.
 
     python benchmarks/bench_module.py            # all three sides
     python benchmarks/bench_module.py --no-torchrec
+    python benchmarks/bench_module.py --baseline /tmp/base   # also another checkout's module, in turn
 """
 
 from __future__ import annotations
@@ -27,9 +31,12 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import torch
+from _baseline import load_checkout
 
 import torchmetrics_ext as tmx
 
@@ -50,17 +57,18 @@ def make_batches(tasks: int, batch: int, count: int, seed: int) -> list[dict[str
     return out
 
 
-def build_ours(tasks: int, window: int | None) -> tmx.RecMetricModule:
-    infos = [tmx.RecTaskInfo(f"task{i}", f"label{i}", f"pred{i}", f"weight{i}") for i in range(tasks)]
+def build_ours(tasks: int, window: int | None, package: ModuleType = tmx) -> tmx.RecMetricModule:
+    """The module under test (``package``: this checkout's ``torchmetrics_ext`` or a baseline's)."""
+    infos = [package.RecTaskInfo(f"task{i}", f"label{i}", f"pred{i}", f"weight{i}") for i in range(tasks)]
     metrics = {
         "ne": "ne",
         "calibration": "calibration",
         "ctr": "ctr",
         "mse": "mse",
         "accuracy": "accuracy",
-        "auc": tmx.AUC(num_tasks=tasks, num_bins=BINS),
+        "auc": package.AUC(num_tasks=tasks, num_bins=BINS),
     }
-    return tmx.RecMetricModule(infos, metrics, window_size=window, throughput=False)
+    return package.RecMetricModule(infos, metrics, window_size=window, throughput=False)
 
 
 class Floor:
@@ -103,15 +111,29 @@ def time_steps(update, batches, warmup: int, steps: int, repeats: int) -> list[f
     return rounds
 
 
-def torchrec_side(python: str, cfg: dict) -> dict:
-    result = subprocess.run(
-        [python, str(HERE / "_torchrec_side.py"), json.dumps(cfg)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=dict(os.environ, OMP_NUM_THREADS=str(cfg["threads"])),
-    )
-    return json.loads(result.stdout.strip().splitlines()[-1])
+class TorchRecSide:
+    """TorchRec's module in its own interpreter, one round of steps per request (see ``_torchrec_side.py``)."""
+
+    def __init__(self, python: str, cfg: dict) -> None:
+        self.proc = subprocess.Popen(
+            [python, str(HERE / "_torchrec_side.py"), json.dumps({**cfg, "serve": True})],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ, OMP_NUM_THREADS=str(cfg["threads"])),
+        )
+
+    def ask(self, what: str) -> float:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(what + "\n")
+        self.proc.stdin.flush()
+        reply = json.loads(self.proc.stdout.readline())
+        return reply["compute_s" if what == "compute" else "update_s"]
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def main() -> None:
@@ -120,30 +142,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8192)
     parser.add_argument("--window", type=int, default=1_000_000, help="0: lifetime values only")
     parser.add_argument("--warmup", type=int, default=130)
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-torchrec", action="store_true")
     parser.add_argument("--torchrec-python", default="/work/venv-torchrec/bin/python")
+    parser.add_argument("--baseline", type=Path, default=None, help="another checkout's module, run in turn with ours")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     batches = make_batches(args.tasks, args.batch, 20, seed=0)
     window = args.window or None
-
-    module = build_ours(args.tasks, window)
-    ours = time_steps(module.update, batches, args.warmup, args.steps, args.repeats)
-    start = time.perf_counter()
-    module.compute()
-    ours_compute = time.perf_counter() - start
-    floor = time_steps(Floor(args.tasks).update, batches, args.warmup, args.steps, args.repeats)
-
-    def ms(values: list[float]) -> str:
-        return f"{1e3 * min(values):.3f} ms (median {1e3 * statistics.median(values):.3f})"
-
-    print(f"{args.tasks} tasks x 6 metrics, batch {args.batch}, window {window}, {args.threads} thread(s)")
-    print(f"ours   update/step: {ms(ours)}   compute: {1e3 * ours_compute:.1f} ms")
-    print(f"floor  update/step: {ms(floor)}")
-    print(f"ours / floor: {min(ours) / min(floor):.2f}x")
+    rec = None
     if not args.no_torchrec:
         cfg = dict(
             threads=args.threads,
@@ -157,12 +166,64 @@ def main() -> None:
             steps=args.steps,
             compute_repeats=1,
         )
-        rec = torchrec_side(args.torchrec_python, cfg)
-        print(f"torchrec update/step: {ms(rec['update_s'])}   compute: {1e3 * rec['compute_s'][0]:.1f} ms")
+        rec = TorchRecSide(args.torchrec_python, cfg)  # warms up while ours does
+
+    module = build_ours(args.tasks, window)
+    floor = Floor(args.tasks)
+    sides: dict[str, Callable[[], float]] = {
+        "ours": lambda: time_steps(module.update, batches, 0, args.steps, 1)[0],
+        "floor": lambda: time_steps(floor.update, batches, 0, args.steps, 1)[0],
+    }
+    if rec is not None:
+        sides["torchrec"] = lambda: rec.ask("round")
+    updates = [module.update, floor.update]
+    if args.baseline is not None:
+        baseline = build_ours(args.tasks, window, load_checkout(args.baseline.resolve()))
+        sides["baseline"] = lambda: time_steps(baseline.update, batches, 0, args.steps, 1)[0]
+        updates.append(baseline.update)
+    for update in updates:
+        time_steps(update, batches, args.warmup, 0, 0)
+    rounds: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(args.repeats):  # the sides take turns, round by round, under the same load
+        for name, run in sides.items():
+            rounds[name].append(run())
+    start = time.perf_counter()
+    module.compute()
+    ours_compute = time.perf_counter() - start
+    rec_compute = rec.ask("compute") if rec is not None else None
+    if rec is not None:
+        rec.close()
+
+    def ms(values: list[float]) -> str:
+        return f"{1e3 * min(values):.3f} ms (median {1e3 * statistics.median(values):.3f})"
+
+    ours, low = rounds["ours"], rounds["floor"]
+    print(f"{args.tasks} tasks x 6 metrics, batch {args.batch}, window {window}, {args.threads} thread(s)")
+    print(f"ours   update/step: {ms(ours)}   compute: {1e3 * ours_compute:.1f} ms")
+    print(f"floor  update/step: {ms(low)}")
+    print(
+        f"ours / floor: {min(ours) / min(low):.2f}x (best rounds), "
+        f"{_median_ratio(ours, low):.2f}x (median of round ratios)"
+    )
+    if args.baseline is not None:
+        before = rounds["baseline"]
+        print(f"baseline update/step: {ms(before)}")
         print(
-            f"ours / torchrec: {min(ours) / min(rec['update_s']):.2f}x update, "
-            f"{ours_compute / rec['compute_s'][0]:.3f}x compute"
+            f"ours / baseline: {min(ours) / min(before):.2f}x (best rounds), "
+            f"{_median_ratio(ours, before):.2f}x (median of round ratios)"
         )
+    if rec_compute is not None:
+        theirs = rounds["torchrec"]
+        print(f"torchrec update/step: {ms(theirs)}   compute: {1e3 * rec_compute:.1f} ms")
+        print(
+            f"ours / torchrec: {min(ours) / min(theirs):.2f}x update (best rounds), "
+            f"{_median_ratio(ours, theirs):.2f}x (median of round ratios), {ours_compute / rec_compute:.3f}x compute"
+        )
+
+
+def _median_ratio(a: list[float], b: list[float]) -> float:
+    """Median over rounds of ``a / b`` for rounds run back to back (robust to load that drifts)."""
+    return statistics.median(x / y for x, y in zip(a, b))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from functools import partial
 
@@ -593,3 +594,34 @@ def test_hashed_64bit_group_ids(cls):
         ref=ref,
     )
     np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("ids", [torch.int32, torch.int64])
+def test_grouped_auc_in_blocks_of_whole_groups(monkeypatch, ids):
+    """Compute walks whole groups in bounded blocks (here of ~60 samples); values are sklearn's per group."""
+    monkeypatch.setattr(importlib.import_module("torchmetrics_ext.functional.auc.grouped"), "_GROUP_BLOCK", 60)
+    rng = np.random.default_rng(11)
+    n = 1500
+    groups = rng.integers(0, 40, n) * 1_000  # sparse ids: blocks follow the dense order of the ids
+    preds = rng.random((2, n)).astype(np.float32)
+    target = (rng.random((2, n)) < 0.3).astype(np.int64)
+    weights = rng.choice([0.5, 1.0, 2.0], n)
+    metric = tmx.GroupedAUC(num_tasks=2)
+    for lo in range(0, n, 400):
+        part = slice(lo, lo + 400)
+        metric.update(
+            torch.tensor(preds[:, part]),
+            torch.tensor(target[:, part]),
+            groups=torch.tensor(groups[part], dtype=ids),
+            weights=torch.tensor(weights[part]),
+        )
+    assert metric.groups[0].dtype == ids  # ids given in 32 bits are kept in 32 bits
+    expected = []
+    for task in range(2):
+        values = [
+            skm.roc_auc_score(target[task, groups == g], preds[task, groups == g], sample_weight=weights[groups == g])
+            for g in np.unique(groups)
+            if 0 < target[task, groups == g].sum() < (groups == g).sum()
+        ]
+        expected.append(np.mean(values))
+    np.testing.assert_allclose(metric.compute().numpy(), expected, rtol=1e-12)

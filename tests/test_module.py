@@ -113,6 +113,71 @@ def test_every_key_equals_the_standalone_metric_on_its_task():
             assert values[f"{name}/{task.name}"].ndim == 0
 
 
+def test_shared_statistics_are_exactly_each_metrics_own():
+    """Sums several metrics share (sum w, sum w·y, log p...) are computed once per step, bit for bit as alone."""
+    specs = {
+        "ne": "ne",
+        "log_loss": "log_loss",
+        "ne_eta": lambda num_tasks: tmx.NormalizedEntropy(num_tasks=num_tasks, eta=1e-3),
+        "cali_free_ne": lambda num_tasks: tmx.CalibrationFreeNE(num_tasks=num_tasks),
+        "calibration": "calibration",
+        "ctr": "ctr",
+        "accuracy": "accuracy",
+        "precision": lambda num_tasks: tmx.WeightedPrecision(num_tasks=num_tasks, threshold=0.3),
+        "mse": "mse",
+        "mae": lambda num_tasks: tmx.WeightedMAE(num_tasks=num_tasks),
+    }
+    data = make_data(4)
+    parts = batches(data, [0, 211, 212, 600])
+    values = run(build(specs), parts)
+    for name, spec in specs.items():
+        alone = build_metric(spec, num_tasks=2) if isinstance(spec, str) else spec(num_tasks=2)
+        for part in parts:  # the stacked (T, N) float64 batch, fed to the metric on its own
+            stacked = {
+                kind: torch.stack([part[f"{t.name}_{kind}"] for t in TASKS]).double() for kind in ("pred", "label", "w")
+            }
+            alone.update(stacked["pred"], stacked["label"], weights=stacked["w"])
+        expected = alone.compute()
+        for t, task in enumerate(TASKS):
+            assert torch.equal(values[f"{name}/{task.name}"], expected[t]), name
+
+
+def test_ranking_rows_keep_the_columns_as_given():
+    """Ranking copies keep float32 scores/weights, int8 labels and int32 ids (cast at compute): same values."""
+    data = make_data(6)
+    narrow = {
+        k: v.to(torch.int8) if k.endswith("label") else v.to(torch.int32) if k == "query" else v.float()
+        for k, v in data.items()
+        if k != "user"
+    }
+    module = tmx.RecMetricModule(
+        [
+            tmx.RecTaskInfo(t.name, t.label_name, t.prediction_name, t.weight_name, session_id_name="query")
+            for t in TASKS
+        ],
+        {"ndcg@3": "ndcg@3"},
+        throughput=False,
+    )
+    values = run(module, batches(narrow, [0, 300, 600]))
+    kept = module.ranking["ndcg@3"][0]
+    assert [kept.preds[0].dtype, kept.target[0].dtype, kept.indexes[0].dtype, kept.weights[0].dtype] == [
+        torch.float32,
+        torch.int8,
+        torch.int32,
+        torch.float32,
+    ]
+    for task in TASKS:
+        alone = tmx.NDCG(k=3)
+        prefix = task.name
+        alone.update(
+            narrow[f"{prefix}_pred"].double(),
+            narrow[f"{prefix}_label"].double(),
+            indexes=narrow["query"].long(),
+            weights=narrow[f"{prefix}_w"].double(),
+        )
+        assert torch.equal(values[f"ndcg@3/{task.name}"], alone.compute())
+
+
 def _ne_reference(p, y, w, eta=1e-12):
     p = np.clip(p, eta, 1 - eta)
     ce = -(w * (y * np.log(p) + (1 - y) * np.log(1 - p))).sum()

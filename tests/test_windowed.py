@@ -364,6 +364,33 @@ def test_inputs_validated_skips_the_checks():
     assert metric.window.weighted_num_samples.item() == 2.0
 
 
+def test_window_states_are_current_whenever_read():
+    """The window's tensor states are written when read, not per update: every way of reading them sees them current."""
+    rng = np.random.default_rng(5)
+    batches = [
+        (torch.tensor(rng.random(n)), torch.tensor((rng.random(n) < 0.4).astype(np.int64))) for n in (7, 5, 9, 4)
+    ]
+
+    def fed():
+        metric = Windowed(tmx.AUC(num_bins=50), 12)
+        for preds, target in batches:
+            metric.update(preds, target)
+        return metric
+
+    # expected: a plain metric over the samples the rule keeps (the last update: 9 + 4 samples > 12)
+    kept = tmx.AUC(num_bins=50)
+    kept.update(batches[3][0], batches[3][1])
+    saved = fed().state_dict()  # nothing read before saving
+    assert torch.equal(saved["window.hist"], kept.hist)
+    resumed = Windowed(tmx.AUC(num_bins=50), 12)
+    resumed.load_state_dict(saved)
+    assert torch.equal(resumed.window.hist, kept.hist)
+    assert torch.equal(fed().window.hist, kept.hist)  # the attribute
+    assert torch.equal(fed().compute()["window"], kept.compute())
+    copied = copy.deepcopy(fed())
+    assert torch.equal(copied.window.hist, kept.hist)
+
+
 def test_device_moves_and_dtype_casts_keep_the_ring():
     """``.to()`` moves lifetime, window, ring and scratch together; ``.half()`` changes no state dtype."""
     metric = Windowed(tmx.AUC(num_bins=100), 10)

@@ -193,6 +193,9 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         parser.error("--batch-size must be positive")
     split = DEFAULT_METRICS if args.metrics is None else [m.strip() for m in args.metrics.split(",") if m.strip()]
     by = [name.strip() for name in args.by.split(",") if name.strip()]
+    from torchmetrics_ext.evaluate.memory import map_large_buffers
+
+    map_large_buffers()  # this process only evaluates: keep its resident memory close to what is in use
     rank = _init_distributed()
     try:
         result = evaluate(

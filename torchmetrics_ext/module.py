@@ -20,16 +20,16 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 
+from torchmetrics_ext.functional._sums import sharing_sums
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.registry import build_metric, torchrec_names
-from torchmetrics_ext.utilities.checks import _check_values, check_tensor
+from torchmetrics_ext.utilities.checks import _check_values, check_tensor, format_pointwise
 from torchmetrics_ext.utilities.distributed import fused_gather
 from torchmetrics_ext.wrappers.windowed import Windowed
 
 __all__ = ["RecMetricModule", "RecTaskInfo"]
 
-_TARGET_ORDER = ("binary", "unit", "nonnegative", "real")  # strictest first
 KEY_STYLES = ("torchmetrics_ext", "torchrec")
 
 
@@ -80,6 +80,7 @@ class _Batch:
     groups: Tensor | None  # (N,) int
     sessions: list[Tensor] | None  # per task (N,) int
     target_is_float: bool
+    columns: tuple[list[Tensor], list[Tensor], list[Tensor | None]]  # as given: predictions, labels, weights
 
 
 class RecMetricModule(nn.Module):
@@ -205,7 +206,7 @@ class RecMetricModule(nn.Module):
                 per_task[name] = [metric] + [copy.deepcopy(metric) for _ in range(num_tasks - 1)]
         self._needs_groups = [n for n, m in stacked.items() if "groups" in inspect.signature(m.update).parameters]
         _check_id_columns(self.tasks, self._needs_groups, list(per_task))
-        self._domains = _joint_domains(
+        self._domains = InputDomains.strictest(
             {n: m.input_domains for n, m in stacked.items()} | {n: ms[0].input_domains for n, ms in per_task.items()}
         )
 
@@ -371,6 +372,17 @@ class RecMetricModule(nn.Module):
         return list(self._names)
 
     @property
+    def input_domains(self) -> InputDomains:
+        """What every step's columns must satisfy: the strictest domains over all metrics (checked once per step).
+
+        Example:
+            >>> from torchmetrics_ext import RecMetricModule
+            >>> RecMetricModule(["click"], {"mse": "mse", "auc": "auc"}, throughput=False).input_domains
+            InputDomains(preds='probability', target='binary', from_logits=False)
+        """
+        return self._domains
+
+    @property
     def compute_groups(self) -> list[list[str]]:
         """Metric names that provably share statistics: the first of each group updates for all."""
         return [list(group) for group in self._groups]
@@ -448,19 +460,31 @@ class RecMetricModule(nn.Module):
                 batch.target_is_float,
             )
             w, g = batch.weights, batch.groups
+            # the pointwise kernels of every metric take shared sums (sum w, sum w·y...) from one object
+            shared = format_pointwise(batch.preds, batch.target, w, len(self.tasks), validate=False)
             with ExitStack() as stack:
+                stack.enter_context(sharing_sums(*shared))
                 updated = list(self._updated_units())
                 for unit, _ in updated:
                     stack.enter_context(unit.inputs_validated())  # type: ignore[operator]
                 for unit, grouped in updated[: len(updated) - self._num_copies]:
+                    # a TaskMetric skips TorchMetrics' per-call wrapper (the step runs without gradients)
+                    update = getattr(unit, "update_unwrapped", unit.update)
                     if grouped:
-                        unit.update(batch.preds, batch.target, groups=g, weights=w)
+                        update(shared[0], shared[1], groups=g, weights=shared[2])
                     else:
-                        unit.update(batch.preds, batch.target, weights=w)
+                        update(*shared)
+                # Ranking rows are kept per sample: they get the columns as given (float32 scores,
+                # int8 labels stay narrow in their states; they are validated above all the same).
+                # Bool labels go as stacked float64.
+                preds, labels, weights = batch.columns
                 for t, (unit, _) in enumerate(updated[len(updated) - self._num_copies :]):
                     task = t % len(self.tasks)
-                    wt = None if w is None else (w if w.ndim == 1 else w[task])
-                    unit.update(batch.preds[task], batch.target[task], indexes=batch.sessions[task], weights=wt)  # type: ignore[index]
+                    wt = weights[task]
+                    if wt is None and w is not None:  # this task has no weights, others do: ones
+                        wt = w[task]
+                    target = labels[task] if labels[task].dtype != torch.bool else batch.target[task]
+                    unit.update(preds[task], target, indexes=batch.sessions[task], weights=wt)  # type: ignore[index]
         if self.throughput is not None:
             self.throughput.update(n)
         self._step += 1
@@ -509,6 +533,7 @@ class RecMetricModule(nn.Module):
             groups,
             sessions,
             any(y.is_floating_point() for y in labels),
+            (preds, labels, weights),
         )
 
     # ------------------------------------------------------------------ compute
@@ -708,21 +733,6 @@ def _check_id_columns(tasks: tuple[RecTaskInfo, ...], grouped: list[str], rankin
         )
 
 
-def _joint_domains(given: Mapping[str, InputDomains | None]) -> InputDomains:
-    """The strictest domains over all metrics; probability metrics must agree on ``from_logits``."""
-    domains = {name: d for name, d in given.items() if d is not None}
-    logit_flags = {n: d.from_logits for n, d in domains.items() if d.preds == "probability"}
-    if len(set(logit_flags.values())) > 1:
-        raise ValueError(
-            "Metrics disagree on `from_logits` for the same predictions: "
-            + ", ".join(f"{n}={flag}" for n, flag in logit_flags.items())
-            + "; build them all with the same from_logits."
-        )
-    preds = "probability" if logit_flags else "real"
-    target = min((d.target for d in domains.values()), key=_TARGET_ORDER.index)
-    return InputDomains(preds, target, any(logit_flags.values()))  # type: ignore[arg-type]
-
-
 def _torchrec_names(metrics: Mapping[str, Metric]) -> dict[str, tuple[str, str]]:
     """TorchRec ``(namespace, name)`` per metric; names that would collide fall back to the metric's key."""
     pairs = {name: torchrec_names(m) or (name, name) for name, m in metrics.items()}
@@ -748,9 +758,7 @@ def _stack(columns: list[Tensor]) -> Tensor:
     if len(columns) == 1:
         return columns[0].to(torch.float64).unsqueeze(0)
     out = torch.empty((len(columns), columns[0].shape[0]), dtype=torch.float64, device=columns[0].device)
-    for row, column in zip(out, columns):
-        row.copy_(column)
-    return out
+    return torch.stack(columns, out=out)  # casts into ``out``: no stacked copy in the input dtype
 
 
 def _stack_weights(columns: list[Tensor | None]) -> Tensor | None:

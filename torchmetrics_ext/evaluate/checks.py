@@ -132,7 +132,18 @@ def to_numpy(array: pa.Array | pa.ChunkedArray, kind: Kind) -> tuple[np.ndarray,
         values = values.view(np.int64)  # ids: the bit pattern identifies the group as well
     elif values.dtype.kind == "u" and kind == "id":
         values = values.astype(np.int64)
+    if (
+        kind == "id"
+        and values.dtype == np.int64
+        and len(values)
+        and _INT32.min <= values.min()
+        and values.max() <= _INT32.max
+    ):
+        values = values.astype(np.int32)  # the metrics keep ids per row: 4 bytes where they fit
     return values, nulls
+
+
+_INT32 = np.iinfo(np.int32)
 
 
 class RowChecker:

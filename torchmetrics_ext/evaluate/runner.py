@@ -20,12 +20,12 @@ import torch.distributed as dist
 from torch import Tensor
 
 from torchmetrics_ext.evaluate.checks import Column, Problems, RowChecker, check_schema, to_numpy
+from torchmetrics_ext.evaluate.memory import release_free_memory
 from torchmetrics_ext.evaluate.report import OVERALL, EvaluationResult, Progress
 from torchmetrics_ext.evaluate.segments import SegmentIndex, SegmentRows, discover_segments
 from torchmetrics_ext.evaluate.sources import Chunk, InvalidDataError, Source, open_sources
-from torchmetrics_ext.metrics.base import InputDomains
 from torchmetrics_ext.metrics.ranking import RankingMetrics
-from torchmetrics_ext.module import RecMetricModule, RecTaskInfo, _joint_domains
+from torchmetrics_ext.module import RecMetricModule, RecTaskInfo
 from torchmetrics_ext.registry import build_metric, lookup
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
@@ -158,10 +158,6 @@ class _Plan:
             built[_RANKING_KEY] = RankingMetrics(ks=ks, metrics=stems)
         return built
 
-    def domains(self) -> InputDomains:
-        """The strictest input domains over the requested metrics (what every row must satisfy)."""
-        return _joint_domains({name: metric.input_domains for name, metric in self._metrics().items()})
-
     def module(self) -> RecMetricModule:
         """A fresh module with every requested metric for every task."""
         infos = [
@@ -205,7 +201,7 @@ class _Run:
         self.plan, self.sources, self.batch_size, self.on_invalid = plan, sources, batch_size, on_invalid
         self.rank, self.world = _world()
         self.module = plan.module()
-        domains = self.plan.domains()
+        domains = self.module.input_domains  # what every row must satisfy
         probabilities = domains.preds == "probability" and not domains.from_logits
         self.checker = RowChecker(plan.columns, probabilities, domains.target)
         self.problems = Problems()
@@ -243,6 +239,7 @@ class _Run:
                     for batch in source.read(chunk, names, self.batch_size):
                         self._batch(source, first, batch)
                         first += batch.num_rows
+                    release_free_memory()
                 if self.problems and self.on_invalid == "error":
                     raise InvalidDataError(self.problems.message())
         except InvalidDataError as err:
@@ -281,6 +278,7 @@ class _Run:
         if errors:
             raise InvalidDataError("\n".join(errors))
         caught: list[str] = []
+        release_free_memory()  # compute's temporaries start from the states, not from the reading's leftovers
         with warnings.catch_warnings(record=True) as records:
             warnings.simplefilter("always", UndefinedMetricWarning)
             overall = self.plan.records(self.module.compute(), OVERALL, dict.fromkeys(self.plan.by), 0)

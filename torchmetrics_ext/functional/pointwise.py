@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from torchmetrics_ext.functional._sums import batch_sums, weight_total, weighted_sum
 from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
 from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
 
@@ -43,24 +44,8 @@ Stats = tuple[Tensor, ...]
 # ----------------------------------------------------------------------------- helpers
 
 
-def _weighted_sum(values: Tensor, weights: Tensor | None) -> Tensor:
-    """Per-task ``sum(w * values)`` over the sample dimension, in float64.
-
-    One weight row shared by every task (``(1, N)``) is a matrix-vector product: no ``(T, N)``
-    temporary, and about half the time of multiply-then-sum.
-    """
-    if weights is None:
-        return values.sum(-1)
-    if weights.shape[0] == 1 and values.ndim == 2 and values.dtype == weights.dtype:
-        return values @ weights[0]
-    return (values * weights).sum(-1)
-
-
-def _weight_total(preds: Tensor, weights: Tensor | None) -> Tensor:
-    """Per-task total weight; ``N`` for every task when unweighted."""
-    if weights is None:
-        return torch.full(preds.shape[:1], float(preds.shape[-1]), dtype=torch.float64, device=preds.device)
-    return weights.sum(-1).expand(preds.shape[0]).clone()
+_weighted_sum = weighted_sum
+_weight_total = weight_total
 
 
 def _check_eta(eta: float) -> None:
@@ -88,16 +73,22 @@ def _cross_entropy_update(
     Probabilities are clamped to ``[eta, 1 - eta]`` (TorchRec's rule); logits use the exact,
     overflow-free ``softplus(z) - y·z`` form and need no clamp.
     """
+    sums = batch_sums(preds, target, weights)
     if from_logits:
-        ce = F.binary_cross_entropy_with_logits(preds, target, reduction="none")
+        ce_sum = sums.weighted(
+            ("ce_logits",), lambda: F.binary_cross_entropy_with_logits(preds, target, reduction="none")
+        )
     else:
-        p = preds.clamp(eta, 1 - eta)
-        # (1 - y)·log(1 - p) + y·log(p) as one lerp: half the cost of F.binary_cross_entropy.
-        # log(1 - p) rather than log1p(-p): a quarter of the time, and 1 - p is exact for p >= 0.5
-        # while for small p its rounding (< 1.2e-16) is far below the clamp and float64 sums.
-        ce_sum = _weighted_sum(torch.lerp(torch.log(1 - p), torch.log(p), target), weights).neg_()
-        return ce_sum, _weight_total(preds, weights), _weighted_sum(target, weights)
-    return _weighted_sum(ce, weights), _weight_total(preds, weights), _weighted_sum(target, weights)
+
+        def cross_entropy() -> Tensor:
+            p = preds.clamp(eta, 1 - eta)
+            # (1 - y)·log(1 - p) + y·log(p) as one lerp: half the cost of F.binary_cross_entropy.
+            # log(1 - p) rather than log1p(-p): a quarter of the time, and 1 - p is exact for p >= 0.5
+            # while for small p its rounding (< 1.2e-16) is far below the clamp and float64 sums.
+            return torch.lerp(torch.log(1 - p), torch.log(p), target)
+
+        ce_sum = sums.value(("ce", eta), lambda: sums.weighted(("log_likelihood", eta), cross_entropy).neg())
+    return ce_sum, sums.total(), sums.label_sum()
 
 
 LogUnit = Literal["nats", "bits"]
@@ -230,14 +221,15 @@ def log_loss(
 
 def _weighted_sums_update(preds: Tensor, target: Tensor | None, weights: Tensor | None, from_logits: bool) -> Stats:
     """Return ``(sum w·p, sum w·y, sum w)`` per task (``sum w·y`` is 0 without a target)."""
+    sums = batch_sums(preds, target, weights)
     if from_logits:
-        preds = torch.sigmoid(preds)
+        pred_sum = sums.weighted("sigmoid", lambda: torch.sigmoid(preds))
+    else:
+        pred_sum = sums.pred_sum()
     label_sum = (
-        torch.zeros(preds.shape[:1], dtype=torch.float64, device=preds.device)
-        if target is None
-        else _weighted_sum(target, weights)
+        torch.zeros(preds.shape[:1], dtype=torch.float64, device=preds.device) if target is None else sums.label_sum()
     )
-    return _weighted_sum(preds, weights), label_sum, _weight_total(preds, weights)
+    return pred_sum, label_sum, sums.total()
 
 
 def _calibration_compute(weighted_pred_sum: Tensor, weighted_label_sum: Tensor) -> Tensor:
@@ -358,17 +350,22 @@ def _confusion_update(
     preds: Tensor, target: Tensor, weights: Tensor | None, threshold: float, from_logits: bool
 ) -> Stats:
     """Return weighted ``(tp, fp, tn, fn)`` per task; ``p >= threshold`` is a positive prediction."""
-    if from_logits:
-        preds = torch.sigmoid(preds)
-    predicted = (preds >= threshold).to(torch.float64)
-    label_pos = _weighted_sum(target, weights)
-    pred_pos = _weighted_sum(predicted, weights)
-    tp = _weighted_sum(predicted.mul_(target), weights)
+    sums = batch_sums(preds, target, weights)
+
+    def predicted() -> Tensor:
+        probs = torch.sigmoid(preds) if from_logits else preds
+        # 0/1 written straight as float64: several times faster than a bool mask cast afterwards
+        return torch.ge(probs, threshold, out=torch.empty(probs.shape, dtype=torch.float64, device=probs.device))
+
+    key = ("predicted", threshold, from_logits)
+    label_pos = sums.label_sum()
+    pred_pos = sums.weighted(key, lambda: sums.value(key, predicted))
+    tp = sums.weighted(("true_positive", *key), lambda: sums.value(key, predicted) * target)
     # exact zeros: with binary labels, pred_pos (label_pos) sums the same terms as tp when fp (fn) is 0,
     # and tn = total - (tp + fp + fn) is 0 when every weight is on a predicted or a real positive
     fp = pred_pos - tp
     fn = label_pos - tp
-    tn = (_weight_total(preds, weights) - (tp + fp + fn)).clamp_(min=0)
+    tn = (sums.total() - (tp + fp + fn)).clamp_(min=0)
     return tp, fp, tn, fn
 
 
@@ -507,13 +504,17 @@ def _error_update(preds: Tensor, target: Tensor, weights: Tensor | None) -> Stat
     The last two (label moments) let R² and normalised MSE share these states, and so one
     compute group, with MSE, RMSE and MAE.
     """
-    diff = preds - target
+    sums = batch_sums(preds, target, weights)
+
+    def diff() -> Tensor:
+        return sums.value("error", lambda: preds - target)
+
     return (
-        _weighted_sum(diff * diff, weights),
-        _weighted_sum(diff.abs(), weights),
-        _weight_total(preds, weights),
-        _weighted_sum(target, weights),
-        _weighted_sum(target * target, weights),
+        sums.weighted("squared_error", lambda: diff() * diff()),
+        sums.weighted("absolute_error", lambda: diff().abs()),
+        sums.total(),
+        sums.label_sum(),
+        sums.weighted("squared_target", lambda: target * target),
     )
 
 

@@ -18,6 +18,8 @@ from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain
 
 __all__ = ["InputDomains", "TaskMetric"]
 
+_TARGET_ORDER = ("binary", "unit", "nonnegative", "real")  # strictest first
+
 
 @dataclass(frozen=True)
 class InputDomains:
@@ -36,6 +38,38 @@ class InputDomains:
     preds: PredsDomain
     target: TargetDomain
     from_logits: bool = False
+
+    @classmethod
+    def strictest(cls, given: Mapping[str, InputDomains | None]) -> InputDomains:
+        """The domains a batch must satisfy to be valid for every one of several metrics.
+
+        Probabilities if any metric takes probabilities (else any real), and the strictest
+        target (``binary`` < ``unit`` < ``nonnegative`` < ``real``). ``None`` entries (metrics
+        whose inputs are not expressible so) are left out.
+
+        Args:
+            given: ``{metric name: its input_domains}``; the names only label errors.
+
+        Raises:
+            ValueError: probability metrics that disagree on ``from_logits`` (the same
+                predictions cannot be both probabilities and logits).
+
+        Example:
+            >>> from torchmetrics_ext import AUC, WeightedMSE
+            >>> InputDomains.strictest({"auc": AUC().input_domains, "mse": WeightedMSE().input_domains})
+            InputDomains(preds='probability', target='binary', from_logits=False)
+        """
+        domains = {name: d for name, d in given.items() if d is not None}
+        logit_flags = {n: d.from_logits for n, d in domains.items() if d.preds == "probability"}
+        if len(set(logit_flags.values())) > 1:
+            raise ValueError(
+                "Metrics disagree on `from_logits` for the same predictions: "
+                + ", ".join(f"{n}={flag}" for n, flag in logit_flags.items())
+                + "; build them all with the same from_logits."
+            )
+        preds = "probability" if logit_flags else "real"
+        target = min((d.target for d in domains.values()), key=_TARGET_ORDER.index, default="real")
+        return cls(preds, target, any(logit_flags.values()))  # type: ignore[arg-type]
 
 
 class TaskMetric(Metric):
@@ -161,11 +195,12 @@ class TaskMetric(Metric):
         For a caller that checks one batch for many metrics at once (``RecMetricModule``); the
         inputs must already be what the metric's own validation would accept.
         """
-        previous, self._inputs_checked = self._inputs_checked, True
+        state = self.__dict__  # a plain attribute: skip nn.Module's __setattr__ on this per-step path
+        previous, state["_inputs_checked"] = state["_inputs_checked"], True
         try:
             yield
         finally:
-            self._inputs_checked = previous
+            state["_inputs_checked"] = previous
 
     @property
     def input_domains(self) -> InputDomains | None:
@@ -210,6 +245,25 @@ class TaskMetric(Metric):
             return super().forward(*args, **kwargs)
         finally:
             self._inputs_checked = False
+
+    def update_unwrapped(self, *args: Any, **kwargs: Any) -> None:
+        """``update`` without TorchMetrics' per-call wrapper, for a caller that drives many metrics per step.
+
+        The same bookkeeping (update counter, cached ``compute`` dropped, both restored when the
+        batch is rejected) in a few dictionary writes. Used only where the wrapper adds nothing:
+        gradients already off and ``compute_on_cpu`` unset; otherwise this is ``update``.
+        """
+        if self.compute_on_cpu or torch.is_grad_enabled():
+            self.update(*args, **kwargs)
+            return
+        state = self.__dict__
+        count, computed = state["_update_count"], state["_computed"]
+        state["_update_count"], state["_computed"] = count + 1, None
+        try:
+            type(self).update(self, *args, **kwargs)
+        except Exception:
+            state["_update_count"], state["_computed"] = count, computed
+            raise
 
     def _wrap_update(self, update: Callable) -> Callable:
         wrapped = super()._wrap_update(update)

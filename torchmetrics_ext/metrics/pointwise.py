@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional import pointwise as F
@@ -110,8 +111,7 @@ class _PointwiseMetric(TaskMetric):
         p, t, w = self._format(preds, target, weights, validate=self._check_inputs)
         if p.shape[-1] == 0:
             return
-        for name, value in zip(self._state_keys, self._batch_stats(p, t, w)):
-            getattr(self, name).add_(value)
+        torch._foreach_add_([getattr(self, name) for name in self._state_keys], list(self._batch_stats(p, t, w)))
 
     def compute(self) -> Tensor:
         """Value over everything accumulated (and synced across ranks)."""

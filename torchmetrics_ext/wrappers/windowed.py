@@ -20,6 +20,12 @@ from torchmetrics_ext.wrappers._ring import StateRing, join_small_tails, state_k
 __all__ = ["Windowed"]
 
 
+def _refresh_before_save(module: Module, prefix: str, keep_vars: bool) -> None:
+    """``state_dict`` pre-hook: the window's states are brought up to date before they are saved."""
+    if module.__dict__.get("_window_stale"):
+        module._refresh_window(module._modules["window"])  # type: ignore[operator]
+
+
 def _never_distributed() -> bool:
     """``distributed_available_fn`` of the scratch metric: batch values are never synced."""
     return False
@@ -132,7 +138,21 @@ class Windowed(WrapperMetric):
         self.__dict__["_scratch"] = scratch
         self.__dict__["_ring"] = StateRing(kinds, metric._defaults)
         self.__dict__["_window_lists"] = {}
+        self.__dict__["_window_stale"] = False
         self._bind_window_lists()
+        self.register_state_dict_pre_hook(_refresh_before_save)
+
+    def __getattr__(self, name: str) -> Any:
+        """Submodules as ``nn.Module`` finds them; ``window`` with its tensor states brought up to date."""
+        value = super().__getattr__(name)
+        if name == "window" and self.__dict__.get("_window_stale"):
+            self._refresh_window(value)
+        return value
+
+    def _refresh_window(self, window: Any) -> None:
+        """Write the window's aggregate of the tensor states into ``window`` (deferred from ``update``)."""
+        self.__dict__["_window_stale"] = False
+        self._ring.window_into({name: getattr(window, name) for name in self._ring.tensor_names})
 
     # ------------------------------------------------------------------ update
 
@@ -162,12 +182,12 @@ class Windowed(WrapperMetric):
         """Make the window's list states the ring's chunks again (after a sync, load, reset or move)."""
         for name in self._ring.list_names:
             chunks = self._ring.window_chunks(name)
-            setattr(self.window, name, chunks)
+            setattr(self._modules["window"], name, chunks)
             self._window_lists[name] = chunks
 
     def _window_lists_bound(self) -> bool:
         return all(
-            getattr(self.window, name) is chunks and len(chunks) == self._ring.num_chunks[name]
+            getattr(self._modules["window"], name) is chunks and len(chunks) == self._ring.num_chunks[name]
             for name, chunks in self._window_lists.items()
         )
 
@@ -180,7 +200,8 @@ class Windowed(WrapperMetric):
         scratch.__dict__.update(slot)
         for name in ring.list_names:
             getattr(scratch, name).clear()  # its chunks were handed over as copies of the list
-        scratch.update(*args, **kwargs)
+        # TorchMetrics' update wrapper adds nothing for the scratch metric when gradients are off
+        getattr(scratch, "update_unwrapped", scratch.update)(*args, **kwargs)
         for name, view in slot.items():  # a metric that rebinds a state instead of updating it in place
             value = getattr(scratch, name)
             if value is not view:
@@ -205,7 +226,7 @@ class Windowed(WrapperMetric):
             size = limit
             window_value = self._batch_value(values)
         # ---- commit: nothing below raises
-        life, window = self.lifetime, self.window
+        life, window = self.lifetime, self._modules["window"]
         lifetime_fold = [({name: getattr(life, name) for name in ring.tensor_names}, full)]
         if ring.list_names:
             for name in ring.list_names:
@@ -219,7 +240,9 @@ class Windowed(WrapperMetric):
                 self._window_lists[name].extend(lists[name])
             for name, gone in ring.evict(limit).items():
                 del self._window_lists[name][:gone]
-            ring.window_into({name: getattr(window, name) for name in ring.tensor_names})
+            # the window's tensor states are written when next read (compute, sync, state_dict, the
+            # `window` attribute): one pass over them per read instead of one per update
+            self.__dict__["_window_stale"] = bool(ring.tensor_names)
         else:
             ring.fold(lifetime_fold)
         for child in (self, life, window):  # as TorchMetrics' update wrapper does (plain attributes)
@@ -239,13 +262,13 @@ class Windowed(WrapperMetric):
     @contextmanager
     def inputs_validated(self) -> Iterator[None]:
         """Within this block ``update`` trusts its inputs (a caller validated the batch already)."""
-        scratch = self._scratch
-        previous = getattr(scratch, "_inputs_checked", False)
-        scratch._inputs_checked = True
+        state = self._scratch.__dict__  # a plain attribute: skip nn.Module's __setattr__ on this per-step path
+        previous = state.get("_inputs_checked", False)
+        state["_inputs_checked"] = True
         try:
             yield
         finally:
-            scratch._inputs_checked = previous
+            state["_inputs_checked"] = previous
 
     # ------------------------------------------------------------------ compute, reset, persistence
 
@@ -259,6 +282,7 @@ class Windowed(WrapperMetric):
         self.lifetime.reset()
         self.window.reset()
         self._ring.clear()
+        self.__dict__["_window_stale"] = False
         self._bind_window_lists()
 
     def persistent(self, mode: bool = False) -> None:
@@ -273,6 +297,7 @@ class Windowed(WrapperMetric):
     def set_extra_state(self, state: Any) -> None:
         """Restore the ring saved by :meth:`get_extra_state`."""
         self._ring.load(state, self.lifetime.device)
+        self.__dict__["_window_stale"] = False  # the window's states are loaded next, with the ring's
         self._bind_window_lists()  # a window state loaded after this is re-bound at the next update
 
     def _apply(self, fn: Callable, exclude_state: Any = "") -> Module:

@@ -162,14 +162,15 @@ def _run_end(keys: Tensor, index: int) -> int:
 
 
 def _curve_sums(
-    key: Tensor, signed: Tensor, seg: Tensor, pos_total: Tensor, neg_total: Tensor
+    key: Tensor, signed: Tensor, seg: Tensor | None, pos_total: Tensor, neg_total: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Trapezoidal ROC area and average-precision numerators per segment of a sorted sequence.
 
     Args:
         key: ``(M,)`` integer keys sorted within each segment; equal neighbours are tied scores.
         signed: ``(M,)`` signed weights in the same order (``+w`` positive, ``-w`` negative).
-        seg: ``(M,)`` non-decreasing segment ids.
+        seg: ``(M,)`` non-decreasing segment ids, or ``None`` when they are the keys' high 32 bits
+            (read block by block: no ``(M,)`` copy).
         pos_total: ``(S,)`` float64 positive label weight per segment.
         neg_total: ``(S,)`` float64 negative label weight per segment.
 
@@ -193,10 +194,11 @@ def _curve_sums(
         cn = w.neg_().clamp_(min=0).cumsum_(0).add_(carry_n)
         end = torch.ones(hi - lo, dtype=torch.bool, device=device)
         upto = min(hi, num - 1)  # the last element of everything always ends a point
+        block_seg = key[lo : upto + 1] >> 32 if seg is None else seg[lo : upto + 1]
         torch.ne(key[lo + 1 : upto + 1], key[lo:upto], out=end[: upto - lo])
-        end[: upto - lo] |= seg[lo + 1 : upto + 1] != seg[lo:upto]
+        end[: upto - lo] |= block_seg[1:] != block_seg[:-1]
         idx = torch.nonzero(end).squeeze(1)
-        s = seg[lo:hi][idx]
+        s = block_seg[: hi - lo][idx]
         carry_p, carry_n = cp[-1:], cn[-1:]
         if idx.numel() == 0:  # one tie run spans the whole block
             continue

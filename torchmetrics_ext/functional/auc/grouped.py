@@ -68,7 +68,7 @@ def _format_grouped(
     if validate:
         _check_groups(groups, preds)
     assert t is not None
-    return p, t, groups.reshape(-1).to(torch.int64), w
+    return p, t, groups.reshape(-1), w  # any integer dtype (int64 where the kernels need it)
 
 
 def _grouped_curve_stats(scores: Tensor, signed: Tensor, groups: Tensor) -> CurveStats:
@@ -87,21 +87,50 @@ def _grouped_curve_stats(scores: Tensor, signed: Tensor, groups: Tensor) -> Curv
         return _grouped_curve_sums(scores, signed, groups)
     uniq, dense = torch.unique(groups, return_inverse=True)
     num_groups = uniq.numel()
-    seg = torch.arange(num_tasks, device=scores.device).unsqueeze(1) * num_groups + dense.unsqueeze(0)
-    seg = seg.reshape(-1)
-    pos_w = signed.reshape(-1).clamp(min=0).to(torch.float64)
-    neg_w = signed.reshape(-1).neg().clamp_(min=0).to(torch.float64)
-    size = num_tasks * num_groups
-    pos_total = torch.bincount(seg, weights=pos_w, minlength=size).to(torch.float64)
-    neg_total = torch.bincount(seg, weights=neg_w, minlength=size).to(torch.float64)
-    if n == 0:
-        zeros = torch.zeros(num_tasks, 0, dtype=torch.float64, device=scores.device)
-        return zeros, zeros, zeros, zeros
-    key = (seg << 32) | (_descending_keys(scores).reshape(-1).to(torch.int64) + 2**31)
-    key, order = torch.sort(key)
-    auc_num, ap_num = _curve_sums(key, signed.reshape(-1)[order], key >> 32, pos_total, neg_total)
-    shape = (num_tasks, num_groups)
-    return pos_total.view(shape), neg_total.view(shape), auc_num.view(shape), ap_num.view(shape)
+    del uniq
+    dense = dense.reshape(-1)
+    empty = torch.zeros(num_tasks, num_groups, dtype=torch.float64, device=scores.device)
+    pos, neg, auc, ap = empty, empty.clone(), empty.clone(), empty.clone()
+    # Whole groups in blocks of about _GROUP_BLOCK samples, one task at a time: the sort's
+    # temporaries are bounded by the block, whatever the number of samples kept (this runs over
+    # all of them at compute, where it would otherwise set the peak memory).
+    for lo, hi in _group_blocks(dense, num_groups):
+        rows = torch.nonzero((dense >= lo) & (dense < hi)).squeeze(1) if (lo, hi) != (0, num_groups) else None
+        local = dense if rows is None else dense[rows] - lo
+        high = local << 32  # the group in the high half of every sort key
+        for task in range(num_tasks):
+            task_scores = scores[task] if rows is None else scores[task][rows]
+            task_signed = signed[task] if rows is None else signed[task][rows]
+            weights = task_signed.to(torch.float64)
+            pos_total = torch.bincount(local, weights=weights.clamp(min=0), minlength=hi - lo).to(torch.float64)
+            neg_total = torch.bincount(local, weights=weights.clamp_(max=0).neg_(), minlength=hi - lo)
+            neg_total = neg_total.to(torch.float64)
+            del weights
+            key = _descending_keys(task_scores).to(torch.int64).add_(2**31)
+            key |= high
+            key, order = torch.sort(key)
+            ordered = task_signed[order]
+            del order
+            auc_num, ap_num = _curve_sums(key, ordered, None, pos_total, neg_total)
+            del key, ordered
+            for out, value in zip((pos, neg, auc, ap), (pos_total, neg_total, auc_num, ap_num)):
+                out[task, lo:hi] = value
+    return pos, neg, auc, ap
+
+
+_GROUP_BLOCK = 1 << 20  # samples per block of whole groups at compute
+
+
+def _group_blocks(dense: Tensor, num_groups: int) -> list[tuple[int, int]]:
+    """``[lo, hi)`` ranges of dense group ids, each holding whole groups and about ``_GROUP_BLOCK`` samples."""
+    n = dense.numel()
+    if n <= _GROUP_BLOCK:
+        return [(0, num_groups)] if n else []
+    ends = torch.cumsum(torch.bincount(dense, minlength=num_groups), 0)
+    targets = torch.arange(_GROUP_BLOCK, n, _GROUP_BLOCK, device=dense.device)
+    cuts = (torch.searchsorted(ends, targets) + 1).clamp_(max=num_groups).tolist()
+    bounds = [0, *sorted(set(cuts) - {0, num_groups}), num_groups]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def _group_values(stats: CurveStats, kind: str, present: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -23,6 +23,10 @@ from torchmetrics_ext.utilities.checks import check_flag
 __all__ = ["GroupedAUC", "GroupedAUPRC"]
 
 
+def _fits_int32(dtype: torch.dtype) -> bool:
+    return dtype in (torch.int8, torch.uint8, torch.int16, torch.int32)
+
+
 class _GroupedCurveMetric(TaskMetric):
     _kind: ClassVar[str] = "auc"
     _name: ClassVar[str] = "GroupedAUC"
@@ -105,7 +109,8 @@ class _GroupedCurveMetric(TaskMetric):
             return
         _append_chunk(self.preds, _sample_major(p))
         _append_chunk(self.signed_weights, signed.T.reshape(-1))
-        _append_chunk(self.groups, g.to(torch.int64, copy=True))  # never alias the caller's tensor
+        # never alias the caller's tensor; ids given in 32 bits or fewer keep 4 bytes per row (int64 at sync)
+        _append_chunk(self.groups, g.to(torch.int32 if _fits_int32(g.dtype) else torch.int64, copy=True))
 
     def compute(self) -> Tensor:
         """Mean per-group value over everything accumulated (and synced across ranks)."""
@@ -114,7 +119,7 @@ class _GroupedCurveMetric(TaskMetric):
         else:
             scores = _take_samples(self.preds, self.num_tasks)
             signed = _take_samples(self.signed_weights, self.num_tasks)
-            groups = _take_samples(self.groups, 1).reshape(-1).to(torch.int64)
+            groups = _take_samples(self.groups, 1).reshape(-1)  # int32 or int64 ids, as kept
             value_sum, weight_sum = F._grouped_update(
                 scores, signed, groups, self._kind, self.weight_groups, self.average_groups
             )

@@ -170,17 +170,22 @@ class _RankingMetric(TaskMetric):
             self.value_sum += value_sum
             self.weight_sum += weight_sum
             return
-        if rows.weights is not None or self.weights:
+        # Flat rows without a mask are the caller's tensors: kept as given (no copy, in their own
+        # dtype: float32 scores and weights, int8 labels, int32 ids stay 4 or 1 bytes per row);
+        # converted to float64/int64 at sync and compute.
+        as_given = mask is None and indexes is not None and not rows.padded
+        row_weights = weights if as_given and weights is not None else rows.weights
+        if row_weights is not None or self.weights:
             # weights are kept per row only once some batch had them: earlier batches get ones
             for earlier in self.preds[len(self.weights) :]:
                 self.weights.append(torch.ones_like(earlier))
-            self.weights.append(rows.weights if rows.weights is not None else torch.ones_like(rows.target))
-        self.preds.append(rows.preds.detach())  # kept as given (no copy); converted at sync/compute
+            self.weights.append(row_weights.detach() if row_weights is not None else torch.ones_like(rows.preds))
+        self.preds.append(rows.preds.detach())
         target = rows.target
         if target.dtype == torch.int64 and rows.target_max is not None and rows.target_max < _INT32_LIMIT:
             target = target.to(torch.int32)  # validated relevance: half the memory kept per row
         self.target.append(target)
-        self.indexes.append(rows.indexes)
+        self.indexes.append(indexes if as_given else rows.indexes)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ compute
 
@@ -209,6 +214,7 @@ class _RankingMetric(TaskMetric):
             )
         # a list state is concatenated into a new tensor, which the kernels may use as scratch
         writable = isinstance(states["preds"], list)
+        weights = None if weights is None else weights.to(torch.float64)
         return RankingRows(preds, target, indexes.to(torch.int64), weights, False, writable)
 
 

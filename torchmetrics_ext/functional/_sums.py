@@ -1,0 +1,120 @@
+"""Per-task weighted sums of one batch, computed once for every metric fed that batch.
+
+The pointwise kernels (NE, calibration, CTR, MSE, accuracy, ...) all reduce a ``(T, N)`` float64
+batch to weighted per-task sums, and several of them need the same ones (``sum w``, ``sum w·y``,
+``sum w·p``, ``log p``...). A kernel asks :func:`batch_sums` for a :class:`BatchSums` of its inputs
+and takes every sum and intermediate from it by name. Outside :func:`sharing_sums` that object is
+fresh (nothing is shared, the cost is a dict lookup); inside it, a caller that feeds one validated
+batch to many metrics (:class:`~torchmetrics_ext.RecMetricModule`) gets one object for that batch,
+so a sum several metrics need is computed once, by the same code, and every metric receives
+bit-identical statistics to those it would compute alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+import torch
+from torch import Tensor
+
+__all__ = ["BatchSums", "batch_sums", "sharing_sums", "weight_total", "weighted_sum"]
+
+
+def weighted_sum(values: Tensor, weights: Tensor | None) -> Tensor:
+    """Per-task ``sum(w * values)`` over the sample dimension, in float64.
+
+    One weight row shared by every task (``(1, N)``) is a matrix-vector product: no ``(T, N)``
+    temporary, and about half the time of multiply-then-sum.
+    """
+    if weights is None:
+        return values.sum(-1)
+    if weights.shape[0] == 1 and values.ndim == 2 and values.dtype == weights.dtype:
+        return values @ weights[0]
+    return (values * weights).sum(-1)
+
+
+def weight_total(preds: Tensor, weights: Tensor | None) -> Tensor:
+    """Per-task total weight; ``N`` for every task when unweighted."""
+    if weights is None:
+        return torch.full(preds.shape[:1], float(preds.shape[-1]), dtype=torch.float64, device=preds.device)
+    return weights.sum(-1).expand(preds.shape[0]).clone()
+
+
+def _signature(value: Tensor | None) -> tuple | None:
+    """What makes two views of unmodified memory hold the same values."""
+    if value is None:
+        return None
+    return (value.data_ptr(), value.shape, value.stride(), value.dtype, value.device)
+
+
+class BatchSums:
+    """Weighted sums and intermediates of one ``(T, N)`` float64 batch, each computed on first use.
+
+    Args:
+        preds: ``(T, N)`` float64 predictions.
+        target: ``(T, N)`` float64 labels (or ``None``).
+        weights: ``(T, N)`` or ``(1, N)`` float64 weights, or ``None`` (all ones).
+
+    Values are returned as stored: callers must not modify them in place.
+    """
+
+    def __init__(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> None:
+        self.preds, self.target, self.weights = preds, target, weights
+        self._values: dict[Hashable, Tensor] = {}
+        self._signature = (_signature(preds), _signature(target), _signature(weights))
+
+    def matches(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> bool:
+        """Whether these are this batch's tensors: the same memory seen the same way (views allowed)."""
+        return self._signature == (_signature(preds), _signature(target), _signature(weights))
+
+    def value(self, key: Hashable, make: Callable[[], Tensor]) -> Tensor:
+        """The intermediate named ``key`` (``make()`` the first time)."""
+        found = self._values.get(key)
+        if found is None:
+            found = self._values[key] = make()
+        return found
+
+    def weighted(self, key: Hashable, make: Callable[[], Tensor]) -> Tensor:
+        """``sum w·x`` per task of the per-sample values ``x = make()`` named ``key``."""
+        return self.value(("sum", key), lambda: weighted_sum(make(), self.weights))
+
+    def total(self) -> Tensor:
+        """``sum w`` per task (``N`` when unweighted)."""
+        return self.value("total", lambda: weight_total(self.preds, self.weights))
+
+    def label_sum(self) -> Tensor:
+        """``sum w·y`` per task."""
+        assert self.target is not None
+        return self.weighted("target", lambda: self.target)  # type: ignore[arg-type,return-value]
+
+    def pred_sum(self) -> Tensor:
+        """``sum w·p`` per task."""
+        return self.weighted("preds", lambda: self.preds)
+
+
+_SHARED: ContextVar[BatchSums | None] = ContextVar("torchmetrics_ext_shared_sums", default=None)
+
+
+def batch_sums(preds: Tensor, target: Tensor | None, weights: Tensor | None) -> BatchSums:
+    """The shared :class:`BatchSums` of this batch inside :func:`sharing_sums`, else a fresh one."""
+    shared = _SHARED.get()
+    if shared is not None and shared.matches(preds, target, weights):
+        return shared
+    return BatchSums(preds, target, weights)
+
+
+@contextmanager
+def sharing_sums(preds: Tensor, target: Tensor | None, weights: Tensor | None) -> Iterator[BatchSums]:
+    """Within this block, kernels given exactly these tensors share one :class:`BatchSums`.
+
+    The tensors must not be modified inside the block. Other inputs (e.g. a batch cut to a
+    window's newest samples) are not these objects and get their own sums.
+    """
+    sums = BatchSums(preds, target, weights)
+    token = _SHARED.set(sums)
+    try:
+        yield sums
+    finally:
+        _SHARED.reset(token)

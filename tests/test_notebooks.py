@@ -30,6 +30,7 @@ def execute(path: Path) -> nbformat.NotebookNode:
             notebook,
             timeout=CELL_TIMEOUT_S,
             kernel_name="python3",
+            record_timing=False,  # no timestamps in the stored notebooks: re-running changes nothing
             resources={"metadata": {"path": str(path.parent)}},
         )
         client.execute()

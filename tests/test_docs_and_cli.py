@@ -1,8 +1,7 @@
-"""The notebooks run top to bottom, the CLI demo runs, and the public surface is what DESIGN.md names."""
+"""The README example and the CLI demo run, and the public surface is what DESIGN.md names (notebooks: test_notebooks.py)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,17 +13,6 @@ from torchmetrics_ext import cli
 from torchmetrics_ext import functional as tmf
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-
-
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs(path):
-    """Every code cell of the notebook executes in order in one namespace (no kernel needed)."""
-    notebook = json.loads(path.read_text())
-    namespace: dict = {"__name__": "__notebook__"}
-    for cell in notebook["cells"]:
-        if cell["cell_type"] == "code":
-            exec(compile("".join(cell["source"]), f"{path.name}", "exec"), namespace)
 
 
 def test_readme_example_runs():

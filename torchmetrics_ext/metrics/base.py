@@ -58,6 +58,12 @@ class TaskMetric(Metric):
     reduces them, caches and unsyncs). :attr:`input_domains` and :attr:`shared_statistics_key`
     describe what the caller may validate jointly and which metrics provably share states.
 
+    Why one class for the task dimension and the safe update: every metric of the package needs
+    both (a metric without tasks, such as the ranking family, says so with ``has_task_dim = False``
+    and is built once per task by the module), and the orchestrators (``Windowed``,
+    ``Segmented``, ``RecMetricModule``) rely on both at once; two mixins would be inherited
+    together everywhere and only add an MRO to reason about.
+
     Args:
         num_tasks: number of tasks ``T``; inputs are ``(N,)`` for one task or ``(T, N)``.
         validate_args: check every input (shapes, dtypes, devices, value ranges) before use.

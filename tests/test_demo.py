@@ -194,3 +194,12 @@ def test_demo_rejects_bad_arguments(argv, match, capsys):
     with pytest.raises(SystemExit):
         cli.main(["demo", *argv])
     assert match in capsys.readouterr().err
+
+
+def test_the_readme_picture_is_a_small_png():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    (path,) = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", readme)
+    data = (ROOT / path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 100_000

@@ -61,8 +61,9 @@ def _exact_points(scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks:
         start = torch.ones_like(score, dtype=torch.bool)
         torch.ne(score[1:], score[:-1], out=start[1:])
         run = torch.cumsum(start, 0) - 1
-        pos = torch.bincount(run, weights=weight.clamp(min=0))
-        neg = torch.bincount(run, weights=weight.neg().clamp(min=0))
+        # float64 even without samples (bincount of an empty input is int64)
+        pos = torch.bincount(run, weights=weight.clamp(min=0)).to(torch.float64)
+        neg = torch.bincount(run, weights=weight.neg().clamp(min=0)).to(torch.float64)
         points.append((score[start].to(torch.float64), pos, neg))
     return points
 

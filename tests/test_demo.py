@@ -78,6 +78,7 @@ def test_the_report_directory_holds_every_picture_and_the_index_shows_them(repor
         assert image[..., :3].std() > 0.05, f"{stem} is blank"  # something is drawn
         assert f'src="{stem}.png"' in index
     assert (out / "logs" / "metrics.csv").exists() and "logs/metrics.csv" in index
+    assert "click train" in index and "search" in index  # the summary table
 
 
 def test_the_curve_files_equal_sklearn_on_the_saved_validation_predictions(report):

@@ -149,8 +149,10 @@ def _sources_figure(plt: Any, series: Series) -> Any:
     return fig
 
 
-def write_report(output_dir: str | Path, model: DemoRecommender, val_set: Impressions, logged: str | Path) -> Path:
-    """Write the pictures, their data and ``index.html`` into ``output_dir``; return the index path."""
+def write_report(
+    output_dir: str | Path, model: DemoRecommender, val_set: Impressions, logged: str | Path, summary: str = ""
+) -> Path:
+    """Write the pictures, their data and ``index.html`` (with ``summary`` on top) into ``output_dir``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -195,7 +197,7 @@ def write_report(output_dir: str | Path, model: DemoRecommender, val_set: Impres
         fig.savefig(out / f"{stem}.png", dpi=80 if stem != "overview" else 72)
         plt.close(fig)
     index = out / "index.html"
-    index.write_text(_html(list(figures), tasks))
+    index.write_text(_html(list(figures), tasks, summary))
     return index
 
 
@@ -243,7 +245,7 @@ def _overview(
     return fig
 
 
-def _html(stems: Sequence[str], tasks: Sequence[str]) -> str:
+def _html(stems: Sequence[str], tasks: Sequence[str], summary: str) -> str:
     def img(stem: str) -> str:
         return f'<a href="{stem}.png"><img src="{stem}.png" alt="{html.escape(stem)}"></a>'
 
@@ -266,5 +268,5 @@ def _html(stems: Sequence[str], tasks: Sequence[str]) -> str:
         "<!doctype html>\n<html><head><meta charset='utf-8'><title>torchmetrics-ext demo report</title>\n"
         "<style>body{font-family:sans-serif;margin:2em} img{max-width:480px;margin:4px;border:1px solid #ddd}"
         " div img[alt=overview]{max-width:960px}</style></head>\n<body>\n<h1>torchmetrics-ext demo report</h1>\n"
-        f"{body}\n<h2>Data</h2>\n<p>{data}</p>\n</body></html>\n"
+        f"<pre>{html.escape(summary)}</pre>\n{body}\n<h2>Data</h2>\n<p>{data}</p>\n</body></html>\n"
     )

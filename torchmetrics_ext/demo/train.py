@@ -145,7 +145,8 @@ def run_training_demo(config: DemoConfig) -> dict[str, Any] | None:
     logged = {key: float(value) for key, value in trainer.callback_metrics.items()}
     train = {key: value for key, value in logged.items() if key.startswith("train/") or key.startswith("train_")}
     val = {key: value for key, value in logged.items() if key.startswith("val/")}
-    print(summary_table(train, val, [task.name for task in model.train_metrics.tasks]))
-    index = write_report(output_dir, model, data.val_set, output_dir / "logs" / "metrics.csv")
+    summary = summary_table(train, val, [task.name for task in model.train_metrics.tasks])
+    print(summary)
+    index = write_report(output_dir, model, data.val_set, output_dir / "logs" / "metrics.csv", summary)
     print(f"\nreport: {index}  (open it in a browser; logs in {output_dir / 'logs'})")
     return {"train": train, "val": val, "report": str(index)}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
 import pytest
 import torch
 from sklearn import metrics as skm
+from torchmetrics import MetricCollection
 
 import torchmetrics_ext as tmx
 from tests.helpers import tester as H
@@ -43,10 +45,13 @@ def ref_pr(p, y, w, num_bins=None, logits=False):
     return precision, recall, thresholds
 
 
-def assert_curve(actual, expected, what):
+def assert_curve(actual, expected, what, rtol=1e-9):
     for got, want, name in zip(actual, expected, ("x", "y", "thresholds")):
         assert got.dtype == torch.float64, f"{what} {name} dtype"
-        np.testing.assert_allclose(got.numpy(), want, rtol=1e-9, atol=1e-12, err_msg=f"{what} {name}")
+        np.testing.assert_allclose(got.numpy(), want, rtol=rtol, atol=1e-12, err_msg=f"{what} {name}")
+
+
+METRIC_RTOL = 1e-6  # the exact metrics store weights as float32 (documented); the functions use float64
 
 
 SETTINGS = [
@@ -162,3 +167,110 @@ def test_curve_pictures_draw_the_curve_points():
 
 def test_metric_classes_are_exported():
     assert tmx.Reliability.__module__ == "torchmetrics_ext.metrics.reliability"
+
+
+# ----------------------------------------------------------------------------- AUC.curve / AUPRC.curve
+
+
+def _metric_for(cls, data, options):
+    num_tasks = 1 if data["preds"].ndim == 1 else data["preds"].shape[0]
+    return cls(num_tasks=num_tasks, num_bins=options["num_bins"], from_logits=options["from_logits"])
+
+
+def _update_in_batches(metric, data, size=37):
+    n = data["preds"].shape[-1]
+    for lo in range(0, n, size):
+        metric.update(**H.take(data, slice(lo, lo + size), -1))
+
+
+def _expected_per_task(ref, data, options):
+    numpy = H.to_numpy(data)
+    ref_kwargs = {"num_bins": options["num_bins"], "logits": options["from_logits"]}
+    if data["preds"].ndim == 1:
+        return [ref(numpy["preds"], numpy["target"], numpy["weights"], **ref_kwargs)]
+    return [
+        ref(numpy["preds"][t], numpy["target"][t], _row(numpy["weights"], t), **ref_kwargs)
+        for t in range(len(data["preds"]))
+    ]
+
+
+def _per_task(curve):
+    if isinstance(curve[0], list):
+        return [tuple(part[t] for part in curve) for t in range(len(curve[0]))]
+    return [curve]
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+@pytest.mark.parametrize(("cls", "ref"), [(tmx.AUC, ref_roc), (tmx.AUPRC, ref_pr)], ids=["auc", "auprc"])
+def test_metric_curves_over_batches_equal_sklearn(setting, cls, ref):
+    """Exact: scikit-learn's curve; binned: scikit-learn's curve of the scores rounded to their bins."""
+    data, options = _inputs(setting, seed=3)
+    metric = _metric_for(cls, data, options)
+    _update_in_batches(metric, data)
+    curve = metric.curve()
+    for t, (actual, expected) in enumerate(zip(_per_task(curve), _expected_per_task(ref, data, options), strict=True)):
+        assert_curve(actual, expected, f"task {t}", rtol=METRIC_RTOL)
+    assert metric.compute() is not None  # curve() left the states usable
+
+
+def test_metric_curve_in_a_compute_group_and_after_reset():
+    data, options = _inputs({"num_tasks": 2, "weights": "task"})
+    collection = MetricCollection({"auc": tmx.AUC(num_tasks=2), "auprc": tmx.AUPRC(num_tasks=2)}, compute_groups=True)
+    _update_in_batches(collection, data)
+    for name, ref in (("auc", ref_roc), ("auprc", ref_pr)):
+        for actual, expected in zip(_per_task(collection[name].curve()), _expected_per_task(ref, data, options)):
+            assert_curve(actual, expected, name, rtol=METRIC_RTOL)
+    collection.reset()
+    with pytest.warns(UndefinedMetricWarning):
+        _, _, thresholds = collection["auc"].curve()
+    assert [t.tolist() for t in thresholds] == [[math.inf], [math.inf]]
+
+
+def _ddp_curves(rank, world_size, data, num_bins):
+    options = {"num_bins": num_bins, "from_logits": False}
+    shard = H.take(data, slice(rank * 150, (rank + 1) * 150 if rank == 0 else None), -1)  # uneven shards
+    out = {}
+    for cls in (tmx.AUC, tmx.AUPRC):
+        metric = _metric_for(cls, shard, options)
+        if rank == 0:
+            _update_in_batches(metric, shard, size=64)
+        else:
+            _update_in_batches(metric, shard, size=101)
+        out[cls.__name__] = metric.curve()
+    return out
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("num_bins", [None, 100], ids=["exact", "binned"])
+def test_metric_curves_sync_across_ranks(ddp_pool, num_bins):
+    data, options = _inputs({"num_tasks": 2, "weights": "task", **({"num_bins": num_bins} if num_bins else {})})
+    results = ddp_pool.run(_ddp_curves, data, num_bins)
+    for name, ref in (("AUC", ref_roc), ("AUPRC", ref_pr)):
+        expected = _expected_per_task(ref, data, options)
+        for rank_result in results:
+            for t, (actual, want) in enumerate(zip(_per_task(rank_result[name]), expected, strict=True)):
+                assert_curve(actual, want, f"{name} task {t}", rtol=METRIC_RTOL)
+
+
+def test_metric_plots_draw_the_curve_or_the_values():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    data, _ = _inputs({"num_tasks": 2})
+    metric = tmx.AUC(num_tasks=2)
+    metric.update(data["preds"], data["target"])
+    _, ax = metric.plot(labels=["click", "like"])
+    score = metric.compute()
+    labels = {line.get_label() for line in ax.get_lines()}
+    assert labels == {f"click AUC={score[0]:0.3f}", f"like AUC={score[1]:0.3f}", "chance"}
+    pr = tmx.AUPRC()
+    pr.update(data["preds"][0], data["target"][0])
+    _, ax = pr.plot()
+    (line,) = ax.get_lines()
+    _, recall, _ = pr.curve()
+    np.testing.assert_allclose(line.get_xdata(), recall)
+    assert ax.get_xlabel() == "Recall"
+    fig, ax = pr.plot(pr.curve())
+    assert fig is not None
+    fig, ax = tmx.AUC().plot([torch.tensor(0.6), torch.tensor(0.7)])  # values over time: TorchMetrics' plot
+    assert fig is not None and ax.get_lines()[0].get_ydata().tolist() == pytest.approx([0.6, 0.7])

@@ -41,7 +41,7 @@ def test_ranking_demo_prints_every_metric_at_every_k(capsys):
 
 def test_cli_entry_point():
     result = subprocess.run(
-        [sys.executable, "-m", "torchmetrics_ext.cli", "demo", "--samples", "5000", "--queries", "200"],
+        [sys.executable, "-m", "torchmetrics_ext.cli", "demo", "--quick", "--samples", "5000", "--queries", "200"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -52,7 +52,7 @@ def test_cli_entry_point():
 
 def test_cli_rejects_bad_arguments():
     with pytest.raises(SystemExit):
-        cli.main(["demo", "--samples", "0"])
+        cli.main(["demo", "--quick", "--samples", "0"])
 
 
 def test_public_surface_is_sorted_and_importable():

@@ -17,6 +17,7 @@ from torchmetrics_ext.metrics.pointwise import *  # noqa: F403
 from torchmetrics_ext.metrics.qps import *  # noqa: F403
 from torchmetrics_ext.metrics.ranking import *  # noqa: F403
 from torchmetrics_ext.metrics.regression import *  # noqa: F403
+from torchmetrics_ext.metrics.reliability import *  # noqa: F403
 from torchmetrics_ext.metrics.session import *  # noqa: F403
 from torchmetrics_ext.metrics.throughput import *  # noqa: F403
 from torchmetrics_ext.module import *  # noqa: F403

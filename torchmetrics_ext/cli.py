@@ -1,9 +1,12 @@
 """The ``torchmetrics-ext`` command line.
 
-``torchmetrics-ext demo`` scores synthetic click and conversion predictions for two tasks with
-every pointwise and AUC metric in one :class:`~torchmetrics.MetricCollection` (compute groups
-on), then synthetic search sessions with every ranking metric at k = 1, 5, 10, and prints the
-lifetime values as tables.
+``torchmetrics-ext demo`` trains a small two-task recommender with Lightning on synthetic
+impressions, with the metrics inside the training loop, prints train against validation values
+and writes a report of pictures (see :mod:`torchmetrics_ext.demo`; needs the ``demo`` extra).
+``torchmetrics-ext demo --quick`` instead scores synthetic click and conversion predictions for
+two tasks with every pointwise and AUC metric in one :class:`~torchmetrics.MetricCollection`
+(compute groups on), then synthetic search sessions with every ranking metric at k = 1, 5, 10,
+and prints the lifetime values as tables (no extra needed).
 
 ``torchmetrics-ext evaluate PATH... --task click=p_click:y_click --metrics ne,auc`` scores logged
 predictions in Parquet/CSV files (see :mod:`torchmetrics_ext.evaluate`); under
@@ -235,24 +238,61 @@ def _init_distributed() -> int | None:
     return torch.distributed.get_rank()
 
 
+def run_demo_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run ``demo``: the training demo and its report, or the tables with ``--quick``."""
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error("--batch-size must be positive")
+    if args.quick:
+        if args.samples < 1 or args.queries < 1:
+            parser.error("--samples and --queries must be positive")
+        batch_size = 8192 if args.batch_size is None else args.batch_size
+        run_demo(args.samples, batch_size, args.seed)
+        run_ranking_demo(args.queries, batch_size, args.seed)
+        return 0
+    if args.steps < 1 or args.devices < 1:
+        parser.error("--steps and --devices must be positive")
+    try:
+        from torchmetrics_ext.demo import DemoConfig, run_training_demo
+    except ModuleNotFoundError as err:
+        parser.error(f"the training demo needs the `demo` extra (pip install 'torchmetrics-ext[demo]'): {err}")
+    config = DemoConfig(
+        steps=args.steps,
+        batch_size=64 if args.batch_size is None else args.batch_size,
+        output_dir=args.output_dir,
+        devices=args.devices,
+        seed=args.seed,
+    )
+    run_training_demo(config)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``torchmetrics-ext``."""
     parser = argparse.ArgumentParser(prog="torchmetrics-ext", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="score synthetic two-task click data with every metric")
-    demo.add_argument("--samples", type=int, default=500_000)
-    demo.add_argument("--batch-size", type=int, default=8192)
-    demo.add_argument("--queries", type=int, default=20_000, help="search sessions for the ranking table")
+    demo = sub.add_parser(
+        "demo",
+        help="train a two-task recommender with the metrics inside and write a report (--quick: tables only)",
+        description="Train a small two-task recommender with Lightning on synthetic impressions, log every "
+        "metric, print train against validation and write a report of pictures. --quick scores synthetic "
+        "data with every metric and prints tables instead.",
+    )
+    demo.add_argument("--quick", action="store_true", help="no training: score synthetic data, print tables")
+    demo.add_argument("--steps", type=int, default=600, help="training steps (default 600)")
+    demo.add_argument(
+        "--batch-size", type=int, help="sessions (~16 impressions each) per step; with --quick: samples (8192)"
+    )
+    demo.add_argument("--output-dir", default="torchmetrics_ext_demo", help="report and logs directory")
+    demo.add_argument("--devices", type=int, default=1, help="CPU processes (2: DDP with gloo)")
+    demo.add_argument("--samples", type=int, default=500_000, help="--quick: samples scored")
+    demo.add_argument("--queries", type=int, default=20_000, help="--quick: search sessions for the ranking table")
     demo.add_argument("--seed", type=int, default=0)
     add_evaluate_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "evaluate":
         return run_evaluate(args, parser)
     if args.command == "demo":
-        if args.samples < 1 or args.batch_size < 1 or args.queries < 1:
-            parser.error("--samples, --batch-size and --queries must be positive")
-        run_demo(args.samples, args.batch_size, args.seed)
-        run_ranking_demo(args.queries, args.batch_size, args.seed)
+        return run_demo_command(args, parser)
     return 0
 
 

@@ -12,6 +12,7 @@ from torchmetrics_ext.functional import multilabel as _multilabel
 from torchmetrics_ext.functional import pointwise as _pointwise
 from torchmetrics_ext.functional import ranking as _ranking
 from torchmetrics_ext.functional import regression as _regression
+from torchmetrics_ext.functional import reliability as _reliability
 from torchmetrics_ext.functional import session as _session
 from torchmetrics_ext.functional.auc import *  # noqa: F403
 from torchmetrics_ext.functional.counters import *  # noqa: F403
@@ -22,6 +23,7 @@ from torchmetrics_ext.functional.multilabel import *  # noqa: F403
 from torchmetrics_ext.functional.pointwise import *  # noqa: F403
 from torchmetrics_ext.functional.ranking import *  # noqa: F403
 from torchmetrics_ext.functional.regression import *  # noqa: F403
+from torchmetrics_ext.functional.reliability import *  # noqa: F403
 from torchmetrics_ext.functional.session import *  # noqa: F403
 
 __all__: list[str] = ["distribution"]
@@ -33,5 +35,6 @@ __all__ += _multilabel.__all__
 __all__ += _pointwise.__all__
 __all__ += _ranking.__all__
 __all__ += _regression.__all__
+__all__ += _reliability.__all__
 __all__ += _session.__all__
 __all__.sort()

@@ -16,6 +16,7 @@ from torchmetrics_ext.metrics import (
     qps,
     ranking,
     regression,
+    reliability,
     session,
     throughput,
 )
@@ -29,6 +30,7 @@ from torchmetrics_ext.metrics.pointwise import *  # noqa: F403
 from torchmetrics_ext.metrics.qps import *  # noqa: F403
 from torchmetrics_ext.metrics.ranking import *  # noqa: F403
 from torchmetrics_ext.metrics.regression import *  # noqa: F403
+from torchmetrics_ext.metrics.reliability import *  # noqa: F403
 from torchmetrics_ext.metrics.session import *  # noqa: F403
 from torchmetrics_ext.metrics.throughput import *  # noqa: F403
 
@@ -43,6 +45,7 @@ __all__ += pointwise.__all__
 __all__ += qps.__all__
 __all__ += ranking.__all__
 __all__ += regression.__all__
+__all__ += reliability.__all__
 __all__ += session.__all__
 __all__ += throughput.__all__
 __all__.sort()

@@ -8,7 +8,7 @@ histogram reduced with ``sum`` (constant memory). All math lives in
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import torch
@@ -16,6 +16,7 @@ from torch import Tensor
 from torchmetrics.utilities.data import dim_zero_cat
 
 from torchmetrics_ext.functional.auc import binary as F
+from torchmetrics_ext.functional.auc import curves as C
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.utilities.checks import check_flag, check_pointwise, format_pointwise
 from torchmetrics_ext.utilities.device import on_device_path
@@ -146,6 +147,30 @@ class _CurveMetric(TaskMetric):
             scores, signed = [scores], [signed]
         return F._exact_curve_stats(scores, signed, self.num_tasks)
 
+    def _curve_points(self) -> C.Points:
+        """Per task: distinct thresholds (descending) and the label weights at each, from the synced states."""
+        with self.sync_context(should_sync=self._to_sync, should_unsync=self._should_unsync):
+            if self.num_bins is not None:
+                return C._binned_points(self.hist, self.logit_range, self.from_logits)
+            scores, signed = self.preds, self.signed_weights
+            if isinstance(scores, Tensor):  # synced across ranks: already one tensor
+                scores, signed = [scores], [signed]
+            return C._exact_points(scores, signed, self.num_tasks)
+
+    def curve(self) -> C.Curve:
+        """The metric's curve (ROC for :class:`AUC`, precision-recall for :class:`AUPRC`)."""
+        raise NotImplementedError
+
+    def _draw(self, kind: str, val: Any, ax: Any, labels: Sequence[str] | None) -> Any:
+        """The curve for ``val=None`` (this metric's) or a ``curve()`` tuple; else TorchMetrics' value plot."""
+        if val is not None and not (isinstance(val, tuple) and len(val) == 3):
+            return super().plot(val, ax)
+        from torchmetrics_ext.utilities.plot import plot_roc_or_pr
+
+        score = self.compute() if val is None else None
+        curve = self.curve() if val is None else val
+        return plot_roc_or_pr(curve, kind, score=score, ax=ax, labels=labels)
+
 
 class AUC(_CurveMetric):
     r"""Area under the ROC curve: weighted, tie-aware, equal to scikit-learn's ``roc_auc_score``.
@@ -210,6 +235,47 @@ class AUC(_CurveMetric):
         pos, neg, auc_num, _ = self._curve_stats()
         return self._squeeze_tasks(F._auc_compute(pos, neg, auc_num))
 
+    def curve(self) -> C.Curve:
+        """The ROC curve over everything accumulated (and synced): ``(fpr, tpr, thresholds)``.
+
+        Exact mode equals scikit-learn's ``roc_curve(target, preds, sample_weight=weights,
+        drop_intermediate=False)``; binned mode is the exact curve of the scores rounded to their
+        bins (one point per non-empty bin, its lower edge as threshold). Its trapezoidal area is
+        :meth:`compute`. See :func:`~torchmetrics_ext.functional.roc_curve` for the layout:
+        float64 tensors for one task, lists of one tensor per task otherwise.
+
+        Example:
+            >>> import torch
+            >>> from torchmetrics_ext import AUC
+            >>> metric = AUC()
+            >>> metric.update(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1]))
+            >>> fpr, tpr, thresholds = metric.curve()
+            >>> fpr.tolist(), tpr.tolist()
+            ([0.0, 0.0, 0.5, 0.5, 1.0], [0.0, 0.5, 0.5, 1.0, 1.0])
+        """
+        return C._as_curve(C._roc_from_points(self._curve_points()), self.num_tasks == 1)
+
+    def plot(self, val: Any = None, ax: Any = None, labels: Sequence[str] | None = None) -> Any:
+        """Draw the ROC curve (``val=None`` or a :meth:`curve` tuple), or values of :meth:`compute` over time.
+
+        Args:
+            val: ``None`` (this metric's curve, its AUC in the legend), a :meth:`curve` tuple, or a
+                value / list of values of :meth:`compute` (TorchMetrics' value plot).
+            ax: an existing matplotlib axis.
+            labels: one legend label per task (curves only).
+
+        Returns:
+            ``(figure, axis)`` as in TorchMetrics (``figure`` is ``None`` when ``ax`` is given).
+
+        Example:
+            >>> import torch
+            >>> from torchmetrics_ext import AUC
+            >>> metric = AUC(num_tasks=2)
+            >>> metric.update(torch.rand(2, 100), torch.randint(0, 2, (2, 100)))
+            >>> fig, ax = metric.plot(labels=["click", "like"])
+        """
+        return self._draw("roc", val, ax, labels)
+
 
 class AUPRC(_CurveMetric):
     r"""Average precision, equal to scikit-learn's ``average_precision_score`` (weighted, tie-aware).
@@ -259,3 +325,37 @@ class AUPRC(_CurveMetric):
         """Average precision over everything accumulated (and synced across ranks)."""
         pos, _, _, ap_num = self._curve_stats()
         return self._squeeze_tasks(F._auprc_compute(pos, ap_num))
+
+    def curve(self) -> C.Curve:
+        r"""The precision-recall curve over everything accumulated (and synced): ``(precision, recall, thresholds)``.
+
+        Exact mode equals scikit-learn's ``precision_recall_curve(target, preds,
+        sample_weight=weights)`` (thresholds increasing, a last point ``(1, 0)`` without
+        threshold); binned mode is the exact curve of the binned scores. :meth:`compute` is
+        :math:`\sum_k (R_k - R_{k-1}) P_k` over these points. See
+        :func:`~torchmetrics_ext.functional.precision_recall_curve` for the layout.
+
+        Example:
+            >>> import torch
+            >>> from torchmetrics_ext import AUPRC
+            >>> metric = AUPRC()
+            >>> metric.update(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1]))
+            >>> precision, recall, thresholds = metric.curve()
+            >>> recall.tolist()
+            [1.0, 1.0, 0.5, 0.5, 0.0]
+        """
+        return C._as_curve(C._pr_from_points(self._curve_points()), self.num_tasks == 1)
+
+    def plot(self, val: Any = None, ax: Any = None, labels: Sequence[str] | None = None) -> Any:
+        """Draw the precision-recall curve (``val=None`` or a :meth:`curve` tuple), or values over time.
+
+        Args:
+            val: ``None`` (this metric's curve, its area in the legend), a :meth:`curve` tuple,
+                or a value / list of values of :meth:`compute` (TorchMetrics' value plot).
+            ax: an existing matplotlib axis.
+            labels: one legend label per task (curves only).
+
+        Returns:
+            ``(figure, axis)`` as in TorchMetrics (``figure`` is ``None`` when ``ax`` is given).
+        """
+        return self._draw("pr", val, ax, labels)

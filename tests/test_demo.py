@@ -1,0 +1,206 @@
+"""``torchmetrics-ext demo``: the training run's report files exist and hold the right numbers.
+
+References are independent of the code under test: scikit-learn's curves and AUC, numpy's
+log loss, digitize and bincount, and counts of the synthetic data redrawn from its seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("lightning")
+pytest.importorskip("matplotlib")
+
+from sklearn import metrics as skm
+
+from torchmetrics_ext import cli
+from torchmetrics_ext.demo import DemoConfig, run_training_demo
+from torchmetrics_ext.demo.data import SOURCES, SyntheticWorld
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ("click", "like")
+METRICS = ("ne", "auc", "auprc", "calibration", "ctr", "gauc", "ndcg@10", "recall@10")
+
+
+def _columns(path: Path) -> dict[str, np.ndarray]:
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: np.array([float(row[key]) for row in rows]) for key in rows[0]}
+
+
+def _logged(path: Path) -> dict[str, list[tuple[int, float]]]:
+    series: dict[str, list[tuple[int, float]]] = {}
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            for key, cell in row.items():
+                if key not in ("step", "epoch") and cell:
+                    series.setdefault(key, []).append((int(row["step"]), float(cell)))
+    return series
+
+
+def _ne(p: np.ndarray, y: np.ndarray) -> float:
+    ctr = y.mean()
+    log_loss = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    return float(log_loss / -(ctr * np.log(ctr) + (1 - ctr) * np.log(1 - ctr)))
+
+
+CONFIG = DemoConfig(steps=40, batch_size=32, val_sessions=400, log_every=10)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    config = DemoConfig(**{**CONFIG.__dict__, "output_dir": str(out)})
+    result = run_training_demo(config)
+    return out, result
+
+
+def test_the_report_directory_holds_every_picture_and_the_index_shows_them(report):
+    out, result = report
+    assert result is not None and Path(result["report"]) == out / "index.html"
+    index = (out / "index.html").read_text()
+    stems = ["overview", "throughput", "sources"] + [f"metric_{m}" for m in METRICS]
+    stems += [f"{kind}_{task}" for task in TASKS for kind in ("roc", "pr", "reliability")]
+    import matplotlib.image as mpimg
+
+    for stem in stems:
+        path = out / f"{stem}.png"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", stem
+        image = mpimg.imread(path)
+        assert image.shape[0] > 200 and image.shape[1] > 300, stem
+        assert image[..., :3].std() > 0.05, f"{stem} is blank"  # something is drawn
+        assert f'src="{stem}.png"' in index
+    assert (out / "logs" / "metrics.csv").exists() and "logs/metrics.csv" in index
+    assert "click train" in index and "search" in index  # the summary table
+
+
+def test_the_curve_files_equal_sklearn_on_the_saved_validation_predictions(report):
+    out, _ = report
+    preds = _columns(out / "val_predictions.csv")
+    for task in TASKS:
+        p, y = preds[f"{task}_pred"].astype(np.float32), preds[task]
+        roc = _columns(out / f"roc_{task}.csv")
+        fpr, tpr, thresholds = skm.roc_curve(y, p, drop_intermediate=False)
+        np.testing.assert_allclose(roc["fpr"], fpr, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(roc["tpr"], tpr, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(roc["threshold"][1:], thresholds[1:], rtol=1e-6)
+        pr = _columns(out / f"pr_{task}.csv")
+        precision, recall, pr_thresholds = skm.precision_recall_curve(y, p)
+        np.testing.assert_allclose(pr["precision"], precision[:-1], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(pr["recall"], recall[:-1], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(pr["threshold"], pr_thresholds, rtol=1e-6)
+        rel = _columns(out / f"reliability_{task}.csv")
+        bins = np.digitize(p.astype(np.float64), np.linspace(0, 1, 21)[1:-1])
+        weight = np.bincount(bins, minlength=20)
+        np.testing.assert_array_equal(rel["weight"], weight)
+        seen = weight > 0
+        np.testing.assert_allclose(rel["label_rate"][seen], np.bincount(bins, y, 20)[seen] / weight[seen], rtol=1e-12)
+        np.testing.assert_allclose(
+            rel["mean_prediction"][seen], np.bincount(bins, p, 20)[seen] / weight[seen], rtol=1e-6
+        )
+        assert np.isnan(rel["label_rate"][~seen]).all()
+
+
+def test_logged_validation_values_equal_a_recomputation_from_the_saved_predictions(report):
+    out, result = report
+    logged = _logged(out / "logs" / "metrics.csv")
+    preds = _columns(out / "val_predictions.csv")
+    for task in TASKS:
+        p, y = preds[f"{task}_pred"], preds[task]
+        last = {name: logged[f"val/{name}/{task}"][-1] for name in ("ne", "auc", "auprc", "ctr", "calibration")}
+        assert {step for step, _ in last.values()} == {CONFIG.steps - 1}  # the final model's validation
+        assert last["ne"][1] == pytest.approx(_ne(p, y), rel=1e-5)
+        assert last["auc"][1] == pytest.approx(skm.roc_auc_score(y, p), rel=1e-5)
+        assert last["auprc"][1] == pytest.approx(skm.average_precision_score(y, p), rel=1e-5)
+        assert last["ctr"][1] == pytest.approx(y.mean(), rel=1e-9)
+        assert last["calibration"][1] == pytest.approx(p.sum() / y.sum(), rel=1e-5)
+        assert result["val"][f"val/ne/{task}"] == pytest.approx(last["ne"][1])
+        # five validations, training metrics every `log_every` steps with lifetime and window values
+        assert len(logged[f"val/ne/{task}"]) == 5
+        for name in METRICS:
+            # every `log_every` steps, and again at the end of the epoch (the callback's epoch-end log)
+            steps = [step for step, _ in logged[f"train/{name}/{task}"]]
+            assert sorted(set(steps)) == list(range(CONFIG.log_every - 1, CONFIG.steps, CONFIG.log_every))
+            assert len(logged[f"train/{name}/{task}/window"]) == len(steps)
+
+
+def test_the_aggregated_source_records_count_the_training_data(report):
+    out, result = report
+    world = SyntheticWorld.create(CONFIG.num_users, CONFIG.num_items, seed=CONFIG.seed)
+    data = world.sample(CONFIG.steps * CONFIG.batch_size, seed=CONFIG.seed + 1).columns
+    source, click = data["source"].numpy(), data["click"].numpy()
+    logged = _logged(out / "logs" / "metrics.csv")
+    for s, name in enumerate(SOURCES):
+        assert logged[f"train_{name}/impressions"][-1][1] == (source == s).sum()
+        assert logged[f"train_{name}/clicks"][-1][1] == click[source == s].sum()
+    assert result["train"]["train/throughput/total_examples"] == len(source)
+    assert np.isfinite(result["train"]["train/throughput/lifetime_throughput"])
+
+
+def test_the_summary_table_prints_train_and_validation_per_task(report, capsys):
+    from torchmetrics_ext.demo.report import summary_table
+
+    _, result = report
+    table = summary_table(result["train"], result["val"], TASKS)
+    header = table.splitlines()[0].split()
+    assert header == ["metric", "click", "train", "click", "val", "like", "train", "like", "val"]
+    assert all(any(line.startswith(name) for line in table.splitlines()) for name in METRICS)
+    assert "feed" in table and "search" in table
+
+
+@pytest.mark.ddp
+def test_the_demo_trains_on_two_cpu_processes(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore")
+    env.pop("LOCAL_RANK", None)
+    command = [sys.executable, "-m", "torchmetrics_ext.cli", "demo", "--devices", "2", "--steps", "20"]
+    result = subprocess.run(
+        [*command, "--batch-size", "16", "--output-dir", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (tmp_path / "index.html").exists() and "click train" in result.stdout
+    # validation is synced over both ranks (each session once): the value of the whole set
+    preds = _columns(tmp_path / "val_predictions.csv")
+    logged = _logged(tmp_path / "logs" / "metrics.csv")
+    for task in TASKS:
+        assert logged[f"val/ne/{task}"][-1][1] == pytest.approx(_ne(preds[f"{task}_pred"], preds[task]), rel=1e-5)
+        assert logged[f"val/ctr/{task}"][-1][1] == pytest.approx(preds[task].mean(), rel=1e-9)
+    # training counted both ranks' impressions: 2 x 20 steps x 16 sessions
+    world = SyntheticWorld.create(seed=0)
+    total = world.sample(2 * 20 * 16, seed=1).columns["click"].numel()
+    assert logged["train/throughput/total_examples"][-1][1] == total
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--steps", "0"], "--steps and --devices must be positive"),
+        (["--devices", "0"], "--steps and --devices must be positive"),
+        (["--batch-size", "0"], "--batch-size must be positive"),
+        (["--quick", "--samples", "0"], "--samples and --queries must be positive"),
+    ],
+)
+def test_demo_rejects_bad_arguments(argv, match, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["demo", *argv])
+    assert match in capsys.readouterr().err
+
+
+def test_the_readme_picture_is_a_small_png():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    (path,) = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", readme)
+    data = (ROOT / path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 100_000

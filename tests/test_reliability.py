@@ -1,0 +1,236 @@
+"""Reliability (per-bin calibration) through the shared harness, against numpy's digitize and sums."""
+
+from __future__ import annotations
+
+import warnings
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+import torchmetrics_ext as tmx
+from tests.helpers import tester as H
+from torchmetrics_ext import functional as tmf
+from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
+
+N = 900
+CTR_EDGES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.4, 1.0)
+
+
+def reliability_data(
+    rng: np.random.Generator, num_tasks: int | None = None, weights: str | None = None, logits: bool = False
+) -> H.Data:
+    """Click-like probabilities (some exactly on bin edges, some 0 and 1), soft and hard labels."""
+    shape = (N,) if num_tasks is None else (num_tasks, N)
+    p = rng.beta(1.0, 6.0, size=shape)
+    p[..., :60] = rng.choice([0.0, 0.1, 0.2, 0.5, 1.0], size=(*shape[:-1], 60))  # on edges, and the ends
+    y = (rng.random(shape) < p).astype(np.int64)
+    if logits:
+        p = np.clip(p, 1e-4, 1 - 1e-4)
+    return {
+        "preds": torch.tensor(np.log(p / (1 - p)) if logits else p, dtype=torch.float32),
+        "target": torch.tensor(y),
+        "weights": H.random_weights(rng, weights, shape),
+    }
+
+
+def ref_reliability(p, y, w, edges=None, num_bins=10, logits=False):
+    """Independent reference: numpy's digitize on the inner edges, then weighted sums per bin."""
+    edges = np.linspace(0.0, 1.0, num_bins + 1) if edges is None else np.asarray(edges, dtype=np.float64)
+    prob = 1.0 / (1.0 + np.exp(-p)) if logits else p
+    w = np.ones_like(prob) if w is None else w
+    bins = np.digitize(prob, edges[1:-1], right=False)  # edges[b-1] <= p < edges[b]
+    count = len(edges) - 1
+    weight = np.bincount(bins, weights=w, minlength=count)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_pred = np.where(weight > 0, np.bincount(bins, weights=w * prob, minlength=count) / weight, np.nan)
+        rate = np.where(weight > 0, np.bincount(bins, weights=w * y, minlength=count) / weight, np.nan)
+    return {"mean_prediction": mean_pred, "label_rate": rate, "weight": weight}
+
+
+def ref_per_task(data, **kwargs):
+    p, y, w = data["preds"], data["target"], data["weights"]
+    if p.ndim == 1:
+        return ref_reliability(p, y, w, **kwargs)
+    rows = [
+        ref_reliability(p[t], y[t], None if w is None else (w[t] if w.ndim == 2 else w), **kwargs)
+        for t in range(len(p))
+    ]
+    return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
+
+
+def _case(cid, data_kwargs, metric_kwargs, ref_kwargs, **extra):
+    num_tasks = data_kwargs.get("num_tasks") or 1
+    return H.MetricCase(
+        id=cid,
+        metric=partial(tmx.Reliability, num_tasks, **metric_kwargs),
+        data=partial(reliability_data, **data_kwargs),
+        reference=partial(ref_per_task, **ref_kwargs),
+        functional=partial(tmf.reliability, **metric_kwargs),
+        **extra,
+    )
+
+
+CASES = {
+    case.id: case
+    for case in [
+        _case("uniform", {}, {}, {}),
+        _case("uniform-w", {"weights": "shared"}, {"num_bins": 7}, {"num_bins": 7}),
+        _case("edges-3task-w", {"num_tasks": 3, "weights": "task"}, {"edges": CTR_EDGES}, {"edges": CTR_EDGES}),
+        _case(
+            "logits-2task-w",
+            {"num_tasks": 2, "weights": "shared", "logits": True},
+            {"num_bins": 5, "from_logits": True},
+            {"num_bins": 5, "logits": True},
+            rtol=1e-5,
+        ),
+        # edges inside (0, 1): predictions outside them fall in the end bins
+        _case("inner-edges", {}, {"edges": (0.05, 0.1, 0.3)}, {"edges": (0.05, 0.1, 0.3)}),
+    ]
+}
+
+globals().update(
+    H.harness_tests(
+        __name__,
+        CASES,
+        dtypes=["edges-3task-w"],
+        collection=list(CASES),
+        no_arithmetic=list(CASES),  # a dict of per-bin tensors: no arithmetic
+        ddp=["uniform-w", "edges-3task-w"],
+    )
+)
+
+
+@pytest.mark.parametrize("cid", ["uniform-w", "edges-3task-w", "logits-2task-w"])
+def test_weight_invariances(cid):
+    """sklearn's invariances; scaling every weight scales the bin weights and nothing else."""
+    case = CASES[cid]
+    data = case.make_data(3)
+    rng = np.random.default_rng(4)
+
+    def run(d):
+        metric = case.metric()
+        for batch in H.split(d, H.random_bounds(H.num_samples(d, -1), rng, 3, 40), -1):
+            metric.update(**batch)
+        return {k: v.numpy() for k, v in metric.compute().items()}
+
+    def close(a, b, what):
+        H.assert_close(a, b, 1e-9, 1e-9, f"{cid} {what}")
+
+    unweighted = dict(data, weights=None)
+    close(run(dict(data, weights=torch.ones(N, dtype=torch.float64))), run(unweighted), "unit weights")
+    counts = torch.from_numpy(rng.integers(0, 4, size=N))
+    repeated = H.take(unweighted, torch.repeat_interleave(torch.arange(N), counts), -1)
+    close(run(dict(data, weights=counts.double())), run(repeated), "integer weights == repeats")
+    weights = torch.from_numpy(rng.uniform(0.1, 3.0, size=N))
+    keep = torch.from_numpy(rng.random(N) < 0.7)
+    removed = H.take(dict(data, weights=weights), torch.nonzero(keep).reshape(-1), -1)
+    close(run(dict(data, weights=torch.where(keep, weights, 0.0))), run(removed), "zero weights == removed")
+    perm = torch.from_numpy(rng.permutation(N))
+    close(run(H.take(dict(data, weights=weights), perm, -1)), run(dict(data, weights=weights)), "permuted rows")
+    scaled, plain = run(dict(data, weights=weights * 7.25)), run(dict(data, weights=weights))
+    close(scaled["weight"], plain["weight"] * 7.25, "scaled bin weights")
+    close(
+        {k: scaled[k] for k in ("mean_prediction", "label_rate")},
+        {k: plain[k] for k in ("mean_prediction", "label_rate")},
+        "scaled",
+    )
+
+
+def test_windowed_reliability_is_the_curve_of_the_newest_samples():
+    data = reliability_data(np.random.default_rng(7), num_tasks=2, weights="task")
+    windowed = tmx.Windowed(tmx.Reliability(2, num_bins=4), window_size=300)
+    for lo in range(0, N, 100):
+        windowed.update(**H.take(data, slice(lo, lo + 100), -1))
+    values = windowed.compute()
+    expected = ref_per_task(H.to_numpy(H.take(data, slice(N - 300, N), -1)), num_bins=4)
+    H.assert_close(values["window"], expected, 1e-9, 1e-12, "window")
+    H.assert_close(values["lifetime"], ref_per_task(H.to_numpy(data), num_bins=4), 1e-9, 1e-12, "lifetime")
+
+
+def test_empty_bins_are_nan_without_warning_and_no_weight_warns():
+    metric = tmx.Reliability(num_bins=4)
+    metric.update(torch.tensor([0.1, 0.2]), torch.tensor([0, 1]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = metric.compute()
+    assert out["weight"].tolist() == [2.0, 0.0, 0.0, 0.0]
+    assert torch.isnan(out["label_rate"][1:]).all() and out["label_rate"][0] == 0.5
+    metric.reset()
+    with pytest.warns(UndefinedMetricWarning, match="Reliability is undefined"):
+        out = metric.compute()
+    assert torch.isnan(out["mean_prediction"]).all() and (out["weight"] == 0).all()
+
+
+def test_a_reliability_metric_plots_a_diagram():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    metric = tmx.Reliability(2, edges=CTR_EDGES)
+    data = reliability_data(np.random.default_rng(1), num_tasks=2)
+    metric.update(data["preds"], data["target"])
+    _, ax = metric.plot(labels=["click", "like"])
+    lines = [line for line in ax.get_lines() if line.get_label() in ("click", "like")]
+    values = metric.compute()
+    assert len(lines) == 2
+    for t, line in enumerate(lines):
+        keep = values["weight"][t] > 0
+        np.testing.assert_allclose(line.get_xdata(), values["mean_prediction"][t][keep])
+        np.testing.assert_allclose(line.get_ydata(), values["label_rate"][t][keep])
+    assert ax.get_xlabel() == "Mean prediction in bin"
+    with pytest.raises(ValueError, match="one per task"):
+        metric.plot(labels=["only one"])
+    with pytest.raises(ValueError, match="missing key"):
+        metric.plot({"weight": values["weight"]})
+
+
+# ----------------------------------------------------------------------------- bad input
+
+_BASE = reliability_data(np.random.default_rng(5), weights="task")
+_P, _Y = _BASE["preds"], _BASE["target"]
+_BASE3 = reliability_data(np.random.default_rng(5), num_tasks=3, weights="task")
+REJECTS = [
+    ("uniform-w", dict(_BASE, preds=[0.5] * N), TypeError, "`preds` to be a torch.Tensor"),
+    ("uniform-w", dict(_BASE, preds=torch.ones(N, dtype=torch.int64)), TypeError, "`preds` to be a floating"),
+    ("uniform-w", dict(_BASE, preds=_P + 1.5), ValueError, "probabilities in \\[0, 1\\]"),
+    ("uniform-w", dict(_BASE, preds=torch.where(_P > 0.5, float("nan"), _P)), ValueError, "finite"),
+    ("uniform-w", dict(_BASE, target=_Y * 2), ValueError, "\\[0, 1\\]"),
+    ("uniform-w", dict(_BASE, target=_Y[:-1]), ValueError, "`target` of the same shape"),
+    ("uniform-w", dict(_BASE, weights=-_BASE["weights"]), ValueError, "non-negative"),
+    ("uniform-w", dict(_BASE, weights=torch.ones(3)), ValueError, "`weights` of shape"),
+    ("edges-3task-w", _BASE, ValueError, "num_tasks=3"),
+    (
+        "edges-3task-w",
+        dict(_BASE3, preds=_BASE3["preds"][:2], target=_BASE3["target"][:2], weights=_BASE3["weights"][:2]),
+        ValueError,
+        "num_tasks=3",
+    ),
+]
+
+
+@pytest.mark.parametrize(("cid", "bad", "exc", "match"), REJECTS, ids=[f"{r[0]}-{r[3][:20]}" for r in REJECTS])
+def test_rejects(cid, bad, exc, match):
+    H.check_rejects(CASES[cid], bad, exc, match)
+
+
+@pytest.mark.parametrize(
+    ("factory", "match"),
+    [
+        (partial(tmx.Reliability, num_bins=0), "`num_bins`"),
+        (partial(tmx.Reliability, num_bins=2.5), "`num_bins`"),
+        (partial(tmx.Reliability, num_bins=True), "`num_bins`"),
+        (partial(tmx.Reliability, edges=(0.0, 0.5, 0.5, 1.0)), "strictly increasing"),
+        (partial(tmx.Reliability, edges=(0.5,)), "at least 2"),
+        (partial(tmx.Reliability, edges=(0.0, float("nan"))), "finite"),
+        (partial(tmx.Reliability, edges="0,1"), "`edges`"),
+        (partial(tmx.Reliability, edges=[[0.0, 1.0]]), "1-D"),
+        (partial(tmx.Reliability, from_logits="no"), "`from_logits`"),
+        (partial(tmx.Reliability, num_tasks=0), "`num_tasks`"),
+        (partial(tmf.reliability, _P, _Y, num_bins=-1), "`num_bins`"),
+        (partial(tmf.reliability, _P, _Y, edges=(1.0, 0.0)), "strictly increasing"),
+    ],
+)
+def test_rejects_bad_arguments(factory, match):
+    with pytest.raises(ValueError, match=match):
+        factory()

@@ -1,0 +1,140 @@
+r"""Reliability (calibration) curves: per-bin mean prediction, label rate and weight.
+
+Predictions are cut into bins of the predicted probability; per task and bin three float64
+sums are kept (weight, weighted prediction, weighted label), so the statistics add up across
+batches and ranks. The reliability diagram plots each bin's label rate against its mean
+prediction: a calibrated model lies on the diagonal.
+
+.. math::
+    W_b = \sum_{i \in b} w_i, \qquad
+    \bar p_b = \frac{\sum_{i \in b} w_i p_i}{W_b}, \qquad
+    \bar y_b = \frac{\sum_{i \in b} w_i y_i}{W_b}
+
+with bin :math:`b` holding the predictions :math:`e_b \le p < e_{b+1}` (the last bin also holds
+:math:`p = 1`; predictions outside the edges fall in the end bins).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
+from torchmetrics_ext.utilities.warnings import warn_undefined
+
+__all__ = ["reliability"]
+
+RELIABILITY_KEYS = ("mean_prediction", "label_rate", "weight")
+
+
+def _reliability_edges(num_bins: object, edges: Sequence[float] | Tensor | None) -> Tensor:
+    """The float64 ``(B + 1,)`` bin edges: ``num_bins`` uniform bins over [0, 1], or ``edges`` as given."""
+    if edges is None:
+        if not isinstance(num_bins, int) or isinstance(num_bins, bool) or num_bins < 1:
+            raise ValueError(f"Expected `num_bins` to be a positive integer, got {num_bins!r}.")
+        return torch.linspace(0.0, 1.0, num_bins + 1, dtype=torch.float64)
+    try:
+        out = torch.as_tensor(edges, dtype=torch.float64).detach().cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"Expected `edges` to be an increasing sequence of floats, got {edges!r}.") from None
+    if out.ndim != 1 or out.numel() < 2 or not bool(torch.isfinite(out).all()) or not bool((out.diff() > 0).all()):
+        raise ValueError(
+            f"Expected `edges` to be a 1-D strictly increasing sequence of at least 2 finite floats, got {edges!r}."
+        )
+    return out
+
+
+def _reliability_update(
+    preds: Tensor, target: Tensor, weights: Tensor | None, edges: Tensor, from_logits: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-task, per-bin ``(weight, weighted prediction, weighted label)`` sums of a ``(T, N)`` float64 batch.
+
+    One ``bucketize`` and three ``scatter_add_`` over the flattened ``(task, bin)`` index.
+    """
+    num_tasks, num_bins = preds.shape[0], edges.numel() - 1
+    probs = torch.sigmoid(preds) if from_logits else preds
+    inner = edges[1:-1].to(device=probs.device)
+    index = torch.bucketize(probs.contiguous(), inner, right=True)  # e_b <= p < e_{b+1}; outside: end bins
+    if num_tasks > 1:
+        index += torch.arange(0, num_tasks * num_bins, num_bins, device=probs.device).unsqueeze(1)
+    index = index.reshape(-1)
+    w = torch.ones_like(probs) if weights is None else weights.expand_as(probs)
+    out = []
+    for values in (w, w * probs, w * target):
+        total = torch.zeros(num_tasks * num_bins, dtype=torch.float64, device=probs.device)
+        out.append(total.scatter_add_(0, index, values.reshape(-1)).view(num_tasks, num_bins))
+    return out[0], out[1], out[2]
+
+
+def _reliability_compute(weight: Tensor, pred_sum: Tensor, target_sum: Tensor) -> dict[str, Tensor]:
+    """``{"mean_prediction", "label_rate", "weight"}``, each ``(T, B)``; ``nan`` in bins without weight.
+
+    An empty bin is normal (its weight says so) and does not warn; a task without any weight does.
+    """
+    warn_undefined(weight.sum(-1) <= 0, "Reliability", "no sample weight seen")
+    empty = weight <= 0
+    denom = torch.where(empty, 1.0, weight)
+    return {
+        "mean_prediction": torch.where(empty, math.nan, pred_sum / denom),
+        "label_rate": torch.where(empty, math.nan, target_sum / denom),
+        "weight": weight.clone(),
+    }
+
+
+def reliability(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None = None,
+    *,
+    num_bins: int = 10,
+    edges: Sequence[float] | Tensor | None = None,
+    from_logits: bool = False,
+    validate_args: bool = True,
+) -> dict[str, Tensor]:
+    r"""Reliability curve: per-bin weighted mean prediction, label rate and weight.
+
+    .. math::
+        \bar p_b = \frac{\sum_{i \in b} w_i p_i}{\sum_{i \in b} w_i}, \qquad
+        \bar y_b = \frac{\sum_{i \in b} w_i y_i}{\sum_{i \in b} w_i}
+
+    Bin :math:`b` holds the probabilities :math:`e_b \le p < e_{b+1}`; the last bin also holds
+    :math:`p = 1`, and probabilities outside custom edges fall in the end bins.
+
+    Args:
+        preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``, binned
+            after the sigmoid).
+        target: labels in [0, 1] (soft labels allowed), same shape as ``preds``.
+        weights: optional non-negative sample weights, shape of ``preds`` or ``(N,)``.
+        num_bins: number of uniform bins over [0, 1] (ignored when ``edges`` is given).
+        edges: increasing bin edges (e.g. ``[0, 0.01, 0.02, 0.05, 0.1, 1]`` for click-through
+            rates, where uniform bins put almost everything in the first bin).
+        from_logits: ``preds`` are logits.
+        validate_args: check inputs before computing.
+
+    Returns:
+        ``{"mean_prediction", "label_rate", "weight"}``, each ``(B,)`` for 1-D input and
+        ``(T, B)`` otherwise; the weight is the sample count without ``weights``. A bin without
+        weight has ``nan`` mean prediction and label rate (no warning: the weight says why).
+
+    Raises:
+        ValueError: on bad shapes, NaN/inf or out-of-range ``preds``, labels outside [0, 1],
+            negative weights, or bad ``num_bins``/``edges``.
+        TypeError: on non-tensor inputs or non-floating ``preds``.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import reliability
+        >>> out = reliability(torch.tensor([0.1, 0.2, 0.7, 0.9]), torch.tensor([0, 1, 1, 1]), num_bins=2)
+        >>> {key: value.tolist() for key, value in out.items()}
+        {'mean_prediction': [0.15..., 0.8...], 'label_rate': [0.5, 1.0], 'weight': [2.0, 2.0]}
+    """
+    bins = _reliability_edges(num_bins, edges)
+    check_flag("from_logits", from_logits)
+    single = preds.ndim == 1
+    p, t, w = format_pointwise(preds, target, weights, None, from_logits=from_logits, validate=validate_args)
+    assert t is not None
+    out = _reliability_compute(*_reliability_update(p, t, w, bins, from_logits))
+    return {key: value.squeeze(0) for key, value in out.items()} if single else out

@@ -1,0 +1,156 @@
+"""The reliability curve (calibration per bin of the prediction) as a :class:`torchmetrics.Metric`.
+
+Three float64 ``(num_tasks, num_bins)`` sums reduced with ``sum`` across batches and ranks
+(constant memory); the math lives in ``torchmetrics_ext.functional.reliability``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from torchmetrics_ext.functional.reliability import _reliability_compute, _reliability_edges, _reliability_update
+from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
+from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
+
+__all__ = ["Reliability"]
+
+
+class Reliability(TaskMetric):
+    r"""Reliability curve: per bin of the prediction, its weighted mean prediction, label rate and weight.
+
+    .. math::
+        \bar p_b = \frac{\sum_{i \in b} w_i p_i}{\sum_{i \in b} w_i}, \qquad
+        \bar y_b = \frac{\sum_{i \in b} w_i y_i}{\sum_{i \in b} w_i}
+
+    A calibrated model has :math:`\bar y_b \approx \bar p_b` in every bin (the diagonal of the
+    reliability diagram, which :meth:`plot` draws); :class:`~torchmetrics_ext.Calibration` is
+    the same ratio over all bins at once. ``update(preds, target, weights=None)``.
+
+    Args:
+        num_tasks: number of tasks ``T``; inputs are ``(N,)`` for one task or ``(T, N)``.
+        num_bins: number of uniform bins over [0, 1] (ignored when ``edges`` is given).
+        edges: increasing bin edges, e.g. ``[0, 0.01, 0.02, 0.05, 0.1, 1]`` for click-through
+            rates, where uniform bins put almost every prediction in the first bin. Bin ``b``
+            holds :math:`e_b \le p < e_{b+1}`; the last bin also holds ``p = 1``; predictions
+            outside the edges fall in the end bins.
+        from_logits: ``preds`` are logits (binned after the sigmoid).
+        validate_args: check each batch; a rejected batch raises and changes nothing.
+        kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
+
+    Returns:
+        ``compute()`` gives ``{"mean_prediction", "label_rate", "weight"}``, each ``(B,)`` for one
+        task and ``(T, B)`` otherwise. A bin without weight has ``nan`` mean prediction and label
+        rate without a warning (its weight says why); a task without any weight warns
+        (``UndefinedMetricWarning``).
+
+    Raises:
+        ValueError: NaN/inf ``preds``, probabilities outside [0, 1], labels outside [0, 1],
+            negative weights, mismatched shapes/devices, a wrong task dimension, or bad
+            ``num_bins``/``edges``.
+        TypeError: non-tensor inputs or non-floating ``preds``.
+
+    Note:
+        State: three float64 ``(T, B)`` sums (constant memory, summed across ranks), so
+        :class:`~torchmetrics_ext.Windowed` gives a recent-window curve too.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import Reliability
+        >>> metric = Reliability(num_bins=2)
+        >>> metric.update(torch.tensor([0.1, 0.2, 0.7, 0.9]), torch.tensor([0, 1, 1, 1]))
+        >>> curve = metric.compute()
+        >>> curve["mean_prediction"], curve["label_rate"]
+        (tensor([0.1500, 0.8000], dtype=torch.float64), tensor([0.5000, 1.0000], dtype=torch.float64))
+    """
+
+    is_differentiable: bool = False
+    higher_is_better: bool | None = None
+
+    bin_weight: Tensor
+    bin_pred_sum: Tensor
+    bin_target_sum: Tensor
+
+    def __init__(
+        self,
+        num_tasks: int = 1,
+        *,
+        num_bins: int = 10,
+        edges: Sequence[float] | Tensor | None = None,
+        from_logits: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(num_tasks, **kwargs)
+        check_flag("from_logits", from_logits)
+        self.edges = _reliability_edges(num_bins, edges)
+        self.num_bins = self.edges.numel() - 1
+        self.from_logits = from_logits
+        for name in ("bin_weight", "bin_pred_sum", "bin_target_sum"):
+            self.add_state(name, torch.zeros(num_tasks, self.num_bins, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def _format(
+        self, preds: Tensor, target: Tensor, weights: Tensor | None, validate: bool
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        p, t, w = format_pointwise(
+            preds, target, weights, self.num_tasks, from_logits=self.from_logits, validate=validate
+        )
+        assert t is not None
+        return p, t, w
+
+    def _validate(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
+        self._format(preds, target, weights, validate=True)
+
+    @property
+    def input_domains(self) -> InputDomains:
+        """Probabilities (or logits) and labels in [0, 1]."""
+        return InputDomains("probability", "unit", self.from_logits)
+
+    @property
+    def shared_statistics_key(self) -> Hashable:
+        """Reliability metrics with the same edges and ``from_logits`` hold equal states."""
+        return ("Reliability", tuple(self.edges.tolist()), self.from_logits, self.num_tasks)
+
+    def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
+        """Accumulate one batch: ``preds``/``target`` ``(N,)`` or ``(T, N)``, optional ``weights``."""
+        p, t, w = self._format(preds, target, weights, validate=self._check_inputs)
+        if p.shape[-1] == 0:
+            return
+        weight, pred_sum, target_sum = _reliability_update(p, t, w, self.edges, self.from_logits)
+        self.bin_weight += weight
+        self.bin_pred_sum += pred_sum
+        self.bin_target_sum += target_sum
+
+    def compute(self) -> dict[str, Tensor]:
+        """Per-bin mean prediction, label rate and weight over everything accumulated (and synced)."""
+        out = _reliability_compute(self.bin_weight, self.bin_pred_sum, self.bin_target_sum)
+        return {key: self._squeeze_tasks(value) for key, value in out.items()}
+
+    def plot(  # type: ignore[override]
+        self,
+        val: dict[str, Tensor] | None = None,
+        ax: Any = None,
+        labels: Sequence[str] | None = None,
+    ) -> Any:
+        """Draw the reliability diagram (label rate against mean prediction, one line per task).
+
+        Args:
+            val: a value returned by :meth:`compute` (``compute()`` when ``None``).
+            ax: an existing matplotlib axis to draw into.
+            labels: one legend label per task.
+
+        Returns:
+            ``(figure, axis)`` as in TorchMetrics (``figure`` is ``None`` when ``ax`` is given).
+
+        Example:
+            >>> import torch
+            >>> from torchmetrics_ext import Reliability
+            >>> metric = Reliability(num_bins=5)
+            >>> metric.update(torch.rand(100), torch.randint(0, 2, (100,)))
+            >>> fig, ax = metric.plot()
+        """
+        from torchmetrics_ext.utilities.plot import plot_reliability
+
+        return plot_reliability(self.compute() if val is None else val, ax=ax, labels=labels)

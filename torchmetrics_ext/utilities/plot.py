@@ -1,0 +1,141 @@
+"""Pictures of the curve metrics: ROC and precision-recall curves, reliability diagrams.
+
+matplotlib is imported when a picture is drawn (the ``plot`` extra), never at import time.
+Curves are drawn with TorchMetrics' own :func:`torchmetrics.utilities.plot.plot_curve`; this
+module adds the chance line of the ROC curve and the reliability diagram TorchMetrics lacks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["plot_reliability", "plot_roc_or_pr"]
+
+Curve = tuple[Tensor, Tensor, Tensor] | tuple[list[Tensor], list[Tensor], list[Tensor]]
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib.pyplot as plt
+    except ModuleNotFoundError as err:  # pragma: no cover - the test extra installs matplotlib
+        raise ModuleNotFoundError(
+            "Plotting needs matplotlib: `pip install matplotlib` (or the `plot` extra of torchmetrics-ext)."
+        ) from err
+    return plt
+
+
+def _names(count: int, labels: Sequence[str] | None) -> list[str] | None:
+    if labels is None:
+        return None if count == 1 else [f"task {t}" for t in range(count)]
+    if len(labels) != count:
+        raise ValueError(f"Expected {count} label(s) in `labels`, one per task, got {list(labels)!r}.")
+    return list(labels)
+
+
+def plot_roc_or_pr(
+    curve: Curve,
+    kind: str,
+    score: Tensor | None = None,
+    ax: Any = None,
+    labels: Sequence[str] | None = None,
+) -> tuple[Any, Any]:
+    """Draw ROC (``kind="roc"``, with the chance diagonal) or precision-recall (``kind="pr"``) curves.
+
+    Args:
+        curve: ``(fpr, tpr, thresholds)`` or ``(precision, recall, thresholds)`` as returned by
+            ``AUC.curve()`` / ``AUPRC.curve()``: tensors for one task, lists of tensors for several.
+        kind: ``"roc"`` or ``"pr"``.
+        score: the area (a scalar, or one per task) shown in the legend.
+        ax: an existing matplotlib axis.
+        labels: one legend label per task.
+
+    Returns:
+        ``(figure, axis)``; ``figure`` is ``None`` when ``ax`` is given.
+    """
+    from torchmetrics.utilities.plot import plot_curve
+
+    if kind not in ("roc", "pr"):
+        raise ValueError(f"Expected `kind` to be 'roc' or 'pr', got {kind!r}.")
+    first, second, thresholds = curve
+    multi = isinstance(first, list)
+    # TorchMetrics draws (x, y): ROC is (fpr, tpr); the precision-recall curve is (recall, precision)
+    points = (first, second, thresholds) if kind == "roc" else (second, first, thresholds)
+    names = _names(len(first) if multi else 1, labels)
+    if score is not None and not multi:
+        score = torch.as_tensor(score).reshape(())
+    axis_names = ("False positive rate", "True positive rate") if kind == "roc" else ("Recall", "Precision")
+    title = "ROC curve" if kind == "roc" else "Precision-recall curve"
+    fig, ax = plot_curve(points, score=score, ax=ax, label_names=axis_names, name=title, labels=names)  # type: ignore[arg-type]
+    if kind == "roc":
+        ax.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=1, label="chance")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    if not multi and names is None and score is None:
+        return fig, ax
+    ax.legend(loc="lower right" if kind == "roc" else "upper right")
+    return fig, ax
+
+
+def plot_reliability(
+    values: Mapping[str, Tensor],
+    ax: Any = None,
+    labels: Sequence[str] | None = None,
+    title: str | None = "Reliability diagram",
+) -> tuple[Any, Any]:
+    """Draw a reliability diagram: each bin's label rate against its mean prediction, one line per task.
+
+    Marker areas are proportional to each bin's share of the task's weight; the dotted
+    diagonal is perfect calibration. Bins without weight are left out. The axes span the
+    predictions and rates seen (click-through data lives near 0).
+
+    Args:
+        values: ``Reliability.compute()``: ``{"mean_prediction", "label_rate", "weight"}``,
+            each ``(B,)`` or ``(T, B)``.
+        ax: an existing matplotlib axis.
+        labels: one legend label per task.
+        title: the axis title.
+
+    Returns:
+        ``(figure, axis)``; ``figure`` is ``None`` when ``ax`` is given.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import reliability
+        >>> from torchmetrics_ext.utilities.plot import plot_reliability
+        >>> fig, ax = plot_reliability(reliability(torch.rand(200), torch.randint(0, 2, (200,)), num_bins=5))
+    """
+    missing = [key for key in ("mean_prediction", "label_rate", "weight") if key not in values]
+    if missing:
+        raise ValueError(f"Expected the output of Reliability.compute(), missing key(s) {missing}.")
+    plt = _pyplot()
+    fig, ax = plt.subplots() if ax is None else (None, ax)
+    mean_pred, rate, weight = (
+        torch.atleast_2d(values[k].detach().cpu().double()) for k in ("mean_prediction", "label_rate", "weight")
+    )
+    names = _names(mean_pred.shape[0], labels)
+    top = 0.0
+    for t in range(mean_pred.shape[0]):
+        keep = weight[t] > 0
+        if not bool(keep.any()):
+            continue
+        x, y, w = mean_pred[t][keep], rate[t][keep], weight[t][keep]
+        share = w / w.sum()
+        (line,) = ax.plot(x, y, marker=None, linewidth=1.5, label=None if names is None else names[t])
+        ax.scatter(x, y, s=(15 + 400 * share).tolist(), color=line.get_color(), alpha=0.7, zorder=3)
+        top = max(top, float(x.max()), float(y.max()))
+    top = 1.0 if top == 0.0 else min(1.0, top * 1.1)
+    ax.plot([0, top], [0, top], linestyle=":", color="grey", linewidth=1, label="perfectly calibrated")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top if math.isfinite(top) else 1.0)
+    ax.set_xlabel("Mean prediction in bin")
+    ax.set_ylabel("Label rate in bin")
+    ax.grid(True, alpha=0.3)
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="upper left")
+    return fig, ax

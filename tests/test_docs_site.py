@@ -23,6 +23,8 @@ PUBLIC_MODULES = [
     "torchmetrics_ext.wrappers",
     "torchmetrics_ext.module",
     "torchmetrics_ext.registry",
+    "torchmetrics_ext.torchrec_config",
+    "torchmetrics_ext.demo",
     "torchmetrics_ext.evaluate",
     "torchmetrics_ext.integrations",
     "torchmetrics_ext.integrations.lightning",

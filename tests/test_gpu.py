@@ -448,3 +448,55 @@ def test_state_never_aliases_the_callers_tensors(name, device_path):
         batch["target"].fill_(1.0)
         metric.update(**{k: v[:0] for k, v in batch.items()})  # an empty batch: compute() is not cached
         assert torch.equal(metric.compute(), before)
+
+
+# ----------------------------------------------------------------------------- the module on a device
+
+
+def _module_values(device: str, forced: bool = False) -> dict[str, float]:
+    """Every metric family of the module (windowed), fed the same steps, computed on ``device``."""
+    from tests import test_module as TM
+
+    data = TM.make_data(3, n=900)
+    steps = TM.batches(data, [0, 120, 333, 600, 777, 900])
+    module = TM.build(window_size=400).to(device)
+    with force_device_path(forced), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for step in steps:
+            module.update({k: v.to(device) for k, v in step.items()})
+        values = module.compute()
+    assert all(v.device.type == device for v in values.values())
+    return {k: float(v) for k, v in values.items()}
+
+
+def _assert_same_values(got: dict[str, float], want: dict[str, float]) -> None:
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-9, atol=1e-12, equal_nan=True, err_msg=key)
+
+
+def test_module_device_path_equals_cpu_path():
+    """RecMetricModule's lifetime and window values are the same through the kernels' device path."""
+    _assert_same_values(_module_values("cpu", forced=True), _module_values("cpu"))
+
+
+@pytest.mark.cuda
+@CUDA
+def test_cuda_module_equals_cpu():
+    """RecMetricModule on CUDA: every key, lifetime and window, equal to the CPU's."""
+    _assert_same_values(_module_values("cuda"), _module_values("cpu"))
+
+
+@pytest.mark.cuda
+@CUDA
+def test_cuda_module_validates_once_per_step():
+    """Validation on: one host read per module step on CUDA, whatever the number of metrics."""
+    from tests import test_module as TM
+
+    module = TM.build(window_size=400).cuda()
+    steps = [{k: v.cuda() for k, v in step.items()} for step in TM.batches(TM.make_data(4), [0, 200, 400, 600])]
+    module.update(steps[0])
+    for step in steps[1:]:
+        with count_syncs() as calls:
+            module.update(step)
+        assert calls == ["Tensor.tolist"], calls

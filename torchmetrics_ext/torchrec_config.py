@@ -231,8 +231,11 @@ def read_torchrec_config(config: Any, state_metrics_mapping: Mapping[Any, Any] |
         >>> from torchmetrics_ext.torchrec_config import read_torchrec_config
         >>> config = {"rec_tasks": [{"name": "click"}], "rec_metrics": {"ne": {"rec_task_indices": [0]}}}
         >>> plan = read_torchrec_config(config)
-        >>> list(plan.metrics), plan.keys["ne"][:3]
-        (['ne'], ('ne', 'ne', ('lifetime', 'window')))
+        >>> list(plan.metrics)
+        ['ne']
+        >>> name, prefix, kinds, *_ = plan.keys["ne"]
+        >>> name, prefix, kinds
+        ('ne', 'ne', ('lifetime', 'window'))
     """
     fields_ = _as_dict(config, "config", _CONFIG_FIELDS + _EXECUTION_FIELDS)
     config_tasks = [_task(t, "rec_tasks") for t in fields_.get("rec_tasks") or []]

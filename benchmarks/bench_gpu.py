@@ -15,7 +15,8 @@ an H200); ``--quick`` runs every section with tiny sizes, on the CPU too (a smok
 3. **ranking**: NDCG@10 over 50k and 1M queries (5-50 candidates each), ours against
    TorchMetrics' ``RetrievalNormalizedDCG(top_k=10)`` (at ``--tm-queries`` queries).
 4. **per step**: a bf16 training step, alone and followed by the ``update`` of NE, Calibration,
-   CTR and AUC(num_bins=10_000) on its ``(2, 8192)`` predictions (validation on and off), against
+   CTR and AUC(num_bins=10_000) on its ``(2, 8192)`` predictions (validation on and off; also
+   the same four in a ``RecMetricModule``, without and with a 1M-sample window), against
    TorchMetrics' ``BinaryAUROC(thresholds=1000)`` and three ``MeanMetric`` (BCE, labels,
    predictions) on the flattened batch. Interleaved rounds, best round per configuration.
 """
@@ -374,6 +375,23 @@ def _ours(device: torch.device, validate: bool) -> Any:
     ).to(device)
 
 
+def _module(device: torch.device, window: int | None) -> Callable[..., None]:
+    """The same four metrics in a :class:`RecMetricModule` fed the step's output dict (one validation)."""
+    tasks = [tmx.RecTaskInfo(f"t{i}", label_name=f"t{i}_label", prediction_name=f"t{i}_pred") for i in range(2)]
+    metrics = {
+        "ne": "ne",
+        "calibration": "calibration",
+        "ctr": "ctr",
+        "auc": lambda num_tasks: tmx.AUC(num_tasks=num_tasks, num_bins=10_000),
+    }
+    module = tmx.RecMetricModule(tasks, metrics, window_size=window, throughput=False).to(device)
+
+    def update(preds: torch.Tensor, target: torch.Tensor) -> None:
+        module.update({"t0_pred": preds[0], "t1_pred": preds[1], "t0_label": target[0], "t1_label": target[1]})
+
+    return update
+
+
 def step_section(device: torch.device, hidden: int, batch: int, steps: int, rounds: int) -> None:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     g = torch.Generator(device=device).manual_seed(0)
@@ -398,6 +416,8 @@ def step_section(device: torch.device, hidden: int, batch: int, steps: int, roun
         "training step alone": lambda: lambda preds: None,
         "+ ours NE, Calibration, CTR, AUC(bins)": lambda: partial(_ours(device, True).update, target=target),
         "+ ours, validate_args=False": lambda: partial(_ours(device, False).update, target=target),
+        "+ ours, in a RecMetricModule": lambda: partial(_module(device, None), target=target),
+        "+ ours, in a RecMetricModule, 1M window": lambda: partial(_module(device, 1 << 20), target=target),
         "+ TorchMetrics AUROC(1000) + 3 MeanMetric": lambda: partial(_TorchMetricsSet(device).update, target=target),
     }
     times = {name: math.inf for name in configs}

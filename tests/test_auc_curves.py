@@ -274,3 +274,34 @@ def test_metric_plots_draw_the_curve_or_the_values():
     assert fig is not None
     fig, ax = tmx.AUC().plot([torch.tensor(0.6), torch.tensor(0.7)])  # values over time: TorchMetrics' plot
     assert fig is not None and ax.get_lines()[0].get_ydata().tolist() == pytest.approx([0.6, 0.7])
+
+
+@pytest.mark.parametrize(
+    ("fn", "sk_fn"), [(tmf.roc_curve, skm.roc_curve), (tmf.precision_recall_curve, skm.precision_recall_curve)]
+)
+def test_probability_bins_give_the_curve_of_the_binned_scores(fn, sk_fn):
+    """``bin_space="probability"``: scikit-learn's curve of ``floor(float32(p) * B)``, thresholds ``b / B``."""
+    num_bins = 40
+    data, _ = _inputs({"weights": "task"})
+    numpy = H.to_numpy(data)
+    bins = np.clip(np.floor(numpy["preds"].astype(np.float32) * np.float32(num_bins)), 0, num_bins - 1)
+    kwargs = {"drop_intermediate": False} if sk_fn is skm.roc_curve else {}
+    x, y, thresholds = sk_fn(numpy["target"], bins.astype(np.float64), sample_weight=numpy["weights"], **kwargs)
+    finite = np.isfinite(thresholds)
+    thresholds[finite] = thresholds[finite] / num_bins
+    got = fn(data["preds"], data["target"], data["weights"], num_bins=num_bins, bin_space="probability")
+    assert_curve(got, (x, y, thresholds), "probability bins")
+    metric = (tmx.AUC if fn is tmf.roc_curve else tmx.AUPRC)(num_bins=num_bins, bin_space="probability")
+    metric.update(data["preds"], data["target"], data["weights"])
+    assert_curve(metric.curve(), (x, y, thresholds), "metric, probability bins")
+    # logits: the same bins (centres, far from any edge), thresholds the logits of the lower edges
+    centres = torch.tensor([0.5, 3.5, 3.5, 17.5, 39.5], dtype=torch.float64) / num_bins
+    target = torch.tensor([0, 1, 0, 1, 1])
+    *_, got_thresholds = fn(centres.logit(), target, num_bins=num_bins, bin_space="probability", from_logits=True)
+    edges = torch.tensor([0.0, 3.0, 17.0, 39.0], dtype=torch.float64) / num_bins
+    want = (
+        edges.logit()
+        if fn is tmf.precision_recall_curve
+        else torch.cat([torch.tensor([math.inf]), edges.logit().flip(0)])
+    )
+    torch.testing.assert_close(got_thresholds, want)

@@ -61,15 +61,26 @@ def _check_bins(num_bins: object, logit_range: object, bin_space: object = "logi
 # ----------------------------------------------------------------------------- exact
 
 
-def _signed_weights(target: Tensor, weights: Tensor | None) -> Tensor:
-    """A fresh float32 ``+w`` for positive labels and ``-w`` for negative ones (``w = 1`` unweighted).
+_SIGNS: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
 
-    ``target`` of any dtype; ``weights`` broadcastable to it.
+
+def _signed_weights(target: Tensor, weights: Tensor | None, dtype: torch.dtype = torch.float32) -> Tensor:
+    """A fresh ``dtype`` ``+w`` for positive labels and ``-w`` for negative ones (``w = 1`` unweighted).
+
+    ``target`` of any dtype; ``weights`` broadcastable to it. Unweighted, the two signs are
+    cached scalars of the device: two kernels per call (Python scalars would add two fills).
     """
     positive = target > 0.5
     if weights is None:
-        return torch.where(positive, 1.0, -1.0).to(torch.float32)
-    w = weights.to(torch.float32)
+        key = (target.device, dtype)
+        signs = _SIGNS.get(key)
+        if signs is None:
+            signs = _SIGNS[key] = (
+                torch.ones((), dtype=dtype, device=target.device),
+                torch.full((), -1.0, dtype=dtype, device=target.device),
+            )
+        return torch.where(positive, *signs)
+    w = weights.to(dtype)
     return torch.where(positive, w, -w)
 
 
@@ -203,7 +214,7 @@ def _auprc_compute(pos_total: Tensor, ap_num: Tensor, name: str = "AUPRC") -> Te
     return torch.where(undefined, math.nan, ap_num / torch.where(undefined, 1.0, pos_total))
 
 
-def _curve_stats(
+def _format_curve_inputs(
     preds: Tensor,
     target: Tensor,
     weights: Tensor | None,
@@ -211,8 +222,10 @@ def _curve_stats(
     logit_range: tuple[float, float],
     from_logits: bool,
     validate_args: bool,
-    bin_space: str = "logit",
-) -> CurveStats:
+    bin_space: str,
+    dtype: torch.dtype,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Check the options, then the batch (when asked): ``(T, N)`` preds and labels, weights, all ``dtype``."""
     _check_bins(num_bins, logit_range, bin_space)
     check_flag("from_logits", from_logits)
     p, t, w = format_pointwise(
@@ -223,9 +236,26 @@ def _curve_stats(
         target_domain="binary",
         from_logits=from_logits,
         validate=validate_args,
-        dtype=torch.float32 if num_bins is None else torch.float64,
+        dtype=dtype,
     )
     assert t is not None
+    return p, t, w
+
+
+def _curve_stats(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None,
+    num_bins: int | None,
+    logit_range: tuple[float, float],
+    from_logits: bool,
+    validate_args: bool,
+    bin_space: str = "logit",
+) -> CurveStats:
+    dtype = torch.float32 if num_bins is None else torch.float64
+    p, t, w = _format_curve_inputs(
+        preds, target, weights, num_bins, logit_range, from_logits, validate_args, bin_space, dtype
+    )
     if num_bins is None:
         return _exact_curve_stats([p.T], [_signed_weights(t, w).T], p.shape[0])
     return _binned_curve_stats(_binned_update(p, t, w, num_bins, logit_range, from_logits, bin_space=bin_space))

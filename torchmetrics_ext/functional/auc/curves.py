@@ -13,8 +13,9 @@ are cumulative sums of those (float64):
   zero weight are absent. The curves equal scikit-learn's ``roc_curve(...,
   drop_intermediate=False)`` and ``precision_recall_curve``.
 * **binned**: one point per non-empty bin of the ``(2, T, B)`` histogram, the threshold being the
-  bin's lower edge (as a probability, or a logit with ``from_logits``; the first bin's is 0 or
-  ``-inf`` because it also holds every score below the range). It is the exact curve of the
+  bin's lower edge (as a probability, or a logit with ``from_logits``; with logit bins the first
+  bin's is 0 or ``-inf`` because it also holds every score below the range; with
+  ``bin_space="probability"`` bin ``b``'s is ``b / B``). It is the exact curve of the
   scores rounded to their bins.
 
 The trapezoidal area under the ROC curve is ``AUC``; :math:`\sum_k (R_k - R_{k-1}) P_k` over the
@@ -29,8 +30,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.functional.auc.binary import DEFAULT_LOGIT_RANGE, _binned_update, _check_bins
-from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
+from torchmetrics_ext.functional.auc.binary import (
+    DEFAULT_LOGIT_RANGE,
+    _binned_update,
+    _format_curve_inputs,
+    _signed_weights,
+)
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["precision_recall_curve", "roc_curve"]
@@ -68,13 +73,20 @@ def _exact_points(scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks:
     return points
 
 
-def _binned_points(hist: Tensor, logit_range: tuple[float, float], from_logits: bool) -> Points:
+def _binned_points(
+    hist: Tensor, logit_range: tuple[float, float], from_logits: bool, bin_space: str = "logit"
+) -> Points:
     """Curve points per task from a ``(2, T, B)`` histogram: one per non-empty bin, from the top bin down."""
     num_bins = hist.shape[-1]
-    lo, hi = logit_range
-    edges = lo + (hi - lo) / num_bins * torch.arange(num_bins, dtype=torch.float64, device=hist.device)
-    edges[0] = -math.inf  # the first bin also holds every score below the range
-    thresholds = edges if from_logits else torch.sigmoid(edges)
+    steps = torch.arange(num_bins, dtype=torch.float64, device=hist.device)
+    if bin_space == "probability":  # lower edges b / B of probability bins; as logits with from_logits
+        edges = steps / num_bins
+        thresholds = torch.logit(edges) if from_logits else edges
+    else:
+        lo, hi = logit_range
+        edges = lo + (hi - lo) / num_bins * steps
+        edges[0] = -math.inf  # the first bin also holds every score below the range
+        thresholds = edges if from_logits else torch.sigmoid(edges)
     points = []
     for task in range(hist.shape[1]):
         neg, pos = hist[0, task].to(torch.float64).flip(0), hist[1, task].to(torch.float64).flip(0)
@@ -134,17 +146,14 @@ def _curve_points(
     logit_range: tuple[float, float],
     from_logits: bool,
     validate_args: bool,
+    bin_space: str,
 ) -> Points:
-    _check_bins(num_bins, logit_range)
-    check_flag("from_logits", from_logits)
-    p, t, w = format_pointwise(
-        preds, target, weights, None, target_domain="binary", from_logits=from_logits, validate=validate_args
-    )
-    assert t is not None
-    if num_bins is None:
-        signed = torch.where(t > 0.5, 1.0, -1.0) if w is None else torch.where(t > 0.5, w, -w)  # float64 here
-        return _exact_points([p.T.to(torch.float32)], [signed.T], p.shape[0])
-    return _binned_points(_binned_update(p, t, w, num_bins, logit_range, from_logits), logit_range, from_logits)
+    args = (num_bins, logit_range, from_logits, validate_args, bin_space, torch.float64)
+    p, t, w = _format_curve_inputs(preds, target, weights, *args)
+    if num_bins is None:  # float64 weights here (the metric's states keep float32)
+        return _exact_points([p.T.to(torch.float32)], [_signed_weights(t, w, torch.float64).T], p.shape[0])
+    hist = _binned_update(p, t, w, num_bins, logit_range, from_logits, bin_space=bin_space)
+    return _binned_points(hist, logit_range, from_logits, bin_space)
 
 
 def roc_curve(
@@ -156,6 +165,7 @@ def roc_curve(
     logit_range: tuple[float, float] = DEFAULT_LOGIT_RANGE,
     from_logits: bool = False,
     validate_args: bool = True,
+    bin_space: str = "logit",
 ) -> Curve:
     r"""The ROC curve: false and true positive rates at every distinct threshold (weighted, tie-aware).
 
@@ -174,6 +184,8 @@ def roc_curve(
         logit_range: ``(low, high)`` logits covered by the bins.
         from_logits: ``preds`` are logits (binned thresholds are then logits too).
         validate_args: check inputs before computing.
+        bin_space: ``"logit"`` or ``"probability"`` (``B`` bins uniform in probability over
+            [0, 1], TorchRec's lifetime AUPRC binning), as for :class:`~torchmetrics_ext.AUC`.
 
     Returns:
         ``(fpr, tpr, thresholds)``, float64, starting at ``(0, 0)`` with threshold ``inf`` and
@@ -194,7 +206,7 @@ def roc_curve(
         >>> thresholds.tolist()  # the first point is (0, 0) at threshold inf
         [inf, 0.8..., 0.4..., 0.35..., 0.1...]
     """
-    points = _curve_points(preds, target, weights, num_bins, logit_range, from_logits, validate_args)
+    points = _curve_points(preds, target, weights, num_bins, logit_range, from_logits, validate_args, bin_space)
     return _as_curve(_roc_from_points(points), preds.ndim == 1)
 
 
@@ -207,6 +219,7 @@ def precision_recall_curve(
     logit_range: tuple[float, float] = DEFAULT_LOGIT_RANGE,
     from_logits: bool = False,
     validate_args: bool = True,
+    bin_space: str = "logit",
 ) -> Curve:
     r"""The precision-recall curve at every distinct threshold (weighted, tie-aware).
 
@@ -225,6 +238,7 @@ def precision_recall_curve(
         logit_range: ``(low, high)`` logits covered by the bins.
         from_logits: ``preds`` are logits.
         validate_args: check inputs before computing.
+        bin_space: ``"logit"`` or ``"probability"`` (see :func:`roc_curve`).
 
     Returns:
         ``(precision, recall, thresholds)``, float64: tensors for 1-D input, lists of one tensor
@@ -243,5 +257,5 @@ def precision_recall_curve(
         >>> [round(p, 4) for p in precision.tolist()], recall.tolist()
         ([0.5, 0.6667, 0.5, 1.0, 1.0], [1.0, 1.0, 0.5, 0.5, 0.0])
     """
-    points = _curve_points(preds, target, weights, num_bins, logit_range, from_logits, validate_args)
+    points = _curve_points(preds, target, weights, num_bins, logit_range, from_logits, validate_args, bin_space)
     return _as_curve(_pr_from_points(points), preds.ndim == 1)

@@ -151,7 +151,7 @@ class _CurveMetric(TaskMetric):
         """Per task: distinct thresholds (descending) and the label weights at each, from the synced states."""
         with self.sync_context(should_sync=self._to_sync, should_unsync=self._should_unsync):
             if self.num_bins is not None:
-                return C._binned_points(self.hist, self.logit_range, self.from_logits)
+                return C._binned_points(self.hist, self.logit_range, self.from_logits, self.bin_space)
             scores, signed = self.preds, self.signed_weights
             if isinstance(scores, Tensor):  # synced across ranks: already one tensor
                 scores, signed = [scores], [signed]

@@ -97,6 +97,33 @@ def test_callback_logs_the_module_in_a_trainer():
     np.testing.assert_allclose(logged["train/ctr/buy"].item(), y[:, 1].double().mean().item(), rtol=1e-12)
 
 
+@pytest.mark.parametrize(("num_batches", "computes"), [(4, 2), (5, 3)])
+def test_callback_logs_each_training_state_once(num_batches, computes):
+    """Every 2 steps, and at epoch end only if steps came after the last log (no row logged twice)."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = (
+        torch.randn(64 * num_batches, 4, generator=gen),
+        (torch.rand(64 * num_batches, 2, generator=gen) < 0.3).long(),
+    )
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64)
+    model = ClickModel()
+    calls = []
+    compute = model.train_metrics.compute
+    model.train_metrics.compute = lambda: calls.append(model.train_metrics._step) or compute()
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        callbacks=[RecMetricCallback(val=None)],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(model, loader)
+    assert calls == [2, 4, 5][:computes]
+
+
 def test_callback_names_a_missing_module():
     callback = RecMetricCallback(train="nope")
     with pytest.raises(AttributeError, match=r"ClickModel\.nope` is not a RecMetricModule"):

@@ -43,7 +43,8 @@ class RecMetricCallback(pl.Callback):
 
     * after each training step: ``train`` module ``update(outputs)``; when its
       ``should_compute()`` is true, ``log_dict(compute())`` at that step;
-    * at the end of each training epoch: ``log_dict(compute())``;
+    * at the end of each training epoch: ``log_dict(compute())``, unless the last step just logged
+      the same values;
     * at the start of each validation epoch the ``val`` module is reset; after each validation
       step it is updated; at the end of the epoch its values are logged.
 
@@ -73,6 +74,7 @@ class RecMetricCallback(pl.Callback):
     ) -> None:
         super().__init__()
         self.train, self.val, self.output_key = train, val, output_key
+        self._train_logged_at: int | None = None  # the training module's update count when last logged
 
     def _module(self, pl_module: pl.LightningModule, name: str | None) -> RecMetricModule | None:
         if name is None:
@@ -105,12 +107,14 @@ class RecMetricCallback(pl.Callback):
         module.update(self._model_out(outputs))
         if module.should_compute():
             self._log(pl_module, module)
+            self._train_logged_at = module._step
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Log the training module's values at the end of the epoch."""
+        """Log the training module's values at the end of the epoch (unless its last step just did)."""
         module = self._module(pl_module, self.train)
-        if module is not None:
+        if module is not None and module._step != self._train_logged_at:
             self._log(pl_module, module)
+            self._train_logged_at = module._step
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Start the validation module afresh."""

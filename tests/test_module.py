@@ -805,3 +805,15 @@ def test_throughput_keys_count_the_examples_of_every_step():
         if style == "torchrec":
             assert values[keys[3]].item() == 600
             torch.testing.assert_close(values[keys[4]], values[keys[0]], equal_nan=True)  # nan in warm-up
+
+
+def test_state_metric_numbers_are_logged_exactly():
+    """A Python float (a learning rate) is logged as float64, not rounded to float32; tensors keep their dtype."""
+    module = build(
+        {"ne": "ne"},
+        state_metrics={"lr": lambda: 1e-4, "step": lambda: 7, "scale": lambda: torch.tensor(0.5, dtype=torch.float16)},
+    )
+    values = run(module, [make_data(1)])
+    assert values["lr"].dtype == torch.float64 and values["lr"].item() == 1e-4
+    assert values["step"].dtype == torch.float64 and values["step"].item() == 7
+    assert values["scale"].dtype == torch.float16

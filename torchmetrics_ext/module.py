@@ -772,7 +772,11 @@ def _stack_weights(columns: list[Tensor | None]) -> Tensor | None:
 
 
 def _scalar(value: Any, name: str) -> Tensor:
-    tensor = torch.as_tensor(value)
+    """A 0-dim tensor: a floating tensor keeps its dtype; Python numbers and integer tensors become float64.
+
+    (``torch.as_tensor(1e-4)`` alone would round a learning rate to float32.)
+    """
+    tensor = value if isinstance(value, Tensor) else torch.as_tensor(value, dtype=torch.float64)
     if tensor.numel() != 1 or tensor.is_complex():
         raise ValueError(f"State metric {name!r} must return a real scalar (or a dict of them), got {value!r}.")
     return tensor.reshape(()).to(torch.float64) if not tensor.is_floating_point() else tensor.reshape(())

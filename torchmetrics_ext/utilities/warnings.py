@@ -16,6 +16,8 @@ import warnings
 import torch
 from torch import Tensor
 
+__all__ = ["UndefinedMetricWarning", "safe_divide", "warn_undefined"]
+
 
 class UndefinedMetricWarning(UserWarning):
     """Warning raised when a metric value is undefined and ``nan`` is returned instead."""

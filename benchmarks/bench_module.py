@@ -20,6 +20,7 @@ single-process after all rounds.
     python benchmarks/bench_module.py            # all three sides
     python benchmarks/bench_module.py --no-torchrec
     python benchmarks/bench_module.py --baseline /tmp/base   # also another checkout's module, in turn
+    python benchmarks/bench_module.py --phases      # where ours spends a step (with and without window)
 """
 
 from __future__ import annotations
@@ -99,6 +100,38 @@ class Floor:
         self.hist += torch.bincount(index, weights=w.reshape(-1), minlength=2 * t * BINS)
 
 
+def phases(tasks: int, batch: int, window: int | None, steps: int = 200) -> dict[str, float]:
+    """Microseconds per step of each part of ``RecMetricModule.update`` (reading and stacking the
+    columns, the one validation, each compute group's update with its window bookkeeping), and in total."""
+    import torchmetrics_ext.module as module_code
+
+    batches = make_batches(tasks, batch, 20, seed=0)
+    module = build_ours(tasks, window)
+    spent: dict[str, float] = {}
+
+    def timed(owner: object, attr: str, label: str) -> None:
+        inner = getattr(owner, attr)
+
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.perf_counter() - start
+
+        setattr(owner, attr, run)
+
+    timed(module, "_read", "read and stack columns")
+    timed(module_code, "_check_values", "validation")
+    for unit, _ in module._updated_units():
+        kind = type(getattr(unit, "lifetime", unit)).__name__
+        timed(unit, "update_unwrapped" if hasattr(unit, "update_unwrapped") else "update", kind)
+    time_steps(module.update, batches, 130, 0, 0)
+    spent.clear()
+    total = time_steps(module.update, batches, 0, steps, 1)[0]
+    return {**{k: 1e6 * v / steps for k, v in spent.items()}, "total": 1e6 * total}
+
+
 def time_steps(update, batches, warmup: int, steps: int, repeats: int) -> list[float]:
     for i in range(warmup):
         update(batches[i % len(batches)])
@@ -148,8 +181,15 @@ def main() -> None:
     parser.add_argument("--no-torchrec", action="store_true")
     parser.add_argument("--torchrec-python", default="/work/venv-torchrec/bin/python")
     parser.add_argument("--baseline", type=Path, default=None, help="another checkout's module, run in turn with ours")
+    parser.add_argument("--phases", action="store_true", help="only print where ours spends a step")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.phases:
+        windowed, plain = phases(args.tasks, args.batch, args.window or None), phases(args.tasks, args.batch, None)
+        print(f"{'us per step':32s} {'window ' + str(args.window or None):>14s} {'no window':>10s}")
+        for name in plain:
+            print(f"{name:32s} {windowed.get(name, float('nan')):14.0f} {plain[name]:10.0f}")
+        return 0
     batches = make_batches(args.tasks, args.batch, 20, seed=0)
     window = args.window or None
     rec = None

@@ -159,6 +159,13 @@ def test_curve_pictures_draw_the_curve_points():
     np.testing.assert_allclose(line.get_xdata(), recall)
     np.testing.assert_allclose(line.get_ydata(), precision)
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("Recall", "Precision")
+    ap = tmf.auprc(data["preds"], data["target"])
+    _, ax = plot_roc_or_pr(
+        tmf.precision_recall_curve(data["preds"], data["target"]), "pr", score=ap, labels=["click", "like"]
+    )
+    expected = [f"click AUPRC={ap[0]:0.3f}", f"like AUPRC={ap[1]:0.3f}"]  # the average precision, not "AUC="
+    assert [line.get_label() for line in ax.get_lines()] == expected
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == expected
     with pytest.raises(ValueError, match="'roc' or 'pr'"):
         plot_roc_or_pr(curve, "det")
     with pytest.raises(ValueError, match="one per task"):

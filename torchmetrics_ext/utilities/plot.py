@@ -50,7 +50,8 @@ def plot_roc_or_pr(
         curve: ``(fpr, tpr, thresholds)`` or ``(precision, recall, thresholds)`` as returned by
             ``AUC.curve()`` / ``AUPRC.curve()``: tensors for one task, lists of tensors for several.
         kind: ``"roc"`` or ``"pr"``.
-        score: the area (a scalar, or one per task) shown in the legend.
+        score: the area (a scalar, or one per task) shown in the legend as ``AUC=`` (ROC) or
+            ``AUPRC=`` (precision-recall).
         ax: an existing matplotlib axis.
         labels: one legend label per task.
 
@@ -73,6 +74,9 @@ def plot_roc_or_pr(
     fig, ax = plot_curve(points, score=score, ax=ax, label_names=axis_names, name=title, labels=names)  # type: ignore[arg-type]
     if kind == "roc":
         ax.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=1, label="chance")
+    elif score is not None:  # TorchMetrics labels every score "AUC="; here it is the average precision
+        for line in ax.get_lines():
+            line.set_label(str(line.get_label()).replace("AUC=", "AUPRC="))
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     if not multi and names is None and score is None:

@@ -161,9 +161,9 @@ def test_curve_pictures_draw_the_curve_points():
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("Recall", "Precision")
     ap = tmf.auprc(data["preds"], data["target"])
     _, ax = plot_roc_or_pr(
-        tmf.precision_recall_curve(data["preds"], data["target"]), "pr", score=ap, labels=["click", "like"]
+        tmf.precision_recall_curve(data["preds"], data["target"]), "pr", score=ap, labels=["click AUC=", "like"]
     )
-    expected = [f"click AUPRC={ap[0]:0.3f}", f"like AUPRC={ap[1]:0.3f}"]  # the average precision, not "AUC="
+    expected = [f"click AUC= AUPRC={ap[0]:0.3f}", f"like AUPRC={ap[1]:0.3f}"]  # the average precision, not "AUC="
     assert [line.get_label() for line in ax.get_lines()] == expected
     assert [text.get_text() for text in ax.get_legend().get_texts()] == expected
     with pytest.raises(ValueError, match="'roc' or 'pr'"):

@@ -74,9 +74,11 @@ def plot_roc_or_pr(
     fig, ax = plot_curve(points, score=score, ax=ax, label_names=axis_names, name=title, labels=names)  # type: ignore[arg-type]
     if kind == "roc":
         ax.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=1, label="chance")
-    elif score is not None:  # TorchMetrics labels every score "AUC="; here it is the average precision
+    elif score is not None:  # TorchMetrics ends every curve's label with "AUC=..."; here it is the average precision
         for line in ax.get_lines():
-            line.set_label(str(line.get_label()).replace("AUC=", "AUPRC="))
+            head, found, tail = str(line.get_label()).rpartition("AUC=")
+            if found:
+                line.set_label(f"{head}AUPRC={tail}")
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     if not multi and names is None and score is None:

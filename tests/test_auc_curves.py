@@ -166,6 +166,9 @@ def test_curve_pictures_draw_the_curve_points():
     expected = [f"click AUC= AUPRC={ap[0]:0.3f}", f"like AUPRC={ap[1]:0.3f}"]  # the average precision, not "AUC="
     assert [line.get_label() for line in ax.get_lines()] == expected
     assert [text.get_text() for text in ax.get_legend().get_texts()] == expected
+    _, ax = plot_roc_or_pr(curve, "roc", score=score, labels=["click", "like"])
+    plot_roc_or_pr(tmf.precision_recall_curve(data["preds"], data["target"]), "pr", score=ap, ax=ax)
+    assert f"click AUC={score[0]:0.3f}" in [line.get_label() for line in ax.get_lines()]  # not drawn by the PR call
     with pytest.raises(ValueError, match="'roc' or 'pr'"):
         plot_roc_or_pr(curve, "det")
     with pytest.raises(ValueError, match="one per task"):

@@ -71,11 +71,12 @@ def plot_roc_or_pr(
         score = torch.as_tensor(score).reshape(())
     axis_names = ("False positive rate", "True positive rate") if kind == "roc" else ("Recall", "Precision")
     title = "ROC curve" if kind == "roc" else "Precision-recall curve"
+    drawn_before = 0 if ax is None else len(ax.get_lines())  # a caller's axis may hold other curves
     fig, ax = plot_curve(points, score=score, ax=ax, label_names=axis_names, name=title, labels=names)  # type: ignore[arg-type]
     if kind == "roc":
         ax.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=1, label="chance")
     elif score is not None:  # TorchMetrics ends every curve's label with "AUC=..."; here it is the average precision
-        for line in ax.get_lines():
+        for line in ax.get_lines()[drawn_before:]:
             head, found, tail = str(line.get_label()).rpartition("AUC=")
             if found:
                 line.set_label(f"{head}AUPRC={tail}")

@@ -391,6 +391,31 @@ def test_window_states_are_current_whenever_read():
     assert torch.equal(copied.window.hist, kept.hist)
 
 
+def test_a_held_window_reference_stays_current():
+    """``w.window`` kept across updates (a MetricCollection, a logger, a variable) computes and saves current values.
+
+    A value computed from a reference before an update is never served after it (no stale cache).
+    """
+    metric = Windowed(tmx.CTR(), 4)
+    window = metric.window
+    metric.update(torch.tensor([0.5, 0.5]), torch.tensor([1, 1]))
+    assert window.compute().item() == 1.0
+    metric.update(torch.tensor([0.5, 0.5]), torch.tensor([0, 0]))
+    assert window.compute().item() == 0.5  # through the held reference
+    assert metric.window.compute().item() == 0.5  # and afresh
+    metric.update(torch.tensor([0.5]), torch.tensor([0]))  # 5 samples: the first update leaves
+    assert window.state_dict()["weighted_num_samples"].item() == 3.0
+    collection = MetricCollection({"ctr_window": window})
+    metric.update(torch.tensor([0.5, 0.5]), torch.tensor([1, 1]))  # window: [0, 0, 0], [1, 1] -> 5 > 4
+    # numpy reference: the window keeps the newest whole updates within 4 samples: [0], [1, 1]
+    assert collection.compute()["ctr_window"].item() == pytest.approx(np.mean([0, 1, 1]))
+    copied = copy.deepcopy(metric)  # the copy's window follows the copy, not the original
+    held = copied.window
+    copied.update(torch.tensor([0.5, 0.5, 0.5, 0.5]), torch.tensor([0, 0, 0, 0]))
+    assert held.compute().item() == 0.0
+    assert metric.window.compute().item() == pytest.approx(np.mean([0, 1, 1]))
+
+
 def test_device_moves_and_dtype_casts_keep_the_ring():
     """``.to()`` moves lifetime, window, ring and scratch together; ``.half()`` changes no state dtype."""
     metric = Windowed(tmx.AUC(num_bins=100), 10)

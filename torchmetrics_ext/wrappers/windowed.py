@@ -3,6 +3,8 @@ r"""Lifetime and recent-window values of any metric from one update: :class:`Win
 from __future__ import annotations
 
 import copy
+import functools
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -20,10 +22,36 @@ from torchmetrics_ext.wrappers._ring import StateRing, join_small_tails, state_k
 __all__ = ["Windowed"]
 
 
+# id(window metric) -> (weak reference to it, weak reference to its Windowed), which writes the
+# window's tensor states lazily; keyed by id since a Metric's hash follows its states and its ``==``
+# builds a new metric
+_OWNERS: dict[int, tuple[weakref.ref[Module], weakref.ref[Windowed]]] = {}
+
+
+def _own(window: Module, owner: Windowed) -> None:
+    key = id(window)
+
+    def forget(ref: weakref.ref[Module], key: int = key) -> None:
+        entry = _OWNERS.get(key)
+        if entry is not None and entry[0] is ref:
+            del _OWNERS[key]
+
+    _OWNERS[key] = (weakref.ref(window, forget), weakref.ref(owner))
+
+
+def _refresh_owned(window: Module) -> None:
+    """Bring a window metric's tensor states up to date if its owner deferred them."""
+    entry = _OWNERS.get(id(window))
+    if entry is None or entry[0]() is not window:
+        return
+    owner = entry[1]()
+    if owner is not None and owner.__dict__.get("_window_stale"):
+        owner._refresh_window(window)
+
+
 def _refresh_before_save(module: Module, prefix: str, keep_vars: bool) -> None:
-    """``state_dict`` pre-hook: the window's states are brought up to date before they are saved."""
-    if module.__dict__.get("_window_stale"):
-        module._refresh_window(module._modules["window"])  # type: ignore[operator]
+    """``state_dict`` pre-hook of a window metric: its states are brought up to date before they are saved."""
+    _refresh_owned(module)
 
 
 def _never_distributed() -> bool:
@@ -140,7 +168,31 @@ class Windowed(WrapperMetric):
         self.__dict__["_window_lists"] = {}
         self.__dict__["_window_stale"] = False
         self._bind_window_lists()
-        self.register_state_dict_pre_hook(_refresh_before_save)
+        window.register_state_dict_pre_hook(_refresh_before_save)
+        self._own_window()
+
+    def _own_window(self) -> None:
+        """Make every read of the window metric, through any reference to it, see current states.
+
+        ``update`` leaves the window's tensor states to be written when read: through this
+        wrapper's ``window`` attribute, and (registered here) the window metric's own ``compute``
+        and ``state_dict``, so a reference kept across updates (a ``MetricCollection``, a logger)
+        is never stale. Run again for a copy, whose window metric is a new object.
+        """
+        window: Metric = self._modules["window"]  # type: ignore[assignment]
+        _own(window, self)
+        compute = window.__dict__["compute"]  # TorchMetrics' wrapped compute (rebuilt on copies)
+
+        @functools.wraps(compute)
+        def current_compute(*args: Any, **kwargs: Any) -> Any:
+            _refresh_owned(window)
+            return compute(*args, **kwargs)
+
+        window.__dict__["compute"] = current_compute
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._own_window()
 
     def __getattr__(self, name: str) -> Any:
         """Submodules as ``nn.Module`` finds them; ``window`` with its tensor states brought up to date."""
@@ -153,6 +205,7 @@ class Windowed(WrapperMetric):
         """Write the window's aggregate of the tensor states into ``window`` (deferred from ``update``)."""
         self.__dict__["_window_stale"] = False
         self._ring.window_into({name: getattr(window, name) for name in self._ring.tensor_names})
+        window.__dict__["_computed"] = None  # a value computed from the stale states is not kept
 
     # ------------------------------------------------------------------ update
 

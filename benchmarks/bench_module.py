@@ -15,12 +15,14 @@ then ``--repeats`` rounds of ``--steps`` updates; the per-step time of each roun
 The sides take turns round by round (TorchRec's module waits in its own process between its
 rounds), so a change of machine load hits all of them alike; the script prints the best round
 of each side and the median over rounds of the per-round ratios. ``compute()`` is timed
-single-process after all rounds.
+single-process after all rounds: the median of five for ours (each after one more step) and of
+three for TorchRec (each after one more round: TorchRec is faster when nothing was added since).
 
     python benchmarks/bench_module.py            # all three sides
     python benchmarks/bench_module.py --no-torchrec
     python benchmarks/bench_module.py --baseline /tmp/base   # also another checkout's module, in turn
     python benchmarks/bench_module.py --phases      # where ours spends a step (with and without window)
+    python benchmarks/bench_module.py --compiled-floor   # also the floor compiled by torch.compile
 """
 
 from __future__ import annotations
@@ -83,9 +85,17 @@ class Floor:
 
     def update(self, step: dict[str, torch.Tensor]) -> None:
         t = self.tasks
-        p = torch.stack([step[f"pred{i}"] for i in range(t)]).to(torch.float64)
-        y = torch.stack([step[f"label{i}"] for i in range(t)]).to(torch.float64)
-        w = torch.stack([step[f"weight{i}"] for i in range(t)]).to(torch.float64)
+        p = torch.stack([step[f"pred{i}"] for i in range(t)])
+        y = torch.stack([step[f"label{i}"] for i in range(t)])
+        w = torch.stack([step[f"weight{i}"] for i in range(t)])
+        sums, index, w = self.statistics(p, y, w)
+        self.sums[:9] += sums
+        self.hist.index_add_(0, index.reshape(-1), w.reshape(-1))
+
+    def statistics(self, p: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The per-sample part: nine weighted sums per task and each sample's histogram index."""
+        t = self.tasks
+        p, y, w = p.to(torch.float64), y.to(torch.float64), w.to(torch.float64)
         pc = p.clamp(1e-12, 1 - 1e-12)
         log_p, log_q = torch.log(pc), torch.log1p(-pc)
         ce = torch.lerp(log_q, log_p, y).neg_()
@@ -94,10 +104,20 @@ class Floor:
         stats = torch.stack(
             [ce, w.new_ones(()).expand_as(p), y, p, err * err, err.abs(), hard * y, hard, (1 - hard) * (1 - y)]
         )
-        self.sums[:9] += (stats * w).sum(-1)
         z = (log_p - log_q).add_(16.0).mul_(BINS / 32.0).clamp_(0, BINS - 1).to(torch.int64)
-        index = (z + self.offset + (y > 0).to(torch.int64) * (t * BINS)).reshape(-1)
-        self.hist += torch.bincount(index, weights=w.reshape(-1), minlength=2 * t * BINS)
+        return (stats * w).sum(-1), z + self.offset + (y > 0).to(torch.int64) * (t * BINS), w
+
+
+class CompiledFloor(Floor):
+    """The floor with its per-sample part compiled by ``torch.compile`` (inductor: fused C++ loops).
+
+    Not a contender: it shows what fusing every per-sample pass into compiled kernels would buy
+    (the first call compiles, ~40 s on this machine; needs a C++ compiler).
+    """
+
+    def __init__(self, tasks: int) -> None:
+        super().__init__(tasks)
+        self.statistics = torch.compile(self.statistics, dynamic=False)  # type: ignore[method-assign]
 
 
 def phases(tasks: int, batch: int, window: int | None, steps: int = 200) -> dict[str, float]:
@@ -182,6 +202,9 @@ def main() -> None:
     parser.add_argument("--torchrec-python", default="/work/venv-torchrec/bin/python")
     parser.add_argument("--baseline", type=Path, default=None, help="another checkout's module, run in turn with ours")
     parser.add_argument("--phases", action="store_true", help="only print where ours spends a step")
+    parser.add_argument(
+        "--compiled-floor", action="store_true", help="also the floor with its per-sample part torch.compile'd"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.phases:
@@ -217,6 +240,10 @@ def main() -> None:
     if rec is not None:
         sides["torchrec"] = lambda: rec.ask("round")
     updates = [module.update, floor.update]
+    if args.compiled_floor:
+        compiled = CompiledFloor(args.tasks)
+        sides["compiled floor"] = lambda: time_steps(compiled.update, batches, 0, args.steps, 1)[0]
+        updates.append(compiled.update)
     if args.baseline is not None:
         baseline = build_ours(args.tasks, window, load_checkout(args.baseline.resolve()))
         sides["baseline"] = lambda: time_steps(baseline.update, batches, 0, args.steps, 1)[0]
@@ -227,10 +254,18 @@ def main() -> None:
     for _ in range(args.repeats):  # the sides take turns, round by round, under the same load
         for name, run in sides.items():
             rounds[name].append(run())
-    start = time.perf_counter()
-    module.compute()
-    ours_compute = time.perf_counter() - start
-    rec_compute = rec.ask("compute") if rec is not None else None
+    ours_computes = []
+    for i in range(5):  # one compute is noisy on a shared machine: the median of five, each after a new step
+        module.update(batches[i])
+        start = time.perf_counter()
+        module.compute()
+        ours_computes.append(time.perf_counter() - start)
+    ours_compute = statistics.median(ours_computes)
+    rec_compute = None
+    if rec is not None:  # TorchRec caches between computes without updates: each after one more round
+        rec_compute = statistics.median(
+            [rec.ask("compute"), *((rec.ask("round"), rec.ask("compute"))[1] for _ in range(2))]
+        )
     if rec is not None:
         rec.close()
 
@@ -252,6 +287,15 @@ def main() -> None:
             f"ours / baseline: {min(ours) / min(before):.2f}x (best rounds), "
             f"{_median_ratio(ours, before):.2f}x (median of round ratios)"
         )
+    if args.compiled_floor:
+        fused = rounds["compiled floor"]
+        print(f"compiled floor update/step: {ms(fused)}")
+        print(f"compiled floor / floor: {min(fused) / min(low):.2f}x (best rounds)")
+        if rec is not None:
+            print(
+                f"compiled floor / torchrec: {min(fused) / min(rounds['torchrec']):.2f}x (best rounds), "
+                f"{_median_ratio(fused, rounds['torchrec']):.2f}x (median of round ratios)"
+            )
     if rec_compute is not None:
         theirs = rounds["torchrec"]
         print(f"torchrec update/step: {ms(theirs)}   compute: {1e3 * rec_compute:.1f} ms")

@@ -108,6 +108,13 @@ class Windowed(WrapperMetric):
         the ring (its ``_extra_state``); ``load_state_dict`` resumes mid-window exactly: the next
         updates evict the same updates as an uninterrupted run. ``reset`` clears all three.
 
+        **Reading the window.** ``update`` does not write the window's tensor states; they are
+        written when read: through ``metric.window``, ``compute``, a sync and ``state_dict``, and
+        through the window metric's own ``compute`` and ``state_dict``, so a reference to
+        ``metric.window`` kept across updates (in a ``MetricCollection``, a logger) gives current
+        values. A state *attribute* read from such a kept reference may predate the last update;
+        read it as ``metric.window.<state>``.
+
         ``forward`` returns the batch's values in the same dict form: ``"lifetime"`` over the
         whole batch, ``"window"`` over the part of it that the window keeps.
 

@@ -416,14 +416,61 @@ def test_a_held_window_reference_stays_current():
     assert metric.window.compute().item() == pytest.approx(np.mean([0, 1, 1]))
 
 
-def test_device_moves_and_dtype_casts_keep_the_ring():
+@pytest.mark.parametrize("binned", [False, True], ids=["ring", "histogram"])
+def test_device_moves_and_dtype_casts_keep_the_ring(binned):
     """``.to()`` moves lifetime, window, ring and scratch together; ``.half()`` changes no state dtype."""
-    metric = Windowed(tmx.AUC(num_bins=100), 10)
+    metric = Windowed(tmx.AUC(num_bins=100) if binned else tmx.Calibration(), 10)
     metric.update(torch.tensor([0.2, 0.7, 0.4]), torch.tensor([0, 1, 1]))
     metric = metric.to(torch.device("cpu")).half()
-    assert metric.get_extra_state()["rings"]["hist"].dtype == torch.float64
+    state = metric.get_extra_state()
+    if binned:  # bin indices per update (int32), dense sums per block in the state's dtype
+        assert state["indices"][0].dtype == torch.int32 and metric._hist.open.dtype == torch.float64
+    else:
+        assert state["rings"]["weighted_pred_sum"].dtype == torch.float64
     metric.update(torch.tensor([0.9, 0.1]), torch.tensor([1, 0]))
-    torch.testing.assert_close(metric.compute()["window"], torch.tensor(1.0, dtype=torch.float64))
+    # AUC: every positive (0.7, 0.4, 0.9) above every negative (0.2, 0.1); calibration: sum p / sum y
+    expected = 1.0 if binned else np.sum([0.2, 0.7, 0.4, 0.9, 0.1]) / 3
+    torch.testing.assert_close(metric.compute()["window"], torch.tensor(expected, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_binned_window_keeps_bin_indices_and_block_sums(weighted):
+    """Binned AUC's window: per-update bin indices and ~sqrt(U) dense block sums, equal to a fresh histogram
+    of the kept samples (numpy) after every update, through several turns of the window."""
+    rng = np.random.default_rng(11)
+    bins, window, tasks = 40, 300, 2
+    metric = Windowed(tmx.AUC(num_tasks=tasks, num_bins=bins), window)
+    updates = []
+    for step in range(160):
+        n = int(rng.integers(1, 25)) if step != 90 else 400  # one update larger than the window
+        preds = rng.random((tasks, n))
+        target = (rng.random((tasks, n)) < 0.35).astype(np.int64)
+        weights = rng.random(n) * 3 if weighted else None
+        args = (torch.tensor(preds), torch.tensor(target)) + ((torch.tensor(weights),) if weighted else ())
+        metric.update(*args)
+        updates.append((preds[:, -window:], target[:, -window:], None if weights is None else weights[-window:]))
+        kept, total = [], 0
+        for p, y, w in reversed(updates):  # the newest whole updates within the window
+            if total + p.shape[1] > window:
+                break
+            kept.append((p, y, w))
+            total += p.shape[1]
+        if step % 7 == 0 or step > 150:
+            p = np.concatenate([k[0] for k in kept], axis=1)
+            y = np.concatenate([k[1] for k in kept], axis=1)
+            w = np.concatenate([np.ones(k[0].shape[1]) if k[2] is None else k[2] for k in kept])
+            z = np.clip((np.log(p / (1 - p)) + 16.0) * bins / 32.0, 0, bins - 1).astype(np.int64)
+            expected = np.zeros((2, tasks, bins))
+            for t in range(tasks):
+                np.add.at(expected, (y[t], t, z[t]), w)
+            got = metric.window.hist.numpy()
+            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+            if not weighted:  # counts are whole numbers: the block sums are exact
+                assert np.array_equal(got, expected)
+    hist = metric._hist
+    assert len(hist.sizes) == len(kept)
+    assert len(hist.slots) <= len(kept) // min(8, math.isqrt(len(kept))) + 2  # dense sums per block, not per update
+    assert all(index.dtype == torch.int32 for index in hist.indices)
 
 
 def test_ring_grows_and_turns_over():

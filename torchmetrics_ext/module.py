@@ -442,8 +442,8 @@ class RecMetricModule(nn.Module):
         """
         with torch.no_grad():
             self._update(model_out)
-            for unit in self._window_only():
-                self._parts(unit)["lifetime"].reset()  # TorchRec's window-only AUC: no lifetime samples kept
+            for unit in self._window_only():  # TorchRec's window-only AUC: no lifetime samples kept
+                unit.drop_lifetime_samples()  # type: ignore[operator]
 
     def _update(self, model_out: Mapping[str, Tensor]) -> None:
         batch = self._read(model_out)

@@ -17,41 +17,59 @@ from torchmetrics import Metric
 from torchmetrics.wrappers.abstract import WrapperMetric
 
 from torchmetrics_ext.metrics.base import count_samples, newest_samples
+from torchmetrics_ext.wrappers._histogram import HistogramWindow, add_entries
 from torchmetrics_ext.wrappers._ring import StateRing, join_small_tails, state_kind
 
 __all__ = ["Windowed"]
 
 
-# id(window metric) -> (weak reference to it, weak reference to its Windowed), which writes the
-# window's tensor states lazily; keyed by id since a Metric's hash follows its states and its ``==``
-# builds a new metric
-_OWNERS: dict[int, tuple[weakref.ref[Module], weakref.ref[Windowed]]] = {}
+# id(child metric) -> (weak reference to it, weak reference to its Windowed, its name): the
+# Windowed writes the child's tensor states lazily; keyed by id since a Metric's hash follows its
+# states and its ``==`` builds a new metric
+_OWNERS: dict[int, tuple[weakref.ref[Module], weakref.ref[Windowed], str]] = {}
 
 
-def _own(window: Module, owner: Windowed) -> None:
-    key = id(window)
+def _own(child: Module, owner: Windowed, name: str) -> None:
+    key = id(child)
 
     def forget(ref: weakref.ref[Module], key: int = key) -> None:
         entry = _OWNERS.get(key)
         if entry is not None and entry[0] is ref:
             del _OWNERS[key]
 
-    _OWNERS[key] = (weakref.ref(window, forget), weakref.ref(owner))
+    _OWNERS[key] = (weakref.ref(child, forget), weakref.ref(owner), name)
 
 
-def _refresh_owned(window: Module) -> None:
-    """Bring a window metric's tensor states up to date if its owner deferred them."""
-    entry = _OWNERS.get(id(window))
-    if entry is None or entry[0]() is not window:
+def _refresh_owned(child: Module) -> None:
+    """Bring a lifetime or window metric's tensor states up to date if its owner deferred them."""
+    entry = _OWNERS.get(id(child))
+    if entry is None or entry[0]() is not child:
         return
     owner = entry[1]()
-    if owner is not None and owner.__dict__.get("_window_stale"):
-        owner._refresh_window(window)
+    if owner is not None:
+        owner._refresh(entry[2])
 
 
 def _refresh_before_save(module: Module, prefix: str, keep_vars: bool) -> None:
-    """``state_dict`` pre-hook of a window metric: its states are brought up to date before they are saved."""
+    """``state_dict`` pre-hook of a lifetime or window metric: its states are brought up to date first."""
     _refresh_owned(module)
+
+
+def _current(child: Module, compute: Callable[..., Any]) -> Callable[..., Any]:
+    """``compute`` of a lifetime or window metric that first writes its deferred states."""
+
+    @functools.wraps(compute)
+    def current_compute(*args: Any, **kwargs: Any) -> Any:
+        _refresh_owned(child)
+        return compute(*args, **kwargs)
+
+    return current_compute
+
+
+def _oldest(entries: tuple[Tensor, Tensor | None], n: int) -> tuple[Tensor, Tensor | None]:
+    """The entries of a batch's first ``n`` samples (entries are ``(T, N)``: samples on the last axis)."""
+    index, values = entries
+    return index[..., :n].reshape(-1), None if values is None else values[..., :n].reshape(-1)
 
 
 def _never_distributed() -> bool:
@@ -92,12 +110,15 @@ class Windowed(WrapperMetric):
             ``window_size`` is smaller than the world size.
 
     Note:
-        **Memory.** Metrics whose statistics add up (NE, calibration, CTR, MSE, accuracy, binned
-        AUC/AUPRC, per-batch grouped or ranking sums, multiclass recall) keep one copy of their
-        states per update in the window (about ``window_size / batch size`` copies; preallocated,
-        nothing is allocated per update once the ring has grown). Exact metrics (``cat`` states:
-        exact AUC/AUPRC/GAUC, exact ranking rows, pairwise AUC) keep exactly the window's samples,
-        shared with the lifetime's storage while they are in the window.
+        **Memory.** Metrics whose statistics add up (NE, calibration, CTR, MSE, accuracy,
+        per-batch grouped or ranking sums, multiclass recall) keep one copy of their states per
+        update in the window (about ``window_size / batch size`` copies; preallocated, nothing is
+        allocated per update once the ring has grown). Binned AUC/AUPRC keep, instead of a dense
+        histogram per update, each window sample's bin index (4 bytes per sample and task, plus
+        its float64 weight when weighted) and one dense histogram per block of up to 8 updates;
+        each update then costs one ``scatter_add_`` (that of the metric alone). Exact metrics
+        (``cat`` states: exact AUC/AUPRC/GAUC, exact ranking rows, pairwise AUC) keep exactly the
+        window's samples, shared with the lifetime's storage while they are in the window.
 
         **Exactness.** The window is never updated by subtracting evicted statistics: it is the
         fresh reduction of the updates it holds (a two-stack sliding window), so its value equals
@@ -108,9 +129,10 @@ class Windowed(WrapperMetric):
         the ring (its ``_extra_state``); ``load_state_dict`` resumes mid-window exactly: the next
         updates evict the same updates as an uninterrupted run. ``reset`` clears all three.
 
-        **Reading the window.** ``update`` does not write the window's tensor states; they are
-        written when read: through ``metric.window``, ``compute``, a sync and ``state_dict``, and
-        through the window metric's own ``compute`` and ``state_dict``, so a reference to
+        **Reading the window.** ``update`` does not write the window's tensor states (nor a
+        binned metric's lifetime histogram); they are written when read: through
+        ``metric.window`` / ``metric.lifetime``, ``compute``, a sync and ``state_dict``, and
+        through the child metric's own ``compute`` and ``state_dict``, so a reference to
         ``metric.window`` kept across updates (in a ``MetricCollection``, a logger) gives current
         values. A state *attribute* read from such a kept reference may predate the last update;
         read it as ``metric.window.<state>``.
@@ -141,6 +163,7 @@ class Windowed(WrapperMetric):
     window: Metric
     _scratch: Metric
     _ring: StateRing
+    _hist: HistogramWindow | None
     _window_lists: dict[str, list[Tensor]]
 
     def __init__(self, metric: Metric, window_size: int, **kwargs: Any) -> None:
@@ -171,48 +194,68 @@ class Windowed(WrapperMetric):
         # the scratch metric computes one batch's statistics into a ring slot; it is no submodule
         # (never saved, never synced), moved along in ``_apply``
         self.__dict__["_scratch"] = scratch
+        # a binned metric's histogram, filled sample by sample, keeps bin indices per update
+        hist_name = getattr(metric, "_histogram_state", None)
+        if hist_name is not None and kinds == {hist_name: "sum"}:
+            self.__dict__["_hist"] = HistogramWindow(metric._defaults[hist_name])  # type: ignore[arg-type]
+            self.__dict__["_hist_name"] = hist_name
+            kinds = {}
+        else:
+            self.__dict__["_hist"] = None
         self.__dict__["_ring"] = StateRing(kinds, metric._defaults)
         self.__dict__["_window_lists"] = {}
         self.__dict__["_window_stale"] = False
+        self.__dict__["_lifetime_stale"] = False
         self._bind_window_lists()
-        window.register_state_dict_pre_hook(_refresh_before_save)
-        self._own_window()
+        for child in (metric, window):
+            child.register_state_dict_pre_hook(_refresh_before_save)
+        self._own_children()
 
-    def _own_window(self) -> None:
-        """Make every read of the window metric, through any reference to it, see current states.
+    def _own_children(self) -> None:
+        """Make every read of the lifetime and window metrics, through any reference to them, see current states.
 
-        ``update`` leaves the window's tensor states to be written when read: through this
-        wrapper's ``window`` attribute, and (registered here) the window metric's own ``compute``
-        and ``state_dict``, so a reference kept across updates (a ``MetricCollection``, a logger)
-        is never stale. Run again for a copy, whose window metric is a new object.
+        ``update`` leaves the window's tensor states (and a binned metric's lifetime histogram) to
+        be written when read: through this wrapper's ``window``/``lifetime`` attributes, and
+        (registered here) the child metric's own ``compute`` and ``state_dict``, so a reference
+        kept across updates (a ``MetricCollection``, a logger) is never stale. Run again for a
+        copy, whose children are new objects.
         """
-        window: Metric = self._modules["window"]  # type: ignore[assignment]
-        _own(window, self)
-        compute = window.__dict__["compute"]  # TorchMetrics' wrapped compute (rebuilt on copies)
-
-        @functools.wraps(compute)
-        def current_compute(*args: Any, **kwargs: Any) -> Any:
-            _refresh_owned(window)
-            return compute(*args, **kwargs)
-
-        window.__dict__["compute"] = current_compute
+        for name in ("lifetime", "window"):
+            child: Metric = self._modules[name]  # type: ignore[assignment]
+            _own(child, self, name)
+            compute = child.__dict__["compute"]  # TorchMetrics' wrapped compute (rebuilt on copies)
+            child.__dict__["compute"] = _current(child, compute)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        self._own_window()
+        self._own_children()
 
     def __getattr__(self, name: str) -> Any:
-        """Submodules as ``nn.Module`` finds them; ``window`` with its tensor states brought up to date."""
+        """Submodules as ``nn.Module`` finds them; ``window`` and ``lifetime`` with their states brought up to date."""
         value = super().__getattr__(name)
-        if name == "window" and self.__dict__.get("_window_stale"):
-            self._refresh_window(value)
+        if name in ("window", "lifetime"):
+            self._refresh(name)
         return value
 
-    def _refresh_window(self, window: Any) -> None:
-        """Write the window's aggregate of the tensor states into ``window`` (deferred from ``update``)."""
-        self.__dict__["_window_stale"] = False
-        self._ring.window_into({name: getattr(window, name) for name in self._ring.tensor_names})
-        window.__dict__["_computed"] = None  # a value computed from the stale states is not kept
+    def _child(self, name: str) -> Metric:
+        """The lifetime or window metric as stored (no refresh of deferred states)."""
+        return self._modules[name]  # type: ignore[return-value]
+
+    def _refresh(self, name: str) -> None:
+        """Write the deferred tensor states of child ``name`` (``"window"`` or ``"lifetime"``) if they are stale."""
+        state = self.__dict__
+        if not state.get(f"_{name}_stale"):
+            return
+        state[f"_{name}_stale"] = False
+        child = self._modules[name]
+        hist = self._hist
+        if name == "window":
+            self._ring.window_into({n: getattr(child, n) for n in self._ring.tensor_names})
+            if hist is not None:
+                hist.window_into(getattr(child, state["_hist_name"]))
+        elif hist is not None:
+            hist.lifetime_into(getattr(child, state["_hist_name"]))
+        child.__dict__["_computed"] = None  # a value computed from the stale states is not kept
 
     # ------------------------------------------------------------------ update
 
@@ -220,7 +263,7 @@ class Windowed(WrapperMetric):
         """This rank's share of the window: ``window_size // world_size``."""
         if not (dist.is_available() and dist.is_initialized()):
             return self.window_size
-        world = dist.get_world_size(self.lifetime.process_group)
+        world = dist.get_world_size(self._child("lifetime").process_group)
         if self.window_size < world:
             raise ValueError(
                 f"Expected `window_size` ({self.window_size}) to be at least the world size ({world}): "
@@ -271,8 +314,52 @@ class Windowed(WrapperMetric):
     def _batch_value(self, want: bool) -> Any:
         return self._scratch.compute() if want else None
 
+    def _histogram_value(self, entries: tuple[Tensor, Tensor | None] | None) -> Any:
+        """The metric's value of one batch given as its histogram entries (``forward``'s batch values)."""
+        scratch = self._scratch
+        state = getattr(scratch, self.__dict__["_hist_name"])
+        state.zero_()
+        if entries is not None:
+            add_entries(state, *entries)
+        scratch.__dict__["_update_count"] += 1
+        scratch.__dict__["_computed"] = None
+        return scratch.compute()
+
+    def _histogram_step(self, args: tuple[Any, ...], kwargs: dict[str, Any], values: bool) -> tuple[Any, Any]:
+        """:meth:`_step` for a binned metric: the batch's bin indices go to the lifetime and the window."""
+        limit = self._local_window()
+        scratch, hist = self._scratch, self._hist
+        assert hist is not None
+        entries = scratch._histogram_entries(*args, **kwargs)  # type: ignore[operator]  # validates
+        size = kept_size = self._count(args, kwargs)
+        kept = entries
+        if size > limit:  # the window keeps the newest `limit` samples; the lifetime all of them
+            cut_args, cut_kwargs = self._newest(limit, args, kwargs)
+            kept = scratch._histogram_entries(*cut_args, **cut_kwargs)  # type: ignore[operator]
+            kept_size = limit
+        lifetime_value = window_value = None
+        if values:
+            lifetime_value = window_value = self._histogram_value(entries)
+            if kept is not entries:
+                window_value = self._histogram_value(kept)
+        # ---- commit: nothing below raises
+        life, window = self._modules["lifetime"], self._modules["window"]
+        if kept is not None and kept_size > 0:
+            if kept is not entries:  # the samples the window does not keep go to the lifetime only
+                assert entries is not None
+                add_entries(hist.base, *_oldest(entries, size - limit))
+            hist.push(kept[0], kept[1], kept_size)
+            hist.evict(limit)
+            self.__dict__["_window_stale"] = self.__dict__["_lifetime_stale"] = True
+        for child in (self, life, window):  # as TorchMetrics' update wrapper does (plain attributes)
+            child.__dict__["_update_count"] += 1
+            child.__dict__["_computed"] = None
+        return lifetime_value, window_value
+
     def _step(self, args: tuple[Any, ...], kwargs: dict[str, Any], values: bool) -> tuple[Any, Any]:
         """One batch into lifetime and window; batch values when ``values``. Nothing changes if it raises."""
+        if self._hist is not None:
+            return self._histogram_step(args, kwargs, values)
         limit = self._local_window()
         ring = self._ring
         slot = ring.next_slot()
@@ -286,7 +373,7 @@ class Windowed(WrapperMetric):
             size = limit
             window_value = self._batch_value(values)
         # ---- commit: nothing below raises
-        life, window = self.lifetime, self._modules["window"]
+        life, window = self._modules["lifetime"], self._modules["window"]
         lifetime_fold = [({name: getattr(life, name) for name in ring.tensor_names}, full)]
         if ring.list_names:
             for name in ring.list_names:
@@ -342,8 +429,18 @@ class Windowed(WrapperMetric):
         self.lifetime.reset()
         self.window.reset()
         self._ring.clear()
-        self.__dict__["_window_stale"] = False
+        if self._hist is not None:
+            self._hist.clear()
+        self.__dict__["_window_stale"] = self.__dict__["_lifetime_stale"] = False
         self._bind_window_lists()
+
+    def drop_lifetime_samples(self) -> None:
+        """Empty the lifetime of a metric that stores samples (``cat`` states): for a window-only caller.
+
+        The window is unchanged; a metric without sample states (sums, histograms) is left as it is.
+        """
+        if self._ring.list_names:
+            self._child("lifetime").reset()
 
     def persistent(self, mode: bool = False) -> None:
         """Whether the lifetime and window states go into ``state_dict`` (``True`` from construction)."""
@@ -352,20 +449,27 @@ class Windowed(WrapperMetric):
 
     def get_extra_state(self) -> dict[str, Any]:
         """The ring of per-update statistics (saved in ``state_dict`` as ``_extra_state``)."""
-        return self._ring.state()
+        return self._ring.state() if self._hist is None else self._hist.state()
 
     def set_extra_state(self, state: Any) -> None:
         """Restore the ring saved by :meth:`get_extra_state`."""
-        self._ring.load(state, self.lifetime.device)
-        self.__dict__["_window_stale"] = False  # the window's states are loaded next, with the ring's
+        device = self._child("lifetime").device
+        if self._hist is not None:
+            self._hist.load(state, device)
+        else:
+            self._ring.load(state, device)
+        # the children's states are loaded next, and agree with the ring's
+        self.__dict__["_window_stale"] = self.__dict__["_lifetime_stale"] = False
         self._bind_window_lists()  # a window state loaded after this is re-bound at the next update
 
     def _apply(self, fn: Callable, exclude_state: Any = "") -> Module:
         this = super()._apply(fn, exclude_state)
         self._scratch._apply(fn)
-        probe = torch.zeros(1, dtype=torch.float64, device=self.lifetime.device)
+        probe = torch.zeros(1, dtype=torch.float64, device=self._child("lifetime").device)
         if fn(probe).dtype == torch.float64:  # devices move, state dtypes stay (as TorchMetrics does)
             self._ring.apply(fn)
+            if self._hist is not None:
+                self._hist.apply(fn)
             self._bind_window_lists()
         return this
 

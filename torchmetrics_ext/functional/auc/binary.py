@@ -168,13 +168,32 @@ def _binned_update(
     (``bincount`` with ``minlength`` does all three, about four times slower at 10k bins).
     """
     hist = torch.zeros(2, preds.shape[0], num_bins, dtype=torch.float64, device=preds.device) if out is None else out
-    index = _binned_index(preds, target, num_bins, logit_range, from_logits, bin_space)
-    if weights is None:
-        values = _unit_weights(hist.device, index.numel())
-    else:
-        values = weights.to(hist.dtype).expand(preds.shape).reshape(-1)
-    hist.view(-1).scatter_add_(0, index, values)
+    index, values = _binned_entries(preds, target, weights, num_bins, logit_range, from_logits, bin_space)
+    index = index.reshape(-1)
+    hist.view(-1).scatter_add_(
+        0, index, _unit_weights(hist.device, index.numel()) if values is None else values.reshape(-1)
+    )
     return hist
+
+
+def _binned_entries(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None,
+    num_bins: int,
+    logit_range: tuple[float, float],
+    from_logits: bool,
+    bin_space: str = "logit",
+) -> tuple[Tensor, Tensor | None]:
+    """What one ``(T, N)`` batch adds to the flattened ``(2, T, B)`` histogram, per sample and task.
+
+    Returns:
+        The flat bin index (int64 ``(T, N)``) and the float64 weight (``(T, N)``, possibly a
+        broadcast view; ``None`` when unweighted: all ones).
+    """
+    index = _binned_index(preds, target, num_bins, logit_range, from_logits, bin_space).view(preds.shape)
+    values = None if weights is None else weights.to(torch.float64).expand(preds.shape)
+    return index, values
 
 
 def _binned_curve_stats(hist: Tensor) -> CurveStats:

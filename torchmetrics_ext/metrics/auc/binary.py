@@ -113,6 +113,31 @@ class _CurveMetric(TaskMetric):
         binning = None if self.num_bins is None else (self.num_bins, self.logit_range, self.bin_space)
         return ("_CurveMetric", binning, self.from_logits, self.num_tasks)
 
+    @property
+    def _histogram_state(self) -> str | None:
+        """The state filled sample by sample in binned mode (``None`` when exact).
+
+        :class:`~torchmetrics_ext.Windowed` keeps each update's bin indices for it instead of a
+        dense histogram per update.
+        """
+        return None if self.num_bins is None else "hist"
+
+    def _histogram_entries(
+        self, preds: Tensor, target: Tensor, weights: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None] | None:
+        """What ``update`` would add to ``hist`` (binned mode), validated as ``update`` does, without adding it.
+
+        Returns:
+            ``(flat index, values)`` with ``values`` ``None`` for all ones; ``None`` for an empty batch.
+        """
+        if self._check_inputs:
+            self._validate(preds, target, weights)
+        if preds.shape[-1] == 0:
+            return None
+        p, t, w = format_pointwise(preds, target, weights, self.num_tasks, validate=False, dtype=None)
+        assert t is not None and self.num_bins is not None
+        return F._binned_entries(p, t, w, self.num_bins, self.logit_range, self.from_logits, self.bin_space)
+
     def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
         """Accumulate one batch: ``preds``/``target`` ``(N,)`` or ``(T, N)``, optional ``weights``."""
         if self._check_inputs:

@@ -35,22 +35,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["HistogramWindow", "add_entries"]
+from torchmetrics_ext.functional.auc.binary import _add_entries as add_entries
+
+__all__ = ["HistogramWindow"]
 
 _INT32_MAX = 2**31 - 1
 _MAX_BLOCK = 8  # updates per dense block at most: the loose updates a read adds from indices
-
-
-def add_entries(state: Tensor, index: Tensor, values: Tensor | None) -> None:
-    """Add histogram entries into ``state`` in place, as the metric's own update does.
-
-    ``index``: flat positions in ``state`` (any shape); ``values``: one per entry (same shape), or
-    ``None`` for ones.
-    """
-    index = index.reshape(-1)
-    if values is None:
-        values = torch.ones(1, dtype=state.dtype, device=state.device).expand(index.numel())
-    state.view(-1).scatter_add_(0, index, values.reshape(-1))
 
 
 class HistogramWindow:

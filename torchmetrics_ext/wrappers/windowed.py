@@ -16,8 +16,9 @@ from torch.nn import Module
 from torchmetrics import Metric
 from torchmetrics.wrappers.abstract import WrapperMetric
 
+from torchmetrics_ext.functional.auc.binary import _add_entries as add_entries
 from torchmetrics_ext.metrics.base import count_samples, newest_samples
-from torchmetrics_ext.wrappers._histogram import HistogramWindow, add_entries
+from torchmetrics_ext.wrappers._histogram import HistogramWindow
 from torchmetrics_ext.wrappers._ring import StateRing, join_small_tails, state_kind
 
 __all__ = ["Windowed"]

@@ -168,12 +168,19 @@ def _binned_update(
     (``bincount`` with ``minlength`` does all three, about four times slower at 10k bins).
     """
     hist = torch.zeros(2, preds.shape[0], num_bins, dtype=torch.float64, device=preds.device) if out is None else out
-    index, values = _binned_entries(preds, target, weights, num_bins, logit_range, from_logits, bin_space)
-    index = index.reshape(-1)
-    hist.view(-1).scatter_add_(
-        0, index, _unit_weights(hist.device, index.numel()) if values is None else values.reshape(-1)
-    )
+    _add_entries(hist, *_binned_entries(preds, target, weights, num_bins, logit_range, from_logits, bin_space))
     return hist
+
+
+def _add_entries(hist: Tensor, index: Tensor, values: Tensor | None) -> None:
+    """Add histogram entries into the float64 ``hist`` in place (one ``scatter_add_``).
+
+    ``index``: flat positions in ``hist`` (any shape); ``values``: one per entry (same shape, or
+    a broadcast view), ``None`` for ones.
+    """
+    index = index.reshape(-1)
+    values = _unit_weights(hist.device, index.numel()) if values is None else values.reshape(-1)
+    hist.view(-1).scatter_add_(0, index, values)
 
 
 def _binned_entries(

@@ -113,10 +113,14 @@ class HistogramWindow:
                 self.open.zero_()
                 self.open_count = 0
 
+    def _suffix_sums(self, count: int) -> None:
+        """Turn the oldest ``count`` closed blocks into suffix sums among themselves, newest to oldest."""
+        for i in range(count - 2, -1, -1):
+            self.slots[i] += self.slots[i + 1]
+
     def _flip(self) -> None:
         """Turn every closed block into the suffix sum from it to the newest one; the running sum joins the base."""
-        for i in range(len(self.slots) - 2, -1, -1):
-            self.slots[i] += self.slots[i + 1]
+        self._suffix_sums(len(self.slots))
         self.front = len(self.slots)
         self.base += self.back
         self.back.zero_()
@@ -194,8 +198,7 @@ class HistogramWindow:
             first += count
         self.open, self.open_count = raw.pop(), open_count
         self.counts, self.slots = deque(counts), deque(raw)
-        for i in range(front - 2, -1, -1):  # the front's suffix sums, in the order the flip made them
-            self.slots[i] += self.slots[i + 1]
+        self._suffix_sums(front)  # the front's suffix sums, in the order the flip made them
         for dense in list(self.slots)[front:]:
             self.back += dense
 

@@ -130,23 +130,31 @@ class _CurveMetric(TaskMetric):
         Returns:
             ``(flat index, values)`` with ``values`` ``None`` for all ones; ``None`` for an empty batch.
         """
+        batch = self._formatted(preds, target, weights)
+        if batch is None:
+            return None
+        assert self.num_bins is not None
+        return F._binned_entries(*batch, self.num_bins, self.logit_range, self.from_logits, self.bin_space)
+
+    def _formatted(
+        self, preds: Tensor, target: Tensor, weights: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor | None] | None:
+        """The batch validated (unless checked already) as ``(T, N)`` views in its own dtypes; ``None`` if empty."""
         if self._check_inputs:
             self._validate(preds, target, weights)
         if preds.shape[-1] == 0:
             return None
+        # each kernel casts what it reads
         p, t, w = format_pointwise(preds, target, weights, self.num_tasks, validate=False, dtype=None)
-        assert t is not None and self.num_bins is not None
-        return F._binned_entries(p, t, w, self.num_bins, self.logit_range, self.from_logits, self.bin_space)
+        assert t is not None
+        return p, t, w
 
     def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
         """Accumulate one batch: ``preds``/``target`` ``(N,)`` or ``(T, N)``, optional ``weights``."""
-        if self._check_inputs:
-            self._validate(preds, target, weights)
-        if preds.shape[-1] == 0:
+        batch = self._formatted(preds, target, weights)
+        if batch is None:
             return
-        # (T, N) views in the inputs' own dtypes: each kernel below casts what it reads
-        p, t, w = format_pointwise(preds, target, weights, self.num_tasks, validate=False, dtype=None)
-        assert t is not None
+        p, t, w = batch
         if self.num_bins is not None:
             F._binned_update(
                 p, t, w, self.num_bins, self.logit_range, self.from_logits, out=self.hist, bin_space=self.bin_space

@@ -48,7 +48,10 @@ def main() -> None:
         for i in range(cfg["tasks"]):
             out[f"pred{i}"] = torch.rand(cfg["batch"], generator=gen)
             out[f"label{i}"] = (torch.rand(cfg["batch"], generator=gen) < 0.3).float()
-            out[f"weight{i}"] = torch.ones(cfg["batch"])
+            if cfg.get("weights") == "random":
+                out[f"weight{i}"] = 2 * torch.rand(cfg["batch"], generator=gen)
+            else:
+                out[f"weight{i}"] = torch.ones(cfg["batch"])
         batches.append(out)
     for i in range(cfg["warmup"]):
         module.update(batches[i % len(batches)])

@@ -23,6 +23,7 @@ three for TorchRec (each after one more round: TorchRec is faster when nothing w
     python benchmarks/bench_module.py --baseline /tmp/base   # also another checkout's module, in turn
     python benchmarks/bench_module.py --phases      # where ours spends a step (with and without window)
     python benchmarks/bench_module.py --compiled-floor   # also the floor compiled by torch.compile
+    python benchmarks/bench_module.py --weights random   # weights other than 1 (every side weights)
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ HERE = Path(__file__).resolve().parent
 BINS = 10_000
 
 
-def make_batches(tasks: int, batch: int, count: int, seed: int) -> list[dict[str, torch.Tensor]]:
+def make_batches(tasks: int, batch: int, count: int, seed: int, weights: str = "ones") -> list[dict[str, torch.Tensor]]:
+    """``count`` steps of ``tasks`` columns each; weights all 1 (TorchRec's default) or uniform in [0, 2)."""
     gen = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(count):
@@ -55,7 +57,7 @@ def make_batches(tasks: int, batch: int, count: int, seed: int) -> list[dict[str
         for i in range(tasks):
             step[f"pred{i}"] = torch.rand(batch, generator=gen)
             step[f"label{i}"] = (torch.rand(batch, generator=gen) < 0.3).float()
-            step[f"weight{i}"] = torch.ones(batch)
+            step[f"weight{i}"] = 2 * torch.rand(batch, generator=gen) if weights == "random" else torch.ones(batch)
         out.append(step)
     return out
 
@@ -120,12 +122,12 @@ class CompiledFloor(Floor):
         self.statistics = torch.compile(self.statistics, dynamic=False)  # type: ignore[method-assign]
 
 
-def phases(tasks: int, batch: int, window: int | None, steps: int = 200) -> dict[str, float]:
+def phases(tasks: int, batch: int, window: int | None, steps: int = 200, weights: str = "ones") -> dict[str, float]:
     """Microseconds per step of each part of ``RecMetricModule.update`` (reading and stacking the
     columns, the one validation, each compute group's update with its window bookkeeping), and in total."""
     import torchmetrics_ext.module as module_code
 
-    batches = make_batches(tasks, batch, 20, seed=0)
+    batches = make_batches(tasks, batch, 20, seed=0, weights=weights)
     module = build_ours(tasks, window)
     spent: dict[str, float] = {}
 
@@ -203,17 +205,24 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, default=None, help="another checkout's module, run in turn with ours")
     parser.add_argument("--phases", action="store_true", help="only print where ours spends a step")
     parser.add_argument(
+        "--weights",
+        choices=["ones", "random"],
+        default="ones",
+        help="weight columns: all 1 (TorchRec's default; ours then skips the weight passes) or uniform in [0, 2)",
+    )
+    parser.add_argument(
         "--compiled-floor", action="store_true", help="also the floor with its per-sample part torch.compile'd"
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.phases:
-        windowed, plain = phases(args.tasks, args.batch, args.window or None), phases(args.tasks, args.batch, None)
+        windowed = phases(args.tasks, args.batch, args.window or None, weights=args.weights)
+        plain = phases(args.tasks, args.batch, None, weights=args.weights)
         print(f"{'us per step':32s} {'window ' + str(args.window or None):>14s} {'no window':>10s}")
         for name in plain:
             print(f"{name:32s} {windowed.get(name, float('nan')):14.0f} {plain[name]:10.0f}")
         return 0
-    batches = make_batches(args.tasks, args.batch, 20, seed=0)
+    batches = make_batches(args.tasks, args.batch, 20, seed=0, weights=args.weights)
     window = args.window or None
     rec = None
     if not args.no_torchrec:
@@ -223,6 +232,7 @@ def main() -> None:
             batch=args.batch,
             window=args.window or 1_000_000,
             seed=0,
+            weights=args.weights,
             distinct_batches=20,
             warmup=args.warmup,
             repeats=args.repeats,
@@ -273,7 +283,10 @@ def main() -> None:
         return f"{1e3 * min(values):.3f} ms (median {1e3 * statistics.median(values):.3f})"
 
     ours, low = rounds["ours"], rounds["floor"]
-    print(f"{args.tasks} tasks x 6 metrics, batch {args.batch}, window {window}, {args.threads} thread(s)")
+    print(
+        f"{args.tasks} tasks x 6 metrics, batch {args.batch}, window {window}, {args.threads} thread(s), "
+        f"weights {args.weights}"
+    )
     print(f"ours   update/step: {ms(ours)}   compute: {1e3 * ours_compute:.1f} ms")
     print(f"floor  update/step: {ms(low)}")
     print(

@@ -303,3 +303,48 @@ def test_validate_args_false_skips_checks():
     metric = tmx.WeightedMSE(validate_args=False)
     metric.update(torch.tensor([1.0, 3.0]), torch.tensor([1.0, 1.0]))
     np.testing.assert_allclose(metric.compute().item(), 2.0)
+
+
+UNIT_WEIGHT_METRICS = [
+    tmx.NormalizedEntropy,
+    tmx.LogLoss,
+    tmx.Calibration,
+    tmx.CTR,
+    tmx.WeightedAccuracy,
+    tmx.WeightedPrecision,
+    tmx.WeightedRecall,
+    tmx.WeightedMSE,
+    tmx.WeightedRMSE,
+    tmx.WeightedMAE,
+    tmx.AUC,
+    tmx.AUPRC,
+    lambda num_tasks: tmx.AUC(num_tasks=num_tasks, num_bins=100),
+]
+
+
+@pytest.mark.parametrize("factory", UNIT_WEIGHT_METRICS)
+def test_weights_of_exactly_one_give_the_unweighted_states(factory):
+    """Validated weights that are all 1 take the unweighted kernels: the same states, bit for bit."""
+    gen = torch.Generator().manual_seed(7)
+    p, y = torch.rand(2, 50, generator=gen), (torch.rand(2, 50, generator=gen) < 0.4).long()
+    unweighted, per_task, shared, integer = (factory(num_tasks=2) for _ in range(4))
+    unweighted.update(p, y)
+    per_task.update(p, y, torch.ones(2, 50, dtype=torch.float64))
+    shared.update(p, y, torch.ones(50))
+    integer.update(p, y, torch.ones(2, 50, dtype=torch.long))
+    for metric in (per_task, shared, integer):
+        for key, value in unweighted.metric_state.items():
+            other = metric.metric_state[key]
+            if isinstance(value, list):
+                assert len(value) == len(other) and all(torch.equal(a, b) for a, b in zip(value, other)), key
+            else:
+                assert torch.equal(value, other), key
+    # one weight that is not 1 keeps the weighted path: the same as weighting by hand
+    w = torch.ones(2, 50)
+    w[1, 3] = 2.0
+    weighted, repeated = factory(num_tasks=2), factory(num_tasks=2)
+    weighted.update(p, y, w)
+    repeated.update(
+        torch.cat([p, p[:, 3:4]], 1), torch.cat([y, y[:, 3:4]], 1), torch.cat([w.clamp(max=1), w[:, 3:4] - 1], 1)
+    )
+    torch.testing.assert_close(weighted.compute(), repeated.compute(), rtol=1e-12, atol=1e-12, equal_nan=True)

@@ -76,7 +76,6 @@ class RecTaskInfo:
 class _Batch:
     preds: Tensor  # (T, N) float64
     target: Tensor  # (T, N) float64
-    weights: Tensor | None  # (N,) shared, (T, N), or None
     groups: Tensor | None  # (N,) int
     sessions: list[Tensor] | None  # per task (N,) int
     target_is_float: bool
@@ -450,16 +449,17 @@ class RecMetricModule(nn.Module):
         n = batch.preds.shape[-1]
         if n > 0:
             domains = self._domains
-            _check_values(
+            unit_weights = _check_values(
                 batch.preds,
                 batch.target,
-                batch.weights,
+                [c for c in batch.columns[2] if c is not None],
                 domains.preds,
                 domains.target,
                 domains.from_logits,
                 batch.target_is_float,
             )
-            w, g = batch.weights, batch.groups
+            # weights that are all exactly 1 change no sum: the unweighted kernels skip their passes
+            w, g = (None if unit_weights else _stack_weights(batch.columns[2])), batch.groups
             # the pointwise kernels of every metric take shared sums (sum w, sum w·y...) from one object
             shared = format_pointwise(batch.preds, batch.target, w, len(self.tasks), validate=False)
             with ExitStack() as stack:
@@ -529,7 +529,6 @@ class RecMetricModule(nn.Module):
         return _Batch(
             _stack(preds),
             _stack(labels),
-            _stack_weights(weights),
             groups,
             sessions,
             any(y.is_floating_point() for y in labels),

@@ -75,10 +75,14 @@ def check_pointwise(
     preds_domain: PredsDomain = "probability",
     target_domain: TargetDomain = "unit",
     from_logits: bool = False,
-) -> None:
+) -> bool:
     """Raise unless ``(preds, target, weights)`` are valid pointwise inputs (see :func:`format_pointwise`).
 
     Reads nothing back from the device but the batch's bounds, once (:func:`checked_bounds`).
+
+    Returns:
+        Whether ``weights`` are given and every one is exactly 1 (the unweighted sums are then the
+        same, for fewer passes over the batch).
     """
     check_tensor("preds", preds, floating=True)
     if target is not None:
@@ -102,7 +106,8 @@ def check_pointwise(
             f"tasks), got {tuple(weights.shape)}."
         )
     if preds.numel() > 0:
-        _check_values(preds, target, weights, preds_domain, target_domain, from_logits)
+        return _check_values(preds, target, weights, preds_domain, target_domain, from_logits)
+    return False
 
 
 def format_pointwise(
@@ -136,22 +141,23 @@ def format_pointwise(
 
     Returns:
         ``(preds, target, weights)``; ``preds`` and ``target`` of shape ``(T, N)``, ``weights`` of
-        shape ``(T, N)`` or ``(1, N)`` (or ``None``).
+        shape ``(T, N)`` or ``(1, N)`` (or ``None``). Validated weights that are all exactly 1 come
+        back as ``None``: every kernel gives the same sums for them without a weight pass.
 
     Raises:
         TypeError: if an input is not a tensor, or ``preds`` is not floating point.
         ValueError: on a shape, device, task-dimension or value-range mismatch.
     """
-    if validate:
-        check_pointwise(
-            preds,
-            target,
-            weights,
-            num_tasks,
-            preds_domain=preds_domain,
-            target_domain=target_domain,
-            from_logits=from_logits,
-        )
+    if validate and check_pointwise(
+        preds,
+        target,
+        weights,
+        num_tasks,
+        preds_domain=preds_domain,
+        target_domain=target_domain,
+        from_logits=from_logits,
+    ):
+        weights = None
     if dtype is not None and preds.dtype != dtype:
         preds = preds.to(dtype)
     if preds.ndim == 1:
@@ -175,13 +181,16 @@ def format_pointwise(
 def _check_values(
     preds: Tensor,
     target: Tensor | None,
-    weights: Tensor | None,
+    weights: Tensor | Sequence[Tensor] | None,
     preds_domain: PredsDomain,
     target_domain: TargetDomain,
     from_logits: bool,
     target_is_float: bool | None = None,
-) -> None:
+) -> bool:
     """Range checks of the inputs as given (any dtype, any shape), from one :func:`checked_bounds` call.
+
+    ``weights`` may also be a sequence of tensors (e.g. one column per task, checked unstacked).
+    Returns whether weights are given and all exactly 1 (their minimum and maximum are 1).
 
     On the device path floating labels always get their fractional range too, so that the bounds
     remembered by the first metric of a step serve every label domain of the others.
@@ -190,7 +199,8 @@ def _check_values(
     """
     device_path = on_device_path(preds)
     integral = device_path or target_domain == "binary"
-    bounds = checked_bounds([preds, target, weights], [False, integral, False], device_path)
+    columns = [] if weights is None else [weights] if isinstance(weights, Tensor) else list(weights)
+    bounds = checked_bounds([preds, target, *columns], [False, integral] + [False] * len(columns), device_path)
     pmin, pmax = bounds[0]
     if not (math.isfinite(pmin) and math.isfinite(pmax)):
         raise ValueError(f"Expected `preds` to be finite, got values containing NaN or inf (min={pmin}, max={pmax}).")
@@ -211,12 +221,13 @@ def _check_values(
                 f"Expected `target` to hold {_TARGET_TEXT[target_domain]}, got values in [{tmin:.6g}, {tmax:.6g}]"
                 + (" that are not all 0 or 1." if not_binary and ok_range else ".")
             )
-    if weights is not None:
-        wmin, wmax = bounds[2]
+    weight_bounds = [b for b in bounds[2:] if b]
+    for wmin, wmax in weight_bounds:  # each on its own: NaN propagates within a tensor's bounds only
         if not (wmin >= 0 and math.isfinite(wmax)):
             raise ValueError(
                 f"Expected `weights` to be finite and non-negative, got values in [{wmin:.6g}, {wmax:.6g}]."
             )
+    return bool(weight_bounds) and all(wmin == 1 and wmax == 1 for wmin, wmax in weight_bounds)
 
 
 Bounds = tuple[float, ...]

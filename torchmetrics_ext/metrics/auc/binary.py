@@ -100,7 +100,13 @@ class _CurveMetric(TaskMetric):
             self.add_state("hist", hist, dist_reduce_fx="sum")
 
     def _validate(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
-        check_pointwise(preds, target, weights, self.num_tasks, target_domain="binary", from_logits=self.from_logits)
+        self._unit_weights(preds, target, weights)
+
+    def _unit_weights(self, preds: Tensor, target: Tensor, weights: Tensor | None) -> bool:
+        """Validate the batch; whether its weights are given and all exactly 1."""
+        return check_pointwise(
+            preds, target, weights, self.num_tasks, target_domain="binary", from_logits=self.from_logits
+        )
 
     @property
     def input_domains(self) -> InputDomains:
@@ -140,8 +146,8 @@ class _CurveMetric(TaskMetric):
         self, preds: Tensor, target: Tensor, weights: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor | None] | None:
         """The batch validated (unless checked already) as ``(T, N)`` views in its own dtypes; ``None`` if empty."""
-        if self._check_inputs:
-            self._validate(preds, target, weights)
+        if self._check_inputs and self._unit_weights(preds, target, weights):
+            weights = None  # all ones: the unweighted kernels give the same statistics
         if preds.shape[-1] == 0:
             return None
         # each kernel casts what it reads

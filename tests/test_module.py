@@ -16,6 +16,7 @@ import torchmetrics_ext as tmx
 from torchmetrics_ext import module as module_mod
 from torchmetrics_ext.aggregation import Sum
 from torchmetrics_ext.registry import build_metric, lookup, metric_names
+from torchmetrics_ext.utilities.device import force_device_path
 
 TASKS = [
     tmx.RecTaskInfo("click", "click_label", "click_pred", "click_w", group_id_name="user", session_id_name="query"),
@@ -228,29 +229,31 @@ def test_weights_default_to_one_and_one_shared_column_serves_every_task():
     torch.testing.assert_close(mixed["ne/click"], alone.compute(), rtol=1e-12, atol=0)
 
 
-def test_weights_of_exactly_one_take_the_unweighted_kernels(monkeypatch):
-    """All-ones weight columns (TorchRec's default) give the unweighted values without a weight pass."""
+@pytest.mark.parametrize("device_path", [False, True])
+def test_weights_of_exactly_one_take_the_unweighted_kernels(monkeypatch, device_path):
+    """All-ones weight columns (TorchRec's default) give the unweighted values, on both paths."""
     seen = []
     real = module_mod.sharing_sums
     monkeypatch.setattr(module_mod, "sharing_sums", lambda p, y, w: seen.append(w) or real(p, y, w))
-    data = make_data(6)
-    no_weights = {k: v for k, v in data.items() if not k.endswith("_w")}
-    parts = [0, 250, 600]
-    ones = no_weights | {"click_w": torch.ones(600), "buy_w": torch.ones(600, dtype=torch.float64)}
-    for window in (None, 400):
-        expected = run(build(window_size=window), batches(no_weights, parts))
+    with force_device_path(device_path):
+        data = make_data(6)
+        no_weights = {k: v for k, v in data.items() if not k.endswith("_w")}
+        parts = [0, 250, 600]
+        ones = no_weights | {"click_w": torch.ones(600), "buy_w": torch.ones(600, dtype=torch.float64)}
+        for window in (None, 400):
+            expected = run(build(window_size=window), batches(no_weights, parts))
+            seen.clear()
+            values = run(build(window_size=window), batches(ones, parts))
+            assert seen == [None, None]
+            assert values.keys() == expected.keys()
+            for key, value in expected.items():
+                torch.testing.assert_close(values[key], value, rtol=0, atol=0, equal_nan=True)
+        # a single weight other than 1 keeps the weighted path
         seen.clear()
-        values = run(build(window_size=window), batches(ones, parts))
-        assert seen == [None, None]
-        assert values.keys() == expected.keys()
-        for key, value in expected.items():
-            torch.testing.assert_close(values[key], value, rtol=0, atol=0, equal_nan=True)
-    # a single weight other than 1 keeps the weighted path
-    seen.clear()
-    heavier = ones | {"buy_w": torch.ones(600).index_fill_(0, torch.tensor([7]), 3.0)}
-    values = run(build(), [heavier])
-    assert seen[0] is not None and seen[0].shape == (2, 600)
-    torch.testing.assert_close(values["ne/buy"], standalone("ne", 1, heavier))
+        heavier = ones | {"buy_w": torch.ones(600).index_fill_(0, torch.tensor([7]), 3.0)}
+        values = run(build(), [heavier])
+        assert seen[0] is not None and seen[0].shape == (2, 600)
+        torch.testing.assert_close(values["ne/buy"], standalone("ne", 1, heavier))
 
 
 def test_compute_groups_are_explicit():

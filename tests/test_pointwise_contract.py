@@ -16,6 +16,7 @@ from tests.helpers import tester as H
 from tests.test_pointwise import CASES
 from torchmetrics_ext import UndefinedMetricWarning
 from torchmetrics_ext import functional as tmf
+from torchmetrics_ext.utilities.device import force_device_path
 
 P = torch.tensor([0.1, 0.4, 0.8, 0.6])
 Y = torch.tensor([0, 1, 1, 0])
@@ -322,16 +323,18 @@ UNIT_WEIGHT_METRICS = [
 ]
 
 
+@pytest.mark.parametrize("device_path", [False, True])
 @pytest.mark.parametrize("factory", UNIT_WEIGHT_METRICS)
-def test_weights_of_exactly_one_give_the_unweighted_states(factory):
+def test_weights_of_exactly_one_give_the_unweighted_states(factory, device_path):
     """Validated weights that are all 1 take the unweighted kernels: the same states, bit for bit."""
     gen = torch.Generator().manual_seed(7)
     p, y = torch.rand(2, 50, generator=gen), (torch.rand(2, 50, generator=gen) < 0.4).long()
     unweighted, per_task, shared, integer = (factory(num_tasks=2) for _ in range(4))
-    unweighted.update(p, y)
-    per_task.update(p, y, torch.ones(2, 50, dtype=torch.float64))
-    shared.update(p, y, torch.ones(50))
-    integer.update(p, y, torch.ones(2, 50, dtype=torch.long))
+    with force_device_path(device_path):
+        unweighted.update(p, y)
+        per_task.update(p, y, torch.ones(2, 50, dtype=torch.float64))
+        shared.update(p, y, torch.ones(50))
+        integer.update(p, y, torch.ones(2, 50, dtype=torch.long))
     for metric in (per_task, shared, integer):
         for key, value in unweighted.metric_state.items():
             other = metric.metric_state[key]
@@ -343,7 +346,8 @@ def test_weights_of_exactly_one_give_the_unweighted_states(factory):
     w = torch.ones(2, 50)
     w[1, 3] = 2.0
     weighted, repeated = factory(num_tasks=2), factory(num_tasks=2)
-    weighted.update(p, y, w)
+    with force_device_path(device_path):
+        weighted.update(p, y, w)
     repeated.update(
         torch.cat([p, p[:, 3:4]], 1), torch.cat([y, y[:, 3:4]], 1), torch.cat([w.clamp(max=1), w[:, 3:4] - 1], 1)
     )

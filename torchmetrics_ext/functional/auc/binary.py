@@ -136,8 +136,21 @@ def _binned_index(
         index = z.sub_(lo).mul_(num_bins / (hi - lo)).clamp_(0, num_bins - 1)
     index.add_(target, alpha=float(num_tasks * num_bins))
     if num_tasks > 1:
-        index += torch.arange(0, num_tasks * num_bins, num_bins, device=preds.device, dtype=torch.float64).unsqueeze(1)
+        index += _task_offsets(num_tasks, num_bins, preds.device)
     return index.to(torch.int64).reshape(-1)
+
+
+_OFFSETS: dict[tuple[int, int, torch.device], Tensor] = {}
+
+
+def _task_offsets(num_tasks: int, num_bins: int, device: torch.device) -> Tensor:
+    """``(T, 1)`` float64 offsets ``t * B`` of each task's bins, made once per device (no kernel per update)."""
+    key = (num_tasks, num_bins, device)
+    offsets = _OFFSETS.get(key)
+    if offsets is None:
+        offsets = torch.arange(0, num_tasks * num_bins, num_bins, device=device, dtype=torch.float64).unsqueeze(1)
+        _OFFSETS[key] = offsets
+    return offsets
 
 
 _ONES: dict[torch.device, Tensor] = {}

@@ -143,6 +143,27 @@ def test_shared_statistics_are_exactly_each_metrics_own():
             assert torch.equal(values[f"{name}/{task.name}"], expected[t]), name
 
 
+@pytest.mark.parametrize("eta", [1e-12, 0.05])
+def test_binary_labels_take_one_log_bit_for_bit(eta):
+    """With labels checked to be 0/1 the cross entropy takes one log per sample: the same bits as the lerp."""
+    from torchmetrics_ext.functional._sums import sharing_sums
+    from torchmetrics_ext.functional.pointwise import _cross_entropy_update
+
+    special = [0.0, 1.0, eta, 1 - eta, 0.5, 0.25, 0.75, 2.0**-53, 1 - 2.0**-53, 1e-300, 0.1, 0.9, 1 / 3]
+    special += [float(np.nextafter(v, d)) for v in (0.5, eta, 1 - eta, 1.0, 0.0) for d in (0.0, 1.0)]
+    gen = torch.Generator().manual_seed(3)
+    rand = torch.rand(20_000, generator=gen, dtype=torch.float64)
+    values = torch.cat([torch.tensor(special, dtype=torch.float64), rand, rand**8, 1 - rand**8])
+    p = torch.cat([values, values])  # every value with label 0 and with label 1
+    y = torch.cat([torch.zeros(len(values)), torch.ones(len(values))]).to(torch.float64)
+    # one sample per task row: each per-task sum is that sample's own log-likelihood
+    p, y = p.unsqueeze(1), y.unsqueeze(1)
+    lerp = _cross_entropy_update(p, y, None, eta, False)[0]
+    with sharing_sums(p, y, None, binary_target=True):
+        one_log = _cross_entropy_update(p, y, None, eta, False)[0]
+    assert torch.equal(lerp, one_log)
+
+
 def test_ranking_rows_keep_the_columns_as_given():
     """Ranking copies keep float32 scores/weights, int8 labels and int32 ids (cast at compute): same values."""
     data = make_data(6)
@@ -211,6 +232,34 @@ def test_values_equal_independent_references():
         np.testing.assert_allclose(values["gauc" + key], np.mean(per_group), rtol=1e-6)
 
 
+@pytest.mark.parametrize("labels", ["soft", "integer counts", "float 0/1"])
+def test_label_kinds_take_the_right_kernels(labels):
+    """Soft labels (NE's lerp), integer regression targets (y² kept) and 0/1 floats against numpy."""
+    gen = torch.Generator().manual_seed(11)
+    n = 500
+    p = torch.rand(n, generator=gen, dtype=torch.float64)
+    if labels == "soft":
+        y, metrics = torch.rand(n, generator=gen, dtype=torch.float64), {"ne": "ne", "mse": "mse"}
+    elif labels == "integer counts":
+        y, metrics = torch.randint(0, 5, (n,), generator=gen), {"mse": "mse", "r_squared": "r_squared"}
+    else:
+        y, metrics = (torch.rand(n, generator=gen) < 0.3).to(torch.float32), {"ne": "ne", "mse": "mse"}
+    task = tmx.RecTaskInfo("t", "y", "p")
+    values = run(tmx.RecMetricModule([task], metrics, throughput=False), batches({"p": p, "y": y}, [0, 120, n]))
+    pn, yn = p.numpy(), y.double().numpy()
+    np.testing.assert_allclose(values["mse/t"], np.mean((pn - yn) ** 2), rtol=1e-12)
+    if "ne" in metrics:
+        ce = -np.mean(yn * np.log(pn) + (1 - yn) * np.log(1 - pn))
+        base = yn.mean()
+        np.testing.assert_allclose(
+            values["ne/t"], ce / -(base * np.log(base) + (1 - base) * np.log(1 - base)), rtol=1e-10
+        )
+    else:
+        np.testing.assert_allclose(
+            values["r_squared/t"], 1 - np.sum((pn - yn) ** 2) / np.sum((yn - yn.mean()) ** 2), rtol=1e-10
+        )
+
+
 def test_weights_default_to_one_and_one_shared_column_serves_every_task():
     data = make_data(2)
     no_weights = {k: v for k, v in data.items() if not k.endswith("_w")}
@@ -234,7 +283,7 @@ def test_weights_of_exactly_one_take_the_unweighted_kernels(monkeypatch, device_
     """All-ones weight columns (TorchRec's default) give the unweighted values, on both paths."""
     seen = []
     real = module_mod.sharing_sums
-    monkeypatch.setattr(module_mod, "sharing_sums", lambda p, y, w: seen.append(w) or real(p, y, w))
+    monkeypatch.setattr(module_mod, "sharing_sums", lambda p, y, w, **kw: seen.append(w) or real(p, y, w, **kw))
     with force_device_path(device_path):
         data = make_data(6)
         no_weights = {k: v for k, v in data.items() if not k.endswith("_w")}

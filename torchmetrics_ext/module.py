@@ -463,7 +463,9 @@ class RecMetricModule(nn.Module):
             # the pointwise kernels of every metric take shared sums (sum w, sum w·y...) from one object
             shared = format_pointwise(batch.preds, batch.target, w, len(self.tasks), validate=False)
             with ExitStack() as stack:
-                stack.enter_context(sharing_sums(*shared))
+                # labels known to be 0/1: the binary domain was checked, or integral labels in [0, 1]
+                binary = domains.target == "binary" or (domains.target == "unit" and not batch.target_is_float)
+                stack.enter_context(sharing_sums(*shared, binary_target=binary))
                 updated = list(self._updated_units())
                 for unit, _ in updated:
                     stack.enter_context(unit.inputs_validated())  # type: ignore[operator]

@@ -56,12 +56,17 @@ class BatchSums:
         preds: ``(T, N)`` float64 predictions.
         target: ``(T, N)`` float64 labels (or ``None``).
         weights: ``(T, N)`` or ``(1, N)`` float64 weights, or ``None`` (all ones).
+        binary_target: the caller checked that every label is exactly 0 or 1 (kernels may then
+            take cheaper forms that give the same values bit for bit).
 
     Values are returned as stored: callers must not modify them in place.
     """
 
-    def __init__(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> None:
+    def __init__(
+        self, preds: Tensor, target: Tensor | None, weights: Tensor | None, binary_target: bool = False
+    ) -> None:
         self.preds, self.target, self.weights = preds, target, weights
+        self.binary_target = binary_target and target is not None
         self._values: dict[Hashable, Tensor] = {}
         self._signature = (_signature(preds), _signature(target), _signature(weights))
 
@@ -106,13 +111,16 @@ def batch_sums(preds: Tensor, target: Tensor | None, weights: Tensor | None) -> 
 
 
 @contextmanager
-def sharing_sums(preds: Tensor, target: Tensor | None, weights: Tensor | None) -> Iterator[BatchSums]:
+def sharing_sums(
+    preds: Tensor, target: Tensor | None, weights: Tensor | None, binary_target: bool = False
+) -> Iterator[BatchSums]:
     """Within this block, kernels given exactly these tensors share one :class:`BatchSums`.
 
     The tensors must not be modified inside the block. Other inputs (e.g. a batch cut to a
-    window's newest samples) are not these objects and get their own sums.
+    window's newest samples) are not these objects and get their own sums. ``binary_target``:
+    the caller validated that every label is 0 or 1 (see :class:`BatchSums`).
     """
-    sums = BatchSums(preds, target, weights)
+    sums = BatchSums(preds, target, weights, binary_target)
     token = _SHARED.set(sums)
     try:
         yield sums

@@ -82,6 +82,10 @@ def _cross_entropy_update(
 
         def cross_entropy() -> Tensor:
             p = preds.clamp(eta, 1 - eta)
+            if sums.binary_target:
+                # y in {0, 1}: log(p) or log(1 - p) with one log, as |p + (y - 1)| is p or 1 - p
+                # exactly (y - 1 is exact, and p - 1 rounds to -(1 - p)); bit for bit the lerp below.
+                return (p + (target - 1)).abs_().log_()
             # (1 - y)·log(1 - p) + y·log(p) as one lerp: half the cost of F.binary_cross_entropy.
             # log(1 - p) rather than log1p(-p): a quarter of the time, and 1 - p is exact for p >= 0.5
             # while for small p its rounding (< 1.2e-16) is far below the clamp and float64 sums.
@@ -514,7 +518,8 @@ def _error_update(preds: Tensor, target: Tensor, weights: Tensor | None) -> Stat
         sums.weighted("absolute_error", lambda: diff().abs()),
         sums.total(),
         sums.label_sum(),
-        sums.weighted("squared_target", lambda: target * target),
+        # y·y is y itself for 0/1 labels: the same sum, bit for bit
+        sums.label_sum() if sums.binary_target else sums.weighted("squared_target", lambda: target * target),
     )
 
 

@@ -284,9 +284,12 @@ def test_plot_works():
     multi.plot()
 
 
-def test_forward_is_differentiable():
+@pytest.mark.parametrize("device_path", [False, True])
+def test_forward_is_differentiable(device_path):
+    """Validation reads the bounds of inputs that require grad too (on a GPU, in one stacked copy)."""
     preds = torch.tensor([0.2, 0.7, 0.4], requires_grad=True)
-    value = tmx.LogLoss()(preds, torch.tensor([0, 1, 1]))
+    with force_device_path(device_path):
+        value = tmx.LogLoss()(preds, torch.tensor([0, 1, 1]), torch.tensor([1.0, 2.0, 1.0]))
     value.backward()
     assert preds.grad is not None and torch.isfinite(preds.grad).all()
 

@@ -283,6 +283,7 @@ def _remember(tensor: Tensor, bounds: Bounds) -> None:
 
 
 def _reductions(tensor: Tensor, label: bool) -> list[Tensor]:
+    tensor = tensor.detach()  # bounds are read back, never differentiated (and `stack(out=)` refuses grad)
     stats = [*torch.aminmax(tensor)]
     if label and tensor.is_floating_point():
         stats += [*torch.aminmax(torch.frac(tensor))]

@@ -8,6 +8,7 @@ import functools
 import importlib
 import io
 import math
+import pickle
 import warnings
 
 import numpy as np
@@ -389,6 +390,35 @@ def test_window_states_are_current_whenever_read():
     assert torch.equal(fed().compute()["window"], kept.compute())
     copied = copy.deepcopy(fed())
     assert torch.equal(copied.window.hist, kept.hist)
+
+
+@pytest.mark.parametrize("clone", ["pickle", "deepcopy"])
+def test_a_copied_window_keeps_its_ring_when_it_grows(clone):
+    """A copy taken while the ring is small grows it later and evicts: the same values as the original.
+
+    (pickle does not keep a view's storage shared with its base tensor; the ring's slot views are
+    rebuilt on load, so the copy's slots, its growth and its checkpoint see the same memory.)
+    """
+    gen = torch.Generator().manual_seed(0)
+    batches = [(torch.rand(5, generator=gen), (torch.rand(5, generator=gen) < 0.4).long()) for _ in range(40)]
+    original = Windowed(tmx.Calibration(), 60)  # 12 updates in the window; 8 slots at first
+    for p, y in batches[:3]:
+        original.update(p, y)
+    copied = pickle.loads(pickle.dumps(original)) if clone == "pickle" else copy.deepcopy(original)
+    resumed = None
+    for step, (p, y) in enumerate(batches[3:]):
+        original.update(p, y)
+        copied.update(p, y)
+        if resumed is not None:
+            resumed.update(p, y)
+        if step == 4:  # a checkpoint of the copy, after its own updates
+            resumed = Windowed(tmx.Calibration(), 60)
+            resumed.load_state_dict(copied.state_dict())
+        expected = original.compute()
+        for other in (copied, resumed):
+            if other is not None:
+                for key in ("lifetime", "window"):
+                    torch.testing.assert_close(other.compute()[key], expected[key], rtol=0, atol=0)
 
 
 def test_a_held_window_reference_stays_current():

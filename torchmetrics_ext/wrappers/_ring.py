@@ -37,6 +37,14 @@ _REDUCE: dict[str, Callable[[list[Tensor], list[Tensor]], None]] = {
     "min": torch._foreach_minimum_,
 }
 _COMBINE: dict[str, Callable[..., Tensor]] = {"sum": torch.add, "max": torch.maximum, "min": torch.minimum}
+# running aggregate along the slot axis (dim 0), oldest slot first
+_SCAN: dict[str, Callable[[Tensor], Tensor]] = {
+    "sum": lambda x: torch.cumsum(x, 0),
+    "max": lambda x: torch.cummax(x, 0).values,
+    "min": lambda x: torch.cummin(x, 0).values,
+}
+# dtypes whose CPU cumsum adds in their own precision (float32 would accumulate in float64)
+_EXACT_CPU_SCAN = (torch.float64, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 _JOIN = 64  # the lifetime's list states join every this many trailing small chunks into one
 _SMALL = 1 << 15  # elements: a chunk below this counts as small
 
@@ -124,6 +132,14 @@ class StateRing:
     def _make_views(self) -> None:
         self.slots = [{n: ring[i] for n, ring in self.rings.items()} for i in range(self.capacity)]
 
+    def __getstate__(self) -> dict[str, Any]:
+        # pickle does not keep a view's storage shared with its base: the slot views are rebuilt
+        return {k: v for k, v in self.__dict__.items() if k != "slots"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._make_views()
+
     def _grow(self) -> None:
         capacity = max(8, 2 * self.capacity)
         order = [self._slot(i) for i in range(self.count)]
@@ -200,12 +216,31 @@ class StateRing:
         return removed
 
     def _flip(self) -> None:
-        """Turn every slot (all are back slots) into suffix aggregates, newest to oldest; empty the back."""
-        for i in range(self.count - 2, -1, -1):
-            this, newer = self._slot(i), self._slot(i + 1)
+        """Turn every slot (all are back slots) into suffix aggregates, newest to oldest; empty the back.
+
+        One scan over the slot axis of each state's ring (the window's slots in order, oldest
+        first, reversed): the suffix aggregate of slot ``i`` is slot ``i`` combined with that of
+        slot ``i + 1``, the same two operands as one update at a time. Float64 and integer sums
+        scan in their own precision on the CPU; other dtypes are combined slot by slot.
+        """
+        count = self.count
+        if count > 1:
+            contiguous = self.head + count <= self.capacity
+            order = None if contiguous else torch.tensor([self._slot(i) for i in range(count)])
             for kind, names in self.groups.items():
-                _REDUCE[kind](self._views(this, names), self._views(newer, names))
-        self.front = self.count
+                for name in names:
+                    ring = self.rings[name]
+                    if kind == "sum" and ring.is_cpu and ring.dtype not in _EXACT_CPU_SCAN:
+                        for i in range(count - 2, -1, -1):
+                            self.slots[self._slot(i)][name].add_(self.slots[self._slot(i + 1)][name])
+                        continue
+                    if contiguous:
+                        rows = ring[self.head : self.head + count]
+                        rows.copy_(_SCAN[kind](rows.flip(0)).flip(0))
+                    else:
+                        index = order.to(ring.device)  # type: ignore[union-attr]
+                        ring.index_copy_(0, index, _SCAN[kind](ring.index_select(0, index).flip(0)).flip(0))
+        self.front = count
         self.reset(self.back)
 
     def window_into(self, targets: Mapping[str, Tensor]) -> None:

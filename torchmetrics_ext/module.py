@@ -363,6 +363,7 @@ class RecMetricModule(nn.Module):
         for name, (namespace, metric_name, parts, task_names) in plan.keys.items():
             module._torchrec[name] = (namespace, metric_name)
             module._reported[name] = (parts, task_names)
+        module.__dict__.pop("_step_plan", None)  # what is window-only follows `_reported`
         return module
 
     @property
@@ -441,8 +442,19 @@ class RecMetricModule(nn.Module):
         """
         with torch.no_grad():
             self._update(model_out)
-            for unit in self._window_only():  # TorchRec's window-only AUC: no lifetime samples kept
+            for unit in self._plan()[1]:  # TorchRec's window-only AUC: no lifetime samples kept
                 unit.drop_lifetime_samples()  # type: ignore[operator]
+
+    def _plan(self) -> tuple[list[tuple[Metric, bool]], list[Metric]]:
+        """The units a step updates (:meth:`_updated_units`) and the window-only ones, found once.
+
+        Units never change after construction (``from_torchrec_config`` sets what is reported
+        before any update and drops the plan); copies of the module map the plan with it.
+        """
+        plan = self.__dict__.get("_step_plan")
+        if plan is None:
+            plan = self.__dict__["_step_plan"] = (list(self._updated_units()), self._window_only())
+        return plan
 
     def _update(self, model_out: Mapping[str, Tensor]) -> None:
         batch = self._read(model_out)
@@ -459,37 +471,53 @@ class RecMetricModule(nn.Module):
                 batch.target_is_float,
             )
             # weights that are all exactly 1 change no sum: the unweighted kernels skip their passes
-            w, g = (None if unit_weights else _stack_weights(batch.columns[2])), batch.groups
+            w = None if unit_weights else _stack_weights(batch.columns[2])
             # the pointwise kernels of every metric take shared sums (sum w, sum w·y...) from one object
             shared = format_pointwise(batch.preds, batch.target, w, len(self.tasks), validate=False)
-            with ExitStack() as stack:
-                # labels known to be 0/1: the binary domain was checked, or integral labels in [0, 1]
-                binary = domains.target == "binary" or (domains.target == "unit" and not batch.target_is_float)
-                stack.enter_context(sharing_sums(*shared, binary_target=binary))
-                updated = list(self._updated_units())
+            # labels known to be 0/1: the binary domain was checked, or integral labels in [0, 1]
+            binary = domains.target == "binary" or (domains.target == "unit" and not batch.target_is_float)
+            updated = self._plan()[0]
+            # every unit trusts this step's inputs (what `inputs_validated()` does, without a context per unit)
+            trusted: list[bool] = []
+            try:
                 for unit, _ in updated:
-                    stack.enter_context(unit.inputs_validated())  # type: ignore[operator]
-                for unit, grouped in updated[: len(updated) - self._num_copies]:
-                    # a TaskMetric skips TorchMetrics' per-call wrapper (the step runs without gradients)
-                    update = getattr(unit, "update_unwrapped", unit.update)
-                    if grouped:
-                        update(shared[0], shared[1], groups=g, weights=shared[2])
-                    else:
-                        update(*shared)
-                # Ranking rows are kept per sample: they get the columns as given (float32 scores,
-                # int8 labels stay narrow in their states; they are validated above all the same).
-                # Bool labels go as stacked float64.
-                preds, labels, weights = batch.columns
-                for t, (unit, _) in enumerate(updated[len(updated) - self._num_copies :]):
-                    task = t % len(self.tasks)
-                    wt = weights[task]
-                    if wt is None and w is not None:  # this task has no weights, others do: ones
-                        wt = w[task]
-                    target = labels[task] if labels[task].dtype != torch.bool else batch.target[task]
-                    unit.update(preds[task], target, indexes=batch.sessions[task], weights=wt)  # type: ignore[index]
+                    trusted.append(unit._trust_inputs(True))  # type: ignore[operator]
+                with sharing_sums(*shared, binary_target=binary):
+                    self._update_units(updated, batch, shared, w)
+            finally:
+                for (unit, _), previous in zip(updated, trusted):
+                    unit._trust_inputs(previous)  # type: ignore[operator]
         if self.throughput is not None:
             self.throughput.update(n)
         self._step += 1
+
+    def _update_units(
+        self,
+        updated: list[tuple[Metric, bool]],
+        batch: _Batch,
+        shared: tuple[Tensor, Tensor | None, Tensor | None],
+        w: Tensor | None,
+    ) -> None:
+        """Feed one validated step to every updated unit (group leaders, then the per-task copies)."""
+        g = batch.groups
+        for unit, grouped in updated[: len(updated) - self._num_copies]:
+            # a TaskMetric skips TorchMetrics' per-call wrapper (the step runs without gradients)
+            update = getattr(unit, "update_unwrapped", unit.update)
+            if grouped:
+                update(shared[0], shared[1], groups=g, weights=shared[2])
+            else:
+                update(*shared)
+        # Ranking rows are kept per sample: they get the columns as given (float32 scores,
+        # int8 labels stay narrow in their states; they are validated above all the same).
+        # Bool labels go as stacked float64.
+        preds, labels, weights = batch.columns
+        for t, (unit, _) in enumerate(updated[len(updated) - self._num_copies :]):
+            task = t % len(self.tasks)
+            wt = weights[task]
+            if wt is None and w is not None:  # this task has no weights, others do: ones
+                wt = w[task]
+            target = labels[task] if labels[task].dtype != torch.bool else batch.target[task]
+            unit.update(preds[task], target, indexes=batch.sessions[task], weights=wt)  # type: ignore[index]
 
     def _read(self, model_out: Mapping[str, Tensor]) -> _Batch:
         if not isinstance(model_out, Mapping):

@@ -195,12 +195,17 @@ class TaskMetric(Metric):
         For a caller that checks one batch for many metrics at once (``RecMetricModule``); the
         inputs must already be what the metric's own validation would accept.
         """
-        state = self.__dict__  # a plain attribute: skip nn.Module's __setattr__ on this per-step path
-        previous, state["_inputs_checked"] = state["_inputs_checked"], True
+        previous = self._trust_inputs(True)
         try:
             yield
         finally:
-            state["_inputs_checked"] = previous
+            self._trust_inputs(previous)
+
+    def _trust_inputs(self, trusted: bool) -> bool:
+        """Set whether ``update`` trusts its inputs (:meth:`inputs_validated`); return the previous setting."""
+        state = self.__dict__  # a plain attribute: skip nn.Module's __setattr__ on this per-step path
+        previous, state["_inputs_checked"] = state["_inputs_checked"], trusted
+        return previous
 
     @property
     def input_domains(self) -> InputDomains | None:
@@ -297,10 +302,6 @@ class TaskMetric(Metric):
         return newest_samples(n, args, kwargs, self.sample_axis)
 
 
-def _sample_tensors(args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[Tensor]:
-    return [value for value in (*args, *kwargs.values()) if isinstance(value, Tensor) and value.ndim > 0]
-
-
 def count_samples(args: Sequence[Any], kwargs: Mapping[str, Any], axis: int = -1) -> int:
     """Samples in a batch: the length along ``axis`` of its first tensor argument (positional, then keyword).
 
@@ -317,10 +318,10 @@ def count_samples(args: Sequence[Any], kwargs: Mapping[str, Any], axis: int = -1
         >>> count_samples((torch.zeros(3, 5),), {"weights": torch.ones(5)})
         5
     """
-    tensors = _sample_tensors(args, kwargs)
-    if not tensors:
-        raise TypeError("Cannot count the samples of a batch without a tensor argument of at least one dimension.")
-    return int(tensors[0].shape[axis])
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, Tensor) and value.ndim > 0:
+            return int(value.shape[axis])
+    raise TypeError("Cannot count the samples of a batch without a tensor argument of at least one dimension.")
 
 
 def newest_samples(

@@ -410,13 +410,17 @@ class Windowed(WrapperMetric):
     @contextmanager
     def inputs_validated(self) -> Iterator[None]:
         """Within this block ``update`` trusts its inputs (a caller validated the batch already)."""
-        state = self._scratch.__dict__  # a plain attribute: skip nn.Module's __setattr__ on this per-step path
-        previous = state.get("_inputs_checked", False)
-        state["_inputs_checked"] = True
+        previous = self._trust_inputs(True)
         try:
             yield
         finally:
-            state["_inputs_checked"] = previous
+            self._trust_inputs(previous)
+
+    def _trust_inputs(self, trusted: bool) -> bool:
+        """Set whether ``update`` trusts its inputs (:meth:`inputs_validated`); return the previous setting."""
+        state = self._scratch.__dict__  # a plain attribute: skip nn.Module's __setattr__ on this per-step path
+        previous, state["_inputs_checked"] = state.get("_inputs_checked", False), trusted
+        return previous
 
     # ------------------------------------------------------------------ compute, reset, persistence
 

@@ -489,7 +489,7 @@ class RecMetricModule(nn.Module):
                     unit._trust_inputs(previous)  # type: ignore[operator]
         if self.throughput is not None:
             self.throughput.update(n)
-        self._step += 1
+        self.__dict__["_step"] += 1  # a plain int: skip nn.Module's __setattr__ on this per-step path
 
     def _update_units(
         self,
@@ -526,7 +526,9 @@ class RecMetricModule(nn.Module):
         def column(task: RecTaskInfo, field: str, key: str | None) -> Tensor:
             if key is None or key not in model_out:
                 raise KeyError(f"Task {task.name!r}: `model_out` has no {field} column {key!r}.")
-            value = check_tensor(f"model_out[{key!r}]", model_out[key])
+            value = model_out[key]
+            if not isinstance(value, Tensor) or value.is_complex():  # the message only when it raises
+                check_tensor(f"model_out[{key!r}]", value)
             if value.ndim != 1:
                 raise ValueError(
                     f"Task {task.name!r}: expected `model_out[{key!r}]` of shape (N,), got {tuple(value.shape)}."
@@ -552,7 +554,7 @@ class RecMetricModule(nn.Module):
             task = self.tasks[0]
             groups = _id_column(column(task, "group id", task.group_id_name), task, task.group_id_name, first)
         sessions = None
-        if len(self.ranking):
+        if self._num_copies:  # ranking metrics read the session ids
             sessions = [
                 _id_column(column(t, "session id", t.session_id_name), t, t.session_id_name, first) for t in self.tasks
             ]

@@ -12,8 +12,7 @@ bit-identical statistics to those it would compute alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Hashable
 from contextvars import ContextVar
 
 import torch
@@ -112,19 +111,23 @@ def batch_sums(preds: Tensor, target: Tensor | None, weights: Tensor | None) -> 
     return BatchSums(preds, target, weights)
 
 
-@contextmanager
-def sharing_sums(
-    preds: Tensor, target: Tensor | None, weights: Tensor | None, binary_target: bool = False
-) -> Iterator[BatchSums]:
+class sharing_sums:  # lower case: used as a function, `with sharing_sums(...)`
     """Within this block, kernels given exactly these tensors share one :class:`BatchSums`.
 
     The tensors must not be modified inside the block. Other inputs (e.g. a batch cut to a
     window's newest samples) are not these objects and get their own sums. ``binary_target``:
-    the caller validated that every label is 0 or 1 (see :class:`BatchSums`).
+    the caller validated that every label is 0 or 1 (see :class:`BatchSums`). (A class rather
+    than a generator context manager: it is entered once per training step.)
     """
-    sums = BatchSums(preds, target, weights, binary_target)
-    token = _SHARED.set(sums)
-    try:
-        yield sums
-    finally:
-        _SHARED.reset(token)
+
+    def __init__(
+        self, preds: Tensor, target: Tensor | None, weights: Tensor | None, binary_target: bool = False
+    ) -> None:
+        self.sums = BatchSums(preds, target, weights, binary_target)
+
+    def __enter__(self) -> BatchSums:
+        self.token = _SHARED.set(self.sums)
+        return self.sums
+
+    def __exit__(self, *exc: object) -> None:
+        _SHARED.reset(self.token)

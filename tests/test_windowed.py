@@ -22,7 +22,7 @@ import torchmetrics_ext as tmx
 from tests.helpers import tester as H
 from tests.helpers import window as W
 from torchmetrics_ext import Windowed
-from torchmetrics_ext.aggregation import Distribution
+from torchmetrics_ext.aggregation import Distribution, Max, Min
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
 # family test module -> the cases whose window is checked (every metric class is represented)
@@ -390,6 +390,38 @@ def test_window_states_are_current_whenever_read():
     assert torch.equal(fed().compute()["window"], kept.compute())
     copied = copy.deepcopy(fed())
     assert torch.equal(copied.window.hist, kept.hist)
+
+
+@pytest.mark.parametrize("factory", [tmx.WeightedMSE, Max, Min], ids=["sum", "max", "min"])
+def test_the_two_stack_flip_whether_or_not_the_window_wraps_the_buffer(monkeypatch, factory):
+    """The flip scans the window's slots in order, also when they wrap around the ring buffer."""
+    from torchmetrics_ext.wrappers import _ring
+
+    seen = {"wraps": 0, "in one piece": 0}
+    flip = _ring.StateRing._flip
+
+    def counting_flip(self):
+        if self.count > 1:
+            seen["wraps" if self.head + self.count > self.capacity else "in one piece"] += 1
+        flip(self)
+
+    monkeypatch.setattr(_ring.StateRing, "_flip", counting_flip)
+    rng = np.random.default_rng(0)
+    metric, kept = Windowed(factory(), 50), []
+    for _ in range(300):
+        n = int(rng.integers(1, 12))
+        p, y = torch.from_numpy(rng.random(n)), torch.from_numpy(rng.random(n))
+        if factory is tmx.WeightedMSE:
+            metric.update(p, y)
+        else:
+            metric.update(p)
+        kept.append((p.numpy(), y.numpy()))
+        while sum(len(a) for a, _ in kept) > 50 and len(kept) > 1:
+            kept.pop(0)
+        p_all, y_all = np.concatenate([a for a, _ in kept]), np.concatenate([b for _, b in kept])
+        expected = {tmx.WeightedMSE: np.mean((p_all - y_all) ** 2), Max: p_all.max(), Min: p_all.min()}[factory]
+        np.testing.assert_allclose(float(metric.compute()["window"]), expected, rtol=1e-12)
+    assert seen["wraps"] > 0 and seen["in one piece"] > 0
 
 
 @pytest.mark.parametrize("clone", ["pickle", "deepcopy"])

@@ -223,10 +223,9 @@ class StateRing:
         slot ``i + 1``, the same two operands as one update at a time. Float64 and integer sums
         scan in their own precision on the CPU; other dtypes are combined slot by slot.
         """
-        count = self.count
+        count, head = self.count, self.head
         if count > 1:
-            contiguous = self.head + count <= self.capacity
-            order = None if contiguous else torch.tensor([self._slot(i) for i in range(count)])
+            first = min(count, self.capacity - head)  # slots up to the end of the buffer, then from its start
             for kind, names in self.groups.items():
                 for name in names:
                     ring = self.rings[name]
@@ -234,12 +233,13 @@ class StateRing:
                         for i in range(count - 2, -1, -1):
                             self.slots[self._slot(i)][name].add_(self.slots[self._slot(i + 1)][name])
                         continue
-                    if contiguous:
-                        rows = ring[self.head : self.head + count]
+                    if first == count:
+                        rows = ring[head : head + count]
                         rows.copy_(_SCAN[kind](rows.flip(0)).flip(0))
-                    else:
-                        index = order.to(ring.device)  # type: ignore[union-attr]
-                        ring.index_copy_(0, index, _SCAN[kind](ring.index_select(0, index).flip(0)).flip(0))
+                    else:  # the window wraps around the buffer (no index tensor: nothing sent to a device)
+                        scanned = _SCAN[kind](torch.cat([ring[head:], ring[: count - first]]).flip(0)).flip(0)
+                        ring[head:].copy_(scanned[:first])
+                        ring[: count - first].copy_(scanned[first:])
         self.front = count
         self.reset(self.back)
 

@@ -305,6 +305,24 @@ def test_weights_of_exactly_one_take_the_unweighted_kernels(monkeypatch, device_
         torch.testing.assert_close(values["ne/buy"], standalone("ne", 1, heavier))
 
 
+def test_a_task_without_weights_gets_ones_for_ranking_whether_or_not_the_others_are_all_one():
+    """Ranking copies keep rows: a task with no weight column gets ones in every step where another
+    task has weights, also in a step where those weights are all 1 (the pointwise kernels then run
+    unweighted), so its rows never mix weighted and unweighted batches (which a window refuses)."""
+    data = make_data(8)
+    no_buy_w = {k: v for k, v in data.items() if k != "buy_w"}
+    parts = batches(no_buy_w, [0, 300, 600])
+    parts[0]["click_w"] = torch.ones(300, dtype=torch.float64)  # all 1 in the first step only
+    values = run(build({"ndcg@3": "ndcg@3", "ne": "ne"}, window_size=1000), parts)
+    alone = tmx.NDCG(k=3)
+    alone.update(data["buy_pred"], data["buy_label"], indexes=data["query"])
+    torch.testing.assert_close(values["ndcg@3/buy"], alone.compute(), rtol=1e-12, atol=1e-12)
+    click = tmx.NDCG(k=3)
+    weights = torch.cat([torch.ones(300, dtype=torch.float64), data["click_w"][300:]])
+    click.update(data["click_pred"], data["click_label"], indexes=data["query"], weights=weights)
+    torch.testing.assert_close(values["ndcg@3/click"], click.compute(), rtol=1e-12, atol=1e-12)
+
+
 def test_compute_groups_are_explicit():
     module = build()
     groups = sorted(sorted(g) for g in module.compute_groups)

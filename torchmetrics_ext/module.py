@@ -483,7 +483,7 @@ class RecMetricModule(nn.Module):
                 for unit, _ in updated:
                     trusted.append(unit._trust_inputs(True))  # type: ignore[operator]
                 with sharing_sums(*shared, binary_target=binary):
-                    self._update_units(updated, batch, shared, w)
+                    self._update_units(updated, batch, shared)
             finally:
                 for (unit, _), previous in zip(updated, trusted):
                     unit._trust_inputs(previous)  # type: ignore[operator]
@@ -496,7 +496,6 @@ class RecMetricModule(nn.Module):
         updated: list[tuple[Metric, bool]],
         batch: _Batch,
         shared: tuple[Tensor, Tensor | None, Tensor | None],
-        w: Tensor | None,
     ) -> None:
         """Feed one validated step to every updated unit (group leaders, then the per-task copies)."""
         g = batch.groups
@@ -511,11 +510,15 @@ class RecMetricModule(nn.Module):
         # int8 labels stay narrow in their states; they are validated above all the same).
         # Bool labels go as stacked float64.
         preds, labels, weights = batch.columns
+        weighted = any(c is not None for c in weights)
+        ones = None
         for t, (unit, _) in enumerate(updated[len(updated) - self._num_copies :]):
             task = t % len(self.tasks)
             wt = weights[task]
-            if wt is None and w is not None:  # this task has no weights, others do: ones
-                wt = w[task]
+            if wt is None and weighted:  # this task has no weights, others do (all 1 or not): ones
+                if ones is None:
+                    ones = torch.ones(preds[task].shape, dtype=torch.float64, device=preds[task].device)
+                wt = ones
             target = labels[task] if labels[task].dtype != torch.bool else batch.target[task]
             unit.update(preds[task], target, indexes=batch.sessions[task], weights=wt)  # type: ignore[index]
 

@@ -43,8 +43,9 @@ _SCAN: dict[str, Callable[[Tensor], Tensor]] = {
     "max": lambda x: torch.cummax(x, 0).values,
     "min": lambda x: torch.cummin(x, 0).values,
 }
-# dtypes whose CPU cumsum adds in their own precision (float32 would accumulate in float64)
-_EXACT_CPU_SCAN = (torch.float64, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+# dtypes whose sums scan in their own precision (a CPU float32 cumsum accumulates in float64);
+# other floating sums are combined slot by slot, as on every device before
+_SCAN_DTYPES = (torch.float64, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 _JOIN = 64  # the lifetime's list states join every this many trailing small chunks into one
 _SMALL = 1 << 15  # elements: a chunk below this counts as small
 
@@ -220,8 +221,9 @@ class StateRing:
 
         One scan over the slot axis of each state's ring (the window's slots in order, oldest
         first, reversed): the suffix aggregate of slot ``i`` is slot ``i`` combined with that of
-        slot ``i + 1``, the same two operands as one update at a time. Float64 and integer sums
-        scan in their own precision on the CPU; other dtypes are combined slot by slot.
+        slot ``i + 1``, the same two operands as one update at a time (a device's parallel scan
+        may group float64 additions otherwise: rounding of the order of 1e-16). Float32 and
+        other narrow floating sums are combined slot by slot.
         """
         count, head = self.count, self.head
         if count > 1:
@@ -229,7 +231,7 @@ class StateRing:
             for kind, names in self.groups.items():
                 for name in names:
                     ring = self.rings[name]
-                    if kind == "sum" and ring.is_cpu and ring.dtype not in _EXACT_CPU_SCAN:
+                    if kind == "sum" and ring.dtype not in _SCAN_DTYPES:
                         for i in range(count - 2, -1, -1):
                             self.slots[self._slot(i)][name].add_(self.slots[self._slot(i + 1)][name])
                         continue

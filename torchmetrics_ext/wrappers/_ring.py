@@ -126,10 +126,6 @@ class StateRing:
     def _slot(self, i: int) -> int:
         return (self.head + i) % self.capacity
 
-    def _views(self, slot: int, names: list[str]) -> list[Tensor]:
-        views = self.slots[slot]
-        return [views[n] for n in names]
-
     def _make_views(self) -> None:
         self.slots = [{n: ring[i] for n, ring in self.rings.items()} for i in range(self.capacity)]
 

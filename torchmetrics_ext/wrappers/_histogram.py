@@ -56,6 +56,10 @@ class HistogramWindow:
 
     def clear(self) -> None:
         """Forget every update (the lifetime too)."""
+        with torch.inference_mode(False):  # dense sums written by later updates: never inference tensors
+            self._clear()
+
+    def _clear(self) -> None:
         self.sizes: deque[int] = deque()
         self.indices: deque[Tensor] = deque()  # per update: the flat bin index of each sample
         self.values: deque[Tensor | None] = deque()  # per update: each sample's weight, None for ones
@@ -76,7 +80,10 @@ class HistogramWindow:
         return max(1, min(_MAX_BLOCK, math.isqrt(len(self.sizes))))
 
     def _fresh(self) -> Tensor:
-        return self.spare.pop().zero_() if self.spare else torch.zeros_like(self.default)
+        if self.spare:
+            return self.spare.pop().zero_()
+        with torch.inference_mode(False):  # a step under inference mode must not leave an inference block
+            return torch.zeros_like(self.default)
 
     def push(self, index: Tensor, values: Tensor | None, size: int) -> None:
         """Add one update of ``size`` samples (its flat ``index`` entries and their ``values``)."""

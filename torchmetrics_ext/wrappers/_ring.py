@@ -109,6 +109,10 @@ class StateRing:
 
     def clear(self) -> None:
         """Forget every update (and free the buffers)."""
+        with torch.inference_mode(False):  # buffers written by later updates: never inference tensors
+            self._clear()
+
+    def _clear(self) -> None:
         self.capacity = 0
         self.head = 0  # slot of the oldest update
         self.count = 0  # updates in the window
@@ -138,6 +142,10 @@ class StateRing:
         self._make_views()
 
     def _grow(self) -> None:
+        with torch.inference_mode(False):  # a step under inference mode must not leave inference buffers
+            self._grow_buffers()
+
+    def _grow_buffers(self) -> None:
         capacity = max(8, 2 * self.capacity)
         order = [self._slot(i) for i in range(self.count)]
         for name, ring in self.rings.items():

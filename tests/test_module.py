@@ -381,13 +381,14 @@ BAD = [
     (_set("click_pred", lambda v: (v * 10).long()), TypeError, "floating point predictions"),
     (_set("buy_label", lambda v: v[:-1]), ValueError, "Task 'buy'.*'buy_label'.*shape"),
     (_set("click_pred", lambda v: v.reshape(-1, 1)), ValueError, r"shape \(N,\)"),
-    (_set("click_pred", lambda v: v + 1), ValueError, "probabilities in \\[0, 1\\]"),
-    (_set("buy_pred", lambda v: torch.where(v > 0.5, float("nan"), v)), ValueError, "finite"),
-    (_set("click_label", lambda v: v * 2), ValueError, "binary labels"),
-    (_set("click_label", lambda v: v.double() * 0.5), ValueError, "binary labels"),
-    (_set("buy_w", lambda v: -v), ValueError, "non-negative"),
-    (_set("buy_w", lambda v: torch.where(v > 1.5, float("nan"), v)), ValueError, "`weights`"),
-    (_set("click_w", lambda v: torch.where(v > 1.5, float("inf"), 1.0)), ValueError, "`weights`"),
+    # value errors name the task and the column that fails on its own
+    (_set("click_pred", lambda v: v + 1), ValueError, "Task 'click'.*'click_pred'.*probabilities in \\[0, 1\\]"),
+    (_set("buy_pred", lambda v: torch.where(v > 0.5, float("nan"), v)), ValueError, "Task 'buy'.*'buy_pred'.*finite"),
+    (_set("click_label", lambda v: v * 2), ValueError, "Task 'click'.*'click_label'.*binary labels"),
+    (_set("click_label", lambda v: v.double() * 0.5), ValueError, "'click_label'.*binary labels"),
+    (_set("buy_w", lambda v: -v), ValueError, "Task 'buy'.*'buy_w'.*non-negative"),
+    (_set("buy_w", lambda v: torch.where(v > 1.5, float("nan"), v)), ValueError, "'buy_w'.*`weights`"),
+    (_set("click_w", lambda v: torch.where(v > 1.5, float("inf"), 1.0)), ValueError, "'click_w'.*`weights`"),
     (_set("user", lambda v: v.double()), TypeError, "integer ids in `model_out\\['user'\\]`"),
     (_set("query", lambda v: v[:10]), ValueError, "'query'.*shape"),
 ]
@@ -455,6 +456,8 @@ CONSTRUCTOR_ERRORS = [
     (dict(key_style="tensorboard"), ValueError, "key_style"),
     (dict(prefix=3), ValueError, "prefix"),
     (dict(state_metrics={"lr": 0.1}), ValueError, "state_metrics"),
+    (dict(state_metrics={"lr/group": lambda: 0.1}), ValueError, "without '/'"),
+    (dict(state_metrics={"ne": lambda: 0.1}), ValueError, "State metric 'ne' has the name of a metric"),
 ]
 
 
@@ -470,6 +473,7 @@ def test_constructor_rejects_bad_arguments(kwargs, exc, match):
     [
         (dict(name=""), "RecTaskInfo.name"),
         (dict(name="a/b"), "without '/'"),
+        (dict(name="a.b"), "or '.'"),
         (dict(name="a", label_name=3), "RecTaskInfo.label_name"),
         (dict(name="a", session_id_name=""), "RecTaskInfo.session_id_name"),
     ],
@@ -637,6 +641,10 @@ def test_from_config_builds_through_the_registry():
         ({"tasks": ["a"], "metrics": {"ne": 3}}, "options of metric 'ne'"),
         ({"tasks": ["a"], "metrics": ["recall"]}, "recall@k.*weighted_recall"),
         ([], "a dict"),
+        ({"tasks": "click", "metrics": ["ne"]}, "'tasks' to be a list"),
+        ({"tasks": [], "metrics": ["ne"]}, "`tasks` to be a non-empty list"),
+        ({"tasks": ["a"], "metrics": ["auc", "ne", "auc"]}, r"\['auc'\] more than once"),
+        ({"tasks": ["a"], "metrics": "ne"}, "'metrics' to be a list of registry names or a dict"),
     ],
 )
 def test_from_config_rejects_bad_configs(config, match):
@@ -914,3 +922,48 @@ def test_state_metric_numbers_are_logged_exactly():
     assert values["lr"].dtype == torch.float64 and values["lr"].item() == 1e-4
     assert values["step"].dtype == torch.float64 and values["step"].item() == 7
     assert values["scale"].dtype == torch.float16
+
+
+def test_one_metric_object_under_two_names_is_rejected():
+    ne = tmx.NormalizedEntropy(num_tasks=2)
+    with pytest.raises(ValueError, match="'a' and 'b' are the same object"):
+        tmx.RecMetricModule(TASKS, {"a": ne, "b": ne, "c": "ne"}, throughput=False)
+
+
+def test_torchrec_keys_never_collide():
+    """A fallback key (the metric's own name) that is another metric's TorchRec key moves that one aside too."""
+    task = tmx.RecTaskInfo("t", session_id_name="q")
+    step = {
+        "prediction": torch.tensor([0.9, 0.6, 0.7, 0.3]),
+        "label": torch.tensor([0, 1, 1, 0]),
+        "q": torch.tensor([0, 0, 1, 1]),
+    }
+    metrics = {"recall": "recall@1", "recall5": "recall@5", "wr": "weighted_recall"}
+    values = run(tmx.RecMetricModule([task], metrics, throughput=False, key_style="torchrec"), [step])
+    # recall@1 by hand: query 0 ranks its relevant row second (0), query 1 first (1); weighted recall
+    # at 0.5: both positives are predicted positive
+    assert values == {
+        "recall-t|lifetime_recall": torch.tensor(0.5, dtype=torch.float64),
+        "recall5-t|lifetime_recall5": torch.tensor(1.0, dtype=torch.float64),
+        "wr-t|lifetime_wr": torch.tensor(1.0, dtype=torch.float64),
+    }
+    clash = {"calibration": "ne", "x": "ne", "y": "calibration"}
+    keys = run(tmx.RecMetricModule([task], clash, throughput=False, key_style="torchrec"), [step])
+    assert sorted(keys) == ["calibration-t|lifetime_calibration", "x-t|lifetime_x", "y-t|lifetime_y"]
+
+
+@pytest.mark.parametrize("metrics", [{"ne": "ne", "calibration": "calibration"}, {"auc": "auc_binned"}])
+def test_a_step_under_inference_mode_leaves_the_window_usable(metrics):
+    """Window buffers first made under ``torch.inference_mode`` are ordinary tensors: later steps can write them."""
+    specs = {"ne": "ne", "calibration": "calibration", "auc_binned": lambda num_tasks: tmx.AUC(num_tasks, num_bins=8)}
+    module = build({k: specs[v] for k, v in metrics.items()}, window_size=300)
+    reference = build({k: specs[v] for k, v in metrics.items()}, window_size=300)
+    data = make_data(11, n=900)
+    for i, part in enumerate(batches(data, list(range(0, 901, 90)))):
+        if i % 3 == 1:  # raised "Inplace update to inference tensor outside InferenceMode" after such a step
+            module.update(part)
+        else:
+            with torch.inference_mode():
+                module.update(part)
+        reference.update(part)
+    assert run(module, []) == run(reference, [])

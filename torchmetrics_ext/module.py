@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import inspect
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, fields
@@ -38,7 +39,7 @@ class RecTaskInfo:
     """Where one task's tensors live in the model's output dict.
 
     Attributes:
-        name: the task's name, used in the metric keys (no ``/`` or ``|``).
+        name: the task's name, used in the metric keys (no ``/``, ``|`` or ``.``).
         label_name: key of the ``(N,)`` labels.
         prediction_name: key of the ``(N,)`` floating point predictions.
         weight_name: key of the ``(N,)`` sample weights; a missing key means weight 1.
@@ -66,9 +67,9 @@ class RecTaskInfo:
             if not (isinstance(value, str) and value) and not (optional and value is None):
                 expected = "a non-empty string" + (" or None" if optional else "")
                 raise ValueError(f"Expected `RecTaskInfo.{f.name}` to be {expected}, got {value!r}.")
-        if "/" in self.name or "|" in self.name:
+        if any(c in self.name for c in "/|."):
             raise ValueError(
-                f"Expected `RecTaskInfo.name` without '/' or '|' (they separate key parts), got {self.name!r}."
+                f"Expected `RecTaskInfo.name` without '/', '|' or '.' (they separate key parts), got {self.name!r}."
             )
 
 
@@ -97,7 +98,8 @@ class RecMetricModule(nn.Module):
             (or this one, e.g. with other ``warmup_steps``).
         compute_interval_steps: :meth:`should_compute` is true every this many updates.
         state_metrics: ``{name: callable}``; each callable returns a scalar or a dict of scalars
-            (e.g. the optimizer's learning rate) reported by :meth:`compute`.
+            (e.g. the optimizer's learning rate) reported by :meth:`compute`. Names follow the
+            rule of metric names and differ from them.
         prefix: prepended to every key.
         key_style: ``"torchmetrics_ext"`` (default) or ``"torchrec"`` (TorchRec's key layout).
 
@@ -114,7 +116,8 @@ class RecMetricModule(nn.Module):
 
     Raises:
         ValueError: bad arguments, metrics built for another number of tasks, metrics needing an
-            id column a task does not name, or metrics that disagree on ``from_logits``.
+            id column a task does not name, metrics that disagree on ``from_logits``, or one
+            metric object given under two names.
         TypeError: a metric the module cannot feed (not one of the package's metrics).
 
     Note:
@@ -180,6 +183,9 @@ class RecMetricModule(nn.Module):
         for name, fn in self.state_metrics.items():
             if not isinstance(name, str) or not name or not callable(fn):
                 raise ValueError(f"Expected `state_metrics` to map names to callables, got {name!r}: {fn!r}.")
+            _check_metric_name(name)
+            if name in metrics or name == "throughput":
+                raise ValueError(f"State metric {name!r} has the name of a metric; give it another name.")
         self.window_size = window_size
         self.compute_interval_steps = compute_interval_steps
         self.prefix = prefix
@@ -189,9 +195,16 @@ class RecMetricModule(nn.Module):
 
         stacked: dict[str, TaskMetric] = {}
         per_task: dict[str, list[TaskMetric]] = {}
+        seen: dict[int, str] = {}  # id of each metric object -> its name
         for name, spec in metrics.items():
             _check_metric_name(name)
             metric = _instantiate(name, spec, num_tasks)
+            first = seen.setdefault(id(metric), name)
+            if first != name:  # one object cannot hold two metrics' states (nor be reset for one of them)
+                raise ValueError(
+                    f"Metrics {first!r} and {name!r} are the same object: pass separate instances "
+                    "(e.g. `copy.deepcopy`), or one name (metrics that share statistics are grouped for you)."
+                )
             if metric.has_task_dim:
                 if metric.num_tasks != num_tasks:
                     raise ValueError(
@@ -259,7 +272,8 @@ class RecMetricModule(nn.Module):
             The module.
 
         Raises:
-            ValueError: unknown config keys, task fields or metric names (listing the known ones).
+            ValueError: unknown config keys, task fields or metric names (listing the known ones),
+                ``tasks`` not a list, or a metric named twice.
 
         Example:
             >>> from torchmetrics_ext import RecMetricModule
@@ -277,9 +291,20 @@ class RecMetricModule(nn.Module):
         unknown = sorted(set(config) - set(allowed))
         if unknown or "tasks" not in config or "metrics" not in config:
             raise ValueError(f"Expected config keys among {allowed} with 'tasks' and 'metrics', got {sorted(config)}.")
-        tasks = [_task_from_config(task) for task in config["tasks"]]
+        raw_tasks = config["tasks"]
+        if isinstance(raw_tasks, (str, Mapping)) or not isinstance(raw_tasks, Sequence):
+            raise ValueError(f"Expected config 'tasks' to be a list of task names or dicts, got {raw_tasks!r}.")
+        tasks = _check_tasks([_task_from_config(task) for task in raw_tasks])
         raw = config["metrics"]
-        entries = {name: {} for name in raw} if isinstance(raw, (list, tuple)) else dict(raw)
+        if isinstance(raw, (list, tuple)):
+            repeated = sorted({name for name in raw if list(raw).count(name) > 1}, key=str)
+            if repeated:
+                raise ValueError(f"Expected distinct metric names in config 'metrics', got {repeated} more than once.")
+            entries: dict[str, Any] = {name: {} for name in raw}
+        elif isinstance(raw, Mapping):
+            entries = dict(raw)
+        else:
+            raise ValueError(f"Expected config 'metrics' to be a list of registry names or a dict, got {raw!r}.")
         built: dict[str, Metric] = {}
         for key, kwargs in entries.items():
             if not isinstance(kwargs, Mapping):
@@ -437,8 +462,8 @@ class RecMetricModule(nn.Module):
             KeyError: a column a task needs is missing (the message names the task and the key).
             TypeError: a column is not a tensor, or predictions are not floating point.
             ValueError: shapes or devices disagree, or values are outside the metrics' domains
-                (e.g. probabilities outside [0, 1], labels not 0/1 for AUC, negative weights).
-                Nothing is updated when a step is rejected.
+                (e.g. probabilities outside [0, 1], labels not 0/1 for AUC, negative weights);
+                the message names the task and the key. Nothing is updated when a step is rejected.
         """
         with torch.no_grad():
             self._update(model_out)
@@ -461,15 +486,18 @@ class RecMetricModule(nn.Module):
         n = batch.preds.shape[-1]
         if n > 0:
             domains = self._domains
-            unit_weights = _check_values(
-                batch.preds,
-                batch.target,
-                [c for c in batch.columns[2] if c is not None],
-                domains.preds,
-                domains.target,
-                domains.from_logits,
-                batch.target_is_float,
-            )
+            try:
+                unit_weights = _check_values(
+                    batch.preds,
+                    batch.target,
+                    [c for c in batch.columns[2] if c is not None],
+                    domains.preds,
+                    domains.target,
+                    domains.from_logits,
+                    batch.target_is_float,
+                )
+            except ValueError as error:
+                raise self._named_value_error(batch, error) from None
             # weights that are all exactly 1 change no sum: the unweighted kernels skip their passes
             w = None if unit_weights else _stack_weights(batch.columns[2])
             # the pointwise kernels of every metric take shared sums (sum w, sum w·y...) from one object
@@ -521,6 +549,30 @@ class RecMetricModule(nn.Module):
                 wt = ones
             target = labels[task] if labels[task].dtype != torch.bool else batch.target[task]
             unit.update(preds[task], target, indexes=batch.sessions[task], weights=wt)  # type: ignore[index]
+
+    def _named_value_error(self, batch: _Batch, error: ValueError) -> ValueError:
+        """``error`` (of the whole step's check) told about the first task and column that fail on their own."""
+        domains = self._domains
+        fields = ("preds", "target", "weights")
+        for task, columns in zip(self.tasks, zip(*batch.columns)):
+            for field, column in zip(fields, columns):
+                if column is None:
+                    continue
+                given = [column if f == field else None for f in fields]
+                try:
+                    # labels of the binary domain are checked as given (integral or not)
+                    _check_values(
+                        given[0] if given[0] is not None else column.new_zeros(()).double(),
+                        given[1],
+                        given[2],
+                        domains.preds,
+                        domains.target,
+                        domains.from_logits,
+                    )
+                except ValueError as own:
+                    key = getattr(task, {"preds": "prediction_name", "target": "label_name"}.get(field, "weight_name"))
+                    return ValueError(f"Task {task.name!r}, `model_out[{key!r}]`: {own}")
+        return error
 
     def _read(self, model_out: Mapping[str, Tensor]) -> _Batch:
         if not isinstance(model_out, Mapping):
@@ -619,12 +671,12 @@ class RecMetricModule(nn.Module):
                     "attempt_throughput": rates["lifetime_throughput"],
                 }
             for key, value in rates.items():
-                out[self._aux_key("throughput", key)] = value
+                _put(out, self._aux_key("throughput", key), value)
         for name, fn in self.state_metrics.items():
             value = fn()
             items = value.items() if isinstance(value, Mapping) else [(None, value)]
             for key, v in items:
-                out[self._aux_key(name, key)] = _scalar(v, name)
+                _put(out, self._aux_key(name, key), _scalar(v, name))
         return out
 
     def _leaves(self) -> Iterator[tuple[tuple[str, str], TaskMetric]]:
@@ -671,7 +723,7 @@ class RecMetricModule(nn.Module):
                     if tasks is not None and self.tasks[t].name not in tasks:
                         continue
                     scalar = v if v.ndim == 0 else v[t]
-                    out[self._key(name, entry, self.tasks[t].name, window=part == "window", bare=bare)] = scalar
+                    _put(out, self._key(name, entry, self.tasks[t].name, window=part == "window", bare=bare), scalar)
 
     def _key(self, name: str, entry: str | None, task: str, window: bool, bare: bool = False) -> str:
         if self.key_style == "torchrec":
@@ -768,12 +820,29 @@ def _check_id_columns(tasks: tuple[RecTaskInfo, ...], grouped: list[str], rankin
 
 
 def _torchrec_names(metrics: Mapping[str, Metric]) -> dict[str, tuple[str, str]]:
-    """TorchRec ``(namespace, name)`` per metric; names that would collide fall back to the metric's key."""
+    """TorchRec ``(namespace, name)`` per metric; names that would collide fall back to the metric's key.
+
+    A fallback ``(key, key)`` may itself be another metric's TorchRec pair (a ranking metric named
+    ``"recall"`` next to ``WeightedRecall``): that metric falls back too, until every pair is unique
+    (fallbacks are unique, since metric keys are).
+    """
     pairs = {name: torchrec_names(m) or (name, name) for name, m in metrics.items()}
-    counts: dict[tuple[str, str], int] = {}
-    for pair in pairs.values():
-        counts[pair] = counts.get(pair, 0) + 1
-    return {name: pair if counts[pair] == 1 else (name, name) for name, pair in pairs.items()}
+    while True:
+        counts = Counter(pairs.values())
+        clashing = [name for name, pair in pairs.items() if counts[pair] > 1 and pair != (name, name)]
+        if not clashing:
+            return pairs
+        for name in clashing:
+            pairs[name] = (name, name)
+
+
+def _put(out: dict[str, Tensor], key: str, value: Tensor) -> None:
+    """``out[key] = value`` for a key not given yet: two values under one key would lose one silently."""
+    if key in out:
+        raise ValueError(
+            f"Two values map to the key {key!r}: rename a metric, state metric or task (or use the other key_style)."
+        )
+    out[key] = value
 
 
 def _id_column(value: Tensor, task: RecTaskInfo, key: str | None, like: Tensor) -> Tensor:

@@ -333,6 +333,33 @@ def test_undefined_is_nan_with_warning(metric, match):
         assert torch.isnan(metric.compute())
 
 
+@pytest.mark.parametrize("label", [0.1, 1.0, 3.7, 1e6])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_constant_labels_are_undefined_not_a_rounding_ratio(label, weighted):
+    """Labels all equal to the baseline leave only rounding of the one-pass sums: nan, never ~1e17."""
+    gen = torch.Generator().manual_seed(3)
+    p = torch.rand(1000, generator=gen, dtype=torch.float64)
+    y = torch.full((1000,), label, dtype=torch.float64)
+    w = torch.rand(1000, generator=gen, dtype=torch.float64) if weighted else None
+    cases = [(tmx.WeightedR2, {}), (tmx.WeightedNMSE, {"baseline": "mean"})]
+    if label == 1.0:
+        cases.append((tmx.WeightedNMSE, {}))  # TorchRec's baseline: a constant prediction of 1
+    for cls, kwargs in cases:
+        metric = cls(**kwargs)
+        for lo in range(0, 1000, 137):  # many batches: the sums round differently
+            metric.update(p[lo : lo + 137], y[lo : lo + 137], None if w is None else w[lo : lo + 137])
+        with pytest.warns(UndefinedMetricWarning, match=cls.__name__):
+            assert torch.isnan(metric.compute())
+
+
+def test_r2_of_labels_with_a_large_offset_matches_sklearn():
+    gen = np.random.default_rng(5)
+    y = 1e3 + gen.normal(0, 1e-2, 5000)  # spread 1e-5 of the mean: far above the rounding of the sums
+    p = y + gen.normal(0, 1e-3, 5000)
+    value = tmf.weighted_r2(torch.from_numpy(p), torch.from_numpy(y))
+    assert value.item() == pytest.approx(skm.r2_score(y, p), rel=1e-6)
+
+
 def test_counters_report_zero_not_nan_before_data():
     for metric in (tmx.SumWeights(), tmx.NumPositiveSamples(), tmx.NumMissingLabels(), tmx.NumServingExamples()):
         assert metric.compute() == 0

@@ -28,12 +28,26 @@ def _check_baseline(baseline: str) -> None:
         raise ValueError(f"Expected `baseline` to be 'one' (TorchRec's) or 'mean', got {baseline!r}.")
 
 
+# Below this fraction of the sums it is computed from, the baseline error is rounding noise of
+# the one-pass formula (constant labels leave ~1e-16 of the sums): it counts as zero.
+_CANCELLED = 2.0**-40
+
+
 def _label_sse(total: Tensor, label_sum: Tensor, label_sq_sum: Tensor, baseline: Baseline) -> Tensor:
-    """Weighted squared error of a constant prediction: 1 (TorchRec's baseline) or the weighted label mean."""
+    """Weighted squared error of a constant prediction: 1 (TorchRec's baseline) or the weighted label mean.
+
+    From the running sums in one pass (``sum w y^2 - 2 c sum w y + c^2 sum w``), so a result within
+    rounding of the sums (labels all equal to the baseline) is zero, never a tiny positive value
+    that would turn R^2 or NMSE into ~1e17.
+    """
     if baseline == "one":
-        return (label_sq_sum - 2 * label_sum + total).clamp_min(0)
-    mean = label_sum / torch.where(total > 0, total, 1.0)
-    return (label_sq_sum - mean * label_sum).clamp_min(0)
+        sse = label_sq_sum - 2 * label_sum + total
+        scale = label_sq_sum + 2 * label_sum.abs() + total
+    else:
+        mean = label_sum / torch.where(total > 0, total, 1.0)
+        sse = label_sq_sum - mean * label_sum
+        scale = label_sq_sum
+    return torch.where(sse > _CANCELLED * scale, sse, 0.0)
 
 
 def _r2_compute(sse: Tensor, sae: Tensor, total: Tensor, label_sum: Tensor, label_sq_sum: Tensor) -> Tensor:

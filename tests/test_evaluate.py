@@ -318,6 +318,73 @@ def test_unreadable_files(tmp_path, name, content, message):
         evaluate(path, {"click": ("p_click", "y_click")}, ["ctr"])
 
 
+def _csv_with_late_types(path: Path, n: int = 150_000) -> pd.DataFrame:
+    """A valid CSV whose first megabytes look like integers: weights `1`, users `7`, segments `1`."""
+    rng = np.random.default_rng(0)
+    late = np.arange(n) >= 130_000  # past the first MiB of text
+    frame = pd.DataFrame(
+        {
+            "p": rng.random(n).round(4),
+            "y": rng.integers(0, 2, n),
+            "w": np.where(late, "0.5", "1"),
+            "user": np.where(late, rng.integers(0, 5, n), 7),
+            "g": np.where(late & (rng.random(n) < 0.5), "x", "1"),
+        }
+    )
+    frame.to_csv(path, index=False)
+    return pd.read_csv(path, dtype={"g": str})  # pandas reads the whole file: the reference types
+
+
+@pytest.mark.parametrize("batch_size", [65_536, 1_000])
+def test_csv_values_do_not_depend_on_the_block_or_batch_size(tmp_path, batch_size):
+    ref = _csv_with_late_types(tmp_path / "a.csv")
+    result = evaluate(
+        tmp_path / "a.csv",
+        {"t": ("p", "y")},
+        ["ctr", "gauc"],
+        weights="w",
+        user="user",
+        by=["g"],
+        batch_size=batch_size,
+    )
+    expected = {}
+    for key, part in [("t", ref), *((f"t/g={g}", part) for g, part in ref.groupby("g"))]:
+        expected[f"ctr/{key}"] = (part.w * part.y).sum() / part.w.sum()
+        expected[f"gauc/{key}"] = gauc_ref(
+            part.p.to_numpy(), part.y.to_numpy(), part.user.to_numpy(), part.w.to_numpy()
+        )
+    assert_close({k: result.values[k] for k in expected}, expected)
+    assert result.rows_read == len(ref)
+
+
+def test_a_late_bad_csv_value_names_the_file_and_column(tmp_path):
+    ref = _csv_with_late_types(tmp_path / "a.csv", n=140_000)
+    text = (tmp_path / "a.csv").read_text().rstrip("\n").rsplit("\n", 1)[0]
+    (tmp_path / "a.csv").write_text(text + "\n0.5,1,abc,3,x\n")
+    assert len(ref) == 140_000
+    with pytest.raises(InvalidDataError, match=r"a\.csv: column 'w': .*invalid value 'abc'"):
+        evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ctr"], weights="w", batch_size=1_000)
+
+
+def test_a_header_only_csv_is_an_empty_file(tmp_path, frame):
+    part = frame.iloc[:500]
+    pq.write_table(pa.Table.from_pandas(part, preserve_index=False), tmp_path / "a.parquet")
+    (tmp_path / "b.csv").write_text(",".join(frame.columns) + "\n")
+    args = (TASKS, ["ctr", "auc", "gauc"])
+    kw = {"weights": "w", "user": "user", "by": ["dataset"]}
+    both = evaluate(tmp_path, *args, **kw)
+    expected = {f"{m}/{t}": v for t in ("click", "like") for m, v in references(part, t).items() if m in args[1]}
+    assert_close({k: both.values[k] for k in expected}, expected)
+    assert both.rows_read == 500
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        alone = evaluate(tmp_path / "b.csv", *args, **kw)
+        empty = pa.Table.from_pandas(part.iloc[:0], preserve_index=False)
+        pq.write_table(empty, tmp_path / "empty.parquet")
+        as_parquet = evaluate(tmp_path / "empty.parquet", *args, **kw)
+    assert alone.rows_read == 0 and alone.to_pandas().equals(as_parquet.to_pandas())
+
+
 def test_missing_paths_and_bad_arguments(tmp_path, dataset):
     with pytest.raises(InvalidDataError, match="no such file, directory or glob match"):
         evaluate(tmp_path / "nope-*.parquet", TASKS)

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from torchmetrics_ext.evaluate.checks import Column, Problems, RowChecker, check_schema, to_numpy
+from torchmetrics_ext.evaluate.checks import Column, Problems, RowChecker, check_schema, text_types, to_numpy
 from torchmetrics_ext.evaluate.memory import release_free_memory
 from torchmetrics_ext.evaluate.report import OVERALL, EvaluationResult, Progress
 from torchmetrics_ext.evaluate.segments import SegmentIndex, SegmentRows, discover_segments
@@ -233,10 +233,12 @@ class _Run:
         names = [c.name for c in self.plan.columns]
         try:
             for source, chunks in self._by_source():
-                check_schema(source.label, source.schema(), self.plan.columns)
+                schema = source.schema()
+                check_schema(source.label, schema, self.plan.columns, inferred=source.infers_types)
+                types = text_types(schema, self.plan.columns) if source.infers_types else None
                 for chunk in chunks:
                     first = chunk.first_row
-                    for batch in source.read(chunk, names, self.batch_size):
+                    for batch in source.read(chunk, names, self.batch_size, types):
                         self._batch(source, first, batch)
                         first += batch.num_rows
                     release_free_memory()

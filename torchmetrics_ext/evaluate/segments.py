@@ -86,8 +86,9 @@ def discover_segments(sources: Sequence[Source], by: Sequence[str], batch_size: 
                     f"{source.label}: column {name!r} (--by segment) has type {schema.field(name).type}; "
                     "expected flat values (strings, numbers, dates...)."
                 )
+        types = dict.fromkeys(by, pa.string()) if source.infers_types else None  # as the runner reads them
         for chunk in source.chunks(batch_size):
-            for batch in source.read(chunk, by, batch_size):
+            for batch in source.read(chunk, by, batch_size, types):
                 table = pa.table({name: _decoded(batch.column(name)) for name in by})
                 parts.append(table.group_by(list(by)).aggregate([]))
     if not parts:

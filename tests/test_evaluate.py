@@ -161,7 +161,27 @@ def test_undefined_segment_values_are_nan_and_reported():
     table = pa.table({"p": [0.2, 0.8, 0.4], "y": [0, 1, 1], "g": ["x", "x", "y"]})
     result = evaluate(table, {"t": ("p", "y")}, ["auc"], by=["g"])
     assert result.values["auc/t/g=x"] == 1.0 and np.isnan(result.values["auc/t/g=y"])
-    assert any("AUC" in message for message in result.warnings)
+    assert result.warnings == [
+        "AUC is undefined for task 't' in segment g=y: the labels seen hold a single class (or no weight); "
+        "returning nan."
+    ]
+
+
+def test_undefined_value_warnings_name_the_task_and_segment():
+    table = pa.table({"p": [0.2, 0.7, 0.4, 0.9], "y": [0, 1, 1, 1], "q": [0.3, 0.6, 0.1, 0.8], "z": [1, 1, 0, 1]})
+    table = table.append_column("g", pa.array(["a", "a", "b", "b"]))
+    result = evaluate(table, ["click=p:y", "like=q:z"], ["auc"], by=["g"])
+    assert result.warnings == [
+        "AUC is undefined for task 'like' in segment g=a: the labels seen hold a single class (or no weight); "
+        "returning nan.",
+        "AUC is undefined for task 'click' in segment g=b: the labels seen hold a single class (or no weight); "
+        "returning nan.",
+    ]
+    alone = evaluate(table.slice(2), ["click=p:y", "like=q:z"], ["auc"])
+    assert alone.warnings == [
+        "AUC is undefined for task 'click' over all rows: the labels seen hold a single class (or no weight); "
+        "returning nan."
+    ]
 
 
 def test_paths_table_and_frames_agree(dataset, frame, tmp_path):
@@ -467,6 +487,23 @@ def test_two_ranks_equal_one_process(ddp_pool, dataset, frame):
         assert values.keys() == single.keys()
         for key in single:
             assert values[key] == pytest.approx(single[key], rel=1e-10, nan_ok=True), key
+
+
+def _ddp_segment_warnings(rank: int, world_size: int, path: str) -> list[str]:
+    return evaluate(path, {"t": ("p", "y")}, ["auc"], by=["g"]).warnings
+
+
+@pytest.mark.ddp
+def test_segment_warnings_computed_on_any_rank_reach_every_rank(ddp_pool, tmp_path):
+    """Segment g=b is computed on rank 1; its warning must not stay there."""
+    table = pa.table({"p": [0.2, 0.7, 0.4, 0.9, 0.5], "y": [0, 1, 1, 1, 0], "g": ["a", "a", "b", "b", "c"]})
+    pq.write_table(table, tmp_path / "x.parquet")
+    single = evaluate(tmp_path, {"t": ("p", "y")}, ["auc"], by=["g"]).warnings
+    assert [line.split(":")[0] for line in single] == [
+        "AUC is undefined for task 't' in segment g=b",
+        "AUC is undefined for task 't' in segment g=c",
+    ]
+    assert ddp_pool.run(_ddp_segment_warnings, str(tmp_path)) == [single, single]
 
 
 def _ddp_bad(rank: int, world_size: int, path: str) -> str:

@@ -33,7 +33,8 @@ class EvaluationResult:
         rows_read: rows read from the input (every rank).
         rows_skipped: invalid rows dropped (``on_invalid="skip"``).
         problems: what the invalid rows were (file, column, reason, count, first row).
-        warnings: undefined-value warnings raised while computing (their values are ``nan``).
+        warnings: undefined-value warnings raised while computing (their values are ``nan``), one line
+            per metric and segment naming the task(s) and the segment, from every rank.
     """
 
     tasks: tuple[str, ...]

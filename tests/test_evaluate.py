@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -465,6 +466,28 @@ def test_cli_single_task_flags_and_errors(dataset, tmp_path, capsys):
             cli.main(["evaluate", str(dataset), *bad])
     with pytest.raises(ValueError, match="Expected an output path ending in"):
         evaluate(dataset, TASKS, ["ctr"]).write(str(tmp_path / "out.txt"))
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("out.txt", "Expected an output path ending in .json, .csv or .parquet"),
+        ("nodir/out.json", "directory .*nodir' does not exist"),
+        (".", "Expected an output path ending in"),
+        ("adir.json", "Expected an output file, got the directory"),
+    ],
+)
+def test_cli_rejects_a_bad_output_path_before_reading(dataset, tmp_path, capsys, monkeypatch, output, message):
+    (tmp_path / "adir.json").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["evaluate", str(dataset), *TASK_FLAGS, "--metrics", "ctr", "--output", output])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and out == ""  # nothing read, nothing printed
+    assert "torchmetrics-ext: error: --output: " in err and "Traceback" not in err
+    assert re.search(message, err)
+    with pytest.raises(ValueError, match=message):
+        evaluate(dataset, TASKS, ["ctr"]).write(output)
 
 
 # ----------------------------------------------------------------------------- distributed

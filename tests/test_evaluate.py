@@ -406,6 +406,14 @@ def test_a_header_only_csv_is_an_empty_file(tmp_path, frame):
     assert alone.rows_read == 0 and alone.to_pandas().equals(as_parquet.to_pandas())
 
 
+def test_segment_columns_typed_differently_across_files_name_the_files(tmp_path):
+    pq.write_table(pa.table({"p": [0.2, 0.7], "y": [0, 1], "g": [1, 2]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"p": [0.2, 0.7], "y": [0, 1], "g": ["x", "1"]}), tmp_path / "b.parquet")
+    message = r"b\.parquet: column 'g' \(--by segment\) has type string, but in .*a\.parquet it has type int64"
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["g"])
+
+
 def test_missing_paths_and_bad_arguments(tmp_path, dataset):
     with pytest.raises(InvalidDataError, match="no such file, directory or glob match"):
         evaluate(tmp_path / "nope-*.parquet", TASKS)

@@ -553,6 +553,16 @@ def test_a_bad_file_on_one_rank_fails_every_rank(ddp_pool, tmp_path, frame):
 
 
 @pytest.mark.ddp
+def test_invalid_rows_split_between_ranks_are_counted_once(ddp_pool, tmp_path, frame):
+    """b.parquet's row groups go to both ranks (rows 7 and 250 to one, 399 to the other): one message, full count."""
+    write_bad(tmp_path, frame, _nan([7, 250, 399]))
+    with pytest.raises(InvalidDataError) as single:
+        evaluate(tmp_path, TASKS, METRICS, **KW)
+    assert "has 3 rows that are NaN or infinite (first at row 7," in str(single.value)
+    assert ddp_pool.run(_ddp_bad, str(tmp_path)) == [str(single.value)] * 2
+
+
+@pytest.mark.ddp
 def test_torchrun_command_equals_one_process(dataset, tmp_path):
     out = tmp_path / "ddp.json"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]

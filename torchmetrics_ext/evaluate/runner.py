@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from torchmetrics_ext.evaluate.checks import Column, Problems, RowChecker, check_schema, text_types, to_numpy
+from torchmetrics_ext.evaluate.checks import Column, Problem, Problems, RowChecker, check_schema, text_types, to_numpy
 from torchmetrics_ext.evaluate.memory import release_free_memory
 from torchmetrics_ext.evaluate.report import OVERALL, EvaluationResult, Progress
 from torchmetrics_ext.evaluate.segments import SegmentIndex, SegmentRows, discover_segments
@@ -245,7 +245,7 @@ class _Run:
                         first += batch.num_rows
                     release_free_memory()
                 if self.problems and self.on_invalid == "error":
-                    raise InvalidDataError(self.problems.message())
+                    return None  # invalid rows: finish() reports every rank's counts for the file at once
         except InvalidDataError as err:
             return str(err)
         finally:
@@ -278,9 +278,13 @@ class _Run:
             dist.all_gather_object(summaries, (error, self.rows_read, self.rows_skipped, list(self.problems)))
         else:
             summaries = [(error, self.rows_read, self.rows_skipped, list(self.problems))]
-        errors = [s[0] for s in summaries if s[0]]
+        problems = self._merge([p for s in summaries for p in s[3]])
+        errors = [s[0] for s in summaries if s[0]]  # reading and schema errors
         if errors:
-            raise InvalidDataError("\n".join(errors))
+            raise InvalidDataError("\n".join(dict.fromkeys(errors)))
+        if problems and self.on_invalid == "error":  # the first file with invalid rows, all ranks' counts
+            first = problems[0].source
+            raise InvalidDataError("\n".join(str(p) for p in problems if p.source == first))
         release_free_memory()  # compute's temporaries start from the states, not from the reading's leftovers
         overall, caught = self._compute(self.module, OVERALL, dict.fromkeys(self.plan.by), 0, local=False)
         segment_records = self._segments(caught)
@@ -295,9 +299,25 @@ class _Run:
             records=overall + segment_records,
             rows_read=rows_read,
             rows_skipped=rows_skipped,
-            problems=[p for s in summaries for p in s[3]],
+            problems=problems,
             warnings=list(dict.fromkeys(caught)),
         )
+
+    def _merge(self, problems: list[Problem]) -> list[Problem]:
+        """Every rank's tallies as one process's: summed per (file, column, reason), in file and row order.
+
+        A file's row groups may be split between ranks; each rank counts its own rows.
+        """
+        merged: dict[tuple[str, str, str], Problem] = {}
+        for p in problems:
+            key = (p.source, p.column, p.reason)
+            if key not in merged:
+                merged[key] = Problem(p.source, p.column, p.role, p.reason, 0, p.first_row)
+            merged[key].count += p.count
+            merged[key].first_row = min(merged[key].first_row, p.first_row)
+        files = {source.label: i for i, source in enumerate(self.sources)}
+        columns = {c.name: i for i, c in enumerate(self.plan.columns)}
+        return sorted(merged.values(), key=lambda p: (files.get(p.source, -1), p.first_row, columns.get(p.column, -1)))
 
     def _compute(
         self, module: RecMetricModule, segment: str, labels: dict[str, Any], rows: int, local: bool

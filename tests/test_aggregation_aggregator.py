@@ -590,3 +590,21 @@ def test_no_warning_leaks_from_logging():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         aggregator.get_metrics_for_logging()
+
+
+def test_int_and_str_categories_with_the_same_text_keep_separate_log_keys():
+    """`1` and `"1"` are different categories: neither count may overwrite the other in the logging dict."""
+    values = [1, "1", "1", 2, "x", 1, 1, "1"]
+    aggregator = MetricsAggregator()
+    aggregator.update([Metric("ds", "src", v, AggregationType.CATEGORICAL_COUNT) for v in values])
+    counts = Counter((type(v), v) for v in values)  # independent reference: Python's own tally
+    assert aggregator.get_metrics_for_logging() == {
+        "train_ds/src_count_1(int)": float(counts[int, 1]),
+        "train_ds/src_count_1": float(counts[str, "1"]),
+        "train_ds/src_count_2": float(counts[int, 2]),
+        "train_ds/src_count_x": float(counts[str, "x"]),
+    }
+    clash = MetricsAggregator()
+    clash.update([Metric("ds", "src", v, AggregationType.CATEGORICAL_COUNT) for v in (1, "1", "1(int)")])
+    with pytest.raises(ValueError, match=r"would share the logging key '1\(int\)'"):
+        clash.get_metrics_for_logging()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -161,7 +162,27 @@ def test_undefined_segment_values_are_nan_and_reported():
     table = pa.table({"p": [0.2, 0.8, 0.4], "y": [0, 1, 1], "g": ["x", "x", "y"]})
     result = evaluate(table, {"t": ("p", "y")}, ["auc"], by=["g"])
     assert result.values["auc/t/g=x"] == 1.0 and np.isnan(result.values["auc/t/g=y"])
-    assert any("AUC" in message for message in result.warnings)
+    assert result.warnings == [
+        "AUC is undefined for task 't' in segment g=y: the labels seen hold a single class (or no weight); "
+        "returning nan."
+    ]
+
+
+def test_undefined_value_warnings_name_the_task_and_segment():
+    table = pa.table({"p": [0.2, 0.7, 0.4, 0.9], "y": [0, 1, 1, 1], "q": [0.3, 0.6, 0.1, 0.8], "z": [1, 1, 0, 1]})
+    table = table.append_column("g", pa.array(["a", "a", "b", "b"]))
+    result = evaluate(table, ["click=p:y", "like=q:z"], ["auc"], by=["g"])
+    assert result.warnings == [
+        "AUC is undefined for task 'like' in segment g=a: the labels seen hold a single class (or no weight); "
+        "returning nan.",
+        "AUC is undefined for task 'click' in segment g=b: the labels seen hold a single class (or no weight); "
+        "returning nan.",
+    ]
+    alone = evaluate(table.slice(2), ["click=p:y", "like=q:z"], ["auc"])
+    assert alone.warnings == [
+        "AUC is undefined for task 'click' over all rows: the labels seen hold a single class (or no weight); "
+        "returning nan."
+    ]
 
 
 def test_paths_table_and_frames_agree(dataset, frame, tmp_path):
@@ -318,6 +339,81 @@ def test_unreadable_files(tmp_path, name, content, message):
         evaluate(path, {"click": ("p_click", "y_click")}, ["ctr"])
 
 
+def _csv_with_late_types(path: Path, n: int = 150_000) -> pd.DataFrame:
+    """A valid CSV whose first megabytes look like integers: weights `1`, users `7`, segments `1`."""
+    rng = np.random.default_rng(0)
+    late = np.arange(n) >= 130_000  # past the first MiB of text
+    frame = pd.DataFrame(
+        {
+            "p": rng.random(n).round(4),
+            "y": rng.integers(0, 2, n),
+            "w": np.where(late, "0.5", "1"),
+            "user": np.where(late, rng.integers(0, 5, n), 7),
+            "g": np.where(late & (rng.random(n) < 0.5), "x", "1"),
+        }
+    )
+    frame.to_csv(path, index=False)
+    return pd.read_csv(path, dtype={"g": str})  # pandas reads the whole file: the reference types
+
+
+@pytest.mark.parametrize("batch_size", [65_536, 1_000])
+def test_csv_values_do_not_depend_on_the_block_or_batch_size(tmp_path, batch_size):
+    ref = _csv_with_late_types(tmp_path / "a.csv")
+    result = evaluate(
+        tmp_path / "a.csv",
+        {"t": ("p", "y")},
+        ["ctr", "gauc"],
+        weights="w",
+        user="user",
+        by=["g"],
+        batch_size=batch_size,
+    )
+    expected = {}
+    for key, part in [("t", ref), *((f"t/g={g}", part) for g, part in ref.groupby("g"))]:
+        expected[f"ctr/{key}"] = (part.w * part.y).sum() / part.w.sum()
+        expected[f"gauc/{key}"] = gauc_ref(
+            part.p.to_numpy(), part.y.to_numpy(), part.user.to_numpy(), part.w.to_numpy()
+        )
+    assert_close({k: result.values[k] for k in expected}, expected)
+    assert result.rows_read == len(ref)
+
+
+def test_a_late_bad_csv_value_names_the_file_and_column(tmp_path):
+    ref = _csv_with_late_types(tmp_path / "a.csv", n=140_000)
+    text = (tmp_path / "a.csv").read_text().rstrip("\n").rsplit("\n", 1)[0]
+    (tmp_path / "a.csv").write_text(text + "\n0.5,1,abc,3,x\n")
+    assert len(ref) == 140_000
+    with pytest.raises(InvalidDataError, match=r"a\.csv: column 'w': .*invalid value 'abc'"):
+        evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ctr"], weights="w", batch_size=1_000)
+
+
+def test_a_header_only_csv_is_an_empty_file(tmp_path, frame):
+    part = frame.iloc[:500]
+    pq.write_table(pa.Table.from_pandas(part, preserve_index=False), tmp_path / "a.parquet")
+    (tmp_path / "b.csv").write_text(",".join(frame.columns) + "\n")
+    args = (TASKS, ["ctr", "auc", "gauc"])
+    kw = {"weights": "w", "user": "user", "by": ["dataset"]}
+    both = evaluate(tmp_path, *args, **kw)
+    expected = {f"{m}/{t}": v for t in ("click", "like") for m, v in references(part, t).items() if m in args[1]}
+    assert_close({k: both.values[k] for k in expected}, expected)
+    assert both.rows_read == 500
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        alone = evaluate(tmp_path / "b.csv", *args, **kw)
+        empty = pa.Table.from_pandas(part.iloc[:0], preserve_index=False)
+        pq.write_table(empty, tmp_path / "empty.parquet")
+        as_parquet = evaluate(tmp_path / "empty.parquet", *args, **kw)
+    assert alone.rows_read == 0 and alone.to_pandas().equals(as_parquet.to_pandas())
+
+
+def test_segment_columns_typed_differently_across_files_name_the_files(tmp_path):
+    pq.write_table(pa.table({"p": [0.2, 0.7], "y": [0, 1], "g": [1, 2]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"p": [0.2, 0.7], "y": [0, 1], "g": ["x", "1"]}), tmp_path / "b.parquet")
+    message = r"b\.parquet: column 'g' \(--by segment\) has type string, but in .*a\.parquet it has type int64"
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["g"])
+
+
 def test_missing_paths_and_bad_arguments(tmp_path, dataset):
     with pytest.raises(InvalidDataError, match="no such file, directory or glob match"):
         evaluate(tmp_path / "nope-*.parquet", TASKS)
@@ -380,6 +476,28 @@ def test_cli_single_task_flags_and_errors(dataset, tmp_path, capsys):
         evaluate(dataset, TASKS, ["ctr"]).write(str(tmp_path / "out.txt"))
 
 
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("out.txt", "Expected an output path ending in .json, .csv or .parquet"),
+        ("nodir/out.json", "directory .*nodir' does not exist"),
+        (".", "Expected an output path ending in"),
+        ("adir.json", "Expected an output file, got the directory"),
+    ],
+)
+def test_cli_rejects_a_bad_output_path_before_reading(dataset, tmp_path, capsys, monkeypatch, output, message):
+    (tmp_path / "adir.json").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["evaluate", str(dataset), *TASK_FLAGS, "--metrics", "ctr", "--output", output])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and out == ""  # nothing read, nothing printed
+    assert "torchmetrics-ext: error: --output: " in err and "Traceback" not in err
+    assert re.search(message, err)
+    with pytest.raises(ValueError, match=message):
+        evaluate(dataset, TASKS, ["ctr"]).write(output)
+
+
 # ----------------------------------------------------------------------------- distributed
 
 
@@ -402,6 +520,23 @@ def test_two_ranks_equal_one_process(ddp_pool, dataset, frame):
             assert values[key] == pytest.approx(single[key], rel=1e-10, nan_ok=True), key
 
 
+def _ddp_segment_warnings(rank: int, world_size: int, path: str) -> list[str]:
+    return evaluate(path, {"t": ("p", "y")}, ["auc"], by=["g"]).warnings
+
+
+@pytest.mark.ddp
+def test_segment_warnings_computed_on_any_rank_reach_every_rank(ddp_pool, tmp_path):
+    """Segment g=b is computed on rank 1; its warning must not stay there."""
+    table = pa.table({"p": [0.2, 0.7, 0.4, 0.9, 0.5], "y": [0, 1, 1, 1, 0], "g": ["a", "a", "b", "b", "c"]})
+    pq.write_table(table, tmp_path / "x.parquet")
+    single = evaluate(tmp_path, {"t": ("p", "y")}, ["auc"], by=["g"]).warnings
+    assert [line.split(":")[0] for line in single] == [
+        "AUC is undefined for task 't' in segment g=b",
+        "AUC is undefined for task 't' in segment g=c",
+    ]
+    assert ddp_pool.run(_ddp_segment_warnings, str(tmp_path)) == [single, single]
+
+
 def _ddp_bad(rank: int, world_size: int, path: str) -> str:
     try:
         evaluate(path, TASKS, METRICS, **KW)
@@ -415,6 +550,16 @@ def test_a_bad_file_on_one_rank_fails_every_rank(ddp_pool, tmp_path, frame):
     write_bad(tmp_path, frame, _nan([7]))
     messages = ddp_pool.run(_ddp_bad, str(tmp_path))
     assert all("b.parquet: column 'p_click'" in m for m in messages)
+
+
+@pytest.mark.ddp
+def test_invalid_rows_split_between_ranks_are_counted_once(ddp_pool, tmp_path, frame):
+    """b.parquet's row groups go to both ranks (rows 7 and 250 to one, 399 to the other): one message, full count."""
+    write_bad(tmp_path, frame, _nan([7, 250, 399]))
+    with pytest.raises(InvalidDataError) as single:
+        evaluate(tmp_path, TASKS, METRICS, **KW)
+    assert "has 3 rows that are NaN or infinite (first at row 7," in str(single.value)
+    assert ddp_pool.run(_ddp_bad, str(tmp_path)) == [str(single.value)] * 2
 
 
 @pytest.mark.ddp

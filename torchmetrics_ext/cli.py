@@ -194,6 +194,13 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         parser.error("name the columns: --task NAME=PRED:LABEL (repeatable) or --predictions COL --labels COL")
     if args.batch_size < 1:
         parser.error("--batch-size must be positive")
+    if args.output is not None:
+        from torchmetrics_ext.evaluate.report import check_output_path
+
+        try:
+            check_output_path(args.output)  # before hours of reading, not after
+        except ValueError as err:
+            parser.error(f"--output: {err}")
     split = DEFAULT_METRICS if args.metrics is None else [m.strip() for m in args.metrics.split(",") if m.strip()]
     by = [name.strip() for name in args.by.split(",") if name.strip()]
     from torchmetrics_ext.evaluate.memory import map_large_buffers
@@ -225,7 +232,11 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             print(f"warning: {message}", file=sys.stderr)
         print(result.format_table())
         if args.output:
-            result.write(args.output)
+            try:
+                result.write(args.output)
+            except (OSError, ValueError) as err:  # e.g. the directory went away or the disk is full
+                print(f"torchmetrics-ext evaluate: error: cannot write --output: {err}", file=sys.stderr)
+                return 2
             print(f"wrote {args.output}")
     return 0
 

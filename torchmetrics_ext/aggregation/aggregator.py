@@ -58,6 +58,21 @@ def _rejected(key: Key, agg_type: AggregationType, err: Exception) -> TypeError 
     return error(f"Metric {key[1]!r} of dataset {key[0]!r} is a {_type_name(agg_type)}: {clause}")
 
 
+def _entry_names(keys: list[Any], base: str) -> list[str]:
+    """Text of a dict-valued metric's keys for the logging keys, never two alike.
+
+    A non-``str`` key whose text is also a ``str`` key (the categories ``1`` and ``"1"``) gets its
+    type in brackets (``1(int)``); the ``str`` key keeps the plain text. The name is stable: it
+    depends only on the categories seen, not on their order.
+    """
+    texts = {k for k in keys if isinstance(k, str)}
+    names = [k if isinstance(k, str) else (f"{k}({type(k).__name__})" if str(k) in texts else str(k)) for k in keys]
+    if len(set(names)) != len(names):
+        clash = next(n for n in names if names.count(n) > 1)
+        raise ValueError(f"Entries of {base!r} would share the logging key {clash!r}: {keys}.")
+    return names
+
+
 class MetricsAggregator:
     r"""Aggregates per-sample :class:`Metric` records per ``(dataset, name)`` into TorchMetrics states.
 
@@ -70,7 +85,8 @@ class MetricsAggregator:
     metric's state itself. :meth:`get_metrics_for_logging` returns
     ``{f"{prefix}_{dataset}/{name}": float}``; a DISTRIBUTION expands to ``{name}_stat_mean``,
     ``_stat_min``, ``_stat_max``, ``_stat_std``, ``_stat_p05``, ``_stat_p50``, ``_stat_p95`` and a
-    CATEGORICAL_COUNT to ``{name}_count_{category}``.
+    CATEGORICAL_COUNT to ``{name}_count_{category}`` (an ``int`` category whose text is also a
+    ``str`` category is logged as ``{name}_count_{category}(int)``: ``1`` and ``"1"`` differ).
 
     Under ``torch.distributed`` (any backend), :meth:`get_metrics_for_logging` is a collective:
     every rank must call it. Ranks first exchange their keys (dataset, name and type;
@@ -284,7 +300,7 @@ class MetricsAggregator:
                     joiner = _JOINERS.get(agg_type, "_")
                     items = list(value.items())
                     numbers = torch.stack([v.reshape(()) for _, v in items]).tolist() if items else []
-                    for (sub, _), number in zip(items, numbers, strict=True):
+                    for sub, number in zip(_entry_names([k for k, _ in items], base), numbers, strict=True):
                         if not math.isnan(number):
                             out[f"{base}{joiner}{sub}"] = number
                 else:

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from torchmetrics_ext.evaluate.sources import InvalidDataError
 
-__all__ = ["Column", "Problem", "Problems", "RowChecker", "check_schema", "to_numpy"]
+__all__ = ["Column", "Problem", "Problems", "RowChecker", "check_schema", "text_types", "to_numpy"]
 
 Kind = Literal["score", "label", "weight", "id", "segment"]
 _EXPECTED = {
@@ -94,13 +94,16 @@ def _type_ok(kind: Kind, dtype: pa.DataType) -> bool:
     return not pa.types.is_nested(dtype)
 
 
-def check_schema(source: str, schema: pa.Schema, columns: Sequence[Column]) -> None:
+def check_schema(source: str, schema: pa.Schema, columns: Sequence[Column], inferred: bool = False) -> None:
     """Raise :class:`InvalidDataError` for the first missing or wrongly typed column.
 
     Args:
         source: the file (or frame) name used in the message.
         schema: its schema.
         columns: the columns the evaluation reads.
+        inferred: the types are guessed from the first rows (CSV): a ``null`` type (no value
+            there, e.g. a header-only file) is accepted, since the column is read with
+            :func:`text_types`.
     """
     names = schema.names
     for column in columns:
@@ -109,10 +112,43 @@ def check_schema(source: str, schema: pa.Schema, columns: Sequence[Column]) -> N
                 f"{source}: column {column.name!r} ({column.role}) is missing; found columns {names}."
             )
         dtype = schema.field(column.name).type
+        if inferred and pa.types.is_null(dtype):
+            continue
         if not _type_ok(column.kind, dtype):
             raise InvalidDataError(
                 f"{source}: column {column.name!r} ({column.role}) has type {dtype}; expected {_EXPECTED[column.kind]}."
             )
+
+
+# the types text columns (CSV) are read with, whatever pyarrow would infer from the first block
+_TEXT_TYPES: dict[Kind, pa.DataType] = {
+    "score": pa.float64(),
+    "label": pa.float64(),
+    "weight": pa.float64(),
+    "id": pa.int64(),
+    "segment": pa.string(),
+}
+
+
+def text_types(schema: pa.Schema, columns: Sequence[Column]) -> dict[str, pa.DataType]:
+    """Fixed types to read ``columns`` of a text file with, so values never depend on the block size.
+
+    Numbers are float64, ids int64 and segments strings (the text as written); labels are
+    float64, or booleans when the first rows hold ``true``/``false`` (pyarrow reads ``0``/``1``
+    as booleans too).
+
+    Args:
+        schema: the types pyarrow infers from the first rows (only consulted for labels).
+        columns: the columns read.
+    """
+    out = {}
+    for column in columns:
+        dtype = _TEXT_TYPES[column.kind]
+        inferred = schema.field(column.name).type if column.name in schema.names else pa.null()
+        if column.kind == "label" and pa.types.is_boolean(inferred):
+            dtype = pa.bool_()
+        out[column.name] = dtype
+    return out
 
 
 def to_numpy(array: pa.Array | pa.ChunkedArray, kind: Kind) -> tuple[np.ndarray, np.ndarray | None]:

@@ -14,9 +14,31 @@ import pyarrow as pa
 
 from torchmetrics_ext.evaluate.checks import Problem
 
-__all__ = ["OVERALL", "EvaluationResult", "Progress"]
+__all__ = ["OUTPUT_SUFFIXES", "OVERALL", "EvaluationResult", "Progress", "check_output_path"]
 
 OVERALL = "all"  # the ``segment`` label of the values over every row
+OUTPUT_SUFFIXES = (".json", ".csv", ".parquet", ".pq")
+
+
+def check_output_path(path: str) -> None:
+    """Raise ``ValueError`` unless :meth:`EvaluationResult.write` can write ``path``.
+
+    Checked before any data is read, so a bad ``--output`` never costs a whole evaluation.
+
+    Raises:
+        ValueError: the suffix is not ``.json``, ``.csv`` or ``.parquet``/``.pq``, the path is a
+            directory, or its directory does not exist or is not writable.
+    """
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        raise ValueError(f"Expected an output path ending in .json, .csv or .parquet, got {path!r}.")
+    if os.path.isdir(path):
+        raise ValueError(f"Expected an output file, got the directory {path!r}.")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ValueError(f"Cannot write {path!r}: directory {parent!r} does not exist.")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"Cannot write {path!r}: directory {parent!r} is not writable.")
 
 
 @dataclass
@@ -33,7 +55,8 @@ class EvaluationResult:
         rows_read: rows read from the input (every rank).
         rows_skipped: invalid rows dropped (``on_invalid="skip"``).
         problems: what the invalid rows were (file, column, reason, count, first row).
-        warnings: undefined-value warnings raised while computing (their values are ``nan``).
+        warnings: undefined-value warnings raised while computing (their values are ``nan``), one line
+            per metric and segment naming the task(s) and the segment, from every rank.
     """
 
     tasks: tuple[str, ...]
@@ -85,7 +108,12 @@ class EvaluationResult:
         return text
 
     def write(self, path: str) -> None:
-        """Write the records to ``.json`` (with the row counts and problems), ``.csv`` or ``.parquet``."""
+        """Write the records to ``.json`` (with the row counts and problems), ``.csv`` or ``.parquet``.
+
+        Raises:
+            ValueError: see :func:`check_output_path`.
+        """
+        check_output_path(path)
         suffix = os.path.splitext(path)[1].lower()
         if suffix == ".json":
             payload = {
@@ -109,8 +137,6 @@ class EvaluationResult:
             import pyarrow.parquet as pq
 
             pq.write_table(self.to_arrow(), path)
-        else:
-            raise ValueError(f"Expected an output path ending in .json, .csv or .parquet, got {path!r}.")
 
 
 def _number(value: float) -> str:

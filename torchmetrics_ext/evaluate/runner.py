@@ -9,6 +9,8 @@ unchanged. Per-segment values (``by``) come from a fresh module over each segmen
 from __future__ import annotations
 
 import inspect
+import math
+import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from torchmetrics_ext.evaluate.checks import Column, Problems, RowChecker, check_schema, to_numpy
+from torchmetrics_ext.evaluate.checks import Column, Problem, Problems, RowChecker, check_schema, text_types, to_numpy
 from torchmetrics_ext.evaluate.memory import release_free_memory
 from torchmetrics_ext.evaluate.report import OVERALL, EvaluationResult, Progress
 from torchmetrics_ext.evaluate.segments import SegmentIndex, SegmentRows, discover_segments
@@ -233,15 +235,17 @@ class _Run:
         names = [c.name for c in self.plan.columns]
         try:
             for source, chunks in self._by_source():
-                check_schema(source.label, source.schema(), self.plan.columns)
+                schema = source.schema()
+                check_schema(source.label, schema, self.plan.columns, inferred=source.infers_types)
+                types = text_types(schema, self.plan.columns) if source.infers_types else None
                 for chunk in chunks:
                     first = chunk.first_row
-                    for batch in source.read(chunk, names, self.batch_size):
+                    for batch in source.read(chunk, names, self.batch_size, types):
                         self._batch(source, first, batch)
                         first += batch.num_rows
                     release_free_memory()
                 if self.problems and self.on_invalid == "error":
-                    raise InvalidDataError(self.problems.message())
+                    return None  # invalid rows: finish() reports every rank's counts for the file at once
         except InvalidDataError as err:
             return str(err)
         finally:
@@ -274,16 +278,16 @@ class _Run:
             dist.all_gather_object(summaries, (error, self.rows_read, self.rows_skipped, list(self.problems)))
         else:
             summaries = [(error, self.rows_read, self.rows_skipped, list(self.problems))]
-        errors = [s[0] for s in summaries if s[0]]
+        problems = self._merge([p for s in summaries for p in s[3]])
+        errors = [s[0] for s in summaries if s[0]]  # reading and schema errors
         if errors:
-            raise InvalidDataError("\n".join(errors))
-        caught: list[str] = []
+            raise InvalidDataError("\n".join(dict.fromkeys(errors)))
+        if problems and self.on_invalid == "error":  # the first file with invalid rows, all ranks' counts
+            first = problems[0].source
+            raise InvalidDataError("\n".join(str(p) for p in problems if p.source == first))
         release_free_memory()  # compute's temporaries start from the states, not from the reading's leftovers
-        with warnings.catch_warnings(record=True) as records:
-            warnings.simplefilter("always", UndefinedMetricWarning)
-            overall = self.plan.records(self.module.compute(), OVERALL, dict.fromkeys(self.plan.by), 0)
-            segment_records = self._segments()
-        caught = list(dict.fromkeys(str(w.message) for w in records if issubclass(w.category, UndefinedMetricWarning)))
+        overall, caught = self._compute(self.module, OVERALL, dict.fromkeys(self.plan.by), 0, local=False)
+        segment_records = self._segments(caught)
         rows_read = sum(s[1] for s in summaries)
         rows_skipped = sum(s[2] for s in summaries)
         for record in overall:
@@ -295,14 +299,50 @@ class _Run:
             records=overall + segment_records,
             rows_read=rows_read,
             rows_skipped=rows_skipped,
-            problems=[p for s in summaries for p in s[3]],
-            warnings=caught,
+            problems=problems,
+            warnings=list(dict.fromkeys(caught)),
         )
 
-    def _segments(self) -> list[dict]:
+    def _merge(self, problems: list[Problem]) -> list[Problem]:
+        """Every rank's tallies as one process's: summed per (file, column, reason), in file and row order.
+
+        A file's row groups may be split between ranks; each rank counts its own rows.
+        """
+        merged: dict[tuple[str, str, str], Problem] = {}
+        for p in problems:
+            key = (p.source, p.column, p.reason)
+            if key not in merged:
+                merged[key] = Problem(p.source, p.column, p.role, p.reason, 0, p.first_row)
+            merged[key].count += p.count
+            merged[key].first_row = min(merged[key].first_row, p.first_row)
+        files = {source.label: i for i, source in enumerate(self.sources)}
+        columns = {c.name: i for i, c in enumerate(self.plan.columns)}
+        return sorted(merged.values(), key=lambda p: (files.get(p.source, -1), p.first_row, columns.get(p.column, -1)))
+
+    def _compute(
+        self, module: RecMetricModule, segment: str, labels: dict[str, Any], rows: int, local: bool
+    ) -> tuple[list[dict], list[str]]:
+        """One record per task and the undefined-value warnings, each naming the segment and task."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UndefinedMetricWarning)
+            values = module.local_compute() if local else module.compute()
+        records = self.plan.records(values, segment, labels, rows)
+        lines = [
+            _warning_line(str(w.message), segment, self.plan.tasks, records)
+            for w in caught
+            if issubclass(w.category, UndefinedMetricWarning)
+        ]
+        return records, lines
+
+    def _segments(self, lines: list[str]) -> list[dict]:
+        """Every segment's records, in segment order; appends their warnings to ``lines`` in the same order.
+
+        Each rank computes a share of the segments; records and warnings are gathered together, so
+        every rank (and rank 0's printout) has the warnings of one process, whichever rank computed them.
+        """
         if self.segments is None or self.rows is None:
             return []
-        mine: list[tuple[int, dict]] = []
+        mine: list[tuple[int, list[dict], list[str]]] = []
         for index, rows in self.rows.by_segment(len(self.segments)):
             if index % self.world != self.rank:
                 continue  # every rank holds every row after the gather; each computes a share
@@ -311,12 +351,37 @@ class _Run:
             labels = self.segments.labels[index]
             text = ", ".join(f"{b}={labels[b]}" for b in self.plan.by)
             count = len(next(iter(rows.values())))
-            mine.extend((index, r) for r in self.plan.records(module.local_compute(), text, labels, count))
+            mine.append((index, *self._compute(module, text, labels, count, local=True)))
         if self.world > 1:
             shares: list[Any] = [None] * self.world
             dist.all_gather_object(shares, mine)
             mine = [item for share in shares for item in share]
-        return [record for _, record in sorted(mine, key=lambda item: item[0])]
+        out: list[dict] = []
+        for _, records, caught in sorted(mine, key=lambda item: item[0]):
+            out.extend(records)
+            lines.extend(caught)
+        return out
+
+
+_UNDEFINED = re.compile(r"(?P<metric>.+?) is undefined(?: for task\(s\) \[(?P<tasks>[\d, ]*)\])?: (?P<reason>.*)", re.S)
+
+
+def _warning_line(message: str, segment: str, tasks: Sequence[TaskSpec], records: Sequence[dict]) -> str:
+    """An undefined-value warning of the metrics, with task names and the segment instead of task positions."""
+    where = "over all rows" if segment == OVERALL else f"in segment {segment}"
+    match = _UNDEFINED.fullmatch(message)
+    if match is None:
+        return f"{message} ({where})"
+    if match["tasks"] is not None:
+        names = [tasks[int(i)].name for i in match["tasks"].split(",") if i.strip()]
+    elif len(tasks) == 1:
+        names = [tasks[0].name]
+    else:  # a per-task metric (ranking) does not know its task: name the tasks with an undefined value
+        names = [r["task"] for r in records if any(isinstance(v, float) and math.isnan(v) for v in r.values())]
+    who = ""
+    if names:
+        who = f" for task {names[0]!r}" if len(names) == 1 else " for tasks " + ", ".join(repr(n) for n in names)
+    return f"{match['metric']} is undefined{who} {where}: {match['reason']}"
 
 
 def evaluate(

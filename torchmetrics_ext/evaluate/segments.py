@@ -74,6 +74,7 @@ def discover_segments(sources: Sequence[Source], by: Sequence[str], batch_size: 
         InvalidDataError: a ``by`` column is missing or not a flat type (names the file and column).
     """
     parts: list[pa.Table] = []
+    labels: list[str] = []  # the source of each part, for messages
     for source in sources:
         schema = source.schema()
         for name in by:
@@ -86,14 +87,41 @@ def discover_segments(sources: Sequence[Source], by: Sequence[str], batch_size: 
                     f"{source.label}: column {name!r} (--by segment) has type {schema.field(name).type}; "
                     "expected flat values (strings, numbers, dates...)."
                 )
+        types = dict.fromkeys(by, pa.string()) if source.infers_types else None  # as the runner reads them
         for chunk in source.chunks(batch_size):
-            for batch in source.read(chunk, by, batch_size):
+            for batch in source.read(chunk, by, batch_size, types):
                 table = pa.table({name: _decoded(batch.column(name)) for name in by})
                 parts.append(table.group_by(list(by)).aggregate([]))
+                labels.append(source.label)
     if not parts:
         return SegmentIndex(by, pa.table({name: pa.array([], pa.null()) for name in by}))
-    combos = pa.concat_tables(parts, promote_options="permissive")
+    try:
+        combos = pa.concat_tables(parts, promote_options="permissive")
+    except pa.ArrowException:
+        raise InvalidDataError(_type_clash(by, parts, labels)) from None
     return SegmentIndex(by, combos.group_by(list(by)).aggregate([]))
+
+
+def _type_clash(by: Sequence[str], parts: Sequence[pa.Table], labels: Sequence[str]) -> str:
+    """The first ``by`` column whose type differs between two files, naming both files and types."""
+    for name in by:
+        first: dict[str, Any] = {}  # type text -> (file, type) where it was first seen
+        for part, label in zip(parts, labels):
+            dtype = part.schema.field(name).type
+            if pa.types.is_null(dtype):
+                continue  # no value there: any type fits
+            for other_label, other in first.values():
+                try:
+                    pa.unify_schemas(
+                        [pa.schema([(name, other)]), pa.schema([(name, dtype)])], promote_options="permissive"
+                    )
+                except pa.ArrowException:
+                    return (
+                        f"{label}: column {name!r} (--by segment) has type {dtype}, but in {other_label} it has "
+                        f"type {other}; a segment column needs one type in every file."
+                    )
+            first.setdefault(str(dtype), (label, dtype))
+    return f"column(s) {list(by)} (--by segments) have types that differ between files."
 
 
 class SegmentRows:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,9 +55,16 @@ class Chunk:
 
 
 class Source:
-    """A table-like input read as record batches; subclasses know one format."""
+    """A table-like input read as record batches; subclasses know one format.
+
+    Attributes:
+        label: the file (or frame) name used in messages.
+        infers_types: whether :meth:`schema` is a guess from the first rows (CSV) rather than the
+            stored types; :meth:`read` of such a source takes the types to read columns with.
+    """
 
     label: str
+    infers_types: bool = False
 
     def schema(self) -> pa.Schema:
         """Column names and types."""
@@ -66,8 +74,18 @@ class Source:
         """The units a distributed run splits between ranks."""
         raise NotImplementedError
 
-    def read(self, chunk: Chunk, columns: Sequence[str], batch_size: int) -> Iterator[pa.RecordBatch]:
-        """The chunk's rows, ``columns`` only, in record batches of at most ``batch_size`` rows."""
+    def read(
+        self,
+        chunk: Chunk,
+        columns: Sequence[str],
+        batch_size: int,
+        types: Mapping[str, pa.DataType] | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """The chunk's rows, ``columns`` only, in record batches of at most ``batch_size`` rows.
+
+        ``types`` fixes the type of some columns for sources that infer types (CSV); sources
+        with stored types ignore it.
+        """
         raise NotImplementedError
 
 
@@ -94,46 +112,82 @@ class ParquetSource(Source):
             start += rows
         return out
 
-    def read(self, chunk: Chunk, columns: Sequence[str], batch_size: int) -> Iterator[pa.RecordBatch]:
-        """Stream one row group."""
+    def read(
+        self,
+        chunk: Chunk,
+        columns: Sequence[str],
+        batch_size: int,
+        types: Mapping[str, pa.DataType] | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream one row group (with the file's own types)."""
         yield from self._file.iter_batches(batch_size=batch_size, row_groups=[chunk.part], columns=list(columns))
 
 
 class CsvSource(Source):
-    """A CSV file with a header line, read with pyarrow's streaming reader (one chunk per file)."""
+    """A CSV file with a header line, read with pyarrow's streaming reader (one chunk per file).
+
+    pyarrow infers a column's type from the first block it reads, so the columns an evaluation
+    reads are given fixed types instead (see :meth:`read`): the result never depends on the file
+    size or the block size.
+    """
+
+    infers_types = True
 
     def __init__(self, path: str) -> None:
         self.label = path
         self._schema: pa.Schema | None = None
 
-    def _open(self, columns: Sequence[str] | None, batch_size: int) -> Any:
-        convert = pa_csv.ConvertOptions(include_columns=list(columns) if columns is not None else None)
+    def _open(self, columns: Sequence[str] | None, batch_size: int, types: Mapping[str, pa.DataType] | None) -> Any:
+        convert = pa_csv.ConvertOptions(
+            include_columns=list(columns) if columns is not None else None,
+            column_types=dict(types or {}),
+        )
         read = pa_csv.ReadOptions(block_size=max(1 << 20, 64 * batch_size))
         try:
             return pa_csv.open_csv(self.label, read_options=read, convert_options=convert)
         except (OSError, pa.ArrowException) as err:
-            raise InvalidDataError(f"{self.label}: not a readable CSV file ({err}).") from None
+            raise InvalidDataError(f"{self.label}: not a readable CSV file ({self._explain(err)}).") from None
+
+    def _explain(self, err: Exception) -> str:
+        """The reader's message, with the column's name in place of its position in the header."""
+        text = str(err)
+        match = re.match(r"In CSV column #(\d+): ", text)
+        names = self._schema.names if self._schema is not None else []
+        if match and int(match.group(1)) < len(names):
+            text = f"column {names[int(match.group(1))]!r}: {text[match.end() :]}"
+        return text
 
     def schema(self) -> pa.Schema:
-        """Column names and the types pyarrow infers from the first block."""
+        """Column names and the types pyarrow infers from the first block (``null``: no value there)."""
         if self._schema is None:
-            self._schema = self._open(None, 1 << 16).schema
+            self._schema = self._open(None, 1, None).schema  # the smallest block: 1 MiB
         return self._schema
 
     def chunks(self, batch_size: int) -> list[Chunk]:
         """The whole file (its row count is unknown until it is read)."""
         return [Chunk(self, 0, None, 0)]
 
-    def read(self, chunk: Chunk, columns: Sequence[str], batch_size: int) -> Iterator[pa.RecordBatch]:
-        """Stream the file block by block, cut into ``batch_size`` rows."""
-        reader = self._open(columns, batch_size)
+    def read(
+        self,
+        chunk: Chunk,
+        columns: Sequence[str],
+        batch_size: int,
+        types: Mapping[str, pa.DataType] | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream the file block by block, cut into ``batch_size`` rows; ``types`` fixes column types.
+
+        Raises:
+            InvalidDataError: a value does not convert to its column's type (names the file and column).
+        """
+        self.schema()  # the header, for messages that name a column
+        reader = self._open(columns, batch_size, types)
         while True:
             try:
                 block = reader.read_next_batch()
             except StopIteration:
                 return
             except pa.ArrowException as err:
-                raise InvalidDataError(f"{self.label}: {err}") from None
+                raise InvalidDataError(f"{self.label}: {self._explain(err)}") from None
             for start in range(0, block.num_rows, batch_size):
                 yield block.slice(start, batch_size)
 
@@ -161,8 +215,14 @@ class TableSource(Source):
     def _slice(self, start: int, length: int, columns: Sequence[str]) -> pa.Table:
         return self._table.slice(start, length).select(list(columns))
 
-    def read(self, chunk: Chunk, columns: Sequence[str], batch_size: int) -> Iterator[pa.RecordBatch]:
-        """Convert one slice (never the whole frame at once)."""
+    def read(
+        self,
+        chunk: Chunk,
+        columns: Sequence[str],
+        batch_size: int,
+        types: Mapping[str, pa.DataType] | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """Convert one slice (never the whole frame at once), with the frame's own types."""
         table = self._slice(chunk.first_row, chunk.rows or 0, columns)
         yield from table.combine_chunks().to_batches(max_chunksize=batch_size)
 

@@ -768,6 +768,92 @@ def test_collection_compute_groups_never_merge_different_settings():
             torch.testing.assert_close(out["ndcg_again"], out["ndcg"])
 
 
+def test_collection_compute_groups_keep_padding_values_apart():
+    """B1: `padding_value` changes which slots are candidates, so it is part of the sums state's name."""
+    from torchmetrics import MetricCollection
+
+    batches = [
+        {"preds": torch.tensor([[0.9, 0.1, 0.5]]), "target": torch.tensor([[1, 0, 1]])},  # no slot is padding
+        {"preds": torch.tensor([[-10.0, 0.1, 0.5]]), "target": torch.tensor([[1, 0, 1]])},
+    ]
+    metrics = MetricCollection(
+        {
+            "plain": tmx.NDCG(k=2),
+            "pad": tmx.NDCG(k=2, padding_value=-10.0),
+            "pad_int": tmx.NDCG(k=2, padding_value=-10),
+        },
+        compute_groups=True,
+    )
+    for batch in batches:
+        metrics.update(**batch)
+    assert sorted(sorted(g) for g in metrics.compute_groups.values()) == [["pad", "pad_int"], ["plain"]]
+    out = metrics.compute()
+    numpy = [{key: value.numpy() for key, value in batch.items()} for batch in batches]
+    plain = np.concatenate([b["preds"] for b in numpy]), np.concatenate([b["target"] for b in numpy])
+    ref_plain = single_ref("ndcg", 2)({"preds": plain[0], "target": plain[1]})
+    ref_pad = single_ref("ndcg", 2)({"preds": plain[0], "target": plain[1], "_padding_value": -10.0})
+    np.testing.assert_allclose(out["plain"].item(), ref_plain, rtol=1e-12)
+    np.testing.assert_allclose(out["pad"].item(), ref_pad, rtol=1e-12)
+    assert abs(ref_plain - ref_pad) > 0.1
+
+
+def test_padding_value_checkpoint_saved_under_the_former_state_name_loads():
+    metric = tmx.NDCG(k=2, padding_value=-1.5)
+    metric.persistent(True)
+    metric.update(torch.tensor([[0.9, 0.1, -1.5]]), torch.tensor([[0, 1, 1]]))
+    state = metric.state_dict()
+    old = {key.replace("_padm1p5", ""): value for key, value in state.items()}  # as saved before the rename
+    assert old.keys() != state.keys()
+    restored = tmx.NDCG(k=2, padding_value=-1.5)
+    restored.persistent(True)
+    restored.load_state_dict(old)
+    torch.testing.assert_close(restored.compute(), metric.compute())
+
+
+def test_multiclass_compute_groups_keep_cutoffs_apart():
+    """B2: the hit sum is named after k and num_classes; the first batch (a hit at every k) no longer merges them."""
+    from torchmetrics import MetricCollection
+
+    data = multiclass_data(np.random.default_rng(21), n=50, c=4, weights=True)
+    first = {"preds": torch.tensor([[0.9, 0.05, 0.03, 0.02]]), "target": torch.tensor([0])}
+    metrics = MetricCollection(
+        {f"r{k}": tmx.MulticlassRecallAtK(k=k, num_classes=4) for k in (1, 2, 3)}, compute_groups=True
+    )
+    metrics.update(**first)
+    metrics.update(**data)
+    assert len(metrics.compute_groups) == 3
+    out = metrics.compute()
+    both = {
+        "preds": np.concatenate([first["preds"].numpy(), data["preds"].numpy()]),
+        "target": np.concatenate([first["target"].numpy(), data["target"].numpy()]),
+        "weights": np.concatenate([[1.0], data["weights"].numpy()]),
+    }
+    for k in (1, 2, 3):
+        np.testing.assert_allclose(out[f"r{k}"].item(), ref_multiclass(both, k), rtol=1e-12)
+
+
+def test_multiclass_checkpoint_with_the_former_hit_sum_key_loads():
+    data = multiclass_data(np.random.default_rng(22), n=30, c=5, weights=True)
+    metric = tmx.MulticlassRecallAtK(k=2, num_classes=5)
+    metric.persistent(True)
+    metric.update(**data)
+    state = metric.state_dict()
+    assert set(state) == {"hit_sum_k2_of5", "weight_sum"}
+    old = {"hit_sum" if key.startswith("hit_sum") else key: value for key, value in state.items()}
+    restored = tmx.MulticlassRecallAtK(k=2, num_classes=5)
+    restored.persistent(True)
+    restored.load_state_dict(old)  # strict: the old key is mapped, nothing is unexpected
+    np.testing.assert_allclose(restored.compute().item(), ref_multiclass(H.to_numpy(data), 2), rtol=1e-12)
+    windowed = tmx.Windowed(tmx.MulticlassRecallAtK(k=2, num_classes=5), window_size=100)
+    windowed.update(**data)
+    saved = windowed.state_dict()
+    renamed = {key.replace("hit_sum_k2_of5", "hit_sum"): value for key, value in saved.items()}
+    again = tmx.Windowed(tmx.MulticlassRecallAtK(k=2, num_classes=5), window_size=100)
+    again.load_state_dict(renamed)
+    for part, value in again.compute().items():
+        np.testing.assert_allclose(value.item(), ref_multiclass(H.to_numpy(data), 2), rtol=1e-12, err_msg=part)
+
+
 # ----------------------------------------------------------------------------- bad input
 
 _P = torch.tensor([0.1, 0.2, 0.3])

@@ -121,6 +121,8 @@ class TaskMetric(Metric):
         self._list_state_dtypes: dict[str, torch.dtype] = {}
         self._gathered: Mapping[str, list[Tensor]] | None = None
         self._sync_locally = False
+        # old state name -> current name, for checkpoints saved before a state was renamed
+        self._renamed_states: dict[str, str] = {}
 
     def _add_task_state(self, name: str, dist_reduce_fx: str = "sum", fill: float = 0.0) -> None:
         """Declare a float64 ``(num_tasks,)`` state reduced with ``dist_reduce_fx``."""
@@ -139,6 +141,24 @@ class TaskMetric(Metric):
         """
         self.add_state(name, default=[], dist_reduce_fx="cat")
         self._list_state_dtypes[name] = dtype
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """Load states, reading a renamed state from its old key in a checkpoint saved before the rename."""
+        for old, new in self._renamed_states.items():
+            if prefix + old in state_dict and prefix + new not in state_dict:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def sync_states(self) -> dict[str, Tensor]:
         """The tensor each state sends at a DDP sync, in state order, without communicating.

@@ -98,7 +98,12 @@ class _RankingMetric(TaskMetric):
         }
         tag = [f"{spec.name}{'' if k is None else k}" for spec, k in self.requests]
         tag += [flag for flag, on in flags.items() if on] + [empty_target_action]
+        legacy = "value_sum_" + "_".join(tag)
+        if padding_value is not None:  # which padded slots count changes the sums (no dots: a state_dict key)
+            tag.append("pad" + repr(float(padding_value)).replace(".", "p").replace("-", "m").replace("+", ""))
         self._value_state = "value_sum_" + "_".join(tag)
+        if legacy != self._value_state:  # checkpoints saved before the padding value was part of the name
+            self._renamed_states[legacy] = self._value_state
         self.add_state(self._value_state, torch.zeros(len(self.requests), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("weight_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         if not queries_complete_per_batch:

@@ -854,6 +854,70 @@ def test_multiclass_checkpoint_with_the_former_hit_sum_key_loads():
         np.testing.assert_allclose(value.item(), ref_multiclass(H.to_numpy(data), 2), rtol=1e-12, err_msg=part)
 
 
+def test_mixed_row_dtypes_across_batches_are_cast_chunk_by_chunk():
+    """B3: int64 relevance/weights kept next to float16 chunks are not promoted to float16 (inf, nan)."""
+    ndcg = tmx.NDCG()
+    first = {"preds": torch.tensor([0.9, 0.1]), "target": torch.tensor([1.0, 0.0], dtype=torch.float16)}
+    second = {"preds": torch.tensor([0.9, 0.5, 0.1]), "target": torch.tensor([1, 70000, 0])}
+    ndcg.update(**first, indexes=torch.tensor([0, 0]))
+    ndcg.update(**second, indexes=torch.tensor([1, 1, 1]))
+    rows = {
+        "preds": np.array([0.9, 0.1, 0.9, 0.5, 0.1]),
+        "target": np.array([1, 0, 1, 70000, 0]),
+        "indexes": np.array([0, 0, 1, 1, 1]),
+    }
+    np.testing.assert_allclose(ndcg.compute().item(), single_ref("ndcg", None)(rows), rtol=1e-12)
+    assert ndcg.sync_states()["target"].dtype == torch.float64  # what a DDP gather sends
+
+    mrr = tmx.MRR()
+    half = torch.float16
+    mrr.update(torch.tensor([0.9, 0.1], dtype=half), torch.tensor([0, 1]), torch.tensor([0, 0]))
+    mrr.update(
+        torch.tensor([0.9, 0.5], dtype=half),
+        torch.tensor([1, 0]),
+        torch.tensor([1, 1]),
+        weights=torch.tensor([10**5] * 2),
+    )
+    rows = {
+        "preds": torch.tensor([0.9, 0.1, 0.9, 0.5], dtype=half).double().numpy(),
+        "target": np.array([0, 1, 1, 0]),
+        "indexes": np.array([0, 0, 1, 1]),
+        "weights": np.array([1.0, 1.0, 1e5, 1e5]),
+    }
+    np.testing.assert_allclose(mrr.compute().item(), single_ref("mrr", None)(rows), rtol=1e-12)
+    assert mrr.sync_states()["weights"].tolist() == [1.0, 1.0, 1e5, 1e5]
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.uint16, torch.uint32, torch.uint64])
+def test_unsigned_ids_and_relevance_are_accepted(dtype):
+    """B4: unsigned ids (compared as their int64 conversion, a bijection) and relevance, as the functions take them."""
+    rng = np.random.default_rng(23)
+    data = flat_data(rng, num_queries=40, weights=True)
+    top = {torch.uint8: 2**8, torch.uint16: 2**16, torch.uint32: 2**32, torch.uint64: 2**64}[dtype]
+    ids = np.unique(H.to_numpy(data)["indexes"], return_inverse=True)[1]
+    wide = (np.uint64(top - 1) - ids.astype(np.uint64)) if top > 2**8 else ids.astype(np.uint64)  # near the top
+    unsigned = {
+        **data,
+        "indexes": torch.from_numpy(wide.astype(np.uint64)).to(dtype),
+        "target": data["target"].to(dtype),
+    }
+    n = data["preds"].numel()
+    cut = n // 2
+    metric = tmx.RankingMetrics(ks=(1, 3))
+    metric.update(**{key: value[:cut] for key, value in unsigned.items()})
+    signed_second = {key: value[cut:] for key, value in unsigned.items()}
+    signed_second["indexes"] = signed_second["indexes"].to(torch.int64)  # int64 ids next to unsigned ones
+    metric.update(**signed_second)
+    out = metric.compute()
+    ref = dict_ref((1, 3))({**H.to_numpy(data), "indexes": ids})
+    functional = tmf.ranking_metrics(**unsigned, ks=(1, 3))
+    for key, value in ref.items():
+        np.testing.assert_allclose(out[key].item(), value, rtol=1e-9, err_msg=key)
+        np.testing.assert_allclose(functional[key].item(), value, rtol=1e-9, err_msg=key)
+    states = metric.sync_states()
+    assert states["indexes"].dtype == torch.int64 and states["target"].dtype == torch.float64
+
+
 # ----------------------------------------------------------------------------- bad input
 
 _P = torch.tensor([0.1, 0.2, 0.3])

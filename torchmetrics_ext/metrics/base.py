@@ -11,12 +11,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.utilities.data import dim_zero_cat
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain
 
-__all__ = ["InputDomains", "TaskMetric"]
+__all__ = ["InputDomains", "TaskMetric", "cat_chunks"]
 
 _TARGET_ORDER = ("binary", "unit", "nonnegative", "real")  # strictest first
 
@@ -174,8 +173,7 @@ class TaskMetric(Metric):
                 if not value:
                     value = torch.zeros(0, dtype=dtype or self.dtype, device=self.device)
                 else:
-                    value = value[0] if len(value) == 1 else dim_zero_cat(value)
-                    value = value if dtype is None else value.to(dtype)
+                    value = cat_chunks(value, dtype)
             out[name] = value
         return out
 
@@ -320,6 +318,30 @@ class TaskMetric(Metric):
     def newest_samples(self, n: int, *args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """``update``'s arguments cut to the batch's last ``n`` samples (views, no copy)."""
         return newest_samples(n, args, kwargs, self.sample_axis)
+
+
+def cat_chunks(chunks: Sequence[Tensor], dtype: torch.dtype | None = None) -> Tensor:
+    """The chunks of a list state as one 1-D tensor of ``dtype`` (``None``: their common dtype).
+
+    Each chunk is cast on its own before the join: ``torch.cat`` of mixed dtypes promotes, and
+    int64 with float16 promotes to float16 (ids and large relevance or weights overflow or round).
+    Chunks already in the target dtype are not copied before the join; one chunk is not copied at all.
+    Chunks of different dtypes with ``dtype=None`` are joined as float64 (int64 if all are integers).
+
+    Example:
+        >>> import torch
+        >>> cat_chunks([torch.tensor([1.0], dtype=torch.float16), torch.tensor([70000])])
+        tensor([1.0000e+00, 7.0000e+04], dtype=torch.float64)
+    """
+    if dtype is None:
+        dtypes = {chunk.dtype for chunk in chunks}
+        if len(dtypes) == 1:
+            dtype = dtypes.pop()
+        else:
+            dtype = torch.float64 if any(chunk.is_floating_point() for chunk in chunks) else torch.int64
+    if len(chunks) == 1:
+        return chunks[0].reshape(-1).to(dtype)
+    return torch.cat([chunk.reshape(-1).to(dtype) for chunk in chunks])
 
 
 def count_samples(args: Sequence[Any], kwargs: Mapping[str, Any], axis: int = -1) -> int:

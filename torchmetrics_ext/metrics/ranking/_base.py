@@ -25,12 +25,11 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torchmetrics.utilities.data import dim_zero_cat
 
 from torchmetrics_ext.functional.ranking._inputs import RankingRows, _ranking_arg_validation, _ranking_format
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
 from torchmetrics_ext.functional.ranking._update import _ranking_compute, _ranking_update
-from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
+from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, cat_chunks
 
 _ROW_STATES = {
     "preds": torch.float64,
@@ -183,8 +182,12 @@ class _RankingMetric(TaskMetric):
         if row_weights is not None or self.weights:
             # weights are kept per row only once some batch had them: earlier batches get ones
             for earlier in self.preds[len(self.weights) :]:
-                self.weights.append(torch.ones_like(earlier))
-            self.weights.append(row_weights.detach() if row_weights is not None else torch.ones_like(rows.preds))
+                self.weights.append(torch.ones(earlier.shape, dtype=torch.float32, device=earlier.device))
+            self.weights.append(
+                row_weights.detach()
+                if row_weights is not None
+                else torch.ones(rows.preds.shape, dtype=torch.float32, device=rows.preds.device)
+            )
         self.preds.append(rows.preds.detach())
         target = rows.target
         if target.dtype == torch.int64 and rows.target_max is not None and rows.target_max < _INT32_LIMIT:
@@ -207,9 +210,15 @@ class _RankingMetric(TaskMetric):
         states = {name: getattr(self, name) for name in _ROW_STATES}
         if isinstance(states["preds"], list) and len(states["preds"]) == 0:
             return None
-        preds, target, indexes = (dim_zero_cat(states[n]) for n in ("preds", "target", "indexes"))
+        # chunks of different dtypes are cast one by one (never promoted together: int64 relevance,
+        # ids or weights with float16 scores would become float16); scores and relevance keep a
+        # common dtype, else become float64
+        preds, target = cat_chunks(_chunks(states["preds"])), cat_chunks(_chunks(states["target"]))
+        indexes = cat_chunks(_chunks(states["indexes"]), torch.int64)
         weights = states["weights"]
-        weights = None if isinstance(weights, list) and len(weights) == 0 else dim_zero_cat(weights)
+        weights = (
+            None if isinstance(weights, list) and len(weights) == 0 else cat_chunks(_chunks(weights), torch.float64)
+        )
         if weights is not None and weights.numel() == 0:
             weights = None
         if weights is not None and weights.numel() != preds.numel():
@@ -218,9 +227,13 @@ class _RankingMetric(TaskMetric):
                 "pass weights with every batch on every rank, or with none."
             )
         # a list state is concatenated into a new tensor, which the kernels may use as scratch
-        writable = isinstance(states["preds"], list)
-        weights = None if weights is None else weights.to(torch.float64)
-        return RankingRows(preds, target, indexes.to(torch.int64), weights, False, writable)
+        writable = isinstance(states["preds"], list) and len(states["preds"]) > 1
+        return RankingRows(preds, target, indexes, weights, False, writable)
+
+
+def _chunks(state: list[Tensor] | Tensor) -> list[Tensor]:
+    """A list state's chunks (a single tensor after a DDP sync)."""
+    return state if isinstance(state, list) else [state]
 
 
 SHARED_OPTIONS = tuple(

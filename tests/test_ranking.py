@@ -8,6 +8,7 @@ tie-free data, so the harness cases can use it on tied data (rounded or low-prec
 
 from __future__ import annotations
 
+import io
 import itertools
 import warnings
 from functools import partial
@@ -1054,3 +1055,135 @@ def test_rows_kept_as_given_with_mixed_dtypes():
         np.testing.assert_allclose(out[key].item(), value, rtol=1e-9, err_msg=key)
     for key, value in originals.items():
         assert torch.equal(second[key], value), f"user's {key} was modified"
+
+
+# ----------------------------------------------------------------------------- weighted and unweighted batches
+
+
+def _weight_batches(seed=30, parts=3):
+    """Flat batches of whole queries; every other one carries weights (rows without weights weigh 1)."""
+    data = flat_data(np.random.default_rng(seed), num_queries=60, weights=True, shuffle=False)
+    idx = data["indexes"]
+    starts = torch.nonzero(idx[1:] != idx[:-1]).reshape(-1) + 1
+    cuts = [0, *starts[[len(starts) * i // parts for i in range(1, parts)]].tolist(), idx.numel()]
+    return [{key: value[lo:hi] for key, value in data.items()} for lo, hi in itertools.pairwise(cuts)]
+
+
+def _weight_reference(batches, weighted):
+    rows = {key: np.concatenate([H.to_numpy(b)[key] for b in batches]) for key in ("preds", "target", "indexes")}
+    rows["weights"] = np.concatenate(
+        [H.to_numpy(b)["weights"] if w else np.ones(b["preds"].numel()) for b, w in zip(batches, weighted, strict=True)]
+    )
+    return single_ref("ndcg", 3)(rows)
+
+
+def _feed(metric, batches, weighted):
+    for batch, w in zip(batches, weighted, strict=True):
+        metric.update(**{key: value for key, value in batch.items() if w or key != "weights"})
+
+
+WEIGHT_ORDERS = [(True, False, False), (False, True, False), (False, False, True), (True, False, True)]
+
+
+@pytest.mark.parametrize("weighted", WEIGHT_ORDERS)
+def test_weighted_and_unweighted_batches_in_any_order(weighted):
+    """B5: plain and windowed metrics take weights with some batches only; rows without weights weigh 1."""
+    batches = _weight_batches()
+    expected = _weight_reference(batches, weighted)
+    plain = tmx.NDCG(k=3)
+    _feed(plain, batches, weighted)
+    np.testing.assert_allclose(plain.compute().item(), expected, rtol=1e-12)
+    units = [chunk for chunk, w in zip(plain.weights, weighted, strict=True) if not w]
+    assert units and all(chunk.stride() == (0,) for chunk in units)  # unit weights take no memory per row
+    windowed = tmx.Windowed(tmx.NDCG(k=3), window_size=10_000)
+    _feed(windowed, batches, weighted)
+    for part, value in windowed.compute().items():
+        np.testing.assert_allclose(value.item(), expected, rtol=1e-12, err_msg=part)
+    last_two = tmx.Windowed(tmx.NDCG(k=3), window_size=sum(b["preds"].numel() for b in batches[1:]))
+    _feed(last_two, batches, weighted)
+    np.testing.assert_allclose(last_two.compute()["window"].item(), _weight_reference(batches[1:], weighted[1:]))
+    # checkpoints: the unit weights round-trip (as views, one element each) and the values with them
+    for metric, fresh in ((plain, tmx.NDCG(k=3)), (windowed, tmx.Windowed(tmx.NDCG(k=3), window_size=10_000))):
+        metric.persistent(True)
+        fresh.persistent(True)
+        buffer = io.BytesIO()
+        torch.save(metric.state_dict(), buffer)
+        buffer.seek(0)
+        fresh.load_state_dict(torch.load(buffer, weights_only=False))
+        torch.testing.assert_close(fresh.compute(), metric.compute(), rtol=0, atol=0)
+
+
+def test_unweighted_batches_only_keep_no_weights_and_join_as_views():
+    batches = _weight_batches(parts=2)
+    metric = tmx.NDCG(k=3)
+    _feed(metric, batches, (False, False))
+    assert metric._cat_rows().weights is None  # the unweighted kernels, no ones made
+    assert metric.sync_states()["weights"].numel() == 0  # a DDP gather sends no ones
+    metric.persistent(True)
+    buffer = io.BytesIO()
+    torch.save(metric.state_dict(), buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=False)["weights"]
+    assert len(saved) == 2 and all(w.stride() == (0,) and w.untyped_storage().nbytes() == 4 for w in saved)
+    from torchmetrics_ext.wrappers._ring import join_small_tails
+
+    one = torch.ones((), dtype=torch.float32)
+    lists = [[torch.zeros(3)] * 64, [one.expand(3)] * 64]
+    join_small_tails(lists)
+    assert lists[1][0].shape == (192,) and lists[1][0].stride() == (0,)
+
+
+def test_checkpoint_without_weight_chunks_loads_and_mixes_with_weighted_batches():
+    """A state saved before unit weights were kept (no weight chunk for unweighted rows) loads and computes."""
+    batches = _weight_batches()
+    weighted = (False, True, False)
+    old = tmx.NDCG(k=3)
+    old.persistent(True)
+    _feed(old, batches[:1], weighted[:1])
+    state = old.state_dict()
+    state["weights"] = []  # as an unweighted metric saved it before
+    restored = tmx.NDCG(k=3)
+    restored.persistent(True)
+    restored.load_state_dict(state)
+    np.testing.assert_allclose(restored.compute().item(), _weight_reference(batches[:1], weighted[:1]), rtol=1e-12)
+    _feed(restored, batches[1:], weighted[1:])
+    np.testing.assert_allclose(restored.compute().item(), _weight_reference(batches, weighted), rtol=1e-12)
+    windowed = tmx.Windowed(tmx.NDCG(k=3), window_size=10_000)
+    _feed(windowed, batches[:1], weighted[:1])
+    saved = windowed.state_dict()
+    saved = {k: ([] if k.endswith(".weights") else v) for k, v in saved.items()}
+    saved["_extra_state"]["chunks"]["weights"] = [[] for _ in saved["_extra_state"]["chunks"]["weights"]]
+    again = tmx.Windowed(tmx.NDCG(k=3), window_size=10_000)
+    again.load_state_dict(saved)
+    _feed(again, batches[1:2], (False,))  # unweighted resumes as before
+    for part, value in again.compute().items():
+        np.testing.assert_allclose(
+            value.item(), _weight_reference(batches[:2], (False, False)), rtol=1e-12, err_msg=part
+        )
+
+
+def _mixed_weights_job(rank, world_size, weighted_ranks):
+    batches = _weight_batches(parts=2 * world_size)
+    mine = batches[rank::world_size]
+    plain, windowed = tmx.NDCG(k=3), tmx.Windowed(tmx.NDCG(k=3), window_size=10_000)
+    for metric in (plain, windowed):
+        _feed(metric, mine, [rank in weighted_ranks] * len(mine))
+    sent = plain.sync_states()["weights"].numel()
+    return plain.compute().item(), {k: v.item() for k, v in windowed.compute().items()}, sent
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("weighted_ranks", [(0,), (1,), (), (0, 1)])
+def test_ddp_one_rank_weighted_the_other_not(ddp_pool, weighted_ranks):
+    """Ranks that saw no weights send none; the gather gives their rows weight 1 when another rank had weights."""
+    world = 2
+    batches = _weight_batches(parts=2 * world)
+    order = [batches[r::world] for r in range(world)]
+    flat = [b for rank in order for b in rank]
+    weighted = [r in weighted_ranks for r in range(world) for _ in order[r]]
+    expected = _weight_reference(flat, weighted)
+    for rank, (plain, windowed, sent) in enumerate(ddp_pool.run(_mixed_weights_job, weighted_ranks)):
+        np.testing.assert_allclose(plain, expected, rtol=1e-12)
+        for part, value in windowed.items():
+            np.testing.assert_allclose(value, expected, rtol=1e-12, err_msg=part)
+        assert (sent > 0) == (rank in weighted_ranks)

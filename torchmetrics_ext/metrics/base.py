@@ -173,9 +173,17 @@ class TaskMetric(Metric):
                 if not value:
                     value = torch.zeros(0, dtype=dtype or self.dtype, device=self.device)
                 else:
-                    value = cat_chunks(value, dtype)
+                    value = self._sync_chunks(name, value, dtype)
             out[name] = value
         return out
+
+    def _sync_chunks(self, name: str, chunks: list[Tensor], dtype: torch.dtype | None) -> Tensor:
+        """What list state ``name`` sends at a sync: its chunks joined as ``dtype`` (a subclass may encode)."""
+        return cat_chunks(chunks, dtype)
+
+    def _fix_gathered(self, name: str, per_rank: list[Tensor]) -> list[Tensor]:
+        """State ``name``'s per-rank tensors after a gather, before they are reduced (a subclass may decode)."""
+        return per_rank
 
     @contextmanager
     def synced_from(self, gathered: Mapping[str, list[Tensor]] | None) -> Iterator[None]:
@@ -204,7 +212,12 @@ class TaskMetric(Metric):
                 setattr(self, name, [value])
         if self._gathered is not None:
             dist_sync_fn = _replay(self._gathered, list(self._reductions))
-        super()._sync_dist(dist_sync_fn, process_group)
+        gather, names = dist_sync_fn, iter(list(self._reductions))  # TorchMetrics gathers in state order
+
+        def sync_fn(tensor: Tensor, group: Any = None) -> list[Tensor]:
+            return self._fix_gathered(next(names), gather(tensor, group))
+
+        super()._sync_dist(sync_fn, process_group)
 
     @contextmanager
     def inputs_validated(self) -> Iterator[None]:

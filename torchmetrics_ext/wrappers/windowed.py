@@ -153,8 +153,9 @@ class Windowed(WrapperMetric):
         ``forward`` returns the batch's values in the same dict form: ``"lifetime"`` over the
         whole batch, ``"window"`` over the part of it that the window keeps.
 
-        Flat ranking input with per-row ``weights``: pass weights with every batch or with none
-        (as across DDP ranks), since rows from different updates are joined without back-filling.
+        Flat ranking input may carry ``weights`` in some batches and not in others (rows without
+        weights weigh 1, as without a window); the metric keeps a weight chunk for every row
+        chunk, so the window's rows and weights stay in step.
 
     Example:
         >>> import torch

@@ -967,3 +967,32 @@ def test_a_step_under_inference_mode_leaves_the_window_usable(metrics):
                 module.update(part)
         reference.update(part)
     assert run(module, []) == run(reference, [])
+
+
+@pytest.mark.parametrize("window_size", [None, 10])
+@pytest.mark.parametrize("weighted_first", [True, False])
+def test_ranking_takes_steps_with_and_without_a_weight_column(window_size, weighted_first):
+    """A step without the weight column weighs its queries 1, windowed or not, in either order."""
+    module = tmx.RecMetricModule(
+        [tmx.RecTaskInfo("t", session_id_name="q")],
+        {"ne": "ne", "ndcg": "ndcg"},
+        window_size=window_size,
+        throughput=False,
+    )
+    weighted = {
+        "prediction": torch.tensor([0.9, 0.2]),
+        "label": torch.tensor([1, 0]),
+        "q": torch.tensor([0, 0]),
+        "weight": torch.tensor([2.0, 2.0]),
+    }
+    plain = {"prediction": torch.tensor([0.3, 0.6]), "label": torch.tensor([1, 0]), "q": torch.tensor([1, 1])}
+    for step in (weighted, plain) if weighted_first else (plain, weighted):
+        module.update(step)
+    # query 0: relevant row first (NDCG 1), weight 2; query 1: relevant row second (1 / log2 3), weight 1
+    expected = (2 * 1.0 + 1 * (1 / np.log2(3))) / 3
+    values = module.compute()
+    keys = ["ndcg/t"] + ([] if window_size is None else ["ndcg/t/window"])
+    for key in keys:
+        np.testing.assert_allclose(values[key].item(), expected, rtol=1e-12, err_msg=key)
+    module.update(plain)  # and every later compute works
+    assert all(torch.isfinite(module.compute()[key]) for key in keys)

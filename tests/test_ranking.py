@@ -8,6 +8,7 @@ tie-free data, so the harness cases can use it on tied data (rounded or low-prec
 
 from __future__ import annotations
 
+import io
 import itertools
 import warnings
 from functools import partial
@@ -768,6 +769,156 @@ def test_collection_compute_groups_never_merge_different_settings():
             torch.testing.assert_close(out["ndcg_again"], out["ndcg"])
 
 
+def test_collection_compute_groups_keep_padding_values_apart():
+    """B1: `padding_value` changes which slots are candidates, so it is part of the sums state's name."""
+    from torchmetrics import MetricCollection
+
+    batches = [
+        {"preds": torch.tensor([[0.9, 0.1, 0.5]]), "target": torch.tensor([[1, 0, 1]])},  # no slot is padding
+        {"preds": torch.tensor([[-10.0, 0.1, 0.5]]), "target": torch.tensor([[1, 0, 1]])},
+    ]
+    metrics = MetricCollection(
+        {
+            "plain": tmx.NDCG(k=2),
+            "pad": tmx.NDCG(k=2, padding_value=-10.0),
+            "pad_int": tmx.NDCG(k=2, padding_value=-10),
+        },
+        compute_groups=True,
+    )
+    for batch in batches:
+        metrics.update(**batch)
+    assert sorted(sorted(g) for g in metrics.compute_groups.values()) == [["pad", "pad_int"], ["plain"]]
+    out = metrics.compute()
+    numpy = [{key: value.numpy() for key, value in batch.items()} for batch in batches]
+    plain = np.concatenate([b["preds"] for b in numpy]), np.concatenate([b["target"] for b in numpy])
+    ref_plain = single_ref("ndcg", 2)({"preds": plain[0], "target": plain[1]})
+    ref_pad = single_ref("ndcg", 2)({"preds": plain[0], "target": plain[1], "_padding_value": -10.0})
+    np.testing.assert_allclose(out["plain"].item(), ref_plain, rtol=1e-12)
+    np.testing.assert_allclose(out["pad"].item(), ref_pad, rtol=1e-12)
+    assert abs(ref_plain - ref_pad) > 0.1
+
+
+def test_padding_value_checkpoint_saved_under_the_former_state_name_loads():
+    metric = tmx.NDCG(k=2, padding_value=-1.5)
+    metric.persistent(True)
+    metric.update(torch.tensor([[0.9, 0.1, -1.5]]), torch.tensor([[0, 1, 1]]))
+    state = metric.state_dict()
+    old = {key.replace("_padm1p5", ""): value for key, value in state.items()}  # as saved before the rename
+    assert old.keys() != state.keys()
+    restored = tmx.NDCG(k=2, padding_value=-1.5)
+    restored.persistent(True)
+    restored.load_state_dict(old)
+    torch.testing.assert_close(restored.compute(), metric.compute())
+
+
+def test_multiclass_compute_groups_keep_cutoffs_apart():
+    """B2: the hit sum is named after k and num_classes; the first batch (a hit at every k) no longer merges them."""
+    from torchmetrics import MetricCollection
+
+    data = multiclass_data(np.random.default_rng(21), n=50, c=4, weights=True)
+    first = {"preds": torch.tensor([[0.9, 0.05, 0.03, 0.02]]), "target": torch.tensor([0])}
+    metrics = MetricCollection(
+        {f"r{k}": tmx.MulticlassRecallAtK(k=k, num_classes=4) for k in (1, 2, 3)}, compute_groups=True
+    )
+    metrics.update(**first)
+    metrics.update(**data)
+    assert len(metrics.compute_groups) == 3
+    out = metrics.compute()
+    both = {
+        "preds": np.concatenate([first["preds"].numpy(), data["preds"].numpy()]),
+        "target": np.concatenate([first["target"].numpy(), data["target"].numpy()]),
+        "weights": np.concatenate([[1.0], data["weights"].numpy()]),
+    }
+    for k in (1, 2, 3):
+        np.testing.assert_allclose(out[f"r{k}"].item(), ref_multiclass(both, k), rtol=1e-12)
+
+
+def test_multiclass_checkpoint_with_the_former_hit_sum_key_loads():
+    data = multiclass_data(np.random.default_rng(22), n=30, c=5, weights=True)
+    metric = tmx.MulticlassRecallAtK(k=2, num_classes=5)
+    metric.persistent(True)
+    metric.update(**data)
+    state = metric.state_dict()
+    assert set(state) == {"hit_sum_k2_of5", "weight_sum"}
+    old = {"hit_sum" if key.startswith("hit_sum") else key: value for key, value in state.items()}
+    restored = tmx.MulticlassRecallAtK(k=2, num_classes=5)
+    restored.persistent(True)
+    restored.load_state_dict(old)  # strict: the old key is mapped, nothing is unexpected
+    np.testing.assert_allclose(restored.compute().item(), ref_multiclass(H.to_numpy(data), 2), rtol=1e-12)
+    windowed = tmx.Windowed(tmx.MulticlassRecallAtK(k=2, num_classes=5), window_size=100)
+    windowed.update(**data)
+    saved = windowed.state_dict()
+    renamed = {key.replace("hit_sum_k2_of5", "hit_sum"): value for key, value in saved.items()}
+    again = tmx.Windowed(tmx.MulticlassRecallAtK(k=2, num_classes=5), window_size=100)
+    again.load_state_dict(renamed)
+    for part, value in again.compute().items():
+        np.testing.assert_allclose(value.item(), ref_multiclass(H.to_numpy(data), 2), rtol=1e-12, err_msg=part)
+
+
+def test_mixed_row_dtypes_across_batches_are_cast_chunk_by_chunk():
+    """B3: int64 relevance/weights kept next to float16 chunks are not promoted to float16 (inf, nan)."""
+    ndcg = tmx.NDCG()
+    first = {"preds": torch.tensor([0.9, 0.1]), "target": torch.tensor([1.0, 0.0], dtype=torch.float16)}
+    second = {"preds": torch.tensor([0.9, 0.5, 0.1]), "target": torch.tensor([1, 70000, 0])}
+    ndcg.update(**first, indexes=torch.tensor([0, 0]))
+    ndcg.update(**second, indexes=torch.tensor([1, 1, 1]))
+    rows = {
+        "preds": np.array([0.9, 0.1, 0.9, 0.5, 0.1]),
+        "target": np.array([1, 0, 1, 70000, 0]),
+        "indexes": np.array([0, 0, 1, 1, 1]),
+    }
+    np.testing.assert_allclose(ndcg.compute().item(), single_ref("ndcg", None)(rows), rtol=1e-12)
+    assert ndcg.sync_states()["target"].dtype == torch.float64  # what a DDP gather sends
+
+    mrr = tmx.MRR()
+    half = torch.float16
+    mrr.update(torch.tensor([0.9, 0.1], dtype=half), torch.tensor([0, 1]), torch.tensor([0, 0]))
+    mrr.update(
+        torch.tensor([0.9, 0.5], dtype=half),
+        torch.tensor([1, 0]),
+        torch.tensor([1, 1]),
+        weights=torch.tensor([10**5] * 2),
+    )
+    rows = {
+        "preds": torch.tensor([0.9, 0.1, 0.9, 0.5], dtype=half).double().numpy(),
+        "target": np.array([0, 1, 1, 0]),
+        "indexes": np.array([0, 0, 1, 1]),
+        "weights": np.array([1.0, 1.0, 1e5, 1e5]),
+    }
+    np.testing.assert_allclose(mrr.compute().item(), single_ref("mrr", None)(rows), rtol=1e-12)
+    assert mrr.sync_states()["weights"].tolist() == [1.0, 1.0, 1e5, 1e5]
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.uint16, torch.uint32, torch.uint64])
+def test_unsigned_ids_and_relevance_are_accepted(dtype):
+    """B4: unsigned ids (compared as their int64 conversion, a bijection) and relevance, as the functions take them."""
+    rng = np.random.default_rng(23)
+    data = flat_data(rng, num_queries=40, weights=True)
+    top = {torch.uint8: 2**8, torch.uint16: 2**16, torch.uint32: 2**32, torch.uint64: 2**64}[dtype]
+    ids = np.unique(H.to_numpy(data)["indexes"], return_inverse=True)[1]
+    wide = (np.uint64(top - 1) - ids.astype(np.uint64)) if top > 2**8 else ids.astype(np.uint64)  # near the top
+    unsigned = {
+        **data,
+        "indexes": torch.from_numpy(wide.astype(np.uint64)).to(dtype),
+        "target": data["target"].to(dtype),
+    }
+    n = data["preds"].numel()
+    cut = n // 2
+    metric = tmx.RankingMetrics(ks=(1, 3))
+    metric.update(**{key: value[:cut] for key, value in unsigned.items()})
+    signed_second = {key: value[cut:] for key, value in unsigned.items()}
+    signed_second["indexes"] = signed_second["indexes"].to(torch.int64)  # int64 ids next to unsigned ones
+    metric.update(**signed_second)
+    out = metric.compute()
+    ref = dict_ref((1, 3))({**H.to_numpy(data), "indexes": ids})
+    functional = tmf.ranking_metrics(**unsigned, ks=(1, 3))
+    for key, value in ref.items():
+        np.testing.assert_allclose(out[key].item(), value, rtol=1e-9, err_msg=key)
+        np.testing.assert_allclose(functional[key].item(), value, rtol=1e-9, err_msg=key)
+    states = metric.sync_states()
+    assert states["indexes"].dtype == torch.int64 and states["target"].dtype == torch.float64
+
+
 # ----------------------------------------------------------------------------- bad input
 
 _P = torch.tensor([0.1, 0.2, 0.3])
@@ -904,3 +1055,135 @@ def test_rows_kept_as_given_with_mixed_dtypes():
         np.testing.assert_allclose(out[key].item(), value, rtol=1e-9, err_msg=key)
     for key, value in originals.items():
         assert torch.equal(second[key], value), f"user's {key} was modified"
+
+
+# ----------------------------------------------------------------------------- weighted and unweighted batches
+
+
+def _weight_batches(seed=30, parts=3):
+    """Flat batches of whole queries; every other one carries weights (rows without weights weigh 1)."""
+    data = flat_data(np.random.default_rng(seed), num_queries=60, weights=True, shuffle=False)
+    idx = data["indexes"]
+    starts = torch.nonzero(idx[1:] != idx[:-1]).reshape(-1) + 1
+    cuts = [0, *starts[[len(starts) * i // parts for i in range(1, parts)]].tolist(), idx.numel()]
+    return [{key: value[lo:hi] for key, value in data.items()} for lo, hi in itertools.pairwise(cuts)]
+
+
+def _weight_reference(batches, weighted):
+    rows = {key: np.concatenate([H.to_numpy(b)[key] for b in batches]) for key in ("preds", "target", "indexes")}
+    rows["weights"] = np.concatenate(
+        [H.to_numpy(b)["weights"] if w else np.ones(b["preds"].numel()) for b, w in zip(batches, weighted, strict=True)]
+    )
+    return single_ref("ndcg", 3)(rows)
+
+
+def _feed(metric, batches, weighted):
+    for batch, w in zip(batches, weighted, strict=True):
+        metric.update(**{key: value for key, value in batch.items() if w or key != "weights"})
+
+
+WEIGHT_ORDERS = [(True, False, False), (False, True, False), (False, False, True), (True, False, True)]
+
+
+@pytest.mark.parametrize("weighted", WEIGHT_ORDERS)
+def test_weighted_and_unweighted_batches_in_any_order(weighted):
+    """B5: plain and windowed metrics take weights with some batches only; rows without weights weigh 1."""
+    batches = _weight_batches()
+    expected = _weight_reference(batches, weighted)
+    plain = tmx.NDCG(k=3)
+    _feed(plain, batches, weighted)
+    np.testing.assert_allclose(plain.compute().item(), expected, rtol=1e-12)
+    units = [chunk for chunk, w in zip(plain.weights, weighted, strict=True) if not w]
+    assert units and all(chunk.stride() == (0,) for chunk in units)  # unit weights take no memory per row
+    windowed = tmx.Windowed(tmx.NDCG(k=3), window_size=10_000)
+    _feed(windowed, batches, weighted)
+    for part, value in windowed.compute().items():
+        np.testing.assert_allclose(value.item(), expected, rtol=1e-12, err_msg=part)
+    last_two = tmx.Windowed(tmx.NDCG(k=3), window_size=sum(b["preds"].numel() for b in batches[1:]))
+    _feed(last_two, batches, weighted)
+    np.testing.assert_allclose(last_two.compute()["window"].item(), _weight_reference(batches[1:], weighted[1:]))
+    # checkpoints: the unit weights round-trip (as views, one element each) and the values with them
+    for metric, fresh in ((plain, tmx.NDCG(k=3)), (windowed, tmx.Windowed(tmx.NDCG(k=3), window_size=10_000))):
+        metric.persistent(True)
+        fresh.persistent(True)
+        buffer = io.BytesIO()
+        torch.save(metric.state_dict(), buffer)
+        buffer.seek(0)
+        fresh.load_state_dict(torch.load(buffer, weights_only=False))
+        torch.testing.assert_close(fresh.compute(), metric.compute(), rtol=0, atol=0)
+
+
+def test_unweighted_batches_only_keep_no_weights_and_join_as_views():
+    batches = _weight_batches(parts=2)
+    metric = tmx.NDCG(k=3)
+    _feed(metric, batches, (False, False))
+    assert metric._cat_rows().weights is None  # the unweighted kernels, no ones made
+    assert metric.sync_states()["weights"].numel() == 0  # a DDP gather sends no ones
+    metric.persistent(True)
+    buffer = io.BytesIO()
+    torch.save(metric.state_dict(), buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=False)["weights"]
+    assert len(saved) == 2 and all(w.stride() == (0,) and w.untyped_storage().nbytes() == 4 for w in saved)
+    from torchmetrics_ext.wrappers._ring import join_small_tails
+
+    one = torch.ones((), dtype=torch.float32)
+    lists = [[torch.zeros(3)] * 64, [one.expand(3)] * 64]
+    join_small_tails(lists)
+    assert lists[1][0].shape == (192,) and lists[1][0].stride() == (0,)
+
+
+def test_checkpoint_without_weight_chunks_loads_and_mixes_with_weighted_batches():
+    """A state saved before unit weights were kept (no weight chunk for unweighted rows) loads and computes."""
+    batches = _weight_batches()
+    weighted = (False, True, False)
+    old = tmx.NDCG(k=3)
+    old.persistent(True)
+    _feed(old, batches[:1], weighted[:1])
+    state = old.state_dict()
+    state["weights"] = []  # as an unweighted metric saved it before
+    restored = tmx.NDCG(k=3)
+    restored.persistent(True)
+    restored.load_state_dict(state)
+    np.testing.assert_allclose(restored.compute().item(), _weight_reference(batches[:1], weighted[:1]), rtol=1e-12)
+    _feed(restored, batches[1:], weighted[1:])
+    np.testing.assert_allclose(restored.compute().item(), _weight_reference(batches, weighted), rtol=1e-12)
+    windowed = tmx.Windowed(tmx.NDCG(k=3), window_size=10_000)
+    _feed(windowed, batches[:1], weighted[:1])
+    saved = windowed.state_dict()
+    saved = {k: ([] if k.endswith(".weights") else v) for k, v in saved.items()}
+    saved["_extra_state"]["chunks"]["weights"] = [[] for _ in saved["_extra_state"]["chunks"]["weights"]]
+    again = tmx.Windowed(tmx.NDCG(k=3), window_size=10_000)
+    again.load_state_dict(saved)
+    _feed(again, batches[1:2], (False,))  # unweighted resumes as before
+    for part, value in again.compute().items():
+        np.testing.assert_allclose(
+            value.item(), _weight_reference(batches[:2], (False, False)), rtol=1e-12, err_msg=part
+        )
+
+
+def _mixed_weights_job(rank, world_size, weighted_ranks):
+    batches = _weight_batches(parts=2 * world_size)
+    mine = batches[rank::world_size]
+    plain, windowed = tmx.NDCG(k=3), tmx.Windowed(tmx.NDCG(k=3), window_size=10_000)
+    for metric in (plain, windowed):
+        _feed(metric, mine, [rank in weighted_ranks] * len(mine))
+    sent = plain.sync_states()["weights"].numel()
+    return plain.compute().item(), {k: v.item() for k, v in windowed.compute().items()}, sent
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("weighted_ranks", [(0,), (1,), (), (0, 1)])
+def test_ddp_one_rank_weighted_the_other_not(ddp_pool, weighted_ranks):
+    """Ranks that saw no weights send none; the gather gives their rows weight 1 when another rank had weights."""
+    world = 2
+    batches = _weight_batches(parts=2 * world)
+    order = [batches[r::world] for r in range(world)]
+    flat = [b for rank in order for b in rank]
+    weighted = [r in weighted_ranks for r in range(world) for _ in order[r]]
+    expected = _weight_reference(flat, weighted)
+    for rank, (plain, windowed, sent) in enumerate(ddp_pool.run(_mixed_weights_job, weighted_ranks)):
+        np.testing.assert_allclose(plain, expected, rtol=1e-12)
+        for part, value in windowed.items():
+            np.testing.assert_allclose(value, expected, rtol=1e-12, err_msg=part)
+        assert (sent > 0) == (rank in weighted_ranks)

@@ -537,18 +537,13 @@ class RecMetricModule(nn.Module):
         # Ranking rows are kept per sample: they get the columns as given (float32 scores,
         # int8 labels stay narrow in their states; they are validated above all the same).
         # Bool labels go as stacked float64.
+        # A task without a weight column passes none: the ranking metric keeps unit weights for
+        # those rows (no memory per row), so its weighted and unweighted steps mix, windowed or not.
         preds, labels, weights = batch.columns
-        weighted = any(c is not None for c in weights)
-        ones = None
         for t, (unit, _) in enumerate(updated[len(updated) - self._num_copies :]):
             task = t % len(self.tasks)
-            wt = weights[task]
-            if wt is None and weighted:  # this task has no weights, others do (all 1 or not): ones
-                if ones is None:
-                    ones = torch.ones(preds[task].shape, dtype=torch.float64, device=preds[task].device)
-                wt = ones
             target = labels[task] if labels[task].dtype != torch.bool else batch.target[task]
-            unit.update(preds[task], target, indexes=batch.sessions[task], weights=wt)  # type: ignore[index]
+            unit.update(preds[task], target, indexes=batch.sessions[task], weights=weights[task])  # type: ignore[index]
 
     def _named_value_error(self, batch: _Batch, error: ValueError) -> ValueError:
         """``error`` (of the whole step's check) told about the first task and column that fail on their own."""

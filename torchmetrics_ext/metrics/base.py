@@ -11,12 +11,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.utilities.data import dim_zero_cat
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain
 
-__all__ = ["InputDomains", "TaskMetric"]
+__all__ = ["InputDomains", "TaskMetric", "cat_chunks"]
 
 _TARGET_ORDER = ("binary", "unit", "nonnegative", "real")  # strictest first
 
@@ -121,6 +120,8 @@ class TaskMetric(Metric):
         self._list_state_dtypes: dict[str, torch.dtype] = {}
         self._gathered: Mapping[str, list[Tensor]] | None = None
         self._sync_locally = False
+        # old state name -> current name, for checkpoints saved before a state was renamed
+        self._renamed_states: dict[str, str] = {}
 
     def _add_task_state(self, name: str, dist_reduce_fx: str = "sum", fill: float = 0.0) -> None:
         """Declare a float64 ``(num_tasks,)`` state reduced with ``dist_reduce_fx``."""
@@ -140,6 +141,24 @@ class TaskMetric(Metric):
         self.add_state(name, default=[], dist_reduce_fx="cat")
         self._list_state_dtypes[name] = dtype
 
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """Load states, reading a renamed state from its old key in a checkpoint saved before the rename."""
+        for old, new in self._renamed_states.items():
+            if prefix + old in state_dict and prefix + new not in state_dict:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
     def sync_states(self) -> dict[str, Tensor]:
         """The tensor each state sends at a DDP sync, in state order, without communicating.
 
@@ -154,10 +173,17 @@ class TaskMetric(Metric):
                 if not value:
                     value = torch.zeros(0, dtype=dtype or self.dtype, device=self.device)
                 else:
-                    value = value[0] if len(value) == 1 else dim_zero_cat(value)
-                    value = value if dtype is None else value.to(dtype)
+                    value = self._sync_chunks(name, value, dtype)
             out[name] = value
         return out
+
+    def _sync_chunks(self, name: str, chunks: list[Tensor], dtype: torch.dtype | None) -> Tensor:
+        """What list state ``name`` sends at a sync: its chunks joined as ``dtype`` (a subclass may encode)."""
+        return cat_chunks(chunks, dtype)
+
+    def _fix_gathered(self, name: str, per_rank: list[Tensor]) -> list[Tensor]:
+        """State ``name``'s per-rank tensors after a gather, before they are reduced (a subclass may decode)."""
+        return per_rank
 
     @contextmanager
     def synced_from(self, gathered: Mapping[str, list[Tensor]] | None) -> Iterator[None]:
@@ -186,7 +212,12 @@ class TaskMetric(Metric):
                 setattr(self, name, [value])
         if self._gathered is not None:
             dist_sync_fn = _replay(self._gathered, list(self._reductions))
-        super()._sync_dist(dist_sync_fn, process_group)
+        gather, names = dist_sync_fn, iter(list(self._reductions))  # TorchMetrics gathers in state order
+
+        def sync_fn(tensor: Tensor, group: Any = None) -> list[Tensor]:
+            return self._fix_gathered(next(names), gather(tensor, group))
+
+        super()._sync_dist(sync_fn, process_group)
 
     @contextmanager
     def inputs_validated(self) -> Iterator[None]:
@@ -300,6 +331,30 @@ class TaskMetric(Metric):
     def newest_samples(self, n: int, *args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """``update``'s arguments cut to the batch's last ``n`` samples (views, no copy)."""
         return newest_samples(n, args, kwargs, self.sample_axis)
+
+
+def cat_chunks(chunks: Sequence[Tensor], dtype: torch.dtype | None = None) -> Tensor:
+    """The chunks of a list state as one 1-D tensor of ``dtype`` (``None``: their common dtype).
+
+    Each chunk is cast on its own before the join: ``torch.cat`` of mixed dtypes promotes, and
+    int64 with float16 promotes to float16 (ids and large relevance or weights overflow or round).
+    Chunks already in the target dtype are not copied before the join; one chunk is not copied at all.
+    Chunks of different dtypes with ``dtype=None`` are joined as float64 (int64 if all are integers).
+
+    Example:
+        >>> import torch
+        >>> cat_chunks([torch.tensor([1.0], dtype=torch.float16), torch.tensor([70000])])
+        tensor([1.0000e+00, 7.0000e+04], dtype=torch.float64)
+    """
+    if dtype is None:
+        dtypes = {chunk.dtype for chunk in chunks}
+        if len(dtypes) == 1:
+            dtype = dtypes.pop()
+        else:
+            dtype = torch.float64 if any(chunk.is_floating_point() for chunk in chunks) else torch.int64
+    if len(chunks) == 1:
+        return chunks[0].reshape(-1).to(dtype)
+    return torch.cat([chunk.reshape(-1).to(dtype) for chunk in chunks])
 
 
 def count_samples(args: Sequence[Any], kwargs: Mapping[str, Any], axis: int = -1) -> int:

@@ -85,7 +85,27 @@ def join_small_tails(lists: list[list[Tensor]]) -> None:
         return
     if all(chunk.numel() < _SMALL for chunks in lists for chunk in chunks[-_JOIN:]):
         for chunks in lists:
-            chunks[-_JOIN:] = [torch.cat(chunks[-_JOIN:])]
+            chunks[-_JOIN:] = [_join(chunks[-_JOIN:])]
+
+
+def _is_broadcast(chunk: Tensor) -> bool:
+    """A 1-D stride-0 view: every element is one stored element (a ranking metric's unit weights)."""
+    return chunk.ndim == 1 and chunk.stride(0) == 0
+
+
+def _join(chunks: list[Tensor]) -> Tensor:
+    """``torch.cat`` of the chunks; views of one same element stay one stride-0 view (nothing materialised)."""
+    first = chunks[0]
+    if all(_is_broadcast(c) and c.dtype == first.dtype and c.data_ptr() == first.data_ptr() for c in chunks):
+        return first.as_strided((sum(c.shape[0] for c in chunks),), (0,))
+    return torch.cat(chunks)
+
+
+def _apply_chunk(fn: Callable[[Tensor], Tensor], chunk: Tensor) -> Tensor:
+    """``fn`` (a move or cast) of a list-state chunk; a stride-0 view moves one element and stays a view."""
+    if _is_broadcast(chunk) and chunk.numel() > 0:
+        return fn(chunk[:1]).reshape(()).expand(chunk.shape[0])
+    return fn(chunk)
 
 
 class StateRing:
@@ -295,7 +315,9 @@ class StateRing:
                 self.rings[name][:count] = state["rings"][name].to(device)
             self.back[name] = state["back"][name].to(device).clone()
         for name in self.list_names:
-            self.chunks[name] = deque([[c.to(device) for c in cs] for cs in state["chunks"][name]])
+            self.chunks[name] = deque(
+                [[_apply_chunk(lambda t: t.to(device), c) for c in cs] for cs in state["chunks"][name]]
+            )
             self.num_chunks[name] = sum(map(len, self.chunks[name]))
         self.sizes, self.count, self.used = deque(sizes), count, sum(sizes)
         self.front = int(state["front"])
@@ -306,4 +328,4 @@ class StateRing:
         self.rings = {n: fn(t) for n, t in self.rings.items()}
         self._make_views()
         self.back = {n: fn(t) for n, t in self.back.items()}
-        self.chunks = {n: deque([[fn(c) for c in cs] for cs in d]) for n, d in self.chunks.items()}
+        self.chunks = {n: deque([[_apply_chunk(fn, c) for c in cs] for cs in d]) for n, d in self.chunks.items()}

@@ -73,6 +73,18 @@ def _oldest(entries: tuple[Tensor, Tensor | None], n: int) -> tuple[Tensor, Tens
     return index[..., :n].reshape(-1), None if values is None else values[..., :n].reshape(-1)
 
 
+def _renamed(state: Any, renamed: dict[str, str]) -> Any:
+    """A ring state saved before the metric renamed some states (old name -> new name), under the new names."""
+    if not renamed or not isinstance(state, dict):
+        return state
+    out = dict(state)
+    for part in ("rings", "back", "chunks"):
+        saved = state.get(part)
+        if isinstance(saved, dict):
+            out[part] = {(n if renamed.get(n, n) in saved else renamed[n]): v for n, v in saved.items()}
+    return out
+
+
 def _never_distributed() -> bool:
     """``distributed_available_fn`` of the scratch metric: batch values are never synced."""
     return False
@@ -141,8 +153,9 @@ class Windowed(WrapperMetric):
         ``forward`` returns the batch's values in the same dict form: ``"lifetime"`` over the
         whole batch, ``"window"`` over the part of it that the window keeps.
 
-        Flat ranking input with per-row ``weights``: pass weights with every batch or with none
-        (as across DDP ranks), since rows from different updates are joined without back-filling.
+        Flat ranking input may carry ``weights`` in some batches and not in others (rows without
+        weights weigh 1, as without a window); the metric keeps a weight chunk for every row
+        chunk, so the window's rows and weights stay in step.
 
     Example:
         >>> import torch
@@ -462,7 +475,7 @@ class Windowed(WrapperMetric):
         if self._hist is not None:
             self._hist.load(state, device)
         else:
-            self._ring.load(state, device)
+            self._ring.load(_renamed(state, getattr(self._child("lifetime"), "_renamed_states", {})), device)
         # the children's states are loaded next, and agree with the ring's
         self.__dict__["_window_stale"] = self.__dict__["_lifetime_stale"] = False
         self._bind_window_lists()  # a window state loaded after this is re-bound at the next update

@@ -28,6 +28,7 @@ from torchmetrics_ext.functional.ranking._spec import Cutoff
 from torchmetrics_ext.utilities.checks import check_flag, check_tensor
 
 ACTIONS = ("skip", "zero", "one", "error")
+_WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
 
 
 class RankingRows(NamedTuple):
@@ -96,8 +97,11 @@ def _ranking_format(
     Args:
         preds: ``(N,)`` (flat, with ``indexes``) or ``(Q, L)`` (padded) floating point scores;
             any real value, ``±inf`` included (NaN is rejected).
-        target: relevance of the shape of ``preds``: bool, integer or float, finite and ``>= 0``.
-        indexes: ``(N,)`` integer query ids for flat input; must be ``None`` for padded input.
+        target: relevance of the shape of ``preds``: bool, integer (signed or unsigned) or float,
+            finite and ``>= 0``; uint16/32/64 relevance is read as float64.
+        indexes: ``(N,)`` integer query ids for flat input (any integer dtype: unsigned ids are
+            compared as their int64 conversion, a bijection, so distinct ids stay distinct);
+            must be ``None`` for padded input.
         mask: optional bool tensor of the shape of ``preds``; ``False`` drops a row / pads a slot.
         weights: optional non-negative finite query weights: ``(N,)`` rows (flat) or ``(Q,)`` (padded).
         padding_value: predictions equal to it are padding (padded input only).
@@ -113,6 +117,10 @@ def _ranking_format(
         ValueError: shape/device mismatch, missing or unexpected ``indexes``, NaN ``preds``,
             negative or non-finite ``target``/``weights``.
     """
+    if isinstance(target, Tensor) and target.dtype in _WIDE_UNSIGNED:
+        # uint16/32/64 relevance: the range checks and the kernels' ops are not implemented for
+        # these dtypes; float64 is the dtype the rows are gathered in anyway
+        target = target.to(torch.float64)
     if validate:
         check_tensor("preds", preds)
         check_tensor("target", target)

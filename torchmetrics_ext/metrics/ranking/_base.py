@@ -6,10 +6,14 @@ that package for the definitions, the input forms and the tie rule. Shared behav
 * ``update(preds, target, indexes=None, mask=None, weights=None)`` takes flat ``(N,)`` rows
   grouped by ``indexes`` or padded ``(Q, L)`` candidate lists (``mask`` or ``padding_value``).
 * Exact mode (default, ``queries_complete_per_batch=False``): flat rows are kept as given in
-  ``cat`` states (scores, relevance, ids, and float64 weights once any batch had weights: O(N)
-  memory; validated int64 relevance below ``2**31`` is kept as an int32 copy) and grouped by
-  query at ``compute``, so a query may span batches and DDP ranks (same id = same query).
-  Before a DDP gather each rank casts its rows to float64/int64.
+  ``cat`` states (scores, relevance, ids and weights: O(N) memory; validated int64 relevance
+  below ``2**31`` is kept as an int32 copy) and grouped by query at ``compute``, so a query may
+  span batches and DDP ranks (same id = same query). Weights may come with some batches and not
+  others (rows without weights weigh 1): a batch without them keeps unit weights, a stride-0
+  view of one element (no memory per row); when no row anywhere has weights the unweighted
+  kernels run and no ones are made. Before a DDP gather each rank joins its chunks cast one by
+  one to float64/int64; a rank without weights sends none, and gets ones after the gather only
+  when another rank sent weights.
 * ``queries_complete_per_batch=True`` (TorchRec's session mode): each batch's queries are
   scored at ``update`` and only weighted sums are kept (constant memory); a query split across
   batches counts as separate queries. Padded input always takes this path: a padded row is a
@@ -25,12 +29,11 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torchmetrics.utilities.data import dim_zero_cat
 
 from torchmetrics_ext.functional.ranking._inputs import RankingRows, _ranking_arg_validation, _ranking_format
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
 from torchmetrics_ext.functional.ranking._update import _ranking_compute, _ranking_update
-from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
+from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, cat_chunks
 
 _ROW_STATES = {
     "preds": torch.float64,
@@ -98,7 +101,12 @@ class _RankingMetric(TaskMetric):
         }
         tag = [f"{spec.name}{'' if k is None else k}" for spec, k in self.requests]
         tag += [flag for flag, on in flags.items() if on] + [empty_target_action]
+        legacy = "value_sum_" + "_".join(tag)
+        if padding_value is not None:  # which padded slots count changes the sums (no dots: a state_dict key)
+            tag.append("pad" + repr(float(padding_value)).replace(".", "p").replace("-", "m").replace("+", ""))
         self._value_state = "value_sum_" + "_".join(tag)
+        if legacy != self._value_state:  # checkpoints saved before the padding value was part of the name
+            self._renamed_states[legacy] = self._value_state
         self.add_state(self._value_state, torch.zeros(len(self.requests), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("weight_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         if not queries_complete_per_batch:
@@ -175,17 +183,69 @@ class _RankingMetric(TaskMetric):
         # converted to float64/int64 at sync and compute.
         as_given = mask is None and indexes is not None and not rows.padded
         row_weights = weights if as_given and weights is not None else rows.weights
-        if row_weights is not None or self.weights:
-            # weights are kept per row only once some batch had them: earlier batches get ones
-            for earlier in self.preds[len(self.weights) :]:
-                self.weights.append(torch.ones_like(earlier))
-            self.weights.append(row_weights.detach() if row_weights is not None else torch.ones_like(rows.preds))
+        # One weight chunk per row chunk, always: a batch without weights gets unit weights, a
+        # stride-0 view of one cached element (no memory per row), so rows of weighted and
+        # unweighted batches line up wherever their chunks are joined (a window's ring, a DDP
+        # gather, merge_state). A state loaded from a checkpoint saved before holds no weight
+        # chunk for its unweighted rows: those get unit weights first.
+        for earlier in self.preds[len(self.weights) :]:
+            self.weights.append(self._unit_weights(earlier))
+        if row_weights is None:
+            self.weights.append(self._unit_weights(rows.preds))
+        else:
+            if _is_unit(row_weights):  # a caller's stride-0 weights must not read as unit weights
+                row_weights = row_weights.clone(memory_format=torch.contiguous_format)
+            self.weights.append(row_weights.detach())
         self.preds.append(rows.preds.detach())
         target = rows.target
         if target.dtype == torch.int64 and rows.target_max is not None and rows.target_max < _INT32_LIMIT:
             target = target.to(torch.int32)  # validated relevance: half the memory kept per row
         self.target.append(target)
         self.indexes.append(indexes if as_given else rows.indexes)  # type: ignore[arg-type]
+
+    def _unit_weights(self, rows: Tensor) -> Tensor:
+        """Weight 1 for each of ``rows``: a stride-0 view of one float32 element on their device (cached)."""
+        cache: dict[torch.device, Tensor] = self.__dict__.setdefault("_ones", {})
+        one = cache.get(rows.device)
+        if one is None:
+            one = cache[rows.device] = torch.ones((), dtype=torch.float32, device=rows.device)
+        return one.expand(rows.shape[0])
+
+    # ------------------------------------------------------------------ sync
+
+    def _sync_chunks(self, name: str, chunks: list[Tensor], dtype: torch.dtype | None) -> Tensor:
+        """A rank whose weights are all unit sends none (no ones gathered when every rank is unweighted)."""
+        if name == "weights" and all(_is_unit(chunk) for chunk in chunks):
+            return torch.zeros(0, dtype=torch.float64, device=self.device)
+        return super()._sync_chunks(name, chunks, dtype)
+
+    def _fix_gathered(self, name: str, per_rank: list[Tensor]) -> list[Tensor]:
+        """After a gather: ones for the rows of an unweighted rank when another rank sent weights."""
+        if name == "preds":
+            self.__dict__["_gathered_rows"] = [t.numel() for t in per_rank]
+        elif name == "weights":
+            rows = self.__dict__.pop("_gathered_rows", None)
+            if rows is not None and any(t.numel() for t in per_rank):
+                per_rank = [
+                    torch.ones(n, dtype=torch.float64, device=t.device) if t.numel() == 0 and n else t
+                    for t, n in zip(per_rank, rows, strict=True)
+                ]
+        return per_rank
+
+    def _apply(self, fn: Any, exclude_state: Any = "") -> Any:
+        """Move states (``.to``, ``.cuda``); unit weights stay stride-0 views (one element moved)."""
+        weights = self.__dict__.get("weights")
+        units: dict[int, int] = {}
+        if isinstance(weights, list):
+            units = {i: chunk.shape[0] for i, chunk in enumerate(weights) if _is_unit(chunk)}
+            for i in units:
+                weights[i] = weights[i][:0]
+        this = super()._apply(fn, exclude_state)
+        moved = this.__dict__.get("weights")
+        if units and isinstance(moved, list):
+            for i, n in units.items():
+                moved[i] = self._unit_weights(moved[i].new_empty(n))
+        return this
 
     # ------------------------------------------------------------------ compute
 
@@ -202,20 +262,37 @@ class _RankingMetric(TaskMetric):
         states = {name: getattr(self, name) for name in _ROW_STATES}
         if isinstance(states["preds"], list) and len(states["preds"]) == 0:
             return None
-        preds, target, indexes = (dim_zero_cat(states[n]) for n in ("preds", "target", "indexes"))
+        # chunks of different dtypes are cast one by one (never promoted together: int64 relevance,
+        # ids or weights with float16 scores would become float16); scores and relevance keep a
+        # common dtype, else become float64
+        preds, target = cat_chunks(_chunks(states["preds"])), cat_chunks(_chunks(states["target"]))
+        indexes = cat_chunks(_chunks(states["indexes"]), torch.int64)
         weights = states["weights"]
-        weights = None if isinstance(weights, list) and len(weights) == 0 else dim_zero_cat(weights)
-        if weights is not None and weights.numel() == 0:
-            weights = None
+        if isinstance(weights, list) and all(_is_unit(chunk) for chunk in weights):
+            weights = None  # no batch had weights (or none was kept): the unweighted kernels, no ones made
+        else:
+            weights = cat_chunks(_chunks(weights), torch.float64)  # unit weights become ones here
+            if weights.numel() == 0:  # every rank of a DDP sync was unweighted
+                weights = None
         if weights is not None and weights.numel() != preds.numel():
             raise ValueError(
-                f"{type(self).__name__}: `weights` were given for {weights.numel()} of {preds.numel()} rows; "
-                "pass weights with every batch on every rank, or with none."
+                f"{type(self).__name__}: `weights` are kept for {weights.numel()} of {preds.numel()} rows, "
+                "which cannot be lined up (a state saved by an earlier version that mixed weighted and "
+                "unweighted batches); reset the metric."
             )
         # a list state is concatenated into a new tensor, which the kernels may use as scratch
-        writable = isinstance(states["preds"], list)
-        weights = None if weights is None else weights.to(torch.float64)
-        return RankingRows(preds, target, indexes.to(torch.int64), weights, False, writable)
+        writable = isinstance(states["preds"], list) and len(states["preds"]) > 1
+        return RankingRows(preds, target, indexes, weights, False, writable)
+
+
+def _is_unit(chunk: Tensor) -> bool:
+    """Whether a weight chunk is unit weights: a stride-0 view (callers' stride-0 weights are copied at update)."""
+    return chunk.ndim == 1 and chunk.stride(0) == 0
+
+
+def _chunks(state: list[Tensor] | Tensor) -> list[Tensor]:
+    """A list state's chunks (a single tensor after a DDP sync)."""
+    return state if isinstance(state, list) else [state]
 
 
 SHARED_OPTIONS = tuple(

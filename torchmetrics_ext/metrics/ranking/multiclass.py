@@ -24,7 +24,9 @@ class MulticlassRecallAtK(TaskMetric):
     .. math:: \mathrm{Recall}@k = \frac{\sum_n w_n\,[\mathrm{rank}_n(y_n) < k]}{\sum_n w_n}
 
     Classes scored equal to the true class rank ahead of it (pessimistic ties). State: two
-    float64 sums (constant memory), summed across ranks.
+    float64 sums (constant memory), summed across ranks; the hit sum is named after ``k`` and
+    ``num_classes`` (``hit_sum_k2_of3``), so compute groups never merge different cutoffs
+    (checkpoints holding the former ``hit_sum`` key still load).
 
     Args:
         k: cutoff in ``[1, num_classes]``.
@@ -57,15 +59,27 @@ class MulticlassRecallAtK(TaskMetric):
     plot_lower_bound = 0.0
     plot_upper_bound = 1.0
 
-    hit_sum: Tensor
     weight_sum: Tensor
 
     def __init__(self, k: int, num_classes: int, **kwargs: Any) -> None:
         super().__init__(1, **kwargs)
         _multiclass_recall_arg_validation(k, num_classes)
         self.k, self.num_classes = k, num_classes
-        self.add_state("hit_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        # The hits depend on k (and num_classes), so their state is named after them: compute groups
+        # then never merge two cutoffs whose hits coincide on the first batch (the weight sum is shared).
+        self._hit_state = f"hit_sum_k{k}_of{num_classes}"
+        self._renamed_states["hit_sum"] = self._hit_state  # checkpoints saved before the rename
+        self.add_state(self._hit_state, torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("weight_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    @property
+    def hit_sum(self) -> Tensor:
+        """Weighted hit count (the state named after ``k`` and ``num_classes``)."""
+        return getattr(self, self._hit_state)
+
+    @hit_sum.setter
+    def hit_sum(self, value: Tensor) -> None:
+        setattr(self, self._hit_state, value)
 
     def _validate(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
         _multiclass_recall_tensor_validation(preds, target, weights, self.num_classes)

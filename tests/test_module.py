@@ -721,6 +721,24 @@ def test_ddp_equals_one_process_and_the_per_metric_sync_exactly(ddp_pool, layout
                 torch.testing.assert_close(result["local"][key], own[key], rtol=0, atol=0, equal_nan=True)
 
 
+def _throughput_totals(rank: int, world_size: int) -> dict[str, float]:
+    module = tmx.RecMetricModule(["click"], {"ctr": "ctr"})  # with throughput
+    examples = 10 if rank == 0 else 30
+    module.update({"prediction": torch.rand(examples), "label": torch.ones(examples)})
+    key = "throughput/total_examples"
+    synced = module.compute()[key].item()
+    local = module.local_compute()[key].item()  # not the cached synced value either
+    again = module.compute()[key].item()  # nor the local one afterwards
+    return {"synced": synced, "local": local, "again": again}
+
+
+@pytest.mark.ddp
+def test_local_compute_keeps_throughput_local(ddp_pool):
+    """local_compute() communicates with no rank: its throughput counts this rank's examples only."""
+    results = ddp_pool.run(_throughput_totals)
+    assert results == [{"synced": 40.0, "local": 10.0, "again": 40.0}, {"synced": 40.0, "local": 30.0, "again": 40.0}]
+
+
 def _count_collectives(rank: int, world_size: int, num_metrics: int) -> int:
     import torch.distributed as dist
 

@@ -659,14 +659,14 @@ class RecMetricModule(nn.Module):
                 else:
                     self._emit(out, name, None, self._unit(name).compute())
         if self.throughput is not None:
-            rates = self.throughput.compute()
+            rates = _compute_throughput(self.throughput, sync)
             if self.key_style == "torchrec":  # every example is attempted: a bad step raises, none is skipped
                 rates |= {
                     "attempt_examples": rates["total_examples"],
                     "attempt_throughput": rates["lifetime_throughput"],
                 }
-            for key, value in rates.items():
-                _put(out, self._aux_key("throughput", key), value)
+            for entry, value in rates.items():
+                _put(out, self._aux_key("throughput", entry), value)
         for name, fn in self.state_metrics.items():
             value = fn()
             items = value.items() if isinstance(value, Mapping) else [(None, value)]
@@ -829,6 +829,21 @@ def _torchrec_names(metrics: Mapping[str, Metric]) -> dict[str, tuple[str, str]]
             return pairs
         for name in clashing:
             pairs[name] = (name, name)
+
+
+def _compute_throughput(throughput: Metric, sync: bool) -> dict[str, Tensor]:
+    """The throughput's values, synced by TorchMetrics or (``sync=False``) this rank's own.
+
+    A value cached by one kind of call is never served to the other (nor kept after a local one).
+    """
+    if sync:
+        return throughput.compute()
+    state = throughput.__dict__
+    to_sync, state["_to_sync"], state["_computed"] = state["_to_sync"], False, None
+    try:
+        return throughput.compute()
+    finally:
+        state["_to_sync"], state["_computed"] = to_sync, None
 
 
 def _put(out: dict[str, Tensor], key: str, value: Tensor) -> None:

@@ -220,6 +220,19 @@ def test_values_equal_independent_references():
     assert values["throughput-throughput|total_examples"].item() == sum(len(s["w"]) for s in steps)
 
 
+def test_config_tasks_no_metric_names_are_never_read():
+    """TorchRec reads a rec_tasks entry only through a metric's indices: steps need no column of the others."""
+    config = {"rec_tasks": TASKS, "rec_metrics": {"ne": {"rec_task_indices": [2, 0], "window_size": WINDOW}}}
+    module = tmx.RecMetricModule.from_torchrec_config(config)
+    assert [t.name for t in module.tasks] == ["click", "like"]  # the config's order
+    gen = torch.Generator().manual_seed(0)
+    p, y = torch.rand(50, generator=gen), (torch.rand(50, generator=gen) < 0.3).float()
+    module.update({"click_pred": p, "click_label": y, "w": torch.ones(50), "like_pred": p, "like_label": y})
+    assert sorted(module.compute()) == sorted(
+        f"ne-{task}|{part}_ne" for task in ("click", "like") for part in ("lifetime", "window")
+    )
+
+
 def _accuracy(steps: list, task: dict, threshold: float) -> float:
     p, y, w = (_column(steps, task[k]) for k in ("prediction_name", "label_name", "weight_name"))
     return float(np.average((p >= threshold) == (y == 1), weights=w))

@@ -194,7 +194,8 @@ class TorchRecPlan:
     """What :meth:`RecMetricModule.from_torchrec_config` passes to the constructor, and TorchRec's keys.
 
     Attributes:
-        tasks: every task any metric names, in first-seen order, as ``RecTaskInfo`` field dicts.
+        tasks: every task some metric names (a config task no metric names is left out, as TorchRec
+            never reads it), in ``rec_tasks`` order, then first-seen, as ``RecTaskInfo`` field dicts.
         metrics: ``{our metric name: metric}`` built for ``len(tasks)`` tasks.
         keys: ``{our metric name: (TorchRec namespace, TorchRec name, parts, task names)}``.
         window_size: the metrics' common window.
@@ -245,6 +246,7 @@ def read_torchrec_config(config: Any, state_metrics_mapping: Mapping[Any, Any] |
             f"Expected `rec_metrics` to be a non-empty dict of metric -> RecMetricDef, got {rec_metrics!r}."
         )
     tasks: dict[str, dict[str, Any]] = {t["name"]: t for t in config_tasks}
+    used: set[str] = set()  # as TorchRec, a config task no metric names is never read
     per_metric: list[tuple[str, _TorchRecMetric, dict[str, Any], list[str]]] = []
     windows: dict[str, int] = {}
     for enum, definition in rec_metrics.items():
@@ -277,10 +279,13 @@ def read_torchrec_config(config: Any, state_metrics_mapping: Mapping[Any, Any] |
                 )
         windows[name] = int(d.get("window_size", _DEFAULT_WINDOW))
         per_metric.append((name, spec, arguments, [t["name"] for t in metric_tasks]))
+        used.update(t["name"] for t in metric_tasks)
     if len(set(windows.values())) > 1:
         raise ValueError(f"RecMetricModule keeps one window size for every metric; the config has {windows}.")
 
-    plan = TorchRecPlan(tasks=list(tasks.values()), window_size=next(iter(windows.values())))
+    plan = TorchRecPlan(
+        tasks=[t for name, t in tasks.items() if name in used], window_size=next(iter(windows.values()))
+    )
     num_tasks = len(plan.tasks)
     grouped = False
     for name, spec, arguments, task_names in per_metric:

@@ -42,7 +42,11 @@ class RecMetricCallback(pl.Callback):
     """Update the LightningModule's metric modules from step outputs and log their values.
 
     * after each training step: ``train`` module ``update(outputs)``; when its
-      ``should_compute()`` is true, ``log_dict(compute())`` at that step;
+      ``should_compute()`` is true, its ``compute()`` values are written to the trainer's loggers
+      at that step, and only there (as Lightning's ``LearningRateMonitor`` writes its values;
+      ``log_dict`` from a step hook would repeat the last values at every later logging step of
+      the epoch, under steps where nothing was computed), whatever ``log_every_n_steps`` is; they
+      also go to ``trainer.callback_metrics`` (e.g. for ``ModelCheckpoint(monitor=...)``);
     * at the end of each training epoch: ``log_dict(compute())``, unless the last step just logged
       the same values;
     * at the start of each validation epoch the ``val`` module is reset; after each validation
@@ -106,7 +110,12 @@ class RecMetricCallback(pl.Callback):
             return
         module.update(self._model_out(outputs))
         if module.should_compute():
-            self._log(pl_module, module)
+            values = module.compute()  # on every rank: the module syncs
+            trainer.callback_metrics.update(values)
+            scalars = {key: float(value) for key, value in values.items()}
+            step = trainer.fit_loop.epoch_loop._batches_that_stepped  # the step Lightning logs this batch at
+            for logger in trainer.loggers:  # rank-zero only, as Lightning's loggers are
+                logger.log_metrics(scalars, step=step)
             self._train_logged_at = module._step
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

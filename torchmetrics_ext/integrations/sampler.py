@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sized
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
 __all__ = ["UnpaddedDistributedSampler"]
@@ -16,10 +17,12 @@ class UnpaddedDistributedSampler(DistributedSampler):
 
     PyTorch's (and Lightning's default) ``DistributedSampler`` pads the last round with repeated
     samples so every rank gets as many; a metric synced across ranks then counts those samples
-    twice. This sampler gives ranks ``ceil`` or ``floor(len / W)`` samples instead (a rank may get
-    none), so a :class:`~torchmetrics_ext.RecMetricModule` computed across ranks equals the
-    single-process value. Use it for validation and test loaders, where ranks need not take the
-    same number of steps; Lightning keeps a ``DistributedSampler`` it finds in a loader.
+    twice. This sampler gives ranks ``ceil`` or ``floor(len / W)`` samples instead (a rank gets
+    none when there are fewer samples than ranks, which Lightning refuses for a loader), so a
+    :class:`~torchmetrics_ext.RecMetricModule` computed across ranks equals the single-process
+    value. Use it for validation and test loaders, where ranks need not take the same number of
+    steps; Lightning keeps a ``DistributedSampler`` it finds in a loader. Without a process
+    group (one device) and without ``num_replicas``/``rank`` it yields every sample.
 
     Args:
         dataset: a sized dataset.
@@ -37,6 +40,10 @@ class UnpaddedDistributedSampler(DistributedSampler):
     def __init__(self, dataset: Sized, **kwargs: Any) -> None:
         if "drop_last" in kwargs:
             raise ValueError("UnpaddedDistributedSampler neither pads nor drops samples: `drop_last` is not accepted.")
+        if not (dist.is_available() and dist.is_initialized()):
+            # one process (e.g. the same model on one device): every sample, in this process
+            kwargs.setdefault("num_replicas", 1)
+            kwargs.setdefault("rank", 0)
         super().__init__(dataset, **kwargs)  # type: ignore[arg-type]
         self.total_size = len(dataset)
         self.num_samples = len(range(self.rank, self.total_size, self.num_replicas))

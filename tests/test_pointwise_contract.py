@@ -355,3 +355,80 @@ def test_weights_of_exactly_one_give_the_unweighted_states(factory, device_path)
         torch.cat([p, p[:, 3:4]], 1), torch.cat([y, y[:, 3:4]], 1), torch.cat([w.clamp(max=1), w[:, 3:4] - 1], 1)
     )
     torch.testing.assert_close(weighted.compute(), repeated.compute(), rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+ONE_CLASS_METRICS = [
+    (tmx.NormalizedEntropy, tmf.normalized_entropy, {}),
+    (tmx.NEPositive, tmf.ne_positive, {}),
+    (tmx.RecalibratedNE, tmf.recalibrated_ne, {"recalibration_coefficient": 0.5}),
+]
+
+
+@pytest.mark.parametrize("layout", ["shared", "per_task"])
+@pytest.mark.parametrize("label", [0, 1])
+def test_one_class_is_undefined_whatever_the_weights(layout, label):
+    """Every weighted label on one class: NE is nan (not 1e12 from a rounding residue), CTR exactly 0 or 1.
+
+    Zero-weight rows of the other class are absent rows. Weights are random float64 with many
+    digits, so ``sum w`` and ``sum w·y`` taken in different orders would differ in the last bit.
+    """
+    rng = np.random.default_rng(label + 10 * len(layout))
+    for trial in range(20):
+        n = int(rng.integers(3, 300))
+        p = torch.tensor(rng.uniform(0.05, 0.95, size=(2, n)))
+        y = torch.full((2, n), float(label), dtype=torch.float64)
+        shape = (n,) if layout == "shared" else (2, n)
+        w = torch.tensor(rng.uniform(0, 1, size=shape) * 10.0 ** rng.integers(-3, 4))
+        absent = torch.tensor(rng.random(n) < 0.2)  # zero-weight rows holding the other class
+        y[:, absent] = 1.0 - label
+        w[..., absent] = 0.0
+        for cls, fn, kwargs in ONE_CLASS_METRICS:
+            metric = cls(num_tasks=2, **kwargs)
+            metric.update(p[:, : n // 2], y[:, : n // 2], w[..., : n // 2])
+            metric.update(p[:, n // 2 :], y[:, n // 2 :], w[..., n // 2 :])
+            with pytest.warns(UndefinedMetricWarning, match="single class"):
+                values = [metric.compute(), fn(p, y, w, **kwargs)]
+            for value in values:
+                assert torch.isnan(value).all(), (cls.__name__, trial, value)
+        rate = tmf.ctr(p, y, w)
+        assert torch.equal(rate, torch.full((2,), float(label), dtype=torch.float64)), (trial, rate)
+
+
+def test_one_class_warns():
+    p, y = torch.tensor([0.5, 0.5, 0.5]), torch.tensor([1, 1, 1])
+    w = torch.tensor([0.06, 0.806, 0.547], dtype=torch.float64)
+    with pytest.warns(UndefinedMetricWarning, match="single class"):
+        assert torch.isnan(tmf.normalized_entropy(p, y, w))
+    assert tmf.ctr(p, y, w).item() == 1.0
+
+
+def test_one_class_is_undefined_in_the_module():
+    """The module's shared sums give the same class-exact totals as each metric alone."""
+    rng = np.random.default_rng(5)
+    n = 257
+    batch = {
+        "p": torch.tensor(rng.uniform(0.05, 0.95, size=n)),
+        "y": torch.ones(n),
+        "w": torch.tensor(rng.uniform(0, 3, size=n)),
+    }
+    module = tmx.RecMetricModule([tmx.RecTaskInfo("t", "y", "p", "w")], {"ne": "ne", "ctr": "ctr"}, throughput=False)
+    module.update(batch)
+    with pytest.warns(UndefinedMetricWarning):
+        values = module.compute()
+    ne = next(v for k, v in values.items() if k.startswith("ne/"))
+    ctr = next(v for k, v in values.items() if k.startswith("ctr/"))
+    assert torch.isnan(ne) and ctr.item() == 1.0
+
+
+def test_weighted_average_total_ignores_real_targets():
+    """WeightedAverage takes any real target: its total is a plain sum w, not sum w·y + sum w·(1 - y)."""
+    rng = np.random.default_rng(3)
+    p, y, w = rng.normal(size=50), rng.normal(size=50) * 1e20, rng.uniform(0, 2, size=50)
+    metric = tmx.WeightedAverage()
+    metric.update(torch.tensor(p), torch.tensor(y), torch.tensor(w))
+    np.testing.assert_allclose(metric.compute().item(), np.average(p, weights=w), rtol=1e-12)
+    np.testing.assert_allclose(
+        tmf.weighted_average(torch.tensor(p), torch.tensor(y), torch.tensor(w)).item(),
+        np.average(p, weights=w),
+        rtol=1e-12,
+    )

@@ -322,6 +322,10 @@ class WeightedAverage(_WeightedSumMetric):
         """Accumulate ``preds`` (``target`` is optional and unused beyond a shape check)."""
         super().update(preds, target, weights)  # type: ignore[arg-type]
 
+    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
+        # any real target: a plain `sum w` (the class-exact total of CTR would cancel), so not CTR's kernel
+        return F._weighted_sums_update(preds, target, weights, self.from_logits, unit_target=False)
+
     def _compute_value(self, pred_sum: Tensor, label_sum: Tensor, total: Tensor) -> Tensor:  # type: ignore[override]
         return F._weighted_average_compute(pred_sum, total)
 

@@ -121,6 +121,8 @@ class TaskMetric(Metric):
         self._list_state_dtypes: dict[str, torch.dtype] = {}
         self._gathered: Mapping[str, list[Tensor]] | None = None
         self._sync_locally = False
+        # {state name in older checkpoints: its name now}, for states renamed after a setting
+        self._former_state_names: dict[str, str] = {}
 
     def _add_task_state(self, name: str, dist_reduce_fx: str = "sum", fill: float = 0.0) -> None:
         """Declare a float64 ``(num_tasks,)`` state reduced with ``dist_reduce_fx``."""
@@ -128,6 +130,41 @@ class TaskMetric(Metric):
             name,
             default=torch.full((self.num_tasks,), fill, dtype=torch.float64),
             dist_reduce_fx=dist_reduce_fx,
+        )
+
+    def _setting_state_name(self, name: str, setting: str, former: str | None = None) -> str:
+        """``name`` followed by ``setting`` (when not empty): the name of a state whose values depend on it.
+
+        :class:`~torchmetrics.MetricCollection` merges metrics into one compute group when their
+        state names agree and their states are equal after the first update, which settings that
+        change the states (a threshold, ``from_logits``, a bin range...) can happen to leave equal
+        (an empty batch, all-zero weights, no score between two thresholds). A state named after
+        its setting is never merged with another setting's. ``former``: the state's name in
+        checkpoints written before it carried the setting (default ``name``); ``load_state_dict``
+        accepts it.
+        """
+        renamed = f"{name}_{setting}" if setting else name
+        former = name if former is None else former
+        if former != renamed:
+            self._former_state_names[former] = renamed
+        return renamed
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict,
+        prefix: str,
+        local_metadata: dict,
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # checkpoints from before a setting was part of a state's name: read that state under its new name
+        for former, renamed in self._former_state_names.items():
+            if prefix + former in state_dict and prefix + renamed not in state_dict and former not in self._defaults:
+                state_dict[prefix + renamed] = state_dict.pop(prefix + former)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
 
     def _add_list_state(self, name: str, dtype: torch.dtype) -> None:

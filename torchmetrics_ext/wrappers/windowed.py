@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -458,10 +458,20 @@ class Windowed(WrapperMetric):
 
     def set_extra_state(self, state: Any) -> None:
         """Restore the ring saved by :meth:`get_extra_state`."""
-        device = self._child("lifetime").device
+        child = self._child("lifetime")
+        device = child.device
         if self._hist is not None:
             self._hist.load(state, device)
         else:
+            # a ring saved before a setting was part of a state's name holds that state under its former name
+            former = {f: n for f, n in getattr(child, "_former_state_names", {}).items() if f not in child._defaults}
+            if former and isinstance(state, Mapping):
+                state = {
+                    key: {former.get(n, n): v for n, v in value.items()}
+                    if key in ("rings", "back", "chunks") and isinstance(value, Mapping)
+                    else value
+                    for key, value in state.items()
+                }
             self._ring.load(state, device)
         # the children's states are loaded next, and agree with the ring's
         self.__dict__["_window_stale"] = self.__dict__["_lifetime_stale"] = False

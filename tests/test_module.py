@@ -143,7 +143,7 @@ def test_shared_statistics_are_exactly_each_metrics_own():
             assert torch.equal(values[f"{name}/{task.name}"], expected[t]), name
 
 
-@pytest.mark.parametrize("eta", [1e-12, 0.05])
+@pytest.mark.parametrize("eta", [1e-12, 0.05, 0.0])
 def test_binary_labels_take_one_log_bit_for_bit(eta):
     """With labels checked to be 0/1 the cross entropy takes one log per sample: the same bits as the lerp."""
     from torchmetrics_ext.functional._sums import sharing_sums

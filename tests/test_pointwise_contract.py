@@ -631,3 +631,44 @@ def test_windowed_checkpoint_from_before_from_logits_named_the_states_loads():
     got = resumed.compute()
     for key in expected:
         assert torch.equal(got[key], expected[key]), key
+
+
+def test_eta_zero_takes_zero_log_zero_as_zero():
+    """eta=0: a prediction of exactly 0 or 1 on its own label costs 0 (xlogy), a sure wrong one +inf."""
+    from scipy.special import xlogy
+
+    rng = np.random.default_rng(11)
+    n = 200
+    p = rng.uniform(0, 1, size=n)
+    y = rng.uniform(0, 1, size=n)  # soft labels
+    y[:40] = rng.integers(0, 2, size=40)
+    p[:40] = y[:40]  # sure and right
+    p[40:50], y[40:50] = 0.0, 0.0
+    w = rng.uniform(0, 2, size=n)
+    ce = -(xlogy(y, p) + xlogy(1 - y, 1 - p))
+    base = np.average(y, weights=w)
+    entropy = -(base * np.log(base) + (1 - base) * np.log(1 - base))
+    tp, ty, tw = torch.tensor(p), torch.tensor(y), torch.tensor(w)
+    np.testing.assert_allclose(tmf.log_loss(tp, ty, tw, eta=0.0).item(), np.average(ce, weights=w), rtol=1e-12)
+    np.testing.assert_allclose(
+        tmf.normalized_entropy(tp, ty, tw, eta=0.0).item(), np.average(ce, weights=w) / entropy, rtol=1e-12
+    )
+    positive = -xlogy(y, p)
+    np.testing.assert_allclose(
+        tmf.ne_positive(tp, ty, tw, eta=0.0).item(), np.average(positive, weights=w) / entropy, rtol=1e-12
+    )
+    metric = tmx.LogLoss(eta=0.0)
+    metric.update(tp[:100], ty[:100], tw[:100])
+    metric.update(tp[100:], ty[100:], tw[100:])
+    np.testing.assert_allclose(metric.compute().item(), np.average(ce, weights=w), rtol=1e-12)
+    # 0/1 labels only (the one-log form): the same values
+    binary = (ty[:40], tp[:40])
+    assert tmf.log_loss(binary[1], binary[0], eta=0.0).item() == 0.0
+    wrong = tmf.log_loss(torch.tensor([1.0, 0.0, 0.5]), torch.tensor([0.0, 1.0, 1.0]), eta=0.0)
+    assert wrong.item() == float("inf")
+    # eta > 0 keeps the clamp
+    np.testing.assert_allclose(
+        tmf.log_loss(tp, ty, tw, eta=1e-3).item(),
+        np.average(-(xlogy(y, np.clip(p, 1e-3, 1 - 1e-3)) + xlogy(1 - y, 1 - np.clip(p, 1e-3, 1 - 1e-3))), weights=w),
+        rtol=1e-12,
+    )

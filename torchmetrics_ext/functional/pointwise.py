@@ -71,7 +71,7 @@ def _cross_entropy_update(
     """Return ``(sum w·CE, sum w, sum w·y)`` per task; CE in nats.
 
     Probabilities are clamped to ``[eta, 1 - eta]`` (TorchRec's rule); logits use the exact,
-    overflow-free ``softplus(z) - y·z`` form and need no clamp.
+    overflow-free ``softplus(z) - y·z`` form and need no clamp. With ``eta = 0``, ``0·log 0 = 0``.
     """
     sums = batch_sums(preds, target, weights)
     if from_logits:
@@ -89,7 +89,14 @@ def _cross_entropy_update(
             # (1 - y)·log(1 - p) + y·log(p) as one lerp: half the cost of F.binary_cross_entropy.
             # log(1 - p) rather than log1p(-p): a quarter of the time, and 1 - p is exact for p >= 0.5
             # while for small p its rounding (< 1.2e-16) is far below the clamp and float64 sums.
-            return torch.lerp(torch.log(1 - p), torch.log(p), target)
+            log_likelihood = torch.lerp(torch.log(1 - p), torch.log(p), target)
+            if eta == 0:
+                # unclamped p may be exactly 0 or 1, where the lerp makes 0·(-inf) = nan: there take
+                # 0·log 0 = 0 (xlogy), so a sure prediction on its own label costs 0 and a sure wrong
+                # one +inf (elsewhere the lerp's bits, as the one log above for 0/1 labels)
+                exact = torch.xlogy(target, p).add_(torch.xlogy(1 - target, 1 - p))
+                log_likelihood = torch.where(log_likelihood.isnan(), exact, log_likelihood)
+            return log_likelihood
 
         ce_sum = sums.value(("ce", eta), lambda: sums.weighted(("log_likelihood", eta), cross_entropy).neg())
     # the class-exact total: all-positive labels give `total - pos` exactly 0 (NE undefined, not 1e12)

@@ -357,8 +357,8 @@ def test_the_step_is_validated_once_and_the_metrics_do_not_validate_again(monkey
     for part in batches(make_data(3), [0, 300, 600]):
         module.update(part)
     assert len(calls) == 2
-    # the joint domain: probabilities (NE) and binary labels (AUC, accuracy)
-    assert module._domains == tmx.InputDomains("probability", "binary", False)
+    # the joint domain: probabilities (NE) and binary labels (AUC, accuracy), float32 weights (exact AUC)
+    assert module._domains == tmx.InputDomains("probability", "binary", False, float32_weights=True)
 
 
 # ----------------------------------------------------------------------------- bad input

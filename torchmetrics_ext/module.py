@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 
 from torchmetrics_ext.functional._sums import sharing_sums
+from torchmetrics_ext.functional.auc.binary import _check_float32_weights
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.registry import build_metric, torchrec_names
@@ -378,7 +379,7 @@ class RecMetricModule(nn.Module):
         Example:
             >>> from torchmetrics_ext import RecMetricModule
             >>> RecMetricModule(["click"], {"mse": "mse", "auc": "auc"}, throughput=False).input_domains
-            InputDomains(preds='probability', target='binary', from_logits=False)
+            InputDomains(preds='probability', target='binary', from_logits=False, float32_weights=True)
         """
         return self._domains
 
@@ -470,6 +471,9 @@ class RecMetricModule(nn.Module):
                 domains.from_logits,
                 batch.target_is_float,
             )
+            if domains.float32_weights:  # an exact AUC keeps float32 weights: reject before any unit is updated
+                for column in batch.columns[2]:
+                    _check_float32_weights(column)
             # weights that are all exactly 1 change no sum: the unweighted kernels skip their passes
             w = None if unit_weights else _stack_weights(batch.columns[2])
             # the pointwise kernels of every metric take shared sums (sum w, sum w·y...) from one object

@@ -33,11 +33,14 @@ class InputDomains:
         preds: ``"probability"`` (``[0, 1]``, or any finite logit when ``from_logits``) or ``"real"``.
         target: ``"binary"``, ``"unit"`` (``[0, 1]``), ``"nonnegative"`` or ``"real"`` (finite).
         from_logits: whether probability-domain ``preds`` are logits.
+        float32_weights: non-zero weights must keep their value as float32 (exact AUC modes store
+            them so): within ``[1.18e-38, 3.4e38]``.
     """
 
     preds: PredsDomain
     target: TargetDomain
     from_logits: bool = False
+    float32_weights: bool = False
 
     @classmethod
     def strictest(cls, given: Mapping[str, InputDomains | None]) -> InputDomains:
@@ -57,7 +60,7 @@ class InputDomains:
         Example:
             >>> from torchmetrics_ext import AUC, WeightedMSE
             >>> InputDomains.strictest({"auc": AUC().input_domains, "mse": WeightedMSE().input_domains})
-            InputDomains(preds='probability', target='binary', from_logits=False)
+            InputDomains(preds='probability', target='binary', from_logits=False, float32_weights=True)
         """
         domains = {name: d for name, d in given.items() if d is not None}
         logit_flags = {n: d.from_logits for n, d in domains.items() if d.preds == "probability"}
@@ -69,7 +72,8 @@ class InputDomains:
             )
         preds = "probability" if logit_flags else "real"
         target = min((d.target for d in domains.values()), key=_TARGET_ORDER.index, default="real")
-        return cls(preds, target, any(logit_flags.values()))  # type: ignore[arg-type]
+        float32_weights = any(d.float32_weights for d in domains.values())
+        return cls(preds, target, any(logit_flags.values()), float32_weights)  # type: ignore[arg-type]
 
 
 class TaskMetric(Metric):

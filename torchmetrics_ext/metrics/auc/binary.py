@@ -112,6 +112,8 @@ class _CurveMetric(TaskMetric):
 
     def _validate(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
         self._unit_weights(preds, target, weights)
+        if self.num_bins is None:
+            F._check_float32_weights(weights)
 
     def _unit_weights(self, preds: Tensor, target: Tensor, weights: Tensor | None) -> bool:
         """Validate the batch; whether its weights are given and all exactly 1."""
@@ -121,8 +123,8 @@ class _CurveMetric(TaskMetric):
 
     @property
     def input_domains(self) -> InputDomains:
-        """Probabilities (or logits) and binary labels."""
-        return InputDomains("probability", "binary", self.from_logits)
+        """Probabilities (or logits) and binary labels; exact mode keeps float32 weights."""
+        return InputDomains("probability", "binary", self.from_logits, float32_weights=self.num_bins is None)
 
     @property
     def shared_statistics_key(self) -> Hashable:
@@ -162,8 +164,12 @@ class _CurveMetric(TaskMetric):
         self, preds: Tensor, target: Tensor, weights: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor | None] | None:
         """The batch validated (unless checked already) as ``(T, N)`` views in its own dtypes; ``None`` if empty."""
-        if self._check_inputs and self._unit_weights(preds, target, weights):
-            weights = None  # all ones: the unweighted kernels give the same statistics
+        if self._check_inputs:
+            unit = self._unit_weights(preds, target, weights)
+            if self.num_bins is None:  # only exact mode keeps float32 weights
+                F._check_float32_weights(weights)
+            if unit:
+                weights = None  # all ones: the unweighted kernels give the same statistics
         if preds.shape[-1] == 0:
             return None
         # each kernel casts what it reads

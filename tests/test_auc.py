@@ -625,3 +625,67 @@ def test_grouped_auc_in_blocks_of_whole_groups(monkeypatch, ids):
         ]
         expected.append(np.mean(values))
     np.testing.assert_allclose(metric.compute().numpy(), expected, rtol=1e-12)
+
+
+FLOAT32_WEIGHT_CASES = [
+    ("auc", lambda: tmx.AUC(num_tasks=2), lambda p, y, w: tmf.auc(p, y, w)),
+    ("auprc", lambda: tmx.AUPRC(num_tasks=2), lambda p, y, w: tmf.auprc(p, y, w)),
+    ("gauc", lambda: tmx.GroupedAUC(num_tasks=2), lambda p, y, w: tmf.grouped_auc(p, y, GROUPS4, w)),
+    (
+        "gauc_batch",
+        lambda: tmx.GroupedAUPRC(num_tasks=2, groups_complete_per_batch=True),
+        lambda p, y, w: tmf.grouped_auprc(p, y, GROUPS4, w),
+    ),
+]
+GROUPS4 = torch.tensor([0, 0, 1, 1])
+
+
+@pytest.mark.parametrize(("name", "factory", "functional"), FLOAT32_WEIGHT_CASES)
+@pytest.mark.parametrize("bad", [1e39, 1e-46])
+def test_exact_modes_reject_weights_outside_float32(name, factory, functional, bad):
+    """Exact modes keep float32 weights: a float64 weight that would become inf or 0 is a clear error."""
+    p = torch.tensor([[0.9, 0.1, 0.8, 0.3], [0.2, 0.6, 0.7, 0.4]])
+    y = torch.tensor([[1, 0, 1, 0], [0, 1, 1, 0]])
+    w = torch.tensor([1.0, bad, 0.0, 2.0], dtype=torch.float64)
+    metric = factory()
+    args = (p, y, GROUPS4) if name.startswith("gauc") else (p, y)
+    metric.update(*args)
+    before = {k: [t.clone() for t in v] if isinstance(v, list) else v.clone() for k, v in metric.metric_state.items()}
+    with pytest.raises(ValueError, match=r"weights.*float32's range"):
+        metric.update(*args, w)
+    with pytest.raises(ValueError, match=r"weights.*float32's range"):
+        metric(*args, w)  # forward checks before it swaps the state
+    for key, value in metric.metric_state.items():
+        if isinstance(value, list):
+            assert len(value) == len(before[key]) and all(torch.equal(a, b) for a, b in zip(value, before[key]))
+        else:
+            assert torch.equal(value, before[key]), key
+    with pytest.raises(ValueError, match=r"weights.*float32's range"):
+        functional(p, y, w)
+
+
+def test_exact_auc_weights_at_the_edges_of_float32():
+    """Weights within float32's range, however large or small, give scikit-learn's value."""
+    rng = np.random.default_rng(4)
+    p, y = rng.random(300), rng.integers(0, 2, 300)
+    for scale in (1e-37, 1e37):
+        w = rng.uniform(0.5, 2.0, 300) * scale
+        w[:30] = 0.0
+        got = tmf.auc(torch.tensor(p), torch.tensor(y), torch.tensor(w))
+        np.testing.assert_allclose(got.item(), skm.roc_auc_score(y, p.astype(np.float32), sample_weight=w), rtol=1e-6)
+    # the module rejects the step before updating any metric
+    module = tmx.RecMetricModule(
+        [tmx.RecTaskInfo("t", "y", "p", "w", group_id_name="g")],
+        {"ne": "ne", "auc": "auc", "gauc": "gauc"},
+        throughput=False,
+    )
+    good = {"p": torch.tensor(p), "y": torch.tensor(y), "w": torch.ones(300), "g": torch.arange(300) % 7}
+    module.update(good)
+    before = {k: v.clone() for k, v in module.compute().items()}
+    for bad in (1e39, 1e-46):
+        weights = torch.tensor(np.where(np.arange(300) % 3 == 0, bad, 1.0))
+        with pytest.raises(ValueError, match=r"weights.*float32's range"):
+            module.update({**good, "w": weights})
+    after = module.compute()
+    for key, value in before.items():
+        assert torch.equal(after[key], value), key

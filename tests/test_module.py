@@ -143,7 +143,7 @@ def test_shared_statistics_are_exactly_each_metrics_own():
             assert torch.equal(values[f"{name}/{task.name}"], expected[t]), name
 
 
-@pytest.mark.parametrize("eta", [1e-12, 0.05])
+@pytest.mark.parametrize("eta", [1e-12, 0.05, 0.0])
 def test_binary_labels_take_one_log_bit_for_bit(eta):
     """With labels checked to be 0/1 the cross entropy takes one log per sample: the same bits as the lerp."""
     from torchmetrics_ext.functional._sums import sharing_sums
@@ -357,8 +357,8 @@ def test_the_step_is_validated_once_and_the_metrics_do_not_validate_again(monkey
     for part in batches(make_data(3), [0, 300, 600]):
         module.update(part)
     assert len(calls) == 2
-    # the joint domain: probabilities (NE) and binary labels (AUC, accuracy)
-    assert module._domains == tmx.InputDomains("probability", "binary", False)
+    # the joint domain: probabilities (NE) and binary labels (AUC, accuracy), float32 weights (exact AUC)
+    assert module._domains == tmx.InputDomains("probability", "binary", False, float32_weights=True)
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sklearn import metrics as skm
 from torchmetrics import MetricCollection
 
 import torchmetrics_ext as tmx
@@ -355,3 +356,319 @@ def test_weights_of_exactly_one_give_the_unweighted_states(factory, device_path)
         torch.cat([p, p[:, 3:4]], 1), torch.cat([y, y[:, 3:4]], 1), torch.cat([w.clamp(max=1), w[:, 3:4] - 1], 1)
     )
     torch.testing.assert_close(weighted.compute(), repeated.compute(), rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+ONE_CLASS_METRICS = [
+    (tmx.NormalizedEntropy, tmf.normalized_entropy, {}),
+    (tmx.NEPositive, tmf.ne_positive, {}),
+    (tmx.RecalibratedNE, tmf.recalibrated_ne, {"recalibration_coefficient": 0.5}),
+]
+
+
+@pytest.mark.parametrize("layout", ["shared", "per_task"])
+@pytest.mark.parametrize("label", [0, 1])
+def test_one_class_is_undefined_whatever_the_weights(layout, label):
+    """Every weighted label on one class: NE is nan (not 1e12 from a rounding residue), CTR exactly 0 or 1.
+
+    Zero-weight rows of the other class are absent rows. Weights are random float64 with many
+    digits, so ``sum w`` and ``sum w·y`` taken in different orders would differ in the last bit.
+    """
+    rng = np.random.default_rng(label + 10 * len(layout))
+    for trial in range(20):
+        n = int(rng.integers(3, 300))
+        p = torch.tensor(rng.uniform(0.05, 0.95, size=(2, n)))
+        y = torch.full((2, n), float(label), dtype=torch.float64)
+        shape = (n,) if layout == "shared" else (2, n)
+        w = torch.tensor(rng.uniform(0, 1, size=shape) * 10.0 ** rng.integers(-3, 4))
+        absent = torch.tensor(rng.random(n) < 0.2)  # zero-weight rows holding the other class
+        y[:, absent] = 1.0 - label
+        w[..., absent] = 0.0
+        for cls, fn, kwargs in ONE_CLASS_METRICS:
+            metric = cls(num_tasks=2, **kwargs)
+            metric.update(p[:, : n // 2], y[:, : n // 2], w[..., : n // 2])
+            metric.update(p[:, n // 2 :], y[:, n // 2 :], w[..., n // 2 :])
+            with pytest.warns(UndefinedMetricWarning, match="single class"):
+                values = [metric.compute(), fn(p, y, w, **kwargs)]
+            for value in values:
+                assert torch.isnan(value).all(), (cls.__name__, trial, value)
+        rate = tmf.ctr(p, y, w)
+        assert torch.equal(rate, torch.full((2,), float(label), dtype=torch.float64)), (trial, rate)
+
+
+def test_one_class_warns():
+    p, y = torch.tensor([0.5, 0.5, 0.5]), torch.tensor([1, 1, 1])
+    w = torch.tensor([0.06, 0.806, 0.547], dtype=torch.float64)
+    with pytest.warns(UndefinedMetricWarning, match="single class"):
+        assert torch.isnan(tmf.normalized_entropy(p, y, w))
+    assert tmf.ctr(p, y, w).item() == 1.0
+
+
+def test_one_class_is_undefined_in_the_module():
+    """The module's shared sums give the same class-exact totals as each metric alone."""
+    rng = np.random.default_rng(5)
+    n = 257
+    batch = {
+        "p": torch.tensor(rng.uniform(0.05, 0.95, size=n)),
+        "y": torch.ones(n),
+        "w": torch.tensor(rng.uniform(0, 3, size=n)),
+    }
+    module = tmx.RecMetricModule([tmx.RecTaskInfo("t", "y", "p", "w")], {"ne": "ne", "ctr": "ctr"}, throughput=False)
+    module.update(batch)
+    with pytest.warns(UndefinedMetricWarning):
+        values = module.compute()
+    ne = next(v for k, v in values.items() if k.startswith("ne/"))
+    ctr = next(v for k, v in values.items() if k.startswith("ctr/"))
+    assert torch.isnan(ne) and ctr.item() == 1.0
+
+
+def test_weighted_average_total_ignores_real_targets():
+    """WeightedAverage takes any real target: its total is a plain sum w, not sum w·y + sum w·(1 - y)."""
+    rng = np.random.default_rng(3)
+    p, y, w = rng.normal(size=50), rng.normal(size=50) * 1e20, rng.uniform(0, 2, size=50)
+    metric = tmx.WeightedAverage()
+    metric.update(torch.tensor(p), torch.tensor(y), torch.tensor(w))
+    np.testing.assert_allclose(metric.compute().item(), np.average(p, weights=w), rtol=1e-12)
+    np.testing.assert_allclose(
+        tmf.weighted_average(torch.tensor(p), torch.tensor(y), torch.tensor(w)).item(),
+        np.average(p, weights=w),
+        rtol=1e-12,
+    )
+
+
+def _sigmoid_np(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _first_batch_leaves_states_equal(collection, preds, target, first):
+    """Feed a first batch that changes no state (``first``: "empty" or "zero weights"), then the data."""
+    if first == "empty":
+        collection.update(preds[:0], target[:0])
+    else:
+        collection.update(preds, target, torch.zeros(len(preds)))
+    collection.update(preds, target)
+    return collection.compute()
+
+
+@pytest.mark.parametrize("first", ["empty", "zero weights"])
+def test_from_logits_keeps_compute_groups_apart(first):
+    """Metrics reading the same tensor as logits and as probabilities never share states."""
+    z = torch.tensor([-2.0, 0.5, 3.0, -1.0, 0.25, 0.75])
+    y = torch.tensor([0.0, 1.0, 1.0, 0.0, 0.0, 1.0])
+    probs = torch.tensor([0.2, 0.5, 0.9, 0.1, 0.3, 0.6])
+    collection = MetricCollection(
+        {
+            "cal_logits": tmx.Calibration(from_logits=True),
+            "mean_logit": tmx.WeightedAverage(),
+        },
+        compute_groups=True,
+    )
+    values = _first_batch_leaves_states_equal(collection, z, y, first)
+    zn, yn = z.double().numpy(), y.double().numpy()
+    np.testing.assert_allclose(values["mean_logit"].item(), zn.mean(), rtol=1e-12)
+    np.testing.assert_allclose(values["cal_logits"].item(), _sigmoid_np(zn).sum() / yn.sum(), rtol=1e-12)
+
+    collection = MetricCollection(
+        {
+            "ne": tmx.NormalizedEntropy(),
+            "ne_logits": tmx.NormalizedEntropy(from_logits=True),
+            "ll_logits": tmx.LogLoss(from_logits=True),
+            "prec": tmx.WeightedPrecision(threshold=0.55),
+            "prec_logits": tmx.WeightedPrecision(threshold=0.55, from_logits=True),
+            "cal": tmx.Calibration(),
+            "cal_logits": tmx.Calibration(from_logits=True),
+            "ctr": tmx.CTR(),
+            "ne_pos": tmx.NEPositive(),
+            "ne_pos_logits": tmx.NEPositive(from_logits=True),
+            "recal": tmx.RecalibratedNE(recalibration_coefficient=2.0),
+            "recal_logits": tmx.RecalibratedNE(recalibration_coefficient=2.0, from_logits=True),
+            "free": tmx.CalibrationFreeNE(),
+            "free_logits": tmx.CalibrationFreeNE(from_logits=True),
+        },
+        compute_groups=True,
+    )
+    values = _first_batch_leaves_states_equal(collection, probs, y, first)
+    groups = sorted(sorted(g) for g in collection.compute_groups.values())
+    assert ["cal", "ctr"] in groups and ["ll_logits", "ne_logits"] in groups
+    assert all(len(g) == 1 for g in groups if g not in (["cal", "ctr"], ["ll_logits", "ne_logits"])), groups
+    p, t = probs.double().numpy(), y.double().numpy()
+    q = _sigmoid_np(p)
+    base = t.mean()
+    base_entropy = -(base * np.log(base) + (1 - base) * np.log(1 - base))
+
+    def ce(prob):
+        return -(t * np.log(prob) + (1 - t) * np.log(1 - prob))
+
+    recal = 2.0 * p / (2.0 * p + 1 - p)
+    recal_logits = _sigmoid_np(p + np.log(2.0))
+    expected = {
+        "ne": ce(p).mean() / base_entropy,
+        "ne_logits": ce(q).mean() / base_entropy,
+        "ll_logits": ce(q).mean(),
+        "prec": (t * (p >= 0.55)).sum() / (p >= 0.55).sum(),
+        "prec_logits": (t * (q >= 0.55)).sum() / (q >= 0.55).sum(),
+        "cal": p.sum() / t.sum(),
+        "cal_logits": q.sum() / t.sum(),
+        "ctr": base,
+        "ne_pos": -(t * np.log(p)).mean() / base_entropy,
+        "ne_pos_logits": -(t * np.log(q)).mean() / base_entropy,
+        "recal": ce(recal).mean() / base_entropy,
+        "recal_logits": ce(recal_logits).mean() / base_entropy,
+        "free": ce(p).mean() / ce(np.full_like(p, p.mean())).mean(),
+        "free_logits": ce(q).mean() / ce(np.full_like(q, q.mean())).mean(),
+    }
+    for key, value in expected.items():
+        np.testing.assert_allclose(values[key].item(), value, rtol=1e-10, err_msg=key)
+
+
+@pytest.mark.parametrize("first", ["empty", "zero weights"])
+def test_bin_settings_keep_compute_groups_apart(first):
+    """Binned AUCs over other bin ranges, spaces or logit inputs, and reliability edges, never merge."""
+    logits = np.array([-12.0, -3.9, -3.4, -3.1, 4.0, 12.0, -3.6, 5.0])
+    y = torch.tensor([0, 0, 1, 0, 1, 1, 1, 0])
+    probs = torch.tensor(_sigmoid_np(logits))
+    collection = MetricCollection(
+        {
+            "auc": tmx.AUC(num_bins=4),
+            "auprc": tmx.AUPRC(num_bins=4),
+            "auc_narrow": tmx.AUC(num_bins=4, logit_range=(-4, -3)),
+            "auc_prob": tmx.AUC(num_bins=4, bin_space="probability"),
+        },
+        compute_groups=True,
+    )
+    values = _first_batch_leaves_states_equal(collection, probs, y, first)
+    groups = sorted(sorted(g) for g in collection.compute_groups.values())
+    assert groups == [["auc", "auprc"], ["auc_narrow"], ["auc_prob"]]
+    yn = y.numpy()
+    # bins by hand: uniform in the logit over (-16, 16) and (-4, -3), uniform in probability
+    np.testing.assert_allclose(values["auc"].item(), skm.roc_auc_score(yn, [0, 1, 1, 1, 2, 3, 1, 2]))
+    np.testing.assert_allclose(values["auprc"].item(), skm.average_precision_score(yn, [0, 1, 1, 1, 2, 3, 1, 2]))
+    np.testing.assert_allclose(values["auc_narrow"].item(), skm.roc_auc_score(yn, [0, 0, 2, 3, 3, 3, 1, 3]))
+    np.testing.assert_allclose(
+        values["auc_prob"].item(), skm.roc_auc_score(yn, np.minimum(probs.numpy() * 4, 3).astype(int))
+    )
+
+    collection = MetricCollection(
+        {"auc": tmx.AUC(num_bins=4, from_logits=True), "auc_probs": tmx.AUC(num_bins=4)}, compute_groups=True
+    )
+    p = torch.tensor([0.05, 0.3, 0.45, 0.6, 0.8, 0.97, 0.51, 0.2])
+    values = _first_batch_leaves_states_equal(collection, p, y, first)
+    assert len(collection.compute_groups) == 2
+    np.testing.assert_allclose(values["auc"].item(), 0.5)  # every logit in [0, 8): one bin
+    np.testing.assert_allclose(values["auc_probs"].item(), skm.roc_auc_score(yn, (p.numpy() >= 0.5).astype(int)))
+
+    collection = MetricCollection(
+        {
+            "low": tmx.Reliability(edges=[0.0, 0.3, 1.0]),
+            "high": tmx.Reliability(edges=[0.0, 0.7, 1.0]),
+            "logits": tmx.Reliability(num_bins=2, from_logits=True),
+            "probs": tmx.Reliability(num_bins=2),
+        },
+        compute_groups=True,
+    )
+    _first_batch_leaves_states_equal(collection, p, y, first)  # (its dict values share key names)
+    assert len(collection.compute_groups) == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)  # sigmoid of probabilities: no score below 0.5
+        values = {key: collection[key].compute() for key in ("low", "high", "logits", "probs")}
+    pn, tn = p.double().numpy(), y.double().numpy()
+    for key, prob, edge in (("low", pn, 0.3), ("high", pn, 0.7), ("logits", _sigmoid_np(pn), 0.5), ("probs", pn, 0.5)):
+        upper = prob >= edge
+        rates = [tn[mask].mean() if mask.any() else np.nan for mask in (~upper, upper)]
+        np.testing.assert_allclose(values[key]["label_rate"].numpy(), rates, err_msg=key)
+
+
+@pytest.mark.parametrize(
+    ("factory", "renamed"),
+    [
+        (lambda: tmx.NormalizedEntropy(from_logits=True), {"cross_entropy_sum_logits": "cross_entropy_sum"}),
+        (
+            lambda: tmx.NormalizedEntropy(from_logits=True, eta=1e-3),
+            {"cross_entropy_sum_eta_0p001_logits": "cross_entropy_sum_eta_0p001"},
+        ),
+        (lambda: tmx.Calibration(from_logits=True), {"weighted_pred_sum_logits": "weighted_pred_sum"}),
+        (
+            lambda: tmx.WeightedPrecision(threshold=0.3, from_logits=True),
+            {f"{n}_at_0p3_logits": f"{n}_at_0p3" for n in ("true_positives", "false_positives")},
+        ),
+        (lambda: tmx.AUC(num_bins=4, logit_range=(-4, -3)), {"hist_logit_m4_m3": "hist"}),
+        (lambda: tmx.AUPRC(num_bins=4, bin_space="probability", from_logits=True), {"hist_probability_logits": "hist"}),
+        (lambda: tmx.Reliability(num_bins=2, from_logits=True), {"bin_weight_logits": "bin_weight"}),
+    ],
+)
+def test_checkpoints_from_before_settings_named_the_states_load(factory, renamed):
+    """A state renamed after its setting still loads from a checkpoint that holds its former name."""
+    p, y = torch.tensor([0.2, 0.7, 0.4, 0.9, 0.55]), torch.tensor([0, 1, 1, 0, 1])
+    trained = factory()
+    trained.update(p, y)
+    assert set(renamed) <= set(trained._defaults)
+    trained.persistent(True)
+    old = {}
+    for key, value in MetricCollection({"m": trained}).state_dict().items():
+        for new, former in renamed.items():
+            key = key[: -len(new)] + former if key.endswith(new) else key
+        old[key] = value
+    assert sum(key.endswith(tuple(renamed.values())) for key in old) == len(renamed)
+    resumed = MetricCollection({"m": factory()})
+    resumed.load_state_dict(old)  # strict: nothing missing, nothing unexpected
+    for key, value in trained.metric_state.items():
+        assert torch.equal(resumed["m"].metric_state[key], value), key
+
+
+def test_windowed_checkpoint_from_before_from_logits_named_the_states_loads():
+    """A window ring saved with a state's former name resumes under its new name."""
+    p, y = torch.tensor([0.2, -0.7, 0.4, 0.9, -0.55, 1.5]), torch.tensor([0, 1, 1, 0, 1, 0])
+    trained = tmx.Windowed(tmx.NormalizedEntropy(from_logits=True), window_size=4)
+    trained.update(p[:3], y[:3])
+    trained.update(p[3:], y[3:])
+    saved = trained.state_dict()
+    old = {key.replace("cross_entropy_sum_logits", "cross_entropy_sum"): value for key, value in saved.items()}
+    ring = old["_extra_state"]
+    for part in ("rings", "back"):
+        ring[part] = {n.replace("_logits", ""): v for n, v in ring[part].items()}
+    resumed = tmx.Windowed(tmx.NormalizedEntropy(from_logits=True), window_size=4)
+    resumed.load_state_dict(old)
+    expected = trained.compute()
+    got = resumed.compute()
+    for key in expected:
+        assert torch.equal(got[key], expected[key]), key
+
+
+def test_eta_zero_takes_zero_log_zero_as_zero():
+    """eta=0: a prediction of exactly 0 or 1 on its own label costs 0 (xlogy), a sure wrong one +inf."""
+    from scipy.special import xlogy
+
+    rng = np.random.default_rng(11)
+    n = 200
+    p = rng.uniform(0, 1, size=n)
+    y = rng.uniform(0, 1, size=n)  # soft labels
+    y[:40] = rng.integers(0, 2, size=40)
+    p[:40] = y[:40]  # sure and right
+    p[40:50], y[40:50] = 0.0, 0.0
+    w = rng.uniform(0, 2, size=n)
+    ce = -(xlogy(y, p) + xlogy(1 - y, 1 - p))
+    base = np.average(y, weights=w)
+    entropy = -(base * np.log(base) + (1 - base) * np.log(1 - base))
+    tp, ty, tw = torch.tensor(p), torch.tensor(y), torch.tensor(w)
+    np.testing.assert_allclose(tmf.log_loss(tp, ty, tw, eta=0.0).item(), np.average(ce, weights=w), rtol=1e-12)
+    np.testing.assert_allclose(
+        tmf.normalized_entropy(tp, ty, tw, eta=0.0).item(), np.average(ce, weights=w) / entropy, rtol=1e-12
+    )
+    positive = -xlogy(y, p)
+    np.testing.assert_allclose(
+        tmf.ne_positive(tp, ty, tw, eta=0.0).item(), np.average(positive, weights=w) / entropy, rtol=1e-12
+    )
+    metric = tmx.LogLoss(eta=0.0)
+    metric.update(tp[:100], ty[:100], tw[:100])
+    metric.update(tp[100:], ty[100:], tw[100:])
+    np.testing.assert_allclose(metric.compute().item(), np.average(ce, weights=w), rtol=1e-12)
+    # 0/1 labels only (the one-log form): the same values
+    binary = (ty[:40], tp[:40])
+    assert tmf.log_loss(binary[1], binary[0], eta=0.0).item() == 0.0
+    wrong = tmf.log_loss(torch.tensor([1.0, 0.0, 0.5]), torch.tensor([0.0, 1.0, 1.0]), eta=0.0)
+    assert wrong.item() == float("inf")
+    # eta > 0 keeps the clamp
+    np.testing.assert_allclose(
+        tmf.log_loss(tp, ty, tw, eta=1e-3).item(),
+        np.average(-(xlogy(y, np.clip(p, 1e-3, 1 - 1e-3)) + xlogy(1 - y, 1 - np.clip(p, 1e-3, 1 - 1e-3))), weights=w),
+        rtol=1e-12,
+    )

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 
 from torchmetrics_ext.functional._sums import sharing_sums
+from torchmetrics_ext.functional.auc.binary import _check_float32_weights
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.registry import build_metric, torchrec_names
@@ -403,7 +404,7 @@ class RecMetricModule(nn.Module):
         Example:
             >>> from torchmetrics_ext import RecMetricModule
             >>> RecMetricModule(["click"], {"mse": "mse", "auc": "auc"}, throughput=False).input_domains
-            InputDomains(preds='probability', target='binary', from_logits=False)
+            InputDomains(preds='probability', target='binary', from_logits=False, float32_weights=True)
         """
         return self._domains
 
@@ -498,6 +499,12 @@ class RecMetricModule(nn.Module):
                 )
             except ValueError as error:
                 raise self._named_value_error(batch, error) from None
+            if domains.float32_weights:  # an exact AUC keeps float32 weights: reject before any unit is updated
+                for task, column in zip(self.tasks, batch.columns[2]):
+                    try:
+                        _check_float32_weights(column)
+                    except ValueError as error:
+                        raise ValueError(f"Task {task.name!r}, `model_out[{task.weight_name!r}]`: {error}") from None
             # weights that are all exactly 1 change no sum: the unweighted kernels skip their passes
             w = None if unit_weights else _stack_weights(batch.columns[2])
             # the pointwise kernels of every metric take shared sums (sum w, sum w·y...) from one object

@@ -29,9 +29,14 @@ def weighted_sum(values: Tensor, weights: Tensor | None) -> Tensor:
     """
     if weights is None:
         return values.sum(-1)
-    if weights.shape[0] == 1 and values.ndim == 2 and values.dtype == weights.dtype:
+    if _matvec(values, weights):
         return values @ weights[0]
     return (values * weights).sum(-1)
+
+
+def _matvec(values: Tensor, weights: Tensor) -> bool:
+    """Whether :func:`weighted_sum` takes the matrix-vector product."""
+    return weights.shape[0] == 1 and values.ndim == 2 and values.dtype == weights.dtype
 
 
 def weight_total(preds: Tensor, weights: Tensor | None) -> Tensor:
@@ -90,9 +95,44 @@ class BatchSums:
         """``sum w`` per task (``N`` when unweighted)."""
         return self.value("total", lambda: weight_total(self.preds, self.weights))
 
+    def class_total(self) -> Tensor:
+        """``sum w`` per task as ``sum w·y + sum w·(1 - y)``: the total of a metric whose labels are in [0, 1].
+
+        Built so that a single class is exact whatever order the sums are taken in: when no
+        weight is on a label below 1, every ``w·(1 - y)`` is an exact zero, so the total *is*
+        :meth:`label_sum` and ``total - label_sum`` is exactly 0 (a plain ``sum w`` is reduced in
+        another order than ``sum w·y``, e.g. by a matrix-vector product, and may differ from it
+        in the last bit, turning "one class" into a negative weight of 1e-16). When every
+        weighted label is 0, :meth:`label_sum` is a sum of exact zeros. Either way
+        ``total >= label_sum``. Unweighted, it is :meth:`total` (``N``, and ``sum y`` of ``N``
+        ones is ``N`` exactly). Not for real-valued targets: the two sums would cancel.
+        """
+        weights, target = self.weights, self.target
+        if weights is None:
+            return self.total()
+        assert target is not None
+        if self._per_task_weights():
+            # w - w·y (exactly w·(1 - y) for 0/1 labels, 0 where y = 1 or w = 0) reuses the
+            # products of `label_sum`: a third cheaper than multiplying w by 1 - y afresh
+            complement = self.value("complement", lambda: (weights - self._weighted_labels()).sum(-1))
+        else:
+            complement = self.weighted("complement", lambda: 1 - target)
+        return self.value("class_total", lambda: self.label_sum() + complement)
+
+    def _per_task_weights(self) -> bool:
+        """Whether :func:`weighted_sum` multiplies then sums (rather than a matrix-vector product)."""
+        weights, target = self.weights, self.target
+        return weights is not None and target is not None and not _matvec(target, weights)
+
+    def _weighted_labels(self) -> Tensor:
+        """``w·y`` per sample (only where :func:`weighted_sum` would form it too)."""
+        return self.value("weighted_labels", lambda: self.target * self.weights)  # type: ignore[operator]
+
     def label_sum(self) -> Tensor:
         """``sum w·y`` per task."""
         assert self.target is not None
+        if self._per_task_weights():  # the very products and sum of `weighted_sum`, kept for `class_total`
+            return self.value(("sum", "target"), lambda: self._weighted_labels().sum(-1))
         return self.weighted("target", lambda: self.target)  # type: ignore[arg-type,return-value]
 
     def pred_sum(self) -> Tensor:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from torchmetrics_ext.functional._sums import batch_sums
 from torchmetrics_ext.functional.counters import _apply
 from torchmetrics_ext.functional.pointwise import (
     Stats,
@@ -26,7 +27,6 @@ from torchmetrics_ext.functional.pointwise import (
     _check_eta,
     _cross_entropy_update,
     _normalized_entropy_compute,
-    _weight_total,
     _weighted_sum,
     _weighted_sums_update,
 )
@@ -55,7 +55,11 @@ def _recalibrate(preds: Tensor, coefficient: float, from_logits: bool) -> Tensor
 def _ne_positive_update(preds: Tensor, target: Tensor, weights: Tensor | None, eta: float, from_logits: bool) -> Stats:
     """Return ``(sum w·y·(-log p), sum w, sum w·y)`` per task; ``p`` clamped to ``[eta, 1 - eta]``."""
     neg_log_p = F.softplus(-preds) if from_logits else -torch.log(preds.clamp(eta, 1 - eta))
-    return _weighted_sum(target * neg_log_p, weights), _weight_total(preds, weights), _weighted_sum(target, weights)
+    positive_ce = target * neg_log_p
+    if eta == 0 and not from_logits:  # p may be exactly 0: 0·log 0 = 0 for a negative label, not 0·inf = nan
+        positive_ce = torch.where(positive_ce.isnan(), torch.xlogy(target, preds).neg_(), positive_ce)
+    sums = batch_sums(preds, target, weights)  # the class-exact total, as NE's (a single class is undefined)
+    return _weighted_sum(positive_ce, weights), sums.class_total(), sums.label_sum()
 
 
 def _ne_positive_compute(ce_positive_sum: Tensor, total: Tensor, pos: Tensor, eta: float) -> Tensor:

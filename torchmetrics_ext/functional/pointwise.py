@@ -71,7 +71,7 @@ def _cross_entropy_update(
     """Return ``(sum w·CE, sum w, sum w·y)`` per task; CE in nats.
 
     Probabilities are clamped to ``[eta, 1 - eta]`` (TorchRec's rule); logits use the exact,
-    overflow-free ``softplus(z) - y·z`` form and need no clamp.
+    overflow-free ``softplus(z) - y·z`` form and need no clamp. With ``eta = 0``, ``0·log 0 = 0``.
     """
     sums = batch_sums(preds, target, weights)
     if from_logits:
@@ -89,10 +89,18 @@ def _cross_entropy_update(
             # (1 - y)·log(1 - p) + y·log(p) as one lerp: half the cost of F.binary_cross_entropy.
             # log(1 - p) rather than log1p(-p): a quarter of the time, and 1 - p is exact for p >= 0.5
             # while for small p its rounding (< 1.2e-16) is far below the clamp and float64 sums.
-            return torch.lerp(torch.log(1 - p), torch.log(p), target)
+            log_likelihood = torch.lerp(torch.log(1 - p), torch.log(p), target)
+            if eta == 0:
+                # unclamped p may be exactly 0 or 1, where the lerp makes 0·(-inf) = nan: there take
+                # 0·log 0 = 0 (xlogy), so a sure prediction on its own label costs 0 and a sure wrong
+                # one +inf (elsewhere the lerp's bits, as the one log above for 0/1 labels)
+                exact = torch.xlogy(target, p).add_(torch.xlogy(1 - target, 1 - p))
+                log_likelihood = torch.where(log_likelihood.isnan(), exact, log_likelihood)
+            return log_likelihood
 
         ce_sum = sums.value(("ce", eta), lambda: sums.weighted(("log_likelihood", eta), cross_entropy).neg())
-    return ce_sum, sums.total(), sums.label_sum()
+    # the class-exact total: all-positive labels give `total - pos` exactly 0 (NE undefined, not 1e12)
+    return ce_sum, sums.class_total(), sums.label_sum()
 
 
 LogUnit = Literal["nats", "bits"]
@@ -223,17 +231,23 @@ def log_loss(
 # ----------------------------------------------------------------------------- weighted sums
 
 
-def _weighted_sums_update(preds: Tensor, target: Tensor | None, weights: Tensor | None, from_logits: bool) -> Stats:
-    """Return ``(sum w·p, sum w·y, sum w)`` per task (``sum w·y`` is 0 without a target)."""
+def _weighted_sums_update(
+    preds: Tensor, target: Tensor | None, weights: Tensor | None, from_logits: bool, unit_target: bool = True
+) -> Stats:
+    """Return ``(sum w·p, sum w·y, sum w)`` per task (``sum w·y`` is 0 without a target).
+
+    ``unit_target``: the labels are in [0, 1], and ``sum w`` is the class-exact
+    :meth:`~torchmetrics_ext.functional._sums.BatchSums.class_total` (all-positive labels give a
+    CTR of exactly 1); ``False`` for real-valued targets (a plain ``sum w``).
+    """
     sums = batch_sums(preds, target, weights)
     if from_logits:
         pred_sum = sums.weighted("sigmoid", lambda: torch.sigmoid(preds))
     else:
         pred_sum = sums.pred_sum()
-    label_sum = (
-        torch.zeros(preds.shape[:1], dtype=torch.float64, device=preds.device) if target is None else sums.label_sum()
-    )
-    return pred_sum, label_sum, sums.total()
+    if target is None:
+        return pred_sum, torch.zeros(preds.shape[:1], dtype=torch.float64, device=preds.device), sums.total()
+    return pred_sum, sums.label_sum(), sums.class_total() if unit_target else sums.total()
 
 
 def _calibration_compute(weighted_pred_sum: Tensor, weighted_label_sum: Tensor) -> Tensor:
@@ -343,7 +357,7 @@ def weighted_average(
     p, t, w = format_pointwise(
         preds, target, weights, None, preds_domain="real", target_domain="real", validate=validate_args
     )
-    pred_sum, _, total = _weighted_sums_update(p, t, w, False)
+    pred_sum, _, total = _weighted_sums_update(p, t, w, False, unit_target=False)
     return _finish(_weighted_average_compute(pred_sum, total), single)
 
 

@@ -32,11 +32,14 @@ class InputDomains:
         preds: ``"probability"`` (``[0, 1]``, or any finite logit when ``from_logits``) or ``"real"``.
         target: ``"binary"``, ``"unit"`` (``[0, 1]``), ``"nonnegative"`` or ``"real"`` (finite).
         from_logits: whether probability-domain ``preds`` are logits.
+        float32_weights: non-zero weights must keep their value as float32 (exact AUC modes store
+            them so): within ``[1.18e-38, 3.4e38]``.
     """
 
     preds: PredsDomain
     target: TargetDomain
     from_logits: bool = False
+    float32_weights: bool = False
 
     @classmethod
     def strictest(cls, given: Mapping[str, InputDomains | None]) -> InputDomains:
@@ -56,7 +59,7 @@ class InputDomains:
         Example:
             >>> from torchmetrics_ext import AUC, WeightedMSE
             >>> InputDomains.strictest({"auc": AUC().input_domains, "mse": WeightedMSE().input_domains})
-            InputDomains(preds='probability', target='binary', from_logits=False)
+            InputDomains(preds='probability', target='binary', from_logits=False, float32_weights=True)
         """
         domains = {name: d for name, d in given.items() if d is not None}
         logit_flags = {n: d.from_logits for n, d in domains.items() if d.preds == "probability"}
@@ -68,7 +71,8 @@ class InputDomains:
             )
         preds = "probability" if logit_flags else "real"
         target = min((d.target for d in domains.values()), key=_TARGET_ORDER.index, default="real")
-        return cls(preds, target, any(logit_flags.values()))  # type: ignore[arg-type]
+        float32_weights = any(d.float32_weights for d in domains.values())
+        return cls(preds, target, any(logit_flags.values()), float32_weights)  # type: ignore[arg-type]
 
 
 class TaskMetric(Metric):
@@ -120,7 +124,8 @@ class TaskMetric(Metric):
         self._list_state_dtypes: dict[str, torch.dtype] = {}
         self._gathered: Mapping[str, list[Tensor]] | None = None
         self._sync_locally = False
-        # old state name -> current name, for checkpoints saved before a state was renamed
+        # old state name -> current name, for checkpoints saved before a state was renamed (e.g.
+        # after a setting that changes its values: see _setting_state_name)
         self._renamed_states: dict[str, str] = {}
 
     def _add_task_state(self, name: str, dist_reduce_fx: str = "sum", fill: float = 0.0) -> None:
@@ -130,6 +135,23 @@ class TaskMetric(Metric):
             default=torch.full((self.num_tasks,), fill, dtype=torch.float64),
             dist_reduce_fx=dist_reduce_fx,
         )
+
+    def _setting_state_name(self, name: str, setting: str, former: str | None = None) -> str:
+        """``name`` followed by ``setting`` (when not empty): the name of a state whose values depend on it.
+
+        :class:`~torchmetrics.MetricCollection` merges metrics into one compute group when their
+        state names agree and their states are equal after the first update, which settings that
+        change the states (a threshold, ``from_logits``, a bin range...) can happen to leave equal
+        (an empty batch, all-zero weights, no score between two thresholds). A state named after
+        its setting is never merged with another setting's. ``former``: the state's name in
+        checkpoints written before it carried the setting (default ``name``); ``load_state_dict``
+        accepts it.
+        """
+        renamed = f"{name}_{setting}" if setting else name
+        former = name if former is None else former
+        if former != renamed:
+            self._renamed_states[former] = renamed
+        return renamed
 
     def _add_list_state(self, name: str, dtype: torch.dtype) -> None:
         """Declare an exact ``cat`` list state, gathered across ranks as ``dtype`` (O(n) memory).
@@ -151,9 +173,12 @@ class TaskMetric(Metric):
         unexpected_keys: list[str],
         error_msgs: list[str],
     ) -> None:
-        """Load states, reading a renamed state from its old key in a checkpoint saved before the rename."""
+        """Load states, reading a renamed state from its old key in a checkpoint saved before the rename.
+
+        An old name that is still one of this metric's states (another setting's) is left alone.
+        """
         for old, new in self._renamed_states.items():
-            if prefix + old in state_dict and prefix + new not in state_dict:
+            if prefix + old in state_dict and prefix + new not in state_dict and old not in self._defaults:
                 state_dict[prefix + new] = state_dict.pop(prefix + old)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs

@@ -31,11 +31,10 @@ class _EntropyVariant(_PointwiseMetric):
         self, num_tasks: int = 1, *, eta: float = 1e-12, from_logits: bool = False, _setting: str = "", **kwargs: Any
     ) -> None:
         _check_eta(eta)
-        check_flag("from_logits", from_logits)
         eta_tag = "" if eta == 1e-12 else f"eta_{_tag(eta)}"
-        super().__init__(num_tasks, _setting="_".join(s for s in (_setting, eta_tag) if s), **kwargs)
+        setting = "_".join(s for s in (_setting, eta_tag) if s)
+        super().__init__(num_tasks, _setting=setting, _from_logits=from_logits, **kwargs)
         self.eta = float(eta)
-        self.from_logits = from_logits
 
 
 class NEPositive(_EntropyVariant):
@@ -65,6 +64,7 @@ class NEPositive(_EntropyVariant):
 
     _state_names = ("cross_entropy_positive_sum", "weighted_num_samples", "pos_labels")
     _setting_dependent = ("cross_entropy_positive_sum",)
+    _logit_dependent = ("cross_entropy_positive_sum",)
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
         return F._ne_positive_update(preds, target, weights, self.eta, self.from_logits)  # type: ignore[arg-type]
@@ -102,6 +102,7 @@ class CalibrationFreeNE(_EntropyVariant):
 
     _state_names = ("cross_entropy_sum", "weighted_num_samples", "pos_labels", "weighted_pred_sum")
     _setting_dependent = ("cross_entropy_sum",)
+    _logit_dependent = ("cross_entropy_sum", "weighted_pred_sum")
 
     def __init__(
         self,
@@ -169,6 +170,7 @@ class RecalibratedNE(_Recalibrated):
 
     _state_names = ("cross_entropy_sum", "weighted_num_samples", "pos_labels")
     _setting_dependent = ("cross_entropy_sum",)
+    _logit_dependent = ("cross_entropy_sum",)
     is_differentiable = True
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
@@ -198,6 +200,7 @@ class RecalibratedCalibration(_Recalibrated):
 
     _state_names = ("weighted_pred_sum", "weighted_label_sum", "weighted_num_samples")
     _setting_dependent = ("weighted_pred_sum",)
+    _logit_dependent = ("weighted_pred_sum",)
     higher_is_better = None
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:

@@ -55,18 +55,26 @@ class _PointwiseMetric(TaskMetric):
     _state_names: ClassVar[tuple[str, ...]] = ()
     # states whose values depend on a setting (threshold, eta): named after it when not the default
     _setting_dependent: ClassVar[tuple[str, ...]] = ()
+    # states whose values depend on `from_logits` (sums of sigmoid(preds) or of their logs): "_logits" when set
+    _logit_dependent: ClassVar[tuple[str, ...]] = ()
     _preds_domain: ClassVar[PredsDomain] = "probability"
     _target_domain: ClassVar[TargetDomain] = "unit"
     from_logits: bool = False
 
-    def __init__(self, num_tasks: int = 1, *, _setting: str = "", **kwargs: Any) -> None:
+    def __init__(self, num_tasks: int = 1, *, _setting: str = "", _from_logits: bool = False, **kwargs: Any) -> None:
         super().__init__(num_tasks, **kwargs)
+        check_flag("from_logits", _from_logits)
+        self.from_logits = _from_logits
         # MetricCollection merges metrics whose states are equal after the first update; two
-        # thresholds agree on a batch without scores between them, so a non-default setting is
-        # part of the state's name and such metrics are never merged.
-        self._state_keys = tuple(
-            f"{name}_{_setting}" if _setting and name in self._setting_dependent else name for name in self._state_names
-        )
+        # thresholds agree on a batch without scores between them (logits and probabilities on
+        # a batch of zero weight), so a non-default setting is part of the state's name and such
+        # metrics are never merged (see TaskMetric._setting_state_name).
+        keys = []
+        for name in self._state_names:
+            former = f"{name}_{_setting}" if _setting and name in self._setting_dependent else name
+            logits = "logits" if _from_logits and name in self._logit_dependent else ""
+            keys.append(self._setting_state_name(former, logits))
+        self._state_keys = tuple(keys)
         for name in self._state_keys:
             self._add_task_state(name)
 
@@ -124,16 +132,17 @@ class _PointwiseMetric(TaskMetric):
 class _CrossEntropyMetric(_PointwiseMetric):
     _state_names = ("cross_entropy_sum", "weighted_num_samples", "pos_labels")
     _setting_dependent = ("cross_entropy_sum",)
+    _logit_dependent = ("cross_entropy_sum",)
     is_differentiable = True
     higher_is_better = False
     plot_lower_bound = 0.0
 
     def __init__(self, num_tasks: int = 1, *, eta: float = 1e-12, from_logits: bool = False, **kwargs: Any) -> None:
         _check_eta(eta)
-        super().__init__(num_tasks, _setting="" if eta == 1e-12 else f"eta_{_tag(eta)}", **kwargs)
-        check_flag("from_logits", from_logits)
+        super().__init__(
+            num_tasks, _setting="" if eta == 1e-12 else f"eta_{_tag(eta)}", _from_logits=from_logits, **kwargs
+        )
         self.eta = float(eta)
-        self.from_logits = from_logits
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
         return F._cross_entropy_update(preds, target, weights, self.eta, self.from_logits)  # type: ignore[arg-type]
@@ -257,10 +266,10 @@ class Calibration(_WeightedSumMetric):
     higher_is_better = None
     plot_lower_bound = 0.0
 
+    _logit_dependent = ("weighted_pred_sum",)
+
     def __init__(self, num_tasks: int = 1, *, from_logits: bool = False, **kwargs: Any) -> None:
-        super().__init__(num_tasks, **kwargs)
-        check_flag("from_logits", from_logits)
-        self.from_logits = from_logits
+        super().__init__(num_tasks, _from_logits=from_logits, **kwargs)
 
     def _compute_value(self, pred_sum: Tensor, label_sum: Tensor, total: Tensor) -> Tensor:  # type: ignore[override]
         return F._calibration_compute(pred_sum, label_sum)
@@ -322,6 +331,10 @@ class WeightedAverage(_WeightedSumMetric):
         """Accumulate ``preds`` (``target`` is optional and unused beyond a shape check)."""
         super().update(preds, target, weights)  # type: ignore[arg-type]
 
+    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
+        # any real target: a plain `sum w` (the class-exact total of CTR would cancel), so not CTR's kernel
+        return F._weighted_sums_update(preds, target, weights, self.from_logits, unit_target=False)
+
     def _compute_value(self, pred_sum: Tensor, label_sum: Tensor, total: Tensor) -> Tensor:  # type: ignore[override]
         return F._weighted_average_compute(pred_sum, total)
 
@@ -332,6 +345,7 @@ class WeightedAverage(_WeightedSumMetric):
 class _ConfusionMetric(_PointwiseMetric):
     _state_names = ("true_positives", "false_positives", "true_negatives", "false_negatives")
     _setting_dependent = _state_names
+    _logit_dependent = _state_names
     _target_domain = "binary"
     is_differentiable = False
     higher_is_better = True
@@ -340,10 +354,9 @@ class _ConfusionMetric(_PointwiseMetric):
 
     def __init__(self, num_tasks: int = 1, *, threshold: float = 0.5, from_logits: bool = False, **kwargs: Any) -> None:
         _check_threshold(threshold)
-        super().__init__(num_tasks, _setting="" if threshold == 0.5 else f"at_{_tag(threshold)}", **kwargs)
-        check_flag("from_logits", from_logits)
+        setting = "" if threshold == 0.5 else f"at_{_tag(threshold)}"
+        super().__init__(num_tasks, _setting=setting, _from_logits=from_logits, **kwargs)
         self.threshold = float(threshold)
-        self.from_logits = from_logits
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
         return F._confusion_update(preds, target, weights, self.threshold, self.from_logits)  # type: ignore[arg-type]

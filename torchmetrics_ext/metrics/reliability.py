@@ -6,6 +6,7 @@ Three float64 ``(num_tasks, num_bins)`` sums reduced with ``sum`` across batches
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -70,10 +71,6 @@ class Reliability(TaskMetric):
     is_differentiable: bool = False
     higher_is_better: bool | None = None
 
-    bin_weight: Tensor
-    bin_pred_sum: Tensor
-    bin_target_sum: Tensor
-
     def __init__(
         self,
         num_tasks: int = 1,
@@ -88,7 +85,15 @@ class Reliability(TaskMetric):
         self.edges = _reliability_edges(num_bins, edges)
         self.num_bins = self.edges.numel() - 1
         self.from_logits = from_logits
-        for name in ("bin_weight", "bin_pred_sum", "bin_target_sum"):
+        # every state depends on the edges and on from_logits: non-default ones are part of the names,
+        # so a MetricCollection never merges two Reliability metrics whose first batch agreed
+        uniform = torch.equal(self.edges, torch.linspace(0.0, 1.0, self.num_bins + 1, dtype=torch.float64))
+        edges_tag = "" if uniform else "edges_" + hashlib.sha1(self.edges.numpy().tobytes()).hexdigest()[:12]
+        setting = "_".join(s for s in (edges_tag, "logits" if from_logits else "") if s)
+        self._names = tuple(
+            self._setting_state_name(name, setting) for name in ("bin_weight", "bin_pred_sum", "bin_target_sum")
+        )
+        for name in self._names:
             self.add_state(name, torch.zeros(num_tasks, self.num_bins, dtype=torch.float64), dist_reduce_fx="sum")
 
     def _format(
@@ -118,14 +123,12 @@ class Reliability(TaskMetric):
         p, t, w = self._format(preds, target, weights, validate=self._check_inputs)
         if p.shape[-1] == 0:
             return
-        weight, pred_sum, target_sum = _reliability_update(p, t, w, self.edges, self.from_logits)
-        self.bin_weight += weight
-        self.bin_pred_sum += pred_sum
-        self.bin_target_sum += target_sum
+        for name, value in zip(self._names, _reliability_update(p, t, w, self.edges, self.from_logits)):
+            getattr(self, name).add_(value)
 
     def compute(self) -> dict[str, Tensor]:
         """Per-bin mean prediction, label rate and weight over everything accumulated (and synced)."""
-        out = _reliability_compute(self.bin_weight, self.bin_pred_sum, self.bin_target_sum)
+        out = _reliability_compute(*(getattr(self, name) for name in self._names))
         return {key: self._squeeze_tasks(value) for key, value in out.items()}
 
     def plot(  # type: ignore[override]

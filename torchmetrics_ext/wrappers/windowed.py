@@ -471,11 +471,13 @@ class Windowed(WrapperMetric):
 
     def set_extra_state(self, state: Any) -> None:
         """Restore the ring saved by :meth:`get_extra_state`."""
-        device = self._child("lifetime").device
+        child = self._child("lifetime")
+        device = child.device
         if self._hist is not None:
             self._hist.load(state, device)
         else:
-            self._ring.load(_renamed(state, getattr(self._child("lifetime"), "_renamed_states", {})), device)
+            # a ring saved before a setting was part of a state's name holds that state under its former name
+            self._ring.load(_renamed(state, getattr(child, "_renamed_states", {})), device)
         # the children's states are loaded next, and agree with the ring's
         self.__dict__["_window_stale"] = self.__dict__["_lifetime_stale"] = False
         self._bind_window_lists()  # a window state loaded after this is re-bound at the next update

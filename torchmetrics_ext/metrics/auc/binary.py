@@ -18,6 +18,7 @@ from torchmetrics.utilities.data import dim_zero_cat
 from torchmetrics_ext.functional.auc import binary as F
 from torchmetrics_ext.functional.auc import curves as C
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
+from torchmetrics_ext.metrics.pointwise import _tag
 from torchmetrics_ext.utilities.checks import check_flag, check_pointwise, format_pointwise
 from torchmetrics_ext.utilities.device import on_device_path
 
@@ -72,7 +73,6 @@ class _CurveMetric(TaskMetric):
 
     preds: list[Tensor]
     signed_weights: list[Tensor]
-    hist: Tensor
 
     def __init__(
         self,
@@ -95,12 +95,25 @@ class _CurveMetric(TaskMetric):
             self._add_list_state("preds", torch.float32)
             self._add_list_state("signed_weights", torch.float32)
         else:
-            # (negative, positive) label weight per task and bin
+            # (negative, positive) label weight per task and bin. Which bin a score falls in depends
+            # on the bin range and space and on from_logits: non-default ones are part of the state's
+            # name, so a MetricCollection never merges histograms that the first batch left equal.
+            if bin_space == "probability":
+                tags = ["probability"]
+            elif self.logit_range != F.DEFAULT_LOGIT_RANGE:
+                tags = [f"logit_{_tag(self.logit_range[0])}_{_tag(self.logit_range[1])}"]
+            else:
+                tags = []
+            if from_logits:
+                tags.append("logits")
+            self._hist_name = self._setting_state_name("hist", "_".join(tags))
             hist = torch.zeros(2, num_tasks, num_bins, dtype=torch.float64)
-            self.add_state("hist", hist, dist_reduce_fx="sum")
+            self.add_state(self._hist_name, hist, dist_reduce_fx="sum")
 
     def _validate(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
         self._unit_weights(preds, target, weights)
+        if self.num_bins is None:
+            F._check_float32_weights(weights)
 
     def _unit_weights(self, preds: Tensor, target: Tensor, weights: Tensor | None) -> bool:
         """Validate the batch; whether its weights are given and all exactly 1."""
@@ -110,8 +123,8 @@ class _CurveMetric(TaskMetric):
 
     @property
     def input_domains(self) -> InputDomains:
-        """Probabilities (or logits) and binary labels."""
-        return InputDomains("probability", "binary", self.from_logits)
+        """Probabilities (or logits) and binary labels; exact mode keeps float32 weights."""
+        return InputDomains("probability", "binary", self.from_logits, float32_weights=self.num_bins is None)
 
     @property
     def shared_statistics_key(self) -> Hashable:
@@ -120,13 +133,18 @@ class _CurveMetric(TaskMetric):
         return ("_CurveMetric", binning, self.from_logits, self.num_tasks)
 
     @property
+    def _hist(self) -> Tensor:
+        """The binned mode's histogram state (named after the bin settings)."""
+        return getattr(self, self._hist_name)
+
+    @property
     def _histogram_state(self) -> str | None:
         """The state filled sample by sample in binned mode (``None`` when exact).
 
         :class:`~torchmetrics_ext.Windowed` keeps each update's bin indices for it instead of a
         dense histogram per update.
         """
-        return None if self.num_bins is None else "hist"
+        return None if self.num_bins is None else self._hist_name
 
     def _histogram_entries(
         self, preds: Tensor, target: Tensor, weights: Tensor | None = None
@@ -146,8 +164,12 @@ class _CurveMetric(TaskMetric):
         self, preds: Tensor, target: Tensor, weights: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor | None] | None:
         """The batch validated (unless checked already) as ``(T, N)`` views in its own dtypes; ``None`` if empty."""
-        if self._check_inputs and self._unit_weights(preds, target, weights):
-            weights = None  # all ones: the unweighted kernels give the same statistics
+        if self._check_inputs:
+            unit = self._unit_weights(preds, target, weights)
+            if self.num_bins is None:  # only exact mode keeps float32 weights
+                F._check_float32_weights(weights)
+            if unit:
+                weights = None  # all ones: the unweighted kernels give the same statistics
         if preds.shape[-1] == 0:
             return None
         # each kernel casts what it reads
@@ -163,7 +185,7 @@ class _CurveMetric(TaskMetric):
         p, t, w = batch
         if self.num_bins is not None:
             F._binned_update(
-                p, t, w, self.num_bins, self.logit_range, self.from_logits, out=self.hist, bin_space=self.bin_space
+                p, t, w, self.num_bins, self.logit_range, self.from_logits, out=self._hist, bin_space=self.bin_space
             )
             return
         if w is not None and not on_device_path(p):
@@ -179,7 +201,7 @@ class _CurveMetric(TaskMetric):
 
     def _curve_stats(self) -> F.CurveStats:
         if self.num_bins is not None:
-            return F._binned_curve_stats(self.hist)
+            return F._binned_curve_stats(self._hist)
         # chunks are packed straight into the sort keys: no concatenated copy of the states
         scores, signed = self.preds, self.signed_weights
         if isinstance(scores, Tensor):  # synced across ranks: already one tensor
@@ -190,7 +212,7 @@ class _CurveMetric(TaskMetric):
         """Per task: distinct thresholds (descending) and the label weights at each, from the synced states."""
         with self.sync_context(should_sync=self._to_sync, should_unsync=self._should_unsync):
             if self.num_bins is not None:
-                return C._binned_points(self.hist, self.logit_range, self.from_logits, self.bin_space)
+                return C._binned_points(self._hist, self.logit_range, self.from_logits, self.bin_space)
             scores, signed = self.preds, self.signed_weights
             if isinstance(scores, Tensor):  # synced across ranks: already one tensor
                 scores, signed = [scores], [signed]

@@ -87,8 +87,8 @@ class _GroupedCurveMetric(TaskMetric):
 
     @property
     def input_domains(self) -> InputDomains:
-        """Probabilities (or logits) and binary labels; ``groups`` are integer ids."""
-        return InputDomains("probability", "binary", self.from_logits)
+        """Probabilities (or logits) and binary labels; ``groups`` are integer ids; float32 weights."""
+        return InputDomains("probability", "binary", self.from_logits, float32_weights=True)
 
     @property
     def shared_statistics_key(self) -> Hashable:

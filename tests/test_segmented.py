@@ -163,6 +163,9 @@ def test_qps_per_task_counts_and_reset():
         (lambda q: q.update(torch.zeros(3, 4)), ValueError, r"\(2, N\)"),
         (lambda q: q.update(num_examples=torch.ones(3)), ValueError, "num_examples"),
         (lambda q: q.update(num_examples=[1, 2]), TypeError, "num_examples"),
+        (lambda q: q.update(num_examples=torch.tensor(float("nan"))), ValueError, "finite and non-negative"),
+        (lambda q: q.update(num_examples=torch.tensor([3.0, -5.0])), ValueError, "finite and non-negative"),
+        (lambda q: q.update(num_examples=torch.tensor([3.0, float("inf")])), ValueError, "finite and non-negative"),
     ],
 )
 def test_qps_bad_input(call, exc, match):
@@ -170,6 +173,31 @@ def test_qps_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call(qps)
     assert qps.num_examples.sum() == 0
+
+
+def test_qps_of_different_warmups_never_share_a_compute_group():
+    """Both warm-ups leave the states zero after the first update; each must still count its own steps."""
+    from torchmetrics import MetricCollection
+
+    col = MetricCollection(
+        {
+            "w1": tmx.TowerQPS(warmup_steps=1, clock=_clock(itertools.count())),
+            "w3": tmx.TowerQPS(warmup_steps=3, clock=_clock(itertools.count())),
+        },
+        compute_groups=True,
+    )
+    for n in (10, 20, 30, 40, 50):
+        col.update(torch.zeros(n))
+    # one second per update: w1 times updates 2-5 (140 examples, 4 s), w3 updates 4-5 (90, 2 s)
+    assert {k: v.item() for k, v in col.compute().items()} == {"w1": 35.0, "w3": 45.0}
+
+
+def test_qps_reads_checkpoints_of_the_former_state_names():
+    old = {"num_examples": torch.tensor([6.0]), "seconds": torch.tensor([2.0])}
+    qps = tmx.TowerQPS(warmup_steps=3)
+    qps.persistent(True)
+    qps.load_state_dict(old)
+    assert qps.compute().item() == 3.0
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [({"warmup_steps": -1}, "warmup_steps"), ({"clock": 3}, "clock")])

@@ -12,6 +12,8 @@ from torch import Tensor
 from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.utilities.checks import check_tensor
 
+_DEFAULT_WARMUP = 100  # TorchRec's
+
 __all__ = ["TowerQPS"]
 
 
@@ -25,7 +27,9 @@ class TowerQPS(TaskMetric):
     ``warmup_steps`` updates (at least one, which starts the clock) count neither time nor
     examples. States: float64 ``(T,)`` example counts (``sum`` across ranks) and elapsed seconds
     (``max`` across ranks), so the window wrapper gives TorchRec's window QPS too. Time is read
-    on the host; no device synchronisation happens.
+    on the host; no device synchronisation happens (except validating an explicit
+    ``num_examples``, which must be finite and non-negative). The warm-up count is not part of
+    ``state_dict``: after ``load_state_dict`` the next ``warmup_steps`` updates warm up again.
 
     TorchRec's ``tower_qps`` is meant for multi-task models whose tasks see different numbers
     of examples; pass a per-task ``(T,)`` count to ``update(num_examples=...)`` for that.
@@ -50,11 +54,14 @@ class TowerQPS(TaskMetric):
     is_differentiable = False
     higher_is_better = True
     plot_lower_bound = 0.0
-    num_examples: Tensor
-    seconds: Tensor
 
     def __init__(
-        self, num_tasks: int = 1, *, warmup_steps: int = 100, clock: Callable[[], float] = time.monotonic, **kwargs: Any
+        self,
+        num_tasks: int = 1,
+        *,
+        warmup_steps: int = _DEFAULT_WARMUP,
+        clock: Callable[[], float] = time.monotonic,
+        **kwargs: Any,
     ) -> None:
         if not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool) or warmup_steps < 0:
             raise ValueError(f"Expected `warmup_steps` to be a non-negative integer, got {warmup_steps!r}.")
@@ -63,10 +70,19 @@ class TowerQPS(TaskMetric):
         super().__init__(num_tasks, **kwargs)
         self.warmup_steps = warmup_steps
         self.clock = clock
-        self._add_task_state("num_examples")
-        self._add_task_state("seconds", dist_reduce_fx="max")
+        # The warm-up decides which steps the states count, and leaves them zero until it ends: a
+        # non-default warm-up is part of their names, so a MetricCollection never merges two.
+        tag = "" if warmup_steps == _DEFAULT_WARMUP else f"warmup{warmup_steps}"
+        self._examples_state = self._setting_state_name("num_examples", tag)
+        self._seconds_state = self._setting_state_name("seconds", tag)
+        self._add_task_state(self._examples_state)
+        self._add_task_state(self._seconds_state, dist_reduce_fx="max")
         self._steps = 0
         self._last_tick: float | None = None
+
+    def _states(self) -> tuple[Tensor, Tensor]:
+        """The example count and seconds states (named after a non-default ``warmup_steps``)."""
+        return getattr(self, self._examples_state), getattr(self, self._seconds_state)
 
     def _counts(self, preds: Tensor | None, num_examples: Tensor | None, validate: bool) -> Tensor:
         if num_examples is not None:
@@ -76,6 +92,8 @@ class TowerQPS(TaskMetric):
                     raise ValueError(
                         f"Expected `num_examples` of shape ({self.num_tasks},) or (), got {tuple(num_examples.shape)}."
                     )
+                if num_examples.numel() and not bool(torch.isfinite(num_examples).all() & (num_examples >= 0).all()):
+                    raise ValueError(f"Expected `num_examples` to be finite and non-negative, got {num_examples}.")
             return num_examples.to(torch.float64).expand(self.num_tasks)
         if preds is None:
             raise TypeError("TowerQPS.update() requires `preds` or `num_examples`.")
@@ -96,17 +114,19 @@ class TowerQPS(TaskMetric):
         self, preds: Tensor | None = None, target: Tensor | None = None, num_examples: Tensor | None = None
     ) -> None:
         """Count one step's examples (``preds.shape[-1]`` per task, or ``num_examples``) and time it."""
-        counts = self._counts(preds, num_examples, validate=self._check_inputs).to(self.num_examples.device)
+        examples, seconds = self._states()
+        counts = self._counts(preds, num_examples, validate=self._check_inputs).to(examples.device)
         now = self.clock()
         self._steps += 1
         if self._steps > max(self.warmup_steps, 1) and self._last_tick is not None:
-            self.num_examples.add_(counts)
-            self.seconds.add_(now - self._last_tick)
+            examples.add_(counts)
+            seconds.add_(now - self._last_tick)
         self._last_tick = now
 
     def _value(self) -> Tensor:
-        timed = self.seconds > 0
-        return self._squeeze_tasks(torch.where(timed, self.num_examples / torch.where(timed, self.seconds, 1.0), 0.0))
+        examples, seconds = self._states()
+        timed = seconds > 0
+        return self._squeeze_tasks(torch.where(timed, examples / torch.where(timed, seconds, 1.0), 0.0))
 
     def compute(self) -> Tensor:
         """Examples per second after warm-up; 0 before any timed step (as TorchRec)."""

@@ -283,6 +283,13 @@ def test_plot_works():
     multi = tmx.LogLoss(num_tasks=2)
     multi.update(torch.rand(2, 10), torch.randint(0, 2, (2, 10)))
     multi.plot()
+    # a (T, L) value per task and label: plotted as its entries, one value or over steps
+    labels = tmx.MultiLabelPrecision(num_labels=3, num_tasks=2)
+    labels.update(torch.tensor([[5, 3, 1], [1, 2, 4]]), torch.tensor([[1, 3, 4], [1, 2, 4]]))
+    labels.plot()
+    labels.plot([labels.compute(), labels.compute()])
+    with pytest.warns(tmx.UndefinedMetricWarning):
+        tmx.MultiLabelPrecision(num_labels=3, num_tasks=2).plot()  # nothing seen yet: nan values
 
 
 @pytest.mark.parametrize("device_path", [False, True])

@@ -294,7 +294,16 @@ class TaskMetric(Metric):
 
         Returns:
             ``(figure, axis)`` as in TorchMetrics.
+
+        A value with more than one dimension (``(T, L)`` per task and label) is plotted as its
+        flattened entries, task by task.
         """
+        if val is None:
+            val = self.compute()
+        if isinstance(val, Tensor):
+            val = val.flatten() if val.ndim > 1 else val
+        elif isinstance(val, Sequence):
+            val = [v.flatten() if isinstance(v, Tensor) and v.ndim > 1 else v for v in val]
         return self._plot(val, ax)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:

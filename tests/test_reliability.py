@@ -149,6 +149,19 @@ def test_windowed_reliability_is_the_curve_of_the_newest_samples():
     H.assert_close(values["lifetime"], ref_per_task(H.to_numpy(data), num_bins=4), 1e-9, 1e-12, "lifetime")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_score_on_an_edge_opens_its_bin(dtype):
+    """e_b <= p < e_(b+1): the score b / B itself (as the caller's dtype rounds it) is in bin b."""
+    num_bins = 10
+    scores = torch.arange(num_bins, dtype=torch.float64) / num_bins  # 0.0, 0.1, ..., 0.9 correctly rounded
+    values = tmf.reliability(scores.to(dtype), torch.ones(num_bins), num_bins=num_bins)
+    expected = torch.ones(num_bins, dtype=torch.float64)  # one score per bin
+    if dtype == torch.float32:  # a float32 score below its float64 edge (0.3f < 0.3) lands one bin low
+        rounded = scores.to(dtype).double()
+        expected = torch.bincount(torch.bucketize(rounded, scores[1:], right=True), minlength=num_bins).double()
+    torch.testing.assert_close(values["weight"], expected)
+
+
 def test_empty_bins_are_nan_without_warning_and_no_weight_warns():
     metric = tmx.Reliability(num_bins=4)
     metric.update(torch.tensor([0.1, 0.2]), torch.tensor([0, 1]))

@@ -30,12 +30,20 @@ __all__ = ["reliability"]
 RELIABILITY_KEYS = ("mean_prediction", "label_rate", "weight")
 
 
+def _uniform_edges(num_bins: int) -> Tensor:
+    """``b / B`` for ``b = 0..B``, each correctly rounded.
+
+    ``linspace`` gives 0.30000000000000004 for 3/10, so a score of exactly 0.3 would fall one bin low.
+    """
+    return torch.arange(num_bins + 1, dtype=torch.float64) / num_bins
+
+
 def _reliability_edges(num_bins: object, edges: Sequence[float] | Tensor | None) -> Tensor:
     """The float64 ``(B + 1,)`` bin edges: ``num_bins`` uniform bins over [0, 1], or ``edges`` as given."""
     if edges is None:
         if not isinstance(num_bins, int) or isinstance(num_bins, bool) or num_bins < 1:
             raise ValueError(f"Expected `num_bins` to be a positive integer, got {num_bins!r}.")
-        return torch.linspace(0.0, 1.0, num_bins + 1, dtype=torch.float64)
+        return _uniform_edges(num_bins)
     try:
         out = torch.as_tensor(edges, dtype=torch.float64).detach().cpu()
     except (TypeError, ValueError, RuntimeError):

@@ -13,7 +13,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.functional.reliability import _reliability_compute, _reliability_edges, _reliability_update
+from torchmetrics_ext.functional.reliability import (
+    _reliability_compute,
+    _reliability_edges,
+    _reliability_update,
+    _uniform_edges,
+)
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
 
@@ -87,7 +92,7 @@ class Reliability(TaskMetric):
         self.from_logits = from_logits
         # every state depends on the edges and on from_logits: non-default ones are part of the names,
         # so a MetricCollection never merges two Reliability metrics whose first batch agreed
-        uniform = torch.equal(self.edges, torch.linspace(0.0, 1.0, self.num_bins + 1, dtype=torch.float64))
+        uniform = torch.equal(self.edges, _uniform_edges(self.num_bins))
         edges_tag = "" if uniform else "edges_" + hashlib.sha1(self.edges.numpy().tobytes()).hexdigest()[:12]
         setting = "_".join(s for s in (edges_tag, "logits" if from_logits else "") if s)
         self._names = tuple(

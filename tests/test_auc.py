@@ -627,6 +627,26 @@ def test_grouped_auc_in_blocks_of_whole_groups(monkeypatch, ids):
     np.testing.assert_allclose(metric.compute().numpy(), expected, rtol=1e-12)
 
 
+@pytest.mark.parametrize("device_path", [False, True])
+@pytest.mark.parametrize("kind", ["auc", "auprc"])
+def test_a_group_of_huge_weights_leaves_the_other_groups_exact(device_path, kind):
+    """A group's AUC/AP does not depend on other groups' weights, however large (scans over every group)."""
+    rng = np.random.default_rng(3)
+    n = 3000
+    groups = rng.integers(0, 60, n)
+    preds = rng.random(n).astype(np.float32)
+    target = (rng.random(n) < 0.4).astype(np.int64)
+    scale = 10.0 ** rng.integers(-20, 25, 60)  # each group's weights: up to 45 orders of magnitude apart
+    weights = rng.random(n) * scale[groups]
+    ref = ref_auc if kind == "auc" else ref_auprc
+    fn = tmf.grouped_auc if kind == "auc" else tmf.grouped_auprc
+    expected = ref_grouped(preds, target, groups, weights, ref=ref)
+    for ids in (groups, 59 - groups):  # the heavy groups before or after the others
+        with force_device_path(device_path):
+            value = fn(torch.tensor(preds), torch.tensor(target), torch.tensor(ids), torch.tensor(weights))
+        np.testing.assert_allclose(value.item(), expected, rtol=1e-9)
+
+
 FLOAT32_WEIGHT_CASES = [
     ("auc", lambda: tmx.AUC(num_tasks=2), lambda p, y, w: tmf.auc(p, y, w)),
     ("auprc", lambda: tmx.AUPRC(num_tasks=2), lambda p, y, w: tmf.auprc(p, y, w)),

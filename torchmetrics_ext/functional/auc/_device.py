@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.functional.auc._kernels import _descending_keys
+from torchmetrics_ext.functional.auc._kernels import _descending_keys, _group_scales
 
 
 def _starts(key: Tensor, first: Tensor | None = None) -> Tensor:
@@ -184,8 +184,12 @@ def _grouped_curve_sums(scores: Tensor, signed: Tensor, groups: Tensor) -> tuple
     pos, neg = w.clamp(min=0), w.neg().clamp_(min=0)
     pos_total = torch.zeros(size, dtype=torch.float64, device=device).index_add_(0, seg, pos)
     neg_total = torch.zeros_like(pos_total).index_add_(0, seg, neg)
-    auc, ap = _run_contributions(_starts(key), _starts(seg), pos, neg)
-    auc_num = torch.zeros_like(pos_total).index_add_(0, seg, auc)
-    ap_num = torch.zeros_like(pos_total).index_add_(0, seg, ap)
+    # Each group's weights are scaled by the power of two that brings its total into [0.5, 1)
+    # (exact) before the scans over every group, so that no group's scale swamps another's
+    # rounding (a group of weight 1e17 would leave nothing of a group of weight 1 after it).
+    down, up = _group_scales(pos_total + neg_total)
+    auc, ap = _run_contributions(_starts(key), _starts(seg), pos.mul_(down[seg]), neg.mul_(down[seg]))
+    auc_num = torch.zeros_like(pos_total).index_add_(0, seg, auc).mul_(up * up)
+    ap_num = torch.zeros_like(pos_total).index_add_(0, seg, ap).mul_(up)
     shape = (num_tasks, n)
     return pos_total.view(shape), neg_total.view(shape), auc_num.view(shape), ap_num.view(shape)

@@ -12,6 +12,7 @@ Blocks of ``_BLOCK`` elements bound every temporary to a few MB whatever the num
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterator, Sequence
 
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor
 
 _BLOCK = 1 << 16  # samples per block of every block-wise pass: temporaries of a few MB
+_SCALE_SPREAD = 2.0**20  # segment totals further apart than this are scaled to [0.5, 1) first
 _SORT_RUN = 1 << 19  # keys per torch.sort run before the merge
 _LOW = 0xFFFFFFFF
 
@@ -161,6 +163,13 @@ def _run_end(keys: Tensor, index: int) -> int:
     return int(torch.searchsorted(keys, torch.tensor([(high + 1) << 32], device=keys.device)))
 
 
+def _group_scales(totals: Tensor) -> tuple[Tensor, Tensor]:
+    """Powers of two ``(2^-e, 2^e)`` per segment with ``totals * 2^-e`` in [0.5, 1) (1 for an empty one)."""
+    _, exponent = torch.frexp(totals)
+    one = torch.ones_like(totals)
+    return torch.ldexp(one, -exponent), torch.ldexp(one, exponent)
+
+
 def _curve_sums(
     key: Tensor, signed: Tensor, seg: Tensor | None, pos_total: Tensor, neg_total: Tensor
 ) -> tuple[Tensor, Tensor]:
@@ -181,6 +190,17 @@ def _curve_sums(
     """
     num = key.numel()
     device = signed.device
+    # Each segment's weights scaled by the power of two that brings its total into [0.5, 1)
+    # (exact; undone on the numerators) when segment totals differ by more than 2^20: then no
+    # segment's scale swamps the rounding of the others' in the global cumulative sums.
+    totals = pos_total + neg_total
+    scaled = False
+    if totals.numel() > 1:
+        low = torch.where(totals > 0, totals, math.inf).min()
+        scaled = bool(totals.max() > _SCALE_SPREAD * low)
+    if scaled:
+        down, up = _group_scales(totals)
+        pos_total, neg_total = pos_total * down, neg_total * down
     off_p = torch.cumsum(pos_total, 0) - pos_total
     off_n = torch.cumsum(neg_total, 0) - neg_total
     auc_num = torch.zeros_like(pos_total)
@@ -189,12 +209,14 @@ def _curve_sums(
     carry_p, carry_n, last_p, last_n = zero, zero, zero, zero
     for lo in range(0, num, _BLOCK):
         hi = min(lo + _BLOCK, num)
+        upto = min(hi, num - 1)  # the last element of everything always ends a point
+        block_seg = key[lo : upto + 1] >> 32 if seg is None else seg[lo : upto + 1]
         w = signed[lo:hi].to(torch.float64)
+        if scaled:
+            w *= down[block_seg[: hi - lo]]
         cp = w.clamp(min=0).cumsum_(0).add_(carry_p)
         cn = w.neg_().clamp_(min=0).cumsum_(0).add_(carry_n)
         end = torch.ones(hi - lo, dtype=torch.bool, device=device)
-        upto = min(hi, num - 1)  # the last element of everything always ends a point
-        block_seg = key[lo : upto + 1] >> 32 if seg is None else seg[lo : upto + 1]
         torch.ne(key[lo + 1 : upto + 1], key[lo:upto], out=end[: upto - lo])
         end[: upto - lo] |= block_seg[1:] != block_seg[:-1]
         idx = torch.nonzero(end).squeeze(1)
@@ -212,4 +234,6 @@ def _curve_sums(
         denom = tp + fp
         ap = torch.where(denom > 0, (big_p - prev_p) * tp / torch.where(denom > 0, denom, 1.0), 0.0)
         ap_num.index_add_(0, s, ap)
+    if scaled:
+        return auc_num * (up * up), ap_num * up
     return auc_num, ap_num

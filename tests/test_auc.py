@@ -647,6 +647,24 @@ def test_a_group_of_huge_weights_leaves_the_other_groups_exact(device_path, kind
         np.testing.assert_allclose(value.item(), expected, rtol=1e-9)
 
 
+@pytest.mark.parametrize("device_path", [False, True])
+@pytest.mark.parametrize("kind", ["auc", "auprc"])
+def test_extreme_weight_ratios_within_a_task_stay_exact(device_path, kind):
+    """Positives of weight 1e-20 against negatives of 1e20 (both float32): the task's scaling stays exact."""
+    rng = np.random.default_rng(4)
+    preds = rng.random((2, 40)).astype(np.float32)
+    target = (rng.random((2, 40)) < 0.5).astype(np.int64)
+    weights = np.where(target == 1, 1e-20, 1e20).astype(np.float32)
+    weights[1] = 1.0
+    ref = ref_auc if kind == "auc" else ref_auprc
+    expected = [ref(preds[t], target[t], weights[t].astype(np.float64)) for t in range(2)]
+    metric = tmx.AUC(num_tasks=2) if kind == "auc" else tmx.AUPRC(num_tasks=2)
+    with force_device_path(device_path):
+        metric.update(torch.tensor(preds), torch.tensor(target), torch.tensor(weights))
+        value = metric.compute()
+    np.testing.assert_allclose(value.numpy(), expected, rtol=1e-12)
+
+
 FLOAT32_WEIGHT_CASES = [
     ("auc", lambda: tmx.AUC(num_tasks=2), lambda p, y, w: tmf.auc(p, y, w)),
     ("auprc", lambda: tmx.AUPRC(num_tasks=2), lambda p, y, w: tmf.auprc(p, y, w)),

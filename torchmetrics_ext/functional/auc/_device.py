@@ -100,9 +100,9 @@ def _exact_curve_sums(
     One sort of the float32 scores (descending, with the order), the signed weights gathered in
     that order, float64 cumulative sums, then the curve points (last element of each run of
     equal scores) compacted with one ``nonzero``: compute may wait for the device once (``update``
-    never calls this). Each task's weights are scaled by a power of two that brings its total into
-    [0.5, 1) before the global cumulative sums (exact: only the exponent changes), so that no
-    task's scale swamps another's rounding; the numerators are scaled back exactly.
+    never calls this). Each task's weights are scaled in float64 by a power of two that brings its
+    total into [0.5, 1) before the global cumulative sums (exact: only the exponent changes), so
+    that no task's scale swamps another's rounding; the numerators are scaled back exactly.
     """
     s = torch.cat([chunk.reshape(-1, num_tasks) for chunk in scores]).to(torch.float32)
     w = torch.cat([chunk.reshape(-1, num_tasks) for chunk in signed]).to(torch.float32)
@@ -119,7 +119,8 @@ def _exact_curve_sums(
         pos_total = w.clamp(min=0).sum(-1, dtype=torch.float64)
         neg_total = w.neg().clamp_(min=0).sum(-1, dtype=torch.float64)
         _, exponent = torch.frexp(pos_total + neg_total)
-        w *= torch.ldexp(torch.ones_like(pos_total), -exponent).to(torch.float32)[:, None]
+        # in float64: a float32 weight scaled by the task's total could leave float32's normal range
+        w = w.to(torch.float64).mul_(torch.ldexp(torch.ones_like(pos_total), -exponent)[:, None])
         s, w = s.reshape(-1), w.reshape(-1)
     del order
     last = torch.empty(s.shape, dtype=torch.bool, device=s.device)

@@ -303,8 +303,9 @@ def checked_bounds(
     is still alive (a weak reference, so an id reused by a new tensor
     never matches) and has the same version counter (bumped by every in-place write through
     PyTorch, views included), data pointer, shape, strides, offset, dtype and device. Writes that
-    bypass the version counter (through ``.data``, NumPy or DLPack, which autograd cannot see
-    either) are not seen; inference tensors, which have no version counter, are never remembered.
+    bypass the version counter (through ``.data``, NumPy, DLPack or another tensor set on the same
+    storage, which autograd cannot see either) are not seen; inference tensors, which have no
+    version counter, are never remembered.
     NaN propagates into the min and max.
 
     Args:

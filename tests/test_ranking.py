@@ -510,6 +510,7 @@ globals().update(
         collection=[i for i in HARNESS_IDS if not i.startswith("flat-ties") and ("@" in i or "r_precision" in i)],
         no_arithmetic=[i for i in HARNESS_IDS if "-all" in i],
         invariances=[i for i in HARNESS_IDS if CASES[i].weight_key is not None],
+        device_path=HARNESS_IDS,  # the device path's validation reads every bound in one copy
         ddp=DDP_IDS,
     )
 )

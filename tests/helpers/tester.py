@@ -363,7 +363,9 @@ def check_device_path(case: MetricCase, invariances: bool = False, seed: int = 0
         if invariances:
             check_invariances(case, seed)
     for what, a, b in zip(("update", "functional"), device, cpu):
-        assert_close(a, b.cpu().double().numpy(), 1e-12, 1e-14, f"{case.id} device path vs CPU path ({what})")
+        pairs = [(k, a[k], b[k]) for k in b] if isinstance(b, dict) else [("", a, b)]  # a dict of values
+        for key, x, y in pairs:
+            assert_close(x, y.cpu().double().numpy(), 1e-12, 1e-14, f"{case.id}{key} device path vs CPU path ({what})")
 
 
 # ----------------------------------------------------------------------------- DDP

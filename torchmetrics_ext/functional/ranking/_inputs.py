@@ -26,6 +26,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.ranking._spec import Cutoff
 from torchmetrics_ext.utilities.checks import check_flag, check_tensor
+from torchmetrics_ext.utilities.device import on_device_path
 
 ACTIONS = ("skip", "zero", "one", "error")
 _WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
@@ -180,11 +181,12 @@ def _check_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> floa
     Returns the largest relevance.
 
     ``aminmax`` propagates NaN. On CPU each bound is read directly (there is nothing to
-    synchronise, and stacking them would cost more than reading them).
+    synchronise, and stacking them would cost more than reading them); on the device path
+    (:func:`~torchmetrics_ext.utilities.device.on_device_path`, forced on CPU in tests) in one copy.
     """
     checked = [preds] + ([] if target.dtype == torch.bool else [target]) + ([] if weights is None else [weights])
     bounds = [bound for tensor in checked for bound in torch.aminmax(tensor)]
-    if preds.device.type == "cpu":
+    if not on_device_path(preds):
         values = [bound.item() for bound in bounds]
     else:
         values = torch.stack([bound.to(torch.float64) for bound in bounds]).tolist()

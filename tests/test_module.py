@@ -729,14 +729,20 @@ def _throughput_totals(rank: int, world_size: int) -> dict[str, float]:
     synced = module.compute()[key].item()
     local = module.local_compute()[key].item()  # not the cached synced value either
     again = module.compute()[key].item()  # nor the local one afterwards
-    return {"synced": synced, "local": local, "again": again}
+    if rank == 0:  # one rank alone: the next compute() of every rank must still agree (no lone collective)
+        module.local_compute()
+    third = module.compute()[key].item()
+    return {"synced": synced, "local": local, "again": again, "third": third}
 
 
 @pytest.mark.ddp
 def test_local_compute_keeps_throughput_local(ddp_pool):
     """local_compute() communicates with no rank: its throughput counts this rank's examples only."""
     results = ddp_pool.run(_throughput_totals)
-    assert results == [{"synced": 40.0, "local": 10.0, "again": 40.0}, {"synced": 40.0, "local": 30.0, "again": 40.0}]
+    assert results == [
+        {"synced": 40.0, "local": 10.0, "again": 40.0, "third": 40.0},
+        {"synced": 40.0, "local": 30.0, "again": 40.0, "third": 40.0},
+    ]
 
 
 def _count_collectives(rank: int, world_size: int, num_metrics: int) -> int:

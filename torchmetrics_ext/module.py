@@ -841,16 +841,19 @@ def _torchrec_names(metrics: Mapping[str, Metric]) -> dict[str, tuple[str, str]]
 def _compute_throughput(throughput: Metric, sync: bool) -> dict[str, Tensor]:
     """The throughput's values, synced by TorchMetrics or (``sync=False``) this rank's own.
 
-    A value cached by one kind of call is never served to the other (nor kept after a local one).
+    A value cached by one kind of call is never served to the other; a local call leaves the
+    synced cache as it found it, so every rank's next ``compute()`` syncs, or serves its cache,
+    alike (a rank that recomputed alone would wait in a collective the others never join).
     """
     if sync:
         return throughput.compute()
     state = throughput.__dict__
-    to_sync, state["_to_sync"], state["_computed"] = state["_to_sync"], False, None
+    to_sync, cached = state["_to_sync"], state["_computed"]
+    state["_to_sync"], state["_computed"] = False, None
     try:
         return throughput.compute()
     finally:
-        state["_to_sync"], state["_computed"] = to_sync, None
+        state["_to_sync"], state["_computed"] = to_sync, cached
 
 
 def _put(out: dict[str, Tensor], key: str, value: Tensor) -> None:

@@ -528,6 +528,29 @@ def test_from_logits_keeps_compute_groups_apart(first):
 
 
 @pytest.mark.parametrize("first", ["empty", "zero weights"])
+def test_settings_seven_digits_apart_keep_compute_groups_apart(first):
+    """A setting is named exactly: thresholds or bin ranges that agree to six digits are still two settings."""
+    p = torch.tensor([0.30000001, 0.3000002, 0.9, 0.1, 0.5])
+    y = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0])
+    collection = MetricCollection(
+        {"a": tmx.WeightedPrecision(threshold=0.3), "b": tmx.WeightedPrecision(threshold=0.3000004)},
+        compute_groups=True,
+    )
+    values = _first_batch_leaves_states_equal(collection, p, y, first)
+    assert len(collection.compute_groups) == 2
+    pn, yn = p.double().numpy(), y.double().numpy()
+    for key, threshold in (("a", 0.3), ("b", 0.3000004)):
+        predicted = pn >= threshold
+        np.testing.assert_allclose(values[key].item(), (yn * predicted).sum() / predicted.sum(), rtol=1e-12)
+    collection = MetricCollection(
+        {"a": tmx.AUC(num_bins=8, logit_range=(-3, 3)), "b": tmx.AUC(num_bins=8, logit_range=(-3, 3.000004))},
+        compute_groups=True,
+    )
+    _first_batch_leaves_states_equal(collection, p, y, first)
+    assert len(collection.compute_groups) == 2
+
+
+@pytest.mark.parametrize("first", ["empty", "zero weights"])
 def test_bin_settings_keep_compute_groups_apart(first):
     """Binned AUCs over other bin ranges, spaces or logit inputs, and reliability edges, never merge."""
     logits = np.array([-12.0, -3.9, -3.4, -3.1, 4.0, 12.0, -3.6, 5.0])
@@ -673,6 +696,20 @@ def test_eta_zero_takes_zero_log_zero_as_zero():
     assert tmf.log_loss(binary[1], binary[0], eta=0.0).item() == 0.0
     wrong = tmf.log_loss(torch.tensor([1.0, 0.0, 0.5]), torch.tensor([0.0, 1.0, 1.0]), eta=0.0)
     assert wrong.item() == float("inf")
+    # ... unless its weight is 0: a zero-weight sample changes nothing (not inf * 0 = nan)
+    sure_wrong = (torch.tensor([0.0, 1.0, 0.3, 0.6], dtype=torch.float64), torch.tensor([1.0, 0.0, 1.0, 0.0]))
+    zero_first = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    expected_ll = -(np.log(0.3) + np.log(0.4)) / 2
+    expected_pos = -np.log(0.3) / 2 / -(0.5 * np.log(0.5) * 2)
+    np.testing.assert_allclose(tmf.log_loss(*sure_wrong, zero_first, eta=0.0).item(), expected_ll, rtol=1e-12)
+    np.testing.assert_allclose(
+        tmf.normalized_entropy(*sure_wrong, zero_first, eta=0.0).item(), expected_ll / np.log(2), rtol=1e-12
+    )
+    np.testing.assert_allclose(tmf.ne_positive(*sure_wrong, zero_first, eta=0.0).item(), expected_pos, rtol=1e-12)
+    # the module's one-log form for labels known to be 0/1
+    module = tmx.RecMetricModule(["t"], {"ll": lambda num_tasks: tmx.LogLoss(num_tasks, eta=0.0)}, throughput=False)
+    module.update({"prediction": sure_wrong[0], "label": sure_wrong[1].long(), "weight": zero_first})
+    np.testing.assert_allclose(module.compute()["ll/t"].item(), expected_ll, rtol=1e-12)
     # eta > 0 keeps the clamp
     np.testing.assert_allclose(
         tmf.log_loss(tp, ty, tw, eta=1e-3).item(),

@@ -27,6 +27,7 @@ from torchmetrics_ext.functional.pointwise import (
     _check_eta,
     _cross_entropy_update,
     _normalized_entropy_compute,
+    _weighed,
     _weighted_sum,
     _weighted_sums_update,
 )
@@ -57,7 +58,9 @@ def _ne_positive_update(preds: Tensor, target: Tensor, weights: Tensor | None, e
     neg_log_p = F.softplus(-preds) if from_logits else -torch.log(preds.clamp(eta, 1 - eta))
     positive_ce = target * neg_log_p
     if eta == 0 and not from_logits:  # p may be exactly 0: 0·log 0 = 0 for a negative label, not 0·inf = nan
-        positive_ce = torch.where(positive_ce.isnan(), torch.xlogy(target, preds).neg_(), positive_ce)
+        positive_ce = _weighed(
+            eta, torch.where(positive_ce.isnan(), torch.xlogy(target, preds).neg_(), positive_ce), weights
+        )
     sums = batch_sums(preds, target, weights)  # the class-exact total, as NE's (a single class is undefined)
     return _weighted_sum(positive_ce, weights), sums.class_total(), sums.label_sum()
 

@@ -65,6 +65,17 @@ def _finish(value: Tensor, single_task: bool) -> Tensor:
 # ----------------------------------------------------------------------------- cross entropy
 
 
+def _weighed(eta: float, values: Tensor, weights: Tensor | None) -> Tensor:
+    """``values`` with 0 where the weight is 0, when ``eta = 0``.
+
+    A sure wrong prediction's infinite cost times a zero weight would be nan: a zero-weight sample
+    changes nothing.
+    """
+    if eta != 0 or weights is None:
+        return values
+    return torch.where(weights > 0, values, 0.0)
+
+
 def _cross_entropy_update(
     preds: Tensor, target: Tensor, weights: Tensor | None, eta: float, from_logits: bool
 ) -> Stats:
@@ -85,7 +96,7 @@ def _cross_entropy_update(
             if sums.binary_target:
                 # y in {0, 1}: log(p) or log(1 - p) with one log, as |p + (y - 1)| is p or 1 - p
                 # exactly (y - 1 is exact, and p - 1 rounds to -(1 - p)); bit for bit the lerp below.
-                return (p + (target - 1)).abs_().log_()
+                return _weighed(eta, (p + (target - 1)).abs_().log_(), weights)
             # (1 - y)·log(1 - p) + y·log(p) as one lerp: half the cost of F.binary_cross_entropy.
             # log(1 - p) rather than log1p(-p): a quarter of the time, and 1 - p is exact for p >= 0.5
             # while for small p its rounding (< 1.2e-16) is far below the clamp and float64 sums.
@@ -96,7 +107,7 @@ def _cross_entropy_update(
                 # one +inf (elsewhere the lerp's bits, as the one log above for 0/1 labels)
                 exact = torch.xlogy(target, p).add_(torch.xlogy(1 - target, 1 - p))
                 log_likelihood = torch.where(log_likelihood.isnan(), exact, log_likelihood)
-            return log_likelihood
+            return _weighed(eta, log_likelihood, weights)
 
         ce_sum = sums.value(("ce", eta), lambda: sums.weighted(("log_likelihood", eta), cross_entropy).neg())
     # the class-exact total: all-positive labels give `total - pos` exactly 0 (NE undefined, not 1e12)

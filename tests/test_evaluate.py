@@ -414,6 +414,27 @@ def test_segment_columns_typed_differently_across_files_name_the_files(tmp_path)
         evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["g"])
 
 
+def test_numeric_segment_columns_of_csv_files_are_numbers(tmp_path):
+    """A CSV --by column whose every value is a number is read as one: it agrees with a Parquet
+    file's integers, sorts 2 before 10, and an empty field is its null segment; text stays text."""
+    frame = pd.DataFrame({"p": [0.2, 0.7, 0.4, 0.9, 0.3, 0.6], "y": [0, 1, 1, 1, 0, 0], "g": [10, 2, 10, 2, 3, 3]})
+    frame.iloc[:3].to_csv(tmp_path / "a.csv", index=False)
+    pq.write_table(pa.Table.from_pandas(frame.iloc[3:], preserve_index=False), tmp_path / "b.parquet")
+    result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["g"])
+    by_segment = {r["g"]: r["ctr"] for r in result.records if r["segment"] != "all"}
+    assert list(by_segment) == [2, 3, 10]  # numbers, in numeric order
+    expected = frame.groupby("g")["y"].mean()
+    for g, value in by_segment.items():
+        assert value == pytest.approx(expected[g], rel=1e-12)
+    (tmp_path / "c.csv").write_text("p,y,g\n0.5,1,\n0.25,0,7\n")
+    (tmp_path / "b.parquet").unlink()
+    result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["g"])
+    assert [r["g"] for r in result.records if r["segment"] != "all"] == [2, 7, 10, None]
+    (tmp_path / "d.csv").write_text("p,y,g\n0.5,1,x\n")
+    result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["g"])
+    assert [r["g"] for r in result.records if r["segment"] != "all"] == ["", "10", "2", "7", "x"]
+
+
 def test_missing_paths_and_bad_arguments(tmp_path, dataset):
     with pytest.raises(InvalidDataError, match="no such file, directory or glob match"):
         evaluate(tmp_path / "nope-*.parquet", TASKS)

@@ -133,9 +133,10 @@ _TEXT_TYPES: dict[Kind, pa.DataType] = {
 def text_types(schema: pa.Schema, columns: Sequence[Column]) -> dict[str, pa.DataType]:
     """Fixed types to read ``columns`` of a text file with, so values never depend on the block size.
 
-    Numbers are float64, ids int64 and segments strings (the text as written); labels are
-    float64, or booleans when the first rows hold ``true``/``false`` (pyarrow reads ``0``/``1``
-    as booleans too).
+    Numbers are float64, ids int64 and segments strings (the text as written; the runner reads
+    them with the type :func:`~torchmetrics_ext.evaluate.segments.discover_segments` found over
+    every text file); labels are float64, or booleans when the first rows hold ``true``/``false``
+    (pyarrow reads ``0``/``1`` as booleans too).
 
     Args:
         schema: the types pyarrow infers from the first rows (only consulted for labels).

@@ -238,6 +238,8 @@ class _Run:
                 schema = source.schema()
                 check_schema(source.label, schema, self.plan.columns, inferred=source.infers_types)
                 types = text_types(schema, self.plan.columns) if source.infers_types else None
+                if types is not None and self.segments is not None:
+                    types |= self.segments.text_types  # --by columns: as discovered over every text file
                 for chunk in chunks:
                     first = chunk.first_row
                     for batch in source.read(chunk, names, self.batch_size, types):

@@ -43,8 +43,13 @@ class SegmentIndex:
         combos: a table of the distinct combinations (one row each).
     """
 
-    def __init__(self, by: Sequence[str], combos: pa.Table) -> None:
+    def __init__(
+        self, by: Sequence[str], combos: pa.Table, text_types: Mapping[str, pa.DataType] | None = None
+    ) -> None:
         self.by = tuple(by)
+        # the type each ``by`` column of a text file (CSV) is read with: numbers when every value of
+        # it is one, so "2" sorts before "10" and a CSV agrees with a Parquet file of numbers
+        self.text_types = dict(text_types or {})
         combos = combos.sort_by([(name, "ascending") for name in self.by])  # nulls last
         self.labels: list[dict[str, Any]] = combos.to_pylist()
         self._value_sets = [pc.unique(combos.column(name)).sort(null_placement="at_end") for name in self.by]
@@ -75,6 +80,7 @@ def discover_segments(sources: Sequence[Source], by: Sequence[str], batch_size: 
     """
     parts: list[pa.Table] = []
     labels: list[str] = []  # the source of each part, for messages
+    from_text: list[bool] = []  # whether the part was read as text (CSV)
     for source in sources:
         schema = source.schema()
         for name in by:
@@ -93,13 +99,41 @@ def discover_segments(sources: Sequence[Source], by: Sequence[str], batch_size: 
                 table = pa.table({name: _decoded(batch.column(name)) for name in by})
                 parts.append(table.group_by(list(by)).aggregate([]))
                 labels.append(source.label)
+                from_text.append(source.infers_types)
     if not parts:
         return SegmentIndex(by, pa.table({name: pa.array([], pa.null()) for name in by}))
+    types = {}
+    for name in by:
+        text = [part.column(name) for part, is_text in zip(parts, from_text) if is_text]
+        if text:
+            types[name] = _text_type(pa.chunked_array(text, pa.string()))
+    parts = [
+        pa.table({name: _as_text_type(part.column(name), types[name]) if is_text else part.column(name) for name in by})
+        for part, is_text in zip(parts, from_text)
+    ]
     try:
         combos = pa.concat_tables(parts, promote_options="permissive")
     except pa.ArrowException:
         raise InvalidDataError(_type_clash(by, parts, labels)) from None
-    return SegmentIndex(by, combos.group_by(list(by)).aggregate([]))
+    return SegmentIndex(by, combos.group_by(list(by)).aggregate([]), types)
+
+
+def _text_type(values: pa.ChunkedArray) -> pa.DataType:
+    """int64 if every non-empty text value is an integer, else float64 if a number, else the text itself."""
+    for dtype in (pa.int64(), pa.float64()):
+        try:
+            _as_text_type(values, dtype)
+        except pa.ArrowInvalid:
+            continue
+        return dtype
+    return pa.string()
+
+
+def _as_text_type(values: Any, dtype: pa.DataType) -> Any:
+    """Text values as ``dtype`` (an empty field is null, as the CSV reader reads it for numbers)."""
+    if pa.types.is_string(dtype):
+        return values
+    return pc.cast(pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values), dtype)
 
 
 def _type_clash(by: Sequence[str], parts: Sequence[pa.Table], labels: Sequence[str]) -> str:

@@ -615,3 +615,51 @@ def test_cuda_update_adds_no_host_sync():
             windowed.update(p, y)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+# ----------------------------------------------------------------------------- TorchMetrics metrics of (N, ...) inputs
+
+
+def test_a_torchmetrics_metric_of_rows_counts_rows():
+    """TorchMetrics' inputs are (N, ...): a sample is a row, and a batch larger than the window keeps its last rows."""
+    from torchmetrics.classification import MulticlassAccuracy
+
+    gen = torch.Generator().manual_seed(5)
+    mse = Windowed(MeanSquaredError(num_outputs=2), window_size=3)
+    p, t = torch.randn(5, 2, generator=gen, dtype=torch.float64), torch.randn(5, 2, generator=gen, dtype=torch.float64)
+    mse.update(p, t)
+    expected = ((p[-3:] - t[-3:]) ** 2).mean(0)  # the newest 3 rows
+    torch.testing.assert_close(mse.compute()["window"].double(), expected)  # TorchMetrics keeps float32 states
+    torch.testing.assert_close(mse.compute()["lifetime"].double(), ((p - t) ** 2).mean(0))
+
+    acc = Windowed(MulticlassAccuracy(num_classes=4, average="micro"), window_size=8)
+    batches = [(torch.randn(5, 4, generator=gen), torch.randint(0, 4, (5,), generator=gen)) for _ in range(2)]
+    for scores, labels in batches:
+        acc.update(scores, labels)
+    scores, labels = batches[-1]  # 5 + 5 rows > 8: the newest update only
+    expected = (scores.argmax(1) == labels).double().mean().item()
+    assert acc.compute()["window"].item() == pytest.approx(expected)
+
+
+def test_a_torchmetrics_metric_of_scalars_counts_each_update_as_one_sample():
+    from torchmetrics import MeanMetric
+
+    mean = Windowed(MeanMetric(), window_size=3)
+    for loss in (1.0, 2.0, torch.tensor(3.0), torch.tensor(4.0)):  # a step's loss
+        mean.update(loss)
+    values = mean.compute()
+    assert values["lifetime"].item() == 2.5 and values["window"].item() == 3.0  # the newest three
+
+
+def test_set_dtype_casts_the_window_and_its_ring():
+    from torchmetrics import SumMetric
+
+    metric = Windowed(SumMetric(), window_size=10)
+    metric.set_dtype(torch.float64)
+    metric.update(torch.tensor([1e8, 1.0, 1.0], dtype=torch.float64))
+    values = metric.compute()
+    assert values["lifetime"].item() == 100000002.0 and values["window"].item() == 100000002.0
+    binned = Windowed(tmx.AUC(num_bins=8), window_size=10)
+    binned.set_dtype(torch.float32)  # the histogram in float32: unit weights follow its dtype
+    binned.update(torch.tensor([0.1, 0.9, 0.2, 0.8]), torch.tensor([0, 1, 0, 1]))
+    assert binned.compute()["window"].item() == 1.0

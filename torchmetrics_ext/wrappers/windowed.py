@@ -105,7 +105,8 @@ class Windowed(WrapperMetric):
     ``sample_axis`` indexes: the last axis of pointwise, AUC and grouped inputs (``(N,)`` or
     ``(T, N)``; weights and group ids ``(N,)``) and of flat ranking rows (``(N,)`` with
     ``indexes``); a query row of padded ranking input ``(Q, L)`` and a row of
-    ``MulticlassRecallAtK``'s ``(N, C)`` scores. Under DDP each rank keeps
+    ``MulticlassRecallAtK``'s ``(N, C)`` scores; for a TorchMetrics metric, a row of its
+    ``(N, ...)`` inputs (a batch of scalars only, such as a step's loss, is one sample). Under DDP each rank keeps
     ``window_size // world_size`` samples by the same rule (as TorchRec does), and the window's
     states sync across ranks like the lifetime's (summed or gathered).
 
@@ -286,14 +287,23 @@ class Windowed(WrapperMetric):
         return self.window_size // world
 
     def _count(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-        """Samples in the batch: the metric's ``sample_count`` hook, else the last axis of its first tensor."""
+        """Samples in the batch: the metric's ``sample_count`` hook, else the first axis of its first tensor.
+
+        Without the hook (a TorchMetrics metric) the inputs are ``(N, ...)``, and a batch of scalars
+        only (a step's loss for ``MeanMetric``) is one sample.
+        """
         hook = getattr(self._scratch, "sample_count", None)
-        return int(hook(*args, **kwargs)) if hook is not None else count_samples(args, kwargs)
+        if hook is not None:
+            return int(hook(*args, **kwargs))
+        if not any(isinstance(v, Tensor) and v.ndim > 0 for v in (*args, *kwargs.values())):
+            if any(isinstance(v, (Tensor, int, float)) and not isinstance(v, bool) for v in (*args, *kwargs.values())):
+                return 1
+        return count_samples(args, kwargs, axis=0)
 
     def _newest(self, n: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """The batch cut to its newest ``n`` samples (the metric's ``newest_samples`` hook, else the last axis)."""
+        """The batch cut to its newest ``n`` samples (the metric's ``newest_samples`` hook, else the first axis)."""
         hook = getattr(self._scratch, "newest_samples", None)
-        return hook(n, *args, **kwargs) if hook is not None else newest_samples(n, args, kwargs)
+        return hook(n, *args, **kwargs) if hook is not None else newest_samples(n, args, kwargs, axis=0)
 
     def _bind_window_lists(self) -> None:
         """Make the window's list states the ring's chunks again (after a sync, load, reset or move)."""
@@ -481,6 +491,20 @@ class Windowed(WrapperMetric):
         # the children's states are loaded next, and agree with the ring's
         self.__dict__["_window_stale"] = self.__dict__["_lifetime_stale"] = False
         self._bind_window_lists()  # a window state loaded after this is re-bound at the next update
+
+    def set_dtype(self, dst_type: str | torch.dtype) -> Windowed:
+        """Cast the floating states of the lifetime, the window and the ring to ``dst_type`` (as a metric's)."""
+        for child in (self._child("lifetime"), self._child("window"), self._scratch):
+            child.set_dtype(dst_type)
+
+        def cast(t: Tensor) -> Tensor:
+            return t.to(dst_type) if t.is_floating_point() else t
+
+        self._ring.apply(cast)
+        if self._hist is not None:
+            self._hist.apply(cast)
+        self._bind_window_lists()
+        return self
 
     def _apply(self, fn: Callable, exclude_state: Any = "") -> Module:
         this = super()._apply(fn, exclude_state)

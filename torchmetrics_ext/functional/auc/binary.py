@@ -217,6 +217,8 @@ def _add_entries(hist: Tensor, index: Tensor, values: Tensor | None) -> None:
     """
     index = index.reshape(-1)
     values = _unit_weights(hist.device, index.numel()) if values is None else values.reshape(-1)
+    if values.dtype != hist.dtype:  # a histogram cast by `set_dtype`
+        values = values.to(hist.dtype)
     hist.view(-1).scatter_add_(0, index, values)
 
 

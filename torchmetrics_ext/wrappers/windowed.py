@@ -191,7 +191,8 @@ class Windowed(WrapperMetric):
         if metric.full_state_update is not False or metric.dist_sync_on_step:
             raise ValueError(
                 f"Expected a metric whose batch statistics merge into its state ({type(metric).__name__} "
-                "has full_state_update or dist_sync_on_step set): Windowed cannot wrap it."
+                "has full_state_update or dist_sync_on_step set): Windowed cannot wrap it. (TorchMetrics' "
+                "MaxMetric and MinMetric set full_state_update; torchmetrics_ext.aggregation's Max and Min do not.)"
             )
         kinds = {n: state_kind(n, metric._reductions[n], metric._defaults[n]) for n in metric._defaults}
         if not kinds:

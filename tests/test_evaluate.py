@@ -435,6 +435,23 @@ def test_numeric_segment_columns_of_csv_files_are_numbers(tmp_path):
     assert [r["g"] for r in result.records if r["segment"] != "all"] == ["", "10", "2", "7", "x"]
 
 
+def test_csv_segment_types_follow_the_reader_and_the_typed_files(tmp_path):
+    """The type of a CSV --by column is one every CSV file reads as (the reader's own parsing and nulls),
+    that of a Parquet file's column when there is one."""
+    (tmp_path / "a.csv").write_text("p,y,g\n0.5,1,nan\n0.25,0,1.5\n0.75,1,1.5\n")
+    result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["g"])
+    rows = {r["g"]: r["rows"] for r in result.records if r["segment"] != "all"}
+    assert rows == {1.5: 2, None: 1}  # "nan" is a null field to the CSV reader: its own (null) segment
+    (tmp_path / "a.csv").write_text("p,y,g\n0.5,1,18446744073709551615\n0.25,0,18446744073709551614\n")
+    result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["g"])
+    assert [r["g"] for r in result.records if r["segment"] != "all"] == [2**64 - 2, 2**64 - 1]  # exact (uint64)
+    (tmp_path / "a.csv").write_text("p,y,g\n0.5,1,1\n0.25,0,3\n")
+    pq.write_table(pa.table({"p": [0.2, 0.7], "y": [0, 1], "g": ["1", "2"]}), tmp_path / "b.parquet")
+    result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["g"])
+    rows = {r["g"]: r["rows"] for r in result.records if r["segment"] != "all"}
+    assert rows == {"1": 2, "2": 1, "3": 1}  # the Parquet file's strings: the CSV's digits read as text
+
+
 def test_missing_paths_and_bad_arguments(tmp_path, dataset):
     with pytest.raises(InvalidDataError, match="no such file, directory or glob match"):
         evaluate(tmp_path / "nope-*.parquet", TASKS)

@@ -649,6 +649,11 @@ def test_a_torchmetrics_metric_of_scalars_counts_each_update_as_one_sample():
         mean.update(loss)
     values = mean.compute()
     assert values["lifetime"].item() == 2.5 and values["window"].item() == 3.0  # the newest three
+    highest = Windowed(Max(), window_size=2)  # ours (with its own sample hook) too
+    for loss in (5.0, torch.tensor(1.0), 2.0):
+        highest.update(loss)
+    values = highest.compute()
+    assert values["lifetime"].item() == 5.0 and values["window"].item() == 2.0
 
 
 def test_set_dtype_casts_the_window_and_its_ring():

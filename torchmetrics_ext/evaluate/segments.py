@@ -78,9 +78,6 @@ def discover_segments(sources: Sequence[Source], by: Sequence[str], batch_size: 
     Raises:
         InvalidDataError: a ``by`` column is missing or not a flat type (names the file and column).
     """
-    parts: list[pa.Table] = []
-    labels: list[str] = []  # the source of each part, for messages
-    from_text: list[bool] = []  # whether the part was read as text (CSV)
     for source in sources:
         schema = source.schema()
         for name in by:
@@ -93,24 +90,17 @@ def discover_segments(sources: Sequence[Source], by: Sequence[str], batch_size: 
                     f"{source.label}: column {name!r} (--by segment) has type {schema.field(name).type}; "
                     "expected flat values (strings, numbers, dates...)."
                 )
-        types = dict.fromkeys(by, pa.string()) if source.infers_types else None  # as the runner reads them
-        for chunk in source.chunks(batch_size):
-            for batch in source.read(chunk, by, batch_size, types):
+    types = _text_types(sources, by, batch_size)
+    parts: list[pa.Table] = []
+    labels: list[str] = []  # the source of each part, for messages
+    for source in sources:
+        for chunk in source.chunks(batch_size):  # text files with the types the runner reads them with
+            for batch in source.read(chunk, by, batch_size, types if source.infers_types else None):
                 table = pa.table({name: _decoded(batch.column(name)) for name in by})
                 parts.append(table.group_by(list(by)).aggregate([]))
                 labels.append(source.label)
-                from_text.append(source.infers_types)
     if not parts:
         return SegmentIndex(by, pa.table({name: pa.array([], pa.null()) for name in by}))
-    types = {}
-    for name in by:
-        text = [part.column(name) for part, is_text in zip(parts, from_text) if is_text]
-        if text:
-            types[name] = _text_type(pa.chunked_array(text, pa.string()))
-    parts = [
-        pa.table({name: _as_text_type(part.column(name), types[name]) if is_text else part.column(name) for name in by})
-        for part, is_text in zip(parts, from_text)
-    ]
     try:
         combos = pa.concat_tables(parts, promote_options="permissive")
     except pa.ArrowException:
@@ -118,22 +108,40 @@ def discover_segments(sources: Sequence[Source], by: Sequence[str], batch_size: 
     return SegmentIndex(by, combos.group_by(list(by)).aggregate([]), types)
 
 
-def _text_type(values: pa.ChunkedArray) -> pa.DataType:
-    """int64 if every non-empty text value is an integer, else float64 if a number, else the text itself."""
-    for dtype in (pa.int64(), pa.float64()):
-        try:
-            _as_text_type(values, dtype)
-        except pa.ArrowInvalid:
-            continue
-        return dtype
-    return pa.string()
+_NUMBER_TYPES = (pa.int64(), pa.uint64(), pa.float64())
 
 
-def _as_text_type(values: Any, dtype: pa.DataType) -> Any:
-    """Text values as ``dtype`` (an empty field is null, as the CSV reader reads it for numbers)."""
-    if pa.types.is_string(dtype):
-        return values
-    return pc.cast(pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values), dtype)
+def _text_types(sources: Sequence[Source], by: Sequence[str], batch_size: int) -> dict[str, pa.DataType]:
+    """The type each ``by`` column of the text files (CSV) is read with, the same for every file.
+
+    The stored type of the column in the typed files (Parquet) if every text file reads as it,
+    else (no typed file) the first of int64, uint64 and float64 that every text file reads as,
+    else text. Each candidate is tried with the reader itself (its own parsing and null values),
+    so the runner reads exactly what was discovered.
+    """
+    text = [source for source in sources if source.infers_types]
+    out: dict[str, pa.DataType] = {}
+    for name in by if text else ():
+        stored = [source.schema().field(name).type for source in sources if not source.infers_types]
+        stored = [t.value_type if pa.types.is_dictionary(t) else t for t in stored if not pa.types.is_null(t)]
+        candidates = stored[:1] if stored else list(_NUMBER_TYPES)
+        out[name] = next(
+            (t for t in candidates if all(_reads_as(source, name, t, batch_size) for source in text)), pa.string()
+        )
+    return out
+
+
+def _reads_as(source: Source, name: str, dtype: pa.DataType, batch_size: int) -> bool:
+    """Whether every value of column ``name`` of a text file reads as ``dtype``."""
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return True
+    try:
+        for chunk in source.chunks(batch_size):
+            for _ in source.read(chunk, [name], batch_size, {name: dtype}):
+                pass
+    except InvalidDataError:
+        return False
+    return True
 
 
 def _type_clash(by: Sequence[str], parts: Sequence[pa.Table], labels: Sequence[str]) -> str:

@@ -394,23 +394,28 @@ def cat_chunks(chunks: Sequence[Tensor], dtype: torch.dtype | None = None) -> Te
 def count_samples(args: Sequence[Any], kwargs: Mapping[str, Any], axis: int = -1) -> int:
     """Samples in a batch: the length along ``axis`` of its first tensor argument (positional, then keyword).
 
+    A batch of scalars only (0-dim tensors or numbers, e.g. a step's loss) is one sample.
+
     Args:
         args: positional arguments of ``update``.
         kwargs: keyword arguments of ``update``.
         axis: the sample axis.
 
     Raises:
-        TypeError: if no argument is a tensor of at least one dimension.
+        TypeError: if no argument is a tensor or a number.
 
     Example:
         >>> import torch
         >>> count_samples((torch.zeros(3, 5),), {"weights": torch.ones(5)})
         5
     """
-    for value in (*args, *kwargs.values()):
+    values = (*args, *kwargs.values())
+    for value in values:
         if isinstance(value, Tensor) and value.ndim > 0:
             return int(value.shape[axis])
-    raise TypeError("Cannot count the samples of a batch without a tensor argument of at least one dimension.")
+    if any(isinstance(v, (Tensor, int, float)) and not isinstance(v, bool) for v in values):
+        return 1
+    raise TypeError("Cannot count the samples of a batch without a tensor or number argument.")
 
 
 def newest_samples(

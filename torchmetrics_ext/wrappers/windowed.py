@@ -290,16 +290,11 @@ class Windowed(WrapperMetric):
     def _count(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
         """Samples in the batch: the metric's ``sample_count`` hook, else the first axis of its first tensor.
 
-        Without the hook (a TorchMetrics metric) the inputs are ``(N, ...)``, and a batch of scalars
-        only (a step's loss for ``MeanMetric``) is one sample.
+        Without the hook (a TorchMetrics metric) the inputs are ``(N, ...)``; a batch of scalars only
+        (a step's loss for ``MeanMetric``) is one sample.
         """
         hook = getattr(self._scratch, "sample_count", None)
-        if hook is not None:
-            return int(hook(*args, **kwargs))
-        if not any(isinstance(v, Tensor) and v.ndim > 0 for v in (*args, *kwargs.values())):
-            if any(isinstance(v, (Tensor, int, float)) and not isinstance(v, bool) for v in (*args, *kwargs.values())):
-                return 1
-        return count_samples(args, kwargs, axis=0)
+        return int(hook(*args, **kwargs)) if hook is not None else count_samples(args, kwargs, axis=0)
 
     def _newest(self, n: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The batch cut to its newest ``n`` samples (the metric's ``newest_samples`` hook, else the first axis)."""

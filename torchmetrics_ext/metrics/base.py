@@ -367,6 +367,18 @@ class TaskMetric(Metric):
         return newest_samples(n, args, kwargs, self.sample_axis)
 
 
+def _tag(value: float) -> str:
+    """A setting as an identifier fragment, exact: ``0.3 -> "0p3"``, ``1e-07 -> "1em07"``, ``3.000004 -> "3p000004"``.
+
+    Six significant digits (``format(v, "g")``, the names of earlier versions) when they give the
+    value back; otherwise the shortest text that does, so two settings never share a name.
+    """
+    text = format(value, "g")
+    if float(text) != value:
+        text = repr(float(value))
+    return text.replace(".", "p").replace("-", "m").replace("+", "")
+
+
 def cat_chunks(chunks: Sequence[Tensor], dtype: torch.dtype | None = None) -> Tensor:
     """The chunks of a list state as one 1-D tensor of ``dtype`` (``None``: their common dtype).
 

@@ -14,7 +14,8 @@ from torch import Tensor
 
 from torchmetrics_ext.functional import entropy as F
 from torchmetrics_ext.functional.pointwise import _check_eta, _cross_entropy_update, _weighted_sums_update
-from torchmetrics_ext.metrics.pointwise import _PointwiseMetric, _tag
+from torchmetrics_ext.metrics.base import _tag
+from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
 from torchmetrics_ext.utilities.checks import check_flag
 
 __all__ = ["CalibrationFreeNE", "NEPositive", "RecalibratedCalibration", "RecalibratedNE"]

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional import pointwise as F
 from torchmetrics_ext.functional.pointwise import _check_eta, _check_threshold
-from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
+from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _tag
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, format_pointwise
 
 __all__ = [
@@ -42,18 +42,6 @@ __all__ = [
     "WeightedRMSE",
     "WeightedRecall",
 ]
-
-
-def _tag(value: float) -> str:
-    """A setting as an identifier fragment, exact: ``0.3 -> "0p3"``, ``1e-07 -> "1em07"``, ``3.000004 -> "3p000004"``.
-
-    Six significant digits (``format(v, "g")``, the names of earlier versions) when they give the
-    value back; otherwise the shortest text that does, so two settings never share a name.
-    """
-    text = format(value, "g")
-    if float(text) != value:
-        text = repr(float(value))
-    return text.replace(".", "p").replace("-", "m").replace("+", "")
 
 
 class _PointwiseMetric(TaskMetric):

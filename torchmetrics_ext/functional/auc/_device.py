@@ -118,9 +118,9 @@ def _exact_curve_sums(
         w = torch.gather(w.T, 1, order)
         pos_total = w.clamp(min=0).sum(-1, dtype=torch.float64)
         neg_total = w.neg().clamp_(min=0).sum(-1, dtype=torch.float64)
-        _, exponent = torch.frexp(pos_total + neg_total)
+        down, up = _group_scales(pos_total + neg_total)
         # in float64: a float32 weight scaled by the task's total could leave float32's normal range
-        w = w.to(torch.float64).mul_(torch.ldexp(torch.ones_like(pos_total), -exponent)[:, None])
+        w = w.to(torch.float64).mul_(down[:, None])
         s, w = s.reshape(-1), w.reshape(-1)
     del order
     last = torch.empty(s.shape, dtype=torch.bool, device=s.device)
@@ -150,12 +150,11 @@ def _exact_curve_sums(
     ap = torch.where(denom > 0, run_p * tp / torch.where(denom > 0, denom, 1.0), 0.0)
     if num_tasks == 1:
         return pos_total, neg_total, auc.sum().view(1), ap.sum().view(1)
-    scale = torch.ldexp(torch.ones_like(pos_total), exponent)  # back to the task's own weights
     per_task = torch.zeros(2, num_tasks * n, dtype=torch.float64, device=auc.device)
     per_task[0].index_copy_(0, ends, auc)
     per_task[1].index_copy_(0, ends, ap)
     sums = per_task.view(2, num_tasks, n).sum(-1)
-    return pos_total, neg_total, sums[0] * (scale * scale), sums[1] * scale
+    return pos_total, neg_total, sums[0] * (up * up), sums[1] * up  # back to the task's own weights
 
 
 def _grouped_curve_sums(scores: Tensor, signed: Tensor, groups: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:

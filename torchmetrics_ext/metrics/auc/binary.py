@@ -17,8 +17,7 @@ from torchmetrics.utilities.data import dim_zero_cat
 
 from torchmetrics_ext.functional.auc import binary as F
 from torchmetrics_ext.functional.auc import curves as C
-from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
-from torchmetrics_ext.metrics.pointwise import _tag
+from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _tag
 from torchmetrics_ext.utilities.checks import check_flag, check_pointwise, format_pointwise
 from torchmetrics_ext.utilities.device import on_device_path
 

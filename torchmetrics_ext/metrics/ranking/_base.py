@@ -33,7 +33,7 @@ from torch import Tensor
 from torchmetrics_ext.functional.ranking._inputs import RankingRows, _ranking_arg_validation, _ranking_format
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
 from torchmetrics_ext.functional.ranking._update import _ranking_compute, _ranking_update
-from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, cat_chunks
+from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _tag, cat_chunks
 
 _ROW_STATES = {
     "preds": torch.float64,
@@ -103,7 +103,7 @@ class _RankingMetric(TaskMetric):
         tag += [flag for flag, on in flags.items() if on] + [empty_target_action]
         legacy = "value_sum_" + "_".join(tag)
         if padding_value is not None:  # which padded slots count changes the sums (no dots: a state_dict key)
-            tag.append("pad" + repr(float(padding_value)).replace(".", "p").replace("-", "m").replace("+", ""))
+            tag.append("pad" + _tag(padding_value))
         self._value_state = "value_sum_" + "_".join(tag)
         if legacy != self._value_state:  # checkpoints saved before the padding value was part of the name
             self._renamed_states[legacy] = self._value_state

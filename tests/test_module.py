@@ -1020,3 +1020,9 @@ def test_ranking_takes_steps_with_and_without_a_weight_column(window_size, weigh
         np.testing.assert_allclose(values[key].item(), expected, rtol=1e-12, err_msg=key)
     module.update(plain)  # and every later compute works
     assert all(torch.isfinite(module.compute()[key]) for key in keys)
+
+
+def test_calling_the_module_says_how_to_use_it():
+    module = build({"ne": "ne"})
+    with pytest.raises(TypeError, match=r"feed each step with `update\(model_out\)`"):
+        module(make_data(1))

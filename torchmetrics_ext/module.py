@@ -626,6 +626,13 @@ class RecMetricModule(nn.Module):
 
     # ------------------------------------------------------------------ compute
 
+    def forward(self, *args: Any, **kwargs: Any) -> None:
+        """Not a step of its own: feed a step with :meth:`update` and read values with :meth:`compute`."""
+        raise TypeError(
+            "RecMetricModule is not called: feed each step with `update(model_out)` and read the values "
+            "with `compute()` (or `local_compute()`)."
+        )
+
     def should_compute(self) -> bool:
         """Whether the number of updates so far is a multiple of ``compute_interval_steps``."""
         return self._step > 0 and self._step % self.compute_interval_steps == 0

@@ -450,6 +450,10 @@ def test_csv_segment_types_follow_the_reader_and_the_typed_files(tmp_path):
     result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["g"])
     rows = {r["g"]: r["rows"] for r in result.records if r["segment"] != "all"}
     assert rows == {"1": 2, "2": 1, "3": 1}  # the Parquet file's strings: the CSV's digits read as text
+    pq.write_table(pa.table({"p": [0.2, 0.7], "y": [0, 1], "g": pa.array([1, 2], pa.int32())}), tmp_path / "b.parquet")
+    (tmp_path / "a.csv").write_text("p,y,g\n0.5,1,5000000000\n")  # beyond int32: int64, joined with the int32s
+    result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["g"])
+    assert [r["g"] for r in result.records if r["segment"] != "all"] == [1, 2, 5000000000]
 
 
 def test_missing_paths_and_bad_arguments(tmp_path, dataset):

@@ -115,16 +115,16 @@ def _text_types(sources: Sequence[Source], by: Sequence[str], batch_size: int) -
     """The type each ``by`` column of the text files (CSV) is read with, the same for every file.
 
     The stored type of the column in the typed files (Parquet) if every text file reads as it,
-    else (no typed file) the first of int64, uint64 and float64 that every text file reads as,
-    else text. Each candidate is tried with the reader itself (its own parsing and null values),
-    so the runner reads exactly what was discovered.
+    else the first of int64, uint64 and float64 that every text file reads as (the typed files'
+    numbers then join them as Arrow promotes), else text. Each candidate is tried with the reader
+    itself (its own parsing and null values), so the runner reads exactly what was discovered.
     """
     text = [source for source in sources if source.infers_types]
     out: dict[str, pa.DataType] = {}
     for name in by if text else ():
         stored = [source.schema().field(name).type for source in sources if not source.infers_types]
         stored = [t.value_type if pa.types.is_dictionary(t) else t for t in stored if not pa.types.is_null(t)]
-        candidates = stored[:1] if stored else list(_NUMBER_TYPES)
+        candidates = stored[:1] + [t for t in _NUMBER_TYPES if t not in stored[:1]]
         out[name] = next(
             (t for t in candidates if all(_reads_as(source, name, t, batch_size) for source in text)), pa.string()
         )

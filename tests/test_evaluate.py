@@ -168,6 +168,18 @@ def test_undefined_segment_values_are_nan_and_reported():
     ]
 
 
+def test_json_output_is_strict_json_with_null_for_undefined_values(tmp_path):
+    table = pa.table({"p": [0.2, 0.8, 0.4], "y": [0, 1, 1], "g": ["x", "x", "y"]})
+    evaluate(table, {"t": ("p", "y")}, ["auc"], by=["g"]).write(str(tmp_path / "out.json"))
+
+    def no_constants(name: str) -> None:  # what a strict parser (JavaScript's JSON.parse, jq, Go) does
+        raise ValueError(f"not JSON: {name}")
+
+    payload = json.loads((tmp_path / "out.json").read_text(), parse_constant=no_constants)
+    by_segment = {r["segment"]: r["auc"] for r in payload["records"]}
+    assert by_segment == {"all": 1.0, "g=x": 1.0, "g=y": None}
+
+
 def test_undefined_value_warnings_name_the_task_and_segment():
     table = pa.table({"p": [0.2, 0.7, 0.4, 0.9], "y": [0, 1, 1, 1], "q": [0.3, 0.6, 0.1, 0.8], "z": [1, 1, 0, 1]})
     table = table.append_column("g", pa.array(["a", "a", "b", "b"]))

@@ -126,8 +126,8 @@ class EvaluationResult:
                 "warnings": self.warnings,
                 "records": self.records,
             }
-            with open(path, "w") as handle:
-                json.dump(payload, handle, indent=2, default=str)
+            with open(path, "w") as handle:  # strict JSON: an undefined value (nan, inf) is null
+                json.dump(_strict_json(payload), handle, indent=2, default=str, allow_nan=False)
                 handle.write("\n")
         elif suffix == ".csv":
             import pyarrow.csv as pa_csv
@@ -183,3 +183,14 @@ class Progress:
         """Draw the final line."""
         if self.enabled:
             self._draw(time.perf_counter(), "\n")
+
+
+def _strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None`` (JSON has no NaN or Infinity)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value

@@ -203,6 +203,35 @@ def check_forward(case: MetricCase, seed: int = 0) -> None:
             if case.forward_check:
                 assert_close(value, _expected(case, batch), case.rtol, case.atol, f"{case.id} forward batch")
     assert_close(metric.compute(), _expected(case, data), case.rtol, case.atol, f"{case.id} after forward")
+    check_missing_arguments(metric, data)
+    assert_close(metric.compute(), _expected(case, data), case.rtol, case.atol, f"{case.id} after missing arguments")
+
+
+def check_missing_arguments(metric: Metric, batch: Data) -> None:
+    """A required ``update`` argument given as ``None`` raises ``TypeError`` naming it and changes nothing.
+
+    Without validation the batch fails wherever it fails (``update`` may then have appended part
+    of it: the user vouched for the inputs); ``forward``, which resets the states before its
+    update, still puts back what was accumulated.
+    """
+    import inspect
+
+    import pytest
+
+    params = list(inspect.signature(type(metric).update).parameters.values())[1:]
+    required = [p.name for p in params if p.default is inspect.Parameter.empty and p.kind == p.POSITIONAL_OR_KEYWORD]
+    snapshot = _state_snapshot(metric)
+    for name in (n for n in required if n in batch):
+        for method in ("update", "forward"):
+            with pytest.raises(TypeError, match=f"requires `{name}`"):
+                _call(metric, dict(batch, **{name: None}), method)
+            assert_same_state(metric, snapshot)
+        probe = copy.deepcopy(metric)
+        probe.validate_args = False
+        try:
+            _call(probe, dict(batch, **{name: None}), "forward")
+        except Exception:  # wherever the kernel fails (some take a missing target as "no labels")
+            assert_same_state(probe, snapshot)
 
 
 def check_dtype(case: MetricCase, dtype: torch.dtype, seed: int = 0) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +19,30 @@ from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain
 __all__ = ["InputDomains", "TaskMetric", "cat_chunks"]
 
 _TARGET_ORDER = ("binary", "unit", "nonnegative", "real")  # strictest first
+# what TorchMetrics' ``forward`` sets for the batch and restores afterwards (not when it raises)
+_FORWARD_CONTEXT = (
+    "_update_count",
+    "_computed",
+    "_forward_cache",
+    "_cache",
+    "_is_synced",
+    "_to_sync",
+    "_should_unsync",
+    "_enable_grad",
+    "compute_on_cpu",
+)
+_ABSENT = object()
+
+
+@functools.cache
+def _required_parameters(cls: type) -> tuple[tuple[int, str], ...]:
+    """``(position, name)`` of the parameters of ``cls.update`` that have no default (``self`` not counted)."""
+    parameters = list(inspect.signature(cls.update).parameters.values())[1:]
+    return tuple(
+        (i, p.name)
+        for i, p in enumerate(parameters)
+        if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    )
 
 
 @dataclass(frozen=True)
@@ -307,14 +332,38 @@ class TaskMetric(Metric):
         return self._plot(val, ax)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """Validate the batch, then run TorchMetrics' ``forward`` (batch value + accumulation)."""
+        """Validate the batch, then run TorchMetrics' ``forward`` (batch value + accumulation).
+
+        TorchMetrics' ``forward`` resets the states before it updates with the batch; should the
+        update or the batch value raise all the same (``validate_args=False``, or a value only
+        ``compute`` rejects), the states accumulated before are put back: nothing is lost.
+        """
         if self.validate_args:
+            self._require_arguments(args, kwargs)
             self._validate(*args, **kwargs)
+        # TorchMetrics' reset rebinds tensor states and clears list states in place: keep both
+        states = {name: value if isinstance(value, Tensor) else list(value) for name, value in self.metric_state.items()}
+        context = {name: self.__dict__[name] for name in _FORWARD_CONTEXT if name in self.__dict__}
         self._inputs_checked = True
         try:
             return super().forward(*args, **kwargs)
+        except BaseException:
+            for name, value in states.items():
+                current = getattr(self, name)
+                if isinstance(current, list):
+                    current[:] = value  # the same list object: a caller may hold it (a window's binding)
+                else:
+                    setattr(self, name, value)
+            self.__dict__.update(context)
+            raise
         finally:
             self._inputs_checked = False
+
+    def _require_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Raise ``TypeError`` naming an argument ``update`` requires that is given as ``None``."""
+        for index, name in _required_parameters(type(self)):
+            if (args[index] if index < len(args) else kwargs.get(name, _ABSENT)) is None:
+                raise TypeError(f"{type(self).__name__}.update() requires `{name}`, got None.")
 
     def update_unwrapped(self, *args: Any, **kwargs: Any) -> None:
         """``update`` without TorchMetrics' per-call wrapper, for a caller that drives many metrics per step.
@@ -327,6 +376,8 @@ class TaskMetric(Metric):
             self.update(*args, **kwargs)
             return
         state = self.__dict__
+        if state["validate_args"] and not state["_inputs_checked"]:
+            self._require_arguments(args, kwargs)
         count, computed = state["_update_count"], state["_computed"]
         state["_update_count"], state["_computed"] = count + 1, None
         try:
@@ -340,6 +391,8 @@ class TaskMetric(Metric):
 
         @functools.wraps(update)
         def guarded(*args: Any, **kwargs: Any) -> None:
+            if self.validate_args and not self._inputs_checked:
+                self._require_arguments(args, kwargs)
             count, computed = self._update_count, self._computed
             try:
                 wrapped(*args, **kwargs)

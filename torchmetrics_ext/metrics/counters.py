@@ -183,8 +183,6 @@ class NumMissingLabels(_CounterMetric):
     def _format(
         self, preds: Tensor, target: Tensor | None, weights: Tensor | None, validate: bool
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        if validate and target is None:
-            raise TypeError("NumMissingLabels.update() requires `target`.")
         return F._format_missing(preds, target, weights, self.num_tasks, validate)  # type: ignore[arg-type]
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:

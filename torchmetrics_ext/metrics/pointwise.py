@@ -76,8 +76,6 @@ class _PointwiseMetric(TaskMetric):
     def _format(
         self, preds: Tensor, target: Tensor | None, weights: Tensor | None, validate: bool
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        if validate and target is None and self._target_domain != "real":
-            raise TypeError(f"{type(self).__name__}.update() requires `target`.")
         return format_pointwise(
             preds,
             target,

@@ -51,8 +51,6 @@ class _PairwiseMetric(TaskMetric):
     def _format(
         self, preds: Tensor, target: Tensor, weights: Tensor | None, validate: bool
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        if validate and target is None:
-            raise TypeError(f"{type(self).__name__}.update() requires `target`.")
         p, t, w = format_pointwise(
             preds,
             target,

@@ -342,7 +342,7 @@ class TaskMetric(Metric):
             self._require_arguments(args, kwargs)
             self._validate(*args, **kwargs)
         # TorchMetrics' reset rebinds tensor states and clears list states in place: keep both
-        states = {name: value if isinstance(value, Tensor) else list(value) for name, value in self.metric_state.items()}
+        states = {k: v if isinstance(v, Tensor) else list(v) for k, v in self.metric_state.items()}
         context = {name: self.__dict__[name] for name in _FORWARD_CONTEXT if name in self.__dict__}
         self._inputs_checked = True
         try:

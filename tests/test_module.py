@@ -745,7 +745,28 @@ def test_local_compute_keeps_throughput_local(ddp_pool):
     ]
 
 
-def _count_collectives(rank: int, world_size: int, num_metrics: int) -> int:
+def _throughput_after_one_rank_updated(rank: int, world_size: int) -> dict[str, float]:
+    module = tmx.RecMetricModule(["click"], {"ctr": "ctr"})  # with throughput
+    module.update({"prediction": torch.full((2,), 0.5), "label": torch.tensor([0.0, 1.0])})
+    first = module.compute()
+    if rank == 0:  # one rank alone updates since the last compute(): nobody may serve a cached value
+        module.update({"prediction": torch.full((1,), 0.5), "label": torch.ones(1)})
+    second = module.compute()
+    return {
+        "first": first["throughput/total_examples"].item(),
+        "second": second["throughput/total_examples"].item(),
+        "ctr": second["ctr/click"].item(),
+    }
+
+
+@pytest.mark.ddp
+def test_throughput_syncs_in_the_fused_gather_when_one_rank_updated_alone(ddp_pool):
+    """Every rank's compute() takes part in the same gather (a cached throughput used to hang rank 0)."""
+    results = ddp_pool.run(_throughput_after_one_rank_updated)
+    assert results == [{"first": 4.0, "second": 5.0, "ctr": 3 / 5}] * 2
+
+
+def _count_collectives(rank: int, world_size: int, num_metrics: int, throughput: bool = False) -> int:
     import torch.distributed as dist
 
     names = [
@@ -768,7 +789,7 @@ def _count_collectives(rank: int, world_size: int, num_metrics: int) -> int:
     metrics = {f"m{i}": pool[i] for i in range(min(num_metrics, len(pool)))}
     for i in range(len(pool), num_metrics):  # more settings: statistics that are not shared
         metrics[f"m{i}"] = lambda num_tasks, i=i: tmx.WeightedAccuracy(num_tasks=num_tasks, threshold=0.01 * i)
-    module = build(metrics)
+    module = tmx.RecMetricModule(TASKS, metrics, throughput=throughput)
     for part in _shard(make_data(21), rank, "uneven"):
         module.update(part)
     count = [0]
@@ -798,6 +819,8 @@ def test_the_number_of_collectives_does_not_grow_with_the_number_of_metrics(ddp_
     few = ddp_pool.run(_count_collectives, 2)
     many = ddp_pool.run(_count_collectives, 20)
     assert few == many
+    # the throughput's float64 states go in the same fused gather: not one collective more
+    assert ddp_pool.run(_count_collectives, 20, True) == many
     assert 0 < few[0] <= 4  # shapes + one per state dtype (float64, float32, int64)
 
 

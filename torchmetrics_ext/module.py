@@ -23,7 +23,7 @@ from torchmetrics import Metric, MetricCollection
 
 from torchmetrics_ext.functional._sums import sharing_sums
 from torchmetrics_ext.functional.auc.binary import _check_float32_weights
-from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
+from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _replay
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.registry import build_metric, torchrec_names
 from torchmetrics_ext.utilities.checks import _check_values, check_tensor, format_pointwise
@@ -33,6 +33,7 @@ from torchmetrics_ext.wrappers.windowed import Windowed
 __all__ = ["RecMetricModule", "RecTaskInfo"]
 
 KEY_STYLES = ("torchmetrics_ext", "torchrec")
+_THROUGHPUT = ("\0throughput", "lifetime")  # the throughput's entry in the fused gather
 
 
 @dataclass(frozen=True)
@@ -673,7 +674,7 @@ class RecMetricModule(nn.Module):
                 else:
                     self._emit(out, name, None, self._unit(name).compute())
         if self.throughput is not None:
-            rates = _compute_throughput(self.throughput, sync)
+            rates = _throughput_rates(self.throughput, gathered.get(_THROUGHPUT) if sync else None)
             if self.key_style == "torchrec":  # every example is attempted: a bad step raises, none is skipped
                 rates |= {
                     "attempt_examples": rates["total_examples"],
@@ -707,9 +708,13 @@ class RecMetricModule(nn.Module):
         for key, metric in self._leaves():
             if self._leader.get(key[0], key[0]) == key[0] and metric.sync_on_compute:
                 by_group.setdefault(id(metric.process_group), []).append((key, metric))
+        throughput = self.throughput
+        if throughput is not None and throughput.sync_on_compute:  # its states ride along in the same gather
+            by_group.setdefault(id(throughput.process_group), []).append((_THROUGHPUT, throughput))
         gathered: dict[tuple[str, str], Mapping[str, list[Tensor]]] = {}
         for members in by_group.values():
-            results = fused_gather([m.sync_states() for _, m in members], members[0][1].process_group)
+            payloads = [_payload(metric) for _, metric in members]
+            results = fused_gather(payloads, members[0][1].process_group)
             gathered.update({key: result for (key, _), result in zip(members, results)})
         return gathered
 
@@ -845,20 +850,29 @@ def _torchrec_names(metrics: Mapping[str, Metric]) -> dict[str, tuple[str, str]]
             pairs[name] = (name, name)
 
 
-def _compute_throughput(throughput: Metric, sync: bool) -> dict[str, Tensor]:
-    """The throughput's values, synced by TorchMetrics or (``sync=False``) this rank's own.
+def _payload(metric: Metric) -> dict[str, Tensor]:
+    """What a metric sends in the fused gather: a task metric's sync states, the throughput's tensor states."""
+    if isinstance(metric, TaskMetric):
+        return metric.sync_states()
+    return {name: getattr(metric, name) for name in metric._reductions}
 
-    A value cached by one kind of call is never served to the other; a local call leaves the
-    synced cache as it found it, so every rank's next ``compute()`` syncs, or serves its cache,
-    alike (a rank that recomputed alone would wait in a collective the others never join).
+
+def _throughput_rates(throughput: Metric, gathered: Mapping[str, list[Tensor]] | None) -> dict[str, Tensor]:
+    """The throughput's values from its states in the module's fused gather, or (``None``) this rank's own.
+
+    Every rank computes from the gather it took part in, never from TorchMetrics' cached value
+    (a rank with no update since the last ``compute`` would serve its cache and skip the
+    collective the others wait in); the metric's own cache is left as it was found.
     """
-    if sync:
-        return throughput.compute()
     state = throughput.__dict__
     to_sync, cached = state["_to_sync"], state["_computed"]
     state["_to_sync"], state["_computed"] = False, None
     try:
-        return throughput.compute()
+        if gathered is None:
+            return throughput.compute()
+        replay = _replay(gathered, list(throughput._reductions))
+        with throughput.sync_context(dist_sync_fn=replay, distributed_available=lambda: True):
+            return throughput.compute()
     finally:
         state["_to_sync"], state["_computed"] = to_sync, cached
 

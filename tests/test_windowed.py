@@ -326,6 +326,63 @@ test_window_smaller_than_world_size_is_rejected_under_ddp = pytest.mark.ddp(
 )
 
 
+def _own_group_job(rank, world_size):
+    """Each rank in a process group of its own: values over this rank's samples, window share of one rank."""
+    import torch.distributed as dist
+
+    groups = [dist.new_group([r]) for r in range(world_size)]  # every rank creates every group
+    group = groups[rank]
+    p = torch.full((4,), 0.5)
+    y = torch.tensor([1.0, 1.0, 0.0, 1.0]) if rank == 0 else torch.tensor([0.0, 0.0, 1.0, 0.0])
+    inner = Windowed(tmx.CTR(process_group=group), window_size=3)  # the group on the wrapped metric
+    outer = Windowed(tmx.CTR(), window_size=3, process_group=group)  # or on the wrapper
+    module = tmx.RecMetricModule(["t"], {"ctr": tmx.CTR(process_group=group)}, window_size=3, throughput=False)
+    for metric in (inner, outer):
+        metric.update(p, y)
+    module.update({"prediction": p, "label": y})
+    return [
+        {k: v.item() for k, v in inner.compute().items()},
+        {k: v.item() for k, v in outer.compute().items()},
+        {k: v.item() for k, v in module.compute().items()},
+    ]
+
+
+@pytest.mark.ddp
+def test_windows_sync_over_the_wrapped_metrics_process_group(ddp_pool):
+    """A process group (which cannot be deep-copied) reaches the window's copies; the share is the group's."""
+    rank0, rank1 = ddp_pool.run(_own_group_job)
+    # numpy by hand: mean label over all 4 samples, and over the newest 3 (window 3 // group size 1)
+    assert rank0[:2] == [{"lifetime": 0.75, "window": 2 / 3}] * 2
+    assert rank1[:2] == [{"lifetime": 0.25, "window": 1 / 3}] * 2
+    assert rank0[2] == {"ctr/t": 0.75, "ctr/t/window": 2 / 3}
+    assert rank1[2] == {"ctr/t": 0.25, "ctr/t/window": 1 / 3}
+
+
+def test_a_wrapper_group_other_than_the_metrics_is_rejected():
+    class Group:  # any object stands for a group here: it is only compared
+        pass
+
+    with pytest.raises(ValueError, match="one process group"):
+        Windowed(tmx.CTR(process_group=Group()), window_size=3, process_group=Group())
+
+
+def _torchmetrics_empty_rank_job(rank, world_size):
+    from torchmetrics.classification import BinaryAUROC
+
+    metric = Windowed(BinaryAUROC(), window_size=12)
+    if rank == 1:  # only an empty batch: the window's list states must still sync as int64 targets
+        metric.update(torch.zeros(0), torch.zeros(0, dtype=torch.long))
+    else:
+        metric.update(torch.tensor([0.1, 0.6, 0.35, 0.8]), torch.tensor([0, 1, 0, 1]))
+    return {k: v.item() for k, v in metric.compute().items()}
+
+
+@pytest.mark.ddp
+def test_a_rank_with_only_empty_batches_syncs_a_torchmetrics_window(ddp_pool):
+    expected = skm.roc_auc_score([0, 1, 0, 1], [0.1, 0.6, 0.35, 0.8])
+    assert ddp_pool.run(_torchmetrics_empty_rank_job) == [{"lifetime": expected, "window": expected}] * 2
+
+
 # ----------------------------------------------------------------------------- TorchMetrics integration
 
 

@@ -8,7 +8,6 @@ returns a flat dict of scalar tensors ready for ``LightningModule.log_dict``.
 
 from __future__ import annotations
 
-import copy
 import inspect
 import warnings
 from collections import Counter
@@ -27,7 +26,7 @@ from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _replay
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.registry import build_metric, torchrec_names
 from torchmetrics_ext.utilities.checks import _check_values, check_tensor, format_pointwise
-from torchmetrics_ext.utilities.distributed import fused_gather
+from torchmetrics_ext.utilities.distributed import copy_metric, fused_gather
 from torchmetrics_ext.wrappers.windowed import Windowed
 
 __all__ = ["RecMetricModule", "RecTaskInfo"]
@@ -217,7 +216,7 @@ class RecMetricModule(nn.Module):
             else:
                 if "indexes" not in inspect.signature(metric.update).parameters:
                     raise TypeError(f"Metric {name!r} ({type(metric).__name__}) takes no (N,) per-task inputs.")
-                per_task[name] = [metric] + [copy.deepcopy(metric) for _ in range(num_tasks - 1)]
+                per_task[name] = [metric] + [copy_metric(metric) for _ in range(num_tasks - 1)]
         self._needs_groups = [n for n, m in stacked.items() if "groups" in inspect.signature(m.update).parameters]
         _check_id_columns(self.tasks, self._needs_groups, list(per_task))
         self._domains = InputDomains.strictest(

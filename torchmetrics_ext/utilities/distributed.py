@@ -14,6 +14,7 @@ so the metrics reduce them with TorchMetrics' own arithmetic (see
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -22,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["fused_gather"]
+__all__ = ["copy_metric", "fused_gather"]
 
 
 def fused_gather(payloads: Sequence[dict[str, Tensor]], group: Any = None) -> list[dict[str, list[Tensor]]]:
@@ -82,3 +83,9 @@ def fused_gather(payloads: Sequence[dict[str, Tensor]], group: Any = None) -> li
             index, name, _ = flat[j]
             out[index][name] = pieces[m]
     return out
+
+
+def copy_metric(metric: Any) -> Any:
+    """``copy.deepcopy`` of a metric whose copy syncs over the same process group (a group cannot be copied)."""
+    group = getattr(metric, "process_group", None)
+    return copy.deepcopy(metric, {} if group is None else {id(group): group})

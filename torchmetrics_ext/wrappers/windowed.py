@@ -2,7 +2,6 @@ r"""Lifetime and recent-window values of any metric from one update: :class:`Win
 
 from __future__ import annotations
 
-import copy
 import functools
 import weakref
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ from torchmetrics.wrappers.abstract import WrapperMetric
 
 from torchmetrics_ext.functional.auc.binary import _add_entries as add_entries
 from torchmetrics_ext.metrics.base import count_samples, newest_samples
+from torchmetrics_ext.utilities.distributed import copy_metric
 from torchmetrics_ext.wrappers._histogram import HistogramWindow
 from torchmetrics_ext.wrappers._ring import StateRing, join_small_tails, state_kind
 
@@ -197,14 +197,22 @@ class Windowed(WrapperMetric):
         kinds = {n: state_kind(n, metric._reductions[n], metric._defaults[n]) for n in metric._defaults}
         if not kinds:
             raise ValueError(f"Expected a metric with states, {type(metric).__name__} declares none.")
+        group = kwargs.get("process_group")
+        if group is not None:  # the wrapper holds no state: its children sync, over the group given
+            if metric.process_group is not None and metric.process_group is not group:
+                raise ValueError(
+                    "Expected one process group: the wrapped metric has its own `process_group` and another "
+                    "was given to Windowed; give it to one of them."
+                )
+            metric.process_group = group
         self.window_size = window_size
         self.lifetime = metric
-        window = copy.deepcopy(metric)
+        window = copy_metric(metric)
         window.reset()
         self.window = window
         for child in (metric, window):
             child.persistent(True)
-        scratch = copy.deepcopy(window)
+        scratch = copy_metric(window)
         scratch.persistent(False)
         scratch.distributed_available_fn = _never_distributed
         # the scratch metric computes one batch's statistics into a ring slot; it is no submodule
@@ -401,7 +409,11 @@ class Windowed(WrapperMetric):
             join_small_tails([getattr(life, name) for name in ring.list_names])
             if not self._window_lists_bound():
                 self._bind_window_lists()
-        if size > 0:
+        # an empty batch takes no room in the window, but its empty chunks are kept while the
+        # window has none: they give a sync the dtype of the states (a TorchMetrics metric's
+        # empty list syncs as float32, and a gather of mismatched dtypes aborts the process)
+        carrier = size == 0 and any(lists[n] for n in ring.list_names) and not any(self._window_lists.values())
+        if size > 0 or carrier:
             ring.push(slot, lists, size, also=lifetime_fold)
             for name in ring.list_names:
                 self._window_lists[name].extend(lists[name])

@@ -162,10 +162,10 @@ def _pairwise_counts(preds: Tensor, target: Tensor, weights: Tensor | None, *, r
     runs (exactly 0 for a single label). No pair total is the difference of two larger sums,
     but :math:`D = (D + T_p) - T_p` (clamped at 0).
 
-    Each task's weights are first divided by a power of two near their largest (exact), so pair
-    weights neither underflow nor overflow: with ``relative=True`` the totals stay in those
-    units (ratios need no more), else they are scaled back (which may under/overflow for weights
-    beyond about 1e±154).
+    Each task's weights are first divided by a power of two within a factor 2 of their largest
+    (exact), so pair weights neither underflow nor overflow: with ``relative=True`` the totals
+    stay in those units (ratios need no more), else they are scaled back (which may
+    under/overflow for weights beyond about 1e±154).
     """
     num_tasks, n = preds.shape
     device = preds.device
@@ -176,7 +176,8 @@ def _pairwise_counts(preds: Tensor, target: Tensor, weights: Tensor | None, *, r
         w2d, unit = torch.ones_like(preds), torch.ones_like(zeros)
     else:
         w2d = weights.expand(num_tasks, n)
-        unit = torch.ldexp(torch.ones_like(zeros), torch.frexp(w2d.amax(-1))[1])  # 2^e > max w (1 for no weight)
+        # 2^(e-1) <= max w < 2^e (1 for no weight): finite even for weights near float64's max
+        unit = torch.ldexp(torch.ones_like(zeros), torch.frexp(w2d.amax(-1))[1] - 1)
         w2d = w2d / unit[:, None]
 
     # dense label ranks per task, then order by (prediction, descending rank): a stable sort of

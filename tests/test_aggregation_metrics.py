@@ -312,6 +312,37 @@ def test_sketch_percentiles_within_relative_error(seed):
     assert stats["p00"].item() == x.min() and stats["p100"].item() == x.max()
 
 
+@pytest.mark.parametrize("value", [0.3, 1e6 + 0.1, 1.7e9 + 3])
+def test_distribution_std_of_equal_values_is_exactly_zero(value):
+    """Equal values: min == max, so std is 0, not the rounding of sum x^2 - n mean^2 (7.5e-9 for 0.3)."""
+    metric = Distribution()
+    for _ in range(10):
+        metric.update(torch.full((100,), value, dtype=torch.float64))
+    assert metric.compute()["std"].item() == 0.0
+    assert distribution(torch.full((1000,), value, dtype=torch.float64))["std"].item() == 0.0
+
+
+def test_distribution_std_below_the_precision_of_the_sums_is_nan_with_warning():
+    """1e9 + arange(100): the spread is below the rounding of the float64 sums (was 25.73 for numpy's 29.01)."""
+    x = 1e9 + np.arange(100.0)
+    with pytest.warns(UndefinedMetricWarning, match="below the rounding of their float64 sums"):
+        stats = distribution(torch.tensor(x))
+    assert math.isnan(stats["std"].item())
+    assert stats["mean"].item() == x.mean()
+    # the documented workaround: subtract a common offset
+    np.testing.assert_allclose(distribution(torch.tensor(x - 1e9))["std"].item(), x.std(ddof=1), rtol=1e-14)
+
+
+@pytest.mark.parametrize("offset", [1e2, 1e4])
+def test_distribution_std_with_an_offset_within_the_documented_precision(offset):
+    """Relative error about 1e-16 (mean / std)^2 (documented), over many updates, against numpy."""
+    x = offset + np.random.default_rng(2).normal(0.0, 1.0, 20000)
+    metric = Distribution()
+    for chunk in np.array_split(x, 50):
+        metric.update(torch.tensor(chunk))
+    np.testing.assert_allclose(metric.compute()["std"].item(), x.std(ddof=1), rtol=1e-15 * offset**2)
+
+
 @pytest.mark.parametrize("alpha", [0.05, 0.01, 0.002])
 def test_sketch_relative_accuracy_is_configurable(alpha):
     x = np.random.default_rng(1).lognormal(5.0, 2.0, 20000)

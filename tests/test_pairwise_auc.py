@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from fractions import Fraction
 from functools import partial
 
 import numpy as np
@@ -259,6 +260,109 @@ def test_large_label_range_many_levels():
     )
     np.testing.assert_allclose(
         tmf.xauc(torch.tensor(p), torch.tensor(y), torch.tensor(w)), ref_xauc(p, y, w), rtol=1e-12
+    )
+
+
+def exact_pair_counts(p, y, w):
+    """(C, D, T_p, T_y, T_py) over pairs i < j as exact Fractions of the float64 weights (O(N^2))."""
+    w = [Fraction(float(v)) for v in w]
+    c = d = tp = ty = tpy = Fraction(0)
+    for i, j in itertools.combinations(range(len(p)), 2):
+        ww, dp, dy = w[i] * w[j], np.sign(p[i] - p[j]), np.sign(y[i] - y[j])
+        if dp * dy > 0:
+            c += ww
+        elif dp * dy < 0:
+            d += ww
+        elif dp == 0 and dy != 0:
+            tp += ww
+        elif dp != 0:
+            ty += ww
+        else:
+            tpy += ww
+    return c, d, tp, ty, tpy
+
+
+def exact_rauc_xauc(p, y, w):
+    c, d, tp, ty, tpy = exact_pair_counts(p, y, w)
+    rauc = float((c + tp / 2) / (c + d + tp)) if c + d + tp > 0 else np.nan
+    total = c + d + tp + ty + tpy
+    return rauc, float((c + tpy) / total) if total > 0 else np.nan
+
+
+def test_report_cases_one_dominant_weight():
+    """A weight 1e12 times the others: (S^2 - sum w^2)/2 and C = (C + T_p) - T_p used to cancel."""
+    rauc = tmf.regression_auc(torch.tensor([0.0, 1.0, 0.0]), torch.tensor([0.0, 2.0, 2.0]), torch.tensor([1, 1, 1e12]))
+    assert rauc.item() == pytest.approx((1 + 0.5e12) / (1 + 1e12), rel=1e-15)
+    # no concordant pair and no pair tied in both: exactly 0 (was 3.1e-4)
+    x = tmf.xauc(torch.tensor([1.0, 0.0, 0.0]), torch.tensor([1.0, 2.0, 1.0]), torch.tensor([0.04, 0.0137, 7.25e11]))
+    assert x.item() == 0.0
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    st.integers(1, 3).flatmap(
+        lambda t: st.integers(2, 14).flatmap(
+            lambda n: st.tuples(
+                st.lists(st.lists(st.integers(0, 3), min_size=n, max_size=n), min_size=t, max_size=t),
+                st.lists(st.lists(st.integers(-2, 2), min_size=n, max_size=n), min_size=t, max_size=t),
+                st.lists(
+                    st.lists(
+                        st.sampled_from([0.0, 1e-15, 3e-12, 0.7, 1.0, 2.5, 4e8, 1e12, 7.25e15]), min_size=n, max_size=n
+                    ),
+                    min_size=t,
+                    max_size=t,
+                ),
+            )
+        )
+    )
+)
+def test_extreme_weight_ratios_with_ties_match_exact_fractions(arrays):
+    """Weight ratios up to 1e31 with ties of every kind: values within 1e-12 of exact rational counts."""
+    p, y, w = (np.asarray(a, dtype=np.float64) for a in arrays)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        rauc = tmf.regression_auc(torch.tensor(p), torch.tensor(y), torch.tensor(w)).numpy()
+        xa = tmf.xauc(torch.tensor(p), torch.tensor(y), torch.tensor(w)).numpy()
+    expected = np.array([exact_rauc_xauc(p[t], y[t], w[t]) for t in range(len(p))])
+    np.testing.assert_allclose(rauc, expected[:, 0], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(xa, expected[:, 1], rtol=1e-12, atol=1e-15)
+
+
+def test_extreme_weight_ratio_counts_at_scale():
+    """One weight 1e15 among 300 of ~1 (and ties): each pair total within 1e-12 of the exact one's task total."""
+    rng = np.random.default_rng(21)
+    p = np.round(rng.normal(size=(2, 300)), 1)
+    y = np.round(p + rng.normal(size=(2, 300)), 0)
+    w = rng.uniform(0.5, 2.0, size=(2, 300))
+    w[0, 17], w[1, 3] = 1e15, 3e-13
+    got = torch.stack(list(_pairwise_counts(torch.tensor(p), torch.tensor(y), torch.tensor(w))))[:5].T.numpy()
+    for t in range(2):
+        exact = exact_pair_counts(p[t], y[t], w[t])
+        np.testing.assert_allclose(got[t], [float(v) for v in exact], rtol=0, atol=1e-12 * float(sum(exact)))
+        rauc, xa = exact_rauc_xauc(p[t], y[t], w[t])
+        np.testing.assert_allclose(
+            tmf.regression_auc(torch.tensor(p[t]), torch.tensor(y[t]), torch.tensor(w[t])), rauc, rtol=1e-12
+        )
+        np.testing.assert_allclose(tmf.xauc(torch.tensor(p[t]), torch.tensor(y[t]), torch.tensor(w[t])), xa, rtol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-200, 1e-160, 1e160, 1e200, 1e300, 4e307])
+def test_finite_weights_of_extreme_scale(scale):
+    """Weights near the ends of float64 (pair weights w_i w_j under/overflow) give the unit-scale values."""
+    rng = np.random.default_rng(22)
+    p = np.round(rng.normal(size=(2, 200)), 1)
+    y = (rng.random((2, 200)) < 0.4).astype(np.float64)
+    y[1] = np.round(p[1] + rng.normal(size=200), 0)
+    w = rng.uniform(0.1, 4.0, size=200)
+    expected_roc = roc_auc_score(y[0], p[0], sample_weight=w)
+    for fn, ref in ((tmf.regression_auc, ref_rauc), (tmf.xauc, ref_xauc)):
+        value = fn(torch.tensor(p), torch.tensor(y), torch.tensor(w * scale))
+        np.testing.assert_allclose(value, [ref(p[t], y[t], w) for t in range(2)], rtol=1e-12)
+        metric = tmx.RegressionAUC(num_tasks=2) if fn is tmf.regression_auc else tmx.XAUC(num_tasks=2)
+        metric.update(torch.tensor(p), torch.tensor(y), torch.tensor(w * scale))
+        torch.testing.assert_close(metric.compute(), value, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(
+        tmf.regression_auc(torch.tensor(p[0]), torch.tensor(y[0]), torch.tensor(w * scale)), expected_roc, rtol=1e-12
     )
 
 

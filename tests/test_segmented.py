@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from functools import partial
 
@@ -13,6 +14,7 @@ import torchmetrics_ext as tmx
 from tests.helpers import tester as H
 from tests.test_pointwise import binary_data, ref_calibration, ref_ctr, ref_mse, ref_ne
 from tests.test_sum_metrics import ref_positives
+from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
 
 SEGMENTS = 5
 
@@ -262,3 +264,64 @@ def test_windowed_new_metrics_match_the_newest_rows(make, fn, extra):
         if "sessions" in joined:  # sessions restart per batch: make their ids unique over the data set
             joined["sessions"] = torch.cat([b["sessions"] + 100 * i for i, b in enumerate(batches)])
         torch.testing.assert_close(out["lifetime"], fn(**joined, **extra))
+
+
+# ----------------------------------------------------------------------------- per-task settings
+
+
+def test_tensor_weighted_average_per_task_flags():
+    """`weighted=[True, False]`: task 0 averages with the weights, task 1 without, in every segment."""
+    rng = np.random.default_rng(3)
+    values, weights = rng.normal(size=(2, 60)), rng.uniform(0.1, 3.0, size=60)
+    segments = rng.integers(0, SEGMENTS, size=60)
+    seg = tmx.Segmented(tmx.TensorWeightedAverage(num_tasks=2, weighted=[True, False]), SEGMENTS)
+    for chunk in np.array_split(np.arange(60), 3):
+        seg.update(torch.tensor(values[:, chunk]), None, torch.tensor(weights[chunk]), torch.tensor(segments[chunk]))
+    expected = [
+        [np.average(values[0, segments == s], weights=weights[segments == s]) for s in range(SEGMENTS)],
+        [values[1, segments == s].mean() for s in range(SEGMENTS)],
+    ]
+    np.testing.assert_allclose(seg.compute(), expected, rtol=1e-12)
+
+
+def _pointwise_classes():
+    found = [getattr(tmx, n) for n in tmx.__all__]
+    return [c for c in found if inspect.isclass(c) and issubclass(c, _PointwiseMetric)]
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [partial(cls, num_tasks=2) for cls in _pointwise_classes()]
+    + [partial(tmx.TensorWeightedAverage, num_tasks=2, weighted=[False, True])],
+    ids=lambda f: f.func.__name__ + ("-flags" if "weighted" in f.keywords else ""),
+)
+def test_every_sum_metric_with_two_tasks_equals_the_metric_on_each_segment(factory):
+    """Segmented(metric) per segment == the metric on that segment's rows, for every metric Segmented accepts."""
+    rng = np.random.default_rng(4)
+    domains = factory().input_domains
+    preds = rng.uniform(0.05, 0.95, size=(2, 80)) if domains.preds == "probability" else rng.normal(size=(2, 80))
+    target = rng.integers(0, 2, size=(2, 80)).astype(np.float64)
+    if domains.target == "real":
+        target += rng.normal(size=(2, 80))
+        target[rng.random((2, 80)) < 0.3] = np.nan if factory.func is tmx.NumMissingLabels else 0.0
+    weights = rng.uniform(0.0, 2.0, size=(2, 80))
+    segments = rng.integers(0, 3, size=(2, 80))
+    segments[:, :3] = [0, 1, 2]  # every segment of every task has rows
+    has_target = factory.func is not tmx.TensorWeightedAverage
+
+    def batch(cols):
+        return (
+            torch.tensor(preds[:, cols]),
+            torch.tensor(target[:, cols]) if has_target else None,
+            torch.tensor(weights[:, cols]),
+        )
+
+    seg = tmx.Segmented(factory(), 3)
+    for chunk in np.array_split(np.arange(80), 2):
+        seg.update(*batch(chunk), segments=torch.tensor(segments[:, chunk]))
+    got = seg.compute()
+    for t, s in itertools.product(range(2), range(3)):
+        alone = factory()
+        p, y, w = batch(np.nonzero(segments[t] == s)[0])
+        alone.update(*((p, y, w) if has_target else (p, w)))
+        torch.testing.assert_close(got[t, s], alone.compute()[t], rtol=1e-12, atol=1e-12)

@@ -360,6 +360,47 @@ def test_r2_of_labels_with_a_large_offset_matches_sklearn():
     assert value.item() == pytest.approx(skm.r2_score(y, p), rel=1e-6)
 
 
+def test_r2_offset_below_the_precision_of_the_sums_says_so_not_constant_labels():
+    """Labels 1e7 + N(0, 1) are not constant: the nan says the spread is below the rounding of the sums.
+
+    Subtracting the offset (the documented workaround) gives scikit-learn's value.
+    """
+    rng = np.random.default_rng(0)
+    y = 1e7 + rng.normal(0, 1, 10000)
+    p = y + rng.normal(0, 0.5, 10000)
+    for compute in (
+        lambda p, y: tmf.weighted_r2(torch.from_numpy(p), torch.from_numpy(y)),
+        lambda p, y: tmx.WeightedR2()(torch.from_numpy(p), torch.from_numpy(y)),
+        lambda p, y: 1 - tmf.weighted_nmse(torch.from_numpy(p), torch.from_numpy(y), baseline="mean"),
+    ):
+        with pytest.warns(UndefinedMetricWarning, match=r"spread below ~1e-6 of their common offset") as record:
+            assert torch.isnan(compute(p, y))
+        assert not any("are constant" in str(w.message) for w in record)
+        offset = 1e7
+        assert compute(p - offset, y - offset).item() == pytest.approx(skm.r2_score(y, p), rel=1e-9)
+    # TorchRec's baseline 1 with labels within 1e-6 of 1
+    y = 1 + rng.normal(0, 1e-6, 1000)
+    p = y + rng.normal(0, 1e-6, 1000)
+    with pytest.warns(UndefinedMetricWarning, match=r"distance to the baseline 1 is zero or below the rounding"):
+        assert torch.isnan(tmf.weighted_nmse(torch.from_numpy(p), torch.from_numpy(y)))
+    mse = lambda p, y: tmf.weighted_mse(torch.from_numpy(p), torch.from_numpy(y))  # noqa: E731
+    expected = ((p - y) ** 2).sum() / ((y - 1) ** 2).sum()
+    assert (mse(p, y) / mse(np.ones_like(y), y)).item() == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("offset", [1e2, 1e4])
+def test_r2_with_offset_labels_within_the_documented_precision(offset):
+    """Relative error about 1e-16 (offset / spread)^2 (documented), over many batches, against scikit-learn."""
+    rng = np.random.default_rng(1)
+    y = offset + rng.normal(0, 1, 20000)
+    p = y + rng.normal(0, 0.5, 20000)
+    w = rng.uniform(0.1, 2.0, 20000)
+    metric = tmx.WeightedR2()
+    for chunk in np.array_split(np.arange(20000), 40):
+        metric.update(torch.from_numpy(p[chunk]), torch.from_numpy(y[chunk]), torch.from_numpy(w[chunk]))
+    assert metric.compute().item() == pytest.approx(skm.r2_score(y, p, sample_weight=w), rel=1e-15 * offset**2)
+
+
 def test_counters_report_zero_not_nan_before_data():
     for metric in (tmx.SumWeights(), tmx.NumPositiveSamples(), tmx.NumMissingLabels(), tmx.NumServingExamples()):
         assert metric.compute() == 0

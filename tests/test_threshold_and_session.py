@@ -5,6 +5,7 @@ References loop over thresholds, sessions and labels in numpy, written here.
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import numpy as np
@@ -25,7 +26,7 @@ def ref_hindsight(p, y, w, target_precision=0.5, num_thresholds=1000, logits=Fal
     """Loop over the thresholds: the first whose precision reaches the target, else the last."""
     w = np.ones_like(p) if w is None else w
     q = 1 / (1 + np.exp(-p)) if logits else p
-    thresholds = np.linspace(0, 1, num_thresholds)
+    thresholds = np.arange(num_thresholds) / (num_thresholds - 1)  # t_j = j/(B-1), correctly rounded
     chosen = num_thresholds - 1
     for i, t in enumerate(thresholds):
         tp, fp = (w * y * (q >= t)).sum(), (w * (1 - y) * (q >= t)).sum()
@@ -306,6 +307,24 @@ def test_hindsight_fixes_torchrec_equal_threshold_double_count():
     )
     assert out["threshold"].item() == 0.5
     assert out["recall"].item() == 1.0
+
+
+@pytest.mark.parametrize("num_thresholds", [11, 21, 101, 1000])
+def test_hindsight_score_exactly_on_a_threshold_reaches_it(num_thresholds):
+    """A float64 score equal to t_j = j/(B-1) is positive at t_j (linspace's 0.30000000000000004 missed it).
+
+    Task j holds a positive scored exactly t_j and a negative just below it: precision 1 is first
+    reached at t_j, where recall is 1.
+    """
+    b = num_thresholds
+    exact = [j / (b - 1) for j in range(1, b)]  # Python's division is correctly rounded
+    preds = torch.tensor([[t, math.nextafter(t, 0.0)] for t in exact], dtype=torch.float64)
+    target = torch.tensor([[1.0, 0.0]] * (b - 1))
+    metric = tmx.HindsightTargetPR(num_tasks=b - 1, target_precision=1.0, num_thresholds=b)
+    metric.update(preds, target)
+    for out in (tmf.hindsight_target_pr(preds, target, target_precision=1.0, num_thresholds=b), metric.compute()):
+        assert out["threshold"].tolist() == exact
+        assert (out["precision"] == 1).all() and (out["recall"] == 1).all()
 
 
 def test_hindsight_undefined_is_nan_with_warning():

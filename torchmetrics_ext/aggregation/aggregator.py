@@ -108,7 +108,8 @@ class MetricsAggregator:
     Note:
         Memory: one metric per key; a DISTRIBUTION holds a fixed 38.7 kB sketch, a
         CATEGORICAL_COUNT one float64 per category. Values that are undefined (the ``std`` of a
-        single value) are left out of the logging dict, as torchtune does. Nothing here is a
+        single value, or of values whose spread is below ~1e-6 of their mean, see
+        :class:`Distribution`) are left out of the logging dict, as torchtune does. Nothing here is a
         ``MetricCollection``, so compute groups can never merge two datasets' metrics.
 
     Example:

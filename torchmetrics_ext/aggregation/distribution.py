@@ -63,10 +63,14 @@ class Distribution(AggregationMetric[SketchBatch]):
 
     Note:
         States: count, sum, sum of squares (``sum``), min (``min``), max (``max``) and the bucket
-        counts (``sum``); constant memory, independent of the number of values. Mean and std are
-        exact up to float64 rounding (exactly rounded ``math.fsum`` sums for batches of plain
-        values through :meth:`summarize`); min and max are exact. No value: every output
-        ``nan``; one value: ``std`` is ``nan`` (each with an ``UndefinedMetricWarning``).
+        counts (``sum``); constant memory, independent of the number of values. The mean is exact
+        up to float64 rounding (exactly rounded ``math.fsum`` sums for batches of plain values
+        through :meth:`summarize`); min and max are exact. The std comes from the sum and sum of
+        squares, which cancel when the mean is large relative to the spread (relative error about
+        :math:`10^{-16} (\text{mean}/\text{std})^2`; subtract a common offset from the values
+        when it matters); equal values give exactly 0. No value: every output ``nan``; one
+        value, or a spread below ~1e-6 of the mean: ``std`` is ``nan`` (each with an
+        ``UndefinedMetricWarning``).
 
     Example:
         >>> import torch

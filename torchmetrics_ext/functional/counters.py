@@ -98,10 +98,16 @@ def _label_average_compute(weighted_label_sum: Tensor, weighted_num_samples: Ten
     return safe_divide(weighted_label_sum, weighted_num_samples, "LabelAverage", "total weight is zero")
 
 
+def _flagged_weights(weights: Tensor | None, weighted: Tensor | None) -> Tensor | None:
+    """The weights each task uses: its row of ``weights``, or unit weights where its ``weighted`` flag is false."""
+    if weights is None or weighted is None:
+        return weights
+    return torch.where(weighted.reshape(-1, 1).to(weights.device), weights, 1.0)
+
+
 def _tensor_average_update(values: Tensor, weights: Tensor | None, weighted: Tensor | None) -> Stats:
     """``(sum w·v, sum w)`` per task; tasks whose ``weighted`` flag is false use unit weights."""
-    if weights is not None and weighted is not None:
-        weights = torch.where(weighted.reshape(-1, 1).to(weights.device), weights, 1.0)
+    weights = _flagged_weights(weights, weighted)
     return _weighted_sum(values, weights), _weight_total(values, weights)
 
 

@@ -19,7 +19,12 @@ Percentiles follow ``numpy.percentile``'s default (linear) definition: the value
 :math:`\alpha` relative error of ``np.percentile`` when the two neighbours have the same sign and
 lie in ``[min_value, max_value]``.
 
-Mean and standard deviation are exact up to float64 rounding, from the sum and the sum of squares.
+The mean and the standard deviation come from the float64 sum and sum of squares (states that
+merge by addition). The mean is exact up to float64 rounding. The std is too when the values are
+centred near 0, but :math:`\sum x^2 - n\bar x^2` cancels when the mean is large relative to the
+spread: its relative error is about :math:`10^{-16} (\bar x / s)^2` (1e-8 at a mean 1e4 times the
+std), and once the spread is below ~1e-6 of the mean the std is ``nan`` with a warning (equal
+values give exactly 0). Subtract a common offset (a known typical value) from the values first.
 """
 
 from __future__ import annotations
@@ -206,6 +211,36 @@ def _sketch_quantiles(
     return [lo + (h - r) * (hi - lo) for h, r, lo, hi in zip(positions, lows, est[:k], est[k:], strict=True)]
 
 
+# Below this fraction of the sum of squares, sum x^2 - n mean^2 is rounding noise of the float64
+# sums (~1e-16 of them, times the number of merges): a spread below ~2^-20 ~ 1e-6 of the mean.
+_CANCELLED = 2.0**-40
+
+
+def _sample_std(n: float, s1: float, s2: float, mean: float, lo: float, hi: float, metric: str) -> float:
+    r"""``ddof=1`` std from the sums, or ``nan`` with a warning where they cannot tell it (one value, rounding noise).
+
+    Equal min and max give exactly 0. Otherwise :math:`\sum x^2 - n\bar x^2` cancels when the
+    mean is far from 0 relative to the spread (relative error about :math:`10^{-16}
+    (\bar x/s)^2`); below ``_CANCELLED`` of the sum of squares it is noise, so ``nan``. A value
+    that survives is capped by Popoviciu's bound :math:`s \le \frac{\max - \min}{2}\sqrt{n/(n-1)}`.
+    """
+    if n < 2:
+        warn_undefined(torch.ones(1, dtype=torch.bool), metric, "the standard deviation of a single value (ddof=1)")
+        return math.nan
+    if lo == hi:
+        return 0.0
+    spread = s2 - s1 * mean
+    if spread <= _CANCELLED * s2:
+        warn_undefined(
+            torch.ones(1, dtype=torch.bool),
+            metric,
+            "the standard deviation of values whose spread is below the rounding of their float64 sums "
+            "(a spread below ~1e-6 of their mean: subtract a common offset from the values)",
+        )
+        return math.nan
+    return min(math.sqrt(spread / (n - 1)), (hi - lo) / 2 * math.sqrt(n / (n - 1)))
+
+
 def _distribution_compute(
     count: Tensor,
     total: Tensor,
@@ -219,8 +254,9 @@ def _distribution_compute(
 ) -> dict[str, Tensor]:
     """``{"mean", "min", "max", "std", "p05", ...}`` from the sufficient statistics.
 
-    ``std`` is the sample standard deviation (``ddof=1``, as ``torch.std``). With no value every
-    output is ``nan``; with one value ``std`` is ``nan`` (each with an UndefinedMetricWarning).
+    ``std`` is the sample standard deviation (``ddof=1``, as ``torch.std``), see :func:`_sample_std`.
+    With no value every output is ``nan``; with one value, or a spread below the rounding of the
+    sums, ``std`` is ``nan`` (each with an UndefinedMetricWarning).
     The handful of scalars is finished on the host after one synchronisation.
     """
     names = ["mean", "min", "max", "std", *(percentile_key(p) for p in percentiles)]
@@ -230,11 +266,7 @@ def _distribution_compute(
         values = [math.nan] * len(names)
     else:
         mean = s1 / n
-        if n < 2:
-            warn_undefined(torch.ones(1, dtype=torch.bool), metric, "the standard deviation of a single value (ddof=1)")
-            std = math.nan
-        else:
-            std = math.sqrt(max((s2 - s1 * mean) / (n - 1), 0.0))
+        std = _sample_std(n, s1, s2, mean, lo, hi, metric)
         pct = _sketch_quantiles(counts, n, lo, hi, [p / 100.0 for p in percentiles], spec)
         values = [mean, lo, hi, std, *pct]
     out = torch.tensor(values, dtype=torch.float64, device=count.device)
@@ -274,7 +306,10 @@ def distribution(
 
     Note:
         Undefined values (no data; ``std`` of one value) are ``nan`` with an
-        :class:`~torchmetrics_ext.utilities.warnings.UndefinedMetricWarning`.
+        :class:`~torchmetrics_ext.utilities.warnings.UndefinedMetricWarning`. The std comes from
+        the sum and the sum of squares: relative error about :math:`10^{-16} (\bar x/s)^2`, and
+        ``nan`` with a warning once the spread is below ~1e-6 of the mean (subtract a common
+        offset from the values first); equal values give exactly 0.
 
     Example:
         >>> import torch

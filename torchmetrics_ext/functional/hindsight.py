@@ -1,10 +1,11 @@
 r"""Hindsight target precision/recall (TorchRec's ``hindsight_target_pr``) as pure tensor functions.
 
 Given a target precision, find in hindsight the lowest of ``B`` uniform thresholds
-:math:`t_i = i / (B - 1)` whose precision reaches it, and report that threshold with the
-precision and recall there. All thresholds are evaluated at once from two per-task weight
-histograms (positive and negative label weight by the number of thresholds a score reaches):
-one ``searchsorted`` and two ``scatter_add_`` per batch, constant memory ``(T, B + 1)``.
+:math:`t_i = i / (B - 1)` (each the correctly rounded float64 quotient, so a score of exactly 0.3
+reaches 3/10) whose precision reaches it, and report that threshold with the precision and recall
+there. All thresholds are evaluated at once from two per-task weight histograms (positive and
+negative label weight by the number of thresholds a score reaches): one ``searchsorted`` and two
+``scatter_add_`` per batch, constant memory ``(T, B + 1)``.
 
 TorchRec 1.9 counts a prediction equal to a threshold both as a true positive (:math:`p \ge t`)
 and as a false negative (:math:`p \le t`), and reports the threshold *index* as
@@ -34,7 +35,11 @@ def _check_hindsight_args(target_precision: float, num_thresholds: int) -> None:
 
 
 def _thresholds(num_thresholds: int, device: torch.device | None = None) -> Tensor:
-    return torch.linspace(0, 1, num_thresholds, dtype=torch.float64, device=device)
+    """``j / (B - 1)`` for ``j = 0..B-1``, each correctly rounded.
+
+    ``linspace`` gives 0.30000000000000004 for 3/10, so a score of exactly 0.3 would not reach it.
+    """
+    return torch.arange(num_thresholds, dtype=torch.float64, device=device) / (num_thresholds - 1)
 
 
 def _hindsight_update(

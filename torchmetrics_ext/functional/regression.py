@@ -16,7 +16,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.counters import _apply
 from torchmetrics_ext.functional.pointwise import _error_update
-from torchmetrics_ext.utilities.warnings import safe_divide
+from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["weighted_nmse", "weighted_nrmse", "weighted_r2"]
 
@@ -29,8 +29,21 @@ def _check_baseline(baseline: str) -> None:
 
 
 # Below this fraction of the sums it is computed from, the baseline error is rounding noise of
-# the one-pass formula (constant labels leave ~1e-16 of the sums): it counts as zero.
+# the one-pass formula (constant labels leave ~1e-16 of the sums): it counts as zero. In label
+# terms: a spread (RMS distance to the baseline) below about 2^-20 ~ 1e-6 of the labels' RMS size.
 _CANCELLED = 2.0**-40
+
+# why a zero baseline error is undefined, when the labels have weight
+_NO_SPREAD = {
+    "mean": (
+        "the labels' spread is zero or below the rounding of their float64 sums (constant labels, or a "
+        "spread below ~1e-6 of their common offset: subtract the offset from preds and target)"
+    ),
+    "one": (
+        "the labels' distance to the baseline 1 is zero or below the rounding of their float64 sums "
+        "(below ~1e-6 of their size)"
+    ),
+}
 
 
 def _label_sse(total: Tensor, label_sum: Tensor, label_sq_sum: Tensor, baseline: Baseline) -> Tensor:
@@ -38,7 +51,10 @@ def _label_sse(total: Tensor, label_sum: Tensor, label_sq_sum: Tensor, baseline:
 
     From the running sums in one pass (``sum w y^2 - 2 c sum w y + c^2 sum w``), so a result within
     rounding of the sums (labels all equal to the baseline) is zero, never a tiny positive value
-    that would turn R^2 or NMSE into ~1e17.
+    that would turn R^2 or NMSE into ~1e17. The sums are float64 and merge by addition (batches,
+    ranks, windows), so their rounding is about 1e-16 of ``sum w y^2``: the result's relative
+    error is about 1e-16 times (RMS label size / RMS distance to the baseline)^2, and it is zero
+    once that ratio passes ~1e6 (labels with a large common offset: subtract it first).
     """
     if baseline == "one":
         sse = label_sq_sum - 2 * label_sum + total
@@ -50,16 +66,26 @@ def _label_sse(total: Tensor, label_sum: Tensor, label_sq_sum: Tensor, baseline:
     return torch.where(sse > _CANCELLED * scale, sse, 0.0)
 
 
+def _over_baseline(
+    sse: Tensor, total: Tensor, label_sum: Tensor, label_sq_sum: Tensor, baseline: Baseline, name: str
+) -> Tensor:
+    """``sse`` over the baseline's squared error; ``nan`` with a warning naming the reason where that is zero."""
+    base = _label_sse(total, label_sum, label_sq_sum, baseline)
+    undefined = base == 0
+    warn_undefined(undefined & (total == 0), name, "no label has weight")
+    warn_undefined(undefined & (total != 0), name, _NO_SPREAD[baseline])
+    return torch.where(undefined, torch.nan, sse / torch.where(undefined, 1.0, base))
+
+
 def _r2_compute(sse: Tensor, sae: Tensor, total: Tensor, label_sum: Tensor, label_sq_sum: Tensor) -> Tensor:
-    sst = _label_sse(total, label_sum, label_sq_sum, "mean")
-    return 1 - safe_divide(sse, sst, "WeightedR2", "the labels seen are constant (or have no weight)")
+    return 1 - _over_baseline(sse, total, label_sum, label_sq_sum, "mean", "WeightedR2")
 
 
 def _nmse_compute(
     sse: Tensor, sae: Tensor, total: Tensor, label_sum: Tensor, label_sq_sum: Tensor, baseline: Baseline, root: bool
 ) -> Tensor:
     name = "WeightedNRMSE" if root else "WeightedNMSE"
-    ratio = safe_divide(sse, _label_sse(total, label_sum, label_sq_sum, baseline), name, "the baseline error is zero")
+    ratio = _over_baseline(sse, total, label_sum, label_sq_sum, baseline, name)
     return ratio.sqrt() if root else ratio
 
 
@@ -92,6 +118,15 @@ def weighted_r2(preds: Tensor, target: Tensor, weights: Tensor | None = None, *,
     Returns:
         A scalar or ``(T,)``; ``nan`` with an ``UndefinedMetricWarning`` when the labels are
         constant (TorchRec and scikit-learn return 1.0 there).
+
+    Note:
+        Precision: the label variance comes from float64 sums of :math:`w y` and :math:`w y^2`
+        (so that batches, ranks and windows merge by addition), which cancel for labels with a
+        large common offset. The relative error is about
+        :math:`10^{-16}\,(\text{offset}/\text{spread})^2` (1e-8 at an offset 1e4 times the
+        spread), and the value is ``nan`` with a warning saying so once the spread is below ~1e-6
+        of the offset (scikit-learn, two pass, has no such limit). Subtract the offset (e.g. a
+        label mean known in advance) from ``preds`` and ``target`` first: R² does not change.
 
     Example:
         >>> import torch
@@ -127,6 +162,15 @@ def weighted_nmse(
     Returns:
         A scalar or ``(T,)``; ``nan`` when the baseline's error is zero (TorchRec: 0).
 
+    Note:
+        The baseline's error comes from float64 label sums, as in :func:`weighted_r2`: its
+        relative error is about
+        :math:`10^{-16}\,(\text{label size}/\text{distance to the baseline})^2`, and it counts
+        as zero (``nan``) below ~1e-6 of the label size. For ``baseline="mean"`` subtract a large
+        common label offset from ``preds`` and ``target`` first (NMSE does not change); for the
+        constant-1 baseline with labels very close to 1, divide
+        :func:`~torchmetrics_ext.functional.weighted_mse` by ``weighted_mse(ones, target)``.
+
     Example:
         >>> import torch
         >>> from torchmetrics_ext.functional import weighted_nmse
@@ -157,7 +201,8 @@ def weighted_nrmse(
         validate_args: check inputs before computing.
 
     Returns:
-        A scalar or ``(T,)``; ``nan`` when the baseline's error is zero.
+        A scalar or ``(T,)``; ``nan`` when the baseline's error is zero (see
+        :func:`weighted_nmse` for its precision with labels far from 0 and close together).
 
     Example:
         >>> import torch

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from torchmetrics_ext.functional import counters as F
-from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
+from torchmetrics_ext.metrics.pointwise import _per_sample_terms, _PointwiseMetric
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag
 
 __all__ = [
@@ -282,6 +282,11 @@ class TensorWeightedAverage(_CounterMetric):
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
         return F._tensor_average_update(preds, weights, self._flags)
+
+    def _sample_terms(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
+        # the per-task flags pick each task's weights before the rows become one-sample tasks
+        weights = F._flagged_weights(weights, self._flags)
+        return _per_sample_terms(lambda p, t, w: F._tensor_average_update(p, w, None), preds, target, weights)
 
     def _compute_value(self, *states: Tensor) -> Tensor:
         return F._tensor_average_compute(*states)

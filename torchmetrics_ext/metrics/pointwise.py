@@ -18,7 +18,7 @@ Shared behaviour:
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any, ClassVar
 
 import torch
@@ -107,6 +107,17 @@ class _PointwiseMetric(TaskMetric):
     def _compute_value(self, *states: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def _sample_terms(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
+        """Per-sample terms of :meth:`_batch_stats`: one ``(T, N)`` tensor per state, whose sum over ``N`` it is.
+
+        For :class:`~torchmetrics_ext.Segmented`. Inputs are formatted ``(T, N)`` float64 (weights
+        may be ``(1, N)``). Every ``(task, row)`` pair goes to the kernel as a task of one sample,
+        which is right for kernels that treat every task alike: a metric with per-task settings
+        (``TensorWeightedAverage``'s ``weighted`` flags) overrides this to apply them first.
+        ``_compute_value`` must likewise treat tasks alike: it gets ``T·S`` tasks.
+        """
+        return _per_sample_terms(self._batch_stats, preds, target, weights)
+
     def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
         """Accumulate one batch: ``preds``/``target`` of shape ``(N,)`` or ``(T, N)``, optional ``weights``."""
         p, t, w = self._format(preds, target, weights, validate=self._check_inputs)
@@ -117,6 +128,23 @@ class _PointwiseMetric(TaskMetric):
     def compute(self) -> Tensor:
         """Value over everything accumulated (and synced across ranks)."""
         return self._squeeze_tasks(self._compute_value(*(getattr(self, n) for n in self._state_keys)))
+
+
+def _per_sample_terms(
+    kernel: Callable[[Tensor, Tensor | None, Tensor | None], tuple[Tensor, ...]],
+    preds: Tensor,
+    target: Tensor | None,
+    weights: Tensor | None,
+) -> tuple[Tensor, ...]:
+    """``kernel``'s per-task sums of every ``(task, row)`` pair as a one-sample task, each reshaped to ``(T, N)``."""
+    shape = preds.shape
+
+    def rows(x: Tensor | None) -> Tensor | None:
+        return None if x is None else x.expand(shape).reshape(-1, 1)
+
+    return tuple(
+        term.reshape(shape) for term in kernel(preds.expand(shape).reshape(-1, 1), rows(target), rows(weights))
+    )
 
 
 # ----------------------------------------------------------------------------- cross entropy

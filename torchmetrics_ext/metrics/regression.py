@@ -29,6 +29,11 @@ class WeightedR2(_ErrorMetric):
 
     Note:
         ``nan`` plus ``UndefinedMetricWarning`` while the labels are constant (TorchRec: 1.0).
+        The label variance comes from the float64 sums :math:`\sum w y`, :math:`\sum w y^2`
+        (sum-reducible across batches, ranks and windows), which cancel for labels with a large
+        common offset: relative error about :math:`10^{-16}\,(\text{offset}/\text{spread})^2`,
+        and ``nan`` (with a warning saying so) once the spread is below ~1e-6 of the offset.
+        Subtract the offset from ``preds`` and ``target`` first; R² does not change.
 
     Example:
         >>> import torch
@@ -57,6 +62,13 @@ class WeightedNMSE(_ErrorMetric):
         baseline: ``"one"`` (TorchRec's) or ``"mean"``.
         validate_args: check each batch.
         kwargs: TorchMetrics options.
+
+    Note:
+        The baseline's error comes from float64 label sums, as in :class:`WeightedR2`:
+        relative error about
+        :math:`10^{-16}\,(\text{label size}/\text{distance to the baseline})^2`, ``nan`` with a
+        warning below ~1e-6. With ``baseline="mean"`` subtract a large common
+        label offset from ``preds`` and ``target`` first (NMSE does not change).
 
     Example:
         >>> import torch

@@ -3,9 +3,10 @@
 TorchRec has a segmented NE only; here every metric whose states are per-task sums of
 per-sample terms (NE, log loss, calibration, CTR, the averages, MSE/MAE/R², precision/recall
 at a threshold, the counters, ...) can be split by segment: NE per country, calibration per
-surface, CTR per position. The wrapper asks the metric for its per-sample terms by treating every
-row as its own task, adds them into ``(T, S)`` states with one ``scatter_add_``, and hands the
-``(T·S,)`` sums back to the metric's own compute. Nothing loops over segments.
+surface, CTR per position. The wrapper asks the metric for its per-sample terms (its kernel with every
+``(task, row)`` pair as a task of one sample, per-task settings such as ``TensorWeightedAverage``'s
+``weighted`` flags applied first), adds them into ``(T, S)`` states with one ``scatter_add_``, and
+hands the ``(T·S,)`` sums back to the metric's own compute. Nothing loops over segments.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class Segmented(TaskMetric):
     Args:
         metric: a metric whose states are per-task sums of per-sample terms (the pointwise
             family, the counters, the NE variants, R²/NMSE). Its settings (``eta``,
-            ``threshold``, ``from_logits``, ``num_tasks``, ``validate_args``) apply unchanged.
+            ``threshold``, ``from_logits``, ``num_tasks``, ``validate_args``, per-task ones such
+            as ``TensorWeightedAverage(weighted=[...])``) apply unchanged.
         num_segments: number of segments ``S``.
         kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
 
@@ -136,15 +138,10 @@ class Segmented(TaskMetric):
         p, t, w, seg = self._inputs(preds, target, weights, segments, validate=self._check_inputs)
         if p.shape[-1] == 0:
             return
-
-        def rows(x: Tensor | None) -> Tensor | None:
-            # every (task, row) pair becomes its own "task" of one sample: the metric's per-task sums
-            # are then its per-sample terms
-            return None if x is None else x.expand(p.shape).reshape(-1, 1)
-
-        terms = self.metric._batch_stats(rows(p), rows(t), rows(w))  # type: ignore[arg-type]
-        for name, term in zip(self._state_keys, terms):
-            getattr(self, name).scatter_add_(1, seg, term.reshape(p.shape).to(torch.float64))
+        # the metric's per-sample terms, (T, N) per state (its per-task settings applied), added by segment
+        terms = self.metric._sample_terms(p, t, w)
+        for name, term in zip(self._state_keys, terms, strict=True):
+            getattr(self, name).scatter_add_(1, seg, term.to(torch.float64))
 
     def compute(self) -> Tensor:
         """Per-segment values: ``(S,)`` for one task, ``(T, S)`` otherwise."""

@@ -23,8 +23,11 @@ with :math:`P = C + D + T_p + T_y + T_{py} = \sum_{i<j} w_i w_j`. Then
 The kernel :func:`_pairwise_counts` gets all five totals of every task at once without a
 Python loop over samples or tasks: one sort by prediction, one sort for dense label ranks,
 then a loop over the ``ceil(log2 K)`` bits of the label rank (``K`` distinct labels) in which
-each level is a couple of dozen O(N) shift/cumsum/dot/scatter passes (a wavelet matrix).
-Total O(N log N) time, O(N) extra memory.
+each level is a couple of dozen O(N) shift/cumsum/scatter passes (a wavelet matrix).
+Total O(N log N) time, O(N) extra memory. No pair total is the difference of two larger ones
+(which cancels when one sample carries almost all the weight), and weights are scaled by a
+power of two per task, so the values are within a few 1e-16 (absolute) of the exact ones for
+any weight ratio and any finite weight scale.
 """
 
 from __future__ import annotations
@@ -41,7 +44,10 @@ __all__ = ["regression_auc", "xauc"]
 
 
 class PairCounts(NamedTuple):
-    """Weighted pair totals per task, each a float64 ``(T,)`` tensor (see the module docstring)."""
+    """Weighted pair totals per task, each a float64 ``(T,)`` tensor (see the module docstring).
+
+    In units of the square of a per-task power of two when ``_pairwise_counts(..., relative=True)``.
+    """
 
     concordant: Tensor
     discordant: Tensor
@@ -52,29 +58,26 @@ class PairCounts(NamedTuple):
     different_labels: Tensor  # C + D + T_p, exactly 0 when a task has a single label
 
 
-def _tied_pair_weight(
-    run_id: Tensor, run_task: Tensor, num_runs: int, weights: Tensor, num_tasks: int
-) -> tuple[Tensor, Tensor]:
-    r"""Per task, the weight of pairs inside a run and of pairs across runs.
+def _pair_mass(x: Tensor, segment: Tensor, num_segments: int) -> Tensor:
+    r"""Per segment, :math:`\sum_{a<b} x_a x_b` over the non-negative ``x`` in it, with no cancellation.
 
-    Inside: :math:`\sum_{\text{runs}} \sum_{i<j \in \text{run}} w_i w_j = \sum (S^2 - Q) / 2`;
-    across: :math:`((\sum S)^2 - \sum S^2) / 2`, exactly 0 when a task has a single run.
-    ``run_id`` in ``[0, num_runs)`` labels every sample's run, ``run_task`` each run's task.
+    The textbook :math:`(S^2 - \sum x^2)/2` loses everything when one value carries almost all of
+    :math:`S`: both terms are about :math:`M^2` and the result about :math:`M (S - M)`. Here, with
+    :math:`M` the segment's largest value (``k`` copies) and :math:`s, q` the sum and sum of squares
+    of the values below it, the mass is :math:`\binom k2 M^2 + k M s + (s^2 - q)/2`: sums of
+    products of non-negative numbers, but for the last term, whose rounding (about
+    :math:`\epsilon s^2`) is at most :math:`2\epsilon` times the mass (if :math:`s \le M`,
+    :math:`s^2 \le M s`; otherwise every value is below :math:`M < s`, so :math:`q \le M s` and
+    :math:`(s^2 - q)/2 \ge s (s - M)/2`). Exactly 0 for a segment with fewer than two non-zero
+    values; exact counts for unit values. ``segment`` holds ids in ``[0, num_segments)``.
     """
-    s = weights.new_zeros(num_runs).index_add_(0, run_id, weights)
-    q = weights.new_zeros(num_runs).index_add_(0, run_id, weights * weights)
-    inside = weights.new_zeros(num_tasks).index_add_(0, run_task, (s * s - q) / 2)
-    task_sum = weights.new_zeros(num_tasks).index_add_(0, run_task, s)
-    across = (task_sum * task_sum - weights.new_zeros(num_tasks).index_add_(0, run_task, s * s)) / 2
-    return inside, across
-
-
-def _row_runs(new: Tensor) -> tuple[Tensor, Tensor, int]:
-    """Run ids, the task of every run and the run count, from ``(T, N)`` run-start flags."""
-    run_id = torch.cumsum(new.reshape(-1), 0)
-    run_id -= 1
-    run_task = torch.arange(new.shape[0], device=new.device).repeat_interleave(new.sum(-1))
-    return run_id, run_task, int(run_task.numel())
+    top = x.new_zeros(num_segments).scatter_reduce_(0, segment, x, "amax")
+    is_top = x == top[segment]
+    below = torch.where(is_top, 0.0, x)
+    k = x.new_zeros(num_segments).index_add_(0, segment, is_top.to(x.dtype))
+    s = x.new_zeros(num_segments).index_add_(0, segment, below)
+    q = x.new_zeros(num_segments).index_add_(0, segment, below * below)
+    return top * (top * (k * (k - 1) / 2) + k * s) + ((s * s - q) / 2).clamp(min=0.0)
 
 
 def _row_starts(values: Tensor) -> Tensor:
@@ -84,139 +87,155 @@ def _row_starts(values: Tensor) -> Tensor:
     return new
 
 
-def _per_task(values: Tensor, task: Tensor | None, num_tasks: int) -> Tensor:
-    """Per-task sums of ``values`` (``task is None`` means a single task)."""
-    if task is None:
-        return values.sum().reshape(1)
-    return values.new_zeros(num_tasks).index_add_(0, task, values)
+def _wavelet_counts(rank: Tensor, w: Tensor, num_bits: int) -> tuple[Tensor, Tensor]:
+    """Per task ``C`` and ``D + T_p`` (see :func:`_pairwise_counts`); ``rank`` and ``w`` are ``(T, N)``, consumed.
 
-
-def _wavelet_counts(key: Tensor, w: Tensor, num_bits: int, num_tasks: int) -> tuple[Tensor, Tensor]:
-    """Per task ``D`` and ``C + T_p`` (see :func:`_pairwise_counts`); ``key`` and ``w`` are consumed.
-
-    Every level reuses the same dozen O(N) buffers (``out=`` and in-place ops); a level only
-    allocates its group starts.
+    Every task is its own row: a cumulative sum never carries another task's weight, so a task's
+    rounding is relative to its own pair weights. Every level reuses the same O(T·N) buffers
+    (``out=`` and in-place ops); a level only allocates its group starts.
     """
-    m = key.numel()
-    device = key.device
-    discordant = torch.zeros(num_tasks, dtype=torch.float64, device=device)
-    lower_earlier = torch.zeros_like(discordant)
+    num_tasks, n = rank.shape
+    device = rank.device
+    higher_earlier = torch.zeros(num_tasks, dtype=torch.float64, device=device)
+    lower_earlier = torch.zeros_like(higher_earlier)
     if num_bits == 0:
-        return discordant, lower_earlier
-    positions = torch.arange(m, device=device)
-    g_new = torch.empty(m, dtype=torch.bool, device=device)
-    g_new[0] = True
-    key_buf, high, group, bit = (torch.empty_like(key) for _ in range(4))
+        return lower_earlier, higher_earlier
+    positions = torch.arange(n, device=device).expand(num_tasks, n)
+    g_new = torch.empty(rank.shape, dtype=torch.bool, device=device)
+    g_new[:, 0] = True
+    rank_buf, high, bit, new_pos_buf = (torch.empty_like(rank) for _ in range(4))
+    group = torch.empty(rank.numel(), dtype=rank.dtype, device=device)
     w_buf, w1, w0, inc1, inc0, earlier = (torch.empty_like(w) for _ in range(6))
-    offsets_buf = w.new_zeros(m + 1)  # [0] stays 0: the dummy offset of 1-based group ids
+    offsets_buf = w.new_zeros(rank.numel() + 1)  # [0] stays 0: the dummy offset of 1-based group ids
     for b in range(num_bits - 1, -1, -1):
-        # groups: equal key >> (b + 1), contiguous; ids are 1-based (offset 0 is a dummy)
-        torch.bitwise_right_shift(key, b + 1, out=high)
-        torch.ne(high[1:], high[:-1], out=g_new[1:])
-        torch.cumsum(g_new, 0, out=group)
-        starts = torch.nonzero(g_new).reshape(-1)
-        torch.bitwise_right_shift(key, b, out=bit)
+        # groups: equal rank >> (b + 1) within a row, contiguous; flat ids are 1-based (offset 0 is a dummy)
+        torch.bitwise_right_shift(rank, b + 1, out=high)
+        torch.ne(high[:, 1:], high[:, :-1], out=g_new[:, 1:])
+        torch.cumsum(g_new.reshape(-1), 0, out=group)
+        starts = torch.nonzero(g_new.reshape(-1)).reshape(-1)
+        torch.bitwise_right_shift(rank, b, out=bit)
         bit.bitwise_and_(1)
         torch.mul(w, bit, out=w1)
         torch.sub(w, w1, out=w0)
-        torch.cumsum(w1, 0, out=inc1)
-        torch.cumsum(w0, 0, out=inc0)
-        task = None if num_tasks == 1 else key >> num_bits
+        torch.cumsum(w1, -1, out=inc1)
+        torch.cumsum(w0, -1, out=inc0)
         # bit-1 (bit-0) weight of the earlier members of j's group: S_j minus S at the group
         # start (S exclusive; w0_j * w1_j = 0, so the inclusive S_j will do). Exactly 0 when
         # there is none, so a perfect (reversed) order gets exactly D = 0 (C = 0).
         offsets = offsets_buf[: starts.numel() + 1]
-        for inc, own, other, acc in ((inc1, w1, w0, discordant), (inc0, w0, w1, lower_earlier)):
-            torch.index_select(inc, 0, starts, out=offsets[1:])
-            offsets[1:] -= own[starts]
-            torch.index_select(offsets, 0, group, out=earlier)
+        for inc, own, other, acc in ((inc1, w1, w0, higher_earlier), (inc0, w0, w1, lower_earlier)):
+            torch.index_select(inc.reshape(-1), 0, starts, out=offsets[1:])
+            offsets[1:] -= own.reshape(-1)[starts]
+            torch.index_select(offsets, 0, group, out=earlier.reshape(-1))
             torch.sub(inc, earlier, out=earlier)
-            if task is None:
-                acc += torch.dot(other, earlier)
-            else:
-                acc += _per_task(other * earlier, task, num_tasks)
-        # stable partition of the whole array by the bit: zeros first, then ones;
+            acc += earlier.mul_(other).sum(-1)
+        # stable partition of every row by the bit: zeros first, then ones;
         # new position = j - ones_before for a zero, num_zeros + ones_before for a one
-        ones_inc = torch.cumsum(bit, 0, out=high)
-        num_zeros = m - int(ones_inc[-1])
-        new_pos = torch.sub(positions, ones_inc, out=group)
+        ones_inc = torch.cumsum(bit, -1, out=high)
+        num_zeros = n - ones_inc[:, -1:]
+        new_pos = torch.sub(positions, ones_inc, out=new_pos_buf)
         new_pos.add_(ones_inc.mul_(2).sub_(positions).add_(num_zeros - 1).mul_(bit))
-        key_buf.scatter_(0, new_pos, key)
-        w_buf.scatter_(0, new_pos, w)
-        key, key_buf, w, w_buf = key_buf, key, w_buf, w
-    return discordant, lower_earlier
+        rank_buf.scatter_(1, new_pos, rank)
+        w_buf.scatter_(1, new_pos, w)
+        rank, rank_buf, w, w_buf = rank_buf, rank, w_buf, w
+    return lower_earlier, higher_earlier
 
 
-def _pairwise_counts(preds: Tensor, target: Tensor, weights: Tensor | None) -> PairCounts:
+def _pairwise_counts(preds: Tensor, target: Tensor, weights: Tensor | None, *, relative: bool = False) -> PairCounts:
     r"""Weighted pair totals of every task; inputs are float64 ``(T, N)`` (weights also ``(1, N)``).
 
-    Algorithm (a wavelet matrix over the label ranks): replace labels by dense ranks ``r`` in
-    ``[0, K)``, form ``key = task << B | r`` (``B`` bits) and order the samples by (task,
-    prediction, rank). Then for each bit ``b`` of ``r``, top first: samples with the same
-    ``key >> (b + 1)`` (same task, same higher label bits) form contiguous groups that keep the
-    (prediction, rank) order, because every previous level was a *stable* partition of the
-    whole array by one bit. Two members of a group whose bit ``b`` differs have different
-    labels, the one with bit 1 the larger, and every such pair is met at exactly one level.
-    With exclusive weight cumsums ``S1`` of the bit-1 weights, the discordant weight of the
-    level is :math:`\sum_j w^0_j (S1_j - S1_{g(j)})`: pairs whose earlier member (smaller
-    prediction, or equal prediction and smaller rank) has the larger label; as an earlier
-    member never has the same prediction and a larger label, prediction ties never land here
-    but on the other side, :math:`\sum_j w^1_j (S0_j - S0_{g(j)}) = C + T_p` over all levels.
-    A stable partition by the bit (a cumsum and a scatter) builds the next level. Ties in
-    prediction, label and both come from run lengths; so do the exact totals ``P`` and
-    ``C + D + T_p`` used to detect undefined values.
+    Algorithm (a wavelet matrix over the label ranks, one per task row): replace labels by dense
+    ranks ``r`` in ``[0, K)`` and order every row by (prediction, descending rank). Then for each
+    bit ``b`` of ``r``, top first: samples with the same ``r >> (b + 1)`` (same higher label bits)
+    form contiguous groups that keep that order, because every previous level was a *stable*
+    partition of the row by one bit. Two members of a group whose bit ``b`` differs have
+    different labels, the one with bit 1 the larger, and every such pair is met at exactly one
+    level. With exclusive weight cumsums ``S0`` of the bit-0 weights, :math:`\sum_j w^1_j (S0_j -
+    S0_{g(j)})` is the weight of pairs whose earlier member has the smaller label: as equal
+    predictions come in descending label order, the earlier one has the smaller prediction, so
+    these are exactly the concordant pairs :math:`C`; the other side,
+    :math:`\sum_j w^0_j (S1_j - S1_{g(j)})`, is :math:`D + T_p`. A stable partition by the bit (a
+    cumsum and a scatter) builds the next level. Tie totals come from the runs of equal
+    prediction, equal (prediction, label) and equal label by :func:`_pair_mass`: :math:`T_{py}`
+    within (prediction, label) groups, :math:`T_p` across such groups of one prediction,
+    :math:`T_y` across such groups of one label, and the pairs of different labels across label
+    runs (exactly 0 for a single label). No pair total is the difference of two larger sums,
+    but :math:`D = (D + T_p) - T_p` (clamped at 0).
+
+    Each task's weights are first divided by a power of two within a factor 2 of their largest
+    (exact), so pair weights neither underflow nor overflow: with ``relative=True`` the totals
+    stay in those units (ratios need no more), else they are scaled back (which may
+    under/overflow for weights beyond about 1e±154).
     """
     num_tasks, n = preds.shape
     device = preds.device
     zeros = torch.zeros(num_tasks, dtype=torch.float64, device=device)
     if n == 0:
         return PairCounts(*(zeros.clone() for _ in PairCounts._fields))
-    w2d = torch.ones_like(preds) if weights is None else weights.expand(num_tasks, n)
-    # count with every task's weights scaled to sum 1 (tasks share one cumsum below, so no task's
-    # scale swamps another's rounding), and scale the totals back at the end
-    weight_sum = w2d.sum(-1)
-    unscale = torch.where(weight_sum > 0, weight_sum, 1.0)
-    w2d = w2d / unscale[:, None]
+    if weights is None:
+        w2d, unit = torch.ones_like(preds), torch.ones_like(zeros)
+    else:
+        w2d = weights.expand(num_tasks, n)
+        # 2^(e-1) <= max w < 2^e (1 for no weight): finite even for weights near float64's max
+        unit = torch.ldexp(torch.ones_like(zeros), torch.frexp(w2d.amax(-1))[1] - 1)
+        w2d = w2d / unit[:, None]
 
-    # dense label ranks per task, then order by (prediction, rank): a stable sort of the
-    # rank-ordered rows by prediction
+    # dense label ranks per task, then order by (prediction, descending rank): a stable sort of
+    # the rows in descending rank order by prediction
     y_sorted, y_order = torch.sort(target, dim=-1)
     dense = torch.cumsum(_row_starts(y_sorted), -1)
     del y_sorted
     dense -= 1
     num_ranks = int(dense[:, -1].max()) + 1
     num_bits = (num_ranks - 1).bit_length()
+    y_order, dense = y_order.flip(-1), dense.flip(-1)
     p_sorted, order = torch.sort(torch.gather(preds, -1, y_order), dim=-1, stable=True)
-    w = torch.gather(torch.gather(w2d, -1, y_order), -1, order).reshape(-1)
+    w = torch.gather(torch.gather(w2d, -1, y_order), -1, order)
     del y_order, w2d
     rank = torch.gather(dense, -1, order)
     del dense, order
 
-    # ties in prediction, and in (prediction, label): contiguous runs of this order
+    # (prediction, label) groups: contiguous runs of this order, with their prediction run and label
     p_new = _row_starts(p_sorted)
     del p_sorted
-    tied_preds_all, _ = _tied_pair_weight(*_row_runs(p_new), w, num_tasks)
-    p_new[:, 1:] |= rank[:, 1:] != rank[:, :-1]
-    tied_both, _ = _tied_pair_weight(*_row_runs(p_new), w, num_tasks)
-    del p_new
-    # ties in label: run id = task * num_ranks + rank
-    task_col = torch.arange(num_tasks, device=device)[:, None]
-    label_run = (rank + task_col * num_ranks).reshape(-1)
-    label_task = torch.arange(num_tasks, device=device).repeat_interleave(num_ranks)
-    tied_target_all, different_labels = _tied_pair_weight(label_run, label_task, num_tasks * num_ranks, w, num_tasks)
-    del label_run, label_task
-    total = different_labels + tied_target_all  # all pairs of distinct samples, from the same sums
-    key = ((task_col << num_bits) | rank).reshape(-1)
-    del rank
-    discordant, lower_earlier = _wavelet_counts(key, w, num_bits, num_tasks)
+    pred_run = torch.cumsum(p_new.reshape(-1), 0)
+    pl_new = p_new
+    pl_new[:, 1:] |= rank[:, 1:] != rank[:, :-1]
+    group = torch.cumsum(pl_new.reshape(-1), 0)
+    group -= 1
+    starts = torch.nonzero(pl_new.reshape(-1)).reshape(-1)
+    del pl_new
+    num_groups = int(starts.numel())
+    group_w = w.new_zeros(num_groups).index_add_(0, group, w.reshape(-1))
+    group_task = torch.div(starts, n, rounding_mode="floor")
+    group_pred_run = pred_run[starts] - 1
+    num_pred_runs = int(pred_run[-1])
+    del pred_run
+    group_label = group_task * num_ranks + rank.reshape(-1)[starts]
+    del starts
 
-    tied_preds = tied_preds_all - tied_both
-    tied_target = tied_target_all - tied_both
-    # earlier members with a smaller label: concordant or tied in prediction (clamped: rounding
-    # must not make C negative)
-    concordant = (lower_earlier - tied_preds).clamp(min=0.0)
-    scale = unscale * unscale
-    counts = (concordant, discordant, tied_preds, tied_target, tied_both, total, different_labels)
+    def per_task(values: Tensor, task: Tensor) -> Tensor:
+        return zeros.clone().index_add_(0, task, values)
+
+    tied_both = per_task(_pair_mass(w.reshape(-1), group, num_groups), group_task)
+    del group
+    pred_run_task = torch.empty(num_pred_runs, dtype=group_task.dtype, device=device)
+    pred_run_task.scatter_(0, group_pred_run, group_task)
+    tied_preds = per_task(_pair_mass(group_w, group_pred_run, num_pred_runs), pred_run_task)
+    num_labels = num_tasks * num_ranks
+    tied_target = _pair_mass(group_w, group_label, num_labels).reshape(num_tasks, num_ranks).sum(-1)
+    label_w = w.new_zeros(num_labels).index_add_(0, group_label, group_w)
+    label_task = torch.arange(num_tasks, device=device).repeat_interleave(num_ranks)
+    different_labels = _pair_mass(label_w, label_task, num_tasks)
+    total = different_labels + tied_target + tied_both  # all pairs of distinct samples
+    del group_w, group_task, group_pred_run, group_label, label_w, label_task
+
+    concordant, discordant_or_tied = _wavelet_counts(rank, w, num_bits)
+    discordant = (discordant_or_tied - tied_preds).clamp(min=0.0)
+    counts = PairCounts(concordant, discordant, tied_preds, tied_target, tied_both, total, different_labels)
+    if relative:
+        return counts
+    scale = unit * unit
     return PairCounts(*(value * scale for value in counts))
 
 
@@ -294,7 +313,7 @@ def regression_auc(
     """
     single = preds.ndim == 1
     p, t, w = _format(preds, target, weights, validate_args)
-    value = _regression_auc_compute(_pairwise_counts(p, t, w))
+    value = _regression_auc_compute(_pairwise_counts(p, t, w, relative=True))
     return value.squeeze(0) if single else value
 
 
@@ -347,5 +366,5 @@ def xauc(
     """
     single = preds.ndim == 1
     p, t, w = _format(preds, target, weights, validate_args)
-    value = _xauc_compute(_pairwise_counts(p, t, w))
+    value = _xauc_compute(_pairwise_counts(p, t, w, relative=True))
     return value.squeeze(0) if single else value

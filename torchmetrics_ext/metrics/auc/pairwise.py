@@ -102,7 +102,8 @@ class _PairwiseMetric(TaskMetric):
         return value.to(torch.float64).reshape(-1, self.num_tasks).T
 
     def _pair_counts(self) -> F.PairCounts:
-        return F._pairwise_counts(*(self._stacked(name) for name in _STATES))
+        """Pair totals in units of each task's largest weight (ratios need no more; see ``_pairwise_counts``)."""
+        return F._pairwise_counts(*(self._stacked(name) for name in _STATES), relative=True)
 
 
 class RegressionAUC(_PairwiseMetric):

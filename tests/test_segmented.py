@@ -129,6 +129,26 @@ def test_segmented_keeps_the_inner_settings():
     torch.testing.assert_close(seg.compute(), torch.tensor([1.0, 1.0], dtype=torch.float64))
 
 
+@pytest.mark.parametrize("windowed", [False, True], ids=["alone", "windowed"])
+@pytest.mark.parametrize("how", ["set_dtype", "to"])
+@pytest.mark.parametrize(("cast", "rtol"), [(torch.float32, 1e-6), (torch.float16, 2e-3), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("cid", ["ctr-3task-w", "ne-w"])
+def test_updates_after_a_lower_precision_cast(cid, cast, rtol, how, windowed):
+    """Cast to a lower precision mid-stream, the per-segment sums take the batch in their own dtype."""
+    case = CASES[cid]
+    data = case.make_data(0)
+    first, second = H.split(data, [0, 300, H.num_samples(data, -1)], -1)
+    metric = tmx.Windowed(case.metric(), 10_000) if windowed else case.metric()
+    metric.update(**first)
+    metric = metric.set_dtype(cast) if how == "set_dtype" else metric.to(cast)
+    metric.update(**second)
+    value = metric.compute()
+    for part in ("lifetime", "window") if windowed else ("",):
+        got = value[part] if windowed else value
+        assert got.dtype == cast
+        H.assert_close(got, case.reference(H.to_numpy(data)), rtol, 1e-6, f"{cid} {cast} {part}")
+
+
 # ----------------------------------------------------------------------------- TowerQPS
 
 

@@ -144,7 +144,8 @@ class Segmented(TaskMetric):
 
         terms = self.metric._batch_stats(rows(p), rows(t), rows(w))  # type: ignore[arg-type]
         for name, term in zip(self._state_keys, terms):
-            getattr(self, name).scatter_add_(1, seg, term.reshape(p.shape).to(torch.float64))
+            state = getattr(self, name)  # float64 unless cast by `set_dtype` / `.to(dtype)`
+            state.scatter_add_(1, seg, term.reshape(p.shape).to(state.dtype))
 
     def compute(self) -> Tensor:
         """Per-segment values: ``(S,)`` for one task, ``(T, S)`` otherwise."""

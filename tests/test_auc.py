@@ -727,3 +727,26 @@ def test_exact_auc_weights_at_the_edges_of_float32():
     after = module.compute()
     for key, value in before.items():
         assert torch.equal(after[key], value), key
+
+
+@pytest.mark.parametrize("cast", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("cls", [tmx.GroupedAUC, tmx.GroupedAUPRC])
+def test_a_lower_precision_never_merges_group_ids(cls, cast):
+    """``set_dtype``/``.to`` cast scores and weights, never the group ids: ids that a float16 (above 2048)
+    or float32 (above 2**24) copy would merge stay distinct groups."""
+    p = torch.tensor([0.75, 0.25, 0.75, 0.25])
+    y = torch.tensor([1, 0, 0, 1])
+    ref = skm.roc_auc_score if cls is tmx.GroupedAUC else skm.average_precision_score
+    expected = np.mean([ref(y[k : k + 2].numpy(), p[k : k + 2].numpy()) for k in (0, 2)])  # groups of two
+    merged = 0
+    for base in (5001, 2**25 + 1, 2**62 + 1):
+        g = torch.tensor([base, base, base + 1, base + 1])
+        merged += bool(g.to(cast)[0] == g.to(cast)[2])  # a cast copy of the ids would merge the two groups
+        for how in ("set_dtype", "to"):
+            metric = cls()
+            metric.update(p, y, g)
+            metric = metric.set_dtype(cast) if how == "set_dtype" else metric.to(cast)
+            assert metric.groups[0].dtype == torch.int64 and torch.equal(metric.groups[0], g)
+            metric.update(p, y, g + 2)  # two more groups, after the cast
+            np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-6, err_msg=f"{base} {how}")
+    assert merged >= 2

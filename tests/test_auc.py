@@ -803,3 +803,17 @@ def test_kernels_never_write_their_inputs(device_path):
         assert torch.equal(ordered, before)
     for tensor, copy in zip(inputs, saved):
         assert torch.equal(tensor, copy)
+
+
+@pytest.mark.parametrize(("ids", "id_bytes"), [(torch.int16, 4), (torch.int32, 4), (torch.int64, 8)])
+def test_exact_grouped_memory_is_as_documented(ids, id_bytes):
+    """Exact GAUC keeps 8·T bytes of scores and signed weights plus a 4-byte (ids of 32 bits or fewer) or
+    8-byte group id per sample (the docstring's and docs/auc.md's figures), the ids as exact integers."""
+    num_tasks, n = 3, 50
+    metric = tmx.GroupedAUC(num_tasks=num_tasks)
+    groups = torch.arange(n, dtype=ids) % 7
+    for _ in range(2):
+        metric.update(torch.rand(num_tasks, n), torch.randint(0, 2, (num_tasks, n)), groups)
+    size = {name: sum(c.numel() * c.element_size() for c in getattr(metric, name)) for name in metric._defaults}
+    assert size == {"preds": 2 * n * 4 * num_tasks, "signed_weights": 2 * n * 4 * num_tasks, "groups": 2 * n * id_bytes}
+    assert not any(chunk.is_floating_point() for chunk in metric.groups)

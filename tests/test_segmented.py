@@ -84,6 +84,12 @@ BAD_INPUTS = [
     ({"segments": torch.tensor([0, 5])}, ValueError, r"\[0, 5\)"),
     ({"segments": torch.tensor([-1, 0])}, ValueError, r"got values in \[-1, 0\]"),
     ({"segments": torch.tensor([0, 1, 2])}, ValueError, "`segments` of shape"),
+    # the meta device stands in for a GPU: the ids must be on the device of `preds`
+    (
+        {"segments": torch.tensor([0, 1], device="meta")},
+        ValueError,
+        r"`segments` on the same device as `preds` \(cpu\)",
+    ),
     ({"segments": None}, TypeError, "requires `segments`"),
     ({"preds": torch.tensor([0.1, 1.5])}, ValueError, "probabilities"),
 ]
@@ -282,3 +288,11 @@ def test_windowed_new_metrics_match_the_newest_rows(make, fn, extra):
         if "sessions" in joined:  # sessions restart per batch: make their ids unique over the data set
             joined["sessions"] = torch.cat([b["sessions"] + 100 * i for i, b in enumerate(batches)])
         torch.testing.assert_close(out["lifetime"], fn(**joined, **extra))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device")
+def test_segment_ids_on_another_device():  # pragma: no cover - exercised where a GPU exists
+    with pytest.raises(ValueError, match="`segments` on the same device"):
+        tmx.Segmented(tmx.CTR(), 2).update(
+            torch.tensor([0.5]).cuda(), torch.tensor([1.0]).cuda(), segments=torch.tensor([0])
+        )

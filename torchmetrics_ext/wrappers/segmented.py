@@ -44,7 +44,7 @@ class Segmented(TaskMetric):
         TypeError: if ``metric`` does not hold per-task sum statistics (AUC's sorted scores,
             ranking metrics, quantile sketches cannot be split by adding rows).
         ValueError: for a bad ``num_segments``, or (in ``update``) segment ids that are not
-            integers in ``[0, num_segments)`` of shape ``(N,)`` or ``(T, N)``.
+            integers in ``[0, num_segments)`` of shape ``(N,)`` or ``(T, N)`` on ``preds``' device.
 
     Note:
         A segment that saw no data is undefined for ratio metrics (``nan`` with the metric's
@@ -89,7 +89,9 @@ class Segmented(TaskMetric):
                 name, default=torch.zeros(self.num_tasks, num_segments, dtype=torch.float64), dist_reduce_fx="sum"
             )
 
-    def _format_segments(self, segments: Tensor | None, shape: torch.Size, validate: bool) -> Tensor:
+    def _format_segments(self, segments: Tensor | None, preds: Tensor, validate: bool) -> Tensor:
+        """``segments`` as int64 ids of the formatted ``(T, N)`` ``preds``' shape; checked when ``validate``."""
+        shape = preds.shape
         if segments is None:
             raise TypeError("Segmented.update() requires `segments` (integer ids, shape (N,) or (T, N)).")
         if validate:
@@ -99,6 +101,10 @@ class Segmented(TaskMetric):
             if segments.shape not in (shape, shape[-1:], (1, shape[-1])):
                 raise ValueError(
                     f"Expected `segments` of shape {tuple(shape[-1:])} or {tuple(shape)}, got {tuple(segments.shape)}."
+                )
+            if segments.device != preds.device:
+                raise ValueError(
+                    f"Expected `segments` on the same device as `preds` ({preds.device}), got {segments.device}."
                 )
             if segments.numel() > 0:
                 low, high = torch.aminmax(segments)
@@ -114,7 +120,7 @@ class Segmented(TaskMetric):
         self, preds: Tensor, target: Tensor | None, weights: Tensor | None, segments: Tensor | None, validate: bool
     ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
         p, t, w = self.metric._format(preds, target, weights, validate=validate)
-        return p, t, w, self._format_segments(segments, p.shape, validate)
+        return p, t, w, self._format_segments(segments, p, validate)
 
     def _validate(
         self,

@@ -119,7 +119,8 @@ class Segmented(TaskMetric):
     def _inputs(
         self, preds: Tensor, target: Tensor | None, weights: Tensor | None, segments: Tensor | None, validate: bool
     ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
-        p, t, w = self.metric._format(preds, target, weights, validate=validate)
+        # errors name Segmented's own argument, whatever the wrapped metric calls it (`values`)
+        p, t, w = self.metric._format(preds, target, weights, validate=validate, preds_name="preds")
         return p, t, w, self._format_segments(segments, p, validate)
 
     def _validate(

@@ -453,3 +453,17 @@ def test_float64_survives_to_device(cls):
     x = 1.0 + 2.0**-40
     metric.update(torch.tensor([x], dtype=torch.float64))
     assert metric.compute().item() == x
+
+
+@pytest.mark.parametrize("cast", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("how", ["set_dtype", "to"])
+def test_categorical_keys_survive_a_dtype_cast(how, cast):
+    """The encoded category keys are integer states: a cast moves the counts' dtype, never the keys'."""
+    metric = CategoricalCount()
+    metric.update(["code", 5001, 5002, "code"])
+    metric = metric.set_dtype(cast) if how == "set_dtype" else metric.to(cast)
+    assert all(key.dtype == torch.uint8 for key in metric.category_keys)
+    metric.update(["math", 5001])
+    metric.update(torch.tensor([5002, 7]))
+    counts = {k: v.item() for k, v in metric.compute().items()}
+    assert counts == dict(Counter(["code", 5001, 5002, "code", "math", 5001, 5002, 7]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import warnings
 from functools import partial
@@ -727,3 +728,92 @@ def test_exact_auc_weights_at_the_edges_of_float32():
     after = module.compute()
     for key, value in before.items():
         assert torch.equal(after[key], value), key
+
+
+@pytest.mark.parametrize("how", ["set_dtype", "to", "windowed"])
+@pytest.mark.parametrize("cls", [tmx.GroupedAUC, tmx.GroupedAUPRC])
+def test_exact_grouped_metrics_in_float64_keep_their_states(cls, how):
+    """Cast to float64, the exact grouped metrics give sklearn's per-group mean at every compute, and
+    ``compute`` leaves the stored signed weights as they were (it once negated them in place)."""
+    p = torch.tensor([0.9, 0.2, 0.8, 0.3, 0.7, 0.1])
+    y = torch.tensor([1, 0, 1, 0, 0, 1])
+    g = torch.tensor([0, 0, 0, 1, 1, 1])
+    ref = skm.roc_auc_score if cls is tmx.GroupedAUC else skm.average_precision_score
+    expected = np.mean([ref(y[g == k].numpy(), p[g == k].numpy()) for k in (0, 1)])  # 0.5 / 0.6667
+    metric = tmx.Windowed(cls(), 100) if how == "windowed" else cls()
+    metric.update(p, y, g)
+    metric = metric.to(torch.float64) if how == "to" else metric.set_dtype(torch.float64)
+    inner = metric.lifetime if how == "windowed" else metric
+    stored = [chunk.clone() for chunk in inner.signed_weights]
+    assert stored[0].dtype == torch.float64
+    for _ in range(3):
+        inner._computed = None
+        value = metric.compute()["lifetime"] if how == "windowed" else metric.compute()
+        np.testing.assert_allclose(value.item(), expected, rtol=1e-12)
+        torch.testing.assert_close(torch.cat(inner.signed_weights), torch.cat(stored), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cast", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("cls", [tmx.GroupedAUC, tmx.GroupedAUPRC])
+def test_a_lower_precision_never_merges_group_ids(cls, cast):
+    """``set_dtype``/``.to`` cast scores and weights, never the group ids: ids that a float16 (above 2048)
+    or float32 (above 2**24) copy would merge stay distinct groups."""
+    p = torch.tensor([0.75, 0.25, 0.75, 0.25])
+    y = torch.tensor([1, 0, 0, 1])
+    ref = skm.roc_auc_score if cls is tmx.GroupedAUC else skm.average_precision_score
+    expected = np.mean([ref(y[k : k + 2].numpy(), p[k : k + 2].numpy()) for k in (0, 2)])  # groups of two
+    merged = 0
+    for base in (5001, 2**25 + 1, 2**62 + 1):
+        g = torch.tensor([base, base, base + 1, base + 1])
+        merged += bool(g.to(cast)[0] == g.to(cast)[2])  # a cast copy of the ids would merge the two groups
+        for how in ("set_dtype", "to"):
+            metric = cls()
+            metric.update(p, y, g)
+            metric = metric.set_dtype(cast) if how == "set_dtype" else metric.to(cast)
+            assert metric.groups[0].dtype == torch.int64 and torch.equal(metric.groups[0], g)
+            metric.update(p, y, g + 2)  # two more groups, after the cast
+            np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-6, err_msg=f"{base} {how}")
+    assert merged >= 2
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+def test_kernels_never_write_their_inputs(device_path):
+    """Every AUC kernel reads its float64 inputs (a metric's states after ``set_dtype``) without writing to
+    them: ``.to(torch.float64)`` of a float64 tensor is no copy, so no in-place work may follow it."""
+    from torchmetrics_ext.functional.auc import grouped as FG
+
+    rng = np.random.default_rng(5)
+    scores = torch.tensor(rng.random((2, 300)).round(2))
+    signed = torch.tensor(rng.uniform(0.5, 2.0, (2, 300)) * rng.choice([-1.0, 1.0], (2, 300)))
+    signed[:, :40] *= 1e7  # group totals far apart: the segmented sums scale the weights
+    groups = torch.tensor(rng.integers(0, 9, 300))
+    inputs = (scores, signed, groups)
+    saved = [t.clone() for t in inputs]
+    with force_device_path() if device_path else contextlib.nullcontext():
+        FG._grouped_curve_stats(scores, signed, groups)
+        FB._exact_curve_stats([scores.T], [signed.T], 2)
+        order = torch.argsort(groups, stable=True)
+        key = (groups[order] << 32) | (K._descending_keys(scores[0][order]).to(torch.int64) + 2**31)
+        key, within = torch.sort(key)
+        ordered = signed[0][order][within]
+        before = ordered.clone()
+        pos = torch.bincount(groups, weights=signed[0].clamp(min=0))
+        neg = torch.bincount(groups, weights=(-signed[0]).clamp(min=0))
+        K._curve_sums(key, ordered, None, pos, neg)
+        assert torch.equal(ordered, before)
+    for tensor, copy in zip(inputs, saved):
+        assert torch.equal(tensor, copy)
+
+
+@pytest.mark.parametrize(("ids", "id_bytes"), [(torch.int16, 4), (torch.int32, 4), (torch.int64, 8)])
+def test_exact_grouped_memory_is_as_documented(ids, id_bytes):
+    """Exact GAUC keeps 8·T bytes of scores and signed weights plus a 4-byte (ids of 32 bits or fewer) or
+    8-byte group id per sample (the docstring's and docs/auc.md's figures), the ids as exact integers."""
+    num_tasks, n = 3, 50
+    metric = tmx.GroupedAUC(num_tasks=num_tasks)
+    groups = torch.arange(n, dtype=ids) % 7
+    for _ in range(2):
+        metric.update(torch.rand(num_tasks, n), torch.randint(0, 2, (num_tasks, n)), groups)
+    size = {name: sum(c.numel() * c.element_size() for c in getattr(metric, name)) for name in metric._defaults}
+    assert size == {"preds": 2 * n * 4 * num_tasks, "signed_weights": 2 * n * 4 * num_tasks, "groups": 2 * n * id_bytes}
+    assert not any(chunk.is_floating_point() for chunk in metric.groups)

@@ -209,7 +209,24 @@ def _ne_reference(p, y, w, eta=1e-12):
 
 def test_values_equal_independent_references():
     data = make_data(1)
-    values = run(build(), batches(data, [0, 200, 450, 600]))
+    _assert_independent_references(run(build(), batches(data, [0, 200, 450, 600])), data)
+
+
+def test_values_after_a_float64_cast_and_a_second_compute():
+    """``module.to(torch.float64)`` mid-stream: every value stays the reference's, also after a compute
+    (the exact grouped AUC's compute once wrote into its own float64 state)."""
+    data = make_data(1)
+    parts = batches(data, [0, 200, 450, 600])
+    module = build()
+    run(module, parts[:1])
+    module = module.to(torch.float64)
+    run(module, parts[1:2])
+    seen = {k: v[:450] for k, v in data.items()}
+    _assert_independent_references(run(module, []), seen)
+    _assert_independent_references(run(module, parts[2:]), data)
+
+
+def _assert_independent_references(values: dict[str, torch.Tensor], data: dict[str, torch.Tensor]) -> None:
     users = data["user"].numpy()
     for task in TASKS:
         p = data[f"{task.name}_pred"].double().numpy()

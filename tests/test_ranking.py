@@ -1188,3 +1188,33 @@ def test_ddp_one_rank_weighted_the_other_not(ddp_pool, weighted_ranks):
         for part, value in windowed.items():
             np.testing.assert_allclose(value, expected, rtol=1e-12, err_msg=part)
         assert (sent > 0) == (rank in weighted_ranks)
+
+
+# two queries: the relevant row first in one, second in the other (their values written out per query)
+_TWO_QUERIES = {
+    "mrr": (tmx.MRR, (1.0 + 1 / 2) / 2),
+    "ndcg": (tmx.NDCG, (1.0 + 1 / np.log2(3)) / 2),
+    "hit_rate@1": (partial(tmx.HitRate, k=1), (1.0 + 0.0) / 2),
+    "precision@1": (partial(tmx.PrecisionAtK, k=1), (1.0 + 0.0) / 2),
+}
+
+
+@pytest.mark.parametrize("cast", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("name", list(_TWO_QUERIES))
+def test_a_lower_precision_never_merges_query_ids(name, cast):
+    """``set_dtype``/``.to`` cast scores, relevance and weights, never the query ids: ids that a float16
+    (above 2048) or float32 (above 2**24) copy would merge stay two queries."""
+    factory, expected = _TWO_QUERIES[name]
+    preds = torch.tensor([0.75, 0.25, 0.5, 0.125])
+    target = torch.tensor([1, 0, 0, 1])
+    merged = 0
+    for base in (5001, 2**25 + 1, 2**62 + 1):
+        ids = torch.tensor([base, base, base + 1, base + 1])
+        merged += bool(ids.to(cast)[0] == ids.to(cast)[2])  # a cast copy of the ids would be one query
+        for how in ("set_dtype", "to"):
+            metric = factory()
+            metric.update(preds, target, indexes=ids)
+            metric = metric.set_dtype(cast) if how == "set_dtype" else metric.to(cast)
+            assert all(chunk.dtype == torch.int64 for chunk in metric.indexes)
+            np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-3, err_msg=f"{base} {how}")
+    assert merged >= 2

@@ -86,6 +86,12 @@ BAD_INPUTS = [
     ({"segments": torch.tensor([0, 5])}, ValueError, r"\[0, 5\)"),
     ({"segments": torch.tensor([-1, 0])}, ValueError, r"got values in \[-1, 0\]"),
     ({"segments": torch.tensor([0, 1, 2])}, ValueError, "`segments` of shape"),
+    # the meta device stands in for a GPU: the ids must be on the device of `preds`
+    (
+        {"segments": torch.tensor([0, 1], device="meta")},
+        ValueError,
+        r"`segments` on the same device as `preds` \(cpu\)",
+    ),
     ({"segments": None}, TypeError, "requires `segments`"),
     ({"preds": torch.tensor([0.1, 1.5])}, ValueError, "probabilities"),
 ]
@@ -129,6 +135,26 @@ def test_segmented_keeps_the_inner_settings():
     seg = tmx.Segmented(tmx.WeightedPrecision(threshold=0.3, from_logits=True), 2)
     seg.update(preds, target, segments=torch.tensor([0, 0, 1, 1]))
     torch.testing.assert_close(seg.compute(), torch.tensor([1.0, 1.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("windowed", [False, True], ids=["alone", "windowed"])
+@pytest.mark.parametrize("how", ["set_dtype", "to"])
+@pytest.mark.parametrize(("cast", "rtol"), [(torch.float32, 1e-6), (torch.float16, 2e-3), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("cid", ["ctr-3task-w", "ne-w"])
+def test_updates_after_a_lower_precision_cast(cid, cast, rtol, how, windowed):
+    """Cast to a lower precision mid-stream, the per-segment sums take the batch in their own dtype."""
+    case = CASES[cid]
+    data = case.make_data(0)
+    first, second = H.split(data, [0, 300, H.num_samples(data, -1)], -1)
+    metric = tmx.Windowed(case.metric(), 10_000) if windowed else case.metric()
+    metric.update(**first)
+    metric = metric.set_dtype(cast) if how == "set_dtype" else metric.to(cast)
+    metric.update(**second)
+    value = metric.compute()
+    for part in ("lifetime", "window") if windowed else ("",):
+        got = value[part] if windowed else value
+        assert got.dtype == cast
+        H.assert_close(got, case.reference(H.to_numpy(data)), rtol, 1e-6, f"{cid} {cast} {part}")
 
 
 # ----------------------------------------------------------------------------- TowerQPS
@@ -325,3 +351,9 @@ def test_every_sum_metric_with_two_tasks_equals_the_metric_on_each_segment(facto
         p, y, w = batch(np.nonzero(segments[t] == s)[0])
         alone.update(*((p, y, w) if has_target else (p, w)))
         torch.testing.assert_close(got[t, s], alone.compute()[t], rtol=1e-12, atol=1e-12)
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device")
+def test_segment_ids_on_another_device():  # pragma: no cover - exercised where a GPU exists
+    with pytest.raises(ValueError, match="`segments` on the same device"):
+        tmx.Segmented(tmx.CTR(), 2).update(
+            torch.tensor([0.5]).cuda(), torch.tensor([1.0]).cuda(), segments=torch.tensor([0])
+        )

@@ -276,7 +276,17 @@ BAD_INPUTS = [
     ("missing-w", {"preds": torch.rand(2), "target": torch.rand(3)}, ValueError, "same shape"),
     ("missing-w", {"preds": torch.rand(2)}, TypeError, "target"),
     ("label_avg-w", {"preds": torch.rand(2), "target": torch.tensor([0.0, float("nan")])}, ValueError, "`target`"),
-    ("tensor_avg-w", {"values": torch.tensor([0.0, float("inf")])}, ValueError, "finite"),
+    # TensorWeightedAverage's errors name its argument `values`
+    ("tensor_avg-w", {"values": torch.tensor([0.0, float("inf")])}, ValueError, "`values` to be finite"),
+    ("tensor_avg-w", {"values": torch.tensor([1, 2])}, TypeError, "`values` to be a floating point tensor"),
+    ("tensor_avg-w", {"values": [0.5, 1.0]}, TypeError, "`values` to be a torch.Tensor"),
+    ("tensor_avg-3task-w", {"values": torch.zeros(5)}, ValueError, r"`values` of shape \(T, N\) with num_tasks=3"),
+    (
+        "tensor_avg-3task-w",
+        {"values": torch.rand(3, 2), "weights": torch.ones(2, device="meta")},
+        ValueError,
+        r"`weights` on the same device as `values` \(cpu\)",
+    ),
     ("tensor_avg-3task-w", {"values": torch.rand(3, 4), "weights": torch.ones(5)}, ValueError, "`weights` of shape"),
     ("ne_positive-w", {"preds": torch.tensor([0.1, 1.5]), "target": torch.tensor([0, 1])}, ValueError, "from_logits"),
     ("cali_free-w", {"preds": torch.tensor([0.1, 0.5]), "target": torch.tensor([0, 3])}, ValueError, "`target`"),
@@ -513,3 +523,24 @@ def test_probability_metrics_name_from_logits_in_their_signature(cls):
 
     assert {"from_logits", "eta"} <= set(inspect.signature(cls.__init__).parameters)
     assert cls(from_logits=True).from_logits is True
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [torch.tensor([1, 2]), torch.zeros(5), torch.full((3, 2), float("nan")), [1.0, 2.0], torch.zeros(2, 4)],
+    ids=["int", "1-D", "nan", "list", "2-task"],
+)
+def test_tensor_weighted_average_errors_name_values(bad):
+    """Every error about TensorWeightedAverage's first argument says `values` (its name), class and function;
+    wrapped in Segmented, whose argument is `preds`, they say `preds`."""
+    calls = [tmx.TensorWeightedAverage(num_tasks=3).update]
+    if not isinstance(bad, torch.Tensor) or bad.dtype != torch.float32 or bad.isnan().any():
+        calls.append(tmf.tensor_weighted_average)  # the function takes any number of tasks
+    for call in calls:
+        with pytest.raises((TypeError, ValueError), match="`values`") as raised:
+            call(bad)
+        assert "`preds`" not in str(raised.value)
+    segmented = tmx.Segmented(tmx.TensorWeightedAverage(num_tasks=3), 2)
+    with pytest.raises((TypeError, ValueError), match="`preds`") as raised:
+        segmented.update(bad, segments=torch.zeros(2, dtype=torch.int64))
+    assert "`values`" not in str(raised.value)

@@ -240,6 +240,12 @@ def test_bad_input_rejected_and_state_untouched(cid, bad, exc, match):
 SESSION_BAD = [
     ({"sessions": torch.tensor([0.0, 1.0, 1.0])}, TypeError, "integer ids"),
     ({"sessions": torch.tensor([0, 1])}, ValueError, "`sessions` of shape"),
+    # the meta device stands in for a GPU: the ids must be on the device of `preds`
+    (
+        {"sessions": torch.tensor([0, 0, 1], device="meta")},
+        ValueError,
+        r"`sessions` on the same device as `preds` \(cpu\)",
+    ),
     ({"sessions": None}, TypeError, "sessions"),
     ({"preds": torch.tensor([0.1, float("nan"), 0.3])}, ValueError, "finite"),
     ({"target": torch.tensor([0, 2, 1])}, ValueError, "`target`"),
@@ -365,3 +371,19 @@ def test_session_weight_invariances(fn, average):
     zeroed = fn(preds, target, sessions, torch.where(keep, weights, 0.0), k=2, average=average)
     removed = fn(preds[keep], target[keep], sessions[keep], weights[keep], k=2, average=average)
     torch.testing.assert_close(zeroed, removed)
+
+
+@pytest.mark.parametrize("fn", [tmf.session_precision_at_k, tmf.session_recall_at_k])
+def test_session_functionals_check_the_device_of_sessions(fn):
+    """The meta device stands in for a GPU: ids elsewhere than `preds` are named in a ValueError."""
+    preds, target = torch.tensor([0.9, 0.2, 0.4]), torch.tensor([1, 0, 1])
+    with pytest.raises(ValueError, match=r"`sessions` on the same device as `preds` \(cpu\), got meta"):
+        fn(preds, target, torch.tensor([0, 0, 1], device="meta"), k=1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device")
+def test_session_ids_on_another_device():  # pragma: no cover - exercised where a GPU exists
+    with pytest.raises(ValueError, match="`sessions` on the same device"):
+        tmx.SessionRecallAtK(k=1).update(
+            torch.tensor([0.9, 0.2]).cuda(), torch.tensor([1, 0]).cuda(), torch.tensor([0, 0])
+        )

@@ -239,3 +239,33 @@ def test_cuda_counts_without_host_sync():
         "window_throughput": 96 / 3.0,
         "total_examples": 160.0,
     }
+
+
+@pytest.mark.parametrize("how", ["set_dtype", "to"])
+@pytest.mark.parametrize("kind", ["throughput", "qps-1task", "qps-3task"])
+def test_values_after_a_float64_cast_and_compute_twice(kind, how):
+    """Cast mid-stream to float64: the rates stay the clock's, and ``compute`` changes no state."""
+    readings = [0.0, 1.0, 3.0, 7.0]
+    counts = [10, 20, 30, 50]
+    num_tasks = 3 if kind == "qps-3task" else 1
+    if kind == "throughput":
+        metric = tmx.Throughput(warmup_steps=1, window_seconds=4.0, clock=Ticks(readings))
+        # updates 2..4 are timed: 100 examples over 7 s; the window (4 s) holds the last one
+        expected = {"lifetime_throughput": 100 / 7.0, "window_throughput": 50 / 4.0, "total_examples": 110.0}
+    else:
+        metric = tmx.TowerQPS(num_tasks=num_tasks, warmup_steps=1, clock=Ticks(readings))  # steps 2..4 counted
+        expected = 100 / 7.0 if num_tasks == 1 else [100 / 7.0] * num_tasks
+    for step, n in enumerate(counts):
+        if step == 2:
+            metric = metric.set_dtype(torch.float64) if how == "set_dtype" else metric.to(torch.float64)
+        metric.update(torch.zeros(num_tasks, n) if num_tasks > 1 else torch.zeros(n))
+    for _ in range(2):
+        metric._computed = None
+        states = {k: v.clone() for k, v in metric.metric_state.items()}
+        value = metric.compute()
+        if kind == "throughput":
+            assert {k: v.item() for k, v in value.items()} == pytest.approx(expected, rel=1e-12)
+        else:
+            np.testing.assert_allclose(value.numpy(), expected, rtol=1e-12)
+        for key, before in states.items():
+            assert torch.equal(metric.metric_state[key], before) and metric.metric_state[key].dtype == before.dtype

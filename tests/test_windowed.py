@@ -101,6 +101,11 @@ def test_window_state_dict_resume_and_reset(cid):
     W.check_window_state_dict(CASES[cid])
 
 
+@pytest.mark.parametrize("cid", IDS)
+def test_window_set_dtype(cid):
+    W.check_window_set_dtype(CASES[cid])
+
+
 @pytest.mark.ddp
 @pytest.mark.parametrize("empty_rank", [False, True], ids=["uneven", "empty-rank"])
 @pytest.mark.parametrize("cid", DDP_IDS)

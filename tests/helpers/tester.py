@@ -247,6 +247,102 @@ def check_dtype(case: MetricCase, dtype: torch.dtype, seed: int = 0) -> None:
     assert_close(metric.compute(), expected, case.rtol, case.atol, f"{case.id} {dtype}")
 
 
+def state_values(metric: Metric) -> dict[str, list[Tensor]]:
+    """Every state as its list of tensors (a tensor state is one), for :func:`assert_same_values`."""
+    return {k: [v.clone()] if isinstance(v, Tensor) else [c.clone() for c in v] for k, v in metric.metric_state.items()}
+
+
+def assert_same_values(metric: Metric, before: dict[str, list[Tensor]], what: str) -> None:
+    """The states hold bit for bit what :func:`state_values` saw (``nan`` equals ``nan``).
+
+    Dtypes must agree too, except where ``compute`` joined a list state's chunks into fewer
+    (some compact them): then the concatenated values are compared.
+    """
+    after = state_values(metric)
+    assert set(after) == set(before), f"{what}: states {sorted(after)} != {sorted(before)}"
+    for key, old in before.items():
+        new = after[key]
+        if len(new) == len(old):
+            assert [t.dtype for t in new] == [t.dtype for t in old], f"{what}: state {key} changed dtype"
+        if old or new:
+            joined_old = torch.cat([t.reshape(-1) for t in old]) if old else torch.zeros(0)
+            joined_new = torch.cat([t.reshape(-1) for t in new]) if new else torch.zeros(0)
+            torch.testing.assert_close(
+                joined_new, joined_old, rtol=0, atol=0, equal_nan=True, check_dtype=False, msg=f"{what}: state {key}"
+            )
+
+
+def assert_integers_kept(before: dict[str, list[Tensor]], after: dict[str, list[Tensor]], what: str) -> None:
+    """Every integer or bool tensor of ``before`` (states as :func:`state_values` gives them) is in ``after`` unchanged."""
+    for key, old in before.items():
+        assert len(after[key]) == len(old), f"{what}: state {key} lost chunks"
+        for chunk, new in zip(old, after[key]):
+            if not (chunk.is_floating_point() or chunk.is_complex()):
+                assert new.dtype == chunk.dtype, f"{what}: integer state {key} cast to {new.dtype}"
+                assert torch.equal(new, chunk), f"{what}: integer state {key} changed"
+
+
+def _convert(metric: Metric, how: str, dtype: torch.dtype) -> Metric:
+    """``metric.set_dtype(dtype)`` (``how="set_dtype"``) or ``metric.to(dtype)`` (``how="to"``)."""
+    return metric.set_dtype(dtype) if how == "set_dtype" else metric.to(dtype)
+
+
+def check_set_dtype(case: MetricCase, seed: int = 0) -> None:
+    """``compute`` is a pure function of the states, also after ``set_dtype(float64)``/``.to(float64)``.
+
+    Half the batches go in, the metric is converted (or not), the rest go in; then ``compute``
+    runs twice (its cache dropped in between): both values equal the reference and the states
+    are bit for bit what they were before each ``compute``. A kernel that writes into a view of
+    a state (``.to(dtype)`` is no copy when the state already has that dtype) fails here.
+    """
+    data = case.make_data(seed)
+    expected = _expected(case, data)
+    n = num_samples(data, case.sample_axis)
+    batches = split(data, random_bounds(n, np.random.default_rng(seed + 5), 4, case.min_batch), case.sample_axis)
+    half = len(batches) // 2
+    for how in ("none", "set_dtype", "to"):
+        metric = case.metric()
+        for batch in batches[:half]:
+            _call(metric, batch)
+        if how != "none":
+            metric = _convert(metric, how, torch.float64)
+        for batch in batches[half:]:
+            _call(metric, batch)
+        for attempt in range(2):
+            before = state_values(metric)
+            metric._computed = None  # run the kernels again, not TorchMetrics' cache
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UndefinedMetricWarning)
+                value = metric.compute()
+            what = f"{case.id} after {how}(float64), compute #{attempt + 1}"
+            assert_close(value, expected, case.rtol, case.atol, what)
+            assert_same_values(metric, before, what)
+
+
+def check_exact_states(case: MetricCase, seed: int = 0) -> None:
+    """Casting a metric to a lower precision never casts its integer states (ids, counts, encoded keys).
+
+    ``set_dtype`` and ``.to`` with float16, bfloat16 and float32 (and float64) change the floating
+    states only; every integer or bool state keeps its dtype and values, and the metric still
+    updates and computes.
+    """
+    data = case.make_data(seed)
+    n = num_samples(data, case.sample_axis)
+    batches = split(data, random_bounds(n, np.random.default_rng(seed + 6), 3, case.min_batch), case.sample_axis)
+    for how in ("set_dtype", "to"):
+        for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+            metric = case.metric()
+            for batch in batches[:-1]:
+                _call(metric, batch)
+            before = state_values(metric)
+            metric = _convert(metric, how, dtype)
+            assert_integers_kept(before, state_values(metric), f"{case.id} {how}({dtype})")
+            _call(metric, batches[-1])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                metric.compute()
+
+
 def check_state_dict(case: MetricCase, seed: int = 0) -> None:
     """Mid-stream ``state_dict`` (``persistent(True)``) and pickle resume exactly; ``reset`` starts over."""
     data = case.make_data(seed)
@@ -474,13 +570,16 @@ def harness_tests(
     invariances: Sequence[str] = (),
     ddp: Sequence[str] = (),
     device_path: Sequence[str] = (),
+    set_dtype: Sequence[str] | None = None,
 ) -> dict[str, Callable[..., None]]:
     """Every ``check_*`` above as parametrised pytest functions, for a test module's namespace.
 
     Each keyword selects the case ids a check runs on (``None``: every case; empty: no test).
     ``no_arithmetic`` lists collection cases whose value is not a tensor (dicts) and so skip the
     arithmetic part. ``device_path`` cases also run through the kernels' device path
-    (:func:`check_device_path`, with the invariances where selected). Usage, at the top level of ``tests/test_<family>.py``::
+    (:func:`check_device_path`, with the invariances where selected). ``set_dtype`` cases (every
+    case unless narrowed) run :func:`check_set_dtype` and :func:`check_exact_states`. Usage, at
+    the top level of ``tests/test_<family>.py``::
 
         globals().update(H.harness_tests(__name__, CASES, dtypes=[...], ddp=[...]))
     """
@@ -521,6 +620,14 @@ def harness_tests(
             check_state_dict(cases[cid])
 
         tests["test_state_dict"] = test_state_dict
+    if ids := pick(set_dtype):
+
+        @pytest.mark.parametrize("cid", ids)
+        def test_set_dtype(cid: str) -> None:
+            check_set_dtype(cases[cid])
+            check_exact_states(cases[cid])
+
+        tests["test_set_dtype"] = test_set_dtype
     if ids := pick(collection):
 
         @pytest.mark.parametrize("cid", ids)

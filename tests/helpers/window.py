@@ -181,6 +181,44 @@ def check_window_state_dict(case: H.MetricCase, seed: int = 0) -> None:
     _assert_identical(_values(metric), _values(fresh), f"{case.id} after reset")
 
 
+def check_window_set_dtype(case: H.MetricCase, seed: int = 0) -> None:
+    """``set_dtype(float64)``/``.to(float64)`` mid-stream: lifetime and window equal the reference,
+    ``compute`` twice leaves every state bit for bit as it was; a float16 cast keeps integer states.
+    """
+    data = case.make_data(seed)
+    window = default_window(case, data)
+    n = H.num_samples(data, case.sample_axis)
+    bounds = window_bounds(n, np.random.default_rng(seed + 7), window, case.min_batch)
+    half = len(bounds) // 2
+    for how in ("set_dtype", "to"):
+        metric = Windowed(case.metric(), window)
+        for lo, hi in bounds[:half]:
+            metric.update(**H.take(data, slice(lo, hi), case.sample_axis))
+        metric = H._convert(metric, how, torch.float64)
+        for lo, hi in bounds[half:]:
+            metric.update(**H.take(data, slice(lo, hi), case.sample_axis))
+        for attempt in range(2):
+            metric.lifetime._computed = metric.window._computed = None  # run the kernels again
+            children = {name: H.state_values(getattr(metric, name)) for name in ("lifetime", "window")}
+            _compare(metric, case, data, bounds, window, f"{case.id} after {how}(float64), compute #{attempt + 1}")
+            for name, before in children.items():
+                H.assert_same_values(getattr(metric, name), before, f"{case.id} {how} {name}")
+
+    metric = Windowed(case.metric(), window)
+    for lo, hi in bounds[:half]:
+        metric.update(**H.take(data, slice(lo, hi), case.sample_axis))
+    children = {name: H.state_values(getattr(metric, name)) for name in ("lifetime", "window")}
+    ring = {k: [c for update in v for c in update] for k, v in metric.get_extra_state().get("chunks", {}).items()}
+    metric.set_dtype(torch.float16)
+    for name, before in children.items():
+        H.assert_integers_kept(before, H.state_values(getattr(metric, name)), f"{case.id} {name}")
+    ring_after = {k: [c for update in v for c in update] for k, v in metric.get_extra_state().get("chunks", {}).items()}
+    H.assert_integers_kept(ring, ring_after, f"{case.id} ring")
+    for lo, hi in bounds[half:]:
+        metric.update(**H.take(data, slice(lo, hi), case.sample_axis))
+    _values(metric)
+
+
 # ----------------------------------------------------------------------------- DDP
 
 

@@ -165,12 +165,12 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         lookup = self._add_categories(summary.categories)
         if isinstance(summary.counts, Tensor):
             index = torch.tensor([lookup[c] for c in summary.categories], dtype=torch.long, device=self.device)
-            self.counts.index_add_(0, index, summary.counts.to(device=self.device, dtype=torch.float64))
+            self.counts.index_add_(0, index, summary.counts.to(device=self.device, dtype=self.counts.dtype))
         else:  # one dense increment vector: a single small host-to-device copy
             increments = [0.0] * len(lookup)
             for category, count in zip(summary.categories, summary.counts, strict=True):
                 increments[lookup[category]] = count
-            self.counts.add_(torch.tensor(increments, dtype=torch.float64, device=self.device))
+            self.counts.add_(torch.tensor(increments, dtype=self.counts.dtype, device=self.device))
 
     def compute(self) -> dict[Category, Tensor]:
         """``{category: count}`` of everything seen (and synced across ranks)."""
@@ -182,7 +182,7 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         """Merge another state (``forward``'s accumulated state, ``merge_state``) category by category."""
         local_counts, local = self.counts, self.categories
         self.category_keys = [t.clone() for t in incoming_state["category_keys"]]
-        self.counts = incoming_state["counts"].clone().to(dtype=torch.float64, device=self.device)
+        self.counts = incoming_state["counts"].clone().to(dtype=local_counts.dtype, device=self.device)
         lookup = self._add_categories(local)
         if local:
             index = torch.tensor([lookup[c] for c in local], dtype=torch.long, device=self.device)

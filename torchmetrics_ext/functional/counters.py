@@ -328,7 +328,9 @@ def tensor_weighted_average(
         >>> tensor_weighted_average(values, torch.tensor([3.0, 1.0]), weighted=[True, False])
         tensor([1.5000, 2.0000], dtype=torch.float64)
     """
+    v, _, w = format_pointwise(
+        values, None, weights, None, preds_domain="real", validate=validate_args, preds_name="values"
+    )
     single = values.ndim == 1
-    v, _, w = format_pointwise(values, None, weights, None, preds_domain="real", validate=validate_args)
     flags = _weighted_flags(weighted, v.shape[0])
     return _finish(_tensor_average_compute(*_tensor_average_update(v, w, flags)), single)

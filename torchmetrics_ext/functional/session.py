@@ -54,7 +54,9 @@ def _check_session_args(k: int, average: str, rank_labels: bool) -> None:
     check_flag("rank_labels", rank_labels)
 
 
-def _format_sessions(sessions: Tensor, shape: torch.Size, validate: bool) -> Tensor:
+def _format_sessions(sessions: Tensor, preds: Tensor, validate: bool) -> Tensor:
+    """``sessions`` as int64 ``(T, N)`` ids for the formatted ``(T, N)`` ``preds``; checked when ``validate``."""
+    shape = preds.shape
     if validate:
         check_tensor("sessions", sessions)
         if sessions.is_floating_point() or sessions.dtype == torch.bool:
@@ -62,6 +64,10 @@ def _format_sessions(sessions: Tensor, shape: torch.Size, validate: bool) -> Ten
         if sessions.shape not in (shape, shape[-1:]):
             raise ValueError(
                 f"Expected `sessions` of shape {tuple(shape[-1:])} or {tuple(shape)}, got {tuple(sessions.shape)}."
+            )
+        if sessions.device != preds.device:
+            raise ValueError(
+                f"Expected `sessions` on the same device as `preds` ({preds.device}), got {sessions.device}."
             )
     return (sessions if sessions.ndim == 2 else sessions.unsqueeze(0)).to(torch.int64).expand(shape)
 
@@ -148,7 +154,7 @@ def _session_states(
     p, t, w = format_pointwise(
         preds, target, weights, None, preds_domain="real", target_domain=label_domain, validate=validate_args
     )
-    return _session_update(p, t, _format_sessions(sessions, p.shape, validate_args), w, k, rank_labels)  # type: ignore[arg-type]
+    return _session_update(p, t, _format_sessions(sessions, p, validate_args), w, k, rank_labels)  # type: ignore[arg-type]
 
 
 def session_precision_at_k(
@@ -167,7 +173,7 @@ def session_precision_at_k(
     Args:
         preds: ``(N,)`` or ``(T, N)`` scores (any finite values; only their order counts).
         target: labels in [0, 1] (any finite values with ``rank_labels``), same shape.
-        sessions: integer session ids, ``(N,)`` (shared by all tasks) or ``(T, N)``.
+        sessions: integer session ids on ``preds``' device, ``(N,)`` (shared by all tasks) or ``(T, N)``.
         weights: optional non-negative sample weights.
         k: the number of top-ranked items of a session predicted positive.
         average: ``"session"`` (mean over sessions) or ``"micro"`` (TorchRec's pooled counts).
@@ -209,7 +215,7 @@ def session_recall_at_k(
     Args:
         preds: ``(N,)`` or ``(T, N)`` scores (any finite values; only their order counts).
         target: labels in [0, 1] (any finite values with ``rank_labels``), same shape.
-        sessions: integer session ids, ``(N,)`` (shared by all tasks) or ``(T, N)``.
+        sessions: integer session ids on ``preds``' device, ``(N,)`` (shared by all tasks) or ``(T, N)``.
         weights: optional non-negative sample weights.
         k: the number of top-ranked items of a session predicted positive.
         average: ``"session"`` (mean over sessions) or ``"micro"`` (TorchRec's pooled counts).

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+from torch.nn import Module
 from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
@@ -32,6 +33,8 @@ _FORWARD_CONTEXT = (
     "compute_on_cpu",
 )
 _ABSENT = object()
+# the functions TorchMetrics' ``Metric._apply`` leaves the states alone for, unless in ``set_dtype``
+_DTYPE_FUNCTIONS = ("Module.type", "Module.half", "Module.float", "Module.double", "Module.bfloat16")
 
 
 @functools.cache
@@ -105,13 +108,15 @@ class TaskMetric(Metric):
 
     Subclasses declare their sufficient statistics with :meth:`_add_task_state` (a float64
     ``(num_tasks,)`` tensor reduced with ``sum`` across batches and ranks, or another reduction)
-    and implement ``update``/``compute``. The base class adds two guarantees on top of
+    and implement ``update``/``compute``. The base class adds three guarantees on top of
     TorchMetrics:
 
     * a rejected batch leaves the metric exactly as it was, including the update counter, and
       ``forward`` validates its batch *before* it swaps the accumulated state out, so a bad
       batch in ``forward`` never loses what was accumulated;
-    * ``compute`` results of one task come back as scalars (:meth:`_squeeze_tasks`).
+    * ``compute`` results of one task come back as scalars (:meth:`_squeeze_tasks`);
+    * ``set_dtype``/``.to(dtype)`` cast floating states only: integer states (ids, counts,
+      encoded keys) keep their dtype and exact values (:meth:`_apply`).
 
     and three hooks for a caller that drives many metrics at once (``RecMetricModule``):
     :meth:`inputs_validated` (skip per-metric validation of a batch already checked),
@@ -208,6 +213,28 @@ class TaskMetric(Metric):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+
+    def _apply(self, fn: Callable, exclude_state: Sequence[str] = "") -> Module:
+        """Move and cast the states as TorchMetrics does, except that integer states never change dtype.
+
+        ``set_dtype`` (and ``.to(dtype)``) cast the floating states only; an integer or bool
+        tensor (group, query and session ids, counts, encoded category keys: any chunk of a list
+        state too) moves device with the others but keeps its dtype and its exact values. A
+        float16 or float32 copy of an id would merge distinct ids (above 2048 or 2**24) into one.
+        """
+        excluded = (exclude_state,) if isinstance(exclude_state, str) else tuple(exclude_state)
+        if not self._dtype_convert and any(f in str(fn) for f in _DTYPE_FUNCTIONS):
+            return super()._apply(fn, excluded)  # TorchMetrics leaves every state alone
+        exact = [
+            name
+            for name, default in self._defaults.items()
+            if name not in excluded and (_holds_integers(default) or _holds_integers(getattr(self, name)))
+        ]
+        this = super()._apply(fn, (*excluded, *exact))  # ``self``, as every ``Module._apply``
+        for name in exact:
+            self._defaults[name] = _keep_integers(fn, self._defaults[name])
+            setattr(self, name, _keep_integers(fn, getattr(self, name)))
+        return this
 
     def sync_states(self) -> dict[str, Tensor]:
         """The tensor each state sends at a DDP sync, in state order, without communicating.
@@ -418,6 +445,26 @@ class TaskMetric(Metric):
     def newest_samples(self, n: int, *args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """``update``'s arguments cut to the batch's last ``n`` samples (views, no copy)."""
         return newest_samples(n, args, kwargs, self.sample_axis)
+
+
+def _holds_integers(value: Tensor | list[Tensor]) -> bool:
+    """Whether a state (a tensor or a list of chunks) holds an integer or bool tensor."""
+    chunks = value if isinstance(value, list) else [value]
+    return any(not (t.is_floating_point() or t.is_complex()) for t in chunks)
+
+
+def _keep_integers(fn: Callable[[Tensor], Tensor], value: Tensor | list[Tensor]) -> Any:
+    """``fn`` of a state (a tensor or a list of chunks), except that it only moves integer and bool tensors.
+
+    An integer tensor gets ``fn`` when ``fn`` keeps its dtype (a move), else ``.to(device)`` of
+    the device ``fn`` moves to (the cast left out).
+    """
+    if isinstance(value, list):
+        return [_keep_integers(fn, chunk) for chunk in value]
+    if value.is_floating_point() or value.is_complex():
+        return fn(value)
+    probe = fn(value.new_empty(0))
+    return fn(value) if probe.dtype == value.dtype else value.to(device=probe.device)
 
 
 def _tag(value: float) -> str:

@@ -181,7 +181,12 @@ class NumMissingLabels(_CounterMetric):
         super().update(preds, target, weights)
 
     def _format(
-        self, preds: Tensor, target: Tensor | None, weights: Tensor | None, validate: bool
+        self,
+        preds: Tensor,
+        target: Tensor | None,
+        weights: Tensor | None,
+        validate: bool,
+        preds_name: str | None = None,
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         return F._format_missing(preds, target, weights, self.num_tasks, validate)  # type: ignore[arg-type]
 
@@ -251,6 +256,7 @@ class TensorWeightedAverage(_CounterMetric):
 
     _state_names = ("weighted_sum", "weighted_num_samples")
     _setting_dependent = _state_names
+    _preds_name = "values"
     plot_lower_bound = None
 
     def __init__(

@@ -54,6 +54,8 @@ class _PointwiseMetric(TaskMetric):
     _logit_dependent: ClassVar[tuple[str, ...]] = ()
     _preds_domain: ClassVar[PredsDomain] = "probability"
     _target_domain: ClassVar[TargetDomain] = "unit"
+    # the name of update's first argument, as errors call it (``values`` for TensorWeightedAverage)
+    _preds_name: ClassVar[str] = "preds"
     from_logits: bool = False
 
     def __init__(self, num_tasks: int = 1, *, _setting: str = "", _from_logits: bool = False, **kwargs: Any) -> None:
@@ -74,8 +76,17 @@ class _PointwiseMetric(TaskMetric):
             self._add_task_state(name)
 
     def _format(
-        self, preds: Tensor, target: Tensor | None, weights: Tensor | None, validate: bool
+        self,
+        preds: Tensor,
+        target: Tensor | None,
+        weights: Tensor | None,
+        validate: bool,
+        preds_name: str | None = None,
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Validate (when asked) and format a batch as ``(T, N)`` float64 tensors.
+
+        Errors call ``preds`` ``preds_name`` (default: this metric's own argument name).
+        """
         return format_pointwise(
             preds,
             target,
@@ -85,6 +96,7 @@ class _PointwiseMetric(TaskMetric):
             target_domain=self._target_domain,
             from_logits=self.from_logits,
             validate=validate,
+            preds_name=self._preds_name if preds_name is None else preds_name,
         )
 
     def _validate(self, preds: Tensor, target: Tensor | None = None, weights: Tensor | None = None) -> None:

@@ -58,7 +58,7 @@ class _SessionMetric(TaskMetric):
             target_domain="real" if self.rank_labels else "unit",
             validate=validate,
         )
-        return p, t, F._format_sessions(sessions, p.shape, validate), w  # type: ignore[return-value]
+        return p, t, F._format_sessions(sessions, p, validate), w  # type: ignore[return-value]
 
     def _validate(self, preds: Tensor, target: Tensor, sessions: Tensor, weights: Tensor | None = None) -> None:
         self._format(preds, target, sessions, weights, validate=True)

@@ -75,30 +75,34 @@ def check_pointwise(
     preds_domain: PredsDomain = "probability",
     target_domain: TargetDomain = "unit",
     from_logits: bool = False,
+    preds_name: str = "preds",
 ) -> bool:
     """Raise unless ``(preds, target, weights)`` are valid pointwise inputs (see :func:`format_pointwise`).
 
     Reads nothing back from the device but the batch's bounds, once (:func:`checked_bounds`).
+    Errors call the first input ``preds_name`` (the caller's argument name, e.g. ``values``).
 
     Returns:
         Whether ``weights`` are given and every one is exactly 1 (the unweighted sums are then the
         same, for fewer passes over the batch).
     """
-    check_tensor("preds", preds, floating=True)
+    check_tensor(preds_name, preds, floating=True)
     if target is not None:
         check_tensor("target", target)
     if weights is not None:
         check_tensor("weights", weights)
     if preds.ndim not in (1, 2) or (preds.ndim == 2 and num_tasks is not None and preds.shape[0] != num_tasks):
-        raise _task_shape_error("preds", preds.shape, num_tasks)
+        raise _task_shape_error(preds_name, preds.shape, num_tasks)
     if preds.ndim == 1 and num_tasks not in (None, 1):
-        raise _task_shape_error("preds", preds.shape, num_tasks)
+        raise _task_shape_error(preds_name, preds.shape, num_tasks)
     for name, other in (("target", target), ("weights", weights)):
         if other is not None and other.device != preds.device:
-            raise ValueError(f"Expected `{name}` on the same device as `preds` ({preds.device}), got {other.device}.")
+            raise ValueError(
+                f"Expected `{name}` on the same device as `{preds_name}` ({preds.device}), got {other.device}."
+            )
     if target is not None and target.shape != preds.shape:
         raise ValueError(
-            f"Expected `target` of the same shape as `preds` {tuple(preds.shape)}, got {tuple(target.shape)}."
+            f"Expected `target` of the same shape as `{preds_name}` {tuple(preds.shape)}, got {tuple(target.shape)}."
         )
     if weights is not None and weights.shape != preds.shape and weights.shape != preds.shape[-1:]:
         raise ValueError(
@@ -106,7 +110,7 @@ def check_pointwise(
             f"tasks), got {tuple(weights.shape)}."
         )
     if preds.numel() > 0:
-        return _check_values(preds, target, weights, preds_domain, target_domain, from_logits)
+        return _check_values(preds, target, weights, preds_domain, target_domain, from_logits, preds_name=preds_name)
     return False
 
 
@@ -121,6 +125,7 @@ def format_pointwise(
     from_logits: bool = False,
     validate: bool = True,
     dtype: torch.dtype | None = torch.float64,
+    preds_name: str = "preds",
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Check pointwise inputs and return them as ``dtype`` tensors with a leading task dimension.
 
@@ -138,6 +143,7 @@ def format_pointwise(
         dtype: the dtype of the returned tensors (float64 for sums); ``None`` keeps each input's
             own dtype. An input already of that dtype is returned as is or as a view: callers
             copy what they keep.
+        preds_name: what errors call ``preds`` (the caller's argument name, e.g. ``values``).
 
     Returns:
         ``(preds, target, weights)``; ``preds`` and ``target`` of shape ``(T, N)``, ``weights`` of
@@ -156,6 +162,7 @@ def format_pointwise(
         preds_domain=preds_domain,
         target_domain=target_domain,
         from_logits=from_logits,
+        preds_name=preds_name,
     ):
         weights = None
     if dtype is not None and preds.dtype != dtype:
@@ -186,6 +193,7 @@ def _check_values(
     target_domain: TargetDomain,
     from_logits: bool,
     target_is_float: bool | None = None,
+    preds_name: str = "preds",
 ) -> bool:
     """Range checks of the inputs as given (any dtype, any shape), from one :func:`checked_bounds` call.
 
@@ -195,7 +203,8 @@ def _check_values(
     On the device path floating labels always get their fractional range too, so that the bounds
     remembered by the first metric of a step serve every label domain of the others.
     ``target_is_float`` is accepted for callers that pass labels already cast to float64 (whole
-    labels cast to float have no fractional part, so it changes nothing).
+    labels cast to float have no fractional part, so it changes nothing). Errors call the first
+    input ``preds_name``.
     """
     device_path = on_device_path(preds)
     integral = device_path or target_domain == "binary"
@@ -203,10 +212,12 @@ def _check_values(
     bounds = checked_bounds([preds, target, *columns], [False, integral] + [False] * len(columns), device_path)
     pmin, pmax = bounds[0]
     if not (math.isfinite(pmin) and math.isfinite(pmax)):
-        raise ValueError(f"Expected `preds` to be finite, got values containing NaN or inf (min={pmin}, max={pmax}).")
+        raise ValueError(
+            f"Expected `{preds_name}` to be finite, got values containing NaN or inf (min={pmin}, max={pmax})."
+        )
     if preds_domain == "probability" and not from_logits and (pmin < 0 or pmax > 1):
         raise ValueError(
-            f"Expected `preds` to be probabilities in [0, 1], got values in [{pmin:.6g}, {pmax:.6g}]. "
+            f"Expected `{preds_name}` to be probabilities in [0, 1], got values in [{pmin:.6g}, {pmax:.6g}]. "
             "Pass `from_logits=True` if they are logits."
         )
     if target is not None:

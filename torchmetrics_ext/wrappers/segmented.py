@@ -46,7 +46,7 @@ class Segmented(TaskMetric):
         TypeError: if ``metric`` does not hold per-task sum statistics (AUC's sorted scores,
             ranking metrics, quantile sketches cannot be split by adding rows).
         ValueError: for a bad ``num_segments``, or (in ``update``) segment ids that are not
-            integers in ``[0, num_segments)`` of shape ``(N,)`` or ``(T, N)``.
+            integers in ``[0, num_segments)`` of shape ``(N,)`` or ``(T, N)`` on ``preds``' device.
 
     Note:
         A segment that saw no data is undefined for ratio metrics (``nan`` with the metric's
@@ -91,7 +91,9 @@ class Segmented(TaskMetric):
                 name, default=torch.zeros(self.num_tasks, num_segments, dtype=torch.float64), dist_reduce_fx="sum"
             )
 
-    def _format_segments(self, segments: Tensor | None, shape: torch.Size, validate: bool) -> Tensor:
+    def _format_segments(self, segments: Tensor | None, preds: Tensor, validate: bool) -> Tensor:
+        """``segments`` as int64 ids of the formatted ``(T, N)`` ``preds``' shape; checked when ``validate``."""
+        shape = preds.shape
         if segments is None:
             raise TypeError("Segmented.update() requires `segments` (integer ids, shape (N,) or (T, N)).")
         if validate:
@@ -101,6 +103,10 @@ class Segmented(TaskMetric):
             if segments.shape not in (shape, shape[-1:], (1, shape[-1])):
                 raise ValueError(
                     f"Expected `segments` of shape {tuple(shape[-1:])} or {tuple(shape)}, got {tuple(segments.shape)}."
+                )
+            if segments.device != preds.device:
+                raise ValueError(
+                    f"Expected `segments` on the same device as `preds` ({preds.device}), got {segments.device}."
                 )
             if segments.numel() > 0:
                 low, high = torch.aminmax(segments)
@@ -115,8 +121,9 @@ class Segmented(TaskMetric):
     def _inputs(
         self, preds: Tensor, target: Tensor | None, weights: Tensor | None, segments: Tensor | None, validate: bool
     ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
-        p, t, w = self.metric._format(preds, target, weights, validate=validate)
-        return p, t, w, self._format_segments(segments, p.shape, validate)
+        # errors name Segmented's own argument, whatever the wrapped metric calls it (`values`)
+        p, t, w = self.metric._format(preds, target, weights, validate=validate, preds_name="preds")
+        return p, t, w, self._format_segments(segments, p, validate)
 
     def _validate(
         self,
@@ -141,7 +148,8 @@ class Segmented(TaskMetric):
         # the metric's per-sample terms, (T, N) per state (its per-task settings applied), added by segment
         terms = self.metric._sample_terms(p, t, w)
         for name, term in zip(self._state_keys, terms, strict=True):
-            getattr(self, name).scatter_add_(1, seg, term.to(torch.float64))
+            state = getattr(self, name)  # float64 unless cast by `set_dtype` / `.to(dtype)`
+            state.scatter_add_(1, seg, term.to(state.dtype))
 
     def compute(self) -> Tensor:
         """Per-segment values: ``(S,)`` for one task, ``(T, S)`` otherwise."""

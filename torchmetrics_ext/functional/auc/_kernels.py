@@ -211,7 +211,7 @@ def _curve_sums(
         hi = min(lo + _BLOCK, num)
         upto = min(hi, num - 1)  # the last element of everything always ends a point
         block_seg = key[lo : upto + 1] >> 32 if seg is None else seg[lo : upto + 1]
-        w = signed[lo:hi].to(torch.float64)
+        w = signed[lo:hi].to(torch.float64, copy=True)  # scaled and negated in place below: never the caller's
         if scaled:
             w *= down[block_seg[: hi - lo]]
         cp = w.clamp(min=0).cumsum_(0).add_(carry_p)

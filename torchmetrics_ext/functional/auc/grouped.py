@@ -102,9 +102,11 @@ def _grouped_curve_stats(scores: Tensor, signed: Tensor, groups: Tensor) -> Curv
         for task in range(num_tasks):
             task_scores = scores[task] if rows is None else scores[task][rows]
             task_signed = signed[task] if rows is None else signed[task][rows]
+            # out of place: ``task_signed`` may be a view of the metric's state, and ``.to`` does
+            # not copy a state already in float64 (``set_dtype``)
             weights = task_signed.to(torch.float64)
             pos_total = torch.bincount(local, weights=weights.clamp(min=0), minlength=hi - lo).to(torch.float64)
-            neg_total = torch.bincount(local, weights=weights.clamp_(max=0).neg_(), minlength=hi - lo)
+            neg_total = torch.bincount(local, weights=weights.neg().clamp_(min=0), minlength=hi - lo)
             neg_total = neg_total.to(torch.float64)
             del weights
             key = _descending_keys(task_scores).to(torch.int64).add_(2**31)

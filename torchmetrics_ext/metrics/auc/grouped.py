@@ -159,9 +159,11 @@ class GroupedAUC(_GroupedCurveMetric):
 
     Note:
         The default (exact) mode stores float32 scores, float32 signed weights and the group id
-        (as two exact float32 halves) per sample in ``cat`` states: groups may span batches and
-        ranks. ``compute`` makes one sort by ``(task, group, score)`` and segment cumulative sums:
-        no Python loop over groups. Ties within a group count one half, as in :class:`AUC`.
+        per sample in ``cat`` states (O(n) memory: 8·T bytes plus 4 for ids given in 32 bits or
+        fewer, kept as int32, else 8, kept as int64): groups may span batches and ranks. The ids
+        stay exact integers: ``set_dtype``/``.to(dtype)`` cast the scores and weights only.
+        ``compute`` makes one sort by ``(task, group, score)`` and segment cumulative sums: no
+        Python loop over groups. Ties within a group count one half, as in :class:`AUC`.
         Undefined (``nan`` plus ``UndefinedMetricWarning``) when no group holds both classes.
 
     Example:

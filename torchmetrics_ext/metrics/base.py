@@ -316,6 +316,9 @@ class TaskMetric(GuardedMetric):
     (``Windowed``, ``Segmented``, ``RecMetricModule``) rely on both at once; two mixins would be
     inherited together everywhere and only add an MRO to reason about.
 
+    Inputs put tasks first, ``(T, N)``: TorchMetrics' ``BootStrapper``, which resamples dimension
+    0, would resample tasks; bootstrap single-task metrics fed ``(N,)`` inputs instead.
+
     Args:
         num_tasks: number of tasks ``T``; inputs are ``(N,)`` for one task or ``(T, N)``.
         validate_args: check every input (shapes, dtypes, devices, value ranges) before use.

@@ -773,6 +773,20 @@ def test_current_checkpoint_of_another_setting_is_not_read_as_a_renamed_state(sa
     assert named and all(torch.equal(metric.metric_state[key], fresh[key]) for key in named)
 
 
+def test_checkpoint_without_the_metrics_states_checks_nothing():
+    """States are not persistent by default (TorchMetrics): such a checkpoint loads nothing and is not refused."""
+    trained = tmx.AUC(num_tasks=3)
+    trained.update(**_pointwise_batch(3))
+    state = trained.state_dict()  # metadata only: num_tasks=3
+    assert not list(state)
+    metric = tmx.AUC(num_tasks=2)
+    metric.load_state_dict(state)
+    batch = _pointwise_batch(2, seed=4)
+    metric.update(**batch)
+    expected = [skm.roc_auc_score(batch["target"][t].numpy(), batch["preds"][t].numpy()) for t in range(2)]
+    np.testing.assert_allclose(metric.compute().numpy(), expected, rtol=1e-12)
+
+
 def test_checkpoint_of_the_same_settings_loads_and_matches_sklearn(tmp_path):
     """The checks pass what they should: a 3-task exact AUC resumed from disk equals sklearn on all its data."""
     first, second = _pointwise_batch(3, seed=1), _pointwise_batch(3, seed=2)

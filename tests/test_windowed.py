@@ -800,19 +800,19 @@ WINDOW_MISMATCHES = [
         lambda: Windowed(tmx.CTR(), 30),
         1,
         lambda: Windowed(tmx.CTR(), 10),
-        r"setting mismatch for window_size: the checkpoint was saved with window_size=30, this Windowed has window_size=10",
+        r"setting mismatch for window_size: the checkpoint was saved with window_size=30, this Windowed\(CTR\) has window_size=10",
     ),
     (
         lambda: Windowed(tmx.NormalizedEntropy(num_tasks=3), 30),
         3,
         lambda: Windowed(tmx.NormalizedEntropy(), 30),
-        r"setting mismatch for lifetime.num_tasks: the checkpoint was saved with num_tasks=3",
+        r"setting mismatch for num_tasks: the checkpoint was saved with num_tasks=3, this Windowed\(NormalizedEntropy\)",
     ),
     (
         lambda: Windowed(tmx.AUC(num_tasks=3), 30),
         3,
         lambda: Windowed(tmx.AUC(), 30),
-        r"setting mismatch for window.num_tasks",
+        r"setting mismatch for num_tasks: .*this Windowed\(AUC\) has num_tasks=1",
     ),
     (
         lambda: Windowed(tmx.AUC(num_bins=16), 30),

@@ -124,7 +124,10 @@ class GuardedMetric(Metric):
       this metric's. Like ``nn.Module``'s size mismatch, this is an error with ``strict=True``
       and ``strict=False`` alike, naming the state, the checkpoint's value and the expected one;
       the metric's own states are then left as they were (other modules of the same
-      ``load_state_dict`` may have loaded: start again from a fresh or ``reset`` metric).
+      ``load_state_dict`` may have loaded: start again from a fresh or ``reset`` metric). A
+      checkpoint that holds none of the metric's states (TorchMetrics' default: states are not
+      persistent) loads nothing into it and is not checked. A checkpoint without metadata (a
+      plain dict, or one written before) is checked by its state shapes only.
 
     :class:`TaskMetric` builds on it; so does :class:`~torchmetrics_ext.Throughput`, which has no
     task dimension.
@@ -213,9 +216,11 @@ class GuardedMetric(Metric):
             for old, new in self._renamed_states.items():
                 if prefix + old in state_dict and prefix + new not in state_dict and old not in self._defaults:
                     state_dict[prefix + new] = state_dict.pop(prefix + old)
-        # other recorded settings explain any other shape: the states are checked when the settings agree
-        problems = settings_problems(local_metadata, self._checkpoint_settings(), prefix, type(self).__name__)
-        problems = problems or self._state_problems(state_dict, prefix)
+        problems: list[str] = []
+        if any(prefix + name in state_dict for name in self._defaults):  # else nothing of it loads (not persistent)
+            # other recorded settings explain any other shape: the states are checked when the settings agree
+            problems = settings_problems(local_metadata, self._checkpoint_settings(), prefix, type(self).__name__)
+            problems = problems or self._state_problems(state_dict, prefix)
         if problems:
             error_msgs.extend(problems)
             for name in self._defaults:

@@ -598,15 +598,14 @@ class Windowed(WrapperMetric):
 
         A problem goes to ``error_msgs`` (``load_state_dict`` raises, ``strict`` or not) and
         nothing of the wrapper loads: neither the ring nor the lifetime and window states (taken
-        out of the state_dict before nn.Module hands them on); the lifetime and window metrics
-        still report their own recorded settings.
+        out of the state_dict before nn.Module hands them on to the children).
         """
-        problems = settings_problems(local_metadata, {"window_size": self.window_size}, prefix, "Windowed")
-        # the wrapped metric's settings (num_tasks) are reported by the lifetime and window metrics
-        # themselves; here they only keep a ring of another layout from loading
-        refused = bool(problems) or bool(settings_problems(local_metadata, self._checkpoint_settings(), prefix, ""))
+        if not any(k.startswith(prefix) for k in state_dict):  # nothing of the wrapper to load
+            return
+        owner = f"Windowed({type(self._child('lifetime')).__name__})"
+        problems = settings_problems(local_metadata, self._checkpoint_settings(), prefix, owner)
         key = prefix + "_extra_state"
-        if not refused and key in state_dict:
+        if not problems and key in state_dict:
             ring = state_dict[key]
             if local_metadata.get("version", 1) < _CHECKPOINT_VERSION:
                 # a ring saved before a setting was part of a state's name holds that state under its former name
@@ -614,7 +613,7 @@ class Windowed(WrapperMetric):
                 state_dict[key] = ring
             store = self._hist if self._hist is not None else self._ring
             problems = [f"{key}: {problem}" for problem in store.problems(ring)]
-        if problems or refused:
+        if problems:
             error_msgs.extend(problems)
             for name in [k for k in state_dict if k.startswith(prefix)]:
                 del state_dict[name]  # nothing loads: not the ring, nor the lifetime and window states

@@ -773,6 +773,24 @@ def test_current_checkpoint_of_another_setting_is_not_read_as_a_renamed_state(sa
     assert named and all(torch.equal(metric.metric_state[key], fresh[key]) for key in named)
 
 
+def test_merge_state_drops_the_cached_value_and_refuses_other_settings():
+    """TorchMetrics kept a compute value cached across merge_state and broadcast (1,) with (3,) states."""
+    a, b = tmx.CTR(), tmx.CTR()
+    a.update(torch.tensor([0.5, 0.5]), torch.tensor([1, 1]))
+    b.update(torch.tensor([0.5, 0.5, 0.5]), torch.tensor([0, 0, 1]))
+    assert a.compute().item() == 1.0
+    a.merge_state(b)
+    assert a.compute().item() == 3 / 5  # the mean label of all five rows
+    three = tmx.CTR(num_tasks=3)
+    three.update(torch.full((3, 2), 0.5), torch.ones(3, 2))
+    before = {k: v.clone() for k, v in a.metric_state.items()}
+    with pytest.raises(ValueError, match=r"settings \{'num_tasks': 3\} into one with \{'num_tasks': 1\}"):
+        a.merge_state(three)
+    with pytest.raises(ValueError, match=r"size mismatch for weighted_label_sum: .*\(3,\).*expects \(1,\)"):
+        a.merge_state(three.metric_state)
+    assert all(torch.equal(v, before[k]) for k, v in a.metric_state.items())
+
+
 def test_checkpoint_without_the_metrics_states_checks_nothing():
     """States are not persistent by default (TorchMetrics): such a checkpoint loads nothing and is not refused."""
     trained = tmx.AUC(num_tasks=3)

@@ -116,6 +116,8 @@ class GuardedMetric(Metric):
     * **States named after their settings** (:meth:`_setting_state_name`), so that
       :class:`~torchmetrics.MetricCollection` never merges two settings into one compute group,
       with checkpoints saved before a rename still loading.
+    * **Checked merges.** ``merge_state`` refuses states of other settings or shapes and drops a
+      ``compute`` value cached before the merge.
     * **Checked checkpoints.** ``load_state_dict`` refuses a checkpoint of other settings instead
       of loading states that mean something else: a tensor state of another shape (another
       ``num_tasks``, ``num_bins``, ``num_segments``...), a list state that is not a list of
@@ -188,6 +190,29 @@ class GuardedMetric(Metric):
 
     def _before_update(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Checks of the arguments before TorchMetrics counts the call (none here)."""
+
+    def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
+        """TorchMetrics' ``merge_state``, refusing states of other settings and dropping a cached value.
+
+        TorchMetrics adds tensor states with broadcasting (a 3-task state merged into a 1-task
+        metric gave a ``(3,)`` value) and keeps a ``compute`` value cached before the merge (the
+        next ``compute`` returned it, without the merged states).
+
+        Raises:
+            ValueError: a metric of other recorded settings (``num_tasks``) or states of another
+                shape or kind (see ``load_state_dict``); nothing changes.
+        """
+        if isinstance(incoming_state, GuardedMetric) and type(incoming_state) is type(self):
+            theirs, ours = incoming_state._checkpoint_settings(), self._checkpoint_settings()
+            if theirs != ours:
+                raise ValueError(f"Cannot merge a {type(self).__name__} with settings {theirs} into one with {ours}.")
+        states = incoming_state.metric_state if isinstance(incoming_state, Metric) else incoming_state
+        if isinstance(states, dict):
+            problems = self._state_problems(states, "")
+            if problems:
+                raise ValueError(f"Cannot merge into {type(self).__name__}: " + " ".join(problems))
+        super().merge_state(incoming_state)
+        self._computed = None
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -587,6 +587,42 @@ def test_state_dict_holds_every_state():
     assert "ranking.ndcg@3.1.indexes" in keys and "_extra_state" in keys
 
 
+def _same_value(a, b) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    return torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+
+
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize("window_size", [None, 40])
+def test_checkpoint_of_another_module_layout_is_refused(strict, window_size, tmp_path):
+    """Another number of tasks or window size is an error naming the state (strict or not), not made-up values."""
+    data = make_data(13, n=120)
+    saved = build(window_size=window_size)
+    saved.update(data)
+    torch.save(saved.state_dict(), tmp_path / "module.pt")
+    state = torch.load(tmp_path / "module.pt", weights_only=True)
+    one_task = tmx.RecMetricModule(TASKS[:1], metric_specs(), throughput=False, window_size=window_size)
+    fresh_ne = copy.deepcopy(one_task.state_dict(prefix="x."))
+    match = r"setting mismatch for metrics\.ne\.num_tasks: the checkpoint was saved with num_tasks=2, this Norm"
+    if window_size is not None:
+        match = r"setting mismatch for metrics\.ne\.num_tasks: the checkpoint was saved with num_tasks=2, this Windowed"
+    with pytest.raises(RuntimeError, match=match):
+        one_task.load_state_dict(state, strict=strict)
+    now = one_task.state_dict(prefix="x.")
+    for key in (k for k in fresh_ne if k.startswith(("x.metrics.ne.", "x.metrics.auc."))):
+        assert _same_value(now[key], fresh_ne[key]), key  # the refused metrics are left as they were
+    if window_size is None:  # a state_dict without its metadata: the shapes still tell
+        with pytest.raises(RuntimeError, match=r"size mismatch for metrics\.ne\.cross_entropy_sum: .*\(2,\)"):
+            one_task.load_state_dict(dict(state), strict=strict)
+    else:
+        shorter = build(window_size=20)
+        with pytest.raises(RuntimeError, match=r"setting mismatch for metrics\.ne\.window_size: .*window_size=40"):
+            shorter.load_state_dict(state, strict=strict)
+
+
 def test_reset_starts_over_and_local_compute_equals_compute_in_one_process():
     data = make_data(11)
     module = build()

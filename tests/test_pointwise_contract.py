@@ -663,6 +663,165 @@ def test_windowed_checkpoint_from_before_from_logits_named_the_states_loads():
         assert torch.equal(got[key], expected[key]), key
 
 
+def _pointwise_batch(num_tasks, n=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shape = (n,) if num_tasks == 1 else (num_tasks, n)
+    preds = torch.rand(shape, generator=g)
+    target = (torch.rand(shape, generator=g) < preds).long()
+    target[..., :2] = torch.tensor([0, 1])  # both classes in every task
+    return {"preds": preds, "target": target}
+
+
+def _batch_for(metric, num_tasks):
+    batch = _pointwise_batch(num_tasks)
+    if isinstance(metric, tmx.GroupedAUC):
+        batch["groups"] = torch.arange(12) % 3
+    if isinstance(metric, tmx.Segmented):
+        batch["segments"] = torch.arange(12) % 3
+    if isinstance(metric, tmx.MultiLabelPrecision):  # integer-encoded label sets of 3 labels
+        batch = {"preds": torch.arange(12) % 8, "target": torch.arange(12).flip(0) % 8}
+    return batch
+
+
+# (saved metric, its number of tasks, the metric loading it, the message)
+MISMATCHED_CHECKPOINTS = [
+    (
+        lambda: tmx.AUC(num_tasks=1),
+        1,
+        lambda: tmx.AUC(num_tasks=2),
+        r"setting mismatch for num_tasks: the checkpoint was saved with num_tasks=1, this AUC has num_tasks=2",
+    ),
+    (lambda: tmx.AUC(num_tasks=3), 3, lambda: tmx.AUC(), r"num_tasks=3, this AUC has num_tasks=1"),
+    (lambda: tmx.GroupedAUC(num_tasks=3), 3, lambda: tmx.GroupedAUC(), r"num_tasks=3, this GroupedAUC has num_tasks=1"),
+    (lambda: tmx.XAUC(num_tasks=3), 3, lambda: tmx.XAUC(), r"num_tasks=3, this XAUC has num_tasks=1"),
+    (
+        lambda: tmx.NormalizedEntropy(num_tasks=3),
+        3,
+        lambda: tmx.NormalizedEntropy(),
+        r"num_tasks=3, this NormalizedEntropy has num_tasks=1",
+    ),
+    (
+        lambda: tmx.AUC(num_bins=16),
+        1,
+        lambda: tmx.AUC(num_bins=32),
+        r"size mismatch for hist: the checkpoint's state has shape \(2, 1, 16\), this AUC \(num_tasks=1\) expects \(2, 1, 32\)",
+    ),
+    (
+        lambda: tmx.Reliability(num_bins=4),
+        1,
+        lambda: tmx.Reliability(num_bins=5),
+        r"size mismatch for bin_weight: .*\(1, 4\).*expects \(1, 5\)",
+    ),
+    (
+        lambda: tmx.MultiLabelPrecision(num_labels=3),
+        1,
+        lambda: tmx.MultiLabelPrecision(num_labels=4),
+        r"size mismatch for true_positives: .*\(1, 3\).*expects \(1, 4\)",
+    ),
+    (
+        lambda: tmx.Segmented(tmx.CTR(), 3),
+        1,
+        lambda: tmx.Segmented(tmx.CTR(), 4),
+        r"size mismatch for weighted_pred_sum: .*\(1, 3\).*expects \(1, 4\)",
+    ),
+]
+
+
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize(("saved", "num_tasks", "loading", "match"), MISMATCHED_CHECKPOINTS)
+def test_checkpoint_of_other_settings_is_refused(saved, num_tasks, loading, match, strict, tmp_path):
+    """Like nn.Module's size mismatch: an error with strict and non-strict loading, naming state and shapes; nothing loads."""
+    trained = saved()
+    trained.persistent(True)
+    trained.update(**_batch_for(trained, num_tasks))
+    path = tmp_path / "metric.pt"
+    torch.save(trained.state_dict(), path)
+    state = torch.load(path, weights_only=True)  # the settings travel in the state_dict's metadata
+    metric = loading()
+    metric.persistent(True)
+    fresh = {k: v.clone() if isinstance(v, torch.Tensor) else list(v) for k, v in metric.metric_state.items()}
+    with pytest.raises(RuntimeError, match=match):
+        metric.load_state_dict(state, strict=strict)
+    for key, value in metric.metric_state.items():  # the metric's own states are left as they were
+        assert type(value) is type(fresh[key]) and (
+            torch.equal(value, fresh[key]) if isinstance(value, torch.Tensor) else value == fresh[key]
+        ), key
+
+
+@pytest.mark.parametrize(
+    ("saved", "loading"),
+    [
+        (lambda: tmx.AUC(num_bins=16), lambda: tmx.AUC(num_bins=16, from_logits=True)),
+        (lambda: tmx.NormalizedEntropy(), lambda: tmx.NormalizedEntropy(eta=1e-3)),
+        (lambda: tmx.Reliability(num_bins=2), lambda: tmx.Reliability(edges=[0.0, 0.3, 1.0])),
+    ],
+)
+def test_current_checkpoint_of_another_setting_is_not_read_as_a_renamed_state(saved, loading):
+    """The former-name mapping is for checkpoints written before the names carried settings (version 1) only."""
+    batch = _pointwise_batch(1)
+    trained = saved()
+    trained.persistent(True)
+    trained.update(**batch)
+    state = trained.state_dict()
+    metric = loading()
+    metric.persistent(True)
+    with pytest.raises(RuntimeError, match=r"Unexpected key\(s\)"):
+        metric.load_state_dict(state)
+    metric.load_state_dict(state, strict=False)  # nn.Module's non-strict: unexpected keys are skipped
+    fresh = loading().metric_state
+    named = [key for key in metric.metric_state if key not in state]  # the states named after the setting
+    assert named and all(torch.equal(metric.metric_state[key], fresh[key]) for key in named)
+
+
+def test_merge_state_drops_the_cached_value_and_refuses_other_settings():
+    """TorchMetrics kept a compute value cached across merge_state and broadcast (1,) with (3,) states."""
+    a, b = tmx.CTR(), tmx.CTR()
+    a.update(torch.tensor([0.5, 0.5]), torch.tensor([1, 1]))
+    b.update(torch.tensor([0.5, 0.5, 0.5]), torch.tensor([0, 0, 1]))
+    assert a.compute().item() == 1.0
+    a.merge_state(b)
+    assert a.compute().item() == 3 / 5  # the mean label of all five rows
+    three = tmx.CTR(num_tasks=3)
+    three.update(torch.full((3, 2), 0.5), torch.ones(3, 2))
+    before = {k: v.clone() for k, v in a.metric_state.items()}
+    with pytest.raises(ValueError, match=r"settings \{'num_tasks': 3\} into one with \{'num_tasks': 1\}"):
+        a.merge_state(three)
+    with pytest.raises(ValueError, match=r"size mismatch for weighted_label_sum: .*\(3,\).*expects \(1,\)"):
+        a.merge_state(three.metric_state)
+    assert all(torch.equal(v, before[k]) for k, v in a.metric_state.items())
+
+
+def test_checkpoint_without_the_metrics_states_checks_nothing():
+    """States are not persistent by default (TorchMetrics): such a checkpoint loads nothing and is not refused."""
+    trained = tmx.AUC(num_tasks=3)
+    trained.update(**_pointwise_batch(3))
+    state = trained.state_dict()  # metadata only: num_tasks=3
+    assert not list(state)
+    metric = tmx.AUC(num_tasks=2)
+    metric.load_state_dict(state)
+    batch = _pointwise_batch(2, seed=4)
+    metric.update(**batch)
+    expected = [skm.roc_auc_score(batch["target"][t].numpy(), batch["preds"][t].numpy()) for t in range(2)]
+    np.testing.assert_allclose(metric.compute().numpy(), expected, rtol=1e-12)
+
+
+def test_checkpoint_of_the_same_settings_loads_and_matches_sklearn(tmp_path):
+    """The checks pass what they should: a 3-task exact AUC resumed from disk equals sklearn on all its data."""
+    first, second = _pointwise_batch(3, seed=1), _pointwise_batch(3, seed=2)
+    trained = tmx.AUC(num_tasks=3)
+    trained.persistent(True)
+    trained.update(**first)
+    torch.save(trained.state_dict(), tmp_path / "auc.pt")
+    resumed = tmx.AUC(num_tasks=3)
+    resumed.persistent(True)
+    resumed.load_state_dict(torch.load(tmp_path / "auc.pt", weights_only=True))
+    resumed.update(**second)
+    preds = torch.cat([first["preds"], second["preds"]], dim=1).numpy()
+    target = torch.cat([first["target"], second["target"]], dim=1).numpy()
+    expected = [skm.roc_auc_score(target[t], preds[t]) for t in range(3)]
+    np.testing.assert_allclose(resumed.compute().numpy(), expected, rtol=1e-12)
+
+
 def test_eta_zero_takes_zero_log_zero_as_zero():
     """eta=0: a prediction of exactly 0 or 1 on its own label costs 0 (xlogy), a sure wrong one +inf."""
     from scipy.special import xlogy

@@ -351,6 +351,8 @@ def test_every_sum_metric_with_two_tasks_equals_the_metric_on_each_segment(facto
         p, y, w = batch(np.nonzero(segments[t] == s)[0])
         alone.update(*((p, y, w) if has_target else (p, w)))
         torch.testing.assert_close(got[t, s], alone.compute()[t], rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device")
 def test_segment_ids_on_another_device():  # pragma: no cover - exercised where a GPU exists
     with pytest.raises(ValueError, match="`segments` on the same device"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -53,17 +54,14 @@ def expected_rates(start, times, counts, warmup, window_seconds):
 
 
 def _rates(metric):
-    with pytest.warns(UndefinedMetricWarning) if metric.elapsed.item() == 0 else _nothing():
+    """``(lifetime, window, total)``; ``compute`` warns exactly when the rates are undefined (nan)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         value = metric.compute()
-    return value["lifetime_throughput"].item(), value["window_throughput"].item(), value["total_examples"].item()
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+    lifetime, window = value["lifetime_throughput"].item(), value["window_throughput"].item()
+    undefined = [w for w in caught if issubclass(w.category, UndefinedMetricWarning)]
+    assert bool(undefined) == math.isnan(lifetime) == math.isnan(window)
+    return lifetime, window, value["total_examples"].item()
 
 
 @pytest.mark.parametrize(
@@ -122,7 +120,8 @@ def test_forward_reset_state_dict_pickle():
     assert metric(torch.zeros(30))["lifetime_throughput"].item() == 30.0  # 30 over 1 s
     metric.update(40)  # 2 s; the 2 s window now holds this update alone
     state = copy.deepcopy(metric.state_dict())
-    assert {"total_examples", "examples", "elapsed", "window_examples", "window_elapsed"} <= set(state)
+    names = {"examples_warmup1", "elapsed_warmup1", "window_examples_warmup1_window2", "window_elapsed_warmup1_window2"}
+    assert {"total_examples"} | names <= set(state)  # non-default settings name the states they change
     clone = pickle.loads(pickle.dumps(metric))
 
     resumed = tmx.Throughput(warmup_steps=1, window_seconds=2.0, clock=Ticks([100.0, 101.0]))
@@ -155,12 +154,24 @@ def test_forward_reset_state_dict_pickle():
 def test_bad_batch_changes_nothing(batch, exc, match):
     metric = tmx.Throughput(warmup_steps=0, clock=Ticks([0.0, 1.0, 2.0]))
     metric.update(10)
-    before = (copy.deepcopy(metric.metric_state), metric._steps, metric.get_extra_state())
+    before = (copy.deepcopy(metric.metric_state), metric._steps, metric.get_extra_state(), metric._update_count)
     for call in (metric.update, metric.forward):
         with pytest.raises(exc, match=match):
             call(batch)
-    after = (metric.metric_state, metric._steps, metric.get_extra_state())
+    after = (metric.metric_state, metric._steps, metric.get_extra_state(), metric._update_count)
     assert all(torch.equal(before[0][k], after[0][k]) for k in before[0]) and before[1:] == after[1:]
+
+
+@pytest.mark.parametrize("batch", [-1, "x", torch.tensor(5)])
+def test_a_rejected_first_update_is_not_counted(batch):
+    """TorchMetrics counts a call before ``update`` runs; a rejected one is taken back (update_called stays False)."""
+    metric = tmx.Throughput(warmup_steps=1, clock=Ticks([1.0, 3.0]))  # a rejected batch reads no clock
+    with pytest.raises((ValueError, TypeError)):
+        metric.update(batch)
+    assert metric._update_count == 0 and not metric.update_called
+    metric.update(4)
+    metric.update(6)  # 6 examples over 2 s after the warm-up step
+    assert metric._update_count == 2 and _rates(metric) == (3.0, 3.0, 10.0)
 
 
 @pytest.mark.parametrize(
@@ -179,6 +190,90 @@ def test_bad_batch_changes_nothing(batch, exc, match):
 def test_bad_arguments(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         tmx.Throughput(**kwargs)
+
+
+def _run(update, now, counts):
+    """Feed ``counts`` one per update; update ``i`` ends ``1 + i`` seconds after the previous one."""
+    now[0] = 0.0
+    for i, n in enumerate(counts):
+        now[0] += 1.0 + i
+        update(torch.zeros(n))
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ({"warmup_steps": 1}, {"warmup_steps": 3}),
+        ({"warmup_steps": 1, "window_seconds": 100.0}, {"warmup_steps": 1, "window_seconds": 3.0}),
+        ({"warmup_steps": 0}, {"warmup_steps": 2, "window_seconds": 5.0}),
+    ],
+)
+def test_settings_never_share_a_compute_group(a, b):
+    """Warm-up and window change the states, which the first update leaves equal: never one group."""
+    now = [0.0]
+    counts = [5, 50, 7, 90, 3, 40]
+    times = np.cumsum([1.0 + i for i in range(len(counts))]).tolist()
+    collection = MetricCollection(
+        {"a": tmx.Throughput(clock=lambda: now[0], **a), "b": tmx.Throughput(clock=lambda: now[0], **b)},
+        compute_groups=True,
+    )
+    _run(collection.update, now, counts)
+    collection.compute()
+    assert len(collection.compute_groups) == 2
+    for name, settings in (("a", a), ("b", b)):
+        warmup = settings.get("warmup_steps", 100)
+        expected = expected_rates(0.0, times, counts, warmup, settings.get("window_seconds", 100.0))
+        lifetime, window, total = _rates(collection[name])
+        assert total == sum(counts)
+        np.testing.assert_allclose([lifetime, window], expected, rtol=1e-12, err_msg=name)
+
+
+def test_checkpoint_saved_before_the_settings_named_the_states_loads():
+    """A checkpoint of version 1 holds the plain state names; a current one of other settings does not load."""
+    metric = tmx.Throughput(warmup_steps=1, window_seconds=2.0, clock=Ticks([0.0, 1.0, 3.0]))
+    for n in (10, 30, 40):
+        metric.update(n)
+    saved = metric.state_dict()
+    old = type(saved)((key.split("_warmup")[0], value) for key, value in saved.items())
+    old._metadata = copy.deepcopy(saved._metadata)
+    old._metadata[""]["version"] = 1  # as written before the names carried the settings
+    assert set(old) == {"total_examples", "examples", "elapsed", "window_examples", "window_elapsed", "_extra_state"}
+    resumed = tmx.Throughput(warmup_steps=1, window_seconds=2.0, clock=Ticks([10.0, 11.0]))
+    resumed.load_state_dict(old)  # strict: every key matched
+    resumed.update(7)  # the clock restarts
+    resumed.update(50)  # 1 s
+    assert _rates(resumed) == ((30 + 40 + 50) / (1.0 + 2.0 + 1.0), 50 / 1.0, 10 + 30 + 40 + 7 + 50)
+    other = tmx.Throughput(warmup_steps=2, window_seconds=2.0)
+    with pytest.raises(RuntimeError, match=r"Unexpected key\(s\).*examples_warmup1"):
+        other.load_state_dict(saved)
+
+
+@pytest.mark.parametrize("values", ["one", "list", "none"])
+def test_plot_draws_the_rates(values):
+    """The plot shows lifetime and window rates (one point each, or one line each over steps), not the count."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = tmx.Throughput(warmup_steps=0, window_seconds=1.5, clock=Ticks([0.0, 2.0, 3.0, 4.0]))
+    steps = [metric(n) for n in (10, 40, 20)]  # 5/s; 50 over 3 s and 40/s; 70 over 4 s and 20/s
+    val = {"one": steps[-1], "list": steps, "none": None}[values]
+    fig, ax = metric.plot(val)
+    try:
+        lines = {line.get_label(): line.get_ydata() for line in ax.get_lines() if not line.get_label().startswith("_")}
+        assert set(lines) == {"lifetime_throughput", "window_throughput"}
+        if values == "list":
+            np.testing.assert_allclose(lines["lifetime_throughput"], [5.0, 50 / 3, 70 / 4])
+            np.testing.assert_allclose(lines["window_throughput"], [5.0, 40.0, 20.0])
+        else:
+            np.testing.assert_allclose(lines["lifetime_throughput"], [70 / 4])
+            np.testing.assert_allclose(lines["window_throughput"], [20.0])
+    finally:
+        plt.close(fig)
+    with pytest.raises(TypeError, match=r"`val` to be a dict returned by Throughput"):
+        metric.plot(torch.tensor(1.0))
 
 
 def test_in_a_metric_collection():

@@ -730,3 +730,184 @@ def test_set_dtype_casts_the_window_and_its_ring():
     binned.set_dtype(torch.float32)  # the histogram in float32: unit weights follow its dtype
     binned.update(torch.tensor([0.1, 0.9, 0.2, 0.8]), torch.tensor([0, 1, 0, 1]))
     assert binned.compute()["window"].item() == 1.0
+
+
+# ----------------------------------------------------------------------------- collections, merging, checkpoints
+
+
+def _binary(rng, n, values=None):
+    preds = rng.uniform(size=n) if values is None else rng.choice(values, size=n)
+    target = (rng.uniform(size=n) < preds).astype(np.int64)
+    target[:2] = (0, 1)  # both classes in every batch
+    return torch.tensor(preds), torch.tensor(target)
+
+
+def _group_mean_auc(preds, target, groups):
+    """Mean of sklearn's per-group AUC over the groups holding both classes."""
+    values = [
+        skm.roc_auc_score(target[groups == g], preds[groups == g])
+        for g in np.unique(groups)
+        if len(np.unique(target[groups == g])) == 2
+    ]
+    return float(np.mean(values))
+
+
+def test_in_a_metric_collection_with_members_that_take_other_keywords():
+    """A MetricCollection passes every keyword to every member; Windowed takes only its metric's (as ClasswiseWrapper)."""
+    rng = np.random.default_rng(5)
+    batches = [(*_binary(rng, 20), torch.tensor(rng.integers(0, 4, 20))) for _ in range(3)]
+    collection = MetricCollection(
+        {"auc": Windowed(tmx.AUC(), 30), "gauc": tmx.GroupedAUC(), "ctr": Windowed(tmx.CTR(), 30)}
+    )
+    for i, (p, y, g) in enumerate(batches):
+        if i == 1:
+            collection(p, y, groups=g)  # forward filters the same way
+        else:
+            collection.update(p, y, groups=g)
+    values = collection.compute()
+    p, y, g = (torch.cat(parts).numpy() for parts in zip(*batches))
+    last_p, last_y = batches[-1][0].numpy(), batches[-1][1].numpy()  # 20 + 20 > 30: the window is the last batch
+    np.testing.assert_allclose(values["auc_lifetime"].item(), skm.roc_auc_score(y, p), rtol=1e-12)
+    np.testing.assert_allclose(values["auc_window"].item(), skm.roc_auc_score(last_y, last_p), rtol=1e-12)
+    np.testing.assert_allclose(values["gauc"].item(), _group_mean_auc(p, y, g), rtol=1e-12)
+    np.testing.assert_allclose(values["ctr_window"].item(), last_y.mean(), rtol=1e-12)
+
+
+def _auc_ref(p, y):
+    return skm.roc_auc_score(y, p)
+
+
+def _ctr_ref(p, y):
+    return y.mean()
+
+
+MERGE_CASES = {
+    "sums": (lambda: tmx.CTR(), _ctr_ref, None),
+    "exact": (lambda: tmx.AUC(), _auc_ref, None),
+    # five scores in five different bins: the binned AUC is the exact one of these tied scores
+    "binned": (lambda: tmx.AUC(num_bins=64), _auc_ref, [0.1, 0.3, 0.5, 0.7, 0.9]),
+}
+
+
+@pytest.mark.parametrize("given", ["metric", "dict"])
+@pytest.mark.parametrize("case", list(MERGE_CASES))
+def test_merge_state_merges_the_lifetime_and_keeps_this_window(case, given):
+    """The lifetime equals one metric over both streams; the window stays this metric's (two streams have no order)."""
+    factory, reference, values = MERGE_CASES[case]
+    rng = np.random.default_rng(7)
+    ours = [_binary(rng, n, values) for n in (5, 4)]
+    theirs = [_binary(rng, n, values) for n in (6, 3)]
+    later = _binary(rng, 3, values)
+    a, b = Windowed(factory(), 8), Windowed(factory(), 8)
+    for batch in ours:
+        a.update(*batch)
+    for batch in theirs:
+        b.update(*batch)
+    a.merge_state(b if given == "metric" else b.lifetime.metric_state)
+
+    def ref(batches):
+        return reference(*(torch.cat(parts).numpy() for parts in zip(*batches)))
+
+    values_now = a.compute()
+    np.testing.assert_allclose(values_now["lifetime"].item(), ref(ours + theirs), rtol=1e-12)
+    np.testing.assert_allclose(values_now["window"].item(), ref(ours[-1:]), rtol=1e-12)  # 5 + 4 > 8
+    a.update(*later)  # the window goes on from its own updates: 4 + 3 <= 8
+    values_next = a.compute()
+    np.testing.assert_allclose(values_next["lifetime"].item(), ref([*ours, *theirs, later]), rtol=1e-12)
+    np.testing.assert_allclose(values_next["window"].item(), ref([ours[-1], later]), rtol=1e-12)
+    again = Windowed(factory(), 8)  # and it checkpoints like any window
+    again.load_state_dict(a.state_dict())
+    assert all(torch.equal(again.compute()[k], values_next[k]) for k in values_next)
+
+
+@pytest.mark.parametrize(
+    ("incoming", "exc", "match"),
+    [
+        (lambda: Windowed(tmx.NormalizedEntropy(), 8), TypeError, r"Windowed over CTR to merge, got one over Normali"),
+        (lambda: Windowed(tmx.CTR(num_tasks=2), 8), ValueError, r"settings \{'num_tasks': 2\}"),
+        (
+            lambda: {"weighted_pred_sum": torch.zeros(1)},
+            ValueError,
+            r"missing states \['weighted_label_sum', 'weighted_num_samples'\]",
+        ),
+        (
+            lambda: {
+                name: torch.zeros(2) for name in ("weighted_pred_sum", "weighted_label_sum", "weighted_num_samples")
+            },
+            ValueError,
+            r"size mismatch for weighted_pred_sum",
+        ),
+        (lambda: 3, TypeError, r"a Windowed or a dict of the wrapped metric's states, got int"),
+    ],
+)
+def test_merge_state_of_something_else_is_refused(incoming, exc, match):
+    metric = Windowed(tmx.CTR(), 8)
+    metric.update(torch.tensor([0.5, 0.5]), torch.tensor([1, 0]))
+    before = _snapshot(metric)
+    with pytest.raises(exc, match=match):
+        metric.merge_state(incoming())
+    assert _same(before, _snapshot(metric))
+
+
+def _two_tasks_batch(rng, num_tasks, n):
+    p = torch.tensor(rng.uniform(size=(num_tasks, n)))
+    y = (torch.tensor(rng.uniform(size=(num_tasks, n))) < p).long()
+    y[:, :2] = torch.tensor([0, 1])
+    return (p.squeeze(0), y.squeeze(0))
+
+
+# (saved, its number of tasks, loading, the message)
+WINDOW_MISMATCHES = [
+    (
+        lambda: Windowed(tmx.CTR(), 30),
+        1,
+        lambda: Windowed(tmx.CTR(), 10),
+        r"setting mismatch for window_size: the checkpoint was saved with window_size=30, this Windowed\(CTR\) has window_size=10",
+    ),
+    (
+        lambda: Windowed(tmx.NormalizedEntropy(num_tasks=3), 30),
+        3,
+        lambda: Windowed(tmx.NormalizedEntropy(), 30),
+        r"setting mismatch for num_tasks: the checkpoint was saved with num_tasks=3, this Windowed\(NormalizedEntropy\)",
+    ),
+    (
+        lambda: Windowed(tmx.AUC(num_tasks=3), 30),
+        3,
+        lambda: Windowed(tmx.AUC(), 30),
+        r"setting mismatch for num_tasks: .*this Windowed\(AUC\) has num_tasks=1",
+    ),
+    (
+        lambda: Windowed(tmx.AUC(num_bins=16), 30),
+        1,
+        lambda: Windowed(tmx.AUC(num_bins=32), 30),
+        r"_extra_state: size mismatch for the window's histogram: the checkpoint's has shape \(2, 1, 16\), this metric's \(2, 1, 32\)",
+    ),
+]
+
+
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize(("saved", "num_tasks", "loading", "match"), WINDOW_MISMATCHES)
+def test_checkpoint_of_another_window_or_wrapped_setting_is_refused(saved, num_tasks, loading, match, strict, tmp_path):
+    rng = np.random.default_rng(9)
+    trained = saved()
+    for n in (12, 9):
+        trained.update(*_two_tasks_batch(rng, num_tasks, n))
+    torch.save(trained.state_dict(), tmp_path / "window.pt")
+    state = torch.load(tmp_path / "window.pt", weights_only=True)
+    metric = loading()
+    before = _snapshot(metric)
+    with pytest.raises(RuntimeError, match=match):
+        metric.load_state_dict(state, strict=strict)
+    assert _same(before, _snapshot(metric))  # neither the ring nor the lifetime and window states loaded
+
+
+def test_ring_of_another_shape_is_refused_without_metadata():
+    """A checkpoint stripped of its metadata (a plain dict) still cannot load a ring of another task count."""
+    rng = np.random.default_rng(10)
+    trained = Windowed(tmx.NormalizedEntropy(num_tasks=3), 30)
+    trained.update(*_two_tasks_batch(rng, 3, 12))
+    metric = Windowed(tmx.NormalizedEntropy(), 30)
+    before = _snapshot(metric)
+    with pytest.raises(RuntimeError, match=r"_extra_state: size mismatch for the window's `cross_entropy_sum`"):
+        metric.load_state_dict(dict(trained.state_dict()))
+    assert metric._ring.count == 0 and _same(before, _snapshot(metric))

@@ -74,6 +74,7 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
     higher_is_better = None
     full_state_update: bool = False
     plot_lower_bound = 0.0
+    _data_sized_states = frozenset({"counts"})  # one count per category seen
     counts: Tensor
     category_keys: list[Tensor]
 

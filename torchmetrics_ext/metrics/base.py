@@ -17,7 +17,7 @@ from torchmetrics.utilities.distributed import gather_all_tensors
 
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain
 
-__all__ = ["InputDomains", "TaskMetric", "cat_chunks"]
+__all__ = ["GuardedMetric", "InputDomains", "TaskMetric", "cat_chunks"]
 
 _TARGET_ORDER = ("binary", "unit", "nonnegative", "real")  # strictest first
 # what TorchMetrics' ``forward`` sets for the batch and restores afterwards (not when it raises)
@@ -38,7 +38,7 @@ _DTYPE_FUNCTIONS = ("Module.type", "Module.half", "Module.float", "Module.double
 
 
 @functools.cache
-def _required_parameters(cls: type) -> tuple[tuple[int, str], ...]:
+def _required_parameters(cls: type[Metric]) -> tuple[tuple[int, str], ...]:
     """``(position, name)`` of the parameters of ``cls.update`` that have no default (``self`` not counted)."""
     parameters = list(inspect.signature(cls.update).parameters.values())[1:]
     return tuple(
@@ -103,17 +103,237 @@ class InputDomains:
         return cls(preds, target, any(logit_flags.values()), float32_weights)  # type: ignore[arg-type]
 
 
-class TaskMetric(Metric):
+# checkpoint format of the package's metrics (nn.Module's ``_version``, kept in a state_dict's
+# metadata): 2 = state names carry the settings that change them, and the metadata holds the
+# settings that state shapes cannot show (``_checkpoint_settings``)
+_CHECKPOINT_VERSION = 2
+_SETTINGS_KEY = "torchmetrics_ext"  # the metadata entry holding those settings
+
+
+class GuardedMetric(Metric):
+    """What every stateful metric of the package adds to :class:`torchmetrics.Metric`, task dimension or not.
+
+    * **A rejected update changes nothing.** TorchMetrics' update wrapper counts the call before
+      ``update`` runs; when ``update`` raises, the update counter (``update_called``) and the
+      cached ``compute`` value are put back.
+    * **States named after their settings** (:meth:`_setting_state_name`), so that
+      :class:`~torchmetrics.MetricCollection` never merges two settings into one compute group,
+      with checkpoints saved before a rename still loading.
+    * **Checked merges.** ``merge_state`` refuses states of other settings or shapes and drops a
+      ``compute`` value cached before the merge.
+    * **Checked checkpoints.** ``load_state_dict`` refuses a checkpoint of other settings instead
+      of loading states that mean something else: a tensor state of another shape (another
+      ``num_tasks``, ``num_bins``, ``num_segments``...), a list state that is not a list of
+      tensors, or settings recorded in the checkpoint's metadata (:meth:`_checkpoint_settings`,
+      e.g. ``num_tasks`` for the exact modes whose list states do not show it) that differ from
+      this metric's. Like ``nn.Module``'s size mismatch, this is an error with ``strict=True``
+      and ``strict=False`` alike, naming the state, the checkpoint's value and the expected one;
+      the metric's own states are then left as they were (other modules of the same
+      ``load_state_dict`` may have loaded: start again from a fresh or ``reset`` metric). A
+      checkpoint that holds none of the metric's states (TorchMetrics' default: states are not
+      persistent) loads nothing into it and is not checked. A checkpoint without metadata (a
+      plain dict, or one written before) is checked by its state shapes only.
+
+    :class:`TaskMetric` builds on it; so does :class:`~torchmetrics_ext.Throughput`, which has no
+    task dimension.
+    """
+
+    # nn.Module's checkpoint version (state_dict metadata); checkpoints of version 1 (or without
+    # metadata) were written before state names carried their settings: their names are mapped
+    _version: int = _CHECKPOINT_VERSION
+    # tensor states whose length follows the data (CategoricalCount's counts): checked by ndim only
+    _data_sized_states: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # old state name -> current name, for checkpoints saved before a state was renamed (e.g.
+        # after a setting that changes its values: see _setting_state_name)
+        self._renamed_states: dict[str, str] = {}
+
+    def _setting_state_name(self, name: str, setting: str, former: str | None = None) -> str:
+        """``name`` followed by ``setting`` (when not empty): the name of a state whose values depend on it.
+
+        :class:`~torchmetrics.MetricCollection` merges metrics into one compute group when their
+        state names agree and their states are equal after the first update, which settings that
+        change the states (a threshold, ``from_logits``, a bin range, a warm-up...) can happen to
+        leave equal (an empty batch, all-zero weights, no score between two thresholds, the
+        first steps of a warm-up). A state named after its setting is never merged with another
+        setting's. ``former``: the state's name in checkpoints written before it carried the
+        setting (default ``name``); ``load_state_dict`` accepts it from such checkpoints (version
+        1 or no metadata), not from later ones, where it is another setting's state.
+        """
+        renamed = f"{name}_{setting}" if setting else name
+        former = name if former is None else former
+        if former != renamed:
+            self._renamed_states[former] = renamed
+        return renamed
+
+    def _checkpoint_settings(self) -> dict[str, Any]:
+        """Settings a checkpoint records and ``load_state_dict`` requires equal (plain Python values).
+
+        Only what the state names and shapes cannot show: a setting that changes a state's name
+        or shape is already checked through them.
+        """
+        return {}
+
+    def _wrap_update(self, update: Callable) -> Callable:
+        wrapped = super()._wrap_update(update)
+
+        @functools.wraps(update)
+        def guarded(*args: Any, **kwargs: Any) -> None:
+            self._before_update(args, kwargs)
+            count, computed = self._update_count, self._computed
+            try:
+                wrapped(*args, **kwargs)
+            except Exception:
+                self._update_count, self._computed = count, computed
+                raise
+
+        return guarded
+
+    def _before_update(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Checks of the arguments before TorchMetrics counts the call (none here)."""
+
+    def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
+        """TorchMetrics' ``merge_state``, refusing states of other settings and dropping a cached value.
+
+        TorchMetrics adds tensor states with broadcasting (a 3-task state merged into a 1-task
+        metric gave a ``(3,)`` value) and keeps a ``compute`` value cached before the merge (the
+        next ``compute`` returned it, without the merged states).
+
+        Raises:
+            ValueError: a metric of other recorded settings (``num_tasks``) or states of another
+                shape or kind (see ``load_state_dict``); nothing changes.
+        """
+        if isinstance(incoming_state, GuardedMetric) and type(incoming_state) is type(self):
+            theirs, ours = incoming_state._checkpoint_settings(), self._checkpoint_settings()
+            if theirs != ours:
+                raise ValueError(f"Cannot merge a {type(self).__name__} with settings {theirs} into one with {ours}.")
+        states = incoming_state.metric_state if isinstance(incoming_state, Metric) else incoming_state
+        if isinstance(states, dict):
+            problems = self._state_problems(states, "")
+            if problems:
+                raise ValueError(f"Cannot merge into {type(self).__name__}: " + " ".join(problems))
+        super().merge_state(incoming_state)
+        self._computed = None
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        note_settings(destination, prefix, self._checkpoint_settings())
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """Load states after checking them against this metric; map renamed states of old checkpoints.
+
+        A checkpoint written before state names carried their settings (version 1, or a plain
+        dict without metadata) holds a renamed state under its former name: it is read from
+        there, unless that name is still one of this metric's states (another setting's).
+        Problems (see the class docstring) go to ``error_msgs`` and nothing of this metric loads.
+        """
+        if local_metadata.get("version", 1) < _CHECKPOINT_VERSION:
+            for old, new in self._renamed_states.items():
+                if prefix + old in state_dict and prefix + new not in state_dict and old not in self._defaults:
+                    state_dict[prefix + new] = state_dict.pop(prefix + old)
+        problems: list[str] = []
+        if any(prefix + name in state_dict for name in self._defaults):  # else nothing of it loads (not persistent)
+            # other recorded settings explain any other shape: the states are checked when the settings agree
+            problems = settings_problems(local_metadata, self._checkpoint_settings(), prefix, type(self).__name__)
+            problems = problems or self._state_problems(state_dict, prefix)
+        if problems:
+            error_msgs.extend(problems)
+            for name in self._defaults:
+                state_dict.pop(prefix + name, None)  # reported above, not as unexpected keys as well
+            return
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def _state_problems(self, state_dict: Mapping[str, Any], prefix: str) -> list[str]:
+        """What is wrong with the checkpoint's states for this metric: shapes of tensor states, list states' type."""
+        problems = []
+        for name, default in self._defaults.items():
+            key = prefix + name
+            if key not in state_dict:
+                continue
+            value = state_dict[key]
+            if isinstance(default, Tensor):
+                if not isinstance(value, Tensor):
+                    problems.append(
+                        f"state mismatch for {key}: the checkpoint holds a {type(value).__name__}, "
+                        f"this {type(self).__name__} expects a tensor of shape {tuple(default.shape)}."
+                    )
+                elif value.shape != default.shape and not (
+                    name in self._data_sized_states and value.ndim == default.ndim
+                ):
+                    problems.append(
+                        f"size mismatch for {key}: the checkpoint's state has shape {tuple(value.shape)}, "
+                        f"this {type(self).__name__}{self._settings_text()} expects {tuple(default.shape)}."
+                    )
+            elif not (
+                isinstance(value, Tensor) or (isinstance(value, list) and all(isinstance(v, Tensor) for v in value))
+            ):
+                problems.append(
+                    f"state mismatch for {key}: the checkpoint holds a {type(value).__name__}, "
+                    f"this {type(self).__name__} expects a list of tensors."
+                )
+        return problems
+
+    def _settings_text(self) -> str:
+        """`` (num_tasks=3, ...)``: the recorded settings, for messages (empty if none)."""
+        settings = self._checkpoint_settings()
+        return f" ({', '.join(f'{k}={v!r}' for k, v in settings.items())})" if settings else ""
+
+
+def note_settings(destination: Mapping[str, Any], prefix: str, settings: Mapping[str, Any]) -> None:
+    """Record ``settings`` in the state_dict metadata entry of the module saved under ``prefix``.
+
+    nn.Module keeps one metadata dict per module (``destination._metadata[prefix[:-1]]``, holding
+    its ``version``); it travels with the state_dict through ``torch.save``/``torch.load``
+    (``weights_only`` included) and comes back as ``local_metadata`` at load.
+    """
+    metadata = getattr(destination, "_metadata", None)
+    entry = None if metadata is None else metadata.get(prefix[:-1])
+    if entry is not None and settings:
+        entry[_SETTINGS_KEY] = dict(settings)
+
+
+def settings_problems(
+    local_metadata: Mapping[str, Any], settings: Mapping[str, Any], prefix: str, owner: str
+) -> list[str]:
+    """Messages for each setting :func:`note_settings` recorded that differs from ``settings`` (none if unrecorded)."""
+    saved = local_metadata.get(_SETTINGS_KEY)
+    if not isinstance(saved, Mapping):
+        return []
+    return [
+        f"setting mismatch for {prefix}{name}: the checkpoint was saved with {name}={saved[name]!r}, "
+        f"this {owner} has {name}={value!r}."
+        for name, value in settings.items()
+        if name in saved and saved[name] != value
+    ]
+
+
+class TaskMetric(GuardedMetric):
     """A :class:`torchmetrics.Metric` with a leading task dimension on every state.
 
     Subclasses declare their sufficient statistics with :meth:`_add_task_state` (a float64
     ``(num_tasks,)`` tensor reduced with ``sum`` across batches and ranks, or another reduction)
-    and implement ``update``/``compute``. The base class adds three guarantees on top of
-    TorchMetrics:
+    and implement ``update``/``compute``. On top of :class:`GuardedMetric` (a rejected update
+    leaves the update counter alone, states named after their settings, checked checkpoints,
+    which record ``num_tasks``) the class adds three guarantees:
 
-    * a rejected batch leaves the metric exactly as it was, including the update counter, and
-      ``forward`` validates its batch *before* it swaps the accumulated state out, so a bad
-      batch in ``forward`` never loses what was accumulated;
+    * a rejected batch leaves the metric exactly as it was, and ``forward`` validates its batch
+      *before* it swaps the accumulated state out, so a bad batch in ``forward`` never loses
+      what was accumulated;
     * ``compute`` results of one task come back as scalars (:meth:`_squeeze_tasks`);
     * ``set_dtype``/``.to(dtype)`` cast floating states only: integer states (ids, counts,
       encoded keys) keep their dtype and exact values (:meth:`_apply`).
@@ -125,11 +345,14 @@ class TaskMetric(Metric):
     reduces them, caches and unsyncs). :attr:`input_domains` and :attr:`shared_statistics_key`
     describe what the caller may validate jointly and which metrics provably share states.
 
-    Why one class for the task dimension and the safe update: every metric of the package needs
-    both (a metric without tasks, such as the ranking family, says so with ``has_task_dim = False``
-    and is built once per task by the module), and the orchestrators (``Windowed``,
-    ``Segmented``, ``RecMetricModule``) rely on both at once; two mixins would be inherited
-    together everywhere and only add an MRO to reason about.
+    Why one class for the task dimension and the safe batch: every metric of the package with
+    inputs needs both (a metric without tasks, such as the ranking family, says so with
+    ``has_task_dim = False`` and is built once per task by the module), and the orchestrators
+    (``Windowed``, ``Segmented``, ``RecMetricModule``) rely on both at once; two mixins would be
+    inherited together everywhere and only add an MRO to reason about.
+
+    Inputs put tasks first, ``(T, N)``: TorchMetrics' ``BootStrapper``, which resamples dimension
+    0, would resample tasks; bootstrap single-task metrics fed ``(N,)`` inputs instead.
 
     Args:
         num_tasks: number of tasks ``T``; inputs are ``(N,)`` for one task or ``(T, N)``.
@@ -154,9 +377,6 @@ class TaskMetric(Metric):
         self._list_state_dtypes: dict[str, torch.dtype] = {}
         self._gathered: Mapping[str, list[Tensor]] | None = None
         self._sync_locally = False
-        # old state name -> current name, for checkpoints saved before a state was renamed (e.g.
-        # after a setting that changes its values: see _setting_state_name)
-        self._renamed_states: dict[str, str] = {}
 
     def _add_task_state(self, name: str, dist_reduce_fx: str = "sum", fill: float = 0.0) -> None:
         """Declare a float64 ``(num_tasks,)`` state reduced with ``dist_reduce_fx``."""
@@ -166,22 +386,9 @@ class TaskMetric(Metric):
             dist_reduce_fx=dist_reduce_fx,
         )
 
-    def _setting_state_name(self, name: str, setting: str, former: str | None = None) -> str:
-        """``name`` followed by ``setting`` (when not empty): the name of a state whose values depend on it.
-
-        :class:`~torchmetrics.MetricCollection` merges metrics into one compute group when their
-        state names agree and their states are equal after the first update, which settings that
-        change the states (a threshold, ``from_logits``, a bin range...) can happen to leave equal
-        (an empty batch, all-zero weights, no score between two thresholds). A state named after
-        its setting is never merged with another setting's. ``former``: the state's name in
-        checkpoints written before it carried the setting (default ``name``); ``load_state_dict``
-        accepts it.
-        """
-        renamed = f"{name}_{setting}" if setting else name
-        former = name if former is None else former
-        if former != renamed:
-            self._renamed_states[former] = renamed
-        return renamed
+    def _checkpoint_settings(self) -> dict[str, Any]:
+        """``num_tasks``: exact modes keep it in no state shape (their samples are flat, task-major rows)."""
+        return {"num_tasks": self.num_tasks}
 
     def _add_list_state(self, name: str, dtype: torch.dtype) -> None:
         """Declare an exact ``cat`` list state, gathered across ranks as ``dtype`` (O(n) memory).
@@ -192,27 +399,6 @@ class TaskMetric(Metric):
         """
         self.add_state(name, default=[], dist_reduce_fx="cat")
         self._list_state_dtypes[name] = dtype
-
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        """Load states, reading a renamed state from its old key in a checkpoint saved before the rename.
-
-        An old name that is still one of this metric's states (another setting's) is left alone.
-        """
-        for old, new in self._renamed_states.items():
-            if prefix + old in state_dict and prefix + new not in state_dict and old not in self._defaults:
-                state_dict[prefix + new] = state_dict.pop(prefix + old)
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
 
     def _apply(self, fn: Callable, exclude_state: Sequence[str] = "") -> Module:
         """Move and cast the states as TorchMetrics does, except that integer states never change dtype.
@@ -413,21 +599,10 @@ class TaskMetric(Metric):
             state["_update_count"], state["_computed"] = count, computed
             raise
 
-    def _wrap_update(self, update: Callable) -> Callable:
-        wrapped = super()._wrap_update(update)
-
-        @functools.wraps(update)
-        def guarded(*args: Any, **kwargs: Any) -> None:
-            if self.validate_args and not self._inputs_checked:
-                self._require_arguments(args, kwargs)
-            count, computed = self._update_count, self._computed
-            try:
-                wrapped(*args, **kwargs)
-            except Exception:
-                self._update_count, self._computed = count, computed
-                raise
-
-        return guarded
+    def _before_update(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """A required argument given as ``None`` is a ``TypeError`` naming it (before the call is counted)."""
+        if self.validate_args and not self._inputs_checked:
+            self._require_arguments(args, kwargs)
 
     # ------------------------------------------------------------------ samples (the unit of windows)
 

@@ -11,18 +11,21 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torchmetrics import Metric
 
+from torchmetrics_ext.metrics.base import GuardedMetric, _tag
 from torchmetrics_ext.utilities.warnings import safe_divide
 
 __all__ = ["Throughput"]
 
+_DEFAULT_WARMUP = 100
+_DEFAULT_WINDOW = 100.0
+# state -> (reduction, the settings its values depend on)
 _STATES = {
-    "total_examples": "sum",  # every example, warm-up included
-    "examples": "sum",  # examples of the updates after warm-up
-    "elapsed": "max",  # seconds from the end of warm-up to the last update (per rank)
-    "window_examples": "sum",  # examples of the updates in the last `window_seconds`
-    "window_elapsed": "max",  # the seconds those updates took (per rank)
+    "total_examples": ("sum", ()),  # every example, warm-up included
+    "examples": ("sum", ("warmup",)),  # examples of the updates after warm-up
+    "elapsed": ("max", ("warmup",)),  # seconds from the end of warm-up to the last update (per rank)
+    "window_examples": ("sum", ("warmup", "window")),  # examples of the updates in the last `window_seconds`
+    "window_elapsed": ("max", ("warmup", "window")),  # the seconds those updates took (per rank)
 }
 
 
@@ -50,7 +53,7 @@ def _count_examples(batch: Any) -> int:
     return int(tensor.shape[0])
 
 
-class Throughput(Metric):
+class Throughput(GuardedMetric):
     r"""Examples per second, counted from the inputs: lifetime (after warm-up) and over recent seconds.
 
     ``update(batch)`` counts the examples of one step from the input itself (never from a
@@ -91,6 +94,15 @@ class Throughput(Metric):
         next update restarts the clock (its examples count in ``total_examples`` only), since a
         clock reading from another process means nothing here.
 
+        **Settings in state names.** A non-default ``warmup_steps`` or ``window_seconds`` is part
+        of the names of the states it changes (``examples_warmup3``,
+        ``window_elapsed_warmup3_window2``; ``total_examples`` never), so a
+        :class:`~torchmetrics.MetricCollection` never puts two settings in one compute group
+        (their states are equal after the first update, during the warm-up). Checkpoints saved
+        before hold the plain names and still load.
+
+        **Plot.** :meth:`plot` draws the two rates (``total_examples`` is a count, not a rate).
+
     Example:
         >>> import torch
         >>> from torchmetrics_ext import Throughput
@@ -105,18 +117,15 @@ class Throughput(Metric):
     full_state_update: bool = False
     is_differentiable: bool = False
     higher_is_better: bool = True
+    plot_lower_bound: float = 0.0
 
     total_examples: Tensor
-    examples: Tensor
-    elapsed: Tensor
-    window_examples: Tensor
-    window_elapsed: Tensor
 
     def __init__(
         self,
         *,
-        warmup_steps: int = 100,
-        window_seconds: float = 100.0,
+        warmup_steps: int = _DEFAULT_WARMUP,
+        window_seconds: float = _DEFAULT_WINDOW,
         clock: Callable[[], float] = time.monotonic,
         **kwargs: Any,
     ) -> None:
@@ -135,9 +144,22 @@ class Throughput(Metric):
         self.warmup_steps = warmup_steps
         self.window_seconds = float(window_seconds)
         self.clock = clock
-        for name, reduction in _STATES.items():
-            self.add_state(name, torch.zeros((), dtype=torch.float64), dist_reduce_fx=reduction, persistent=True)
+        # The warm-up decides which steps the states count (and leaves them zero until it ends), the
+        # window which steps the window states keep: non-default ones are part of those states' names.
+        tags = {
+            "warmup": "" if warmup_steps == _DEFAULT_WARMUP else f"warmup{warmup_steps}",
+            "window": "" if self.window_seconds == _DEFAULT_WINDOW else f"window{_tag(self.window_seconds)}",
+        }
+        self._state_names: dict[str, str] = {}
+        for name, (reduction, settings) in _STATES.items():
+            state = self._setting_state_name(name, "_".join(tags[s] for s in settings if tags[s]))
+            self._state_names[name] = state
+            self.add_state(state, torch.zeros((), dtype=torch.float64), dist_reduce_fx=reduction, persistent=True)
         self._restart()
+
+    def _state(self, name: str) -> Tensor:
+        """State ``name`` (``"examples"``, ...) under its name for this metric's settings."""
+        return getattr(self, self._state_names[name])
 
     def _restart(self) -> None:
         """Host-side bookkeeping of this rank: steps seen, the last clock reading, the recent updates."""
@@ -153,13 +175,14 @@ class Throughput(Metric):
         now = float(self.clock())
         self._steps += 1
         self.total_examples.add_(count)
+        state = self._state
         if self._steps <= self.warmup_steps or self._last is None:
             if self._steps >= self.warmup_steps:  # the last warm-up step (or the first after a restore)
                 self._last = now
             return
         seconds, self._last = now - self._last, now
-        self.examples.add_(count)
-        self.elapsed.add_(seconds)
+        state("examples").add_(count)
+        state("elapsed").add_(seconds)
         self._recent.append((seconds, count))
         self._recent_seconds += seconds
         self._recent_examples += count
@@ -169,16 +192,17 @@ class Throughput(Metric):
             self._recent_examples -= old_count
         if len(self._recent) == 1:  # no drift from the running sums
             self._recent_seconds, self._recent_examples = self._recent[0]
-        self.window_examples.fill_(self._recent_examples)
-        self.window_elapsed.fill_(self._recent_seconds)
+        state("window_examples").fill_(self._recent_examples)
+        state("window_elapsed").fill_(self._recent_seconds)
 
     def _rates(self) -> dict[str, Tensor]:
+        state = self._state
         return {
             "lifetime_throughput": safe_divide(
-                self.examples, self.elapsed, "Throughput", "no timed step after warm-up"
+                state("examples"), state("elapsed"), "Throughput", "no timed step after warm-up"
             ),
             "window_throughput": safe_divide(
-                self.window_examples, self.window_elapsed, "Throughput", "no timed step after warm-up"
+                state("window_examples"), state("window_elapsed"), "Throughput", "no timed step after warm-up"
             ),
             "total_examples": self.total_examples.clone(),
         }
@@ -191,6 +215,41 @@ class Throughput(Metric):
         """``update`` and return this rank's values (no sync: a step's throughput is local)."""
         self.update(batch)
         return self._rates()
+
+    def plot(self, val: Mapping[str, Tensor] | Sequence[Mapping[str, Tensor]] | None = None, ax: Any = None) -> Any:
+        """Plot the rates (``lifetime_throughput``, ``window_throughput``) of one value or of a sequence of values.
+
+        ``total_examples`` is left out: a count next to rates would only squash their scale.
+        Needs matplotlib.
+
+        Args:
+            val: a dict returned by ``compute``/``forward``, or a list of them (plotted over steps);
+                ``None`` plots ``compute()``.
+            ax: an existing matplotlib axis to draw into.
+
+        Returns:
+            ``(figure, axis)`` as in TorchMetrics.
+
+        Raises:
+            TypeError: ``val`` is not such a dict or a sequence of them.
+
+        Example:
+            >>> from torchmetrics_ext import Throughput
+            >>> ticks = iter([0.0, 2.0])
+            >>> metric = Throughput(warmup_steps=0, clock=lambda: next(ticks))
+            >>> metric.update(64)
+            >>> fig, ax = metric.plot()  # doctest: +SKIP
+        """
+        if val is None:
+            val = self.compute()
+        if isinstance(val, Mapping):
+            return self._plot(_rates_of(val), ax)
+        if isinstance(val, Sequence) and not isinstance(val, (str, bytes)) and val:
+            return self._plot([_rates_of(v) for v in val], ax)
+        raise TypeError(
+            "Expected `val` to be a dict returned by Throughput.compute()/forward() or a non-empty list of them, "
+            f"got {type(val).__name__}."
+        )
 
     def reset(self) -> None:
         """Forget every count and time; the clock restarts (after warm-up again)."""
@@ -209,3 +268,16 @@ class Throughput(Metric):
         self._recent = deque((float(s), int(n)) for s, n in state["recent"])
         self._recent_seconds = sum(s for s, _ in self._recent)
         self._recent_examples = sum(n for _, n in self._recent)
+
+
+_RATES = ("lifetime_throughput", "window_throughput")
+
+
+def _rates_of(value: Any) -> dict[str, Tensor]:
+    """The two rates of one ``compute()`` value (a dict), for plotting."""
+    if not isinstance(value, Mapping) or not all(isinstance(value.get(k), Tensor) for k in _RATES):
+        raise TypeError(
+            f"Expected a dict with tensors {list(_RATES)} (as Throughput.compute() returns), "
+            f"got {type(value).__name__}."
+        )
+    return {k: value[k] for k in _RATES}

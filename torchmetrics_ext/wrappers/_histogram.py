@@ -175,12 +175,13 @@ class HistogramWindow:
             "base": self.base.clone(),
         }
 
-    def load(self, state: Mapping[str, Any], device: torch.device) -> None:
-        """Restore :meth:`state` on ``device``; the dense sums are rebuilt with the additions the updates made."""
+    def problems(self, state: Any) -> list[str]:
+        """Why :meth:`load` would refuse ``state`` (missing parts, inconsistent counts, another histogram shape)."""
         keys = {"sizes", "indices", "values", "blocks", "front", "open", "loose", "base"}
-        if not keys <= set(state):
-            raise ValueError(f"Window state of a binned histogram must hold {sorted(keys)}, got {sorted(state)}.")
-        sizes, counts = [int(s) for s in state["sizes"]], [int(c) for c in state["blocks"]]
+        if not isinstance(state, Mapping) or not keys <= set(state):
+            got = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+            return [f"Window state of a binned histogram must hold {sorted(keys)}, got {got}."]
+        sizes, counts = state["sizes"], [int(c) for c in state["blocks"]]
         front, open_count, loose = int(state["front"]), int(state["open"]), int(state["loose"])
         if (
             len(state["indices"]) != len(sizes)
@@ -188,7 +189,25 @@ class HistogramWindow:
             or loose + sum(counts) + open_count != len(sizes)
             or not 0 <= front <= len(counts)
         ):
-            raise ValueError("Window state of a binned histogram does not describe its updates consistently.")
+            return ["Window state of a binned histogram does not describe its updates consistently."]
+        if tuple(state["base"].shape) != tuple(self.default.shape):
+            return [
+                f"size mismatch for the window's histogram: the checkpoint's has shape "
+                f"{tuple(state['base'].shape)}, this metric's {tuple(self.default.shape)}."
+            ]
+        return []
+
+    def load(self, state: Mapping[str, Any], device: torch.device) -> None:
+        """Restore :meth:`state` on ``device``; the dense sums are rebuilt with the additions the updates made.
+
+        Raises:
+            ValueError: a state :meth:`problems` refuses; nothing changes.
+        """
+        problems = self.problems(state)
+        if problems:
+            raise ValueError(" ".join(problems))
+        sizes, counts = [int(s) for s in state["sizes"]], [int(c) for c in state["blocks"]]
+        front, open_count, loose = int(state["front"]), int(state["open"]), int(state["loose"])
         self.default = self.default.to(device)
         self.clear()
         self.sizes, self.used, self.loose, self.front = deque(sizes), sum(sizes), loose, front

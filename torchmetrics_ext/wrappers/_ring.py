@@ -298,14 +298,38 @@ class StateRing:
             "chunks": {n: [list(c) for c in chunks] for n, chunks in self.chunks.items()},
         }
 
-    def load(self, state: Mapping[str, Any], device: torch.device) -> None:
-        """Restore :meth:`state`, moving its tensors to ``device``."""
-        sizes = [int(s) for s in state["sizes"]]
+    def problems(self, state: Any) -> list[str]:
+        """Why :meth:`load` would refuse ``state`` (other state names, or tensor states of another shape)."""
+        parts = ("sizes", "front", "rings", "back", "chunks")
+        if not isinstance(state, Mapping) or not all(part in state for part in parts):
+            return [f"Window state must be a dict holding {list(parts)}, got {type(state).__name__}."]
         if set(state["rings"]) != set(self.tensor_names) or set(state["chunks"]) != set(self.list_names):
-            raise ValueError(
+            return [
                 f"Window state holds states {sorted(state['rings']) + sorted(state['chunks'])}, "
                 f"expected {sorted(self.tensor_names + self.list_names)}."
-            )
+            ]
+        count = len(state["sizes"])
+        out = []
+        for name in self.tensor_names:
+            shape = tuple(self.defaults[name].shape)
+            ring, back = state["rings"][name], state["back"][name]
+            if tuple(ring.shape) != (count, *shape) or tuple(back.shape) != shape:
+                out.append(
+                    f"size mismatch for the window's `{name}`: the checkpoint's updates have shape "
+                    f"{tuple(back.shape)}, this metric's {shape}."
+                )
+        return out
+
+    def load(self, state: Mapping[str, Any], device: torch.device) -> None:
+        """Restore :meth:`state`, moving its tensors to ``device``.
+
+        Raises:
+            ValueError: a state of other state names or shapes (:meth:`problems`); nothing changes.
+        """
+        problems = self.problems(state)
+        if problems:
+            raise ValueError(" ".join(problems))
+        sizes = [int(s) for s in state["sizes"]]
         self.clear()
         count = len(sizes)
         while self.capacity < count:

@@ -16,7 +16,14 @@ from torchmetrics import Metric
 from torchmetrics.wrappers.abstract import WrapperMetric
 
 from torchmetrics_ext.functional.auc.binary import _add_entries as add_entries
-from torchmetrics_ext.metrics.base import count_samples, newest_samples
+from torchmetrics_ext.metrics.base import (
+    _CHECKPOINT_VERSION,
+    GuardedMetric,
+    count_samples,
+    newest_samples,
+    note_settings,
+    settings_problems,
+)
 from torchmetrics_ext.utilities.distributed import copy_metric
 from torchmetrics_ext.wrappers._histogram import HistogramWindow
 from torchmetrics_ext.wrappers._ring import StateRing, join_small_tails, state_kind
@@ -141,7 +148,20 @@ class Windowed(WrapperMetric):
 
         **Checkpoints.** ``state_dict`` holds the lifetime and window states (made persistent) and
         the ring (its ``_extra_state``); ``load_state_dict`` resumes mid-window exactly: the next
-        updates evict the same updates as an uninterrupted run. ``reset`` clears all three.
+        updates evict the same updates as an uninterrupted run. ``reset`` clears all three. A
+        checkpoint of another ``window_size`` or of a wrapped metric with other settings (its
+        ``num_tasks``, state shapes or names) is refused (``RuntimeError``, ``strict`` or not)
+        before anything of the wrapper loads: a window of another size or layout cannot be resumed.
+
+        **Merging.** :meth:`merge_state` merges another ``Windowed``'s *lifetime* into this one
+        (exactly: as if one metric had seen both streams); the window stays this metric's own,
+        since the window rule orders the updates of one stream and two independent streams have
+        no common order of recent updates (see :meth:`merge_state`).
+
+        **Collections.** Inside a :class:`~torchmetrics.MetricCollection` the wrapper takes the
+        keyword arguments its wrapped metric's ``update`` takes, as TorchMetrics' own wrappers do:
+        ``MetricCollection({"auc": Windowed(AUC(), n), "gauc": GroupedAUC()}).update(p, y, groups=g)``
+        passes ``groups`` to ``GroupedAUC`` only.
 
         **Reading the window.** ``update`` does not write the window's tensor states (nor a
         binned metric's lifetime histogram); they are written when read: through
@@ -174,6 +194,8 @@ class Windowed(WrapperMetric):
     full_state_update: bool = False
     is_differentiable: bool = False
     higher_is_better: bool | None = None  # that of the wrapped metric, per value
+    # nn.Module's checkpoint version: rings of version 1 may hold states under their former names
+    _version: int = _CHECKPOINT_VERSION
     lifetime: Metric
     window: Metric
     _scratch: Metric
@@ -433,6 +455,10 @@ class Windowed(WrapperMetric):
         """Add one batch (the wrapped metric's ``update`` arguments) to the lifetime and the window."""
         self._step(args, kwargs, values=False)
 
+    def _filter_kwargs(self, **kwargs: Any) -> dict[str, Any]:
+        """The keyword arguments the wrapped metric's ``update`` takes (a ``MetricCollection`` passes all of them)."""
+        return self._child("lifetime")._filter_kwargs(**kwargs)
+
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Add one batch and return its values: ``{"lifetime": batch value, "window": value of its kept part}``."""
         lifetime_value, window_value = self._step(args, kwargs, values=True)
@@ -478,6 +504,64 @@ class Windowed(WrapperMetric):
         if self._ring.list_names:
             self._child("lifetime").reset()
 
+    def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
+        """Merge another metric's lifetime into this one's; this metric's window stays as it is.
+
+        The lifetime then holds what one metric updated with both metrics' batches holds (the
+        wrapped metric's own ``merge_state``: sums added, ``max``/``min`` taken, samples joined).
+        The window is not merged: the window rule keeps the newest updates of *one* stream of
+        updates, and two metrics updated independently have no common order of their recent
+        updates, so "the newest ``window_size`` samples" of both is not defined. The window stays
+        this metric's own (its newest samples), and later updates evict from it as before. For
+        a window over several workers, run them as DDP ranks: each keeps its share and
+        ``compute`` syncs them.
+
+        Args:
+            incoming_state: a ``Windowed`` over the same metric class and settings (its lifetime is
+                merged), or a dict of the wrapped metric's states (e.g. ``other.lifetime.metric_state``).
+
+        Raises:
+            TypeError: ``incoming_state`` is neither, or wraps another metric class.
+            ValueError: the states do not fit this metric's (missing states, other shapes, another
+                ``num_tasks``); nothing changes.
+        """
+        life = self.lifetime  # its deferred states written first
+        if isinstance(incoming_state, Windowed):
+            other = incoming_state.lifetime
+            if type(other) is not type(life):
+                raise TypeError(
+                    f"Expected a Windowed over {type(life).__name__} to merge, got one over {type(other).__name__}."
+                )
+            if isinstance(life, GuardedMetric) and life._checkpoint_settings() != other._checkpoint_settings():  # type: ignore[operator]
+                raise ValueError(
+                    f"Cannot merge a Windowed over {type(other).__name__} with settings "
+                    f"{other._checkpoint_settings()} into one with {life._checkpoint_settings()}."  # type: ignore[operator]
+                )
+            states = other.metric_state
+        elif isinstance(incoming_state, dict):
+            states = incoming_state
+        else:
+            raise TypeError(
+                "Expected `incoming_state` to be a Windowed or a dict of the wrapped metric's states, "
+                f"got {type(incoming_state).__name__}."
+            )
+        missing = sorted(set(life._defaults) - set(states))
+        problems = life._state_problems(states, "") if isinstance(life, GuardedMetric) else []
+        if missing or problems:
+            raise ValueError(
+                f"Cannot merge into Windowed({type(life).__name__}): "
+                + " ".join([f"missing states {missing}."] if missing else problems)
+            )
+        hist = self._hist
+        if hist is not None:  # the lifetime histogram is the window's running sums plus its base
+            incoming = states[self.__dict__["_hist_name"]]
+            assert isinstance(incoming, Tensor)  # checked above: a tensor of the histogram's shape
+            hist.base += incoming.to(device=hist.base.device, dtype=hist.base.dtype)
+            self.__dict__["_lifetime_stale"] = True
+        else:
+            life.merge_state(dict(states))
+        life.__dict__["_computed"] = None
+
     def persistent(self, mode: bool = False) -> None:
         """Whether the lifetime and window states go into ``state_dict`` (``True`` from construction)."""
         self.lifetime.persistent(mode)
@@ -488,17 +572,67 @@ class Windowed(WrapperMetric):
         return self._ring.state() if self._hist is None else self._hist.state()
 
     def set_extra_state(self, state: Any) -> None:
-        """Restore the ring saved by :meth:`get_extra_state`."""
-        child = self._child("lifetime")
-        device = child.device
+        """Restore the ring saved by :meth:`get_extra_state`.
+
+        Raises:
+            ValueError: a ring of other state names or shapes; nothing changes.
+        """
+        device = self._child("lifetime").device
         if self._hist is not None:
             self._hist.load(state, device)
         else:
-            # a ring saved before a setting was part of a state's name holds that state under its former name
-            self._ring.load(_renamed(state, getattr(child, "_renamed_states", {})), device)
+            self._ring.load(state, device)
         # the children's states are loaded next, and agree with the ring's
         self.__dict__["_window_stale"] = self.__dict__["_lifetime_stale"] = False
         self._bind_window_lists()  # a window state loaded after this is re-bound at the next update
+
+    def _checkpoint_settings(self) -> dict[str, Any]:
+        """The window size and the wrapped metric's recorded settings (its ``num_tasks``)."""
+        life = self._child("lifetime")
+        inner = life._checkpoint_settings() if isinstance(life, GuardedMetric) else {}
+        return {"window_size": self.window_size, **inner}
+
+    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        note_settings(destination, prefix, self._checkpoint_settings())
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """Check the checkpoint's window size, wrapped settings and ring before the ring loads.
+
+        A problem goes to ``error_msgs`` (``load_state_dict`` raises, ``strict`` or not) and
+        nothing of the wrapper loads: neither the ring nor the lifetime and window states (taken
+        out of the state_dict before nn.Module hands them on to the children).
+        """
+        if not any(k.startswith(prefix) for k in state_dict):  # nothing of the wrapper to load
+            return
+        owner = f"Windowed({type(self._child('lifetime')).__name__})"
+        problems = settings_problems(local_metadata, self._checkpoint_settings(), prefix, owner)
+        key = prefix + "_extra_state"
+        if not problems and key in state_dict:
+            ring = state_dict[key]
+            if local_metadata.get("version", 1) < _CHECKPOINT_VERSION:
+                # a ring saved before a setting was part of a state's name holds that state under its former name
+                ring = _renamed(ring, getattr(self._child("lifetime"), "_renamed_states", {}))
+                state_dict[key] = ring
+            store = self._hist if self._hist is not None else self._ring
+            problems = [f"{key}: {problem}" for problem in store.problems(ring)]
+        if problems:
+            error_msgs.extend(problems)
+            for name in [k for k in state_dict if k.startswith(prefix)]:
+                del state_dict[name]  # nothing loads: not the ring, nor the lifetime and window states
+            return
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def set_dtype(self, dst_type: str | torch.dtype) -> Windowed:
         """Cast the floating states of the lifetime, the window and the ring to ``dst_type`` (as a metric's)."""

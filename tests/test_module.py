@@ -232,6 +232,54 @@ def test_values_equal_independent_references():
         np.testing.assert_allclose(values["gauc" + key], np.mean(per_group), rtol=1e-6)
 
 
+@pytest.mark.parametrize("window_size", [None, 250])
+def test_metrics_without_from_logits_read_probabilities_when_the_predictions_are_logits(window_size):
+    """NE(from_logits=True) next to MSE / WeightedAverage: those get sigmoid(logits), never raw logits."""
+    data = make_data(11)
+    gen = torch.Generator().manual_seed(3)
+    for task in TASKS:
+        data[task.prediction_name] = torch.randn(600, generator=gen) * 2  # logits
+    logits = dict(from_logits=True)
+    metrics = {
+        "ne": lambda num_tasks: tmx.NormalizedEntropy(num_tasks, **logits),
+        "calibration": lambda num_tasks: tmx.Calibration(num_tasks, **logits),
+        "auc": lambda num_tasks: tmx.AUC(num_tasks, **logits),
+        "mse": "mse",
+        "rmse": "rmse",
+        "mae": "mae",
+        "avg": "weighted_average",
+        "ctr": "ctr",
+        "r2": "r_squared",
+        "sum_p": "weighted_sum_predictions",
+    }
+    module = build(metrics, window_size=window_size)
+    assert module.input_domains.from_logits
+    values = run(module, batches(data, [0, 100, 350, 600]))
+    for task in TASKS:
+        for suffix, lo in (("", 0), ("/window", 350)):
+            if suffix and window_size is None:
+                continue
+            z = data[task.prediction_name][lo:].double().numpy()
+            p, y = 1 / (1 + np.exp(-z)), data[task.label_name][lo:].double().numpy()
+            w = data[task.weight_name][lo:].numpy()
+            sse = (w * (p - y) ** 2).sum()
+            expected = {
+                "ne": _ne_reference(p, y, w),
+                "calibration": (w * p).sum() / (w * y).sum(),
+                "auc": roc_auc_score(y, p, sample_weight=w),
+                "mse": sse / w.sum(),
+                "rmse": np.sqrt(sse / w.sum()),
+                "mae": (w * np.abs(p - y)).sum() / w.sum(),
+                "avg": (w * p).sum() / w.sum(),
+                "ctr": (w * y).sum() / w.sum(),
+                "r2": 1 - sse / (w * (y - (w * y).sum() / w.sum()) ** 2).sum(),
+                "sum_p": (w * p).sum(),
+            }
+            for name, value in expected.items():
+                key = f"{name}/{task.name}{suffix}"
+                np.testing.assert_allclose(values[key].item(), value, rtol=1e-6, err_msg=key)
+
+
 @pytest.mark.parametrize("labels", ["soft", "integer counts", "float 0/1"])
 def test_label_kinds_take_the_right_kernels(labels):
     """Soft labels (NE's lerp), integer regression targets (y² kept) and 0/1 floats against numpy."""

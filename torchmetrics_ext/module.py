@@ -132,7 +132,10 @@ class RecMetricModule(nn.Module):
         every state of every metric with a number of collectives that depends on the state
         dtypes only (:func:`~torchmetrics_ext.utilities.distributed.fused_gather`); TorchMetrics
         reduces them as in its own sync, so the values are identical. The ``state_dict`` holds
-        every metric state.
+        every metric state. **Logits**: when the metrics are built with ``from_logits=True`` the
+        predictions are logits for every metric; those without the option (``WeightedMSE``,
+        ``WeightedAverage``, regression metrics, ...) are fed ``sigmoid(logits)`` (the MSE is the
+        Brier score), ranking metrics rank the scores as given.
 
     Example:
         >>> import torch
@@ -219,8 +222,13 @@ class RecMetricModule(nn.Module):
                 per_task[name] = [metric] + [copy.deepcopy(metric) for _ in range(num_tasks - 1)]
         self._needs_groups = [n for n, m in stacked.items() if "groups" in inspect.signature(m.update).parameters]
         _check_id_columns(self.tasks, self._needs_groups, list(per_task))
-        self._domains = InputDomains.strictest(
-            {n: m.input_domains for n, m in stacked.items()} | {n: ms[0].input_domains for n, ms in per_task.items()}
+        stacked_domains = {n: m.input_domains for n, m in stacked.items()}
+        self._domains = InputDomains.strictest(stacked_domains | {n: ms[0].input_domains for n, ms in per_task.items()})
+        # The predictions are logits (a metric was built with from_logits=True): metrics without
+        # that option (MSE, WeightedAverage, ...) would read raw logits as values, so they are fed
+        # sigmoid(logits) instead. Ranking copies rank the scores as given (the same order).
+        self._fed_probabilities = frozenset(
+            n for n, d in stacked_domains.items() if self._domains.from_logits and d is not None and d.preds == "real"
         )
 
         # explicit compute groups: only metrics that provably share statistics
@@ -430,13 +438,16 @@ class RecMetricModule(nn.Module):
         if self.throughput is not None:
             yield self.throughput
 
-    def _updated_units(self) -> Iterator[tuple[Metric, bool]]:
-        """``(unit, takes groups)`` for every unit that is updated: group leaders and per-task copies."""
+    def _updated_units(self) -> Iterator[tuple[Metric, bool, bool]]:
+        """``(unit, takes groups, fed probabilities)`` for every updated unit: group leaders, then per-task copies.
+
+        A group's members share its leader's kernel and ``from_logits``, so the leader's input is theirs.
+        """
         for lead in dict.fromkeys(self._leader.values()):
-            yield self._unit(lead), lead in self._needs_groups
+            yield self._unit(lead), lead in self._needs_groups, lead in self._fed_probabilities
         for name in self.ranking:
             for unit in self._copies(name):
-                yield unit, False
+                yield unit, False, False
 
     def _parts(self, unit: Metric) -> dict[str, TaskMetric]:
         """The task metrics inside a unit: ``{"lifetime": ..., "window": ...}`` or ``{"lifetime": unit}``."""
@@ -471,7 +482,7 @@ class RecMetricModule(nn.Module):
             for unit in self._plan()[1]:  # TorchRec's window-only AUC: no lifetime samples kept
                 unit.drop_lifetime_samples()  # type: ignore[operator]
 
-    def _plan(self) -> tuple[list[tuple[Metric, bool]], list[Metric]]:
+    def _plan(self) -> tuple[list[tuple[Metric, bool, bool]], list[Metric]]:
         """The units a step updates (:meth:`_updated_units`) and the window-only ones, found once.
 
         Units never change after construction (``from_torchrec_config`` sets what is reported
@@ -515,12 +526,11 @@ class RecMetricModule(nn.Module):
             # every unit trusts this step's inputs (what `inputs_validated()` does, without a context per unit)
             trusted: list[bool] = []
             try:
-                for unit, _ in updated:
+                for unit, *_ in updated:
                     trusted.append(unit._trust_inputs(True))  # type: ignore[operator]
-                with sharing_sums(*shared, binary_target=binary):
-                    self._update_units(updated, batch, shared)
+                self._update_units(updated, batch, shared, binary)
             finally:
-                for (unit, _), previous in zip(updated, trusted):
+                for (unit, *_), previous in zip(updated, trusted):
                     unit._trust_inputs(previous)  # type: ignore[operator]
         if self.throughput is not None:
             self.throughput.update(n)
@@ -528,26 +538,39 @@ class RecMetricModule(nn.Module):
 
     def _update_units(
         self,
-        updated: list[tuple[Metric, bool]],
+        updated: list[tuple[Metric, bool, bool]],
         batch: _Batch,
         shared: tuple[Tensor, Tensor | None, Tensor | None],
+        binary: bool,
     ) -> None:
-        """Feed one validated step to every updated unit (group leaders, then the per-task copies)."""
-        g = batch.groups
-        for unit, grouped in updated[: len(updated) - self._num_copies]:
-            # a TaskMetric skips TorchMetrics' per-call wrapper (the step runs without gradients)
-            update = getattr(unit, "update_unwrapped", unit.update)
-            if grouped:
-                update(shared[0], shared[1], groups=g, weights=shared[2])
-            else:
-                update(*shared)
+        """Feed one validated step to every updated unit (group leaders, then the per-task copies).
+
+        Units fed probabilities (see ``_fed_probabilities``) get ``sigmoid(preds)``, computed once
+        and shared by them as the logits are by the others.
+        """
+        stacked = updated[: len(updated) - self._num_copies]
+        for as_probabilities in (False, True):
+            units = [(unit, grouped) for unit, grouped, fed in stacked if fed == as_probabilities]
+            if not units:
+                continue
+            p, y, w = shared
+            if as_probabilities:
+                p = torch.sigmoid(p)
+            with sharing_sums(p, y, w, binary_target=binary):
+                for unit, grouped in units:
+                    # a TaskMetric skips TorchMetrics' per-call wrapper (the step runs without gradients)
+                    update = getattr(unit, "update_unwrapped", unit.update)
+                    if grouped:
+                        update(p, y, groups=batch.groups, weights=w)
+                    else:
+                        update(p, y, w)
         # Ranking rows are kept per sample: they get the columns as given (float32 scores,
         # int8 labels stay narrow in their states; they are validated above all the same).
         # Bool labels go as stacked float64.
         # A task without a weight column passes none: the ranking metric keeps unit weights for
         # those rows (no memory per row), so its weighted and unweighted steps mix, windowed or not.
         preds, labels, weights = batch.columns
-        for t, (unit, _) in enumerate(updated[len(updated) - self._num_copies :]):
+        for t, (unit, *_) in enumerate(updated[len(updated) - self._num_copies :]):
             task = t % len(self.tasks)
             target = labels[task] if labels[task].dtype != torch.bool else batch.target[task]
             unit.update(preds[task], target, indexes=batch.sessions[task], weights=weights[task])  # type: ignore[index]

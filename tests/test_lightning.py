@@ -155,6 +155,54 @@ def test_callback_writes_training_values_only_at_the_steps_that_computed_them(tm
         assert float(row["train/ctr/buy"]) == pytest.approx(y[:seen, 1].double().mean().item(), rel=1e-12)
 
 
+def _ne(p: np.ndarray, y: np.ndarray) -> float:
+    base = y.mean()
+    cross_entropy = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    return cross_entropy / -(base * np.log(base) + (1 - base) * np.log(1 - base))
+
+
+def test_the_readmes_manual_logging_writes_each_value_once_at_the_step_that_computed_it(tmp_path):
+    """The README's LightningModule, run with a CSVLogger writing every step: rows at steps 9 and 19 only."""
+    import re
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    readme = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "class Recommender" in b)
+    scope: dict = {"__name__": "__readme__"}
+    exec(compile(block.split("\ndata = ")[0], "README.md", "exec"), scope)  # the imports and the class
+    model = scope["Recommender"]()
+    fed: list[dict[str, torch.Tensor]] = []
+    update = model.metrics.update
+    model.metrics.update = lambda out: fed.append({k: v.clone() for k, v in out.items()}) or update(out)
+    gen = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(
+        torch.randn(2560, 8, generator=gen), (torch.rand(2560, 2, generator=gen) < 0.3).float()
+    )
+    trainer = L.Trainer(
+        max_steps=20,
+        accelerator="cpu",
+        logger=CSVLogger(tmp_path, name="logs", version=0),
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=128))
+    with open(tmp_path / "logs" / "version_0" / "metrics.csv") as f:
+        rows = [row for row in csv.DictReader(f) if row.get("ne/click")]
+    assert [int(row["step"]) for row in rows] == [9, 19]  # the 10th and 20th steps computed; no stale rows
+    for row in rows:
+        seen = fed[: int(row["step"]) + 1]
+        for task in ("click", "like"):
+            for suffix, steps in (("", seen), ("/window", seen[-8:])):  # window: 1024 samples = 8 steps
+                p = torch.cat([out[f"{task}_pred"] for out in steps]).double().numpy()
+                y = torch.cat([out[f"{task}_label"] for out in steps]).double().numpy()
+                assert float(row[f"ne/{task}{suffix}"]) == pytest.approx(_ne(p, y), rel=1e-6)
+                assert float(row[f"auc/{task}{suffix}"]) == pytest.approx(roc_auc_score(y, p), rel=1e-6)
+                assert float(row[f"calibration/{task}{suffix}"]) == pytest.approx(p.sum() / y.sum(), rel=1e-6)
+
+
 def test_unpadded_sampler_takes_every_sample_once():
     from torchmetrics_ext.integrations import UnpaddedDistributedSampler
 

@@ -984,6 +984,25 @@ def test_throughput_keys_count_the_examples_of_every_step():
             torch.testing.assert_close(values[keys[4]], values[keys[0]], equal_nan=True)  # nan in warm-up
 
 
+@pytest.mark.parametrize(("interval", "warmup"), [(100, 50), (10, 5), (2, 1), (1000, 100)])
+def test_the_default_throughput_has_rates_at_the_first_compute(interval, warmup):
+    """The module's own Throughput warms up for half the compute interval (at most 100 steps)."""
+    module = tmx.RecMetricModule(TASKS[:1], {"ctr": "ctr"}, compute_interval_steps=interval)
+    assert module.throughput.warmup_steps == warmup
+    ticks = iter(range(10_000))
+    module.throughput.clock = lambda: float(next(ticks))  # one second per update
+    step = {"click_pred": torch.full((8,), 0.5), "click_label": torch.ones(8, dtype=torch.long)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tmx.UndefinedMetricWarning)
+        while not module.should_compute():
+            module.update(step)
+        values = module.compute()
+    assert values["throughput/total_examples"].item() == 8 * interval
+    # the clock starts at the last warm-up update: (interval - warmup) timed updates of 8 examples, 1 s each
+    assert values["throughput/lifetime_throughput"].item() == pytest.approx(8.0)
+    assert values["throughput/window_throughput"].item() == pytest.approx(8.0)
+
+
 def test_state_metric_numbers_are_logged_exactly():
     """A Python float (a learning rate) is logged as float64, not rounded to float32; tensors keep their dtype."""
     module = build(

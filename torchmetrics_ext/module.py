@@ -96,7 +96,9 @@ class RecMetricModule(nn.Module):
             tasks, not over queries).
         window_size: samples in the recent window (``None``: lifetime values only).
         throughput: add a :class:`~torchmetrics_ext.Throughput` counting the examples of each step
-            (or this one, e.g. with other ``warmup_steps``).
+            (or this one, e.g. with other ``warmup_steps``). The module's own starts its clock after
+            half the compute interval in updates (at least 1, at most 100), so the
+            first :meth:`compute` already has rates (a single-step interval's first one is ``nan``).
         compute_interval_steps: :meth:`should_compute` is true every this many updates.
         state_metrics: ``{name: callable}``; each callable returns a scalar or a dict of scalars
             (e.g. the optimizer's learning rate) reported by :meth:`compute`. Names follow the
@@ -253,7 +255,11 @@ class RecMetricModule(nn.Module):
         self.metrics = MetricCollection(units, compute_groups=False) if units else None
         self.ranking = nn.ModuleDict({name: nn.ModuleList([wrap(m) for m in ms]) for name, ms in per_task.items()})
         self.throughput: Metric | None = (
-            throughput if isinstance(throughput, Throughput) else Throughput() if throughput else None
+            throughput
+            if isinstance(throughput, Throughput)
+            else Throughput(warmup_steps=_default_warmup_steps(compute_interval_steps))
+            if throughput
+            else None
         )
         for each in self._all_units():
             each.persistent(True)
@@ -790,6 +796,22 @@ class RecMetricModule(nn.Module):
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _default_warmup_steps(compute_interval_steps: int) -> int:
+    """The warm-up of a module's own ``Throughput``: half the compute interval, between 1 and 100.
+
+    ``Throughput``'s (and TorchRec's) default of 100 warm-up steps equals the module's default
+    compute interval, so the first compute would come before any timed step (``nan`` rates, which
+    TorchRec leaves out). Half the interval times the second half of the first interval, and no
+    warm-up is longer than the standalone default.
+
+    Example:
+        >>> from torchmetrics_ext.module import _default_warmup_steps
+        >>> _default_warmup_steps(100), _default_warmup_steps(10), _default_warmup_steps(1000), _default_warmup_steps(1)
+        (50, 5, 100, 1)
+    """
+    return min(100, max(1, compute_interval_steps // 2))
 
 
 def _check_tasks(tasks: Sequence[RecTaskInfo | str]) -> tuple[RecTaskInfo, ...]:

@@ -220,8 +220,74 @@ def test_unpadded_sampler_takes_every_sample_once():
 
 def test_callback_names_a_missing_module():
     callback = RecMetricCallback(train="nope")
-    with pytest.raises(AttributeError, match=r"ClickModel\.nope` is not a RecMetricModule"):
+    with pytest.raises(
+        AttributeError, match=r"`ClickModel\.nope` is missing.*RecMetricCallback\(train=\.\.\., val=None\)"
+    ):
         callback.on_train_batch_end(None, ClickModel(), {}, None, 0)
+
+
+def _fit(model, callback, **kwargs):
+    gen = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(
+        torch.randn(64, 4, generator=gen), (torch.rand(64, 2, generator=gen) < 0.3).long()
+    )
+    loader = torch.utils.data.DataLoader(data, batch_size=16)
+    trainer = L.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        callbacks=[callback],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
+    trainer.fit(model, loader, loader)
+
+
+class LossOnlyModel(ClickModel):
+    def training_step(self, batch, batch_idx):
+        return super().training_step(batch, batch_idx)["loss"]  # the usual Lightning habit
+
+
+def test_a_training_step_returning_only_the_loss_is_told_to_return_the_output_dict():
+    with pytest.raises(TypeError) as info:
+        _fit(LossOnlyModel(), RecMetricCallback(val=None))
+    message = str(info.value)
+    assert "the training step must return the model output dict" in message
+    assert "'click_logit', 'click_label'" in message and "{'loss': loss, **model_out}" in message
+    assert "got a dict with keys ['loss']" in message
+
+
+class RenamedModel(ClickModel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.metrics = self.train_metrics
+        del self.train_metrics
+
+
+@pytest.mark.parametrize(
+    ("callback", "named"),
+    [
+        (RecMetricCallback(), ["`RenamedModel.train_metrics` is missing"]),  # not val_metrics, which exists
+        (RecMetricCallback(train="metrics", val="validation"), ["`RenamedModel.validation` is missing"]),
+        (
+            RecMetricCallback(train="linear", val="nope"),
+            ["`RenamedModel.linear` is Linear", "`RenamedModel.nope` is missing"],
+        ),
+    ],
+)
+def test_a_misnamed_module_is_reported_before_training_with_the_fix(callback, named):
+    model = RenamedModel()
+    updates = []
+    model.metrics.update = updates.append
+    with pytest.raises(AttributeError) as info:
+        _fit(model, callback)  # the sanity check's validation steps would run first
+    message = str(info.value)
+    for part in named:
+        assert part in message
+    assert "has ['val_metrics', 'metrics']" in message and "`RecMetricCallback(train=..., val=None)`" in message
+    assert updates == []  # nothing ran
 
 
 # ----------------------------------------------------------------------------- DDP, script runs

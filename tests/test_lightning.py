@@ -203,6 +203,40 @@ def test_the_readmes_manual_logging_writes_each_value_once_at_the_step_that_comp
                 assert float(row[f"calibration/{task}{suffix}"]) == pytest.approx(p.sum() / y.sum(), rel=1e-6)
 
 
+def test_the_readmes_multi_task_values_log_through_log_dict():
+    """The README's `num_tasks=2` collection: its per-task dict is what Lightning's log_dict accepts."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "MetricCollection(" in b)
+    scope: dict = {"__name__": "__readme__"}
+    exec(compile(block, "README.md", "exec"), scope)
+
+    class Logs(ClickModel):
+        def training_step(self, batch, batch_idx):
+            self.log_dict(scope["per_task"])
+            return super().training_step(batch, batch_idx)
+
+    trainer = L.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    data = torch.utils.data.TensorDataset(torch.randn(16, 4), torch.zeros(16, 2, dtype=torch.long))
+    trainer.fit(Logs(), torch.utils.data.DataLoader(data, batch_size=16))
+    preds, target = scope["preds"].double().numpy(), scope["target"].numpy()
+    for t, task in enumerate(("click", "like")):
+        auc = trainer.callback_metrics[f"auc/{task}"].item()
+        assert auc == pytest.approx(roc_auc_score(target[t], preds[t]), rel=1e-6)
+        assert trainer.callback_metrics[f"calibration/{task}"].item() == pytest.approx(
+            preds[t].sum() / target[t].sum(), rel=1e-5
+        )
+
+
 def test_unpadded_sampler_takes_every_sample_once():
     from torchmetrics_ext.integrations import UnpaddedDistributedSampler
 

@@ -489,7 +489,23 @@ CONSTRUCTOR_ERRORS = [
     (dict(metrics={"mc": tmx.MulticlassRecallAtK(k=1, num_classes=3)}), TypeError, "MulticlassRecallAtK.*not one of"),
     (dict(metrics={"sum": lambda num_tasks: Sum()}), TypeError, "not one of the package's"),
     (dict(metrics={"x": 3}), TypeError, "a metric, a class, a factory or a registry name"),
-    (dict(tasks=["click", "buy"], metrics={"gauc": "gauc"}), ValueError, "task 'click' must set RecTaskInfo.group_id"),
+    (
+        dict(tasks=["click", tmx.RecTaskInfo("buy", "l", "p")], metrics={"gauc": "gauc"}),
+        ValueError,
+        "task 'click' must set RecTaskInfo.group_id",
+    ),
+    (
+        dict(tasks=["click", "like"]),
+        ValueError,
+        r"Tasks 'click' and 'like' read the same columns \(prediction 'prediction', label 'label', weight 'weight'\)"
+        r".*plain name.*"
+        r"RecTaskInfo\('like', label_name='like_label', prediction_name='like_pred'\)",
+    ),
+    (
+        dict(tasks=[tmx.RecTaskInfo("a", "y", "p"), tmx.RecTaskInfo("b", "y", "q"), tmx.RecTaskInfo("c", "y", "p")]),
+        ValueError,
+        "Tasks 'a' and 'c' read the same columns",
+    ),
     (dict(tasks=["click"], metrics={"ndcg": "ndcg"}), ValueError, "must set RecTaskInfo.session_id_name"),
     (
         dict(
@@ -507,6 +523,17 @@ CONSTRUCTOR_ERRORS = [
     (dict(state_metrics={"lr/group": lambda: 0.1}), ValueError, "without '/'"),
     (dict(state_metrics={"ne": lambda: 0.1}), ValueError, "State metric 'ne' has the name of a metric"),
 ]
+
+
+def test_tasks_on_the_same_columns_with_other_weights_are_two_views():
+    """Same predictions and labels, another weight column (e.g. debiasing weights): different values, accepted."""
+    tasks = [tmx.RecTaskInfo("click", "y", "p"), tmx.RecTaskInfo("click_ips", "y", "p", weight_name="ips")]
+    module = tmx.RecMetricModule(tasks, {"ctr": "ctr"}, throughput=False)
+    module.update(
+        {"p": torch.tensor([0.2, 0.7, 0.4]), "y": torch.tensor([0, 1, 1]), "ips": torch.tensor([3.0, 1.0, 0.0])}
+    )
+    values = module.compute()
+    assert values["ctr/click"].item() == pytest.approx(2 / 3) and values["ctr/click_ips"].item() == pytest.approx(1 / 4)
 
 
 @pytest.mark.parametrize("kwargs, exc, match", CONSTRUCTOR_ERRORS)

@@ -88,7 +88,8 @@ class RecMetricModule(nn.Module):
     r"""Every metric for every task in one module: one stacked update, one validation, one fused sync.
 
     Args:
-        tasks: the tasks, as :class:`RecTaskInfo` (or plain names, which use the default columns).
+        tasks: the tasks, as :class:`RecTaskInfo` (or plain names, which use the default columns);
+            no two tasks may read the same prediction, label and weight columns.
         metrics: ``{name: metric}``. A metric is an instance built for ``len(tasks)`` tasks, a
             class or factory called with ``num_tasks=len(tasks)``, or a registry name string
             (``"ne"``, ``"auc"``, ``"ndcg@10"``; see :mod:`torchmetrics_ext.registry`). Ranking
@@ -118,7 +119,8 @@ class RecMetricModule(nn.Module):
       ``throughput-throughput|lifetime_throughput`` and ``{state}-{state}|{entry}``.
 
     Raises:
-        ValueError: bad arguments, metrics built for another number of tasks, metrics needing an
+        ValueError: bad arguments, two tasks reading the same prediction, label and weight columns
+            (e.g. two plain task names), metrics built for another number of tasks, metrics needing an
             id column a task does not name, metrics that disagree on ``from_logits``, or one
             metric object given under two names.
         TypeError: a metric the module cannot feed (not one of the package's metrics).
@@ -824,6 +826,18 @@ def _check_tasks(tasks: Sequence[RecTaskInfo | str]) -> tuple[RecTaskInfo, ...]:
     names = [t.name for t in out]
     if len(set(names)) != len(names):
         raise ValueError(f"Expected distinct task names, got {names}.")
+    # one task's data reported under two tasks' keys (the same columns with other weights is another view)
+    by_columns: dict[tuple[str, str, str], RecTaskInfo] = {}
+    for task in out:
+        first = by_columns.setdefault((task.prediction_name, task.label_name, task.weight_name), task)
+        if first is not task:
+            raise ValueError(
+                f"Tasks {first.name!r} and {task.name!r} read the same columns (prediction "
+                f"{task.prediction_name!r}, label {task.label_name!r}, weight {task.weight_name!r}), so they would "
+                "report the same values; a task given as a plain name reads the default 'prediction', 'label' and "
+                f"'weight' columns. Say where each task's columns are: RecTaskInfo({task.name!r}, "
+                f"label_name='{task.name}_label', prediction_name='{task.name}_pred')."
+            )
     return out
 
 

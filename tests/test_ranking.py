@@ -1188,3 +1188,24 @@ def test_ddp_one_rank_weighted_the_other_not(ddp_pool, weighted_ranks):
         for part, value in windowed.items():
             np.testing.assert_allclose(value, expected, rtol=1e-12, err_msg=part)
         assert (sent > 0) == (rank in weighted_ranks)
+
+
+@pytest.mark.parametrize(
+    ("cls", "extra", "fix"),
+    [
+        (tmx.RecallAtK, {}, r"takes the cutoff as `k`: RecallAtK\(k=5\)"),
+        (tmx.PrecisionAtK, {}, r"takes the cutoff as `k`: PrecisionAtK\(k=5\)"),
+        (tmx.HitRate, {}, r"takes the cutoff as `k`: HitRate\(k=5\)"),
+        (tmx.F1AtK, {}, r"takes the cutoff as `k`: F1AtK\(k=5\)"),
+        (tmx.NDCG, {}, r"takes the cutoff as `k`: NDCG\(k=5\)"),
+        (tmx.MRR, {}, r"takes the cutoff as `k`: MRR\(k=5\)"),
+        (tmx.MAP, {}, r"takes the cutoff as `k`: MAP\(k=5\)"),
+        (tmx.MulticlassRecallAtK, {"num_classes": 3}, r"takes the cutoff as `k`: MulticlassRecallAtK\(k=5\)"),
+        (tmx.RankingMetrics, {}, r"takes its cutoffs as `ks`: RankingMetrics\(ks=\(5,\)\)"),
+        (tmx.RPrecision, {}, "has no cutoff"),
+    ],
+)
+def test_torchmetrics_top_k_is_told_the_cutoff_is_k(cls, extra, fix):
+    """People coming from TorchMetrics write `top_k=`; the error names our argument instead of "missing 'k'"."""
+    with pytest.raises(TypeError, match=rf"{cls.__name__} has no `top_k` argument \(TorchMetrics' name.*{fix}"):
+        cls(top_k=5, **extra)

@@ -425,8 +425,23 @@ BAD = [
     (_drop("click_label"), KeyError, "Task 'click'.*label column 'click_label'"),
     (_drop("user"), KeyError, "Task 'click'.*group id column 'user'"),
     (_drop("query"), KeyError, "session id column 'query'"),
-    (_set("click_pred", lambda v: v.tolist()), TypeError, "torch.Tensor"),
-    (_set("click_pred", lambda v: (v * 10).long()), TypeError, "floating point predictions"),
+    # type errors name the task and the column too
+    (
+        _set("click_pred", lambda v: v.tolist()),
+        TypeError,
+        r"^Task 'click', `model_out\['click_pred'\]`: .*torch.Tensor, got list",
+    ),
+    (_set("buy_label", lambda v: v.tolist()), TypeError, r"^Task 'buy', `model_out\['buy_label'\]`: .*torch.Tensor"),
+    (
+        _set("buy_pred", lambda v: v.to(torch.complex64)),
+        TypeError,
+        r"^Task 'buy', `model_out\['buy_pred'\]`: .*real tensor",
+    ),
+    (
+        _set("buy_pred", lambda v: (v * 10).long()),
+        TypeError,
+        r"^Task 'buy', `model_out\['buy_pred'\]`: expected floating point predictions.*torch.int64",
+    ),
     (_set("buy_label", lambda v: v[:-1]), ValueError, "Task 'buy'.*'buy_label'.*shape"),
     (_set("click_pred", lambda v: v.reshape(-1, 1)), ValueError, r"shape \(N,\)"),
     # value errors name the task and the column that fails on its own
@@ -437,7 +452,7 @@ BAD = [
     (_set("buy_w", lambda v: -v), ValueError, "Task 'buy'.*'buy_w'.*non-negative"),
     (_set("buy_w", lambda v: torch.where(v > 1.5, float("nan"), v)), ValueError, "'buy_w'.*`weights`"),
     (_set("click_w", lambda v: torch.where(v > 1.5, float("inf"), 1.0)), ValueError, "'click_w'.*`weights`"),
-    (_set("user", lambda v: v.double()), TypeError, "integer ids in `model_out\\['user'\\]`"),
+    (_set("user", lambda v: v.double()), TypeError, "^Task 'click', `model_out\\['user'\\]`: expected integer ids"),
     (_set("query", lambda v: v[:10]), ValueError, "'query'.*shape"),
 ]
 

@@ -26,7 +26,7 @@ from torchmetrics_ext.functional.auc.binary import _check_float32_weights
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.registry import build_metric, torchrec_names
-from torchmetrics_ext.utilities.checks import _check_values, check_tensor, format_pointwise
+from torchmetrics_ext.utilities.checks import _check_values, format_pointwise
 from torchmetrics_ext.utilities.distributed import fused_gather
 from torchmetrics_ext.wrappers.windowed import Windowed
 
@@ -615,8 +615,14 @@ class RecMetricModule(nn.Module):
             if key is None or key not in model_out:
                 raise KeyError(f"Task {task.name!r}: `model_out` has no {field} column {key!r}.")
             value = model_out[key]
-            if not isinstance(value, Tensor) or value.is_complex():  # the message only when it raises
-                check_tensor(f"model_out[{key!r}]", value)
+            if not isinstance(value, Tensor):
+                raise TypeError(
+                    f"Task {task.name!r}, `model_out[{key!r}]`: expected a torch.Tensor, got {type(value).__name__}."
+                )
+            if value.is_complex():
+                raise TypeError(
+                    f"Task {task.name!r}, `model_out[{key!r}]`: expected a real tensor, got dtype {value.dtype}."
+                )
             if value.ndim != 1:
                 raise ValueError(
                     f"Task {task.name!r}: expected `model_out[{key!r}]` of shape (N,), got {tuple(value.shape)}."
@@ -629,7 +635,10 @@ class RecMetricModule(nn.Module):
         first = preds[0]
         for task, p, y, w in zip(self.tasks, preds, labels, weights):
             if not p.is_floating_point():
-                raise TypeError(f"Task {task.name!r}: expected floating point predictions, got dtype {p.dtype}.")
+                raise TypeError(
+                    f"Task {task.name!r}, `model_out[{task.prediction_name!r}]`: expected floating point predictions "
+                    f"(probabilities, or logits with from_logits=True), got dtype {p.dtype}."
+                )
             for key, other in ((task.prediction_name, p), (task.label_name, y), (task.weight_name, w)):
                 if other is not None and (other.shape != first.shape or other.device != first.device):
                     raise ValueError(
@@ -933,7 +942,7 @@ def _put(out: dict[str, Tensor], key: str, value: Tensor) -> None:
 
 def _id_column(value: Tensor, task: RecTaskInfo, key: str | None, like: Tensor) -> Tensor:
     if value.is_floating_point() or value.dtype == torch.bool:
-        raise TypeError(f"Task {task.name!r}: expected integer ids in `model_out[{key!r}]`, got dtype {value.dtype}.")
+        raise TypeError(f"Task {task.name!r}, `model_out[{key!r}]`: expected integer ids, got dtype {value.dtype}.")
     if value.shape != like.shape or value.device != like.device:
         raise ValueError(
             f"Task {task.name!r}: expected `model_out[{key!r}]` of shape {tuple(like.shape)} on {like.device}, "

@@ -280,6 +280,22 @@ def test_metrics_without_from_logits_read_probabilities_when_the_predictions_are
                 np.testing.assert_allclose(values[key].item(), value, rtol=1e-6, err_msg=key)
 
 
+@pytest.mark.parametrize("name", [n for n in metric_names() if "@" not in n])
+def test_metrics_that_do_not_read_predictions_ignore_them(name):
+    """`reads_predictions = False` (the module keeps logits for those metrics) holds: other predictions, same value."""
+    metric = build_metric(name, num_tasks=1)
+    if metric.reads_predictions or not metric.has_task_dim:
+        return
+    gen = torch.Generator().manual_seed(8)
+    target, weights = (torch.rand(50, generator=gen) < 0.4).double(), torch.rand(50, generator=gen)
+    values = []
+    for preds in (torch.rand(50, generator=gen), torch.randn(50, generator=gen) * 5):
+        metric.reset()
+        metric.update(preds, target, weights=weights)
+        values.append(metric.compute())
+    torch.testing.assert_close(values[0], values[1], rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("labels", ["soft", "integer counts", "float 0/1"])
 def test_label_kinds_take_the_right_kernels(labels):
     """Soft labels (NE's lerp), integer regression targets (y² kept) and 0/1 floats against numpy."""

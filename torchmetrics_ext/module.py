@@ -230,9 +230,12 @@ class RecMetricModule(nn.Module):
         self._domains = InputDomains.strictest(stacked_domains | {n: ms[0].input_domains for n, ms in per_task.items()})
         # The predictions are logits (a metric was built with from_logits=True): metrics without
         # that option (MSE, WeightedAverage, ...) would read raw logits as values, so they are fed
-        # sigmoid(logits) instead. Ranking copies rank the scores as given (the same order).
+        # sigmoid(logits) instead; those that do not read predictions (CTR) keep the logits, and
+        # ranking copies rank the scores as given (the same order).
         self._fed_probabilities = frozenset(
-            n for n, d in stacked_domains.items() if self._domains.from_logits and d is not None and d.preds == "real"
+            n
+            for n, d in stacked_domains.items()
+            if self._domains.from_logits and d is not None and d.preds == "real" and stacked[n].reads_predictions
         )
 
         # explicit compute groups: only metrics that provably share statistics

@@ -197,6 +197,29 @@ def test_demo_rejects_bad_arguments(argv, match, capsys):
     assert match in capsys.readouterr().err
 
 
+def test_the_training_demo_stops_before_training_when_the_report_cannot_be_written(monkeypatch, capsys):
+    """Without matplotlib (e.g. only the `lightning` extra) the demo says which extra, before any training."""
+    import importlib.abc
+
+    class Hide(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "matplotlib" or name.startswith("matplotlib."):
+                raise ModuleNotFoundError(f"No module named {name!r}")
+            return None
+
+    monkeypatch.setattr(sys, "meta_path", [Hide(), *sys.meta_path])
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    import torchmetrics_ext.demo as demo
+
+    monkeypatch.setattr(demo, "run_training_demo", lambda config: pytest.fail("trained without matplotlib"))
+    with pytest.raises(SystemExit) as info:
+        cli.main(["demo", "--steps", "1"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "need matplotlib, from the `demo` extra" in err and "pip install 'torchmetrics-ext[demo]'" in err
+
+
 def test_the_readme_picture_is_a_small_png():
     import re
 

@@ -61,3 +61,26 @@ def test_public_surface_is_sorted_and_importable():
         assert list(module.__all__) == sorted(module.__all__) and len(set(module.__all__)) == len(module.__all__)
         for name in module.__all__:
             assert hasattr(module, name), name
+
+
+def test_documented_installs_bring_what_the_commands_after_them_need():
+    """A bash block that runs the training demo installs an extra with Lightning and matplotlib."""
+    import re
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    needs = {"lightning", "matplotlib"}  # cli.DEMO_REQUIRES, as distribution names
+    assert set(cli.DEMO_REQUIRES) == needs
+    checked = 0
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for block in re.findall(r"```bash\n(.*?)```", path.read_text(), re.S):
+            installed: set[str] = set()
+            for line in block.splitlines():
+                for group in re.findall(r"\.\[([a-z,]+)\]", line):
+                    for extra in group.split(","):
+                        assert extra in extras, f"{path.name}: unknown extra {extra!r}"
+                        installed |= {re.split(r"[<>=\[]", dep)[0] for dep in extras[extra]}
+                if re.search(r"torchmetrics-ext demo(?! --quick)", line):
+                    checked += 1
+                    assert needs <= installed, f"{path.name}: `{line.strip()}` runs without {needs - installed}"
+    assert checked >= 2  # README and getting_started

@@ -204,20 +204,29 @@ def test_collection_syncs_once_per_step(num_tasks, weighted):
             assert calls == []
 
 
-def test_rec_metric_module_syncs_once_per_step():
-    """The module validates the stacked step once; its metrics then update without a sync."""
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_rec_metric_module_syncs_once_per_step(from_logits):
+    """The module validates the stacked step once; its metrics then update without a sync.
+
+    With logits, the metrics without ``from_logits`` (CTR, MSE) get ``sigmoid(logits)``, without a sync either.
+    """
     from torchmetrics_ext.module import RecMetricModule, RecTaskInfo
+    from torchmetrics_ext.registry import build_metric
 
     tasks = [RecTaskInfo(t, label_name=f"{t}_label", prediction_name=f"{t}_pred") for t in ("click", "like")]
     metrics = {"ne": "ne", "calibration": "calibration", "ctr": "ctr", "auc": "auc"}
+    if from_logits:
+        metrics = {name: build_metric(name, num_tasks=2, from_logits=True) for name in ("ne", "calibration", "auc")}
+        metrics |= {"ctr": "ctr", "mse": "mse"}
     module = RecMetricModule(tasks, metrics, throughput=False)
 
     def model_out(seed: int) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(seed)
         out = {}
         for task in ("click", "like"):
-            out[f"{task}_pred"] = torch.rand(256, generator=g)
-            out[f"{task}_label"] = (torch.rand(256, generator=g) < out[f"{task}_pred"]).float()
+            p = torch.rand(256, generator=g)
+            out[f"{task}_pred"] = torch.logit(p) if from_logits else p
+            out[f"{task}_label"] = (torch.rand(256, generator=g) < p).float()
         return out
 
     with force_device_path():

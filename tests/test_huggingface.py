@@ -153,7 +153,73 @@ def test_relevance_matrix_labels_and_bad_shapes():
     with pytest.raises(ValueError, match="needs labels"):
         compute_metrics(SimpleNamespace(predictions=scores, label_ids=None))
     pointwise = pointwise_compute_metrics(["ctr"], tasks=("a", "b"))
-    with pytest.raises(ValueError, match=r"Expected predictions and labels of shape \(N,\) or \(N, 1\) for one task"):
+    with pytest.raises(
+        ValueError, match=r"Expected \(N, 2\) predictions and labels, one column per task of \['a', 'b'\]"
+    ):
         pointwise(SimpleNamespace(predictions=np.zeros(3), label_ids=np.zeros(3)))
     with pytest.raises(ValueError, match="Unknown metric name"):
         pointwise_compute_metrics(["nope"])
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-z))
+
+
+def _numpy_pointwise(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """The metrics without a ``from_logits`` option, by their formulas, on probabilities ``p``."""
+    mse = np.mean((p - y) ** 2)
+    return {
+        "mse": mse,
+        "rmse": np.sqrt(mse),
+        "mae": np.mean(np.abs(p - y)),
+        "weighted_average": np.mean(p),
+        "r_squared": 1 - np.sum((p - y) ** 2) / np.sum((y - y.mean()) ** 2),
+        "nmse": mse / np.mean((y - 1.0) ** 2),  # TorchRec's constant-1 baseline
+        "weighted_sum_predictions": np.sum(p),
+    }
+
+
+FLAGLESS = ["mse", "rmse", "mae", "weighted_average", "r_squared", "nmse", "weighted_sum_predictions"]
+
+
+@pytest.mark.parametrize("with_flagged", [True, False], ids=["next-to-ne", "alone"])
+def test_metrics_without_from_logits_get_probabilities(with_flagged):
+    """from_logits=True (the default): MSE is the Brier score and the average the mean probability."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(5)
+    logits = rng.normal(0, 2, size=(257, 2))
+    labels = (rng.uniform(size=(257, 2)) < 0.3).astype(np.int64)
+    names = FLAGLESS + (["ne", "calibration"] if with_flagged else [])
+    for tasks in (("task",), ("click", "like")):
+        z, y = (logits[:, 0], labels[:, 0]) if len(tasks) == 1 else (logits, labels)
+        values = pointwise_compute_metrics(names, tasks=tasks)(SimpleNamespace(predictions=z, label_ids=y))
+        for i, task in enumerate(tasks):
+            p, t = _sigmoid(logits[:, i]), labels[:, i].astype(np.float64)
+            expected = _numpy_pointwise(p, t)
+            if with_flagged:
+                expected["ne"] = log_loss(t, p) / log_loss(t, np.full_like(p, t.mean()))
+                expected["calibration"] = p.sum() / t.sum()
+            for name, value in expected.items():
+                key = name if len(tasks) == 1 else f"{name}/{task}"
+                assert values[key] == pytest.approx(value, rel=1e-9), key
+    # probabilities given as such are read as given
+    p = _sigmoid(logits[:, 0])
+    values = pointwise_compute_metrics(FLAGLESS, from_logits=False)(
+        SimpleNamespace(predictions=p, label_ids=labels[:, 0])
+    )
+    for name, value in _numpy_pointwise(p, labels[:, 0].astype(np.float64)).items():
+        assert values[name] == pytest.approx(value, rel=1e-9), name
+
+
+def test_a_two_logit_head_is_told_what_shapes_are_accepted():
+    from types import SimpleNamespace
+
+    compute_metrics = pointwise_compute_metrics(["ne"])
+    with pytest.raises(ValueError) as info:
+        compute_metrics(SimpleNamespace(predictions=np.zeros((4, 2)), label_ids=np.array([1, 0, 0, 1])))
+    message = str(info.value)
+    assert "one score per example, (N,) or (N, 1)" in message
+    assert "got predictions of shape (4, 2) and labels of shape (4,)" in message
+    assert "`tasks=`" in message and "one-logit head" in message and "preprocess_logits_for_metrics" in message
+    assert "for 1 tasks" not in message

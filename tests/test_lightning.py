@@ -155,6 +155,88 @@ def test_callback_writes_training_values_only_at_the_steps_that_computed_them(tm
         assert float(row["train/ctr/buy"]) == pytest.approx(y[:seen, 1].double().mean().item(), rel=1e-12)
 
 
+def _ne(p: np.ndarray, y: np.ndarray) -> float:
+    base = y.mean()
+    cross_entropy = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    return cross_entropy / -(base * np.log(base) + (1 - base) * np.log(1 - base))
+
+
+def test_the_readmes_manual_logging_writes_each_value_once_at_the_step_that_computed_it(tmp_path):
+    """The README's LightningModule, run with a CSVLogger writing every step: rows at steps 9 and 19 only."""
+    import re
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    readme = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "class Recommender" in b)
+    scope: dict = {"__name__": "__readme__"}
+    exec(compile(block.split("\ndata = ")[0], "README.md", "exec"), scope)  # the imports and the class
+    model = scope["Recommender"]()
+    fed: list[dict[str, torch.Tensor]] = []
+    update = model.metrics.update
+    model.metrics.update = lambda out: fed.append({k: v.clone() for k, v in out.items()}) or update(out)
+    gen = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(
+        torch.randn(2560, 8, generator=gen), (torch.rand(2560, 2, generator=gen) < 0.3).float()
+    )
+    trainer = L.Trainer(
+        max_steps=20,
+        accelerator="cpu",
+        logger=CSVLogger(tmp_path, name="logs", version=0),
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=128))
+    with open(tmp_path / "logs" / "version_0" / "metrics.csv") as f:
+        rows = [row for row in csv.DictReader(f) if row.get("ne/click")]
+    assert [int(row["step"]) for row in rows] == [9, 19]  # the 10th and 20th steps computed; no stale rows
+    for row in rows:
+        seen = fed[: int(row["step"]) + 1]
+        for task in ("click", "like"):
+            for suffix, steps in (("", seen), ("/window", seen[-8:])):  # window: 1024 samples = 8 steps
+                p = torch.cat([out[f"{task}_pred"] for out in steps]).double().numpy()
+                y = torch.cat([out[f"{task}_label"] for out in steps]).double().numpy()
+                assert float(row[f"ne/{task}{suffix}"]) == pytest.approx(_ne(p, y), rel=1e-6)
+                assert float(row[f"auc/{task}{suffix}"]) == pytest.approx(roc_auc_score(y, p), rel=1e-6)
+                assert float(row[f"calibration/{task}{suffix}"]) == pytest.approx(p.sum() / y.sum(), rel=1e-6)
+
+
+def test_the_readmes_multi_task_values_log_through_log_dict():
+    """The README's `num_tasks=2` collection: its per-task dict is what Lightning's log_dict accepts."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "MetricCollection(" in b)
+    scope: dict = {"__name__": "__readme__"}
+    exec(compile(block, "README.md", "exec"), scope)
+
+    class Logs(ClickModel):
+        def training_step(self, batch, batch_idx):
+            self.log_dict(scope["per_task"])
+            return super().training_step(batch, batch_idx)
+
+    trainer = L.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    data = torch.utils.data.TensorDataset(torch.randn(16, 4), torch.zeros(16, 2, dtype=torch.long))
+    trainer.fit(Logs(), torch.utils.data.DataLoader(data, batch_size=16))
+    preds, target = scope["preds"].double().numpy(), scope["target"].numpy()
+    for t, task in enumerate(("click", "like")):
+        auc = trainer.callback_metrics[f"auc/{task}"].item()
+        assert auc == pytest.approx(roc_auc_score(target[t], preds[t]), rel=1e-6)
+        assert trainer.callback_metrics[f"calibration/{task}"].item() == pytest.approx(
+            preds[t].sum() / target[t].sum(), rel=1e-5
+        )
+
+
 def test_unpadded_sampler_takes_every_sample_once():
     from torchmetrics_ext.integrations import UnpaddedDistributedSampler
 
@@ -172,8 +254,74 @@ def test_unpadded_sampler_takes_every_sample_once():
 
 def test_callback_names_a_missing_module():
     callback = RecMetricCallback(train="nope")
-    with pytest.raises(AttributeError, match=r"ClickModel\.nope` is not a RecMetricModule"):
+    with pytest.raises(
+        AttributeError, match=r"`ClickModel\.nope` is missing.*RecMetricCallback\(train=\.\.\., val=None\)"
+    ):
         callback.on_train_batch_end(None, ClickModel(), {}, None, 0)
+
+
+def _fit(model, callback, **kwargs):
+    gen = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(
+        torch.randn(64, 4, generator=gen), (torch.rand(64, 2, generator=gen) < 0.3).long()
+    )
+    loader = torch.utils.data.DataLoader(data, batch_size=16)
+    trainer = L.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        callbacks=[callback],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
+    trainer.fit(model, loader, loader)
+
+
+class LossOnlyModel(ClickModel):
+    def training_step(self, batch, batch_idx):
+        return super().training_step(batch, batch_idx)["loss"]  # the usual Lightning habit
+
+
+def test_a_training_step_returning_only_the_loss_is_told_to_return_the_output_dict():
+    with pytest.raises(TypeError) as info:
+        _fit(LossOnlyModel(), RecMetricCallback(val=None))
+    message = str(info.value)
+    assert "the training step must return the model output dict" in message
+    assert "'click_logit', 'click_label'" in message and "{'loss': loss, **model_out}" in message
+    assert "got a dict with keys ['loss']" in message
+
+
+class RenamedModel(ClickModel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.metrics = self.train_metrics
+        del self.train_metrics
+
+
+@pytest.mark.parametrize(
+    ("callback", "named"),
+    [
+        (RecMetricCallback(), ["`RenamedModel.train_metrics` is missing"]),  # not val_metrics, which exists
+        (RecMetricCallback(train="metrics", val="validation"), ["`RenamedModel.validation` is missing"]),
+        (
+            RecMetricCallback(train="linear", val="nope"),
+            ["`RenamedModel.linear` is Linear", "`RenamedModel.nope` is missing"],
+        ),
+    ],
+)
+def test_a_misnamed_module_is_reported_before_training_with_the_fix(callback, named):
+    model = RenamedModel()
+    updates = []
+    model.metrics.update = updates.append
+    with pytest.raises(AttributeError) as info:
+        _fit(model, callback)  # the sanity check's validation steps would run first
+    message = str(info.value)
+    for part in named:
+        assert part in message
+    assert "has ['val_metrics', 'metrics']" in message and "`RecMetricCallback(train=..., val=None)`" in message
+    assert updates == []  # nothing ran
 
 
 # ----------------------------------------------------------------------------- DDP, script runs

@@ -249,6 +249,70 @@ def _assert_independent_references(values: dict[str, torch.Tensor], data: dict[s
         np.testing.assert_allclose(values["gauc" + key], np.mean(per_group), rtol=1e-6)
 
 
+@pytest.mark.parametrize("window_size", [None, 250])
+def test_metrics_without_from_logits_read_probabilities_when_the_predictions_are_logits(window_size):
+    """NE(from_logits=True) next to MSE / WeightedAverage: those get sigmoid(logits), never raw logits."""
+    data = make_data(11)
+    gen = torch.Generator().manual_seed(3)
+    for task in TASKS:
+        data[task.prediction_name] = torch.randn(600, generator=gen) * 2  # logits
+    logits = dict(from_logits=True)
+    metrics = {
+        "ne": lambda num_tasks: tmx.NormalizedEntropy(num_tasks, **logits),
+        "calibration": lambda num_tasks: tmx.Calibration(num_tasks, **logits),
+        "auc": lambda num_tasks: tmx.AUC(num_tasks, **logits),
+        "mse": "mse",
+        "rmse": "rmse",
+        "mae": "mae",
+        "avg": "weighted_average",
+        "ctr": "ctr",
+        "r2": "r_squared",
+        "sum_p": "weighted_sum_predictions",
+    }
+    module = build(metrics, window_size=window_size)
+    assert module.input_domains.from_logits
+    values = run(module, batches(data, [0, 100, 350, 600]))
+    for task in TASKS:
+        for suffix, lo in (("", 0), ("/window", 350)):
+            if suffix and window_size is None:
+                continue
+            z = data[task.prediction_name][lo:].double().numpy()
+            p, y = 1 / (1 + np.exp(-z)), data[task.label_name][lo:].double().numpy()
+            w = data[task.weight_name][lo:].numpy()
+            sse = (w * (p - y) ** 2).sum()
+            expected = {
+                "ne": _ne_reference(p, y, w),
+                "calibration": (w * p).sum() / (w * y).sum(),
+                "auc": roc_auc_score(y, p, sample_weight=w),
+                "mse": sse / w.sum(),
+                "rmse": np.sqrt(sse / w.sum()),
+                "mae": (w * np.abs(p - y)).sum() / w.sum(),
+                "avg": (w * p).sum() / w.sum(),
+                "ctr": (w * y).sum() / w.sum(),
+                "r2": 1 - sse / (w * (y - (w * y).sum() / w.sum()) ** 2).sum(),
+                "sum_p": (w * p).sum(),
+            }
+            for name, value in expected.items():
+                key = f"{name}/{task.name}{suffix}"
+                np.testing.assert_allclose(values[key].item(), value, rtol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize("name", [n for n in metric_names() if "@" not in n])
+def test_metrics_that_do_not_read_predictions_ignore_them(name):
+    """`reads_predictions = False` (the module keeps logits for those metrics) holds: other predictions, same value."""
+    metric = build_metric(name, num_tasks=1)
+    if metric.reads_predictions or not metric.has_task_dim:
+        return
+    gen = torch.Generator().manual_seed(8)
+    target, weights = (torch.rand(50, generator=gen) < 0.4).double(), torch.rand(50, generator=gen)
+    values = []
+    for preds in (torch.rand(50, generator=gen), torch.randn(50, generator=gen) * 5):
+        metric.reset()
+        metric.update(preds, target, weights=weights)
+        values.append(metric.compute())
+    torch.testing.assert_close(values[0], values[1], rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("labels", ["soft", "integer counts", "float 0/1"])
 def test_label_kinds_take_the_right_kernels(labels):
     """Soft labels (NE's lerp), integer regression targets (y² kept) and 0/1 floats against numpy."""
@@ -394,8 +458,23 @@ BAD = [
     (_drop("click_label"), KeyError, "Task 'click'.*label column 'click_label'"),
     (_drop("user"), KeyError, "Task 'click'.*group id column 'user'"),
     (_drop("query"), KeyError, "session id column 'query'"),
-    (_set("click_pred", lambda v: v.tolist()), TypeError, "torch.Tensor"),
-    (_set("click_pred", lambda v: (v * 10).long()), TypeError, "floating point predictions"),
+    # type errors name the task and the column too
+    (
+        _set("click_pred", lambda v: v.tolist()),
+        TypeError,
+        r"^Task 'click', `model_out\['click_pred'\]`: .*torch.Tensor, got list",
+    ),
+    (_set("buy_label", lambda v: v.tolist()), TypeError, r"^Task 'buy', `model_out\['buy_label'\]`: .*torch.Tensor"),
+    (
+        _set("buy_pred", lambda v: v.to(torch.complex64)),
+        TypeError,
+        r"^Task 'buy', `model_out\['buy_pred'\]`: .*real tensor",
+    ),
+    (
+        _set("buy_pred", lambda v: (v * 10).long()),
+        TypeError,
+        r"^Task 'buy', `model_out\['buy_pred'\]`: expected floating point predictions.*torch.int64",
+    ),
     (_set("buy_label", lambda v: v[:-1]), ValueError, "Task 'buy'.*'buy_label'.*shape"),
     (_set("click_pred", lambda v: v.reshape(-1, 1)), ValueError, r"shape \(N,\)"),
     # value errors name the task and the column that fails on its own
@@ -406,7 +485,7 @@ BAD = [
     (_set("buy_w", lambda v: -v), ValueError, "Task 'buy'.*'buy_w'.*non-negative"),
     (_set("buy_w", lambda v: torch.where(v > 1.5, float("nan"), v)), ValueError, "'buy_w'.*`weights`"),
     (_set("click_w", lambda v: torch.where(v > 1.5, float("inf"), 1.0)), ValueError, "'click_w'.*`weights`"),
-    (_set("user", lambda v: v.double()), TypeError, "integer ids in `model_out\\['user'\\]`"),
+    (_set("user", lambda v: v.double()), TypeError, "^Task 'click', `model_out\\['user'\\]`: expected integer ids"),
     (_set("query", lambda v: v[:10]), ValueError, "'query'.*shape"),
 ]
 
@@ -458,7 +537,23 @@ CONSTRUCTOR_ERRORS = [
     (dict(metrics={"mc": tmx.MulticlassRecallAtK(k=1, num_classes=3)}), TypeError, "MulticlassRecallAtK.*not one of"),
     (dict(metrics={"sum": lambda num_tasks: Sum()}), TypeError, "not one of the package's"),
     (dict(metrics={"x": 3}), TypeError, "a metric, a class, a factory or a registry name"),
-    (dict(tasks=["click", "buy"], metrics={"gauc": "gauc"}), ValueError, "task 'click' must set RecTaskInfo.group_id"),
+    (
+        dict(tasks=["click", tmx.RecTaskInfo("buy", "l", "p")], metrics={"gauc": "gauc"}),
+        ValueError,
+        "task 'click' must set RecTaskInfo.group_id",
+    ),
+    (
+        dict(tasks=["click", "like"]),
+        ValueError,
+        r"Tasks 'click' and 'like' read the same columns \(prediction 'prediction', label 'label', weight 'weight'\)"
+        r".*plain name.*"
+        r"RecTaskInfo\('like', label_name='like_label', prediction_name='like_pred'\)",
+    ),
+    (
+        dict(tasks=[tmx.RecTaskInfo("a", "y", "p"), tmx.RecTaskInfo("b", "y", "q"), tmx.RecTaskInfo("c", "y", "p")]),
+        ValueError,
+        "Tasks 'a' and 'c' read the same columns",
+    ),
     (dict(tasks=["click"], metrics={"ndcg": "ndcg"}), ValueError, "must set RecTaskInfo.session_id_name"),
     (
         dict(
@@ -476,6 +571,17 @@ CONSTRUCTOR_ERRORS = [
     (dict(state_metrics={"lr/group": lambda: 0.1}), ValueError, "without '/'"),
     (dict(state_metrics={"ne": lambda: 0.1}), ValueError, "State metric 'ne' has the name of a metric"),
 ]
+
+
+def test_tasks_on_the_same_columns_with_other_weights_are_two_views():
+    """Same predictions and labels, another weight column (e.g. debiasing weights): different values, accepted."""
+    tasks = [tmx.RecTaskInfo("click", "y", "p"), tmx.RecTaskInfo("click_ips", "y", "p", weight_name="ips")]
+    module = tmx.RecMetricModule(tasks, {"ctr": "ctr"}, throughput=False)
+    module.update(
+        {"p": torch.tensor([0.2, 0.7, 0.4]), "y": torch.tensor([0, 1, 1]), "ips": torch.tensor([3.0, 1.0, 0.0])}
+    )
+    values = module.compute()
+    assert values["ctr/click"].item() == pytest.approx(2 / 3) and values["ctr/click_ips"].item() == pytest.approx(1 / 4)
 
 
 @pytest.mark.parametrize("kwargs, exc, match", CONSTRUCTOR_ERRORS)
@@ -1010,6 +1116,25 @@ def test_throughput_keys_count_the_examples_of_every_step():
         if style == "torchrec":
             assert values[keys[3]].item() == 600
             torch.testing.assert_close(values[keys[4]], values[keys[0]], equal_nan=True)  # nan in warm-up
+
+
+@pytest.mark.parametrize(("interval", "warmup"), [(100, 50), (10, 5), (2, 1), (1000, 100)])
+def test_the_default_throughput_has_rates_at_the_first_compute(interval, warmup):
+    """The module's own Throughput warms up for half the compute interval (at most 100 steps)."""
+    module = tmx.RecMetricModule(TASKS[:1], {"ctr": "ctr"}, compute_interval_steps=interval)
+    assert module.throughput.warmup_steps == warmup
+    ticks = iter(range(10_000))
+    module.throughput.clock = lambda: float(next(ticks))  # one second per update
+    step = {"click_pred": torch.full((8,), 0.5), "click_label": torch.ones(8, dtype=torch.long)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tmx.UndefinedMetricWarning)
+        while not module.should_compute():
+            module.update(step)
+        values = module.compute()
+    assert values["throughput/total_examples"].item() == 8 * interval
+    # the clock starts at the last warm-up update: (interval - warmup) timed updates of 8 examples, 1 s each
+    assert values["throughput/lifetime_throughput"].item() == pytest.approx(8.0)
+    assert values["throughput/window_throughput"].item() == pytest.approx(8.0)
 
 
 def test_state_metric_numbers_are_logged_exactly():

@@ -1218,3 +1218,24 @@ def test_a_lower_precision_never_merges_query_ids(name, cast):
             assert all(chunk.dtype == torch.int64 for chunk in metric.indexes)
             np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-3, err_msg=f"{base} {how}")
     assert merged >= 2
+
+
+@pytest.mark.parametrize(
+    ("cls", "extra", "fix"),
+    [
+        (tmx.RecallAtK, {}, r"takes the cutoff as `k`: RecallAtK\(k=5\)"),
+        (tmx.PrecisionAtK, {}, r"takes the cutoff as `k`: PrecisionAtK\(k=5\)"),
+        (tmx.HitRate, {}, r"takes the cutoff as `k`: HitRate\(k=5\)"),
+        (tmx.F1AtK, {}, r"takes the cutoff as `k`: F1AtK\(k=5\)"),
+        (tmx.NDCG, {}, r"takes the cutoff as `k`: NDCG\(k=5\)"),
+        (tmx.MRR, {}, r"takes the cutoff as `k`: MRR\(k=5\)"),
+        (tmx.MAP, {}, r"takes the cutoff as `k`: MAP\(k=5\)"),
+        (tmx.MulticlassRecallAtK, {"num_classes": 3}, r"takes the cutoff as `k`: MulticlassRecallAtK\(k=5\)"),
+        (tmx.RankingMetrics, {}, r"takes its cutoffs as `ks`: RankingMetrics\(ks=\(5,\)\)"),
+        (tmx.RPrecision, {}, "has no cutoff"),
+    ],
+)
+def test_torchmetrics_top_k_is_told_the_cutoff_is_k(cls, extra, fix):
+    """People coming from TorchMetrics write `top_k=`; the error names our argument instead of "missing 'k'"."""
+    with pytest.raises(TypeError, match=rf"{cls.__name__} has no `top_k` argument \(TorchMetrics' name.*{fix}"):
+        cls(top_k=5, **extra)

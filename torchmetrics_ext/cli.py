@@ -16,6 +16,7 @@ predictions in Parquet/CSV files (see :mod:`torchmetrics_ext.evaluate`); under
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
@@ -249,6 +250,23 @@ def _init_distributed() -> int | None:
     return torch.distributed.get_rank()
 
 
+# what the training demo imports: Lightning for the run, matplotlib for the report written after it
+DEMO_REQUIRES = ("lightning", "matplotlib")
+
+
+def _missing_modules(names: Sequence[str]) -> list[str]:
+    """The top-level modules among ``names`` that cannot be imported (found without importing them)."""
+    missing = []
+    for name in names:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a finder that refuses it, or a module without a spec
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
 def run_demo_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Run ``demo``: the training demo and its report, or the tables with ``--quick``."""
     if args.batch_size is not None and args.batch_size < 1:
@@ -262,6 +280,13 @@ def run_demo_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         return 0
     if args.steps < 1 or args.devices < 1:
         parser.error("--steps and --devices must be positive")
+    missing = _missing_modules(DEMO_REQUIRES)
+    if missing:  # checked before training: the report (matplotlib) would only fail after it
+        parser.error(
+            f"the training demo and its report need {', '.join(missing)}, from the `demo` extra: "
+            "pip install 'torchmetrics-ext[demo]' (from a clone: pip install -e '.[demo]'); "
+            "`torchmetrics-ext demo --quick` needs no extra"
+        )
     try:
         from torchmetrics_ext.demo import DemoConfig, run_training_demo
     except ModuleNotFoundError as err:

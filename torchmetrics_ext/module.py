@@ -25,7 +25,7 @@ from torchmetrics_ext.functional.auc.binary import _check_float32_weights
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _replay
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.registry import build_metric, torchrec_names
-from torchmetrics_ext.utilities.checks import _check_values, check_tensor, format_pointwise
+from torchmetrics_ext.utilities.checks import _check_values, format_pointwise
 from torchmetrics_ext.utilities.distributed import copy_metric, fused_gather
 from torchmetrics_ext.wrappers.windowed import Windowed
 
@@ -88,7 +88,8 @@ class RecMetricModule(nn.Module):
     r"""Every metric for every task in one module: one stacked update, one validation, one fused sync.
 
     Args:
-        tasks: the tasks, as :class:`RecTaskInfo` (or plain names, which use the default columns).
+        tasks: the tasks, as :class:`RecTaskInfo` (or plain names, which use the default columns);
+            no two tasks may read the same prediction, label and weight columns.
         metrics: ``{name: metric}``. A metric is an instance built for ``len(tasks)`` tasks, a
             class or factory called with ``num_tasks=len(tasks)``, or a registry name string
             (``"ne"``, ``"auc"``, ``"ndcg@10"``; see :mod:`torchmetrics_ext.registry`). Ranking
@@ -96,7 +97,9 @@ class RecMetricModule(nn.Module):
             tasks, not over queries).
         window_size: samples in the recent window (``None``: lifetime values only).
         throughput: add a :class:`~torchmetrics_ext.Throughput` counting the examples of each step
-            (or this one, e.g. with other ``warmup_steps``).
+            (or this one, e.g. with other ``warmup_steps``). The module's own starts its clock after
+            half the compute interval in updates (at least 1, at most 100), so the
+            first :meth:`compute` already has rates (a single-step interval's first one is ``nan``).
         compute_interval_steps: :meth:`should_compute` is true every this many updates.
         state_metrics: ``{name: callable}``; each callable returns a scalar or a dict of scalars
             (e.g. the optimizer's learning rate) reported by :meth:`compute`. Names follow the
@@ -116,7 +119,8 @@ class RecMetricModule(nn.Module):
       ``throughput-throughput|lifetime_throughput`` and ``{state}-{state}|{entry}``.
 
     Raises:
-        ValueError: bad arguments, metrics built for another number of tasks, metrics needing an
+        ValueError: bad arguments, two tasks reading the same prediction, label and weight columns
+            (e.g. two plain task names), metrics built for another number of tasks, metrics needing an
             id column a task does not name, metrics that disagree on ``from_logits``, or one
             metric object given under two names.
         TypeError: a metric the module cannot feed (not one of the package's metrics).
@@ -132,7 +136,10 @@ class RecMetricModule(nn.Module):
         every state of every metric with a number of collectives that depends on the state
         dtypes only (:func:`~torchmetrics_ext.utilities.distributed.fused_gather`); TorchMetrics
         reduces them as in its own sync, so the values are identical. The ``state_dict`` holds
-        every metric state.
+        every metric state. **Logits**: when the metrics are built with ``from_logits=True`` the
+        predictions are logits for every metric; those without the option (``WeightedMSE``,
+        ``WeightedAverage``, regression metrics, ...) are fed ``sigmoid(logits)`` (the MSE is the
+        Brier score), ranking metrics rank the scores as given.
 
     Example:
         >>> import torch
@@ -219,8 +226,16 @@ class RecMetricModule(nn.Module):
                 per_task[name] = [metric] + [copy_metric(metric) for _ in range(num_tasks - 1)]
         self._needs_groups = [n for n, m in stacked.items() if "groups" in inspect.signature(m.update).parameters]
         _check_id_columns(self.tasks, self._needs_groups, list(per_task))
-        self._domains = InputDomains.strictest(
-            {n: m.input_domains for n, m in stacked.items()} | {n: ms[0].input_domains for n, ms in per_task.items()}
+        stacked_domains = {n: m.input_domains for n, m in stacked.items()}
+        self._domains = InputDomains.strictest(stacked_domains | {n: ms[0].input_domains for n, ms in per_task.items()})
+        # The predictions are logits (a metric was built with from_logits=True): metrics without
+        # that option (MSE, WeightedAverage, ...) would read raw logits as values, so they are fed
+        # sigmoid(logits) instead; those that do not read predictions (CTR) keep the logits, and
+        # ranking copies rank the scores as given (the same order).
+        self._fed_probabilities = frozenset(
+            n
+            for n, d in stacked_domains.items()
+            if self._domains.from_logits and d is not None and d.preds == "real" and stacked[n].reads_predictions
         )
 
         # explicit compute groups: only metrics that provably share statistics
@@ -245,7 +260,11 @@ class RecMetricModule(nn.Module):
         self.metrics = MetricCollection(units, compute_groups=False) if units else None
         self.ranking = nn.ModuleDict({name: nn.ModuleList([wrap(m) for m in ms]) for name, ms in per_task.items()})
         self.throughput: Metric | None = (
-            throughput if isinstance(throughput, Throughput) else Throughput() if throughput else None
+            throughput
+            if isinstance(throughput, Throughput)
+            else Throughput(warmup_steps=_default_warmup_steps(compute_interval_steps))
+            if throughput
+            else None
         )
         for each in self._all_units():
             each.persistent(True)
@@ -430,13 +449,16 @@ class RecMetricModule(nn.Module):
         if self.throughput is not None:
             yield self.throughput
 
-    def _updated_units(self) -> Iterator[tuple[Metric, bool]]:
-        """``(unit, takes groups)`` for every unit that is updated: group leaders and per-task copies."""
+    def _updated_units(self) -> Iterator[tuple[Metric, bool, bool]]:
+        """``(unit, takes groups, fed probabilities)`` for every updated unit: group leaders, then per-task copies.
+
+        A group's members share its leader's kernel and ``from_logits``, so the leader's input is theirs.
+        """
         for lead in dict.fromkeys(self._leader.values()):
-            yield self._unit(lead), lead in self._needs_groups
+            yield self._unit(lead), lead in self._needs_groups, lead in self._fed_probabilities
         for name in self.ranking:
             for unit in self._copies(name):
-                yield unit, False
+                yield unit, False, False
 
     def _parts(self, unit: Metric) -> dict[str, TaskMetric]:
         """The task metrics inside a unit: ``{"lifetime": ..., "window": ...}`` or ``{"lifetime": unit}``."""
@@ -471,7 +493,7 @@ class RecMetricModule(nn.Module):
             for unit in self._plan()[1]:  # TorchRec's window-only AUC: no lifetime samples kept
                 unit.drop_lifetime_samples()  # type: ignore[operator]
 
-    def _plan(self) -> tuple[list[tuple[Metric, bool]], list[Metric]]:
+    def _plan(self) -> tuple[list[tuple[Metric, bool, bool]], list[Metric]]:
         """The units a step updates (:meth:`_updated_units`) and the window-only ones, found once.
 
         Units never change after construction (``from_torchrec_config`` sets what is reported
@@ -515,12 +537,11 @@ class RecMetricModule(nn.Module):
             # every unit trusts this step's inputs (what `inputs_validated()` does, without a context per unit)
             trusted: list[bool] = []
             try:
-                for unit, _ in updated:
+                for unit, *_ in updated:
                     trusted.append(unit._trust_inputs(True))  # type: ignore[operator]
-                with sharing_sums(*shared, binary_target=binary):
-                    self._update_units(updated, batch, shared)
+                self._update_units(updated, batch, shared, binary)
             finally:
-                for (unit, _), previous in zip(updated, trusted):
+                for (unit, *_), previous in zip(updated, trusted):
                     unit._trust_inputs(previous)  # type: ignore[operator]
         if self.throughput is not None:
             self.throughput.update(n)
@@ -528,26 +549,39 @@ class RecMetricModule(nn.Module):
 
     def _update_units(
         self,
-        updated: list[tuple[Metric, bool]],
+        updated: list[tuple[Metric, bool, bool]],
         batch: _Batch,
         shared: tuple[Tensor, Tensor | None, Tensor | None],
+        binary: bool,
     ) -> None:
-        """Feed one validated step to every updated unit (group leaders, then the per-task copies)."""
-        g = batch.groups
-        for unit, grouped in updated[: len(updated) - self._num_copies]:
-            # a TaskMetric skips TorchMetrics' per-call wrapper (the step runs without gradients)
-            update = getattr(unit, "update_unwrapped", unit.update)
-            if grouped:
-                update(shared[0], shared[1], groups=g, weights=shared[2])
-            else:
-                update(*shared)
+        """Feed one validated step to every updated unit (group leaders, then the per-task copies).
+
+        Units fed probabilities (see ``_fed_probabilities``) get ``sigmoid(preds)``, computed once
+        and shared by them as the logits are by the others.
+        """
+        stacked = updated[: len(updated) - self._num_copies]
+        for as_probabilities in (False, True):
+            units = [(unit, grouped) for unit, grouped, fed in stacked if fed == as_probabilities]
+            if not units:
+                continue
+            p, y, w = shared
+            if as_probabilities:
+                p = torch.sigmoid(p)
+            with sharing_sums(p, y, w, binary_target=binary):
+                for unit, grouped in units:
+                    # a TaskMetric skips TorchMetrics' per-call wrapper (the step runs without gradients)
+                    update = getattr(unit, "update_unwrapped", unit.update)
+                    if grouped:
+                        update(p, y, groups=batch.groups, weights=w)
+                    else:
+                        update(p, y, w)
         # Ranking rows are kept per sample: they get the columns as given (float32 scores,
         # int8 labels stay narrow in their states; they are validated above all the same).
         # Bool labels go as stacked float64.
         # A task without a weight column passes none: the ranking metric keeps unit weights for
         # those rows (no memory per row), so its weighted and unweighted steps mix, windowed or not.
         preds, labels, weights = batch.columns
-        for t, (unit, _) in enumerate(updated[len(updated) - self._num_copies :]):
+        for t, (unit, *_) in enumerate(updated[len(updated) - self._num_copies :]):
             task = t % len(self.tasks)
             target = labels[task] if labels[task].dtype != torch.bool else batch.target[task]
             unit.update(preds[task], target, indexes=batch.sessions[task], weights=weights[task])  # type: ignore[index]
@@ -584,8 +618,14 @@ class RecMetricModule(nn.Module):
             if key is None or key not in model_out:
                 raise KeyError(f"Task {task.name!r}: `model_out` has no {field} column {key!r}.")
             value = model_out[key]
-            if not isinstance(value, Tensor) or value.is_complex():  # the message only when it raises
-                check_tensor(f"model_out[{key!r}]", value)
+            if not isinstance(value, Tensor):
+                raise TypeError(
+                    f"Task {task.name!r}, `model_out[{key!r}]`: expected a torch.Tensor, got {type(value).__name__}."
+                )
+            if value.is_complex():
+                raise TypeError(
+                    f"Task {task.name!r}, `model_out[{key!r}]`: expected a real tensor, got dtype {value.dtype}."
+                )
             if value.ndim != 1:
                 raise ValueError(
                     f"Task {task.name!r}: expected `model_out[{key!r}]` of shape (N,), got {tuple(value.shape)}."
@@ -598,7 +638,10 @@ class RecMetricModule(nn.Module):
         first = preds[0]
         for task, p, y, w in zip(self.tasks, preds, labels, weights):
             if not p.is_floating_point():
-                raise TypeError(f"Task {task.name!r}: expected floating point predictions, got dtype {p.dtype}.")
+                raise TypeError(
+                    f"Task {task.name!r}, `model_out[{task.prediction_name!r}]`: expected floating point predictions "
+                    f"(probabilities, or logits with from_logits=True), got dtype {p.dtype}."
+                )
             for key, other in ((task.prediction_name, p), (task.label_name, y), (task.weight_name, w)):
                 if other is not None and (other.shape != first.shape or other.device != first.device):
                     raise ValueError(
@@ -773,6 +816,22 @@ class RecMetricModule(nn.Module):
 # ----------------------------------------------------------------------------- helpers
 
 
+def _default_warmup_steps(compute_interval_steps: int) -> int:
+    """The warm-up of a module's own ``Throughput``: half the compute interval, between 1 and 100.
+
+    ``Throughput``'s (and TorchRec's) default of 100 warm-up steps equals the module's default
+    compute interval, so the first compute would come before any timed step (``nan`` rates, which
+    TorchRec leaves out). Half the interval times the second half of the first interval, and no
+    warm-up is longer than the standalone default.
+
+    Example:
+        >>> from torchmetrics_ext.module import _default_warmup_steps
+        >>> _default_warmup_steps(100), _default_warmup_steps(10), _default_warmup_steps(1000), _default_warmup_steps(1)
+        (50, 5, 100, 1)
+    """
+    return min(100, max(1, compute_interval_steps // 2))
+
+
 def _check_tasks(tasks: Sequence[RecTaskInfo | str]) -> tuple[RecTaskInfo, ...]:
     if isinstance(tasks, (str, RecTaskInfo)) or not isinstance(tasks, Sequence) or not tasks:
         raise ValueError(f"Expected `tasks` to be a non-empty list of RecTaskInfo (or names), got {tasks!r}.")
@@ -783,6 +842,18 @@ def _check_tasks(tasks: Sequence[RecTaskInfo | str]) -> tuple[RecTaskInfo, ...]:
     names = [t.name for t in out]
     if len(set(names)) != len(names):
         raise ValueError(f"Expected distinct task names, got {names}.")
+    # one task's data reported under two tasks' keys (the same columns with other weights is another view)
+    by_columns: dict[tuple[str, str, str], RecTaskInfo] = {}
+    for task in out:
+        first = by_columns.setdefault((task.prediction_name, task.label_name, task.weight_name), task)
+        if first is not task:
+            raise ValueError(
+                f"Tasks {first.name!r} and {task.name!r} read the same columns (prediction "
+                f"{task.prediction_name!r}, label {task.label_name!r}, weight {task.weight_name!r}), so they would "
+                "report the same values; a task given as a plain name reads the default 'prediction', 'label' and "
+                f"'weight' columns. Say where each task's columns are: RecTaskInfo({task.name!r}, "
+                f"label_name='{task.name}_label', prediction_name='{task.name}_pred')."
+            )
     return out
 
 
@@ -887,7 +958,7 @@ def _put(out: dict[str, Tensor], key: str, value: Tensor) -> None:
 
 def _id_column(value: Tensor, task: RecTaskInfo, key: str | None, like: Tensor) -> Tensor:
     if value.is_floating_point() or value.dtype == torch.bool:
-        raise TypeError(f"Task {task.name!r}: expected integer ids in `model_out[{key!r}]`, got dtype {value.dtype}.")
+        raise TypeError(f"Task {task.name!r}, `model_out[{key!r}]`: expected integer ids, got dtype {value.dtype}.")
     if value.shape != like.shape or value.device != like.device:
         raise ValueError(
             f"Task {task.name!r}: expected `model_out[{key!r}]` of shape {tuple(like.shape)} on {like.device}, "

@@ -95,14 +95,19 @@ class _Pointwise(HFComputeMetrics):
     def __init__(self, metrics: Sequence[str], tasks: Sequence[str], from_logits: bool, kwargs: Mapping[str, Any]):
         self.tasks = tuple(tasks)
         built = {}
+        flagged = False  # some metric reads the logits itself (from_logits=True)
         for name in metrics:
             entry, _ = lookup(name)
             options = {"sync_on_compute": False, **kwargs}
             if "from_logits" in inspect.signature(entry.cls.__init__).parameters:
                 options["from_logits"] = from_logits
+                flagged = True
             built[name] = build_metric(name, num_tasks=len(self.tasks), **options)
         infos = [RecTaskInfo(t, label_name=f"label/{t}", prediction_name=f"prediction/{t}") for t in self.tasks]
+        # Metrics without a from_logits option get probabilities: the module feeds them
+        # sigmoid(logits) when another metric reads logits; when none does, the sigmoid is applied here.
         self.module = RecMetricModule(infos, built, throughput=False)
+        self.sigmoid = from_logits and not flagged
 
     def update(self, predictions: Tensor, labels: Tensor) -> None:
         t = len(self.tasks)
@@ -112,10 +117,30 @@ class _Pointwise(HFComputeMetrics):
             labels = labels[:, 0]
         expected = (predictions.shape[0],) if t == 1 else (predictions.shape[0], t)
         if predictions.shape != expected or labels.shape != expected:
+            if t == 1:
+                accepted = "one score per example, (N,) or (N, 1), with labels of the same shape"
+                hint = "give predictions and labels one shape"
+                if predictions.ndim == 2:
+                    k = predictions.shape[1]
+                    hint = (
+                        f"binary metrics take one score per example; if the {k} columns are {k} tasks, name "
+                        f"them with `tasks=`"
+                    )
+                    if k == 2:
+                        hint += (
+                            "; if they are a two-class head, give the model a one-logit head (or return "
+                            "`logits[:, 1] - logits[:, 0]`, the softmax's probability as a logit, from the "
+                            "Trainer's `preprocess_logits_for_metrics`)"
+                        )
+            else:
+                accepted = f"(N, {t}) predictions and labels, one column per task of {list(self.tasks)}"
+                hint = "`tasks=` must name one task per prediction column"
             raise ValueError(
-                f"Expected predictions and labels of shape (N,) or (N, 1) for one task, (N, {t}) for {t} tasks; "
-                f"got {tuple(predictions.shape)} and {tuple(labels.shape)}."
+                f"Expected {accepted}; got predictions of shape {tuple(predictions.shape)} and labels of shape "
+                f"{tuple(labels.shape)}: {hint}."
             )
+        if self.sigmoid and predictions.is_floating_point():
+            predictions = torch.sigmoid(predictions.to(torch.float64))
         self.module.to(predictions.device)
         columns = {}
         for i, task in enumerate(self.tasks):
@@ -147,7 +172,10 @@ def pointwise_compute_metrics(
             need ids (``gauc``, ranking) are not available here.
         tasks: task names; predictions and labels are ``(N,)`` (or ``(N, 1)``) for one task and
             ``(N, T)`` for ``T`` tasks.
-        from_logits: the model outputs logits (the usual case); ``False`` for probabilities.
+        from_logits: the model outputs logits (the usual case); ``False`` for probabilities. Metrics
+            with a ``from_logits`` option (NE, AUC, calibration, accuracy, ...) read the logits;
+            the others (``mse``, ``rmse``, ``mae``, ``weighted_average``, ``r_squared``, ...) are
+            computed on the probabilities ``sigmoid(logits)`` (``mse`` is then the Brier score).
         kwargs: passed to every metric (e.g. ``num_bins=10_000`` for constant-memory AUC).
 
     Returns:
@@ -155,7 +183,8 @@ def pointwise_compute_metrics(
         (the Trainer logs ``eval_ne``) and ``"{metric}/{task}"`` for several.
 
     Raises:
-        ValueError: unknown metric names (the message lists the known ones).
+        ValueError: unknown metric names (the message lists the known ones); when called, predictions
+            or labels of another shape (e.g. an ``(N, 2)`` two-class head for one task).
 
     Example:
         >>> import numpy as np

@@ -64,8 +64,16 @@ class RecMetricCallback(pl.Callback):
 
     Args:
         train: attribute name of the training :class:`~torchmetrics_ext.RecMetricModule` (``None``: none).
-        val: attribute name of the validation module (``None``: none).
+        val: attribute name of the validation module (``None``: none, e.g. a model without validation
+            metrics).
         output_key: read the model output dict from ``outputs[output_key]`` instead of ``outputs``.
+
+    Raises:
+        AttributeError: at ``setup`` (before any step), for every named attribute the stage uses
+            that is not a ``RecMetricModule``; the message lists the module's ``RecMetricModule``
+            attributes and how to name them (``RecMetricCallback(train=..., val=None)``).
+        TypeError: a step whose output is not a dict with the module's columns, e.g. a
+            ``training_step`` that returns only the loss (Lightning passes it as ``{"loss": loss}``).
 
     Example:
         >>> from torchmetrics_ext.integrations.lightning import RecMetricCallback
@@ -85,15 +93,41 @@ class RecMetricCallback(pl.Callback):
             return None
         module = getattr(pl_module, name, None)
         if not isinstance(module, RecMetricModule):
-            raise AttributeError(f"RecMetricCallback: `{type(pl_module).__name__}.{name}` is not a RecMetricModule.")
+            self._missing(pl_module, [name])
         return module
 
-    def _model_out(self, outputs: Any) -> Mapping[str, Tensor]:
-        out = outputs if self.output_key is None else outputs[self.output_key]
-        if not isinstance(out, Mapping):
+    def _missing(self, pl_module: pl.LightningModule, names: list[str]) -> None:
+        """Raise the error for configured attributes that are not RecMetricModules, with the fix."""
+        owner = type(pl_module).__name__
+        found = [name for name, child in pl_module.named_children() if isinstance(child, RecMetricModule)]
+        kinds = [type(getattr(pl_module, n)).__name__ if hasattr(pl_module, n) else "missing" for n in names]
+        what = " and ".join(f"`{owner}.{name}` is {kind}" for name, kind in zip(names, kinds))
+        raise AttributeError(
+            f"RecMetricCallback(train={self.train!r}, val={self.val!r}) reads the RecMetricModule attributes of the "
+            f"LightningModule, but {what}. Name the attributes that hold them (`{owner}` has {found or 'none'}), "
+            "and None for a stage without one: e.g. `RecMetricCallback(train=..., val=None)`."
+        )
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Check every module this stage uses before the first step (one error naming all that are wrong)."""
+        names = {"fit": [self.train, self.val], "validate": [self.val]}.get(stage, [])
+        wrong = [n for n in names if n is not None and not isinstance(getattr(pl_module, n, None), RecMetricModule)]
+        if wrong:
+            self._missing(pl_module, wrong)
+
+    def _model_out(self, outputs: Any, module: RecMetricModule, stage: str) -> Mapping[str, Tensor]:
+        out = outputs if self.output_key is None or not isinstance(outputs, Mapping) else outputs.get(self.output_key)
+        where = "" if self.output_key is None else f" under {self.output_key!r}"
+        wanted = [key for t in module.tasks for key in (t.prediction_name, t.label_name)]
+        training = stage == "training"
+        returns = "{'loss': loss, **model_out}" if training else "model_out"
+        if not isinstance(out, Mapping) or not any(key in out for key in wanted):
+            got = f"a dict with keys {sorted(out)}" if isinstance(out, Mapping) else type(out).__name__
+            columns = ", ".join(repr(k) for k in wanted[:4]) + (", ..." if len(wanted) > 4 else "")
             raise TypeError(
-                "RecMetricCallback: the step must return the model output dict "
-                f"{'' if self.output_key is None else f'under {self.output_key!r} '}, got {type(out).__name__}."
+                f"RecMetricCallback: the {stage} step must return the model output dict{where} with the columns "
+                f"the module reads ({columns}), e.g. `return {returns}`; got {got}"
+                + (" (Lightning passes a step that returns only the loss as {'loss': loss})." if training else ".")
             )
         return out
 
@@ -108,7 +142,7 @@ class RecMetricCallback(pl.Callback):
         module = self._module(pl_module, self.train)
         if module is None:
             return
-        module.update(self._model_out(outputs))
+        module.update(self._model_out(outputs, module, "training"))
         if module.should_compute():
             values = module.compute()  # on every rank: the module syncs
             trainer.callback_metrics.update(values)
@@ -143,7 +177,7 @@ class RecMetricCallback(pl.Callback):
         """Update the validation module from the step's output."""
         module = self._module(pl_module, self.val)
         if module is not None and not trainer.sanity_checking:
-            module.update(self._model_out(outputs))
+            module.update(self._model_out(outputs, module, "validation"))
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Log the validation module's values over the whole validation set."""

@@ -343,7 +343,8 @@ class TaskMetric(GuardedMetric):
     :meth:`sync_states` / :meth:`synced_from` (feed ``compute``'s normal sync with states gathered
     by one fused collective instead of per-state collectives; TorchMetrics still stacks and
     reduces them, caches and unsyncs). :attr:`input_domains` and :attr:`shared_statistics_key`
-    describe what the caller may validate jointly and which metrics provably share states.
+    describe what the caller may validate jointly and which metrics provably share states;
+    ``reads_predictions = False`` says the value depends on the labels and weights alone.
 
     Why one class for the task dimension and the safe batch: every metric of the package with
     inputs needs both (a metric without tasks, such as the ranking family, says so with
@@ -364,6 +365,9 @@ class TaskMetric(GuardedMetric):
     full_state_update: bool = False
     # False for metrics without a task dimension (ranking): a caller builds one instance per task
     has_task_dim: ClassVar[bool] = True
+    # False for metrics whose value depends on the labels and weights alone (CTR, SumWeights...):
+    # a caller may feed them the predictions in any form (RecMetricModule keeps logits for them)
+    reads_predictions: ClassVar[bool] = True
 
     def __init__(self, num_tasks: int = 1, *, validate_args: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)

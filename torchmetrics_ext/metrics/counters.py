@@ -64,6 +64,7 @@ class SumWeights(_CounterMetric):
     """
 
     _state_names = ("weighted_num_samples",)
+    reads_predictions = False  # a value of the labels and weights alone
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
         return F._sum_weights_update(preds, target, weights)
@@ -87,6 +88,7 @@ class NumPositiveSamples(_CounterMetric):
     """
 
     _state_names = ("pos_labels",)
+    reads_predictions = False  # a value of the labels and weights alone
     _target_domain = "unit"
 
     def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:  # type: ignore[override]
@@ -141,6 +143,7 @@ class NumServingExamples(_CounterMetric):
     """
 
     _state_names = ("num_serving_examples",)
+    reads_predictions = False  # a value of the labels and weights alone
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
         return F._serving_update(preds, target, weights)
@@ -169,6 +172,7 @@ class NumMissingLabels(_CounterMetric):
     """
 
     _state_names = ("missing_labels",)
+    reads_predictions = False  # a value of the labels and weights alone
     _setting_dependent = ("missing_labels",)
 
     def __init__(self, num_tasks: int = 1, *, count_zero_weight: bool = False, **kwargs: Any) -> None:
@@ -217,6 +221,7 @@ class LabelAverage(_CounterMetric):
     """
 
     _state_names = ("weighted_label_sum", "weighted_num_samples")
+    reads_predictions = False  # a value of the labels and weights alone
     plot_lower_bound = None
 
     def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:  # type: ignore[override]

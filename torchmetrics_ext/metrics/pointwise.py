@@ -329,6 +329,7 @@ class CTR(_WeightedSumMetric):
     """
 
     _preds_domain = "real"
+    reads_predictions = False
     is_differentiable = False
     higher_is_better = None
     plot_lower_bound = 0.0

@@ -44,8 +44,31 @@ _ROW_STATES = {
 _INT32_LIMIT = 2**31
 
 
+def _reject_top_k(cls: type[Any], kwargs: dict[str, Any]) -> None:
+    """TorchMetrics' retrieval and ``top_k`` metrics name the cutoff ``top_k``; ours take ``k`` (``ks``).
+
+    Called from ``__new__``, before Python's own "missing argument 'k'" (which never mentions
+    ``top_k``) or TorchMetrics' "unexpected keyword arguments" for a class whose ``k`` has a default.
+    """
+    if "top_k" not in kwargs:
+        return
+    value, parameters = kwargs["top_k"], inspect.signature(cls.__init__).parameters
+    if "k" in parameters:
+        fix = f"takes the cutoff as `k`: {cls.__name__}(k={value!r})"
+    elif "ks" in parameters:
+        fix = f"takes its cutoffs as `ks`: {cls.__name__}(ks=({value!r},))"
+    else:
+        fix = "has no cutoff"
+    raise TypeError(f"{cls.__name__} has no `top_k` argument (TorchMetrics' name for the cutoff): it {fix}.")
+
+
 class _RankingMetric(TaskMetric):
     """Per-query ranking metrics over one or more ``(spec, k)`` requests (see the module docstring)."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        """Reject TorchMetrics' ``top_k`` by name (see :func:`_reject_top_k`)."""
+        _reject_top_k(cls, kwargs)
+        return super().__new__(cls)
 
     is_differentiable = False
     sample_axis = 0  # a flat row, or a padded query row of (Q, L): both are axis 0

@@ -743,10 +743,10 @@ class RecMetricModule(nn.Module):
                     yield (f"{name}\0{t}", part), metric
 
     def _gather(self) -> dict[tuple[str, str], Mapping[str, list[Tensor]]]:
-        """One fused gather per process group of every state of every updated task metric."""
+        """One fused gather per process group of every state of every updated task metric and the throughput."""
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             return {}
-        by_group: dict[int, list[tuple[tuple[str, str], TaskMetric]]] = {}
+        by_group: dict[int, list[tuple[tuple[str, str], Metric]]] = {}
         for key, metric in self._leaves():
             if self._leader.get(key[0], key[0]) == key[0] and metric.sync_on_compute:
                 by_group.setdefault(id(metric.process_group), []).append((key, metric))

@@ -875,3 +875,31 @@ def test_eta_zero_takes_zero_log_zero_as_zero():
         np.average(-(xlogy(y, np.clip(p, 1e-3, 1 - 1e-3)) + xlogy(1 - y, 1 - np.clip(p, 1e-3, 1 - 1e-3))), weights=w),
         rtol=1e-12,
     )
+
+
+# ----------------------------------------------------------------------------- functionals: non-tensor input
+
+
+def _functional_arguments(fn):
+    """A list as the first argument, small valid tensors and numbers for the other required ones."""
+    import inspect
+
+    args, kwargs = [], {}
+    for i, p in enumerate(inspect.signature(fn).parameters.values()):
+        if p.default is not inspect.Parameter.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        value = [0.1, 0.7] if i == 0 else 2 if p.name in ("k", "num_classes", "num_labels") else torch.tensor([0, 1])
+        if p.kind == p.KEYWORD_ONLY:
+            kwargs[p.name] = value
+        else:
+            args.append(value)
+    return args, kwargs
+
+
+@pytest.mark.parametrize("name", [n for n in tmf.__all__ if callable(getattr(tmf, n))])
+def test_every_functional_names_a_non_tensor_first_argument(name):
+    """A Python list is a TypeError naming the argument, never an AttributeError from inside a kernel."""
+    fn = getattr(tmf, name)
+    args, kwargs = _functional_arguments(fn)
+    with pytest.raises(TypeError, match=r"Expected `(preds|values)` to be a torch.Tensor, got list"):
+        fn(*args, **kwargs)

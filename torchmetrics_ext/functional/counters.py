@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.pointwise import Stats, _finish, _weight_total, _weighted_sum
-from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_tensor, format_pointwise
+from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_tensor, format_pointwise, single_task
 from torchmetrics_ext.utilities.warnings import safe_divide
 
 __all__ = [
@@ -44,7 +44,7 @@ def _apply(
     validate_args: bool = True,
 ) -> Tensor:
     """Validate → per-task statistics → value: the body every functional twin of this family shares."""
-    single = preds.ndim == 1
+    single = single_task(preds)
     p, t, w = format_pointwise(
         preds,
         target,
@@ -268,7 +268,7 @@ def num_missing_labels(
         >>> num_missing_labels(torch.zeros(4), target, torch.tensor([1.0, 2.0, 1.0, 0.0]), count_zero_weight=True)
         tensor(2., dtype=torch.float64)
     """
-    single = preds.ndim == 1
+    single = single_task(preds)
     _, t, w = _format_missing(preds, target, weights, None, validate_args)
     return _finish(_missing_update(t, w, count_zero_weight)[0], single)
 
@@ -331,6 +331,6 @@ def tensor_weighted_average(
     v, _, w = format_pointwise(
         values, None, weights, None, preds_domain="real", validate=validate_args, preds_name="values"
     )
-    single = values.ndim == 1
+    single = single_task(values, "values")
     flags = _weighted_flags(weighted, v.shape[0])
     return _finish(_tensor_average_compute(*_tensor_average_update(v, w, flags)), single)

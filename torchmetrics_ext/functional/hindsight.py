@@ -20,7 +20,7 @@ import math
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
+from torchmetrics_ext.utilities.checks import check_flag, format_pointwise, single_task
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["hindsight_target_pr"]
@@ -118,7 +118,7 @@ def hindsight_target_pr(
     """
     _check_hindsight_args(target_precision, num_thresholds)
     check_flag("from_logits", from_logits)
-    single = preds.ndim == 1
+    single = single_task(preds)
     p, t, w = format_pointwise(preds, target, weights, None, from_logits=from_logits, validate=validate_args)
     out = _hindsight_compute(*_hindsight_update(p, t, w, num_thresholds, from_logits), target_precision)  # type: ignore[arg-type]
     return {k: v.squeeze(0) if single else v for k, v in out.items()}

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from torchmetrics_ext.functional._sums import batch_sums, weight_total, weighted_sum
-from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
+from torchmetrics_ext.utilities.checks import check_flag, format_pointwise, single_task
 from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
 
 __all__ = [
@@ -192,7 +192,7 @@ def normalized_entropy(
     """
     _check_eta(eta)
     check_flag("from_logits", from_logits)
-    single = preds.ndim == 1
+    single = single_task(preds)
     p, t, w = format_pointwise(preds, target, weights, None, from_logits=from_logits, validate=validate_args)
     ce_sum, total, pos = _cross_entropy_update(p, t, w, eta, from_logits)  # type: ignore[arg-type]
     return _finish(_normalized_entropy_compute(ce_sum, total, pos, eta), single)
@@ -233,7 +233,7 @@ def log_loss(
     _check_eta(eta)
     _check_unit(unit)
     check_flag("from_logits", from_logits)
-    single = preds.ndim == 1
+    single = single_task(preds)
     p, t, w = format_pointwise(preds, target, weights, None, from_logits=from_logits, validate=validate_args)
     ce_sum, total, _ = _cross_entropy_update(p, t, w, eta, from_logits)  # type: ignore[arg-type]
     return _finish(_log_loss_compute(ce_sum, total, unit), single)
@@ -302,7 +302,7 @@ def calibration(
         tensor(2., dtype=torch.float64)
     """
     check_flag("from_logits", from_logits)
-    single = preds.ndim == 1
+    single = single_task(preds)
     p, t, w = format_pointwise(preds, target, weights, None, from_logits=from_logits, validate=validate_args)
     pred_sum, label_sum, _ = _weighted_sums_update(p, t, w, from_logits)
     return _finish(_calibration_compute(pred_sum, label_sum), single)
@@ -334,7 +334,7 @@ def ctr(
         >>> ctr(torch.tensor([0.1, 0.9, 0.3, 0.2]), torch.tensor([1, 0, 0, 0]))
         tensor(0.2500, dtype=torch.float64)
     """
-    single = preds.ndim == 1
+    single = single_task(preds)
     p, t, w = format_pointwise(preds, target, weights, None, preds_domain="real", validate=validate_args)
     _, label_sum, total = _weighted_sums_update(p, t, w, False)
     return _finish(_ctr_compute(label_sum, total), single)
@@ -364,7 +364,7 @@ def weighted_average(
         >>> weighted_average(torch.tensor([1.0, 3.0]), weights=torch.tensor([3.0, 1.0]))
         tensor(1.5000, dtype=torch.float64)
     """
-    single = preds.ndim == 1
+    single = single_task(preds)
     p, t, w = format_pointwise(
         preds, target, weights, None, preds_domain="real", target_domain="real", validate=validate_args
     )
@@ -421,7 +421,7 @@ def _thresholded(
 ) -> Tensor:
     _check_threshold(threshold)
     check_flag("from_logits", from_logits)
-    single = preds.ndim == 1
+    single = single_task(preds)
     p, t, w = format_pointwise(
         preds, target, weights, None, target_domain="binary", from_logits=from_logits, validate=validate_args
     )
@@ -569,7 +569,7 @@ def _mae_compute(
 def _regression(
     compute_fn: object, preds: Tensor, target: Tensor, weights: Tensor | None, validate_args: bool
 ) -> Tensor:
-    single = preds.ndim == 1
+    single = single_task(preds)
     p, t, w = format_pointwise(
         preds, target, weights, None, preds_domain="real", target_domain="real", validate=validate_args
     )

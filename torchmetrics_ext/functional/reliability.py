@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
+from torchmetrics_ext.utilities.checks import check_flag, format_pointwise, single_task
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["reliability"]
@@ -141,7 +141,7 @@ def reliability(
     """
     bins = _reliability_edges(num_bins, edges)
     check_flag("from_logits", from_logits)
-    single = preds.ndim == 1
+    single = single_task(preds)
     p, t, w = format_pointwise(preds, target, weights, None, from_logits=from_logits, validate=validate_args)
     assert t is not None
     out = _reliability_compute(*_reliability_update(p, t, w, bins, from_logits))

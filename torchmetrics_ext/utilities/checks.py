@@ -27,7 +27,7 @@ from torch import Tensor
 
 from torchmetrics_ext.utilities.device import on_device_path
 
-__all__ = ["check_flag", "check_pointwise", "check_tensor", "checked_bounds", "format_pointwise"]
+__all__ = ["check_flag", "check_pointwise", "check_tensor", "checked_bounds", "format_pointwise", "single_task"]
 
 PredsDomain = Literal["probability", "real"]
 TargetDomain = Literal["unit", "binary", "nonnegative", "real"]
@@ -55,6 +55,11 @@ def check_tensor(name: str, value: object, *, floating: bool = False) -> Tensor:
     if value.is_complex():
         raise TypeError(f"Expected `{name}` to be a real tensor, got dtype {value.dtype}.")
     return value
+
+
+def single_task(value: object, name: str = "preds") -> bool:
+    """Whether a functional's input is one task's ``(N,)``; a non-tensor raises ``TypeError`` (:func:`check_tensor`)."""
+    return check_tensor(name, value).ndim == 1
 
 
 def _task_shape_error(name: str, shape: torch.Size, num_tasks: int | None) -> ValueError:

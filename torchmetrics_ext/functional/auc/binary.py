@@ -26,7 +26,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.auc import _device as D
 from torchmetrics_ext.functional.auc import _kernels as K
-from torchmetrics_ext.utilities.checks import check_flag, checked_bounds, format_pointwise
+from torchmetrics_ext.utilities.checks import check_flag, checked_bounds, format_pointwise, single_task
 from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
@@ -378,7 +378,7 @@ def auc(
         >>> auc(torch.tensor([0.1, 0.4, 0.4, 0.8]), torch.tensor([0, 0, 1, 1]))
         tensor(0.8750, dtype=torch.float64)
     """
-    single = preds.ndim == 1
+    single = single_task(preds)
     pos, neg, auc_num, _ = _curve_stats(
         preds, target, weights, num_bins, logit_range, from_logits, validate_args, bin_space
     )
@@ -431,7 +431,7 @@ def auprc(
         >>> auprc(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1]))
         tensor(0.8333, dtype=torch.float64)
     """
-    single = preds.ndim == 1
+    single = single_task(preds)
     pos, _, _, ap_num = _curve_stats(
         preds, target, weights, num_bins, logit_range, from_logits, validate_args, bin_space
     )

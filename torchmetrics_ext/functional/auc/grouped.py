@@ -15,7 +15,7 @@ from torch import Tensor
 from torchmetrics_ext.functional.auc._device import _grouped_curve_sums
 from torchmetrics_ext.functional.auc._kernels import _curve_sums, _descending_keys
 from torchmetrics_ext.functional.auc.binary import CurveStats, _check_float32_weights, _signed_weights
-from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
+from torchmetrics_ext.utilities.checks import check_flag, format_pointwise, single_task
 from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.warnings import safe_divide
 
@@ -198,7 +198,7 @@ def _grouped(
     check_flag("weight_groups", weight_groups)
     check_flag("from_logits", from_logits)
     _check_average_groups(average_groups)
-    single = preds.ndim == 1
+    single = single_task(preds)
     p, t, g, w = _format_grouped(preds, target, groups, weights, None, from_logits, validate_args)
     sums = _grouped_update(p, _signed_weights(t, w), g, kind, weight_groups, average_groups)
     value = _grouped_compute(*sums, name)

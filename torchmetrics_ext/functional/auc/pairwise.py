@@ -37,7 +37,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.utilities.checks import format_pointwise
+from torchmetrics_ext.utilities.checks import format_pointwise, single_task
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["regression_auc", "xauc"]
@@ -311,7 +311,7 @@ def regression_auc(
         >>> regression_auc(preds, target)  # 4 concordant + one prediction tie (1/2) over 5 pairs
         tensor(0.9000, dtype=torch.float64)
     """
-    single = preds.ndim == 1
+    single = single_task(preds)
     p, t, w = _format(preds, target, weights, validate_args)
     value = _regression_auc_compute(_pairwise_counts(p, t, w, relative=True))
     return value.squeeze(0) if single else value
@@ -364,7 +364,7 @@ def xauc(
         >>> xauc(preds, target)  # 4 of 6 pairs agree; one label tie and one prediction tie do not
         tensor(0.6667, dtype=torch.float64)
     """
-    single = preds.ndim == 1
+    single = single_task(preds)
     p, t, w = _format(preds, target, weights, validate_args)
     value = _xauc_compute(_pairwise_counts(p, t, w, relative=True))
     return value.squeeze(0) if single else value

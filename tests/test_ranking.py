@@ -1239,3 +1239,17 @@ def test_torchmetrics_top_k_is_told_the_cutoff_is_k(cls, extra, fix):
     """People coming from TorchMetrics write `top_k=`; the error names our argument instead of "missing 'k'"."""
     with pytest.raises(TypeError, match=rf"{cls.__name__} has no `top_k` argument \(TorchMetrics' name.*{fix}"):
         cls(top_k=5, **extra)
+
+
+def test_masked_padding_is_never_read_or_checked():
+    """docs/ranking.md: padding may hold NaN or negative relevance; values equal those of clean padding."""
+    mask = torch.tensor([[True, False, True], [True, True, False]])
+    preds = torch.tensor([[0.9, float("nan"), 0.3], [0.2, 0.1, -float("inf")]])
+    target = torch.tensor([[1, -5, 0], [0, 1, 7]])
+    dirty = tmx.RankingMetrics(ks=(1, 2), metrics=("ndcg", "mrr", "recall"))
+    dirty.update(preds, target, mask=mask)
+    # by hand: query 1 ranks [0.9 (rel), 0.3]; query 2 ranks [0.2, 0.1 (rel)]
+    expected = {"ndcg@1": 0.5, "ndcg@2": (1 + 1 / np.log2(3)) / 2, "mrr@2": (1 + 0.5) / 2, "recall@1": 0.5}
+    values = dirty.compute()
+    for key, value in expected.items():
+        np.testing.assert_allclose(values[key].item(), value, rtol=1e-12, err_msg=key)

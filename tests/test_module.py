@@ -584,6 +584,26 @@ def test_tasks_on_the_same_columns_with_other_weights_are_two_views():
     assert values["ctr/click"].item() == pytest.approx(2 / 3) and values["ctr/click_ips"].item() == pytest.approx(1 / 4)
 
 
+def test_tasks_on_the_same_columns_with_other_session_ids_are_two_views():
+    """The same rows grouped into queries by user or by request: two rankings, accepted."""
+    tasks = [
+        tmx.RecTaskInfo("by_user", "y", "p", session_id_name="user"),
+        tmx.RecTaskInfo("by_query", "y", "p", session_id_name="query"),
+    ]
+    module = tmx.RecMetricModule(tasks, {"mrr": "mrr"}, throughput=False)
+    module.update(
+        {
+            "p": torch.tensor([0.9, 0.8, 0.7, 0.6]),
+            "y": torch.tensor([0, 1, 1, 0]),
+            "user": torch.tensor([0, 0, 0, 0]),
+            "query": torch.tensor([0, 0, 1, 1]),
+        }
+    )
+    values = module.compute()
+    # by hand: one user query, first relevant at rank 2; two request queries, ranks 2 and 1
+    assert values["mrr/by_user"].item() == 0.5 and values["mrr/by_query"].item() == (0.5 + 1.0) / 2
+
+
 @pytest.mark.parametrize("kwargs, exc, match", CONSTRUCTOR_ERRORS)
 def test_constructor_rejects_bad_arguments(kwargs, exc, match):
     args = dict(tasks=TASKS, metrics={"ne": "ne"}, throughput=False) | kwargs
@@ -1227,3 +1247,14 @@ def test_calling_the_module_says_how_to_use_it():
     module = build({"ne": "ne"})
     with pytest.raises(TypeError, match=r"feed each step with `update\(model_out\)`"):
         module(make_data(1))
+
+
+def test_a_checkpoint_resumes_with_another_compute_interval():
+    """The own throughput's warm-up follows the interval; its checkpoint still loads (counts kept)."""
+    saved = tmx.RecMetricModule(["click"], {"ne": "ne"}, compute_interval_steps=100)
+    for _ in range(3):
+        saved.update({"prediction": torch.full((4,), 0.5), "label": torch.tensor([0.0, 1.0, 1.0, 0.0])})
+    resumed = tmx.RecMetricModule(["click"], {"ne": "ne"}, compute_interval_steps=20)
+    resumed.load_state_dict(copy.deepcopy(saved.state_dict()))  # strict
+    with pytest.warns(tmx.UndefinedMetricWarning, match="no timed step"):  # 3 steps: still warming up
+        assert resumed.local_compute()["throughput/total_examples"].item() == 12

@@ -903,3 +903,12 @@ def test_every_functional_names_a_non_tensor_first_argument(name):
     args, kwargs = _functional_arguments(fn)
     with pytest.raises(TypeError, match=r"Expected `(preds|values)` to be a torch.Tensor, got list"):
         fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["ctr", "calibration", "normalized_entropy", "log_loss", "weighted_accuracy", "weighted_mse", "reliability"],
+)
+def test_functionals_that_need_labels_reject_a_missing_target(name):
+    with pytest.raises(TypeError, match="Expected `target`"):
+        getattr(tmf, name)(torch.tensor([0.2, 0.7]), None)

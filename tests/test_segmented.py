@@ -359,3 +359,16 @@ def test_segment_ids_on_another_device():  # pragma: no cover - exercised where 
         tmx.Segmented(tmx.CTR(), 2).update(
             torch.tensor([0.5]).cuda(), torch.tensor([1.0]).cuda(), segments=torch.tensor([0])
         )
+
+
+@pytest.mark.parametrize("name", ["CTR", "Calibration", "NormalizedEntropy", "WeightedAccuracy", "NumPositiveSamples"])
+def test_a_wrapped_metric_that_needs_labels_rejects_a_missing_target(name):
+    """Segmented's own `target` is optional (TensorWeightedAverage has none); the wrapped metric's is not."""
+    seg = tmx.Segmented(getattr(tmx, name)(), 2)
+    p, segments = torch.tensor([0.2, 0.7, 0.4, 0.9]), torch.tensor([0, 1, 0, 1])
+    seg.update(p, torch.tensor([0.0, 1.0, 1.0, 1.0]), segments=segments)
+    before = {k: v.clone() for k, v in seg.metric_state.items()}
+    for call in (seg.update, seg.forward):
+        with pytest.raises(TypeError, match="Expected `target`"):
+            call(p, None, segments=segments)
+        assert all(torch.equal(before[k], v) for k, v in seg.metric_state.items())

@@ -842,10 +842,12 @@ def _check_tasks(tasks: Sequence[RecTaskInfo | str]) -> tuple[RecTaskInfo, ...]:
     names = [t.name for t in out]
     if len(set(names)) != len(names):
         raise ValueError(f"Expected distinct task names, got {names}.")
-    # one task's data reported under two tasks' keys (the same columns with other weights is another view)
-    by_columns: dict[tuple[str, str, str], RecTaskInfo] = {}
+    # one task's data reported under two tasks' keys (the same columns with other weights, or other
+    # session ids for the ranking metrics, is another view)
+    by_columns: dict[tuple[str, str, str, str | None], RecTaskInfo] = {}
     for task in out:
-        first = by_columns.setdefault((task.prediction_name, task.label_name, task.weight_name), task)
+        columns = (task.prediction_name, task.label_name, task.weight_name, task.session_id_name)
+        first = by_columns.setdefault(columns, task)
         if first is not task:
             raise ValueError(
                 f"Tasks {first.name!r} and {task.name!r} read the same columns (prediction "

@@ -98,7 +98,8 @@ def hindsight_target_pr(
         target: labels in [0, 1], same shape as ``preds``.
         weights: optional non-negative sample weights.
         target_precision: the precision to reach, in [0, 1].
-        num_thresholds: number of uniform thresholds on [0, 1] (TorchRec: 1000).
+        num_thresholds: number of uniform thresholds ``j / (num_thresholds - 1)`` on [0, 1] (TorchRec:
+            1000), compared with the exact value of each score (a float32 ``0.35`` is below 0.35).
         from_logits: treat ``preds`` as logits (thresholds stay probabilities).
         validate_args: check inputs before computing.
 
@@ -119,6 +120,8 @@ def hindsight_target_pr(
     _check_hindsight_args(target_precision, num_thresholds)
     check_flag("from_logits", from_logits)
     single = single_task(preds)
-    p, t, w = format_pointwise(preds, target, weights, None, from_logits=from_logits, validate=validate_args)
+    p, t, w = format_pointwise(
+        preds, target, weights, None, from_logits=from_logits, validate=validate_args, target_required=True
+    )
     out = _hindsight_compute(*_hindsight_update(p, t, w, num_thresholds, from_logits), target_precision)  # type: ignore[arg-type]
     return {k: v.squeeze(0) if single else v for k, v in out.items()}

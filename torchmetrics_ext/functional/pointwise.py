@@ -193,7 +193,9 @@ def normalized_entropy(
     _check_eta(eta)
     check_flag("from_logits", from_logits)
     single = single_task(preds)
-    p, t, w = format_pointwise(preds, target, weights, None, from_logits=from_logits, validate=validate_args)
+    p, t, w = format_pointwise(
+        preds, target, weights, None, from_logits=from_logits, validate=validate_args, target_required=True
+    )
     ce_sum, total, pos = _cross_entropy_update(p, t, w, eta, from_logits)  # type: ignore[arg-type]
     return _finish(_normalized_entropy_compute(ce_sum, total, pos, eta), single)
 
@@ -234,7 +236,9 @@ def log_loss(
     _check_unit(unit)
     check_flag("from_logits", from_logits)
     single = single_task(preds)
-    p, t, w = format_pointwise(preds, target, weights, None, from_logits=from_logits, validate=validate_args)
+    p, t, w = format_pointwise(
+        preds, target, weights, None, from_logits=from_logits, validate=validate_args, target_required=True
+    )
     ce_sum, total, _ = _cross_entropy_update(p, t, w, eta, from_logits)  # type: ignore[arg-type]
     return _finish(_log_loss_compute(ce_sum, total, unit), single)
 
@@ -303,7 +307,9 @@ def calibration(
     """
     check_flag("from_logits", from_logits)
     single = single_task(preds)
-    p, t, w = format_pointwise(preds, target, weights, None, from_logits=from_logits, validate=validate_args)
+    p, t, w = format_pointwise(
+        preds, target, weights, None, from_logits=from_logits, validate=validate_args, target_required=True
+    )
     pred_sum, label_sum, _ = _weighted_sums_update(p, t, w, from_logits)
     return _finish(_calibration_compute(pred_sum, label_sum), single)
 
@@ -335,7 +341,9 @@ def ctr(
         tensor(0.2500, dtype=torch.float64)
     """
     single = single_task(preds)
-    p, t, w = format_pointwise(preds, target, weights, None, preds_domain="real", validate=validate_args)
+    p, t, w = format_pointwise(
+        preds, target, weights, None, preds_domain="real", validate=validate_args, target_required=True
+    )
     _, label_sum, total = _weighted_sums_update(p, t, w, False)
     return _finish(_ctr_compute(label_sum, total), single)
 
@@ -423,7 +431,14 @@ def _thresholded(
     check_flag("from_logits", from_logits)
     single = single_task(preds)
     p, t, w = format_pointwise(
-        preds, target, weights, None, target_domain="binary", from_logits=from_logits, validate=validate_args
+        preds,
+        target,
+        weights,
+        None,
+        target_domain="binary",
+        from_logits=from_logits,
+        validate=validate_args,
+        target_required=True,
     )
     stats = _confusion_update(p, t, w, threshold, from_logits)  # type: ignore[arg-type]
     return _finish(compute_fn(*stats), single)  # type: ignore[operator]
@@ -571,7 +586,14 @@ def _regression(
 ) -> Tensor:
     single = single_task(preds)
     p, t, w = format_pointwise(
-        preds, target, weights, None, preds_domain="real", target_domain="real", validate=validate_args
+        preds,
+        target,
+        weights,
+        None,
+        preds_domain="real",
+        target_domain="real",
+        validate=validate_args,
+        target_required=True,
     )
     return _finish(compute_fn(*_error_update(p, t, w)), single)  # type: ignore[arg-type,operator]
 

@@ -142,7 +142,9 @@ def reliability(
     bins = _reliability_edges(num_bins, edges)
     check_flag("from_logits", from_logits)
     single = single_task(preds)
-    p, t, w = format_pointwise(preds, target, weights, None, from_logits=from_logits, validate=validate_args)
+    p, t, w = format_pointwise(
+        preds, target, weights, None, from_logits=from_logits, validate=validate_args, target_required=True
+    )
     assert t is not None
     out = _reliability_compute(*_reliability_update(p, t, w, bins, from_logits))
     return {key: value.squeeze(0) for key, value in out.items()} if single else out

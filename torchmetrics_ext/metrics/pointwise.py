@@ -26,7 +26,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional import pointwise as F
 from torchmetrics_ext.functional.pointwise import _check_eta, _check_threshold
-from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _tag
+from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _required_parameters, _tag
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, format_pointwise
 
 __all__ = [
@@ -97,7 +97,13 @@ class _PointwiseMetric(TaskMetric):
             from_logits=self.from_logits,
             validate=validate,
             preds_name=self._preds_name if preds_name is None else preds_name,
+            target_required=self._needs_target,
         )
+
+    @property
+    def _needs_target(self) -> bool:
+        """Whether ``update`` requires ``target`` (``Segmented`` asks through ``_format``)."""
+        return any(name == "target" for _, name in _required_parameters(type(self)))
 
     def _validate(self, preds: Tensor, target: Tensor | None = None, weights: Tensor | None = None) -> None:
         self._format(preds, target, weights, validate=True)

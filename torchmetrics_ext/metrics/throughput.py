@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -156,6 +157,33 @@ class Throughput(GuardedMetric):
             self._state_names[name] = state
             self.add_state(state, torch.zeros((), dtype=torch.float64), dist_reduce_fx=reduction, persistent=True)
         self._restart()
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """Load a checkpoint saved with any warm-up or window: those settings only decide which steps are timed.
+
+        A job resumed with another ``warmup_steps`` or ``window_seconds`` (a module's own
+        throughput warms up for half its compute interval) keeps its counts and times: a state
+        saved under another setting's name is read as this metric's state of the same kind.
+        """
+        for name, own in self._state_names.items():
+            if prefix + own in state_dict:
+                continue
+            pattern = re.compile(re.escape(prefix + name) + r"(_warmup\d+)?(_?window[0-9A-Za-z]+)?")
+            saved = [key for key in state_dict if pattern.fullmatch(key)]
+            if len(saved) == 1:
+                state_dict[prefix + own] = state_dict.pop(saved[0])
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def _state(self, name: str) -> Tensor:
         """State ``name`` (``"examples"``, ...) under its name for this metric's settings."""

@@ -131,6 +131,7 @@ def format_pointwise(
     validate: bool = True,
     dtype: torch.dtype | None = torch.float64,
     preds_name: str = "preds",
+    target_required: bool = False,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Check pointwise inputs and return them as ``dtype`` tensors with a leading task dimension.
 
@@ -149,6 +150,7 @@ def format_pointwise(
             own dtype. An input already of that dtype is returned as is or as a view: callers
             copy what they keep.
         preds_name: what errors call ``preds`` (the caller's argument name, e.g. ``values``).
+        target_required: the metric needs labels: a ``None`` target is a ``TypeError`` (when validating).
 
     Returns:
         ``(preds, target, weights)``; ``preds`` and ``target`` of shape ``(T, N)``, ``weights`` of
@@ -159,6 +161,8 @@ def format_pointwise(
         TypeError: if an input is not a tensor, or ``preds`` is not floating point.
         ValueError: on a shape, device, task-dimension or value-range mismatch.
     """
+    if validate and target is None and target_required:
+        raise TypeError("Expected `target` (labels of the shape of `preds`), got None: this metric needs labels.")
     if validate and check_pointwise(
         preds,
         target,

@@ -1258,3 +1258,15 @@ def test_a_checkpoint_resumes_with_another_compute_interval():
     resumed.load_state_dict(copy.deepcopy(saved.state_dict()))  # strict
     with pytest.warns(tmx.UndefinedMetricWarning, match="no timed step"):  # 3 steps: still warming up
         assert resumed.local_compute()["throughput/total_examples"].item() == 12
+
+
+def test_a_checkpoint_without_a_metrics_states_is_refused():
+    """Calibration built with from_logits=True shared CTR's states in the saved module (one compute group):
+    the checkpoint holds none of its own, which must be missing keys, not a silent restart from zero."""
+    saved = tmx.RecMetricModule(["t"], {"ctr": "ctr", "cal": "calibration"}, throughput=False)
+    saved.update({"prediction": torch.tensor([0.9, 0.2]), "label": torch.tensor([1, 0])})
+    other = tmx.RecMetricModule(["t"], {"ctr": "ctr", "cal": tmx.Calibration(from_logits=True)}, throughput=False)
+    with pytest.raises(RuntimeError, match=r"Missing key\(s\).*metrics\.cal\."):
+        other.load_state_dict(saved.state_dict())
+    missing = other.load_state_dict(copy.deepcopy(saved.state_dict()), strict=False).missing_keys
+    assert sorted(k.split(".")[1] for k in missing) == ["cal"] * 3

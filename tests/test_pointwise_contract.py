@@ -912,3 +912,16 @@ def test_every_functional_names_a_non_tensor_first_argument(name):
 def test_functionals_that_need_labels_reject_a_missing_target(name):
     with pytest.raises(TypeError, match="Expected `target`"):
         getattr(tmf, name)(torch.tensor([0.2, 0.7]), None)
+
+
+def test_a_persistent_state_absent_from_the_checkpoint_is_a_missing_key():
+    saved = tmx.NormalizedEntropy()
+    saved.persistent(True)
+    saved.update(torch.tensor([0.9, 0.2]), torch.tensor([1, 0]))
+    state = saved.state_dict()
+    del state["cross_entropy_sum"]
+    target = tmx.NormalizedEntropy()
+    target.persistent(True)
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "cross_entropy_sum"'):
+        target.load_state_dict(state)
+    tmx.NormalizedEntropy().load_state_dict(state)  # states not persistent (TorchMetrics' default): not expected

@@ -254,6 +254,11 @@ class GuardedMetric(Metric):
             for name in self._defaults:
                 state_dict.pop(prefix + name, None)  # reported above, not as unexpected keys as well
             return
+        # a persistent state (saved by state_dict) absent from the checkpoint is a missing key, as a
+        # parameter's would be: TorchMetrics loads only the states it finds and would start it over
+        missing_keys.extend(
+            prefix + name for name in self._defaults if self._persistent[name] and prefix + name not in state_dict
+        )
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )

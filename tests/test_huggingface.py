@@ -223,3 +223,18 @@ def test_a_two_logit_head_is_told_what_shapes_are_accepted():
     assert "got predictions of shape (4, 2) and labels of shape (4,)" in message
     assert "`tasks=`" in message and "one-logit head" in message and "preprocess_logits_for_metrics" in message
     assert "for 1 tasks" not in message
+
+
+@pytest.mark.parametrize("metrics", [["mse", "regression_auc"], ["regression_auc"]])
+def test_tied_logits_stay_tied_whatever_the_eval_batches(metrics):
+    """Pairwise concordance ranks the logits (a CPU sigmoid of equal logits may differ by an ulp)."""
+    from transformers import EvalPrediction
+
+    z, y = np.full(32, -5.875, dtype=np.float32), (np.arange(32) < 16).astype(np.int64)
+    batched = pointwise_compute_metrics(metrics)
+    batched(EvalPrediction(predictions=z[:31], label_ids=y[:31]), compute_result=False)
+    values = batched(EvalPrediction(predictions=z[31:], label_ids=y[31:]), compute_result=True)
+    assert values["regression_auc"] == 0.5  # every score tied: half of every pair
+    if "mse" in metrics:
+        p = 1 / (1 + np.exp(5.875))
+        np.testing.assert_allclose(values["mse"], np.mean((p - y) ** 2), rtol=1e-12)

@@ -1270,3 +1270,26 @@ def test_a_checkpoint_without_a_metrics_states_is_refused():
         other.load_state_dict(saved.state_dict())
     missing = other.load_state_dict(copy.deepcopy(saved.state_dict()), strict=False).missing_keys
     assert sorted(k.split(".")[1] for k in missing) == ["cal"] * 3
+
+
+def test_tied_logits_stay_tied_for_pairwise_concordance():
+    """RegressionAUC/XAUC rank the logits themselves: a CPU sigmoid of equal logits may differ by an ulp
+    (vector and scalar paths), which used to break their ties depending on the batch sizes."""
+    z, y = torch.full((32,), -5.875), (torch.arange(32) < 16).long()
+    results = []
+    for split in ([32], [31, 1], [5, 27]):
+        module = tmx.RecMetricModule(
+            ["t"],
+            {"auc": tmx.AUC(from_logits=True), "rauc": "regression_auc", "xauc": "xauc", "mse": "mse"},
+            throughput=False,
+        )
+        start = 0
+        for n in split:
+            module.update({"prediction": z[start : start + n], "label": y[start : start + n]})
+            start += n
+        results.append({k: v.item() for k, v in module.compute().items()})
+    p = 1 / (1 + np.exp(5.875))  # every example's probability
+    for values in results:
+        assert values["auc/t"] == 0.5 and values["rauc/t"] == 0.5  # every score tied: half of every pair
+        assert values["xauc/t"] == results[0]["xauc/t"]  # not a function of the batch sizes
+        np.testing.assert_allclose(values["mse/t"], np.mean((p - y.numpy()) ** 2), rtol=1e-12)

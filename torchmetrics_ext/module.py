@@ -231,12 +231,8 @@ class RecMetricModule(nn.Module):
         # The predictions are logits (a metric was built with from_logits=True): metrics without
         # that option (MSE, WeightedAverage, ...) would read raw logits as values, so they are fed
         # sigmoid(logits) instead; those that do not read predictions (CTR) keep the logits, and
-        # ranking copies rank the scores as given (the same order).
-        self._fed_probabilities = frozenset(
-            n
-            for n, d in stacked_domains.items()
-            if self._domains.from_logits and d is not None and d.preds == "real" and stacked[n].reads_predictions
-        )
+        # ranking copies and pairwise concordance (RegressionAUC, XAUC) rank the scores as given.
+        self._fed_probabilities = _fed_probabilities(stacked, stacked_domains, self._domains.from_logits)
 
         # explicit compute groups: only metrics that provably share statistics
         leaders: dict[Any, str] = {}
@@ -814,6 +810,27 @@ class RecMetricModule(nn.Module):
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _fed_probabilities(
+    metrics: Mapping[str, Metric], domains: Mapping[str, InputDomains | None], logits: bool
+) -> frozenset[str]:
+    """Names of the metrics fed ``sigmoid(preds)`` when the predictions are logits.
+
+    Those that read predictions as values and have no ``from_logits`` option (their domain is
+    ``"real"``): MSE, WeightedAverage, R²... Not those that ignore the predictions (CTR) or depend
+    on their order alone (RegressionAUC, XAUC: the logits' order is the probabilities').
+    """
+    if not logits:
+        return frozenset()
+    return frozenset(
+        n
+        for n, d in domains.items()
+        if d is not None
+        and d.preds == "real"
+        and getattr(metrics[n], "reads_predictions", True)
+        and not getattr(metrics[n], "ranks_predictions", False)
+    )
 
 
 def _default_warmup_steps(compute_interval_steps: int) -> int:

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.metrics.ranking import RankingMetrics
-from torchmetrics_ext.module import RecMetricModule, RecTaskInfo
+from torchmetrics_ext.module import RecMetricModule, RecTaskInfo, _fed_probabilities
 from torchmetrics_ext.registry import build_metric, lookup
 
 __all__ = ["HFComputeMetrics", "pointwise_compute_metrics", "ranking_compute_metrics"]
@@ -105,9 +105,11 @@ class _Pointwise(HFComputeMetrics):
             built[name] = build_metric(name, num_tasks=len(self.tasks), **options)
         infos = [RecTaskInfo(t, label_name=f"label/{t}", prediction_name=f"prediction/{t}") for t in self.tasks]
         # Metrics without a from_logits option get probabilities: the module feeds them
-        # sigmoid(logits) when another metric reads logits; when none does, the sigmoid is applied here.
+        # sigmoid(logits) when another metric reads logits; when none does, it is told to all the same.
         self.module = RecMetricModule(infos, built, throughput=False)
-        self.sigmoid = from_logits and not flagged
+        if from_logits and not flagged:
+            domains = {name: getattr(metric, "input_domains", None) for name, metric in built.items()}
+            self.module._fed_probabilities = _fed_probabilities(built, domains, logits=True)
 
     def update(self, predictions: Tensor, labels: Tensor) -> None:
         t = len(self.tasks)
@@ -139,8 +141,6 @@ class _Pointwise(HFComputeMetrics):
                 f"Expected {accepted}; got predictions of shape {tuple(predictions.shape)} and labels of shape "
                 f"{tuple(labels.shape)}: {hint}."
             )
-        if self.sigmoid and predictions.is_floating_point():
-            predictions = torch.sigmoid(predictions.to(torch.float64))
         self.module.to(predictions.device)
         columns = {}
         for i, task in enumerate(self.tasks):

@@ -349,7 +349,8 @@ class TaskMetric(GuardedMetric):
     by one fused collective instead of per-state collectives; TorchMetrics still stacks and
     reduces them, caches and unsyncs). :attr:`input_domains` and :attr:`shared_statistics_key`
     describe what the caller may validate jointly and which metrics provably share states;
-    ``reads_predictions = False`` says the value depends on the labels and weights alone.
+    ``reads_predictions = False`` says the value depends on the labels and weights alone, and
+    ``ranks_predictions = True`` that it depends on the order of the predictions alone.
 
     Why one class for the task dimension and the safe batch: every metric of the package with
     inputs needs both (a metric without tasks, such as the ranking family, says so with
@@ -373,6 +374,11 @@ class TaskMetric(GuardedMetric):
     # False for metrics whose value depends on the labels and weights alone (CTR, SumWeights...):
     # a caller may feed them the predictions in any form (RecMetricModule keeps logits for them)
     reads_predictions: ClassVar[bool] = True
+    # True for metrics whose value depends on the order of the predictions alone (pairwise
+    # concordance): a caller feeding probabilities to other metrics keeps the scores for them, since
+    # a sigmoid of equal scores is not always equal on the CPU (its vector and scalar paths differ
+    # by an ulp) and would break their ties
+    ranks_predictions: ClassVar[bool] = False
 
     def __init__(self, num_tasks: int = 1, *, validate_args: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)

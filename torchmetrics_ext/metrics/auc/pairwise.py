@@ -35,6 +35,7 @@ class _PairwiseMetric(TaskMetric):
 
     is_differentiable = False
     higher_is_better = True
+    ranks_predictions = True  # pairwise concordance: the order of the predictions alone
     full_state_update = False
     plot_lower_bound = 0.0
     plot_upper_bound = 1.0

@@ -544,3 +544,15 @@ def test_tensor_weighted_average_errors_name_values(bad):
     with pytest.raises((TypeError, ValueError), match="`preds`") as raised:
         segmented.update(bad, segments=torch.zeros(2, dtype=torch.int64))
     assert "`values`" not in str(raised.value)
+
+
+def test_calibration_free_ne_from_confident_logits_is_not_clamped():
+    """From logits the numerator is the exact log-sigmoid, so the constant prediction is not clamped to
+    [eta, 1 - eta] either (it gave 0.174 for two sure positives instead of about 1)."""
+    metric = tmx.CalibrationFreeNE(from_logits=True)
+    metric.update(torch.tensor([30.0, 29.0]), torch.tensor([1, 1]))
+    z = np.array([30.0, 29.0])
+    q = np.mean(np.exp(-z) / (1 + np.exp(-z)))  # 1 - mean prediction, without cancellation
+    expected = np.sum(np.log1p(np.exp(-z))) / (-2 * np.log1p(-q))
+    # the state keeps sum(sigmoid(z)) ~ 2 - 2.8e-13: its last bit is ~1e-3 of 1 - mean; documented
+    np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-4)

@@ -131,14 +131,27 @@ def _calibration_free_update(
 
 
 def _calibration_free_compute(
-    ce_sum: Tensor, total: Tensor, pos: Tensor, pred_sum: Tensor, eta: float, torchrec_scaling: bool
+    ce_sum: Tensor,
+    total: Tensor,
+    pos: Tensor,
+    pred_sum: Tensor,
+    eta: float,
+    torchrec_scaling: bool,
+    from_logits: bool = False,
 ) -> Tensor:
-    """``sum w·CE / CE of predicting the mean prediction`` (or TorchRec's value, see :func:`calibration_free_ne`)."""
+    """``sum w·CE / CE of predicting the mean prediction`` (or TorchRec's value, see :func:`calibration_free_ne`).
+
+    The constant prediction is clamped to ``[eta, 1 - eta]`` as the probabilities of the
+    numerator are; from logits the numerator is the exact log-sigmoid, and so is the denominator.
+    """
     neg = total - pos
     safe_total = torch.where(total > 0, total, 1.0)
-    mean_pred = (pred_sum / safe_total).clamp(eta, 1 - eta)
+    mean_pred = pred_sum / safe_total
+    if not from_logits:
+        mean_pred = mean_pred.clamp(eta, 1 - eta)
     # cross-entropy (summed, nats) of the constant prediction ``mean_pred`` on the labels seen
-    constant_ce = -(pos * torch.log(mean_pred) + neg * torch.log1p(-mean_pred))
+    # (a label weight of 0 times the log of a probability of 0 counts 0)
+    constant_ce = -(torch.special.xlogy(pos, mean_pred) + torch.special.xlog1py(neg, -mean_pred))
     undefined = (total <= 0) | (constant_ce <= 0)
     if torchrec_scaling:
         ne = _normalized_entropy_compute(ce_sum, total, pos, eta, "CalibrationFreeNE")
@@ -195,7 +208,9 @@ def calibration_free_ne(
     check_flag("torchrec_scaling", torchrec_scaling)
     return _apply(
         lambda p, t, w: _calibration_free_update(p, t, w, eta, from_logits),  # type: ignore[arg-type]
-        lambda ce, total, pos, pred: _calibration_free_compute(ce, total, pos, pred, eta, torchrec_scaling),
+        lambda ce, total, pos, pred: _calibration_free_compute(
+            ce, total, pos, pred, eta, torchrec_scaling, from_logits
+        ),
         preds,
         target,
         weights,

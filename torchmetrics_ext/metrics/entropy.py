@@ -86,8 +86,10 @@ class CalibrationFreeNE(_EntropyVariant):
 
     Args:
         num_tasks: number of tasks ``T``.
-        eta: probability clamp, in [0, 0.5).
-        from_logits: ``preds`` are logits.
+        eta: probability clamp, in [0, 0.5) (of the predictions and of their mean).
+        from_logits: ``preds`` are logits: the exact log-sigmoid, and no clamp of the mean
+            either. The state keeps :math:`\sum w p`, so a mean prediction within ``d`` of 0 or 1
+            carries a relative error of about ``1e-16 / d`` (``3e-6`` at ``d = 1.4e-13``).
         torchrec_scaling: reproduce TorchRec 1.9's value, NE divided by the summed (not
             averaged) bits of predicting :math:`\bar p`, which shrinks as 1/total weight.
         validate_args: check each batch.
@@ -122,7 +124,9 @@ class CalibrationFreeNE(_EntropyVariant):
         return F._calibration_free_update(preds, target, weights, self.eta, self.from_logits)  # type: ignore[arg-type]
 
     def _compute_value(self, ce_sum: Tensor, total: Tensor, pos: Tensor, pred_sum: Tensor) -> Tensor:  # type: ignore[override]
-        return F._calibration_free_compute(ce_sum, total, pos, pred_sum, self.eta, self.torchrec_scaling)
+        return F._calibration_free_compute(
+            ce_sum, total, pos, pred_sum, self.eta, self.torchrec_scaling, self.from_logits
+        )
 
 
 class _Recalibrated(_EntropyVariant):

@@ -238,3 +238,16 @@ def test_tied_logits_stay_tied_whatever_the_eval_batches(metrics):
     if "mse" in metrics:
         p = 1 / (1 + np.exp(5.875))
         np.testing.assert_allclose(values["mse"], np.mean((p - y) ** 2), rtol=1e-12)
+
+
+def test_options_and_id_metrics_are_explained():
+    with pytest.raises(ValueError, match=r"Metric 'ne' rejected the options \['num_bins'\] \(passed to every metric\)"):
+        pointwise_compute_metrics(num_bins=10_000)  # the defaults include NE, which has no bins
+    for name in ("gauc", "ndcg@3"):
+        with pytest.raises(ValueError, match=rf"Metric '{name}' needs group or query ids.*ranking_compute_metrics"):
+            pointwise_compute_metrics([name])
+    from transformers import EvalPrediction
+
+    binned = pointwise_compute_metrics(["auc", "auprc"], num_bins=10_000)
+    values = binned(EvalPrediction(predictions=np.array([2.0, -1.0, 0.5, 0.1]), label_ids=np.array([1, 0, 0, 1])))
+    assert values["auc"] == pytest.approx(roc_auc_score([1, 0, 0, 1], [2.0, -1.0, 0.5, 0.1]), abs=1e-3)

@@ -36,6 +36,8 @@ from torchmetrics_ext.registry import build_metric, lookup
 
 __all__ = ["HFComputeMetrics", "pointwise_compute_metrics", "ranking_compute_metrics"]
 
+_IDS = {"groups", "indexes", "sessions"}  # update arguments of metrics that need id columns
+
 SEED_KEYS = {
     "recall": "Recall",
     "mrr": "MRR",
@@ -98,11 +100,25 @@ class _Pointwise(HFComputeMetrics):
         flagged = False  # some metric reads the logits itself (from_logits=True)
         for name in metrics:
             entry, _ = lookup(name)
+            if _IDS & set(inspect.signature(entry.cls.update).parameters):
+                raise ValueError(
+                    f"Metric {name!r} needs group or query ids, which a Trainer's EvalPrediction does not "
+                    "carry: use ranking_compute_metrics for query-grouped metrics, or score the logged "
+                    "predictions with torchmetrics-ext evaluate (--user/--session)."
+                )
             options = {"sync_on_compute": False, **kwargs}
             if "from_logits" in inspect.signature(entry.cls.__init__).parameters:
                 options["from_logits"] = from_logits
                 flagged = True
-            built[name] = build_metric(name, num_tasks=len(self.tasks), **options)
+            try:
+                built[name] = build_metric(name, num_tasks=len(self.tasks), **options)
+            except (TypeError, ValueError) as error:
+                if not kwargs:
+                    raise
+                raise type(error)(
+                    f"Metric {name!r} rejected the options {sorted(kwargs)} (passed to every metric): "
+                    f"{str(error).rstrip('.')}. Pass options only with metrics that all take them."
+                ) from error
         infos = [RecTaskInfo(t, label_name=f"label/{t}", prediction_name=f"prediction/{t}") for t in self.tasks]
         # Metrics without a from_logits option get probabilities: the module feeds them
         # sigmoid(logits) when another metric reads logits; when none does, it is told to all the same.
@@ -176,7 +192,8 @@ def pointwise_compute_metrics(
             with a ``from_logits`` option (NE, AUC, calibration, accuracy, ...) read the logits;
             the others (``mse``, ``rmse``, ``mae``, ``weighted_average``, ``r_squared``, ...) are
             computed on the probabilities ``sigmoid(logits)`` (``mse`` is then the Brier score).
-        kwargs: passed to every metric (e.g. ``num_bins=10_000`` for constant-memory AUC).
+        kwargs: passed to every metric, so only with metrics that all take them (e.g.
+            ``pointwise_compute_metrics(["auc", "auprc"], num_bins=10_000)`` for constant-memory curves).
 
     Returns:
         A callable for ``Trainer(compute_metrics=...)``; keys are the metric names for one task

@@ -631,3 +631,27 @@ def test_torchrun_command_equals_one_process(dataset, tmp_path):
     for got, expected in zip(records, single.records):
         for key in ("ne", "auc", "gauc"):
             assert got[key] == pytest.approx(expected[key], rel=1e-10)
+
+
+def test_logged_logits_are_scored_with_from_logits(tmp_path, capsys):
+    """NE/AUC read the logits, MSE reads sigmoid(logits) (the Brier score), CTR the labels: sklearn/numpy."""
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=300) * 2
+    y = (rng.random(300) < 1 / (1 + np.exp(-z))).astype(np.int64)
+    p = 1 / (1 + np.exp(-z))
+    table = pa.table({"z": z, "y": y})
+    values = evaluate(table, {"t": ("z", "y")}, ["ne", "auc", "mse", "ctr"], from_logits=True).values
+    expected = {
+        "ne/t": log_loss(y, p) / log_loss(y, np.full(300, y.mean())),
+        "auc/t": roc_auc_score(y, z),
+        "mse/t": np.mean((p - y) ** 2),
+        "ctr/t": y.mean(),
+    }
+    assert_close(values, expected, rtol=1e-9)
+    with pytest.raises(InvalidDataError, match="outside"):  # without the flag the logits are bad probabilities
+        evaluate(table, {"t": ("z", "y")}, ["ne"])
+    pq.write_table(table, tmp_path / "logits.parquet")
+    args = ["evaluate", str(tmp_path / "logits.parquet"), "--task", "t=z:y", "--metrics", "ne,auc", "--no-progress"]
+    assert cli.main([*args, "--from-logits", "--output", str(tmp_path / "out.json")]) == 0
+    record = json.loads((tmp_path / "out.json").read_text())["records"][0]
+    np.testing.assert_allclose([record["ne"], record["auc"]], [expected["ne/t"], expected["auc/t"]], rtol=1e-9)

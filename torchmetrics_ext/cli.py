@@ -173,6 +173,11 @@ def add_evaluate_parser(sub: Any) -> None:
     ev.add_argument("--weights", help="sample weight column (shared by every task)")
     ev.add_argument("--user", help="integer user id column (gauc, gauprc)")
     ev.add_argument("--session", help="integer query/session id column (ranking metrics)")
+    ev.add_argument(
+        "--from-logits",
+        action="store_true",
+        help="the prediction columns hold logits (metrics without the option read sigmoid(logits))",
+    )
     ev.add_argument("--by", default="", help="comma-separated segment columns (values per segment + overall)")
     ev.add_argument("--output", help="write the results to a .json, .csv or .parquet file")
     ev.add_argument("--on-invalid", choices=("error", "skip"), default="error", help="invalid rows: fail or drop them")
@@ -220,6 +225,7 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             batch_size=args.batch_size,
             on_invalid=args.on_invalid,
             progress=not args.no_progress,
+            from_logits=args.from_logits,
         )
     except (InvalidDataError, ValueError, TypeError) as err:
         print(f"torchmetrics-ext evaluate: error: {err}", file=sys.stderr)

@@ -94,8 +94,18 @@ class _Plan:
     """Everything decided from the arguments before any data is read."""
 
     def __init__(
-        self, tasks: Any, metrics: Sequence[str], weights: Any, user: Any, session: Any, by: Sequence[str]
+        self,
+        tasks: Any,
+        metrics: Sequence[str],
+        weights: Any,
+        user: Any,
+        session: Any,
+        by: Sequence[str],
+        from_logits: bool = False,
     ) -> None:
+        if not isinstance(from_logits, bool):
+            raise ValueError(f"Expected `from_logits` to be a bool, got {from_logits!r}.")
+        self.from_logits = from_logits
         self.tasks = _tasks(tasks)
         self.weights = _optional_name("weights", weights)
         self.user = _optional_name("user", user)
@@ -153,7 +163,12 @@ class _Plan:
 
     def _metrics(self) -> dict[str, Any]:
         """Fresh metrics: registry names, and one ``RankingMetrics`` for every ranking name."""
-        built: dict[str, Any] = {name: build_metric(name, num_tasks=len(self.tasks)) for name in self.specs}
+        built: dict[str, Any] = {}
+        for name in self.specs:
+            # logged logits: metrics with the option read them, the module feeds the others sigmoid(logits)
+            takes = "from_logits" in inspect.signature(lookup(name)[0].cls.__init__).parameters
+            options = {"from_logits": True} if self.from_logits and takes else {}
+            built[name] = build_metric(name, num_tasks=len(self.tasks), **options)
         if self._ranking:
             stems = tuple(dict.fromkeys(stem for stem, _ in self._ranking))
             ks = tuple(dict.fromkeys(k for _, k in self._ranking))
@@ -398,6 +413,7 @@ def evaluate(
     batch_size: int = 65_536,
     on_invalid: str = "error",
     progress: bool = False,
+    from_logits: bool = False,
 ) -> EvaluationResult:
     """Score logged predictions with the package's metrics, streaming the data in record batches.
 
@@ -415,6 +431,9 @@ def evaluate(
         on_invalid: ``"error"`` (raise, naming file, column, reason, count and first row) or
             ``"skip"`` (drop invalid rows and report them in the result).
         progress: print a progress line on stderr (rank 0 only).
+        from_logits: the prediction columns hold logits: metrics with a ``from_logits`` option read
+            them as such, the others (``mse``, ...) read ``sigmoid(logits)``, ranking and pairwise
+            metrics rank them as given (the module's rule, ``docs/module.md``).
 
     Returns:
         An :class:`~torchmetrics_ext.evaluate.EvaluationResult` (``.values`` dict, ``.to_pandas()``).
@@ -446,6 +465,6 @@ def evaluate(
         raise ValueError(f"Expected `on_invalid` to be one of {ON_INVALID}, got {on_invalid!r}.")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"Expected `batch_size` to be a positive integer, got {batch_size!r}.")
-    plan = _Plan(tasks, metrics, weights, user, session, by)
+    plan = _Plan(tasks, metrics, weights, user, session, by, from_logits)
     run = _Run(plan, open_sources(data), batch_size, on_invalid, progress)
     return run.finish(run.stream())

@@ -7,6 +7,7 @@ the predictions each rank fed to the metrics, and recompute every logged value i
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import log_loss, roc_auc_score
 
 import torchmetrics_ext as tmx
 
@@ -412,3 +413,29 @@ def test_ddp_resume_from_a_mid_epoch_checkpoint_logs_the_same_values(full_run, t
         reference = whole[(int(row["step"]), tuple(sorted(row)))]
         for key, value in row.items():
             assert value == pytest.approx(reference[key], rel=1e-12, abs=0), (row["step"], key)
+
+
+def test_resuming_with_a_metric_added_follows_strict_loading():
+    """RecMetricCallback loads its modules as Lightning loads the model: strict_loading=False starts new metrics."""
+
+    class Model(L.LightningModule):
+        def __init__(self, metrics, strict: bool) -> None:
+            super().__init__()
+            self.train_metrics = tmx.RecMetricModule(["click"], metrics, throughput=False)
+            self.strict_loading = strict
+
+    old = Model({"ne": "ne"}, strict=True)
+    old.train_metrics.update({"prediction": torch.tensor([0.9, 0.2]), "label": torch.tensor([1, 0])})
+    callback, checkpoint = RecMetricCallback(val=None), {"state_dict": old.state_dict()}
+    callback.on_save_checkpoint(None, old, checkpoint)
+    with pytest.raises(RuntimeError, match=r"self\.strict_loading = False"):
+        callback.on_load_checkpoint(None, Model({"ne": "ne", "mse": "mse"}, strict=True), copy.deepcopy(checkpoint))
+    new = Model({"ne": "ne", "mse": "mse"}, strict=False)
+    new.load_state_dict(checkpoint["state_dict"], strict=False)  # what Lightning does with strict_loading=False
+    callback.on_load_checkpoint(None, new, checkpoint)
+    new.train_metrics.update({"prediction": torch.tensor([0.6]), "label": torch.tensor([1])})
+    values = new.train_metrics.compute()
+    assert values["mse/click"].item() == pytest.approx(0.16)  # (1 - 0.6)^2: the new metric starts afresh
+    p, y = np.array([0.9, 0.2, 0.6], dtype=np.float32).astype(np.float64), np.array([1, 0, 1])  # NE over all three
+    expected = log_loss(y, p) / log_loss(y, np.full(3, y.mean()))
+    assert values["ne/click"].item() == pytest.approx(expected, rel=1e-12)

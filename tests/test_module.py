@@ -5,6 +5,7 @@ fused sync whose collective count does not grow with the number of metrics."""
 from __future__ import annotations
 
 import copy
+import gc
 import warnings
 
 import numpy as np
@@ -1293,3 +1294,27 @@ def test_tied_logits_stay_tied_for_pairwise_concordance():
         assert values["auc/t"] == 0.5 and values["rauc/t"] == 0.5  # every score tied: half of every pair
         assert values["xauc/t"] == results[0]["xauc/t"]  # not a function of the batch sizes
         np.testing.assert_allclose(values["mse/t"], np.mean((p - y.numpy()) ** 2), rtol=1e-12)
+
+
+def test_an_instance_given_to_two_live_modules_is_rejected():
+    """Train and val modules built from one dict of instances shared one object: a val reset wiped training."""
+    metrics = {"auc": tmx.AUC(num_tasks=1), "ndcg": tmx.NDCG()}
+    tasks = [tmx.RecTaskInfo("click", "y", "p", session_id_name="q")]
+    train = tmx.RecMetricModule(tasks, metrics, throughput=False, prefix="train/")
+    with pytest.raises(ValueError, match="already belongs to another RecMetricModule"):
+        tmx.RecMetricModule(tasks, metrics, throughput=False, prefix="val/")
+    # factories and names give each module its own objects; a copy of a module owns its copies
+    factories = {"auc": lambda num_tasks: tmx.AUC(num_tasks=num_tasks), "ndcg": "ndcg"}
+    a, b = (tmx.RecMetricModule(tasks, factories, throughput=False) for _ in range(2))
+    copy.deepcopy(train)
+    batch = {
+        "p": torch.tensor([0.9, 0.2, 0.6, 0.3]),
+        "y": torch.tensor([1, 0, 1, 0]),
+        "q": torch.zeros(4, dtype=torch.long),
+    }
+    a.update(batch)
+    b.reset()
+    assert a.compute()["auc/click"].item() == 1.0  # sklearn: every positive above every negative
+    del train
+    gc.collect()
+    tmx.RecMetricModule(tasks, metrics, throughput=False)  # the first owner is gone

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
@@ -33,6 +34,8 @@ __all__ = ["RecMetricModule", "RecTaskInfo"]
 
 KEY_STYLES = ("torchmetrics_ext", "torchrec")
 _THROUGHPUT = ("\0throughput", "lifetime")  # the throughput's entry in the fused gather
+# metric object -> the module built on it: an instance given to two modules is rejected
+_OWNERS: weakref.WeakKeyDictionary[Metric, weakref.ref[RecMetricModule]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,15 @@ class RecMetricModule(nn.Module):
                     f"Metrics {first!r} and {name!r} are the same object: pass separate instances "
                     "(e.g. `copy.deepcopy`), or one name (metrics that share statistics are grouped for you)."
                 )
+            owner = _OWNERS.get(metric)
+            if owner is not None and owner() is not None:  # another live module holds it (train and val)
+                raise ValueError(
+                    f"Metric {name!r} ({type(metric).__name__} instance) already belongs to another "
+                    "RecMetricModule: one object would hold both modules' states (a validation reset would "
+                    "wipe the training values). Give each module its own metrics: registry names, classes, "
+                    "factories such as `lambda num_tasks: tmx.AUC(num_tasks=num_tasks, from_logits=True)`, "
+                    "or `copy.deepcopy` of the instances."
+                )
             if metric.has_task_dim:
                 if metric.num_tasks != num_tasks:
                     raise ValueError(
@@ -264,6 +276,8 @@ class RecMetricModule(nn.Module):
         )
         for each in self._all_units():
             each.persistent(True)
+        for metric in [*stacked.values(), *(m for ms in per_task.values() for m in ms)]:
+            _OWNERS[metric] = weakref.ref(self)
         for name, lead in self._leader.items():
             if lead != name:  # a group member's states are its leader's: saved once, with the leader
                 self._unit(name).persistent(False)
@@ -664,6 +678,19 @@ class RecMetricModule(nn.Module):
         )
 
     # ------------------------------------------------------------------ compute
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """``nn.Module.load_state_dict``; missing metric states say how to resume with a metric added since."""
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        except RuntimeError as error:
+            if not (strict and "Missing key(s)" in str(error)):
+                raise
+            raise RuntimeError(
+                f"{error}\nThe checkpoint has no states for some metrics: added since it was saved, or built with "
+                "other settings. To resume and start them afresh, load with strict=False (in Lightning: set "
+                "`self.strict_loading = False` in the LightningModule)."
+            ) from None
 
     def forward(self, *args: Any, **kwargs: Any) -> None:
         """Not a step of its own: feed a step with :meth:`update` and read values with :meth:`compute`."""

@@ -133,7 +133,11 @@ class RecMetricCallback(pl.Callback):
 
     @staticmethod
     def _log(pl_module: pl.LightningModule, module: RecMetricModule) -> None:
-        pl_module.log_dict(module.compute(), sync_dist=False)
+        with warnings.catch_warnings():
+            # the values are synced by the module's compute(): Lightning's advice to sync them again
+            # (one warning per key under DDP) does not apply
+            warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
+            pl_module.log_dict(module.compute(), sync_dist=False)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -214,7 +218,8 @@ class RecMetricCallback(pl.Callback):
         rank = dist.get_rank() if world > 1 else 0
         for name, module in self._managed(pl_module).items():
             if len(per_rank) == world:
-                module.load_state_dict(per_rank[rank][name])
+                # as Lightning loads the model: `strict_loading = False` lets a metric added since start afresh
+                module.load_state_dict(per_rank[rank][name], strict=getattr(pl_module, "strict_loading", True))
             else:
                 warnings.warn(
                     f"RecMetricCallback: the checkpoint holds metric states of {len(per_rank)} rank(s), this run "

@@ -911,3 +911,24 @@ def test_ring_of_another_shape_is_refused_without_metadata():
     with pytest.raises(RuntimeError, match=r"_extra_state: size mismatch for the window's `cross_entropy_sum`"):
         metric.load_state_dict(dict(trained.state_dict()))
     assert metric._ring.count == 0 and _same(before, _snapshot(metric))
+
+
+def test_clock_metrics_are_refused():
+    """TowerQPS/Throughput seconds add up within a rank and take the max across ranks: no per-update statistic."""
+    for metric in (tmx.TowerQPS(), tmx.Throughput()):
+        with pytest.raises(ValueError, match=f"Windowed cannot wrap {type(metric).__name__}: its elapsed seconds"):
+            Windowed(metric, window_size=300)
+
+
+def test_a_binned_histogram_held_before_wrapping_stays_in_the_lifetime():
+    rng = np.random.default_rng(7)
+    p1, y1 = rng.random(50), rng.integers(0, 2, 50)
+    p2, y2 = rng.random(4), np.array([0, 1, 1, 1])
+    metric = tmx.AUC(num_bins=1000)
+    metric.update(torch.tensor(p1), torch.tensor(y1))  # before wrapping: "stays in the lifetime value"
+    windowed = Windowed(metric, window_size=10)
+    windowed.update(torch.tensor(p2), torch.tensor(y2))
+    values = windowed.compute()
+    # 1000 bins over the logit range: a few ties differ from sklearn's exact value, so compare loosely
+    np.testing.assert_allclose(values["lifetime"].item(), skm.roc_auc_score(np.r_[y1, y2], np.r_[p1, p2]), atol=0.02)
+    assert windowed.lifetime.metric_state[metric._histogram_state].sum().item() == 54  # every sample counted

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -26,7 +26,8 @@ class TowerQPS(TaskMetric):
     after ``warmup_steps`` updates, the wall time since the previous update. The first
     ``warmup_steps`` updates (at least one, which starts the clock) count neither time nor
     examples. States: float64 ``(T,)`` example counts (``sum`` across ranks) and elapsed seconds
-    (``max`` across ranks), so the window wrapper gives TorchRec's window QPS too. Time is read
+    (``max`` across ranks). The seconds add up within a rank but take the maximum across ranks, so
+    they are no per-update statistic: ``Windowed`` refuses this metric. Time is read
     on the host; no device synchronisation happens (except validating an explicit
     ``num_examples``, which must be finite and non-negative). The warm-up count is not part of
     ``state_dict``: after ``load_state_dict`` the next ``warmup_steps`` updates warm up again.
@@ -54,6 +55,12 @@ class TowerQPS(TaskMetric):
     is_differentiable = False
     higher_is_better = True
     plot_lower_bound = 0.0
+
+    # elapsed seconds add up within a rank and take the maximum across ranks: no per-update statistic
+    window_unsupported: ClassVar[str] = (
+        "its elapsed seconds add up within a rank but reduce with max across ranks, so a window of "
+        "per-update seconds would keep the longest step, not the window's time."
+    )
 
     def __init__(
         self,

@@ -8,7 +8,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -115,6 +115,12 @@ class Throughput(GuardedMetric):
         {'lifetime_throughput': 68.0, 'window_throughput': 40.0, 'total_examples': 234.0}
     """
 
+    # its elapsed seconds add up within a rank and take the maximum across ranks, and it keeps its
+    # own window (window_seconds): no per-update statistic for Windowed
+    window_unsupported: ClassVar[str] = (
+        "its elapsed seconds add up within a rank but reduce with max across ranks; it has its own "
+        "window (`window_seconds`, reported as window_throughput)."
+    )
     full_state_update: bool = False
     is_differentiable: bool = False
     higher_is_better: bool = True

@@ -216,6 +216,9 @@ class Windowed(WrapperMetric):
                 "has full_state_update or dist_sync_on_step set): Windowed cannot wrap it. (TorchMetrics' "
                 "MaxMetric and MinMetric set full_state_update; torchmetrics_ext.aggregation's Max and Min do not.)"
             )
+        unsupported = getattr(metric, "window_unsupported", None)
+        if unsupported:
+            raise ValueError(f"Windowed cannot wrap {type(metric).__name__}: {unsupported}")
         kinds = {n: state_kind(n, metric._reductions[n], metric._defaults[n]) for n in metric._defaults}
         if not kinds:
             raise ValueError(f"Expected a metric with states, {type(metric).__name__} declares none.")
@@ -243,7 +246,9 @@ class Windowed(WrapperMetric):
         # a binned metric's histogram, filled sample by sample, keeps bin indices per update
         hist_name = getattr(metric, "_histogram_state", None)
         if hist_name is not None and kinds == {hist_name: "sum"}:
-            self.__dict__["_hist"] = HistogramWindow(metric._defaults[hist_name])  # type: ignore[arg-type]
+            hist = HistogramWindow(metric._defaults[hist_name])  # type: ignore[arg-type]
+            hist.base.copy_(getattr(metric, hist_name))  # a state held before wrapping stays in the lifetime
+            self.__dict__["_hist"] = hist
             self.__dict__["_hist_name"] = hist_name
             kinds = {}
         else:

@@ -34,8 +34,23 @@ __all__ = ["RecMetricModule", "RecTaskInfo"]
 
 KEY_STYLES = ("torchmetrics_ext", "torchrec")
 _THROUGHPUT = ("\0throughput", "lifetime")  # the throughput's entry in the fused gather
-# metric object -> the module built on it: an instance given to two modules is rejected
-_OWNERS: weakref.WeakKeyDictionary[Metric, weakref.ref[RecMetricModule]] = weakref.WeakKeyDictionary()
+# id of a metric object -> (the metric, the module built on it), both weakly: an instance given to
+# two live modules is rejected (by id: a TorchMetrics metric's hash follows its states)
+_OWNERS: dict[int, tuple[weakref.ref[Metric], weakref.ref[RecMetricModule]]] = {}
+
+
+def _owner(metric: Metric) -> RecMetricModule | None:
+    """The live module built on ``metric``, if any."""
+    entry = _OWNERS.get(id(metric))
+    if entry is None or entry[0]() is not metric:
+        return None
+    return entry[1]()
+
+
+def _own(metric: Metric, module: RecMetricModule) -> None:
+    for key in [k for k, (m, o) in _OWNERS.items() if m() is None or o() is None]:  # forget the dead
+        del _OWNERS[key]
+    _OWNERS[id(metric)] = (weakref.ref(metric), weakref.ref(module))
 
 
 @dataclass(frozen=True)
@@ -216,8 +231,7 @@ class RecMetricModule(nn.Module):
                     f"Metrics {first!r} and {name!r} are the same object: pass separate instances "
                     "(e.g. `copy.deepcopy`), or one name (metrics that share statistics are grouped for you)."
                 )
-            owner = _OWNERS.get(metric)
-            if owner is not None and owner() is not None:  # another live module holds it (train and val)
+            if _owner(metric) is not None:  # another live module holds it (train and val)
                 raise ValueError(
                     f"Metric {name!r} ({type(metric).__name__} instance) already belongs to another "
                     "RecMetricModule: one object would hold both modules' states (a validation reset would "
@@ -277,7 +291,7 @@ class RecMetricModule(nn.Module):
         for each in self._all_units():
             each.persistent(True)
         for metric in [*stacked.values(), *(m for ms in per_task.values() for m in ms)]:
-            _OWNERS[metric] = weakref.ref(self)
+            _own(metric, self)
         for name, lead in self._leader.items():
             if lead != name:  # a group member's states are its leader's: saved once, with the leader
                 self._unit(name).persistent(False)

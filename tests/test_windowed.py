@@ -932,3 +932,24 @@ def test_a_binned_histogram_held_before_wrapping_stays_in_the_lifetime():
     # 1000 bins over the logit range: a few ties differ from sklearn's exact value, so compare loosely
     np.testing.assert_allclose(values["lifetime"].item(), skm.roc_auc_score(np.r_[y1, y2], np.r_[p1, p2]), atol=0.02)
     assert windowed.lifetime.metric_state[metric._histogram_state].sum().item() == 54  # every sample counted
+
+
+def test_compute_after_load_state_dict_gives_the_loaded_value():
+    """A value cached by compute() before the load is not served afterwards (plain and windowed)."""
+    p_a, y_a = torch.tensor([0.2, 0.9, 0.4]), torch.tensor([0, 1, 1])
+    p_b, y_b = torch.tensor([0.9, 0.2, 0.4, 0.1]), torch.tensor([0, 1, 1, 0])
+    for make in (lambda: Windowed(tmx.CTR(), 4), lambda: tmx.CTR()):
+        a, b = make(), make()
+        if isinstance(b, tmx.CTR):
+            a.persistent(True)
+            b.persistent(True)
+        a.update(p_a, y_a)
+        b.update(p_b, y_b)
+        a.compute()
+        a.load_state_dict(b.state_dict())
+        value = a.compute()
+        expected = 0.5  # b's labels: 2 of 4
+        if isinstance(value, dict):
+            assert {k: v.item() for k, v in value.items()} == {"lifetime": expected, "window": expected}
+        else:
+            assert value.item() == expected

@@ -262,6 +262,7 @@ class GuardedMetric(Metric):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+        self._computed = None  # a value computed before the load is not the loaded states' value
 
     def _state_problems(self, state_dict: Mapping[str, Any], prefix: str) -> list[str]:
         """What is wrong with the checkpoint's states for this metric: shapes of tensor states, list states' type."""

@@ -590,6 +590,8 @@ class Windowed(WrapperMetric):
         # the children's states are loaded next, and agree with the ring's
         self.__dict__["_window_stale"] = self.__dict__["_lifetime_stale"] = False
         self._bind_window_lists()  # a window state loaded after this is re-bound at the next update
+        for child in (self, self._child("lifetime"), self._child("window")):  # values computed before the load
+            child.__dict__["_computed"] = None
 
     def _checkpoint_settings(self) -> dict[str, Any]:
         """The window size and the wrapped metric's recorded settings (its ``num_tasks``)."""

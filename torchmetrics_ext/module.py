@@ -12,7 +12,7 @@ import inspect
 import warnings
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, fields
 from typing import Any
@@ -47,10 +47,12 @@ def _owner(metric: Metric) -> RecMetricModule | None:
     return entry[1]()
 
 
-def _own(metric: Metric, module: RecMetricModule) -> None:
-    for key in [k for k, (m, o) in _OWNERS.items() if m() is None or o() is None]:  # forget the dead
+def _own(metrics: Iterable[Metric], module: RecMetricModule) -> None:
+    """Record ``module`` as the owner of ``metrics`` (and forget entries whose metric or module is gone)."""
+    for key in [k for k, (m, o) in _OWNERS.items() if m() is None or o() is None]:
         del _OWNERS[key]
-    _OWNERS[id(metric)] = (weakref.ref(metric), weakref.ref(module))
+    owner = weakref.ref(module)
+    _OWNERS.update({id(m): (weakref.ref(m), owner) for m in metrics})
 
 
 @dataclass(frozen=True)
@@ -290,8 +292,7 @@ class RecMetricModule(nn.Module):
         )
         for each in self._all_units():
             each.persistent(True)
-        for metric in [*stacked.values(), *(m for ms in per_task.values() for m in ms)]:
-            _own(metric, self)
+        _own([*stacked.values(), *(m for ms in per_task.values() for m in ms)], self)
         for name, lead in self._leader.items():
             if lead != name:  # a group member's states are its leader's: saved once, with the leader
                 self._unit(name).persistent(False)

@@ -925,3 +925,38 @@ def test_a_persistent_state_absent_from_the_checkpoint_is_a_missing_key():
     with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "cross_entropy_sum"'):
         target.load_state_dict(state)
     tmx.NormalizedEntropy().load_state_dict(state)  # states not persistent (TorchMetrics' default): not expected
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        lambda: tmx.NormalizedEntropy(num_tasks=2),
+        lambda: tmx.AUC(num_tasks=2),
+        lambda: tmx.AUC(num_tasks=2, num_bins=16),
+        lambda: tmx.Windowed(tmx.NormalizedEntropy(num_tasks=2), window_size=5),
+    ],
+)
+def test_loaded_states_are_copies_not_the_checkpoint_tensors(factory):
+    """Updating a metric loaded from another's ``state_dict()`` changes neither that metric nor the dict.
+
+    TorchMetrics makes the checkpoint's tensors the states themselves, and ``state_dict()``
+    returns the states' storage: the second metric's in-place updates wrote into the first.
+    """
+    gen = torch.Generator().manual_seed(0)
+    p, y = torch.rand(2, 6, generator=gen), (torch.rand(2, 6, generator=gen) < 0.5).float()
+    source = factory()
+    source.persistent(True)
+    source.update(p[:, :3], y[:, :3])
+    saved = source.state_dict()
+    before = {
+        k: [t.clone() for t in v] if isinstance(v, list) else v.clone() for k, v in saved.items() if k != "_extra_state"
+    }
+    loaded = factory()
+    loaded.load_state_dict(saved)
+    loaded.update(p[:, 3:], y[:, 3:])
+    for key, value in before.items():
+        for now in (saved[key], source.state_dict()[key]):
+            if isinstance(value, list):
+                assert len(now) == len(value) and all(torch.equal(a, b) for a, b in zip(now, value)), key
+            else:
+                assert torch.equal(now, value), key

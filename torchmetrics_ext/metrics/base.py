@@ -259,6 +259,17 @@ class GuardedMetric(Metric):
         missing_keys.extend(
             prefix + name for name in self._defaults if self._persistent[name] and prefix + name not in state_dict
         )
+        # TorchMetrics makes the checkpoint's tensors the states themselves: an update (in place)
+        # would then write into the checkpoint and into every metric loaded from it, e.g. the
+        # metric whose `state_dict()` it is. Each state is loaded as its own copy, on this
+        # metric's device (as nn.Module copies a checkpoint into its parameters).
+        device = self.device
+        for name in self._defaults:
+            value = state_dict.get(prefix + name)
+            if isinstance(value, Tensor):
+                state_dict[prefix + name] = value.to(device, copy=True)
+            elif isinstance(value, list):
+                state_dict[prefix + name] = [v.to(device, copy=True) for v in value]
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )

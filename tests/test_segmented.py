@@ -372,3 +372,34 @@ def test_a_wrapped_metric_that_needs_labels_rejects_a_missing_target(name):
         with pytest.raises(TypeError, match="Expected `target`"):
             call(p, None, segments=segments)
         assert all(torch.equal(before[k], v) for k, v in seg.metric_state.items())
+
+
+def _segmented_own_group_job(rank, world_size):
+    """Each rank in a process group of its own, given to the wrapped metric or to Segmented."""
+    import torch.distributed as dist
+
+    groups = [dist.new_group([r]) for r in range(world_size)]  # every rank creates every group
+    p = torch.full((4,), 0.5)
+    y = torch.tensor([1.0, 1.0, 0.0, 1.0]) if rank == 0 else torch.tensor([0.0, 0.0, 1.0, 0.0])
+    seg = torch.tensor([0, 0, 1, 1])
+    inner = tmx.Segmented(tmx.CTR(process_group=groups[rank]), num_segments=2)
+    outer = tmx.Segmented(tmx.CTR(), num_segments=2, process_group=groups[rank])
+    for metric in (inner, outer):
+        metric.update(p, y, segments=seg)
+    return [inner.compute().tolist(), outer.compute().tolist()]
+
+
+@pytest.mark.ddp
+def test_segmented_syncs_over_the_wrapped_metrics_process_group(ddp_pool):
+    rank0, rank1 = ddp_pool.run(_segmented_own_group_job)
+    # by hand: each rank's own mean label per segment (no other rank's rows)
+    assert rank0 == [[1.0, 0.5]] * 2
+    assert rank1 == [[0.0, 0.5]] * 2
+
+
+def test_segmented_rejects_two_process_groups():
+    class Group:  # any object stands for a group here: it is only compared
+        pass
+
+    with pytest.raises(ValueError, match="one process group"):
+        tmx.Segmented(tmx.CTR(process_group=Group()), num_segments=2, process_group=Group())

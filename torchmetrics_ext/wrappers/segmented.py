@@ -40,12 +40,14 @@ class Segmented(TaskMetric):
             ``threshold``, ``from_logits``, ``num_tasks``, ``validate_args``, per-task ones such
             as ``TensorWeightedAverage(weighted=[...])``) apply unchanged.
         num_segments: number of segments ``S``.
-        kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
+        kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...). A
+            ``process_group`` given to ``metric`` is Segmented's (the states it syncs are Segmented's).
 
     Raises:
         TypeError: if ``metric`` does not hold per-task sum statistics (AUC's sorted scores,
             ranking metrics, quantile sketches cannot be split by adding rows).
-        ValueError: for a bad ``num_segments``, or (in ``update``) segment ids that are not
+        ValueError: for a bad ``num_segments``, two different process groups (``metric``'s and
+            ``process_group``), or (in ``update``) segment ids that are not
             integers in ``[0, num_segments)`` of shape ``(N,)`` or ``(T, N)`` on ``preds``' device.
 
     Note:
@@ -82,6 +84,14 @@ class Segmented(TaskMetric):
             )
         if not isinstance(num_segments, int) or isinstance(num_segments, bool) or num_segments < 1:
             raise ValueError(f"Expected `num_segments` to be a positive integer, got {num_segments!r}.")
+        group = kwargs.get("process_group")
+        if metric.process_group is not None:  # Segmented holds the states: it syncs over the metric's group
+            if group is not None and group is not metric.process_group:
+                raise ValueError(
+                    "Expected one process group: the wrapped metric has its own `process_group` and another "
+                    "was given to Segmented; give it to one of them."
+                )
+            kwargs["process_group"] = metric.process_group
         super().__init__(metric.num_tasks, validate_args=metric.validate_args, **kwargs)
         self.metric = metric
         self.num_segments = num_segments

@@ -960,3 +960,58 @@ def test_loaded_states_are_copies_not_the_checkpoint_tensors(factory):
                 assert len(now) == len(value) and all(torch.equal(a, b) for a, b in zip(now, value)), key
             else:
                 assert torch.equal(now, value), key
+
+
+_NUMPY_SETTINGS = [
+    (tmx.WeightedAccuracy, {"threshold": np.float64(0.7)}),
+    (tmx.NormalizedEntropy, {"eta": np.float64(1e-6), "num_tasks": np.int64(2)}),
+    (tmx.AUC, {"num_bins": np.int64(100), "logit_range": (np.float32(-8), np.int32(8))}),
+    (tmx.HindsightTargetPR, {"target_precision": np.float32(0.5), "num_thresholds": np.int64(11)}),
+    (tmx.Reliability, {"num_bins": np.int64(4)}),
+    (tmx.NDCG, {"k": np.int64(5), "padding_value": np.float32(-1)}),
+    (tmx.RankingMetrics, {"ks": [np.int64(3), 5], "metrics": ["ndcg", "recall"]}),
+    (tmx.MulticlassRecallAtK, {"k": np.int64(2), "num_classes": np.int64(3)}),
+    (tmx.RecalibratedNE, {"recalibration_coefficient": np.float64(2.0)}),
+    (tmx.Throughput, {"warmup_steps": np.int64(2), "window_seconds": np.float32(5)}),
+    (lambda **kw: tmx.Windowed(tmx.CTR(), **kw), {"window_size": np.int64(5)}),
+    (lambda **kw: tmx.Segmented(tmx.CTR(), **kw), {"num_segments": np.int64(3)}),
+]
+
+
+@pytest.mark.parametrize(("factory", "settings"), _NUMPY_SETTINGS)
+def test_numpy_scalar_settings_are_accepted_as_python_numbers(factory, settings, tmp_path):
+    """A NumPy scalar setting (a config read with NumPy) builds the same metric as the Python number.
+
+    The checkpoint of either loads with ``weights_only=True`` (which refuses NumPy scalars).
+    """
+
+    def plain(value):
+        if isinstance(value, (list, tuple)):
+            return type(value)(plain(v) for v in value)
+        return value.item() if isinstance(value, np.generic) else value
+
+    metric, expected = factory(**settings), factory(**{k: plain(v) for k, v in settings.items()})
+    assert list(metric._defaults) == list(expected._defaults)  # same state names (settings in them)
+    for name, value in settings.items():
+        got = getattr(metric, name, None)
+        if got is not None and not isinstance(got, (list, tuple, torch.Tensor)):
+            assert type(got) in (int, float) and got == plain(value), name
+    metric.persistent(True)
+    torch.save(metric.state_dict(), tmp_path / "m.pt")
+    expected.persistent(True)
+    expected.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
+
+
+@pytest.mark.parametrize(
+    ("factory", "settings"),
+    [
+        (tmx.WeightedAccuracy, {"threshold": True}),
+        (tmx.NormalizedEntropy, {"eta": False}),
+        (tmx.AUC, {"num_bins": 10.0}),
+        (tmx.NDCG, {"k": True}),
+        (lambda **kw: tmx.Windowed(tmx.CTR(), **kw), {"window_size": 5.0}),
+    ],
+)
+def test_bool_and_float_settings_where_numbers_or_integers_are_expected_are_rejected(factory, settings):
+    with pytest.raises(ValueError, match=f"`{next(iter(settings))}`"):
+        factory(**settings)

@@ -26,7 +26,7 @@ from torchmetrics_ext.functional.auc.binary import _check_float32_weights
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _replay
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.registry import build_metric, torchrec_names
-from torchmetrics_ext.utilities.checks import _check_values, format_pointwise
+from torchmetrics_ext.utilities.checks import _check_values, check_int, format_pointwise
 from torchmetrics_ext.utilities.distributed import copy_metric, fused_gather
 from torchmetrics_ext.wrappers.windowed import Windowed
 
@@ -189,18 +189,9 @@ class RecMetricModule(nn.Module):
         num_tasks = len(self.tasks)
         if not isinstance(metrics, Mapping) or not metrics:
             raise ValueError(f"Expected `metrics` to be a non-empty dict of name -> metric, got {metrics!r}.")
-        if window_size is not None and (
-            not isinstance(window_size, int) or isinstance(window_size, bool) or window_size < 1
-        ):
-            raise ValueError(f"Expected `window_size` to be a positive integer or None, got {window_size!r}.")
-        if (
-            not isinstance(compute_interval_steps, int)
-            or isinstance(compute_interval_steps, bool)
-            or compute_interval_steps < 1
-        ):
-            raise ValueError(
-                f"Expected `compute_interval_steps` to be a positive integer, got {compute_interval_steps!r}."
-            )
+        if window_size is not None:
+            window_size = check_int("window_size", window_size, 1, " or None")
+        compute_interval_steps = check_int("compute_interval_steps", compute_interval_steps, 1)
         if not isinstance(prefix, str):
             raise ValueError(f"Expected `prefix` to be a string, got {prefix!r}.")
         if key_style not in KEY_STYLES:

@@ -29,6 +29,7 @@ from torchmetrics_ext.evaluate.sources import Chunk, InvalidDataError, Source, o
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import RecMetricModule, RecTaskInfo
 from torchmetrics_ext.registry import build_metric, lookup
+from torchmetrics_ext.utilities.checks import check_int
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
 __all__ = ["DEFAULT_METRICS", "TaskSpec", "evaluate", "parse_task"]
@@ -463,8 +464,7 @@ def evaluate(
     """
     if on_invalid not in ON_INVALID:
         raise ValueError(f"Expected `on_invalid` to be one of {ON_INVALID}, got {on_invalid!r}.")
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"Expected `batch_size` to be a positive integer, got {batch_size!r}.")
+    batch_size = check_int("batch_size", batch_size, 1)
     plan = _Plan(tasks, metrics, weights, user, session, by, from_logits)
     run = _Run(plan, open_sources(data), batch_size, on_invalid, progress)
     return run.finish(run.stream())

@@ -38,7 +38,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.utilities.checks import check_tensor
+from torchmetrics_ext.utilities.checks import as_real, check_tensor
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["SketchBatch", "SketchSpec", "distribution", "percentile_key"]
@@ -61,11 +61,16 @@ class SketchSpec:
     max_value: float = 1e12
 
     def __post_init__(self) -> None:
-        a, lo, hi = self.relative_accuracy, self.min_value, self.max_value
-        if not (isinstance(a, (int, float)) and 0 < a < 1):
-            raise ValueError(f"Expected `relative_accuracy` in (0, 1), got {a!r}.")
-        if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and 0 < lo < hi < math.inf):
-            raise ValueError(f"Expected 0 < `min_value` < `max_value` < inf, got min_value={lo!r}, max_value={hi!r}.")
+        a, lo, hi = (as_real(v) for v in (self.relative_accuracy, self.min_value, self.max_value))
+        if not (a is not None and 0 < a < 1):
+            raise ValueError(f"Expected `relative_accuracy` in (0, 1), got {self.relative_accuracy!r}.")
+        if not (lo is not None and hi is not None and 0 < lo < hi < math.inf):
+            raise ValueError(
+                f"Expected 0 < `min_value` < `max_value` < inf, got min_value={self.min_value!r}, "
+                f"max_value={self.max_value!r}."
+            )
+        for name, value in (("relative_accuracy", a), ("min_value", lo), ("max_value", hi)):
+            object.__setattr__(self, name, float(value))  # plain floats (NumPy scalars accepted)
 
     @cached_property
     def log_gamma(self) -> float:
@@ -100,13 +105,15 @@ def percentile_key(p: float) -> str:
 
 def _check_percentiles(percentiles: Sequence[float]) -> tuple[float, ...]:
     out = tuple(percentiles) if isinstance(percentiles, Sequence) else ()
-    if not out or not all(isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 100 for p in out):
+    values = [as_real(p) for p in out]
+    if not values or not all(p is not None and 0 <= p <= 100 for p in values):
         raise ValueError(
             f"Expected `percentiles` to be a non-empty sequence of numbers in [0, 100], got {percentiles!r}."
         )
-    if len({percentile_key(p) for p in out}) != len(out):
+    floats = tuple(float(p) for p in values)  # type: ignore[arg-type]
+    if len({percentile_key(p) for p in floats}) != len(floats):
         raise ValueError(f"Expected distinct `percentiles`, got {percentiles!r}.")
-    return tuple(float(p) for p in out)
+    return floats
 
 
 @lru_cache(maxsize=32)

@@ -31,16 +31,20 @@ from torchmetrics_ext.functional.pointwise import (
     _weighted_sum,
     _weighted_sums_update,
 )
-from torchmetrics_ext.utilities.checks import check_flag
+from torchmetrics_ext.utilities.checks import as_real, check_flag
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["calibration_free_ne", "ne_positive", "recalibrated_calibration", "recalibrated_ne"]
 
 
-def _check_coefficient(recalibration_coefficient: float) -> None:
-    c = recalibration_coefficient
-    if isinstance(c, bool) or not isinstance(c, (int, float)) or not (math.isfinite(c) and c > 0):
-        raise ValueError(f"Expected `recalibration_coefficient` to be a positive finite float, got {c!r}.")
+def _check_coefficient(recalibration_coefficient: float) -> float:
+    """The coefficient as a Python number (NumPy scalars accepted); ``ValueError`` unless positive and finite."""
+    c = as_real(recalibration_coefficient)
+    if c is None or not (math.isfinite(c) and c > 0):
+        raise ValueError(
+            f"Expected `recalibration_coefficient` to be a positive finite float, got {recalibration_coefficient!r}."
+        )
+    return c
 
 
 def _recalibrate(preds: Tensor, coefficient: float, from_logits: bool) -> Tensor:
@@ -103,7 +107,7 @@ def ne_positive(
         >>> ne_positive(torch.tensor([0.5, 0.5]), torch.tensor([1, 0]))  # half of NE = 1
         tensor(0.5000, dtype=torch.float64)
     """
-    _check_eta(eta)
+    eta = _check_eta(eta)
     check_flag("from_logits", from_logits)
     return _apply(
         lambda p, t, w: _ne_positive_update(p, t, w, eta, from_logits),  # type: ignore[arg-type]
@@ -203,7 +207,7 @@ def calibration_free_ne(
         >>> calibration_free_ne(torch.tensor([0.4, 0.4]), torch.tensor([1, 0]))  # a constant model scores 1
         tensor(1., dtype=torch.float64)
     """
-    _check_eta(eta)
+    eta = _check_eta(eta)
     check_flag("from_logits", from_logits)
     check_flag("torchrec_scaling", torchrec_scaling)
     return _apply(
@@ -258,8 +262,8 @@ def recalibrated_ne(
         >>> recalibrated_ne(preds, target, recalibration_coefficient=0.5)  # 2/3 -> 1/2, the base rate
         tensor(1.0000, dtype=torch.float64)
     """
-    _check_coefficient(recalibration_coefficient)
-    _check_eta(eta)
+    recalibration_coefficient = _check_coefficient(recalibration_coefficient)
+    eta = _check_eta(eta)
     check_flag("from_logits", from_logits)
     return _apply(
         lambda p, t, w: _cross_entropy_update(
@@ -310,7 +314,7 @@ def recalibrated_calibration(
         >>> recalibrated_calibration(torch.tensor([2 / 3, 2 / 3]), torch.tensor([1, 0]), recalibration_coefficient=0.5)
         tensor(1.0000, dtype=torch.float64)
     """
-    _check_coefficient(recalibration_coefficient)
+    recalibration_coefficient = _check_coefficient(recalibration_coefficient)
     check_flag("from_logits", from_logits)
     return _apply(
         lambda p, t, w: _weighted_sums_update(

@@ -20,18 +20,20 @@ import math
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.utilities.checks import check_flag, format_pointwise, single_task
+from torchmetrics_ext.utilities.checks import as_int, as_real, check_flag, format_pointwise, single_task
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["hindsight_target_pr"]
 
 
-def _check_hindsight_args(target_precision: float, num_thresholds: int) -> None:
-    tp = target_precision
-    if isinstance(tp, bool) or not isinstance(tp, (int, float)) or not 0 <= tp <= 1:
-        raise ValueError(f"Expected `target_precision` to be a float in [0, 1], got {tp!r}.")
-    if not isinstance(num_thresholds, int) or isinstance(num_thresholds, bool) or num_thresholds < 2:
+def _check_hindsight_args(target_precision: float, num_thresholds: int) -> tuple[float, int]:
+    """Both options as Python numbers (NumPy scalars accepted); ``ValueError`` if invalid."""
+    tp, n = as_real(target_precision), as_int(num_thresholds)
+    if tp is None or not 0 <= tp <= 1:
+        raise ValueError(f"Expected `target_precision` to be a float in [0, 1], got {target_precision!r}.")
+    if n is None or n < 2:
         raise ValueError(f"Expected `num_thresholds` to be an integer >= 2, got {num_thresholds!r}.")
+    return float(tp), n
 
 
 def _thresholds(num_thresholds: int, device: torch.device | None = None) -> Tensor:
@@ -117,7 +119,7 @@ def hindsight_target_pr(
         >>> out["threshold"], out["precision"], out["recall"]
         (tensor(0.4000, dtype=torch.float64), tensor(0.7500, dtype=torch.float64), tensor(1., dtype=torch.float64))
     """
-    _check_hindsight_args(target_precision, num_thresholds)
+    target_precision, num_thresholds = _check_hindsight_args(target_precision, num_thresholds)
     check_flag("from_logits", from_logits)
     single = single_task(preds)
     p, t, w = format_pointwise(

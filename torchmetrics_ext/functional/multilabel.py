@@ -12,15 +12,18 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.pointwise import _finish
-from torchmetrics_ext.utilities.checks import check_tensor, format_pointwise
+from torchmetrics_ext.utilities.checks import as_int, check_tensor, format_pointwise
 from torchmetrics_ext.utilities.warnings import safe_divide
 
 __all__ = ["multi_label_precision"]
 
 
-def _check_num_labels(num_labels: int) -> None:
-    if not isinstance(num_labels, int) or isinstance(num_labels, bool) or not 1 <= num_labels <= 62:
+def _check_num_labels(num_labels: int) -> int:
+    """``num_labels`` as a Python int (NumPy integers accepted); ``ValueError`` unless in [1, 62]."""
+    value = as_int(num_labels)
+    if value is None or not 1 <= value <= 62:
         raise ValueError(f"Expected `num_labels` to be an integer in [1, 62], got {num_labels!r}.")
+    return value
 
 
 def _format_codes(
@@ -90,6 +93,6 @@ def multi_label_precision(
         >>> multi_label_precision(preds, target, num_labels=3)
         tensor([0.6667, 1.0000, 0.0000], dtype=torch.float64)
     """
-    _check_num_labels(num_labels)
+    num_labels = _check_num_labels(num_labels)
     p, t, w = _format_codes(preds, target, weights, num_labels, None, validate_args)
     return _finish(_multi_label_compute(*_multi_label_update(p, t, w, num_labels)), preds.ndim == 1)

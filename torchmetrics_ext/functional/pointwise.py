@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from torchmetrics_ext.functional._sums import batch_sums, weight_total, weighted_sum
-from torchmetrics_ext.utilities.checks import check_flag, format_pointwise, single_task
+from torchmetrics_ext.utilities.checks import as_real, check_flag, format_pointwise, single_task
 from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
 
 __all__ = [
@@ -48,14 +48,20 @@ _weighted_sum = weighted_sum
 _weight_total = weight_total
 
 
-def _check_eta(eta: float) -> None:
-    if not isinstance(eta, (int, float)) or not 0 <= eta < 0.5:
+def _check_eta(eta: float) -> float:
+    """``eta`` as a Python number (NumPy scalars accepted); ``ValueError`` unless in [0, 0.5)."""
+    value = as_real(eta)
+    if value is None or not 0 <= value < 0.5:
         raise ValueError(f"Expected `eta` to be a float in [0, 0.5), got {eta!r}.")
+    return value
 
 
-def _check_threshold(threshold: float) -> None:
-    if not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+def _check_threshold(threshold: float) -> float:
+    """``threshold`` as a Python number (NumPy scalars accepted); ``ValueError`` unless in [0, 1]."""
+    value = as_real(threshold)
+    if value is None or not 0 <= value <= 1:
         raise ValueError(f"Expected `threshold` to be a probability in [0, 1], got {threshold!r}.")
+    return value
 
 
 def _finish(value: Tensor, single_task: bool) -> Tensor:
@@ -190,7 +196,7 @@ def normalized_entropy(
         >>> normalized_entropy(preds, target)  # predicting the base rate gives exactly 1
         tensor(1., dtype=torch.float64)
     """
-    _check_eta(eta)
+    eta = _check_eta(eta)
     check_flag("from_logits", from_logits)
     single = single_task(preds)
     p, t, w = format_pointwise(
@@ -232,7 +238,7 @@ def log_loss(
         >>> log_loss(torch.tensor([0.5, 0.5]), torch.tensor([1, 0]))  # log(2)
         tensor(0.6931, dtype=torch.float64)
     """
-    _check_eta(eta)
+    eta = _check_eta(eta)
     _check_unit(unit)
     check_flag("from_logits", from_logits)
     single = single_task(preds)
@@ -427,7 +433,7 @@ def _thresholded(
     from_logits: bool,
     validate_args: bool,
 ) -> Tensor:
-    _check_threshold(threshold)
+    threshold = _check_threshold(threshold)
     check_flag("from_logits", from_logits)
     single = single_task(preds)
     p, t, w = format_pointwise(

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.utilities.checks import check_flag, format_pointwise, single_task
+from torchmetrics_ext.utilities.checks import as_int, check_flag, format_pointwise, single_task
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["reliability"]
@@ -41,9 +41,10 @@ def _uniform_edges(num_bins: int) -> Tensor:
 def _reliability_edges(num_bins: object, edges: Sequence[float] | Tensor | None) -> Tensor:
     """The float64 ``(B + 1,)`` bin edges: ``num_bins`` uniform bins over [0, 1], or ``edges`` as given."""
     if edges is None:
-        if not isinstance(num_bins, int) or isinstance(num_bins, bool) or num_bins < 1:
+        bins = as_int(num_bins)
+        if bins is None or bins < 1:
             raise ValueError(f"Expected `num_bins` to be a positive integer, got {num_bins!r}.")
-        return _uniform_edges(num_bins)
+        return _uniform_edges(bins)
     try:
         out = torch.as_tensor(edges, dtype=torch.float64).detach().cpu()
     except (TypeError, ValueError, RuntimeError):

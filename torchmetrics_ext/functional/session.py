@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.pointwise import _finish
-from torchmetrics_ext.utilities.checks import TargetDomain, check_flag, check_tensor, format_pointwise
+from torchmetrics_ext.utilities.checks import TargetDomain, as_int, check_flag, check_tensor, format_pointwise
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["session_precision_at_k", "session_recall_at_k"]
@@ -46,12 +46,15 @@ SESSION_STATES = (
 )
 
 
-def _check_session_args(k: int, average: str, rank_labels: bool) -> None:
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+def _check_session_args(k: int, average: str, rank_labels: bool) -> int:
+    """Check the options; returns ``k`` as a Python int (NumPy integers accepted)."""
+    cutoff = as_int(k)
+    if cutoff is None or cutoff < 1:
         raise ValueError(f"Expected `k` to be a positive integer, got {k!r}.")
     if average not in ("session", "micro"):
         raise ValueError(f"Expected `average` to be 'session' or 'micro' (TorchRec's), got {average!r}.")
     check_flag("rank_labels", rank_labels)
+    return cutoff
 
 
 def _format_sessions(sessions: Tensor, preds: Tensor, validate: bool) -> Tensor:
@@ -149,7 +152,7 @@ def _session_states(
     rank_labels: bool,
     validate_args: bool,
 ) -> tuple[Tensor, ...]:
-    _check_session_args(k, average, rank_labels)
+    k = _check_session_args(k, average, rank_labels)
     label_domain: TargetDomain = "real" if rank_labels else "unit"
     p, t, w = format_pointwise(
         preds, target, weights, None, preds_domain="real", target_domain=label_domain, validate=validate_args

@@ -24,6 +24,7 @@ metrics here never sync themselves (``sync_on_compute=False``): they would count
 from __future__ import annotations
 
 import inspect
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -224,7 +225,7 @@ class _Ranking(HFComputeMetrics):
         kwargs: Mapping[str, Any],
     ) -> None:
         self.metric = RankingMetrics(ks=ks, metrics=metrics, sync_on_compute=False, **kwargs)
-        values = [padding_value] if isinstance(padding_value, (int, float)) else list(padding_value)
+        values = [padding_value] if isinstance(padding_value, numbers.Real) else list(padding_value)  # type: ignore[arg-type]
         self.padding = torch.tensor(values, dtype=torch.float64)
         self.key_names = dict(key_names)
 

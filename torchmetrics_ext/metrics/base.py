@@ -15,7 +15,7 @@ from torch.nn import Module
 from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
-from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain
+from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_int
 
 __all__ = ["GuardedMetric", "InputDomains", "TaskMetric", "cat_chunks"]
 
@@ -394,8 +394,7 @@ class TaskMetric(GuardedMetric):
 
     def __init__(self, num_tasks: int = 1, *, validate_args: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if not isinstance(num_tasks, int) or isinstance(num_tasks, bool) or num_tasks < 1:
-            raise ValueError(f"Expected `num_tasks` to be a positive integer, got {num_tasks!r}.")
+        num_tasks = check_int("num_tasks", num_tasks, 1)
         if not isinstance(validate_args, bool):
             raise ValueError(f"Expected `validate_args` to be a bool, got {validate_args!r}.")
         self.num_tasks = num_tasks

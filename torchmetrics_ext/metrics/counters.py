@@ -15,7 +15,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional import counters as F
 from torchmetrics_ext.metrics.pointwise import _per_sample_terms, _PointwiseMetric
-from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag
+from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, check_int
 
 __all__ = [
     "LabelAverage",
@@ -272,8 +272,7 @@ class TensorWeightedAverage(_CounterMetric):
         weighted: bool | Sequence[bool] = True,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(num_tasks, int) or isinstance(num_tasks, bool) or num_tasks < 1:
-            raise ValueError(f"Expected `num_tasks` to be a positive integer, got {num_tasks!r}.")
+        num_tasks = check_int("num_tasks", num_tasks, 1)
         flags = F._weighted_flags(weighted, num_tasks)
         if tensor_name is not None and not isinstance(tensor_name, str):
             raise ValueError(f"Expected `tensor_name` to be a string or None, got {tensor_name!r}.")

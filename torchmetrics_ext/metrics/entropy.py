@@ -31,7 +31,7 @@ class _EntropyVariant(_PointwiseMetric):
     def __init__(
         self, num_tasks: int = 1, *, eta: float = 1e-12, from_logits: bool = False, _setting: str = "", **kwargs: Any
     ) -> None:
-        _check_eta(eta)
+        eta = _check_eta(eta)
         eta_tag = "" if eta == 1e-12 else f"eta_{_tag(eta)}"
         setting = "_".join(s for s in (_setting, eta_tag) if s)
         super().__init__(num_tasks, _setting=setting, _from_logits=from_logits, **kwargs)
@@ -141,7 +141,7 @@ class _Recalibrated(_EntropyVariant):
         from_logits: bool = False,
         **kwargs: Any,
     ) -> None:
-        F._check_coefficient(recalibration_coefficient)
+        recalibration_coefficient = F._check_coefficient(recalibration_coefficient)
         c = float(recalibration_coefficient)
         setting = "" if c == 1.0 else f"recal_{_tag(c)}"
         super().__init__(num_tasks, eta=eta, from_logits=from_logits, _setting=setting, **kwargs)

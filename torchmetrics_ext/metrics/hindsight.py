@@ -64,7 +64,7 @@ class HindsightTargetPR(TaskMetric):
         from_logits: bool = False,
         **kwargs: Any,
     ) -> None:
-        F._check_hindsight_args(target_precision, num_thresholds)
+        target_precision, num_thresholds = F._check_hindsight_args(target_precision, num_thresholds)
         check_flag("from_logits", from_logits)
         super().__init__(num_tasks, **kwargs)
         self.target_precision = float(target_precision)

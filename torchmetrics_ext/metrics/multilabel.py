@@ -49,7 +49,7 @@ class MultiLabelPrecision(TaskMetric):
     def __init__(
         self, num_labels: int, num_tasks: int = 1, *, label_names: list[str] | None = None, **kwargs: Any
     ) -> None:
-        F._check_num_labels(num_labels)
+        num_labels = F._check_num_labels(num_labels)
         if label_names is not None and (
             len(label_names) != num_labels or not all(isinstance(n, str) for n in label_names)
         ):

@@ -177,7 +177,7 @@ class _CrossEntropyMetric(_PointwiseMetric):
     plot_lower_bound = 0.0
 
     def __init__(self, num_tasks: int = 1, *, eta: float = 1e-12, from_logits: bool = False, **kwargs: Any) -> None:
-        _check_eta(eta)
+        eta = _check_eta(eta)
         super().__init__(
             num_tasks, _setting="" if eta == 1e-12 else f"eta_{_tag(eta)}", _from_logits=from_logits, **kwargs
         )
@@ -393,7 +393,7 @@ class _ConfusionMetric(_PointwiseMetric):
     plot_upper_bound = 1.0
 
     def __init__(self, num_tasks: int = 1, *, threshold: float = 0.5, from_logits: bool = False, **kwargs: Any) -> None:
-        _check_threshold(threshold)
+        threshold = _check_threshold(threshold)
         setting = "" if threshold == 0.5 else f"at_{_tag(threshold)}"
         super().__init__(num_tasks, _setting=setting, _from_logits=from_logits, **kwargs)
         self.threshold = float(threshold)

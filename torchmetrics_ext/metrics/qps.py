@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.metrics.base import TaskMetric
-from torchmetrics_ext.utilities.checks import check_tensor
+from torchmetrics_ext.utilities.checks import check_int, check_tensor
 
 _DEFAULT_WARMUP = 100  # TorchRec's
 
@@ -70,8 +70,7 @@ class TowerQPS(TaskMetric):
         clock: Callable[[], float] = time.monotonic,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool) or warmup_steps < 0:
-            raise ValueError(f"Expected `warmup_steps` to be a non-negative integer, got {warmup_steps!r}.")
+        warmup_steps = check_int("warmup_steps", warmup_steps, 0)
         if not callable(clock):
             raise ValueError(f"Expected `clock` to be a callable returning seconds, got {clock!r}.")
         super().__init__(num_tasks, **kwargs)

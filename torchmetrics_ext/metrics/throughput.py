@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.metrics.base import GuardedMetric, _tag
+from torchmetrics_ext.utilities.checks import as_real, check_int
 from torchmetrics_ext.utilities.warnings import safe_divide
 
 __all__ = ["Throughput"]
@@ -137,14 +138,9 @@ class Throughput(GuardedMetric):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool) or warmup_steps < 0:
-            raise ValueError(f"Expected `warmup_steps` to be a non-negative integer, got {warmup_steps!r}.")
-        if (
-            not isinstance(window_seconds, (int, float))
-            or isinstance(window_seconds, bool)
-            or not math.isfinite(window_seconds)
-            or window_seconds <= 0
-        ):
+        warmup_steps = check_int("warmup_steps", warmup_steps, 0)
+        seconds = as_real(window_seconds)
+        if seconds is None or not math.isfinite(seconds) or seconds <= 0:
             raise ValueError(f"Expected `window_seconds` to be a positive finite number, got {window_seconds!r}.")
         if not callable(clock):
             raise TypeError(f"Expected `clock` to be callable, got {type(clock).__name__}.")

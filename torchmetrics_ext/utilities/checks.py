@@ -18,6 +18,7 @@ object (see :func:`checked_bounds`).
 from __future__ import annotations
 
 import math
+import numbers
 import weakref
 from collections.abc import Sequence
 from typing import Literal
@@ -27,7 +28,17 @@ from torch import Tensor
 
 from torchmetrics_ext.utilities.device import on_device_path
 
-__all__ = ["check_flag", "check_pointwise", "check_tensor", "checked_bounds", "format_pointwise", "single_task"]
+__all__ = [
+    "as_int",
+    "as_real",
+    "check_flag",
+    "check_int",
+    "check_pointwise",
+    "check_tensor",
+    "checked_bounds",
+    "format_pointwise",
+    "single_task",
+]
 
 PredsDomain = Literal["probability", "real"]
 TargetDomain = Literal["unit", "binary", "nonnegative", "real"]
@@ -38,6 +49,51 @@ _TARGET_TEXT = {
     "nonnegative": "finite values >= 0",
     "real": "finite real values",
 }
+
+
+def as_int(value: object) -> int | None:
+    """``value`` as a Python ``int`` when it is an integer (``int`` or a NumPy integer scalar), else ``None``.
+
+    ``bool`` is not an integer here (``True`` as a size or a count is a mistake), nor is a float
+    such as ``5.0``. Settings are stored as Python numbers: they go into state names, checkpoint
+    metadata (``torch.load(weights_only=True)`` refuses NumPy scalars) and JSON.
+
+    Example:
+        >>> import numpy as np
+        >>> as_int(np.int64(5)), as_int(True), as_int(5.0)
+        (5, None, None)
+    """
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return None
+
+
+def as_real(value: object) -> int | float | None:
+    """``value`` as a Python ``int`` or ``float`` when it is a real number (NumPy scalars too), else ``None``.
+
+    ``bool`` is not a number here; a Python ``int`` or ``float`` is returned as is.
+
+    Example:
+        >>> import numpy as np
+        >>> as_real(np.float32(0.5)), as_real(1), as_real(True)
+        (0.5, 1, None)
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
+
+
+def check_int(name: str, value: object, minimum: int, detail: str = "") -> int:
+    """``value`` as a Python ``int`` (NumPy integers accepted, see :func:`as_int`), at least ``minimum``.
+
+    Raises:
+        ValueError: naming ``name`` ("a positive integer" for ``minimum=1``, then ``detail``).
+    """
+    number = as_int(value)
+    if number is None or number < minimum:
+        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+        raise ValueError(f"Expected `{name}` to be {kind}{detail}, got {value!r}.")
+    return number
 
 
 def check_flag(name: str, value: object) -> None:

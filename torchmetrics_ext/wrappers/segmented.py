@@ -19,7 +19,7 @@ from torchmetrics.utilities.data import dim_zero_sum
 
 from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
-from torchmetrics_ext.utilities.checks import check_tensor
+from torchmetrics_ext.utilities.checks import check_int, check_tensor
 
 __all__ = ["Segmented"]
 
@@ -82,8 +82,7 @@ class Segmented(TaskMetric):
                 f"Expected `metric` states reduced with 'sum', got {type(metric).__name__} with {not_sums} reduced "
                 "otherwise."
             )
-        if not isinstance(num_segments, int) or isinstance(num_segments, bool) or num_segments < 1:
-            raise ValueError(f"Expected `num_segments` to be a positive integer, got {num_segments!r}.")
+        num_segments = check_int("num_segments", num_segments, 1)
         group = kwargs.get("process_group")
         if metric.process_group is not None:  # Segmented holds the states: it syncs over the metric's group
             if group is not None and group is not metric.process_group:

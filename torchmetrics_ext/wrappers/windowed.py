@@ -24,6 +24,7 @@ from torchmetrics_ext.metrics.base import (
     note_settings,
     settings_problems,
 )
+from torchmetrics_ext.utilities.checks import check_int
 from torchmetrics_ext.utilities.distributed import copy_metric
 from torchmetrics_ext.wrappers._histogram import HistogramWindow
 from torchmetrics_ext.wrappers._ring import StateRing, join_small_tails, state_kind
@@ -208,8 +209,7 @@ class Windowed(WrapperMetric):
         if not isinstance(metric, Metric):
             got = f"the class {metric.__name__}" if isinstance(metric, type) else type(metric).__name__
             raise TypeError(f"Expected `metric` to be a torchmetrics.Metric instance, got {got}.")
-        if not isinstance(window_size, int) or isinstance(window_size, bool) or window_size < 1:
-            raise ValueError(f"Expected `window_size` to be a positive integer (samples), got {window_size!r}.")
+        window_size = check_int("window_size", window_size, 1, " (samples)")
         if metric.full_state_update is not False or metric.dist_sync_on_step:
             raise ValueError(
                 f"Expected a metric whose batch statistics merge into its state ({type(metric).__name__} "

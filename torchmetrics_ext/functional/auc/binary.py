@@ -26,7 +26,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.auc import _device as D
 from torchmetrics_ext.functional.auc import _kernels as K
-from torchmetrics_ext.utilities.checks import check_flag, checked_bounds, format_pointwise, single_task
+from torchmetrics_ext.utilities.checks import as_int, as_real, check_flag, checked_bounds, format_pointwise, single_task
 from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
@@ -41,21 +41,24 @@ BIN_SPACES = ("logit", "probability")
 # ----------------------------------------------------------------------------- argument checks
 
 
-def _check_bins(num_bins: object, logit_range: object, bin_space: object = "logit") -> None:
+def _check_bins(
+    num_bins: object, logit_range: object, bin_space: object = "logit"
+) -> tuple[int | None, tuple[float, float]]:
+    """``num_bins`` and ``logit_range`` as Python numbers (NumPy scalars accepted); ``ValueError`` if invalid."""
     if bin_space not in BIN_SPACES:
         raise ValueError(f"Expected `bin_space` to be one of {BIN_SPACES}, got {bin_space!r}.")
-    if num_bins is not None and (not isinstance(num_bins, int) or isinstance(num_bins, bool) or num_bins < 2):
+    bins = None if num_bins is None else as_int(num_bins)
+    if num_bins is not None and (bins is None or bins < 2):
         raise ValueError(f"Expected `num_bins` to be None (exact) or an integer >= 2, got {num_bins!r}.")
-    ok = (
-        isinstance(logit_range, (tuple, list))
-        and len(logit_range) == 2
-        and all(isinstance(v, (int, float)) and math.isfinite(v) for v in logit_range)
-        and logit_range[0] < logit_range[1]
-    )
-    if not ok:
+    ends = [as_real(v) for v in logit_range] if isinstance(logit_range, (tuple, list)) else []
+    low, high = math.nan, math.nan
+    if len(ends) == 2 and ends[0] is not None and ends[1] is not None:
+        low, high = float(ends[0]), float(ends[1])
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise ValueError(
             f"Expected `logit_range` to be a pair of finite floats (low, high), low < high, got {logit_range!r}."
         )
+    return bins, (low, high)
 
 
 # ----------------------------------------------------------------------------- exact

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.ranking._spec import Cutoff
-from torchmetrics_ext.utilities.checks import check_flag, check_tensor
+from torchmetrics_ext.utilities.checks import as_int, as_real, check_flag, check_tensor
 from torchmetrics_ext.utilities.device import on_device_path
 
 ACTIONS = ("skip", "zero", "one", "error")
@@ -53,34 +53,41 @@ def _check_shape(name: str, value: Tensor | None, shape: torch.Size, device: tor
         raise ValueError(f"Expected `{name}` on the same device as `preds` ({device}), got {value.device}.")
 
 
-def check_cutoff(k: int | None, cutoff: Cutoff) -> None:
+def check_cutoff(k: int | None, cutoff: Cutoff) -> int | None:
     """Validate a cutoff: a positive integer, or also ``None`` (the whole list) when ``cutoff`` is ``"optional"``.
 
-    ``cutoff="none"`` (a metric without cutoff) accepts only ``None``.
+    ``cutoff="none"`` (a metric without cutoff) accepts only ``None``. Returns ``k`` as a Python
+    int (NumPy integers accepted) or ``None``.
     """
     if cutoff == "none":
         if k is not None:
             raise ValueError(f"Expected no cutoff `k` (the metric has none), got {k!r}.")
-        return
+        return None
     if k is None:
         if cutoff == "required":
             raise ValueError("Expected `k` to be a positive integer, got None.")
-    elif not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        return None
+    value = as_int(k)
+    if value is None or value < 1:
         raise ValueError(
             f"Expected `k` to be a positive integer{' or None' if cutoff == 'optional' else ''}, got {k!r}."
         )
+    return value
 
 
-def _ranking_arg_validation(empty_target_action: str, padding_value: float | None, **flags: bool) -> None:
-    """Validate the options every ranking function and class shares, and bool ``flags`` by name."""
+def _ranking_arg_validation(empty_target_action: str, padding_value: float | None, **flags: bool) -> int | float | None:
+    """Validate the options every ranking function and class shares, and bool ``flags`` by name.
+
+    Returns ``padding_value`` as a Python number (NumPy scalars accepted) or ``None``.
+    """
     if empty_target_action not in ACTIONS:
         raise ValueError(f"Expected `empty_target_action` to be one of {ACTIONS}, got {empty_target_action!r}.")
-    if padding_value is not None and (
-        not isinstance(padding_value, (int, float)) or isinstance(padding_value, bool) or math.isnan(padding_value)
-    ):
+    padding = None if padding_value is None else as_real(padding_value)
+    if padding_value is not None and (padding is None or math.isnan(padding)):
         raise ValueError(f"Expected `padding_value` to be a number (not NaN) or None, got {padding_value!r}.")
     for name, flag in flags.items():
         check_flag(name, flag)
+    return padding
 
 
 def _ranking_format(

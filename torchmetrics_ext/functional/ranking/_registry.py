@@ -158,7 +158,5 @@ def ranking_requests(metrics: Sequence[str], ks: Sequence[int | None]) -> list[R
     specs = [ranking_spec(name) for name in dict.fromkeys(metrics)]
     if isinstance(ks, (int, str)) or not ks:
         raise ValueError(f"Expected `ks` to be a non-empty sequence of positive integers (or None), got {ks!r}.")
-    for k in ks:
-        check_cutoff(k, "optional")
-    cutoffs = list(dict.fromkeys(ks))
+    cutoffs = list(dict.fromkeys(check_cutoff(k, "optional") for k in ks))
     return [(spec, k) for spec in specs for k in ([None] if spec.cutoff == "none" else cutoffs)]

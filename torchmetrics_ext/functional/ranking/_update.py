@@ -77,7 +77,7 @@ def _ranking_functional(
 
     ``inputs`` are ``(preds, target, indexes, mask, weights)``.
     """
-    _ranking_arg_validation(
+    padding_value = _ranking_arg_validation(
         empty_target_action,
         padding_value,
         remove_single_length_sessions=remove_single_length_sessions,

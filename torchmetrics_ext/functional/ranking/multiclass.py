@@ -16,18 +16,20 @@ import math
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.utilities.checks import check_tensor
+from torchmetrics_ext.utilities.checks import as_int, check_tensor
 from torchmetrics_ext.utilities.warnings import safe_divide
 
 __all__ = ["multiclass_recall_at_k"]
 
 
-def _multiclass_recall_arg_validation(k: int, num_classes: int) -> None:
-    """Validate ``k`` and ``num_classes``."""
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+def _multiclass_recall_arg_validation(k: int, num_classes: int) -> tuple[int, int]:
+    """Validate ``k`` and ``num_classes``; return them as Python ints (NumPy integers accepted)."""
+    classes, cutoff = as_int(num_classes), as_int(k)
+    if classes is None or classes < 2:
         raise ValueError(f"Expected `num_classes` to be an integer >= 2, got {num_classes!r}.")
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= num_classes:
+    if cutoff is None or not 1 <= cutoff <= classes:
         raise ValueError(f"Expected `k` to be an integer in [1, num_classes={num_classes}], got {k!r}.")
+    return cutoff, classes
 
 
 def _multiclass_recall_tensor_validation(
@@ -119,7 +121,7 @@ def multiclass_recall_at_k(
         >>> multiclass_recall_at_k(preds, torch.tensor([0, 1, 1]), k=2, num_classes=3)
         tensor(0.6667, dtype=torch.float64)
     """
-    _multiclass_recall_arg_validation(k, num_classes)
+    k, num_classes = _multiclass_recall_arg_validation(k, num_classes)
     if validate_args:
         _multiclass_recall_tensor_validation(preds, target, weights, num_classes)
     return _multiclass_recall_compute(*_multiclass_recall_update(preds, target, weights, k))

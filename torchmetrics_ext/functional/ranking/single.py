@@ -61,7 +61,7 @@ def _single(
 
     Applies the spec's cutoff rule and options (the metric's extra flags), then the shared kernels.
     """
-    check_cutoff(k, spec.cutoff)
+    k = check_cutoff(k, spec.cutoff)
     for name, flag in options.items():
         check_flag(name, flag)
     value = _ranking_functional(

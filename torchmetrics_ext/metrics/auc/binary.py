@@ -84,10 +84,9 @@ class _CurveMetric(TaskMetric):
         **kwargs: Any,
     ) -> None:
         super().__init__(num_tasks, **kwargs)
-        F._check_bins(num_bins, logit_range, bin_space)
+        num_bins, self.logit_range = F._check_bins(num_bins, logit_range, bin_space)
         check_flag("from_logits", from_logits)
         self.num_bins = num_bins
-        self.logit_range = (float(logit_range[0]), float(logit_range[1]))
         self.bin_space = bin_space
         self.from_logits = from_logits
         if num_bins is None:

@@ -98,7 +98,7 @@ class _RankingMetric(TaskMetric):
         **kwargs: Any,
     ) -> None:
         super().__init__(1, validate_args=validate_args, **kwargs)
-        _ranking_arg_validation(
+        padding_value = _ranking_arg_validation(
             empty_target_action,
             padding_value,
             **options._asdict(),

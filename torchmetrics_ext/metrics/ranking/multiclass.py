@@ -69,7 +69,7 @@ class MulticlassRecallAtK(TaskMetric):
 
     def __init__(self, k: int, num_classes: int, **kwargs: Any) -> None:
         super().__init__(1, **kwargs)
-        _multiclass_recall_arg_validation(k, num_classes)
+        k, num_classes = _multiclass_recall_arg_validation(k, num_classes)
         self.k, self.num_classes = k, num_classes
         # The hits depend on k (and num_classes), so their state is named after them: compute groups
         # then never merge two cutoffs whose hits coincide on the first batch (the weight sum is shared).

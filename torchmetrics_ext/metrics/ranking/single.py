@@ -32,7 +32,7 @@ class _SingleRankingMetric(_RankingMetric):
     spec: ClassVar[RankingSpec]
 
     def __init__(self, k: int | None, options: dict[str, bool], **kwargs: Any) -> None:
-        check_cutoff(k, self.spec.cutoff)
+        k = check_cutoff(k, self.spec.cutoff)
         for name, flag in options.items():
             check_flag(name, flag)
         super().__init__([(self.spec, k)], self.spec.kernel_options(options), self.spec.label, **kwargs)

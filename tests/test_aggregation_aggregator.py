@@ -356,7 +356,11 @@ BAD_BATCHES = [
         ValueError,
         "'tokens' of dataset 'alpaca' is a SUM: the batch's sum overflows float64",
     ),
-    ([Metric("alpaca", "len", 1e200, A.DISTRIBUTION)], ValueError, "DISTRIBUTION: the batch's sum overflows"),
+    (
+        [Metric("alpaca", "len", 1e200, A.DISTRIBUTION)],
+        ValueError,
+        "DISTRIBUTION: the batch's sum of squares overflows",
+    ),
 ]
 
 
@@ -608,3 +612,48 @@ def test_int_and_str_categories_with_the_same_text_keep_separate_log_keys():
     clash.update([Metric("ds", "src", v, AggregationType.CATEGORICAL_COUNT) for v in (1, "1", "1(int)")])
     with pytest.raises(ValueError, match=r"would share the logging key '1\(int\)'"):
         clash.get_metrics_for_logging()
+
+
+@pytest.mark.parametrize(
+    "records",
+    [
+        [Metric("a/b", "c", 1, AggregationType.SUM), Metric("a", "b/c", 2, AggregationType.SUM)],
+        [Metric("d", "x", 5, AggregationType.DISTRIBUTION), Metric("d", "x_stat_mean", 100, AggregationType.SUM)],
+        [Metric("d", "x", "a", AggregationType.CATEGORICAL_COUNT), Metric("d", "x_count_a", 100, AggregationType.MAX)],
+    ],
+)
+def test_two_metrics_logged_under_one_key_raise_instead_of_overwriting(records):
+    agg = MetricsAggregator()
+    agg.update(records)
+    with pytest.raises(ValueError, match="one key"):
+        agg.get_metrics_for_logging()
+
+
+def test_distribution_values_whose_squares_overflow_are_refused_naming_the_metric():
+    agg = MetricsAggregator()
+    agg.update([Metric("d", "x", 1.0, AggregationType.DISTRIBUTION)])
+    before = agg.get_metrics_for_logging()
+    for value in (1.3e154, 1.4e154, -1e200):
+        with pytest.raises(ValueError, match=r"'x'.*sum of squares overflows"):
+            agg.update([Metric("d", "x", value, AggregationType.DISTRIBUTION)] * 2)
+    assert agg.get_metrics_for_logging() == before
+
+
+def test_distribution_tensor_whose_squares_overflow_reports_nan_std_saying_why():
+    from torchmetrics_ext.aggregation import Distribution
+
+    metric = Distribution()
+    metric.update(torch.tensor([1e200, -1e200, 0.0], dtype=torch.float64))
+    with pytest.warns(UserWarning, match="sum of squares overflows"):
+        assert math.isnan(metric.compute()["std"].item())
+
+
+def test_loading_a_checkpoint_of_another_handler_setting_is_a_value_error():
+    from torchmetrics_ext.aggregation import Distribution
+
+    source = MetricsAggregator()
+    source.register_handler(AggregationType.DISTRIBUTION, lambda: Distribution(relative_accuracy=0.05))
+    source.update([Metric("d", "x", 1.0, AggregationType.DISTRIBUTION)])
+    target = MetricsAggregator()
+    with pytest.raises(ValueError, match="do not fit"):
+        target.load_state_dict(source.state_dict())

@@ -286,11 +286,25 @@ class MetricsAggregator:
 
         A collective under ``torch.distributed``: every rank must call it, and every rank gets
         the same dict.
+
+        Raises:
+            ValueError: two metrics would be logged under one key (``Metric("a/b", "c")`` and
+                ``Metric("a", "b/c")``, or a metric named like another's entry such as
+                ``x_stat_mean``), instead of one value silently replacing the other.
         """
         distributed = self._distributed()
         if distributed:
             self._agree_on_keys()
         out: dict[str, float] = {}
+        sources: dict[str, Key] = {}  # logged key -> the (dataset, name) it comes from
+        clashes: list[str] = []
+
+        def put(key: str, number: float, source: Key) -> None:
+            if sources.setdefault(key, source) != source:
+                clashes.append(f"{key!r} from {sources[key]} and from {source}")
+            elif not math.isnan(number):
+                out[key] = number
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UndefinedMetricWarning)
             warnings.filterwarnings("ignore", message=".*compute.*was called before.*update", category=UserWarning)
@@ -302,12 +316,15 @@ class MetricsAggregator:
                     items = list(value.items())
                     numbers = torch.stack([v.reshape(()) for _, v in items]).tolist() if items else []
                     for sub, number in zip(_entry_names([k for k, _ in items], base), numbers, strict=True):
-                        if not math.isnan(number):
-                            out[f"{base}{joiner}{sub}"] = number
+                        put(f"{base}{joiner}{sub}", number, (ds, name))
                 else:
-                    number = float(value)
-                    if not math.isnan(number):
-                        out[base] = number
+                    put(base, float(value), (ds, name))
+        if clashes:  # after every metric was computed: under DDP every rank reaches this point alike
+            raise ValueError(
+                "Two metrics would be logged under one key (the second would overwrite the first): "
+                + "; ".join(clashes)
+                + ". Rename a dataset or a metric."
+            )
         return out
 
     @staticmethod
@@ -372,7 +389,12 @@ class MetricsAggregator:
                     states[state] = tensors[f"{i}/{state}"].clone().to(self._device)
                 else:
                     states[state] = [tensors[f"{i}/{state}/{j}"].clone().to(self._device) for j in range(length)]
-            metric.load_state_dict(states, strict=False)
+            try:
+                metric.load_state_dict(states, strict=False)
+            except RuntimeError as err:  # nn.Module's size mismatch: a handler of other settings
+                raise ValueError(
+                    f"Checkpointed states of {key} do not fit the {_type_name(agg_type)} handler: {err}"
+                ) from None
             metrics[f"m{i}"] = metric
             keys[key] = (agg_type, f"m{i}", metric)
             loaded[key] = int(entry["update_count"])

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.aggregation.base import AggregationMetric
-from torchmetrics_ext.aggregation.checks import as_values, exact_sum, number_error
+from torchmetrics_ext.aggregation.checks import as_values, exact_sum
 from torchmetrics_ext.functional.distribution import (
     DEFAULT_PERCENTILES,
     SketchBatch,
@@ -135,9 +135,16 @@ class Distribution(AggregationMetric[SketchBatch]):
         floats = list(map(float, values))
         if not floats:
             return SketchBatch(0.0, 0.0, 0.0, math.inf, -math.inf, torch.zeros(0, dtype=torch.long, device=self.device))
-        total_sq = math.fsum(map(mul, floats, floats))
-        if not math.isfinite(total_sq):
-            raise number_error(values)
+        try:
+            total_sq = math.fsum(map(mul, floats, floats))
+        except OverflowError:
+            total_sq = math.inf
+        if not math.isfinite(total_sq):  # every value is finite (checked above): their squares overflow
+            largest = max(map(abs, floats))
+            raise ValueError(
+                f"The batch's sum of squares overflows float64 (magnitudes up to about 1.3e154 are "
+                f"summarized), got a value of magnitude {largest!r}."
+            )
         index = _sketch_index(torch.tensor(floats, dtype=torch.float64, device=self.device), self.spec)
         return SketchBatch(float(len(floats)), total, total_sq, min(floats), max(floats), index)
 

@@ -236,6 +236,13 @@ def _sample_std(n: float, s1: float, s2: float, mean: float, lo: float, hi: floa
         return math.nan
     if lo == hi:
         return 0.0
+    if not math.isfinite(s2):
+        warn_undefined(
+            torch.ones(1, dtype=torch.bool),
+            metric,
+            "the standard deviation of values whose sum of squares overflows float64 (magnitudes above ~1.3e154)",
+        )
+        return math.nan
     spread = s2 - s1 * mean
     if spread <= _CANCELLED * s2:
         warn_undefined(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import importlib.util
 import json
 import math
 import subprocess
@@ -398,6 +399,33 @@ def test_reset_leaves_the_throughput_running_as_torchrecs_does():
     assert math.isfinite(values["throughput-throughput|lifetime_throughput"].item())  # the warm-up is not redone
     _, y, w = (_column(steps[3:], TASKS[0][k]) for k in ("prediction_name", "label_name", "weight_name"))
     np.testing.assert_allclose(values["ctr-click|lifetime_ctr"], np.average(y, weights=w), rtol=1e-9)  # reset
+
+
+def test_compare_torchrec_flags_nan_against_a_number():
+    """benchmarks/compare_torchrec.py: nan vs a number is a mismatch, nan vs nan agrees, and ours nan where
+    TorchRec reports its fill value for an undefined metric (0, 0.5, 1, a huge NE) is the listed intended
+    difference."""
+    path = Path(__file__).parents[1] / "benchmarks" / "compare_torchrec.py"
+    spec = importlib.util.spec_from_file_location("compare_torchrec", path)
+    ct = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ct)
+    nan = float("nan")
+
+    def failures(theirs, ours, name="ne-t{}|lifetime_ne"):
+        keys = [name.format(t) for t in range(3)]
+        return ct.compare(dict(zip(keys, ([v] for v in theirs))), dict(zip(keys, ([v] for v in ours))))
+
+    assert failures([0.8] * 3, [nan] * 3)[1] == ["ne-t0|lifetime_ne: TorchRec 0.8 vs ours nan"]
+    assert failures([0.8, 0.8, 0.8], [0.8, 0.8, nan])[1] == ["ne-t2|lifetime_ne: TorchRec 0.8 vs ours nan"]
+    assert failures([0.8, 0.8, 0.8], [nan, 0.8, 0.8])[1] == ["ne-t0|lifetime_ne: TorchRec 0.8 vs ours nan"]
+    assert failures([nan, 0.8, 0.8], [0.8, 0.8, 0.8])[1] == ["ne-t0|lifetime_ne: TorchRec nan vs ours 0.8"]
+    assert failures([nan, 0.8, 0.8], [nan, 0.8, 0.8])[1] == []
+    assert failures([0.8, 0.8, 0.8], [0.8, 0.8, 0.9])[1] == ["ne-t2|lifetime_ne: TorchRec 0.8 vs ours 0.9"]
+    rows, found = failures([0.8, 3.7e11, 0.8], [0.8, nan, 0.8])  # one-class task: TorchRec's huge NE
+    assert found == [] and "t1: intended: undefined" in rows[-1]
+    rows, found = failures([0.0, 0.5, 0.8], [nan, nan, 0.8], name="ctr-t{}|lifetime_ctr")
+    assert found == [] and "t0, t1: intended: undefined" in rows[-1]
+    assert math.isinf(ct._rel(0.8, nan)) and ct._rel(nan, nan) == 0.0 and math.isinf(ct._rel(math.inf, 1.0))
 
 
 @dataclasses.dataclass

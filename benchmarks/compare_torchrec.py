@@ -334,6 +334,20 @@ INTENDED = {
 }
 
 
+# Undefined values (a single class, zero total weight, an empty segment): ours is nan (with an
+# UndefinedMetricWarning) where TorchRec returns one of its fill values: 0, 0.5 (AUC), 1 (R²) or a
+# huge NE (its eta clamp). Such a task is listed in the row's note and not compared; any other nan
+# on either side is a mismatch.
+UNDEFINED = "undefined (ours nan + warning, TorchRec a fill value: 0, 0.5, 1 or a huge NE)"
+
+
+def _undefined(theirs: float, ours: float) -> bool:
+    """Ours ``nan`` where TorchRec reports a fill value for an undefined metric (an intended difference)."""
+    if not math.isnan(ours):
+        return False
+    return math.isnan(theirs) or math.isinf(theirs) or theirs in (0.0, 0.5, 1.0) or abs(theirs) > 1e6
+
+
 # rows defined the same way that still need a word
 NOTES = {
     "total_examples": "rows with non-zero weight (serving) / every row (qps)",
@@ -359,20 +373,32 @@ def compare(theirs: dict[str, list[float]], ours: dict[str, list[float]]) -> tup
             )
             continue
         note = INTENDED.get(metric_name, "")
-        diffs = [_rel(theirs[kt][0], ours[kt][0]) for kt in per_task if kt in theirs and kt in ours]
-        worst = max(diffs)
-        status = f"{worst:.1e}"
+        pairs = [(kt, theirs[kt][0], ours[kt][0]) for kt in per_task if kt in theirs and kt in ours]
+        undefined = [kt for kt, a, b in pairs if _undefined(a, b)]
+        diffs = [(_rel(a, b), kt) for kt, a, b in pairs if kt not in undefined]
+        # _rel is never nan, so max() sees every value; the first task of the largest wins
+        worst, worst_key = max(diffs, key=lambda d: d[0], default=(0.0, k))
+        status = f"{worst:.1e}" if diffs else "—"
         if note:
-            compat = [_rel(theirs[kt][0], ours[kt + "#compat"][0]) for kt in per_task if kt + "#compat" in ours]
+            compat_pairs = [(kt, theirs[kt][0], ours[kt + "#compat"][0]) for kt in per_task if kt + "#compat" in ours]
+            undefined += [kt for kt, a, b in compat_pairs if _undefined(a, b) and kt not in undefined]
+            compat = [(_rel(a, b), kt) for kt, a, b in compat_pairs if kt not in undefined]
             if compat:
-                status += f" (compat {max(compat):.1e})"
-                if max(compat) > 1e-6:
-                    failures.append(f"{k}: compatible option differs by {max(compat):.2e}")
+                worst_compat, compat_key = max(compat, key=lambda d: d[0])
+                status += f" (compat {worst_compat:.1e})"
+                if worst_compat > 1e-6:
+                    failures.append(
+                        f"{compat_key}: compatible option differs: TorchRec {theirs[compat_key][0]!r} vs "
+                        f"ours {ours[compat_key + '#compat'][0]!r}"
+                    )
             note = "intended: " + note
         else:
             note = NOTES.get(metric_name, "")
             if worst > 1e-6:
-                failures.append(f"{k}: TorchRec {theirs[k][0]!r} vs ours {ours[k][0]!r}")
+                failures.append(f"{worst_key}: TorchRec {theirs[worst_key][0]!r} vs ours {ours[worst_key][0]!r}")
+        if undefined:
+            tasks = ", ".join(kt.split("|")[0].rsplit("-", 1)[1] for kt in undefined)
+            note = "; ".join(n for n in (note, f"{tasks}: intended: {UNDEFINED}") if n)
         rows.append(f"| {namespace} | {_cell(k)} | {theirs[k][0]:.6g} | {ours[k][0]:.6g} | {status} | {note} |")
     return rows, failures
 
@@ -411,9 +437,17 @@ def _why_missing(name: str) -> str:
 
 
 def _rel(a: float, b: float) -> float:
-    if math.isnan(a) and math.isnan(b):
+    """Relative difference; ``nan`` against ``nan`` is 0, ``nan`` or ``inf`` against anything else is ``inf``.
+
+    Never ``nan`` (``nan > 1e-6`` is False, and ``max`` over a list holding ``nan`` depends on its place).
+    """
+    if math.isnan(a) or math.isnan(b):
+        return 0.0 if math.isnan(a) and math.isnan(b) else math.inf
+    if a == b:
         return 0.0
-    return abs(a - b) / max(abs(a), abs(b), 1e-300) if a != b else 0.0
+    if math.isinf(a) or math.isinf(b):
+        return math.inf
+    return abs(a - b) / max(abs(a), abs(b), 1e-300)
 
 
 # ----------------------------------------------------------------------------- driver

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import math
 import warnings
 
 import numpy as np
@@ -424,8 +425,8 @@ def test_compute_groups_are_explicit():
 
 def test_the_step_is_validated_once_and_the_metrics_do_not_validate_again(monkeypatch):
     calls = []
-    real = module_mod._check_values
-    monkeypatch.setattr(module_mod, "_check_values", lambda *a: calls.append(a) or real(*a))
+    real = module_mod._check_values_weight_bounds  # the step's check (it returns the weights' bounds too)
+    monkeypatch.setattr(module_mod, "_check_values_weight_bounds", lambda *a: calls.append(a) or real(*a))
 
     def fail(*args, **kwargs):
         raise AssertionError("a metric validated its inputs again")
@@ -763,8 +764,32 @@ def test_reset_starts_over_and_local_compute_equals_compute_in_one_process():
         torch.testing.assert_close(local[key], value, rtol=0, atol=0, equal_nan=True)
 
 
+@pytest.mark.parametrize("key_style", ["torchmetrics_ext", "torchrec"])
+def test_reset_clears_the_throughput_except_in_torchrecs_key_style(key_style):
+    """Ours: the throughput starts again (warm-up, clock, total); TorchRec's reset() leaves its throughput alone."""
+    ticks = iter(float(t) for t in range(100))
+    throughput = tmx.Throughput(warmup_steps=1, clock=lambda: next(ticks))
+    module = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, throughput=throughput, key_style=key_style)
+    step = {"prediction": torch.full((8,), 0.5), "label": torch.ones(8)}
+    for _ in range(3):
+        module.update(step)
+    module.reset()
+    module.update(step)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)
+        values = module.compute()
+    total, rate = ("throughput/total_examples", "throughput/lifetime_throughput")
+    if key_style == "torchrec":
+        total, rate = ("throughput-throughput|total_examples", "throughput-throughput|lifetime_throughput")
+        assert values[total].item() == 32 and values[rate].item() == 8.0  # 3 timed steps of 8 examples, 1 s apart
+    else:
+        assert values[total].item() == 8 and math.isnan(values[rate].item())  # the warm-up step of a fresh start
+    assert module._step == 4  # the step counter is kept in both
+
+
 def test_should_compute_follows_the_interval():
     module = build({"ctr": "ctr"}, compute_interval_steps=3)
+    assert not module.should_compute()  # before any update (TorchRec's is true: 0 % 3 == 0)
     seen = []
     for part in batches(make_data(13), list(range(0, 601, 100))):
         module.update(part)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import importlib.util
 import json
 import math
 import subprocess
@@ -258,6 +259,175 @@ def test_window_only_auc_keeps_no_lifetime_samples():
     assert set(values) == {"auc-click|window_auc", "ne-click|lifetime_ne", "ne-click|window_ne"}
 
 
+def _torchrec_window(sizes: list[int], window: int, max_updates: int = 1000) -> list[int]:
+    """Indices of the steps TorchRec's WindowBuffer holds (torchrec/metrics/rec_metric.py): a deque of at most
+    ``max_updates`` (MAX_BUFFER_COUNT) updates, the oldest dropped while their sizes exceed ``window``."""
+    held: list[int] = []
+    for step, _ in enumerate(sizes):
+        if len(held) == max_updates:
+            held.pop(0)
+        held.append(step)
+        while sum(sizes[i] for i in held) > window and len(held) > 1:
+            held.pop(0)
+    return held
+
+
+def _xauc(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+    """Weighted share of the pairs i < j whose prediction and label order agree (ties in both agree)."""
+    i, j = np.triu_indices(len(p), k=1)
+    pair = w[i] * w[j]
+    return float((pair * (np.sign(p[i] - p[j]) == np.sign(y[i] - y[j]))).sum() / pair.sum())
+
+
+def test_the_window_of_sum_metrics_holds_torchrecs_newest_1000_updates():
+    """1300 updates of 2 samples into a window of 5000: TorchRec's sum metrics keep the newest 1000 updates
+    (MAX_BUFFER_COUNT), its AUC every sample (its window is counted in samples only)."""
+    config = {
+        "rec_tasks": TASKS[:2],
+        "rec_metrics": {
+            name: {"rec_task_indices": [0, 1], "window_size": 5000}
+            for name in ("ctr", "ne", "mse", "auc", "xauc", "rauc")
+        },
+    }
+    steps = make_steps(config, num_steps=1300, batch=2, seed=3)
+    for step in steps[:300]:  # the oldest clicks leave the capped window only
+        step["click_label"] = torch.ones(2)
+        step["w"] = torch.ones(2)
+    module = tmx.RecMetricModule.from_torchrec_config(config)
+    values = run(module, steps)
+    held = _torchrec_window([2] * 1300, 5000)
+    assert held == list(range(300, 1300))
+    assert module.metrics["ctr"].max_updates == 1000 and module.metrics["auc"].max_updates is None
+    assert ["xauc"] in module.compute_groups and ["rauc"] in module.compute_groups  # windowed apart
+    for task in TASKS[:2]:
+        p, y, w = (_column([steps[i] for i in held], task[k]) for k in ("prediction_name", "label_name", "weight_name"))
+        name = task["name"]
+        np.testing.assert_allclose(values[f"ctr-{name}|window_ctr"], np.average(y, weights=w), rtol=1e-9)
+        np.testing.assert_allclose(values[f"mse-{name}|window_mse"], np.average((p - y) ** 2, weights=w), rtol=1e-9)
+        ce = log_loss(y, p, sample_weight=w)
+        ctr = np.average(y, weights=w)
+        ne = ce / -(ctr * math.log(ctr) + (1 - ctr) * math.log(1 - ctr))
+        np.testing.assert_allclose(values[f"ne-{name}|window_ne"], ne, rtol=1e-9)
+        np.testing.assert_allclose(values[f"xauc-{name}|window_xauc"], _xauc(p, y, w), rtol=1e-9)
+        p, y, w = (_column(steps, task[k]) for k in ("prediction_name", "label_name", "weight_name"))
+        np.testing.assert_allclose(values[f"ctr-{name}|lifetime_ctr"], np.average(y, weights=w), rtol=1e-9)
+        auc = roc_auc_score(y, p, sample_weight=w)  # every sample: TorchRec's AUC has no update limit
+        np.testing.assert_allclose(values[f"auc-{name}|window_auc"], auc, rtol=1e-9)
+        np.testing.assert_allclose(values[f"rauc-{name}|window_rauc"], auc, rtol=1e-9)  # 0/1 labels: the ROC AUC
+    # the plain module keeps the sample rule with no limit: its window holds all 2600 samples
+    plain = tmx.RecMetricModule(
+        [tmx.RecTaskInfo(**t) for t in TASKS[:1]], {"ctr": "ctr"}, window_size=5000, throughput=False
+    )
+    window = run(plain, steps)["ctr/click/window"]
+    p, y, w = (_column(steps, TASKS[0][k]) for k in ("prediction_name", "label_name", "weight_name"))
+    np.testing.assert_allclose(window, np.average(y, weights=w), rtol=1e-9)
+
+
+def _validated_steps(config: dict[str, Any], zero: list[int], seed: int = 4) -> list:
+    steps = make_steps(config, num_steps=12, batch=4, seed=seed)
+    for i in zero:  # every weight column of the step all zero
+        for task in config["rec_tasks"]:
+            steps[i][task["weight_name"]] = torch.zeros(4)
+    return steps
+
+
+@pytest.mark.parametrize("mode", [None, "FUSED_TASKS_COMPUTATION", 3])
+def test_should_validate_update_skips_steps_whose_weights_are_all_zero(mode):
+    """TorchRec skips such a step (rec_metric.py, `_check_nonempty_weights`): it takes no room in any window."""
+    config = {
+        "rec_tasks": TASKS[:2],  # one weight column, "w"
+        "rec_metrics": {
+            "ctr": {"rec_task_indices": [0, 1], "window_size": 12},
+            "serving_ne": {"rec_task_indices": [0, 1], "window_size": 12},
+            "auc": {"rec_task_indices": [0, 1], "window_size": 12},
+        },
+        "throughput_metric": {"window_size": 100, "warmup_steps": 1},
+        "should_validate_update": True,
+        "rec_compute_mode": mode,
+    }
+    zero = [7, 9, 10]
+    steps = _validated_steps(config, zero)
+    values = ours(config, steps)
+    kept = [s for i, s in enumerate(steps) if i not in zero][-3:]  # the newest 12 samples of the valid steps
+    unskipped = ours(dict(config, should_validate_update=False), steps)
+    for task in TASKS[:2]:
+        p, y, w = (_column(kept, task[k]) for k in ("prediction_name", "label_name", "weight_name"))
+        name = task["name"]
+        np.testing.assert_allclose(values[f"ctr-{name}|window_ctr"], np.average(y, weights=w), rtol=1e-9)
+        np.testing.assert_allclose(values[f"auc-{name}|window_auc"], roc_auc_score(y, p, sample_weight=w), rtol=1e-9)
+        for key in (f"ctr-{name}|lifetime_ctr", f"serving_ne-{name}|lifetime_ne", f"serving_ne-{name}|total_examples"):
+            torch.testing.assert_close(values[key], unskipped[key], rtol=1e-12, atol=0)  # zero weights add nothing
+    # without the option the zero-weight steps take their room: the window holds steps 9, 10 and 11
+    p, y, w = (_column(steps[-3:], TASKS[0][k]) for k in ("prediction_name", "label_name", "weight_name"))
+    np.testing.assert_allclose(unskipped["ctr-click|window_ctr"], np.average(y, weights=w), rtol=1e-9)
+    assert values["throughput-throughput|total_examples"].item() == 12 * 4  # a skipped step is still trained on
+
+
+def test_should_validate_update_with_per_task_weights_in_fused_modes_when_every_metric_reads_every_column():
+    """Fused: TorchRec skips a step when all of a metric's tasks have zero weights; when every metric covers
+    both weight columns, that is a step whose weights are all zero, as the module skips it."""
+    tasks = [TASKS[0], TASKS[2]]  # weight columns "w" and "like_w"
+    config = {
+        "rec_tasks": tasks,
+        "rec_metrics": {"ctr": {"rec_task_indices": [0, 1], "window_size": 8}},
+        "should_validate_update": True,
+        "rec_compute_mode": "FUSED_TASKS_COMPUTATION",
+    }
+    steps = _validated_steps(config, zero=[9])
+    steps[10]["like_w"] = torch.zeros(4)  # one task only: the step is kept (and takes its room)
+    values = ours(config, steps)
+    kept = [steps[10], steps[11]]  # the newest 8 samples: step 9 is skipped, step 10 is not
+    for task in tasks:
+        _, y, w = (_column(kept, task[k]) for k in ("prediction_name", "label_name", "weight_name"))
+        np.testing.assert_allclose(values[f"ctr-{task['name']}|window_ctr"], np.average(y, weights=w), rtol=1e-9)
+
+
+def test_reset_leaves_the_throughput_running_as_torchrecs_does():
+    """TorchRec's RecMetricModule.reset() resets its rec metrics only: total_examples goes on, no new warm-up."""
+    config = {
+        "rec_tasks": TASKS[:1],
+        "rec_metrics": {"ctr": {"rec_task_indices": [0]}},
+        "throughput_metric": {"window_size": 100, "warmup_steps": 1},
+    }
+    module = tmx.RecMetricModule.from_torchrec_config(config)
+    steps = make_steps(config, num_steps=4, batch=8)
+    for step in steps[:3]:
+        module.update(step)
+    module.reset()
+    values = run(module, steps[3:])
+    assert values["throughput-throughput|total_examples"].item() == 32  # every step's 8 examples
+    assert math.isfinite(values["throughput-throughput|lifetime_throughput"].item())  # the warm-up is not redone
+    _, y, w = (_column(steps[3:], TASKS[0][k]) for k in ("prediction_name", "label_name", "weight_name"))
+    np.testing.assert_allclose(values["ctr-click|lifetime_ctr"], np.average(y, weights=w), rtol=1e-9)  # reset
+
+
+def test_compare_torchrec_flags_nan_against_a_number():
+    """benchmarks/compare_torchrec.py: nan vs a number is a mismatch, nan vs nan agrees, and ours nan where
+    TorchRec reports its fill value for an undefined metric (0, 0.5, 1, a huge NE) is the listed intended
+    difference."""
+    path = Path(__file__).parents[1] / "benchmarks" / "compare_torchrec.py"
+    spec = importlib.util.spec_from_file_location("compare_torchrec", path)
+    ct = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ct)
+    nan = float("nan")
+
+    def failures(theirs, ours, name="ne-t{}|lifetime_ne"):
+        keys = [name.format(t) for t in range(3)]
+        return ct.compare(dict(zip(keys, ([v] for v in theirs))), dict(zip(keys, ([v] for v in ours))))
+
+    assert failures([0.8] * 3, [nan] * 3)[1] == ["ne-t0|lifetime_ne: TorchRec 0.8 vs ours nan"]
+    assert failures([0.8, 0.8, 0.8], [0.8, 0.8, nan])[1] == ["ne-t2|lifetime_ne: TorchRec 0.8 vs ours nan"]
+    assert failures([0.8, 0.8, 0.8], [nan, 0.8, 0.8])[1] == ["ne-t0|lifetime_ne: TorchRec 0.8 vs ours nan"]
+    assert failures([nan, 0.8, 0.8], [0.8, 0.8, 0.8])[1] == ["ne-t0|lifetime_ne: TorchRec nan vs ours 0.8"]
+    assert failures([nan, 0.8, 0.8], [nan, 0.8, 0.8])[1] == []
+    assert failures([0.8, 0.8, 0.8], [0.8, 0.8, 0.9])[1] == ["ne-t2|lifetime_ne: TorchRec 0.8 vs ours 0.9"]
+    rows, found = failures([0.8, 3.7e11, 0.8], [0.8, nan, 0.8])  # one-class task: TorchRec's huge NE
+    assert found == [] and "t1: intended: undefined" in rows[-1]
+    rows, found = failures([0.0, 0.5, 0.8], [nan, nan, 0.8], name="ctr-t{}|lifetime_ctr")
+    assert found == [] and "t0, t1: intended: undefined" in rows[-1]
+    assert math.isinf(ct._rel(0.8, nan)) and ct._rel(nan, nan) == 0.0 and math.isinf(ct._rel(math.inf, 1.0))
+
+
 @dataclasses.dataclass
 class RecTaskInfo:  # TorchRec's dataclasses, field for field (TorchRec is not installed in CI)
     name: str = "DefaultTask"
@@ -409,6 +579,27 @@ def test_torchrecs_auprc_is_a_binned_lifetime_and_an_exact_window():
         ({"state_metrics": ["optimizers"]}, "pass its object in `state_metrics_mapping`"),
         ({"state_metrics": ["lr"]}, "Unknown TorchRec state metric 'lr'"),
         ({"throughput_metric": {"seconds": 3}}, r"Unknown fields \['seconds'\] in `throughput_metric`"),
+        ({"fused_update_limit": 2}, r"`fused_update_limit=2` is not supported.*one window entry"),
+        ({"fused_update_limit": "2"}, "`fused_update_limit` to be an integer"),
+        (
+            {
+                "rec_tasks": [TASKS[0], TASKS[2]],
+                "rec_metrics": {"ne": {"rec_task_indices": [0, 1]}},
+                "should_validate_update": True,
+            },
+            r"every task reads one weight column; the tasks read \{'click': 'w', 'like': 'like_w'\} "
+            r"\(UNFUSED_TASKS_COMPUTATION\).*for each task on its own",
+        ),
+        (
+            {
+                "rec_tasks": [TASKS[0], TASKS[2]],
+                "rec_metrics": {"ne": {"rec_task_indices": [0, 1]}, "ctr": {"rec_task_indices": [1]}},
+                "should_validate_update": True,
+                "rec_compute_mode": 1,
+            },
+            r"or the tasks of every metric read all of the weight columns.*for each metric's tasks",
+        ),
+        ({"rec_compute_mode": "SOMETIMES"}, "RecComputeMode, got 'SOMETIMES'"),
     ],
 )
 def test_bad_configs_are_rejected_with_the_reason(change, match):
@@ -473,3 +664,23 @@ def test_ddp_equals_one_process(ddp_pool):
         for key, value in expected.items():
             if "throughput" not in key:
                 torch.testing.assert_close(values[key], value, rtol=1e-9, atol=1e-12, equal_nan=True, msg=key)
+
+
+def _ceil_share_run(rank: int, world_size: int) -> list[float]:
+    config = {"rec_tasks": TASKS[:1], "rec_metrics": {"ctr": {"rec_task_indices": [0], "window_size": 5}}}
+    torchrec = tmx.RecMetricModule.from_torchrec_config(config)
+    ours_ = tmx.RecMetricModule([tmx.RecTaskInfo(**TASKS[0])], {"ctr": "ctr"}, window_size=5, throughput=False)
+    for label in ([1.0, 0.0, 0.0], [1.0, 1.0, 0.0])[rank]:  # one sample per step
+        step = {"click_pred": torch.tensor([0.5]), "click_label": torch.tensor([label]), "w": torch.ones(1)}
+        torchrec.update(step)
+        ours_.update(step)
+    return [torchrec.compute()["ctr-click|window_ctr"].item(), ours_.compute()["ctr/click/window"].item()]
+
+
+@pytest.mark.ddp
+def test_ddp_window_share_is_torchrecs_ceil_and_ours_floor(ddp_pool):
+    """Window 5 on 2 ranks: TorchRec keeps ceil(5 / 2) = 3 samples per rank (rec_metric.py), our contract 5 // 2 = 2."""
+    labels = np.array([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])  # per rank, oldest first
+    torchrec_rule, our_rule = labels[:, -3:].mean(), labels[:, -2:].mean()  # 0.5 and 0.25
+    for values in ddp_pool.run(_ceil_share_run):
+        assert values == [torchrec_rule, our_rule]

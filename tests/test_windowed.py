@@ -213,6 +213,104 @@ def test_long_run_has_no_drift_or_cancellation():
             np.testing.assert_allclose(metric.compute()["window"].item(), expected, rtol=1e-13)
 
 
+def _capped_ranges(bounds, window, max_updates):
+    """TorchRec's WindowBuffer rule in numpy terms: the newest updates, at most ``max_updates`` of them,
+    whose sizes sum to at most ``window`` (the newest always; one larger than the window keeps its
+    newest ``window`` samples, the package's rule for a single update)."""
+    sizes = np.array([hi - lo for lo, hi in bounds])
+    nonempty = [b for b, n in zip(bounds, sizes) if n > 0]
+    if not nonempty:
+        return []
+    lo, hi = nonempty[-1]
+    if hi - lo > window:
+        return [(hi - window, hi)]
+    newest_sums = np.cumsum([hi - lo for lo, hi in nonempty[::-1]])
+    keep = min(max_updates, int(np.searchsorted(newest_sums, window, side="right")))
+    return nonempty[len(nonempty) - keep :]
+
+
+def _idx(ranges):
+    return np.concatenate([np.arange(lo, hi) for lo, hi in ranges]) if ranges else np.zeros(0, dtype=np.int64)
+
+
+def test_max_updates_1300_updates_of_two_samples_in_a_window_of_5000():
+    """The hunt's case: without a limit the window holds all 2600 samples; TorchRec's 1000-update limit
+    keeps the newest 1000 updates (2000 samples), so the first 300 clicks have left it."""
+    labels = np.repeat(np.where(np.arange(1300) < 300, 1.0, 0.0), 2)
+    capped, plain = Windowed(tmx.CTR(), 5000, max_updates=1000), Windowed(tmx.CTR(), 5000)
+    for i in range(1300):
+        for metric in (capped, plain):
+            metric.update(torch.full((2,), 0.5), torch.tensor(labels[2 * i : 2 * i + 2]))
+    assert capped.compute()["window"].item() == labels[-2000:].mean() == 0.0
+    assert plain.compute()["window"].item() == pytest.approx(labels.mean())  # 600 / 2600
+    assert capped.compute()["lifetime"].item() == pytest.approx(labels.mean())  # the lifetime is unchanged
+
+
+@pytest.mark.parametrize("kind", ["sums", "binned", "exact"])
+def test_max_updates_keeps_the_newest_updates_by_both_rules(kind):
+    """Ring (sums), binned histogram and exact (cat) windows: numpy/sklearn over the samples the rule keeps,
+    after every update, through a checkpoint resume, a deepcopy and a reset."""
+    rng = np.random.default_rng(7)
+    window, max_updates = 40, 6
+    sizes = [int(s) for s in rng.integers(1, 9, size=60)]
+    sizes[5], sizes[30] = 0, 55  # an empty update (takes no room, no count) and one larger than the window
+    edges = np.cumsum([0, *sizes]).tolist()
+    bounds = list(zip(edges[:-1], edges[1:]))
+    n = edges[-1]
+    preds = rng.random(n).astype(np.float32)
+    target = (rng.random(n) < preds).astype(np.float64)
+    weights = rng.integers(1, 9, size=n) / 4.0  # exact in float32 (an exact AUC keeps float32 weights)
+
+    def build():
+        if kind == "sums":
+            return Windowed(tmx.CTR(), window, max_updates=max_updates)
+        if kind == "binned":
+            return Windowed(tmx.AUC(num_bins=50, bin_space="probability"), window, max_updates=max_updates)
+        return Windowed(tmx.AUC(), window, max_updates=max_updates)
+
+    def expected(idx):
+        if kind == "sums":
+            return np.average(target[idx], weights=weights[idx])
+        scores = np.floor(preds[idx] * np.float32(50)) if kind == "binned" else preds[idx]
+        return skm.roc_auc_score(target[idx], scores, sample_weight=weights[idx])
+
+    metric = build()
+    binding = 0  # updates after which the limit, not the sample rule, decides what the window holds
+    for i, (lo, hi) in enumerate(bounds):
+        metric.update(*(torch.tensor(x[lo:hi]) for x in (preds, target, weights)))
+        if i == 20:  # resume mid-window from a checkpoint, carry on with the copy
+            resumed = build()
+            resumed.load_state_dict(metric.state_dict())
+            metric = copy.deepcopy(resumed)
+        kept = _capped_ranges(bounds[: i + 1], window, max_updates)
+        binding += kept != _capped_ranges(bounds[: i + 1], window, len(bounds))
+        idx = _idx(kept)
+        if len(np.unique(target[idx])) < 2:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            value = metric.compute()
+        np.testing.assert_allclose(value["window"].item(), expected(idx), rtol=1e-9, err_msg=f"update {i}")
+        np.testing.assert_allclose(value["lifetime"].item(), expected(np.arange(hi)), rtol=1e-9)
+    assert binding > 20
+    metric.reset()
+    for lo, hi in bounds[-10:]:  # after a reset the limit holds as before
+        metric.update(*(torch.tensor(x[lo:hi]) for x in (preds, target, weights)))
+    idx = _idx(_capped_ranges(bounds[-10:], window, max_updates))
+    np.testing.assert_allclose(metric.compute()["window"].item(), expected(idx), rtol=1e-9)
+
+
+def test_max_updates_is_checked_and_part_of_the_checkpoint_settings():
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="max_updates"):
+            Windowed(tmx.CTR(), 10, max_updates=bad)
+    capped = Windowed(tmx.CTR(), 10, max_updates=3)
+    capped.update(torch.tensor([0.5, 0.5]), torch.tensor([1, 0]))
+    for other in (Windowed(tmx.CTR(), 10), Windowed(tmx.CTR(), 10, max_updates=4)):
+        with pytest.raises(RuntimeError, match="setting mismatch for max_updates"):
+            other.load_state_dict(capped.state_dict())
+
+
 # ----------------------------------------------------------------------------- bad input
 
 

@@ -26,7 +26,7 @@ from torchmetrics_ext.functional.auc.binary import _check_float32_weights
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _replay
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.registry import build_metric, torchrec_names
-from torchmetrics_ext.utilities.checks import _check_values, check_int, format_pointwise
+from torchmetrics_ext.utilities.checks import _check_values, _check_values_weight_bounds, check_int, format_pointwise
 from torchmetrics_ext.utilities.distributed import copy_metric, fused_gather
 from torchmetrics_ext.wrappers.windowed import Windowed
 
@@ -183,6 +183,7 @@ class RecMetricModule(nn.Module):
         state_metrics: Mapping[str, Callable[[], Any]] | None = None,
         prefix: str = "",
         key_style: str = "torchmetrics_ext",
+        _window_options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         self.tasks = _check_tasks(tasks)
@@ -211,6 +212,10 @@ class RecMetricModule(nn.Module):
         self.key_style = key_style
         self._step = 0
         self._names = list(metrics)  # keys come out in this order
+        # per metric name, further Windowed options (from_torchrec_config: TorchRec's window rules)
+        window_options = {name: dict(options) for name, options in (_window_options or {}).items()}
+        # from_torchrec_config with should_validate_update: a step whose weights are all zero is skipped
+        self._skip_zero_weight_steps = False
 
         stacked: dict[str, TaskMetric] = {}
         per_task: dict[str, list[TaskMetric]] = {}
@@ -258,7 +263,10 @@ class RecMetricModule(nn.Module):
         self._leader: dict[str, str] = {}
         for name, metric in stacked.items():
             shared = metric.shared_statistics_key
-            key = ("alone", name) if shared is None else (shared, metric.sync_on_compute, id(metric.process_group))
+            rule = tuple(sorted(window_options.get(name, {}).items()))  # one window rule per group
+            key = (
+                ("alone", name) if shared is None else (shared, metric.sync_on_compute, id(metric.process_group), rule)
+            )
             self._leader[name] = leaders.setdefault(key, name)
         self._groups = [
             [n for n in stacked if self._leader[n] == lead] for lead in dict.fromkeys(self._leader.values())
@@ -268,12 +276,14 @@ class RecMetricModule(nn.Module):
         # children. MetricCollection shares states by reference only at its top level, where a
         # Windowed wrapper holds none, so group members are fed by the module instead: only
         # leaders update; members read their leader's states at compute (``merge_state``).
-        wrap: Callable[[TaskMetric], Metric] = lambda metric: metric  # noqa: E731
+        wrap: Callable[[str, TaskMetric], Metric] = lambda name, metric: metric  # noqa: E731
         if window_size is not None:
-            wrap = lambda metric: Windowed(metric, window_size)  # noqa: E731
-        units: dict[str, Metric | MetricCollection] = {name: wrap(metric) for name, metric in stacked.items()}
+            wrap = lambda name, metric: Windowed(metric, window_size, **window_options.get(name, {}))  # noqa: E731
+        units: dict[str, Metric | MetricCollection] = {name: wrap(name, metric) for name, metric in stacked.items()}
         self.metrics = MetricCollection(units, compute_groups=False) if units else None
-        self.ranking = nn.ModuleDict({name: nn.ModuleList([wrap(m) for m in ms]) for name, ms in per_task.items()})
+        self.ranking = nn.ModuleDict(
+            {name: nn.ModuleList([wrap(name, m) for m in ms]) for name, ms in per_task.items()}
+        )
         self.throughput: Metric | None = (
             throughput
             if isinstance(throughput, Throughput)
@@ -372,24 +382,34 @@ class RecMetricModule(nn.Module):
                 ``prediction_name``, ``weight_name``), ``rec_metrics`` (``{RecMetricEnum or its
                 value: RecMetricDef or dict of rec_tasks / rec_task_indices / window_size /
                 arguments}``), ``throughput_metric`` (``ThroughputDef`` or dict of ``window_size``
-                seconds and ``warmup_steps``), ``state_metrics``, ``compute_interval_steps``.
-                TorchRec's execution options (``rec_compute_mode``, ``fused_update_limit``,
-                ``compute_on_all_ranks``, ...) are accepted and have no counterpart: the module
-                always fuses tasks and states and syncs once per compute.
+                seconds and ``warmup_steps``), ``state_metrics``, ``compute_interval_steps``,
+                ``should_validate_update`` (a step whose weights are all zero is skipped by every
+                metric, as TorchRec skips it: it takes no room in the windows; supported when
+                TorchRec would skip it for every task at once, see ``docs/module.md``) and
+                ``fused_update_limit`` (0 or 1: TorchRec's fusion of several steps into one
+                window entry is refused). TorchRec's other execution options
+                (``rec_compute_mode``, ``compute_on_all_ranks``, ...) are accepted and have no
+                counterpart: the module always fuses tasks and states and syncs once per compute.
             state_metrics_mapping: ``{StateMetricEnum or its value: object}`` for the configured
                 ``state_metrics``; each object has ``get_metrics()`` (as in TorchRec) or is a
                 callable returning the same dict.
             prefix: prepended to every key.
 
         Returns:
-            The module. Every metric keeps the config's window (one size for all); the keys each
-            TorchRec metric reports are reported for the tasks its ``RecMetricDef`` names, and
-            nothing else (TorchRec's AUC, grouped AUC and RAUC are window-only: their lifetime
-            samples are not kept). Grouped AUC/AUPRC read TorchRec's ``"grouping_keys"`` column.
+            The module. Every metric keeps the config's window (one size for all) by TorchRec's
+            rules: the metrics TorchRec windows with its ``WindowBuffer`` (all but the AUC family)
+            keep at most its 1000 newest updates (``Windowed(max_updates=1000)``), and under DDP each
+            rank keeps ``ceil(window_size / world_size)`` samples. The keys each TorchRec metric
+            reports are reported for the tasks its ``RecMetricDef`` names, and nothing else
+            (TorchRec's AUC, grouped AUC and RAUC are window-only: their lifetime samples are not
+            kept). Grouped AUC/AUPRC read TorchRec's ``"grouping_keys"`` column. ``reset()`` leaves
+            the throughput running, as TorchRec's does.
 
         Raises:
             ValueError: unknown fields, unsupported TorchRec metrics or arguments (the message lists
-                the supported ones), a task defined twice differently, or different window sizes.
+                the supported ones), a task defined twice differently, different window sizes,
+                ``fused_update_limit`` above 1, or ``should_validate_update`` over tasks with
+                different weight columns where TorchRec skips each task's zero-weight steps apart.
 
         Example:
             >>> import torch
@@ -420,7 +440,9 @@ class RecMetricModule(nn.Module):
             state_metrics=plan.state_metrics,
             prefix=prefix,
             key_style="torchrec",
+            _window_options=plan.window_options,
         )
+        module._skip_zero_weight_steps = plan.skip_zero_weight_steps
         for name, (namespace, metric_name, parts, task_names) in plan.keys.items():
             module._torchrec[name] = (namespace, metric_name)
             module._reported[name] = (parts, task_names)
@@ -525,11 +547,12 @@ class RecMetricModule(nn.Module):
         n = batch.preds.shape[-1]
         if n > 0:
             domains = self._domains
+            given = [c for c in batch.columns[2] if c is not None]
             try:
-                unit_weights = _check_values(
+                weight_bounds = _check_values_weight_bounds(
                     batch.preds,
                     batch.target,
-                    [c for c in batch.columns[2] if c is not None],
+                    given,
                     domains.preds,
                     domains.target,
                     domains.from_logits,
@@ -537,31 +560,43 @@ class RecMetricModule(nn.Module):
                 )
             except ValueError as error:
                 raise self._named_value_error(batch, error) from None
+            unit_weights = bool(weight_bounds) and all(b[0] == 1 and b[1] == 1 for b in weight_bounds)
             if domains.float32_weights:  # an exact AUC keeps float32 weights: reject before any unit is updated
                 for task, column in zip(self.tasks, batch.columns[2]):
                     try:
                         _check_float32_weights(column)
                     except ValueError as error:
                         raise ValueError(f"Task {task.name!r}, `model_out[{task.weight_name!r}]`: {error}") from None
-            # weights that are all exactly 1 change no sum: the unweighted kernels skip their passes
-            w = None if unit_weights else _stack_weights(batch.columns[2])
-            # the pointwise kernels of every metric take shared sums (sum w, sum w·y...) from one object
-            shared = format_pointwise(batch.preds, batch.target, w, len(self.tasks), validate=False)
-            # labels known to be 0/1: the binary domain was checked, or integral labels in [0, 1]
-            binary = domains.target == "binary" or (domains.target == "unit" and not batch.target_is_float)
-            updated = self._plan()[0]
-            # every unit trusts this step's inputs (what `inputs_validated()` does, without a context per unit)
-            trusted: list[bool] = []
-            try:
-                for unit, *_ in updated:
-                    trusted.append(unit._trust_inputs(True))  # type: ignore[operator]
-                self._update_units(updated, batch, shared, binary)
-            finally:
-                for (unit, *_), previous in zip(updated, trusted):
-                    unit._trust_inputs(previous)  # type: ignore[operator]
+            # TorchRec's should_validate_update: a step whose weights are all zero (every task's
+            # column given and its maximum 0, read from the bounds just checked: no further sync)
+            # is skipped by every metric, so it takes no room in the windows
+            skip = (
+                self._skip_zero_weight_steps and len(given) == len(self.tasks) and all(b[1] == 0 for b in weight_bounds)
+            )
+            if not skip:
+                self._update_checked(batch, domains, unit_weights)
         if self.throughput is not None:
             self.throughput.update(n)
         self.__dict__["_step"] += 1  # a plain int: skip nn.Module's __setattr__ on this per-step path
+
+    def _update_checked(self, batch: _Batch, domains: InputDomains, unit_weights: bool) -> None:
+        """Feed a step whose values passed the checks to every updated unit."""
+        # weights that are all exactly 1 change no sum: the unweighted kernels skip their passes
+        w = None if unit_weights else _stack_weights(batch.columns[2])
+        # the pointwise kernels of every metric take shared sums (sum w, sum w·y...) from one object
+        shared = format_pointwise(batch.preds, batch.target, w, len(self.tasks), validate=False)
+        # labels known to be 0/1: the binary domain was checked, or integral labels in [0, 1]
+        binary = domains.target == "binary" or (domains.target == "unit" and not batch.target_is_float)
+        updated = self._plan()[0]
+        # every unit trusts this step's inputs (what `inputs_validated()` does, without a context per unit)
+        trusted: list[bool] = []
+        try:
+            for unit, *_ in updated:
+                trusted.append(unit._trust_inputs(True))  # type: ignore[operator]
+            self._update_units(updated, batch, shared, binary)
+        finally:
+            for (unit, *_), previous in zip(updated, trusted):
+                unit._trust_inputs(previous)  # type: ignore[operator]
 
     def _update_units(
         self,
@@ -706,7 +741,10 @@ class RecMetricModule(nn.Module):
         )
 
     def should_compute(self) -> bool:
-        """Whether the number of updates so far is a multiple of ``compute_interval_steps``."""
+        """Whether the number of updates so far is a positive multiple of ``compute_interval_steps``.
+
+        False before the first update (TorchRec's ``should_compute()`` is true then: ``0 % k == 0``).
+        """
         return self._step > 0 and self._step % self.compute_interval_steps == 0
 
     def compute(self) -> dict[str, Tensor]:
@@ -829,9 +867,17 @@ class RecMetricModule(nn.Module):
     # ------------------------------------------------------------------ state
 
     def reset(self) -> None:
-        """Clear every metric (lifetime and window states); the step counter is kept."""
+        """Clear every metric (lifetime and window states); the step counter is kept.
+
+        The throughput is cleared too (its warm-up and clock start again, so the time between a
+        validation epoch and the next never counts as a step), except with ``key_style="torchrec"``
+        (and so ``from_torchrec_config``): TorchRec's ``RecMetricModule.reset()`` resets its metrics
+        only and its throughput keeps counting (``total_examples`` and the rates go on).
+        """
+        keep = self.throughput if self.key_style == "torchrec" else None
         for unit in self._all_units():
-            unit.reset()
+            if unit is not keep:
+                unit.reset()
 
     def get_extra_state(self) -> Any:
         """The step counter (so ``should_compute`` keeps its cadence after a checkpoint restore)."""

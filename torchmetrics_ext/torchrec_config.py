@@ -22,6 +22,7 @@ from torchmetrics_ext.metrics import entropy as _entropy
 from torchmetrics_ext.metrics import pointwise as _pointwise
 from torchmetrics_ext.metrics import regression as _regression
 from torchmetrics_ext.metrics.throughput import Throughput
+from torchmetrics_ext.utilities.checks import as_int
 
 __all__ = ["TORCHREC_METRICS", "TorchRecPlan", "read_torchrec_config"]
 
@@ -40,6 +41,8 @@ class _Value:
             no lifetime value) or ``("bare",)`` (the lifetime value under the bare name).
         when: a TorchRec boolean argument that switches this value on (``"include_logloss"``).
         key: our metric's name in the module, where ``name`` alone would repeat one.
+        window_buffer: TorchRec windows this value with its ``WindowBuffer`` (sum states: at most
+            ``MAX_BUFFER_COUNT`` updates); ``False`` for its AUC family, whose window keeps samples.
     """
 
     name: str
@@ -47,6 +50,7 @@ class _Value:
     parts: tuple[str, ...] = _BOTH
     when: str | None = None
     key: str | None = None
+    window_buffer: bool = True
 
 
 @dataclass(frozen=True)
@@ -103,27 +107,35 @@ TORCHREC_METRICS: dict[str, _TorchRecMetric] = {
     "calibration": _TorchRecMetric((_CALIBRATION,)),
     "auc": _TorchRecMetric(
         (
-            _Value("auc", _plain(_auc.AUC), parts=("window",)),
-            _Value("grouped_auc", _plain(_auc.GroupedAUC, average_groups="all"), parts=("window",), when="grouped_auc"),
+            _Value("auc", _plain(_auc.AUC), parts=("window",), window_buffer=False),
+            _Value(
+                "grouped_auc",
+                _plain(_auc.GroupedAUC, average_groups="all"),
+                parts=("window",),
+                when="grouped_auc",
+                window_buffer=False,
+            ),
         ),
         arguments=("grouped_auc",),
         grouped=True,
     ),
     "auprc": _TorchRecMetric(
         (
-            _Value("auprc", _torchrec_binned_auprc, parts=("lifetime",)),
-            _Value("auprc", _plain(_auc.AUPRC), parts=("window",), key="auprc_window"),  # its window is exact
+            _Value("auprc", _torchrec_binned_auprc, parts=("lifetime",), window_buffer=False),
+            # its window is exact
+            _Value("auprc", _plain(_auc.AUPRC), parts=("window",), key="auprc_window", window_buffer=False),
             _Value(
                 "grouped_auprc",
                 _plain(_auc.GroupedAUPRC, average_groups="all"),
                 parts=("window",),
                 when="grouped_auprc",
+                window_buffer=False,
             ),
         ),
         arguments=("grouped_auprc", "num_bins", "min_prediction", "max_prediction"),
         grouped=True,
     ),
-    "rauc": _TorchRecMetric((_Value("rauc", _plain(_auc.RegressionAUC), parts=("window",)),)),
+    "rauc": _TorchRecMetric((_Value("rauc", _plain(_auc.RegressionAUC), parts=("window",), window_buffer=False),)),
     "mse": _TorchRecMetric(
         (
             _Value("mse", _plain(_pointwise.WeightedMSE)),
@@ -169,7 +181,9 @@ TORCHREC_METRICS: dict[str, _TorchRecMetric] = {
 }
 
 # Options of a MetricsConfig that choose how TorchRec runs, not what it computes: our module always
-# fuses tasks and states, syncs once per compute and validates every step.
+# fuses tasks and states, syncs once per compute and validates every step. Two of them change
+# window values and are read: `should_validate_update` (emulated) and `fused_update_limit` (> 1
+# rejected); `rec_compute_mode` decides which tasks `should_validate_update` skips together.
 _EXECUTION_FIELDS = (
     "rec_compute_mode",
     "fused_update_limit",
@@ -186,6 +200,9 @@ _TASK_FIELDS = ("name", "label_name", "prediction_name", "weight_name")
 _TASK_IGNORED = ("session_metric_def", "is_negative_task", "tensor_name", "weighted")  # for unsupported metrics
 _DEF_FIELDS = ("rec_tasks", "rec_task_indices", "window_size", "arguments")
 _DEFAULT_WINDOW = 10_000_000  # TorchRec's RecMetricDef default
+MAX_BUFFER_COUNT = 1000  # TorchRec's WindowBuffer keeps at most this many updates (torchrec/metrics/rec_metric.py)
+_UNFUSED = "UNFUSED_TASKS_COMPUTATION"  # TorchRec's default RecComputeMode
+_COMPUTE_MODES = {1: "FUSED_TASKS_COMPUTATION", 2: _UNFUSED, 3: "FUSED_TASKS_AND_STATES_COMPUTATION"}
 _STATE_METRICS = ("optimizers", "model_configurator")
 
 
@@ -199,6 +216,11 @@ class TorchRecPlan:
         metrics: ``{our metric name: metric}`` built for ``len(tasks)`` tasks.
         keys: ``{our metric name: (TorchRec namespace, TorchRec name, parts, task names)}``.
         window_size: the metrics' common window.
+        window_options: ``{our metric name: Windowed options}``: TorchRec's window rules, ``ceil``
+            share per rank for every metric and ``max_updates=MAX_BUFFER_COUNT`` for the values its
+            ``WindowBuffer`` windows (all but its AUC family).
+        skip_zero_weight_steps: ``should_validate_update``: a step whose weights are all zero is
+            skipped by every metric.
         throughput: a :class:`~torchmetrics_ext.Throughput` or ``None``.
         compute_interval_steps: as in TorchRec.
         state_metrics: ``{namespace: callable}`` for the module's ``state_metrics``.
@@ -208,6 +230,8 @@ class TorchRecPlan:
     metrics: dict[str, Metric] = field(default_factory=dict)
     keys: dict[str, tuple[str, str, tuple[str, ...], frozenset[str]]] = field(default_factory=dict)
     window_size: int = _DEFAULT_WINDOW
+    window_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skip_zero_weight_steps: bool = False
     throughput: Throughput | None = None
     compute_interval_steps: int = 100
     state_metrics: dict[str, Callable[[], Any]] = field(default_factory=dict)
@@ -226,7 +250,9 @@ def read_torchrec_config(config: Any, state_metrics_mapping: Mapping[Any, Any] |
 
     Raises:
         ValueError: unknown fields, unsupported metrics or arguments (the message lists the
-            supported ones), tasks that disagree, or metrics with different window sizes.
+            supported ones), tasks that disagree, metrics with different window sizes,
+            ``fused_update_limit`` above 1, or ``should_validate_update`` over tasks whose
+            zero-weight steps TorchRec would skip separately (see :func:`_check_validate_update`).
 
     Example:
         >>> from torchmetrics_ext.torchrec_config import read_torchrec_config
@@ -295,9 +321,17 @@ def read_torchrec_config(config: Any, state_metrics_mapping: Mapping[Any, Any] |
             key = value.key or (name if value.name == name else f"{name}_{value.name}")
             plan.metrics[key] = value.build(num_tasks, arguments)
             plan.keys[key] = (name, value.name, value.parts, frozenset(task_names))
+            plan.window_options[key] = {"_ceil_share": True}  # TorchRec: ceil(window_size / world_size) per rank
+            if value.window_buffer:
+                plan.window_options[key]["max_updates"] = MAX_BUFFER_COUNT
             grouped |= spec.grouped and value.when is not None
     if grouped:
         plan.tasks = [t | {"group_id_name": GROUPING_KEYS} for t in plan.tasks]
+    _check_fused_update_limit(fields_.get("fused_update_limit", 0))
+    mode = _compute_mode(fields_.get("rec_compute_mode"))
+    if fields_.get("should_validate_update", False):
+        _check_validate_update(mode, plan.tasks, [t for *_, t in per_metric])
+        plan.skip_zero_weight_steps = True
 
     throughput = fields_.get("throughput_metric")
     if throughput is not None:
@@ -309,6 +343,59 @@ def read_torchrec_config(config: Any, state_metrics_mapping: Mapping[Any, Any] |
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _check_fused_update_limit(value: Any) -> None:
+    """``fused_update_limit`` up to 1 (TorchRec: no fusion); above 1 is refused, saying why."""
+    limit = as_int(value)
+    if limit is None:
+        raise ValueError(f"Expected `fused_update_limit` to be an integer, got {value!r}.")
+    if limit > 1:
+        raise ValueError(
+            f"`fused_update_limit={limit}` is not supported: TorchRec then buffers {limit} steps and adds "
+            "them as one update (one window entry, flushed early by every compute), so its window values "
+            "depend on when compute() is called. RecMetricModule updates every step: set it to 0 "
+            "(TorchRec's default; the values then agree)."
+        )
+
+
+def _compute_mode(value: Any) -> str:
+    """``RecComputeMode.X``, its name or its value (``None``: TorchRec's default) -> the mode's name."""
+    if value is None:
+        return _UNFUSED
+    raw = getattr(value, "name", value)
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw in _COMPUTE_MODES:
+        return _COMPUTE_MODES[raw]
+    if isinstance(raw, str) and raw.upper() in _COMPUTE_MODES.values():
+        return raw.upper()
+    raise ValueError(f"Expected `rec_compute_mode` to be a TorchRec RecComputeMode, got {value!r}.")
+
+
+def _check_validate_update(name: str, tasks: list[dict[str, Any]], metric_tasks: list[list[str]]) -> None:
+    """Refuse ``should_validate_update`` where TorchRec skips zero-weight steps per task or per metric.
+
+    TorchRec skips an update whose weights are all zero: per task in its default
+    ``UNFUSED_TASKS_COMPUTATION`` mode (each task has its own window), and per metric, over the
+    metric's tasks, in the fused modes. The module has one window for all tasks and metrics, so it
+    skips a step when every task's weights are all zero: the same steps TorchRec skips when all
+    tasks read one weight column, or (fused modes) when every metric's tasks read every weight
+    column of the config's tasks.
+    """
+    columns = {t["name"]: t["weight_name"] for t in tasks}
+    every = set(columns.values())
+    if len(every) <= 1:
+        return
+    if name != _UNFUSED and all({columns[task] for task in names} == every for names in metric_tasks):
+        return
+    raise ValueError(
+        "`should_validate_update=True` is supported when every task reads one weight column"
+        + ("" if name == _UNFUSED else ", or the tasks of every metric read all of the weight columns")
+        + f"; the tasks read {columns} ({name}). TorchRec then skips a step whose weights are all zero "
+        + ("for each task on its own" if name == _UNFUSED else "for each metric's tasks on their own")
+        + ", so that task's window loses no room while the others' do; the module keeps one window for "
+        "all tasks and cannot. Give the tasks one weight column, or set should_validate_update=False "
+        "(zero-weight steps then take their room in the window, as in TorchRec without it)."
+    )
 
 
 def _as_dict(value: Any, what: str, allowed: Sequence[str]) -> dict[str, Any]:

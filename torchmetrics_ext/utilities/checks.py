@@ -264,6 +264,28 @@ def _check_values(
 
     ``weights`` may also be a sequence of tensors (e.g. one column per task, checked unstacked).
     Returns whether weights are given and all exactly 1 (their minimum and maximum are 1).
+    :func:`_check_values_weight_bounds` does the same checks and returns each weight tensor's bounds.
+    """
+    weight_bounds = _check_values_weight_bounds(
+        preds, target, weights, preds_domain, target_domain, from_logits, target_is_float, preds_name
+    )
+    given = [b for b in weight_bounds if b]
+    return bool(given) and all(b[0] == 1 and b[1] == 1 for b in given)
+
+
+def _check_values_weight_bounds(
+    preds: Tensor,
+    target: Tensor | None,
+    weights: Tensor | Sequence[Tensor] | None,
+    preds_domain: PredsDomain,
+    target_domain: TargetDomain,
+    from_logits: bool,
+    target_is_float: bool | None = None,
+    preds_name: str = "preds",
+) -> list[Bounds]:
+    """:func:`_check_values`, returning the ``(min, max)`` of each weight tensor (``()`` for an empty one).
+
+    Weights are checked non-negative, so a tensor's weights are all zero exactly when its maximum is 0.
 
     On the device path floating labels always get their fractional range too, so that the bounds
     remembered by the first metric of a step serve every label domain of the others.
@@ -297,13 +319,12 @@ def _check_values(
                 f"Expected `target` to hold {_TARGET_TEXT[target_domain]}, got values in [{tmin:.6g}, {tmax:.6g}]"
                 + (" that are not all 0 or 1." if not_binary and ok_range else ".")
             )
-    weight_bounds = [b for b in bounds[2:] if b]
-    for wmin, wmax in weight_bounds:  # each on its own: NaN propagates within a tensor's bounds only
-        if not (wmin >= 0 and math.isfinite(wmax)):
+    for bound in bounds[2:]:  # each on its own: NaN propagates within a tensor's bounds only
+        if bound and not (bound[0] >= 0 and math.isfinite(bound[1])):
             raise ValueError(
-                f"Expected `weights` to be finite and non-negative, got values in [{wmin:.6g}, {wmax:.6g}]."
+                f"Expected `weights` to be finite and non-negative, got values in [{bound[0]:.6g}, {bound[1]:.6g}]."
             )
-    return bool(weight_bounds) and all(wmin == 1 and wmax == 1 for wmin, wmax in weight_bounds)
+    return bounds[2:]
 
 
 Bounds = tuple[float, ...]

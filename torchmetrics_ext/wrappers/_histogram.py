@@ -100,9 +100,12 @@ class HistogramWindow:
         self.sizes.append(size)
         self.used += size
 
-    def evict(self, limit: int) -> None:
-        """Drop the oldest updates while the window holds more than ``limit`` samples (keeping at least one)."""
-        while self.used > limit and len(self.sizes) > 1:
+    def evict(self, limit: int, max_count: int | None = None) -> None:
+        """Drop the oldest updates while the window holds more than ``limit`` samples or ``max_count`` updates.
+
+        The newest update always stays.
+        """
+        while (self.used > limit or (max_count is not None and len(self.sizes) > max_count)) and len(self.sizes) > 1:
             self.used -= self.sizes.popleft()
             self.indices.popleft()
             self.values.popleft()

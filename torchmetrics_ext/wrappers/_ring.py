@@ -220,14 +220,17 @@ class StateRing:
         self.count += 1
         self.used += size
 
-    def evict(self, limit: int) -> dict[str, int]:
-        """Drop the oldest updates while the window holds more than ``limit`` samples.
+    def evict(self, limit: int, max_count: int | None = None) -> dict[str, int]:
+        """Drop the oldest updates while the window holds more than ``limit`` samples or ``max_count`` updates.
+
+        The newest update always stays.
 
         Returns:
             For every list state, how many chunks left the window (they were its first ones).
         """
         removed = dict.fromkeys(self.list_names, 0)
-        while self.used > limit and self.count > 1:
+        most = self.count if max_count is None else max_count
+        while (self.used > limit or self.count > most) and self.count > 1:
             if self.front == 0:
                 self._flip()
             self.used -= self.sizes.popleft()

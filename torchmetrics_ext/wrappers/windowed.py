@@ -114,22 +114,30 @@ class Windowed(WrapperMetric):
     ``(T, N)``; weights and group ids ``(N,)``) and of flat ranking rows (``(N,)`` with
     ``indexes``); a query row of padded ranking input ``(Q, L)`` and a row of
     ``MulticlassRecallAtK``'s ``(N, C)`` scores; for a TorchMetrics metric, a row of its
-    ``(N, ...)`` inputs (a batch of scalars only, such as a step's loss, is one sample). Under DDP each rank keeps
-    ``window_size // world_size`` samples by the same rule (as TorchRec does), and the window's
-    states sync across ranks like the lifetime's (summed or gathered).
+    ``(N, ...)`` inputs (a batch of scalars only, such as a step's loss, is one sample). Under DDP
+    each rank keeps ``window_size // world_size`` samples by the same rule (TorchRec keeps
+    ``ceil(window_size / world_size)``: ``RecMetricModule.from_torchrec_config`` uses that), and
+    the window's states sync across ranks like the lifetime's (summed or gathered).
+    With ``max_updates=K`` the window also holds at most the newest ``K`` updates, however few
+    samples they hold (TorchRec's sum metrics keep at most 1000 updates in their window).
 
     Args:
         metric: the metric to wrap; it becomes :attr:`lifetime` (any state it already holds stays
             in the lifetime value). Its states must reduce with ``sum`` (starting at zero),
             ``max``, ``min`` or ``cat``, and ``full_state_update`` must be ``False``.
         window_size: the window, in samples (across all ranks): a positive integer.
+        max_updates: at most this many updates in the window (on each rank), a positive integer;
+            ``None`` (default): no limit, the window is counted in samples only. TorchRec's
+            ``WindowBuffer`` (the window of its sum metrics: NE, CTR, calibration, MSE, ...) keeps
+            at most 1000 updates (``MAX_BUFFER_COUNT``), so with ``window_size`` above 1000 batches
+            its window is the newest 1000 updates: ``max_updates=1000`` reproduces it.
         kwargs: TorchMetrics options of the wrapper itself.
 
     Raises:
         TypeError: ``metric`` is not a :class:`torchmetrics.Metric`.
-        ValueError: ``window_size`` is not a positive integer, or ``metric`` has states of another
-            reduction or needs the full state at update. ``update`` raises ``ValueError`` when
-            ``window_size`` is smaller than the world size.
+        ValueError: ``window_size`` or ``max_updates`` is not a positive integer, or ``metric`` has
+            states of another reduction or needs the full state at update. ``update`` raises
+            ``ValueError`` when ``window_size`` is smaller than the world size.
 
     Note:
         **Memory.** Metrics whose statistics add up (NE, calibration, CTR, MSE, accuracy,
@@ -150,9 +158,10 @@ class Windowed(WrapperMetric):
         **Checkpoints.** ``state_dict`` holds the lifetime and window states (made persistent) and
         the ring (its ``_extra_state``); ``load_state_dict`` resumes mid-window exactly: the next
         updates evict the same updates as an uninterrupted run. ``reset`` clears all three. A
-        checkpoint of another ``window_size`` or of a wrapped metric with other settings (its
-        ``num_tasks``, state shapes or names) is refused (``RuntimeError``, ``strict`` or not)
-        before anything of the wrapper loads: a window of another size or layout cannot be resumed.
+        checkpoint of another ``window_size`` or ``max_updates``, or of a wrapped metric with other
+        settings (its ``num_tasks``, state shapes or names) is refused (``RuntimeError``, ``strict``
+        or not) before anything of the wrapper loads: a window of another size or layout cannot be
+        resumed.
 
         **Merging.** :meth:`merge_state` merges another ``Windowed``'s *lifetime* into this one
         (exactly: as if one metric had seen both streams); the window stays this metric's own,
@@ -204,12 +213,22 @@ class Windowed(WrapperMetric):
     _hist: HistogramWindow | None
     _window_lists: dict[str, list[Tensor]]
 
-    def __init__(self, metric: Metric, window_size: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        metric: Metric,
+        window_size: int,
+        *,
+        max_updates: int | None = None,
+        _ceil_share: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if not isinstance(metric, Metric):
             got = f"the class {metric.__name__}" if isinstance(metric, type) else type(metric).__name__
             raise TypeError(f"Expected `metric` to be a torchmetrics.Metric instance, got {got}.")
         window_size = check_int("window_size", window_size, 1, " (samples)")
+        if max_updates is not None:
+            max_updates = check_int("max_updates", max_updates, 1, " (updates) or None")
         if metric.full_state_update is not False or metric.dist_sync_on_step:
             raise ValueError(
                 f"Expected a metric whose batch statistics merge into its state ({type(metric).__name__} "
@@ -231,6 +250,10 @@ class Windowed(WrapperMetric):
                 )
             metric.process_group = group
         self.window_size = window_size
+        self.max_updates = max_updates
+        # TorchRec's share of the window per rank, ceil(window_size / world_size), instead of ours
+        # (floor): set by RecMetricModule.from_torchrec_config only
+        self._ceil_share = bool(_ceil_share)
         self.lifetime = metric
         window = copy_metric(metric)
         window.reset()
@@ -311,10 +334,12 @@ class Windowed(WrapperMetric):
     # ------------------------------------------------------------------ update
 
     def _local_window(self) -> int:
-        """This rank's share of the window: ``window_size // world_size``."""
+        """This rank's share of the window: ``window_size // world_size`` (TorchRec's ``ceil`` when ``_ceil_share``)."""
         if not (dist.is_available() and dist.is_initialized()):
             return self.window_size
         world = dist.get_world_size(self._child("lifetime").process_group)
+        if self._ceil_share:
+            return -(-self.window_size // world)
         if self.window_size < world:
             raise ValueError(
                 f"Expected `window_size` ({self.window_size}) to be at least the world size ({world}): "
@@ -404,7 +429,7 @@ class Windowed(WrapperMetric):
                 assert entries is not None
                 add_entries(hist.base, *_oldest(entries, size - limit))
             hist.push(kept[0], kept[1], kept_size)
-            hist.evict(limit)
+            hist.evict(limit, self.max_updates)
             self.__dict__["_window_stale"] = self.__dict__["_lifetime_stale"] = True
         for child in (self, life, window):  # as TorchMetrics' update wrapper does (plain attributes)
             child.__dict__["_update_count"] += 1
@@ -444,7 +469,7 @@ class Windowed(WrapperMetric):
             ring.push(slot, lists, size, also=lifetime_fold)
             for name in ring.list_names:
                 self._window_lists[name].extend(lists[name])
-            for name, gone in ring.evict(limit).items():
+            for name, gone in ring.evict(limit, self.max_updates).items():
                 del self._window_lists[name][:gone]
             # the window's tensor states are written when next read (compute, sync, state_dict, the
             # `window` attribute): one pass over them per read instead of one per update
@@ -594,10 +619,10 @@ class Windowed(WrapperMetric):
             child.__dict__["_computed"] = None
 
     def _checkpoint_settings(self) -> dict[str, Any]:
-        """The window size and the wrapped metric's recorded settings (its ``num_tasks``)."""
+        """The window size, the update limit and the wrapped metric's recorded settings (its ``num_tasks``)."""
         life = self._child("lifetime")
         inner = life._checkpoint_settings() if isinstance(life, GuardedMetric) else {}
-        return {"window_size": self.window_size, **inner}
+        return {"window_size": self.window_size, "max_updates": self.max_updates, **inner}
 
     def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
         super()._save_to_state_dict(destination, prefix, keep_vars)

@@ -468,6 +468,54 @@ def test_csv_segment_types_follow_the_reader_and_the_typed_files(tmp_path):
     assert [r["g"] for r in result.records if r["segment"] != "all"] == [1, 2, 5000000000]
 
 
+def _many_columns(case: str) -> tuple[pd.DataFrame, list[str]]:
+    """Segment columns whose distinct counts multiply past 2**63 (one int64 mixed-radix key would wrap)."""
+    rng = np.random.default_rng(63)
+    if case == "13 random id columns":  # 47 rows: 47**13 combinations, plus text with nulls
+        n = 47
+        cols = {f"c{j}": rng.integers(0, n, n) for j in range(13)}
+        cols["s"] = rng.choice(np.array(["a", "b", None], dtype=object), n)
+    else:  # 300 rows, every column a permutation: 300**8 combinations, each row its own segment
+        n = 300
+        cols = {f"c{j}": rng.permutation(n) for j in range(8)}
+    frame = pd.DataFrame({"p": rng.random(n), "y": np.arange(n, dtype=np.float64), **cols})
+    return frame, list(cols)
+
+
+@pytest.mark.parametrize("case", ["13 random id columns", "8 permutation columns"])
+def test_many_large_segment_columns_equal_a_pandas_groupby(tmp_path, case):
+    """Every row lands in its own combination's segment (label = row number, so a stray row shows),
+    in sorted order with nulls last, streamed in small batches over several files as in one table."""
+    frame, by = _many_columns(case)
+    sizes = [frame[b].nunique(dropna=False) for b in by]
+    assert float(np.prod(sizes, dtype=np.float64)) > 2.0**63
+    groups = frame.groupby(by, dropna=False, sort=False)
+    expected = {
+        tuple(None if isinstance(v, float) and np.isnan(v) else v for v in key): (
+            len(part),
+            part.y.mean(),
+            np.mean((part.p - part.y) ** 2),
+        )
+        for key, part in groups
+    }
+    order = sorted(expected, key=lambda key: tuple((v is None, v if v is not None else "") for v in key))
+    for i, part in enumerate(np.array_split(np.arange(len(frame)), 3)):
+        table = pa.Table.from_pandas(frame.iloc[part], preserve_index=False)
+        pq.write_table(table, tmp_path / f"part-{i}.parquet", row_group_size=7)
+    inputs = {"table": (pa.Table.from_pandas(frame, preserve_index=False), 65_536), "files": (tmp_path, 5)}
+    for name, (data, batch_size) in inputs.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            result = evaluate(data, {"t": ("p", "y")}, ["label_average", "mse"], by=by, batch_size=batch_size)
+        records = result.records[1:]
+        assert [tuple(r[b] for b in by) for r in records] == order, name
+        for record in records:
+            rows, label_average, mse = expected[tuple(record[b] for b in by)]
+            assert record["rows"] == rows, name
+            assert record["label_average"] == pytest.approx(label_average, rel=1e-12), name
+            assert record["mse"] == pytest.approx(mse, rel=1e-12), name
+
+
 def test_missing_paths_and_bad_arguments(tmp_path, dataset):
     with pytest.raises(InvalidDataError, match="no such file, directory or glob match"):
         evaluate(tmp_path / "nope-*.parquet", TASKS)

@@ -286,7 +286,10 @@ class _Run:
         tensors = {name: _tensor(v) for name, v in values.items()}
         self.module.update(tensors)
         if self.segments is not None and self.rows is not None:
-            segment = self.segments.encode({b: batch.column(b) for b in self.plan.by})
+            try:
+                segment = self.segments.encode({b: batch.column(b) for b in self.plan.by})
+            except InvalidDataError as err:
+                raise InvalidDataError(f"{source.label}: {err}") from None
             self.rows.append(tensors, _tensor(segment if keep is None else segment[keep]))
 
     def finish(self, error: str | None) -> EvaluationResult:

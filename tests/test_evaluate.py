@@ -544,6 +544,47 @@ def test_missing_paths_and_bad_arguments(tmp_path, dataset):
         evaluate(dataset, TASKS, by=["nope"])
 
 
+@pytest.mark.parametrize("name", ["task", "rows", "segment", "ctr"])
+def test_a_segment_column_named_like_a_record_field_is_rejected(tmp_path, capsys, name):
+    """Records hold 'segment', 'task', 'rows' and one field per metric: a --by column of such a name
+    would be overwritten in them (and lost from .values), so it is refused before anything is read."""
+    table = pa.table({"p": [0.1, 0.8, 0.6, 0.3], "y": [0, 1, 1, 0], name: ["a", "a", "b", "b"]})
+    message = rf"Segment column '{name}' \(by\) has the name of a field of the result records"
+    with pytest.raises(ValueError, match=message):
+        evaluate(table, {"click": ("p", "y")}, ["ctr", "auc"], by=[name])
+    pq.write_table(table, tmp_path / "x.parquet")
+    args = ["evaluate", str(tmp_path / "x.parquet"), "--task", "click=p:y", "--metrics", "ctr,auc", "--by", name]
+    assert cli.main([*args, "--no-progress"]) == 2
+    out, err = capsys.readouterr()
+    assert re.search(message, err) and "Traceback" not in err and out == ""
+    # any other name is a segment column like the others, its values unchanged
+    table = table.rename_columns(["p", "y", "kind"])
+    result = evaluate(table, {"click": ("p", "y")}, ["ctr"], by=["kind"])
+    assert result.values == {"ctr/click": 0.5, "ctr/click/kind=a": 0.5, "ctr/click/kind=b": 0.5}
+    assert [(r["segment"], r["kind"], r["task"], r["rows"]) for r in result.records] == [
+        ("all", None, "click", 4),
+        ("kind=a", "a", "click", 2),
+        ("kind=b", "b", "click", 2),
+    ]
+
+
+def test_repeated_columns_in_the_arguments_are_named(tmp_path, capsys):
+    table = pa.table({"p": [0.1, 0.8], "y": [0, 1], "s": ["a", "b"]})
+    with pytest.raises(
+        ValueError, match=r"Expected distinct segment columns \(by\), got \['s', 's'\]: 's' is repeated"
+    ):
+        evaluate(table, {"t": ("p", "y")}, ["ctr"], by=["s", "s"])
+    message = r"Tasks 'c' and 'y' read the same columns \(predictions 'p', labels 'y'\), so they would report"
+    with pytest.raises(ValueError, match=message):
+        evaluate(table, ["c=p:y", "y=p:y"], ["ctr"])
+    pq.write_table(table, tmp_path / "x.parquet")
+    args = ["evaluate", str(tmp_path / "x.parquet"), "--task", "c=p:y", "--predictions", "p", "--labels", "y"]
+    assert cli.main([*args, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "--task NAME=PREDICTIONS:LABELS" in err
+    assert "<no weights>" not in err and "RecTaskInfo" not in err  # the module's internals, not the CLI's terms
+
+
 # ----------------------------------------------------------------------------- command line
 
 

@@ -37,6 +37,8 @@ __all__ = ["DEFAULT_METRICS", "TaskSpec", "evaluate", "parse_task"]
 DEFAULT_METRICS = ("ne", "log_loss", "calibration", "ctr", "auc")
 ON_INVALID = ("error", "skip")
 _RANKING_KEY = "ranking"
+_RANKING_LABEL = "RankingMetrics"  # the metric RankingMetrics' undefined-value warnings name
+RECORD_FIELDS = ("segment", "task", "rows")  # the fields of a record besides the segment columns and metrics
 _NO_WEIGHTS = "<no weights>"  # a weight key never present in the batches: the module uses weight 1
 
 
@@ -82,6 +84,15 @@ def _tasks(tasks: Any) -> list[TaskSpec]:
     names = [t.name for t in out]
     if len(set(names)) != len(names):
         raise ValueError(f"Expected distinct task names, got {names}.")
+    seen: dict[tuple[str, str], TaskSpec] = {}
+    for task in out:
+        first = seen.setdefault((task.predictions, task.labels), task)
+        if first is not task:
+            raise ValueError(
+                f"Tasks {first.name!r} and {task.name!r} read the same columns (predictions {task.predictions!r}, "
+                f"labels {task.labels!r}), so they would report the same values; give each task its own "
+                "prediction or label column (--task NAME=PREDICTIONS:LABELS)."
+            )
     return out
 
 
@@ -113,10 +124,21 @@ class _Plan:
         self.session = _optional_name("session", session)
         if isinstance(by, str) or not all(isinstance(b, str) and b for b in by):
             raise ValueError(f"Expected `by` to be a list of column names, got {by!r}.")
+        repeated = [b for b in dict.fromkeys(by) if list(by).count(b) > 1]
+        if repeated:
+            raise ValueError(f"Expected distinct segment columns (by), got {list(by)}: {repeated[0]!r} is repeated.")
         self.by = tuple(by)
         if isinstance(metrics, str) or not metrics:
             raise ValueError(f"Expected `metrics` to be a non-empty list of metric names, got {metrics!r}.")
         self.metric_names = tuple(dict.fromkeys(metrics))
+        reserved = (*RECORD_FIELDS, *self.metric_names)
+        for name in self.by:
+            if name in reserved:
+                raise ValueError(
+                    f"Segment column {name!r} (by) has the name of a field of the result records, which hold "
+                    f"{', '.join(repr(r) for r in reserved)} besides the segment columns; segment by a column "
+                    "with another name (rename it in the data)."
+                )
         self.specs: list[str] = []  # non-ranking registry names
         self._ranking: list[tuple[str, int | None]] = []
         self.renames: dict[str, str] = {}  # module key -> metric name
@@ -429,8 +451,10 @@ def evaluate(
         weights: column of sample weights (shared by every task; weight 1 without it).
         user: column of integer user ids (for ``gauc``/``gauprc``).
         session: column of integer query/session ids (for ranking metrics).
-        by: columns whose distinct value combinations are the segments; every metric is computed
-            on each segment's rows, and over all rows.
+        by: columns whose distinct value combinations are the segments (any number of columns and
+            of distinct values); every metric is computed on each segment's rows, and over all rows.
+            Each column once, none named ``segment``, ``task``, ``rows`` or like a requested metric
+            (the other fields of a record).
         batch_size: rows per record batch (memory per batch, not a result setting).
         on_invalid: ``"error"`` (raise, naming file, column, reason, count and first row) or
             ``"skip"`` (drop invalid rows and report them in the result).
@@ -445,7 +469,8 @@ def evaluate(
     Raises:
         InvalidDataError: a file cannot be read, a column is missing or wrongly typed, or (with
             ``on_invalid="error"``) rows hold null, NaN or out-of-domain values.
-        ValueError: bad arguments (unknown metric names list the known ones).
+        ValueError: bad arguments (unknown metric names list the known ones; a repeated or
+            reserved ``by`` column; two tasks over the same columns).
 
     Under ``torch.distributed`` every rank calls it with the same arguments: ranks split the row
     groups (files for CSV), stream their share and sync as the module does; every rank returns

@@ -245,6 +245,59 @@ def test_ranking_names_share_one_sort_but_equal_their_own_classes(dataset, frame
         assert result.values[f"{name}/click"] == pytest.approx(metric.compute().item(), rel=1e-12)
 
 
+def ndcg_ref(p, y, sessions, k):
+    """Mean NDCG@k (linear gain) over sessions with a relevant row, ties broken as listed (none here)."""
+    values = []
+    for s in np.unique(sessions):
+        m = sessions == s
+        ranked = y[m][np.argsort(-p[m], kind="stable")][:k]
+        ideal = np.sort(y[m])[::-1][:k]
+        discount = 1 / np.log2(np.arange(2, len(ranked) + 2))
+        if ideal.sum() > 0:
+            values.append(np.sum(ranked * discount) / np.sum(ideal * discount))
+    return float(np.mean(values))
+
+
+NO_QUERY = "no query counted (no query with a relevant candidate, or all query weights are zero); returning nan."
+
+
+def test_ranking_names_without_a_counted_query_are_nan_and_name_their_task(tmp_path, capsys):
+    """Several ranking names share one RankingMetrics per task, whose warning positions index its
+    (metric, k) values: the warning names the ranking names and the one task that has no counted query."""
+    p = np.array([0.2, 0.1, 0.5, 0.4, 0.3, 0.9, 0.6, 0.7])
+    click = np.array([1, 0, 0, 1, 1, 0, 0, 0])
+    like = np.zeros(8, dtype=np.int64)
+    sessions = np.array([1, 1, 2, 2, 3, 3, 4, 4])
+    groups = ["a", "a", "a", "a", "b", "b", "c", "c"]
+    table = pa.table({"s": p, "click": click, "like": like, "sess": sessions, "g": groups})
+    tasks = {"click": ("s", "click"), "like": ("s", "like")}
+    result = evaluate(table, tasks, ["ndcg@10", "mrr@10", "auc"], session="sess", by=["g"])
+    ones = np.ones(8)
+    for key, rows in [("click", slice(None)), ("click/g=a", slice(0, 4)), ("click/g=b", slice(4, 6))]:
+        args = (p[rows], click[rows], sessions[rows])
+        assert result.values[f"ndcg@10/{key}"] == pytest.approx(ndcg_ref(*args, 10), rel=1e-12)
+        assert result.values[f"mrr@10/{key}"] == pytest.approx(query_ref(*args, ones[rows], 10, "mrr"), rel=1e-12)
+    assert all(np.isnan(v) for k, v in result.values.items() if "/like" in k or "g=c" in k)
+    single_class = "the labels seen hold a single class (or no weight); returning nan."
+    assert result.warnings == [
+        f"AUC is undefined for task 'like' over all rows: {single_class}",
+        f"ndcg@10 and mrr@10 are undefined for task 'like' over all rows: {NO_QUERY}",
+        f"AUC is undefined for task 'like' in segment g=a: {single_class}",
+        f"ndcg@10 and mrr@10 are undefined for task 'like' in segment g=a: {NO_QUERY}",
+        f"AUC is undefined for task 'like' in segment g=b: {single_class}",
+        f"ndcg@10 and mrr@10 are undefined for task 'like' in segment g=b: {NO_QUERY}",
+        f"AUC is undefined for tasks 'click', 'like' in segment g=c: {single_class}",
+        f"ndcg@10 and mrr@10 are undefined for tasks 'click', 'like' in segment g=c: {NO_QUERY}",
+    ]
+    # one task: no query counted anywhere (the command line exits 0 with nan and one warning line)
+    pq.write_table(table.select(["s", "like", "sess"]), tmp_path / "x.parquet")
+    args = ["evaluate", str(tmp_path / "x.parquet"), "--predictions", "s", "--labels", "like", "--session", "sess"]
+    assert cli.main([*args, "--metrics", "ndcg@10,mrr@10,recall@5", "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert err == f"warning: ndcg@10, mrr@10 and recall@5 are undefined for task 'like' over all rows: {NO_QUERY}\n"
+    assert out.splitlines()[-1].split() == ["all", "like", "8", "nan", "nan", "nan"]
+
+
 # ----------------------------------------------------------------------------- bad input
 
 

@@ -158,6 +158,7 @@ class _Plan:
             else:
                 self.specs.append(name)
                 self.renames[name] = name
+        self.ranking_names = [name for key, name in self.renames.items() if key.startswith(f"{_RANKING_KEY}.")]
         self.columns = self._columns()
 
     def _columns(self) -> list[Column]:
@@ -371,11 +372,11 @@ class _Run:
             values = module.local_compute() if local else module.compute()
         records = self.plan.records(values, segment, labels, rows)
         lines = [
-            _warning_line(str(w.message), segment, self.plan.tasks, records)
+            _warning_line(str(w.message), segment, self.plan, records)
             for w in caught
             if issubclass(w.category, UndefinedMetricWarning)
         ]
-        return records, lines
+        return records, list(dict.fromkeys(lines))  # RankingMetrics warns once per task, each line names all
 
     def _segments(self, lines: list[str]) -> list[dict]:
         """Every segment's records, in segment order; appends their warnings to ``lines`` in the same order.
@@ -409,22 +410,37 @@ class _Run:
 _UNDEFINED = re.compile(r"(?P<metric>.+?) is undefined(?: for task\(s\) \[(?P<tasks>[\d, ]*)\])?: (?P<reason>.*)", re.S)
 
 
-def _warning_line(message: str, segment: str, tasks: Sequence[TaskSpec], records: Sequence[dict]) -> str:
-    """An undefined-value warning of the metrics, with task names and the segment instead of task positions."""
+def _warning_line(message: str, segment: str, plan: _Plan, records: Sequence[dict]) -> str:
+    """An undefined-value warning of the metrics, with task and metric names and the segment.
+
+    A metric with a task dimension names the positions of its undefined tasks ("for task(s) [0, 2]").
+    The ranking names share one ``RankingMetrics`` per task instead, whose positions are those of its
+    (metric, k) values and which does not know its task: its warning is attributed from the values,
+    naming the ranking names that are ``nan`` and the tasks they are ``nan`` for.
+    """
+    tasks = plan.tasks
     where = "over all rows" if segment == OVERALL else f"in segment {segment}"
     match = _UNDEFINED.fullmatch(message)
     if match is None:
         return f"{message} ({where})"
-    if match["tasks"] is not None:
-        names = [tasks[int(i)].name for i in match["tasks"].split(",") if i.strip()]
+    metric = match["metric"]
+    positions = [int(i) for i in (match["tasks"] or "").split(",") if i.strip()]
+    if metric == _RANKING_LABEL and plan.ranking_names:
+        undefined = [r for r in records if any(math.isnan(r[m]) for m in plan.ranking_names)]
+        names = [r["task"] for r in undefined]
+        metrics = [m for m in plan.ranking_names if any(math.isnan(r[m]) for r in undefined)] or [metric]
+    elif positions and max(positions) < len(tasks):
+        names, metrics = [tasks[i].name for i in positions], [metric]
     elif len(tasks) == 1:
-        names = [tasks[0].name]
-    else:  # a per-task metric (ranking) does not know its task: name the tasks with an undefined value
+        names, metrics = [tasks[0].name], [metric]
+    else:  # no usable positions: name the tasks with an undefined value
         names = [r["task"] for r in records if any(isinstance(v, float) and math.isnan(v) for v in r.values())]
+        metrics = [metric]
+    what = f"{metrics[0]} is" if len(metrics) == 1 else f"{', '.join(metrics[:-1])} and {metrics[-1]} are"
     who = ""
     if names:
         who = f" for task {names[0]!r}" if len(names) == 1 else " for tasks " + ", ".join(repr(n) for n in names)
-    return f"{match['metric']} is undefined{who} {where}: {match['reason']}"
+    return f"{what} undefined{who} {where}: {match['reason']}"
 
 
 def evaluate(

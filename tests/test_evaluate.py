@@ -385,6 +385,30 @@ def test_on_invalid_skip_drops_the_rows_and_reports_them(tmp_path, frame):
     assert_close({k: result.values[k] for k in expected}, expected)
 
 
+def test_integer_predictions_are_scores_from_every_source(tmp_path):
+    """Integer prediction columns (0/1 model outputs, counts) read as float64 from Parquet, Arrow, pandas
+    and polars as from CSV; out-of-domain integers are invalid rows named with their file."""
+    p = np.array([0, 1, 1, 0, 1, 0, 0, 1], dtype=np.int64)
+    y = np.array([0, 1, 0, 0, 1, 1, 0, 1], dtype=np.int64)
+    expected = {"mse/t": np.mean((p - y) ** 2), "accuracy/t": np.mean(p == y), "auc/t": roc_auc_score(y, p)}
+    frame = pd.DataFrame({"p": p, "y": y})
+    frame.to_csv(tmp_path / "x.csv", index=False)
+    pq.write_table(pa.table({"p": p, "y": y}), tmp_path / "x.parquet")
+    pq.write_table(pa.table({"p": pa.array(p, pa.uint8()), "y": y}), tmp_path / "u8.parquet")
+    inputs = [tmp_path / "x.csv", tmp_path / "x.parquet", tmp_path / "u8.parquet", pa.table({"p": p, "y": y}), frame]
+    polars = pytest.importorskip("polars")
+    inputs.append(polars.from_pandas(frame))
+    for data in inputs:
+        result = evaluate(data, {"t": ("p", "y")}, ["mse", "accuracy", "auc"], batch_size=3)
+        assert_close(result.values, expected)
+    counts = pa.table({"p": pa.array([0, 2, 1, 3], pa.int32()), "y": [0, 1, 1, 0]})
+    assert evaluate(counts, {"t": ("p", "y")}, ["mse"]).values["mse/t"] == pytest.approx((0 + 1 + 0 + 9) / 4)
+    pq.write_table(counts, tmp_path / "counts.parquet")
+    message = r"counts\.parquet: column 'p' \(predictions of task 't'\) has 2 rows outside \[0, 1\]"
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(tmp_path / "counts.parquet", {"t": ("p", "y")}, ["mse", "ne"])
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [

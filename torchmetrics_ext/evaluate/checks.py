@@ -153,7 +153,11 @@ def text_types(schema: pa.Schema, columns: Sequence[Column]) -> dict[str, pa.Dat
 
 
 def to_numpy(array: pa.Array | pa.ChunkedArray, kind: Kind) -> tuple[np.ndarray, np.ndarray | None]:
-    """The values of a numeric column as numpy (zero-copy when possible) and its null mask (or ``None``)."""
+    """The values of a numeric column as numpy (zero-copy when possible) and its null mask (or ``None``).
+
+    Integer predictions are scores like any other numbers: they become float64 (as a CSV file's
+    predictions are read), since the metrics take floating point predictions.
+    """
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     if pa.types.is_dictionary(array.type):
@@ -163,7 +167,9 @@ def to_numpy(array: pa.Array | pa.ChunkedArray, kind: Kind) -> tuple[np.ndarray,
         nulls = array.is_null().to_numpy(zero_copy_only=False)
         array = array.fill_null(False if pa.types.is_boolean(array.type) else 0)
     values = array.to_numpy(zero_copy_only=False)
-    if values.dtype == np.bool_:
+    if kind == "score" and values.dtype.kind in "iu":
+        values = values.astype(np.float64)  # exact up to 2**53, as the CSV reader's float64
+    elif values.dtype == np.bool_:
         values = values.view(np.uint8)
     elif values.dtype == np.uint64:
         values = values.view(np.int64)  # ids: the bit pattern identifies the group as well

@@ -409,6 +409,26 @@ def test_integer_predictions_are_scores_from_every_source(tmp_path):
         evaluate(tmp_path / "counts.parquet", {"t": ("p", "y")}, ["mse", "ne"])
 
 
+def test_duplicated_column_names_are_one_clear_error(tmp_path, capsys):
+    (tmp_path / "dup.csv").write_text("p,y,p\n0.1,0,0.5\n0.9,1,0.5\n")
+    arrays = [pa.array([0.1, 0.9]), pa.array([0, 1]), pa.array([0.5, 0.5])]
+    pq.write_table(pa.Table.from_arrays(arrays, names=["p", "y", "p"]), tmp_path / "dup.parquet")
+    for name in ("dup.csv", "dup.parquet"):
+        path = str(tmp_path / name)
+        for by, role in (([], "predictions of task 't'"), (["p"], "--by segment")):
+            task = ("y", "y") if by else ("p", "y")
+            with pytest.raises(InvalidDataError, match=rf"{re.escape(name)}: column 'p' \({role}\) is duplicated: 2 "):
+                evaluate(path, {"t": task}, ["ctr"], by=by)
+        assert cli.main(["evaluate", path, "--predictions", "p", "--labels", "y", "--metrics", "ctr"]) == 2
+        err = capsys.readouterr().err
+        assert f"error: {path}: column 'p' (predictions of task 'y') is duplicated" in err and "Traceback" not in err
+    frame = pd.DataFrame([[0.1, 0, 0.5, 1], [0.9, 1, 0.5, 2]], columns=["p", "y", "p", "q"])
+    with pytest.raises(InvalidDataError, match=r"<pandas\.DataFrame>: column 'p' \(predictions of task 't'\) is dup"):
+        evaluate(frame, {"t": ("p", "y")}, ["ctr"])
+    frame.columns = ["p", "y", "q", "q"]  # a duplicated column that is not read is no problem
+    assert evaluate(frame, {"t": ("p", "y")}, ["ctr"]).values == {"ctr/t": 0.5}
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [

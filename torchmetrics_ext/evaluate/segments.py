@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from torchmetrics_ext.evaluate.checks import check_column
 from torchmetrics_ext.evaluate.sources import InvalidDataError, Source
 from torchmetrics_ext.utilities.distributed import fused_gather
 
@@ -137,13 +138,10 @@ def discover_segments(sources: Sequence[Source], by: Sequence[str], batch_size: 
     for source in sources:
         schema = source.schema()
         for name in by:
-            if name not in schema.names:
+            dtype = check_column(source.label, schema, name, "--by segment")
+            if pa.types.is_nested(dtype):
                 raise InvalidDataError(
-                    f"{source.label}: column {name!r} (--by segment) is missing; found {schema.names}."
-                )
-            if pa.types.is_nested(schema.field(name).type):
-                raise InvalidDataError(
-                    f"{source.label}: column {name!r} (--by segment) has type {schema.field(name).type}; "
+                    f"{source.label}: column {name!r} (--by segment) has type {dtype}; "
                     "expected flat values (strings, numbers, dates...)."
                 )
     types = _text_types(sources, by, batch_size)

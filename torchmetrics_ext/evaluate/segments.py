@@ -94,7 +94,7 @@ class SegmentIndex:
                 self._dense[position] = np.unique(key)
             dense = self._dense.get(position)
             if dense is not None:
-                key = _rank(dense, key, self.by[position])
+                key = _rank(dense, key, None)  # a combination of the columns before
                 span = len(dense)
                 if span * size > _KEY_RANGE:  # more than 3e9 combinations: beyond what is kept anyway
                     raise ValueError(f"Too many segment combinations to encode: {span:,} x {size:,}.")

@@ -613,6 +613,24 @@ def test_many_large_segment_columns_equal_a_pandas_groupby(tmp_path, case):
             assert record["mse"] == pytest.approx(mse, rel=1e-12), name
 
 
+def test_a_segment_value_or_combination_not_discovered_is_an_error():
+    """Ids come from the discovered combinations: a value or combination that appeared later (the
+    files changed while reading) is an error, never a neighbour's id; also past a dense step."""
+    from torchmetrics_ext.evaluate.segments import SegmentIndex
+
+    rng = np.random.default_rng(1)
+    combos = pa.table({f"c{j}": rng.permutation(300) for j in range(8)})  # 300**8 > 2**63: dense steps
+    index = SegmentIndex(combos.column_names, combos)
+    batch = {name: combos.column(name) for name in combos.column_names}
+    expected = np.argsort(np.lexsort([combos.column(n).to_numpy() for n in reversed(combos.column_names)]))
+    np.testing.assert_array_equal(index.encode(batch), expected)  # position in lexicographic order
+    swapped = {**batch, "c7": pa.array(np.roll(combos.column("c7").to_numpy(), 1))}  # known values, new combinations
+    with pytest.raises(InvalidDataError, match="the --by columns hold a combination that was not there"):
+        index.encode(swapped)
+    with pytest.raises(InvalidDataError, match="column 'c0' \\(--by segment\\) holds a value that was not there"):
+        index.encode({**batch, "c0": pa.array(np.full(300, 1000))})
+
+
 def test_missing_paths_and_bad_arguments(tmp_path, dataset):
     with pytest.raises(InvalidDataError, match="no such file, directory or glob match"):
         evaluate(tmp_path / "nope-*.parquet", TASKS)

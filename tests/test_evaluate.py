@@ -245,6 +245,59 @@ def test_ranking_names_share_one_sort_but_equal_their_own_classes(dataset, frame
         assert result.values[f"{name}/click"] == pytest.approx(metric.compute().item(), rel=1e-12)
 
 
+def ndcg_ref(p, y, sessions, k):
+    """Mean NDCG@k (linear gain) over sessions with a relevant row, ties broken as listed (none here)."""
+    values = []
+    for s in np.unique(sessions):
+        m = sessions == s
+        ranked = y[m][np.argsort(-p[m], kind="stable")][:k]
+        ideal = np.sort(y[m])[::-1][:k]
+        discount = 1 / np.log2(np.arange(2, len(ranked) + 2))
+        if ideal.sum() > 0:
+            values.append(np.sum(ranked * discount) / np.sum(ideal * discount))
+    return float(np.mean(values))
+
+
+NO_QUERY = "no query counted (no query with a relevant candidate, or all query weights are zero); returning nan."
+
+
+def test_ranking_names_without_a_counted_query_are_nan_and_name_their_task(tmp_path, capsys):
+    """Several ranking names share one RankingMetrics per task, whose warning positions index its
+    (metric, k) values: the warning names the ranking names and the one task that has no counted query."""
+    p = np.array([0.2, 0.1, 0.5, 0.4, 0.3, 0.9, 0.6, 0.7])
+    click = np.array([1, 0, 0, 1, 1, 0, 0, 0])
+    like = np.zeros(8, dtype=np.int64)
+    sessions = np.array([1, 1, 2, 2, 3, 3, 4, 4])
+    groups = ["a", "a", "a", "a", "b", "b", "c", "c"]
+    table = pa.table({"s": p, "click": click, "like": like, "sess": sessions, "g": groups})
+    tasks = {"click": ("s", "click"), "like": ("s", "like")}
+    result = evaluate(table, tasks, ["ndcg@10", "mrr@10", "auc"], session="sess", by=["g"])
+    ones = np.ones(8)
+    for key, rows in [("click", slice(None)), ("click/g=a", slice(0, 4)), ("click/g=b", slice(4, 6))]:
+        args = (p[rows], click[rows], sessions[rows])
+        assert result.values[f"ndcg@10/{key}"] == pytest.approx(ndcg_ref(*args, 10), rel=1e-12)
+        assert result.values[f"mrr@10/{key}"] == pytest.approx(query_ref(*args, ones[rows], 10, "mrr"), rel=1e-12)
+    assert all(np.isnan(v) for k, v in result.values.items() if "/like" in k or "g=c" in k)
+    single_class = "the labels seen hold a single class (or no weight); returning nan."
+    assert result.warnings == [
+        f"AUC is undefined for task 'like' over all rows: {single_class}",
+        f"ndcg@10 and mrr@10 are undefined for task 'like' over all rows: {NO_QUERY}",
+        f"AUC is undefined for task 'like' in segment g=a: {single_class}",
+        f"ndcg@10 and mrr@10 are undefined for task 'like' in segment g=a: {NO_QUERY}",
+        f"AUC is undefined for task 'like' in segment g=b: {single_class}",
+        f"ndcg@10 and mrr@10 are undefined for task 'like' in segment g=b: {NO_QUERY}",
+        f"AUC is undefined for tasks 'click', 'like' in segment g=c: {single_class}",
+        f"ndcg@10 and mrr@10 are undefined for tasks 'click', 'like' in segment g=c: {NO_QUERY}",
+    ]
+    # one task: no query counted anywhere (the command line exits 0 with nan and one warning line)
+    pq.write_table(table.select(["s", "like", "sess"]), tmp_path / "x.parquet")
+    args = ["evaluate", str(tmp_path / "x.parquet"), "--predictions", "s", "--labels", "like", "--session", "sess"]
+    assert cli.main([*args, "--metrics", "ndcg@10,mrr@10,recall@5", "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert err == f"warning: ndcg@10, mrr@10 and recall@5 are undefined for task 'like' over all rows: {NO_QUERY}\n"
+    assert out.splitlines()[-1].split() == ["all", "like", "8", "nan", "nan", "nan"]
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
@@ -330,6 +383,50 @@ def test_on_invalid_skip_drops_the_rows_and_reports_them(tmp_path, frame):
     kept = frame.iloc[:800].drop(index=[400 + 7, 400 + 250, 400 + 399])
     expected = {f"{m}/{t}": v for t in ("click", "like") for m, v in references(kept, t).items()}
     assert_close({k: result.values[k] for k in expected}, expected)
+
+
+def test_integer_predictions_are_scores_from_every_source(tmp_path):
+    """Integer prediction columns (0/1 model outputs, counts) read as float64 from Parquet, Arrow, pandas
+    and polars as from CSV; out-of-domain integers are invalid rows named with their file."""
+    p = np.array([0, 1, 1, 0, 1, 0, 0, 1], dtype=np.int64)
+    y = np.array([0, 1, 0, 0, 1, 1, 0, 1], dtype=np.int64)
+    expected = {"mse/t": np.mean((p - y) ** 2), "accuracy/t": np.mean(p == y), "auc/t": roc_auc_score(y, p)}
+    frame = pd.DataFrame({"p": p, "y": y})
+    frame.to_csv(tmp_path / "x.csv", index=False)
+    pq.write_table(pa.table({"p": p, "y": y}), tmp_path / "x.parquet")
+    pq.write_table(pa.table({"p": pa.array(p, pa.uint8()), "y": y}), tmp_path / "u8.parquet")
+    inputs = [tmp_path / "x.csv", tmp_path / "x.parquet", tmp_path / "u8.parquet", pa.table({"p": p, "y": y}), frame]
+    polars = pytest.importorskip("polars")
+    inputs.append(polars.from_pandas(frame))
+    for data in inputs:
+        result = evaluate(data, {"t": ("p", "y")}, ["mse", "accuracy", "auc"], batch_size=3)
+        assert_close(result.values, expected)
+    counts = pa.table({"p": pa.array([0, 2, 1, 3], pa.int32()), "y": [0, 1, 1, 0]})
+    assert evaluate(counts, {"t": ("p", "y")}, ["mse"]).values["mse/t"] == pytest.approx((0 + 1 + 0 + 9) / 4)
+    pq.write_table(counts, tmp_path / "counts.parquet")
+    message = r"counts\.parquet: column 'p' \(predictions of task 't'\) has 2 rows outside \[0, 1\]"
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(tmp_path / "counts.parquet", {"t": ("p", "y")}, ["mse", "ne"])
+
+
+def test_duplicated_column_names_are_one_clear_error(tmp_path, capsys):
+    (tmp_path / "dup.csv").write_text("p,y,p\n0.1,0,0.5\n0.9,1,0.5\n")
+    arrays = [pa.array([0.1, 0.9]), pa.array([0, 1]), pa.array([0.5, 0.5])]
+    pq.write_table(pa.Table.from_arrays(arrays, names=["p", "y", "p"]), tmp_path / "dup.parquet")
+    for name in ("dup.csv", "dup.parquet"):
+        path = str(tmp_path / name)
+        for by, role in (([], "predictions of task 't'"), (["p"], "--by segment")):
+            task = ("y", "y") if by else ("p", "y")
+            with pytest.raises(InvalidDataError, match=rf"{re.escape(name)}: column 'p' \({role}\) is duplicated: 2 "):
+                evaluate(path, {"t": task}, ["ctr"], by=by)
+        assert cli.main(["evaluate", path, "--predictions", "p", "--labels", "y", "--metrics", "ctr"]) == 2
+        err = capsys.readouterr().err
+        assert f"error: {path}: column 'p' (predictions of task 'y') is duplicated" in err and "Traceback" not in err
+    frame = pd.DataFrame([[0.1, 0, 0.5, 1], [0.9, 1, 0.5, 2]], columns=["p", "y", "p", "q"])
+    with pytest.raises(InvalidDataError, match=r"<pandas\.DataFrame>: column 'p' \(predictions of task 't'\) is dup"):
+        evaluate(frame, {"t": ("p", "y")}, ["ctr"])
+    frame.columns = ["p", "y", "q", "q"]  # a duplicated column that is not read is no problem
+    assert evaluate(frame, {"t": ("p", "y")}, ["ctr"]).values == {"ctr/t": 0.5}
 
 
 @pytest.mark.parametrize(
@@ -468,6 +565,72 @@ def test_csv_segment_types_follow_the_reader_and_the_typed_files(tmp_path):
     assert [r["g"] for r in result.records if r["segment"] != "all"] == [1, 2, 5000000000]
 
 
+def _many_columns(case: str) -> tuple[pd.DataFrame, list[str]]:
+    """Segment columns whose distinct counts multiply past 2**63 (one int64 mixed-radix key would wrap)."""
+    rng = np.random.default_rng(63)
+    if case == "13 random id columns":  # 47 rows: 47**13 combinations, plus text with nulls
+        n = 47
+        cols = {f"c{j}": rng.integers(0, n, n) for j in range(13)}
+        cols["s"] = rng.choice(np.array(["a", "b", None], dtype=object), n)
+    else:  # 300 rows, every column a permutation: 300**8 combinations, each row its own segment
+        n = 300
+        cols = {f"c{j}": rng.permutation(n) for j in range(8)}
+    frame = pd.DataFrame({"p": rng.random(n), "y": np.arange(n, dtype=np.float64), **cols})
+    return frame, list(cols)
+
+
+@pytest.mark.parametrize("case", ["13 random id columns", "8 permutation columns"])
+def test_many_large_segment_columns_equal_a_pandas_groupby(tmp_path, case):
+    """Every row lands in its own combination's segment (label = row number, so a stray row shows),
+    in sorted order with nulls last, streamed in small batches over several files as in one table."""
+    frame, by = _many_columns(case)
+    sizes = [frame[b].nunique(dropna=False) for b in by]
+    assert float(np.prod(sizes, dtype=np.float64)) > 2.0**63
+    groups = frame.groupby(by, dropna=False, sort=False)
+    expected = {
+        tuple(None if isinstance(v, float) and np.isnan(v) else v for v in key): (
+            len(part),
+            part.y.mean(),
+            np.mean((part.p - part.y) ** 2),
+        )
+        for key, part in groups
+    }
+    order = sorted(expected, key=lambda key: tuple((v is None, v if v is not None else "") for v in key))
+    for i, part in enumerate(np.array_split(np.arange(len(frame)), 3)):
+        table = pa.Table.from_pandas(frame.iloc[part], preserve_index=False)
+        pq.write_table(table, tmp_path / f"part-{i}.parquet", row_group_size=7)
+    inputs = {"table": (pa.Table.from_pandas(frame, preserve_index=False), 65_536), "files": (tmp_path, 5)}
+    for name, (data, batch_size) in inputs.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            result = evaluate(data, {"t": ("p", "y")}, ["label_average", "mse"], by=by, batch_size=batch_size)
+        records = result.records[1:]
+        assert [tuple(r[b] for b in by) for r in records] == order, name
+        for record in records:
+            rows, label_average, mse = expected[tuple(record[b] for b in by)]
+            assert record["rows"] == rows, name
+            assert record["label_average"] == pytest.approx(label_average, rel=1e-12), name
+            assert record["mse"] == pytest.approx(mse, rel=1e-12), name
+
+
+def test_a_segment_value_or_combination_not_discovered_is_an_error():
+    """Ids come from the discovered combinations: a value or combination that appeared later (the
+    files changed while reading) is an error, never a neighbour's id; also past a dense step."""
+    from torchmetrics_ext.evaluate.segments import SegmentIndex
+
+    rng = np.random.default_rng(1)
+    combos = pa.table({f"c{j}": rng.permutation(300) for j in range(8)})  # 300**8 > 2**63: dense steps
+    index = SegmentIndex(combos.column_names, combos)
+    batch = {name: combos.column(name) for name in combos.column_names}
+    expected = np.argsort(np.lexsort([combos.column(n).to_numpy() for n in reversed(combos.column_names)]))
+    np.testing.assert_array_equal(index.encode(batch), expected)  # position in lexicographic order
+    swapped = {**batch, "c7": pa.array(np.roll(combos.column("c7").to_numpy(), 1))}  # known values, new combinations
+    with pytest.raises(InvalidDataError, match="the --by columns hold a combination that was not there"):
+        index.encode(swapped)
+    with pytest.raises(InvalidDataError, match="column 'c0' \\(--by segment\\) holds a value that was not there"):
+        index.encode({**batch, "c0": pa.array(np.full(300, 1000))})
+
+
 def test_missing_paths_and_bad_arguments(tmp_path, dataset):
     with pytest.raises(InvalidDataError, match="no such file, directory or glob match"):
         evaluate(tmp_path / "nope-*.parquet", TASKS)
@@ -494,6 +657,47 @@ def test_missing_paths_and_bad_arguments(tmp_path, dataset):
         evaluate(dataset, TASKS, by=["w"], weights="w")
     with pytest.raises(InvalidDataError, match=r"column 'nope' \(--by segment\) is missing"):
         evaluate(dataset, TASKS, by=["nope"])
+
+
+@pytest.mark.parametrize("name", ["task", "rows", "segment", "ctr"])
+def test_a_segment_column_named_like_a_record_field_is_rejected(tmp_path, capsys, name):
+    """Records hold 'segment', 'task', 'rows' and one field per metric: a --by column of such a name
+    would be overwritten in them (and lost from .values), so it is refused before anything is read."""
+    table = pa.table({"p": [0.1, 0.8, 0.6, 0.3], "y": [0, 1, 1, 0], name: ["a", "a", "b", "b"]})
+    message = rf"Segment column '{name}' \(by\) has the name of a field of the result records"
+    with pytest.raises(ValueError, match=message):
+        evaluate(table, {"click": ("p", "y")}, ["ctr", "auc"], by=[name])
+    pq.write_table(table, tmp_path / "x.parquet")
+    args = ["evaluate", str(tmp_path / "x.parquet"), "--task", "click=p:y", "--metrics", "ctr,auc", "--by", name]
+    assert cli.main([*args, "--no-progress"]) == 2
+    out, err = capsys.readouterr()
+    assert re.search(message, err) and "Traceback" not in err and out == ""
+    # any other name is a segment column like the others, its values unchanged
+    table = table.rename_columns(["p", "y", "kind"])
+    result = evaluate(table, {"click": ("p", "y")}, ["ctr"], by=["kind"])
+    assert result.values == {"ctr/click": 0.5, "ctr/click/kind=a": 0.5, "ctr/click/kind=b": 0.5}
+    assert [(r["segment"], r["kind"], r["task"], r["rows"]) for r in result.records] == [
+        ("all", None, "click", 4),
+        ("kind=a", "a", "click", 2),
+        ("kind=b", "b", "click", 2),
+    ]
+
+
+def test_repeated_columns_in_the_arguments_are_named(tmp_path, capsys):
+    table = pa.table({"p": [0.1, 0.8], "y": [0, 1], "s": ["a", "b"]})
+    with pytest.raises(
+        ValueError, match=r"Expected distinct segment columns \(by\), got \['s', 's'\]: 's' is repeated"
+    ):
+        evaluate(table, {"t": ("p", "y")}, ["ctr"], by=["s", "s"])
+    message = r"Tasks 'c' and 'y' read the same columns \(predictions 'p', labels 'y'\), so they would report"
+    with pytest.raises(ValueError, match=message):
+        evaluate(table, ["c=p:y", "y=p:y"], ["ctr"])
+    pq.write_table(table, tmp_path / "x.parquet")
+    args = ["evaluate", str(tmp_path / "x.parquet"), "--task", "c=p:y", "--predictions", "p", "--labels", "y"]
+    assert cli.main([*args, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "--task NAME=PREDICTIONS:LABELS" in err
+    assert "<no weights>" not in err and "RecTaskInfo" not in err  # the module's internals, not the CLI's terms
 
 
 # ----------------------------------------------------------------------------- command line

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from torchmetrics_ext.evaluate.sources import InvalidDataError
 
-__all__ = ["Column", "Problem", "Problems", "RowChecker", "check_schema", "text_types", "to_numpy"]
+__all__ = ["Column", "Problem", "Problems", "RowChecker", "check_column", "check_schema", "text_types", "to_numpy"]
 
 Kind = Literal["score", "label", "weight", "id", "segment"]
 _EXPECTED = {
@@ -94,8 +94,28 @@ def _type_ok(kind: Kind, dtype: pa.DataType) -> bool:
     return not pa.types.is_nested(dtype)
 
 
+def check_column(source: str, schema: pa.Schema, name: str, role: str) -> pa.DataType:
+    """The type of column ``name``; :class:`InvalidDataError` if it is missing or not the only one of that name.
+
+    Args:
+        source: the file (or frame) name used in the message.
+        schema: its schema.
+        name: the column.
+        role: what it is for, for the message (``"labels of task 'click'"``).
+    """
+    found = schema.get_all_field_indices(name)
+    if not found:
+        raise InvalidDataError(f"{source}: column {name!r} ({role}) is missing; found columns {schema.names}.")
+    if len(found) > 1:
+        raise InvalidDataError(
+            f"{source}: column {name!r} ({role}) is duplicated: {len(found)} columns have that name "
+            f"(positions {found}, counting from 0); a column read must have a name of its own."
+        )
+    return schema.field(found[0]).type
+
+
 def check_schema(source: str, schema: pa.Schema, columns: Sequence[Column], inferred: bool = False) -> None:
-    """Raise :class:`InvalidDataError` for the first missing or wrongly typed column.
+    """Raise :class:`InvalidDataError` for the first missing, duplicated or wrongly typed column.
 
     Args:
         source: the file (or frame) name used in the message.
@@ -105,13 +125,8 @@ def check_schema(source: str, schema: pa.Schema, columns: Sequence[Column], infe
             there, e.g. a header-only file) is accepted, since the column is read with
             :func:`text_types`.
     """
-    names = schema.names
     for column in columns:
-        if column.name not in names:
-            raise InvalidDataError(
-                f"{source}: column {column.name!r} ({column.role}) is missing; found columns {names}."
-            )
-        dtype = schema.field(column.name).type
+        dtype = check_column(source, schema, column.name, column.role)
         if inferred and pa.types.is_null(dtype):
             continue
         if not _type_ok(column.kind, dtype):
@@ -153,7 +168,11 @@ def text_types(schema: pa.Schema, columns: Sequence[Column]) -> dict[str, pa.Dat
 
 
 def to_numpy(array: pa.Array | pa.ChunkedArray, kind: Kind) -> tuple[np.ndarray, np.ndarray | None]:
-    """The values of a numeric column as numpy (zero-copy when possible) and its null mask (or ``None``)."""
+    """The values of a numeric column as numpy (zero-copy when possible) and its null mask (or ``None``).
+
+    Integer predictions are scores like any other numbers: they become float64 (as a CSV file's
+    predictions are read), since the metrics take floating point predictions.
+    """
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     if pa.types.is_dictionary(array.type):
@@ -163,7 +182,9 @@ def to_numpy(array: pa.Array | pa.ChunkedArray, kind: Kind) -> tuple[np.ndarray,
         nulls = array.is_null().to_numpy(zero_copy_only=False)
         array = array.fill_null(False if pa.types.is_boolean(array.type) else 0)
     values = array.to_numpy(zero_copy_only=False)
-    if values.dtype == np.bool_:
+    if kind == "score" and values.dtype.kind in "iu":
+        values = values.astype(np.float64)  # exact up to 2**53, as the CSV reader's float64
+    elif values.dtype == np.bool_:
         values = values.view(np.uint8)
     elif values.dtype == np.uint64:
         values = values.view(np.int64)  # ids: the bit pattern identifies the group as well

@@ -37,6 +37,8 @@ __all__ = ["DEFAULT_METRICS", "TaskSpec", "evaluate", "parse_task"]
 DEFAULT_METRICS = ("ne", "log_loss", "calibration", "ctr", "auc")
 ON_INVALID = ("error", "skip")
 _RANKING_KEY = "ranking"
+_RANKING_LABEL = "RankingMetrics"  # the metric RankingMetrics' undefined-value warnings name
+RECORD_FIELDS = ("segment", "task", "rows")  # the fields of a record besides the segment columns and metrics
 _NO_WEIGHTS = "<no weights>"  # a weight key never present in the batches: the module uses weight 1
 
 
@@ -82,6 +84,15 @@ def _tasks(tasks: Any) -> list[TaskSpec]:
     names = [t.name for t in out]
     if len(set(names)) != len(names):
         raise ValueError(f"Expected distinct task names, got {names}.")
+    seen: dict[tuple[str, str], TaskSpec] = {}
+    for task in out:
+        first = seen.setdefault((task.predictions, task.labels), task)
+        if first is not task:
+            raise ValueError(
+                f"Tasks {first.name!r} and {task.name!r} read the same columns (predictions {task.predictions!r}, "
+                f"labels {task.labels!r}), so they would report the same values; give each task its own "
+                "prediction or label column (--task NAME=PREDICTIONS:LABELS)."
+            )
     return out
 
 
@@ -113,10 +124,21 @@ class _Plan:
         self.session = _optional_name("session", session)
         if isinstance(by, str) or not all(isinstance(b, str) and b for b in by):
             raise ValueError(f"Expected `by` to be a list of column names, got {by!r}.")
+        repeated = [b for b in dict.fromkeys(by) if list(by).count(b) > 1]
+        if repeated:
+            raise ValueError(f"Expected distinct segment columns (by), got {list(by)}: {repeated[0]!r} is repeated.")
         self.by = tuple(by)
         if isinstance(metrics, str) or not metrics:
             raise ValueError(f"Expected `metrics` to be a non-empty list of metric names, got {metrics!r}.")
         self.metric_names = tuple(dict.fromkeys(metrics))
+        reserved = (*RECORD_FIELDS, *self.metric_names)
+        for name in self.by:
+            if name in reserved:
+                raise ValueError(
+                    f"Segment column {name!r} (by) has the name of a field of the result records, which hold "
+                    f"{', '.join(repr(r) for r in reserved)} besides the segment columns; segment by a column "
+                    "with another name (rename it in the data)."
+                )
         self.specs: list[str] = []  # non-ranking registry names
         self._ranking: list[tuple[str, int | None]] = []
         self.renames: dict[str, str] = {}  # module key -> metric name
@@ -136,6 +158,7 @@ class _Plan:
             else:
                 self.specs.append(name)
                 self.renames[name] = name
+        self.ranking_names = [name for key, name in self.renames.items() if key.startswith(f"{_RANKING_KEY}.")]
         self.columns = self._columns()
 
     def _columns(self) -> list[Column]:
@@ -286,7 +309,10 @@ class _Run:
         tensors = {name: _tensor(v) for name, v in values.items()}
         self.module.update(tensors)
         if self.segments is not None and self.rows is not None:
-            segment = self.segments.encode({b: batch.column(b) for b in self.plan.by})
+            try:
+                segment = self.segments.encode({b: batch.column(b) for b in self.plan.by})
+            except InvalidDataError as err:
+                raise InvalidDataError(f"{source.label}: {err}") from None
             self.rows.append(tensors, _tensor(segment if keep is None else segment[keep]))
 
     def finish(self, error: str | None) -> EvaluationResult:
@@ -346,11 +372,11 @@ class _Run:
             values = module.local_compute() if local else module.compute()
         records = self.plan.records(values, segment, labels, rows)
         lines = [
-            _warning_line(str(w.message), segment, self.plan.tasks, records)
+            _warning_line(str(w.message), segment, self.plan, records)
             for w in caught
             if issubclass(w.category, UndefinedMetricWarning)
         ]
-        return records, lines
+        return records, list(dict.fromkeys(lines))  # RankingMetrics warns once per task, each line names all
 
     def _segments(self, lines: list[str]) -> list[dict]:
         """Every segment's records, in segment order; appends their warnings to ``lines`` in the same order.
@@ -384,22 +410,37 @@ class _Run:
 _UNDEFINED = re.compile(r"(?P<metric>.+?) is undefined(?: for task\(s\) \[(?P<tasks>[\d, ]*)\])?: (?P<reason>.*)", re.S)
 
 
-def _warning_line(message: str, segment: str, tasks: Sequence[TaskSpec], records: Sequence[dict]) -> str:
-    """An undefined-value warning of the metrics, with task names and the segment instead of task positions."""
+def _warning_line(message: str, segment: str, plan: _Plan, records: Sequence[dict]) -> str:
+    """An undefined-value warning of the metrics, with task and metric names and the segment.
+
+    A metric with a task dimension names the positions of its undefined tasks ("for task(s) [0, 2]").
+    The ranking names share one ``RankingMetrics`` per task instead, whose positions are those of its
+    (metric, k) values and which does not know its task: its warning is attributed from the values,
+    naming the ranking names that are ``nan`` and the tasks they are ``nan`` for.
+    """
+    tasks = plan.tasks
     where = "over all rows" if segment == OVERALL else f"in segment {segment}"
     match = _UNDEFINED.fullmatch(message)
     if match is None:
         return f"{message} ({where})"
-    if match["tasks"] is not None:
-        names = [tasks[int(i)].name for i in match["tasks"].split(",") if i.strip()]
+    metric = match["metric"]
+    positions = [int(i) for i in (match["tasks"] or "").split(",") if i.strip()]
+    if metric == _RANKING_LABEL and plan.ranking_names:
+        undefined = [r for r in records if any(math.isnan(r[m]) for m in plan.ranking_names)]
+        names = [r["task"] for r in undefined]
+        metrics = [m for m in plan.ranking_names if any(math.isnan(r[m]) for r in undefined)] or [metric]
+    elif positions and max(positions) < len(tasks):
+        names, metrics = [tasks[i].name for i in positions], [metric]
     elif len(tasks) == 1:
-        names = [tasks[0].name]
-    else:  # a per-task metric (ranking) does not know its task: name the tasks with an undefined value
+        names, metrics = [tasks[0].name], [metric]
+    else:  # no usable positions: name the tasks with an undefined value
         names = [r["task"] for r in records if any(isinstance(v, float) and math.isnan(v) for v in r.values())]
+        metrics = [metric]
+    what = f"{metrics[0]} is" if len(metrics) == 1 else f"{', '.join(metrics[:-1])} and {metrics[-1]} are"
     who = ""
     if names:
         who = f" for task {names[0]!r}" if len(names) == 1 else " for tasks " + ", ".join(repr(n) for n in names)
-    return f"{match['metric']} is undefined{who} {where}: {match['reason']}"
+    return f"{what} undefined{who} {where}: {match['reason']}"
 
 
 def evaluate(
@@ -426,8 +467,10 @@ def evaluate(
         weights: column of sample weights (shared by every task; weight 1 without it).
         user: column of integer user ids (for ``gauc``/``gauprc``).
         session: column of integer query/session ids (for ranking metrics).
-        by: columns whose distinct value combinations are the segments; every metric is computed
-            on each segment's rows, and over all rows.
+        by: columns whose distinct value combinations are the segments (any number of columns and
+            of distinct values); every metric is computed on each segment's rows, and over all rows.
+            Each column once, none named ``segment``, ``task``, ``rows`` or like a requested metric
+            (the other fields of a record).
         batch_size: rows per record batch (memory per batch, not a result setting).
         on_invalid: ``"error"`` (raise, naming file, column, reason, count and first row) or
             ``"skip"`` (drop invalid rows and report them in the result).
@@ -442,7 +485,8 @@ def evaluate(
     Raises:
         InvalidDataError: a file cannot be read, a column is missing or wrongly typed, or (with
             ``on_invalid="error"``) rows hold null, NaN or out-of-domain values.
-        ValueError: bad arguments (unknown metric names list the known ones).
+        ValueError: bad arguments (unknown metric names list the known ones; a repeated or
+            reserved ``by`` column; two tasks over the same columns).
 
     Under ``torch.distributed`` every rank calls it with the same arguments: ranks split the row
     groups (files for CSV), stream their share and sync as the module does; every rank returns

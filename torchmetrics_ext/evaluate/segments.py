@@ -2,7 +2,8 @@
 
 :func:`discover_segments` reads only the ``by`` columns of every source once and returns a
 :class:`SegmentIndex`: the distinct value combinations, sorted, and an encoder that maps a batch
-to integer segment ids with one ``index_in`` per column and one ``searchsorted``. Every rank of a
+to integer segment ids with one ``index_in`` per column and one ``searchsorted`` (one more per
+point where the int64 key is made dense, for many or very large columns). Every rank of a
 distributed run discovers the same segments, so the ids agree without communication.
 
 :class:`SegmentRows` keeps the rows a metric needs (float64/int64 columns plus the segment id,
@@ -23,6 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from torchmetrics_ext.evaluate.checks import check_column
 from torchmetrics_ext.evaluate.sources import InvalidDataError, Source
 from torchmetrics_ext.utilities.distributed import fused_gather
 
@@ -35,12 +37,25 @@ def _decoded(array: Any) -> Any:
     return array.dictionary_decode() if pa.types.is_dictionary(array.type) else array
 
 
+_KEY_RANGE = 1 << 63  # segment keys are int64: every key must stay below 2**63
+
+
 class SegmentIndex:
     """The distinct combinations of the ``by`` columns, sorted (nulls last), and their encoder.
+
+    A row's key is its columns' codes (positions in each column's sorted distinct values) read
+    as one mixed-radix int64 number, built column by column (``key * size + code``). Where the
+    next column would carry the key past ``2**63`` (many columns, or columns with millions of
+    distinct values), the key so far is first replaced by its rank among the prefixes the
+    discovered combinations hold (a dense id below the number of combinations), so keys never
+    wrap around, whatever the number and size of the columns. Keys keep the lexicographic order
+    of the codes, and the segment id of a row is the position of its key among the sorted keys
+    of the combinations: one ``index_in`` per column, one ``searchsorted`` per step.
 
     Args:
         by: the segment columns.
         combos: a table of the distinct combinations (one row each).
+        text_types: the type each ``by`` column of a text file (CSV) is read with.
     """
 
     def __init__(
@@ -50,26 +65,68 @@ class SegmentIndex:
         # the type each ``by`` column of a text file (CSV) is read with: numbers when every value of
         # it is one, so "2" sorts before "10" and a CSV agrees with a Parquet file of numbers
         self.text_types = dict(text_types or {})
-        combos = combos.sort_by([(name, "ascending") for name in self.by])  # nulls last
-        self.labels: list[dict[str, Any]] = combos.to_pylist()
-        self._value_sets = [pc.unique(combos.column(name)).sort(null_placement="at_end") for name in self.by]
-        sizes = [len(values) for values in self._value_sets]
-        self._radix = np.cumprod([1, *sizes[:0:-1]])[::-1].astype(np.int64)  # mixed-radix place values
-        self._keys = self._encode_keys([combos.column(name) for name in self.by])
+        self._value_sets = [pc.unique(_decoded(combos.column(name))).sort(null_placement="at_end") for name in self.by]
+        self._sizes = [len(values) for values in self._value_sets]
+        # step -> the sorted distinct keys of the columns before it, where the key is made dense there
+        self._dense: dict[int, np.ndarray] = {}
+        keys = self._encode_keys([combos.column(name) for name in self.by], build=True)
+        order = np.argsort(keys, kind="stable")
+        self._keys = keys[order]
+        if len(self._keys) > 1 and not bool(np.all(self._keys[1:] > self._keys[:-1])):
+            raise ValueError("Expected distinct segment combinations.")  # discover_segments groups them
+        self.labels: list[dict[str, Any]] = combos.take(pa.array(order)).to_pylist()
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def _encode_keys(self, columns: Sequence[Any]) -> np.ndarray:
-        key = np.zeros(len(columns[0]), dtype=np.int64)
-        for column, values, place in zip(columns, self._value_sets, self._radix):
-            codes = pc.index_in(_decoded(column), value_set=values)
-            key += codes.to_numpy(zero_copy_only=False).astype(np.int64) * place
+    def _codes(self, position: int, column: Any) -> np.ndarray:
+        codes = pc.index_in(_decoded(column), value_set=self._value_sets[position])
+        if codes.null_count:
+            raise InvalidDataError(_unknown(self.by[position]))
+        return codes.to_numpy(zero_copy_only=False).astype(np.int64)
+
+    def _encode_keys(self, columns: Sequence[Any], build: bool = False) -> np.ndarray:
+        """Every row's key; ``build``: the combinations themselves, deciding where keys are made dense."""
+        key = np.zeros(len(columns[0]) if columns else 0, dtype=np.int64)
+        span = 1  # number of distinct keys so far (an exact Python int)
+        for position, (column, size) in enumerate(zip(columns, self._sizes)):
+            if build and span * size > _KEY_RANGE:
+                self._dense[position] = np.unique(key)
+            dense = self._dense.get(position)
+            if dense is not None:
+                key = _rank(dense, key, None)  # a combination of the columns before
+                span = len(dense)
+                if span * size > _KEY_RANGE:  # more than 3e9 combinations: beyond what is kept anyway
+                    raise ValueError(f"Too many segment combinations to encode: {span:,} x {size:,}.")
+            key *= size
+            key += self._codes(position, column)
+            span *= size
         return key
 
     def encode(self, columns: Mapping[str, Any]) -> np.ndarray:
-        """Segment id (position in :attr:`labels`) of every row of a batch."""
-        return np.searchsorted(self._keys, self._encode_keys([columns[name] for name in self.by]))
+        """Segment id (position in :attr:`labels`) of every row of a batch.
+
+        Raises:
+            InvalidDataError: a row's value combination is not one of the discovered ones (the
+                data changed after the segments were discovered).
+        """
+        key = self._encode_keys([columns[name] for name in self.by])
+        return _rank(self._keys, key, None)
+
+
+def _rank(sorted_keys: np.ndarray, key: np.ndarray, column: str | None) -> np.ndarray:
+    """Position of every ``key`` in ``sorted_keys``, which must hold it."""
+    found = np.searchsorted(sorted_keys, key)
+    if len(key) and (
+        not len(sorted_keys) or not bool(np.all(sorted_keys[np.minimum(found, len(sorted_keys) - 1)] == key))
+    ):
+        raise InvalidDataError(_unknown(column))
+    return found
+
+
+def _unknown(column: str | None) -> str:
+    what = f"column {column!r} (--by segment) holds a value" if column else "the --by columns hold a combination"
+    return f"{what} that was not there when the segments were discovered (did the files change while reading?)."
 
 
 def discover_segments(sources: Sequence[Source], by: Sequence[str], batch_size: int) -> SegmentIndex:
@@ -81,13 +138,10 @@ def discover_segments(sources: Sequence[Source], by: Sequence[str], batch_size: 
     for source in sources:
         schema = source.schema()
         for name in by:
-            if name not in schema.names:
+            dtype = check_column(source.label, schema, name, "--by segment")
+            if pa.types.is_nested(dtype):
                 raise InvalidDataError(
-                    f"{source.label}: column {name!r} (--by segment) is missing; found {schema.names}."
-                )
-            if pa.types.is_nested(schema.field(name).type):
-                raise InvalidDataError(
-                    f"{source.label}: column {name!r} (--by segment) has type {schema.field(name).type}; "
+                    f"{source.label}: column {name!r} (--by segment) has type {dtype}; "
                     "expected flat values (strings, numbers, dates...)."
                 )
     types = _text_types(sources, by, batch_size)

@@ -278,7 +278,13 @@ def _frame_source(data: Any) -> Source | None:
         return TableSource(data, "<pyarrow.Table>", data.num_rows, data.schema)
     module = type(data).__module__.split(".")[0]
     if module == "pandas" and type(data).__name__ == "DataFrame":
-        schema = pa.Schema.from_pandas(data.iloc[:0], preserve_index=False)
+        empty = data.iloc[:0]
+        if empty.columns.has_duplicates:  # pyarrow refuses the frame: one field per column, so that
+            # reading a duplicated name fails the schema check naming it (the others read as usual)
+            columns = range(empty.shape[1])
+            schema = pa.schema([pa.Schema.from_pandas(empty.iloc[:, [i]], preserve_index=False)[0] for i in columns])
+        else:
+            schema = pa.Schema.from_pandas(empty, preserve_index=False)
         return PandasSource(data, "<pandas.DataFrame>", len(data), schema)
     if module == "polars" and type(data).__name__ == "DataFrame":
         return PolarsSource(data, "<polars.DataFrame>", data.height, data.slice(0, 0).to_arrow().schema)

@@ -251,3 +251,46 @@ def test_options_and_id_metrics_are_explained():
     binned = pointwise_compute_metrics(["auc", "auprc"], num_bins=10_000)
     values = binned(EvalPrediction(predictions=np.array([2.0, -1.0, 0.5, 0.1]), label_ids=np.array([1, 0, 0, 1])))
     assert values["auc"] == pytest.approx(roc_auc_score([1, 0, 0, 1], [2.0, -1.0, 0.5, 0.1]), abs=1e-3)
+
+
+def test_batches_kept_apart_by_the_trainer_are_all_scored():
+    """``eval_do_concat_batches=False``: the Trainer passes a list of per-batch arrays (all of them count)."""
+    from transformers import EvalPrediction
+
+    preds, labels = [np.array([2.0, -1.0]), np.array([-2.0, 1.0])], [np.array([1, 0]), np.array([1, 0])]
+    got = pointwise_compute_metrics(["auc", "ctr", "sum_weights"])(EvalPrediction(predictions=preds, label_ids=labels))
+    assert got["auc"] == pytest.approx(roc_auc_score(np.concatenate(labels), np.concatenate(preds)))
+    assert got["ctr"] == pytest.approx(0.5) and got["sum_weights"] == 4.0
+    # several model outputs per batch (tuples): the first is the scores
+    outputs = [(p, np.zeros((2, 3))) for p in preds]
+    assert (
+        pointwise_compute_metrics(["auc"])(EvalPrediction(predictions=outputs, label_ids=labels))["auc"] == got["auc"]
+    )
+    ranked = ranking_compute_metrics(ks=(1,))(
+        EvalPrediction(predictions=[np.array([[0.9, 0.1]]), np.array([[0.1, 0.9]])], label_ids=[np.array([0])] * 2)
+    )
+    assert ranked["Recall@1"] == pytest.approx(0.5) and ranked["MRR@1"] == pytest.approx(0.5)
+
+
+def test_one_label_array_per_label_name_are_the_tasks_columns():
+    """Two ``label_names``: the Trainer passes a tuple of two label arrays, one per task."""
+    from transformers import EvalPrediction
+
+    rng = np.random.default_rng(0)
+    logits, y = rng.normal(size=(50, 2)), rng.integers(0, 2, (50, 2))
+    compute = pointwise_compute_metrics(["auc"], tasks=("click", "like"))
+    for label_ids in ((y[:, 0], y[:, 1]), [(y[:25, 0], y[:25, 1]), (y[25:, 0], y[25:, 1])]):
+        predictions = logits if isinstance(label_ids, tuple) else [logits[:25], logits[25:]]
+        got = compute(EvalPrediction(predictions=predictions, label_ids=label_ids))
+        for t, task in enumerate(("click", "like")):
+            assert got[f"auc/{task}"] == pytest.approx(roc_auc_score(y[:, t], logits[:, t]))
+    with pytest.raises(ValueError, match="one label array"):
+        ranking_compute_metrics(ks=(1,))(EvalPrediction(predictions=logits, label_ids=(y[:, 0], y[:, 1])))
+
+
+def test_a_label_indexing_a_padded_candidate_is_an_error():
+    from transformers import EvalPrediction
+
+    scores = np.array([[0.9, 0.1, -10.0], [0.2, 0.8, 0.5]])
+    with pytest.raises(ValueError, match=r"query 0 .* padded slot"):
+        ranking_compute_metrics(ks=(1,))(EvalPrediction(predictions=scores, label_ids=np.array([2, 0])))

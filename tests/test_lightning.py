@@ -439,3 +439,26 @@ def test_resuming_with_a_metric_added_follows_strict_loading():
     p, y = np.array([0.9, 0.2, 0.6], dtype=np.float32).astype(np.float64), np.array([1, 0, 1])  # NE over all three
     expected = log_loss(y, p) / log_loss(y, np.full(3, y.mean()))
     assert values["ne/click"].item() == pytest.approx(expected, rel=1e-12)
+
+
+class SkipsFirstBatch(ClickModel):
+    """Returns None for batch 0: Lightning's documented way to skip a batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counted: list[torch.Tensor] = []
+
+    def training_step(self, batch, batch_idx):
+        if batch_idx == 0:
+            return None
+        self.counted.append(batch[1][:, 0])
+        return super().training_step(batch, batch_idx)
+
+
+def test_a_skipped_training_step_updates_nothing():
+    model = SkipsFirstBatch()
+    _fit(model, RecMetricCallback(val=None), limit_val_batches=0)
+    labels = torch.cat(model.counted).double().numpy()
+    assert len(model.counted) == model.train_metrics._step  # one update per step that was not skipped
+    values = model.train_metrics.local_compute()
+    assert values["train/ctr/click"].item() == pytest.approx(labels.mean())  # numpy over the counted labels

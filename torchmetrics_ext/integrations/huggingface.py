@@ -7,7 +7,9 @@ The Trainer calls ``compute_metrics`` in one of two ways, and the objects built 
 * ``TrainingArguments(batch_eval_metrics=True)``: one call per eval batch with tensors and
   ``compute_result=False`` (the metrics are updated, nothing is kept but their states), then
   ``compute_result=True`` on the last batch, which computes and resets. Evaluation memory is the
-  metrics' states, constant for the pointwise and padded-ranking metrics.
+  metrics' states: constant for the sum metrics (NE, calibration, ...), binned AUC/AUPRC
+  (``num_bins=``) and the padded-ranking metrics; exact AUC/AUPRC (the default ``"auc"``) keep
+  every score (8 bytes per row).
 
 The Trainer gathers predictions from every process before calling ``compute_metrics``, so the
 metrics here never sync themselves (``sync_on_compute=False``): they would count every row
@@ -49,22 +51,61 @@ SEED_KEYS = {
 }
 
 
-def _first(value: Any) -> Any:
-    """The Trainer passes a tuple when the model returns several outputs: the first is the scores."""
-    return value[0] if isinstance(value, (tuple, list)) else value
-
-
 def _tensor(value: Any) -> Tensor:
     tensor = value if isinstance(value, Tensor) else torch.as_tensor(value)
     return tensor.detach()
+
+
+def _joined(value: Any) -> Any:
+    """The Trainer's eval output with its per-batch list (``eval_do_concat_batches=False``) joined.
+
+    The Trainer keeps a **list** of per-batch outputs when it does not concatenate batches, and
+    gives a **tuple** for several outputs (the model's outputs, or one label array per
+    ``label_names`` entry); a batch may itself be such a tuple. Batches are concatenated along
+    the example axis, position by position for tuples.
+    """
+    if not isinstance(value, list):
+        return value
+    batches = [_joined(batch) for batch in value]
+    if not batches:
+        raise ValueError("Expected at least one eval batch, got an empty list.")
+    if isinstance(batches[0], tuple):
+        return tuple(torch.cat([_tensor(batch[i]) for batch in batches]) for i in range(len(batches[0])))
+    return torch.cat([_tensor(batch) for batch in batches])
+
+
+def _scores(predictions: Any) -> Any:
+    """The scores of the eval output: the first output when the model returns several (a tuple)."""
+    predictions = _joined(predictions)
+    return predictions[0] if isinstance(predictions, tuple) else predictions
+
+
+def _labels(labels: Any, columns: bool) -> Any:
+    """The labels of the eval output: one array per ``label_names`` entry (a tuple) become columns ``(N, T)``.
+
+    Only where ``columns`` (one column per task); otherwise several label arrays are an error.
+    """
+    labels = _joined(labels)
+    if isinstance(labels, tuple) and not columns:
+        raise ValueError(
+            f"Expected one label array, got {len(labels)} (the Trainer passes one per `label_names` entry)."
+        )
+    if isinstance(labels, tuple):
+        arrays = [_tensor(column) for column in labels]
+        return torch.stack([c.reshape(c.shape[0]) if c.ndim == 2 and c.shape[1] == 1 else c for c in arrays], -1)
+    return labels
 
 
 class HFComputeMetrics:
     """A ``compute_metrics(eval_pred, compute_result=None)`` callable for ``transformers.Trainer``.
 
     Subclasses say how a batch updates the metrics (:meth:`update`) and how the results are
-    named (:meth:`compute`); this class implements the Trainer's two calling conventions.
+    named (:meth:`compute`); this class implements the Trainer's two calling conventions, with
+    its batches concatenated or not (``eval_do_concat_batches``).
     """
+
+    # several label arrays (one per `label_names` entry) are the columns of several tasks
+    _label_columns: bool = False
 
     def update(self, predictions: Tensor, labels: Tensor) -> None:
         """Add one batch (or the whole eval set)."""
@@ -80,7 +121,7 @@ class HFComputeMetrics:
 
     def __call__(self, eval_pred: Any, compute_result: bool | None = None) -> dict[str, float]:
         """Update with ``eval_pred``; compute and reset unless more batches follow (``compute_result=False``)."""
-        predictions, labels = _first(eval_pred.predictions), _first(eval_pred.label_ids)
+        predictions, labels = _scores(eval_pred.predictions), _labels(eval_pred.label_ids, self._label_columns)
         if labels is None:
             raise ValueError(
                 "compute_metrics needs labels: the eval dataset must provide `labels` (label_ids is None)."
@@ -95,6 +136,8 @@ class HFComputeMetrics:
 
 
 class _Pointwise(HFComputeMetrics):
+    _label_columns = True
+
     def __init__(self, metrics: Sequence[str], tasks: Sequence[str], from_logits: bool, kwargs: Mapping[str, Any]):
         self.tasks = tuple(tasks)
         built = {}
@@ -240,6 +283,13 @@ class _Ranking(HFComputeMetrics):
                 raise ValueError(
                     f"Expected labels as integer indexes of the relevant candidate in [0, {width}), got values in "
                     f"[{labels.min().item()}, {labels.max().item()}]."
+                )
+            padded = ~mask.gather(1, index[:, None])[:, 0]
+            if bool(padded.any()):  # the relevant candidate would be dropped with the padding
+                first = int(padded.nonzero()[0, 0])
+                raise ValueError(
+                    f"Expected each label to index a candidate, got query {first} whose label {int(index[first])} "
+                    f"indexes a padded slot (score equal to `padding_value`)."
                 )
             relevance = torch.zeros((q, width), dtype=torch.int64, device=predictions.device)
             relevance.scatter_(1, index[:, None], 1)

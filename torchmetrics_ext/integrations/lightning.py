@@ -142,9 +142,13 @@ class RecMetricCallback(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        """Update the training module; log it every ``compute_interval_steps``."""
+        """Update the training module; log it every ``compute_interval_steps``.
+
+        A step that returned ``None`` (Lightning's way to skip a batch; the callback receives an
+        empty dict) updates nothing.
+        """
         module = self._module(pl_module, self.train)
-        if module is None:
+        if module is None or outputs is None or (isinstance(outputs, Mapping) and not outputs):
             return
         module.update(self._model_out(outputs, module, "training"))
         if module.should_compute():

@@ -84,3 +84,24 @@ def test_documented_installs_bring_what_the_commands_after_them_need():
                     checked += 1
                     assert needs <= installed, f"{path.name}: `{line.strip()}` runs without {needs - installed}"
     assert checked >= 2  # README and getting_started
+
+
+def test_subpackages_the_docs_use_as_attributes_exist_after_a_plain_import():
+    """``import torchmetrics_ext as tmx`` then ``tmx.aggregation...``/``tmx.functional...``, as the docs write.
+
+    In a fresh interpreter: an earlier ``import torchmetrics_ext.aggregation`` in this process
+    would set the attribute and hide a missing import. The optional dependencies stay unimported.
+    """
+    import re
+
+    texts = [p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]]
+    used = sorted({m for text in texts for m in re.findall(r"\btmx\.([a-z_]+)\b", text)})
+    assert {"aggregation", "functional"} <= set(used)
+    code = (
+        "import sys, torchmetrics_ext as tmx\n"
+        f"missing = [name for name in {used!r} if not hasattr(tmx, name)]\n"
+        "optional = [name for name in ('pyarrow', 'lightning', 'pandas') if name in sys.modules]\n"
+        "print(missing, optional)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "[] []", result.stdout + result.stderr

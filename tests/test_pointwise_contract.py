@@ -1015,3 +1015,99 @@ def test_numpy_scalar_settings_are_accepted_as_python_numbers(factory, settings,
 def test_bool_and_float_settings_where_numbers_or_integers_are_expected_are_rejected(factory, settings):
     with pytest.raises(ValueError, match=f"`{next(iter(settings))}`"):
         factory(**settings)
+
+
+_W = torch.tensor([1.0, 2.0, 1.0, 0.5])
+
+
+def _with_k(cls):
+    return lambda: cls(k=2)
+
+
+_IDS = torch.tensor([0, 0, 1, 1])
+_POINTWISE = {"preds": P, "target": Y, "weights": _W}
+_RANKING = {"preds": P, "target": Y, "indexes": _IDS}
+# every public metric class: (factory, a batch as keyword arguments of update); its floating
+# predictions (values) are made to require grad
+_EVERY_METRIC = {
+    **{
+        name: (getattr(tmx, name), _POINTWISE)
+        for name in (
+            "AUC AUPRC CTR Calibration CalibrationFreeNE HindsightTargetPR LabelAverage LogLoss NEPositive "
+            "NormalizedEntropy NumPositiveSamples NumServingExamples RecalibratedCalibration RecalibratedNE "
+            "RegressionAUC Reliability SumWeights WeightedAccuracy WeightedAverage WeightedMAE WeightedMSE "
+            "WeightedNMSE WeightedNRMSE WeightedPrecision WeightedR2 WeightedRMSE WeightedRecall "
+            "WeightedSumPredictions XAUC"
+        ).split()
+    },
+    **{name: (getattr(tmx, name), _RANKING) for name in ("MAP", "MRR", "NDCG", "RPrecision")},
+    **{name: (_with_k(getattr(tmx, name)), _RANKING) for name in ("F1AtK", "HitRate", "PrecisionAtK", "RecallAtK")},
+    "RankingMetrics": (lambda: tmx.RankingMetrics(ks=(1, 2)), _RANKING),
+    "GroupedAUC": (tmx.GroupedAUC, {**_POINTWISE, "groups": _IDS}),
+    "GroupedAUPRC": (tmx.GroupedAUPRC, {**_POINTWISE, "groups": _IDS}),
+    "SessionPrecisionAtK": (lambda: tmx.SessionPrecisionAtK(k=1), {"preds": P, "target": Y, "sessions": _IDS}),
+    "SessionRecallAtK": (lambda: tmx.SessionRecallAtK(k=1), {"preds": P, "target": Y, "sessions": _IDS}),
+    "NumMissingLabels": (tmx.NumMissingLabels, {"preds": P, "target": torch.tensor([0.0, float("nan"), 1.0, 0.0])}),
+    "TensorWeightedAverage": (tmx.TensorWeightedAverage, {"values": P, "weights": _W}),
+    "MultiLabelPrecision": (lambda: tmx.MultiLabelPrecision(num_labels=2), {"preds": _IDS, "target": _IDS}),
+    "MulticlassRecallAtK": (
+        lambda: tmx.MulticlassRecallAtK(k=1, num_classes=2),
+        {"preds": torch.stack([P, 1 - P], 1), "target": Y},
+    ),
+    "TowerQPS": (lambda: tmx.TowerQPS(warmup_steps=0), {"preds": P}),
+    "Throughput": (lambda: tmx.Throughput(warmup_steps=0), {"batch": P}),
+    "Segmented(NE)": (lambda: tmx.Segmented(tmx.NormalizedEntropy(), 2), {**_POINTWISE, "segments": _IDS}),
+    "Segmented(CTR)": (lambda: tmx.Segmented(tmx.CTR(), 2), {**_POINTWISE, "segments": _IDS}),
+    "Windowed(NE)": (lambda: tmx.Windowed(tmx.NormalizedEntropy(), 3), _POINTWISE),
+    "Windowed(AUC)": (lambda: tmx.Windowed(tmx.AUC(), 3), _POINTWISE),
+    **{
+        name: (getattr(tmx.aggregation, name), {"value": P, **({"weight": _W} if name == "Mean" else {})})
+        for name in ("Max", "Mean", "Min", "Sum", "Distribution")
+    },
+    "CategoricalCount": (tmx.aggregation.CategoricalCount, {"categories": ["a", "b", "a"]}),
+}
+
+
+def test_every_public_metric_class_is_in_the_differentiability_table():
+    from torchmetrics import Metric
+
+    public = {
+        name
+        for module in (tmx, tmx.aggregation)
+        for name in module.__all__
+        if isinstance(getattr(module, name), type)
+        and issubclass(getattr(module, name), Metric)
+        and name not in ("AggregationMetric", "GuardedMetric", "TaskMetric")  # bases
+    }
+    listed = {name.split("(")[0] for name in _EVERY_METRIC}
+    assert public == listed
+
+
+@pytest.mark.parametrize("name", sorted(_EVERY_METRIC))
+def test_is_differentiable_says_whether_forward_carries_gradients(name):
+    """TorchMetrics' rule: ``forward``'s value requires grad exactly when ``is_differentiable`` (preds requiring grad).
+
+    For a dict value, some entry carries gradients (Reliability's label rates and weights do not
+    depend on the predictions); a differentiable value backpropagates to the inputs.
+    """
+    factory, batch = _EVERY_METRIC[name]
+    batch = {
+        k: v.double().requires_grad_()
+        if k in ("preds", "values", "value") and torch.is_tensor(v) and v.is_floating_point()
+        else v
+        for k, v in batch.items()
+    }
+    metric = factory()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = metric(**batch)
+    leaves = []
+    pending = [value]
+    while pending:  # dicts (Windowed's lifetime/window, Reliability's entries) hold tensors
+        item = pending.pop()
+        pending.extend(item.values()) if isinstance(item, dict) else leaves.append(item)
+    carries = any(torch.is_tensor(v) and v.requires_grad for v in leaves)
+    assert carries == bool(metric.is_differentiable), f"is_differentiable={metric.is_differentiable}"
+    if carries:
+        sum(v[torch.isfinite(v)].sum() for v in leaves if torch.is_tensor(v) and v.requires_grad).backward()
+        assert any(v.grad is not None for v in batch.values() if torch.is_tensor(v) and v.requires_grad)

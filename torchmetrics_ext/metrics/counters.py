@@ -116,6 +116,7 @@ class WeightedSumPredictions(_CounterMetric):
     """
 
     _state_names = ("weighted_pred_sum",)
+    is_differentiable = True  # a weighted sum of the predictions
     plot_lower_bound = None
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
@@ -262,6 +263,7 @@ class TensorWeightedAverage(_CounterMetric):
     _state_names = ("weighted_sum", "weighted_num_samples")
     _setting_dependent = _state_names
     _preds_name = "values"
+    is_differentiable = True  # a weighted mean of the values
     plot_lower_bound = None
 
     def __init__(

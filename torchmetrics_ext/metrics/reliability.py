@@ -73,7 +73,7 @@ class Reliability(TaskMetric):
         (tensor([0.1500, 0.8000], dtype=torch.float64), tensor([0.5000, 1.0000], dtype=torch.float64))
     """
 
-    is_differentiable: bool = False
+    is_differentiable: bool = True  # the mean predictions (label rates and weights do not depend on preds)
     higher_is_better: bool | None = None
 
     def __init__(

@@ -105,3 +105,24 @@ def test_subpackages_the_docs_use_as_attributes_exist_after_a_plain_import():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert result.stdout.strip() == "[] []", result.stdout + result.stderr
+
+
+def test_every_public_class_shows_its_constructor_signature():
+    """``inspect.signature(cls)`` (help(), IDEs) is the constructor's, not a ``__new__``'s ``(*args, **kwargs)``."""
+    import inspect
+    from enum import Enum
+
+    from torchmetrics_ext import aggregation
+
+    for module in (torchmetrics_ext, aggregation):
+        for name in module.__all__:
+            cls = getattr(module, name)
+            if not isinstance(cls, type) or not inspect.isfunction(cls.__init__) or issubclass(cls, Enum):
+                continue  # exceptions, enums: no constructor of the package's
+            init = inspect.signature(cls.__init__)
+            expected = init.replace(parameters=list(init.parameters.values())[1:])
+            assert inspect.signature(cls) == expected, name
+    assert (
+        str(inspect.signature(torchmetrics_ext.MulticlassRecallAtK))
+        == "(k: 'int', num_classes: 'int', **kwargs: 'Any') -> 'None'"
+    )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -149,6 +150,8 @@ class GuardedMetric(Metric):
         # old state name -> current name, for checkpoints saved before a state was renamed (e.g.
         # after a setting that changes its values: see _setting_state_name)
         self._renamed_states: dict[str, str] = {}
+        # (pattern of former names, current name), for checkpoints of any version: see _former_state_names
+        self._former_patterns: list[tuple[re.Pattern[str], str]] = []
 
     def _setting_state_name(self, name: str, setting: str, former: str | None = None) -> str:
         """``name`` followed by ``setting`` (when not empty): the name of a state whose values depend on it.
@@ -167,6 +170,29 @@ class GuardedMetric(Metric):
         if former != renamed:
             self._renamed_states[former] = renamed
         return renamed
+
+    def _load_former_names(self, name: str, pattern: str) -> None:
+        """Load state ``name`` from checkpoints (of any version) that hold it under a name matching ``pattern``.
+
+        For a setting that named a state and no longer changes it (``RecalibratedCalibration``'s
+        former ``eta``): checkpoints saved with any value of it still load. ``pattern`` is a regular
+        expression matched against whole state names.
+        """
+        self._former_patterns.append((re.compile(pattern), name))
+
+    def _former_state_names(self, saved: Iterable[str]) -> dict[str, str]:
+        """``{saved name: state name}`` for the ``saved`` state names that are former names of this metric's states.
+
+        Only for states ``saved`` does not hold under their current name (see :meth:`_load_former_names`).
+        """
+        saved = list(saved)
+        found: dict[str, str] = {}
+        for pattern, name in getattr(self, "_former_patterns", ()):  # metrics pickled before it existed
+            if name not in saved:
+                match = next((n for n in saved if n not in self._defaults and pattern.fullmatch(n)), None)
+                if match is not None:
+                    found[match] = name
+        return found
 
     def _checkpoint_settings(self) -> dict[str, Any]:
         """Settings a checkpoint records and ``load_state_dict`` requires equal (plain Python values).
@@ -244,6 +270,9 @@ class GuardedMetric(Metric):
             for old, new in self._renamed_states.items():
                 if prefix + old in state_dict and prefix + new not in state_dict and old not in self._defaults:
                     state_dict[prefix + new] = state_dict.pop(prefix + old)
+        saved = [k[len(prefix) :] for k in state_dict if k.startswith(prefix) and "." not in k[len(prefix) :]]
+        for old, new in self._former_state_names(saved).items():
+            state_dict[prefix + new] = state_dict.pop(prefix + old)
         problems: list[str] = []
         if any(prefix + name in state_dict for name in self._defaults):  # else nothing of it loads (not persistent)
             # other recorded settings explain any other shape: the states are checked when the settings agree

@@ -93,6 +93,11 @@ def _renamed(state: Any, renamed: dict[str, str]) -> Any:
     return out
 
 
+def _ring_names(state: dict[str, Any]) -> set[str]:
+    """The state names a saved ring holds."""
+    return {n for part in ("rings", "back", "chunks") if isinstance(state.get(part), dict) for n in state[part]}
+
+
 def _never_distributed() -> bool:
     """``distributed_available_fn`` of the scratch metric: batch values are never synced."""
     return False
@@ -626,10 +631,13 @@ class Windowed(WrapperMetric):
         key = prefix + "_extra_state"
         if not problems and key in state_dict:
             ring = state_dict[key]
+            life = self._child("lifetime")
             if local_metadata.get("version", 1) < _CHECKPOINT_VERSION:
                 # a ring saved before a setting was part of a state's name holds that state under its former name
-                ring = _renamed(ring, getattr(self._child("lifetime"), "_renamed_states", {}))
-                state_dict[key] = ring
+                ring = _renamed(ring, getattr(life, "_renamed_states", {}))
+            if isinstance(life, GuardedMetric) and isinstance(ring, dict):  # states renamed since (any version)
+                ring = _renamed(ring, life._former_state_names(_ring_names(ring)))
+            state_dict[key] = ring
             store = self._hist if self._hist is not None else self._ring
             problems = [f"{key}: {problem}" for problem in store.problems(ring)]
         if problems:

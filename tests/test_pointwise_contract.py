@@ -34,7 +34,12 @@ BAD_INPUTS = [
     ),
     ("ne-w", {"preds": torch.tensor([-0.1, 0.2]), "target": torch.tensor([0, 1])}, ValueError, "from_logits=True"),
     ("ne-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0, 2])}, ValueError, r"`target`.*\[0, 1\]"),
-    ("ne-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0.0, float("nan")])}, ValueError, "`target`"),
+    (
+        "ne-w",
+        {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0.0, float("nan")])},
+        ValueError,
+        r"`target` to hold labels in \[0, 1\] .*got values containing NaN\.$",
+    ),
     (
         "ne-w",
         {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0, 1]), "weights": torch.tensor([1.0, -1.0])},
@@ -49,7 +54,7 @@ BAD_INPUTS = [
             "weights": torch.tensor([1.0, float("nan")]),
         },
         ValueError,
-        "`weights`",
+        r"`weights` to be finite and non-negative, got values containing NaN\.$",
     ),
     (
         "ne-w",
@@ -59,7 +64,7 @@ BAD_INPUTS = [
             "weights": torch.tensor([1.0, float("inf")]),
         },
         ValueError,
-        "`weights`",
+        r"`weights` .*got values containing inf \(in \[1, inf\]\)",
     ),
     ("ne-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0, 1, 1])}, ValueError, "same shape"),
     (
@@ -89,7 +94,12 @@ BAD_INPUTS = [
     ),
     ("precision-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0, 3])}, ValueError, r"\{0, 1\}"),
     ("mse-w", {"preds": torch.tensor([0.1, float("nan")]), "target": torch.tensor([0.0, 5.0])}, ValueError, "finite"),
-    ("mse-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0.0, float("inf")])}, ValueError, "`target`"),
+    (
+        "mse-w",
+        {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0.0, float("inf")])},
+        ValueError,
+        r"`target` .*got values containing inf \(in \[0, inf\]\)",
+    ),
     ("average-w", {"preds": torch.tensor([0.1, float("-inf")])}, ValueError, "finite"),
     ("calibration-w", {"preds": torch.tensor([0.1, 0.2])}, TypeError, "target"),
 ]
@@ -98,6 +108,27 @@ BAD_INPUTS = [
 @pytest.mark.parametrize(("cid", "bad", "exc", "match"), BAD_INPUTS)
 def test_bad_input_rejected_and_state_untouched(cid, bad, exc, match):
     H.check_rejects(CASES[cid], dict({"weights": None}, **bad), exc, match)
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+def test_nan_labels_and_weights_are_named_as_nan_not_as_a_nan_range(device_path):
+    """NaN propagates into the min and max a step reads: the message says NaN, not "values in [nan, nan]"."""
+    p, nan = torch.tensor([0.1, 0.5, 0.9, 0.2]), torch.tensor([0.0, float("nan"), 1.0, 0.0])
+    with force_device_path(device_path):
+        for update in (tmx.CTR().update, tmx.AUC().update, tmx.WeightedMSE().update):
+            with pytest.raises(ValueError, match=r"^Expected `target` .*got values containing NaN\.$"):
+                update(p, nan)
+            with pytest.raises(ValueError, match=r"^Expected `weights` .*got values containing NaN\.$"):
+                update(p, torch.tensor([0, 1, 1, 0]), nan)
+        with pytest.raises(ValueError, match=r"`target` to hold finite relevance >= 0, got values containing NaN\.$"):
+            tmx.NDCG().update(p, nan, indexes=torch.tensor([0, 0, 1, 1]))
+        with pytest.raises(ValueError, match=r"`weights` .*got values containing NaN\.$"):
+            tmx.MulticlassRecallAtK(k=1, num_classes=2).update(
+                torch.stack([p, 1 - p], 1), torch.tensor([0, 1, 1, 0]), nan
+            )
+    module = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, throughput=False)
+    with pytest.raises(ValueError, match=r"^Task 'click', `model_out\['label'\]`: .*got values containing NaN\.$"):
+        module.update({"prediction": p, "label": nan})
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device")

@@ -228,8 +228,10 @@ class GuardedMetric(Metric):
         next ``compute`` returned it, without the merged states).
 
         Raises:
-            ValueError: a metric of other recorded settings (``num_tasks``) or states of another
-                shape or kind (see ``load_state_dict``); nothing changes.
+            ValueError: a metric of other recorded settings (``num_tasks``), states of other names
+                (another mode or setting: an exact ranking metric's samples merged into a
+                ``queries_complete_per_batch`` one would be dropped) or of another shape or kind
+                (see ``load_state_dict``); nothing changes.
         """
         if isinstance(incoming_state, GuardedMetric) and type(incoming_state) is type(self):
             theirs, ours = incoming_state._checkpoint_settings(), self._checkpoint_settings()
@@ -237,11 +239,29 @@ class GuardedMetric(Metric):
                 raise ValueError(f"Cannot merge a {type(self).__name__} with settings {theirs} into one with {ours}.")
         states = incoming_state.metric_state if isinstance(incoming_state, Metric) else incoming_state
         if isinstance(states, dict):
-            problems = self._state_problems(states, "")
+            problems = self._merge_problems(states)
             if problems:
                 raise ValueError(f"Cannot merge into {type(self).__name__}: " + " ".join(problems))
         super().merge_state(incoming_state)
         self._computed = None
+
+    def _merge_problems(self, states: Mapping[str, Any]) -> list[str]:
+        """What keeps ``states`` from merging into this metric: other state names, shapes or kinds.
+
+        The names must be exactly this metric's: TorchMetrics reduces this metric's states only, so
+        an incoming state it does not hold would be dropped without a word, and one it lacks
+        raises only after the states before it were merged.
+        """
+        missing = [n for n in self._defaults if n not in states]
+        unexpected = [n for n in states if n not in self._defaults]
+        if missing or unexpected:
+            found = (("missing", missing), ("unexpected", unexpected))
+            differences = [f"{what} {names}" for what, names in found if names]
+            return [
+                f"the incoming states {sorted(states)} are not this metric's {sorted(self._defaults)} "
+                f"({', '.join(differences)}): a metric of another mode or setting."
+            ]
+        return self._state_problems(states, "")
 
     # ------------------------------------------------------------------ checkpoints
 

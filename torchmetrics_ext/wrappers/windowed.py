@@ -532,8 +532,8 @@ class Windowed(WrapperMetric):
 
         Raises:
             TypeError: ``incoming_state`` is neither, or wraps another metric class.
-            ValueError: the states do not fit this metric's (missing states, other shapes, another
-                ``num_tasks``); nothing changes.
+            ValueError: the states do not fit this metric's (other state names, e.g. of another mode,
+                other shapes, another ``num_tasks``); nothing changes.
         """
         life = self.lifetime  # its deferred states written first
         if isinstance(incoming_state, Windowed):
@@ -555,13 +555,13 @@ class Windowed(WrapperMetric):
                 "Expected `incoming_state` to be a Windowed or a dict of the wrapped metric's states, "
                 f"got {type(incoming_state).__name__}."
             )
-        missing = sorted(set(life._defaults) - set(states))
-        problems = life._state_problems(states, "") if isinstance(life, GuardedMetric) else []
-        if missing or problems:
-            raise ValueError(
-                f"Cannot merge into Windowed({type(life).__name__}): "
-                + " ".join([f"missing states {missing}."] if missing else problems)
-            )
+        if isinstance(life, GuardedMetric):
+            problems = life._merge_problems(states)  # exactly its state names, shapes and kinds
+        else:
+            missing = sorted(set(life._defaults) - set(states))
+            problems = [f"missing states {missing}."] if missing else []
+        if problems:
+            raise ValueError(f"Cannot merge into Windowed({type(life).__name__}): " + " ".join(problems))
         hist = self._hist
         if hist is not None:  # the lifetime histogram is the window's running sums plus its base
             incoming = states[self.__dict__["_hist_name"]]

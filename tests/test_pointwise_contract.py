@@ -1142,3 +1142,20 @@ def test_is_differentiable_says_whether_forward_carries_gradients(name):
     if carries:
         sum(v[torch.isfinite(v)].sum() for v in leaves if torch.is_tensor(v) and v.requires_grad).backward()
         assert any(v.grad is not None for v in batch.values() if torch.is_tensor(v) and v.requires_grad)
+
+
+@pytest.mark.parametrize("name", sorted(_EVERY_METRIC))
+def test_value_ndim_counts_the_dimensions_of_each_tasks_value(name):
+    """``TaskMetric.value_ndim``: 0 for one number per task (what RecMetricModule reports), 1 for curves."""
+    from torchmetrics_ext.metrics.base import TaskMetric
+
+    factory, batch = _EVERY_METRIC[name]
+    metric = factory()
+    if not isinstance(metric, TaskMetric):
+        return  # Windowed, Throughput: not task metrics
+    metric.update(**batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = metric.compute()
+    for entry in value.values() if isinstance(value, dict) else [value]:
+        assert entry.ndim == metric.value_ndim  # one task: no task dimension

@@ -440,6 +440,10 @@ class TaskMetric(GuardedMetric):
     # a sigmoid of equal scores is not always equal on the CPU (its vector and scalar paths differ
     # by an ulp) and would break their ties
     ranks_predictions: ClassVar[bool] = False
+    # dimensions of each task's value (of each entry of a dict value) beyond the task dimension: 0
+    # for one number per task; Reliability's per-bin curves, per-label or per-segment values have 1.
+    # A caller that reports one scalar per key (RecMetricModule) feeds only metrics of 0.
+    value_ndim: ClassVar[int] = 0
 
     def __init__(self, num_tasks: int = 1, *, validate_args: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -69,6 +69,7 @@ class Segmented(TaskMetric):
     full_state_update: bool = False
     is_differentiable = False  # that of the wrapped metric, per instance
     higher_is_better = None
+    value_ndim = 1  # one value per segment
 
     def __init__(self, metric: TaskMetric, num_segments: int, **kwargs: Any) -> None:
         if not isinstance(metric, _PointwiseMetric):

@@ -290,9 +290,10 @@ class GuardedMetric(Metric):
             for old, new in self._renamed_states.items():
                 if prefix + old in state_dict and prefix + new not in state_dict and old not in self._defaults:
                     state_dict[prefix + new] = state_dict.pop(prefix + old)
-        saved = [k[len(prefix) :] for k in state_dict if k.startswith(prefix) and "." not in k[len(prefix) :]]
-        for old, new in self._former_state_names(saved).items():
-            state_dict[prefix + new] = state_dict.pop(prefix + old)
+        if getattr(self, "_former_patterns", None):  # states renamed since, at any version
+            saved = [k[len(prefix) :] for k in state_dict if k.startswith(prefix) and "." not in k[len(prefix) :]]
+            for old, new in self._former_state_names(saved).items():
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
         problems: list[str] = []
         if any(prefix + name in state_dict for name in self._defaults):  # else nothing of it loads (not persistent)
             # other recorded settings explain any other shape: the states are checked when the settings agree

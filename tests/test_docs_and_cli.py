@@ -84,3 +84,45 @@ def test_documented_installs_bring_what_the_commands_after_them_need():
                     checked += 1
                     assert needs <= installed, f"{path.name}: `{line.strip()}` runs without {needs - installed}"
     assert checked >= 2  # README and getting_started
+
+
+def test_subpackages_the_docs_use_as_attributes_exist_after_a_plain_import():
+    """``import torchmetrics_ext as tmx`` then ``tmx.aggregation...``/``tmx.functional...``, as the docs write.
+
+    In a fresh interpreter: an earlier ``import torchmetrics_ext.aggregation`` in this process
+    would set the attribute and hide a missing import. The optional dependencies stay unimported.
+    """
+    import re
+
+    texts = [p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]]
+    used = sorted({m for text in texts for m in re.findall(r"\btmx\.([a-z_]+)\b", text)})
+    assert {"aggregation", "functional"} <= set(used)
+    code = (
+        "import sys, torchmetrics_ext as tmx\n"
+        f"missing = [name for name in {used!r} if not hasattr(tmx, name)]\n"
+        "optional = [name for name in ('pyarrow', 'lightning', 'pandas') if name in sys.modules]\n"
+        "print(missing, optional)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "[] []", result.stdout + result.stderr
+
+
+def test_every_public_class_shows_its_constructor_signature():
+    """``inspect.signature(cls)`` (help(), IDEs) is the constructor's, not a ``__new__``'s ``(*args, **kwargs)``."""
+    import inspect
+    from enum import Enum
+
+    from torchmetrics_ext import aggregation
+
+    for module in (torchmetrics_ext, aggregation):
+        for name in module.__all__:
+            cls = getattr(module, name)
+            if not isinstance(cls, type) or not inspect.isfunction(cls.__init__) or issubclass(cls, Enum):
+                continue  # exceptions, enums: no constructor of the package's
+            init = inspect.signature(cls.__init__)
+            expected = init.replace(parameters=list(init.parameters.values())[1:])
+            assert inspect.signature(cls) == expected, name
+    assert (
+        str(inspect.signature(torchmetrics_ext.MulticlassRecallAtK))
+        == "(k: 'int', num_classes: 'int', **kwargs: 'Any') -> 'None'"
+    )

@@ -110,3 +110,22 @@ def test_every_public_module_is_listed_here() -> None:
         if any(id(getattr(module, name)) not in exported for name in getattr(module, "__all__", [])):
             unlisted.append(module_name)
     assert not unlisted, f"public modules missing from PUBLIC_MODULES (and maybe docs/api/): {sorted(unlisted)}"
+
+
+def test_pointwise_state_table_names_every_state_of_its_classes():
+    """docs/pointwise.md's table lists each class's states (its default settings) as the code names them."""
+    import torchmetrics_ext as tmx
+
+    text = (ROOT / "docs" / "pointwise.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| `\w+` \| [^|]+ \| ([^|]+) \|$", text, re.M)
+    aliases = {"NE": "NormalizedEntropy", "accuracy": "WeightedAccuracy", "MSE": "WeightedMSE"}
+    documented: dict[str, set[str]] = {}
+    for name, cell in rows:
+        same = re.fullmatch(r"same as (\w+)", cell.strip())
+        if same:
+            documented[name] = documented[aliases.get(same.group(1), same.group(1))]
+        else:
+            documented[name] = set(re.findall(r"`(\w+)`", cell))
+    assert len(documented) >= 11
+    for name, states in documented.items():
+        assert states == set(getattr(tmx, name)().metric_state), name

@@ -343,6 +343,20 @@ def test_bounds_of_every_dtype_are_exact(device_path):
     assert checks.checked_bounds([soft], labels=[True]) == [(0.0, 1.0, 0.0, 0.5)]
 
 
+def test_a_tensor_checked_as_labels_then_as_weights_gives_two_bounds(device_path):
+    """Bounds kept with the fractional parts of labels serve a later non-label check as ``(min, max)``.
+
+    (They came back whole: one tensor given as labels and as weights crashed the weight check.)
+    """
+    column = torch.tensor([0.0, 0.5, 2.0])
+    assert checks.checked_bounds([column], labels=[True]) == [(0.0, 2.0, 0.0, 0.5)]
+    assert checks.checked_bounds([column], labels=[False]) == [(0.0, 2.0)]
+    metric = tmx.WeightedMSE()
+    metric.update(torch.tensor([0.1, 0.2, 0.3]), column, column)  # labels and weights: one tensor
+    expected = np.average((np.array([0.1, 0.2, 0.3]) - column.numpy()) ** 2, weights=column.numpy())
+    np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-6)
+
+
 # ----------------------------------------------------------------------------- the benchmark script
 
 

@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import torchmetrics
 from sklearn.metrics import average_precision_score, log_loss, mean_squared_error, roc_auc_score
 
 import torchmetrics_ext as tmx
@@ -536,8 +537,25 @@ CONSTRUCTOR_ERRORS = [
         ValueError,
         "disagree on `from_logits`.*ne=True, auc=False",
     ),
-    (dict(metrics={"mc": tmx.MulticlassRecallAtK(k=1, num_classes=3)}), TypeError, "MulticlassRecallAtK.*not one of"),
-    (dict(metrics={"sum": lambda num_tasks: Sum()}), TypeError, "not one of the package's"),
+    (
+        dict(metrics={"mc": tmx.MulticlassRecallAtK(k=1, num_classes=3)}),
+        TypeError,
+        r"'mc' \(MulticlassRecallAtK\) cannot be fed .*takes other inputs",
+    ),
+    (dict(metrics={"sum": lambda num_tasks: Sum()}), TypeError, r"Sum.update\(value.*standalone metric"),
+    (dict(metrics={"x": lambda num_tasks: torchmetrics.MeanMetric()}), TypeError, "not one of the package's metrics"),
+    # a value per task that is not one number: a key per task could not hold it
+    (
+        dict(metrics={"rel": tmx.Reliability}),
+        TypeError,
+        r"'rel' \(Reliability\) reports a 1-D value per task .*one number per key",
+    ),
+    (dict(metrics={"seg": lambda num_tasks: tmx.Segmented(tmx.CTR(num_tasks), 3)}), TypeError, "cannot be fed"),
+    # update(values, weights): not the columns the module passes (every update crashed after others took it)
+    (dict(metrics={"twa": tmx.TensorWeightedAverage}), TypeError, r"TensorWeightedAverage.update\(values"),
+    # NaN labels are its input; the module rejects them: it could only ever count 0
+    (dict(metrics={"missing": tmx.NumMissingLabels}), TypeError, "'missing' \\(NumMissingLabels\\) cannot be fed"),
+    (dict(metrics={"qps": tmx.TowerQPS}), TypeError, "TowerQPS.*cannot be fed"),
     (dict(metrics={"x": 3}), TypeError, "a metric, a class, a factory or a registry name"),
     (
         dict(tasks=["click", tmx.RecTaskInfo("buy", "l", "p")], metrics={"gauc": "gauc"}),
@@ -573,6 +591,60 @@ CONSTRUCTOR_ERRORS = [
     (dict(state_metrics={"lr/group": lambda: 0.1}), ValueError, "without '/'"),
     (dict(state_metrics={"ne": lambda: 0.1}), ValueError, "State metric 'ne' has the name of a metric"),
 ]
+
+
+def test_a_metric_whose_update_does_not_bind_the_modules_call_is_refused():
+    """Declared domains are not enough: ``update`` must take the call the module makes (no step half-applied)."""
+
+    class ValuesOnly(tmx.WeightedAverage):
+        def update(self, values, weights=None):  # type: ignore[override]
+            super().update(values, values, weights)
+
+    with pytest.raises(TypeError, match=r"'odd' \(ValuesOnly\) cannot be fed .*update\(values, weights=None\)"):
+        tmx.RecMetricModule(["click"], {"ctr": "ctr", "odd": ValuesOnly}, throughput=False)
+
+
+def _hindsight_reference(p, y, w, target_precision, num_thresholds):
+    """Brute force over the thresholds j / (B - 1): the lowest whose precision (p >= t) reaches the target."""
+    for t in np.arange(num_thresholds) / (num_thresholds - 1):
+        chosen = p >= t
+        tp, fp = (w * y * chosen).sum(), (w * (1 - y) * chosen).sum()
+        if tp + fp > 0 and tp / (tp + fp) >= target_precision:
+            return {"threshold": t, "precision": tp / (tp + fp), "recall": tp / (w * y).sum()}
+    raise AssertionError("no threshold reaches the target: pick other data")
+
+
+@pytest.mark.parametrize("key_style", ["torchmetrics_ext", "torchrec"])
+def test_hindsight_target_pr_reports_one_key_per_value_and_task(key_style):
+    """A dict of one number per task, as RankingMetrics': ``{name}.{entry}/{task}`` (lifetime and window)."""
+    gen = torch.Generator().manual_seed(3)
+    data = {}
+    for task, power in (("click", 1), ("buy", 2)):  # labels drawn with probability p or p^2
+        data[f"{task}_pred"] = torch.rand(400, generator=gen)
+        data[f"{task}_label"] = (torch.rand(400, generator=gen) < data[f"{task}_pred"] ** power).long()
+        data[f"{task}_w"] = torch.rand(400, generator=gen, dtype=torch.float64) * 2
+    module = tmx.RecMetricModule(
+        [tmx.RecTaskInfo(t, f"{t}_label", f"{t}_pred", f"{t}_w") for t in ("click", "buy")],
+        {"hpr": lambda num_tasks: tmx.HindsightTargetPR(num_tasks, target_precision=0.7, num_thresholds=21)},
+        throughput=False,
+        window_size=150,
+        key_style=key_style,
+    )
+    for part in batches(data, [0, 250, 400]):
+        module.update(part)
+    values = module.compute()
+    assert len(values) == 2 * 3 * 2  # tasks x entries x (lifetime, window)
+    for task in ("click", "buy"):
+        p, y, w = (data[f"{task}_{c}"].double().numpy() for c in ("pred", "label", "w"))
+        for part, rows in (("lifetime", slice(0, 400)), ("window", slice(250, 400))):
+            expected = _hindsight_reference(p[rows], y[rows], w[rows], 0.7, 21)
+            assert 0 < expected["threshold"] < 1  # a threshold inside the range
+            for entry, value in expected.items():
+                if key_style == "torchrec":
+                    key = f"hpr-{task}|{part}_{entry}"
+                else:
+                    key = f"hpr.{entry}/{task}" + ("/window" if part == "window" else "")
+                np.testing.assert_allclose(values[key].item(), value, rtol=1e-12, err_msg=key)
 
 
 def test_tasks_on_the_same_columns_with_other_weights_are_two_views():
@@ -1343,3 +1415,32 @@ def test_an_instance_given_to_two_live_modules_is_rejected():
     del train
     gc.collect()
     tmx.RecMetricModule(tasks, metrics, throughput=False)  # the first owner is gone
+
+
+def test_every_metric_the_module_takes_reports_one_number_per_key():
+    """Every public metric class is refused at construction or gives scalar values (Reliability gave bin 0)."""
+    from tests.test_pointwise_contract import _EVERY_METRIC
+
+    task = tmx.RecTaskInfo("click", group_id_name="user", session_id_name="query")
+    step = {
+        "prediction": torch.tensor([0.1, 0.4, 0.8, 0.6]),
+        "label": torch.tensor([0, 1, 1, 0]),
+        "weight": torch.tensor([1.0, 2.0, 1.0, 0.5]),
+        "user": torch.tensor([0, 0, 1, 1]),
+        "query": torch.tensor([0, 0, 1, 1]),
+    }
+    accepted = []
+    for name, (factory, _) in sorted(_EVERY_METRIC.items()):
+        try:
+            module = tmx.RecMetricModule([task], {"m": factory()}, throughput=False)
+        except TypeError as error:
+            assert "standalone metric" in str(error) or "not one of the package's" in str(error), name
+            continue
+        module.update(step)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values = module.compute()
+        assert values and all(v.ndim == 0 for v in values.values()), (name, values)
+        accepted.append(name)
+    refused = {"Reliability", "TensorWeightedAverage", "NumMissingLabels", "Segmented(CTR)", "TowerQPS"}
+    assert not refused & set(accepted) and {"HindsightTargetPR", "RankingMetrics", "NDCG", "AUC"} <= set(accepted)

@@ -34,7 +34,12 @@ BAD_INPUTS = [
     ),
     ("ne-w", {"preds": torch.tensor([-0.1, 0.2]), "target": torch.tensor([0, 1])}, ValueError, "from_logits=True"),
     ("ne-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0, 2])}, ValueError, r"`target`.*\[0, 1\]"),
-    ("ne-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0.0, float("nan")])}, ValueError, "`target`"),
+    (
+        "ne-w",
+        {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0.0, float("nan")])},
+        ValueError,
+        r"`target` to hold labels in \[0, 1\] .*got values containing NaN\.$",
+    ),
     (
         "ne-w",
         {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0, 1]), "weights": torch.tensor([1.0, -1.0])},
@@ -49,7 +54,7 @@ BAD_INPUTS = [
             "weights": torch.tensor([1.0, float("nan")]),
         },
         ValueError,
-        "`weights`",
+        r"`weights` to be finite and non-negative, got values containing NaN\.$",
     ),
     (
         "ne-w",
@@ -59,7 +64,7 @@ BAD_INPUTS = [
             "weights": torch.tensor([1.0, float("inf")]),
         },
         ValueError,
-        "`weights`",
+        r"`weights` .*got values containing inf \(in \[1, inf\]\)",
     ),
     ("ne-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0, 1, 1])}, ValueError, "same shape"),
     (
@@ -89,7 +94,12 @@ BAD_INPUTS = [
     ),
     ("precision-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0, 3])}, ValueError, r"\{0, 1\}"),
     ("mse-w", {"preds": torch.tensor([0.1, float("nan")]), "target": torch.tensor([0.0, 5.0])}, ValueError, "finite"),
-    ("mse-w", {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0.0, float("inf")])}, ValueError, "`target`"),
+    (
+        "mse-w",
+        {"preds": torch.tensor([0.1, 0.2]), "target": torch.tensor([0.0, float("inf")])},
+        ValueError,
+        r"`target` .*got values containing inf \(in \[0, inf\]\)",
+    ),
     ("average-w", {"preds": torch.tensor([0.1, float("-inf")])}, ValueError, "finite"),
     ("calibration-w", {"preds": torch.tensor([0.1, 0.2])}, TypeError, "target"),
 ]
@@ -98,6 +108,27 @@ BAD_INPUTS = [
 @pytest.mark.parametrize(("cid", "bad", "exc", "match"), BAD_INPUTS)
 def test_bad_input_rejected_and_state_untouched(cid, bad, exc, match):
     H.check_rejects(CASES[cid], dict({"weights": None}, **bad), exc, match)
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+def test_nan_labels_and_weights_are_named_as_nan_not_as_a_nan_range(device_path):
+    """NaN propagates into the min and max a step reads: the message says NaN, not "values in [nan, nan]"."""
+    p, nan = torch.tensor([0.1, 0.5, 0.9, 0.2]), torch.tensor([0.0, float("nan"), 1.0, 0.0])
+    with force_device_path(device_path):
+        for update in (tmx.CTR().update, tmx.AUC().update, tmx.WeightedMSE().update):
+            with pytest.raises(ValueError, match=r"^Expected `target` .*got values containing NaN\.$"):
+                update(p, nan)
+            with pytest.raises(ValueError, match=r"^Expected `weights` .*got values containing NaN\.$"):
+                update(p, torch.tensor([0, 1, 1, 0]), nan)
+        with pytest.raises(ValueError, match=r"`target` to hold finite relevance >= 0, got values containing NaN\.$"):
+            tmx.NDCG().update(p, nan, indexes=torch.tensor([0, 0, 1, 1]))
+        with pytest.raises(ValueError, match=r"`weights` .*got values containing NaN\.$"):
+            tmx.MulticlassRecallAtK(k=1, num_classes=2).update(
+                torch.stack([p, 1 - p], 1), torch.tensor([0, 1, 1, 0]), nan
+            )
+    module = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, throughput=False)
+    with pytest.raises(ValueError, match=r"^Task 'click', `model_out\['label'\]`: .*got values containing NaN\.$"):
+        module.update({"prediction": p, "label": nan})
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device")
@@ -1015,3 +1046,116 @@ def test_numpy_scalar_settings_are_accepted_as_python_numbers(factory, settings,
 def test_bool_and_float_settings_where_numbers_or_integers_are_expected_are_rejected(factory, settings):
     with pytest.raises(ValueError, match=f"`{next(iter(settings))}`"):
         factory(**settings)
+
+
+_W = torch.tensor([1.0, 2.0, 1.0, 0.5])
+
+
+def _with_k(cls):
+    return lambda: cls(k=2)
+
+
+_IDS = torch.tensor([0, 0, 1, 1])
+_POINTWISE = {"preds": P, "target": Y, "weights": _W}
+_RANKING = {"preds": P, "target": Y, "indexes": _IDS}
+# every public metric class: (factory, a batch as keyword arguments of update); its floating
+# predictions (values) are made to require grad
+_EVERY_METRIC = {
+    **{
+        name: (getattr(tmx, name), _POINTWISE)
+        for name in (
+            "AUC AUPRC CTR Calibration CalibrationFreeNE HindsightTargetPR LabelAverage LogLoss NEPositive "
+            "NormalizedEntropy NumPositiveSamples NumServingExamples RecalibratedCalibration RecalibratedNE "
+            "RegressionAUC Reliability SumWeights WeightedAccuracy WeightedAverage WeightedMAE WeightedMSE "
+            "WeightedNMSE WeightedNRMSE WeightedPrecision WeightedR2 WeightedRMSE WeightedRecall "
+            "WeightedSumPredictions XAUC"
+        ).split()
+    },
+    **{name: (getattr(tmx, name), _RANKING) for name in ("MAP", "MRR", "NDCG", "RPrecision")},
+    **{name: (_with_k(getattr(tmx, name)), _RANKING) for name in ("F1AtK", "HitRate", "PrecisionAtK", "RecallAtK")},
+    "RankingMetrics": (lambda: tmx.RankingMetrics(ks=(1, 2)), _RANKING),
+    "GroupedAUC": (tmx.GroupedAUC, {**_POINTWISE, "groups": _IDS}),
+    "GroupedAUPRC": (tmx.GroupedAUPRC, {**_POINTWISE, "groups": _IDS}),
+    "SessionPrecisionAtK": (lambda: tmx.SessionPrecisionAtK(k=1), {"preds": P, "target": Y, "sessions": _IDS}),
+    "SessionRecallAtK": (lambda: tmx.SessionRecallAtK(k=1), {"preds": P, "target": Y, "sessions": _IDS}),
+    "NumMissingLabels": (tmx.NumMissingLabels, {"preds": P, "target": torch.tensor([0.0, float("nan"), 1.0, 0.0])}),
+    "TensorWeightedAverage": (tmx.TensorWeightedAverage, {"values": P, "weights": _W}),
+    "MultiLabelPrecision": (lambda: tmx.MultiLabelPrecision(num_labels=2), {"preds": _IDS, "target": _IDS}),
+    "MulticlassRecallAtK": (
+        lambda: tmx.MulticlassRecallAtK(k=1, num_classes=2),
+        {"preds": torch.stack([P, 1 - P], 1), "target": Y},
+    ),
+    "TowerQPS": (lambda: tmx.TowerQPS(warmup_steps=0), {"preds": P}),
+    "Throughput": (lambda: tmx.Throughput(warmup_steps=0), {"batch": P}),
+    "Segmented(NE)": (lambda: tmx.Segmented(tmx.NormalizedEntropy(), 2), {**_POINTWISE, "segments": _IDS}),
+    "Segmented(CTR)": (lambda: tmx.Segmented(tmx.CTR(), 2), {**_POINTWISE, "segments": _IDS}),
+    "Windowed(NE)": (lambda: tmx.Windowed(tmx.NormalizedEntropy(), 3), _POINTWISE),
+    "Windowed(AUC)": (lambda: tmx.Windowed(tmx.AUC(), 3), _POINTWISE),
+    **{
+        name: (getattr(tmx.aggregation, name), {"value": P, **({"weight": _W} if name == "Mean" else {})})
+        for name in ("Max", "Mean", "Min", "Sum", "Distribution")
+    },
+    "CategoricalCount": (tmx.aggregation.CategoricalCount, {"categories": ["a", "b", "a"]}),
+}
+
+
+def test_every_public_metric_class_is_in_the_differentiability_table():
+    from torchmetrics import Metric
+
+    public = {
+        name
+        for module in (tmx, tmx.aggregation)
+        for name in module.__all__
+        if isinstance(getattr(module, name), type)
+        and issubclass(getattr(module, name), Metric)
+        and name not in ("AggregationMetric", "GuardedMetric", "TaskMetric")  # bases
+    }
+    listed = {name.split("(")[0] for name in _EVERY_METRIC}
+    assert public == listed
+
+
+@pytest.mark.parametrize("name", sorted(_EVERY_METRIC))
+def test_is_differentiable_says_whether_forward_carries_gradients(name):
+    """TorchMetrics' rule: ``forward``'s value requires grad exactly when ``is_differentiable`` (preds requiring grad).
+
+    For a dict value, some entry carries gradients (Reliability's label rates and weights do not
+    depend on the predictions); a differentiable value backpropagates to the inputs.
+    """
+    factory, batch = _EVERY_METRIC[name]
+    batch = {
+        k: v.double().requires_grad_()
+        if k in ("preds", "values", "value") and torch.is_tensor(v) and v.is_floating_point()
+        else v
+        for k, v in batch.items()
+    }
+    metric = factory()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = metric(**batch)
+    leaves = []
+    pending = [value]
+    while pending:  # dicts (Windowed's lifetime/window, Reliability's entries) hold tensors
+        item = pending.pop()
+        pending.extend(item.values()) if isinstance(item, dict) else leaves.append(item)
+    carries = any(torch.is_tensor(v) and v.requires_grad for v in leaves)
+    assert carries == bool(metric.is_differentiable), f"is_differentiable={metric.is_differentiable}"
+    if carries:
+        sum(v[torch.isfinite(v)].sum() for v in leaves if torch.is_tensor(v) and v.requires_grad).backward()
+        assert any(v.grad is not None for v in batch.values() if torch.is_tensor(v) and v.requires_grad)
+
+
+@pytest.mark.parametrize("name", sorted(_EVERY_METRIC))
+def test_value_ndim_counts_the_dimensions_of_each_tasks_value(name):
+    """``TaskMetric.value_ndim``: 0 for one number per task (what RecMetricModule reports), 1 for curves."""
+    from torchmetrics_ext.metrics.base import TaskMetric
+
+    factory, batch = _EVERY_METRIC[name]
+    metric = factory()
+    if not isinstance(metric, TaskMetric):
+        return  # Windowed, Throughput: not task metrics
+    metric.update(**batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = metric.compute()
+    for entry in value.values() if isinstance(value, dict) else [value]:
+        assert entry.ndim == metric.value_ndim  # one task: no task dimension

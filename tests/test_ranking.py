@@ -728,6 +728,56 @@ def test_queries_complete_per_batch():
     assert metric.compute().item() == 0.5
 
 
+_MERGE_FACTORIES = {
+    "NDCG": lambda **kw: tmx.NDCG(k=3, **kw),
+    "RankingMetrics": lambda **kw: tmx.RankingMetrics(ks=(1, 3), **kw),
+    "Windowed(NDCG)": lambda **kw: tmx.Windowed(tmx.NDCG(k=3, **kw), window_size=100),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_MERGE_FACTORIES))
+@pytest.mark.parametrize("session_into_exact", [False, True])
+def test_merge_state_refuses_the_other_mode_and_changes_nothing(name, session_into_exact):
+    """Exact-mode samples merged into a ``queries_complete_per_batch`` metric were dropped without a word
+    (its sum states share names with the exact mode's); the other direction failed inside TorchMetrics."""
+    factory = _MERGE_FACTORIES[name]
+    p1, y1, i1 = torch.tensor([0.9, 0.8, 0.1, 0.2]), torch.tensor([0, 1, 1, 0]), torch.tensor([0, 0, 1, 1])
+    p2, y2, i2 = torch.tensor([0.9, 0.8]), torch.tensor([1, 0]), torch.tensor([5, 5])
+    receiver, incoming = factory(queries_complete_per_batch=True), factory()
+    if session_into_exact:
+        receiver, incoming = incoming, receiver
+    receiver.update(p1, y1, indexes=i1)
+    incoming.update(p2, y2, indexes=i2)
+    before = receiver.compute()
+    target = receiver.lifetime if name.startswith("Windowed") else receiver
+    states = {k: v.clone() if torch.is_tensor(v) else list(v) for k, v in target.metric_state.items()}
+    source = incoming.lifetime if name.startswith("Windowed") else incoming
+    for given in (incoming, dict(source.metric_state)):
+        with pytest.raises(ValueError, match=r"Cannot merge into .*(unexpected|missing) \[.*another mode or setting"):
+            receiver.merge_state(given)
+        for key, value in target.metric_state.items():
+            kept = states[key]
+            assert torch.equal(value, kept) if torch.is_tensor(value) else len(value) == len(kept), key
+    after = receiver.compute()
+    for key in before if isinstance(before, dict) else [None]:
+        got, was = (after[key], before[key]) if key is not None else (after, before)
+        torch.testing.assert_close(got, was, equal_nan=True)
+
+
+def test_merge_state_of_the_same_mode_gives_the_value_of_all_queries():
+    """Both queries of ``a`` and the one of ``b``: the numpy reference's per-query mean (0.6309, 0.6309, 1)."""
+    p1, y1, i1 = torch.tensor([0.9, 0.8, 0.1, 0.2]), torch.tensor([0, 1, 1, 0]), torch.tensor([0, 0, 1, 1])
+    p2, y2, i2 = torch.tensor([0.9, 0.8]), torch.tensor([1, 0]), torch.tensor([5, 5])
+    data = {"preds": torch.cat([p1, p2]), "target": torch.cat([y1, y2]), "indexes": torch.cat([i1, i2])}
+    expected = single_ref("ndcg", 3)(H.to_numpy(data))
+    for kw in ({}, {"queries_complete_per_batch": True}):
+        a, b = tmx.NDCG(k=3, **kw), tmx.NDCG(k=3, **kw)
+        a.update(p1, y1, indexes=i1)
+        b.update(p2, y2, indexes=i2)
+        a.merge_state(b)
+        np.testing.assert_allclose(a.compute().item(), expected, rtol=1e-12)
+
+
 def test_mixed_weighted_batches():
     data = flat_data(np.random.default_rng(8), weights=True)
     n = data["preds"].numel()

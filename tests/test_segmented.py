@@ -324,10 +324,11 @@ def _pointwise_classes():
 def test_every_sum_metric_with_two_tasks_equals_the_metric_on_each_segment(factory):
     """Segmented(metric) per segment == the metric on that segment's rows, for every metric Segmented accepts."""
     rng = np.random.default_rng(4)
-    domains = factory().input_domains
-    preds = rng.uniform(0.05, 0.95, size=(2, 80)) if domains.preds == "probability" else rng.normal(size=(2, 80))
+    probe = factory()  # the class's own domains (input_domains is None for those a RecMetricModule cannot feed)
+    preds_domain, target_domain = probe._preds_domain, probe._target_domain
+    preds = rng.uniform(0.05, 0.95, size=(2, 80)) if preds_domain == "probability" else rng.normal(size=(2, 80))
     target = rng.integers(0, 2, size=(2, 80)).astype(np.float64)
-    if domains.target == "real":
+    if target_domain == "real":
         target += rng.normal(size=(2, 80))
         target[rng.random((2, 80)) < 0.3] = np.nan if factory.func is tmx.NumMissingLabels else 0.0
     weights = rng.uniform(0.0, 2.0, size=(2, 80))

@@ -521,8 +521,70 @@ def test_probability_metrics_name_from_logits_in_their_signature(cls):
     """Adapters (Hugging Face, the module) look for `from_logits` in the constructor's signature."""
     import inspect
 
-    assert {"from_logits", "eta"} <= set(inspect.signature(cls.__init__).parameters)
+    assert "from_logits" in inspect.signature(cls.__init__).parameters
     assert cls(from_logits=True).from_logits is True
+
+
+def test_recalibrated_calibration_takes_its_functional_twins_options_and_no_eta():
+    """An `eta` changed no value (a ratio of sums clamps nothing) but renamed a state: it is refused now."""
+    import inspect
+
+    def options(fn):
+        return {n for n, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY} - {"validate_args"}
+
+    assert (
+        options(tmx.RecalibratedCalibration)
+        == options(tmf.recalibrated_calibration)
+        == {
+            "recalibration_coefficient",
+            "from_logits",
+        }
+    )
+    assert "eta" in options(tmx.RecalibratedNE)  # its clamp is used
+    with pytest.raises(TypeError, match="`eta`"):
+        tmx.RecalibratedCalibration(recalibration_coefficient=0.5, eta=0.4)
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+@pytest.mark.parametrize("windowed", [False, True])
+def test_recalibrated_calibration_checkpoints_saved_with_an_eta_load(from_logits, windowed, tmp_path):
+    """A checkpoint whose state was named after the former `eta` (`weighted_pred_sum_recal_0p5_eta_0p4`) loads."""
+    rng = np.random.default_rng(5)
+    p = rng.uniform(-3, 3, 30) if from_logits else rng.uniform(0.01, 0.99, 30)
+    y, w = (rng.random(30) < 0.4).astype(np.float64), rng.uniform(0.5, 2, 30)
+
+    def build():
+        metric = tmx.RecalibratedCalibration(recalibration_coefficient=0.5, from_logits=from_logits)
+        return tmx.Windowed(metric, window_size=10) if windowed else metric
+
+    trained = build()
+    for rows in (slice(0, 20), slice(20, 30)):  # the window: the last update's 10 samples
+        trained.update(torch.tensor(p[rows]), torch.tensor(y[rows]), torch.tensor(w[rows]))
+    trained.persistent(True)
+    suffix = "_logits" if from_logits else ""
+    new, old = f"weighted_pred_sum_recal_0p5{suffix}", f"weighted_pred_sum_recal_0p5_eta_0p4{suffix}"
+    saved = trained.state_dict()
+    assert any(key.endswith(new) for key in saved)
+    for key in [k for k in saved if k.endswith(new)]:  # the former names, as that version wrote them
+        saved[key.replace(new, old)] = saved.pop(key)
+    if windowed:
+        ring = saved["_extra_state"]
+        for part in ("rings", "back"):
+            ring[part] = {n.replace(new, old): v for n, v in ring[part].items()}
+    torch.save(saved, tmp_path / "old.pt")
+    resumed = build()
+    resumed.persistent(True)
+    resumed.load_state_dict(torch.load(tmp_path / "old.pt", weights_only=True))  # strict: nothing missing
+    expected = ref_recal_calibration(p, y, w, c=0.5, logits=from_logits)
+    value = resumed.compute()
+    lifetime = value["lifetime"] if windowed else value
+    np.testing.assert_allclose(lifetime.item(), expected, rtol=1e-12)
+    if windowed:
+        np.testing.assert_allclose(
+            value["window"].item(),
+            ref_recal_calibration(p[20:30], y[20:30], w[20:30], c=0.5, logits=from_logits),
+            rtol=1e-12,
+        )
 
 
 @pytest.mark.parametrize(

@@ -926,7 +926,7 @@ def test_merge_state_merges_the_lifetime_and_keeps_this_window(case, given):
         (
             lambda: {"weighted_pred_sum": torch.zeros(1)},
             ValueError,
-            r"missing states \['weighted_label_sum', 'weighted_num_samples'\]",
+            r"missing \['weighted_label_sum', 'weighted_num_samples'\]",
         ),
         (
             lambda: {

@@ -2,11 +2,16 @@
 
 Import as ``import torchmetrics_ext as tmx``; classes are exported flat (``tmx.NormalizedEntropy``),
 functional twins live in :mod:`torchmetrics_ext.functional`, dataset aggregation in
-:mod:`torchmetrics_ext.aggregation`. The exported names are the family modules' own ``__all__``
+:mod:`torchmetrics_ext.aggregation` (both imported with the package: ``tmx.functional.auc``,
+``tmx.aggregation.MetricsAggregator``). The exported names are the family modules' own ``__all__``
 lists, gathered by :mod:`torchmetrics_ext.metrics`, and the wrappers' (:mod:`torchmetrics_ext.wrappers`).
+
+The subpackages with optional dependencies or framework glue (``evaluate``, ``integrations``)
+are imported by name, ``import torchmetrics_ext.evaluate``: importing the package never
+imports pyarrow or Lightning.
 """
 
-from torchmetrics_ext import metrics, module, wrappers
+from torchmetrics_ext import aggregation, functional, metrics, module, wrappers  # noqa: F401 (tmx.aggregation)
 from torchmetrics_ext.metrics.auc import *  # noqa: F403
 from torchmetrics_ext.metrics.base import *  # noqa: F403
 from torchmetrics_ext.metrics.counters import *  # noqa: F403

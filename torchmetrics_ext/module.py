@@ -130,7 +130,8 @@ class RecMetricModule(nn.Module):
     Keys (stable; documented in ``docs/module.md``):
 
     * ``f"{prefix}{metric}/{task}"`` lifetime values, ``f"{prefix}{metric}/{task}/window"``
-      window values; a dict-valued metric (``RankingMetrics``) gives ``f"{metric}.{entry}"``.
+      window values; a dict-valued metric (``RankingMetrics``, ``HindsightTargetPR``) gives
+      ``f"{metric}.{entry}"``. Every value is one number per task.
     * ``f"{prefix}throughput/{name}"`` for ``lifetime_throughput``, ``window_throughput``,
       ``total_examples``; ``f"{prefix}{state}"`` (or ``f"{prefix}{state}/{entry}"``) for state metrics.
     * ``key_style="torchrec"``: ``f"{prefix}{namespace}-{task}|lifetime_{name}"`` and
@@ -143,7 +144,11 @@ class RecMetricModule(nn.Module):
             (e.g. two plain task names), metrics built for another number of tasks, metrics needing an
             id column a task does not name, metrics that disagree on ``from_logits``, or one
             metric object given under two names.
-        TypeError: a metric the module cannot feed (not one of the package's metrics).
+        TypeError: a metric the module cannot feed: not one of the package's metrics, one whose
+            ``update`` takes other inputs than each task's ``(preds, target, weights)`` columns
+            (``TensorWeightedAverage``, ``NumMissingLabels``, ``Segmented``, ``MultiLabelPrecision``,
+            ``MulticlassRecallAtK``, ``TowerQPS``...: ``input_domains`` is ``None``), or one
+            whose value per task is not a number (``Reliability``'s curves: ``value_ndim``).
 
     Note:
         **Compute groups** are formed explicitly: metrics whose
@@ -245,8 +250,6 @@ class RecMetricModule(nn.Module):
                     )
                 stacked[name] = metric
             else:
-                if "indexes" not in inspect.signature(metric.update).parameters:
-                    raise TypeError(f"Metric {name!r} ({type(metric).__name__}) takes no (N,) per-task inputs.")
                 per_task[name] = [metric] + [copy_metric(metric) for _ in range(num_tasks - 1)]
         self._needs_groups = [n for n, m in stacked.items() if "groups" in inspect.signature(m.update).parameters]
         _check_id_columns(self.tasks, self._needs_groups, list(per_task))
@@ -982,12 +985,50 @@ def _instantiate(name: str, spec: Any, num_tasks: int) -> TaskMetric:
         raise TypeError(
             f"Expected metric {name!r} to be a metric, a class, a factory or a registry name, got {spec!r}."
         )
-    if not isinstance(metric, TaskMetric) or metric.input_domains is None:
+    if not isinstance(metric, TaskMetric):
         raise TypeError(
-            f"Metric {name!r} ({type(metric).__name__}) is not one of the package's (preds, target) metrics; "
+            f"Metric {name!r} ({type(metric).__name__}) is not one of the package's metrics; "
             "RecMetricModule feeds torchmetrics_ext metrics only."
         )
+    cls = type(metric).__name__
+    if not _takes_columns(metric):
+        raise TypeError(
+            f"Metric {name!r} ({cls}) cannot be fed by RecMetricModule, which passes every metric each task's "
+            f"prediction, label and weight columns (probabilities or finite values): {cls}.update"
+            f"{inspect.signature(metric.update)} takes other inputs or values (see its docstring). Use it as a "
+            "standalone metric."
+        )
+    if metric.value_ndim:
+        raise TypeError(
+            f"Metric {name!r} ({cls}) reports a {metric.value_ndim}-D value per task (value_ndim={metric.value_ndim}: "
+            "a curve over bins, labels or segments), and RecMetricModule reports one number per key (for "
+            "log_dict). Use it as a standalone metric."
+        )
     return metric
+
+
+def _takes_columns(metric: TaskMetric) -> bool:
+    """Whether the module can feed ``metric``: input domains declared, and ``update`` binds the module's call.
+
+    Stacked metrics get ``update(preds, target, weights)`` (grouped ones ``groups=`` too), per-task
+    copies ``update(preds, target, indexes=, weights=)``.
+    """
+    if metric.input_domains is None:
+        return False
+    parameters = inspect.signature(metric.update).parameters
+    args: tuple[int, ...] = (0, 0)
+    kwargs = {"weights": 0}
+    if not metric.has_task_dim:
+        kwargs["indexes"] = 0
+    elif "groups" in parameters:
+        kwargs["groups"] = 0
+    else:
+        args, kwargs = (0, 0, 0), {}
+    try:
+        inspect.signature(metric.update).bind(*args, **kwargs)
+    except TypeError:
+        return False
+    return True
 
 
 def _check_id_columns(tasks: tuple[RecTaskInfo, ...], grouped: list[str], ranking: list[str]) -> None:

@@ -205,6 +205,31 @@ def check_forward(case: MetricCase, seed: int = 0) -> None:
     assert_close(metric.compute(), _expected(case, data), case.rtol, case.atol, f"{case.id} after forward")
     check_missing_arguments(metric, data)
     assert_close(metric.compute(), _expected(case, data), case.rtol, case.atol, f"{case.id} after missing arguments")
+    check_differentiable(case, data)
+
+
+def check_differentiable(case: MetricCase, data: Data) -> None:
+    """``is_differentiable`` says whether ``forward``'s value carries gradients (TorchMetrics' tester rule).
+
+    The floating inputs (``dtype_keys``) require grad; the batch value must then require grad
+    exactly when ``is_differentiable`` (a dict value: some entry, as Reliability's mean predictions,
+    whose label rates and weights do not depend on them), and a differentiable value backpropagates.
+    """
+    keys = [k for k in case.dtype_keys if isinstance(data.get(k), Tensor) and data[k].is_floating_point()]
+    if not keys:
+        return
+    batch = dict(data, **{k: data[k].detach().double().requires_grad_() for k in keys})
+    metric = case.metric()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        value = _call(metric, batch, "forward")
+    carrying = [v for v in (value.values() if isinstance(value, Mapping) else [value]) if v.requires_grad]
+    assert bool(carrying) == bool(metric.is_differentiable), (
+        f"{case.id}: is_differentiable={metric.is_differentiable}, forward's value carries gradients: {bool(carrying)}"
+    )
+    if carrying:
+        sum(v[v.isfinite()].sum() for v in carrying).backward()
+        assert any(batch[k].grad is not None for k in keys), f"{case.id}: no gradient reached the inputs"
 
 
 def check_missing_arguments(metric: Metric, batch: Data) -> None:

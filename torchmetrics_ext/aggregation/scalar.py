@@ -122,7 +122,7 @@ class Sum(_ValueAggregation[SumBatch], SumMetric):
         tensor(201.5000, dtype=torch.float64)
     """
 
-    is_differentiable = False  # type: ignore[assignment]
+    is_differentiable = True  # type: ignore[assignment]
 
     def update(self, value: Values) -> None:
         """Add ``value`` (a number or a tensor of any shape)."""
@@ -165,7 +165,7 @@ class Mean(_ValueAggregation[MeanBatch], MeanMetric):
         tensor(1.5000, dtype=torch.float64)
     """
 
-    is_differentiable = False  # type: ignore[assignment]
+    is_differentiable = True  # type: ignore[assignment]
 
     def update(self, value: Values, weight: Values | None = None) -> None:
         """Add ``value`` with optional ``weight`` (broadcastable to ``value``, default 1)."""
@@ -267,13 +267,13 @@ def _extreme_doc(name: str, word: str, op: str, empty: str, example: str) -> str
 
 class Max(_Extreme, MaxMetric):  # noqa: D101 (the docstring comes from _extreme_doc)
     __doc__ = _extreme_doc("Max", "maximum", "max", "-inf", "7.")
-    is_differentiable = False  # type: ignore[assignment]
+    is_differentiable = True  # type: ignore[assignment]
     _state = "max_value"
     _keeps_max = True
 
 
 class Min(_Extreme, MinMetric):  # noqa: D101 (the docstring comes from _extreme_doc)
     __doc__ = _extreme_doc("Min", "minimum", "min", "inf", "3.")
-    is_differentiable = False  # type: ignore[assignment]
+    is_differentiable = True  # type: ignore[assignment]
     _state = "min_value"
     _keeps_max = False

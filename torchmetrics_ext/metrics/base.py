@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -149,6 +150,8 @@ class GuardedMetric(Metric):
         # old state name -> current name, for checkpoints saved before a state was renamed (e.g.
         # after a setting that changes its values: see _setting_state_name)
         self._renamed_states: dict[str, str] = {}
+        # (pattern of former names, current name), for checkpoints of any version: see _former_state_names
+        self._former_patterns: list[tuple[re.Pattern[str], str]] = []
 
     def _setting_state_name(self, name: str, setting: str, former: str | None = None) -> str:
         """``name`` followed by ``setting`` (when not empty): the name of a state whose values depend on it.
@@ -167,6 +170,29 @@ class GuardedMetric(Metric):
         if former != renamed:
             self._renamed_states[former] = renamed
         return renamed
+
+    def _load_former_names(self, name: str, pattern: str) -> None:
+        """Load state ``name`` from checkpoints (of any version) that hold it under a name matching ``pattern``.
+
+        For a setting that named a state and no longer changes it (``RecalibratedCalibration``'s
+        former ``eta``): checkpoints saved with any value of it still load. ``pattern`` is a regular
+        expression matched against whole state names.
+        """
+        self._former_patterns.append((re.compile(pattern), name))
+
+    def _former_state_names(self, saved: Iterable[str]) -> dict[str, str]:
+        """``{saved name: state name}`` for the ``saved`` state names that are former names of this metric's states.
+
+        Only for states ``saved`` does not hold under their current name (see :meth:`_load_former_names`).
+        """
+        saved = list(saved)
+        found: dict[str, str] = {}
+        for pattern, name in getattr(self, "_former_patterns", ()):  # metrics pickled before it existed
+            if name not in saved:
+                match = next((n for n in saved if n not in self._defaults and pattern.fullmatch(n)), None)
+                if match is not None:
+                    found[match] = name
+        return found
 
     def _checkpoint_settings(self) -> dict[str, Any]:
         """Settings a checkpoint records and ``load_state_dict`` requires equal (plain Python values).
@@ -202,8 +228,10 @@ class GuardedMetric(Metric):
         next ``compute`` returned it, without the merged states).
 
         Raises:
-            ValueError: a metric of other recorded settings (``num_tasks``) or states of another
-                shape or kind (see ``load_state_dict``); nothing changes.
+            ValueError: a metric of other recorded settings (``num_tasks``), states of other names
+                (another mode or setting: an exact ranking metric's samples merged into a
+                ``queries_complete_per_batch`` one would be dropped) or of another shape or kind
+                (see ``load_state_dict``); nothing changes.
         """
         if isinstance(incoming_state, GuardedMetric) and type(incoming_state) is type(self):
             theirs, ours = incoming_state._checkpoint_settings(), self._checkpoint_settings()
@@ -211,11 +239,29 @@ class GuardedMetric(Metric):
                 raise ValueError(f"Cannot merge a {type(self).__name__} with settings {theirs} into one with {ours}.")
         states = incoming_state.metric_state if isinstance(incoming_state, Metric) else incoming_state
         if isinstance(states, dict):
-            problems = self._state_problems(states, "")
+            problems = self._merge_problems(states)
             if problems:
                 raise ValueError(f"Cannot merge into {type(self).__name__}: " + " ".join(problems))
         super().merge_state(incoming_state)
         self._computed = None
+
+    def _merge_problems(self, states: Mapping[str, Any]) -> list[str]:
+        """What keeps ``states`` from merging into this metric: other state names, shapes or kinds.
+
+        The names must be exactly this metric's: TorchMetrics reduces this metric's states only, so
+        an incoming state it does not hold would be dropped without a word, and one it lacks
+        raises only after the states before it were merged.
+        """
+        missing = [n for n in self._defaults if n not in states]
+        unexpected = [n for n in states if n not in self._defaults]
+        if missing or unexpected:
+            found = (("missing", missing), ("unexpected", unexpected))
+            differences = [f"{what} {names}" for what, names in found if names]
+            return [
+                f"the incoming states {sorted(states)} are not this metric's {sorted(self._defaults)} "
+                f"({', '.join(differences)}): a metric of another mode or setting."
+            ]
+        return self._state_problems(states, "")
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -244,6 +290,10 @@ class GuardedMetric(Metric):
             for old, new in self._renamed_states.items():
                 if prefix + old in state_dict and prefix + new not in state_dict and old not in self._defaults:
                     state_dict[prefix + new] = state_dict.pop(prefix + old)
+        if getattr(self, "_former_patterns", None):  # states renamed since, at any version
+            saved = [k[len(prefix) :] for k in state_dict if k.startswith(prefix) and "." not in k[len(prefix) :]]
+            for old, new in self._former_state_names(saved).items():
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
         problems: list[str] = []
         if any(prefix + name in state_dict for name in self._defaults):  # else nothing of it loads (not persistent)
             # other recorded settings explain any other shape: the states are checked when the settings agree
@@ -391,6 +441,10 @@ class TaskMetric(GuardedMetric):
     # a sigmoid of equal scores is not always equal on the CPU (its vector and scalar paths differ
     # by an ulp) and would break their ties
     ranks_predictions: ClassVar[bool] = False
+    # dimensions of each task's value (of each entry of a dict value) beyond the task dimension: 0
+    # for one number per task; Reliability's per-bin curves, per-label or per-segment values have 1.
+    # A caller that reports one scalar per key (RecMetricModule) feeds only metrics of 0.
+    value_ndim: ClassVar[int] = 0
 
     def __init__(self, num_tasks: int = 1, *, validate_args: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)

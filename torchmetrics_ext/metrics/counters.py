@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from torchmetrics_ext.functional import counters as F
+from torchmetrics_ext.metrics.base import InputDomains
 from torchmetrics_ext.metrics.pointwise import _per_sample_terms, _PointwiseMetric
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, check_int
 
@@ -116,6 +117,7 @@ class WeightedSumPredictions(_CounterMetric):
     """
 
     _state_names = ("weighted_pred_sum",)
+    is_differentiable = True  # a weighted sum of the predictions
     plot_lower_bound = None
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
@@ -152,7 +154,9 @@ class NumServingExamples(_CounterMetric):
 class NumMissingLabels(_CounterMetric):
     r"""Weighted number of missing (NaN) labels per task (TorchRec's ``num_missing_labels``).
 
-    ``target`` must be floating point; NaN marks a missing label (inf is rejected).
+    ``target`` must be floating point; NaN marks a missing label (inf is rejected). A
+    :class:`~torchmetrics_ext.RecMetricModule` rejects NaN labels, so it refuses this metric: use
+    it standalone on the label column.
 
     Args:
         num_tasks: number of tasks ``T``.
@@ -197,6 +201,11 @@ class NumMissingLabels(_CounterMetric):
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
         return F._missing_update(target, weights, self.count_zero_weight)  # type: ignore[arg-type]
 
+    @property
+    def input_domains(self) -> InputDomains | None:
+        """``None``: NaN labels are its input, and no domain holds them (a ``RecMetricModule`` rejects NaN labels)."""
+        return None
+
 
 class LabelAverage(_CounterMetric):
     r"""Weighted mean of the labels, :math:`\sum_i w_i y_i / \sum_i w_i` (TorchRec's ``label_average``).
@@ -239,14 +248,15 @@ class TensorWeightedAverage(_CounterMetric):
     r"""Weighted mean of a named model output, :math:`\sum_i w_i v_i / \sum_i w_i`.
 
     TorchRec's ``tensor_weighted_avg``. ``update(values, weights=None)``: the averaged tensor is
-    not the predictions but a tensor
-    the model emits under ``tensor_name`` (a module feeds ``model_out[tensor_name]``). A task
+    not the predictions but a tensor the model emits under ``tensor_name``, so a
+    :class:`~torchmetrics_ext.RecMetricModule`, which feeds each task's prediction, label and
+    weight columns, refuses it: update it with ``model_out[metric.tensor_name]`` yourself. A task
     whose ``weighted`` flag is false averages without weights, as TorchRec's
     ``RecTaskInfo.weighted``.
 
     Args:
         num_tasks: number of tasks ``T``.
-        tensor_name: name of the model output to average (metadata for a module).
+        tensor_name: name of the model output to average (metadata: the column to feed it).
         weighted: one flag for every task, or one per task.
         validate_args: check each batch.
         kwargs: TorchMetrics options.
@@ -262,6 +272,7 @@ class TensorWeightedAverage(_CounterMetric):
     _state_names = ("weighted_sum", "weighted_num_samples")
     _setting_dependent = _state_names
     _preds_name = "values"
+    is_differentiable = True  # a weighted mean of the values
     plot_lower_bound = None
 
     def __init__(
@@ -300,3 +311,8 @@ class TensorWeightedAverage(_CounterMetric):
 
     def _compute_value(self, *states: Tensor) -> Tensor:
         return F._tensor_average_compute(*states)
+
+    @property
+    def input_domains(self) -> InputDomains | None:
+        """``None``: ``update(values, weights)`` takes no ``(preds, target, weights)`` columns."""
+        return None

@@ -8,6 +8,7 @@ its math to :mod:`torchmetrics_ext.functional.entropy`. States that depend on a 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from torch import Tensor
@@ -21,6 +22,11 @@ from torchmetrics_ext.utilities.checks import check_flag
 __all__ = ["CalibrationFreeNE", "NEPositive", "RecalibratedCalibration", "RecalibratedNE"]
 
 
+def _eta_setting(eta: float) -> str:
+    """The part of a state's name that ``eta`` gives (none for the default)."""
+    return "" if eta == 1e-12 else f"eta_{_tag(eta)}"
+
+
 class _EntropyVariant(_PointwiseMetric):
     """Probability predictions (or logits), labels in [0, 1]; ``eta`` and ``from_logits`` options."""
 
@@ -28,13 +34,9 @@ class _EntropyVariant(_PointwiseMetric):
     higher_is_better: bool | None = False
     plot_lower_bound = 0.0
 
-    def __init__(
-        self, num_tasks: int = 1, *, eta: float = 1e-12, from_logits: bool = False, _setting: str = "", **kwargs: Any
-    ) -> None:
+    def __init__(self, num_tasks: int = 1, *, eta: float = 1e-12, from_logits: bool = False, **kwargs: Any) -> None:
         eta = _check_eta(eta)
-        eta_tag = "" if eta == 1e-12 else f"eta_{_tag(eta)}"
-        setting = "_".join(s for s in (_setting, eta_tag) if s)
-        super().__init__(num_tasks, _setting=setting, _from_logits=from_logits, **kwargs)
+        super().__init__(num_tasks, _setting=_eta_setting(eta), _from_logits=from_logits, **kwargs)
         self.eta = float(eta)
 
 
@@ -129,22 +131,25 @@ class CalibrationFreeNE(_EntropyVariant):
         )
 
 
-class _Recalibrated(_EntropyVariant):
+class _Recalibrated(_PointwiseMetric):
     """Scores mapped through ``c·p / (c·p + 1 - p)`` before the statistics; ``c`` names the changed state."""
+
+    is_differentiable = True
+    plot_lower_bound = 0.0
 
     def __init__(
         self,
         num_tasks: int = 1,
         *,
         recalibration_coefficient: float = 1.0,
-        eta: float = 1e-12,
         from_logits: bool = False,
+        _setting: str = "",
         **kwargs: Any,
     ) -> None:
         recalibration_coefficient = F._check_coefficient(recalibration_coefficient)
         c = float(recalibration_coefficient)
-        setting = "" if c == 1.0 else f"recal_{_tag(c)}"
-        super().__init__(num_tasks, eta=eta, from_logits=from_logits, _setting=setting, **kwargs)
+        setting = "_".join(s for s in ("" if c == 1.0 else f"recal_{_tag(c)}", _setting) if s)
+        super().__init__(num_tasks, _setting=setting, _from_logits=from_logits, **kwargs)
         self.recalibration_coefficient = c
 
     def _recalibrated(self, preds: Tensor) -> Tensor:
@@ -176,7 +181,26 @@ class RecalibratedNE(_Recalibrated):
     _state_names = ("cross_entropy_sum", "weighted_num_samples", "pos_labels")
     _setting_dependent = ("cross_entropy_sum",)
     _logit_dependent = ("cross_entropy_sum",)
-    is_differentiable = True
+    higher_is_better = False
+
+    def __init__(
+        self,
+        num_tasks: int = 1,
+        *,
+        recalibration_coefficient: float = 1.0,
+        eta: float = 1e-12,
+        from_logits: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        eta = _check_eta(eta)
+        super().__init__(
+            num_tasks,
+            recalibration_coefficient=recalibration_coefficient,
+            from_logits=from_logits,
+            _setting=_eta_setting(eta),
+            **kwargs,
+        )
+        self.eta = float(eta)
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
         return _cross_entropy_update(self._recalibrated(preds), target, weights, self.eta, self.from_logits)  # type: ignore[arg-type]
@@ -195,6 +219,10 @@ class RecalibratedCalibration(_Recalibrated):
         validate_args: check each batch.
         kwargs: TorchMetrics options.
 
+    Raises:
+        TypeError: an ``eta``: a ratio of sums clamps nothing (the functional twin has none
+            either). Checkpoints saved when it was accepted (a state named after it) load.
+
     Example:
         >>> import torch
         >>> from torchmetrics_ext import RecalibratedCalibration
@@ -207,6 +235,21 @@ class RecalibratedCalibration(_Recalibrated):
     _setting_dependent = ("weighted_pred_sum",)
     _logit_dependent = ("weighted_pred_sum",)
     higher_is_better = None
+
+    def __init__(
+        self, num_tasks: int = 1, *, recalibration_coefficient: float = 1.0, from_logits: bool = False, **kwargs: Any
+    ) -> None:
+        if "eta" in kwargs:
+            raise TypeError(
+                "RecalibratedCalibration has no `eta`: calibration is a ratio of sums and clamps nothing "
+                "(RecalibratedNE takes one)."
+            )
+        c = recalibration_coefficient
+        super().__init__(num_tasks, recalibration_coefficient=c, from_logits=from_logits, **kwargs)
+        # its states were named after an `eta` it accepted without using: checkpoints of any eta load
+        logits = "_logits" if from_logits else ""
+        base = self._state_keys[0].removesuffix(logits)
+        self._load_former_names(self._state_keys[0], f"{re.escape(base)}_eta_[0-9a-z]+{re.escape(logits)}")
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
         return _weighted_sums_update(self._recalibrated(preds), target, weights, self.from_logits)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional import hindsight as F
-from torchmetrics_ext.metrics.base import TaskMetric
+from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
 
 __all__ = ["HindsightTargetPR"]
@@ -24,7 +24,9 @@ class HindsightTargetPR(TaskMetric):
 
     ``compute()`` returns ``{"threshold", "precision", "recall"}`` (scalars for one task,
     ``(T,)`` otherwise). TorchRec's keys: ``hindsight_target_pr`` (the threshold),
-    ``hindsight_target_precision``, ``hindsight_target_recall``.
+    ``hindsight_target_precision``, ``hindsight_target_recall``. In a
+    :class:`~torchmetrics_ext.RecMetricModule` the keys are ``"{name}.threshold/{task}"``, ... (a
+    dict-valued metric's); ``from_torchrec_config`` does not build it.
 
     Args:
         num_tasks: number of tasks ``T``; inputs are ``(N,)`` for one task or ``(T, N)``.
@@ -85,6 +87,11 @@ class HindsightTargetPR(TaskMetric):
 
     def _validate(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
         self._format(preds, target, weights, validate=True)
+
+    @property
+    def input_domains(self) -> InputDomains:
+        """Probabilities (or logits) and labels in [0, 1]: a ``RecMetricModule`` feeds it."""
+        return InputDomains("probability", "unit", self.from_logits)
 
     def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
         """Accumulate one batch: ``preds``/``target`` of shape ``(N,)`` or ``(T, N)``, optional ``weights``."""

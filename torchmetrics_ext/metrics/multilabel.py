@@ -41,6 +41,7 @@ class MultiLabelPrecision(TaskMetric):
 
     is_differentiable = False
     higher_is_better = True
+    value_ndim = 1  # one value per label
     plot_lower_bound = 0.0
     plot_upper_bound = 1.0
     true_positives: Tensor

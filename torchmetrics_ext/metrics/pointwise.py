@@ -109,7 +109,7 @@ class _PointwiseMetric(TaskMetric):
         self._format(preds, target, weights, validate=True)
 
     @property
-    def input_domains(self) -> InputDomains:
+    def input_domains(self) -> InputDomains | None:
         """Domains of ``preds`` and ``target`` this metric accepts."""
         return InputDomains(self._preds_domain, self._target_domain, self.from_logits)
 

@@ -61,7 +61,9 @@ class Reliability(TaskMetric):
 
     Note:
         State: three float64 ``(T, B)`` sums (constant memory, summed across ranks), so
-        :class:`~torchmetrics_ext.Windowed` gives a recent-window curve too.
+        :class:`~torchmetrics_ext.Windowed` gives a recent-window curve too. A curve per task is
+        not one number per key: :class:`~torchmetrics_ext.RecMetricModule` refuses it
+        (``value_ndim = 1``); log :class:`~torchmetrics_ext.Calibration` there and plot this one.
 
     Example:
         >>> import torch
@@ -73,8 +75,9 @@ class Reliability(TaskMetric):
         (tensor([0.1500, 0.8000], dtype=torch.float64), tensor([0.5000, 1.0000], dtype=torch.float64))
     """
 
-    is_differentiable: bool = False
+    is_differentiable: bool = True  # the mean predictions (label rates and weights do not depend on preds)
     higher_is_better: bool | None = None
+    value_ndim = 1  # a curve over the bins per task: used standalone, not in a RecMetricModule
 
     def __init__(
         self,

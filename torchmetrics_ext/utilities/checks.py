@@ -37,6 +37,7 @@ __all__ = [
     "check_tensor",
     "checked_bounds",
     "format_pointwise",
+    "observed_range",
     "single_task",
 ]
 
@@ -250,6 +251,24 @@ def format_pointwise(
 # ----------------------------------------------------------------------------- value checks
 
 
+def observed_range(low: float, high: float) -> str:
+    """What a message says a tensor held, from its bounds: NaN (which propagates into both) and inf named plainly.
+
+    The bounds are those a check has already read (one host sync per step): no other reduction.
+
+    Example:
+        >>> observed_range(0.0, 2.0), observed_range(float("nan"), float("nan"))
+        ('values in [0, 2]', 'values containing NaN')
+        >>> observed_range(0.0, float("inf"))
+        'values containing inf (in [0, inf])'
+    """
+    if math.isnan(low) or math.isnan(high):
+        return "values containing NaN"
+    if math.isinf(low) or math.isinf(high):
+        return f"values containing inf (in [{low:.6g}, {high:.6g}])"
+    return f"values in [{low:.6g}, {high:.6g}]"
+
+
 def _check_values(
     preds: Tensor,
     target: Tensor | None,
@@ -299,9 +318,7 @@ def _check_values_weight_bounds(
     bounds = checked_bounds([preds, target, *columns], [False, integral] + [False] * len(columns), device_path)
     pmin, pmax = bounds[0]
     if not (math.isfinite(pmin) and math.isfinite(pmax)):
-        raise ValueError(
-            f"Expected `{preds_name}` to be finite, got values containing NaN or inf (min={pmin}, max={pmax})."
-        )
+        raise ValueError(f"Expected `{preds_name}` to be finite, got {observed_range(pmin, pmax)}.")
     if preds_domain == "probability" and not from_logits and (pmin < 0 or pmax > 1):
         raise ValueError(
             f"Expected `{preds_name}` to be probabilities in [0, 1], got values in [{pmin:.6g}, {pmax:.6g}]. "
@@ -316,13 +333,13 @@ def _check_values_weight_bounds(
         not_binary = target_domain == "binary" and any(f != 0 for f in frac)
         if not ok_range or not_binary:
             raise ValueError(
-                f"Expected `target` to hold {_TARGET_TEXT[target_domain]}, got values in [{tmin:.6g}, {tmax:.6g}]"
+                f"Expected `target` to hold {_TARGET_TEXT[target_domain]}, got {observed_range(tmin, tmax)}"
                 + (" that are not all 0 or 1." if not_binary and ok_range else ".")
             )
     for bound in bounds[2:]:  # each on its own: NaN propagates within a tensor's bounds only
         if bound and not (bound[0] >= 0 and math.isfinite(bound[1])):
             raise ValueError(
-                f"Expected `weights` to be finite and non-negative, got values in [{bound[0]:.6g}, {bound[1]:.6g}]."
+                f"Expected `weights` to be finite and non-negative, got {observed_range(bound[0], bound[1])}."
             )
     return bounds[2:]
 
@@ -359,7 +376,7 @@ def _remembered(tensor: Tensor, size: int) -> Bounds | None:
     ref, signature, bounds = entry
     if ref() is not tensor or signature != _signature(tensor) or len(bounds) < size:
         return None
-    return bounds
+    return bounds[:size]  # a tensor checked as labels (with fractional parts) may be read as weights next
 
 
 def _remember(tensor: Tensor, bounds: Bounds) -> None:

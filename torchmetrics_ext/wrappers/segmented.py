@@ -67,8 +67,9 @@ class Segmented(TaskMetric):
     """
 
     full_state_update: bool = False
-    is_differentiable = False
+    is_differentiable = False  # that of the wrapped metric, per instance
     higher_is_better = None
+    value_ndim = 1  # one value per segment
 
     def __init__(self, metric: TaskMetric, num_segments: int, **kwargs: Any) -> None:
         if not isinstance(metric, _PointwiseMetric):
@@ -94,6 +95,8 @@ class Segmented(TaskMetric):
         super().__init__(metric.num_tasks, validate_args=metric.validate_args, **kwargs)
         self.metric = metric
         self.num_segments = num_segments
+        # the metric's kernels: gradients flow where its do (TorchMetrics guards the class constant)
+        object.__setattr__(self, "is_differentiable", metric.is_differentiable)
         self._state_keys = metric._state_keys
         for name in self._state_keys:
             self.add_state(

@@ -93,6 +93,11 @@ def _renamed(state: Any, renamed: dict[str, str]) -> Any:
     return out
 
 
+def _ring_names(state: dict[str, Any]) -> set[str]:
+    """The state names a saved ring holds."""
+    return {n for part in ("rings", "back", "chunks") if isinstance(state.get(part), dict) for n in state[part]}
+
+
 def _never_distributed() -> bool:
     """``distributed_available_fn`` of the scratch metric: batch values are never synced."""
     return False
@@ -552,8 +557,8 @@ class Windowed(WrapperMetric):
 
         Raises:
             TypeError: ``incoming_state`` is neither, or wraps another metric class.
-            ValueError: the states do not fit this metric's (missing states, other shapes, another
-                ``num_tasks``); nothing changes.
+            ValueError: the states do not fit this metric's (other state names, e.g. of another mode,
+                other shapes, another ``num_tasks``); nothing changes.
         """
         life = self.lifetime  # its deferred states written first
         if isinstance(incoming_state, Windowed):
@@ -575,13 +580,13 @@ class Windowed(WrapperMetric):
                 "Expected `incoming_state` to be a Windowed or a dict of the wrapped metric's states, "
                 f"got {type(incoming_state).__name__}."
             )
-        missing = sorted(set(life._defaults) - set(states))
-        problems = life._state_problems(states, "") if isinstance(life, GuardedMetric) else []
-        if missing or problems:
-            raise ValueError(
-                f"Cannot merge into Windowed({type(life).__name__}): "
-                + " ".join([f"missing states {missing}."] if missing else problems)
-            )
+        if isinstance(life, GuardedMetric):
+            problems = life._merge_problems(states)  # exactly its state names, shapes and kinds
+        else:
+            missing = sorted(set(life._defaults) - set(states))
+            problems = [f"missing states {missing}."] if missing else []
+        if problems:
+            raise ValueError(f"Cannot merge into Windowed({type(life).__name__}): " + " ".join(problems))
         hist = self._hist
         if hist is not None:  # the lifetime histogram is the window's running sums plus its base
             incoming = states[self.__dict__["_hist_name"]]
@@ -651,10 +656,13 @@ class Windowed(WrapperMetric):
         key = prefix + "_extra_state"
         if not problems and key in state_dict:
             ring = state_dict[key]
+            life = self._child("lifetime")
             if local_metadata.get("version", 1) < _CHECKPOINT_VERSION:
                 # a ring saved before a setting was part of a state's name holds that state under its former name
-                ring = _renamed(ring, getattr(self._child("lifetime"), "_renamed_states", {}))
-                state_dict[key] = ring
+                ring = _renamed(ring, getattr(life, "_renamed_states", {}))
+            if isinstance(life, GuardedMetric) and isinstance(ring, dict):  # states renamed since (any version)
+                ring = _renamed(ring, life._former_state_names(_ring_names(ring)))
+            state_dict[key] = ring
             store = self._hist if self._hist is not None else self._ring
             problems = [f"{key}: {problem}" for problem in store.problems(ring)]
         if problems:

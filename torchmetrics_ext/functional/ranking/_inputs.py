@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.ranking._spec import Cutoff
-from torchmetrics_ext.utilities.checks import as_int, as_real, check_flag, check_tensor
+from torchmetrics_ext.utilities.checks import as_int, as_real, check_flag, check_tensor, observed_range
 from torchmetrics_ext.utilities.device import on_device_path
 
 ACTIONS = ("skip", "zero", "one", "error")
@@ -203,11 +203,9 @@ def _check_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> floa
         values[2:2] = [0.0, 1.0]
     tmin, tmax = values[2], values[3]
     if not (tmin >= 0 and math.isfinite(tmax)):
-        raise ValueError(f"Expected `target` to hold finite relevance >= 0, got values in [{tmin:.6g}, {tmax:.6g}].")
+        raise ValueError(f"Expected `target` to hold finite relevance >= 0, got {observed_range(tmin, tmax)}.")
     if weights is not None:
         wmin, wmax = values[4], values[5]
         if not (wmin >= 0 and math.isfinite(wmax)):
-            raise ValueError(
-                f"Expected `weights` to be finite and non-negative, got values in [{wmin:.6g}, {wmax:.6g}]."
-            )
+            raise ValueError(f"Expected `weights` to be finite and non-negative, got {observed_range(wmin, wmax)}.")
     return tmax

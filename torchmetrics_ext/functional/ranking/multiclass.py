@@ -16,7 +16,7 @@ import math
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.utilities.checks import as_int, check_tensor
+from torchmetrics_ext.utilities.checks import as_int, check_tensor, observed_range
 from torchmetrics_ext.utilities.warnings import safe_divide
 
 __all__ = ["multiclass_recall_at_k"]
@@ -65,9 +65,8 @@ def _multiclass_recall_tensor_validation(
             f"Expected `target` class ids in [0, {num_classes - 1}], got values in [{values[1]:.0f}, {values[2]:.0f}]."
         )
     if weights is not None and not (values[3] >= 0 and math.isfinite(values[4])):
-        raise ValueError(
-            f"Expected `weights` to be finite and non-negative, got values in [{values[3]:.6g}, {values[4]:.6g}]."
-        )
+        got = observed_range(values[3], values[4])
+        raise ValueError(f"Expected `weights` to be finite and non-negative, got {got}.")
 
 
 def _multiclass_recall_update(preds: Tensor, target: Tensor, weights: Tensor | None, k: int) -> tuple[Tensor, Tensor]:

@@ -62,13 +62,22 @@ def _reject_top_k(cls: type[Any], kwargs: dict[str, Any]) -> None:
     raise TypeError(f"{cls.__name__} has no `top_k` argument (TorchMetrics' name for the cutoff): it {fix}.")
 
 
-class _RankingMetric(TaskMetric):
-    """Per-query ranking metrics over one or more ``(spec, k)`` requests (see the module docstring)."""
+class _RejectsTopK:
+    """A base whose ``__new__`` rejects TorchMetrics' ``top_k`` by name (see :func:`_reject_top_k`).
+
+    A base of its own, after the metric class in the MRO: ``inspect.signature`` of a class takes
+    the first ``__new__`` or ``__init__`` it meets in the MRO, so a ``__new__`` defined next to
+    ``__init__`` would show ``(*args, **kwargs)`` instead of the constructor's parameters.
+    """
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        """Reject TorchMetrics' ``top_k`` by name (see :func:`_reject_top_k`)."""
+        """Reject TorchMetrics' ``top_k`` by name."""
         _reject_top_k(cls, kwargs)
         return super().__new__(cls)
+
+
+class _RankingMetric(_RejectsTopK, TaskMetric):
+    """Per-query ranking metrics over one or more ``(spec, k)`` requests (see the module docstring)."""
 
     is_differentiable = False
     sample_axis = 0  # a flat row, or a padded query row of (Q, L): both are axis 0

@@ -14,12 +14,12 @@ from torchmetrics_ext.functional.ranking.multiclass import (
     _multiclass_recall_update,
 )
 from torchmetrics_ext.metrics.base import TaskMetric
-from torchmetrics_ext.metrics.ranking._base import _reject_top_k
+from torchmetrics_ext.metrics.ranking._base import _RejectsTopK
 
 __all__ = ["MulticlassRecallAtK"]
 
 
-class MulticlassRecallAtK(TaskMetric):
+class MulticlassRecallAtK(_RejectsTopK, TaskMetric):
     r"""Multiclass recall at ``k`` (TorchRec's ``MulticlassRecallMetric``) for ``(N, C)`` class scores.
 
     .. math:: \mathrm{Recall}@k = \frac{\sum_n w_n\,[\mathrm{rank}_n(y_n) < k]}{\sum_n w_n}
@@ -61,11 +61,6 @@ class MulticlassRecallAtK(TaskMetric):
     plot_upper_bound = 1.0
 
     weight_sum: Tensor
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        """Reject TorchMetrics' ``top_k`` by name."""
-        _reject_top_k(cls, kwargs)
-        return super().__new__(cls)
 
     def __init__(self, k: int, num_classes: int, **kwargs: Any) -> None:
         super().__init__(1, **kwargs)

@@ -556,3 +556,20 @@ def test_calibration_free_ne_from_confident_logits_is_not_clamped():
     expected = np.sum(np.log1p(np.exp(-z))) / (-2 * np.log1p(-q))
     # the state keeps sum(sigmoid(z)) ~ 2 - 2.8e-13: its last bit is ~1e-3 of 1 - mean; documented
     np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-4)
+
+
+def test_ne_positive_from_logits_is_exact_where_softplus_cuts_over():
+    """F.softplus(x) returns x above x = 20: positives with logits -20..-30 were off by up to 6e-11 relative."""
+    import mpmath
+
+    z = torch.tensor([-19.5, -20.5, -21.0, -25.0, -29.0, -31.0, 0.0, 2.0], dtype=torch.float64)
+    y = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0])
+    with mpmath.workdps(50):  # -log sigmoid(z) = log(1 + e^-z), no cancellation for z < 0
+        positive_ce = sum(mpmath.log1p(mpmath.exp(-mpmath.mpf(a))) for a in z[:6].tolist())
+        base = mpmath.mpf(6) / 8
+        entropy = -8 * (base * mpmath.log(base) + (1 - base) * mpmath.log(1 - base))
+        expected = float(positive_ce / entropy)
+    np.testing.assert_allclose(tmf.ne_positive(z, y, from_logits=True).item(), expected, rtol=1e-14)
+    metric = tmx.NEPositive(from_logits=True)
+    metric.update(z, y)
+    np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-14)

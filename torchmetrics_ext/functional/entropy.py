@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from torchmetrics_ext.functional._sums import batch_sums
@@ -27,6 +26,7 @@ from torchmetrics_ext.functional.pointwise import (
     _check_eta,
     _cross_entropy_update,
     _normalized_entropy_compute,
+    _softplus,
     _weighed,
     _weighted_sum,
     _weighted_sums_update,
@@ -59,7 +59,7 @@ def _recalibrate(preds: Tensor, coefficient: float, from_logits: bool) -> Tensor
 
 def _ne_positive_update(preds: Tensor, target: Tensor, weights: Tensor | None, eta: float, from_logits: bool) -> Stats:
     """Return ``(sum w·y·(-log p), sum w, sum w·y)`` per task; ``p`` clamped to ``[eta, 1 - eta]``."""
-    neg_log_p = F.softplus(-preds) if from_logits else -torch.log(preds.clamp(eta, 1 - eta))
+    neg_log_p = _softplus(-preds) if from_logits else -torch.log(preds.clamp(eta, 1 - eta))
     positive_ce = target * neg_log_p
     if eta == 0 and not from_logits:  # p may be exactly 0: 0·log 0 = 0 for a negative label, not 0·inf = nan
         positive_ce = _weighed(

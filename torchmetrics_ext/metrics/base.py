@@ -149,6 +149,13 @@ class GuardedMetric(Metric):
         # old state name -> current name, for checkpoints saved before a state was renamed (e.g.
         # after a setting that changes its values: see _setting_state_name)
         self._renamed_states: dict[str, str] = {}
+        # old name -> current name of states renamed for another reason than a setting (no setting
+        # of the metric uses the old name, so checkpoints of every version may hold it): see
+        # _renamed_in
+        self._former_state_names: dict[str, str] = {}
+        # states added after checkpoints were written without them: name -> (derive, names of the
+        # states it is computed from); such a checkpoint loads the state as derive(*those states)
+        self._derived_states: dict[str, tuple[Callable[..., Tensor], tuple[str, ...]]] = {}
 
     def _setting_state_name(self, name: str, setting: str, former: str | None = None) -> str:
         """``name`` followed by ``setting`` (when not empty): the name of a state whose values depend on it.
@@ -166,6 +173,18 @@ class GuardedMetric(Metric):
         former = name if former is None else former
         if former != renamed:
             self._renamed_states[former] = renamed
+        return renamed
+
+    def _renamed_in(self, version: int) -> dict[str, str]:
+        """Former -> current names of the states a checkpoint of nn.Module ``version`` may hold under a former name.
+
+        Setting renames (:meth:`_setting_state_name`) only for checkpoints written before the
+        settings named the states (version 1): in later ones a former name is another setting's
+        state. Other renames (``_former_state_names``) for every version.
+        """
+        renamed = dict(self._former_state_names)
+        if version < _CHECKPOINT_VERSION:
+            renamed.update(self._renamed_states)
         return renamed
 
     def _checkpoint_settings(self) -> dict[str, Any]:
@@ -236,14 +255,15 @@ class GuardedMetric(Metric):
         """Load states after checking them against this metric; map renamed states of old checkpoints.
 
         A checkpoint written before state names carried their settings (version 1, or a plain
-        dict without metadata) holds a renamed state under its former name: it is read from
-        there, unless that name is still one of this metric's states (another setting's).
+        dict without metadata), or before a state was renamed otherwise (:meth:`_renamed_in`),
+        holds a renamed state under its former name: it is read from there, unless that name is
+        still one of this metric's states (another setting's).
         Problems (see the class docstring) go to ``error_msgs`` and nothing of this metric loads.
         """
-        if local_metadata.get("version", 1) < _CHECKPOINT_VERSION:
-            for old, new in self._renamed_states.items():
-                if prefix + old in state_dict and prefix + new not in state_dict and old not in self._defaults:
-                    state_dict[prefix + new] = state_dict.pop(prefix + old)
+        for old, new in self._renamed_in(local_metadata.get("version", 1)).items():
+            if prefix + old in state_dict and prefix + new not in state_dict and old not in self._defaults:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
+        derive_missing(state_dict, self._derived_states, prefix)
         problems: list[str] = []
         if any(prefix + name in state_dict for name in self._defaults):  # else nothing of it loads (not persistent)
             # other recorded settings explain any other shape: the states are checked when the settings agree
@@ -309,6 +329,21 @@ class GuardedMetric(Metric):
         """`` (num_tasks=3, ...)``: the recorded settings, for messages (empty if none)."""
         settings = self._checkpoint_settings()
         return f" ({', '.join(f'{k}={v!r}' for k, v in settings.items())})" if settings else ""
+
+
+def derive_missing(
+    states: dict[str, Any], derived: Mapping[str, tuple[Callable[..., Tensor], tuple[str, ...]]], prefix: str = ""
+) -> None:
+    """Add to ``states`` (a checkpoint's, under ``prefix``) each derived state it lacks but can compute.
+
+    ``derived`` maps a state's name to ``(derive, sources)``: a checkpoint holding every source
+    state and not the state itself gets ``derive(*sources)`` (a metric's states added after
+    checkpoints were written, see ``GuardedMetric._derived_states``).
+    """
+    for name, (derive, sources) in derived.items():
+        values = [states.get(prefix + source) for source in sources]
+        if prefix + name not in states and all(isinstance(v, Tensor) for v in values):
+            states[prefix + name] = derive(*values)
 
 
 def note_settings(destination: Mapping[str, Any], prefix: str, settings: Mapping[str, Any]) -> None:

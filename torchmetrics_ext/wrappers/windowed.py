@@ -20,6 +20,7 @@ from torchmetrics_ext.metrics.base import (
     _CHECKPOINT_VERSION,
     GuardedMetric,
     count_samples,
+    derive_missing,
     newest_samples,
     note_settings,
     settings_problems,
@@ -651,10 +652,20 @@ class Windowed(WrapperMetric):
         key = prefix + "_extra_state"
         if not problems and key in state_dict:
             ring = state_dict[key]
-            if local_metadata.get("version", 1) < _CHECKPOINT_VERSION:
-                # a ring saved before a setting was part of a state's name holds that state under its former name
-                ring = _renamed(ring, getattr(self._child("lifetime"), "_renamed_states", {}))
-                state_dict[key] = ring
+            # a ring saved before a state was renamed (e.g. after its setting) holds it under its former name
+            renamed_in = getattr(self._child("lifetime"), "_renamed_in", None)
+            if renamed_in is not None:
+                ring = state_dict[key] = _renamed(ring, renamed_in(local_metadata.get("version", 1)))
+            # and one saved before the metric added a state derived from others lacks it
+            derived = getattr(self._child("lifetime"), "_derived_states", None)
+            if derived and isinstance(ring, dict):
+                ring = state_dict[key] = {
+                    part: dict(value) if part in ("rings", "back") and isinstance(value, dict) else value
+                    for part, value in ring.items()
+                }
+                for part in ("rings", "back"):
+                    if isinstance(ring.get(part), dict):
+                        derive_missing(ring[part], derived)
             store = self._hist if self._hist is not None else self._ring
             problems = [f"{key}: {problem}" for problem in store.problems(ring)]
         if problems:

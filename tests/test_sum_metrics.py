@@ -531,8 +531,8 @@ def test_probability_metrics_name_from_logits_in_their_signature(cls):
     ids=["int", "1-D", "nan", "list", "2-task"],
 )
 def test_tensor_weighted_average_errors_name_values(bad):
-    """Every error about TensorWeightedAverage's first argument says `values` (its name), class and function;
-    wrapped in Segmented, whose argument is `preds`, they say `preds`."""
+    """Every error about TensorWeightedAverage's first argument says `values` (its name): class, function,
+    and Segmented, which takes the wrapped metric's own arguments."""
     calls = [tmx.TensorWeightedAverage(num_tasks=3).update]
     if not isinstance(bad, torch.Tensor) or bad.dtype != torch.float32 or bad.isnan().any():
         calls.append(tmf.tensor_weighted_average)  # the function takes any number of tasks
@@ -541,9 +541,9 @@ def test_tensor_weighted_average_errors_name_values(bad):
             call(bad)
         assert "`preds`" not in str(raised.value)
     segmented = tmx.Segmented(tmx.TensorWeightedAverage(num_tasks=3), 2)
-    with pytest.raises((TypeError, ValueError), match="`preds`") as raised:
+    with pytest.raises((TypeError, ValueError), match="`values`") as raised:
         segmented.update(bad, segments=torch.zeros(2, dtype=torch.int64))
-    assert "`values`" not in str(raised.value)
+    assert "`preds`" not in str(raised.value)
 
 
 def test_calibration_free_ne_from_confident_logits_is_not_clamped():

@@ -441,3 +441,18 @@ def test_segmented_rejects_two_process_groups():
 
     with pytest.raises(ValueError, match="one process group"):
         tmx.Segmented(tmx.CTR(process_group=Group()), num_segments=2, process_group=Group())
+
+
+def test_one_segment_keeps_its_segment_dimension():
+    """num_segments=1 gives (1,) (TorchMetrics squeezed every one-element value to 0-dim), (T, 1) for T tasks;
+    through compute, forward, a cached compute and a window alike."""
+    p, y, s = torch.tensor([0.2, 0.6, 0.9]), torch.tensor([1.0, 0.0, 1.0]), torch.zeros(3, dtype=torch.long)
+    seg = tmx.Segmented(tmx.CTR(), num_segments=1)
+    batch = seg(p, y, segments=s)
+    assert batch.shape == (1,) and seg.compute().shape == (1,) and seg.compute().shape == (1,)
+    np.testing.assert_allclose(seg.compute().numpy(), [2 / 3])  # by hand: 2 of 3 labels
+    two = tmx.Segmented(tmx.CTR(num_tasks=2), num_segments=1)
+    assert two(torch.stack([p, p]), torch.stack([y, 1 - y]), segments=s).shape == (2, 1)
+    window = tmx.Windowed(tmx.Segmented(tmx.CTR(), num_segments=1), window_size=2)
+    assert {k: v.shape for k, v in window(p, y, segments=s).items()} == {"lifetime": (1,), "window": (1,)}
+    assert {k: v.shape for k, v in window.compute().items()} == {"lifetime": (1,), "window": (1,)}

@@ -374,6 +374,17 @@ def test_session_weight_invariances(fn, average):
     torch.testing.assert_close(zeroed, removed)
 
 
+def test_one_label_keeps_its_label_dimension():
+    """MultiLabelPrecision(num_labels=1) is (1,) as its functional twin (TorchMetrics squeezed it to 0-dim)."""
+    preds, target = torch.tensor([1, 0, 1]), torch.tensor([1, 1, 0])
+    expected = tmf.multi_label_precision(preds, target, num_labels=1)
+    assert expected.shape == (1,) and expected.item() == 0.5  # by hand: 2 predicted, 1 right
+    metric = tmx.MultiLabelPrecision(num_labels=1)
+    assert metric(preds, target).shape == (1,)
+    torch.testing.assert_close(metric.compute(), expected)
+    assert tmx.MultiLabelPrecision(num_labels=1, num_tasks=2)(preds.repeat(2, 1), target.repeat(2, 1)).shape == (2, 1)
+
+
 def test_session_zero_weight_row_takes_no_top_k_place():
     """The top item has weight 0: without it the second item is the top 1 (a hit), as if the row were absent."""
     p, y, s = torch.tensor([0.9, 0.8, 0.1]), torch.tensor([0.0, 1.0, 0.0]), torch.tensor([0, 0, 0])

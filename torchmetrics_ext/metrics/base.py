@@ -143,6 +143,10 @@ class GuardedMetric(Metric):
     _version: int = _CHECKPOINT_VERSION
     # tensor states whose length follows the data (CategoricalCount's counts): checked by ndim only
     _data_sized_states: ClassVar[frozenset[str]] = frozenset()
+    # compute's value keeps its shape when it holds one element: TorchMetrics squeezes every such
+    # result to 0-dim, which a value documented with a dimension besides the tasks (per segment,
+    # label or bin: (S,), (L,), (B,)) must not lose (see keep_value_shapes)
+    _keeps_value_shape: ClassVar[bool] = False
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -194,6 +198,9 @@ class GuardedMetric(Metric):
         or shape is already checked through them.
         """
         return {}
+
+    def _wrap_compute(self, compute: Callable) -> Callable:
+        return keep_value_shapes(self, compute, super()._wrap_compute)
 
     def _wrap_update(self, update: Callable) -> Callable:
         wrapped = super()._wrap_update(update)
@@ -329,6 +336,55 @@ class GuardedMetric(Metric):
         """`` (num_tasks=3, ...)``: the recorded settings, for messages (empty if none)."""
         settings = self._checkpoint_settings()
         return f" ({', '.join(f'{k}={v!r}' for k, v in settings.items())})" if settings else ""
+
+
+def keep_value_shapes(metric: Metric, compute: Callable, wrap: Callable[[Callable], Callable]) -> Callable:
+    """``wrap(compute)`` (TorchMetrics' compute wrapper), giving back the shapes ``compute`` made when asked.
+
+    TorchMetrics' wrapper squeezes every one-element tensor of the value to 0-dim: a ``(1,)``
+    per-segment value of one segment would come back as a scalar, unlike its functional twin.
+    When ``metric._keeps_value_shape`` is true, the shapes ``compute`` returned (in any nesting
+    of dicts, lists and tuples) are restored on the wrapper's value (cached ones included).
+    """
+    shapes: list[Any] = [None]
+
+    @functools.wraps(compute)
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        value = compute(*args, **kwargs)
+        shapes[0] = _shapes(value) if getattr(metric, "_keeps_value_shape", False) else None
+        return value
+
+    wrapped = wrap(recorded)
+
+    @functools.wraps(compute)
+    def shaped(*args: Any, **kwargs: Any) -> Any:
+        value = wrapped(*args, **kwargs)
+        return value if shapes[0] is None else _reshaped(value, shapes[0])
+
+    return shaped
+
+
+def _shapes(value: Any) -> Any:
+    """The shape of every tensor of ``value`` (a tensor, or dicts, lists and tuples of them), same nesting."""
+    if isinstance(value, Tensor):
+        return value.shape
+    if isinstance(value, Mapping):
+        return {key: _shapes(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_shapes(v) for v in value]
+    return None
+
+
+def _reshaped(value: Any, shapes: Any) -> Any:
+    """``value`` with each tensor viewed in its shape from :func:`_shapes` (other entries unchanged)."""
+    if isinstance(value, Tensor):
+        return value.reshape(shapes) if isinstance(shapes, torch.Size) and value.shape != shapes else value
+    if isinstance(value, Mapping) and isinstance(shapes, Mapping):
+        return type(value)({key: _reshaped(v, shapes.get(key)) for key, v in value.items()})  # type: ignore[call-arg]
+    if isinstance(value, (list, tuple)) and isinstance(shapes, list) and len(shapes) == len(value):
+        items = [_reshaped(v, shape) for v, shape in zip(value, shapes)]
+        return type(value)(items) if not hasattr(value, "_fields") else type(value)(*items)
+    return value
 
 
 def derive_missing(

@@ -40,6 +40,7 @@ class MultiLabelPrecision(TaskMetric):
     """
 
     is_differentiable = False
+    _keeps_value_shape = True  # (L,) also for one label
     higher_is_better = True
     plot_lower_bound = 0.0
     plot_upper_bound = 1.0

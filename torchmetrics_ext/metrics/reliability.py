@@ -74,6 +74,7 @@ class Reliability(TaskMetric):
     """
 
     is_differentiable: bool = False
+    _keeps_value_shape = True  # (B,) also for one bin
     higher_is_better: bool | None = None
 
     def __init__(

@@ -81,6 +81,7 @@ class Segmented(TaskMetric):
 
     full_state_update: bool = False
     is_differentiable = False
+    _keeps_value_shape = True  # (S,) also for one segment
     higher_is_better = None
 
     def __init__(self, metric: TaskMetric, num_segments: int, **kwargs: Any) -> None:

@@ -249,7 +249,7 @@ def test_log_loss_from_logits_is_exact_in_both_tails():
     """Confident correct negatives (y = 0, z ≪ 0) lost every digit: log_loss(-40, 0) was 0, not 4.2e-18."""
     z = torch.tensor([-700.0, -300.0, -40.0, -37.5, -20.0, -10.0, -1e-3, 0.0, 3.0, 20.0, 40.0, 300.0])
     z = torch.cat([z, -z]).double()
-    for y in (0.0, 1.0, 0.25, 0.9):  # hard and soft labels
+    for y in (0.0, 1.0, 0.25, 0.5, 0.9, 1e-6, 1 - 1e-6):  # hard and soft labels
         target = torch.full_like(z, y)
         expected = np.array([_mp_cross_entropy(a, y) for a in z.tolist()])
         got = np.array([tmf.log_loss(a.reshape(1), t.reshape(1), from_logits=True).item() for a, t in zip(z, target)])

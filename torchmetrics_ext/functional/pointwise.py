@@ -93,16 +93,15 @@ def _softplus(x: Tensor) -> Tensor:
 def _logit_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     """Per-sample ``softplus(z) - y·z`` in nats, to float64 rounding in both tails, for labels in [0, 1].
 
-    Written as ``log1p(e^-|z|) + (1 - y)·max(z, 0) + y·max(-z, 0)``: every term is non-negative,
-    so nothing cancels. ``F.binary_cross_entropy_with_logits`` computes ``(1 - y)·z - logsigmoid(z)``,
-    which cancels for a confident correct negative (``y = 0``, ``z ≪ 0``): relative error ``3e-7``
-    at ``z = -20`` and ``0`` instead of ``4e-18`` at ``z = -40``.
+    Written as ``log1p(e^-|z|) + lerp(max(z, 0), max(-z, 0), y)``: both terms are non-negative, and
+    ``torch.lerp`` takes ``a + y·(b - a)`` for ``y < 0.5`` and ``b - (1 - y)·(b - a)`` otherwise
+    (``b - a = -z`` exactly), a difference of at most half its first operand: no cancellation.
+    ``F.binary_cross_entropy_with_logits`` computes ``(1 - y)·z - logsigmoid(z)``, which cancels
+    for a confident correct negative (``y = 0``, ``z ≪ 0``): relative error ``3e-7`` at
+    ``z = -20`` and ``0`` instead of ``4e-18`` at ``z = -40``.
     """
-    return (
-        torch.log1p(torch.exp(-logits.abs()))
-        .add_(logits.clamp(min=0).mul_(1 - target))
-        .sub_(logits.clamp(max=0).mul_(target))
-    )
+    margin = torch.lerp(logits.clamp(min=0), logits.clamp(max=0).neg_(), target)
+    return margin.add_(torch.log1p(torch.exp(-logits.abs())))
 
 
 def _cross_entropy_update(

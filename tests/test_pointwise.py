@@ -231,3 +231,42 @@ globals().update(
         ddp=DDP_IDS,
     )
 )
+
+
+# ----------------------------------------------------------------------------- logits: both tails exact
+
+
+def _mp_cross_entropy(z, y):
+    """softplus(z) - y·z in nats, the formula as written, with 400 digits (mpmath): enough for |z| <= 700."""
+    import mpmath
+
+    with mpmath.workdps(400):
+        z, y = mpmath.mpf(float(z)), mpmath.mpf(float(y))
+        return float(mpmath.log1p(mpmath.exp(z)) - y * z)
+
+
+def test_log_loss_from_logits_is_exact_in_both_tails():
+    """Confident correct negatives (y = 0, z ≪ 0) lost every digit: log_loss(-40, 0) was 0, not 4.2e-18."""
+    z = torch.tensor([-700.0, -300.0, -40.0, -37.5, -20.0, -10.0, -1e-3, 0.0, 3.0, 20.0, 40.0, 300.0])
+    z = torch.cat([z, -z]).double()
+    for y in (0.0, 1.0, 0.25, 0.5, 0.9, 1e-6, 1 - 1e-6):  # hard and soft labels
+        target = torch.full_like(z, y)
+        expected = np.array([_mp_cross_entropy(a, y) for a in z.tolist()])
+        got = np.array([tmf.log_loss(a.reshape(1), t.reshape(1), from_logits=True).item() for a, t in zip(z, target)])
+        np.testing.assert_allclose(got, expected, rtol=1e-14, atol=0, err_msg=f"y={y}")
+        # the class (states summed over a batch of one task per sample)
+        metric = tmx.LogLoss(num_tasks=len(z), from_logits=True)
+        metric.update(z.reshape(-1, 1), target.reshape(-1, 1))
+        np.testing.assert_allclose(metric.compute().numpy(), expected, rtol=1e-14, atol=0, err_msg=f"y={y}")
+
+
+def test_ne_from_logits_of_confident_correct_predictions_matches_mpmath():
+    """A batch of sure, correct predictions: NE's numerator was half the true value (negatives counted 0)."""
+    z = torch.tensor([38.0, -38.0, 41.0, -45.0], dtype=torch.float64)
+    y = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    ce = sum(_mp_cross_entropy(a, b) for a, b in zip(z.tolist(), y.tolist()))
+    expected = ce / (4 * np.log(2))  # base rate 1/2: the entropy of one sample is log 2
+    np.testing.assert_allclose(tmf.normalized_entropy(z, y, from_logits=True).item(), expected, rtol=1e-14)
+    metric = tmx.NormalizedEntropy(from_logits=True)
+    metric.update(z, y)
+    np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-14)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -471,6 +472,75 @@ def test_weighted_average_total_ignores_real_targets():
         np.average(p, weights=w),
         rtol=1e-12,
     )
+
+
+@pytest.mark.parametrize("order", ["average first", "ctr first"])
+def test_weighted_average_never_shares_ctrs_states(order):
+    """WeightedAverage's total is a plain sum w, CTR's the class-exact one: merged, CTR of all-positive
+    labels came out 0.9999999999999999 (the states are named apart now, so TorchMetrics never merges them)."""
+    rng = np.random.default_rng(2)
+    w = torch.tensor(rng.random(1000))
+    p, y = torch.tensor(rng.random((2, 1000))), torch.ones(2, 1000)
+    members = {
+        "avg": tmx.WeightedAverage(num_tasks=2),
+        "ctr": tmx.CTR(num_tasks=2),
+        "cal": tmx.Calibration(num_tasks=2),
+    }
+    if order == "ctr first":
+        members = dict(reversed(members.items()))
+    collection = MetricCollection(members, compute_groups=True)
+    for _ in range(2):
+        collection.update(p, y, w)
+    assert sorted(map(sorted, collection.compute_groups.values())) == [["avg"], ["cal", "ctr"]]
+    values = collection.compute()
+    assert values["ctr"].tolist() == [1.0, 1.0]  # exactly
+    expected = [2 * (p[t].numpy() * w.numpy()).sum() / (2 * w.numpy().sum()) for t in range(2)]
+    np.testing.assert_allclose(values["avg"].numpy(), expected, rtol=1e-13)
+    module = tmx.RecMetricModule(
+        [tmx.RecTaskInfo(f"t{t}", f"y{t}", f"p{t}", "w") for t in range(2)],
+        {"avg": "weighted_average", "ctr": "ctr"},
+        throughput=False,
+    )
+    batch = {"w": w, **{f"p{t}": p[t] for t in range(2)}, **{f"y{t}": y[t] for t in range(2)}}
+    for _ in range(2):
+        module.update(batch)
+    out = module.compute()
+    for t in range(2):
+        assert next(v for k, v in out.items() if k.startswith("ctr") and k.endswith(f"t{t}")).item() == 1.0
+        avg = next(v for k, v in out.items() if k.startswith("avg") and k.endswith(f"t{t}"))
+        np.testing.assert_allclose(avg.item(), expected[t], rtol=1e-13)
+
+
+@pytest.mark.parametrize("metadata", ["version 2", "none"])
+def test_weighted_average_checkpoint_with_the_former_total_name_loads(metadata):
+    """Checkpoints written while the total was named `weighted_num_samples` (as CTR's) still load, windows too."""
+    p, w = torch.tensor([0.2, 0.7, 0.4, 0.9, 0.55, 0.1]), torch.tensor([1.0, 2.0, 0.5, 1.0, 3.0, 0.25])
+    trained = tmx.WeightedAverage()
+    trained.persistent(True)
+    trained.update(p, weights=w)
+    saved = trained.state_dict()
+    old = OrderedDict((k.replace("weighted_num_samples_plain", "weighted_num_samples"), v) for k, v in saved.items())
+    if metadata == "version 2":
+        old._metadata = saved._metadata  # type: ignore[attr-defined]
+        assert old._metadata[""]["version"] == 2
+    resumed = tmx.WeightedAverage()
+    resumed.persistent(True)
+    resumed.load_state_dict(old)  # strict
+    assert resumed.compute().item() == np.average(p.double().numpy(), weights=w.double().numpy())
+
+    windowed = tmx.Windowed(tmx.WeightedAverage(), window_size=4)
+    windowed.update(p[:3], weights=w[:3])
+    windowed.update(p[3:], weights=w[3:])
+    saved = windowed.state_dict()
+    old = OrderedDict((k.replace("_plain", ""), v) for k, v in saved.items())
+    ring = old["_extra_state"] = dict(old["_extra_state"])
+    for part in ("rings", "back"):
+        ring[part] = {n.replace("_plain", ""): v for n, v in ring[part].items()}
+    if metadata == "version 2":
+        old._metadata = saved._metadata  # type: ignore[attr-defined]
+    again = tmx.Windowed(tmx.WeightedAverage(), window_size=4)
+    again.load_state_dict(old)
+    torch.testing.assert_close(again.compute(), windowed.compute(), rtol=0, atol=0)
 
 
 def _sigmoid_np(z):

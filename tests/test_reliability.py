@@ -247,3 +247,15 @@ def test_rejects(cid, bad, exc, match):
 def test_rejects_bad_arguments(factory, match):
     with pytest.raises(ValueError, match=match):
         factory()
+
+
+def test_one_bin_keeps_its_bin_dimension():
+    """Reliability(num_bins=1) gives (1,) curves, as its functional twin (TorchMetrics squeezed them to 0-dim)."""
+    p, y = torch.tensor([0.2, 0.7, 0.4], dtype=torch.float64), torch.tensor([1, 0, 1])
+    metric = tmx.Reliability(num_bins=1)
+    batch = metric(p, y)
+    expected = {"mean_prediction": [1.3 / 3], "label_rate": [2 / 3], "weight": [3.0]}  # by hand: one bin
+    for values in (batch, metric.compute(), tmf.reliability(p, y, num_bins=1)):
+        for key, want in expected.items():
+            assert values[key].shape == (1,), key
+            np.testing.assert_allclose(values[key].numpy(), want, rtol=1e-15)

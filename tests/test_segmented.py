@@ -9,6 +9,7 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
+from torchmetrics import MetricCollection
 
 import torchmetrics_ext as tmx
 from tests.helpers import tester as H
@@ -302,12 +303,53 @@ def test_tensor_weighted_average_per_task_flags():
     segments = rng.integers(0, SEGMENTS, size=60)
     seg = tmx.Segmented(tmx.TensorWeightedAverage(num_tasks=2, weighted=[True, False]), SEGMENTS)
     for chunk in np.array_split(np.arange(60), 3):
-        seg.update(torch.tensor(values[:, chunk]), None, torch.tensor(weights[chunk]), torch.tensor(segments[chunk]))
+        seg.update(torch.tensor(values[:, chunk]), torch.tensor(weights[chunk]), torch.tensor(segments[chunk]))
     expected = [
         [np.average(values[0, segments == s], weights=weights[segments == s]) for s in range(SEGMENTS)],
         [values[1, segments == s].mean() for s in range(SEGMENTS)],
     ]
     np.testing.assert_allclose(seg.compute(), expected, rtol=1e-12)
+
+
+def test_tensor_weighted_average_takes_its_own_argument_layout():
+    """TensorWeightedAverage.update(values, weights): Segmented read the weights as a target and dropped them."""
+    v, w = torch.tensor([1.0, 3.0, 5.0, 7.0, 2.0]), torch.tensor([3.0, 1.0, 1.0, 3.0, 0.5])
+    s = torch.tensor([0, 0, 1, 1, 1])
+    expected = [np.average(v[s == g].numpy(), weights=w[s == g].numpy()) for g in range(2)]  # [1.5, 5.9]
+    calls = [
+        lambda m: m.update(v, w, segments=s),
+        lambda m: m.update(v, w, s),
+        lambda m: m.update(v, weights=w, segments=s),
+        lambda m: m.update(values=v, weights=w, segments=s),
+        lambda m: m(v, w, segments=s),
+        lambda m: MetricCollection({"m": m}).update(v, weights=w, segments=s, unused=v),
+    ]
+    for call in calls:
+        seg = tmx.Segmented(tmx.TensorWeightedAverage(), num_segments=2)
+        call(seg)
+        np.testing.assert_allclose(seg.compute().numpy(), expected, rtol=1e-15)
+    window = tmx.Windowed(tmx.Segmented(tmx.TensorWeightedAverage(), num_segments=2), window_size=10)
+    window.update(v, w, segments=s)
+    np.testing.assert_allclose(window.compute()["lifetime"].numpy(), expected, rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda f, v, w, s: f(v, None, w, s), r"takes 3 positional arguments \(values, weights, segments\)"),
+        (lambda f, v, w, s: f(v, target=v, weights=w, segments=s), r"unexpected keyword argument `target`"),
+        (lambda f, v, w, s: f(v, w, weights=w, segments=s), r"multiple values for `weights`"),
+        (lambda f, v, w, s: f(v, w), r"requires `segments`"),
+    ],
+)
+def test_arguments_outside_the_wrapped_metrics_layout_are_rejected(call, match):
+    """A target for a metric that takes none is a TypeError naming it, in update and forward; nothing changes."""
+    seg = tmx.Segmented(tmx.TensorWeightedAverage(), num_segments=2)
+    v, w, s = torch.tensor([1.0, 3.0]), torch.tensor([1.0, 2.0]), torch.tensor([0, 1])
+    for entry in (seg.update, seg.forward):
+        with pytest.raises(TypeError, match=match):
+            call(entry, v, w, s)
+    assert seg._update_count == 0 and not seg.weighted_sum.any()
 
 
 def _pointwise_classes():
@@ -336,12 +378,9 @@ def test_every_sum_metric_with_two_tasks_equals_the_metric_on_each_segment(facto
     segments[:, :3] = [0, 1, 2]  # every segment of every task has rows
     has_target = factory.func is not tmx.TensorWeightedAverage
 
-    def batch(cols):
-        return (
-            torch.tensor(preds[:, cols]),
-            torch.tensor(target[:, cols]) if has_target else None,
-            torch.tensor(weights[:, cols]),
-        )
+    def batch(cols):  # the wrapped metric's own update layout (TensorWeightedAverage: values, weights)
+        p, w = torch.tensor(preds[:, cols]), torch.tensor(weights[:, cols])
+        return (p, torch.tensor(target[:, cols]), w) if has_target else (p, w)
 
     seg = tmx.Segmented(factory(), 3)
     for chunk in np.array_split(np.arange(80), 2):
@@ -349,8 +388,7 @@ def test_every_sum_metric_with_two_tasks_equals_the_metric_on_each_segment(facto
     got = seg.compute()
     for t, s in itertools.product(range(2), range(3)):
         alone = factory()
-        p, y, w = batch(np.nonzero(segments[t] == s)[0])
-        alone.update(*((p, y, w) if has_target else (p, w)))
+        alone.update(*batch(np.nonzero(segments[t] == s)[0]))
         torch.testing.assert_close(got[t, s], alone.compute()[t], rtol=1e-12, atol=1e-12)
 
 
@@ -404,3 +442,18 @@ def test_segmented_rejects_two_process_groups():
 
     with pytest.raises(ValueError, match="one process group"):
         tmx.Segmented(tmx.CTR(process_group=Group()), num_segments=2, process_group=Group())
+
+
+def test_one_segment_keeps_its_segment_dimension():
+    """num_segments=1 gives (1,) (TorchMetrics squeezed every one-element value to 0-dim), (T, 1) for T tasks;
+    through compute, forward, a cached compute and a window alike."""
+    p, y, s = torch.tensor([0.2, 0.6, 0.9]), torch.tensor([1.0, 0.0, 1.0]), torch.zeros(3, dtype=torch.long)
+    seg = tmx.Segmented(tmx.CTR(), num_segments=1)
+    batch = seg(p, y, segments=s)
+    assert batch.shape == (1,) and seg.compute().shape == (1,) and seg.compute().shape == (1,)
+    np.testing.assert_allclose(seg.compute().numpy(), [2 / 3])  # by hand: 2 of 3 labels
+    two = tmx.Segmented(tmx.CTR(num_tasks=2), num_segments=1)
+    assert two(torch.stack([p, p]), torch.stack([y, 1 - y]), segments=s).shape == (2, 1)
+    window = tmx.Windowed(tmx.Segmented(tmx.CTR(), num_segments=1), window_size=2)
+    assert {k: v.shape for k, v in window(p, y, segments=s).items()} == {"lifetime": (1,), "window": (1,)}
+    assert {k: v.shape for k, v in window.compute().items()} == {"lifetime": (1,), "window": (1,)}

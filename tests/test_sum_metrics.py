@@ -593,8 +593,8 @@ def test_recalibrated_calibration_checkpoints_saved_with_an_eta_load(from_logits
     ids=["int", "1-D", "nan", "list", "2-task"],
 )
 def test_tensor_weighted_average_errors_name_values(bad):
-    """Every error about TensorWeightedAverage's first argument says `values` (its name), class and function;
-    wrapped in Segmented, whose argument is `preds`, they say `preds`."""
+    """Every error about TensorWeightedAverage's first argument says `values` (its name): class, function,
+    and Segmented, which takes the wrapped metric's own arguments."""
     calls = [tmx.TensorWeightedAverage(num_tasks=3).update]
     if not isinstance(bad, torch.Tensor) or bad.dtype != torch.float32 or bad.isnan().any():
         calls.append(tmf.tensor_weighted_average)  # the function takes any number of tasks
@@ -603,9 +603,9 @@ def test_tensor_weighted_average_errors_name_values(bad):
             call(bad)
         assert "`preds`" not in str(raised.value)
     segmented = tmx.Segmented(tmx.TensorWeightedAverage(num_tasks=3), 2)
-    with pytest.raises((TypeError, ValueError), match="`preds`") as raised:
+    with pytest.raises((TypeError, ValueError), match="`values`") as raised:
         segmented.update(bad, segments=torch.zeros(2, dtype=torch.int64))
-    assert "`values`" not in str(raised.value)
+    assert "`preds`" not in str(raised.value)
 
 
 def test_calibration_free_ne_from_confident_logits_is_not_clamped():
@@ -616,5 +616,125 @@ def test_calibration_free_ne_from_confident_logits_is_not_clamped():
     z = np.array([30.0, 29.0])
     q = np.mean(np.exp(-z) / (1 + np.exp(-z)))  # 1 - mean prediction, without cancellation
     expected = np.sum(np.log1p(np.exp(-z))) / (-2 * np.log1p(-q))
-    # the state keeps sum(sigmoid(z)) ~ 2 - 2.8e-13: its last bit is ~1e-3 of 1 - mean; documented
-    np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-4)
+    # the states keep sum(sigmoid(-z)) as well: 1 - mean is not a difference of numbers near 1
+    np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-12)
+
+
+def _mp_calibration_free_ne(p, y, logits):
+    """The documented formula with 60 digits (mpmath): CE of p over CE of the constant mean prediction."""
+    import mpmath
+
+    with mpmath.workdps(60):
+        y = [mpmath.mpf(float(v)) for v in y]
+        if logits:  # sigmoid and its complement of the logits themselves: no rounding to 1
+            p = [1 / (1 + mpmath.exp(-mpmath.mpf(float(z)))) for z in p]
+        else:
+            p = [mpmath.mpf(float(v)) for v in p]
+        ce = -sum(b * mpmath.log(a) + (1 - b) * mpmath.log(1 - a) for a, b in zip(p, y))
+        mean = sum(p) / len(p)
+        constant = -sum(b * mpmath.log(mean) + (1 - b) * mpmath.log(1 - mean) for b in y)
+        return float(ce / constant)
+
+
+@pytest.mark.parametrize(
+    "z",
+    [
+        [38.0, 40.0, 39.0, 45.0],  # every sigmoid rounds to 1: was 0.0 (a perfect score), no warning
+        [-38.0, -40.0, 39.0, 45.0],
+        [36.0, 37.5, 50.0, 80.0],
+        [-700.0, -40.0, -39.0, -45.0],
+    ],
+)
+def test_calibration_free_ne_from_sure_logits_matches_mpmath(z):
+    z, y = torch.tensor(z, dtype=torch.float64), torch.tensor([1.0, 0.0, 1.0, 0.0])
+    expected = _mp_calibration_free_ne(z.tolist(), y.tolist(), logits=True)
+    np.testing.assert_allclose(tmf.calibration_free_ne(z, y, from_logits=True).item(), expected, rtol=1e-12)
+    metric = tmx.CalibrationFreeNE(from_logits=True)
+    metric.update(z[:2], y[:2])
+    metric.update(z[2:], y[2:])
+    np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-12)
+
+
+def test_calibration_free_ne_of_probabilities_near_one_keeps_the_complement():
+    """p = 1 - k·2^-52 (exact doubles): 1 - mean from sum(p) lost ~1e-3 of its digits, sum(1 - p) none."""
+    rng = np.random.default_rng(8)
+    k = rng.integers(1, 200, size=1000)
+    p = 1 - k * 2.0**-52
+    y = (rng.random(1000) < 0.5).astype(np.float64)
+    expected = _mp_calibration_free_ne(p, y, logits=False)
+    for eta in (0.0, 1e-18):  # clamps that leave these predictions and their mean alone
+        got = tmf.calibration_free_ne(torch.tensor(p), torch.tensor(y), eta=eta).item()
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("preds", "target", "kwargs"),
+    [
+        ([1.0, 1.0], [1.0, 0.0], {"eta": 0.0}),  # mean prediction 1 on a negative: inf / inf (was nan, silently)
+        ([0.0, 0.0], [1.0, 0.0], {"eta": 0.0}),
+        ([-800.0, -750.0], [1.0, 0.0], {"from_logits": True}),  # every sigmoid is 0: the mean is exactly 0
+        ([1.0, 1.0], [1.0, 0.0], {"eta": 0.0, "torchrec_scaling": True}),
+    ],
+)
+def test_calibration_free_ne_with_an_infinite_denominator_is_undefined(preds, target, kwargs):
+    """A constant prediction of 0 or 1 with labels on its wrong side: nan with one UndefinedMetricWarning."""
+    preds, target = torch.tensor(preds, dtype=torch.float64), torch.tensor(target)
+    with pytest.warns(UndefinedMetricWarning, match="CalibrationFreeNE"):
+        assert torch.isnan(tmf.calibration_free_ne(preds, target, **kwargs))
+    metric = tmx.CalibrationFreeNE(**kwargs)
+    metric.update(preds, target)
+    with pytest.warns(UndefinedMetricWarning, match="CalibrationFreeNE"):
+        assert torch.isnan(metric.compute())
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_calibration_free_ne_checkpoint_without_the_complement_state_loads(from_logits):
+    """A checkpoint written before sum w·(1 - p) was a state loads it as sum w - sum w·p (plain and windowed)."""
+    rng = np.random.default_rng(9)
+    p = torch.tensor(rng.normal(size=40) if from_logits else rng.uniform(0.05, 0.95, size=40))
+    y, w = torch.tensor(rng.integers(0, 2, size=40)), torch.tensor(rng.uniform(0.1, 2.0, size=40))
+    expected = ref_cali_free(p.numpy(), y.numpy(), w.numpy(), logits=from_logits)
+    trained = tmx.CalibrationFreeNE(from_logits=from_logits)
+    trained.persistent(True)
+    trained.update(p, y, w)
+    complement = "weighted_pred_complement_sum" + ("_logits" if from_logits else "")
+    old = {k: v for k, v in trained.state_dict().items() if k != complement}
+    assert len(old) == 4
+    resumed = tmx.CalibrationFreeNE(from_logits=from_logits)
+    resumed.persistent(True)
+    resumed.load_state_dict(old)  # strict: the missing state is derived, nothing else is missing
+    np.testing.assert_allclose(resumed.compute().item(), expected, rtol=1e-12)
+
+    windowed = tmx.Windowed(tmx.CalibrationFreeNE(from_logits=from_logits), window_size=30)
+    for chunk in torch.arange(40).split(10):
+        windowed.update(p[chunk], y[chunk], w[chunk])
+    saved = windowed.state_dict()
+    old = {k: v for k, v in saved.items() if not k.endswith(complement)}
+    ring = old["_extra_state"] = dict(old["_extra_state"])
+    for part in ("rings", "back"):
+        ring[part] = {n: v for n, v in ring[part].items() if n != complement}
+    again = tmx.Windowed(tmx.CalibrationFreeNE(from_logits=from_logits), window_size=30)
+    again.load_state_dict(old)
+    for part, rows in (("lifetime", slice(0, 40)), ("window", slice(10, 40))):
+        want = ref_cali_free(p[rows].numpy(), y[rows].numpy(), w[rows].numpy(), logits=from_logits)
+        np.testing.assert_allclose(again.compute()[part].item(), want, rtol=1e-12)
+    windowed.update(p[:10], y[:10], w[:10])  # both go on alike
+    again.update(p[:10], y[:10], w[:10])
+    torch.testing.assert_close(again.compute(), windowed.compute(), rtol=1e-12, atol=0)
+
+
+def test_ne_positive_from_logits_is_exact_where_softplus_cuts_over():
+    """F.softplus(x) returns x above x = 20: positives with logits -20..-30 were off by up to 6e-11 relative."""
+    import mpmath
+
+    z = torch.tensor([-19.5, -20.5, -21.0, -25.0, -29.0, -31.0, 0.0, 2.0], dtype=torch.float64)
+    y = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0])
+    with mpmath.workdps(50):  # -log sigmoid(z) = log(1 + e^-z), no cancellation for z < 0
+        positive_ce = sum(mpmath.log1p(mpmath.exp(-mpmath.mpf(a))) for a in z[:6].tolist())
+        base = mpmath.mpf(6) / 8
+        entropy = -8 * (base * mpmath.log(base) + (1 - base) * mpmath.log(1 - base))
+        expected = float(positive_ce / entropy)
+    np.testing.assert_allclose(tmf.ne_positive(z, y, from_logits=True).item(), expected, rtol=1e-14)
+    metric = tmx.NEPositive(from_logits=True)
+    metric.update(z, y)
+    np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-14)

@@ -101,13 +101,14 @@ class RowSessionRecall(_RowSessions, tmx.SessionRecallAtK):
 
 
 def ref_session(p, y, w, k, kind, average, rank_labels=False):
-    """Per session (a row): rank = number of strictly higher scores; top-k predicted positive."""
+    """Per session (a row): rank = number of strictly higher scores among rows of weight; top-k predicted positive."""
     w = np.ones_like(p) if w is None else w
     tp_all = fp_all = fn_all = 0.0
     values = []
     for ps, ys, ws in zip(p, y, w):
-        pred = np.array([(ps > s).sum() < k for s in ps], dtype=float)
-        lab = np.array([(ys > v).sum() < k for v in ys], dtype=float) if rank_labels else ys
+        present = ws > 0  # a zero-weight row is an absent row: it takes no top-k place
+        pred = np.array([(ps[present] > s).sum() < k for s in ps], dtype=float)
+        lab = np.array([(ys[present] > v).sum() < k for v in ys], dtype=float) if rank_labels else ys
         tp, fp, fn = (ws * lab * pred).sum(), (ws * (1 - lab) * pred).sum(), (ws * lab * (1 - pred)).sum()
         tp_all, fp_all, fn_all = tp_all + tp, fp_all + fp, fn_all + fn
         den = tp + fp if kind == "precision" else tp + fn
@@ -371,6 +372,62 @@ def test_session_weight_invariances(fn, average):
     zeroed = fn(preds, target, sessions, torch.where(keep, weights, 0.0), k=2, average=average)
     removed = fn(preds[keep], target[keep], sessions[keep], weights[keep], k=2, average=average)
     torch.testing.assert_close(zeroed, removed)
+
+
+def test_one_label_keeps_its_label_dimension():
+    """MultiLabelPrecision(num_labels=1) is (1,) as its functional twin (TorchMetrics squeezed it to 0-dim)."""
+    preds, target = torch.tensor([1, 0, 1]), torch.tensor([1, 1, 0])
+    expected = tmf.multi_label_precision(preds, target, num_labels=1)
+    assert expected.shape == (1,) and expected.item() == 0.5  # by hand: 2 predicted, 1 right
+    metric = tmx.MultiLabelPrecision(num_labels=1)
+    assert metric(preds, target).shape == (1,)
+    torch.testing.assert_close(metric.compute(), expected)
+    assert tmx.MultiLabelPrecision(num_labels=1, num_tasks=2)(preds.repeat(2, 1), target.repeat(2, 1)).shape == (2, 1)
+
+
+def test_session_zero_weight_row_takes_no_top_k_place():
+    """The top item has weight 0: without it the second item is the top 1 (a hit), as if the row were absent."""
+    p, y, s = torch.tensor([0.9, 0.8, 0.1]), torch.tensor([0.0, 1.0, 0.0]), torch.tensor([0, 0, 0])
+    w = torch.tensor([0.0, 1.0, 1.0])
+    # by hand: rows 2 and 3 only; row 2 is the top 1 and the one positive -> precision 1, recall 1
+    for fn in (tmf.session_precision_at_k, tmf.session_recall_at_k):
+        for average in ("session", "micro"):
+            assert fn(p, y, s, w, k=1, average=average).item() == 1.0
+    metric = tmx.SessionRecallAtK(k=1)
+    metric.update(p, y, s, w)
+    assert metric.compute().item() == 1.0
+
+
+@pytest.mark.parametrize("rank_labels", [False, True])
+@pytest.mark.parametrize("average", ["session", "micro"])
+@pytest.mark.parametrize("kind", ["precision", "recall"])
+def test_session_zero_weight_rows_are_absent_rows(kind, average, rank_labels):
+    """Zero-weight rows inside sessions (scattered ids, several tasks): equal to the rows removed and to numpy."""
+    rng = np.random.default_rng(12)
+    preds = np.round(rng.random((2, S, L)), 1)  # ties
+    target = rng.integers(0, 4, size=(2, S, L)) if rank_labels else (rng.random((2, S, L)) < 0.4).astype(np.int64)
+    weights = rng.uniform(0.1, 2.0, size=(2, S, L))
+    weights[rng.random((2, S, L)) < 0.35] = 0.0
+    weights[:, 0] = 0.0  # a whole session of weight 0
+    expected = [ref_session(preds[t], target[t], weights[t], 2, kind, average, rank_labels) for t in range(2)]
+    order = rng.permutation(S * L)  # sessions interleaved within the batch
+    flat = [torch.tensor(x.reshape(2, -1)[:, order]) for x in (preds, target, weights)]
+    sessions = torch.arange(S).repeat_interleave(L)[order]
+    fn = tmf.session_precision_at_k if kind == "precision" else tmf.session_recall_at_k
+    got = fn(flat[0], flat[1], sessions, flat[2], k=2, average=average, rank_labels=rank_labels)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
+    for t in range(2):  # each task without its zero-weight rows
+        keep = flat[2][t] > 0
+        removed = fn(
+            flat[0][t][keep],
+            flat[1][t][keep],
+            sessions[keep],
+            flat[2][t][keep],
+            k=2,
+            average=average,
+            rank_labels=rank_labels,
+        )
+        np.testing.assert_allclose(removed.item(), got[t].item(), rtol=1e-12)
 
 
 @pytest.mark.parametrize("fn", [tmf.session_precision_at_k, tmf.session_recall_at_k])

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from torchmetrics_ext.functional._sums import batch_sums
@@ -27,6 +26,7 @@ from torchmetrics_ext.functional.pointwise import (
     _check_eta,
     _cross_entropy_update,
     _normalized_entropy_compute,
+    _softplus,
     _weighed,
     _weighted_sum,
     _weighted_sums_update,
@@ -59,7 +59,7 @@ def _recalibrate(preds: Tensor, coefficient: float, from_logits: bool) -> Tensor
 
 def _ne_positive_update(preds: Tensor, target: Tensor, weights: Tensor | None, eta: float, from_logits: bool) -> Stats:
     """Return ``(sum w·y·(-log p), sum w, sum w·y)`` per task; ``p`` clamped to ``[eta, 1 - eta]``."""
-    neg_log_p = F.softplus(-preds) if from_logits else -torch.log(preds.clamp(eta, 1 - eta))
+    neg_log_p = _softplus(-preds) if from_logits else -torch.log(preds.clamp(eta, 1 - eta))
     positive_ce = target * neg_log_p
     if eta == 0 and not from_logits:  # p may be exactly 0: 0·log 0 = 0 for a negative label, not 0·inf = nan
         positive_ce = _weighed(
@@ -128,10 +128,15 @@ def ne_positive(
 def _calibration_free_update(
     preds: Tensor, target: Tensor, weights: Tensor | None, eta: float, from_logits: bool
 ) -> Stats:
-    """Return ``(sum w·CE, sum w, sum w·y, sum w·p)`` per task (CE in nats)."""
+    """Return ``(sum w·CE, sum w, sum w·y, sum w·p, sum w·(1 - p))`` per task (CE in nats).
+
+    Both ``sum w·p`` and ``sum w·(1 - p)`` are kept so that neither ``p̄`` nor ``1 - p̄`` is
+    found by a subtraction from 1 (which loses all digits when ``p̄`` is within ``1e-16`` of 0 or
+    1). From logits ``1 - p`` is ``sigmoid(-z)``: exact where ``sigmoid(z)`` rounds to 1.
+    """
     ce_sum, total, pos = _cross_entropy_update(preds, target, weights, eta, from_logits)
-    probs = torch.sigmoid(preds) if from_logits else preds
-    return ce_sum, total, pos, _weighted_sum(probs, weights)
+    probs, complement = (torch.sigmoid(preds), torch.sigmoid(-preds)) if from_logits else (preds, 1 - preds)
+    return ce_sum, total, pos, _weighted_sum(probs, weights), _weighted_sum(complement, weights)
 
 
 def _calibration_free_compute(
@@ -139,26 +144,35 @@ def _calibration_free_compute(
     total: Tensor,
     pos: Tensor,
     pred_sum: Tensor,
+    complement_sum: Tensor,
     eta: float,
     torchrec_scaling: bool,
     from_logits: bool = False,
 ) -> Tensor:
     """``sum w·CE / CE of predicting the mean prediction`` (or TorchRec's value, see :func:`calibration_free_ne`).
 
-    The constant prediction is clamped to ``[eta, 1 - eta]`` as the probabilities of the
-    numerator are; from logits the numerator is the exact log-sigmoid, and so is the denominator.
+    The constant prediction ``p̄ = sum w·p / sum w`` and its complement ``sum w·(1 - p) / sum w``
+    are clamped to ``[eta, 1 - eta]`` as the probabilities of the numerator are; from logits the
+    numerator is the exact log-sigmoid, and the denominator is not clamped either. Undefined
+    (``nan`` with an ``UndefinedMetricWarning``) when that constant prediction's cross-entropy is
+    not a finite positive number: no label weight, or ``p̄`` exactly 0 or 1 (all labels on one
+    side: 0; on the other: infinite, e.g. ``eta = 0``, or logits all below ``-745``).
     """
     neg = total - pos
     safe_total = torch.where(total > 0, total, 1.0)
-    mean_pred = pred_sum / safe_total
+    mean_pred, mean_complement = pred_sum / safe_total, complement_sum / safe_total
     if not from_logits:
-        mean_pred = mean_pred.clamp(eta, 1 - eta)
-    # cross-entropy (summed, nats) of the constant prediction ``mean_pred`` on the labels seen
-    # (a label weight of 0 times the log of a probability of 0 counts 0)
-    constant_ce = -(torch.special.xlogy(pos, mean_pred) + torch.special.xlog1py(neg, -mean_pred))
-    undefined = (total <= 0) | (constant_ce <= 0)
+        mean_pred, mean_complement = mean_pred.clamp(eta, 1 - eta), mean_complement.clamp(eta, 1 - eta)
+    # cross-entropy (summed, nats) of the constant prediction ``mean_pred`` on the labels seen (a
+    # label weight of 0 times the log of a probability of 0 counts 0); the log of a mean above 1/2
+    # is log1p of minus its complement, which holds the digits that 1 - 1e-13 has lost
+    log_mean = torch.where(mean_pred > 0.5, torch.log1p(-mean_complement), torch.log(mean_pred))
+    log_complement = torch.where(mean_complement > 0.5, torch.log1p(-mean_pred), torch.log(mean_complement))
+    constant_ce = -(torch.where(pos > 0, pos * log_mean, 0.0) + torch.where(neg > 0, neg * log_complement, 0.0))
+    undefined = (total <= 0) | ~((constant_ce > 0) & constant_ce.isfinite())
     if torchrec_scaling:
-        ne = _normalized_entropy_compute(ce_sum, total, pos, eta, "CalibrationFreeNE")
+        ne = _normalized_entropy_compute(ce_sum, total, pos, eta, "CalibrationFreeNE")  # warns where it is nan
+        warn_undefined(undefined & ~torch.isnan(ne), "CalibrationFreeNE", "the mean prediction is 0 or 1")
         undefined = undefined | torch.isnan(ne)
         value = ne / torch.where(undefined, 1.0, constant_ce / math.log(2))
     else:
@@ -212,8 +226,8 @@ def calibration_free_ne(
     check_flag("torchrec_scaling", torchrec_scaling)
     return _apply(
         lambda p, t, w: _calibration_free_update(p, t, w, eta, from_logits),  # type: ignore[arg-type]
-        lambda ce, total, pos, pred: _calibration_free_compute(
-            ce, total, pos, pred, eta, torchrec_scaling, from_logits
+        lambda ce, total, pos, pred, complement: _calibration_free_compute(
+            ce, total, pos, pred, complement, eta, torchrec_scaling, from_logits
         ),
         preds,
         target,

@@ -17,7 +17,6 @@ import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from torchmetrics_ext.functional._sums import batch_sums, weight_total, weighted_sum
@@ -82,19 +81,41 @@ def _weighed(eta: float, values: Tensor, weights: Tensor | None) -> Tensor:
     return torch.where(weights > 0, values, 0.0)
 
 
+def _softplus(x: Tensor) -> Tensor:
+    """``log(1 + e^x)`` to float64 rounding for every finite ``x``: ``max(x, 0) + log1p(e^-|x|)``.
+
+    ``F.softplus`` returns ``x`` itself above its ``threshold`` (20), off by ``log1p(e^-x)``
+    (relative ``6e-11`` at ``x = 20.5``); this form has no threshold and never overflows.
+    """
+    return torch.log1p(torch.exp(-x.abs())).add_(x.clamp(min=0))
+
+
+def _logit_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
+    """Per-sample ``softplus(z) - y·z`` in nats, to float64 rounding in both tails, for labels in [0, 1].
+
+    Written as ``log1p(e^-|z|) + lerp(max(z, 0), max(-z, 0), y)``: both terms are non-negative, and
+    ``torch.lerp`` takes ``a + y·(b - a)`` for ``y < 0.5`` and ``b - (1 - y)·(b - a)`` otherwise
+    (``b - a = -z`` exactly), a difference of at most half its first operand: no cancellation.
+    ``F.binary_cross_entropy_with_logits`` computes ``(1 - y)·z - logsigmoid(z)``, which cancels
+    for a confident correct negative (``y = 0``, ``z ≪ 0``): relative error ``3e-7`` at
+    ``z = -20`` and ``0`` instead of ``4e-18`` at ``z = -40``.
+    """
+    margin = torch.lerp(logits.clamp(min=0), logits.clamp(max=0).neg_(), target)
+    return margin.add_(torch.log1p(torch.exp(-logits.abs())))
+
+
 def _cross_entropy_update(
     preds: Tensor, target: Tensor, weights: Tensor | None, eta: float, from_logits: bool
 ) -> Stats:
     """Return ``(sum w·CE, sum w, sum w·y)`` per task; CE in nats.
 
     Probabilities are clamped to ``[eta, 1 - eta]`` (TorchRec's rule); logits use the exact,
-    overflow-free ``softplus(z) - y·z`` form and need no clamp. With ``eta = 0``, ``0·log 0 = 0``.
+    overflow-free ``softplus(z) - y·z`` (:func:`_logit_cross_entropy`) and need no clamp. With
+    ``eta = 0``, ``0·log 0 = 0``.
     """
     sums = batch_sums(preds, target, weights)
     if from_logits:
-        ce_sum = sums.weighted(
-            ("ce_logits",), lambda: F.binary_cross_entropy_with_logits(preds, target, reduction="none")
-        )
+        ce_sum = sums.weighted(("ce_logits",), lambda: _logit_cross_entropy(preds, target))
     else:
 
         def cross_entropy() -> Tensor:

@@ -4,7 +4,9 @@ Within each session the predictions are ranked, and those ranked above ``k`` are
 positives: an item's rank is the number of items of its session with a strictly higher score
 (ties share the better rank, as in TorchRec, so a tie at the cut-off can add predicted
 positives). With ``rank_labels`` the labels are ranked the same way and the top ``k`` labels
-are the positives (TorchRec's ``run_ranking_of_labels``).
+are the positives (TorchRec's ``run_ranking_of_labels``). A row of weight 0 is an absent row:
+it takes no top-``k`` place (TorchRec ranks it like any other, so there it can push a weighted
+row out of the top ``k``).
 
 Ranks come from two stable sorts per batch (by score, then by session id) and a cumulative
 maximum over group starts, batched over tasks: no loop over sessions. A session must lie within
@@ -100,7 +102,16 @@ def _ranks_within_session(scores: Tensor, sessions: Tensor) -> tuple[Tensor, Ten
 def _session_update(
     preds: Tensor, target: Tensor, sessions: Tensor, weights: Tensor | None, k: int, rank_labels: bool
 ) -> tuple[Tensor, ...]:
-    """Per-task sums in the order of :data:`SESSION_STATES`."""
+    """Per-task sums in the order of :data:`SESSION_STATES`.
+
+    A zero-weight row is an absent row: it is ranked below every row of weight (its score and,
+    with ``rank_labels``, its label taken as ``-inf``), so it never takes a top-``k`` place.
+    """
+    if weights is not None:
+        present = weights > 0
+        preds = torch.where(present, preds, -math.inf)
+        if rank_labels:
+            target = torch.where(present, target, -math.inf)
     ranks, order, group = _ranks_within_session(preds, sessions)
     predicted = (ranks < k).to(torch.float64)
     if rank_labels:
@@ -177,7 +188,7 @@ def session_precision_at_k(
         preds: ``(N,)`` or ``(T, N)`` scores (any finite values; only their order counts).
         target: labels in [0, 1] (any finite values with ``rank_labels``), same shape.
         sessions: integer session ids on ``preds``' device, ``(N,)`` (shared by all tasks) or ``(T, N)``.
-        weights: optional non-negative sample weights.
+        weights: optional non-negative sample weights; a zero-weight row takes no top-``k`` place.
         k: the number of top-ranked items of a session predicted positive.
         average: ``"session"`` (mean over sessions) or ``"micro"`` (TorchRec's pooled counts).
         rank_labels: the top-``k`` labels of each session are the positives.
@@ -219,7 +230,7 @@ def session_recall_at_k(
         preds: ``(N,)`` or ``(T, N)`` scores (any finite values; only their order counts).
         target: labels in [0, 1] (any finite values with ``rank_labels``), same shape.
         sessions: integer session ids on ``preds``' device, ``(N,)`` (shared by all tasks) or ``(T, N)``.
-        weights: optional non-negative sample weights.
+        weights: optional non-negative sample weights; a zero-weight row takes no top-``k`` place.
         k: the number of top-ranked items of a session predicted positive.
         average: ``"session"`` (mean over sessions) or ``"micro"`` (TorchRec's pooled counts).
         rank_labels: the top-``k`` labels of each session are the positives.

@@ -144,6 +144,10 @@ class GuardedMetric(Metric):
     _version: int = _CHECKPOINT_VERSION
     # tensor states whose length follows the data (CategoricalCount's counts): checked by ndim only
     _data_sized_states: ClassVar[frozenset[str]] = frozenset()
+    # compute's value keeps its shape when it holds one element: TorchMetrics squeezes every such
+    # result to 0-dim, which a value documented with a dimension besides the tasks (per segment,
+    # label or bin: (S,), (L,), (B,)) must not lose (see keep_value_shapes)
+    _keeps_value_shape: ClassVar[bool] = False
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -152,6 +156,13 @@ class GuardedMetric(Metric):
         self._renamed_states: dict[str, str] = {}
         # (pattern of former names, current name), for checkpoints of any version: see _former_state_names
         self._former_patterns: list[tuple[re.Pattern[str], str]] = []
+        # old name -> current name of states renamed for another reason than a setting (no setting
+        # of the metric uses the old name, so checkpoints of every version may hold it): see
+        # _renamed_in
+        self._always_renamed: dict[str, str] = {}
+        # states added after checkpoints were written without them: name -> (derive, names of the
+        # states it is computed from); such a checkpoint loads the state as derive(*those states)
+        self._derived_states: dict[str, tuple[Callable[..., Tensor], tuple[str, ...]]] = {}
 
     def _setting_state_name(self, name: str, setting: str, former: str | None = None) -> str:
         """``name`` followed by ``setting`` (when not empty): the name of a state whose values depend on it.
@@ -194,6 +205,18 @@ class GuardedMetric(Metric):
                     found[match] = name
         return found
 
+    def _renamed_in(self, version: int) -> dict[str, str]:
+        """Former -> current names of the states a checkpoint of nn.Module ``version`` may hold under a former name.
+
+        Setting renames (:meth:`_setting_state_name`) only for checkpoints written before the
+        settings named the states (version 1): in later ones a former name is another setting's
+        state. Other renames (``_always_renamed``) for every version.
+        """
+        renamed = dict(getattr(self, "_always_renamed", {}))  # metrics pickled before it existed
+        if version < _CHECKPOINT_VERSION:
+            renamed.update(self._renamed_states)
+        return renamed
+
     def _checkpoint_settings(self) -> dict[str, Any]:
         """Settings a checkpoint records and ``load_state_dict`` requires equal (plain Python values).
 
@@ -201,6 +224,9 @@ class GuardedMetric(Metric):
         or shape is already checked through them.
         """
         return {}
+
+    def _wrap_compute(self, compute: Callable) -> Callable:
+        return keep_value_shapes(self, compute, super()._wrap_compute)
 
     def _wrap_update(self, update: Callable) -> Callable:
         wrapped = super()._wrap_update(update)
@@ -282,18 +308,19 @@ class GuardedMetric(Metric):
         """Load states after checking them against this metric; map renamed states of old checkpoints.
 
         A checkpoint written before state names carried their settings (version 1, or a plain
-        dict without metadata) holds a renamed state under its former name: it is read from
-        there, unless that name is still one of this metric's states (another setting's).
+        dict without metadata), or before a state was renamed otherwise (:meth:`_renamed_in`),
+        holds a renamed state under its former name: it is read from there, unless that name is
+        still one of this metric's states (another setting's).
         Problems (see the class docstring) go to ``error_msgs`` and nothing of this metric loads.
         """
-        if local_metadata.get("version", 1) < _CHECKPOINT_VERSION:
-            for old, new in self._renamed_states.items():
-                if prefix + old in state_dict and prefix + new not in state_dict and old not in self._defaults:
-                    state_dict[prefix + new] = state_dict.pop(prefix + old)
+        for old, new in self._renamed_in(local_metadata.get("version", 1)).items():
+            if prefix + old in state_dict and prefix + new not in state_dict and old not in self._defaults:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
         if getattr(self, "_former_patterns", None):  # states renamed since, at any version
             saved = [k[len(prefix) :] for k in state_dict if k.startswith(prefix) and "." not in k[len(prefix) :]]
             for old, new in self._former_state_names(saved).items():
                 state_dict[prefix + new] = state_dict.pop(prefix + old)
+        derive_missing(state_dict, getattr(self, "_derived_states", {}), prefix)
         problems: list[str] = []
         if any(prefix + name in state_dict for name in self._defaults):  # else nothing of it loads (not persistent)
             # other recorded settings explain any other shape: the states are checked when the settings agree
@@ -359,6 +386,70 @@ class GuardedMetric(Metric):
         """`` (num_tasks=3, ...)``: the recorded settings, for messages (empty if none)."""
         settings = self._checkpoint_settings()
         return f" ({', '.join(f'{k}={v!r}' for k, v in settings.items())})" if settings else ""
+
+
+def keep_value_shapes(metric: Metric, compute: Callable, wrap: Callable[[Callable], Callable]) -> Callable:
+    """``wrap(compute)`` (TorchMetrics' compute wrapper), giving back the shapes ``compute`` made when asked.
+
+    TorchMetrics' wrapper squeezes every one-element tensor of the value to 0-dim: a ``(1,)``
+    per-segment value of one segment would come back as a scalar, unlike its functional twin.
+    When ``metric._keeps_value_shape`` is true, the shapes ``compute`` returned (in any nesting
+    of dicts, lists and tuples) are restored on the wrapper's value (cached ones included).
+    """
+    shapes: list[Any] = [None]
+
+    @functools.wraps(compute)
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        value = compute(*args, **kwargs)
+        shapes[0] = _shapes(value) if getattr(metric, "_keeps_value_shape", False) else None
+        return value
+
+    wrapped = wrap(recorded)
+
+    @functools.wraps(compute)
+    def shaped(*args: Any, **kwargs: Any) -> Any:
+        value = wrapped(*args, **kwargs)
+        return value if shapes[0] is None else _reshaped(value, shapes[0])
+
+    return shaped
+
+
+def _shapes(value: Any) -> Any:
+    """The shape of every tensor of ``value`` (a tensor, or dicts, lists and tuples of them), same nesting."""
+    if isinstance(value, Tensor):
+        return value.shape
+    if isinstance(value, Mapping):
+        return {key: _shapes(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_shapes(v) for v in value]
+    return None
+
+
+def _reshaped(value: Any, shapes: Any) -> Any:
+    """``value`` with each tensor viewed in its shape from :func:`_shapes` (other entries unchanged)."""
+    if isinstance(value, Tensor):
+        return value.reshape(shapes) if isinstance(shapes, torch.Size) and value.shape != shapes else value
+    if isinstance(value, Mapping) and isinstance(shapes, Mapping):
+        return type(value)({key: _reshaped(v, shapes.get(key)) for key, v in value.items()})  # type: ignore[call-arg]
+    if isinstance(value, (list, tuple)) and isinstance(shapes, list) and len(shapes) == len(value):
+        items = [_reshaped(v, shape) for v, shape in zip(value, shapes)]
+        return type(value)(items) if not hasattr(value, "_fields") else type(value)(*items)
+    return value
+
+
+def derive_missing(
+    states: dict[str, Any], derived: Mapping[str, tuple[Callable[..., Tensor], tuple[str, ...]]], prefix: str = ""
+) -> None:
+    """Add to ``states`` (a checkpoint's, under ``prefix``) each derived state it lacks but can compute.
+
+    ``derived`` maps a state's name to ``(derive, sources)``: a checkpoint holding every source
+    state and not the state itself gets ``derive(*sources)`` (a metric's states added after
+    checkpoints were written, see ``GuardedMetric._derived_states``).
+    """
+    for name, (derive, sources) in derived.items():
+        values = [states.get(prefix + source) for source in sources]
+        if prefix + name not in states and all(isinstance(v, Tensor) for v in values):
+            states[prefix + name] = derive(*values)
 
 
 def note_settings(destination: Mapping[str, Any], prefix: str, settings: Mapping[str, Any]) -> None:

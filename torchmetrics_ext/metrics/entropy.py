@@ -1,6 +1,6 @@
 """Variants of NE and calibration (TorchRec's NE family) as :class:`torchmetrics.Metric` objects.
 
-Each class holds three or four float64 ``(num_tasks,)`` sums reduced with ``sum`` and delegates
+Each class holds three to five float64 ``(num_tasks,)`` sums reduced with ``sum`` and delegates
 its math to :mod:`torchmetrics_ext.functional.entropy`. States that depend on a setting
 (``eta``, the recalibration coefficient) carry it in their name, so a
 :class:`~torchmetrics.MetricCollection` never merges two metrics that only look alike.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional import entropy as F
@@ -90,12 +91,21 @@ class CalibrationFreeNE(_EntropyVariant):
         num_tasks: number of tasks ``T``.
         eta: probability clamp, in [0, 0.5) (of the predictions and of their mean).
         from_logits: ``preds`` are logits: the exact log-sigmoid, and no clamp of the mean
-            either. The state keeps :math:`\sum w p`, so a mean prediction within ``d`` of 0 or 1
-            carries a relative error of about ``1e-16 / d`` (``3e-6`` at ``d = 1.4e-13``).
+            either. The states keep :math:`\sum w\,\sigma(z)` and :math:`\sum w\,\sigma(-z)`,
+            so the mean prediction and its complement are both exact, also where the mean rounds
+            to 1 (all logits above ~37). Only a mean of exactly 0 (every logit below -745) is
+            undefined.
         torchrec_scaling: reproduce TorchRec 1.9's value, NE divided by the summed (not
             averaged) bits of predicting :math:`\bar p`, which shrinks as 1/total weight.
         validate_args: check each batch.
         kwargs: TorchMetrics options.
+
+    Note:
+        State: five float64 sums per task, among them :math:`\sum w p` and :math:`\sum w (1 - p)`
+        (a checkpoint written without the second one loads it as :math:`\sum w - \sum w p`).
+        ``nan`` plus ``UndefinedMetricWarning`` where the denominator is not a finite positive
+        number: no label weight, or a mean prediction of exactly 0 or 1 (e.g. ``eta=0`` with
+        sure predictions).
 
     Example:
         >>> import torch
@@ -105,9 +115,15 @@ class CalibrationFreeNE(_EntropyVariant):
         tensor(1., dtype=torch.float64)
     """
 
-    _state_names = ("cross_entropy_sum", "weighted_num_samples", "pos_labels", "weighted_pred_sum")
+    _state_names = (
+        "cross_entropy_sum",
+        "weighted_num_samples",
+        "pos_labels",
+        "weighted_pred_sum",
+        "weighted_pred_complement_sum",
+    )
     _setting_dependent = ("cross_entropy_sum",)
-    _logit_dependent = ("cross_entropy_sum", "weighted_pred_sum")
+    _logit_dependent = ("cross_entropy_sum", "weighted_pred_sum", "weighted_pred_complement_sum")
 
     def __init__(
         self,
@@ -121,13 +137,18 @@ class CalibrationFreeNE(_EntropyVariant):
         check_flag("torchrec_scaling", torchrec_scaling)
         super().__init__(num_tasks, eta=eta, from_logits=from_logits, **kwargs)
         self.torchrec_scaling = torchrec_scaling
+        # checkpoints written before the complement had a state of its own: sum w - sum w·p
+        total, pred_sum, complement = self._state_keys[1], self._state_keys[3], self._state_keys[4]
+        self._derived_states[complement] = (torch.sub, (total, pred_sum))
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
         return F._calibration_free_update(preds, target, weights, self.eta, self.from_logits)  # type: ignore[arg-type]
 
-    def _compute_value(self, ce_sum: Tensor, total: Tensor, pos: Tensor, pred_sum: Tensor) -> Tensor:  # type: ignore[override]
+    def _compute_value(  # type: ignore[override]
+        self, ce_sum: Tensor, total: Tensor, pos: Tensor, pred_sum: Tensor, complement_sum: Tensor
+    ) -> Tensor:
         return F._calibration_free_compute(
-            ce_sum, total, pos, pred_sum, self.eta, self.torchrec_scaling, self.from_logits
+            ce_sum, total, pos, pred_sum, complement_sum, self.eta, self.torchrec_scaling, self.from_logits
         )
 
 

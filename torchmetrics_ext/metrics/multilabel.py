@@ -40,6 +40,7 @@ class MultiLabelPrecision(TaskMetric):
     """
 
     is_differentiable = False
+    _keeps_value_shape = True  # (L,) also for one label
     higher_is_better = True
     value_ndim = 1  # one value per label
     plot_lower_bound = 0.0

@@ -348,6 +348,12 @@ class CTR(_WeightedSumMetric):
 class WeightedAverage(_WeightedSumMetric):
     r"""Weighted mean of the predictions, :math:`\sum_i w_i p_i / \sum_i w_i` (any finite values).
 
+    State: three float64 sums per task. The total weight is a plain :math:`\sum_i w_i` (targets
+    may be any real number), not :class:`CTR`'s class-exact one, so it is named
+    ``weighted_num_samples_plain`` and a ``MetricCollection`` never puts this metric in one
+    compute group with ``CTR`` or ``Calibration`` (checkpoints holding the former name
+    ``weighted_num_samples`` still load).
+
     Args:
         num_tasks: number of tasks ``T``.
         validate_args: check each batch.
@@ -362,10 +368,16 @@ class WeightedAverage(_WeightedSumMetric):
         tensor(1.5000, dtype=torch.float64)
     """
 
+    # the total is computed otherwise than CTR's (see _batch_stats): a name of its own keeps them apart
+    _state_names = ("weighted_pred_sum", "weighted_label_sum", "weighted_num_samples_plain")
     _preds_domain = "real"
     _target_domain = "real"
     is_differentiable = True
     higher_is_better = None
+
+    def __init__(self, num_tasks: int = 1, **kwargs: Any) -> None:
+        super().__init__(num_tasks, **kwargs)
+        self._always_renamed["weighted_num_samples"] = "weighted_num_samples_plain"  # its former name
 
     def update(self, preds: Tensor, target: Tensor | None = None, weights: Tensor | None = None) -> None:
         """Accumulate ``preds`` (``target`` is optional and unused beyond a shape check)."""

@@ -76,6 +76,7 @@ class Reliability(TaskMetric):
     """
 
     is_differentiable: bool = True  # the mean predictions (label rates and weights do not depend on preds)
+    _keeps_value_shape = True  # (B,) also for one bin
     higher_is_better: bool | None = None
     value_ndim = 1  # a curve over the bins per task: used standalone, not in a RecMetricModule
 

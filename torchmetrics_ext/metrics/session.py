@@ -82,7 +82,8 @@ class SessionPrecisionAtK(_SessionMetric):
     ranked below ``k`` are predicted positive (ties at the cut-off are all positive, as in
     TorchRec). ``average="session"`` (default) is the mean of the sessions' weighted precisions
     (sessions without a predicted positive skipped); ``average="micro"`` is TorchRec's pooled
-    :math:`\sum TP / \sum (TP + FP)`. A session must lie within one batch.
+    :math:`\sum TP / \sum (TP + FP)`. A session must lie within one batch. A row of weight 0
+    is an absent row: it takes no top-``k`` place (TorchRec ranks it like any other row).
 
     Args:
         k: number of top-ranked items of a session predicted positive (TorchRec's ``top_threshold``).

@@ -11,10 +11,12 @@ hands the ``(T·S,)`` sums back to the metric's own compute. Nothing loops over 
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
 from torch import Tensor
+from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_sum
 
 from torchmetrics_ext.metrics.base import TaskMetric
@@ -24,12 +26,21 @@ from torchmetrics_ext.utilities.checks import check_int, check_tensor
 __all__ = ["Segmented"]
 
 
+def _update_inputs(cls: type[Metric]) -> tuple[str, ...]:
+    """Names of the positional parameters of ``cls.update`` (``self`` not counted), in order."""
+    parameters = list(inspect.signature(cls.update).parameters.values())[1:]
+    return tuple(p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
 class Segmented(TaskMetric):
     r"""Compute a sum-statistic metric separately for each of ``num_segments`` integer segment ids.
 
-    ``update(preds, target=None, weights=None, segments=...)`` takes the wrapped metric's inputs
-    plus ``segments``: integer ids in ``[0, num_segments)``, shape ``(N,)`` (shared by every task)
-    or ``(T, N)``. ``compute()`` returns ``(S,)`` for a one-task metric and ``(T, S)`` otherwise.
+    ``update`` takes the wrapped metric's own ``update`` arguments, in its order and under its
+    names, plus ``segments`` (by keyword, or positionally after them): ``update(preds, target,
+    weights, segments=...)`` for most metrics, ``update(values, weights, segments=...)`` for
+    :class:`~torchmetrics_ext.TensorWeightedAverage`. ``segments`` are integer ids in
+    ``[0, num_segments)``, shape ``(N,)`` (shared by every task) or ``(T, N)``. ``compute()``
+    returns ``(S,)`` for a one-task metric and ``(T, S)`` otherwise.
 
     State: every state of the wrapped metric with a trailing segment dimension, float64
     ``(T, S)`` sums (constant memory in the number of rows), synced with ``sum``.
@@ -49,6 +60,8 @@ class Segmented(TaskMetric):
         ValueError: for a bad ``num_segments``, two different process groups (``metric``'s and
             ``process_group``), or (in ``update``) segment ids that are not
             integers in ``[0, num_segments)`` of shape ``(N,)`` or ``(T, N)`` on ``preds``' device.
+        TypeError: (in ``update``) an argument the wrapped metric's ``update`` does not take (a
+            ``target`` for ``TensorWeightedAverage``), or missing ``segments``.
 
     Note:
         A segment that saw no data is undefined for ratio metrics (``nan`` with the metric's
@@ -68,6 +81,7 @@ class Segmented(TaskMetric):
 
     full_state_update: bool = False
     is_differentiable = False  # that of the wrapped metric, per instance
+    _keeps_value_shape = True  # (S,) also for one segment
     higher_is_better = None
     value_ndim = 1  # one value per segment
 
@@ -97,6 +111,8 @@ class Segmented(TaskMetric):
         self.num_segments = num_segments
         # the metric's kernels: gradients flow where its do (TorchMetrics guards the class constant)
         object.__setattr__(self, "is_differentiable", metric.is_differentiable)
+        # update's inputs: the wrapped metric's own (names and order), then the segment ids
+        self._input_names = (*_update_inputs(type(metric)), "segments")
         self._state_keys = metric._state_keys
         for name in self._state_keys:
             self.add_state(
@@ -130,31 +146,43 @@ class Segmented(TaskMetric):
                     )
         return (segments if segments.ndim == 2 else segments.unsqueeze(0)).to(torch.int64).expand(shape)
 
-    def _inputs(
-        self, preds: Tensor, target: Tensor | None, weights: Tensor | None, segments: Tensor | None, validate: bool
-    ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
-        # errors name Segmented's own argument, whatever the wrapped metric calls it (`values`)
-        p, t, w = self.metric._format(preds, target, weights, validate=validate, preds_name="preds")
-        return p, t, w, self._format_segments(segments, p, validate)
+    def _inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any], validate: bool) -> tuple[Tensor, ...]:
+        """``(preds, target, weights, segments)`` formatted from ``update``'s arguments in the metric's layout."""
+        names = self._input_names
+        if len(args) > len(names):
+            raise TypeError(
+                f"Segmented({type(self.metric).__name__}).update() takes {len(names)} positional arguments "
+                f"({', '.join(names)}), got {len(args)}."
+            )
+        bound = dict(zip(names, args))
+        for key, value in kwargs.items():
+            if key not in names or key in bound:
+                problem = "got multiple values for" if key in bound else "got an unexpected keyword argument"
+                raise TypeError(
+                    f"Segmented({type(self.metric).__name__}).update() {problem} `{key}`; it takes "
+                    f"{', '.join(names)} (the wrapped metric's inputs, then the segment ids)."
+                )
+            bound[key] = value
+        first = names[0]  # errors name the argument as this update calls it (`values` for TensorWeightedAverage)
+        p, t, w = self.metric._format(
+            bound.get(first),  # type: ignore[arg-type]  # None: a TypeError naming it
+            bound.get("target"),
+            bound.get("weights"),
+            validate=validate,
+            preds_name=first,
+        )
+        return p, t, w, self._format_segments(bound.get("segments"), p, validate)  # type: ignore[return-value]
 
-    def _validate(
-        self,
-        preds: Tensor,
-        target: Tensor | None = None,
-        weights: Tensor | None = None,
-        segments: Tensor | None = None,
-    ) -> None:
-        self._inputs(preds, target, weights, segments, validate=True)
+    def _filter_kwargs(self, **kwargs: Any) -> dict[str, Any]:
+        """The keyword arguments this ``update`` takes (a ``MetricCollection`` passes all of them)."""
+        return {key: value for key, value in kwargs.items() if key in self._input_names}
 
-    def update(
-        self,
-        preds: Tensor,
-        target: Tensor | None = None,
-        weights: Tensor | None = None,
-        segments: Tensor | None = None,
-    ) -> None:
-        """Accumulate one batch: the wrapped metric's inputs plus integer ``segments``."""
-        p, t, w, seg = self._inputs(preds, target, weights, segments, validate=self._check_inputs)
+    def _validate(self, *args: Any, **kwargs: Any) -> None:
+        self._inputs(args, kwargs, validate=True)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """Accumulate one batch: the wrapped metric's ``update`` arguments plus integer ``segments``."""
+        p, t, w, seg = self._inputs(args, kwargs, validate=self._check_inputs)
         if p.shape[-1] == 0:
             return
         # the metric's per-sample terms, (T, N) per state (its per-task settings applied), added by segment

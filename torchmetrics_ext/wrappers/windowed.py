@@ -20,6 +20,7 @@ from torchmetrics_ext.metrics.base import (
     _CHECKPOINT_VERSION,
     GuardedMetric,
     count_samples,
+    derive_missing,
     newest_samples,
     note_settings,
     settings_problems,
@@ -657,12 +658,23 @@ class Windowed(WrapperMetric):
         if not problems and key in state_dict:
             ring = state_dict[key]
             life = self._child("lifetime")
-            if local_metadata.get("version", 1) < _CHECKPOINT_VERSION:
-                # a ring saved before a setting was part of a state's name holds that state under its former name
-                ring = _renamed(ring, getattr(life, "_renamed_states", {}))
+            # a ring saved before a state was renamed (e.g. after its setting) holds it under its former name
+            renamed_in = getattr(life, "_renamed_in", None)
+            if renamed_in is not None:
+                ring = _renamed(ring, renamed_in(local_metadata.get("version", 1)))
             if isinstance(life, GuardedMetric) and isinstance(ring, dict):  # states renamed since (any version)
                 ring = _renamed(ring, life._former_state_names(_ring_names(ring)))
             state_dict[key] = ring
+            # and one saved before the metric added a state derived from others lacks it
+            derived = getattr(life, "_derived_states", None)
+            if derived and isinstance(ring, dict):
+                ring = state_dict[key] = {
+                    part: dict(value) if part in ("rings", "back") and isinstance(value, dict) else value
+                    for part, value in ring.items()
+                }
+                for part in ("rings", "back"):
+                    if isinstance(ring.get(part), dict):
+                        derive_missing(ring[part], derived)
             store = self._hist if self._hist is not None else self._ring
             problems = [f"{key}: {problem}" for problem in store.problems(ring)]
         if problems:

@@ -666,6 +666,48 @@ def test_extreme_weight_ratios_within_a_task_stay_exact(device_path, kind):
     np.testing.assert_allclose(value.numpy(), expected, rtol=1e-12)
 
 
+# ----------------------------------------------------------------------------- no cancellation across groups or tasks
+
+
+@pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
+def test_a_task_of_tiny_class_weight_after_another_task(device_path):
+    """Exact AUC/AUPRC with several tasks: a task's cumulative sums never include another task's weight
+    (the device path once scanned all tasks at once: task 1 gave 0.5551 instead of 0.5)."""
+    p = torch.tensor([[0.3, 0.6, 0.5], [0.9, 0.5, 0.1]])
+    y = torch.tensor([[0, 1, 1], [1, 0, 1]])
+    w = torch.tensor([[1.0, 1.0, 1.0], [1e-15, 1.0, 1e-15]])
+    w64 = w.numpy().astype(np.float64)
+    for fn, cls, ref in ((tmf.auc, tmx.AUC, ref_auc), (tmf.auprc, tmx.AUPRC, ref_auprc)):
+        expected = [ref(p[t].numpy(), y[t].numpy(), w64[t]) for t in range(2)]
+        with force_device_path(device_path):
+            metric = cls(num_tasks=2)
+            metric.update(p, y, w)
+            values = [fn(p, y, w), metric.compute()]
+        for value in values:
+            np.testing.assert_allclose(value.numpy(), expected, rtol=1e-13)
+
+
+@pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
+@pytest.mark.parametrize("seed", range(3))
+def test_multi_task_exact_values_with_weights_over_21_orders_of_magnitude(device_path, seed):
+    """Seeded fuzz over 4 tasks, weights in 1e-15..1e6: each class of each task has its own scale (one
+    class can weigh 1e-13 of the other, or of the other tasks) and the weights spread 4 orders of
+    magnitude around it; each task's exact AUC/AUPRC is scikit-learn's on that task alone, on both paths."""
+    rng = np.random.default_rng(200 + seed)
+    num_tasks, n = 4, 500
+    p = rng.random((num_tasks, n)).astype(np.float32)
+    p[:, ::4] = np.round(p[:, ::4], 1)
+    y = (rng.random((num_tasks, n)) < 0.3).astype(np.int64)
+    class_scale = 10.0 ** rng.uniform(-13, 4, (num_tasks, 2))  # (task, label)
+    w = 10.0 ** rng.uniform(-2, 2, (num_tasks, n)) * np.take_along_axis(class_scale, y, axis=1)
+    w = w.astype(np.float32).astype(np.float64)
+    for fn, ref in ((tmf.auc, ref_auc), (tmf.auprc, ref_auprc)):
+        expected = [ref(p[t], y[t], w[t]) for t in range(num_tasks)]
+        with force_device_path(device_path):
+            got = fn(torch.tensor(p), torch.tensor(y), torch.tensor(w))
+        np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-13)
+
+
 FLOAT32_WEIGHT_CASES = [
     ("auc", lambda: tmx.AUC(num_tasks=2), lambda p, y, w: tmf.auc(p, y, w)),
     ("auprc", lambda: tmx.AUPRC(num_tasks=2), lambda p, y, w: tmf.auprc(p, y, w)),

@@ -15,11 +15,13 @@ never in ``update``:
   ``(task, group)``.
 
 :func:`_run_contributions` finds the curve points (runs of equal keys) of every segment from
-global float64 cumulative sums of the positive and negative weight: a run's end holds ``TP`` and
-``FP`` (minus its segment's offset); the cumulative sums at the end of the previous run (and of
-the previous segment) are fetched without compaction, by scattering the value at each run's end
-into a slot numbered by the run and gathering slot ``run - 1``. Per-run sums are differences of
-the global cumulative sums (scikit-learn's rule); ties and float64 accumulation as on the CPU path.
+float64 cumulative sums of the positive and negative weight taken within each segment (a
+parallel segmented scan of ``log2`` whole-array passes): a run's end holds its segment's ``TP``
+and ``FP``; the sums at the end of the previous run of the segment are fetched without
+compaction, by scattering the value at each run's end into a slot numbered by the run and
+gathering slot ``run - 1``. Per-run sums are differences of the segment's cumulative sums
+(scikit-learn's rule), never of sums over other segments or tasks, so a group's or task's value
+does not depend on the others' weights; ties and float64 accumulation as on the CPU path.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.functional.auc._kernels import _descending_keys, _group_scales
+from torchmetrics_ext.functional.auc._kernels import _descending_keys, _segmented_cumsum_
 
 
 def _starts(key: Tensor, first: Tensor | None = None) -> Tensor:
@@ -65,28 +67,37 @@ def _previous_end(start: Tensor, values: Sequence[Tensor]) -> list[Tensor]:
     return out
 
 
-def _run_contributions(start: Tensor, segment_start: Tensor, pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
+def _ends(start: Tensor) -> Tensor:
+    """``True`` at the last position of each run that ``start`` opens."""
+    end = torch.empty_like(start)
+    end[-1:] = True
+    end[:-1] = start[1:]
+    return end
+
+
+def _run_contributions(start: Tensor, seg: Tensor, pos: Tensor, neg: Tensor, longest: int) -> tuple[Tensor, Tensor]:
     r"""Per position, its curve point's share of the AUC and AP numerators (non-zero at run ends only).
 
     Args:
         start: ``(M,)`` flags opening each run of equal scores (every segment start opens a run).
-        segment_start: ``(M,)`` flags opening each segment (task or ``(task, group)``).
+        seg: ``(M,)`` segment ids (task or ``(task, group)``), equal ids contiguous.
         pos: ``(M,)`` float64 positive label weight in curve order (decreasing score per segment).
         neg: ``(M,)`` float64 negative label weight.
+        longest: an upper bound on the length of one segment (from shapes: no host sync).
 
     Returns:
         ``(auc, ap)``, each ``(M,)`` float64: at the end of run ``r`` of a segment,
         :math:`N_r (TP_r - P_r / 2)` and :math:`P_r \, TP_r / (TP_r + FP_r)`; elsewhere 0. Summed
         per segment they are the numerators of :func:`~torchmetrics_ext.functional.auc`.
+        ``TP``/``FP`` are cumulative sums within the segment
+        (:func:`~torchmetrics_ext.functional.auc._kernels._segmented_cumsum_`), a run's ``P_r``/``N_r``
+        the difference of two of them (scikit-learn's rule): never a sum over other segments.
     """
-    cp, cn = torch.cumsum(pos, 0), torch.cumsum(neg, 0)
-    prev_p, prev_n = _previous_end(start, [cp, cn])
-    off_p, off_n = _previous_end(segment_start, [cp, cn])
-    end = torch.empty_like(start)
-    end[-1:] = True
-    end[:-1] = start[1:]
-    run_p, run_n = cp - prev_p, cn - prev_n
-    tp, fp = cp.sub_(off_p), cn.sub_(off_n)
+    tp, fp = _segmented_cumsum_(torch.stack([pos, neg]), seg, longest)
+    last_of_segment = _ends(_starts(seg))
+    prev_p, prev_n = _previous_end(start, [tp.masked_fill(last_of_segment, 0.0), fp.masked_fill(last_of_segment, 0.0)])
+    end = _ends(start)
+    run_p, run_n = tp - prev_p, fp - prev_n
     auc = torch.where(end, run_n * (tp - 0.5 * run_p), 0.0)
     denom = tp + fp
     ap = torch.where(end & (denom > 0), run_p * tp / torch.where(denom > 0, denom, 1.0), 0.0)
@@ -175,12 +186,10 @@ def _grouped_curve_sums(scores: Tensor, signed: Tensor, groups: Tensor) -> tuple
     pos, neg = w.clamp(min=0), w.neg().clamp_(min=0)
     pos_total = torch.zeros(size, dtype=torch.float64, device=device).index_add_(0, seg, pos)
     neg_total = torch.zeros_like(pos_total).index_add_(0, seg, neg)
-    # Each group's weights are scaled by the power of two that brings its total into [0.5, 1)
-    # (exact) before the scans over every group, so that no group's scale swamps another's
-    # rounding (a group of weight 1e17 would leave nothing of a group of weight 1 after it).
-    down, up = _group_scales(pos_total + neg_total)
-    auc, ap = _run_contributions(_starts(key), _starts(seg), pos.mul_(down[seg]), neg.mul_(down[seg]))
-    auc_num = torch.zeros_like(pos_total).index_add_(0, seg, auc).mul_(up * up)
-    ap_num = torch.zeros_like(pos_total).index_add_(0, seg, ap).mul_(up)
+    # TP / FP are cumulative sums within each (task, group) (no group is ever more than n long), so
+    # that no group's value depends on the weights of the groups sorted before it
+    auc, ap = _run_contributions(_starts(key), seg, pos, neg, n)
+    auc_num = torch.zeros_like(pos_total).index_add_(0, seg, auc)
+    ap_num = torch.zeros_like(pos_total).index_add_(0, seg, ap)
     shape = (num_tasks, n)
     return pos_total.view(shape), neg_total.view(shape), auc_num.view(shape), ap_num.view(shape)

@@ -780,6 +780,31 @@ def test_segmented_cumsum_matches_a_per_segment_cumsum(monkeypatch, device_path,
             np.testing.assert_allclose(got.numpy(), expected, rtol=1e-13, atol=0)
 
 
+@pytest.mark.parametrize("num_tasks", [1, 3])
+@pytest.mark.parametrize("how", ["logits", "float64-probabilities", "windowed"])
+def test_binned_ties_share_a_bin_whatever_the_label_and_task(num_tasks, how):
+    """A logit one float64 ulp below a bin edge: the label and task offsets are added after the position is
+    floored, so equal scores land in one bin (AUC 1/2, not 1) and the error bound holds."""
+    edge = -16.0 + 32.0 / 1000  # bin 1 starts at this logit with B = 1000 over (-16, 16)
+    z = torch.full((num_tasks, 2), float(np.nextafter(edge, -np.inf)), dtype=torch.float64)
+    y = torch.tensor([[1, 0]] * num_tasks)
+    preds = z if how != "float64-probabilities" else torch.sigmoid(z)
+    logits = how != "float64-probabilities"
+    expected = [ref_auc(preds[t].numpy(), y[t].numpy(), None, 1000, logits) for t in range(num_tasks)]
+    assert expected == [0.5] * num_tasks  # the documented bins (floored positions) tie the two scores
+    metric = tmx.AUC(num_bins=1000, from_logits=logits, num_tasks=num_tasks)
+    if how == "windowed":
+        metric = tmx.Windowed(metric, window_size=10)
+    metric.update(preds.squeeze(0), y.squeeze(0))
+    value = metric.compute()["window"] if how == "windowed" else metric.compute()
+    np.testing.assert_array_equal(np.atleast_1d(value.numpy()), expected)
+    np.testing.assert_array_equal(
+        np.atleast_1d(tmf.auc(preds.squeeze(0), y.squeeze(0), num_bins=1000, from_logits=logits).numpy()), expected
+    )
+    bins = (FB._binned_index(preds, y, 1000, LOGIT_RANGE, logits) % 1000).view(num_tasks, 2)
+    assert torch.equal(bins[:, 0], bins[:, 1])
+
+
 FLOAT32_WEIGHT_CASES = [
     ("auc", lambda: tmx.AUC(num_tasks=2), lambda p, y, w: tmf.auc(p, y, w)),
     ("auprc", lambda: tmx.AUPRC(num_tasks=2), lambda p, y, w: tmf.auprc(p, y, w)),

@@ -666,6 +666,145 @@ def test_extreme_weight_ratios_within_a_task_stay_exact(device_path, kind):
     np.testing.assert_allclose(value.numpy(), expected, rtol=1e-12)
 
 
+# ----------------------------------------------------------------------------- no cancellation across groups or tasks
+
+TINY_P = torch.tensor([0.3, 0.6, 0.9, 0.5, 0.1])
+TINY_Y = torch.tensor([0, 1, 1, 0, 1])
+TINY_W = torch.tensor([5e5, 5e5, 1e-11, 1.0, 1e-11])  # group 1's positives: 1e-11 next to group 0's 1e6
+
+
+@pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
+@pytest.mark.parametrize("kind", ["auc", "auprc"])
+def test_a_group_of_tiny_class_weight_after_a_heavy_group(device_path, kind):
+    """A group's TP/FP are sums within the group: its positives of weight 1e-11 are not lost next to the
+    cumulative weight of the groups sorted before it, and relabelling the groups changes nothing."""
+    ref = ref_auc if kind == "auc" else ref_auprc
+    fn = tmf.grouped_auc if kind == "auc" else tmf.grouped_auprc
+    cls = tmx.GroupedAUC if kind == "auc" else tmx.GroupedAUPRC
+    w64 = TINY_W.numpy().astype(np.float64)  # the float32 weights the exact modes keep
+    for ids in ([0, 0, 1, 1, 1], [1, 1, 0, 0, 0], [7, 7, -(2**40), -(2**40), -(2**40)]):
+        g = torch.tensor(ids)
+        expected = ref_grouped(TINY_P.numpy(), TINY_Y.numpy(), np.asarray(ids), w64, ref=ref)
+        with force_device_path(device_path):
+            values = [fn(TINY_P, TINY_Y, g, TINY_W).item()]
+            for complete in (False, True):
+                metric = cls(groups_complete_per_batch=complete)
+                metric.update(TINY_P, TINY_Y, g, TINY_W)
+                values.append(metric.compute().item())
+        np.testing.assert_allclose(values, expected, rtol=1e-13, err_msg=str(ids))
+
+
+@pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
+@pytest.mark.parametrize("seed", range(4))
+def test_grouped_values_with_weights_over_21_orders_of_magnitude(monkeypatch, device_path, seed):
+    """Seeded fuzz: weights in [1e-15, 1e6] (some zero; a scale per group and class), ties, many small groups; each group's
+    value is scikit-learn's on that group alone, whatever the ids (permuted, negative, 2^40 apart) and
+    however the CPU path cuts its blocks (carried sums, the one-cumsum-per-segment and scan branches)."""
+    rng = np.random.default_rng(100 + seed)
+    monkeypatch.setattr(K, "_BLOCK", [5, 37, 1 << 16][seed % 3])
+    monkeypatch.setattr(K, "_FEW_SEGMENTS", [16, 0][seed % 2])
+    monkeypatch.setattr(K, "_FLAT_SCAN", [4, 256][seed // 2])
+    monkeypatch.setattr(K, "_SCAN_WIDTH", [2, 64][seed // 2])
+    n, num_groups = 700, 40
+    g = rng.integers(0, num_groups, n)
+    p = rng.random((2, n)).astype(np.float32)
+    p[:, ::3] = np.round(p[:, ::3], 1)  # ties within groups
+    y = (rng.random((2, n)) < 0.4).astype(np.int64)
+    class_scale = 10.0 ** rng.uniform(-13, 4, (2, num_groups, 2))  # (task, group, label): heavy and light groups
+    w = 10.0 ** rng.uniform(-2, 2, (2, n)) * class_scale[np.arange(2)[:, None], g, y]
+    w = w.astype(np.float32).astype(np.float64)
+    w[rng.random((2, n)) < 0.1] = 0.0
+    relabelled = [g, rng.permutation(num_groups)[g], -(g * 2**40) - 5]
+    for kind, fn, ref in (("auc", tmf.grouped_auc, ref_auc), ("auprc", tmf.grouped_auprc, ref_auprc)):
+        expected = [ref_grouped(p[t], y[t], g, w[t], ref=ref) for t in range(2)]
+        for ids in relabelled:
+            with force_device_path(device_path):
+                got = fn(torch.tensor(p), torch.tensor(y), torch.tensor(ids), torch.tensor(w))
+            np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-13, err_msg=kind)
+
+
+@pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
+def test_a_task_of_tiny_class_weight_after_another_task(device_path):
+    """Exact AUC/AUPRC with several tasks: a task's cumulative sums never include another task's weight
+    (the device path once scanned all tasks at once: task 1 gave 0.5551 instead of 0.5)."""
+    p = torch.tensor([[0.3, 0.6, 0.5], [0.9, 0.5, 0.1]])
+    y = torch.tensor([[0, 1, 1], [1, 0, 1]])
+    w = torch.tensor([[1.0, 1.0, 1.0], [1e-15, 1.0, 1e-15]])
+    w64 = w.numpy().astype(np.float64)
+    for fn, cls, ref in ((tmf.auc, tmx.AUC, ref_auc), (tmf.auprc, tmx.AUPRC, ref_auprc)):
+        expected = [ref(p[t].numpy(), y[t].numpy(), w64[t]) for t in range(2)]
+        with force_device_path(device_path):
+            metric = cls(num_tasks=2)
+            metric.update(p, y, w)
+            values = [fn(p, y, w), metric.compute()]
+        for value in values:
+            np.testing.assert_allclose(value.numpy(), expected, rtol=1e-13)
+
+
+@pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
+@pytest.mark.parametrize("seed", range(3))
+def test_multi_task_exact_values_with_weights_over_21_orders_of_magnitude(device_path, seed):
+    """Seeded fuzz over 4 tasks, weights in 1e-15..1e6: each class of each task has its own scale (one
+    class can weigh 1e-13 of the other, or of the other tasks) and the weights spread 4 orders of
+    magnitude around it; each task's exact AUC/AUPRC is scikit-learn's on that task alone, on both paths."""
+    rng = np.random.default_rng(200 + seed)
+    num_tasks, n = 4, 500
+    p = rng.random((num_tasks, n)).astype(np.float32)
+    p[:, ::4] = np.round(p[:, ::4], 1)
+    y = (rng.random((num_tasks, n)) < 0.3).astype(np.int64)
+    class_scale = 10.0 ** rng.uniform(-13, 4, (num_tasks, 2))  # (task, label)
+    w = 10.0 ** rng.uniform(-2, 2, (num_tasks, n)) * np.take_along_axis(class_scale, y, axis=1)
+    w = w.astype(np.float32).astype(np.float64)
+    for fn, ref in ((tmf.auc, ref_auc), (tmf.auprc, ref_auprc)):
+        expected = [ref(p[t], y[t], w[t]) for t in range(num_tasks)]
+        with force_device_path(device_path):
+            got = fn(torch.tensor(p), torch.tensor(y), torch.tensor(w))
+        np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
+@pytest.mark.parametrize("seed", range(3))
+def test_segmented_cumsum_matches_a_per_segment_cumsum(monkeypatch, device_path, seed):
+    """The scan behind both paths: each segment's own cumulative sum (numpy), for short and long
+    segments, rows of any width, and a bound on the segment length from shapes only."""
+    rng = np.random.default_rng(300 + seed)
+    monkeypatch.setattr(K, "_FLAT_SCAN", [2, 8, 256][seed])
+    monkeypatch.setattr(K, "_SCAN_WIDTH", [2, 4, 64][seed])
+    for size in (1, 2, 63, 64, 65, 1000, 3001):
+        seg = np.sort(np.minimum(rng.zipf(1.3, size), 40))
+        values = 10.0 ** rng.uniform(-15, 6, (2, size))
+        expected = np.concatenate([np.cumsum(values[:, seg == s], axis=1) for s in np.unique(seg)], axis=1)
+        longest = int(np.bincount(seg).max())
+        for bound in (longest, size):
+            got = K._segmented_cumsum_(torch.tensor(values), torch.tensor(seg), bound)
+            np.testing.assert_allclose(got.numpy(), expected, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("num_tasks", [1, 3])
+@pytest.mark.parametrize("how", ["logits", "float64-probabilities", "windowed"])
+def test_binned_ties_share_a_bin_whatever_the_label_and_task(num_tasks, how):
+    """A logit one float64 ulp below a bin edge: the label and task offsets are added after the position is
+    floored, so equal scores land in one bin (AUC 1/2, not 1) and the error bound holds."""
+    edge = -16.0 + 32.0 / 1000  # bin 1 starts at this logit with B = 1000 over (-16, 16)
+    z = torch.full((num_tasks, 2), float(np.nextafter(edge, -np.inf)), dtype=torch.float64)
+    y = torch.tensor([[1, 0]] * num_tasks)
+    preds = z if how != "float64-probabilities" else torch.sigmoid(z)
+    logits = how != "float64-probabilities"
+    expected = [ref_auc(preds[t].numpy(), y[t].numpy(), None, 1000, logits) for t in range(num_tasks)]
+    assert expected == [0.5] * num_tasks  # the documented bins (floored positions) tie the two scores
+    metric = tmx.AUC(num_bins=1000, from_logits=logits, num_tasks=num_tasks)
+    if how == "windowed":
+        metric = tmx.Windowed(metric, window_size=10)
+    metric.update(preds.squeeze(0), y.squeeze(0))
+    value = metric.compute()["window"] if how == "windowed" else metric.compute()
+    np.testing.assert_array_equal(np.atleast_1d(value.numpy()), expected)
+    np.testing.assert_array_equal(
+        np.atleast_1d(tmf.auc(preds.squeeze(0), y.squeeze(0), num_bins=1000, from_logits=logits).numpy()), expected
+    )
+    bins = (FB._binned_index(preds, y, 1000, LOGIT_RANGE, logits) % 1000).view(num_tasks, 2)
+    assert torch.equal(bins[:, 0], bins[:, 1])
+
+
 FLOAT32_WEIGHT_CASES = [
     ("auc", lambda: tmx.AUC(num_tasks=2), lambda p, y, w: tmf.auc(p, y, w)),
     ("auprc", lambda: tmx.AUPRC(num_tasks=2), lambda p, y, w: tmf.auprc(p, y, w)),
@@ -785,7 +924,7 @@ def test_kernels_never_write_their_inputs(device_path):
     rng = np.random.default_rng(5)
     scores = torch.tensor(rng.random((2, 300)).round(2))
     signed = torch.tensor(rng.uniform(0.5, 2.0, (2, 300)) * rng.choice([-1.0, 1.0], (2, 300)))
-    signed[:, :40] *= 1e7  # group totals far apart: the segmented sums scale the weights
+    signed[:, :40] *= 1e7  # group totals far apart
     groups = torch.tensor(rng.integers(0, 9, 300))
     inputs = (scores, signed, groups)
     saved = [t.clone() for t in inputs]
@@ -797,9 +936,7 @@ def test_kernels_never_write_their_inputs(device_path):
         key, within = torch.sort(key)
         ordered = signed[0][order][within]
         before = ordered.clone()
-        pos = torch.bincount(groups, weights=signed[0].clamp(min=0))
-        neg = torch.bincount(groups, weights=(-signed[0]).clamp(min=0))
-        K._curve_sums(key, ordered, None, pos, neg)
+        K._curve_sums(key, ordered, torch.bincount(groups, weights=(-signed[0]).clamp(min=0)))
         assert torch.equal(ordered, before)
     for tensor, copy in zip(inputs, saved):
         assert torch.equal(tensor, copy)

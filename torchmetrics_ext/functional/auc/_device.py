@@ -7,18 +7,21 @@ never in ``update``:
 
 * :func:`_exact_curve_sums` (binary, at ``compute``): one sort of the float32 scores with their
   order (a radix sort of 4-byte keys), float64 cumulative sums of the signed weights in that
-  order, and the curve points compacted with one ``nonzero`` (``compute`` may wait once).
+  order along each task's row, and the curve points compacted with one ``nonzero`` (``compute``
+  may wait once).
 * :func:`_grouped_curve_sums` (also in ``update`` with ``groups_complete_per_batch=True``, so it
   never waits): dense group ids from one sort of the ids, one sort of
   ``(task, group) << 32 | score key``, then :func:`_run_contributions` with one segment per
   ``(task, group)``.
 
 :func:`_run_contributions` finds the curve points (runs of equal keys) of every segment from
-global float64 cumulative sums of the positive and negative weight: a run's end holds ``TP`` and
-``FP`` (minus its segment's offset); the cumulative sums at the end of the previous run (and of
-the previous segment) are fetched without compaction, by scattering the value at each run's end
-into a slot numbered by the run and gathering slot ``run - 1``. Per-run sums are differences of
-the global cumulative sums (scikit-learn's rule); ties and float64 accumulation as on the CPU path.
+float64 cumulative sums of the positive and negative weight taken within each segment (a
+parallel segmented scan of ``log2`` whole-array passes): a run's end holds its segment's ``TP``
+and ``FP``; the sums at the end of the previous run of the segment are fetched without
+compaction, by scattering the value at each run's end into a slot numbered by the run and
+gathering slot ``run - 1``. Per-run sums are differences of the segment's cumulative sums
+(scikit-learn's rule), never of sums over other segments or tasks, so a group's or task's value
+does not depend on the others' weights; ties and float64 accumulation as on the CPU path.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.functional.auc._kernels import _descending_keys, _group_scales
+from torchmetrics_ext.functional.auc._kernels import _descending_keys, _segmented_cumsum_
 
 
 def _starts(key: Tensor, first: Tensor | None = None) -> Tensor:
@@ -64,28 +67,37 @@ def _previous_end(start: Tensor, values: Sequence[Tensor]) -> list[Tensor]:
     return out
 
 
-def _run_contributions(start: Tensor, segment_start: Tensor, pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
+def _ends(start: Tensor) -> Tensor:
+    """``True`` at the last position of each run that ``start`` opens."""
+    end = torch.empty_like(start)
+    end[-1:] = True
+    end[:-1] = start[1:]
+    return end
+
+
+def _run_contributions(start: Tensor, seg: Tensor, pos: Tensor, neg: Tensor, longest: int) -> tuple[Tensor, Tensor]:
     r"""Per position, its curve point's share of the AUC and AP numerators (non-zero at run ends only).
 
     Args:
         start: ``(M,)`` flags opening each run of equal scores (every segment start opens a run).
-        segment_start: ``(M,)`` flags opening each segment (task or ``(task, group)``).
+        seg: ``(M,)`` segment ids (task or ``(task, group)``), equal ids contiguous.
         pos: ``(M,)`` float64 positive label weight in curve order (decreasing score per segment).
         neg: ``(M,)`` float64 negative label weight.
+        longest: an upper bound on the length of one segment (from shapes: no host sync).
 
     Returns:
         ``(auc, ap)``, each ``(M,)`` float64: at the end of run ``r`` of a segment,
         :math:`N_r (TP_r - P_r / 2)` and :math:`P_r \, TP_r / (TP_r + FP_r)`; elsewhere 0. Summed
         per segment they are the numerators of :func:`~torchmetrics_ext.functional.auc`.
+        ``TP``/``FP`` are cumulative sums within the segment
+        (:func:`~torchmetrics_ext.functional.auc._kernels._segmented_cumsum_`), a run's ``P_r``/``N_r``
+        the difference of two of them (scikit-learn's rule): never a sum over other segments.
     """
-    cp, cn = torch.cumsum(pos, 0), torch.cumsum(neg, 0)
-    prev_p, prev_n = _previous_end(start, [cp, cn])
-    off_p, off_n = _previous_end(segment_start, [cp, cn])
-    end = torch.empty_like(start)
-    end[-1:] = True
-    end[:-1] = start[1:]
-    run_p, run_n = cp - prev_p, cn - prev_n
-    tp, fp = cp.sub_(off_p), cn.sub_(off_n)
+    tp, fp = _segmented_cumsum_(torch.stack([pos, neg]), seg, longest)
+    last_of_segment = _ends(_starts(seg))
+    prev_p, prev_n = _previous_end(start, [tp.masked_fill(last_of_segment, 0.0), fp.masked_fill(last_of_segment, 0.0)])
+    end = _ends(start)
+    run_p, run_n = tp - prev_p, fp - prev_n
     auc = torch.where(end, run_n * (tp - 0.5 * run_p), 0.0)
     denom = tp + fp
     ap = torch.where(end & (denom > 0), run_p * tp / torch.where(denom > 0, denom, 1.0), 0.0)
@@ -97,12 +109,13 @@ def _exact_curve_sums(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(P, N, auc_num, ap_num)`` per task, each ``(T,)`` float64, from chunks viewable as ``(n_k, T)``.
 
-    One sort of the float32 scores (descending, with the order), the signed weights gathered in
-    that order, float64 cumulative sums, then the curve points (last element of each run of
-    equal scores) compacted with one ``nonzero``: compute may wait for the device once (``update``
-    never calls this). Each task's weights are scaled in float64 by a power of two that brings its
-    total into [0.5, 1) before the global cumulative sums (exact: only the exponent changes), so
-    that no task's scale swamps another's rounding; the numerators are scaled back exactly.
+    One sort of the float32 scores per task (descending, with the order), the signed weights
+    gathered in that order, float64 cumulative sums along each task's row (never across tasks:
+    a task's small weights are not lost next to the totals of the tasks before it), then the
+    curve points (last element of each run of equal scores) compacted with one ``nonzero``:
+    compute may wait for the device once (``update`` never calls this). A run's weight is the
+    difference of the task's cumulative sums at its end and at the previous run's end
+    (scikit-learn's rule; 0 before a task's first run).
     """
     s = torch.cat([chunk.reshape(-1, num_tasks) for chunk in scores]).to(torch.float32)
     w = torch.cat([chunk.reshape(-1, num_tasks) for chunk in signed]).to(torch.float32)
@@ -110,41 +123,30 @@ def _exact_curve_sums(
     if n == 0:
         zeros = torch.zeros(num_tasks, dtype=torch.float64, device=s.device)
         return zeros, zeros.clone(), zeros.clone(), zeros.clone()
-    if num_tasks == 1:
+    if num_tasks == 1:  # a 1-D sort (the radix path)
         s, order = torch.sort(s.view(-1), descending=True)
-        w = w.view(-1)[order]
+        s, w = s.view(1, n), w.view(-1)[order].view(1, n)
     else:
         s, order = torch.sort(s.T, dim=-1, descending=True)
         w = torch.gather(w.T, 1, order)
-        pos_total = w.clamp(min=0).sum(-1, dtype=torch.float64)
-        neg_total = w.neg().clamp_(min=0).sum(-1, dtype=torch.float64)
-        down, up = _group_scales(pos_total + neg_total)
-        # in float64: a float32 weight scaled by the task's total could leave float32's normal range
-        w = w.to(torch.float64).mul_(down[:, None])
-        s, w = s.reshape(-1), w.reshape(-1)
     del order
     last = torch.empty(s.shape, dtype=torch.bool, device=s.device)
-    last[-1:] = True
-    torch.ne(s[1:], s[:-1], out=last[:-1])  # -0.0 == 0.0: one curve point
-    if num_tasks > 1:
-        last.view(num_tasks, n)[:, -1] = True
+    last[:, -1] = True
+    torch.ne(s[:, 1:], s[:, :-1], out=last[:, :-1])  # -0.0 == 0.0: one curve point
     del s
-    cp = torch.cumsum(w.clamp(min=0), 0, dtype=torch.float64)
-    cn = torch.cumsum(w.neg_().clamp_(min=0), 0, dtype=torch.float64)
+    cp = torch.cumsum(w.clamp(min=0), -1, dtype=torch.float64)  # within each task's row
+    cn = torch.cumsum(w.neg_().clamp_(min=0), -1, dtype=torch.float64)
     del w
-    ends = torch.nonzero(last).view(-1)
-    tp, fp = cp[ends], cn[ends]  # global TP / FP at each curve point
-    run_p, run_n = torch.diff(tp, prepend=tp.new_zeros(1)), torch.diff(fp, prepend=fp.new_zeros(1))
-    if num_tasks == 1:
-        pos_total, neg_total = tp[-1:], fp[-1:]
-    else:
-        row = ends // n
-        tp_end, fp_end = cp.view(num_tasks, n)[:, -1], cn.view(num_tasks, n)[:, -1]
-        off_p = torch.cat([tp_end.new_zeros(1), tp_end[:-1]])
-        off_n = torch.cat([fp_end.new_zeros(1), fp_end[:-1]])
-        tp -= off_p[row]
-        fp -= off_n[row]
+    pos_total, neg_total = cp[:, -1].clone(), cn[:, -1].clone()
+    ends = torch.nonzero(last.view(-1)).view(-1)
+    tp, fp = cp.view(-1)[ends], cn.view(-1)[ends]  # the task's TP / FP at each curve point
     del cp, cn
+    row = ends // n
+    first = _starts(row)  # the first curve point of each task: nothing before it
+    prev_p = torch.where(first[1:], 0.0, tp[:-1])
+    prev_n = torch.where(first[1:], 0.0, fp[:-1])
+    run_p = torch.cat([tp[:1], tp[1:] - prev_p])
+    run_n = torch.cat([fp[:1], fp[1:] - prev_n])
     auc = run_n * (tp - 0.5 * run_p)
     denom = tp + fp
     ap = torch.where(denom > 0, run_p * tp / torch.where(denom > 0, denom, 1.0), 0.0)
@@ -154,7 +156,7 @@ def _exact_curve_sums(
     per_task[0].index_copy_(0, ends, auc)
     per_task[1].index_copy_(0, ends, ap)
     sums = per_task.view(2, num_tasks, n).sum(-1)
-    return pos_total, neg_total, sums[0] * (up * up), sums[1] * up  # back to the task's own weights
+    return pos_total, neg_total, sums[0], sums[1]
 
 
 def _grouped_curve_sums(scores: Tensor, signed: Tensor, groups: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -184,12 +186,10 @@ def _grouped_curve_sums(scores: Tensor, signed: Tensor, groups: Tensor) -> tuple
     pos, neg = w.clamp(min=0), w.neg().clamp_(min=0)
     pos_total = torch.zeros(size, dtype=torch.float64, device=device).index_add_(0, seg, pos)
     neg_total = torch.zeros_like(pos_total).index_add_(0, seg, neg)
-    # Each group's weights are scaled by the power of two that brings its total into [0.5, 1)
-    # (exact) before the scans over every group, so that no group's scale swamps another's
-    # rounding (a group of weight 1e17 would leave nothing of a group of weight 1 after it).
-    down, up = _group_scales(pos_total + neg_total)
-    auc, ap = _run_contributions(_starts(key), _starts(seg), pos.mul_(down[seg]), neg.mul_(down[seg]))
-    auc_num = torch.zeros_like(pos_total).index_add_(0, seg, auc).mul_(up * up)
-    ap_num = torch.zeros_like(pos_total).index_add_(0, seg, ap).mul_(up)
+    # TP / FP are cumulative sums within each (task, group) (no group is ever more than n long), so
+    # that no group's value depends on the weights of the groups sorted before it
+    auc, ap = _run_contributions(_starts(key), seg, pos, neg, n)
+    auc_num = torch.zeros_like(pos_total).index_add_(0, seg, auc)
+    ap_num = torch.zeros_like(pos_total).index_add_(0, seg, ap)
     shape = (num_tasks, n)
     return pos_total.view(shape), neg_total.view(shape), auc_num.view(shape), ap_num.view(shape)

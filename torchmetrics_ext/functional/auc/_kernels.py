@@ -5,14 +5,16 @@
   score key and float32 signed weight are packed into one ``int64`` and sorted in place (sorted
   runs merged by NumPy's timsort on CPU: no index tensor, no gather afterwards), then one
   block-wise pass sums runs of tied scores with ``bincount`` and takes float64 cumulative sums.
-* :func:`_curve_sums`: the segmented path used by the grouped metrics (many small segments).
+* :func:`_curve_sums`: the segmented path used by the grouped metrics (many small segments):
+  per-run sums with ``bincount`` and cumulative sums within each segment
+  (:func:`_segmented_cumsum_`, also used by the device path), so that no segment's value depends
+  on the weights of the others.
 
 Blocks of ``_BLOCK`` elements bound every temporary to a few MB whatever the number of samples.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Iterator, Sequence
 
@@ -20,7 +22,6 @@ import torch
 from torch import Tensor
 
 _BLOCK = 1 << 16  # samples per block of every block-wise pass: temporaries of a few MB
-_SCALE_SPREAD = 2.0**20  # segment totals further apart than this are scaled to [0.5, 1) first
 _SORT_RUN = 1 << 19  # keys per torch.sort run before the merge
 _LOW = 0xFFFFFFFF
 
@@ -163,77 +164,131 @@ def _run_end(keys: Tensor, index: int) -> int:
     return int(torch.searchsorted(keys, torch.tensor([(high + 1) << 32], device=keys.device)))
 
 
-def _group_scales(totals: Tensor) -> tuple[Tensor, Tensor]:
-    """Powers of two ``(2^-e, 2^e)`` per segment with ``totals * 2^-e`` in [0.5, 1) (1 for an empty one)."""
-    _, exponent = torch.frexp(totals)
-    one = torch.ones_like(totals)
-    return torch.ldexp(one, -exponent), torch.ldexp(one, exponent)
+_SCAN_WIDTH = 64  # row width of the two-level segmented scan
+_FLAT_SCAN = 256  # segments at most this long: one flat scan (at most 8 passes)
+_FEW_SEGMENTS = 16  # a CPU block with at most this many segments scans each with one cumsum
 
 
-def _curve_sums(
-    key: Tensor, signed: Tensor, seg: Tensor | None, pos_total: Tensor, neg_total: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Trapezoidal ROC area and average-precision numerators per segment of a sorted sequence.
+def _segmented_cumsum_(values: Tensor, seg: Tensor, longest: int) -> Tensor:
+    """Inclusive cumulative sums of ``values`` along its last dimension, restarting at each segment, in place.
+
+    Every sum holds only its own segment's values (added in a tree order), never the difference
+    of two sums over other segments: a segment's small weights are never lost next to a large
+    total of the segments before it. Whole-array passes only, no host sync:
+
+    * segments of at most ``_FLAT_SCAN`` elements: a parallel (Hillis-Steele) scan, pass ``k``
+      adding to each element the partial sum ``2^k`` places back when that place is in the same
+      segment (``ceil(log2(longest))`` passes);
+    * longer ones: the same scan within rows of ``_SCAN_WIDTH`` elements (6 passes), then each
+      row's last partial sum carried into the rows its segment goes on into, by the same
+      function over one value per row (a short recursion), added to each row's first segment.
 
     Args:
-        key: ``(M,)`` integer keys sorted within each segment; equal neighbours are tied scores.
+        values: ``(..., M)`` float tensor, overwritten with the sums.
+        seg: ``(M,)`` segment ids, equal ids contiguous (e.g. sorted).
+        longest: an upper bound on the number of elements of one segment.
+    """
+    num = seg.numel()
+    if longest <= _FLAT_SCAN or num <= _FLAT_SCAN:
+        step = 1
+        while step < min(longest, num):
+            values[..., step:] += torch.where(seg[step:] == seg[:-step], values[..., :-step], 0.0)
+            step *= 2
+        return values
+    width = _SCAN_WIDTH
+    rows = -(-num // width)
+    lead = values.shape[:-1]
+    grid = values.new_zeros(*lead, rows * width)
+    grid[..., :num] = values
+    seg_grid = torch.cat([seg, seg[-1:].expand(rows * width - num)]).view(rows, width)  # padding: zeros
+    grid = grid.view(*lead, rows, width)
+    step = 1
+    while step < width:
+        grid[..., step:] += torch.where(seg_grid[:, step:] == seg_grid[:, :-step], grid[..., :-step], 0.0)
+        step *= 2
+    head, tail = seg_grid[:, 0], seg_grid[:, -1]
+    cont = head[1:] == tail[:-1]  # row j + 1's first segment began in an earlier row
+    through = torch.ones(rows, dtype=torch.bool, device=seg.device)
+    through[1:] = cont & (head[1:] == tail[1:])  # the row is all one segment that began earlier
+    # the segment open at each row's end, summed over the rows it fills: a chain of rows per segment
+    carried = _segmented_cumsum_(grid[..., -1].clone(), torch.cumsum(~through, 0), -(-longest // width) + 1)
+    add = torch.where(cont, carried[..., :-1], 0.0)
+    grid[..., 1:, :] += torch.where(seg_grid[1:] == head[1:, None], add[..., None], 0.0)
+    values.copy_(grid.view(*lead, rows * width)[..., :num])
+    return values
+
+
+def _curve_sums(key: Tensor, signed: Tensor, neg_total: Tensor) -> tuple[Tensor, Tensor]:
+    r"""ROC area and average-precision numerators per segment of a sorted sequence (CPU, block by block).
+
+    Runs of equal keys are the curve points; a block is extended to the end of the tie run it
+    cuts. Per block, the positive and negative weight of each run are summed with ``bincount``,
+    and only the runs holding positive weight (``P_r > 0``; the others add nothing) and the last
+    run of each segment are kept: ``TP_r`` is the cumulative sum of their ``P_r`` within the
+    segment and ``FP_r`` that of the negative weight up to them (one more ``bincount``), both by
+    :func:`_segmented_cumsum_` over the kept runs only (a block of at most ``_FEW_SEGMENTS``
+    segments, i.e. of long groups, takes one ``cumsum`` per segment instead), plus the segment's
+    sums carried from the previous block. No value is a difference of sums over other segments,
+    so a segment's result does not depend on the weights or the order of the others. Per segment
+    of negative weight ``N``
+
+    .. math::
+        \text{auc\_num} = \sum_{r: P_r > 0} P_r \left(N - FP_r + \tfrac12 N_r\right)
+            = \sum_r N_r \left(TP_r - \tfrac12 P_r\right), \qquad
+        \text{ap\_num} = \sum_{r: P_r > 0} P_r \frac{TP_r}{TP_r + FP_r}.
+
+    Args:
+        key: ``(M,)`` int64 keys sorted ascending: the segment id (in ``[0, S)``) in the high 32
+            bits, equal keys are tied scores of one segment.
         signed: ``(M,)`` signed weights in the same order (``+w`` positive, ``-w`` negative).
-        seg: ``(M,)`` non-decreasing segment ids, or ``None`` when they are the keys' high 32 bits
-            (read block by block: no ``(M,)`` copy).
-        pos_total: ``(S,)`` float64 positive label weight per segment.
         neg_total: ``(S,)`` float64 negative label weight per segment.
 
     Returns:
-        ``(auc_num, ap_num)`` of shape ``(S,)``: ``sum_k (FP_k - FP_{k-1}) (TP_k + TP_{k-1}) / 2`` and
-        ``sum_k (TP_k - TP_{k-1}) TP_k / (TP_k + FP_k)`` over the curve points ``k`` (one per distinct
-        score) of each segment, from global float64 cumulative sums taken block by block.
+        ``(auc_num, ap_num)``, each ``(S,)`` float64.
     """
     num = key.numel()
     device = signed.device
-    # Each segment's weights scaled by the power of two that brings its total into [0.5, 1)
-    # (exact; undone on the numerators) when segment totals differ by more than 2^20: then no
-    # segment's scale swamps the rounding of the others' in the global cumulative sums.
-    totals = pos_total + neg_total
-    scaled = False
-    if totals.numel() > 1:
-        low = torch.where(totals > 0, totals, math.inf).min()
-        scaled = bool(totals.max() > _SCALE_SPREAD * low)
-    if scaled:
-        down, up = _group_scales(totals)
-        pos_total, neg_total = pos_total * down, neg_total * down
-    off_p = torch.cumsum(pos_total, 0) - pos_total
-    off_n = torch.cumsum(neg_total, 0) - neg_total
-    auc_num = torch.zeros_like(pos_total)
-    ap_num = torch.zeros_like(pos_total)
-    zero = torch.zeros(1, dtype=torch.float64, device=device)
-    carry_p, carry_n, last_p, last_n = zero, zero, zero, zero
-    for lo in range(0, num, _BLOCK):
+    auc_num = torch.zeros_like(neg_total)
+    ap_num = torch.zeros_like(neg_total)
+    carry = torch.zeros(2, 1, dtype=torch.float64, device=device)  # TP, FP of segment `carry_seg` so far
+    carry_seg = -1
+    lo = 0
+    while lo < num:
         hi = min(lo + _BLOCK, num)
-        upto = min(hi, num - 1)  # the last element of everything always ends a point
-        block_seg = key[lo : upto + 1] >> 32 if seg is None else seg[lo : upto + 1]
-        w = signed[lo:hi].to(torch.float64, copy=True)  # scaled and negated in place below: never the caller's
-        if scaled:
-            w *= down[block_seg[: hi - lo]]
-        cp = w.clamp(min=0).cumsum_(0).add_(carry_p)
-        cn = w.neg_().clamp_(min=0).cumsum_(0).add_(carry_n)
-        end = torch.ones(hi - lo, dtype=torch.bool, device=device)
-        torch.ne(key[lo + 1 : upto + 1], key[lo:upto], out=end[: upto - lo])
-        end[: upto - lo] |= block_seg[1:] != block_seg[:-1]
-        idx = torch.nonzero(end).squeeze(1)
-        s = block_seg[: hi - lo][idx]
-        carry_p, carry_n = cp[-1:], cn[-1:]
-        if idx.numel() == 0:  # one tie run spans the whole block
-            continue
-        big_p, big_n = cp[idx], cn[idx]
-        prev_p = torch.cat([last_p, big_p[:-1]])
-        prev_n = torch.cat([last_n, big_n[:-1]])
-        last_p, last_n = big_p[-1:], big_n[-1:]
-        op, on = off_p[s], off_n[s]
-        tp, tp_prev, fp = big_p - op, prev_p - op, big_n - on
-        auc_num.index_add_(0, s, (big_n - prev_n) * (tp + tp_prev) * 0.5)
-        denom = tp + fp
-        ap = torch.where(denom > 0, (big_p - prev_p) * tp / torch.where(denom > 0, denom, 1.0), 0.0)
-        ap_num.index_add_(0, s, ap)
-    if scaled:
-        return auc_num * (up * up), ap_num * up
+        if hi < num and bool(key[hi] == key[hi - 1]):  # never cut a run of tied scores
+            hi = int(torch.searchsorted(key, key[hi - 1 : hi], right=True))
+        block = key[lo:hi]
+        w = signed[lo:hi].to(torch.float64)
+        pos, neg = w.clamp(min=0), w.neg().clamp_(min=0)
+        seg = block >> 32
+        start = torch.ones(hi - lo, dtype=torch.bool, device=device)
+        torch.ne(block[1:], block[:-1], out=start[1:])
+        if not bool(start.all()):  # tied scores: one entry per run
+            run = torch.cumsum(start, 0).sub_(1)
+            pos, neg = torch.bincount(run, weights=pos), torch.bincount(run, weights=neg)
+            seg = seg[start]
+        kept = pos > 0
+        kept[-1:] = True
+        kept[:-1] |= seg[1:] != seg[:-1]  # the last run of each segment
+        at = torch.nonzero(kept).squeeze(1)
+        # every run's negative weight goes to the first kept run at or after it (same segment)
+        slot = torch.cumsum(kept, 0).sub_(kept.to(torch.int64))
+        p_r = torch.index_select(pos, 0, at)
+        sums = torch.stack([p_r, torch.bincount(slot, weights=neg, minlength=at.numel())])  # -> TP, FP
+        at_seg = torch.index_select(seg, 0, at)
+        del slot, kept
+        counts = torch.unique_consecutive(at_seg, return_counts=True)[1]
+        if counts.numel() <= _FEW_SEGMENTS:  # a few long segments: one cumsum each
+            for part in torch.split(sums, counts.tolist(), dim=1):
+                part.cumsum_(1)
+        else:
+            _segmented_cumsum_(sums, at_seg, int(counts.max()))
+        if int(at_seg[0]) == carry_seg:  # the block continues the previous block's last segment
+            sums[:, : int(torch.searchsorted(at_seg, at_seg[:1], right=True))] += carry
+        carry, carry_seg = sums[:, -1:].clone(), int(at_seg[-1])
+        tp, fp = sums
+        below = torch.index_select(neg_total, 0, at_seg).sub_(fp).add_(torch.index_select(neg, 0, at), alpha=0.5)
+        auc_num.index_add_(0, at_seg, p_r * below)
+        ap_num.index_add_(0, at_seg, p_r * (tp / (tp + fp)).nan_to_num_(0.0))
+        lo = hi
     return auc_num, ap_num

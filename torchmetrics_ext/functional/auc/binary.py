@@ -148,34 +148,37 @@ def _binned_index(
     ``bin_space="probability"``, ``B`` equal bins of the probability over [0, 1] (logits go
     through the sigmoid), as TorchRec's lifetime AUPRC: the position ``p * B`` is rounded to
     float32 first, as TorchRec computes it for float32 predictions (``0.35 * 1000`` is bin 350,
-    not 349). The position is clipped to ``[0, B - 1]`` and the whole offsets of label and task
-    are added before one truncation to int64, which for these non-negative values is the floor
-    of the position plus the offsets.
+    not 349). The position is clipped to ``[0, B - 1]`` and truncated to int64 (its floor, as it
+    is non-negative) before the integer offsets of label and task are added, so that equal
+    scores share a bin whatever their label and task (offsets added in float64 first would round
+    a position just below a bin edge up for some labels or tasks only, splitting a tie).
     """
     num_tasks = preds.shape[0]
     if bin_space == "probability":
         # a logit's probability: float64 sigmoid rounded to float32 (the same bin on any path)
         p = torch.sigmoid(preds.to(torch.float64)).to(torch.float32) if from_logits else preds.to(torch.float32)
-        index = (p * num_bins).to(torch.float64).clamp_(0, num_bins - 1)
+        position = (p * num_bins).to(torch.float64).clamp_(0, num_bins - 1)
     else:
         z = preds.to(torch.float64, copy=True) if from_logits else torch.logit(preds.to(torch.float64))
         lo, hi = logit_range
-        index = z.sub_(lo).mul_(num_bins / (hi - lo)).clamp_(0, num_bins - 1)
-    index.add_(target, alpha=float(num_tasks * num_bins))
+        position = z.sub_(lo).mul_(num_bins / (hi - lo)).clamp_(0, num_bins - 1)
+    index = position.to(torch.int64)
+    del position
+    index.add_(target.to(torch.int64) if target.is_floating_point() else target, alpha=num_tasks * num_bins)
     if num_tasks > 1:
         index += _task_offsets(num_tasks, num_bins, preds.device)
-    return index.to(torch.int64).reshape(-1)
+    return index.reshape(-1)
 
 
 _OFFSETS: dict[tuple[int, int, torch.device], Tensor] = {}
 
 
 def _task_offsets(num_tasks: int, num_bins: int, device: torch.device) -> Tensor:
-    """``(T, 1)`` float64 offsets ``t * B`` of each task's bins, made once per device (no kernel per update)."""
+    """``(T, 1)`` int64 offsets ``t * B`` of each task's bins, made once per device (no kernel per update)."""
     key = (num_tasks, num_bins, device)
     offsets = _OFFSETS.get(key)
     if offsets is None:
-        offsets = torch.arange(0, num_tasks * num_bins, num_bins, device=device, dtype=torch.float64).unsqueeze(1)
+        offsets = torch.arange(0, num_tasks * num_bins, num_bins, device=device, dtype=torch.int64).unsqueeze(1)
         _OFFSETS[key] = offsets
     return offsets
 

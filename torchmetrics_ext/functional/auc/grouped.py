@@ -1,8 +1,9 @@
 r"""Grouped (per user / per query) ROC AUC and average precision, vectorised over groups.
 
-One sort by ``(task, group, score)`` of a composite ``int64`` key, then the same block-wise
-segment cumulative sums as the exact binary kernel, with one segment per ``(task, group)``: no
-Python loop over groups or tasks. The per-group values are averaged over the groups that hold
+One sort by ``(task, group, score)`` of a composite ``int64`` key, then block-wise cumulative
+sums taken within each segment ``(task, group)`` (a segmented scan: no group's value depends on
+the weights or ids of the others), with tie runs summed as in the exact binary kernel: no Python
+loop over groups or tasks. The per-group values are averaged over the groups that hold
 both classes (or, with ``average_groups="all"``, over every group, as TorchRec does), optionally
 weighted by each group's total sample weight.
 """
@@ -114,7 +115,7 @@ def _grouped_curve_stats(scores: Tensor, signed: Tensor, groups: Tensor) -> Curv
             key, order = torch.sort(key)
             ordered = task_signed[order]
             del order
-            auc_num, ap_num = _curve_sums(key, ordered, None, pos_total, neg_total)
+            auc_num, ap_num = _curve_sums(key, ordered, neg_total)
             del key, ordered
             for out, value in zip((pos, neg, auc, ap), (pos_total, neg_total, auc_num, ap_num)):
                 out[task, lo:hi] = value

@@ -162,8 +162,9 @@ class GroupedAUC(_GroupedCurveMetric):
         per sample in ``cat`` states (O(n) memory: 8·T bytes plus 4 for ids given in 32 bits or
         fewer, kept as int32, else 8, kept as int64): groups may span batches and ranks. The ids
         stay exact integers: ``set_dtype``/``.to(dtype)`` cast the scores and weights only.
-        ``compute`` makes one sort by ``(task, group, score)`` and segment cumulative sums: no
-        Python loop over groups. Ties within a group count one half, as in :class:`AUC`.
+        ``compute`` makes one sort by ``(task, group, score)`` and cumulative sums within each
+        group (never across groups, so a group's value does not depend on the others' weights or
+        ids): no Python loop over groups. Ties within a group count one half, as in :class:`AUC`.
         Undefined (``nan`` plus ``UndefinedMetricWarning``) when no group holds both classes.
 
     Example:

@@ -148,8 +148,8 @@ def _binned_index(
     ``bin_space="probability"``, ``B`` equal bins of the probability over [0, 1] (logits go
     through the sigmoid), as TorchRec's lifetime AUPRC: the position ``p * B`` is rounded to
     float32 first, as TorchRec computes it for float32 predictions (``0.35 * 1000`` is bin 350,
-    not 349). The position is clipped to ``[0, B - 1]`` and truncated to int64 (its floor, as it
-    is non-negative) before the integer offsets of label and task are added, so that equal
+    not 349). The position is clipped to ``[0, B - 1]`` and truncated (its floor, as it is
+    non-negative) before the whole offsets of label and task are added, so that equal
     scores share a bin whatever their label and task (offsets added in float64 first would round
     a position just below a bin edge up for some labels or tasks only, splitting a tie).
     """
@@ -162,12 +162,13 @@ def _binned_index(
         z = preds.to(torch.float64, copy=True) if from_logits else torch.logit(preds.to(torch.float64))
         lo, hi = logit_range
         position = z.sub_(lo).mul_(num_bins / (hi - lo)).clamp_(0, num_bins - 1)
-    index = position.to(torch.int64)
-    del position
-    index.add_(target.to(torch.int64) if target.is_floating_point() else target, alpha=num_tasks * num_bins)
+    # the floor first (exact in float64, as are whole offsets below 2**53): one in-place pass,
+    # cheaper than casting to int64 before adding the offsets
+    position.trunc_()
+    position.add_(target, alpha=float(num_tasks * num_bins))
     if num_tasks > 1:
-        index += _task_offsets(num_tasks, num_bins, preds.device)
-    return index.reshape(-1)
+        position += _task_offsets(num_tasks, num_bins, preds.device)
+    return position.to(torch.int64).reshape(-1)
 
 
 _OFFSETS: dict[tuple[int, int, torch.device], Tensor] = {}

@@ -156,10 +156,6 @@ class GuardedMetric(Metric):
         self._renamed_states: dict[str, str] = {}
         # (pattern of former names, current name), for checkpoints of any version: see _former_state_names
         self._former_patterns: list[tuple[re.Pattern[str], str]] = []
-        # old name -> current name of states renamed for another reason than a setting (no setting
-        # of the metric uses the old name, so checkpoints of every version may hold it): see
-        # _renamed_in
-        self._always_renamed: dict[str, str] = {}
         # states added after checkpoints were written without them: name -> (derive, names of the
         # states it is computed from); such a checkpoint loads the state as derive(*those states)
         self._derived_states: dict[str, tuple[Callable[..., Tensor], tuple[str, ...]]] = {}
@@ -210,12 +206,9 @@ class GuardedMetric(Metric):
 
         Setting renames (:meth:`_setting_state_name`) only for checkpoints written before the
         settings named the states (version 1): in later ones a former name is another setting's
-        state. Other renames (``_always_renamed``) for every version.
+        state. Other renames go through :meth:`_load_former_names` (every version).
         """
-        renamed = dict(getattr(self, "_always_renamed", {}))  # metrics pickled before it existed
-        if version < _CHECKPOINT_VERSION:
-            renamed.update(self._renamed_states)
-        return renamed
+        return dict(self._renamed_states) if version < _CHECKPOINT_VERSION else {}
 
     def _checkpoint_settings(self) -> dict[str, Any]:
         """Settings a checkpoint records and ``load_state_dict`` requires equal (plain Python values).
@@ -308,7 +301,7 @@ class GuardedMetric(Metric):
         """Load states after checking them against this metric; map renamed states of old checkpoints.
 
         A checkpoint written before state names carried their settings (version 1, or a plain
-        dict without metadata), or before a state was renamed otherwise (:meth:`_renamed_in`),
+        dict without metadata), or before a state was renamed otherwise (:meth:`_load_former_names`),
         holds a renamed state under its former name: it is read from there, unless that name is
         still one of this metric's states (another setting's).
         Problems (see the class docstring) go to ``error_msgs`` and nothing of this metric loads.

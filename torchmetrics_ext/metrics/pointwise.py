@@ -377,7 +377,7 @@ class WeightedAverage(_WeightedSumMetric):
 
     def __init__(self, num_tasks: int = 1, **kwargs: Any) -> None:
         super().__init__(num_tasks, **kwargs)
-        self._always_renamed["weighted_num_samples"] = "weighted_num_samples_plain"  # its former name
+        self._load_former_names("weighted_num_samples_plain", "weighted_num_samples")  # its former name
 
     def update(self, preds: Tensor, target: Tensor | None = None, weights: Tensor | None = None) -> None:
         """Accumulate ``preds`` (``target`` is optional and unused beyond a shape check)."""

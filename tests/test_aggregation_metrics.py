@@ -467,3 +467,30 @@ def test_categorical_keys_survive_a_dtype_cast(how, cast):
     metric.update(torch.tensor([5002, 7]))
     counts = {k: v.item() for k, v in metric.compute().items()}
     assert counts == dict(Counter(["code", 5001, 5002, "code", "math", 5001, 5002, 7]))
+
+
+def test_distributions_of_other_sketch_ranges_never_mix():
+    """Two sketches with as many buckets but other ranges: merges, checkpoints and compute groups refuse to mix them."""
+    from torchmetrics import MetricCollection
+
+    from torchmetrics_ext.aggregation import Distribution
+
+    x = torch.tensor([1.0, 2.0, 3.0, 100.0, 1000.0])
+    a, b = Distribution(min_value=1e-9, max_value=1e12), Distribution(min_value=1e-8, max_value=1e13)
+    assert a.spec.size == b.spec.size  # the same shape: only the settings tell them apart
+    a.update(x)
+    b.update(x)
+    with pytest.raises(ValueError):
+        a.merge_state(b)
+    source = Distribution()
+    source.persistent(True)
+    source.update(x)
+    target = Distribution(min_value=1e-8, max_value=1e13)
+    target.persistent(True)
+    with pytest.raises(RuntimeError):
+        target.load_state_dict(source.state_dict())
+    collection = MetricCollection({"a": Distribution(), "b": Distribution(min_value=1e-8, max_value=1e13)})
+    collection.update(torch.tensor([0.0]))
+    collection.update(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    values = collection.compute()
+    assert values["b_p50"].item() == pytest.approx(np.percentile([0.0, 1.0, 2.0, 3.0, 4.0], 50), rel=0.011)

@@ -23,6 +23,7 @@ from torchmetrics_ext.functional.distribution import (
     _distribution_update,
     _sketch_index,
 )
+from torchmetrics_ext.metrics.base import _tag
 
 __all__ = ["Distribution"]
 
@@ -111,7 +112,28 @@ class Distribution(AggregationMetric[SketchBatch]):
         self.add_state("total_sq", default=zero.clone(), dist_reduce_fx="sum")
         self.add_state("min_value", default=torch.tensor(math.inf, dtype=torch.float64), dist_reduce_fx="min")
         self.add_state("max_value", default=torch.tensor(-math.inf, dtype=torch.float64), dist_reduce_fx="max")
-        self.add_state("bucket_counts", default=torch.zeros(self.spec.size, dtype=torch.float64), dist_reduce_fx="sum")
+        # the buckets mean other ranges under another sketch (two of them may have as many buckets):
+        # a non-default sketch names the counts, so compute groups, merges and checkpoints of
+        # another sketch never mix them
+        default = SketchSpec()
+        tag = "_".join(
+            f"{short}{_tag(getattr(self.spec, name))}"
+            for name, short in (("relative_accuracy", "acc"), ("min_value", "min"), ("max_value", "max"))
+            if getattr(self.spec, name) != getattr(default, name)
+        )
+        self._counts_state = self._setting_state_name("bucket_counts", tag)
+        self.add_state(
+            self._counts_state, default=torch.zeros(self.spec.size, dtype=torch.float64), dist_reduce_fx="sum"
+        )
+
+    def _checkpoint_settings(self) -> dict[str, Any]:
+        """The sketch's geometry (what its bucket counts mean), besides the tasks."""
+        return {
+            **super()._checkpoint_settings(),
+            "relative_accuracy": self.spec.relative_accuracy,
+            "min_value": self.spec.min_value,
+            "max_value": self.spec.max_value,
+        }
 
     def _validate(self, value: Values) -> None:
         _check_finite("value", as_values("value", value))
@@ -150,7 +172,13 @@ class Distribution(AggregationMetric[SketchBatch]):
 
     def _fold(self, summary: SketchBatch) -> None:
         _distribution_fold(
-            self.count, self.total, self.total_sq, self.min_value, self.max_value, self.bucket_counts, summary
+            self.count,
+            self.total,
+            self.total_sq,
+            self.min_value,
+            self.max_value,
+            getattr(self, self._counts_state),
+            summary,
         )
 
     def compute(self) -> dict[str, Tensor]:
@@ -161,7 +189,7 @@ class Distribution(AggregationMetric[SketchBatch]):
             self.total_sq,
             self.min_value,
             self.max_value,
-            self.bucket_counts,
+            getattr(self, self._counts_state),
             self.percentiles,
             self.spec,
         )

@@ -655,5 +655,5 @@ def test_loading_a_checkpoint_of_another_handler_setting_is_a_value_error():
     source.register_handler(AggregationType.DISTRIBUTION, lambda: Distribution(relative_accuracy=0.05))
     source.update([Metric("d", "x", 1.0, AggregationType.DISTRIBUTION)])
     target = MetricsAggregator()
-    with pytest.raises(ValueError, match="do not (fit|match)"):
+    with pytest.raises(ValueError, match=r"do not (fit|match)"):
         target.load_state_dict(source.state_dict())

@@ -1229,3 +1229,29 @@ def test_value_ndim_counts_the_dimensions_of_each_tasks_value(name):
         value = metric.compute()
     for entry in value.values() if isinstance(value, dict) else [value]:
         assert entry.ndim == metric.value_ndim  # one task: no task dimension
+
+
+@pytest.mark.parametrize(
+    ("factory", "reference"),
+    [
+        (tmx.XAUC, None),
+        (tmx.RegressionAUC, None),
+        (tmx.AUC, "auc"),
+    ],
+)
+def test_updates_after_set_dtype_store_their_chunks_in_the_new_dtype(factory, reference):
+    """policies.md: after ``set_dtype`` later updates go into the states in the new dtype (ties stay ties)."""
+    p, y = torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0.0, 1.0, 2.0, 3.0])
+    if reference == "auc":
+        y = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    cast = factory()
+    cast.update(p, y)
+    cast.set_dtype(torch.float16)
+    cast.update(p, y)
+    for name in cast._list_state_dtypes:
+        chunks = getattr(cast, name)
+        assert {c.dtype for c in chunks if c.is_floating_point()} <= {torch.float16}, name
+    whole = factory()  # the same 8 rows, all stored in float16
+    whole.set_dtype(torch.float16)
+    whole.update(torch.cat([p, p]), torch.cat([y, y]))
+    assert cast.compute().item() == whole.compute().item()

@@ -233,11 +233,16 @@ class GuardedMetric(Metric):
             except Exception:
                 self._update_count, self._computed = count, computed
                 raise
+            if "_cast_dtype" in self.__dict__:
+                self._cast_new_chunks()
 
         return guarded
 
     def _before_update(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Checks of the arguments before TorchMetrics counts the call (none here)."""
+
+    def _cast_new_chunks(self) -> None:
+        """After a cast of the states, bring an update's new list-state chunks to it (see :class:`TaskMetric`)."""
 
     def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
         """TorchMetrics' ``merge_state``, refusing states of other settings and dropping a cached value.
@@ -584,7 +589,36 @@ class TaskMetric(GuardedMetric):
         for name in exact:
             self._defaults[name] = _keep_integers(fn, self._defaults[name])
             setattr(self, name, _keep_integers(fn, getattr(self, name)))
+        # a cast of the floating states (set_dtype, .to(dtype)): list states' later chunks follow it
+        for probe in (torch.float64, torch.float32):
+            cast = fn(torch.zeros(0, dtype=probe)).dtype
+            if cast != probe:
+                self.__dict__["_cast_dtype"] = cast
+                break
         return this
+
+    def _cast_new_chunks(self) -> None:
+        """Cast the floating chunks an update appended to a list state to the dtype of an earlier cast.
+
+        After ``set_dtype``/``.to(dtype)`` the stored chunks are in the new dtype; chunks appended
+        later would keep the metric's own (float32 scores, float64 pair values), so equal values
+        would no longer compare equal (a float16 0.4 is 0.39990234). Only the newest chunks are
+        looked at (those not yet in the dtype); integer chunks (ids) never change.
+        """
+        dtype = self.__dict__.get("_cast_dtype")
+        if dtype is None:
+            return
+        for name in self._list_state_dtypes:
+            chunks = getattr(self, name)
+            first = len(chunks)
+            while first > 0 and chunks[first - 1].is_floating_point() and chunks[first - 1].dtype != dtype:
+                first -= 1
+            for i in range(first, len(chunks)):
+                chunk = chunks[i]
+                if chunk.ndim == 1 and chunk.numel() > 0 and chunk.stride(0) == 0:  # one stored element: a view
+                    chunks[i] = chunk[:1].to(dtype).reshape(()).expand(chunk.shape[0])
+                else:
+                    chunks[i] = chunk.to(dtype)
 
     def sync_states(self) -> dict[str, Tensor]:
         """The tensor each state sends at a DDP sync, in state order, without communicating.
@@ -762,6 +796,8 @@ class TaskMetric(GuardedMetric):
         except Exception:
             state["_update_count"], state["_computed"] = count, computed
             raise
+        if "_cast_dtype" in state:
+            self._cast_new_chunks()
 
     def _before_update(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """A required argument given as ``None`` is a ``TypeError`` naming it (before the call is counted)."""

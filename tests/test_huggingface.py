@@ -294,3 +294,14 @@ def test_a_label_indexing_a_padded_candidate_is_an_error():
     scores = np.array([[0.9, 0.1, -10.0], [0.2, 0.8, 0.5]])
     with pytest.raises(ValueError, match=r"query 0 .* padded slot"):
         ranking_compute_metrics(ks=(1,))(EvalPrediction(predictions=scores, label_ids=np.array([2, 0])))
+
+
+def test_batches_kept_apart_may_have_other_candidate_widths():
+    from transformers import EvalPrediction
+
+    b1, l1 = np.array([[0.9, 0.3, 0.5], [0.1, 0.8, -10.0]]), np.array([2, 0])
+    b2, l2 = np.array([[0.2, 0.6], [0.7, 0.1]]), np.array([1, 0])
+    got = ranking_compute_metrics(ks=(1, 2))(EvalPrediction(predictions=[b1, b2], label_ids=[l1, l2]))
+    # by hand: the relevant candidate ranks 2, 2, 1, 1 in the four queries
+    assert got["Recall@1"] == pytest.approx(0.5) and got["Recall@2"] == pytest.approx(1.0)
+    assert got["MRR@1"] == pytest.approx(0.5) and got["MRR@2"] == pytest.approx(0.75)

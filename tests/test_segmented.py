@@ -457,3 +457,28 @@ def test_one_segment_keeps_its_segment_dimension():
     window = tmx.Windowed(tmx.Segmented(tmx.CTR(), num_segments=1), window_size=2)
     assert {k: v.shape for k, v in window(p, y, segments=s).items()} == {"lifetime": (1,), "window": (1,)}
     assert {k: v.shape for k, v in window.compute().items()} == {"lifetime": (1,), "window": (1,)}
+
+
+def test_checkpoints_from_before_a_wrapped_metric_renamed_or_added_a_state_load():
+    """Segmented's states are its metric's: former names and states derived at load apply to it too."""
+    from collections import OrderedDict
+
+    gen = torch.Generator().manual_seed(0)
+    p, y, s = torch.rand(40, generator=gen), (torch.rand(40, generator=gen) < 0.4).float(), torch.arange(40) % 3
+    cases = {
+        "weighted average": (tmx.WeightedAverage, {"weighted_num_samples_plain": "weighted_num_samples"}, None),
+        "calibration-free NE": (tmx.CalibrationFreeNE, {}, "weighted_pred_complement_sum"),
+    }
+    for name, (cls, renamed, dropped) in cases.items():
+        first = tmx.Segmented(cls(), num_segments=3)
+        first.persistent(True)
+        first.update(p[:20], y[:20], segments=s[:20])
+        saved = first.state_dict()
+        old = OrderedDict((renamed.get(k, k), v) for k, v in saved.items() if k != dropped)  # an earlier layout
+        old._metadata = saved._metadata
+        resumed = tmx.Segmented(cls(), num_segments=3)
+        resumed.load_state_dict(old)  # strict: nothing missing, nothing unexpected
+        resumed.update(p[20:], y[20:], segments=s[20:])
+        whole = tmx.Segmented(cls(), num_segments=3)
+        whole.update(p, y, segments=s)
+        torch.testing.assert_close(resumed.compute(), whole.compute(), rtol=1e-12, atol=0, msg=name)

@@ -1051,3 +1051,31 @@ def test_compute_after_load_state_dict_gives_the_loaded_value():
             assert {k: v.item() for k, v in value.items()} == {"lifetime": expected, "window": expected}
         else:
             assert value.item() == expected
+
+
+@pytest.mark.parametrize("kind", ["ctr", "exact auc", "binned auc"])
+def test_a_checkpoint_without_the_update_limit_keeps_the_newest_updates_when_loaded_with_one(kind):
+    """A ring saved before ``max_updates`` was recorded (more updates than the limit) keeps the newest ones."""
+    from sklearn.metrics import roc_auc_score
+
+    from torchmetrics_ext.metrics.base import _SETTINGS_KEY
+
+    factory = {"ctr": tmx.CTR, "exact auc": tmx.AUC, "binned auc": lambda: tmx.AUC(num_bins=8)}[kind]
+    gen = torch.Generator().manual_seed(3)
+    steps = [(torch.rand(3, generator=gen), torch.tensor([0.0, 1.0, float(i % 2)])) for i in range(5)]
+    saved = Windowed(factory(), window_size=1000)
+    for p, y in steps:
+        saved.update(p, y)
+    state = saved.state_dict()
+    del state._metadata[""][_SETTINGS_KEY]["max_updates"]  # what a checkpoint of an earlier version records
+    loaded = Windowed(factory(), window_size=1000, max_updates=2)
+    loaded.load_state_dict(state)
+    p, y = torch.cat([s[0] for s in steps[3:]]), torch.cat([s[1] for s in steps[3:]])
+    if kind == "ctr":
+        expected = y.mean().item()
+    elif kind == "exact auc":
+        expected = roc_auc_score(y.numpy(), p.numpy())
+    else:  # the exact AUC of the 8-bin logit histogram's bins: sklearn over the bin indices
+        bins = ((torch.logit(p.double()) + 16) * (8 / 32)).clamp(0, 7).floor()
+        expected = roc_auc_score(y.numpy(), bins.numpy())
+    assert loaded.compute()["window"].item() == pytest.approx(expected, abs=1e-12)

@@ -121,12 +121,20 @@ class HFComputeMetrics:
 
     def __call__(self, eval_pred: Any, compute_result: bool | None = None) -> dict[str, float]:
         """Update with ``eval_pred``; compute and reset unless more batches follow (``compute_result=False``)."""
-        predictions, labels = _scores(eval_pred.predictions), _labels(eval_pred.label_ids, self._label_columns)
+        predictions, labels = eval_pred.predictions, eval_pred.label_ids
         if labels is None:
             raise ValueError(
                 "compute_metrics needs labels: the eval dataset must provide `labels` (label_ids is None)."
             )
-        self.update(_tensor(predictions), _tensor(labels))
+        if isinstance(predictions, list) and isinstance(labels, list) and len(predictions) == len(labels):
+            # batches kept apart (eval_do_concat_batches=False): one update each, as they may not
+            # share a width (padded candidate lists of each batch's longest)
+            batches = list(zip(predictions, labels))
+        else:
+            batches = [(predictions, labels)]
+        for batch_predictions, batch_labels in batches:
+            scores, targets = _scores(batch_predictions), _labels(batch_labels, self._label_columns)
+            self.update(_tensor(scores), _tensor(targets))
         if compute_result is False:
             return {}
         try:

@@ -118,6 +118,11 @@ class Segmented(TaskMetric):
             self.add_state(
                 name, default=torch.zeros(self.num_tasks, num_segments, dtype=torch.float64), dist_reduce_fx="sum"
             )
+        # the states are the metric's: so are their former names and the states derived at load
+        # from checkpoints written before them
+        self._renamed_states.update(metric._renamed_states)
+        self._former_patterns.extend(metric._former_patterns)
+        self._derived_states.update(metric._derived_states)
 
     def _format_segments(self, segments: Tensor | None, preds: Tensor, validate: bool) -> Tensor:
         """``segments`` as int64 ids of the formatted ``(T, N)`` ``preds``' shape; checked when ``validate``."""

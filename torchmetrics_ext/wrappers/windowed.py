@@ -99,6 +99,22 @@ def _ring_names(state: dict[str, Any]) -> set[str]:
     return {n for part in ("rings", "back", "chunks") if isinstance(state.get(part), dict) for n in state[part]}
 
 
+def _apply_update_limit(module: Module, incompatible_keys: Any) -> None:
+    """After a load, keep the newest ``max_updates`` updates of a ring that holds more.
+
+    A checkpoint written before the limit was recorded may hold more; the next update would evict them.
+    """
+    if not isinstance(module, Windowed) or module.max_updates is None:
+        return
+    window = module._hist if module._hist is not None else module._ring
+    if len(window.sizes) <= module.max_updates:
+        return
+    window.evict(module._local_window(), module.max_updates)
+    module._bind_window_lists()
+    module.__dict__["_window_stale"] = True  # the window's tensor states are written from the ring when read
+    module._child("window").__dict__["_computed"] = None
+
+
 def _never_distributed() -> bool:
     """``distributed_available_fn`` of the scratch metric: batch values are never synced."""
     return False
@@ -289,6 +305,7 @@ class Windowed(WrapperMetric):
         self._bind_window_lists()
         for child in (metric, window):
             child.register_state_dict_pre_hook(_refresh_before_save)
+        self.register_load_state_dict_post_hook(_apply_update_limit)
         self._own_children()
 
     def _own_children(self) -> None:

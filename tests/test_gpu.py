@@ -523,3 +523,38 @@ def test_cuda_module_validates_once_per_step():
         with count_syncs() as calls:
             module.update(step)
         assert calls == ["Tensor.tolist"], calls
+
+
+def test_constants_reach_the_device_once_not_every_update():
+    """TowerQPS, Reliability and TensorWeightedAverage copied a CPU constant to the device in every update
+    (a synchronising copy on CUDA). On the meta device, every host-to-device ``.to`` is seen."""
+    from torch.overrides import TorchFunctionMode
+
+    class HostToDevice(TorchFunctionMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.copies: list[tuple[int, ...]] = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            targets = [*args[1:], *kwargs.values()]
+            if func.__name__ == "to" and args[0].device.type == "cpu" and any(str(a) == "meta" for a in targets):
+                self.copies.append(tuple(args[0].shape))
+            return func(*args, **kwargs)
+
+    p, y = torch.rand(64, device="meta"), torch.rand(64, device="meta")
+    cases = [
+        (tmx.TowerQPS(warmup_steps=1, validate_args=False), (p,), 0),
+        (tmx.Reliability(validate_args=False), (p, y), 1),
+        (
+            tmx.TensorWeightedAverage(num_tasks=2, weighted=[True, False], validate_args=False),
+            (torch.rand(2, 64, device="meta"), p),
+            1,
+        ),
+    ]
+    for metric, args, first in cases:
+        metric = metric.to("meta")
+        with HostToDevice() as seen:
+            for _ in range(3):
+                metric.update(*args)
+        assert len(seen.copies) <= first, (type(metric).__name__, seen.copies)  # at most once, at the first update

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.pointwise import Stats, _finish, _weight_total, _weighted_sum
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_tensor, format_pointwise, single_task
+from torchmetrics_ext.utilities.device import constant_on
 from torchmetrics_ext.utilities.warnings import safe_divide
 
 __all__ = [
@@ -102,7 +103,7 @@ def _flagged_weights(weights: Tensor | None, weighted: Tensor | None) -> Tensor 
     """The weights each task uses: its row of ``weights``, or unit weights where its ``weighted`` flag is false."""
     if weights is None or weighted is None:
         return weights
-    return torch.where(weighted.reshape(-1, 1).to(weights.device), weights, 1.0)
+    return torch.where(constant_on(weighted, weights.device).reshape(-1, 1), weights, 1.0)
 
 
 def _tensor_average_update(values: Tensor, weights: Tensor | None, weighted: Tensor | None) -> Stats:

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.utilities.checks import as_int, check_flag, format_pointwise, single_task
+from torchmetrics_ext.utilities.device import constant_on
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["reliability"]
@@ -65,7 +66,7 @@ def _reliability_update(
     """
     num_tasks, num_bins = preds.shape[0], edges.numel() - 1
     probs = torch.sigmoid(preds) if from_logits else preds
-    inner = edges[1:-1].to(device=probs.device)
+    inner = constant_on(edges, probs.device)[1:-1]  # copied to a device once, not per update
     index = torch.bucketize(probs.contiguous(), inner, right=True)  # e_b <= p < e_{b+1}; outside: end bins
     if num_tasks > 1:
         index += torch.arange(0, num_tasks * num_bins, num_bins, device=probs.device).unsqueeze(1)

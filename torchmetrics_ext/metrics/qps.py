@@ -90,7 +90,7 @@ class TowerQPS(TaskMetric):
         """The example count and seconds states (named after a non-default ``warmup_steps``)."""
         return getattr(self, self._examples_state), getattr(self, self._seconds_state)
 
-    def _counts(self, preds: Tensor | None, num_examples: Tensor | None, validate: bool) -> Tensor:
+    def _counts(self, preds: Tensor | None, num_examples: Tensor | None, validate: bool) -> Tensor | float:
         if num_examples is not None:
             if validate:
                 check_tensor("num_examples", num_examples)
@@ -109,7 +109,7 @@ class TowerQPS(TaskMetric):
                 raise ValueError(
                     f"Expected `preds` of shape (N,) or ({self.num_tasks}, N), got shape {tuple(preds.shape)}."
                 )
-        return torch.full((self.num_tasks,), float(preds.shape[-1]), dtype=torch.float64)
+        return float(preds.shape[-1])  # every task's count: a number, added without a host-to-device copy
 
     def _validate(
         self, preds: Tensor | None = None, target: Tensor | None = None, num_examples: Tensor | None = None
@@ -121,7 +121,9 @@ class TowerQPS(TaskMetric):
     ) -> None:
         """Count one step's examples (``preds.shape[-1]`` per task, or ``num_examples``) and time it."""
         examples, seconds = self._states()
-        counts = self._counts(preds, num_examples, validate=self._check_inputs).to(examples.device)
+        counts = self._counts(preds, num_examples, validate=self._check_inputs)
+        if isinstance(counts, Tensor):
+            counts = counts.to(examples.device)
         now = self.clock()
         self._steps += 1
         if self._steps > max(self.warmup_steps, 1) and self._last_tick is not None:

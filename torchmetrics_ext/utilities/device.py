@@ -15,13 +15,49 @@ CPU path).
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator
 
+import torch
 from torch import Tensor
 
-__all__ = ["force_device_path", "on_device_path"]
+__all__ = ["constant_on", "force_device_path", "on_device_path"]
 
 _FORCED = [False]  # a list, so that the flag is shared by every importer
+
+
+# (id of a constant tensor, device) -> (weak reference to it, its copy on that device)
+_COPIES: dict[tuple[int, torch.device], tuple[weakref.ref[Tensor], Tensor]] = {}
+
+
+def constant_on(tensor: Tensor, device: torch.device) -> Tensor:
+    """``tensor`` (a constant a metric keeps on the CPU: bin edges, per-task flags) on ``device``.
+
+    Copied once per device and kept while ``tensor`` lives, so that an ``update`` does not copy
+    host memory to the device (a synchronising ``.to()``) every step. The constant must never be
+    modified in place.
+
+    Example:
+        >>> import torch
+        >>> edges = torch.tensor([0.0, 0.5, 1.0])
+        >>> constant_on(edges, torch.device("cpu")) is edges
+        True
+    """
+    if tensor.device == device:
+        return tensor
+    key = (id(tensor), device)
+    entry = _COPIES.get(key)
+    if entry is not None and entry[0]() is tensor:
+        return entry[1]
+
+    def forget(ref: weakref.ref[Tensor], key: tuple[int, torch.device] = key) -> None:
+        found = _COPIES.get(key)
+        if found is not None and found[0] is ref:
+            del _COPIES[key]
+
+    copy = tensor.to(device)
+    _COPIES[key] = (weakref.ref(tensor, forget), copy)
+    return copy
 
 
 def on_device_path(tensor: Tensor) -> bool:

@@ -558,3 +558,20 @@ def test_constants_reach_the_device_once_not_every_update():
             for _ in range(3):
                 metric.update(*args)
         assert len(seen.copies) <= first, (type(metric).__name__, seen.copies)  # at most once, at the first update
+
+
+def test_segmented_metrics_of_a_collection_read_the_segment_ids_once():
+    """Each Segmented read its ids' bounds with two syncs; now one read, remembered for the same ids."""
+    from torchmetrics import MetricCollection
+
+    gen = torch.Generator().manual_seed(0)
+    p, y = torch.rand(50, generator=gen), (torch.rand(50, generator=gen) < 0.5).float()
+    s = torch.randint(0, 3, (50,), generator=gen)
+    counts = []
+    for names in (("ne", "ctr"), ("ne", "ctr", "calibration", "mse")):
+        classes = {"ne": tmx.NormalizedEntropy, "ctr": tmx.CTR, "calibration": tmx.Calibration, "mse": tmx.WeightedMSE}
+        collection = MetricCollection({n: tmx.Segmented(classes[n](), 3) for n in names}, compute_groups=False)
+        with force_device_path(), count_syncs() as calls:
+            collection.update(p.clone(), y.clone(), segments=s.clone())  # fresh tensors: nothing remembered yet
+        counts.append(len(calls))
+    assert counts[0] == counts[1] <= 2  # the inputs' bounds and the ids' bounds, whatever the number of metrics

@@ -21,7 +21,7 @@ from torchmetrics.utilities.data import dim_zero_sum
 
 from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
-from torchmetrics_ext.utilities.checks import check_int, check_tensor
+from torchmetrics_ext.utilities.checks import check_int, check_tensor, checked_bounds
 
 __all__ = ["Segmented"]
 
@@ -142,7 +142,9 @@ class Segmented(TaskMetric):
                     f"Expected `segments` on the same device as `preds` ({preds.device}), got {segments.device}."
                 )
             if segments.numel() > 0:
-                low, high = torch.aminmax(segments)
+                # one read of both bounds, remembered on the device path for this tensor: the other
+                # Segmented metrics of a collection given the same ids read nothing
+                ((low, high),) = checked_bounds([segments], [False])
                 low_v, high_v = int(low), int(high)
                 if low_v < 0 or high_v >= self.num_segments:
                     raise ValueError(

@@ -123,9 +123,11 @@ def weighted_r2(preds: Tensor, target: Tensor, weights: Tensor | None = None, *,
         Precision: the label variance comes from float64 sums of :math:`w y` and :math:`w y^2`
         (so that batches, ranks and windows merge by addition), which cancel for labels with a
         large common offset. The relative error is about
-        :math:`10^{-16}\,(\text{offset}/\text{spread})^2` (1e-8 at an offset 1e4 times the
-        spread), and the value is ``nan`` with a warning saying so once the spread is below ~1e-6
-        of the offset (scikit-learn, two pass, has no such limit). Subtract the offset (e.g. a
+        :math:`10^{-16}\,(\text{offset}/\text{spread})^2` per update (1e-8 at an offset 1e4 times
+        the spread); the sums collect the rounding of every update, so over many small updates it
+        grows (by ~100x over 5,000 two-sample updates, measured), and the value is ``nan`` with a
+        warning saying so only once the spread is below ~1e-6 of the offset (scikit-learn, two
+        pass, has no such limit). Subtract the offset (e.g. a
         label mean known in advance) from ``preds`` and ``target`` first: R² does not change.
 
     Example:

@@ -170,26 +170,14 @@ class Distribution(AggregationMetric[SketchBatch]):
         index = _sketch_index(torch.tensor(floats, dtype=torch.float64, device=self.device), self.spec)
         return SketchBatch(float(len(floats)), total, total_sq, min(floats), max(floats), index)
 
+    def _sketch_states(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """``(count, total, total_sq, min, max, bucket counts)``: the states in the kernels' order."""
+        counts = getattr(self, self._counts_state)
+        return self.count, self.total, self.total_sq, self.min_value, self.max_value, counts
+
     def _fold(self, summary: SketchBatch) -> None:
-        _distribution_fold(
-            self.count,
-            self.total,
-            self.total_sq,
-            self.min_value,
-            self.max_value,
-            getattr(self, self._counts_state),
-            summary,
-        )
+        _distribution_fold(*self._sketch_states(), summary)
 
     def compute(self) -> dict[str, Tensor]:
         """``{"mean", "min", "max", "std", "p05", "p50", "p95"}`` (per ``percentiles``) of everything seen."""
-        return _distribution_compute(
-            self.count,
-            self.total,
-            self.total_sq,
-            self.min_value,
-            self.max_value,
-            getattr(self, self._counts_state),
-            self.percentiles,
-            self.spec,
-        )
+        return _distribution_compute(*self._sketch_states(), self.percentiles, self.spec)

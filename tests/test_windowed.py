@@ -1079,3 +1079,10 @@ def test_a_checkpoint_without_the_update_limit_keeps_the_newest_updates_when_loa
         bins = ((torch.logit(p.double()) + 16) * (8 / 32)).clamp(0, 7).floor()
         expected = roc_auc_score(y.numpy(), bins.numpy())
     assert loaded.compute()["window"].item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_merge_of_other_settings_says_merged_not_checkpoint():
+    a, b = Windowed(tmx.AUC(num_bins=10), 5), Windowed(tmx.AUC(num_bins=20), 5)
+    with pytest.raises(ValueError, match=r"merged metric's state has shape \(2, 1, 20\)") as info:
+        a.merge_state(b)
+    assert "checkpoint" not in str(info.value)

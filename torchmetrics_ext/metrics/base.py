@@ -285,7 +285,7 @@ class GuardedMetric(Metric):
                 f"the incoming states {sorted(states)} are not this metric's {sorted(self._defaults)} "
                 f"({', '.join(differences)}): a metric of another mode or setting."
             ]
-        return self._state_problems(states, "")
+        return self._state_problems(states, "", origin="merged metric")
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -350,8 +350,11 @@ class GuardedMetric(Metric):
         )
         self._computed = None  # a value computed before the load is not the loaded states' value
 
-    def _state_problems(self, state_dict: Mapping[str, Any], prefix: str) -> list[str]:
-        """What is wrong with the checkpoint's states for this metric: shapes of tensor states, list states' type."""
+    def _state_problems(self, state_dict: Mapping[str, Any], prefix: str, origin: str = "checkpoint") -> list[str]:
+        """What is wrong with the checkpoint's states for this metric: shapes of tensor states, list states' type.
+
+        ``origin`` names where the states come from in the messages (``"merged metric"`` for ``merge_state``).
+        """
         problems = []
         for name, default in self._defaults.items():
             key = prefix + name
@@ -361,21 +364,21 @@ class GuardedMetric(Metric):
             if isinstance(default, Tensor):
                 if not isinstance(value, Tensor):
                     problems.append(
-                        f"state mismatch for {key}: the checkpoint holds a {type(value).__name__}, "
+                        f"state mismatch for {key}: the {origin} holds a {type(value).__name__}, "
                         f"this {type(self).__name__} expects a tensor of shape {tuple(default.shape)}."
                     )
                 elif value.shape != default.shape and not (
                     name in self._data_sized_states and value.ndim == default.ndim
                 ):
                     problems.append(
-                        f"size mismatch for {key}: the checkpoint's state has shape {tuple(value.shape)}, "
+                        f"size mismatch for {key}: the {origin}'s state has shape {tuple(value.shape)}, "
                         f"this {type(self).__name__}{self._settings_text()} expects {tuple(default.shape)}."
                     )
             elif not (
                 isinstance(value, Tensor) or (isinstance(value, list) and all(isinstance(v, Tensor) for v in value))
             ):
                 problems.append(
-                    f"state mismatch for {key}: the checkpoint holds a {type(value).__name__}, "
+                    f"state mismatch for {key}: the {origin} holds a {type(value).__name__}, "
                     f"this {type(self).__name__} expects a list of tensors."
                 )
         return problems

@@ -26,7 +26,13 @@ from torchmetrics_ext.functional.auc.binary import _check_float32_weights
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _replay
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.registry import build_metric, torchrec_names
-from torchmetrics_ext.utilities.checks import _check_values, _check_values_weight_bounds, check_int, format_pointwise
+from torchmetrics_ext.utilities.checks import (
+    _check_values,
+    _check_values_weight_bounds,
+    all_unit_weights,
+    check_int,
+    format_pointwise,
+)
 from torchmetrics_ext.utilities.distributed import copy_metric, fused_gather
 from torchmetrics_ext.wrappers.windowed import Windowed
 
@@ -563,7 +569,7 @@ class RecMetricModule(nn.Module):
                 )
             except ValueError as error:
                 raise self._named_value_error(batch, error) from None
-            unit_weights = bool(weight_bounds) and all(b[0] == 1 and b[1] == 1 for b in weight_bounds)
+            unit_weights = all_unit_weights(weight_bounds)
             if domains.float32_weights:  # an exact AUC keeps float32 weights: reject before any unit is updated
                 for task, column in zip(self.tasks, batch.columns[2]):
                     try:

@@ -288,6 +288,11 @@ def _check_values(
     weight_bounds = _check_values_weight_bounds(
         preds, target, weights, preds_domain, target_domain, from_logits, target_is_float, preds_name
     )
+    return all_unit_weights(weight_bounds)
+
+
+def all_unit_weights(weight_bounds: Sequence[Bounds]) -> bool:
+    """Whether weights are given (a non-empty tensor's bounds) and all exactly 1 (minimum and maximum 1)."""
     given = [b for b in weight_bounds if b]
     return bool(given) and all(b[0] == 1 and b[1] == 1 for b in given)
 

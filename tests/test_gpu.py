@@ -204,6 +204,33 @@ def test_collection_syncs_once_per_step(num_tasks, weighted):
             assert calls == []
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("padded", [False, True], ids=["flat", "padded"])
+def test_ranking_collection_reads_bounds_once_per_step(weighted, padded):
+    """Ranking metrics given the same batch share one read of its bounds (each read its own before)."""
+    g = torch.Generator().manual_seed(5)
+    shape = (30, 10) if padded else (300,)
+    batch = {"preds": torch.rand(shape, generator=g), "target": torch.randint(0, 3, shape, generator=g)}
+    if not padded:
+        batch["indexes"] = torch.randint(0, 30, shape, generator=g)
+    if weighted:
+        batch["weights"] = torch.rand(shape[0], generator=g)
+    collection = MetricCollection(
+        {"ndcg": tmx.NDCG(k=10), "mrr": tmx.MRR(), "recall": tmx.RecallAtK(k=5)}, compute_groups=False
+    )
+    with force_device_path():
+        with count_syncs() as calls:
+            collection.update(**batch)
+        value = collection.compute()
+    assert calls.count("Tensor.tolist") == 1, calls
+    for name, metric in {"ndcg": tmx.NDCG(k=10), "mrr": tmx.MRR(), "recall": tmx.RecallAtK(k=5)}.items():
+        torch.testing.assert_close(value[name], metric(**batch), rtol=0, atol=0)
+    bad = dict(batch, preds=batch["preds"].clone())
+    bad["preds"].view(-1)[7] = float("nan")
+    with force_device_path(), pytest.raises(ValueError, match="NaN"):
+        collection.update(**bad)
+
+
 @pytest.mark.parametrize("from_logits", [False, True])
 def test_rec_metric_module_syncs_once_per_step(from_logits):
     """The module validates the stacked step once; its metrics then update without a sync.

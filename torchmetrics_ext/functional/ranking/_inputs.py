@@ -25,7 +25,14 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.ranking._spec import Cutoff
-from torchmetrics_ext.utilities.checks import as_int, as_real, check_flag, check_tensor, observed_range
+from torchmetrics_ext.utilities.checks import (
+    as_int,
+    as_real,
+    check_flag,
+    check_tensor,
+    checked_bounds,
+    observed_range,
+)
 from torchmetrics_ext.utilities.device import on_device_path
 
 ACTIONS = ("skip", "zero", "one", "error")
@@ -178,7 +185,11 @@ def _ranking_format(
         if keep is not None:
             p, t, qid = p[keep], t[keep], qid[keep]
             w = None if w is None else w[keep]
-    top = _check_values(p, t, w) if validate and p.numel() > 0 else None
+    top = None
+    if validate and p.numel() > 0:
+        # without a mask every row is kept: the caller's own tensors are checked (the same values),
+        # so their bounds are read once for every metric of a collection given them
+        top = _check_values(preds, target, weights) if keep is None else _check_values(p, t, w)
     return RankingRows(p, t, qid, w, padded, target_max=top)
 
 
@@ -192,11 +203,10 @@ def _check_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> floa
     (:func:`~torchmetrics_ext.utilities.device.on_device_path`, forced on CPU in tests) in one copy.
     """
     checked = [preds] + ([] if target.dtype == torch.bool else [target]) + ([] if weights is None else [weights])
-    bounds = [bound for tensor in checked for bound in torch.aminmax(tensor)]
     if not on_device_path(preds):
-        values = [bound.item() for bound in bounds]
-    else:
-        values = torch.stack([bound.to(torch.float64) for bound in bounds]).tolist()
+        values = [bound.item() for tensor in checked for bound in torch.aminmax(tensor)]
+    else:  # one read, shared with every other metric of the step that checks the same tensors
+        values = [value for bounds in checked_bounds(checked, [False] * len(checked), True) for value in bounds]
     if math.isnan(values[0]) or math.isnan(values[1]):
         raise ValueError("Expected `preds` without NaN (any other real score, ±inf included, is fine), got NaN.")
     if target.dtype == torch.bool:

@@ -15,6 +15,7 @@ from sklearn import metrics as skm
 import torchmetrics_ext as tmx
 from tests.helpers import tester as H
 from torchmetrics_ext import functional as tmf
+from torchmetrics_ext.functional.auc import _device as device_kernels
 from torchmetrics_ext.functional.auc import _kernels as K
 from torchmetrics_ext.functional.auc import binary as FB
 from torchmetrics_ext.utilities.device import force_device_path
@@ -721,6 +722,26 @@ def test_grouped_values_with_weights_over_21_orders_of_magnitude(monkeypatch, de
             with force_device_path(device_path):
                 got = fn(torch.tensor(p), torch.tensor(y), torch.tensor(ids), torch.tensor(w))
             np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-13, err_msg=kind)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_device_grouped_sort_without_packed_keys(monkeypatch, seed):
+    """Past 2**31 (task, group) segments the packed sort key would overflow int64; the device path then
+    sorts by score and stably by segment. Forced here on a small batch: sklearn's per-group values."""
+    monkeypatch.setattr(device_kernels, "_PACKED_SEGMENTS", 0)
+    rng = np.random.default_rng(300 + seed)
+    n = 500
+    g = rng.integers(0, 30, n)
+    p = rng.random((3, n)).astype(np.float32)
+    p[:, ::2] = np.round(p[:, ::2], 1)  # ties within groups
+    y = (rng.random((3, n)) < 0.4).astype(np.int64)
+    w = rng.random((3, n)).astype(np.float32).astype(np.float64)
+    w[:, ::9] = 0.0
+    for fn, ref in ((tmf.grouped_auc, ref_auc), (tmf.grouped_auprc, ref_auprc)):
+        expected = [ref_grouped(p[t], y[t], g, w[t], ref=ref) for t in range(3)]
+        with force_device_path():
+            got = fn(torch.tensor(p), torch.tensor(y), torch.tensor(g), torch.tensor(w))
+        np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-13)
 
 
 @pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])

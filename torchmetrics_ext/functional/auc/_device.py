@@ -159,6 +159,10 @@ def _exact_curve_sums(
     return pos_total, neg_total, sums[0], sums[1]
 
 
+_PACKED_SEGMENTS = 2**31
+"""The most ``(task, group)`` segments whose id still fits the high half of an int64 sort key."""
+
+
 def _grouped_curve_sums(scores: Tensor, signed: Tensor, groups: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(P, N, auc_num, ap_num)``, each ``(T, N)`` float64: one slot per possible dense group id.
 
@@ -178,17 +182,25 @@ def _grouped_curve_sums(scores: Tensor, signed: Tensor, groups: Tensor) -> tuple
     dense = torch.empty_like(perm).scatter_(0, perm, torch.cumsum(_starts(sorted_ids), 0).sub_(1))
     del sorted_ids, perm
     seg = (torch.arange(num_tasks, device=device).unsqueeze(1) * n + dense.unsqueeze(0)).reshape(-1)
-    key = (seg << 32) | (_descending_keys(scores).reshape(-1).to(torch.int64) + 2**31)
-    key, order = torch.sort(key)
+    score_key = _descending_keys(scores).reshape(-1)
+    if size <= _PACKED_SEGMENTS:  # one sort of (segment << 32 | score key)
+        key, order = torch.sort((seg << 32) | (score_key.to(torch.int64) + 2**31))
+        seg = key >> 32
+        start = _starts(key)
+    else:  # segment ids past 2**31 would overflow the packed key: by score, then stably by segment
+        order = torch.sort(score_key).indices
+        order = order[torch.sort(seg[order], stable=True).indices]
+        seg = seg[order]
+        start = _starts(score_key[order], _starts(seg))
+    del score_key
     w = signed.reshape(-1)[order].to(torch.float64)
     del order
-    seg = key >> 32
     pos, neg = w.clamp(min=0), w.neg().clamp_(min=0)
     pos_total = torch.zeros(size, dtype=torch.float64, device=device).index_add_(0, seg, pos)
     neg_total = torch.zeros_like(pos_total).index_add_(0, seg, neg)
     # TP / FP are cumulative sums within each (task, group) (no group is ever more than n long), so
     # that no group's value depends on the weights of the groups sorted before it
-    auc, ap = _run_contributions(_starts(key), seg, pos, neg, n)
+    auc, ap = _run_contributions(start, seg, pos, neg, n)
     auc_num = torch.zeros_like(pos_total).index_add_(0, seg, auc)
     ap_num = torch.zeros_like(pos_total).index_add_(0, seg, ap)
     shape = (num_tasks, n)

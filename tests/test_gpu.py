@@ -204,6 +204,33 @@ def test_collection_syncs_once_per_step(num_tasks, weighted):
             assert calls == []
 
 
+def test_exact_auc_float64_weights_with_zeros_read_once():
+    """Exact AUC keeps float32 weights; float64 weights with zeros needed a second read for their
+    smallest positive value (per task in the module). Now it is part of the step's one read."""
+    from torchmetrics_ext.module import RecMetricModule, RecTaskInfo
+
+    g = torch.Generator().manual_seed(3)
+    p, y = torch.rand(2, 200, generator=g), (torch.rand(2, 200, generator=g) < 0.4).float()
+    w = torch.rand(2, 200, generator=g, dtype=torch.float64)
+    w[:, ::5] = 0.0
+    tasks = [RecTaskInfo(t, f"{t}_y", f"{t}_p", f"{t}_w", group_id_name="g") for t in "ab"]
+    module = RecMetricModule(tasks, {"auc": "auc", "gauc": "gauc", "ne": "ne"}, throughput=False)
+    out = {f"{t}_{c}": v[i] for i, t in enumerate("ab") for c, v in (("p", p), ("y", y), ("w", w))}
+    out["g"] = torch.arange(200) % 9
+    for make in (lambda: tmx.AUC(num_tasks=2), lambda: tmx.AUPRC(num_tasks=2)):
+        metric = make()
+        with force_device_path(), count_syncs() as calls:
+            metric.update(p, y, w.clone())
+        assert calls == ["Tensor.tolist"], calls
+    with force_device_path(), count_syncs() as calls:
+        module.update(out)
+    assert calls == ["Tensor.tolist"], calls
+    bad = w.clone()
+    bad[1, 3] = 1e-46  # non-zero, below float32's smallest normal value
+    with force_device_path(), pytest.raises(ValueError, match=r"Task 'b', `model_out\['b_w'\]`.*float32's range"):
+        module.update({**out, "b_w": bad[1]})
+
+
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("padded", [False, True], ids=["flat", "padded"])
 def test_ranking_collection_reads_bounds_once_per_step(weighted, padded):

@@ -427,7 +427,7 @@ def test_compute_groups_are_explicit():
 def test_the_step_is_validated_once_and_the_metrics_do_not_validate_again(monkeypatch):
     calls = []
     real = module_mod._check_values_weight_bounds  # the step's check (it returns the weights' bounds too)
-    monkeypatch.setattr(module_mod, "_check_values_weight_bounds", lambda *a: calls.append(a) or real(*a))
+    monkeypatch.setattr(module_mod, "_check_values_weight_bounds", lambda *a, **k: calls.append(a) or real(*a, **k))
 
     def fail(*args, **kwargs):
         raise AssertionError("a metric validated its inputs again")

@@ -22,7 +22,6 @@ from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 
 from torchmetrics_ext.functional._sums import sharing_sums
-from torchmetrics_ext.functional.auc.binary import _check_float32_weights
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _replay
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.registry import build_metric, torchrec_names
@@ -566,16 +565,11 @@ class RecMetricModule(nn.Module):
                     domains.target,
                     domains.from_logits,
                     batch.target_is_float,
+                    float32_weights=domains.float32_weights,  # an exact AUC keeps float32 weights
                 )
             except ValueError as error:
                 raise self._named_value_error(batch, error) from None
             unit_weights = all_unit_weights(weight_bounds)
-            if domains.float32_weights:  # an exact AUC keeps float32 weights: reject before any unit is updated
-                for task, column in zip(self.tasks, batch.columns[2]):
-                    try:
-                        _check_float32_weights(column)
-                    except ValueError as error:
-                        raise ValueError(f"Task {task.name!r}, `model_out[{task.weight_name!r}]`: {error}") from None
             # TorchRec's should_validate_update: a step whose weights are all zero (every task's
             # column given and its maximum 0, read from the bounds just checked: no further sync)
             # is skipped by every metric, so it takes no room in the windows
@@ -664,6 +658,7 @@ class RecMetricModule(nn.Module):
                         domains.preds,
                         domains.target,
                         domains.from_logits,
+                        float32_weights=domains.float32_weights,
                     )
                 except ValueError as own:
                     key = getattr(task, {"preds": "prediction_name", "target": "label_name"}.get(field, "weight_name"))

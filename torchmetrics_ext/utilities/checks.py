@@ -32,6 +32,7 @@ __all__ = [
     "as_int",
     "as_real",
     "check_flag",
+    "check_float32_range",
     "check_int",
     "check_pointwise",
     "check_tensor",
@@ -138,11 +139,14 @@ def check_pointwise(
     target_domain: TargetDomain = "unit",
     from_logits: bool = False,
     preds_name: str = "preds",
+    float32_weights: bool = False,
 ) -> bool:
     """Raise unless ``(preds, target, weights)`` are valid pointwise inputs (see :func:`format_pointwise`).
 
     Reads nothing back from the device but the batch's bounds, once (:func:`checked_bounds`).
     Errors call the first input ``preds_name`` (the caller's argument name, e.g. ``values``).
+    ``float32_weights``: the caller stores the weights as float32 (exact AUC); non-zero float64
+    weights outside float32's normal range are rejected (see :func:`check_float32_range`).
 
     Returns:
         Whether ``weights`` are given and every one is exactly 1 (the unweighted sums are then the
@@ -172,7 +176,16 @@ def check_pointwise(
             f"tasks), got {tuple(weights.shape)}."
         )
     if preds.numel() > 0:
-        return _check_values(preds, target, weights, preds_domain, target_domain, from_logits, preds_name=preds_name)
+        return _check_values(
+            preds,
+            target,
+            weights,
+            preds_domain,
+            target_domain,
+            from_logits,
+            preds_name=preds_name,
+            float32_weights=float32_weights,
+        )
     return False
 
 
@@ -189,6 +202,7 @@ def format_pointwise(
     dtype: torch.dtype | None = torch.float64,
     preds_name: str = "preds",
     target_required: bool = False,
+    float32_weights: bool = False,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Check pointwise inputs and return them as ``dtype`` tensors with a leading task dimension.
 
@@ -208,6 +222,7 @@ def format_pointwise(
             copy what they keep.
         preds_name: what errors call ``preds`` (the caller's argument name, e.g. ``values``).
         target_required: the metric needs labels: a ``None`` target is a ``TypeError`` (when validating).
+        float32_weights: the caller stores the weights as float32 (see :func:`check_pointwise`).
 
     Returns:
         ``(preds, target, weights)``; ``preds`` and ``target`` of shape ``(T, N)``, ``weights`` of
@@ -229,6 +244,7 @@ def format_pointwise(
         target_domain=target_domain,
         from_logits=from_logits,
         preds_name=preds_name,
+        float32_weights=float32_weights,
     ):
         weights = None
     if dtype is not None and preds.dtype != dtype:
@@ -278,6 +294,7 @@ def _check_values(
     from_logits: bool,
     target_is_float: bool | None = None,
     preds_name: str = "preds",
+    float32_weights: bool = False,
 ) -> bool:
     """Range checks of the inputs as given (any dtype, any shape), from one :func:`checked_bounds` call.
 
@@ -286,7 +303,7 @@ def _check_values(
     :func:`_check_values_weight_bounds` does the same checks and returns each weight tensor's bounds.
     """
     weight_bounds = _check_values_weight_bounds(
-        preds, target, weights, preds_domain, target_domain, from_logits, target_is_float, preds_name
+        preds, target, weights, preds_domain, target_domain, from_logits, target_is_float, preds_name, float32_weights
     )
     return all_unit_weights(weight_bounds)
 
@@ -306,6 +323,7 @@ def _check_values_weight_bounds(
     from_logits: bool,
     target_is_float: bool | None = None,
     preds_name: str = "preds",
+    float32_weights: bool = False,
 ) -> list[Bounds]:
     """:func:`_check_values`, returning the ``(min, max)`` of each weight tensor (``()`` for an empty one).
 
@@ -315,12 +333,19 @@ def _check_values_weight_bounds(
     remembered by the first metric of a step serve every label domain of the others.
     ``target_is_float`` is accepted for callers that pass labels already cast to float64 (whole
     labels cast to float have no fractional part, so it changes nothing). Errors call the first
-    input ``preds_name``.
+    input ``preds_name``. With ``float32_weights``, the smallest positive value of each float64
+    weight tensor is read in the same call, for :func:`check_float32_range`.
     """
     device_path = on_device_path(preds)
     integral = device_path or target_domain == "binary"
     columns = [] if weights is None else [weights] if isinstance(weights, Tensor) else list(weights)
-    bounds = checked_bounds([preds, target, *columns], [False, integral] + [False] * len(columns), device_path)
+    positive = [
+        torch.where(column > 0, column, math.inf) if float32_weights and column.dtype == torch.float64 else None
+        for column in columns
+    ]
+    checked = [preds, target, *columns, *positive]
+    bounds = checked_bounds(checked, [False, integral] + [False] * (len(checked) - 2), device_path)
+    bounds, positive_bounds = bounds[: 2 + len(columns)], bounds[2 + len(columns) :]
     pmin, pmax = bounds[0]
     if not (math.isfinite(pmin) and math.isfinite(pmax)):
         raise ValueError(f"Expected `{preds_name}` to be finite, got {observed_range(pmin, pmax)}.")
@@ -346,7 +371,28 @@ def _check_values_weight_bounds(
             raise ValueError(
                 f"Expected `weights` to be finite and non-negative, got {observed_range(bound[0], bound[1])}."
             )
+    for bound, low in zip(bounds[2:], positive_bounds, strict=True):
+        if low:
+            check_float32_range(low[0], bound[1])
     return bounds[2:]
+
+
+_FLOAT32 = torch.finfo(torch.float32)
+
+
+def check_float32_range(low: float, high: float) -> None:
+    """Raise unless non-zero weights from ``low`` (the smallest positive one) to ``high`` keep their value as float32.
+
+    float64 weights above float32's largest value would become inf (a nan AUC) and non-zero ones
+    below its smallest normal value would lose their precision or become 0 (a class silently
+    dropped). ``low`` is ``inf`` when no weight is positive.
+    """
+    if high > _FLOAT32.max or 0 < low < _FLOAT32.tiny:
+        raise ValueError(
+            "Expected non-zero `weights` within float32's range "
+            f"[{_FLOAT32.tiny:.8g}, {_FLOAT32.max:.8g}] (exact AUC/AUPRC store them as float32), got "
+            f"non-zero values in [{low:.6g}, {high:.6g}]; rescale them (the value does not depend on their scale)."
+        )
 
 
 Bounds = tuple[float, ...]

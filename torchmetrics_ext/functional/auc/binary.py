@@ -26,7 +26,13 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.auc import _device as D
 from torchmetrics_ext.functional.auc import _kernels as K
-from torchmetrics_ext.utilities.checks import as_int, as_real, check_flag, checked_bounds, format_pointwise, single_task
+from torchmetrics_ext.utilities.checks import (
+    as_int,
+    as_real,
+    check_flag,
+    format_pointwise,
+    single_task,
+)
 from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
@@ -65,30 +71,6 @@ def _check_bins(
 
 
 _SIGNS: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
-
-
-_FLOAT32 = torch.finfo(torch.float32)
-
-
-def _check_float32_weights(weights: Tensor | None) -> None:
-    """Raise unless every non-zero weight keeps its value in exact mode's float32 storage.
-
-    float64 weights above float32's largest value would become inf (a nan AUC) and non-zero ones
-    below its smallest normal value would lose their precision or become 0 (a class silently
-    dropped); other dtypes fit. Only float64 weights are read: their bounds (already known on the
-    device path), and their smallest non-zero value when the minimum is below that range (e.g. 0).
-    """
-    if weights is None or weights.dtype != torch.float64 or weights.numel() == 0:
-        return
-    ((low, high),) = checked_bounds([weights], [False])
-    if low < _FLOAT32.tiny and high > 0:  # a zero (or tiny) minimum: the smallest non-zero weight
-        low = float(torch.where(weights > 0, weights, math.inf).amin())
-    if high > _FLOAT32.max or 0 < low < _FLOAT32.tiny:
-        raise ValueError(
-            "Expected non-zero `weights` within float32's range "
-            f"[{_FLOAT32.tiny:.8g}, {_FLOAT32.max:.8g}] (exact AUC/AUPRC store them as float32), got "
-            f"non-zero values in [{low:.6g}, {high:.6g}]; rescale them (the value does not depend on their scale)."
-        )
 
 
 def _signed_weights(target: Tensor, weights: Tensor | None, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -300,8 +282,6 @@ def _format_curve_inputs(
     """Check the options, then the batch (when asked): ``(T, N)`` preds and labels, weights, all ``dtype``."""
     _check_bins(num_bins, logit_range, bin_space)
     check_flag("from_logits", from_logits)
-    if validate_args and num_bins is None:
-        _check_float32_weights(weights)
     p, t, w = format_pointwise(
         preds,
         target,
@@ -311,6 +291,7 @@ def _format_curve_inputs(
         from_logits=from_logits,
         validate=validate_args,
         dtype=dtype,
+        float32_weights=num_bins is None,  # exact mode keeps float32 weights
     )
     assert t is not None
     return p, t, w

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.auc._device import _grouped_curve_sums
 from torchmetrics_ext.functional.auc._kernels import _curve_sums, _descending_keys
-from torchmetrics_ext.functional.auc.binary import CurveStats, _check_float32_weights, _signed_weights
+from torchmetrics_ext.functional.auc.binary import CurveStats, _signed_weights
 from torchmetrics_ext.utilities.checks import check_flag, format_pointwise, single_task
 from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.warnings import safe_divide
@@ -65,10 +65,10 @@ def _format_grouped(
         from_logits=from_logits,
         validate=validate,
         dtype=None,  # scores are ranked as float32 and weights stored as float32 by the kernels
+        float32_weights=True,  # signed weights are float32 in both modes
     )
     if validate:
         _check_groups(groups, preds)
-        _check_float32_weights(weights)  # signed weights are float32 in both modes
     assert t is not None
     return p, t, groups.reshape(-1), w  # any integer dtype (int64 where the kernels need it)
 

@@ -110,13 +110,17 @@ class _CurveMetric(TaskMetric):
 
     def _validate(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
         self._unit_weights(preds, target, weights)
-        if self.num_bins is None:
-            F._check_float32_weights(weights)
 
     def _unit_weights(self, preds: Tensor, target: Tensor, weights: Tensor | None) -> bool:
-        """Validate the batch; whether its weights are given and all exactly 1."""
+        """Validate the batch (exact mode: float64 weights that float32 holds, same read); whether weights are all 1."""
         return check_pointwise(
-            preds, target, weights, self.num_tasks, target_domain="binary", from_logits=self.from_logits
+            preds,
+            target,
+            weights,
+            self.num_tasks,
+            target_domain="binary",
+            from_logits=self.from_logits,
+            float32_weights=self.num_bins is None,
         )
 
     @property
@@ -164,8 +168,6 @@ class _CurveMetric(TaskMetric):
         """The batch validated (unless checked already) as ``(T, N)`` views in its own dtypes; ``None`` if empty."""
         if self._check_inputs:
             unit = self._unit_weights(preds, target, weights)
-            if self.num_bins is None:  # only exact mode keeps float32 weights
-                F._check_float32_weights(weights)
             if unit:
                 weights = None  # all ones: the unweighted kernels give the same statistics
         if preds.shape[-1] == 0:

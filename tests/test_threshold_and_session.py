@@ -5,7 +5,9 @@ References loop over thresholds, sessions and labels in numpy, written here.
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 from functools import partial
 
 import numpy as np
@@ -383,6 +385,14 @@ def test_one_label_keeps_its_label_dimension():
     assert metric(preds, target).shape == (1,)
     torch.testing.assert_close(metric.compute(), expected)
     assert tmx.MultiLabelPrecision(num_labels=1, num_tasks=2)(preds.repeat(2, 1), target.repeat(2, 1)).shape == (2, 1)
+    # copies made after compute carry the cached value and its shape (they once came back 0-dim)
+    copies = [metric.clone(), copy.deepcopy(metric), pickle.loads(pickle.dumps(metric))]
+    segmented = tmx.Segmented(tmx.CTR(), 1)
+    segmented.update(preds.float(), target.float(), segments=torch.zeros(3, dtype=torch.long))
+    segmented.compute()
+    copies += [copy.deepcopy(segmented), pickle.loads(pickle.dumps(segmented))]
+    for other in copies:
+        assert other.compute().shape == (1,), type(other).__name__
 
 
 def test_session_zero_weight_row_takes_no_top_k_place():

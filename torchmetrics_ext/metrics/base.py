@@ -395,14 +395,15 @@ def keep_value_shapes(metric: Metric, compute: Callable, wrap: Callable[[Callabl
     TorchMetrics' wrapper squeezes every one-element tensor of the value to 0-dim: a ``(1,)``
     per-segment value of one segment would come back as a scalar, unlike its functional twin.
     When ``metric._keeps_value_shape`` is true, the shapes ``compute`` returned (in any nesting
-    of dicts, lists and tuples) are restored on the wrapper's value (cached ones included).
+    of dicts, lists and tuples) are restored on the wrapper's value (cached ones included). The
+    shapes are kept in the metric's ``__dict__``, so a copy (``clone``, ``deepcopy``, ``pickle``)
+    that carries the cached value carries them too.
     """
-    shapes: list[Any] = [None]
 
     @functools.wraps(compute)
     def recorded(*args: Any, **kwargs: Any) -> Any:
         value = compute(*args, **kwargs)
-        shapes[0] = _shapes(value) if getattr(metric, "_keeps_value_shape", False) else None
+        metric.__dict__["_value_shapes"] = _shapes(value) if getattr(metric, "_keeps_value_shape", False) else None
         return value
 
     wrapped = wrap(recorded)
@@ -410,7 +411,8 @@ def keep_value_shapes(metric: Metric, compute: Callable, wrap: Callable[[Callabl
     @functools.wraps(compute)
     def shaped(*args: Any, **kwargs: Any) -> Any:
         value = wrapped(*args, **kwargs)
-        return value if shapes[0] is None else _reshaped(value, shapes[0])
+        shapes = metric.__dict__.get("_value_shapes")
+        return value if shapes is None else _reshaped(value, shapes)
 
     return shaped
 

@@ -1016,6 +1016,10 @@ def test_clock_metrics_are_refused():
     for metric in (tmx.TowerQPS(), tmx.Throughput()):
         with pytest.raises(ValueError, match=f"Windowed cannot wrap {type(metric).__name__}: its elapsed seconds"):
             Windowed(metric, window_size=300)
+    # a counts vector aligned to first-seen categories does not add up per update (it once failed on
+    # its list state's reduction, an internal message)
+    with pytest.raises(ValueError, match="Windowed cannot wrap CategoricalCount: its counts vector grows"):
+        Windowed(tmx.aggregation.CategoricalCount(), window_size=300)
 
 
 def test_a_binned_histogram_held_before_wrapping_stays_in_the_lifetime():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -60,6 +60,7 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         and ``category_keys``, a list state holding each category as a small ``uint8`` tensor, so
         ``state_dict``, pickling, ``.to(device)`` and ``MetricCollection`` compute groups carry
         the categories with their counts. Memory grows with the number of distinct categories.
+        :class:`~torchmetrics_ext.Windowed` refuses it (its counts do not add up per update).
 
     Example:
         >>> from torchmetrics_ext.aggregation import CategoricalCount
@@ -75,6 +76,12 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
     full_state_update: bool = False
     plot_lower_bound = 0.0
     _data_sized_states = frozenset({"counts"})  # one count per category seen
+    # read by Windowed, which refuses this metric with the reason
+    window_unsupported: ClassVar[str] = (
+        "its counts vector grows with the categories seen and is aligned to their first-seen order, so "
+        "per-update counts do not add up slot by slot; for a recent view, keep a second CategoricalCount "
+        "and reset it every N steps."
+    )
     counts: Tensor
     category_keys: list[Tensor]
 

@@ -627,12 +627,14 @@ def _mp_calibration_free_ne(p, y, logits):
     with mpmath.workdps(60):
         y = [mpmath.mpf(float(v)) for v in y]
         if logits:  # sigmoid and its complement of the logits themselves: no rounding to 1
+            q = [1 / (1 + mpmath.exp(mpmath.mpf(float(z)))) for z in p]
             p = [1 / (1 + mpmath.exp(-mpmath.mpf(float(z)))) for z in p]
         else:
             p = [mpmath.mpf(float(v)) for v in p]
-        ce = -sum(b * mpmath.log(a) + (1 - b) * mpmath.log(1 - a) for a, b in zip(p, y))
-        mean = sum(p) / len(p)
-        constant = -sum(b * mpmath.log(mean) + (1 - b) * mpmath.log(1 - mean) for b in y)
+            q = [1 - a for a in p]
+        ce = -sum(b * mpmath.log(a) + (1 - b) * mpmath.log(c) for a, c, b in zip(p, q, y))
+        mean, complement = sum(p) / len(p), sum(q) / len(q)
+        constant = -sum(b * mpmath.log(mean) + (1 - b) * mpmath.log(complement) for b in y)
         return float(ce / constant)
 
 
@@ -643,6 +645,9 @@ def _mp_calibration_free_ne(p, y, logits):
         [-38.0, -40.0, 39.0, 45.0],
         [36.0, 37.5, 50.0, 80.0],
         [-700.0, -40.0, -39.0, -45.0],
+        # sigmoid(z) is about exp(z) down to -745, sigmoid(-z) likewise: torch.sigmoid gave 0 past 709 (nan)
+        [-720.0, -730.0, -712.0, -740.0],
+        [720.0, 730.0, 712.0, 740.0],
     ],
 )
 def test_calibration_free_ne_from_sure_logits_matches_mpmath(z):

@@ -135,8 +135,21 @@ def _calibration_free_update(
     1). From logits ``1 - p`` is ``sigmoid(-z)``: exact where ``sigmoid(z)`` rounds to 1.
     """
     ce_sum, total, pos = _cross_entropy_update(preds, target, weights, eta, from_logits)
-    probs, complement = (torch.sigmoid(preds), torch.sigmoid(-preds)) if from_logits else (preds, 1 - preds)
+    probs, complement = _sigmoid_pair(preds) if from_logits else (preds, 1 - preds)
     return ce_sum, total, pos, _weighted_sum(probs, weights), _weighted_sum(complement, weights)
+
+
+def _sigmoid_pair(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """``(sigmoid(z), sigmoid(-z))`` from one ``exp(-|z|)``, neither 0 while ``exp(-|z|)`` is not.
+
+    ``torch.sigmoid`` computes ``1 / (1 + exp(-z))``, which is 0 once ``exp(-z)`` overflows
+    (``z`` below about -709 in float64) although the probability, about ``exp(z)``, is still
+    representable down to about -745; ``e / (1 + e)`` with ``e = exp(-|z|)`` keeps it.
+    """
+    e = torch.exp(-logits.abs())
+    small, large = e / (1 + e), 1 / (1 + e)  # sigmoid(-|z|), sigmoid(|z|)
+    negative = logits < 0
+    return torch.where(negative, small, large), torch.where(negative, large, small)
 
 
 def _calibration_free_compute(
@@ -156,7 +169,7 @@ def _calibration_free_compute(
     numerator is the exact log-sigmoid, and the denominator is not clamped either. Undefined
     (``nan`` with an ``UndefinedMetricWarning``) when that constant prediction's cross-entropy is
     not a finite positive number: no label weight, or ``p̄`` exactly 0 or 1 (all labels on one
-    side: 0; on the other: infinite, e.g. ``eta = 0``, or logits all below ``-745``).
+    side: 0; on the other: infinite, e.g. ``eta = 0``, or logits all below ``-745`` or all above ``745``).
     """
     neg = total - pos
     safe_total = torch.where(total > 0, total, 1.0)

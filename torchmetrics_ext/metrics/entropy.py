@@ -93,8 +93,8 @@ class CalibrationFreeNE(_EntropyVariant):
         from_logits: ``preds`` are logits: the exact log-sigmoid, and no clamp of the mean
             either. The states keep :math:`\sum w\,\sigma(z)` and :math:`\sum w\,\sigma(-z)`,
             so the mean prediction and its complement are both exact, also where the mean rounds
-            to 1 (all logits above ~37). Only a mean of exactly 0 (every logit below -745) is
-            undefined.
+            to 1 (all logits above ~37). Only a mean of exactly 0 or 1 (every logit below -745,
+            or every one above 745) is undefined.
         torchrec_scaling: reproduce TorchRec 1.9's value, NE divided by the summed (not
             averaged) bits of predicting :math:`\bar p`, which shrinks as 1/total weight.
         validate_args: check each batch.

@@ -161,11 +161,32 @@ def _ranking_batch() -> dict[str, torch.Tensor]:
     }
 
 
+def _padded_batch() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(6)
+    return {
+        "preds": torch.rand(30, 10, generator=g),
+        "target": torch.randint(0, 3, (30, 10), generator=g),
+        "mask": torch.rand(30, 10, generator=g) < 0.8,
+        "weights": torch.rand(30, generator=g),
+    }
+
+
+_ALL_RANKING = ("ndcg", "recall", "precision", "mrr", "hit_rate", "map", "r_precision", "f1")
+
 OTHER_FAMILIES = {
     # exact modes store the rows in update and rank them at compute; the padded and
-    # queries_complete_per_batch ranking modes rank in update and still read sizes on the host
+    # queries_complete_per_batch ranking modes rank in update with the device path's dense kernel
     "ndcg": (partial(tmx.NDCG, k=10), _ranking_batch),
     "ranking-metrics": (partial(tmx.RankingMetrics, ks=(1, 10), metrics=("ndcg", "recall", "mrr")), _ranking_batch),
+    "ranking-complete": (
+        partial(tmx.RankingMetrics, ks=(1, 10, None), metrics=_ALL_RANKING, queries_complete_per_batch=True),
+        _ranking_batch,
+    ),
+    "ranking-padded": (partial(tmx.RankingMetrics, ks=(1, 3, None), metrics=_ALL_RANKING), _padded_batch),
+    "ndcg-padding-value": (
+        partial(tmx.NDCG, k=5, padding_value=0.0),
+        lambda: {k: v for k, v in _padded_batch().items() if k != "mask"},
+    ),
     "multiclass-recall": (
         partial(tmx.MulticlassRecallAtK, k=3, num_classes=12),
         lambda: {"preds": torch.rand(40, 12), "target": torch.randint(0, 12, (40,))},
@@ -183,6 +204,70 @@ def test_other_families_update_without_sync(name):
         with count_syncs() as calls:
             metric.update(**batch())
     assert calls == [], f"{name}: host syncs in update: {calls}"
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_ranking_in_update_device_path_equals_cpu_path(seed):
+    """The device path's dense kernel (every row kept, one slot per row, no host read) against the
+    sort path on the CPU (checked against ranx/pytrec_eval in test_ranking): padded lists with masks,
+    padding values and query weights, complete queries with ties, float relevance, every option."""
+    g = torch.Generator().manual_seed(seed)
+    opts = {
+        "ks": (1, 3, None) if seed % 3 else (2, 5),
+        "metrics": _ALL_RANKING if seed % 3 else tuple(m for m in _ALL_RANKING if m != "r_precision"),
+        "exponential_gain": seed % 4 == 1,
+        "adaptive_k": seed % 5 == 2,
+        "empty_target_action": ("skip", "zero", "one")[seed % 3],
+        "remove_single_length_sessions": seed % 7 == 3,
+    }
+    if seed % 2 == 0:  # padded (Q, L)
+        q, length = 1 + seed % 11, 1 + seed % 8
+        preds = (
+            torch.randint(0, 4, (q, length), generator=g) / 4 if seed % 4 == 0 else torch.rand(q, length, generator=g)
+        )
+        target = (
+            torch.randint(0, 4, (q, length), generator=g)
+            if seed % 3
+            else torch.rand(q, length, generator=g).round(decimals=1)
+        )
+        batch = {"preds": preds, "target": target}
+        if seed % 5 == 0:
+            batch["mask"] = torch.rand(q, length, generator=g) < 0.7
+        if seed % 6 == 2:
+            opts["padding_value"] = 0.0
+            batch["preds"] = torch.where(torch.rand(q, length, generator=g) < 0.2, 0.0, preds)
+        if seed % 4 == 2:
+            batch["weights"] = torch.rand(q, generator=g)
+    else:  # flat rows of complete queries
+        n = 1 + (seed * 7) % 80
+        preds = torch.randint(0, 5, (n,), generator=g).double() if seed % 4 == 1 else torch.rand(n, generator=g)
+        target = torch.randint(0, 3, (n,), generator=g) if seed % 3 else torch.rand(n, generator=g) < 0.3
+        batch = {"preds": preds, "target": target, "indexes": torch.randint(-5, 9, (n,), generator=g)}
+        if seed % 5 == 1:
+            batch["mask"] = torch.rand(n, generator=g) < 0.7
+        if seed % 4 == 3:
+            batch["weights"] = torch.rand(n, generator=g)
+        opts["queries_complete_per_batch"] = True
+    for validate_args in (True, False):
+        cpu, device = (tmx.RankingMetrics(validate_args=validate_args, **opts) for _ in range(2))
+        for _ in range(2):
+            cpu.update(**batch)
+            with force_device_path(), count_syncs() as calls:
+                device.update(**batch)
+            if not validate_args:
+                assert calls == [], calls
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected, got = cpu.compute(), device.compute()
+        for key, value in expected.items():
+            torch.testing.assert_close(got[key], value, rtol=1e-12, atol=1e-14, equal_nan=True, msg=key)
+
+
+def test_ranking_device_path_empty_query_error_counts_queries():
+    metric = tmx.NDCG(k=3, empty_target_action="error")
+    preds, target = torch.rand(4, 3), torch.tensor([[1, 0, 0], [0, 0, 0], [0, 2, 0], [1, 1, 0]])
+    with force_device_path(), pytest.raises(ValueError, match="query number 1 of 4"):
+        metric.update(preds, target)
 
 
 @pytest.mark.parametrize("weighted", [False, True])
@@ -251,7 +336,7 @@ def test_ranking_collection_reads_bounds_once_per_step(weighted, padded):
         value = collection.compute()
     assert calls.count("Tensor.tolist") == 1, calls
     for name, metric in {"ndcg": tmx.NDCG(k=10), "mrr": tmx.MRR(), "recall": tmx.RecallAtK(k=5)}.items():
-        torch.testing.assert_close(value[name], metric(**batch), rtol=0, atol=0)
+        torch.testing.assert_close(value[name], metric(**batch), rtol=1e-12, atol=1e-14)  # CPU path's kernel
     bad = dict(batch, preds=batch["preds"].clone())
     bad["preds"].view(-1)[7] = float("nan")
     with force_device_path(), pytest.raises(ValueError, match="NaN"):

@@ -49,6 +49,7 @@ class RankingRows(NamedTuple):
     padded: bool
     preds_writable: bool = False  # ``preds`` is a private copy the kernels may overwrite
     target_max: float | None = None  # the largest relevance, when the values were validated
+    valid: Tensor | None = None  # rows a mask keeps, when they were not dropped (see ``compact``)
 
 
 def _check_shape(name: str, value: Tensor | None, shape: torch.Size, device: torch.device) -> None:
@@ -106,6 +107,7 @@ def _ranking_format(
     *,
     padding_value: float | None = None,
     validate: bool = True,
+    compact: bool = True,
 ) -> RankingRows:
     """Check a batch of ranking inputs and return it as flat rows.
 
@@ -121,6 +123,9 @@ def _ranking_format(
         weights: optional non-negative finite query weights: ``(N,)`` rows (flat) or ``(Q,)`` (padded).
         padding_value: predictions equal to it are padding (padded input only).
         validate: run the checks; when false, only reshape and cast.
+        compact: drop the rows a mask (or ``padding_value``) removes, which reads their number
+            on the host; when false, every row is returned with a ``valid`` mask instead (the
+            device path's kernel ranks them without a host read).
 
     Returns:
         :class:`RankingRows` with 1-D ``preds`` (floating, as given), ``target`` (as given: the
@@ -173,24 +178,42 @@ def _ranking_format(
     if padded and padding_value is not None:
         not_pad = preds != padding_value
         keep = not_pad if keep is None else keep & not_pad
+    valid = None
     if padded:
         num_queries, width = preds.shape
         rows = torch.arange(num_queries, device=preds.device)
-        qid = rows.repeat_interleave(width) if keep is None else rows.unsqueeze(1).expand(-1, width)[keep]
+        if keep is None or not compact:
+            qid = rows.repeat_interleave(width)
+            p, t = preds.reshape(-1), target.reshape(-1)
+            valid = None if keep is None else keep.reshape(-1)
+        else:
+            qid = rows.unsqueeze(1).expand(-1, width)[keep]
+            p, t = preds[keep], target[keep]
         w = None if weights is None else weights.to(torch.float64)[qid]
-        p, t = (preds.reshape(-1), target.reshape(-1)) if keep is None else (preds[keep], target[keep])
     else:
         qid = indexes.to(torch.int64)  # type: ignore[union-attr]
         p, t, w = preds, target, None if weights is None else weights.to(torch.float64)
-        if keep is not None:
+        if keep is not None and compact:
             p, t, qid = p[keep], t[keep], qid[keep]
             w = None if w is None else w[keep]
+        else:
+            valid = keep
     top = None
     if validate and p.numel() > 0:
         # without a mask every row is kept: the caller's own tensors are checked (the same values),
-        # so their bounds are read once for every metric of a collection given them
-        top = _check_values(preds, target, weights) if keep is None else _check_values(p, t, w)
-    return RankingRows(p, t, qid, w, padded, target_max=top)
+        # so their bounds are read once for every metric of a collection given them; rows a
+        # mask drops but keeps in place are checked as 0
+        if keep is None:
+            top = _check_values(preds, target, weights)
+        elif valid is None:
+            top = _check_values(p, t, w)
+        else:
+            top = _check_values(
+                torch.where(valid, p, 0.0),
+                torch.where(valid, t, torch.zeros((), dtype=t.dtype, device=t.device)),
+                None if w is None else torch.where(valid, w, 0.0),
+            )
+    return RankingRows(p, t, qid, w, padded, target_max=top, valid=valid)
 
 
 def _check_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> float:

@@ -58,9 +58,8 @@ def _mrr_sorted(queries: SortedQueries, k: int | None) -> Tensor:
     first = queries.within == 0
     in_k = queries.in_k(k)
     keep = first if in_k is None else first & in_k
-    values = torch.zeros(queries.num_groups, dtype=torch.float64, device=first.device)
-    values[queries.group[keep]] = 1.0 / (queries.pos[keep] + 1).to(torch.float64)
-    return values
+    # at most one row per query: the sum is that row's reciprocal rank (no boolean indexing: no host read)
+    return queries.sum(1.0 / (queries.pos + 1).to(torch.float64), keep)
 
 
 def _mrr_top(queries: TopQueries, k: int) -> Tensor:

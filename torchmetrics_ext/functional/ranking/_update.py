@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.functional.ranking._dense import dense_values, rank_rows_dense
 from torchmetrics_ext.functional.ranking._first_hit import first_hit_values
 from torchmetrics_ext.functional.ranking._inputs import RankingRows, _ranking_arg_validation, _ranking_format
 from torchmetrics_ext.functional.ranking._kernel import Ranked, rank_rows, sorted_values
@@ -35,11 +36,20 @@ def _ranking_update(
     *,
     empty_target_action: str = "skip",
     remove_single_length_sessions: bool = False,
+    dense: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-request weighted sums over the queries of ``rows``: ``(value_sum, weight_sum, num_queries)``."""
+    """Per-request weighted sums over the queries of ``rows``: ``(value_sum, weight_sum, num_queries)``.
+
+    ``dense``: the device path's kernel (:mod:`._dense`), which reads nothing on the host (the
+    only kernel for rows that carry a ``valid`` mask).
+    """
     if rows.preds.numel() == 0:
         zero = torch.zeros((), dtype=torch.float64, device=rows.preds.device)
         return torch.zeros(len(requests), dtype=torch.float64, device=rows.preds.device), zero, zero.clone()
+    if dense or rows.valid is not None:
+        ranked, relevant = rank_rows_dense(rows.preds, rows.target, rows.indexes, rows.weights, rows.valid)
+        values, num_rel = dense_values(ranked, relevant, requests, options)
+        return reduce_queries(values, num_rel, ranked, empty_target_action, remove_single_length_sessions)
     args = (rows.preds, rows.target, rows.indexes, rows.weights, requests)
     fast = grouped_topk_values(*args, options, preds_writable=rows.preds_writable)
     if fast is None:
@@ -101,16 +111,18 @@ def reduce_queries(
     empty_target_action: str,
     remove_single_length_sessions: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Apply the empty-query policy and weights: ``(sum w·v per request, sum w, number of queries)``."""
+    """Apply the empty-query policy and weights: ``(sum w·v per request, sum w, number of queries)``.
+
+    Query slots of size 0 (past the last query of the device path's kernel) are never counted.
+    ``empty_target_action="error"`` reads whether to raise on the host.
+    """
     empty = num_rel == 0
-    include = torch.ones_like(empty)
-    if remove_single_length_sessions:
-        include = include & (ranked.size > 1)
+    include = ranked.size > (1 if remove_single_length_sessions else 0)
     if empty_target_action == "error" and bool((empty & include).any()):
         bad = int(torch.nonzero(empty & include)[0, 0])
         raise ValueError(
             f"A query has no relevant candidate (target > 0) and `empty_target_action='error'` "
-            f"(query number {bad} of {ranked.num_groups} in sorted id order)."
+            f"(query number {bad} of {int((ranked.size > 0).sum())} in sorted id order)."
         )
     if empty_target_action == "skip":
         include = include & ~empty
@@ -120,5 +132,6 @@ def reduce_queries(
     w = include.to(torch.float64)
     if ranked.weight is not None:
         w = w * ranked.weight
-    value_sum = (values * w.unsqueeze(1)).sum(0)
+    # queries left out contribute 0, whatever their value (an empty slot's may be 0 / 0)
+    value_sum = torch.where(include.unsqueeze(1), values * w.unsqueeze(1), 0.0).sum(0)
     return value_sum, w.sum(), include.sum().to(torch.float64)

@@ -34,6 +34,7 @@ from torchmetrics_ext.functional.ranking._inputs import RankingRows, _ranking_ar
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
 from torchmetrics_ext.functional.ranking._update import _ranking_compute, _ranking_update
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _tag, cat_chunks
+from torchmetrics_ext.utilities.device import on_device_path
 
 _ROW_STATES = {
     "preds": torch.float64,
@@ -164,9 +165,17 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         mask: Tensor | None,
         weights: Tensor | None,
         validate: bool,
+        compact: bool = True,
     ) -> RankingRows:
         return _ranking_format(
-            preds, target, indexes, mask, weights, padding_value=self.padding_value, validate=validate
+            preds,
+            target,
+            indexes,
+            mask,
+            weights,
+            padding_value=self.padding_value,
+            validate=validate,
+            compact=compact,
         )
 
     def _validate(
@@ -184,13 +193,14 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         """Real scores and non-negative relevance (flat rows; ``indexes`` are integer query ids)."""
         return InputDomains("real", "nonnegative")
 
-    def _sums(self, rows: RankingRows) -> tuple[Tensor, Tensor, Tensor]:
+    def _sums(self, rows: RankingRows, dense: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         return _ranking_update(
             rows,
             self.requests,
             self.options,
             empty_target_action=self.empty_target_action,
             remove_single_length_sessions=self.remove_single_length_sessions,
+            dense=dense,
         )
 
     def update(
@@ -202,11 +212,16 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         weights: Tensor | None = None,
     ) -> None:
         """Add a batch: flat ``(N,)`` rows with ``indexes``, or padded ``(Q, L)`` lists."""
-        rows = self._rows(preds, target, indexes, mask, weights, validate=self._check_inputs)
+        # ranking in update (padded lists, complete queries) on the device path: the kernel that
+        # reads nothing on the host, with masked rows kept in place
+        dense = (
+            isinstance(preds, Tensor) and (preds.ndim == 2 or self.queries_complete_per_batch) and on_device_path(preds)
+        )
+        rows = self._rows(preds, target, indexes, mask, weights, validate=self._check_inputs, compact=not dense)
         if rows.preds.numel() == 0:
             return
         if rows.padded or self.queries_complete_per_batch:
-            value_sum, weight_sum, _ = self._sums(rows)
+            value_sum, weight_sum, _ = self._sums(rows, dense)
             self.value_sum += value_sum
             self.weight_sum += weight_sum
             return

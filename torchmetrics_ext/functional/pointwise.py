@@ -207,7 +207,9 @@ def normalized_entropy(
 
     Returns:
         A scalar for 1-D input, ``(T,)`` for ``(T, N)`` input; ``nan`` (with an
-        ``UndefinedMetricWarning``) when all labels are of one class.
+        ``UndefinedMetricWarning``) when all labels are of one class (or the negative label
+        weight is below about ``1e-16`` of the total: it is the total minus the positive
+        weight, as in the class's states).
 
     Example:
         >>> import torch

@@ -214,7 +214,10 @@ class NormalizedEntropy(_CrossEntropyMetric):
 
     Note:
         NE is undefined (``nan`` plus ``UndefinedMetricWarning``) until both classes have
-        non-zero label weight; TorchRec returns a huge finite number there instead.
+        non-zero label weight; TorchRec returns a huge finite number there instead. The states
+        keep the total and the positive label weight, so the negative weight is their
+        difference: a negative label weight below about ``1e-16`` of the total rounds away and
+        reads as absent (``nan``); the positive weight is kept exactly.
 
     Example:
         >>> import torch

@@ -444,6 +444,66 @@ def test_segmented_rejects_two_process_groups():
         tmx.Segmented(tmx.CTR(process_group=Group()), num_segments=2, process_group=Group())
 
 
+def _two_ranks():
+    """TorchMetrics options that fake two ranks holding the same states: a sync doubles every sum."""
+    return {"dist_sync_fn": lambda tensor, group=None: [tensor, tensor], "distributed_available_fn": lambda: True}
+
+
+@pytest.mark.parametrize(
+    ("metric_options", "segmented_options", "synced"),
+    [
+        pytest.param(_two_ranks(), {}, True, id="metric-options"),
+        pytest.param({}, _two_ranks(), True, id="segmented-options"),
+        pytest.param(_two_ranks(), {"sync_on_compute": False}, False, id="segmented-sync_on_compute=False"),
+        pytest.param({"sync_on_compute": False}, _two_ranks(), False, id="metric-sync_on_compute=False-kept"),
+        pytest.param({"sync_on_compute": False, **_two_ranks()}, {"sync_on_compute": True}, True, id="segmented-wins"),
+    ],
+)
+def test_segmented_takes_its_own_sync_options_else_the_wrapped_metrics(metric_options, segmented_options, synced):
+    """Each TorchMetrics option is Segmented's when given to it, else the wrapped metric's."""
+    w = np.array([0.5, 2.0, 1.0, 3.0, 0.25])
+    s = np.array([0, 1, 1, 0, 1])
+    seg = tmx.Segmented(tmx.SumWeights(**metric_options), 2, **segmented_options)
+    seg.update(torch.full((5,), 0.5), weights=torch.tensor(w), segments=torch.tensor(s))
+    factor = 2.0 if synced else 1.0  # by hand: two equal ranks sum to twice the local sums
+    expected = factor * np.array([w[s == 0].sum(), w[s == 1].sum()])
+    np.testing.assert_allclose(seg.compute().numpy(), expected)
+    assert seg.sync_on_compute is synced
+
+
+def test_segmented_forward_syncs_with_the_wrapped_metrics_dist_sync_on_step():
+    """dist_sync_on_step on the wrapped metric: forward returns the synced batch value, as the metric's would."""
+    w = np.array([0.5, 2.0, 1.0, 3.0, 0.25])
+    s = np.array([0, 1, 1, 0, 1])
+    seg = tmx.Segmented(tmx.SumWeights(dist_sync_on_step=True, sync_on_compute=False, **_two_ranks()), 2)
+    batch = seg(torch.full((5,), 0.5), weights=torch.tensor(w), segments=torch.tensor(s))
+    local = np.array([w[s == 0].sum(), w[s == 1].sum()])  # by hand, per segment
+    np.testing.assert_allclose(batch.numpy(), 2 * local)  # synced batch value
+    np.testing.assert_allclose(seg.compute().numpy(), local)  # sync_on_compute=False: the local value
+
+
+def _segmented_sync_options_job(rank, world_size):
+    p = torch.full((4,), 0.5)
+    y = torch.tensor([1.0, 1.0, 0.0, 1.0]) if rank == 0 else torch.tensor([0.0, 0.0, 1.0, 0.0])
+    seg = torch.tensor([0, 0, 1, 1])
+    local = tmx.Segmented(tmx.CTR(sync_on_compute=False), num_segments=2)
+    local.update(p, y, segments=seg)
+    step = tmx.Segmented(tmx.CTR(dist_sync_on_step=True, sync_on_compute=False), num_segments=2)
+    return [local.compute().tolist(), step(p, y, segments=seg).tolist(), step.compute().tolist()]
+
+
+@pytest.mark.ddp
+def test_segmented_sync_options_of_the_wrapped_metric_under_ddp(ddp_pool):
+    rank0, rank1 = ddp_pool.run(_segmented_sync_options_job)
+    y0, y1 = np.array([1.0, 1.0, 0.0, 1.0]), np.array([0.0, 0.0, 1.0, 0.0])
+    seg = np.array([0, 0, 1, 1])
+    local0 = [y0[seg == 0].mean(), y0[seg == 1].mean()]  # numpy: each rank's mean label per segment
+    local1 = [y1[seg == 0].mean(), y1[seg == 1].mean()]
+    synced = [np.r_[y0, y1][np.r_[seg, seg] == g].mean() for g in (0, 1)]
+    np.testing.assert_allclose(rank0, [local0, synced, local0])
+    np.testing.assert_allclose(rank1, [local1, synced, local1])
+
+
 def test_one_segment_keeps_its_segment_dimension():
     """num_segments=1 gives (1,) (TorchMetrics squeezed every one-element value to 0-dim), (T, 1) for T tasks;
     through compute, forward, a cached compute and a window alike."""

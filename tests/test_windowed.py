@@ -469,6 +469,155 @@ def test_a_wrapper_group_other_than_the_metrics_is_rejected():
         Windowed(tmx.CTR(process_group=Group()), window_size=3, process_group=Group())
 
 
+# ----------------------------------------------------------------------------- TorchMetrics sync options
+
+
+def _two_ranks(calls=None):
+    """TorchMetrics options that fake two ranks holding the same states: a sync doubles every sum.
+
+    ``calls`` (a list) records one entry per gathered tensor.
+    """
+
+    def sync(tensor, group=None):
+        if calls is not None:
+            calls.append(tuple(tensor.shape))
+        return [tensor, tensor]
+
+    return {"dist_sync_fn": sync, "distributed_available_fn": lambda: True}
+
+
+_NO_SYNC = {"sync_on_compute": False}
+
+
+@pytest.mark.parametrize(
+    ("metric_options", "wrapper_options", "synced"),
+    [
+        pytest.param("two", {}, True, id="metric-options"),
+        pytest.param({}, "two", True, id="wrapper-options"),
+        pytest.param("two", _NO_SYNC, False, id="wrapper-sync_on_compute=False"),
+        pytest.param(_NO_SYNC, "two", False, id="metric-sync_on_compute=False-kept"),
+        pytest.param(dict(_NO_SYNC, two=True), {"sync_on_compute": True}, True, id="wrapper-wins"),
+    ],
+)
+def test_windowed_takes_its_own_sync_options_else_the_wrapped_metrics(metric_options, wrapper_options, synced):
+    """Each TorchMetrics option is the wrapper's when given to it, else the wrapped metric's."""
+
+    def options(spec):
+        if spec == "two":
+            return _two_ranks()
+        spec = dict(spec)
+        return {**spec, **_two_ranks()} if spec.pop("two", False) else spec
+
+    w = torch.tensor([0.5, 2.0, 1.0, 3.0, 0.25, 4.0, 1.5], dtype=torch.float64)
+    p = torch.full((7,), 0.5)
+    metric = Windowed(tmx.SumWeights(**options(metric_options)), window_size=5, **options(wrapper_options))
+    metric.update(p[:4], weights=w[:4])
+    metric.update(p[4:], weights=w[4:])  # the window keeps this update only (4 + 3 > 5)
+    factor = 2.0 if synced else 1.0  # by hand: two equal ranks sum to twice the local sums
+    values = metric.compute()
+    np.testing.assert_allclose(values["lifetime"].item(), factor * w.numpy().sum())
+    np.testing.assert_allclose(values["window"].item(), factor * w[4:].numpy().sum())
+    assert metric.sync_on_compute is synced
+    assert metric.lifetime.sync_on_compute is metric.window.sync_on_compute is synced
+
+
+@pytest.mark.parametrize("where", ["wrapper", "metric"])
+@pytest.mark.parametrize("sync_on_compute", [True, False])
+def test_windowed_forward_syncs_batch_values_with_dist_sync_on_step(where, sync_on_compute):
+    """dist_sync_on_step (given to the wrapper or the wrapped metric): forward's lifetime and window
+    batch values are synced, as TorchMetrics' own forward does; compute follows sync_on_compute."""
+    calls = []
+    step = {"dist_sync_on_step": True, "sync_on_compute": sync_on_compute, **_two_ranks(calls)}
+    metric = Windowed(tmx.SumWeights(**step), 5) if where == "metric" else Windowed(tmx.SumWeights(), 5, **step)
+    assert metric.dist_sync_on_step and not metric.lifetime.dist_sync_on_step  # the children never forward
+    w = np.array([0.5, 2.0, 1.0, 3.0, 0.25, 4.0, 1.5, 2.5, 0.75, 1.25])
+    weights, p = torch.tensor(w), torch.full((10,), 0.5)
+    uncut = metric(p[:3], weights=weights[:3])
+    uncut_calls = len(calls)
+    cut = metric(p[3:], weights=weights[3:])  # 7 samples: the window keeps the newest 5
+    # by hand: two equal ranks sum to twice the local sums
+    np.testing.assert_allclose([uncut["lifetime"].item(), uncut["window"].item()], [2 * w[:3].sum()] * 2)
+    np.testing.assert_allclose([cut["lifetime"].item(), cut["window"].item()], [2 * w[3:].sum(), 2 * w[5:].sum()])
+    # the same collectives for a batch cut on this rank or not: other ranks (not cut) must match them
+    assert uncut_calls == len(calls) - uncut_calls == 2
+    factor = 2.0 if sync_on_compute else 1.0
+    values = metric.compute()
+    np.testing.assert_allclose(
+        [values["lifetime"].item(), values["window"].item()], [factor * w.sum(), factor * w[5:].sum()]
+    )
+
+
+def test_windowed_binned_forward_syncs_every_rank_alike_with_dist_sync_on_step():
+    """A binned AUC's window (histogram path) syncs both batch values on every forward, cut or not."""
+    calls = []
+    metric = Windowed(tmx.AUC(num_bins=20, bin_space="probability"), 4, dist_sync_on_step=True, **_two_ranks(calls))
+    p = torch.tensor([0.12, 0.37, 0.62, 0.87, 0.22, 0.77, 0.47, 0.52])
+    y = torch.tensor([1, 0, 1, 1, 0, 1, 0, 1])
+    uncut = metric(p[:3], y[:3])
+    uncut_calls = len(calls)
+    cut = metric(p[3:], y[3:])  # 5 samples: the window keeps the newest 4
+    assert uncut_calls == len(calls) - uncut_calls > 0
+    # sklearn: every score in its own bin, and a doubled histogram has the same AUC
+    assert uncut["lifetime"].item() == pytest.approx(skm.roc_auc_score(y[:3], p[:3]))
+    assert uncut["window"].item() == pytest.approx(skm.roc_auc_score(y[:3], p[:3]))
+    assert cut["lifetime"].item() == pytest.approx(skm.roc_auc_score(y[3:], p[3:]))
+    assert cut["window"].item() == pytest.approx(skm.roc_auc_score(y[4:], p[4:]))
+
+
+def test_windowed_rejects_a_bad_sync_option_and_leaves_the_metric_alone():
+    metric = tmx.CTR()
+    with pytest.raises(ValueError, match="sync_on_compute"):
+        Windowed(metric, window_size=3, sync_on_compute="no")
+    with pytest.raises(ValueError, match="Unexpected keyword arguments: `sync_on_computes`"):
+        Windowed(metric, window_size=3, sync_on_computes=False)
+    assert metric.sync_on_compute is True and metric.dist_sync_fn is None
+
+
+def _sync_options_job(rank, world_size):
+    """Rank 0's batch is cut by its window share (3 of window 6), rank 1's is not."""
+    p = torch.tensor([0.12, 0.37, 0.62, 0.87]) if rank == 0 else torch.tensor([0.22, 0.77])
+    y = torch.tensor([1.0, 0.0, 1.0, 1.0]) if rank == 0 else torch.tensor([0.0, 1.0])
+    out = {}
+    for where in ("wrapper", "metric"):
+        local = (
+            Windowed(tmx.CTR(), 6, sync_on_compute=False)
+            if where == "wrapper"
+            else Windowed(tmx.CTR(sync_on_compute=False), 6)
+        )
+        local.update(p, y)
+        out[f"local-{where}"] = {k: v.item() for k, v in local.compute().items()}
+        step = (
+            Windowed(tmx.CTR(), 6, dist_sync_on_step=True)
+            if where == "wrapper"
+            else Windowed(tmx.CTR(dist_sync_on_step=True), 6)
+        )
+        out[f"step-{where}"] = {k: v.item() for k, v in step(p, y).items()}
+        out[f"step-{where}-compute"] = {k: v.item() for k, v in step.compute().items()}
+    auc = Windowed(tmx.AUC(num_bins=20, bin_space="probability"), 6, dist_sync_on_step=True)
+    out["auc-step"] = {k: v.item() for k, v in auc(p, y).items()}
+    return out
+
+
+@pytest.mark.ddp
+def test_windowed_sync_options_under_ddp(ddp_pool):
+    """sync_on_compute=False gives each rank's own values; dist_sync_on_step syncs forward's batch values."""
+    rank0, rank1 = ddp_pool.run(_sync_options_job)
+    y0, y1 = np.array([1.0, 0.0, 1.0, 1.0]), np.array([0.0, 1.0])
+    p0, p1 = np.array([0.12, 0.37, 0.62, 0.87]), np.array([0.22, 0.77])
+    for where in ("wrapper", "metric"):  # numpy: the mean label of this rank's samples, and of its newest 3
+        assert rank0[f"local-{where}"] == pytest.approx({"lifetime": y0.mean(), "window": y0[1:].mean()})
+        assert rank1[f"local-{where}"] == pytest.approx({"lifetime": y1.mean(), "window": y1.mean()})
+        synced = {"lifetime": np.r_[y0, y1].mean(), "window": np.r_[y0[1:], y1].mean()}
+        for out in (rank0, rank1):
+            assert out[f"step-{where}"] == pytest.approx(synced)
+            assert out[f"step-{where}-compute"] == pytest.approx(synced)
+    auc = {  # every score in its own bin: the binned AUC is the exact one
+        "lifetime": skm.roc_auc_score(np.r_[y0, y1], np.r_[p0, p1]),
+        "window": skm.roc_auc_score(np.r_[y0[1:], y1], np.r_[p0[1:], p1]),
+    }
+    assert rank0["auc-step"] == pytest.approx(auc) and rank1["auc-step"] == pytest.approx(auc)
+
+
 def _torchmetrics_empty_rank_job(rank, world_size):
     from torchmetrics.classification import BinaryAUROC
 

@@ -22,6 +22,7 @@ from torchmetrics.utilities.data import dim_zero_sum
 from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
 from torchmetrics_ext.utilities.checks import check_int, check_tensor, checked_bounds
+from torchmetrics_ext.wrappers._options import wrapper_options
 
 __all__ = ["Segmented"]
 
@@ -51,8 +52,13 @@ class Segmented(TaskMetric):
             ``threshold``, ``from_logits``, ``num_tasks``, ``validate_args``, per-task ones such
             as ``TensorWeightedAverage(weighted=[...])``) apply unchanged.
         num_segments: number of segments ``S``.
-        kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...). A
-            ``process_group`` given to ``metric`` is Segmented's (the states it syncs are Segmented's).
+        kwargs: TorchMetrics options (``sync_on_compute``, ``dist_sync_on_step``, ``dist_sync_fn``,
+            ``distributed_available_fn``, ``process_group``, ``compute_on_cpu``,
+            ``compute_with_cache``). Segmented holds the states and syncs them; **one rule** (as
+            :class:`~torchmetrics_ext.Windowed`'s): an option given here is Segmented's, an option
+            not given here is ``metric``'s. So ``Segmented(CTR(sync_on_compute=False), S)`` and
+            ``Segmented(CTR(), S, sync_on_compute=False)`` both skip the sync, and
+            ``Segmented(CTR(dist_sync_on_step=True), S)``'s ``forward`` returns synced batch values.
 
     Raises:
         TypeError: if ``metric`` does not hold per-task sum statistics (AUC's sorted scores,
@@ -98,15 +104,10 @@ class Segmented(TaskMetric):
                 "otherwise."
             )
         num_segments = check_int("num_segments", num_segments, 1)
-        group = kwargs.get("process_group")
-        if metric.process_group is not None:  # Segmented holds the states: it syncs over the metric's group
-            if group is not None and group is not metric.process_group:
-                raise ValueError(
-                    "Expected one process group: the wrapped metric has its own `process_group` and another "
-                    "was given to Segmented; give it to one of them."
-                )
-            kwargs["process_group"] = metric.process_group
-        super().__init__(metric.num_tasks, validate_args=metric.validate_args, **kwargs)
+        # Segmented holds the states: it syncs with the options given to it, else the metric's
+        super().__init__(
+            metric.num_tasks, validate_args=metric.validate_args, **wrapper_options(metric, kwargs, "Segmented")
+        )
         self.metric = metric
         self.num_segments = num_segments
         # the metric's kernels: gradients flow where its do (TorchMetrics guards the class constant)

@@ -28,6 +28,7 @@ from torchmetrics_ext.metrics.base import (
 from torchmetrics_ext.utilities.checks import check_int
 from torchmetrics_ext.utilities.distributed import copy_metric
 from torchmetrics_ext.wrappers._histogram import HistogramWindow
+from torchmetrics_ext.wrappers._options import METRIC_OPTIONS, wrapper_options
 from torchmetrics_ext.wrappers._ring import StateRing, join_small_tails, state_kind
 
 __all__ = ["Windowed"]
@@ -153,13 +154,23 @@ class Windowed(WrapperMetric):
             ``WindowBuffer`` (the window of its sum metrics: NE, CTR, calibration, MSE, ...) keeps
             at most 1000 updates (``MAX_BUFFER_COUNT``), so with ``window_size`` above 1000 batches
             its window is the newest 1000 updates: ``max_updates=1000`` reproduces it.
-        kwargs: TorchMetrics options of the wrapper itself.
+        kwargs: TorchMetrics options (``sync_on_compute``, ``dist_sync_on_step``, ``dist_sync_fn``,
+            ``distributed_available_fn``, ``process_group``, ``compute_on_cpu``,
+            ``compute_with_cache``). **One rule:** an option given here is the wrapper's; an
+            option not given here is the wrapped metric's. So ``Windowed(CTR(sync_on_compute=False), n)``
+            and ``Windowed(CTR(), n, sync_on_compute=False)`` both skip the sync, and
+            ``Windowed(CTR(sync_on_compute=False), n, sync_on_compute=True)`` syncs. The lifetime
+            and window metrics sync with these options (they are set on them, and read back on the
+            wrapper's attributes); ``dist_sync_on_step`` is the wrapper's alone (see ``forward``
+            below: the children never run a ``forward``).
 
     Raises:
         TypeError: ``metric`` is not a :class:`torchmetrics.Metric`.
-        ValueError: ``window_size`` or ``max_updates`` is not a positive integer, or ``metric`` has
-            states of another reduction or needs the full state at update. ``update`` raises
-            ``ValueError`` when ``window_size`` is smaller than the world size.
+        ValueError: ``window_size`` or ``max_updates`` is not a positive integer, ``metric`` has
+            states of another reduction or needs the full state at update, an option TorchMetrics
+            rejects (unknown, or of the wrong type: the metric is left as it was), or a
+            ``process_group`` other than the one ``metric`` has. ``update`` raises ``ValueError``
+            when ``window_size`` is smaller than the world size.
 
     Note:
         **Memory.** Metrics whose statistics add up (NE, calibration, CTR, MSE, accuracy,
@@ -204,7 +215,15 @@ class Windowed(WrapperMetric):
         read it as ``metric.window.<state>``.
 
         ``forward`` returns the batch's values in the same dict form: ``"lifetime"`` over the
-        whole batch, ``"window"`` over the part of it that the window keeps.
+        whole batch, ``"window"`` over the part of it that the window keeps. With
+        ``dist_sync_on_step=True`` both are synced across ranks (the batch of every rank, and
+        the kept part of every rank's batch), as TorchMetrics' ``forward`` does: two syncs per
+        ``forward`` on every rank, whether its batch was cut or not, so every rank must call
+        ``forward`` together.
+
+        **Sync options and the window share.** Each rank keeps ``window_size // world_size``
+        samples whatever the sync options: with ``sync_on_compute=False`` each rank's values are
+        over its own samples and its own share of the window.
 
         Flat ranking input may carry ``weights`` in some batches and not in others (rows without
         weights weigh 1, as without a window); the metric keeps a weight chunk for every row
@@ -244,18 +263,19 @@ class Windowed(WrapperMetric):
         _ceil_share: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
         if not isinstance(metric, Metric):
             got = f"the class {metric.__name__}" if isinstance(metric, type) else type(metric).__name__
             raise TypeError(f"Expected `metric` to be a torchmetrics.Metric instance, got {got}.")
+        # the wrapper's options: each one given here, else the metric's (checked by TorchMetrics)
+        super().__init__(**wrapper_options(metric, kwargs, "Windowed"))
         window_size = check_int("window_size", window_size, 1, " (samples)")
         if max_updates is not None:
             max_updates = check_int("max_updates", max_updates, 1, " (updates) or None")
-        if metric.full_state_update is not False or metric.dist_sync_on_step:
+        if metric.full_state_update is not False:
             raise ValueError(
                 f"Expected a metric whose batch statistics merge into its state ({type(metric).__name__} "
-                "has full_state_update or dist_sync_on_step set): Windowed cannot wrap it. (TorchMetrics' "
-                "MaxMetric and MinMetric set full_state_update; torchmetrics_ext.aggregation's Max and Min do not.)"
+                "has full_state_update set): Windowed cannot wrap it. (TorchMetrics' MaxMetric and "
+                "MinMetric set full_state_update; torchmetrics_ext.aggregation's Max and Min do not.)"
             )
         unsupported = getattr(metric, "window_unsupported", None)
         if unsupported:
@@ -263,14 +283,12 @@ class Windowed(WrapperMetric):
         kinds = {n: state_kind(n, metric._reductions[n], metric._defaults[n]) for n in metric._defaults}
         if not kinds:
             raise ValueError(f"Expected a metric with states, {type(metric).__name__} declares none.")
-        group = kwargs.get("process_group")
-        if group is not None:  # the wrapper holds no state: its children sync, over the group given
-            if metric.process_group is not None and metric.process_group is not group:
-                raise ValueError(
-                    "Expected one process group: the wrapped metric has its own `process_group` and another "
-                    "was given to Windowed; give it to one of them."
-                )
-            metric.process_group = group
+        # The wrapper holds no state: its children sync, with the wrapper's options. `forward`'s batch
+        # values are the wrapper's (synced by it with `dist_sync_on_step`): the children never forward.
+        for name in METRIC_OPTIONS:
+            setattr(metric, name, getattr(self, name))
+        metric.dist_sync_on_step = False
+        metric._to_sync = metric.sync_on_compute
         self.window_size = window_size
         self.max_updates = max_updates
         # TorchRec's share of the window per rank, ceil(window_size / world_size), instead of ours
@@ -415,7 +433,22 @@ class Windowed(WrapperMetric):
         return {name: list(getattr(scratch, name)) for name in ring.list_names}
 
     def _batch_value(self, want: bool) -> Any:
-        return self._scratch.compute() if want else None
+        """The scratch metric's value (one batch's statistics) when ``want``: synced with ``dist_sync_on_step``."""
+        if not want:
+            return None
+        scratch = self._scratch
+        if not self.dist_sync_on_step:
+            return scratch.compute()
+        # as TorchMetrics' forward does with dist_sync_on_step: the batch's states synced for its value,
+        # with the wrapper's sync function, group and availability test (the scratch's never syncs)
+        state = scratch.__dict__  # plain attributes
+        state["_computed"] = None
+        state["_to_sync"], state["distributed_available_fn"] = True, self.distributed_available_fn
+        try:
+            return scratch.compute()
+        finally:
+            state["_to_sync"], state["distributed_available_fn"] = scratch.sync_on_compute, _never_distributed
+            state["_computed"] = None
 
     def _histogram_value(self, entries: tuple[Tensor, Tensor | None] | None) -> Any:
         """The metric's value of one batch given as its histogram entries (``forward``'s batch values)."""
@@ -426,7 +459,7 @@ class Windowed(WrapperMetric):
             add_entries(state, *entries)
         scratch.__dict__["_update_count"] += 1
         scratch.__dict__["_computed"] = None
-        return scratch.compute()
+        return self._batch_value(True)
 
     def _histogram_step(self, args: tuple[Any, ...], kwargs: dict[str, Any], values: bool) -> tuple[Any, Any]:
         """:meth:`_step` for a binned metric: the batch's bin indices go to the lifetime and the window."""
@@ -443,7 +476,8 @@ class Windowed(WrapperMetric):
         lifetime_value = window_value = None
         if values:
             lifetime_value = window_value = self._histogram_value(entries)
-            if kept is not entries:
+            # with dist_sync_on_step every rank syncs the kept part too, cut on this rank or not
+            if kept is not entries or self.dist_sync_on_step:
                 window_value = self._histogram_value(kept)
         # ---- commit: nothing below raises
         life, window = self._modules["lifetime"], self._modules["window"]
@@ -474,6 +508,8 @@ class Windowed(WrapperMetric):
             full = {name: view.clone() for name, view in slot.items()}
             lists = self._batch_into(slot, *self._newest(limit, args, kwargs))
             size = limit
+            window_value = self._batch_value(values)
+        elif values and self.dist_sync_on_step:  # every rank syncs the kept part too, cut on this rank or not
             window_value = self._batch_value(values)
         # ---- commit: nothing below raises
         life, window = self._modules["lifetime"], self._modules["window"]

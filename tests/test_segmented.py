@@ -109,8 +109,11 @@ def test_bad_input_rejected_and_state_untouched(bad, exc, match):
     [
         (lambda: tmx.Segmented(tmx.AUC(), 3), TypeError, "per-task sum statistics"),
         (lambda: tmx.Segmented(tmx.NDCG(), 3), TypeError, "per-task sum statistics"),
-        (lambda: tmx.Segmented(tmx.HindsightTargetPR(), 3), TypeError, "cannot be split"),
+        (lambda: tmx.Segmented(tmx.HindsightTargetPR(), 3), TypeError, "does not support its states"),
         (lambda: tmx.Segmented(tmx.CTR(), 0), ValueError, "num_segments"),
+        # the wrapped metric's settings: named, not "got multiple values for keyword argument"
+        (lambda: tmx.Segmented(tmx.CTR(), 3, validate_args=False), TypeError, r"\['validate_args'\] from the wrapped"),
+        (lambda: tmx.Segmented(tmx.CTR(), 3, num_tasks=2), TypeError, r"\['num_tasks'\] from the wrapped"),
         (lambda: tmx.Segmented(tmx.CTR(), True), ValueError, "num_segments"),
     ],
 )

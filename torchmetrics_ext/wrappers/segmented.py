@@ -62,12 +62,14 @@ class Segmented(TaskMetric):
 
     Raises:
         TypeError: if ``metric`` does not hold per-task sum statistics (AUC's sorted scores,
-            ranking metrics, quantile sketches cannot be split by adding rows).
+            ranking rows, binned histograms and quantile sketches are not per-task sums).
         ValueError: for a bad ``num_segments``, two different process groups (``metric``'s and
-            ``process_group``), or (in ``update``) segment ids that are not
-            integers in ``[0, num_segments)`` of shape ``(N,)`` or ``(T, N)`` on ``preds``' device.
-        TypeError: (in ``update``) an argument the wrapped metric's ``update`` does not take (a
-            ``target`` for ``TensorWeightedAverage``), or missing ``segments``.
+            ``process_group``), or (in ``update``) segment ids outside ``[0, num_segments)``, not
+            of shape ``(N,)`` or ``(T, N)``, or not on ``preds``' device.
+        TypeError: ``num_tasks`` or ``validate_args`` given to Segmented (they are the wrapped
+            metric's), or (in ``update``) segment ids that are not integers, an argument the
+            wrapped metric's ``update`` does not take (a ``target`` for
+            ``TensorWeightedAverage``), or missing ``segments``.
 
     Note:
         A segment that saw no data is undefined for ratio metrics (``nan`` with the metric's
@@ -95,7 +97,8 @@ class Segmented(TaskMetric):
         if not isinstance(metric, _PointwiseMetric):
             raise TypeError(
                 "Expected `metric` to hold per-task sum statistics (a pointwise, counter, NE-variant or "
-                f"regression metric), got {type(metric).__name__}, whose states cannot be split by adding rows."
+                f"regression metric), got {type(metric).__name__}: Segmented keeps one column of per-task sums "
+                "per segment and does not support its states (sorted scores, query rows, histograms, sketches)."
             )
         not_sums = [name for name in metric._state_keys if metric._reductions[name] is not dim_zero_sum]
         if not_sums:
@@ -104,6 +107,12 @@ class Segmented(TaskMetric):
                 "otherwise."
             )
         num_segments = check_int("num_segments", num_segments, 1)
+        own = sorted(set(kwargs) & {"num_tasks", "validate_args"})
+        if own:
+            raise TypeError(
+                f"Segmented takes {own} from the wrapped metric: set them there, e.g. "
+                f"Segmented({type(metric).__name__}({own[0]}=...), num_segments)."
+            )
         # Segmented holds the states: it syncs with the options given to it, else the metric's
         super().__init__(
             metric.num_tasks, validate_args=metric.validate_args, **wrapper_options(metric, kwargs, "Segmented")

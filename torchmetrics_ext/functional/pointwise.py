@@ -488,7 +488,8 @@ def weighted_accuracy(
         preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).
         target: binary labels in {0, 1}, same shape as ``preds``.
         weights: optional non-negative sample weights.
-        threshold: probability at or above which a prediction is positive.
+        threshold: probability at or above which a prediction is positive (compared in float64:
+            a float32 score of ``0.7`` is ``0.69999998...``, below a threshold of 0.7).
         from_logits: treat ``preds`` as logits (the threshold stays a probability).
         validate_args: check inputs before computing.
 
@@ -521,7 +522,8 @@ def weighted_precision(
         preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).
         target: binary labels in {0, 1}, same shape as ``preds``.
         weights: optional non-negative sample weights.
-        threshold: probability at or above which a prediction is positive.
+        threshold: probability at or above which a prediction is positive (compared in float64:
+            a float32 score of ``0.7`` is ``0.69999998...``, below a threshold of 0.7).
         from_logits: treat ``preds`` as logits (the threshold stays a probability).
         validate_args: check inputs before computing.
 
@@ -552,7 +554,8 @@ def weighted_recall(
         preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).
         target: binary labels in {0, 1}, same shape as ``preds``.
         weights: optional non-negative sample weights.
-        threshold: probability at or above which a prediction is positive.
+        threshold: probability at or above which a prediction is positive (compared in float64:
+            a float32 score of ``0.7`` is ``0.69999998...``, below a threshold of 0.7).
         from_logits: treat ``preds`` as logits (the threshold stays a probability).
         validate_args: check inputs before computing.
 

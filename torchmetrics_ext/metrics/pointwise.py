@@ -422,7 +422,8 @@ class WeightedAccuracy(_ConfusionMetric):
 
     Args:
         num_tasks: number of tasks ``T``.
-        threshold: probability at or above which a prediction is positive.
+        threshold: probability at or above which a prediction is positive (compared in float64:
+            a float32 score of ``0.7`` is ``0.69999998...``, below a threshold of 0.7).
         from_logits: ``preds`` are logits (the threshold stays a probability).
         validate_args: check each batch (labels must be 0 or 1).
         kwargs: TorchMetrics options.
@@ -447,7 +448,8 @@ class WeightedPrecision(_ConfusionMetric):
 
     Args:
         num_tasks: number of tasks ``T``.
-        threshold: probability at or above which a prediction is positive.
+        threshold: probability at or above which a prediction is positive (compared in float64:
+            a float32 score of ``0.7`` is ``0.69999998...``, below a threshold of 0.7).
         from_logits: ``preds`` are logits (the threshold stays a probability).
         validate_args: check each batch (labels must be 0 or 1).
         kwargs: TorchMetrics options.
@@ -472,7 +474,8 @@ class WeightedRecall(_ConfusionMetric):
 
     Args:
         num_tasks: number of tasks ``T``.
-        threshold: probability at or above which a prediction is positive.
+        threshold: probability at or above which a prediction is positive (compared in float64:
+            a float32 score of ``0.7`` is ``0.69999998...``, below a threshold of 0.7).
         from_logits: ``preds`` are logits (the threshold stays a probability).
         validate_args: check each batch (labels must be 0 or 1).
         kwargs: TorchMetrics options.

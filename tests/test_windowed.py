@@ -338,6 +338,16 @@ class _FullState(_MeanState):
     full_state_update = True
 
 
+class _NoState(Metric):
+    full_state_update = False
+
+    def update(self, x):
+        pass
+
+    def compute(self):
+        return torch.tensor(0.0)
+
+
 @pytest.mark.parametrize(
     "factory, exc, match",
     [
@@ -355,6 +365,12 @@ class _FullState(_MeanState):
         (lambda: Windowed(_MeanState(), 10), ValueError, r"state `avg` reduces with dim_zero_mean"),
         (lambda: Windowed(_OffsetSum(), 10), ValueError, r"sum state `total` to start at zero"),
         (lambda: Windowed(_FullState(), 10), ValueError, r"full_state_update"),
+        (
+            lambda: Windowed(Windowed(tmx.CTR(), 5), 10),
+            ValueError,
+            r"Windowed cannot wrap Windowed: a Windowed cannot be wrapped again .*Wrap the inner metric once",
+        ),
+        (lambda: Windowed(_NoState(), 10), ValueError, r"_NoState declares none: .*wrap those metrics instead"),
     ],
 )
 def test_bad_arguments(factory, exc, match):

@@ -6,7 +6,7 @@ import functools
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
@@ -158,8 +158,10 @@ class Windowed(WrapperMetric):
     Raises:
         TypeError: ``metric`` is not a :class:`torchmetrics.Metric`.
         ValueError: ``window_size`` or ``max_updates`` is not a positive integer, or ``metric`` has
-            states of another reduction or needs the full state at update. ``update`` raises
-            ``ValueError`` when ``window_size`` is smaller than the world size.
+            states of another reduction or none, needs the full state at update, or is one of the
+            metrics refused with their reason (``Throughput``, ``TowerQPS``,
+            ``aggregation.CategoricalCount``, and a ``Windowed``: wrap its inner metric instead).
+            ``update`` raises ``ValueError`` when ``window_size`` is smaller than the world size.
 
     Note:
         **Memory.** Metrics whose statistics add up (NE, calibration, CTR, MSE, accuracy,
@@ -226,6 +228,12 @@ class Windowed(WrapperMetric):
     full_state_update: bool = False
     is_differentiable: bool = False
     higher_is_better: bool | None = None  # that of the wrapped metric, per value
+    # a Windowed holds no state of its own (its children do): a window of it is not defined
+    window_unsupported: ClassVar[str] = (
+        "a Windowed cannot be wrapped again (its lifetime and window are already the wrapped metric's). "
+        "Wrap the inner metric once: Windowed(metric, window_size); for windows of several sizes, wrap one "
+        "copy of the metric per size."
+    )
     # nn.Module's checkpoint version: rings of version 1 may hold states under their former names
     _version: int = _CHECKPOINT_VERSION
     lifetime: Metric
@@ -262,7 +270,11 @@ class Windowed(WrapperMetric):
             raise ValueError(f"Windowed cannot wrap {type(metric).__name__}: {unsupported}")
         kinds = {n: state_kind(n, metric._reductions[n], metric._defaults[n]) for n in metric._defaults}
         if not kinds:
-            raise ValueError(f"Expected a metric with states, {type(metric).__name__} declares none.")
+            raise ValueError(
+                f"Expected a metric with states, {type(metric).__name__} declares none: Windowed keeps a window "
+                "of the wrapped metric's own states, so a wrapper that keeps its states in the metrics it wraps "
+                "cannot be windowed; wrap those metrics instead."
+            )
         group = kwargs.get("process_group")
         if group is not None:  # the wrapper holds no state: its children sync, over the group given
             if metric.process_group is not None and metric.process_group is not group:

@@ -996,6 +996,25 @@ WINDOW_MISMATCHES = [
         lambda: Windowed(tmx.AUC(num_bins=32), 30),
         r"_extra_state: size mismatch for the window's histogram: the checkpoint's has shape \(2, 1, 16\), this metric's \(2, 1, 32\)",
     ),
+    # the same histogram shape, other bins: the state names carry the bin settings
+    (
+        lambda: Windowed(tmx.AUC(num_bins=16), 30),
+        1,
+        lambda: Windowed(tmx.AUC(num_bins=16, bin_space="probability"), 30),
+        r"state mismatch for lifetime.hist_probability: the checkpoint's lifetime holds \['hist'\]",
+    ),
+    (
+        lambda: Windowed(tmx.AUPRC(num_bins=16, logit_range=(-4, 4)), 30),
+        1,
+        lambda: Windowed(tmx.AUPRC(num_bins=16), 30),
+        r"state mismatch for lifetime.hist: the checkpoint's lifetime holds \['hist_logit_m4_4'\]",
+    ),
+    (
+        lambda: Windowed(tmx.AUC(num_bins=16, from_logits=True), 30),
+        1,
+        lambda: Windowed(tmx.AUC(num_bins=16), 30),
+        r"state mismatch for window.hist: the checkpoint's window holds \['hist_logits'\]",
+    ),
 ]
 
 
@@ -1025,6 +1044,66 @@ def test_ring_of_another_shape_is_refused_without_metadata():
     with pytest.raises(RuntimeError, match=r"_extra_state: size mismatch for the window's `cross_entropy_sum`"):
         metric.load_state_dict(dict(trained.state_dict()))
     assert metric._ring.count == 0 and _same(before, _snapshot(metric))
+
+
+def _probability_bins(p, num_bins):
+    """Independent bin index of probabilities in ``num_bins`` uniform probability bins (the top edge in the last)."""
+    return np.minimum(np.floor(np.asarray(p) * num_bins), num_bins - 1)
+
+
+BIN_SETTINGS = [
+    {"bin_space": "probability"},
+    {"logit_range": (-4.0, 4.0)},
+    {"from_logits": True},
+]
+
+
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize("legacy", [False, True], ids=["ring-names-its-state", "ring-saved-before"])
+@pytest.mark.parametrize(
+    ("saved", "loading"),
+    [({}, s) for s in BIN_SETTINGS] + [(s, {}) for s in BIN_SETTINGS],
+    ids=[f"{d}-{next(iter(s))}" for d in ("to", "from") for s in BIN_SETTINGS],
+)
+def test_binned_window_of_other_bin_settings_is_refused_before_anything_loads(saved, loading, legacy, strict):
+    """Same histogram shape, other bins: the checkpoint's bin indices mean other scores, so nothing loads.
+
+    It used to load the ring (then raise for the missing keys with ``strict=True``, or go on with the
+    other setting's bin indices read as its own with ``strict=False``).
+    """
+    p_src = torch.tensor([0.05, 0.3, 0.45, 0.55, 0.7, 0.95], dtype=torch.float64)
+    source = Windowed(tmx.AUC(num_bins=10, **saved), window_size=100)
+    source.update(p_src, torch.tensor([0, 1, 0, 1, 0, 1]))
+    state = source.state_dict()
+    if legacy:  # a ring written before it recorded its state's name: checked by the children's keys
+        state["_extra_state"] = {k: v for k, v in state["_extra_state"].items() if k != "state"}
+    p = torch.tensor([0.9, 0.1, 0.8, 0.2, 0.65], dtype=torch.float64)
+    y = torch.tensor([1, 0, 1, 0, 0])
+    metric = Windowed(tmx.AUC(num_bins=10, **loading), window_size=100)
+    metric.update(p, y)
+    before = _snapshot(metric)
+    with pytest.raises(RuntimeError, match=r"state mismatch for (lifetime|window)\.hist"):
+        metric.load_state_dict(state, strict=strict)
+    assert _same(before, _snapshot(metric))  # neither the ring nor the lifetime and window states
+    metric.update(p, y)
+    if loading.get("bin_space") == "probability":  # its own data twice: sklearn over its own bins
+        expected = skm.roc_auc_score(np.r_[y, y], np.r_[_probability_bins(p, 10), _probability_bins(p, 10)])
+        values = metric.compute()
+        assert values["lifetime"].item() == pytest.approx(expected, abs=1e-12)
+        assert values["window"].item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_binned_ring_of_other_bin_settings_is_refused_by_set_extra_state():
+    source = Windowed(tmx.AUC(num_bins=10), window_size=100)
+    source.update(torch.tensor([0.2, 0.8]), torch.tensor([0, 1]))
+    metric = Windowed(tmx.AUC(num_bins=10, bin_space="probability"), window_size=100)
+    metric.update(torch.tensor([0.9, 0.1, 0.3]), torch.tensor([1, 0, 0]))
+    before = _snapshot(metric)
+    with pytest.raises(
+        ValueError, match=r"bin indices are those of `hist`, this metric's histogram is `hist_probability`"
+    ):
+        metric.set_extra_state(source.get_extra_state())
+    assert _same(before, _snapshot(metric))
 
 
 def test_clock_metrics_are_refused():

@@ -91,12 +91,27 @@ def _renamed(state: Any, renamed: dict[str, str]) -> Any:
         saved = state.get(part)
         if isinstance(saved, dict):
             out[part] = {(n if renamed.get(n, n) in saved else renamed[n]): v for n, v in saved.items()}
+    if isinstance(state.get("state"), str):  # a binned histogram's window: the name of its state
+        out["state"] = renamed.get(state["state"], state["state"])
     return out
 
 
 def _ring_names(state: dict[str, Any]) -> set[str]:
-    """The state names a saved ring holds."""
-    return {n for part in ("rings", "back", "chunks") if isinstance(state.get(part), dict) for n in state[part]}
+    """The state names a saved ring holds (a binned histogram's window: its state's name)."""
+    names = {n for part in ("rings", "back", "chunks") if isinstance(state.get(part), dict) for n in state[part]}
+    return names | ({state["state"]} if isinstance(state.get("state"), str) else set())
+
+
+def _saved_names(metric: Metric, saved: list[str], version: int) -> set[str]:
+    """The state names ``metric`` reads from a checkpoint holding ``saved`` (former names mapped, as it loads them)."""
+    names = set(saved)
+    renamed_in = getattr(metric, "_renamed_in", None)
+    if renamed_in is not None:
+        names |= {new for old, new in renamed_in(version).items() if old in names}
+    former = getattr(metric, "_former_state_names", None)
+    if former is not None:
+        names |= set(former(saved).values())
+    return names
 
 
 def _apply_update_limit(module: Module, incompatible_keys: Any) -> None:
@@ -183,7 +198,8 @@ class Windowed(WrapperMetric):
         the ring (its ``_extra_state``); ``load_state_dict`` resumes mid-window exactly: the next
         updates evict the same updates as an uninterrupted run. ``reset`` clears all three. A
         checkpoint of another ``window_size`` or ``max_updates``, or of a wrapped metric with other
-        settings (its ``num_tasks``, state shapes or names) is refused (``RuntimeError``, ``strict``
+        settings (its ``num_tasks``, state shapes or names: a binned AUC's ``num_bins``,
+        ``bin_space``, ``logit_range`` or ``from_logits``) is refused (``RuntimeError``, ``strict``
         or not) before anything of the wrapper loads: a window of another size or layout cannot be
         resumed.
 
@@ -303,7 +319,7 @@ class Windowed(WrapperMetric):
         # a binned metric's histogram, filled sample by sample, keeps bin indices per update
         hist_name = getattr(metric, "_histogram_state", None)
         if hist_name is not None and kinds == {hist_name: "sum"}:
-            hist = HistogramWindow(metric._defaults[hist_name])  # type: ignore[arg-type]
+            hist = HistogramWindow(metric._defaults[hist_name], hist_name)  # type: ignore[arg-type]
             hist.base.copy_(getattr(metric, hist_name))  # a state held before wrapping stays in the lifetime
             self.__dict__["_hist"] = hist
             self.__dict__["_hist_name"] = hist_name
@@ -677,20 +693,25 @@ class Windowed(WrapperMetric):
 
         A problem goes to ``error_msgs`` (``load_state_dict`` raises, ``strict`` or not) and
         nothing of the wrapper loads: neither the ring nor the lifetime and window states (taken
-        out of the state_dict before nn.Module hands them on to the children).
+        out of the state_dict before nn.Module hands them on to the children). A binned
+        histogram's ring holds the name of its state (named after the bin settings); a ring
+        saved before it did is checked against the lifetime and window states' names.
         """
         if not any(k.startswith(prefix) for k in state_dict):  # nothing of the wrapper to load
             return
-        owner = f"Windowed({type(self._child('lifetime')).__name__})"
-        problems = settings_problems(local_metadata, self._checkpoint_settings(), prefix, owner)
         key = prefix + "_extra_state"
+        life = self._child("lifetime")
+        owner = f"Windowed({type(life).__name__})"
+        version = local_metadata.get("version", 1)
+        problems = settings_problems(local_metadata, self._checkpoint_settings(), prefix, owner)
+        if not problems and self._hist is not None:
+            problems = self._histogram_name_problems(state_dict, prefix, version, owner)
         if not problems and key in state_dict:
             ring = state_dict[key]
-            life = self._child("lifetime")
             # a ring saved before a state was renamed (e.g. after its setting) holds it under its former name
             renamed_in = getattr(life, "_renamed_in", None)
             if renamed_in is not None:
-                ring = _renamed(ring, renamed_in(local_metadata.get("version", 1)))
+                ring = _renamed(ring, renamed_in(version))
             if isinstance(life, GuardedMetric) and isinstance(ring, dict):  # states renamed since (any version)
                 ring = _renamed(ring, life._former_state_names(_ring_names(ring)))
             state_dict[key] = ring
@@ -714,6 +735,25 @@ class Windowed(WrapperMetric):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+
+    def _histogram_name_problems(self, state_dict: dict[str, Any], prefix: str, version: int, owner: str) -> list[str]:
+        """A binned metric's lifetime or window states saved under another histogram name: another setting's bins.
+
+        The child metrics would report them only as missing and unexpected keys (``strict=False``:
+        silently), after the ring (bin indices of the other setting) had loaded.
+        """
+        name = self.__dict__["_hist_name"]
+        problems = []
+        for child in ("lifetime", "window"):
+            head = f"{prefix}{child}."
+            saved = [k[len(head) :] for k in state_dict if k.startswith(head) and "." not in k[len(head) :]]
+            if saved and name not in _saved_names(self._child(child), saved, version):
+                problems.append(
+                    f"state mismatch for {head}{name}: the checkpoint's {child} holds {sorted(saved)}, this "
+                    f"{owner} keeps its histogram in `{name}` (the metric names it after the settings that place "
+                    "samples in bins: a checkpoint of other settings)."
+                )
+        return problems
 
     def set_dtype(self, dst_type: str | torch.dtype) -> Windowed:
         """Cast the floating states of the lifetime, the window and the ring to ``dst_type`` (as a metric's)."""

@@ -1106,6 +1106,94 @@ def test_a_binned_ring_of_other_bin_settings_is_refused_by_set_extra_state():
     assert _same(before, _snapshot(metric))
 
 
+WINDOW_KINDS = {
+    "sum ring": lambda: tmx.CTR(),
+    "exact samples": lambda: tmx.AUC(),
+    "binned histogram": lambda: tmx.AUC(num_bins=10, bin_space="probability"),
+}
+
+
+def _reference(kind, p, y):
+    """Independent value over the samples ``p``, ``y`` (numpy / scikit-learn)."""
+    p, y = np.asarray(p, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if kind == "sum ring":
+        return y.mean()
+    scores = p if kind == "exact samples" else _probability_bins(p, 10)
+    return skm.roc_auc_score(y, scores)
+
+
+def _window_values(metric):
+    return {k: v.item() for k, v in metric.compute().items()}
+
+
+@pytest.mark.parametrize("kind", WINDOW_KINDS)
+def test_a_non_persistent_window_saves_nothing_and_its_checkpoint_loads_nothing(kind):
+    """``persistent(False)``: no ring in ``state_dict`` either; loading it leaves the metric as it was.
+
+    The ring used to be saved alone: loaded, it restored a window of samples the lifetime never saw.
+    """
+    p_a, y_a = [0.2, 0.7, 0.6, 0.9], [0, 1, 0, 1]
+    p_b, y_b = [0.3, 0.8, 0.4], [1, 1, 0]
+    p_c, y_c = [0.1, 0.55], [0, 1]
+    saved = Windowed(WINDOW_KINDS[kind](), window_size=8)
+    saved.update(torch.tensor(p_a), torch.tensor(y_a))
+    saved.persistent(False)
+    assert saved.get_extra_state() is None
+    state = saved.state_dict()
+    assert list(state) == []
+    for persistent in (False, True):
+        metric = Windowed(WINDOW_KINDS[kind](), window_size=8)
+        metric.update(torch.tensor(p_b), torch.tensor(y_b))
+        metric.persistent(persistent)
+        before = _snapshot(metric)
+        result = metric.load_state_dict(state, strict=False)
+        assert _same(before, _snapshot(metric))
+        assert "_extra_state" not in result.missing_keys
+        if not persistent:
+            metric.load_state_dict(state)  # strict: a non-persistent metric expects nothing
+        metric.update(torch.tensor(p_c), torch.tensor(y_c))
+        expected = _reference(kind, p_b + p_c, y_b + y_c)  # its own samples only: 5 in a window of 8
+        assert _window_values(metric) == pytest.approx({"lifetime": expected, "window": expected}, abs=1e-12)
+
+
+@pytest.mark.parametrize("kind", WINDOW_KINDS)
+def test_a_ring_saved_without_the_lifetime_loads_nothing(kind):
+    """A non-persistent Windowed's checkpoint of earlier versions: the ring alone, without the lifetime states."""
+    saved = Windowed(WINDOW_KINDS[kind](), window_size=8)
+    saved.update(torch.tensor([0.2, 0.7, 0.6, 0.9]), torch.tensor([0, 1, 0, 1]))
+    state = {"_extra_state": saved.get_extra_state()}
+    p, y = [0.3, 0.8, 0.4], [1, 1, 0]
+    for persistent in (False, True):
+        metric = Windowed(WINDOW_KINDS[kind](), window_size=8)
+        metric.persistent(persistent)
+        metric.update(torch.tensor(p), torch.tensor(y))
+        before = _snapshot(metric)
+        metric.load_state_dict(state, strict=False)
+        assert _same(before, _snapshot(metric))
+        metric.update(torch.tensor(p), torch.tensor(y))
+        expected = _reference(kind, p + p, y + y)
+        assert _window_values(metric) == pytest.approx({"lifetime": expected, "window": expected}, abs=1e-12)
+
+
+@pytest.mark.parametrize("kind", WINDOW_KINDS)
+def test_a_non_persistent_window_loads_a_full_checkpoint_whole(kind):
+    """As TorchMetrics loads the states a checkpoint holds: lifetime, window and ring together."""
+    batches = [([0.2, 0.7, 0.6, 0.9], [0, 1, 0, 1]), ([0.3, 0.8, 0.4], [1, 1, 0]), ([0.1, 0.55, 0.35], [0, 1, 1])]
+    saved = Windowed(WINDOW_KINDS[kind](), window_size=7)
+    for p, y in batches[:2]:
+        saved.update(torch.tensor(p), torch.tensor(y))
+    metric = Windowed(WINDOW_KINDS[kind](), window_size=7)
+    metric.persistent(False)
+    metric.load_state_dict(saved.state_dict())
+    p, y = batches[2]
+    metric.update(torch.tensor(p), torch.tensor(y))
+    everything = [[v for b in batches for v in b[i]] for i in (0, 1)]
+    window = [[v for b in batches[1:] for v in b[i]] for i in (0, 1)]  # 6 samples of 7: the first batch left
+    assert _window_values(metric) == pytest.approx(
+        {"lifetime": _reference(kind, *everything), "window": _reference(kind, *window)}, abs=1e-12
+    )
+
+
 def test_clock_metrics_are_refused():
     """TowerQPS/Throughput seconds add up within a rank and take the max across ranks: no per-update statistic."""
     for metric in (tmx.TowerQPS(), tmx.Throughput()):

@@ -201,7 +201,9 @@ class Windowed(WrapperMetric):
         settings (its ``num_tasks``, state shapes or names: a binned AUC's ``num_bins``,
         ``bin_space``, ``logit_range`` or ``from_logits``) is refused (``RuntimeError``, ``strict``
         or not) before anything of the wrapper loads: a window of another size or layout cannot be
-        resumed.
+        resumed. After ``persistent(False)`` nothing of the wrapper goes into ``state_dict`` (no
+        ring either), and a checkpoint without the lifetime and window states loads nothing into
+        it: the ring loads with them or not at all.
 
         **Merging.** :meth:`merge_state` merges another ``Windowed``'s *lifetime* into this one
         (exactly: as if one metric had seen both streams); the window stays this metric's own,
@@ -644,20 +646,38 @@ class Windowed(WrapperMetric):
         life.__dict__["_computed"] = None
 
     def persistent(self, mode: bool = False) -> None:
-        """Whether the lifetime and window states go into ``state_dict`` (``True`` from construction)."""
+        """Whether the wrapper's states go into ``state_dict`` (``True`` from construction).
+
+        ``True``: the lifetime and window states and the ring (``_extra_state``). ``False``:
+        nothing of the wrapper (TorchMetrics' default for a metric's states), so loading such a
+        ``state_dict`` loads nothing into a ``Windowed`` and leaves it as it was.
+        """
         self.lifetime.persistent(mode)
         self.window.persistent(mode)
 
-    def get_extra_state(self) -> dict[str, Any]:
-        """The ring of per-update statistics (saved in ``state_dict`` as ``_extra_state``)."""
+    def _saves_window(self) -> bool:
+        """Whether ``state_dict`` holds the ring: with the lifetime's or the window's states, never alone."""
+        return any(any(child._persistent.values()) for child in (self._child("lifetime"), self._child("window")))
+
+    def get_extra_state(self) -> dict[str, Any] | None:
+        """The ring of per-update statistics (saved in ``state_dict`` as ``_extra_state``).
+
+        ``None`` after ``persistent(False)``: the ring is saved with the lifetime and window states
+        or not at all (without the lifetime it would restore a window the lifetime never saw), and
+        ``state_dict`` then leaves ``_extra_state`` out.
+        """
+        if not self._saves_window():
+            return None
         return self._ring.state() if self._hist is None else self._hist.state()
 
     def set_extra_state(self, state: Any) -> None:
-        """Restore the ring saved by :meth:`get_extra_state`.
+        """Restore the ring saved by :meth:`get_extra_state` (``None``, a non-persistent one's: nothing changes).
 
         Raises:
             ValueError: a ring of other state names or shapes; nothing changes.
         """
+        if state is None:
+            return
         device = self._child("lifetime").device
         if self._hist is not None:
             self._hist.load(state, device)
@@ -677,6 +697,8 @@ class Windowed(WrapperMetric):
 
     def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
         super()._save_to_state_dict(destination, prefix, keep_vars)
+        if destination.get(prefix + "_extra_state", ()) is None:  # not persistent: nothing of the window
+            del destination[prefix + "_extra_state"]
         note_settings(destination, prefix, self._checkpoint_settings())
 
     def _load_from_state_dict(
@@ -696,10 +718,16 @@ class Windowed(WrapperMetric):
         out of the state_dict before nn.Module hands them on to the children). A binned
         histogram's ring holds the name of its state (named after the bin settings); a ring
         saved before it did is checked against the lifetime and window states' names.
+
+        The ring loads with the lifetime and window states or not at all: a checkpoint holding
+        none of them (a non-persistent ``Windowed``'s, which earlier versions saved with the ring
+        alone) loads nothing into the wrapper.
         """
-        if not any(k.startswith(prefix) for k in state_dict):  # nothing of the wrapper to load
-            return
         key = prefix + "_extra_state"
+        children = (prefix + "lifetime.", prefix + "window.")
+        if not any(k.startswith(children) for k in state_dict):  # nothing of the lifetime and window
+            state_dict.pop(key, None)  # a ring alone would restore a window the lifetime never saw
+            return
         life = self._child("lifetime")
         owner = f"Windowed({type(life).__name__})"
         version = local_metadata.get("version", 1)

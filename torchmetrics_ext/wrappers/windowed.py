@@ -1,4 +1,4 @@
-r"""Lifetime and recent-window values of any metric from one update: :class:`Windowed`."""
+r"""Lifetime and recent-window values of a metric from one update: :class:`Windowed`."""
 
 from __future__ import annotations
 

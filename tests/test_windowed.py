@@ -338,6 +338,16 @@ class _FullState(_MeanState):
     full_state_update = True
 
 
+class _NoState(Metric):
+    full_state_update = False
+
+    def update(self, x):
+        pass
+
+    def compute(self):
+        return torch.tensor(0.0)
+
+
 @pytest.mark.parametrize(
     "factory, exc, match",
     [
@@ -355,6 +365,12 @@ class _FullState(_MeanState):
         (lambda: Windowed(_MeanState(), 10), ValueError, r"state `avg` reduces with dim_zero_mean"),
         (lambda: Windowed(_OffsetSum(), 10), ValueError, r"sum state `total` to start at zero"),
         (lambda: Windowed(_FullState(), 10), ValueError, r"full_state_update"),
+        (
+            lambda: Windowed(Windowed(tmx.CTR(), 5), 10),
+            ValueError,
+            r"Windowed cannot wrap Windowed: a Windowed cannot be wrapped again .*Wrap the inner metric once",
+        ),
+        (lambda: Windowed(_NoState(), 10), ValueError, r"_NoState declares none: .*wrap those metrics instead"),
     ],
 )
 def test_bad_arguments(factory, exc, match):
@@ -1129,6 +1145,25 @@ WINDOW_MISMATCHES = [
         lambda: Windowed(tmx.AUC(num_bins=32), 30),
         r"_extra_state: size mismatch for the window's histogram: the checkpoint's has shape \(2, 1, 16\), this metric's \(2, 1, 32\)",
     ),
+    # the same histogram shape, other bins: the state names carry the bin settings
+    (
+        lambda: Windowed(tmx.AUC(num_bins=16), 30),
+        1,
+        lambda: Windowed(tmx.AUC(num_bins=16, bin_space="probability"), 30),
+        r"state mismatch for lifetime.hist_probability: the checkpoint's lifetime holds \['hist'\]",
+    ),
+    (
+        lambda: Windowed(tmx.AUPRC(num_bins=16, logit_range=(-4, 4)), 30),
+        1,
+        lambda: Windowed(tmx.AUPRC(num_bins=16), 30),
+        r"state mismatch for lifetime.hist: the checkpoint's lifetime holds \['hist_logit_m4_4'\]",
+    ),
+    (
+        lambda: Windowed(tmx.AUC(num_bins=16, from_logits=True), 30),
+        1,
+        lambda: Windowed(tmx.AUC(num_bins=16), 30),
+        r"state mismatch for window.hist: the checkpoint's window holds \['hist_logits'\]",
+    ),
 ]
 
 
@@ -1158,6 +1193,154 @@ def test_ring_of_another_shape_is_refused_without_metadata():
     with pytest.raises(RuntimeError, match=r"_extra_state: size mismatch for the window's `cross_entropy_sum`"):
         metric.load_state_dict(dict(trained.state_dict()))
     assert metric._ring.count == 0 and _same(before, _snapshot(metric))
+
+
+def _probability_bins(p, num_bins):
+    """Independent bin index of probabilities in ``num_bins`` uniform probability bins (the top edge in the last)."""
+    return np.minimum(np.floor(np.asarray(p) * num_bins), num_bins - 1)
+
+
+BIN_SETTINGS = [
+    {"bin_space": "probability"},
+    {"logit_range": (-4.0, 4.0)},
+    {"from_logits": True},
+]
+
+
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize("legacy", [False, True], ids=["ring-names-its-state", "ring-saved-before"])
+@pytest.mark.parametrize(
+    ("saved", "loading"),
+    [({}, s) for s in BIN_SETTINGS] + [(s, {}) for s in BIN_SETTINGS],
+    ids=[f"{d}-{next(iter(s))}" for d in ("to", "from") for s in BIN_SETTINGS],
+)
+def test_binned_window_of_other_bin_settings_is_refused_before_anything_loads(saved, loading, legacy, strict):
+    """Same histogram shape, other bins: the checkpoint's bin indices mean other scores, so nothing loads.
+
+    It used to load the ring (then raise for the missing keys with ``strict=True``, or go on with the
+    other setting's bin indices read as its own with ``strict=False``).
+    """
+    p_src = torch.tensor([0.05, 0.3, 0.45, 0.55, 0.7, 0.95], dtype=torch.float64)
+    source = Windowed(tmx.AUC(num_bins=10, **saved), window_size=100)
+    source.update(p_src, torch.tensor([0, 1, 0, 1, 0, 1]))
+    state = source.state_dict()
+    if legacy:  # a ring written before it recorded its state's name: checked by the children's keys
+        state["_extra_state"] = {k: v for k, v in state["_extra_state"].items() if k != "state"}
+    p = torch.tensor([0.9, 0.1, 0.8, 0.2, 0.65], dtype=torch.float64)
+    y = torch.tensor([1, 0, 1, 0, 0])
+    metric = Windowed(tmx.AUC(num_bins=10, **loading), window_size=100)
+    metric.update(p, y)
+    before = _snapshot(metric)
+    with pytest.raises(RuntimeError, match=r"state mismatch for (lifetime|window)\.hist"):
+        metric.load_state_dict(state, strict=strict)
+    assert _same(before, _snapshot(metric))  # neither the ring nor the lifetime and window states
+    metric.update(p, y)
+    if loading.get("bin_space") == "probability":  # its own data twice: sklearn over its own bins
+        expected = skm.roc_auc_score(np.r_[y, y], np.r_[_probability_bins(p, 10), _probability_bins(p, 10)])
+        values = metric.compute()
+        assert values["lifetime"].item() == pytest.approx(expected, abs=1e-12)
+        assert values["window"].item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_binned_ring_of_other_bin_settings_is_refused_by_set_extra_state():
+    source = Windowed(tmx.AUC(num_bins=10), window_size=100)
+    source.update(torch.tensor([0.2, 0.8]), torch.tensor([0, 1]))
+    metric = Windowed(tmx.AUC(num_bins=10, bin_space="probability"), window_size=100)
+    metric.update(torch.tensor([0.9, 0.1, 0.3]), torch.tensor([1, 0, 0]))
+    before = _snapshot(metric)
+    with pytest.raises(
+        ValueError, match=r"bin indices are those of `hist`, this metric's histogram is `hist_probability`"
+    ):
+        metric.set_extra_state(source.get_extra_state())
+    assert _same(before, _snapshot(metric))
+
+
+WINDOW_KINDS = {
+    "sum ring": lambda: tmx.CTR(),
+    "exact samples": lambda: tmx.AUC(),
+    "binned histogram": lambda: tmx.AUC(num_bins=10, bin_space="probability"),
+}
+
+
+def _reference(kind, p, y):
+    """Independent value over the samples ``p``, ``y`` (numpy / scikit-learn)."""
+    p, y = np.asarray(p, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if kind == "sum ring":
+        return y.mean()
+    scores = p if kind == "exact samples" else _probability_bins(p, 10)
+    return skm.roc_auc_score(y, scores)
+
+
+def _window_values(metric):
+    return {k: v.item() for k, v in metric.compute().items()}
+
+
+@pytest.mark.parametrize("kind", WINDOW_KINDS)
+def test_a_non_persistent_window_saves_nothing_and_its_checkpoint_loads_nothing(kind):
+    """``persistent(False)``: no ring in ``state_dict`` either; loading it leaves the metric as it was.
+
+    The ring used to be saved alone: loaded, it restored a window of samples the lifetime never saw.
+    """
+    p_a, y_a = [0.2, 0.7, 0.6, 0.9], [0, 1, 0, 1]
+    p_b, y_b = [0.3, 0.8, 0.4], [1, 1, 0]
+    p_c, y_c = [0.1, 0.55], [0, 1]
+    saved = Windowed(WINDOW_KINDS[kind](), window_size=8)
+    saved.update(torch.tensor(p_a), torch.tensor(y_a))
+    saved.persistent(False)
+    assert saved.get_extra_state() is None
+    state = saved.state_dict()
+    assert list(state) == []
+    for persistent in (False, True):
+        metric = Windowed(WINDOW_KINDS[kind](), window_size=8)
+        metric.update(torch.tensor(p_b), torch.tensor(y_b))
+        metric.persistent(persistent)
+        before = _snapshot(metric)
+        result = metric.load_state_dict(state, strict=False)
+        assert _same(before, _snapshot(metric))
+        assert "_extra_state" not in result.missing_keys
+        if not persistent:
+            metric.load_state_dict(state)  # strict: a non-persistent metric expects nothing
+        metric.update(torch.tensor(p_c), torch.tensor(y_c))
+        expected = _reference(kind, p_b + p_c, y_b + y_c)  # its own samples only: 5 in a window of 8
+        assert _window_values(metric) == pytest.approx({"lifetime": expected, "window": expected}, abs=1e-12)
+
+
+@pytest.mark.parametrize("kind", WINDOW_KINDS)
+def test_a_ring_saved_without_the_lifetime_loads_nothing(kind):
+    """A non-persistent Windowed's checkpoint of earlier versions: the ring alone, without the lifetime states."""
+    saved = Windowed(WINDOW_KINDS[kind](), window_size=8)
+    saved.update(torch.tensor([0.2, 0.7, 0.6, 0.9]), torch.tensor([0, 1, 0, 1]))
+    state = {"_extra_state": saved.get_extra_state()}
+    p, y = [0.3, 0.8, 0.4], [1, 1, 0]
+    for persistent in (False, True):
+        metric = Windowed(WINDOW_KINDS[kind](), window_size=8)
+        metric.persistent(persistent)
+        metric.update(torch.tensor(p), torch.tensor(y))
+        before = _snapshot(metric)
+        metric.load_state_dict(state, strict=False)
+        assert _same(before, _snapshot(metric))
+        metric.update(torch.tensor(p), torch.tensor(y))
+        expected = _reference(kind, p + p, y + y)
+        assert _window_values(metric) == pytest.approx({"lifetime": expected, "window": expected}, abs=1e-12)
+
+
+@pytest.mark.parametrize("kind", WINDOW_KINDS)
+def test_a_non_persistent_window_loads_a_full_checkpoint_whole(kind):
+    """As TorchMetrics loads the states a checkpoint holds: lifetime, window and ring together."""
+    batches = [([0.2, 0.7, 0.6, 0.9], [0, 1, 0, 1]), ([0.3, 0.8, 0.4], [1, 1, 0]), ([0.1, 0.55, 0.35], [0, 1, 1])]
+    saved = Windowed(WINDOW_KINDS[kind](), window_size=7)
+    for p, y in batches[:2]:
+        saved.update(torch.tensor(p), torch.tensor(y))
+    metric = Windowed(WINDOW_KINDS[kind](), window_size=7)
+    metric.persistent(False)
+    metric.load_state_dict(saved.state_dict())
+    p, y = batches[2]
+    metric.update(torch.tensor(p), torch.tensor(y))
+    everything = [[v for b in batches for v in b[i]] for i in (0, 1)]
+    window = [[v for b in batches[1:] for v in b[i]] for i in (0, 1)]  # 6 samples of 7: the first batch left
+    assert _window_values(metric) == pytest.approx(
+        {"lifetime": _reference(kind, *everything), "window": _reference(kind, *window)}, abs=1e-12
+    )
 
 
 def test_clock_metrics_are_refused():

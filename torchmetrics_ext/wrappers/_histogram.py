@@ -48,10 +48,15 @@ class HistogramWindow:
 
     Args:
         default: the state's default value (zeros: its shape, dtype and device).
+        name: the state's name in the metric. A metric names its histogram after the settings
+            that place samples in bins (``AUC``: ``hist``, ``hist_probability``, ``hist_logits``...),
+            so bin indices saved under another name are another setting's bins: :meth:`problems`
+            refuses them, whatever their shape.
     """
 
-    def __init__(self, default: Tensor) -> None:
+    def __init__(self, default: Tensor, name: str) -> None:
         self.default = default.detach().clone()
+        self.name = name
         self.clear()
 
     def clear(self) -> None:
@@ -166,8 +171,12 @@ class HistogramWindow:
     # ------------------------------------------------------------------ persistence and devices
 
     def state(self) -> dict[str, Any]:
-        """Everything needed to resume: per-update sizes, indices and values, the block split and the base."""
+        """Everything needed to resume: per-update sizes, indices and values, the block split and the base.
+
+        ``"state"`` holds the histogram state's name (what its bin indices mean).
+        """
         return {
+            "state": self.name,
             "sizes": list(self.sizes),
             "indices": list(self.indices),
             "values": list(self.values),
@@ -179,11 +188,21 @@ class HistogramWindow:
         }
 
     def problems(self, state: Any) -> list[str]:
-        """Why :meth:`load` would refuse ``state`` (missing parts, inconsistent counts, another histogram shape)."""
+        """Why :meth:`load` would refuse ``state`` (missing parts, inconsistent counts, another histogram or shape).
+
+        A state saved without its histogram's name (before it was recorded) is checked by its shape only.
+        """
         keys = {"sizes", "indices", "values", "blocks", "front", "open", "loose", "base"}
         if not isinstance(state, Mapping) or not keys <= set(state):
             got = sorted(state) if isinstance(state, Mapping) else type(state).__name__
             return [f"Window state of a binned histogram must hold {sorted(keys)}, got {got}."]
+        saved = state.get("state", self.name)
+        if saved != self.name:
+            return [
+                f"state mismatch for the window's histogram: the checkpoint's bin indices are those of "
+                f"`{saved}`, this metric's histogram is `{self.name}` (the metric names it after the settings "
+                "that place samples in bins: a checkpoint of other settings)."
+            ]
         sizes, counts = state["sizes"], [int(c) for c in state["blocks"]]
         front, open_count, loose = int(state["front"]), int(state["open"]), int(state["loose"])
         if (

@@ -1,4 +1,4 @@
-r"""Lifetime and recent-window values of any metric from one update: :class:`Windowed`."""
+r"""Lifetime and recent-window values of a metric from one update: :class:`Windowed`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import functools
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
@@ -92,12 +92,27 @@ def _renamed(state: Any, renamed: dict[str, str]) -> Any:
         saved = state.get(part)
         if isinstance(saved, dict):
             out[part] = {(n if renamed.get(n, n) in saved else renamed[n]): v for n, v in saved.items()}
+    if isinstance(state.get("state"), str):  # a binned histogram's window: the name of its state
+        out["state"] = renamed.get(state["state"], state["state"])
     return out
 
 
 def _ring_names(state: dict[str, Any]) -> set[str]:
-    """The state names a saved ring holds."""
-    return {n for part in ("rings", "back", "chunks") if isinstance(state.get(part), dict) for n in state[part]}
+    """The state names a saved ring holds (a binned histogram's window: its state's name)."""
+    names = {n for part in ("rings", "back", "chunks") if isinstance(state.get(part), dict) for n in state[part]}
+    return names | ({state["state"]} if isinstance(state.get("state"), str) else set())
+
+
+def _saved_names(metric: Metric, saved: list[str], version: int) -> set[str]:
+    """The state names ``metric`` reads from a checkpoint holding ``saved`` (former names mapped, as it loads them)."""
+    names = set(saved)
+    renamed_in = getattr(metric, "_renamed_in", None)
+    if renamed_in is not None:
+        names |= {new for old, new in renamed_in(version).items() if old in names}
+    former = getattr(metric, "_former_state_names", None)
+    if former is not None:
+        names |= set(former(saved).values())
+    return names
 
 
 def _apply_update_limit(module: Module, incompatible_keys: Any) -> None:
@@ -167,10 +182,12 @@ class Windowed(WrapperMetric):
     Raises:
         TypeError: ``metric`` is not a :class:`torchmetrics.Metric`.
         ValueError: ``window_size`` or ``max_updates`` is not a positive integer, ``metric`` has
-            states of another reduction or needs the full state at update, an option TorchMetrics
-            rejects (unknown, or of the wrong type: the metric is left as it was), or a
-            ``process_group`` other than the one ``metric`` has. ``update`` raises ``ValueError``
-            when ``window_size`` is smaller than the world size.
+            states of another reduction or none, needs the full state at update, or is one of the
+            metrics refused with their reason (``Throughput``, ``TowerQPS``,
+            ``aggregation.CategoricalCount``, and a ``Windowed``: wrap its inner metric instead), an
+            option TorchMetrics rejects (unknown, or of the wrong type: the metric is left as it
+            was), or a ``process_group`` other than the one ``metric`` has. ``update`` raises
+            ``ValueError`` when ``window_size`` is smaller than the world size.
 
     Note:
         **Memory.** Metrics whose statistics add up (NE, calibration, CTR, MSE, accuracy,
@@ -192,9 +209,12 @@ class Windowed(WrapperMetric):
         the ring (its ``_extra_state``); ``load_state_dict`` resumes mid-window exactly: the next
         updates evict the same updates as an uninterrupted run. ``reset`` clears all three. A
         checkpoint of another ``window_size`` or ``max_updates``, or of a wrapped metric with other
-        settings (its ``num_tasks``, state shapes or names) is refused (``RuntimeError``, ``strict``
+        settings (its ``num_tasks``, state shapes or names: a binned AUC's ``num_bins``,
+        ``bin_space``, ``logit_range`` or ``from_logits``) is refused (``RuntimeError``, ``strict``
         or not) before anything of the wrapper loads: a window of another size or layout cannot be
-        resumed.
+        resumed. After ``persistent(False)`` nothing of the wrapper goes into ``state_dict`` (no
+        ring either), and a checkpoint without the lifetime and window states loads nothing into
+        it: the ring loads with them or not at all.
 
         **Merging.** :meth:`merge_state` merges another ``Windowed``'s *lifetime* into this one
         (exactly: as if one metric had seen both streams); the window stays this metric's own,
@@ -245,6 +265,12 @@ class Windowed(WrapperMetric):
     full_state_update: bool = False
     is_differentiable: bool = False
     higher_is_better: bool | None = None  # that of the wrapped metric, per value
+    # a Windowed holds no state of its own (its children do): a window of it is not defined
+    window_unsupported: ClassVar[str] = (
+        "a Windowed cannot be wrapped again (its lifetime and window are already the wrapped metric's). "
+        "Wrap the inner metric once: Windowed(metric, window_size); for windows of several sizes, wrap one "
+        "copy of the metric per size."
+    )
     # nn.Module's checkpoint version: rings of version 1 may hold states under their former names
     _version: int = _CHECKPOINT_VERSION
     lifetime: Metric
@@ -282,7 +308,11 @@ class Windowed(WrapperMetric):
             raise ValueError(f"Windowed cannot wrap {type(metric).__name__}: {unsupported}")
         kinds = {n: state_kind(n, metric._reductions[n], metric._defaults[n]) for n in metric._defaults}
         if not kinds:
-            raise ValueError(f"Expected a metric with states, {type(metric).__name__} declares none.")
+            raise ValueError(
+                f"Expected a metric with states, {type(metric).__name__} declares none: Windowed keeps a window "
+                "of the wrapped metric's own states, so a wrapper that keeps its states in the metrics it wraps "
+                "cannot be windowed; wrap those metrics instead."
+            )
         # The wrapper holds no state: its children sync, with the wrapper's options. `forward`'s batch
         # values are the wrapper's (synced by it with `dist_sync_on_step`): the children never forward.
         for name in METRIC_OPTIONS:
@@ -309,7 +339,7 @@ class Windowed(WrapperMetric):
         # a binned metric's histogram, filled sample by sample, keeps bin indices per update
         hist_name = getattr(metric, "_histogram_state", None)
         if hist_name is not None and kinds == {hist_name: "sum"}:
-            hist = HistogramWindow(metric._defaults[hist_name])  # type: ignore[arg-type]
+            hist = HistogramWindow(metric._defaults[hist_name], hist_name)  # type: ignore[arg-type]
             hist.base.copy_(getattr(metric, hist_name))  # a state held before wrapping stays in the lifetime
             self.__dict__["_hist"] = hist
             self.__dict__["_hist_name"] = hist_name
@@ -652,20 +682,38 @@ class Windowed(WrapperMetric):
         life.__dict__["_computed"] = None
 
     def persistent(self, mode: bool = False) -> None:
-        """Whether the lifetime and window states go into ``state_dict`` (``True`` from construction)."""
+        """Whether the wrapper's states go into ``state_dict`` (``True`` from construction).
+
+        ``True``: the lifetime and window states and the ring (``_extra_state``). ``False``:
+        nothing of the wrapper (TorchMetrics' default for a metric's states), so loading such a
+        ``state_dict`` loads nothing into a ``Windowed`` and leaves it as it was.
+        """
         self.lifetime.persistent(mode)
         self.window.persistent(mode)
 
-    def get_extra_state(self) -> dict[str, Any]:
-        """The ring of per-update statistics (saved in ``state_dict`` as ``_extra_state``)."""
+    def _saves_window(self) -> bool:
+        """Whether ``state_dict`` holds the ring: with the lifetime's or the window's states, never alone."""
+        return any(any(child._persistent.values()) for child in (self._child("lifetime"), self._child("window")))
+
+    def get_extra_state(self) -> dict[str, Any] | None:
+        """The ring of per-update statistics (saved in ``state_dict`` as ``_extra_state``).
+
+        ``None`` after ``persistent(False)``: the ring is saved with the lifetime and window states
+        or not at all (without the lifetime it would restore a window the lifetime never saw), and
+        ``state_dict`` then leaves ``_extra_state`` out.
+        """
+        if not self._saves_window():
+            return None
         return self._ring.state() if self._hist is None else self._hist.state()
 
     def set_extra_state(self, state: Any) -> None:
-        """Restore the ring saved by :meth:`get_extra_state`.
+        """Restore the ring saved by :meth:`get_extra_state` (``None``, a non-persistent one's: nothing changes).
 
         Raises:
             ValueError: a ring of other state names or shapes; nothing changes.
         """
+        if state is None:
+            return
         device = self._child("lifetime").device
         if self._hist is not None:
             self._hist.load(state, device)
@@ -685,6 +733,8 @@ class Windowed(WrapperMetric):
 
     def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
         super()._save_to_state_dict(destination, prefix, keep_vars)
+        if destination.get(prefix + "_extra_state", ()) is None:  # not persistent: nothing of the window
+            del destination[prefix + "_extra_state"]
         note_settings(destination, prefix, self._checkpoint_settings())
 
     def _load_from_state_dict(
@@ -701,20 +751,31 @@ class Windowed(WrapperMetric):
 
         A problem goes to ``error_msgs`` (``load_state_dict`` raises, ``strict`` or not) and
         nothing of the wrapper loads: neither the ring nor the lifetime and window states (taken
-        out of the state_dict before nn.Module hands them on to the children).
+        out of the state_dict before nn.Module hands them on to the children). A binned
+        histogram's ring holds the name of its state (named after the bin settings); a ring
+        saved before it did is checked against the lifetime and window states' names.
+
+        The ring loads with the lifetime and window states or not at all: a checkpoint holding
+        none of them (a non-persistent ``Windowed``'s, which earlier versions saved with the ring
+        alone) loads nothing into the wrapper.
         """
-        if not any(k.startswith(prefix) for k in state_dict):  # nothing of the wrapper to load
-            return
-        owner = f"Windowed({type(self._child('lifetime')).__name__})"
-        problems = settings_problems(local_metadata, self._checkpoint_settings(), prefix, owner)
         key = prefix + "_extra_state"
+        children = (prefix + "lifetime.", prefix + "window.")
+        if not any(k.startswith(children) for k in state_dict):  # nothing of the lifetime and window
+            state_dict.pop(key, None)  # a ring alone would restore a window the lifetime never saw
+            return
+        life = self._child("lifetime")
+        owner = f"Windowed({type(life).__name__})"
+        version = local_metadata.get("version", 1)
+        problems = settings_problems(local_metadata, self._checkpoint_settings(), prefix, owner)
+        if not problems and self._hist is not None:
+            problems = self._histogram_name_problems(state_dict, prefix, version, owner)
         if not problems and key in state_dict:
             ring = state_dict[key]
-            life = self._child("lifetime")
             # a ring saved before a state was renamed (e.g. after its setting) holds it under its former name
             renamed_in = getattr(life, "_renamed_in", None)
             if renamed_in is not None:
-                ring = _renamed(ring, renamed_in(local_metadata.get("version", 1)))
+                ring = _renamed(ring, renamed_in(version))
             if isinstance(life, GuardedMetric) and isinstance(ring, dict):  # states renamed since (any version)
                 ring = _renamed(ring, life._former_state_names(_ring_names(ring)))
             state_dict[key] = ring
@@ -738,6 +799,25 @@ class Windowed(WrapperMetric):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+
+    def _histogram_name_problems(self, state_dict: dict[str, Any], prefix: str, version: int, owner: str) -> list[str]:
+        """A binned metric's lifetime or window states saved under another histogram name: another setting's bins.
+
+        The child metrics would report them only as missing and unexpected keys (``strict=False``:
+        silently), after the ring (bin indices of the other setting) had loaded.
+        """
+        name = self.__dict__["_hist_name"]
+        problems = []
+        for child in ("lifetime", "window"):
+            head = f"{prefix}{child}."
+            saved = [k[len(head) :] for k in state_dict if k.startswith(head) and "." not in k[len(head) :]]
+            if saved and name not in _saved_names(self._child(child), saved, version):
+                problems.append(
+                    f"state mismatch for {head}{name}: the checkpoint's {child} holds {sorted(saved)}, this "
+                    f"{owner} keeps its histogram in `{name}` (the metric names it after the settings that place "
+                    "samples in bins: a checkpoint of other settings)."
+                )
+        return problems
 
     def set_dtype(self, dst_type: str | torch.dtype) -> Windowed:
         """Cast the floating states of the lifetime, the window and the ring to ``dst_type`` (as a metric's)."""

@@ -119,7 +119,13 @@ def _apply_update_limit(module: Module, incompatible_keys: Any) -> None:
     """After a load, keep the newest ``max_updates`` updates of a ring that holds more.
 
     A checkpoint written before the limit was recorded may hold more; the next update would evict them.
+    A refused load first takes back the "missing keys" its children reported for the states it
+    withheld from them: the refusal's own messages say what is wrong.
     """
+    refused = module.__dict__.pop("_refused_prefix", None)
+    if refused is not None:
+        incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not k.startswith(refused)]
+        return
     if not isinstance(module, Windowed) or module.max_updates is None:
         return
     window = module._hist if module._hist is not None else module._ring
@@ -795,6 +801,7 @@ class Windowed(WrapperMetric):
             error_msgs.extend(problems)
             for name in [k for k in state_dict if k.startswith(prefix)]:
                 del state_dict[name]  # nothing loads: not the ring, nor the lifetime and window states
+            self.__dict__["_refused_prefix"] = prefix  # its children's "missing keys" are not the reason
             return
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs

@@ -975,3 +975,43 @@ def test_exact_grouped_memory_is_as_documented(ids, id_bytes):
     size = {name: sum(c.numel() * c.element_size() for c in getattr(metric, name)) for name in metric._defaults}
     assert size == {"preds": 2 * n * 4 * num_tasks, "signed_weights": 2 * n * 4 * num_tasks, "groups": 2 * n * id_bytes}
     assert not any(chunk.is_floating_point() for chunk in metric.groups)
+
+
+# ----------------------------------------------------------------------------- unsigned labels, weights and ids
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+@pytest.mark.parametrize("dtype", H.UNSIGNED)
+def test_unsigned_labels_weights_and_group_ids_are_accepted(dtype, device_path):
+    """uint16/32/64 labels, weights and group ids raised NotImplementedError (no min/max kernel on the CPU).
+
+    Weights and ids reach the top of each dtype (uint64 ones past 2**63); sklearn on float64 weights.
+    """
+    rng = np.random.default_rng(41)
+    data = auc_data(rng)
+    p, y = data["preds"], data["target"]
+    weights, w = H.unsigned_weights(rng, dtype, (N,))
+    small_ids = rng.integers(0, 30, size=N)
+    ids = H.unsigned(np.uint64(torch.iinfo(dtype).max) - small_ids.astype(np.uint64), dtype)  # near the top
+    p_np, y_np = p.double().numpy(), y.numpy()
+    uy = y.to(dtype)
+    cases = [
+        (tmx.AUC(), lambda: tmf.auc(p, uy, weights), ref_auc(p_np, y_np, w)),
+        (tmx.AUC(num_bins=50), lambda: tmf.auc(p, uy, weights, num_bins=50), ref_auc(p_np, y_np, w, num_bins=50)),
+        (tmx.AUPRC(), lambda: tmf.auprc(p, uy, weights), ref_auprc(p_np, y_np, w)),
+        (tmx.AUPRC(num_bins=50), lambda: tmf.auprc(p, uy, weights, num_bins=50), ref_auprc(p_np, y_np, w, num_bins=50)),
+    ]
+    with force_device_path(device_path):
+        for metric, functional, expected in cases:
+            metric.update(p, uy, weights)
+            np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-6, err_msg=repr(metric))
+            np.testing.assert_allclose(functional().item(), expected, rtol=1e-6, err_msg=repr(metric))
+        for cls, fn, ref in (
+            (tmx.GroupedAUC, tmf.grouped_auc, ref_auc),
+            (tmx.GroupedAUPRC, tmf.grouped_auprc, ref_auprc),
+        ):
+            expected = ref_grouped(p_np, y_np, small_ids, w, ref)
+            metric = cls()
+            metric.update(p, uy, ids, weights)
+            np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-6, err_msg=cls.__name__)
+            np.testing.assert_allclose(fn(p, uy, ids, weights).item(), expected, rtol=1e-6, err_msg=fn.__name__)

@@ -975,3 +975,83 @@ def test_exact_grouped_memory_is_as_documented(ids, id_bytes):
     size = {name: sum(c.numel() * c.element_size() for c in getattr(metric, name)) for name in metric._defaults}
     assert size == {"preds": 2 * n * 4 * num_tasks, "signed_weights": 2 * n * 4 * num_tasks, "groups": 2 * n * id_bytes}
     assert not any(chunk.is_floating_point() for chunk in metric.groups)
+
+
+# ----------------------------------------------------------------------------- unsigned labels, weights and ids
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+@pytest.mark.parametrize("dtype", H.UNSIGNED)
+def test_unsigned_labels_weights_and_group_ids_are_accepted(dtype, device_path):
+    """uint16/32/64 labels, weights and group ids raised NotImplementedError (no min/max kernel on the CPU).
+
+    Weights and ids reach the top of each dtype (uint64 ones past 2**63); sklearn on float64 weights.
+    """
+    rng = np.random.default_rng(41)
+    data = auc_data(rng)
+    p, y = data["preds"], data["target"]
+    weights, w = H.unsigned_weights(rng, dtype, (N,))
+    small_ids = rng.integers(0, 30, size=N)
+    ids = H.unsigned(np.uint64(torch.iinfo(dtype).max) - small_ids.astype(np.uint64), dtype)  # near the top
+    p_np, y_np = p.double().numpy(), y.numpy()
+    uy = y.to(dtype)
+    cases = [
+        (tmx.AUC(), lambda: tmf.auc(p, uy, weights), ref_auc(p_np, y_np, w)),
+        (tmx.AUC(num_bins=50), lambda: tmf.auc(p, uy, weights, num_bins=50), ref_auc(p_np, y_np, w, num_bins=50)),
+        (tmx.AUPRC(), lambda: tmf.auprc(p, uy, weights), ref_auprc(p_np, y_np, w)),
+        (tmx.AUPRC(num_bins=50), lambda: tmf.auprc(p, uy, weights, num_bins=50), ref_auprc(p_np, y_np, w, num_bins=50)),
+    ]
+    with force_device_path(device_path):
+        for metric, functional, expected in cases:
+            metric.update(p, uy, weights)
+            np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-6, err_msg=repr(metric))
+            np.testing.assert_allclose(functional().item(), expected, rtol=1e-6, err_msg=repr(metric))
+        for cls, fn, ref in (
+            (tmx.GroupedAUC, tmf.grouped_auc, ref_auc),
+            (tmx.GroupedAUPRC, tmf.grouped_auprc, ref_auprc),
+        ):
+            expected = ref_grouped(p_np, y_np, small_ids, w, ref)
+            metric = cls()
+            metric.update(p, uy, ids, weights)
+            np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-6, err_msg=cls.__name__)
+            np.testing.assert_allclose(fn(p, uy, ids, weights).item(), expected, rtol=1e-6, err_msg=fn.__name__)
+
+
+# ----------------------------------------------------------------------------- values stay in [0, 1]
+
+# weights (float32, one decimal) for which a perfect ranking summed to 1 + 2**-52 before the clamp,
+# each on one path or mode at least (exact / binned / device, AUC / AUPRC / grouped)
+_PERFECT_RANKING_WEIGHTS = [
+    [8.8, 2.7, 4.1, 7.9, 1.1, 5.8, 6.5, 0.2],
+    [9.7, 5.2, 0.4, 1.5, 5.0, 2.3, 2.0, 5.1],
+    [2.3, 1.4, 0.1, 4.1, 2.9, 3.5, 5.1, 6.9],
+    [5.6, 5.6, 0.9, 2.1, 0.1, 0.4, 9.9, 9.1],
+    [5.0, 4.4, 0.1, 5.1, 7.6, 1.4, 1.0, 1.0],
+]
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+@pytest.mark.parametrize("weights", _PERFECT_RANKING_WEIGHTS)
+def test_a_perfect_ranking_is_exactly_one_never_more(weights, device_path):
+    """AUC, AUPRC (exact, binned, device path) and the grouped metrics returned 1.0000000000000002."""
+    p = torch.tensor([0.9, 0.85, 0.8, 0.7, 0.3, 0.2, 0.1, 0.05])
+    y = torch.tensor([1, 1, 1, 1, 0, 0, 0, 0])
+    w = torch.tensor(weights)
+    assert skm.roc_auc_score(y.numpy(), p.numpy(), sample_weight=w.numpy()) == 1.0
+    assert skm.average_precision_score(y.numpy(), p.numpy(), sample_weight=w.numpy()) == 1.0
+    one_group, two_groups = torch.zeros(8, dtype=torch.long), torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])
+    with force_device_path(device_path):
+        values = {}
+        for name, fn, cls in (("auc", tmf.auc, tmx.AUC), ("auprc", tmf.auprc, tmx.AUPRC)):
+            for bins in (None, 100):
+                values[f"{name} bins={bins}"] = fn(p, y, w, num_bins=bins)
+                metric = cls(num_bins=bins)
+                metric.update(p, y, w)
+                values[f"{cls.__name__} bins={bins}"] = metric.compute()
+        for fn, cls in ((tmf.grouped_auc, tmx.GroupedAUC), (tmf.grouped_auprc, tmx.GroupedAUPRC)):
+            for groups in (one_group, two_groups):
+                values[f"{fn.__name__} {groups.tolist()}"] = fn(p, y, groups, w)
+                metric = cls()
+                metric.update(p, y, groups, w)
+                values[f"{cls.__name__} {groups.tolist()}"] = metric.compute()
+    assert {key: value.item() for key, value in values.items()} == dict.fromkeys(values, 1.0)

@@ -315,3 +315,52 @@ def test_probability_bins_give_the_curve_of_the_binned_scores(fn, sk_fn):
         else torch.cat([torch.tensor([math.inf]), edges.logit().flip(0)])
     )
     torch.testing.assert_close(got_thresholds, want)
+
+
+@pytest.mark.parametrize("with_weights", [False, True])
+def test_exact_thresholds_are_the_scores_as_given(with_weights):
+    """float64 scores were reported rounded to float32: `preds >= threshold` then missed the point's samples."""
+    rng = np.random.default_rng(61)
+    n = 300
+    p_np = rng.random(n)  # float64 values that float32 cannot hold
+    p_np[:20] = p_np[20:40] + 1e-12  # pairs that tie as float32 (compared as float32: one point each)
+    y_np = (rng.random(n) < p_np).astype(np.int64)
+    w_np = rng.uniform(0.5, 2.0, size=n) if with_weights else np.ones(n)
+    p, y = torch.tensor(p_np), torch.tensor(y_np)
+    w = torch.tensor(w_np) if with_weights else None
+    fpr, tpr, thresholds = tmf.roc_curve(p, y, w)
+    precision, recall, pr_thresholds = tmf.precision_recall_curve(p, y, w)
+    # the scores as compared (float32 runs); each threshold is the smallest float64 score of its run
+    runs = np.unique(p_np.astype(np.float32))[::-1]
+    smallest = np.array([p_np[p_np.astype(np.float32) == r].min() for r in runs])
+    np.testing.assert_array_equal(thresholds.numpy(), np.concatenate([[np.inf], smallest]))
+    np.testing.assert_array_equal(pr_thresholds.numpy(), smallest[::-1])
+    positives, negatives = (w_np * y_np).sum(), (w_np * (1 - y_np)).sum()
+    for k, threshold in enumerate(thresholds.tolist()):
+        chosen = p_np >= threshold
+        np.testing.assert_allclose(tpr[k].item(), (w_np * y_np)[chosen].sum() / positives, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(fpr[k].item(), (w_np * (1 - y_np))[chosen].sum() / negatives, rtol=1e-12, atol=0)
+    for k, threshold in enumerate(pr_thresholds.tolist()):
+        chosen = p_np >= threshold
+        tp = (w_np * y_np)[chosen].sum()
+        np.testing.assert_allclose(precision[k].item(), tp / w_np[chosen].sum(), rtol=1e-12)
+        np.testing.assert_allclose(recall[k].item(), tp / positives, rtol=1e-12)
+    # scores distinct as float32: the thresholds are scikit-learn's, bit for bit
+    distinct = p_np[20:]
+    _, _, sk_thresholds = skm.roc_curve(y_np[20:], distinct, drop_intermediate=False)
+    np.testing.assert_array_equal(tmf.roc_curve(torch.tensor(distinct), y[20:])[2].numpy(), sk_thresholds)
+
+
+def test_metric_curve_thresholds_are_the_float32_scores_it_keeps():
+    """The states keep float32 scores (documented): thresholds are those, selecting `preds.float() >= t`."""
+    rng = np.random.default_rng(62)
+    p_np = rng.random(200)
+    y_np = (rng.random(200) < p_np).astype(np.int64)
+    metric = tmx.AUC()
+    metric.update(torch.tensor(p_np), torch.tensor(y_np))
+    _, tpr, thresholds = metric.curve()
+    as_float32 = p_np.astype(np.float32)
+    np.testing.assert_array_equal(thresholds.numpy()[1:], np.unique(as_float32)[::-1].astype(np.float64))
+    for k, threshold in enumerate(thresholds.tolist()):
+        chosen = as_float32 >= threshold
+        np.testing.assert_allclose(tpr[k].item(), y_np[chosen].sum() / y_np.sum(), rtol=1e-12, atol=0)

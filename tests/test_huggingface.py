@@ -146,6 +146,11 @@ def test_relevance_matrix_labels_and_bad_shapes():
     assert values["Recall@3"] == pytest.approx((1.0 + 0.5) / 2)
     with pytest.raises(ValueError, match=r"Expected labels as integer indexes of the relevant candidate in \[0, 4\)"):
         compute_metrics(SimpleNamespace(predictions=scores, label_ids=np.array([0, 4])))
+    # unsigned label indexes: out of range is a ValueError (uint32 has no min kernel), in range a value
+    with pytest.raises(ValueError, match=r"candidate in \[0, 4\), got values in \[0, 4\]"):
+        compute_metrics(SimpleNamespace(predictions=scores, label_ids=np.array([0, 4], dtype=np.uint32)))
+    unsigned = compute_metrics(SimpleNamespace(predictions=scores, label_ids=np.array([1, 3], dtype=np.uint32)))
+    assert unsigned["Recall@1"] == pytest.approx(0.0) and unsigned["Recall@3"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match=r"Expected labels of shape \(2,\)"):
         compute_metrics(SimpleNamespace(predictions=scores, label_ids=np.zeros((2, 3))))
     with pytest.raises(ValueError, match=r"Expected scores of shape \(queries, candidates\)"):

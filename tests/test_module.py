@@ -16,6 +16,8 @@ import torchmetrics
 from sklearn.metrics import average_precision_score, log_loss, mean_squared_error, roc_auc_score
 
 import torchmetrics_ext as tmx
+from tests.test_auc import ref_grouped
+from tests.test_pointwise import ref_ne
 from torchmetrics_ext import module as module_mod
 from torchmetrics_ext.aggregation import Sum
 from torchmetrics_ext.registry import build_metric, lookup, metric_names
@@ -387,6 +389,40 @@ def test_weights_of_exactly_one_take_the_unweighted_kernels(monkeypatch, device_
         values = run(build(), [heavier])
         assert seen[0] is not None and seen[0].shape == (2, 600)
         torch.testing.assert_close(values["ne/buy"], standalone("ne", 1, heavier))
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.uint32, torch.uint64])
+def test_unsigned_label_weight_and_group_columns_are_accepted(dtype, device_path):
+    """uint16/32/64 weight columns raised NotImplementedError (no min/max kernel for them on the CPU).
+
+    The weights reach the top of each dtype (uint64 ones past 2**63, read as float64, not negative).
+    """
+    data = make_data(17)
+    rng = np.random.default_rng(17)
+    scale = 2 ** (torch.iinfo(dtype).bits - 2)
+    unsigned = dict(data)
+    for task in ("click", "buy"):
+        small = rng.integers(0, 4, size=600).astype(np.uint64)
+        unsigned[f"{task}_w"] = torch.from_numpy(small * np.uint64(scale)).to(dtype)
+        data[f"{task}_w"] = torch.from_numpy(small.astype(np.float64) * scale)
+        unsigned[f"{task}_label"] = data[f"{task}_label"].to(dtype)
+    unsigned["user"] = data["user"].to(dtype)
+    metrics = {"ne": "ne", "ctr": "ctr", "auc": "auc", "auprc": "auprc", "gauc": "gauc"}
+    with force_device_path(device_path):
+        values = run(tmx.RecMetricModule(TASKS, metrics, throughput=False), [unsigned])
+    for task in ("click", "buy"):
+        p, y, w = (data[f"{task}_{c}"].double().numpy() for c in ("pred", "label", "w"))
+        user = data["user"].numpy()
+        expected = {
+            "ne": ref_ne(p, y, w),
+            "ctr": (w * y).sum() / w.sum(),
+            "auc": roc_auc_score(y, p, sample_weight=w),
+            "auprc": average_precision_score(y, p, sample_weight=w),
+            "gauc": ref_grouped(p, y, user, w),
+        }
+        for name, value in expected.items():
+            np.testing.assert_allclose(values[f"{name}/{task}"].item(), value, rtol=1e-9, err_msg=f"{name}/{task}")
 
 
 def test_a_task_without_weights_gets_ones_for_ranking_whether_or_not_the_others_are_all_one():

@@ -20,6 +20,7 @@ import torchmetrics_ext as tmx
 from tests.helpers import tester as H
 from torchmetrics_ext import functional as tmf
 from torchmetrics_ext.functional.auc.pairwise import _pairwise_counts
+from torchmetrics_ext.utilities.device import force_device_path
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
 N = 400
@@ -632,3 +633,26 @@ def test_documented_relation_to_torchrec_rauc():
     np.testing.assert_allclose(1 - counts.discordant / counts.total, _torchrec_style_rauc(p, y), rtol=1e-12)
     # the docstring example: TorchRec gives 1.0 where ours gives 0.9
     assert _torchrec_style_rauc(np.array([0.1, 0.3, 0.5, 0.5]), np.array([0.0, 1.0, 1.0, 2.0])) == 1.0
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+@pytest.mark.parametrize("dtype", H.UNSIGNED)
+def test_unsigned_labels_and_weights_are_accepted(dtype, device_path):
+    """uint16/32/64 labels and weights raised NotImplementedError (no min/max kernel for them on the CPU).
+
+    Labels and weights reach the top of each dtype (uint64 ones past 2**63, read as float64, not negative).
+    """
+    rng = np.random.default_rng(43)
+    n = 120
+    p = torch.tensor(np.round(rng.normal(size=n), 1))  # prediction ties
+    labels = rng.integers(0, 6, size=n).astype(np.uint64) * np.uint64(2 ** (torch.iinfo(dtype).bits - 3))
+    y_np = labels.astype(np.float64)  # exact: small integers times a power of two
+    weights, w = H.unsigned_weights(rng, dtype, (n,))
+    target = H.unsigned(labels, dtype)
+    with force_device_path(device_path):
+        for cls, fn, ref in ((tmx.XAUC, tmf.xauc, ref_xauc), (tmx.RegressionAUC, tmf.regression_auc, ref_rauc)):
+            expected = ref(p.numpy(), y_np, w)
+            metric = cls()
+            metric.update(p, target, weights)
+            np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-12, err_msg=cls.__name__)
+            np.testing.assert_allclose(fn(p, target, weights).item(), expected, rtol=1e-12, err_msg=fn.__name__)

@@ -5,12 +5,14 @@ from __future__ import annotations
 from functools import partial
 
 import numpy as np
+import pytest
 import torch
 from sklearn import metrics as skm
 
 import torchmetrics_ext as tmx
 from tests.helpers import tester as H
 from torchmetrics_ext import functional as tmf
+from torchmetrics_ext.utilities.device import force_device_path
 
 N = 900
 
@@ -270,3 +272,51 @@ def test_ne_from_logits_of_confident_correct_predictions_matches_mpmath():
     metric = tmx.NormalizedEntropy(from_logits=True)
     metric.update(z, y)
     np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-14)
+
+
+# ----------------------------------------------------------------------------- unsigned labels and weights
+
+_UNSIGNED_POINTWISE = [
+    (tmx.NormalizedEntropy, tmf.normalized_entropy, ref_ne),
+    (tmx.CTR, tmf.ctr, ref_ctr),
+    (tmx.Calibration, tmf.calibration, ref_calibration),
+    (tmx.WeightedAccuracy, tmf.weighted_accuracy, ref_accuracy),
+    (tmx.WeightedMSE, tmf.weighted_mse, ref_mse),
+]
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+@pytest.mark.parametrize("dtype", H.UNSIGNED)
+def test_unsigned_labels_and_weights_are_accepted(dtype, device_path):
+    """uint16/32/64 labels and weights raised NotImplementedError (no min/max kernel for them on the CPU).
+
+    The weights reach the top of each dtype (uint64 ones past 2**63, which must not read as negative).
+    """
+    data = binary_data(np.random.default_rng(31))
+    p, y = data["preds"], data["target"]
+    weights, w = H.unsigned_weights(np.random.default_rng(32), dtype, (N,))
+    p_np, y_np = p.double().numpy(), y.numpy().astype(np.float64)
+    with force_device_path(device_path):
+        for cls, fn, ref in _UNSIGNED_POINTWISE:
+            expected = ref(p_np, y_np, w)
+            metric = cls()
+            metric.update(p, y.to(dtype), weights)
+            np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-12, err_msg=cls.__name__)
+            got = fn(p, y.to(dtype), weights).item()
+            np.testing.assert_allclose(got, expected, rtol=1e-12, err_msg=fn.__name__)
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+@pytest.mark.parametrize("dtype", H.UNSIGNED)
+def test_unsigned_labels_out_of_range_are_rejected_with_their_true_range(dtype, device_path):
+    """A uint64 label of 2**63 is named as such (not wrapped to -2**63); the state is untouched."""
+    top = 2**63 if dtype == torch.uint64 else torch.iinfo(dtype).max
+    p = torch.tensor([0.2, 0.7, 0.4])
+    with force_device_path(device_path):
+        metric = tmx.NormalizedEntropy()
+        metric.update(p, torch.tensor([0, 1, 1]))
+        before = H.state_values(metric)
+        shown = f"{float(top):.6g}".replace("+", r"\+")
+        with pytest.raises(ValueError, match=rf"`target` to hold labels in \[0, 1\].*values in \[0, {shown}\]"):
+            metric.update(p, H.unsigned([0, top, 1], dtype))
+        H.assert_same_values(metric, before, "rejected batch")

@@ -20,6 +20,7 @@ import torch
 import torchmetrics_ext as tmx
 from tests.helpers import tester as H
 from torchmetrics_ext import functional as tmf
+from torchmetrics_ext.utilities.device import force_device_path
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
 ALL = ("ndcg", "recall", "precision", "mrr", "hit_rate", "map")  # RankingMetrics' default
@@ -968,6 +969,32 @@ def test_unsigned_ids_and_relevance_are_accepted(dtype):
         np.testing.assert_allclose(functional[key].item(), value, rtol=1e-9, err_msg=key)
     states = metric.sync_states()
     assert states["indexes"].dtype == torch.int64 and states["target"].dtype == torch.float64
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+@pytest.mark.parametrize("dtype", H.UNSIGNED)
+def test_unsigned_weights_are_accepted(dtype, device_path):
+    """uint16/32/64 query weights raised NotImplementedError (no min/max kernel for them on the CPU).
+
+    The weights reach the top of each dtype (uint64 ones past 2**63, read as float64, not negative).
+    """
+    rng = np.random.default_rng(29)
+    data = flat_data(rng, num_queries=40)
+    query = np.unique(data["indexes"].numpy(), return_inverse=True)[1]
+    query_weights, qw = H.unsigned_weights(rng, dtype, (int(query.max()) + 1,))
+    weighted = {**data, "weights": query_weights[torch.from_numpy(query)]}
+    ref = dict_ref((1, 3))({**H.to_numpy(data), "weights": qw[query]})
+    with force_device_path(device_path):
+        metric = tmx.RankingMetrics(ks=(1, 3))
+        metric.update(**weighted)
+        out = metric.compute()
+        functional = tmf.ranking_metrics(**weighted, ks=(1, 3))
+        ndcg = tmx.NDCG(k=3)
+        ndcg.update(**weighted)
+    for key, value in ref.items():
+        np.testing.assert_allclose(out[key].item(), value, rtol=1e-12, err_msg=key)
+        np.testing.assert_allclose(functional[key].item(), value, rtol=1e-12, err_msg=key)
+    np.testing.assert_allclose(ndcg.compute().item(), ref["ndcg@3"], rtol=1e-12)
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -16,6 +16,7 @@ from tests.helpers import tester as H
 from tests.test_pointwise import binary_data, ref_calibration, ref_ctr, ref_mse, ref_ne
 from tests.test_sum_metrics import ref_positives
 from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
+from torchmetrics_ext.utilities.device import force_device_path
 
 SEGMENTS = 5
 
@@ -86,6 +87,13 @@ BAD_INPUTS = [
     ({"segments": torch.tensor([0.0, 1.0])}, TypeError, "integer ids"),
     ({"segments": torch.tensor([0, 5])}, ValueError, r"\[0, 5\)"),
     ({"segments": torch.tensor([-1, 0])}, ValueError, r"got values in \[-1, 0\]"),
+    ({"segments": torch.tensor([0, 5], dtype=torch.uint32)}, ValueError, r"got values in \[0, 5\]"),
+    # past 2**63: named as it is, not wrapped to a negative int64
+    (
+        {"segments": torch.tensor([0, 2**63], dtype=torch.uint64)},
+        ValueError,
+        r"got values in \[0, 9223372036854775808\]",
+    ),
     ({"segments": torch.tensor([0, 1, 2])}, ValueError, "`segments` of shape"),
     # the meta device stands in for a GPU: the ids must be on the device of `preds`
     (
@@ -102,6 +110,20 @@ BAD_INPUTS = [
 def test_bad_input_rejected_and_state_untouched(bad, exc, match):
     batch = {"preds": torch.tensor([0.1, 0.8]), "target": torch.tensor([0, 1]), "weights": None}
     H.check_rejects(CASES["ne-w"], {**batch, "segments": torch.tensor([0, 1]), **bad}, exc, match)
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+@pytest.mark.parametrize("dtype", H.UNSIGNED)
+def test_unsigned_segment_ids_labels_and_weights_are_accepted(dtype, device_path):
+    """uint16/32/64 segment ids (and labels, weights) raised NotImplementedError (no min/max kernel on the CPU)."""
+    rng = np.random.default_rng(53)
+    data = segmented_data(rng)
+    weights, w = H.unsigned_weights(rng, dtype, data["preds"].shape)
+    expected = per_segment(ref_ne)({**H.to_numpy(data), "weights": w})
+    with force_device_path(device_path):
+        metric = tmx.Segmented(tmx.NormalizedEntropy(), SEGMENTS)
+        metric.update(data["preds"], data["target"].to(dtype), weights, segments=data["segments"].to(dtype))
+    np.testing.assert_allclose(metric.compute().numpy(), expected, rtol=1e-12)
 
 
 @pytest.mark.parametrize(

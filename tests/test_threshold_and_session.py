@@ -20,6 +20,7 @@ from tests.helpers import tester as H
 from tests.test_pointwise import binary_data
 from torchmetrics_ext import UndefinedMetricWarning
 from torchmetrics_ext import functional as tmf
+from torchmetrics_ext.utilities.device import force_device_path
 
 # ----------------------------------------------------------------------------- hindsight
 
@@ -454,3 +455,59 @@ def test_session_ids_on_another_device():  # pragma: no cover - exercised where 
         tmx.SessionRecallAtK(k=1).update(
             torch.tensor([0.9, 0.2]).cuda(), torch.tensor([1, 0]).cuda(), torch.tensor([0, 0])
         )
+
+
+# ----------------------------------------------------------------------------- unsigned inputs
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+@pytest.mark.parametrize("dtype", H.UNSIGNED)
+def test_unsigned_labels_weights_sessions_and_codes_are_accepted(dtype, device_path):
+    """uint16/32/64 labels, weights, session ids and label-set codes raised NotImplementedError
+    (no min/max kernel for them on the CPU), and codes of two unsigned dtypes failed to stack."""
+    rng = np.random.default_rng(47)
+    data = binary_data(rng)
+    p, y = data["preds"], data["target"]
+    weights, w = H.unsigned_weights(rng, dtype, (p.numel(),))
+    p_np, y_np = p.double().numpy(), y.numpy().astype(np.float64)
+    sess = session_data(rng)
+    sp, sy = sess["preds"], sess["target"]
+    session_weights, sw = H.unsigned_weights(rng, dtype, (S,))
+    rows = torch.arange(S).repeat_interleave(L)
+    ids = H.unsigned(np.uint64(torch.iinfo(dtype).max) - rows.numpy().astype(np.uint64), dtype)  # near the top
+    codes = label_set_data(rng)
+    cp, cy = codes["preds"], codes["target"]
+    other = torch.uint16 if dtype != torch.uint16 else torch.uint32
+    with force_device_path(device_path):
+        expected = ref_hindsight(p_np, y_np, w)
+        metric = tmx.HindsightTargetPR()
+        metric.update(p, y.to(dtype), weights)
+        for got in (metric.compute(), tmf.hindsight_target_pr(p, y.to(dtype), weights)):
+            for key, value in expected.items():
+                np.testing.assert_allclose(got[key].item(), value, rtol=1e-12, err_msg=key)
+        for kind, cls, fn in (
+            ("precision", tmx.SessionPrecisionAtK, tmf.session_precision_at_k),
+            ("recall", tmx.SessionRecallAtK, tmf.session_recall_at_k),
+        ):
+            expected = ref_session(
+                sp.double().numpy(), sy.numpy(), np.repeat(sw[:, None], L, axis=1), k=2, kind=kind, average="session"
+            )
+            args = (sp.reshape(-1), sy.reshape(-1).to(dtype), ids, session_weights.repeat_interleave(L))
+            metric = cls(k=2)
+            metric.update(*args)
+            np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-12, err_msg=kind)
+            np.testing.assert_allclose(fn(*args, k=2).item(), expected, rtol=1e-12, err_msg=kind)
+        expected = ref_multi_label(cp.numpy(), cy.numpy(), w)
+        got = tmf.multi_label_precision(cp.to(dtype), cy.to(other), weights, num_labels=4)
+        np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
+        metric = tmx.MultiLabelPrecision(num_labels=4)
+        metric.update(cp.to(dtype), cy.to(other), weights)
+        np.testing.assert_allclose(metric.compute().numpy(), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+def test_uint64_label_set_codes_past_2_63_are_named_as_they_are(device_path):
+    """A uint64 code past 2**63 was reported as a negative number (wrapped through int64)."""
+    codes = torch.tensor([2**63 + 2**40, 3], dtype=torch.uint64)
+    with force_device_path(device_path), pytest.raises(ValueError, match=r"got values in \[1, 9223373136366403584\]"):
+        tmf.multi_label_precision(codes, torch.tensor([1, 1], dtype=torch.uint64), num_labels=4)

@@ -84,6 +84,25 @@ def random_weights(rng: np.random.Generator, kind: str | None, shape: tuple[int,
     raise ValueError(f"unknown weights kind {kind!r}")
 
 
+UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
+
+
+def unsigned(values: np.ndarray, dtype: torch.dtype) -> Tensor:
+    """Non-negative integers as a ``dtype`` tensor (uint16/32/64: NumPy's uint64 carries them all)."""
+    return torch.from_numpy(np.asarray(values, dtype=np.uint64)).to(dtype)
+
+
+def unsigned_weights(rng: np.random.Generator, dtype: torch.dtype, shape: tuple[int, ...]) -> tuple[Tensor, np.ndarray]:
+    """Weights ``{0, 1, 2, 3} * 2**(bits - 2)`` near the top of ``dtype`` (uint64 ones past 2**63), and as float64.
+
+    Each value is a small integer times a power of two: exact in float64 and float32.
+    """
+    scale = 2 ** (torch.iinfo(dtype).bits - 2)
+    small = rng.integers(0, 4, size=shape)
+    small.flat[0] = 3  # at least one weight at the top
+    return unsigned(small.astype(np.uint64) * np.uint64(scale), dtype), small * float(scale)
+
+
 def to_numpy(data: Data) -> Data:
     """Tensors become float64 numpy arrays (integers and bools keep their dtype)."""
     out: Data = {}

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.pointwise import _finish
-from torchmetrics_ext.utilities.checks import as_int, check_tensor, format_pointwise
+from torchmetrics_ext.utilities.checks import as_int, check_tensor, checked_bounds, format_pointwise
 from torchmetrics_ext.utilities.warnings import safe_divide
 
 __all__ = ["multi_label_precision"]
@@ -41,14 +41,17 @@ def _format_codes(
             )
     # the shape and weight checks of every pointwise input, on a float view of the codes
     p, _, w = format_pointwise(preds.double(), None, weights, num_tasks, preds_domain="real", validate=validate)
-    codes = torch.stack([preds.reshape(p.shape), target.reshape(p.shape)]).to(torch.int64)
-    if validate and codes.numel() > 0:
-        low, high = torch.aminmax(codes)
-        if int(low) < 0 or int(high) >= 2**num_labels:
+    if validate and preds.numel() > 0:
+        # the codes' bounds as given, in one read: uint64 codes past 2**63 would wrap to negative int64
+        (pmin, pmax), (tmin, tmax) = checked_bounds([preds, target], [False, False])
+        low, high = int(min(pmin, tmin)), int(max(pmax, tmax))
+        if low < 0 or high >= 2**num_labels:
             raise ValueError(
                 f"Expected `preds` and `target` codes in [0, 2**{num_labels}) (num_labels={num_labels}), "
-                f"got values in [{int(low)}, {int(high)}]."
+                f"got values in [{low}, {high}]."
             )
+    # each cast on its own: torch does not promote between uint16/32/64 and other integer dtypes
+    codes = torch.stack([preds.reshape(p.shape).to(torch.int64), target.reshape(p.shape).to(torch.int64)])
     return codes[0], codes[1], w
 
 

@@ -36,6 +36,7 @@ from torch import Tensor
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import RecMetricModule, RecTaskInfo, _fed_probabilities
 from torchmetrics_ext.registry import build_metric, lookup
+from torchmetrics_ext.utilities.checks import checked_bounds, observed_range
 
 __all__ = ["HFComputeMetrics", "pointwise_compute_metrics", "ranking_compute_metrics"]
 
@@ -288,9 +289,10 @@ class _Ranking(HFComputeMetrics):
         if labels.shape == (q,) or labels.shape == (q, 1):
             index = labels.reshape(q).to(torch.int64)
             if labels.is_floating_point() or bool(((index < 0) | (index >= width)).any()):
+                ((low, high),) = checked_bounds([labels], [False])  # any dtype (uint32 has no min kernel)
                 raise ValueError(
-                    f"Expected labels as integer indexes of the relevant candidate in [0, {width}), got values in "
-                    f"[{labels.min().item()}, {labels.max().item()}]."
+                    f"Expected labels as integer indexes of the relevant candidate in [0, {width}), got "
+                    f"{observed_range(low, high)}."
                 )
             padded = ~mask.gather(1, index[:, None])[:, 0]
             if bool(padded.any()):  # the relevant candidate would be dropped with the padding

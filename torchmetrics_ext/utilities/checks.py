@@ -447,8 +447,16 @@ def _remember(tensor: Tensor, bounds: Bounds) -> None:
         del _CHECKED[next(iter(_CHECKED))]
 
 
+# unsigned dtypes without a min/max kernel (CPU), and the dtype their bounds are read in (see
+# checked_bounds): int64 holds uint16/32 exactly; uint64 past 2**63 would wrap to negative there
+_UNSIGNED_BOUNDS = {torch.uint16: torch.int64, torch.uint32: torch.int64, torch.uint64: torch.float64}
+
+
 def _reductions(tensor: Tensor, label: bool) -> list[Tensor]:
     tensor = tensor.detach()  # bounds are read back, never differentiated (and `stack(out=)` refuses grad)
+    wide = _UNSIGNED_BOUNDS.get(tensor.dtype)
+    if wide is not None:  # integers: no fractional part to read
+        return [*torch.aminmax(tensor.to(wide))]
     stats = [*torch.aminmax(tensor)]
     if label and tensor.is_floating_point():
         stats += [*torch.aminmax(torch.frac(tensor))]
@@ -471,7 +479,10 @@ def checked_bounds(
     bypass the version counter (through ``.data``, NumPy, DLPack or another tensor set on the same
     storage, which autograd cannot see either) are not seen; inference tensors, which have no
     version counter, are never remembered.
-    NaN propagates into the min and max.
+    NaN propagates into the min and max. Any real dtype is read: uint16/uint32 tensors (which have
+    no min/max kernel on the CPU) through an int64 copy, exact; uint64 through a float64 copy, so
+    that values past 2**63 stay positive (rounded to the nearest float64, which keeps their order:
+    a comparison with a number below 2**53 is exact).
 
     Args:
         tensors: the inputs of one batch; ``None`` stands for an absent input.
@@ -487,6 +498,8 @@ def checked_bounds(
         >>> preds, target = torch.tensor([0.25, 0.5]), torch.tensor([0.0, 1.0])
         >>> checked_bounds([preds, target, None], labels=[False, True, False])
         [(0.25, 0.5), (0.0, 1.0, 0.0, 0.0), ()]
+        >>> checked_bounds([torch.tensor([3, 2**63], dtype=torch.uint64)], labels=[False])
+        [(3.0, 9.223372036854776e+18)]
     """
     if device_path is None:
         device_path = any(tensor is not None and on_device_path(tensor) for tensor in tensors)

@@ -255,17 +255,22 @@ def _binned_error_bound(hist: Tensor) -> Tensor:
 
 
 def _auc_compute(pos_total: Tensor, neg_total: Tensor, auc_num: Tensor, name: str = "AUC") -> Tensor:
-    """``auc_num / (P N)``; ``nan`` plus a warning for tasks without both classes."""
+    """``auc_num / (P N)`` clamped to [0, 1]; ``nan`` plus a warning for tasks without both classes.
+
+    The numerator (cumulative sums in score order) and ``P N`` (sums in sample order) round
+    differently: a perfect ranking could give ``1 + 2**-52``. The clamp changes no value inside [0, 1].
+    """
     undefined = (pos_total <= 0) | (neg_total <= 0)
     warn_undefined(undefined, name, "the labels seen hold a single class (or no weight)")
-    return torch.where(undefined, math.nan, auc_num / torch.where(undefined, 1.0, pos_total * neg_total))
+    value = (auc_num / torch.where(undefined, 1.0, pos_total * neg_total)).clamp_(0.0, 1.0)
+    return torch.where(undefined, math.nan, value)
 
 
 def _auprc_compute(pos_total: Tensor, ap_num: Tensor, name: str = "AUPRC") -> Tensor:
-    """``ap_num / P``; ``nan`` plus a warning for tasks without positive label weight."""
+    """``ap_num / P`` clamped to [0, 1] (see :func:`_auc_compute`); ``nan`` plus a warning without positive weight."""
     undefined = pos_total <= 0
     warn_undefined(undefined, name, "no positive label weight")
-    return torch.where(undefined, math.nan, ap_num / torch.where(undefined, 1.0, pos_total))
+    return torch.where(undefined, math.nan, (ap_num / torch.where(undefined, 1.0, pos_total)).clamp_(0.0, 1.0))
 
 
 def _format_curve_inputs(

@@ -11,7 +11,9 @@ are cumulative sums of those (float64):
 
 * **exact**: one point per distinct score (compared as float32, as ``AUC`` does); samples of
   zero weight are absent. The curves equal scikit-learn's ``roc_curve(...,
-  drop_intermediate=False)`` and ``precision_recall_curve``.
+  drop_intermediate=False)`` and ``precision_recall_curve``. Each threshold is a score as given
+  (float64 scores keep their value in the functionals; for scores that tie as float32, the
+  smallest), so ``preds >= threshold`` selects exactly the samples counted at that point.
 * **binned**: one point per non-empty bin of the ``(2, T, B)`` histogram, the threshold being the
   bin's lower edge (as a probability, or a logit with ``from_logits``; with logit bins the first
   bin's is 0 or ``-inf`` because it also holds every score below the range; with
@@ -47,8 +49,14 @@ Curve = tuple[Tensor, Tensor, Tensor] | tuple[list[Tensor], list[Tensor], list[T
 def _exact_points(scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks: int) -> Points:
     """Curve points per task from chunks of sample-major scores and signed weights (``AUC``'s exact states).
 
+    Scores are compared as float32 (one point per distinct float32 score); each point's threshold
+    is the smallest score of its run as given, so that ``scores >= threshold`` selects exactly the
+    samples of that point and those above it (float64 scores that round to one float32 value
+    share a point; the largest of the next run is below its smallest, as rounding keeps the order).
+
     Args:
-        scores: chunks of scores, each viewable as ``(n_k, T)``.
+        scores: chunks of scores, each viewable as ``(n_k, T)``: float32 (the metric's states) or
+            float64 (a functional's float64 input, whose thresholds keep their float64 value).
         signed: the matching chunks of signed weights (``+w`` positive label, ``-w`` negative).
         num_tasks: ``T``.
     """
@@ -60,16 +68,19 @@ def _exact_points(scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks:
     for task in range(num_tasks):  # the few tasks; each is vectorised over its samples
         weight = all_signed[:, task].to(torch.float64)
         keep = weight != 0  # a zero-weight sample is an absent one
-        score, weight = all_scores[:, task].to(torch.float32)[keep], weight[keep]
-        score, order = torch.sort(score, descending=True, stable=True)
+        given, weight = all_scores[:, task][keep], weight[keep]
+        given, order = torch.sort(given, descending=True, stable=True)
         weight = weight[order]
+        score = given.to(torch.float32)  # still descending: rounding keeps the order
         start = torch.ones_like(score, dtype=torch.bool)
         torch.ne(score[1:], score[:-1], out=start[1:])
         run = torch.cumsum(start, 0) - 1
         # float64 even without samples (bincount of an empty input is int64)
         pos = torch.bincount(run, weights=weight.clamp(min=0)).to(torch.float64)
         neg = torch.bincount(run, weights=weight.neg().clamp(min=0)).to(torch.float64)
-        points.append((score[start].to(torch.float64), pos, neg))
+        last = torch.ones_like(start)  # each run's last sample holds its smallest score as given
+        last[:-1] = start[1:]
+        points.append((given[last].to(torch.float64), pos, neg))
     return points
 
 
@@ -151,7 +162,9 @@ def _curve_points(
     args = (num_bins, logit_range, from_logits, validate_args, bin_space, torch.float64)
     p, t, w = _format_curve_inputs(preds, target, weights, *args)
     if num_bins is None:  # float64 weights here (the metric's states keep float32)
-        return _exact_points([p.T.to(torch.float32)], [_signed_weights(t, w, torch.float64).T], p.shape[0])
+        # float64 scores stay float64, so that each threshold is a score as given (compared as float32)
+        scores = p.T if preds.dtype == torch.float64 else p.T.to(torch.float32)
+        return _exact_points([scores], [_signed_weights(t, w, torch.float64).T], p.shape[0])
     hist = _binned_update(p, t, w, num_bins, logit_range, from_logits, bin_space=bin_space)
     return _binned_points(hist, logit_range, from_logits, bin_space)
 
@@ -190,6 +203,9 @@ def roc_curve(
     Returns:
         ``(fpr, tpr, thresholds)``, float64, starting at ``(0, 0)`` with threshold ``inf`` and
         thresholds decreasing: tensors for 1-D input, lists of one tensor per task otherwise.
+        An exact threshold is a score as given (float64 scores keep their value; of scores that
+        tie as float32, the smallest), so ``preds >= thresholds[k]`` selects exactly the samples
+        counted at point ``k``.
         ``tpr`` (``fpr``) is ``nan`` with an ``UndefinedMetricWarning`` for a task without
         positive (negative) label weight.
 
@@ -242,8 +258,9 @@ def precision_recall_curve(
 
     Returns:
         ``(precision, recall, thresholds)``, float64: tensors for 1-D input, lists of one tensor
-        per task otherwise. ``recall`` is ``nan`` with an ``UndefinedMetricWarning`` for a task
-        without positive label weight (scikit-learn sets it to 1 there).
+        per task otherwise. Exact thresholds are scores as given, as for :func:`roc_curve`.
+        ``recall`` is ``nan`` with an ``UndefinedMetricWarning`` for a task without positive
+        label weight (scikit-learn sets it to 1 there).
 
     Raises:
         ValueError: as for :func:`~torchmetrics_ext.functional.auprc`.

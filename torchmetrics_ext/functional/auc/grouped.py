@@ -146,10 +146,13 @@ def _group_values(stats: CurveStats, kind: str, present: Tensor | None = None) -
     """
     pos, neg, auc_num, ap_num = stats
     valid = (pos > 0) & (neg > 0)
+    # clamped to [0, 1]: numerator and denominator are summed in different orders (a perfect group
+    # could give 1 + 2**-52); an average of values in [0, 1] then stays in [0, 1]
     if kind == "auc":
-        values = torch.where(valid, auc_num / torch.where(valid, pos * neg, 1.0), 0.5)
+        values = torch.where(valid, (auc_num / torch.where(valid, pos * neg, 1.0)).clamp_(0.0, 1.0), 0.5)
     else:
-        values = torch.where(valid, ap_num / torch.where(valid, pos, 1.0), (pos > 0).to(ap_num.dtype))
+        ratio = (ap_num / torch.where(valid, pos, 1.0)).clamp_(0.0, 1.0)
+        values = torch.where(valid, ratio, (pos > 0).to(ap_num.dtype))
     averaged = valid if present is None else present
     return torch.where(averaged, values, 0.0), averaged
 

@@ -226,10 +226,10 @@ def _check_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> floa
     (:func:`~torchmetrics_ext.utilities.device.on_device_path`, forced on CPU in tests) in one copy.
     """
     checked = [preds] + ([] if target.dtype == torch.bool else [target]) + ([] if weights is None else [weights])
-    if not on_device_path(preds):
-        values = [bound.item() for tensor in checked for bound in torch.aminmax(tensor)]
-    else:  # one read, shared with every other metric of the step that checks the same tensors
-        values = [value for bounds in checked_bounds(checked, [False] * len(checked), True) for value in bounds]
+    # on the device path one read, shared with every other metric of the step that checks the same
+    # tensors; any dtype (uint16/32/64 weights have no min/max kernel: checked_bounds widens them)
+    bounds = checked_bounds(checked, [False] * len(checked), on_device_path(preds))
+    values = [value for bound in bounds for value in bound]
     if math.isnan(values[0]) or math.isnan(values[1]):
         raise ValueError("Expected `preds` without NaN (any other real score, ±inf included, is fine), got NaN.")
     if target.dtype == torch.bool:

@@ -303,7 +303,10 @@ class AUC(_CurveMetric):
         drop_intermediate=False)``; binned mode is the exact curve of the scores rounded to their
         bins (one point per non-empty bin, its lower edge as threshold). Its trapezoidal area is
         :meth:`compute`. See :func:`~torchmetrics_ext.functional.roc_curve` for the layout:
-        float64 tensors for one task, lists of one tensor per task otherwise.
+        float64 tensors for one task, lists of one tensor per task otherwise. The states keep
+        float32 scores, so exact thresholds are float32 values: for float64 ``preds``,
+        ``preds.float() >= threshold`` selects the samples of a point (the functional
+        :func:`~torchmetrics_ext.functional.roc_curve` reports float64 scores as given).
 
         Example:
             >>> import torch
@@ -394,7 +397,8 @@ class AUPRC(_CurveMetric):
         sample_weight=weights)`` (thresholds increasing, a last point ``(1, 0)`` without
         threshold); binned mode is the exact curve of the binned scores. :meth:`compute` is
         :math:`\sum_k (R_k - R_{k-1}) P_k` over these points. See
-        :func:`~torchmetrics_ext.functional.precision_recall_curve` for the layout.
+        :func:`~torchmetrics_ext.functional.precision_recall_curve` for the layout. Exact
+        thresholds are the float32 scores the states keep (see :meth:`AUC.curve`).
 
         Example:
             >>> import torch

@@ -263,6 +263,31 @@ def test_ranking_in_update_device_path_equals_cpu_path(seed):
             torch.testing.assert_close(got[key], value, rtol=1e-12, atol=1e-14, equal_nan=True, msg=key)
 
 
+@pytest.mark.parametrize(
+    "factory", [tmx.NormalizedEntropy, partial(tmx.AUC, num_bins=100), tmx.AUC], ids=["ne", "binned-auc", "exact-auc"]
+)
+def test_windowed_batch_larger_than_the_window_validates_once(factory):
+    """The newest samples of a batch larger than the window were validated again (new views: a second read)."""
+    from torchmetrics_ext import Windowed
+
+    g = torch.Generator().manual_seed(4)
+    p, y = torch.rand(100, generator=g), (torch.rand(100, generator=g) < 0.4).float()
+    metric = Windowed(factory(), 50)
+    with force_device_path():
+        with count_syncs() as calls:
+            metric.update(p, y)
+        value = metric.compute()
+    assert calls == ["Tensor.tolist"], calls
+    expected = factory()
+    expected.update(p[50:], y[50:])
+    torch.testing.assert_close(value["window"], expected.compute(), rtol=1e-12, atol=0)
+    bad = p.clone()
+    bad[10] = 2.0  # outside [0, 1] among the samples the window drops: still rejected, nothing changes
+    with force_device_path(), pytest.raises(ValueError, match="probabilities"):
+        metric.update(bad, y)
+    torch.testing.assert_close(metric.compute()["window"], expected.compute(), rtol=1e-12, atol=0)
+
+
 def test_ranking_device_path_empty_query_error_counts_queries():
     metric = tmx.NDCG(k=3, empty_target_action="error")
     preds, target = torch.rand(4, 3), torch.tensor([[1, 0, 0], [0, 0, 0], [0, 2, 0], [1, 1, 0]])

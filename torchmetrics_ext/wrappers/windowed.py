@@ -438,6 +438,21 @@ class Windowed(WrapperMetric):
         hook = getattr(self._scratch, "newest_samples", None)
         return hook(n, *args, **kwargs) if hook is not None else newest_samples(n, args, kwargs, axis=0)
 
+    @contextmanager
+    def _validated_already(self) -> Iterator[None]:
+        """The scratch metric trusts its inputs: the newest samples of a batch it has just validated whole.
+
+        The cut views are new tensors, whose bounds the device path would read again (a second host
+        sync in the step); a metric without the switch (a TorchMetrics metric) validates as usual.
+        """
+        trust = getattr(self._scratch, "_trust_inputs", None)
+        previous = trust(True) if trust is not None else None
+        try:
+            yield
+        finally:
+            if trust is not None:
+                trust(previous)
+
     def _bind_window_lists(self) -> None:
         """Make the window's list states the ring's chunks again (after a sync, load, reset or move)."""
         for name in self._ring.list_names:
@@ -507,7 +522,8 @@ class Windowed(WrapperMetric):
         kept = entries
         if size > limit:  # the window keeps the newest `limit` samples; the lifetime all of them
             cut_args, cut_kwargs = self._newest(limit, args, kwargs)
-            kept = scratch._histogram_entries(*cut_args, **cut_kwargs)  # type: ignore[operator]
+            with self._validated_already():
+                kept = scratch._histogram_entries(*cut_args, **cut_kwargs)  # type: ignore[operator]
             kept_size = limit
         lifetime_value = window_value = None
         if values:
@@ -542,7 +558,8 @@ class Windowed(WrapperMetric):
         full, full_lists = slot, lists
         if size > limit:  # the window keeps the newest `limit` samples; the lifetime all of them
             full = {name: view.clone() for name, view in slot.items()}
-            lists = self._batch_into(slot, *self._newest(limit, args, kwargs))
+            with self._validated_already():
+                lists = self._batch_into(slot, *self._newest(limit, args, kwargs))
             size = limit
             window_value = self._batch_value(values)
         elif values and self.dist_sync_on_step:  # every rank syncs the kept part too, cut on this rank or not

@@ -43,8 +43,13 @@ def _apply(
     target_domain: TargetDomain = "real",
     from_logits: bool = False,
     validate_args: bool = True,
+    target_required: bool = True,
 ) -> Tensor:
-    """Validate → per-task statistics → value: the body every functional twin of this family shares."""
+    """Validate → per-task statistics → value: the body every functional twin of this family shares.
+
+    ``target_required``: the value needs labels, so a ``None`` target is a ``TypeError`` naming it
+    (when validating); only the functions whose ``target`` is optional pass ``False``.
+    """
     single = single_task(preds)
     p, t, w = format_pointwise(
         preds,
@@ -55,6 +60,7 @@ def _apply(
         target_domain=target_domain,
         from_logits=from_logits,
         validate=validate_args,
+        target_required=target_required,
     )
     return _finish(compute_fn(*stats_fn(p, t, w)), single)
 
@@ -147,7 +153,9 @@ def sum_weights(
         >>> sum_weights(torch.tensor([0.2, 0.7, 0.1]), weights=torch.tensor([1.0, 0.5, 2.0]))
         tensor(3.5000, dtype=torch.float64)
     """
-    return _apply(_sum_weights_update, _identity, preds, target, weights, validate_args=validate_args)
+    return _apply(
+        _sum_weights_update, _identity, preds, target, weights, validate_args=validate_args, target_required=False
+    )
 
 
 def num_positive_samples(
@@ -195,7 +203,9 @@ def weighted_sum_predictions(
         >>> weighted_sum_predictions(torch.tensor([0.5, 0.25]), weights=torch.tensor([2.0, 4.0]))
         tensor(2., dtype=torch.float64)
     """
-    return _apply(_prediction_sum_update, _identity, preds, target, weights, validate_args=validate_args)
+    return _apply(
+        _prediction_sum_update, _identity, preds, target, weights, validate_args=validate_args, target_required=False
+    )
 
 
 def num_serving_examples(
@@ -221,7 +231,9 @@ def num_serving_examples(
         >>> num_serving_examples(torch.tensor([0.2, 0.7, 0.1]), weights=torch.tensor([1.0, 0.0, 3.0]))
         tensor(2., dtype=torch.float64)
     """
-    return _apply(_serving_update, _identity, preds, target, weights, validate_args=validate_args)
+    return _apply(
+        _serving_update, _identity, preds, target, weights, validate_args=validate_args, target_required=False
+    )
 
 
 def _format_missing(

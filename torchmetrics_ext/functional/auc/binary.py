@@ -292,9 +292,9 @@ def _format_curve_inputs(
         validate=validate_args,
         dtype=dtype,
         float32_weights=num_bins is None,  # exact mode keeps float32 weights
+        target_required=True,
     )
-    assert t is not None
-    return p, t, w
+    return p, t, w  # type: ignore[return-value]
 
 
 def _curve_stats(

@@ -323,6 +323,30 @@ def test_bad_constructor_args(factory, match):
         factory()
 
 
+@pytest.mark.parametrize("weighted", [1, 0, 0.5, None, "yes", [1, 0], torch.tensor([True, False])])
+def test_weighted_that_is_not_bools_is_a_value_error_naming_it(weighted):
+    """Numbers, None, strings and tensors are named in the error (not "'int' object is not iterable")."""
+    match = r"Expected `weighted` to be a bool or a sequence of 2 bools"
+    with pytest.raises(ValueError, match=match):
+        tmf.tensor_weighted_average(torch.rand(2, 3), weighted=weighted)
+    with pytest.raises(ValueError, match=match):
+        tmx.TensorWeightedAverage(num_tasks=2, weighted=weighted)
+
+
+@pytest.mark.parametrize(
+    "weighted", [np.bool_(False), [np.bool_(True), np.bool_(False)], np.array([True, False]), (True, False)]
+)
+def test_numpy_bools_are_weighted_flags(weighted):
+    values, weights = torch.tensor([[1.0, 3.0], [1.0, 3.0]]), torch.tensor([3.0, 1.0])
+    flags = np.broadcast_to(np.asarray(weighted, dtype=bool), (2,))
+    # reference: each task's weighted mean, or plain mean where its flag is false
+    expected = [np.average(v, weights=weights.numpy() if f else None) for v, f in zip(values.numpy(), flags)]
+    np.testing.assert_allclose(tmf.tensor_weighted_average(values, weights, weighted=weighted).numpy(), expected)
+    metric = tmx.TensorWeightedAverage(num_tasks=2, weighted=weighted)
+    metric.update(values, weights)
+    np.testing.assert_allclose(metric.compute().numpy(), expected)
+
+
 # ----------------------------------------------------------------------------- behaviour
 
 

@@ -11,13 +11,20 @@ Where TorchRec returns 0 for an average over zero weight, these return ``nan`` w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.pointwise import Stats, _finish, _weight_total, _weighted_sum
-from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_tensor, format_pointwise, single_task
+from torchmetrics_ext.utilities.checks import (
+    PredsDomain,
+    TargetDomain,
+    as_bool,
+    check_tensor,
+    format_pointwise,
+    single_task,
+)
 from torchmetrics_ext.utilities.device import constant_on
 from torchmetrics_ext.utilities.warnings import safe_divide
 
@@ -123,10 +130,23 @@ def _tensor_average_compute(weighted_sum: Tensor, weighted_num_samples: Tensor) 
 
 
 def _weighted_flags(weighted: bool | Sequence[bool], num_tasks: int) -> Tensor | None:
-    """Per-task ``weighted`` flags as a bool tensor, or ``None`` when every task is weighted."""
-    flags = [weighted] * num_tasks if isinstance(weighted, bool) else list(weighted)
-    if len(flags) != num_tasks or not all(isinstance(f, bool) for f in flags):
-        raise ValueError(f"Expected `weighted` to be a bool or {num_tasks} bools (one per task), got {weighted!r}.")
+    """Per-task ``weighted`` flags as a bool tensor, or ``None`` when every task is weighted.
+
+    ``weighted`` is one bool for every task or a sequence of ``num_tasks`` bools; NumPy bools count
+    as bools (:func:`~torchmetrics_ext.utilities.checks.as_bool`), integers, floats and ``None`` do not.
+
+    Raises:
+        ValueError: naming ``weighted`` for anything else (a number, ``None``, a wrong length).
+    """
+    single = as_bool(weighted)
+    if single is not None:
+        return None if single else torch.zeros(num_tasks, dtype=torch.bool)
+    items = list(weighted) if isinstance(weighted, Iterable) and not isinstance(weighted, (str, bytes)) else None
+    flags = None if items is None else [as_bool(item) for item in items]
+    if flags is None or len(flags) != num_tasks or any(flag is None for flag in flags):
+        raise ValueError(
+            f"Expected `weighted` to be a bool or a sequence of {num_tasks} bools (one per task), got {weighted!r}."
+        )
     return None if all(flags) else torch.tensor(flags)
 
 
@@ -328,7 +348,8 @@ def tensor_weighted_average(
     Args:
         values: ``(N,)`` or ``(T, N)`` finite values to average.
         weights: optional non-negative sample weights.
-        weighted: one flag for every task, or one per task.
+        weighted: one bool for every task, or a sequence of one bool per task (NumPy bools
+            accepted); anything else (``1``, ``None``, a wrong length) is a ``ValueError``.
         validate_args: check inputs before computing.
 
     Returns:

@@ -257,7 +257,8 @@ class TensorWeightedAverage(_CounterMetric):
     Args:
         num_tasks: number of tasks ``T``.
         tensor_name: name of the model output to average (metadata: the column to feed it).
-        weighted: one flag for every task, or one per task.
+        weighted: one bool for every task, or a sequence of one bool per task (NumPy bools
+            accepted); anything else (``1``, ``None``, a wrong length) is a ``ValueError``.
         validate_args: check each batch.
         kwargs: TorchMetrics options.
 

@@ -351,20 +351,27 @@ def test_numpy_bools_are_weighted_flags(weighted):
 
 
 @pytest.mark.parametrize(
-    ("metric", "match"),
+    ("cls", "fn", "kwargs"),
     [
-        (tmx.NEPositive(), "NEPositive"),
-        (tmx.CalibrationFreeNE(), "CalibrationFreeNE"),
-        (tmx.RecalibratedNE(recalibration_coefficient=0.5), "RecalibratedNE"),
-        (tmx.LabelAverage(), "LabelAverage"),
-        (tmx.WeightedR2(), "WeightedR2"),
-        (tmx.WeightedNMSE(), "WeightedNMSE"),
+        (tmx.NEPositive, tmf.ne_positive, {}),
+        (tmx.CalibrationFreeNE, tmf.calibration_free_ne, {}),
+        (tmx.RecalibratedNE, tmf.recalibrated_ne, {"recalibration_coefficient": 0.5}),
+        (tmx.RecalibratedCalibration, tmf.recalibrated_calibration, {"recalibration_coefficient": 0.5}),
+        (tmx.LabelAverage, tmf.label_average, {}),
+        (tmx.WeightedR2, tmf.weighted_r2, {}),
+        (tmx.WeightedNMSE, tmf.weighted_nmse, {}),
     ],
 )
-def test_undefined_is_nan_with_warning(metric, match):
-    metric.update(torch.tensor([0.5, 0.5]), torch.tensor([1.0, 1.0]), torch.tensor([0.0, 0.0]))
+def test_undefined_is_nan_with_a_warning_naming_the_metric(cls, fn, kwargs):
+    """The warning starts with the metric's own name (RecalibratedCalibration said "Calibration")."""
+    batch = (torch.tensor([0.5, 0.5]), torch.tensor([1.0, 1.0]), torch.tensor([0.0, 0.0]))
+    metric = cls(**kwargs)
+    metric.update(*batch)
+    match = rf"^{cls.__name__} is undefined"
     with pytest.warns(UndefinedMetricWarning, match=match):
         assert torch.isnan(metric.compute())
+    with pytest.warns(UndefinedMetricWarning, match=match):
+        assert torch.isnan(fn(*batch, **kwargs))
 
 
 @pytest.mark.parametrize("label", [0.1, 1.0, 3.7, 1e6])

@@ -292,8 +292,9 @@ def _weighted_sums_update(
     return pred_sum, sums.label_sum(), sums.class_total() if unit_target else sums.total()
 
 
-def _calibration_compute(weighted_pred_sum: Tensor, weighted_label_sum: Tensor) -> Tensor:
-    return safe_divide(weighted_pred_sum, weighted_label_sum, "Calibration", "no positive label weight")
+def _calibration_compute(weighted_pred_sum: Tensor, weighted_label_sum: Tensor, name: str = "Calibration") -> Tensor:
+    """``sum w·p / sum w·y``; ``nan`` and an ``UndefinedMetricWarning`` naming ``name`` without positive labels."""
+    return safe_divide(weighted_pred_sum, weighted_label_sum, name, "no positive label weight")
 
 
 def _ctr_compute(weighted_label_sum: Tensor, weighted_num_samples: Tensor) -> Tensor:

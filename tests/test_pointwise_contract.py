@@ -1063,6 +1063,18 @@ def test_functionals_with_an_optional_target_match_their_class():
             assert float(getattr(tmf, name)(P)) == float(getattr(tmf, name)(P, None)), name
 
 
+def test_weights_shape_error_names_each_accepted_shape_once():
+    """1-D preds accept one weights shape: the message said "(4,) or (4,) (shared by all tasks)"."""
+    p, y = torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1])
+    with pytest.raises(ValueError, match=r"^Expected `weights` of shape \(4,\), got \(3,\)\.$"):
+        tmf.auc(p, y, torch.ones(3))
+    with pytest.raises(ValueError, match=r"^Expected `weights` of shape \(4,\), got \(3,\)\.$"):
+        tmx.NormalizedEntropy().update(p, y, torch.ones(3))
+    two = r"^Expected `weights` of shape \(2, 4\) or \(4,\) \(shared by all tasks\), got \(3,\)\.$"
+    with pytest.raises(ValueError, match=two):
+        tmf.auc(p.repeat(2, 1), y.repeat(2, 1), torch.ones(3))
+
+
 def test_a_persistent_state_absent_from_the_checkpoint_is_a_missing_key():
     saved = tmx.NormalizedEntropy()
     saved.persistent(True)

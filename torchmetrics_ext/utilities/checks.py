@@ -192,10 +192,10 @@ def check_pointwise(
             f"Expected `target` of the same shape as `{preds_name}` {tuple(preds.shape)}, got {tuple(target.shape)}."
         )
     if weights is not None and weights.shape != preds.shape and weights.shape != preds.shape[-1:]:
-        raise ValueError(
-            f"Expected `weights` of shape {tuple(preds.shape)} or {tuple(preds.shape[-1:])} (shared by all "
-            f"tasks), got {tuple(weights.shape)}."
-        )
+        expected = str(tuple(preds.shape))  # (N,) preds: one shape; (T, N): also (N,), shared by all tasks
+        if preds.ndim == 2:
+            expected += f" or {tuple(preds.shape[-1:])} (shared by all tasks)"
+        raise ValueError(f"Expected `weights` of shape {expected}, got {tuple(weights.shape)}.")
     if preds.numel() > 0:
         return _check_values(
             preds,

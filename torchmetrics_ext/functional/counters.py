@@ -159,8 +159,8 @@ def sum_weights(
     r"""Total sample weight per task, :math:`\sum_i w_i` (the number of rows when unweighted).
 
     Args:
-        preds: ``(N,)`` or ``(T, N)`` finite values; only their shape is used.
-        target: optional, checked for shape only.
+        preds: ``(N,)`` or ``(T, N)`` floating point values, checked finite; only their shape is used.
+        target: optional and unused; when given, checked for shape, device and finite values.
         weights: optional non-negative sample weights.
         validate_args: check inputs before computing.
 
@@ -184,7 +184,7 @@ def num_positive_samples(
     r"""Weighted number of positive labels per task, :math:`\sum_i w_i y_i` (soft labels add their share).
 
     Args:
-        preds: ``(N,)`` or ``(T, N)`` finite predictions; only their shape is used.
+        preds: ``(N,)`` or ``(T, N)`` floating point predictions, checked finite; only their shape is used.
         target: labels in [0, 1], same shape as ``preds``.
         weights: optional non-negative sample weights.
         validate_args: check inputs before computing.
@@ -210,7 +210,7 @@ def weighted_sum_predictions(
 
     Args:
         preds: ``(N,)`` or ``(T, N)`` finite predictions.
-        target: optional, checked for shape only.
+        target: optional and unused; when given, checked for shape, device and finite values.
         weights: optional non-negative sample weights.
         validate_args: check inputs before computing.
 
@@ -237,8 +237,8 @@ def num_serving_examples(
     calibration: rows logged with weight 0 were not served.
 
     Args:
-        preds: ``(N,)`` or ``(T, N)`` finite values; only their shape is used.
-        target: optional, checked for shape only.
+        preds: ``(N,)`` or ``(T, N)`` floating point values, checked finite; only their shape is used.
+        target: optional and unused; when given, checked for shape, device and finite values.
         weights: optional non-negative sample weights (every row counts without them).
         validate_args: check inputs before computing.
 
@@ -281,7 +281,7 @@ def num_missing_labels(
     r"""Weighted number of missing (NaN) labels per task, :math:`\sum_i w_i [y_i = \mathrm{NaN}]`.
 
     Args:
-        preds: ``(N,)`` or ``(T, N)`` finite values; only their shape is used.
+        preds: ``(N,)`` or ``(T, N)`` floating point values, checked finite; only their shape is used.
         target: floating labels of the same shape, NaN where the label is missing.
         weights: optional non-negative sample weights.
         count_zero_weight: count every NaN label once, whatever its weight. TorchRec's
@@ -316,7 +316,7 @@ def label_average(
     finite value (regression targets).
 
     Args:
-        preds: ``(N,)`` or ``(T, N)`` finite values; only their shape is used.
+        preds: ``(N,)`` or ``(T, N)`` floating point values, checked finite; only their shape is used.
         target: finite labels, same shape as ``preds``.
         weights: optional non-negative sample weights.
         validate_args: check inputs before computing.

@@ -234,7 +234,11 @@ class LabelAverage(_CounterMetric):
     plot_lower_bound = None
 
     def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:  # type: ignore[override]
-        """Accumulate one batch: ``preds`` (shape only) and finite ``target``, optional ``weights``."""
+        """Accumulate one batch: finite ``target``, optional ``weights``; ``preds`` give the layout.
+
+        ``preds`` are checked (floating point, finite: NaN or inf is a ``ValueError``) but their
+        values are not used.
+        """
         super().update(preds, target, weights)
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:

@@ -144,9 +144,8 @@ def _weighted_flags(weighted: bool | Sequence[bool], num_tasks: int) -> Tensor |
     items = list(weighted) if isinstance(weighted, Iterable) and not isinstance(weighted, (str, bytes)) else None
     flags = None if items is None else [as_bool(item) for item in items]
     if flags is None or len(flags) != num_tasks or any(flag is None for flag in flags):
-        raise ValueError(
-            f"Expected `weighted` to be a bool or a sequence of {num_tasks} bools (one per task), got {weighted!r}."
-        )
+        bools = "1 bool" if num_tasks == 1 else f"{num_tasks} bools"
+        raise ValueError(f"Expected `weighted` to be a bool or a sequence of {bools} (one per task), got {weighted!r}.")
     return None if all(flags) else torch.tensor(flags)
 
 

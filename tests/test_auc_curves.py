@@ -121,6 +121,27 @@ def test_undefined_curves_are_nan_with_a_warning():
     assert precision.tolist() == [1.0, 1.0, 1.0] and recall.tolist() == [1.0, 0.5, 0.0]
 
 
+@pytest.mark.parametrize("num_bins", [None, 100])
+@pytest.mark.parametrize("scale", [1e-40, 1e39, "mixed"])
+@pytest.mark.parametrize(
+    ("fn", "ref"), [(tmf.roc_curve, ref_roc), (tmf.precision_recall_curve, ref_pr)], ids=["roc", "pr"]
+)
+def test_curves_take_float64_weights_outside_float32s_range(fn, ref, scale, num_bins):
+    """The curves sum float64 weights (exact AUC keeps float32 ones): no float32 range applies to them."""
+    rng = np.random.default_rng(11)
+    p = rng.random(200).astype(np.float32).astype(np.float64)  # scores are compared as float32
+    y = rng.integers(0, 2, 200)
+    w = rng.uniform(0.5, 2.0, 200)
+    w = np.where(np.arange(200) % 5 == 0, 1e-40, w) if scale == "mixed" else w * scale
+    w[:10] = 0.0
+    got = fn(torch.tensor(p), torch.tensor(y), torch.tensor(w), num_bins=num_bins)
+    assert_curve(got, ref(p, y, w, num_bins), f"{fn.__name__} weights {scale}")
+    if num_bins is None:  # exact AUC itself still refuses them (its states are float32)
+        area = tmf.auc if fn is tmf.roc_curve else tmf.auprc
+        with pytest.raises(ValueError, match=r"weights.*float32's range"):
+            area(torch.tensor(p), torch.tensor(y), torch.tensor(w))
+
+
 @pytest.mark.parametrize(
     ("kwargs", "exc", "match"),
     [

@@ -262,8 +262,8 @@ NO_QUERY = "no query counted (no query with a relevant candidate, or all query w
 
 
 def test_ranking_names_without_a_counted_query_are_nan_and_name_their_task(tmp_path, capsys):
-    """Several ranking names share one RankingMetrics per task, whose warning positions index its
-    (metric, k) values: the warning names the ranking names and the one task that has no counted query."""
+    """Several ranking names share one RankingMetrics per task, whose warning names its keys, not its
+    task: the line names the ranking names and the one task that has no counted query."""
     p = np.array([0.2, 0.1, 0.5, 0.4, 0.3, 0.9, 0.6, 0.7])
     click = np.array([1, 0, 0, 1, 1, 0, 0, 0])
     like = np.zeros(8, dtype=np.int64)

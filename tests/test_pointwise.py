@@ -247,6 +247,25 @@ def _mp_cross_entropy(z, y):
         return float(mpmath.log1p(mpmath.exp(z)) - y * z)
 
 
+def test_log_loss_equals_sklearn_exactly_when_probabilities_are_within_eta():
+    """Documented: sklearn's log_loss (float64 input) is matched for p in [eta, 1 - eta]; beyond, the clamps differ."""
+    rng = np.random.default_rng(8)
+    y = rng.integers(0, 2, 400)
+    p = np.concatenate([[1e-12, 1 - 1e-12, 1e-12, 1 - 1e-12], rng.uniform(1e-12, 1 - 1e-12, 396)])
+    y[:4] = [1, 0, 0, 1]  # both edges, on either label
+    w = rng.uniform(0.0, 2.0, 400)
+    got = tmf.log_loss(torch.tensor(p), torch.tensor(y), torch.tensor(w)).item()
+    np.testing.assert_allclose(got, skm.log_loss(y, p, sample_weight=w), rtol=1e-12)
+    # outside: ours clamps 1e-14 to eta = 1e-12, sklearn (float64 eps 2.2e-16) keeps it
+    p, y = np.array([1e-14, 0.7, 0.2]), np.array([1, 0, 1])
+    got = tmf.log_loss(torch.tensor(p), torch.tensor(y)).item()
+    clamped = -(np.log(1e-12) + np.log(1 - 0.7) + np.log(0.2)) / 3
+    np.testing.assert_allclose(got, clamped, rtol=1e-12)
+    assert abs(got - skm.log_loss(y, p)) > 0.5  # 10.148 against 11.683
+    # eta below 1e-14 and above sklearn's eps: the same interval, the same value
+    np.testing.assert_allclose(tmf.log_loss(torch.tensor(p), torch.tensor(y), eta=1e-15).item(), skm.log_loss(y, p))
+
+
 def test_log_loss_from_logits_is_exact_in_both_tails():
     """Confident correct negatives (y = 0, z ≪ 0) lost every digit: log_loss(-40, 0) was 0, not 4.2e-18."""
     z = torch.tensor([-700.0, -300.0, -40.0, -37.5, -20.0, -10.0, -1e-3, 0.0, 3.0, 20.0, 40.0, 300.0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections import OrderedDict
 
@@ -1006,13 +1007,72 @@ def test_every_functional_names_a_non_tensor_first_argument(name):
         fn(*args, **kwargs)
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["ctr", "calibration", "normalized_entropy", "log_loss", "weighted_accuracy", "weighted_mse", "reliability"],
-)
-def test_functionals_that_need_labels_reject_a_missing_target(name):
-    with pytest.raises(TypeError, match="Expected `target`"):
-        getattr(tmf, name)(torch.tensor([0.2, 0.7]), None)
+def _needs_target(name):
+    parameter = inspect.signature(getattr(tmf, name)).parameters.get("target")
+    return parameter is not None and parameter.default is inspect.Parameter.empty
+
+
+# functionals whose class twin is spelled differently (the curves are their AUC class's `curve()`)
+_TWIN_ALIASES = {"map_at_k": "MAP", "roc_curve": "AUC", "precision_recall_curve": "AUPRC"}
+
+
+def _class_twin(name):
+    classes = {n.lower(): getattr(tmx, n) for n in tmx.__all__ if isinstance(getattr(tmx, n), type)}
+    return getattr(tmx, _TWIN_ALIASES[name]) if name in _TWIN_ALIASES else classes[name.replace("_", "")]
+
+
+def _missing_target_call(name):
+    """Valid inputs for ``name`` with ``target=None``: ``(positional args, keyword-only settings)``."""
+    parameters = inspect.signature(getattr(tmf, name)).parameters
+    preds = {
+        "multiclass_recall_at_k": torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]),
+        "multi_label_precision": torch.tensor([1, 2, 3, 0]),
+    }.get(name, torch.tensor([[0.1, 0.4], [0.35, 0.8]]) if "indexes" in parameters else P)
+    args, settings = [], {}
+    for p in parameters.values():
+        if p.default is not inspect.Parameter.empty:
+            continue
+        if p.kind == p.KEYWORD_ONLY:
+            settings[p.name] = 2  # k, num_classes, num_labels
+        else:
+            args.append({"preds": preds, "target": None}.get(p.name, torch.tensor([0, 0, 1, 1])))  # groups, sessions
+    return args, settings
+
+
+@pytest.mark.parametrize("name", [n for n in tmf.__all__ if _needs_target(n)])
+def test_every_functional_that_needs_labels_rejects_a_missing_target_as_its_class_does(name):
+    """``target=None`` is a TypeError naming `target` in the functional and in its class, never a crash or a nan."""
+    args, settings = _missing_target_call(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a silent nan with a warning is a failure too
+        with pytest.raises(TypeError, match="`target`"):
+            getattr(tmf, name)(*args, **settings)
+        cls = _class_twin(name)
+        accepted = inspect.signature(cls.__init__).parameters
+        metric = cls(**{k: v for k, v in settings.items() if k in accepted})
+        with pytest.raises(TypeError, match="`target`"):
+            metric.update(*args)
+
+
+def test_functionals_with_an_optional_target_match_their_class():
+    """A functional whose ``target`` may be omitted has a class whose ``update`` takes none either."""
+    for name in tmf.__all__:
+        if "target" in inspect.signature(getattr(tmf, name)).parameters and not _needs_target(name):
+            target = inspect.signature(_class_twin(name).update).parameters["target"]
+            assert target.default is None, name
+            assert float(getattr(tmf, name)(P)) == float(getattr(tmf, name)(P, None)), name
+
+
+def test_weights_shape_error_names_each_accepted_shape_once():
+    """1-D preds accept one weights shape: the message said "(4,) or (4,) (shared by all tasks)"."""
+    p, y = torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1])
+    with pytest.raises(ValueError, match=r"^Expected `weights` of shape \(4,\), got \(3,\)\.$"):
+        tmf.auc(p, y, torch.ones(3))
+    with pytest.raises(ValueError, match=r"^Expected `weights` of shape \(4,\), got \(3,\)\.$"):
+        tmx.NormalizedEntropy().update(p, y, torch.ones(3))
+    two = r"^Expected `weights` of shape \(2, 4\) or \(4,\) \(shared by all tasks\), got \(3,\)\.$"
+    with pytest.raises(ValueError, match=two):
+        tmf.auc(p.repeat(2, 1), y.repeat(2, 1), torch.ones(3))
 
 
 def test_a_persistent_state_absent_from_the_checkpoint_is_a_missing_key():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import re
 import warnings
 from functools import partial
 
@@ -706,6 +707,27 @@ def test_empty_target_actions_and_undefined():
     with pytest.raises(ValueError, match="no relevant candidate"):
         metric.update(preds, target)
     assert metric.compute().item() == 0.5 and metric._update_count == 1
+
+
+def test_undefined_warning_names_the_requests_not_tasks():
+    """The keys of one call share a single counted-query set: one warning naming them, no "task(s) [0, 1, ...]"."""
+    preds, target = torch.tensor([[0.9, 0.8, 0.1]]), torch.zeros(1, 3)
+    keys = r"RankingMetrics \(ndcg@1, ndcg@5, recall@1, recall@5\) is undefined: no query counted"
+    options = {"ks": (1, 5), "metrics": ("ndcg", "recall")}
+    for compute in (
+        lambda: tmf.ranking_metrics(preds, target, **options),
+        lambda: tmx.RankingMetrics(**options)(preds, target),
+    ):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            values = compute()
+        messages = [str(w.message) for w in caught if issubclass(w.category, UndefinedMetricWarning)]
+        assert len(messages) == 1 and re.match(keys, messages[0]) and "task" not in messages[0], messages
+        assert all(torch.isnan(v) for v in values.values())
+    for single in (lambda: tmf.ndcg(preds, target, k=5), lambda: tmx.NDCG(k=5)(preds, target)):
+        with pytest.warns(UndefinedMetricWarning, match=r"^NDCG is undefined: no query counted") as caught:
+            assert torch.isnan(single())
+        assert all("task" not in str(w.message) for w in caught)
 
 
 def test_queries_complete_per_batch():

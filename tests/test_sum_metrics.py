@@ -323,24 +323,55 @@ def test_bad_constructor_args(factory, match):
         factory()
 
 
+@pytest.mark.parametrize("weighted", [1, 0, 0.5, None, "yes", [1, 0], torch.tensor([True, False])])
+def test_weighted_that_is_not_bools_is_a_value_error_naming_it(weighted):
+    """Numbers, None, strings and tensors are named in the error (not "'int' object is not iterable")."""
+    match = r"Expected `weighted` to be a bool or a sequence of 2 bools"
+    with pytest.raises(ValueError, match=match):
+        tmf.tensor_weighted_average(torch.rand(2, 3), weighted=weighted)
+    with pytest.raises(ValueError, match=match):
+        tmx.TensorWeightedAverage(num_tasks=2, weighted=weighted)
+
+
+@pytest.mark.parametrize(
+    "weighted", [np.bool_(False), [np.bool_(True), np.bool_(False)], np.array([True, False]), (True, False)]
+)
+def test_numpy_bools_are_weighted_flags(weighted):
+    values, weights = torch.tensor([[1.0, 3.0], [1.0, 3.0]]), torch.tensor([3.0, 1.0])
+    flags = np.broadcast_to(np.asarray(weighted, dtype=bool), (2,))
+    # reference: each task's weighted mean, or plain mean where its flag is false
+    expected = [np.average(v, weights=weights.numpy() if f else None) for v, f in zip(values.numpy(), flags)]
+    np.testing.assert_allclose(tmf.tensor_weighted_average(values, weights, weighted=weighted).numpy(), expected)
+    metric = tmx.TensorWeightedAverage(num_tasks=2, weighted=weighted)
+    metric.update(values, weights)
+    np.testing.assert_allclose(metric.compute().numpy(), expected)
+
+
 # ----------------------------------------------------------------------------- behaviour
 
 
 @pytest.mark.parametrize(
-    ("metric", "match"),
+    ("cls", "fn", "kwargs"),
     [
-        (tmx.NEPositive(), "NEPositive"),
-        (tmx.CalibrationFreeNE(), "CalibrationFreeNE"),
-        (tmx.RecalibratedNE(recalibration_coefficient=0.5), "RecalibratedNE"),
-        (tmx.LabelAverage(), "LabelAverage"),
-        (tmx.WeightedR2(), "WeightedR2"),
-        (tmx.WeightedNMSE(), "WeightedNMSE"),
+        (tmx.NEPositive, tmf.ne_positive, {}),
+        (tmx.CalibrationFreeNE, tmf.calibration_free_ne, {}),
+        (tmx.RecalibratedNE, tmf.recalibrated_ne, {"recalibration_coefficient": 0.5}),
+        (tmx.RecalibratedCalibration, tmf.recalibrated_calibration, {"recalibration_coefficient": 0.5}),
+        (tmx.LabelAverage, tmf.label_average, {}),
+        (tmx.WeightedR2, tmf.weighted_r2, {}),
+        (tmx.WeightedNMSE, tmf.weighted_nmse, {}),
     ],
 )
-def test_undefined_is_nan_with_warning(metric, match):
-    metric.update(torch.tensor([0.5, 0.5]), torch.tensor([1.0, 1.0]), torch.tensor([0.0, 0.0]))
+def test_undefined_is_nan_with_a_warning_naming_the_metric(cls, fn, kwargs):
+    """The warning starts with the metric's own name (RecalibratedCalibration said "Calibration")."""
+    batch = (torch.tensor([0.5, 0.5]), torch.tensor([1.0, 1.0]), torch.tensor([0.0, 0.0]))
+    metric = cls(**kwargs)
+    metric.update(*batch)
+    match = rf"^{cls.__name__} is undefined"
     with pytest.warns(UndefinedMetricWarning, match=match):
         assert torch.isnan(metric.compute())
+    with pytest.warns(UndefinedMetricWarning, match=match):
+        assert torch.isnan(fn(*batch, **kwargs))
 
 
 @pytest.mark.parametrize("label", [0.1, 1.0, 3.7, 1e6])

@@ -227,6 +227,12 @@ BAD_INPUTS = [
     ("multi_label-w", {"preds": torch.tensor([1, 16]), "target": torch.tensor([1, 2])}, ValueError, r"2\*\*4"),
     ("multi_label-w", {"preds": torch.tensor([1, -1]), "target": torch.tensor([1, 2])}, ValueError, r"\[0, 2\*\*4\)"),
     ("multi_label-w", {"preds": torch.tensor([1, 2]), "target": torch.tensor([1, 2, 3])}, ValueError, "same shape"),
+    (  # the meta device stands in for a GPU
+        "multi_label-w",
+        {"preds": torch.tensor([1, 2]), "target": torch.tensor([1, 2], device="meta")},
+        ValueError,
+        r"`target` on the same device as `preds` \(cpu\), got meta",
+    ),
     (
         "multi_label-3task-w",
         {"preds": torch.ones(2, 3, dtype=torch.long), "target": torch.ones(2, 3, dtype=torch.long)},
@@ -447,6 +453,12 @@ def test_session_functionals_check_the_device_of_sessions(fn):
     preds, target = torch.tensor([0.9, 0.2, 0.4]), torch.tensor([1, 0, 1])
     with pytest.raises(ValueError, match=r"`sessions` on the same device as `preds` \(cpu\), got meta"):
         fn(preds, target, torch.tensor([0, 0, 1], device="meta"), k=1)
+
+
+def test_multi_label_functional_checks_the_device_of_target():
+    """Codes elsewhere than `preds` are the package's ValueError naming both devices, not torch's RuntimeError."""
+    with pytest.raises(ValueError, match=r"`target` on the same device as `preds` \(cpu\), got meta"):
+        tmf.multi_label_precision(torch.tensor([1, 2, 3]), torch.tensor([1, 2, 3], device="meta"), num_labels=2)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device")

@@ -407,16 +407,21 @@ class _Run:
         return out
 
 
-_UNDEFINED = re.compile(r"(?P<metric>.+?) is undefined(?: for task\(s\) \[(?P<tasks>[\d, ]*)\])?: (?P<reason>.*)", re.S)
+# "NDCG is undefined: ...", "AUC is undefined for task(s) [0, 2]: ...",
+# "RankingMetrics (ndcg@10, mrr@10) is undefined: ..."
+_UNDEFINED = re.compile(
+    r"(?P<metric>.+?)(?: \((?P<keys>[^()]*)\))? is undefined(?: for task\(s\) \[(?P<tasks>[\d, ]*)\])?: (?P<reason>.*)",
+    re.S,
+)
 
 
 def _warning_line(message: str, segment: str, plan: _Plan, records: Sequence[dict]) -> str:
     """An undefined-value warning of the metrics, with task and metric names and the segment.
 
     A metric with a task dimension names the positions of its undefined tasks ("for task(s) [0, 2]").
-    The ranking names share one ``RankingMetrics`` per task instead, whose positions are those of its
-    (metric, k) values and which does not know its task: its warning is attributed from the values,
-    naming the ranking names that are ``nan`` and the tasks they are ``nan`` for.
+    The ranking names share one ``RankingMetrics`` per task instead, which names its keys (not
+    tasks) and does not know its task: its warning is attributed from the values, naming the
+    ranking names that are ``nan`` and the tasks they are ``nan`` for.
     """
     tasks = plan.tasks
     where = "over all rows" if segment == OVERALL else f"in segment {segment}"

@@ -11,13 +11,20 @@ Where TorchRec returns 0 for an average over zero weight, these return ``nan`` w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.pointwise import Stats, _finish, _weight_total, _weighted_sum
-from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_tensor, format_pointwise, single_task
+from torchmetrics_ext.utilities.checks import (
+    PredsDomain,
+    TargetDomain,
+    as_bool,
+    check_tensor,
+    format_pointwise,
+    single_task,
+)
 from torchmetrics_ext.utilities.device import constant_on
 from torchmetrics_ext.utilities.warnings import safe_divide
 
@@ -43,8 +50,13 @@ def _apply(
     target_domain: TargetDomain = "real",
     from_logits: bool = False,
     validate_args: bool = True,
+    target_required: bool = True,
 ) -> Tensor:
-    """Validate → per-task statistics → value: the body every functional twin of this family shares."""
+    """Validate → per-task statistics → value: the body every functional twin of this family shares.
+
+    ``target_required``: the value needs labels, so a ``None`` target is a ``TypeError`` naming it
+    (when validating); only the functions whose ``target`` is optional pass ``False``.
+    """
     single = single_task(preds)
     p, t, w = format_pointwise(
         preds,
@@ -55,6 +67,7 @@ def _apply(
         target_domain=target_domain,
         from_logits=from_logits,
         validate=validate_args,
+        target_required=target_required,
     )
     return _finish(compute_fn(*stats_fn(p, t, w)), single)
 
@@ -117,10 +130,22 @@ def _tensor_average_compute(weighted_sum: Tensor, weighted_num_samples: Tensor) 
 
 
 def _weighted_flags(weighted: bool | Sequence[bool], num_tasks: int) -> Tensor | None:
-    """Per-task ``weighted`` flags as a bool tensor, or ``None`` when every task is weighted."""
-    flags = [weighted] * num_tasks if isinstance(weighted, bool) else list(weighted)
-    if len(flags) != num_tasks or not all(isinstance(f, bool) for f in flags):
-        raise ValueError(f"Expected `weighted` to be a bool or {num_tasks} bools (one per task), got {weighted!r}.")
+    """Per-task ``weighted`` flags as a bool tensor, or ``None`` when every task is weighted.
+
+    ``weighted`` is one bool for every task or a sequence of ``num_tasks`` bools; NumPy bools count
+    as bools (:func:`~torchmetrics_ext.utilities.checks.as_bool`), integers, floats and ``None`` do not.
+
+    Raises:
+        ValueError: naming ``weighted`` for anything else (a number, ``None``, a wrong length).
+    """
+    single = as_bool(weighted)
+    if single is not None:
+        return None if single else torch.zeros(num_tasks, dtype=torch.bool)
+    items = list(weighted) if isinstance(weighted, Iterable) and not isinstance(weighted, (str, bytes)) else None
+    flags = None if items is None else [as_bool(item) for item in items]
+    if flags is None or len(flags) != num_tasks or any(flag is None for flag in flags):
+        bools = "1 bool" if num_tasks == 1 else f"{num_tasks} bools"
+        raise ValueError(f"Expected `weighted` to be a bool or a sequence of {bools} (one per task), got {weighted!r}.")
     return None if all(flags) else torch.tensor(flags)
 
 
@@ -133,8 +158,8 @@ def sum_weights(
     r"""Total sample weight per task, :math:`\sum_i w_i` (the number of rows when unweighted).
 
     Args:
-        preds: ``(N,)`` or ``(T, N)`` finite values; only their shape is used.
-        target: optional, checked for shape only.
+        preds: ``(N,)`` or ``(T, N)`` floating point values, checked finite; only their shape is used.
+        target: optional and unused; when given, checked for shape, device and finite values.
         weights: optional non-negative sample weights.
         validate_args: check inputs before computing.
 
@@ -147,7 +172,9 @@ def sum_weights(
         >>> sum_weights(torch.tensor([0.2, 0.7, 0.1]), weights=torch.tensor([1.0, 0.5, 2.0]))
         tensor(3.5000, dtype=torch.float64)
     """
-    return _apply(_sum_weights_update, _identity, preds, target, weights, validate_args=validate_args)
+    return _apply(
+        _sum_weights_update, _identity, preds, target, weights, validate_args=validate_args, target_required=False
+    )
 
 
 def num_positive_samples(
@@ -156,7 +183,7 @@ def num_positive_samples(
     r"""Weighted number of positive labels per task, :math:`\sum_i w_i y_i` (soft labels add their share).
 
     Args:
-        preds: ``(N,)`` or ``(T, N)`` finite predictions; only their shape is used.
+        preds: ``(N,)`` or ``(T, N)`` floating point predictions, checked finite; only their shape is used.
         target: labels in [0, 1], same shape as ``preds``.
         weights: optional non-negative sample weights.
         validate_args: check inputs before computing.
@@ -182,7 +209,7 @@ def weighted_sum_predictions(
 
     Args:
         preds: ``(N,)`` or ``(T, N)`` finite predictions.
-        target: optional, checked for shape only.
+        target: optional and unused; when given, checked for shape, device and finite values.
         weights: optional non-negative sample weights.
         validate_args: check inputs before computing.
 
@@ -195,7 +222,9 @@ def weighted_sum_predictions(
         >>> weighted_sum_predictions(torch.tensor([0.5, 0.25]), weights=torch.tensor([2.0, 4.0]))
         tensor(2., dtype=torch.float64)
     """
-    return _apply(_prediction_sum_update, _identity, preds, target, weights, validate_args=validate_args)
+    return _apply(
+        _prediction_sum_update, _identity, preds, target, weights, validate_args=validate_args, target_required=False
+    )
 
 
 def num_serving_examples(
@@ -207,8 +236,8 @@ def num_serving_examples(
     calibration: rows logged with weight 0 were not served.
 
     Args:
-        preds: ``(N,)`` or ``(T, N)`` finite values; only their shape is used.
-        target: optional, checked for shape only.
+        preds: ``(N,)`` or ``(T, N)`` floating point values, checked finite; only their shape is used.
+        target: optional and unused; when given, checked for shape, device and finite values.
         weights: optional non-negative sample weights (every row counts without them).
         validate_args: check inputs before computing.
 
@@ -221,7 +250,9 @@ def num_serving_examples(
         >>> num_serving_examples(torch.tensor([0.2, 0.7, 0.1]), weights=torch.tensor([1.0, 0.0, 3.0]))
         tensor(2., dtype=torch.float64)
     """
-    return _apply(_serving_update, _identity, preds, target, weights, validate_args=validate_args)
+    return _apply(
+        _serving_update, _identity, preds, target, weights, validate_args=validate_args, target_required=False
+    )
 
 
 def _format_missing(
@@ -249,7 +280,7 @@ def num_missing_labels(
     r"""Weighted number of missing (NaN) labels per task, :math:`\sum_i w_i [y_i = \mathrm{NaN}]`.
 
     Args:
-        preds: ``(N,)`` or ``(T, N)`` finite values; only their shape is used.
+        preds: ``(N,)`` or ``(T, N)`` floating point values, checked finite; only their shape is used.
         target: floating labels of the same shape, NaN where the label is missing.
         weights: optional non-negative sample weights.
         count_zero_weight: count every NaN label once, whatever its weight. TorchRec's
@@ -284,7 +315,7 @@ def label_average(
     finite value (regression targets).
 
     Args:
-        preds: ``(N,)`` or ``(T, N)`` finite values; only their shape is used.
+        preds: ``(N,)`` or ``(T, N)`` floating point values, checked finite; only their shape is used.
         target: finite labels, same shape as ``preds``.
         weights: optional non-negative sample weights.
         validate_args: check inputs before computing.
@@ -316,7 +347,8 @@ def tensor_weighted_average(
     Args:
         values: ``(N,)`` or ``(T, N)`` finite values to average.
         weights: optional non-negative sample weights.
-        weighted: one flag for every task, or one per task.
+        weighted: one bool for every task, or a sequence of one bool per task (NumPy bools
+            accepted); anything else (``1``, ``None``, a wrong length) is a ``ValueError``.
         validate_args: check inputs before computing.
 
     Returns:

@@ -29,7 +29,10 @@ def _check_num_labels(num_labels: int) -> int:
 def _format_codes(
     preds: Tensor, target: Tensor, weights: Tensor | None, num_labels: int, num_tasks: int | None, validate: bool
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Check integer codes in ``[0, 2**num_labels)``; return ``(T, N)`` int64 codes and float64 weights."""
+    """Check integer codes in ``[0, 2**num_labels)``; return ``(T, N)`` int64 codes and float64 weights.
+
+    ``target`` and ``weights`` must share ``preds``' shape (weights may be ``(N,)``) and device.
+    """
     if validate:
         for name, codes in (("preds", preds), ("target", target)):
             check_tensor(name, codes)
@@ -39,6 +42,8 @@ def _format_codes(
             raise ValueError(
                 f"Expected `target` of the same shape as `preds` {tuple(preds.shape)}, got {tuple(target.shape)}."
             )
+        if target.device != preds.device:
+            raise ValueError(f"Expected `target` on the same device as `preds` ({preds.device}), got {target.device}.")
     # the shape and weight checks of every pointwise input, on a float view of the codes
     p, _, w = format_pointwise(preds.double(), None, weights, num_tasks, preds_domain="real", validate=validate)
     if validate and preds.numel() > 0:
@@ -79,7 +84,7 @@ def multi_label_precision(
 
     Args:
         preds: ``(N,)`` or ``(T, N)`` integer codes of the predicted label sets (bit ``j`` = label ``j``).
-        target: integer codes of the true label sets, same shape.
+        target: integer codes of the true label sets, same shape and device as ``preds``.
         weights: optional non-negative sample weights, shape of ``preds`` or ``(N,)``.
         num_labels: number of labels ``L`` (bits read from each code).
         validate_args: check inputs before computing.

@@ -239,9 +239,17 @@ def log_loss(
     unit: LogUnit = "nats",
     validate_args: bool = True,
 ) -> Tensor:
-    r"""Weighted mean binary cross-entropy in nats (scikit-learn's ``log_loss``).
+    r"""Weighted mean binary cross-entropy in nats.
 
     .. math:: \mathrm{LogLoss} = -\frac{\sum_i w_i\,[y_i \log p_i + (1-y_i)\log(1-p_i)]}{\sum_i w_i}
+
+    Probabilities are clamped to ``[eta, 1 - eta]`` (TorchRec's rule). This equals
+    scikit-learn's ``log_loss(target, preds, sample_weight=weights)`` when every probability
+    lies in ``[eta, 1 - eta]`` (by default ``[1e-12, 1 - 1e-12]``) and scikit-learn is given
+    float64 probabilities: it clips to its input dtype's machine epsilon instead (``2.2e-16``
+    for float64, ``1.2e-7`` for float32), so outside that interval the two differ (``p = 1e-14``
+    with label 1 costs ``-log(1e-12)`` here, ``-log(1e-14)`` there). With ``from_logits=True``
+    the cross-entropy is exact (no clamp).
 
     Args:
         preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).
@@ -294,8 +302,9 @@ def _weighted_sums_update(
     return pred_sum, sums.label_sum(), sums.class_total() if unit_target else sums.total()
 
 
-def _calibration_compute(weighted_pred_sum: Tensor, weighted_label_sum: Tensor) -> Tensor:
-    return safe_divide(weighted_pred_sum, weighted_label_sum, "Calibration", "no positive label weight")
+def _calibration_compute(weighted_pred_sum: Tensor, weighted_label_sum: Tensor, name: str = "Calibration") -> Tensor:
+    """``sum w·p / sum w·y``; ``nan`` and an ``UndefinedMetricWarning`` naming ``name`` without positive labels."""
+    return safe_divide(weighted_pred_sum, weighted_label_sum, name, "no positive label weight")
 
 
 def _ctr_compute(weighted_label_sum: Tensor, weighted_num_samples: Tensor) -> Tensor:
@@ -352,10 +361,12 @@ def ctr(
 ) -> Tensor:
     r"""Click-through rate: the weighted share of positive labels, :math:`\sum w y / \sum w`.
 
-    ``preds`` are only checked for shape (the rate depends on the labels alone).
+    The rate depends on the labels alone: ``preds`` give the task layout and are checked as
+    any pointwise input (a floating point tensor of finite values, any range: NaN or inf is a
+    ``ValueError``), but their values are not used.
 
     Args:
-        preds: ``(N,)`` or ``(T, N)`` predictions (their shape gives the task layout).
+        preds: ``(N,)`` or ``(T, N)`` finite predictions (their shape gives the task layout).
         target: labels in [0, 1], same shape as ``preds``.
         weights: optional non-negative sample weights.
         validate_args: check inputs before computing.
@@ -388,7 +399,9 @@ def weighted_average(
 
     Args:
         preds: ``(N,)`` or ``(T, N)`` values to average.
-        target: ignored beyond a shape check; accepted so every pointwise metric has one signature.
+        target: optional and unused; when given it is checked as any label (same shape and device
+            as ``preds``, finite: NaN or inf is a ``ValueError``), so every pointwise metric has one
+            signature.
         weights: optional non-negative sample weights.
         validate_args: check inputs before computing.
 

@@ -166,7 +166,14 @@ def _session_states(
     k = _check_session_args(k, average, rank_labels)
     label_domain: TargetDomain = "real" if rank_labels else "unit"
     p, t, w = format_pointwise(
-        preds, target, weights, None, preds_domain="real", target_domain=label_domain, validate=validate_args
+        preds,
+        target,
+        weights,
+        None,
+        preds_domain="real",
+        target_domain=label_domain,
+        validate=validate_args,
+        target_required=True,
     )
     return _session_update(p, t, _format_sessions(sessions, p, validate_args), w, k, rank_labels)  # type: ignore[arg-type]
 

@@ -234,7 +234,11 @@ class LabelAverage(_CounterMetric):
     plot_lower_bound = None
 
     def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:  # type: ignore[override]
-        """Accumulate one batch: ``preds`` (shape only) and finite ``target``, optional ``weights``."""
+        """Accumulate one batch: finite ``target``, optional ``weights``; ``preds`` give the layout.
+
+        ``preds`` are checked (floating point, finite: NaN or inf is a ``ValueError``) but their
+        values are not used.
+        """
         super().update(preds, target, weights)
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
@@ -257,7 +261,8 @@ class TensorWeightedAverage(_CounterMetric):
     Args:
         num_tasks: number of tasks ``T``.
         tensor_name: name of the model output to average (metadata: the column to feed it).
-        weighted: one flag for every task, or one per task.
+        weighted: one bool for every task, or a sequence of one bool per task (NumPy bools
+            accepted); anything else (``1``, ``None``, a wrong length) is a ``ValueError``.
         validate_args: check each batch.
         kwargs: TorchMetrics options.
 

@@ -276,4 +276,4 @@ class RecalibratedCalibration(_Recalibrated):
         return _weighted_sums_update(self._recalibrated(preds), target, weights, self.from_logits)
 
     def _compute_value(self, *states: Tensor) -> Tensor:
-        return F._calibration_compute(states[0], states[1])
+        return F._calibration_compute(states[0], states[1], "RecalibratedCalibration")

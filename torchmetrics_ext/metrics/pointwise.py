@@ -320,8 +320,9 @@ class Calibration(_WeightedSumMetric):
 class CTR(_WeightedSumMetric):
     r"""Click-through rate: the weighted share of positive labels, :math:`\sum_i w_i y_i / \sum_i w_i`.
 
-    ``preds`` are accepted (and shape-checked) so every pointwise metric has one signature,
-    but the rate depends on the labels alone.
+    ``preds`` are accepted so every pointwise metric has one signature, and checked as any
+    pointwise input (floating point, same shape, finite: NaN or inf is a ``ValueError``), but the
+    rate depends on the labels alone.
 
     Args:
         num_tasks: number of tasks ``T``.
@@ -383,7 +384,7 @@ class WeightedAverage(_WeightedSumMetric):
         self._load_former_names("weighted_num_samples_plain", "weighted_num_samples")  # its former name
 
     def update(self, preds: Tensor, target: Tensor | None = None, weights: Tensor | None = None) -> None:
-        """Accumulate ``preds`` (``target`` is optional and unused beyond a shape check)."""
+        """Accumulate ``preds``; ``target`` is optional and unused (checked for shape, device and finite values)."""
         super().update(preds, target, weights)  # type: ignore[arg-type]
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 import weakref
 from collections.abc import Sequence
 from typing import Literal
@@ -29,6 +30,7 @@ from torch import Tensor
 from torchmetrics_ext.utilities.device import on_device_path
 
 __all__ = [
+    "as_bool",
     "as_int",
     "as_real",
     "check_flag",
@@ -51,6 +53,25 @@ _TARGET_TEXT = {
     "nonnegative": "finite values >= 0",
     "real": "finite real values",
 }
+
+
+def as_bool(value: object) -> bool | None:
+    """``value`` as a Python ``bool`` when it is one or a NumPy bool (``numpy.bool_``), else ``None``.
+
+    Integers (``1``, ``0``) are not flags here. NumPy is never imported for this: a NumPy bool
+    can only exist once NumPy is loaded.
+
+    Example:
+        >>> import numpy as np
+        >>> as_bool(np.bool_(True)), as_bool(False), as_bool(1)
+        (True, False, None)
+    """
+    if isinstance(value, bool):
+        return value
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(value, numpy.bool_):
+        return bool(value)
+    return None
 
 
 def as_int(value: object) -> int | None:
@@ -171,10 +192,10 @@ def check_pointwise(
             f"Expected `target` of the same shape as `{preds_name}` {tuple(preds.shape)}, got {tuple(target.shape)}."
         )
     if weights is not None and weights.shape != preds.shape and weights.shape != preds.shape[-1:]:
-        raise ValueError(
-            f"Expected `weights` of shape {tuple(preds.shape)} or {tuple(preds.shape[-1:])} (shared by all "
-            f"tasks), got {tuple(weights.shape)}."
-        )
+        expected = str(tuple(preds.shape))  # (N,) preds: one shape; (T, N): also (N,), shared by all tasks
+        if preds.ndim == 2:
+            expected += f" or {tuple(preds.shape[-1:])} (shared by all tasks)"
+        raise ValueError(f"Expected `weights` of shape {expected}, got {tuple(weights.shape)}.")
     if preds.numel() > 0:
         return _check_values(
             preds,

@@ -283,8 +283,14 @@ def _format_curve_inputs(
     validate_args: bool,
     bin_space: str,
     dtype: torch.dtype,
+    float32_weights: bool,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Check the options, then the batch (when asked): ``(T, N)`` preds and labels, weights, all ``dtype``."""
+    """Check the options, then the batch (when asked): ``(T, N)`` preds and labels, weights, all ``dtype``.
+
+    ``float32_weights``: the caller keeps the weights as float32 (exact AUC/AUPRC), so non-zero
+    float64 weights outside float32's normal range are rejected; the curves and the binned mode
+    keep float64 weights and pass ``False``.
+    """
     _check_bins(num_bins, logit_range, bin_space)
     check_flag("from_logits", from_logits)
     p, t, w = format_pointwise(
@@ -296,10 +302,10 @@ def _format_curve_inputs(
         from_logits=from_logits,
         validate=validate_args,
         dtype=dtype,
-        float32_weights=num_bins is None,  # exact mode keeps float32 weights
+        float32_weights=float32_weights,
+        target_required=True,
     )
-    assert t is not None
-    return p, t, w
+    return p, t, w  # type: ignore[return-value]
 
 
 def _curve_stats(
@@ -313,8 +319,9 @@ def _curve_stats(
     bin_space: str = "logit",
 ) -> CurveStats:
     dtype = torch.float32 if num_bins is None else torch.float64
+    exact = num_bins is None  # exact mode keeps float32 weights
     p, t, w = _format_curve_inputs(
-        preds, target, weights, num_bins, logit_range, from_logits, validate_args, bin_space, dtype
+        preds, target, weights, num_bins, logit_range, from_logits, validate_args, bin_space, dtype, exact
     )
     if num_bins is None:
         return _exact_curve_stats([p.T], [_signed_weights(t, w).T], p.shape[0])
@@ -344,7 +351,9 @@ def auc(
     Args:
         preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).
         target: binary labels in {0, 1}, same shape as ``preds``.
-        weights: optional non-negative sample weights, shape of ``preds`` or ``(N,)``.
+        weights: optional non-negative sample weights, shape of ``preds`` or ``(N,)``. The exact
+            mode keeps them as float32: non-zero float64 weights must lie in float32's normal
+            range ``[1.18e-38, 3.4e38]`` (rescale them; the value does not depend on their scale).
         num_bins: ``None`` for the exact value; ``B`` to round scores to ``B`` bins uniform in
             logit space over ``logit_range`` (see :class:`~torchmetrics_ext.AUC`).
         logit_range: ``(low, high)`` logits covered by the bins; scores outside fall in the end bins.
@@ -359,7 +368,8 @@ def auc(
 
     Raises:
         ValueError: on bad shapes, NaN/inf scores, probabilities outside [0, 1], non-binary labels,
-            negative weights, or a bad ``num_bins``/``logit_range``/``bin_space``.
+            negative weights (or, exact, non-zero ones outside float32's range), or a bad
+            ``num_bins``/``logit_range``/``bin_space``.
         TypeError: on non-tensor inputs or non-floating ``preds``.
 
     Note:
@@ -402,7 +412,9 @@ def auprc(
     Args:
         preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).
         target: binary labels in {0, 1}, same shape as ``preds``.
-        weights: optional non-negative sample weights, shape of ``preds`` or ``(N,)``.
+        weights: optional non-negative sample weights, shape of ``preds`` or ``(N,)``. The exact
+            mode keeps them as float32: non-zero float64 weights must lie in float32's normal
+            range ``[1.18e-38, 3.4e38]`` (rescale them; the value does not depend on their scale).
         num_bins: ``None`` for the exact value; ``B`` for the binned value (see ``auc``).
         logit_range: ``(low, high)`` logits covered by the bins.
         bin_space: ``"logit"`` or ``"probability"`` (see ``auc``).

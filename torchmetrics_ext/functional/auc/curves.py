@@ -159,7 +159,8 @@ def _curve_points(
     validate_args: bool,
     bin_space: str,
 ) -> Points:
-    args = (num_bins, logit_range, from_logits, validate_args, bin_space, torch.float64)
+    # float64 weights in both modes: no float32 range to check (exact AUC's states keep float32)
+    args = (num_bins, logit_range, from_logits, validate_args, bin_space, torch.float64, False)
     p, t, w = _format_curve_inputs(preds, target, weights, *args)
     if num_bins is None:  # float64 weights here (the metric's states keep float32)
         # float64 scores stay float64, so that each threshold is a score as given (compared as float32)
@@ -191,7 +192,8 @@ def roc_curve(
     Args:
         preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).
         target: binary labels in {0, 1}, same shape as ``preds``.
-        weights: optional non-negative sample weights, shape of ``preds`` or ``(N,)``.
+        weights: optional non-negative sample weights, shape of ``preds`` or ``(N,)``, used as
+            float64 in both modes (no float32 range to respect, unlike exact ``auc``'s).
         num_bins: ``None`` for the exact curve; ``B`` for the curve of the scores rounded to ``B``
             bins uniform in logit space (see :class:`~torchmetrics_ext.AUC`).
         logit_range: ``(low, high)`` logits covered by the bins.
@@ -249,7 +251,8 @@ def precision_recall_curve(
     Args:
         preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).
         target: binary labels in {0, 1}, same shape as ``preds``.
-        weights: optional non-negative sample weights, shape of ``preds`` or ``(N,)``.
+        weights: optional non-negative sample weights, shape of ``preds`` or ``(N,)``, used as
+            float64 in both modes (no float32 range to respect, unlike exact ``auc``'s).
         num_bins: ``None`` for the exact curve; ``B`` for the binned one (see :func:`roc_curve`).
         logit_range: ``(low, high)`` logits covered by the bins.
         from_logits: ``preds`` are logits.

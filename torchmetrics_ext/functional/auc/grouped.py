@@ -66,11 +66,12 @@ def _format_grouped(
         validate=validate,
         dtype=None,  # scores are ranked as float32 and weights stored as float32 by the kernels
         float32_weights=True,  # signed weights are float32 in both modes
+        target_required=True,
     )
     if validate:
         _check_groups(groups, preds)
-    assert t is not None
-    return p, t, groups.reshape(-1), w  # any integer dtype (int64 where the kernels need it)
+    # groups of any integer dtype (int64 where the kernels need it); `target` is checked present when validating
+    return p, t, groups.reshape(-1), w  # type: ignore[return-value]
 
 
 def _grouped_curve_stats(scores: Tensor, signed: Tensor, groups: Tensor) -> CurveStats:

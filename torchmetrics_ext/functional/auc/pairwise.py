@@ -261,7 +261,14 @@ def _format(
     preds: Tensor, target: Tensor, weights: Tensor | None, validate: bool
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     p, t, w = format_pointwise(
-        preds, target, weights, None, preds_domain="real", target_domain="real", validate=validate
+        preds,
+        target,
+        weights,
+        None,
+        preds_domain="real",
+        target_domain="real",
+        validate=validate,
+        target_required=True,
     )
     return p, t, w  # type: ignore[return-value]
 

@@ -15,6 +15,7 @@ a functional call.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -24,9 +25,9 @@ from torchmetrics_ext.functional.ranking._dense import dense_values, rank_rows_d
 from torchmetrics_ext.functional.ranking._first_hit import first_hit_values
 from torchmetrics_ext.functional.ranking._inputs import RankingRows, _ranking_arg_validation, _ranking_format
 from torchmetrics_ext.functional.ranking._kernel import Ranked, rank_rows, sorted_values
-from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
+from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request, request_key
 from torchmetrics_ext.functional.ranking._topk import grouped_topk_values
-from torchmetrics_ext.utilities.warnings import safe_divide
+from torchmetrics_ext.utilities.warnings import warn_undefined
 
 
 def _ranking_update(
@@ -62,14 +63,21 @@ def _ranking_update(
     return reduce_queries(values, num_rel, ranked, empty_target_action, remove_single_length_sessions)
 
 
-def _ranking_compute(value_sum: Tensor, weight_sum: Tensor, label: str) -> Tensor:
-    """Weighted mean over queries; ``nan`` plus ``UndefinedMetricWarning`` when no query counted."""
-    return safe_divide(
-        value_sum,
-        weight_sum.expand_as(value_sum),
-        label,
+def _ranking_compute(value_sum: Tensor, weight_sum: Tensor, label: str, requests: Sequence[Request]) -> Tensor:
+    """Weighted mean over queries, ``(len(requests),)``; ``nan`` and one ``UndefinedMetricWarning`` if no query counted.
+
+    Every request shares the one weight sum (0-dim) of the counted queries, so they are all
+    defined or all undefined: the warning names ``label`` and, for several requests, their keys
+    (``"RankingMetrics (ndcg@1, recall@5) is undefined: ..."``), never positions as "tasks".
+    """
+    undefined = weight_sum == 0
+    keys = "" if len(requests) == 1 else f" ({', '.join(request_key(request) for request in requests)})"
+    warn_undefined(
+        undefined,
+        label + keys,
         "no query counted (no query with a relevant candidate, or all query weights are zero)",
     )
+    return torch.where(undefined, math.nan, value_sum / torch.where(undefined, 1.0, weight_sum))
 
 
 def _ranking_functional(
@@ -101,7 +109,7 @@ def _ranking_functional(
         empty_target_action=empty_target_action,
         remove_single_length_sessions=remove_single_length_sessions,
     )
-    return _ranking_compute(value_sum, weight_sum, label)
+    return _ranking_compute(value_sum, weight_sum, label, requests)
 
 
 def reduce_queries(

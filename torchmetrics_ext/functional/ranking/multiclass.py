@@ -36,9 +36,10 @@ def _multiclass_recall_tensor_validation(
     preds: Tensor, target: Tensor, weights: Tensor | None, num_classes: int
 ) -> None:
     """Shapes, dtypes, devices and values of one batch; one host synchronisation."""
-    for name, value in (("preds", preds), ("target", target), ("weights", weights)):
-        if value is not None:
-            check_tensor(name, value)
+    check_tensor("preds", preds)
+    check_tensor("target", target)  # a missing target (None) is a TypeError naming it, as for the class
+    if weights is not None:
+        check_tensor("weights", weights)
     if not preds.is_floating_point():
         raise TypeError(f"Expected `preds` to be a floating point tensor, got dtype {preds.dtype}.")
     if preds.ndim != 2 or preds.shape[1] != num_classes:

@@ -303,7 +303,7 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
             if rows is not None and rows.preds.numel() > 0:
                 batch_value, batch_weight, _ = self._sums(rows)
                 value_sum, weight_sum = value_sum + batch_value, weight_sum + batch_weight
-        return _ranking_compute(value_sum, weight_sum, self._label)
+        return _ranking_compute(value_sum, weight_sum, self._label, self.requests)
 
     def _cat_rows(self) -> RankingRows | None:
         states = {name: getattr(self, name) for name in _ROW_STATES}

@@ -288,6 +288,30 @@ def test_windowed_batch_larger_than_the_window_validates_once(factory):
     torch.testing.assert_close(metric.compute()["window"], expected.compute(), rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_multi_label_precision_reads_its_bounds_once(weighted):
+    """Codes, weights and the float copy of the codes were read in two or three host reads per update."""
+    g = torch.Generator().manual_seed(8)
+    preds, target = torch.randint(0, 8, (2, 50), generator=g), torch.randint(0, 8, (2, 50), generator=g)
+    weights = torch.rand(50, generator=g) if weighted else None
+    metric = tmx.MultiLabelPrecision(num_labels=3, num_tasks=2)
+    with force_device_path():
+        with count_syncs() as calls:
+            metric.update(preds, target, weights)
+        value = metric.compute()
+    assert calls == ["Tensor.tolist"], calls
+    # by hand: per task and label, the weight of predicted-and-true over the weight of predicted
+    w = np.ones(50) if weights is None else weights.numpy()
+    bits = np.arange(3)
+    predicted, actual = (preds.numpy()[..., None] >> bits) & 1, (target.numpy()[..., None] >> bits) & 1
+    expected = (predicted * actual * w[:, None]).sum(1) / (predicted * w[:, None]).sum(1)
+    np.testing.assert_allclose(value.numpy(), expected, rtol=1e-12)
+    bad = weights.clone() if weighted else torch.ones(50)
+    bad[3] = -1.0
+    with force_device_path(), pytest.raises(ValueError, match="weights"):
+        metric.update(preds, target, bad)
+
+
 def test_ranking_device_path_empty_query_error_counts_queries():
     metric = tmx.NDCG(k=3, empty_target_action="error")
     preds, target = torch.rand(4, 3), torch.tensor([[1, 0, 0], [0, 0, 0], [0, 2, 0], [1, 1, 0]])

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.pointwise import _finish
 from torchmetrics_ext.utilities.checks import as_int, check_tensor, checked_bounds, format_pointwise
+from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.warnings import safe_divide
 
 __all__ = ["multi_label_precision"]
@@ -44,11 +45,16 @@ def _format_codes(
             )
         if target.device != preds.device:
             raise ValueError(f"Expected `target` on the same device as `preds` ({preds.device}), got {target.device}.")
-    # the shape and weight checks of every pointwise input, on a float view of the codes
-    p, _, w = format_pointwise(preds.double(), None, weights, num_tasks, preds_domain="real", validate=validate)
+    # the shape and weight checks of every pointwise input, on a float copy of the codes (float64:
+    # uint64 codes past 2**63 stay positive, where int64 would wrap them to negative values)
+    as_float = preds.double()
+    if validate and preds.numel() > 0 and on_device_path(preds):
+        # one host read for the codes and the weights: the checks below find their bounds remembered
+        given = [weights] if isinstance(weights, Tensor) and weights.device == preds.device else []
+        checked_bounds([as_float, target, *given], [False] * (2 + len(given)), True)
+    p, _, w = format_pointwise(as_float, None, weights, num_tasks, preds_domain="real", validate=validate)
     if validate and preds.numel() > 0:
-        # the codes' bounds as given, in one read: uint64 codes past 2**63 would wrap to negative int64
-        (pmin, pmax), (tmin, tmax) = checked_bounds([preds, target], [False, False])
+        (pmin, pmax), (tmin, tmax) = checked_bounds([as_float, target], [False, False])
         low, high = int(min(pmin, tmin)), int(max(pmax, tmax))
         if low < 0 or high >= 2**num_labels:
             raise ValueError(

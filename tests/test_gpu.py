@@ -37,7 +37,20 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 # ----------------------------------------------------------------------------- counting host syncs
 
-_TENSOR_SYNCS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy", "nonzero", "unique")
+_TENSOR_SYNCS = (
+    "item",
+    "tolist",
+    "__bool__",
+    "__int__",
+    "__float__",
+    "__index__",
+    "numpy",
+    "nonzero",
+    "unique",
+    "bincount",
+    "masked_select",
+    "repeat_interleave",
+)
 _TORCH_SYNCS = ("nonzero", "unique", "unique_consecutive", "bincount", "masked_select", "repeat_interleave")
 
 
@@ -55,13 +68,21 @@ def count_syncs() -> Iterator[list[str]]:
 
         return wrapper
 
-    original_getitem = torch.Tensor.__getitem__
+    original_getitem, original_setitem = torch.Tensor.__getitem__, torch.Tensor.__setitem__
+
+    def boolean(index: Any) -> bool:
+        parts = index if isinstance(index, tuple) else (index,)
+        return any(isinstance(part, torch.Tensor) and part.dtype == torch.bool for part in parts)
 
     def getitem(self: torch.Tensor, index: Any) -> Any:
-        parts = index if isinstance(index, tuple) else (index,)
-        if any(isinstance(part, torch.Tensor) and part.dtype == torch.bool for part in parts):
+        if boolean(index):
             calls.append("boolean mask")
         return original_getitem(self, index)
+
+    def setitem(self: torch.Tensor, index: Any, value: Any) -> Any:
+        if boolean(index) and isinstance(value, torch.Tensor) and value.numel() != 1:
+            calls.append("boolean mask assignment")  # x[mask] = values: the mask's count is read
+        return original_setitem(self, index, value)
 
     with contextlib.ExitStack() as stack:
         mp = stack.enter_context(pytest.MonkeyPatch.context())
@@ -70,6 +91,7 @@ def count_syncs() -> Iterator[list[str]]:
         for name in _TORCH_SYNCS:
             mp.setattr(torch, name, counted(f"torch.{name}", getattr(torch, name)))
         mp.setattr(torch.Tensor, "__getitem__", getitem)
+        mp.setattr(torch.Tensor, "__setitem__", setitem)
         yield calls
 
 
@@ -84,8 +106,14 @@ def test_count_syncs_sees_the_usual_suspects():
         torch.repeat_interleave(x, torch.tensor([1, 2, 0]))
         torch.repeat_interleave(x, 2)  # not a sync
         x.sum() * 2  # not a sync
+        x.long().bincount()
+        x.repeat_interleave(torch.tensor([1, 2, 0]))
+        y = x.clone()
+        y[x > 0] = torch.tensor([5.0, 6.0])
+        y[x > 0] = 0.0  # a fill: no count read
     expected = ["Tensor.tolist", "Tensor.__bool__", "boolean mask", "torch.nonzero", "torch.bincount"]
-    assert calls == [*expected, "torch.repeat_interleave"]
+    more = ["Tensor.bincount", "Tensor.repeat_interleave", "boolean mask assignment"]
+    assert calls == [*expected, "torch.repeat_interleave", *more]
 
 
 # ----------------------------------------------------------------------------- the metrics and their batches

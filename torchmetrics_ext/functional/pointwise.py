@@ -626,10 +626,10 @@ def _mae_compute(
     return safe_divide(sum_absolute_error, weighted_num_samples, "WeightedMAE", "total weight is zero")
 
 
-def _regression(
-    compute_fn: object, preds: Tensor, target: Tensor, weights: Tensor | None, validate_args: bool
-) -> Tensor:
-    single = single_task(preds)
+def _format_real(
+    preds: Tensor, target: Tensor, weights: Tensor | None, validate: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Real-valued predictions and labels (both required), ``(T, N)`` float64: the regression metrics' inputs."""
     p, t, w = format_pointwise(
         preds,
         target,
@@ -637,10 +637,18 @@ def _regression(
         None,
         preds_domain="real",
         target_domain="real",
-        validate=validate_args,
+        validate=validate,
         target_required=True,
     )
-    return _finish(compute_fn(*_error_update(p, t, w)), single)  # type: ignore[arg-type,operator]
+    return p, t, w  # type: ignore[return-value]
+
+
+def _regression(
+    compute_fn: object, preds: Tensor, target: Tensor, weights: Tensor | None, validate_args: bool
+) -> Tensor:
+    single = single_task(preds)
+    p, t, w = _format_real(preds, target, weights, validate_args)
+    return _finish(compute_fn(*_error_update(p, t, w)), single)  # type: ignore[operator]
 
 
 def weighted_mse(preds: Tensor, target: Tensor, weights: Tensor | None = None, *, validate_args: bool = True) -> Tensor:

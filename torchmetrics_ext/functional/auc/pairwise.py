@@ -37,7 +37,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.utilities.checks import format_pointwise, single_task
+from torchmetrics_ext.functional.pointwise import _format_real
+from torchmetrics_ext.utilities.checks import single_task
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["regression_auc", "xauc"]
@@ -257,22 +258,6 @@ def _xauc_compute(counts: PairCounts) -> Tensor:
     return torch.where(undefined, torch.nan, value)
 
 
-def _format(
-    preds: Tensor, target: Tensor, weights: Tensor | None, validate: bool
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    p, t, w = format_pointwise(
-        preds,
-        target,
-        weights,
-        None,
-        preds_domain="real",
-        target_domain="real",
-        validate=validate,
-        target_required=True,
-    )
-    return p, t, w  # type: ignore[return-value]
-
-
 def regression_auc(
     preds: Tensor,
     target: Tensor,
@@ -319,7 +304,7 @@ def regression_auc(
         tensor(0.9000, dtype=torch.float64)
     """
     single = single_task(preds)
-    p, t, w = _format(preds, target, weights, validate_args)
+    p, t, w = _format_real(preds, target, weights, validate_args)
     value = _regression_auc_compute(_pairwise_counts(p, t, w, relative=True))
     return value.squeeze(0) if single else value
 
@@ -372,6 +357,6 @@ def xauc(
         tensor(0.6667, dtype=torch.float64)
     """
     single = single_task(preds)
-    p, t, w = _format(preds, target, weights, validate_args)
+    p, t, w = _format_real(preds, target, weights, validate_args)
     value = _xauc_compute(_pairwise_counts(p, t, w, relative=True))
     return value.squeeze(0) if single else value

@@ -714,3 +714,61 @@ def test_segmented_metrics_of_a_collection_read_the_segment_ids_once():
             collection.update(p.clone(), y.clone(), segments=s.clone())  # fresh tensors: nothing remembered yet
         counts.append(len(calls))
     assert counts[0] == counts[1] <= 2  # the inputs' bounds and the ids' bounds, whatever the number of metrics
+
+
+_AGGREGATIONS = {"sum": agg.Sum, "mean": agg.Mean, "mean-w": agg.Mean, "max": agg.Max, "min": agg.Min}
+
+
+def _aggregation_args(name: str, with_nan: bool, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    value, weight = torch.randn(300, generator=g), torch.rand(300, generator=g)
+    if with_nan:
+        value[::7] = float("nan")
+        weight[::11] = float("nan")
+    return (value, weight) if name == "mean-w" else (value,)
+
+
+@pytest.mark.parametrize("strategy", ["error", "warn", "ignore", "disable", 0.5])
+@pytest.mark.parametrize("name", sorted(_AGGREGATIONS))
+def test_aggregation_update_without_validation_never_syncs(name, strategy):
+    """Sum/Mean/Max/Min read the device twice per update (TorchMetrics' ``if nans.any()``), validated or
+    not; NaN is now dropped or filled with ``torch.where``. On ``meta`` (where any read raises) too."""
+    with_nan = strategy not in ("error", "disable")
+    metric = _AGGREGATIONS[name](nan_strategy=strategy, validate_args=False)
+    expected = _AGGREGATIONS[name](nan_strategy=strategy)  # validated, on the CPU path
+    for seed in range(2):
+        args = _aggregation_args(name, with_nan, seed)
+        with force_device_path(), count_syncs() as calls:
+            metric.update(*args)
+        assert calls == [], calls
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "warn"
+            expected.update(*args)
+    torch.testing.assert_close(metric.compute(), expected.compute(), rtol=1e-12, atol=1e-12)
+    meta = _AGGREGATIONS[name](nan_strategy=strategy, validate_args=False).to("meta")
+    meta.update(*(arg.to("meta") for arg in _aggregation_args(name, with_nan)))  # reading would raise
+    assert all(state.device.type == "meta" for state in meta.metric_state.values())
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_aggregation_collection_validates_with_one_read(weighted):
+    """Validated, the bounds of ``value`` (and ``weight``) are read once, through ``checked_bounds``, and
+    shared by the metrics given the same tensors (3 to 5 reads per metric before). A metric reads the
+    tensors it is given: the collection runs the weighted mean first (keys in sorted order), so that
+    Sum, Max and Min, which take no weight, find the values' bounds already read."""
+    collection = MetricCollection(
+        {"a_mean": agg.Mean(), "sum": agg.Sum(), "max": agg.Max(), "min": agg.Min()}, compute_groups=False
+    )
+    for seed in range(2):
+        args = _aggregation_args("mean-w" if weighted else "mean", with_nan=False, seed=seed)
+        with force_device_path(), count_syncs() as calls:
+            collection.update(args[0], **({"weight": args[1]} if weighted else {}))
+        assert calls == ["Tensor.tolist"], calls
+        with force_device_path(), count_syncs() as calls:
+            agg.Mean().update(*(arg.clone() for arg in args))  # alone, fresh tensors
+        assert calls == ["Tensor.tolist"], calls
+    # a batch holding NaN under a strategy that accepts it: the rest is read once more (checked for inf)
+    value = _aggregation_args("sum", with_nan=True)[0]
+    with force_device_path(), count_syncs() as calls:
+        agg.Sum(nan_strategy="ignore").update(value)
+    assert calls == ["Tensor.tolist"] * 2, calls

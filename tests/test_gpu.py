@@ -772,3 +772,42 @@ def test_aggregation_collection_validates_with_one_read(weighted):
     with force_device_path(), count_syncs() as calls:
         agg.Sum(nan_strategy="ignore").update(value)
     assert calls == ["Tensor.tolist"] * 2, calls
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_multiclass_recall_collection_reads_bounds_once_per_step(weighted):
+    """Each MulticlassRecallAtK read its bounds with its own ``stack(...).tolist()``, never remembered:
+    two of them in a collection read twice per step. Now through ``checked_bounds``: once."""
+    from sklearn.metrics import top_k_accuracy_score
+
+    collection = MetricCollection(
+        {f"r{k}": tmx.MulticlassRecallAtK(k=k, num_classes=12) for k in (1, 5)}, compute_groups=False
+    )
+    batches = []
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        batch = {"preds": torch.randn(40, 12, generator=g), "target": torch.randint(0, 12, (40,), generator=g)}
+        if weighted:
+            batch["weights"] = torch.rand(40, generator=g, dtype=torch.float64)
+        batches.append(batch)
+        with force_device_path(), count_syncs() as calls:
+            collection.update(**batch)  # fresh tensors every step
+        assert calls == ["Tensor.tolist"], calls
+    values = collection.compute()
+    for k in (1, 5):
+        expected = top_k_accuracy_score(
+            torch.cat([b["target"] for b in batches]).numpy(),
+            torch.cat([b["preds"] for b in batches]).numpy(),
+            k=k,
+            labels=np.arange(12),
+            sample_weight=torch.cat([b["weights"] for b in batches]).numpy() if weighted else None,
+        )
+        np.testing.assert_allclose(values[f"r{k}"].item(), expected, rtol=1e-12)
+    bad_cases = [
+        ({"preds": batches[0]["preds"].clone().index_fill_(1, torch.tensor([3]), float("nan"))}, "without NaN"),
+        ({"target": batches[0]["target"] + 12}, r"class ids in \[0, 11\]"),
+        ({"weights": -torch.ones(40)}, "`weights` to be finite and non-negative"),
+    ]
+    for change, match in bad_cases:
+        with force_device_path(), pytest.raises(ValueError, match=match):
+            collection.update(**(batches[0] | change))

@@ -700,7 +700,7 @@ def test_constants_reach_the_device_once_not_every_update():
 
 
 def test_segmented_metrics_of_a_collection_read_the_segment_ids_once():
-    """Each Segmented read its ids' bounds with two syncs; now one read, remembered for the same ids."""
+    """Each Segmented read its ids' bounds with two syncs; now one read with the inputs, remembered for the same ids."""
     from torchmetrics import MetricCollection
 
     gen = torch.Generator().manual_seed(0)
@@ -713,7 +713,7 @@ def test_segmented_metrics_of_a_collection_read_the_segment_ids_once():
         with force_device_path(), count_syncs() as calls:
             collection.update(p.clone(), y.clone(), segments=s.clone())  # fresh tensors: nothing remembered yet
         counts.append(len(calls))
-    assert counts[0] == counts[1] <= 2  # the inputs' bounds and the ids' bounds, whatever the number of metrics
+    assert counts == [1, 1]  # the inputs' and the ids' bounds in one copy, whatever the number of metrics
 
 
 _AGGREGATIONS = {"sum": agg.Sum, "mean": agg.Mean, "mean-w": agg.Mean, "max": agg.Max, "min": agg.Min}
@@ -811,3 +811,48 @@ def test_multiclass_recall_collection_reads_bounds_once_per_step(weighted):
     for change, match in bad_cases:
         with force_device_path(), pytest.raises(ValueError, match=match):
             collection.update(**(batches[0] | change))
+
+
+@pytest.mark.parametrize("inference", [False, True], ids=["grad-mode", "inference-mode"])
+@pytest.mark.parametrize("in_collection", [False, True], ids=["alone", "collection"])
+def test_segmented_validates_with_one_read_per_step(in_collection, inference):
+    """Segmented read its ids' bounds in a second ``checked_bounds`` call after the wrapped metric's
+    read (2 per step with fresh tensors); the ids now join that read (``read_along``). Inference
+    tensors are never remembered: the ids' bounds come back from the read itself. In a collection
+    the metrics run in sorted key order: here the Segmented one first (the limit is tested below)."""
+    metric = tmx.Segmented(tmx.CTR(), num_segments=5)
+    target: Any = MetricCollection({"ctr_by": metric, "ne": tmx.NormalizedEntropy()}) if in_collection else metric
+    labels, ids, weights = [], [], []
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        p = torch.rand(97, generator=g)
+        y, s, w = (torch.rand(97, generator=g) < p).float(), torch.randint(0, 5, (97,), generator=g), torch.rand(97)
+        labels.append(y)
+        ids.append(s)
+        weights.append(w)
+        with torch.inference_mode(inference), force_device_path(), count_syncs() as calls:
+            target.update(p, y, w, segments=s)  # fresh tensors every step
+        assert calls == ["Tensor.tolist"], calls
+    y, s, w = (torch.cat(x).double().numpy() for x in (labels, ids, weights))
+    expected = [np.sum(w[s == k] * y[s == k]) / np.sum(w[s == k]) for k in range(5)]  # weighted CTR per segment
+    np.testing.assert_allclose(metric.compute().numpy(), expected, rtol=1e-12)
+    g = torch.Generator().manual_seed(9)
+    p, y = torch.rand(20, generator=g), (torch.rand(20, generator=g) < 0.5).float()
+    before = {name: value.clone() for name, value in metric.metric_state.items()}
+    for bad, match in ((torch.full((20,), 5), r"in \[0, 5\).*\[5, 5\]"), (torch.full((20,), -1), r"\[-1, -1\]")):
+        with force_device_path(), pytest.raises(ValueError, match=match):
+            metric.update(p, y, segments=bad)
+    for name, value in metric.metric_state.items():
+        assert torch.equal(value, before[name]), name
+
+
+def test_segmented_after_a_metric_without_ids_reads_them_alone():
+    """The documented limit: a metric that runs before Segmented in a collection (sorted keys) and does
+    not take the ids reads the inputs before the ids are known; the ids then take a read of their own."""
+    collection = MetricCollection({"ne": tmx.NormalizedEntropy(), "seg": tmx.Segmented(tmx.CTR(), num_segments=5)})
+    g = torch.Generator().manual_seed(0)
+    p = torch.rand(50, generator=g)
+    y, s = (torch.rand(50, generator=g) < p).float(), torch.randint(0, 5, (50,), generator=g)
+    with force_device_path(), count_syncs() as calls:
+        collection.update(p, y, segments=s)
+    assert calls == ["Tensor.tolist"] * 2, calls

@@ -856,3 +856,68 @@ def test_segmented_after_a_metric_without_ids_reads_them_alone():
     with force_device_path(), count_syncs() as calls:
         collection.update(p, y, segments=s)
     assert calls == ["Tensor.tolist"] * 2, calls
+
+
+def _no_undefined_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Skip the undefined-value warning, whose ``bool(any)`` cannot run on ``meta`` (a read)."""
+    import importlib
+
+    import torchmetrics_ext.utilities.warnings as W
+
+    def never(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    monkeypatch.setattr(W, "warn_undefined", never)
+    monkeypatch.setattr(importlib.import_module("torchmetrics_ext.functional.auc.binary"), "warn_undefined", never)
+
+
+@pytest.mark.parametrize("num_tasks", [1, 2])
+def test_exact_auc_compute_before_any_sample_is_on_the_metrics_device(monkeypatch, num_tasks):
+    """Exact AUC/AUPRC with no sample made their zero sums on the CPU (the empty list state fell through to
+    the CPU kernels' packing), so compute() of a metric on a GPU returned a CPU tensor; the empty window of
+    ``Windowed(AUC())`` too. ``meta`` stands in for the GPU."""
+    _no_undefined_warning(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # TorchMetrics: compute before update
+        for factory in (tmx.AUC, tmx.AUPRC):
+            value = factory(num_tasks=num_tasks).to("meta").compute()
+            assert value.device.type == "meta" and value.shape == ((num_tasks,) if num_tasks > 1 else ())
+        window = tmx.Windowed(tmx.AUC(num_tasks=num_tasks), window_size=10).to("meta").compute()
+        assert {key: value.device.type for key, value in window.items()} == {"lifetime": "meta", "window": "meta"}
+        # and on the CPU the value is still nan (with the warning, skipped here)
+        assert torch.isnan(tmx.AUC(num_tasks=num_tasks).compute()).all()
+
+
+@pytest.mark.parametrize("factory", [tmx.GroupedAUC, tmx.GroupedAUPRC])
+def test_grouped_exact_compute_before_any_sample_runs_on_the_metrics_device(monkeypatch, factory):
+    """GroupedAUC/GroupedAUPRC with no sample handed CPU ``(T, 0)`` tensors to the kernel (``torch.unique``
+    has no ``meta`` kernel: a spy records the devices it is given)."""
+    import importlib
+
+    grouped = importlib.import_module("torchmetrics_ext.metrics.auc.grouped")
+    seen: list[tuple[str, ...]] = []
+
+    def spy(scores: torch.Tensor, signed: torch.Tensor, groups: torch.Tensor, *args: Any) -> Any:
+        seen.append((scores.device.type, signed.device.type, groups.device.type, str(groups.dtype)))
+        zeros = torch.zeros(scores.shape[0], dtype=torch.float64, device=scores.device)
+        return zeros, zeros.clone()
+
+    monkeypatch.setattr(grouped.F, "_grouped_update", spy)
+    _no_undefined_warning(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        value = factory(num_tasks=2).to("meta").compute()
+    assert value.device.type == "meta"
+    assert seen == [("meta", "meta", "meta", "torch.int64")]
+
+
+@pytest.mark.cuda
+@CUDA
+def test_cuda_exact_auc_before_any_sample_answers_on_the_gpu():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for metric in (tmx.AUC(), tmx.AUPRC(), tmx.GroupedAUC(), tmx.GroupedAUPRC()):
+            assert metric.cuda().compute().is_cuda, type(metric).__name__
+        for metric in (tmx.AUC(), tmx.AUPRC()):
+            assert all(part.is_cuda for part in metric.cuda().curve()), type(metric).__name__
+        assert tmx.Windowed(tmx.AUC(), window_size=10).cuda().compute()["window"].is_cuda

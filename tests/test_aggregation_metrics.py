@@ -175,6 +175,101 @@ def test_nan_strategy_ignore_drops_nan():
         metric.update(torch.tensor([math.inf]))
 
 
+_SCALARS = {"sum": Sum, "mean": Mean, "mean-w": Mean, "max": Max, "min": Min}
+
+
+def _nan_reference(cid: str, strategy: object, batches: list[tuple[np.ndarray, np.ndarray | None]]) -> float:
+    """TorchMetrics' documented ``nan_strategy`` in numpy: drop the NaN rows (value or weight), or fill them (weight 1)."""
+    values, weights = [], []
+    for v, w in batches:
+        w = np.ones_like(v) if w is None else np.broadcast_to(w, v.shape).astype(np.float64)
+        nan = np.isnan(v) | np.isnan(w)
+        if strategy in ("ignore", "warn"):
+            v, w = v[~nan], w[~nan]
+        elif isinstance(strategy, float):
+            v, w = np.where(nan, strategy, v), np.where(nan, 1.0, w)
+        values.append(v)
+        weights.append(w)
+    v, w = np.concatenate(values), np.concatenate(weights)
+    return {
+        "sum": lambda: v.sum(),
+        "mean": lambda: v.sum() / v.size,
+        "mean-w": lambda: (v * w).sum() / w.sum(),
+        "max": lambda: v.max(),
+        "min": lambda: v.min(),
+    }[cid]()
+
+
+@pytest.mark.parametrize("validate_args", [True, False], ids=["validated", "unvalidated"])
+@pytest.mark.parametrize(
+    ("cid", "strategy"),
+    [
+        (cid, strategy)
+        for cid in sorted(_SCALARS)
+        for strategy in ("ignore", "warn", -2.5, "disable")
+        if not (strategy == "disable" and cid in ("max", "min"))  # a kept NaN's extreme is not defined
+    ],
+)
+def test_nan_strategy_matches_numpy(cid, strategy, validate_args):
+    """NaN rows are dropped (weight 0 and a neutral value) or filled with ``torch.where``, not compacted (a
+    host read): the values of TorchMetrics' documented strategies, validated or not (``"warn"`` warns
+    only when validating: the warning needs a read). A row whose weight alone is NaN counts as a NaN row."""
+    rng = np.random.default_rng(3)
+    batches = []
+    for n in (50, 31, 1):
+        v, w = rng.normal(size=n), rng.uniform(0, 2, size=n).astype(np.float32).astype(np.float64)  # float32 weights
+        v[rng.random(n) < 0.2] = np.nan
+        w[rng.random(n) < 0.2] = np.nan
+        batches.append((v, w if cid == "mean-w" else None))
+    batches.append((np.full(3, np.nan), np.full(3, 1.0) if cid == "mean-w" else None))  # only NaN
+    metric = _SCALARS[cid](nan_strategy=strategy, validate_args=validate_args)
+    for v, w in batches:
+        args = [torch.tensor(v)] + ([] if w is None else [torch.tensor(w, dtype=torch.float32)])
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            metric.update(*args)
+        nan_warnings = [x for x in seen if "nan" in str(x.message)]
+        has_nan = bool(np.isnan(v).any() or (w is not None and np.isnan(w).any()))
+        assert len(nan_warnings) == (strategy == "warn" and validate_args and has_nan), [str(x.message) for x in seen]
+    expected = _nan_reference(cid, strategy, batches)
+    if strategy == "disable":
+        assert math.isnan(metric.compute().item()) and math.isnan(expected)
+    else:
+        H.assert_close(metric.compute(), expected, 1e-12, 1e-12, f"{cid} {strategy}")
+
+
+def test_nan_strategy_fill_leaves_the_callers_tensor_alone():
+    """TorchMetrics writes the fill value into the tensor it is given (the caller's, when it is float64)."""
+    value = torch.tensor([1.0, math.nan, 2.0], dtype=torch.float64)
+    weight = torch.tensor([1.0, 1.0, math.nan], dtype=torch.float64)
+    for metric, args in ((Sum(nan_strategy=5.0), (value,)), (Mean(nan_strategy=5.0), (value, weight))):
+        metric.update(*args)
+        assert torch.equal(value.isnan(), torch.tensor([False, True, False]))
+        assert torch.equal(weight.isnan(), torch.tensor([False, False, True]))
+    assert metric.compute().item() == pytest.approx((1.0 + 5.0 + 5.0) / 3)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "args", "match"),
+    [
+        ("ignore", (torch.tensor([math.nan, math.inf, 1.0]),), r"`value` to hold finite numbers.*inf"),
+        ("ignore", (torch.ones(3), torch.tensor([math.nan, -1.0, 1.0])), r"`weight` to be non-negative"),
+        (0.0, (torch.ones(3), torch.tensor([math.nan, math.inf, 1.0])), r"`weight` to hold finite numbers.*inf"),
+        ("error", (torch.ones(3), torch.tensor([math.nan, 1.0, 1.0])), r"`weight` to hold finite.*NaN"),
+        ("error", (torch.tensor(1.0), torch.ones(3)), r"`weight` broadcastable to `value` of shape \(\)"),
+    ],
+)
+def test_nan_strategy_still_rejects_inf_and_negative_weights(strategy, args, match):
+    """A tensor that holds NaN under a strategy that accepts NaN is checked again without its NaN; a
+    weight must broadcast to ``value``'s shape (a larger weight was a RuntimeError after validation)."""
+    metric = Mean(nan_strategy=strategy)
+    metric.update(torch.tensor([4.0]))
+    before = H._state_snapshot(metric)
+    with pytest.raises(ValueError, match=match):
+        metric.update(*args)
+    H.assert_same_state(metric, before)
+
+
 # ----------------------------------------------------------------------------- the batch protocol (summarize, fold)
 
 PLAIN = [12, 7.5, 3, True, np.float32(0.25), 4096, 7.5]  # plain values as records carry them

@@ -777,7 +777,7 @@ def test_constants_reach_the_device_once_not_every_update():
 
 
 def test_segmented_metrics_of_a_collection_read_the_segment_ids_once():
-    """Each Segmented read its ids' bounds with two syncs; now one read, remembered for the same ids."""
+    """Each Segmented read its ids' bounds with two syncs; now one read with the inputs, remembered for the same ids."""
     from torchmetrics import MetricCollection
 
     gen = torch.Generator().manual_seed(0)
@@ -790,4 +790,211 @@ def test_segmented_metrics_of_a_collection_read_the_segment_ids_once():
         with force_device_path(), count_syncs() as calls:
             collection.update(p.clone(), y.clone(), segments=s.clone())  # fresh tensors: nothing remembered yet
         counts.append(len(calls))
-    assert counts[0] == counts[1] <= 2  # the inputs' bounds and the ids' bounds, whatever the number of metrics
+    assert counts == [1, 1]  # the inputs' and the ids' bounds in one copy, whatever the number of metrics
+
+
+_AGGREGATIONS = {"sum": agg.Sum, "mean": agg.Mean, "mean-w": agg.Mean, "max": agg.Max, "min": agg.Min}
+
+
+def _aggregation_args(name: str, with_nan: bool, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    value, weight = torch.randn(300, generator=g), torch.rand(300, generator=g)
+    if with_nan:
+        value[::7] = float("nan")
+        weight[::11] = float("nan")
+    return (value, weight) if name == "mean-w" else (value,)
+
+
+@pytest.mark.parametrize("strategy", ["error", "warn", "ignore", "disable", 0.5])
+@pytest.mark.parametrize("name", sorted(_AGGREGATIONS))
+def test_aggregation_update_without_validation_never_syncs(name, strategy):
+    """Sum/Mean/Max/Min read the device twice per update (TorchMetrics' ``if nans.any()``), validated or
+    not; NaN is now dropped or filled with ``torch.where``. On ``meta`` (where any read raises) too."""
+    with_nan = strategy not in ("error", "disable")
+    metric = _AGGREGATIONS[name](nan_strategy=strategy, validate_args=False)
+    expected = _AGGREGATIONS[name](nan_strategy=strategy)  # validated, on the CPU path
+    for seed in range(2):
+        args = _aggregation_args(name, with_nan, seed)
+        with force_device_path(), count_syncs() as calls:
+            metric.update(*args)
+        assert calls == [], calls
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "warn"
+            expected.update(*args)
+    torch.testing.assert_close(metric.compute(), expected.compute(), rtol=1e-12, atol=1e-12)
+    meta = _AGGREGATIONS[name](nan_strategy=strategy, validate_args=False).to("meta")
+    meta.update(*(arg.to("meta") for arg in _aggregation_args(name, with_nan)))  # reading would raise
+    assert all(state.device.type == "meta" for state in meta.metric_state.values())
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_aggregation_collection_validates_with_one_read(weighted):
+    """Validated, the bounds of ``value`` (and ``weight``) are read once, through ``checked_bounds``, and
+    shared by the metrics given the same tensors (3 to 5 reads per metric before). A metric reads the
+    tensors it is given: the collection runs the weighted mean first (keys in sorted order), so that
+    Sum, Max and Min, which take no weight, find the values' bounds already read."""
+    collection = MetricCollection(
+        {"a_mean": agg.Mean(), "sum": agg.Sum(), "max": agg.Max(), "min": agg.Min()}, compute_groups=False
+    )
+    for seed in range(2):
+        args = _aggregation_args("mean-w" if weighted else "mean", with_nan=False, seed=seed)
+        with force_device_path(), count_syncs() as calls:
+            collection.update(args[0], **({"weight": args[1]} if weighted else {}))
+        assert calls == ["Tensor.tolist"], calls
+        with force_device_path(), count_syncs() as calls:
+            agg.Mean().update(*(arg.clone() for arg in args))  # alone, fresh tensors
+        assert calls == ["Tensor.tolist"], calls
+    # a batch holding NaN under a strategy that accepts it: the rest is read once more (checked for inf)
+    value = _aggregation_args("sum", with_nan=True)[0]
+    with force_device_path(), count_syncs() as calls:
+        agg.Sum(nan_strategy="ignore").update(value)
+    assert calls == ["Tensor.tolist"] * 2, calls
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_multiclass_recall_collection_reads_bounds_once_per_step(weighted):
+    """Each MulticlassRecallAtK read its bounds with its own ``stack(...).tolist()``, never remembered:
+    two of them in a collection read twice per step. Now through ``checked_bounds``: once."""
+    from sklearn.metrics import top_k_accuracy_score
+
+    collection = MetricCollection(
+        {f"r{k}": tmx.MulticlassRecallAtK(k=k, num_classes=12) for k in (1, 5)}, compute_groups=False
+    )
+    batches = []
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        batch = {"preds": torch.randn(40, 12, generator=g), "target": torch.randint(0, 12, (40,), generator=g)}
+        if weighted:
+            batch["weights"] = torch.rand(40, generator=g, dtype=torch.float64)
+        batches.append(batch)
+        with force_device_path(), count_syncs() as calls:
+            collection.update(**batch)  # fresh tensors every step
+        assert calls == ["Tensor.tolist"], calls
+    values = collection.compute()
+    for k in (1, 5):
+        expected = top_k_accuracy_score(
+            torch.cat([b["target"] for b in batches]).numpy(),
+            torch.cat([b["preds"] for b in batches]).numpy(),
+            k=k,
+            labels=np.arange(12),
+            sample_weight=torch.cat([b["weights"] for b in batches]).numpy() if weighted else None,
+        )
+        np.testing.assert_allclose(values[f"r{k}"].item(), expected, rtol=1e-12)
+    bad_cases = [
+        ({"preds": batches[0]["preds"].clone().index_fill_(1, torch.tensor([3]), float("nan"))}, "without NaN"),
+        ({"target": batches[0]["target"] + 12}, r"class ids in \[0, 11\]"),
+        ({"weights": -torch.ones(40)}, "`weights` to be finite and non-negative"),
+    ]
+    for change, match in bad_cases:
+        with force_device_path(), pytest.raises(ValueError, match=match):
+            collection.update(**(batches[0] | change))
+
+
+@pytest.mark.parametrize("inference", [False, True], ids=["grad-mode", "inference-mode"])
+@pytest.mark.parametrize("in_collection", [False, True], ids=["alone", "collection"])
+def test_segmented_validates_with_one_read_per_step(in_collection, inference):
+    """Segmented read its ids' bounds in a second ``checked_bounds`` call after the wrapped metric's
+    read (2 per step with fresh tensors); the ids now join that read (``read_along``). Inference
+    tensors are never remembered: the ids' bounds come back from the read itself. In a collection
+    the metrics run in sorted key order: here the Segmented one first (the limit is tested below)."""
+    metric = tmx.Segmented(tmx.CTR(), num_segments=5)
+    target: Any = MetricCollection({"ctr_by": metric, "ne": tmx.NormalizedEntropy()}) if in_collection else metric
+    labels, ids, weights = [], [], []
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        p = torch.rand(97, generator=g)
+        y, s, w = (torch.rand(97, generator=g) < p).float(), torch.randint(0, 5, (97,), generator=g), torch.rand(97)
+        labels.append(y)
+        ids.append(s)
+        weights.append(w)
+        with torch.inference_mode(inference), force_device_path(), count_syncs() as calls:
+            target.update(p, y, w, segments=s)  # fresh tensors every step
+        assert calls == ["Tensor.tolist"], calls
+    y, s, w = (torch.cat(x).double().numpy() for x in (labels, ids, weights))
+    expected = [np.sum(w[s == k] * y[s == k]) / np.sum(w[s == k]) for k in range(5)]  # weighted CTR per segment
+    np.testing.assert_allclose(metric.compute().numpy(), expected, rtol=1e-12)
+    g = torch.Generator().manual_seed(9)
+    p, y = torch.rand(20, generator=g), (torch.rand(20, generator=g) < 0.5).float()
+    before = {name: value.clone() for name, value in metric.metric_state.items()}
+    for bad, match in ((torch.full((20,), 5), r"in \[0, 5\).*\[5, 5\]"), (torch.full((20,), -1), r"\[-1, -1\]")):
+        with force_device_path(), pytest.raises(ValueError, match=match):
+            metric.update(p, y, segments=bad)
+    for name, value in metric.metric_state.items():
+        assert torch.equal(value, before[name]), name
+
+
+def test_segmented_after_a_metric_without_ids_reads_them_alone():
+    """The documented limit: a metric that runs before Segmented in a collection (sorted keys) and does
+    not take the ids reads the inputs before the ids are known; the ids then take a read of their own."""
+    collection = MetricCollection({"ne": tmx.NormalizedEntropy(), "seg": tmx.Segmented(tmx.CTR(), num_segments=5)})
+    g = torch.Generator().manual_seed(0)
+    p = torch.rand(50, generator=g)
+    y, s = (torch.rand(50, generator=g) < p).float(), torch.randint(0, 5, (50,), generator=g)
+    with force_device_path(), count_syncs() as calls:
+        collection.update(p, y, segments=s)
+    assert calls == ["Tensor.tolist"] * 2, calls
+
+
+def _no_undefined_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Skip the undefined-value warning, whose ``bool(any)`` cannot run on ``meta`` (a read)."""
+    import importlib
+
+    import torchmetrics_ext.utilities.warnings as W
+
+    def never(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    monkeypatch.setattr(W, "warn_undefined", never)
+    monkeypatch.setattr(importlib.import_module("torchmetrics_ext.functional.auc.binary"), "warn_undefined", never)
+
+
+@pytest.mark.parametrize("num_tasks", [1, 2])
+def test_exact_auc_compute_before_any_sample_is_on_the_metrics_device(monkeypatch, num_tasks):
+    """Exact AUC/AUPRC with no sample made their zero sums on the CPU (the empty list state fell through to
+    the CPU kernels' packing), so compute() of a metric on a GPU returned a CPU tensor; the empty window of
+    ``Windowed(AUC())`` too. ``meta`` stands in for the GPU."""
+    _no_undefined_warning(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # TorchMetrics: compute before update
+        for factory in (tmx.AUC, tmx.AUPRC):
+            value = factory(num_tasks=num_tasks).to("meta").compute()
+            assert value.device.type == "meta" and value.shape == ((num_tasks,) if num_tasks > 1 else ())
+        window = tmx.Windowed(tmx.AUC(num_tasks=num_tasks), window_size=10).to("meta").compute()
+        assert {key: value.device.type for key, value in window.items()} == {"lifetime": "meta", "window": "meta"}
+        # and on the CPU the value is still nan (with the warning, skipped here)
+        assert torch.isnan(tmx.AUC(num_tasks=num_tasks).compute()).all()
+
+
+@pytest.mark.parametrize("factory", [tmx.GroupedAUC, tmx.GroupedAUPRC])
+def test_grouped_exact_compute_before_any_sample_runs_on_the_metrics_device(monkeypatch, factory):
+    """GroupedAUC/GroupedAUPRC with no sample handed CPU ``(T, 0)`` tensors to the kernel (``torch.unique``
+    has no ``meta`` kernel: a spy records the devices it is given)."""
+    import importlib
+
+    grouped = importlib.import_module("torchmetrics_ext.metrics.auc.grouped")
+    seen: list[tuple[str, ...]] = []
+
+    def spy(scores: torch.Tensor, signed: torch.Tensor, groups: torch.Tensor, *args: Any) -> Any:
+        seen.append((scores.device.type, signed.device.type, groups.device.type, str(groups.dtype)))
+        zeros = torch.zeros(scores.shape[0], dtype=torch.float64, device=scores.device)
+        return zeros, zeros.clone()
+
+    monkeypatch.setattr(grouped.F, "_grouped_update", spy)
+    _no_undefined_warning(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        value = factory(num_tasks=2).to("meta").compute()
+    assert value.device.type == "meta"
+    assert seen == [("meta", "meta", "meta", "torch.int64")]
+
+
+@pytest.mark.cuda
+@CUDA
+def test_cuda_exact_auc_before_any_sample_answers_on_the_gpu():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for metric in (tmx.AUC(), tmx.AUPRC(), tmx.GroupedAUC(), tmx.GroupedAUPRC()):
+            assert metric.cuda().compute().is_cuda, type(metric).__name__
+        for metric in (tmx.AUC(), tmx.AUPRC()):
+            assert all(part.is_cuda for part in metric.cuda().curve()), type(metric).__name__
+        assert tmx.Windowed(tmx.AUC(), window_size=10).cuda().compute()["window"].is_cuda

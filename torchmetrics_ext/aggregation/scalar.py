@@ -9,6 +9,16 @@ value) is ``nan`` with an :class:`~torchmetrics_ext.utilities.warnings.Undefined
 instead of TorchMetrics' ``nan``/``-inf`` without a word. Batches of plain values fold through
 :class:`~torchmetrics_ext.aggregation.base.AggregationMetric`'s ``summarize``/``fold``, summed
 exactly with ``math.fsum``.
+
+``update`` never reads a device value on the host with ``validate_args=False``, and reads once
+with validation (:func:`~torchmetrics_ext.utilities.checks.checked_bounds`, shared by the metrics
+of a collection that receive the same tensors). TorchMetrics' NaN handling (``if nans.any():``,
+then boolean-mask compaction: two host reads per update) is replaced by ``torch.where``: a NaN
+row is given weight 0 and a neutral value (``"ignore"``/``"warn"``) or the fill value and weight 1
+(a float ``nan_strategy``), the same sums without a read. What needs a read happens only when
+validating: ``"error"`` rejects NaN and ``"warn"`` warns from the bounds of that one read. With
+``validate_args=False`` nothing is read, so ``"error"`` checks nothing (like ``"disable"``, a NaN
+makes the value NaN) and ``"warn"`` drops NaN without a warning (like ``"ignore"``).
 """
 
 from __future__ import annotations
@@ -20,10 +30,11 @@ from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 import torch
 from torch import Tensor, nn
 from torchmetrics.aggregation import MaxMetric, MeanMetric, MinMetric, SumMetric
+from torchmetrics.utilities import rank_zero_warn
 
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.checks import as_values, exact_sum
-from torchmetrics_ext.functional.distribution import _check_finite
+from torchmetrics_ext.utilities.checks import Bounds, checked_bounds, observed_range
 from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
 
 __all__ = ["ExtremeBatch", "Max", "Mean", "MeanBatch", "Min", "Sum", "SumBatch"]
@@ -53,7 +64,11 @@ class ExtremeBatch(NamedTuple):
 
 
 class _ValueAggregation(AggregationMetric[S]):
-    """Shared plumbing: float64 states, validation of ``value`` (and ``weight``) before any state changes."""
+    """Shared plumbing: float64 states, validation of ``value`` (and ``weight``) before any state changes.
+
+    ``update`` reads nothing from the device with ``validate_args=False`` and once with validation
+    (see the module docstring for ``nan_strategy`` without validation).
+    """
 
     higher_is_better = None
     nan_strategy: NanStrategy
@@ -71,29 +86,92 @@ class _ValueAggregation(AggregationMetric[S]):
             self._dtype = dtype
         return this
 
-    def _prepare(self, value: Values, weight: Values | None = None) -> tuple[Tensor, Tensor | None]:
-        """Float64 values (and weights) after TorchMetrics' cast and NaN handling."""
-        if weight is None:
-            return self._cast_and_nan_check_input(value)[0], None  # type: ignore[operator]
+    def _prepare(
+        self, value: Values, weight: Values | None = None, dropped: float = 0.0
+    ) -> tuple[Tensor, Tensor | None]:
+        """Float64 values (and weights) on the metric's device, NaN handled by ``nan_strategy`` without a host read.
+
+        ``"ignore"``/``"warn"``: a row whose value or weight is NaN gets the value ``dropped`` (0 for
+        sums, ``-inf``/``inf`` for Max/Min) and weight 0, so it counts as absent; the weights are then
+        always returned (``None`` only when none were given and every row counts with weight 1). A float
+        strategy: such a row gets that value and weight 1 (TorchMetrics' meaning). ``"error"`` and
+        ``"disable"`` change nothing (validation has rejected NaN for ``"error"``; unvalidated, a NaN
+        goes through). The caller's tensors are never written.
+        """
         values = torch.as_tensor(value, dtype=self.dtype, device=self.device)
-        weights = torch.broadcast_to(torch.as_tensor(weight, dtype=self.dtype, device=self.device), values.shape)
-        return self._cast_and_nan_check_input(values, weights)  # type: ignore[operator]
+        weights = None
+        if weight is not None:
+            weights = torch.as_tensor(weight, dtype=self.dtype, device=self.device)
+            if weights.shape != values.shape:
+                weights = torch.broadcast_to(weights, values.shape)
+        strategy = self.nan_strategy
+        if strategy in ("error", "disable"):
+            return values, weights
+        nan = torch.isnan(values) if weights is None else torch.isnan(values) | torch.isnan(weights)
+        if isinstance(strategy, float):
+            values = torch.where(nan, strategy, values)
+            return values, None if weights is None else torch.where(nan, 1.0, weights)
+        values = torch.where(nan, dropped, values)
+        return values, (~nan).to(self.dtype) if weights is None else torch.where(nan, 0.0, weights)
 
     def _validate(self, value: Values, weight: Values | None = None) -> None:
+        """Check ``value`` (and ``weight``) with one host read of their bounds (:func:`checked_bounds`).
+
+        Integer values cannot be NaN or inf and are not read. A tensor that holds NaN under a
+        ``nan_strategy`` that accepts NaN is read once more without its NaN (``torch.where``), to
+        check the rest of it for inf (and, for weights, negative values): a second read for such a
+        batch only. ``"warn"`` warns here, so that ``forward`` (which validates once and then
+        updates) warns once per batch.
+        """
         values = as_values("value", value)
-        _check_finite("value", values, allow_nan=self.nan_strategy != "error")
+        tensors: list[tuple[str, Tensor | None]] = [("value", values if values.is_floating_point() else None)]
         if weight is not None:
             weights = as_values("weight", weight)
             try:
-                torch.broadcast_shapes(weights.shape, values.shape)
+                shape = torch.broadcast_shapes(weights.shape, values.shape)
             except RuntimeError:
+                shape = None
+            if shape != values.shape:
                 raise ValueError(
                     f"Expected `weight` broadcastable to `value` of shape {tuple(values.shape)}, "
                     f"got shape {tuple(weights.shape)}."
-                ) from None
-            _check_finite("weight", weights, allow_nan=self.nan_strategy != "error")
-            if weights.numel() and bool((weights < 0).any()):
-                raise ValueError("Expected `weight` to be non-negative, got negative values.")
+                )
+            tensors.append(("weight", weights))
+        bounds = checked_bounds([tensor for _, tensor in tensors], [False] * len(tensors))
+        with_nan = [bool(b) and (math.isnan(b[0]) or math.isnan(b[1])) for b in bounds]
+        if any(with_nan):
+            name = tensors[with_nan.index(True)][0]
+            if self.nan_strategy == "error":
+                raise ValueError(
+                    f"Expected `{name}` to hold finite numbers, got values containing NaN "
+                    "(nan_strategy='error'; see `nan_strategy` to drop, fill or keep NaN)."
+                )
+            again = checked_bounds(
+                [
+                    torch.where(torch.isnan(t), 0.0, t) if nan and t is not None else None
+                    for (_, t), nan in zip(tensors, with_nan, strict=True)
+                ],
+                [False] * len(tensors),
+            )
+            bounds = [b2 if nan else b for b, b2, nan in zip(bounds, again, with_nan, strict=True)]
+        for (name, _), bound in zip(tensors, bounds, strict=True):
+            _check_bounds(name, bound)
+        if any(with_nan) and self.nan_strategy == "warn":
+            rank_zero_warn("Encountered `nan` values in tensor. Will be removed.", UserWarning)
+
+
+def _check_bounds(name: str, bound: Bounds) -> None:
+    """Raise ``ValueError`` unless ``value``'s or ``weight``'s bounds are finite (and a weight's non-negative).
+
+    ``()`` (no tensor, an empty or an integer ``value``) has nothing to check.
+    """
+    if not bound:
+        return
+    low, high = bound
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"Expected `{name}` to hold finite numbers, got {observed_range(low, high)}.")
+    if name == "weight" and low < 0:
+        raise ValueError(f"Expected `weight` to be non-negative, got values in [{low:.6g}, {high:.6g}].")
 
 
 class Sum(_ValueAggregation[SumBatch], SumMetric):
@@ -101,8 +179,12 @@ class Sum(_ValueAggregation[SumBatch], SumMetric):
 
     Args:
         nan_strategy: TorchMetrics' NaN handling (``"error"``, ``"warn"``, ``"ignore"``,
-            ``"disable"`` or a fill value). With the default ``"error"`` a NaN is rejected.
-        validate_args: reject non-numbers and NaN/inf before any state changes.
+            ``"disable"`` or a fill value). With the default ``"error"`` a NaN is rejected;
+            ``"ignore"``/``"warn"`` drop it, a float replaces it, ``"disable"`` keeps it. With
+            ``validate_args=False`` nothing is read from the device: ``"error"`` keeps NaN
+            (like ``"disable"``) and ``"warn"`` drops it without a warning (like ``"ignore"``).
+        validate_args: reject non-numbers and NaN/inf before any state changes (one host read per
+            update, shared by the metrics of a collection given the same tensor).
         kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
 
     Raises:
@@ -144,13 +226,16 @@ class Mean(_ValueAggregation[MeanBatch], MeanMetric):
     r"""Running weighted mean :math:`\sum_i w_i x_i / \sum_i w_i` in float64.
 
     Args:
-        nan_strategy: TorchMetrics' NaN handling; the default ``"error"`` rejects NaN.
-        validate_args: reject non-numbers, NaN/inf, negative or non-broadcastable weights.
+        nan_strategy: TorchMetrics' NaN handling, as for :class:`Sum`: the default ``"error"``
+            rejects NaN; a row whose value or weight is NaN is dropped (``"ignore"``/``"warn"``),
+            filled with weight 1 (a float) or kept (``"disable"``).
+        validate_args: reject non-numbers, NaN/inf, negative weights or weights not
+            broadcastable to ``value``'s shape (one host read per update).
         kwargs: TorchMetrics options.
 
     Raises:
         TypeError: if ``value`` or ``weight`` is not a number, sequence of numbers or real tensor.
-        ValueError: on NaN/inf, negative weights or a ``weight`` not broadcastable to ``value``.
+        ValueError: on NaN/inf, negative weights or a ``weight`` not broadcastable to ``value``'s shape.
 
     Note:
         State: two float64 sums (TorchMetrics' ``mean_value`` and ``weight``). The mean of zero
@@ -208,7 +293,7 @@ class _Extreme(_ValueAggregation[ExtremeBatch]):
         """Fold ``value`` (a number or a tensor of any shape) into the extreme."""
         if self._check_inputs:
             self._validate(value)
-        values, _ = self._prepare(value)
+        values, _ = self._prepare(value, dropped=self._empty)  # a dropped NaN leaves the extreme as it is
         if values.numel():
             self._fold(ExtremeBatch(self._extreme(values)))
 
@@ -244,8 +329,8 @@ def _extreme_doc(name: str, word: str, op: str, empty: str, example: str) -> str
     return rf"""Running {word} :math:`\{op}_i x_i` in float64.
 
     Args:
-        nan_strategy: TorchMetrics' NaN handling; the default ``"error"`` rejects NaN.
-        validate_args: reject non-numbers and NaN/inf.
+        nan_strategy: TorchMetrics' NaN handling, as for :class:`Sum`; the default ``"error"`` rejects NaN.
+        validate_args: reject non-numbers and NaN/inf (one host read per update).
         kwargs: TorchMetrics options.
 
     Raises:

@@ -17,11 +17,12 @@ object (see :func:`checked_bounds`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import sys
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import torch
@@ -41,6 +42,7 @@ __all__ = [
     "checked_bounds",
     "format_pointwise",
     "observed_range",
+    "read_along",
     "single_task",
 ]
 
@@ -529,6 +531,21 @@ def checked_bounds(
             () if tensor is None or tensor.numel() == 0 else tuple(stat.item() for stat in _reductions(tensor, label))
             for tensor, label in zip(tensors, labels, strict=True)
         ]
+    requests = [request for request in _ALONG if request.bounds is None]
+    if not requests:
+        return _device_bounds(tensors, labels)
+    # the tensors of read_along's blocks join this read
+    extra = [(tensor, label) for request in requests for tensor, label in zip(request.tensors, request.labels)]
+    result = _device_bounds([*tensors, *(t for t, _ in extra)], [*labels, *(label for _, label in extra)])
+    offset = len(tensors)
+    for request in requests:
+        request.bounds = result[offset : offset + len(request.tensors)]
+        offset += len(request.tensors)
+    return result[: len(tensors)]
+
+
+def _device_bounds(tensors: Sequence[Tensor | None], labels: Sequence[bool]) -> list[Bounds]:
+    """:func:`checked_bounds` on the device path: one copy for the tensors not remembered, which are remembered."""
     result: list[Bounds] = []
     pending: list[tuple[int, Tensor, int]] = []  # (position, tensor, number of stats)
     stats: list[Tensor] = []
@@ -553,3 +570,45 @@ def checked_bounds(
             result[position] = bounds
             _remember(tensor, bounds)
     return result
+
+
+class ReadAlong:
+    """The tensors of a :func:`read_along` block and, once a read in the block has brought them back, their bounds."""
+
+    def __init__(self, tensors: Sequence[Tensor | None], labels: Sequence[bool]) -> None:
+        self.tensors = list(tensors)
+        self.labels = list(labels)
+        self.bounds: list[Bounds] | None = None  # one tuple per tensor, as checked_bounds returns them
+
+
+_ALONG: list[ReadAlong] = []  # the open read_along blocks, innermost last
+
+
+@contextlib.contextmanager
+def read_along(tensors: Sequence[Tensor | None], labels: Sequence[bool] | None = None) -> Iterator[ReadAlong]:
+    """Within the block, the first :func:`checked_bounds` call on the device path also reads ``tensors``' bounds.
+
+    For a caller that checks inputs of its own next to those that code it does not control checks
+    (:class:`~torchmetrics_ext.Segmented`'s segment ids next to its wrapped metric's inputs): the
+    bounds come back in that call's one copy, so the step still waits for the device once. They
+    are then in ``.bounds`` (and remembered like any device-path bounds); ``.bounds`` stays
+    ``None`` when no device-path read ran in the block (the CPU path, an empty or unchecked
+    batch), and the caller reads them itself. ``tensors`` must be on the device of the tensors
+    read in the block. Not thread-safe (one process-wide list, like :func:`force_device_path`).
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.utilities.device import force_device_path
+        >>> ids, preds = torch.tensor([3, 1, 2]), torch.tensor([0.5, 0.25])
+        >>> with force_device_path(), read_along([ids]) as along:
+        ...     checked_bounds([preds], [False])  # one copy brings back both
+        [(0.25, 0.5)]
+        >>> along.bounds
+        [(1.0, 3.0)]
+    """
+    request = ReadAlong(tensors, [False] * len(tensors) if labels is None else labels)
+    _ALONG.append(request)
+    try:
+        yield request
+    finally:
+        _ALONG.remove(request)

@@ -21,7 +21,7 @@ from torchmetrics.utilities.data import dim_zero_sum
 
 from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
-from torchmetrics_ext.utilities.checks import check_int, check_tensor, checked_bounds
+from torchmetrics_ext.utilities.checks import Bounds, check_int, check_tensor, checked_bounds, read_along
 from torchmetrics_ext.wrappers._options import wrapper_options
 
 __all__ = ["Segmented"]
@@ -75,6 +75,12 @@ class Segmented(TaskMetric):
         A segment that saw no data is undefined for ratio metrics (``nan`` with the metric's
         ``UndefinedMetricWarning``, whose task indices then count ``task * S + segment``);
         counters report 0 there.
+
+        Host reads: none in ``update`` with ``validate_args=False``; with validation one per step,
+        the ids' bounds read in the same copy as the wrapped metric's inputs (and remembered for
+        the ids tensor on the device path). In a ``MetricCollection`` (which runs its metrics in
+        sorted key order) a metric that does not take the ids and runs before this one reads the
+        inputs first, and the ids then take a read of their own.
 
     Example:
         >>> import torch
@@ -134,8 +140,13 @@ class Segmented(TaskMetric):
         self._former_patterns.extend(metric._former_patterns)
         self._derived_states.update(metric._derived_states)
 
-    def _format_segments(self, segments: Tensor | None, preds: Tensor, validate: bool) -> Tensor:
-        """``segments`` as int64 ids of the formatted ``(T, N)`` ``preds``' shape; checked when ``validate``."""
+    def _format_segments(
+        self, segments: Tensor | None, preds: Tensor, validate: bool, bounds: Bounds | None = None
+    ) -> Tensor:
+        """``segments`` as int64 ids of the formatted ``(T, N)`` ``preds``' shape; checked when ``validate``.
+
+        ``bounds``: the ids' bounds if already read (with the wrapped metric's inputs, see :meth:`_inputs`).
+        """
         shape = preds.shape
         if segments is None:
             raise TypeError("Segmented.update() requires `segments` (integer ids, shape (N,) or (T, N)).")
@@ -152,9 +163,9 @@ class Segmented(TaskMetric):
                     f"Expected `segments` on the same device as `preds` ({preds.device}), got {segments.device}."
                 )
             if segments.numel() > 0:
-                # one read of both bounds, remembered on the device path for this tensor: the other
-                # Segmented metrics of a collection given the same ids read nothing
-                ((low, high),) = checked_bounds([segments], [False])
+                # read with the wrapped metric's inputs (one copy), else here; remembered on the device
+                # path for this tensor: the other Segmented metrics of a collection read nothing
+                low, high = bounds if bounds else checked_bounds([segments], [False])[0]
                 low_v, high_v = int(low), int(high)
                 if low_v < 0 or high_v >= self.num_segments:
                     raise ValueError(
@@ -181,14 +192,24 @@ class Segmented(TaskMetric):
                 )
             bound[key] = value
         first = names[0]  # errors name the argument as this update calls it (`values` for TensorWeightedAverage)
-        p, t, w = self.metric._format(
-            bound.get(first),  # type: ignore[arg-type]  # None: a TypeError naming it
-            bound.get("target"),
-            bound.get("weights"),
-            validate=validate,
-            preds_name=first,
+        preds, segments = bound.get(first), bound.get("segments")
+        # ids fit for a read (an integer tensor on preds' device) join the read of the metric's inputs:
+        # one host sync per step; anything else is rejected by _format_segments after the metric's checks
+        along = (
+            validate
+            and isinstance(segments, Tensor)
+            and isinstance(preds, Tensor)
+            and segments.device == preds.device
+            and not (segments.is_floating_point() or segments.is_complex() or segments.dtype == torch.bool)
         )
-        return p, t, w, self._format_segments(bound.get("segments"), p, validate)  # type: ignore[return-value]
+        target, weights, ids_bounds = bound.get("target"), bound.get("weights"), None
+        if along:
+            with read_along([segments]) as read:
+                p, t, w = self.metric._format(preds, target, weights, True, first)  # type: ignore[arg-type]
+            ids_bounds = read.bounds[0] if read.bounds else None
+        else:  # None preds: a TypeError naming them
+            p, t, w = self.metric._format(preds, target, weights, validate, first)  # type: ignore[arg-type]
+        return p, t, w, self._format_segments(segments, p, validate, ids_bounds)  # type: ignore[return-value]
 
     def _filter_kwargs(self, **kwargs: Any) -> dict[str, Any]:
         """The keyword arguments this ``update`` takes (a ``MetricCollection`` passes all of them)."""

@@ -93,18 +93,25 @@ def _signed_weights(target: Tensor, weights: Tensor | None, dtype: torch.dtype =
     return torch.where(positive, w, -w)
 
 
-def _exact_curve_stats(scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks: int) -> CurveStats:
+def _exact_curve_stats(
+    scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks: int, device: torch.device | None = None
+) -> CurveStats:
     """``(P, N, auc_num, ap_num)`` per task from chunks of scores and signed weights (one sort).
 
     Args:
         scores: chunks of scores, each viewable as ``(n_k, T)`` (sample-major), e.g. ``[preds.T]``.
         signed: the matching chunks of signed weights.
         num_tasks: ``T``.
+        device: where the (all-zero) sums of no chunk at all are made: the metric's device (the
+            CPU when ``None``); with chunks, their device.
 
     CPU tensors take the block-wise CPU kernels, other devices one sort and whole-array scans
     (:mod:`~torchmetrics_ext.functional.auc._device`); both give the same value to rounding.
     """
-    if scores and on_device_path(scores[0]):
+    if not scores:  # nothing seen: a metric on a device answers there too
+        zeros = torch.zeros(num_tasks, dtype=torch.float64, device=device)
+        return zeros, zeros.clone(), zeros.clone(), zeros.clone()
+    if on_device_path(scores[0]):
         return D._exact_curve_sums(scores, signed, num_tasks)
     packed, pos_total, neg_total = K._pack(scores, signed, num_tasks)
     if packed.shape[-1] == 0:

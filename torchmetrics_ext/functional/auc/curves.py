@@ -46,7 +46,9 @@ Points = list[tuple[Tensor, Tensor, Tensor]]  # per task: (thresholds descending
 Curve = tuple[Tensor, Tensor, Tensor] | tuple[list[Tensor], list[Tensor], list[Tensor]]
 
 
-def _exact_points(scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks: int) -> Points:
+def _exact_points(
+    scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks: int, device: torch.device | None = None
+) -> Points:
     """Curve points per task from chunks of sample-major scores and signed weights (``AUC``'s exact states).
 
     Scores are compared as float32 (one point per distinct float32 score); each point's threshold
@@ -59,11 +61,13 @@ def _exact_points(scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks:
             float64 (a functional's float64 input, whose thresholds keep their float64 value).
         signed: the matching chunks of signed weights (``+w`` positive label, ``-w`` negative).
         num_tasks: ``T``.
+        device: where the (empty) points of no chunk at all are made: the metric's device (the CPU
+            when ``None``); with chunks, their device.
     """
     flat_scores = [chunk.reshape(-1, num_tasks) for chunk in scores]
     flat_signed = [chunk.reshape(-1, num_tasks) for chunk in signed]
-    all_scores = torch.cat(flat_scores) if flat_scores else torch.zeros(0, num_tasks)
-    all_signed = torch.cat(flat_signed) if flat_signed else torch.zeros(0, num_tasks)
+    all_scores = torch.cat(flat_scores) if flat_scores else torch.zeros(0, num_tasks, device=device)
+    all_signed = torch.cat(flat_signed) if flat_signed else torch.zeros(0, num_tasks, device=device)
     points = []
     for task in range(num_tasks):  # the few tasks; each is vectorised over its samples
         weight = all_signed[:, task].to(torch.float64)

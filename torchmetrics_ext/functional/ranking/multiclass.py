@@ -16,7 +16,7 @@ import math
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.utilities.checks import as_int, check_tensor, observed_range
+from torchmetrics_ext.utilities.checks import as_int, check_tensor, checked_bounds, observed_range
 from torchmetrics_ext.utilities.warnings import safe_divide
 
 __all__ = ["multiclass_recall_at_k"]
@@ -35,7 +35,11 @@ def _multiclass_recall_arg_validation(k: int, num_classes: int) -> tuple[int, in
 def _multiclass_recall_tensor_validation(
     preds: Tensor, target: Tensor, weights: Tensor | None, num_classes: int
 ) -> None:
-    """Shapes, dtypes, devices and values of one batch; one host synchronisation."""
+    """Shapes, dtypes, devices and values of one batch; one host synchronisation (:func:`checked_bounds`).
+
+    On the device path the bounds are remembered for these tensors, so that the other metrics of a
+    collection that receive the same batch in the same step do not read them again.
+    """
     check_tensor("preds", preds)
     check_tensor("target", target)  # a missing target (None) is a TypeError naming it, as for the class
     if weights is not None:
@@ -55,18 +59,17 @@ def _multiclass_recall_tensor_validation(
             raise ValueError(f"Expected `{name}` on the same device as `preds` ({preds.device}), got {value.device}.")
     if preds.shape[0] == 0:
         return
-    stats = [torch.isnan(preds).any().to(torch.float64), *torch.aminmax(target.to(torch.float64))]
-    if weights is not None:
-        stats += [*torch.aminmax(weights.to(torch.float64))]
-    values = torch.stack(stats).tolist()
-    if values[0] > 0:
+    # one read for the three, remembered for these tensor objects on the device path: the other
+    # metrics of a collection given the same batch (another k) read nothing
+    (pmin, pmax), (tmin, tmax), *weight_bounds = checked_bounds([preds, target, weights], [False, False, False])
+    if math.isnan(pmin) or math.isnan(pmax):  # NaN propagates into the bounds; inf is a real score
         raise ValueError("Expected `preds` without NaN, got NaN.")
-    if values[1] < 0 or values[2] >= num_classes:
+    if tmin < 0 or tmax >= num_classes:
         raise ValueError(
-            f"Expected `target` class ids in [0, {num_classes - 1}], got values in [{values[1]:.0f}, {values[2]:.0f}]."
+            f"Expected `target` class ids in [0, {num_classes - 1}], got values in [{tmin:.0f}, {tmax:.0f}]."
         )
-    if weights is not None and not (values[3] >= 0 and math.isfinite(values[4])):
-        got = observed_range(values[3], values[4])
+    if weight_bounds[0] and not (weight_bounds[0][0] >= 0 and math.isfinite(weight_bounds[0][1])):
+        got = observed_range(*weight_bounds[0])
         raise ValueError(f"Expected `weights` to be finite and non-negative, got {got}.")
 
 

@@ -24,15 +24,18 @@ from torchmetrics_ext.utilities.device import on_device_path
 __all__ = ["AUC", "AUPRC"]
 
 
-def _take_samples(state: list[Tensor] | Tensor, num_tasks: int) -> Tensor:
-    """Concatenate a sample-major float32 ``cat`` state and view it as ``(T, N)``.
+def _take_samples(
+    state: list[Tensor] | Tensor, num_tasks: int, device: torch.device, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """Concatenate a sample-major ``cat`` state and view it as ``(T, N)``.
 
     A list state is compacted in place into its single concatenation, so ``compute`` does not
-    hold both the chunks and their copy (the list object is kept: compute groups share it).
+    hold both the chunks and their copy (the list object is kept: compute groups share it). An
+    empty list gives ``(T, 0)`` of ``dtype`` on ``device`` (the metric's: compute answers there).
     """
     if isinstance(state, list):
         if not state:
-            return torch.zeros(num_tasks, 0)
+            return torch.zeros(num_tasks, 0, dtype=dtype, device=device)
         flat = dim_zero_cat(state)
         state[:] = [flat]
     else:
@@ -206,7 +209,7 @@ class _CurveMetric(TaskMetric):
         scores, signed = self.preds, self.signed_weights
         if isinstance(scores, Tensor):  # synced across ranks: already one tensor
             scores, signed = [scores], [signed]
-        return F._exact_curve_stats(scores, signed, self.num_tasks)
+        return F._exact_curve_stats(scores, signed, self.num_tasks, self.device)
 
     def _curve_points(self) -> C.Points:
         """Per task: distinct thresholds (descending) and the label weights at each, from the synced states."""
@@ -216,7 +219,7 @@ class _CurveMetric(TaskMetric):
             scores, signed = self.preds, self.signed_weights
             if isinstance(scores, Tensor):  # synced across ranks: already one tensor
                 scores, signed = [scores], [signed]
-            return C._exact_points(scores, signed, self.num_tasks)
+            return C._exact_points(scores, signed, self.num_tasks, self.device)
 
     def curve(self) -> C.Curve:
         """The metric's curve (ROC for :class:`AUC`, precision-recall for :class:`AUPRC`)."""

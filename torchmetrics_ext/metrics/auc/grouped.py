@@ -117,9 +117,9 @@ class _GroupedCurveMetric(TaskMetric):
         if self.groups_complete_per_batch:
             value_sum, weight_sum = (getattr(self, name) for name in self._sum_states)
         else:
-            scores = _take_samples(self.preds, self.num_tasks)
-            signed = _take_samples(self.signed_weights, self.num_tasks)
-            groups = _take_samples(self.groups, 1).reshape(-1)  # int32 or int64 ids, as kept
+            scores = _take_samples(self.preds, self.num_tasks, self.device)
+            signed = _take_samples(self.signed_weights, self.num_tasks, self.device)
+            groups = _take_samples(self.groups, 1, self.device, torch.int64).reshape(-1)  # int32/int64 ids, as kept
             value_sum, weight_sum = F._grouped_update(
                 scores, signed, groups, self._kind, self.weight_groups, self.average_groups
             )

@@ -13,7 +13,10 @@ __all__ = ["UnpaddedDistributedSampler"]
 
 
 class UnpaddedDistributedSampler(DistributedSampler):
-    """Rank ``r`` of ``W`` takes samples ``r, r + W, r + 2W, ...``: every sample exactly once.
+    """Rank ``r`` of ``W`` takes positions ``r, r + W, r + 2W, ...`` of the order: every sample exactly once.
+
+    The order is the dataset's with ``shuffle=False``, else (the default, as ``DistributedSampler``)
+    a permutation drawn from ``seed`` and the epoch (``set_epoch``), the same on every rank.
 
     PyTorch's (and Lightning's default) ``DistributedSampler`` pads the last round with repeated
     samples so every rank gets as many; a metric synced across ranks then counts those samples

@@ -100,8 +100,10 @@ class Throughput(GuardedMetric):
         of the names of the states it changes (``examples_warmup3``,
         ``window_elapsed_warmup3_window2``; ``total_examples`` never), so a
         :class:`~torchmetrics.MetricCollection` never puts two settings in one compute group
-        (their states are equal after the first update, during the warm-up). Checkpoints saved
-        before hold the plain names and still load.
+        (their states are equal after the first update, during the warm-up). A checkpoint of
+        another warm-up or window still loads (those settings only decide which steps are timed:
+        a job resumed with another compute interval keeps its counts), as do checkpoints saved
+        before, with the plain names.
 
         **Plot.** :meth:`plot` draws the two rates (``total_examples`` is a count, not a rate).
 

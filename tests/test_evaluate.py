@@ -565,6 +565,29 @@ def test_csv_segment_types_follow_the_reader_and_the_typed_files(tmp_path):
     assert [r["g"] for r in result.records if r["segment"] != "all"] == [1, 2, 5000000000]
 
 
+def test_float_segments_merge_signed_zeros_and_nan_bit_patterns(tmp_path):
+    """-0.0 is the segment 0.0 (as in pandas, numpy and SQL), every NaN bit pattern one NaN segment
+    (apart from null, as Arrow keeps them), in a table and across a Parquet and a CSV file."""
+    other_nan = np.array([0x7FF8000000000001, 0xFFF8000000000000], dtype=np.uint64).view(np.float64)
+    bucket = np.array([np.nan, other_nan[0], other_nan[1], 1.5, 0.0, -0.0, 0.0, -0.0, 2.0, 2.0])
+    null = np.arange(len(bucket)) >= 8
+    y = np.array([0.0, 1, 0, 0, 0, 1, 1, 1, 1, 0])
+    p = np.linspace(0.1, 0.9, len(y))
+    # reference: numpy masks (IEEE comparison: 0.0 == -0.0)
+    masks = {0.0: (bucket == 0) & ~null, 1.5: (bucket == 1.5) & ~null, "nan": np.isnan(bucket) & ~null, None: null}
+    table = pa.table({"p": p, "y": y, "bucket": pa.array(bucket, mask=null)})
+    pq.write_table(table.slice(0, 5), tmp_path / "a.parquet")  # the NaNs (CSV text "nan" reads as null)
+    pa_csv.write_csv(table.slice(5), tmp_path / "b.csv")  # -0.0 written as text
+    for data in (table, tmp_path):
+        result = evaluate(data, {"t": ("p", "y")}, ["ctr"], by=["bucket"])
+        got = {("nan" if r["bucket"] != r["bucket"] else r["bucket"]): r for r in result.records[1:]}
+        assert list(got) == list(masks)  # numbers sorted, then NaN, then null
+        for key, mask in masks.items():
+            assert got[key]["rows"] == mask.sum()
+            assert got[key]["ctr"] == pytest.approx(y[mask].mean(), rel=1e-12)
+        assert not np.signbit(got[0.0]["bucket"]) and got[0.0]["segment"] == "bucket=0.0"
+
+
 def _many_columns(case: str) -> tuple[pd.DataFrame, list[str]]:
     """Segment columns whose distinct counts multiply past 2**63 (one int64 mixed-radix key would wrap)."""
     rng = np.random.default_rng(63)

@@ -475,7 +475,8 @@ def evaluate(
         by: columns whose distinct value combinations are the segments (any number of columns and
             of distinct values); every metric is computed on each segment's rows, and over all rows.
             Each column once, none named ``segment``, ``task``, ``rows`` or like a requested metric
-            (the other fields of a record).
+            (the other fields of a record). Floats compare as numbers (``-0.0`` is ``0.0``); every
+            NaN is one segment, apart from null.
         batch_size: rows per record batch (memory per batch, not a result setting).
         on_invalid: ``"error"`` (raise, naming file, column, reason, count and first row) or
             ``"skip"`` (drop invalid rows and report them in the result).

@@ -32,9 +32,23 @@ __all__ = ["SegmentIndex", "SegmentRows", "discover_segments"]
 
 
 def _decoded(array: Any) -> Any:
+    """A segment column's values as one plain array: dictionaries decoded, floats normalised.
+
+    Arrow groups and looks up floats by their bits, so ``-0.0`` would be a segment apart from
+    ``0.0`` and every NaN bit pattern a segment of its own: ``-0.0`` becomes ``0.0`` and every NaN
+    one NaN (NaN stays a segment apart from null, as Arrow and Parquet keep them apart). float16
+    is read as float32 (exact), which Arrow computes on.
+    """
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
-    return array.dictionary_decode() if pa.types.is_dictionary(array.type) else array
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    if pa.types.is_float16(array.type):
+        array = array.cast(pa.float32())
+    if pa.types.is_floating(array.type):
+        zero = pc.add(array, pa.scalar(0.0, array.type))  # -0.0 + 0.0 == +0.0; other values unchanged
+        array = pc.if_else(pc.is_nan(array), pa.scalar(float("nan"), array.type), zero)
+    return array
 
 
 _KEY_RANGE = 1 << 63  # segment keys are int64: every key must stay below 2**63

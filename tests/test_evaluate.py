@@ -654,6 +654,37 @@ def test_a_segment_value_or_combination_not_discovered_is_an_error():
         index.encode({**batch, "c0": pa.array(np.full(300, 1000))})
 
 
+def test_a_directory_skips_hidden_and_underscore_files_and_subdirectories(tmp_path):
+    """Below a directory, names starting with "." or "_" are skipped (pyarrow.dataset's rule), for
+    subdirectories too (Jupyter checkpoints, Spark's _temporary); the directory named may be hidden."""
+    root = tmp_path / "_logs"  # the directory named itself: read whatever its name
+    files = {
+        "day1.csv": "p,y\n0.1,0\n0.9,1\n",
+        "sub/day2.csv": "p,y\n0.2,1\n",
+        ".ipynb_checkpoints/day1-checkpoint.csv": "p,y\n0.1,1\n",
+        "_temporary/0/part-0.csv": "p,y\n0.1,1\n",
+        "sub/.hidden/x.csv": "p,y\n0.1,1\n",
+        "_skipped.csv": "p,y\n0.1,1\n",
+        ".x.csv": "p,y\n0.1,1\n",
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    expected = pa.concat_tables(pa_csv.read_csv(root / name) for name in ("day1.csv", "sub/day2.csv"))
+    result = evaluate(root, {"t": ("p", "y")}, ["ctr"])
+    assert result.rows_read == expected.num_rows == 3
+    assert result.values["ctr/t"] == pytest.approx(np.mean(expected.column("y").to_numpy()), rel=1e-12)
+    # a file or glob named explicitly reads what it names
+    assert evaluate(root / "_skipped.csv", {"t": ("p", "y")}, ["ctr"]).rows_read == 1
+    assert evaluate(str(root / "_temporary" / "*" / "*.csv"), {"t": ("p", "y")}, ["ctr"]).rows_read == 1
+    (tmp_path / "only").mkdir()
+    (tmp_path / "only" / "_part.csv").write_text("p,y\n0.1,1\n")
+    with pytest.raises(
+        InvalidDataError, match=re.escape("no Parquet or CSV file (names starting with '.' or '_' are skipped)")
+    ):
+        evaluate(tmp_path / "only", {"t": ("p", "y")}, ["ctr"])
+
+
 def test_missing_paths_and_bad_arguments(tmp_path, dataset):
     with pytest.raises(InvalidDataError, match="no such file, directory or glob match"):
         evaluate(tmp_path / "nope-*.parquet", TASKS)

@@ -242,18 +242,27 @@ class PolarsSource(TableSource):
         return self._table.slice(start, length).select(list(columns)).to_arrow()
 
 
+_HIDDEN = (".", "_")  # hidden, or a writer's metadata or scratch (_SUCCESS, _temporary, .ipynb_checkpoints)
+
+
 def _expand(path: str) -> list[str]:
-    """Files named by a path: the file itself, a directory's data files (recursively) or a glob's matches."""
+    """Files named by a path: the file itself, a directory's data files (recursively) or a glob's matches.
+
+    Below a directory, files and subdirectories whose name starts with ``.`` or ``_`` are skipped
+    (``pyarrow.dataset``'s rule: Jupyter checkpoints, Spark's ``_temporary`` partial output, ...);
+    the directory named itself may have any name, and a file or glob named reads what it names.
+    """
     suffixes = PARQUET_SUFFIXES + CSV_SUFFIXES
     if os.path.isdir(path):
-        found = [
-            os.path.join(root, name)
-            for root, _, names in os.walk(path)
-            for name in names
-            if name.lower().endswith(suffixes) and not name.startswith((".", "_"))
-        ]
+        found = []
+        for root, directories, names in os.walk(path):
+            directories[:] = [d for d in directories if not d.startswith(_HIDDEN)]  # os.walk skips the pruned
+            keep = [n for n in names if n.lower().endswith(suffixes) and not n.startswith(_HIDDEN)]
+            found += [os.path.join(root, n) for n in keep]
         if not found:
-            raise InvalidDataError(f"{path}: directory holds no Parquet or CSV file.")
+            raise InvalidDataError(
+                f"{path}: directory holds no Parquet or CSV file (names starting with '.' or '_' are skipped)."
+            )
         return sorted(found)
     if os.path.exists(path):
         return [path]

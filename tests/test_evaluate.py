@@ -588,6 +588,50 @@ def test_float_segments_merge_signed_zeros_and_nan_bit_patterns(tmp_path):
         assert not np.signbit(got[0.0]["bucket"]) and got[0.0]["segment"] == "bucket=0.0"
 
 
+def test_segment_keys_and_labels_are_distinct_for_null_and_look_alike_text():
+    """A null is written None; text that could read as another value (the text "None", text holding
+    the separators "/" or ",", or starting with a quote) is quoted: no key of .values is lost."""
+    pairs = [("None", "x"), (None, "x"), ("a/h=b", "c"), ("a", "b/h=c"), ("u, h=v", "w"), ("u", "v, h=w"), ("'q'", "x")]
+    pairs += [("q", "x"), ("", "x")]
+    frame = pd.DataFrame(
+        {
+            "g": pd.Series([g for g, _ in pairs] * 2, dtype=object),
+            "h": pd.Series([h for _, h in pairs] * 2, dtype=object),
+            "p": np.linspace(0.1, 0.9, 2 * len(pairs)),
+            "y": np.r_[np.zeros(len(pairs)), np.ones(len(pairs) - 3), np.zeros(3)],
+        }
+    )
+    groups = frame.groupby(["g", "h"], dropna=False)["y"].mean()  # pandas: None and "None" apart
+    expected = {(None if not isinstance(g, str) else g, h): value for (g, h), value in groups.items()}
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    result = evaluate(table, {"t": ("p", "y")}, ["ctr"], by=["g", "h"])
+    records = result.records[1:]
+    assert len(records) == len(expected) == len(pairs)
+    assert len({r["segment"] for r in records}) == len(pairs)  # labels: one per segment
+    assert len(result.values) == 1 + len(pairs)  # keys: none lost
+    for record in records:
+        assert record["ctr"] == pytest.approx(expected[(record["g"], record["h"])], rel=1e-12)
+        assert result.values[f"ctr/t{segment_key(record)}"] == record["ctr"]
+    assert result.values["ctr/t/g='None'/h=x"] == pytest.approx(expected[("None", "x")], rel=1e-12)
+    assert result.values["ctr/t/g=None/h=x"] == pytest.approx(expected[(None, "x")], rel=1e-12)
+    assert {"g='a/h=b', h=c", "g=a, h='b/h=c'", "g=\"'q'\", h=x", "g=q, h=x", "g=, h=x"} <= {
+        r["segment"] for r in records
+    }
+
+
+def segment_key(record: dict) -> str:
+    """The .values suffix of a record, written here from the documented rule."""
+
+    def text(value: object) -> str:
+        if value is None:
+            return "None"
+        if value == "None" or value.startswith(("'", '"')) or "/" in value or "," in value:
+            return repr(value)
+        return value
+
+    return f"/g={text(record['g'])}/h={text(record['h'])}"
+
+
 def _many_columns(case: str) -> tuple[pd.DataFrame, list[str]]:
     """Segment columns whose distinct counts multiply past 2**63 (one int64 mixed-radix key would wrap)."""
     rng = np.random.default_rng(63)

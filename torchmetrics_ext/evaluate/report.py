@@ -14,10 +14,34 @@ import pyarrow as pa
 
 from torchmetrics_ext.evaluate.checks import Problem
 
-__all__ = ["OUTPUT_SUFFIXES", "OVERALL", "EvaluationResult", "Progress", "check_output_path"]
+__all__ = ["OUTPUT_SUFFIXES", "OVERALL", "EvaluationResult", "Progress", "check_output_path", "segment_text"]
 
 OVERALL = "all"  # the ``segment`` label of the values over every row
 OUTPUT_SUFFIXES = (".json", ".csv", ".parquet", ".pq")
+NULL_TEXT = "None"  # how a null segment value is written in labels and keys
+_QUOTED = ("'", '"')  # text starting so is quoted, so the quoted form of other text stays apart
+_SEPARATORS = ("/", ",")  # between the columns of a key (``.values``) and of a label (``segment``)
+
+
+def _value_text(value: Any) -> str:
+    if value is None:
+        return NULL_TEXT
+    if isinstance(value, str):
+        if value == NULL_TEXT or value.startswith(_QUOTED) or any(sep in value for sep in _SEPARATORS):
+            return repr(value)
+        return value
+    return str(value)
+
+
+def segment_text(by: tuple[str, ...] | list[str], values: dict[str, Any], separator: str) -> str:
+    """``"country=US, dataset=a"`` (``separator=", "``) or ``"/country=US/dataset=a"`` (``"/"``, leading too).
+
+    Every combination gets its own text: a null is ``None``; text that could read as something else
+    (the text ``None``, text holding ``/`` or ``,``, or starting with a quote) is quoted as Python
+    writes it (``g='None'``, ``page='/home'``); other text and values are written as they are.
+    """
+    text = separator.join(f"{b}={_value_text(values[b])}" for b in by)
+    return f"/{text}" if separator == "/" and text else text
 
 
 def check_output_path(path: str) -> None:
@@ -49,7 +73,8 @@ class EvaluationResult:
         tasks: task names, in order.
         metrics: metric names (registry names), in order.
         by: the segment columns (empty without ``by``).
-        records: one dict per (segment, task): ``segment`` (``"all"`` or ``"country=US, ..."``),
+        records: one dict per (segment, task): ``segment`` (``"all"`` or ``"country=US, ..."``, see
+            :func:`segment_text`),
             the ``by`` columns' values (``None`` on the overall records), ``task``, ``rows`` and
             one float per metric. Overall records come first.
         rows_read: rows read from the input (every rank).
@@ -70,10 +95,14 @@ class EvaluationResult:
 
     @property
     def values(self) -> dict[str, float]:
-        """Flat ``{"ne/click": value, "ne/click/country=US/dataset=a": value, ...}``."""
+        """Flat ``{"ne/click": value, "ne/click/country=US/dataset=a": value, ...}``.
+
+        A null segment value is written ``None``, and text that could read as another value is
+        quoted (``g='None'``, ``page='/home'``; see :func:`segment_text`), so every key is its own.
+        """
         out: dict[str, float] = {}
         for record in self.records:
-            suffix = "" if record["segment"] == OVERALL else "".join(f"/{b}={record[b]}" for b in self.by)
+            suffix = "" if record["segment"] == OVERALL else segment_text(self.by, record, "/")
             for metric in self.metrics:
                 out[f"{metric}/{record['task']}{suffix}"] = record[metric]
         return out

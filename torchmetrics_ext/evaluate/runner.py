@@ -23,7 +23,7 @@ from torch import Tensor
 
 from torchmetrics_ext.evaluate.checks import Column, Problem, Problems, RowChecker, check_schema, text_types, to_numpy
 from torchmetrics_ext.evaluate.memory import release_free_memory
-from torchmetrics_ext.evaluate.report import OVERALL, EvaluationResult, Progress
+from torchmetrics_ext.evaluate.report import OVERALL, EvaluationResult, Progress, segment_text
 from torchmetrics_ext.evaluate.segments import SegmentIndex, SegmentRows, discover_segments
 from torchmetrics_ext.evaluate.sources import Chunk, InvalidDataError, Source, open_sources
 from torchmetrics_ext.metrics.ranking import RankingMetrics
@@ -393,7 +393,7 @@ class _Run:
             module = self.plan.module()
             module.update(rows)
             labels = self.segments.labels[index]
-            text = ", ".join(f"{b}={labels[b]}" for b in self.plan.by)
+            text = segment_text(self.plan.by, labels, ", ")
             count = len(next(iter(rows.values())))
             mine.append((index, *self._compute(module, text, labels, count, local=True)))
         if self.world > 1:

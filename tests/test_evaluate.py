@@ -632,6 +632,36 @@ def segment_key(record: dict) -> str:
     return f"/g={text(record['g'])}/h={text(record['h'])}"
 
 
+@pytest.mark.parametrize("text_type", [pa.string(), pa.large_string()])
+def test_a_text_segment_column_typed_null_in_a_file_or_slice_is_its_null_segment(tmp_path, text_type):
+    """A file whose text --by column holds only nulls (Arrow type null: pandas writes an all-None
+    column so) or a frame slice that does is the null segment, as for any other type."""
+    frame = pd.DataFrame(
+        {
+            "p": [0.1, 0.2, 0.3, 0.9, 0.4, 0.8],
+            "y": [0.0, 1, 0, 1, 1, 1],
+            "country": pd.Series([None, None, "fr", "us", "us", None], dtype=object),
+        }
+    )
+    groups = frame.groupby("country", dropna=False)["y"].agg(["size", "mean"])
+    expected = {(k if isinstance(k, str) else None): (n, m) for k, (n, m) in groups.iterrows()}
+    pq.write_table(
+        pa.table({"p": frame.p[:2], "y": frame.y[:2], "country": pa.array([None, None], pa.null())}),
+        tmp_path / "day1.parquet",
+    )
+    pq.write_table(
+        pa.table({"p": frame.p[2:], "y": frame.y[2:], "country": pa.array(frame.country[2:], text_type)}),
+        tmp_path / "day2.parquet",
+    )
+    for data, batch_size in ((tmp_path, 65_536), (frame, 2)):  # the frame's first slice is all None
+        result = evaluate(data, {"t": ("p", "y")}, ["ctr"], by=["country"], batch_size=batch_size)
+        got = {r["country"]: (r["rows"], r["ctr"]) for r in result.records[1:]}
+        assert list(got) == ["fr", "us", None]
+        for key, (rows, ctr) in expected.items():
+            assert got[key][0] == rows
+            assert got[key][1] == pytest.approx(ctr, rel=1e-12)
+
+
 def _many_columns(case: str) -> tuple[pd.DataFrame, list[str]]:
     """Segment columns whose distinct counts multiply past 2**63 (one int64 mixed-radix key would wrap)."""
     rng = np.random.default_rng(63)

@@ -94,7 +94,19 @@ class SegmentIndex:
         return len(self.labels)
 
     def _codes(self, position: int, column: Any) -> np.ndarray:
-        codes = pc.index_in(_decoded(column), value_set=self._value_sets[position])
+        """Every row's position in the column's sorted distinct values.
+
+        The batch is first cast to the type of those values (as the discovered combinations were
+        promoted): a file's all-null column (type ``null``), int32 next to int64, string next to
+        large_string... (``index_in`` does not cast every pair itself).
+        """
+        values, value_set = _decoded(column), self._value_sets[position]
+        if values.type != value_set.type:
+            try:
+                values = values.cast(value_set.type)
+            except pa.ArrowException:
+                raise InvalidDataError(_unknown(self.by[position])) from None
+        codes = pc.index_in(values, value_set=value_set)
         if codes.null_count:
             raise InvalidDataError(_unknown(self.by[position]))
         return codes.to_numpy(zero_copy_only=False).astype(np.int64)

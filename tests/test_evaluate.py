@@ -487,6 +487,25 @@ def test_csv_values_do_not_depend_on_the_block_or_batch_size(tmp_path, batch_siz
     assert result.rows_read == len(ref)
 
 
+@pytest.mark.parametrize("batch_size", [1_000, 65_536])
+def test_quoted_line_breaks_in_a_csv_larger_than_a_block(tmp_path, batch_size):
+    """RFC 4180 quoted fields with line breaks (an unread comment column) in a file larger than
+    one read block (1 MiB at batch size 1,000, 4 MiB at 65,536): read as pandas reads it."""
+    n = 100_000 if batch_size == 65_536 else 30_000
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"p": rng.random(n).round(6), "y": rng.integers(0, 2, n).astype(np.float64)})
+    frame["comment"] = 'line a\nline b, "quoted"\nline c'
+    path = tmp_path / "comments.csv"
+    frame.to_csv(path, index=False)
+    assert path.stat().st_size > max(1 << 20, 64 * batch_size)
+    expected = pd.read_csv(path)  # the reference reader
+    assert len(expected) == n
+    result = evaluate(path, {"t": ("p", "y")}, ["ctr", "mse"], batch_size=batch_size)
+    assert result.rows_read == n
+    assert result.values["ctr/t"] == pytest.approx(expected.y.mean(), rel=1e-12)
+    assert result.values["mse/t"] == pytest.approx(np.mean((expected.p - expected.y) ** 2), rel=1e-12)
+
+
 def test_a_late_bad_csv_value_names_the_file_and_column(tmp_path):
     ref = _csv_with_late_types(tmp_path / "a.csv", n=140_000)
     text = (tmp_path / "a.csv").read_text().rstrip("\n").rsplit("\n", 1)[0]

@@ -128,7 +128,7 @@ class CsvSource(Source):
 
     pyarrow infers a column's type from the first block it reads, so the columns an evaluation
     reads are given fixed types instead (see :meth:`read`): the result never depends on the file
-    size or the block size.
+    size or the block size. Quoted fields may hold line breaks, in any block.
     """
 
     infers_types = True
@@ -143,8 +143,11 @@ class CsvSource(Source):
             column_types=dict(types or {}),
         )
         read = pa_csv.ReadOptions(block_size=max(1 << 20, 64 * batch_size))
+        # quoted fields may hold line breaks (RFC 4180): without this a block boundary inside one
+        # breaks the read, so a valid file would fail with its size (no measurable cost on plain files)
+        parse = pa_csv.ParseOptions(newlines_in_values=True)
         try:
-            return pa_csv.open_csv(self.label, read_options=read, convert_options=convert)
+            return pa_csv.open_csv(self.label, read_options=read, parse_options=parse, convert_options=convert)
         except (OSError, pa.ArrowException) as err:
             raise InvalidDataError(f"{self.label}: not a readable CSV file ({self._explain(err)}).") from None
 

@@ -868,6 +868,39 @@ def test_cli_prints_the_table_and_writes_every_output_format(dataset, tmp_path, 
     assert pq.read_table(tmp_path / "out.parquet").num_rows == 6
 
 
+def test_integer_segment_values_of_any_size_reach_every_output(tmp_path, capsys):
+    """uint64 ids above 2**63 and int64 ids above 2**53 stay exact in to_arrow (their own type),
+    to_pandas (nullable integers) and the .csv/.parquet outputs, from a table and from a CSV file."""
+    items = np.array([2**63 + 5, 7, 2**63 + 5, 2**64 - 1], dtype=np.uint64)
+    users = np.array([2**53 + 1, -3, 2**53 + 1, 2**62], dtype=np.int64)
+    y = np.array([0.0, 1, 1, 1])
+    table = pa.table({"p": [0.1, 0.2, 0.3, 0.4], "y": y, "item": items, "user": users})
+    for by, values in (("item", items), ("user", users)):
+        keys = np.unique(values)  # reference: the input's own values, sorted
+        result = evaluate(table, {"t": ("p", "y")}, ["ctr"], by=[by])
+        arrow = result.to_arrow()
+        assert arrow.schema.field(by).type == table.schema.field(by).type
+        assert arrow.column(by).to_pylist() == [None, *(int(k) for k in keys)]
+        assert arrow.column("ctr").to_pylist()[1:] == pytest.approx([y[values == k].mean() for k in keys], rel=1e-12)
+        frame = result.to_pandas()
+        assert frame[by].isna().tolist() == [True] + [False] * len(keys)
+        assert [int(v) for v in frame[by][1:]] == [int(k) for k in keys]
+        for suffix in ("csv", "parquet"):
+            result.write(str(tmp_path / f"out.{suffix}"))
+        assert pq.read_table(tmp_path / "out.parquet").column(by).to_pylist() == arrow.column(by).to_pylist()
+        written = pa_csv.read_csv(
+            tmp_path / "out.csv", convert_options=pa_csv.ConvertOptions(column_types={by: arrow.schema.field(by).type})
+        )
+        assert written.column(by).to_pylist() == arrow.column(by).to_pylist()
+    pa_csv.write_csv(table, tmp_path / "in.csv")
+    args = ["evaluate", str(tmp_path / "in.csv"), "--predictions", "p", "--labels", "y", "--metrics", "ctr"]
+    assert cli.main([*args, "--by", "item", "--output", str(tmp_path / "res.parquet"), "--no-progress"]) == 0
+    capsys.readouterr()
+    written = pq.read_table(tmp_path / "res.parquet")
+    assert written.schema.field("item").type == pa.uint64()
+    assert written.column("item").to_pylist() == [None, *(int(k) for k in np.unique(items))]
+
+
 def test_cli_single_task_flags_and_errors(dataset, tmp_path, capsys):
     assert cli.main(["evaluate", str(dataset), "--predictions", "p_click", "--labels", "y_click", "--no-progress"]) == 0
     out, err = capsys.readouterr()

@@ -82,6 +82,8 @@ class EvaluationResult:
         problems: what the invalid rows were (file, column, reason, count, first row).
         warnings: undefined-value warnings raised while computing (their values are ``nan``), one line
             per metric and segment naming the task(s) and the segment, from every rank.
+        by_types: the Arrow type of each segment column's values, as read (integers keep their
+            width and sign in :meth:`to_arrow`; a column missing here is inferred from the values).
     """
 
     tasks: tuple[str, ...]
@@ -92,6 +94,7 @@ class EvaluationResult:
     rows_skipped: int = 0
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    by_types: dict[str, pa.DataType] = field(default_factory=dict)
 
     @property
     def values(self) -> dict[str, float]:
@@ -108,12 +111,42 @@ class EvaluationResult:
         return out
 
     def to_arrow(self) -> pa.Table:
-        """The records as a ``pyarrow.Table`` (one row per segment and task)."""
-        return pa.Table.from_pylist(self.records)
+        """The records as a ``pyarrow.Table`` (one row per segment and task).
+
+        ``segment`` and ``task`` are strings, ``rows`` int64, the metrics float64 and each segment
+        column has the type of its values in the data (:attr:`by_types`: uint64 ids above ``2**63``
+        stay uint64), null on the overall rows.
+        """
+        types: dict[str, pa.DataType | None] = {"segment": pa.string(), "task": pa.string(), "rows": pa.int64()}
+        types |= {b: self.by_types.get(b) for b in self.by}
+        types |= dict.fromkeys(self.metrics, pa.float64())
+        names = list(self.records[0]) if self.records else ["segment", *self.by, "task", "rows", *self.metrics]
+        return pa.table({name: pa.array([r[name] for r in self.records], types.get(name)) for name in names})
 
     def to_pandas(self) -> Any:
-        """The records as a pandas DataFrame (needs pandas)."""
-        return self.to_arrow().to_pandas()
+        """The records as a pandas DataFrame (needs pandas).
+
+        Integer segment columns are pandas' nullable integers (``Int64``, ``UInt64``, ...): exact,
+        with ``<NA>`` on the overall rows, where plain integers would turn into float64.
+        """
+        import pandas as pd
+
+        table = self.to_arrow()
+        frame = table.to_pandas()
+        nullable = {
+            pa.int8(): pd.Int8Dtype(),
+            pa.int16(): pd.Int16Dtype(),
+            pa.int32(): pd.Int32Dtype(),
+            pa.int64(): pd.Int64Dtype(),
+            pa.uint8(): pd.UInt8Dtype(),
+            pa.uint16(): pd.UInt16Dtype(),
+            pa.uint32(): pd.UInt32Dtype(),
+            pa.uint64(): pd.UInt64Dtype(),
+        }
+        for name in self.by:
+            if pa.types.is_integer(table.schema.field(name).type):
+                frame[name] = table.column(name).to_pandas(types_mapper=nullable.get)
+        return frame
 
     def format_table(self) -> str:
         """A fixed-width text table: one line per segment and task, one column per metric."""

@@ -345,6 +345,7 @@ class _Run:
             rows_skipped=rows_skipped,
             problems=problems,
             warnings=list(dict.fromkeys(caught)),
+            by_types=self.segments.types if self.segments is not None else {},
         )
 
     def _merge(self, problems: list[Problem]) -> list[Problem]:

@@ -81,6 +81,7 @@ class SegmentIndex:
         self.text_types = dict(text_types or {})
         self._value_sets = [pc.unique(_decoded(combos.column(name))).sort(null_placement="at_end") for name in self.by]
         self._sizes = [len(values) for values in self._value_sets]
+        self.types = {name: values.type for name, values in zip(self.by, self._value_sets)}  # as in the labels
         # step -> the sorted distinct keys of the columns before it, where the key is made dense there
         self._dense: dict[int, np.ndarray] = {}
         keys = self._encode_keys([combos.column(name) for name in self.by], build=True)

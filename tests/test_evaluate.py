@@ -258,6 +258,26 @@ def ndcg_ref(p, y, sessions, k):
     return float(np.mean(values))
 
 
+def test_two_spellings_of_one_cutoff_each_get_the_value(dataset, frame, capsys):
+    """ndcg@10 and ndcg@010 (recall@5, recall@05) are one metric: computed once, each name reports it."""
+    p, y, sessions = (frame[c].to_numpy(np.float64) for c in ("p_click", "y_click", "session"))
+    names = ["ndcg@10", "ndcg@010", "recall@05", "recall@5", "ndcg@10"]
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    result = evaluate(table, {"click": ("p_click", "y_click")}, names, session="session", by=["dataset"])
+    assert result.metrics == ("ndcg@10", "ndcg@010", "recall@05", "recall@5")
+    ones = np.ones(len(p))
+    for record in result.records:
+        m = np.ones(len(p), bool) if record["segment"] == "all" else (frame.dataset == record["dataset"]).to_numpy()
+        ndcg = ndcg_ref(p[m], y[m], sessions[m], 10)
+        recall = query_ref(p[m], y[m], sessions[m], ones[m], 5, "recall")
+        assert record["ndcg@10"] == record["ndcg@010"] == pytest.approx(ndcg, rel=1e-12)
+        assert record["recall@5"] == record["recall@05"] == pytest.approx(recall, rel=1e-12)
+    args = ["evaluate", str(dataset), "--predictions", "p_click", "--labels", "y_click", "--session", "session"]
+    assert cli.main([*args, "--metrics", "ndcg@10,ndcg@010", "--no-progress"]) == 0
+    header = capsys.readouterr().out.splitlines()[1].split()
+    assert header[-2:] == ["ndcg@10", "ndcg@010"]
+
+
 NO_QUERY = "no query counted (no query with a relevant candidate, or all query weights are zero); returning nan."
 
 

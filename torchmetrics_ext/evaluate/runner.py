@@ -141,7 +141,9 @@ class _Plan:
                 )
         self.specs: list[str] = []  # non-ranking registry names
         self._ranking: list[tuple[str, int | None]] = []
-        self.renames: dict[str, str] = {}  # module key -> metric name
+        # module key -> the requested names it answers: two spellings of one cutoff (ndcg@10, ndcg@010)
+        # share one key, and each name gets its value
+        self.renames: dict[str, list[str]] = {}
         for name in self.metric_names:
             entry, k = lookup(name)  # unknown names: ValueError listing every known name
             parameters = inspect.signature(entry.cls.update).parameters
@@ -154,11 +156,14 @@ class _Plan:
             if "indexes" in parameters and not entry.defaults:
                 # every ranking name shares one RankingMetrics per task: one sort and one copy of the rows
                 self._ranking.append((entry.name, k))
-                self.renames[f"{_RANKING_KEY}.{entry.name if k is None else f'{entry.name}@{k}'}"] = name
+                key = f"{_RANKING_KEY}.{entry.name if k is None else f'{entry.name}@{k}'}"
+                self.renames.setdefault(key, []).append(name)
             else:
                 self.specs.append(name)
-                self.renames[name] = name
-        self.ranking_names = [name for key, name in self.renames.items() if key.startswith(f"{_RANKING_KEY}.")]
+                self.renames[name] = [name]
+        self.ranking_names = [
+            name for key, names in self.renames.items() if key.startswith(f"{_RANKING_KEY}.") for name in names
+        ]
         self.columns = self._columns()
 
     def _columns(self) -> list[Column]:
@@ -219,8 +224,9 @@ class _Plan:
         out = []
         for task in self.tasks:
             record: dict[str, Any] = {"segment": segment, **labels, "task": task.name, "rows": rows}
-            for key, name in self.renames.items():
-                record[name] = float(values[f"{key}/{task.name}"])
+            for key, names in self.renames.items():
+                value = float(values[f"{key}/{task.name}"])
+                record.update(dict.fromkeys(names, value))
             out.append({**record, **{m: record[m] for m in self.metric_names}})
         return out
 
@@ -469,7 +475,9 @@ def evaluate(
         data: a Parquet or CSV path, a directory, a glob, a list of them, a ``pyarrow.Table``, or a
             pandas or polars DataFrame (converted one slice of the needed columns at a time).
         tasks: ``{"click": ("p_click", "y_click"), ...}`` or ``["click=p_click:y_click", ...]``.
-        metrics: registry names (``"ne"``, ``"auc"``, ``"gauc"``, ``"ndcg@10"``, ``"recall@20"``, ...).
+        metrics: registry names (``"ne"``, ``"auc"``, ``"gauc"``, ``"ndcg@10"``, ``"recall@20"``, ...),
+            each reported under the name given; a name given twice is reported once, and two
+            spellings of one cutoff (``"ndcg@10"``, ``"ndcg@010"``) are computed once, each reported.
         weights: column of sample weights (shared by every task; weight 1 without it).
         user: column of integer user ids (for ``gauc``/``gauprc``).
         session: column of integer query/session ids (for ranking metrics).

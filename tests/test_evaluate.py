@@ -429,6 +429,37 @@ def test_integer_predictions_are_scores_from_every_source(tmp_path):
         evaluate(tmp_path / "counts.parquet", {"t": ("p", "y")}, ["mse", "ne"])
 
 
+def test_pandas_object_columns_are_typed_from_their_values(frame):
+    """Object-dtype columns (Python floats, bools, ints; None) are read as pyarrow converts them,
+    not refused as "type null" (the type of an empty object column)."""
+    part = frame.iloc[:600]
+    p, y, w = part.p_click.to_numpy(np.float64), part.y_click.to_numpy(np.float64), part.w.to_numpy()
+    objects = pd.DataFrame(
+        {
+            "p": pd.Series(p.tolist(), dtype=object),
+            "y": pd.Series([bool(v) for v in y], dtype=object),
+            "w": pd.Series(w.tolist(), dtype=object),
+            "user": pd.Series(part.user.tolist(), dtype=object),
+            "g": pd.Series([None] * 200 + (part.user.to_numpy()[200:] % 3).tolist(), dtype=object),
+        }
+    )
+    assert all(dtype == np.dtype(object) for dtype in objects.dtypes)
+    result = evaluate(
+        objects, {"t": ("p", "y")}, ["ctr", "calibration", "gauc"], weights="w", user="user", by=["g"], batch_size=128
+    )
+    g = np.array([-1] * 200 + (part.user.to_numpy()[200:] % 3).tolist())
+    for record in result.records:
+        m = np.ones(len(p), bool) if record["segment"] == "all" else g == (-1 if record["g"] is None else record["g"])
+        assert record["rows"] == m.sum()
+        assert record["ctr"] == pytest.approx(np.sum(w[m] * y[m]) / np.sum(w[m]), rel=1e-12)
+        assert record["calibration"] == pytest.approx(np.sum(w[m] * p[m]) / np.sum(w[m] * y[m]), rel=1e-12)
+        assert record["gauc"] == pytest.approx(gauc_ref(p[m], y[m], part.user.to_numpy()[m], w[m]), rel=1e-9)
+    assert [r["g"] for r in result.records[1:]] == [0, 1, 2, None]
+    mixed = objects.assign(p=pd.Series([0.5, "0.5", *p[2:].tolist()], dtype=object))
+    with pytest.raises(InvalidDataError, match=r"<pandas.DataFrame>: rows 0 to 127: .*'0.5'.*column p"):
+        evaluate(mixed, {"t": ("p", "y")}, ["ctr"], batch_size=128)
+
+
 def test_duplicated_column_names_are_one_clear_error(tmp_path, capsys):
     (tmp_path / "dup.csv").write_text("p,y,p\n0.1,0,0.5\n0.9,1,0.5\n")
     arrays = [pa.array([0.1, 0.9]), pa.array([0, 1]), pa.array([0.5, 0.5])]

@@ -231,11 +231,18 @@ class TableSource(Source):
 
 
 class PandasSource(TableSource):
-    """A pandas DataFrame, converted to Arrow one slice of the needed columns at a time."""
+    """A pandas DataFrame, converted to Arrow one slice of the needed columns at a time.
+
+    Each slice's object columns are typed from that slice's values (ints and floats: double), as
+    pyarrow converts them; the segment encoder casts every slice to the discovered type.
+    """
 
     def _slice(self, start: int, length: int, columns: Sequence[str]) -> pa.Table:
         frame = self._table.iloc[start : start + length][list(columns)]
-        return pa.Table.from_pandas(frame, preserve_index=False)
+        try:
+            return pa.Table.from_pandas(frame, preserve_index=False)
+        except (pa.ArrowException, TypeError) as err:  # an object column mixing kinds (numbers and text)
+            raise InvalidDataError(f"{self.label}: rows {start:,} to {start + length - 1:,}: {err}") from None
 
 
 class PolarsSource(TableSource):
@@ -284,6 +291,27 @@ def _file_source(path: str) -> Source:
     raise InvalidDataError(f"{path}: unknown format; expected a file ending in {PARQUET_SUFFIXES + CSV_SUFFIXES}.")
 
 
+_SAMPLE_ROWS = 65_536
+
+
+def _object_type(column: Any) -> pa.DataType:
+    """The Arrow type of a pandas object column: that of its first slice holding a value.
+
+    ``null`` if it holds no value. Only the rows up to that slice are read (a slice at a time);
+    later slices may still read as another type (ints, then floats), as every slice is converted
+    on its own; a slice mixing kinds (numbers and text) gives the type of its first value, and
+    reading it fails naming the column.
+    """
+    for start in range(0, len(column), _SAMPLE_ROWS):
+        values = column.iloc[start : start + _SAMPLE_ROWS].dropna()
+        if len(values):
+            try:
+                return pa.array(values, from_pandas=True).type
+            except (pa.ArrowException, TypeError):
+                return pa.array(values.iloc[:1], from_pandas=True).type
+    return pa.null()
+
+
 def _frame_source(data: Any) -> Source | None:
     """A source for an in-memory table or DataFrame (recognised without importing pandas or polars)."""
     if isinstance(data, pa.Table):
@@ -294,10 +322,15 @@ def _frame_source(data: Any) -> Source | None:
         if empty.columns.has_duplicates:  # pyarrow refuses the frame: one field per column, so that
             # reading a duplicated name fails the schema check naming it (the others read as usual)
             columns = range(empty.shape[1])
-            schema = pa.schema([pa.Schema.from_pandas(empty.iloc[:, [i]], preserve_index=False)[0] for i in columns])
+            fields = [pa.Schema.from_pandas(empty.iloc[:, [i]], preserve_index=False)[0] for i in columns]
         else:
-            schema = pa.Schema.from_pandas(empty, preserve_index=False)
-        return PandasSource(data, "<pandas.DataFrame>", len(data), schema)
+            fields = list(pa.Schema.from_pandas(empty, preserve_index=False))
+        # an empty object column has type null: type object columns from their values instead
+        fields = [
+            field.with_type(_object_type(data.iloc[:, i])) if pa.types.is_null(field.type) else field
+            for i, field in enumerate(fields)
+        ]
+        return PandasSource(data, "<pandas.DataFrame>", len(data), pa.schema(fields))
     if module == "polars" and type(data).__name__ == "DataFrame":
         return PolarsSource(data, "<polars.DataFrame>", data.height, data.slice(0, 0).to_arrow().schema)
     return None

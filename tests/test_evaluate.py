@@ -857,6 +857,35 @@ def test_missing_paths_and_bad_arguments(tmp_path, dataset):
         evaluate(dataset, TASKS, by=["nope"])
 
 
+def test_natural_arguments_and_exotic_segment_types_get_clear_answers():
+    """by=None is no segments (as weights=None is no weights); tasks as (predictions, labels) tuples
+    is a TypeError showing the accepted forms; string/binary views are segments like strings; a type
+    Arrow cannot group or sort (pandas Period and Interval, ...) is an error naming the column."""
+    frame = pd.DataFrame({"p": [0.1, 0.9, 0.4, 0.3], "y": [0.0, 1, 1, 0], "g": ["b", "a", "b", "b"]})
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    plain = evaluate(table, {"t": ("p", "y")}, ["ctr"])
+    assert evaluate(table, {"t": ("p", "y")}, ["ctr"], by=None).records == plain.records
+    assert plain.values == {"ctr/t": frame.y.mean()}
+    with pytest.raises(TypeError, match=r"a list holding \('p', 'y'\) \(tuple\); e.g. \{'click'"):
+        evaluate(table, [("p", "y")], ["ctr"])
+    expected = frame.groupby("g")["y"].mean()
+    for view, values in ((pa.string_view(), frame.g.tolist()), (pa.binary_view(), [g.encode() for g in frame.g])):
+        viewed = table.set_column(2, "g", pa.array(values, view))
+        result = evaluate(viewed, {"t": ("p", "y")}, ["ctr"], by=["g"])
+        got = {(r["g"].decode() if isinstance(r["g"], bytes) else r["g"]): r["ctr"] for r in result.records[1:]}
+        assert got == pytest.approx(expected.to_dict(), rel=1e-12)
+    exotic = {
+        "per": pd.Series(pd.period_range("2024-01", periods=4, freq="M")),
+        "iv": pd.Series(pd.interval_range(0, 4)),
+    }
+    for name, column in exotic.items():
+        with pytest.raises(InvalidDataError, match=f"column '{name}' \\(--by segment\\) has type extension<"):
+            evaluate(frame.assign(**{name: column}), {"t": ("p", "y")}, ["ctr"], by=[name])
+    interval = table.append_column("d", pa.array([(1, 2, 3)] * 4, pa.month_day_nano_interval()))
+    with pytest.raises(InvalidDataError, match="column 'd' \\(--by segment\\) has type month_day_nano_interval"):
+        evaluate(interval, {"t": ("p", "y")}, ["ctr"], by=["d"])
+
+
 @pytest.mark.parametrize("name", ["task", "rows", "segment", "ctr"])
 def test_a_segment_column_named_like_a_record_field_is_rejected(tmp_path, capsys, name):
     """Records hold 'segment', 'task', 'rows' and one field per metric: a --by column of such a name

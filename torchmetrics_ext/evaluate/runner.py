@@ -76,6 +76,13 @@ def _tasks(tasks: Any) -> list[TaskSpec]:
     elif isinstance(tasks, (str, TaskSpec)):
         out = [tasks if isinstance(tasks, TaskSpec) else parse_task(tasks)]
     elif isinstance(tasks, Sequence) and tasks:
+        for task in tasks:
+            if not isinstance(task, (str, TaskSpec)):
+                raise TypeError(
+                    f"Expected `tasks` as {{name: (predictions, labels)}} or a list of 'name=predictions:labels' "
+                    f"strings (or TaskSpec), got a list holding {task!r} ({type(task).__name__}); e.g. "
+                    "{'click': ('p_click', 'y_click')} or ['click=p_click:y_click']."
+                )
         out = [t if isinstance(t, TaskSpec) else parse_task(t) for t in tasks]
     else:
         raise ValueError(
@@ -112,7 +119,7 @@ class _Plan:
         weights: Any,
         user: Any,
         session: Any,
-        by: Sequence[str],
+        by: Sequence[str] | None,
         from_logits: bool = False,
     ) -> None:
         if not isinstance(from_logits, bool):
@@ -122,7 +129,8 @@ class _Plan:
         self.weights = _optional_name("weights", weights)
         self.user = _optional_name("user", user)
         self.session = _optional_name("session", session)
-        if isinstance(by, str) or not all(isinstance(b, str) and b for b in by):
+        by = () if by is None else by  # no segments, as weights=None is no weights
+        if isinstance(by, str) or not isinstance(by, Sequence) or not all(isinstance(b, str) and b for b in by):
             raise ValueError(f"Expected `by` to be a list of column names, got {by!r}.")
         repeated = [b for b in dict.fromkeys(by) if list(by).count(b) > 1]
         if repeated:
@@ -463,7 +471,7 @@ def evaluate(
     weights: str | None = None,
     user: str | None = None,
     session: str | None = None,
-    by: Sequence[str] = (),
+    by: Sequence[str] | None = (),
     batch_size: int = 65_536,
     on_invalid: str = "error",
     progress: bool = False,
@@ -485,7 +493,7 @@ def evaluate(
             of distinct values); every metric is computed on each segment's rows, and over all rows.
             Each column once, none named ``segment``, ``task``, ``rows`` or like a requested metric
             (the other fields of a record). Floats compare as numbers (``-0.0`` is ``0.0``); every
-            NaN is one segment, apart from null.
+            NaN is one segment, apart from null. ``None`` or ``()``: no segments.
         batch_size: rows per record batch (memory per batch, not a result setting).
         on_invalid: ``"error"`` (raise, naming file, column, reason, count and first row) or
             ``"skip"`` (drop invalid rows and report them in the result).

@@ -37,12 +37,14 @@ def _decoded(array: Any) -> Any:
     Arrow groups and looks up floats by their bits, so ``-0.0`` would be a segment apart from
     ``0.0`` and every NaN bit pattern a segment of its own: ``-0.0`` becomes ``0.0`` and every NaN
     one NaN (NaN stays a segment apart from null, as Arrow and Parquet keep them apart). float16
-    is read as float32 (exact), which Arrow computes on.
+    is read as float32 (exact) and string/binary views as string/binary, which Arrow sorts.
     """
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     if pa.types.is_dictionary(array.type):
         array = array.dictionary_decode()
+    if pa.types.is_string_view(array.type) or pa.types.is_binary_view(array.type):
+        array = array.cast(pa.string() if pa.types.is_string_view(array.type) else pa.binary())
     if pa.types.is_float16(array.type):
         array = array.cast(pa.float32())
     if pa.types.is_floating(array.type):
@@ -166,10 +168,10 @@ def discover_segments(sources: Sequence[Source], by: Sequence[str], batch_size: 
         schema = source.schema()
         for name in by:
             dtype = check_column(source.label, schema, name, "--by segment")
-            if pa.types.is_nested(dtype):
+            if pa.types.is_nested(dtype) or not _groupable(dtype):
                 raise InvalidDataError(
-                    f"{source.label}: column {name!r} (--by segment) has type {dtype}; "
-                    "expected flat values (strings, numbers, dates...)."
+                    f"{source.label}: column {name!r} (--by segment) has type {dtype}; expected flat values "
+                    "that can be grouped and sorted (strings, numbers, dates...): convert the column to one."
                 )
     types = _text_types(sources, by, batch_size)
     parts: list[pa.Table] = []
@@ -187,6 +189,21 @@ def discover_segments(sources: Sequence[Source], by: Sequence[str], batch_size: 
     except pa.ArrowException:
         raise InvalidDataError(_type_clash(by, parts, labels)) from None
     return SegmentIndex(by, combos.group_by(list(by)).aggregate([]), types)
+
+
+def _groupable(dtype: pa.DataType) -> bool:
+    """Whether Arrow groups, sorts and looks up values of ``dtype`` (as segment values are).
+
+    Not so for extension types (pandas ``Period`` and ``Interval``, ``uuid``) or
+    ``month_day_nano_interval``, for example. Tried on an empty array: no data is read.
+    """
+    try:
+        empty = _decoded(pa.array([], dtype))
+        pa.table({"k": empty}).group_by(["k"]).aggregate([])
+        pc.index_in(empty, value_set=pc.unique(empty).sort(null_placement="at_end"))
+    except (pa.ArrowException, NotImplementedError, TypeError):
+        return False
+    return True
 
 
 _NUMBER_TYPES = (pa.int64(), pa.uint64(), pa.float64())

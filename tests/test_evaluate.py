@@ -258,6 +258,26 @@ def ndcg_ref(p, y, sessions, k):
     return float(np.mean(values))
 
 
+def test_two_spellings_of_one_cutoff_each_get_the_value(dataset, frame, capsys):
+    """ndcg@10 and ndcg@010 (recall@5, recall@05) are one metric: computed once, each name reports it."""
+    p, y, sessions = (frame[c].to_numpy(np.float64) for c in ("p_click", "y_click", "session"))
+    names = ["ndcg@10", "ndcg@010", "recall@05", "recall@5", "ndcg@10"]
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    result = evaluate(table, {"click": ("p_click", "y_click")}, names, session="session", by=["dataset"])
+    assert result.metrics == ("ndcg@10", "ndcg@010", "recall@05", "recall@5")
+    ones = np.ones(len(p))
+    for record in result.records:
+        m = np.ones(len(p), bool) if record["segment"] == "all" else (frame.dataset == record["dataset"]).to_numpy()
+        ndcg = ndcg_ref(p[m], y[m], sessions[m], 10)
+        recall = query_ref(p[m], y[m], sessions[m], ones[m], 5, "recall")
+        assert record["ndcg@10"] == record["ndcg@010"] == pytest.approx(ndcg, rel=1e-12)
+        assert record["recall@5"] == record["recall@05"] == pytest.approx(recall, rel=1e-12)
+    args = ["evaluate", str(dataset), "--predictions", "p_click", "--labels", "y_click", "--session", "session"]
+    assert cli.main([*args, "--metrics", "ndcg@10,ndcg@010", "--no-progress"]) == 0
+    header = capsys.readouterr().out.splitlines()[1].split()
+    assert header[-2:] == ["ndcg@10", "ndcg@010"]
+
+
 NO_QUERY = "no query counted (no query with a relevant candidate, or all query weights are zero); returning nan."
 
 
@@ -409,6 +429,37 @@ def test_integer_predictions_are_scores_from_every_source(tmp_path):
         evaluate(tmp_path / "counts.parquet", {"t": ("p", "y")}, ["mse", "ne"])
 
 
+def test_pandas_object_columns_are_typed_from_their_values(frame):
+    """Object-dtype columns (Python floats, bools, ints; None) are read as pyarrow converts them,
+    not refused as "type null" (the type of an empty object column)."""
+    part = frame.iloc[:600]
+    p, y, w = part.p_click.to_numpy(np.float64), part.y_click.to_numpy(np.float64), part.w.to_numpy()
+    objects = pd.DataFrame(
+        {
+            "p": pd.Series(p.tolist(), dtype=object),
+            "y": pd.Series([bool(v) for v in y], dtype=object),
+            "w": pd.Series(w.tolist(), dtype=object),
+            "user": pd.Series(part.user.tolist(), dtype=object),
+            "g": pd.Series([None] * 200 + (part.user.to_numpy()[200:] % 3).tolist(), dtype=object),
+        }
+    )
+    assert all(dtype == np.dtype(object) for dtype in objects.dtypes)
+    result = evaluate(
+        objects, {"t": ("p", "y")}, ["ctr", "calibration", "gauc"], weights="w", user="user", by=["g"], batch_size=128
+    )
+    g = np.array([-1] * 200 + (part.user.to_numpy()[200:] % 3).tolist())
+    for record in result.records:
+        m = np.ones(len(p), bool) if record["segment"] == "all" else g == (-1 if record["g"] is None else record["g"])
+        assert record["rows"] == m.sum()
+        assert record["ctr"] == pytest.approx(np.sum(w[m] * y[m]) / np.sum(w[m]), rel=1e-12)
+        assert record["calibration"] == pytest.approx(np.sum(w[m] * p[m]) / np.sum(w[m] * y[m]), rel=1e-12)
+        assert record["gauc"] == pytest.approx(gauc_ref(p[m], y[m], part.user.to_numpy()[m], w[m]), rel=1e-9)
+    assert [r["g"] for r in result.records[1:]] == [0, 1, 2, None]
+    mixed = objects.assign(p=pd.Series([0.5, "0.5", *p[2:].tolist()], dtype=object))
+    with pytest.raises(InvalidDataError, match=r"<pandas.DataFrame>: rows 0 to 127: .*'0.5'.*column p"):
+        evaluate(mixed, {"t": ("p", "y")}, ["ctr"], batch_size=128)
+
+
 def test_duplicated_column_names_are_one_clear_error(tmp_path, capsys):
     (tmp_path / "dup.csv").write_text("p,y,p\n0.1,0,0.5\n0.9,1,0.5\n")
     arrays = [pa.array([0.1, 0.9]), pa.array([0, 1]), pa.array([0.5, 0.5])]
@@ -485,6 +536,25 @@ def test_csv_values_do_not_depend_on_the_block_or_batch_size(tmp_path, batch_siz
         )
     assert_close({k: result.values[k] for k in expected}, expected)
     assert result.rows_read == len(ref)
+
+
+@pytest.mark.parametrize("batch_size", [1_000, 65_536])
+def test_quoted_line_breaks_in_a_csv_larger_than_a_block(tmp_path, batch_size):
+    """RFC 4180 quoted fields with line breaks (an unread comment column) in a file larger than
+    one read block (1 MiB at batch size 1,000, 4 MiB at 65,536): read as pandas reads it."""
+    n = 100_000 if batch_size == 65_536 else 30_000
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"p": rng.random(n).round(6), "y": rng.integers(0, 2, n).astype(np.float64)})
+    frame["comment"] = 'line a\nline b, "quoted"\nline c'
+    path = tmp_path / "comments.csv"
+    frame.to_csv(path, index=False)
+    assert path.stat().st_size > max(1 << 20, 64 * batch_size)
+    expected = pd.read_csv(path)  # the reference reader
+    assert len(expected) == n
+    result = evaluate(path, {"t": ("p", "y")}, ["ctr", "mse"], batch_size=batch_size)
+    assert result.rows_read == n
+    assert result.values["ctr/t"] == pytest.approx(expected.y.mean(), rel=1e-12)
+    assert result.values["mse/t"] == pytest.approx(np.mean((expected.p - expected.y) ** 2), rel=1e-12)
 
 
 def test_a_late_bad_csv_value_names_the_file_and_column(tmp_path):
@@ -565,6 +635,103 @@ def test_csv_segment_types_follow_the_reader_and_the_typed_files(tmp_path):
     assert [r["g"] for r in result.records if r["segment"] != "all"] == [1, 2, 5000000000]
 
 
+def test_float_segments_merge_signed_zeros_and_nan_bit_patterns(tmp_path):
+    """-0.0 is the segment 0.0 (as in pandas, numpy and SQL), every NaN bit pattern one NaN segment
+    (apart from null, as Arrow keeps them), in a table and across a Parquet and a CSV file."""
+    other_nan = np.array([0x7FF8000000000001, 0xFFF8000000000000], dtype=np.uint64).view(np.float64)
+    bucket = np.array([np.nan, other_nan[0], other_nan[1], 1.5, 0.0, -0.0, 0.0, -0.0, 2.0, 2.0])
+    null = np.arange(len(bucket)) >= 8
+    y = np.array([0.0, 1, 0, 0, 0, 1, 1, 1, 1, 0])
+    p = np.linspace(0.1, 0.9, len(y))
+    # reference: numpy masks (IEEE comparison: 0.0 == -0.0)
+    masks = {0.0: (bucket == 0) & ~null, 1.5: (bucket == 1.5) & ~null, "nan": np.isnan(bucket) & ~null, None: null}
+    table = pa.table({"p": p, "y": y, "bucket": pa.array(bucket, mask=null)})
+    pq.write_table(table.slice(0, 5), tmp_path / "a.parquet")  # the NaNs (CSV text "nan" reads as null)
+    pa_csv.write_csv(table.slice(5), tmp_path / "b.csv")  # -0.0 written as text
+    for data in (table, tmp_path):
+        result = evaluate(data, {"t": ("p", "y")}, ["ctr"], by=["bucket"])
+        got = {("nan" if r["bucket"] != r["bucket"] else r["bucket"]): r for r in result.records[1:]}
+        assert list(got) == list(masks)  # numbers sorted, then NaN, then null
+        for key, mask in masks.items():
+            assert got[key]["rows"] == mask.sum()
+            assert got[key]["ctr"] == pytest.approx(y[mask].mean(), rel=1e-12)
+        assert not np.signbit(got[0.0]["bucket"]) and got[0.0]["segment"] == "bucket=0.0"
+
+
+def test_segment_keys_and_labels_are_distinct_for_null_and_look_alike_text():
+    """A null is written None; text that could read as another value (the text "None", text holding
+    the separators "/" or ",", or starting with a quote) is quoted: no key of .values is lost."""
+    pairs = [("None", "x"), (None, "x"), ("a/h=b", "c"), ("a", "b/h=c"), ("u, h=v", "w"), ("u", "v, h=w"), ("'q'", "x")]
+    pairs += [("q", "x"), ("", "x")]
+    frame = pd.DataFrame(
+        {
+            "g": pd.Series([g for g, _ in pairs] * 2, dtype=object),
+            "h": pd.Series([h for _, h in pairs] * 2, dtype=object),
+            "p": np.linspace(0.1, 0.9, 2 * len(pairs)),
+            "y": np.r_[np.zeros(len(pairs)), np.ones(len(pairs) - 3), np.zeros(3)],
+        }
+    )
+    groups = frame.groupby(["g", "h"], dropna=False)["y"].mean()  # pandas: None and "None" apart
+    expected = {(None if not isinstance(g, str) else g, h): value for (g, h), value in groups.items()}
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    result = evaluate(table, {"t": ("p", "y")}, ["ctr"], by=["g", "h"])
+    records = result.records[1:]
+    assert len(records) == len(expected) == len(pairs)
+    assert len({r["segment"] for r in records}) == len(pairs)  # labels: one per segment
+    assert len(result.values) == 1 + len(pairs)  # keys: none lost
+    for record in records:
+        assert record["ctr"] == pytest.approx(expected[(record["g"], record["h"])], rel=1e-12)
+        assert result.values[f"ctr/t{segment_key(record)}"] == record["ctr"]
+    assert result.values["ctr/t/g='None'/h=x"] == pytest.approx(expected[("None", "x")], rel=1e-12)
+    assert result.values["ctr/t/g=None/h=x"] == pytest.approx(expected[(None, "x")], rel=1e-12)
+    assert {"g='a/h=b', h=c", "g=a, h='b/h=c'", "g=\"'q'\", h=x", "g=q, h=x", "g=, h=x"} <= {
+        r["segment"] for r in records
+    }
+
+
+def segment_key(record: dict) -> str:
+    """The .values suffix of a record, written here from the documented rule."""
+
+    def text(value: object) -> str:
+        if value is None:
+            return "None"
+        if value == "None" or value.startswith(("'", '"')) or "/" in value or "," in value:
+            return repr(value)
+        return value
+
+    return f"/g={text(record['g'])}/h={text(record['h'])}"
+
+
+@pytest.mark.parametrize("text_type", [pa.string(), pa.large_string()])
+def test_a_text_segment_column_typed_null_in_a_file_or_slice_is_its_null_segment(tmp_path, text_type):
+    """A file whose text --by column holds only nulls (Arrow type null: pandas writes an all-None
+    column so) or a frame slice that does is the null segment, as for any other type."""
+    frame = pd.DataFrame(
+        {
+            "p": [0.1, 0.2, 0.3, 0.9, 0.4, 0.8],
+            "y": [0.0, 1, 0, 1, 1, 1],
+            "country": pd.Series([None, None, "fr", "us", "us", None], dtype=object),
+        }
+    )
+    groups = frame.groupby("country", dropna=False)["y"].agg(["size", "mean"])
+    expected = {(k if isinstance(k, str) else None): (n, m) for k, (n, m) in groups.iterrows()}
+    pq.write_table(
+        pa.table({"p": frame.p[:2], "y": frame.y[:2], "country": pa.array([None, None], pa.null())}),
+        tmp_path / "day1.parquet",
+    )
+    pq.write_table(
+        pa.table({"p": frame.p[2:], "y": frame.y[2:], "country": pa.array(frame.country[2:], text_type)}),
+        tmp_path / "day2.parquet",
+    )
+    for data, batch_size in ((tmp_path, 65_536), (frame, 2)):  # the frame's first slice is all None
+        result = evaluate(data, {"t": ("p", "y")}, ["ctr"], by=["country"], batch_size=batch_size)
+        got = {r["country"]: (r["rows"], r["ctr"]) for r in result.records[1:]}
+        assert list(got) == ["fr", "us", None]
+        for key, (rows, ctr) in expected.items():
+            assert got[key][0] == rows
+            assert got[key][1] == pytest.approx(ctr, rel=1e-12)
+
+
 def _many_columns(case: str) -> tuple[pd.DataFrame, list[str]]:
     """Segment columns whose distinct counts multiply past 2**63 (one int64 mixed-radix key would wrap)."""
     rng = np.random.default_rng(63)
@@ -631,6 +798,37 @@ def test_a_segment_value_or_combination_not_discovered_is_an_error():
         index.encode({**batch, "c0": pa.array(np.full(300, 1000))})
 
 
+def test_a_directory_skips_hidden_and_underscore_files_and_subdirectories(tmp_path):
+    """Below a directory, names starting with "." or "_" are skipped (pyarrow.dataset's rule), for
+    subdirectories too (Jupyter checkpoints, Spark's _temporary); the directory named may be hidden."""
+    root = tmp_path / "_logs"  # the directory named itself: read whatever its name
+    files = {
+        "day1.csv": "p,y\n0.1,0\n0.9,1\n",
+        "sub/day2.csv": "p,y\n0.2,1\n",
+        ".ipynb_checkpoints/day1-checkpoint.csv": "p,y\n0.1,1\n",
+        "_temporary/0/part-0.csv": "p,y\n0.1,1\n",
+        "sub/.hidden/x.csv": "p,y\n0.1,1\n",
+        "_skipped.csv": "p,y\n0.1,1\n",
+        ".x.csv": "p,y\n0.1,1\n",
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    expected = pa.concat_tables(pa_csv.read_csv(root / name) for name in ("day1.csv", "sub/day2.csv"))
+    result = evaluate(root, {"t": ("p", "y")}, ["ctr"])
+    assert result.rows_read == expected.num_rows == 3
+    assert result.values["ctr/t"] == pytest.approx(np.mean(expected.column("y").to_numpy()), rel=1e-12)
+    # a file or glob named explicitly reads what it names
+    assert evaluate(root / "_skipped.csv", {"t": ("p", "y")}, ["ctr"]).rows_read == 1
+    assert evaluate(str(root / "_temporary" / "*" / "*.csv"), {"t": ("p", "y")}, ["ctr"]).rows_read == 1
+    (tmp_path / "only").mkdir()
+    (tmp_path / "only" / "_part.csv").write_text("p,y\n0.1,1\n")
+    with pytest.raises(
+        InvalidDataError, match=re.escape("no Parquet or CSV file (names starting with '.' or '_' are skipped)")
+    ):
+        evaluate(tmp_path / "only", {"t": ("p", "y")}, ["ctr"])
+
+
 def test_missing_paths_and_bad_arguments(tmp_path, dataset):
     with pytest.raises(InvalidDataError, match="no such file, directory or glob match"):
         evaluate(tmp_path / "nope-*.parquet", TASKS)
@@ -657,6 +855,35 @@ def test_missing_paths_and_bad_arguments(tmp_path, dataset):
         evaluate(dataset, TASKS, by=["w"], weights="w")
     with pytest.raises(InvalidDataError, match=r"column 'nope' \(--by segment\) is missing"):
         evaluate(dataset, TASKS, by=["nope"])
+
+
+def test_natural_arguments_and_exotic_segment_types_get_clear_answers():
+    """by=None is no segments (as weights=None is no weights); tasks as (predictions, labels) tuples
+    is a TypeError showing the accepted forms; string/binary views are segments like strings; a type
+    Arrow cannot group or sort (pandas Period and Interval, ...) is an error naming the column."""
+    frame = pd.DataFrame({"p": [0.1, 0.9, 0.4, 0.3], "y": [0.0, 1, 1, 0], "g": ["b", "a", "b", "b"]})
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    plain = evaluate(table, {"t": ("p", "y")}, ["ctr"])
+    assert evaluate(table, {"t": ("p", "y")}, ["ctr"], by=None).records == plain.records
+    assert plain.values == {"ctr/t": frame.y.mean()}
+    with pytest.raises(TypeError, match=r"a list holding \('p', 'y'\) \(tuple\); e.g. \{'click'"):
+        evaluate(table, [("p", "y")], ["ctr"])
+    expected = frame.groupby("g")["y"].mean()
+    for view, values in ((pa.string_view(), frame.g.tolist()), (pa.binary_view(), [g.encode() for g in frame.g])):
+        viewed = table.set_column(2, "g", pa.array(values, view))
+        result = evaluate(viewed, {"t": ("p", "y")}, ["ctr"], by=["g"])
+        got = {(r["g"].decode() if isinstance(r["g"], bytes) else r["g"]): r["ctr"] for r in result.records[1:]}
+        assert got == pytest.approx(expected.to_dict(), rel=1e-12)
+    exotic = {
+        "per": pd.Series(pd.period_range("2024-01", periods=4, freq="M")),
+        "iv": pd.Series(pd.interval_range(0, 4)),
+    }
+    for name, column in exotic.items():
+        with pytest.raises(InvalidDataError, match=f"column '{name}' \\(--by segment\\) has type extension<"):
+            evaluate(frame.assign(**{name: column}), {"t": ("p", "y")}, ["ctr"], by=[name])
+    interval = table.append_column("d", pa.array([(1, 2, 3)] * 4, pa.month_day_nano_interval()))
+    with pytest.raises(InvalidDataError, match="column 'd' \\(--by segment\\) has type month_day_nano_interval"):
+        evaluate(interval, {"t": ("p", "y")}, ["ctr"], by=["d"])
 
 
 @pytest.mark.parametrize("name", ["task", "rows", "segment", "ctr"])
@@ -719,6 +946,39 @@ def test_cli_prints_the_table_and_writes_every_output_format(dataset, tmp_path, 
         numbers
     )
     assert pq.read_table(tmp_path / "out.parquet").num_rows == 6
+
+
+def test_integer_segment_values_of_any_size_reach_every_output(tmp_path, capsys):
+    """uint64 ids above 2**63 and int64 ids above 2**53 stay exact in to_arrow (their own type),
+    to_pandas (nullable integers) and the .csv/.parquet outputs, from a table and from a CSV file."""
+    items = np.array([2**63 + 5, 7, 2**63 + 5, 2**64 - 1], dtype=np.uint64)
+    users = np.array([2**53 + 1, -3, 2**53 + 1, 2**62], dtype=np.int64)
+    y = np.array([0.0, 1, 1, 1])
+    table = pa.table({"p": [0.1, 0.2, 0.3, 0.4], "y": y, "item": items, "user": users})
+    for by, values in (("item", items), ("user", users)):
+        keys = np.unique(values)  # reference: the input's own values, sorted
+        result = evaluate(table, {"t": ("p", "y")}, ["ctr"], by=[by])
+        arrow = result.to_arrow()
+        assert arrow.schema.field(by).type == table.schema.field(by).type
+        assert arrow.column(by).to_pylist() == [None, *(int(k) for k in keys)]
+        assert arrow.column("ctr").to_pylist()[1:] == pytest.approx([y[values == k].mean() for k in keys], rel=1e-12)
+        frame = result.to_pandas()
+        assert frame[by].isna().tolist() == [True] + [False] * len(keys)
+        assert [int(v) for v in frame[by][1:]] == [int(k) for k in keys]
+        for suffix in ("csv", "parquet"):
+            result.write(str(tmp_path / f"out.{suffix}"))
+        assert pq.read_table(tmp_path / "out.parquet").column(by).to_pylist() == arrow.column(by).to_pylist()
+        written = pa_csv.read_csv(
+            tmp_path / "out.csv", convert_options=pa_csv.ConvertOptions(column_types={by: arrow.schema.field(by).type})
+        )
+        assert written.column(by).to_pylist() == arrow.column(by).to_pylist()
+    pa_csv.write_csv(table, tmp_path / "in.csv")
+    args = ["evaluate", str(tmp_path / "in.csv"), "--predictions", "p", "--labels", "y", "--metrics", "ctr"]
+    assert cli.main([*args, "--by", "item", "--output", str(tmp_path / "res.parquet"), "--no-progress"]) == 0
+    capsys.readouterr()
+    written = pq.read_table(tmp_path / "res.parquet")
+    assert written.schema.field("item").type == pa.uint64()
+    assert written.column("item").to_pylist() == [None, *(int(k) for k in np.unique(items))]
 
 
 def test_cli_single_task_flags_and_errors(dataset, tmp_path, capsys):

@@ -14,10 +14,34 @@ import pyarrow as pa
 
 from torchmetrics_ext.evaluate.checks import Problem
 
-__all__ = ["OUTPUT_SUFFIXES", "OVERALL", "EvaluationResult", "Progress", "check_output_path"]
+__all__ = ["OUTPUT_SUFFIXES", "OVERALL", "EvaluationResult", "Progress", "check_output_path", "segment_text"]
 
 OVERALL = "all"  # the ``segment`` label of the values over every row
 OUTPUT_SUFFIXES = (".json", ".csv", ".parquet", ".pq")
+NULL_TEXT = "None"  # how a null segment value is written in labels and keys
+_QUOTED = ("'", '"')  # text starting so is quoted, so the quoted form of other text stays apart
+_SEPARATORS = ("/", ",")  # between the columns of a key (``.values``) and of a label (``segment``)
+
+
+def _value_text(value: Any) -> str:
+    if value is None:
+        return NULL_TEXT
+    if isinstance(value, str):
+        if value == NULL_TEXT or value.startswith(_QUOTED) or any(sep in value for sep in _SEPARATORS):
+            return repr(value)
+        return value
+    return str(value)
+
+
+def segment_text(by: tuple[str, ...] | list[str], values: dict[str, Any], separator: str) -> str:
+    """``"country=US, dataset=a"`` (``separator=", "``) or ``"/country=US/dataset=a"`` (``"/"``, leading too).
+
+    Every combination gets its own text: a null is ``None``; text that could read as something else
+    (the text ``None``, text holding ``/`` or ``,``, or starting with a quote) is quoted as Python
+    writes it (``g='None'``, ``page='/home'``); other text and values are written as they are.
+    """
+    text = separator.join(f"{b}={_value_text(values[b])}" for b in by)
+    return f"/{text}" if separator == "/" and text else text
 
 
 def check_output_path(path: str) -> None:
@@ -49,7 +73,8 @@ class EvaluationResult:
         tasks: task names, in order.
         metrics: metric names (registry names), in order.
         by: the segment columns (empty without ``by``).
-        records: one dict per (segment, task): ``segment`` (``"all"`` or ``"country=US, ..."``),
+        records: one dict per (segment, task): ``segment`` (``"all"`` or ``"country=US, ..."``, see
+            :func:`segment_text`),
             the ``by`` columns' values (``None`` on the overall records), ``task``, ``rows`` and
             one float per metric. Overall records come first.
         rows_read: rows read from the input (every rank).
@@ -57,6 +82,8 @@ class EvaluationResult:
         problems: what the invalid rows were (file, column, reason, count, first row).
         warnings: undefined-value warnings raised while computing (their values are ``nan``), one line
             per metric and segment naming the task(s) and the segment, from every rank.
+        by_types: the Arrow type of each segment column's values, as read (integers keep their
+            width and sign in :meth:`to_arrow`; a column missing here is inferred from the values).
     """
 
     tasks: tuple[str, ...]
@@ -67,24 +94,59 @@ class EvaluationResult:
     rows_skipped: int = 0
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    by_types: dict[str, pa.DataType] = field(default_factory=dict)
 
     @property
     def values(self) -> dict[str, float]:
-        """Flat ``{"ne/click": value, "ne/click/country=US/dataset=a": value, ...}``."""
+        """Flat ``{"ne/click": value, "ne/click/country=US/dataset=a": value, ...}``.
+
+        A null segment value is written ``None``, and text that could read as another value is
+        quoted (``g='None'``, ``page='/home'``; see :func:`segment_text`), so every key is its own.
+        """
         out: dict[str, float] = {}
         for record in self.records:
-            suffix = "" if record["segment"] == OVERALL else "".join(f"/{b}={record[b]}" for b in self.by)
+            suffix = "" if record["segment"] == OVERALL else segment_text(self.by, record, "/")
             for metric in self.metrics:
                 out[f"{metric}/{record['task']}{suffix}"] = record[metric]
         return out
 
     def to_arrow(self) -> pa.Table:
-        """The records as a ``pyarrow.Table`` (one row per segment and task)."""
-        return pa.Table.from_pylist(self.records)
+        """The records as a ``pyarrow.Table`` (one row per segment and task).
+
+        ``segment`` and ``task`` are strings, ``rows`` int64, the metrics float64 and each segment
+        column has the type of its values in the data (:attr:`by_types`: uint64 ids above ``2**63``
+        stay uint64), null on the overall rows.
+        """
+        types: dict[str, pa.DataType | None] = {"segment": pa.string(), "task": pa.string(), "rows": pa.int64()}
+        types |= {b: self.by_types.get(b) for b in self.by}
+        types |= dict.fromkeys(self.metrics, pa.float64())
+        names = list(self.records[0]) if self.records else ["segment", *self.by, "task", "rows", *self.metrics]
+        return pa.table({name: pa.array([r[name] for r in self.records], types.get(name)) for name in names})
 
     def to_pandas(self) -> Any:
-        """The records as a pandas DataFrame (needs pandas)."""
-        return self.to_arrow().to_pandas()
+        """The records as a pandas DataFrame (needs pandas).
+
+        Integer segment columns are pandas' nullable integers (``Int64``, ``UInt64``, ...): exact,
+        with ``<NA>`` on the overall rows, where plain integers would turn into float64.
+        """
+        import pandas as pd
+
+        table = self.to_arrow()
+        frame = table.to_pandas()
+        nullable = {
+            pa.int8(): pd.Int8Dtype(),
+            pa.int16(): pd.Int16Dtype(),
+            pa.int32(): pd.Int32Dtype(),
+            pa.int64(): pd.Int64Dtype(),
+            pa.uint8(): pd.UInt8Dtype(),
+            pa.uint16(): pd.UInt16Dtype(),
+            pa.uint32(): pd.UInt32Dtype(),
+            pa.uint64(): pd.UInt64Dtype(),
+        }
+        for name in self.by:
+            if pa.types.is_integer(table.schema.field(name).type):
+                frame[name] = table.column(name).to_pandas(types_mapper=nullable.get)
+        return frame
 
     def format_table(self) -> str:
         """A fixed-width text table: one line per segment and task, one column per metric."""

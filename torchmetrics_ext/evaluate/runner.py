@@ -23,7 +23,7 @@ from torch import Tensor
 
 from torchmetrics_ext.evaluate.checks import Column, Problem, Problems, RowChecker, check_schema, text_types, to_numpy
 from torchmetrics_ext.evaluate.memory import release_free_memory
-from torchmetrics_ext.evaluate.report import OVERALL, EvaluationResult, Progress
+from torchmetrics_ext.evaluate.report import OVERALL, EvaluationResult, Progress, segment_text
 from torchmetrics_ext.evaluate.segments import SegmentIndex, SegmentRows, discover_segments
 from torchmetrics_ext.evaluate.sources import Chunk, InvalidDataError, Source, open_sources
 from torchmetrics_ext.metrics.ranking import RankingMetrics
@@ -76,6 +76,13 @@ def _tasks(tasks: Any) -> list[TaskSpec]:
     elif isinstance(tasks, (str, TaskSpec)):
         out = [tasks if isinstance(tasks, TaskSpec) else parse_task(tasks)]
     elif isinstance(tasks, Sequence) and tasks:
+        for task in tasks:
+            if not isinstance(task, (str, TaskSpec)):
+                raise TypeError(
+                    f"Expected `tasks` as {{name: (predictions, labels)}} or a list of 'name=predictions:labels' "
+                    f"strings (or TaskSpec), got a list holding {task!r} ({type(task).__name__}); e.g. "
+                    "{'click': ('p_click', 'y_click')} or ['click=p_click:y_click']."
+                )
         out = [t if isinstance(t, TaskSpec) else parse_task(t) for t in tasks]
     else:
         raise ValueError(
@@ -112,7 +119,7 @@ class _Plan:
         weights: Any,
         user: Any,
         session: Any,
-        by: Sequence[str],
+        by: Sequence[str] | None,
         from_logits: bool = False,
     ) -> None:
         if not isinstance(from_logits, bool):
@@ -122,7 +129,8 @@ class _Plan:
         self.weights = _optional_name("weights", weights)
         self.user = _optional_name("user", user)
         self.session = _optional_name("session", session)
-        if isinstance(by, str) or not all(isinstance(b, str) and b for b in by):
+        by = () if by is None else by  # no segments, as weights=None is no weights
+        if isinstance(by, str) or not isinstance(by, Sequence) or not all(isinstance(b, str) and b for b in by):
             raise ValueError(f"Expected `by` to be a list of column names, got {by!r}.")
         repeated = [b for b in dict.fromkeys(by) if list(by).count(b) > 1]
         if repeated:
@@ -141,7 +149,9 @@ class _Plan:
                 )
         self.specs: list[str] = []  # non-ranking registry names
         self._ranking: list[tuple[str, int | None]] = []
-        self.renames: dict[str, str] = {}  # module key -> metric name
+        # module key -> the requested names it answers: two spellings of one cutoff (ndcg@10, ndcg@010)
+        # share one key, and each name gets its value
+        self.renames: dict[str, list[str]] = {}
         for name in self.metric_names:
             entry, k = lookup(name)  # unknown names: ValueError listing every known name
             parameters = inspect.signature(entry.cls.update).parameters
@@ -154,11 +164,14 @@ class _Plan:
             if "indexes" in parameters and not entry.defaults:
                 # every ranking name shares one RankingMetrics per task: one sort and one copy of the rows
                 self._ranking.append((entry.name, k))
-                self.renames[f"{_RANKING_KEY}.{entry.name if k is None else f'{entry.name}@{k}'}"] = name
+                key = f"{_RANKING_KEY}.{entry.name if k is None else f'{entry.name}@{k}'}"
+                self.renames.setdefault(key, []).append(name)
             else:
                 self.specs.append(name)
-                self.renames[name] = name
-        self.ranking_names = [name for key, name in self.renames.items() if key.startswith(f"{_RANKING_KEY}.")]
+                self.renames[name] = [name]
+        self.ranking_names = [
+            name for key, names in self.renames.items() if key.startswith(f"{_RANKING_KEY}.") for name in names
+        ]
         self.columns = self._columns()
 
     def _columns(self) -> list[Column]:
@@ -219,8 +232,9 @@ class _Plan:
         out = []
         for task in self.tasks:
             record: dict[str, Any] = {"segment": segment, **labels, "task": task.name, "rows": rows}
-            for key, name in self.renames.items():
-                record[name] = float(values[f"{key}/{task.name}"])
+            for key, names in self.renames.items():
+                value = float(values[f"{key}/{task.name}"])
+                record.update(dict.fromkeys(names, value))
             out.append({**record, **{m: record[m] for m in self.metric_names}})
         return out
 
@@ -345,6 +359,7 @@ class _Run:
             rows_skipped=rows_skipped,
             problems=problems,
             warnings=list(dict.fromkeys(caught)),
+            by_types=self.segments.types if self.segments is not None else {},
         )
 
     def _merge(self, problems: list[Problem]) -> list[Problem]:
@@ -393,7 +408,7 @@ class _Run:
             module = self.plan.module()
             module.update(rows)
             labels = self.segments.labels[index]
-            text = ", ".join(f"{b}={labels[b]}" for b in self.plan.by)
+            text = segment_text(self.plan.by, labels, ", ")
             count = len(next(iter(rows.values())))
             mine.append((index, *self._compute(module, text, labels, count, local=True)))
         if self.world > 1:
@@ -456,7 +471,7 @@ def evaluate(
     weights: str | None = None,
     user: str | None = None,
     session: str | None = None,
-    by: Sequence[str] = (),
+    by: Sequence[str] | None = (),
     batch_size: int = 65_536,
     on_invalid: str = "error",
     progress: bool = False,
@@ -468,14 +483,17 @@ def evaluate(
         data: a Parquet or CSV path, a directory, a glob, a list of them, a ``pyarrow.Table``, or a
             pandas or polars DataFrame (converted one slice of the needed columns at a time).
         tasks: ``{"click": ("p_click", "y_click"), ...}`` or ``["click=p_click:y_click", ...]``.
-        metrics: registry names (``"ne"``, ``"auc"``, ``"gauc"``, ``"ndcg@10"``, ``"recall@20"``, ...).
+        metrics: registry names (``"ne"``, ``"auc"``, ``"gauc"``, ``"ndcg@10"``, ``"recall@20"``, ...),
+            each reported under the name given; a name given twice is reported once, and two
+            spellings of one cutoff (``"ndcg@10"``, ``"ndcg@010"``) are computed once, each reported.
         weights: column of sample weights (shared by every task; weight 1 without it).
         user: column of integer user ids (for ``gauc``/``gauprc``).
         session: column of integer query/session ids (for ranking metrics).
         by: columns whose distinct value combinations are the segments (any number of columns and
             of distinct values); every metric is computed on each segment's rows, and over all rows.
             Each column once, none named ``segment``, ``task``, ``rows`` or like a requested metric
-            (the other fields of a record).
+            (the other fields of a record). Floats compare as numbers (``-0.0`` is ``0.0``); every
+            NaN is one segment, apart from null. ``None`` or ``()``: no segments.
         batch_size: rows per record batch (memory per batch, not a result setting).
         on_invalid: ``"error"`` (raise, naming file, column, reason, count and first row) or
             ``"skip"`` (drop invalid rows and report them in the result).

@@ -32,9 +32,25 @@ __all__ = ["SegmentIndex", "SegmentRows", "discover_segments"]
 
 
 def _decoded(array: Any) -> Any:
+    """A segment column's values as one plain array: dictionaries decoded, floats normalised.
+
+    Arrow groups and looks up floats by their bits, so ``-0.0`` would be a segment apart from
+    ``0.0`` and every NaN bit pattern a segment of its own: ``-0.0`` becomes ``0.0`` and every NaN
+    one NaN (NaN stays a segment apart from null, as Arrow and Parquet keep them apart). float16
+    is read as float32 (exact) and string/binary views as string/binary, which Arrow sorts.
+    """
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
-    return array.dictionary_decode() if pa.types.is_dictionary(array.type) else array
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    if pa.types.is_string_view(array.type) or pa.types.is_binary_view(array.type):
+        array = array.cast(pa.string() if pa.types.is_string_view(array.type) else pa.binary())
+    if pa.types.is_float16(array.type):
+        array = array.cast(pa.float32())
+    if pa.types.is_floating(array.type):
+        zero = pc.add(array, pa.scalar(0.0, array.type))  # -0.0 + 0.0 == +0.0; other values unchanged
+        array = pc.if_else(pc.is_nan(array), pa.scalar(float("nan"), array.type), zero)
+    return array
 
 
 _KEY_RANGE = 1 << 63  # segment keys are int64: every key must stay below 2**63
@@ -67,6 +83,7 @@ class SegmentIndex:
         self.text_types = dict(text_types or {})
         self._value_sets = [pc.unique(_decoded(combos.column(name))).sort(null_placement="at_end") for name in self.by]
         self._sizes = [len(values) for values in self._value_sets]
+        self.types = {name: values.type for name, values in zip(self.by, self._value_sets)}  # as in the labels
         # step -> the sorted distinct keys of the columns before it, where the key is made dense there
         self._dense: dict[int, np.ndarray] = {}
         keys = self._encode_keys([combos.column(name) for name in self.by], build=True)
@@ -80,7 +97,19 @@ class SegmentIndex:
         return len(self.labels)
 
     def _codes(self, position: int, column: Any) -> np.ndarray:
-        codes = pc.index_in(_decoded(column), value_set=self._value_sets[position])
+        """Every row's position in the column's sorted distinct values.
+
+        The batch is first cast to the type of those values (as the discovered combinations were
+        promoted): a file's all-null column (type ``null``), int32 next to int64, string next to
+        large_string... (``index_in`` does not cast every pair itself).
+        """
+        values, value_set = _decoded(column), self._value_sets[position]
+        if values.type != value_set.type:
+            try:
+                values = values.cast(value_set.type)
+            except pa.ArrowException:
+                raise InvalidDataError(_unknown(self.by[position])) from None
+        codes = pc.index_in(values, value_set=value_set)
         if codes.null_count:
             raise InvalidDataError(_unknown(self.by[position]))
         return codes.to_numpy(zero_copy_only=False).astype(np.int64)
@@ -139,10 +168,10 @@ def discover_segments(sources: Sequence[Source], by: Sequence[str], batch_size: 
         schema = source.schema()
         for name in by:
             dtype = check_column(source.label, schema, name, "--by segment")
-            if pa.types.is_nested(dtype):
+            if pa.types.is_nested(dtype) or not _groupable(dtype):
                 raise InvalidDataError(
-                    f"{source.label}: column {name!r} (--by segment) has type {dtype}; "
-                    "expected flat values (strings, numbers, dates...)."
+                    f"{source.label}: column {name!r} (--by segment) has type {dtype}; expected flat values "
+                    "that can be grouped and sorted (strings, numbers, dates...): convert the column to one."
                 )
     types = _text_types(sources, by, batch_size)
     parts: list[pa.Table] = []
@@ -160,6 +189,21 @@ def discover_segments(sources: Sequence[Source], by: Sequence[str], batch_size: 
     except pa.ArrowException:
         raise InvalidDataError(_type_clash(by, parts, labels)) from None
     return SegmentIndex(by, combos.group_by(list(by)).aggregate([]), types)
+
+
+def _groupable(dtype: pa.DataType) -> bool:
+    """Whether Arrow groups, sorts and looks up values of ``dtype`` (as segment values are).
+
+    Not so for extension types (pandas ``Period`` and ``Interval``, ``uuid``) or
+    ``month_day_nano_interval``, for example. Tried on an empty array: no data is read.
+    """
+    try:
+        empty = _decoded(pa.array([], dtype))
+        pa.table({"k": empty}).group_by(["k"]).aggregate([])
+        pc.index_in(empty, value_set=pc.unique(empty).sort(null_placement="at_end"))
+    except (pa.ArrowException, NotImplementedError, TypeError):
+        return False
+    return True
 
 
 _NUMBER_TYPES = (pa.int64(), pa.uint64(), pa.float64())

@@ -128,7 +128,7 @@ class CsvSource(Source):
 
     pyarrow infers a column's type from the first block it reads, so the columns an evaluation
     reads are given fixed types instead (see :meth:`read`): the result never depends on the file
-    size or the block size.
+    size or the block size. Quoted fields may hold line breaks, in any block.
     """
 
     infers_types = True
@@ -143,8 +143,11 @@ class CsvSource(Source):
             column_types=dict(types or {}),
         )
         read = pa_csv.ReadOptions(block_size=max(1 << 20, 64 * batch_size))
+        # quoted fields may hold line breaks (RFC 4180): without this a block boundary inside one
+        # breaks the read, so a valid file would fail with its size (no measurable cost on plain files)
+        parse = pa_csv.ParseOptions(newlines_in_values=True)
         try:
-            return pa_csv.open_csv(self.label, read_options=read, convert_options=convert)
+            return pa_csv.open_csv(self.label, read_options=read, parse_options=parse, convert_options=convert)
         except (OSError, pa.ArrowException) as err:
             raise InvalidDataError(f"{self.label}: not a readable CSV file ({self._explain(err)}).") from None
 
@@ -228,11 +231,18 @@ class TableSource(Source):
 
 
 class PandasSource(TableSource):
-    """A pandas DataFrame, converted to Arrow one slice of the needed columns at a time."""
+    """A pandas DataFrame, converted to Arrow one slice of the needed columns at a time.
+
+    Each slice's object columns are typed from that slice's values (ints and floats: double), as
+    pyarrow converts them; the segment encoder casts every slice to the discovered type.
+    """
 
     def _slice(self, start: int, length: int, columns: Sequence[str]) -> pa.Table:
         frame = self._table.iloc[start : start + length][list(columns)]
-        return pa.Table.from_pandas(frame, preserve_index=False)
+        try:
+            return pa.Table.from_pandas(frame, preserve_index=False)
+        except (pa.ArrowException, TypeError) as err:  # an object column mixing kinds (numbers and text)
+            raise InvalidDataError(f"{self.label}: rows {start:,} to {start + length - 1:,}: {err}") from None
 
 
 class PolarsSource(TableSource):
@@ -242,18 +252,27 @@ class PolarsSource(TableSource):
         return self._table.slice(start, length).select(list(columns)).to_arrow()
 
 
+_HIDDEN = (".", "_")  # hidden, or a writer's metadata or scratch (_SUCCESS, _temporary, .ipynb_checkpoints)
+
+
 def _expand(path: str) -> list[str]:
-    """Files named by a path: the file itself, a directory's data files (recursively) or a glob's matches."""
+    """Files named by a path: the file itself, a directory's data files (recursively) or a glob's matches.
+
+    Below a directory, files and subdirectories whose name starts with ``.`` or ``_`` are skipped
+    (``pyarrow.dataset``'s rule: Jupyter checkpoints, Spark's ``_temporary`` partial output, ...);
+    the directory named itself may have any name, and a file or glob named reads what it names.
+    """
     suffixes = PARQUET_SUFFIXES + CSV_SUFFIXES
     if os.path.isdir(path):
-        found = [
-            os.path.join(root, name)
-            for root, _, names in os.walk(path)
-            for name in names
-            if name.lower().endswith(suffixes) and not name.startswith((".", "_"))
-        ]
+        found = []
+        for root, directories, names in os.walk(path):
+            directories[:] = [d for d in directories if not d.startswith(_HIDDEN)]  # os.walk skips the pruned
+            keep = [n for n in names if n.lower().endswith(suffixes) and not n.startswith(_HIDDEN)]
+            found += [os.path.join(root, n) for n in keep]
         if not found:
-            raise InvalidDataError(f"{path}: directory holds no Parquet or CSV file.")
+            raise InvalidDataError(
+                f"{path}: directory holds no Parquet or CSV file (names starting with '.' or '_' are skipped)."
+            )
         return sorted(found)
     if os.path.exists(path):
         return [path]
@@ -272,6 +291,27 @@ def _file_source(path: str) -> Source:
     raise InvalidDataError(f"{path}: unknown format; expected a file ending in {PARQUET_SUFFIXES + CSV_SUFFIXES}.")
 
 
+_SAMPLE_ROWS = 65_536
+
+
+def _object_type(column: Any) -> pa.DataType:
+    """The Arrow type of a pandas object column: that of its first slice holding a value.
+
+    ``null`` if it holds no value. Only the rows up to that slice are read (a slice at a time);
+    later slices may still read as another type (ints, then floats), as every slice is converted
+    on its own; a slice mixing kinds (numbers and text) gives the type of its first value, and
+    reading it fails naming the column.
+    """
+    for start in range(0, len(column), _SAMPLE_ROWS):
+        values = column.iloc[start : start + _SAMPLE_ROWS].dropna()
+        if len(values):
+            try:
+                return pa.array(values, from_pandas=True).type
+            except (pa.ArrowException, TypeError):
+                return pa.array(values.iloc[:1], from_pandas=True).type
+    return pa.null()
+
+
 def _frame_source(data: Any) -> Source | None:
     """A source for an in-memory table or DataFrame (recognised without importing pandas or polars)."""
     if isinstance(data, pa.Table):
@@ -282,10 +322,15 @@ def _frame_source(data: Any) -> Source | None:
         if empty.columns.has_duplicates:  # pyarrow refuses the frame: one field per column, so that
             # reading a duplicated name fails the schema check naming it (the others read as usual)
             columns = range(empty.shape[1])
-            schema = pa.schema([pa.Schema.from_pandas(empty.iloc[:, [i]], preserve_index=False)[0] for i in columns])
+            fields = [pa.Schema.from_pandas(empty.iloc[:, [i]], preserve_index=False)[0] for i in columns]
         else:
-            schema = pa.Schema.from_pandas(empty, preserve_index=False)
-        return PandasSource(data, "<pandas.DataFrame>", len(data), schema)
+            fields = list(pa.Schema.from_pandas(empty, preserve_index=False))
+        # an empty object column has type null: type object columns from their values instead
+        fields = [
+            field.with_type(_object_type(data.iloc[:, i])) if pa.types.is_null(field.type) else field
+            for i, field in enumerate(fields)
+        ]
+        return PandasSource(data, "<pandas.DataFrame>", len(data), pa.schema(fields))
     if module == "polars" and type(data).__name__ == "DataFrame":
         return PolarsSource(data, "<polars.DataFrame>", data.height, data.slice(0, 0).to_arrow().schema)
     return None

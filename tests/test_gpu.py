@@ -624,6 +624,31 @@ def test_cuda_update_without_validation_never_syncs(name, num_tasks):
 
 @pytest.mark.cuda
 @CUDA
+@pytest.mark.parametrize("name", sorted(OTHER_FAMILIES))
+def test_cuda_other_families_update_without_sync(name):
+    """Ranking (every mode, the dense kernel in update), multiclass recall and Distribution on CUDA: no sync."""
+    factory, batch = OTHER_FAMILIES[name]
+    metric = factory(validate_args=False).cuda()
+    inputs = {key: value.cuda() for key, value in batch().items()}
+    metric.update(**inputs)  # first call: allocator and lazy initialisation
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        metric.update(**inputs)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    expected = factory(validate_args=False)
+    cpu_inputs = batch()
+    expected.update(**cpu_inputs)
+    expected.update(**cpu_inputs)
+    got, want = metric.compute(), expected.compute()
+    for key in want if isinstance(want, dict) else [None]:
+        a, b = (got, want) if key is None else (got[key], want[key])
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-9, atol=1e-12, equal_nan=True, check_dtype=False)
+
+
+@pytest.mark.cuda
+@CUDA
 def test_cuda_collection_syncs_once_per_step():
     collection = _collection(2, validate_args=True).cuda()
     batches = _cuda_batches(2, "g")

@@ -323,7 +323,9 @@ def test_bad_constructor_args(factory, match):
         factory()
 
 
-@pytest.mark.parametrize("weighted", [1, 0, 0.5, None, "yes", [1, 0], torch.tensor([True, False])])
+@pytest.mark.parametrize(
+    "weighted", [1, 0, 0.5, None, "yes", [1, 0], torch.tensor([True, False]), torch.tensor(True), np.array(True)]
+)
 def test_weighted_that_is_not_bools_is_a_value_error_naming_it(weighted):
     """Numbers, None, strings and tensors are named in the error (not "'int' object is not iterable")."""
     match = r"Expected `weighted` to be a bool or a sequence of 2 bools"

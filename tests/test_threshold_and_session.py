@@ -402,6 +402,29 @@ def test_one_label_keeps_its_label_dimension():
         assert other.compute().shape == (1,), type(other).__name__
 
 
+@pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
+def test_codes_of_up_to_62_labels_are_in_range(device_path):
+    """Codes near 2**62 round in float64: the range check reads the bits from num_labels up instead
+    (54 and 62 labels with every bit set were refused for a day)."""
+    from torchmetrics_ext.utilities.device import force_device_path
+
+    with force_device_path(device_path):
+        for num_labels in (53, 54, 62):
+            codes = torch.tensor([2**num_labels - 1, 1, 2**num_labels - 2])
+            value = tmf.multi_label_precision(codes, codes, num_labels=num_labels)
+            assert value.shape == (num_labels,) and bool((value == 1).all())  # every predicted label is right
+            metric = tmx.MultiLabelPrecision(num_labels=num_labels)
+            metric.update(codes, codes)
+            assert bool((metric.compute() == 1).all())
+            for bad in (
+                torch.tensor([2**num_labels]),
+                torch.tensor([-1]),
+                torch.tensor([2**63 + 5], dtype=torch.uint64),
+            ):
+                with pytest.raises(ValueError, match=rf"codes in \[0, 2\*\*{num_labels}\)"):
+                    tmf.multi_label_precision(bad, torch.zeros_like(bad), num_labels=num_labels)
+
+
 def test_session_zero_weight_row_takes_no_top_k_place():
     """The top item has weight 0: without it the second item is the top 1 (a hit), as if the row were absent."""
     p, y, s = torch.tensor([0.9, 0.8, 0.1]), torch.tensor([0.0, 1.0, 0.0]), torch.tensor([0, 0, 0])

@@ -146,13 +146,17 @@ class _ValueAggregation(AggregationMetric[S]):
                     f"Expected `{name}` to hold finite numbers, got values containing NaN "
                     "(nan_strategy='error'; see `nan_strategy` to drop, fill or keep NaN)."
                 )
-            again = checked_bounds(
-                [
-                    torch.where(torch.isnan(t), 0.0, t) if nan and t is not None else None
-                    for (_, t), nan in zip(tensors, with_nan, strict=True)
-                ],
-                [False] * len(tensors),
-            )
+            # the bounds of the values that are not NaN: NaN read as +inf for the minimum and as
+            # -inf for the maximum (no value that is not in the data shows in a message)
+            rest = [t if nan and t is not None else None for (_, t), nan in zip(tensors, with_nan, strict=True)]
+            filled = [
+                None if t is None else torch.where(torch.isnan(t), fill, t)
+                for fill in (math.inf, -math.inf)
+                for t in rest
+            ]
+            both = checked_bounds(filled, [False] * len(filled))  # one read for both fills
+            lows, highs = both[: len(rest)], both[len(rest) :]
+            again = [(lo[0], hi[1]) if lo and lo[0] <= hi[1] else () for lo, hi in zip(lows, highs, strict=True)]
             bounds = [b2 if nan else b for b, b2, nan in zip(bounds, again, with_nan, strict=True)]
         for (name, _), bound in zip(tensors, bounds, strict=True):
             _check_bounds(name, bound)

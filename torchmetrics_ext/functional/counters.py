@@ -141,7 +141,10 @@ def _weighted_flags(weighted: bool | Sequence[bool], num_tasks: int) -> Tensor |
     single = as_bool(weighted)
     if single is not None:
         return None if single else torch.zeros(num_tasks, dtype=torch.bool)
-    items = list(weighted) if isinstance(weighted, Iterable) and not isinstance(weighted, (str, bytes)) else None
+    sequence = isinstance(weighted, Iterable) and not isinstance(weighted, (str, bytes))
+    if getattr(weighted, "ndim", None) == 0:  # a 0-d tensor or array iterates into a TypeError
+        sequence = False
+    items = list(weighted) if sequence else None  # type: ignore[arg-type]
     flags = None if items is None else [as_bool(item) for item in items]
     if flags is None or len(flags) != num_tasks or any(flag is None for flag in flags):
         bools = "1 bool" if num_tasks == 1 else f"{num_tasks} bools"

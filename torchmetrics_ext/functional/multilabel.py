@@ -45,25 +45,34 @@ def _format_codes(
             )
         if target.device != preds.device:
             raise ValueError(f"Expected `target` on the same device as `preds` ({preds.device}), got {target.device}.")
-    # the shape and weight checks of every pointwise input, on a float copy of the codes (float64:
-    # uint64 codes past 2**63 stay positive, where int64 would wrap them to negative values)
+    # the shape and weight checks of every pointwise input, on a float copy of the codes
     as_float = preds.double()
-    if validate and preds.numel() > 0 and on_device_path(preds):
+    # a code is in [0, 2**L) exactly when its bits from L up are all 0: those bits' bounds are small
+    # integers, exact in the float64 of a bounds read (a code near 2**62 is not); a uint64 code past
+    # 2**63 reads as a negative int64, out of range as it is
+    beyond = [_bits_from(codes, num_labels) for codes in (preds, target)] if validate and preds.numel() else []
+    if beyond and on_device_path(preds):
         # one host read for the codes and the weights: the checks below find their bounds remembered
         given = [weights] if isinstance(weights, Tensor) and weights.device == preds.device else []
-        checked_bounds([as_float, target, *given], [False] * (2 + len(given)), True)
+        checked_bounds([as_float, *beyond, *given], [False] * (3 + len(given)), True)
     p, _, w = format_pointwise(as_float, None, weights, num_tasks, preds_domain="real", validate=validate)
-    if validate and preds.numel() > 0:
-        (pmin, pmax), (tmin, tmax) = checked_bounds([as_float, target], [False, False])
-        low, high = int(min(pmin, tmin)), int(max(pmax, tmax))
-        if low < 0 or high >= 2**num_labels:
+    if beyond:
+        (pmin, pmax), (tmin, tmax) = checked_bounds(beyond, [False, False])
+        if min(pmin, tmin) < 0 or max(pmax, tmax) > 0:
+            (low, high), (tlow, thigh) = checked_bounds([preds, target], [False, False])  # for the message only
             raise ValueError(
                 f"Expected `preds` and `target` codes in [0, 2**{num_labels}) (num_labels={num_labels}), "
-                f"got values in [{low}, {high}]."
+                f"got values in [{min(low, tlow):.0f}, {max(high, thigh):.0f}]."
             )
     # each cast on its own: torch does not promote between uint16/32/64 and other integer dtypes
     codes = torch.stack([preds.reshape(p.shape).to(torch.int64), target.reshape(p.shape).to(torch.int64)])
     return codes[0], codes[1], w
+
+
+def _bits_from(codes: Tensor, num_labels: int) -> Tensor:
+    """``codes >> num_labels`` as int64 (uint64 codes viewed as int64: those past 2**63 negative)."""
+    as_int64 = codes.view(torch.int64) if codes.dtype == torch.uint64 else codes.to(torch.int64)
+    return as_int64 >> num_labels
 
 
 def _multi_label_update(

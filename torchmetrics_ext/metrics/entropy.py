@@ -94,7 +94,9 @@ class CalibrationFreeNE(_EntropyVariant):
             either. The states keep :math:`\sum w\,\sigma(z)` and :math:`\sum w\,\sigma(-z)`,
             so the mean prediction and its complement are both exact, also where the mean rounds
             to 1 (all logits above ~37). Only a mean of exactly 0 or 1 (every logit below -745,
-            or every one above 745) is undefined.
+            or every one above 745) is undefined; when every logit is below about -708 (or above
+            708) the probabilities are float64 subnormals, whose relative precision falls to
+            about 1e-3 at -744.
         torchrec_scaling: reproduce TorchRec 1.9's value, NE divided by the summed (not
             averaged) bits of predicting :math:`\bar p`, which shrinks as 1/total weight.
         validate_args: check each batch.

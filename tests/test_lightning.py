@@ -415,6 +415,29 @@ def test_ddp_resume_from_a_mid_epoch_checkpoint_logs_the_same_values(full_run, t
             assert value == pytest.approx(reference[key], rel=1e-12, abs=0), (row["step"], key)
 
 
+@pytest.mark.ddp
+def test_ddp_resume_without_per_rank_states_starts_the_metrics_afresh(full_run, tmp_path):
+    """A checkpoint saved without the callback holds rank 0's states alone: loaded on both ranks they
+    counted rank 0's samples twice. The callback now warns and starts the modules afresh."""
+    checkpoint = torch.load(full_run / "ckpt" / "step=6.ckpt", weights_only=False)
+    del checkpoint["rec_metric_modules"]
+    torch.save(checkpoint, tmp_path / "no_ranks.ckpt")
+    out = tmp_path / "run"
+    _launch(out, "--resume", str(tmp_path / "no_ranks.ckpt"), *WINDOW)
+    train = _seen(out, "train")
+    assert min(step for step, _ in train) == 6  # the resumed run's own batches, both ranks
+    checked = 0
+    for row in _rows(out):
+        step = int(row["step"])
+        if "train/ne/click" in row and step < 12:  # the first epoch's interval computes after the resume
+            for task in TASKS:  # over the samples since the resume only: the modules started afresh
+                expected = _reference([b for s, b in train if s <= step], task)
+                for name, value in expected.items():
+                    np.testing.assert_allclose(row[f"train/{name}/{task}"], value, rtol=1e-9, err_msg=f"step {step}")
+            checked += 1
+    assert checked == 2  # steps 7 and 11
+
+
 def test_resuming_with_a_metric_added_follows_strict_loading():
     """RecMetricCallback loads its modules as Lightning loads the model: strict_loading=False starts new metrics."""
 

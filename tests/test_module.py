@@ -1480,3 +1480,46 @@ def test_every_metric_the_module_takes_reports_one_number_per_key():
         accepted.append(name)
     refused = {"Reliability", "TensorWeightedAverage", "NumMissingLabels", "Segmented(CTR)", "TowerQPS"}
     assert not refused & set(accepted) and {"HindsightTargetPR", "RankingMetrics", "NDCG", "AUC"} <= set(accepted)
+
+
+@pytest.mark.parametrize("window_size", [None, 100])
+@pytest.mark.parametrize(
+    ("saved", "loaded"),
+    [
+        ({"log_loss": "log_loss"}, {"ne": "ne", "log_loss": "log_loss"}),  # NE added in front of its group
+        ({"ne": "ne", "log_loss": "log_loss"}, {"log_loss": "log_loss", "ne": "ne"}),  # reordered
+        ({"ctr": "ctr"}, {"calibration": "calibration", "ctr": "ctr"}),
+    ],
+)
+def test_a_group_saved_under_another_first_member_resumes(saved, loaded, window_size):
+    """A compute group's states are saved under its first metric; a checkpoint with another first member
+    lost the group's history on resume (strict=False) or was refused as "added since" (strict)."""
+    import torch.nn as nn
+    from sklearn.metrics import log_loss
+
+    b1 = {"prediction": torch.tensor([0.9, 0.2, 0.6, 0.3]), "label": torch.tensor([1, 0, 1, 0])}
+    b2 = {"prediction": torch.tensor([0.1, 0.7]), "label": torch.tensor([1, 0])}
+    old = tmx.RecMetricModule(["click"], saved, throughput=False, window_size=window_size)
+    old.update(b1)
+    for through_parent in (False, True):  # Lightning loads the LightningModule that holds the module
+        new = tmx.RecMetricModule(["click"], loaded, throughput=False, window_size=window_size)
+        if through_parent:
+            parent, state = nn.ModuleDict({"metrics": new}), {f"metrics.{k}": v for k, v in old.state_dict().items()}
+            result = parent.load_state_dict(state)
+        else:
+            result = new.load_state_dict(old.state_dict())
+        assert not result.missing_keys and not result.unexpected_keys
+        new.update(b2)
+        values = new.compute()
+        y = np.array([1, 0, 1, 0, 1, 0])
+        p = np.array([0.9, 0.2, 0.6, 0.3, 0.1, 0.7], dtype=np.float32).astype(np.float64)  # the tensors given
+        references = {
+            "log_loss": log_loss(y, p),
+            "ne": log_loss(y, p) / -(0.5 * np.log(0.5) + 0.5 * np.log(0.5)),
+            "ctr": y.mean(),
+            "calibration": p.mean() / y.mean(),
+        }
+        for name in loaded:
+            np.testing.assert_allclose(values[f"{name}/click"].item(), references[name], rtol=1e-12)
+            if window_size:
+                np.testing.assert_allclose(values[f"{name}/click/window"].item(), references[name], rtol=1e-12)

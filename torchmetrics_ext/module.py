@@ -724,6 +724,39 @@ class RecMetricModule(nn.Module):
 
     # ------------------------------------------------------------------ compute
 
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """Read a compute group's states saved under another member of the group (before any child loads).
+
+        A group's states are saved once, under its leader, the first of its metrics in the order
+        given. A checkpoint saved with another first member (a metric added since in front of the
+        group, or the metrics reordered) holds them under that member's name: they are the same
+        statistics (equal ``shared_statistics_key``), so they load as the leader's. Also when a
+        parent module loads this one (Lightning's checkpoint restore).
+        """
+        for group in self._groups:
+            lead = f"{prefix}metrics.{group[0]}."
+            if any(key.startswith(lead) for key in state_dict):
+                continue
+            for member in group[1:]:
+                saved = f"{prefix}metrics.{member}."
+                keys = [key for key in state_dict if key.startswith(saved)]
+                if keys:
+                    for key in keys:
+                        state_dict[lead + key[len(saved) :]] = state_dict.pop(key)
+                    break
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
         """``nn.Module.load_state_dict``; missing metric states say how to resume with a metric added since."""
         try:

@@ -214,11 +214,24 @@ class RecMetricCallback(pl.Callback):
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        """Give each rank back its own module states."""
+        """Give each rank back its own module states.
+
+        A checkpoint without them (saved without this callback) holds rank 0's states alone, which
+        Lightning has loaded into every rank: under DDP the modules start afresh, with a warning,
+        rather than count rank 0's samples once per rank.
+        """
         per_rank = checkpoint.get("rec_metric_modules")
-        if per_rank is None:
-            return
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if per_rank is None:
+            if world > 1:
+                for name, module in self._managed(pl_module).items():
+                    warnings.warn(
+                        f"RecMetricCallback: the checkpoint holds no per-rank metric states (saved without this "
+                        f"callback): its `{name}` states are rank 0's alone; `{name}` starts afresh.",
+                        stacklevel=2,
+                    )
+                    module.reset()
+            return
         rank = dist.get_rank() if world > 1 else 0
         for name, module in self._managed(pl_module).items():
             if len(per_rank) == world:

@@ -958,6 +958,14 @@ def test_from_config_builds_through_the_registry():
         ({"tasks": [], "metrics": ["ne"]}, "`tasks` to be a non-empty list"),
         ({"tasks": ["a"], "metrics": ["auc", "ne", "auc"]}, r"\['auc'\] more than once"),
         ({"tasks": ["a"], "metrics": "ne"}, "'metrics' to be a list of registry names or a dict"),
+        # options the registry name or the config already sets (were "got multiple values for argument")
+        (
+            {"tasks": [{"name": "a", "session_id_name": "q"}], "metrics": {"ndcg@10": {"k": 5}}},
+            r"names its cutoff \(10\)",
+        ),
+        ({"tasks": ["a"], "metrics": {"ne": {"k": 3}}}, "'ne' takes no cutoff"),
+        ({"tasks": ["a"], "metrics": {"ne": {"num_tasks": 1}}}, "`num_tasks` comes from the config's tasks"),
+        ({"tasks": ["a"], "metrics": ["ne\n"]}, "Unknown metric name"),
     ],
 )
 def test_from_config_rejects_bad_configs(config, match):
@@ -1470,7 +1478,10 @@ def test_every_metric_the_module_takes_reports_one_number_per_key():
         try:
             module = tmx.RecMetricModule([task], {"m": factory()}, throughput=False)
         except TypeError as error:
-            assert "standalone metric" in str(error) or "not one of the package's" in str(error), name
+            assert any(
+                part in str(error)
+                for part in ("standalone metric", "not one of the package's", "the module has its own")
+            ), name
             continue
         module.update(step)
         with warnings.catch_warnings():
@@ -1523,3 +1534,53 @@ def test_a_group_saved_under_another_first_member_resumes(saved, loaded, window_
             np.testing.assert_allclose(values[f"{name}/click"].item(), references[name], rtol=1e-12)
             if window_size:
                 np.testing.assert_allclose(values[f"{name}/click/window"].item(), references[name], rtol=1e-12)
+
+
+def test_from_config_takes_a_ranking_cutoff_as_an_option():
+    """``{"ndcg": {"k": 5}}`` is ``ndcg@5``: the same values as the registry name with the cutoff."""
+    tasks = [{"name": "click", "session_id_name": "q"}]
+    g = torch.Generator().manual_seed(2)
+    step = {
+        "prediction": torch.rand(40, generator=g),
+        "label": torch.randint(0, 2, (40,), generator=g),
+        "q": torch.randint(0, 6, (40,), generator=g),
+    }
+    values = []
+    for metrics in ({"ndcg": {"k": 5}}, {"ndcg": {"metric": "ndcg@5"}}):
+        module = tmx.RecMetricModule.from_config({"tasks": tasks, "metrics": metrics, "throughput": False})
+        module.update(step)
+        values.append(module.compute()["ndcg/click"])
+    reference = tmx.NDCG(k=5)
+    reference.update(step["prediction"], step["label"], indexes=step["q"])
+    for value in values:
+        torch.testing.assert_close(value, reference.compute(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("returned", "match"),
+    [
+        (None, "must return a real scalar"),
+        ("0.1", "must return a real scalar"),
+        ({"lr": None}, "must return a real scalar"),
+        ({"group": {"lr": 0.1}}, "must return a real scalar"),
+        ({"a/b": 0.1}, "entry named 'a/b'"),
+        ({"": 0.1}, "entry named ''"),
+        ({"x|y": 0.1}, "entry named 'x|y'"),
+    ],
+)
+def test_a_state_metric_returning_something_else_is_named(returned, match):
+    module = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, throughput=False, state_metrics={"opt": lambda: returned})
+    module.update({"prediction": torch.tensor([0.5]), "label": torch.tensor([1])})
+    with pytest.raises(ValueError, match=f"State metric 'opt'.*{match}"):
+        module.compute()
+
+
+def test_one_throughput_for_two_modules_is_refused():
+    throughput = tmx.Throughput(warmup_steps=1)
+    train = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, throughput=throughput)  # live: it owns the throughput
+    with pytest.raises(ValueError, match="already belongs to another RecMetricModule"):
+        tmx.RecMetricModule(["click"], {"ctr": "ctr"}, throughput=throughput)
+    for spec in (tmx.Throughput(), tmx.Throughput):
+        with pytest.raises(TypeError, match="is a Throughput: the module has its own"):
+            tmx.RecMetricModule(["click"], {"t": spec})
+    assert train.throughput is throughput

@@ -369,3 +369,42 @@ def test_values_after_a_float64_cast_and_compute_twice(kind, how):
             np.testing.assert_allclose(value.numpy(), expected, rtol=1e-12)
         for key, before in states.items():
             assert torch.equal(metric.metric_state[key], before) and metric.metric_state[key].dtype == before.dtype
+
+
+def test_a_non_persistent_throughput_saves_and_restores_nothing():
+    """persistent(False) left the steps and recent window in the extra state: loaded, the window held
+    examples the (unsaved) total never saw and the warm-up was skipped."""
+    readings = iter(range(100))
+    trained = tmx.Throughput(warmup_steps=3, clock=lambda: next(readings))
+    trained.persistent(False)
+    for _ in range(6):
+        trained.update(1000)
+    later = iter([50, 51, 52, 53])
+    metric = tmx.Throughput(warmup_steps=3, clock=lambda: next(later))
+    metric.persistent(False)
+    metric.load_state_dict(trained.state_dict())
+    for _ in range(4):
+        metric.update(1)
+    # by hand: warm-up of 3 updates (the clock starts at the third), then one timed update of 1 example in 1 s
+    assert {k: v.item() for k, v in metric.compute().items()} == {
+        "lifetime_throughput": 1.0,
+        "window_throughput": 1.0,
+        "total_examples": 4.0,
+    }
+
+
+def test_tower_qps_warms_up_again_after_a_load():
+    """The docstring's promise: after load_state_dict the next warmup_steps updates warm up again."""
+    source = tmx.TowerQPS(warmup_steps=1, clock=iter([0.0, 1.0, 2.0]).__next__)
+    source.persistent(True)
+    for _ in range(3):
+        source.update(torch.zeros(10))
+    metric = tmx.TowerQPS(warmup_steps=1, clock=iter([0.0, 1.0, 1000.0, 1001.0]).__next__)
+    metric.persistent(True)
+    for _ in range(2):
+        metric.update(torch.zeros(10))
+    metric.load_state_dict(source.state_dict())
+    metric.update(torch.zeros(10))  # warm-up: the 998 s since the last reading never count
+    assert metric.compute().item() == 20 / 2  # by hand: the source's two timed steps of 10 examples, 1 s each
+    metric.update(torch.zeros(10))
+    assert metric.compute().item() == 30 / 3

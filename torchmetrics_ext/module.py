@@ -292,6 +292,12 @@ class RecMetricModule(nn.Module):
         self.ranking = nn.ModuleDict(
             {name: nn.ModuleList([wrap(name, m) for m in ms]) for name, ms in per_task.items()}
         )
+        if isinstance(throughput, Throughput) and _owner(throughput) is not None:
+            raise ValueError(
+                "`throughput` (a Throughput instance) already belongs to another RecMetricModule: one object "
+                "would count both modules' examples (and a validation reset would wipe the training "
+                "throughput). Give each module its own: `throughput=True`, or another `Throughput(...)`."
+            )
         self.throughput: Metric | None = (
             throughput
             if isinstance(throughput, Throughput)
@@ -301,7 +307,8 @@ class RecMetricModule(nn.Module):
         )
         for each in self._all_units():
             each.persistent(True)
-        _own([*stacked.values(), *(m for ms in per_task.values() for m in ms)], self)
+        owned: list[Metric] = [*stacked.values(), *(m for ms in per_task.values() for m in ms)]
+        _own([*owned, *([self.throughput] if self.throughput is not None else [])], self)
         for name, lead in self._leader.items():
             if lead != name:  # a group member's states are its leader's: saved once, with the leader
                 self._unit(name).persistent(False)
@@ -365,6 +372,10 @@ class RecMetricModule(nn.Module):
                 raise ValueError(f"Expected the options of metric {key!r} to be a dict, got {kwargs!r}.")
             options = dict(kwargs)
             registry_name = options.pop("metric", key)
+            if "num_tasks" in options:
+                raise ValueError(
+                    f"Metric {key!r}: `num_tasks` comes from the config's tasks ({len(tasks)}), not from its options."
+                )
             built[key] = build_metric(registry_name, num_tasks=len(tasks), **options)
         options = {k: config[k] for k in allowed[2:] if k in config}
         return cls(tasks, built, **options)
@@ -832,6 +843,11 @@ class RecMetricModule(nn.Module):
             value = fn()
             items = value.items() if isinstance(value, Mapping) else [(None, value)]
             for key, v in items:
+                if key is not None and not _entry_name_ok(key):
+                    raise ValueError(
+                        f"State metric {name!r} returned an entry named {key!r}: entry names are non-empty "
+                        "strings without '/', '|' or '.' (the keys must split back into their parts)."
+                    )
                 _put(out, self._aux_key(name, key), _scalar(v, name))
         return out
 
@@ -1001,12 +1017,22 @@ def _task_from_config(task: Any) -> RecTaskInfo:
     return RecTaskInfo(**task)
 
 
+def _entry_name_ok(name: Any) -> bool:
+    """A metric, state metric or entry name: non-empty printable text without the key separators."""
+    return isinstance(name, str) and bool(name) and name.isprintable() and not any(c in name for c in "/|.")
+
+
 def _check_metric_name(name: Any) -> None:
-    if not isinstance(name, str) or not name or "/" in name or "|" in name or "." in name:
+    if not _entry_name_ok(name):
         raise ValueError(f"Expected metric names to be non-empty strings without '/', '|' or '.', got {name!r}.")
 
 
 def _instantiate(name: str, spec: Any, num_tasks: int) -> TaskMetric:
+    if spec is Throughput or isinstance(spec, Throughput):
+        raise TypeError(
+            f"Metric {name!r} is a Throughput: the module has its own, counted from every step's columns "
+            "(`throughput=True`, the default, or `throughput=Throughput(...)` for other settings)."
+        )
     if isinstance(spec, str):
         metric: Any = build_metric(spec, num_tasks=num_tasks)
     elif isinstance(spec, Metric):
@@ -1163,7 +1189,13 @@ def _scalar(value: Any, name: str) -> Tensor:
 
     (``torch.as_tensor(1e-4)`` alone would round a learning rate to float32.)
     """
-    tensor = value if isinstance(value, Tensor) else torch.as_tensor(value, dtype=torch.float64)
+    error = ValueError(f"State metric {name!r} must return a real scalar (or a dict of them), got {value!r}.")
+    if isinstance(value, (bool, str, bytes)) or value is None or isinstance(value, Mapping):
+        raise error
+    try:
+        tensor = value if isinstance(value, Tensor) else torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise error from None
     if tensor.numel() != 1 or tensor.is_complex():
-        raise ValueError(f"State metric {name!r} must return a real scalar (or a dict of them), got {value!r}.")
+        raise error
     return tensor.reshape(()).to(torch.float64) if not tensor.is_floating_point() else tensor.reshape(())

@@ -105,7 +105,7 @@ _ENTRIES = (
     MetricEntry("r_precision", _ranking.RPrecision, ("r_precision", "r_precision")),
 )
 _BY_NAME = {entry.name: entry for entry in _ENTRIES}
-_NAME = re.compile(r"^([a-z][a-z0-9_]*)(?:@([0-9]+))?$")
+_NAME = re.compile(r"([a-z][a-z0-9_]*)(?:@([0-9]+))?")  # used with fullmatch: `$` would allow a trailing newline
 
 
 def metric_names() -> list[str]:
@@ -146,7 +146,7 @@ def lookup(name: str) -> tuple[MetricEntry, int | None]:
     """
     if not isinstance(name, str):
         raise TypeError(f"Expected a metric name (str), got {type(name).__name__}.")
-    match = _NAME.match(name)
+    match = _NAME.fullmatch(name)
     entry = _BY_NAME.get(match.group(1)) if match else None
     known = ", ".join(metric_names())
     if match is None or entry is None:
@@ -173,7 +173,8 @@ def build_metric(name: str, num_tasks: int = 1, **kwargs: Any) -> Metric:
         name: a registry name (see :func:`metric_names`).
         num_tasks: number of tasks for metrics with a task dimension (ranking metrics have none:
             :class:`~torchmetrics_ext.RecMetricModule` builds one per task).
-        kwargs: passed to the metric class (``num_bins=``, ``threshold=``, ``eta=``, ...).
+        kwargs: passed to the metric class (``num_bins=``, ``threshold=``, ``eta=``, ...); a ranking
+            metric's ``k=`` is its cutoff, as ``name@k`` (both, if different, are an error).
 
     Returns:
         A fresh metric.
@@ -189,6 +190,13 @@ def build_metric(name: str, num_tasks: int = 1, **kwargs: Any) -> Metric:
         20
     """
     entry, k = lookup(name)
+    if "k" in kwargs:  # the cutoff as an option: "ndcg" with k=5 is "ndcg@5"
+        if entry.cutoff == "none":
+            raise ValueError(f"Metric {name!r} takes no cutoff, got `k={kwargs['k']!r}`.")
+        given = kwargs.pop("k")
+        if k is not None and given != k:
+            raise ValueError(f"Metric {name!r} names its cutoff ({k}); got `k={given!r}` too: give one of them.")
+        k = given
     return entry.build(num_tasks, k, **kwargs)
 
 

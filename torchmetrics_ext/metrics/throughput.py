@@ -288,12 +288,16 @@ class Throughput(GuardedMetric):
         super().reset()
         self._restart()
 
-    def get_extra_state(self) -> dict[str, Any]:
-        """Steps seen and the recent updates (the clock reading is not saved)."""
+    def get_extra_state(self) -> dict[str, Any] | None:
+        """Steps seen and the recent updates (the clock reading is not saved); nothing when not persistent."""
+        if not any(self._persistent.values()):  # persistent(False): no state is saved, nor this
+            return None
         return {"steps": self._steps, "recent": list(self._recent)}
 
     def set_extra_state(self, state: Any) -> None:
         """Restore :meth:`get_extra_state`; the next update restarts the clock."""
+        if state is None:  # saved without persistent states: nothing to restore
+            return
         self._restart()
         self._last = None
         self._steps = int(state["steps"])

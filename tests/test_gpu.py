@@ -717,13 +717,15 @@ def test_state_never_aliases_the_callers_tensors(name, device_path):
 # ----------------------------------------------------------------------------- the module on a device
 
 
-def _module_values(device: str, forced: bool = False) -> dict[str, float]:
-    """Every metric family of the module (windowed), fed the same steps, computed on ``device``."""
+def _module_values(device: str, forced: bool = False, dtype: torch.dtype | None = None) -> dict[str, float]:
+    """Every metric family of the module (windowed), fed the same steps, computed on ``device``
+    (moved there with ``.to(device, dtype)`` when ``dtype`` is given: Lightning's true precision)."""
     from tests import test_module as TM
 
     data = TM.make_data(3, n=900)
     steps = TM.batches(data, [0, 120, 333, 600, 777, 900])
-    module = TM.build(window_size=400).to(device)
+    module = TM.build(window_size=400)
+    module = module.to(device) if dtype is None else module.to(device, dtype)
     with force_device_path(forced), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for step in steps:
@@ -749,6 +751,14 @@ def test_module_device_path_equals_cpu_path():
 def test_cuda_module_equals_cpu():
     """RecMetricModule on CUDA: every key, lifetime and window, equal to the CPU's."""
     _assert_same_values(_module_values("cuda"), _module_values("cpu"))
+
+
+@pytest.mark.cuda
+@CUDA
+def test_cuda_module_moved_with_a_dtype_keeps_its_states():
+    """``module.to("cuda", torch.bfloat16)`` moves every state (window rings included) and casts none:
+    every key equal to the CPU's."""
+    _assert_same_values(_module_values("cuda", dtype=torch.bfloat16), _module_values("cpu"))
 
 
 @pytest.mark.cuda

@@ -485,3 +485,83 @@ def test_a_skipped_training_step_updates_nothing():
     assert len(model.counted) == model.train_metrics._step  # one update per step that was not skipped
     values = model.train_metrics.local_compute()
     assert values["train/ctr/click"].item() == pytest.approx(labels.mean())  # numpy over the counted labels
+
+
+class WeightedModel(L.LightningModule):
+    """One weighted task with a window and throughput; updated by the callback, or (``manual``, the README's
+    pattern) in ``training_step``, where true precision makes bfloat16/float16 the default dtype."""
+
+    def __init__(self, manual: bool) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 1)
+        self.train_metrics = tmx.RecMetricModule(
+            [tmx.RecTaskInfo("click", "label", "prediction", "weight")],
+            {"ne": "ne", "ctr": "ctr", "sum_weights": "sum_weights", "auc": "auc"},
+            window_size=96,
+            compute_interval_steps=3,
+            prefix="train/",
+        )
+        self.manual = manual
+        self.fed: list[dict[str, torch.Tensor]] = []
+
+    def training_step(self, batch, batch_idx):
+        x, y, w = batch
+        out = {"prediction": torch.sigmoid(self.linear(x)[:, 0]), "label": y, "weight": w}
+        self.fed.append({k: v.detach().clone() for k, v in out.items()})
+        if self.manual:
+            self.train_metrics.update({k: v.detach() for k, v in out.items()})
+        return {"loss": torch.nn.functional.binary_cross_entropy(out["prediction"], y), **out}
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _weighted_reference(fed: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    p, y, w = (torch.cat([out[k] for out in fed]).double().numpy() for k in ("prediction", "label", "weight"))
+    ctr = (w * y).sum() / w.sum()
+    cross_entropy = -(w * (y * np.log(p) + (1 - y) * np.log(1 - p))).sum() / w.sum()
+    return {
+        "ne": cross_entropy / -(ctr * np.log(ctr) + (1 - ctr) * np.log(1 - ctr)),
+        "ctr": ctr,
+        "sum_weights": w.sum(),
+        "auc": roc_auc_score(y, p, sample_weight=w),
+    }
+
+
+@pytest.mark.parametrize("manual", [False, True], ids=["callback", "manual"])
+@pytest.mark.parametrize("precision", ["bf16-true", "16-true"])
+def test_true_precision_training_leaves_the_metrics_in_their_dtypes(precision, manual):
+    """``Trainer(precision="bf16-true")`` casts the model with ``.to(dtype)``: the metrics keep their float64
+    sums (in bfloat16 they stopped growing), so the values over the fed half-precision outputs equal numpy's,
+    lifetime and window (the last 3 steps), and every state keeps its dtype."""
+    gen = torch.Generator().manual_seed(0)
+    n = 8 * 32
+    x, y, w = (
+        torch.randn(n, 4, generator=gen),
+        (torch.rand(n, generator=gen) < 0.3).float(),
+        torch.rand(n, generator=gen),
+    )
+    model = WeightedModel(manual)
+    dtypes = {k: v.dtype for k, v in model.train_metrics.state_dict().items() if isinstance(v, torch.Tensor)}
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        precision=precision,
+        logger=False,
+        callbacks=[] if manual else [RecMetricCallback(val=None)],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y, w), batch_size=32))
+    assert model.fed[0]["prediction"].dtype == (torch.bfloat16 if precision == "bf16-true" else torch.float16)
+    after = model.train_metrics.state_dict()
+    assert {k: v.dtype for k, v in after.items() if isinstance(v, torch.Tensor)} == dtypes
+    # the callback's values as logged at the epoch end; the manual module computed here
+    logged = model.train_metrics.compute() if manual else trainer.callback_metrics
+    for suffix, fed in (("", model.fed), ("/window", model.fed[-3:])):
+        for name, expected in _weighted_reference(fed).items():
+            key = f"train/{name}/click{suffix}"
+            assert logged[key].item() == pytest.approx(expected, rel=1e-9), key
+    assert logged["train/throughput/total_examples"].item() == n

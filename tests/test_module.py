@@ -218,17 +218,62 @@ def test_values_equal_independent_references():
 
 
 def test_values_after_a_float64_cast_and_a_second_compute():
-    """``module.to(torch.float64)`` mid-stream: every value stays the reference's, also after a compute
-    (the exact grouped AUC's compute once wrote into its own float64 state)."""
+    """Every metric ``set_dtype(torch.float64)`` mid-stream: every value stays the reference's, also after a
+    compute (the exact grouped AUC's compute once wrote into its own float64 state)."""
     data = make_data(1)
     parts = batches(data, [0, 200, 450, 600])
     module = build()
     run(module, parts[:1])
-    module = module.to(torch.float64)
+    for each in module.modules():  # ``module.to(torch.float64)`` casts no state
+        if isinstance(each, torchmetrics.Metric):
+            each.set_dtype(torch.float64)
     run(module, parts[1:2])
     seen = {k: v[:450] for k, v in data.items()}
     _assert_independent_references(run(module, []), seen)
     _assert_independent_references(run(module, parts[2:]), data)
+
+
+def _tensor_states(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
+
+
+_CASTS = {
+    "bf16": lambda m: m.to(torch.bfloat16),
+    "fp16": lambda m: m.to(torch.float16),
+    "cpu-bf16": lambda m: m.to("cpu", torch.bfloat16),
+    "half": lambda m: m.half(),
+    "double": lambda m: m.double(),
+}
+
+
+@pytest.mark.parametrize("cast", list(_CASTS))
+def test_a_dtype_cast_keeps_every_state_and_value(cast):
+    """``module.to(dtype)``, what Lightning's "bf16-true"/"16-true" precision does to the model, casts no state:
+    the float64 sums kept growing in bfloat16 no more (1000 updates of 100 rows summed to 32768). Every state
+    keeps its dtype and value, and later steps give the references' values, lifetime and window, exactly the
+    values of a module never cast."""
+    data = make_data(5)
+    parts = batches(data, [0, 200, 450, 600])  # the 150-sample window holds the last step
+    plain = tmx.RecMetricModule(TASKS, metric_specs(), window_size=150)
+    expected = run(plain, parts)
+    module = tmx.RecMetricModule(TASKS, metric_specs(), window_size=150)
+    run(module, parts[:2])
+    before = _tensor_states(module)
+    module = _CASTS[cast](module)
+    after = _tensor_states(module)
+    assert {k: v.dtype for k, v in after.items()} == {k: v.dtype for k, v in before.items()}
+    for key, value in before.items():
+        torch.testing.assert_close(after[key], value, rtol=0, atol=0, equal_nan=True, msg=key)
+    values = run(module, parts[2:])
+    _assert_independent_references(values, data)
+    window = {k.removesuffix("/window"): v for k, v in values.items() if k.endswith("/window")}
+    _assert_independent_references(window, {k: v[450:] for k, v in data.items()})
+    assert values["throughput/total_examples"].item() == 600
+    timed = ("throughput/lifetime_throughput", "throughput/window_throughput")  # rates follow the clock
+    assert values.keys() == expected.keys()
+    for key in expected.keys() - set(timed):
+        assert values[key].dtype == expected[key].dtype
+        torch.testing.assert_close(values[key], expected[key], rtol=0, atol=0, equal_nan=True, msg=key)
 
 
 def _assert_independent_references(values: dict[str, torch.Tensor], data: dict[str, torch.Tensor]) -> None:

@@ -1301,8 +1301,8 @@ _TWO_QUERIES = {
 @pytest.mark.parametrize("cast", [torch.float16, torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("name", list(_TWO_QUERIES))
 def test_a_lower_precision_never_merges_query_ids(name, cast):
-    """``set_dtype``/``.to`` cast scores, relevance and weights, never the query ids: ids that a float16
-    (above 2048) or float32 (above 2**24) copy would merge stay two queries."""
+    """``set_dtype`` casts scores, relevance and weights, never the query ids: ids that a float16 (above
+    2048) or float32 (above 2**24) copy would merge stay two queries (``.to`` casts no state at all)."""
     factory, expected = _TWO_QUERIES[name]
     preds = torch.tensor([0.75, 0.25, 0.5, 0.125])
     target = torch.tensor([1, 0, 0, 1])

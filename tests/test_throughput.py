@@ -341,6 +341,35 @@ def test_cuda_counts_without_host_sync():
     }
 
 
+@pytest.mark.parametrize(
+    "to", [(torch.bfloat16,), (torch.float16,), ("cpu", torch.bfloat16)], ids=["bf16", "fp16", "cpu-bf16"]
+)
+@pytest.mark.parametrize("kind", ["throughput", "qps"])
+def test_a_dtype_cast_keeps_the_float64_counts(kind, to):
+    """``.to(dtype)`` (Lightning's "bf16-true"/"16-true" precision) casts no state: the counts stay float64 and
+    exact past float16's 2048 and bfloat16's 256, the rates are the clock's."""
+    readings = [0.0, 1.0, 3.0, 7.0]
+    counts = [1001, 3001, 777, 5003]
+    if kind == "throughput":
+        metric = tmx.Throughput(warmup_steps=1, window_seconds=4.0, clock=Ticks(readings))
+        # updates 2..4 are timed over 7 s; the window (4 s) holds the last one
+        expected = {"lifetime_throughput": 8781 / 7.0, "window_throughput": 5003 / 4.0, "total_examples": 9782.0}
+    else:
+        metric = tmx.TowerQPS(warmup_steps=1, clock=Ticks(readings))
+        expected = {"qps": 8781 / 7.0}
+    for step, n in enumerate(counts):
+        if step == 2:
+            before = {k: v.clone() for k, v in metric.metric_state.items()}
+            metric = metric.to(*to)
+            for key, value in before.items():
+                assert metric.metric_state[key].dtype == torch.float64 and torch.equal(metric.metric_state[key], value)
+        metric.update(torch.zeros(n))
+    value = metric.compute()
+    value = value if kind == "throughput" else {"qps": value}
+    assert {k: v.dtype for k, v in value.items()} == dict.fromkeys(expected, torch.float64)
+    assert {k: v.item() for k, v in value.items()} == pytest.approx(expected, rel=1e-15)
+
+
 @pytest.mark.parametrize("how", ["set_dtype", "to"])
 @pytest.mark.parametrize("kind", ["throughput", "qps-1task", "qps-3task"])
 def test_values_after_a_float64_cast_and_compute_twice(kind, how):

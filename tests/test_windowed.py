@@ -104,6 +104,7 @@ def test_window_state_dict_resume_and_reset(cid):
 @pytest.mark.parametrize("cid", IDS)
 def test_window_set_dtype(cid):
     W.check_window_set_dtype(CASES[cid])
+    W.check_window_casts_keep_states(CASES[cid])
 
 
 @pytest.mark.ddp
@@ -818,6 +819,37 @@ def test_device_moves_and_dtype_casts_keep_the_ring(binned):
     # AUC: every positive (0.7, 0.4, 0.9) above every negative (0.2, 0.1); calibration: sum p / sum y
     expected = 1.0 if binned else np.sum([0.2, 0.7, 0.4, 0.9, 0.1]) / 3
     torch.testing.assert_close(metric.compute()["window"], torch.tensor(expected, dtype=torch.float64))
+
+
+_P, _Y = torch.tensor([0.2, 0.7, 0.4, 0.9]), torch.tensor([0, 1, 1, 0])
+_MOVED = {
+    "ring": (tmx.Calibration, {"preds": _P, "target": _Y}),
+    "exact-auc": (tmx.AUC, {"preds": _P, "target": _Y}),
+    "histogram": (functools.partial(tmx.AUC, num_bins=10), {"preds": _P, "target": _Y}),
+    "ranking": (functools.partial(tmx.NDCG, k=2), {"preds": _P, "target": _Y, "indexes": torch.tensor([0, 0, 1, 1])}),
+    "torchmetrics-mse": (MeanSquaredError, {"preds": _P, "target": _Y.float()}),
+}
+
+
+@pytest.mark.parametrize("kind", list(_MOVED))
+def test_a_move_with_a_dtype_moves_every_tensor_and_keeps_every_dtype(kind):
+    """``.to(device, dtype)`` (Lightning's true precision on an accelerator) moves the lifetime, window and
+    scratch metrics and the ring to the device and keeps every dtype, a TorchMetrics metric's too (the ring
+    once stayed on its device on a dtype cast). The meta device stands for an accelerator."""
+    factory, batch = _MOVED[kind]
+    metric = Windowed(factory(), 10)
+    metric.update(**batch)
+
+    def tensors(m: Windowed) -> list[torch.Tensor]:
+        children = [m._child("lifetime"), m._child("window"), m._scratch]
+        states = [v for c in children for x in c.metric_state.values() for v in (x if isinstance(x, list) else [x])]
+        return W.ring_tensors(m) + states
+
+    dtypes = [t.dtype for t in tensors(metric)]
+    metric = metric.to("meta", torch.bfloat16)
+    moved = tensors(metric)
+    assert [t.dtype for t in moved] == dtypes
+    assert {t.device.type for t in moved} == {"meta"}
 
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])

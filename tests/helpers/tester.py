@@ -387,6 +387,56 @@ def check_exact_states(case: MetricCase, seed: int = 0) -> None:
                 metric.compute()
 
 
+# dtype conversions other than ``set_dtype``: Lightning's "bf16-true"/"16-true" precision calls
+# ``module.to(dtype)`` on the model, metrics included
+CASTS: dict[str, Callable[[Metric], Metric]] = {
+    "to(bfloat16)": lambda m: m.to(torch.bfloat16),
+    "to(float16)": lambda m: m.to(torch.float16),
+    "to('cpu', bfloat16)": lambda m: m.to("cpu", torch.bfloat16),
+    "bfloat16()": lambda m: m.bfloat16(),
+}
+
+
+def _numpy_value(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _numpy_value(v) for k, v in value.items()}
+    return value.detach().cpu().double().numpy()
+
+
+def check_casts_keep_states(case: MetricCase, seed: int = 0) -> None:
+    """A dtype cast that is not ``set_dtype`` changes no state: later updates accumulate as without it.
+
+    Half the batches go in, the metric is cast (:data:`CASTS`): every state keeps its dtype and
+    values bit for bit, ``metric.dtype`` stays; the rest go in; ``compute`` equals the reference
+    and, exactly, the value of a metric never cast. (A bfloat16 sum of ones stops at 256.)
+    """
+    data = case.make_data(seed)
+    expected = _expected(case, data)
+    n = num_samples(data, case.sample_axis)
+    batches = split(data, random_bounds(n, np.random.default_rng(seed + 7), 4, case.min_batch), case.sample_axis)
+    half = len(batches) // 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        plain = case.metric()
+        for batch in batches:
+            _call(plain, batch)
+        uncast = _numpy_value(plain.compute())
+        for name, cast in CASTS.items():
+            metric = case.metric()
+            for batch in batches[:half]:
+                _call(metric, batch)
+            before, dtype = state_values(metric), metric.dtype
+            metric = cast(metric)
+            what = f"{case.id} after .{name}"
+            assert_same_values(metric, before, what)
+            assert metric.dtype == dtype, f"{what}: metric.dtype {metric.dtype} != {dtype}"
+            for batch in batches[half:]:
+                _call(metric, batch)
+            value = metric.compute()
+            assert_close(value, expected, case.rtol, case.atol, what)
+            assert_close(value, uncast, 0.0, 0.0, f"{what} vs never cast")
+
+
 def check_state_dict(case: MetricCase, seed: int = 0) -> None:
     """Mid-stream ``state_dict`` (``persistent(True)``) and pickle resume exactly; ``reset`` starts over."""
     data = case.make_data(seed)
@@ -622,7 +672,8 @@ def harness_tests(
     ``no_arithmetic`` lists collection cases whose value is not a tensor (dicts) and so skip the
     arithmetic part. ``device_path`` cases also run through the kernels' device path
     (:func:`check_device_path`, with the invariances where selected). ``set_dtype`` cases (every
-    case unless narrowed) run :func:`check_set_dtype` and :func:`check_exact_states`. Usage, at
+    case unless narrowed) run :func:`check_set_dtype`, :func:`check_exact_states` and
+    :func:`check_casts_keep_states`. Usage, at
     the top level of ``tests/test_<family>.py``::
 
         globals().update(H.harness_tests(__name__, CASES, dtypes=[...], ddp=[...]))
@@ -670,6 +721,7 @@ def harness_tests(
         def test_set_dtype(cid: str) -> None:
             check_set_dtype(cases[cid])
             check_exact_states(cases[cid])
+            check_casts_keep_states(cases[cid])
 
         tests["test_set_dtype"] = test_set_dtype
     if ids := pick(collection):

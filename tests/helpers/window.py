@@ -219,6 +219,57 @@ def check_window_set_dtype(case: H.MetricCase, seed: int = 0) -> None:
     _values(metric)
 
 
+def ring_tensors(metric: Windowed) -> list[torch.Tensor]:
+    """Every tensor of the ring (or a binned metric's histogram window) as ``get_extra_state`` gives them."""
+    out: list[torch.Tensor] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            out.append(value.clone())
+        elif isinstance(value, dict):
+            for key in sorted(value, key=str):
+                walk(value[key])
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+
+    walk(metric.get_extra_state())
+    return out
+
+
+def check_window_casts_keep_states(case: H.MetricCase, seed: int = 0) -> None:
+    """A dtype cast that is not ``set_dtype`` (``H.CASTS``: Lightning's true precision) mid-stream changes no
+    tensor of the lifetime, the window or the ring; lifetime and window then equal the reference and, exactly,
+    a ``Windowed`` never cast."""
+    data = case.make_data(seed)
+    window = default_window(case, data)
+    n = H.num_samples(data, case.sample_axis)
+    bounds = window_bounds(n, np.random.default_rng(seed + 8), window, case.min_batch)
+    half = len(bounds) // 2
+    plain = Windowed(case.metric(), window)
+    for lo, hi in bounds:
+        plain.update(**H.take(data, slice(lo, hi), case.sample_axis))
+    uncast = _values(plain)
+    for name, cast in H.CASTS.items():
+        what = f"{case.id} after .{name}"
+        metric = Windowed(case.metric(), window)
+        for lo, hi in bounds[:half]:
+            metric.update(**H.take(data, slice(lo, hi), case.sample_axis))
+        children = {child: H.state_values(getattr(metric, child)) for child in ("lifetime", "window")}
+        ring = ring_tensors(metric)
+        metric = cast(metric)
+        for child, before in children.items():
+            H.assert_same_values(getattr(metric, child), before, f"{what} {child}")
+        after = ring_tensors(metric)
+        assert [t.dtype for t in after] == [t.dtype for t in ring], f"{what}: ring dtypes changed"
+        for old, new in zip(ring, after, strict=True):
+            torch.testing.assert_close(new, old, rtol=0, atol=0, equal_nan=True, msg=f"{what}: ring")
+        for lo, hi in bounds[half:]:
+            metric.update(**H.take(data, slice(lo, hi), case.sample_axis))
+        _compare(metric, case, data, bounds, window, what)
+        _assert_identical(_values(metric), uncast, f"{what} vs never cast")
+
+
 # ----------------------------------------------------------------------------- DDP
 
 

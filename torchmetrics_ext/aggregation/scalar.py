@@ -24,11 +24,11 @@ makes the value NaN) and ``"warn"`` drops NaN without a warning (like ``"ignore"
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torchmetrics.aggregation import MaxMetric, MeanMetric, MinMetric, SumMetric
 from torchmetrics.utilities import rank_zero_warn
 
@@ -76,15 +76,6 @@ class _ValueAggregation(AggregationMetric[S]):
     def __init__(self, nan_strategy: NanStrategy = "error", *, validate_args: bool = True, **kwargs: Any) -> None:
         super().__init__(1, validate_args=validate_args, nan_strategy=nan_strategy, **kwargs)
         self.set_dtype(torch.float64)
-
-    def _apply(self, fn: Callable, exclude_state: Sequence[str] = "") -> nn.Module:
-        # TorchMetrics resets ``self.dtype`` to float32 on ``.to(device)``; inputs are cast to
-        # ``self.dtype``, so keep float64 unless the dtype is changed on purpose (``set_dtype``).
-        dtype = self._dtype
-        this = super()._apply(fn, exclude_state)
-        if not self._dtype_convert:
-            self._dtype = dtype
-        return this
 
     def _prepare(
         self, value: Values, weight: Values | None = None, dropped: float = 0.0

@@ -53,7 +53,8 @@ class RecMetricCallback(pl.Callback):
       step it is updated; at the end of the epoch its values are logged.
 
     Values are synced by the module itself (one fused gather), so they are logged with
-    ``sync_dist=False``.
+    ``sync_dist=False``. Under ``precision="bf16-true"``/``"16-true"`` the modules keep their
+    float64 sums: the trainer's ``model.to(dtype)`` casts no metric state (only ``set_dtype`` does).
 
     **Checkpoints.** Under DDP every rank holds its own share of the metric states, but Lightning
     writes the model's ``state_dict`` from rank 0 only. The callback therefore gathers every

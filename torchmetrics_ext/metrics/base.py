@@ -34,8 +34,6 @@ _FORWARD_CONTEXT = (
     "compute_on_cpu",
 )
 _ABSENT = object()
-# the functions TorchMetrics' ``Metric._apply`` leaves the states alone for, unless in ``set_dtype``
-_DTYPE_FUNCTIONS = ("Module.type", "Module.half", "Module.float", "Module.double", "Module.bfloat16")
 
 
 @functools.cache
@@ -134,6 +132,13 @@ class GuardedMetric(Metric):
       checkpoint that holds none of the metric's states (TorchMetrics' default: states are not
       persistent) loads nothing into it and is not checked. A checkpoint without metadata (a
       plain dict, or one written before) is checked by its state shapes only.
+    * **States keep their dtypes** under every dtype conversion but ``set_dtype``: ``.to(dtype)``,
+      ``.to(device, dtype)``, ``.half()``, ``.bfloat16()`` and the ``model.to(dtype)`` of
+      Lightning's ``"bf16-true"``/``"16-true"`` precision move the states to the device asked for
+      and leave their dtypes (float64 sums, float32 scores, int64 ids) and ``metric.dtype`` as
+      they are (:meth:`_apply`). TorchMetrics guards ``.half()``, ``.float()``, ``.double()``,
+      ``.bfloat16()`` and ``.type()`` by name, not ``.to(dtype)``: a model's ``.to(torch.bfloat16)``
+      cast the sums of its metrics, which then stopped growing (a bfloat16 sum of ones stays at 256).
 
     :class:`TaskMetric` builds on it; so does :class:`~torchmetrics_ext.Throughput`, which has no
     task dimension.
@@ -209,6 +214,21 @@ class GuardedMetric(Metric):
         state. Other renames go through :meth:`_load_former_names` (every version).
         """
         return dict(self._renamed_states) if version < _CHECKPOINT_VERSION else {}
+
+    def _apply(self, fn: Callable, exclude_state: Sequence[str] = "") -> Module:
+        """TorchMetrics' ``_apply`` with any dtype cast left out unless it comes from ``set_dtype``.
+
+        ``fn`` is what ``nn.Module`` applies to every tensor (``.to``, ``.cuda``, ``.half``, ...):
+        outside ``set_dtype`` only its device move reaches the states, the cached values and the
+        submodules (see :func:`move_only`), and ``metric.dtype`` stays (TorchMetrics resets it to
+        float32 on any ``.to``).
+        """
+        if self._dtype_convert:
+            return super()._apply(fn, exclude_state)
+        dtype = self._dtype
+        this = super()._apply(move_only(fn), exclude_state)
+        self._dtype = dtype
+        return this
 
     def _checkpoint_settings(self) -> dict[str, Any]:
         """Settings a checkpoint records and ``load_state_dict`` requires equal (plain Python values).
@@ -496,8 +516,9 @@ class TaskMetric(GuardedMetric):
       *before* it swaps the accumulated state out, so a bad batch in ``forward`` never loses
       what was accumulated;
     * ``compute`` results of one task come back as scalars (:meth:`_squeeze_tasks`);
-    * ``set_dtype``/``.to(dtype)`` cast floating states only: integer states (ids, counts,
-      encoded keys) keep their dtype and exact values (:meth:`_apply`).
+    * ``set_dtype`` casts floating states only: integer states (ids, counts, encoded keys) keep
+      their dtype and exact values (:meth:`_apply`); other casts (``.to(dtype)``) change no
+      state's dtype (:class:`GuardedMetric`).
 
     and three hooks for a caller that drives many metrics at once (``RecMetricModule``):
     :meth:`inputs_validated` (skip per-metric validation of a batch already checked),
@@ -575,16 +596,17 @@ class TaskMetric(GuardedMetric):
         self._list_state_dtypes[name] = dtype
 
     def _apply(self, fn: Callable, exclude_state: Sequence[str] = "") -> Module:
-        """Move and cast the states as TorchMetrics does, except that integer states never change dtype.
+        """Move the states; cast them in ``set_dtype`` only, and never an integer state.
 
-        ``set_dtype`` (and ``.to(dtype)``) cast the floating states only; an integer or bool
+        Outside ``set_dtype`` a cast (``.to(dtype)``, ``.half()``, ...) only moves the states
+        (:class:`GuardedMetric`). ``set_dtype`` casts the floating states only; an integer or bool
         tensor (group, query and session ids, counts, encoded category keys: any chunk of a list
         state too) moves device with the others but keeps its dtype and its exact values. A
         float16 or float32 copy of an id would merge distinct ids (above 2048 or 2**24) into one.
         """
+        if not self._dtype_convert:
+            return super()._apply(fn, exclude_state)
         excluded = (exclude_state,) if isinstance(exclude_state, str) else tuple(exclude_state)
-        if not self._dtype_convert and any(f in str(fn) for f in _DTYPE_FUNCTIONS):
-            return super()._apply(fn, excluded)  # TorchMetrics leaves every state alone
         exact = [
             name
             for name, default in self._defaults.items()
@@ -594,7 +616,7 @@ class TaskMetric(GuardedMetric):
         for name in exact:
             self._defaults[name] = _keep_integers(fn, self._defaults[name])
             setattr(self, name, _keep_integers(fn, getattr(self, name)))
-        # a cast of the floating states (set_dtype, .to(dtype)): list states' later chunks follow it
+        # a cast of the floating states (set_dtype): list states' later chunks follow it
         for probe in (torch.float64, torch.float32):
             cast = fn(torch.zeros(0, dtype=probe)).dtype
             if cast != probe:
@@ -605,7 +627,7 @@ class TaskMetric(GuardedMetric):
     def _cast_new_chunks(self) -> None:
         """Cast the floating chunks an update appended to a list state to the dtype of an earlier cast.
 
-        After ``set_dtype``/``.to(dtype)`` the stored chunks are in the new dtype; chunks appended
+        After ``set_dtype`` the stored chunks are in the new dtype; chunks appended
         later would keep the metric's own (float32 scores, float64 pair values), so equal values
         would no longer compare equal (a float16 0.4 is 0.39990234). Only the newest chunks are
         looked at (those not yet in the dtype); integer chunks (ids) never change.
@@ -825,6 +847,37 @@ class TaskMetric(GuardedMetric):
     def newest_samples(self, n: int, *args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """``update``'s arguments cut to the batch's last ``n`` samples (views, no copy)."""
         return newest_samples(n, args, kwargs, self.sample_axis)
+
+
+def move_only(fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """``fn`` (a function ``nn.Module._apply`` applies to each tensor) without its dtype cast.
+
+    ``fn`` itself when it casts no floating tensor (``.to(device)``, ``.cuda()``, ``.cpu()``);
+    for a cast (``.to(dtype)``, ``.to(device, dtype)``, ``.half()``, ``.bfloat16()``, ``.type(...)``)
+    a function that moves each tensor to the device ``fn`` would put it on, keeping its dtype.
+    A cast is told by its effect, not by its name: ``fn`` changes the dtype of a float64 or of a
+    float32 probe (any target dtype differs from one of them).
+
+    Example:
+        >>> import torch
+        >>> fn = move_only(lambda t: t.to(torch.bfloat16) if t.is_floating_point() else t)
+        >>> fn(torch.tensor([0.1], dtype=torch.float64)).dtype
+        torch.float64
+    """
+    if getattr(fn, "_moves_only", False):
+        return fn
+    if all(fn(torch.zeros(0, dtype=dtype)).dtype == dtype for dtype in (torch.float64, torch.float32)):
+        return fn
+    targets: dict[torch.device, torch.device] = {}  # a tensor's device -> the device fn puts it on
+
+    def move(tensor: Tensor) -> Tensor:
+        target = targets.get(tensor.device)
+        if target is None:
+            target = targets[tensor.device] = fn(tensor.new_empty(0)).device
+        return tensor.to(target)
+
+    move._moves_only = True  # type: ignore[attr-defined]
+    return move
 
 
 def _holds_integers(value: Tensor | list[Tensor]) -> bool:

@@ -226,7 +226,7 @@ class Segmented(TaskMetric):
         # the metric's per-sample terms, (T, N) per state (its per-task settings applied), added by segment
         terms = self.metric._sample_terms(p, t, w)
         for name, term in zip(self._state_keys, terms, strict=True):
-            state = getattr(self, name)  # float64 unless cast by `set_dtype` / `.to(dtype)`
+            state = getattr(self, name)  # float64 unless cast by `set_dtype`
             state.scatter_add_(1, seg, term.to(state.dtype))
 
     def compute(self) -> Tensor:

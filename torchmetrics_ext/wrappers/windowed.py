@@ -21,6 +21,7 @@ from torchmetrics_ext.metrics.base import (
     GuardedMetric,
     count_samples,
     derive_missing,
+    move_only,
     newest_samples,
     note_settings,
     settings_problems,
@@ -858,14 +859,22 @@ class Windowed(WrapperMetric):
         return self
 
     def _apply(self, fn: Callable, exclude_state: Any = "") -> Module:
+        """Move the lifetime, window and scratch metrics and the ring; a dtype cast moves them only.
+
+        ``.to(device)`` moves everything; ``.to(dtype)``, ``.to(device, dtype)``, ``.half()``,
+        ``.bfloat16()`` (Lightning's true precision) move everything to the device asked for and
+        keep every dtype, the wrapped metric's states included whatever its class: the window
+        casts through :meth:`set_dtype` only, which casts the ring with the states.
+        """
+        fn = move_only(fn)
+        dtype = self._dtype
         this = super()._apply(fn, exclude_state)
+        self._dtype = dtype
         self._scratch._apply(fn)
-        probe = torch.zeros(1, dtype=torch.float64, device=self._child("lifetime").device)
-        if fn(probe).dtype == torch.float64:  # devices move, state dtypes stay (as TorchMetrics does)
-            self._ring.apply(fn)
-            if self._hist is not None:
-                self._hist.apply(fn)
-            self._bind_window_lists()
+        self._ring.apply(fn)
+        if self._hist is not None:
+            self._hist.apply(fn)
+        self._bind_window_lists()
         return this
 
     def plot(self, val: Any = None, ax: Any = None) -> Any:

@@ -161,7 +161,7 @@ class GroupedAUC(_GroupedCurveMetric):
         The default (exact) mode stores float32 scores, float32 signed weights and the group id
         per sample in ``cat`` states (O(n) memory: 8·T bytes plus 4 for ids given in 32 bits or
         fewer, kept as int32, else 8, kept as int64): groups may span batches and ranks. The ids
-        stay exact integers: ``set_dtype``/``.to(dtype)`` cast the scores and weights only.
+        stay exact integers: ``set_dtype`` casts the scores and weights only (``.to(dtype)`` none).
         ``compute`` makes one sort by ``(task, group, score)`` and cumulative sums within each
         group (never across groups, so a group's value does not depend on the others' weights or
         ids): no Python loop over groups. Ties within a group count one half, as in :class:`AUC`.

@@ -1545,6 +1545,8 @@ def test_every_metric_the_module_takes_reports_one_number_per_key():
         ({"log_loss": "log_loss"}, {"ne": "ne", "log_loss": "log_loss"}),  # NE added in front of its group
         ({"ne": "ne", "log_loss": "log_loss"}, {"log_loss": "log_loss", "ne": "ne"}),  # reordered
         ({"ctr": "ctr"}, {"calibration": "calibration", "ctr": "ctr"}),
+        ({"ne": "ne", "log_loss": "log_loss"}, {"log_loss": "log_loss"}),  # the saved first member removed
+        ({"calibration": "calibration", "ctr": "ctr", "ne": "ne"}, {"ctr": "ctr", "ne": "ne"}),
     ],
 )
 def test_a_group_saved_under_another_first_member_resumes(saved, loaded, window_size):
@@ -1564,7 +1566,7 @@ def test_a_group_saved_under_another_first_member_resumes(saved, loaded, window_
             result = parent.load_state_dict(state)
         else:
             result = new.load_state_dict(old.state_dict())
-        assert not result.missing_keys and not result.unexpected_keys
+        assert not result.missing_keys and not result.unexpected_keys, result
         new.update(b2)
         values = new.compute()
         y = np.array([1, 0, 1, 0, 1, 0])
@@ -1629,3 +1631,13 @@ def test_one_throughput_for_two_modules_is_refused():
         with pytest.raises(TypeError, match="is a Throughput: the module has its own"):
             tmx.RecMetricModule(["click"], {"t": spec})
     assert train.throughput is throughput
+
+
+@pytest.mark.parametrize("name", ["recall", "precision", "hit_rate", "f1", "ndcg", "mrr", "map"])
+def test_a_ranking_cutoff_as_an_option_for_every_ranking_name(name):
+    """``k=`` is the cutoff for required-cutoff names too (recall with k=5 said it needed a cutoff)."""
+    from torchmetrics_ext.registry import build_metric
+
+    assert build_metric(name, k=5).k == 5
+    with pytest.raises(ValueError, match="positive integer"):
+        build_metric(name, k=0)

@@ -749,20 +749,29 @@ class RecMetricModule(nn.Module):
 
         A group's states are saved once, under its leader, the first of its metrics in the order
         given. A checkpoint saved with another first member (a metric added since in front of the
-        group, or the metrics reordered) holds them under that member's name: they are the same
-        statistics (equal ``shared_statistics_key``), so they load as the leader's. Also when a
+        group, the metrics reordered, or the saved first member removed since) holds them under that
+        metric's name: they are the same statistics (equal ``shared_statistics_key``, hence equal
+        state names, which identify a removed metric's), so they load as the leader's. Also when a
         parent module loads this one (Lightning's checkpoint restore).
         """
+        top = f"{prefix}metrics."
+        saved_names = {key[len(top) :].split(".", 1)[0] for key in state_dict if key.startswith(top)}
+        dropped = sorted(saved_names - set(self._leader))  # saved metrics no longer configured
         for group in self._groups:
-            lead = f"{prefix}metrics.{group[0]}."
+            lead = f"{top}{group[0]}."
             if any(key.startswith(lead) for key in state_dict):
                 continue
-            for member in group[1:]:
-                saved = f"{prefix}metrics.{member}."
+            # a member that saved the group's states, else a metric no longer configured that saved
+            # exactly the states this group's leader holds (the same statistics: their names say so)
+            expected = set(self._unit(group[0]).state_dict(keep_vars=True))
+            for name in [*group[1:], *dropped]:
+                saved = f"{top}{name}."
                 keys = [key for key in state_dict if key.startswith(saved)]
-                if keys:
+                if keys and (name in group or {key[len(saved) :] for key in keys} == expected):
                     for key in keys:
                         state_dict[lead + key[len(saved) :]] = state_dict.pop(key)
+                    if name in dropped:
+                        dropped.remove(name)
                     break
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs

@@ -26,6 +26,7 @@ from torchmetrics_ext.metrics import entropy as _entropy
 from torchmetrics_ext.metrics import pointwise as _pointwise
 from torchmetrics_ext.metrics import ranking as _ranking
 from torchmetrics_ext.metrics import regression as _regression
+from torchmetrics_ext.utilities.checks import as_int
 
 __all__ = ["MetricEntry", "build_metric", "lookup", "metric_names", "torchrec_names"]
 
@@ -189,14 +190,16 @@ def build_metric(name: str, num_tasks: int = 1, **kwargs: Any) -> Metric:
         >>> build_metric("recall@20").k
         20
     """
-    entry, k = lookup(name)
-    if "k" in kwargs:  # the cutoff as an option: "ndcg" with k=5 is "ndcg@5"
-        if entry.cutoff == "none":
-            raise ValueError(f"Metric {name!r} takes no cutoff, got `k={kwargs['k']!r}`.")
+    if "k" in kwargs:  # the cutoff as an option: "recall" with k=5 is "recall@5"
         given = kwargs.pop("k")
-        if k is not None and given != k:
+        value = as_int(given)
+        if value is None or value < 1:
+            raise ValueError(f"Expected `k` of metric {name!r} to be a positive integer (its cutoff), got {given!r}.")
+        entry, k = lookup(name if "@" in name else f"{name}@{value}")
+        if "@" in name and value != k:
             raise ValueError(f"Metric {name!r} names its cutoff ({k}); got `k={given!r}` too: give one of them.")
-        k = given
+    else:
+        entry, k = lookup(name)
     return entry.build(num_tasks, k, **kwargs)
 
 

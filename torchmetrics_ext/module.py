@@ -735,16 +735,7 @@ class RecMetricModule(nn.Module):
 
     # ------------------------------------------------------------------ compute
 
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         """Read a compute group's states saved under another member of the group (before any child loads).
 
         A group's states are saved once, under its leader, the first of its metrics in the order
@@ -773,9 +764,7 @@ class RecMetricModule(nn.Module):
                     if name in dropped:
                         dropped.remove(name)
                     break
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
         """``nn.Module.load_state_dict``; missing metric states say how to resume with a metric added since."""

@@ -1641,3 +1641,35 @@ def test_a_ranking_cutoff_as_an_option_for_every_ranking_name(name):
     assert build_metric(name, k=5).k == 5
     with pytest.raises(ValueError, match="positive integer"):
         build_metric(name, k=0)
+
+
+def test_a_module_of_ranking_metrics_takes_infinite_scores():
+    """Ranking metrics accept ±inf scores (masked candidates); a module of them refused them as not finite.
+    A module with a metric that needs finite values still refuses them."""
+    p = torch.tensor([float("-inf"), 0.5, 2.0, 0.2, float("inf"), 0.1])
+    y, s = torch.tensor([1, 0, 1, 0, 0, 1]), torch.tensor([0, 0, 1, 1, 2, 2])
+    module = tmx.RecMetricModule(
+        [tmx.RecTaskInfo("a", session_id_name="s")], {"ndcg": "ndcg@3", "mrr": "mrr"}, throughput=False
+    )
+    module.update({"prediction": p, "label": y, "s": s})
+    values = module.compute()
+    # by hand (relevant candidates of a tie last): query 0 ranks the relevant one 2nd, query 1 1st, query 2 2nd
+    np.testing.assert_allclose(values["mrr/a"].item(), (1 / 2 + 1 + 1 / 2) / 3, rtol=1e-15)
+    np.testing.assert_allclose(values["ndcg/a"].item(), (1 / np.log2(3) + 1 + 1 / np.log2(3)) / 3, rtol=1e-15)
+    with pytest.raises(ValueError, match="without NaN"):
+        module.update({"prediction": torch.tensor([float("nan"), 0.1]), "label": y[:2], "s": s[:2]})
+    mixed = tmx.RecMetricModule(
+        [tmx.RecTaskInfo("a", session_id_name="s")], {"ndcg": "ndcg@3", "mse": "mse"}, throughput=False
+    )
+    with pytest.raises(ValueError, match="to be finite"):
+        mixed.update({"prediction": p, "label": y, "s": s})
+
+
+def test_ranking_that_raises_in_its_own_update_is_refused():
+    """empty_target_action='error' with queries scored in update raised after the other metrics took the step."""
+    factory = lambda num_tasks: tmx.NDCG(k=3, empty_target_action="error", queries_complete_per_batch=True)  # noqa: E731
+    with pytest.raises(ValueError, match="rejects a step before any metric changes"):
+        tmx.RecMetricModule([tmx.RecTaskInfo("a", session_id_name="s")], {"ctr": "ctr", "ndcg": factory})
+    # rows kept until compute: 'error' raises there, which changes no state
+    kept = lambda num_tasks: tmx.NDCG(k=3, empty_target_action="error")  # noqa: E731
+    tmx.RecMetricModule([tmx.RecTaskInfo("a", session_id_name="s")], {"ctr": "ctr", "ndcg": kept})

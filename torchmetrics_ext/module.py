@@ -255,6 +255,14 @@ class RecMetricModule(nn.Module):
                     )
                 stacked[name] = metric
             else:
+                if getattr(metric, "queries_complete_per_batch", False) and metric.empty_target_action == "error":
+                    # it would raise inside its own update, after other metrics took the step
+                    raise ValueError(
+                        f"Metric {name!r} ranks each step in update with empty_target_action='error', which "
+                        "raises there, after the module's other metrics have taken the step. The module rejects "
+                        "a step before any metric changes: use 'skip', 'zero' or 'one' (or rows kept until "
+                        "compute, queries_complete_per_batch=False, where 'error' raises at compute)."
+                    )
                 per_task[name] = [metric] + [copy_metric(metric) for _ in range(num_tasks - 1)]
         self._needs_groups = [n for n, m in stacked.items() if "groups" in inspect.signature(m.update).parameters]
         _check_id_columns(self.tasks, self._needs_groups, list(per_task))

@@ -56,7 +56,8 @@ class InputDomains:
     :meth:`TaskMetric.inputs_validated`.
 
     Attributes:
-        preds: ``"probability"`` (``[0, 1]``, or any finite logit when ``from_logits``) or ``"real"``.
+        preds: ``"probability"`` (``[0, 1]``, or any finite logit when ``from_logits``), ``"real"``
+            (finite) or ``"score"`` (any real, ±inf included: ranking scores).
         target: ``"binary"``, ``"unit"`` (``[0, 1]``), ``"nonnegative"`` or ``"real"`` (finite).
         from_logits: whether probability-domain ``preds`` are logits.
         float32_weights: non-zero weights must keep their value as float32 (exact AUC modes store
@@ -72,7 +73,8 @@ class InputDomains:
     def strictest(cls, given: Mapping[str, InputDomains | None]) -> InputDomains:
         """The domains a batch must satisfy to be valid for every one of several metrics.
 
-        Probabilities if any metric takes probabilities (else any real), and the strictest
+        Probabilities if any metric takes probabilities, else finite reals if any metric needs them,
+        else any real score (ranking metrics alone: ±inf included), and the strictest
         target (``binary`` < ``unit`` < ``nonnegative`` < ``real``). ``None`` entries (metrics
         whose inputs are not expressible so) are left out.
 
@@ -96,7 +98,10 @@ class InputDomains:
                 + ", ".join(f"{n}={flag}" for n, flag in logit_flags.items())
                 + "; build them all with the same from_logits."
             )
-        preds = "probability" if logit_flags else "real"
+        # probabilities if any metric takes them, else finite values if any metric needs them, else
+        # any real score (ranking metrics alone take ±inf)
+        finite = not domains or any(d.preds == "real" for d in domains.values())
+        preds = "probability" if logit_flags else "real" if finite else "score"
         target = min((d.target for d in domains.values()), key=_TARGET_ORDER.index, default="real")
         float32_weights = any(d.float32_weights for d in domains.values())
         return cls(preds, target, any(logit_flags.values()), float32_weights)  # type: ignore[arg-type]

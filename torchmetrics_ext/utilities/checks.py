@@ -46,7 +46,8 @@ __all__ = [
     "single_task",
 ]
 
-PredsDomain = Literal["probability", "real"]
+PredsDomain = Literal["probability", "real", "score"]
+"""``"probability"`` ([0, 1], or finite logits), ``"real"`` (finite), ``"score"`` (any real, ±inf too: ranking)."""
 TargetDomain = Literal["unit", "binary", "nonnegative", "real"]
 
 _TARGET_TEXT = {
@@ -370,7 +371,12 @@ def _check_values_weight_bounds(
     bounds = checked_bounds(checked, [False, integral] + [False] * (len(checked) - 2), device_path)
     bounds, positive_bounds = bounds[: 2 + len(columns)], bounds[2 + len(columns) :]
     pmin, pmax = bounds[0]
-    if not (math.isfinite(pmin) and math.isfinite(pmax)):
+    if preds_domain == "score":  # ranking scores: any real, ±inf included
+        if math.isnan(pmin) or math.isnan(pmax):
+            raise ValueError(
+                f"Expected `{preds_name}` without NaN (any other real score, ±inf included, is fine), got NaN."
+            )
+    elif not (math.isfinite(pmin) and math.isfinite(pmax)):
         raise ValueError(f"Expected `{preds_name}` to be finite, got {observed_range(pmin, pmax)}.")
     if preds_domain == "probability" and not from_logits and (pmin < 0 or pmax > 1):
         raise ValueError(

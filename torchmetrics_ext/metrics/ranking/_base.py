@@ -190,8 +190,8 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
 
     @property
     def input_domains(self) -> InputDomains:
-        """Real scores and non-negative relevance (flat rows; ``indexes`` are integer query ids)."""
-        return InputDomains("real", "nonnegative")
+        """Any real scores (±inf included) and non-negative relevance (flat rows; ``indexes`` are integer query ids)."""
+        return InputDomains("score", "nonnegative")
 
     def _sums(self, rows: RankingRows, dense: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         return _ranking_update(

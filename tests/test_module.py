@@ -772,6 +772,7 @@ def test_constructor_rejects_bad_arguments(kwargs, exc, match):
         (dict(name=""), "RecTaskInfo.name"),
         (dict(name="a/b"), "without '/'"),
         (dict(name="a.b"), "or '.'"),
+        (dict(name="a\n"), "to be printable"),  # a key ending in a newline does not split back
         (dict(name="a", label_name=3), "RecTaskInfo.label_name"),
         (dict(name="a", session_id_name=""), "RecTaskInfo.session_id_name"),
     ],

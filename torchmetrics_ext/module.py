@@ -93,9 +93,10 @@ class RecTaskInfo:
             if not (isinstance(value, str) and value) and not (optional and value is None):
                 expected = "a non-empty string" + (" or None" if optional else "")
                 raise ValueError(f"Expected `RecTaskInfo.{f.name}` to be {expected}, got {value!r}.")
-        if any(c in self.name for c in "/|."):
+        if not _entry_name_ok(self.name):
             raise ValueError(
-                f"Expected `RecTaskInfo.name` without '/', '|' or '.' (they separate key parts), got {self.name!r}."
+                "Expected `RecTaskInfo.name` to be printable, without '/', '|' or '.' (they separate key parts), "
+                f"got {self.name!r}."
             )
 
 

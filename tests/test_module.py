@@ -516,7 +516,7 @@ def test_the_step_is_validated_once_and_the_metrics_do_not_validate_again(monkey
     import torchmetrics_ext.functional.ranking._inputs as ranking_inputs
     import torchmetrics_ext.utilities.checks as checks
 
-    monkeypatch.setattr(checks, "_check_values", fail)
+    monkeypatch.setattr(checks, "_check_values_weight_bounds", fail)  # check_pointwise, per metric
     monkeypatch.setattr(ranking_inputs, "_check_values", fail)
     module = build()
     for part in batches(make_data(3), [0, 300, 600]):

@@ -26,7 +26,6 @@ from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _replay
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.registry import build_metric, torchrec_names
 from torchmetrics_ext.utilities.checks import (
-    _check_values,
     _check_values_weight_bounds,
     all_unit_weights,
     check_int,
@@ -671,7 +670,7 @@ class RecMetricModule(nn.Module):
                 given = [column if f == field else None for f in fields]
                 try:
                     # labels of the binary domain are checked as given (integral or not)
-                    _check_values(
+                    _check_values_weight_bounds(
                         given[0] if given[0] is not None else column.new_zeros(()).double(),
                         given[1],
                         given[2],

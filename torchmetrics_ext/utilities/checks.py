@@ -200,7 +200,7 @@ def check_pointwise(
             expected += f" or {tuple(preds.shape[-1:])} (shared by all tasks)"
         raise ValueError(f"Expected `weights` of shape {expected}, got {tuple(weights.shape)}.")
     if preds.numel() > 0:
-        return _check_values(
+        bounds = _check_values_weight_bounds(
             preds,
             target,
             weights,
@@ -210,6 +210,7 @@ def check_pointwise(
             preds_name=preds_name,
             float32_weights=float32_weights,
         )
+        return all_unit_weights(bounds)
     return False
 
 
@@ -309,29 +310,6 @@ def observed_range(low: float, high: float) -> str:
     return f"values in [{low:.6g}, {high:.6g}]"
 
 
-def _check_values(
-    preds: Tensor,
-    target: Tensor | None,
-    weights: Tensor | Sequence[Tensor] | None,
-    preds_domain: PredsDomain,
-    target_domain: TargetDomain,
-    from_logits: bool,
-    target_is_float: bool | None = None,
-    preds_name: str = "preds",
-    float32_weights: bool = False,
-) -> bool:
-    """Range checks of the inputs as given (any dtype, any shape), from one :func:`checked_bounds` call.
-
-    ``weights`` may also be a sequence of tensors (e.g. one column per task, checked unstacked).
-    Returns whether weights are given and all exactly 1 (their minimum and maximum are 1).
-    :func:`_check_values_weight_bounds` does the same checks and returns each weight tensor's bounds.
-    """
-    weight_bounds = _check_values_weight_bounds(
-        preds, target, weights, preds_domain, target_domain, from_logits, target_is_float, preds_name, float32_weights
-    )
-    return all_unit_weights(weight_bounds)
-
-
 def all_unit_weights(weight_bounds: Sequence[Bounds]) -> bool:
     """Whether weights are given (a non-empty tensor's bounds) and all exactly 1 (minimum and maximum 1)."""
     given = [b for b in weight_bounds if b]
@@ -349,7 +327,11 @@ def _check_values_weight_bounds(
     preds_name: str = "preds",
     float32_weights: bool = False,
 ) -> list[Bounds]:
-    """:func:`_check_values`, returning the ``(min, max)`` of each weight tensor (``()`` for an empty one).
+    """Range checks of the inputs as given (any dtype, any shape), from one :func:`checked_bounds` call.
+
+    Returns the ``(min, max)`` of each weight tensor (``()`` for an empty one); ``weights`` may also
+    be a sequence of tensors (e.g. one column per task, checked unstacked). :func:`all_unit_weights`
+    of the result says whether weights are given and all exactly 1.
 
     Weights are checked non-negative, so a tensor's weights are all zero exactly when its maximum is 0.
 

@@ -19,7 +19,7 @@ from tests.helpers import tester as H
 from tests.test_ranking import CASES, FLAT_KEYS, dict_ref, flat_data, single_ref
 from torchmetrics_ext import functional as tmf
 from torchmetrics_ext.functional.ranking import _topk
-from torchmetrics_ext.functional.ranking._kernel import rank_rows, sorted_values
+from torchmetrics_ext.functional.ranking._kernel import SortedQueries, rank_rows, sorted_values
 from torchmetrics_ext.functional.ranking._registry import SPECS
 from torchmetrics_ext.functional.ranking._spec import RankingOptions
 
@@ -175,7 +175,7 @@ def test_grouped_topk_merge_matches_sort_path_on_any_shape(sizes, k, seed, score
     values, num_rel, ranked = fast
     sorted_rows = rank_rows(preds, target, indexes, weights)
     expected, expected_rel = sorted_values(
-        sorted_rows, [(SPECS[name], cut) for name, cut in requests], RankingOptions()
+        SortedQueries(sorted_rows, RankingOptions()), [(SPECS[name], cut) for name, cut in requests]
     )
     torch.testing.assert_close(values, expected, rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(num_rel, expected_rel)

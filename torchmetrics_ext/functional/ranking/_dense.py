@@ -20,14 +20,14 @@ The values equal the sort path's up to the order of floating point sums.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import cached_property
 
 import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.ranking._kernel import Ranked, SortedQueries, discount, gain
-from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
+from torchmetrics_ext.functional.ranking._spec import RankingOptions
 
 
 def _stable_order(order: Tensor, key: Tensor, descending: bool = False) -> Tensor:
@@ -87,8 +87,11 @@ class DenseQueries(SortedQueries):
     def sum(self, values: Tensor | None = None, keep: Tensor | None = None) -> Tensor:
         """``(G,)`` float64 per-query sum of ``values`` (or count) over the relevant rows ``keep`` (or all)."""
         keep = self.relevant if keep is None else keep & self.relevant
-        terms = keep.to(torch.float64) if values is None else torch.where(keep, values, 0.0)
-        return torch.zeros(self.num_groups, dtype=torch.float64, device=keep.device).index_add_(0, self.group, terms)
+        return self._per_query(keep.to(torch.float64) if values is None else torch.where(keep, values, 0.0))
+
+    def _per_query(self, terms: Tensor) -> Tensor:
+        """``(G,)`` float64 sum of each query's row ``terms`` (one slot per row: no host read)."""
+        return torch.zeros(self.num_groups, dtype=torch.float64, device=terms.device).index_add_(0, self.group, terms)
 
     @cached_property
     def within(self) -> Tensor:
@@ -108,20 +111,6 @@ class DenseQueries(SortedQueries):
         value = torch.where(best > 0, gain(best, self.options.exponential_gain) * discount(self.pos), 0.0)
 
         def idcg(k: int | None) -> Tensor:
-            terms = value if k is None else torch.where(self.pos < k, value, 0.0)
-            return torch.zeros(self.num_groups, dtype=torch.float64, device=terms.device).index_add_(
-                0, self.group, terms
-            )
+            return self._per_query(value if k is None else torch.where(self.pos < k, value, 0.0))
 
         return idcg
-
-
-def dense_values(
-    ranked: Ranked, relevant: Tensor, requests: Sequence[Request], options: RankingOptions
-) -> tuple[Tensor, Tensor]:
-    """``(values (G, len(requests)), num_relevant (G,))`` on the device path, as :func:`~._kernel.sorted_values`."""
-    queries = DenseQueries(ranked, relevant, options)
-    columns = [spec.sort_value(queries, k) for spec, k in requests]
-    if not columns:
-        return torch.zeros(ranked.num_groups, 0, dtype=torch.float64, device=relevant.device), queries.num_rel
-    return torch.stack(columns, 1), queries.num_rel

@@ -346,16 +346,18 @@ class SortedQueries(QueryStats):
         return idcg
 
 
-def sorted_values(ranked: Ranked, requests: Sequence[Request], options: RankingOptions) -> tuple[Tensor, Tensor]:
+def sorted_values(queries: SortedQueries, requests: Sequence[Request]) -> tuple[Tensor, Tensor]:
     """Per-query values of each ``(spec, k)`` request on the sort path; ``k=None`` is the whole list.
+
+    ``queries``: :class:`SortedQueries` of the ranked rows (or the device path's
+    :class:`~torchmetrics_ext.functional.ranking._dense.DenseQueries`).
 
     Returns:
         ``(values, num_relevant)``: ``values`` is ``(G, len(requests))`` float64 (entries of
         queries without relevant rows are 0 and replaced by the caller's policy);
         ``num_relevant`` is ``(G,)``.
     """
-    queries = SortedQueries(ranked, options)
     columns = [spec.sort_value(queries, k) for spec, k in requests]
     if not columns:
-        return torch.zeros(ranked.num_groups, 0, dtype=torch.float64, device=ranked.size.device), queries.num_rel
+        return queries.num_rel.new_zeros(queries.num_groups, 0), queries.num_rel
     return torch.stack(columns, 1), queries.num_rel

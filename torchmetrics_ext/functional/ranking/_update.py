@@ -21,10 +21,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.functional.ranking._dense import dense_values, rank_rows_dense
+from torchmetrics_ext.functional.ranking._dense import DenseQueries, rank_rows_dense
 from torchmetrics_ext.functional.ranking._first_hit import first_hit_values
 from torchmetrics_ext.functional.ranking._inputs import RankingRows, _ranking_arg_validation, _ranking_format
-from torchmetrics_ext.functional.ranking._kernel import Ranked, rank_rows, sorted_values
+from torchmetrics_ext.functional.ranking._kernel import Ranked, SortedQueries, rank_rows, sorted_values
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request, request_key
 from torchmetrics_ext.functional.ranking._topk import grouped_topk_values
 from torchmetrics_ext.utilities.warnings import warn_undefined
@@ -49,7 +49,7 @@ def _ranking_update(
         return torch.zeros(len(requests), dtype=torch.float64, device=rows.preds.device), zero, zero.clone()
     if dense or rows.valid is not None:
         ranked, relevant = rank_rows_dense(rows.preds, rows.target, rows.indexes, rows.weights, rows.valid)
-        values, num_rel = dense_values(ranked, relevant, requests, options)
+        values, num_rel = sorted_values(DenseQueries(ranked, relevant, options), requests)
         return reduce_queries(values, num_rel, ranked, empty_target_action, remove_single_length_sessions)
     args = (rows.preds, rows.target, rows.indexes, rows.weights, requests)
     fast = grouped_topk_values(*args, options, preds_writable=rows.preds_writable)
@@ -57,7 +57,7 @@ def _ranking_update(
         fast = first_hit_values(*args)
     if fast is None:
         ranked = rank_rows(rows.preds, rows.target, rows.indexes, rows.weights)
-        values, num_rel = sorted_values(ranked, requests, options)
+        values, num_rel = sorted_values(SortedQueries(ranked, options), requests)
     else:
         values, num_rel, ranked = fast
     return reduce_queries(values, num_rel, ranked, empty_target_action, remove_single_length_sessions)

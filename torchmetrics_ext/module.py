@@ -851,7 +851,7 @@ class RecMetricModule(nn.Module):
             for key, v in items:
                 if key is not None and not _entry_name_ok(key):
                     raise ValueError(
-                        f"State metric {name!r} returned an entry named {key!r}: entry names are non-empty "
+                        f"State metric {name!r} returned an entry named {key!r}: entry names are non-empty printable "
                         "strings without '/', '|' or '.' (the keys must split back into their parts)."
                     )
                 _put(out, self._aux_key(name, key), _scalar(v, name))
@@ -1030,7 +1030,9 @@ def _entry_name_ok(name: Any) -> bool:
 
 def _check_metric_name(name: Any) -> None:
     if not _entry_name_ok(name):
-        raise ValueError(f"Expected metric names to be non-empty strings without '/', '|' or '.', got {name!r}.")
+        raise ValueError(
+            f"Expected metric names to be non-empty printable strings without '/', '|' or '.', got {name!r}."
+        )
 
 
 def _instantiate(name: str, spec: Any, num_tasks: int) -> TaskMetric:

@@ -635,6 +635,74 @@ def test_windowed_sync_options_under_ddp(ddp_pool):
     assert rank0["auc-step"] == pytest.approx(auc) and rank1["auc-step"] == pytest.approx(auc)
 
 
+def _manual_sync_job(rank, world_size):
+    """sync_on_compute=False, then TorchMetrics' manual patterns: sync()/unsync(), sync() + compute(), sync_context()."""
+    p = torch.tensor([0.12, 0.37, 0.62, 0.87]) if rank == 0 else torch.tensor([0.22, 0.77])
+    y = torch.tensor([1.0, 0.0, 1.0, 1.0]) if rank == 0 else torch.tensor([0.0, 1.0])
+    out = {}
+    for name, metric in (
+        ("ctr", Windowed(tmx.CTR(), 6, sync_on_compute=False)),
+        ("auc", Windowed(tmx.AUC(num_bins=20, bin_space="probability"), 6, sync_on_compute=False)),
+        ("exact", Windowed(tmx.AUC(), 6, sync_on_compute=False)),
+    ):
+        metric.update(p, y)
+        metric.sync()
+        metric.unsync()  # as TorchMetrics does: this rank's own states again
+        out[f"{name}-local"] = {k: v.item() for k, v in metric.compute().items()}
+        metric.sync()  # compute() unsyncs a synced metric after computing (TorchMetrics' rule)
+        out[f"{name}-synced"] = {k: v.item() for k, v in metric.compute().items()}
+        with metric.sync_context():
+            out[f"{name}-context"] = {k: v.item() for k, v in metric.compute().items()}
+        metric.update(p, y)  # after the unsync the window goes on from this rank's own states
+        out[f"{name}-after"] = {k: v.item() for k, v in metric.compute().items()}
+    plain = tmx.CTR(sync_on_compute=False)  # a value computed before a manual sync is not kept
+    plain.update(p, y)
+    out["plain-local"] = plain.compute().item()
+    plain.sync()
+    out["plain-synced"] = plain.compute().item()
+    return out
+
+
+@pytest.mark.ddp
+def test_windowed_sync_and_unsync_sync_the_lifetime_and_the_window(ddp_pool):
+    """The wrapper's sync() syncs its children (it holds no state itself): was a silent no-op."""
+    rank0, rank1 = ddp_pool.run(_manual_sync_job)
+    y0, y1 = np.array([1.0, 0.0, 1.0, 1.0]), np.array([0.0, 1.0])
+    p0, p1 = np.array([0.12, 0.37, 0.62, 0.87]), np.array([0.22, 0.77])
+    # each rank keeps 6 // 2 = 3 samples: rank 0 its newest 3, rank 1 both of its own
+    kept = (np.r_[y0[1:], y1], np.r_[p0[1:], p1])
+    expected = {
+        "ctr": {"lifetime": np.r_[y0, y1].mean(), "window": kept[0].mean()},
+        "auc": {
+            "lifetime": skm.roc_auc_score(np.r_[y0, y1], np.r_[p0, p1]),
+            "window": skm.roc_auc_score(*kept),
+        },
+    }
+    expected["exact"] = expected["auc"]  # every score in its own bin: binned is exact
+    local = {
+        "ctr": [{"lifetime": y0.mean(), "window": y0[1:].mean()}, {"lifetime": y1.mean(), "window": y1.mean()}],
+        "auc": [
+            {"lifetime": skm.roc_auc_score(y0, p0), "window": skm.roc_auc_score(y0[1:], p0[1:])},
+            {"lifetime": skm.roc_auc_score(y1, p1), "window": skm.roc_auc_score(y1, p1)},
+        ],
+    }
+    local["exact"] = local["auc"]
+    after = [  # the same batch twice: rank 0's window holds its newest 3 samples, rank 1's its second batch
+        {"ctr": {"lifetime": y0.mean(), "window": y0[1:].mean()}, "auc": skm.roc_auc_score(y0[1:], p0[1:])},
+        {"ctr": {"lifetime": y1.mean(), "window": y1.mean()}, "auc": skm.roc_auc_score(y1, p1)},
+    ]
+    assert [rank0["plain-local"], rank1["plain-local"]] == pytest.approx([y0.mean(), y1.mean()])
+    assert [rank0["plain-synced"], rank1["plain-synced"]] == pytest.approx([np.r_[y0, y1].mean()] * 2)
+    for rank, out in enumerate((rank0, rank1)):
+        for name in ("ctr", "auc", "exact"):
+            assert out[f"{name}-synced"] == pytest.approx(expected[name])
+            assert out[f"{name}-context"] == pytest.approx(expected[name])
+            assert out[f"{name}-local"] == pytest.approx(local[name][rank])
+        assert out["ctr-after"] == pytest.approx(after[rank]["ctr"])
+        for name in ("auc", "exact"):
+            assert out[f"{name}-after"]["window"] == pytest.approx(after[rank]["auc"])
+
+
 def _torchmetrics_empty_rank_job(rank, world_size):
     from torchmetrics.classification import BinaryAUROC
 

@@ -269,6 +269,31 @@ class GuardedMetric(Metric):
     def _cast_new_chunks(self) -> None:
         """After a cast of the states, bring an update's new list-state chunks to it (see :class:`TaskMetric`)."""
 
+    def sync(
+        self,
+        dist_sync_fn: Callable | None = None,
+        process_group: Any | None = None,
+        should_sync: bool = True,
+        distributed_available: Callable | None = None,
+    ) -> None:
+        """TorchMetrics' ``sync``, dropping a value computed from the local states.
+
+        TorchMetrics keeps a ``compute`` value cached across a manual ``sync()``: with
+        ``sync_on_compute=False``, ``compute(); sync(); compute()`` returned the local value
+        again. Here the next ``compute`` computes from the synced states.
+        """
+        was = self._is_synced
+        super().sync(dist_sync_fn, process_group, should_sync, distributed_available)
+        if self._is_synced != was:
+            self._computed = None
+
+    def unsync(self, should_unsync: bool = True) -> None:
+        """TorchMetrics' ``unsync``, dropping a value computed from the synced states (see :meth:`sync`)."""
+        was = self._is_synced
+        super().unsync(should_unsync)
+        if self._is_synced != was:
+            self._computed = None
+
     def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
         """TorchMetrics' ``merge_state``, refusing states of other settings and dropping a cached value.
 

@@ -705,6 +705,40 @@ class Windowed(WrapperMetric):
             life.merge_state(dict(states))
         life.__dict__["_computed"] = None
 
+    def sync(
+        self,
+        dist_sync_fn: Callable | None = None,
+        process_group: Any | None = None,
+        should_sync: bool = True,
+        distributed_available: Callable | None = None,
+    ) -> None:
+        """Sync the lifetime and the window across ranks (each as ``Metric.sync`` syncs one metric).
+
+        The wrapper holds no state of its own: its children do. With ``sync_on_compute=False``,
+        ``metric.sync()`` (or ``with metric.sync_context(): metric.compute()``) gives the values
+        over every rank's samples and every rank's share of the window; :meth:`unsync` restores
+        this rank's own states. A value computed before either is dropped (TorchMetrics keeps it
+        cached across a manual ``sync``).
+        """
+        for child in (self.lifetime, self.window):  # their deferred states written first
+            was = child._is_synced
+            child.sync(
+                dist_sync_fn=dist_sync_fn,
+                process_group=process_group,
+                should_sync=should_sync,
+                distributed_available=distributed_available,
+            )
+            if child._is_synced != was:  # a value cached from the local states (any metric class)
+                child.__dict__["_computed"] = None
+
+    def unsync(self, should_unsync: bool = True) -> None:
+        """Restore this rank's own lifetime and window states after :meth:`sync`."""
+        for child in (self._child("lifetime"), self._child("window")):
+            was = child._is_synced
+            child.unsync(should_unsync=should_unsync)
+            if child._is_synced != was:
+                child.__dict__["_computed"] = None
+
     def persistent(self, mode: bool = False) -> None:
         """Whether the wrapper's states go into ``state_dict`` (``True`` from construction).
 

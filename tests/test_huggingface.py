@@ -301,6 +301,24 @@ def test_a_label_indexing_a_padded_candidate_is_an_error():
         ranking_compute_metrics(ks=(1,))(EvalPrediction(predictions=scores, label_ids=np.array([2, 0])))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_a_padding_value_not_exact_in_the_scores_dtype_still_marks_padding(dtype):
+    """-10.1 is not a float32 (nor float16) number: compared in float64 the padded slot was kept."""
+    from transformers import EvalPrediction
+
+    scores = np.array([[-20.0, -30.0, -10.1], [0.5, 0.25, -10.1]], dtype=dtype)
+    labels = np.array([0, 1])
+    got = ranking_compute_metrics(ks=(1,), metrics=("mrr",), padding_value=-10.1)(
+        EvalPrediction(predictions=scores, label_ids=labels)
+    )
+    # the padded slot (last column) is no candidate: query 0 ranks its relevant first, query 1 second
+    assert got["MRR@1"] == pytest.approx((1.0 + 0.0) / 2)
+    with pytest.raises(ValueError, match=r"query 0 .* padded slot"):
+        ranking_compute_metrics(ks=(1,), padding_value=-10.1)(
+            EvalPrediction(predictions=scores, label_ids=np.array([2, 0]))
+        )
+
+
 def test_batches_kept_apart_may_have_other_candidate_widths():
     from transformers import EvalPrediction
 

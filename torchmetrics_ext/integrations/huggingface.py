@@ -285,7 +285,13 @@ class _Ranking(HFComputeMetrics):
         if predictions.ndim != 2:
             raise ValueError(f"Expected scores of shape (queries, candidates), got {tuple(predictions.shape)}.")
         q, width = predictions.shape
-        mask = ~torch.isin(predictions.to(torch.float64), self.padding.to(predictions.device))
+        # in the scores' own dtype, as RankingMetrics(padding_value=...) compares: a padding of -10.1
+        # is float32's -10.1 in float32 scores (it never equals float64's -10.1)
+        if predictions.is_floating_point():
+            padding = self.padding.to(device=predictions.device, dtype=predictions.dtype)
+            mask = ~torch.isin(predictions, padding)
+        else:
+            mask = ~torch.isin(predictions.to(torch.float64), self.padding.to(predictions.device))
         if labels.shape == (q,) or labels.shape == (q, 1):
             index = labels.reshape(q).to(torch.int64)
             if labels.is_floating_point() or bool(((index < 0) | (index >= width)).any()):

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import inspect
 
+import numpy as np
 import pytest
+import torch
 from torchmetrics import Metric
 
 import torchmetrics_ext
+import torchmetrics_ext as tmx
 from torchmetrics_ext import functional as tmf
 
 METRIC_CLASSES = sorted(
@@ -59,3 +62,37 @@ def test_every_class_has_a_functional_twin_or_says_why():
     }
     missing = [m for m in missing if aliases.get(m) not in tmf.__all__ and m not in no_twin]
     assert not missing, f"no functional twin for {missing}"
+
+
+_FLAGGED = [
+    (lambda flag: tmx.NDCG(k=5, exponential_gain=flag), "exponential_gain"),
+    (lambda flag: tmx.PrecisionAtK(k=5, adaptive_k=flag), "adaptive_k"),
+    (lambda flag: tmx.MRR(queries_complete_per_batch=flag), "queries_complete_per_batch"),
+    (lambda flag: tmx.RankingMetrics(ks=(1,), remove_single_length_sessions=flag), "remove_single_length_sessions"),
+    (lambda flag: tmx.AUC(from_logits=flag), "from_logits"),
+    (lambda flag: tmx.GroupedAUC(weight_groups=flag), "weight_groups"),
+    (lambda flag: tmx.NormalizedEntropy(from_logits=flag), "from_logits"),
+    (lambda flag: tmx.CalibrationFreeNE(torchrec_scaling=flag), "torchrec_scaling"),
+    (lambda flag: tmx.NumMissingLabels(count_zero_weight=flag), "count_zero_weight"),
+    (lambda flag: tmx.CTR(validate_args=flag), "validate_args"),
+]
+
+
+@pytest.mark.parametrize(("build", "name"), _FLAGGED)
+def test_numpy_bools_are_flags_and_are_kept_as_python_bools(build, name):
+    """Options accept NumPy bools (as `k` accepts NumPy integers); 1 and 0 stay refused."""
+    for flag in (np.True_, np.False_):
+        value = getattr(build(flag), name)
+        assert type(value) is bool and value is bool(flag)
+    with pytest.raises(ValueError, match=f"`{name}` to be a bool"):
+        build(1)
+
+
+def test_functional_flags_take_numpy_bools():
+    from torchmetrics_ext.functional import auc, ndcg
+
+    preds, target = torch.tensor([0.3, 0.2, 0.9]), torch.tensor([1, 0, 1])
+    indexes = torch.tensor([0, 0, 0])
+    # gains 2^1 - 1 = 1: the same value as linear gain; relevant at ranks 1 and 2 of 3
+    assert ndcg(preds, target, indexes, k=3, exponential_gain=np.True_).item() == pytest.approx(1.0)
+    assert auc(torch.tensor([-1.0, 1.0]), torch.tensor([0, 1]), from_logits=np.True_).item() == pytest.approx(1.0)

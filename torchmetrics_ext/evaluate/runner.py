@@ -29,7 +29,7 @@ from torchmetrics_ext.evaluate.sources import Chunk, InvalidDataError, Source, o
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import RecMetricModule, RecTaskInfo
 from torchmetrics_ext.registry import build_metric, lookup
-from torchmetrics_ext.utilities.checks import check_int
+from torchmetrics_ext.utilities.checks import check_flag, check_int
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
 __all__ = ["DEFAULT_METRICS", "TaskSpec", "evaluate", "parse_task"]
@@ -122,9 +122,7 @@ class _Plan:
         by: Sequence[str] | None,
         from_logits: bool = False,
     ) -> None:
-        if not isinstance(from_logits, bool):
-            raise ValueError(f"Expected `from_logits` to be a bool, got {from_logits!r}.")
-        self.from_logits = from_logits
+        self.from_logits = check_flag("from_logits", from_logits)
         self.tasks = _tasks(tasks)
         self.weights = _optional_name("weights", weights)
         self.user = _optional_name("user", user)

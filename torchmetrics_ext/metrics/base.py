@@ -16,7 +16,7 @@ from torch.nn import Module
 from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
-from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_int
+from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, check_int
 
 __all__ = ["GuardedMetric", "InputDomains", "TaskMetric", "cat_chunks"]
 
@@ -594,10 +594,8 @@ class TaskMetric(GuardedMetric):
     def __init__(self, num_tasks: int = 1, *, validate_args: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         num_tasks = check_int("num_tasks", num_tasks, 1)
-        if not isinstance(validate_args, bool):
-            raise ValueError(f"Expected `validate_args` to be a bool, got {validate_args!r}.")
         self.num_tasks = num_tasks
-        self.validate_args = validate_args
+        self.validate_args = check_flag("validate_args", validate_args)
         self._inputs_checked = False
         self._list_state_dtypes: dict[str, torch.dtype] = {}
         self._gathered: Mapping[str, list[Tensor]] | None = None

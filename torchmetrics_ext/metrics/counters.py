@@ -180,7 +180,7 @@ class NumMissingLabels(_CounterMetric):
     _setting_dependent = ("missing_labels",)
 
     def __init__(self, num_tasks: int = 1, *, count_zero_weight: bool = False, **kwargs: Any) -> None:
-        check_flag("count_zero_weight", count_zero_weight)
+        count_zero_weight = check_flag("count_zero_weight", count_zero_weight)
         super().__init__(num_tasks, _setting="unweighted" if count_zero_weight else "", **kwargs)
         self.count_zero_weight = count_zero_weight
 

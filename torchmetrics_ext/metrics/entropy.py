@@ -136,7 +136,7 @@ class CalibrationFreeNE(_EntropyVariant):
         torchrec_scaling: bool = False,
         **kwargs: Any,
     ) -> None:
-        check_flag("torchrec_scaling", torchrec_scaling)
+        torchrec_scaling = check_flag("torchrec_scaling", torchrec_scaling)
         super().__init__(num_tasks, eta=eta, from_logits=from_logits, **kwargs)
         self.torchrec_scaling = torchrec_scaling
         # checkpoints written before the complement had a state of its own: sum w - sum w·p

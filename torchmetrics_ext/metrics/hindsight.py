@@ -67,7 +67,7 @@ class HindsightTargetPR(TaskMetric):
         **kwargs: Any,
     ) -> None:
         target_precision, num_thresholds = F._check_hindsight_args(target_precision, num_thresholds)
-        check_flag("from_logits", from_logits)
+        from_logits = check_flag("from_logits", from_logits)
         super().__init__(num_tasks, **kwargs)
         self.target_precision = float(target_precision)
         self.num_thresholds = num_thresholds

@@ -60,8 +60,7 @@ class _PointwiseMetric(TaskMetric):
 
     def __init__(self, num_tasks: int = 1, *, _setting: str = "", _from_logits: bool = False, **kwargs: Any) -> None:
         super().__init__(num_tasks, **kwargs)
-        check_flag("from_logits", _from_logits)
-        self.from_logits = _from_logits
+        self.from_logits = check_flag("from_logits", _from_logits)
         # MetricCollection merges metrics whose states are equal after the first update; two
         # thresholds agree on a batch without scores between them (logits and probabilities on
         # a batch of zero weight), so a non-default setting is part of the state's name and such

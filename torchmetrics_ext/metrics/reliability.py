@@ -90,7 +90,7 @@ class Reliability(TaskMetric):
         **kwargs: Any,
     ) -> None:
         super().__init__(num_tasks, **kwargs)
-        check_flag("from_logits", from_logits)
+        from_logits = check_flag("from_logits", from_logits)
         self.edges = _reliability_edges(num_bins, edges)
         self.num_bins = self.edges.numel() - 1
         self.from_logits = from_logits

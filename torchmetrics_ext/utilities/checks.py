@@ -122,10 +122,12 @@ def check_int(name: str, value: object, minimum: int, detail: str = "") -> int:
     return number
 
 
-def check_flag(name: str, value: object) -> None:
-    """Raise ``ValueError`` unless the option ``name`` is a bool (``True``/``False``, not ``1``/``0``)."""
-    if not isinstance(value, bool):
+def check_flag(name: str, value: object) -> bool:
+    """The option ``name`` as a Python ``bool``; ``ValueError`` unless it is one or a NumPy bool (not ``1``/``0``)."""
+    flag = as_bool(value)
+    if flag is None:
         raise ValueError(f"Expected `{name}` to be a bool, got {value!r}.")
+    return flag
 
 
 def check_tensor(name: str, value: object, *, floating: bool = False) -> Tensor:

@@ -62,8 +62,7 @@ def _single(
     Applies the spec's cutoff rule and options (the metric's extra flags), then the shared kernels.
     """
     k = check_cutoff(k, spec.cutoff)
-    for name, flag in options.items():
-        check_flag(name, flag)
+    options = {name: check_flag(name, flag) for name, flag in options.items()}
     value = _ranking_functional(
         [(spec, k)],
         spec.label,

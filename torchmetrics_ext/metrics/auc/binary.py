@@ -88,7 +88,7 @@ class _CurveMetric(TaskMetric):
     ) -> None:
         super().__init__(num_tasks, **kwargs)
         num_bins, self.logit_range = F._check_bins(num_bins, logit_range, bin_space)
-        check_flag("from_logits", from_logits)
+        from_logits = check_flag("from_logits", from_logits)
         self.num_bins = num_bins
         self.bin_space = bin_space
         self.from_logits = from_logits

@@ -115,6 +115,10 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
             queries_complete_per_batch=queries_complete_per_batch,
             remove_single_length_sessions=remove_single_length_sessions,
         )
+        # checked flags (NumPy bools accepted) kept as Python bools
+        options = RankingOptions(*map(bool, options))
+        queries_complete_per_batch = bool(queries_complete_per_batch)
+        remove_single_length_sessions = bool(remove_single_length_sessions)
         self.requests = list(requests)
         self.options = options
         self._label = label

@@ -33,8 +33,7 @@ class _SingleRankingMetric(_RankingMetric):
 
     def __init__(self, k: int | None, options: dict[str, bool], **kwargs: Any) -> None:
         k = check_cutoff(k, self.spec.cutoff)
-        for name, flag in options.items():
-            check_flag(name, flag)
+        options = {name: check_flag(name, flag) for name, flag in options.items()}
         super().__init__([(self.spec, k)], self.spec.kernel_options(options), self.spec.label, **kwargs)
         self.k = k
         self.report_as_loss = options.get("report_as_loss", False)

@@ -1674,3 +1674,13 @@ def test_ranking_that_raises_in_its_own_update_is_refused():
     # rows kept until compute: 'error' raises there, which changes no state
     kept = lambda num_tasks: tmx.NDCG(k=3, empty_target_action="error")  # noqa: E731
     tmx.RecMetricModule([tmx.RecTaskInfo("a", session_id_name="s")], {"ctr": "ctr", "ndcg": kept})
+
+
+def test_a_metric_key_clashing_with_the_throughputs_is_refused_at_construction():
+    """Was found at the first compute(), after a run had started."""
+    with pytest.raises(ValueError, match=r"task 'total_examples' would be logged as throughput/total_examples"):
+        tmx.RecMetricModule([tmx.RecTaskInfo("total_examples")], {"throughput": "ctr"})
+    # no clash: no throughput, TorchRec's keys (the metric's namespace is its class's), other task names
+    tmx.RecMetricModule(["total_examples"], {"throughput": "ctr"}, throughput=False)
+    tmx.RecMetricModule(["total_examples"], {"throughput": "ctr"}, key_style="torchrec")
+    tmx.RecMetricModule(["click"], {"throughput": "ctr"})

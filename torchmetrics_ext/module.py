@@ -147,8 +147,9 @@ class RecMetricModule(nn.Module):
     Raises:
         ValueError: bad arguments, two tasks reading the same prediction, label and weight columns
             (e.g. two plain task names), metrics built for another number of tasks, metrics needing an
-            id column a task does not name, metrics that disagree on ``from_logits``, or one
-            metric object given under two names.
+            id column a task does not name, metrics that disagree on ``from_logits``, one
+            metric object given under two names, or a metric named ``throughput`` whose key for a
+            task named like a throughput entry (``total_examples``) would be the throughput's.
         TypeError: a metric the module cannot feed: not one of the package's metrics, one whose
             ``update`` takes other inputs than each task's ``(preds, target, weights)`` columns
             (``TensorWeightedAverage``, ``NumMissingLabels``, ``Segmented``, ``MultiLabelPrecision``,
@@ -313,6 +314,13 @@ class RecMetricModule(nn.Module):
             if throughput
             else None
         )
+        if self.throughput is not None and key_style != "torchrec" and "throughput" in metrics:
+            clash = [t.name for t in self.tasks if t.name in Throughput.entries]
+            if clash:  # "throughput/<task>" would be one of the throughput's own keys
+                raise ValueError(
+                    f"Metric 'throughput' of task {clash[0]!r} would be logged as {prefix}throughput/{clash[0]}, "
+                    "a key of the module's throughput: rename the metric or the task, or pass throughput=False."
+                )
         for each in self._all_units():
             each.persistent(True)
         owned: list[Metric] = [*stacked.values(), *(m for ms in per_task.values() for m in ms)]

@@ -118,6 +118,8 @@ class Throughput(GuardedMetric):
         {'lifetime_throughput': 68.0, 'window_throughput': 40.0, 'total_examples': 234.0}
     """
 
+    # the keys of compute()'s dict
+    entries: ClassVar[tuple[str, ...]] = ("lifetime_throughput", "window_throughput", "total_examples")
     # its elapsed seconds add up within a rank and take the maximum across ranks, and it keeps its
     # own window (window_seconds): no per-update statistic for Windowed
     window_unsupported: ClassVar[str] = (

@@ -1684,3 +1684,12 @@ def test_a_metric_key_clashing_with_the_throughputs_is_refused_at_construction()
     tmx.RecMetricModule(["total_examples"], {"throughput": "ctr"}, throughput=False)
     tmx.RecMetricModule(["total_examples"], {"throughput": "ctr"}, key_style="torchrec")
     tmx.RecMetricModule(["click"], {"throughput": "ctr"})
+
+
+def test_public_signatures_hold_no_private_parameters():
+    """DESIGN.md gives RecMetricModule's signature; TorchRec's window rules are not constructor arguments."""
+    import inspect
+
+    for obj in (tmx.RecMetricModule, tmx.Windowed):
+        private = [p for p in inspect.signature(obj).parameters if p.startswith("_")]
+        assert private == [], (obj.__name__, private)

@@ -14,6 +14,7 @@ import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
+from contextvars import ContextVar
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -37,6 +38,9 @@ from torchmetrics_ext.wrappers.windowed import Windowed
 __all__ = ["RecMetricModule", "RecTaskInfo"]
 
 KEY_STYLES = ("torchmetrics_ext", "torchrec")
+# Windowed options per metric name while `from_torchrec_config` builds a module (TorchRec's window
+# rules: not constructor arguments, so the public signature stays the documented one)
+_WINDOW_OPTIONS: ContextVar[Mapping[str, Mapping[str, Any]] | None] = ContextVar("tmx_window_options", default=None)
 _THROUGHPUT = ("\0throughput", "lifetime")  # the throughput's entry in the fused gather
 # id of a metric object -> (the metric, the module built on it), both weakly: an instance given to
 # two live modules is rejected (by id: a TorchMetrics metric's hash follows its states)
@@ -194,7 +198,6 @@ class RecMetricModule(nn.Module):
         state_metrics: Mapping[str, Callable[[], Any]] | None = None,
         prefix: str = "",
         key_style: str = "torchmetrics_ext",
-        _window_options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         self.tasks = _check_tasks(tasks)
@@ -224,7 +227,7 @@ class RecMetricModule(nn.Module):
         self._step = 0
         self._names = list(metrics)  # keys come out in this order
         # per metric name, further Windowed options (from_torchrec_config: TorchRec's window rules)
-        window_options = {name: dict(options) for name, options in (_window_options or {}).items()}
+        window_options = {name: dict(options) for name, options in (_WINDOW_OPTIONS.get() or {}).items()}
         # from_torchrec_config with should_validate_update: a step whose weights are all zero is skipped
         self._skip_zero_weight_steps = False
 
@@ -295,7 +298,7 @@ class RecMetricModule(nn.Module):
         # leaders update; members read their leader's states at compute (``merge_state``).
         wrap: Callable[[str, TaskMetric], Metric] = lambda name, metric: metric  # noqa: E731
         if window_size is not None:
-            wrap = lambda name, metric: Windowed(metric, window_size, **window_options.get(name, {}))  # noqa: E731
+            wrap = lambda name, metric: _windowed(metric, window_size, window_options.get(name, {}))  # noqa: E731
         units: dict[str, Metric | MetricCollection] = {name: wrap(name, metric) for name, metric in stacked.items()}
         self.metrics = MetricCollection(units, compute_groups=False) if units else None
         self.ranking = nn.ModuleDict(
@@ -466,17 +469,20 @@ class RecMetricModule(nn.Module):
         from torchmetrics_ext.torchrec_config import read_torchrec_config
 
         plan = read_torchrec_config(config, state_metrics_mapping)
-        module = cls(
-            [RecTaskInfo(**task) for task in plan.tasks],
-            plan.metrics,
-            window_size=plan.window_size,
-            throughput=plan.throughput or False,
-            compute_interval_steps=plan.compute_interval_steps,
-            state_metrics=plan.state_metrics,
-            prefix=prefix,
-            key_style="torchrec",
-            _window_options=plan.window_options,
-        )
+        token = _WINDOW_OPTIONS.set(plan.window_options)  # TorchRec's window rules, per metric
+        try:
+            module = cls(
+                [RecTaskInfo(**task) for task in plan.tasks],
+                plan.metrics,
+                window_size=plan.window_size,
+                throughput=plan.throughput or False,
+                compute_interval_steps=plan.compute_interval_steps,
+                state_metrics=plan.state_metrics,
+                prefix=prefix,
+                key_style="torchrec",
+            )
+        finally:
+            _WINDOW_OPTIONS.reset(token)
         module._skip_zero_weight_steps = plan.skip_zero_weight_steps
         for name, (namespace, metric_name, parts, task_names) in plan.keys.items():
             module._torchrec[name] = (namespace, metric_name)
@@ -956,6 +962,15 @@ class RecMetricModule(nn.Module):
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _windowed(metric: TaskMetric, window_size: int, options: Mapping[str, Any]) -> Windowed:
+    """``Windowed(metric, window_size, **options)``; option ``ceil_share``: TorchRec's per-rank share."""
+    options = dict(options)
+    ceil_share = options.pop("ceil_share", False)
+    wrapped = Windowed(metric, window_size, **options)
+    wrapped._ceil_share = ceil_share
+    return wrapped
 
 
 def _fed_probabilities(

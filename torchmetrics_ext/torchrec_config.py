@@ -321,7 +321,7 @@ def read_torchrec_config(config: Any, state_metrics_mapping: Mapping[Any, Any] |
             key = value.key or (name if value.name == name else f"{name}_{value.name}")
             plan.metrics[key] = value.build(num_tasks, arguments)
             plan.keys[key] = (name, value.name, value.parts, frozenset(task_names))
-            plan.window_options[key] = {"_ceil_share": True}  # TorchRec: ceil(window_size / world_size) per rank
+            plan.window_options[key] = {"ceil_share": True}  # TorchRec: ceil(window_size / world_size) per rank
             if value.window_buffer:
                 plan.window_options[key]["max_updates"] = MAX_BUFFER_COUNT
             grouped |= spec.grouped and value.when is not None

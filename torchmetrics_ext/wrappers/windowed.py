@@ -293,7 +293,6 @@ class Windowed(WrapperMetric):
         window_size: int,
         *,
         max_updates: int | None = None,
-        _ceil_share: bool = False,
         **kwargs: Any,
     ) -> None:
         if not isinstance(metric, Metric):
@@ -330,7 +329,8 @@ class Windowed(WrapperMetric):
         self.max_updates = max_updates
         # TorchRec's share of the window per rank, ceil(window_size / world_size), instead of ours
         # (floor): set by RecMetricModule.from_torchrec_config only
-        self._ceil_share = bool(_ceil_share)
+        # TorchRec's per-rank share, ceil(window_size / world_size): set by RecMetricModule.from_torchrec_config
+        self._ceil_share = False
         self.lifetime = metric
         window = copy_metric(metric)
         window.reset()

@@ -55,6 +55,27 @@ def test_cli_rejects_bad_arguments():
         cli.main(["demo", "--quick", "--samples", "0"])
 
 
+def test_evaluate_without_pyarrow_names_the_extra_to_install():
+    """A core install (torch + torchmetrics) gave a bare "No module named 'pyarrow'"."""
+    code = (
+        "import sys; sys.modules['pyarrow'] = None\n"
+        "from torchmetrics_ext import cli\n"
+        "cli.main(['evaluate', 'x.parquet', '--predictions', 'p', '--labels', 'y'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2
+    assert "pip install 'torchmetrics-ext[evaluate]'" in result.stderr
+    code = "import sys; sys.modules['pyarrow'] = None\nimport torchmetrics_ext.evaluate\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert "ImportError: torchmetrics_ext.evaluate needs pyarrow, from the `evaluate` extra" in result.stderr
+
+
+def test_cli_help_shows_no_markup(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert "``" not in capsys.readouterr().out
+
+
 def test_public_surface_is_sorted_and_importable():
     for module in (torchmetrics_ext, tmf):
         # built from the family modules' lists, then sorted

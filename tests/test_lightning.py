@@ -565,3 +565,10 @@ def test_true_precision_training_leaves_the_metrics_in_their_dtypes(precision, m
             key = f"train/{name}/click{suffix}"
             assert logged[key].item() == pytest.approx(expected, rel=1e-9), key
     assert logged["train/throughput/total_examples"].item() == n
+
+
+def test_log_dict_of_the_module_itself_says_what_to_log():
+    """`self.log_dict(module)` (as for a MetricCollection) gave "object has no attribute 'items'"."""
+    module = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, throughput=False)
+    with pytest.raises(TypeError, match=r"self\.log_dict\(module\.compute\(\)\).*RecMetricCallback"):
+        dict(module.items())

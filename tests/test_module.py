@@ -1693,3 +1693,21 @@ def test_public_signatures_hold_no_private_parameters():
     for obj in (tmx.RecMetricModule, tmx.Windowed):
         private = [p for p in inspect.signature(obj).parameters if p.startswith("_")]
         assert private == [], (obj.__name__, private)
+
+
+def test_the_logits_error_inside_a_module_says_how_to_pass_logits():
+    """The standalone advice ("pass from_logits=True") named an argument the module does not have."""
+    module = tmx.RecMetricModule(["click"], {"ne": "ne"}, throughput=False)
+    with pytest.raises(ValueError, match=r"build the module's metrics with from_logits=True") as info:
+        module.update({"prediction": torch.tensor([2.0, -1.0, 0.5]), "label": torch.tensor([1, 0, 1])})
+    assert "Pass `from_logits=True`" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("num_tasks", "shape", "hint"),
+    [(1, (2, 6), "build the metric with num_tasks=2"), (2, (6, 2), r"pass the transpose, shape \(2, 6\)")],
+)
+def test_task_shape_errors_say_what_to_do(num_tasks, shape, hint):
+    metric = tmx.NormalizedEntropy(num_tasks=num_tasks)
+    with pytest.raises(ValueError, match=hint):
+        metric.update(torch.full(shape, 0.5), torch.ones(shape))

@@ -310,7 +310,7 @@ def run_demo_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``torchmetrics-ext``."""
-    parser = argparse.ArgumentParser(prog="torchmetrics-ext", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="torchmetrics-ext", description=__doc__.splitlines()[0].replace("``", ""))
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo",

@@ -695,8 +695,8 @@ class RecMetricModule(nn.Module):
                     )
                 except ValueError as own:
                     key = getattr(task, {"preds": "prediction_name", "target": "label_name"}.get(field, "weight_name"))
-                    return ValueError(f"Task {task.name!r}, `model_out[{key!r}]`: {own}")
-        return error
+                    return ValueError(f"Task {task.name!r}, `model_out[{key!r}]`: {_in_module(own)}")
+        return _in_module(error)
 
     def _read(self, model_out: Mapping[str, Tensor]) -> _Batch:
         if not isinstance(model_out, Mapping):
@@ -822,6 +822,21 @@ class RecMetricModule(nn.Module):
             A flat dict of scalar tensors (see the class docstring for the keys).
         """
         return self._compute(sync=True)
+
+    def items(self) -> Any:
+        """Not a mapping of metrics: raises ``TypeError`` saying what to log instead.
+
+        ``LightningModule.log_dict(module)`` (as one would pass a ``MetricCollection``) iterates
+        ``items()``; the module's values are ``compute()``'s dict, synced across ranks when called.
+
+        Raises:
+            TypeError: always, naming ``self.log_dict(module.compute())`` and ``RecMetricCallback``.
+        """
+        raise TypeError(
+            "A RecMetricModule is not a dict of metrics: log its values, "
+            "`self.log_dict(module.compute())` (a collective under DDP: every rank calls it), or let "
+            "`torchmetrics_ext.integrations.lightning.RecMetricCallback` update, log and reset it."
+        )
 
     def local_compute(self) -> dict[str, Tensor]:
         """Like :meth:`compute` for this rank's states only (no communication)."""
@@ -962,6 +977,22 @@ class RecMetricModule(nn.Module):
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _in_module(error: ValueError) -> ValueError:
+    """``error`` with its advice for a standalone metric (``from_logits=True``) made the module's."""
+    text = str(error)
+    advice = "Pass `from_logits=True` if they are logits."
+    if advice not in text:
+        return error
+    return ValueError(
+        text.replace(
+            advice,
+            "If they are logits, build the module's metrics with from_logits=True (e.g. "
+            "`lambda num_tasks: tmx.NormalizedEntropy(num_tasks=num_tasks, from_logits=True)`); see the "
+            "module docs, 'Logits'.",
+        )
+    )
 
 
 def _windowed(metric: TaskMetric, window_size: int, options: Mapping[str, Any]) -> Windowed:

@@ -152,7 +152,13 @@ def _task_shape_error(name: str, shape: torch.Size, num_tasks: int | None) -> Va
         expected += f" with num_tasks={num_tasks}"
         if num_tasks == 1:
             expected += " (or (1, N))"
-    return ValueError(f"Expected `{name}` of shape {expected}, got shape {tuple(shape)}.")
+    hint = ""
+    if num_tasks is not None and len(shape) == 2:
+        if shape[1] == num_tasks and shape[0] != num_tasks:  # (N, T): samples first
+            hint = f" Tasks go first: pass the transpose, shape ({num_tasks}, {shape[0]})."
+        elif num_tasks == 1 and shape[0] > 1:  # several tasks for a metric built for one
+            hint = f" For {shape[0]} tasks build the metric with num_tasks={shape[0]}."
+    return ValueError(f"Expected `{name}` of shape {expected}, got shape {tuple(shape)}.{hint}")
 
 
 def check_pointwise(

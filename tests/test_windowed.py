@@ -720,6 +720,104 @@ def test_a_rank_with_only_empty_batches_syncs_a_torchmetrics_window(ddp_pool):
     assert ddp_pool.run(_torchmetrics_empty_rank_job) == [{"lifetime": expected, "window": expected}] * 2
 
 
+# rank 0's batches for the rank-that-never-updates jobs: 5 then 6 rows; window 16 (8 per rank) keeps the 6
+_IDLE_Y = [np.array([0, 1, 1, 0, 1]), np.array([1, 0, 0, 1, 1, 0])]
+_IDLE_P = [np.array([0.3, 0.7, 0.45, 0.5, 0.9]), np.array([0.55, 0.2, 0.65, 0.8, 0.4, 0.35])]
+_IDLE_C = [np.array([0, 2, 1, 2, 0]), np.array([1, 1, 0, 2, 2, 0])]
+_GATHERED: list[torch.dtype] = []  # dtypes a user's dist_sync_fn was given (per process)
+
+
+def _recording_gather(tensor, group=None):
+    """A user's ``dist_sync_fn``: TorchMetrics' gather, recording each tensor's dtype."""
+    from torchmetrics.utilities.distributed import gather_all_tensors
+
+    _GATHERED.append(tensor.dtype)
+    return gather_all_tensors(tensor, group)
+
+
+def _idle_probs(seed):
+    """(N, 3) class probabilities of rank 0's multiclass batches (rows summing to one, as sklearn needs)."""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.softmax(torch.randn(len(c), 3, generator=gen, dtype=torch.float64), 1).float() for c in _IDLE_C]
+
+
+def _torchmetrics_idle_rank_job(rank, world_size):
+    """Rank 1 never calls update: TorchMetrics sends its empty list states as 1-D float32 tensors."""
+    from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, MulticlassAUROC
+
+    _GATHERED.clear()
+    binary = {
+        "auroc": Windowed(BinaryAUROC(), 16),
+        "ap": Windowed(BinaryAveragePrecision(), 16),
+        "fn-wrapper": Windowed(BinaryAUROC(), 16, dist_sync_fn=_recording_gather),
+        "fn-metric": Windowed(BinaryAUROC(dist_sync_fn=_recording_gather), 16),
+        "manual": Windowed(BinaryAUROC(), 16, sync_on_compute=False),
+    }
+    multiclass = Windowed(MulticlassAUROC(num_classes=3, average="macro"), 16)  # (N, 3) score rows
+    if rank == 0:
+        for y, p, c, probs in zip(_IDLE_Y, _IDLE_P, _IDLE_C, _idle_probs(0)):
+            for metric in binary.values():
+                metric.update(torch.tensor(p, dtype=torch.float32), torch.tensor(y))
+            multiclass.update(probs, torch.tensor(c))
+    out = {}
+    for name, metric in binary.items():
+        if name == "manual":
+            metric.sync()  # the wrapper's manual sync: TorchMetrics' own gather, agreed on first
+        out[name] = {k: v.item() for k, v in metric.compute().items()}
+    out["multiclass"] = {k: v.item() for k, v in multiclass.compute().items()}
+    # the children's own compute (each syncs alone), as a logger holding `metric.window` calls it
+    auroc = Windowed(BinaryAUROC(), 16)
+    if rank == 0:
+        auroc.update(torch.tensor(_IDLE_P[1], dtype=torch.float32), torch.tensor(_IDLE_Y[1]))
+    out["children"] = [auroc.window.compute().item(), auroc.lifetime.compute().item()]
+    out["gathered"] = [str(dtype) for dtype in _GATHERED]
+    return out
+
+
+@pytest.mark.ddp
+def test_a_rank_that_never_updates_syncs_a_torchmetrics_window(ddp_pool):
+    """A TorchMetrics metric with list states (int64 targets, (N, C) scores) on a rank without update:
+    every rank gets the value over rank 0's samples (the gather aborted the process before)."""
+    y, p = np.concatenate(_IDLE_Y), np.concatenate(_IDLE_P)
+    auroc = {"lifetime": skm.roc_auc_score(y, p), "window": skm.roc_auc_score(_IDLE_Y[1], _IDLE_P[1])}
+    ap = {"lifetime": skm.average_precision_score(y, p), "window": skm.average_precision_score(_IDLE_Y[1], _IDLE_P[1])}
+    probs = [t.double().numpy() for t in _idle_probs(0)]
+    multiclass = {
+        "lifetime": skm.roc_auc_score(np.concatenate(_IDLE_C), np.concatenate(probs), multi_class="ovr"),
+        "window": skm.roc_auc_score(_IDLE_C[1], probs[1], multi_class="ovr"),
+    }
+    window_only = skm.roc_auc_score(_IDLE_Y[1], _IDLE_P[1])
+    for out in ddp_pool.run(_torchmetrics_idle_rank_job):
+        for name in ("auroc", "fn-wrapper", "fn-metric", "manual"):
+            assert out[name] == pytest.approx(auroc)
+        assert out["ap"] == pytest.approx(ap)
+        assert out["multiclass"] == pytest.approx(multiclass)
+        assert out["children"] == pytest.approx([window_only, window_only])
+        # the user's sync function gathers, given the agreed dtypes: scores and int64 targets, lifetime
+        # and window, for each of the two metrics
+        assert out["gathered"] == ["torch.float32", "torch.int64"] * 4
+
+
+def test_a_torchmetrics_window_syncs_with_a_faked_sync_function_without_a_process_group():
+    """No process group (a dist_sync_fn faking two equal ranks): only the given function runs; the
+    wrapper and its copies keep it, and the package's own metrics get no extra step."""
+    from torchmetrics.classification import BinaryAUROC
+
+    calls = []
+    metric = Windowed(BinaryAUROC(), 8, **_two_ranks(calls))
+    metric.update(torch.tensor(_IDLE_P[0], dtype=torch.float32), torch.tensor(_IDLE_Y[0]))
+    metric.update(torch.tensor(_IDLE_P[1], dtype=torch.float32), torch.tensor(_IDLE_Y[1]))
+    y, p = np.concatenate(_IDLE_Y), np.concatenate(_IDLE_P)
+    expected = {"lifetime": skm.roc_auc_score(y, p), "window": skm.roc_auc_score(_IDLE_Y[1], _IDLE_P[1])}
+    for copied in (metric, copy.deepcopy(metric)):  # the faked function is a closure: no pickle
+        assert {k: v.item() for k, v in copied.compute().items()} == pytest.approx(expected)  # doubled ranks
+    assert len(calls) == 8  # two states of the lifetime and the window, for each of the two metrics
+    assert Windowed(tmx.AUC(), 8).lifetime.dist_sync_fn is None  # ours declare their list dtypes
+    plain = pickle.loads(pickle.dumps(Windowed(BinaryAUROC(), 8)))
+    plain.update(torch.tensor(_IDLE_P[1], dtype=torch.float32), torch.tensor(_IDLE_Y[1]))
+    assert plain.compute()["window"].item() == pytest.approx(expected["window"])
+
+
 # ----------------------------------------------------------------------------- TorchMetrics integration
 
 

@@ -1,4 +1,4 @@
-"""One fused all-gather for the states of many metrics.
+"""One fused all-gather for the states of many metrics; a gather that agrees on dtypes first.
 
 TorchMetrics syncs every state of every metric on its own (``gather_all_tensors``: a barrier,
 an all-gather of the shape and an all-gather of the data), so a module with 20 metrics, 3
@@ -10,20 +10,44 @@ hold lists of different lengths, or none). It returns, for every tensor, the per
 TorchMetrics' own gather would have returned (the local tensor itself at this rank's place),
 so the metrics reduce them with TorchMetrics' own arithmetic (see
 :meth:`~torchmetrics_ext.TaskMetric.synced_from`).
+
+:class:`TypedGather` is a ``dist_sync_fn`` for a metric whose ``cat`` states declare no dtype (a
+TorchMetrics metric): TorchMetrics sends a rank's empty list state as a 1-D float32 tensor, which
+cannot be gathered with other ranks' int64 or 2-D samples (gloo aborts the process).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torchmetrics.utilities.distributed import gather_all_tensors
 
-__all__ = ["copy_metric", "fused_gather"]
+__all__ = ["TypedGather", "copy_metric", "fused_gather"]
+
+# dtypes a rank can name to the others (by position); a tensor of another dtype is gathered as it is
+_DTYPES = (
+    torch.float64,
+    torch.float32,
+    torch.float16,
+    torch.bfloat16,
+    torch.int64,
+    torch.int32,
+    torch.int16,
+    torch.int8,
+    torch.uint8,
+    torch.bool,
+    torch.complex64,
+    torch.complex128,
+)
+_CODES = {dtype: code for code, dtype in enumerate(_DTYPES)}
+_MAX_DIMS = 8  # dimensions a rank sends; an empty tensor is reshaped only after a shape of at most these
 
 
 def fused_gather(payloads: Sequence[dict[str, Tensor]], group: Any = None) -> list[dict[str, list[Tensor]]]:
@@ -89,3 +113,59 @@ def copy_metric(metric: Any) -> Any:
     """``copy.deepcopy`` of a metric whose copy syncs over the same process group (a group cannot be copied)."""
     group = getattr(metric, "process_group", None)
     return copy.deepcopy(metric, {} if group is None else {id(group): group})
+
+
+class TypedGather:
+    """A ``dist_sync_fn`` that agrees on each tensor's dtype (and an empty one's shape) across ranks, then gathers.
+
+    For a metric whose ``cat`` list states declare no dtype (a TorchMetrics metric): TorchMetrics
+    sends a rank's empty list state as ``torch.tensor([])`` (1-D, the metric's float dtype), and a
+    gather of it with other ranks' int64 targets or ``(N, C)`` scores aborts the process group.
+    Before each gather every rank of the group sends one small int64 tensor (whether it holds
+    samples, its dtype and shape: one ``all_gather``, the same on every rank whatever it holds, so
+    it cannot deadlock); then
+
+    * the agreed dtype is the promotion (``torch.promote_types``) of the dtypes of the ranks that
+      hold samples (of the lowest rank's when none does), and each rank casts its tensor to it;
+    * an empty tensor takes the trailing dimensions of the lowest rank that holds samples.
+
+    Then ``gather`` (the user's sync function, else TorchMetrics' ``gather_all_tensors``) runs as
+    usual. Without an initialised process group (a ``dist_sync_fn`` faking ranks) it only calls
+    ``gather``. Costs one extra collective per gathered state: metrics that declare their list
+    states' dtypes (the package's own) do not need it.
+
+    Args:
+        gather: the sync function to call after the agreement; ``None``: ``gather_all_tensors``.
+    """
+
+    gather: Callable[..., list[Tensor]] | None
+
+    def __init__(self, gather: Callable[..., list[Tensor]] | None = None) -> None:
+        self.gather = gather.gather if isinstance(gather, TypedGather) else gather  # never agreed twice
+
+    def __call__(self, tensor: Tensor, group: Any = None) -> list[Tensor]:
+        """Agree on ``tensor``'s dtype and empty shape with the other ranks of ``group``, then gather it."""
+        if dist.is_available() and dist.is_initialized():
+            tensor = _agree(tensor, group)
+        return (self.gather or gather_all_tensors)(tensor, group=group)
+
+    def __repr__(self) -> str:
+        return f"TypedGather({self.gather!r})"
+
+
+def _agree(tensor: Tensor, group: Any) -> Tensor:
+    """``tensor`` cast to the dtype the ranks of ``group`` agree on, an empty one reshaped (:class:`TypedGather`)."""
+    dims = list(tensor.shape[:_MAX_DIMS])
+    info = [int(tensor.numel() > 0), _CODES.get(tensor.dtype, -1), tensor.ndim, *dims, *[-1] * (_MAX_DIMS - len(dims))]
+    local = torch.tensor(info, dtype=torch.int64, device=tensor.device)
+    infos = [torch.empty_like(local) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(infos, local, group=group)
+    rows = torch.stack(infos).tolist()
+    holders = [row for row in rows if row[0]] or rows[:1]  # the ranks with samples, else the lowest rank
+    if any(row[1] < 0 for row in holders):  # a dtype not in the table: gathered as it is
+        return tensor
+    dtype = functools.reduce(torch.promote_types, (_DTYPES[row[1]] for row in holders))
+    ndim, trailing = holders[0][2], tuple(holders[0][4 : 3 + holders[0][2]])  # dims after the first
+    if tensor.numel() == 0 and 1 <= ndim <= _MAX_DIMS and (tensor.ndim, tuple(tensor.shape[1:])) != (ndim, trailing):
+        return tensor.new_empty((0, *trailing), dtype=dtype)
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)

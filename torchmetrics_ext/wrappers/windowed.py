@@ -27,7 +27,7 @@ from torchmetrics_ext.metrics.base import (
     settings_problems,
 )
 from torchmetrics_ext.utilities.checks import check_int
-from torchmetrics_ext.utilities.distributed import copy_metric
+from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric
 from torchmetrics_ext.wrappers._histogram import HistogramWindow
 from torchmetrics_ext.wrappers._options import METRIC_OPTIONS, wrapper_options
 from torchmetrics_ext.wrappers._ring import StateRing, join_small_tails, state_kind
@@ -252,6 +252,19 @@ class Windowed(WrapperMetric):
         samples whatever the sync options: with ``sync_on_compute=False`` each rank's values are
         over its own samples and its own share of the window.
 
+        **A TorchMetrics metric's ``cat`` states under DDP.** TorchMetrics sends the empty list
+        state of a rank that never called ``update`` as a 1-D float32 tensor, and gathering it
+        with other ranks' int64 targets or ``(N, C)`` scores aborts the process group (plain
+        ``BinaryAUROC`` does). When the wrapped metric's list states declare no dtype (a
+        TorchMetrics metric; the package's own declare theirs and are synced as before) the
+        lifetime, the window and ``forward``'s batch values sync through
+        :class:`~torchmetrics_ext.utilities.distributed.TypedGather` around the sync function
+        (``dist_sync_fn``, else TorchMetrics' ``gather_all_tensors``; ``lifetime.dist_sync_fn``
+        shows it wrapped): before each state's gather the ranks agree on its dtype and on an empty
+        state's shape, one small extra collective per state. So every rank may call ``compute``
+        or :meth:`sync` having seen no batch. Syncing a child by hand
+        (``metric.lifetime.sync()``) bypasses it: sync the wrapper (:meth:`sync`) instead.
+
         Flat ranking input may carry ``weights`` in some batches and not in others (rows without
         weights weigh 1, as without a window); the metric keeps a weight chunk for every row
         chunk, so the window's rows and weights stay in step.
@@ -286,6 +299,8 @@ class Windowed(WrapperMetric):
     _ring: StateRing
     _hist: HistogramWindow | None
     _window_lists: dict[str, list[Tensor]]
+    # whether the children sync through a TypedGather (list states of no declared dtype)
+    _typed_sync: bool = False
 
     def __init__(
         self,
@@ -323,6 +338,13 @@ class Windowed(WrapperMetric):
         # values are the wrapper's (synced by it with `dist_sync_on_step`): the children never forward.
         for name in METRIC_OPTIONS:
             setattr(metric, name, getattr(self, name))
+        # list states of no declared dtype (a TorchMetrics metric's): TorchMetrics sends a rank's empty
+        # one as 1-D float32, which no gather with other ranks' samples survives; the children (and
+        # the scratch's dist_sync_on_step sync) agree on dtypes first. Ours declare them: no extra collective.
+        declared = getattr(metric, "_list_state_dtypes", {})
+        self._typed_sync = any(kind == "cat" and name not in declared for name, kind in kinds.items())
+        if self._typed_sync:
+            metric.dist_sync_fn = TypedGather(self.dist_sync_fn)
         metric.dist_sync_on_step = False
         metric._to_sync = metric.sync_on_compute
         self.window_size = window_size
@@ -718,8 +740,11 @@ class Windowed(WrapperMetric):
         ``metric.sync()`` (or ``with metric.sync_context(): metric.compute()``) gives the values
         over every rank's samples and every rank's share of the window; :meth:`unsync` restores
         this rank's own states. A value computed before either is dropped (TorchMetrics keeps it
-        cached across a manual ``sync``).
+        cached across a manual ``sync``). A wrapped TorchMetrics metric's list states are agreed on
+        first (their dtype and an empty one's shape: see the class Note), around ``dist_sync_fn``.
         """
+        if self._typed_sync:  # list states of no declared dtype: agreed on first (see __init__)
+            dist_sync_fn = TypedGather(dist_sync_fn)
         for child in (self.lifetime, self.window):  # their deferred states written first
             was = child._is_synced
             child.sync(

@@ -629,6 +629,14 @@ def test_two_metrics_logged_under_one_key_raise_instead_of_overwriting(records):
         agg.get_metrics_for_logging()
 
 
+def test_max_and_min_records_whose_sum_overflows_are_accepted():
+    """A MAX/MIN batch is refused only for a non-number, NaN or inf: its sum is never needed (np.max/np.min)."""
+    values = [1e308, 1e308, -1.2e308, -1.2e308]
+    agg = MetricsAggregator()
+    agg.update([Metric("d", name, v, t) for name, t in (("hi", A.MAX), ("lo", A.MIN)) for v in values])
+    assert agg.get_metrics_for_logging() == {"train_d/hi": float(np.max(values)), "train_d/lo": float(np.min(values))}
+
+
 def test_distribution_values_whose_squares_overflow_are_refused_naming_the_metric():
     agg = MetricsAggregator()
     agg.update([Metric("d", "x", 1.0, AggregationType.DISTRIBUTION)])

@@ -347,6 +347,26 @@ def test_summarize_rejects_bad_values(cid, values, exc, match):
     H.assert_same_state(metric, before)
 
 
+@pytest.mark.parametrize(
+    ("cls", "values"),
+    [
+        (Max, [1e308, 1e308]),
+        (Min, [-1e308, -1e308]),
+        (Max, [-1.5e308, 1.7e308, 1.7e308, 3]),
+        (Min, [2**1023, -(2**1023), -1e308]),
+    ],
+)
+def test_extremes_of_values_whose_sum_overflows(cls, values):
+    """Max and Min never sum: finite values whose float64 sum overflows are valid (np.max/np.min)."""
+    expected = (np.max if cls is Max else np.min)(np.array(values, dtype=np.float64))
+    metric = cls()
+    metric.fold(metric.summarize(values))
+    assert metric.compute().item() == expected
+    for bad, exc in (([1e308, 1e308, math.inf], ValueError), ([1e308, 1e308, "x"], TypeError), ([10**400], ValueError)):
+        with pytest.raises(exc, match=r"Expected a (finite )?number"):
+            metric.summarize(bad)
+
+
 # ----------------------------------------------------------------------------- undefined values
 
 

@@ -368,6 +368,21 @@ def test_extremes_of_values_whose_sum_overflows(cls, values):
             metric.summarize(bad)
 
 
+def test_percentile_keys_name_the_percentile_exactly():
+    """A key gives its percentile back (``p99.99999`` is not the max's ``p100``); values are np.percentile's."""
+    percentiles = (5, 12.3456789, 50, 99.9, 99.99999, 100)
+    keys = ["p05", "p12.3456789", "p50", "p99.9", "p99.99999", "p100"]
+    data = np.arange(1.0, 11.0)
+    metric = Distribution(percentiles=percentiles)
+    metric.update(torch.tensor(data))
+    for stats in (metric.compute(), distribution(torch.tensor(data), percentiles=percentiles)):
+        assert list(stats)[4:] == keys
+        for key, q in zip(keys, percentiles, strict=True):
+            assert float(key[1:]) == q  # the name gives the percentile back
+            np.testing.assert_allclose(stats[key].item(), np.percentile(data, q), rtol=ALPHA)
+    assert metric.compute()["p99.99999"].item() < data.max()
+
+
 # ----------------------------------------------------------------------------- undefined values
 
 

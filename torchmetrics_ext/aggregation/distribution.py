@@ -47,7 +47,8 @@ class Distribution(AggregationMetric[SketchBatch]):
     those of all ranks' data, not an average of per-rank percentiles (torchtune's approximation).
 
     Args:
-        percentiles: percentiles in [0, 100] to report, named ``p05``, ``p50``, ``p95``, ...
+        percentiles: percentiles in [0, 100] to report, named ``p05``, ``p50``, ``p95``, ``p99.9``,
+            ``p99.99999``, ... (exact names, see :func:`~torchmetrics_ext.functional.distribution.percentile_key`).
         relative_accuracy: relative error bound :math:`\alpha` of the percentiles (default 1%).
         min_value: magnitudes below this count as 0 (absolute error below ``min_value``).
         max_value: magnitudes above this fall in the last bucket (no relative bound; estimates

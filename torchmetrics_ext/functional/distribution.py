@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.utilities.checks import as_real, check_tensor
+from torchmetrics_ext.utilities.formatting import exact_text
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["LARGEST_MAGNITUDE", "SketchBatch", "SketchSpec", "distribution", "percentile_key"]
@@ -106,8 +107,13 @@ class SketchSpec:
 
 
 def percentile_key(p: float) -> str:
-    """Output name of percentile ``p``: ``p05``, ``p50``, ``p95``, ``p99.9``."""
-    return f"p{int(p):02d}" if float(p).is_integer() else f"p{p:g}"
+    """Output name of percentile ``p``: ``p05``, ``p50``, ``p95``, ``p99.9``; exact, so never two alike.
+
+    A whole percentile has two digits at least (``p05``, ``p100``); any other is written with six
+    significant digits when they give it back (``p99.9``) and exactly otherwise (``p99.99999``,
+    ``p12.3456789``, not ``p100`` and ``p12.3457``: :func:`~torchmetrics_ext.utilities.formatting.exact_text`).
+    """
+    return f"p{int(p):02d}" if float(p).is_integer() else f"p{exact_text(float(p))}"
 
 
 def _check_percentiles(percentiles: Sequence[float]) -> tuple[float, ...]:

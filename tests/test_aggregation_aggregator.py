@@ -3,6 +3,7 @@ checkpoints, DataLoader workers and real 2-process gloo DDP with different datas
 
 from __future__ import annotations
 
+import enum
 import io
 import json
 import math
@@ -613,6 +614,29 @@ def test_int_and_str_categories_with_the_same_text_keep_separate_log_keys():
     clash.update([Metric("ds", "src", v, AggregationType.CATEGORICAL_COUNT) for v in (1, "1", "1(int)")])
     with pytest.raises(ValueError, match=r"would share the logging key '1\(int\)'"):
         clash.get_metrics_for_logging()
+
+
+def test_enum_categories_keep_their_logged_key_through_a_checkpoint():
+    """A (str, Enum) / IntEnum category is its plain value: one key, the same before and after load_state_dict."""
+
+    class Source(str, enum.Enum):
+        WEB = "web"
+        APP = "app"
+
+    class Shard(enum.IntEnum):
+        THREE = 3
+
+    values = [Source.WEB, "web", Source.APP, Shard.THREE, 3, Source.WEB]
+    plain = Counter(v.value if isinstance(v, enum.Enum) else v for v in values)  # the values they equal
+    expected = {f"train_d/src_count_{k}": float(c) for k, c in plain.items()}
+    agg = MetricsAggregator()
+    agg.update([Metric("d", "src", v, AggregationType.CATEGORICAL_COUNT) for v in values])
+    assert agg.get_metrics_for_logging() == expected
+    restored = MetricsAggregator()
+    restored.load_state_dict(agg.state_dict())
+    assert restored.get_metrics_for_logging() == expected
+    restored.update([Metric("d", "src", Source.WEB, AggregationType.CATEGORICAL_COUNT)])
+    assert restored.get_metrics_for_logging()["train_d/src_count_web"] == plain["web"] + 1
 
 
 @pytest.mark.parametrize(

@@ -528,6 +528,28 @@ def test_categorical_strings_and_ints_are_distinct():
     assert metric.categories == ["a", "1", 1, "b", 5]
 
 
+def test_categorical_enum_categories_are_their_plain_values():
+    """(str, Enum) and IntEnum members count as the str/int they equal; keys are plain and survive a merge."""
+    import enum
+
+    class Source(str, enum.Enum):
+        WEB = "web"
+
+    class Shard(enum.IntEnum):
+        ONE = 1
+
+    metric = CategoricalCount()
+    metric.update([Source.WEB, "web", Shard.ONE])
+    metric.fold(metric.summarize([1, Source.WEB]))
+    out = metric.compute()
+    assert [(type(k), k) for k in out] == [(str, "web"), (int, 1)]
+    assert {k: v.item() for k, v in out.items()} == dict(Counter(["web", "web", 1, 1, "web"]))
+    other = CategoricalCount()
+    other.update([Source.WEB])
+    other.merge_state(metric)
+    assert {k: v.item() for k, v in other.compute().items()} == {"web": 4.0, 1: 2.0}
+
+
 def test_categorical_forward_merges_new_categories():
     metric = CategoricalCount()
     assert {k: v.item() for k, v in metric(["x", "y"]).items()} == {"x": 1.0, "y": 1.0}

@@ -3,9 +3,9 @@
 * **Record values** (plain Python numbers or categories, as :class:`Metric` records carry them):
   :func:`exact_sum` checks a batch of numbers while it sums it, :func:`check_numbers` checks one
   without needing its sum (MAX/MIN), :func:`number_tensor` checks one while it turns it into a
-  tensor, :func:`check_categories` checks categories. A rejected value is named in the message
-  (``"Expected a finite number, got nan (float)."``); the aggregator prefixes the record's
-  dataset, name and type.
+  tensor, :func:`check_categories` checks categories (and makes a ``str``/``int`` subclass, such
+  as a ``(str, Enum)`` member, plain). A rejected value is named in the message (``"Expected a
+  finite number, got nan (float)."``); the aggregator prefixes the record's dataset, name and type.
 * **Tensor inputs** of the metrics' ``update``: :func:`as_values`, then
   :func:`~torchmetrics_ext.functional.distribution._check_finite`.
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -133,13 +134,27 @@ def _is_category(value: object) -> bool:
     return type(value) is str or type(value) is int or (isinstance(value, (str, int)) and not isinstance(value, bool))
 
 
-def check_categories(values: Sequence[object]) -> None:
-    """Raise ``TypeError`` unless every value is a ``str`` or an ``int`` category (``bool`` is not one)."""
+def _plain(value: str | int) -> str | int:
+    """A ``str``/``int`` subclass (a ``(str, Enum)`` member, an ``IntEnum``) as its plain ``str``/``int`` value."""
+    if type(value) is str or type(value) is int:
+        return value
+    return str.__str__(value) if isinstance(value, str) else int.__int__(value)
+
+
+def check_categories(values: Sequence[object]) -> Sequence[str | int]:
+    """``values`` as plain ``str``/``int`` categories; ``TypeError`` unless each is a ``str`` or ``int`` (no ``bool``).
+
+    A subclass of ``str`` or ``int`` (a ``(str, Enum)`` member, an ``IntEnum``) becomes its plain
+    value (``"web"``, ``3``): the category it equals, with the key that checkpoints and syncs
+    (which store plain ``str``/``int``) give back, so its logged name never changes. A batch of
+    plain ``str``/``int`` is returned as it is (no copy).
+    """
     if set(map(type, values)) <= _CATEGORY_TYPES:
-        return
+        return cast("Sequence[str | int]", values)
     for value in values:
         if not _is_category(value):
             raise TypeError(f"Expected str or int categories, got {value!r} ({type(value).__name__}).")
+    return [_plain(cast("str | int", value)) for value in values]
 
 
 def as_values(name: str, value: object) -> Tensor:

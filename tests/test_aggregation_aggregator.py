@@ -3,10 +3,12 @@ checkpoints, DataLoader workers and real 2-process gloo DDP with different datas
 
 from __future__ import annotations
 
+import enum
 import io
 import json
 import math
 import pickle
+import re
 import warnings
 from collections import Counter, defaultdict
 
@@ -359,7 +361,7 @@ BAD_BATCHES = [
     (
         [Metric("alpaca", "len", 1e200, A.DISTRIBUTION)],
         ValueError,
-        "DISTRIBUTION: the batch's sum of squares overflows",
+        r"DISTRIBUTION: expected magnitudes up to 2\*\*485",
     ),
 ]
 
@@ -614,6 +616,29 @@ def test_int_and_str_categories_with_the_same_text_keep_separate_log_keys():
         clash.get_metrics_for_logging()
 
 
+def test_enum_categories_keep_their_logged_key_through_a_checkpoint():
+    """A (str, Enum) / IntEnum category is its plain value: one key, the same before and after load_state_dict."""
+
+    class Source(str, enum.Enum):
+        WEB = "web"
+        APP = "app"
+
+    class Shard(enum.IntEnum):
+        THREE = 3
+
+    values = [Source.WEB, "web", Source.APP, Shard.THREE, 3, Source.WEB]
+    plain = Counter(v.value if isinstance(v, enum.Enum) else v for v in values)  # the values they equal
+    expected = {f"train_d/src_count_{k}": float(c) for k, c in plain.items()}
+    agg = MetricsAggregator()
+    agg.update([Metric("d", "src", v, AggregationType.CATEGORICAL_COUNT) for v in values])
+    assert agg.get_metrics_for_logging() == expected
+    restored = MetricsAggregator()
+    restored.load_state_dict(agg.state_dict())
+    assert restored.get_metrics_for_logging() == expected
+    restored.update([Metric("d", "src", Source.WEB, AggregationType.CATEGORICAL_COUNT)])
+    assert restored.get_metrics_for_logging()["train_d/src_count_web"] == plain["web"] + 1
+
+
 @pytest.mark.parametrize(
     "records",
     [
@@ -629,14 +654,41 @@ def test_two_metrics_logged_under_one_key_raise_instead_of_overwriting(records):
         agg.get_metrics_for_logging()
 
 
-def test_distribution_values_whose_squares_overflow_are_refused_naming_the_metric():
+def test_max_and_min_records_whose_sum_overflows_are_accepted():
+    """A MAX/MIN batch is refused only for a non-number, NaN or inf: its sum is never needed (np.max/np.min)."""
+    values = [1e308, 1e308, -1.2e308, -1.2e308]
     agg = MetricsAggregator()
-    agg.update([Metric("d", "x", 1.0, AggregationType.DISTRIBUTION)])
+    agg.update([Metric("d", name, v, t) for name, t in (("hi", A.MAX), ("lo", A.MIN)) for v in values])
+    assert agg.get_metrics_for_logging() == {"train_d/hi": float(np.max(values)), "train_d/lo": float(np.min(values))}
+
+
+@pytest.mark.parametrize("value", [2.0**485 * (1 + 2**-52), 1e150, 1e153, -1.3e154, 1e200, 1e308])
+@pytest.mark.parametrize("batch", [1, 2, 200])
+def test_distribution_magnitudes_above_the_limit_are_refused_whatever_the_batching(value, batch):
+    """Each value is refused on its own (not when its batch's sum of squares overflows), naming the limit."""
+    agg = MetricsAggregator()
+    agg.update([Metric("d", "x", 1.0, AggregationType.DISTRIBUTION)] * 2)
     before = agg.get_metrics_for_logging()
-    for value in (1.3e154, 1.4e154, -1e200):
-        with pytest.raises(ValueError, match=r"'x'.*sum of squares overflows"):
-            agg.update([Metric("d", "x", value, AggregationType.DISTRIBUTION)] * 2)
+    for _ in range(200 // batch):
+        with pytest.raises(
+            ValueError, match=rf"'x'.*DISTRIBUTION: expected magnitudes up to 2\*\*485.*got {re.escape(repr(value))}"
+        ):
+            agg.update([Metric("d", "x", value, AggregationType.DISTRIBUTION)] * batch)
     assert agg.get_metrics_for_logging() == before
+
+
+@pytest.mark.parametrize("batch", [1, 7, 5000])
+def test_distribution_magnitudes_up_to_the_limit_give_the_numpy_std_whatever_the_batching(batch):
+    """5000 values up to 2**485 (sum of squares ~2**982): finite states and np.std(ddof=1), in any batches."""
+    rng = np.random.default_rng(5)
+    values = np.concatenate([[2.0**485, -(2.0**485)], 2.0**485 * rng.uniform(-1, 1, 4998)])
+    agg = MetricsAggregator()
+    for start in range(0, values.size, batch):
+        agg.update([Metric("d", "x", float(v), AggregationType.DISTRIBUTION) for v in values[start : start + batch]])
+    out = agg.get_metrics_for_logging()
+    assert out["train_d/x_stat_max"] == values.max() and out["train_d/x_stat_min"] == values.min()
+    np.testing.assert_allclose(out["train_d/x_stat_mean"], values.mean(), rtol=1e-9)
+    np.testing.assert_allclose(out["train_d/x_stat_std"], values.std(ddof=1), rtol=1e-12)
 
 
 def test_distribution_tensor_whose_squares_overflow_reports_nan_std_saying_why():

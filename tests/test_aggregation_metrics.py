@@ -329,7 +329,8 @@ SUMMARIZE_BAD = [
     ("min", [torch.tensor([1.0, 2.0])], TypeError, "Expected a finite number"),
     ("sum", [1e308, 1e308], ValueError, "overflows float64"),
     ("distribution", [3, "x"], TypeError, "Expected a number, got 'x'"),
-    ("distribution", [1e200], ValueError, "overflows float64"),  # its square does
+    ("distribution", [1e200], ValueError, r"magnitudes up to 2\*\*485"),  # its square overflows
+    ("distribution", [1e160, 1e160], ValueError, r"magnitudes up to 2\*\*485 .*got 1e\+160"),  # its sum does
     ("categorical", ["a", 2.5], TypeError, r"str or int categories, got 2.5 \(float\)"),
     ("categorical", [False], TypeError, "str or int categories, got False"),
 ]
@@ -345,6 +346,41 @@ def test_summarize_rejects_bad_values(cid, values, exc, match):
     with pytest.raises(exc, match=match):
         metric.summarize(values)
     H.assert_same_state(metric, before)
+
+
+@pytest.mark.parametrize(
+    ("cls", "values"),
+    [
+        (Max, [1e308, 1e308]),
+        (Min, [-1e308, -1e308]),
+        (Max, [-1.5e308, 1.7e308, 1.7e308, 3]),
+        (Min, [2**1023, -(2**1023), -1e308]),
+    ],
+)
+def test_extremes_of_values_whose_sum_overflows(cls, values):
+    """Max and Min never sum: finite values whose float64 sum overflows are valid (np.max/np.min)."""
+    expected = (np.max if cls is Max else np.min)(np.array(values, dtype=np.float64))
+    metric = cls()
+    metric.fold(metric.summarize(values))
+    assert metric.compute().item() == expected
+    for bad, exc in (([1e308, 1e308, math.inf], ValueError), ([1e308, 1e308, "x"], TypeError), ([10**400], ValueError)):
+        with pytest.raises(exc, match=r"Expected a (finite )?number"):
+            metric.summarize(bad)
+
+
+def test_percentile_keys_name_the_percentile_exactly():
+    """A key gives its percentile back (``p99.99999`` is not the max's ``p100``); values are np.percentile's."""
+    percentiles = (5, 12.3456789, 50, 99.9, 99.99999, 100)
+    keys = ["p05", "p12.3456789", "p50", "p99.9", "p99.99999", "p100"]
+    data = np.arange(1.0, 11.0)
+    metric = Distribution(percentiles=percentiles)
+    metric.update(torch.tensor(data))
+    for stats in (metric.compute(), distribution(torch.tensor(data), percentiles=percentiles)):
+        assert list(stats)[4:] == keys
+        for key, q in zip(keys, percentiles, strict=True):
+            assert float(key[1:]) == q  # the name gives the percentile back
+            np.testing.assert_allclose(stats[key].item(), np.percentile(data, q), rtol=ALPHA)
+    assert metric.compute()["p99.99999"].item() < data.max()
 
 
 # ----------------------------------------------------------------------------- undefined values
@@ -490,6 +526,28 @@ def test_categorical_strings_and_ints_are_distinct():
         5: 1.0,
     }
     assert metric.categories == ["a", "1", 1, "b", 5]
+
+
+def test_categorical_enum_categories_are_their_plain_values():
+    """(str, Enum) and IntEnum members count as the str/int they equal; keys are plain and survive a merge."""
+    import enum
+
+    class Source(str, enum.Enum):
+        WEB = "web"
+
+    class Shard(enum.IntEnum):
+        ONE = 1
+
+    metric = CategoricalCount()
+    metric.update([Source.WEB, "web", Shard.ONE])
+    metric.fold(metric.summarize([1, Source.WEB]))
+    out = metric.compute()
+    assert [(type(k), k) for k in out] == [(str, "web"), (int, 1)]
+    assert {k: v.item() for k, v in out.items()} == dict(Counter(["web", "web", 1, 1, "web"]))
+    other = CategoricalCount()
+    other.update([Source.WEB])
+    other.merge_state(metric)
+    assert {k: v.item() for k, v in other.compute().items()} == {"web": 4.0, 1: 2.0}
 
 
 def test_categorical_forward_merges_new_categories():

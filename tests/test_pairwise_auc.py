@@ -329,6 +329,71 @@ def test_extreme_weight_ratios_with_ties_match_exact_fractions(arrays):
     np.testing.assert_allclose(xa, expected[:, 1], rtol=1e-12, atol=1e-15)
 
 
+FAR_APART = [
+    ([0.1, 0.9], [0.0, 1.0], [1e160, 1e-200]),  # the one pair weighs 1e-40: 1e-360 of the largest weight squared
+    ([0.1, 0.9, 0.5], [0.0, 1.0, 2.0], [1e200, 1e-130, 1e-130]),
+    ([0.9, 0.1, 0.5], [0.0, 1.0, 1.0], [1e300, 1e-300, 1e-300]),
+    # the heaviest pair has equal labels; every pair of different labels is 1e-400 of it (RegressionAUC)
+    ([0.2, 0.1, 0.3, 0.4, 0.0], [0.0, 0.0, 1.0, 2.0, 1.0], [1e200, 1e150, 1e-200, 1e-250, 3e-201]),
+    ([0.0, 1.0, 2.0, 2.0], [1.0, 0.0, 1.0, 1.0], [1.7e308, 1e-300, 1e-300, 2e-290]),
+    # near RegressionAUC's documented limit: sqrt(w1 w2) / p = 1e440
+    ([0.0, 1.0, 2.0, 0.5], [0.0, 0.0, 1.0, 1.0], [1e300, 1e300, 1e-140, 3e-141]),
+]
+
+
+@pytest.mark.parametrize(("p", "y", "w"), FAR_APART, ids=[str(i) for i in range(len(FAR_APART))])
+def test_weights_further_apart_than_float64_range_match_exact_fractions(p, y, w):
+    """Weights more than 2**1074 apart (a pair w_i w_j still finite, or not): exact rational values, no false nan."""
+    p, y, w = (np.asarray(a, dtype=np.float64) for a in (p, y, w))
+    rauc, xa = exact_rauc_xauc(p, y, w)
+    args = (torch.tensor(p), torch.tensor(y), torch.tensor(w))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UndefinedMetricWarning)
+        np.testing.assert_allclose(tmf.regression_auc(*args), rauc, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(tmf.xauc(*args), xa, rtol=1e-12, atol=1e-15)
+        for metric, expected in ((tmx.RegressionAUC(), rauc), (tmx.XAUC(), xa)):
+            metric.update(*args)
+            np.testing.assert_allclose(metric.compute(), expected, rtol=1e-12, atol=1e-15)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(1, 2).flatmap(
+        lambda t: st.integers(2, 9).flatmap(
+            lambda n: st.tuples(
+                st.lists(st.lists(st.integers(0, 2), min_size=n, max_size=n), min_size=t, max_size=t),
+                st.lists(st.lists(st.integers(-1, 1), min_size=n, max_size=n), min_size=t, max_size=t),
+                st.lists(
+                    st.lists(
+                        st.sampled_from([0.0, 1e-300, 1e-220, 3e-200, 1e-160, 0.7, 2.5, 1e160, 4e200, 1e220, 1e300]),
+                        min_size=n,
+                        max_size=n,
+                    ),
+                    min_size=t,
+                    max_size=t,
+                ),
+            )
+        )
+    )
+)
+def test_any_weight_ratio_with_ties_matches_exact_fractions(arrays):
+    """Weights from 1e-300 to 1e300 with ties of every kind: exact rational values within the documented limits.
+
+    XAUC: any of these weights (ratios up to 1e600). RegressionAUC: weights within 1e440 of each
+    other (its limit, sqrt(w1 w2) / p below 2**(1531 - 2 log2 N), is 1e458 here).
+    """
+    p, y, w = (np.asarray(a, dtype=np.float64) for a in arrays)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        rauc = tmf.regression_auc(torch.tensor(p), torch.tensor(y), torch.tensor(w)).numpy()
+        xa = tmf.xauc(torch.tensor(p), torch.tensor(y), torch.tensor(w)).numpy()
+    expected = np.array([exact_rauc_xauc(p[t], y[t], w[t]) for t in range(len(p))])
+    np.testing.assert_allclose(xa, expected[:, 1], rtol=1e-12, atol=1e-15)
+    positive = [np.log10(w[t][w[t] > 0]) for t in range(len(p))]  # (1e440 itself is no float64)
+    within = [t for t, lg in enumerate(positive) if lg.size == 0 or lg.max() - lg.min() <= 440]
+    np.testing.assert_allclose(rauc[within], expected[within, 0], rtol=1e-12, atol=1e-15)
+
+
 def test_extreme_weight_ratio_counts_at_scale():
     """One weight 1e15 among 300 of ~1 (and ties): each pair total within 1e-12 of the exact one's task total."""
     rng = np.random.default_rng(21)

@@ -40,9 +40,12 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
     r"""How many times each category was seen: :math:`c_k = |\{i : x_i = k\}|`.
 
     Categories are arbitrary ``str`` or ``int`` values (``1`` and ``"1"`` are different
-    categories), kept in first-seen order. Ranks may see different categories: when the metric
-    syncs, ranks first exchange their category lists (``all_gather_object`` of the keys only,
-    never the counts) and align their counts to the union, in rank order, then sum the counts.
+    categories), kept in first-seen order. A ``str``/``int`` subclass is its plain value (a
+    ``(str, Enum)`` member ``Source.WEB = "web"`` is the category ``"web"``, an ``IntEnum`` its
+    ``int``), so keys are the same before and after a checkpoint or a sync. Ranks may see
+    different categories: when the metric syncs, ranks first exchange their category lists
+    (``all_gather_object`` of the keys only, never the counts) and align their counts to the
+    union, in rank order, then sum the counts.
 
     Args:
         validate_args: reject anything but ``str``/``int`` categories before any state changes.
@@ -160,11 +163,14 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
     def summarize(self, values: Sequence[Any]) -> CategoryBatch:
         """The distinct categories of a batch of ``str``/``int`` values and their counts.
 
+        A ``str``/``int`` subclass (a ``(str, Enum)`` member, an ``IntEnum``) counts as its plain
+        value, the category it equals (``Source.WEB`` is ``"web"``), whose key a checkpoint or a
+        sync gives back.
+
         Raises:
             TypeError: on a value that is not a ``str`` or an ``int`` (``bool`` and ``float`` are not).
         """
-        check_categories(values)
-        tally = Counter(values)
+        tally = Counter(check_categories(values))
         return CategoryBatch(list(tally), list(tally.values()))
 
     def _fold(self, summary: CategoryBatch) -> None:

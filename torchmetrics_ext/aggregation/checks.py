@@ -1,10 +1,11 @@
 """Input checks of the aggregation family, one place per kind of input, with their messages.
 
 * **Record values** (plain Python numbers or categories, as :class:`Metric` records carry them):
-  :func:`exact_sum` checks a batch of numbers while it sums it, :func:`number_tensor` while it
-  turns it into a tensor, :func:`check_categories` checks categories. A rejected value is named
-  in the message (``"Expected a finite number, got nan (float)."``); the aggregator prefixes the
-  record's dataset, name and type.
+  :func:`exact_sum` checks a batch of numbers while it sums it, :func:`check_numbers` checks one
+  without needing its sum (MAX/MIN), :func:`number_tensor` checks one while it turns it into a
+  tensor, :func:`check_categories` checks categories (and makes a ``str``/``int`` subclass, such
+  as a ``(str, Enum)`` member, plain). A rejected value is named in the message (``"Expected a
+  finite number, got nan (float)."``); the aggregator prefixes the record's dataset, name and type.
 * **Tensor inputs** of the metrics' ``update``: :func:`as_values`, then
   :func:`~torchmetrics_ext.functional.distribution._check_finite`.
 
@@ -15,13 +16,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor
 
 from torchmetrics_ext.utilities.checks import check_tensor
 
-__all__ = ["as_values", "check_categories", "exact_sum", "number_error", "number_tensor"]
+__all__ = ["as_values", "check_categories", "check_numbers", "exact_sum", "number_error", "number_tensor"]
 
 _CATEGORY_TYPES = frozenset((str, int))
 
@@ -51,11 +53,11 @@ def _is_number_like(value: object) -> bool:
     return True
 
 
-def number_error(values: Sequence[object], as_tensor: bool = False) -> TypeError | ValueError:
-    """The error for the first value of ``values`` that is not a finite number (or for an overflowing sum).
+def _bad_value(values: Sequence[object], as_tensor: bool = False) -> TypeError | ValueError | None:
+    """The error for the first value of ``values`` that is not a finite number, or ``None`` if every one is.
 
-    A NaN or inf is a ``ValueError``, anything else that is not a number a ``TypeError``. When
-    every value is fine on its own, the batch's float64 sum overflowed: a ``ValueError``.
+    A NaN or inf (or an ``int`` too large for a float) is a ``ValueError``, anything else that is
+    not a number a ``TypeError``.
     """
     for value in values:
         if not _is_finite_number(value, as_tensor):
@@ -63,7 +65,36 @@ def number_error(values: Sequence[object], as_tensor: bool = False) -> TypeError
                 return ValueError(f"Expected a finite number, got {value!r} ({type(value).__name__}).")
             kind = "a number" if isinstance(value, (str, bytes)) else "a finite number"
             return TypeError(f"Expected {kind}, got {value!r} ({type(value).__name__}).")
-    return ValueError("The batch's sum overflows float64.")
+    return None
+
+
+def number_error(values: Sequence[object], as_tensor: bool = False) -> TypeError | ValueError:
+    """The error for the first value of ``values`` that is not a finite number (or for an overflowing sum).
+
+    A NaN or inf is a ``ValueError``, anything else that is not a number a ``TypeError``. When
+    every value is fine on its own, the batch's float64 sum overflowed: a ``ValueError``.
+    """
+    return _bad_value(values, as_tensor) or ValueError("The batch's sum overflows float64.")
+
+
+def check_numbers(values: Sequence[object]) -> None:
+    """Raise unless every value of a batch is a finite number; its sum may overflow (MAX/MIN never sum).
+
+    ``math.fsum`` checks a batch in one C pass; only a batch it does not pass (a bad value, or a
+    sum that overflows float64 such as ``[1e308, 1e308]``) is then checked value by value.
+
+    Raises:
+        TypeError: on a value that is not a number.
+        ValueError: on NaN/inf.
+    """
+    try:
+        if math.isfinite(math.fsum(values)):  # type: ignore[arg-type]
+            return
+    except (TypeError, ValueError, OverflowError, RuntimeError):
+        pass
+    error = _bad_value(values)
+    if error is not None:
+        raise error
 
 
 def exact_sum(values: Sequence[object]) -> float:
@@ -103,13 +134,27 @@ def _is_category(value: object) -> bool:
     return type(value) is str or type(value) is int or (isinstance(value, (str, int)) and not isinstance(value, bool))
 
 
-def check_categories(values: Sequence[object]) -> None:
-    """Raise ``TypeError`` unless every value is a ``str`` or an ``int`` category (``bool`` is not one)."""
+def _plain(value: str | int) -> str | int:
+    """A ``str``/``int`` subclass (a ``(str, Enum)`` member, an ``IntEnum``) as its plain ``str``/``int`` value."""
+    if type(value) is str or type(value) is int:
+        return value
+    return str.__str__(value) if isinstance(value, str) else int.__int__(value)
+
+
+def check_categories(values: Sequence[object]) -> Sequence[str | int]:
+    """``values`` as plain ``str``/``int`` categories; ``TypeError`` unless each is a ``str`` or ``int`` (no ``bool``).
+
+    A subclass of ``str`` or ``int`` (a ``(str, Enum)`` member, an ``IntEnum``) becomes its plain
+    value (``"web"``, ``3``): the category it equals, with the key that checkpoints and syncs
+    (which store plain ``str``/``int``) give back, so its logged name never changes. A batch of
+    plain ``str``/``int`` is returned as it is (no copy).
+    """
     if set(map(type, values)) <= _CATEGORY_TYPES:
-        return
+        return cast("Sequence[str | int]", values)
     for value in values:
         if not _is_category(value):
             raise TypeError(f"Expected str or int categories, got {value!r} ({type(value).__name__}).")
+    return [_plain(cast("str | int", value)) for value in values]
 
 
 def as_values(name: str, value: object) -> Tensor:

@@ -11,9 +11,10 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.aggregation.base import AggregationMetric
-from torchmetrics_ext.aggregation.checks import as_values, exact_sum
+from torchmetrics_ext.aggregation.checks import as_values, check_numbers, exact_sum
 from torchmetrics_ext.functional.distribution import (
     DEFAULT_PERCENTILES,
+    LARGEST_MAGNITUDE,
     SketchBatch,
     SketchSpec,
     _check_finite,
@@ -46,7 +47,8 @@ class Distribution(AggregationMetric[SketchBatch]):
     those of all ranks' data, not an average of per-rank percentiles (torchtune's approximation).
 
     Args:
-        percentiles: percentiles in [0, 100] to report, named ``p05``, ``p50``, ``p95``, ...
+        percentiles: percentiles in [0, 100] to report, named ``p05``, ``p50``, ``p95``, ``p99.9``,
+            ``p99.99999``, ... (exact names, see :func:`~torchmetrics_ext.functional.distribution.percentile_key`).
         relative_accuracy: relative error bound :math:`\alpha` of the percentiles (default 1%).
         min_value: magnitudes below this count as 0 (absolute error below ``min_value``).
         max_value: magnitudes above this fall in the last bucket (no relative bound; estimates
@@ -71,7 +73,10 @@ class Distribution(AggregationMetric[SketchBatch]):
         :math:`10^{-16} (\text{mean}/\text{std})^2`; subtract a common offset from the values
         when it matters); equal values give exactly 0. No value: every output ``nan``; one
         value, or a spread below ~1e-6 of the mean: ``std`` is ``nan`` (each with an
-        ``UndefinedMetricWarning``).
+        ``UndefinedMetricWarning``). Range: :meth:`summarize` refuses magnitudes above
+        :math:`2^{485}` (about 1.0e146), below which the sum of squares of up to :math:`2^{53}`
+        values cannot overflow; ``update`` does not check a tensor for it, and once the sum of
+        squares overflows, ``std`` is ``nan`` with a warning.
 
     Example:
         >>> import torch
@@ -149,26 +154,32 @@ class Distribution(AggregationMetric[SketchBatch]):
     def summarize(self, values: Sequence[Any]) -> SketchBatch:
         """Exact (``math.fsum``) moments, extremes and the sketch's bucket index of a batch of plain numbers.
 
+        Every magnitude must be at most ``LARGEST_MAGNITUDE`` = :math:`2^{485}` (about 1.0e146), so
+        that the sum of squares of up to :math:`2^{53}` values, in any batches, fits float64: a
+        value is accepted or refused on its own, never because of the batch it comes in.
+
         Raises:
             TypeError: on a value that is not a number.
-            ValueError: on NaN/inf, or a sum of squares that overflows float64.
+            ValueError: on NaN/inf, or a magnitude above :math:`2^{485}`.
         """
-        total = exact_sum(values)  # checks every value
+        try:
+            total = exact_sum(values)  # checks every value
+        except ValueError:
+            check_numbers(values)  # a bad value raises; else the sum overflowed: a magnitude too large, below
+            total = math.inf
         floats = list(map(float, values))
         if not floats:
             return SketchBatch(0.0, 0.0, 0.0, math.inf, -math.inf, torch.zeros(0, dtype=torch.long, device=self.device))
-        try:
-            total_sq = math.fsum(map(mul, floats, floats))
-        except OverflowError:
-            total_sq = math.inf
-        if not math.isfinite(total_sq):  # every value is finite (checked above): their squares overflow
-            largest = max(map(abs, floats))
+        low, high = min(floats), max(floats)
+        if max(high, -low) > LARGEST_MAGNITUDE:
+            largest = high if high >= -low else low
             raise ValueError(
-                f"The batch's sum of squares overflows float64 (magnitudes up to about 1.3e154 are "
-                f"summarized), got a value of magnitude {largest!r}."
+                f"Expected magnitudes up to 2**485 (about 1.0e146, so that the sum of squares of up to 2**53 "
+                f"values fits float64), got {largest!r}."
             )
+        total_sq = math.fsum(map(mul, floats, floats))
         index = _sketch_index(torch.tensor(floats, dtype=torch.float64, device=self.device), self.spec)
-        return SketchBatch(float(len(floats)), total, total_sq, min(floats), max(floats), index)
+        return SketchBatch(float(len(floats)), total, total_sq, low, high, index)
 
     def _sketch_states(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         """``(count, total, total_sq, min, max, bucket counts)``: the states in the kernels' order."""

@@ -61,6 +61,5 @@ def plan_step(metric: TorchMetric, agg_type: AggregationType, values: Sequence[A
     if isinstance(metric, AggregationMetric):
         return Fold(metric, metric.summarize(values))
     if agg_type is AggregationType.CATEGORICAL_COUNT:
-        check_categories(values)
-        return Update(metric, list(values))
+        return Update(metric, list(check_categories(values)))
     return Update(metric, number_tensor(values).to(device))

@@ -33,7 +33,7 @@ from torchmetrics.aggregation import MaxMetric, MeanMetric, MinMetric, SumMetric
 from torchmetrics.utilities import rank_zero_warn
 
 from torchmetrics_ext.aggregation.base import AggregationMetric
-from torchmetrics_ext.aggregation.checks import as_values, exact_sum
+from torchmetrics_ext.aggregation.checks import as_values, check_numbers, exact_sum
 from torchmetrics_ext.utilities.checks import Bounds, checked_bounds, observed_range
 from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
 
@@ -298,8 +298,8 @@ class _Extreme(_ValueAggregation[ExtremeBatch]):
         return -math.inf if self._keeps_max else math.inf
 
     def summarize(self, values: Sequence[Any]) -> ExtremeBatch:
-        """The extreme of a batch of plain numbers; raises on a non-number, NaN or inf."""
-        exact_sum(values)  # checks every value
+        """The extreme of a batch of plain numbers; raises on a non-number, NaN or inf (never on their sum)."""
+        check_numbers(values)
         if not values:
             return ExtremeBatch(self._empty)
         return ExtremeBatch(float(max(values) if self._keeps_max else min(values)))

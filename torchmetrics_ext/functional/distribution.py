@@ -25,6 +25,11 @@ centred near 0, but :math:`\sum x^2 - n\bar x^2` cancels when the mean is large 
 spread: its relative error is about :math:`10^{-16} (\bar x / s)^2` (1e-8 at a mean 1e4 times the
 std), and once the spread is below ~1e-6 of the mean the std is ``nan`` with a warning (equal
 values give exactly 0). Subtract a common offset (a known typical value) from the values first.
+The sum of squares of up to :math:`2^{53}` values (the exact range of the float64 count) cannot
+overflow float64 while every magnitude is at most :math:`2^{485} \approx 1.0 \times 10^{146}`
+(``LARGEST_MAGNITUDE``): plain-value batches (``Distribution.summarize``, the aggregator) refuse
+larger magnitudes, whatever the batching; a tensor is not checked for it, and once its sum of
+squares overflows the std is ``nan`` with a warning (mean, min, max and percentiles stay right).
 """
 
 from __future__ import annotations
@@ -39,11 +44,14 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.utilities.checks import as_real, check_tensor
+from torchmetrics_ext.utilities.formatting import exact_text
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
-__all__ = ["SketchBatch", "SketchSpec", "distribution", "percentile_key"]
+__all__ = ["LARGEST_MAGNITUDE", "SketchBatch", "SketchSpec", "distribution", "percentile_key"]
 
 DEFAULT_PERCENTILES: tuple[float, ...] = (5.0, 50.0, 95.0)
+# the sum of squares of up to 2**53 values of at most this magnitude is at most 2**1023: finite
+LARGEST_MAGNITUDE = 2.0**485
 
 
 @dataclass(frozen=True)
@@ -99,8 +107,13 @@ class SketchSpec:
 
 
 def percentile_key(p: float) -> str:
-    """Output name of percentile ``p``: ``p05``, ``p50``, ``p95``, ``p99.9``."""
-    return f"p{int(p):02d}" if float(p).is_integer() else f"p{p:g}"
+    """Output name of percentile ``p``: ``p05``, ``p50``, ``p95``, ``p99.9``; exact, so never two alike.
+
+    A whole percentile has two digits at least (``p05``, ``p100``); any other is written with six
+    significant digits when they give it back (``p99.9``) and exactly otherwise (``p99.99999``,
+    ``p12.3456789``, not ``p100`` and ``p12.3457``: :func:`~torchmetrics_ext.utilities.formatting.exact_text`).
+    """
+    return f"p{int(p):02d}" if float(p).is_integer() else f"p{exact_text(float(p))}"
 
 
 def _check_percentiles(percentiles: Sequence[float]) -> tuple[float, ...]:
@@ -240,7 +253,8 @@ def _sample_std(n: float, s1: float, s2: float, mean: float, lo: float, hi: floa
         warn_undefined(
             torch.ones(1, dtype=torch.bool),
             metric,
-            "the standard deviation of values whose sum of squares overflows float64 (magnitudes above ~1.3e154)",
+            "the standard deviation of values whose sum of squares overflows float64 (possible only with "
+            "magnitudes above 2**485, about 1.0e146)",
         )
         return math.nan
     spread = s2 - s1 * mean

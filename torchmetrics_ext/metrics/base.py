@@ -17,6 +17,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, check_int
+from torchmetrics_ext.utilities.formatting import exact_text
 
 __all__ = ["GuardedMetric", "InputDomains", "TaskMetric", "cat_chunks"]
 
@@ -932,12 +933,10 @@ def _tag(value: float) -> str:
     """A setting as an identifier fragment, exact: ``0.3 -> "0p3"``, ``1e-07 -> "1em07"``, ``3.000004 -> "3p000004"``.
 
     Six significant digits (``format(v, "g")``, the names of earlier versions) when they give the
-    value back; otherwise the shortest text that does, so two settings never share a name.
+    value back; otherwise the shortest text that does, so two settings never share a name
+    (:func:`~torchmetrics_ext.utilities.formatting.exact_text`).
     """
-    text = format(value, "g")
-    if float(text) != value:
-        text = repr(float(value))
-    return text.replace(".", "p").replace("-", "m").replace("+", "")
+    return exact_text(value).replace(".", "p").replace("-", "m").replace("+", "")
 
 
 def cat_chunks(chunks: Sequence[Tensor], dtype: torch.dtype | None = None) -> Tensor:

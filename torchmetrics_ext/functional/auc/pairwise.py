@@ -26,8 +26,12 @@ then a loop over the ``ceil(log2 K)`` bits of the label rank (``K`` distinct lab
 each level is a couple of dozen O(N) shift/cumsum/scatter passes (a wavelet matrix).
 Total O(N log N) time, O(N) extra memory. No pair total is the difference of two larger ones
 (which cancels when one sample carries almost all the weight), and weights are scaled by a
-power of two per task, so the values are within a few 1e-16 (absolute) of the exact ones for
-any weight ratio and any finite weight scale.
+power of two per task (:func:`_pair_unit`), so the values are within a few 1e-16 (absolute) of
+the exact ones for any finite weight scale and any weight ratio up to the limits of one float64
+scale: XAUC while the heaviest weight is at most :math:`2^{2042 - 2L}` times the second heaviest
+(:math:`N < 2^L`; 1e602 at a million samples), RegressionAUC while its decisive weights are also
+within about :math:`2^{1531 - 2L}` (1e449) of each other. Only weights at both ends of float64
+in one task go beyond; the lightest decisive weights may then count as 0.
 """
 
 from __future__ import annotations
@@ -142,6 +146,47 @@ def _wavelet_counts(rank: Tensor, w: Tensor, num_bits: int) -> tuple[Tensor, Ten
     return lower_earlier, higher_earlier
 
 
+def _pair_unit(w: Tensor, target: Tensor) -> Tensor:
+    r"""Per task, the power of two :math:`u` that the weights are divided by (exactly) before any pair is formed.
+
+    Pair totals then come in units of :math:`u^2`. What must not underflow is what decides the
+    values: the two heaviest weights :math:`w_{(1)} \ge w_{(2)}` (XAUC's denominator is at least
+    their pair :math:`H = w_{(1)} w_{(2)}`) and the heaviest weight :math:`p` of a label other
+    than the heaviest sample's (RegressionAUC's is at least :math:`H_d = w_{(1)} p`, its heaviest
+    pair of different labels). What must not overflow is every cumulative sum of weights and
+    every pair total. So, with :math:`N < 2^L` samples, :math:`u` keeps
+    :math:`N^2 w_{(1)}/u` and :math:`N^4 H/u^2` below :math:`2^{1021}` and, where that allows,
+    :math:`w_{(2)}/u`, :math:`p/u` and :math:`H_d/u^2` normal floats (:math:`\ge 2^{-1022}`),
+    aiming at :math:`u^2 \approx \sqrt{H H_d}`. Both are possible for XAUC unless
+    :math:`w_{(1)}/w_{(2)} > 2^{2042 - 2L}` (1e602 at :math:`N = 10^6`) and for RegressionAUC
+    unless also :math:`w_{(1)}/p > 2^{2042 - 2L}`, :math:`w_{(2)}/p > 2^{2041 - 4L}` or
+    :math:`\sqrt{w_{(1)} w_{(2)}}/p > 2^{1531 - 2L}` (1e449): weights at both ends of float64
+    in one task, where the lightest decisive weights may count as 0. Weights of similar size
+    give :math:`u` within a factor 2 of :math:`w_{(1)}`; the values do not depend on :math:`u`
+    otherwise (a power of two scales every total exactly). Three O(N) passes (a top-2, one
+    comparison and one masked max) and no host read.
+    """
+    n = w.shape[-1]
+    top, where = torch.topk(w, min(2, n), dim=-1)
+    heaviest, second = top[:, 0], top[:, -1]
+    p = torch.where(target != torch.gather(target, -1, where[:, :1]), w, 0.0).amax(-1)
+    # 2^(e-1) <= x < 2^e; a missing second weight (or other label) takes the exponent before it
+    e1 = torch.frexp(heaviest)[1]
+    e2 = torch.where(second > 0, torch.frexp(second)[1], e1)
+    e3 = torch.where(p > 0, torch.frexp(p)[1], e2)
+    log_n = max(n, 1).bit_length()  # n < 2^log_n
+
+    def floor_half(x: Tensor) -> Tensor:
+        return torch.div(x, 2, rounding_mode="floor")
+
+    aim = torch.div(2 * e1 + e2 + e3, 4, rounding_mode="floor") - 1  # u^2 ~ sqrt(H * H_d)
+    # p/u, w2/u (e3 <= e2) and H_d/u^2 normal ...
+    high = torch.minimum(e3 + 1021, floor_half(e1 + e3 + 1020))
+    # ... unless that would overflow n^2 * w1/u or n^4 * H/u^2 (2^1021)
+    low = torch.maximum(e1 + 2 * log_n - 1021, floor_half(e1 + e2 + 4 * log_n - 1020))
+    return torch.ldexp(torch.ones_like(heaviest), torch.maximum(torch.minimum(aim, high), low))
+
+
 def _pairwise_counts(preds: Tensor, target: Tensor, weights: Tensor | None, *, relative: bool = False) -> PairCounts:
     r"""Weighted pair totals of every task; inputs are float64 ``(T, N)`` (weights also ``(1, N)``).
 
@@ -163,10 +208,10 @@ def _pairwise_counts(preds: Tensor, target: Tensor, weights: Tensor | None, *, r
     runs (exactly 0 for a single label). No pair total is the difference of two larger sums,
     but :math:`D = (D + T_p) - T_p` (clamped at 0).
 
-    Each task's weights are first divided by a power of two within a factor 2 of their largest
-    (exact), so pair weights neither underflow nor overflow: with ``relative=True`` the totals
-    stay in those units (ratios need no more), else they are scaled back (which may
-    under/overflow for weights beyond about 1e±154).
+    Each task's weights are first divided by a power of two (exact; :func:`_pair_unit`) chosen so
+    that the pairs that decide both values neither underflow nor overflow, whatever the weight
+    ratios: with ``relative=True`` the totals stay in those units (ratios need no more), else
+    they are scaled back (which may under/overflow for pair weights beyond float64's range).
     """
     num_tasks, n = preds.shape
     device = preds.device
@@ -177,8 +222,7 @@ def _pairwise_counts(preds: Tensor, target: Tensor, weights: Tensor | None, *, r
         w2d, unit = torch.ones_like(preds), torch.ones_like(zeros)
     else:
         w2d = weights.expand(num_tasks, n)
-        # 2^(e-1) <= max w < 2^e (1 for no weight): finite even for weights near float64's max
-        unit = torch.ldexp(torch.ones_like(zeros), torch.frexp(w2d.amax(-1))[1] - 1)
+        unit = _pair_unit(w2d, target)
         w2d = w2d / unit[:, None]
 
     # dense label ranks per task, then order by (prediction, descending rank): a stable sort of

@@ -103,7 +103,7 @@ class _PairwiseMetric(TaskMetric):
         return value.to(torch.float64).reshape(-1, self.num_tasks).T
 
     def _pair_counts(self) -> F.PairCounts:
-        """Pair totals in units of each task's largest weight (ratios need no more; see ``_pairwise_counts``)."""
+        """Pair totals in units of a per-task power of two (ratios need no more; see ``_pairwise_counts``)."""
         return F._pairwise_counts(*(self._stacked(name) for name in _STATES), relative=True)
 
 

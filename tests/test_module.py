@@ -347,6 +347,112 @@ def test_metrics_without_from_logits_read_probabilities_when_the_predictions_are
                 np.testing.assert_allclose(values[key].item(), value, rtol=1e-6, err_msg=key)
 
 
+def _logit_data(seed: int) -> dict[str, torch.Tensor]:
+    """make_data with logits as predictions (a few confident ones, ±40 and 60)."""
+    data = make_data(seed)
+    gen = torch.Generator().manual_seed(seed + 100)
+    for task in TASKS:
+        z = torch.randn(600, generator=gen) * 2
+        z[:3] = torch.tensor([40.0, -40.0, 60.0])
+        data[task.prediction_name] = z
+    return data
+
+
+def _logit_references(data: dict[str, torch.Tensor], task: tmx.RecTaskInfo) -> dict[str, float]:
+    """NumPy on p = sigmoid(z) (the values), on z itself (pairwise concordance)."""
+    z = data[task.prediction_name].double().numpy()
+    e = np.exp(-np.abs(z))
+    p = np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+    y, w = data[task.label_name].double().numpy(), data[task.weight_name].numpy()
+    i, j = np.triu_indices(len(z), k=1)
+    pairs = w[i] * w[j]
+    agree = np.sign(z[i] - z[j]) == np.sign(y[i] - y[j])
+    mse = (w * (p - y) ** 2).sum() / w.sum()
+    base = (w * y).sum() / w.sum()
+    cross_entropy = (w * (np.logaddexp(0, z) - y * z)).sum()  # exact for logits: no clamp (NE's docs)
+    return {
+        "ne": cross_entropy / -(w.sum() * (base * np.log(base) + (1 - base) * np.log(1 - base))),
+        "mse": mse,
+        "avg": (w * p).sum() / w.sum(),
+        "ctr": (w * y).sum() / w.sum(),
+        "xauc": (pairs * agree).sum() / pairs.sum(),
+        "mae": (w * np.abs(p - y)).sum() / w.sum(),
+    }
+
+
+def test_logits_metrics_with_and_without_the_option_in_one_module():
+    """NE(from_logits=True) with "mse" keeps working; the metrics given the option read the logits themselves.
+
+    Those of values built without it (mse, weighted_average) get sigmoid(logits), pairwise concordance and CTR
+    the logits as given: with or without the option, each gives the value of the probabilities.
+    """
+    data = _logit_data(21)
+    logits = {"from_logits": True}
+    metrics = {
+        "ne": lambda num_tasks: tmx.NormalizedEntropy(num_tasks, **logits),
+        "mse": "mse",
+        "mse_logits": lambda num_tasks: tmx.WeightedMSE(num_tasks, **logits),
+        "mae_logits": lambda num_tasks: tmx.WeightedMAE(num_tasks, **logits),
+        "avg": "weighted_average",
+        "avg_logits": lambda num_tasks: tmx.WeightedAverage(num_tasks, **logits),
+        "ctr": "ctr",
+        "ctr_logits": lambda num_tasks: tmx.CTR(num_tasks, **logits),
+        "xauc": "xauc",
+        "xauc_logits": lambda num_tasks: tmx.XAUC(num_tasks, **logits),
+    }
+    module = build(metrics)
+    assert module.input_domains.from_logits and module.input_domains.preds == "probability"
+    values = run(module, batches(data, [0, 250, 600]))
+    for task in TASKS:
+        for name, value in _logit_references(data, task).items():
+            for key in (name, f"{name}_logits"):
+                if key in metrics:
+                    np.testing.assert_allclose(values[f"{key}/{task.name}"].item(), value, rtol=1e-9, err_msg=key)
+
+
+@pytest.mark.parametrize("window_size", [None, 250])
+def test_a_module_whose_only_logits_metric_is_mse_feeds_sigmoid_to_the_others(window_size):
+    """WeightedMSE(from_logits=True) alone says the predictions are logits: "weighted_average" gets sigmoid(logits)."""
+    data = _logit_data(22)
+    module = build({"mse": lambda num_tasks: tmx.WeightedMSE(num_tasks, from_logits=True), "avg": "weighted_average"})
+    assert module.input_domains.from_logits
+    values = run(module, batches(data, [0, 100, 350, 600]))
+    for task in TASKS:
+        expected = _logit_references(data, task)
+        for name in ("mse", "avg"):
+            np.testing.assert_allclose(values[f"{name}/{task.name}"].item(), expected[name], rtol=1e-9, err_msg=name)
+    # from the config, by registry name: the same module
+    config = {
+        "tasks": [
+            {
+                "name": t.name,
+                "label_name": t.label_name,
+                "prediction_name": t.prediction_name,
+                "weight_name": t.weight_name,
+            }
+            for t in TASKS
+        ],
+        "metrics": {"mse": {"from_logits": True}, "avg": {"metric": "weighted_average"}, "xauc": {"from_logits": True}},
+        "throughput": False,
+        "window_size": window_size,
+    }
+    module = tmx.RecMetricModule.from_config(config)
+    values = run(module, batches(data, [0, 100, 350, 600]))
+    for task in TASKS:
+        expected = _logit_references(data, task)
+        for name in ("mse", "avg", "xauc"):
+            np.testing.assert_allclose(values[f"{name}/{task.name}"].item(), expected[name], rtol=1e-9, err_msg=name)
+
+
+def test_a_logits_metric_of_values_next_to_a_probability_metric_disagrees():
+    """The predictions cannot be logits for WeightedMSE(from_logits=True) and probabilities for AUC()."""
+    for logits in (tmx.WeightedMSE(num_tasks=2, from_logits=True), tmx.XAUC(num_tasks=2, from_logits=True)):
+        with pytest.raises(ValueError, match="disagree on `from_logits`"):
+            build({"auc": "auc", "logits": logits})
+    # the same metrics without the option agree with probabilities (today's configs)
+    assert not build({"auc": "auc", "mse": "mse", "xauc": "xauc", "ctr": "ctr"}).input_domains.from_logits
+
+
 @pytest.mark.parametrize("name", [n for n in metric_names() if "@" not in n])
 def test_metrics_that_do_not_read_predictions_ignore_them(name):
     """`reads_predictions = False` (the module keeps logits for those metrics) holds: other predictions, same value."""

@@ -72,6 +72,8 @@ _FLAGGED = [
     (lambda flag: tmx.AUC(from_logits=flag), "from_logits"),
     (lambda flag: tmx.GroupedAUC(weight_groups=flag), "weight_groups"),
     (lambda flag: tmx.NormalizedEntropy(from_logits=flag), "from_logits"),
+    (lambda flag: tmx.WeightedMSE(from_logits=flag), "from_logits"),
+    (lambda flag: tmx.XAUC(from_logits=flag), "from_logits"),
     (lambda flag: tmx.CalibrationFreeNE(torchrec_scaling=flag), "torchrec_scaling"),
     (lambda flag: tmx.NumMissingLabels(count_zero_weight=flag), "count_zero_weight"),
     (lambda flag: tmx.CTR(validate_args=flag), "validate_args"),
@@ -96,3 +98,36 @@ def test_functional_flags_take_numpy_bools():
     # gains 2^1 - 1 = 1: the same value as linear gain; relevant at ranks 1 and 2 of 3
     assert ndcg(preds, target, indexes, k=3, exponential_gain=np.True_).item() == pytest.approx(1.0)
     assert auc(torch.tensor([-1.0, 1.0]), torch.tensor([0, 1]), from_logits=np.True_).item() == pytest.approx(1.0)
+
+
+def test_no_public_class_shows_a_private_parameter():
+    """``inspect.signature`` (help(), IDEs, the API pages) shows public parameters only.
+
+    The pointwise constructors showed their base's ``_setting`` and ``_from_logits``
+    (``CTR(num_tasks=1, *, _setting='', _from_logits=False, **kwargs)``).
+    """
+    shown = {}
+    for name in torchmetrics_ext.__all__:
+        obj = getattr(torchmetrics_ext, name)
+        if not inspect.isclass(obj):
+            continue
+        try:
+            signature = inspect.signature(obj)
+        except (TypeError, ValueError):  # a class without a Python signature (none today)
+            continue
+        for parameter in signature.parameters:
+            if parameter.startswith("_"):
+                shown[(name, parameter)] = str(signature)
+    assert shown == {}
+
+
+@pytest.mark.parametrize(
+    "name", ["ctr", "weighted_average", "mse", "rmse", "mae", "r_squared", "nmse", "nrmse", "regression_auc", "xauc"]
+)
+def test_registry_names_take_from_logits(name):
+    """build_metric / from_config options pass `from_logits` to the pointwise metrics that gained it."""
+    from torchmetrics_ext.registry import build_metric
+
+    metric = build_metric(name, num_tasks=2, from_logits=True)
+    assert metric.from_logits is True and metric.input_domains.from_logits
+    assert build_metric(name, num_tasks=2).from_logits is False

@@ -171,10 +171,10 @@ class RecMetricModule(nn.Module):
         every state of every metric with a number of collectives that depends on the state
         dtypes only (:func:`~torchmetrics_ext.utilities.distributed.fused_gather`); TorchMetrics
         reduces them as in its own sync, so the values are identical. The ``state_dict`` holds
-        every metric state. **Logits**: when the metrics are built with ``from_logits=True`` the
-        predictions are logits for every metric; those without the option (``WeightedMSE``,
-        ``WeightedAverage``, regression metrics, ...) are fed ``sigmoid(logits)`` (the MSE is the
-        Brier score), ranking metrics rank the scores as given.
+        every metric state. **Logits**: when a metric is built with ``from_logits=True`` the
+        predictions are logits for every metric; those of real-valued predictions built without
+        the option (``WeightedMSE``, ``WeightedAverage``, regression metrics, ...) are fed
+        ``sigmoid(logits)`` (the MSE is the Brier score), ranking metrics rank the scores as given.
 
     Example:
         >>> import torch
@@ -272,8 +272,8 @@ class RecMetricModule(nn.Module):
         _check_id_columns(self.tasks, self._needs_groups, list(per_task))
         stacked_domains = {n: m.input_domains for n, m in stacked.items()}
         self._domains = InputDomains.strictest(stacked_domains | {n: ms[0].input_domains for n, ms in per_task.items()})
-        # The predictions are logits (a metric was built with from_logits=True): metrics without
-        # that option (MSE, WeightedAverage, ...) would read raw logits as values, so they are fed
+        # The predictions are logits (a metric was built with from_logits=True): metrics of values
+        # built without it (MSE, WeightedAverage, ...) would read raw logits as values, so they are fed
         # sigmoid(logits) instead; those that do not read predictions (CTR) keep the logits, and
         # ranking copies and pairwise concordance (RegressionAUC, XAUC) rank the scores as given.
         self._fed_probabilities = _fed_probabilities(stacked, stacked_domains, self._domains.from_logits)
@@ -1009,9 +1009,10 @@ def _fed_probabilities(
 ) -> frozenset[str]:
     """Names of the metrics fed ``sigmoid(preds)`` when the predictions are logits.
 
-    Those that read predictions as values and have no ``from_logits`` option (their domain is
-    ``"real"``): MSE, WeightedAverage, R²... Not those that ignore the predictions (CTR) or depend
-    on their order alone (RegressionAUC, XAUC: the logits' order is the probabilities').
+    Those that read predictions as values and were built without ``from_logits`` (their domain is
+    ``"real"``; with it, it is ``"probability"`` and they take the sigmoid themselves): MSE,
+    WeightedAverage, R²... Not those that ignore the predictions (CTR) or depend on their order
+    alone (RegressionAUC, XAUC: the logits' order is the probabilities').
     """
     if not logits:
         return frozenset()

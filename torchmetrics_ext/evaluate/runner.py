@@ -497,7 +497,8 @@ def evaluate(
             ``"skip"`` (drop invalid rows and report them in the result).
         progress: print a progress line on stderr (rank 0 only).
         from_logits: the prediction columns hold logits: metrics with a ``from_logits`` option read
-            them as such, the others (``mse``, ...) read ``sigmoid(logits)``, ranking and pairwise
+            them as such (``mse`` is that of ``sigmoid(logits)``), the others
+            (``weighted_sum_predictions``, ...) read ``sigmoid(logits)``, ranking and pairwise
             metrics rank them as given (the module's rule, ``docs/module.md``).
 
     Returns:

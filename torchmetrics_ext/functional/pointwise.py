@@ -357,6 +357,7 @@ def ctr(
     target: Tensor,
     weights: Tensor | None = None,
     *,
+    from_logits: bool = False,
     validate_args: bool = True,
 ) -> Tensor:
     r"""Click-through rate: the weighted share of positive labels, :math:`\sum w y / \sum w`.
@@ -369,6 +370,8 @@ def ctr(
         preds: ``(N,)`` or ``(T, N)`` finite predictions (their shape gives the task layout).
         target: labels in [0, 1], same shape as ``preds``.
         weights: optional non-negative sample weights.
+        from_logits: ``preds`` are logits; accepted so that every pointwise function takes the
+            option (as :class:`~torchmetrics_ext.CTR`), the rate does not change.
         validate_args: check inputs before computing.
 
     Returns:
@@ -380,6 +383,7 @@ def ctr(
         >>> ctr(torch.tensor([0.1, 0.9, 0.3, 0.2]), torch.tensor([1, 0, 0, 0]))
         tensor(0.2500, dtype=torch.float64)
     """
+    check_flag("from_logits", from_logits)
     single = single_task(preds)
     p, t, w = format_pointwise(
         preds, target, weights, None, preds_domain="real", validate=validate_args, target_required=True
@@ -393,16 +397,18 @@ def weighted_average(
     target: Tensor | None = None,
     weights: Tensor | None = None,
     *,
+    from_logits: bool = False,
     validate_args: bool = True,
 ) -> Tensor:
     r"""Weighted mean of the predictions, :math:`\sum w p / \sum w` (any finite real values).
 
     Args:
-        preds: ``(N,)`` or ``(T, N)`` values to average.
+        preds: ``(N,)`` or ``(T, N)`` values to average (logits with ``from_logits=True``).
         target: optional and unused; when given it is checked as any label (same shape and device
             as ``preds``, finite: NaN or inf is a ``ValueError``), so every pointwise metric has one
             signature.
         weights: optional non-negative sample weights.
+        from_logits: ``preds`` are logits: the mean of :math:`\sigma(z)` (float64 sigmoid).
         validate_args: check inputs before computing.
 
     Returns:
@@ -413,12 +419,15 @@ def weighted_average(
         >>> from torchmetrics_ext.functional import weighted_average
         >>> weighted_average(torch.tensor([1.0, 3.0]), weights=torch.tensor([3.0, 1.0]))
         tensor(1.5000, dtype=torch.float64)
+        >>> weighted_average(torch.tensor([0.0, 2.0, -2.0]), from_logits=True)
+        tensor(0.5000, dtype=torch.float64)
     """
+    check_flag("from_logits", from_logits)
     single = single_task(preds)
     p, t, w = format_pointwise(
         preds, target, weights, None, preds_domain="real", target_domain="real", validate=validate_args
     )
-    pred_sum, _, total = _weighted_sums_update(p, t, w, False, unit_target=False)
+    pred_sum, _, total = _weighted_sums_update(p, t, w, from_logits, unit_target=False)
     return _finish(_weighted_average_compute(pred_sum, total), single)
 
 
@@ -587,20 +596,35 @@ def weighted_recall(
 # ----------------------------------------------------------------------------- regression errors
 
 
-def _error_update(preds: Tensor, target: Tensor, weights: Tensor | None) -> Stats:
+def _sigmoid_error(logits: Tensor, target: Tensor) -> Tensor:
+    """``sigmoid(z) - y`` per sample, in float64, without the rounding of ``sigmoid(z)`` near 1.
+
+    From ``s = sigmoid(-|z|) = e / (1 + e)`` with ``e = exp(-|z|)`` (never overflows; not 0 until
+    ``e`` is): ``s - y`` for ``z < 0`` and ``(1 - y) - s`` for ``z >= 0``, since ``sigmoid(z) = 1 - s``
+    there. ``torch.sigmoid(z) - y`` rounds ``sigmoid(z)`` to 1 for ``z`` above ~37, so a confident
+    correct prediction (``z = 40``, ``y = 1``) would have the error 0 instead of ``-4.2e-18``.
+    """
+    e = torch.exp(-logits.abs())
+    small = e / (e + 1)  # sigmoid(-|z|) (out of place: exp's backward reads its output)
+    return torch.where(logits >= 0, (1 - target) - small, small - target)
+
+
+def _error_update(preds: Tensor, target: Tensor, weights: Tensor | None, from_logits: bool = False) -> Stats:
     """Return ``(sum w·(p - y)², sum w·|p - y|, sum w, sum w·y, sum w·y²)`` per task.
 
     The last two (label moments) let R² and normalised MSE share these states, and so one
-    compute group, with MSE, RMSE and MAE.
+    compute group, with MSE, RMSE and MAE. With ``from_logits`` the prediction is
+    ``p = sigmoid(preds)`` (see :func:`_sigmoid_error`); the label sums do not change.
     """
     sums = batch_sums(preds, target, weights)
+    tag = "_logits" if from_logits else ""  # a batch's shared sums hold both forms apart
 
     def diff() -> Tensor:
-        return sums.value("error", lambda: preds - target)
+        return sums.value("error" + tag, lambda: _sigmoid_error(preds, target) if from_logits else preds - target)
 
     return (
-        sums.weighted("squared_error", lambda: diff() * diff()),
-        sums.weighted("absolute_error", lambda: diff().abs()),
+        sums.weighted("squared_error" + tag, lambda: diff() * diff()),
+        sums.weighted("absolute_error" + tag, lambda: diff().abs()),
         sums.total(),
         sums.label_sum(),
         # y·y is y itself for 0/1 labels: the same sum, bit for bit
@@ -644,20 +668,30 @@ def _format_real(
 
 
 def _regression(
-    compute_fn: object, preds: Tensor, target: Tensor, weights: Tensor | None, validate_args: bool
+    compute_fn: object, preds: Tensor, target: Tensor, weights: Tensor | None, from_logits: bool, validate_args: bool
 ) -> Tensor:
+    check_flag("from_logits", from_logits)
     single = single_task(preds)
     p, t, w = _format_real(preds, target, weights, validate_args)
-    return _finish(compute_fn(*_error_update(p, t, w)), single)  # type: ignore[operator]
+    return _finish(compute_fn(*_error_update(p, t, w, from_logits)), single)  # type: ignore[operator]
 
 
-def weighted_mse(preds: Tensor, target: Tensor, weights: Tensor | None = None, *, validate_args: bool = True) -> Tensor:
+def weighted_mse(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None = None,
+    *,
+    from_logits: bool = False,
+    validate_args: bool = True,
+) -> Tensor:
     r"""Weighted mean squared error, :math:`\sum w (p - y)^2 / \sum w` (sklearn's ``sample_weight``).
 
     Args:
-        preds: ``(N,)`` or ``(T, N)`` finite predictions.
+        preds: ``(N,)`` or ``(T, N)`` finite predictions (logits with ``from_logits=True``).
         target: finite targets, same shape as ``preds``.
         weights: optional non-negative sample weights.
+        from_logits: ``preds`` are logits: the error of :math:`\sigma(z)` (float64, exact for
+            confident predictions).
         validate_args: check inputs before computing.
 
     Returns:
@@ -668,19 +702,28 @@ def weighted_mse(preds: Tensor, target: Tensor, weights: Tensor | None = None, *
         >>> from torchmetrics_ext.functional import weighted_mse
         >>> weighted_mse(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 4.0]))
         tensor(2.5000, dtype=torch.float64)
+        >>> weighted_mse(torch.tensor([0.0, 0.0]), torch.tensor([0.0, 1.0]), from_logits=True)  # Brier score
+        tensor(0.2500, dtype=torch.float64)
     """
-    return _regression(_mse_compute, preds, target, weights, validate_args)
+    return _regression(_mse_compute, preds, target, weights, from_logits, validate_args)
 
 
 def weighted_rmse(
-    preds: Tensor, target: Tensor, weights: Tensor | None = None, *, validate_args: bool = True
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None = None,
+    *,
+    from_logits: bool = False,
+    validate_args: bool = True,
 ) -> Tensor:
     r"""Weighted root mean squared error, :math:`\sqrt{\sum w (p - y)^2 / \sum w}`.
 
     Args:
-        preds: ``(N,)`` or ``(T, N)`` finite predictions.
+        preds: ``(N,)`` or ``(T, N)`` finite predictions (logits with ``from_logits=True``).
         target: finite targets, same shape as ``preds``.
         weights: optional non-negative sample weights.
+        from_logits: ``preds`` are logits: the error of :math:`\sigma(z)` (float64, exact for
+            confident predictions).
         validate_args: check inputs before computing.
 
     Returns:
@@ -692,16 +735,25 @@ def weighted_rmse(
         >>> weighted_rmse(torch.tensor([3.0, 0.0]), torch.tensor([0.0, 4.0]))
         tensor(3.5355, dtype=torch.float64)
     """
-    return _regression(_rmse_compute, preds, target, weights, validate_args)
+    return _regression(_rmse_compute, preds, target, weights, from_logits, validate_args)
 
 
-def weighted_mae(preds: Tensor, target: Tensor, weights: Tensor | None = None, *, validate_args: bool = True) -> Tensor:
+def weighted_mae(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None = None,
+    *,
+    from_logits: bool = False,
+    validate_args: bool = True,
+) -> Tensor:
     r"""Weighted mean absolute error, :math:`\sum w |p - y| / \sum w`.
 
     Args:
-        preds: ``(N,)`` or ``(T, N)`` finite predictions.
+        preds: ``(N,)`` or ``(T, N)`` finite predictions (logits with ``from_logits=True``).
         target: finite targets, same shape as ``preds``.
         weights: optional non-negative sample weights.
+        from_logits: ``preds`` are logits: the error of :math:`\sigma(z)` (float64, exact for
+            confident predictions).
         validate_args: check inputs before computing.
 
     Returns:
@@ -713,4 +765,4 @@ def weighted_mae(preds: Tensor, target: Tensor, weights: Tensor | None = None, *
         >>> weighted_mae(torch.tensor([3.0, 0.0]), torch.tensor([0.0, 4.0]), torch.tensor([1.0, 3.0]))
         tensor(3.7500, dtype=torch.float64)
     """
-    return _regression(_mae_compute, preds, target, weights, validate_args)
+    return _regression(_mae_compute, preds, target, weights, from_logits, validate_args)

@@ -9,13 +9,15 @@ moments: :math:`\sum w (y - c)^2 = \sum w y^2 - 2c \sum w y + c^2 \sum w`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.counters import _apply
-from torchmetrics_ext.functional.pointwise import _error_update
+from torchmetrics_ext.functional.pointwise import Stats, _error_update
+from torchmetrics_ext.utilities.checks import check_flag
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["weighted_nmse", "weighted_nrmse", "weighted_r2"]
@@ -89,12 +91,24 @@ def _nmse_compute(
     return ratio.sqrt() if root else ratio
 
 
+def _errors(from_logits: bool) -> Callable[[Tensor, Tensor | None, Tensor | None], Stats]:
+    """The error kernel reading ``preds`` as values, or as logits (``from_logits``; the flag checked)."""
+    from_logits = check_flag("from_logits", from_logits)
+    return lambda p, t, w: _error_update(p, t, w, from_logits)  # type: ignore[arg-type]
+
+
 def _normalised(
-    preds: Tensor, target: Tensor, weights: Tensor | None, baseline: Baseline, root: bool, validate_args: bool
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None,
+    baseline: Baseline,
+    root: bool,
+    from_logits: bool,
+    validate_args: bool,
 ) -> Tensor:
     _check_baseline(baseline)
     return _apply(
-        _error_update,  # type: ignore[arg-type]
+        _errors(from_logits),
         lambda sse, sae, total, ls, lsq: _nmse_compute(sse, sae, total, ls, lsq, baseline, root),
         preds,
         target,
@@ -103,7 +117,14 @@ def _normalised(
     )
 
 
-def weighted_r2(preds: Tensor, target: Tensor, weights: Tensor | None = None, *, validate_args: bool = True) -> Tensor:
+def weighted_r2(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None = None,
+    *,
+    from_logits: bool = False,
+    validate_args: bool = True,
+) -> Tensor:
     r"""Weighted coefficient of determination, :math:`1 - \sum w (p-y)^2 / \sum w (y-\bar y)^2`.
 
     Equal to scikit-learn's ``r2_score(y, p, sample_weight=w)``; TorchRec's ``r_squared``
@@ -113,6 +134,8 @@ def weighted_r2(preds: Tensor, target: Tensor, weights: Tensor | None = None, *,
         preds: ``(N,)`` or ``(T, N)`` finite predictions.
         target: finite targets, same shape as ``preds``.
         weights: optional non-negative sample weights.
+        from_logits: ``preds`` are logits: the errors of :math:`\sigma(z)` (see
+            :func:`~torchmetrics_ext.functional.weighted_mse`).
         validate_args: check inputs before computing.
 
     Returns:
@@ -136,7 +159,7 @@ def weighted_r2(preds: Tensor, target: Tensor, weights: Tensor | None = None, *,
         >>> weighted_r2(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 4.0]))
         tensor(0.7857, dtype=torch.float64)
     """
-    return _apply(_error_update, _r2_compute, preds, target, weights, validate_args=validate_args)  # type: ignore[arg-type]
+    return _apply(_errors(from_logits), _r2_compute, preds, target, weights, validate_args=validate_args)
 
 
 def weighted_nmse(
@@ -145,6 +168,7 @@ def weighted_nmse(
     weights: Tensor | None = None,
     *,
     baseline: Baseline = "one",
+    from_logits: bool = False,
     validate_args: bool = True,
 ) -> Tensor:
     r"""MSE over the MSE of a constant baseline prediction (TorchRec's ``nmse``).
@@ -159,6 +183,8 @@ def weighted_nmse(
         target: finite targets, same shape as ``preds``.
         weights: optional non-negative sample weights.
         baseline: ``"one"`` (TorchRec's) or ``"mean"``.
+        from_logits: ``preds`` are logits: the errors of :math:`\sigma(z)` (see
+            :func:`~torchmetrics_ext.functional.weighted_mse`).
         validate_args: check inputs before computing.
 
     Returns:
@@ -182,7 +208,7 @@ def weighted_nmse(
         >>> weighted_nmse(preds, target, baseline="mean")
         tensor(0.2143, dtype=torch.float64)
     """
-    return _normalised(preds, target, weights, baseline, False, validate_args)
+    return _normalised(preds, target, weights, baseline, False, from_logits, validate_args)
 
 
 def weighted_nrmse(
@@ -191,6 +217,7 @@ def weighted_nrmse(
     weights: Tensor | None = None,
     *,
     baseline: Baseline = "one",
+    from_logits: bool = False,
     validate_args: bool = True,
 ) -> Tensor:
     r"""RMSE over the RMSE of a constant baseline prediction (TorchRec's ``nrmse``): :math:`\sqrt{\mathrm{NMSE}}`.
@@ -200,6 +227,8 @@ def weighted_nrmse(
         target: finite targets, same shape as ``preds``.
         weights: optional non-negative sample weights.
         baseline: ``"one"`` (TorchRec's) or ``"mean"`` (the weighted label mean).
+        from_logits: ``preds`` are logits: the errors of :math:`\sigma(z)` (see
+            :func:`~torchmetrics_ext.functional.weighted_mse`).
         validate_args: check inputs before computing.
 
     Returns:
@@ -212,4 +241,4 @@ def weighted_nrmse(
         >>> weighted_nrmse(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 4.0]))
         tensor(0.3162, dtype=torch.float64)
     """
-    return _normalised(preds, target, weights, baseline, True, validate_args)
+    return _normalised(preds, target, weights, baseline, True, from_logits, validate_args)

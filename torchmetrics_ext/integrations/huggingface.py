@@ -242,9 +242,10 @@ def pointwise_compute_metrics(
         tasks: task names; predictions and labels are ``(N,)`` (or ``(N, 1)``) for one task and
             ``(N, T)`` for ``T`` tasks.
         from_logits: the model outputs logits (the usual case); ``False`` for probabilities. Metrics
-            with a ``from_logits`` option (NE, AUC, calibration, accuracy, ...) read the logits;
-            the others (``mse``, ``rmse``, ``mae``, ``weighted_average``, ``r_squared``, ...) are
-            computed on the probabilities ``sigmoid(logits)`` (``mse`` is then the Brier score).
+            with a ``from_logits`` option (NE, AUC, calibration, accuracy, ``mse``, ...) read the
+            logits; the values of ``mse``, ``rmse``, ``mae``, ``weighted_average``, ``r_squared``...
+            and of the metrics without the option are those of the probabilities ``sigmoid(logits)``
+            (``mse`` is then the Brier score).
         kwargs: passed to every metric, so only with metrics that all take them (e.g.
             ``pointwise_compute_metrics(["auc", "auprc"], num_bins=10_000)`` for constant-memory curves).
 

@@ -60,7 +60,9 @@ class InputDomains:
         preds: ``"probability"`` (``[0, 1]``, or any finite logit when ``from_logits``), ``"real"``
             (finite) or ``"score"`` (any real, ±inf included: ranking scores).
         target: ``"binary"``, ``"unit"`` (``[0, 1]``), ``"nonnegative"`` or ``"real"`` (finite).
-        from_logits: whether probability-domain ``preds`` are logits.
+        from_logits: whether probability-domain ``preds`` are logits. A metric built with
+            ``from_logits=True`` declares ``"probability"`` with ``from_logits``, whatever it takes
+            otherwise (``WeightedMSE``, ``XAUC``: ``"real"``): its predictions are logits.
         float32_weights: non-zero weights must keep their value as float32 (exact AUC modes store
             them so): within ``[1.18e-38, 3.4e38]``.
     """
@@ -84,7 +86,9 @@ class InputDomains:
 
         Raises:
             ValueError: probability metrics that disagree on ``from_logits`` (the same
-                predictions cannot be both probabilities and logits).
+                predictions cannot be both probabilities and logits), e.g. ``AUC()`` next to
+                ``WeightedMSE(from_logits=True)``. Metrics of finite real predictions built
+                without the option (``WeightedMSE()``) agree with either.
 
         Example:
             >>> from torchmetrics_ext import AUC, WeightedMSE

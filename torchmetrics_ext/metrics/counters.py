@@ -38,6 +38,11 @@ class _CounterMetric(_PointwiseMetric):
     higher_is_better = None
     plot_lower_bound: float | None = 0.0
 
+    def __init__(self, num_tasks: int = 1, **kwargs: Any) -> None:
+        # the public signature of the counters (no private setting shown); those with a setting
+        # pass the base's `_setting` through kwargs
+        super().__init__(num_tasks, **kwargs)
+
     def update(self, preds: Tensor, target: Tensor | None = None, weights: Tensor | None = None) -> None:
         """Accumulate one batch: ``preds`` (and ``target`` where needed), ``(N,)`` or ``(T, N)``; optional weights."""
         super().update(preds, target, weights)  # type: ignore[arg-type]

@@ -52,6 +52,10 @@ class _PointwiseMetric(TaskMetric):
     _setting_dependent: ClassVar[tuple[str, ...]] = ()
     # states whose values depend on `from_logits` (sums of sigmoid(preds) or of their logs): "_logits" when set
     _logit_dependent: ClassVar[tuple[str, ...]] = ()
+    # the metric took `from_logits` before settings named the states (checkpoint version 1): such
+    # checkpoints hold its logit states under their plain names. False for metrics that gained the
+    # option later, whose plain-named states are never logit states (not loaded as such).
+    _v1_logit_checkpoints: ClassVar[bool] = True
     _preds_domain: ClassVar[PredsDomain] = "probability"
     _target_domain: ClassVar[TargetDomain] = "unit"
     # the name of update's first argument, as errors call it (``values`` for TensorWeightedAverage)
@@ -59,6 +63,11 @@ class _PointwiseMetric(TaskMetric):
     from_logits: bool = False
 
     def __init__(self, num_tasks: int = 1, *, _setting: str = "", _from_logits: bool = False, **kwargs: Any) -> None:
+        """The private base of the pointwise classes; each public class has its own ``__init__`` with public arguments.
+
+        ``_setting``: the tag of the settings that change the ``_setting_dependent`` states (their
+        names end with it); ``_from_logits``: the public ``from_logits`` of the subclasses that take it.
+        """
         super().__init__(num_tasks, **kwargs)
         self.from_logits = check_flag("from_logits", _from_logits)
         # MetricCollection merges metrics whose states are equal after the first update; two
@@ -68,8 +77,15 @@ class _PointwiseMetric(TaskMetric):
         keys = []
         for name in self._state_names:
             former = f"{name}_{_setting}" if _setting and name in self._setting_dependent else name
-            logits = "logits" if _from_logits and name in self._logit_dependent else ""
-            keys.append(self._setting_state_name(former, logits))
+            if self.from_logits and name in self._logit_dependent:
+                # a version-1 checkpoint's plain name is this state only if the metric had the option then
+                keys.append(
+                    self._setting_state_name(
+                        former, "logits", None if self._v1_logit_checkpoints else f"{former}_logits"
+                    )
+                )
+            else:
+                keys.append(self._setting_state_name(former, ""))
         self._state_keys = tuple(keys)
         for name in self._state_keys:
             self._add_task_state(name)
@@ -109,8 +125,14 @@ class _PointwiseMetric(TaskMetric):
 
     @property
     def input_domains(self) -> InputDomains | None:
-        """Domains of ``preds`` and ``target`` this metric accepts."""
-        return InputDomains(self._preds_domain, self._target_domain, self.from_logits)
+        """Domains of ``preds`` and ``target`` this metric accepts.
+
+        Built with ``from_logits=True``, any metric declares ``"probability"`` predictions given as
+        logits (any finite value), whatever it takes otherwise (``"real"`` for MSE): a
+        :class:`~torchmetrics_ext.RecMetricModule` then knows its predictions are logits.
+        """
+        preds = "probability" if self.from_logits else self._preds_domain
+        return InputDomains(preds, self._target_domain, self.from_logits)
 
     @property
     def shared_statistics_key(self) -> Hashable:
@@ -278,6 +300,7 @@ class LogLoss(_CrossEntropyMetric):
 
 class _WeightedSumMetric(_PointwiseMetric):
     _state_names = ("weighted_pred_sum", "weighted_label_sum", "weighted_num_samples")
+    _logit_dependent = ("weighted_pred_sum",)
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
         return F._weighted_sums_update(preds, target, weights, self.from_logits)
@@ -307,8 +330,6 @@ class Calibration(_WeightedSumMetric):
     higher_is_better = None
     plot_lower_bound = 0.0
 
-    _logit_dependent = ("weighted_pred_sum",)
-
     def __init__(self, num_tasks: int = 1, *, from_logits: bool = False, **kwargs: Any) -> None:
         super().__init__(num_tasks, _from_logits=from_logits, **kwargs)
 
@@ -325,6 +346,10 @@ class CTR(_WeightedSumMetric):
 
     Args:
         num_tasks: number of tasks ``T``.
+        from_logits: ``preds`` are logits. The rate does not change; the option says what the
+            predictions are, as for every pointwise metric (a
+            :class:`~torchmetrics_ext.RecMetricModule` then reads its predictions as logits), and
+            the states are :class:`Calibration`'s with the same option (one compute group).
         validate_args: check each batch.
         kwargs: TorchMetrics options.
 
@@ -335,14 +360,20 @@ class CTR(_WeightedSumMetric):
         >>> metric.update(torch.tensor([0.3, 0.1, 0.2, 0.6]), torch.tensor([1, 0, 0, 0]))
         >>> metric.compute()
         tensor(0.2500, dtype=torch.float64)
+        >>> CTR(from_logits=True)(torch.tensor([-1.2, 3.0, 0.4, -0.5]), torch.tensor([1, 0, 0, 0]))
+        tensor(0.2500, dtype=torch.float64)
     """
 
     _preds_domain = "real"
+    _v1_logit_checkpoints = False  # from_logits came after checkpoints named the states
     reads_predictions = False
     is_differentiable = False
     higher_is_better = None
     plot_lower_bound = 0.0
     plot_upper_bound = 1.0
+
+    def __init__(self, num_tasks: int = 1, *, from_logits: bool = False, **kwargs: Any) -> None:
+        super().__init__(num_tasks, _from_logits=from_logits, **kwargs)
 
     def _compute_value(self, pred_sum: Tensor, label_sum: Tensor, total: Tensor) -> Tensor:  # type: ignore[override]
         return F._ctr_compute(label_sum, total)
@@ -359,6 +390,9 @@ class WeightedAverage(_WeightedSumMetric):
 
     Args:
         num_tasks: number of tasks ``T``.
+        from_logits: ``preds`` are logits: the mean predicted probability
+            :math:`\sum_i w_i \sigma(z_i) / \sum_i w_i` (float64 sigmoid). Its sum state is then
+            ``weighted_pred_sum_logits``.
         validate_args: check each batch.
         kwargs: TorchMetrics options.
 
@@ -369,17 +403,20 @@ class WeightedAverage(_WeightedSumMetric):
         >>> metric.update(torch.tensor([1.0, 3.0]), weights=torch.tensor([3.0, 1.0]))
         >>> metric.compute()
         tensor(1.5000, dtype=torch.float64)
+        >>> WeightedAverage(from_logits=True)(torch.tensor([0.0, 2.0, -2.0]))  # (0.5 + 0.881 + 0.119) / 3
+        tensor(0.5000, dtype=torch.float64)
     """
 
     # the total is computed otherwise than CTR's (see _batch_stats): a name of its own keeps them apart
     _state_names = ("weighted_pred_sum", "weighted_label_sum", "weighted_num_samples_plain")
     _preds_domain = "real"
     _target_domain = "real"
+    _v1_logit_checkpoints = False  # from_logits came after checkpoints named the states
     is_differentiable = True
     higher_is_better = None
 
-    def __init__(self, num_tasks: int = 1, **kwargs: Any) -> None:
-        super().__init__(num_tasks, **kwargs)
+    def __init__(self, num_tasks: int = 1, *, from_logits: bool = False, **kwargs: Any) -> None:
+        super().__init__(num_tasks, _from_logits=from_logits, **kwargs)
         self._load_former_names("weighted_num_samples_plain", "weighted_num_samples")  # its former name
 
     def update(self, preds: Tensor, target: Tensor | None = None, weights: Tensor | None = None) -> None:
@@ -500,14 +537,19 @@ class WeightedRecall(_ConfusionMetric):
 
 class _ErrorMetric(_PointwiseMetric):
     _state_names = ("sum_squared_error", "sum_absolute_error", "weighted_num_samples", "label_sum", "label_squared_sum")
+    _logit_dependent = ("sum_squared_error", "sum_absolute_error")
+    _v1_logit_checkpoints = False  # from_logits came after checkpoints named the states
     _preds_domain = "real"
     _target_domain = "real"
     is_differentiable = True
     higher_is_better = False
     plot_lower_bound: float | None = 0.0
 
+    def __init__(self, num_tasks: int = 1, *, from_logits: bool = False, **kwargs: Any) -> None:
+        super().__init__(num_tasks, _from_logits=from_logits, **kwargs)
+
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
-        return F._error_update(preds, target, weights)  # type: ignore[arg-type]
+        return F._error_update(preds, target, weights, self.from_logits)  # type: ignore[arg-type]
 
 
 class WeightedMSE(_ErrorMetric):
@@ -519,6 +561,11 @@ class WeightedMSE(_ErrorMetric):
 
     Args:
         num_tasks: number of tasks ``T``.
+        from_logits: ``preds`` are logits :math:`z_i` (any finite value) and the prediction is
+            :math:`p_i = \sigma(z_i)` (with 0/1 labels, the Brier score). The error
+            :math:`\sigma(z_i) - y_i` is computed in float64 from :math:`\sigma(-|z_i|)`, so a
+            confident prediction keeps its small error (``z = 40``, ``y = 1``: :math:`-4.2 \cdot
+            10^{-18}`, not 0). The error states are then named ``..._logits``.
         validate_args: check each batch (finite values, non-negative weights).
         kwargs: TorchMetrics options.
 
@@ -528,6 +575,8 @@ class WeightedMSE(_ErrorMetric):
         >>> metric = WeightedMSE()
         >>> metric(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 4.0]))
         tensor(2.5000, dtype=torch.float64)
+        >>> WeightedMSE(from_logits=True)(torch.tensor([0.0, 0.0]), torch.tensor([0.0, 1.0]))  # sigmoid(0) = 0.5
+        tensor(0.2500, dtype=torch.float64)
     """
 
     def _compute_value(self, *states: Tensor) -> Tensor:
@@ -539,6 +588,8 @@ class WeightedRMSE(_ErrorMetric):
 
     Args:
         num_tasks: number of tasks ``T``.
+        from_logits: ``preds`` are logits: the error of the probability :math:`\sigma(z_i)` (see
+            :class:`WeightedMSE`).
         validate_args: check each batch.
         kwargs: TorchMetrics options.
 
@@ -559,6 +610,8 @@ class WeightedMAE(_ErrorMetric):
 
     Args:
         num_tasks: number of tasks ``T``.
+        from_logits: ``preds`` are logits: the error of the probability :math:`\sigma(z_i)` (see
+            :class:`WeightedMSE`).
         validate_args: check each batch.
         kwargs: TorchMetrics options.
 

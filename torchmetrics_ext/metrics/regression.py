@@ -24,6 +24,8 @@ class WeightedR2(_ErrorMetric):
 
     Args:
         num_tasks: number of tasks ``T``; inputs are ``(N,)`` for one task or ``(T, N)``.
+        from_logits: ``preds`` are logits: the errors are those of :math:`\sigma(z_i)` (see
+            :class:`~torchmetrics_ext.WeightedMSE`).
         validate_args: check each batch (finite values, non-negative weights).
         kwargs: TorchMetrics options.
 
@@ -60,6 +62,8 @@ class WeightedNMSE(_ErrorMetric):
     Args:
         num_tasks: number of tasks ``T``.
         baseline: ``"one"`` (TorchRec's) or ``"mean"``.
+        from_logits: ``preds`` are logits: the errors are those of :math:`\sigma(z_i)` (see
+            :class:`~torchmetrics_ext.WeightedMSE`).
         validate_args: check each batch.
         kwargs: TorchMetrics options.
 
@@ -80,9 +84,11 @@ class WeightedNMSE(_ErrorMetric):
 
     _root = False
 
-    def __init__(self, num_tasks: int = 1, *, baseline: F.Baseline = "one", **kwargs: Any) -> None:
+    def __init__(
+        self, num_tasks: int = 1, *, baseline: F.Baseline = "one", from_logits: bool = False, **kwargs: Any
+    ) -> None:
         F._check_baseline(baseline)
-        super().__init__(num_tasks, **kwargs)
+        super().__init__(num_tasks, from_logits=from_logits, **kwargs)
         self.baseline: F.Baseline = baseline
 
     def _compute_value(  # type: ignore[override]
@@ -97,6 +103,8 @@ class WeightedNRMSE(WeightedNMSE):
     Args:
         num_tasks: number of tasks ``T``.
         baseline: ``"one"`` (TorchRec's) or ``"mean"`` (the weighted label mean).
+        from_logits: ``preds`` are logits: the errors are those of :math:`\sigma(z_i)` (see
+            :class:`~torchmetrics_ext.WeightedMSE`).
         validate_args: check each batch.
         kwargs: TorchMetrics options.
 

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.pointwise import _format_real
-from torchmetrics_ext.utilities.checks import single_task
+from torchmetrics_ext.utilities.checks import check_flag, single_task
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["regression_auc", "xauc"]
@@ -307,6 +307,7 @@ def regression_auc(
     target: Tensor,
     weights: Tensor | None = None,
     *,
+    from_logits: bool = False,
     validate_args: bool = True,
 ) -> Tensor:
     r"""Regression AUC (weighted C-index): the share of pairs with different labels ordered alike.
@@ -324,6 +325,9 @@ def regression_auc(
         target: finite real labels, same shape as ``preds``.
         weights: optional non-negative sample weights, shape of ``preds`` or ``(N,)`` (shared by
             all tasks); a pair weighs :math:`w_i w_j`.
+        from_logits: ``preds`` are logits. The value depends on the order of the predictions
+            alone, which the sigmoid keeps: the logits are ranked as given (a sigmoid that saturates
+            would tie them), so the value is that of ``sigmoid(preds)`` wherever the sigmoid does not.
         validate_args: check inputs (shapes, devices, finite values, weights >= 0) first.
 
     Returns:
@@ -347,6 +351,7 @@ def regression_auc(
         >>> regression_auc(preds, target)  # 4 concordant + one prediction tie (1/2) over 5 pairs
         tensor(0.9000, dtype=torch.float64)
     """
+    check_flag("from_logits", from_logits)
     single = single_task(preds)
     p, t, w = _format_real(preds, target, weights, validate_args)
     value = _regression_auc_compute(_pairwise_counts(p, t, w, relative=True))
@@ -358,6 +363,7 @@ def xauc(
     target: Tensor,
     weights: Tensor | None = None,
     *,
+    from_logits: bool = False,
     validate_args: bool = True,
 ) -> Tensor:
     r"""XAUC: the weighted share of all pairs whose predictions and labels order the same way.
@@ -376,6 +382,9 @@ def xauc(
         target: finite real labels, same shape as ``preds``.
         weights: optional non-negative sample weights, shape of ``preds`` or ``(N,)``; a pair of
             distinct samples weighs :math:`w_i w_j`.
+        from_logits: ``preds`` are logits. The value depends on the order of the predictions
+            alone, which the sigmoid keeps: the logits are ranked as given (a sigmoid that saturates
+            would tie them), so the value is that of ``sigmoid(preds)`` wherever the sigmoid does not.
         validate_args: check inputs first.
 
     Returns:
@@ -400,6 +409,7 @@ def xauc(
         >>> xauc(preds, target)  # 4 of 6 pairs agree; one label tie and one prediction tie do not
         tensor(0.6667, dtype=torch.float64)
     """
+    check_flag("from_logits", from_logits)
     single = single_task(preds)
     p, t, w = _format_real(preds, target, weights, validate_args)
     value = _xauc_compute(_pairwise_counts(p, t, w, relative=True))

@@ -17,7 +17,7 @@ from torchmetrics.utilities.data import dim_zero_cat
 from torchmetrics_ext.functional.auc import pairwise as F
 from torchmetrics_ext.metrics.auc.binary import _sample_major
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
-from torchmetrics_ext.utilities.checks import format_pointwise
+from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
 from torchmetrics_ext.utilities.device import on_device_path
 
 __all__ = ["XAUC", "RegressionAUC"]
@@ -44,8 +44,11 @@ class _PairwiseMetric(TaskMetric):
     pair_target: list[Tensor] | Tensor
     pair_weights: list[Tensor] | Tensor
 
-    def __init__(self, num_tasks: int = 1, **kwargs: Any) -> None:
+    def __init__(self, num_tasks: int = 1, *, from_logits: bool = False, **kwargs: Any) -> None:
         super().__init__(num_tasks, **kwargs)
+        # the order of the logits is that of the probabilities: the states (the scores as given)
+        # and the value do not depend on it, only what the predictions are declared to be
+        self.from_logits = check_flag("from_logits", from_logits)
         for name in _STATES:
             self._add_list_state(name, torch.float64)
 
@@ -68,12 +71,12 @@ class _PairwiseMetric(TaskMetric):
 
     @property
     def input_domains(self) -> InputDomains:
-        """Finite real predictions and labels."""
-        return InputDomains("real", "real")
+        """Finite real predictions and labels; with ``from_logits=True`` the predictions are logits (any finite)."""
+        return InputDomains("probability" if self.from_logits else "real", "real", self.from_logits)
 
     @property
     def shared_statistics_key(self) -> tuple[str, int]:
-        """``RegressionAUC`` and ``XAUC`` store the same samples."""
+        """``RegressionAUC`` and ``XAUC`` store the same samples, ``from_logits`` or not (the scores as given)."""
         return ("_PairwiseMetric", self.num_tasks)
 
     def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
@@ -122,6 +125,10 @@ class RegressionAUC(_PairwiseMetric):
 
     Args:
         num_tasks: number of tasks ``T``; inputs are ``(N,)`` for one task or ``(T, N)``.
+        from_logits: ``preds`` are logits. Concordance depends on the order of the predictions
+            alone, which the sigmoid keeps, so the logits are ranked as given (no sigmoid, which
+            would tie logits where it saturates): the value is that of ``sigmoid(preds)`` wherever
+            the sigmoid does not saturate, and the states are the same.
         validate_args: check each batch; a rejected batch raises and changes nothing.
         kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ``compute_on_cpu``, ...).
 
@@ -168,6 +175,10 @@ class XAUC(_PairwiseMetric):
 
     Args:
         num_tasks: number of tasks ``T``; inputs are ``(N,)`` for one task or ``(T, N)``.
+        from_logits: ``preds`` are logits. Concordance depends on the order of the predictions
+            alone, which the sigmoid keeps, so the logits are ranked as given (no sigmoid, which
+            would tie logits where it saturates): the value is that of ``sigmoid(preds)`` wherever
+            the sigmoid does not saturate, and the states are the same.
         validate_args: check each batch; a rejected batch raises and changes nothing.
         kwargs: TorchMetrics options.
 
@@ -192,6 +203,9 @@ class XAUC(_PairwiseMetric):
         >>> metric.update(torch.tensor([0.1, 0.3]), torch.tensor([0.0, 1.0]))
         >>> metric.update(torch.tensor([0.5, 0.5]), torch.tensor([1.0, 2.0]))
         >>> metric.compute()  # 4 of 6 pairs agree; one label tie and one prediction tie do not
+        tensor(0.6667, dtype=torch.float64)
+        >>> logits = torch.tensor([-2.2, -0.8, 0.0, 0.0])  # the same order as the probabilities above
+        >>> XAUC(from_logits=True)(logits, torch.tensor([0.0, 1.0, 1.0, 2.0]))
         tensor(0.6667, dtype=torch.float64)
     """
 

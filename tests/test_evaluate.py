@@ -1119,3 +1119,45 @@ def test_logged_logits_are_scored_with_from_logits(tmp_path, capsys):
     assert cli.main([*args, "--from-logits", "--output", str(tmp_path / "out.json")]) == 0
     record = json.loads((tmp_path / "out.json").read_text())["records"][0]
     np.testing.assert_allclose([record["ne"], record["auc"]], [expected["ne/t"], expected["auc/t"]], rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "metrics",
+    [
+        ["mse", "mae", "weighted_average"],  # no metric with a from_logits option: used to read raw logits
+        ["mse", "ctr", "rmse", "r_squared"],
+        ["mse", "mae", "weighted_average", "ne"],  # with one: always right
+        ["mse", "mrr"],
+    ],
+)
+def test_from_logits_feeds_sigmoid_whatever_metrics_are_asked_for(tmp_path, metrics):
+    """--from-logits: metrics without the option read sigmoid(logits) even when no metric has the option."""
+    rng = np.random.default_rng(9)
+    z = rng.normal(size=200) * 3
+    y = (rng.random(200) < 1 / (1 + np.exp(-z))).astype(np.int64)
+    w = rng.uniform(0.5, 2.0, 200)
+    session = np.repeat(np.arange(40), 5)
+    s = 1 / (1 + np.exp(-z))
+    sse = np.sum(w * (s - y) ** 2)
+    ctr = np.sum(w * y) / np.sum(w)
+    expected = {
+        "mse": sse / w.sum(),
+        "mae": np.sum(w * np.abs(s - y)) / w.sum(),
+        "rmse": np.sqrt(sse / w.sum()),
+        "weighted_average": np.sum(w * s) / w.sum(),
+        "r_squared": 1 - sse / np.sum(w * (y - ctr) ** 2),
+        "ctr": ctr,
+        "ne": log_loss(y, s, sample_weight=w) / -(ctr * np.log(ctr) + (1 - ctr) * np.log(1 - ctr)),
+        # ranking metrics rank the logits: the same order as the probabilities
+        "mrr": query_ref(z, y.astype(np.float64), session, w, len(z), "mrr"),
+    }
+    table = pa.table({"z": z, "y": y, "w": w, "q": session})
+    values = evaluate(table, {"t": ("z", "y")}, metrics, weights="w", session="q", from_logits=True).values
+    assert_close(values, {f"{m}/t": expected[m] for m in metrics})
+    pq.write_table(table, tmp_path / "logits.parquet")
+    out = tmp_path / "out.json"
+    args = ["evaluate", str(tmp_path / "logits.parquet"), "--task", "t=z:y", "--weights", "w", "--session", "q"]
+    args += ["--metrics", ",".join(metrics), "--from-logits", "--no-progress", "--output", str(out)]
+    assert cli.main(args) == 0
+    record = json.loads(out.read_text())["records"][0]
+    assert_close({f"{m}/t": record[m] for m in metrics}, {f"{m}/t": expected[m] for m in metrics})

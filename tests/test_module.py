@@ -347,6 +347,46 @@ def test_metrics_without_from_logits_read_probabilities_when_the_predictions_are
                 np.testing.assert_allclose(values[key].item(), value, rtol=1e-6, err_msg=key)
 
 
+def test_a_caller_that_knows_the_predictions_are_logits_gets_sigmoid_without_a_logit_metric():
+    """The private `_from_logits` (evaluate's --from-logits): MSE, WeightedAverage... alone read sigmoid(logits).
+
+    Without it the module learns that the predictions are logits only from a metric built with
+    from_logits=True; with none of those, MSE used to be computed on the raw logits.
+    """
+    data = make_data(12)
+    gen = torch.Generator().manual_seed(4)
+    for task in TASKS:
+        data[task.prediction_name] = torch.randn(600, generator=gen, dtype=torch.float64) * 3  # logits
+    metrics = {"mse": "mse", "mae": "mae", "avg": "weighted_average", "ctr": "ctr", "r2": "r_squared", "mrr": "mrr"}
+    module = build(metrics, _from_logits=True)
+    assert module.input_domains.from_logits
+    values = run(module, batches(data, [0, 250, 600]))
+    for task in TASKS:
+        z = data[task.prediction_name].numpy()
+        p, y = 1 / (1 + np.exp(-z)), data[task.label_name].double().numpy()
+        w = data[task.weight_name].numpy()
+        sse = (w * (p - y) ** 2).sum()
+        expected = {
+            "mse": sse / w.sum(),
+            "mae": (w * np.abs(p - y)).sum() / w.sum(),
+            "avg": (w * p).sum() / w.sum(),
+            "ctr": (w * y).sum() / w.sum(),
+            "r2": 1 - sse / (w * (y - (w * y).sum() / w.sum()) ** 2).sum(),
+        }
+        for name, value in expected.items():
+            np.testing.assert_allclose(values[f"{name}/{task.name}"].item(), value, rtol=1e-9, err_msg=name)
+    # ranking metrics rank the logits as given: the same values as a module over the same scores
+    plain = run(build({"mrr": "mrr"}), batches(data, [0, 250, 600]))
+    for task in TASKS:
+        assert values[f"mrr/{task.name}"].item() == plain[f"mrr/{task.name}"].item()
+    # metrics reading probabilities must read logits too
+    with pytest.raises(ValueError, match=r"logits, but metric\(s\) \['auc'\] read probabilities"):
+        build({"mse": "mse", "auc": "auc"}, _from_logits=True)
+    assert build(
+        {"auc": lambda num_tasks: tmx.AUC(num_tasks, from_logits=True)}, _from_logits=True
+    ).input_domains.from_logits
+
+
 @pytest.mark.parametrize("name", [n for n in metric_names() if "@" not in n])
 def test_metrics_that_do_not_read_predictions_ignore_them(name):
     """`reads_predictions = False` (the module keeps logits for those metrics) holds: other predictions, same value."""

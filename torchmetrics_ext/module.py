@@ -14,7 +14,7 @@ import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -28,6 +28,7 @@ from torchmetrics_ext.registry import build_metric, torchrec_names
 from torchmetrics_ext.utilities.checks import (
     _check_values_weight_bounds,
     all_unit_weights,
+    check_flag,
     check_int,
     format_pointwise,
 )
@@ -194,7 +195,17 @@ class RecMetricModule(nn.Module):
         prefix: str = "",
         key_style: str = "torchmetrics_ext",
         _window_options: Mapping[str, Mapping[str, Any]] | None = None,
+        _from_logits: bool = False,
     ) -> None:
+        # Private arguments, for the package's own callers (not part of the public contract):
+        # ``_window_options`` (see below), and ``_from_logits``: the caller knows that the prediction
+        # columns hold logits, whatever metrics it asks for (``evaluate(from_logits=True)``). Without
+        # it the module learns that only from a metric built with ``from_logits=True``, so with none
+        # (``mse``, ``weighted_average`` alone) it would feed them the raw logits. With it, metrics of
+        # the probability domain must be built with ``from_logits=True`` (ValueError otherwise),
+        # ``input_domains.from_logits`` is true, and the metrics are fed as when such a metric is
+        # present: those reading values without the option get ``sigmoid(logits)``, CTR ignores the
+        # predictions, ranking and pairwise metrics rank them as given.
         super().__init__()
         self.tasks = _check_tasks(tasks)
         num_tasks = len(self.tasks)
@@ -267,7 +278,17 @@ class RecMetricModule(nn.Module):
         self._needs_groups = [n for n, m in stacked.items() if "groups" in inspect.signature(m.update).parameters]
         _check_id_columns(self.tasks, self._needs_groups, list(per_task))
         stacked_domains = {n: m.input_domains for n, m in stacked.items()}
-        self._domains = InputDomains.strictest(stacked_domains | {n: ms[0].input_domains for n, ms in per_task.items()})
+        all_domains = stacked_domains | {n: ms[0].input_domains for n, ms in per_task.items()}
+        self._domains = InputDomains.strictest(all_domains)
+        if check_flag("_from_logits", _from_logits):
+            probabilities = {n: d for n, d in all_domains.items() if d is not None and d.preds == "probability"}
+            refused = [n for n, d in probabilities.items() if not d.from_logits]
+            if refused:
+                raise ValueError(
+                    f"The predictions are logits, but metric(s) {refused} read probabilities: build them "
+                    "with from_logits=True."
+                )
+            self._domains = replace(self._domains, from_logits=True)
         # The predictions are logits (a metric was built with from_logits=True): metrics without
         # that option (MSE, WeightedAverage, ...) would read raw logits as values, so they are fed
         # sigmoid(logits) instead; those that do not read predictions (CTR) keep the logits, and

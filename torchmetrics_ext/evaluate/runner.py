@@ -200,7 +200,8 @@ class _Plan:
         """Fresh metrics: registry names, and one ``RankingMetrics`` for every ranking name."""
         built: dict[str, Any] = {}
         for name in self.specs:
-            # logged logits: metrics with the option read them, the module feeds the others sigmoid(logits)
+            # logged logits: metrics with the option read them; the module (told by `module()`) feeds
+            # the others sigmoid(logits), whether or not a metric with the option is asked for
             takes = "from_logits" in inspect.signature(lookup(name)[0].cls.__init__).parameters
             options = {"from_logits": True} if self.from_logits and takes else {}
             built[name] = build_metric(name, num_tasks=len(self.tasks), **options)
@@ -223,7 +224,10 @@ class _Plan:
             )
             for t in self.tasks
         ]
-        return RecMetricModule(infos, self._metrics(), throughput=False)
+        # the module is told that the columns hold logits (its private `_from_logits`): it would
+        # otherwise learn it only from a metric built with from_logits=True, and with none (mse,
+        # weighted_average alone) feed the raw logits to metrics that read sigmoid(logits)
+        return RecMetricModule(infos, self._metrics(), throughput=False, _from_logits=self.from_logits)
 
     def records(self, values: Mapping[str, Tensor], segment: str, labels: Mapping[str, Any], rows: int) -> list[dict]:
         """One record per task from a module's ``compute()``."""
@@ -497,8 +501,9 @@ def evaluate(
             ``"skip"`` (drop invalid rows and report them in the result).
         progress: print a progress line on stderr (rank 0 only).
         from_logits: the prediction columns hold logits: metrics with a ``from_logits`` option read
-            them as such, the others (``mse``, ...) read ``sigmoid(logits)``, ranking and pairwise
-            metrics rank them as given (the module's rule, ``docs/module.md``).
+            them as such, the others (``mse``, ...) read ``sigmoid(logits)`` whether or not a metric
+            with the option is asked for, ranking and pairwise metrics rank them as given and
+            ``ctr`` ignores them (the module's rule, ``docs/module.md``).
 
     Returns:
         An :class:`~torchmetrics_ext.evaluate.EvaluationResult` (``.values`` dict, ``.to_pandas()``).

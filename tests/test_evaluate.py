@@ -372,7 +372,13 @@ BAD = {
     ),
     "negative weights": (
         _nan([300], "w", -1.0),
-        r"column 'w' \(weights\) has 1 row that are negative \(first at row 300,",
+        r"column 'w' \(weights\) has 1 row that is negative \(first at row 300,",
+    ),
+    "weights outside float32's range": (  # exact auc/gauc keep weights as float32
+        lambda df: df.assign(w=df.w.mask(df.index == 40, 1e-40).mask(df.index == 70, 1e39)),
+        r"column 'w' \(weights\) has 2 rows that are non-zero outside float32's range "
+        r"\[1\.1754944e-38, 3\.4028235e\+38\] \(exact auc, auprc, gauc and gauprc keep weights as float32; "
+        r"rescale the weights\) \(first at row 40,",
     ),
     "null labels": (
         lambda df: df.assign(y_click=df.y_click.astype("Int64").mask(df.index.isin([11, 12]))),
@@ -380,7 +386,7 @@ BAD = {
     ),
     "null session ids": (
         lambda df: df.assign(session=df.session.astype("Int64").mask(df.index == 99)),
-        r"column 'session' \(session ids\) has 1 row that are null \(first at row 99,",
+        r"column 'session' \(session ids\) has 1 row that is null \(first at row 99,",
     ),
 }
 
@@ -403,6 +409,56 @@ def test_on_invalid_skip_drops_the_rows_and_reports_them(tmp_path, frame):
     kept = frame.iloc[:800].drop(index=[400 + 7, 400 + 250, 400 + 399])
     expected = {f"{m}/{t}": v for t in ("click", "like") for m, v in references(kept, t).items()}
     assert_close({k: result.values[k] for k in expected}, expected)
+
+
+def test_weights_outside_float32s_range_are_invalid_rows_for_exact_auc_only():
+    """Exact AUC keeps weights as float32: such rows used to fail the module's update (no file, no skip)."""
+    p = np.array([0.1, 0.8, 0.6, 0.3, 0.7, 0.2, 0.9, 0.4])
+    y = np.array([0, 1, 1, 0, 1, 0, 0, 1])
+    w = np.array([1.0, 1e-40, 1.0, 2.0, 1e39, 0.5, 3.0, 1.0])
+    table = pa.table({"p": p, "y": y, "w": w})
+    with pytest.raises(InvalidDataError, match=r"<pyarrow.Table>: column 'w' \(weights\) has 2 rows that are non-zero"):
+        evaluate(table, {"t": ("p", "y")}, ["auc"], weights="w")
+    result = evaluate(table, {"t": ("p", "y")}, ["auc", "ctr"], weights="w", on_invalid="skip")
+    keep = (w == 0) | ((w >= np.finfo(np.float32).tiny) & (w <= np.finfo(np.float32).max))
+    assert (result.rows_read, result.rows_skipped) == (8, 2)
+    assert [(q.column, q.count, q.first_row) for q in result.problems] == [("w", 2, 1)]
+    assert "2 invalid rows skipped" in result.summary()
+    expected = {
+        "auc/t": roc_auc_score(y[keep], p[keep], sample_weight=w[keep]),
+        "ctr/t": np.average(y[keep], weights=w[keep]),
+    }
+    assert_close(result.values, expected)
+    # metrics that keep float64 sums take them; zero weights are fine everywhere
+    values = evaluate(table, {"t": ("p", "y")}, ["ctr"], weights="w").values
+    assert_close(values, {"ctr/t": np.average(y, weights=w)})
+    zero = pa.table({"p": p, "y": y, "w": np.where(keep, w, 0.0)})
+    assert_close(evaluate(zero, {"t": ("p", "y")}, ["auc"], weights="w").values, {"auc/t": expected["auc/t"]})
+    # one invalid row: "1 row that is ...", "1 invalid row skipped"
+    one = pa.table({"p": p, "y": y, "w": np.where(w > 1e38, 1.0, w)})
+    result = evaluate(one, {"t": ("p", "y")}, ["auc"], weights="w", on_invalid="skip")
+    assert "has 1 row that is non-zero outside float32's range" in str(result.problems[0])
+    assert result.summary().startswith("8 rows read, 1 invalid row skipped:")
+
+
+def _unchecked(monkeypatch) -> None:
+    """A row checker that knows no reason: what the module refuses reaches its update (a check it misses)."""
+    from torchmetrics_ext.evaluate.checks import RowChecker
+
+    monkeypatch.setattr(RowChecker, "_reasons", lambda self, kind, values: [])
+
+
+def test_a_value_the_row_checks_miss_is_the_documented_error_naming_the_file(tmp_path, monkeypatch, capsys):
+    """A ValueError of the module's update used to escape as is: no file, no rows, other ranks crashed."""
+    _unchecked(monkeypatch)
+    pq.write_table(pa.table({"p": [0.1, 0.8, 0.6, 0.3], "y": [0, 1, 1, 0]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"p": [0.2, 0.4, 1.5, 0.3, 0.6], "y": [0, 1, 1, 0, 1]}), tmp_path / "b.parquet")
+    for on_invalid in ("error", "skip"):  # rows a check does not know cannot be skipped: an error either way
+        with pytest.raises(InvalidDataError, match=r"b\.parquet: rows 2 to 3: .*probabilities in \[0, 1\]"):
+            evaluate(tmp_path, {"t": ("p", "y")}, ["auc"], batch_size=2, on_invalid=on_invalid)
+    args = ["evaluate", str(tmp_path), "--task", "t=p:y", "--metrics", "auc", "--batch-size", "2", "--no-progress"]
+    assert cli.main(args) == 2
+    assert "error: " in capsys.readouterr().err
 
 
 def test_integer_predictions_are_scores_from_every_source(tmp_path):
@@ -1078,6 +1134,25 @@ def test_invalid_rows_split_between_ranks_are_counted_once(ddp_pool, tmp_path, f
         evaluate(tmp_path, TASKS, METRICS, **KW)
     assert "has 3 rows that are NaN or infinite (first at row 7," in str(single.value)
     assert ddp_pool.run(_ddp_bad, str(tmp_path)) == [str(single.value)] * 2
+
+
+def _ddp_unchecked(rank: int, world_size: int, path: str) -> str:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _unchecked(monkeypatch)
+        try:
+            evaluate(path, {"t": ("p", "y")}, ["auc"])
+        except InvalidDataError as err:
+            return str(err)
+    return "no error"
+
+
+@pytest.mark.ddp
+def test_a_value_the_row_checks_miss_on_one_rank_fails_every_rank(ddp_pool, tmp_path):
+    """b.parquet (rank 1's) fails the module's update: rank 0 used to die in all_gather_object instead."""
+    pq.write_table(pa.table({"p": [0.1, 0.8, 0.6, 0.3], "y": [0, 1, 1, 0]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"p": [0.2, 0.4, 1.5], "y": [0, 1, 1]}), tmp_path / "b.parquet")
+    messages = ddp_pool.run(_ddp_unchecked, str(tmp_path))
+    assert messages[0] == messages[1] and re.match(r".*b\.parquet: rows 0 to 2: .*probabilities", messages[0])
 
 
 @pytest.mark.ddp

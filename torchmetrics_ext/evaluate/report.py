@@ -164,9 +164,10 @@ class EvaluationResult:
 
     def summary(self) -> str:
         """Rows read and skipped, and why."""
-        text = f"{self.rows_read:,} rows read"
+        text = f"{self.rows_read:,} {'row' if self.rows_read == 1 else 'rows'} read"
         if self.rows_skipped:
-            text += f", {self.rows_skipped:,} invalid rows skipped:\n" + "\n".join(f"  {p}" for p in self.problems)
+            rows = "row" if self.rows_skipped == 1 else "rows"
+            text += f", {self.rows_skipped:,} invalid {rows} skipped:\n" + "\n".join(f"  {p}" for p in self.problems)
         return text
 
     def write(self, path: str) -> None:

@@ -260,7 +260,7 @@ class _Run:
         self.module = plan.module()
         domains = self.module.input_domains  # what every row must satisfy
         probabilities = domains.preds == "probability" and not domains.from_logits
-        self.checker = RowChecker(plan.columns, probabilities, domains.target)
+        self.checker = RowChecker(plan.columns, probabilities, domains.target, domains.float32_weights)
         self.problems = Problems()
         self.rows_read = self.rows_skipped = 0
         self.segments: SegmentIndex | None = None
@@ -323,7 +323,13 @@ class _Run:
             self.rows_skipped += n - int(keep.sum())
             values = {name: v[keep] for name, v in values.items()}
         tensors = {name: _tensor(v) for name, v in values.items()}
-        self.module.update(tensors)
+        try:
+            self.module.update(tensors)  # a rejected batch changes no metric
+        except ValueError as err:
+            # a value the metrics refuse that the row checks do not know: the documented error,
+            # naming the file and the batch's rows, agreed by every rank in `finish` as the others
+            last = first_row + n - 1
+            raise InvalidDataError(f"{source.label}: rows {first_row:,} to {last:,}: {err}") from None
         if self.segments is not None and self.rows is not None:
             try:
                 segment = self.segments.encode({b: batch.column(b) for b in self.plan.by})
@@ -510,7 +516,10 @@ def evaluate(
 
     Raises:
         InvalidDataError: a file cannot be read, a column is missing or wrongly typed, or (with
-            ``on_invalid="error"``) rows hold null, NaN or out-of-domain values.
+            ``on_invalid="error"``) rows hold null, NaN or out-of-domain values (non-zero float64
+            weights outside float32's range too, for the exact AUC family, which keeps them as
+            float32). A record batch a metric still refuses (a value the row checks do not know)
+            raises it too, naming the file and the batch's rows, whatever ``on_invalid``.
         ValueError: bad arguments (unknown metric names list the known ones; a repeated or
             reserved ``by`` column; two tasks over the same columns).
 

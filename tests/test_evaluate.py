@@ -461,6 +461,19 @@ def test_a_value_the_row_checks_miss_is_the_documented_error_naming_the_file(tmp
     assert "error: " in capsys.readouterr().err
 
 
+def test_uint64_labels_and_weights_are_read_as_their_values():
+    """uint64 columns were viewed as int64 (right for ids): 2**63 and above became negative labels and weights."""
+    p = np.array([0.1, 0.8, 0.6, 0.3])
+    w = np.array([1, 2**63 + 2**11, 3, 1], dtype=np.uint64)
+    y = np.array([0, 1, 2**64 - 2**11, 0], dtype=np.uint64)
+    table = pa.table({"p": p, "y": pa.array([0, 1, 1, 0], pa.uint64()), "w": pa.array(w)})
+    values = evaluate(table, {"t": ("p", "y")}, ["ctr"], weights="w").values  # weight 2**63: not "negative"
+    assert_close(values, {"ctr/t": np.average([0.0, 1, 1, 0], weights=w.astype(np.float64))})
+    table = pa.table({"p": p, "y": pa.array(y)})
+    values = evaluate(table, {"t": ("p", "y")}, ["mse"]).values  # the label 2**64 - 2**11, not -2**11
+    assert_close(values, {"mse/t": np.mean((p - y.astype(np.float64)) ** 2)})
+
+
 def test_integer_predictions_are_scores_from_every_source(tmp_path):
     """Integer prediction columns (0/1 model outputs, counts) read as float64 from Parquet, Arrow, pandas
     and polars as from CSV; out-of-domain integers are invalid rows named with their file."""

@@ -174,7 +174,9 @@ def to_numpy(array: pa.Array | pa.ChunkedArray, kind: Kind) -> tuple[np.ndarray,
     """The values of a numeric column as numpy (zero-copy when possible) and its null mask (or ``None``).
 
     Integer predictions are scores like any other numbers: they become float64 (as a CSV file's
-    predictions are read), since the metrics take floating point predictions.
+    predictions are read), since the metrics take floating point predictions. uint64 ids keep
+    their bit pattern as int64 (it identifies the group as well); uint64 labels and weights become
+    float64, their value.
     """
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
@@ -189,8 +191,10 @@ def to_numpy(array: pa.Array | pa.ChunkedArray, kind: Kind) -> tuple[np.ndarray,
         values = values.astype(np.float64)  # exact up to 2**53, as the CSV reader's float64
     elif values.dtype == np.bool_:
         values = values.view(np.uint8)
-    elif values.dtype == np.uint64:
+    elif values.dtype == np.uint64 and kind == "id":
         values = values.view(np.int64)  # ids: the bit pattern identifies the group as well
+    elif values.dtype == np.uint64:
+        values = values.astype(np.float64)  # labels, weights: the value (a view would make 2**63 negative)
     elif values.dtype.kind == "u" and kind == "id":
         values = values.astype(np.int64)
     if (

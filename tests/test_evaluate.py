@@ -1017,6 +1017,53 @@ def test_cli_prints_the_table_and_writes_every_output_format(dataset, tmp_path, 
     assert pq.read_table(tmp_path / "out.parquet").num_rows == 6
 
 
+def test_binary_segment_values_reach_every_output_losslessly(tmp_path, capsys):
+    """Non-UTF-8 bytes used to fail the .csv output (Arrow refuses them as text) after the run, leaving a header."""
+    import ast
+    import csv
+
+    keys = [b"a", b"\xff", None, b"a", b"b'q'"]
+    fixed = pa.array([(k or b"zz")[:2].ljust(2) for k in keys], pa.binary(2))
+    table = pa.table({"p": [0.1, 0.8, 0.6, 0.3, 0.5], "y": [0, 1, 1, 0, 1], "k": pa.array(keys), "f": fixed})
+    pq.write_table(table, tmp_path / "in.parquet")
+    result = evaluate(table, {"t": ("p", "y")}, ["ctr"], by=["k"])
+    result.write(str(tmp_path / "out.csv"))
+    result.write(str(tmp_path / "out.parquet"))
+    result.write(str(tmp_path / "out.json"))
+    with open(tmp_path / "out.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    written = [ast.literal_eval(r["k"]) if r["k"] else None for r in rows]
+    assert written == [None, b"a", b"b'q'", b"\xff", None]  # overall, then the sorted segments (null last)
+    assert [float(r["ctr"]) for r in rows] == [0.6, 0.0, 1.0, 1.0, 1.0]
+    assert pq.read_table(tmp_path / "out.parquet").column("k").to_pylist() == [None, b"a", b"b'q'", b"\xff", None]
+    records = json.loads((tmp_path / "out.json").read_text())["records"]
+    assert [r["k"] for r in records] == [None, repr(b"a"), repr(b"b'q'"), repr(b"\xff"), None]
+    # fixed-size binary, from the command line
+    args = ["evaluate", str(tmp_path / "in.parquet"), "--task", "t=p:y", "--metrics", "ctr", "--by", "k,f"]
+    assert cli.main([*args, "--no-progress", "--output", str(tmp_path / "cli.csv")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    with open(tmp_path / "cli.csv", newline="") as handle:
+        assert {ast.literal_eval(r["f"]) for r in csv.DictReader(handle) if r["f"]} == set(fixed.to_pylist())
+
+
+def test_a_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    import pyarrow.csv
+
+    result = evaluate(pa.table({"p": [0.1, 0.8], "y": [0, 1]}), {"t": ("p", "y")}, ["ctr"])
+    (tmp_path / "old.csv").write_text("kept\n")
+
+    def fail(table, path):
+        with open(path, "w") as handle:
+            handle.write("segment,task\n")  # a header, then the failure
+        raise pa.ArrowInvalid("Invalid UTF8 payload")
+
+    monkeypatch.setattr(pyarrow.csv, "write_csv", fail)
+    for name in ("new.csv", "old.csv"):
+        with pytest.raises(pa.ArrowInvalid):
+            result.write(str(tmp_path / name))
+    assert sorted(os.listdir(tmp_path)) == ["old.csv"] and (tmp_path / "old.csv").read_text() == "kept\n"
+
+
 def test_integer_segment_values_of_any_size_reach_every_output(tmp_path, capsys):
     """uint64 ids above 2**63 and int64 ids above 2**53 stay exact in to_arrow (their own type),
     to_pandas (nullable integers) and the .csv/.parquet outputs, from a table and from a CSV file."""

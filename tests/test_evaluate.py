@@ -607,6 +607,23 @@ def test_csv_values_do_not_depend_on_the_block_or_batch_size(tmp_path, batch_siz
     assert result.rows_read == len(ref)
 
 
+@pytest.mark.parametrize("batch_size", [33_554_432, 2**31, 2**63])
+def test_any_batch_size_reads_every_source(tmp_path, capsys, batch_size):
+    """CSV's block size (64 bytes a row) overflowed pyarrow's int32 from 2**25 rows; every source from 2**63."""
+    p, y, g = [0.2, 0.7, 0.4, 0.9, 0.1], [0, 1, 1, 0, 0], ["a", "b", "a", "b", "a"]
+    table = pa.table({"p": p, "y": y, "g": g})
+    pa_csv.write_csv(table, tmp_path / "a.csv")
+    pq.write_table(table, tmp_path / "a.parquet")
+    expected = {"auc/t": roc_auc_score(y, p), "ctr/t": np.mean(y), "auc/t/g=a": 1.0, "ctr/t/g=a": 1 / 3}
+    expected |= {"auc/t/g=b": 0.0, "ctr/t/g=b": 0.5}
+    for data in (str(tmp_path / "a.csv"), str(tmp_path / "a.parquet"), table, table.to_pandas()):
+        values = evaluate(data, {"t": ("p", "y")}, ["auc", "ctr"], by=["g"], batch_size=batch_size).values
+        assert_close(values, expected)
+    args = ["evaluate", str(tmp_path / "a.csv"), "--task", "t=p:y", "--metrics", "ctr", "--batch-size", str(batch_size)]
+    assert cli.main([*args, "--no-progress"]) == 0
+    assert "5 rows read" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("batch_size", [1_000, 65_536])
 def test_quoted_line_breaks_in_a_csv_larger_than_a_block(tmp_path, batch_size):
     """RFC 4180 quoted fields with line breaks (an unread comment column) in a file larger than

@@ -40,6 +40,7 @@ _RANKING_KEY = "ranking"
 _RANKING_LABEL = "RankingMetrics"  # the metric RankingMetrics' undefined-value warnings name
 RECORD_FIELDS = ("segment", "task", "rows")  # the fields of a record besides the segment columns and metrics
 _NO_WEIGHTS = "<no weights>"  # a weight key never present in the batches: the module uses weight 1
+_MAX_BATCH_SIZE = 1 << 62  # larger batch sizes read as this one
 
 
 @dataclass(frozen=True)
@@ -502,7 +503,9 @@ def evaluate(
             Each column once, none named ``segment``, ``task``, ``rows`` or like a requested metric
             (the other fields of a record). Floats compare as numbers (``-0.0`` is ``0.0``); every
             NaN is one segment, apart from null. ``None`` or ``()``: no segments.
-        batch_size: rows per record batch (memory per batch, not a result setting).
+        batch_size: rows per record batch (memory per batch, not a result setting; any positive
+            size, those above ``2**62`` read as ``2**62``; CSV files are parsed in blocks of at
+            most 1 GiB, each cut into batches).
         on_invalid: ``"error"`` (raise, naming file, column, reason, count and first row) or
             ``"skip"`` (drop invalid rows and report them in the result).
         progress: print a progress line on stderr (rank 0 only).
@@ -543,7 +546,8 @@ def evaluate(
     """
     if on_invalid not in ON_INVALID:
         raise ValueError(f"Expected `on_invalid` to be one of {ON_INVALID}, got {on_invalid!r}.")
-    batch_size = check_int("batch_size", batch_size, 1)
+    # rows per batch only bound memory: any size is fine, within what Arrow's readers take (int64)
+    batch_size = min(check_int("batch_size", batch_size, 1), _MAX_BATCH_SIZE)
     plan = _Plan(tasks, metrics, weights, user, session, by, from_logits)
     run = _Run(plan, open_sources(data), batch_size, on_invalid, progress)
     return run.finish(run.stream())

@@ -28,6 +28,7 @@ __all__ = ["Chunk", "InvalidDataError", "Source", "open_sources"]
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv",)
+_MIN_BLOCK, _MAX_BLOCK = 1 << 20, 1 << 30  # bytes of CSV text the reader parses at once
 
 
 class InvalidDataError(ValueError):
@@ -142,7 +143,9 @@ class CsvSource(Source):
             include_columns=list(columns) if columns is not None else None,
             column_types=dict(types or {}),
         )
-        read = pa_csv.ReadOptions(block_size=max(1 << 20, 64 * batch_size))
+        # blocks of about `batch_size` rows, within what the reader takes (an int32 size): larger
+        # batch sizes get blocks of 1 GiB, cut into batches as any block (values never depend on it)
+        read = pa_csv.ReadOptions(block_size=min(max(_MIN_BLOCK, 64 * batch_size), _MAX_BLOCK))
         # quoted fields may hold line breaks (RFC 4180): without this a block boundary inside one
         # breaks the read, so a valid file would fail with its size (no measurable cost on plain files)
         parse = pa_csv.ParseOptions(newlines_in_values=True)

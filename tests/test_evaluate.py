@@ -915,6 +915,39 @@ def test_a_directory_skips_hidden_and_underscore_files_and_subdirectories(tmp_pa
         evaluate(tmp_path / "only", {"t": ("p", "y")}, ["ctr"])
 
 
+def test_a_glob_matching_directories_reads_them_as_directories(tmp_path, capsys):
+    """`logs/2024-06-*/` (the docs' example) used to be "no such file, directory or glob match"."""
+    rng = np.random.default_rng(2)
+    parts = {name: pa.table({"p": rng.random(6), "y": rng.integers(0, 2, 6)}) for name in ("a", "b", "c")}
+    logs = tmp_path / "logs"
+    for name, directory in (("a", "2024-06-01"), ("b", "2024-06-02/hour=3")):
+        (logs / directory).mkdir(parents=True)
+        pq.write_table(parts[name], logs / directory / f"{name}.parquet")
+    pa_csv.write_csv(parts["c"], logs / "2024-06-02" / "c.csv")
+    bad = pa.table({"p": [7.0], "y": [1]})  # read, it would fail the run: hidden, never read
+    (logs / "2024-06-02" / "_temporary").mkdir()
+    pq.write_table(bad, logs / "2024-06-02" / "_temporary" / "x.parquet")
+    pq.write_table(bad, logs / "2024-06-01" / ".x.parquet")
+    (logs / "_temporary").mkdir()
+    pq.write_table(bad, logs / "_temporary" / "x.parquet")
+    (logs / "2024-07-01").mkdir()  # matched by some globs, holds nothing
+    (logs / "_SUCCESS").write_text("")  # matched by "*", "**": skipped (its name starts with "_")
+    every = pa.concat_tables(parts.values())
+    y, p = every.column("y").to_numpy(), every.column("p").to_numpy()
+    expected = {"ctr/t": np.mean(y), "auc/t": roc_auc_score(y, p)}
+    for pattern in ("2024-06-*", "2024-06-*/", "2024-*", "*", "**", "2024-06-0[12]"):
+        result = evaluate(str(logs / pattern), {"t": ("p", "y")}, ["ctr", "auc"])
+        assert result.rows_read == 18, pattern  # every file once (** matches directories and their files)
+        assert_close(result.values, expected)
+    args = ["evaluate", str(logs / "2024-06-*") + "/", "--task", "t=p:y", "--metrics", "ctr", "--no-progress"]
+    assert cli.main(args) == 0 and "18 rows read" in capsys.readouterr().out
+    # a directory whose own name starts with "_" or "." is read when the glob asks for such names
+    for pattern in ("_temp*", "*/_temporary", "2024-06-0[2]/_*"):
+        assert evaluate(str(logs / pattern), {"t": ("p", "y")}, ["ctr"], on_invalid="skip").rows_read == 1
+    with pytest.raises(InvalidDataError, match=r"2024-07-\*: the glob matches 1 path\(s\) but no Parquet or CSV"):
+        evaluate(str(logs / "2024-07-*"), {"t": ("p", "y")}, ["ctr"])
+
+
 def test_missing_paths_and_bad_arguments(tmp_path, dataset):
     with pytest.raises(InvalidDataError, match="no such file, directory or glob match"):
         evaluate(tmp_path / "nope-*.parquet", TASKS)

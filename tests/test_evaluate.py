@@ -372,7 +372,13 @@ BAD = {
     ),
     "negative weights": (
         _nan([300], "w", -1.0),
-        r"column 'w' \(weights\) has 1 row that are negative \(first at row 300,",
+        r"column 'w' \(weights\) has 1 row that is negative \(first at row 300,",
+    ),
+    "weights outside float32's range": (  # exact auc/gauc keep weights as float32
+        lambda df: df.assign(w=df.w.mask(df.index == 40, 1e-40).mask(df.index == 70, 1e39)),
+        r"column 'w' \(weights\) has 2 rows that are non-zero outside float32's range "
+        r"\[1\.1754944e-38, 3\.4028235e\+38\] \(exact auc, auprc, gauc and gauprc keep weights as float32; "
+        r"rescale the weights\) \(first at row 40,",
     ),
     "null labels": (
         lambda df: df.assign(y_click=df.y_click.astype("Int64").mask(df.index.isin([11, 12]))),
@@ -380,7 +386,7 @@ BAD = {
     ),
     "null session ids": (
         lambda df: df.assign(session=df.session.astype("Int64").mask(df.index == 99)),
-        r"column 'session' \(session ids\) has 1 row that are null \(first at row 99,",
+        r"column 'session' \(session ids\) has 1 row that is null \(first at row 99,",
     ),
 }
 
@@ -403,6 +409,69 @@ def test_on_invalid_skip_drops_the_rows_and_reports_them(tmp_path, frame):
     kept = frame.iloc[:800].drop(index=[400 + 7, 400 + 250, 400 + 399])
     expected = {f"{m}/{t}": v for t in ("click", "like") for m, v in references(kept, t).items()}
     assert_close({k: result.values[k] for k in expected}, expected)
+
+
+def test_weights_outside_float32s_range_are_invalid_rows_for_exact_auc_only():
+    """Exact AUC keeps weights as float32: such rows used to fail the module's update (no file, no skip)."""
+    p = np.array([0.1, 0.8, 0.6, 0.3, 0.7, 0.2, 0.9, 0.4])
+    y = np.array([0, 1, 1, 0, 1, 0, 0, 1])
+    w = np.array([1.0, 1e-40, 1.0, 2.0, 1e39, 0.5, 3.0, 1.0])
+    table = pa.table({"p": p, "y": y, "w": w})
+    with pytest.raises(InvalidDataError, match=r"<pyarrow.Table>: column 'w' \(weights\) has 2 rows that are non-zero"):
+        evaluate(table, {"t": ("p", "y")}, ["auc"], weights="w")
+    result = evaluate(table, {"t": ("p", "y")}, ["auc", "ctr"], weights="w", on_invalid="skip")
+    keep = (w == 0) | ((w >= np.finfo(np.float32).tiny) & (w <= np.finfo(np.float32).max))
+    assert (result.rows_read, result.rows_skipped) == (8, 2)
+    assert [(q.column, q.count, q.first_row) for q in result.problems] == [("w", 2, 1)]
+    assert "2 invalid rows skipped" in result.summary()
+    expected = {
+        "auc/t": roc_auc_score(y[keep], p[keep], sample_weight=w[keep]),
+        "ctr/t": np.average(y[keep], weights=w[keep]),
+    }
+    assert_close(result.values, expected)
+    # metrics that keep float64 sums take them; zero weights are fine everywhere
+    values = evaluate(table, {"t": ("p", "y")}, ["ctr"], weights="w").values
+    assert_close(values, {"ctr/t": np.average(y, weights=w)})
+    zero = pa.table({"p": p, "y": y, "w": np.where(keep, w, 0.0)})
+    assert_close(evaluate(zero, {"t": ("p", "y")}, ["auc"], weights="w").values, {"auc/t": expected["auc/t"]})
+    # one invalid row: "1 row that is ...", "1 invalid row skipped"
+    one = pa.table({"p": p, "y": y, "w": np.where(w > 1e38, 1.0, w)})
+    result = evaluate(one, {"t": ("p", "y")}, ["auc"], weights="w", on_invalid="skip")
+    assert "has 1 row that is non-zero outside float32's range" in str(result.problems[0])
+    assert result.summary().startswith("8 rows read, 1 invalid row skipped:")
+
+
+def _unchecked(monkeypatch) -> None:
+    """A row checker that knows no reason: what the module refuses reaches its update (a check it misses)."""
+    from torchmetrics_ext.evaluate.checks import RowChecker
+
+    monkeypatch.setattr(RowChecker, "_reasons", lambda self, kind, values: [])
+
+
+def test_a_value_the_row_checks_miss_is_the_documented_error_naming_the_file(tmp_path, monkeypatch, capsys):
+    """A ValueError of the module's update used to escape as is: no file, no rows, other ranks crashed."""
+    _unchecked(monkeypatch)
+    pq.write_table(pa.table({"p": [0.1, 0.8, 0.6, 0.3], "y": [0, 1, 1, 0]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"p": [0.2, 0.4, 1.5, 0.3, 0.6], "y": [0, 1, 1, 0, 1]}), tmp_path / "b.parquet")
+    for on_invalid in ("error", "skip"):  # rows a check does not know cannot be skipped: an error either way
+        with pytest.raises(InvalidDataError, match=r"b\.parquet: rows 2 to 3: .*probabilities in \[0, 1\]"):
+            evaluate(tmp_path, {"t": ("p", "y")}, ["auc"], batch_size=2, on_invalid=on_invalid)
+    args = ["evaluate", str(tmp_path), "--task", "t=p:y", "--metrics", "auc", "--batch-size", "2", "--no-progress"]
+    assert cli.main(args) == 2
+    assert "error: " in capsys.readouterr().err
+
+
+def test_uint64_labels_and_weights_are_read_as_their_values():
+    """uint64 columns were viewed as int64 (right for ids): 2**63 and above became negative labels and weights."""
+    p = np.array([0.1, 0.8, 0.6, 0.3])
+    w = np.array([1, 2**63 + 2**11, 3, 1], dtype=np.uint64)
+    y = np.array([0, 1, 2**64 - 2**11, 0], dtype=np.uint64)
+    table = pa.table({"p": p, "y": pa.array([0, 1, 1, 0], pa.uint64()), "w": pa.array(w)})
+    values = evaluate(table, {"t": ("p", "y")}, ["ctr"], weights="w").values  # weight 2**63: not "negative"
+    assert_close(values, {"ctr/t": np.average([0.0, 1, 1, 0], weights=w.astype(np.float64))})
+    table = pa.table({"p": p, "y": pa.array(y)})
+    values = evaluate(table, {"t": ("p", "y")}, ["mse"]).values  # the label 2**64 - 2**11, not -2**11
+    assert_close(values, {"mse/t": np.mean((p - y.astype(np.float64)) ** 2)})
 
 
 def test_integer_predictions_are_scores_from_every_source(tmp_path):
@@ -536,6 +605,23 @@ def test_csv_values_do_not_depend_on_the_block_or_batch_size(tmp_path, batch_siz
         )
     assert_close({k: result.values[k] for k in expected}, expected)
     assert result.rows_read == len(ref)
+
+
+@pytest.mark.parametrize("batch_size", [33_554_432, 2**31, 2**63])
+def test_any_batch_size_reads_every_source(tmp_path, capsys, batch_size):
+    """CSV's block size (64 bytes a row) overflowed pyarrow's int32 from 2**25 rows; every source from 2**63."""
+    p, y, g = [0.2, 0.7, 0.4, 0.9, 0.1], [0, 1, 1, 0, 0], ["a", "b", "a", "b", "a"]
+    table = pa.table({"p": p, "y": y, "g": g})
+    pa_csv.write_csv(table, tmp_path / "a.csv")
+    pq.write_table(table, tmp_path / "a.parquet")
+    expected = {"auc/t": roc_auc_score(y, p), "ctr/t": np.mean(y), "auc/t/g=a": 1.0, "ctr/t/g=a": 1 / 3}
+    expected |= {"auc/t/g=b": 0.0, "ctr/t/g=b": 0.5}
+    for data in (str(tmp_path / "a.csv"), str(tmp_path / "a.parquet"), table, table.to_pandas()):
+        values = evaluate(data, {"t": ("p", "y")}, ["auc", "ctr"], by=["g"], batch_size=batch_size).values
+        assert_close(values, expected)
+    args = ["evaluate", str(tmp_path / "a.csv"), "--task", "t=p:y", "--metrics", "ctr", "--batch-size", str(batch_size)]
+    assert cli.main([*args, "--no-progress"]) == 0
+    assert "5 rows read" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("batch_size", [1_000, 65_536])
@@ -829,6 +915,39 @@ def test_a_directory_skips_hidden_and_underscore_files_and_subdirectories(tmp_pa
         evaluate(tmp_path / "only", {"t": ("p", "y")}, ["ctr"])
 
 
+def test_a_glob_matching_directories_reads_them_as_directories(tmp_path, capsys):
+    """`logs/2024-06-*/` (the docs' example) used to be "no such file, directory or glob match"."""
+    rng = np.random.default_rng(2)
+    parts = {name: pa.table({"p": rng.random(6), "y": rng.integers(0, 2, 6)}) for name in ("a", "b", "c")}
+    logs = tmp_path / "logs"
+    for name, directory in (("a", "2024-06-01"), ("b", "2024-06-02/hour=3")):
+        (logs / directory).mkdir(parents=True)
+        pq.write_table(parts[name], logs / directory / f"{name}.parquet")
+    pa_csv.write_csv(parts["c"], logs / "2024-06-02" / "c.csv")
+    bad = pa.table({"p": [7.0], "y": [1]})  # read, it would fail the run: hidden, never read
+    (logs / "2024-06-02" / "_temporary").mkdir()
+    pq.write_table(bad, logs / "2024-06-02" / "_temporary" / "x.parquet")
+    pq.write_table(bad, logs / "2024-06-01" / ".x.parquet")
+    (logs / "_temporary").mkdir()
+    pq.write_table(bad, logs / "_temporary" / "x.parquet")
+    (logs / "2024-07-01").mkdir()  # matched by some globs, holds nothing
+    (logs / "_SUCCESS").write_text("")  # matched by "*", "**": skipped (its name starts with "_")
+    every = pa.concat_tables(parts.values())
+    y, p = every.column("y").to_numpy(), every.column("p").to_numpy()
+    expected = {"ctr/t": np.mean(y), "auc/t": roc_auc_score(y, p)}
+    for pattern in ("2024-06-*", "2024-06-*/", "2024-*", "*", "**", "2024-06-0[12]"):
+        result = evaluate(str(logs / pattern), {"t": ("p", "y")}, ["ctr", "auc"])
+        assert result.rows_read == 18, pattern  # every file once (** matches directories and their files)
+        assert_close(result.values, expected)
+    args = ["evaluate", str(logs / "2024-06-*") + "/", "--task", "t=p:y", "--metrics", "ctr", "--no-progress"]
+    assert cli.main(args) == 0 and "18 rows read" in capsys.readouterr().out
+    # a directory whose own name starts with "_" or "." is read when the glob asks for such names
+    for pattern in ("_temp*", "*/_temporary", "2024-06-0[2]/_*"):
+        assert evaluate(str(logs / pattern), {"t": ("p", "y")}, ["ctr"], on_invalid="skip").rows_read == 1
+    with pytest.raises(InvalidDataError, match=r"2024-07-\*: the glob matches 1 path\(s\) but no Parquet or CSV"):
+        evaluate(str(logs / "2024-07-*"), {"t": ("p", "y")}, ["ctr"])
+
+
 def test_missing_paths_and_bad_arguments(tmp_path, dataset):
     with pytest.raises(InvalidDataError, match="no such file, directory or glob match"):
         evaluate(tmp_path / "nope-*.parquet", TASKS)
@@ -946,6 +1065,53 @@ def test_cli_prints_the_table_and_writes_every_output_format(dataset, tmp_path, 
         numbers
     )
     assert pq.read_table(tmp_path / "out.parquet").num_rows == 6
+
+
+def test_binary_segment_values_reach_every_output_losslessly(tmp_path, capsys):
+    """Non-UTF-8 bytes used to fail the .csv output (Arrow refuses them as text) after the run, leaving a header."""
+    import ast
+    import csv
+
+    keys = [b"a", b"\xff", None, b"a", b"b'q'"]
+    fixed = pa.array([(k or b"zz")[:2].ljust(2) for k in keys], pa.binary(2))
+    table = pa.table({"p": [0.1, 0.8, 0.6, 0.3, 0.5], "y": [0, 1, 1, 0, 1], "k": pa.array(keys), "f": fixed})
+    pq.write_table(table, tmp_path / "in.parquet")
+    result = evaluate(table, {"t": ("p", "y")}, ["ctr"], by=["k"])
+    result.write(str(tmp_path / "out.csv"))
+    result.write(str(tmp_path / "out.parquet"))
+    result.write(str(tmp_path / "out.json"))
+    with open(tmp_path / "out.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    written = [ast.literal_eval(r["k"]) if r["k"] else None for r in rows]
+    assert written == [None, b"a", b"b'q'", b"\xff", None]  # overall, then the sorted segments (null last)
+    assert [float(r["ctr"]) for r in rows] == [0.6, 0.0, 1.0, 1.0, 1.0]
+    assert pq.read_table(tmp_path / "out.parquet").column("k").to_pylist() == [None, b"a", b"b'q'", b"\xff", None]
+    records = json.loads((tmp_path / "out.json").read_text())["records"]
+    assert [r["k"] for r in records] == [None, repr(b"a"), repr(b"b'q'"), repr(b"\xff"), None]
+    # fixed-size binary, from the command line
+    args = ["evaluate", str(tmp_path / "in.parquet"), "--task", "t=p:y", "--metrics", "ctr", "--by", "k,f"]
+    assert cli.main([*args, "--no-progress", "--output", str(tmp_path / "cli.csv")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    with open(tmp_path / "cli.csv", newline="") as handle:
+        assert {ast.literal_eval(r["f"]) for r in csv.DictReader(handle) if r["f"]} == set(fixed.to_pylist())
+
+
+def test_a_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    import pyarrow.csv
+
+    result = evaluate(pa.table({"p": [0.1, 0.8], "y": [0, 1]}), {"t": ("p", "y")}, ["ctr"])
+    (tmp_path / "old.csv").write_text("kept\n")
+
+    def fail(table, path):
+        with open(path, "w") as handle:
+            handle.write("segment,task\n")  # a header, then the failure
+        raise pa.ArrowInvalid("Invalid UTF8 payload")
+
+    monkeypatch.setattr(pyarrow.csv, "write_csv", fail)
+    for name in ("new.csv", "old.csv"):
+        with pytest.raises(pa.ArrowInvalid):
+            result.write(str(tmp_path / name))
+    assert sorted(os.listdir(tmp_path)) == ["old.csv"] and (tmp_path / "old.csv").read_text() == "kept\n"
 
 
 def test_integer_segment_values_of_any_size_reach_every_output(tmp_path, capsys):
@@ -1080,6 +1246,25 @@ def test_invalid_rows_split_between_ranks_are_counted_once(ddp_pool, tmp_path, f
     assert ddp_pool.run(_ddp_bad, str(tmp_path)) == [str(single.value)] * 2
 
 
+def _ddp_unchecked(rank: int, world_size: int, path: str) -> str:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _unchecked(monkeypatch)
+        try:
+            evaluate(path, {"t": ("p", "y")}, ["auc"])
+        except InvalidDataError as err:
+            return str(err)
+    return "no error"
+
+
+@pytest.mark.ddp
+def test_a_value_the_row_checks_miss_on_one_rank_fails_every_rank(ddp_pool, tmp_path):
+    """b.parquet (rank 1's) fails the module's update: rank 0 used to die in all_gather_object instead."""
+    pq.write_table(pa.table({"p": [0.1, 0.8, 0.6, 0.3], "y": [0, 1, 1, 0]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"p": [0.2, 0.4, 1.5], "y": [0, 1, 1]}), tmp_path / "b.parquet")
+    messages = ddp_pool.run(_ddp_unchecked, str(tmp_path))
+    assert messages[0] == messages[1] and re.match(r".*b\.parquet: rows 0 to 2: .*probabilities", messages[0])
+
+
 @pytest.mark.ddp
 def test_torchrun_command_equals_one_process(dataset, tmp_path):
     out = tmp_path / "ddp.json"
@@ -1119,3 +1304,45 @@ def test_logged_logits_are_scored_with_from_logits(tmp_path, capsys):
     assert cli.main([*args, "--from-logits", "--output", str(tmp_path / "out.json")]) == 0
     record = json.loads((tmp_path / "out.json").read_text())["records"][0]
     np.testing.assert_allclose([record["ne"], record["auc"]], [expected["ne/t"], expected["auc/t"]], rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "metrics",
+    [
+        ["mse", "mae", "weighted_average"],  # no metric with a from_logits option: used to read raw logits
+        ["mse", "ctr", "rmse", "r_squared"],
+        ["mse", "mae", "weighted_average", "ne"],  # with one: always right
+        ["mse", "mrr"],
+    ],
+)
+def test_from_logits_feeds_sigmoid_whatever_metrics_are_asked_for(tmp_path, metrics):
+    """--from-logits: metrics without the option read sigmoid(logits) even when no metric has the option."""
+    rng = np.random.default_rng(9)
+    z = rng.normal(size=200) * 3
+    y = (rng.random(200) < 1 / (1 + np.exp(-z))).astype(np.int64)
+    w = rng.uniform(0.5, 2.0, 200)
+    session = np.repeat(np.arange(40), 5)
+    s = 1 / (1 + np.exp(-z))
+    sse = np.sum(w * (s - y) ** 2)
+    ctr = np.sum(w * y) / np.sum(w)
+    expected = {
+        "mse": sse / w.sum(),
+        "mae": np.sum(w * np.abs(s - y)) / w.sum(),
+        "rmse": np.sqrt(sse / w.sum()),
+        "weighted_average": np.sum(w * s) / w.sum(),
+        "r_squared": 1 - sse / np.sum(w * (y - ctr) ** 2),
+        "ctr": ctr,
+        "ne": log_loss(y, s, sample_weight=w) / -(ctr * np.log(ctr) + (1 - ctr) * np.log(1 - ctr)),
+        # ranking metrics rank the logits: the same order as the probabilities
+        "mrr": query_ref(z, y.astype(np.float64), session, w, len(z), "mrr"),
+    }
+    table = pa.table({"z": z, "y": y, "w": w, "q": session})
+    values = evaluate(table, {"t": ("z", "y")}, metrics, weights="w", session="q", from_logits=True).values
+    assert_close(values, {f"{m}/t": expected[m] for m in metrics})
+    pq.write_table(table, tmp_path / "logits.parquet")
+    out = tmp_path / "out.json"
+    args = ["evaluate", str(tmp_path / "logits.parquet"), "--task", "t=z:y", "--weights", "w", "--session", "q"]
+    args += ["--metrics", ",".join(metrics), "--from-logits", "--no-progress", "--output", str(out)]
+    assert cli.main(args) == 0
+    record = json.loads(out.read_text())["records"][0]
+    assert_close({f"{m}/t": record[m] for m in metrics}, {f"{m}/t": expected[m] for m in metrics})

@@ -20,6 +20,7 @@ from tests.test_auc import ref_grouped
 from tests.test_pointwise import ref_ne
 from torchmetrics_ext import module as module_mod
 from torchmetrics_ext.aggregation import Sum
+from torchmetrics_ext.module import _logit_columns
 from torchmetrics_ext.registry import build_metric, lookup, metric_names
 from torchmetrics_ext.utilities.device import force_device_path
 
@@ -451,6 +452,48 @@ def test_a_logits_metric_of_values_next_to_a_probability_metric_disagrees():
             build({"auc": "auc", "logits": logits})
     # the same metrics without the option agree with probabilities (today's configs)
     assert not build({"auc": "auc", "mse": "mse", "xauc": "xauc", "ctr": "ctr"}).input_domains.from_logits
+
+
+def test_a_caller_that_knows_the_predictions_are_logits_gets_sigmoid_without_a_logit_metric():
+    """`_logit_columns()` (evaluate's --from-logits): MSE, WeightedAverage... alone read sigmoid(logits).
+
+    Without it the module learns that the predictions are logits only from a metric built with
+    from_logits=True; with none of those, MSE used to be computed on the raw logits.
+    """
+    data = make_data(12)
+    gen = torch.Generator().manual_seed(4)
+    for task in TASKS:
+        data[task.prediction_name] = torch.randn(600, generator=gen, dtype=torch.float64) * 3  # logits
+    metrics = {"mse": "mse", "mae": "mae", "avg": "weighted_average", "ctr": "ctr", "r2": "r_squared", "mrr": "mrr"}
+    with _logit_columns():
+        module = build(metrics)
+    assert module.input_domains.from_logits
+    values = run(module, batches(data, [0, 250, 600]))
+    for task in TASKS:
+        z = data[task.prediction_name].numpy()
+        p, y = 1 / (1 + np.exp(-z)), data[task.label_name].double().numpy()
+        w = data[task.weight_name].numpy()
+        sse = (w * (p - y) ** 2).sum()
+        expected = {
+            "mse": sse / w.sum(),
+            "mae": (w * np.abs(p - y)).sum() / w.sum(),
+            "avg": (w * p).sum() / w.sum(),
+            "ctr": (w * y).sum() / w.sum(),
+            "r2": 1 - sse / (w * (y - (w * y).sum() / w.sum()) ** 2).sum(),
+        }
+        for name, value in expected.items():
+            np.testing.assert_allclose(values[f"{name}/{task.name}"].item(), value, rtol=1e-9, err_msg=name)
+    # ranking metrics rank the logits as given: the same values as a module over the same scores
+    plain = run(build({"mrr": "mrr"}), batches(data, [0, 250, 600]))
+    for task in TASKS:
+        assert values[f"mrr/{task.name}"].item() == plain[f"mrr/{task.name}"].item()
+    # metrics reading probabilities must read logits too
+    with pytest.raises(ValueError, match=r"logits, but metric\(s\) \['auc'\] read probabilities"):
+        with _logit_columns():
+            build({"mse": "mse", "auc": "auc"})
+    with _logit_columns():
+        assert build({"auc": lambda num_tasks: tmx.AUC(num_tasks, from_logits=True)}).input_domains.from_logits
+    assert not build({"mse": "mse"}).input_domains.from_logits  # only while the block builds
 
 
 @pytest.mark.parametrize("name", [n for n in metric_names() if "@" not in n])

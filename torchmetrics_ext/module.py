@@ -13,9 +13,9 @@ import warnings
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -41,6 +41,9 @@ KEY_STYLES = ("torchmetrics_ext", "torchrec")
 # Windowed options per metric name while `from_torchrec_config` builds a module (TorchRec's window
 # rules: not constructor arguments, so the public signature stays the documented one)
 _WINDOW_OPTIONS: ContextVar[Mapping[str, Mapping[str, Any]] | None] = ContextVar("tmx_window_options", default=None)
+# Set by `_logit_columns()` while a caller that knows the prediction columns hold logits, whatever
+# metrics it asks for, builds a module (`evaluate(from_logits=True)`): not a constructor argument.
+_LOGIT_COLUMNS: ContextVar[bool] = ContextVar("tmx_logit_columns", default=False)
 _THROUGHPUT = ("\0throughput", "lifetime")  # the throughput's entry in the fused gather
 # id of a metric object -> (the metric, the module built on it), both weakly: an instance given to
 # two live modules is rejected (by id: a TorchMetrics metric's hash follows its states)
@@ -271,9 +274,19 @@ class RecMetricModule(nn.Module):
         self._needs_groups = [n for n, m in stacked.items() if "groups" in inspect.signature(m.update).parameters]
         _check_id_columns(self.tasks, self._needs_groups, list(per_task))
         stacked_domains = {n: m.input_domains for n, m in stacked.items()}
-        self._domains = InputDomains.strictest(stacked_domains | {n: ms[0].input_domains for n, ms in per_task.items()})
-        # The predictions are logits (a metric was built with from_logits=True): metrics of values
-        # built without it (MSE, WeightedAverage, ...) would read raw logits as values, so they are fed
+        all_domains = stacked_domains | {n: ms[0].input_domains for n, ms in per_task.items()}
+        self._domains = InputDomains.strictest(all_domains)
+        if _LOGIT_COLUMNS.get():  # the caller knows the columns hold logits (see `_logit_columns`)
+            probabilities = {n: d for n, d in all_domains.items() if d is not None and d.preds == "probability"}
+            refused = [n for n, d in probabilities.items() if not d.from_logits]
+            if refused:
+                raise ValueError(
+                    f"The predictions are logits, but metric(s) {refused} read probabilities: build them "
+                    "with from_logits=True."
+                )
+            self._domains = replace(self._domains, from_logits=True)
+        # The predictions are logits (a metric was built with from_logits=True): metrics without
+        # that option (MSE, WeightedAverage, ...) would read raw logits as values, so they are fed
         # sigmoid(logits) instead; those that do not read predictions (CTR) keep the logits, and
         # ranking copies and pairwise concordance (RegressionAUC, XAUC) rank the scores as given.
         self._fed_probabilities = _fed_probabilities(stacked, stacked_domains, self._domains.from_logits)
@@ -977,6 +990,25 @@ class RecMetricModule(nn.Module):
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+@contextmanager
+def _logit_columns() -> Iterator[None]:
+    """Modules built in this block read their prediction columns as logits, whatever their metrics.
+
+    Without it a module learns that the predictions are logits only from a metric built with
+    ``from_logits=True``, so with none (``mse`` or ``weighted_sum_predictions`` alone) it would
+    feed them the raw logits. In the block, metrics of the probability domain must be built with
+    ``from_logits=True`` (``ValueError`` otherwise), ``input_domains.from_logits`` is true, and the
+    metrics are fed as when such a metric is present: those of values without the option get
+    ``sigmoid(logits)``, CTR ignores the predictions, ranking and pairwise metrics rank them as given.
+    For the package's own callers (``evaluate(from_logits=True)``).
+    """
+    token = _LOGIT_COLUMNS.set(True)
+    try:
+        yield
+    finally:
+        _LOGIT_COLUMNS.reset(token)
 
 
 def _in_module(error: ValueError) -> ValueError:

@@ -8,6 +8,7 @@ row number, so one error (or, with ``on_invalid="skip"``, one report) says exact
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -50,9 +51,11 @@ class Problem:
     first_row: int = -1
 
     def __str__(self) -> str:
-        rows = "row" if self.count == 1 else "rows"
+        rows, reason = "rows", self.reason
+        if self.count == 1:  # "1 row that is null", "2 rows that are null"
+            rows, reason = "row", re.sub(r"^that are\b", "that is", reason)
         return (
-            f"{self.source}: column {self.column!r} ({self.role}) has {self.count:,} {rows} {self.reason} "
+            f"{self.source}: column {self.column!r} ({self.role}) has {self.count:,} {rows} {reason} "
             f"(first at row {self.first_row:,}, counting from 0)"
         )
 
@@ -171,7 +174,9 @@ def to_numpy(array: pa.Array | pa.ChunkedArray, kind: Kind) -> tuple[np.ndarray,
     """The values of a numeric column as numpy (zero-copy when possible) and its null mask (or ``None``).
 
     Integer predictions are scores like any other numbers: they become float64 (as a CSV file's
-    predictions are read), since the metrics take floating point predictions.
+    predictions are read), since the metrics take floating point predictions. uint64 ids keep
+    their bit pattern as int64 (it identifies the group as well); uint64 labels and weights become
+    float64, their value.
     """
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
@@ -186,8 +191,10 @@ def to_numpy(array: pa.Array | pa.ChunkedArray, kind: Kind) -> tuple[np.ndarray,
         values = values.astype(np.float64)  # exact up to 2**53, as the CSV reader's float64
     elif values.dtype == np.bool_:
         values = values.view(np.uint8)
-    elif values.dtype == np.uint64:
+    elif values.dtype == np.uint64 and kind == "id":
         values = values.view(np.int64)  # ids: the bit pattern identifies the group as well
+    elif values.dtype == np.uint64:
+        values = values.astype(np.float64)  # labels, weights: the value (a view would make 2**63 negative)
     elif values.dtype.kind == "u" and kind == "id":
         values = values.astype(np.int64)
     if (
@@ -202,21 +209,36 @@ def to_numpy(array: pa.Array | pa.ChunkedArray, kind: Kind) -> tuple[np.ndarray,
 
 
 _INT32 = np.iinfo(np.int32)
+_FLOAT32 = np.finfo(np.float32)
+_FLOAT32_REASON = (
+    f"that are non-zero outside float32's range [{_FLOAT32.tiny:.8g}, {_FLOAT32.max:.8g}] (exact auc, auprc, "
+    "gauc and gauprc keep weights as float32; rescale the weights)"
+)
 
 
 class RowChecker:
     """Finds invalid rows of a batch for every column, given the metrics' joint input domains.
 
+    Every per-row condition the metrics refuse (:class:`~torchmetrics_ext.metrics.base.InputDomains`,
+    as :class:`~torchmetrics_ext.RecMetricModule` checks it) is a reason here, so that such rows are
+    counted, named and skippable rather than failing the module's update.
+
     Args:
         columns: the columns read (segments are never invalid: a null is its own segment).
         probabilities: whether predictions must lie in ``[0, 1]`` (otherwise any finite number).
         target: ``"binary"`` ({0, 1}), ``"unit"`` ([0, 1]), ``"nonnegative"`` or ``"real"`` (finite).
+        float32_weights: non-zero float64 weights must keep their value as float32, within
+            ``[1.18e-38, 3.4e38]`` (exact AUC, AUPRC, GAUC and GAUPRC store them so); weights of
+            narrower or integer types always do.
     """
 
-    def __init__(self, columns: Sequence[Column], probabilities: bool, target: str) -> None:
+    def __init__(
+        self, columns: Sequence[Column], probabilities: bool, target: str, float32_weights: bool = False
+    ) -> None:
         self.columns = [c for c in columns if c.kind != "segment"]
         self.probabilities = probabilities
         self.target = target
+        self.float32_weights = float32_weights
 
     def _reasons(self, kind: Kind, values: np.ndarray) -> list[tuple[str, np.ndarray]]:
         out: list[tuple[str, np.ndarray]] = []
@@ -233,6 +255,10 @@ class RowChecker:
             out.append(("outside [0, 1]", (values < 0) | (values > 1)))
         elif kind == "label" and self.target == "binary":
             out.append(("that are not 0 or 1", (values != 0) & (values != 1)))
+        if kind == "weight" and self.float32_weights and values.dtype == np.float64:
+            # as the module's check (utilities.checks.check_float32_range): float64 columns only
+            outside = (values > _FLOAT32.max) | ((values > 0) & (values < _FLOAT32.tiny))
+            out.append((_FLOAT32_REASON, outside & np.isfinite(values)))  # ±inf: "NaN or infinite" only
         return out
 
     def check(

@@ -164,19 +164,37 @@ class EvaluationResult:
 
     def summary(self) -> str:
         """Rows read and skipped, and why."""
-        text = f"{self.rows_read:,} rows read"
+        text = f"{self.rows_read:,} {'row' if self.rows_read == 1 else 'rows'} read"
         if self.rows_skipped:
-            text += f", {self.rows_skipped:,} invalid rows skipped:\n" + "\n".join(f"  {p}" for p in self.problems)
+            rows = "row" if self.rows_skipped == 1 else "rows"
+            text += f", {self.rows_skipped:,} invalid {rows} skipped:\n" + "\n".join(f"  {p}" for p in self.problems)
         return text
 
     def write(self, path: str) -> None:
-        """Write the records to ``.json`` (with the row counts and problems), ``.csv`` or ``.parquet``.
+        r"""Write the records to ``.json`` (with the row counts and problems), ``.csv`` or ``.parquet``.
+
+        Binary segment values (``bytes``) are written as Python bytes literals (``b'a'``,
+        ``b'\xff'``, lossless: ``ast.literal_eval`` gives the bytes back) in ``.json`` and ``.csv``,
+        which hold text, as in the ``segment`` labels; ``.parquet`` keeps them binary. The file is
+        written under a temporary name in the same directory and renamed when complete, so a
+        failed write leaves no partial file (and an existing file as it was).
 
         Raises:
             ValueError: see :func:`check_output_path`.
+            OSError: the file cannot be written (the directory went away, the disk is full...).
         """
         check_output_path(path)
         suffix = os.path.splitext(path)[1].lower()
+        directory, name = os.path.split(os.path.abspath(path))
+        partial = os.path.join(directory, f".{name}.{os.getpid()}.partial")
+        try:
+            self._write(partial, suffix)
+            os.replace(partial, path)
+        finally:
+            if os.path.exists(partial):
+                os.remove(partial)
+
+    def _write(self, path: str, suffix: str) -> None:
         if suffix == ".json":
             payload = {
                 "tasks": list(self.tasks),
@@ -194,11 +212,24 @@ class EvaluationResult:
         elif suffix == ".csv":
             import pyarrow.csv as pa_csv
 
-            pa_csv.write_csv(self.to_arrow(), path)
+            pa_csv.write_csv(_binary_as_text(self.to_arrow()), path)
         elif suffix in (".parquet", ".pq"):
             import pyarrow.parquet as pq
 
             pq.write_table(self.to_arrow(), path)
+
+
+def _binary_as_text(table: pa.Table) -> pa.Table:
+    r"""``table`` with every binary column as text: Python bytes literals (``b'\xff'``), nulls kept.
+
+    CSV holds text: Arrow writes binary values as they are, and refuses those that are not UTF-8.
+    """
+    for i, column in enumerate(table.schema):
+        dtype = column.type
+        if pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype) or pa.types.is_fixed_size_binary(dtype):
+            text = [None if v is None else repr(v) for v in table.column(i).to_pylist()]
+            table = table.set_column(i, column.name, pa.array(text, pa.string()))
+    return table
 
 
 def _number(value: float) -> str:

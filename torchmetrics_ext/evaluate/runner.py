@@ -27,7 +27,7 @@ from torchmetrics_ext.evaluate.report import OVERALL, EvaluationResult, Progress
 from torchmetrics_ext.evaluate.segments import SegmentIndex, SegmentRows, discover_segments
 from torchmetrics_ext.evaluate.sources import Chunk, InvalidDataError, Source, open_sources
 from torchmetrics_ext.metrics.ranking import RankingMetrics
-from torchmetrics_ext.module import RecMetricModule, RecTaskInfo
+from torchmetrics_ext.module import RecMetricModule, RecTaskInfo, _logit_columns
 from torchmetrics_ext.registry import build_metric, lookup
 from torchmetrics_ext.utilities.checks import check_flag, check_int
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
@@ -40,6 +40,7 @@ _RANKING_KEY = "ranking"
 _RANKING_LABEL = "RankingMetrics"  # the metric RankingMetrics' undefined-value warnings name
 RECORD_FIELDS = ("segment", "task", "rows")  # the fields of a record besides the segment columns and metrics
 _NO_WEIGHTS = "<no weights>"  # a weight key never present in the batches: the module uses weight 1
+_MAX_BATCH_SIZE = 1 << 62  # larger batch sizes read as this one
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,8 @@ class _Plan:
         """Fresh metrics: registry names, and one ``RankingMetrics`` for every ranking name."""
         built: dict[str, Any] = {}
         for name in self.specs:
-            # logged logits: metrics with the option read them, the module feeds the others sigmoid(logits)
+            # logged logits: metrics with the option read them; the module (told by `module()`) feeds
+            # the others sigmoid(logits), whether or not a metric with the option is asked for
             takes = "from_logits" in inspect.signature(lookup(name)[0].cls.__init__).parameters
             options = {"from_logits": True} if self.from_logits and takes else {}
             built[name] = build_metric(name, num_tasks=len(self.tasks), **options)
@@ -223,7 +225,13 @@ class _Plan:
             )
             for t in self.tasks
         ]
-        return RecMetricModule(infos, self._metrics(), throughput=False)
+        # the module is told that the columns hold logits (`_logit_columns`): it would otherwise learn
+        # it only from a metric built with from_logits=True, and with none (weighted_sum_predictions
+        # alone) feed the raw logits to metrics that read sigmoid(logits)
+        if not self.from_logits:
+            return RecMetricModule(infos, self._metrics(), throughput=False)
+        with _logit_columns():
+            return RecMetricModule(infos, self._metrics(), throughput=False)
 
     def records(self, values: Mapping[str, Tensor], segment: str, labels: Mapping[str, Any], rows: int) -> list[dict]:
         """One record per task from a module's ``compute()``."""
@@ -256,7 +264,7 @@ class _Run:
         self.module = plan.module()
         domains = self.module.input_domains  # what every row must satisfy
         probabilities = domains.preds == "probability" and not domains.from_logits
-        self.checker = RowChecker(plan.columns, probabilities, domains.target)
+        self.checker = RowChecker(plan.columns, probabilities, domains.target, domains.float32_weights)
         self.problems = Problems()
         self.rows_read = self.rows_skipped = 0
         self.segments: SegmentIndex | None = None
@@ -319,7 +327,13 @@ class _Run:
             self.rows_skipped += n - int(keep.sum())
             values = {name: v[keep] for name, v in values.items()}
         tensors = {name: _tensor(v) for name, v in values.items()}
-        self.module.update(tensors)
+        try:
+            self.module.update(tensors)  # a rejected batch changes no metric
+        except ValueError as err:
+            # a value the metrics refuse that the row checks do not know: the documented error,
+            # naming the file and the batch's rows, agreed by every rank in `finish` as the others
+            last = first_row + n - 1
+            raise InvalidDataError(f"{source.label}: rows {first_row:,} to {last:,}: {err}") from None
         if self.segments is not None and self.rows is not None:
             try:
                 segment = self.segments.encode({b: batch.column(b) for b in self.plan.by})
@@ -492,21 +506,27 @@ def evaluate(
             Each column once, none named ``segment``, ``task``, ``rows`` or like a requested metric
             (the other fields of a record). Floats compare as numbers (``-0.0`` is ``0.0``); every
             NaN is one segment, apart from null. ``None`` or ``()``: no segments.
-        batch_size: rows per record batch (memory per batch, not a result setting).
+        batch_size: rows per record batch (memory per batch, not a result setting; any positive
+            size, those above ``2**62`` read as ``2**62``; CSV files are parsed in blocks of at
+            most 1 GiB, each cut into batches).
         on_invalid: ``"error"`` (raise, naming file, column, reason, count and first row) or
             ``"skip"`` (drop invalid rows and report them in the result).
         progress: print a progress line on stderr (rank 0 only).
         from_logits: the prediction columns hold logits: metrics with a ``from_logits`` option read
             them as such (``mse`` is that of ``sigmoid(logits)``), the others
-            (``weighted_sum_predictions``, ...) read ``sigmoid(logits)``, ranking and pairwise
-            metrics rank them as given (the module's rule, ``docs/module.md``).
+            (``weighted_sum_predictions``, ...) read ``sigmoid(logits)`` whether or not a metric
+            with the option is asked for, ranking and pairwise metrics rank them as given and
+            ``ctr`` ignores them (the module's rule, ``docs/module.md``).
 
     Returns:
         An :class:`~torchmetrics_ext.evaluate.EvaluationResult` (``.values`` dict, ``.to_pandas()``).
 
     Raises:
         InvalidDataError: a file cannot be read, a column is missing or wrongly typed, or (with
-            ``on_invalid="error"``) rows hold null, NaN or out-of-domain values.
+            ``on_invalid="error"``) rows hold null, NaN or out-of-domain values (non-zero float64
+            weights outside float32's range too, for the exact AUC family, which keeps them as
+            float32). A record batch a metric still refuses (a value the row checks do not know)
+            raises it too, naming the file and the batch's rows, whatever ``on_invalid``.
         ValueError: bad arguments (unknown metric names list the known ones; a repeated or
             reserved ``by`` column; two tasks over the same columns).
 
@@ -530,7 +550,8 @@ def evaluate(
     """
     if on_invalid not in ON_INVALID:
         raise ValueError(f"Expected `on_invalid` to be one of {ON_INVALID}, got {on_invalid!r}.")
-    batch_size = check_int("batch_size", batch_size, 1)
+    # rows per batch only bound memory: any size is fine, within what Arrow's readers take (int64)
+    batch_size = min(check_int("batch_size", batch_size, 1), _MAX_BATCH_SIZE)
     plan = _Plan(tasks, metrics, weights, user, session, by, from_logits)
     run = _Run(plan, open_sources(data), batch_size, on_invalid, progress)
     return run.finish(run.stream())

@@ -8,6 +8,7 @@ only the needed columns, so memory stays constant in the size of the input.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 import re
@@ -28,6 +29,7 @@ __all__ = ["Chunk", "InvalidDataError", "Source", "open_sources"]
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv",)
+_MIN_BLOCK, _MAX_BLOCK = 1 << 20, 1 << 30  # bytes of CSV text the reader parses at once
 
 
 class InvalidDataError(ValueError):
@@ -142,7 +144,9 @@ class CsvSource(Source):
             include_columns=list(columns) if columns is not None else None,
             column_types=dict(types or {}),
         )
-        read = pa_csv.ReadOptions(block_size=max(1 << 20, 64 * batch_size))
+        # blocks of about `batch_size` rows, within what the reader takes (an int32 size): larger
+        # batch sizes get blocks of 1 GiB, cut into batches as any block (values never depend on it)
+        read = pa_csv.ReadOptions(block_size=min(max(_MIN_BLOCK, 64 * batch_size), _MAX_BLOCK))
         # quoted fields may hold line breaks (RFC 4180): without this a block boundary inside one
         # breaks the read, so a valid file would fail with its size (no measurable cost on plain files)
         parse = pa_csv.ParseOptions(newlines_in_values=True)
@@ -255,31 +259,68 @@ class PolarsSource(TableSource):
 _HIDDEN = (".", "_")  # hidden, or a writer's metadata or scratch (_SUCCESS, _temporary, .ipynb_checkpoints)
 
 
+def _data_files(directory: str) -> list[str]:
+    """The Parquet and CSV files below ``directory``, recursively, sorted; hidden names skipped below it."""
+    suffixes = PARQUET_SUFFIXES + CSV_SUFFIXES
+    found = []
+    for root, directories, names in os.walk(directory):
+        directories[:] = [d for d in directories if not d.startswith(_HIDDEN)]  # os.walk skips the pruned
+        keep = [n for n in names if n.lower().endswith(suffixes) and not n.startswith(_HIDDEN)]
+        found += [os.path.join(root, n) for n in keep]
+    return sorted(found)
+
+
+def _spelled(pattern: str, match: str) -> bool:
+    """Whether every name starting with ``.`` or ``_`` that ``pattern``'s wildcards matched in ``match`` is asked for.
+
+    A name is asked for when a part of the glob that starts with the same character matches it
+    (``_temp*``, ``logs/*/_temporary``): ``*`` matches no such name, as Python's glob already does
+    for names starting with ``.``. The literal directories before the first wildcard are named.
+    """
+    parts = os.path.normpath(pattern).split(os.sep)
+    first = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+    spelled = [part for part in parts[first:] if part.startswith(_HIDDEN)]
+    names = os.path.normpath(match).split(os.sep)[first:]
+    return all(not name.startswith(_HIDDEN) or any(fnmatch.fnmatch(name, part) for part in spelled) for name in names)
+
+
 def _expand(path: str) -> list[str]:
     """Files named by a path: the file itself, a directory's data files (recursively) or a glob's matches.
 
     Below a directory, files and subdirectories whose name starts with ``.`` or ``_`` are skipped
     (``pyarrow.dataset``'s rule: Jupyter checkpoints, Spark's ``_temporary`` partial output, ...);
-    the directory named itself may have any name, and a file or glob named reads what it names.
+    the directory named itself may have any name, and a file named is read whatever its name.
+    A glob's matches are files, read whatever their suffix, and directories, read as a directory
+    named is (``logs/2024-06-*/``). Its wildcards match no name starting with ``.`` or ``_``
+    unless that part of the glob starts so too (``out/*`` skips ``out/_SUCCESS`` and
+    ``out/_temporary``, ``out/_*`` reads them). Files found twice (``data/**`` matches
+    directories and the files below them) are read once.
     """
-    suffixes = PARQUET_SUFFIXES + CSV_SUFFIXES
     if os.path.isdir(path):
-        found = []
-        for root, directories, names in os.walk(path):
-            directories[:] = [d for d in directories if not d.startswith(_HIDDEN)]  # os.walk skips the pruned
-            keep = [n for n in names if n.lower().endswith(suffixes) and not n.startswith(_HIDDEN)]
-            found += [os.path.join(root, n) for n in keep]
+        found = _data_files(path)
         if not found:
             raise InvalidDataError(
                 f"{path}: directory holds no Parquet or CSV file (names starting with '.' or '_' are skipped)."
             )
-        return sorted(found)
+        return found
     if os.path.exists(path):
         return [path]
-    matches = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
+    matches = sorted(glob.glob(path, recursive=True))
     if not matches:
         raise InvalidDataError(f"{path}: no such file, directory or glob match.")
-    return matches
+    files: dict[str, str] = {}  # normalised path -> the path as found (the label of messages)
+    for match in matches:
+        if not _spelled(path, match):
+            continue
+        found = _data_files(match) if os.path.isdir(match) else [match] if os.path.isfile(match) else []
+        for file in found:
+            files.setdefault(os.path.normpath(file), file)
+    if not files:
+        raise InvalidDataError(
+            f"{path}: the glob matches {len(matches):,} path(s) but no Parquet or CSV file (names starting with "
+            "'.' or '_' are skipped unless the glob's part starts so too, e.g. '_*')."
+        )
+    return [files[key] for key in sorted(files)]
 
 
 def _file_source(path: str) -> Source:

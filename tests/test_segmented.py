@@ -131,7 +131,7 @@ def test_unsigned_segment_ids_labels_and_weights_are_accepted(dtype, device_path
     [
         (lambda: tmx.Segmented(tmx.AUC(), 3), TypeError, "per-task sum statistics"),
         (lambda: tmx.Segmented(tmx.NDCG(), 3), TypeError, "per-task sum statistics"),
-        (lambda: tmx.Segmented(tmx.HindsightTargetPR(), 3), TypeError, "does not support its states"),
+        (lambda: tmx.Segmented(tmx.HindsightTargetPR(), 3), TypeError, "not per-task sums of the pointwise kind"),
         (lambda: tmx.Segmented(tmx.CTR(), 0), ValueError, "num_segments"),
         # the wrapped metric's settings: named, not "got multiple values for keyword argument"
         (lambda: tmx.Segmented(tmx.CTR(), 3, validate_args=False), TypeError, r"\['validate_args'\] from the wrapped"),
@@ -569,3 +569,12 @@ def test_checkpoints_from_before_a_wrapped_metric_renamed_or_added_a_state_load(
         whole = tmx.Segmented(cls(), num_segments=3)
         whole.update(p, y, segments=s)
         torch.testing.assert_close(resumed.compute(), whole.compute(), rtol=1e-12, atol=0, msg=name)
+
+
+def test_refusals_say_what_went_wrong():
+    """A class was reported as "got ABCMeta"; nested wrappers were told about sorted scores and sketches."""
+    with pytest.raises(TypeError, match="got the class CTR: Segmented\\(CTR\\(...\\), num_segments\\)"):
+        tmx.Segmented(tmx.CTR, 3)
+    for inner in (tmx.Segmented(tmx.CTR(), 2), tmx.Windowed(tmx.CTR(), 4)):
+        with pytest.raises(TypeError, match="wrap the inner metric once"):
+            tmx.Segmented(inner, 3)

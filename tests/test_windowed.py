@@ -1622,3 +1622,18 @@ def test_a_merge_of_other_settings_says_merged_not_checkpoint():
     with pytest.raises(ValueError, match=r"merged metric's state has shape \(2, 1, 20\)") as info:
         a.merge_state(b)
     assert "checkpoint" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["Sum", "Mean", "Max", "Min"])
+def test_aggregation_metrics_count_rows_of_their_values_as_samples(name):
+    """A (5, 3) value larger than a window of 4 keeps its newest 4 rows (was cut by column: 3 samples)."""
+    from torchmetrics_ext import aggregation as ag
+
+    batches = [np.ones((2, 3)), 2 * np.ones((2, 3)), np.arange(15.0).reshape(5, 3)]
+    metric = Windowed(getattr(ag, name)(), window_size=4)
+    for batch in batches:
+        metric.update(torch.tensor(batch))
+    kept = batches[-1][-4:]  # the last update alone is larger than the window: its newest 4 rows
+    reduce = {"Sum": np.sum, "Mean": np.mean, "Max": np.max, "Min": np.min}[name]
+    assert metric.compute()["window"].item() == pytest.approx(reduce(kept))
+    assert metric.compute()["lifetime"].item() == pytest.approx(reduce(np.concatenate(batches)))

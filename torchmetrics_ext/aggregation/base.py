@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from torchmetrics_ext.metrics.base import TaskMetric
 
@@ -33,7 +33,12 @@ class AggregationMetric(TaskMetric, Generic[S]):
 
     Subclasses implement :meth:`summarize` and :meth:`_fold` (and ``update`` in terms of
     ``_fold``).
+
+    In a :class:`~torchmetrics_ext.Windowed`, a sample is a row of ``value`` (its first axis, as for
+    TorchMetrics' ``SumMetric``/``MeanMetric``); a number or 0-dim value is one sample.
     """
+
+    sample_axis: ClassVar[int] = 0  # rows of `value` (the pointwise metrics' samples are its last axis)
 
     @abstractmethod
     def summarize(self, values: Sequence[Any]) -> S:

@@ -23,6 +23,7 @@ from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
 from torchmetrics_ext.utilities.checks import Bounds, check_int, check_tensor, checked_bounds, read_along
 from torchmetrics_ext.wrappers._options import wrapper_options
+from torchmetrics_ext.wrappers.windowed import Windowed
 
 __all__ = ["Segmented"]
 
@@ -100,11 +101,20 @@ class Segmented(TaskMetric):
     value_ndim = 1  # one value per segment
 
     def __init__(self, metric: TaskMetric, num_segments: int, **kwargs: Any) -> None:
+        if isinstance(metric, type):
+            raise TypeError(
+                f"Expected `metric` to be a metric instance, got the class {metric.__name__}: "
+                f"Segmented({metric.__name__}(...), num_segments)."
+            )
         if not isinstance(metric, _PointwiseMetric):
+            why = (
+                "wrap the inner metric once (Windowed(Segmented(metric, S), n) gives windows of segments)"
+                if isinstance(metric, (Segmented, Windowed))
+                else "its states are not per-task sums of the pointwise kind Segmented splits by segment id"
+            )
             raise TypeError(
                 "Expected `metric` to hold per-task sum statistics (a pointwise, counter, NE-variant or "
-                f"regression metric), got {type(metric).__name__}: Segmented keeps one column of per-task sums "
-                "per segment and does not support its states (sorted scores, query rows, histograms, sketches)."
+                f"regression metric), got {type(metric).__name__}: {why}."
             )
         not_sums = [name for name in metric._state_keys if metric._reductions[name] is not dim_zero_sum]
         if not_sums:

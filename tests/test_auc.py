@@ -1056,3 +1056,21 @@ def test_a_perfect_ranking_is_exactly_one_never_more(weights, device_path):
                 metric.update(p, y, groups, w)
                 values[f"{cls.__name__} {groups.tolist()}"] = metric.compute()
     assert {key: value.item() for key, value in values.items()} == dict.fromkeys(values, 1.0)
+
+
+@pytest.mark.parametrize("scale", [1e160, 1e-170, 1e300, 1e-300])
+def test_binned_values_do_not_depend_on_the_weights_scale(scale):
+    """P·N overflowed (nan) or underflowed (0) for weights near 1e160 or 1e-170 (docs: scaling changes nothing)."""
+    # a perfect ranking, every score in its own bin: AUC and AP are 1 at any weight scale
+    p, y = torch.tensor([0.1, 0.6, 0.9]), torch.tensor([0, 1, 1])
+    for fn in (tmf.auc, tmf.auprc):
+        assert fn(p, y, torch.full((3,), scale, dtype=torch.float64), num_bins=100).item() == pytest.approx(1.0)
+    # random data: the same values as with weights of order 1 (a power-of-two scale is exact; others round)
+    gen = torch.Generator().manual_seed(3)
+    p, y = torch.rand(2, 200, generator=gen), (torch.rand(2, 200, generator=gen) < 0.3).long()
+    w = torch.rand(200, generator=gen, dtype=torch.float64) + 0.5
+    for fn in (tmf.auc, tmf.auprc):
+        assert torch.allclose(fn(p, y, w * scale, num_bins=64), fn(p, y, w, num_bins=64), rtol=1e-12, atol=0)
+    hist = FB._binned_update(p.double(), y.double(), w * scale, 64, LOGIT_RANGE, False)
+    bound = FB._binned_error_bound(hist)
+    assert torch.isfinite(bound).all() and (bound > 0).all()

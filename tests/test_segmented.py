@@ -573,7 +573,7 @@ def test_checkpoints_from_before_a_wrapped_metric_renamed_or_added_a_state_load(
 
 def test_refusals_say_what_went_wrong():
     """A class was reported as "got ABCMeta"; nested wrappers were told about sorted scores and sketches."""
-    with pytest.raises(TypeError, match="got the class CTR: Segmented\\(CTR\\(...\\), num_segments\\)"):
+    with pytest.raises(TypeError, match=r"got the class CTR: Segmented\(CTR\(\.\.\.\), num_segments\)"):
         tmx.Segmented(tmx.CTR, 3)
     for inner in (tmx.Segmented(tmx.CTR(), 2), tmx.Windowed(tmx.CTR(), 4)):
         with pytest.raises(TypeError, match="wrap the inner metric once"):

@@ -238,9 +238,28 @@ def _binned_entries(
     return index, values
 
 
+def _unit_scaled(hist: Tensor) -> Tensor:
+    """The float64 ``(2, T, B)`` histogram times a power of two per task, its larger class total then in [0.5, 1).
+
+    AUC and AP are ratios of sums of products of bin weights: one scale per task changes neither
+    (the products ``P N`` and ``neg * cp`` scale alike), and a power of two changes no bit of a
+    normal number. Without it, weights near 1e160 overflow ``P N`` (``nan``) and weights near
+    1e-170 underflow it.
+    """
+    hist = hist.to(torch.float64)
+    totals = hist.sum(-1).amax(0)  # (T,) the larger class total of each task
+    _, exponent = torch.frexp(totals)
+    return torch.ldexp(hist, -exponent.unsqueeze(-1))
+
+
 def _binned_curve_stats(hist: Tensor) -> CurveStats:
-    """``(P, N, auc_num, ap_num)`` per task from a ``(2, T, B)`` histogram (one curve point per bin)."""
-    pos, neg = hist[1].flip(-1).to(torch.float64), hist[0].flip(-1).to(torch.float64)
+    """``(P, N, auc_num, ap_num)`` per task from a ``(2, T, B)`` histogram (one curve point per bin).
+
+    Computed on the histogram scaled per task by a power of two (:func:`_unit_scaled`): ``P`` and
+    ``N`` come out scaled alike, which leaves AUC (``auc_num / (P N)``) and AP (``ap_num / P``) as they are.
+    """
+    hist = _unit_scaled(hist)
+    pos, neg = hist[1].flip(-1), hist[0].flip(-1)
     cp, cn = pos.cumsum(-1), neg.cumsum(-1)
     auc_num = (neg * (2 * cp - pos)).sum(-1) * 0.5
     denom = cp + cn
@@ -253,7 +272,8 @@ def _binned_error_bound(hist: Tensor) -> Tensor:
 
     .. math:: \frac{1}{2 P N}\sum_b P_b N_b
     """
-    pos, neg = hist[1].to(torch.float64), hist[0].to(torch.float64)
+    hist = _unit_scaled(hist)  # the bound is a ratio of products of weights, as AUC is
+    pos, neg = hist[1], hist[0]
     pairs = pos.sum(-1) * neg.sum(-1)
     return 0.5 * (pos * neg).sum(-1) / torch.where(pairs > 0, pairs, 1.0)
 

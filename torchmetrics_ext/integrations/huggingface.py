@@ -112,16 +112,8 @@ class HFComputeMetrics:
         """Add one batch (or the whole eval set)."""
         raise NotImplementedError
 
-    def compute(self) -> dict[str, float]:
-        """The values since the last reset."""
-        raise NotImplementedError
-
-    def reset(self) -> None:
-        """Forget everything seen."""
-        raise NotImplementedError
-
-    def __call__(self, eval_pred: Any, compute_result: bool | None = None) -> dict[str, float]:
-        """Update with ``eval_pred``; compute and reset unless more batches follow (``compute_result=False``)."""
+    def _update_all(self, eval_pred: Any) -> None:
+        """Update with every batch of ``eval_pred`` (one, or a list kept apart by the Trainer)."""
         predictions, labels = eval_pred.predictions, eval_pred.label_ids
         if labels is None:
             raise ValueError(
@@ -136,6 +128,39 @@ class HFComputeMetrics:
         for batch_predictions, batch_labels in batches:
             scores, targets = _scores(batch_predictions), _labels(batch_labels, self._label_columns)
             self.update(_tensor(scores), _tensor(targets))
+
+    def compute(self) -> dict[str, float]:
+        """The values since the last reset."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget everything seen (e.g. the batches of an evaluation stopped in the model)."""
+        raise NotImplementedError
+
+    def __call__(self, eval_pred: Any, compute_result: bool | None = None) -> dict[str, float]:
+        """Update with ``eval_pred``; compute and reset unless more batches follow (``compute_result=False``).
+
+        Every evaluation starts from empty metrics:
+
+        * a whole-array call (``compute_result`` not given: the Trainer's default mode) is an
+          evaluation of its own: batches left pending by earlier ``compute_result=False`` calls (an
+          evaluation that stopped part-way) are dropped first, never counted in it;
+        * a call that raises (a rejected batch, an interrupt) resets the metrics before the error
+          propagates: the Trainer's evaluation stops there, and the next one starts afresh instead of
+          counting the batches of the failed one;
+        * ``compute_result=True`` computes and resets.
+
+        An evaluation stopped *between* two batch-mode calls (an exception in the model, in
+        ``batch_eval_metrics=True`` mode) never reaches this callable: call :meth:`reset` before
+        evaluating again.
+        """
+        if compute_result is None:
+            self.reset()  # a whole eval set: nothing pending belongs to it
+        try:
+            self._update_all(eval_pred)
+        except BaseException:
+            self.reset()  # the evaluation stops here: leave nothing of it to the next one
+            raise
         if compute_result is False:
             return {}
         try:

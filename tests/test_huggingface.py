@@ -341,6 +341,28 @@ def _recall_at(scores: np.ndarray, relevance: np.ndarray, k: int) -> float:
     return float(np.mean(values))
 
 
+def test_a_one_candidate_wide_relevance_matrix_is_relevance_not_an_index():
+    """(q, 1) labels next to (q, 1) scores: a batch padded to a one-candidate list (batch_eval_metrics)."""
+    from transformers import EvalPrediction
+
+    batch1, rel1 = np.array([[0.3, 0.2, 0.1]]), np.array([[0, 1, 0]])
+    batch2, rel2 = np.array([[0.5], [0.4]]), np.array([[0], [1]])  # query 2 is relevant, query 1 is not
+    compute = ranking_compute_metrics(ks=(1,), metrics=("recall",))
+    compute(EvalPrediction(predictions=torch.tensor(batch1), label_ids=torch.tensor(rel1)), compute_result=False)
+    got = compute(EvalPrediction(predictions=torch.tensor(batch2), label_ids=torch.tensor(rel2)), compute_result=True)
+    # query 1: relevant at rank 2 (0), query 2: not relevant (skipped), query 3: its one candidate (1)
+    expected = np.mean([_recall_at(batch1, rel1, 1), _recall_at(batch2[1:], rel2[1:], 1)])
+    assert got["Recall@1"] == pytest.approx(expected) and expected == pytest.approx(0.5)
+    only = compute(EvalPrediction(predictions=np.array([[0.5]]), label_ids=np.array([[1]])))
+    assert only["Recall@1"] == pytest.approx(_recall_at(np.array([[0.5]]), np.array([[1]]), 1))
+    # index labels keep working: (q,) at any width, and (q, 1) next to wider scores
+    scores = np.array([[0.9, 0.3, 0.5], [0.1, 0.8, 0.2]])
+    for labels in (np.array([2, 1]), np.array([[2], [1]])):
+        by_index = compute(EvalPrediction(predictions=scores, label_ids=labels))
+        assert by_index["Recall@1"] == pytest.approx(_recall_at(scores, np.eye(3)[labels.reshape(-1)], 1))
+    assert compute(EvalPrediction(predictions=np.array([[0.5]]), label_ids=np.array([0])))["Recall@1"] == 1.0
+
+
 def test_a_failed_evaluation_leaves_nothing_to_the_next():
     """A rejected batch resets the metrics; a whole-array call never counts batches left pending."""
     from transformers import EvalPrediction

@@ -318,7 +318,13 @@ class _Ranking(HFComputeMetrics):
             mask = ~torch.isin(predictions, padding)
         else:
             mask = ~torch.isin(predictions.to(torch.float64), self.padding.to(predictions.device))
-        if labels.shape == (q,) or labels.shape == (q, 1):
+        # labels of the scores' shape are a relevance matrix, whatever the width: a (q, 1) label
+        # array next to one-candidate-wide (q, 1) scores is relevance (0 or 1), not an index
+        if labels.shape == predictions.shape:
+            relevance = labels
+            mask &= relevance >= 0  # the Trainer pads labels of different widths with -100
+            relevance = relevance.clamp(min=0)
+        elif labels.shape == (q,) or labels.shape == (q, 1):
             index = labels.reshape(q).to(torch.int64)
             if labels.is_floating_point() or bool(((index < 0) | (index >= width)).any()):
                 ((low, high),) = checked_bounds([labels], [False])  # any dtype (uint32 has no min kernel)
@@ -335,10 +341,6 @@ class _Ranking(HFComputeMetrics):
                 )
             relevance = torch.zeros((q, width), dtype=torch.int64, device=predictions.device)
             relevance.scatter_(1, index[:, None], 1)
-        elif labels.shape == predictions.shape:
-            relevance = labels
-            mask &= relevance >= 0  # the Trainer pads labels of different widths with -100
-            relevance = relevance.clamp(min=0)
         else:
             raise ValueError(
                 f"Expected labels of shape ({q},) (index of the relevant candidate) or {tuple(predictions.shape)} "
@@ -371,8 +373,11 @@ def ranking_compute_metrics(
     Predictions are ``(queries, candidates)`` scores; a score equal to a ``padding_value`` marks a
     padded slot (the Trainer itself pads batches of different widths with ``-100`` when it
     concatenates them, hence the default ``(-10, -100)``). Labels are either the index of the
-    relevant candidate, ``(queries,)``, or a relevance matrix of the scores' shape (``-100``,
-    the Trainer's label padding, marks padded slots too).
+    relevant candidate, ``(queries,)`` (or ``(queries, 1)``), or a relevance matrix of the scores'
+    shape (``-100``, the Trainer's label padding, marks padded slots too). Labels of the scores'
+    shape are always a relevance matrix: with one-candidate-wide scores ``(queries, 1)`` (a batch
+    padded to its own longest list, in ``batch_eval_metrics=True`` mode) ``(queries, 1)`` labels are
+    relevance (``0``: not relevant), so give index labels as ``(queries,)``.
 
     Args:
         ks: cutoffs (``None`` = the whole list).

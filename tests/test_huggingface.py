@@ -328,3 +328,84 @@ def test_batches_kept_apart_may_have_other_candidate_widths():
     # by hand: the relevant candidate ranks 2, 2, 1, 1 in the four queries
     assert got["Recall@1"] == pytest.approx(0.5) and got["Recall@2"] == pytest.approx(1.0)
     assert got["MRR@1"] == pytest.approx(0.5) and got["MRR@2"] == pytest.approx(0.75)
+
+
+def _recall_at(scores: np.ndarray, relevance: np.ndarray, k: int) -> float:
+    """Recall@k over queries with a relevant candidate (empty ones skipped): relevant in the top k / relevant."""
+    values = []
+    for row, rel in zip(scores, relevance):
+        if rel.sum() == 0:
+            continue
+        top = np.argsort(-row, kind="stable")[:k]
+        values.append(rel[top].sum() / rel.sum())
+    return float(np.mean(values))
+
+
+def test_a_one_candidate_wide_relevance_matrix_is_relevance_not_an_index():
+    """(q, 1) labels next to (q, 1) scores: a batch padded to a one-candidate list (batch_eval_metrics)."""
+    from transformers import EvalPrediction
+
+    batch1, rel1 = np.array([[0.3, 0.2, 0.1]]), np.array([[0, 1, 0]])
+    batch2, rel2 = np.array([[0.5], [0.4]]), np.array([[0], [1]])  # query 2 is relevant, query 1 is not
+    compute = ranking_compute_metrics(ks=(1,), metrics=("recall",))
+    compute(EvalPrediction(predictions=torch.tensor(batch1), label_ids=torch.tensor(rel1)), compute_result=False)
+    got = compute(EvalPrediction(predictions=torch.tensor(batch2), label_ids=torch.tensor(rel2)), compute_result=True)
+    # query 1: relevant at rank 2 (0), query 2: not relevant (skipped), query 3: its one candidate (1)
+    expected = np.mean([_recall_at(batch1, rel1, 1), _recall_at(batch2[1:], rel2[1:], 1)])
+    assert got["Recall@1"] == pytest.approx(expected) and expected == pytest.approx(0.5)
+    only = compute(EvalPrediction(predictions=np.array([[0.5]]), label_ids=np.array([[1]])))
+    assert only["Recall@1"] == pytest.approx(_recall_at(np.array([[0.5]]), np.array([[1]]), 1))
+    # index labels keep working: (q,) at any width, and (q, 1) next to wider scores
+    scores = np.array([[0.9, 0.3, 0.5], [0.1, 0.8, 0.2]])
+    for labels in (np.array([2, 1]), np.array([[2], [1]])):
+        by_index = compute(EvalPrediction(predictions=scores, label_ids=labels))
+        assert by_index["Recall@1"] == pytest.approx(_recall_at(scores, np.eye(3)[labels.reshape(-1)], 1))
+    assert compute(EvalPrediction(predictions=np.array([[0.5]]), label_ids=np.array([0])))["Recall@1"] == 1.0
+
+
+def test_a_failed_evaluation_leaves_nothing_to_the_next():
+    """A rejected batch resets the metrics; a whole-array call never counts batches left pending."""
+    from transformers import EvalPrediction
+
+    compute = pointwise_compute_metrics(["ctr", "sum_weights"])
+    good = EvalPrediction(predictions=torch.tensor([1.0, 2.0]), label_ids=torch.tensor([1, 1]))
+    compute(good, compute_result=False)
+    with pytest.raises(ValueError, match="labels in"):
+        compute(
+            EvalPrediction(predictions=torch.tensor([1.0, 2.0]), label_ids=torch.tensor([1, 2])), compute_result=False
+        )
+    y = np.array([0, 0, 1])
+    fresh = compute(EvalPrediction(predictions=np.zeros(3), label_ids=y))
+    assert fresh == pytest.approx({"ctr": y.mean(), "sum_weights": len(y)})
+    # the same after a batch-mode evaluation that stopped without an error of ours (pending batches)
+    compute(good, compute_result=False)
+    assert compute(EvalPrediction(predictions=np.zeros(3), label_ids=y)) == pytest.approx(fresh)
+    # a batch-mode evaluation after a failed one counts its own batches only
+    with pytest.raises(ValueError, match="needs labels"):
+        compute(EvalPrediction(predictions=np.zeros(2), label_ids=None), compute_result=False)
+    compute(EvalPrediction(predictions=np.zeros(2), label_ids=y[:2]), compute_result=False)
+    assert compute(EvalPrediction(predictions=np.zeros(1), label_ids=y[2:]), compute_result=True) == pytest.approx(
+        fresh
+    )
+    ranking = ranking_compute_metrics(ks=(1,), metrics=("recall",))
+    ranking(EvalPrediction(predictions=np.array([[0.9, 0.1]]), label_ids=np.array([0])), compute_result=False)
+    with pytest.raises(ValueError, match="integer indexes"):
+        ranking(EvalPrediction(predictions=np.array([[0.9, 0.1]]), label_ids=np.array([5])), compute_result=False)
+    scores = np.array([[0.9, 0.1]])
+    assert ranking(EvalPrediction(predictions=scores, label_ids=np.array([1])))["Recall@1"] == pytest.approx(
+        _recall_at(scores, np.array([[0, 1]]), 1)
+    )
+
+
+def test_a_second_trainer_evaluate_after_a_failed_one_counts_its_own_rows(tmp_path):
+    bad, clean = Clicks(), Clicks(n=64)
+    bad.y[-1, 0] = 2  # one bad label in the last eval batch
+    compute_metrics = pointwise_compute_metrics(["ctr", "sum_weights"], tasks=("click", "like"))
+    run = trainer(Clicker(), bad, compute_metrics, True, tmp_path)
+    with pytest.raises(ValueError, match="labels in"):
+        run.evaluate()
+    metrics = run.evaluate(eval_dataset=clean)
+    y = clean.y.numpy()
+    for i, task in enumerate(("click", "like")):
+        assert metrics[f"eval_sum_weights/{task}"] == len(y)
+        assert metrics[f"eval_ctr/{task}"] == pytest.approx(y[:, i].mean(), rel=1e-12)

@@ -325,6 +325,160 @@ def test_a_misnamed_module_is_reported_before_training_with_the_fix(callback, na
     assert updates == []  # nothing ran
 
 
+class EvalModel(L.LightningModule):
+    """One task, a module per evaluation stage; records what each dataloader's steps returned."""
+
+    def __init__(self, test: bool = True) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(2, 1)
+        metrics = {"ctr": "ctr", "log_loss": "log_loss"}
+        task = [tmx.RecTaskInfo("click", "label", "prob")]
+        self.val_metrics = tmx.RecMetricModule(task, metrics, prefix="val/", throughput=False)
+        if test:
+            self.test_metrics = tmx.RecMetricModule(task, metrics, prefix="test/", throughput=False)
+        self.seen: dict[int, list[torch.Tensor]] = {}
+
+    def _step(self, batch, dataloader_idx):
+        x, y = batch
+        out = {"prob": torch.sigmoid(self.linear(x))[:, 0], "label": y}
+        self.seen.setdefault(dataloader_idx, []).append(torch.stack([out["prob"].double(), y.double()]))
+        return out
+
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        return self._step(batch, dataloader_idx)
+
+    def test_step(self, batch, batch_idx, dataloader_idx=0):
+        return self._step(batch, dataloader_idx)
+
+    def reference(self, dataloader_idx: int) -> dict[str, float]:
+        p, y = torch.cat(self.seen[dataloader_idx], dim=1).numpy()
+        return {"ctr": y.mean(), "log_loss": log_loss(y, p, labels=[0, 1])}
+
+
+def _loader(n: int, rate: float, seed: int, iterable: bool = False):
+    gen = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(n, 2, generator=gen), (torch.rand(n, generator=gen) < rate).long()
+    if iterable:  # no length: Lightning cannot tell which batch is the last
+        return torch.utils.data.DataLoader(Unsized(x, y), batch_size=4)
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
+
+
+class Unsized(torch.utils.data.IterableDataset):
+    def __init__(self, x, y) -> None:
+        self.x, self.y = x, y
+
+    def __iter__(self):
+        return iter(zip(self.x, self.y))
+
+
+def _evaluator(**kwargs):
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
+
+
+def _check(results, model, stage, suffixed):
+    """Each dataloader's dict holds its own values (numpy/sklearn over its own steps' outputs)."""
+    assert len(results) == len(model.seen)
+    for i, result in enumerate(results):
+        suffix = f"/dataloader_idx_{i}" if suffixed else ""
+        expected = {f"{stage}/{name}/click{suffix}": value for name, value in model.reference(i).items()}
+        assert set(result) >= set(expected)
+        for key, value in expected.items():
+            assert result[key] == pytest.approx(value, rel=1e-6), key
+
+
+@pytest.mark.parametrize("stage", ["val", "test"])
+def test_each_evaluation_dataloader_logs_its_own_values(stage):
+    """Two or three dataloaders (uneven batches): one value per dataloader, under Lightning's own suffixes."""
+    loaders = [_loader(10, 0.9, 0), _loader(7, 0.1, 1), _loader(9, 0.5, 2)]
+    model = EvalModel()
+    run = _evaluator(callbacks=[RecMetricCallback(train=None)])
+    results = (run.validate if stage == "val" else run.test)(model, loaders, verbose=False)
+    _check(results, model, stage, suffixed=True)
+    for i, result in enumerate(results):  # only its own keys: not another dataloader's
+        assert all(key.endswith(f"/dataloader_idx_{i}") for key in result), result
+    assert model.reference(0)["ctr"] != model.reference(1)["ctr"]  # the dataloaders differ
+    # one dataloader: the keys have no suffix, as before
+    single = EvalModel()
+    results = (run.validate if stage == "val" else run.test)(single, loaders[1], verbose=False)
+    assert set(results[0]) == {f"{stage}/ctr/click", f"{stage}/log_loss/click"}
+    _check(results, single, stage, suffixed=False)
+
+
+def test_several_validation_dataloaders_in_fit_log_each_its_own_values(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    class Fitted(EvalModel):
+        def __init__(self) -> None:
+            super().__init__(test=False)
+            self.train_metrics = tmx.RecMetricModule(
+                [tmx.RecTaskInfo("click", "label", "prob")], {"ctr": "ctr"}, throughput=False
+            )
+
+        def training_step(self, batch, batch_idx):
+            out = {"prob": torch.sigmoid(self.linear(batch[0]))[:, 0], "label": batch[1]}
+            return {"loss": torch.nn.functional.binary_cross_entropy(out["prob"], batch[1].float()), **out}
+
+        def on_validation_epoch_start(self) -> None:
+            self.seen = {}
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    model = Fitted()
+    run = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=CSVLogger(tmp_path, name="logs", version=0),
+        callbacks=[RecMetricCallback()],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=1,
+    )
+    run.fit(model, _loader(16, 0.5, 3), [_loader(10, 0.9, 0), _loader(6, 0.1, 1)])
+    with open(tmp_path / "logs" / "version_0" / "metrics.csv") as f:
+        rows = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+    (row,) = [row for row in rows if "val/ctr/click/dataloader_idx_0" in row]
+    for i in (0, 1):
+        for name, value in model.reference(i).items():
+            assert row[f"val/{name}/click/dataloader_idx_{i}"] == pytest.approx(value, rel=1e-6)
+            assert run.callback_metrics[f"val/{name}/click/dataloader_idx_{i}"].item() == pytest.approx(value, rel=1e-6)
+    assert not any(key.startswith("val/") and "dataloader_idx" not in key for key in row)
+
+
+def test_a_dataloader_without_length_logs_every_dataloader_at_the_epoch_end():
+    """No last batch to compute after: each dataloader's values, same keys, all logged at the epoch end."""
+    model = EvalModel()
+    results = _evaluator(callbacks=[RecMetricCallback(train=None)]).validate(
+        model, [_loader(10, 0.9, 0), _loader(7, 0.1, 1, iterable=True)], verbose=False
+    )
+    _check(results, model, "val", suffixed=True)
+
+
+def test_test_module_is_named_like_the_others():
+    loader = _loader(10, 0.5, 0)
+    model = EvalModel(test=False)
+    # the default name on a model without it: tested as before the option existed (nothing logged)
+    assert _evaluator(callbacks=[RecMetricCallback(train=None)]).test(model, loader, verbose=False) == [{}]
+    with pytest.raises(
+        AttributeError, match=r"`EvalModel\.tst_metrics` is missing.*`RecMetricCallback\(\.\.\., test=None\)`"
+    ):
+        _evaluator(callbacks=[RecMetricCallback(train=None, test="tst_metrics")]).test(model, loader, verbose=False)
+    assert _evaluator(callbacks=[RecMetricCallback(train=None, test=None)]).test(model, loader, verbose=False) == [{}]
+    renamed = EvalModel()
+    results = _evaluator(callbacks=[RecMetricCallback(train=None, test="val_metrics")]).test(
+        renamed, loader, verbose=False
+    )
+    _check(results, renamed, "val", suffixed=False)
+
+
 # ----------------------------------------------------------------------------- DDP, script runs
 
 
@@ -572,3 +726,51 @@ def test_log_dict_of_the_module_itself_says_what_to_log():
     module = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, throughput=False)
     with pytest.raises(TypeError, match=r"self\.log_dict\(module\.compute\(\)\).*RecMetricCallback"):
         dict(module.items())
+
+
+VALIDATE_SCRIPT = ROOT / "tests" / "helpers" / "lightning_validate.py"
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize(
+    ("sizes", "own_dicts"),
+    [("101,30", True), ("101,1,20", False)],
+    ids=["uneven-batches", "a-rank-without-batches"],
+)
+def test_ddp_several_validation_dataloaders_each_equal_one_process(tmp_path, sizes, own_dicts):
+    """Two ranks, several dataloaders: each dataloader's values are numpy/sklearn over its samples of both ranks.
+
+    101 samples in batches of 10 are 6 batches on rank 0 and 5 on rank 1 (each dataloader computed
+    after its own last batch); a dataloader of 1 sample has no batch on rank 1 (every dataloader then
+    computed at the epoch end, and each returned dict holds them all).
+    """
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore")
+    env.pop("LOCAL_RANK", None)
+    result = subprocess.run(
+        [sys.executable, str(VALIDATE_SCRIPT), "--out", str(tmp_path), "--sizes", sizes],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    dumps = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)]
+    counts = [int(n) for n in sizes.split(",")]
+    for i, n in enumerate(counts):
+        p, y = torch.cat([batch for dump in dumps for batch in dump["seen"][i]], dim=1).numpy()
+        assert len(y) == n  # every sample once
+        base = y.mean()
+        entropy = -(base * np.log(base) + (1 - base) * np.log(1 - base)) if 0 < base < 1 else np.nan
+        expected = {
+            "ctr": base,
+            "ne": log_loss(y, p, labels=[0, 1]) / entropy,
+            "auc": roc_auc_score(y, p) if 0 < base < 1 else np.nan,
+        }
+        for dump in dumps:  # every rank logs the synced values
+            for result_dict in dump["results"] if not own_dicts else [dump["results"][i]]:
+                for name, value in expected.items():
+                    key = f"val/{name}/click/dataloader_idx_{i}"
+                    np.testing.assert_allclose(result_dict[key], value, rtol=1e-6, err_msg=key)
+            if own_dicts:
+                assert all(key.endswith(f"/dataloader_idx_{i}") for key in dump["results"][i])

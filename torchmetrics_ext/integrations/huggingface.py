@@ -112,16 +112,8 @@ class HFComputeMetrics:
         """Add one batch (or the whole eval set)."""
         raise NotImplementedError
 
-    def compute(self) -> dict[str, float]:
-        """The values since the last reset."""
-        raise NotImplementedError
-
-    def reset(self) -> None:
-        """Forget everything seen."""
-        raise NotImplementedError
-
-    def __call__(self, eval_pred: Any, compute_result: bool | None = None) -> dict[str, float]:
-        """Update with ``eval_pred``; compute and reset unless more batches follow (``compute_result=False``)."""
+    def _update_all(self, eval_pred: Any) -> None:
+        """Update with every batch of ``eval_pred`` (one, or a list kept apart by the Trainer)."""
         predictions, labels = eval_pred.predictions, eval_pred.label_ids
         if labels is None:
             raise ValueError(
@@ -136,6 +128,39 @@ class HFComputeMetrics:
         for batch_predictions, batch_labels in batches:
             scores, targets = _scores(batch_predictions), _labels(batch_labels, self._label_columns)
             self.update(_tensor(scores), _tensor(targets))
+
+    def compute(self) -> dict[str, float]:
+        """The values since the last reset."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget everything seen (e.g. the batches of an evaluation stopped in the model)."""
+        raise NotImplementedError
+
+    def __call__(self, eval_pred: Any, compute_result: bool | None = None) -> dict[str, float]:
+        """Update with ``eval_pred``; compute and reset unless more batches follow (``compute_result=False``).
+
+        Every evaluation starts from empty metrics:
+
+        * a whole-array call (``compute_result`` not given: the Trainer's default mode) is an
+          evaluation of its own: batches left pending by earlier ``compute_result=False`` calls (an
+          evaluation that stopped part-way) are dropped first, never counted in it;
+        * a call that raises (a rejected batch, an interrupt) resets the metrics before the error
+          propagates: the Trainer's evaluation stops there, and the next one starts afresh instead of
+          counting the batches of the failed one;
+        * ``compute_result=True`` computes and resets.
+
+        An evaluation stopped *between* two batch-mode calls (an exception in the model, in
+        ``batch_eval_metrics=True`` mode) never reaches this callable: call :meth:`reset` before
+        evaluating again.
+        """
+        if compute_result is None:
+            self.reset()  # a whole eval set: nothing pending belongs to it
+        try:
+            self._update_all(eval_pred)
+        except BaseException:
+            self.reset()  # the evaluation stops here: leave nothing of it to the next one
+            raise
         if compute_result is False:
             return {}
         try:
@@ -293,7 +318,13 @@ class _Ranking(HFComputeMetrics):
             mask = ~torch.isin(predictions, padding)
         else:
             mask = ~torch.isin(predictions.to(torch.float64), self.padding.to(predictions.device))
-        if labels.shape == (q,) or labels.shape == (q, 1):
+        # labels of the scores' shape are a relevance matrix, whatever the width: a (q, 1) label
+        # array next to one-candidate-wide (q, 1) scores is relevance (0 or 1), not an index
+        if labels.shape == predictions.shape:
+            relevance = labels
+            mask &= relevance >= 0  # the Trainer pads labels of different widths with -100
+            relevance = relevance.clamp(min=0)
+        elif labels.shape == (q,) or labels.shape == (q, 1):
             index = labels.reshape(q).to(torch.int64)
             if labels.is_floating_point() or bool(((index < 0) | (index >= width)).any()):
                 ((low, high),) = checked_bounds([labels], [False])  # any dtype (uint32 has no min kernel)
@@ -310,10 +341,6 @@ class _Ranking(HFComputeMetrics):
                 )
             relevance = torch.zeros((q, width), dtype=torch.int64, device=predictions.device)
             relevance.scatter_(1, index[:, None], 1)
-        elif labels.shape == predictions.shape:
-            relevance = labels
-            mask &= relevance >= 0  # the Trainer pads labels of different widths with -100
-            relevance = relevance.clamp(min=0)
         else:
             raise ValueError(
                 f"Expected labels of shape ({q},) (index of the relevant candidate) or {tuple(predictions.shape)} "
@@ -346,8 +373,11 @@ def ranking_compute_metrics(
     Predictions are ``(queries, candidates)`` scores; a score equal to a ``padding_value`` marks a
     padded slot (the Trainer itself pads batches of different widths with ``-100`` when it
     concatenates them, hence the default ``(-10, -100)``). Labels are either the index of the
-    relevant candidate, ``(queries,)``, or a relevance matrix of the scores' shape (``-100``,
-    the Trainer's label padding, marks padded slots too).
+    relevant candidate, ``(queries,)`` (or ``(queries, 1)``), or a relevance matrix of the scores'
+    shape (``-100``, the Trainer's label padding, marks padded slots too). Labels of the scores'
+    shape are always a relevance matrix: with one-candidate-wide scores ``(queries, 1)`` (a batch
+    padded to its own longest list, in ``batch_eval_metrics=True`` mode) ``(queries, 1)`` labels are
+    relevance (``0``: not relevant), so give index labels as ``(queries,)``.
 
     Args:
         ks: cutoffs (``None`` = the whole list).

@@ -24,11 +24,13 @@ never does.
 
 from __future__ import annotations
 
+import copy
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 import torch.distributed as dist
 from torch import Tensor
 
@@ -36,6 +38,35 @@ from torchmetrics_ext.integrations.sampler import UnpaddedDistributedSampler
 from torchmetrics_ext.module import RecMetricModule
 
 __all__ = ["RecMetricCallback", "UnpaddedDistributedSampler"]
+
+
+class _EvalEpoch:
+    """One validation or test epoch: a module per dataloader and which of them were logged."""
+
+    def __init__(
+        self,
+        modules: dict[int, RecMetricModule] | None = None,
+        counts: Sequence[float] = (),
+        most: Sequence[float] = (),
+        at_last_batch: bool = False,
+    ) -> None:
+        self.modules = modules or {}
+        self.counts = list(counts)  # this rank's batches per dataloader
+        self.most = list(most)  # the most batches any rank has, per dataloader
+        self.at_last_batch = at_last_batch  # log each dataloader after its last batch
+        self.logged: set[int] = set()
+
+
+def _batch_counts_over_ranks(counts: Sequence[float], device: torch.device) -> tuple[list[float], list[float]]:
+    """The fewest and the most batches of each dataloader over the ranks (one ``all_reduce`` under DDP)."""
+    local = torch.tensor([*counts, *(-float(n) for n in counts)], dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(local, op=dist.ReduceOp.MIN)
+    values = local.tolist()
+    return values[: len(counts)], [-v for v in values[len(counts) :]]
+
+
+_DEFAULT_TEST = "test_metrics"  # a model without this attribute is tested without the callback
 
 
 class RecMetricCallback(pl.Callback):
@@ -50,7 +81,23 @@ class RecMetricCallback(pl.Callback):
     * at the end of each training epoch: ``log_dict(compute())``, unless the last step just logged
       the same values;
     * at the start of each validation epoch the ``val`` module is reset; after each validation
-      step it is updated; at the end of the epoch its values are logged.
+      step it is updated; at the end of the epoch its values are logged. ``trainer.test()`` does the
+      same with the ``test`` module.
+
+    **Several validation (or test) dataloaders.** Each dataloader gets values of its own, under
+    Lightning's own per-dataloader names: ``"val/ne/click/dataloader_idx_0"``,
+    ``"val/ne/click/dataloader_idx_1"``, ... (what ``self.log`` gives in a ``validation_step`` with
+    several dataloaders), and ``trainer.validate()`` returns each in its dataloader's dict. The
+    module attribute holds dataloader 0; every other dataloader gets a ``copy.deepcopy`` of the
+    reset module, made at each epoch start (copies are not checkpointed: validation restarts each
+    epoch). Each dataloader's values are computed (and synced) after its last batch, as Lightning
+    computes the metrics logged in a step; under DDP every rank must then reach that batch, so the
+    callback checks once per epoch (one ``all_reduce`` of the batch counts) that every rank has a
+    batch of every dataloader. Where some rank has none (``UnpaddedDistributedSampler`` over fewer
+    samples than ranks), or a dataloader has no length, every dataloader is computed at the epoch
+    end instead: same keys and values, but Lightning then puts all of them in every dataloader's
+    dict (and its printed table, which drops the suffix, shows one value per key). A dataloader
+    with no batch on any rank logs nothing. With one dataloader the keys have no suffix.
 
     Values are synced by the module itself (one fused gather), so they are logged with
     ``sync_dist=False``. Under ``precision="bf16-true"``/``"16-true"`` the modules keep their
@@ -68,11 +115,15 @@ class RecMetricCallback(pl.Callback):
         val: attribute name of the validation module (``None``: none, e.g. a model without validation
             metrics).
         output_key: read the model output dict from ``outputs[output_key]`` instead of ``outputs``.
+        test: attribute name of the module ``trainer.test()`` updates and logs, as ``val`` for
+            validation (``None``: none; a ``trainer.test()`` then logs nothing from the callback).
+            With the default name, a model without a ``test_metrics`` attribute is tested as with
+            ``None``; any other name must be a ``RecMetricModule`` attribute.
 
     Raises:
         AttributeError: at ``setup`` (before any step), for every named attribute the stage uses
             that is not a ``RecMetricModule``; the message lists the module's ``RecMetricModule``
-            attributes and how to name them (``RecMetricCallback(train=..., val=None)``).
+            attributes and how to name them (``RecMetricCallback(train=..., val=None)``, ``test=None``).
         TypeError: a step whose output is not a dict with the module's columns, e.g. a
             ``training_step`` that returns only the loss (Lightning passes it as ``{"loss": loss}``).
 
@@ -83,11 +134,27 @@ class RecMetricCallback(pl.Callback):
     """
 
     def __init__(
-        self, train: str | None = "train_metrics", val: str | None = "val_metrics", output_key: str | None = None
+        self,
+        train: str | None = "train_metrics",
+        val: str | None = "val_metrics",
+        output_key: str | None = None,
+        *,
+        test: str | None = _DEFAULT_TEST,
     ) -> None:
         super().__init__()
-        self.train, self.val, self.output_key = train, val, output_key
+        self.train, self.val, self.output_key, self.test = train, val, output_key, test
         self._train_logged_at: int | None = None  # the training module's update count when last logged
+        self._eval = _EvalEpoch()  # the validation or test epoch under way
+
+    def _test_name(self, pl_module: pl.LightningModule) -> str | None:
+        """The test module's attribute: ``None`` when ``test`` is the default name and the model has no such attribute.
+
+        A model without test metrics then runs ``trainer.test()`` as before the option existed
+        (nothing logged by the callback); a name given otherwise must exist (a typo is an error).
+        """
+        if self.test == _DEFAULT_TEST and not hasattr(pl_module, _DEFAULT_TEST):
+            return None
+        return self.test
 
     def _module(self, pl_module: pl.LightningModule, name: str | None) -> RecMetricModule | None:
         if name is None:
@@ -103,15 +170,19 @@ class RecMetricCallback(pl.Callback):
         found = [name for name, child in pl_module.named_children() if isinstance(child, RecMetricModule)]
         kinds = [type(getattr(pl_module, n)).__name__ if hasattr(pl_module, n) else "missing" for n in names]
         what = " and ".join(f"`{owner}.{name}` is {kind}" for name, kind in zip(names, kinds))
+        testing = all(name == self.test for name in names)  # the test stage's module
+        example = "RecMetricCallback(..., test=None)" if testing else "RecMetricCallback(train=..., val=None)"
         raise AttributeError(
-            f"RecMetricCallback(train={self.train!r}, val={self.val!r}) reads the RecMetricModule attributes of the "
-            f"LightningModule, but {what}. Name the attributes that hold them (`{owner}` has {found or 'none'}), "
-            "and None for a stage without one: e.g. `RecMetricCallback(train=..., val=None)`."
+            f"RecMetricCallback(train={self.train!r}, val={self.val!r}, test={self.test!r}) reads the RecMetricModule "
+            f"attributes of the LightningModule, but {what}. Name the attributes that hold them (`{owner}` has "
+            f"{found or 'none'}), and None for a stage without one: e.g. `{example}`."
         )
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Check every module this stage uses before the first step (one error naming all that are wrong)."""
-        names = {"fit": [self.train, self.val], "validate": [self.val]}.get(stage, [])
+        names = {"fit": [self.train, self.val], "validate": [self.val], "test": [self._test_name(pl_module)]}.get(
+            stage, []
+        )
         wrong = [n for n in names if n is not None and not isinstance(getattr(pl_module, n, None), RecMetricModule)]
         if wrong:
             self._missing(pl_module, wrong)
@@ -133,12 +204,14 @@ class RecMetricCallback(pl.Callback):
         return out
 
     @staticmethod
-    def _log(pl_module: pl.LightningModule, module: RecMetricModule) -> None:
+    def _log(pl_module: pl.LightningModule, module: RecMetricModule, suffix: str = "", **options: Any) -> None:
+        """``log_dict(module.compute())``, each key followed by ``suffix``."""
+        values = {f"{key}{suffix}": value for key, value in module.compute().items()}
         with warnings.catch_warnings():
             # the values are synced by the module's compute(): Lightning's advice to sync them again
             # (one warning per key under DDP) does not apply
             warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
-            pl_module.log_dict(module.compute(), sync_dist=False)
+            pl_module.log_dict(values, sync_dist=False, **options)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -168,11 +241,53 @@ class RecMetricCallback(pl.Callback):
             self._log(pl_module, module)
             self._train_logged_at = module._step
 
+    def _eval_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str | None) -> None:
+        """Reset the stage's module; with several dataloaders, give each other one a copy of it."""
+        module = self._module(pl_module, name)
+        self._eval = _EvalEpoch()
+        if module is None:
+            return
+        module.reset()
+        if trainer.sanity_checking:
+            return
+        counts = list(trainer.num_test_batches if trainer.testing else trainer.num_val_batches)
+        modules = {0: module}
+        if len(counts) > 1:
+            modules.update({i: copy.deepcopy(module) for i in range(1, len(counts))})
+            fewest, most = _batch_counts_over_ranks(counts, pl_module.device)
+            # every rank reaches the last batch of every dataloader: compute each there (in order)
+            at_last_batch = all(1 <= n < float("inf") for n in fewest)
+            self._eval = _EvalEpoch(modules, counts, most, at_last_batch)
+        else:
+            self._eval = _EvalEpoch(modules, counts)
+
+    def _eval_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch_idx: int, dataloader_idx: int
+    ) -> None:
+        """Update the dataloader's module; log its values after its last batch (several dataloaders)."""
+        module = self._eval.modules.get(dataloader_idx)
+        if module is None:
+            return
+        module.update(self._model_out(outputs, module, "test" if trainer.testing else "validation"))
+        eval_ = self._eval
+        if eval_.at_last_batch and batch_idx + 1 == eval_.counts[dataloader_idx]:
+            # logged in the step, Lightning adds the dataloader's suffix and keeps the values in its dict
+            self._log(pl_module, module, on_step=False, on_epoch=True, batch_size=1)
+            eval_.logged.add(dataloader_idx)
+
+    def _eval_epoch_end(self, pl_module: pl.LightningModule) -> None:
+        """Log the values of every dataloader not logged yet; free the copies."""
+        eval_, self._eval = self._eval, _EvalEpoch()
+        if len(eval_.counts) == 1:
+            self._log(pl_module, eval_.modules[0])
+            return
+        for i, module in eval_.modules.items():
+            if i not in eval_.logged and eval_.most[i] > 0:
+                self._log(pl_module, module, suffix=f"/dataloader_idx_{i}", add_dataloader_idx=False)
+
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Start the validation module afresh."""
-        module = self._module(pl_module, self.val)
-        if module is not None:
-            module.reset()
+        """Start the validation module afresh (and a copy per other dataloader)."""
+        self._eval_epoch_start(trainer, pl_module, self.val)
 
     def on_validation_batch_end(
         self,
@@ -183,16 +298,34 @@ class RecMetricCallback(pl.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        """Update the validation module from the step's output."""
-        module = self._module(pl_module, self.val)
-        if module is not None and not trainer.sanity_checking:
-            module.update(self._model_out(outputs, module, "validation"))
+        """Update the dataloader's validation module from the step's output."""
+        if not trainer.sanity_checking:
+            self._eval_batch_end(trainer, pl_module, outputs, batch_idx, dataloader_idx)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Log the validation module's values over the whole validation set."""
-        module = self._module(pl_module, self.val)
-        if module is not None and not trainer.sanity_checking:
-            self._log(pl_module, module)
+        """Log the validation module's values over the whole validation set (each dataloader's own)."""
+        if not trainer.sanity_checking:
+            self._eval_epoch_end(pl_module)
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Start the test module afresh (and a copy per other dataloader)."""
+        self._eval_epoch_start(trainer, pl_module, self._test_name(pl_module))
+
+    def on_test_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Update the dataloader's test module from the step's output."""
+        self._eval_batch_end(trainer, pl_module, outputs, batch_idx, dataloader_idx)
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Log the test module's values over the whole test set (each dataloader's own)."""
+        self._eval_epoch_end(pl_module)
 
     # ------------------------------------------------------------------ checkpoints
 

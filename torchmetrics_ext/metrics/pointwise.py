@@ -237,8 +237,11 @@ class NormalizedEntropy(_CrossEntropyMetric):
         NE is undefined (``nan`` plus ``UndefinedMetricWarning``) until both classes have
         non-zero label weight; TorchRec returns a huge finite number there instead. The states
         keep the total and the positive label weight, so the negative weight is their
-        difference: a negative label weight below about ``1e-16`` of the total rounds away and
-        reads as absent (``nan``); the positive weight is kept exactly.
+        difference, with a relative error of about ``1e-16 * total / negative weight``: NE is
+        off by about 2e-5 (relative) when the negative label weight is ``2e-12`` of the total, and
+        a negative weight below about ``1e-16`` of the total rounds away and reads as absent
+        (``nan``). The positive weight is kept exactly, so for base rates within about ``1e-6``
+        of 1 score the flipped task (``1 - p`` against ``1 - y``: the same NE, exactly kept).
 
     Example:
         >>> import torch

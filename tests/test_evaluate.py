@@ -1346,3 +1346,14 @@ def test_from_logits_feeds_sigmoid_whatever_metrics_are_asked_for(tmp_path, metr
     assert cli.main(args) == 0
     record = json.loads(out.read_text())["records"][0]
     assert_close({f"{m}/t": record[m] for m in metrics}, {f"{m}/t": expected[m] for m in metrics})
+
+
+def test_a_globs_wildcard_matches_a_hidden_name_only_where_its_own_part_starts_so(tmp_path):
+    """`out/*/_*` read `out/_scratch/_part` too: `_*` in a later part let `*` match `_scratch`."""
+    for directory, label in (("day1", 1.0), ("_scratch", 0.0)):
+        (tmp_path / "out" / directory).mkdir(parents=True)
+        pq.write_table(pa.table({"p": [0.5], "y": [label]}), tmp_path / "out" / directory / "_part.parquet")
+    read = evaluate(str(tmp_path / "out" / "*" / "_*"), {"t": ("p", "y")}, ["ctr"])
+    assert read.values["ctr/t"] == 1.0  # day1's row alone (label 1)
+    hidden = evaluate(str(tmp_path / "out" / "_*" / "_*"), {"t": ("p", "y")}, ["ctr"])
+    assert hidden.values["ctr/t"] == 0.0  # asked for in place: _scratch's row alone

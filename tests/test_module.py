@@ -1860,3 +1860,15 @@ def test_task_shape_errors_say_what_to_do(num_tasks, shape, hint):
     metric = tmx.NormalizedEntropy(num_tasks=num_tasks)
     with pytest.raises(ValueError, match=hint):
         metric.update(torch.full(shape, 0.5), torch.ones(shape))
+
+
+def test_numpy_bools_are_flags_for_the_module_and_session_metrics():
+    assert tmx.RecMetricModule(["click"], {"ne": "ne"}, throughput=np.True_).throughput is not None
+    assert tmx.RecMetricModule(["click"], {"ne": "ne"}, throughput=np.False_).throughput is None
+    assert (
+        tmx.RecMetricModule.from_config({"tasks": ["click"], "metrics": ["ne"], "throughput": np.False_}).throughput
+        is None
+    )
+    assert type(tmx.SessionPrecisionAtK(k=2, rank_labels=np.True_).rank_labels) is bool
+    with pytest.raises(ValueError, match="`throughput` to be a bool"):
+        tmx.RecMetricModule(["click"], {"ne": "ne"}, throughput=1)

@@ -29,6 +29,7 @@ from torchmetrics_ext.registry import build_metric, torchrec_names
 from torchmetrics_ext.utilities.checks import (
     _check_values_weight_bounds,
     all_unit_weights,
+    as_bool,
     check_int,
     format_pointwise,
 )
@@ -214,8 +215,11 @@ class RecMetricModule(nn.Module):
             raise ValueError(f"Expected `prefix` to be a string, got {prefix!r}.")
         if key_style not in KEY_STYLES:
             raise ValueError(f"Expected `key_style` to be one of {KEY_STYLES}, got {key_style!r}.")
-        if not isinstance(throughput, (bool, Throughput)):
-            raise ValueError(f"Expected `throughput` to be a bool or a Throughput, got {throughput!r}.")
+        if not isinstance(throughput, Throughput):
+            flag = as_bool(throughput)  # NumPy bools too, as every flag
+            if flag is None:
+                raise ValueError(f"Expected `throughput` to be a bool or a Throughput, got {throughput!r}.")
+            throughput = flag
         self.state_metrics = dict(state_metrics or {})
         for name, fn in self.state_metrics.items():
             if not isinstance(name, str) or not name or not callable(fn):

@@ -273,14 +273,21 @@ def _data_files(directory: str) -> list[str]:
 def _spelled(pattern: str, match: str) -> bool:
     """Whether every name starting with ``.`` or ``_`` that ``pattern``'s wildcards matched in ``match`` is asked for.
 
-    A name is asked for when a part of the glob that starts with the same character matches it
-    (``_temp*``, ``logs/*/_temporary``): ``*`` matches no such name, as Python's glob already does
-    for names starting with ``.``. The literal directories before the first wildcard are named.
+    A name is asked for when the part of the glob at its place starts with the same character and
+    matches it (``_temp*``, ``logs/*/_temporary``; with ``**``, whose parts match any depth, any
+    part of the glob that does): ``*`` matches no such name, as Python's glob already does for
+    names starting with ``.``. The literal directories before the first wildcard are named.
     """
     parts = os.path.normpath(pattern).split(os.sep)
     first = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
-    spelled = [part for part in parts[first:] if part.startswith(_HIDDEN)]
     names = os.path.normpath(match).split(os.sep)[first:]
+    rest = parts[first:]
+    if "**" not in rest and len(rest) == len(names):  # one part of the glob per name, in place
+        return all(
+            not name.startswith(_HIDDEN) or (part[:1] == name[:1] and fnmatch.fnmatch(name, part))
+            for name, part in zip(names, rest)
+        )
+    spelled = [part for part in rest if part.startswith(_HIDDEN)]
     return all(not name.startswith(_HIDDEN) or any(fnmatch.fnmatch(name, part) for part in spelled) for name in names)
 
 

@@ -38,7 +38,7 @@ class _SessionMetric(TaskMetric):
         super().__init__(num_tasks, **kwargs)
         self.k = k
         self.average: F.Average = average
-        self.rank_labels = rank_labels
+        self.rank_labels = rank_labels = bool(rank_labels)  # checked: a bool or a NumPy bool
         suffix = f"_at_{k}" + ("_ranked_labels" if rank_labels else "")
         self._names = tuple(name + suffix for name in F.SESSION_STATES)
         for name in self._names:

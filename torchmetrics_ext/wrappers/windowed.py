@@ -737,11 +737,15 @@ class Windowed(WrapperMetric):
         """Sync the lifetime and the window across ranks (each as ``Metric.sync`` syncs one metric).
 
         The wrapper holds no state of its own: its children do. With ``sync_on_compute=False``,
-        ``metric.sync()`` (or ``with metric.sync_context(): metric.compute()``) gives the values
-        over every rank's samples and every rank's share of the window; :meth:`unsync` restores
-        this rank's own states. A value computed before either is dropped (TorchMetrics keeps it
-        cached across a manual ``sync``). A wrapped TorchMetrics metric's list states are agreed on
-        first (their dtype and an empty one's shape: see the class Note), around ``dist_sync_fn``.
+        ``with metric.sync_context(): metric.compute()`` (or ``metric.sync()`` then
+        ``metric.compute()``) gives the values over every rank's samples and every rank's share of
+        the window. As for any TorchMetrics metric, ``compute()`` after a manual ``sync()`` restores
+        this rank's own states itself (a later :meth:`unsync` then raises "already un-synced");
+        :meth:`unsync` is for a ``sync()`` not followed by ``compute()``, and without a process
+        group ``sync()`` does nothing (so neither may ``unsync()``). A value computed before
+        either is dropped (TorchMetrics keeps it cached across a manual ``sync``). A wrapped
+        TorchMetrics metric's list states are agreed on first (their dtype and an empty one's
+        shape: see the class Note), around ``dist_sync_fn``.
         """
         if self._typed_sync:  # list states of no declared dtype: agreed on first (see __init__)
             dist_sync_fn = TypedGather(dist_sync_fn)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchmetrics
 from sklearn.metrics import log_loss, roc_auc_score
 
 import torchmetrics_ext as tmx
@@ -466,6 +467,8 @@ def test_test_module_is_named_like_the_others():
     loader = _loader(10, 0.5, 0)
     model = EvalModel(test=False)
     # the default name on a model without it: tested as before the option existed (nothing logged)
+    assert _evaluator(callbacks=[RecMetricCallback(train=None)]).test(model, loader, verbose=False) == [{}]
+    model.test_metrics = torchmetrics.MetricCollection({"mean": torchmetrics.MeanMetric()})  # a model's own
     assert _evaluator(callbacks=[RecMetricCallback(train=None)]).test(model, loader, verbose=False) == [{}]
     with pytest.raises(
         AttributeError, match=r"`EvalModel\.tst_metrics` is missing.*`RecMetricCallback\(\.\.\., test=None\)`"

@@ -117,8 +117,9 @@ class RecMetricCallback(pl.Callback):
         output_key: read the model output dict from ``outputs[output_key]`` instead of ``outputs``.
         test: attribute name of the module ``trainer.test()`` updates and logs, as ``val`` for
             validation (``None``: none; a ``trainer.test()`` then logs nothing from the callback).
-            With the default name, a model without a ``test_metrics`` attribute is tested as with
-            ``None``; any other name must be a ``RecMetricModule`` attribute.
+            With the default name, a model whose ``test_metrics`` is missing or no
+            ``RecMetricModule`` (its own ``MetricCollection``, say) is tested as with ``None``; any
+            other name must be a ``RecMetricModule`` attribute.
 
     Raises:
         AttributeError: at ``setup`` (before any step), for every named attribute the stage uses
@@ -147,12 +148,13 @@ class RecMetricCallback(pl.Callback):
         self._eval = _EvalEpoch()  # the validation or test epoch under way
 
     def _test_name(self, pl_module: pl.LightningModule) -> str | None:
-        """The test module's attribute: ``None`` when ``test`` is the default name and the model has no such attribute.
+        """The test module's attribute: ``None`` when ``test`` is the default name and that is no RecMetricModule.
 
-        A model without test metrics then runs ``trainer.test()`` as before the option existed
-        (nothing logged by the callback); a name given otherwise must exist (a typo is an error).
+        A model without such test metrics (no ``test_metrics``, or a ``MetricCollection`` of its
+        own under that name) then runs ``trainer.test()`` as before the option existed (nothing
+        logged by the callback); a name given otherwise must be a module (a typo is an error).
         """
-        if self.test == _DEFAULT_TEST and not hasattr(pl_module, _DEFAULT_TEST):
+        if self.test == _DEFAULT_TEST and not isinstance(getattr(pl_module, _DEFAULT_TEST, None), RecMetricModule):
             return None
         return self.test
 

@@ -299,24 +299,26 @@ def test_report_cases_one_dominant_weight():
     assert x.item() == 0.0
 
 
-@settings(max_examples=120, deadline=None)
-@given(
-    st.integers(1, 3).flatmap(
-        lambda t: st.integers(2, 14).flatmap(
+def _task_arrays(
+    tasks: int, size: int, preds: tuple[int, int], labels: tuple[int, int], weights: list[float]
+) -> st.SearchStrategy:
+    """``(preds, labels, weights)`` lists of 1..``tasks`` rows of 2..``size`` values: integer scores and labels
+    in the given ranges (ties of every kind), weights drawn from ``weights``."""
+
+    def rows(n: int, t: int, values: st.SearchStrategy) -> st.SearchStrategy:
+        return st.lists(st.lists(values, min_size=n, max_size=n), min_size=t, max_size=t)
+
+    return st.integers(1, tasks).flatmap(
+        lambda t: st.integers(2, size).flatmap(
             lambda n: st.tuples(
-                st.lists(st.lists(st.integers(0, 3), min_size=n, max_size=n), min_size=t, max_size=t),
-                st.lists(st.lists(st.integers(-2, 2), min_size=n, max_size=n), min_size=t, max_size=t),
-                st.lists(
-                    st.lists(
-                        st.sampled_from([0.0, 1e-15, 3e-12, 0.7, 1.0, 2.5, 4e8, 1e12, 7.25e15]), min_size=n, max_size=n
-                    ),
-                    min_size=t,
-                    max_size=t,
-                ),
+                rows(n, t, st.integers(*preds)), rows(n, t, st.integers(*labels)), rows(n, t, st.sampled_from(weights))
             )
         )
     )
-)
+
+
+@settings(max_examples=120, deadline=None)
+@given(_task_arrays(3, 14, (0, 3), (-2, 2), [0.0, 1e-15, 3e-12, 0.7, 1.0, 2.5, 4e8, 1e12, 7.25e15]))
 def test_extreme_weight_ratios_with_ties_match_exact_fractions(arrays):
     """Weight ratios up to 1e31 with ties of every kind: values within 1e-12 of exact rational counts."""
     p, y, w = (np.asarray(a, dtype=np.float64) for a in arrays)
@@ -357,25 +359,7 @@ def test_weights_further_apart_than_float64_range_match_exact_fractions(p, y, w)
 
 
 @settings(max_examples=80, deadline=None)
-@given(
-    st.integers(1, 2).flatmap(
-        lambda t: st.integers(2, 9).flatmap(
-            lambda n: st.tuples(
-                st.lists(st.lists(st.integers(0, 2), min_size=n, max_size=n), min_size=t, max_size=t),
-                st.lists(st.lists(st.integers(-1, 1), min_size=n, max_size=n), min_size=t, max_size=t),
-                st.lists(
-                    st.lists(
-                        st.sampled_from([0.0, 1e-300, 1e-220, 3e-200, 1e-160, 0.7, 2.5, 1e160, 4e200, 1e220, 1e300]),
-                        min_size=n,
-                        max_size=n,
-                    ),
-                    min_size=t,
-                    max_size=t,
-                ),
-            )
-        )
-    )
-)
+@given(_task_arrays(2, 9, (0, 2), (-1, 1), [0.0, 1e-300, 1e-220, 3e-200, 1e-160, 0.7, 2.5, 1e160, 4e200, 1e220, 1e300]))
 def test_any_weight_ratio_with_ties_matches_exact_fractions(arrays):
     """Weights from 1e-300 to 1e300 with ties of every kind: exact rational values within the documented limits.
 

@@ -119,6 +119,17 @@ _CHECKPOINT_VERSION = 2
 _SETTINGS_KEY = "torchmetrics_ext"  # the metadata entry holding those settings
 
 
+def recomputed_after(metric: Metric, change: Callable[[], None]) -> None:
+    """Run ``change`` (a sync or unsync of ``metric``); if it flipped the synced state, drop the cached value.
+
+    A value cached before is of the other states (TorchMetrics keeps it across a manual ``sync``).
+    """
+    was = metric._is_synced
+    change()
+    if metric._is_synced != was:
+        metric.__dict__["_computed"] = None
+
+
 class GuardedMetric(Metric):
     """What every stateful metric of the package adds to :class:`torchmetrics.Metric`, task dimension or not.
 
@@ -287,17 +298,13 @@ class GuardedMetric(Metric):
         ``sync_on_compute=False``, ``compute(); sync(); compute()`` returned the local value
         again. Here the next ``compute`` computes from the synced states.
         """
-        was = self._is_synced
-        super().sync(dist_sync_fn, process_group, should_sync, distributed_available)
-        if self._is_synced != was:
-            self._computed = None
+        sync = super().sync
+        recomputed_after(self, lambda: sync(dist_sync_fn, process_group, should_sync, distributed_available))
 
     def unsync(self, should_unsync: bool = True) -> None:
         """TorchMetrics' ``unsync``, dropping a value computed from the synced states (see :meth:`sync`)."""
-        was = self._is_synced
-        super().unsync(should_unsync)
-        if self._is_synced != was:
-            self._computed = None
+        unsync = super().unsync
+        recomputed_after(self, lambda: unsync(should_unsync))
 
     def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
         """TorchMetrics' ``merge_state``, refusing states of other settings and dropping a cached value.

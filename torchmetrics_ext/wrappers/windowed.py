@@ -24,6 +24,7 @@ from torchmetrics_ext.metrics.base import (
     move_only,
     newest_samples,
     note_settings,
+    recomputed_after,
     settings_problems,
 )
 from torchmetrics_ext.utilities.checks import check_int
@@ -749,24 +750,15 @@ class Windowed(WrapperMetric):
         """
         if self._typed_sync:  # list states of no declared dtype: agreed on first (see __init__)
             dist_sync_fn = TypedGather(dist_sync_fn)
-        for child in (self.lifetime, self.window):  # their deferred states written first
-            was = child._is_synced
-            child.sync(
-                dist_sync_fn=dist_sync_fn,
-                process_group=process_group,
-                should_sync=should_sync,
-                distributed_available=distributed_available,
+        for child in (self.lifetime, self.window):  # their deferred states written first (any metric class)
+            recomputed_after(
+                child, functools.partial(child.sync, dist_sync_fn, process_group, should_sync, distributed_available)
             )
-            if child._is_synced != was:  # a value cached from the local states (any metric class)
-                child.__dict__["_computed"] = None
 
     def unsync(self, should_unsync: bool = True) -> None:
         """Restore this rank's own lifetime and window states after :meth:`sync`."""
         for child in (self._child("lifetime"), self._child("window")):
-            was = child._is_synced
-            child.unsync(should_unsync=should_unsync)
-            if child._is_synced != was:
-                child.__dict__["_computed"] = None
+            recomputed_after(child, functools.partial(child.unsync, should_unsync))
 
     def persistent(self, mode: bool = False) -> None:
         """Whether the wrapper's states go into ``state_dict`` (``True`` from construction).

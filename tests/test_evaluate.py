@@ -744,6 +744,26 @@ def test_float_segments_merge_signed_zeros_and_nan_bit_patterns(tmp_path):
         assert not np.signbit(got[0.0]["bucket"]) and got[0.0]["segment"] == "bucket=0.0"
 
 
+def test_float32_segment_labels_are_their_shortest_text_and_records_their_exact_value(tmp_path, capsys):
+    """A float32 --by column's 0.1 is labelled ``0.1`` (the text that reads back as that float32, as
+    numpy prints it), not its float64 expansion; the records keep the exact value."""
+    third = np.float32(1) / np.float32(3)
+    bucket = np.array([0.1, 0.1, third, third, 1e-8, 1e-8], dtype=np.float32)
+    table = pa.table({"p": np.linspace(0.1, 0.9, 6), "y": [0.0, 1, 0, 1, 0, 1], "bucket": bucket})
+    pq.write_table(table, tmp_path / "a.parquet")
+    result = evaluate(tmp_path / "a.parquet", {"t": ("p", "y")}, ["ctr"], by=["bucket"])
+    expected = sorted({repr(float(b)): str(b) for b in bucket}.items(), key=lambda kv: float(kv[0]))
+    labels = [r["segment"] for r in result.records[1:]]
+    assert labels == [f"bucket={text}" for _, text in expected] == ["bucket=1e-08", "bucket=0.1", "bucket=0.33333334"]
+    assert [r["bucket"] for r in result.records[1:]] == [float(np.float32(v)) for v in (1e-8, 0.1, third)]
+    assert set(result.values) == {"ctr/t", *(f"ctr/t/bucket={text}" for _, text in expected)}
+    assert (
+        cli.main(["evaluate", str(tmp_path / "a.parquet"), "--predictions", "p", "--labels", "y", "--by", "bucket"])
+        == 0
+    )
+    assert "bucket=0.1 " in capsys.readouterr().out
+
+
 def test_segment_keys_and_labels_are_distinct_for_null_and_look_alike_text():
     """A null is written None; text that could read as another value (the text "None", text holding
     the separators "/" or ",", or starting with a quote) is quoted: no key of .values is lost."""

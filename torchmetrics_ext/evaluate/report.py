@@ -7,9 +7,11 @@ import math
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+import numpy as np
 import pyarrow as pa
 
 from torchmetrics_ext.evaluate.checks import Problem
@@ -23,24 +25,34 @@ _QUOTED = ("'", '"')  # text starting so is quoted, so the quoted form of other 
 _SEPARATORS = ("/", ",")  # between the columns of a key (``.values``) and of a label (``segment``)
 
 
-def _value_text(value: Any) -> str:
+def _value_text(value: Any, dtype: pa.DataType | None = None) -> str:
     if value is None:
         return NULL_TEXT
     if isinstance(value, str):
         if value == NULL_TEXT or value.startswith(_QUOTED) or any(sep in value for sep in _SEPARATORS):
             return repr(value)
         return value
+    if isinstance(value, float) and dtype is not None and (pa.types.is_float32(dtype) or pa.types.is_float16(dtype)):
+        return str(np.float32(value))  # the shortest text of the float32 value: 0.1, not 0.10000000149011612
     return str(value)
 
 
-def segment_text(by: tuple[str, ...] | list[str], values: dict[str, Any], separator: str) -> str:
+def segment_text(
+    by: tuple[str, ...] | list[str],
+    values: dict[str, Any],
+    separator: str,
+    types: Mapping[str, pa.DataType] | None = None,
+) -> str:
     """``"country=US, dataset=a"`` (``separator=", "``) or ``"/country=US/dataset=a"`` (``"/"``, leading too).
 
     Every combination gets its own text: a null is ``None``; text that could read as something else
     (the text ``None``, text holding ``/`` or ``,``, or starting with a quote) is quoted as Python
-    writes it (``g='None'``, ``page='/home'``); other text and values are written as they are.
+    writes it (``g='None'``, ``page='/home'``); other text and values are written as they are, a
+    float32 (or float16) column's values (``types``: each column's Arrow type) as the shortest text
+    that reads back as that float32 (``0.1``; the records keep the exact value, ``0.10000000149011612``).
     """
-    text = separator.join(f"{b}={_value_text(values[b])}" for b in by)
+    types = types or {}
+    text = separator.join(f"{b}={_value_text(values[b], types.get(b))}" for b in by)
     return f"/{text}" if separator == "/" and text else text
 
 
@@ -105,7 +117,7 @@ class EvaluationResult:
         """
         out: dict[str, float] = {}
         for record in self.records:
-            suffix = "" if record["segment"] == OVERALL else segment_text(self.by, record, "/")
+            suffix = "" if record["segment"] == OVERALL else segment_text(self.by, record, "/", self.by_types)
             for metric in self.metrics:
                 out[f"{metric}/{record['task']}{suffix}"] = record[metric]
         return out

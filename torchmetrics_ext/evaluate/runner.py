@@ -420,7 +420,7 @@ class _Run:
             module = self.plan.module()
             module.update(rows)
             labels = self.segments.labels[index]
-            text = segment_text(self.plan.by, labels, ", ")
+            text = segment_text(self.plan.by, labels, ", ", self.segments.types)
             count = len(next(iter(rows.values())))
             mine.append((index, *self._compute(module, text, labels, count, local=True)))
         if self.world > 1:

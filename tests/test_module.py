@@ -5,6 +5,7 @@ fused sync whose collective count does not grow with the number of metrics."""
 from __future__ import annotations
 
 import copy
+import functools
 import gc
 import math
 import warnings
@@ -991,6 +992,9 @@ def test_metrics_of_one_task_dimension_are_rejected_for_two_tasks_but_classes_ar
     module = tmx.RecMetricModule(TASKS, {"ne": tmx.NormalizedEntropy, "ndcg": tmx.NDCG}, throughput=False)
     assert module.metric_names == ["ne", "ndcg"]
     assert len(module.ranking["ndcg"]) == 2
+    # a partial of a ranking class is built without `num_tasks` too (it used to be called with it)
+    module = tmx.RecMetricModule(TASKS, {"ndcg@3": functools.partial(tmx.NDCG, k=3)}, throughput=False)
+    assert [copy.k for copy in module.ranking["ndcg@3"]] == [3, 3]
 
 
 # ----------------------------------------------------------------------------- lifecycle

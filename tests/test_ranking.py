@@ -21,6 +21,7 @@ import torch
 import torchmetrics_ext as tmx
 from tests.helpers import tester as H
 from torchmetrics_ext import functional as tmf
+from torchmetrics_ext.aggregation import Distribution
 from torchmetrics_ext.utilities.device import force_device_path
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
@@ -1115,6 +1116,38 @@ BAD_ARGS = [
 def test_rejects_bad_arguments(factory, match):
     with pytest.raises(ValueError, match=match):
         factory()
+
+
+@pytest.mark.parametrize("k", [2**63, 2**64, np.uint64(2**63)])
+def test_cutoffs_beyond_int64_are_rejected_not_wrapped(k):
+    """A cutoff of 2**63 or more used to wrap in the int64 comparisons: MRR/recall/hit rate read 0,
+    NDCG crashed. Any cutoff below 2**63 at least every query's length is the whole list (k=None)."""
+    p, t, i = torch.tensor([0.5, 0.4, 0.3, 0.2]), torch.tensor([0, 1, 1, 0]), torch.tensor([0, 0, 1, 1])
+    whole = {"mrr": 0.75, "hit_rate": 1.0, "recall_at_k": 1.0, "ndcg": (1 / np.log2(3) + 1) / 2}
+    for name, value in whole.items():
+        fn = getattr(tmf, name)
+        assert fn(p, t, i, k=2**63 - 1).item() == pytest.approx(value, rel=1e-15)
+        with pytest.raises(ValueError, match=r"below 2\*\*63"):
+            fn(p, t, i, k=k)
+    for call in (lambda: tmx.RecallAtK(k), lambda: tmx.MRR(k=k), lambda: tmx.RankingMetrics(ks=(k,))):
+        with pytest.raises(ValueError, match=r"below 2\*\*63"):
+            call()
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        partial(tmx.NDCG, k=10),
+        tmx.RankingMetrics,
+        partial(tmx.MulticlassRecallAtK, k=1, num_classes=3),
+        Distribution,
+    ],
+)
+def test_num_tasks_is_refused_with_what_to_do(factory):
+    """Ranking metrics have no task dimension: `num_tasks` (even 1) used to fail on a private base class."""
+    for num_tasks in (1, 2):
+        with pytest.raises(TypeError, match=r"has no task dimension.*build one .* per task"):
+            factory(num_tasks=num_tasks)
 
 
 def test_weights_given_for_some_rows_only_is_an_error_at_compute():

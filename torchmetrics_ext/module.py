@@ -8,6 +8,7 @@ returns a flat dict of scalar tensors ready for ``LightningModule.log_dict``.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import warnings
 import weakref
@@ -1136,8 +1137,8 @@ def _instantiate(name: str, spec: Any, num_tasks: int) -> TaskMetric:
         metric: Any = build_metric(spec, num_tasks=num_tasks)
     elif isinstance(spec, Metric):
         metric = spec
-    elif isinstance(spec, type) and issubclass(spec, TaskMetric) and not spec.has_task_dim:
-        metric = spec()
+    elif not _has_task_dim(spec):
+        metric = spec()  # a ranking class, or a partial of one: one copy per task, no `num_tasks`
     elif callable(spec):
         metric = spec(num_tasks=num_tasks)
     else:
@@ -1164,6 +1165,12 @@ def _instantiate(name: str, spec: Any, num_tasks: int) -> TaskMetric:
             "log_dict). Use it as a standalone metric."
         )
     return metric
+
+
+def _has_task_dim(spec: Any) -> bool:
+    """False for a metric class without a task dimension, or a ``functools.partial`` of one."""
+    cls = spec.func if isinstance(spec, functools.partial) else spec
+    return not (isinstance(cls, type) and issubclass(cls, TaskMetric) and not cls.has_task_dim)
 
 
 def _takes_columns(metric: TaskMetric) -> bool:

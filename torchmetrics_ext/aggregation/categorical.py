@@ -12,6 +12,7 @@ from torch import Tensor
 
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.checks import check_categories
+from torchmetrics_ext.metrics.base import one_task
 from torchmetrics_ext.utilities.data import ordered_union
 
 __all__ = ["CategoricalCount", "Category", "CategoryBatch"]
@@ -89,7 +90,7 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
     category_keys: list[Tensor]
 
     def __init__(self, *, validate_args: bool = True, **kwargs: Any) -> None:
-        super().__init__(1, validate_args=validate_args, **kwargs)
+        super().__init__(one_task(self, kwargs), validate_args=validate_args, **kwargs)
         self.add_state("counts", default=torch.zeros(0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("category_keys", default=[], dist_reduce_fx=None)
         self._lookup: dict[Category, int] = {}

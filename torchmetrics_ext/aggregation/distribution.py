@@ -24,7 +24,7 @@ from torchmetrics_ext.functional.distribution import (
     _distribution_update,
     _sketch_index,
 )
-from torchmetrics_ext.metrics.base import _tag
+from torchmetrics_ext.metrics.base import _tag, one_task
 
 __all__ = ["Distribution"]
 
@@ -108,7 +108,7 @@ class Distribution(AggregationMetric[SketchBatch]):
         validate_args: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(1, validate_args=validate_args, **kwargs)
+        super().__init__(one_task(self, kwargs), validate_args=validate_args, **kwargs)
         self.spec = SketchSpec(relative_accuracy, min_value, max_value)
         self.percentiles = _check_percentiles(percentiles)
         zero = torch.tensor(0.0, dtype=torch.float64)

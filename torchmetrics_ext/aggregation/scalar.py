@@ -34,6 +34,7 @@ from torchmetrics.utilities import rank_zero_warn
 
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.checks import as_values, check_numbers, exact_sum
+from torchmetrics_ext.metrics.base import one_task
 from torchmetrics_ext.utilities.checks import Bounds, checked_bounds, observed_range
 from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
 
@@ -74,7 +75,7 @@ class _ValueAggregation(AggregationMetric[S]):
     nan_strategy: NanStrategy
 
     def __init__(self, nan_strategy: NanStrategy = "error", *, validate_args: bool = True, **kwargs: Any) -> None:
-        super().__init__(1, validate_args=validate_args, nan_strategy=nan_strategy, **kwargs)
+        super().__init__(one_task(self, kwargs), validate_args=validate_args, nan_strategy=nan_strategy, **kwargs)
         self.set_dtype(torch.float64)
 
     def _prepare(

@@ -545,6 +545,20 @@ def settings_problems(
     ]
 
 
+def one_task(metric: object, kwargs: Mapping[str, Any]) -> int:
+    """``1``, the ``num_tasks`` of a metric without a task dimension; ``TypeError`` if the caller gave one.
+
+    For the ``__init__`` of such a metric: ``super().__init__(one_task(self, kwargs), ..., **kwargs)``.
+    """
+    if "num_tasks" in kwargs:
+        name = type(metric).__name__
+        raise TypeError(
+            f"{name} has no task dimension, so it takes no `num_tasks` (got {kwargs['num_tasks']!r}): "
+            f"build one {name} per task."
+        )
+    return 1
+
+
 class TaskMetric(GuardedMetric):
     """A :class:`torchmetrics.Metric` with a leading task dimension on every state.
 

@@ -65,7 +65,8 @@ def check_cutoff(k: int | None, cutoff: Cutoff) -> int | None:
     """Validate a cutoff: a positive integer, or also ``None`` (the whole list) when ``cutoff`` is ``"optional"``.
 
     ``cutoff="none"`` (a metric without cutoff) accepts only ``None``. Returns ``k`` as a Python
-    int (NumPy integers accepted) or ``None``.
+    int (NumPy integers accepted) or ``None``; ``k`` must be below ``2**63`` (it is compared with
+    int64 positions; any ``k`` at least a query's length means the whole list).
     """
     if cutoff == "none":
         if k is not None:
@@ -80,6 +81,9 @@ def check_cutoff(k: int | None, cutoff: Cutoff) -> int | None:
         raise ValueError(
             f"Expected `k` to be a positive integer{' or None' if cutoff == 'optional' else ''}, got {k!r}."
         )
+    if value >= 2**63:  # compared with int64 positions: a larger Python int would wrap
+        whole = " (k=None is the whole list)" if cutoff == "optional" else ""
+        raise ValueError(f"Expected `k` below 2**63{whole}, got {k!r}.")
     return value
 
 

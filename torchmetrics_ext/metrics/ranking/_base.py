@@ -33,7 +33,7 @@ from torch import Tensor
 from torchmetrics_ext.functional.ranking._inputs import RankingRows, _ranking_arg_validation, _ranking_format
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
 from torchmetrics_ext.functional.ranking._update import _ranking_compute, _ranking_update
-from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _tag, cat_chunks
+from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _tag, cat_chunks, one_task
 from torchmetrics_ext.utilities.device import on_device_path
 
 _ROW_STATES = {
@@ -107,7 +107,7 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         validate_args: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(1, validate_args=validate_args, **kwargs)
+        super().__init__(one_task(self, kwargs), validate_args=validate_args, **kwargs)
         padding_value = _ranking_arg_validation(
             empty_target_action,
             padding_value,

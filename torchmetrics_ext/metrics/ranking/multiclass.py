@@ -13,7 +13,7 @@ from torchmetrics_ext.functional.ranking.multiclass import (
     _multiclass_recall_tensor_validation,
     _multiclass_recall_update,
 )
-from torchmetrics_ext.metrics.base import TaskMetric
+from torchmetrics_ext.metrics.base import TaskMetric, one_task
 from torchmetrics_ext.metrics.ranking._base import _RejectsTopK
 
 __all__ = ["MulticlassRecallAtK"]
@@ -63,7 +63,7 @@ class MulticlassRecallAtK(_RejectsTopK, TaskMetric):
     weight_sum: Tensor
 
     def __init__(self, k: int, num_classes: int, **kwargs: Any) -> None:
-        super().__init__(1, **kwargs)
+        super().__init__(one_task(self, kwargs), **kwargs)
         k, num_classes = _multiclass_recall_arg_validation(k, num_classes)
         self.k, self.num_classes = k, num_classes
         # The hits depend on k (and num_classes), so their state is named after them: compute groups

@@ -253,6 +253,27 @@ def test_family_shares_one_compute_group(family):
         torch.testing.assert_close(values[cls.__name__], alone.compute())
 
 
+@pytest.mark.parametrize("order", ["ctr first", "calibration first"])
+def test_a_compute_group_refuses_what_any_member_refuses(order):
+    """Only a group's first member updates (and checks) a batch: CTR, sorted first, used to take the
+    logits Calibration refuses, and Calibration reported 6.5 instead of an error."""
+    names = {"a": tmx.CTR(), "b": tmx.Calibration()}
+    if order == "calibration first":
+        names = {"a": names["b"], "b": names["a"]}
+    collection = MetricCollection(names, compute_groups=True)
+    collection.update(torch.tensor([0.2, 0.8]), torch.tensor([0, 1]))
+    assert len(collection.compute_groups) == 1
+    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\].*from_logits=True"):
+        collection.update(torch.tensor([5.0, 7.0]), torch.tensor([0, 1]))
+    values = collection.compute()
+    torch.testing.assert_close(values["a" if order == "ctr first" else "b"], torch.tensor(0.5, dtype=torch.float64))
+    torch.testing.assert_close(values["b" if order == "ctr first" else "a"], torch.tensor(1.0, dtype=torch.float64))
+    # logits are fine with the option, for both (their states are named apart from the probabilities')
+    both = MetricCollection({"a": tmx.CTR(from_logits=True), "b": tmx.Calibration(from_logits=True)})
+    both.update(torch.tensor([5.0, -7.0]), torch.tensor([1, 0]))
+    torch.testing.assert_close(both.compute()["a"], torch.tensor(0.5, dtype=torch.float64))
+
+
 def test_ne_and_logloss_not_merged_with_different_eta():
     collection = MetricCollection({"ne": tmx.NormalizedEntropy(eta=0.3), "ll": tmx.LogLoss()}, compute_groups=True)
     collection.update(torch.tensor([0.1, 0.95]), torch.tensor([0, 1]))

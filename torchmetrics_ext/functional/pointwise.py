@@ -363,11 +363,11 @@ def ctr(
     r"""Click-through rate: the weighted share of positive labels, :math:`\sum w y / \sum w`.
 
     The rate depends on the labels alone: ``preds`` give the task layout and are checked as
-    any pointwise input (a floating point tensor of finite values, any range: NaN or inf is a
-    ``ValueError``), but their values are not used.
+    every pointwise function's (probabilities in [0, 1], any finite logit with ``from_logits=True``),
+    as :class:`~torchmetrics_ext.CTR` checks them, but their values are not used.
 
     Args:
-        preds: ``(N,)`` or ``(T, N)`` finite predictions (their shape gives the task layout).
+        preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``); their shape gives the layout.
         target: labels in [0, 1], same shape as ``preds``.
         weights: optional non-negative sample weights.
         from_logits: ``preds`` are logits; accepted so that every pointwise function takes the
@@ -386,7 +386,7 @@ def ctr(
     check_flag("from_logits", from_logits)
     single = single_task(preds)
     p, t, w = format_pointwise(
-        preds, target, weights, None, preds_domain="real", validate=validate_args, target_required=True
+        preds, target, weights, None, from_logits=from_logits, validate=validate_args, target_required=True
     )
     _, label_sum, total = _weighted_sums_update(p, t, w, False)
     return _finish(_ctr_compute(label_sum, total), single)

@@ -343,9 +343,13 @@ class Calibration(_WeightedSumMetric):
 class CTR(_WeightedSumMetric):
     r"""Click-through rate: the weighted share of positive labels, :math:`\sum_i w_i y_i / \sum_i w_i`.
 
-    ``preds`` are accepted so every pointwise metric has one signature, and checked as any
-    pointwise input (floating point, same shape, finite: NaN or inf is a ``ValueError``), but the
-    rate depends on the labels alone.
+    ``preds`` are accepted so every pointwise metric has one signature, and checked as every
+    pointwise metric's: probabilities in [0, 1] (any finite logit with ``from_logits=True``), same
+    shape. The rate depends on the labels alone, but the states are :class:`Calibration`'s (one
+    compute group in a ``MetricCollection``, where only one member of a group checks a batch),
+    so a batch ``Calibration`` would refuse is refused here too. (A
+    :class:`~torchmetrics_ext.RecMetricModule` checks every metric's inputs at once and feeds CTR
+    without reading its predictions: :attr:`input_domains` declares any finite value.)
 
     Args:
         num_tasks: number of tasks ``T``.
@@ -367,7 +371,6 @@ class CTR(_WeightedSumMetric):
         tensor(0.2500, dtype=torch.float64)
     """
 
-    _preds_domain = "real"
     _v1_logit_checkpoints = False  # from_logits came after checkpoints named the states
     reads_predictions = False
     is_differentiable = False
@@ -377,6 +380,11 @@ class CTR(_WeightedSumMetric):
 
     def __init__(self, num_tasks: int = 1, *, from_logits: bool = False, **kwargs: Any) -> None:
         super().__init__(num_tasks, _from_logits=from_logits, **kwargs)
+
+    @property
+    def input_domains(self) -> InputDomains | None:
+        """Any finite predictions (a module that checks a batch for every metric at once never reads CTR's)."""
+        return InputDomains("probability" if self.from_logits else "real", self._target_domain, self.from_logits)
 
     def _compute_value(self, pred_sum: Tensor, label_sum: Tensor, total: Tensor) -> Tensor:  # type: ignore[override]
         return F._ctr_compute(label_sum, total)

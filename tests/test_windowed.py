@@ -1179,6 +1179,51 @@ def test_a_torchmetrics_metric_of_scalars_counts_each_update_as_one_sample():
     assert values["lifetime"].item() == 5.0 and values["window"].item() == 2.0
 
 
+@pytest.mark.parametrize("kind", ["list", "tuple", "numpy", "numpy scalar", "nested list", "numpy 2-D"])
+def test_lists_and_numpy_inputs_the_metric_takes_are_windowed(kind):
+    """Windowed refused lists, tuples and NumPy values that the wrapped metric accepts (a
+    TypeError: no tensor to count samples in); the window is the newest samples, cut as given."""
+    from torchmetrics import SumMetric
+    from torchmetrics.text import WordErrorRate
+
+    from torchmetrics_ext.aggregation import Mean, Sum
+
+    steps = [[1.0, 2.0, 3.0], [4.0], [5.0, 6.0]]  # a window of 3 keeps [4] and [5, 6]: 15
+    as_given = {
+        "list": list,
+        "tuple": tuple,
+        "numpy": np.array,
+        "numpy scalar": lambda v: np.float32(sum(v)),  # one sample per update: the newest three
+        "nested list": lambda v: [[x, 10 * x] for x in v],  # rows of values: Mean over axis 0
+        "numpy 2-D": lambda v: np.array([[x, 10 * x] for x in v]),
+    }[kind]
+    two_d = kind in ("nested list", "numpy 2-D")
+    ours, theirs = Windowed(Mean() if two_d else Sum(), window_size=3), Windowed(SumMetric(), window_size=3)
+    for values in steps:
+        ours.update(as_given(values))
+        if not two_d:
+            theirs.update(as_given(values))
+    flat = [x for values in steps for x in values]
+    if kind == "numpy scalar":
+        expected = 6.0 + 4.0 + 11.0  # the three updates, one sample each
+    elif two_d:
+        expected = np.mean([[x, 10 * x] for x in (4.0, 5.0, 6.0)])
+    else:
+        expected = sum(flat[-3:])
+    assert ours.compute()["window"].item() == pytest.approx(expected, rel=1e-12)
+    assert ours.compute()["lifetime"].item() == pytest.approx(
+        np.mean([[x, 10 * x] for x in flat]) if two_d else sum(flat), rel=1e-12
+    )
+    if not two_d:
+        assert theirs.compute()["window"].item() == pytest.approx(expected, rel=1e-6)
+    # a TorchMetrics text metric takes lists of sentences: the newest two pairs
+    wer = Windowed(WordErrorRate(), window_size=2)
+    wer.update(["a b", "c", "x"], ["a b", "d", "x"])
+    reference = WordErrorRate()
+    reference.update(["c", "x"], ["d", "x"])
+    assert wer.compute()["window"].item() == pytest.approx(reference.compute().item())
+
+
 def test_set_dtype_casts_the_window_and_its_ring():
     from torchmetrics import SumMetric
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import numbers
 import re
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -989,9 +990,11 @@ def cat_chunks(chunks: Sequence[Tensor], dtype: torch.dtype | None = None) -> Te
 
 
 def count_samples(args: Sequence[Any], kwargs: Mapping[str, Any], axis: int = -1) -> int:
-    """Samples in a batch: the length along ``axis`` of its first tensor argument (positional, then keyword).
+    """Samples in a batch: the length along ``axis`` of its first array argument (positional, then keyword).
 
-    A batch of scalars only (0-dim tensors or numbers, e.g. a step's loss) is one sample.
+    Arrays are tensors, NumPy arrays and (nested) lists or tuples, such as the ``[1.0, 2.0]`` an
+    aggregation metric or the list of sentences a TorchMetrics text metric takes. A batch of
+    scalars only (0-dim tensors or numbers, e.g. a step's loss) is one sample.
 
     Args:
         args: positional arguments of ``update``.
@@ -999,44 +1002,88 @@ def count_samples(args: Sequence[Any], kwargs: Mapping[str, Any], axis: int = -1
         axis: the sample axis.
 
     Raises:
-        TypeError: if no argument is a tensor or a number.
+        TypeError: if no argument is an array or a number.
 
     Example:
         >>> import torch
         >>> count_samples((torch.zeros(3, 5),), {"weights": torch.ones(5)})
         5
+        >>> count_samples(([1.0, 2.0, 3.0],), {}, axis=0)
+        3
     """
     values = (*args, *kwargs.values())
     for value in values:
-        if isinstance(value, Tensor) and value.ndim > 0:
-            return int(value.shape[axis])
-    if any(isinstance(v, (Tensor, int, float)) and not isinstance(v, bool) for v in values):
+        length = _array_length(value, axis)
+        if length is not None:
+            return length
+    if any(isinstance(v, (Tensor, numbers.Number)) and not isinstance(v, bool) for v in values):
         return 1
-    raise TypeError("Cannot count the samples of a batch without a tensor or number argument.")
+    raise TypeError("Cannot count the samples of a batch without an array (tensor, list) or number argument.")
+
+
+def _array_length(value: Any, axis: int) -> int | None:
+    """``value``'s length along ``axis`` if it is an array of at least one dimension, else ``None``."""
+    if isinstance(value, Tensor) or _is_ndarray(value):
+        return int(value.shape[axis]) if value.ndim > 0 else None
+    if not _is_sequence(value):
+        return None
+    for _ in range(_list_axis(value, axis)):
+        value = value[0]
+    return len(value)
+
+
+def _is_ndarray(value: Any) -> bool:
+    """A NumPy array (or alike: ``shape``, ``ndim`` and ``__array__``), told apart without importing NumPy."""
+    return hasattr(value, "__array__") and hasattr(value, "ndim") and hasattr(value, "shape")
+
+
+def _is_sequence(value: Any) -> bool:
+    return isinstance(value, (list, tuple))
+
+
+def _list_axis(value: list | tuple, axis: int) -> int:
+    """``axis`` of a nested list as a non-negative depth (the depth read along the first elements)."""
+    depth, inner = 1, value
+    while inner and _is_sequence(inner[0]):
+        depth, inner = depth + 1, inner[0]
+    return axis % depth
 
 
 def newest_samples(
     n: int, args: Sequence[Any], kwargs: Mapping[str, Any], axis: int = -1
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The batch cut to its last ``n`` samples: every tensor argument as long as the batch along ``axis`` is narrowed.
+    """The batch cut to its last ``n`` samples: every array argument as long as the batch along ``axis`` is narrowed.
 
-    Other arguments (``None``, scalars, tensors of another length there) pass unchanged.
+    Other arguments (``None``, scalars, arrays of another length there) pass unchanged; lists stay
+    lists and NumPy arrays NumPy arrays (the wrapped metric converts them as it always does).
 
     Example:
         >>> import torch
         >>> args, kwargs = newest_samples(2, (torch.arange(4.0),), {"weights": None})
         >>> args, kwargs
         ((tensor([2., 3.]),), {'weights': None})
+        >>> newest_samples(2, (["a b", "c", "d e"],), {}, axis=0)[0]
+        (['c', 'd e'],)
     """
     total = count_samples(args, kwargs, axis)
     start = max(total - n, 0)
 
     def cut(value: Any) -> Any:
-        if isinstance(value, Tensor) and value.ndim > 0 and value.shape[axis] == total:
+        if _array_length(value, axis) != total:
+            return value
+        if isinstance(value, Tensor):
             return value.narrow(axis % value.ndim, start, total - start)
-        return value
+        if _is_ndarray(value):
+            return value[(slice(None),) * (axis % value.ndim) + (slice(start, total),)]
+        return _cut_list(value, _list_axis(value, axis), start)
 
     return tuple(cut(v) for v in args), {k: cut(v) for k, v in kwargs.items()}
+
+
+def _cut_list(value: list | tuple, depth: int, start: int) -> Any:
+    if depth == 0:
+        return value[start:]
+    return type(value)(_cut_list(inner, depth - 1, start) for inner in value)
 
 
 def _replay(gathered: Mapping[str, list[Tensor]], names: list[str]) -> Callable[..., list[Tensor]]:

@@ -449,7 +449,7 @@ class Windowed(WrapperMetric):
         return self.window_size // world
 
     def _count(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-        """Samples in the batch: the metric's ``sample_count`` hook, else the first axis of its first tensor.
+        """Samples in the batch: the metric's ``sample_count`` hook, else the first axis of its first array.
 
         Without the hook (a TorchMetrics metric) the inputs are ``(N, ...)``; a batch of scalars only
         (a step's loss for ``MeanMetric``) is one sample.

@@ -1682,3 +1682,33 @@ def test_aggregation_metrics_count_rows_of_their_values_as_samples(name):
     reduce = {"Sum": np.sum, "Mean": np.mean, "Max": np.max, "Min": np.min}[name]
     assert metric.compute()["window"].item() == pytest.approx(reduce(kept))
     assert metric.compute()["lifetime"].item() == pytest.approx(reduce(np.concatenate(batches)))
+
+
+@pytest.mark.parametrize("kind", ["one task", "two tasks", "dict value"])
+def test_a_window_plots_its_lifetime_and_window_values(kind):
+    """Windowed.plot raised NotImplementedError (README: every metric plots); each number is a series."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    gen = torch.Generator().manual_seed(3)
+    if kind == "dict value":
+        metric = Windowed(tmx.RankingMetrics(ks=(1, 3), metrics=("ndcg",)), window_size=6)
+        metric.update(
+            torch.rand(6, generator=gen), torch.tensor([1, 0, 0, 0, 1, 1]), indexes=torch.tensor([0] * 3 + [1] * 3)
+        )
+        names = ["lifetime/ndcg@1", "lifetime/ndcg@3", "window/ndcg@1", "window/ndcg@3"]
+    else:
+        tasks = 2 if kind == "two tasks" else 1
+        metric = Windowed(tmx.CTR(num_tasks=tasks), window_size=4)
+        metric.update(
+            torch.rand(tasks, 6, generator=gen).squeeze(0), (torch.rand(tasks, 6, generator=gen) < 0.5).squeeze(0)
+        )
+        names = ["lifetime/0", "lifetime/1", "window/0", "window/1"] if tasks == 2 else ["lifetime", "window"]
+    _, ax = metric.plot()
+    assert [line.get_label() for line in ax.get_lines()] == names
+    _, ax = metric.plot([metric.compute(), metric.compute()])  # over steps: one line per number
+    assert sorted(line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")) == sorted(names)
+    with pytest.raises(TypeError, match=r"dict returned by Windowed\.compute"):
+        metric.plot(torch.tensor(0.5))
+    matplotlib.pyplot.close("all")

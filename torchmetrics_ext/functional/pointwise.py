@@ -340,7 +340,7 @@ def calibration(
     Example:
         >>> import torch
         >>> from torchmetrics_ext.functional import calibration
-        >>> calibration(torch.tensor([0.2, 0.4, 0.6, 0.8]), torch.tensor([0, 0, 1, 0]))
+        >>> calibration(torch.tensor([0.25, 0.5, 0.75, 0.5]), torch.tensor([0, 0, 1, 0]))
         tensor(2., dtype=torch.float64)
     """
     check_flag("from_logits", from_logits)

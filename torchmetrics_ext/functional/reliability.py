@@ -137,9 +137,9 @@ def reliability(
     Example:
         >>> import torch
         >>> from torchmetrics_ext.functional import reliability
-        >>> out = reliability(torch.tensor([0.1, 0.2, 0.7, 0.9]), torch.tensor([0, 1, 1, 1]), num_bins=2)
+        >>> out = reliability(torch.tensor([0.125, 0.25, 0.75, 0.875]), torch.tensor([0, 1, 1, 1]), num_bins=2)
         >>> {key: value.tolist() for key, value in out.items()}
-        {'mean_prediction': [0.15..., 0.8...], 'label_rate': [0.5, 1.0], 'weight': [2.0, 2.0]}
+        {'mean_prediction': [0.1875, 0.8125], 'label_rate': [0.5, 1.0], 'weight': [2.0, 2.0]}
     """
     bins = _reliability_edges(num_bins, edges)
     check_flag("from_logits", from_logits)

@@ -325,7 +325,7 @@ class Calibration(_WeightedSumMetric):
         >>> import torch
         >>> from torchmetrics_ext import Calibration
         >>> metric = Calibration()
-        >>> metric(torch.tensor([0.2, 0.4, 0.6, 0.8]), torch.tensor([0, 0, 1, 0]))
+        >>> metric(torch.tensor([0.25, 0.5, 0.75, 0.5]), torch.tensor([0, 0, 1, 0]))
         tensor(2., dtype=torch.float64)
     """
 

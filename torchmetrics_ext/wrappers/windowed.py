@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -933,5 +933,47 @@ class Windowed(WrapperMetric):
         return this
 
     def plot(self, val: Any = None, ax: Any = None) -> Any:
-        """Plot is not supported for the dict values of a window; plot ``lifetime`` or ``window`` instead."""
-        raise NotImplementedError("Plot `Windowed.lifetime` or `Windowed.window` instead.")
+        """Plot the lifetime and window values of one ``compute()`` result or of a list of them (over steps).
+
+        Each number is one series, named by its place in the value: ``lifetime`` and ``window``
+        for one task, ``lifetime/0``, ``window/1``, ... per task, ``lifetime/ndcg@10`` per entry of
+        a dict-valued metric. Needs matplotlib.
+
+        Args:
+            val: a dict returned by ``compute``/``forward``, or a list of them; ``None`` plots ``compute()``.
+            ax: an existing matplotlib axis to draw into.
+
+        Returns:
+            ``(figure, axis)`` as in TorchMetrics.
+
+        Example:
+            >>> import torch
+            >>> from torchmetrics_ext import CTR, Windowed
+            >>> metric = Windowed(CTR(num_tasks=2), window_size=4)
+            >>> metric.update(torch.rand(2, 6), torch.tensor([[1, 0, 0, 1, 1, 0], [0, 0, 1, 1, 1, 1]]))
+            >>> fig, ax = metric.plot()  # doctest: +SKIP
+        """
+        if val is None:
+            val = self.compute()
+        if isinstance(val, Mapping):
+            return self._plot(_series(val), ax)
+        if isinstance(val, Sequence) and not isinstance(val, (str, bytes)) and val:
+            return self._plot([_series(v) for v in val], ax)
+        raise TypeError(
+            "Expected `val` to be a dict returned by Windowed.compute()/forward() or a non-empty list of them, "
+            f"got {type(val).__name__}."
+        )
+
+
+def _series(value: Mapping[str, Any], prefix: str = "") -> dict[str, Tensor]:
+    """A window's value as named numbers: ``{"lifetime/0": ..., "window/ndcg@10": ...}`` (a scalar keeps its name)."""
+    out: dict[str, Tensor] = {}
+    for key, item in value.items():
+        name = f"{prefix}{key}"
+        if isinstance(item, Mapping):
+            out |= _series(item, f"{name}/")
+        elif isinstance(item, Tensor) and item.ndim > 0:
+            out |= {f"{name}/{i}": entry for i, entry in enumerate(item.flatten())}
+        else:
+            out[name] = item
+    return out

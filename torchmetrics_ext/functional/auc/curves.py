@@ -222,11 +222,11 @@ def roc_curve(
     Example:
         >>> import torch
         >>> from torchmetrics_ext.functional import roc_curve
-        >>> fpr, tpr, thresholds = roc_curve(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1]))
+        >>> fpr, tpr, thresholds = roc_curve(torch.tensor([0.125, 0.5, 0.375, 0.75]), torch.tensor([0, 0, 1, 1]))
         >>> fpr.tolist(), tpr.tolist()
         ([0.0, 0.0, 0.5, 0.5, 1.0], [0.0, 0.5, 0.5, 1.0, 1.0])
         >>> thresholds.tolist()  # the first point is (0, 0) at threshold inf
-        [inf, 0.8..., 0.4..., 0.35..., 0.1...]
+        [inf, 0.75, 0.5, 0.375, 0.125]
     """
     points = _curve_points(preds, target, weights, num_bins, logit_range, from_logits, validate_args, bin_space)
     return _as_curve(_roc_from_points(points), preds.ndim == 1)

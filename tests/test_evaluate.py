@@ -461,6 +461,63 @@ def test_a_value_the_row_checks_miss_is_the_documented_error_naming_the_file(tmp
     assert "error: " in capsys.readouterr().err
 
 
+def test_a_column_in_two_roles_is_checked_in_each(tmp_path, capsys):
+    """A column named twice kept its first role's checks only: float predictions as session ids
+    reached the module (a bare TypeError: no file, no role; other ranks crashed in a gather)."""
+    p = np.array([0.2, 0.7, 0.4, 0.9, 0.3, 0.6])
+    y = np.array([0, 1, 1, 0, 1, 0])
+    u = np.array([1, 1, 1, 2, 2, 2])
+    table = pa.table({"p": p, "y": y, "u": u, "q": np.array([0.5, 1.0, 0.25, 0.0, 1.0, 0.5])})
+    # ids are integers, predictions/labels/weights numbers: one column cannot be both, refused before reading
+    for kw, metric, roles in (
+        ({"session": "p"}, "ndcg@3", "session ids and predictions of task 't'"),
+        ({"user": "y"}, "gauc", "user ids and labels of task 't'"),
+        ({"user": "u", "weights": "u"}, "gauc", "user ids and weights"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(f"Column {next(iter(kw.values()))!r} cannot be both {roles}")):
+            evaluate(tmp_path / "not-read-*.parquet", {"t": ("p", "y")}, [metric], **kw)
+    pq.write_table(table, tmp_path / "x.parquet")
+    args = ["evaluate", str(tmp_path / "x.parquet"), "--task", "t=p:y", "--metrics", "ndcg@3", "--session", "p"]
+    assert cli.main([*args, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "error: Column 'p' cannot be both session ids and predictions of task 't'" in err and "Traceback" not in err
+    # labels of one task that are the predictions of another get the label checks too, with their role
+    message = r"<pyarrow.Table>: column 'q' \(labels of task 's'\) has 3 rows that are not 0 or 1 \(first at row 0,"
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(table, {"t": ("q", "y"), "s": ("p", "q")}, ["auc"])
+    # weights that are labels: a bool column is no weight; numbers are both, each role checked
+    flags = table.set_column(1, "y", pa.array(y.astype(bool)))
+    with pytest.raises(InvalidDataError, match=r"column 'y' \(weights\) has type bool; expected numbers"):
+        evaluate(flags, {"t": ("p", "y")}, ["ctr"], weights="y")
+    values = evaluate(table, {"t": ("p", "q")}, ["ctr", "mse"], weights="q").values
+    assert_close(
+        values,
+        {
+            "ctr/t": np.sum(table["q"].to_numpy() ** 2) / np.sum(table["q"].to_numpy()),
+            "mse/t": np.average((p - table["q"].to_numpy()) ** 2, weights=table["q"].to_numpy()),
+        },
+    )
+    # a reason two roles share (NaN) counts each row once
+    nan = table.set_column(0, "p", pa.array(np.where(np.arange(6) == 4, np.nan, p)))
+    with pytest.raises(InvalidDataError, match=r"column 'p' \(predictions of task 't'\) has 1 row that is NaN"):
+        evaluate(nan, {"t": ("p", "y")}, ["ctr"], weights="p")
+    # one id column as user and session ids: both metrics as with two columns
+    values = evaluate(table, {"t": ("p", "y")}, ["gauc", "recall@2"], user="u", session="u").values
+    w = np.ones(6)
+    assert_close(values, {"gauc/t": gauc_ref(p, y, u, w), "recall@2/t": query_ref(p, y, u, w, 2, "recall")})
+
+
+def test_a_type_error_of_the_module_is_the_documented_error_naming_the_file(monkeypatch):
+    """Only the module's ValueError went through the documented path: its TypeError escaped as is."""
+    import torchmetrics_ext.evaluate.runner as runner
+
+    monkeypatch.setattr(runner, "check_schema", lambda *args, **kwargs: None)  # a type the checks miss
+    table = pa.table({"p": [0.2, 0.7, 0.4, 0.9], "y": [0, 1, 1, 0], "u": [1.0, 1.0, 2.0, 2.0]})
+    message = r"<pyarrow.Table>: rows 0 to 1: .*model_out\['u'\]`: expected integer ids, got dtype torch.float64"
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(table, {"t": ("p", "y")}, ["gauc"], user="u", batch_size=2)
+
+
 def test_uint64_labels_and_weights_are_read_as_their_values():
     """uint64 columns were viewed as int64 (right for ids): 2**63 and above became negative labels and weights."""
     p = np.array([0.1, 0.8, 0.6, 0.3])
@@ -1283,6 +1340,28 @@ def test_a_value_the_row_checks_miss_on_one_rank_fails_every_rank(ddp_pool, tmp_
     pq.write_table(pa.table({"p": [0.2, 0.4, 1.5], "y": [0, 1, 1]}), tmp_path / "b.parquet")
     messages = ddp_pool.run(_ddp_unchecked, str(tmp_path))
     assert messages[0] == messages[1] and re.match(r".*b\.parquet: rows 0 to 2: .*probabilities", messages[0])
+
+
+def _ddp_unchecked_type(rank: int, world_size: int, path: str) -> str:
+    import torchmetrics_ext.evaluate.runner as runner
+
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(runner, "check_schema", lambda *args, **kwargs: None)  # a type the checks miss
+        try:
+            evaluate(path, {"t": ("p", "y")}, ["gauc"], user="u")
+        except InvalidDataError as err:
+            return str(err)
+    return "no error"
+
+
+@pytest.mark.ddp
+def test_a_type_the_checks_miss_on_one_rank_fails_every_rank(ddp_pool, tmp_path):
+    """b.parquet (rank 1's) holds float user ids: the module's TypeError escaped rank 1, rank 0 died in a gather."""
+    pq.write_table(pa.table({"p": [0.1, 0.8, 0.6, 0.3], "y": [0, 1, 1, 0], "u": [1, 1, 2, 2]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"p": [0.2, 0.4, 0.5], "y": [0, 1, 1], "u": [3.0, 3.0, 4.0]}), tmp_path / "b.parquet")
+    messages = ddp_pool.run(_ddp_unchecked_type, str(tmp_path))
+    assert messages[0] == messages[1]
+    assert re.match(r".*b\.parquet: rows 0 to 2: .*model_out\['u'\]`: expected integer ids", messages[0])
 
 
 @pytest.mark.ddp

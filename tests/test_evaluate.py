@@ -582,8 +582,54 @@ def test_pandas_object_columns_are_typed_from_their_values(frame):
         assert record["gauc"] == pytest.approx(gauc_ref(p[m], y[m], part.user.to_numpy()[m], w[m]), rel=1e-9)
     assert [r["g"] for r in result.records[1:]] == [0, 1, 2, None]
     mixed = objects.assign(p=pd.Series([0.5, "0.5", *p[2:].tolist()], dtype=object))
-    with pytest.raises(InvalidDataError, match=r"<pandas.DataFrame>: rows 0 to 127: .*'0.5'.*column p"):
+    message = r"<pandas.DataFrame>: column 'p' mixes value types in this one input, rows 0 to 127 \(.*'0.5'"
+    with pytest.raises(InvalidDataError, match=message):
         evaluate(mixed, {"t": ("p", "y")}, ["ctr"], batch_size=128)
+
+
+def test_a_pandas_segment_column_whose_slices_read_as_different_types_says_so():
+    """Slices of an object column typed apart (ints, then text) were "types that differ between files",
+    naming the one frame twice; a single slice gave pyarrow's bare message."""
+    p, y = np.array([0.2, 0.7, 0.4, 0.9]), np.array([0, 1, 1, 0])
+    df = pd.DataFrame({"p": p, "y": y, "c": np.array([1, 2, "a", "b"], dtype=object)})
+    with pytest.raises(InvalidDataError) as err:
+        evaluate(df, {"t": ("p", "y")}, ["ctr"], by=["c"], batch_size=2)
+    message = str(err.value)
+    assert message.startswith(
+        "<pandas.DataFrame>: column 'c' (--by segment) mixes value types in this one input: rows 2 to 3 read as "
+        "string, rows 0 to 1 as int64"
+    )
+    assert "df['c'] = df['c'].astype(\"string\")" in message
+    assert message.count("<pandas.DataFrame>") == 1 and "file" not in message
+    with pytest.raises(InvalidDataError, match=r"column 'c' mixes value types in this one input, rows 0 to 3 \("):
+        evaluate(df, {"t": ("p", "y")}, ["ctr"], by=["c"], batch_size=4)
+    # slices whose types unify (int64, double) but whose values do not fit (2**60 is no double)
+    big = df.assign(c=np.array([2**60, 2**60 + 1, 0.5, 1.5], dtype=object))
+    message = (
+        r"column 'c' \(--by segment\) mixes value types in this one input: rows 0 to 1 read as int64, rows 2 to 3 "
+        r"as double .*; Arrow reads both as double, which cannot hold every value of rows 0 to 1 \(.*astype"
+    )
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(big, {"t": ("p", "y")}, ["ctr"], by=["c"], batch_size=2)
+    # the conversion the message gives works, missing values staying the null segment
+    df.loc[1, "c"] = None
+    result = evaluate(df.assign(c=df.c.astype("string")), {"t": ("p", "y")}, ["ctr"], by=["c"], batch_size=2)
+    expected = {"1": [0], "a": [2], "b": [3], None: [1]}
+    assert {r["c"]: r["ctr"] for r in result.records[1:]} == {k: float(np.mean(y[v])) for k, v in expected.items()}
+
+
+def test_nan_of_a_pandas_frame_is_its_missing_value_the_null_segment():
+    """As documented: pandas stores None in a float column as NaN, so NaN is the null segment there
+    (Arrow tables keep NaN apart), and a NaN prediction is a null row."""
+    p, y = np.array([0.2, 0.7, 0.4, 0.9, 0.3]), np.array([0, 1, 1, 0, 1])
+    g = np.array([1.5, np.nan, 1.5, None, np.nan], dtype=np.float64)
+    result = evaluate(pd.DataFrame({"p": p, "y": y, "g": g}), {"t": ("p", "y")}, ["ctr"], by=["g"])
+    assert {r["g"]: r["ctr"] for r in result.records[1:]} == {1.5: 0.5, None: float(np.mean(y[[1, 3, 4]]))}
+    table = evaluate(pa.table({"p": p, "y": y, "g": g}), {"t": ("p", "y")}, ["ctr"], by=["g"])
+    assert [r["segment"] for r in table.records[1:]] == ["g=1.5", "g=nan"]  # pa.table: NaN stays NaN
+    message = r"<pandas.DataFrame>: column 'p' \(predictions of task 't'\) has 2 rows that are null \(first at row 0,"
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(pd.DataFrame({"p": np.where(g == 1.5, np.nan, p), "y": y}).iloc[:3], {"t": ("p", "y")}, ["ctr"])
 
 
 def test_duplicated_column_names_are_one_clear_error(tmp_path, capsys):
@@ -734,6 +780,30 @@ def test_segment_columns_typed_differently_across_files_name_the_files(tmp_path)
     message = r"b\.parquet: column 'g' \(--by segment\) has type string, but in .*a\.parquet it has type int64"
     with pytest.raises(InvalidDataError, match=message):
         evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["g"])
+
+
+def test_segment_types_that_unify_but_do_not_hold_the_values_name_the_files_and_types(tmp_path):
+    """int64 above 2**53 next to double (or uint64 above 2**63 next to int64) unify as types, but the
+    values do not fit: the message was "types that differ between files", naming no file or type."""
+    cases = {
+        "int64 and double": (pa.array([2**60, 2**60 + 1], pa.int64()), pa.array([0.5, 1.5]), "int64", "double"),
+        "uint64 and int64": (pa.array([2**63 + 1, 3], pa.uint64()), pa.array([-1, 2]), "uint64", "int64"),
+    }
+    for first, second, first_type, both in cases.values():
+        pq.write_table(pa.table({"p": [0.2, 0.7], "y": [0, 1], "c": first}), tmp_path / "a.parquet")
+        pq.write_table(pa.table({"p": [0.4, 0.9], "y": [1, 0], "c": second}), tmp_path / "b.parquet")
+        message = (
+            rf"a\.parquet: column 'c' \(--by segment\) has type {first_type}, but in .*b\.parquet it has type {both}; "
+            rf"Arrow reads both as {both}, which cannot hold every value of .*a\.parquet \(.*not in range.*\)\. "
+            r"A segment column needs one type, holding all its values, in every file: write the column with one"
+        )
+        with pytest.raises(InvalidDataError, match=message):
+            evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["c"])
+    # values that fit: one type, every segment its own rows
+    pq.write_table(pa.table({"p": [0.2, 0.7], "y": [0, 1], "c": [5, 6]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"p": [0.4, 0.9], "y": [1, 0], "c": [0.5, 1.5]}), tmp_path / "b.parquet")
+    result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["c"])
+    assert {r["c"]: r["ctr"] for r in result.records[1:]} == {0.5: 1.0, 1.5: 0.0, 5.0: 0.0, 6.0: 1.0}
 
 
 def test_numeric_segment_columns_of_csv_files_are_numbers(tmp_path):

@@ -547,7 +547,10 @@ def evaluate(
             of distinct values); every metric is computed on each segment's rows, and over all rows.
             Each column once, none named ``segment``, ``task``, ``rows`` or like a requested metric
             (the other fields of a record). Floats compare as numbers (``-0.0`` is ``0.0``); every
-            NaN is one segment, apart from null. ``None`` or ``()``: no segments.
+            NaN is one segment, apart from null (but for a pandas frame, where NaN is the missing
+            value: the null segment). A column needs one type holding all its values in every
+            file (for a pandas object column, every slice); others fail naming both files (or
+            rows) and types. ``None`` or ``()``: no segments.
         batch_size: rows per record batch (memory per batch, not a result setting; any positive
             size, those above ``2**62`` read as ``2**62``; CSV files are parsed in blocks of at
             most 1 GiB, each cut into batches).

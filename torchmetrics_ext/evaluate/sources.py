@@ -238,7 +238,10 @@ class PandasSource(TableSource):
     """A pandas DataFrame, converted to Arrow one slice of the needed columns at a time.
 
     Each slice's object columns are typed from that slice's values (ints and floats: double), as
-    pyarrow converts them; the segment encoder casts every slice to the discovered type.
+    pyarrow converts them; the segment encoder casts every slice to the discovered type. A slice
+    mixing kinds (numbers and text) fails naming the column and its rows, with the conversion
+    to make first (``astype("string")``, ``pd.to_numeric``). NaN is pandas' missing value: it
+    is read as null (the null segment, a "null" row).
     """
 
     def _slice(self, start: int, length: int, columns: Sequence[str]) -> pa.Table:
@@ -246,7 +249,22 @@ class PandasSource(TableSource):
         try:
             return pa.Table.from_pandas(frame, preserve_index=False)
         except (pa.ArrowException, TypeError) as err:  # an object column mixing kinds (numbers and text)
-            raise InvalidDataError(f"{self.label}: rows {start:,} to {start + length - 1:,}: {err}") from None
+            raise InvalidDataError(self._mixed(frame, start, err)) from None
+
+    def _mixed(self, frame: Any, start: int, err: Exception) -> str:
+        """The message for a slice pyarrow cannot convert: the column mixing value types, and the fix."""
+        rows = f"rows {start:,} to {start + len(frame) - 1:,}"
+        for name in dict.fromkeys(frame.columns):
+            try:
+                pa.Table.from_pandas(frame[[name]], preserve_index=False)
+            except (pa.ArrowException, TypeError) as own:
+                reason = own.args[0] if own.args else own  # pyarrow adds "Conversion failed for column ..."
+                return (
+                    f"{self.label}: column {name!r} mixes value types in this one input, {rows} ({reason}); "
+                    f'a column needs one type: convert it first, e.g. df[{name!r}].astype("string") for '
+                    f"text (missing values stay null) or pd.to_numeric(df[{name!r}]) for numbers."
+                )
+        return f"{self.label}: {rows}: {err}"
 
 
 class PolarsSource(TableSource):

@@ -1095,6 +1095,27 @@ def test_a_glob_matching_directories_reads_them_as_directories(tmp_path, capsys)
         evaluate(str(logs / "2024-07-*"), {"t": ("p", "y")}, ["ctr"])
 
 
+def test_a_glob_skips_the_files_of_other_formats_it_matches(tmp_path):
+    """`out/*` matching notes.txt (or `out/_*` matching _SUCCESS) aborted the run with "unknown format",
+    though the docs said such globs read their matches; a directory skips such files."""
+    out = tmp_path / "out"
+    (out / "_temporary").mkdir(parents=True)
+    part, scratch = pa.table({"p": [0.2, 0.7, 0.4], "y": [0, 1, 1]}), pa.table({"p": [0.9], "y": [0]})
+    pq.write_table(part, out / "part-0.parquet")
+    pq.write_table(scratch, out / "_temporary" / "x.parquet")
+    (out / "_SUCCESS").write_text("")
+    (out / "notes.txt").write_text("not a table\n")
+    for pattern, table in (("*", part), ("_*", scratch), ("**", part), ("[pn]*", part)):
+        result = evaluate(str(out / pattern), {"t": ("p", "y")}, ["ctr"])
+        assert result.rows_read == table.num_rows, pattern
+        assert result.values["ctr/t"] == pytest.approx(np.mean(table.column("y").to_numpy()), rel=1e-12)
+    (out / "_temporary" / "x.parquet").unlink()
+    with pytest.raises(InvalidDataError, match=r"_\*: the glob matches 2 path\(s\) but no Parquet or CSV file \(files"):
+        evaluate(str(out / "_*"), {"t": ("p", "y")}, ["ctr"])
+    with pytest.raises(InvalidDataError, match=r"notes\.txt: unknown format; expected a file ending in"):
+        evaluate(out / "notes.txt", {"t": ("p", "y")}, ["ctr"])  # a file named is read, or refused
+
+
 def test_missing_paths_and_bad_arguments(tmp_path, dataset):
     with pytest.raises(InvalidDataError, match="no such file, directory or glob match"):
         evaluate(tmp_path / "nope-*.parquet", TASKS)

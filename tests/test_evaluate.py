@@ -461,6 +461,63 @@ def test_a_value_the_row_checks_miss_is_the_documented_error_naming_the_file(tmp
     assert "error: " in capsys.readouterr().err
 
 
+def test_a_column_in_two_roles_is_checked_in_each(tmp_path, capsys):
+    """A column named twice kept its first role's checks only: float predictions as session ids
+    reached the module (a bare TypeError: no file, no role; other ranks crashed in a gather)."""
+    p = np.array([0.2, 0.7, 0.4, 0.9, 0.3, 0.6])
+    y = np.array([0, 1, 1, 0, 1, 0])
+    u = np.array([1, 1, 1, 2, 2, 2])
+    table = pa.table({"p": p, "y": y, "u": u, "q": np.array([0.5, 1.0, 0.25, 0.0, 1.0, 0.5])})
+    # ids are integers, predictions/labels/weights numbers: one column cannot be both, refused before reading
+    for kw, metric, roles in (
+        ({"session": "p"}, "ndcg@3", "session ids and predictions of task 't'"),
+        ({"user": "y"}, "gauc", "user ids and labels of task 't'"),
+        ({"user": "u", "weights": "u"}, "gauc", "user ids and weights"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(f"Column {next(iter(kw.values()))!r} cannot be both {roles}")):
+            evaluate(tmp_path / "not-read-*.parquet", {"t": ("p", "y")}, [metric], **kw)
+    pq.write_table(table, tmp_path / "x.parquet")
+    args = ["evaluate", str(tmp_path / "x.parquet"), "--task", "t=p:y", "--metrics", "ndcg@3", "--session", "p"]
+    assert cli.main([*args, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "error: Column 'p' cannot be both session ids and predictions of task 't'" in err and "Traceback" not in err
+    # labels of one task that are the predictions of another get the label checks too, with their role
+    message = r"<pyarrow.Table>: column 'q' \(labels of task 's'\) has 3 rows that are not 0 or 1 \(first at row 0,"
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(table, {"t": ("q", "y"), "s": ("p", "q")}, ["auc"])
+    # weights that are labels: a bool column is no weight; numbers are both, each role checked
+    flags = table.set_column(1, "y", pa.array(y.astype(bool)))
+    with pytest.raises(InvalidDataError, match=r"column 'y' \(weights\) has type bool; expected numbers"):
+        evaluate(flags, {"t": ("p", "y")}, ["ctr"], weights="y")
+    values = evaluate(table, {"t": ("p", "q")}, ["ctr", "mse"], weights="q").values
+    assert_close(
+        values,
+        {
+            "ctr/t": np.sum(table["q"].to_numpy() ** 2) / np.sum(table["q"].to_numpy()),
+            "mse/t": np.average((p - table["q"].to_numpy()) ** 2, weights=table["q"].to_numpy()),
+        },
+    )
+    # a reason two roles share (NaN) counts each row once
+    nan = table.set_column(0, "p", pa.array(np.where(np.arange(6) == 4, np.nan, p)))
+    with pytest.raises(InvalidDataError, match=r"column 'p' \(predictions of task 't'\) has 1 row that is NaN"):
+        evaluate(nan, {"t": ("p", "y")}, ["ctr"], weights="p")
+    # one id column as user and session ids: both metrics as with two columns
+    values = evaluate(table, {"t": ("p", "y")}, ["gauc", "recall@2"], user="u", session="u").values
+    w = np.ones(6)
+    assert_close(values, {"gauc/t": gauc_ref(p, y, u, w), "recall@2/t": query_ref(p, y, u, w, 2, "recall")})
+
+
+def test_a_type_error_of_the_module_is_the_documented_error_naming_the_file(monkeypatch):
+    """Only the module's ValueError went through the documented path: its TypeError escaped as is."""
+    import torchmetrics_ext.evaluate.runner as runner
+
+    monkeypatch.setattr(runner, "check_schema", lambda *args, **kwargs: None)  # a type the checks miss
+    table = pa.table({"p": [0.2, 0.7, 0.4, 0.9], "y": [0, 1, 1, 0], "u": [1.0, 1.0, 2.0, 2.0]})
+    message = r"<pyarrow.Table>: rows 0 to 1: .*model_out\['u'\]`: expected integer ids, got dtype torch.float64"
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(table, {"t": ("p", "y")}, ["gauc"], user="u", batch_size=2)
+
+
 def test_uint64_labels_and_weights_are_read_as_their_values():
     """uint64 columns were viewed as int64 (right for ids): 2**63 and above became negative labels and weights."""
     p = np.array([0.1, 0.8, 0.6, 0.3])
@@ -525,8 +582,54 @@ def test_pandas_object_columns_are_typed_from_their_values(frame):
         assert record["gauc"] == pytest.approx(gauc_ref(p[m], y[m], part.user.to_numpy()[m], w[m]), rel=1e-9)
     assert [r["g"] for r in result.records[1:]] == [0, 1, 2, None]
     mixed = objects.assign(p=pd.Series([0.5, "0.5", *p[2:].tolist()], dtype=object))
-    with pytest.raises(InvalidDataError, match=r"<pandas.DataFrame>: rows 0 to 127: .*'0.5'.*column p"):
+    message = r"<pandas.DataFrame>: column 'p' mixes value types in this one input, rows 0 to 127 \(.*'0.5'"
+    with pytest.raises(InvalidDataError, match=message):
         evaluate(mixed, {"t": ("p", "y")}, ["ctr"], batch_size=128)
+
+
+def test_a_pandas_segment_column_whose_slices_read_as_different_types_says_so():
+    """Slices of an object column typed apart (ints, then text) were "types that differ between files",
+    naming the one frame twice; a single slice gave pyarrow's bare message."""
+    p, y = np.array([0.2, 0.7, 0.4, 0.9]), np.array([0, 1, 1, 0])
+    df = pd.DataFrame({"p": p, "y": y, "c": np.array([1, 2, "a", "b"], dtype=object)})
+    with pytest.raises(InvalidDataError) as err:
+        evaluate(df, {"t": ("p", "y")}, ["ctr"], by=["c"], batch_size=2)
+    message = str(err.value)
+    assert message.startswith(
+        "<pandas.DataFrame>: column 'c' (--by segment) mixes value types in this one input: rows 2 to 3 read as "
+        "string, rows 0 to 1 as int64"
+    )
+    assert "df['c'] = df['c'].astype(\"string\")" in message
+    assert message.count("<pandas.DataFrame>") == 1 and "file" not in message
+    with pytest.raises(InvalidDataError, match=r"column 'c' mixes value types in this one input, rows 0 to 3 \("):
+        evaluate(df, {"t": ("p", "y")}, ["ctr"], by=["c"], batch_size=4)
+    # slices whose types unify (int64, double) but whose values do not fit (2**60 is no double)
+    big = df.assign(c=np.array([2**60, 2**60 + 1, 0.5, 1.5], dtype=object))
+    message = (
+        r"column 'c' \(--by segment\) mixes value types in this one input: rows 0 to 1 read as int64, rows 2 to 3 "
+        r"as double .*; Arrow reads both as double, which cannot hold every value of rows 0 to 1 \(.*astype"
+    )
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(big, {"t": ("p", "y")}, ["ctr"], by=["c"], batch_size=2)
+    # the conversion the message gives works, missing values staying the null segment
+    df.loc[1, "c"] = None
+    result = evaluate(df.assign(c=df.c.astype("string")), {"t": ("p", "y")}, ["ctr"], by=["c"], batch_size=2)
+    expected = {"1": [0], "a": [2], "b": [3], None: [1]}
+    assert {r["c"]: r["ctr"] for r in result.records[1:]} == {k: float(np.mean(y[v])) for k, v in expected.items()}
+
+
+def test_nan_of_a_pandas_frame_is_its_missing_value_the_null_segment():
+    """As documented: pandas stores None in a float column as NaN, so NaN is the null segment there
+    (Arrow tables keep NaN apart), and a NaN prediction is a null row."""
+    p, y = np.array([0.2, 0.7, 0.4, 0.9, 0.3]), np.array([0, 1, 1, 0, 1])
+    g = np.array([1.5, np.nan, 1.5, None, np.nan], dtype=np.float64)
+    result = evaluate(pd.DataFrame({"p": p, "y": y, "g": g}), {"t": ("p", "y")}, ["ctr"], by=["g"])
+    assert {r["g"]: r["ctr"] for r in result.records[1:]} == {1.5: 0.5, None: float(np.mean(y[[1, 3, 4]]))}
+    table = evaluate(pa.table({"p": p, "y": y, "g": g}), {"t": ("p", "y")}, ["ctr"], by=["g"])
+    assert [r["segment"] for r in table.records[1:]] == ["g=1.5", "g=nan"]  # pa.table: NaN stays NaN
+    message = r"<pandas.DataFrame>: column 'p' \(predictions of task 't'\) has 2 rows that are null \(first at row 0,"
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(pd.DataFrame({"p": np.where(g == 1.5, np.nan, p), "y": y}).iloc[:3], {"t": ("p", "y")}, ["ctr"])
 
 
 def test_duplicated_column_names_are_one_clear_error(tmp_path, capsys):
@@ -677,6 +780,30 @@ def test_segment_columns_typed_differently_across_files_name_the_files(tmp_path)
     message = r"b\.parquet: column 'g' \(--by segment\) has type string, but in .*a\.parquet it has type int64"
     with pytest.raises(InvalidDataError, match=message):
         evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["g"])
+
+
+def test_segment_types_that_unify_but_do_not_hold_the_values_name_the_files_and_types(tmp_path):
+    """int64 above 2**53 next to double (or uint64 above 2**63 next to int64) unify as types, but the
+    values do not fit: the message was "types that differ between files", naming no file or type."""
+    cases = {
+        "int64 and double": (pa.array([2**60, 2**60 + 1], pa.int64()), pa.array([0.5, 1.5]), "int64", "double"),
+        "uint64 and int64": (pa.array([2**63 + 1, 3], pa.uint64()), pa.array([-1, 2]), "uint64", "int64"),
+    }
+    for first, second, first_type, both in cases.values():
+        pq.write_table(pa.table({"p": [0.2, 0.7], "y": [0, 1], "c": first}), tmp_path / "a.parquet")
+        pq.write_table(pa.table({"p": [0.4, 0.9], "y": [1, 0], "c": second}), tmp_path / "b.parquet")
+        message = (
+            rf"a\.parquet: column 'c' \(--by segment\) has type {first_type}, but in .*b\.parquet it has type {both}; "
+            rf"Arrow reads both as {both}, which cannot hold every value of .*a\.parquet \(.*not in range.*\)\. "
+            r"A segment column needs one type, holding all its values, in every file: write the column with one"
+        )
+        with pytest.raises(InvalidDataError, match=message):
+            evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["c"])
+    # values that fit: one type, every segment its own rows
+    pq.write_table(pa.table({"p": [0.2, 0.7], "y": [0, 1], "c": [5, 6]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"p": [0.4, 0.9], "y": [1, 0], "c": [0.5, 1.5]}), tmp_path / "b.parquet")
+    result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["c"])
+    assert {r["c"]: r["ctr"] for r in result.records[1:]} == {0.5: 1.0, 1.5: 0.0, 5.0: 0.0, 6.0: 1.0}
 
 
 def test_numeric_segment_columns_of_csv_files_are_numbers(tmp_path):
@@ -966,6 +1093,27 @@ def test_a_glob_matching_directories_reads_them_as_directories(tmp_path, capsys)
         assert evaluate(str(logs / pattern), {"t": ("p", "y")}, ["ctr"], on_invalid="skip").rows_read == 1
     with pytest.raises(InvalidDataError, match=r"2024-07-\*: the glob matches 1 path\(s\) but no Parquet or CSV"):
         evaluate(str(logs / "2024-07-*"), {"t": ("p", "y")}, ["ctr"])
+
+
+def test_a_glob_skips_the_files_of_other_formats_it_matches(tmp_path):
+    """`out/*` matching notes.txt (or `out/_*` matching _SUCCESS) aborted the run with "unknown format",
+    though the docs said such globs read their matches; a directory skips such files."""
+    out = tmp_path / "out"
+    (out / "_temporary").mkdir(parents=True)
+    part, scratch = pa.table({"p": [0.2, 0.7, 0.4], "y": [0, 1, 1]}), pa.table({"p": [0.9], "y": [0]})
+    pq.write_table(part, out / "part-0.parquet")
+    pq.write_table(scratch, out / "_temporary" / "x.parquet")
+    (out / "_SUCCESS").write_text("")
+    (out / "notes.txt").write_text("not a table\n")
+    for pattern, table in (("*", part), ("_*", scratch), ("**", part), ("[pn]*", part)):
+        result = evaluate(str(out / pattern), {"t": ("p", "y")}, ["ctr"])
+        assert result.rows_read == table.num_rows, pattern
+        assert result.values["ctr/t"] == pytest.approx(np.mean(table.column("y").to_numpy()), rel=1e-12)
+    (out / "_temporary" / "x.parquet").unlink()
+    with pytest.raises(InvalidDataError, match=r"_\*: the glob matches 2 path\(s\) but no Parquet or CSV file \(files"):
+        evaluate(str(out / "_*"), {"t": ("p", "y")}, ["ctr"])
+    with pytest.raises(InvalidDataError, match=r"notes\.txt: unknown format; expected a file ending in"):
+        evaluate(out / "notes.txt", {"t": ("p", "y")}, ["ctr"])  # a file named is read, or refused
 
 
 def test_missing_paths_and_bad_arguments(tmp_path, dataset):
@@ -1283,6 +1431,28 @@ def test_a_value_the_row_checks_miss_on_one_rank_fails_every_rank(ddp_pool, tmp_
     pq.write_table(pa.table({"p": [0.2, 0.4, 1.5], "y": [0, 1, 1]}), tmp_path / "b.parquet")
     messages = ddp_pool.run(_ddp_unchecked, str(tmp_path))
     assert messages[0] == messages[1] and re.match(r".*b\.parquet: rows 0 to 2: .*probabilities", messages[0])
+
+
+def _ddp_unchecked_type(rank: int, world_size: int, path: str) -> str:
+    import torchmetrics_ext.evaluate.runner as runner
+
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(runner, "check_schema", lambda *args, **kwargs: None)  # a type the checks miss
+        try:
+            evaluate(path, {"t": ("p", "y")}, ["gauc"], user="u")
+        except InvalidDataError as err:
+            return str(err)
+    return "no error"
+
+
+@pytest.mark.ddp
+def test_a_type_the_checks_miss_on_one_rank_fails_every_rank(ddp_pool, tmp_path):
+    """b.parquet (rank 1's) holds float user ids: the module's TypeError escaped rank 1, rank 0 died in a gather."""
+    pq.write_table(pa.table({"p": [0.1, 0.8, 0.6, 0.3], "y": [0, 1, 1, 0], "u": [1, 1, 2, 2]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"p": [0.2, 0.4, 0.5], "y": [0, 1, 1], "u": [3.0, 3.0, 4.0]}), tmp_path / "b.parquet")
+    messages = ddp_pool.run(_ddp_unchecked_type, str(tmp_path))
+    assert messages[0] == messages[1]
+    assert re.match(r".*b\.parquet: rows 0 to 2: .*model_out\['u'\]`: expected integer ids", messages[0])
 
 
 @pytest.mark.ddp

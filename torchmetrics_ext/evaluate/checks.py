@@ -123,7 +123,8 @@ def check_schema(source: str, schema: pa.Schema, columns: Sequence[Column], infe
     Args:
         source: the file (or frame) name used in the message.
         schema: its schema.
-        columns: the columns the evaluation reads.
+        columns: the columns the evaluation reads; a column of several kinds (predictions that
+            are also weights) comes once per kind, and must pass the type check of each.
         inferred: the types are guessed from the first rows (CSV): a ``null`` type (no value
             there, e.g. a header-only file) is accepted, since the column is read with
             :func:`text_types`.
@@ -160,12 +161,14 @@ def text_types(schema: pa.Schema, columns: Sequence[Column]) -> dict[str, pa.Dat
         schema: the types pyarrow infers from the first rows (only consulted for labels).
         columns: the columns read.
     """
-    out = {}
+    out: dict[str, pa.DataType] = {}
     for column in columns:
         dtype = _TEXT_TYPES[column.kind]
         inferred = schema.field(column.name).type if column.name in schema.names else pa.null()
         if column.kind == "label" and pa.types.is_boolean(inferred):
             dtype = pa.bool_()
+        if out.get(column.name, dtype) != dtype:  # labels and another role (their types are checked): numbers
+            dtype = pa.float64()
         out[column.name] = dtype
     return out
 
@@ -224,7 +227,9 @@ class RowChecker:
     counted, named and skippable rather than failing the module's update.
 
     Args:
-        columns: the columns read (segments are never invalid: a null is its own segment).
+        columns: the columns read (segments are never invalid: a null is its own segment); a
+            column of several kinds is checked in each (values as converted once, see
+            :func:`to_numpy`), a reason two kinds share (null, NaN) counting its rows once.
         probabilities: whether predictions must lie in ``[0, 1]`` (otherwise any finite number).
         target: ``"binary"`` ({0, 1}), ``"unit"`` ([0, 1]), ``"nonnegative"`` or ``"real"`` (finite).
         float32_weights: non-zero float64 weights must keep their value as float32, within
@@ -271,12 +276,16 @@ class RowChecker:
     ) -> np.ndarray | None:
         """Tally the batch's invalid rows into ``problems``; return the mask of valid rows (``None``: all valid)."""
         bad_any: np.ndarray | None = None
+        seen: set[tuple[str, str]] = set()  # a column of several kinds: a reason they share counts once
         for column in self.columns:
             reasons = self._reasons(column.kind, values[column.name])
             null = nulls.get(column.name)
             if null is not None:
                 reasons.insert(0, ("that are null", null))
             for reason, bad in reasons:
+                if (column.name, reason) in seen:
+                    continue
+                seen.add((column.name, reason))
                 if null is not None and reason != "that are null":
                     bad = bad & ~null
                 count = int(np.count_nonzero(bad))

@@ -21,7 +21,16 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from torchmetrics_ext.evaluate.checks import Column, Problem, Problems, RowChecker, check_schema, text_types, to_numpy
+from torchmetrics_ext.evaluate.checks import (
+    Column,
+    Kind,
+    Problem,
+    Problems,
+    RowChecker,
+    check_schema,
+    text_types,
+    to_numpy,
+)
 from torchmetrics_ext.evaluate.memory import release_free_memory
 from torchmetrics_ext.evaluate.report import OVERALL, EvaluationResult, Progress, segment_text
 from torchmetrics_ext.evaluate.segments import SegmentIndex, SegmentRows, discover_segments
@@ -171,14 +180,30 @@ class _Plan:
         self.ranking_names = [
             name for key, names in self.renames.items() if key.startswith(f"{_RANKING_KEY}.") for name in names
         ]
-        self.columns = self._columns()
+        self.columns = self._columns()  # one per (name, kind): a column is checked in each of its kinds
+        self.read_kinds = self._read_kinds()  # name -> the kind its values are converted as, once
 
     def _columns(self) -> list[Column]:
-        columns: dict[str, Column] = {}
+        """Every (column, kind) read, each with the role first given to it (for messages).
+
+        A column may serve several roles (``weights`` = a task's labels, ``user`` = ``session``):
+        it is then checked in each of its kinds (type and rows), read once. Ids are read as
+        integers and every other role as numbers, so a column that is both an id and a value is
+        refused here, as is a segment column that has any other role.
+        """
+        columns: dict[tuple[str, str], Column] = {}
 
         def add(name: str | None, role: str, kind: Any) -> None:
-            if name is not None and name not in columns:
-                columns[name] = Column(name, role, kind)
+            if name is None:
+                return
+            first = next((c for c in columns.values() if c.name == name), None)
+            if first is not None and (first.kind == "id") != (kind == "id"):
+                ids, other = (first.role, role) if first.kind == "id" else (role, first.role)
+                raise ValueError(
+                    f"Column {name!r} cannot be both {ids} and {other}: ids are read as integers and "
+                    "predictions, labels and weights as numbers; name another column for one of them."
+                )
+            columns.setdefault((name, kind), Column(name, role, kind))  # the same checks: the first role names it
 
         for task in self.tasks:
             add(task.predictions, f"predictions of task {task.name!r}", "score")
@@ -187,10 +212,23 @@ class _Plan:
         add(self.user, "user ids", "id")
         add(self.session, "session ids", "id")
         for name in self.by:
-            if name in columns:
-                raise ValueError(f"Column {name!r} cannot be both a segment (by) and {columns[name].role}.")
+            first = next((c for c in columns.values() if c.name == name), None)
+            if first is not None:
+                raise ValueError(f"Column {name!r} cannot be both a segment (by) and {first.role}.")
             add(name, "segment", "segment")
         return list(columns.values())
+
+    def _read_kinds(self) -> dict[str, Kind]:
+        """The kind each value column is converted as, once for all its roles.
+
+        Predictions are read as floating point (integer columns too), so a column that is also
+        a label or weight is read so; other columns by their one kind (ids are never anything else).
+        """
+        kinds: dict[str, Kind] = {}
+        for column in self.value_columns:
+            if kinds.setdefault(column.name, column.kind) != "score" and column.kind == "score":
+                kinds[column.name] = "score"
+        return kinds
 
     @property
     def value_columns(self) -> list[Column]:
@@ -271,7 +309,7 @@ class _Run:
         self.rows: SegmentRows | None = None
         if plan.by:
             self.segments = discover_segments(sources, plan.by, batch_size)
-            dtypes = {c.name: torch.int64 if c.kind == "id" else torch.float64 for c in plan.value_columns}
+            dtypes = {name: torch.int64 if kind == "id" else torch.float64 for name, kind in plan.read_kinds.items()}
             self.rows = SegmentRows(dtypes)
         chunks = [chunk for source in sources for chunk in source.chunks(batch_size)]
         self.chunks = chunks[self.rank :: self.world]
@@ -291,7 +329,7 @@ class _Run:
 
     def stream(self) -> str | None:
         """Feed this rank's chunks; return an error message instead of raising (ranks agree first)."""
-        names = [c.name for c in self.plan.columns]
+        names = list(dict.fromkeys(c.name for c in self.plan.columns))  # a column of several roles: read once
         try:
             for source, chunks in self._by_source():
                 schema = source.schema()
@@ -318,8 +356,8 @@ class _Run:
         self.rows_read += n
         self.progress.advance(n)
         values, nulls = {}, {}
-        for column in self.plan.value_columns:
-            values[column.name], nulls[column.name] = to_numpy(batch.column(column.name), column.kind)
+        for name, kind in self.plan.read_kinds.items():
+            values[name], nulls[name] = to_numpy(batch.column(name), kind)
         keep = self.checker.check(source.label, first_row, values, nulls, self.problems)
         if self.problems and self.on_invalid == "error":
             return  # keep counting the bad rows of this file, feed nothing more
@@ -329,8 +367,8 @@ class _Run:
         tensors = {name: _tensor(v) for name, v in values.items()}
         try:
             self.module.update(tensors)  # a rejected batch changes no metric
-        except ValueError as err:
-            # a value the metrics refuse that the row checks do not know: the documented error,
+        except (ValueError, TypeError) as err:
+            # a value (or dtype) the metrics refuse that the checks do not know: the documented error,
             # naming the file and the batch's rows, agreed by every rank in `finish` as the others
             last = first_row + n - 1
             raise InvalidDataError(f"{source.label}: rows {first_row:,} to {last:,}: {err}") from None
@@ -387,7 +425,9 @@ class _Run:
             merged[key].count += p.count
             merged[key].first_row = min(merged[key].first_row, p.first_row)
         files = {source.label: i for i, source in enumerate(self.sources)}
-        columns = {c.name: i for i, c in enumerate(self.plan.columns)}
+        columns: dict[str, int] = {}
+        for c in self.plan.columns:
+            columns.setdefault(c.name, len(columns))
         return sorted(merged.values(), key=lambda p: (files.get(p.source, -1), p.first_row, columns.get(p.column, -1)))
 
     def _compute(
@@ -498,14 +538,19 @@ def evaluate(
         metrics: registry names (``"ne"``, ``"auc"``, ``"gauc"``, ``"ndcg@10"``, ``"recall@20"``, ...),
             each reported under the name given; a name given twice is reported once, and two
             spellings of one cutoff (``"ndcg@10"``, ``"ndcg@010"``) are computed once, each reported.
-        weights: column of sample weights (shared by every task; weight 1 without it).
+        weights: column of sample weights (shared by every task; weight 1 without it). A column
+            may have several roles (weights that are labels, ``user`` = ``session``): it is read
+            once and checked in each.
         user: column of integer user ids (for ``gauc``/``gauprc``).
         session: column of integer query/session ids (for ranking metrics).
         by: columns whose distinct value combinations are the segments (any number of columns and
             of distinct values); every metric is computed on each segment's rows, and over all rows.
             Each column once, none named ``segment``, ``task``, ``rows`` or like a requested metric
             (the other fields of a record). Floats compare as numbers (``-0.0`` is ``0.0``); every
-            NaN is one segment, apart from null. ``None`` or ``()``: no segments.
+            NaN is one segment, apart from null (but for a pandas frame, where NaN is the missing
+            value: the null segment). A column needs one type holding all its values in every
+            file (for a pandas object column, every slice); others fail naming both files (or
+            rows) and types. ``None`` or ``()``: no segments.
         batch_size: rows per record batch (memory per batch, not a result setting; any positive
             size, those above ``2**62`` read as ``2**62``; CSV files are parsed in blocks of at
             most 1 GiB, each cut into batches).
@@ -525,10 +570,12 @@ def evaluate(
         InvalidDataError: a file cannot be read, a column is missing or wrongly typed, or (with
             ``on_invalid="error"``) rows hold null, NaN or out-of-domain values (non-zero float64
             weights outside float32's range too, for the exact AUC family, which keeps them as
-            float32). A record batch a metric still refuses (a value the row checks do not know)
-            raises it too, naming the file and the batch's rows, whatever ``on_invalid``.
+            float32). A record batch a metric still refuses (a value or type the checks do not
+            know: the module's ``ValueError`` or ``TypeError``) raises it too, naming the file and
+            the batch's rows, whatever ``on_invalid``, on every rank.
         ValueError: bad arguments (unknown metric names list the known ones; a repeated or
-            reserved ``by`` column; two tasks over the same columns).
+            reserved ``by`` column; two tasks over the same columns; a column given as an id,
+            ``user``/``session``, and as predictions, labels or weights, or as ``by`` and another role).
 
     Under ``torch.distributed`` every rank calls it with the same arguments: ranks split the row
     groups (files for CSV), stream their share and sync as the module does; every rank returns

@@ -15,6 +15,7 @@ segment value is the metric computed on exactly that segment's rows.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -175,19 +176,21 @@ def discover_segments(sources: Sequence[Source], by: Sequence[str], batch_size: 
                 )
     types = _text_types(sources, by, batch_size)
     parts: list[pa.Table] = []
-    labels: list[str] = []  # the source of each part, for messages
+    places: list[_Place] = []  # where each part comes from, for messages
     for source in sources:
         for chunk in source.chunks(batch_size):  # text files with the types the runner reads them with
+            first = chunk.first_row
             for batch in source.read(chunk, by, batch_size, types if source.infers_types else None):
                 table = pa.table({name: _decoded(batch.column(name)) for name in by})
                 parts.append(table.group_by(list(by)).aggregate([]))
-                labels.append(source.label)
+                places.append(_Place(source.label, first, first + batch.num_rows - 1))
+                first += batch.num_rows
     if not parts:
         return SegmentIndex(by, pa.table({name: pa.array([], pa.null()) for name in by}))
     try:
         combos = pa.concat_tables(parts, promote_options="permissive")
     except pa.ArrowException:
-        raise InvalidDataError(_type_clash(by, parts, labels)) from None
+        raise InvalidDataError(_type_clash(by, parts, places)) from None
     return SegmentIndex(by, combos.group_by(list(by)).aggregate([]), types)
 
 
@@ -242,26 +245,90 @@ def _reads_as(source: Source, name: str, dtype: pa.DataType, batch_size: int) ->
     return True
 
 
-def _type_clash(by: Sequence[str], parts: Sequence[pa.Table], labels: Sequence[str]) -> str:
-    """The first ``by`` column whose type differs between two files, naming both files and types."""
+@dataclass(frozen=True)
+class _Place:
+    """Where a part of the discovered combinations comes from: a source and its rows (for messages)."""
+
+    label: str
+    first: int
+    last: int
+
+
+def _type_clash(by: Sequence[str], parts: Sequence[pa.Table], places: Sequence[_Place]) -> str:
+    """Why the parts' ``by`` columns do not concatenate, naming the files (or rows) and the types.
+
+    Either two types Arrow cannot unify (string and int64), or types it unifies whose values do
+    not fit the unified type (int64 above 2**53 and double, uint64 above 2**63 and int64).
+    """
     for name in by:
-        first: dict[str, Any] = {}  # type text -> (file, type) where it was first seen
-        for part, label in zip(parts, labels):
-            dtype = part.schema.field(name).type
-            if pa.types.is_null(dtype):
-                continue  # no value there: any type fits
-            for other_label, other in first.values():
+        typed = [
+            (part.column(name), place)
+            for part, place in zip(parts, places)
+            if not pa.types.is_null(part.schema.field(name).type)  # no value there: any type fits
+        ]
+        first: dict[str, tuple[pa.DataType, _Place]] = {}  # type text -> (type, where it was first seen)
+        for column, place in typed:
+            for other, other_place in first.values():
                 try:
                     pa.unify_schemas(
-                        [pa.schema([(name, other)]), pa.schema([(name, dtype)])], promote_options="permissive"
+                        [pa.schema([(name, other)]), pa.schema([(name, column.type)])], promote_options="permissive"
                     )
                 except pa.ArrowException:
-                    return (
-                        f"{label}: column {name!r} (--by segment) has type {dtype}, but in {other_label} it has "
-                        f"type {other}; a segment column needs one type in every file."
-                    )
-            first.setdefault(str(dtype), (label, dtype))
+                    return _clash_text(name, (column.type, place), (other, other_place))
+            first.setdefault(str(column.type), (column.type, place))
+        if len(first) < 2:
+            continue
+        unified = (
+            pa.unify_schemas([pa.schema([(name, dtype)]) for dtype, _ in first.values()], promote_options="permissive")
+            .field(name)
+            .type
+        )
+        for column, place in typed:
+            try:
+                column.cast(unified)  # as concat_tables casts every part: safely
+            except pa.ArrowException as err:
+                others = [seen for seen in first.values() if seen[0] != column.type]
+                other = next((seen for seen in others if seen[0] == unified), others[0])
+                return _clash_text(name, (column.type, place), other, (unified, str(err)))
     return f"column(s) {list(by)} (--by segments) have types that differ between files."
+
+
+def _clash_text(
+    name: str,
+    this: tuple[pa.DataType, _Place],
+    other: tuple[pa.DataType, _Place],
+    unfit: tuple[pa.DataType, str] | None = None,
+) -> str:
+    """The message for two parts whose ``by`` column ``name`` cannot be one type.
+
+    Two files: both named with their types, and the fix (one type in every file). One input (a
+    pandas object column, typed slice by slice from its values): its rows and types, and the
+    conversion to make first. ``unfit``: the type both unify to and the cast's error, when that
+    type does not hold every value of ``this``.
+    """
+    (dtype, place), (other_type, other_place) = this, other
+    column = f"column {name!r} (--by segment)"
+    if place.label != other_place.label:
+        text = f"{place.label}: {column} has type {dtype}, but in {other_place.label} it has type {other_type}"
+        where = place.label
+    else:
+        where = f"rows {place.first:,} to {place.last:,}"
+        text = (
+            f"{place.label}: {column} mixes value types in this one input: {where} read as {dtype}, "
+            f"rows {other_place.first:,} to {other_place.last:,} as {other_type} (an object column's "
+            "slices are typed from their values)"
+        )
+    if unfit is not None:
+        text += f"; Arrow reads both as {unfit[0]}, which cannot hold every value of {where} ({unfit[1]})"
+    if place.label != other_place.label:
+        return (
+            f"{text}. A segment column needs one type, holding all its values, in every file: write the column "
+            "with one such type in every file (text, for example)."
+        )
+    return (
+        f"{text}. A segment column needs one type: convert the column first, e.g. "
+        f'df[{name!r}] = df[{name!r}].astype("string") (text; missing values stay null).'
+    )
 
 
 class SegmentRows:

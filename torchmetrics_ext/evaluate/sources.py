@@ -238,7 +238,10 @@ class PandasSource(TableSource):
     """A pandas DataFrame, converted to Arrow one slice of the needed columns at a time.
 
     Each slice's object columns are typed from that slice's values (ints and floats: double), as
-    pyarrow converts them; the segment encoder casts every slice to the discovered type.
+    pyarrow converts them; the segment encoder casts every slice to the discovered type. A slice
+    mixing kinds (numbers and text) fails naming the column and its rows, with the conversion
+    to make first (``astype("string")``, ``pd.to_numeric``). NaN is pandas' missing value: it
+    is read as null (the null segment, a "null" row).
     """
 
     def _slice(self, start: int, length: int, columns: Sequence[str]) -> pa.Table:
@@ -246,7 +249,22 @@ class PandasSource(TableSource):
         try:
             return pa.Table.from_pandas(frame, preserve_index=False)
         except (pa.ArrowException, TypeError) as err:  # an object column mixing kinds (numbers and text)
-            raise InvalidDataError(f"{self.label}: rows {start:,} to {start + length - 1:,}: {err}") from None
+            raise InvalidDataError(self._mixed(frame, start, err)) from None
+
+    def _mixed(self, frame: Any, start: int, err: Exception) -> str:
+        """The message for a slice pyarrow cannot convert: the column mixing value types, and the fix."""
+        rows = f"rows {start:,} to {start + len(frame) - 1:,}"
+        for name in dict.fromkeys(frame.columns):
+            try:
+                pa.Table.from_pandas(frame[[name]], preserve_index=False)
+            except (pa.ArrowException, TypeError) as own:
+                reason = own.args[0] if own.args else own  # pyarrow adds "Conversion failed for column ..."
+                return (
+                    f"{self.label}: column {name!r} mixes value types in this one input, {rows} ({reason}); "
+                    f'a column needs one type: convert it first, e.g. df[{name!r}].astype("string") for '
+                    f"text (missing values stay null) or pd.to_numeric(df[{name!r}]) for numbers."
+                )
+        return f"{self.label}: {rows}: {err}"
 
 
 class PolarsSource(TableSource):
@@ -256,16 +274,16 @@ class PolarsSource(TableSource):
         return self._table.slice(start, length).select(list(columns)).to_arrow()
 
 
+_DATA_SUFFIXES = PARQUET_SUFFIXES + CSV_SUFFIXES  # what a directory or a glob reads
 _HIDDEN = (".", "_")  # hidden, or a writer's metadata or scratch (_SUCCESS, _temporary, .ipynb_checkpoints)
 
 
 def _data_files(directory: str) -> list[str]:
     """The Parquet and CSV files below ``directory``, recursively, sorted; hidden names skipped below it."""
-    suffixes = PARQUET_SUFFIXES + CSV_SUFFIXES
     found = []
     for root, directories, names in os.walk(directory):
         directories[:] = [d for d in directories if not d.startswith(_HIDDEN)]  # os.walk skips the pruned
-        keep = [n for n in names if n.lower().endswith(suffixes) and not n.startswith(_HIDDEN)]
+        keep = [n for n in names if n.lower().endswith(_DATA_SUFFIXES) and not n.startswith(_HIDDEN)]
         found += [os.path.join(root, n) for n in keep]
     return sorted(found)
 
@@ -296,11 +314,13 @@ def _expand(path: str) -> list[str]:
 
     Below a directory, files and subdirectories whose name starts with ``.`` or ``_`` are skipped
     (``pyarrow.dataset``'s rule: Jupyter checkpoints, Spark's ``_temporary`` partial output, ...);
-    the directory named itself may have any name, and a file named is read whatever its name.
-    A glob's matches are files, read whatever their suffix, and directories, read as a directory
-    named is (``logs/2024-06-*/``). Its wildcards match no name starting with ``.`` or ``_``
-    unless that part of the glob starts so too (``out/*`` skips ``out/_SUCCESS`` and
-    ``out/_temporary``, ``out/_*`` reads them). Files found twice (``data/**`` matches
+    the directory named itself may have any name, and a file named is read whatever its name
+    (one without a Parquet or CSV suffix is refused by :func:`_file_source`). A glob reads what
+    it matches as a directory reads its entries: Parquet and CSV files (by suffix; other files,
+    such as ``_SUCCESS`` or ``notes.txt``, are skipped) and directories, read as a directory
+    named is (``logs/2024-06-*/``); a glob that leaves no such file fails. Its wildcards match
+    no name starting with ``.`` or ``_`` unless that part of the glob starts so too (``out/*``
+    skips ``out/_temporary``, ``out/_*`` reads it). Files found twice (``data/**`` matches
     directories and the files below them) are read once.
     """
     if os.path.isdir(path):
@@ -319,13 +339,17 @@ def _expand(path: str) -> list[str]:
     for match in matches:
         if not _spelled(path, match):
             continue
-        found = _data_files(match) if os.path.isdir(match) else [match] if os.path.isfile(match) else []
+        if os.path.isdir(match):
+            found = _data_files(match)
+        else:  # a file of another format (_SUCCESS, notes.txt) is skipped, as in a directory
+            found = [match] if os.path.isfile(match) and match.lower().endswith(_DATA_SUFFIXES) else []
         for file in found:
             files.setdefault(os.path.normpath(file), file)
     if not files:
         raise InvalidDataError(
-            f"{path}: the glob matches {len(matches):,} path(s) but no Parquet or CSV file (names starting with "
-            "'.' or '_' are skipped unless the glob's part starts so too, e.g. '_*')."
+            f"{path}: the glob matches {len(matches):,} path(s) but no Parquet or CSV file (files ending in "
+            f"{', '.join(_DATA_SUFFIXES)}; names starting with '.' or '_' are skipped unless the glob's part "
+            "starts so too, e.g. '_*')."
         )
     return [files[key] for key in sorted(files)]
 
@@ -394,7 +418,8 @@ def open_sources(data: Any) -> list[Source]:
         One source per file (sorted within each directory or glob) or one for the frame.
 
     Raises:
-        InvalidDataError: a path matches nothing or a file has an unknown suffix.
+        InvalidDataError: a path matches nothing, a directory or glob no Parquet or CSV file, or a
+            file named has an unknown suffix.
         TypeError: ``data`` is none of the accepted kinds.
     """
     frame = _frame_source(data)

@@ -1074,3 +1074,36 @@ def test_binned_values_do_not_depend_on_the_weights_scale(scale):
     hist = FB._binned_update(p.double(), y.double(), w * scale, 64, LOGIT_RANGE, False)
     bound = FB._binned_error_bound(hist)
     assert torch.isfinite(bound).all() and (bound > 0).all()
+
+
+def _update_any(metric, preds, target):
+    """Update a metric of the AUC family (grouped ones with two groups of samples)."""
+    if isinstance(getattr(metric, "lifetime", metric), tmx.GroupedAUC | tmx.GroupedAUPRC):
+        metric.update(preds, target, torch.arange(preds.shape[-1]) // 2)
+    else:
+        metric.update(preds, target)
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [tmx.AUC, tmx.AUPRC, tmx.GroupedAUC, tmx.GroupedAUPRC, tmx.XAUC, tmx.RegressionAUC],
+)
+@pytest.mark.parametrize("windowed", [False, True])
+def test_merging_the_flat_rows_of_another_num_tasks_is_refused(cls, windowed):
+    """Exact modes keep flat sample-major rows (no task dimension in their shapes): the states of a
+    one-task metric merged as a dict into a 3-task one were read as rows of 3 tasks (a wrong value,
+    or a crash at compute, the metric broken). Rows that are not whole samples are now refused."""
+    gen = torch.Generator().manual_seed(0)
+    three, one = cls(num_tasks=3), cls()
+    preds = torch.rand(3, 4, generator=gen)
+    target = torch.tensor([[0.0, 1, 0, 1], [1, 0, 1, 0], [0, 1, 1, 0]])
+    _update_any(three, preds, target)
+    expected = three.compute()
+    if windowed:
+        three = tmx.Windowed(cls(num_tasks=3), window_size=100)
+        _update_any(three, preds, target)
+    _update_any(one, torch.rand(5, generator=gen), torch.tensor([0.0, 1, 0, 1, 1]))
+    with pytest.raises(ValueError, match="another num_tasks"):
+        three.merge_state(one.metric_state)
+    got = three.compute()["lifetime"] if windowed else three.compute()
+    torch.testing.assert_close(got, expected)  # nothing merged

@@ -355,6 +355,17 @@ def test_multi_label_never_predicted_is_nan_with_warning():
     assert value[0] == 1 and torch.isnan(value[1])
 
 
+def test_multi_label_warning_names_tasks_and_labels():
+    """The warning named flat (task, label) positions as tasks ("task(s) [6, 7]" with 3 tasks)."""
+    metric = tmx.MultiLabelPrecision(num_labels=3, num_tasks=3)
+    metric.update(torch.tensor([[7, 7], [7, 7], [4, 4]]), torch.tensor([[7, 7], [7, 7], [4, 4]]))
+    with pytest.warns(UndefinedMetricWarning, match=r"for \(task, label\) \[\(2, 0\), \(2, 1\)\]:"):
+        value = metric.compute()
+    assert torch.isnan(value).nonzero().tolist() == [[2, 0], [2, 1]]
+    with pytest.warns(UndefinedMetricWarning, match=r"for label\(s\) \[1\]:"):
+        tmf.multi_label_precision(torch.tensor([1, 1]), torch.tensor([1, 3]), num_labels=2)
+
+
 def test_empty_batches_change_nothing():
     for metric, batch in (
         (tmx.HindsightTargetPR(), (torch.zeros(0), torch.zeros(0))),

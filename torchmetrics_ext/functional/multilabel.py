@@ -89,7 +89,7 @@ def _multi_label_update(
 
 
 def _multi_label_compute(tp: Tensor, fp: Tensor) -> Tensor:
-    return safe_divide(tp, tp + fp, "MultiLabelPrecision", "no positive prediction for the label")
+    return safe_divide(tp, tp + fp, "MultiLabelPrecision", "no positive prediction for the label", ("task", "label"))
 
 
 def multi_label_precision(

@@ -318,7 +318,10 @@ class GuardedMetric(Metric):
             ValueError: a metric of other recorded settings (``num_tasks``), states of other names
                 (another mode or setting: an exact ranking metric's samples merged into a
                 ``queries_complete_per_batch`` one would be dropped) or of another shape or kind
-                (see ``load_state_dict``); nothing changes.
+                (see ``load_state_dict``), or flat sample rows that are not whole samples of this
+                metric's tasks (a dict of an exact mode's states records no ``num_tasks``: rows of
+                another ``num_tasks`` that divide evenly are only told apart when the metric
+                itself is merged); nothing changes.
         """
         if isinstance(incoming_state, GuardedMetric) and type(incoming_state) is type(self):
             theirs, ours = incoming_state._checkpoint_settings(), self._checkpoint_settings()
@@ -444,7 +447,43 @@ class GuardedMetric(Metric):
                     f"state mismatch for {key}: the {origin} holds a {type(value).__name__}, "
                     f"this {type(self).__name__} expects a list of tensors."
                 )
-        return problems
+        return problems or self._sample_row_problems(state_dict, prefix, origin)
+
+    def _values_per_sample(self) -> dict[str, int]:
+        """List states of flat sample-major rows and how many values each sample has in them (``num_tasks``).
+
+        Their shapes record no task dimension; :meth:`_state_problems` checks that they hold whole
+        samples, and the same number of samples in each. Empty for metrics without such states.
+        """
+        return {}
+
+    def _sample_row_problems(self, state_dict: Mapping[str, Any], prefix: str, origin: str) -> list[str]:
+        """Rows that cannot be this metric's samples: not whole samples of its ``num_tasks``, or unequal counts.
+
+        A metric of another ``num_tasks`` whose rows happen to divide evenly is not seen here: a
+        merged or loaded *metric* (or a checkpoint with its metadata) has its ``num_tasks`` compared.
+        """
+        samples: dict[str, int] = {}
+        for name, width in self._values_per_sample().items():
+            value = state_dict.get(prefix + name)
+            if isinstance(value, Tensor):
+                value = [value]
+            if not isinstance(value, list):
+                continue
+            total = sum(chunk.numel() for chunk in value)
+            if total % width:
+                return [
+                    f"state mismatch for {prefix}{name}: the {origin} holds {total} values, not whole samples of "
+                    f"{width} values each (this {type(self).__name__}{self._settings_text()}): a metric of another "
+                    "num_tasks."
+                ]
+            samples[name] = total // width
+        if len(set(samples.values())) > 1:
+            return [
+                f"state mismatch: the {origin}'s states hold different numbers of samples for this "
+                f"{type(self).__name__}{self._settings_text()} ({samples}): a metric of another num_tasks."
+            ]
+        return []
 
     def _settings_text(self) -> str:
         """`` (num_tasks=3, ...)``: the recorded settings, for messages (empty if none)."""

@@ -23,19 +23,32 @@ class UndefinedMetricWarning(UserWarning):
     """Warning raised when a metric value is undefined and ``nan`` is returned instead."""
 
 
-def warn_undefined(undefined: Tensor, metric: str, reason: str) -> None:
-    """Warn once for the tasks flagged in the boolean tensor ``undefined``.
+def warn_undefined(undefined: Tensor, metric: str, reason: str, axes: tuple[str, ...] = ("task",)) -> None:
+    """Warn once for the entries flagged in the boolean tensor ``undefined``.
 
     Args:
         undefined: boolean tensor, one entry per task (or any shape), ``True`` where undefined.
         metric: the metric's name, used in the message.
         reason: why the value is undefined, e.g. ``"no positive label"``.
+        axes: what each dimension of ``undefined`` counts, when it has ``len(axes)`` dimensions
+            (``("task", "label")`` for a ``(T, L)`` value): the message names the flagged entries
+            by the axes longer than one (``label(s) [1]`` for one task, ``(task, label) [(2, 0)]``
+            for several). Otherwise entries are named by their flat position as tasks.
     """
     flat = undefined.reshape(-1)
     if not bool(flat.any()):
         return
     where = ""
-    if flat.numel() > 1:
+    if undefined.ndim == len(axes) and len(axes) > 1:
+        kept = [i for i, size in enumerate(undefined.shape) if size > 1]
+        if kept:
+            places = torch.nonzero(undefined)[:, kept].tolist()
+            if len(kept) == 1:
+                where = f" for {axes[kept[0]]}(s) {[p[0] for p in places]}"
+            else:
+                names = ", ".join(axes[i] for i in kept)
+                where = f" for ({names}) {[tuple(p) for p in places]}"
+    elif flat.numel() > 1:
         tasks = torch.nonzero(flat).reshape(-1).tolist()
         where = f" for task(s) {tasks}"
     warnings.warn(
@@ -45,8 +58,11 @@ def warn_undefined(undefined: Tensor, metric: str, reason: str) -> None:
     )
 
 
-def safe_divide(num: Tensor, denom: Tensor, metric: str, reason: str) -> Tensor:
-    """``num / denom`` with ``nan`` (and one :class:`UndefinedMetricWarning`) where ``denom == 0``."""
+def safe_divide(num: Tensor, denom: Tensor, metric: str, reason: str, axes: tuple[str, ...] = ("task",)) -> Tensor:
+    """``num / denom``; ``nan`` where ``denom == 0``, with one :class:`UndefinedMetricWarning`.
+
+    ``axes`` names the dimensions of the value in the warning (see :func:`warn_undefined`).
+    """
     undefined = denom == 0
-    warn_undefined(undefined, metric, reason)
+    warn_undefined(undefined, metric, reason, axes)
     return torch.where(undefined, torch.full_like(num, float("nan")), num / torch.where(undefined, 1, denom))

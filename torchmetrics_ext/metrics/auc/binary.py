@@ -76,6 +76,10 @@ class _CurveMetric(TaskMetric):
     preds: list[Tensor]
     signed_weights: list[Tensor]
 
+    def _values_per_sample(self) -> dict[str, int]:
+        """Exact mode: one score and one signed weight per task for each sample (sample-major rows)."""
+        return {} if self.num_bins is not None else {"preds": self.num_tasks, "signed_weights": self.num_tasks}
+
     def __init__(
         self,
         num_tasks: int = 1,

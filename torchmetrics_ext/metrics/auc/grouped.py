@@ -74,6 +74,12 @@ class _GroupedCurveMetric(TaskMetric):
                 self._add_list_state(name, torch.float32)
             self._add_list_state("groups", torch.int64)  # any int64 id (hashed user ids included)
 
+    def _values_per_sample(self) -> dict[str, int]:
+        """Exact mode: a score and a signed weight per task and one group id for each sample."""
+        if self.groups_complete_per_batch:
+            return {}
+        return {"preds": self.num_tasks, "signed_weights": self.num_tasks, "groups": 1}
+
     def _format(
         self, preds: Tensor, target: Tensor, groups: Tensor, weights: Tensor | None, validate: bool
     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:

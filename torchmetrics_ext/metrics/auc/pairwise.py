@@ -44,6 +44,10 @@ class _PairwiseMetric(TaskMetric):
     pair_target: list[Tensor] | Tensor
     pair_weights: list[Tensor] | Tensor
 
+    def _values_per_sample(self) -> dict[str, int]:
+        """One score, label and weight per task for each sample (sample-major rows)."""
+        return dict.fromkeys(_STATES, self.num_tasks)
+
     def __init__(self, num_tasks: int = 1, *, from_logits: bool = False, **kwargs: Any) -> None:
         super().__init__(num_tasks, **kwargs)
         # the order of the logits is that of the probabilities: the states (the scores as given)

@@ -166,11 +166,18 @@ def write_report(
     series = read_logged(logged)
     preds = validation_predictions(model, val_set)
     _write_csv(out / "val_predictions.csv", preds)
-    figures: dict[str, Any] = {}
+    stems: list[str] = []
+
+    def keep(stem: str, fig: Any) -> None:
+        """Write the picture and close its figure at once (pyplot keeps open figures alive)."""
+        fig.savefig(out / f"{stem}.png", dpi=80 if stem != "overview" else 72)
+        plt.close(fig)
+        stems.append(stem)
+
     for name in DEMO_METRICS:
-        figures[f"metric_{name}"] = _metric_figure(plt, series, name, tasks)
-    figures["throughput"] = _throughput_figure(plt, series)
-    figures["sources"] = _sources_figure(plt, series)
+        keep(f"metric_{name}", _metric_figure(plt, series, name, tasks))
+    keep("throughput", _throughput_figure(plt, series))
+    keep("sources", _sources_figure(plt, series))
     curves: dict[str, dict[str, Any]] = {}
     for task in tasks:
         p, y = preds[f"{task}_pred"], preds[task].long()
@@ -188,16 +195,13 @@ def write_report(
             fig, ax = plot_roc_or_pr(curves[task][kind], kind, score=_area(curves[task][kind], kind), labels=[task])
             ax.set_title(f"{'ROC' if kind == 'roc' else 'Precision-recall'} curve: {task} (validation)")
             fig.set_size_inches(5.0, 4.6)
-            figures[f"{kind}_{task}"] = fig
+            keep(f"{kind}_{task}", fig)
         fig, _ = plot_reliability(bins, labels=[task], title=f"Reliability diagram: {task}")
         fig.set_size_inches(5.0, 4.6)
-        figures[f"reliability_{task}"] = fig
-    figures["overview"] = _overview(plt, series, curves, tasks, plot_roc_or_pr, plot_reliability)
-    for stem, fig in figures.items():
-        fig.savefig(out / f"{stem}.png", dpi=80 if stem != "overview" else 72)
-        plt.close(fig)
+        keep(f"reliability_{task}", fig)
+    keep("overview", _overview(plt, series, curves, tasks, plot_roc_or_pr, plot_reliability))
     index = out / "index.html"
-    index.write_text(_html(list(figures), tasks, summary))
+    index.write_text(_html(stems, tasks, summary))
     return index
 
 

@@ -476,7 +476,9 @@ class RecMetricModule(nn.Module):
             reports are reported for the tasks its ``RecMetricDef`` names, and nothing else
             (TorchRec's AUC, grouped AUC and RAUC are window-only: their lifetime samples are not
             kept). Grouped AUC/AUPRC read TorchRec's ``"grouping_keys"`` column. ``reset()`` leaves
-            the throughput running, as TorchRec's does.
+            the throughput running, as TorchRec's does. The throughput counts the rows each step
+            holds (summed over ranks), where TorchRec adds its configured ``batch_size *
+            world_size`` every step: the two differ on a partial or variable-size batch.
 
         Raises:
             ValueError: unknown fields, unsupported TorchRec metrics or arguments (the message lists

@@ -5,7 +5,10 @@ environment (it needs FBGEMM), ours in the project's. Each side writes ``{TorchR
 task]}``; this script joins them into one table (metric, TorchRec key, both values, relative
 difference) and checks that every metric defined the same way agrees to 1e-6 relative. Rows
 where the definitions differ on purpose name the difference and also show our TorchRec-compatible
-option, which must agree too.
+option, which must agree too, except where a documented rule of ours applies that no option turns
+off: session precision/recall (``average="micro"``) drop zero-weight rows before ranking, TorchRec
+ranks them, so their compat difference on this data is shown as intended, and the same metrics run
+again with every zero weight set to 1 (keys prefixed ``w>0:``), where the compat option must agree.
 
 Setup of the TorchRec side (once)::
 
@@ -40,6 +43,9 @@ LABEL_BITS = 3
 SESSION_K = 3
 RECAL = 0.3
 TIES = 50  # the first TIES rows of every batch hold tied scores (rounded to 0.05)
+# key prefix of the session metrics run again with every zero weight set to 1: there our zero-weight rule
+# (a zero-weight row takes no top-k place; TorchRec ranks every row) does not apply
+POSITIVE = "w>0:"
 ROOT = Path(__file__).resolve().parents[1]
 
 # ----------------------------------------------------------------------------- data
@@ -76,6 +82,11 @@ def make_data(num_batches: int, batch_size: int, seed: int) -> dict[str, torch.T
         "label_codes": codes[1],
         "values": values,
     }
+
+
+def positive_weights(w: torch.Tensor) -> torch.Tensor:
+    """The weights with every zero set to 1 (the session rows where no row is absent)."""
+    return torch.where(w == 0, torch.ones_like(w), w)
 
 
 def key(namespace: str, task: int, name: str, prefix: str = "lifetime_", suffix: str = "") -> str:
@@ -131,6 +142,8 @@ def run_torchrec(
         (E.WEIGHTED_SUM_PREDICTIONS, {}, fused, plain, "binary"),
         (E.PRECISION_SESSION_LEVEL, {}, unfused, session_tasks, "session"),
         (E.RECALL_SESSION_LEVEL, {}, unfused, session_tasks, "session"),
+        (E.PRECISION_SESSION_LEVEL, {}, unfused, session_tasks, "session_positive"),
+        (E.RECALL_SESSION_LEVEL, {}, unfused, session_tasks, "session_positive"),
         (E.TOWER_QPS, {}, fused, plain, "binary"),
         (E.AUC, {}, fused, plain, "binary"),
         (E.AUPRC, {}, fused, plain, "binary"),
@@ -156,8 +169,10 @@ def run_torchrec(
                 y = data["missing"][b]
             elif kind == "codes":
                 p, y = data["pred_codes"][b], data["label_codes"][b]
-            elif kind == "session":
+            elif kind in ("session", "session_positive"):
                 extra = {"session": data["sessions"][b]}
+                if kind == "session_positive":
+                    w = positive_weights(w)
             elif kind == "segments":
                 extra = {"grouping_keys": data["segments"][b]}
             elif kind == "grouped":  # on the rows without ties (ties: the AUC row)
@@ -172,7 +187,8 @@ def run_torchrec(
                 required_inputs=extra,
             )
         values = metric.compute()
-        seconds[str(enum.value) + ("_grouped" if kind == "grouped" else "")] = time.perf_counter() - start
+        if kind != "session_positive":
+            seconds[str(enum.value) + ("_grouped" if kind == "grouped" else "")] = time.perf_counter() - start
         window_only = not any("|lifetime_" in k for k in values)  # TorchRec's AUC has no lifetime value
         for k, v in values.items():
             if kind == "grouped" and "grouped_" not in k:
@@ -183,6 +199,8 @@ def run_torchrec(
                 # TorchRec files it under the `weighted_avg` namespace, where it would overwrite
                 # WeightedAvgMetric's keys; kept apart here
                 k = "tensor_" + k
+            if kind == "session_positive":
+                k = POSITIVE + k
             out[k] = torch.as_tensor(v).double().reshape(-1).tolist()
     return out
 
@@ -254,6 +272,22 @@ def run_ours(data: dict[str, torch.Tensor], seconds: dict[str, float]) -> dict[s
             tmx.SessionRecallAtK(SESSION_K, T, average="micro"),
             "session",
         ),
+        (POSITIVE + "precision_session_level", "precision_session_level", ""): (
+            tmx.SessionPrecisionAtK(SESSION_K, T),
+            "session_positive",
+        ),
+        (POSITIVE + "precision_session_level", "precision_session_level", "#compat"): (
+            tmx.SessionPrecisionAtK(SESSION_K, T, average="micro"),
+            "session_positive",
+        ),
+        (POSITIVE + "recall_session_level", "recall_session_level", ""): (
+            tmx.SessionRecallAtK(SESSION_K, T),
+            "session_positive",
+        ),
+        (POSITIVE + "recall_session_level", "recall_session_level", "#compat"): (
+            tmx.SessionRecallAtK(SESSION_K, T, average="micro"),
+            "session_positive",
+        ),
         ("qps", "total_examples", ""): (tmx.NumServingExamples(T), "unweighted"),
         ("auc", "auc", ""): (tmx.AUC(T), "binary"),
         ("auprc", "auprc", ""): (tmx.AUPRC(T), "binary"),
@@ -279,6 +313,8 @@ def run_ours(data: dict[str, torch.Tensor], seconds: dict[str, float]) -> dict[s
                 metric.update(data["pred_codes"][b], data["label_codes"][b], w)
             elif kind == "session":
                 metric.update(p, y, data["sessions"][b], w)
+            elif kind == "session_positive":
+                metric.update(p, y, data["sessions"][b], positive_weights(w))
             elif kind == "segments":
                 metric.update(p, y, w, segments=data["segments"][b])
             elif kind == "grouped":
@@ -287,7 +323,8 @@ def run_ours(data: dict[str, torch.Tensor], seconds: dict[str, float]) -> dict[s
                 metric.update(data["values"][b], w)
         values[namespace, name, suffix] = metric.compute()
         timed = namespace + ("_grouped" if kind == "grouped" else "")
-        seconds.setdefault(timed, time.perf_counter() - start)  # the namespace's first (main) metric
+        if kind != "session_positive":
+            seconds.setdefault(timed, time.perf_counter() - start)  # the namespace's first (main) metric
     out: dict[str, list[float]] = {}
     for (namespace, name, suffix), value in values.items():
         compat = "#compat" if suffix == "#compat" else ""
@@ -317,8 +354,10 @@ INTENDED = {
     "logloss": "TorchRec's log loss is in bits; ours in nats (`LogLoss(unit='bits')` matches)",
     "cali_free_ne": "TorchRec divides NE by the *summed* bits of the mean prediction (shrinks as 1/weight); "
     "ours is CE / CE(mean prediction) (`torchrec_scaling=True` matches)",
-    "precision_session_level": "ours averages per-session precision; TorchRec pools counts (`average='micro'` matches)",
-    "recall_session_level": "ours averages per-session recall; TorchRec pools counts (`average='micro'` matches)",
+    "precision_session_level": "ours averages per-session precision; TorchRec pools counts (`average='micro'` "
+    "matches where every weight is positive)",
+    "recall_session_level": "ours averages per-session recall; TorchRec pools counts (`average='micro'` matches "
+    "where every weight is positive)",
     "window_auc": "ties: TorchRec integrates row by row in sort order without grouping tied scores, so ties "
     "get arbitrary credit; ours gives them half (sklearn's value). TorchRec's AUC is window-only; this window "
     "holds every row",
@@ -331,6 +370,15 @@ INTENDED = {
     "recall": "TorchRec counts p == threshold as both a true positive and a false negative",
     "hindsight_target_pr": "TorchRec returns `torch.Tensor(index)`, an uninitialised tensor; ours the threshold",
     "hindsight_target_recall": "TorchRec counts p == threshold as a false negative too",
+}
+
+
+# compatible options that differ on purpose on data with zero weights (shown, never a failure): the
+# same metric on the POSITIVE-prefixed rows, where every weight is positive, must agree
+COMPAT_DIFFERS = {
+    name: "compat differs on purpose: a zero-weight row takes no top-k place here (it is an absent row), "
+    "TorchRec ranks it like any other (docs/torchrec_parity.md); the `w>0:` row has no zero weight and agrees"
+    for name in ("precision_session_level", "recall_session_level")
 }
 
 
@@ -380,18 +428,20 @@ def compare(theirs: dict[str, list[float]], ours: dict[str, list[float]]) -> tup
         worst, worst_key = max(diffs, key=lambda d: d[0], default=(0.0, k))
         status = f"{worst:.1e}" if diffs else "—"
         if note:
+            note = "intended: " + note
             compat_pairs = [(kt, theirs[kt][0], ours[kt + "#compat"][0]) for kt in per_task if kt + "#compat" in ours]
             undefined += [kt for kt, a, b in compat_pairs if _undefined(a, b) and kt not in undefined]
             compat = [(_rel(a, b), kt) for kt, a, b in compat_pairs if kt not in undefined]
             if compat:
                 worst_compat, compat_key = max(compat, key=lambda d: d[0])
                 status += f" (compat {worst_compat:.1e})"
-                if worst_compat > 1e-6:
+                if worst_compat > 1e-6 and metric_name in COMPAT_DIFFERS and not namespace.startswith(POSITIVE):
+                    note += "; intended: " + COMPAT_DIFFERS[metric_name]
+                elif worst_compat > 1e-6:
                     failures.append(
                         f"{compat_key}: compatible option differs: TorchRec {theirs[compat_key][0]!r} vs "
                         f"ours {ours[compat_key + '#compat'][0]!r}"
                     )
-            note = "intended: " + note
         else:
             note = NOTES.get(metric_name, "")
             if worst > 1e-6:

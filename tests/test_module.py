@@ -955,10 +955,10 @@ def test_torchrec_keys_prefix_and_state_metrics():
             for t in ("click", "buy")
             for ns, name in [
                 ("ne", "ne"),
-                ("ne", "logloss"),
+                ("log_loss", "log_loss"),  # in nats: TorchRec's `ne|logloss` is in bits (LogLoss(unit="bits"))
                 ("mse", "mse"),
                 ("mse", "rmse"),
-                ("auc", "grouped_auc"),
+                ("gauc", "gauc"),  # groups with both classes: TorchRec's GAUCMetric, not its AUC's grouped_auc
                 ("ctr", "ctr"),
             ]
         ),
@@ -1401,8 +1401,9 @@ def test_window_values_equal_the_metric_over_the_samples_the_rule_keeps():
 
 
 def test_window_keys_in_torchrec_style():
+    bits = lambda num_tasks: tmx.LogLoss(num_tasks, unit="bits")  # noqa: E731  (TorchRec's logloss)
     module = tmx.RecMetricModule(
-        TASKS, {"ne": "ne", "log_loss": "log_loss"}, throughput=False, window_size=100, key_style="torchrec"
+        TASKS, {"ne": "ne", "log_loss": bits}, throughput=False, window_size=100, key_style="torchrec"
     )
     assert set(run(module, [make_data(31)])) == {
         f"ne-{t}|{part}_{name}"
@@ -1520,25 +1521,70 @@ def test_one_metric_object_under_two_names_is_rejected():
 
 
 def test_torchrec_keys_never_collide():
-    """A fallback key (the metric's own name) that is another metric's TorchRec key moves that one aside too."""
+    """Metrics without a TorchRec key of their own are keyed by their names; two of one TorchRec key keep apart."""
     task = tmx.RecTaskInfo("t", session_id_name="q")
     step = {
         "prediction": torch.tensor([0.9, 0.6, 0.7, 0.3]),
         "label": torch.tensor([0, 1, 1, 0]),
         "q": torch.tensor([0, 0, 1, 1]),
     }
-    metrics = {"recall": "recall@1", "recall5": "recall@5", "wr": "weighted_recall"}
+    metrics = {"recall@1": "recall@1", "recall5": "recall@5", "wr": "weighted_recall"}
     values = run(tmx.RecMetricModule([task], metrics, throughput=False, key_style="torchrec"), [step])
     # recall@1 by hand: query 0 ranks its relevant row second (0), query 1 first (1); weighted recall
-    # at 0.5: both positives are predicted positive
+    # at 0.5: both positives are predicted positive (TorchRec's RecallMetric, under its key)
     assert values == {
-        "recall-t|lifetime_recall": torch.tensor(0.5, dtype=torch.float64),
+        "recall@1-t|lifetime_recall@1": torch.tensor(0.5, dtype=torch.float64),
         "recall5-t|lifetime_recall5": torch.tensor(1.0, dtype=torch.float64),
-        "wr-t|lifetime_wr": torch.tensor(1.0, dtype=torch.float64),
+        "recall-t|lifetime_recall": torch.tensor(1.0, dtype=torch.float64),
     }
-    clash = {"calibration": "ne", "x": "ne", "y": "calibration"}
-    keys = run(tmx.RecMetricModule([task], clash, throughput=False, key_style="torchrec"), [step])
-    assert sorted(keys) == ["calibration-t|lifetime_calibration", "x-t|lifetime_x", "y-t|lifetime_y"]
+    # two NEs: the one named "ne" keeps TorchRec's key, the other its own name
+    keys = run(tmx.RecMetricModule([task], {"x": "ne", "ne": "ne"}, throughput=False, key_style="torchrec"), [step])
+    assert sorted(keys) == ["ne-t|lifetime_ne", "x-t|lifetime_x"]
+
+
+@pytest.mark.parametrize(
+    ("metrics", "match"),
+    [
+        # a fallback equal to TorchRec's key of another metric: it used to be logged there
+        (
+            {"recall": {"metric": "recall@1"}, "wr": {"metric": "weighted_recall"}},
+            r"'recall' would be logged as recall-\{task\}\|lifetime_recall",
+        ),
+        (
+            {"calibration": {"metric": "ne"}, "x": {"metric": "ne"}, "y": {"metric": "calibration"}},
+            r"'calibration' would be .* give it another name",
+        ),
+        ({"precision": {"metric": "precision@2"}}, "TorchRec's key for its 'precision' metric"),
+        # the registry's default NDCG skips queries without relevance; TorchRec's counts them 0
+        (["ndcg"], r"NDCG\(empty_target_action='zero', queries_complete_per_batch=True\)"),
+        (["cali_free_ne"], r"CalibrationFreeNE\(torchrec_scaling=True\)"),
+        (
+            {"gauc": {"metric": "gauc", "weight_groups": True}},
+            r"GroupedAUC\(average_groups='all', weight_groups=False\)",
+        ),
+    ],
+)
+def test_a_metric_keyed_like_another_torchrec_metric_is_refused(metrics, match):
+    """A TorchRec key holds TorchRec's value: a metric computing something else may not take one as its name."""
+    config = {"tasks": [{"name": "t", "session_id_name": "q", "group_id_name": "q"}], "metrics": metrics}
+    with pytest.raises(ValueError, match=match):
+        tmx.RecMetricModule.from_config({**config, "key_style": "torchrec"})
+    tmx.RecMetricModule.from_config(config)  # its own key style has no such key
+
+
+def test_a_dict_entry_keyed_like_a_torchrec_metric_is_refused_when_its_keys_are_made():
+    """HindsightTargetPR named "precision": its precision entry would be TorchRec's PrecisionMetric key."""
+    hpr = lambda num_tasks: tmx.HindsightTargetPR(num_tasks, target_precision=0.5, num_thresholds=5)  # noqa: E731
+    step = {"prediction": torch.tensor([0.9, 0.2, 0.6]), "label": torch.tensor([1, 0, 1])}
+    module = tmx.RecMetricModule(["t"], {"precision": hpr}, throughput=False, key_style="torchrec")
+    module.update(step)
+    with pytest.raises(ValueError, match="'precision' would be logged as precision-"):
+        module.compute()
+    module = tmx.RecMetricModule(["t"], {"hindsight_target_pr": hpr}, throughput=False, key_style="torchrec")
+    module.update(step)  # TorchRec's hindsight keys are named hindsight_target_precision, ...: no clash
+    assert sorted(module.compute()) == [
+        f"hindsight_target_pr-t|lifetime_{entry}" for entry in ("precision", "recall", "threshold")
+    ]
 
 
 @pytest.mark.parametrize("metrics", [{"ne": "ne", "calibration": "calibration"}, {"auc": "auc_binned"}])

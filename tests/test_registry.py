@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import json
+import os
+import re
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,6 +19,7 @@ from torchmetrics import Metric
 import torchmetrics_ext
 import torchmetrics_ext as tmx
 from torchmetrics_ext import functional as tmf
+from torchmetrics_ext.registry import TORCHREC_SELF_NAMED, metric_names, torchrec_names
 
 METRIC_CLASSES = sorted(
     (
@@ -131,3 +139,251 @@ def test_registry_names_take_from_logits(name):
     metric = build_metric(name, num_tasks=2, from_logits=True)
     assert metric.from_logits is True and metric.input_domains.from_logits
     assert build_metric(name, num_tasks=2).from_logits is False
+
+
+# ----------------------------------------------------------------------------- TorchRec's keys of the registry names
+#
+# With key_style="torchrec" a key that names a TorchRec metric holds that metric's value: `recall@k` used
+# to be logged under TorchRec's recall_session_level key (TorchRec pools counts over sessions, ours is a
+# per-query mean), `log_loss` (nats) under TorchRec's logloss (bits), the default NDCG (queries without
+# relevance skipped) under TorchRec's ndcg (counted 0), the default GroupedAUC under TorchRec's grouped_auc
+# (which averages every group). The expected keys and values below are TorchRec 1.9.2's own, produced by
+# tests/helpers/torchrec_registry_side.py in TorchRec's virtual environment on `torchrec_steps()`; the last
+# tests repeat that run live and skip, saying why, where that environment is absent.
+
+TORCHREC_PYTHON = next(
+    (
+        Path(p)
+        for p in (
+            os.environ.get("TORCHREC_PYTHON", ""),
+            "/work/venv-torchrec-parity/bin/python",
+            "/work/venv-torchrec/bin/python",
+        )
+        if p and Path(p).exists()
+    ),
+    Path("/work/venv-torchrec/bin/python"),
+)
+TORCHREC_SIDE = Path(__file__).parent / "helpers" / "torchrec_registry_side.py"
+
+# metric key in the module -> from_config options computing TorchRec's value (one task "t")
+TORCHREC_OPTIONS: dict[str, dict[str, Any]] = {
+    "ne": {},
+    "log_loss": {"unit": "bits"},
+    "calibration": {},
+    "ctr": {},
+    "weighted_average": {},
+    "accuracy": {"threshold": 0.4},
+    "weighted_precision": {"threshold": 0.4},
+    "weighted_recall": {"threshold": 0.4},
+    "mse": {},
+    "rmse": {},
+    "mae": {},
+    "r_squared": {},
+    "nmse": {},
+    "nrmse": {},
+    "ne_positive": {},
+    "cali_free_ne": {"torchrec_scaling": True},
+    "recalibrated_ne": {"recalibration_coefficient": 0.8},
+    "recalibrated_calibration": {"recalibration_coefficient": 0.8},
+    "label_average": {},
+    "sum_weights": {},
+    "num_positive_samples": {},
+    "weighted_sum_predictions": {},
+    "auc": {},
+    "auprc": {},
+    "gauc": {},  # the groups holding both classes: TorchRec's GAUCMetric
+    "gauc_all": {"metric": "gauc", "average_groups": "all"},  # every group: TorchRec's AUC grouped_auc
+    "gauprc": {"average_groups": "all"},
+    "regression_auc": {},
+    "xauc": {},
+    "ndcg": {"empty_target_action": "zero", "queries_complete_per_batch": True, "report_as_loss": True},
+}
+# registry names (cutoff 3) that compute no TorchRec value with their default options: keyed by their own names
+OWN_KEYS = (
+    "log_loss", "gauprc", "ndcg@3", "mrr", "mrr@3", "map", "map@3", "recall@3", "precision@3", "hit_rate@3", "f1@3",
+    "r_precision",
+)  # fmt: skip
+# registry names whose own name is TorchRec's key of the metric they compute differently by default: refused,
+# naming the options that compute TorchRec's value
+REFUSED = {
+    "ndcg": "NDCG(empty_target_action='zero', queries_complete_per_batch=True)",
+    "cali_free_ne": "CalibrationFreeNE(torchrec_scaling=True)",
+}
+# TorchRec 1.9.2 on torchrec_steps() (tests/helpers/torchrec_registry_side.py)
+TORCHREC_VALUES = {
+    "accuracy-t|lifetime_accuracy": 0.5805035053950487,
+    "accuracy-t|window_accuracy": 0.5805035053950487,
+    "auc-t|window_auc": 0.6586435437202454,
+    "auc-t|window_grouped_auc": 0.7188199162483215,
+    "auprc-t|lifetime_auprc": 0.6740591884184006,
+    "auprc-t|window_auprc": 0.6740591526031494,
+    "auprc-t|window_grouped_auprc": 0.8052412271499634,
+    "average-t|lifetime_label_average": 0.5224013635751182,
+    "average-t|lifetime_prediction_average": 0.4508660564472387,
+    "average-t|window_label_average": 0.5224013635751182,
+    "average-t|window_prediction_average": 0.4508660564472387,
+    "cali_free_ne-t|lifetime_cali_free_ne": 0.02023583659138763,
+    "cali_free_ne-t|window_cali_free_ne": 0.02023583659138763,
+    "calibration-t|lifetime_calibration": 0.8630644708920381,
+    "calibration-t|window_calibration": 0.8630644708920381,
+    "ctr-t|lifetime_ctr": 0.5224013635751182,
+    "ctr-t|window_ctr": 0.5224013635751182,
+    "gauc-t|lifetime_gauc": 0.8646997411437963,
+    "gauc-t|lifetime_gauc_num_samples": 12.0,
+    "gauc-t|window_gauc": 0.8646997411437963,
+    "gauc-t|window_gauc_num_samples": 12.0,
+    "mae-t|lifetime_mae": 0.42712448072230835,
+    "mae-t|window_mae": 0.42712448072230835,
+    "mse-t|lifetime_mse": 0.2594664469875029,
+    "mse-t|lifetime_r_squared": -0.039953269883882925,
+    "mse-t|lifetime_rmse": 0.5093784908960162,
+    "mse-t|window_mse": 0.2594664469875029,
+    "mse-t|window_r_squared": -0.039953269883882925,
+    "mse-t|window_rmse": 0.5093784908960162,
+    "ndcg-t|lifetime_ndcg": 0.18182320562517135,
+    "ndcg-t|window_ndcg": 0.18182320562517135,
+    "ne-t|lifetime_logloss": 1.0661211476970034,
+    "ne-t|lifetime_ne": 1.0676675954842874,
+    "ne-t|window_logloss": 1.0661211476970034,
+    "ne-t|window_ne": 1.0676675954842874,
+    "ne_positive-t|lifetime_ne_positive": 0.6445341463668327,
+    "ne_positive-t|window_ne_positive": 0.6445341463668327,
+    "nmse-t|lifetime_nmse": 0.543273024473023,
+    "nmse-t|lifetime_nrmse": 0.7370705695338967,
+    "nmse-t|window_nmse": 0.543273024473023,
+    "nmse-t|window_nrmse": 0.7370705695338967,
+    "num_positive_samples-t|lifetime_num_positive_samples": 27.198838233947754,
+    "num_positive_samples-t|window_num_positive_samples": 27.198838233947754,
+    "precision-t|lifetime_precision": 0.5997652233666821,
+    "precision-t|window_precision": 0.5997652233666821,
+    "rauc-t|window_rauc": 0.8404294848442078,
+    "recalibrated_calibration-t|lifetime_calibration": 0.7919896981944176,
+    "recalibrated_calibration-t|window_calibration": 0.7919896981944176,
+    "recalibrated_ne-t|lifetime_ne": 1.0967317762273305,
+    "recalibrated_ne-t|window_ne": 1.0967317762273305,
+    "recall-t|lifetime_recall": 0.5921120365556181,
+    "recall-t|window_recall": 0.5921120365556181,
+    "sum_weights-t|lifetime_sum_weights": 52.06502151489258,
+    "sum_weights-t|window_sum_weights": 52.06502151489258,
+    "weighted_avg-t|lifetime_weighted_avg": 0.4508660564472387,
+    "weighted_avg-t|window_weighted_avg": 0.4508660564472387,
+    "weighted_sum_predictions-t|lifetime_weighted_sum_predictions": 23.474350929260254,
+    "weighted_sum_predictions-t|window_weighted_sum_predictions": 23.474350929260254,
+    "xauc-t|lifetime_xauc": 0.3137957803011739,
+    "xauc-t|window_xauc": 0.3137957803011739,
+}
+# keys whose values differ on purpose, with no option (docs/migration_torchrec.md, "Differences with no
+# option"): RAUC's tie rules and ignored weights, XAUC's pairs within each batch only
+NOT_COMPARED = ("rauc-t|", "xauc-t|")
+# TorchRec keys no registry name reports: GAUC's group count, AVERAGE's prediction average (ours: weighted_avg)
+NOT_REPORTED = {
+    "gauc-t|lifetime_gauc_num_samples",
+    "gauc-t|window_gauc_num_samples",
+    "average-t|lifetime_prediction_average",
+    "average-t|window_prediction_average",
+}
+TASK = {"name": "t", "session_id_name": "session", "group_id_name": "session"}
+
+
+def torchrec_steps() -> list[dict[str, np.ndarray]]:
+    """Two batches of whole sessions (TorchRec scores each batch's sessions apart), one without positives.
+
+    Weights are in [0.2, 1] with each session's first row 1: TorchRec's NDCG scales a session by its
+    largest weight without normalising, which then equals our weighted mean.
+    """
+    rng = np.random.default_rng(11)
+    steps, start = [], 0
+    for _ in range(2):
+        lengths = rng.integers(1, 8, 10)
+        session = np.repeat(np.arange(start, start + 10), lengths)
+        start += 10
+        p = rng.uniform(0.02, 0.98, len(session)).astype(np.float32)
+        y = (rng.random(len(session)) < p).astype(np.float32)
+        y[session == session[0]] = 0
+        w = rng.uniform(0.2, 1.0, len(session)).astype(np.float32)
+        w[np.r_[True, session[1:] != session[:-1]]] = 1.0
+        steps.append({"prediction": p, "label": y, "weight": w, "session": session, "lengths": lengths})
+    return steps
+
+
+def torchrec_style(metrics: Any, window_size: int | None = None) -> dict[str, torch.Tensor]:
+    module = tmx.RecMetricModule.from_config(
+        {"tasks": [TASK], "metrics": metrics, "key_style": "torchrec", "window_size": window_size, "throughput": False}
+    )
+    for step in torchrec_steps():
+        module.update({c: torch.from_numpy(step[c]) for c in ("prediction", "label", "weight", "session")})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)
+        return module.compute()
+
+
+def test_every_registry_name_is_checked_against_torchrec():
+    """A new registry name must say here whether it computes TorchRec's value under TorchRec's key."""
+    checked = {options.get("metric", key) for key, options in TORCHREC_OPTIONS.items()} | set(OWN_KEYS) | set(REFUSED)
+    names = {name.replace("@k", "@3") for name in metric_names()}
+    assert names <= checked, sorted(names - checked)
+
+
+def test_torchrec_keys_of_registry_names_hold_torchrecs_values():
+    values = torchrec_style(TORCHREC_OPTIONS, window_size=1_000_000)  # the whole run: window == lifetime
+    reported = set()
+    for key, value in values.items():
+        # TorchRec's AUC family keeps no lifetime samples: its window (the whole run) is compared
+        theirs = key if key in TORCHREC_VALUES else key.replace("|lifetime_", "|window_")
+        assert theirs in TORCHREC_VALUES, f"{key} is not a key of TorchRec's"
+        reported.add(theirs)
+        if not key.startswith(NOT_COMPARED):
+            np.testing.assert_allclose(value.item(), TORCHREC_VALUES[theirs], rtol=1e-6, err_msg=key)
+    assert set(TORCHREC_VALUES) - reported == NOT_REPORTED
+
+
+@pytest.mark.parametrize("name", OWN_KEYS)
+def test_registry_names_without_torchrecs_value_are_keyed_by_their_own_names(name):
+    """``recall@3`` was logged as recall_session_level-t|lifetime_recall_session_level (another metric's key)."""
+    keys = list(torchrec_style([name]))
+    assert keys == [f"{name}-t|lifetime_{name}"]
+    torchrecs = {key.split("|")[0].split("-")[0] for key in TORCHREC_VALUES} | TORCHREC_SELF_NAMED
+    assert name not in torchrecs
+
+
+@pytest.mark.parametrize(("name", "needs"), REFUSED.items())
+def test_registry_names_whose_own_name_is_torchrecs_are_refused_with_the_options_to_use(name, needs):
+    with pytest.raises(ValueError, match=re.escape(f"build it as {needs}")):
+        torchrec_style([name])
+    options = dict(TORCHREC_OPTIONS[name], report_as_loss=False) if name == "ndcg" else TORCHREC_OPTIONS[name]
+    assert list(torchrec_style({name: options})) == [f"{name}-t|lifetime_{name}"]
+
+
+def test_torchrec_names_follow_the_instance_options():
+    assert torchrec_names(tmx.LogLoss()) is None and torchrec_names(tmx.LogLoss(unit="bits")) == ("ne", "logloss")
+    assert torchrec_names(tmx.GroupedAUC()) == ("gauc", "gauc")
+    assert torchrec_names(tmx.GroupedAUC(average_groups="all")) == ("auc", "grouped_auc")
+    assert torchrec_names(tmx.GroupedAUC(average_groups="all", weight_groups=True)) is None
+    assert torchrec_names(tmx.RecallAtK(3)) is None and torchrec_names(tmx.PrecisionAtK(3)) is None
+    assert torchrec_names(tmx.WeightedNMSE(baseline="mean")) is None
+    assert torchrec_names(tmx.NDCG(empty_target_action="zero")) is None  # rows of a query may span batches
+
+
+def _torchrec_run(code: list[str]) -> str:
+    if not TORCHREC_PYTHON.exists():
+        pytest.skip(f"TorchRec's virtual environment {TORCHREC_PYTHON} is absent (set TORCHREC_PYTHON)")
+    result = subprocess.run([str(TORCHREC_PYTHON), *code], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_torchrec_itself_gives_the_literal_keys_and_values(tmp_path):
+    steps = {f"{c}{b}": v for b, step in enumerate(torchrec_steps()) for c, v in step.items()}
+    np.savez(tmp_path / "steps.npz", **steps)
+    theirs = json.loads(_torchrec_run([str(TORCHREC_SIDE), str(tmp_path / "steps.npz")]))
+    assert sorted(theirs) == sorted(TORCHREC_VALUES)
+    for key, value in theirs.items():
+        np.testing.assert_allclose(value, TORCHREC_VALUES[key], rtol=1e-12, err_msg=key)
+
+
+def test_torchrec_self_named_is_torchrecs_namespaces_that_are_metric_names():
+    code = (
+        "from torchrec.metrics.metrics_namespace import MetricName, MetricNamespace; import json; "
+        "print(json.dumps(sorted({n.value for n in MetricNamespace} & {n.value for n in MetricName} - {''})))"
+    )
+    assert json.loads(_torchrec_run(["-c", code])) == sorted(TORCHREC_SELF_NAMED)

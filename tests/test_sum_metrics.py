@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from typing import Any
 
 import numpy as np
 import pytest
@@ -507,7 +508,8 @@ def test_serving_counter_ignores_zero_weight_rows():
 REGISTRY_REFS = {
     # registry name -> (TorchRec namespace, name, numpy reference on one task's columns)
     "ne_positive": ("ne_positive", "ne_positive", ref_ne_positive),
-    "cali_free_ne": ("cali_free_ne", "cali_free_ne", ref_cali_free),
+    # under TorchRec's key only with TorchRec's scaling (the default is another, dimensionless, value)
+    "cali_free_ne": ("cali_free_ne", "cali_free_ne", partial(ref_cali_free, torchrec=True)),
     "recalibrated_calibration": ("recalibrated_calibration", "calibration", ref_recal_calibration),
     "label_average": ("average", "label_average", ref_label_average),
     "sum_weights": ("sum_weights", "sum_weights", lambda p, y, w: ref_sum_weights(p, w)),
@@ -529,7 +531,9 @@ def test_registry_names_build_in_the_module_with_torchrec_keys():
         tmx.RecTaskInfo("click", "click_label", "click_pred", "click_w"),
         tmx.RecTaskInfo("buy", "buy_label", "buy_pred", "buy_w"),
     ]
-    module = tmx.RecMetricModule(tasks, {name: name for name in REGISTRY_REFS}, throughput=False, key_style="torchrec")
+    specs: dict[str, Any] = {name: name for name in REGISTRY_REFS}
+    specs["cali_free_ne"] = lambda num_tasks: tmx.CalibrationFreeNE(num_tasks, torchrec_scaling=True)
+    module = tmx.RecMetricModule(tasks, specs, throughput=False, key_style="torchrec")
     rng = np.random.default_rng(5)
     data = {}
     for task in ("click", "buy"):

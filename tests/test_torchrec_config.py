@@ -441,6 +441,31 @@ def test_compare_torchrec_flags_nan_against_a_number():
     assert math.isinf(ct._rel(0.8, nan)) and ct._rel(nan, nan) == 0.0 and math.isinf(ct._rel(math.inf, 1.0))
 
 
+def test_compare_torchrec_session_compat_differs_only_where_zero_weights_apply():
+    """Session precision/recall drop zero-weight rows before ranking, TorchRec ranks them: on the data with
+    zero weights the micro compat difference is the documented one (the script used to fail on it); on the
+    `w>0:` rows, where no weight is zero, a compat difference is still a mismatch."""
+    path = Path(__file__).parents[1] / "benchmarks" / "compare_torchrec.py"
+    spec = importlib.util.spec_from_file_location("compare_torchrec", path)
+    ct = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ct)
+
+    def run(prefix: str, compat: float) -> tuple[list[str], list[str]]:
+        keys = [f"{prefix}recall_session_level-t{t}|lifetime_recall_session_level" for t in range(3)]
+        theirs = {k: [0.57] for k in keys}
+        ours = {**{k: [0.64] for k in keys}, **{k + "#compat": [compat] for k in keys}}
+        return ct.compare(theirs, ours)
+
+    rows, found = run("", 0.61)
+    assert found == [] and "intended: compat differs on purpose: a zero-weight row takes no top-k place" in rows[-1]
+    rows, found = run(ct.POSITIVE, 0.61)
+    assert found == [
+        "w>0:recall_session_level-t0|lifetime_recall_session_level: compatible option differs: "
+        "TorchRec 0.57 vs ours 0.61"
+    ]
+    assert run(ct.POSITIVE, 0.57)[1] == [] and "compat 0.0e+00" in run(ct.POSITIVE, 0.57)[0][-1]
+
+
 @dataclasses.dataclass
 class RecTaskInfo:  # TorchRec's dataclasses, field for field (TorchRec is not installed in CI)
     name: str = "DefaultTask"

@@ -26,7 +26,13 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics_ext.functional._sums import sharing_sums
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _replay
 from torchmetrics_ext.metrics.throughput import Throughput
-from torchmetrics_ext.registry import build_metric, torchrec_names
+from torchmetrics_ext.registry import (
+    TORCHREC_SELF_NAMED,
+    build_metric,
+    registry_entry,
+    torchrec_names,
+    torchrec_requirements,
+)
 from torchmetrics_ext.utilities.checks import (
     _check_values_weight_bounds,
     all_unit_weights,
@@ -43,6 +49,9 @@ KEY_STYLES = ("torchmetrics_ext", "torchrec")
 # Windowed options per metric name while `from_torchrec_config` builds a module (TorchRec's window
 # rules: not constructor arguments, so the public signature stays the documented one)
 _WINDOW_OPTIONS: ContextVar[Mapping[str, Mapping[str, Any]] | None] = ContextVar("tmx_window_options", default=None)
+# TorchRec's (namespace, name) per metric name while `from_torchrec_config` builds a module: its plan
+# names each metric's TorchRec key (the registry knows the classes, the plan which value of a metric)
+_TORCHREC_KEYS: ContextVar[Mapping[str, tuple[str, str]] | None] = ContextVar("tmx_torchrec_keys", default=None)
 # Set by `_logit_columns()` while a caller that knows the prediction columns hold logits, whatever
 # metrics it asks for, builds a module (`evaluate(from_logits=True)`): not a constructor argument.
 _LOGIT_COLUMNS: ContextVar[bool] = ContextVar("tmx_logit_columns", default=False)
@@ -149,16 +158,21 @@ class RecMetricModule(nn.Module):
     * ``f"{prefix}throughput/{name}"`` for ``lifetime_throughput``, ``window_throughput``,
       ``total_examples``; ``f"{prefix}{state}"`` (or ``f"{prefix}{state}/{entry}"``) for state metrics.
     * ``key_style="torchrec"``: ``f"{prefix}{namespace}-{task}|lifetime_{name}"`` and
-      ``...|window_{name}`` with TorchRec's namespace and name for the metric's class
-      (``ne-click|lifetime_ne``, ``ne-click|lifetime_logloss``),
-      ``throughput-throughput|lifetime_throughput`` and ``{state}-{state}|{entry}``.
+      ``...|window_{name}`` with TorchRec's namespace and name for a metric that computes
+      TorchRec's value (``ne-click|lifetime_ne``; ``ne-click|lifetime_logloss`` for
+      ``LogLoss(unit="bits")``: :func:`~torchmetrics_ext.registry.torchrec_names`), the metric's
+      own name otherwise (``recall@10-click|lifetime_recall@10``: TorchRec has no per-query
+      recall), ``throughput-throughput|lifetime_throughput`` and ``{state}-{state}|{entry}``.
 
     Raises:
         ValueError: bad arguments, two tasks reading the same prediction, label and weight columns
             (e.g. two plain task names), metrics built for another number of tasks, metrics needing an
             id column a task does not name, metrics that disagree on ``from_logits``, one
             metric object given under two names, or a metric named ``throughput`` whose key for a
-            task named like a throughput entry (``total_examples``) would be the throughput's.
+            task named like a throughput entry (``total_examples``) would be the throughput's, or
+            with ``key_style="torchrec"`` a metric whose own name is a TorchRec key
+            (:data:`~torchmetrics_ext.registry.TORCHREC_SELF_NAMED`: ``"ndcg"``, ``"recall"``) while
+            it does not compute that TorchRec value (the message names the options that would).
         TypeError: a metric the module cannot feed: not one of the package's metrics, one whose
             ``update`` takes other inputs than each task's ``(preds, target, weights)`` columns
             (``TensorWeightedAverage``, ``NumMissingLabels``, ``Segmented``, ``MultiLabelPrecision``,
@@ -309,7 +323,10 @@ class RecMetricModule(nn.Module):
         self._groups = [
             [n for n in stacked if self._leader[n] == lead] for lead in dict.fromkeys(self._leader.values())
         ]
-        self._torchrec = _torchrec_names({**stacked, **{n: ms[0] for n, ms in per_task.items()}})
+        # TorchRec's key per metric (the metric's name where it does not compute TorchRec's value)
+        self._torchrec, self._torchrec_own = _torchrec_names(
+            {**stacked, **{n: ms[0] for n, ms in per_task.items()}}, _TORCHREC_KEYS.get(), check=key_style == "torchrec"
+        )
         # Each metric is one unit: the metric itself, or Windowed(metric) with lifetime and window
         # children. MetricCollection shares states by reference only at its top level, where a
         # Windowed wrapper holds none, so group members are fed by the module instead: only
@@ -459,7 +476,9 @@ class RecMetricModule(nn.Module):
             reports are reported for the tasks its ``RecMetricDef`` names, and nothing else
             (TorchRec's AUC, grouped AUC and RAUC are window-only: their lifetime samples are not
             kept). Grouped AUC/AUPRC read TorchRec's ``"grouping_keys"`` column. ``reset()`` leaves
-            the throughput running, as TorchRec's does.
+            the throughput running, as TorchRec's does. The throughput counts the rows each step
+            holds (summed over ranks), where TorchRec adds its configured ``batch_size *
+            world_size`` every step: the two differ on a partial or variable-size batch.
 
         Raises:
             ValueError: unknown fields, unsupported TorchRec metrics or arguments (the message lists
@@ -488,6 +507,7 @@ class RecMetricModule(nn.Module):
 
         plan = read_torchrec_config(config, state_metrics_mapping)
         token = _WINDOW_OPTIONS.set(plan.window_options)  # TorchRec's window rules, per metric
+        keys_token = _TORCHREC_KEYS.set({name: (ns, metric_name) for name, (ns, metric_name, *_) in plan.keys.items()})
         try:
             module = cls(
                 [RecTaskInfo(**task) for task in plan.tasks],
@@ -501,9 +521,10 @@ class RecMetricModule(nn.Module):
             )
         finally:
             _WINDOW_OPTIONS.reset(token)
+            _TORCHREC_KEYS.reset(keys_token)
         module._skip_zero_weight_steps = plan.skip_zero_weight_steps
         for name, (namespace, metric_name, parts, task_names) in plan.keys.items():
-            module._torchrec[name] = (namespace, metric_name)
+            module._torchrec[name] = (namespace, metric_name)  # one TorchRec key may hold two values (auprc)
             module._reported[name] = (parts, task_names)
         module.__dict__.pop("_step_plan", None)  # what is window-only follows `_reported`
         return module
@@ -959,6 +980,8 @@ class RecMetricModule(nn.Module):
             namespace, metric_name = self._torchrec[name]
             if entry is not None:
                 namespace, metric_name = name, entry
+            if namespace == metric_name and (namespace, metric_name) != self._torchrec_own[name]:
+                _check_not_torchrecs(name, namespace)  # a dict entry named like its metric ("precision")
             if bare:  # a TorchRec counter reported without lifetime_/window_ (serving total_examples)
                 return f"{self.prefix}{namespace}-{task}|{metric_name}"
             return f"{self.prefix}{namespace}-{task}|{'window' if window else 'lifetime'}_{metric_name}"
@@ -1208,21 +1231,57 @@ def _check_id_columns(tasks: tuple[RecTaskInfo, ...], grouped: list[str], rankin
         )
 
 
-def _torchrec_names(metrics: Mapping[str, Metric]) -> dict[str, tuple[str, str]]:
-    """TorchRec ``(namespace, name)`` per metric; names that would collide fall back to the metric's key.
+def _torchrec_names(
+    metrics: Mapping[str, Metric], given: Mapping[str, tuple[str, str]] | None = None, check: bool = False
+) -> tuple[dict[str, tuple[str, str]], dict[str, tuple[str, str] | None]]:
+    """TorchRec ``(namespace, name)`` per metric, and the metric's own TorchRec pair (``None``: it has none).
 
-    A fallback ``(key, key)`` may itself be another metric's TorchRec pair (a ranking metric named
-    ``"recall"`` next to ``WeightedRecall``): that metric falls back too, until every pair is unique
-    (fallbacks are unique, since metric keys are).
+    A metric computing TorchRec's value (:func:`~torchmetrics_ext.registry.torchrec_names`, or
+    ``given`` by ``from_torchrec_config``) takes TorchRec's pair; any other falls back to
+    ``(key, key)``. A fallback may itself be another metric's TorchRec pair (a metric named
+    ``"calibration"`` next to ``Calibration``): that metric falls back too, until every pair is
+    unique (fallbacks are unique, since metric keys are).
+
+    Raises:
+        ValueError: with ``check`` (``key_style="torchrec"``), a metric of the registry's classes that
+            does not compute TorchRec's value whose key would be one of TorchRec's
+            (``ndcg-{task}|lifetime_ndcg`` for an ``NDCG`` that skips queries without relevance;
+            a ``RecallAtK`` named ``"recall"``). Other metrics, whose values may be dicts keyed
+            ``(metric, entry)``, are checked when their keys are made.
     """
-    pairs = {name: torchrec_names(m) or (name, name) for name, m in metrics.items()}
+    own = {name: (given or {}).get(name) or torchrec_names(m) for name, m in metrics.items()}
+    pairs: dict[str, tuple[str, str]] = {name: own[name] or (name, name) for name in metrics}
     while True:
         counts = Counter(pairs.values())
         clashing = [name for name, pair in pairs.items() if counts[pair] > 1 and pair != (name, name)]
         if not clashing:
-            return pairs
+            break
         for name in clashing:
             pairs[name] = (name, name)
+    for name, pair in pairs.items() if check else ():
+        if pair != own[name] and registry_entry(metrics[name]) is not None:  # registry classes are scalar-valued
+            _check_not_torchrecs(name, name, metrics[name] if own[name] is None else None)
+    return pairs, own
+
+
+def _check_not_torchrecs(name: str, key_name: str, metric: Metric | None = None) -> None:
+    """Refuse ``{key_name}-{task}|..._{key_name}`` for metric ``name`` when it is one of TorchRec's keys.
+
+    Only called for a key that is not the metric's own TorchRec key; ``metric``: one without a
+    TorchRec key of its own, whose class could be built to compute TorchRec's value.
+    """
+    if key_name not in TORCHREC_SELF_NAMED:
+        return
+    needs = None if metric is None else torchrec_requirements(metric)
+    fix = (
+        f"build it as {needs} to report TorchRec's value under TorchRec's key, or give it another name"
+        if needs is not None
+        else "give it another name"
+    )
+    raise ValueError(
+        f"With key_style='torchrec', metric {name!r} would be logged as {key_name}-{{task}}|lifetime_{key_name}, "
+        f"TorchRec's key for its {key_name!r} metric, whose value it does not compute: {fix}."
+    )
 
 
 def _payload(metric: Metric) -> dict[str, Tensor]:

@@ -7,9 +7,16 @@ a ``weighted_`` prefix (``"weighted_recall"``) so they are never confused with t
 ``"recall@k"``; a bare ``"recall"`` or ``"precision"`` is rejected with both spellings in the
 message. Unknown names raise a ``ValueError`` that lists every known name.
 
-Each entry also records the namespace and metric name TorchRec uses for the same quantity, so
+Each entry also records the keys TorchRec gives the same quantity (:class:`TorchRecKey`), so
 ``RecMetricModule(key_style="torchrec")`` emits the keys TorchRec dashboards expect
-(``ne-{task}|lifetime_ne``).
+(``ne-{task}|lifetime_ne``). A TorchRec key holds TorchRec's value, never another quantity of ours:
+an entry gives it only to instances built with the options that compute TorchRec's definition
+(``LogLoss(unit="bits")`` for TorchRec's ``logloss``, ``NDCG(empty_target_action="zero",
+queries_complete_per_batch=True)`` for its ``ndcg``). Metrics TorchRec does not have (``"recall@k"``,
+``"precision@k"``: per-query means, where TorchRec's ``recall_session_level`` and
+``precision_session_level`` pool counts over sessions; ``"mrr@k"``, ...) and instances built with
+other options are keyed by their name in the module; that name must not be a TorchRec key itself
+(:data:`TORCHREC_SELF_NAMED`).
 """
 
 from __future__ import annotations
@@ -28,7 +35,89 @@ from torchmetrics_ext.metrics import ranking as _ranking
 from torchmetrics_ext.metrics import regression as _regression
 from torchmetrics_ext.utilities.checks import as_int
 
-__all__ = ["MetricEntry", "build_metric", "lookup", "metric_names", "torchrec_names"]
+__all__ = [
+    "TORCHREC_SELF_NAMED",
+    "MetricEntry",
+    "TorchRecKey",
+    "build_metric",
+    "lookup",
+    "metric_names",
+    "registry_entry",
+    "torchrec_names",
+    "torchrec_requirements",
+]
+
+# TorchRec 1.9.2's names that are both a metric namespace (``MetricNamespace``) and a metric name
+# (``MetricName``): ``f"{x}-{task}|lifetime_{x}"`` reads as TorchRec's key of its metric ``x``, so a
+# metric keyed by its own name (``(name, name)``) may not take one of these names unless it is
+# TorchRec's metric (tests/test_registry.py checks the list against TorchRec's enums).
+TORCHREC_SELF_NAMED = frozenset(
+    {
+        "accuracy",
+        "auc",
+        "auprc",
+        "calibration",
+        "cali_free_ne",
+        "ctr",
+        "gauc",
+        "hindsight_target_pr",
+        "mae",
+        "mse",
+        "multi_label_precision",
+        "multiclass_recall",
+        "ndcg",
+        "ne",
+        "ne_positive",
+        "nmse",
+        "num_missing_labels",
+        "num_positive_samples",
+        "output",
+        "precision",
+        "precision_session_level",
+        "qps",
+        "rauc",
+        "recall",
+        "recall_session_level",
+        "scalar",
+        "segmented_ne",
+        "serving_ae_loss",
+        "serving_calibration",
+        "serving_ne",
+        "sum_weights",
+        "tensor_weighted_avg",
+        "throughput",
+        "unweighted_ne",
+        "weighted_avg",
+        "weighted_sum_predictions",
+        "xauc",
+    }
+)
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class TorchRecKey:
+    """TorchRec's key for a metric class, given to the instances that compute TorchRec's definition.
+
+    Attributes:
+        namespace: TorchRec's namespace (``"ne"`` in ``ne-{task}|lifetime_logloss``).
+        name: TorchRec's metric name (``"logloss"``).
+        options: ``((attribute, value), ...)`` an instance must have to compute TorchRec's value
+            (``(("unit", "bits"),)`` for ``LogLoss``); with other values it computes another
+            quantity and is keyed by its own name.
+    """
+
+    namespace: str
+    name: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def matches(self, metric: Metric) -> bool:
+        """Whether ``metric`` is built with :attr:`options` (so computes TorchRec's value)."""
+        return all(getattr(metric, attr, _MISSING) == value for attr, value in self.options)
+
+    def describe(self, cls: type[Metric]) -> str:
+        """``LogLoss(unit='bits')``: the class with the options that compute TorchRec's value."""
+        return f"{cls.__name__}({', '.join(f'{a}={v!r}' for a, v in self.options)})"
 
 
 @dataclass(frozen=True)
@@ -38,14 +127,15 @@ class MetricEntry:
     Attributes:
         name: the registry name (``"ne"``), or the stem of a ranking name (``"ndcg"`` for ``"ndcg@k"``).
         cls: the metric class built.
-        torchrec: ``(namespace, metric name)`` of TorchRec's keys for this quantity.
+        torchrec: TorchRec's keys for instances of ``cls`` (:class:`TorchRecKey`), the first one whose
+            options an instance has applies; empty when TorchRec has no such metric.
         cutoff: ``"none"`` (no ``@k``), ``"optional"`` (``"ndcg"`` or ``"ndcg@k"``) or ``"required"``.
         defaults: keyword arguments the name implies (``{"num_bins": ...}`` for a binned alias).
     """
 
     name: str
     cls: type[Metric]
-    torchrec: tuple[str, str]
+    torchrec: tuple[TorchRecKey, ...]
     cutoff: str = "none"
     defaults: tuple[tuple[str, Any], ...] = ()
 
@@ -59,51 +149,76 @@ class MetricEntry:
         return self.cls(num_tasks=num_tasks, **options)
 
 
+def _key(namespace: str, name: str, **options: Any) -> tuple[TorchRecKey, ...]:
+    return (TorchRecKey(namespace, name, tuple(options.items())),)
+
+
+_UNWEIGHTED_GROUPS = {"weight_groups": False}  # TorchRec averages its groups with equal weights
 _ENTRIES = (
-    MetricEntry("ne", _pointwise.NormalizedEntropy, ("ne", "ne")),
-    MetricEntry("log_loss", _pointwise.LogLoss, ("ne", "logloss")),
-    MetricEntry("calibration", _pointwise.Calibration, ("calibration", "calibration")),
-    MetricEntry("ctr", _pointwise.CTR, ("ctr", "ctr")),
-    MetricEntry("weighted_average", _pointwise.WeightedAverage, ("weighted_avg", "weighted_avg")),
-    MetricEntry("accuracy", _pointwise.WeightedAccuracy, ("accuracy", "accuracy")),
-    MetricEntry("weighted_precision", _pointwise.WeightedPrecision, ("precision", "precision")),
-    MetricEntry("weighted_recall", _pointwise.WeightedRecall, ("recall", "recall")),
-    MetricEntry("mse", _pointwise.WeightedMSE, ("mse", "mse")),
-    MetricEntry("rmse", _pointwise.WeightedRMSE, ("mse", "rmse")),
-    MetricEntry("mae", _pointwise.WeightedMAE, ("mae", "mae")),
-    MetricEntry("r_squared", _regression.WeightedR2, ("mse", "r_squared")),
-    MetricEntry("nmse", _regression.WeightedNMSE, ("nmse", "nmse")),
-    MetricEntry("nrmse", _regression.WeightedNRMSE, ("nmse", "nrmse")),
-    MetricEntry("ne_positive", _entropy.NEPositive, ("ne_positive", "ne_positive")),
-    MetricEntry("cali_free_ne", _entropy.CalibrationFreeNE, ("cali_free_ne", "cali_free_ne")),
-    MetricEntry("recalibrated_ne", _entropy.RecalibratedNE, ("recalibrated_ne", "ne")),
+    MetricEntry("ne", _pointwise.NormalizedEntropy, _key("ne", "ne")),
+    # TorchRec's logloss is in bits; ours defaults to nats (scikit-learn's)
+    MetricEntry("log_loss", _pointwise.LogLoss, _key("ne", "logloss", unit="bits")),
+    MetricEntry("calibration", _pointwise.Calibration, _key("calibration", "calibration")),
+    MetricEntry("ctr", _pointwise.CTR, _key("ctr", "ctr")),
+    MetricEntry("weighted_average", _pointwise.WeightedAverage, _key("weighted_avg", "weighted_avg")),
+    MetricEntry("accuracy", _pointwise.WeightedAccuracy, _key("accuracy", "accuracy")),
+    MetricEntry("weighted_precision", _pointwise.WeightedPrecision, _key("precision", "precision")),
+    MetricEntry("weighted_recall", _pointwise.WeightedRecall, _key("recall", "recall")),
+    MetricEntry("mse", _pointwise.WeightedMSE, _key("mse", "mse")),
+    MetricEntry("rmse", _pointwise.WeightedRMSE, _key("mse", "rmse")),
+    MetricEntry("mae", _pointwise.WeightedMAE, _key("mae", "mae")),
+    MetricEntry("r_squared", _regression.WeightedR2, _key("mse", "r_squared")),
+    MetricEntry("nmse", _regression.WeightedNMSE, _key("nmse", "nmse", baseline="one")),
+    MetricEntry("nrmse", _regression.WeightedNRMSE, _key("nmse", "nrmse", baseline="one")),
+    MetricEntry("ne_positive", _entropy.NEPositive, _key("ne_positive", "ne_positive")),
     MetricEntry(
-        "recalibrated_calibration", _entropy.RecalibratedCalibration, ("recalibrated_calibration", "calibration")
+        "cali_free_ne", _entropy.CalibrationFreeNE, _key("cali_free_ne", "cali_free_ne", torchrec_scaling=True)
     ),
-    MetricEntry("label_average", _counters.LabelAverage, ("average", "label_average")),
-    MetricEntry("sum_weights", _counters.SumWeights, ("sum_weights", "sum_weights")),
-    MetricEntry("num_positive_samples", _counters.NumPositiveSamples, ("num_positive_samples", "num_positive_samples")),
+    MetricEntry("recalibrated_ne", _entropy.RecalibratedNE, _key("recalibrated_ne", "ne")),
+    MetricEntry(
+        "recalibrated_calibration", _entropy.RecalibratedCalibration, _key("recalibrated_calibration", "calibration")
+    ),
+    MetricEntry("label_average", _counters.LabelAverage, _key("average", "label_average")),
+    MetricEntry("sum_weights", _counters.SumWeights, _key("sum_weights", "sum_weights")),
+    MetricEntry(
+        "num_positive_samples", _counters.NumPositiveSamples, _key("num_positive_samples", "num_positive_samples")
+    ),
     MetricEntry(
         "weighted_sum_predictions",
         _counters.WeightedSumPredictions,
-        ("weighted_sum_predictions", "weighted_sum_predictions"),
+        _key("weighted_sum_predictions", "weighted_sum_predictions"),
     ),
-    MetricEntry("auc", _auc.AUC, ("auc", "auc")),
-    MetricEntry("auprc", _auc.AUPRC, ("auprc", "auprc")),
-    MetricEntry("gauc", _auc.GroupedAUC, ("auc", "grouped_auc")),
-    MetricEntry("gauprc", _auc.GroupedAUPRC, ("auprc", "grouped_auprc")),
-    MetricEntry("regression_auc", _auc.RegressionAUC, ("rauc", "rauc")),
-    MetricEntry("xauc", _auc.XAUC, ("xauc", "xauc")),
-    MetricEntry("ndcg", _ranking.NDCG, ("ndcg", "ndcg"), cutoff="optional"),
-    MetricEntry("mrr", _ranking.MRR, ("mrr", "mrr"), cutoff="optional"),
-    MetricEntry("map", _ranking.MAP, ("map", "map"), cutoff="optional"),
-    MetricEntry("recall", _ranking.RecallAtK, ("recall_session_level", "recall_session_level"), cutoff="required"),
+    MetricEntry("auc", _auc.AUC, _key("auc", "auc")),
+    MetricEntry("auprc", _auc.AUPRC, _key("auprc", "auprc")),
+    # TorchRec has two grouped AUCs: its AUC metric's grouped_auc averages every group (a single-class
+    # group counting 0.5), its GAUCMetric (namespace gauc) the groups holding both classes
     MetricEntry(
-        "precision", _ranking.PrecisionAtK, ("precision_session_level", "precision_session_level"), cutoff="required"
+        "gauc",
+        _auc.GroupedAUC,
+        _key("auc", "grouped_auc", average_groups="all", **_UNWEIGHTED_GROUPS)
+        + _key("gauc", "gauc", average_groups="defined", **_UNWEIGHTED_GROUPS),
     ),
-    MetricEntry("hit_rate", _ranking.HitRate, ("hit_rate", "hit_rate"), cutoff="required"),
-    MetricEntry("f1", _ranking.F1AtK, ("f1", "f1"), cutoff="required"),
-    MetricEntry("r_precision", _ranking.RPrecision, ("r_precision", "r_precision")),
+    MetricEntry(
+        "gauprc", _auc.GroupedAUPRC, _key("auprc", "grouped_auprc", average_groups="all", **_UNWEIGHTED_GROUPS)
+    ),
+    MetricEntry("regression_auc", _auc.RegressionAUC, _key("rauc", "rauc")),
+    MetricEntry("xauc", _auc.XAUC, _key("xauc", "xauc")),
+    # TorchRec counts a session without relevance as NDCG 0 and scores each batch's sessions apart
+    MetricEntry(
+        "ndcg",
+        _ranking.NDCG,
+        _key("ndcg", "ndcg", empty_target_action="zero", queries_complete_per_batch=True),
+        cutoff="optional",
+    ),
+    # not TorchRec metrics: keyed by their names in the module (TorchRec's recall_session_level and
+    # precision_session_level pool counts over sessions: SessionRecallAtK(average="micro"), standalone)
+    MetricEntry("mrr", _ranking.MRR, (), cutoff="optional"),
+    MetricEntry("map", _ranking.MAP, (), cutoff="optional"),
+    MetricEntry("recall", _ranking.RecallAtK, (), cutoff="required"),
+    MetricEntry("precision", _ranking.PrecisionAtK, (), cutoff="required"),
+    MetricEntry("hit_rate", _ranking.HitRate, (), cutoff="required"),
+    MetricEntry("f1", _ranking.F1AtK, (), cutoff="required"),
+    MetricEntry("r_precision", _ranking.RPrecision, ()),
 )
 _BY_NAME = {entry.name: entry for entry in _ENTRIES}
 _NAME = re.compile(r"([a-z][a-z0-9_]*)(?:@([0-9]+))?")  # used with fullmatch: `$` would allow a trailing newline
@@ -203,9 +318,39 @@ def build_metric(name: str, num_tasks: int = 1, **kwargs: Any) -> Metric:
     return entry.build(num_tasks, k, **kwargs)
 
 
-def torchrec_names(metric: Metric) -> tuple[str, str] | None:
-    """TorchRec's ``(namespace, metric name)`` for a metric instance's class, if it has one."""
+def registry_entry(metric: Metric) -> MetricEntry | None:
+    """The registry entry of a metric instance's class (``None`` for a class the registry does not build)."""
     for entry in _ENTRIES:
         if type(metric) is entry.cls:
-            return entry.torchrec
+            return entry
     return None
+
+
+def torchrec_names(metric: Metric) -> tuple[str, str] | None:
+    """TorchRec's ``(namespace, metric name)`` for a metric instance, if it computes TorchRec's metric.
+
+    ``None`` for a class TorchRec does not have, and for an instance built with options that
+    compute another quantity than TorchRec's (``LogLoss()`` in nats: TorchRec's ``logloss`` is in
+    bits).
+
+    Example:
+        >>> import torchmetrics_ext as tmx
+        >>> from torchmetrics_ext.registry import torchrec_names
+        >>> torchrec_names(tmx.LogLoss(unit="bits")), torchrec_names(tmx.LogLoss())
+        (('ne', 'logloss'), None)
+        >>> torchrec_names(tmx.RecallAtK(5)) is None  # TorchRec's recall_session_level pools sessions
+        True
+    """
+    entry = registry_entry(metric)
+    for key in entry.torchrec if entry is not None else ():
+        if key.matches(metric):
+            return key.namespace, key.name
+    return None
+
+
+def torchrec_requirements(metric: Metric) -> str | None:
+    """How to build ``metric``'s class as TorchRec's metric (``"LogLoss(unit='bits')"``); ``None``: it cannot be."""
+    entry = registry_entry(metric)
+    if entry is None or not entry.torchrec:
+        return None
+    return " or ".join(key.describe(entry.cls) for key in entry.torchrec)

@@ -18,7 +18,8 @@ Two averages of the weighted counts:
   sessions where it is undefined (no predicted positive weight; no positive label weight) are
   skipped. Every session counts once, however many items it holds.
 * ``average="micro"``: TorchRec's value, :math:`\sum TP / \sum (TP + FP)` over every item, so
-  large sessions weigh more.
+  large sessions weigh more. Equal to TorchRec's whenever no zero-weight row is among a session's
+  top ``k`` by TorchRec's ranking of all rows (always when every weight is positive).
 """
 
 from __future__ import annotations

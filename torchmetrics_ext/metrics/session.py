@@ -83,7 +83,11 @@ class SessionPrecisionAtK(_SessionMetric):
     TorchRec). ``average="session"`` (default) is the mean of the sessions' weighted precisions
     (sessions without a predicted positive skipped); ``average="micro"`` is TorchRec's pooled
     :math:`\sum TP / \sum (TP + FP)`. A session must lie within one batch. A row of weight 0
-    is an absent row: it takes no top-``k`` place (TorchRec ranks it like any other row).
+    is an absent row: it takes no top-``k`` place (TorchRec ranks it like any other row), so
+    ``average="micro"`` is TorchRec's value whenever no zero-weight row is among a session's top
+    ``k`` by TorchRec's ranking of all rows (always when every weight is positive; with
+    ``rank_labels``, the same for the labels' ranking); otherwise a weighted row that such a row
+    pushes out of TorchRec's top ``k`` is predicted positive here.
 
     Args:
         k: number of top-ranked items of a session predicted positive (TorchRec's ``top_threshold``).

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import re
 import subprocess
 import warnings
@@ -18,6 +17,7 @@ from torchmetrics import Metric
 
 import torchmetrics_ext
 import torchmetrics_ext as tmx
+from tests.helpers.torchrec_venv import TORCHREC_PYTHON
 from torchmetrics_ext import functional as tmf
 from torchmetrics_ext.registry import TORCHREC_SELF_NAMED, metric_names, torchrec_names
 
@@ -151,18 +151,6 @@ def test_registry_names_take_from_logits(name):
 # tests/helpers/torchrec_registry_side.py in TorchRec's virtual environment on `torchrec_steps()`; the last
 # tests repeat that run live and skip, saying why, where that environment is absent.
 
-TORCHREC_PYTHON = next(
-    (
-        Path(p)
-        for p in (
-            os.environ.get("TORCHREC_PYTHON", ""),
-            "/work/venv-torchrec-parity/bin/python",
-            "/work/venv-torchrec/bin/python",
-        )
-        if p and Path(p).exists()
-    ),
-    Path("/work/venv-torchrec/bin/python"),
-)
 TORCHREC_SIDE = Path(__file__).parent / "helpers" / "torchrec_registry_side.py"
 
 # metric key in the module -> from_config options computing TorchRec's value (one task "t")

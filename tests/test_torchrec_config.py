@@ -14,7 +14,6 @@ import enum
 import importlib.util
 import json
 import math
-import os
 import subprocess
 import warnings
 from pathlib import Path
@@ -26,21 +25,9 @@ import torch
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 import torchmetrics_ext as tmx
+from tests.helpers.torchrec_venv import TORCHREC_PYTHON
 from torchmetrics_ext.torchrec_config import TORCHREC_METRICS
 
-# TorchRec's interpreter: $TORCHREC_PYTHON, else the first of the documented venvs that exists
-TORCHREC_PYTHON = next(
-    (
-        Path(p)
-        for p in (
-            os.environ.get("TORCHREC_PYTHON", ""),
-            "/work/venv-torchrec-parity/bin/python",
-            "/work/venv-torchrec/bin/python",
-        )
-        if p and Path(p).exists()
-    ),
-    Path("/work/venv-torchrec-parity/bin/python"),
-)
 SIDE = Path(__file__).parent / "helpers" / "torchrec_side.py"
 
 # TorchRec's DefaultMetricsConfig (torchrec/metrics/metrics_config.py), field for field

@@ -1616,6 +1616,37 @@ def test_a_checkpoint_without_a_metrics_states_is_refused():
     assert sorted(k.split(".")[1] for k in missing) == ["cal"] * 3
 
 
+def test_strict_false_starts_a_metric_whose_checkpoint_holds_some_of_its_states_afresh():
+    """The error recommends strict=False to "start them afresh": a Calibration checkpoint loaded into
+    Calibration(from_logits=True) kept the label and weight sums of the saved run next to a zero prediction sum."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(6, 100, generator=g)
+    y = (torch.rand(6, 100, generator=g) < torch.sigmoid(z)).long()
+    old = tmx.RecMetricModule(["click"], {"calibration": "calibration", "mse": "mse"}, throughput=False)
+    for i in range(3):
+        old.update({"prediction": torch.sigmoid(z[i]), "label": y[i]})
+    logits = {"calibration": functools.partial(tmx.Calibration, from_logits=True), "mse": "mse"}
+    new = tmx.RecMetricModule(["click"], logits, throughput=False)
+    with pytest.raises(
+        RuntimeError, match=r"(?s)metrics\.calibration: the checkpoint holds .*start those metrics afresh"
+    ):
+        new.load_state_dict(copy.deepcopy(old.state_dict()))
+    new = tmx.RecMetricModule(["click"], logits, throughput=False)
+    with pytest.warns(UserWarning, match="metrics.calibration: .*starts afresh"):
+        result = new.load_state_dict(copy.deepcopy(old.state_dict()), strict=False)
+    assert sorted(k.rsplit(".", 1)[1] for k in result.missing_keys if ".calibration." in k) == sorted(
+        ["weighted_pred_sum_logits", "weighted_label_sum", "weighted_num_samples"]
+    )
+    assert result.unexpected_keys == ["metrics.calibration.weighted_pred_sum"]
+    for i in range(3, 6):
+        new.update({"prediction": z[i], "label": y[i]})
+    values = new.compute()
+    p, t = 1.0 / (1.0 + np.exp(-z.double().numpy())), y.numpy()
+    np.testing.assert_allclose(values["calibration/click"].item(), p[3:].sum() / t[3:].sum(), rtol=1e-6)  # afresh
+    mse = np.mean((p - t) ** 2)  # resumed: all six batches
+    np.testing.assert_allclose(values["mse/click"].item(), mse, rtol=1e-6)
+
+
 def test_tied_logits_stay_tied_for_pairwise_concordance():
     """RegressionAUC/XAUC rank the logits themselves: a CPU sigmoid of equal logits may differ by an ulp
     (vector and scalar paths), which used to break their ties depending on the batch sizes."""

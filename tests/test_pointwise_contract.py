@@ -896,6 +896,68 @@ def test_current_checkpoint_of_another_setting_is_not_read_as_a_renamed_state(sa
     assert named and all(torch.equal(metric.metric_state[key], fresh[key]) for key in named)
 
 
+def _logit_batches(n_batches=6, n=40, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n_batches, n, generator=g)
+    y = (torch.rand(n_batches, n, generator=g) < torch.sigmoid(z)).long()
+    return z, y
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_checkpoint_of_some_states_only_starts_the_metric_afresh(strict):
+    """Calibration's checkpoint into Calibration(from_logits=True) holds two of its three states: strict=False
+    loaded those two next to a zero prediction sum (a ratio of a 3-batch and a 6-batch sum: 0.49 for 0.92)."""
+    z, y = _logit_batches()
+    saved = tmx.Calibration()
+    saved.persistent(True)
+    for i in range(3):
+        saved.update(torch.sigmoid(z[i]), y[i])
+    metric = tmx.Calibration(from_logits=True)
+    metric.persistent(True)
+    metric.update(z[5], y[5])  # what it held before the load is not kept either: it starts afresh
+    note = r"holds \['weighted_label_sum', 'weighted_num_samples'\] of this Calibration.*other settings.*starts afresh"
+    if strict:
+        with pytest.raises(RuntimeError, match=r"(?s)Missing key\(s\).*" + note):
+            metric.load_state_dict(saved.state_dict())
+        return
+    with pytest.warns(UserWarning, match=note):
+        result = metric.load_state_dict(saved.state_dict(), strict=False)
+    assert sorted(result.missing_keys) == sorted(metric._defaults)  # every state: none was read
+    assert result.unexpected_keys == ["weighted_pred_sum"]
+    for i in range(3, 6):
+        metric.update(z[i], y[i])
+    p = 1.0 / (1.0 + np.exp(-z[3:].double().numpy()))  # afresh: the batches after the load only
+    np.testing.assert_allclose(metric.compute().item(), p.sum() / y[3:].numpy().sum(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_an_older_format_checkpoint_starts_the_metric_afresh(strict):
+    """WeightedMSE gained label_sum/label_squared_sum: a checkpoint written before holds the other three only
+    (as 6da4f1c wrote it: no metadata); it cannot be resumed, so nothing of it is read."""
+    z, y = _logit_batches(seed=4)
+    p = torch.sigmoid(z)
+    saved = tmx.WeightedMSE()
+    saved.persistent(True)
+    for i in range(3):
+        saved.update(p[i], y[i])
+    old = {k: v for k, v in saved.state_dict().items() if k not in ("label_sum", "label_squared_sum")}
+    assert sorted(old) == ["sum_absolute_error", "sum_squared_error", "weighted_num_samples"]
+    metric = tmx.WeightedMSE()
+    metric.persistent(True)
+    note = r"WeightedMSE: the checkpoint holds .*states only: an older format of this metric.*starts afresh"
+    if strict:
+        with pytest.raises(RuntimeError, match=note):
+            metric.load_state_dict(old)
+        return
+    with pytest.warns(UserWarning, match=note):
+        result = metric.load_state_dict(old, strict=False)
+    assert sorted(result.missing_keys) == sorted(metric._defaults) and not result.unexpected_keys
+    for i in range(3, 6):
+        metric.update(p[i], y[i])
+    expected = np.mean((p[3:].double().numpy() - y[3:].numpy()) ** 2)
+    np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-12)
+
+
 def test_merge_state_drops_the_cached_value_and_refuses_other_settings():
     """TorchMetrics kept a compute value cached across merge_state and broadcast (1,) with (3,) states."""
     a, b = tmx.CTR(), tmx.CTR()

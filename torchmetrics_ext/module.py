@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 
 from torchmetrics_ext.functional._sums import sharing_sums
-from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _replay
+from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _replay, load_explained
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.registry import build_metric, torchrec_names
 from torchmetrics_ext.utilities.checks import (
@@ -807,16 +807,24 @@ class RecMetricModule(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """``nn.Module.load_state_dict``; missing metric states say how to resume with a metric added since."""
+        """``nn.Module.load_state_dict``; missing metric states say how to resume with a metric added since.
+
+        A metric reads all of its states from the checkpoint or none: one whose states the checkpoint
+        lacks, or holds only some of (another setting's, an older format's), starts afresh with
+        ``strict=False``, its states listed as missing keys; the notes of those it held join the
+        error (``strict=True``) or are warned.
+        """
+        load = super().load_state_dict
         try:
-            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+            return load_explained(lambda: load(state_dict, strict=strict, assign=assign))
         except RuntimeError as error:
             if not (strict and "Missing key(s)" in str(error)):
                 raise
             raise RuntimeError(
-                f"{error}\nThe checkpoint has no states for some metrics: added since it was saved, or built with "
-                "other settings. To resume and start them afresh, load with strict=False (in Lightning: set "
-                "`self.strict_loading = False` in the LightningModule)."
+                f"{error}\nThe checkpoint has no states, or not all of them, for some metrics: added since it was "
+                "saved, built with other settings, or saved in an older format of the metric. To resume the rest and "
+                "start those metrics afresh (all of their states at their defaults), load with strict=False (in "
+                "Lightning: set `self.strict_loading = False` in the LightningModule)."
             ) from None
 
     def forward(self, *args: Any, **kwargs: Any) -> None:

@@ -1726,7 +1726,11 @@ def test_every_metric_the_module_takes_reports_one_number_per_key():
     assert not refused & set(accepted) and {"HindsightTargetPR", "RankingMetrics", "NDCG", "AUC"} <= set(accepted)
 
 
-@pytest.mark.parametrize("window_size", [None, 100])
+@pytest.mark.parametrize(
+    ("window_size", "member_rings"),
+    [(None, False), (100, False), (100, True)],
+    ids=["no-window", "window", "window-member-rings"],
+)
 @pytest.mark.parametrize(
     ("saved", "loaded"),
     [
@@ -1737,9 +1741,13 @@ def test_every_metric_the_module_takes_reports_one_number_per_key():
         ({"calibration": "calibration", "ctr": "ctr", "ne": "ne"}, {"ctr": "ctr", "ne": "ne"}),
     ],
 )
-def test_a_group_saved_under_another_first_member_resumes(saved, loaded, window_size):
+def test_a_group_saved_under_another_first_member_resumes(saved, loaded, window_size, member_rings):
     """A compute group's states are saved under its first metric; a checkpoint with another first member
-    lost the group's history on resume (strict=False) or was refused as "added since" (strict)."""
+    lost the group's history on resume (strict=False) or was refused as "added since" (strict).
+
+    ``member_rings``: versions before f568a16 also wrote an empty window ring alone
+    (``metrics.<member>._extra_state``) for every other member of the group, which made a member moved to
+    the front look as if it had saved the group's states itself."""
     import torch.nn as nn
     from sklearn.metrics import log_loss
 
@@ -1747,13 +1755,18 @@ def test_a_group_saved_under_another_first_member_resumes(saved, loaded, window_
     b2 = {"prediction": torch.tensor([0.1, 0.7]), "label": torch.tensor([1, 0])}
     old = tmx.RecMetricModule(["click"], saved, throughput=False, window_size=window_size)
     old.update(b1)
+    saved_state = old.state_dict()
+    if member_rings:  # as those versions wrote it: an empty ring under each member, nothing else
+        for group in old.compute_groups:
+            for member in group[1:]:
+                saved_state[f"metrics.{member}._extra_state"] = old._unit(member)._ring.state()
     for through_parent in (False, True):  # Lightning loads the LightningModule that holds the module
         new = tmx.RecMetricModule(["click"], loaded, throughput=False, window_size=window_size)
         if through_parent:
-            parent, state = nn.ModuleDict({"metrics": new}), {f"metrics.{k}": v for k, v in old.state_dict().items()}
+            parent, state = nn.ModuleDict({"metrics": new}), {f"metrics.{k}": v for k, v in saved_state.items()}
             result = parent.load_state_dict(state)
         else:
-            result = new.load_state_dict(old.state_dict())
+            result = new.load_state_dict(copy.copy(saved_state))
         assert not result.missing_keys and not result.unexpected_keys, result
         new.update(b2)
         values = new.compute()

@@ -784,21 +784,35 @@ class RecMetricModule(nn.Module):
         metric's name: they are the same statistics (equal ``shared_statistics_key``, hence equal
         state names, which identify a removed metric's), so they load as the leader's. Also when a
         parent module loads this one (Lightning's checkpoint restore).
+
+        Versions before the window ring was saved with the lifetime and window states only wrote a
+        ring alone (``_extra_state``) for every other member of a windowed group: such a ring holds
+        none of the group's states (a ``Windowed`` loads nothing from it), so it does not make a
+        member the one that saved them, and it gives way to the saved states.
         """
         top = f"{prefix}metrics."
         saved_names = {key[len(top) :].split(".", 1)[0] for key in state_dict if key.startswith(top)}
         dropped = sorted(saved_names - set(self._leader))  # saved metrics no longer configured
+
+        def saved_under(head: str) -> tuple[list[str], bool]:
+            """The checkpoint's keys under ``head``, and whether they hold states (not a ring alone)."""
+            keys = [key for key in state_dict if key.startswith(head)]
+            return keys, any(key != head + "_extra_state" for key in keys)
+
         for group in self._groups:
             lead = f"{top}{group[0]}."
-            if any(key.startswith(lead) for key in state_dict):
+            lead_keys, holds = saved_under(lead)
+            if holds:
                 continue
             # a member that saved the group's states, else a metric no longer configured that saved
             # exactly the states this group's leader holds (the same statistics: their names say so)
             expected = set(self._unit(group[0]).state_dict(keep_vars=True))
             for name in [*group[1:], *dropped]:
                 saved = f"{top}{name}."
-                keys = [key for key in state_dict if key.startswith(saved)]
-                if keys and (name in group or {key[len(saved) :] for key in keys} == expected):
+                keys, holds = saved_under(saved)
+                if holds and (name in group or {key[len(saved) :] for key in keys} == expected):
+                    for key in lead_keys:  # the leader's ring alone, written by an earlier version
+                        del state_dict[key]
                     for key in keys:
                         state_dict[lead + key[len(saved) :]] = state_dict.pop(key)
                     if name in dropped:

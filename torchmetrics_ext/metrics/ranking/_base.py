@@ -24,6 +24,7 @@ that package for the definitions, the input forms and the tie rule. Shared behav
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -139,11 +140,16 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         tag = [f"{spec.name}{'' if k is None else k}" for spec, k in self.requests]
         tag += [flag for flag, on in flags.items() if on] + [empty_target_action]
         legacy = "value_sum_" + "_".join(tag)
+        self._value_state = legacy
         if padding_value is not None:  # which padded slots count changes the sums (no dots: a state_dict key)
-            tag.append("pad" + _tag(padding_value))
-        self._value_state = "value_sum_" + "_".join(tag)
-        if legacy != self._value_state:  # checkpoints saved before the padding value was part of the name
+            self._value_state = f"{legacy}_pad{_tag(padding_value)}"
+            # checkpoints saved before the padding value was part of the name
             self._renamed_states[legacy] = self._value_state
+            # and those of an earlier spelling of the value (its float repr: `padm1p0` for -1.0, where the
+            # shared setting tags write `padm1`): no other value is spelled so by either rule
+            spelled = legacy + "_pad" + repr(float(padding_value)).replace(".", "p").replace("-", "m").replace("+", "")
+            if spelled != self._value_state:
+                self._load_former_names(self._value_state, re.escape(spelled))
         self.add_state(self._value_state, torch.zeros(len(self.requests), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("weight_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         if not queries_complete_per_batch:

@@ -873,17 +873,27 @@ def test_collection_compute_groups_keep_padding_values_apart():
     assert abs(ref_plain - ref_pad) > 0.1
 
 
-def test_padding_value_checkpoint_saved_under_the_former_state_name_loads():
+def test_a_version_1_plain_sums_name_is_the_no_padding_state():
+    """Before 4c295bc the sums state had no padding tag for any padding value; from then until version 2 (884756f)
+    the plain name meant no padding value. The two cannot be told apart, so the plain name is read as no padding's
+    (it was read as -1.5's, and a checkpoint without padding gave wrong values there); the note says how to load a
+    pre-4c295bc checkpoint of this padding value."""
     metric = tmx.NDCG(k=2, padding_value=-1.5)
     metric.persistent(True)
     metric.update(torch.tensor([[0.9, 0.1, -1.5]]), torch.tensor([[0, 1, 1]]))
     state = metric.state_dict()
-    old = {key.replace("_padm1p5", ""): value for key, value in state.items()}  # as saved before the rename
-    assert old.keys() != state.keys()
+    old = {key.replace("_padm1p5", ""): value for key, value in state.items()}  # as saved before the tag
     restored = tmx.NDCG(k=2, padding_value=-1.5)
     restored.persistent(True)
-    restored.load_state_dict(old)
-    torch.testing.assert_close(restored.compute(), metric.compute())
+    with pytest.raises(RuntimeError, match=r"renamed: `value_sum_ndcg2_skip` to `value_sum_ndcg2_skip_padm1p5`"):
+        restored.load_state_dict(old)
+    restored = tmx.NDCG(k=2, padding_value=-1.5)
+    restored.persistent(True)
+    restored.load_state_dict(state)  # the key renamed as the note says: the same checkpoint loads
+    ref = single_ref("ndcg", 2)(
+        {"preds": np.array([[0.9, 0.1, -1.5]]), "target": np.array([[0, 1, 1]]), "_padding_value": -1.5}
+    )
+    np.testing.assert_allclose(restored.compute().item(), ref, rtol=1e-12)
 
 
 def _renamed_keys(state, old, new):

@@ -231,6 +231,10 @@ class GuardedMetric(Metric):
         # states added after checkpoints were written without them: name -> (derive, names of the
         # states it is computed from); such a checkpoint loads the state as derive(*those states)
         self._derived_states: dict[str, tuple[Callable[..., Tensor], tuple[str, ...]]] = {}
+        # plain name -> current name of states named after a setting that changes their values, which
+        # version-1 checkpoints hold under the plain name for the default setting: not read (see
+        # _default_settings_name)
+        self._default_settings_names: dict[str, str] = {}
 
     def _setting_state_name(self, name: str, setting: str, former: str | None = None) -> str:
         """``name`` followed by ``setting`` (when not empty): the name of a state whose values depend on it.
@@ -249,6 +253,22 @@ class GuardedMetric(Metric):
         if former != renamed:
             self._renamed_states[former] = renamed
         return renamed
+
+    def _default_settings_name(self, plain: str, name: str) -> None:
+        """State ``name`` is named after a setting that changes its values; ``plain`` is the default setting's name.
+
+        Version-1 checkpoints were written both before such a setting named the state (``plain``
+        for every value of it) and after (``plain`` for the default value only), and nothing in
+        them tells the two apart. ``plain`` is therefore read as the default setting's state only,
+        never as ``name`` (that gave wrong values for a checkpoint of the default settings loaded
+        into others: a binned AUC's ``hist`` read as ``hist_probability``); a version-1 checkpoint
+        holding ``plain`` for this metric gets a note saying how to load it (rename the key to
+        ``name``) when it was written before the names carried the setting, with this setting.
+        Settings that leave a state's values as they are (``from_logits``: the sums are of
+        probabilities either way) go through :meth:`_setting_state_name`'s ``former``.
+        """
+        if plain != name:
+            self._default_settings_names[plain] = name
 
     def _load_former_names(self, name: str, pattern: str) -> None:
         """Load state ``name`` from checkpoints (of any version) that hold it under a name matching ``pattern``.
@@ -432,6 +452,8 @@ class GuardedMetric(Metric):
             for old, new in self._former_state_names(saved).items():
                 state_dict[prefix + new] = state_dict.pop(prefix + old)
         derive_missing(state_dict, getattr(self, "_derived_states", {}), prefix)
+        if version < _CHECKPOINT_VERSION:
+            self._note_default_settings_names(state_dict, prefix)
         present = [name for name in self._defaults if prefix + name in state_dict]
         problems: list[str] = []
         if present:  # else nothing of it loads (not persistent)
@@ -492,6 +514,24 @@ class GuardedMetric(Metric):
             "resumed, so none is read and the metric starts afresh (all of its states are missing keys: "
             "strict=True refuses the checkpoint, strict=False resumes the rest of it)."
         )
+
+    def _note_default_settings_names(self, state_dict: Mapping[str, Any], prefix: str) -> None:
+        """Note a version-1 checkpoint's default-settings names of states this metric names after its settings."""
+        found = {
+            plain: name
+            for plain, name in getattr(self, "_default_settings_names", {}).items()
+            if prefix + plain in state_dict and prefix + name not in state_dict and plain not in self._defaults
+        }
+        if found:
+            note_checkpoint(
+                f"{prefix[:-1] or type(self).__name__}: in a version-1 checkpoint {sorted(found)} are the states of "
+                "the default settings (checkpoints written before and after the states were named after their "
+                f"settings cannot be told apart), so they are not read as this {type(self).__name__}"
+                f"{self._settings_text()}'s {sorted(found.values())}. A checkpoint written before the states carried "
+                f"their settings, with this metric's settings, loads once its keys are renamed: "
+                + ", ".join(f"`{prefix}{plain}` to `{prefix}{name}`" for plain, name in sorted(found.items()))
+                + "."
+            )
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
         """``nn.Module.load_state_dict``; notes of a checkpoint not read (:func:`note_checkpoint`) join its error."""

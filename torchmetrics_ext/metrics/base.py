@@ -293,6 +293,20 @@ class GuardedMetric(Metric):
                     found[match] = name
         return found
 
+    def _names_read_from(self, saved: Iterable[str], version: int) -> set[str]:
+        """The state names this metric reads from a checkpoint of nn.Module ``version`` holding states ``saved``.
+
+        ``saved`` with its former names mapped (:meth:`_renamed_in`, :meth:`_former_state_names`)
+        and the states derived at load (``_derived_states``) added, as ``load_state_dict`` does.
+        """
+        names = set(saved)
+        names |= {new for old, new in self._renamed_in(version).items() if old in names}
+        names |= set(self._former_state_names(saved).values())
+        for name, (_, sources) in getattr(self, "_derived_states", {}).items():
+            if all(source in names for source in sources):
+                names.add(name)
+        return names
+
     def _renamed_in(self, version: int) -> dict[str, str]:
         """Former -> current names of the states a checkpoint of nn.Module ``version`` may hold under a former name.
 

@@ -212,7 +212,9 @@ class GuardedMetric(Metric):
     """
 
     # nn.Module's checkpoint version (state_dict metadata); checkpoints of version 1 (or without
-    # metadata) were written before state names carried their settings: their names are mapped
+    # metadata) may hold states under names from before they carried their settings: those names
+    # are mapped where they cannot be another setting's state (see _setting_state_name and
+    # _default_settings_name)
     _version: int = _CHECKPOINT_VERSION
     # tensor states whose length follows the data (CategoricalCount's counts): checked by ndim only
     _data_sized_states: ClassVar[frozenset[str]] = frozenset()
@@ -246,7 +248,11 @@ class GuardedMetric(Metric):
         first steps of a warm-up). A state named after its setting is never merged with another
         setting's. ``former``: the state's name in checkpoints written before it carried the
         setting (default ``name``); ``load_state_dict`` accepts it from such checkpoints (version
-        1 or no metadata), not from later ones, where it is another setting's state.
+        1 or no metadata), not from later ones, where it is another setting's state. Only for a
+        setting that leaves the state's values as they are (``from_logits``, a warm-up), or one
+        that named the state together with version 2: other settings named their states while
+        checkpoints were still of version 1, where the former name may be the default setting's
+        state (see :meth:`_default_settings_name`).
         """
         renamed = f"{name}_{setting}" if setting else name
         former = name if former is None else former

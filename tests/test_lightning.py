@@ -621,6 +621,69 @@ def test_resuming_with_a_metric_added_follows_strict_loading():
     assert values["ne/click"].item() == pytest.approx(expected, rel=1e-12)
 
 
+def test_a_module_without_per_rank_states_follows_strict_loading():
+    """A checkpoint whose callback did not manage `val_metrics` (val=None) raised a bare KeyError on resume,
+    with strict_loading False too (module.md: such a module resumes afresh)."""
+
+    class Model(L.LightningModule):
+        def __init__(self, strict: bool) -> None:
+            super().__init__()
+            self.train_metrics = tmx.RecMetricModule(["click"], {"ne": "ne"}, throughput=False)
+            self.val_metrics = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, throughput=False)
+            self.strict_loading = strict
+
+    old = Model(strict=True)
+    old.train_metrics.update({"prediction": torch.tensor([0.9, 0.2]), "label": torch.tensor([1, 0])})
+    old.val_metrics.update({"prediction": torch.tensor([0.5, 0.5, 0.5]), "label": torch.tensor([1, 0, 0])})
+    checkpoint = {"state_dict": old.state_dict()}
+    RecMetricCallback(val=None).on_save_checkpoint(None, old, checkpoint)  # the run saved without a val module
+    assert list(checkpoint["rec_metric_modules"][0]) == ["train_metrics"]
+    with pytest.raises(RuntimeError, match=r"no per-rank states of `val_metrics`.*self\.strict_loading = False"):
+        RecMetricCallback().on_load_checkpoint(None, Model(strict=True), copy.deepcopy(checkpoint))
+    new = Model(strict=False)
+    new.load_state_dict(copy.deepcopy(checkpoint["state_dict"]), strict=False)  # what Lightning does first
+    RecMetricCallback().on_load_checkpoint(None, new, copy.deepcopy(checkpoint))
+    new.train_metrics.update({"prediction": torch.tensor([0.6]), "label": torch.tensor([1])})
+    new.val_metrics.update({"prediction": torch.tensor([0.5]), "label": torch.tensor([1])})
+    p, y = np.array([0.9, 0.2, 0.6], dtype=np.float32).astype(np.float64), np.array([1, 0, 1])
+    expected = log_loss(y, p) / log_loss(y, np.full(3, y.mean()))
+    values = {**new.train_metrics.compute(), **new.val_metrics.compute()}
+    assert values["ne/click"].item() == pytest.approx(expected, rel=1e-12)
+    # one process: what Lightning loaded from the model's state_dict is this rank's, and stays
+    assert values["ctr/click"].item() == pytest.approx(2 / 4)
+
+
+def test_a_module_without_per_rank_states_starts_afresh_under_ddp(monkeypatch):
+    """Under DDP the module's states Lightning loaded are rank 0's alone: with strict_loading False it starts afresh."""
+    import torchmetrics_ext.integrations.lightning as integration
+
+    class Model(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.train_metrics = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, throughput=False)
+            self.val_metrics = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, throughput=False)
+            self.strict_loading = False
+
+    old = Model()
+    for module in (old.train_metrics, old.val_metrics):
+        module.update({"prediction": torch.tensor([0.5, 0.5]), "label": torch.tensor([0, 0])})
+    checkpoint = {"state_dict": old.state_dict()}
+    RecMetricCallback(val=None).on_save_checkpoint(None, old, checkpoint)
+    checkpoint["rec_metric_modules"] = checkpoint["rec_metric_modules"] * 2  # two ranks saved train_metrics only
+    new = Model()
+    new.load_state_dict(checkpoint["state_dict"], strict=False)  # rank 0's states, loaded on every rank
+    monkeypatch.setattr(integration.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(integration.dist, "get_world_size", lambda *args: 2)
+    monkeypatch.setattr(integration.dist, "get_rank", lambda *args: 1)
+    with pytest.warns(UserWarning, match="no per-rank states of `val_metrics`.*starts afresh"):
+        RecMetricCallback().on_load_checkpoint(None, new, checkpoint)
+    monkeypatch.undo()
+    for module in (new.train_metrics, new.val_metrics):
+        module.update({"prediction": torch.tensor([0.5, 0.5]), "label": torch.tensor([1, 1])})
+    assert new.train_metrics.local_compute()["ctr/click"].item() == pytest.approx(2 / 4)  # resumed: its rank's
+    assert new.val_metrics.local_compute()["ctr/click"].item() == pytest.approx(1.0)  # afresh
+
+
 class SkipsFirstBatch(ClickModel):
     """Returns None for batch 0: Lightning's documented way to skip a batch."""
 

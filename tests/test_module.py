@@ -1662,6 +1662,37 @@ def test_a_checkpoint_without_a_metrics_states_is_refused():
     assert sorted(k.split(".")[1] for k in missing) == ["cal"] * 3
 
 
+def test_strict_false_starts_a_metric_whose_checkpoint_holds_some_of_its_states_afresh():
+    """The error recommends strict=False to "start them afresh": a Calibration checkpoint loaded into
+    Calibration(from_logits=True) kept the label and weight sums of the saved run next to a zero prediction sum."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(6, 100, generator=g)
+    y = (torch.rand(6, 100, generator=g) < torch.sigmoid(z)).long()
+    old = tmx.RecMetricModule(["click"], {"calibration": "calibration", "mse": "mse"}, throughput=False)
+    for i in range(3):
+        old.update({"prediction": torch.sigmoid(z[i]), "label": y[i]})
+    logits = {"calibration": functools.partial(tmx.Calibration, from_logits=True), "mse": "mse"}
+    new = tmx.RecMetricModule(["click"], logits, throughput=False)
+    with pytest.raises(
+        RuntimeError, match=r"(?s)metrics\.calibration: the checkpoint holds .*start those metrics afresh"
+    ):
+        new.load_state_dict(copy.deepcopy(old.state_dict()))
+    new = tmx.RecMetricModule(["click"], logits, throughput=False)
+    with pytest.warns(UserWarning, match="metrics.calibration: .*starts afresh"):
+        result = new.load_state_dict(copy.deepcopy(old.state_dict()), strict=False)
+    assert sorted(k.rsplit(".", 1)[1] for k in result.missing_keys if ".calibration." in k) == sorted(
+        ["weighted_pred_sum_logits", "weighted_label_sum", "weighted_num_samples"]
+    )
+    assert result.unexpected_keys == ["metrics.calibration.weighted_pred_sum"]
+    for i in range(3, 6):
+        new.update({"prediction": z[i], "label": y[i]})
+    values = new.compute()
+    p, t = 1.0 / (1.0 + np.exp(-z.double().numpy())), y.numpy()
+    np.testing.assert_allclose(values["calibration/click"].item(), p[3:].sum() / t[3:].sum(), rtol=1e-6)  # afresh
+    mse = np.mean((p - t) ** 2)  # resumed: all six batches
+    np.testing.assert_allclose(values["mse/click"].item(), mse, rtol=1e-6)
+
+
 def test_tied_logits_stay_tied_for_pairwise_concordance():
     """RegressionAUC/XAUC rank the logits themselves: a CPU sigmoid of equal logits may differ by an ulp
     (vector and scalar paths), which used to break their ties depending on the batch sizes."""
@@ -1741,7 +1772,11 @@ def test_every_metric_the_module_takes_reports_one_number_per_key():
     assert not refused & set(accepted) and {"HindsightTargetPR", "RankingMetrics", "NDCG", "AUC"} <= set(accepted)
 
 
-@pytest.mark.parametrize("window_size", [None, 100])
+@pytest.mark.parametrize(
+    ("window_size", "member_rings"),
+    [(None, False), (100, False), (100, True)],
+    ids=["no-window", "window", "window-member-rings"],
+)
 @pytest.mark.parametrize(
     ("saved", "loaded"),
     [
@@ -1752,9 +1787,13 @@ def test_every_metric_the_module_takes_reports_one_number_per_key():
         ({"calibration": "calibration", "ctr": "ctr", "ne": "ne"}, {"ctr": "ctr", "ne": "ne"}),
     ],
 )
-def test_a_group_saved_under_another_first_member_resumes(saved, loaded, window_size):
+def test_a_group_saved_under_another_first_member_resumes(saved, loaded, window_size, member_rings):
     """A compute group's states are saved under its first metric; a checkpoint with another first member
-    lost the group's history on resume (strict=False) or was refused as "added since" (strict)."""
+    lost the group's history on resume (strict=False) or was refused as "added since" (strict).
+
+    ``member_rings``: versions before f568a16 also wrote an empty window ring alone
+    (``metrics.<member>._extra_state``) for every other member of the group, which made a member moved to
+    the front look as if it had saved the group's states itself."""
     import torch.nn as nn
     from sklearn.metrics import log_loss
 
@@ -1762,13 +1801,18 @@ def test_a_group_saved_under_another_first_member_resumes(saved, loaded, window_
     b2 = {"prediction": torch.tensor([0.1, 0.7]), "label": torch.tensor([1, 0])}
     old = tmx.RecMetricModule(["click"], saved, throughput=False, window_size=window_size)
     old.update(b1)
+    saved_state = old.state_dict()
+    if member_rings:  # as those versions wrote it: an empty ring under each member, nothing else
+        for group in old.compute_groups:
+            for member in group[1:]:
+                saved_state[f"metrics.{member}._extra_state"] = old._unit(member)._ring.state()
     for through_parent in (False, True):  # Lightning loads the LightningModule that holds the module
         new = tmx.RecMetricModule(["click"], loaded, throughput=False, window_size=window_size)
         if through_parent:
-            parent, state = nn.ModuleDict({"metrics": new}), {f"metrics.{k}": v for k, v in old.state_dict().items()}
+            parent, state = nn.ModuleDict({"metrics": new}), {f"metrics.{k}": v for k, v in saved_state.items()}
             result = parent.load_state_dict(state)
         else:
-            result = new.load_state_dict(old.state_dict())
+            result = new.load_state_dict(copy.copy(saved_state))
         assert not result.missing_keys and not result.unexpected_keys, result
         new.update(b2)
         values = new.compute()

@@ -743,9 +743,20 @@ def test_bin_settings_keep_compute_groups_apart(first):
             lambda: tmx.WeightedPrecision(threshold=0.3, from_logits=True),
             {f"{n}_at_0p3_logits": f"{n}_at_0p3" for n in ("true_positives", "false_positives")},
         ),
-        (lambda: tmx.AUC(num_bins=4, logit_range=(-4, -3)), {"hist_logit_m4_m3": "hist"}),
-        (lambda: tmx.AUPRC(num_bins=4, bin_space="probability", from_logits=True), {"hist_probability_logits": "hist"}),
+        (lambda: tmx.AUC(num_bins=4, from_logits=True), {"hist_logits": "hist"}),
+        (
+            lambda: tmx.AUC(num_bins=4, logit_range=(-4, -3), from_logits=True),
+            {"hist_logit_m4_m3_logits": "hist_logit_m4_m3"},
+        ),
+        (
+            lambda: tmx.AUPRC(num_bins=4, bin_space="probability", from_logits=True),
+            {"hist_probability_logits": "hist_probability"},
+        ),
         (lambda: tmx.Reliability(num_bins=2, from_logits=True), {"bin_weight_logits": "bin_weight"}),
+        (
+            lambda: tmx.Reliability(edges=[0.0, 0.3, 1.0], from_logits=True),
+            {f"{n}_logits": n for n in tmx.Reliability(edges=[0.0, 0.3, 1.0])._names},
+        ),
     ],
 )
 def test_checkpoints_from_before_settings_named_the_states_load(factory, renamed):
@@ -894,6 +905,159 @@ def test_current_checkpoint_of_another_setting_is_not_read_as_a_renamed_state(sa
     fresh = loading().metric_state
     named = [key for key in metric.metric_state if key not in state]  # the states named after the setting
     assert named and all(torch.equal(metric.metric_state[key], fresh[key]) for key in named)
+
+
+# (default settings, other settings whose states are named after a setting that changes their values, batch)
+_DEFAULT_NAMED = [
+    (lambda: tmx.AUC(num_bins=16), lambda: tmx.AUC(num_bins=16, bin_space="probability"), "pointwise"),
+    (lambda: tmx.AUC(num_bins=16), lambda: tmx.AUC(num_bins=16, logit_range=(-4, 4)), "pointwise"),
+    (
+        lambda: tmx.AUPRC(num_bins=16),
+        lambda: tmx.AUPRC(num_bins=16, bin_space="probability", from_logits=True),
+        "pointwise",
+    ),
+    (lambda: tmx.Reliability(num_bins=2), lambda: tmx.Reliability(edges=[0.0, 0.3, 1.0]), "pointwise"),
+    (lambda: tmx.NDCG(k=2), lambda: tmx.NDCG(k=2, padding_value=-1.0), "ranking"),
+]
+
+
+def _default_named_batch(kind):
+    if kind == "ranking":
+        return {
+            "preds": torch.tensor([[0.9, 0.1, -1.0], [0.2, 0.8, 0.5]]),
+            "target": torch.tensor([[0, 1, 1], [1, 0, 1]]),
+        }
+    return _pointwise_batch(1)
+
+
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize(("saved", "loading", "kind"), _DEFAULT_NAMED)
+def test_a_version_1_checkpoint_of_the_default_settings_is_not_read_as_another_settings(saved, loading, kind, strict):
+    """Names carried settings from 9995e8c (padding: 4c295bc), the checkpoint version became 2 only at 884756f:
+    a version-1 `hist` is the default bins' histogram as often as a pre-settings one, and read as
+    `hist_probability` it gave wrong values. Such names are read as the default settings' only."""
+    trained = saved()
+    trained.persistent(True)
+    trained.update(**_default_named_batch(kind))
+    old = dict(trained.state_dict())  # no metadata: version 1, as every version before 884756f
+    metric = loading()
+    metric.persistent(True)
+    fresh = {k: v.clone() if isinstance(v, torch.Tensor) else list(v) for k, v in loading().metric_state.items()}
+    note = r"in a version-1 checkpoint .* are the states of the default settings.*loads once its keys are renamed"
+    if strict:
+        with pytest.raises(RuntimeError, match=r"(?s)Unexpected key.*" + note):
+            metric.load_state_dict(old)
+    else:
+        with pytest.warns(UserWarning, match=note):
+            result = metric.load_state_dict(old, strict=False)
+        assert result.missing_keys and result.unexpected_keys
+        for key, value in metric.metric_state.items():  # nothing of the checkpoint read
+            assert torch.equal(value, fresh[key]) if isinstance(value, torch.Tensor) else value == fresh[key], key
+    # a checkpoint written before the names carried the settings, with these settings: renamed, it loads
+    renamed = {}
+    for key, value in old.items():
+        renamed[metric._default_settings_names.get(key, key)] = value
+    again = loading()
+    again.persistent(True)
+    again.load_state_dict(renamed)  # strict
+    for key, value in trained.metric_state.items():
+        loaded = again.metric_state[metric._default_settings_names.get(key, key)]
+        assert torch.equal(loaded, value) if isinstance(value, torch.Tensor) else len(loaded) == len(value), key
+
+
+def _binned_probability_auc(p, y, num_bins):
+    """AUC of ``num_bins`` uniform probability bins: positives over negatives in lower bins, half a pair when tied."""
+    bins = np.minimum(np.floor(p * num_bins), num_bins - 1).astype(int)
+    pos = np.bincount(bins[y == 1], minlength=num_bins).astype(float)
+    neg = np.bincount(bins[y == 0], minlength=num_bins).astype(float)
+    below = np.concatenate([[0.0], np.cumsum(neg)[:-1]])
+    return float((pos * below).sum() + 0.5 * (pos * neg).sum()) / (pos.sum() * neg.sum())
+
+
+def test_a_version_1_default_bins_checkpoint_resumes_nothing_in_probability_bins():
+    """The hunter's case: AUC(num_bins=64) saved by 66e22c4 (`hist`, version 1) loaded into
+    AUC(num_bins=64, bin_space="probability") with all keys matched and gave 0.80 for 0.83."""
+    g = torch.Generator().manual_seed(0)
+    p = torch.rand(8, 200, generator=g)
+    y = (torch.rand(8, 200, generator=g) < p).long()
+    saved = tmx.AUC(num_bins=64)
+    saved.persistent(True)
+    for i in range(4):
+        saved.update(p[i], y[i])
+    state = saved.state_dict()
+    state._metadata = {"": {"version": 1}}  # type: ignore[attr-defined]  # as 66e22c4 wrote it
+    assert list(state) == ["hist"]
+    metric = tmx.AUC(num_bins=64, bin_space="probability")
+    metric.persistent(True)
+    with pytest.warns(UserWarning, match="version-1 checkpoint"):
+        result = metric.load_state_dict(state, strict=False)
+    assert result.missing_keys == ["hist_probability"] and result.unexpected_keys == ["hist"]
+    for i in range(4, 8):
+        metric.update(p[i], y[i])
+    expected = _binned_probability_auc(p[4:].numpy().ravel(), y[4:].numpy().ravel(), 64)
+    np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-12)
+
+
+def _logit_batches(n_batches=6, n=40, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n_batches, n, generator=g)
+    y = (torch.rand(n_batches, n, generator=g) < torch.sigmoid(z)).long()
+    return z, y
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_checkpoint_of_some_states_only_starts_the_metric_afresh(strict):
+    """Calibration's checkpoint into Calibration(from_logits=True) holds two of its three states: strict=False
+    loaded those two next to a zero prediction sum (a ratio of a 3-batch and a 6-batch sum: 0.49 for 0.92)."""
+    z, y = _logit_batches()
+    saved = tmx.Calibration()
+    saved.persistent(True)
+    for i in range(3):
+        saved.update(torch.sigmoid(z[i]), y[i])
+    metric = tmx.Calibration(from_logits=True)
+    metric.persistent(True)
+    metric.update(z[5], y[5])  # what it held before the load is not kept either: it starts afresh
+    note = r"holds \['weighted_label_sum', 'weighted_num_samples'\] of this Calibration.*other settings.*starts afresh"
+    if strict:
+        with pytest.raises(RuntimeError, match=r"(?s)Missing key\(s\).*" + note):
+            metric.load_state_dict(saved.state_dict())
+        return
+    with pytest.warns(UserWarning, match=note):
+        result = metric.load_state_dict(saved.state_dict(), strict=False)
+    assert sorted(result.missing_keys) == sorted(metric._defaults)  # every state: none was read
+    assert result.unexpected_keys == ["weighted_pred_sum"]
+    for i in range(3, 6):
+        metric.update(z[i], y[i])
+    p = 1.0 / (1.0 + np.exp(-z[3:].double().numpy()))  # afresh: the batches after the load only
+    np.testing.assert_allclose(metric.compute().item(), p.sum() / y[3:].numpy().sum(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_an_older_format_checkpoint_starts_the_metric_afresh(strict):
+    """WeightedMSE gained label_sum/label_squared_sum: a checkpoint written before holds the other three only
+    (as 6da4f1c wrote it: no metadata); it cannot be resumed, so nothing of it is read."""
+    z, y = _logit_batches(seed=4)
+    p = torch.sigmoid(z)
+    saved = tmx.WeightedMSE()
+    saved.persistent(True)
+    for i in range(3):
+        saved.update(p[i], y[i])
+    old = {k: v for k, v in saved.state_dict().items() if k not in ("label_sum", "label_squared_sum")}
+    assert sorted(old) == ["sum_absolute_error", "sum_squared_error", "weighted_num_samples"]
+    metric = tmx.WeightedMSE()
+    metric.persistent(True)
+    note = r"WeightedMSE: the checkpoint holds .*states only: an older format of this metric.*starts afresh"
+    if strict:
+        with pytest.raises(RuntimeError, match=note):
+            metric.load_state_dict(old)
+        return
+    with pytest.warns(UserWarning, match=note):
+        result = metric.load_state_dict(old, strict=False)
+    assert sorted(result.missing_keys) == sorted(metric._defaults) and not result.unexpected_keys
+    for i in range(3, 6):
+        metric.update(p[i], y[i])
+    expected = np.mean((p[3:].double().numpy() - y[3:].numpy()) ** 2)
+    np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-12)
 
 
 def test_merge_state_drops_the_cached_value_and_refuses_other_settings():

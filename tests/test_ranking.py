@@ -873,17 +873,69 @@ def test_collection_compute_groups_keep_padding_values_apart():
     assert abs(ref_plain - ref_pad) > 0.1
 
 
-def test_padding_value_checkpoint_saved_under_the_former_state_name_loads():
+def test_a_version_1_plain_sums_name_is_the_no_padding_state():
+    """Before 4c295bc the sums state had no padding tag for any padding value; from then until version 2 (884756f)
+    the plain name meant no padding value. The two cannot be told apart, so the plain name is read as no padding's
+    (it was read as -1.5's, and a checkpoint without padding gave wrong values there); the note says how to load a
+    pre-4c295bc checkpoint of this padding value."""
     metric = tmx.NDCG(k=2, padding_value=-1.5)
     metric.persistent(True)
     metric.update(torch.tensor([[0.9, 0.1, -1.5]]), torch.tensor([[0, 1, 1]]))
     state = metric.state_dict()
-    old = {key.replace("_padm1p5", ""): value for key, value in state.items()}  # as saved before the rename
-    assert old.keys() != state.keys()
+    old = {key.replace("_padm1p5", ""): value for key, value in state.items()}  # as saved before the tag
     restored = tmx.NDCG(k=2, padding_value=-1.5)
     restored.persistent(True)
-    restored.load_state_dict(old)
-    torch.testing.assert_close(restored.compute(), metric.compute())
+    with pytest.raises(RuntimeError, match=r"renamed: `value_sum_ndcg2_skip` to `value_sum_ndcg2_skip_padm1p5`"):
+        restored.load_state_dict(old)
+    restored = tmx.NDCG(k=2, padding_value=-1.5)
+    restored.persistent(True)
+    restored.load_state_dict(state)  # the key renamed as the note says: the same checkpoint loads
+    ref = single_ref("ndcg", 2)(
+        {"preds": np.array([[0.9, 0.1, -1.5]]), "target": np.array([[0, 1, 1]]), "_padding_value": -1.5}
+    )
+    np.testing.assert_allclose(restored.compute().item(), ref, rtol=1e-12)
+
+
+def _renamed_keys(state, old, new):
+    """``state`` with ``old`` replaced by ``new`` in its keys and in a window ring's state names."""
+    out = {}
+    for key, value in state.items():
+        if key.endswith("_extra_state") and isinstance(value, dict):
+            value = {
+                p: {n.replace(old, new): v for n, v in v.items()} if p in ("rings", "back") else v
+                for p, v in value.items()
+            }
+        out[key.replace(old, new)] = value
+    return out
+
+
+@pytest.mark.parametrize("windowed", [False, True])
+def test_padding_value_checkpoint_of_the_earlier_spelling_loads(windowed):
+    """Versions 4c295bc..1ceb5f4 named the state after repr(float(padding_value)) (`..._padm1p0` for -1.0); the
+    shared setting tags write `..._padm1`: the same settings' checkpoint was refused (strict=False: wrong values)."""
+    g = torch.Generator().manual_seed(5)
+    preds, target = torch.rand(8, 4, generator=g), torch.randint(0, 3, (8, 4), generator=g)
+    preds[::3, -1] = -1.0  # padded slots
+    preds[1::3, -2:] = -1.0
+
+    def build():
+        metric = tmx.NDCG(k=3, padding_value=-1.0)
+        return tmx.Windowed(metric, window_size=100) if windowed else metric
+
+    saved = build()
+    saved.persistent(True)
+    saved.update(preds[:4], target[:4])
+    state = saved.state_dict()
+    assert any(key.endswith("value_sum_ndcg3_skip_padm1") for key in state)
+    old = _renamed_keys(state, "_padm1", "_padm1p0")  # as those versions wrote it, without metadata (version 1)
+    resumed = build()
+    resumed.persistent(True)
+    result = resumed.load_state_dict(old)  # strict: the former spelling is read as this setting's state
+    assert not result.missing_keys and not result.unexpected_keys
+    resumed.update(preds[4:], target[4:])
+    value = resumed.compute()["lifetime"] if windowed else resumed.compute()
+    expected = single_ref("ndcg", 3)({"preds": preds.numpy(), "target": target.numpy(), "_padding_value": -1.0})
+    np.testing.assert_allclose(value.item(), expected, rtol=1e-12)
 
 
 def test_multiclass_compute_groups_keep_cutoffs_apart():

@@ -1440,6 +1440,108 @@ def test_ring_of_another_shape_is_refused_without_metadata():
     assert metric._ring.count == 0 and _same(before, _snapshot(metric))
 
 
+def _older_mse_window(window_size):
+    """A Windowed(WeightedMSE) checkpoint as 6da4f1c wrote it: no metadata, and neither in the lifetime and window
+    states nor in the ring the `label_sum`/`label_squared_sum` states added since; plus the three batches it saw."""
+    g = torch.Generator().manual_seed(8)
+    p, y = torch.rand(6, 30, generator=g), torch.rand(6, 30, generator=g)
+    saved = Windowed(tmx.WeightedMSE(), window_size)
+    for i in range(3):
+        saved.update(p[i], y[i])
+    added = ("label_sum", "label_squared_sum")
+    old = {k: v for k, v in saved.state_dict().items() if not k.endswith(added)}
+    ring = old["_extra_state"]
+    old["_extra_state"] = {
+        part: {n: v for n, v in value.items() if n not in added} if part in ("rings", "back") else value
+        for part, value in ring.items()
+    }
+    assert sorted(old["_extra_state"]["rings"]) == ["sum_absolute_error", "sum_squared_error", "weighted_num_samples"]
+    return old, p, y
+
+
+def test_an_older_format_window_is_refused_with_strict_saying_what_to_do():
+    """The older ring was refused strict or not, its message naming neither the older format nor strict=False."""
+    old, _, _ = _older_mse_window(45)
+    metric = Windowed(tmx.WeightedMSE(), 45)
+    with pytest.raises(RuntimeError, match=r"(?s)Missing key.*an older format.*strict=False resumes the rest"):
+        metric.load_state_dict(old)
+
+
+def test_an_older_format_window_starts_afresh_with_strict_false():
+    old, p, y = _older_mse_window(60)
+    metric = Windowed(tmx.WeightedMSE(), 60)
+    metric.update(p[5], y[5])  # what it held before the load is not kept: it starts afresh
+    with pytest.warns(UserWarning, match=r"Windowed\(WeightedMSE\).*window is of an older format.*starts afresh"):
+        result = metric.load_state_dict(old, strict=False)
+    states = ("sum_squared_error", "sum_absolute_error", "weighted_num_samples", "label_sum", "label_squared_sum")
+    expected = ["_extra_state"] + [f"{child}.{name}" for child in ("lifetime", "window") for name in states]
+    assert sorted(result.missing_keys) == sorted(expected) and not result.unexpected_keys
+    for i in range(3, 6):
+        metric.update(p[i], y[i])
+    values = metric.compute()
+    pn, yn = p.double().numpy(), y.double().numpy()
+    np.testing.assert_allclose(values["lifetime"].item(), np.mean((pn[3:] - yn[3:]) ** 2), rtol=1e-12)  # afresh
+    np.testing.assert_allclose(values["window"].item(), np.mean((pn[4:] - yn[4:]) ** 2), rtol=1e-12)  # the last 60
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_an_older_binned_window_layout_starts_afresh(strict):
+    """Before the window kept each sample's bin index it kept one dense histogram per update (a ring's parts):
+    those updates cannot be split into samples again. The lifetime and window start afresh with it."""
+    g = torch.Generator().manual_seed(9)
+    p, y = torch.rand(2, 50, generator=g), torch.randint(0, 2, (2, 50), generator=g)
+    saved = Windowed(tmx.AUC(num_bins=8), 120)
+    saved.update(p[0], y[0])
+    saved.update(p[1], y[1])
+    hist = saved.lifetime.metric_state["hist"]
+    old = {  # as 6da4f1c wrote it: no metadata, its ring of per-update histograms
+        "_extra_state": {
+            "sizes": [50, 50],
+            "front": 1,
+            "rings": {"hist": torch.stack([hist / 2, hist / 2])},
+            "back": {"hist": torch.zeros_like(hist)},
+            "chunks": {},
+        },
+        "lifetime.hist": hist.clone(),
+        "window.hist": hist.clone(),
+    }
+    metric = Windowed(tmx.AUC(num_bins=8), 120)
+    fresh = _snapshot(metric)
+    if strict:
+        with pytest.raises(RuntimeError, match=r"(?s)Missing key.*Windowed\(AUC\).*window is of an older format"):
+            metric.load_state_dict(old)
+        return
+    with pytest.warns(UserWarning, match="window is of an older format"):
+        result = metric.load_state_dict(old, strict=False)
+    assert sorted(result.missing_keys) == ["_extra_state", "lifetime.hist", "window.hist"]
+    assert _same(fresh, _snapshot(metric))  # nothing of it read: lifetime, window and ring as built
+    assert metric._hist.state()["sizes"] == []
+
+
+def test_a_module_with_an_older_format_window_resumes_the_rest_with_strict_false():
+    """A RecMetricModule(window_size=...) holding `mse` saved by 6da4f1c could not be resumed at all."""
+    old_window, p, y = _older_mse_window(60)
+    saved = tmx.RecMetricModule(["click"], {"ne": "ne", "mse": "mse"}, window_size=60, throughput=False)
+    for i in range(3):
+        saved.update({"prediction": p[i], "label": (y[i] > 0.5).long()})
+    state = {k: v for k, v in saved.state_dict().items() if not k.startswith("metrics.mse.")}
+    state.update({f"metrics.mse.{k}": v for k, v in old_window.items()})  # its mse as the older version wrote it
+    module = tmx.RecMetricModule(["click"], {"ne": "ne", "mse": "mse"}, window_size=60, throughput=False)
+    with pytest.raises(RuntimeError, match=r"(?s)metrics\.mse: .*older format.*start those metrics afresh"):
+        module.load_state_dict(copy.copy(state))
+    with pytest.warns(UserWarning, match=r"metrics\.mse: .*older format"):
+        result = module.load_state_dict(copy.copy(state), strict=False)
+    assert result.missing_keys and all(k.startswith("metrics.mse.") for k in result.missing_keys)
+    for i in range(3, 6):
+        module.update({"prediction": p[i], "label": (y[i] > 0.5).long()})
+    values = module.compute()
+    labels = (y > 0.5).double().numpy()
+    pn = p.double().numpy()
+    np.testing.assert_allclose(values["mse/click"].item(), np.mean((pn[3:] - labels[3:]) ** 2), rtol=1e-12)  # afresh
+    ne = skm.log_loss(labels.ravel(), pn.ravel()) / skm.log_loss(labels.ravel(), np.full(labels.size, labels.mean()))
+    np.testing.assert_allclose(values["ne/click"].item(), ne, rtol=1e-9)  # resumed: all six batches
+
+
 def _probability_bins(p, num_bins):
     """Independent bin index of probabilities in ``num_bins`` uniform probability bins (the top edge in the last)."""
     return np.minimum(np.floor(np.asarray(p) * num_bins), num_bins - 1)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 
 from torchmetrics_ext.functional._sums import sharing_sums
-from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _replay
+from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _replay, load_explained
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.registry import (
     TORCHREC_SELF_NAMED,
@@ -805,21 +805,35 @@ class RecMetricModule(nn.Module):
         metric's name: they are the same statistics (equal ``shared_statistics_key``, hence equal
         state names, which identify a removed metric's), so they load as the leader's. Also when a
         parent module loads this one (Lightning's checkpoint restore).
+
+        Versions before the window ring was saved with the lifetime and window states only wrote a
+        ring alone (``_extra_state``) for every other member of a windowed group: such a ring holds
+        none of the group's states (a ``Windowed`` loads nothing from it), so it does not make a
+        member the one that saved them, and it gives way to the saved states.
         """
         top = f"{prefix}metrics."
         saved_names = {key[len(top) :].split(".", 1)[0] for key in state_dict if key.startswith(top)}
         dropped = sorted(saved_names - set(self._leader))  # saved metrics no longer configured
+
+        def saved_under(head: str) -> tuple[list[str], bool]:
+            """The checkpoint's keys under ``head``, and whether they hold states (not a ring alone)."""
+            keys = [key for key in state_dict if key.startswith(head)]
+            return keys, any(key != head + "_extra_state" for key in keys)
+
         for group in self._groups:
             lead = f"{top}{group[0]}."
-            if any(key.startswith(lead) for key in state_dict):
+            lead_keys, holds = saved_under(lead)
+            if holds:
                 continue
             # a member that saved the group's states, else a metric no longer configured that saved
             # exactly the states this group's leader holds (the same statistics: their names say so)
             expected = set(self._unit(group[0]).state_dict(keep_vars=True))
             for name in [*group[1:], *dropped]:
                 saved = f"{top}{name}."
-                keys = [key for key in state_dict if key.startswith(saved)]
-                if keys and (name in group or {key[len(saved) :] for key in keys} == expected):
+                keys, holds = saved_under(saved)
+                if holds and (name in group or {key[len(saved) :] for key in keys} == expected):
+                    for key in lead_keys:  # the leader's ring alone, written by an earlier version
+                        del state_dict[key]
                     for key in keys:
                         state_dict[lead + key[len(saved) :]] = state_dict.pop(key)
                     if name in dropped:
@@ -828,16 +842,24 @@ class RecMetricModule(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """``nn.Module.load_state_dict``; missing metric states say how to resume with a metric added since."""
+        """``nn.Module.load_state_dict``; missing metric states say how to resume with a metric added since.
+
+        A metric reads all of its states from the checkpoint or none: one whose states the checkpoint
+        lacks, or holds only some of (another setting's, an older format's), starts afresh with
+        ``strict=False``, its states listed as missing keys; the notes of those it held join the
+        error (``strict=True``) or are warned.
+        """
+        load = super().load_state_dict
         try:
-            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+            return load_explained(lambda: load(state_dict, strict=strict, assign=assign))
         except RuntimeError as error:
             if not (strict and "Missing key(s)" in str(error)):
                 raise
             raise RuntimeError(
-                f"{error}\nThe checkpoint has no states for some metrics: added since it was saved, or built with "
-                "other settings. To resume and start them afresh, load with strict=False (in Lightning: set "
-                "`self.strict_loading = False` in the LightningModule)."
+                f"{error}\nThe checkpoint has no states, or not all of them, for some metrics: added since it was "
+                "saved, built with other settings, or saved in an older format of the metric. To resume the rest and "
+                "start those metrics afresh (all of their states at their defaults), load with strict=False (in "
+                "Lightning: set `self.strict_loading = False` in the LightningModule)."
             ) from None
 
     def forward(self, *args: Any, **kwargs: Any) -> None:

@@ -355,6 +355,13 @@ class RecMetricCallback(pl.Callback):
         A checkpoint without them (saved without this callback) holds rank 0's states alone, which
         Lightning has loaded into every rank: under DDP the modules start afresh, with a warning,
         rather than count rank 0's samples once per rank.
+
+        A checkpoint whose per-rank states lack one of the modules (one the callback did not manage
+        when it saved, e.g. ``val=None``, or one added since) follows the LightningModule's
+        ``strict_loading``, as Lightning's own restore does: ``True`` raises a ``RuntimeError``
+        naming the module; ``False`` keeps what Lightning loaded into it from the model's
+        ``state_dict`` in one process (the only rank's states, or the module as built when the
+        checkpoint has none) and starts it afresh, with a warning, under DDP (rank 0's alone).
         """
         per_rank = checkpoint.get("rec_metric_modules")
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -369,10 +376,25 @@ class RecMetricCallback(pl.Callback):
                     module.reset()
             return
         rank = dist.get_rank() if world > 1 else 0
+        strict = getattr(pl_module, "strict_loading", True)
         for name, module in self._managed(pl_module).items():
-            if len(per_rank) == world:
+            if len(per_rank) == world and name not in per_rank[rank]:
+                if strict:
+                    raise RuntimeError(
+                        f"RecMetricCallback: the checkpoint holds no per-rank states of `{name}` (saved while the "
+                        f"callback did not manage it, or added since; it holds {sorted(per_rank[rank])}). To resume "
+                        "without them, set `self.strict_loading = False` in the LightningModule."
+                    )
+                if world > 1:
+                    warnings.warn(
+                        f"RecMetricCallback: the checkpoint holds no per-rank states of `{name}`: what Lightning "
+                        f"loaded into it is rank 0's alone; `{name}` starts afresh.",
+                        stacklevel=2,
+                    )
+                    module.reset()
+            elif len(per_rank) == world:
                 # as Lightning loads the model: `strict_loading = False` lets a metric added since start afresh
-                module.load_state_dict(per_rank[rank][name], strict=getattr(pl_module, "strict_loading", True))
+                module.load_state_dict(per_rank[rank][name], strict=strict)
             else:
                 warnings.warn(
                     f"RecMetricCallback: the checkpoint holds metric states of {len(per_rank)} rank(s), this run "

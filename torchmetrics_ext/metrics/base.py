@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import numbers
 import re
+import warnings
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor
@@ -21,6 +23,8 @@ from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_f
 from torchmetrics_ext.utilities.formatting import exact_text
 
 __all__ = ["GuardedMetric", "InputDomains", "TaskMetric", "cat_chunks"]
+
+_T = TypeVar("_T")
 
 _TARGET_ORDER = ("binary", "unit", "nonnegative", "real")  # strictest first
 # what TorchMetrics' ``forward`` sets for the batch and restores afterwards (not when it raises)
@@ -118,6 +122,40 @@ class InputDomains:
 # settings that state shapes cannot show (``_checkpoint_settings``)
 _CHECKPOINT_VERSION = 2
 _SETTINGS_KEY = "torchmetrics_ext"  # the metadata entry holding those settings
+# what the metrics of one ``load_state_dict`` say about checkpoints they did not read (see note_checkpoint)
+_LOAD_NOTES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("_LOAD_NOTES", default=None)
+
+
+def note_checkpoint(text: str) -> None:
+    """Say why a metric did not read (some of) the checkpoint it was given, and what happens instead.
+
+    Inside :func:`load_explained` (the ``load_state_dict`` of the package's metrics and of
+    ``RecMetricModule``) the note goes into the load's error, or becomes a warning after a load that
+    succeeds (``strict=False``); in a load through another module (a ``LightningModule``) it is a
+    ``UserWarning`` at once.
+    """
+    notes = _LOAD_NOTES.get()
+    if notes is None:
+        warnings.warn(text, UserWarning, stacklevel=3)
+    elif text not in notes:
+        notes.append(text)
+
+
+def load_explained(load: Callable[[], _T]) -> _T:
+    """Run ``load`` (a ``load_state_dict``); add the notes of :func:`note_checkpoint` to its error, or warn them."""
+    notes: list[str] = []
+    token = _LOAD_NOTES.set(notes)
+    try:
+        result = load()
+    except RuntimeError as error:
+        if not notes:
+            raise
+        raise RuntimeError("\n".join([str(error), *notes])) from None
+    finally:
+        _LOAD_NOTES.reset(token)
+    for text in notes:
+        warnings.warn(text, UserWarning, stacklevel=3)
+    return result
 
 
 def recomputed_after(metric: Metric, change: Callable[[], None]) -> None:
@@ -154,6 +192,13 @@ class GuardedMetric(Metric):
       checkpoint that holds none of the metric's states (TorchMetrics' default: states are not
       persistent) loads nothing into it and is not checked. A checkpoint without metadata (a
       plain dict, or one written before) is checked by its state shapes only.
+    * **All of a metric's states or none.** A checkpoint that holds only some of its states
+      (another setting's, such as ``from_logits``, or an older format written before a state was
+      added) loads none of them: the metric starts afresh (every state at its default, as after
+      ``reset``), all of its persistent states are missing keys (``strict=True`` refuses the
+      checkpoint; ``strict=False`` resumes the rest of it) and a note says which states it held
+      (in the error, or a ``UserWarning``). Loading the states it holds next to zeros for the
+      others mixed sums of two runs.
     * **States keep their dtypes** under every dtype conversion but ``set_dtype``: ``.to(dtype)``,
       ``.to(device, dtype)``, ``.half()``, ``.bfloat16()`` and the ``model.to(dtype)`` of
       Lightning's ``"bf16-true"``/``"16-true"`` precision move the states to the device asked for
@@ -167,7 +212,9 @@ class GuardedMetric(Metric):
     """
 
     # nn.Module's checkpoint version (state_dict metadata); checkpoints of version 1 (or without
-    # metadata) were written before state names carried their settings: their names are mapped
+    # metadata) may hold states under names from before they carried their settings: those names
+    # are mapped where they cannot be another setting's state (see _setting_state_name and
+    # _default_settings_name)
     _version: int = _CHECKPOINT_VERSION
     # tensor states whose length follows the data (CategoricalCount's counts): checked by ndim only
     _data_sized_states: ClassVar[frozenset[str]] = frozenset()
@@ -186,6 +233,10 @@ class GuardedMetric(Metric):
         # states added after checkpoints were written without them: name -> (derive, names of the
         # states it is computed from); such a checkpoint loads the state as derive(*those states)
         self._derived_states: dict[str, tuple[Callable[..., Tensor], tuple[str, ...]]] = {}
+        # plain name -> current name of states named after a setting that changes their values, which
+        # version-1 checkpoints hold under the plain name for the default setting: not read (see
+        # _default_settings_name)
+        self._default_settings_names: dict[str, str] = {}
 
     def _setting_state_name(self, name: str, setting: str, former: str | None = None) -> str:
         """``name`` followed by ``setting`` (when not empty): the name of a state whose values depend on it.
@@ -197,13 +248,33 @@ class GuardedMetric(Metric):
         first steps of a warm-up). A state named after its setting is never merged with another
         setting's. ``former``: the state's name in checkpoints written before it carried the
         setting (default ``name``); ``load_state_dict`` accepts it from such checkpoints (version
-        1 or no metadata), not from later ones, where it is another setting's state.
+        1 or no metadata), not from later ones, where it is another setting's state. Only for a
+        setting that leaves the state's values as they are (``from_logits``, a warm-up), or one
+        that named the state together with version 2: other settings named their states while
+        checkpoints were still of version 1, where the former name may be the default setting's
+        state (see :meth:`_default_settings_name`).
         """
         renamed = f"{name}_{setting}" if setting else name
         former = name if former is None else former
         if former != renamed:
             self._renamed_states[former] = renamed
         return renamed
+
+    def _default_settings_name(self, plain: str, name: str) -> None:
+        """State ``name`` is named after a setting that changes its values; ``plain`` is the default setting's name.
+
+        Version-1 checkpoints were written both before such a setting named the state (``plain``
+        for every value of it) and after (``plain`` for the default value only), and nothing in
+        them tells the two apart. ``plain`` is therefore read as the default setting's state only,
+        never as ``name`` (that gave wrong values for a checkpoint of the default settings loaded
+        into others: a binned AUC's ``hist`` read as ``hist_probability``); a version-1 checkpoint
+        holding ``plain`` for this metric gets a note saying how to load it (rename the key to
+        ``name``) when it was written before the names carried the setting, with this setting.
+        Settings that leave a state's values as they are (``from_logits``: the sums are of
+        probabilities either way) go through :meth:`_setting_state_name`'s ``former``.
+        """
+        if plain != name:
+            self._default_settings_names[plain] = name
 
     def _load_former_names(self, name: str, pattern: str) -> None:
         """Load state ``name`` from checkpoints (of any version) that hold it under a name matching ``pattern``.
@@ -227,6 +298,20 @@ class GuardedMetric(Metric):
                 if match is not None:
                     found[match] = name
         return found
+
+    def _names_read_from(self, saved: Iterable[str], version: int) -> set[str]:
+        """The state names this metric reads from a checkpoint of nn.Module ``version`` holding states ``saved``.
+
+        ``saved`` with its former names mapped (:meth:`_renamed_in`, :meth:`_former_state_names`)
+        and the states derived at load (``_derived_states``) added, as ``load_state_dict`` does.
+        """
+        names = set(saved)
+        names |= {new for old, new in self._renamed_in(version).items() if old in names}
+        names |= set(self._former_state_names(saved).values())
+        for name, (_, sources) in getattr(self, "_derived_states", {}).items():
+            if all(source in names for source in sources):
+                names.add(name)
+        return names
 
     def _renamed_in(self, version: int) -> dict[str, str]:
         """Former -> current names of the states a checkpoint of nn.Module ``version`` may hold under a former name.
@@ -376,8 +461,10 @@ class GuardedMetric(Metric):
         holds a renamed state under its former name: it is read from there, unless that name is
         still one of this metric's states (another setting's).
         Problems (see the class docstring) go to ``error_msgs`` and nothing of this metric loads.
+        A checkpoint holding only some of the states loads none of them: the metric starts afresh.
         """
-        for old, new in self._renamed_in(local_metadata.get("version", 1)).items():
+        version = local_metadata.get("version", 1)
+        for old, new in self._renamed_in(version).items():
             if prefix + old in state_dict and prefix + new not in state_dict and old not in self._defaults:
                 state_dict[prefix + new] = state_dict.pop(prefix + old)
         if getattr(self, "_former_patterns", None):  # states renamed since, at any version
@@ -385,8 +472,11 @@ class GuardedMetric(Metric):
             for old, new in self._former_state_names(saved).items():
                 state_dict[prefix + new] = state_dict.pop(prefix + old)
         derive_missing(state_dict, getattr(self, "_derived_states", {}), prefix)
+        if version < _CHECKPOINT_VERSION:
+            self._note_default_settings_names(state_dict, prefix)
+        present = [name for name in self._defaults if prefix + name in state_dict]
         problems: list[str] = []
-        if any(prefix + name in state_dict for name in self._defaults):  # else nothing of it loads (not persistent)
+        if present:  # else nothing of it loads (not persistent)
             # other recorded settings explain any other shape: the states are checked when the settings agree
             problems = settings_problems(local_metadata, self._checkpoint_settings(), prefix, type(self).__name__)
             problems = problems or self._state_problems(state_dict, prefix)
@@ -395,11 +485,14 @@ class GuardedMetric(Metric):
             for name in self._defaults:
                 state_dict.pop(prefix + name, None)  # reported above, not as unexpected keys as well
             return
-        # a persistent state (saved by state_dict) absent from the checkpoint is a missing key, as a
-        # parameter's would be: TorchMetrics loads only the states it finds and would start it over
-        missing_keys.extend(
-            prefix + name for name in self._defaults if self._persistent[name] and prefix + name not in state_dict
-        )
+        persistent = [name for name in self._defaults if self._persistent[name]]
+        if present and len(present) < len(self._defaults):  # some states only: all of them or none
+            self._start_afresh(state_dict, prefix, present)
+            missing_keys.extend(prefix + name for name in persistent)
+        else:
+            # a persistent state (saved by state_dict) absent from the checkpoint is a missing key, as a
+            # parameter's would be: TorchMetrics loads only the states it finds and would start it over
+            missing_keys.extend(prefix + name for name in persistent if prefix + name not in state_dict)
         # TorchMetrics makes the checkpoint's tensors the states themselves: an update (in place)
         # would then write into the checkpoint and into every metric loaded from it, e.g. the
         # metric whose `state_dict()` it is. Each state is loaded as its own copy, on this
@@ -415,6 +508,55 @@ class GuardedMetric(Metric):
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
         self._computed = None  # a value computed before the load is not the loaded states' value
+
+    def _start_afresh(self, state_dict: dict[str, Any], prefix: str, present: list[str]) -> None:
+        """Read none of the ``present`` states (only some of this metric's): reset the metric and say why."""
+        absent = [name for name in self._defaults if name not in present]
+        # other names under the metric's prefix: another setting's states (else an older format's)
+        others = sorted(
+            k[len(prefix) :]
+            for k in state_dict
+            if k.startswith(prefix)
+            and "." not in k[len(prefix) :]
+            and k[len(prefix) :] not in (*self._defaults, "_extra_state")
+        )
+        for name in present:
+            del state_dict[prefix + name]  # not read: the missing keys say so, not as unexpected keys as well
+        self.reset()
+        why = (
+            f"and {others}: a checkpoint of other settings"
+            if others
+            else "only: an older format of this metric, written before the others were added"
+        )
+        note_checkpoint(
+            f"{prefix[:-1] or type(self).__name__}: the checkpoint holds {present} of this "
+            f"{type(self).__name__}{self._settings_text()}'s states {why}; without {absent} they cannot be "
+            "resumed, so none is read and the metric starts afresh (all of its states are missing keys: "
+            "strict=True refuses the checkpoint, strict=False resumes the rest of it)."
+        )
+
+    def _note_default_settings_names(self, state_dict: Mapping[str, Any], prefix: str) -> None:
+        """Note a version-1 checkpoint's default-settings names of states this metric names after its settings."""
+        found = {
+            plain: name
+            for plain, name in getattr(self, "_default_settings_names", {}).items()
+            if prefix + plain in state_dict and prefix + name not in state_dict and plain not in self._defaults
+        }
+        if found:
+            note_checkpoint(
+                f"{prefix[:-1] or type(self).__name__}: in a version-1 checkpoint {sorted(found)} are the states of "
+                "the default settings (checkpoints written before and after the states were named after their "
+                f"settings cannot be told apart), so they are not read as this {type(self).__name__}"
+                f"{self._settings_text()}'s {sorted(found.values())}. A checkpoint written before the states carried "
+                f"their settings, with this metric's settings, loads once its keys are renamed: "
+                + ", ".join(f"`{prefix}{plain}` to `{prefix}{name}`" for plain, name in sorted(found.items()))
+                + "."
+            )
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """``nn.Module.load_state_dict``; notes of a checkpoint not read (:func:`note_checkpoint`) join its error."""
+        load = super().load_state_dict
+        return load_explained(lambda: load(state_dict, strict=strict, assign=assign))
 
     def _state_problems(self, state_dict: Mapping[str, Any], prefix: str, origin: str = "checkpoint") -> list[str]:
         """What is wrong with the checkpoint's states for this metric: shapes of tensor states, list states' type.

@@ -98,10 +98,15 @@ class Reliability(TaskMetric):
         # so a MetricCollection never merges two Reliability metrics whose first batch agreed
         uniform = torch.equal(self.edges, _uniform_edges(self.num_bins))
         edges_tag = "" if uniform else "edges_" + hashlib.sha1(self.edges.numpy().tobytes()).hexdigest()[:12]
-        setting = "_".join(s for s in (edges_tag, "logits" if from_logits else "") if s)
-        self._names = tuple(
-            self._setting_state_name(name, setting) for name in ("bin_weight", "bin_pred_sum", "bin_target_sum")
-        )
+        # from_logits changes how predictions arrive, not the sums: a version-1 checkpoint's states
+        # without it are these; its plain names are the uniform edges' states (see _default_settings_name)
+        names = []
+        for plain in ("bin_weight", "bin_pred_sum", "bin_target_sum"):
+            edged = f"{plain}_{edges_tag}" if edges_tag else plain
+            names.append(self._setting_state_name(edged, "logits" if from_logits else ""))
+            if edges_tag:
+                self._default_settings_name(plain, names[-1])
+        self._names = tuple(names)
         for name in self._names:
             self.add_state(name, torch.zeros(num_tasks, self.num_bins, dtype=torch.float64), dist_reduce_fx="sum")
 

@@ -187,6 +187,14 @@ class HistogramWindow:
             "base": self.base.clone(),
         }
 
+    def older_format(self, state: Any) -> bool:
+        """Whether ``state`` is a window of an earlier layout: one dense histogram per update (a ring's parts).
+
+        Its updates cannot be split into samples again, as this window evicts them.
+        """
+        ring = {"sizes", "front", "rings", "back", "chunks"}
+        return isinstance(state, Mapping) and ring <= set(state) and "indices" not in state
+
     def problems(self, state: Any) -> list[str]:
         """Why :meth:`load` would refuse ``state`` (missing parts, inconsistent counts, another histogram or shape).
 

@@ -301,6 +301,17 @@ class StateRing:
             "chunks": {n: [list(c) for c in chunks] for n, chunks in self.chunks.items()},
         }
 
+    def older_format(self, state: Any) -> bool:
+        """Whether ``state`` is this ring's in an older format: some of its states only (the others added since)."""
+        parts = ("sizes", "front", "rings", "back", "chunks")
+        if not (isinstance(state, Mapping) and all(part in state for part in parts)):
+            return False
+        if not (isinstance(state["rings"], Mapping) and isinstance(state["chunks"], Mapping)):
+            return False
+        rings, chunks = set(state["rings"]), set(state["chunks"])
+        tensors, lists = set(self.tensor_names), set(self.list_names)
+        return rings <= tensors and chunks <= lists and (rings, chunks) != (tensors, lists)
+
     def problems(self, state: Any) -> list[str]:
         """Why :meth:`load` would refuse ``state`` (other state names, or tensor states of another shape)."""
         parts = ("sizes", "front", "rings", "back", "chunks")

@@ -149,6 +149,7 @@ class Segmented(TaskMetric):
         self._renamed_states.update(metric._renamed_states)
         self._former_patterns.extend(metric._former_patterns)
         self._derived_states.update(metric._derived_states)
+        self._default_settings_names.update(metric._default_settings_names)
 
     def _format_segments(
         self, segments: Tensor | None, preds: Tensor, validate: bool, bounds: Bounds | None = None

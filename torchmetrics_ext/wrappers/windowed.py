@@ -21,8 +21,10 @@ from torchmetrics_ext.metrics.base import (
     GuardedMetric,
     count_samples,
     derive_missing,
+    load_explained,
     move_only,
     newest_samples,
+    note_checkpoint,
     note_settings,
     recomputed_after,
     settings_problems,
@@ -99,6 +101,12 @@ def _renamed(state: Any, renamed: dict[str, str]) -> Any:
     return out
 
 
+def _ring_layout(state: Mapping[str, Any]) -> str:
+    """A saved ring's parts and state names, for messages."""
+    names = sorted(_ring_names(dict(state)))
+    return f"parts {sorted(state)}" + (f", states {names}" if names else "")
+
+
 def _ring_names(state: dict[str, Any]) -> set[str]:
     """The state names a saved ring holds (a binned histogram's window: its state's name)."""
     names = {n for part in ("rings", "back", "chunks") if isinstance(state.get(part), dict) for n in state[part]}
@@ -107,14 +115,9 @@ def _ring_names(state: dict[str, Any]) -> set[str]:
 
 def _saved_names(metric: Metric, saved: list[str], version: int) -> set[str]:
     """The state names ``metric`` reads from a checkpoint holding ``saved`` (former names mapped, as it loads them)."""
-    names = set(saved)
-    renamed_in = getattr(metric, "_renamed_in", None)
-    if renamed_in is not None:
-        names |= {new for old, new in renamed_in(version).items() if old in names}
-    former = getattr(metric, "_former_state_names", None)
-    if former is not None:
-        names |= set(former(saved).values())
-    return names
+    if isinstance(metric, GuardedMetric):
+        return metric._names_read_from(saved, version)
+    return set(saved)
 
 
 def _apply_update_limit(module: Module, incompatible_keys: Any) -> None:
@@ -836,7 +839,9 @@ class Windowed(WrapperMetric):
 
         The ring loads with the lifetime and window states or not at all: a checkpoint holding
         none of them (a non-persistent ``Windowed``'s, which earlier versions saved with the ring
-        alone) loads nothing into the wrapper.
+        alone) loads nothing into the wrapper. A checkpoint of this metric that cannot be resumed
+        whole (an older format's ring, states added to the metric since, no ring) loads nothing
+        either: the wrapper starts afresh, its states are missing keys and a note says why.
         """
         key = prefix + "_extra_state"
         children = (prefix + "lifetime.", prefix + "window.")
@@ -849,7 +854,11 @@ class Windowed(WrapperMetric):
         problems = settings_problems(local_metadata, self._checkpoint_settings(), prefix, owner)
         if not problems and self._hist is not None:
             problems = self._histogram_name_problems(state_dict, prefix, version, owner)
-        if not problems and key in state_dict:
+        store = self._hist if self._hist is not None else self._ring
+        afresh = None
+        if not problems and key not in state_dict:
+            afresh = "it holds no window ring"
+        elif not problems:
             ring = state_dict[key]
             # a ring saved before a state was renamed (e.g. after its setting) holds it under its former name
             renamed_in = getattr(life, "_renamed_in", None)
@@ -868,17 +877,68 @@ class Windowed(WrapperMetric):
                 for part in ("rings", "back"):
                     if isinstance(ring.get(part), dict):
                         derive_missing(ring[part], derived)
-            store = self._hist if self._hist is not None else self._ring
-            problems = [f"{key}: {problem}" for problem in store.problems(ring)]
+            if store.older_format(ring):
+                afresh = f"its window is of an older format ({_ring_layout(ring)})"
+            else:
+                problems = [f"{key}: {problem}" for problem in store.problems(ring)]
+                afresh = None if problems else self._incomplete(state_dict, prefix, version)
+        if afresh is not None and isinstance(life, GuardedMetric):  # states of another shape: other settings
+            for child in ("lifetime", "window"):
+                problems += life._state_problems(state_dict, f"{prefix}{child}.")
         if problems:
             error_msgs.extend(problems)
             for name in [k for k in state_dict if k.startswith(prefix)]:
                 del state_dict[name]  # nothing loads: not the ring, nor the lifetime and window states
             self.__dict__["_refused_prefix"] = prefix  # its children's "missing keys" are not the reason
             return
+        if afresh is not None:  # this metric's checkpoint, not resumable whole
+            self._start_afresh(state_dict, prefix, owner, afresh, missing_keys)
+            return
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+
+    def _incomplete(self, state_dict: Mapping[str, Any], prefix: str, version: int) -> str | None:
+        """Which of the lifetime and window holds only some of its states, or ``None``."""
+        for child in ("lifetime", "window"):
+            head = f"{prefix}{child}."
+            saved = [k[len(head) :] for k in state_dict if k.startswith(head) and "." not in k[len(head) :]]
+            metric = self._child(child)
+            expected = set(metric._defaults)
+            read = _saved_names(metric, saved, version) & expected
+            if read != expected:
+                return (
+                    f"its {child} holds {sorted(saved)}, not all of {sorted(expected)}: an older format, written "
+                    "before the others were added, or another setting's"
+                )
+        return None
+
+    def _start_afresh(
+        self, state_dict: dict[str, Any], prefix: str, owner: str, why: str, missing_keys: list[str]
+    ) -> None:
+        """Read nothing of a checkpoint that cannot be resumed whole; reset the wrapper and say why.
+
+        The lifetime and window states are then missing keys (the children report their own; those of
+        a metric that does not, and the ring, are added here).
+        """
+        for name in [k for k in state_dict if k.startswith(prefix)]:
+            del state_dict[name]
+        self.reset()
+        missing_keys.append(prefix + "_extra_state")
+        for child in ("lifetime", "window"):
+            metric = self._child(child)
+            if not isinstance(metric, GuardedMetric):
+                missing_keys.extend(f"{prefix}{child}.{n}" for n in metric._defaults if metric._persistent[n])
+        note_checkpoint(
+            f"{prefix[:-1] or owner}: the checkpoint holds this {owner} in a form this version cannot resume ({why}): "
+            "nothing of it is read and it starts afresh, lifetime and window (its states are missing keys: "
+            "strict=True refuses the checkpoint, strict=False resumes the rest of it)."
+        )
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """``nn.Module.load_state_dict``; the notes of a checkpoint not read join its error (see ``_start_afresh``)."""
+        load = super().load_state_dict
+        return load_explained(lambda: load(state_dict, strict=strict, assign=assign))
 
     def _histogram_name_problems(self, state_dict: dict[str, Any], prefix: str, version: int, owner: str) -> list[str]:
         """A binned metric's lifetime or window states saved under another histogram name: another setting's bins.

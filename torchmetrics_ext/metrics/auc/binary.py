@@ -104,14 +104,16 @@ class _CurveMetric(TaskMetric):
             # on the bin range and space and on from_logits: non-default ones are part of the state's
             # name, so a MetricCollection never merges histograms that the first batch left equal.
             if bin_space == "probability":
-                tags = ["probability"]
+                bins = "hist_probability"
             elif self.logit_range != F.DEFAULT_LOGIT_RANGE:
-                tags = [f"logit_{_tag(self.logit_range[0])}_{_tag(self.logit_range[1])}"]
+                bins = f"hist_logit_{_tag(self.logit_range[0])}_{_tag(self.logit_range[1])}"
             else:
-                tags = []
-            if from_logits:
-                tags.append("logits")
-            self._hist_name = self._setting_state_name("hist", "_".join(tags))
+                bins = "hist"
+            # from_logits changes how scores arrive, not their bins: a version-1 checkpoint's histogram
+            # without it is this one's; the plain `hist` of a version-1 checkpoint is the default bins'
+            self._hist_name = self._setting_state_name(bins, "logits" if from_logits else "")
+            if bins != "hist":
+                self._default_settings_name("hist", self._hist_name)
             hist = torch.zeros(2, num_tasks, num_bins, dtype=torch.float64)
             self.add_state(self._hist_name, hist, dist_reduce_fx="sum")
 

@@ -24,6 +24,7 @@ that package for the definitions, the input forms and the tie rule. Shared behav
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -138,12 +139,18 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         }
         tag = [f"{spec.name}{'' if k is None else k}" for spec, k in self.requests]
         tag += [flag for flag, on in flags.items() if on] + [empty_target_action]
-        legacy = "value_sum_" + "_".join(tag)
+        plain = "value_sum_" + "_".join(tag)
+        self._value_state = plain
         if padding_value is not None:  # which padded slots count changes the sums (no dots: a state_dict key)
-            tag.append("pad" + _tag(padding_value))
-        self._value_state = "value_sum_" + "_".join(tag)
-        if legacy != self._value_state:  # checkpoints saved before the padding value was part of the name
-            self._renamed_states[legacy] = self._value_state
+            self._value_state = f"{plain}_pad{_tag(padding_value)}"
+            # version-1 checkpoints hold the plain name for no padding value (or for any, before the
+            # padding value named the state): not read as this one's (see _default_settings_name)
+            self._default_settings_name(plain, self._value_state)
+            # version-1 checkpoints of an earlier spelling of the value (its float repr: `padm1p0` for
+            # -1.0, where the shared setting tags write `padm1`): the same setting
+            spelled = plain + "_pad" + repr(float(padding_value)).replace(".", "p").replace("-", "m").replace("+", "")
+            if spelled != self._value_state:  # no other value is spelled so by either rule: read at any version
+                self._load_former_names(self._value_state, re.escape(spelled))
         self.add_state(self._value_state, torch.zeros(len(self.requests), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("weight_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         if not queries_complete_per_batch:

@@ -1969,3 +1969,34 @@ def test_numpy_bools_are_flags_for_the_module_and_session_metrics():
     assert type(tmx.SessionPrecisionAtK(k=2, rank_labels=np.True_).rank_labels) is bool
     with pytest.raises(ValueError, match="`throughput` to be a bool"):
         tmx.RecMetricModule(["click"], {"ne": "ne"}, throughput=1)
+
+
+def test_undefined_warnings_name_the_tasks() -> None:
+    """Inside the module, undefined-value warnings name the tasks of the keys, not their positions."""
+    tasks = [
+        tmx.RecTaskInfo("click", "y1", "p1", session_id_name="s"),
+        tmx.RecTaskInfo("buy", "y2", "p2", session_id_name="s"),
+    ]
+    module = tmx.RecMetricModule(
+        tasks, {"ne": "ne", "calibration": "calibration", "ndcg@3": "ndcg@3"}, window_size=16, throughput=False
+    )
+    module.update(
+        {"p1": torch.rand(8), "y1": torch.ones(8), "p2": torch.rand(8), "y2": torch.zeros(8), "s": torch.arange(8) // 4}
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        values = module.compute()
+    messages = {str(w.message) for w in caught if issubclass(w.category, tmx.UndefinedMetricWarning)}
+    assert messages == {
+        "NormalizedEntropy is undefined for task(s) ['click', 'buy']: the labels seen hold a single class "
+        "(or no weight); returning nan.",
+        "Calibration is undefined for task(s) ['buy']: no positive label weight; returning nan.",
+        "NDCG is undefined for task(s) ['buy']: no query counted (no query with a relevant candidate, "
+        "or all query weights are zero); returning nan.",
+    }
+    assert math.isnan(values["ndcg@3/buy"]) and values["ndcg@3/click"] == 1.0
+    # the same metric outside a module still names positions
+    ne = tmx.NormalizedEntropy(num_tasks=2)
+    ne.update(torch.rand(2, 8), torch.stack([torch.ones(8), torch.zeros(8)]))
+    with pytest.warns(tmx.UndefinedMetricWarning, match=r"for task\(s\) \[0, 1\]"):
+        ne.compute()

@@ -41,6 +41,7 @@ from torchmetrics_ext.utilities.checks import (
     format_pointwise,
 )
 from torchmetrics_ext.utilities.distributed import copy_metric, fused_gather
+from torchmetrics_ext.utilities.warnings import naming_tasks
 from torchmetrics_ext.wrappers.windowed import Windowed
 
 __all__ = ["RecMetricModule", "RecTaskInfo"]
@@ -918,14 +919,19 @@ class RecMetricModule(nn.Module):
                     for part, metric in self._parts(self._unit(name)).items():
                         metric.reset()
                         metric.merge_state(leader_parts[part].metric_state)
+            names = [task.name for task in self.tasks]
             for name in self._names:
+                # undefined-value warnings name the tasks, not their positions
                 if name in self.ranking:
                     for t, unit in enumerate(self._copies(name)):
-                        self._emit(out, name, t, unit.compute())
-                elif self._is_window_only(name):
-                    self._emit(out, name, None, {"window": self._parts(self._unit(name))["window"].compute()})
-                else:
-                    self._emit(out, name, None, self._unit(name).compute())
+                        with naming_tasks(names[t : t + 1]):
+                            self._emit(out, name, t, unit.compute())
+                    continue
+                with naming_tasks(names):
+                    if self._is_window_only(name):
+                        self._emit(out, name, None, {"window": self._parts(self._unit(name))["window"].compute()})
+                    else:
+                        self._emit(out, name, None, self._unit(name).compute())
         if self.throughput is not None:
             rates = _throughput_rates(self.throughput, gathered.get(_THROUGHPUT) if sync else None)
             if self.key_style == "torchrec":  # every example is attempted: a bad step raises, none is skipped

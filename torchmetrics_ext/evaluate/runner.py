@@ -8,6 +8,7 @@ unchanged. Per-segment values (``by``) come from a fresh module over each segmen
 
 from __future__ import annotations
 
+import ast
 import inspect
 import math
 import re
@@ -474,21 +475,29 @@ class _Run:
         return out
 
 
-# "NDCG is undefined: ...", "AUC is undefined for task(s) [0, 2]: ...",
-# "RankingMetrics (ndcg@10, mrr@10) is undefined: ..."
+# the module names tasks: "AUC is undefined for task(s) ['click', 'buy']: ...",
+# "RankingMetrics (ndcg@10, mrr@10) is undefined for task(s) ['click']: ..."
 _UNDEFINED = re.compile(
-    r"(?P<metric>.+?)(?: \((?P<keys>[^()]*)\))? is undefined(?: for task\(s\) \[(?P<tasks>[\d, ]*)\])?: (?P<reason>.*)",
+    r"(?P<metric>.+?)(?: \((?P<keys>[^()]*)\))? is undefined(?: for task\(s\) (?P<tasks>\[.*?\]))?: (?P<reason>.*)",
     re.S,
 )
+
+
+def _task_list(text: str | None) -> list[Any]:
+    """The task names (or positions) of a warning's ``[...]`` list; empty if there is none or it does not parse."""
+    try:
+        tasks = ast.literal_eval(text) if text else []
+    except (ValueError, SyntaxError):
+        return []
+    return tasks if isinstance(tasks, list) else []
 
 
 def _warning_line(message: str, segment: str, plan: _Plan, records: Sequence[dict]) -> str:
     """An undefined-value warning of the metrics, with task and metric names and the segment.
 
-    A metric with a task dimension names the positions of its undefined tasks ("for task(s) [0, 2]").
-    The ranking names share one ``RankingMetrics`` per task instead, which names its keys (not
-    tasks) and does not know its task: its warning is attributed from the values, naming the
-    ranking names that are ``nan`` and the tasks they are ``nan`` for.
+    The module's warnings name the undefined tasks ("for task(s) ['click', 'buy']"). The ranking
+    names share one ``RankingMetrics`` per task, which names its keys: its warnings are attributed
+    from the values, naming the ranking names that are ``nan`` and every task they are ``nan`` for.
     """
     tasks = plan.tasks
     where = "over all rows" if segment == OVERALL else f"in segment {segment}"
@@ -496,13 +505,14 @@ def _warning_line(message: str, segment: str, plan: _Plan, records: Sequence[dic
     if match is None:
         return f"{message} ({where})"
     metric = match["metric"]
-    positions = [int(i) for i in (match["tasks"] or "").split(",") if i.strip()]
+    named = _task_list(match["tasks"])
+    known = {task.name for task in tasks}
     if metric == _RANKING_LABEL and plan.ranking_names:
         undefined = [r for r in records if any(math.isnan(r[m]) for m in plan.ranking_names)]
         names = [r["task"] for r in undefined]
         metrics = [m for m in plan.ranking_names if any(math.isnan(r[m]) for r in undefined)] or [metric]
-    elif positions and max(positions) < len(tasks):
-        names, metrics = [tasks[i].name for i in positions], [metric]
+    elif named and all(isinstance(n, str) and n in known for n in named):
+        names, metrics = named, [metric]
     elif len(tasks) == 1:
         names, metrics = [tasks[0].name], [metric]
     else:  # no usable positions: name the tasks with an undefined value

@@ -12,11 +12,17 @@ undefined value cannot be mistaken for a real one in a dashboard. Silence the wa
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import Tensor
 
-__all__ = ["UndefinedMetricWarning", "safe_divide", "warn_undefined"]
+__all__ = ["UndefinedMetricWarning", "naming_tasks", "safe_divide", "warn_undefined"]
+
+# the names of the tasks of the value being computed, set by whoever knows them (RecMetricModule)
+_TASK_NAMES: ContextVar[tuple[str, ...] | None] = ContextVar("task_names", default=None)
 
 
 class UndefinedMetricWarning(UserWarning):
@@ -34,28 +40,68 @@ def warn_undefined(undefined: Tensor, metric: str, reason: str, axes: tuple[str,
             (``("task", "label")`` for a ``(T, L)`` value): the message names the flagged entries
             by the axes longer than one (``label(s) [1]`` for one task, ``(task, label) [(2, 0)]``
             for several). Otherwise entries are named by their flat position as tasks.
+
+    Inside :func:`naming_tasks` (a ``RecMetricModule`` computing), tasks are named by their names
+    (``task(s) ['click']``), also where the value has one task, when the names fit the task axis.
     """
     flat = undefined.reshape(-1)
     if not bool(flat.any()):
         return
-    where = ""
-    if undefined.ndim == len(axes) and len(axes) > 1:
-        kept = [i for i, size in enumerate(undefined.shape) if size > 1]
-        if kept:
-            places = torch.nonzero(undefined)[:, kept].tolist()
-            if len(kept) == 1:
-                where = f" for {axes[kept[0]]}(s) {[p[0] for p in places]}"
-            else:
-                names = ", ".join(axes[i] for i in kept)
-                where = f" for ({names}) {[tuple(p) for p in places]}"
-    elif flat.numel() > 1:
-        tasks = torch.nonzero(flat).reshape(-1).tolist()
-        where = f" for task(s) {tasks}"
+    where = _where(undefined, axes, _TASK_NAMES.get())
     warnings.warn(
         f"{metric} is undefined{where}: {reason}; returning nan.",
         UndefinedMetricWarning,
         stacklevel=3,
     )
+
+
+@contextmanager
+def naming_tasks(names: Sequence[str]) -> Iterator[None]:
+    """Undefined-value warnings raised inside name the tasks by ``names`` instead of their positions.
+
+    ``names[t]`` is the name of task ``t`` of the values computed inside (one name for a value
+    without a task dimension). Where a value's task axis has another length, positions stay.
+
+    Example:
+        >>> import warnings
+        >>> import torch
+        >>> from torchmetrics_ext import NormalizedEntropy
+        >>> from torchmetrics_ext.utilities.warnings import naming_tasks
+        >>> ne = NormalizedEntropy(num_tasks=2)
+        >>> ne.update(torch.tensor([[0.2, 0.7], [0.4, 0.6]]), torch.tensor([[0.0, 1.0], [1.0, 1.0]]))
+        >>> with warnings.catch_warnings(record=True) as caught, naming_tasks(["click", "buy"]):
+        ...     warnings.simplefilter("always")
+        ...     _ = ne.compute()
+        >>> print(str(caught[0].message).split(":")[0])
+        NormalizedEntropy is undefined for task(s) ['buy']
+    """
+    token = _TASK_NAMES.set(tuple(names))
+    try:
+        yield
+    finally:
+        _TASK_NAMES.reset(token)
+
+
+def _where(undefined: Tensor, axes: tuple[str, ...], names: tuple[str, ...] | None) -> str:
+    """Which entries of ``undefined`` are flagged, in words (`` for task(s) [0, 2]``; empty for a single value)."""
+    if undefined.ndim == len(axes) and len(axes) > 1:
+        # the task axis is named whenever task names fit it, even with a single task
+        named = names is not None and axes[0] == "task" and undefined.shape[0] == len(names)
+        kept = [i for i, size in enumerate(undefined.shape) if size > 1 or (i == 0 and named)]
+        if not kept:
+            return ""
+        places = torch.nonzero(undefined)[:, kept].tolist()
+        if named:
+            places = [[names[p[0]], *p[1:]] for p in places]  # type: ignore[index]
+        if len(kept) == 1:
+            return f" for {axes[kept[0]]}(s) {[p[0] for p in places]}"
+        return f" for ({', '.join(axes[i] for i in kept)}) {[tuple(p) for p in places]}"
+    flat = undefined.reshape(-1)
+    if names is not None and flat.numel() == len(names):
+        return f" for task(s) {[names[t] for t in torch.nonzero(flat).reshape(-1).tolist()]}"
+    if flat.numel() > 1:
+        return f" for task(s) {torch.nonzero(flat).reshape(-1).tolist()}"
+    return ""
 
 
 def safe_divide(num: Tensor, denom: Tensor, metric: str, reason: str, axes: tuple[str, ...] = ("task",)) -> Tensor:

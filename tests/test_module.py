@@ -2000,3 +2000,33 @@ def test_undefined_warnings_name_the_tasks() -> None:
     ne.update(torch.rand(2, 8), torch.stack([torch.ones(8), torch.zeros(8)]))
     with pytest.warns(tmx.UndefinedMetricWarning, match=r"for task\(s\) \[0, 1\]"):
         ne.compute()
+
+
+def test_undefined_warnings_skip_tasks_not_reported() -> None:
+    """A TorchRec config reporting a metric for some tasks warns only for those tasks."""
+    cfg = {
+        "rec_tasks": [
+            {"name": "click", "label_name": "yc", "prediction_name": "pc", "weight_name": "w"},
+            {"name": "buy", "label_name": "yb", "prediction_name": "pb", "weight_name": "w"},
+        ],
+        "rec_metrics": {"precision": {"rec_task_indices": [0], "window_size": 100}},
+    }
+    module = tmx.RecMetricModule.from_torchrec_config(cfg)
+    # precision at 0.5: click has a positive prediction, buy none (undefined, but not reported)
+    step = {"pc": torch.tensor([0.9, 0.2]), "yc": torch.tensor([1.0, 0.0]), "pb": torch.tensor([0.1, 0.2])}
+    module.update(step | {"yb": torch.tensor([1.0, 0.0]), "w": torch.ones(2)})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        values = module.compute()
+    assert [k for k in values if "precision" in k] == [
+        "precision-click|lifetime_precision",
+        "precision-click|window_precision",
+    ]
+    assert not [w for w in caught if issubclass(w.category, tmx.UndefinedMetricWarning)]
+    module.reset()
+    module.update(
+        {"pc": torch.tensor([0.1, 0.2]), "yc": torch.tensor([1.0, 0.0]), "pb": torch.tensor([0.9, 0.2])}
+        | {"yb": torch.tensor([1.0, 0.0]), "w": torch.ones(2)}
+    )
+    with pytest.warns(tmx.UndefinedMetricWarning, match=r"WeightedPrecision is undefined for task\(s\) \['click'\]"):
+        module.compute()

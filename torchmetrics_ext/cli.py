@@ -168,7 +168,7 @@ def add_evaluate_parser(sub: Any) -> None:
         help="a task's prediction and label columns (repeat for several tasks)",
     )
     ev.add_argument("--predictions", help="prediction column of a single task (with --labels)")
-    ev.add_argument("--labels", help="label column of a single task (with --predictions)")
+    ev.add_argument("--labels", help="label column of a single task (with --predictions), which names the task")
     ev.add_argument("--metrics", help="comma-separated registry names (default: ne,log_loss,calibration,ctr,auc)")
     ev.add_argument("--weights", help="sample weight column (shared by every task)")
     ev.add_argument("--user", help="integer user id column (gauc, gauprc)")

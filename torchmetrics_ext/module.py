@@ -919,9 +919,10 @@ class RecMetricModule(nn.Module):
                     for part, metric in self._parts(self._unit(name)).items():
                         metric.reset()
                         metric.merge_state(leader_parts[part].metric_state)
-            names = [task.name for task in self.tasks]
             for name in self._names:
-                # undefined-value warnings name the tasks, not their positions
+                # undefined-value warnings name the tasks (not their positions), only tasks reported
+                reported = self._reported.get(name, ((), None))[1]
+                names = [t.name if reported is None or t.name in reported else None for t in self.tasks]
                 if name in self.ranking:
                     for t, unit in enumerate(self._copies(name)):
                         with naming_tasks(names[t : t + 1]):

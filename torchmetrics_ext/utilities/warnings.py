@@ -21,8 +21,9 @@ from torch import Tensor
 
 __all__ = ["UndefinedMetricWarning", "naming_tasks", "safe_divide", "warn_undefined"]
 
-# the names of the tasks of the value being computed, set by whoever knows them (RecMetricModule)
-_TASK_NAMES: ContextVar[tuple[str, ...] | None] = ContextVar("task_names", default=None)
+# the names of the tasks of the value being computed, set by whoever knows them (RecMetricModule);
+# None for a task whose value is not reported
+_TASK_NAMES: ContextVar[tuple[str | None, ...] | None] = ContextVar("task_names", default=None)
 
 
 class UndefinedMetricWarning(UserWarning):
@@ -44,10 +45,11 @@ def warn_undefined(undefined: Tensor, metric: str, reason: str, axes: tuple[str,
     Inside :func:`naming_tasks` (a ``RecMetricModule`` computing), tasks are named by their names
     (``task(s) ['click']``), also where the value has one task, when the names fit the task axis.
     """
-    flat = undefined.reshape(-1)
-    if not bool(flat.any()):
+    names = _TASK_NAMES.get()
+    undefined = _reported_only(undefined, axes, names)
+    if not bool(undefined.any()):
         return
-    where = _where(undefined, axes, _TASK_NAMES.get())
+    where = _where(undefined, axes, names)
     warnings.warn(
         f"{metric} is undefined{where}: {reason}; returning nan.",
         UndefinedMetricWarning,
@@ -56,11 +58,12 @@ def warn_undefined(undefined: Tensor, metric: str, reason: str, axes: tuple[str,
 
 
 @contextmanager
-def naming_tasks(names: Sequence[str]) -> Iterator[None]:
+def naming_tasks(names: Sequence[str | None]) -> Iterator[None]:
     """Undefined-value warnings raised inside name the tasks by ``names`` instead of their positions.
 
     ``names[t]`` is the name of task ``t`` of the values computed inside (one name for a value
-    without a task dimension). Where a value's task axis has another length, positions stay.
+    without a task dimension), ``None`` for a task whose value nobody reads: no warning names it.
+    Where a value's task axis has another length, positions stay and every task is warned for.
 
     Example:
         >>> import warnings
@@ -82,11 +85,30 @@ def naming_tasks(names: Sequence[str]) -> Iterator[None]:
         _TASK_NAMES.reset(token)
 
 
-def _where(undefined: Tensor, axes: tuple[str, ...], names: tuple[str, ...] | None) -> str:
+def _task_axis_fits(undefined: Tensor, axes: tuple[str, ...], names: tuple[str | None, ...] | None) -> bool:
+    """Whether ``names`` name the first axis of a ``(task, ...)`` value (else the flat entries, or nothing)."""
+    if names is None or not undefined.ndim == len(axes) > 1:
+        return False
+    return axes[0] == "task" and undefined.shape[0] == len(names)
+
+
+def _reported_only(undefined: Tensor, axes: tuple[str, ...], names: tuple[str | None, ...] | None) -> Tensor:
+    """``undefined`` without the entries of tasks whose name is ``None`` (not reported)."""
+    if names is None or all(name is not None for name in names):
+        return undefined
+    reported = torch.tensor([name is not None for name in names], device=undefined.device)
+    if _task_axis_fits(undefined, axes, names):
+        return undefined & reported.reshape(-1, *[1] * (undefined.ndim - 1))
+    if not undefined.ndim == len(axes) > 1 and undefined.numel() == len(names):  # flat entries are tasks
+        return undefined & reported.reshape(undefined.shape)
+    return undefined
+
+
+def _where(undefined: Tensor, axes: tuple[str, ...], names: tuple[str | None, ...] | None) -> str:
     """Which entries of ``undefined`` are flagged, in words (`` for task(s) [0, 2]``; empty for a single value)."""
-    if undefined.ndim == len(axes) and len(axes) > 1:
+    if undefined.ndim == len(axes) > 1:
         # the task axis is named whenever task names fit it, even with a single task
-        named = names is not None and axes[0] == "task" and undefined.shape[0] == len(names)
+        named = _task_axis_fits(undefined, axes, names)
         kept = [i for i, size in enumerate(undefined.shape) if size > 1 or (i == 0 and named)]
         if not kept:
             return ""

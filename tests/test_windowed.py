@@ -1814,3 +1814,13 @@ def test_a_window_plots_its_lifetime_and_window_values(kind):
     with pytest.raises(TypeError, match=r"dict returned by Windowed\.compute"):
         metric.plot(torch.tensor(0.5))
     matplotlib.pyplot.close("all")
+
+
+def test_binned_window_keeps_few_spare_blocks() -> None:
+    """Blocks dropped while a binned window first fills are not all kept: memory follows the window."""
+    window = tmx.Windowed(tmx.AUC(num_bins=100), window_size=2_000)
+    for _ in range(300):  # block sizes grow with the updates: many blocks leave at once
+        window.update(torch.rand(16), (torch.rand(16) < 0.3).float())
+    hist = window._hist
+    assert len(hist.spare) <= 2
+    assert len(hist.slots) + len(hist.spare) <= 2 * math.isqrt(len(hist.sizes)) + 3

@@ -41,6 +41,7 @@ __all__ = ["HistogramWindow"]
 
 _INT32_MAX = 2**31 - 1
 _MAX_BLOCK = 8  # updates per dense block at most: the loose updates a read adds from indices
+_MAX_SPARE = 2  # dense tensors of dropped blocks kept for reuse
 
 
 class HistogramWindow:
@@ -119,7 +120,9 @@ class HistogramWindow:
             elif self.slots:  # the update opened the oldest closed block: the block leaves the dense sums
                 if not self.front:
                     self._flip()
-                self.spare.append(self.slots.popleft())
+                dropped = self.slots.popleft()
+                if len(self.spare) < _MAX_SPARE:  # enough for the next blocks; more would only hold memory
+                    self.spare.append(dropped)
                 self.front -= 1
                 self.loose = self.counts.popleft() - 1
             else:  # it opened the open block (a window of a few updates): its other updates become loose

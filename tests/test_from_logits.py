@@ -9,15 +9,18 @@ against NumPy formulas on ``sigmoid(z)`` (the regression errors, the average) or
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections import OrderedDict
 
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
 from torchmetrics import MetricCollection
 
 import torchmetrics_ext as tmx
+from tests.test_auc import ref_grouped
 from tests.test_pairwise_auc import ref_rauc, ref_xauc
 from tests.test_pointwise_contract import _first_batch_leaves_states_equal
 from torchmetrics_ext import functional as tmf
@@ -266,3 +269,118 @@ def test_input_domains_declare_logits():
     with pytest.raises(ValueError, match="finite"):
         metric.update(torch.tensor([0.0, float("nan")]), torch.tensor([0.0, 1.0]))
     assert metric.pair_preds == []
+
+
+# ----------------------------------------------------------------------------- exact-mode checkpoints
+
+
+def _score_data(n: int = 400) -> dict[str, torch.Tensor]:
+    """Logits, binary labels drawn from them, real-valued labels, and group ids."""
+    g = torch.Generator().manual_seed(7)
+    z = torch.randn(n, generator=g) * 2
+    y = (torch.rand(n, generator=g) < torch.sigmoid(z)).float()
+    return {"z": z, "y": y, "r": torch.rand(n, generator=g) + 2 * y, "groups": torch.randint(0, 6, (n,), generator=g)}
+
+
+def _binary_ref(score):
+    return lambda p, d: score(d["y"].numpy(), p)
+
+
+def _grouped_ref(score):
+    return lambda p, d: ref_grouped(p, d["y"].numpy(), d["groups"].numpy(), None, ref=score)
+
+
+def _sk_auc(p, y, w=None):
+    return roc_auc_score(y, p, sample_weight=w)
+
+
+def _sk_ap(p, y, w=None):
+    return average_precision_score(y, p, sample_weight=w)
+
+
+# name -> (factory, update arguments besides the predictions, reference of all the scores fed)
+EXACT_SCORE_METRICS = {
+    "AUC": (tmx.AUC, lambda d: (d["y"],), _binary_ref(roc_auc_score)),
+    "AUPRC": (tmx.AUPRC, lambda d: (d["y"],), _binary_ref(average_precision_score)),
+    "GroupedAUC": (tmx.GroupedAUC, lambda d: (d["y"], d["groups"]), _grouped_ref(_sk_auc)),
+    "GroupedAUPRC": (tmx.GroupedAUPRC, lambda d: (d["y"], d["groups"]), _grouped_ref(_sk_ap)),
+    "XAUC": (tmx.XAUC, lambda d: (d["r"],), lambda p, d: ref_xauc(p, d["r"].numpy())),
+    "RegressionAUC": (tmx.RegressionAUC, lambda d: (d["r"],), lambda p, d: ref_rauc(p, d["r"].numpy())),
+    "Windowed(AUC)": (
+        lambda **kw: tmx.Windowed(tmx.AUC(**kw), 10_000),
+        lambda d: (d["y"],),
+        _binary_ref(roc_auc_score),
+    ),
+}
+
+
+def _half(d: dict[str, torch.Tensor], part: slice, logits: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The predictions of one part of the data (logits or their float32 sigmoid) and its other columns."""
+    return (d["z"][part] if logits else torch.sigmoid(d["z"][part])), {k: v[part] for k, v in d.items()}
+
+
+def _value(metric) -> float:
+    value = metric.compute()
+    return (value["lifetime"] if isinstance(value, dict) else value).item()
+
+
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize("saved_logits", [False, True])
+@pytest.mark.parametrize("name", list(EXACT_SCORE_METRICS))
+def test_an_exact_checkpoint_of_the_other_from_logits_is_refused(name, saved_logits, strict, tmp_path):
+    """Exact states keep the scores as given under one name: a probabilities checkpoint loaded into a
+    from_logits metric ranked the later logits among the saved probabilities (AUC 0.8447 for sklearn's
+    0.8577), all keys matched. The setting travels in the checkpoint's metadata; the same setting resumes."""
+    factory, columns, reference = EXACT_SCORE_METRICS[name]
+    data, first, second = _score_data(), slice(0, 200), slice(200, 400)
+    trained = factory(from_logits=saved_logits)
+    trained.persistent(True)
+    preds, part = _half(data, first, saved_logits)
+    trained.update(preds, *columns(part))
+    torch.save(trained.state_dict(), tmp_path / "metric.pt")
+    state = torch.load(tmp_path / "metric.pt", weights_only=True)
+
+    other = factory(from_logits=not saved_logits)
+    other.persistent(True)
+    fresh = copy.deepcopy(other.state_dict())
+    with pytest.raises(
+        RuntimeError, match=rf"setting mismatch for from_logits: .* saved with from_logits={saved_logits}"
+    ):
+        other.load_state_dict(state, strict=strict)
+    now = other.state_dict()
+    assert all(k in now and _same(now[k], fresh[k]) for k in fresh)  # nothing of it loaded
+    with pytest.raises(ValueError, match="from_logits"):  # nor merges: the same mix
+        other.merge_state(trained)
+
+    resumed = factory(from_logits=saved_logits)  # the checkpoint's own setting resumes exactly
+    resumed.persistent(True)
+    resumed.load_state_dict(copy.deepcopy(state), strict=strict)
+    later, part = _half(data, second, saved_logits)
+    resumed.update(later, *columns(part))
+    fed = torch.cat([preds, later]).double().numpy()  # the scores as given, float32 values
+    np.testing.assert_allclose(_value(resumed), reference(fed, data), rtol=1e-12)
+
+
+def test_grouped_sums_of_complete_groups_load_across_from_logits():
+    """groups_complete_per_batch keeps per-group AUC sums, the same for logits and their sigmoid: they load."""
+    data = _score_data()
+    data["groups"] = torch.cat([data["groups"][:200], data["groups"][200:] + 6])  # each batch its own groups
+    saved = tmx.GroupedAUC(groups_complete_per_batch=True)
+    saved.persistent(True)
+    preds, part = _half(data, slice(0, 200), logits=False)
+    saved.update(preds, part["y"], part["groups"])
+    resumed = tmx.GroupedAUC(groups_complete_per_batch=True, from_logits=True)
+    resumed.persistent(True)
+    resumed.load_state_dict(saved.state_dict())
+    later, part = _half(data, slice(200, 400), logits=True)
+    resumed.update(later, part["y"], part["groups"])
+    fed = torch.cat([preds, later]).double().numpy()
+    np.testing.assert_allclose(_value(resumed), _grouped_ref(_sk_auc)(fed, data), rtol=1e-12)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b

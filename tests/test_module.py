@@ -1036,7 +1036,7 @@ def _same_value(a, b) -> bool:
 @pytest.mark.parametrize("strict", [True, False])
 @pytest.mark.parametrize("window_size", [None, 40])
 def test_checkpoint_of_another_module_layout_is_refused(strict, window_size, tmp_path):
-    """Another number of tasks or window size is an error naming the state (strict or not), not made-up values."""
+    """Other tasks or another window size is an error naming the tasks or the state (strict or not), not made-up values."""
     data = make_data(13, n=120)
     saved = build(window_size=window_size)
     saved.update(data)
@@ -1044,6 +1044,11 @@ def test_checkpoint_of_another_module_layout_is_refused(strict, window_size, tmp
     state = torch.load(tmp_path / "module.pt", weights_only=True)
     one_task = tmx.RecMetricModule(TASKS[:1], metric_specs(), throughput=False, window_size=window_size)
     fresh_ne = copy.deepcopy(one_task.state_dict(prefix="x."))
+    tasks = r"task mismatch for RecMetricModule: the checkpoint was saved with tasks \['click', 'buy'\], this Rec"
+    with pytest.raises(RuntimeError, match=tasks):
+        one_task.load_state_dict(state, strict=strict)
+    # a checkpoint of an earlier version records no task names: the metrics still refuse another num_tasks
+    state["_extra_state"] = {"step": state["_extra_state"]["step"]}
     match = r"setting mismatch for metrics\.ne\.num_tasks: the checkpoint was saved with num_tasks=2, this Norm"
     if window_size is not None:
         match = r"setting mismatch for metrics\.ne\.num_tasks: the checkpoint was saved with num_tasks=2, this Windowed"
@@ -1059,6 +1064,99 @@ def test_checkpoint_of_another_module_layout_is_refused(strict, window_size, tmp
         shorter = build(window_size=20)
         with pytest.raises(RuntimeError, match=r"setting mismatch for metrics\.ne\.window_size: .*window_size=40"):
             shorter.load_state_dict(state, strict=strict)
+
+
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize("window_size", [None, 40])
+def test_an_exact_auc_checkpoint_of_the_other_from_logits_is_refused(strict, window_size):
+    """A probabilities checkpoint of exact AUC/GAUC loaded into from_logits ones mixed scores (auc/click
+    0.8447 for 0.8577), all keys matched; now refused, and the module with the checkpoint's setting resumes."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(400, generator=g) * 2
+    y = (torch.rand(400, generator=g) < torch.sigmoid(z)).float()
+    users = torch.randint(0, 5, (400,), generator=g)
+    task = [tmx.RecTaskInfo("click", "l", "p", group_id_name="u")]
+
+    def step(part: slice, logits: bool) -> dict:
+        return {"p": z[part] if logits else torch.sigmoid(z[part]), "l": y[part], "u": users[part]}
+
+    saved = tmx.RecMetricModule(task, {"auc": "auc", "gauc": "gauc"}, throughput=False, window_size=window_size)
+    saved.update(step(slice(0, 200), logits=False))
+    state = copy.deepcopy(saved.state_dict())
+    logit_metrics = {"auc": tmx.AUC(from_logits=True), "gauc": tmx.GroupedAUC(from_logits=True)}
+    other = tmx.RecMetricModule(task, logit_metrics, throughput=False, window_size=window_size)
+    with pytest.raises(RuntimeError, match=r"setting mismatch for metrics\.auc\.from_logits: .*from_logits=False"):
+        other.load_state_dict(state, strict=strict)
+    resumed = tmx.RecMetricModule(task, {"auc": "auc", "gauc": "gauc"}, throughput=False, window_size=window_size)
+    resumed.load_state_dict(state, strict=strict)
+    resumed.update(step(slice(200, 400), logits=False))
+    p = torch.sigmoid(z).double().numpy()  # the float32 probabilities fed
+    values = resumed.compute()
+    np.testing.assert_allclose(values["auc/click"].item(), roc_auc_score(y.numpy(), p), rtol=1e-12)
+    expected = ref_grouped(p, y.numpy(), users.numpy(), None)
+    np.testing.assert_allclose(values["gauc/click"].item(), expected, rtol=1e-12)
+
+
+def _three_task_steps(n: int = 40) -> list[dict[str, torch.Tensor]]:
+    """Two steps for tasks click, buy and like (buy's predictions ranked against its labels)."""
+    gen = torch.Generator().manual_seed(5)
+    steps = []
+    for _ in range(2):
+        step = {"q": torch.arange(n) // 4}
+        for task in ("click", "buy", "like"):
+            p = torch.rand(n, generator=gen)
+            y = (torch.rand(n, generator=gen) < (1 - p if task == "buy" else p)).long()
+            y[:2] = torch.tensor([0, 1])
+            step[f"{task}_p"], step[f"{task}_l"] = p, y
+        steps.append(step)
+    return steps
+
+
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize("window_size", [None, 10])
+@pytest.mark.parametrize("loaded", [["buy", "click"], ["click", "like"]])
+def test_a_checkpoint_of_other_tasks_or_another_task_order_is_refused(loaded, window_size, strict):
+    """States are kept by task position: a [click, buy] checkpoint loaded into [buy, click] (or [click, like])
+    reported buy's history as click's (or like's), all keys matched. The tasks are recorded and compared."""
+    import torch.nn as nn
+
+    infos = {
+        name: tmx.RecTaskInfo(name, f"{name}_l", f"{name}_p", session_id_name="q") for name in ("click", "buy", "like")
+    }
+
+    def make(names: list[str]) -> tmx.RecMetricModule:
+        metrics = {"auc": "auc", "ne": "ne", "ndcg@2": "ndcg@2"}
+        return tmx.RecMetricModule([infos[n] for n in names], metrics, throughput=False, window_size=window_size)
+
+    first, second = _three_task_steps()
+    saved = make(["click", "buy"])
+    saved.update(first)
+    state = copy.deepcopy(saved.state_dict())
+    other = make(loaded)
+    other.update(second)  # its own history, which a refused load leaves as it was
+    before, values = copy.deepcopy(other.state_dict()), other.compute()
+    match = rf"task mismatch for RecMetricModule: the checkpoint was saved with tasks \['click', 'buy'\], this RecMetricModule has tasks \['{loaded[0]}', '{loaded[1]}'\]"
+    with pytest.raises(RuntimeError, match=match) as refused:
+        other.load_state_dict(copy.deepcopy(state), strict=strict)
+    assert "Missing key" not in str(refused.value)  # the tasks are the reason, not the states withheld
+    after = other.state_dict()
+    assert after.keys() == before.keys() and all(_same_value(after[k], before[k]) for k in before)
+    assert all(torch.equal(v, values[k]) for k, v in other.compute().items())
+    with pytest.raises(RuntimeError, match=r"task mismatch for inner: .*\['click', 'buy'\]"):  # Lightning's way
+        nn.ModuleDict({"inner": other}).load_state_dict({f"inner.{k}": v for k, v in state.items()}, strict=strict)
+
+    # the checkpoint's tasks in its order resume; so does a checkpoint of an earlier version (no task names)
+    older = copy.deepcopy(state)
+    older["_extra_state"] = {"step": 1}
+    for checkpoint in (state, older):
+        resumed = make(["click", "buy"])
+        resumed.load_state_dict(copy.deepcopy(checkpoint), strict=strict)
+        resumed.update(second)
+        out = resumed.compute()
+        for task in ("click", "buy"):
+            y = torch.cat([first[f"{task}_l"], second[f"{task}_l"]]).numpy()
+            p = torch.cat([first[f"{task}_p"], second[f"{task}_p"]]).double().numpy()
+            np.testing.assert_allclose(out[f"auc/{task}"].item(), roc_auc_score(y, p), rtol=1e-12)
 
 
 def test_reset_starts_over_and_local_compute_equals_compute_in_one_process():

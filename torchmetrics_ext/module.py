@@ -191,7 +191,9 @@ class RecMetricModule(nn.Module):
         every state of every metric with a number of collectives that depends on the state
         dtypes only (:func:`~torchmetrics_ext.utilities.distributed.fused_gather`); TorchMetrics
         reduces them as in its own sync, so the values are identical. The ``state_dict`` holds
-        every metric state. **Logits**: when a metric is built with ``from_logits=True`` the
+        every metric state and the task names in order: ``load_state_dict`` refuses a checkpoint of
+        other tasks or another order (a ``RuntimeError``, ``strict`` or not), whose states would
+        resume under other tasks' keys. **Logits**: when a metric is built with ``from_logits=True`` the
         predictions are logits for every metric; those of real-valued predictions built without
         the option (``WeightedMSE``, ``WeightedAverage``, regression metrics, ...) are fed
         ``sigmoid(logits)`` (the MSE is the Brier score), ranking metrics rank the scores as given.
@@ -220,6 +222,7 @@ class RecMetricModule(nn.Module):
         key_style: str = "torchmetrics_ext",
     ) -> None:
         super().__init__()
+        self.register_load_state_dict_post_hook(_drop_refused_missing_keys)
         self.tasks = _check_tasks(tasks)
         num_tasks = len(self.tasks)
         if not isinstance(metrics, Mapping) or not metrics:
@@ -797,8 +800,24 @@ class RecMetricModule(nn.Module):
 
     # ------------------------------------------------------------------ compute
 
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        """Read a compute group's states saved under another member of the group (before any child loads).
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """Refuse a checkpoint of other tasks; read a compute group's states saved under another member of the group.
+
+        Both before any child loads. Every state is laid out by task position (a ``(T,)`` sum, the
+        ``T`` values of each sample, ``ranking.<name>.<i>``), so a checkpoint saved with other task
+        names or another order (recorded in ``_extra_state``) would report one task's history under
+        another's key: it goes to ``error_msgs`` (``load_state_dict`` raises, ``strict`` or not)
+        and nothing of the module loads. A checkpoint of an earlier version records no task names
+        and is not checked for them (another number of tasks is still refused by the metrics).
 
         A group's states are saved once, under its leader, the first of its metrics in the order
         given. A checkpoint saved with another first member (a metric added since in front of the
@@ -812,6 +831,13 @@ class RecMetricModule(nn.Module):
         none of the group's states (a ``Windowed`` loads nothing from it), so it does not make a
         member the one that saved them, and it gives way to the saved states.
         """
+        problem = self._task_mismatch(state_dict.get(prefix + "_extra_state"), prefix)
+        if problem is not None:
+            error_msgs.append(problem)
+            for key in [k for k in state_dict if k.startswith(prefix)]:
+                del state_dict[key]  # nothing loads: neither the step counter nor any metric
+            self.__dict__["_refused_prefix"] = prefix  # the metrics' "missing keys" are not the reason
+            return
         top = f"{prefix}metrics."
         saved_names = {key[len(top) :].split(".", 1)[0] for key in state_dict if key.startswith(top)}
         dropped = sorted(saved_names - set(self._leader))  # saved metrics no longer configured
@@ -840,7 +866,22 @@ class RecMetricModule(nn.Module):
                     if name in dropped:
                         dropped.remove(name)
                     break
-        super()._load_from_state_dict(state_dict, prefix, *args)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def _task_mismatch(self, extra_state: Any, prefix: str) -> str | None:
+        """The error for a checkpoint whose ``_extra_state`` records other task names or order; ``None`` if not."""
+        saved = extra_state.get("tasks") if isinstance(extra_state, Mapping) else None
+        names = [task.name for task in self.tasks]
+        if saved is None or list(saved) == names:
+            return None
+        return (
+            f"task mismatch for {prefix[:-1] or 'RecMetricModule'}: the checkpoint was saved with tasks "
+            f"{list(saved)}, this RecMetricModule has tasks {names}. Its states are kept by task position, so each "
+            "task would resume another task's values: build the module with the checkpoint's tasks, in the same "
+            "order. Nothing of the module was loaded."
+        )
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
         """``nn.Module.load_state_dict``; missing metric states say how to resume with a metric added since.
@@ -1038,15 +1079,29 @@ class RecMetricModule(nn.Module):
                 unit.reset()
 
     def get_extra_state(self) -> Any:
-        """The step counter (so ``should_compute`` keeps its cadence after a checkpoint restore)."""
-        return {"step": self._step}
+        """The step counter (so ``should_compute`` keeps its cadence after a restore) and the task names, in order.
+
+        ``load_state_dict`` refuses a checkpoint of other task names or order (see ``_load_from_state_dict``).
+        """
+        return {"step": self._step, "tasks": [task.name for task in self.tasks]}
 
     def set_extra_state(self, state: Any) -> None:
-        """Restore the step counter saved by :meth:`get_extra_state`."""
+        """Restore the step counter saved by :meth:`get_extra_state` (the tasks were checked before)."""
         self._step = int(state["step"])
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _drop_refused_missing_keys(module: nn.Module, incompatible_keys: Any) -> None:
+    """After a load that refused the module (other tasks), take back the "missing keys" of the states it withheld.
+
+    The refusal's own message says what is wrong; listing every metric state as missing besides
+    would suggest ``strict=False``, which is refused the same.
+    """
+    refused = module.__dict__.pop("_refused_prefix", None)
+    if refused is not None:
+        incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not k.startswith(refused)]
 
 
 @contextmanager

@@ -143,6 +143,17 @@ class _CurveMetric(TaskMetric):
         binning = None if self.num_bins is None else (self.num_bins, self.logit_range, self.bin_space)
         return ("_CurveMetric", binning, self.from_logits, self.num_tasks)
 
+    def _checkpoint_settings(self) -> dict[str, Any]:
+        """``num_tasks``, and ``from_logits`` in exact mode, whose ``preds`` are the scores as given.
+
+        Exact states keep probabilities or logits under the same names: a checkpoint of the other
+        ``from_logits`` would rank logits among probabilities (binned mode names its histogram
+        after ``from_logits`` instead). Checkpoints that recorded no ``from_logits`` (earlier
+        versions, or a plain dict without the state_dict's metadata) are not checked for it.
+        """
+        settings = super()._checkpoint_settings()
+        return settings if self.num_bins is not None else {**settings, "from_logits": self.from_logits}
+
     @property
     def _hist(self) -> Tensor:
         """The binned mode's histogram state (named after the bin settings)."""

@@ -80,6 +80,16 @@ class _GroupedCurveMetric(TaskMetric):
             return {}
         return {"preds": self.num_tasks, "signed_weights": self.num_tasks, "groups": 1}
 
+    def _checkpoint_settings(self) -> dict[str, Any]:
+        """``num_tasks``, and ``from_logits`` in exact mode, whose ``preds`` are the scores as given.
+
+        A checkpoint of the other ``from_logits`` would rank logits among probabilities within a
+        group; the per-group sums of ``groups_complete_per_batch`` do not depend on it (an AUC or
+        AP per group is the same for a score and its sigmoid).
+        """
+        settings = super()._checkpoint_settings()
+        return settings if self.groups_complete_per_batch else {**settings, "from_logits": self.from_logits}
+
     def _format(
         self, preds: Tensor, target: Tensor, groups: Tensor, weights: Tensor | None, validate: bool
     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:

@@ -56,6 +56,14 @@ class _PairwiseMetric(TaskMetric):
         for name in _STATES:
             self._add_list_state(name, torch.float64)
 
+    def _checkpoint_settings(self) -> dict[str, Any]:
+        """``num_tasks`` and ``from_logits``: the states are the scores as given, logits or probabilities.
+
+        Compute groups may share them (the same batch's scores), a checkpoint of the other
+        ``from_logits`` may not: it would rank logits among probabilities.
+        """
+        return {**super()._checkpoint_settings(), "from_logits": self.from_logits}
+
     def _format(
         self, preds: Tensor, target: Tensor, weights: Tensor | None, validate: bool
     ) -> tuple[Tensor, Tensor, Tensor | None]:

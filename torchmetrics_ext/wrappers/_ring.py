@@ -302,7 +302,12 @@ class StateRing:
         }
 
     def older_format(self, state: Any) -> bool:
-        """Whether ``state`` is this ring's in an older format: some of its states only (the others added since)."""
+        """Whether ``state`` is this ring's in an older format: some of its states only (the others added since).
+
+        The names cannot tell that from another setting whose states are some of these (a ranking
+        metric's ``queries_complete_per_batch`` mode): ``Windowed`` checks the settings first,
+        recorded in the checkpoint or shown by its states.
+        """
         parts = ("sizes", "front", "rings", "back", "chunks")
         if not (isinstance(state, Mapping) and all(part in state for part in parts)):
             return False

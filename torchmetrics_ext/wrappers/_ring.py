@@ -325,7 +325,8 @@ class StateRing:
         if set(state["rings"]) != set(self.tensor_names) or set(state["chunks"]) != set(self.list_names):
             return [
                 f"Window state holds states {sorted(state['rings']) + sorted(state['chunks'])}, "
-                f"expected {sorted(self.tensor_names + self.list_names)}."
+                f"expected {sorted(self.tensor_names + self.list_names)}: the wrapped metric's states under "
+                "other settings (another `from_logits`, `eta`, threshold, ...), whose window this one cannot resume."
             ]
         count = len(state["sizes"])
         out = []

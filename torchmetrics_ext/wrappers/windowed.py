@@ -849,7 +849,10 @@ class Windowed(WrapperMetric):
         none of them (a non-persistent ``Windowed``'s, which earlier versions saved with the ring
         alone) loads nothing into the wrapper. A checkpoint of this metric that cannot be resumed
         whole (an older format's ring, states added to the metric since, no ring) loads nothing
-        either: the wrapper starts afresh, its states are missing keys and a note says why.
+        either: the wrapper starts afresh, its states are missing keys and a note says why. A ring
+        of other state names (the wrapped metric built with settings that name its states, such as
+        another ``from_logits``) is refused as other settings, ``strict`` or not, where a metric
+        without a window starts afresh with ``strict=False``: a window of other states cannot resume.
         """
         key = prefix + "_extra_state"
         children = (prefix + "lifetime.", prefix + "window.")

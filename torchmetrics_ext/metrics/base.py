@@ -1223,7 +1223,7 @@ def count_samples(args: Sequence[Any], kwargs: Mapping[str, Any], axis: int = -1
 
     Arrays are tensors, NumPy arrays and (nested) lists or tuples, such as the ``[1.0, 2.0]`` an
     aggregation metric or the list of sentences a TorchMetrics text metric takes. A batch of
-    scalars only (0-dim tensors or numbers, e.g. a step's loss) is one sample.
+    scalars only (0-dim tensors, 0-dim NumPy arrays or numbers, e.g. a step's loss) is one sample.
 
     Args:
         args: positional arguments of ``update``.
@@ -1239,13 +1239,16 @@ def count_samples(args: Sequence[Any], kwargs: Mapping[str, Any], axis: int = -1
         5
         >>> count_samples(([1.0, 2.0, 3.0],), {}, axis=0)
         3
+        >>> import numpy as np
+        >>> count_samples((np.array(3.0),), {})
+        1
     """
     values = (*args, *kwargs.values())
     for value in values:
         length = _array_length(value, axis)
         if length is not None:
             return length
-    if any(isinstance(v, (Tensor, numbers.Number)) and not isinstance(v, bool) for v in values):
+    if any(_is_scalar(v) for v in values):
         return 1
     raise TypeError("Cannot count the samples of a batch without an array (tensor, list) or number argument.")
 
@@ -1259,6 +1262,13 @@ def _array_length(value: Any, axis: int) -> int | None:
     for _ in range(_list_axis(value, axis)):
         value = value[0]
     return len(value)
+
+
+def _is_scalar(value: Any) -> bool:
+    """One value: a 0-dim tensor or NumPy array, or a number (a NumPy scalar too; a Python ``bool`` is no sample)."""
+    if isinstance(value, Tensor) or _is_ndarray(value):
+        return value.ndim == 0
+    return isinstance(value, numbers.Number) and not isinstance(value, bool)
 
 
 def _is_ndarray(value: Any) -> bool:

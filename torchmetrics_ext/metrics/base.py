@@ -775,16 +775,17 @@ def settings_problems(
     return problems
 
 
-def one_task(metric: object, kwargs: Mapping[str, Any]) -> int:
+def one_task(metric: object, kwargs: Mapping[str, Any], instead: str | None = None) -> int:
     """``1``, the ``num_tasks`` of a metric without a task dimension; ``TypeError`` if the caller gave one.
 
     For the ``__init__`` of such a metric: ``super().__init__(one_task(self, kwargs), ..., **kwargs)``.
+    ``instead``: what to do instead, for the message (default: build one metric per task).
     """
     if "num_tasks" in kwargs:
         name = type(metric).__name__
         raise TypeError(
             f"{name} has no task dimension, so it takes no `num_tasks` (got {kwargs['num_tasks']!r}): "
-            f"build one {name} per task."
+            f"{instead or f'build one {name} per task'}."
         )
     return 1
 

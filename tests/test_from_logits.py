@@ -15,7 +15,6 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
-from sklearn import metrics as skm
 from torchmetrics import MetricCollection
 
 import torchmetrics_ext as tmx
@@ -247,65 +246,6 @@ def test_a_checkpoint_of_raw_values_is_not_loaded_as_logit_states(factory, metad
     resumed.persistent(True)
     with pytest.raises(RuntimeError, match=r"Missing key\(s\)"):
         resumed.load_state_dict(checkpoint)
-
-
-_EXACT_SCORE_KEEPERS = {
-    "AUC": lambda **kw: tmx.AUC(**kw),
-    "AUPRC": lambda **kw: tmx.AUPRC(**kw),
-    "GroupedAUC": lambda **kw: tmx.GroupedAUC(**kw),
-    "RegressionAUC": lambda **kw: tmx.RegressionAUC(**kw),
-    "XAUC": lambda **kw: tmx.XAUC(**kw),
-    "Windowed(AUC)": lambda **kw: tmx.Windowed(tmx.AUC(**kw), window_size=100),
-}
-
-
-@pytest.mark.parametrize("strict", [True, False])
-@pytest.mark.parametrize("name", sorted(_EXACT_SCORE_KEEPERS))
-def test_an_exact_mode_checkpoint_of_another_from_logits_is_refused(name, strict):
-    """Exact modes keep the scores as given under the same names for logits and probabilities: a
-    from_logits=True checkpoint loaded (or merged) into from_logits=False ranked logits next to
-    probabilities (AUC 0.80 for sklearn's 0.83 on the pooled logits). The checkpoint records the setting."""
-    factory = _EXACT_SCORE_KEEPERS[name]
-    g = torch.Generator().manual_seed(3)
-    z = torch.randn(2, 40, generator=g)
-    y = (torch.rand(2, 40, generator=g) < torch.sigmoid(z)).float()
-    groups = {"groups": torch.arange(40) % 4} if name == "GroupedAUC" else {}
-    saved = factory(from_logits=True)
-    saved.persistent(True)
-    saved.update(z[0], y[0], **groups)
-    metric = factory()
-    metric.persistent(True)
-    metric.update(torch.sigmoid(z[1]), y[1], **groups)
-    before = metric.compute()
-    with pytest.raises(RuntimeError, match=r"setting mismatch for from_logits: .*saved with from_logits=True"):
-        metric.load_state_dict(saved.state_dict(), strict=strict)
-    with pytest.raises(ValueError, match=r"Cannot merge .*'from_logits': True"):
-        metric.merge_state(saved)
-    after = metric.compute()  # its own batch only: nothing was loaded or merged
-    for key in before if isinstance(before, dict) else [None]:
-        got, was = (after[key], before[key]) if key is not None else (after, before)
-        torch.testing.assert_close(got, was, rtol=0, atol=0)
-    # the same setting resumes: the value of both batches' logits (their order alone counts)
-    resumed = factory(from_logits=True)
-    resumed.persistent(True)
-    resumed.load_state_dict(saved.state_dict())
-    resumed.update(z[1], y[1], **groups)
-    value = resumed.compute()
-    value = value["lifetime"] if isinstance(value, dict) else value
-    p, t = z.flatten().double().numpy(), y.flatten().numpy()
-    if name == "GroupedAUC":
-        ids = np.tile(groups["groups"].numpy(), 2)
-        expected = np.mean([skm.roc_auc_score(t[ids == g], p[ids == g]) for g in np.unique(ids)])
-    else:
-        references = {
-            "AUC": lambda: skm.roc_auc_score(t, p),
-            "Windowed(AUC)": lambda: skm.roc_auc_score(t, p),
-            "AUPRC": lambda: skm.average_precision_score(t, p),
-            "RegressionAUC": lambda: ref_rauc(p, t),
-            "XAUC": lambda: ref_xauc(p, t),
-        }
-        expected = references[name]()
-    assert value.item() == pytest.approx(expected, rel=1e-9)
 
 
 def test_input_domains_declare_logits():

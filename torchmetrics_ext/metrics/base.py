@@ -184,9 +184,8 @@ class GuardedMetric(Metric):
       of loading states that mean something else: a tensor state of another shape (another
       ``num_tasks``, ``num_bins``, ``num_segments``...), a list state that is not a list of
       tensors, or settings recorded in the checkpoint's metadata (:meth:`_checkpoint_settings`,
-      e.g. ``num_tasks`` and ``from_logits`` for the exact modes whose list states do not show
-      them, or a ranking metric's ``queries_complete_per_batch``, whose sums share names with the
-      other mode's) that
+      e.g. ``num_tasks`` for the exact modes whose list states do not show it, or a ranking
+      metric's ``queries_complete_per_batch``, whose sums share names with the other mode's) that
       differ from this metric's, or that its state names show (:meth:`_settings_shown_by`) where
       the metadata does not record them. Like ``nn.Module``'s size mismatch, this is an error
       with ``strict=True`` and ``strict=False`` alike, naming the state, the checkpoint's value and the expected one;
@@ -868,18 +867,8 @@ class TaskMetric(GuardedMetric):
         )
 
     def _checkpoint_settings(self) -> dict[str, Any]:
-        """``num_tasks``: exact modes keep it in no state shape (their samples are flat, task-major rows).
-
-        And an exact mode's ``from_logits``: the scores it keeps are as given, logits or
-        probabilities, under the same state names either way (exact AUC, AUPRC, grouped and pairwise
-        AUC). A checkpoint of logits read as probabilities (or merged with them) ranked the two
-        scales together: a wrong value, without a word.
-        """
-        settings: dict[str, Any] = {"num_tasks": self.num_tasks}
-        from_logits = getattr(self, "from_logits", None)
-        if self._list_state_dtypes and isinstance(from_logits, bool):
-            settings["from_logits"] = from_logits
-        return settings
+        """``num_tasks``: exact modes keep it in no state shape (their samples are flat, task-major rows)."""
+        return {"num_tasks": self.num_tasks}
 
     def _add_list_state(self, name: str, dtype: torch.dtype) -> None:
         """Declare an exact ``cat`` list state, gathered across ranks as ``dtype`` (O(n) memory).

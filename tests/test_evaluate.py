@@ -891,6 +891,27 @@ def test_float32_segment_labels_are_their_shortest_text_and_records_their_exact_
     assert "bucket=0.1 " in capsys.readouterr().out
 
 
+def test_float16_segment_labels_are_their_shortest_text(tmp_path):
+    """A float16 --by column's 0.1 was labelled with the float32 text of its value (``0.099975586``): the
+    label is now the shortest text that reads back as that float16; the records keep the exact value."""
+    values = [0.1, 0.2, 1 / 3, 1e-5]
+    bucket = np.repeat(np.array(values, dtype=np.float16), 2)
+    y = np.array([0.0, 1, 1, 1, 0, 0, 0, 1])
+    table = pa.table({"p": np.linspace(0.1, 0.9, 8), "y": y, "bucket": bucket})
+    pq.write_table(table, tmp_path / "a.parquet")
+    result = evaluate(tmp_path / "a.parquet", {"t": ("p", "y")}, ["ctr"], by=["bucket"])
+    texts = {0.1: "0.1", 0.2: "0.2", 1 / 3: "0.3333", 1e-5: "1e-05"}  # shortest decimals naming each float16
+    assert all(np.float16(float(text)) == np.float16(v) for v, text in texts.items())  # they read back
+    assert np.float16(0.333) != np.float16(1 / 3)  # and a digit fewer would not
+    by_label = {r["segment"]: r for r in result.records[1:]}
+    assert set(by_label) == {f"bucket={text}" for text in texts.values()}
+    for v, text in texts.items():
+        record = by_label[f"bucket={text}"]
+        assert record["bucket"] == float(np.float16(v))  # the exact value
+        assert record["ctr"] == pytest.approx(y[bucket == np.float16(v)].mean(), rel=1e-12)
+    assert set(result.values) == {"ctr/t", *(f"ctr/t/bucket={text}" for text in texts.values())}
+
+
 def test_segment_keys_and_labels_are_distinct_for_null_and_look_alike_text():
     """A null is written None; text that could read as another value (the text "None", text holding
     the separators "/" or ",", or starting with a quote) is quoted: no key of .values is lost."""

@@ -1791,6 +1791,29 @@ def test_strict_false_starts_a_metric_whose_checkpoint_holds_some_of_its_states_
     np.testing.assert_allclose(values["mse/click"].item(), mse, rtol=1e-6)
 
 
+@pytest.mark.parametrize("strict", [True, False])
+def test_with_a_window_a_metric_of_another_from_logits_is_refused_saying_so(strict):
+    """docs/module.md said strict=False starts a metric of another `from_logits` afresh; with `window_size`
+    its ring holds the other setting's states and the load is refused, strict or not (as docs/windows.md
+    says of a wrapped metric with other settings): the error now says so, and nothing of it loads."""
+    b1 = {"label": torch.tensor([1.0, 0, 1]), "prediction": torch.tensor([0.9, 0.2, 0.6])}
+    logits = functools.partial(tmx.NormalizedEntropy, from_logits=True)
+    saved = tmx.RecMetricModule(["t"], {"ne": logits}, throughput=False, window_size=4)
+    saved.update(b1)
+    module = tmx.RecMetricModule(["t"], {"ne": "ne"}, throughput=False, window_size=4)
+    b2 = {"label": torch.tensor([0.0, 1, 1, 0]), "prediction": torch.tensor([0.3, 0.8, 0.4, 0.1])}
+    module.update(b2)
+    match = r"(?s)metrics\.ne\._extra_state: .*cross_entropy_sum_logits.*other settings \(another `from_logits`"
+    with pytest.raises(RuntimeError, match=match):
+        module.load_state_dict(copy.deepcopy(saved.state_dict()), strict=strict)
+    p, y = b2["prediction"].double().numpy(), b2["label"].double().numpy()  # its own batch only
+    ctr = y.mean()
+    expected = np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))) / -(ctr * np.log(ctr) + (1 - ctr) * np.log(1 - ctr))
+    values = module.compute()
+    for key in ("ne/t", "ne/t/window"):
+        np.testing.assert_allclose(values[key].item(), expected, rtol=1e-12)
+
+
 def test_tied_logits_stay_tied_for_pairwise_concordance():
     """RegressionAUC/XAUC rank the logits themselves: a CPU sigmoid of equal logits may differ by an ulp
     (vector and scalar paths), which used to break their ties depending on the batch sizes."""

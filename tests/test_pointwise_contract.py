@@ -1280,6 +1280,51 @@ def test_a_persistent_state_absent_from_the_checkpoint_is_a_missing_key():
         tmx.NormalizedEntropy().load_state_dict(state)
 
 
+class _MeanWithScratch(tmx.metrics.base.GuardedMetric):
+    """A user metric that saves its sums and declares a bookkeeping state ``persistent=False``."""
+
+    full_state_update = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum", persistent=True)
+        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum", persistent=True)
+        self.add_state("calls", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")  # never saved
+
+    def update(self, x):
+        self.total += x.double().sum()
+        self.count += x.numel()
+        self.calls += 1
+
+    def compute(self):
+        return self.total / self.count
+
+
+@pytest.mark.parametrize("windowed", [False, True])
+def test_a_state_declared_not_persistent_does_not_make_every_checkpoint_start_afresh(windowed):
+    """All of a metric's states or none counts the states a checkpoint holds: the persistent ones. A state
+    declared persistent=False is never saved, so its checkpoints always started afresh (the sums lost)."""
+
+    def make():
+        metric = _MeanWithScratch()
+        return tmx.Windowed(metric, window_size=100) if windowed else metric
+
+    saved = make()
+    saved.update(torch.tensor([1.0, 2.0, 3.0]))
+    metric = make()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no starts-afresh note
+        result = metric.load_state_dict(saved.state_dict())
+    assert not result.missing_keys and not result.unexpected_keys
+    metric.update(torch.tensor([6.0]))
+    value = metric.compute()
+    for got in value.values() if windowed else [value]:
+        assert got.item() == np.mean([1.0, 2.0, 3.0, 6.0])
+    partial_state = {k: v for k, v in saved.state_dict().items() if not k.endswith("count")}
+    with pytest.raises(RuntimeError, match="starts afresh"):  # a saved state absent: still all or none
+        make().load_state_dict(partial_state)
+
+
 @pytest.mark.parametrize(
     "factory",
     [

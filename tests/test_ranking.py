@@ -777,7 +777,10 @@ def test_merge_state_refuses_the_other_mode_and_changes_nothing(name, session_in
     states = {k: v.clone() if torch.is_tensor(v) else list(v) for k, v in target.metric_state.items()}
     source = incoming.lifetime if name.startswith("Windowed") else incoming
     for given in (incoming, dict(source.metric_state)):
-        with pytest.raises(ValueError, match=r"Cannot merge into .*(unexpected|missing) \[.*another mode or setting"):
+        refused = (
+            r"Cannot merge (into .*(unexpected|missing) \[.*another mode or setting|a .*queries_complete_per_batch)"
+        )
+        with pytest.raises(ValueError, match=refused):
             receiver.merge_state(given)
         for key, value in target.metric_state.items():
             kept = states[key]
@@ -800,6 +803,70 @@ def test_merge_state_of_the_same_mode_gives_the_value_of_all_queries():
         b.update(p2, y2, indexes=i2)
         a.merge_state(b)
         np.testing.assert_allclose(a.compute().item(), expected, rtol=1e-12)
+
+
+def _mode_metric(qc, windowed, **kw):
+    metric = tmx.NDCG(k=2, queries_complete_per_batch=qc, **kw)
+    metric = tmx.Windowed(metric, window_size=100) if windowed else metric
+    metric.persistent(True)
+    return metric
+
+
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize("metadata", [True, False])
+@pytest.mark.parametrize("windowed", [False, True])
+@pytest.mark.parametrize("saved_qc", [False, True])
+def test_a_checkpoint_of_the_other_mode_is_refused(saved_qc, windowed, metadata, strict):
+    """Both modes keep their sums under the same names: an exact checkpoint loaded into a
+    ``queries_complete_per_batch`` metric read its zero sums (nan, every sample dropped); the other
+    way it started afresh as "an older format". Both are other settings: refused, strict or not,
+    also from a plain dict without metadata (the states show the mode), and nothing changes."""
+    p, y, q = (
+        torch.tensor([0.9, 0.2, 0.6, 0.3, 0.5, 0.1]),
+        torch.tensor([1, 0, 0, 1, 1, 0]),
+        torch.tensor([0, 0, 1, 1, 2, 2]),
+    )
+    saved = _mode_metric(saved_qc, windowed)
+    saved.update(p, y, indexes=q)
+    state = saved.state_dict() if metadata else dict(saved.state_dict())
+    p2, y2, q2 = torch.tensor([0.8, 0.1, 0.4]), torch.tensor([0, 1, 1]), torch.tensor([7, 7, 7])
+    metric = _mode_metric(not saved_qc, windowed)
+    metric.update(p2, y2, indexes=q2)
+    match = rf"setting mismatch for queries_complete_per_batch: the checkpoint (was saved with|holds the states of) queries_complete_per_batch={saved_qc}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no starts-afresh note
+        with pytest.raises(RuntimeError, match=match):
+            metric.load_state_dict(state, strict=strict)
+    expected = single_ref("ndcg", 2)({"preds": p2.numpy(), "target": y2.numpy(), "indexes": q2.numpy()})
+    value = metric.compute()
+    for got in value.values() if windowed else [value]:  # its own query only: nothing was loaded
+        np.testing.assert_allclose(got.item(), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("windowed", [False, True])
+@pytest.mark.parametrize("qc", [False, True])
+def test_a_checkpoint_of_the_same_mode_without_metadata_loads(qc, windowed):
+    """The mode told by the states agrees: a plain dict of the same mode resumes (numpy reference)."""
+    p, y, q = (
+        torch.tensor([0.9, 0.2, 0.6, 0.3, 0.5, 0.1]),
+        torch.tensor([1, 0, 0, 1, 1, 0]),
+        torch.tensor([0, 0, 1, 1, 2, 2]),
+    )
+    saved = _mode_metric(qc, windowed)
+    saved.update(p, y, indexes=q)
+    metric = _mode_metric(qc, windowed)
+    metric.load_state_dict(dict(saved.state_dict()))
+    p2, y2, q2 = torch.tensor([0.8, 0.1, 0.4]), torch.tensor([0, 1, 1]), torch.tensor([7, 7, 7])
+    metric.update(p2, y2, indexes=q2)
+    data = {
+        "preds": torch.cat([p, p2]).numpy(),
+        "target": torch.cat([y, y2]).numpy(),
+        "indexes": torch.cat([q, q2]).numpy(),
+    }
+    value = metric.compute()
+    np.testing.assert_allclose(
+        (value["lifetime"] if windowed else value).item(), single_ref("ndcg", 2)(data), rtol=1e-12
+    )
 
 
 def test_mixed_weighted_batches():

@@ -297,6 +297,37 @@ def test_bad_constructor_args(factory, match):
         factory()
 
 
+@pytest.mark.parametrize("average", ["session", "micro"])
+def test_session_cutoffs_beyond_int64_are_rejected_not_wrapped(average):
+    """A `k` of 2**63 or more wrapped in the int64 rank comparison: precision read nan, recall 0
+    (2**64 + 1 raised a bare OverflowError). Any `k` below 2**63 at least every session's length
+    predicts every item positive: precision is the share of positive labels, recall 1."""
+    p = torch.tensor([0.9, 0.2, 0.6, 0.3, 0.5, 0.1, 0.7])
+    y = torch.tensor([1, 0, 1, 0, 1, 1, 0])
+    s = torch.tensor([0, 0, 1, 1, 2, 2, 2])
+    labels, ids = y.numpy().astype(float), s.numpy()
+    per_session = [labels[ids == g].mean() for g in np.unique(ids)]
+    precision = np.mean(per_session) if average == "session" else labels.mean()
+    for k in (3, 2**62, 2**63 - 1, np.int64(2**63 - 1)):
+        for cls, fn, value in (
+            (tmx.SessionPrecisionAtK, tmf.session_precision_at_k, precision),
+            (tmx.SessionRecallAtK, tmf.session_recall_at_k, 1.0),
+        ):
+            metric = cls(k, average=average)
+            metric.update(p, y, s)
+            assert metric.compute().item() == pytest.approx(value, rel=1e-15)
+            assert fn(p, y, s, k=k, average=average).item() == pytest.approx(value, rel=1e-15)
+    for k in (2**63, 2**64 + 1, np.uint64(2**63)):
+        for cls, fn in (
+            (tmx.SessionPrecisionAtK, tmf.session_precision_at_k),
+            (tmx.SessionRecallAtK, tmf.session_recall_at_k),
+        ):
+            with pytest.raises(ValueError, match=r"`k` below 2\*\*63"):
+                cls(k, average=average)
+            with pytest.raises(ValueError, match=r"`k` below 2\*\*63"):
+                fn(p, y, s, k=k, average=average)
+
+
 def test_session_ranks_ties_share_the_better_rank():
     """TorchRec's rule: rank = number of strictly higher scores, so a tie at the cut-off adds positives."""
     preds = torch.tensor([0.9, 0.5, 0.5, 0.1])

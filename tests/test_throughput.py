@@ -185,6 +185,9 @@ def test_a_rejected_first_update_is_not_counted(batch):
         ({"window_seconds": math.nan}, ValueError, r"`window_seconds` .*got nan"),
         ({"window_seconds": "100"}, ValueError, r"`window_seconds` .*got '100'"),
         ({"clock": 3.0}, TypeError, r"`clock` to be callable, got float"),
+        # no task dimension: the same explanation as other such metrics (it said "Unexpected keyword arguments")
+        ({"num_tasks": 2}, TypeError, r"Throughput has no task dimension, so it takes no `num_tasks` \(got 2\)"),
+        ({"num_tasks": 1}, TypeError, r"Throughput has no task dimension.*once for all tasks"),
     ],
 )
 def test_bad_arguments(kwargs, exc, match):

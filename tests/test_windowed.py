@@ -1179,7 +1179,9 @@ def test_a_torchmetrics_metric_of_scalars_counts_each_update_as_one_sample():
     assert values["lifetime"].item() == 5.0 and values["window"].item() == 2.0
 
 
-@pytest.mark.parametrize("kind", ["list", "tuple", "numpy", "numpy scalar", "nested list", "numpy 2-D"])
+@pytest.mark.parametrize(
+    "kind", ["list", "tuple", "numpy", "numpy scalar", "numpy 0-d array", "nested list", "numpy 2-D"]
+)
 def test_lists_and_numpy_inputs_the_metric_takes_are_windowed(kind):
     """Windowed refused lists, tuples and NumPy values that the wrapped metric accepts (a
     TypeError: no tensor to count samples in); the window is the newest samples, cut as given."""
@@ -1194,6 +1196,7 @@ def test_lists_and_numpy_inputs_the_metric_takes_are_windowed(kind):
         "tuple": tuple,
         "numpy": np.array,
         "numpy scalar": lambda v: np.float32(sum(v)),  # one sample per update: the newest three
+        "numpy 0-d array": lambda v: np.array(sum(v)),  # likewise (it raised: no array to count in)
         "nested list": lambda v: [[x, 10 * x] for x in v],  # rows of values: Mean over axis 0
         "numpy 2-D": lambda v: np.array([[x, 10 * x] for x in v]),
     }[kind]
@@ -1204,7 +1207,7 @@ def test_lists_and_numpy_inputs_the_metric_takes_are_windowed(kind):
         if not two_d:
             theirs.update(as_given(values))
     flat = [x for values in steps for x in values]
-    if kind == "numpy scalar":
+    if kind in ("numpy scalar", "numpy 0-d array"):
         expected = 6.0 + 4.0 + 11.0  # the three updates, one sample each
     elif two_d:
         expected = np.mean([[x, 10 * x] for x in (4.0, 5.0, 6.0)])

@@ -32,8 +32,13 @@ def _value_text(value: Any, dtype: pa.DataType | None = None) -> str:
         if value == NULL_TEXT or value.startswith(_QUOTED) or any(sep in value for sep in _SEPARATORS):
             return repr(value)
         return value
-    if isinstance(value, float) and dtype is not None and (pa.types.is_float32(dtype) or pa.types.is_float16(dtype)):
-        return str(np.float32(value))  # the shortest text of the float32 value: 0.1, not 0.10000000149011612
+    if isinstance(value, (float, np.floating)) and dtype is not None:
+        # the shortest text that reads back as the column's value: 0.1, not 0.10000000149011612 (float32)
+        # or 0.099975586 (float16, whose values arrive as float32)
+        if pa.types.is_float32(dtype):
+            return str(np.float32(value))
+        if pa.types.is_float16(dtype):
+            return str(np.float16(value))
     return str(value)
 
 
@@ -48,8 +53,9 @@ def segment_text(
     Every combination gets its own text: a null is ``None``; text that could read as something else
     (the text ``None``, text holding ``/`` or ``,``, or starting with a quote) is quoted as Python
     writes it (``g='None'``, ``page='/home'``); other text and values are written as they are, a
-    float32 (or float16) column's values (``types``: each column's Arrow type) as the shortest text
-    that reads back as that float32 (``0.1``; the records keep the exact value, ``0.10000000149011612``).
+    float32 or float16 column's values (``types``: each column's Arrow type) as the shortest text
+    that reads back as that float32 or float16 (``0.1``; the records keep the exact value,
+    ``0.10000000149011612`` for float32, ``0.0999755859375`` for float16).
     """
     types = types or {}
     text = separator.join(f"{b}={_value_text(values[b], types.get(b))}" for b in by)
@@ -96,6 +102,9 @@ class EvaluationResult:
             per metric and segment naming the task(s) and the segment, from every rank.
         by_types: the Arrow type of each segment column's values, as read (integers keep their
             width and sign in :meth:`to_arrow`; a column missing here is inferred from the values).
+        label_types: the Arrow type each segment column's labels are written for, where it is not
+            :attr:`by_types`' (a float16 column, whose values are read as float32: its labels are the
+            shortest float16 text, ``0.1``).
     """
 
     tasks: tuple[str, ...]
@@ -107,6 +116,7 @@ class EvaluationResult:
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     by_types: dict[str, pa.DataType] = field(default_factory=dict)
+    label_types: dict[str, pa.DataType] = field(default_factory=dict)
 
     @property
     def values(self) -> dict[str, float]:
@@ -117,7 +127,8 @@ class EvaluationResult:
         """
         out: dict[str, float] = {}
         for record in self.records:
-            suffix = "" if record["segment"] == OVERALL else segment_text(self.by, record, "/", self.by_types)
+            types = {**self.by_types, **self.label_types}
+            suffix = "" if record["segment"] == OVERALL else segment_text(self.by, record, "/", types)
             for metric in self.metrics:
                 out[f"{metric}/{record['task']}{suffix}"] = record[metric]
         return out

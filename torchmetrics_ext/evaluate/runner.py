@@ -411,6 +411,7 @@ class _Run:
             problems=problems,
             warnings=list(dict.fromkeys(caught)),
             by_types=self.segments.types if self.segments is not None else {},
+            label_types=self.segments.label_types if self.segments is not None else {},
         )
 
     def _merge(self, problems: list[Problem]) -> list[Problem]:
@@ -461,7 +462,7 @@ class _Run:
             module = self.plan.module()
             module.update(rows)
             labels = self.segments.labels[index]
-            text = segment_text(self.plan.by, labels, ", ", self.segments.types)
+            text = segment_text(self.plan.by, labels, ", ", self.segments.label_types)
             count = len(next(iter(rows.values())))
             mine.append((index, *self._compute(module, text, labels, count, local=True)))
         if self.world > 1:

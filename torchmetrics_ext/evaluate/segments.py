@@ -14,7 +14,7 @@ segment value is the metric computed on exactly that segment's rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,10 +73,16 @@ class SegmentIndex:
         by: the segment columns.
         combos: a table of the distinct combinations (one row each).
         text_types: the type each ``by`` column of a text file (CSV) is read with.
+        half: the ``by`` columns every source stores as float16 (grouped as float32, which holds
+            their values exactly): their labels are written as float16 values (:attr:`label_types`).
     """
 
     def __init__(
-        self, by: Sequence[str], combos: pa.Table, text_types: Mapping[str, pa.DataType] | None = None
+        self,
+        by: Sequence[str],
+        combos: pa.Table,
+        text_types: Mapping[str, pa.DataType] | None = None,
+        half: Collection[str] = (),
     ) -> None:
         self.by = tuple(by)
         # the type each ``by`` column of a text file (CSV) is read with: numbers when every value of
@@ -84,7 +90,13 @@ class SegmentIndex:
         self.text_types = dict(text_types or {})
         self._value_sets = [pc.unique(_decoded(combos.column(name))).sort(null_placement="at_end") for name in self.by]
         self._sizes = [len(values) for values in self._value_sets]
-        self.types = {name: values.type for name, values in zip(self.by, self._value_sets)}  # as in the labels
+        self.types = {name: values.type for name, values in zip(self.by, self._value_sets)}  # the values' types
+        # the type each column's labels are written for: float16 columns' shortest float16 text (0.1),
+        # not the float32 text of their values (0.099975586)
+        self.label_types = {
+            name: pa.float16() if name in half and pa.types.is_float32(dtype) else dtype
+            for name, dtype in self.types.items()
+        }
         # step -> the sorted distinct keys of the columns before it, where the key is made dense there
         self._dense: dict[int, np.ndarray] = {}
         keys = self._encode_keys([combos.column(name) for name in self.by], build=True)
@@ -165,10 +177,13 @@ def discover_segments(sources: Sequence[Source], by: Sequence[str], batch_size: 
     Raises:
         InvalidDataError: a ``by`` column is missing or not a flat type (names the file and column).
     """
+    half = set(by)  # columns every source stores as float16
     for source in sources:
         schema = source.schema()
         for name in by:
             dtype = check_column(source.label, schema, name, "--by segment")
+            if not pa.types.is_float16(dtype.value_type if pa.types.is_dictionary(dtype) else dtype):
+                half.discard(name)
             if pa.types.is_nested(dtype) or not _groupable(dtype):
                 raise InvalidDataError(
                     f"{source.label}: column {name!r} (--by segment) has type {dtype}; expected flat values "
@@ -191,7 +206,7 @@ def discover_segments(sources: Sequence[Source], by: Sequence[str], batch_size: 
         combos = pa.concat_tables(parts, promote_options="permissive")
     except pa.ArrowException:
         raise InvalidDataError(_type_clash(by, parts, places)) from None
-    return SegmentIndex(by, combos.group_by(list(by)).aggregate([]), types)
+    return SegmentIndex(by, combos.group_by(list(by)).aggregate([]), types, half)
 
 
 def _groupable(dtype: pa.DataType) -> bool:

@@ -31,7 +31,8 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.pointwise import _finish
-from torchmetrics_ext.utilities.checks import TargetDomain, as_int, check_flag, check_tensor, format_pointwise
+from torchmetrics_ext.functional.ranking._inputs import check_cutoff
+from torchmetrics_ext.utilities.checks import TargetDomain, check_flag, check_tensor, format_pointwise
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["session_precision_at_k", "session_recall_at_k"]
@@ -50,10 +51,14 @@ SESSION_STATES = (
 
 
 def _check_session_args(k: int, average: str, rank_labels: bool) -> int:
-    """Check the options; returns ``k`` as a Python int (NumPy integers accepted)."""
-    cutoff = as_int(k)
-    if cutoff is None or cutoff < 1:
-        raise ValueError(f"Expected `k` to be a positive integer, got {k!r}.")
+    """Check the options; returns ``k`` as a Python int (NumPy integers accepted).
+
+    ``k`` is checked as every ranking cutoff is (:func:`~torchmetrics_ext.functional.ranking._inputs.check_cutoff`):
+    a positive integer below ``2**63``, since it is compared with int64 ranks (a larger Python int
+    would wrap); any ``k`` at least a session's length predicts its every item positive.
+    """
+    cutoff = check_cutoff(k, "required")
+    assert cutoff is not None  # "required" never returns None
     if average not in ("session", "micro"):
         raise ValueError(f"Expected `average` to be 'session' or 'micro' (TorchRec's), got {average!r}.")
     check_flag("rank_labels", rank_labels)
@@ -197,7 +202,7 @@ def session_precision_at_k(
         target: labels in [0, 1] (any finite values with ``rank_labels``), same shape.
         sessions: integer session ids on ``preds``' device, ``(N,)`` (shared by all tasks) or ``(T, N)``.
         weights: optional non-negative sample weights; a zero-weight row takes no top-``k`` place.
-        k: the number of top-ranked items of a session predicted positive.
+        k: the number of top-ranked items of a session predicted positive, below ``2**63``.
         average: ``"session"`` (mean over sessions) or ``"micro"`` (TorchRec's pooled counts).
         rank_labels: the top-``k`` labels of each session are the positives.
         validate_args: check inputs before computing.
@@ -239,7 +244,7 @@ def session_recall_at_k(
         target: labels in [0, 1] (any finite values with ``rank_labels``), same shape.
         sessions: integer session ids on ``preds``' device, ``(N,)`` (shared by all tasks) or ``(T, N)``.
         weights: optional non-negative sample weights; a zero-weight row takes no top-``k`` place.
-        k: the number of top-ranked items of a session predicted positive.
+        k: the number of top-ranked items of a session predicted positive, below ``2**63``.
         average: ``"session"`` (mean over sessions) or ``"micro"`` (TorchRec's pooled counts).
         rank_labels: the top-``k`` labels of each session are the positives.
         validate_args: check inputs before computing.

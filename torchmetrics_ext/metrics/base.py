@@ -8,7 +8,7 @@ import inspect
 import numbers
 import re
 import warnings
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -184,17 +184,22 @@ class GuardedMetric(Metric):
       of loading states that mean something else: a tensor state of another shape (another
       ``num_tasks``, ``num_bins``, ``num_segments``...), a list state that is not a list of
       tensors, or settings recorded in the checkpoint's metadata (:meth:`_checkpoint_settings`,
-      e.g. ``num_tasks`` for the exact modes whose list states do not show it) that differ from
-      this metric's. Like ``nn.Module``'s size mismatch, this is an error with ``strict=True``
-      and ``strict=False`` alike, naming the state, the checkpoint's value and the expected one;
+      e.g. ``num_tasks`` for the exact modes whose list states do not show it, or a ranking
+      metric's ``queries_complete_per_batch``, whose sums share names with the other mode's) that
+      differ from this metric's, or that its state names show (:meth:`_settings_shown_by`) where
+      the metadata does not record them. Like ``nn.Module``'s size mismatch, this is an error
+      with ``strict=True`` and ``strict=False`` alike, naming the state, the checkpoint's value and the expected one;
       the metric's own states are then left as they were (other modules of the same
       ``load_state_dict`` may have loaded: start again from a fresh or ``reset`` metric). A
       checkpoint that holds none of the metric's states (TorchMetrics' default: states are not
       persistent) loads nothing into it and is not checked. A checkpoint without metadata (a
-      plain dict, or one written before) is checked by its state shapes only.
-    * **All of a metric's states or none.** A checkpoint that holds only some of its states
-      (another setting's, such as ``from_logits``, or an older format written before a state was
-      added) loads none of them: the metric starts afresh (every state at its default, as after
+      plain dict, or one written before) is checked by its state shapes and by the settings its
+      state names show.
+    * **All of a metric's states or none.** A checkpoint that holds only some of its saved states
+      (the persistent ones; every state if none is persistent: a state declared
+      ``persistent=False`` is never saved and so never missed) because it is another setting's,
+      such as ``from_logits``, or an older format written before a state was added, loads none of
+      them: the metric starts afresh (every state at its default, as after
       ``reset``), all of its persistent states are missing keys (``strict=True`` refuses the
       checkpoint; ``strict=False`` resumes the rest of it) and a note says which states it held
       (in the error, or a ``UserWarning``). Loading the states it holds next to zeros for the
@@ -341,9 +346,32 @@ class GuardedMetric(Metric):
         """Settings a checkpoint records and ``load_state_dict`` requires equal (plain Python values).
 
         Only what the state names and shapes cannot show: a setting that changes a state's name
-        or shape is already checked through them.
+        or shape is already checked through them. A setting that changes which states a metric
+        holds without naming them (a mode whose states are some of another mode's) is recorded
+        here and told by :meth:`_settings_shown_by` in checkpoints that do not record it.
         """
         return {}
+
+    def _settings_shown_by(self, saved: Collection[str]) -> dict[str, Any]:
+        """Settings of :meth:`_checkpoint_settings` that a checkpoint's state names ``saved`` show (default: none).
+
+        Compared with this metric's where the checkpoint's metadata records no value of them (a
+        plain dict, or one written before the setting was recorded): a checkpoint of another mode
+        whose states share names with this one's (an exact ranking metric's and a
+        ``queries_complete_per_batch`` one's sums) is then refused as other settings, not loaded
+        as this metric's states or started afresh as an older format.
+        """
+        return {}
+
+    def _required_states(self) -> list[str]:
+        """The states a checkpoint of this metric holds: its persistent ones (every state if none is persistent).
+
+        A state declared with ``persistent=False`` is never saved, so a checkpoint without it is
+        whole; a metric with no persistent state (TorchMetrics' default) saved nothing itself,
+        and a checkpoint of it (saved persistent) holds every state.
+        """
+        persistent = [name for name in self._defaults if self._persistent[name]]
+        return persistent or list(self._defaults)
 
     def _wrap_compute(self, compute: Callable) -> Callable:
         return keep_value_shapes(self, compute, super()._wrap_compute)
@@ -478,7 +506,11 @@ class GuardedMetric(Metric):
         problems: list[str] = []
         if present:  # else nothing of it loads (not persistent)
             # other recorded settings explain any other shape: the states are checked when the settings agree
-            problems = settings_problems(local_metadata, self._checkpoint_settings(), prefix, type(self).__name__)
+            saved = [k[len(prefix) :] for k in state_dict if k.startswith(prefix) and "." not in k[len(prefix) :]]
+            shown = self._settings_shown_by(saved)
+            problems = settings_problems(
+                local_metadata, self._checkpoint_settings(), prefix, type(self).__name__, shown
+            )
             problems = problems or self._state_problems(state_dict, prefix)
         if problems:
             error_msgs.extend(problems)
@@ -486,7 +518,7 @@ class GuardedMetric(Metric):
                 state_dict.pop(prefix + name, None)  # reported above, not as unexpected keys as well
             return
         persistent = [name for name in self._defaults if self._persistent[name]]
-        if present and len(present) < len(self._defaults):  # some states only: all of them or none
+        if present and not set(self._required_states()) <= set(present):  # some states only: all of them or none
             self._start_afresh(state_dict, prefix, present)
             missing_keys.extend(prefix + name for name in persistent)
         else:
@@ -511,7 +543,7 @@ class GuardedMetric(Metric):
 
     def _start_afresh(self, state_dict: dict[str, Any], prefix: str, present: list[str]) -> None:
         """Read none of the ``present`` states (only some of this metric's): reset the metric and say why."""
-        absent = [name for name in self._defaults if name not in present]
+        absent = [name for name in self._required_states() if name not in present]
         # other names under the metric's prefix: another setting's states (else an older format's)
         others = sorted(
             k[len(prefix) :]
@@ -526,7 +558,8 @@ class GuardedMetric(Metric):
         why = (
             f"and {others}: a checkpoint of other settings"
             if others
-            else "only: an older format of this metric, written before the others were added"
+            else "only: an older format of this metric, written before the others were added (or a checkpoint of "
+            "other settings that hold fewer states)"
         )
         note_checkpoint(
             f"{prefix[:-1] or type(self).__name__}: the checkpoint holds {present} of this "
@@ -713,30 +746,46 @@ def note_settings(destination: Mapping[str, Any], prefix: str, settings: Mapping
 
 
 def settings_problems(
-    local_metadata: Mapping[str, Any], settings: Mapping[str, Any], prefix: str, owner: str
+    local_metadata: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    prefix: str,
+    owner: str,
+    shown: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """Messages for each setting :func:`note_settings` recorded that differs from ``settings`` (none if unrecorded)."""
+    """Messages for each setting :func:`note_settings` recorded that differs from ``settings`` (none if unrecorded).
+
+    ``shown``: settings the checkpoint's state names show (see ``GuardedMetric._settings_shown_by``),
+    compared where the metadata records no value of them (a plain dict, or a checkpoint written
+    before the setting was recorded).
+    """
     saved = local_metadata.get(_SETTINGS_KEY)
-    if not isinstance(saved, Mapping):
-        return []
-    return [
-        f"setting mismatch for {prefix}{name}: the checkpoint was saved with {name}={saved[name]!r}, "
+    recorded: Mapping[str, Any] = saved if isinstance(saved, Mapping) else {}
+    problems = [
+        f"setting mismatch for {prefix}{name}: the checkpoint was saved with {name}={recorded[name]!r}, "
         f"this {owner} has {name}={value!r}."
         for name, value in settings.items()
-        if name in saved and saved[name] != value
+        if name in recorded and recorded[name] != value
     ]
+    problems += [
+        f"setting mismatch for {prefix}{name}: the checkpoint holds the states of {name}={(shown or {})[name]!r}, "
+        f"this {owner} has {name}={value!r}."
+        for name, value in settings.items()
+        if name not in recorded and name in (shown or {}) and (shown or {})[name] != value
+    ]
+    return problems
 
 
-def one_task(metric: object, kwargs: Mapping[str, Any]) -> int:
+def one_task(metric: object, kwargs: Mapping[str, Any], instead: str | None = None) -> int:
     """``1``, the ``num_tasks`` of a metric without a task dimension; ``TypeError`` if the caller gave one.
 
     For the ``__init__`` of such a metric: ``super().__init__(one_task(self, kwargs), ..., **kwargs)``.
+    ``instead``: what to do instead, for the message (default: build one metric per task).
     """
     if "num_tasks" in kwargs:
         name = type(metric).__name__
         raise TypeError(
             f"{name} has no task dimension, so it takes no `num_tasks` (got {kwargs['num_tasks']!r}): "
-            f"build one {name} per task."
+            f"{instead or f'build one {name} per task'}."
         )
     return 1
 
@@ -1175,7 +1224,7 @@ def count_samples(args: Sequence[Any], kwargs: Mapping[str, Any], axis: int = -1
 
     Arrays are tensors, NumPy arrays and (nested) lists or tuples, such as the ``[1.0, 2.0]`` an
     aggregation metric or the list of sentences a TorchMetrics text metric takes. A batch of
-    scalars only (0-dim tensors or numbers, e.g. a step's loss) is one sample.
+    scalars only (0-dim tensors, 0-dim NumPy arrays or numbers, e.g. a step's loss) is one sample.
 
     Args:
         args: positional arguments of ``update``.
@@ -1191,13 +1240,16 @@ def count_samples(args: Sequence[Any], kwargs: Mapping[str, Any], axis: int = -1
         5
         >>> count_samples(([1.0, 2.0, 3.0],), {}, axis=0)
         3
+        >>> import numpy as np
+        >>> count_samples((np.array(3.0),), {})
+        1
     """
     values = (*args, *kwargs.values())
     for value in values:
         length = _array_length(value, axis)
         if length is not None:
             return length
-    if any(isinstance(v, (Tensor, numbers.Number)) and not isinstance(v, bool) for v in values):
+    if any(_is_scalar(v) for v in values):
         return 1
     raise TypeError("Cannot count the samples of a batch without an array (tensor, list) or number argument.")
 
@@ -1211,6 +1263,13 @@ def _array_length(value: Any, axis: int) -> int | None:
     for _ in range(_list_axis(value, axis)):
         value = value[0]
     return len(value)
+
+
+def _is_scalar(value: Any) -> bool:
+    """One value: a 0-dim tensor or NumPy array, or a number (a NumPy scalar too; a Python ``bool`` is no sample)."""
+    if isinstance(value, Tensor) or _is_ndarray(value):
+        return value.ndim == 0
+    return isinstance(value, numbers.Number) and not isinstance(value, bool)
 
 
 def _is_ndarray(value: Any) -> bool:

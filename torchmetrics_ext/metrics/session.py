@@ -90,7 +90,8 @@ class SessionPrecisionAtK(_SessionMetric):
     pushes out of TorchRec's top ``k`` is predicted positive here.
 
     Args:
-        k: number of top-ranked items of a session predicted positive (TorchRec's ``top_threshold``).
+        k: number of top-ranked items of a session predicted positive (TorchRec's ``top_threshold``),
+            below ``2**63``; a ``k`` at least a session's length predicts all its items positive.
         num_tasks: number of tasks ``T``; inputs are ``(N,)`` for one task or ``(T, N)``.
         average: ``"session"`` or ``"micro"``.
         rank_labels: the top-``k`` labels of each session are the positives (TorchRec's
@@ -120,7 +121,8 @@ class SessionRecallAtK(_SessionMetric):
     sessions without a positive label.
 
     Args:
-        k: number of top-ranked items of a session predicted positive (TorchRec's ``top_threshold``).
+        k: number of top-ranked items of a session predicted positive (TorchRec's ``top_threshold``),
+            below ``2**63``; a ``k`` at least a session's length predicts all its items positive.
         num_tasks: number of tasks ``T``.
         average: ``"session"`` or ``"micro"``.
         rank_labels: the top-``k`` labels of each session are the positives.

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.metrics.base import GuardedMetric, _tag
+from torchmetrics_ext.metrics.base import GuardedMetric, _tag, one_task
 from torchmetrics_ext.utilities.checks import as_real, check_int
 from torchmetrics_ext.utilities.warnings import safe_divide
 
@@ -85,7 +85,8 @@ class Throughput(GuardedMetric):
     Raises:
         ValueError: ``warmup_steps`` not a non-negative integer, ``window_seconds`` not a positive
             finite number, a negative count, a 0-dim tensor or a container without a tensor.
-        TypeError: ``clock`` not callable, or a ``batch`` of another type.
+        TypeError: ``clock`` not callable, ``num_tasks`` given (it has no task dimension: it counts
+            each step's examples once for all tasks), or a ``batch`` of another type.
 
     Note:
         **DDP.** Examples are summed across ranks and time is the slowest rank's (``max``): the
@@ -141,6 +142,7 @@ class Throughput(GuardedMetric):
         clock: Callable[[], float] = time.monotonic,
         **kwargs: Any,
     ) -> None:
+        one_task(self, kwargs, "it counts each step's examples once for all tasks (TowerQPS has a rate per task)")
         super().__init__(**kwargs)
         warmup_steps = check_int("warmup_steps", warmup_steps, 0)
         seconds = as_real(window_seconds)

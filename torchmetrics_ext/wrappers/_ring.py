@@ -302,7 +302,12 @@ class StateRing:
         }
 
     def older_format(self, state: Any) -> bool:
-        """Whether ``state`` is this ring's in an older format: some of its states only (the others added since)."""
+        """Whether ``state`` is this ring's in an older format: some of its states only (the others added since).
+
+        The names cannot tell that from another setting whose states are some of these (a ranking
+        metric's ``queries_complete_per_batch`` mode): ``Windowed`` checks the settings first,
+        recorded in the checkpoint or shown by its states.
+        """
         parts = ("sizes", "front", "rings", "back", "chunks")
         if not (isinstance(state, Mapping) and all(part in state for part in parts)):
             return False
@@ -320,7 +325,8 @@ class StateRing:
         if set(state["rings"]) != set(self.tensor_names) or set(state["chunks"]) != set(self.list_names):
             return [
                 f"Window state holds states {sorted(state['rings']) + sorted(state['chunks'])}, "
-                f"expected {sorted(self.tensor_names + self.list_names)}."
+                f"expected {sorted(self.tensor_names + self.list_names)}: the wrapped metric's states under "
+                "other settings (another `from_logits`, `eta`, threshold, ...), whose window this one cannot resume."
             ]
         count = len(state["sizes"])
         out = []

@@ -113,6 +113,14 @@ def _ring_names(state: dict[str, Any]) -> set[str]:
     return names | ({state["state"]} if isinstance(state.get("state"), str) else set())
 
 
+def _required_states(metric: Metric) -> list[str]:
+    """The states a checkpoint of ``metric`` holds: its persistent ones (every state if none is persistent)."""
+    if isinstance(metric, GuardedMetric):
+        return metric._required_states()
+    persistent = [name for name in metric._defaults if metric._persistent[name]]
+    return persistent or list(metric._defaults)
+
+
 def _saved_names(metric: Metric, saved: list[str], version: int) -> set[str]:
     """The state names ``metric`` reads from a checkpoint holding ``saved`` (former names mapped, as it loads them)."""
     if isinstance(metric, GuardedMetric):
@@ -841,7 +849,10 @@ class Windowed(WrapperMetric):
         none of them (a non-persistent ``Windowed``'s, which earlier versions saved with the ring
         alone) loads nothing into the wrapper. A checkpoint of this metric that cannot be resumed
         whole (an older format's ring, states added to the metric since, no ring) loads nothing
-        either: the wrapper starts afresh, its states are missing keys and a note says why.
+        either: the wrapper starts afresh, its states are missing keys and a note says why. A ring
+        of other state names (the wrapped metric built with settings that name its states, such as
+        another ``from_logits``) is refused as other settings, ``strict`` or not, where a metric
+        without a window starts afresh with ``strict=False``: a window of other states cannot resume.
         """
         key = prefix + "_extra_state"
         children = (prefix + "lifetime.", prefix + "window.")
@@ -851,7 +862,15 @@ class Windowed(WrapperMetric):
         life = self._child("lifetime")
         owner = f"Windowed({type(life).__name__})"
         version = local_metadata.get("version", 1)
-        problems = settings_problems(local_metadata, self._checkpoint_settings(), prefix, owner)
+        # settings the metadata does not record, told by the states the lifetime holds (a mode whose
+        # states are some of another mode's: its ring would otherwise read as an older format)
+        head = prefix + "lifetime."
+        shown = (
+            life._settings_shown_by([k[len(head) :] for k in state_dict if k.startswith(head)])
+            if isinstance(life, GuardedMetric)
+            else {}
+        )
+        problems = settings_problems(local_metadata, self._checkpoint_settings(), prefix, owner, shown)
         if not problems and self._hist is not None:
             problems = self._histogram_name_problems(state_dict, prefix, version, owner)
         store = self._hist if self._hist is not None else self._ring
@@ -904,7 +923,7 @@ class Windowed(WrapperMetric):
             head = f"{prefix}{child}."
             saved = [k[len(head) :] for k in state_dict if k.startswith(head) and "." not in k[len(head) :]]
             metric = self._child(child)
-            expected = set(metric._defaults)
+            expected = set(_required_states(metric))
             read = _saved_names(metric, saved, version) & expected
             if read != expected:
                 return (

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import torch
@@ -156,6 +156,24 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         if not queries_complete_per_batch:
             for name, dtype in _ROW_STATES.items():
                 self._add_list_state(name, dtype)
+
+    def _checkpoint_settings(self) -> dict[str, Any]:
+        """``queries_complete_per_batch`` too: both modes keep their sums under the same names.
+
+        The exact mode's checkpoint holds the session mode's states and its rows besides, so loading
+        one mode's checkpoint into the other read only zero sums (every sample dropped) or started
+        afresh as an "older format". A checkpoint that does not record the mode (a plain dict, or one
+        written before) shows it by its states (:meth:`_settings_shown_by`).
+        """
+        return {**super()._checkpoint_settings(), "queries_complete_per_batch": self.queries_complete_per_batch}
+
+    def _settings_shown_by(self, saved: Collection[str]) -> dict[str, Any]:
+        """The mode of a checkpoint holding ``saved``: exact with any row state, else per batch with its sums."""
+        if any(name in saved for name in _ROW_STATES):
+            return {"queries_complete_per_batch": False}
+        if "weight_sum" in saved or self._value_state in saved:
+            return {"queries_complete_per_batch": True}
+        return {}
 
     @property
     def value_sum(self) -> Tensor:

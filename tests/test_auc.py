@@ -1107,3 +1107,19 @@ def test_merging_the_flat_rows_of_another_num_tasks_is_refused(cls, windowed):
         three.merge_state(one.metric_state)
     got = three.compute()["lifetime"] if windowed else three.compute()
     torch.testing.assert_close(got, expected)  # nothing merged
+
+
+@pytest.mark.parametrize(("functional", "ref"), [(tmf.grouped_auc, ref_auc), (tmf.grouped_auprc, ref_auprc)])
+@pytest.mark.parametrize("device_path", [False, True])
+def test_grouped_functionals_take_weights_that_require_grad(functional, ref, device_path):
+    """Weights from a model (requiring grad) are read detached, as the classes and ``auc`` read them: the
+    value is scikit-learn's per-group average (the kernels' in-place work raised on such a view)."""
+    rng = np.random.default_rng(12)
+    p, y, g = rng.random(60).round(2), rng.integers(0, 2, 60), rng.integers(0, 6, 60)
+    w = rng.uniform(0.1, 3.0, 60)
+    weights = torch.tensor(w, requires_grad=True)
+    preds = torch.tensor(p, requires_grad=True)
+    with force_device_path() if device_path else contextlib.nullcontext():
+        value = functional(preds, torch.tensor(y), torch.tensor(g), weights)
+    assert value.item() == pytest.approx(ref_grouped(p, y, g, w, ref), rel=1e-6)
+    assert not value.requires_grad

@@ -1731,6 +1731,64 @@ def test_ranking_takes_steps_with_and_without_a_weight_column(window_size, weigh
     assert all(torch.isfinite(module.compute()[key]) for key in keys)
 
 
+@pytest.mark.parametrize("window_size", [None, 100])
+def test_ranking_keeps_its_rows_when_the_step_buffers_are_reused(window_size):
+    """One dict of preallocated buffers overwritten every step: the ranking rows kept from earlier steps
+    are the metric's own copies (they read the last step's rows for every step). Two tasks share the
+    session id and weight columns: each is copied once for both tasks, not kept as the caller's tensor."""
+    tasks = [
+        tmx.RecTaskInfo("a", "la", "pa", "w", session_id_name="q"),
+        tmx.RecTaskInfo("b", "lb", "pb", "w", session_id_name="q"),
+    ]
+    module = tmx.RecMetricModule(tasks, {"mrr": "mrr", "ndcg": "ndcg"}, window_size=window_size, throughput=False)
+    steps = [
+        {"pa": [0.9, 0.1, 0.5], "la": [1, 0, 0], "pb": [0.2, 0.8, 0.4], "lb": [0, 0, 1], "q": 0, "w": 2.0},
+        {"pa": [0.2, 0.8, 0.4], "la": [1, 0, 0], "pb": [0.9, 0.1, 0.5], "lb": [0, 1, 0], "q": 1, "w": 1.0},
+    ]
+    buffers = {
+        "pa": torch.empty(3),
+        "pb": torch.empty(3),
+        "la": torch.empty(3, dtype=torch.int8),
+        "lb": torch.empty(3, dtype=torch.int8),
+        "q": torch.empty(3, dtype=torch.int32),
+        "w": torch.empty(3),
+    }
+    for step in steps:
+        for key, buffer in buffers.items():
+            buffer.copy_(torch.as_tensor(step[key]).expand(3))
+        module.update(buffers)
+    for buffer in buffers.values():
+        buffer.fill_(1)
+    values = module.compute()
+
+    def reciprocal_rank(p, y):  # first relevant row in descending score order (no ties here)
+        return 1.0 / (1 + int(np.flatnonzero(np.asarray(y)[np.argsort(-np.asarray(p))])[0]))
+
+    def ndcg(p, y):  # binary gains, one relevant row: 1 / log2(1 + its rank)
+        return 1.0 / np.log2(1 + 1 / reciprocal_rank(p, y))
+
+    for task in ("a", "b"):
+        weights = [s["w"] for s in steps]
+        expected = {
+            "mrr": np.average([reciprocal_rank(s[f"p{task}"], s[f"l{task}"]) for s in steps], weights=weights),
+            "ndcg": np.average([ndcg(s[f"p{task}"], s[f"l{task}"]) for s in steps], weights=weights),
+        }
+        for name, value in expected.items():
+            keys = [f"{name}/{task}"] + ([] if window_size is None else [f"{name}/{task}/window"])
+            for key in keys:
+                np.testing.assert_allclose(values[key].item(), value, rtol=1e-12, err_msg=key)
+    units = [m for m in module.modules() if isinstance(m, tmx.MRR) and isinstance(m.indexes, list) and m.indexes]
+    assert len(units) >= 2
+    for name in ("indexes", "weights"):
+        kept = {id(chunk) for unit in units for chunk in getattr(unit, name)}
+        assert len(kept) == len(steps), name  # one copy per step, shared by the tasks
+        assert all(
+            chunk.untyped_storage().data_ptr() != buffers[{"indexes": "q", "weights": "w"}[name]].data_ptr()
+            for unit in units
+            for chunk in getattr(unit, name)
+        )
+
+
 def test_calling_the_module_says_how_to_use_it():
     module = build({"ne": "ne"})
     with pytest.raises(TypeError, match=r"feed each step with `update\(model_out\)`"):

@@ -705,3 +705,17 @@ def test_unsigned_labels_and_weights_are_accepted(dtype, device_path):
             metric.update(p, target, weights)
             np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-12, err_msg=cls.__name__)
             np.testing.assert_allclose(fn(p, target, weights).item(), expected, rtol=1e-12, err_msg=fn.__name__)
+
+
+@pytest.mark.parametrize(("functional", "ref"), [(tmf.xauc, ref_xauc), (tmf.regression_auc, ref_rauc)])
+@pytest.mark.parametrize("num_tasks", [None, 2])
+def test_functionals_take_weights_that_require_grad(functional, ref, num_tasks):
+    """Weights from a model (requiring grad) are read detached, as the classes read them: the value is the
+    brute-force pair count's (the kernels' ``out=`` work raised on them)."""
+    rng = np.random.default_rng(4)
+    shape = (60,) if num_tasks is None else (num_tasks, 60)
+    p, y, w = rng.random(shape).round(1), rng.integers(0, 4, shape).astype(float), rng.uniform(0.1, 3.0, shape)
+    value = functional(torch.tensor(p, requires_grad=True), torch.tensor(y), torch.tensor(w, requires_grad=True))
+    expected = ref(p, y, w) if num_tasks is None else [ref(p[t], y[t], w[t]) for t in range(num_tasks)]
+    np.testing.assert_allclose(value.detach().numpy(), expected, rtol=1e-12)
+    assert not value.requires_grad

@@ -1552,3 +1552,48 @@ def test_updates_after_set_dtype_store_their_chunks_in_the_new_dtype(factory, re
     whole.set_dtype(torch.float16)
     whole.update(torch.cat([p, p]), torch.cat([y, y]))
     assert cast.compute().item() == whole.compute().item()
+
+
+def _flat_values(value):
+    """A value's numbers in a fixed order (dicts of tensors included), for comparing two runs."""
+    if isinstance(value, dict):
+        return [number for key in sorted(value) for number in _flat_values(value[key])]
+    return torch.as_tensor(value).detach().double().reshape(-1).tolist()
+
+
+_INFERENCE_EXTRA = {
+    "Windowed(AUC(num_bins))": (lambda: tmx.Windowed(tmx.AUC(num_bins=8), 3), _POINTWISE),
+    "Windowed(NDCG)": (lambda: tmx.Windowed(tmx.NDCG(), 3), _RANKING),
+}
+_TIMED = ("Throughput", "TowerQPS")  # values depend on the clock: checked to run, not compared
+
+
+@pytest.mark.parametrize("step", ["reset", "compute-reset", "forward"])
+@pytest.mark.parametrize("name", sorted({**_EVERY_METRIC, **_INFERENCE_EXTRA}))
+def test_reset_or_forward_under_inference_mode_leaves_ordinary_states(name, step):
+    """A ``reset()`` (after a ``compute()``) or a ``forward`` under ``torch.inference_mode()`` (Lightning's
+    validation and sanity-check hooks) leaves ordinary tensors: the next ``update`` outside inference mode
+    raised "Inplace update to inference tensor outside InferenceMode". Values equal a run without inference mode."""
+    from torchmetrics import Metric
+
+    factory, batch = {**_EVERY_METRIC, **_INFERENCE_EXTRA}[name]
+    metric, reference = factory(), factory()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        metric.update(**batch)
+        with torch.inference_mode():
+            if step == "forward":
+                metric(**batch)
+            else:
+                if step == "compute-reset":
+                    metric.compute()
+                metric.reset()
+        metric.update(**batch)
+        for _ in range(3 if step == "forward" else 1):
+            reference.update(**batch)
+        states = [value for m in metric.modules() if isinstance(m, Metric) for value in m.metric_state.values()]
+        assert not any(torch.is_tensor(value) and value.is_inference() for value in states)
+        value, expected = metric.compute(), reference.compute()
+    if name not in _TIMED:
+        # forward adds the batch's states to the others': the same sums, up to the order of additions
+        np.testing.assert_allclose(_flat_values(value), _flat_values(expected), rtol=1e-12)

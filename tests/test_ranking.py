@@ -1504,3 +1504,116 @@ def test_masked_padding_is_never_read_or_checked():
     values = dirty.compute()
     for key, value in expected.items():
         np.testing.assert_allclose(values[key].item(), value, rtol=1e-12, err_msg=key)
+
+
+# ----------------------------------------------------------------------------- the caller's tensors
+
+
+def _reuse_cases():
+    """Every flat ranking class (its reference), plain and windowed (a window holding every row)."""
+    cases = [
+        (cid, partial(cls, **({} if name in NO_CUTOFF else {"k": k})), single_ref(name, k))
+        for cid, cls, _, name, k, _ in _SINGLE
+    ]
+    cases.append(("all@1,3", partial(tmx.RankingMetrics, ks=(1, 3)), dict_ref((1, 3))))
+    return [
+        pytest.param(factory, reference, windowed, id=f"{cid}{'-windowed' if windowed else ''}")
+        for cid, factory, reference in cases
+        for windowed in (False, True)
+    ]
+
+
+def _values(out):
+    return {key: value.item() for key, value in out.items()} if isinstance(out, dict) else out.item()
+
+
+@pytest.mark.parametrize(("factory", "reference", "windowed"), _reuse_cases())
+def test_exact_mode_keeps_its_own_rows_when_the_caller_reuses_its_buffers(factory, reference, windowed):
+    """Flat rows are copied at ``update``: a preallocated step buffer overwritten by the next step (and
+    scribbled over before ``compute``) changes no row kept before (the metric gave the last step's rows
+    for every batch). Narrow dtypes (float32 scores and weights, int8 relevance, int32 ids) and
+    weights included; values against the numpy brute force over the rows as they were given."""
+    data = flat_data(np.random.default_rng(41), num_queries=40, weights=True, shuffle=False)
+    n, parts = data["preds"].numel(), 4
+    size = n // parts
+    buffers = {
+        "preds": torch.empty(size, dtype=torch.float32),
+        "target": torch.empty(size, dtype=torch.int8),
+        "indexes": torch.empty(size, dtype=torch.int32),
+        "weights": torch.empty(size, dtype=torch.float32),
+    }
+    metric = factory()
+    if windowed:
+        metric = tmx.Windowed(metric, window_size=10 * n)
+    for i in range(parts):
+        for key, buffer in buffers.items():
+            buffer.copy_(data[key][i * size : (i + 1) * size])
+        metric.update(**buffers)
+    for buffer in buffers.values():
+        buffer.fill_(7)  # the caller's next use of its buffers
+    rows = {key: data[key][: parts * size].to(buffer.dtype) for key, buffer in buffers.items()}  # as given
+    expected = reference(H.to_numpy(rows))
+    out = metric.compute()
+    for part in ("lifetime", "window") if windowed else (None,):
+        got = _values(out if part is None else out[part])
+        if isinstance(expected, dict):
+            for key, value in expected.items():
+                np.testing.assert_allclose(got[key], value, rtol=1e-6, err_msg=f"{part} {key}")
+        else:
+            np.testing.assert_allclose(got, expected, rtol=1e-6, err_msg=str(part))
+
+
+def test_reused_buffers_give_sklearns_ndcg():
+    """The report's case: two queries written into the same three-row buffers, one after the other."""
+    from sklearn.metrics import ndcg_score
+
+    metric = tmx.NDCG()
+    preds, target, ids = torch.empty(3), torch.empty(3), torch.empty(3, dtype=torch.long)
+    for p, t, i in [([0.9, 0.1, 0.5], [1.0, 0.0, 0.0], 0), ([0.2, 0.8, 0.4], [1.0, 0.0, 0.0], 1)]:
+        preds.copy_(torch.tensor(p))
+        target.copy_(torch.tensor(t))
+        ids.fill_(i)
+        metric.update(preds, target, indexes=ids)
+    expected = ndcg_score([[1, 0, 0], [1, 0, 0]], [[0.9, 0.1, 0.5], [0.2, 0.8, 0.4]])  # 0.75
+    np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-12)
+
+
+def test_exact_mode_keeps_only_the_rows_of_a_view():
+    """A column view of a larger output is copied compactly: the states hold its rows (16 bytes per row
+    here, ranking.md), not the output they were cut from."""
+    rng = np.random.default_rng(3)
+    outputs = torch.tensor(rng.random((1000, 64)), dtype=torch.float32)
+    labels = torch.tensor(rng.integers(0, 2, (1000, 8)))
+    ids = torch.arange(1000).repeat_interleave(4).view(1000, 4) // 10
+    metric = tmx.NDCG(k=3)
+    metric.update(outputs[:, 5], labels[:, 2], indexes=ids[:, 0], weights=outputs[:, 7])
+    held = {name: getattr(metric, name)[0].untyped_storage().nbytes() for name in ("preds", "target", "indexes")}
+    assert held == {"preds": 4000, "target": 4000, "indexes": 8000}  # int64 relevance below 2**31 kept as int32
+    assert metric.weights[0].untyped_storage().nbytes() == 4000
+    rows = {"preds": outputs[:, 5], "target": labels[:, 2], "indexes": ids[:, 0], "weights": outputs[:, 7]}
+    np.testing.assert_allclose(metric.compute().item(), single_ref("ndcg", 3)(H.to_numpy(rows)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("windowed", [False, True])
+def test_kept_rows_hold_no_autograd_graph(windowed):
+    """Relevance from a model (a teacher's soft labels), scores and weights that require grad: the kept
+    rows are detached (an autograd graph kept per batch grew memory with the steps); the value is that
+    of the detached rows."""
+    rng = np.random.default_rng(8)
+    data = flat_data(rng, num_queries=20, weights=True, grades=3)
+    leaf = data["target"].double().requires_grad_()
+    soft = leaf * 0.5  # relevance computed from a tensor that requires grad (has a grad_fn)
+    preds = data["preds"].clone().requires_grad_()
+    weights = data["weights"].clone().requires_grad_()
+    metric = tmx.NDCG(k=3)
+    if windowed:
+        metric = tmx.Windowed(metric, window_size=10_000)
+    metric.update(preds, soft, indexes=data["indexes"], weights=weights)
+    states = metric.lifetime if windowed else metric
+    kept = [chunk for name in ("preds", "target", "indexes", "weights") for chunk in getattr(states, name)]
+    assert kept and not any(chunk.requires_grad or chunk.grad_fn is not None for chunk in kept)
+    rows = {**H.to_numpy(data), "target": H.to_numpy(data)["target"] * 0.5}
+    out = metric.compute()
+    for value in out.values() if windowed else [out]:
+        assert value.grad_fn is None
+        np.testing.assert_allclose(value.item(), single_ref("ndcg", 3)(rows), rtol=1e-12)

@@ -1827,3 +1827,39 @@ def test_binned_window_keeps_few_spare_blocks() -> None:
     hist = window._hist
     assert len(hist.spare) <= 2
     assert len(hist.slots) + len(hist.spare) <= 2 * math.isqrt(len(hist.sizes)) + 3
+
+
+@pytest.mark.parametrize(
+    ("factory", "reference"),
+    [(tmx.AUC, skm.roc_auc_score), (tmx.AUPRC, skm.average_precision_score)],
+    ids=["auc", "auprc"],
+)
+@pytest.mark.parametrize("cut", [False, True])
+def test_binned_window_takes_weights_that_require_grad(factory, reference, cut):
+    """Weights from a model (requiring grad) are read detached into the histogram window: every compute
+    gives scikit-learn's value of the binned scores (no autograd graph kept, no error, no nan), and
+    ``forward`` as well. With ``cut`` the batch is larger than the window (the window keeps its newest rows)."""
+    rng = np.random.default_rng(17)
+    n, window = 40, (25 if cut else 100)
+    p = rng.uniform(0.02, 0.98, n)
+    y = rng.integers(0, 2, n)
+    y[:2] = (0, 1)
+    y[-2:] = (0, 1)
+    w = rng.uniform(0.2, 3.0, n)
+    weights = torch.tensor(w, requires_grad=True)
+    metric = Windowed(factory(num_bins=20, bin_space="probability"), window)
+    bins = np.clip(np.floor(p.astype(np.float32) * np.float32(20)), 0, 19)  # the documented probability bins
+    expected = {
+        "lifetime": reference(y, bins, sample_weight=w),
+        "window": reference(y[-min(n, window) :], bins[-min(n, window) :], sample_weight=w[-min(n, window) :]),
+    }
+    batch = (torch.tensor(p), torch.tensor(y), weights)
+    value = metric(*batch)
+    for part, expect in expected.items():
+        assert value[part].item() == pytest.approx(expect, rel=1e-12), f"forward {part}"
+    metric.update(*batch)
+    for _ in range(2):  # the first compute raised; every later one gave a nan window
+        out = metric.compute()
+        for part, expect in expected.items():
+            assert out[part].grad_fn is None, part
+            assert out[part].item() == pytest.approx(expect, rel=1e-12), part

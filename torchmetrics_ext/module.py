@@ -25,6 +25,7 @@ from torchmetrics import Metric, MetricCollection
 
 from torchmetrics_ext.functional._sums import sharing_sums
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _replay, load_explained
+from torchmetrics_ext.metrics.ranking._base import sharing_row_copies
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.registry import (
     TORCHREC_SELF_NAMED,
@@ -705,16 +706,18 @@ class RecMetricModule(nn.Module):
                         update(p, y, groups=batch.groups, weights=w)
                     else:
                         update(p, y, w)
-        # Ranking rows are kept per sample: they get the columns as given (float32 scores,
-        # int8 labels stay narrow in their states; they are validated above all the same).
-        # Bool labels go as stacked float64.
+        # Ranking rows are kept per sample: they get the columns as given and keep copies of them
+        # in their own dtypes (float32 scores, int8 labels stay narrow in their states; they are
+        # validated above all the same); a column several tasks share (the session ids, a weight
+        # column) is copied once for all of them. Bool labels go as stacked float64.
         # A task without a weight column passes none: the ranking metric keeps unit weights for
         # those rows (no memory per row), so its weighted and unweighted steps mix, windowed or not.
         preds, labels, weights = batch.columns
-        for t, (unit, *_) in enumerate(updated[len(updated) - self._num_copies :]):
-            task = t % len(self.tasks)
-            target = labels[task] if labels[task].dtype != torch.bool else batch.target[task]
-            unit.update(preds[task], target, indexes=batch.sessions[task], weights=weights[task])  # type: ignore[index]
+        with sharing_row_copies():
+            for t, (unit, *_) in enumerate(updated[len(updated) - self._num_copies :]):
+                task = t % len(self.tasks)
+                target = labels[task] if labels[task].dtype != torch.bool else batch.target[task]
+                unit.update(preds[task], target, indexes=batch.sessions[task], weights=weights[task])  # type: ignore[index]
 
     def _named_value_error(self, batch: _Batch, error: ValueError) -> ValueError:
         """``error`` (of the whole step's check) told about the first task and column that fail on their own."""

@@ -415,6 +415,37 @@ class GuardedMetric(Metric):
         sync = super().sync
         recomputed_after(self, lambda: sync(dist_sync_fn, process_group, should_sync, distributed_available))
 
+    def reset(self) -> None:
+        """TorchMetrics' ``reset``; the states it makes are ordinary tensors, under ``torch.inference_mode()`` too.
+
+        TorchMetrics clones each default, which under inference mode (a Lightning validation or
+        sanity-check hook that resets or logs a metric) gives inference tensors: the next
+        ``update`` outside inference mode then failed on its in-place sums ("Inplace update to
+        inference tensor outside InferenceMode").
+        """
+        with torch.inference_mode(False):
+            super().reset()
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """TorchMetrics' ``forward``; under ``torch.inference_mode()`` the states are left ordinary tensors.
+
+        TorchMetrics' ``forward`` joins the batch's states to the accumulated ones out of place,
+        which under inference mode makes inference tensors (see :meth:`reset`); they are copied
+        back into ordinary ones (only under inference mode: a copy of each tensor state).
+        """
+        value = super().forward(*args, **kwargs)
+        if torch.is_inference_mode_enabled():
+            self._ordinary_states()
+        return value
+
+    def _ordinary_states(self) -> None:
+        """Replace tensor states that are inference tensors by ordinary copies (list chunks are never written)."""
+        with torch.inference_mode(False):
+            for name in self._defaults:
+                value = getattr(self, name)
+                if isinstance(value, Tensor) and value.is_inference():
+                    setattr(self, name, value.clone())
+
     def unsync(self, should_unsync: bool = True) -> None:
         """TorchMetrics' ``unsync``, dropping a value computed from the synced states (see :meth:`sync`)."""
         unsync = super().unsync

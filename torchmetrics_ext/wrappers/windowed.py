@@ -663,13 +663,14 @@ class Windowed(WrapperMetric):
         return {"lifetime": self.lifetime.compute(), "window": self.window.compute()}
 
     def reset(self) -> None:
-        """Clear the lifetime, the window and the ring."""
-        super().reset()
-        self.lifetime.reset()
-        self.window.reset()
-        self._ring.clear()
-        if self._hist is not None:
-            self._hist.clear()
+        """Clear the lifetime, the window and the ring (ordinary tensors, under ``torch.inference_mode()`` too)."""
+        with torch.inference_mode(False):  # a wrapped TorchMetrics metric's reset would make inference tensors
+            super().reset()
+            self.lifetime.reset()
+            self.window.reset()
+            self._ring.clear()
+            if self._hist is not None:
+                self._hist.clear()
         self.__dict__["_window_stale"] = self.__dict__["_lifetime_stale"] = False
         self._bind_window_lists()
 

@@ -231,10 +231,12 @@ def _binned_entries(
 
     Returns:
         The flat bin index (int64 ``(T, N)``) and the float64 weight (``(T, N)``, possibly a
-        broadcast view; ``None`` when unweighted: all ones).
+        broadcast view; ``None`` when unweighted: all ones), detached: a histogram is not
+        differentiable, and a caller may keep the entries (a window's ring) and add them with
+        ``out=`` kernels, which refuse tensors that require grad.
     """
     index = _binned_index(preds, target, num_bins, logit_range, from_logits, bin_space).view(preds.shape)
-    values = None if weights is None else weights.to(torch.float64).expand(preds.shape)
+    values = None if weights is None else weights.detach().to(torch.float64).expand(preds.shape)
     return index, values
 
 

@@ -174,9 +174,11 @@ def _grouped_update(
 ) -> tuple[Tensor, Tensor]:
     """``(sum of group values, sum of group weights)`` per task over the groups averaged (see ``_group_values``).
 
-    A group's weight is 1, or its total sample weight when ``weight_groups``.
+    A group's weight is 1, or its total sample weight when ``weight_groups``. Not differentiable:
+    the inputs are read detached (the kernels write in place and with ``out=``, which autograd
+    refuses for tensors that require grad, such as weights from a model).
     """
-    stats = _grouped_curve_stats(scores, signed, groups)
+    stats = _grouped_curve_stats(scores.detach(), signed.detach(), groups)
     present = _present_groups(groups, stats[0].shape[-1]) if average_groups == "all" else None
     values, valid = _group_values(stats, kind, present)
     group_weight = (stats[0] + stats[1]) if weight_groups else torch.ones_like(values)

@@ -212,7 +212,12 @@ def _pairwise_counts(preds: Tensor, target: Tensor, weights: Tensor | None, *, r
     that the pairs that decide both values neither underflow nor overflow, whatever the weight
     ratios: with ``relative=True`` the totals stay in those units (ratios need no more), else
     they are scaled back (which may under/overflow for pair weights beyond float64's range).
+
+    Not differentiable: the inputs are read detached (the kernels write with ``out=``, which
+    autograd refuses for tensors that require grad, such as weights from a model).
     """
+    preds, target = preds.detach(), target.detach()
+    weights = None if weights is None else weights.detach()
     num_tasks, n = preds.shape
     device = preds.device
     zeros = torch.zeros(num_tasks, dtype=torch.float64, device=device)

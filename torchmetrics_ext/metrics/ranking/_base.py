@@ -5,15 +5,17 @@ that package for the definitions, the input forms and the tie rule. Shared behav
 
 * ``update(preds, target, indexes=None, mask=None, weights=None)`` takes flat ``(N,)`` rows
   grouped by ``indexes`` or padded ``(Q, L)`` candidate lists (``mask`` or ``padding_value``).
-* Exact mode (default, ``queries_complete_per_batch=False``): flat rows are kept as given in
-  ``cat`` states (scores, relevance, ids and weights: O(N) memory; validated int64 relevance
-  below ``2**31`` is kept as an int32 copy) and grouped by query at ``compute``, so a query may
-  span batches and DDP ranks (same id = same query). Weights may come with some batches and not
-  others (rows without weights weigh 1): a batch without them keeps unit weights, a stride-0
-  view of one element (no memory per row); when no row anywhere has weights the unweighted
-  kernels run and no ones are made. Before a DDP gather each rank joins its chunks cast one by
-  one to float64/int64; a rank without weights sends none, and gets ones after the gather only
-  when another rank sent weights.
+* Exact mode (default, ``queries_complete_per_batch=False``): flat rows are kept in ``cat``
+  states as compact copies in their own dtypes (scores, relevance, ids and weights: O(N) memory;
+  validated int64 relevance below ``2**31`` is kept as int32) and grouped by query at
+  ``compute``, so a query may span batches and DDP ranks (same id = same query). The copies are
+  the metric's own and hold no autograd graph: a caller may overwrite its tensors after
+  ``update`` (a preallocated step buffer), and a view into a larger output keeps only its rows.
+  Weights may come with some batches and not others (rows without weights weigh 1): a batch
+  without them keeps unit weights, a stride-0 view of one element (no memory per row); when no
+  row anywhere has weights the unweighted kernels run and no ones are made. Before a DDP gather
+  each rank joins its chunks cast one by one to float64/int64; a rank without weights sends
+  none, and gets ones after the gather only when another rank sent weights.
 * ``queries_complete_per_batch=True`` (TorchRec's session mode): each batch's queries are
   scored at ``update`` and only weighted sums are kept (constant memory); a query split across
   batches counts as separate queries. Padded input always takes this path: a padded row is a
@@ -26,6 +28,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Collection, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -254,11 +257,13 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
             self.value_sum += value_sum
             self.weight_sum += weight_sum
             return
-        # Flat rows without a mask are the caller's tensors: kept as given (no copy, in their own
-        # dtype: float32 scores and weights, int8 labels, int32 ids stay 4 or 1 bytes per row);
-        # converted to float64/int64 at sync and compute.
+        # Flat rows without a mask are the caller's tensors: kept as compact copies in their own
+        # dtypes (float32 scores and weights, int8 labels, int32 ids stay 4 or 1 bytes per row),
+        # so an in-place write to a reused buffer after this call changes no kept row, and a view
+        # into a larger output does not keep that output alive. Rows a mask selects are copies
+        # already. Everything is converted to float64/int64 at sync and compute.
         as_given = mask is None and indexes is not None and not rows.padded
-        row_weights = weights if as_given and weights is not None else rows.weights
+        kept = _own_copy if as_given else Tensor.detach
         # One weight chunk per row chunk, always: a batch without weights gets unit weights, a
         # stride-0 view of one cached element (no memory per row), so rows of weighted and
         # unweighted batches line up wherever their chunks are joined (a window's ring, a DDP
@@ -266,18 +271,19 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         # chunk for its unweighted rows: those get unit weights first.
         for earlier in self.preds[len(self.weights) :]:
             self.weights.append(self._unit_weights(earlier))
+        row_weights = weights if as_given and weights is not None else rows.weights
         if row_weights is None:
             self.weights.append(self._unit_weights(rows.preds))
-        else:
-            if _is_unit(row_weights):  # a caller's stride-0 weights must not read as unit weights
-                row_weights = row_weights.clone(memory_format=torch.contiguous_format)
-            self.weights.append(row_weights.detach())
-        self.preds.append(rows.preds.detach())
+        else:  # a copy is contiguous: a caller's stride-0 weights never read as unit weights
+            self.weights.append(kept(row_weights))
+        self.preds.append(kept(rows.preds))
         target = rows.target
         if target.dtype == torch.int64 and rows.target_max is not None and rows.target_max < _INT32_LIMIT:
-            target = target.to(torch.int32)  # validated relevance: half the memory kept per row
+            target = target.detach().to(torch.int32)  # validated relevance: half the memory kept per row (a copy)
+        else:
+            target = kept(target)
         self.target.append(target)
-        self.indexes.append(indexes if as_given else rows.indexes)  # type: ignore[arg-type]
+        self.indexes.append(kept(indexes) if as_given else rows.indexes)  # type: ignore[arg-type]
 
     def _unit_weights(self, rows: Tensor) -> Tensor:
         """Weight 1 for each of ``rows``: a stride-0 view of one float32 element on their device (cached)."""
@@ -364,6 +370,41 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
 def _is_unit(chunk: Tensor) -> bool:
     """Whether a weight chunk is unit weights: a stride-0 view (callers' stride-0 weights are copied at update)."""
     return chunk.ndim == 1 and chunk.stride(0) == 0
+
+
+_SHARED_COPIES: ContextVar[dict[int, tuple[Tensor, Tensor]] | None] = ContextVar("_SHARED_COPIES", default=None)
+
+
+def _own_copy(value: Tensor) -> Tensor:
+    """A detached, compact copy of a caller's tensor, in its own dtype: what the exact mode keeps of it.
+
+    Inside :class:`sharing_row_copies` one copy per tensor object is made and shared.
+    """
+    shared = _SHARED_COPIES.get()
+    if shared is not None:
+        hit = shared.get(id(value))
+        if hit is not None and hit[0] is value:  # the tensor is held below: its id is not reused in the block
+            return hit[1]
+    copy = value.detach().clone(memory_format=torch.contiguous_format)
+    if shared is not None:
+        shared[id(value)] = (value, copy)
+    return copy
+
+
+class sharing_row_copies:  # lower case: used as a function, `with sharing_row_copies():`
+    """Within this block, the exact ranking modes given the same tensor object keep one copy of it.
+
+    For a caller that feeds one validated step to several ranking metrics
+    (:class:`~torchmetrics_ext.RecMetricModule`: one session id or weight column shared by its
+    tasks): the column is copied once and every metric keeps that copy, which none of them
+    modifies. The tensors must not be modified inside the block.
+    """
+
+    def __enter__(self) -> None:
+        self.token = _SHARED_COPIES.set({})
+
+    def __exit__(self, *exc: object) -> None:
+        _SHARED_COPIES.reset(self.token)
 
 
 def _chunks(state: list[Tensor] | Tensor) -> list[Tensor]:

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from torchmetrics_ext.integrations.sampler import UnpaddedDistributedSampler
 from torchmetrics_ext.module import RecMetricModule
+from torchmetrics_ext.utilities.distributed import unshare_memory
 
 __all__ = ["RecMetricCallback", "UnpaddedDistributedSampler"]
 
@@ -102,6 +103,14 @@ class RecMetricCallback(pl.Callback):
     Values are synced by the module itself (one fused gather), so they are logged with
     ``sync_dist=False``. Under ``precision="bf16-true"``/``"16-true"`` the modules keep their
     float64 sums: the trainer's ``model.to(dtype)`` casts no metric state (only ``set_dtype`` does).
+
+    **``strategy="ddp_spawn"``.** Lightning's spawn launcher pickles the ``LightningModule`` into
+    the ranks through ``torch.multiprocessing``, which puts every CPU tensor in shared memory: the
+    ranks would all add their samples into one storage per metric state, and synced sums would
+    count them twice. Lightning gives parameters and buffers private copies again, not metric
+    states; the callback does it for the modules it manages, at ``setup`` (the values are kept).
+    Metrics it does not manage (one updated in ``training_step`` and logged with ``self.log``)
+    keep sharing: ``reset()`` them in the ``LightningModule``'s ``setup`` (see ``docs/module.md``).
 
     **Checkpoints.** Under DDP every rank holds its own share of the metric states, but Lightning
     writes the model's ``state_dict`` from rank 0 only. The callback therefore gathers every
@@ -181,13 +190,21 @@ class RecMetricCallback(pl.Callback):
         )
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Check every module this stage uses before the first step (one error naming all that are wrong)."""
+        """Check every module this stage uses before the first step (one error naming all that are wrong).
+
+        Then give each of them storages of its own where they are in shared memory (``ddp_spawn`` on
+        CPU; see the class docstring). Lightning calls ``setup`` before it restores a checkpoint and
+        before any step, and the copies keep the values.
+        """
         names = {"fit": [self.train, self.val], "validate": [self.val], "test": [self._test_name(pl_module)]}.get(
             stage, []
         )
         wrong = [n for n in names if n is not None and not isinstance(getattr(pl_module, n, None), RecMetricModule)]
         if wrong:
             self._missing(pl_module, wrong)
+        for name in names:
+            if name is not None:
+                unshare_memory(getattr(pl_module, name))
 
     def _model_out(self, outputs: Any, module: RecMetricModule, stage: str) -> Mapping[str, Tensor]:
         out = outputs if self.output_key is None or not isinstance(outputs, Mapping) else outputs.get(self.output_key)

@@ -482,6 +482,43 @@ def test_test_module_is_named_like_the_others():
     _check(results, renamed, "val", suffixed=False)
 
 
+class TrainedEvalModel(EvalModel):
+    """EvalModel with a training module and step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.train_metrics = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, prefix="train/", throughput=False)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        p = torch.sigmoid(self.linear(x))[:, 0]
+        return {"loss": p.mean(), "prediction": p, "label": y}
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize("stage", ["val", "test"])
+def test_evaluating_a_checkpoint_needs_no_per_rank_states_of_the_modules_it_does_not_resume(tmp_path, stage):
+    """A checkpoint saved with `val=None` failed `trainer.test/validate(ckpt_path=...)` under a default callback
+    ("no per-rank states of `val_metrics` ... To resume"): those stages resume nothing."""
+    trainer = _evaluator(
+        callbacks=[RecMetricCallback(val=None)], max_steps=2, limit_val_batches=0, enable_checkpointing=False
+    )
+    trainer.fit(TrainedEvalModel(), _loader(8, 0.5, 0), _loader(4, 0.5, 0))
+    trainer.save_checkpoint(tmp_path / "no_val.ckpt")
+    model, loader = TrainedEvalModel(), _loader(10, 0.5, 1)
+    evaluator = _evaluator(callbacks=[RecMetricCallback()])
+    run = evaluator.test if stage == "test" else evaluator.validate
+    results = run(model, loader, ckpt_path=tmp_path / "no_val.ckpt", verbose=False)
+    _check(results, model, stage, suffixed=False)
+    # a resume still follows strict loading
+    with pytest.raises(RuntimeError, match=r"no per-rank states of `val_metrics`"):
+        _evaluator(callbacks=[RecMetricCallback()], max_steps=4).fit(
+            TrainedEvalModel(), _loader(8, 0.5, 0), _loader(4, 0.5, 0), ckpt_path=tmp_path / "no_val.ckpt"
+        )
+
+
 class SpawnedModel(L.LightningModule):
     """Train and val modules with windows (ring buffers), sums, exact AUC samples and a throughput."""
 

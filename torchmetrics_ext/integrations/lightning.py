@@ -32,6 +32,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import torch.distributed as dist
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
 from torchmetrics_ext.integrations.sampler import UnpaddedDistributedSampler
@@ -118,6 +119,7 @@ class RecMetricCallback(pl.Callback):
     ranks) and stores them under ``checkpoint["rec_metric_modules"]``; on resume each rank loads
     its own, so lifetime and window values continue exactly as in an uninterrupted run. A
     checkpoint resumed with another number of ranks restarts the modules (with a warning).
+    ``trainer.validate``/``test(ckpt_path=...)`` resume nothing and read none of them back.
 
     Args:
         train: attribute name of the training :class:`~torchmetrics_ext.RecMetricModule` (``None``: none).
@@ -367,7 +369,12 @@ class RecMetricCallback(pl.Callback):
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        """Give each rank back its own module states.
+        """Give each rank back its own module states when ``trainer.fit`` resumes.
+
+        ``trainer.validate``/``test``/``predict(ckpt_path=...)`` call this hook too; they read nothing
+        back: the validation and test modules start afresh at each epoch start, the training module
+        is not used, so a checkpoint lacking a module's per-rank states (saved with ``val=None``, say)
+        serves them all.
 
         A checkpoint without them (saved without this callback) holds rank 0's states alone, which
         Lightning has loaded into every rank: under DDP the modules start afresh, with a warning,
@@ -380,6 +387,8 @@ class RecMetricCallback(pl.Callback):
         ``state_dict`` in one process (the only rank's states, or the module as built when the
         checkpoint has none) and starts it afresh, with a warning, under DDP (rank 0's alone).
         """
+        if trainer is not None and trainer.state.fn != TrainerFn.FITTING:
+            return
         per_rank = checkpoint.get("rec_metric_modules")
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         if per_rank is None:

@@ -519,6 +519,46 @@ def test_evaluating_a_checkpoint_needs_no_per_rank_states_of_the_modules_it_does
         )
 
 
+class WindowedLogModel(L.LightningModule):
+    """Logs a `Windowed` metric as docs/windows.md says: its values at the epoch end (or, `by_object`, the object)."""
+
+    def __init__(self, by_object: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(2, 1)
+        self.ne = tmx.Windowed(tmx.NormalizedEntropy(), window_size=8)
+        self.by_object = by_object
+        self.seen: list[torch.Tensor] = []
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        p = torch.sigmoid(self.linear(x))[:, 0]
+        self.ne.update(p.detach(), y)
+        self.seen.append(torch.stack([p.detach().double(), y.double()]))
+        if self.by_object:
+            self.log("ne", self.ne, on_epoch=True)
+        return p.mean()
+
+    def on_train_epoch_end(self):
+        if not self.by_object:
+            self.log_dict({f"ne/{key}": value for key, value in self.ne.compute().items()})
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_windowed_metric_logs_through_its_values_as_the_docs_say():
+    """Lightning refuses a Windowed metric object (its compute() is a dict); docs/windows.md logs its values."""
+    trainer = _evaluator(max_epochs=1, enable_checkpointing=False)
+    model = WindowedLogModel()
+    trainer.fit(model, _loader(10, 0.5, 1))  # batches of 4, 4, 2: the window (8) holds the newest 6 samples
+    p, y = torch.cat(model.seen, dim=1).numpy()
+    assert trainer.callback_metrics["ne/lifetime"].item() == pytest.approx(_ne(p, y), rel=1e-9)
+    assert trainer.callback_metrics["ne/window"].item() == pytest.approx(_ne(p[-6:], y[-6:]), rel=1e-9)
+    with pytest.raises(ValueError, match="logged as 'ne' must be a tensor"):
+        _evaluator(max_epochs=1, enable_checkpointing=False).fit(WindowedLogModel(by_object=True), _loader(10, 0.5, 1))
+
+
 class SpawnedModel(L.LightningModule):
     """Train and val modules with windows (ring buffers), sums, exact AUC samples and a throughput."""
 

@@ -482,6 +482,147 @@ def test_test_module_is_named_like_the_others():
     _check(results, renamed, "val", suffixed=False)
 
 
+class TrainedEvalModel(EvalModel):
+    """EvalModel with a training module and step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.train_metrics = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, prefix="train/", throughput=False)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        p = torch.sigmoid(self.linear(x))[:, 0]
+        return {"loss": p.mean(), "prediction": p, "label": y}
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize("stage", ["val", "test"])
+def test_evaluating_a_checkpoint_needs_no_per_rank_states_of_the_modules_it_does_not_resume(tmp_path, stage):
+    """A checkpoint saved with `val=None` failed `trainer.test/validate(ckpt_path=...)` under a default callback
+    ("no per-rank states of `val_metrics` ... To resume"): those stages resume nothing."""
+    trainer = _evaluator(
+        callbacks=[RecMetricCallback(val=None)], max_steps=2, limit_val_batches=0, enable_checkpointing=False
+    )
+    trainer.fit(TrainedEvalModel(), _loader(8, 0.5, 0), _loader(4, 0.5, 0))
+    trainer.save_checkpoint(tmp_path / "no_val.ckpt")
+    model, loader = TrainedEvalModel(), _loader(10, 0.5, 1)
+    evaluator = _evaluator(callbacks=[RecMetricCallback()])
+    run = evaluator.test if stage == "test" else evaluator.validate
+    results = run(model, loader, ckpt_path=tmp_path / "no_val.ckpt", verbose=False)
+    _check(results, model, stage, suffixed=False)
+    # a resume still follows strict loading
+    with pytest.raises(RuntimeError, match=r"no per-rank states of `val_metrics`"):
+        _evaluator(callbacks=[RecMetricCallback()], max_steps=4).fit(
+            TrainedEvalModel(), _loader(8, 0.5, 0), _loader(4, 0.5, 0), ckpt_path=tmp_path / "no_val.ckpt"
+        )
+
+
+class WindowedLogModel(L.LightningModule):
+    """Logs a `Windowed` metric as docs/windows.md says: its values at the epoch end (or, `by_object`, the object)."""
+
+    def __init__(self, by_object: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(2, 1)
+        self.ne = tmx.Windowed(tmx.NormalizedEntropy(), window_size=8)
+        self.by_object = by_object
+        self.seen: list[torch.Tensor] = []
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        p = torch.sigmoid(self.linear(x))[:, 0]
+        self.ne.update(p.detach(), y)
+        self.seen.append(torch.stack([p.detach().double(), y.double()]))
+        if self.by_object:
+            self.log("ne", self.ne, on_epoch=True)
+        return p.mean()
+
+    def on_train_epoch_end(self):
+        if not self.by_object:
+            self.log_dict({f"ne/{key}": value for key, value in self.ne.compute().items()})
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_windowed_metric_logs_through_its_values_as_the_docs_say():
+    """Lightning refuses a Windowed metric object (its compute() is a dict); docs/windows.md logs its values."""
+    trainer = _evaluator(max_epochs=1, enable_checkpointing=False)
+    model = WindowedLogModel()
+    trainer.fit(model, _loader(10, 0.5, 1))  # batches of 4, 4, 2: the window (8) holds the newest 6 samples
+    p, y = torch.cat(model.seen, dim=1).numpy()
+    assert trainer.callback_metrics["ne/lifetime"].item() == pytest.approx(_ne(p, y), rel=1e-9)
+    assert trainer.callback_metrics["ne/window"].item() == pytest.approx(_ne(p[-6:], y[-6:]), rel=1e-9)
+    with pytest.raises(ValueError, match="logged as 'ne' must be a tensor"):
+        _evaluator(max_epochs=1, enable_checkpointing=False).fit(WindowedLogModel(by_object=True), _loader(10, 0.5, 1))
+
+
+class SpawnedModel(L.LightningModule):
+    """Train and val modules with windows (ring buffers), sums, exact AUC samples and a throughput."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        metrics = {"ctr": "ctr", "ne": "ne", "auc": "auc"}
+        throughput = tmx.Throughput(warmup_steps=0)
+        self.train_metrics = tmx.RecMetricModule(["click"], metrics, window_size=20, throughput=throughput)
+        self.val_metrics = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, window_size=20, throughput=False)
+
+
+def _spawned(model: L.LightningModule) -> L.LightningModule:
+    """What ``ddp_spawn`` hands a rank: the model through ``torch.multiprocessing``'s pickler (shared storages)."""
+    import io
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    buffer = io.BytesIO()
+    ForkingPickler(buffer, pickle.HIGHEST_PROTOCOL).dump(model)
+    return pickle.loads(buffer.getvalue())
+
+
+def test_ranks_spawned_from_one_model_keep_their_own_metric_states():
+    """Two ranks unpickled from one model (ddp_spawn) shared every metric state's storage: each rank's sums
+    held the other's samples too. The callback's setup gives each rank its own copies, values kept."""
+    parent = SpawnedModel()
+    before = {"prediction": torch.tensor([0.25, 0.75]), "label": torch.tensor([0.0, 1.0])}
+    parent.train_metrics.update(before)  # states the ranks must keep (as after a restore)
+    ranks = [_spawned(parent), _spawned(parent)]
+    states = [
+        state
+        for metric in ranks[0].modules()
+        if isinstance(metric, torchmetrics.Metric)
+        for state in metric.metric_state.values()
+        if isinstance(state, torch.Tensor)
+    ]
+    assert states and all(state.is_shared() for state in states)  # the hazard
+    callback = RecMetricCallback()
+    for model in ranks:
+        callback.setup(None, model, "fit")
+    gen = torch.Generator().manual_seed(3)
+    batches = []
+    for _ in range(6):
+        p = torch.rand(8, generator=gen, dtype=torch.float64).clamp(0.05, 0.95)
+        batches.append({"prediction": p, "label": (torch.rand(8, generator=gen, dtype=torch.float64) < p).double()})
+    for i, batch in enumerate(batches):
+        for module in (ranks[i % 2].train_metrics, ranks[i % 2].val_metrics):
+            module.update(batch)
+    for r, model in enumerate(ranks):
+        own = [before, *batches[r::2]]  # this rank's updates: the window (20 samples) holds the newest 2
+        p, y = (torch.cat([b[k] for b in own]).double().numpy() for k in ("prediction", "label"))
+        values = model.train_metrics.local_compute()
+        window = slice(len(p) - 16, None)
+        np.testing.assert_allclose(values["ctr/click"].item(), y.mean(), rtol=1e-12)
+        np.testing.assert_allclose(values["ctr/click/window"].item(), y[window].mean(), rtol=1e-12)
+        np.testing.assert_allclose(values["ne/click"].item(), _ne(p, y), rtol=1e-9)
+        np.testing.assert_allclose(values["ne/click/window"].item(), _ne(p[window], y[window]), rtol=1e-9)
+        np.testing.assert_allclose(values["auc/click"].item(), roc_auc_score(y, p), rtol=1e-12)
+        assert values["throughput/total_examples"].item() == len(p)
+        val = model.val_metrics.local_compute()  # no update before the spawn
+        assert val["ctr/click"].item() == pytest.approx(y[2:].mean(), rel=1e-12)
+    assert not any(state.is_shared() for state in states)  # the same tensor objects, now private
+
+
 # ----------------------------------------------------------------------------- DDP, script runs
 
 
@@ -530,9 +671,9 @@ def full_run(tmp_path_factory):
     return out
 
 
-@pytest.mark.ddp
-def test_ddp_training_and_validation_values_equal_one_process(full_run):
-    rows, train, val = _rows(full_run), _seen(full_run, "train"), _seen(full_run, "val")
+def _check_full_run(out: Path) -> None:
+    """Every logged training (lifetime and window) and validation value equals one process over what the ranks fed."""
+    rows, train, val = _rows(out), _seen(out, "train"), _seen(out, "val")
     steps = sorted({step for step, _ in train})
     assert len(steps) == 24  # 2 epochs x 12 steps, on both ranks
     checked = 0
@@ -541,8 +682,12 @@ def test_ddp_training_and_validation_values_equal_one_process(full_run):
         if "train/ne/click" in row and (step + 1) % 4 == 0:  # computed at this step (every 4 updates)
             for task in TASKS:
                 expected = _reference([b for s, b in train if s <= step], task)
+                # the window: 150 samples per rank, the newest 3 updates of 50 (whole updates)
+                window = _reference([b for s, b in train if step - 3 < s <= step], task)
                 for name, value in expected.items():
                     np.testing.assert_allclose(row[f"train/{name}/{task}"], value, rtol=1e-9, err_msg=f"step {step}")
+                    key = f"train/{name}/{task}/window"
+                    np.testing.assert_allclose(row[key], window[name], rtol=1e-9, err_msg=f"{key} at {step}")
             checked += 1
         if "val/ne/click" in row:  # validation over the 1001 samples, each counted once
             batches = [b for s, b in val if s == step + 1]
@@ -556,6 +701,11 @@ def test_ddp_training_and_validation_values_equal_one_process(full_run):
     assert checked == 6 + 2
     train_steps = [int(row["step"]) for row in rows if "train/ne/click" in row]
     assert train_steps == sorted(set(train_steps))  # no step logged twice
+
+
+@pytest.mark.ddp
+def test_ddp_training_and_validation_values_equal_one_process(full_run):
+    _check_full_run(full_run)
 
 
 @pytest.mark.ddp
@@ -593,6 +743,33 @@ def test_ddp_resume_without_per_rank_states_starts_the_metrics_afresh(full_run, 
                     np.testing.assert_allclose(row[f"train/{name}/{task}"], value, rtol=1e-9, err_msg=f"step {step}")
             checked += 1
     assert checked == 2  # steps 7 and 11
+
+
+@pytest.fixture(scope="module")
+def spawn_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("spawn")
+    _launch(out, "--strategy", "ddp_spawn", "--checkpoint-every", "6", *WINDOW)
+    return out
+
+
+@pytest.mark.ddp
+def test_ddp_spawn_training_and_validation_values_equal_one_process(spawn_run):
+    """Under ddp_spawn the ranks unpickled one model: their metric states shared one storage each, so every
+    rank's sums held the other's samples too (CTR 0.3099 for 0.3175, the window off from the first compute)."""
+    _check_full_run(spawn_run)
+
+
+@pytest.mark.ddp
+def test_ddp_spawn_resume_from_a_mid_epoch_checkpoint_logs_the_same_values(spawn_run, tmp_path):
+    """A resumed ddp_spawn run continues each rank's own states exactly (the restore writes no shared storage)."""
+    _launch(tmp_path, "--strategy", "ddp_spawn", "--resume", str(spawn_run / "ckpt" / "step=6.ckpt"), *WINDOW)
+    whole = {(int(r["step"]), tuple(sorted(r))): r for r in _rows(spawn_run)}
+    later = [r for r in _rows(tmp_path) if int(r["step"]) >= 7]
+    assert len(later) == 5 + 2  # interval computes at steps 7, 11, 15, 19, 23; two validations
+    for row in later:
+        reference = whole[(int(row["step"]), tuple(sorted(row)))]
+        for key, value in row.items():
+            assert value == pytest.approx(reference[key], rel=1e-12, abs=0), (row["step"], key)
 
 
 def test_resuming_with_a_metric_added_follows_strict_loading():

@@ -5,7 +5,9 @@ rank 1). It trains a linear two-task click model with a :class:`RecMetricModule`
 the :class:`RecMetricCallback`, logs to a ``CSVLogger`` and dumps what each rank fed to the
 metrics (predictions, labels, weights per step) so the test can recompute every logged value in
 one process. ``--checkpoint-every S`` saves a checkpoint every ``S`` training steps (mid-epoch);
-``--resume CKPT`` continues from one.
+``--resume CKPT`` continues from one. ``--strategy ddp_spawn`` runs it under Lightning's spawn
+launcher instead (the model is pickled into the two ranks through ``torch.multiprocessing``, which
+puts its CPU tensors, metric states included, in shared memory).
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ def main() -> None:
     parser.add_argument("--checkpoint-every", type=int, default=None)
     parser.add_argument("--resume", default=None)
     parser.add_argument("--window", type=int, default=None)
+    parser.add_argument("--strategy", default="ddp", choices=["ddp", "ddp_spawn"])
     args = parser.parse_args()
     torch.set_num_threads(1)
     model = ClickModel(args.out, args.window)
@@ -139,7 +142,7 @@ def main() -> None:
             )
         )
     trainer = L.Trainer(
-        strategy="ddp",
+        strategy=args.strategy,
         devices=2,
         accelerator="cpu",
         max_epochs=2,

@@ -32,10 +32,12 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import torch.distributed as dist
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
 from torchmetrics_ext.integrations.sampler import UnpaddedDistributedSampler
 from torchmetrics_ext.module import RecMetricModule
+from torchmetrics_ext.utilities.distributed import unshare_memory
 
 __all__ = ["RecMetricCallback", "UnpaddedDistributedSampler"]
 
@@ -103,12 +105,21 @@ class RecMetricCallback(pl.Callback):
     ``sync_dist=False``. Under ``precision="bf16-true"``/``"16-true"`` the modules keep their
     float64 sums: the trainer's ``model.to(dtype)`` casts no metric state (only ``set_dtype`` does).
 
+    **``strategy="ddp_spawn"``.** Lightning's spawn launcher pickles the ``LightningModule`` into
+    the ranks through ``torch.multiprocessing``, which puts every CPU tensor in shared memory: the
+    ranks would all add their samples into one storage per metric state, and synced sums would
+    count them twice. Lightning gives parameters and buffers private copies again, not metric
+    states; the callback does it for the modules it manages, at ``setup`` (the values are kept).
+    Metrics it does not manage (one updated in ``training_step`` and logged with ``self.log``)
+    keep sharing: ``reset()`` them in the ``LightningModule``'s ``setup`` (see ``docs/module.md``).
+
     **Checkpoints.** Under DDP every rank holds its own share of the metric states, but Lightning
     writes the model's ``state_dict`` from rank 0 only. The callback therefore gathers every
     rank's module ``state_dict`` when a checkpoint is saved (``on_save_checkpoint`` runs on all
     ranks) and stores them under ``checkpoint["rec_metric_modules"]``; on resume each rank loads
     its own, so lifetime and window values continue exactly as in an uninterrupted run. A
     checkpoint resumed with another number of ranks restarts the modules (with a warning).
+    ``trainer.validate``/``test(ckpt_path=...)`` resume nothing and read none of them back.
 
     Args:
         train: attribute name of the training :class:`~torchmetrics_ext.RecMetricModule` (``None``: none).
@@ -181,13 +192,21 @@ class RecMetricCallback(pl.Callback):
         )
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Check every module this stage uses before the first step (one error naming all that are wrong)."""
+        """Check every module this stage uses before the first step (one error naming all that are wrong).
+
+        Then give each of them storages of its own where they are in shared memory (``ddp_spawn`` on
+        CPU; see the class docstring). Lightning calls ``setup`` before it restores a checkpoint and
+        before any step, and the copies keep the values.
+        """
         names = {"fit": [self.train, self.val], "validate": [self.val], "test": [self._test_name(pl_module)]}.get(
             stage, []
         )
         wrong = [n for n in names if n is not None and not isinstance(getattr(pl_module, n, None), RecMetricModule)]
         if wrong:
             self._missing(pl_module, wrong)
+        for name in names:
+            if name is not None:
+                unshare_memory(getattr(pl_module, name))
 
     def _model_out(self, outputs: Any, module: RecMetricModule, stage: str) -> Mapping[str, Tensor]:
         out = outputs if self.output_key is None or not isinstance(outputs, Mapping) else outputs.get(self.output_key)
@@ -350,7 +369,12 @@ class RecMetricCallback(pl.Callback):
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        """Give each rank back its own module states.
+        """Give each rank back its own module states when ``trainer.fit`` resumes.
+
+        ``trainer.validate``/``test``/``predict(ckpt_path=...)`` call this hook too; they read nothing
+        back: the validation and test modules start afresh at each epoch start, the training module
+        is not used, so a checkpoint lacking a module's per-rank states (saved with ``val=None``, say)
+        serves them all.
 
         A checkpoint without them (saved without this callback) holds rank 0's states alone, which
         Lightning has loaded into every rank: under DDP the modules start afresh, with a warning,
@@ -363,6 +387,8 @@ class RecMetricCallback(pl.Callback):
         ``state_dict`` in one process (the only rank's states, or the module as built when the
         checkpoint has none) and starts it afresh, with a warning, under DDP (rank 0's alone).
         """
+        if trainer is not None and trainer.state.fn != TrainerFn.FITTING:
+            return
         per_rank = checkpoint.get("rec_metric_modules")
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         if per_rank is None:

@@ -14,6 +14,9 @@ so the metrics reduce them with TorchMetrics' own arithmetic (see
 :class:`TypedGather` is a ``dist_sync_fn`` for a metric whose ``cat`` states declare no dtype (a
 TorchMetrics metric): TorchMetrics sends a rank's empty list state as a 1-D float32 tensor, which
 cannot be gathered with other ranks' int64 or 2-D samples (gloo aborts the process).
+
+:func:`unshare_memory` gives a module that came through ``torch.multiprocessing`` (Lightning's
+``ddp_spawn``) storages of its own, so ranks stop adding into each other's states.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,7 +33,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torchmetrics.utilities.distributed import gather_all_tensors
 
-__all__ = ["TypedGather", "copy_metric", "fused_gather"]
+__all__ = ["TypedGather", "copy_metric", "fused_gather", "unshare_memory"]
 
 # dtypes a rank can name to the others (by position); a tensor of another dtype is gathered as it is
 _DTYPES = (
@@ -113,6 +117,68 @@ def copy_metric(metric: Any) -> Any:
     """``copy.deepcopy`` of a metric whose copy syncs over the same process group (a group cannot be copied)."""
     group = getattr(metric, "process_group", None)
     return copy.deepcopy(metric, {} if group is None else {id(group): group})
+
+
+def unshare_memory(module: torch.nn.Module) -> int:
+    """Give every CPU tensor of ``module`` that lives in shared memory a private copy of its storage, in place.
+
+    ``torch.multiprocessing`` pickles a tensor by moving its storage into shared memory, so the
+    processes that unpickle one module (the ranks Lightning's ``ddp_spawn`` starts on CPU) all
+    hold *the same* storage. Lightning gives parameters and buffers private copies again, but
+    not metric states (plain attributes): every rank's in-place ``+=`` of its sums then lands in
+    the others' states as well, and synced values count samples twice.
+
+    Every tensor reachable from the module is visited: the ``__dict__`` of every ``nn.Module`` in
+    it (metric states, defaults, list states' chunks, submodules) and of the helper objects of
+    TorchMetrics and this package they hold (a window's ring of per-update statistics), through
+    dicts, lists, tuples and deques. A shared CPU storage is copied once and every tensor on it
+    is moved onto the copy with ``Tensor.set_`` (same offset, sizes and strides): the values, the
+    tensor objects (whoever holds them) and views of one storage (a ring's slot views) all stay as
+    they were. Storages not in shared memory are left alone (CUDA tensors too), so a second call,
+    or a call in a process that never pickled the module, copies nothing.
+
+    Args:
+        module: the module (a ``RecMetricModule``, a metric, a ``MetricCollection``, ...).
+
+    Returns:
+        The number of storages copied.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import CTR
+        >>> from torchmetrics_ext.utilities.distributed import unshare_memory
+        >>> metric = CTR()
+        >>> metric.update(torch.tensor([0.5, 0.5]), torch.tensor([1, 0]))
+        >>> for state in metric.metric_state.values():  # what pickling it for a spawned process does
+        ...     _ = state.share_memory_()
+        >>> unshare_memory(metric), [s.is_shared() for s in metric.metric_state.values()], metric.compute().item()
+        (3, [False, False, False], 0.5)
+        >>> unshare_memory(metric)  # nothing shared any more
+        0
+    """
+    copies: dict[int, torch.UntypedStorage] = {}
+    seen: set[int] = set()
+    stack: list[Any] = [module]
+    with torch.no_grad():
+        while stack:
+            obj = stack.pop()
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            if isinstance(obj, Tensor):
+                if obj.device.type == "cpu" and obj.is_shared():
+                    storage = obj.untyped_storage()
+                    new = copies.get(storage.data_ptr())
+                    if new is None:
+                        new = copies[storage.data_ptr()] = storage.clone()
+                    obj.set_(new, obj.storage_offset(), obj.size(), obj.stride())
+            elif isinstance(obj, dict):
+                stack.extend(obj.values())
+            elif isinstance(obj, (list, tuple, deque)):
+                stack.extend(obj)
+            elif isinstance(obj, torch.nn.Module) or type(obj).__module__.startswith("torchmetrics"):
+                stack.extend(getattr(obj, "__dict__", {}).values())
+    return len(copies)
 
 
 class TypedGather:

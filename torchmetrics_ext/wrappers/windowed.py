@@ -245,6 +245,11 @@ class Windowed(WrapperMetric):
         ``MetricCollection({"auc": Windowed(AUC(), n), "gauc": GroupedAUC()}).update(p, y, groups=g)``
         passes ``groups`` to ``GroupedAUC`` only.
 
+        **Lightning.** ``compute`` returns a dict, and Lightning's ``self.log(name, metric)`` /
+        ``self.log_dict(collection)`` require a metric object's ``compute`` to return a tensor (they
+        raise "must be a tensor"): log the values, ``self.log_dict({f"ne/{k}": v for k, v in
+        metric.compute().items()})``, e.g. in ``on_train_epoch_end`` (``docs/windows.md``).
+
         **Reading the window.** ``update`` does not write the window's tensor states (nor a
         binned metric's lifetime histogram); they are written when read: through
         ``metric.window`` / ``metric.lifetime``, ``compute``, a sync and ``state_dict``, and

@@ -374,7 +374,7 @@ class GuardedMetric(Metric):
         return persistent or list(self._defaults)
 
     def _wrap_compute(self, compute: Callable) -> Callable:
-        return keep_value_shapes(self, compute, super()._wrap_compute)
+        return fresh_when_syncing(self, keep_value_shapes(self, compute, super()._wrap_compute))
 
     def _wrap_update(self, update: Callable) -> Callable:
         wrapped = super()._wrap_update(update)
@@ -695,6 +695,33 @@ class GuardedMetric(Metric):
         """`` (num_tasks=3, ...)``: the recorded settings, for messages (empty if none)."""
         settings = self._checkpoint_settings()
         return f" ({', '.join(f'{k}={v!r}' for k, v in settings.items())})" if settings else ""
+
+
+def syncs_on_compute(metric: Metric) -> bool:
+    """Whether ``metric.compute()`` syncs its states across processes now (as TorchMetrics' ``sync`` decides)."""
+    if not metric._to_sync or metric._is_synced:
+        return False
+    available = metric.distributed_available_fn
+    return bool(available()) if callable(available) else False
+
+
+def fresh_when_syncing(metric: Metric, compute: Callable) -> Callable:
+    """``compute`` without TorchMetrics' cached value where it syncs across processes.
+
+    TorchMetrics returns the value cached by the last ``compute()`` when this process has not
+    updated since, without syncing. Another rank that did update syncs, and waits for this one in
+    a collective it never joins (a hang, or an error from the backend) while this rank returns a
+    value without the other's new samples. Every rank that syncs computes afresh instead, so all
+    join the same collectives whatever each updated (one more sync where nothing changed).
+    """
+
+    @functools.wraps(compute)
+    def fresh(*args: Any, **kwargs: Any) -> Any:
+        if metric._computed is not None and syncs_on_compute(metric):
+            metric.__dict__["_computed"] = None
+        return compute(*args, **kwargs)
+
+    return fresh
 
 
 def keep_value_shapes(metric: Metric, compute: Callable, wrap: Callable[[Callable], Callable]) -> Callable:

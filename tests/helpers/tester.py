@@ -278,10 +278,29 @@ def check_missing_arguments(metric: Metric, batch: Data) -> None:
             assert_same_state(probe, snapshot)
 
 
+# floating inputs cast with ``dtype_keys`` in :func:`check_dtype`: weights (per sample, per query or
+# shared) and float labels or values arrive in low precision too (a float16 weight column, bfloat16 soft labels)
+LOW_PRECISION_KEYS = ("weights", "weight", "target", "values")
+
+
+def low_precision_keys(case: MetricCase, data: Data) -> list[str]:
+    """``dtype_keys`` and every floating weight, target or values tensor of the case's data."""
+    keys = list(case.dtype_keys)
+    for key in (case.weight_key, *LOW_PRECISION_KEYS):
+        value = data.get(key) if key else None
+        if key not in keys and isinstance(value, Tensor) and value.is_floating_point():
+            keys.append(key)
+    return keys
+
+
 def check_dtype(case: MetricCase, dtype: torch.dtype, seed: int = 0) -> None:
-    """Half, bfloat16, float32 and float64 inputs give the reference value of the cast inputs."""
+    """Half, bfloat16, float32 and float64 inputs give the reference value of the cast inputs.
+
+    Every floating input is cast (:func:`low_precision_keys`): predictions, weights and float
+    labels or values; the reference sees the same rounded numbers in float64.
+    """
     data = case.make_data(seed)
-    for key in case.dtype_keys:
+    for key in low_precision_keys(case, data):
         data[key] = data[key].to(dtype)
     expected = _expected(case, data)
     metric = case.metric()
@@ -658,6 +677,7 @@ def harness_tests(
     accumulate: Sequence[str] | None = None,
     forward: Sequence[str] | None = None,
     dtypes: Sequence[str] = (),
+    low_precision: Sequence[str] | None = None,
     state_dict: Sequence[str] | None = None,
     collection: Sequence[str] = (),
     no_arithmetic: Sequence[str] = (),
@@ -669,6 +689,9 @@ def harness_tests(
     """Every ``check_*`` above as parametrised pytest functions, for a test module's namespace.
 
     Each keyword selects the case ids a check runs on (``None``: every case; empty: no test).
+    ``dtypes`` cases run :func:`check_dtype` with all four dtypes; ``low_precision`` cases (every
+    case not in ``dtypes`` unless narrowed) run it once, float16 and bfloat16 taking turns over the
+    sorted ids, so every weighted case meets low-precision weights and labels at a small cost.
     ``no_arithmetic`` lists collection cases whose value is not a tensor (dicts) and so skip the
     arithmetic part. ``device_path`` cases also run through the kernels' device path
     (:func:`check_device_path`, with the invariances where selected). ``set_dtype`` cases (every
@@ -708,6 +731,17 @@ def harness_tests(
             check_dtype(cases[cid], dtype)
 
         tests["test_dtypes"] = test_dtypes
+    low = [i for i in every if i not in dtypes] if low_precision is None else list(low_precision)
+    if low:
+        pairs = [(cid, _DTYPES[k % 2]) for k, cid in enumerate(low)]
+
+        @pytest.mark.parametrize(
+            ("cid", "dtype"), pairs, ids=[f"{c}-{str(d).removeprefix('torch.')}" for c, d in pairs]
+        )
+        def test_low_precision(cid: str, dtype: torch.dtype) -> None:
+            check_dtype(cases[cid], dtype)
+
+        tests["test_low_precision"] = test_low_precision
     if ids := pick(state_dict):
 
         @pytest.mark.parametrize("cid", ids)

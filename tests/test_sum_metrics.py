@@ -242,7 +242,7 @@ _ALL = [
 ]
 CASES = {case.id: case for case in _ALL}
 IDS = sorted(CASES)
-# serving / missing counts are exact counts: their dtype check casts preds only, which they ignore
+# serving / missing counts ignore preds: their dtype checks test low-precision weights and labels
 DDP_IDS = [i for i in IDS if i.endswith("-3task-w")]
 
 globals().update(

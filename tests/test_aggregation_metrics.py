@@ -112,6 +112,7 @@ globals().update(
         no_arithmetic=["distribution"],
         invariances=["mean-w"],
         ddp=["sum", "mean-w", "max", "min", "distribution", "categorical"],
+        ddp_scenarios=IDS,
     )
 )
 

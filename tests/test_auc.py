@@ -247,6 +247,21 @@ globals().update(
         # TorchRec's averaging counts a group of zero-weight rows: zero weights are not removed rows
         invariances=[i for i in IDS if i.endswith("-w") and "-all-" not in i],
         ddp=DDP_IDS,
+        # unweighted, shared weights, binned logits, probability bins, TorchRec's averaging of every group
+        ddp_scenarios=[
+            "auc",
+            "auprc",
+            "auc-3task-shared-w",
+            "auc-3task-w",
+            "auc-logits-w",
+            "auc-bins-logits-w",
+            "auprc-bins-logits-w",
+            "auc-pbins-w",
+            "auprc-pbins-w",
+            "gauc",
+            "gauc-all-w",
+            "gauprc-all-weighted-groups-w",
+        ],
         device_path=IDS,
     )
 )

@@ -515,6 +515,26 @@ globals().update(
         invariances=[i for i in HARNESS_IDS if CASES[i].weight_key is not None],
         device_path=HARNESS_IDS,  # the device path's validation reads every bound in one copy
         ddp=DDP_IDS,
+        # single metrics without a cutoff or a weight, padding values, multiclass@1 (the brute force is cheap)
+        ddp_scenarios=[
+            "flat-all-w",
+            "flat-hit_rate@2",
+            "flat-map",
+            "flat-mrr",
+            "flat-ndcg",
+            "flat-ndcg-exp@5-w",
+            "flat-ndcg-torchrec",
+            "flat-ndcg@3-zero",
+            "flat-precision-adaptive@10",
+            "flat-precision@3",
+            "flat-recall@3",
+            "multiclass@1",
+            "multiclass@2-ties",
+            "padded-all-w",
+            "padded-map@5",
+            "padded-pad-ndcg@3",
+            "padded-pad-recall@2",
+        ],
     )
 )
 

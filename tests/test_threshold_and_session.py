@@ -214,6 +214,7 @@ globals().update(
         # layout does not have: test_session_weight_invariances covers them
         invariances=[i for i in IDS if not i.startswith("session")],
         ddp=[i for i in IDS if "3task-w" in i or "micro" in i],
+        ddp_scenarios=[i for i in IDS if not ("3task-w" in i or "micro" in i)] + ["hindsight-3task-w"],
     )
 )
 

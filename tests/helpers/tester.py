@@ -645,6 +645,89 @@ def check_ddp(pool: Any, module: str, case: MetricCase, empty_rank: bool = False
         assert_close(value, expected, case.rtol, case.atol, f"{case.id} DDP rank {rank} (empty_rank={empty_rank})")
 
 
+# the scenarios of :func:`check_ddp_scenarios`, each as (what rank 0 does, what rank 1 does)
+DDP_SCENARIOS = ("midway", "empty-update", "idle")
+
+
+def _ddp_scenario_plan(case: MetricCase, data: Data, world_size: int) -> dict[str, list[list[tuple[int, int]]]]:
+    """Per scenario, per rank, the batch bounds fed before the final ``compute``.
+
+    ``midway``: batches dealt round-robin (uneven sizes and counts); every rank computes after the
+    first half of its batches (twice), then updates on the rest (each rank has some left: a rank
+    with no update since its last ``compute`` returns TorchMetrics' cached value without syncing).
+    ``empty-update``: rank 0 takes everything, the others call ``update`` once with an empty batch.
+    ``idle``: rank 0 takes everything, the others never call ``update``.
+    """
+    n = num_samples(data, case.sample_axis)
+    everything = ddp_shards(n, world_size, True, case.min_batch)[0]
+    dealt = [everything[r::world_size] for r in range(world_size)]
+    assert all(len(shard) >= 2 for shard in dealt), f"{case.id}: too few batches for the midway scenario"
+    empty = [(0, 0)]
+    return {
+        "midway": dealt,
+        "empty-update": [everything] + [empty] * (world_size - 1),
+        "idle": [everything] + [[] for _ in range(world_size - 1)],
+    }
+
+
+def _first_half(shard: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    return shard[: (len(shard) + 1) // 2]
+
+
+def _ddp_scenarios_job(rank: int, world_size: int, module: str, case_ids: Sequence[str], seed: int) -> Any:
+    """Runs inside each spawned rank: every scenario of every case, one after the other (same order on
+    every rank, so the collectives line up); ``midway`` returns its three computes, the others one."""
+    cases = importlib.import_module(module).CASES
+    out: dict[str, dict[str, list[Any]]] = {}
+    for cid in case_ids:
+        case = cases[cid]
+        data = case.make_data(seed)
+        for scenario, shards in _ddp_scenario_plan(case, data, world_size).items():
+            metric = case.metric()
+            mine = shards[rank]
+            parts = [_first_half(mine), mine[len(_first_half(mine)) :]] if scenario == "midway" else [mine]
+            values = []
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # a rank without updates; undefined values
+                for k, part in enumerate(parts):
+                    for lo, hi in part:
+                        _call(metric, take(data, slice(lo, hi), case.sample_axis))
+                    values.append(_numpy_value(metric.compute()))
+                    if k == 0 and scenario == "midway":
+                        values.append(_numpy_value(metric.compute()))  # a second compute before more updates
+            out.setdefault(cid, {})[scenario] = values
+    return out
+
+
+def check_ddp_scenarios(pool: Any, module: str, cases: Mapping[str, MetricCase], seed: int = 0) -> None:
+    """Real 2-process gloo DDP over several cases in one job, each through :data:`DDP_SCENARIOS`.
+
+    Every rank's values equal the reference over the samples all ranks fed: ``midway``'s first two
+    computes the first halves of every rank's batches, its last compute everything; ``empty-update``
+    and ``idle`` everything. Mismatches are collected over all cases, then reported together.
+    """
+    ids = sorted(cases)
+    results = pool.run(_ddp_scenarios_job, module, ids, seed)
+    failures: list[str] = []
+    for cid in ids:
+        case = cases[cid]
+        data = case.make_data(seed)
+        expected = _expected(case, data)
+        plan = _ddp_scenario_plan(case, data, len(results))
+        first = [r for shard in plan["midway"] for r in _first_half(shard)]
+        index = torch.cat([torch.arange(lo, hi) for lo, hi in first])
+        midway = _expected(case, take(data, index, case.sample_axis))
+        wanted = {"midway": [midway, midway, expected], "empty-update": [expected], "idle": [expected]}
+        for rank, values in enumerate(results):
+            for scenario, want in wanted.items():
+                for k, (value, ref) in enumerate(zip(values[cid][scenario], want, strict=True)):
+                    try:
+                        assert_close(value, ref, case.rtol, case.atol, f"{cid} {scenario} compute #{k + 1} rank {rank}")
+                    except AssertionError as err:
+                        failures.append(str(err))
+    assert not failures, f"{len(failures)} DDP scenario mismatches:\n" + "\n".join(failures)
+
+
 def per_task(fn: Callable[..., float], *keys: str, **kwargs: Any) -> Callable[[Data], Any]:
     """Reference over ``(T, N)`` (or ``(N,)``) arrays from a 1-D reference ``fn(*columns, **kwargs)``.
 
@@ -683,6 +766,7 @@ def harness_tests(
     no_arithmetic: Sequence[str] = (),
     invariances: Sequence[str] = (),
     ddp: Sequence[str] = (),
+    ddp_scenarios: Sequence[str] = (),
     device_path: Sequence[str] = (),
     set_dtype: Sequence[str] | None = None,
 ) -> dict[str, Callable[..., None]]:
@@ -694,7 +778,9 @@ def harness_tests(
     sorted ids, so every weighted case meets low-precision weights and labels at a small cost.
     ``no_arithmetic`` lists collection cases whose value is not a tensor (dicts) and so skip the
     arithmetic part. ``device_path`` cases also run through the kernels' device path
-    (:func:`check_device_path`, with the invariances where selected). ``set_dtype`` cases (every
+    (:func:`check_device_path`, with the invariances where selected). ``ddp_scenarios`` cases run
+    together in one DDP job (:func:`check_ddp_scenarios`: a ``compute`` part-way, a rank whose only
+    update is an empty batch, an idle rank). ``set_dtype`` cases (every
     case unless narrowed) run :func:`check_set_dtype`, :func:`check_exact_states` and
     :func:`check_casts_keep_states`. Usage, at
     the top level of ``tests/test_<family>.py``::
@@ -788,4 +874,12 @@ def harness_tests(
             check_ddp(ddp_pool, module, cases[cid], empty_rank=empty_rank)
 
         tests["test_ddp"] = test_ddp
+    if ddp_scenarios:
+        chosen = {cid: cases[cid] for cid in ddp_scenarios}
+
+        @pytest.mark.ddp
+        def test_ddp_scenarios(ddp_pool: Any) -> None:
+            check_ddp_scenarios(ddp_pool, module, chosen)
+
+        tests["test_ddp_scenarios"] = test_ddp_scenarios
     return tests

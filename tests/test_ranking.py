@@ -513,6 +513,8 @@ globals().update(
         collection=[i for i in HARNESS_IDS if not i.startswith("flat-ties") and ("@" in i or "r_precision" in i)],
         no_arithmetic=[i for i in HARNESS_IDS if "-all" in i],
         invariances=[i for i in HARNESS_IDS if CASES[i].weight_key is not None],
+        # flat cases carry per-query weights (one per query, repeated on its rows)
+        group_invariances=[i for i in HARNESS_IDS if i.startswith("flat") and i.endswith("-w")],
         device_path=HARNESS_IDS,  # the device path's validation reads every bound in one copy
         ddp=DDP_IDS,
         # single metrics without a cutoff or a weight, padding values, multiclass@1 (the brute force is cheap)

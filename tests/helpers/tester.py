@@ -560,6 +560,51 @@ def check_invariances(case: MetricCase, seed: int = 0) -> None:
     close(run(take(weighted, perm, case.sample_axis)), run(weighted), "permuted rows")
 
 
+def check_group_invariances(case: MetricCase, seed: int = 0, group_key: str = "indexes", key: str = "weights") -> None:
+    """Per-group weights (one weight for every row of a query, flat ranking) against the case's reference.
+
+    Scaling every weight changes nothing; zero-weight groups are removed groups; integer weights are
+    groups repeated that many times (under fresh ids); permuting rows and relabelling the group ids
+    changes nothing. Each metric value is compared with the reference on the equivalent data.
+    """
+    data = case.make_data(seed)
+    rng = np.random.default_rng(seed + 3)
+    groups, inverse = torch.unique(data[group_key], return_inverse=True)
+    per_group = torch.from_numpy(rng.uniform(0.1, 3.0, size=len(groups)))
+    weighted = dict(data, **{key: per_group[inverse]})
+    expected = _expected(case, weighted)
+
+    def run(d: Data, what: str, want: Any) -> None:
+        metric = case.metric()
+        n = num_samples(d, case.sample_axis)
+        for batch in split(d, random_bounds(n, rng, 3, case.min_batch), case.sample_axis):
+            _call(metric, batch)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            assert_close(metric.compute(), want, case.rtol, case.atol, f"{case.id} {what}")
+
+    run(dict(weighted, **{key: weighted[key] * 7.25}), "scaled group weights", expected)
+
+    keep = torch.from_numpy(rng.random(len(groups)) < 0.7)[inverse]
+    zeroed = dict(weighted, **{key: torch.where(keep, weighted[key], 0.0)})
+    removed = take(weighted, torch.nonzero(keep).reshape(-1), case.sample_axis)
+    run(zeroed, "zero-weight groups == removed groups", _expected(case, removed))
+
+    counts = torch.from_numpy(rng.integers(0, 4, size=len(groups)))[inverse]
+    offset = int(data[group_key].abs().max()) + 1
+    copies = [take(data, torch.nonzero(counts > r).reshape(-1), case.sample_axis) for r in range(3)]
+    repeated = {
+        k: torch.cat([c[k] + (r + 1) * offset if k == group_key else c[k] for r, c in enumerate(copies)])
+        for k in (k for k, v in data.items() if isinstance(v, Tensor) and k != key)
+    }
+    run(dict(data, **{key: counts.double()}), "integer group weights == repeated groups", _expected(case, repeated))
+
+    perm = torch.from_numpy(rng.permutation(num_samples(data, case.sample_axis)))
+    relabel = torch.from_numpy(rng.permutation(len(groups)) * 7 - 3 * len(groups))  # negative ids too
+    shuffled = take(dict(weighted, **{group_key: relabel[inverse]}), perm, case.sample_axis)
+    run(shuffled, "permuted rows, relabelled groups", expected)
+
+
 def check_rejects(case: MetricCase, bad: Data, exc: type[Exception], match: str, seed: int = 0) -> None:
     """A bad batch raises ``exc`` (message matching ``match``) from update and forward and changes nothing."""
     import pytest
@@ -765,6 +810,7 @@ def harness_tests(
     collection: Sequence[str] = (),
     no_arithmetic: Sequence[str] = (),
     invariances: Sequence[str] = (),
+    group_invariances: Sequence[str] = (),
     ddp: Sequence[str] = (),
     ddp_scenarios: Sequence[str] = (),
     device_path: Sequence[str] = (),
@@ -777,7 +823,8 @@ def harness_tests(
     case not in ``dtypes`` unless narrowed) run it once, float16 and bfloat16 taking turns over the
     sorted ids, so every weighted case meets low-precision weights and labels at a small cost.
     ``no_arithmetic`` lists collection cases whose value is not a tensor (dicts) and so skip the
-    arithmetic part. ``device_path`` cases also run through the kernels' device path
+    arithmetic part. ``group_invariances`` cases (flat ranking with per-query weights) run
+    :func:`check_group_invariances`. ``device_path`` cases also run through the kernels' device path
     (:func:`check_device_path`, with the invariances where selected). ``ddp_scenarios`` cases run
     together in one DDP job (:func:`check_ddp_scenarios`: a ``compute`` part-way, a rank whose only
     update is an empty batch, an idle rank). ``set_dtype`` cases (every
@@ -858,6 +905,13 @@ def harness_tests(
             check_invariances(cases[cid])
 
         tests["test_invariances"] = test_invariances
+    if ids := pick(group_invariances):
+
+        @pytest.mark.parametrize("cid", ids)
+        def test_group_invariances(cid: str) -> None:
+            check_group_invariances(cases[cid])
+
+        tests["test_group_invariances"] = test_group_invariances
     if ids := pick(device_path):
 
         @pytest.mark.parametrize("cid", ids)

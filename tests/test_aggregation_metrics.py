@@ -112,6 +112,7 @@ globals().update(
         no_arithmetic=["distribution"],
         invariances=["mean-w"],
         ddp=["sum", "mean-w", "max", "min", "distribution", "categorical"],
+        device_path=IDS,
         ddp_scenarios=IDS,
     )
 )

@@ -120,6 +120,7 @@ globals().update(
         collection=IDS,
         invariances=[i for i in IDS if not i.startswith("positives")],
         ddp=["ne-3task-w", "ctr-3task-w", "positives-3task-w", "ne-logits-w", "nmse-mean-3task-w"],
+        device_path=["ne-w", "ctr-3task-w", "r2-w", "precision-logits-3task-w"],
         ddp_scenarios=[
             "ne-w",
             "mse-w",

@@ -260,6 +260,7 @@ globals().update(
             and i != "tensor_avg-mixed-3task-w"  # its unweighted task ignores weights by design
         ],
         ddp=DDP_IDS,
+        device_path=[i for i in IDS if i.endswith(("-3task-shared-w", "-logits-w"))],
         ddp_scenarios=[i for i in IDS if i not in DDP_IDS] + ["cali_free-3task-w"],
     )
 )

@@ -112,6 +112,8 @@ globals().update(
         no_arithmetic=["distribution"],
         invariances=["mean-w"],
         ddp=["sum", "mean-w", "max", "min", "distribution", "categorical"],
+        device_path=IDS,
+        ddp_scenarios=IDS,
     )
 )
 

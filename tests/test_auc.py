@@ -71,21 +71,28 @@ def _binned(p, num_bins, logits, bin_space="logit"):
     return np.clip(np.floor((z - lo) * (num_bins / (hi - lo))), 0, num_bins - 1)
 
 
+def _scores(p, num_bins, logits, bin_space):
+    """The probabilities (the sigmoid of logits, in float64), or their documented bins."""
+    if num_bins is not None:
+        return _binned(p, num_bins, logits, bin_space)
+    return 1.0 / (1.0 + np.exp(-p)) if logits else p
+
+
 def ref_auc(p, y, w, num_bins=None, logits=False, bin_space="logit"):
     if not _both_classes(y, w):
         return np.nan
-    scores = p if num_bins is None else _binned(p, num_bins, logits, bin_space)
+    scores = _scores(p, num_bins, logits, bin_space)
     return skm.roc_auc_score(y, scores, sample_weight=w)
 
 
 def ref_auprc(p, y, w, num_bins=None, logits=False, bin_space="logit"):
     if (y * (np.ones_like(p) if w is None else w)).sum() <= 0:
         return np.nan
-    scores = p if num_bins is None else _binned(p, num_bins, logits, bin_space)
+    scores = _scores(p, num_bins, logits, bin_space)
     return skm.average_precision_score(y, scores, sample_weight=w)
 
 
-def ref_grouped(p, y, g, w, ref=ref_auc, weight_groups=False, average_groups="defined"):
+def ref_grouped(p, y, g, w, ref=ref_auc, weight_groups=False, average_groups="defined", logits=False):
     """Per-group loop over scikit-learn (a loop is fine in a test reference).
 
     ``average_groups="all"`` (TorchRec): every group, even one of zero-weight rows; one without both
@@ -97,7 +104,7 @@ def ref_grouped(p, y, g, w, ref=ref_auc, weight_groups=False, average_groups="de
         wm = None if w is None else w[m]
         total = m.sum() if w is None else wm.sum()
         if _both_classes(y[m], wm):
-            values.append(ref(p[m], y[m], wm))
+            values.append(ref(p[m], y[m], wm, logits=logits))
         elif average_groups == "all":
             positives = (y[m] * (1.0 if wm is None else wm)).sum()
             values.append(0.5 if ref is ref_auc else float(positives > 0))
@@ -157,7 +164,7 @@ def _variants(name, cls, fn, ref, kw=None, ref_kw=None):
             ref,
             data_kw={"weights": "task", "logits": True},
             kw=dict(kw, from_logits=True),
-            ref_kw=dict(ref_kw, logits=True) if "num_bins" in ref_kw else ref_kw,
+            ref_kw=dict(ref_kw, logits=True),
         ),
     ]
 
@@ -198,6 +205,7 @@ def _grouped_variants(name, cls, fn, ref):
             ref,
             {"weights": "task", "logits": True},
             {"from_logits": True},
+            {"logits": True},
             grouped=True,
         ),
     ]
@@ -218,6 +226,7 @@ _ALL = [
 CASES = {case.id: case for case in _ALL}
 IDS = sorted(CASES)
 DDP_IDS = [i for i in IDS if i.endswith("-3task-w") or i in ("auc-w", "auprc-logits-w", "gauc-weighted-groups-w")]
+LOW_GROUPED = ("gauc-all-w", "gauc-logits-w", "gauprc-w", "gauprc-all-weighted-groups-w")
 
 
 @pytest.fixture(params=[None, 7], ids=["block-default", "block-7"])
@@ -240,10 +249,27 @@ globals().update(
         CASES,
         accumulate=(),  # test_accumulate above also runs the kernels with tiny blocks
         dtypes=[i for i in IDS if i.endswith("-3task-w")],
+        # the grouped references loop over ~110 groups in scikit-learn: a few grouped cases only
+        low_precision=[i for i in IDS if not i.endswith("-3task-w") and (not i.startswith("ga") or i in LOW_GROUPED)],
         collection=[i for i in IDS if i.endswith("-3task-w") or i.endswith("-logits-w")],
         # TorchRec's averaging counts a group of zero-weight rows: zero weights are not removed rows
         invariances=[i for i in IDS if i.endswith("-w") and "-all-" not in i],
         ddp=DDP_IDS,
+        # unweighted, shared weights, binned logits, probability bins, TorchRec's averaging of every group
+        ddp_scenarios=[
+            "auc",
+            "auprc",
+            "auc-3task-shared-w",
+            "auc-3task-w",
+            "auc-logits-w",
+            "auc-bins-logits-w",
+            "auprc-bins-logits-w",
+            "auc-pbins-w",
+            "auprc-pbins-w",
+            "gauc",
+            "gauc-all-w",
+            "gauprc-all-weighted-groups-w",
+        ],
         device_path=IDS,
     )
 )

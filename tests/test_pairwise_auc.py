@@ -123,6 +123,7 @@ globals().update(
         # XAUC does not claim 'integer weights == repeated rows': test_invariances_xauc below
         invariances=[i for i in IDS if i.startswith("rauc") and i.endswith("-w")],
         ddp=DDP_IDS,
+        ddp_scenarios=[i for i in IDS if i not in DDP_IDS] + ["xauc-w"],
         device_path=IDS,
     )
 )

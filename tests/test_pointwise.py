@@ -231,6 +231,10 @@ globals().update(
         collection=[i for i in IDS if i.endswith("-3task-w") or i.endswith("-logits-w")],
         invariances=[i for i in IDS if i.endswith("-w")],
         ddp=DDP_IDS,
+        # the validation's device path (bounds read in one copy, remembered): shared weights, logits, no weights
+        device_path=[i for i in IDS if i.endswith(("-3task-shared-w", "-logits-w", "-soft-w")) or "-" not in i],
+        # every case never run under DDP (unweighted, shared weights, logits, soft labels), and one that is
+        ddp_scenarios=[i for i in IDS if i not in DDP_IDS] + ["ne-3task-w"],
     )
 )
 

@@ -513,8 +513,30 @@ globals().update(
         collection=[i for i in HARNESS_IDS if not i.startswith("flat-ties") and ("@" in i or "r_precision" in i)],
         no_arithmetic=[i for i in HARNESS_IDS if "-all" in i],
         invariances=[i for i in HARNESS_IDS if CASES[i].weight_key is not None],
+        # flat cases carry per-query weights (one per query, repeated on its rows)
+        group_invariances=[i for i in HARNESS_IDS if i.startswith("flat") and i.endswith("-w")],
         device_path=HARNESS_IDS,  # the device path's validation reads every bound in one copy
         ddp=DDP_IDS,
+        # single metrics without a cutoff or a weight, padding values, multiclass@1 (the brute force is cheap)
+        ddp_scenarios=[
+            "flat-all-w",
+            "flat-hit_rate@2",
+            "flat-map",
+            "flat-mrr",
+            "flat-ndcg",
+            "flat-ndcg-exp@5-w",
+            "flat-ndcg-torchrec",
+            "flat-ndcg@3-zero",
+            "flat-precision-adaptive@10",
+            "flat-precision@3",
+            "flat-recall@3",
+            "multiclass@1",
+            "multiclass@2-ties",
+            "padded-all-w",
+            "padded-map@5",
+            "padded-pad-ndcg@3",
+            "padded-pad-recall@2",
+        ],
     )
 )
 

@@ -98,6 +98,8 @@ globals().update(
         collection=list(CASES),
         no_arithmetic=list(CASES),  # a dict of per-bin tensors: no arithmetic
         ddp=["uniform-w", "edges-3task-w"],
+        device_path=list(CASES),
+        ddp_scenarios=list(CASES),
     )
 )
 

@@ -12,8 +12,21 @@ import torch
 from torchmetrics import MetricCollection
 
 import torchmetrics_ext as tmx
+from tests import test_sum_metrics as S
 from tests.helpers import tester as H
-from tests.test_pointwise import binary_data, ref_calibration, ref_ctr, ref_mse, ref_ne
+from tests.test_pointwise import (
+    binary_data,
+    ref_accuracy,
+    ref_calibration,
+    ref_ctr,
+    ref_log_loss,
+    ref_mae,
+    ref_mse,
+    ref_ne,
+    ref_precision,
+    ref_recall,
+    ref_rmse,
+)
 from tests.test_sum_metrics import ref_positives
 from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
 from torchmetrics_ext.utilities.device import force_device_path
@@ -21,8 +34,8 @@ from torchmetrics_ext.utilities.device import force_device_path
 SEGMENTS = 5
 
 
-def segmented_data(rng, num_tasks=None, weights=None, real=False, per_task_segments=False):
-    out = binary_data(rng, num_tasks=num_tasks, weights=weights, real=real)
+def segmented_data(rng, num_tasks=None, weights=None, real=False, per_task_segments=False, logits=False):
+    out = binary_data(rng, num_tasks=num_tasks, weights=weights, real=real, logits=logits)
     shape = out["preds"].shape if per_task_segments else out["preds"].shape[-1:]
     out["segments"] = torch.tensor(rng.integers(0, SEGMENTS, size=shape))
     return out
@@ -50,8 +63,8 @@ def per_segment(ref):
     return reference
 
 
-def _case(cid, inner, ref, num_tasks=None, weights="task", **data_kw):
-    metric_kw = {"num_tasks": num_tasks} if num_tasks else {}
+def _case(cid, inner, ref, num_tasks=None, weights="task", inner_kw=None, **data_kw):
+    metric_kw = dict(inner_kw or {}, **({"num_tasks": num_tasks} if num_tasks else {}))
     return H.MetricCase(
         id=cid,
         metric=lambda: tmx.Segmented(inner(**metric_kw), SEGMENTS),
@@ -60,6 +73,7 @@ def _case(cid, inner, ref, num_tasks=None, weights="task", **data_kw):
     )
 
 
+RECAL, MEAN, LOGITS = {"recalibration_coefficient": 0.25}, {"baseline": "mean"}, {"from_logits": True}
 _ALL = [
     _case("ne-w", tmx.NormalizedEntropy, ref_ne),
     _case("ne-3task-w", tmx.NormalizedEntropy, ref_ne, num_tasks=3),
@@ -67,6 +81,33 @@ _ALL = [
     _case("ctr-3task-w", tmx.CTR, ref_ctr, num_tasks=3, per_task_segments=True),
     _case("mse-w", tmx.WeightedMSE, ref_mse, real=True),
     _case("positives-3task-w", tmx.NumPositiveSamples, ref_positives, num_tasks=3),
+    # every other family of inner states: log loss, thresholded counts, regression sums, the NE variants
+    _case("logloss-3task-w", tmx.LogLoss, ref_log_loss, num_tasks=3),
+    _case("accuracy-w", tmx.WeightedAccuracy, ref_accuracy),
+    _case("precision-3task-w", tmx.WeightedPrecision, ref_precision, num_tasks=3),
+    _case("recall-w", tmx.WeightedRecall, ref_recall),
+    _case("rmse-3task-w", tmx.WeightedRMSE, ref_rmse, num_tasks=3, real=True),
+    _case("mae-w", tmx.WeightedMAE, ref_mae, real=True),
+    _case("cali_free-3task-w", tmx.CalibrationFreeNE, S.ref_cali_free, num_tasks=3),
+    _case("ne_positive-w", tmx.NEPositive, S.ref_ne_positive),
+    _case("recal_ne-w", tmx.RecalibratedNE, partial(S.ref_recal_ne, c=0.25), inner_kw=RECAL),
+    _case(
+        "recal_cal-3task-w", tmx.RecalibratedCalibration, partial(S.ref_recal_calibration, c=0.25), 3, inner_kw=RECAL
+    ),
+    _case("r2-w", tmx.WeightedR2, S.ref_r2, real=True),
+    _case("nmse-mean-3task-w", tmx.WeightedNMSE, partial(S.ref_nmse, baseline="mean"), 3, inner_kw=MEAN, real=True),
+    _case("nrmse-w", tmx.WeightedNRMSE, partial(S.ref_nmse, root=True), real=True),
+    _case("label_avg-w", tmx.LabelAverage, S.ref_label_average, real=True),
+    _case("ne-logits-w", tmx.NormalizedEntropy, partial(ref_ne, logits=True), inner_kw=LOGITS, logits=True),
+    _case(
+        "precision-logits-3task-w",
+        tmx.WeightedPrecision,
+        partial(ref_precision, logits=True),
+        3,
+        "shared",
+        inner_kw=LOGITS,
+        logits=True,
+    ),
 ]
 CASES = {case.id: case for case in _ALL}
 IDS = sorted(CASES)
@@ -78,7 +119,16 @@ globals().update(
         dtypes=["ne-3task-w"],
         collection=IDS,
         invariances=[i for i in IDS if not i.startswith("positives")],
-        ddp=["ne-3task-w", "ctr-3task-w", "positives-3task-w"],
+        ddp=["ne-3task-w", "ctr-3task-w", "positives-3task-w", "ne-logits-w", "nmse-mean-3task-w"],
+        device_path=["ne-w", "ctr-3task-w", "r2-w", "precision-logits-3task-w"],
+        ddp_scenarios=[
+            "ne-w",
+            "mse-w",
+            "calibration-3task-shared-w",
+            "ctr-3task-w",
+            "recall-w",
+            "precision-logits-3task-w",
+        ],
     )
 )
 

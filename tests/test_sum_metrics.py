@@ -242,7 +242,7 @@ _ALL = [
 ]
 CASES = {case.id: case for case in _ALL}
 IDS = sorted(CASES)
-# serving / missing counts are exact counts: their dtype check casts preds only, which they ignore
+# serving / missing counts ignore preds: their dtype checks test low-precision weights and labels
 DDP_IDS = [i for i in IDS if i.endswith("-3task-w")]
 
 globals().update(
@@ -260,6 +260,8 @@ globals().update(
             and i != "tensor_avg-mixed-3task-w"  # its unweighted task ignores weights by design
         ],
         ddp=DDP_IDS,
+        device_path=[i for i in IDS if i.endswith(("-3task-shared-w", "-logits-w"))],
+        ddp_scenarios=[i for i in IDS if i not in DDP_IDS] + ["cali_free-3task-w"],
     )
 )
 

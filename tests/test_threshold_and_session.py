@@ -214,6 +214,14 @@ globals().update(
         # layout does not have: test_session_weight_invariances covers them
         invariances=[i for i in IDS if not i.startswith("session")],
         ddp=[i for i in IDS if "3task-w" in i or "micro" in i],
+        device_path=[
+            "hindsight-3task-shared-w",
+            "hindsight-logits-w",
+            "session_precision-ranked-w",
+            "session_recall-3task-w",
+            "multi_label-3task-shared-w",
+        ],
+        ddp_scenarios=[i for i in IDS if not ("3task-w" in i or "micro" in i)] + ["hindsight-3task-w"],
     )
 )
 

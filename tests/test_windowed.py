@@ -21,6 +21,8 @@ from torchmetrics.regression import MeanSquaredError
 import torchmetrics_ext as tmx
 from tests.helpers import tester as H
 from tests.helpers import window as W
+from tests.test_threshold_and_session import L as SESSION_LENGTH
+from tests.test_threshold_and_session import ref_session, session_data
 from torchmetrics_ext import Windowed
 from torchmetrics_ext.aggregation import Distribution, Max, Min
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
@@ -50,6 +52,25 @@ FAMILIES = {
         "gauc-3task-w",
         "gauprc-weighted-groups-w",
     ],
+    "tests.test_sum_metrics": [
+        "cali_free-logits-w",
+        "cali_free-torchrec-3task-w",
+        "ne_positive-3task-w",
+        "recal_ne-logits-w",
+        "recal_cal-3task-shared-w",
+        "r2-3task-w",
+        "nmse-mean-w",
+        "nrmse-w",
+        "label_avg-w",
+        "sum_weights-w",
+        "positives-3task-w",
+        "pred_sum-3task-shared-w",
+        "serving-w",
+        "missing-unweighted-3task-w",
+        "tensor_avg-mixed-3task-w",
+    ],
+    "tests.test_threshold_and_session": ["hindsight-3task-w", "multi_label-3task-shared-w"],
+    "tests.test_reliability": ["edges-3task-w"],
     "tests.test_pairwise_auc": ["rauc-3task-w", "xauc-w"],
     "tests.test_ranking": [
         "flat-ndcg@5",
@@ -64,6 +85,9 @@ FAMILIES = {
         "padded-recall@3",
         "multiclass@3-ties-w",
         "multiclass@1",
+        "flat-r_precision-one-w",
+        "flat-f1-adaptive@10-w",
+        "padded-hit_rate@2",
     ],
 }
 
@@ -73,7 +97,45 @@ def _window_case(module, cid):
     return dataclasses.replace(case, id=f"{module.removeprefix('tests.test_')}:{cid}")
 
 
+def _session_rows(rng, weights="shared"):
+    """The session cases' ``(S, L)`` data as the flat rows users feed, session ids ``0..S-1``, ``L`` rows each."""
+    data = session_data(rng, weights=weights)
+    num_sessions, length = data["preds"].shape
+    return {
+        "preds": data["preds"].reshape(-1),
+        "target": data["target"].reshape(-1),
+        "sessions": torch.arange(num_sessions).repeat_interleave(length),
+        "weights": data["weights"].reshape(-1),
+    }
+
+
+def _ref_session_rows(data, **kw):
+    """``ref_session`` over the rows of each session id."""
+    ids = np.unique(data["sessions"])
+    rows = [data["sessions"] == sid for sid in ids]
+    p, y, w = ([data[key][r] for r in rows] for key in ("preds", "target", "weights"))
+    return ref_session(p, y, w, **kw)
+
+
+def _session_rows_case(cid, cls, kind, **kw):
+    """A session metric on flat rows; a session lies within one update, so every batch (and the window)
+    is a whole number of sessions (``extra["unit"]``)."""
+    return H.MetricCase(
+        id=cid,
+        metric=functools.partial(cls, **kw),
+        data=_session_rows,
+        reference=functools.partial(_ref_session_rows, kind=kind, **{"average": "session", **kw}),
+        min_batch=2 * SESSION_LENGTH,
+        extra={"unit": SESSION_LENGTH},
+    )
+
+
+SESSION_CASES = [
+    _session_rows_case("session:precision-rows-w", tmx.SessionPrecisionAtK, "precision", k=3),
+    _session_rows_case("session:recall-micro-rows-w", tmx.SessionRecallAtK, "recall", k=3, average="micro"),
+]
 CASES = {case.id: case for case in (_window_case(m, cid) for m, ids in FAMILIES.items() for cid in ids)}
+CASES.update({case.id: case for case in SESSION_CASES})
 IDS = [cid for cid in CASES if cid != "auc:gauc-3task-w"]  # its per-group reference is slow: DDP only
 DDP_IDS = [
     "pointwise:ne-3task-w",
@@ -85,6 +147,12 @@ DDP_IDS = [
     "ranking:flat-all-w",
     "ranking:padded-all-w",
     "ranking:multiclass@3-ties-w",
+    "ranking:flat-f1-adaptive@10-w",
+    "sum_metrics:r2-3task-w",
+    "sum_metrics:tensor_avg-mixed-3task-w",
+    "threshold_and_session:hindsight-3task-w",
+    "reliability:edges-3task-w",
+    "session:precision-rows-w",
 ]
 
 

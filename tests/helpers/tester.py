@@ -278,10 +278,29 @@ def check_missing_arguments(metric: Metric, batch: Data) -> None:
             assert_same_state(probe, snapshot)
 
 
+# floating inputs cast with ``dtype_keys`` in :func:`check_dtype`: weights (per sample, per query or
+# shared) and float labels or values arrive in low precision too (a float16 weight column, bfloat16 soft labels)
+LOW_PRECISION_KEYS = ("weights", "weight", "target", "values")
+
+
+def low_precision_keys(case: MetricCase, data: Data) -> list[str]:
+    """``dtype_keys`` and every floating weight, target or values tensor of the case's data."""
+    keys = list(case.dtype_keys)
+    for key in (case.weight_key, *LOW_PRECISION_KEYS):
+        value = data.get(key) if key else None
+        if key not in keys and isinstance(value, Tensor) and value.is_floating_point():
+            keys.append(key)
+    return keys
+
+
 def check_dtype(case: MetricCase, dtype: torch.dtype, seed: int = 0) -> None:
-    """Half, bfloat16, float32 and float64 inputs give the reference value of the cast inputs."""
+    """Half, bfloat16, float32 and float64 inputs give the reference value of the cast inputs.
+
+    Every floating input is cast (:func:`low_precision_keys`): predictions, weights and float
+    labels or values; the reference sees the same rounded numbers in float64.
+    """
     data = case.make_data(seed)
-    for key in case.dtype_keys:
+    for key in low_precision_keys(case, data):
         data[key] = data[key].to(dtype)
     expected = _expected(case, data)
     metric = case.metric()
@@ -541,6 +560,51 @@ def check_invariances(case: MetricCase, seed: int = 0) -> None:
     close(run(take(weighted, perm, case.sample_axis)), run(weighted), "permuted rows")
 
 
+def check_group_invariances(case: MetricCase, seed: int = 0, group_key: str = "indexes", key: str = "weights") -> None:
+    """Per-group weights (one weight for every row of a query, flat ranking) against the case's reference.
+
+    Scaling every weight changes nothing; zero-weight groups are removed groups; integer weights are
+    groups repeated that many times (under fresh ids); permuting rows and relabelling the group ids
+    changes nothing. Each metric value is compared with the reference on the equivalent data.
+    """
+    data = case.make_data(seed)
+    rng = np.random.default_rng(seed + 3)
+    groups, inverse = torch.unique(data[group_key], return_inverse=True)
+    per_group = torch.from_numpy(rng.uniform(0.1, 3.0, size=len(groups)))
+    weighted = dict(data, **{key: per_group[inverse]})
+    expected = _expected(case, weighted)
+
+    def run(d: Data, what: str, want: Any) -> None:
+        metric = case.metric()
+        n = num_samples(d, case.sample_axis)
+        for batch in split(d, random_bounds(n, rng, 3, case.min_batch), case.sample_axis):
+            _call(metric, batch)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            assert_close(metric.compute(), want, case.rtol, case.atol, f"{case.id} {what}")
+
+    run(dict(weighted, **{key: weighted[key] * 7.25}), "scaled group weights", expected)
+
+    keep = torch.from_numpy(rng.random(len(groups)) < 0.7)[inverse]
+    zeroed = dict(weighted, **{key: torch.where(keep, weighted[key], 0.0)})
+    removed = take(weighted, torch.nonzero(keep).reshape(-1), case.sample_axis)
+    run(zeroed, "zero-weight groups == removed groups", _expected(case, removed))
+
+    counts = torch.from_numpy(rng.integers(0, 4, size=len(groups)))[inverse]
+    offset = int(data[group_key].abs().max()) + 1
+    copies = [take(data, torch.nonzero(counts > r).reshape(-1), case.sample_axis) for r in range(3)]
+    repeated = {
+        k: torch.cat([c[k] + (r + 1) * offset if k == group_key else c[k] for r, c in enumerate(copies)])
+        for k in (k for k, v in data.items() if isinstance(v, Tensor) and k != key)
+    }
+    run(dict(data, **{key: counts.double()}), "integer group weights == repeated groups", _expected(case, repeated))
+
+    perm = torch.from_numpy(rng.permutation(num_samples(data, case.sample_axis)))
+    relabel = torch.from_numpy(rng.permutation(len(groups)) * 7 - 3 * len(groups))  # negative ids too
+    shuffled = take(dict(weighted, **{group_key: relabel[inverse]}), perm, case.sample_axis)
+    run(shuffled, "permuted rows, relabelled groups", expected)
+
+
 def check_rejects(case: MetricCase, bad: Data, exc: type[Exception], match: str, seed: int = 0) -> None:
     """A bad batch raises ``exc`` (message matching ``match``) from update and forward and changes nothing."""
     import pytest
@@ -626,6 +690,89 @@ def check_ddp(pool: Any, module: str, case: MetricCase, empty_rank: bool = False
         assert_close(value, expected, case.rtol, case.atol, f"{case.id} DDP rank {rank} (empty_rank={empty_rank})")
 
 
+# the scenarios of :func:`check_ddp_scenarios`, each as (what rank 0 does, what rank 1 does)
+DDP_SCENARIOS = ("midway", "empty-update", "idle")
+
+
+def _ddp_scenario_plan(case: MetricCase, data: Data, world_size: int) -> dict[str, list[list[tuple[int, int]]]]:
+    """Per scenario, per rank, the batch bounds fed before the final ``compute``.
+
+    ``midway``: batches dealt round-robin (uneven sizes and counts); every rank computes after the
+    first half of its batches (twice), then updates on the rest (each rank has some left: a rank
+    with no update since its last ``compute`` returns TorchMetrics' cached value without syncing).
+    ``empty-update``: rank 0 takes everything, the others call ``update`` once with an empty batch.
+    ``idle``: rank 0 takes everything, the others never call ``update``.
+    """
+    n = num_samples(data, case.sample_axis)
+    everything = ddp_shards(n, world_size, True, case.min_batch)[0]
+    dealt = [everything[r::world_size] for r in range(world_size)]
+    assert all(len(shard) >= 2 for shard in dealt), f"{case.id}: too few batches for the midway scenario"
+    empty = [(0, 0)]
+    return {
+        "midway": dealt,
+        "empty-update": [everything] + [empty] * (world_size - 1),
+        "idle": [everything] + [[] for _ in range(world_size - 1)],
+    }
+
+
+def _first_half(shard: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    return shard[: (len(shard) + 1) // 2]
+
+
+def _ddp_scenarios_job(rank: int, world_size: int, module: str, case_ids: Sequence[str], seed: int) -> Any:
+    """Runs inside each spawned rank: every scenario of every case, one after the other (same order on
+    every rank, so the collectives line up); ``midway`` returns its three computes, the others one."""
+    cases = importlib.import_module(module).CASES
+    out: dict[str, dict[str, list[Any]]] = {}
+    for cid in case_ids:
+        case = cases[cid]
+        data = case.make_data(seed)
+        for scenario, shards in _ddp_scenario_plan(case, data, world_size).items():
+            metric = case.metric()
+            mine = shards[rank]
+            parts = [_first_half(mine), mine[len(_first_half(mine)) :]] if scenario == "midway" else [mine]
+            values = []
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # a rank without updates; undefined values
+                for k, part in enumerate(parts):
+                    for lo, hi in part:
+                        _call(metric, take(data, slice(lo, hi), case.sample_axis))
+                    values.append(_numpy_value(metric.compute()))
+                    if k == 0 and scenario == "midway":
+                        values.append(_numpy_value(metric.compute()))  # a second compute before more updates
+            out.setdefault(cid, {})[scenario] = values
+    return out
+
+
+def check_ddp_scenarios(pool: Any, module: str, cases: Mapping[str, MetricCase], seed: int = 0) -> None:
+    """Real 2-process gloo DDP over several cases in one job, each through :data:`DDP_SCENARIOS`.
+
+    Every rank's values equal the reference over the samples all ranks fed: ``midway``'s first two
+    computes the first halves of every rank's batches, its last compute everything; ``empty-update``
+    and ``idle`` everything. Mismatches are collected over all cases, then reported together.
+    """
+    ids = sorted(cases)
+    results = pool.run(_ddp_scenarios_job, module, ids, seed)
+    failures: list[str] = []
+    for cid in ids:
+        case = cases[cid]
+        data = case.make_data(seed)
+        expected = _expected(case, data)
+        plan = _ddp_scenario_plan(case, data, len(results))
+        first = [r for shard in plan["midway"] for r in _first_half(shard)]
+        index = torch.cat([torch.arange(lo, hi) for lo, hi in first])
+        midway = _expected(case, take(data, index, case.sample_axis))
+        wanted = {"midway": [midway, midway, expected], "empty-update": [expected], "idle": [expected]}
+        for rank, values in enumerate(results):
+            for scenario, want in wanted.items():
+                for k, (value, ref) in enumerate(zip(values[cid][scenario], want, strict=True)):
+                    try:
+                        assert_close(value, ref, case.rtol, case.atol, f"{cid} {scenario} compute #{k + 1} rank {rank}")
+                    except AssertionError as err:
+                        failures.append(str(err))
+    assert not failures, f"{len(failures)} DDP scenario mismatches:\n" + "\n".join(failures)
+
+
 def per_task(fn: Callable[..., float], *keys: str, **kwargs: Any) -> Callable[[Data], Any]:
     """Reference over ``(T, N)`` (or ``(N,)``) arrays from a 1-D reference ``fn(*columns, **kwargs)``.
 
@@ -658,20 +805,29 @@ def harness_tests(
     accumulate: Sequence[str] | None = None,
     forward: Sequence[str] | None = None,
     dtypes: Sequence[str] = (),
+    low_precision: Sequence[str] | None = None,
     state_dict: Sequence[str] | None = None,
     collection: Sequence[str] = (),
     no_arithmetic: Sequence[str] = (),
     invariances: Sequence[str] = (),
+    group_invariances: Sequence[str] = (),
     ddp: Sequence[str] = (),
+    ddp_scenarios: Sequence[str] = (),
     device_path: Sequence[str] = (),
     set_dtype: Sequence[str] | None = None,
 ) -> dict[str, Callable[..., None]]:
     """Every ``check_*`` above as parametrised pytest functions, for a test module's namespace.
 
     Each keyword selects the case ids a check runs on (``None``: every case; empty: no test).
+    ``dtypes`` cases run :func:`check_dtype` with all four dtypes; ``low_precision`` cases (every
+    case not in ``dtypes`` unless narrowed) run it once, float16 and bfloat16 taking turns over the
+    sorted ids, so every weighted case meets low-precision weights and labels at a small cost.
     ``no_arithmetic`` lists collection cases whose value is not a tensor (dicts) and so skip the
-    arithmetic part. ``device_path`` cases also run through the kernels' device path
-    (:func:`check_device_path`, with the invariances where selected). ``set_dtype`` cases (every
+    arithmetic part. ``group_invariances`` cases (flat ranking with per-query weights) run
+    :func:`check_group_invariances`. ``device_path`` cases also run through the kernels' device path
+    (:func:`check_device_path`, with the invariances where selected). ``ddp_scenarios`` cases run
+    together in one DDP job (:func:`check_ddp_scenarios`: a ``compute`` part-way, a rank whose only
+    update is an empty batch, an idle rank). ``set_dtype`` cases (every
     case unless narrowed) run :func:`check_set_dtype`, :func:`check_exact_states` and
     :func:`check_casts_keep_states`. Usage, at
     the top level of ``tests/test_<family>.py``::
@@ -708,6 +864,17 @@ def harness_tests(
             check_dtype(cases[cid], dtype)
 
         tests["test_dtypes"] = test_dtypes
+    low = [i for i in every if i not in dtypes] if low_precision is None else list(low_precision)
+    if low:
+        pairs = [(cid, _DTYPES[k % 2]) for k, cid in enumerate(low)]
+
+        @pytest.mark.parametrize(
+            ("cid", "dtype"), pairs, ids=[f"{c}-{str(d).removeprefix('torch.')}" for c, d in pairs]
+        )
+        def test_low_precision(cid: str, dtype: torch.dtype) -> None:
+            check_dtype(cases[cid], dtype)
+
+        tests["test_low_precision"] = test_low_precision
     if ids := pick(state_dict):
 
         @pytest.mark.parametrize("cid", ids)
@@ -738,6 +905,13 @@ def harness_tests(
             check_invariances(cases[cid])
 
         tests["test_invariances"] = test_invariances
+    if ids := pick(group_invariances):
+
+        @pytest.mark.parametrize("cid", ids)
+        def test_group_invariances(cid: str) -> None:
+            check_group_invariances(cases[cid])
+
+        tests["test_group_invariances"] = test_group_invariances
     if ids := pick(device_path):
 
         @pytest.mark.parametrize("cid", ids)
@@ -754,4 +928,12 @@ def harness_tests(
             check_ddp(ddp_pool, module, cases[cid], empty_rank=empty_rank)
 
         tests["test_ddp"] = test_ddp
+    if ddp_scenarios:
+        chosen = {cid: cases[cid] for cid in ddp_scenarios}
+
+        @pytest.mark.ddp
+        def test_ddp_scenarios(ddp_pool: Any) -> None:
+            check_ddp_scenarios(ddp_pool, module, chosen)
+
+        tests["test_ddp_scenarios"] = test_ddp_scenarios
     return tests

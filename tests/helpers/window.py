@@ -57,6 +57,17 @@ def window_bounds(n: int, rng: np.random.Generator, window: int, min_batch: int)
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
+def case_bounds(case: H.MetricCase, n: int, rng: np.random.Generator, window: int) -> list[tuple[int, int]]:
+    """:func:`window_bounds` for a case; a case with ``extra["unit"] = u`` (session rows: ``u`` rows per
+    session, a session within one update) gets every batch a whole number of units, the window too."""
+    unit = case.extra.get("unit", 1)
+    if unit == 1:
+        return window_bounds(n, rng, window, case.min_batch)
+    assert n % unit == 0 and window % unit == 0, f"{case.id}: {n} samples, window {window}, unit {unit}"
+    units = window_bounds(n // unit, rng, window // unit, max(1, case.min_batch // unit))
+    return [(lo * unit, hi * unit) for lo, hi in units]
+
+
 def _indices(ranges: Sequence[tuple[int, int]]) -> torch.Tensor:
     parts = [torch.arange(lo, hi) for lo, hi in ranges]
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
@@ -67,8 +78,9 @@ def _reference(case: H.MetricCase, data: H.Data, ranges: Sequence[tuple[int, int
 
 
 def default_window(case: H.MetricCase, data: H.Data) -> int:
-    """About a fifth of the data set (an even number, so two DDP ranks keep equal shares)."""
-    return max(2 * case.min_batch, H.num_samples(data, case.sample_axis) // 10 * 2)
+    """About a fifth of the data set (an even number of units, so two DDP ranks keep equal shares)."""
+    unit = case.extra.get("unit", 1)
+    return max(2 * case.min_batch, H.num_samples(data, case.sample_axis) // (10 * unit) * 2 * unit)
 
 
 def _compare(metric: Windowed, case: H.MetricCase, data: H.Data, seen: list, window: int, what: str) -> None:
@@ -105,7 +117,7 @@ def check_window(
     data = case.make_data(seed)
     window = default_window(case, data)
     n = H.num_samples(data, case.sample_axis)
-    bounds = list(bounds or window_bounds(n, np.random.default_rng(seed + 5), window, case.min_batch))
+    bounds = list(bounds or case_bounds(case, n, np.random.default_rng(seed + 5), window))
     assert any(hi - lo > window for lo, hi in bounds), "the check needs a batch larger than the window"
     big = next(i for i, (lo, hi) in enumerate(bounds) if hi - lo > window)
     checked = {*range(0, len(bounds), stride), big, big + 1, len(bounds) - 1}
@@ -145,7 +157,7 @@ def check_window_state_dict(case: H.MetricCase, seed: int = 0) -> None:
     data = case.make_data(seed)
     window = default_window(case, data)
     n = H.num_samples(data, case.sample_axis)
-    bounds = window_bounds(n, np.random.default_rng(seed + 6), window, case.min_batch)
+    bounds = case_bounds(case, n, np.random.default_rng(seed + 6), window)
     batches = [H.take(data, slice(lo, hi), case.sample_axis) for lo, hi in bounds]
     half = max(3, len(batches) // 2)
 
@@ -188,7 +200,7 @@ def check_window_set_dtype(case: H.MetricCase, seed: int = 0) -> None:
     data = case.make_data(seed)
     window = default_window(case, data)
     n = H.num_samples(data, case.sample_axis)
-    bounds = window_bounds(n, np.random.default_rng(seed + 7), window, case.min_batch)
+    bounds = case_bounds(case, n, np.random.default_rng(seed + 7), window)
     half = len(bounds) // 2
     for how in ("set_dtype", "to"):
         metric = Windowed(case.metric(), window)
@@ -244,7 +256,7 @@ def check_window_casts_keep_states(case: H.MetricCase, seed: int = 0) -> None:
     data = case.make_data(seed)
     window = default_window(case, data)
     n = H.num_samples(data, case.sample_axis)
-    bounds = window_bounds(n, np.random.default_rng(seed + 8), window, case.min_batch)
+    bounds = case_bounds(case, n, np.random.default_rng(seed + 8), window)
     half = len(bounds) // 2
     plain = Windowed(case.metric(), window)
     for lo, hi in bounds:
@@ -276,7 +288,7 @@ def check_window_casts_keep_states(case: H.MetricCase, seed: int = 0) -> None:
 def _ddp_plan(case: H.MetricCase, data: H.Data, empty_rank: bool, world_size: int) -> tuple[int, list]:
     window = default_window(case, data)
     n = H.num_samples(data, case.sample_axis)
-    bounds = window_bounds(n, np.random.default_rng(11), window // world_size, case.min_batch)
+    bounds = case_bounds(case, n, np.random.default_rng(11), window // world_size)
     if empty_rank:
         return window, [bounds] + [[] for _ in range(world_size - 1)]
     cut = (len(bounds) + 1) // 2 + 1  # uneven: rank 0 takes more batches

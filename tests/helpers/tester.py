@@ -691,15 +691,17 @@ def check_ddp(pool: Any, module: str, case: MetricCase, empty_rank: bool = False
 
 
 # the scenarios of :func:`check_ddp_scenarios`, each as (what rank 0 does, what rank 1 does)
-DDP_SCENARIOS = ("midway", "empty-update", "idle")
+DDP_SCENARIOS = ("midway", "one-sided", "empty-update", "idle")
 
 
 def _ddp_scenario_plan(case: MetricCase, data: Data, world_size: int) -> dict[str, list[list[tuple[int, int]]]]:
     """Per scenario, per rank, the batch bounds fed before the final ``compute``.
 
     ``midway``: batches dealt round-robin (uneven sizes and counts); every rank computes after the
-    first half of its batches (twice), then updates on the rest (each rank has some left: a rank
-    with no update since its last ``compute`` returns TorchMetrics' cached value without syncing).
+    first half of its batches (twice), then updates on the rest.
+    ``one-sided``: as ``midway``, but after the computes rank 0 updates on every rank's rest and the
+    others update no more (TorchMetrics would return their cached value without syncing, leaving
+    rank 0 in the sync alone).
     ``empty-update``: rank 0 takes everything, the others call ``update`` once with an empty batch.
     ``idle``: rank 0 takes everything, the others never call ``update``.
     """
@@ -710,6 +712,7 @@ def _ddp_scenario_plan(case: MetricCase, data: Data, world_size: int) -> dict[st
     empty = [(0, 0)]
     return {
         "midway": dealt,
+        "one-sided": dealt,
         "empty-update": [everything] + [empty] * (world_size - 1),
         "idle": [everything] + [[] for _ in range(world_size - 1)],
     }
@@ -721,7 +724,8 @@ def _first_half(shard: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 def _ddp_scenarios_job(rank: int, world_size: int, module: str, case_ids: Sequence[str], seed: int) -> Any:
     """Runs inside each spawned rank: every scenario of every case, one after the other (same order on
-    every rank, so the collectives line up); ``midway`` returns its three computes, the others one."""
+    every rank, so the collectives line up); ``midway`` and ``one-sided`` return their three computes,
+    the others one."""
     cases = importlib.import_module(module).CASES
     out: dict[str, dict[str, list[Any]]] = {}
     for cid in case_ids:
@@ -731,6 +735,9 @@ def _ddp_scenarios_job(rank: int, world_size: int, module: str, case_ids: Sequen
             metric = case.metric()
             mine = shards[rank]
             parts = [_first_half(mine), mine[len(_first_half(mine)) :]] if scenario == "midway" else [mine]
+            if scenario == "one-sided":
+                rest = [r for shard in shards for r in shard[len(_first_half(shard)) :]]
+                parts = [_first_half(mine), rest if rank == 0 else []]
             values = []
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # a rank without updates; undefined values
@@ -738,7 +745,7 @@ def _ddp_scenarios_job(rank: int, world_size: int, module: str, case_ids: Sequen
                     for lo, hi in part:
                         _call(metric, take(data, slice(lo, hi), case.sample_axis))
                     values.append(_numpy_value(metric.compute()))
-                    if k == 0 and scenario == "midway":
+                    if k == 0 and scenario in ("midway", "one-sided"):
                         values.append(_numpy_value(metric.compute()))  # a second compute before more updates
             out.setdefault(cid, {})[scenario] = values
     return out
@@ -748,8 +755,8 @@ def check_ddp_scenarios(pool: Any, module: str, cases: Mapping[str, MetricCase],
     """Real 2-process gloo DDP over several cases in one job, each through :data:`DDP_SCENARIOS`.
 
     Every rank's values equal the reference over the samples all ranks fed: ``midway``'s first two
-    computes the first halves of every rank's batches, its last compute everything; ``empty-update``
-    and ``idle`` everything. Mismatches are collected over all cases, then reported together.
+    computes the first halves of every rank's batches, its last compute everything (``one-sided``
+    alike); ``empty-update`` and ``idle`` everything. Mismatches are collected over all cases, then reported together.
     """
     ids = sorted(cases)
     results = pool.run(_ddp_scenarios_job, module, ids, seed)
@@ -762,7 +769,12 @@ def check_ddp_scenarios(pool: Any, module: str, cases: Mapping[str, MetricCase],
         first = [r for shard in plan["midway"] for r in _first_half(shard)]
         index = torch.cat([torch.arange(lo, hi) for lo, hi in first])
         midway = _expected(case, take(data, index, case.sample_axis))
-        wanted = {"midway": [midway, midway, expected], "empty-update": [expected], "idle": [expected]}
+        wanted = {
+            "midway": [midway, midway, expected],
+            "one-sided": [midway, midway, expected],
+            "empty-update": [expected],
+            "idle": [expected],
+        }
         for rank, values in enumerate(results):
             for scenario, want in wanted.items():
                 for k, (value, ref) in enumerate(zip(values[cid][scenario], want, strict=True)):

@@ -1931,3 +1931,33 @@ def test_binned_window_takes_weights_that_require_grad(factory, reference, cut):
         for part, expect in expected.items():
             assert out[part].grad_fn is None, part
             assert out[part].item() == pytest.approx(expect, rel=1e-12), part
+
+
+def _one_sided_job(rank, world_size):
+    """Both ranks update and compute; then only rank 0 updates, and both compute again."""
+    from torchmetrics import SumMetric
+
+    metrics = {"torchmetrics": Windowed(SumMetric(), 100), "ours": Windowed(tmx.CTR(), 100)}
+    first = torch.tensor([0.25, 0.5]) + rank
+    for name, metric in metrics.items():
+        metric.update(first / 4, (first > 1).float()) if name == "ours" else metric.update(first)
+    before = {name: {k: v.item() for k, v in m.compute().items()} for name, m in metrics.items()}
+    if rank == 0:
+        metrics["torchmetrics"].update(torch.tensor([4.0]))
+        metrics["ours"].update(torch.tensor([0.5]), torch.tensor([1.0]))
+    after = {name: {k: v.item() for k, v in m.compute().items()} for name, m in metrics.items()}
+    return before, after
+
+
+@pytest.mark.ddp
+def test_a_rank_that_did_not_update_since_compute_syncs_again(ddp_pool):
+    """A rank without update since its last compute joins the others' sync (TorchMetrics' cached value
+    would be stale on it, and leave the updated rank waiting in the sync alone)."""
+    sums = [0.25 + 0.5 + 1.25 + 1.5, 0.25 + 0.5 + 1.25 + 1.5 + 4.0]
+    ctr = [2 / 4, 3 / 5]  # labels: rank 1's two rows, then rank 0's one more
+    for before, after in ddp_pool.run(_one_sided_job):
+        for part in ("lifetime", "window"):
+            assert before["torchmetrics"][part] == pytest.approx(sums[0])
+            assert after["torchmetrics"][part] == pytest.approx(sums[1])
+            assert before["ours"][part] == pytest.approx(ctr[0])
+            assert after["ours"][part] == pytest.approx(ctr[1])

@@ -28,6 +28,7 @@ from torchmetrics_ext.metrics.base import (
     note_settings,
     recomputed_after,
     settings_problems,
+    syncs_on_compute,
 )
 from torchmetrics_ext.utilities.checks import check_int
 from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric
@@ -664,8 +665,16 @@ class Windowed(WrapperMetric):
     # ------------------------------------------------------------------ compute, reset, persistence
 
     def compute(self) -> dict[str, Any]:
-        """``{"lifetime": value over everything, "window": value over the window}``, each synced across ranks."""
-        return {"lifetime": self.lifetime.compute(), "window": self.window.compute()}
+        """``{"lifetime": value over everything, "window": value over the window}``, each synced across ranks.
+
+        Where they sync, both are computed afresh on every rank (a wrapped TorchMetrics metric's
+        cached value too: see :func:`~torchmetrics_ext.metrics.base.fresh_when_syncing`).
+        """
+        life, window = self.lifetime, self.window
+        for child in (life, window):
+            if child._computed is not None and syncs_on_compute(child):
+                child.__dict__["_computed"] = None
+        return {"lifetime": life.compute(), "window": window.compute()}
 
     def reset(self) -> None:
         """Clear the lifetime, the window and the ring (ordinary tensors, under ``torch.inference_mode()`` too)."""

@@ -2209,3 +2209,30 @@ def test_undefined_warnings_skip_tasks_not_reported() -> None:
     )
     with pytest.warns(tmx.UndefinedMetricWarning, match=r"WeightedPrecision is undefined for task\(s\) \['click'\]"):
         module.compute()
+
+
+def test_a_lifetime_only_name_computes_and_warns_for_its_lifetime_only() -> None:
+    """TorchRec's binned auprc reports its lifetime only: its window is neither computed nor warned for."""
+    cfg = {
+        "rec_tasks": [{"name": "click", "label_name": "cl", "prediction_name": "cp"}],
+        "rec_metrics": {"auprc": {"rec_task_indices": [0], "window_size": 4}},
+    }
+    module = tmx.RecMetricModule.from_torchrec_config(cfg)
+    module.update({"cp": torch.tensor([0.2, 0.7, 0.4, 0.5]), "cl": torch.tensor([0.0, 1, 1, 0])})
+    module.update({"cp": torch.tensor([0.2, 0.7, 0.4, 0.5]), "cl": torch.zeros(4)})  # the window: one class
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        values = module.compute()
+    undefined = [str(w.message) for w in caught if issubclass(w.category, tmx.UndefinedMetricWarning)]
+    assert undefined == [
+        "AUPRC is undefined for task(s) ['click']: no positive label weight; returning nan."
+    ]  # the exact window's, once
+    assert math.isnan(values["auprc-click|window_auprc"])
+    assert values["auprc-click|lifetime_auprc"] == pytest.approx(
+        average_precision_score([0, 1, 1, 0, 0, 0, 0, 0], [0.2, 0.7, 0.4, 0.5] * 2), abs=2e-3
+    )  # TorchRec's lifetime: 1000 probability bins
+
+
+def test_a_partial_of_throughput_is_refused_as_the_class() -> None:
+    with pytest.raises(TypeError, match="is a Throughput: the module has its own"):
+        tmx.RecMetricModule(["click"], {"t": functools.partial(tmx.Throughput, warmup_steps=0)}, throughput=False)

@@ -975,6 +975,8 @@ class RecMetricModule(nn.Module):
                 with naming_tasks(names):
                     if self._is_window_only(name):
                         self._emit(out, name, None, {"window": self._parts(self._unit(name))["window"].compute()})
+                    elif self._is_lifetime_only(name):  # its window is never reported: not computed (nor warned)
+                        self._emit(out, name, None, {"lifetime": self._parts(self._unit(name))["lifetime"].compute()})
                     else:
                         self._emit(out, name, None, self._unit(name).compute())
         if self.throughput is not None:
@@ -1031,6 +1033,9 @@ class RecMetricModule(nn.Module):
 
     def _is_window_only(self, name: str) -> bool:
         return self.window_size is not None and set(self._reported.get(name, ((), None))[0]) == {"window"}
+
+    def _is_lifetime_only(self, name: str) -> bool:
+        return self.window_size is not None and name in self._reported and "window" not in self._reported[name][0]
 
     def _emit(self, out: dict[str, Tensor], name: str, task: int | None, value: Any) -> None:
         """Add one unit's value(s): ``(T,)`` or a scalar per task, or a dict of them; lifetime and window."""
@@ -1238,7 +1243,8 @@ def _check_metric_name(name: Any) -> None:
 
 
 def _instantiate(name: str, spec: Any, num_tasks: int) -> TaskMetric:
-    if spec is Throughput or isinstance(spec, Throughput):
+    # a partial of it too (compared by identity: a metric instance's `==` builds a CompositionalMetric)
+    if spec is Throughput or getattr(spec, "func", None) is Throughput or isinstance(spec, Throughput):
         raise TypeError(
             f"Metric {name!r} is a Throughput: the module has its own, counted from every step's columns "
             "(`throughput=True`, the default, or `throughput=Throughput(...)` for other settings)."

@@ -290,11 +290,12 @@ def _grouped_ref(score):
     return lambda p, d: ref_grouped(p, d["y"].numpy(), d["groups"].numpy(), None, ref=score)
 
 
-def _sk_auc(p, y, w=None):
+def _sk_auc(p, y, w=None, logits=False):
+    """scikit-learn's AUC of the scores fed (``logits``: ref_grouped's flag; the sigmoid keeps their order)."""
     return roc_auc_score(y, p, sample_weight=w)
 
 
-def _sk_ap(p, y, w=None):
+def _sk_ap(p, y, w=None, logits=False):
     return average_precision_score(y, p, sample_weight=w)
 
 

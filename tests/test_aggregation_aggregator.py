@@ -709,3 +709,19 @@ def test_loading_a_checkpoint_of_another_handler_setting_is_a_value_error():
     target = MetricsAggregator()
     with pytest.raises(ValueError, match=r"do not (fit|match)"):
         target.load_state_dict(source.state_dict())
+
+
+def test_logging_leaves_the_process_warning_filters_alone() -> None:
+    """A warning shown once (Python's default filter) is not shown again after each logging call."""
+    aggregator = MetricsAggregator()
+    aggregator.update([Metric("d", "x", 1.0, AggregationType.SUM), Metric("d", "m", 2.0, AggregationType.MAX)])
+
+    def step() -> None:
+        warnings.warn("the user's own warning", stacklevel=1)
+        assert aggregator.get_metrics_for_logging() == {"train_d/x": 1.0, "train_d/m": 2.0}
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(5):
+            step()
+    assert [str(w.message) for w in caught] == ["the user's own warning"]

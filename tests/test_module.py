@@ -2236,3 +2236,32 @@ def test_a_lifetime_only_name_computes_and_warns_for_its_lifetime_only() -> None
 def test_a_partial_of_throughput_is_refused_as_the_class() -> None:
     with pytest.raises(TypeError, match="is a Throughput: the module has its own"):
         tmx.RecMetricModule(["click"], {"t": functools.partial(tmx.Throughput, warmup_steps=0)}, throughput=False)
+
+
+def test_compute_leaves_the_process_warning_filters_alone() -> None:
+    """A warning shown once (Python's default filter) is not shown again by later computes: the module
+    silences TorchMetrics' "compute before update" of its group members without a warnings filter
+    (a filter change makes Python forget every warning it has shown)."""
+    module = tmx.RecMetricModule(["click"], {"ne": "ne", "ll": "log_loss"}, window_size=10, throughput=False)
+    module.update({"prediction": torch.tensor([0.3, 0.6]), "label": torch.tensor([0.0, 0.0])})  # NE undefined
+
+    def step() -> None:
+        warnings.warn("the user's own warning", stacklevel=1)
+        module.compute()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(5):
+            step()
+    assert sorted(str(w.message) for w in caught) == [
+        "NormalizedEntropy is undefined for task(s) ['click']: the labels seen hold a single class "
+        "(or no weight); returning nan.",
+        "the user's own warning",
+    ]
+    # no "compute before update" warning from a module that never updated (nor from group members)
+    fresh = tmx.RecMetricModule(["click"], {"ne": "ne", "ll": "log_loss"}, throughput=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fresh.compute()
+    assert not [w for w in caught if "before the ``update``" in str(w.message)]
+    assert fresh.metrics["ll"]._update_count == 0  # put back after the compute

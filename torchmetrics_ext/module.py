@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import warnings
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -24,7 +23,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 
 from torchmetrics_ext.functional._sums import sharing_sums
-from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _replay, load_explained
+from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _replay, counted_as_updated, load_explained
 from torchmetrics_ext.metrics.ranking._base import sharing_row_copies
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.registry import (
@@ -951,9 +950,7 @@ class RecMetricModule(nn.Module):
     def _compute(self, sync: bool) -> dict[str, Tensor]:
         gathered = self._gather() if sync else {}
         out: dict[str, Tensor] = {}
-        with ExitStack() as stack, warnings.catch_warnings():
-            # group members hold their leader's states without an update of their own
-            warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
+        with ExitStack() as stack:
             for (name, part), metric in self._leaves():
                 source = gathered.get((self._leader.get(name, name), part))
                 stack.enter_context(metric.synced_from(source if sync else None))
@@ -963,6 +960,9 @@ class RecMetricModule(nn.Module):
                     for part, metric in self._parts(self._unit(name)).items():
                         metric.reset()
                         metric.merge_state(leader_parts[part].metric_state)
+            # group members hold their leader's states without an update of their own (and a rank
+            # without a batch the others' synced states): no "compute before update" warning
+            stack.enter_context(counted_as_updated(metric for _, metric in self._leaves()))
             for name in self._names:
                 # undefined-value warnings name the tasks (not their positions), only tasks reported
                 reported = self._reported.get(name, ((), None))[1]

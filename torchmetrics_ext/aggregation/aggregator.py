@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -17,7 +16,8 @@ from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.handlers import DEFAULT_HANDLERS, MetricFactory
 from torchmetrics_ext.aggregation.plan import Step, plan_step
 from torchmetrics_ext.aggregation.types import AggregationType, Metric
-from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
+from torchmetrics_ext.metrics.base import counted_as_updated
+from torchmetrics_ext.utilities.warnings import silencing_undefined
 
 __all__ = ["MetricsAggregator"]
 
@@ -305,9 +305,9 @@ class MetricsAggregator:
             elif not math.isnan(number):
                 out[key] = number
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UndefinedMetricWarning)
-            warnings.filterwarnings("ignore", message=".*compute.*was called before.*update", category=UserWarning)
+        # undefined values are not logged (nan dropped below); a rank without updates syncs the others'
+        # states: neither warns (without touching the process's warning filters)
+        with silencing_undefined(), counted_as_updated(metric for _, _, metric in self._keys.values()):
             for (ds, name), (agg_type, _, metric) in self._keys.items():
                 value = self._compute(metric, distributed)
                 base = f"{prefix}_{ds}/{name}"

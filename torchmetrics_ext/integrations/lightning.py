@@ -224,15 +224,20 @@ class RecMetricCallback(pl.Callback):
             )
         return out
 
-    @staticmethod
-    def _log(pl_module: pl.LightningModule, module: RecMetricModule, suffix: str = "", **options: Any) -> None:
+    def _log(self, pl_module: pl.LightningModule, module: RecMetricModule, suffix: str = "", **options: Any) -> None:
         """``log_dict(module.compute())``, each key followed by ``suffix``."""
         values = {f"{key}{suffix}": value for key, value in module.compute().items()}
+        logged = self.__dict__.setdefault("_quiet_keys", set())
+        if set(values) <= logged:  # Lightning advises each key once per process: nothing to silence
+            pl_module.log_dict(values, sync_dist=False, **options)
+            return
         with warnings.catch_warnings():
             # the values are synced by the module's compute(): Lightning's advice to sync them again
-            # (one warning per key under DDP) does not apply
+            # (one warning per key under DDP) does not apply. A filter makes Python forget the
+            # warnings it has shown, so it is set only the first time a key is logged.
             warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
             pl_module.log_dict(values, sync_dist=False, **options)
+        logged.update(values)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int

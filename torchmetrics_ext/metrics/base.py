@@ -158,6 +158,26 @@ def load_explained(load: Callable[[], _T]) -> _T:
     return result
 
 
+@contextmanager
+def counted_as_updated(metrics: Iterable[Metric]) -> Iterator[None]:
+    """Inside, every one of ``metrics`` counts as updated (TorchMetrics' "compute before update" warning silenced).
+
+    For callers whose metrics hold states without an update of their own (a compute group's
+    members, a rank without a batch whose states are synced from the others'). Unlike
+    ``warnings.catch_warnings`` with a filter, the process's warning filters are not touched: a
+    filter change makes Python forget which warnings it has shown, so every later warning (ours
+    and the user's) would show again after each call. The update counts are put back on exit.
+    """
+    counted = [(metric, metric._update_count) for metric in metrics]
+    try:
+        for metric, count in counted:
+            metric.__dict__["_update_count"] = max(count, 1)
+        yield
+    finally:
+        for metric, count in counted:
+            metric.__dict__["_update_count"] = count
+
+
 def recomputed_after(metric: Metric, change: Callable[[], None]) -> None:
     """Run ``change`` (a sync or unsync of ``metric``); if it flipped the synced state, drop the cached value.
 

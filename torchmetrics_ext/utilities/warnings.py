@@ -19,8 +19,10 @@ from contextvars import ContextVar
 import torch
 from torch import Tensor
 
-__all__ = ["UndefinedMetricWarning", "naming_tasks", "safe_divide", "warn_undefined"]
+__all__ = ["UndefinedMetricWarning", "naming_tasks", "safe_divide", "silencing_undefined", "warn_undefined"]
 
+# set by a caller that drops undefined values itself (the aggregator logs no nan)
+_SILENT: ContextVar[bool] = ContextVar("silent_undefined", default=False)
 # the names of the tasks of the value being computed, set by whoever knows them (RecMetricModule);
 # None for a task whose value is not reported
 _TASK_NAMES: ContextVar[tuple[str | None, ...] | None] = ContextVar("task_names", default=None)
@@ -45,6 +47,8 @@ def warn_undefined(undefined: Tensor, metric: str, reason: str, axes: tuple[str,
     Inside :func:`naming_tasks` (a ``RecMetricModule`` computing), tasks are named by their names
     (``task(s) ['click']``), also where the value has one task, when the names fit the task axis.
     """
+    if _SILENT.get():
+        return
     names = _TASK_NAMES.get()
     undefined = _reported_only(undefined, axes, names)
     if not bool(undefined.any()):
@@ -83,6 +87,20 @@ def naming_tasks(names: Sequence[str | None]) -> Iterator[None]:
         yield
     finally:
         _TASK_NAMES.reset(token)
+
+
+@contextmanager
+def silencing_undefined() -> Iterator[None]:
+    """No :class:`UndefinedMetricWarning` inside (for a caller that drops the ``nan`` values itself).
+
+    Unlike ``warnings.catch_warnings`` with a filter, the process's warning filters are not
+    touched (a filter change makes Python show every warning it had shown once again).
+    """
+    token = _SILENT.set(True)
+    try:
+        yield
+    finally:
+        _SILENT.reset(token)
 
 
 def _task_axis_fits(undefined: Tensor, axes: tuple[str, ...], names: tuple[str | None, ...] | None) -> bool:

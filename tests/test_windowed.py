@@ -1961,3 +1961,44 @@ def test_a_rank_that_did_not_update_since_compute_syncs_again(ddp_pool):
             assert after["torchmetrics"][part] == pytest.approx(sums[1])
             assert before["ours"][part] == pytest.approx(ctr[0])
             assert after["ours"][part] == pytest.approx(ctr[1])
+
+
+def _manual_sync_then_local_job(rank, world_size):
+    """sync_on_compute=False: a compute inside sync_context() (or after sync()) is of every rank; the next
+    compute() of this rank's own states; and a synced exact metric merges into another (all ranks' rows)."""
+    p, y = torch.tensor([0.5, 0.5]), torch.tensor([float(rank), 1.0])
+    plain, windowed = tmx.CTR(sync_on_compute=False), Windowed(tmx.CTR(), 10, sync_on_compute=False)
+    out = {}
+    for name, metric in (("plain", plain), ("windowed", windowed)):
+        metric.update(p, y)
+        with metric.sync_context():
+            synced = metric.compute()
+        after = metric.compute()
+        metric.sync()
+        synced_again = metric.compute()
+        out[name] = [_scalars(v) for v in (synced, after, synced_again, metric.compute())]
+    auc = tmx.AUC()
+    auc.update(
+        torch.tensor([0.2, 0.8]) + 0.05 * rank, torch.tensor([0.0, 1.0]) if rank == 0 else torch.tensor([1.0, 0.0])
+    )
+    auc.sync()  # its list states are now single tensors of every rank's rows
+    merged = tmx.AUC(sync_on_compute=False)
+    merged.merge_state(auc)
+    out["merged"] = merged.compute().item()
+    return out
+
+
+def _scalars(value):
+    return {k: v.item() for k, v in value.items()} if isinstance(value, dict) else value.item()
+
+
+@pytest.mark.ddp
+def test_a_compute_of_synced_states_is_not_kept_after_the_unsync(ddp_pool):
+    rows = ([0.2, 0.8, 0.25, 0.85], [0, 1, 1, 0])
+    for rank, out in enumerate(ddp_pool.run(_manual_sync_then_local_job)):
+        own = (rank + 1.0) / 2  # this rank's CTR: labels (rank, 1) over weight 2
+        assert out["plain"] == pytest.approx([0.75, own, 0.75, own])
+        both = {"lifetime": 0.75, "window": 0.75}
+        mine = {"lifetime": own, "window": own}
+        assert out["windowed"] == [pytest.approx(v) for v in (both, mine, both, mine)]
+        assert out["merged"] == pytest.approx(skm.roc_auc_score(rows[1], rows[0]))

@@ -493,11 +493,20 @@ class GuardedMetric(Metric):
                 raise ValueError(f"Cannot merge a {type(self).__name__} with settings {theirs} into one with {ours}.")
         states = incoming_state.metric_state if isinstance(incoming_state, Metric) else incoming_state
         if isinstance(states, dict):
+            states = self._as_list_states(states)
             problems = self._merge_problems(states)
             if problems:
                 raise ValueError(f"Cannot merge into {type(self).__name__}: " + " ".join(problems))
+            incoming_state = states
         super().merge_state(incoming_state)
         self._computed = None
+
+    def _as_list_states(self, states: Mapping[str, Any]) -> dict[str, Any]:
+        """``states`` with a list state given as one tensor (a synced metric's: its chunks joined) as a list of it."""
+        return {
+            name: [value] if isinstance(value, Tensor) and isinstance(self._defaults.get(name), list) else value
+            for name, value in states.items()
+        }
 
     def _merge_problems(self, states: Mapping[str, Any]) -> list[str]:
         """What keeps ``states`` from merging into this metric: other state names, shapes or kinds.
@@ -726,20 +735,28 @@ def syncs_on_compute(metric: Metric) -> bool:
 
 
 def fresh_when_syncing(metric: Metric, compute: Callable) -> Callable:
-    """``compute`` without TorchMetrics' cached value where it syncs across processes.
+    """``compute`` without TorchMetrics' cached value where it syncs across processes, or unsynced.
 
     TorchMetrics returns the value cached by the last ``compute()`` when this process has not
     updated since, without syncing. Another rank that did update syncs, and waits for this one in
     a collective it never joins (a hang, or an error from the backend) while this rank returns a
     value without the other's new samples. Every rank that syncs computes afresh instead, so all
     join the same collectives whatever each updated (one more sync where nothing changed).
+
+    And a value computed from states synced by hand (``sync_context()``, ``sync()``) is not kept
+    when TorchMetrics' wrapper unsyncs them on its way out: the next ``compute()`` is of this
+    rank's own states again (TorchMetrics cached the synced value).
     """
 
     @functools.wraps(compute)
     def fresh(*args: Any, **kwargs: Any) -> Any:
         if metric._computed is not None and syncs_on_compute(metric):
             metric.__dict__["_computed"] = None
-        return compute(*args, **kwargs)
+        synced = metric._is_synced
+        value = compute(*args, **kwargs)
+        if synced and not metric._is_synced:  # TorchMetrics unsynced after computing: the value is not of these states
+            metric.__dict__["_computed"] = None
+        return value
 
     return fresh
 

@@ -671,10 +671,15 @@ class Windowed(WrapperMetric):
         cached value too: see :func:`~torchmetrics_ext.metrics.base.fresh_when_syncing`).
         """
         life, window = self.lifetime, self.window
-        for child in (life, window):
+        values = {}
+        for part, child in (("lifetime", life), ("window", window)):
             if child._computed is not None and syncs_on_compute(child):
                 child.__dict__["_computed"] = None
-        return {"lifetime": life.compute(), "window": window.compute()}
+            synced = child._is_synced
+            values[part] = child.compute()
+            if synced and not child._is_synced:  # unsynced by the wrapper: the value is of the synced states
+                child.__dict__["_computed"] = None
+        return values
 
     def reset(self) -> None:
         """Clear the lifetime, the window and the ring (ordinary tensors, under ``torch.inference_mode()`` too)."""
@@ -738,6 +743,7 @@ class Windowed(WrapperMetric):
                 f"got {type(incoming_state).__name__}."
             )
         if isinstance(life, GuardedMetric):
+            states = life._as_list_states(states)  # a synced metric's list states are single tensors
             problems = life._merge_problems(states)  # exactly its state names, shapes and kinds
         else:
             missing = sorted(set(life._defaults) - set(states))

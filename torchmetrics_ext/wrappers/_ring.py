@@ -181,10 +181,13 @@ class StateRing:
     def fold(self, pairs: Sequence[tuple[Mapping[str, Tensor], Mapping[str, Tensor]]]) -> None:
         """``targets (+)= sources`` for every ``(targets, sources)`` pair and tensor state, in place.
 
-        Each state uses its own reduction; all pairs go through one fused call per reduction.
+        Each state uses its own reduction; all pairs go through one fused call per reduction. A
+        state that ``targets`` leaves out is not folded (the caller folds it otherwise).
         """
         for kind, names in self.groups.items():
-            _REDUCE[kind]([t[n] for t, _ in pairs for n in names], [s[n] for _, s in pairs for n in names])
+            folded = [(t[n], s[n]) for t, s in pairs for n in names if n in t]
+            if folded:
+                _REDUCE[kind]([t for t, _ in folded], [s for _, s in folded])
 
     def next_slot(self) -> dict[str, Tensor]:
         """Views of the next free slot (to be overwritten with one update's statistics)."""

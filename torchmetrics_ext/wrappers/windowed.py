@@ -32,6 +32,7 @@ from torchmetrics_ext.metrics.base import (
 )
 from torchmetrics_ext.utilities.checks import check_int
 from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric
+from torchmetrics_ext.utilities.summation import compensated_add_
 from torchmetrics_ext.wrappers._histogram import HistogramWindow
 from torchmetrics_ext.wrappers._options import METRIC_OPTIONS, wrapper_options
 from torchmetrics_ext.wrappers._ring import StateRing, join_small_tails, state_kind
@@ -394,6 +395,13 @@ class Windowed(WrapperMetric):
         else:
             self.__dict__["_hist"] = None
         self.__dict__["_ring"] = StateRing(kinds, metric._defaults)
+        # running sums the metric keeps compensated (Distribution's, next to their rounding errors):
+        # the lifetime adds each update to them with compensated_add_, not the plain fused fold,
+        # whose roundings would add up over the run
+        compensated = getattr(metric, "_compensated_sums", {})
+        self.__dict__["_compensated"] = tuple(
+            (total, error) for error, total in compensated.items() if kinds.get(total) == kinds.get(error) == "sum"
+        )
         self.__dict__["_window_lists"] = {}
         self.__dict__["_window_stale"] = False
         self.__dict__["_lifetime_stale"] = False
@@ -607,7 +615,12 @@ class Windowed(WrapperMetric):
             window_value = self._batch_value(values)
         # ---- commit: nothing below raises
         life, window = self._modules["lifetime"], self._modules["window"]
-        lifetime_fold = [({name: getattr(life, name) for name in ring.tensor_names}, full)]
+        compensated = self.__dict__.get("_compensated", ())
+        targets = {name: getattr(life, name) for name in ring.tensor_names}
+        if compensated:  # the batch's sums are added to the lifetime's with their rounding errors kept
+            sums = [targets.pop(total) for total, _ in compensated]
+            compensated_add_(sums, [targets[error] for _, error in compensated], [full[t] for t, _ in compensated])
+        lifetime_fold = [(targets, full)]
         if ring.list_names:
             for name in ring.list_names:
                 getattr(life, name).extend(full_lists[name])

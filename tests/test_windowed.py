@@ -291,6 +291,62 @@ def test_windowed_distribution_checkpoint_without_compensations_loads():
     assert abs(resumed["lifetime"]["std"].item() - std) <= 20 * 1e-16 * (mean / std) ** 2 * std
 
 
+def _storages(chunks):
+    return {chunk.untyped_storage().data_ptr() for chunk in chunks}
+
+
+def test_exact_window_shares_the_lifetime_storage_and_the_lifetime_list_stays_short():
+    """An exact window's chunks are the lifetime's own; the lifetime list is a plain AUC's plus the window's.
+
+    2 tasks, batches of 256 (512-element chunks, 64 of which join into a large one), a window of
+    10 updates: the lifetime joined its newest 64 chunks, window ones included, into a copy the
+    window did not share (about half the window stored twice), and each joined chunk blocked the
+    next join, leaving one list entry per 2 updates (670 after 1,300 updates; a plain AUC: 40).
+    Values: scikit-learn over all the samples and over the window's.
+    """
+    g = torch.Generator().manual_seed(5)
+    metric, plain = Windowed(tmx.AUC(num_tasks=2), window_size=2560), tmx.AUC(num_tasks=2)
+    preds, target = [], []
+    for _ in range(1300):
+        p = torch.rand(2, 256, generator=g)
+        y = (torch.rand(2, 256, generator=g) < p).float()
+        metric.update(p, y)
+        plain.update(p, y)
+        preds.append(p)
+        target.append(y)
+    life, ring = metric.lifetime, metric._ring
+    for name in ("preds", "signed_weights"):
+        window_chunks = ring.window_chunks(name)
+        assert sum(c.numel() for c in window_chunks) == 2 * 2560
+        assert _storages(window_chunks) <= _storages(getattr(life, name))  # nothing stored twice
+        assert len(getattr(life, name)) <= len(getattr(plain, name)) + ring.num_chunks[name]
+    p, y = torch.cat(preds, 1).numpy(), torch.cat(target, 1).numpy()
+    value = metric.compute()
+    for part, cols in (("lifetime", slice(None)), ("window", slice(-2560, None))):
+        want = [skm.roc_auc_score(y[t, cols], p[t, cols]) for t in range(2)]
+        np.testing.assert_allclose(value[part].numpy(), want, rtol=1e-6)
+
+
+def test_join_small_tails_joins_before_the_kept_chunks_at_every_append():
+    """Called after each append: a list of 768-element chunks keeps one entry per 64 appends (was one per 2)."""
+    from torchmetrics_ext.wrappers._ring import join_small_tails
+
+    a, b = [], []
+    for i in range(4096):
+        a.append(torch.full((768,), float(i)))
+        b.append(torch.full((768,), -float(i)))
+        join_small_tails([a, b], keep=5)
+        assert len(a) == len(b)
+    assert len(a) <= 64 + 5 + 63
+    assert all(c.numel() == 768 for c in a[-5:])  # the kept ones stay as they were
+    torch.testing.assert_close(torch.cat(a), torch.arange(4096.0).repeat_interleave(768))
+    tail = [torch.zeros(3) for _ in range(70)]
+    join_small_tails([tail], keep=3, kept_first=tail[-4])  # a kept chunk before the last 3: no join
+    assert len(tail) == 70
+    join_small_tails([tail], keep=3, kept_first=tail[-3])
+    assert len(tail) == 1 + 3 + 3 and tail[3].shape == (192,)
+
+
 def _kept_tail(seen, window):
     kept, total = [], 0
     for batch in reversed(seen):

@@ -239,6 +239,114 @@ def test_window_of_max_min_and_sum_states():
             np.testing.assert_allclose(value[part]["std"].item(), data.std().item(), rtol=1e-9)
 
 
+def _two_pass_std(x):
+    """``(std, mean)`` (``ddof=1``) by two ``math.fsum`` passes: the reference without cancellation."""
+    mean = math.fsum(x) / x.size
+    return math.sqrt(math.fsum((x - mean) ** 2) / (x.size - 1)), mean
+
+
+def test_windowed_distribution_lifetime_keeps_the_one_update_std_error():
+    """The lifetime's sums are added compensated (as Distribution's own update does), not by the plain fold.
+
+    10,000 updates of 8 values at mean 1e5, std 1: the documented bound 1e-16 (mean/std)^2 = 1e-6
+    relative; the plain fold of the lifetime was off by 1.9e-5. The window (the newest 100
+    updates) is a fresh, uncompensated sum over its updates: its error grows with their number
+    (documented), not with the run's. References: two-pass ``math.fsum``.
+    """
+    rows = np.random.default_rng(0).normal(1e5, 1.0, (10000, 8))
+    metric = Windowed(Distribution(percentiles=(50.0,)), window_size=800)
+    for row in rows:
+        metric.update(torch.from_numpy(row))
+    out = metric.compute()
+    for part, data, updates in (("lifetime", rows.ravel(), 1), ("window", rows[-100:].ravel(), 100)):
+        std, mean = _two_pass_std(data)
+        assert abs(out[part]["std"].item() - std) <= updates * 1e-16 * (mean / std) ** 2 * std, part
+        assert abs(out[part]["mean"].item() - mean) <= 1e-15 * mean, part
+
+
+def test_windowed_distribution_checkpoint_without_compensations_loads():
+    """A Windowed(Distribution) checkpoint written before the compensation states (ring too) resumes exactly."""
+    rng = np.random.default_rng(4)
+    batches = [torch.tensor(rng.normal(1e3, 3.0, int(rng.integers(1, 20)))) for _ in range(30)]
+    metric = Windowed(Distribution(), window_size=50)
+    for batch in batches[:20]:
+        metric.update(batch)
+    names = tuple(Distribution._compensated_sums)
+    old = {k: v for k, v in metric.state_dict().items() if not k.endswith(names)}
+    ring = old["_extra_state"] = dict(old["_extra_state"])
+    for part in ("rings", "back"):
+        ring[part] = {n: v for n, v in ring[part].items() if n not in names}
+    again = Windowed(Distribution(), window_size=50)
+    again.load_state_dict(old)  # strict: the compensations are derived as zeros
+    for batch in batches[20:]:
+        metric.update(batch)
+        again.update(batch)
+    resumed, uninterrupted = again.compute(), metric.compute()
+    for part in ("lifetime", "window"):
+        for key, value in uninterrupted[part].items():
+            if key != "std":  # the rounding the old sums had collected stays in them (20 updates' worth)
+                torch.testing.assert_close(resumed[part][key], value, rtol=1e-14, atol=0)
+    torch.testing.assert_close(resumed["window"]["std"], uninterrupted["window"]["std"], rtol=1e-14, atol=0)
+    std, mean = _two_pass_std(torch.cat(batches).numpy())
+    assert abs(resumed["lifetime"]["std"].item() - std) <= 20 * 1e-16 * (mean / std) ** 2 * std
+
+
+def _storages(chunks):
+    return {chunk.untyped_storage().data_ptr() for chunk in chunks}
+
+
+def test_exact_window_shares_the_lifetime_storage_and_the_lifetime_list_stays_short():
+    """An exact window's chunks are the lifetime's own; the lifetime list is a plain AUC's plus the window's.
+
+    2 tasks, batches of 256 (512-element chunks, 64 of which join into a large one), a window of
+    10 updates: the lifetime joined its newest 64 chunks, window ones included, into a copy the
+    window did not share (about half the window stored twice), and each joined chunk blocked the
+    next join, leaving one list entry per 2 updates (670 after 1,300 updates; a plain AUC: 40).
+    Values: scikit-learn over all the samples and over the window's.
+    """
+    g = torch.Generator().manual_seed(5)
+    metric, plain = Windowed(tmx.AUC(num_tasks=2), window_size=2560), tmx.AUC(num_tasks=2)
+    preds, target = [], []
+    for _ in range(1300):
+        p = torch.rand(2, 256, generator=g)
+        y = (torch.rand(2, 256, generator=g) < p).float()
+        metric.update(p, y)
+        plain.update(p, y)
+        preds.append(p)
+        target.append(y)
+    life, ring = metric.lifetime, metric._ring
+    for name in ("preds", "signed_weights"):
+        window_chunks = ring.window_chunks(name)
+        assert sum(c.numel() for c in window_chunks) == 2 * 2560
+        assert _storages(window_chunks) <= _storages(getattr(life, name))  # nothing stored twice
+        assert len(getattr(life, name)) <= len(getattr(plain, name)) + ring.num_chunks[name]
+    p, y = torch.cat(preds, 1).numpy(), torch.cat(target, 1).numpy()
+    value = metric.compute()
+    for part, cols in (("lifetime", slice(None)), ("window", slice(-2560, None))):
+        want = [skm.roc_auc_score(y[t, cols], p[t, cols]) for t in range(2)]
+        np.testing.assert_allclose(value[part].numpy(), want, rtol=1e-6)
+
+
+def test_join_small_tails_joins_before_the_kept_chunks_at_every_append():
+    """Called after each append: a list of 768-element chunks keeps one entry per 64 appends (was one per 2)."""
+    from torchmetrics_ext.wrappers._ring import join_small_tails
+
+    a, b = [], []
+    for i in range(4096):
+        a.append(torch.full((768,), float(i)))
+        b.append(torch.full((768,), -float(i)))
+        join_small_tails([a, b], keep=5)
+        assert len(a) == len(b)
+    assert len(a) <= 64 + 5 + 63
+    assert all(c.numel() == 768 for c in a[-5:])  # the kept ones stay as they were
+    torch.testing.assert_close(torch.cat(a), torch.arange(4096.0).repeat_interleave(768))
+    tail = [torch.zeros(3) for _ in range(70)]
+    join_small_tails([tail], keep=3, kept_first=tail[-4])  # a kept chunk before the last 3: no join
+    assert len(tail) == 70
+    join_small_tails([tail], keep=3, kept_first=tail[-3])
+    assert len(tail) == 1 + 3 + 3 and tail[3].shape == (192,)
+
+
 def _kept_tail(seen, window):
     kept, total = [], 0
     for batch in reversed(seen):

@@ -20,11 +20,14 @@ Percentiles follow ``numpy.percentile``'s default (linear) definition: the value
 lie in ``[min_value, max_value]``.
 
 The mean and the standard deviation come from the float64 sum and sum of squares (states that
-merge by addition). The mean is exact up to float64 rounding. The std is too when the values are
-centred near 0, but :math:`\sum x^2 - n\bar x^2` cancels when the mean is large relative to the
-spread: its relative error is about :math:`10^{-16} (\bar x / s)^2` (1e-8 at a mean 1e4 times the
-std), and once the spread is below ~1e-6 of the mean the std is ``nan`` with a warning (equal
-values give exactly 0). Subtract a common offset (a known typical value) from the values first.
+merge by addition). A metric keeps both compensated (each next to the running sum of its rounding
+errors, see :func:`~torchmetrics_ext.utilities.summation.compensated_add_`), so their error is
+that of one update however many updates they collect. The mean is exact up to float64 rounding.
+The std is too when the values are centred near 0, but :math:`\sum x^2 - n\bar x^2` cancels when
+the mean is large relative to the spread: its relative error is about
+:math:`10^{-16} (\bar x / s)^2` (1e-8 at a mean 1e4 times the std), after one update or many, and
+once the spread is below ~1e-6 of the mean the std is ``nan`` with a warning (equal values give
+exactly 0). Subtract a common offset (a known typical value) from the values first.
 The sum of squares of up to :math:`2^{53}` values (the exact range of the float64 count) cannot
 overflow float64 while every magnitude is at most :math:`2^{485} \approx 1.0 \times 10^{146}`
 (``LARGEST_MAGNITUDE``): plain-value batches (``Distribution.summarize``, the aggregator) refuse
@@ -45,6 +48,7 @@ from torch import Tensor
 
 from torchmetrics_ext.utilities.checks import as_real, check_tensor
 from torchmetrics_ext.utilities.formatting import exact_text
+from torchmetrics_ext.utilities.summation import compensated_add_
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["LARGEST_MAGNITUDE", "SketchBatch", "SketchSpec", "distribution", "percentile_key"]
@@ -198,11 +202,21 @@ def _distribution_fold(
     vmax: Tensor,
     bucket_counts: Tensor,
     batch: SketchBatch,
+    compensations: tuple[Tensor, Tensor] | None = None,
 ) -> None:
-    """Fold a batch's statistics into the sketch's states, in place."""
+    """Fold a batch's statistics into the sketch's states, in place.
+
+    With ``compensations`` (the states ``total_compensation``, ``total_sq_compensation``) the sum
+    and the sum of squares are compensated
+    (:func:`~torchmetrics_ext.utilities.summation.compensated_add_`): their error stays at one
+    update's, however many updates. Without, a plain addition (a fold into zero states is exact).
+    """
     count.add_(batch.num_values)
-    total.add_(batch.total)
-    total_sq.add_(batch.total_sq)
+    if compensations is None:
+        total.add_(batch.total)
+        total_sq.add_(batch.total_sq)
+    else:
+        compensated_add_((total, total_sq), compensations, (batch.total, batch.total_sq))
     vmin.clamp_(max=batch.vmin)
     vmax.clamp_(min=batch.vmax)
     _add_to_sketch(bucket_counts, batch.bucket_index)
@@ -232,7 +246,8 @@ def _sketch_quantiles(
 
 
 # Below this fraction of the sum of squares, sum x^2 - n mean^2 is rounding noise of the float64
-# sums (~1e-16 of them, times the number of merges): a spread below ~2^-20 ~ 1e-6 of the mean.
+# sums (~1e-16 of them: the compensated sums carry one rounding, a few more once summed across
+# ranks): a spread below ~2^-20 ~ 1e-6 of the mean.
 _CANCELLED = 2.0**-40
 
 
@@ -279,16 +294,23 @@ def _distribution_compute(
     percentiles: Sequence[float],
     spec: SketchSpec,
     metric: str = "Distribution",
+    compensations: tuple[Tensor, Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """``{"mean", "min", "max", "std", "p05", ...}`` from the sufficient statistics.
 
     ``std`` is the sample standard deviation (``ddof=1``, as ``torch.std``), see :func:`_sample_std`.
     With no value every output is ``nan``; with one value, or a spread below the rounding of the
     sums, ``std`` is ``nan`` (each with an UndefinedMetricWarning).
-    The handful of scalars is finished on the host after one synchronisation.
+    ``compensations``: the rounding errors of ``total`` and ``total_sq`` (see
+    :func:`_distribution_fold`), added to them once here (a non-finite one, from an overflowed sum,
+    is left out). The handful of scalars is finished on the host after one synchronisation.
     """
     names = ["mean", "min", "max", "std", *(percentile_key(p) for p in percentiles)]
-    n, s1, s2, lo, hi = torch.stack([count, total, total_sq, vmin, vmax]).tolist()
+    zero = count.new_zeros(())
+    c1, c2 = compensations if compensations is not None else (zero, zero)
+    n, s1, s2, lo, hi, e1, e2 = torch.stack([count, total, total_sq, vmin, vmax, c1, c2]).tolist()
+    s1 += e1 if math.isfinite(e1) else 0.0
+    s2 += e2 if math.isfinite(e2) else 0.0
     if n <= 0:
         warn_undefined(torch.ones(1, dtype=torch.bool), metric, "no value was seen")
         values = [math.nan] * len(names)

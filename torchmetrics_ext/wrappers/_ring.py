@@ -46,7 +46,7 @@ _SCAN: dict[str, Callable[[Tensor], Tensor]] = {
 # dtypes whose sums scan in their own precision (a CPU float32 cumsum accumulates in float64);
 # other floating sums are combined slot by slot, as on every device before
 _SCAN_DTYPES = (torch.float64, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
-_JOIN = 64  # the lifetime's list states join every this many trailing small chunks into one
+_JOIN = 64  # the lifetime's list states join this many small chunks (older than the window's) into one
 _SMALL = 1 << 15  # elements: a chunk below this counts as small
 
 
@@ -73,19 +73,34 @@ def state_kind(name: str, reduction: Any, default: Any) -> str:
     return kind
 
 
-def join_small_tails(lists: list[list[Tensor]]) -> None:
-    """Join the last ``_JOIN`` chunks of every list into one when all are small and the lists align.
+def join_small_tails(lists: list[list[Tensor]], keep: int = 0, kept_first: Tensor | None = None) -> None:
+    """Join the ``_JOIN`` chunks before the last ``keep`` of every list into one when all are small and the lists align.
 
-    Thousands of small per-update chunks fragment the allocator's heap; joining keeps the lists
-    short. The lists are joined together and only while they hold the same number of chunks,
-    so a metric whose list states line up chunk by chunk keeps that alignment.
+    Thousands of small per-update chunks fragment the allocator's heap and slow a later
+    ``torch.cat``; called after every append, this keeps a list as short as a plain metric's
+    ``cat`` state (``_append_chunk`` of the AUC family, the same rule): one entry per ``_JOIN``
+    appends of chunks of at least ``_SMALL / _JOIN`` elements, fewer for smaller ones (joined
+    chunks join again while they are small), every element copied a bounded number of times.
+    The lists are joined together and only while they hold the same number of chunks, so a
+    metric whose list states line up chunk by chunk keeps that alignment.
+
+    ``keep``: the newest chunks, never joined (a :class:`~torchmetrics_ext.Windowed` lifetime's
+    chunks that are also its window's: joined, the window would hold its own copy of them).
+    ``kept_first``: the first list's oldest chunk that must not be joined, when it may sit
+    before the last ``keep`` (an empty batch in between that the window does not hold): no join
+    while it is among the chunks to join.
     """
     length = len(lists[0]) if lists else 0
-    if length < _JOIN or length % _JOIN or any(len(chunks) != length for chunks in lists):
+    end = length - keep
+    start = end - _JOIN
+    if start < 0 or any(len(chunks) != length for chunks in lists):
         return
-    if all(chunk.numel() < _SMALL for chunks in lists for chunk in chunks[-_JOIN:]):
-        for chunks in lists:
-            chunks[-_JOIN:] = [_join(chunks[-_JOIN:])]
+    if not all(chunk.numel() < _SMALL for chunks in lists for chunk in chunks[start:end]):
+        return
+    if kept_first is not None and any(chunk is kept_first for chunk in lists[0][start:end]):
+        return
+    for chunks in lists:
+        chunks[start:end] = [_join(chunks[start:end])]
 
 
 def _is_broadcast(chunk: Tensor) -> bool:
@@ -181,10 +196,13 @@ class StateRing:
     def fold(self, pairs: Sequence[tuple[Mapping[str, Tensor], Mapping[str, Tensor]]]) -> None:
         """``targets (+)= sources`` for every ``(targets, sources)`` pair and tensor state, in place.
 
-        Each state uses its own reduction; all pairs go through one fused call per reduction.
+        Each state uses its own reduction; all pairs go through one fused call per reduction. A
+        state that ``targets`` leaves out is not folded (the caller folds it otherwise).
         """
         for kind, names in self.groups.items():
-            _REDUCE[kind]([t[n] for t, _ in pairs for n in names], [s[n] for _, s in pairs for n in names])
+            folded = [(t[n], s[n]) for t, s in pairs for n in names if n in t]
+            if folded:
+                _REDUCE[kind]([t for t, _ in folded], [s for _, s in folded])
 
     def next_slot(self) -> dict[str, Tensor]:
         """Views of the next free slot (to be overwritten with one update's statistics)."""

@@ -32,6 +32,7 @@ from torchmetrics_ext.metrics.base import (
 )
 from torchmetrics_ext.utilities.checks import check_int
 from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric
+from torchmetrics_ext.utilities.summation import compensated_add_
 from torchmetrics_ext.wrappers._histogram import HistogramWindow
 from torchmetrics_ext.wrappers._options import METRIC_OPTIONS, wrapper_options
 from torchmetrics_ext.wrappers._ring import StateRing, join_small_tails, state_kind
@@ -218,7 +219,12 @@ class Windowed(WrapperMetric):
         its float64 weight when weighted) and one dense histogram per block of up to 8 updates;
         each update then costs one ``scatter_add_`` (that of the metric alone). Exact metrics
         (``cat`` states: exact AUC/AUPRC/GAUC, exact ranking rows, pairwise AUC) keep exactly the
-        window's samples, shared with the lifetime's storage while they are in the window.
+        window's samples in the lifetime's own chunks: the lifetime joins its small chunks (64 at
+        a time, as the metric alone) only once they have left the window, so the window stores
+        nothing more and the lifetime list is as short as the metric's alone plus the window's
+        chunks. After ``load_state_dict``, a move to another device or a grouped AUC's lifetime
+        ``compute`` (which joins its chunks into one) the window holds its own copy of the samples
+        it had then, until they leave it (at most one window's samples).
 
         **Exactness.** The window is never updated by subtracting evicted statistics: it is the
         fresh reduction of the updates it holds (a two-stack sliding window), so its value equals
@@ -394,6 +400,13 @@ class Windowed(WrapperMetric):
         else:
             self.__dict__["_hist"] = None
         self.__dict__["_ring"] = StateRing(kinds, metric._defaults)
+        # running sums the metric keeps compensated (Distribution's, next to their rounding errors):
+        # the lifetime adds each update to them with compensated_add_, not the plain fused fold,
+        # whose roundings would add up over the run
+        compensated = getattr(metric, "_compensated_sums", {})
+        self.__dict__["_compensated"] = tuple(
+            (total, error) for error, total in compensated.items() if kinds.get(total) == kinds.get(error) == "sum"
+        )
         self.__dict__["_window_lists"] = {}
         self.__dict__["_window_stale"] = False
         self.__dict__["_lifetime_stale"] = False
@@ -607,11 +620,15 @@ class Windowed(WrapperMetric):
             window_value = self._batch_value(values)
         # ---- commit: nothing below raises
         life, window = self._modules["lifetime"], self._modules["window"]
-        lifetime_fold = [({name: getattr(life, name) for name in ring.tensor_names}, full)]
+        compensated = self.__dict__.get("_compensated", ())
+        targets = {name: getattr(life, name) for name in ring.tensor_names}
+        if compensated:  # the batch's sums are added to the lifetime's with their rounding errors kept
+            sums = [targets.pop(total) for total, _ in compensated]
+            compensated_add_(sums, [targets[error] for _, error in compensated], [full[t] for t, _ in compensated])
+        lifetime_fold = [(targets, full)]
         if ring.list_names:
             for name in ring.list_names:
                 getattr(life, name).extend(full_lists[name])
-            join_small_tails([getattr(life, name) for name in ring.list_names])
             if not self._window_lists_bound():
                 self._bind_window_lists()
         # an empty batch takes no room in the window, but its empty chunks are kept while the
@@ -629,6 +646,17 @@ class Windowed(WrapperMetric):
             self.__dict__["_window_stale"] = bool(ring.tensor_names)
         else:
             ring.fold(lifetime_fold)
+        if ring.list_names:
+            # the lifetime's small chunks are joined once they have left the window: the window's
+            # chunks stay the lifetime's own (shared storage), and the lifetime list stays as short
+            # as a plain metric's (one entry per 64 updates) plus the window's chunks
+            first = ring.list_names[0]
+            kept = self._window_lists[first]
+            join_small_tails(
+                [getattr(life, name) for name in ring.list_names],
+                keep=max(ring.num_chunks.values()),
+                kept_first=kept[0] if kept else None,
+            )
         for child in (self, life, window):  # as TorchMetrics' update wrapper does (plain attributes)
             child.__dict__["_update_count"] += 1
             child.__dict__["_computed"] = None

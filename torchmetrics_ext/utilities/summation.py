@@ -1,0 +1,68 @@
+"""Compensated float64 running sums that stay sum-reducible (states merged with ``dist_reduce_fx="sum"``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["compensated_add_"]
+
+
+def compensated_add_(
+    sums: Sequence[Tensor], compensations: Sequence[Tensor], addends: Sequence[Tensor | float]
+) -> None:
+    r"""``sums += addends`` in place, the rounding error of each addition added to ``compensations``.
+
+    Knuth's TwoSum, exact in IEEE float64 whatever the order of the magnitudes: :math:`s = a + b`,
+    :math:`b' = s - a`, :math:`e = (a - (s - b')) + (b - b')`, and :math:`a + b = s + e`
+    exactly. A running sum's value is then ``sum + compensation`` (Kahan-Babuska-Neumaier
+    summation): after any number of additions its error is about one rounding of the sum (the
+    compensation's own roundings are about :math:`10^{-16}` times smaller), where a plain running
+    sum collects one rounding per addition. Both states add up across ranks and merges
+    (``dist_reduce_fx="sum"``): a sum over ``R`` ranks adds ``R - 1`` roundings, not one per update.
+
+    On the CPU the few scalars are added on the host (read with ``.item()``, written with
+    ``fill_``: about 3 µs for two sums, where the tensor kernels take about 20 µs); on another
+    device eight fused ``_foreach`` calls over all the sums together, nothing read on the host.
+    ``addends`` are tensors (on the states' device) or Python numbers (mixed ones are made tensors).
+    A non-finite sum makes its compensation ``nan``: read the value as ``sum`` then.
+
+    Example:
+        >>> import torch
+        >>> total, error = torch.tensor(1e16, dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+        >>> for _ in range(10):
+        ...     compensated_add_([total], [error], [1.0])
+        >>> total.item(), error.item(), int(total.item()) + int(error.item())
+        (1e+16, 10.0, 10000000000000010)
+    """
+    sums, errors = list(sums), list(compensations)
+    if all(t.is_cpu and t.numel() == 1 for t in sums):  # each compensation lives with its sum
+        _compensated_add_on_host(sums, errors, addends)
+    else:
+        _compensated_add_kernels(sums, errors, addends)
+
+
+def _compensated_add_on_host(sums: list[Tensor], errors: list[Tensor], addends: Sequence[Tensor | float]) -> None:
+    """:func:`compensated_add_` of one-element CPU states in Python floats (the same float64 operations)."""
+    for total, error, term in zip(sums, errors, addends, strict=True):
+        a, b = total.item(), term.detach().item() if isinstance(term, Tensor) else float(term)
+        s = a + b
+        b_rounded = s - a
+        total.fill_(s)
+        error.fill_(error.item() + ((a - (s - b_rounded)) + (b - b_rounded)))
+
+
+def _compensated_add_kernels(sums: list[Tensor], errors: list[Tensor], addends: Sequence[Tensor | float]) -> None:
+    """:func:`compensated_add_` in fused ``_foreach`` kernels: nothing read on the host."""
+    terms: list[Any] = [b.detach() if isinstance(b, Tensor) else b for b in addends]  # sums, not a graph
+    if any(isinstance(b, Tensor) for b in terms) and not all(isinstance(b, Tensor) for b in terms):
+        terms = [torch.as_tensor(b, dtype=s.dtype, device=s.device) for b, s in zip(terms, sums, strict=True)]
+    new = torch._foreach_add(sums, terms)
+    b_rounded = torch._foreach_sub(new, sums)  # b' = s - a
+    a_error = torch._foreach_sub(sums, torch._foreach_sub(new, b_rounded))  # a - (s - b')
+    minus_b_error = torch._foreach_sub(b_rounded, terms)  # b' - b
+    torch._foreach_add_(errors, torch._foreach_sub(a_error, minus_b_error))
+    torch._foreach_copy_(sums, new)

@@ -725,3 +725,25 @@ def test_logging_leaves_the_process_warning_filters_alone() -> None:
         for _ in range(5):
             step()
     assert [str(w.message) for w in caught] == ["the user's own warning"]
+
+
+def test_a_checkpoint_written_before_distribution_kept_its_compensations_loads():
+    """DISTRIBUTION states saved before ``total_compensation``/``total_sq_compensation`` existed load as zeros."""
+    values = [1.0, 2.0, 4.0, 8.5]
+    source = MetricsAggregator()
+    source.update([Metric("d", "x", v, AggregationType.DISTRIBUTION) for v in values])
+    state = source.state_dict()
+    (entry,) = state["metadata"]["metrics"]
+    for name in ("total_compensation", "total_sq_compensation"):
+        del entry["states"][name]
+        del state["tensors"][f"0/{name}"]
+    resumed = MetricsAggregator()
+    resumed.load_state_dict(state)
+    resumed.update([Metric("d", "x", 3.0, AggregationType.DISTRIBUTION)])
+    out = resumed.get_metrics_for_logging()
+    data = np.array([*values, 3.0])
+    assert out["train_d/x_stat_mean"] == pytest.approx(data.mean(), rel=1e-15)
+    assert out["train_d/x_stat_std"] == pytest.approx(data.std(ddof=1), rel=1e-14)
+    del entry["states"]["total"]  # a state that cannot be derived is still refused
+    with pytest.raises(ValueError, match="do not match"):
+        MetricsAggregator().load_state_dict(state)

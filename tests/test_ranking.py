@@ -834,6 +834,15 @@ def _mode_metric(qc, windowed, **kw):
     return metric
 
 
+def _mode_rows() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Three queries of two rows: scores, labels, query ids."""
+    return (
+        torch.tensor([0.9, 0.2, 0.6, 0.3, 0.5, 0.1]),
+        torch.tensor([1, 0, 0, 1, 1, 0]),
+        torch.tensor([0, 0, 1, 1, 2, 2]),
+    )
+
+
 @pytest.mark.parametrize("strict", [True, False])
 @pytest.mark.parametrize("metadata", [True, False])
 @pytest.mark.parametrize("windowed", [False, True])
@@ -843,11 +852,7 @@ def test_a_checkpoint_of_the_other_mode_is_refused(saved_qc, windowed, metadata,
     ``queries_complete_per_batch`` metric read its zero sums (nan, every sample dropped); the other
     way it started afresh as "an older format". Both are other settings: refused, strict or not,
     also from a plain dict without metadata (the states show the mode), and nothing changes."""
-    p, y, q = (
-        torch.tensor([0.9, 0.2, 0.6, 0.3, 0.5, 0.1]),
-        torch.tensor([1, 0, 0, 1, 1, 0]),
-        torch.tensor([0, 0, 1, 1, 2, 2]),
-    )
+    p, y, q = _mode_rows()
     saved = _mode_metric(saved_qc, windowed)
     saved.update(p, y, indexes=q)
     state = saved.state_dict() if metadata else dict(saved.state_dict())
@@ -869,11 +874,7 @@ def test_a_checkpoint_of_the_other_mode_is_refused(saved_qc, windowed, metadata,
 @pytest.mark.parametrize("qc", [False, True])
 def test_a_checkpoint_of_the_same_mode_without_metadata_loads(qc, windowed):
     """The mode told by the states agrees: a plain dict of the same mode resumes (numpy reference)."""
-    p, y, q = (
-        torch.tensor([0.9, 0.2, 0.6, 0.3, 0.5, 0.1]),
-        torch.tensor([1, 0, 0, 1, 1, 0]),
-        torch.tensor([0, 0, 1, 1, 2, 2]),
-    )
+    p, y, q = _mode_rows()
     saved = _mode_metric(qc, windowed)
     saved.update(p, y, indexes=q)
     metric = _mode_metric(qc, windowed)

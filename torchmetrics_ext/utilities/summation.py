@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.utilities.device import on_device_path
+
 __all__ = ["compensated_add_"]
 
 
@@ -26,7 +28,8 @@ def compensated_add_(
 
     On the CPU the few scalars are added on the host (read with ``.item()``, written with
     ``fill_``: about 3 µs for two sums, where the tensor kernels take about 20 µs); on another
-    device eight fused ``_foreach`` calls over all the sums together, nothing read on the host.
+    device (or the device path forced by :func:`~torchmetrics_ext.utilities.device.force_device_path`)
+    eight fused ``_foreach`` calls over all the sums together, nothing read on the host.
     ``addends`` are tensors (on the states' device) or Python numbers (mixed ones are made tensors).
     A non-finite sum makes its compensation ``nan``: read the value as ``sum`` then.
 
@@ -39,7 +42,8 @@ def compensated_add_(
         (1e+16, 10.0, 10000000000000010)
     """
     sums, errors = list(sums), list(compensations)
-    if all(t.is_cpu and t.numel() == 1 for t in sums):  # each compensation lives with its sum
+    # each compensation lives with its sum; the device path (forced in tests) reads nothing on the host
+    if all(t.numel() == 1 and not on_device_path(t) for t in sums):
         _compensated_add_on_host(sums, errors, addends)
     else:
         _compensated_add_kernels(sums, errors, addends)

@@ -750,15 +750,23 @@ def fresh_when_syncing(metric: Metric, compute: Callable) -> Callable:
 
     @functools.wraps(compute)
     def fresh(*args: Any, **kwargs: Any) -> Any:
-        if metric._computed is not None and syncs_on_compute(metric):
-            metric.__dict__["_computed"] = None
-        synced = metric._is_synced
-        value = compute(*args, **kwargs)
-        if synced and not metric._is_synced:  # TorchMetrics unsynced after computing: the value is not of these states
-            metric.__dict__["_computed"] = None
-        return value
+        return computed_fresh(metric, lambda: compute(*args, **kwargs))
 
     return fresh
+
+
+def computed_fresh(metric: Metric, compute: Callable[[], Any]) -> Any:
+    """``compute()`` of ``metric`` by the rule of :func:`fresh_when_syncing` (for a metric not wrapped by it)."""
+    if metric._computed is not None and syncs_on_compute(metric):
+        metric.__dict__["_computed"] = None
+    value = None
+
+    def run() -> None:
+        nonlocal value
+        value = compute()
+
+    recomputed_after(metric, run)  # TorchMetrics unsynced after computing: the value is not of these states
+    return value
 
 
 def keep_value_shapes(metric: Metric, compute: Callable, wrap: Callable[[Callable], Callable]) -> Callable:

@@ -19,6 +19,7 @@ from torchmetrics_ext.functional.auc.binary import _add_entries as add_entries
 from torchmetrics_ext.metrics.base import (
     _CHECKPOINT_VERSION,
     GuardedMetric,
+    computed_fresh,
     count_samples,
     derive_missing,
     load_explained,
@@ -28,7 +29,6 @@ from torchmetrics_ext.metrics.base import (
     note_settings,
     recomputed_after,
     settings_problems,
-    syncs_on_compute,
 )
 from torchmetrics_ext.utilities.checks import check_int
 from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric
@@ -699,15 +699,7 @@ class Windowed(WrapperMetric):
         cached value too: see :func:`~torchmetrics_ext.metrics.base.fresh_when_syncing`).
         """
         life, window = self.lifetime, self.window
-        values = {}
-        for part, child in (("lifetime", life), ("window", window)):
-            if child._computed is not None and syncs_on_compute(child):
-                child.__dict__["_computed"] = None
-            synced = child._is_synced
-            values[part] = child.compute()
-            if synced and not child._is_synced:  # unsynced by the wrapper: the value is of the synced states
-                child.__dict__["_computed"] = None
-        return values
+        return {"lifetime": computed_fresh(life, life.compute), "window": computed_fresh(window, window.compute)}
 
     def reset(self) -> None:
         """Clear the lifetime, the window and the ring (ordinary tensors, under ``torch.inference_mode()`` too)."""

@@ -205,6 +205,21 @@ def test_empty_segment_is_nan_with_warning_and_counters_zero():
     torch.testing.assert_close(counts.compute(), torch.tensor([1.0, 0.0, 2.0], dtype=torch.float64))
 
 
+def test_undefined_warnings_name_segments_not_flat_positions():
+    """The inner metric sees T·S flat tasks; its warning names (task, segment) pairs, or segments for one task."""
+    one = tmx.Segmented(tmx.CTR(), 3)
+    one.update(torch.tensor([0.2, 0.4]), torch.tensor([1, 0]), segments=torch.tensor([0, 2]))
+    with pytest.warns(tmx.UndefinedMetricWarning, match=r"CTR is undefined for segment\(s\) \[1\]:"):
+        one.compute()
+    two = tmx.Segmented(tmx.NormalizedEntropy(num_tasks=2), 3)
+    # task 0: both classes in segment 0 only; task 1: a single class everywhere
+    preds = torch.tensor([[0.2, 0.7, 0.4], [0.4, 0.6, 0.3]])
+    two.update(preds, torch.tensor([[0.0, 1.0, 1.0], [1.0, 1.0, 1.0]]), segments=torch.tensor([0, 0, 2]))
+    expected = r"\(task, segment\) \[\(0, 1\), \(0, 2\), \(1, 0\), \(1, 1\), \(1, 2\)\]:"
+    with pytest.warns(tmx.UndefinedMetricWarning, match=expected):
+        two.compute()
+
+
 def test_segmented_keeps_the_inner_settings():
     """eta, thresholds and logits of the wrapped metric apply per segment."""
     preds, target = torch.tensor([-2.0, 0.5, 3.0, -1.0]), torch.tensor([0, 1, 1, 0])

@@ -11,6 +11,7 @@ undefined value cannot be mistaken for a real one in a dashboard. Silence the wa
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -19,13 +20,22 @@ from contextvars import ContextVar
 import torch
 from torch import Tensor
 
-__all__ = ["UndefinedMetricWarning", "naming_tasks", "safe_divide", "silencing_undefined", "warn_undefined"]
+__all__ = [
+    "UndefinedMetricWarning",
+    "flat_entries_as",
+    "naming_tasks",
+    "safe_divide",
+    "silencing_undefined",
+    "warn_undefined",
+]
 
 # set by a caller that drops undefined values itself (the aggregator logs no nan)
 _SILENT: ContextVar[bool] = ContextVar("silent_undefined", default=False)
 # the names of the tasks of the value being computed, set by whoever knows them (RecMetricModule);
 # None for a task whose value is not reported
 _TASK_NAMES: ContextVar[tuple[str | None, ...] | None] = ContextVar("task_names", default=None)
+# set by a wrapper whose inner metric computes a flat value of several axes (Segmented: T·S entries)
+_FLAT_AS: ContextVar[tuple[tuple[int, ...], tuple[str, ...]] | None] = ContextVar("flat_as", default=None)
 
 
 class UndefinedMetricWarning(UserWarning):
@@ -49,6 +59,9 @@ def warn_undefined(undefined: Tensor, metric: str, reason: str, axes: tuple[str,
     """
     if _SILENT.get():
         return
+    flat_as = _FLAT_AS.get()
+    if flat_as is not None and undefined.ndim <= 1 and len(axes) == 1 and undefined.numel() == math.prod(flat_as[0]):
+        undefined, axes = undefined.reshape(flat_as[0]), flat_as[1]
     names = _TASK_NAMES.get()
     undefined = _reported_only(undefined, axes, names)
     if not bool(undefined.any()):
@@ -87,6 +100,21 @@ def naming_tasks(names: Sequence[str | None]) -> Iterator[None]:
         yield
     finally:
         _TASK_NAMES.reset(token)
+
+
+@contextmanager
+def flat_entries_as(shape: Sequence[int], axes: tuple[str, ...]) -> Iterator[None]:
+    """Flat values of ``prod(shape)`` entries warned for inside are named as ``shape`` with ``axes``.
+
+    For a wrapper whose inner metric computes one flat value over several axes (``Segmented``:
+    ``T·S`` entries, task-major): its warnings then name ``segment(s) [2]`` or
+    ``(task, segment) [(1, 0)]``, not flat positions as tasks.
+    """
+    token = _FLAT_AS.set((tuple(shape), axes))
+    try:
+        yield
+    finally:
+        _FLAT_AS.reset(token)
 
 
 @contextmanager

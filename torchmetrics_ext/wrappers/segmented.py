@@ -22,6 +22,7 @@ from torchmetrics.utilities.data import dim_zero_sum
 from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
 from torchmetrics_ext.utilities.checks import Bounds, check_int, check_tensor, checked_bounds, read_along
+from torchmetrics_ext.utilities.warnings import flat_entries_as
 from torchmetrics_ext.wrappers._options import wrapper_options
 from torchmetrics_ext.wrappers.windowed import Windowed
 
@@ -74,7 +75,8 @@ class Segmented(TaskMetric):
 
     Note:
         A segment that saw no data is undefined for ratio metrics (``nan`` with the metric's
-        ``UndefinedMetricWarning``, whose task indices then count ``task * S + segment``);
+        ``UndefinedMetricWarning``, naming ``segment(s) [1]`` for one task and
+        ``(task, segment) [(0, 1)]`` otherwise);
         counters report 0 there.
 
         Host reads: none in ``update`` with ``validate_args=False``; with validation one per step,
@@ -243,5 +245,7 @@ class Segmented(TaskMetric):
     def compute(self) -> Tensor:
         """Per-segment values: ``(S,)`` for one task, ``(T, S)`` otherwise."""
         states = [getattr(self, name).reshape(-1) for name in self._state_keys]
-        value = self.metric._compute_value(*states).reshape(self.num_tasks, self.num_segments)
+        # the inner metric sees T·S tasks: its warnings name (task, segment) pairs instead
+        with flat_entries_as((self.num_tasks, self.num_segments), ("task", "segment")):
+            value = self.metric._compute_value(*states).reshape(self.num_tasks, self.num_segments)
         return value.squeeze(0) if self.num_tasks == 1 else value

@@ -2110,3 +2110,48 @@ def test_a_compute_of_synced_states_is_not_kept_after_the_unsync(ddp_pool):
         mine = {"lifetime": own, "window": own}
         assert out["windowed"] == [pytest.approx(v) for v in (both, mine, both, mine)]
         assert out["merged"] == pytest.approx(skm.roc_auc_score(rows[1], rows[0]))
+
+
+@pytest.mark.parametrize("how", ["update", "forward"])
+def test_torchmetrics_running_keeps_each_batch_of_exact_metrics(how):
+    """TorchMetrics' ``Running`` keeps each batch's states, then resets the metric: list states must survive.
+
+    TorchMetrics empties list states in place at ``reset()``, which emptied the rows ``Running``
+    kept (``nan`` through ``update``, the last batch's value through ``forward``).
+    """
+    from sklearn.metrics import average_precision_score, ndcg_score, roc_auc_score
+    from torchmetrics.wrappers import Running
+
+    gen = torch.Generator().manual_seed(0)
+    preds, target = torch.rand(90, generator=gen), (torch.rand(90, generator=gen) < 0.4).long()
+    scores = torch.rand(3, 4, 6, generator=gen)  # 3 batches of 4 queries x 6 candidates
+    relevance = torch.randint(0, 3, (3, 4, 6), generator=gen)
+    relevance[..., 0] = 1  # every query has a relevant candidate
+    auc, ap = Running(tmx.AUC(), window=2), Running(tmx.AUPRC(), window=2)
+    ndcg = Running(tmx.NDCG(k=3), window=2)
+    for i in range(3):
+        rows = slice(30 * i, 30 * (i + 1))
+        for running, args in ((auc, (preds[rows], target[rows])), (ap, (preds[rows], target[rows]))):
+            getattr(running, how)(*args)
+        getattr(ndcg, how)(scores[i], relevance[i])
+    last = slice(30, 90)
+    assert auc.compute().item() == pytest.approx(roc_auc_score(target[last], preds[last]), abs=1e-12)
+    assert ap.compute().item() == pytest.approx(average_precision_score(target[last], preds[last]), abs=1e-12)
+    expected = ndcg_score(relevance[1:].reshape(8, 6).numpy(), scores[1:].reshape(8, 6).numpy(), k=3)
+    assert ndcg.compute().item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_torchmetrics_tracker_and_bootstrapper_around_the_wrappers():
+    """``MetricTracker`` infers ``maximize`` from the wrapped metric; ``BootStrapper`` takes float64 quantiles."""
+    from torchmetrics.wrappers import BootStrapper, MetricTracker
+
+    assert MetricTracker(tmx.Windowed(tmx.AUC(), 10)).maximize is True
+    assert MetricTracker(tmx.Segmented(tmx.NormalizedEntropy(), 2)).maximize is False
+    gen = torch.Generator().manual_seed(0)
+    preds = torch.rand(300, generator=gen)
+    target = (torch.rand(300, generator=gen) < preds).long()
+    torch.manual_seed(0)
+    boot = BootStrapper(tmx.AUC(), num_bootstraps=10, quantile=torch.tensor([0.05, 0.95], dtype=torch.float64))
+    boot.update(preds, target)
+    low, high = boot.compute()["quantile"]
+    assert 0.5 < low <= high < 1.0

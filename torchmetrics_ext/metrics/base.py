@@ -442,7 +442,16 @@ class GuardedMetric(Metric):
         sanity-check hook that resets or logs a metric) gives inference tensors: the next
         ``update`` outside inference mode then failed on its in-place sums ("Inplace update to
         inference tensor outside InferenceMode").
+
+        List states get new empty lists rather than being emptied in place (TorchMetrics'
+        ``clear()``): a caller that kept the state it read (TorchMetrics' ``Running`` wrapper
+        keeps each batch's states, then resets the metric) keeps its rows. The old lists are
+        freed as before once nothing refers to them; a ``MetricCollection`` links its compute
+        groups' states again after a reset.
         """
+        for name, default in self._defaults.items():
+            if isinstance(default, list):
+                setattr(self, name, [])
         with torch.inference_mode(False):
             super().reset()
 

@@ -99,7 +99,7 @@ class Segmented(TaskMetric):
     full_state_update: bool = False
     is_differentiable = False  # that of the wrapped metric, per instance
     _keeps_value_shape = True  # (S,) also for one segment
-    higher_is_better = None
+    higher_is_better = None  # that of the wrapped metric, per instance
     value_ndim = 1  # one value per segment
 
     def __init__(self, metric: TaskMetric, num_segments: int, **kwargs: Any) -> None:
@@ -139,6 +139,8 @@ class Segmented(TaskMetric):
         self.num_segments = num_segments
         # the metric's kernels: gradients flow where its do (TorchMetrics guards the class constant)
         object.__setattr__(self, "is_differentiable", metric.is_differentiable)
+        # and a value is better higher where the metric's is (MetricTracker infers `maximize` from it)
+        object.__setattr__(self, "higher_is_better", metric.higher_is_better)
         # update's inputs: the wrapped metric's own (names and order), then the segment ids
         self._input_names = (*_update_inputs(type(metric)), "segments")
         self._state_keys = metric._state_keys

@@ -339,6 +339,8 @@ class Windowed(WrapperMetric):
             raise TypeError(f"Expected `metric` to be a torchmetrics.Metric instance, got {got}.")
         # the wrapper's options: each one given here, else the metric's (checked by TorchMetrics)
         super().__init__(**wrapper_options(metric, kwargs, "Windowed"))
+        # lifetime and window values are better higher where the metric's are (MetricTracker reads it)
+        object.__setattr__(self, "higher_is_better", metric.higher_is_better)
         window_size = check_int("window_size", window_size, 1, " (samples)")
         if max_updates is not None:
             max_updates = check_int("max_updates", max_updates, 1, " (updates) or None")

@@ -197,6 +197,18 @@ def test_undefined_value_warnings_name_the_task_and_segment():
     ]
 
 
+def test_undefined_value_warnings_name_every_task_past_ten():
+    """Past ten tasks the module's warning lists ten and the count: the line names every undefined task."""
+    columns = {**{f"p{i}": [0.2, 0.7, 0.05 * i] for i in range(12)}, "y": [1, 1, 1]}
+    tasks = [f"t{i}=p{i}:y" for i in range(12)]
+    result = evaluate(pa.table(columns), tasks, ["auc"])
+    names = ", ".join(f"'t{i}'" for i in range(12))
+    assert result.warnings == [
+        f"AUC is undefined for tasks {names} over all rows: the labels seen hold a single class (or no weight); "
+        "returning nan."
+    ]
+
+
 def test_paths_table_and_frames_agree(dataset, frame, tmp_path):
     csv = tmp_path / "data.csv"
     # float64 text of the float32 scores parses back to the very same numbers

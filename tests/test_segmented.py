@@ -643,3 +643,14 @@ def test_refusals_say_what_went_wrong():
     for inner in (tmx.Segmented(tmx.CTR(), 2), tmx.Windowed(tmx.CTR(), 4)):
         with pytest.raises(TypeError, match="wrap the inner metric once"):
             tmx.Segmented(inner, 3)
+
+
+def test_undefined_warning_of_a_million_segments_lists_ten():
+    """The warning lists the first entries and the count, not a megabyte of positions (kept per text by Python)."""
+    ctr = tmx.Segmented(tmx.CTR(), 1_000_000)
+    ctr.update(torch.tensor([0.5]), torch.tensor([1.0]), segments=torch.tensor([3]))
+    with pytest.warns(tmx.UndefinedMetricWarning) as caught:
+        value = ctr.compute()
+    message = str(caught[0].message)
+    assert "segment(s) [0, 1, 2, 4, 5, 6, 7, 8, 9, 10, ...] (999,999 in all):" in message
+    assert len(message) < 200 and value[3] == 1.0 and int(torch.isnan(value).sum()) == 999_999

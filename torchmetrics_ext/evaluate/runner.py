@@ -477,9 +477,11 @@ class _Run:
 
 
 # the module names tasks: "AUC is undefined for task(s) ['click', 'buy']: ...",
-# "RankingMetrics (ndcg@10, mrr@10) is undefined for task(s) ['click']: ..."
+# "RankingMetrics (ndcg@10, mrr@10) is undefined for task(s) ['click']: ...", past ten tasks
+# "... for task(s) ['t0', ..., 't9', ...] (12 in all): ..." (then named from the values)
 _UNDEFINED = re.compile(
-    r"(?P<metric>.+?)(?: \((?P<keys>[^()]*)\))? is undefined(?: for task\(s\) (?P<tasks>\[.*?\]))?: (?P<reason>.*)",
+    r"(?P<metric>.+?)(?: \((?P<keys>[^()]*)\))? is undefined"
+    r"(?: for task\(s\) (?P<tasks>\[.*?\])(?: \([\d,]+ in all\))?)?: (?P<reason>.*)",
     re.S,
 )
 

@@ -150,26 +150,44 @@ def _reported_only(undefined: Tensor, axes: tuple[str, ...], names: tuple[str | 
     return undefined
 
 
+# the most entries a warning lists (a value of a million segments must not make a megabyte message,
+# which Python's warning registry would also keep for every distinct text)
+_LISTED = 10
+
+
 def _where(undefined: Tensor, axes: tuple[str, ...], names: tuple[str | None, ...] | None) -> str:
-    """Which entries of ``undefined`` are flagged, in words (`` for task(s) [0, 2]``; empty for a single value)."""
+    """Which entries of ``undefined`` are flagged, in words (`` for task(s) [0, 2]``; empty for a single value).
+
+    At most ``_LISTED`` entries are listed (the first ones, in order), then how many more there are.
+    """
     if undefined.ndim == len(axes) > 1:
         # the task axis is named whenever task names fit it, even with a single task
         named = _task_axis_fits(undefined, axes, names)
         kept = [i for i, size in enumerate(undefined.shape) if size > 1 or (i == 0 and named)]
         if not kept:
             return ""
-        places = torch.nonzero(undefined)[:, kept].tolist()
+        flagged = torch.nonzero(undefined)
+        places = flagged[:_LISTED, kept].tolist()
         if named:
             places = [[names[p[0]], *p[1:]] for p in places]  # type: ignore[index]
         if len(kept) == 1:
-            return f" for {axes[kept[0]]}(s) {[p[0] for p in places]}"
-        return f" for ({', '.join(axes[i] for i in kept)}) {[tuple(p) for p in places]}"
+            return f" for {axes[kept[0]]}(s) {_listed([p[0] for p in places], len(flagged))}"
+        return f" for ({', '.join(axes[i] for i in kept)}) {_listed([tuple(p) for p in places], len(flagged))}"
     flat = undefined.reshape(-1)
     if names is not None and flat.numel() == len(names):
-        return f" for task(s) {[names[t] for t in torch.nonzero(flat).reshape(-1).tolist()]}"
+        flagged = torch.nonzero(flat).reshape(-1)
+        return f" for task(s) {_listed([names[t] for t in flagged[:_LISTED].tolist()], len(flagged))}"
     if flat.numel() > 1:
-        return f" for task(s) {torch.nonzero(flat).reshape(-1).tolist()}"
+        flagged = torch.nonzero(flat).reshape(-1)
+        return f" for task(s) {_listed(flagged[:_LISTED].tolist(), len(flagged))}"
     return ""
+
+
+def _listed(entries: list, count: int) -> str:
+    """``entries`` (the first ones of ``count``) as a list; ``[0, 1, ...] (1,000 in all)`` when some are left out."""
+    if count <= len(entries):
+        return str(entries)
+    return f"{str(entries)[:-1]}, ...] ({count:,} in all)"
 
 
 def safe_divide(num: Tensor, denom: Tensor, metric: str, reason: str, axes: tuple[str, ...] = ("task",)) -> Tensor:

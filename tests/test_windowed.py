@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import gc
 import importlib
 import io
 import math
@@ -1252,6 +1253,36 @@ def test_the_metric_given_to_a_windowed_module_copies_with_its_current_states():
         np.testing.assert_allclose(float(copier(auc).compute()), expected, rtol=1e-12, err_msg=how)
     np.testing.assert_allclose(float(auc.compute()), expected, rtol=1e-12)
     np.testing.assert_allclose(float(module.compute()["auc/click"]), expected, rtol=1e-12)
+
+
+def test_one_metric_object_cannot_be_wrapped_twice():
+    """Two wrappers of one object (train and val) shared its lifetime: each counted the other's samples."""
+    ctr = tmx.CTR()
+    first = Windowed(ctr, 100)
+    for other in (ctr, first.window, first.lifetime):
+        with pytest.raises(ValueError, match="already belongs to a live Windowed"):
+            Windowed(other, 100)
+    with pytest.raises(ValueError, match=r"'ctr' .* already belongs to a live Windowed"):
+        tmx.RecMetricModule(["click"], {"ctr": ctr}, throughput=False, window_size=50)
+    held = tmx.CTR()
+    module = tmx.RecMetricModule(["click"], {"ctr": held}, throughput=False, window_size=50)
+    with pytest.raises(ValueError, match="already belongs to a live RecMetricModule"):
+        Windowed(held, 100)
+    copied = copy.deepcopy(first)  # a copy owns its copies
+    with pytest.raises(ValueError, match="already belongs to a live Windowed"):
+        Windowed(copied.lifetime, 100)
+    # each wrapper over its own object: values of its own samples only (numpy: the label rate)
+    second = Windowed(copy.deepcopy(ctr), 100)
+    first.update(torch.rand(10), torch.ones(10))
+    second.update(torch.rand(10), torch.zeros(10))
+    module.update({"prediction": torch.rand(10), "label": torch.zeros(10)})
+    assert {k: v.item() for k, v in first.compute().items()} == {"lifetime": 1.0, "window": 1.0}
+    assert {k: v.item() for k, v in second.compute().items()} == {"lifetime": 0.0, "window": 0.0}
+    assert module.compute()["ctr/click"].item() == 0.0
+    del first, copied, module
+    gc.collect()
+    Windowed(ctr, 100)  # its owner is gone
+    Windowed(held, 100)
 
 
 @pytest.mark.parametrize("binned", [False, True], ids=["ring", "histogram"])

@@ -32,7 +32,7 @@ from torchmetrics_ext.metrics.base import (
 )
 from torchmetrics_ext.utilities.checks import check_int
 from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric
-from torchmetrics_ext.utilities.ownership import defer_state_writes, write_deferred_states
+from torchmetrics_ext.utilities.ownership import defer_state_writes, owner_of, take_ownership, write_deferred_states
 from torchmetrics_ext.utilities.summation import compensated_add_
 from torchmetrics_ext.wrappers._histogram import HistogramWindow
 from torchmetrics_ext.wrappers._options import METRIC_OPTIONS, wrapper_options
@@ -226,7 +226,9 @@ class Windowed(WrapperMetric):
             metrics refused with their reason (``Throughput``, ``TowerQPS``,
             ``aggregation.CategoricalCount``, and a ``Windowed``: wrap its inner metric instead), an
             option TorchMetrics rejects (unknown, or of the wrong type: the metric is left as it
-            was), or a ``process_group`` other than the one ``metric`` has. ``update`` raises
+            was), a ``process_group`` other than the one ``metric`` has, or a ``metric`` that another
+            live ``Windowed`` (as its lifetime or window) or ``RecMetricModule`` holds: one object
+            would hold both wrappers' states (wrap a ``copy.deepcopy`` of it). ``update`` raises
             ``ValueError`` when ``window_size`` is smaller than the world size.
 
     Note:
@@ -362,6 +364,14 @@ class Windowed(WrapperMetric):
         if not isinstance(metric, Metric):
             got = f"the class {metric.__name__}" if isinstance(metric, type) else type(metric).__name__
             raise TypeError(f"Expected `metric` to be a torchmetrics.Metric instance, got {got}.")
+        holder = owner_of(metric)
+        if holder is not None:  # two wrappers would update (and reset) one object
+            raise ValueError(
+                f"Expected `metric` to be a metric no other wrapper holds: this {type(metric).__name__} already "
+                f"belongs to a live {type(holder).__name__}, and one object would hold both's states (each "
+                "lifetime would count the other's samples, one's reset would wipe the other's). Wrap a copy, "
+                "`Windowed(copy.deepcopy(metric), window_size)`, or build one metric per wrapper."
+            )
         # the wrapper's options: each one given here, else the metric's (checked by TorchMetrics)
         super().__init__(**wrapper_options(metric, kwargs, "Windowed"))
         # lifetime and window values are better higher where the metric's are (MetricTracker reads it)
@@ -452,11 +462,14 @@ class Windowed(WrapperMetric):
         of a metric merging it), ``state_dict``, ``metric_state`` (the package's metrics) and
         ``__getstate__`` (``deepcopy``, ``clone``, pickle, ``torch.save``), so a reference kept
         across updates (a ``MetricCollection``, a logger, the metric given to
-        ``RecMetricModule(window_size=...)``) is never stale. Run again for a copy, whose children
-        are new objects.
+        ``RecMetricModule(window_size=...)``) is never stale. Both children belong to this
+        wrapper: no other ``Windowed`` or ``RecMetricModule`` takes them. Run again for a copy,
+        whose children are new objects.
         """
-        for name in ("lifetime", "window"):
-            _own(self._child(name), self, name)
+        children = [self._child(name) for name in ("lifetime", "window")]
+        for name, child in zip(("lifetime", "window"), children):
+            _own(child, self, name)
+        take_ownership(children, self)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

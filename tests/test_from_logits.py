@@ -362,18 +362,20 @@ def test_an_exact_checkpoint_of_the_other_from_logits_is_refused(name, saved_log
     np.testing.assert_allclose(_value(resumed), reference(fed, data), rtol=1e-12)
 
 
-def test_grouped_sums_of_complete_groups_load_across_from_logits():
-    """groups_complete_per_batch keeps per-group AUC sums, the same for logits and their sigmoid: they load."""
+@pytest.mark.parametrize("saved_logits", [False, True])
+def test_grouped_sums_of_complete_groups_load_across_from_logits(saved_logits):
+    """groups_complete_per_batch keeps per-group AUC sums, the same for logits and their sigmoid: they load
+    (either way: the logit setting's sums are named after it, to keep the two out of one compute group)."""
     data = _score_data()
     data["groups"] = torch.cat([data["groups"][:200], data["groups"][200:] + 6])  # each batch its own groups
-    saved = tmx.GroupedAUC(groups_complete_per_batch=True)
+    saved = tmx.GroupedAUC(groups_complete_per_batch=True, from_logits=saved_logits)
     saved.persistent(True)
-    preds, part = _half(data, slice(0, 200), logits=False)
+    preds, part = _half(data, slice(0, 200), logits=saved_logits)
     saved.update(preds, part["y"], part["groups"])
-    resumed = tmx.GroupedAUC(groups_complete_per_batch=True, from_logits=True)
+    resumed = tmx.GroupedAUC(groups_complete_per_batch=True, from_logits=not saved_logits)
     resumed.persistent(True)
     resumed.load_state_dict(saved.state_dict())
-    later, part = _half(data, slice(200, 400), logits=True)
+    later, part = _half(data, slice(200, 400), logits=not saved_logits)
     resumed.update(later, part["y"], part["groups"])
     fed = torch.cat([preds, later]).double().numpy()
     np.testing.assert_allclose(_value(resumed), _grouped_ref(_sk_auc)(fed, data), rtol=1e-12)
@@ -385,3 +387,74 @@ def _same(a, b) -> bool:
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     return torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+
+
+# ----------------------------------------------------------------------------- curve metrics' state names
+
+
+CURVE_METRICS = {
+    "AUC": (tmx.AUC, {}, _sk_auc),
+    "AUPRC": (tmx.AUPRC, {}, _sk_ap),
+    "GroupedAUC": (tmx.GroupedAUC, {}, _sk_auc),
+    "GroupedAUPRC": (tmx.GroupedAUPRC, {}, _sk_ap),
+    "GroupedAUC(complete)": (tmx.GroupedAUC, {"groups_complete_per_batch": True}, _sk_auc),
+}
+
+
+@pytest.mark.parametrize("name", list(CURVE_METRICS))
+def test_from_logits_keeps_curve_metrics_compute_groups_apart(name):
+    """Exact AUC(from_logits=True) and AUC() kept their scores under one name: TorchMetrics grouped them, and
+    the AUC() member, no longer updated itself, accepted logits it refuses alone."""
+    cls, kw, score = CURVE_METRICS[name]
+    grouped = name.startswith("Grouped")
+    g = torch.Generator().manual_seed(11)
+    p = torch.rand(40, generator=g)
+    y = torch.tensor([0, 1] * 20)
+    groups = torch.arange(40) // 10  # four whole groups, both classes in each
+    extra = {"groups": groups} if grouped else {}
+    collection = MetricCollection({"probs": cls(**kw), "logits": cls(from_logits=True, **kw)}, compute_groups=True)
+    collection.update(p, y, **extra)
+    assert sorted(sorted(members) for members in collection.compute_groups.values()) == [["logits"], ["probs"]]
+    values = collection.compute()
+    pn, yn = p.double().numpy(), y.numpy()
+    if grouped:
+        expected = np.mean([score(pn[groups == i], yn[groups == i]) for i in range(4)])
+    else:
+        expected = score(pn, yn)
+    for key in ("probs", "logits"):  # the probabilities, ranked as given by both
+        np.testing.assert_allclose(values[key].item(), expected, rtol=1e-12, err_msg=key)
+    with pytest.raises(ValueError, match=r"`preds` to be probabilities in \[0, 1\]"):
+        collection.update(torch.logit(p) * 3, y, **extra)
+
+
+@pytest.mark.parametrize("windowed", [False, True])
+@pytest.mark.parametrize("name", ["AUC", "AUPRC", "GroupedAUC", "GroupedAUPRC"])
+def test_an_exact_from_logits_checkpoint_of_the_former_state_name_resumes(name, windowed):
+    """Checkpoints written before the scores' state was named after from_logits hold ``preds``: they resume."""
+    factory, columns, reference = EXACT_SCORE_METRICS[name]
+    data, first, second = _score_data(), slice(0, 200), slice(200, 400)
+    wrap = (lambda m: tmx.Windowed(m, 10_000)) if windowed else (lambda m: m)
+    trained = wrap(factory(from_logits=True))
+    trained.persistent(True)
+    preds, part = _half(data, first, True)
+    trained.update(preds, *columns(part))
+    saved = trained.state_dict()
+    older = OrderedDict((k.replace("preds_logits", "preds"), v) for k, v in saved.items())
+    older._metadata = saved._metadata  # type: ignore[attr-defined]  # version 2, from_logits=True recorded
+    if windowed:  # the ring names its chunks after the states too
+        ring = dict(older["_extra_state"])
+        ring["chunks"] = {n.replace("preds_logits", "preds"): c for n, c in ring["chunks"].items()}
+        older["_extra_state"] = ring
+    assert not any("preds_logits" in k for k in older) and "lifetime.preds" in older if windowed else "preds" in older
+    resumed = wrap(factory(from_logits=True))
+    resumed.persistent(True)
+    resumed.load_state_dict(older)
+    later, part = _half(data, second, True)
+    resumed.update(later, *columns(part))
+    fed = torch.cat([preds, later]).double().numpy()
+    np.testing.assert_allclose(_value(resumed), reference(fed, data), rtol=1e-12)
+    # no metadata, the new name: a checkpoint of logits, refused by a metric of probabilities
+    plain = OrderedDict((k, v) for k, v in saved.items() if not windowed or not k.startswith("_"))
+    if not windowed:
+        with pytest.raises(RuntimeError, match=r"setting mismatch for from_logits: .*from_logits=True"):
+            factory().load_state_dict(plain)

@@ -2048,6 +2048,45 @@ def test_a_state_metric_returning_something_else_is_named(returned, match):
         module.compute()
 
 
+@pytest.mark.parametrize("window_size", [None, 50])
+def test_a_copied_module_owns_its_metric_copies(window_size):
+    """A deep copy's metrics were not recorded as owned: one of them could be given to a second live module."""
+    tasks = [tmx.RecTaskInfo("click", "y", "p", session_id_name="q")]
+    module = tmx.RecMetricModule(
+        tasks, {"auc": tmx.AUC(), "ndcg": tmx.NDCG()}, throughput=tmx.Throughput(), window_size=window_size
+    )
+    copied = copy.deepcopy(module)
+    auc = copied.metrics["auc"]
+    auc = auc.lifetime if window_size else auc
+    for metric in (auc, copied.ranking["ndcg"][0].lifetime if window_size else copied.ranking["ndcg"][0]):
+        with pytest.raises(ValueError, match="already belongs to another RecMetricModule"):
+            tmx.RecMetricModule(tasks, {"m": metric}, throughput=False)
+    with pytest.raises(ValueError, match="already belongs to another RecMetricModule"):
+        tmx.RecMetricModule(["click"], {"ctr": "ctr"}, throughput=copied.throughput)
+
+
+def test_a_module_that_fails_to_build_leaves_its_metrics_free(monkeypatch):
+    """A Windowed built before the failure held the caller's metric while the traceback lived (a notebook's)."""
+    built = []
+    windowed = module_mod._windowed
+
+    def failing_second(metric, window_size, options):
+        if built:
+            raise RuntimeError("boom")
+        built.append(windowed(metric, window_size, options))
+        return built[-1]
+
+    ne, ctr = tmx.NormalizedEntropy(), tmx.CTR()
+    with monkeypatch.context() as patch:
+        patch.setattr(module_mod, "_windowed", failing_second)
+        with pytest.raises(RuntimeError, match="boom") as failure:
+            tmx.RecMetricModule(["click"], {"ne": ne, "ctr": ctr}, throughput=False, window_size=10)
+    assert failure.value is not None and built  # the traceback and the first Windowed are alive
+    module = tmx.RecMetricModule(["click"], {"ne": ne, "ctr": ctr}, throughput=False, window_size=10)
+    module.update({"prediction": torch.tensor([0.25, 0.75]), "label": torch.tensor([0, 1])})
+    assert module.compute()["ctr/click"].item() == 0.5
+
+
 def test_one_throughput_for_two_modules_is_refused():
     throughput = tmx.Throughput(warmup_steps=1)
     train = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, throughput=throughput)  # live: it owns the throughput

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import gc
 import importlib
 import io
 import math
@@ -1144,6 +1145,144 @@ def test_a_held_window_reference_stays_current():
     copied.update(torch.tensor([0.5, 0.5, 0.5, 0.5]), torch.tensor([0, 0, 0, 0]))
     assert held.compute().item() == 0.0
     assert metric.window.compute().item() == pytest.approx(np.mean([0, 1, 1]))
+
+
+def _binned_auc(p: np.ndarray, y: np.ndarray, bins: int = 100) -> float:
+    """scikit-learn's AUC of float32 probabilities floored to ``bins`` equal bins (``bin_space="probability"``)."""
+    position = (p.astype(np.float32) * np.float32(bins)).astype(np.float32)
+    return skm.roc_auc_score(y, np.clip(np.floor(position), 0, bins - 1))
+
+
+def _ne(p: np.ndarray, y: np.ndarray) -> float:
+    p = p.astype(np.float64)  # the float32 inputs, in float64 as the metric sums them
+    ce = -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()
+    base = y.mean()
+    return ce / -(base * np.log(base) + (1 - base) * np.log(1 - base))
+
+
+def _accuracy(p: np.ndarray, y: np.ndarray) -> float:
+    return float(((p >= 0.5) == (y == 1)).mean())
+
+
+def _torch_save(metric):
+    buffer = io.BytesIO()
+    torch.save(metric, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=False)
+
+
+_HELD_COPIES = {
+    "deepcopy": copy.deepcopy,
+    "clone": lambda m: m.clone(),
+    "pickle": lambda m: pickle.loads(pickle.dumps(m)),
+    "torch.save": _torch_save,
+}
+# the wrapped metric and the reference value of some samples (every family of deferred states: the
+# window's sums and a TorchMetrics metric's, the binned lifetime histogram, exact samples)
+_HELD_KINDS = {
+    "ne": (tmx.NormalizedEntropy, _ne),
+    "auc-binned": (lambda: tmx.AUC(num_bins=100, bin_space="probability"), _binned_auc),
+    "auc-exact": (tmx.AUC, lambda p, y: skm.roc_auc_score(y, p)),
+    "torchmetrics-accuracy": (
+        lambda: importlib.import_module("torchmetrics.classification").BinaryAccuracy(),
+        _accuracy,
+    ),
+}
+
+
+@pytest.mark.parametrize("how", list(_HELD_COPIES))
+@pytest.mark.parametrize("kind", list(_HELD_KINDS))
+def test_a_copy_or_merge_of_a_held_reference_has_its_current_states(kind, how):
+    """``w.window`` (and a binned ``w.lifetime``) kept across updates: its copies (clone, deepcopy, pickle,
+    torch.save), its ``metric_state`` and a merge of it held the states of its last refresh (nan: none)."""
+    factory, reference = _HELD_KINDS[kind]
+    rtol = 1e-6 if kind == "torchmetrics-accuracy" else 1e-9  # TorchMetrics' value is float32
+    rng = np.random.default_rng(5)
+    batches = [
+        (rng.uniform(0.02, 0.98, 50).astype(np.float32), (rng.random(50) < 0.4).astype(np.int64)) for _ in range(5)
+    ]
+    metric = Windowed(factory(), 120)
+    window, lifetime = metric.window, metric.lifetime  # held before any update
+    for p, y in batches:
+        metric.update(torch.from_numpy(p), torch.from_numpy(y))
+    # numpy reference: the window keeps the newest whole updates within 120 samples (two batches of 50)
+    p_all, y_all = (np.concatenate(part) for part in zip(*batches))
+    expected = {"window": reference(p_all[-100:], y_all[-100:]), "lifetime": reference(p_all, y_all)}
+    extra_p, extra_y = batches[0]
+    for name, held in (("window", window), ("lifetime", lifetime)):
+        copied = _HELD_COPIES[how](held)
+        np.testing.assert_allclose(float(copied.compute()), expected[name], rtol=rtol, err_msg=name)
+        # a metric of its own: its update leaves the wrapper alone, and adds to what it holds
+        copied.update(torch.from_numpy(extra_p), torch.from_numpy(extra_y))
+        seen = slice(-100, None) if name == "window" else slice(None)
+        grown = reference(np.r_[p_all[seen], extra_p], np.r_[y_all[seen], extra_y])
+        np.testing.assert_allclose(float(copied.compute()), grown, rtol=rtol, err_msg=name)
+    values = metric.compute()
+    for name in ("window", "lifetime"):
+        np.testing.assert_allclose(float(values[name]), expected[name], rtol=rtol, err_msg=name)
+    metric.update(torch.from_numpy(extra_p), torch.from_numpy(extra_y))  # 150 samples: the window is 5 and this one
+    p_win, y_win = np.r_[p_all[-50:], extra_p], np.r_[y_all[-50:], extra_y]
+    if kind == "torchmetrics-accuracy":
+        return  # TorchMetrics' own metric_state has no hook: read it as metric.window.metric_state (documented)
+    states, fresh = window.metric_state, metric.window.metric_state
+    assert states.keys() == fresh.keys()
+    assert all(
+        torch.equal(
+            torch.as_tensor(torch.cat(v) if isinstance(v, list) else v),
+            torch.as_tensor(torch.cat(fresh[n]) if isinstance(fresh[n], list) else fresh[n]),
+        )
+        for n, v in states.items()
+    )
+    other = factory()  # a plain metric merging the held window: its batch and the window's samples
+    other.update(torch.from_numpy(extra_p), torch.from_numpy(extra_y))
+    other.merge_state(window)
+    expected_merge = reference(np.r_[extra_p, p_win], np.r_[extra_y, y_win])
+    np.testing.assert_allclose(float(other.compute()), expected_merge, rtol=rtol)
+
+
+def test_the_metric_given_to_a_windowed_module_copies_with_its_current_states():
+    """A binned AUC given to ``RecMetricModule(window_size=...)`` becomes its lifetime: a copy of it was empty (nan)."""
+    rng = np.random.default_rng(2)
+    batches = [(rng.random(50).astype(np.float32), (rng.random(50) < 0.5).astype(np.int64)) for _ in range(4)]
+    auc = tmx.AUC(num_bins=100, bin_space="probability")  # the user keeps this object
+    module = tmx.RecMetricModule(["click"], {"auc": auc}, throughput=False, window_size=1000)
+    for p, y in batches:
+        module.update({"prediction": torch.from_numpy(p), "label": torch.from_numpy(y)})
+    expected = _binned_auc(np.concatenate([p for p, _ in batches]), np.concatenate([y for _, y in batches]))
+    for how, copier in _HELD_COPIES.items():
+        np.testing.assert_allclose(float(copier(auc).compute()), expected, rtol=1e-12, err_msg=how)
+    np.testing.assert_allclose(float(auc.compute()), expected, rtol=1e-12)
+    np.testing.assert_allclose(float(module.compute()["auc/click"]), expected, rtol=1e-12)
+
+
+def test_one_metric_object_cannot_be_wrapped_twice():
+    """Two wrappers of one object (train and val) shared its lifetime: each counted the other's samples."""
+    ctr = tmx.CTR()
+    first = Windowed(ctr, 100)
+    for other in (ctr, first.window, first.lifetime):
+        with pytest.raises(ValueError, match="already belongs to a live Windowed"):
+            Windowed(other, 100)
+    with pytest.raises(ValueError, match=r"'ctr' .* already belongs to a live Windowed"):
+        tmx.RecMetricModule(["click"], {"ctr": ctr}, throughput=False, window_size=50)
+    held = tmx.CTR()
+    module = tmx.RecMetricModule(["click"], {"ctr": held}, throughput=False, window_size=50)
+    with pytest.raises(ValueError, match="already belongs to a live RecMetricModule"):
+        Windowed(held, 100)
+    copied = copy.deepcopy(first)  # a copy owns its copies
+    with pytest.raises(ValueError, match="already belongs to a live Windowed"):
+        Windowed(copied.lifetime, 100)
+    # each wrapper over its own object: values of its own samples only (numpy: the label rate)
+    second = Windowed(copy.deepcopy(ctr), 100)
+    first.update(torch.rand(10), torch.ones(10))
+    second.update(torch.rand(10), torch.zeros(10))
+    module.update({"prediction": torch.rand(10), "label": torch.zeros(10)})
+    assert {k: v.item() for k, v in first.compute().items()} == {"lifetime": 1.0, "window": 1.0}
+    assert {k: v.item() for k, v in second.compute().items()} == {"lifetime": 0.0, "window": 0.0}
+    assert module.compute()["ctr/click"].item() == 0.0
+    del first, copied, module
+    gc.collect()
+    Windowed(ctr, 100)  # its owner is gone
+    Windowed(held, 100)
 
 
 @pytest.mark.parametrize("binned", [False, True], ids=["ring", "histogram"])

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, fields, replace
@@ -41,6 +40,7 @@ from torchmetrics_ext.utilities.checks import (
     format_pointwise,
 )
 from torchmetrics_ext.utilities.distributed import copy_metric, fused_gather
+from torchmetrics_ext.utilities.ownership import owner_of, release_ownership, take_ownership
 from torchmetrics_ext.utilities.warnings import naming_tasks
 from torchmetrics_ext.wrappers.windowed import Windowed
 
@@ -57,25 +57,14 @@ _TORCHREC_KEYS: ContextVar[Mapping[str, tuple[str, str]] | None] = ContextVar("t
 # metrics it asks for, builds a module (`evaluate(from_logits=True)`): not a constructor argument.
 _LOGIT_COLUMNS: ContextVar[bool] = ContextVar("tmx_logit_columns", default=False)
 _THROUGHPUT = ("\0throughput", "lifetime")  # the throughput's entry in the fused gather
-# id of a metric object -> (the metric, the module built on it), both weakly: an instance given to
-# two live modules is rejected (by id: a TorchMetrics metric's hash follows its states)
-_OWNERS: dict[int, tuple[weakref.ref[Metric], weakref.ref[RecMetricModule]]] = {}
 
 
-def _owner(metric: Metric) -> RecMetricModule | None:
-    """The live module built on ``metric``, if any."""
-    entry = _OWNERS.get(id(metric))
-    if entry is None or entry[0]() is not metric:
+def _held_by(metric: Metric) -> str | None:
+    """Which live wrapper already holds ``metric`` (another module, a ``Windowed``), in words; ``None`` if none."""
+    holder = owner_of(metric)
+    if holder is None:
         return None
-    return entry[1]()
-
-
-def _own(metrics: Iterable[Metric], module: RecMetricModule) -> None:
-    """Record ``module`` as the owner of ``metrics`` (and forget entries whose metric or module is gone)."""
-    for key in [k for k, (m, o) in _OWNERS.items() if m() is None or o() is None]:
-        del _OWNERS[key]
-    owner = weakref.ref(module)
-    _OWNERS.update({id(m): (weakref.ref(m), owner) for m in metrics})
+    return "another RecMetricModule" if isinstance(holder, RecMetricModule) else f"a live {type(holder).__name__}"
 
 
 @dataclass(frozen=True)
@@ -269,11 +258,12 @@ class RecMetricModule(nn.Module):
                     f"Metrics {first!r} and {name!r} are the same object: pass separate instances "
                     "(e.g. `copy.deepcopy`), or one name (metrics that share statistics are grouped for you)."
                 )
-            if _owner(metric) is not None:  # another live module holds it (train and val)
+            held = _held_by(metric)
+            if held is not None:  # another live module (train and val) or Windowed holds it
                 raise ValueError(
-                    f"Metric {name!r} ({type(metric).__name__} instance) already belongs to another "
-                    "RecMetricModule: one object would hold both modules' states (a validation reset would "
-                    "wipe the training values). Give each module its own metrics: registry names, classes, "
+                    f"Metric {name!r} ({type(metric).__name__} instance) already belongs to {held}: one object "
+                    "would hold the states of both (each would count the other's samples, and a validation reset "
+                    "would wipe the training values). Give each module its own metrics: registry names, classes, "
                     "factories such as `lambda num_tasks: tmx.AUC(num_tasks=num_tasks, from_logits=True)`, "
                     "or `copy.deepcopy` of the instances."
                 )
@@ -331,6 +321,20 @@ class RecMetricModule(nn.Module):
         self._torchrec, self._torchrec_own = _torchrec_names(
             {**stacked, **{n: ms[0] for n, ms in per_task.items()}}, _TORCHREC_KEYS.get(), check=key_style == "torchrec"
         )
+        held = _held_by(throughput) if isinstance(throughput, Throughput) else None
+        if held is not None:
+            raise ValueError(
+                f"`throughput` (a Throughput instance) already belongs to {held}: one object "
+                "would count both modules' examples (and a validation reset would wipe the training "
+                "throughput). Give each module its own: `throughput=True`, or another `Throughput(...)`."
+            )
+        if throughput is not False and key_style != "torchrec" and "throughput" in metrics:
+            clash = [t.name for t in self.tasks if t.name in Throughput.entries]
+            if clash:  # "throughput/<task>" would be one of the throughput's own keys
+                raise ValueError(
+                    f"Metric 'throughput' of task {clash[0]!r} would be logged as {prefix}throughput/{clash[0]}, "
+                    "a key of the module's throughput: rename the metric or the task, or pass throughput=False."
+                )
         # Each metric is one unit: the metric itself, or Windowed(metric) with lifetime and window
         # children. MetricCollection shares states by reference only at its top level, where a
         # Windowed wrapper holds none, so group members are fed by the module instead: only
@@ -338,17 +342,17 @@ class RecMetricModule(nn.Module):
         wrap: Callable[[str, TaskMetric], Metric] = lambda name, metric: metric  # noqa: E731
         if window_size is not None:
             wrap = lambda name, metric: _windowed(metric, window_size, window_options.get(name, {}))  # noqa: E731
-        units: dict[str, Metric | MetricCollection] = {name: wrap(name, metric) for name, metric in stacked.items()}
-        self.metrics = MetricCollection(units, compute_groups=False) if units else None
-        self.ranking = nn.ModuleDict(
-            {name: nn.ModuleList([wrap(name, m) for m in ms]) for name, ms in per_task.items()}
-        )
-        if isinstance(throughput, Throughput) and _owner(throughput) is not None:
-            raise ValueError(
-                "`throughput` (a Throughput instance) already belongs to another RecMetricModule: one object "
-                "would count both modules' examples (and a validation reset would wipe the training "
-                "throughput). Give each module its own: `throughput=True`, or another `Throughput(...)`."
+        try:
+            units: dict[str, Metric | MetricCollection] = {name: wrap(name, metric) for name, metric in stacked.items()}
+            self.metrics = MetricCollection(units, compute_groups=False) if units else None
+            self.ranking = nn.ModuleDict(
+                {name: nn.ModuleList([wrap(name, m) for m in ms]) for name, ms in per_task.items()}
             )
+        except BaseException:
+            # a Windowed built before the failure holds its metric while the traceback keeps it alive (a
+            # notebook keeps the last one): the caller's metrics are free for the next try
+            release_ownership([*stacked.values(), *(m for ms in per_task.values() for m in ms)])
+            raise
         self.throughput: Metric | None = (
             throughput
             if isinstance(throughput, Throughput)
@@ -356,17 +360,9 @@ class RecMetricModule(nn.Module):
             if throughput
             else None
         )
-        if self.throughput is not None and key_style != "torchrec" and "throughput" in metrics:
-            clash = [t.name for t in self.tasks if t.name in Throughput.entries]
-            if clash:  # "throughput/<task>" would be one of the throughput's own keys
-                raise ValueError(
-                    f"Metric 'throughput' of task {clash[0]!r} would be logged as {prefix}throughput/{clash[0]}, "
-                    "a key of the module's throughput: rename the metric or the task, or pass throughput=False."
-                )
         for each in self._all_units():
             each.persistent(True)
-        owned: list[Metric] = [*stacked.values(), *(m for ms in per_task.values() for m in ms)]
-        _own([*owned, *([self.throughput] if self.throughput is not None else [])], self)
+        take_ownership(self._owned_metrics(), self)
         for name, lead in self._leader.items():
             if lead != name:  # a group member's states are its leader's: saved once, with the leader
                 self._unit(name).persistent(False)
@@ -570,6 +566,15 @@ class RecMetricModule(nn.Module):
             yield from self._copies(name)
         if self.throughput is not None:
             yield self.throughput
+
+    def _owned_metrics(self) -> list[Metric]:
+        """The metric objects it updates: each unit's metric (a ``Windowed`` unit's lifetime), the throughput."""
+        return [unit._child("lifetime") if isinstance(unit, Windowed) else unit for unit in self._all_units()]
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """``nn.Module``'s; a copy (``copy.deepcopy``, pickle) owns its metrics' copies: no other module takes them."""
+        super().__setstate__(state)
+        take_ownership(self._owned_metrics(), self)
 
     def _updated_units(self) -> Iterator[tuple[Metric, bool, bool]]:
         """``(unit, takes groups, fed probabilities)`` for every updated unit: group leaders, then per-task copies.

@@ -21,6 +21,7 @@ from torchmetrics.utilities.distributed import gather_all_tensors
 
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, check_int
 from torchmetrics_ext.utilities.formatting import exact_text
+from torchmetrics_ext.utilities.ownership import write_deferred_states
 
 __all__ = ["GuardedMetric", "InputDomains", "TaskMetric", "cat_chunks"]
 
@@ -509,6 +510,18 @@ class GuardedMetric(Metric):
             incoming_state = states
         super().merge_state(incoming_state)
         self._computed = None
+
+    @property
+    def metric_state(self) -> dict[str, list[Tensor] | Tensor]:
+        """TorchMetrics' ``metric_state``, the states an owner writes when read written first.
+
+        A :class:`~torchmetrics_ext.Windowed`'s window metric (and a binned metric's lifetime) read
+        through a reference kept across updates: see
+        :func:`~torchmetrics_ext.utilities.ownership.write_deferred_states`. ``merge_state`` of such a
+        metric reads its states here.
+        """
+        write_deferred_states(self)
+        return super().metric_state
 
     def _as_list_states(self, states: Mapping[str, Any]) -> dict[str, Any]:
         """``states`` with a list state given as one tensor (a synced metric's: its chunks joined) as a list of it."""

@@ -32,6 +32,7 @@ from torchmetrics_ext.metrics.base import (
 )
 from torchmetrics_ext.utilities.checks import check_int
 from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric
+from torchmetrics_ext.utilities.ownership import defer_state_writes, owner_of, take_ownership, write_deferred_states
 from torchmetrics_ext.utilities.summation import compensated_add_
 from torchmetrics_ext.wrappers._histogram import HistogramWindow
 from torchmetrics_ext.wrappers._options import METRIC_OPTIONS, wrapper_options
@@ -40,47 +41,65 @@ from torchmetrics_ext.wrappers._ring import StateRing, join_small_tails, state_k
 __all__ = ["Windowed"]
 
 
-# id(child metric) -> (weak reference to it, weak reference to its Windowed, its name): the
-# Windowed writes the child's tensor states lazily; keyed by id since a Metric's hash follows its
-# states and its ``==`` builds a new metric
-_OWNERS: dict[int, tuple[weakref.ref[Module], weakref.ref[Windowed], str]] = {}
+# methods of the lifetime and window metrics that read their states: each writes the deferred ones
+# first (through any reference to the metric), and so does ``__getstate__`` (copies and pickles)
+_READERS = ("compute", "sync", "merge_state")
+
+
+def _write_child(owner: weakref.ref[Windowed], name: str) -> None:
+    """Write the deferred states of child ``name`` of the ``Windowed`` ``owner`` (nothing once it is gone)."""
+    windowed = owner()
+    if windowed is not None:
+        windowed._refresh(name)
 
 
 def _own(child: Module, owner: Windowed, name: str) -> None:
-    key = id(child)
+    """Make ``child`` (the lifetime or window of ``owner``) write its deferred states before each read of them.
 
-    def forget(ref: weakref.ref[Module], key: int = key) -> None:
-        entry = _OWNERS.get(key)
-        if entry is not None and entry[0] is ref:
-            del _OWNERS[key]
-
-    _OWNERS[key] = (weakref.ref(child, forget), weakref.ref(owner), name)
-
-
-def _refresh_owned(child: Module) -> None:
-    """Bring a lifetime or window metric's tensor states up to date if its owner deferred them."""
-    entry = _OWNERS.get(id(child))
-    if entry is None or entry[0]() is not child:
-        return
-    owner = entry[1]()
-    if owner is not None:
-        owner._refresh(entry[2])
+    ``metric_state`` (the package's metrics) and ``state_dict`` (a pre-hook) ask for them through
+    :func:`~torchmetrics_ext.utilities.ownership.write_deferred_states`; the reading methods
+    (:data:`_READERS`) and ``__getstate__`` are wrapped on the object itself, whatever its class.
+    """
+    defer_state_writes(child, functools.partial(_write_child, weakref.ref(owner), name))
+    state = child.__dict__
+    for method in _READERS:
+        current = getattr(child, method)  # compute: TorchMetrics' wrapped one (rebuilt on copies)
+        if not getattr(current, "_writes_deferred", False):
+            state[method] = _current(child, current)
+    state["__getstate__"] = functools.partial(_current_state, child)
 
 
 def _refresh_before_save(module: Module, prefix: str, keep_vars: bool) -> None:
     """``state_dict`` pre-hook of a lifetime or window metric: its states are brought up to date first."""
-    _refresh_owned(module)
+    write_deferred_states(module)
 
 
-def _current(child: Module, compute: Callable[..., Any]) -> Callable[..., Any]:
-    """``compute`` of a lifetime or window metric that first writes its deferred states."""
+def _current(child: Module, method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` of a lifetime or window metric, run after its deferred states (and a merged metric's) are written."""
 
-    @functools.wraps(compute)
-    def current_compute(*args: Any, **kwargs: Any) -> Any:
-        _refresh_owned(child)
-        return compute(*args, **kwargs)
+    @functools.wraps(method)
+    def current(*args: Any, **kwargs: Any) -> Any:
+        write_deferred_states(child)
+        for arg in (*args, *kwargs.values()):  # merge_state's incoming metric: a kept reference too
+            if isinstance(arg, Module):
+                write_deferred_states(arg)
+        return method(*args, **kwargs)
 
-    return current_compute
+    current._writes_deferred = True  # type: ignore[attr-defined]
+    return current
+
+
+def _current_state(child: Module) -> dict[str, Any]:
+    """``__getstate__`` of a lifetime or window metric (``deepcopy``, ``clone``, pickle): its current states.
+
+    The copy is a metric of its own: the wrapped reading methods stay behind (its class's own
+    ``__setstate__`` rebuilds ``compute``).
+    """
+    write_deferred_states(child)
+    state = type(child).__getstate__(child)
+    for name in (*_READERS, "__getstate__"):
+        state.pop(name, None)
+    return state
 
 
 def _oldest(entries: tuple[Tensor, Tensor | None], n: int) -> tuple[Tensor, Tensor | None]:
@@ -207,7 +226,9 @@ class Windowed(WrapperMetric):
             metrics refused with their reason (``Throughput``, ``TowerQPS``,
             ``aggregation.CategoricalCount``, and a ``Windowed``: wrap its inner metric instead), an
             option TorchMetrics rejects (unknown, or of the wrong type: the metric is left as it
-            was), or a ``process_group`` other than the one ``metric`` has. ``update`` raises
+            was), a ``process_group`` other than the one ``metric`` has, or a ``metric`` that another
+            live ``Windowed`` (as its lifetime or window) or ``RecMetricModule`` holds: one object
+            would hold both wrappers' states (wrap a ``copy.deepcopy`` of it). ``update`` raises
             ``ValueError`` when ``window_size`` is smaller than the world size.
 
     Note:
@@ -260,10 +281,16 @@ class Windowed(WrapperMetric):
         **Reading the window.** ``update`` does not write the window's tensor states (nor a
         binned metric's lifetime histogram); they are written when read: through
         ``metric.window`` / ``metric.lifetime``, ``compute``, a sync and ``state_dict``, and
-        through the child metric's own ``compute`` and ``state_dict``, so a reference to
-        ``metric.window`` kept across updates (in a ``MetricCollection``, a logger) gives current
-        values. A state *attribute* read from such a kept reference may predate the last update;
-        read it as ``metric.window.<state>``.
+        through the child metric's own ``compute``, ``sync``, ``merge_state``, ``state_dict``,
+        ``metric_state`` and copies (``clone``, ``copy.deepcopy``, pickle, ``torch.save``), so a
+        reference to ``metric.window`` kept across updates (in a ``MetricCollection``, a logger,
+        or the metric object given to ``RecMetricModule(window_size=...)``, which becomes the
+        lifetime) gives current values, and so does another metric's ``merge_state`` of it. A
+        state *attribute* read from such a kept reference may predate the last update (so may
+        ``metric_state`` of a wrapped TorchMetrics metric, which has no hook for it); read it as
+        ``metric.window.<state>``. Write to the lifetime and window through the wrapper
+        (:meth:`merge_state`, :meth:`reset`), not through a kept reference: the window's states
+        (and a binned lifetime histogram) are rewritten from the ring when next read.
 
         ``forward`` returns the batch's values in the same dict form: ``"lifetime"`` over the
         whole batch, ``"window"`` over the part of it that the window keeps. With
@@ -337,6 +364,14 @@ class Windowed(WrapperMetric):
         if not isinstance(metric, Metric):
             got = f"the class {metric.__name__}" if isinstance(metric, type) else type(metric).__name__
             raise TypeError(f"Expected `metric` to be a torchmetrics.Metric instance, got {got}.")
+        holder = owner_of(metric)
+        if holder is not None:  # two wrappers would update (and reset) one object
+            raise ValueError(
+                f"Expected `metric` to be a metric no other wrapper holds: this {type(metric).__name__} already "
+                f"belongs to a live {type(holder).__name__}, and one object would hold both's states (each "
+                "lifetime would count the other's samples, one's reset would wipe the other's). Wrap a copy, "
+                "`Windowed(copy.deepcopy(metric), window_size)`, or build one metric per wrapper."
+            )
         # the wrapper's options: each one given here, else the metric's (checked by TorchMetrics)
         super().__init__(**wrapper_options(metric, kwargs, "Windowed"))
         # lifetime and window values are better higher where the metric's are (MetricTracker reads it)
@@ -423,15 +458,18 @@ class Windowed(WrapperMetric):
 
         ``update`` leaves the window's tensor states (and a binned metric's lifetime histogram) to
         be written when read: through this wrapper's ``window``/``lifetime`` attributes, and
-        (registered here) the child metric's own ``compute`` and ``state_dict``, so a reference
-        kept across updates (a ``MetricCollection``, a logger) is never stale. Run again for a
-        copy, whose children are new objects.
+        (registered here) the child metric's own ``compute``, ``sync``, ``merge_state`` (and that
+        of a metric merging it), ``state_dict``, ``metric_state`` (the package's metrics) and
+        ``__getstate__`` (``deepcopy``, ``clone``, pickle, ``torch.save``), so a reference kept
+        across updates (a ``MetricCollection``, a logger, the metric given to
+        ``RecMetricModule(window_size=...)``) is never stale. Both children belong to this
+        wrapper: no other ``Windowed`` or ``RecMetricModule`` takes them. Run again for a copy,
+        whose children are new objects.
         """
-        for name in ("lifetime", "window"):
-            child: Metric = self._modules[name]  # type: ignore[assignment]
+        children = [self._child(name) for name in ("lifetime", "window")]
+        for name, child in zip(("lifetime", "window"), children):
             _own(child, self, name)
-            compute = child.__dict__["compute"]  # TorchMetrics' wrapped compute (rebuilt on copies)
-            child.__dict__["compute"] = _current(child, compute)
+        take_ownership(children, self)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

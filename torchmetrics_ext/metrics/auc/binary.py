@@ -8,7 +8,7 @@ histogram reduced with ``sum`` (constant memory). All math lives in
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from typing import Any
 
 import torch
@@ -73,12 +73,13 @@ class _CurveMetric(TaskMetric):
     plot_lower_bound: float = 0.0
     plot_upper_bound: float = 1.0
 
-    preds: list[Tensor]
     signed_weights: list[Tensor]
 
     def _values_per_sample(self) -> dict[str, int]:
         """Exact mode: one score and one signed weight per task for each sample (sample-major rows)."""
-        return {} if self.num_bins is not None else {"preds": self.num_tasks, "signed_weights": self.num_tasks}
+        if self.num_bins is not None:
+            return {}
+        return {self._preds_state: self.num_tasks, "signed_weights": self.num_tasks}
 
     def __init__(
         self,
@@ -97,7 +98,14 @@ class _CurveMetric(TaskMetric):
         self.bin_space = bin_space
         self.from_logits = from_logits
         if num_bins is None:
-            self._add_list_state("preds", torch.float32)
+            # the scores as given, logits or probabilities: named after from_logits (`preds_logits`), so a
+            # MetricCollection never merges the two settings into one compute group, whose members but
+            # the first skip their own input checks (probabilities in [0, 1] or any finite logit).
+            # Checkpoints written before hold `preds` with either setting (and record from_logits).
+            self._preds_state = self._setting_state_name("preds", "logits" if from_logits else "")
+            if from_logits:
+                self._load_former_names(self._preds_state, "preds")
+            self._add_list_state(self._preds_state, torch.float32)
             self._add_list_state("signed_weights", torch.float32)
         else:
             # (negative, positive) label weight per task and bin. Which bin a score falls in depends
@@ -153,6 +161,15 @@ class _CurveMetric(TaskMetric):
         """
         settings = super()._checkpoint_settings()
         return settings if self.num_bins is not None else {**settings, "from_logits": self.from_logits}
+
+    def _settings_shown_by(self, saved: Collection[str]) -> dict[str, Any]:
+        """Exact mode: ``from_logits`` of a checkpoint holding ``preds_logits`` (``preds`` may be either's)."""
+        return {"from_logits": True} if self.num_bins is None and "preds_logits" in saved else {}
+
+    @property
+    def _scores(self) -> list[Tensor]:
+        """Exact mode's scores state (``preds``, or ``preds_logits`` with ``from_logits``; one tensor once synced)."""
+        return getattr(self, self._preds_state)
 
     @property
     def _hist(self) -> Tensor:
@@ -215,7 +232,7 @@ class _CurveMetric(TaskMetric):
             if not bool(keep.all()):
                 p, t, w = p[:, keep], t[:, keep], w[:, keep]
         # sample-major (n * T,) float32: a rank's empty-list placeholder at sync is float32 (0,) too
-        _append_chunk(self.preds, _sample_major(p))
+        _append_chunk(self._scores, _sample_major(p))
         signed = F._signed_weights(t, w)
         _append_chunk(self.signed_weights, signed.view(-1) if signed.shape[0] == 1 else _sample_major(signed))
 
@@ -223,7 +240,7 @@ class _CurveMetric(TaskMetric):
         if self.num_bins is not None:
             return F._binned_curve_stats(self._hist)
         # chunks are packed straight into the sort keys: no concatenated copy of the states
-        scores, signed = self.preds, self.signed_weights
+        scores, signed = self._scores, self.signed_weights
         if isinstance(scores, Tensor):  # synced across ranks: already one tensor
             scores, signed = [scores], [signed]
         return F._exact_curve_stats(scores, signed, self.num_tasks, self.device)
@@ -233,7 +250,7 @@ class _CurveMetric(TaskMetric):
         with self.sync_context(should_sync=self._to_sync, should_unsync=self._should_unsync):
             if self.num_bins is not None:
                 return C._binned_points(self._hist, self.logit_range, self.from_logits, self.bin_space)
-            scores, signed = self.preds, self.signed_weights
+            scores, signed = self._scores, self.signed_weights
             if isinstance(scores, Tensor):  # synced across ranks: already one tensor
                 scores, signed = [scores], [signed]
             return C._exact_points(scores, signed, self.num_tasks, self.device)

@@ -8,7 +8,8 @@ float64 sums per task are kept (constant memory, like TorchRec's grouped AUC). A
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import re
+from collections.abc import Collection, Hashable
 from typing import Any, ClassVar
 
 import torch
@@ -35,7 +36,6 @@ class _GroupedCurveMetric(TaskMetric):
     plot_lower_bound: float = 0.0
     plot_upper_bound: float = 1.0
 
-    preds: list[Tensor]
     signed_weights: list[Tensor]
     groups: list[Tensor]
 
@@ -65,20 +65,31 @@ class _GroupedCurveMetric(TaskMetric):
         weighting = "weight" if weight_groups else "count"
         if average_groups == "all":
             weighting += "_all_groups"
-        self._sum_states = (f"group_{self._kind}_by_{weighting}_sum", f"group_{weighting}_sum")
+        # from_logits names a state of each mode too (`..._logits`): a MetricCollection never merges the
+        # two settings into one compute group, whose members but the first skip their own input checks
+        # (probabilities in [0, 1] or any finite logit). Checkpoints written before hold the plain names.
+        logits = "logits" if from_logits else ""
+        value_sum = f"group_{self._kind}_by_{weighting}_sum"
+        self._sum_states = (self._setting_state_name(value_sum, logits), f"group_{weighting}_sum")
+        self._preds_state = self._setting_state_name("preds", logits)
         if groups_complete_per_batch:
+            # the per-group sums are the same for a score and its sigmoid: either setting's load
+            other = value_sum if from_logits else f"{value_sum}_logits"
+            self._load_former_names(self._sum_states[0], re.escape(other))
             for name in self._sum_states:
                 self._add_task_state(name)
         else:
-            for name in ("preds", "signed_weights"):
-                self._add_list_state(name, torch.float32)
+            if from_logits:  # the scores as given (recorded: a checkpoint of probabilities is refused)
+                self._load_former_names(self._preds_state, "preds")
+            self._add_list_state(self._preds_state, torch.float32)
+            self._add_list_state("signed_weights", torch.float32)
             self._add_list_state("groups", torch.int64)  # any int64 id (hashed user ids included)
 
     def _values_per_sample(self) -> dict[str, int]:
         """Exact mode: a score and a signed weight per task and one group id for each sample."""
         if self.groups_complete_per_batch:
             return {}
-        return {"preds": self.num_tasks, "signed_weights": self.num_tasks, "groups": 1}
+        return {self._preds_state: self.num_tasks, "signed_weights": self.num_tasks, "groups": 1}
 
     def _checkpoint_settings(self) -> dict[str, Any]:
         """``num_tasks``, and ``from_logits`` in exact mode, whose ``preds`` are the scores as given.
@@ -89,6 +100,10 @@ class _GroupedCurveMetric(TaskMetric):
         """
         settings = super()._checkpoint_settings()
         return settings if self.groups_complete_per_batch else {**settings, "from_logits": self.from_logits}
+
+    def _settings_shown_by(self, saved: Collection[str]) -> dict[str, Any]:
+        """Exact mode: ``from_logits`` of a checkpoint holding ``preds_logits`` (``preds`` may be either's)."""
+        return {"from_logits": True} if not self.groups_complete_per_batch and "preds_logits" in saved else {}
 
     def _format(
         self, preds: Tensor, target: Tensor, groups: Tensor, weights: Tensor | None, validate: bool
@@ -120,7 +135,7 @@ class _GroupedCurveMetric(TaskMetric):
             for name, value in zip(self._sum_states, sums):
                 getattr(self, name).add_(value)
             return
-        _append_chunk(self.preds, _sample_major(p))
+        _append_chunk(getattr(self, self._preds_state), _sample_major(p))
         _append_chunk(self.signed_weights, signed.T.reshape(-1))
         # never alias the caller's tensor; ids given in 32 bits or fewer keep 4 bytes per row (int64 at sync)
         _append_chunk(self.groups, g.to(torch.int32 if _fits_int32(g.dtype) else torch.int64, copy=True))
@@ -130,7 +145,7 @@ class _GroupedCurveMetric(TaskMetric):
         if self.groups_complete_per_batch:
             value_sum, weight_sum = (getattr(self, name) for name in self._sum_states)
         else:
-            scores = _take_samples(self.preds, self.num_tasks, self.device)
+            scores = _take_samples(getattr(self, self._preds_state), self.num_tasks, self.device)
             signed = _take_samples(self.signed_weights, self.num_tasks, self.device)
             groups = _take_samples(self.groups, 1, self.device, torch.int64).reshape(-1)  # int32/int64 ids, as kept
             value_sum, weight_sum = F._grouped_update(

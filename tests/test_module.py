@@ -942,7 +942,14 @@ def test_torchrec_keys_prefix_and_state_metrics():
     lr = {"value": 0.5}
     module = tmx.RecMetricModule(
         TASKS,
-        {"ne": "ne", "log_loss": "log_loss", "mse": "mse", "rmse": "rmse", "gauc": "gauc", "mine": "ctr"},
+        {
+            "ne": "ne",
+            "log_loss": "log_loss",
+            "mse": "mse",
+            "rmse": "rmse",
+            "gauc": lambda num_tasks: tmx.GroupedAUC(num_tasks, groups_complete_per_batch=True),
+            "mine": "ctr",
+        },
         throughput=False,
         prefix="train/",
         key_style="torchrec",
@@ -958,7 +965,7 @@ def test_torchrec_keys_prefix_and_state_metrics():
                 ("log_loss", "log_loss"),  # in nats: TorchRec's `ne|logloss` is in bits (LogLoss(unit="bits"))
                 ("mse", "mse"),
                 ("mse", "rmse"),
-                ("gauc", "gauc"),  # groups with both classes: TorchRec's GAUCMetric, not its AUC's grouped_auc
+                ("gauc", "gauc"),  # groups with both classes, per batch: TorchRec's GAUCMetric, not its grouped_auc
                 ("ctr", "ctr"),
             ]
         ),
@@ -1658,7 +1665,7 @@ def test_torchrec_keys_never_collide():
         (["cali_free_ne"], r"CalibrationFreeNE\(torchrec_scaling=True\)"),
         (
             {"gauc": {"metric": "gauc", "weight_groups": True}},
-            r"GroupedAUC\(average_groups='all', weight_groups=False\)",
+            r"as GroupedAUC\(average_groups='defined', groups_complete_per_batch=True, weight_groups=False\) to",
         ),
     ],
 )

@@ -1365,7 +1365,7 @@ def _check_not_torchrecs(name: str, key_name: str, metric: Metric | None = None)
     """
     if key_name not in TORCHREC_SELF_NAMED:
         return
-    needs = None if metric is None else torchrec_requirements(metric)
+    needs = None if metric is None else torchrec_requirements(metric, key_name)
     fix = (
         f"build it as {needs} to report TorchRec's value under TorchRec's key, or give it another name"
         if needs is not None

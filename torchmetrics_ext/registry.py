@@ -12,7 +12,8 @@ Each entry also records the keys TorchRec gives the same quantity (:class:`Torch
 (``ne-{task}|lifetime_ne``). A TorchRec key holds TorchRec's value, never another quantity of ours:
 an entry gives it only to instances built with the options that compute TorchRec's definition
 (``LogLoss(unit="bits")`` for TorchRec's ``logloss``, ``NDCG(empty_target_action="zero",
-queries_complete_per_batch=True)`` for its ``ndcg``). Metrics TorchRec does not have (``"recall@k"``,
+queries_complete_per_batch=True)`` for its ``ndcg``, ``GroupedAUC(groups_complete_per_batch=True)``
+for its ``gauc``, whose sessions are each batch's). Metrics TorchRec does not have (``"recall@k"``,
 ``"precision@k"``: per-query means, where TorchRec's ``recall_session_level`` and
 ``precision_session_level`` pool counts over sessions; ``"mrr@k"``, ...) and instances built with
 other options are keyed by their name in the module; that name must not be a TorchRec key itself
@@ -191,15 +192,20 @@ _ENTRIES = (
     MetricEntry("auc", _auc.AUC, _key("auc", "auc")),
     MetricEntry("auprc", _auc.AUPRC, _key("auprc", "auprc")),
     # TorchRec has two grouped AUCs: its AUC metric's grouped_auc averages every group (a single-class
-    # group counting 0.5), its GAUCMetric (namespace gauc) the groups holding both classes
+    # group counting 0.5) over the samples of its window, so a group joins its rows across batches (our
+    # exact mode); its GAUCMetric (namespace gauc) averages the groups holding both classes and scores
+    # each batch's sessions apart (a session id seen in two batches is two sessions), as
+    # groups_complete_per_batch=True does
     MetricEntry(
         "gauc",
         _auc.GroupedAUC,
-        _key("auc", "grouped_auc", average_groups="all", **_UNWEIGHTED_GROUPS)
-        + _key("gauc", "gauc", average_groups="defined", **_UNWEIGHTED_GROUPS),
+        _key("auc", "grouped_auc", average_groups="all", groups_complete_per_batch=False, **_UNWEIGHTED_GROUPS)
+        + _key("gauc", "gauc", average_groups="defined", groups_complete_per_batch=True, **_UNWEIGHTED_GROUPS),
     ),
     MetricEntry(
-        "gauprc", _auc.GroupedAUPRC, _key("auprc", "grouped_auprc", average_groups="all", **_UNWEIGHTED_GROUPS)
+        "gauprc",
+        _auc.GroupedAUPRC,
+        _key("auprc", "grouped_auprc", average_groups="all", groups_complete_per_batch=False, **_UNWEIGHTED_GROUPS),
     ),
     MetricEntry("regression_auc", _auc.RegressionAUC, _key("rauc", "rauc")),
     MetricEntry("xauc", _auc.XAUC, _key("xauc", "xauc")),
@@ -348,9 +354,17 @@ def torchrec_names(metric: Metric) -> tuple[str, str] | None:
     return None
 
 
-def torchrec_requirements(metric: Metric) -> str | None:
-    """How to build ``metric``'s class as TorchRec's metric (``"LogLoss(unit='bits')"``); ``None``: it cannot be."""
+def torchrec_requirements(metric: Metric, name: str | None = None) -> str | None:
+    """How to build ``metric``'s class as TorchRec's metric (``"LogLoss(unit='bits')"``); ``None``: it cannot be.
+
+    Args:
+        metric: an instance of a registry class.
+        name: TorchRec's metric name wanted (``"gauc"``): only the ways to compute that one are
+            given when the class has any (``GroupedAUC`` is TorchRec's ``gauc`` or its AUC's
+            ``grouped_auc``, depending on its options); every way otherwise.
+    """
     entry = registry_entry(metric)
     if entry is None or not entry.torchrec:
         return None
-    return " or ".join(key.describe(entry.cls) for key in entry.torchrec)
+    keys = [key for key in entry.torchrec if key.name == name] or entry.torchrec
+    return " or ".join(key.describe(entry.cls) for key in keys)

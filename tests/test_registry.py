@@ -19,7 +19,7 @@ import torchmetrics_ext
 import torchmetrics_ext as tmx
 from tests.helpers.torchrec_venv import TORCHREC_PYTHON
 from torchmetrics_ext import functional as tmf
-from torchmetrics_ext.registry import TORCHREC_SELF_NAMED, metric_names, torchrec_names
+from torchmetrics_ext.registry import TORCHREC_SELF_NAMED, build_metric, lookup, metric_names, torchrec_names
 
 METRIC_CLASSES = sorted(
     (
@@ -139,6 +139,77 @@ def test_registry_names_take_from_logits(name):
     metric = build_metric(name, num_tasks=2, from_logits=True)
     assert metric.from_logits is True and metric.input_domains.from_logits
     assert build_metric(name, num_tasks=2).from_logits is False
+
+
+@pytest.mark.parametrize("template", [name for name in metric_names() if name.endswith("@k")])
+def test_a_cutoff_template_of_the_known_names_is_refused_saying_what_k_stands_for(template):
+    """The errors listed ``ndcg@k`` among the known names, then refused ``ndcg@k`` as an unknown name."""
+    stem = template.removesuffix("@k")
+    assert build_metric(f"{stem}@10").k == 10
+    for call in (
+        lambda: lookup(template),
+        lambda: build_metric(template),
+        lambda: tmx.RecMetricModule.from_config(
+            {"tasks": [{"name": "t", "session_id_name": "q"}], "metrics": [template]}
+        ),
+    ):
+        with pytest.raises(ValueError, match=re.escape(f"positive integer cutoff in {template!r}")) as error:
+            call()
+        assert f"{stem}@10" in str(error.value) and "Unknown" not in str(error.value)
+    with pytest.raises(ValueError, match="Expected a positive integer cutoff in 'ndcg@ten'"):
+        lookup("ndcg@ten")
+    with pytest.raises(ValueError, match="'ne' takes no cutoff, got 'ne@k'"):
+        lookup("ne@k")
+    with pytest.raises(ValueError, match=r"Unknown metric name 'nope@k'; known names: .*\(k: a positive integer"):
+        lookup("nope@k")
+
+
+def _ndcg_and_ap(scores: np.ndarray, relevance: np.ndarray) -> tuple[float, float]:
+    """Whole-list NDCG (linear gain, log2 discount) and average precision of one query without ties."""
+    order = np.argsort(-scores)
+    gains, discounts = relevance[order], 1 / np.log2(np.arange(2, len(scores) + 2))
+    ndcg = (gains * discounts).sum() / (np.sort(relevance)[::-1] * discounts).sum()
+    hits = gains > 0
+    ap = (np.cumsum(hits) / np.arange(1, len(scores) + 1))[hits].mean()
+    return ndcg, ap
+
+
+def test_k_none_is_the_whole_list_as_a_registry_or_config_option():
+    """``k=None`` (YAML's ``k: null``), the classes' whole-list default, was refused as not a positive integer."""
+    rng = np.random.default_rng(3)
+    q = np.repeat(np.arange(6), 7)
+    p, y = rng.permutation(len(q)) / len(q), (rng.random(len(q)) < 0.4).astype(np.int64)
+    y[q == 0] = np.r_[1, np.zeros(6, dtype=np.int64)]  # every query has a relevant candidate
+    y[q == 1] = np.r_[np.zeros(6, dtype=np.int64), 1]
+    ndcg, ap = np.mean([_ndcg_and_ap(p[q == i], y[q == i]) for i in range(6)], axis=0)
+    preds, target, indexes = torch.tensor(p), torch.tensor(y), torch.tensor(q)
+    for name, expected in (("ndcg", ndcg), ("map", ap)):
+        metric = build_metric(name, k=None)
+        assert metric.k is None
+        metric.update(preds, target, indexes=indexes)
+        np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-12)
+    assert build_metric("mrr", k=None).k is None
+    module = tmx.RecMetricModule.from_config(
+        {
+            "tasks": [{"name": "t", "session_id_name": "q"}],
+            "metrics": {"ndcg": {"k": None}, "map": {"k": None}},
+            "throughput": False,
+        }
+    )
+    module.update({"prediction": preds, "label": target, "q": indexes})
+    values = {key: value.item() for key, value in module.compute().items()}
+    assert values == pytest.approx({"ndcg/t": ndcg, "map/t": ap}, rel=1e-12)
+    for name, match in (
+        ("ne", "'ne' takes no cutoff, got `k=None`"),
+        ("recall", "needs a cutoff: use recall@k"),
+        ("ndcg@5", r"names its cutoff \(5\); got `k=None`"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            build_metric(name, k=None)
+    with pytest.raises(
+        ValueError, match=r"positive integer \(its cutoff\) or None \(the whole list, for ndcg, mrr, map"
+    ):
+        build_metric("ndcg", k=0)
 
 
 # ----------------------------------------------------------------------------- TorchRec's keys of the registry names

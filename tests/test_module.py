@@ -2108,6 +2108,23 @@ def test_ranking_that_raises_in_its_own_update_is_refused():
     tmx.RecMetricModule([tmx.RecTaskInfo("a", session_id_name="s")], {"ctr": "ctr", "ndcg": kept})
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        functools.partial(tmx.NDCG, k=3, padding_value=-1.0),
+        lambda num_tasks: tmx.RankingMetrics(ks=(1,), padding_value=-1.0),
+    ],
+)
+def test_ranking_with_a_padding_value_is_refused_at_construction(spec):
+    """The module feeds flat rows, which refuse ``padding_value`` (it was ignored: rows scored -1 ranked as
+    candidates); refused in update it would come after the other metrics took the step."""
+    with pytest.raises(ValueError, match=r"built with padding_value=-1\.0.*build it without padding_value"):
+        tmx.RecMetricModule([tmx.RecTaskInfo("a", session_id_name="s")], {"ctr": "ctr", "ndcg": spec})
+    tmx.RecMetricModule(
+        [tmx.RecTaskInfo("a", session_id_name="s")], {"ctr": "ctr", "ndcg": functools.partial(tmx.NDCG, k=3)}
+    )
+
+
 def test_a_metric_key_clashing_with_the_throughputs_is_refused_at_construction():
     """Was found at the first compute(), after a run had started."""
     with pytest.raises(ValueError, match=r"task 'total_examples' would be logged as throughput/total_examples"):

@@ -169,7 +169,8 @@ class RecMetricModule(nn.Module):
         ValueError: bad arguments, two tasks reading the same prediction, label and weight columns
             (e.g. two plain task names), metrics built for another number of tasks, metrics needing an
             id column a task does not name, metrics that disagree on ``from_logits``, one
-            metric object given under two names, or a metric named ``throughput`` whose key for a
+            metric object given under two names, a ranking metric built with ``padding_value`` (the
+            module feeds flat rows, which have no padding slots), or a metric named ``throughput`` whose key for a
             task named like a throughput entry (``total_examples``) would be the throughput's, or
             with ``key_style="torchrec"`` a metric whose own name is a TorchRec key
             (:data:`~torchmetrics_ext.registry.TORCHREC_SELF_NAMED`: ``"ndcg"``, ``"recall"``) while
@@ -292,6 +293,13 @@ class RecMetricModule(nn.Module):
                         "raises there, after the module's other metrics have taken the step. The module rejects "
                         "a step before any metric changes: use 'skip', 'zero' or 'one' (or rows kept until "
                         "compute, queries_complete_per_batch=False, where 'error' raises at compute)."
+                    )
+                if getattr(metric, "padding_value", None) is not None:
+                    # the module feeds flat rows grouped by session ids, where the metric refuses it
+                    raise ValueError(
+                        f"Metric {name!r} is built with padding_value={metric.padding_value!r}, which marks padded "
+                        "(queries, candidates) input; the module feeds each task's rows flat, grouped by session "
+                        "ids, with no padding slots: build it without padding_value."
                     )
                 per_task[name] = [metric] + [copy_metric(metric) for _ in range(num_tasks - 1)]
         self._needs_groups = [n for n, m in stacked.items() if "groups" in inspect.signature(m.update).parameters]

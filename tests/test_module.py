@@ -2125,6 +2125,21 @@ def test_ranking_with_a_padding_value_is_refused_at_construction(spec):
     )
 
 
+@pytest.mark.parametrize("factory", [lambda T: tmx.AUC(T), lambda: tmx.AUC(), lambda num_tasks, k: tmx.AUC(num_tasks)])
+def test_a_factory_that_cannot_take_num_tasks_is_refused_naming_the_metric(factory):
+    """It was called ``factory(num_tasks=T)`` and failed with Python's bare TypeError from inside the lambda."""
+    with pytest.raises(TypeError, match=r"Metric 'auc': the module calls its factory as `<lambda>\(num_tasks=T\)`"):
+        tmx.RecMetricModule(["t"], {"ctr": "ctr", "auc": factory}, throughput=False)
+    for fine in (lambda num_tasks: tmx.AUC(num_tasks), lambda **kwargs: tmx.AUC(**kwargs), tmx.AUC):
+        assert isinstance(tmx.RecMetricModule(["t"], {"auc": fine}, throughput=False).metrics["auc"], tmx.AUC)
+
+    def broken(num_tasks):
+        raise TypeError("the factory's own error")
+
+    with pytest.raises(TypeError, match=r"^the factory's own error$"):  # raised inside the factory: not rewritten
+        tmx.RecMetricModule(["t"], {"auc": broken}, throughput=False)
+
+
 def test_a_metric_key_clashing_with_the_throughputs_is_refused_at_construction():
     """Was found at the first compute(), after a run had started."""
     with pytest.raises(ValueError, match=r"task 'total_examples' would be logged as throughput/total_examples"):

@@ -175,7 +175,9 @@ class RecMetricModule(nn.Module):
             with ``key_style="torchrec"`` a metric whose own name is a TorchRec key
             (:data:`~torchmetrics_ext.registry.TORCHREC_SELF_NAMED`: ``"ndcg"``, ``"recall"``) while
             it does not compute that TorchRec value (the message names the options that would).
-        TypeError: a metric the module cannot feed: not one of the package's metrics, one whose
+        TypeError: a factory whose signature cannot take the call ``factory(num_tasks=T)`` (e.g.
+            ``lambda T: ...``: named with the metric, before the call), or a metric the module cannot
+            feed: not one of the package's metrics, one whose
             ``update`` takes other inputs than each task's ``(preds, target, weights)`` columns
             (``TensorWeightedAverage``, ``NumMissingLabels``, ``Segmented``, ``MultiLabelPrecision``,
             ``MulticlassRecallAtK``, ``TowerQPS``...: ``input_domains`` is ``None``), or one
@@ -1264,6 +1266,7 @@ def _instantiate(name: str, spec: Any, num_tasks: int) -> TaskMetric:
     elif not _has_task_dim(spec):
         metric = spec()  # a ranking class, or a partial of one: one copy per task, no `num_tasks`
     elif callable(spec):
+        _check_factory(name, spec)
         metric = spec(num_tasks=num_tasks)
     else:
         raise TypeError(
@@ -1289,6 +1292,25 @@ def _instantiate(name: str, spec: Any, num_tasks: int) -> TaskMetric:
             "log_dict). Use it as a standalone metric."
         )
     return metric
+
+
+def _check_factory(name: str, spec: Any) -> None:
+    """A factory (or class) is called ``spec(num_tasks=T)``: one that cannot take that call is refused by name.
+
+    Checked on the signature, before the call, so an error raised inside the factory is its own.
+    """
+    try:
+        signature = inspect.signature(spec)
+    except (TypeError, ValueError):  # no Python signature (a builtin): the call itself will tell
+        return
+    try:
+        signature.bind(num_tasks=1)
+    except TypeError as error:
+        raise TypeError(
+            f"Metric {name!r}: the module calls its factory as `{getattr(spec, '__name__', 'factory')}(num_tasks=T)`, "
+            f"which its signature {signature} cannot take ({error}); write it with a `num_tasks` parameter, e.g. "
+            "`lambda num_tasks: tmx.AUC(num_tasks=num_tasks, from_logits=True)`."
+        ) from None
 
 
 def _has_task_dim(spec: Any) -> bool:

@@ -340,6 +340,37 @@ def test_bad_arguments(factory, match):
         factory()
 
 
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"bin_space": "probability"}, r"`num_bins` \(an integer >= 2\) with `bin_space='probability'`"),
+        ({"logit_range": (-4.0, 4.0)}, r"`num_bins` \(an integer >= 2\) with `logit_range=\(-4.0, 4.0\)`"),
+        ({"num_bins": 10, "bin_space": "probability", "logit_range": (-4.0, 4.0)}, "bin_space='probability'.*ignored"),
+    ],
+)
+def test_bin_options_that_would_be_ignored_are_refused(options, match):
+    """Exact mode has no bins: ``AUC(bin_space="probability")`` silently gave the exact value (and
+    ``logit_range`` with probability bins was ignored too)."""
+    for build in (
+        partial(tmx.AUC, **options),
+        partial(tmx.AUPRC, **options),
+        partial(tmf.auc, _P, _Y, **options),
+        partial(tmf.auprc, _P, _Y, **options),
+        partial(tmf.roc_curve, _P, _Y, **options),
+        partial(tmf.precision_recall_curve, _P, _Y, **options),
+    ):
+        with pytest.raises(ValueError, match=match):
+            build()
+    # the defaults, given explicitly, and the options where they place bins stay fine
+    p, y = _P.double().numpy(), _Y.numpy()
+    exact = tmx.AUC(logit_range=(-16, 16), bin_space="logit")(_P, _Y)
+    np.testing.assert_allclose(exact.item(), skm.roc_auc_score(y, p.astype(np.float32)), rtol=1e-6)
+    binned = tmx.AUC(num_bins=10, bin_space="probability", logit_range=(-16.0, 16.0))(_P, _Y)
+    bins = np.minimum(np.floor(p.astype(np.float32) * np.float32(10)), 9)
+    np.testing.assert_allclose(binned.item(), skm.roc_auc_score(y, bins), rtol=1e-12)
+    tmx.AUPRC(num_bins=10, logit_range=(-4.0, 4.0))
+
+
 # ----------------------------------------------------------------------------- undefined values
 
 

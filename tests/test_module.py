@@ -942,7 +942,14 @@ def test_torchrec_keys_prefix_and_state_metrics():
     lr = {"value": 0.5}
     module = tmx.RecMetricModule(
         TASKS,
-        {"ne": "ne", "log_loss": "log_loss", "mse": "mse", "rmse": "rmse", "gauc": "gauc", "mine": "ctr"},
+        {
+            "ne": "ne",
+            "log_loss": "log_loss",
+            "mse": "mse",
+            "rmse": "rmse",
+            "gauc": lambda num_tasks: tmx.GroupedAUC(num_tasks, groups_complete_per_batch=True),
+            "mine": "ctr",
+        },
         throughput=False,
         prefix="train/",
         key_style="torchrec",
@@ -958,7 +965,7 @@ def test_torchrec_keys_prefix_and_state_metrics():
                 ("log_loss", "log_loss"),  # in nats: TorchRec's `ne|logloss` is in bits (LogLoss(unit="bits"))
                 ("mse", "mse"),
                 ("mse", "rmse"),
-                ("gauc", "gauc"),  # groups with both classes: TorchRec's GAUCMetric, not its AUC's grouped_auc
+                ("gauc", "gauc"),  # groups with both classes, per batch: TorchRec's GAUCMetric, not its grouped_auc
                 ("ctr", "ctr"),
             ]
         ),
@@ -1658,7 +1665,7 @@ def test_torchrec_keys_never_collide():
         (["cali_free_ne"], r"CalibrationFreeNE\(torchrec_scaling=True\)"),
         (
             {"gauc": {"metric": "gauc", "weight_groups": True}},
-            r"GroupedAUC\(average_groups='all', weight_groups=False\)",
+            r"as GroupedAUC\(average_groups='defined', groups_complete_per_batch=True, weight_groups=False\) to",
         ),
     ],
 )
@@ -2138,6 +2145,38 @@ def test_ranking_that_raises_in_its_own_update_is_refused():
     # rows kept until compute: 'error' raises there, which changes no state
     kept = lambda num_tasks: tmx.NDCG(k=3, empty_target_action="error")  # noqa: E731
     tmx.RecMetricModule([tmx.RecTaskInfo("a", session_id_name="s")], {"ctr": "ctr", "ndcg": kept})
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        functools.partial(tmx.NDCG, k=3, padding_value=-1.0),
+        lambda num_tasks: tmx.RankingMetrics(ks=(1,), padding_value=-1.0),
+    ],
+)
+def test_ranking_with_a_padding_value_is_refused_at_construction(spec):
+    """The module feeds flat rows, which refuse ``padding_value`` (it was ignored: rows scored -1 ranked as
+    candidates); refused in update it would come after the other metrics took the step."""
+    with pytest.raises(ValueError, match=r"built with padding_value=-1\.0.*build it without padding_value"):
+        tmx.RecMetricModule([tmx.RecTaskInfo("a", session_id_name="s")], {"ctr": "ctr", "ndcg": spec})
+    tmx.RecMetricModule(
+        [tmx.RecTaskInfo("a", session_id_name="s")], {"ctr": "ctr", "ndcg": functools.partial(tmx.NDCG, k=3)}
+    )
+
+
+@pytest.mark.parametrize("factory", [lambda T: tmx.AUC(T), lambda: tmx.AUC(), lambda num_tasks, k: tmx.AUC(num_tasks)])
+def test_a_factory_that_cannot_take_num_tasks_is_refused_naming_the_metric(factory):
+    """It was called ``factory(num_tasks=T)`` and failed with Python's bare TypeError from inside the lambda."""
+    with pytest.raises(TypeError, match=r"Metric 'auc': the module calls its factory as `<lambda>\(num_tasks=T\)`"):
+        tmx.RecMetricModule(["t"], {"ctr": "ctr", "auc": factory}, throughput=False)
+    for fine in (lambda num_tasks: tmx.AUC(num_tasks), lambda **kwargs: tmx.AUC(**kwargs), tmx.AUC):
+        assert isinstance(tmx.RecMetricModule(["t"], {"auc": fine}, throughput=False).metrics["auc"], tmx.AUC)
+
+    def broken(num_tasks):
+        raise TypeError("the factory's own error")
+
+    with pytest.raises(TypeError, match=r"^the factory's own error$"):  # raised inside the factory: not rewritten
+        tmx.RecMetricModule(["t"], {"auc": broken}, throughput=False)
 
 
 def test_a_metric_key_clashing_with_the_throughputs_is_refused_at_construction():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -295,6 +296,36 @@ def test_ne_from_logits_of_confident_correct_predictions_matches_mpmath():
     metric = tmx.NormalizedEntropy(from_logits=True)
     metric.update(z, y)
     np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-14)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_ne_clamps_a_base_rate_beyond_eta_inside_the_logs_only(flip):
+    """A base rate within ``eta`` of 0 or 1 (TorchRec's clamp): the denominator is the labels' cross-entropy
+    against the clamped rate ``c``, ``-W[y log c + (1 - y) log(1 - c)]``, not the entropy of ``c`` that
+    docs/pointwise.md's formula read as (10.93 where it gave 6.44)."""
+    rng = np.random.default_rng(5)
+    y = np.r_[1.0, np.zeros(199)]
+    p, w, eta = rng.uniform(0.05, 0.6, 200), rng.uniform(0.5, 1.5, 200), 0.01
+    w[0] = 0.6  # base rate 0.6 / sum(w) < eta
+    if flip:  # base rate above 1 - eta
+        y, p = 1 - y, 1 - p
+    ce = -(w * (y * np.log(p) + (1 - y) * np.log(1 - p))).sum()
+    rate = (w * y).sum() / w.sum()
+    c = np.clip(rate, eta, 1 - eta)
+    assert c != rate
+    expected = ce / -(w.sum() * (rate * np.log(c) + (1 - rate) * np.log(1 - c)))
+    preds, target, weights = torch.tensor(p), torch.tensor(y), torch.tensor(w)
+    np.testing.assert_allclose(tmf.normalized_entropy(preds, target, weights, eta=eta).item(), expected, rtol=1e-12)
+    metric = tmx.NormalizedEntropy(eta=eta)
+    metric.update(preds, target, weights)
+    np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-12)
+    # the docs write that formula: the clamped rate inside the logs only
+    definition = next(
+        line
+        for line in (Path(__file__).parents[1] / "docs" / "pointwise.md").read_text().splitlines()
+        if line.startswith("- `NormalizedEntropy`")
+    )
+    assert r"\bar y \log c + (1-\bar y)\log(1-c)" in definition
 
 
 # ----------------------------------------------------------------------------- unsigned labels and weights

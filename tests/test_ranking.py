@@ -963,6 +963,40 @@ def test_collection_compute_groups_keep_padding_values_apart():
     assert abs(ref_plain - ref_pad) > 0.1
 
 
+@pytest.mark.parametrize("validate", [True, False])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda v: tmx.RecallAtK(k=1, padding_value=-1.0, validate_args=v),
+        lambda v: tmx.NDCG(padding_value=-1.0, queries_complete_per_batch=True, validate_args=v),
+        lambda v: tmx.RankingMetrics(ks=(1,), padding_value=-1.0, validate_args=v),
+    ],
+)
+def test_padding_value_with_flat_rows_is_refused_not_ignored(build, validate):
+    """Flat rows have no padding slots: rows scored -1.0 were ranked as candidates (recall@1 0.25 where a
+    caller dropping them expected 1.0), the option neither applied nor refused. State left as it was."""
+    preds = torch.tensor([-1.0, -1.0, -1.0, 0.5])
+    target, indexes = torch.tensor([1, 1, 1, 1]), torch.tensor([0, 0, 0, 0])
+    metric = build(validate)
+    metric.update(torch.tensor([[0.9, -1.0]]), torch.tensor([[1, 1]]))  # padded input: the option applies
+    before = {
+        key: value.clone() if isinstance(value, torch.Tensor) else list(value)
+        for key, value in metric.metric_state.items()
+    }
+    with pytest.raises(ValueError, match=r"padded \(queries, candidates\) `preds` with `padding_value=-1.0`.*flat"):
+        metric.update(preds, target, indexes=indexes)
+    for key, value in metric.metric_state.items():
+        assert torch.equal(value, before[key]) if isinstance(value, torch.Tensor) else value == before[key], key
+    value = metric.compute()
+    value = value if isinstance(value, torch.Tensor) else next(iter(value.values()))
+    assert value.item() == 1.0  # the padded slot was dropped: one relevant candidate, ranked first
+    functional = partial(tmf.recall_at_k, k=1, padding_value=-1.0, validate_args=validate)
+    with pytest.raises(ValueError, match="flat rows have no padding slots"):
+        functional(preds, target, indexes)
+    with pytest.raises(ValueError, match="flat rows have no padding slots"):
+        tmf.ranking_metrics(preds, target, indexes, ks=(1,), padding_value=-1.0, validate_args=validate)
+
+
 def test_a_version_1_plain_sums_name_is_the_no_padding_state():
     """Before 4c295bc the sums state had no padding tag for any padding value; from then until version 2 (884756f)
     the plain name meant no padding value. The two cannot be told apart, so the plain name is read as no padding's

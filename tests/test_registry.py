@@ -19,7 +19,7 @@ import torchmetrics_ext
 import torchmetrics_ext as tmx
 from tests.helpers.torchrec_venv import TORCHREC_PYTHON
 from torchmetrics_ext import functional as tmf
-from torchmetrics_ext.registry import TORCHREC_SELF_NAMED, metric_names, torchrec_names
+from torchmetrics_ext.registry import TORCHREC_SELF_NAMED, build_metric, lookup, metric_names, torchrec_names
 
 METRIC_CLASSES = sorted(
     (
@@ -141,6 +141,77 @@ def test_registry_names_take_from_logits(name):
     assert build_metric(name, num_tasks=2).from_logits is False
 
 
+@pytest.mark.parametrize("template", [name for name in metric_names() if name.endswith("@k")])
+def test_a_cutoff_template_of_the_known_names_is_refused_saying_what_k_stands_for(template):
+    """The errors listed ``ndcg@k`` among the known names, then refused ``ndcg@k`` as an unknown name."""
+    stem = template.removesuffix("@k")
+    assert build_metric(f"{stem}@10").k == 10
+    for call in (
+        lambda: lookup(template),
+        lambda: build_metric(template),
+        lambda: tmx.RecMetricModule.from_config(
+            {"tasks": [{"name": "t", "session_id_name": "q"}], "metrics": [template]}
+        ),
+    ):
+        with pytest.raises(ValueError, match=re.escape(f"positive integer cutoff in {template!r}")) as error:
+            call()
+        assert f"{stem}@10" in str(error.value) and "Unknown" not in str(error.value)
+    with pytest.raises(ValueError, match="Expected a positive integer cutoff in 'ndcg@ten'"):
+        lookup("ndcg@ten")
+    with pytest.raises(ValueError, match="'ne' takes no cutoff, got 'ne@k'"):
+        lookup("ne@k")
+    with pytest.raises(ValueError, match=r"Unknown metric name 'nope@k'; known names: .*\(k: a positive integer"):
+        lookup("nope@k")
+
+
+def _ndcg_and_ap(scores: np.ndarray, relevance: np.ndarray) -> tuple[float, float]:
+    """Whole-list NDCG (linear gain, log2 discount) and average precision of one query without ties."""
+    order = np.argsort(-scores)
+    gains, discounts = relevance[order], 1 / np.log2(np.arange(2, len(scores) + 2))
+    ndcg = (gains * discounts).sum() / (np.sort(relevance)[::-1] * discounts).sum()
+    hits = gains > 0
+    ap = (np.cumsum(hits) / np.arange(1, len(scores) + 1))[hits].mean()
+    return ndcg, ap
+
+
+def test_k_none_is_the_whole_list_as_a_registry_or_config_option():
+    """``k=None`` (YAML's ``k: null``), the classes' whole-list default, was refused as not a positive integer."""
+    rng = np.random.default_rng(3)
+    q = np.repeat(np.arange(6), 7)
+    p, y = rng.permutation(len(q)) / len(q), (rng.random(len(q)) < 0.4).astype(np.int64)
+    y[q == 0] = np.r_[1, np.zeros(6, dtype=np.int64)]  # every query has a relevant candidate
+    y[q == 1] = np.r_[np.zeros(6, dtype=np.int64), 1]
+    ndcg, ap = np.mean([_ndcg_and_ap(p[q == i], y[q == i]) for i in range(6)], axis=0)
+    preds, target, indexes = torch.tensor(p), torch.tensor(y), torch.tensor(q)
+    for name, expected in (("ndcg", ndcg), ("map", ap)):
+        metric = build_metric(name, k=None)
+        assert metric.k is None
+        metric.update(preds, target, indexes=indexes)
+        np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-12)
+    assert build_metric("mrr", k=None).k is None
+    module = tmx.RecMetricModule.from_config(
+        {
+            "tasks": [{"name": "t", "session_id_name": "q"}],
+            "metrics": {"ndcg": {"k": None}, "map": {"k": None}},
+            "throughput": False,
+        }
+    )
+    module.update({"prediction": preds, "label": target, "q": indexes})
+    values = {key: value.item() for key, value in module.compute().items()}
+    assert values == pytest.approx({"ndcg/t": ndcg, "map/t": ap}, rel=1e-12)
+    for name, match in (
+        ("ne", "'ne' takes no cutoff, got `k=None`"),
+        ("recall", "needs a cutoff: use recall@k"),
+        ("ndcg@5", r"names its cutoff \(5\); got `k=None`"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            build_metric(name, k=None)
+    with pytest.raises(
+        ValueError, match=r"positive integer \(its cutoff\) or None \(the whole list, for ndcg, mrr, map"
+    ):
+        build_metric("ndcg", k=0)
+
+
 # ----------------------------------------------------------------------------- TorchRec's keys of the registry names
 #
 # With key_style="torchrec" a key that names a TorchRec metric holds that metric's value: `recall@k` used
@@ -179,7 +250,7 @@ TORCHREC_OPTIONS: dict[str, dict[str, Any]] = {
     "weighted_sum_predictions": {},
     "auc": {},
     "auprc": {},
-    "gauc": {},  # the groups holding both classes: TorchRec's GAUCMetric
+    "gauc": {"groups_complete_per_batch": True},  # the groups holding both classes, per batch: TorchRec's GAUCMetric
     "gauc_all": {"metric": "gauc", "average_groups": "all"},  # every group: TorchRec's AUC grouped_auc
     "gauprc": {"average_groups": "all"},
     "regression_auc": {},
@@ -196,16 +267,17 @@ OWN_KEYS = (
 REFUSED = {
     "ndcg": "NDCG(empty_target_action='zero', queries_complete_per_batch=True)",
     "cali_free_ne": "CalibrationFreeNE(torchrec_scaling=True)",
+    "gauc": "GroupedAUC(average_groups='defined', groups_complete_per_batch=True, weight_groups=False)",
 }
 # TorchRec 1.9.2 on torchrec_steps() (tests/helpers/torchrec_registry_side.py)
 TORCHREC_VALUES = {
     "accuracy-t|lifetime_accuracy": 0.5805035053950487,
     "accuracy-t|window_accuracy": 0.5805035053950487,
     "auc-t|window_auc": 0.6586435437202454,
-    "auc-t|window_grouped_auc": 0.7188199162483215,
+    "auc-t|window_grouped_auc": 0.7373455166816711,
     "auprc-t|lifetime_auprc": 0.6740591884184006,
     "auprc-t|window_auprc": 0.6740591526031494,
-    "auprc-t|window_grouped_auprc": 0.8052412271499634,
+    "auprc-t|window_grouped_auprc": 0.8264631628990173,
     "average-t|lifetime_label_average": 0.5224013635751182,
     "average-t|lifetime_prediction_average": 0.4508660564472387,
     "average-t|window_label_average": 0.5224013635751182,
@@ -274,17 +346,20 @@ TASK = {"name": "t", "session_id_name": "session", "group_id_name": "session"}
 
 
 def torchrec_steps() -> list[dict[str, np.ndarray]]:
-    """Two batches of whole sessions (TorchRec scores each batch's sessions apart), one without positives.
+    """Two batches of ten sessions each, the first of each without positives.
 
-    Weights are in [0.2, 1] with each session's first row 1: TorchRec's NDCG scales a session by its
-    largest weight without normalising, which then equals our weighted mean.
+    The second batch's first session has the id of the first batch's last one: TorchRec's GAUC and
+    NDCG score each batch's sessions apart (two sessions there), its AUC's grouped_auc and AUPRC's
+    grouped_auprc join the rows of one id over its window (one group). Weights are in [0.2, 1] with
+    each session's first row 1: TorchRec's NDCG scales a session by its largest weight without
+    normalising, which then equals our weighted mean.
     """
     rng = np.random.default_rng(11)
     steps, start = [], 0
     for _ in range(2):
         lengths = rng.integers(1, 8, 10)
         session = np.repeat(np.arange(start, start + 10), lengths)
-        start += 10
+        start += 9  # the next batch starts with this batch's last session id
         p = rng.uniform(0.02, 0.98, len(session)).astype(np.float32)
         y = (rng.random(len(session)) < p).astype(np.float32)
         y[session == session[0]] = 0
@@ -344,12 +419,51 @@ def test_registry_names_whose_own_name_is_torchrecs_are_refused_with_the_options
 
 def test_torchrec_names_follow_the_instance_options():
     assert torchrec_names(tmx.LogLoss()) is None and torchrec_names(tmx.LogLoss(unit="bits")) == ("ne", "logloss")
-    assert torchrec_names(tmx.GroupedAUC()) == ("gauc", "gauc")
+    assert torchrec_names(tmx.GroupedAUC()) is None  # a group may span batches: TorchRec's gauc scores each batch's
+    assert torchrec_names(tmx.GroupedAUC(groups_complete_per_batch=True)) == ("gauc", "gauc")
     assert torchrec_names(tmx.GroupedAUC(average_groups="all")) == ("auc", "grouped_auc")
+    assert torchrec_names(tmx.GroupedAUC(average_groups="all", groups_complete_per_batch=True)) is None
+    assert torchrec_names(tmx.GroupedAUPRC(average_groups="all", groups_complete_per_batch=True)) is None
     assert torchrec_names(tmx.GroupedAUC(average_groups="all", weight_groups=True)) is None
     assert torchrec_names(tmx.RecallAtK(3)) is None and torchrec_names(tmx.PrecisionAtK(3)) is None
     assert torchrec_names(tmx.WeightedNMSE(baseline="mean")) is None
     assert torchrec_names(tmx.NDCG(empty_target_action="zero")) is None  # rows of a query may span batches
+
+
+def test_torchrec_grouped_keys_split_a_session_across_batches_as_torchrec_does():
+    """Session 7 spans both batches. TorchRec's GAUCMetric scores each batch's sessions apart (two halves, each
+    with one class: skipped); its AUC's grouped_auc joins the rows of an id over the run. The exact
+    ``GroupedAUC`` took the ``gauc`` key with its joined value (2/3 where TorchRec gives 1/2)."""
+    from sklearn.metrics import roc_auc_score
+
+    batches = [
+        (np.array([0.9, 0.2, 0.6]), np.array([1.0, 0.0, 1.0]), np.array([1, 1, 7])),
+        (np.array([0.3, 0.4, 0.8]), np.array([0.0, 1.0, 0.0]), np.array([7, 2, 2])),
+    ]
+
+    def group_aucs(p: np.ndarray, y: np.ndarray, g: np.ndarray, single_class: float | None) -> list[float]:
+        both = [s for s in np.unique(g) if 0 < y[g == s].sum() < (g == s).sum()]
+        aucs = [roc_auc_score(y[g == s], p[g == s]) for s in both]
+        return aucs + [single_class] * (len(np.unique(g)) - len(both)) if single_class is not None else aucs
+
+    per_batch = [a for p, y, g in batches for a in group_aucs(p, y, g, None)]  # sessions of each batch apart
+    joined = group_aucs(*(np.concatenate(c) for c in zip(*batches)), single_class=0.5)  # every id over the run
+    config = {"tasks": [{"name": "t", "group_id_name": "g"}], "key_style": "torchrec", "throughput": False}
+    metrics = {"gauc": {"groups_complete_per_batch": True}, "gauc_all": {"metric": "gauc", "average_groups": "all"}}
+    module = tmx.RecMetricModule.from_config({**config, "metrics": metrics})
+    for p, y, g in batches:
+        module.update(
+            {"prediction": torch.tensor(p), "label": torch.tensor(y), "weight": torch.ones(3), "g": torch.tensor(g)}
+        )
+    values = {key: value.item() for key, value in module.compute().items()}
+    assert values == pytest.approx(
+        {"gauc-t|lifetime_gauc": np.mean(per_batch), "auc-t|lifetime_grouped_auc": np.mean(joined)}
+    )
+    assert np.mean(per_batch) == pytest.approx(0.5) and np.mean(joined) == pytest.approx(2 / 3)
+    with pytest.raises(
+        ValueError, match=re.escape("GroupedAUC(average_groups='defined', groups_complete_per_batch=True")
+    ):
+        tmx.RecMetricModule.from_config({**config, "metrics": ["gauc"]})
 
 
 def _torchrec_run(code: list[str]) -> str:

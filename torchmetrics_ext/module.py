@@ -158,12 +158,15 @@ class RecMetricModule(nn.Module):
         ValueError: bad arguments, two tasks reading the same prediction, label and weight columns
             (e.g. two plain task names), metrics built for another number of tasks, metrics needing an
             id column a task does not name, metrics that disagree on ``from_logits``, one
-            metric object given under two names, or a metric named ``throughput`` whose key for a
+            metric object given under two names, a ranking metric built with ``padding_value`` (the
+            module feeds flat rows, which have no padding slots), or a metric named ``throughput`` whose key for a
             task named like a throughput entry (``total_examples``) would be the throughput's, or
             with ``key_style="torchrec"`` a metric whose own name is a TorchRec key
             (:data:`~torchmetrics_ext.registry.TORCHREC_SELF_NAMED`: ``"ndcg"``, ``"recall"``) while
             it does not compute that TorchRec value (the message names the options that would).
-        TypeError: a metric the module cannot feed: not one of the package's metrics, one whose
+        TypeError: a factory whose signature cannot take the call ``factory(num_tasks=T)`` (e.g.
+            ``lambda T: ...``: named with the metric, before the call), or a metric the module cannot
+            feed: not one of the package's metrics, one whose
             ``update`` takes other inputs than each task's ``(preds, target, weights)`` columns
             (``TensorWeightedAverage``, ``NumMissingLabels``, ``Segmented``, ``MultiLabelPrecision``,
             ``MulticlassRecallAtK``, ``TowerQPS``...: ``input_domains`` is ``None``), or one
@@ -282,6 +285,13 @@ class RecMetricModule(nn.Module):
                         "raises there, after the module's other metrics have taken the step. The module rejects "
                         "a step before any metric changes: use 'skip', 'zero' or 'one' (or rows kept until "
                         "compute, queries_complete_per_batch=False, where 'error' raises at compute)."
+                    )
+                if getattr(metric, "padding_value", None) is not None:
+                    # the module feeds flat rows grouped by session ids, where the metric refuses it
+                    raise ValueError(
+                        f"Metric {name!r} is built with padding_value={metric.padding_value!r}, which marks padded "
+                        "(queries, candidates) input; the module feeds each task's rows flat, grouped by session "
+                        "ids, with no padding slots: build it without padding_value."
                     )
                 per_task[name] = [metric] + [copy_metric(metric) for _ in range(num_tasks - 1)]
         self._needs_groups = [n for n, m in stacked.items() if "groups" in inspect.signature(m.update).parameters]
@@ -1261,6 +1271,7 @@ def _instantiate(name: str, spec: Any, num_tasks: int) -> TaskMetric:
     elif not _has_task_dim(spec):
         metric = spec()  # a ranking class, or a partial of one: one copy per task, no `num_tasks`
     elif callable(spec):
+        _check_factory(name, spec)
         metric = spec(num_tasks=num_tasks)
     else:
         raise TypeError(
@@ -1286,6 +1297,25 @@ def _instantiate(name: str, spec: Any, num_tasks: int) -> TaskMetric:
             "log_dict). Use it as a standalone metric."
         )
     return metric
+
+
+def _check_factory(name: str, spec: Any) -> None:
+    """A factory (or class) is called ``spec(num_tasks=T)``: one that cannot take that call is refused by name.
+
+    Checked on the signature, before the call, so an error raised inside the factory is its own.
+    """
+    try:
+        signature = inspect.signature(spec)
+    except (TypeError, ValueError):  # no Python signature (a builtin): the call itself will tell
+        return
+    try:
+        signature.bind(num_tasks=1)
+    except TypeError as error:
+        raise TypeError(
+            f"Metric {name!r}: the module calls its factory as `{getattr(spec, '__name__', 'factory')}(num_tasks=T)`, "
+            f"which its signature {signature} cannot take ({error}); write it with a `num_tasks` parameter, e.g. "
+            "`lambda num_tasks: tmx.AUC(num_tasks=num_tasks, from_logits=True)`."
+        ) from None
 
 
 def _has_task_dim(spec: Any) -> bool:
@@ -1370,7 +1400,7 @@ def _check_not_torchrecs(name: str, key_name: str, metric: Metric | None = None)
     """
     if key_name not in TORCHREC_SELF_NAMED:
         return
-    needs = None if metric is None else torchrec_requirements(metric)
+    needs = None if metric is None else torchrec_requirements(metric, key_name)
     fix = (
         f"build it as {needs} to report TorchRec's value under TorchRec's key, or give it another name"
         if needs is not None

@@ -5,14 +5,16 @@ name with a cutoff, ``"<metric>@<k>"`` (``"ndcg@10"``, ``"recall@20"``, ``"mrr@1
 ``"mrr"`` and ``"map"`` without a cutoff rank the whole list. Pointwise thresholded metrics carry
 a ``weighted_`` prefix (``"weighted_recall"``) so they are never confused with the ranking
 ``"recall@k"``; a bare ``"recall"`` or ``"precision"`` is rejected with both spellings in the
-message. Unknown names raise a ``ValueError`` that lists every known name.
+message. Unknown names raise a ``ValueError`` that lists every known name, the ranking ones as
+templates (``"ndcg@k"``, ``k`` standing for a positive integer: ``"ndcg@10"``).
 
 Each entry also records the keys TorchRec gives the same quantity (:class:`TorchRecKey`), so
 ``RecMetricModule(key_style="torchrec")`` emits the keys TorchRec dashboards expect
 (``ne-{task}|lifetime_ne``). A TorchRec key holds TorchRec's value, never another quantity of ours:
 an entry gives it only to instances built with the options that compute TorchRec's definition
 (``LogLoss(unit="bits")`` for TorchRec's ``logloss``, ``NDCG(empty_target_action="zero",
-queries_complete_per_batch=True)`` for its ``ndcg``). Metrics TorchRec does not have (``"recall@k"``,
+queries_complete_per_batch=True)`` for its ``ndcg``, ``GroupedAUC(groups_complete_per_batch=True)``
+for its ``gauc``, whose sessions are each batch's). Metrics TorchRec does not have (``"recall@k"``,
 ``"precision@k"``: per-query means, where TorchRec's ``recall_session_level`` and
 ``precision_session_level`` pool counts over sessions; ``"mrr@k"``, ...) and instances built with
 other options are keyed by their name in the module; that name must not be a TorchRec key itself
@@ -191,15 +193,20 @@ _ENTRIES = (
     MetricEntry("auc", _auc.AUC, _key("auc", "auc")),
     MetricEntry("auprc", _auc.AUPRC, _key("auprc", "auprc")),
     # TorchRec has two grouped AUCs: its AUC metric's grouped_auc averages every group (a single-class
-    # group counting 0.5), its GAUCMetric (namespace gauc) the groups holding both classes
+    # group counting 0.5) over the samples of its window, so a group joins its rows across batches (our
+    # exact mode); its GAUCMetric (namespace gauc) averages the groups holding both classes and scores
+    # each batch's sessions apart (a session id seen in two batches is two sessions), as
+    # groups_complete_per_batch=True does
     MetricEntry(
         "gauc",
         _auc.GroupedAUC,
-        _key("auc", "grouped_auc", average_groups="all", **_UNWEIGHTED_GROUPS)
-        + _key("gauc", "gauc", average_groups="defined", **_UNWEIGHTED_GROUPS),
+        _key("auc", "grouped_auc", average_groups="all", groups_complete_per_batch=False, **_UNWEIGHTED_GROUPS)
+        + _key("gauc", "gauc", average_groups="defined", groups_complete_per_batch=True, **_UNWEIGHTED_GROUPS),
     ),
     MetricEntry(
-        "gauprc", _auc.GroupedAUPRC, _key("auprc", "grouped_auprc", average_groups="all", **_UNWEIGHTED_GROUPS)
+        "gauprc",
+        _auc.GroupedAUPRC,
+        _key("auprc", "grouped_auprc", average_groups="all", groups_complete_per_batch=False, **_UNWEIGHTED_GROUPS),
     ),
     MetricEntry("regression_auc", _auc.RegressionAUC, _key("rauc", "rauc")),
     MetricEntry("xauc", _auc.XAUC, _key("xauc", "xauc")),
@@ -227,6 +234,9 @@ _NAME = re.compile(r"([a-z][a-z0-9_]*)(?:@([0-9]+))?")  # used with fullmatch: `
 def metric_names() -> list[str]:
     """Every name the registry knows, ranking stems shown with their cutoff form (``"ndcg@k"``).
 
+    ``"ndcg@k"`` is a template, not a name: ``k`` stands for a positive integer cutoff
+    (``"ndcg@10"``); :func:`lookup` refuses the template itself, saying so.
+
     Example:
         >>> from torchmetrics_ext.registry import metric_names
         >>> "ne" in metric_names() and "recall@k" in metric_names() and "ndcg" in metric_names()
@@ -251,8 +261,9 @@ def lookup(name: str) -> tuple[MetricEntry, int | None]:
         ``(entry, k)`` with ``k`` the cutoff (``None`` without ``@k``).
 
     Raises:
-        ValueError: for an unknown or ambiguous name, or a cutoff where none applies; the
-            message lists the known names.
+        ValueError: for an unknown or ambiguous name, a cutoff where none applies, or a cutoff
+            that is not a positive integer (the template ``"ndcg@k"`` itself: its ``k`` stands for
+            one); the message lists the known names.
 
     Example:
         >>> from torchmetrics_ext.registry import lookup
@@ -264,7 +275,15 @@ def lookup(name: str) -> tuple[MetricEntry, int | None]:
         raise TypeError(f"Expected a metric name (str), got {type(name).__name__}.")
     match = _NAME.fullmatch(name)
     entry = _BY_NAME.get(match.group(1)) if match else None
-    known = ", ".join(metric_names())
+    known = f"{', '.join(metric_names())} (k: a positive integer cutoff, as in ndcg@10)"
+    stem, at, _ = name.partition("@")
+    if match is None and at and stem in _BY_NAME:  # a known stem, a cutoff not in digits ("ndcg@k")
+        if _BY_NAME[stem].cutoff == "none":
+            raise ValueError(f"Metric {stem!r} takes no cutoff, got {name!r}; known names: {known}.")
+        raise ValueError(
+            f"Expected a positive integer cutoff in {name!r} (the `k` of {stem}@k stands for it: {stem}@10 for the "
+            f"top 10); known names: {known}."
+        )
     if match is None or entry is None:
         raise ValueError(f"Unknown metric name {name!r}; known names: {known}.")
     k = None if match.group(2) is None else int(match.group(2))
@@ -290,13 +309,17 @@ def build_metric(name: str, num_tasks: int = 1, **kwargs: Any) -> Metric:
         num_tasks: number of tasks for metrics with a task dimension (ranking metrics have none:
             :class:`~torchmetrics_ext.RecMetricModule` builds one per task).
         kwargs: passed to the metric class (``num_bins=``, ``threshold=``, ``eta=``, ...); a ranking
-            metric's ``k=`` is its cutoff, as ``name@k`` (both, if different, are an error).
+            metric's ``k=`` is its cutoff, as ``name@k`` (both, if different, are an error);
+            ``k=None`` (YAML's ``k: null``) is the whole list, for the names that rank it without a
+            cutoff (``"ndcg"``, ``"mrr"``, ``"map"``: the classes' default).
 
     Returns:
         A fresh metric.
 
     Raises:
-        ValueError: unknown name (the message lists the known ones) or bad arguments.
+        ValueError: unknown name (the message lists the known ones) or bad arguments: a ``k`` that
+            is not a positive integer (or ``None`` where the name allows the whole list), a ``k``
+            for a name without a cutoff, or one that differs from the name's ``@k``.
 
     Example:
         >>> from torchmetrics_ext.registry import build_metric
@@ -304,17 +327,29 @@ def build_metric(name: str, num_tasks: int = 1, **kwargs: Any) -> Metric:
         1000
         >>> build_metric("recall@20").k
         20
+        >>> build_metric("ndcg", k=None).k is None  # the whole list, as NDCG(k=None)
+        True
     """
-    if "k" in kwargs:  # the cutoff as an option: "recall" with k=5 is "recall@5"
-        given = kwargs.pop("k")
-        value = as_int(given)
-        if value is None or value < 1:
-            raise ValueError(f"Expected `k` of metric {name!r} to be a positive integer (its cutoff), got {given!r}.")
-        entry, k = lookup(name if "@" in name else f"{name}@{value}")
-        if "@" in name and value != k:
-            raise ValueError(f"Metric {name!r} names its cutoff ({k}); got `k={given!r}` too: give one of them.")
-    else:
+    if "k" not in kwargs:
         entry, k = lookup(name)
+        return entry.build(num_tasks, k, **kwargs)
+    given = kwargs.pop("k")  # the cutoff as an option: "recall" with k=5 is "recall@5"
+    if given is None:  # the whole list: only where the name allows no cutoff
+        entry, k = lookup(name)
+        if entry.cutoff == "none":
+            raise ValueError(f"Metric {entry.name!r} takes no cutoff, got `k=None`.")
+        if k is not None:
+            raise ValueError(f"Metric {name!r} names its cutoff ({k}); got `k=None` (the whole list) too: give one.")
+        return entry.build(num_tasks, None, **kwargs)
+    value = as_int(given)
+    if value is None or value < 1:
+        raise ValueError(
+            f"Expected `k` of metric {name!r} to be a positive integer (its cutoff) or None (the whole list, for "
+            f"{', '.join(e.name for e in _ENTRIES if e.cutoff == 'optional')}), got {given!r}."
+        )
+    entry, k = lookup(name if "@" in name else f"{name}@{value}")
+    if "@" in name and value != k:
+        raise ValueError(f"Metric {name!r} names its cutoff ({k}); got `k={given!r}` too: give one of them.")
     return entry.build(num_tasks, k, **kwargs)
 
 
@@ -348,9 +383,17 @@ def torchrec_names(metric: Metric) -> tuple[str, str] | None:
     return None
 
 
-def torchrec_requirements(metric: Metric) -> str | None:
-    """How to build ``metric``'s class as TorchRec's metric (``"LogLoss(unit='bits')"``); ``None``: it cannot be."""
+def torchrec_requirements(metric: Metric, name: str | None = None) -> str | None:
+    """How to build ``metric``'s class as TorchRec's metric (``"LogLoss(unit='bits')"``); ``None``: it cannot be.
+
+    Args:
+        metric: an instance of a registry class.
+        name: TorchRec's metric name wanted (``"gauc"``): only the ways to compute that one are
+            given when the class has any (``GroupedAUC`` is TorchRec's ``gauc`` or its AUC's
+            ``grouped_auc``, depending on its options); every way otherwise.
+    """
     entry = registry_entry(metric)
     if entry is None or not entry.torchrec:
         return None
-    return " or ".join(key.describe(entry.cls) for key in entry.torchrec)
+    keys = [key for key in entry.torchrec if key.name == name] or entry.torchrec
+    return " or ".join(key.describe(entry.cls) for key in keys)

@@ -164,8 +164,10 @@ def _normalized_entropy_compute(
     """NE = mean weighted cross-entropy / entropy of the weighted base rate.
 
     Undefined (``nan``) when the total weight is zero or every label weight is on one class
-    (the base-rate entropy is zero). The base rate is clamped to ``[eta, 1 - eta]`` like the
-    predictions, which only matters for base rates within ``eta`` of 0 or 1.
+    (the base-rate entropy is zero). The base rate ``y`` is clamped to ``c`` in ``[eta, 1 - eta]``
+    inside the logs only, like the predictions: the normaliser is ``-W (y log c + (1 - y) log(1 - c))``
+    (TorchRec's), not the entropy of ``c``; it differs from the entropy of ``y`` only for base rates
+    within ``eta`` of 0 or 1.
     """
     neg_labels = weighted_num_samples - pos_labels
     undefined = (pos_labels <= 0) | (neg_labels <= 0)
@@ -191,10 +193,11 @@ def normalized_entropy(
 
     .. math::
         \mathrm{NE} = \frac{-\sum_i w_i\,[y_i \log p_i + (1-y_i)\log(1-p_i)]}
-        {-\sum_i w_i\,[\bar y \log \bar y + (1-\bar y)\log(1-\bar y)]},
-        \qquad \bar y = \frac{\sum_i w_i y_i}{\sum_i w_i}
+        {-\sum_i w_i\,[\bar y \log c + (1-\bar y)\log(1-c)]},
+        \qquad \bar y = \frac{\sum_i w_i y_i}{\sum_i w_i}, \quad c = \min(\max(\bar y, \eta), 1 - \eta)
 
-    The log base cancels. Predictions are clamped to ``[eta, 1 - eta]``; labels may be soft.
+    The log base cancels. Predictions are clamped to ``[eta, 1 - eta]``, and so is the base rate
+    inside the denominator's logs only (:math:`c`, as TorchRec); labels may be soft.
     Lower is better; 1.0 is no better than predicting the base rate.
 
     Args:

@@ -213,13 +213,15 @@ class NormalizedEntropy(_CrossEntropyMetric):
 
     .. math::
         \mathrm{NE} = \frac{-\sum_i w_i\,[y_i \log p_i + (1-y_i)\log(1-p_i)]}
-        {-\sum_i w_i\,[\bar y \log \bar y + (1-\bar y)\log(1-\bar y)]},
-        \qquad \bar y = \frac{\sum_i w_i y_i}{\sum_i w_i}
+        {-\sum_i w_i\,[\bar y \log c + (1-\bar y)\log(1-c)]},
+        \qquad \bar y = \frac{\sum_i w_i y_i}{\sum_i w_i}, \quad c = \min(\max(\bar y, \eta), 1 - \eta)
 
     The log base cancels. Lower is better; 1.0 is no better than always predicting the base
-    rate. Predictions (and the base rate) are clamped to ``[eta, 1 - eta]`` as in TorchRec;
-    labels may be soft. State: three float64 sums per task (constant memory), the same states
-    as :class:`LogLoss`, so both share one compute group.
+    rate. Predictions are clamped to ``[eta, 1 - eta]`` as in TorchRec, and so is the base rate
+    inside the denominator's logs only (:math:`c`; the denominator is the entropy of
+    :math:`\bar y` whenever :math:`\bar y` lies in that interval); labels may be soft. State:
+    three float64 sums per task (constant memory), the same states as :class:`LogLoss`, so both
+    share one compute group.
 
     Args:
         num_tasks: number of tasks ``T``; inputs are ``(N,)`` for one task or ``(T, N)``.

@@ -50,7 +50,12 @@ BIN_SPACES = ("logit", "probability")
 def _check_bins(
     num_bins: object, logit_range: object, bin_space: object = "logit"
 ) -> tuple[int | None, tuple[float, float]]:
-    """``num_bins`` and ``logit_range`` as Python numbers (NumPy scalars accepted); ``ValueError`` if invalid."""
+    """``num_bins`` and ``logit_range`` as Python numbers (NumPy scalars accepted); ``ValueError`` if invalid.
+
+    ``bin_space`` and ``logit_range`` place the bins of the binned mode, so a value other than
+    their default is refused where it would be ignored: in exact mode (``num_bins=None``), and
+    ``logit_range`` with ``bin_space="probability"`` (bins over [0, 1]).
+    """
     if bin_space not in BIN_SPACES:
         raise ValueError(f"Expected `bin_space` to be one of {BIN_SPACES}, got {bin_space!r}.")
     bins = None if num_bins is None else as_int(num_bins)
@@ -63,6 +68,20 @@ def _check_bins(
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise ValueError(
             f"Expected `logit_range` to be a pair of finite floats (low, high), low < high, got {logit_range!r}."
+        )
+    custom_range = (low, high) != DEFAULT_LOGIT_RANGE
+    if bins is None and (bin_space != "logit" or custom_range):
+        given = f"bin_space={bin_space!r}" if bin_space != "logit" else f"logit_range={logit_range!r}"
+        raise ValueError(
+            f"Expected `num_bins` (an integer >= 2) with `{given}`: it places the bins of the binned mode, and "
+            "the exact mode (num_bins=None, the default) has none, so it would be ignored. Pass num_bins=B, "
+            "or leave it at its default for the exact value."
+        )
+    if bin_space == "probability" and custom_range:
+        raise ValueError(
+            f"Expected the default `logit_range` with bin_space='probability' (bins uniform over [0, 1], no logit "
+            f"range), got logit_range={logit_range!r}, which would be ignored; use bin_space='logit' for bins over "
+            "a logit range."
         )
     return bins, (low, high)
 
@@ -385,9 +404,10 @@ def auc(
             range ``[1.18e-38, 3.4e38]`` (rescale them; the value does not depend on their scale).
         num_bins: ``None`` for the exact value; ``B`` to round scores to ``B`` bins uniform in
             logit space over ``logit_range`` (see :class:`~torchmetrics_ext.AUC`).
-        logit_range: ``(low, high)`` logits covered by the bins; scores outside fall in the end bins.
+        logit_range: ``(low, high)`` logits covered by the bins; scores outside fall in the end bins
+            (binned ``"logit"`` bins only: another value where it would be ignored is a ``ValueError``).
         bin_space: ``"logit"`` (default) or ``"probability"``: ``B`` bins uniform in probability
-            over [0, 1] instead (``logit_range`` unused), TorchRec's lifetime AUPRC binning.
+            over [0, 1] instead, TorchRec's lifetime AUPRC binning (binned mode only).
         from_logits: ``preds`` are logits (the exact value does not depend on it).
         validate_args: check inputs before computing.
 
@@ -398,7 +418,7 @@ def auc(
     Raises:
         ValueError: on bad shapes, NaN/inf scores, probabilities outside [0, 1], non-binary labels,
             negative weights (or, exact, non-zero ones outside float32's range), or a bad
-            ``num_bins``/``logit_range``/``bin_space``.
+            ``num_bins``/``logit_range``/``bin_space`` (or one that would be ignored).
         TypeError: on non-tensor inputs or non-floating ``preds``.
 
     Note:

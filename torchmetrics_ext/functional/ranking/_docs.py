@@ -34,7 +34,8 @@ ARGUMENTS = {
     "report_as_loss": "return ``1 - value`` (TorchRec's ``report_ndcg_as_decreasing_curve``).",
     "empty_target_action": '``"skip"`` (default: left out), ``"zero"``, ``"one"`` or ``"error"`` for queries '
     "without a relevant candidate.",
-    "padding_value": "padded predictions equal to it are padding (padded input).",
+    "padding_value": "padded predictions equal to it are padding (padded ``(Q, L)`` input only: flat rows "
+    "with it set raise ``ValueError``).",
     "remove_single_length_sessions": "leave out queries with a single candidate (TorchRec option).",
     "queries_complete_per_batch": "score each batch's queries at ``update`` and keep only sums (constant "
     "memory; a query split across batches counts as separate queries) instead of exact ``cat`` states.",

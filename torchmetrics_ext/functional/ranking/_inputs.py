@@ -125,7 +125,8 @@ def _ranking_format(
             must be ``None`` for padded input.
         mask: optional bool tensor of the shape of ``preds``; ``False`` drops a row / pads a slot.
         weights: optional non-negative finite query weights: ``(N,)`` rows (flat) or ``(Q,)`` (padded).
-        padding_value: predictions equal to it are padding (padded input only).
+        padding_value: predictions equal to it are padding (padded input only: with flat rows it
+            raises, rather than being ignored, whatever ``validate``).
         validate: run the checks; when false, only reshape and cast.
         compact: drop the rows a mask (or ``padding_value``) removes, which reads their number
             on the host; when false, every row is returned with a ``valid`` mask instead (the
@@ -139,7 +140,7 @@ def _ranking_format(
     Raises:
         TypeError: non-tensor inputs, non-floating ``preds``, non-integer ``indexes``, non-bool ``mask``.
         ValueError: shape/device mismatch, missing or unexpected ``indexes``, NaN ``preds``,
-            negative or non-finite ``target``/``weights``.
+            negative or non-finite ``target``/``weights``, or a ``padding_value`` with flat rows.
     """
     if isinstance(target, Tensor) and target.dtype in _WIDE_UNSIGNED:
         # uint16/32/64 relevance: the range checks and the kernels' ops are not implemented for
@@ -178,6 +179,12 @@ def _ranking_format(
             _check_shape("weights", weights, preds.shape[:1], preds.device)
 
     padded = preds.ndim == 2
+    if padding_value is not None and not padded:  # a shape check: no data read, so made whatever `validate`
+        raise ValueError(
+            f"Expected padded (queries, candidates) `preds` with `padding_value={padding_value!r}`, got flat "
+            f"`preds` of shape {tuple(preds.shape)}: flat rows have no padding slots (it would be ignored); "
+            "drop those rows or pass `mask`, or build the metric without `padding_value`."
+        )
     keep = mask
     if padded and padding_value is not None:
         not_pad = preds != padding_value

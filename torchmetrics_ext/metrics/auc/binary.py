@@ -285,10 +285,13 @@ class AUC(_CurveMetric):
         num_bins: ``None`` (default) for the exact value; ``B`` for a constant-memory histogram of
             ``B`` bins uniform in logit space over ``logit_range``.
         logit_range: ``(low, high)`` logits covered by the bins (default ``(-16, 16)``, i.e.
-            probabilities 1.1e-7 to 1 - 1.1e-7); scores outside fall in the end bins.
+            probabilities 1.1e-7 to 1 - 1.1e-7); scores outside fall in the end bins. Binned
+            ``"logit"`` bins only: another value without ``num_bins`` or with
+            ``bin_space="probability"`` is a ``ValueError`` (it would be ignored).
         bin_space: ``"logit"`` (default) or ``"probability"``: ``B`` bins uniform in probability
-            over [0, 1] (``logit_range`` unused). ``AUPRC(num_bins=1000, bin_space="probability")``
-            is TorchRec's lifetime AUPRC (the AP of scores floored to 1000 bins).
+            over [0, 1] (binned mode only: without ``num_bins`` it is a ``ValueError``).
+            ``AUPRC(num_bins=1000, bin_space="probability")`` is TorchRec's lifetime AUPRC (the AP
+            of scores floored to 1000 bins).
         from_logits: ``preds`` are logits (exact mode ranks them as given).
         validate_args: check each batch; a rejected batch raises and changes nothing.
         kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
@@ -296,7 +299,7 @@ class AUC(_CurveMetric):
     Raises:
         ValueError: NaN/inf ``preds``, probabilities outside [0, 1], labels not in {0, 1},
             negative weights, mismatched shapes/devices, a wrong task dimension, or a bad
-            ``num_bins``/``logit_range``/``bin_space``.
+            ``num_bins``/``logit_range``/``bin_space`` (or one that would be ignored).
         TypeError: non-tensor inputs or non-floating ``preds``.
 
     Note:
@@ -394,10 +397,13 @@ class AUPRC(_CurveMetric):
         num_bins: ``None`` (default) for the exact value; ``B`` for a constant-memory histogram of
             ``B`` bins uniform in logit space over ``logit_range``.
         logit_range: ``(low, high)`` logits covered by the bins (default ``(-16, 16)``, i.e.
-            probabilities 1.1e-7 to 1 - 1.1e-7); scores outside fall in the end bins.
+            probabilities 1.1e-7 to 1 - 1.1e-7); scores outside fall in the end bins. Binned
+            ``"logit"`` bins only: another value without ``num_bins`` or with
+            ``bin_space="probability"`` is a ``ValueError`` (it would be ignored).
         bin_space: ``"logit"`` (default) or ``"probability"``: ``B`` bins uniform in probability
-            over [0, 1] (``logit_range`` unused). ``AUPRC(num_bins=1000, bin_space="probability")``
-            is TorchRec's lifetime AUPRC (the AP of scores floored to 1000 bins).
+            over [0, 1] (binned mode only: without ``num_bins`` it is a ``ValueError``).
+            ``AUPRC(num_bins=1000, bin_space="probability")`` is TorchRec's lifetime AUPRC (the AP
+            of scores floored to 1000 bins).
         from_logits: ``preds`` are logits (exact mode ranks them as given).
         validate_args: check each batch; a rejected batch raises and changes nothing.
         kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
@@ -405,7 +411,7 @@ class AUPRC(_CurveMetric):
     Raises:
         ValueError: NaN/inf ``preds``, probabilities outside [0, 1], labels not in {0, 1},
             negative weights, mismatched shapes/devices, a wrong task dimension, or a bad
-            ``num_bins``/``logit_range``/``bin_space``.
+            ``num_bins``/``logit_range``/``bin_space`` (or one that would be ignored).
         TypeError: non-tensor inputs or non-floating ``preds``.
 
     Note:

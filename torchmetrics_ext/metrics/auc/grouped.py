@@ -171,7 +171,9 @@ class GroupedAUC(_GroupedCurveMetric):
         weight_groups: weight each group by its total sample weight instead of 1.
         groups_complete_per_batch: every group is complete within the batch it arrives in: score
             groups at ``update`` and keep two float64 sums per task (constant memory). A group
-            split across batches then counts as separate groups.
+            split across batches then counts as separate groups, as in TorchRec's ``GAUCMetric``
+            (this option is what gives a ``GroupedAUC`` TorchRec's ``gauc`` key in
+            ``RecMetricModule(key_style="torchrec")``).
         average_groups: ``"defined"`` (default): average the groups holding both classes;
             ``"all"``: every group, one without both classes counting 0.5, as TorchRec's grouped
             AUC (a group of zero-weight rows counts too; ``RecMetricModule.from_torchrec_config``

@@ -860,6 +860,30 @@ def test_csv_segment_types_follow_the_reader_and_the_typed_files(tmp_path):
     assert [r["g"] for r in result.records if r["segment"] != "all"] == [1, 2, 5000000000]
 
 
+def test_csv_segment_numbers_that_float64_cannot_hold_stay_apart(tmp_path):
+    """float64 was taken whenever the reader parsed every value: ids beyond uint64 (or 2**53 + 1 next
+    to 0.5) became one float64, merging segments under a label that is in no row. The reference is
+    pandas' groupby on the text."""
+    ids = ["12345678901234567890123", "12345678901234567890124", "12345678901234567890123", "1.5", str(2**53 + 1)]
+    p, y = [0.1, 0.8, 0.6, 0.3, 0.4], [0, 1, 1, 0, 1]
+    pd.DataFrame({"p": p, "y": y, "g": ids}).to_csv(tmp_path / "a.csv", index=False)
+    ref = pd.read_csv(tmp_path / "a.csv", dtype={"g": str}).groupby("g")["y"].agg(["size", "mean"])
+    result = evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ctr"], by=["g"])
+    got = {r["g"]: (r["rows"], r["ctr"]) for r in result.records[1:]}
+    assert got == {g: (row["size"], row["mean"]) for g, row in ref.iterrows()}  # text: no number merges
+    # numbers float64 holds as written (17 significant digits, exponents) are still numbers
+    values = [0.1, 0.30000000000000004, 1e-7, 2.0**60, 1e22]
+    pd.DataFrame({"p": p, "y": y, "g": values}).to_csv(tmp_path / "a.csv", index=False)
+    result = evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ctr"], by=["g"])
+    assert [r["g"] for r in result.records[1:]] == sorted(values)
+    # next to a Parquet double column: the CSV's 2**53 + 1 is read as an integer, which no double holds
+    (tmp_path / "a.csv").write_text(f"p,y,g\n0.1,0,{2**53 + 1}\n")
+    pq.write_table(pa.table({"p": [0.8], "y": [1], "g": [float(2**53)]}), tmp_path / "b.parquet")
+    message = r"a\.csv: column 'g' \(--by segment\) has type int64, but in .*b\.parquet it has type double"
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["g"])
+
+
 def test_float_segments_merge_signed_zeros_and_nan_bit_patterns(tmp_path):
     """-0.0 is the segment 0.0 (as in pandas, numpy and SQL), every NaN bit pattern one NaN segment
     (apart from null, as Arrow keeps them), in a table and across a Parquet and a CSV file."""

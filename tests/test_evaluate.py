@@ -543,6 +543,71 @@ def test_uint64_labels_and_weights_are_read_as_their_values():
     assert_close(values, {"mse/t": np.mean((p - y.astype(np.float64)) ** 2)})
 
 
+def test_an_infinite_value_is_one_invalid_reason():
+    """An inf prediction was "NaN or infinite" and "outside [0, 1]" too, a -inf weight "negative" too:
+    two report lines for one row."""
+    p = np.array([0.2, np.inf, 0.6, 0.3, 0.7])
+    w = np.array([1.0, 1.0, -np.inf, 2.0, 1.0])
+    y = np.array([0, 1, 1, 0, 1])
+    table = pa.table({"p": p, "y": y, "w": w})
+    result = evaluate(table, {"t": ("p", "y")}, ["auc"], weights="w", on_invalid="skip")
+    reasons = [(q.column, q.reason, q.count, q.first_row) for q in result.problems]
+    assert reasons == [("p", "that are NaN or infinite", 1, 1), ("w", "that are NaN or infinite", 1, 2)]
+    keep = np.isfinite(p) & np.isfinite(w)
+    assert_close(result.values, {"auc/t": roc_auc_score(y[keep], p[keep], sample_weight=w[keep])})
+    with pytest.raises(InvalidDataError) as err:
+        evaluate(table, {"t": ("p", "y")}, ["auc"], weights="w")
+    assert str(err.value).count("\n") == 1 and "outside" not in str(err.value) and "negative" not in str(err.value)
+
+
+def test_columns_without_a_value_are_null_rows_in_every_source(tmp_path):
+    """A column of Arrow type null (an all-None pandas object slice, a Parquet column pandas wrote
+    from all-None values) is all null rows, as an all-empty CSV column is: the pandas slice crashed
+    in fill_null (ArrowInvalid, even with skip), the Parquet file was refused as "type null"."""
+    p, y, w = np.array([0.2, 0.7, 0.4, 0.9]), np.array([1, 0, 1, 0]), np.array([1.0, 1.0, 3.0, 2.0])
+    for column in ("y", "w", "u"):  # labels, weights, user ids: the first slice of two has no value
+        data = {"p": p, "y": y.tolist(), "w": w.tolist(), "u": [1, 1, 2, 2]}
+        data[column] = [None, None, *data[column][2:]]
+        frame = pd.DataFrame({k: pd.Series(v, dtype=object) if k == column else v for k, v in data.items()})
+        result = evaluate(frame, {"t": ("p", "y")}, ["ctr"], weights="w", user="u", batch_size=2, on_invalid="skip")
+        assert (result.rows_skipped, [q.column for q in result.problems]) == (2, [column])
+        assert_close(result.values, {"ctr/t": np.average(y[2:], weights=w[2:])})
+        with pytest.raises(InvalidDataError, match=rf"column '{column}' .* has 2 rows that are null \(first at row 0,"):
+            evaluate(frame, {"t": ("p", "y")}, ["ctr"], weights="w", user="u", batch_size=2)
+    frame = pd.DataFrame({"p": p, "y": y, "w": pd.Series([None] * 4, dtype=object)})
+    frame.to_parquet(tmp_path / "a.parquet", index=False)
+    assert pq.read_schema(tmp_path / "a.parquet").field("w").type == pa.null()
+    (tmp_path / "b.csv").write_text("p,y,w\n" + "".join(f"{a},{b},\n" for a, b in zip(p, y)))
+    for path in ("a.parquet", "b.csv"):
+        with pytest.raises(InvalidDataError, match=rf"{path}: column 'w' \(weights\) has 4 rows that are null"):
+            evaluate(tmp_path / path, {"t": ("p", "y")}, ["ctr"], weights="w")
+        result = evaluate(tmp_path / path, {"t": ("p", "y")}, ["ctr"], weights="w", on_invalid="skip")
+        assert (result.rows_read, result.rows_skipped) == (4, 4)
+
+
+def test_decimal_columns_are_numbers(tmp_path):
+    """Decimal predictions, labels and weights (SQL, Spark) were refused as "expected numbers"; the
+    same text in a CSV file was read. They are read as their nearest float64."""
+    from decimal import Decimal
+
+    p = ["0.25", "0.75", "0.50", "0.10", "0.90"]
+    y, w = ["0", "1", "1", "0", "0"], ["1.5", "2.0", "0.5", "1.0", "3.0"]
+    table = pa.table(
+        {
+            "p": pa.array([Decimal(v) for v in p], pa.decimal128(4, 2)),
+            "y": pa.array([Decimal(v) for v in y], pa.decimal128(1, 0)),
+            "w": pa.array([Decimal(v) for v in w], pa.decimal256(20, 1)),
+        }
+    )
+    pq.write_table(table, tmp_path / "a.parquet")
+    (tmp_path / "b.csv").write_text("p,y,w\n" + "".join(f"{a},{b},{c}\n" for a, b, c in zip(p, y, w)))
+    pf, yf, wf = (np.array([float(v) for v in column]) for column in (p, y, w))
+    expected = {"auc/t": roc_auc_score(yf, pf, sample_weight=wf), "ctr/t": np.average(yf, weights=wf)}
+    expected["mse/t"] = np.average((pf - yf) ** 2, weights=wf)
+    for data in (table, tmp_path / "a.parquet", tmp_path / "b.csv"):
+        assert_close(evaluate(data, {"t": ("p", "y")}, ["auc", "ctr", "mse"], weights="w").values, expected)
+
+
 def test_integer_predictions_are_scores_from_every_source(tmp_path):
     """Integer prediction columns (0/1 model outputs, counts) read as float64 from Parquet, Arrow, pandas
     and polars as from CSV; out-of-domain integers are invalid rows named with their file."""

@@ -87,7 +87,10 @@ class Problems:
 def _type_ok(kind: Kind, dtype: pa.DataType) -> bool:
     if pa.types.is_dictionary(dtype):
         dtype = dtype.value_type
-    numeric = pa.types.is_integer(dtype) or pa.types.is_floating(dtype)
+    if pa.types.is_null(dtype):  # no value at all: every row is a null row (or the null segment)
+        return True
+    # decimals (SQL, Spark) are numbers: read as their nearest float64, as a CSV file's text is
+    numeric = pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_decimal(dtype)
     if kind in ("score", "weight"):
         return numeric
     if kind == "label":
@@ -117,22 +120,20 @@ def check_column(source: str, schema: pa.Schema, name: str, role: str) -> pa.Dat
     return schema.field(found[0]).type
 
 
-def check_schema(source: str, schema: pa.Schema, columns: Sequence[Column], inferred: bool = False) -> None:
+def check_schema(source: str, schema: pa.Schema, columns: Sequence[Column]) -> None:
     """Raise :class:`InvalidDataError` for the first missing, duplicated or wrongly typed column.
+
+    A column of type ``null`` (no value at all: a Parquet column or pandas slice of nulls only)
+    has any kind: its rows are null rows, counted (or skipped) as any null.
 
     Args:
         source: the file (or frame) name used in the message.
         schema: its schema.
         columns: the columns the evaluation reads; a column of several kinds (predictions that
             are also weights) comes once per kind, and must pass the type check of each.
-        inferred: the types are guessed from the first rows (CSV): a ``null`` type (no value
-            there, e.g. a header-only file) is accepted, since the column is read with
-            :func:`text_types`.
     """
     for column in columns:
         dtype = check_column(source, schema, column.name, column.role)
-        if inferred and pa.types.is_null(dtype):
-            continue
         if not _type_ok(column.kind, dtype):
             raise InvalidDataError(
                 f"{source}: column {column.name!r} ({column.role}) has type {dtype}; expected {_EXPECTED[column.kind]}."
@@ -179,12 +180,16 @@ def to_numpy(array: pa.Array | pa.ChunkedArray, kind: Kind) -> tuple[np.ndarray,
     Integer predictions are scores like any other numbers: they become float64 (as a CSV file's
     predictions are read), since the metrics take floating point predictions. uint64 ids keep
     their bit pattern as int64 (it identifies the group as well); uint64 labels and weights become
-    float64, their value.
+    float64, their value, and so do decimals. A column of type ``null`` (no value) is all nulls.
     """
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     if pa.types.is_dictionary(array.type):
         array = array.dictionary_decode()
+    if pa.types.is_null(array.type):  # an all-null slice of a pandas object column, a Parquet null column
+        return np.zeros(len(array), np.int32 if kind == "id" else np.float64), np.ones(len(array), np.bool_)
+    if pa.types.is_decimal(array.type):
+        array = array.cast(pa.float64())  # the nearest float64, as the CSV reader parses the same text
     nulls = None
     if array.null_count:
         nulls = array.is_null().to_numpy(zero_copy_only=False)
@@ -250,8 +255,9 @@ class RowChecker:
         floating = values.dtype.kind == "f"
         if kind == "id":
             return out
-        if floating:
-            out.append(("that are NaN or infinite", ~np.isfinite(values)))
+        finite = np.isfinite(values) if floating else None
+        if finite is not None:
+            out.append(("that are NaN or infinite", ~finite))
         if kind == "score" and self.probabilities:
             out.append(("outside [0, 1] (probabilities expected)", (values < 0) | (values > 1)))
         elif kind == "weight" or (kind == "label" and self.target == "nonnegative"):
@@ -263,8 +269,11 @@ class RowChecker:
         if kind == "weight" and self.float32_weights and values.dtype == np.float64:
             # as the module's check (utilities.checks.check_float32_range): float64 columns only
             outside = (values > _FLOAT32.max) | ((values > 0) & (values < _FLOAT32.tiny))
-            out.append((_FLOAT32_REASON, outside & np.isfinite(values)))  # ±inf: "NaN or infinite" only
-        return out
+            out.append((_FLOAT32_REASON, outside))
+        if finite is None:
+            return out
+        # ±inf is "NaN or infinite" only (NaN compares false already): one reason per invalid value
+        return [out[0], *((reason, bad & finite) for reason, bad in out[1:])]
 
     def check(
         self,

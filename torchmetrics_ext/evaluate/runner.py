@@ -334,7 +334,7 @@ class _Run:
         try:
             for source, chunks in self._by_source():
                 schema = source.schema()
-                check_schema(source.label, schema, self.plan.columns, inferred=source.infers_types)
+                check_schema(source.label, schema, self.plan.columns)
                 types = text_types(schema, self.plan.columns) if source.infers_types else None
                 if types is not None and self.segments is not None:
                     types |= self.segments.text_types  # --by columns: as discovered over every text file

@@ -695,6 +695,43 @@ def test_a_pandas_segment_column_whose_slices_read_as_different_types_says_so():
     assert {r["c"]: r["ctr"] for r in result.records[1:]} == {k: float(np.mean(y[v])) for k, v in expected.items()}
 
 
+def test_a_frame_with_column_labels_that_are_not_strings_is_read_by_their_text():
+    """A frame built from a numpy array (columns 0, 1, ...) passed the column check under pyarrow's
+    names ("0") and then failed a raw KeyError indexing the frame with them."""
+    p, y = np.array([0.1, 0.8, 0.6, 0.3, 0.7]), np.array([0, 1, 1, 0, 0])
+    g = np.array([1.5, 1.5, 2.5, 2.5, 2.5])
+    frame = pd.DataFrame(np.column_stack([p, y, g]))
+    assert list(frame.columns) == [0, 1, 2]
+    result = evaluate(frame, {"t": ("0", "1")}, ["auc"], by=["2"], batch_size=2)
+    expected = {"auc/t": roc_auc_score(y, p)}
+    expected |= {f"auc/t/2={v}": roc_auc_score(y[g == v], p[g == v]) for v in (1.5, 2.5)}
+    assert_close(result.values, expected)
+    # a label and the text of another one name one column twice: refused when read, as any duplicate
+    frame.columns = [0, "0", 2]
+    with pytest.raises(InvalidDataError, match=r"column '0' \(predictions of task 't'\) is duplicated"):
+        evaluate(frame, {"t": ("0", "2")}, ["auc"])
+
+
+@pytest.mark.parametrize("value", [2**64 + 1, 2**63 + 5])
+def test_a_pandas_object_column_of_ints_beyond_int64_names_the_column_and_the_fix(value):
+    """pyarrow converts no Python int beyond int64 from an object column: a raw OverflowError named
+    no column, and an unread such column failed too."""
+    p, y = [0.2, 0.7, 0.1], [0, 1, 0]
+    for u in ([value, 3, 4], [3, 4, value]):  # in the slice typing the column, or a later one
+        frame = pd.DataFrame({"p": p, "y": y, "u": pd.Series(u, dtype=object)})
+        for kw in ({"by": ["u"]}, {"user": "u"}):
+            message = (
+                r"<pandas\.DataFrame>: column 'u' holds Python ints beyond int64, .* rows (0 to 1|2 to 2) \(.*UInt64"
+            )
+            with pytest.raises(InvalidDataError, match=message):
+                evaluate(frame, {"t": ("p", "y")}, ["ctr"], batch_size=2, **kw)
+        assert evaluate(frame, {"t": ("p", "y")}, ["ctr"]).values == {"ctr/t": 1 / 3}  # not read: no problem
+    if value < 2**64:  # the conversion the message gives
+        frame = pd.DataFrame({"p": p, "y": y, "u": pd.Series([value, 3, value], dtype=object).astype("UInt64")})
+        result = evaluate(frame, {"t": ("p", "y")}, ["ctr"], by=["u"])
+        assert {r["u"]: r["rows"] for r in result.records[1:]} == {3: 1, value: 2}
+
+
 def test_nan_of_a_pandas_frame_is_its_missing_value_the_null_segment():
     """As documented: pandas stores None in a float column as NaN, so NaN is the null segment there
     (Arrow tables keep NaN apart), and a NaN prediction is a null row."""

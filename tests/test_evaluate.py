@@ -774,7 +774,8 @@ def test_duplicated_column_names_are_one_clear_error(tmp_path, capsys):
         (
             "x.csv",
             b"p_click,y_click\n0.5,abc\n0.2,1\n",
-            r"x\.csv: column 'y_click' \(labels of task 'click'\) has type",
+            r"x\.csv: column 'y_click' \(labels of task 'click'\): invalid value 'abc' at row 0 \(counting from 0\); "
+            r"expected a number, true or false",
         ),
     ],
 )
@@ -867,6 +868,29 @@ def test_a_late_bad_csv_value_names_the_file_and_column(tmp_path):
     assert len(ref) == 140_000
     with pytest.raises(InvalidDataError, match=r"a\.csv: column 'w': .*invalid value 'abc'"):
         evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ctr"], weights="w", batch_size=1_000)
+
+
+@pytest.mark.parametrize("batch_size", [1_000, 65_536])
+def test_csv_labels_read_the_same_wherever_their_booleans_are(tmp_path, batch_size):
+    """The label type was guessed from the first MiB: `true` after 0/1 labels worked in a small file
+    and failed in a large one (and after a first MiB of empty labels)."""
+    words = {"1": 1.0, "0": 0.0, "true": 1.0, "false": 0.0, "0.5": 0.5, " 1 ": 1.0, "": np.nan, "NA": np.nan}
+    for head in ("1", "0", ""):  # a small file, then the same rows after 1.2 MB of `head`
+        for repeat in (4, 200_000):
+            labels = [head] * repeat + ["true", "false", "0.5", " 1 ", "1", "NA"]
+            p = np.linspace(0.1, 0.9, len(labels))
+            path = tmp_path / f"{repeat}.csv"
+            path.write_text("p,y\n" + "".join(f"{a},{b}\n" for a, b in zip(p, labels)))
+            y = np.array([words[v] for v in labels])
+            keep = ~np.isnan(y)
+            result = evaluate(path, {"t": ("p", "y")}, ["ctr", "mse"], batch_size=batch_size, on_invalid="skip")
+            assert result.rows_skipped == np.count_nonzero(~keep)
+            expected = {"ctr/t": np.mean(y[keep]), "mse/t": np.mean((p[keep] - y[keep]) ** 2)}
+            assert_close(result.values, expected)
+    path.write_text(path.read_text() + "0.5,yes\n")  # invalid wherever it is: named, with its row
+    message = r"200000\.csv: column 'y' \(labels of task 't'\): invalid value 'yes' at row 200,006 \(counting from 0\)"
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(path, {"t": ("p", "y")}, ["ctr"], batch_size=batch_size, on_invalid="skip")
 
 
 def test_a_header_only_csv_is_an_empty_file(tmp_path, frame):

@@ -1509,6 +1509,15 @@ def test_cli_single_task_flags_and_errors(dataset, tmp_path, capsys):
             cli.main(["evaluate", str(dataset), *bad])
     with pytest.raises(ValueError, match="Expected an output path ending in"):
         evaluate(dataset, TASKS, ["ctr"]).write(str(tmp_path / "out.txt"))
+    # --predictions/--labels take any column name: they were rebuilt into a --task string, which
+    # refused a ':' and quoted a NAME=PREDICTIONS:LABELS text the user never typed
+    p, y = np.array([0.1, 0.8, 0.6, 0.3]), np.array([0, 1, 1, 0])
+    pq.write_table(pa.table({"p:v2": p, "y=click": y}), tmp_path / "x.parquet")
+    args = ["evaluate", str(tmp_path / "x.parquet"), "--predictions", "p:v2", "--labels", "y=click"]
+    assert cli.main([*args, "--metrics", "ctr,mse", "--output", str(tmp_path / "out.json"), "--no-progress"]) == 0
+    [record] = json.loads((tmp_path / "out.json").read_text())["records"]
+    assert record["task"] == "y=click"
+    assert record["ctr"] == pytest.approx(np.mean(y)) and record["mse"] == pytest.approx(np.mean((p - y) ** 2))
 
 
 @pytest.mark.parametrize(

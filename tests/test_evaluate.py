@@ -543,6 +543,71 @@ def test_uint64_labels_and_weights_are_read_as_their_values():
     assert_close(values, {"mse/t": np.mean((p - y.astype(np.float64)) ** 2)})
 
 
+def test_an_infinite_value_is_one_invalid_reason():
+    """An inf prediction was "NaN or infinite" and "outside [0, 1]" too, a -inf weight "negative" too:
+    two report lines for one row."""
+    p = np.array([0.2, np.inf, 0.6, 0.3, 0.7])
+    w = np.array([1.0, 1.0, -np.inf, 2.0, 1.0])
+    y = np.array([0, 1, 1, 0, 1])
+    table = pa.table({"p": p, "y": y, "w": w})
+    result = evaluate(table, {"t": ("p", "y")}, ["auc"], weights="w", on_invalid="skip")
+    reasons = [(q.column, q.reason, q.count, q.first_row) for q in result.problems]
+    assert reasons == [("p", "that are NaN or infinite", 1, 1), ("w", "that are NaN or infinite", 1, 2)]
+    keep = np.isfinite(p) & np.isfinite(w)
+    assert_close(result.values, {"auc/t": roc_auc_score(y[keep], p[keep], sample_weight=w[keep])})
+    with pytest.raises(InvalidDataError) as err:
+        evaluate(table, {"t": ("p", "y")}, ["auc"], weights="w")
+    assert str(err.value).count("\n") == 1 and "outside" not in str(err.value) and "negative" not in str(err.value)
+
+
+def test_columns_without_a_value_are_null_rows_in_every_source(tmp_path):
+    """A column of Arrow type null (an all-None pandas object slice, a Parquet column pandas wrote
+    from all-None values) is all null rows, as an all-empty CSV column is: the pandas slice crashed
+    in fill_null (ArrowInvalid, even with skip), the Parquet file was refused as "type null"."""
+    p, y, w = np.array([0.2, 0.7, 0.4, 0.9]), np.array([1, 0, 1, 0]), np.array([1.0, 1.0, 3.0, 2.0])
+    for column in ("y", "w", "u"):  # labels, weights, user ids: the first slice of two has no value
+        data = {"p": p, "y": y.tolist(), "w": w.tolist(), "u": [1, 1, 2, 2]}
+        data[column] = [None, None, *data[column][2:]]
+        frame = pd.DataFrame({k: pd.Series(v, dtype=object) if k == column else v for k, v in data.items()})
+        result = evaluate(frame, {"t": ("p", "y")}, ["ctr"], weights="w", user="u", batch_size=2, on_invalid="skip")
+        assert (result.rows_skipped, [q.column for q in result.problems]) == (2, [column])
+        assert_close(result.values, {"ctr/t": np.average(y[2:], weights=w[2:])})
+        with pytest.raises(InvalidDataError, match=rf"column '{column}' .* has 2 rows that are null \(first at row 0,"):
+            evaluate(frame, {"t": ("p", "y")}, ["ctr"], weights="w", user="u", batch_size=2)
+    frame = pd.DataFrame({"p": p, "y": y, "w": pd.Series([None] * 4, dtype=object)})
+    frame.to_parquet(tmp_path / "a.parquet", index=False)
+    assert pq.read_schema(tmp_path / "a.parquet").field("w").type == pa.null()
+    (tmp_path / "b.csv").write_text("p,y,w\n" + "".join(f"{a},{b},\n" for a, b in zip(p, y)))
+    for path in ("a.parquet", "b.csv"):
+        with pytest.raises(InvalidDataError, match=rf"{path}: column 'w' \(weights\) has 4 rows that are null"):
+            evaluate(tmp_path / path, {"t": ("p", "y")}, ["ctr"], weights="w")
+        result = evaluate(tmp_path / path, {"t": ("p", "y")}, ["ctr"], weights="w", on_invalid="skip")
+        assert (result.rows_read, result.rows_skipped) == (4, 4)
+
+
+def test_decimal_columns_are_numbers(tmp_path):
+    """Decimal predictions, labels and weights (SQL, Spark) were refused as "expected numbers"; the
+    same text in a CSV file was read. They are read as their nearest float64."""
+    from decimal import Decimal
+
+    p = ["0.25", "0.75", "0.50", "0.10", "0.90"]
+    y, w = ["0", "1", "1", "0", "0"], ["1.5", "2.0", "0.5", "1.0", "3.0"]
+    table = pa.table(
+        {
+            "p": pa.array([Decimal(v) for v in p], pa.decimal128(4, 2)),
+            "y": pa.array([Decimal(v) for v in y], pa.decimal128(1, 0)),
+            "w": pa.array([Decimal(v) for v in w], pa.decimal256(20, 1)),
+        }
+    )
+    pq.write_table(table, tmp_path / "a.parquet")
+    (tmp_path / "b.csv").write_text("p,y,w\n" + "".join(f"{a},{b},{c}\n" for a, b, c in zip(p, y, w)))
+    pf, yf, wf = (np.array([float(v) for v in column]) for column in (p, y, w))
+    expected = {"auc/t": roc_auc_score(yf, pf, sample_weight=wf), "ctr/t": np.average(yf, weights=wf)}
+    expected["mse/t"] = np.average((pf - yf) ** 2, weights=wf)
+    for data in (table, tmp_path / "a.parquet", tmp_path / "b.csv"):
+        assert_close(evaluate(data, {"t": ("p", "y")}, ["auc", "ctr", "mse"], weights="w").values, expected)
+
+
 def test_integer_predictions_are_scores_from_every_source(tmp_path):
     """Integer prediction columns (0/1 model outputs, counts) read as float64 from Parquet, Arrow, pandas
     and polars as from CSV; out-of-domain integers are invalid rows named with their file."""
@@ -630,6 +695,43 @@ def test_a_pandas_segment_column_whose_slices_read_as_different_types_says_so():
     assert {r["c"]: r["ctr"] for r in result.records[1:]} == {k: float(np.mean(y[v])) for k, v in expected.items()}
 
 
+def test_a_frame_with_column_labels_that_are_not_strings_is_read_by_their_text():
+    """A frame built from a numpy array (columns 0, 1, ...) passed the column check under pyarrow's
+    names ("0") and then failed a raw KeyError indexing the frame with them."""
+    p, y = np.array([0.1, 0.8, 0.6, 0.3, 0.7]), np.array([0, 1, 1, 0, 0])
+    g = np.array([1.5, 1.5, 2.5, 2.5, 2.5])
+    frame = pd.DataFrame(np.column_stack([p, y, g]))
+    assert list(frame.columns) == [0, 1, 2]
+    result = evaluate(frame, {"t": ("0", "1")}, ["auc"], by=["2"], batch_size=2)
+    expected = {"auc/t": roc_auc_score(y, p)}
+    expected |= {f"auc/t/2={v}": roc_auc_score(y[g == v], p[g == v]) for v in (1.5, 2.5)}
+    assert_close(result.values, expected)
+    # a label and the text of another one name one column twice: refused when read, as any duplicate
+    frame.columns = [0, "0", 2]
+    with pytest.raises(InvalidDataError, match=r"column '0' \(predictions of task 't'\) is duplicated"):
+        evaluate(frame, {"t": ("0", "2")}, ["auc"])
+
+
+@pytest.mark.parametrize("value", [2**64 + 1, 2**63 + 5])
+def test_a_pandas_object_column_of_ints_beyond_int64_names_the_column_and_the_fix(value):
+    """pyarrow converts no Python int beyond int64 from an object column: a raw OverflowError named
+    no column, and an unread such column failed too."""
+    p, y = [0.2, 0.7, 0.1], [0, 1, 0]
+    for u in ([value, 3, 4], [3, 4, value]):  # in the slice typing the column, or a later one
+        frame = pd.DataFrame({"p": p, "y": y, "u": pd.Series(u, dtype=object)})
+        for kw in ({"by": ["u"]}, {"user": "u"}):
+            message = (
+                r"<pandas\.DataFrame>: column 'u' holds Python ints beyond int64, .* rows (0 to 1|2 to 2) \(.*UInt64"
+            )
+            with pytest.raises(InvalidDataError, match=message):
+                evaluate(frame, {"t": ("p", "y")}, ["ctr"], batch_size=2, **kw)
+        assert evaluate(frame, {"t": ("p", "y")}, ["ctr"]).values == {"ctr/t": 1 / 3}  # not read: no problem
+    if value < 2**64:  # the conversion the message gives
+        frame = pd.DataFrame({"p": p, "y": y, "u": pd.Series([value, 3, value], dtype=object).astype("UInt64")})
+        result = evaluate(frame, {"t": ("p", "y")}, ["ctr"], by=["u"])
+        assert {r["u"]: r["rows"] for r in result.records[1:]} == {3: 1, value: 2}
+
+
 def test_nan_of_a_pandas_frame_is_its_missing_value_the_null_segment():
     """As documented: pandas stores None in a float column as NaN, so NaN is the null segment there
     (Arrow tables keep NaN apart), and a NaN prediction is a null row."""
@@ -672,7 +774,8 @@ def test_duplicated_column_names_are_one_clear_error(tmp_path, capsys):
         (
             "x.csv",
             b"p_click,y_click\n0.5,abc\n0.2,1\n",
-            r"x\.csv: column 'y_click' \(labels of task 'click'\) has type",
+            r"x\.csv: column 'y_click' \(labels of task 'click'\): invalid value 'abc' at row 0 \(counting from 0\); "
+            r"expected a number, true or false",
         ),
     ],
 )
@@ -767,6 +870,29 @@ def test_a_late_bad_csv_value_names_the_file_and_column(tmp_path):
         evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ctr"], weights="w", batch_size=1_000)
 
 
+@pytest.mark.parametrize("batch_size", [1_000, 65_536])
+def test_csv_labels_read_the_same_wherever_their_booleans_are(tmp_path, batch_size):
+    """The label type was guessed from the first MiB: `true` after 0/1 labels worked in a small file
+    and failed in a large one (and after a first MiB of empty labels)."""
+    words = {"1": 1.0, "0": 0.0, "true": 1.0, "false": 0.0, "0.5": 0.5, " 1 ": 1.0, "": np.nan, "NA": np.nan}
+    for head in ("1", "0", ""):  # a small file, then the same rows after 1.2 MB of `head`
+        for repeat in (4, 200_000):
+            labels = [head] * repeat + ["true", "false", "0.5", " 1 ", "1", "NA"]
+            p = np.linspace(0.1, 0.9, len(labels))
+            path = tmp_path / f"{repeat}.csv"
+            path.write_text("p,y\n" + "".join(f"{a},{b}\n" for a, b in zip(p, labels)))
+            y = np.array([words[v] for v in labels])
+            keep = ~np.isnan(y)
+            result = evaluate(path, {"t": ("p", "y")}, ["ctr", "mse"], batch_size=batch_size, on_invalid="skip")
+            assert result.rows_skipped == np.count_nonzero(~keep)
+            expected = {"ctr/t": np.mean(y[keep]), "mse/t": np.mean((p[keep] - y[keep]) ** 2)}
+            assert_close(result.values, expected)
+    path.write_text(path.read_text() + "0.5,yes\n")  # invalid wherever it is: named, with its row
+    message = r"200000\.csv: column 'y' \(labels of task 't'\): invalid value 'yes' at row 200,006 \(counting from 0\)"
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(path, {"t": ("p", "y")}, ["ctr"], batch_size=batch_size, on_invalid="skip")
+
+
 def test_a_header_only_csv_is_an_empty_file(tmp_path, frame):
     part = frame.iloc[:500]
     pq.write_table(pa.Table.from_pandas(part, preserve_index=False), tmp_path / "a.parquet")
@@ -858,6 +984,30 @@ def test_csv_segment_types_follow_the_reader_and_the_typed_files(tmp_path):
     (tmp_path / "a.csv").write_text("p,y,g\n0.5,1,5000000000\n")  # beyond int32: int64, joined with the int32s
     result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["g"])
     assert [r["g"] for r in result.records if r["segment"] != "all"] == [1, 2, 5000000000]
+
+
+def test_csv_segment_numbers_that_float64_cannot_hold_stay_apart(tmp_path):
+    """float64 was taken whenever the reader parsed every value: ids beyond uint64 (or 2**53 + 1 next
+    to 0.5) became one float64, merging segments under a label that is in no row. The reference is
+    pandas' groupby on the text."""
+    ids = ["12345678901234567890123", "12345678901234567890124", "12345678901234567890123", "1.5", str(2**53 + 1)]
+    p, y = [0.1, 0.8, 0.6, 0.3, 0.4], [0, 1, 1, 0, 1]
+    pd.DataFrame({"p": p, "y": y, "g": ids}).to_csv(tmp_path / "a.csv", index=False)
+    ref = pd.read_csv(tmp_path / "a.csv", dtype={"g": str}).groupby("g")["y"].agg(["size", "mean"])
+    result = evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ctr"], by=["g"])
+    got = {r["g"]: (r["rows"], r["ctr"]) for r in result.records[1:]}
+    assert got == {g: (row["size"], row["mean"]) for g, row in ref.iterrows()}  # text: no number merges
+    # numbers float64 holds as written (17 significant digits, exponents) are still numbers
+    values = [0.1, 0.30000000000000004, 1e-7, 2.0**60, 1e22]
+    pd.DataFrame({"p": p, "y": y, "g": values}).to_csv(tmp_path / "a.csv", index=False)
+    result = evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ctr"], by=["g"])
+    assert [r["g"] for r in result.records[1:]] == sorted(values)
+    # next to a Parquet double column: the CSV's 2**53 + 1 is read as an integer, which no double holds
+    (tmp_path / "a.csv").write_text(f"p,y,g\n0.1,0,{2**53 + 1}\n")
+    pq.write_table(pa.table({"p": [0.8], "y": [1], "g": [float(2**53)]}), tmp_path / "b.parquet")
+    message = r"a\.csv: column 'g' \(--by segment\) has type int64, but in .*b\.parquet it has type double"
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["g"])
 
 
 def test_float_segments_merge_signed_zeros_and_nan_bit_patterns(tmp_path):
@@ -1359,6 +1509,15 @@ def test_cli_single_task_flags_and_errors(dataset, tmp_path, capsys):
             cli.main(["evaluate", str(dataset), *bad])
     with pytest.raises(ValueError, match="Expected an output path ending in"):
         evaluate(dataset, TASKS, ["ctr"]).write(str(tmp_path / "out.txt"))
+    # --predictions/--labels take any column name: they were rebuilt into a --task string, which
+    # refused a ':' and quoted a NAME=PREDICTIONS:LABELS text the user never typed
+    p, y = np.array([0.1, 0.8, 0.6, 0.3]), np.array([0, 1, 1, 0])
+    pq.write_table(pa.table({"p:v2": p, "y=click": y}), tmp_path / "x.parquet")
+    args = ["evaluate", str(tmp_path / "x.parquet"), "--predictions", "p:v2", "--labels", "y=click"]
+    assert cli.main([*args, "--metrics", "ctr,mse", "--output", str(tmp_path / "out.json"), "--no-progress"]) == 0
+    [record] = json.loads((tmp_path / "out.json").read_text())["records"]
+    assert record["task"] == "y=click"
+    assert record["ctr"] == pytest.approx(np.mean(y)) and record["mse"] == pytest.approx(np.mean((p - y) ** 2))
 
 
 @pytest.mark.parametrize(

@@ -188,14 +188,14 @@ def add_evaluate_parser(sub: Any) -> None:
 def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Run ``evaluate``: print the table on rank 0 and write ``--output``; 2 on bad input."""
     try:
-        from torchmetrics_ext.evaluate import DEFAULT_METRICS, InvalidDataError, evaluate
+        from torchmetrics_ext.evaluate import DEFAULT_METRICS, InvalidDataError, TaskSpec, evaluate
     except ImportError as err:
         parser.error(str(err))
-    tasks = list(args.task)
+    tasks: list[str | TaskSpec] = list(args.task)
     if (args.predictions is None) != (args.labels is None):
         parser.error("--predictions and --labels go together")
-    if args.predictions is not None:
-        tasks.append(f"{args.labels}={args.predictions}:{args.labels}")
+    if args.predictions is not None:  # the names as given: any column name, ':' and '=' too
+        tasks.append(TaskSpec(args.labels, args.predictions, args.labels))
     if not tasks:
         parser.error("name the columns: --task NAME=PRED:LABEL (repeatable) or --predictions COL --labels COL")
     if args.batch_size < 1:

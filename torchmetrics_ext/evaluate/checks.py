@@ -15,6 +15,8 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 
 from torchmetrics_ext.evaluate.sources import InvalidDataError
 
@@ -87,7 +89,10 @@ class Problems:
 def _type_ok(kind: Kind, dtype: pa.DataType) -> bool:
     if pa.types.is_dictionary(dtype):
         dtype = dtype.value_type
-    numeric = pa.types.is_integer(dtype) or pa.types.is_floating(dtype)
+    if pa.types.is_null(dtype):  # no value at all: every row is a null row (or the null segment)
+        return True
+    # decimals (SQL, Spark) are numbers: read as their nearest float64, as a CSV file's text is
+    numeric = pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_decimal(dtype)
     if kind in ("score", "weight"):
         return numeric
     if kind == "label":
@@ -120,20 +125,22 @@ def check_column(source: str, schema: pa.Schema, name: str, role: str) -> pa.Dat
 def check_schema(source: str, schema: pa.Schema, columns: Sequence[Column], inferred: bool = False) -> None:
     """Raise :class:`InvalidDataError` for the first missing, duplicated or wrongly typed column.
 
+    A column of type ``null`` (no value at all: a Parquet column or pandas slice of nulls only)
+    has any kind: its rows are null rows, counted (or skipped) as any null.
+
     Args:
         source: the file (or frame) name used in the message.
         schema: its schema.
         columns: the columns the evaluation reads; a column of several kinds (predictions that
             are also weights) comes once per kind, and must pass the type check of each.
-        inferred: the types are guessed from the first rows (CSV): a ``null`` type (no value
-            there, e.g. a header-only file) is accepted, since the column is read with
-            :func:`text_types`.
+        inferred: the types are pyarrow's guess from the first rows (CSV): only the names are
+            checked, since the columns are read with the fixed :func:`text_types` (a value that
+            does not convert fails naming it, wherever it is: a type guessed from the first rows
+            would make a file valid or not with its size).
     """
     for column in columns:
         dtype = check_column(source, schema, column.name, column.role)
-        if inferred and pa.types.is_null(dtype):
-            continue
-        if not _type_ok(column.kind, dtype):
+        if not inferred and not _type_ok(column.kind, dtype):
             raise InvalidDataError(
                 f"{source}: column {column.name!r} ({column.role}) has type {dtype}; expected {_EXPECTED[column.kind]}."
             )
@@ -142,49 +149,96 @@ def check_schema(source: str, schema: pa.Schema, columns: Sequence[Column], infe
 # the types text columns (CSV) are read with, whatever pyarrow would infer from the first block
 _TEXT_TYPES: dict[Kind, pa.DataType] = {
     "score": pa.float64(),
-    "label": pa.float64(),
+    "label": pa.string(),  # numbers or true/false, anywhere in the file: converted by to_numpy
     "weight": pa.float64(),
     "id": pa.int64(),
     "segment": pa.string(),
 }
 
 
-def text_types(schema: pa.Schema, columns: Sequence[Column]) -> dict[str, pa.DataType]:
+def text_types(columns: Sequence[Column]) -> dict[str, pa.DataType]:
     """Fixed types to read ``columns`` of a text file with, so values never depend on the block size.
 
     Numbers are float64, ids int64 and segments strings (the text as written; the runner reads
     them with the type :func:`~torchmetrics_ext.evaluate.segments.discover_segments` found over
-    every text file); labels are float64, or booleans when the first rows hold ``true``/``false``
-    (pyarrow reads ``0``/``1`` as booleans too).
+    every text file). Labels are read as text and converted by :func:`to_numpy`: numbers, or the
+    reader's booleans (``true``/``false``) as 1 and 0, wherever they are in the file (guessing
+    booleans from the first block made a file fail or not with its size). A column of labels
+    and another role is read as float64 (numbers).
 
     Args:
-        schema: the types pyarrow infers from the first rows (only consulted for labels).
         columns: the columns read.
     """
     out: dict[str, pa.DataType] = {}
     for column in columns:
         dtype = _TEXT_TYPES[column.kind]
-        inferred = schema.field(column.name).type if column.name in schema.names else pa.null()
-        if column.kind == "label" and pa.types.is_boolean(inferred):
-            dtype = pa.bool_()
         if out.get(column.name, dtype) != dtype:  # labels and another role (their types are checked): numbers
             dtype = pa.float64()
         out[column.name] = dtype
     return out
 
 
-def to_numpy(array: pa.Array | pa.ChunkedArray, kind: Kind) -> tuple[np.ndarray, np.ndarray | None]:
+_CSV = pa_csv.ConvertOptions()  # the reader's defaults: its null, true and false texts
+
+
+def _text_labels(array: pa.Array, first_row: int) -> pa.Array:
+    """Labels read as text (CSV) as float64: numbers as the reader parses them, ``true``/``false`` as 1 and 0.
+
+    As the reader: its null texts (``""``, ``NA``, ``nan``, ...) are null, numbers may have
+    spaces around them. Vectorised; only an invalid value costs a look at the distinct texts.
+
+    Raises:
+        InvalidDataError: a value is neither (names it and its row, counting from ``first_row``).
+    """
+    try:  # plain numbers (the usual file): one cast; its NaN may be a null text of the reader's (nan)
+        numbers = pc.cast(array, pa.float64())
+        if not pc.any(pc.is_nan(numbers)).as_py():
+            return numbers
+    except pa.ArrowInvalid:
+        pass
+    null = pc.fill_null(pc.is_in(array, value_set=pa.array(_CSV.null_values)), True)
+    text = pc.utf8_trim(array, " \t")
+    true = pc.is_in(text, value_set=pa.array(_CSV.true_values))
+    false = pc.is_in(text, value_set=pa.array(_CSV.false_values))
+    special = pc.or_(null, pc.or_(true, false))
+    try:
+        numbers = pc.cast(pc.if_else(special, "0", text), pa.float64())
+    except pa.ArrowInvalid:
+        for value in pc.unique(pc.filter(array, pc.invert(special))).to_pylist():  # the error path only
+            try:
+                pc.cast(pa.array([value.strip(" \t")]), pa.float64())
+            except pa.ArrowInvalid:
+                row = first_row + pc.index(array, value).as_py()
+                raise InvalidDataError(
+                    f"invalid value {value!r} at row {row:,} (counting from 0); expected a number, true or false"
+                ) from None
+        raise
+    values = pc.if_else(true, 1.0, pc.if_else(false, 0.0, numbers))
+    return pc.if_else(null, pa.scalar(None, pa.float64()), values)
+
+
+def to_numpy(array: pa.Array | pa.ChunkedArray, kind: Kind, first_row: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
     """The values of a numeric column as numpy (zero-copy when possible) and its null mask (or ``None``).
+
+    Labels read as text (CSV, :func:`text_types`) are converted first: numbers, or ``true``/``false``
+    (an invalid value raises :class:`InvalidDataError` naming it and its row, ``first_row`` being
+    the batch's first).
 
     Integer predictions are scores like any other numbers: they become float64 (as a CSV file's
     predictions are read), since the metrics take floating point predictions. uint64 ids keep
     their bit pattern as int64 (it identifies the group as well); uint64 labels and weights become
-    float64, their value.
+    float64, their value, and so do decimals. A column of type ``null`` (no value) is all nulls.
     """
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     if pa.types.is_dictionary(array.type):
         array = array.dictionary_decode()
+    if pa.types.is_null(array.type):  # an all-null slice of a pandas object column, a Parquet null column
+        return np.zeros(len(array), np.int32 if kind == "id" else np.float64), np.ones(len(array), np.bool_)
+    if pa.types.is_decimal(array.type):
+        array = array.cast(pa.float64())  # the nearest float64, as the CSV reader parses the same text
+    if kind == "label" and (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        array = _text_labels(array, first_row)
     nulls = None
     if array.null_count:
         nulls = array.is_null().to_numpy(zero_copy_only=False)
@@ -250,8 +304,9 @@ class RowChecker:
         floating = values.dtype.kind == "f"
         if kind == "id":
             return out
-        if floating:
-            out.append(("that are NaN or infinite", ~np.isfinite(values)))
+        finite = np.isfinite(values) if floating else None
+        if finite is not None:
+            out.append(("that are NaN or infinite", ~finite))
         if kind == "score" and self.probabilities:
             out.append(("outside [0, 1] (probabilities expected)", (values < 0) | (values > 1)))
         elif kind == "weight" or (kind == "label" and self.target == "nonnegative"):
@@ -263,8 +318,11 @@ class RowChecker:
         if kind == "weight" and self.float32_weights and values.dtype == np.float64:
             # as the module's check (utilities.checks.check_float32_range): float64 columns only
             outside = (values > _FLOAT32.max) | ((values > 0) & (values < _FLOAT32.tiny))
-            out.append((_FLOAT32_REASON, outside & np.isfinite(values)))  # ±inf: "NaN or infinite" only
-        return out
+            out.append((_FLOAT32_REASON, outside))
+        if finite is None:
+            return out
+        # ±inf is "NaN or infinite" only (NaN compares false already): one reason per invalid value
+        return [out[0], *((reason, bad & finite) for reason, bad in out[1:])]
 
     def check(
         self,

@@ -302,7 +302,11 @@ class Progress:
 
 
 def _strict_json(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by ``None`` (JSON has no NaN or Infinity)."""
+    """``value`` with every non-finite float replaced by ``None`` (JSON has no NaN or Infinity).
+
+    A float segment column's NaN value is ``None`` too: the record's ``segment`` key (``g=nan``)
+    keeps that segment apart from the null one (``g=None``).
+    """
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):

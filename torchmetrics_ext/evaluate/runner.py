@@ -335,7 +335,7 @@ class _Run:
             for source, chunks in self._by_source():
                 schema = source.schema()
                 check_schema(source.label, schema, self.plan.columns, inferred=source.infers_types)
-                types = text_types(schema, self.plan.columns) if source.infers_types else None
+                types = text_types(self.plan.columns) if source.infers_types else None
                 if types is not None and self.segments is not None:
                     types |= self.segments.text_types  # --by columns: as discovered over every text file
                 for chunk in chunks:
@@ -358,7 +358,11 @@ class _Run:
         self.progress.advance(n)
         values, nulls = {}, {}
         for name, kind in self.plan.read_kinds.items():
-            values[name], nulls[name] = to_numpy(batch.column(name), kind)
+            try:
+                values[name], nulls[name] = to_numpy(batch.column(name), kind, first_row)
+            except InvalidDataError as err:  # a CSV label that is neither a number nor true/false
+                role = next(c.role for c in self.plan.columns if c.name == name and c.kind == kind)
+                raise InvalidDataError(f"{source.label}: column {name!r} ({role}): {err}") from None
         keep = self.checker.check(source.label, first_row, values, nulls, self.problems)
         if self.problems and self.on_invalid == "error":
             return  # keep counting the bad rows of this file, feed nothing more

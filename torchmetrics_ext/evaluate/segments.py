@@ -232,8 +232,10 @@ def _text_types(sources: Sequence[Source], by: Sequence[str], batch_size: int) -
 
     The stored type of the column in the typed files (Parquet) if every text file reads as it,
     else the first of int64, uint64 and float64 that every text file reads as (the typed files'
-    numbers then join them as Arrow promotes), else text. Each candidate is tried with the reader
-    itself (its own parsing and null values), so the runner reads exactly what was discovered.
+    numbers then join them as Arrow promotes), else text. A float type must hold every number
+    as written (:func:`_reads_as`), or distinct ids beyond 2**64 would merge into one segment.
+    Each candidate is tried with the reader itself (its own parsing and null values), so the
+    runner reads exactly what was discovered.
     """
     text = [source for source in sources if source.infers_types]
     out: dict[str, pa.DataType] = {}
@@ -248,16 +250,69 @@ def _text_types(sources: Sequence[Source], by: Sequence[str], batch_size: int) -
 
 
 def _reads_as(source: Source, name: str, dtype: pa.DataType, batch_size: int) -> bool:
-    """Whether every value of column ``name`` of a text file reads as ``dtype``."""
+    """Whether every value of column ``name`` of a text file reads as ``dtype``, floats exactly.
+
+    A float type must also keep every number as written (see :func:`_exact`): the reader parses
+    ``12345678901234567890123`` and ``...124`` as one float64, which would merge two segments
+    under a label naming neither.
+    """
     if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
         return True
     try:
         for chunk in source.chunks(batch_size):
             for _ in source.read(chunk, [name], batch_size, {name: dtype}):
                 pass
+        if pa.types.is_floating(dtype):  # one more pass, as text: only where the ints did not read
+            for chunk in source.chunks(batch_size):
+                for batch in source.read(chunk, [name], batch_size, {name: pa.string()}):
+                    if not _exact(batch.column(0), dtype):
+                        return False
     except InvalidDataError:
         return False
     return True
+
+
+# a decimal number as text: sign, integer digits, fraction digits, exponent
+_DECIMAL = r"^(?P<sign>[+-]?)(?P<whole>\d*)(?:\.(?P<fraction>\d*))?(?:[eE](?P<exponent>[+-]?\d+))?$"
+
+
+def _canonical(texts: Any) -> Any:
+    """Each decimal number's one spelling, ``[-]DIGITSeEXPONENT`` without leading or trailing zeros.
+
+    ``"0"`` for zero (of either sign); null where the text is no decimal number (``inf``, ``NA``).
+    Raises ``pa.ArrowInvalid`` for an exponent beyond int64.
+    """
+    parts = pc.extract_regex(texts, _DECIMAL)
+    sign, whole, fraction, exponent = (pc.struct_field(parts, [i]) for i in range(4))
+    significant = pc.utf8_ltrim(pc.binary_join_element_wise(whole, fraction, ""), "0")
+    mantissa = pc.utf8_rtrim(significant, "0")
+    power = pc.cast(pc.if_else(pc.equal(exponent, ""), "0", pc.utf8_ltrim(exponent, "+")), pa.int64())
+    power = pc.add(pc.subtract(power, pc.utf8_length(fraction)), pc.utf8_length(significant))
+    power = pc.subtract(power, pc.utf8_length(mantissa))  # the trailing zeros dropped from the digits
+    zero = pc.equal(mantissa, "")
+    text = pc.binary_join_element_wise(
+        pc.if_else(pc.equal(sign, "-"), "-", ""), mantissa, "e", pc.cast(power, pa.string()), ""
+    )
+    numbers = pc.greater(pc.add(pc.utf8_length(whole), pc.utf8_length(fraction)), 0)  # "." is no number
+    return pc.if_else(numbers, pc.if_else(zero, "0", text), pa.scalar(None, pa.string()))
+
+
+def _exact(texts: Any, dtype: pa.DataType) -> bool:
+    """Whether every number in ``texts`` is the value ``dtype`` reads it as: its shortest text names the same number.
+
+    ``0.1`` is (its float64 prints as ``0.1``); ``9007199254740993`` or ``1e999`` are not (they read
+    as ``9007199254740992`` and ``inf``). Texts that are no decimal number (the reader's nulls,
+    ``inf``) are what they read as. Vectorised over the distinct texts.
+    """
+    texts = pc.utf8_trim(pc.unique(texts.cast(pa.string())), " \t")  # the reader trims numbers so
+    try:
+        written = _canonical(texts)
+        numbers = written.is_valid()
+        values = pc.cast(pc.filter(texts, numbers), dtype)  # the reader's parser
+        read = _canonical(pc.cast(values, pa.string()))  # Arrow writes a float's shortest text
+    except pa.ArrowException:  # an exponent beyond int64, a text the cast does not take: keep the text
+        return False
+    return bool(pc.all(pc.fill_null(pc.equal(pc.filter(written, numbers), read), False), min_count=0).as_py())
 
 
 @dataclass(frozen=True)

@@ -237,18 +237,28 @@ class TableSource(Source):
 class PandasSource(TableSource):
     """A pandas DataFrame, converted to Arrow one slice of the needed columns at a time.
 
+    Columns are named as pyarrow names them: a label that is not a string (a frame built from a
+    numpy array has columns ``0``, ``1``, ...) by its text (``"0"``); they are found by position.
     Each slice's object columns are typed from that slice's values (ints and floats: double), as
     pyarrow converts them; the segment encoder casts every slice to the discovered type. A slice
-    mixing kinds (numbers and text) fails naming the column and its rows, with the conversion
-    to make first (``astype("string")``, ``pd.to_numeric``). NaN is pandas' missing value: it
-    is read as null (the null segment, a "null" row).
+    mixing kinds (numbers and text), or holding Python ints beyond int64 (which pyarrow does not
+    convert from objects), fails naming the column and its rows, with the conversion to make
+    first (``astype("string")``, ``pd.to_numeric``, ``astype("UInt64")``). NaN is pandas'
+    missing value: it is read as null (the null segment, a "null" row).
     """
 
+    def __init__(self, table: Any, label: str, num_rows: int, schema: pa.Schema) -> None:
+        super().__init__(table, label, num_rows, schema)
+        # schema name -> column position (one field per column, in order; a name held twice is
+        # refused by the column checks before it is read)
+        self._positions = {name: i for i, name in enumerate(schema.names)}
+
     def _slice(self, start: int, length: int, columns: Sequence[str]) -> pa.Table:
-        frame = self._table.iloc[start : start + length][list(columns)]
+        frame = self._table.iloc[start : start + length, [self._positions[name] for name in columns]]
+        frame = frame.set_axis(list(columns), axis=1)  # the schema's names (0 -> "0")
         try:
             return pa.Table.from_pandas(frame, preserve_index=False)
-        except (pa.ArrowException, TypeError) as err:  # an object column mixing kinds (numbers and text)
+        except _UNCONVERTIBLE as err:  # an object column mixing kinds (numbers and text), or huge ints
             raise InvalidDataError(self._mixed(frame, start, err)) from None
 
     def _mixed(self, frame: Any, start: int, err: Exception) -> str:
@@ -257,8 +267,15 @@ class PandasSource(TableSource):
         for name in dict.fromkeys(frame.columns):
             try:
                 pa.Table.from_pandas(frame[[name]], preserve_index=False)
-            except (pa.ArrowException, TypeError) as own:
+            except _UNCONVERTIBLE as own:
                 reason = own.args[0] if own.args else own  # pyarrow adds "Conversion failed for column ..."
+                if isinstance(own, OverflowError):
+                    return (
+                        f"{self.label}: column {name!r} holds Python ints beyond int64, which pyarrow does not "
+                        f"convert from an object column, {rows} ({reason}); convert it first, e.g. "
+                        f'df[{name!r}].astype("UInt64") for integers below 2**64 or df[{name!r}].astype("string") '
+                        "for text (missing values stay null)."
+                    )
                 return (
                     f"{self.label}: column {name!r} mixes value types in this one input, {rows} ({reason}); "
                     f'a column needs one type: convert it first, e.g. df[{name!r}].astype("string") for '
@@ -364,6 +381,8 @@ def _file_source(path: str) -> Source:
 
 
 _SAMPLE_ROWS = 65_536
+# what pyarrow raises for pandas values it cannot convert: mixed kinds, Python ints beyond int64
+_UNCONVERTIBLE = (pa.ArrowException, TypeError, OverflowError)
 
 
 def _object_type(column: Any) -> pa.DataType:
@@ -372,15 +391,19 @@ def _object_type(column: Any) -> pa.DataType:
     ``null`` if it holds no value. Only the rows up to that slice are read (a slice at a time);
     later slices may still read as another type (ints, then floats), as every slice is converted
     on its own; a slice mixing kinds (numbers and text) gives the type of its first value, and
-    reading it fails naming the column.
+    reading it fails naming the column (as does a first value pyarrow cannot convert, such as
+    a Python int beyond int64: ``null`` then, so that only reading the column fails).
     """
     for start in range(0, len(column), _SAMPLE_ROWS):
         values = column.iloc[start : start + _SAMPLE_ROWS].dropna()
         if len(values):
             try:
                 return pa.array(values, from_pandas=True).type
-            except (pa.ArrowException, TypeError):
-                return pa.array(values.iloc[:1], from_pandas=True).type
+            except _UNCONVERTIBLE:
+                try:
+                    return pa.array(values.iloc[:1], from_pandas=True).type
+                except _UNCONVERTIBLE:
+                    return pa.null()
     return pa.null()
 
 

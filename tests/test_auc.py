@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn import metrics as skm
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import torchmetrics_ext as tmx
 from tests.helpers import tester as H
@@ -231,11 +232,9 @@ LOW_GROUPED = ("gauc-all-w", "gauc-logits-w", "gauprc-w", "gauprc-all-weighted-g
 
 @pytest.fixture(params=[None, 7], ids=["block-default", "block-7"])
 def block(request, monkeypatch):
-    """Run the exact kernels also with tiny blocks and sort runs, so tie runs and segments span block
-    edges and the sorted runs go through the merge."""
+    """Run the exact kernels also with tiny blocks, so tie runs, tasks and segments span block edges."""
     if request.param is not None:
         monkeypatch.setattr(K, "_BLOCK", request.param)
-        monkeypatch.setattr(K, "_SORT_RUN", 16)
 
 
 @pytest.mark.parametrize("cid", IDS)
@@ -1002,6 +1001,98 @@ def test_exact_grouped_memory_is_as_documented(ids, id_bytes):
     size = {name: sum(c.numel() * c.element_size() for c in getattr(metric, name)) for name in metric._defaults}
     assert size == {"preds": 2 * n * 4 * num_tasks, "signed_weights": 2 * n * 4 * num_tasks, "groups": 2 * n * id_bytes}
     assert not any(chunk.is_floating_point() for chunk in metric.groups)
+
+
+# ----------------------------------------------------------------------------- scaling: tasks and tie runs
+
+
+class _CountOps(TorchDispatchMode):
+    """Counts the tensor operations dispatched inside the block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _ops_per_call(make, run) -> int:
+    obj = make()
+    with _CountOps() as mode:
+        run(obj)
+    return mode.count
+
+
+@pytest.mark.parametrize("what", ["auc", "auprc", "grouped-compute", "grouped-complete-update"])
+def test_exact_kernels_do_not_loop_over_tasks(what):
+    """Tasks are vectorised, never looped over in Python: with 20 samples per task, the exact kernels
+    dispatch about as many tensor operations for 2,000 tasks as for 50 (CPU path; a loop over tasks
+    issued a few per task, over 10,000 more at 2,000 tasks, and took 0.4 ms per task and update)."""
+    counts = []
+    for num_tasks in (50, 2000):
+        gen = torch.Generator().manual_seed(num_tasks)
+        p = torch.rand(num_tasks, 20, generator=gen)
+        y = (torch.rand(num_tasks, 20, generator=gen) < 0.4).to(torch.int64)
+        g = torch.arange(20) // 5
+        if what in ("auc", "auprc"):
+            cls = tmx.AUC if what == "auc" else tmx.AUPRC
+
+            def make(cls=cls, num_tasks=num_tasks, p=p, y=y):
+                metric = cls(num_tasks=num_tasks)
+                metric.update(p, y)
+                return metric
+
+            counts.append(_ops_per_call(make, lambda m: m.compute()))
+        elif what == "grouped-compute":
+
+            def make(num_tasks=num_tasks, p=p, y=y, g=g):
+                metric = tmx.GroupedAUC(num_tasks=num_tasks)
+                metric.update(p, y, g)
+                return metric
+
+            counts.append(_ops_per_call(make, lambda m: m.compute()))
+        else:
+            counts.append(
+                _ops_per_call(
+                    lambda num_tasks=num_tasks: tmx.GroupedAUC(num_tasks=num_tasks, groups_complete_per_batch=True),
+                    lambda m, p=p, y=y, g=g: m.update(p, y, g),
+                )
+            )
+    assert counts[1] <= counts[0] + 20, counts
+
+
+def test_many_short_tasks_in_one_pass(monkeypatch):
+    """Exact AUC/AUPRC and grouped values over 100 tasks of 13 samples (ties, weights over six orders of
+    magnitude, a task of positives only, one of zero weight): a block of the CPU pass holds many tasks or
+    cuts one, and every task's value is scikit-learn's on that task alone."""
+    rng = np.random.default_rng(17)
+    num_tasks, n = 100, 13
+    p = rng.random((num_tasks, n)).round(1).astype(np.float32)
+    y = (rng.random((num_tasks, n)) < 0.4).astype(np.int64)
+    y[5] = 1
+    w = (10.0 ** rng.uniform(-3, 3, (num_tasks, n))).astype(np.float32).astype(np.float64)
+    w[9] = 0.0
+    g = rng.integers(0, 4, n)
+    args = [torch.tensor(a) for a in (p, y, w)]
+    for fn, grouped_fn, ref in ((tmf.auc, tmf.grouped_auc, ref_auc), (tmf.auprc, tmf.grouped_auprc, ref_auprc)):
+        expected = np.array([ref(p[t], y[t], w[t]) for t in range(num_tasks)])
+        expected_grouped = np.array([ref_grouped(p[t], y[t], g, w[t], ref=ref) for t in range(num_tasks)])
+        for block_size in (7, 64, 1 << 16):
+            monkeypatch.setattr(K, "_BLOCK", block_size)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UndefinedMetricWarning)
+                got = fn(*args).numpy()
+                got_grouped = grouped_fn(args[0], args[1], torch.tensor(g), args[2]).numpy()
+                metric = (tmx.GroupedAUC if fn is tmf.auc else tmx.GroupedAUPRC)(
+                    num_tasks=num_tasks, groups_complete_per_batch=True
+                )
+                metric.update(args[0], args[1], torch.tensor(g), args[2])
+                got_complete = metric.compute().numpy()
+            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15, err_msg=str(block_size))
+            np.testing.assert_allclose(got_grouped, expected_grouped, rtol=1e-12, atol=1e-15, err_msg=str(block_size))
+            np.testing.assert_allclose(got_complete, expected_grouped, rtol=1e-12, atol=1e-15, err_msg=str(block_size))
 
 
 # ----------------------------------------------------------------------------- unsigned labels, weights and ids

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
+import subprocess
+import sys
 import warnings
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from sklearn import metrics as skm
+from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import torchmetrics_ext as tmx
@@ -1018,6 +1023,24 @@ class _CountOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+class _LargestAllocation(TorchDispatchMode):
+    """The largest storage an operation inside the block allocates (views and in-place results excluded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {
+            a.untyped_storage().data_ptr() for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)
+        }
+        for result in pytree.tree_leaves(out):
+            if isinstance(result, torch.Tensor) and result.untyped_storage().data_ptr() not in inputs:
+                self.largest = max(self.largest, result.untyped_storage().nbytes())
+        return out
+
+
 def _ops_per_call(make, run) -> int:
     obj = make()
     with _CountOps() as mode:
@@ -1093,6 +1116,79 @@ def test_many_short_tasks_in_one_pass(monkeypatch):
             np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15, err_msg=str(block_size))
             np.testing.assert_allclose(got_grouped, expected_grouped, rtol=1e-12, atol=1e-15, err_msg=str(block_size))
             np.testing.assert_allclose(got_complete, expected_grouped, rtol=1e-12, atol=1e-15, err_msg=str(block_size))
+
+
+@pytest.mark.parametrize("block_size", [16, 64])
+def test_tie_runs_longer_than_a_block(monkeypatch, block_size):
+    """Tie runs of hundreds of samples cross many blocks (carried, never loaded whole): scikit-learn's
+    values, binary over two tasks and grouped."""
+    monkeypatch.setattr(K, "_BLOCK", block_size)
+    rng = np.random.default_rng(23)
+    n = 3000
+    p = rng.integers(0, 6, (2, n)).astype(np.float32) / 5  # runs of ~500 tied scores
+    y = (rng.random((2, n)) < p * 0.8 + 0.1).astype(np.int64)
+    w = rng.uniform(0.5, 2.0, (2, n)).astype(np.float32).astype(np.float64)
+    g = rng.integers(0, 3, n)
+    args = [torch.tensor(a) for a in (p, y, w)]
+    for fn, grouped_fn, ref in ((tmf.auc, tmf.grouped_auc, ref_auc), (tmf.auprc, tmf.grouped_auprc, ref_auprc)):
+        np.testing.assert_allclose(fn(*args).numpy(), [ref(p[t], y[t], w[t]) for t in range(2)], rtol=1e-12)
+        np.testing.assert_allclose(
+            grouped_fn(args[0], args[1], torch.tensor(g), args[2]).numpy(),
+            [ref_grouped(p[t], y[t], g, w[t], ref=ref) for t in range(2)],
+            rtol=1e-12,
+        )
+
+
+def test_grouped_kernel_temporaries_are_bounded_by_a_block_whatever_the_tie_run(monkeypatch):
+    """The grouped CPU pass over 20,000 tied scores in two segments allocates nothing larger than a few
+    blocks of 256 (a block extended to the end of its tie run allocated float64 temporaries of the whole
+    run); values: AUC 1/2 and AP = P / (P + N) per segment, the closed forms of an all-tied segment."""
+    monkeypatch.setattr(K, "_BLOCK", 256)
+    n = 20_000
+    seg = torch.arange(n) * 2 // n  # two segments of 10,000
+    signed = torch.where(torch.arange(n) % 3 == 0, 2.0, -1.0).to(torch.float32)
+    key = (seg << 32) | (2**31 + 7)  # one score everywhere
+    neg_total = torch.bincount(seg, weights=(-signed.double()).clamp(min=0))
+    pos_total = torch.bincount(seg, weights=signed.double().clamp(min=0))
+    with _LargestAllocation() as mode:
+        auc_num, ap_num = K._curve_sums(key, signed, neg_total)
+    assert mode.largest <= 4 * 8 * 256, mode.largest
+    np.testing.assert_allclose((auc_num / (pos_total * neg_total)).numpy(), [0.5, 0.5], rtol=1e-15)
+    np.testing.assert_allclose((ap_num / pos_total).numpy(), (pos_total / (pos_total + neg_total)).numpy(), rtol=1e-15)
+
+
+_TIED_MEMORY_SCRIPT = """
+import torch, torchmetrics_ext as tmx
+torch.set_num_threads(1)
+def status(field):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field)) * 1024
+n = 2_000_000
+target = (torch.rand(n, generator=torch.Generator().manual_seed(0)) < 0.3).to(torch.float32)
+metric = tmx.AUC()
+metric.update(torch.full((n,), 0.5), target)
+del target
+base = status("VmRSS:")
+open("/proc/self/clear_refs", "w").write("5")
+value = float(metric.compute())
+print(status("VmHWM:") - base, value)
+"""
+
+
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux's /proc/self/clear_refs")
+def test_exact_auc_compute_memory_with_every_score_tied():
+    """Exact AUC compute over 2M tied scores adds the documented 8 bytes per sample (the packed keys) plus
+    block temporaries of a few MB, as with distinct scores (the tie run's temporaries took 49 B/sample)."""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", _TIED_MEMORY_SCRIPT],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"},
+    ).stdout.split()
+    added, value = int(out[0]), float(out[1])
+    assert value == 0.5
+    assert added <= 8 * 2_000_000 + 16 * 2**20, added / 2_000_000
 
 
 # ----------------------------------------------------------------------------- unsigned labels, weights and ids

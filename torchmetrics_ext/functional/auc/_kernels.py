@@ -13,8 +13,9 @@ Both passes feed :class:`_CurveAccumulator`: per block, the positive and negativ
 run of tied scores from ``bincount``, then cumulative sums taken within each segment (one
 ``cumsum`` for a block inside one segment, :func:`_segmented_cumsum_` otherwise, also used by the
 device path), so that no segment's value depends on the weights of the others and no Python loop
-runs over tasks, groups or samples (only over blocks). Blocks of ``_BLOCK`` elements bound every
-temporary to a few MB whatever the number of samples.
+runs over tasks, groups or samples (only over blocks). A tie run cut by a block's end is carried
+into the next block as two sums, so blocks of ``_BLOCK`` elements bound every temporary to a few
+MB whatever the number of samples and however long the tie runs.
 """
 
 from __future__ import annotations
@@ -127,12 +128,8 @@ def _row_curve_sums(packed: Tensor, neg_total: Tensor) -> tuple[Tensor, Tensor]:
     total = flat.numel()
     low_word = 0 if sys.byteorder == "little" else 1
     acc = _CurveAccumulator(neg_total)
-    lo = 0
-    while lo < total:
+    for lo in range(0, total, _BLOCK):
         hi = min(lo + _BLOCK, total)
-        if hi < total and hi % n != 0 and (int(flat[hi]) >> 32) == (int(flat[hi - 1]) >> 32):
-            row = (hi - 1) // n  # never cut a run of tied scores: the block goes on to its end
-            hi = row * n + _run_end(flat[row * n : (row + 1) * n], hi - 1 - row * n)
         block = flat[lo:hi]
         high = block >> 32
         start = torch.empty(hi - lo, dtype=torch.bool, device=packed.device)
@@ -144,18 +141,11 @@ def _row_curve_sums(packed: Tensor, neg_total: Tensor) -> tuple[Tensor, Tensor]:
         if last > first:  # the block holds several tasks: each task's first key opens a run
             start[torch.arange(first + 1, last + 1, device=packed.device) * n - lo] = True
             seg = torch.arange(lo, hi, device=packed.device).div_(n, rounding_mode="floor")
+        # the last run goes on in the next block (same task, same score): carried, not cut
+        continues = hi < total and hi % n != 0 and (int(flat[hi]) >> 32) == (int(flat[hi - 1]) >> 32)
         weights = block.view(torch.int32)[low_word::2].view(torch.float32).to(torch.float64)
-        acc.add(seg, start, weights)
-        lo = hi
+        acc.add(seg, start, weights, continues)
     return acc.auc_num, acc.ap_num
-
-
-def _run_end(keys: Tensor, index: int) -> int:
-    """One past the last position of the run of equal scores that contains ``keys[index]``."""
-    high = int(keys[index] >> 32)
-    if high == 2**31 - 1:
-        return keys.numel()
-    return int(torch.searchsorted(keys, torch.tensor([(high + 1) << 32], device=keys.device)))
 
 
 _SCAN_WIDTH = 64  # row width of the two-level segmented scan
@@ -217,8 +207,9 @@ class _CurveAccumulator:
 
     Segments are tasks (binary) or ``(task, group)`` pairs (grouped); the elements come sorted by
     segment, then by decreasing score. Per block (:meth:`add`), the positive and negative weight
-    of each run of tied scores are summed with ``bincount`` (a block never cuts a tie run).
-    Then per segment of negative weight ``N``
+    of each run of tied scores are summed with ``bincount``; a run that the block's end cuts is
+    held back and added to the next block's first run (two sums, so a tie run of any length
+    never makes a block longer). Then per segment of negative weight ``N``
 
     .. math::
         \text{auc\_num} = \sum_{r: P_r > 0} P_r \left(N - FP_r + \tfrac12 N_r\right)
@@ -241,17 +232,19 @@ class _CurveAccumulator:
         self.neg_total = neg_total
         self.auc_num = torch.zeros_like(neg_total)
         self.ap_num = torch.zeros_like(neg_total)
-        # TP, FP of segment `carry_seg` so far
+        # TP, FP of segment `carry_seg` so far, and the (P, N) of a tie run cut by the last block's end
         self.carry = torch.zeros(2, 1, dtype=torch.float64, device=neg_total.device)
         self.carry_seg = -1
+        self.pending: Tensor | None = None
 
-    def add(self, seg: Tensor | int, start: Tensor, weights: Tensor) -> None:
+    def add(self, seg: Tensor | int, start: Tensor, weights: Tensor, continues: bool) -> None:
         """Add one block.
 
         Args:
             seg: ``(M,)`` segment id per element, or one ``int`` when the whole block is one segment.
             start: ``(M,)`` flags opening each run of equal scores (the first element's is set).
             weights: ``(M,)`` float64 signed weights (``+w`` positive, ``-w`` negative); only read.
+            continues: the block's last run goes on in the next block.
         """
         pos, neg = weights.clamp(min=0), weights.neg().clamp_(min=0)
         if not bool(start.all()):  # tied scores: one entry per run
@@ -260,6 +253,17 @@ class _CurveAccumulator:
             del run
             if isinstance(seg, Tensor):
                 seg = seg[start]
+        if self.pending is not None:  # the first run began in the previous block(s)
+            pos[:1] += self.pending[0]
+            neg[:1] += self.pending[1]
+            self.pending = None
+        if continues:
+            self.pending = torch.stack([pos[-1], neg[-1]])
+            pos, neg = pos[:-1], neg[:-1]
+            if isinstance(seg, Tensor):
+                seg = seg[:-1]
+            if pos.numel() == 0:  # the whole block is inside one tie run
+                return
         if isinstance(seg, int):
             self._one_segment(seg, pos, neg)
         else:
@@ -305,7 +309,7 @@ def _curve_sums(key: Tensor, signed: Tensor, neg_total: Tensor) -> tuple[Tensor,
     """ROC area and average-precision numerators per segment of a sorted sequence (CPU, block by block).
 
     Runs of equal keys are the curve points; blocks of ``_BLOCK`` elements go through
-    :class:`_CurveAccumulator`, each extended to the end of the tie run it cuts.
+    :class:`_CurveAccumulator` (a tie run longer than a block is carried, never loaded whole).
 
     Args:
         key: ``(M,)`` int64 keys sorted ascending: the segment id (in ``[0, S)``) in the high 32
@@ -318,17 +322,14 @@ def _curve_sums(key: Tensor, signed: Tensor, neg_total: Tensor) -> tuple[Tensor,
     """
     num = key.numel()
     acc = _CurveAccumulator(neg_total)
-    lo = 0
-    while lo < num:
+    for lo in range(0, num, _BLOCK):
         hi = min(lo + _BLOCK, num)
-        if hi < num and bool(key[hi] == key[hi - 1]):  # never cut a run of tied scores
-            hi = int(torch.searchsorted(key, key[hi - 1 : hi], right=True))
         block = key[lo:hi]
         start = torch.empty(hi - lo, dtype=torch.bool, device=key.device)
         start[:1] = True
         torch.ne(block[1:], block[:-1], out=start[1:])
         seg = block >> 32
         first = int(seg[0])
-        acc.add(first if first == int(seg[-1]) else seg, start, signed[lo:hi].to(torch.float64))
-        lo = hi
+        continues = hi < num and int(key[hi]) == int(key[hi - 1])
+        acc.add(first if first == int(seg[-1]) else seg, start, signed[lo:hi].to(torch.float64), continues)
     return acc.auc_num, acc.ap_num

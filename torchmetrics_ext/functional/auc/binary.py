@@ -135,7 +135,7 @@ def _exact_curve_stats(
     packed, pos_total, neg_total = K._pack(scores, signed, num_tasks)
     if packed.shape[-1] == 0:
         return pos_total, neg_total, torch.zeros_like(pos_total), torch.zeros_like(pos_total)
-    return (pos_total, neg_total, *K._row_curve_sums(K._sort_rows(packed)))
+    return (pos_total, neg_total, *K._row_curve_sums(K._sort_rows(packed), neg_total))
 
 
 # ----------------------------------------------------------------------------- binned

@@ -10,6 +10,7 @@ weighted by each group's total sample weight.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -92,35 +93,54 @@ def _grouped_curve_stats(scores: Tensor, signed: Tensor, groups: Tensor) -> Curv
     num_groups = uniq.numel()
     del uniq
     dense = dense.reshape(-1)
-    empty = torch.zeros(num_tasks, num_groups, dtype=torch.float64, device=scores.device)
-    pos, neg, auc, ap = empty, empty.clone(), empty.clone(), empty.clone()
-    # Whole groups in blocks of about _GROUP_BLOCK samples, one task at a time: the sort's
-    # temporaries are bounded by the block, whatever the number of samples kept (this runs over
-    # all of them at compute, where it would otherwise set the peak memory).
+    stats = torch.zeros(4, num_tasks, num_groups, dtype=torch.float64, device=scores.device)
+    # Whole groups in blocks of about _GROUP_BLOCK samples, and of those blocks as many tasks at
+    # once as keep about _GROUP_BLOCK elements: one sort by (task, group, score) per chunk, so the
+    # sort's temporaries are bounded whatever the number of samples kept (this runs over all of
+    # them at compute, where it would otherwise set the peak memory), and many tasks of few
+    # samples (or a batch of `groups_complete_per_batch`) take one sort, not one per task.
     for lo, hi in _group_blocks(dense, num_groups):
         rows = torch.nonzero((dense >= lo) & (dense < hi)).squeeze(1) if (lo, hi) != (0, num_groups) else None
         local = dense if rows is None else dense[rows] - lo
-        high = local << 32  # the group in the high half of every sort key
-        for task in range(num_tasks):
-            task_scores = scores[task] if rows is None else scores[task][rows]
-            task_signed = signed[task] if rows is None else signed[task][rows]
-            # out of place: ``task_signed`` may be a view of the metric's state, and ``.to`` does
-            # not copy a state already in float64 (``set_dtype``)
-            weights = task_signed.to(torch.float64)
-            pos_total = torch.bincount(local, weights=weights.clamp(min=0), minlength=hi - lo).to(torch.float64)
-            neg_total = torch.bincount(local, weights=weights.neg().clamp_(min=0), minlength=hi - lo)
-            neg_total = neg_total.to(torch.float64)
-            del weights
-            key = _descending_keys(task_scores).to(torch.int64).add_(2**31)
-            key |= high
-            key, order = torch.sort(key)
-            ordered = task_signed[order]
-            del order
-            auc_num, ap_num = _curve_sums(key, ordered, neg_total)
-            del key, ordered
-            for out, value in zip((pos, neg, auc, ap), (pos_total, neg_total, auc_num, ap_num)):
-                out[task, lo:hi] = value
+        tasks_per_chunk = max(1, _GROUP_BLOCK // max(local.numel(), 1))
+        for t0 in range(0, num_tasks, tasks_per_chunk):
+            t1 = min(num_tasks, t0 + tasks_per_chunk)
+            chunk_scores, chunk_signed = scores[t0:t1], signed[t0:t1]
+            if rows is not None:
+                chunk_scores, chunk_signed = chunk_scores.index_select(1, rows), chunk_signed.index_select(1, rows)
+            # segment (task, group) of every element: task-major, groups of the block dense within it
+            seg = (torch.arange(t1 - t0, device=dense.device).unsqueeze(1) * (hi - lo) + local).reshape(-1)
+            chunk = _segment_stats(chunk_scores, chunk_signed, seg, (t1 - t0) * (hi - lo))
+            stats[:, t0:t1, lo:hi] = chunk.view(4, t1 - t0, hi - lo)
+    pos, neg, auc, ap = stats
     return pos, neg, auc, ap
+
+
+def _segment_stats(scores: Tensor, signed: Tensor, seg: Tensor, num_segments: int) -> Tensor:
+    """``(4, S)`` float64 ``(P, N, auc_num, ap_num)`` per segment from one sort by ``(segment, score)``.
+
+    Args:
+        scores: ``(T_c, M)`` scores.
+        signed: ``(T_c, M)`` signed weights; only read (it may be a view of a metric's state).
+        seg: ``(T_c * M,)`` int64 segment id of every element, in ``[0, S)`` with ``S < 2**31``.
+        num_segments: ``S``.
+    """
+    # out of place: ``signed`` may be a view of the metric's state, and ``.to`` does not copy a
+    # state already in float64 (``set_dtype``)
+    weights = signed.reshape(-1).to(torch.float64)
+    pos_total = torch.bincount(seg, weights=weights.clamp(min=0), minlength=num_segments).to(torch.float64)
+    neg_total = torch.bincount(seg, weights=weights.neg().clamp_(min=0), minlength=num_segments)
+    neg_total = neg_total.to(torch.float64)
+    del weights
+    key = _descending_keys(scores).to(torch.int64).add_(2**31).reshape(-1)
+    key |= seg << 32  # the segment in the high half of every sort key
+    # NumPy's quicksort (SIMD on x86 with AVX2/AVX-512): 2-3x faster than torch.sort here
+    order = torch.from_numpy(np.argsort(key.numpy()))
+    key = key[order]
+    ordered = signed.reshape(-1)[order]
+    del order
+    auc_num, ap_num = _curve_sums(key, ordered, neg_total)
+    return torch.stack([pos_total, neg_total, auc_num, ap_num])
 
 
 _GROUP_BLOCK = 1 << 20  # samples per block of whole groups at compute

@@ -306,8 +306,9 @@ class AUC(_CurveMetric):
         **Exact mode** (default) stores each sample's float32 score and float32 signed weight in
         ``cat`` list states (8 bytes per sample and task; rows whose weight is zero in every task
         are dropped) and sorts them once in ``compute`` through an order-preserving ``int32`` key
-        (a radix sort). Scores are compared as float32, so scores that differ only beyond float32
-        precision tie. Ranks with different numbers of batches, or none, sync correctly.
+        (on CPU +8 bytes per sample and task, whatever the ties; all tasks in one pass). Scores
+        are compared as float32, so scores that differ only beyond float32 precision tie. Ranks
+        with different numbers of batches, or none, sync correctly.
 
         **Binned mode** (``num_bins=B``) stores one float64 ``(2, T, B)`` histogram (constant
         memory, ``sum`` across ranks) filled in O(N) per batch with one ``scatter_add_``. The value is

@@ -25,6 +25,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from torchmetrics_ext import UndefinedMetricWarning, cli
 from torchmetrics_ext.evaluate import InvalidDataError, evaluate, parse_task
+from torchmetrics_ext.registry import metric_names
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["click=p_click:y_click", "like=p_like:y_like"]
@@ -156,6 +157,185 @@ def test_segments_equal_the_metric_on_each_segments_rows(dataset, frame):
     # overall values are those without segments
     plain = evaluate(dataset, TASKS, METRICS, **KW).values
     assert_close({k: v for k, v in result.values.items() if k.count("/") == 1}, plain, rtol=1e-12)
+
+
+def pairwise_auc(frame: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """Weighted ROC AUC per group of ``keys`` from every (positive, negative) pair, ties counting one half.
+
+    Columns ``p``, ``y``, ``w``; a group without both classes has no pair and is missing.
+    """
+    pairs = frame[frame.y == 1].merge(frame[frame.y == 0], on=keys, suffixes=("_pos", "_neg"))
+    weight = pairs.w_pos * pairs.w_neg
+    won = (pairs.p_pos > pairs.p_neg) + 0.5 * (pairs.p_pos == pairs.p_neg)
+    return (weight * won).groupby([pairs[k] for k in keys]).sum() / weight.groupby([pairs[k] for k in keys]).sum()
+
+
+def query_means(frame: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Per segment, the mean over queries (``(seg, session)`` pairs) with a positive of recall@k and MRR@k,
+    each query weighing its largest row weight. Columns ``p``, ``y``, ``w``, ``seg``, ``session``."""
+    query = [frame.seg, frame.session]
+    rank = frame.groupby(["seg", "session"]).p.rank(method="first", ascending=False)
+    hit = frame.y * (rank <= k)
+    per_query = pd.DataFrame(
+        {
+            "relevant": frame.y.groupby(query).sum(),
+            "hits": hit.groupby(query).sum(),
+            "first": rank.where(hit > 0).groupby(query).min(),
+            "weight": frame.w.groupby(query).max(),
+        }
+    )
+    per_query = per_query[per_query.relevant > 0].reset_index()
+    per_query["recall"] = per_query.hits / per_query.relevant
+    per_query["mrr"] = (1 / per_query["first"]).fillna(0.0)
+    weight = per_query.weight
+    return pd.DataFrame(
+        {
+            m: (per_query[m] * weight).groupby(per_query.seg).sum() / weight.groupby(per_query.seg).sum()
+            for m in ("recall", "mrr")
+        }
+    )
+
+
+def test_thousands_of_segments_equal_a_pandas_groupby_and_sklearn_on_each_segment():
+    """Segments computed at once (no module per segment) are each segment's values: sums, AUC from
+    every pair, GAUC and ranking against pandas groupbys written here (AUC checked against
+    scikit-learn on some segments too; a session split by the segments is one query per segment),
+    undefined values nan and named in one warning line per metric and segment."""
+    rng = np.random.default_rng(7)
+    n, num_segments = 12_000, 2_000
+    frame = pd.DataFrame(
+        {
+            "p_click": rng.uniform(0.01, 0.99, n).astype(np.float32),
+            "y_click": (rng.uniform(size=n) < 0.4).astype(np.int64),
+            "p_like": rng.uniform(0.01, 0.99, n).astype(np.float32),
+            "y_like": (rng.uniform(size=n) < 0.2).astype(np.int64),
+            "w": rng.uniform(0.1, 2.0, n).astype(np.float32).astype(np.float64),
+            "user": rng.integers(0, 3, n),
+            "session": np.repeat(np.arange(n // 4), 4),  # sessions of 4 rows, spread over the segments
+            "seg": rng.integers(0, num_segments, n),
+        }
+    )
+    metrics = ["ctr", "calibration", "ne", "auc", "gauc", "recall@2", "mrr@3"]
+    result = evaluate(frame, TASKS, metrics, by=["seg"], batch_size=1000, **KW)
+    segments = sorted(frame.seg.unique())
+    assert [r["seg"] for r in result.records[2:]] == [s for s in segments for _ in TASKS]
+    for task in ("click", "like"):
+        rows = frame[["w", "user", "session", "seg"]].assign(
+            p=frame[f"p_{task}"].astype(np.float64), y=frame[f"y_{task}"]
+        )
+        p, y, w = rows.p, rows.y, rows.w
+        by = (
+            pd.DataFrame({"w": w, "wy": w * y, "wp": w * p, "seg": rows.seg})
+            .assign(wll=-w * np.where(y > 0, np.log(p), np.log(1 - p)))
+            .groupby("seg")
+            .sum()
+        )
+        ctr = by.wy / by.w
+        with np.errstate(divide="ignore", invalid="ignore"):  # NE of a single-class segment: undefined
+            ne = (by.wll / by.w / -(ctr * np.log(ctr) + (1 - ctr) * np.log(1 - ctr))).where((ctr > 0) & (ctr < 1))
+        user_aucs = pairwise_auc(rows, ["seg", "user"])
+        expected = pd.DataFrame(
+            {
+                "rows": rows.groupby("seg").size(),
+                "ctr": ctr,
+                "calibration": (by.wp / by.wy).where(by.wy > 0),
+                "ne": ne,
+                "auc": pairwise_auc(rows, ["seg"]),
+                "gauc": user_aucs.groupby(level="seg").mean(),
+                "recall@2": query_means(rows, 2).recall,
+                "mrr@3": query_means(rows, 3).mrr,
+            }
+        ).reindex(segments)
+        got = pd.DataFrame([r for r in result.records[2:] if r["task"] == task]).set_index("seg")
+        assert (got.rows == expected.rows).all()
+        for name in metrics:
+            # defined and undefined segments both (CTR is always defined: no zero weight)
+            assert expected[name].notna().sum() > 100 and (name == "ctr" or expected[name].isna().sum() > 10), name
+            np.testing.assert_allclose(got[name], expected[name], rtol=1e-9, atol=1e-12, err_msg=name)
+        for seg in segments[:40]:  # the pairwise AUC is scikit-learn's
+            part = rows[rows.seg == seg]
+            if part.y.nunique() == 2:
+                assert got.auc[seg] == pytest.approx(roc_auc_score(part.y, part.p, sample_weight=part.w), rel=1e-9)
+    # one line per undefined (metric, segment), naming the segment
+    for name, label in (("auc", "AUC"), ("gauc", "GroupedAUC"), ("ne", "NormalizedEntropy")):
+        undefined = {r["segment"] for r in result.records[2:] if np.isnan(r[name])}
+        named = {
+            line.split(" in segment ")[1].split(":")[0] for line in result.warnings if line.startswith(label + " ")
+        }
+        assert named == undefined and undefined, name
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_every_registry_metric_of_a_segment_is_that_of_its_rows_alone(from_logits):
+    """Each family's segment kernel (sums, AUC, GAUC, ranking) and the per-segment path of the
+    others (xauc, regression_auc) give each segment the value and warning lines of an evaluation
+    of its rows alone (whose values the other tests check against references), logits or not."""
+    names = [name.replace("@k", "@3") for name in metric_names()]
+    rng = np.random.default_rng(1)
+    n = 240
+    scores = rng.uniform(-4, 4, (2, n)) if from_logits else rng.uniform(size=(2, n))
+    table = pa.table(
+        {
+            "p": scores[0].astype(np.float32),
+            "y": (rng.uniform(size=n) < 0.4).astype(np.float64),
+            "q": scores[1].astype(np.float32),
+            "z": (rng.uniform(size=n) < 0.05).astype(np.float64),  # segments of one class: undefined values
+            "w": rng.uniform(0.1, 2, n).astype(np.float32).astype(np.float64),
+            "u": rng.integers(0, 5, n),
+            "s": np.repeat(np.arange(n // 6), 6),
+            "g": rng.integers(0, 8, n),
+            "h": rng.choice(["a", "b"], n),
+        }
+    )
+    tasks = ["a=p:y", "b=q:z"]
+    kw = {"weights": "w", "user": "u", "session": "s", "from_logits": from_logits}
+    result = evaluate(table, tasks, names, by=["g", "h"], **kw)
+    lines = 0
+    for records in zip(result.records[2::2], result.records[3::2]):
+        g, h, segment = records[0]["g"], records[0]["h"], records[0]["segment"]
+        rows = np.flatnonzero((table.column("g").to_numpy() == g) & (table.column("h").to_numpy(False) == h))
+        alone = evaluate(table.take(rows), tasks, names, **kw)
+        for record, expected in zip(records, alone.records):
+            assert record["rows"] == expected["rows"] == len(rows)
+            for name in names:
+                assert record[name] == pytest.approx(expected[name], rel=1e-12, abs=1e-15, nan_ok=True), (segment, name)
+        mine = [line for line in result.warnings if f" in segment {segment}: " in line]
+        assert mine == [line.replace(" over all rows: ", f" in segment {segment}: ") for line in alone.warnings]
+        lines += len(mine)
+    assert lines > 10
+
+
+def test_segments_are_computed_without_a_module_per_segment(monkeypatch):
+    """Every metric family with a segment kernel is computed for all segments at once: the one module
+    built is the overall one. A metric without one (xauc) is computed segment by segment, a module
+    each (documented)."""
+    from torchmetrics_ext.evaluate import runner
+
+    built = []
+
+    class Counted(runner.RecMetricModule):
+        def __init__(self, *args, **kwargs):
+            built.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "RecMetricModule", Counted)
+    rng = np.random.default_rng(0)
+    n = 3000
+    table = pa.table(
+        {
+            "p": rng.uniform(size=n),
+            "y": (rng.uniform(size=n) < 0.3).astype(np.int64),
+            "u": rng.integers(0, 50, n),
+            "s": np.repeat(np.arange(n // 5), 5),
+            "g": rng.integers(0, 400, n),
+        }
+    )
+    metrics = ["ne", "ctr", "mse", "auc", "auprc", "gauc", "ndcg@10", "recall@5"]
+    result = evaluate(table, {"t": ("p", "y")}, metrics, user="u", session="s", by=["g"])
+    assert len(result.records) == 1 + 400 and len(built) == 1
+    built.clear()
+    evaluate(table, {"t": ("p", "y")}, ["ctr", "xauc"], by=["g"])
+    assert len(built) == 1 + 400
 
 
 def test_undefined_segment_values_are_nan_and_reported():
@@ -1393,21 +1573,25 @@ def test_two_ranks_equal_one_process(ddp_pool, dataset, frame):
             assert values[key] == pytest.approx(single[key], rel=1e-10, nan_ok=True), key
 
 
-def _ddp_segment_warnings(rank: int, world_size: int, path: str) -> list[str]:
-    return evaluate(path, {"t": ("p", "y")}, ["auc"], by=["g"]).warnings
+def _ddp_segment_warnings(rank: int, world_size: int, path: str) -> tuple[list[str], dict[str, float]]:
+    result = evaluate(path, {"t": ("p", "y")}, ["auc", "xauc"], by=["g"])
+    return result.warnings, {key: repr(value) for key, value in result.values.items()}  # nan == nan
 
 
 @pytest.mark.ddp
 def test_segment_warnings_computed_on_any_rank_reach_every_rank(ddp_pool, tmp_path):
-    """Segment g=b is computed on rank 1; its warning must not stay there."""
-    table = pa.table({"p": [0.2, 0.7, 0.4, 0.9, 0.5], "y": [0, 1, 1, 1, 0], "g": ["a", "a", "b", "b", "c"]})
+    """AUC is computed for every segment at once on every rank; XAUC (no segment kernel) segment by
+    segment, g=b on rank 1: its warning must not stay there, and every rank has one process's lines."""
+    table = pa.table({"p": [0.2, 0.7, 0.4, 0.9, 0.5], "y": [0, 1, 1, 1, 1], "g": ["a", "a", "b", "c", "c"]})
     pq.write_table(table, tmp_path / "x.parquet")
-    single = evaluate(tmp_path, {"t": ("p", "y")}, ["auc"], by=["g"]).warnings
-    assert [line.split(":")[0] for line in single] == [
+    single = evaluate(tmp_path, {"t": ("p", "y")}, ["auc", "xauc"], by=["g"])
+    assert [line.split(":")[0] for line in single.warnings] == [
         "AUC is undefined for task 't' in segment g=b",
+        "XAUC is undefined for task 't' in segment g=b",
         "AUC is undefined for task 't' in segment g=c",
     ]
-    assert ddp_pool.run(_ddp_segment_warnings, str(tmp_path)) == [single, single]
+    expected = (single.warnings, {key: repr(value) for key, value in single.values.items()})
+    assert ddp_pool.run(_ddp_segment_warnings, str(tmp_path)) == [expected, expected]
 
 
 def _ddp_bad(rank: int, world_size: int, path: str) -> str:

@@ -305,13 +305,11 @@ def test_every_registry_metric_of_a_segment_is_that_of_its_rows_alone(from_logit
     assert lines > 10
 
 
-def test_segments_are_computed_without_a_module_per_segment(monkeypatch):
-    """Every metric family with a segment kernel is computed for all segments at once: the one module
-    built is the overall one. A metric without one (xauc) is computed segment by segment, a module
-    each (documented)."""
+def _counting_modules(monkeypatch) -> list[int]:
+    """Count the modules ``evaluate`` builds (one per call: one entry each)."""
     from torchmetrics_ext.evaluate import runner
 
-    built = []
+    built: list[int] = []
 
     class Counted(runner.RecMetricModule):
         def __init__(self, *args, **kwargs):
@@ -319,23 +317,56 @@ def test_segments_are_computed_without_a_module_per_segment(monkeypatch):
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(runner, "RecMetricModule", Counted)
+    return built
+
+
+def _segment_table(n: int = 3000, num_segments: int = 400) -> pa.Table:
     rng = np.random.default_rng(0)
-    n = 3000
-    table = pa.table(
+    return pa.table(
         {
             "p": rng.uniform(size=n),
             "y": (rng.uniform(size=n) < 0.3).astype(np.int64),
             "u": rng.integers(0, 50, n),
             "s": np.repeat(np.arange(n // 5), 5),
-            "g": rng.integers(0, 400, n),
+            "g": rng.integers(0, num_segments, n),
         }
     )
-    metrics = ["ne", "ctr", "mse", "auc", "auprc", "gauc", "ndcg@10", "recall@5"]
-    result = evaluate(table, {"t": ("p", "y")}, metrics, user="u", session="s", by=["g"])
+
+
+def test_segments_are_computed_without_a_module_per_segment(monkeypatch):
+    """Every registry family has a segment kernel: all segments are computed at once, and the one
+    module built is the overall one (before: one more per segment)."""
+    built = _counting_modules(monkeypatch)
+    metrics = ["ne", "ctr", "mse", "auc", "auprc", "gauc", "ndcg@10", "recall@5", "xauc", "regression_auc"]
+    result = evaluate(_segment_table(), {"t": ("p", "y")}, metrics, user="u", session="s", by=["g"])
     assert len(result.records) == 1 + 400 and len(built) == 1
-    built.clear()
-    evaluate(table, {"t": ("p", "y")}, ["ctr", "xauc"], by=["g"])
-    assert len(built) == 1 + 400
+
+
+def _without_kernel(*names: str):
+    """``by_segment._family`` that leaves the metrics of these classes to the per-segment path."""
+    from torchmetrics_ext.evaluate import by_segment
+
+    family = by_segment._family
+    return lambda metric: None if type(metric).__name__ in names else family(metric)
+
+
+def test_a_metric_without_a_segment_kernel_is_computed_segment_by_segment(monkeypatch):
+    """A metric no family computes at once (none of the registry's today) gets a module per
+    segment, with the values and warning lines (in the same order) of the kernels."""
+    from torchmetrics_ext.evaluate import by_segment
+
+    table = _segment_table(600, 150)
+    metrics = ["ne", "xauc", "auc", "ctr", "mrr@5"]
+    kernels = evaluate(table, {"t": ("p", "y")}, metrics, session="s", by=["g"])
+    built = _counting_modules(monkeypatch)
+    monkeypatch.setattr(by_segment, "_family", _without_kernel("XAUC", "NormalizedEntropy"))
+    modules = evaluate(table, {"t": ("p", "y")}, metrics, session="s", by=["g"])
+    assert len(built) == 1 + 2 * (len(kernels.records) - 1)  # the overall module, one per segment for each of two
+    assert modules.warnings == kernels.warnings and len(kernels.warnings) > 10
+    for got, expected in zip(modules.records, kernels.records, strict=True):
+        assert got.keys() == expected.keys()
+        for key, value in expected.items():
+            assert got[key] == (pytest.approx(value, rel=1e-12, nan_ok=True) if isinstance(value, float) else value)
 
 
 def test_undefined_segment_values_are_nan_and_reported():
@@ -1574,14 +1605,22 @@ def test_two_ranks_equal_one_process(ddp_pool, dataset, frame):
 
 
 def _ddp_segment_warnings(rank: int, world_size: int, path: str) -> tuple[list[str], dict[str, float]]:
-    result = evaluate(path, {"t": ("p", "y")}, ["auc", "xauc"], by=["g"])
+    from torchmetrics_ext.evaluate import by_segment
+
+    family = by_segment._family
+    by_segment._family = _without_kernel("XAUC")  # as a metric without a segment kernel
+    try:
+        result = evaluate(path, {"t": ("p", "y")}, ["auc", "xauc"], by=["g"])
+    finally:
+        by_segment._family = family
     return result.warnings, {key: repr(value) for key, value in result.values.items()}  # nan == nan
 
 
 @pytest.mark.ddp
 def test_segment_warnings_computed_on_any_rank_reach_every_rank(ddp_pool, tmp_path):
-    """AUC is computed for every segment at once on every rank; XAUC (no segment kernel) segment by
-    segment, g=b on rank 1: its warning must not stay there, and every rank has one process's lines."""
+    """AUC is computed for every segment at once on every rank; XAUC, made a metric without a
+    segment kernel, segment by segment: g=b on rank 1, whose warning must not stay there. Every
+    rank has one process's lines (those of the kernels)."""
     table = pa.table({"p": [0.2, 0.7, 0.4, 0.9, 0.5], "y": [0, 1, 1, 1, 1], "g": ["a", "a", "b", "c", "c"]})
     pq.write_table(table, tmp_path / "x.parquet")
     single = evaluate(tmp_path, {"t": ("p", "y")}, ["auc", "xauc"], by=["g"])

@@ -17,9 +17,11 @@ sums added in another order):
   (``average_groups``, ``weight_groups``);
 * **ranking** (``RankingMetrics``): queries are ``(segment, session)`` pairs (a session split by
   the segments is one query per segment, as on each segment's rows), ranked by one sort per task
-  (the kernel's sort path), each query's weighted terms added into its segment.
+  (the kernel's sort path), each query's weighted terms added into its segment;
+* **pairwise** (``regression_auc``, ``xauc``): the pair kernel over the segments padded to a
+  common length with zero-weight rows, one call per power-of-two segment size.
 
-Any other metric (``regression_auc``, ``xauc``, binned AUC) is left to the caller, which computes
+Any other metric (none of the registry's; a binned AUC, say) is left to the caller, which computes
 it segment by segment (:attr:`SegmentValues.per_segment`).
 
 Undefined values (``nan``) are collected as data (:func:`~torchmetrics_ext.utilities.warnings.collecting_undefined`):
@@ -43,10 +45,16 @@ from torchmetrics_ext.functional.auc.grouped import (
     _grouped_curve_stats,
     _present_groups,
 )
+from torchmetrics_ext.functional.auc.pairwise import (
+    PairCounts,
+    _pairwise_counts,
+    _regression_auc_compute,
+    _xauc_compute,
+)
 from torchmetrics_ext.functional.ranking._kernel import SortedQueries, rank_rows, sorted_values
 from torchmetrics_ext.functional.ranking._spec import request_key
 from torchmetrics_ext.functional.ranking._update import _ranking_compute, query_terms
-from torchmetrics_ext.metrics.auc import AUC, AUPRC, GroupedAUC, GroupedAUPRC
+from torchmetrics_ext.metrics.auc import AUC, AUPRC, XAUC, GroupedAUC, GroupedAUPRC, RegressionAUC
 from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.utilities.warnings import UndefinedEntries, collecting_undefined, warn_undefined
@@ -170,6 +178,8 @@ def _family(metric: Metric) -> _Family | None:
         return _grouped_curves
     if type(metric) is RankingMetrics and not metric.queries_complete_per_batch and metric.padding_value is None:
         return _rankings
+    if type(metric) in (RegressionAUC, XAUC):
+        return _pairwise
     return None
 
 
@@ -253,6 +263,39 @@ def _rankings(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[str | 
         warn_undefined(flagged, entries[0].metric, entries[0].reason)
     stacked = torch.stack(per_task)  # (T, S, R)
     return {request_key(request): stacked[:, :, i] for i, request in enumerate(metric.requests)}
+
+
+def _pairwise(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[str | None, Tensor]:
+    """RegressionAUC/XAUC: the pair kernel over segments padded to a common length, bucket by bucket.
+
+    The kernel counts the pairs of each row of a ``(rows, L)`` matrix. Segments are grouped by
+    their size rounded up to a power of two (at most ``log2(N) + 1`` buckets, padded to twice the
+    rows at most); each bucket is one call with a row per (task, segment), the padding of weight 0
+    (a pair with a zero-weight sample weighs 0, as the class drops such rows). The pair totals go
+    to their ``(task, segment)`` and the class's compute runs once on them.
+    """
+    num_tasks, num_segments = batch.num_tasks, batch.num_segments
+    order = torch.argsort(batch.segment, stable=True)
+    segment = batch.segment[order]
+    sizes = torch.bincount(segment, minlength=num_segments)
+    position = torch.arange(segment.numel(), device=segment.device) - (torch.cumsum(sizes, 0) - sizes)[segment]
+    width = torch.ones_like(sizes) << torch.ceil(torch.log2(sizes.to(torch.float64))).to(torch.int64)
+    weights = torch.ones_like(batch.preds[0]) if batch.weights is None else batch.weights
+    totals = torch.zeros(len(PairCounts._fields), num_tasks, num_segments, dtype=torch.float64, device=preds.device)
+    for length in torch.unique(width).tolist():  # a loop over bucket sizes, not segments
+        members = torch.nonzero(width == length).reshape(-1)
+        slot = torch.full_like(sizes, -1)
+        slot[members] = torch.arange(members.numel(), device=members.device)
+        picked = torch.nonzero(slot[segment] >= 0).reshape(-1)
+        rows, row, column = order[picked], slot[segment[picked]], position[picked]
+        shape = (num_tasks, members.numel(), length)
+        padded = [torch.zeros(shape, dtype=torch.float64, device=preds.device) for _ in range(3)]
+        for out, value in zip(padded, (preds[:, rows], batch.target[:, rows], weights[rows].expand(num_tasks, -1))):
+            out[:, row, column] = value
+        counts = _pairwise_counts(*(value.reshape(-1, length) for value in padded), relative=True)
+        totals[:, :, members] = torch.stack(counts).reshape(len(PairCounts._fields), num_tasks, -1)
+    compute = _xauc_compute if isinstance(metric, XAUC) else _regression_auc_compute
+    return {None: compute(PairCounts(*totals))}
 
 
 def _pairs(segment: Tensor, num_segments: int, ids: Tensor) -> tuple[Tensor, Tensor]:

@@ -305,6 +305,47 @@ def test_every_registry_metric_of_a_segment_is_that_of_its_rows_alone(from_logit
     assert lines > 10
 
 
+def pair_refs(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """(XAUC, regression AUC) from every pair i < j, weighted w_i w_j; nan where undefined."""
+    i, j = np.triu_indices(len(p), 1)
+    pair, dp, dy = w[i] * w[j], np.sign(p[i] - p[j]), np.sign(y[i] - y[j])
+    xauc = np.sum(pair * (dp == dy)) / np.sum(pair) if np.sum(pair) > 0 else np.nan
+    different = pair * (dy != 0)
+    won = (dp * dy > 0) + 0.5 * (dp == 0)
+    rauc = np.sum(different * won) / np.sum(different) if np.sum(different) > 0 else np.nan
+    return float(xauc), float(rauc)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_pairwise_metrics_of_many_segments_equal_every_pair_counted(weighted):
+    """xauc and regression_auc of real-valued labels per segment (195 segments of 1 to 1770 rows,
+    padded together by size), against every pair counted in numpy; zero weights are absent rows."""
+    rng = np.random.default_rng(5)
+    n = 4000
+    segment = np.minimum(rng.zipf(1.6, n), 700)  # a few large segments, many of one or two rows
+    table = pa.table(
+        {
+            "p": rng.normal(size=n).round(1),  # ties in predictions
+            "y": rng.integers(0, 4, n).astype(np.float64),  # and in labels
+            "w": rng.choice([0.0, 0.5, 1.0, 3.0], n),
+            "g": segment,
+        }
+    )
+    kw = {"weights": "w"} if weighted else {}
+    result = evaluate(table, {"t": ("p", "y")}, ["xauc", "regression_auc"], by=["g"], **kw)
+    p, y = table.column("p").to_numpy(), table.column("y").to_numpy()
+    w = table.column("w").to_numpy() if weighted else np.ones(n)
+    assert len(result.records) - 1 == len(np.unique(segment)) > 100
+    for record in result.records[1:]:
+        rows = segment == record["g"]
+        xauc, rauc = pair_refs(p[rows], y[rows], w[rows])
+        assert record["xauc"] == pytest.approx(xauc, rel=1e-12, abs=1e-15, nan_ok=True), record["g"]
+        assert record["regression_auc"] == pytest.approx(rauc, rel=1e-12, abs=1e-15, nan_ok=True), record["g"]
+    assert any(np.isnan(r["xauc"]) for r in result.records) and any(
+        np.isnan(r["regression_auc"]) for r in result.records
+    )
+
+
 def _counting_modules(monkeypatch) -> list[int]:
     """Count the modules ``evaluate`` builds (one per call: one entry each)."""
     from torchmetrics_ext.evaluate import runner

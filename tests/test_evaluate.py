@@ -25,6 +25,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from torchmetrics_ext import UndefinedMetricWarning, cli
 from torchmetrics_ext.evaluate import InvalidDataError, evaluate, parse_task
+from torchmetrics_ext.registry import metric_names
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["click=p_click:y_click", "like=p_like:y_like"]
@@ -156,6 +157,257 @@ def test_segments_equal_the_metric_on_each_segments_rows(dataset, frame):
     # overall values are those without segments
     plain = evaluate(dataset, TASKS, METRICS, **KW).values
     assert_close({k: v for k, v in result.values.items() if k.count("/") == 1}, plain, rtol=1e-12)
+
+
+def pairwise_auc(frame: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """Weighted ROC AUC per group of ``keys`` from every (positive, negative) pair, ties counting one half.
+
+    Columns ``p``, ``y``, ``w``; a group without both classes has no pair and is missing.
+    """
+    pairs = frame[frame.y == 1].merge(frame[frame.y == 0], on=keys, suffixes=("_pos", "_neg"))
+    weight = pairs.w_pos * pairs.w_neg
+    won = (pairs.p_pos > pairs.p_neg) + 0.5 * (pairs.p_pos == pairs.p_neg)
+    return (weight * won).groupby([pairs[k] for k in keys]).sum() / weight.groupby([pairs[k] for k in keys]).sum()
+
+
+def query_means(frame: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Per segment, the mean over queries (``(seg, session)`` pairs) with a positive of recall@k and MRR@k,
+    each query weighing its largest row weight. Columns ``p``, ``y``, ``w``, ``seg``, ``session``."""
+    query = [frame.seg, frame.session]
+    rank = frame.groupby(["seg", "session"]).p.rank(method="first", ascending=False)
+    hit = frame.y * (rank <= k)
+    per_query = pd.DataFrame(
+        {
+            "relevant": frame.y.groupby(query).sum(),
+            "hits": hit.groupby(query).sum(),
+            "first": rank.where(hit > 0).groupby(query).min(),
+            "weight": frame.w.groupby(query).max(),
+        }
+    )
+    per_query = per_query[per_query.relevant > 0].reset_index()
+    per_query["recall"] = per_query.hits / per_query.relevant
+    per_query["mrr"] = (1 / per_query["first"]).fillna(0.0)
+    weight = per_query.weight
+    return pd.DataFrame(
+        {
+            m: (per_query[m] * weight).groupby(per_query.seg).sum() / weight.groupby(per_query.seg).sum()
+            for m in ("recall", "mrr")
+        }
+    )
+
+
+def test_thousands_of_segments_equal_a_pandas_groupby_and_sklearn_on_each_segment():
+    """Segments computed at once (no module per segment) are each segment's values: sums, AUC from
+    every pair, GAUC and ranking against pandas groupbys written here (AUC checked against
+    scikit-learn on some segments too; a session split by the segments is one query per segment),
+    undefined values nan and named in one warning line per metric and segment."""
+    rng = np.random.default_rng(7)
+    n, num_segments = 12_000, 2_000
+    frame = pd.DataFrame(
+        {
+            "p_click": rng.uniform(0.01, 0.99, n).astype(np.float32),
+            "y_click": (rng.uniform(size=n) < 0.4).astype(np.int64),
+            "p_like": rng.uniform(0.01, 0.99, n).astype(np.float32),
+            "y_like": (rng.uniform(size=n) < 0.2).astype(np.int64),
+            "w": rng.uniform(0.1, 2.0, n).astype(np.float32).astype(np.float64),
+            "user": rng.integers(0, 3, n),
+            "session": np.repeat(np.arange(n // 4), 4),  # sessions of 4 rows, spread over the segments
+            "seg": rng.integers(0, num_segments, n),
+        }
+    )
+    metrics = ["ctr", "calibration", "ne", "auc", "gauc", "recall@2", "mrr@3"]
+    result = evaluate(frame, TASKS, metrics, by=["seg"], batch_size=1000, **KW)
+    segments = sorted(frame.seg.unique())
+    assert [r["seg"] for r in result.records[2:]] == [s for s in segments for _ in TASKS]
+    for task in ("click", "like"):
+        rows = frame[["w", "user", "session", "seg"]].assign(
+            p=frame[f"p_{task}"].astype(np.float64), y=frame[f"y_{task}"]
+        )
+        p, y, w = rows.p, rows.y, rows.w
+        by = (
+            pd.DataFrame({"w": w, "wy": w * y, "wp": w * p, "seg": rows.seg})
+            .assign(wll=-w * np.where(y > 0, np.log(p), np.log(1 - p)))
+            .groupby("seg")
+            .sum()
+        )
+        ctr = by.wy / by.w
+        with np.errstate(divide="ignore", invalid="ignore"):  # NE of a single-class segment: undefined
+            ne = (by.wll / by.w / -(ctr * np.log(ctr) + (1 - ctr) * np.log(1 - ctr))).where((ctr > 0) & (ctr < 1))
+        user_aucs = pairwise_auc(rows, ["seg", "user"])
+        expected = pd.DataFrame(
+            {
+                "rows": rows.groupby("seg").size(),
+                "ctr": ctr,
+                "calibration": (by.wp / by.wy).where(by.wy > 0),
+                "ne": ne,
+                "auc": pairwise_auc(rows, ["seg"]),
+                "gauc": user_aucs.groupby(level="seg").mean(),
+                "recall@2": query_means(rows, 2).recall,
+                "mrr@3": query_means(rows, 3).mrr,
+            }
+        ).reindex(segments)
+        got = pd.DataFrame([r for r in result.records[2:] if r["task"] == task]).set_index("seg")
+        assert (got.rows == expected.rows).all()
+        for name in metrics:
+            # defined and undefined segments both (CTR is always defined: no zero weight)
+            assert expected[name].notna().sum() > 100 and (name == "ctr" or expected[name].isna().sum() > 10), name
+            np.testing.assert_allclose(got[name], expected[name], rtol=1e-9, atol=1e-12, err_msg=name)
+        for seg in segments[:40]:  # the pairwise AUC is scikit-learn's
+            part = rows[rows.seg == seg]
+            if part.y.nunique() == 2:
+                assert got.auc[seg] == pytest.approx(roc_auc_score(part.y, part.p, sample_weight=part.w), rel=1e-9)
+    # one line per undefined (metric, segment), naming the segment
+    for name, label in (("auc", "AUC"), ("gauc", "GroupedAUC"), ("ne", "NormalizedEntropy")):
+        undefined = {r["segment"] for r in result.records[2:] if np.isnan(r[name])}
+        named = {
+            line.split(" in segment ")[1].split(":")[0] for line in result.warnings if line.startswith(label + " ")
+        }
+        assert named == undefined and undefined, name
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_every_registry_metric_of_a_segment_is_that_of_its_rows_alone(from_logits):
+    """Each family's segment kernel (sums, AUC, GAUC, ranking) and the per-segment path of the
+    others (xauc, regression_auc) give each segment the value and warning lines of an evaluation
+    of its rows alone (whose values the other tests check against references), logits or not."""
+    names = [name.replace("@k", "@3") for name in metric_names()]
+    rng = np.random.default_rng(1)
+    n = 240
+    scores = rng.uniform(-4, 4, (2, n)) if from_logits else rng.uniform(size=(2, n))
+    table = pa.table(
+        {
+            "p": scores[0].astype(np.float32),
+            "y": (rng.uniform(size=n) < 0.4).astype(np.float64),
+            "q": scores[1].astype(np.float32),
+            "z": (rng.uniform(size=n) < 0.05).astype(np.float64),  # segments of one class: undefined values
+            "w": rng.uniform(0.1, 2, n).astype(np.float32).astype(np.float64),
+            "u": rng.integers(0, 5, n),
+            "s": np.repeat(np.arange(n // 6), 6),
+            "g": rng.integers(0, 8, n),
+            "h": rng.choice(["a", "b"], n),
+        }
+    )
+    tasks = ["a=p:y", "b=q:z"]
+    kw = {"weights": "w", "user": "u", "session": "s", "from_logits": from_logits}
+    result = evaluate(table, tasks, names, by=["g", "h"], **kw)
+    lines = 0
+    for records in zip(result.records[2::2], result.records[3::2]):
+        g, h, segment = records[0]["g"], records[0]["h"], records[0]["segment"]
+        rows = np.flatnonzero((table.column("g").to_numpy() == g) & (table.column("h").to_numpy(False) == h))
+        alone = evaluate(table.take(rows), tasks, names, **kw)
+        for record, expected in zip(records, alone.records):
+            assert record["rows"] == expected["rows"] == len(rows)
+            for name in names:
+                assert record[name] == pytest.approx(expected[name], rel=1e-12, abs=1e-15, nan_ok=True), (segment, name)
+        mine = [line for line in result.warnings if f" in segment {segment}: " in line]
+        assert mine == [line.replace(" over all rows: ", f" in segment {segment}: ") for line in alone.warnings]
+        lines += len(mine)
+    assert lines > 10
+
+
+def pair_refs(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """(XAUC, regression AUC) from every pair i < j, weighted w_i w_j; nan where undefined."""
+    i, j = np.triu_indices(len(p), 1)
+    pair, dp, dy = w[i] * w[j], np.sign(p[i] - p[j]), np.sign(y[i] - y[j])
+    xauc = np.sum(pair * (dp == dy)) / np.sum(pair) if np.sum(pair) > 0 else np.nan
+    different = pair * (dy != 0)
+    won = (dp * dy > 0) + 0.5 * (dp == 0)
+    rauc = np.sum(different * won) / np.sum(different) if np.sum(different) > 0 else np.nan
+    return float(xauc), float(rauc)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_pairwise_metrics_of_many_segments_equal_every_pair_counted(weighted):
+    """xauc and regression_auc of real-valued labels per segment (195 segments of 1 to 1770 rows,
+    padded together by size), against every pair counted in numpy; zero weights are absent rows."""
+    rng = np.random.default_rng(5)
+    n = 4000
+    segment = np.minimum(rng.zipf(1.6, n), 700)  # a few large segments, many of one or two rows
+    table = pa.table(
+        {
+            "p": rng.normal(size=n).round(1),  # ties in predictions
+            "y": rng.integers(0, 4, n).astype(np.float64),  # and in labels
+            "w": rng.choice([0.0, 0.5, 1.0, 3.0], n),
+            "g": segment,
+        }
+    )
+    kw = {"weights": "w"} if weighted else {}
+    result = evaluate(table, {"t": ("p", "y")}, ["xauc", "regression_auc"], by=["g"], **kw)
+    p, y = table.column("p").to_numpy(), table.column("y").to_numpy()
+    w = table.column("w").to_numpy() if weighted else np.ones(n)
+    assert len(result.records) - 1 == len(np.unique(segment)) > 100
+    for record in result.records[1:]:
+        rows = segment == record["g"]
+        xauc, rauc = pair_refs(p[rows], y[rows], w[rows])
+        assert record["xauc"] == pytest.approx(xauc, rel=1e-12, abs=1e-15, nan_ok=True), record["g"]
+        assert record["regression_auc"] == pytest.approx(rauc, rel=1e-12, abs=1e-15, nan_ok=True), record["g"]
+    assert any(np.isnan(r["xauc"]) for r in result.records) and any(
+        np.isnan(r["regression_auc"]) for r in result.records
+    )
+
+
+def _counting_modules(monkeypatch) -> list[int]:
+    """Count the modules ``evaluate`` builds (one per call: one entry each)."""
+    from torchmetrics_ext.evaluate import runner
+
+    built: list[int] = []
+
+    class Counted(runner.RecMetricModule):
+        def __init__(self, *args, **kwargs):
+            built.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "RecMetricModule", Counted)
+    return built
+
+
+def _segment_table(n: int = 3000, num_segments: int = 400) -> pa.Table:
+    rng = np.random.default_rng(0)
+    return pa.table(
+        {
+            "p": rng.uniform(size=n),
+            "y": (rng.uniform(size=n) < 0.3).astype(np.int64),
+            "u": rng.integers(0, 50, n),
+            "s": np.repeat(np.arange(n // 5), 5),
+            "g": rng.integers(0, num_segments, n),
+        }
+    )
+
+
+def test_segments_are_computed_without_a_module_per_segment(monkeypatch):
+    """Every registry family has a segment kernel: all segments are computed at once, and the one
+    module built is the overall one (before: one more per segment)."""
+    built = _counting_modules(monkeypatch)
+    metrics = ["ne", "ctr", "mse", "auc", "auprc", "gauc", "ndcg@10", "recall@5", "xauc", "regression_auc"]
+    result = evaluate(_segment_table(), {"t": ("p", "y")}, metrics, user="u", session="s", by=["g"])
+    assert len(result.records) == 1 + 400 and len(built) == 1
+
+
+def _without_kernel(*names: str):
+    """``by_segment._family`` that leaves the metrics of these classes to the per-segment path."""
+    from torchmetrics_ext.evaluate import by_segment
+
+    family = by_segment._family
+    return lambda metric: None if type(metric).__name__ in names else family(metric)
+
+
+def test_a_metric_without_a_segment_kernel_is_computed_segment_by_segment(monkeypatch):
+    """A metric no family computes at once (none of the registry's today) gets a module per
+    segment, with the values and warning lines (in the same order) of the kernels."""
+    from torchmetrics_ext.evaluate import by_segment
+
+    table = _segment_table(600, 150)
+    metrics = ["ne", "xauc", "auc", "ctr", "mrr@5"]
+    kernels = evaluate(table, {"t": ("p", "y")}, metrics, session="s", by=["g"])
+    built = _counting_modules(monkeypatch)
+    monkeypatch.setattr(by_segment, "_family", _without_kernel("XAUC", "NormalizedEntropy"))
+    modules = evaluate(table, {"t": ("p", "y")}, metrics, session="s", by=["g"])
+    assert len(built) == 1 + 2 * (len(kernels.records) - 1)  # the overall module, one per segment for each of two
+    assert modules.warnings == kernels.warnings and len(kernels.warnings) > 10
+    for got, expected in zip(modules.records, kernels.records, strict=True):
+        assert got.keys() == expected.keys()
+        for key, value in expected.items():
+            assert got[key] == (pytest.approx(value, rel=1e-12, nan_ok=True) if isinstance(value, float) else value)
 
 
 def test_undefined_segment_values_are_nan_and_reported():
@@ -1564,21 +1816,33 @@ def test_two_ranks_equal_one_process(ddp_pool, dataset, frame):
             assert values[key] == pytest.approx(single[key], rel=1e-10, nan_ok=True), key
 
 
-def _ddp_segment_warnings(rank: int, world_size: int, path: str) -> list[str]:
-    return evaluate(path, {"t": ("p", "y")}, ["auc"], by=["g"]).warnings
+def _ddp_segment_warnings(rank: int, world_size: int, path: str) -> tuple[list[str], dict[str, float]]:
+    from torchmetrics_ext.evaluate import by_segment
+
+    family = by_segment._family
+    by_segment._family = _without_kernel("XAUC")  # as a metric without a segment kernel
+    try:
+        result = evaluate(path, {"t": ("p", "y")}, ["auc", "xauc"], by=["g"])
+    finally:
+        by_segment._family = family
+    return result.warnings, {key: repr(value) for key, value in result.values.items()}  # nan == nan
 
 
 @pytest.mark.ddp
 def test_segment_warnings_computed_on_any_rank_reach_every_rank(ddp_pool, tmp_path):
-    """Segment g=b is computed on rank 1; its warning must not stay there."""
-    table = pa.table({"p": [0.2, 0.7, 0.4, 0.9, 0.5], "y": [0, 1, 1, 1, 0], "g": ["a", "a", "b", "b", "c"]})
+    """AUC is computed for every segment at once on every rank; XAUC, made a metric without a
+    segment kernel, segment by segment: g=b on rank 1, whose warning must not stay there. Every
+    rank has one process's lines (those of the kernels)."""
+    table = pa.table({"p": [0.2, 0.7, 0.4, 0.9, 0.5], "y": [0, 1, 1, 1, 1], "g": ["a", "a", "b", "c", "c"]})
     pq.write_table(table, tmp_path / "x.parquet")
-    single = evaluate(tmp_path, {"t": ("p", "y")}, ["auc"], by=["g"]).warnings
-    assert [line.split(":")[0] for line in single] == [
+    single = evaluate(tmp_path, {"t": ("p", "y")}, ["auc", "xauc"], by=["g"])
+    assert [line.split(":")[0] for line in single.warnings] == [
         "AUC is undefined for task 't' in segment g=b",
+        "XAUC is undefined for task 't' in segment g=b",
         "AUC is undefined for task 't' in segment g=c",
     ]
-    assert ddp_pool.run(_ddp_segment_warnings, str(tmp_path)) == [single, single]
+    expected = (single.warnings, {key: repr(value) for key, value in single.values.items()})
+    assert ddp_pool.run(_ddp_segment_warnings, str(tmp_path)) == [expected, expected]
 
 
 def _ddp_bad(rank: int, world_size: int, path: str) -> str:

@@ -3,17 +3,21 @@
 Offline numbers are online numbers: the metrics are resolved by the one metric-name registry
 (:mod:`torchmetrics_ext.registry`) and fed through the same :class:`~torchmetrics_ext.RecMetricModule`
 a training loop uses, so its validation, compute groups and fused distributed sync apply
-unchanged. Per-segment values (``by``) come from a fresh module over each segment's rows.
+unchanged. Per-segment values (``by``) are computed for every segment at once from the kept rows
+(:mod:`~torchmetrics_ext.evaluate.by_segment`), with the kernels of the same metric classes; only a
+metric without a kernel keyed by segment (none of the registry's) would get a module per segment.
 """
 
 from __future__ import annotations
 
 import ast
+import gc
 import inspect
 import math
 import re
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from torchmetrics_ext.evaluate.by_segment import SegmentBatch, SegmentValues, segment_values
 from torchmetrics_ext.evaluate.checks import (
     Column,
     Kind,
@@ -37,7 +42,7 @@ from torchmetrics_ext.evaluate.report import OVERALL, EvaluationResult, Progress
 from torchmetrics_ext.evaluate.segments import SegmentIndex, SegmentRows, discover_segments
 from torchmetrics_ext.evaluate.sources import Chunk, InvalidDataError, Source, open_sources
 from torchmetrics_ext.metrics.ranking import RankingMetrics
-from torchmetrics_ext.module import RecMetricModule, RecTaskInfo, _logit_columns
+from torchmetrics_ext.module import RecMetricModule, RecTaskInfo, _fed_probabilities, _logit_columns
 from torchmetrics_ext.registry import build_metric, lookup
 from torchmetrics_ext.utilities.checks import check_flag, check_int
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
@@ -236,23 +241,29 @@ class _Plan:
         """The columns fed to the metrics (every column but the segments)."""
         return [c for c in self.columns if c.kind != "segment"]
 
-    def _metrics(self) -> dict[str, Any]:
-        """Fresh metrics: registry names, and one ``RankingMetrics`` for every ranking name."""
+    def metrics(self, keys: Collection[str] | None = None) -> dict[str, Any]:
+        """Fresh metrics by module key: registry names, and one ``RankingMetrics`` for every ranking name.
+
+        Args:
+            keys: only these keys (``"ne"``, ``"ranking"``); ``None``: every requested metric.
+        """
         built: dict[str, Any] = {}
         for name in self.specs:
+            if keys is not None and name not in keys:
+                continue
             # logged logits: metrics with the option read them; the module (told by `module()`) feeds
             # the others sigmoid(logits), whether or not a metric with the option is asked for
             takes = "from_logits" in inspect.signature(lookup(name)[0].cls.__init__).parameters
             options = {"from_logits": True} if self.from_logits and takes else {}
             built[name] = build_metric(name, num_tasks=len(self.tasks), **options)
-        if self._ranking:
+        if self._ranking and (keys is None or _RANKING_KEY in keys):
             stems = tuple(dict.fromkeys(stem for stem, _ in self._ranking))
             ks = tuple(dict.fromkeys(k for _, k in self._ranking))
             built[_RANKING_KEY] = RankingMetrics(ks=ks, metrics=stems)
         return built
 
-    def module(self) -> RecMetricModule:
-        """A fresh module with every requested metric for every task."""
+    def module(self, keys: Collection[str] | None = None) -> RecMetricModule:
+        """A fresh module with every requested metric (or those of ``keys``) for every task."""
         infos = [
             RecTaskInfo(
                 t.name,
@@ -268,20 +279,33 @@ class _Plan:
         # it only from a metric built with from_logits=True, and with none (weighted_sum_predictions
         # alone) feed the raw logits to metrics that read sigmoid(logits)
         if not self.from_logits:
-            return RecMetricModule(infos, self._metrics(), throughput=False)
+            return RecMetricModule(infos, self.metrics(keys), throughput=False)
         with _logit_columns():
-            return RecMetricModule(infos, self._metrics(), throughput=False)
+            return RecMetricModule(infos, self.metrics(keys), throughput=False)
 
-    def records(self, values: Mapping[str, Tensor], segment: str, labels: Mapping[str, Any], rows: int) -> list[dict]:
-        """One record per task from a module's ``compute()``."""
+    def records(
+        self, values: Mapping[str, Sequence[float]], segment: str, labels: Mapping[str, Any], rows: int
+    ) -> list[dict]:
+        """One record per task; ``values[key][t]`` is task ``t``'s value of a module key (``"ranking.ndcg@10"``)."""
         out = []
-        for task in self.tasks:
+        for t, task in enumerate(self.tasks):
             record: dict[str, Any] = {"segment": segment, **labels, "task": task.name, "rows": rows}
             for key, names in self.renames.items():
-                value = float(values[f"{key}/{task.name}"])
-                record.update(dict.fromkeys(names, value))
-            out.append({**record, **{m: record[m] for m in self.metric_names}})
+                record.update(dict.fromkeys(names, values[key][t]))
+            out.append(record)
         return out
+
+    def segment_batch(self, rows: Mapping[str, Tensor], segment: Tensor, num_segments: int) -> SegmentBatch:
+        """The kept rows (a tensor per column) as stacked tasks with their dense segment ids."""
+        return SegmentBatch(
+            preds=torch.stack([rows[t.predictions] for t in self.tasks]),
+            target=torch.stack([rows[t.labels] for t in self.tasks]),
+            weights=None if self.weights is None else rows[self.weights],
+            groups=None if self.user is None else rows[self.user],
+            sessions=None if self.session is None else rows[self.session],
+            segment=segment,
+            num_segments=num_segments,
+        )
 
 
 def _world() -> tuple[int, int]:
@@ -399,7 +423,7 @@ class _Run:
             first = problems[0].source
             raise InvalidDataError("\n".join(str(p) for p in problems if p.source == first))
         release_free_memory()  # compute's temporaries start from the states, not from the reading's leftovers
-        overall, caught = self._compute(self.module, OVERALL, dict.fromkeys(self.plan.by), 0, local=False)
+        overall, caught = self._compute(self.module)
         segment_records = self._segments(caught)
         rows_read = sum(s[1] for s in summaries)
         rows_skipped = sum(s[2] for s in summaries)
@@ -436,48 +460,158 @@ class _Run:
             columns.setdefault(c.name, len(columns))
         return sorted(merged.values(), key=lambda p: (files.get(p.source, -1), p.first_row, columns.get(p.column, -1)))
 
-    def _compute(
-        self, module: RecMetricModule, segment: str, labels: dict[str, Any], rows: int, local: bool
-    ) -> tuple[list[dict], list[str]]:
-        """One record per task and the undefined-value warnings, each naming the segment and task."""
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UndefinedMetricWarning)
-            values = module.local_compute() if local else module.compute()
-        records = self.plan.records(values, segment, labels, rows)
-        lines = [
-            _warning_line(str(w.message), segment, self.plan, records)
-            for w in caught
-            if issubclass(w.category, UndefinedMetricWarning)
-        ]
+    def _compute(self, module: RecMetricModule) -> tuple[list[dict], list[str]]:
+        """The records over all rows (synced across ranks) and their undefined-value warnings."""
+        values, messages = _values_and_warnings(module, local=False)
+        names = [task.name for task in self.plan.tasks]
+        by_key = {key: [float(values[f"{key}/{name}"]) for name in names] for key in self.plan.renames}
+        records = self.plan.records(by_key, OVERALL, dict.fromkeys(self.plan.by), 0)
+        lines = [_warning_line(message, OVERALL, self.plan, records) for message in messages]
         return records, list(dict.fromkeys(lines))  # RankingMetrics warns once per task, each line names all
 
     def _segments(self, lines: list[str]) -> list[dict]:
         """Every segment's records, in segment order; appends their warnings to ``lines`` in the same order.
 
-        Each rank computes a share of the segments; records and warnings are gathered together, so
-        every rank (and rank 0's printout) has the warnings of one process, whichever rank computed them.
+        Every metric family the package can key by segment (every registry metric) is computed
+        for all segments at once (:mod:`~torchmetrics_ext.evaluate.by_segment`), on every rank
+        (each holds every row after the gather): no loop over segments. Any other metric would
+        be computed segment by segment, each rank a share, gathered so that every rank has the
+        values and warnings of one process.
         """
         if self.segments is None or self.rows is None:
             return []
-        mine: list[tuple[int, list[dict], list[str]]] = []
-        for index, rows in self.rows.by_segment(len(self.segments)):
-            if index % self.world != self.rank:
-                continue  # every rank holds every row after the gather; each computes a share
-            module = self.plan.module()
-            module.update(rows)
-            labels = self.segments.labels[index]
-            text = segment_text(self.plan.by, labels, ", ", self.segments.label_types)
-            count = len(next(iter(rows.values())))
-            mine.append((index, *self._compute(module, text, labels, count, local=True)))
+        rows, segment = self.rows.gathered()
+        counts = torch.bincount(segment, minlength=len(self.segments))
+        present = torch.nonzero(counts).reshape(-1)  # segments without rows (all skipped) are left out
+        num_segments = present.numel()
+        if num_segments == 0:
+            return []
+        dense = torch.cumsum(counts > 0, 0).sub_(1)[segment]
+        del segment
+        metrics = self.plan.metrics()
+        logits = self.module.input_domains.from_logits
+        fed = _fed_probabilities(metrics, {key: m.input_domains for key, m in metrics.items()}, logits)
+        computed = segment_values(metrics, fed, self.plan.segment_batch(rows, dense, num_segments))
+        per_segment = self._per_segment(computed.per_segment, rows, dense, num_segments)
+        del rows, dense
+        # every value as Python floats, (T, S) per key: one host copy each, turned (S, T) below
+        columns = {key: value.numpy().tolist() for key, value in computed.values.items()}
+        tasks = [task.name for task in self.plan.tasks]
+        for key in computed.per_segment:
+            for i, (given, _) in per_segment[key].items():
+                for name, value in given.items():
+                    value_key, task = name.rsplit("/", 1)
+                    columns.setdefault(value_key, [[math.nan] * num_segments for _ in tasks])
+                    columns[value_key][tasks.index(task)][i] = value
+        out: list[dict] = []
+        texts: list[str] = []
+        records: list[list[dict]] = []
+        labels = self.segments.labels
+        counted = counts[present].numpy().tolist()
+        with _no_garbage_collection():  # millions of new dicts hold no cycle: no collection pass needed
+            by_segment = {key: list(zip(*value)) for key, value in columns.items()}  # key -> S tuples of T
+            del columns
+            for i, index in enumerate(present.numpy().tolist()):
+                text = segment_text(self.plan.by, labels[index], ", ", self.segments.label_types)
+                values = {key: value[i] for key, value in by_segment.items()}
+                mine = self.plan.records(values, text, labels[index], counted[i])
+                texts.append(text)
+                records.append(mine)
+                out.extend(mine)
+            lines.extend(self._segment_lines(metrics, computed, per_segment, texts, records))
+        return out
+
+    def _per_segment(
+        self, keys: list[str], rows: Mapping[str, Tensor], segment: Tensor, num_segments: int
+    ) -> dict[str, dict[int, tuple[dict[str, float], list[str]]]]:
+        """Metrics no family computes at once: a module per key and segment, each rank a share.
+
+        Returns ``key -> segment -> (values by "key/task", warning messages)`` for every segment
+        with rows, gathered from every rank.
+        """
+        if not keys:
+            return {}
+        order = torch.argsort(segment, stable=True)
+        ends = torch.cumsum(torch.bincount(segment, minlength=num_segments), 0).tolist()
+        mine: list[tuple[str, int, dict[str, float], list[str]]] = []
+        for i in range(self.rank, num_segments, self.world):  # every rank holds every row: each computes a share
+            picked = order[(ends[i - 1] if i else 0) : ends[i]]
+            part = {name: value[picked] for name, value in rows.items()}
+            for key in keys:
+                module = self.plan.module((key,))
+                module.update(part)
+                computed, messages = _values_and_warnings(module, local=True)
+                mine.append((key, i, {name: float(v) for name, v in computed.items()}, messages))
         if self.world > 1:
             shares: list[Any] = [None] * self.world
             dist.all_gather_object(shares, mine)
             mine = [item for share in shares for item in share]
-        out: list[dict] = []
-        for _, records, caught in sorted(mine, key=lambda item: item[0]):
-            out.extend(records)
-            lines.extend(caught)
+        out: dict[str, dict[int, tuple[dict[str, float], list[str]]]] = {key: {} for key in keys}
+        for key, i, values, messages in mine:
+            out[key][i] = (values, messages)
         return out
+
+    def _segment_lines(
+        self,
+        metrics: Mapping[str, Any],
+        computed: SegmentValues,
+        per_segment: Mapping[str, Mapping[int, tuple[dict[str, float], list[str]]]],
+        texts: list[str],
+        records: list[list[dict]],
+    ) -> list[str]:
+        """One warning line per metric and segment with an undefined value, in segment order.
+
+        Within a segment, in the order one module over its rows would warn: metric by metric, each
+        metric's warnings in the order it raises them. Only the segments with an undefined value
+        are visited.
+        """
+        found: list[tuple[int, int, int, str]] = []  # (segment, metric position, warning position, line)
+        tasks = [task.name for task in self.plan.tasks]
+        for position, key in enumerate(metrics):
+            if key in per_segment:
+                for i, (_, messages) in per_segment[key].items():
+                    for j, message in enumerate(messages):
+                        found.append((i, position, j, _warning_line(message, texts[i], self.plan, records[i])))
+                continue
+            for j, entry in enumerate(computed.undefined.get(key, ())):
+                flagged = torch.nonzero(entry.undefined.any(0)).reshape(-1)
+                if flagged.numel() == 0:
+                    continue
+                # the parts of the message one module over a segment's rows gives, its tasks named
+                parts = _UNDEFINED.fullmatch(f"{entry.metric} is undefined: {entry.reason}; returning nan.")
+                metric, reason = (parts["metric"], parts["reason"]) if parts else (entry.metric, entry.reason)
+                segments = flagged.numpy().tolist()
+                for i, flags in zip(segments, entry.undefined[:, flagged].T.numpy().tolist()):
+                    named = [task for task, flag in zip(tasks, flags) if flag]
+                    found.append(
+                        (i, position, j, _undefined_line(metric, named, reason, texts[i], self.plan, records[i]))
+                    )
+        found.sort(key=lambda item: item[:3])
+        return list(dict.fromkeys(line for *_, line in found))
+
+
+@contextmanager
+def _no_garbage_collection() -> Iterator[None]:
+    """Python's cyclic garbage collector paused for a block that builds millions of objects.
+
+    Building a record per segment and task (none in a cycle) otherwise triggers full
+    collections that each walk every object built so far (a third of the time at 1e5 segments).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _values_and_warnings(module: RecMetricModule, local: bool) -> tuple[dict[str, Tensor], list[str]]:
+    """A module's values and the messages of its undefined-value warnings, in the order raised."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UndefinedMetricWarning)
+        values = module.local_compute() if local else module.compute()
+    return values, [str(w.message) for w in caught if issubclass(w.category, UndefinedMetricWarning)]
 
 
 # the module names tasks: "AUC is undefined for task(s) ['click', 'buy']: ...",
@@ -506,20 +640,28 @@ def _warning_line(message: str, segment: str, plan: _Plan, records: Sequence[dic
     names share one ``RankingMetrics`` per task, which names its keys: its warnings are attributed
     from the values, naming the ranking names that are ``nan`` and every task they are ``nan`` for.
     """
-    tasks = plan.tasks
-    where = "over all rows" if segment == OVERALL else f"in segment {segment}"
     match = _UNDEFINED.fullmatch(message)
     if match is None:
-        return f"{message} ({where})"
-    metric = match["metric"]
-    named = _task_list(match["tasks"])
+        return f"{message} ({_where(segment)})"
+    return _undefined_line(match["metric"], _task_list(match["tasks"]), match["reason"], segment, plan, records)
+
+
+def _where(segment: str) -> str:
+    return "over all rows" if segment == OVERALL else f"in segment {segment}"
+
+
+def _undefined_line(
+    metric: str, named: Sequence[Any], reason: str, segment: str, plan: _Plan, records: Sequence[dict]
+) -> str:
+    """The line of :func:`_warning_line` from the parts of the message: metric, tasks named, reason."""
+    tasks = plan.tasks
     known = {task.name for task in tasks}
     if metric == _RANKING_LABEL and plan.ranking_names:
         undefined = [r for r in records if any(math.isnan(r[m]) for m in plan.ranking_names)]
         names = [r["task"] for r in undefined]
         metrics = [m for m in plan.ranking_names if any(math.isnan(r[m]) for r in undefined)] or [metric]
     elif named and all(isinstance(n, str) and n in known for n in named):
-        names, metrics = named, [metric]
+        names, metrics = list(named), [metric]
     elif len(tasks) == 1:
         names, metrics = [tasks[0].name], [metric]
     else:  # no usable positions: name the tasks with an undefined value
@@ -529,7 +671,7 @@ def _warning_line(message: str, segment: str, plan: _Plan, records: Sequence[dic
     who = ""
     if names:
         who = f" for task {names[0]!r}" if len(names) == 1 else " for tasks " + ", ".join(repr(n) for n in names)
-    return f"{what} undefined{who} {where}: {match['reason']}"
+    return f"{what} undefined{who} {_where(segment)}: {reason}"
 
 
 def evaluate(
@@ -562,6 +704,8 @@ def evaluate(
         session: column of integer query/session ids (for ranking metrics).
         by: columns whose distinct value combinations are the segments (any number of columns and
             of distinct values); every metric is computed on each segment's rows, and over all rows.
+            All segments are computed at once, one pass per metric over the rows keyed by segment
+            (no module per segment: about 15 microseconds per segment in all).
             Each column once, none named ``segment``, ``task``, ``rows`` or like a requested metric
             (the other fields of a record). Floats compare as numbers (``-0.0`` is ``0.0``); every
             NaN is one segment, apart from null (but for a pandas frame, where NaN is the missing

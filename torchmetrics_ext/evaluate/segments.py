@@ -8,13 +8,14 @@ distributed run discovers the same segments, so the ids agree without communicat
 
 :class:`SegmentRows` keeps the rows a metric needs (float64/int64 columns plus the segment id,
 ``8 * (columns + 1)`` bytes per row); at the end it gathers them from every rank with one fused
-collective per dtype, sorts them by segment once and hands out each segment's rows, so every
-segment value is the metric computed on exactly that segment's rows.
+collective per dtype, and :mod:`~torchmetrics_ext.evaluate.by_segment` computes every metric on
+every segment's rows at once, so every segment value is the metric computed on exactly that
+segment's rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -417,10 +418,10 @@ class SegmentRows:
         for name, value in {**columns, "\0segment": segments}.items():
             self._chunks[name].append(value.to(self.dtypes[name]))
 
-    def by_segment(self, num_segments: int) -> Iterator[tuple[int, dict[str, Tensor]]]:
-        """Every segment's rows (from every rank when distributed), segment by segment.
+    def gathered(self) -> tuple[dict[str, Tensor], Tensor]:
+        """Every kept row (from every rank when distributed) and its segment id; this rank's copy is released.
 
-        Segments without rows are skipped. Every rank must call it (it gathers when distributed).
+        Every rank must call it (it gathers when distributed), and every rank gets every row.
         """
         local = {
             name: torch.cat(chunks) if chunks else torch.zeros(0, dtype=self.dtypes[name])
@@ -433,11 +434,4 @@ class SegmentRows:
         else:
             rows = local
         segment = rows.pop("\0segment")
-        order = torch.argsort(segment, stable=True)
-        counts = torch.bincount(segment, minlength=num_segments).tolist()
-        start = 0
-        for index, count in enumerate(counts):
-            if count:
-                picked = order[start : start + count]
-                yield index, {name: value[picked] for name, value in rows.items()}
-            start += count
+        return rows, segment

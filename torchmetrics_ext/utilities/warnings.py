@@ -16,12 +16,15 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 __all__ = [
+    "UndefinedEntries",
     "UndefinedMetricWarning",
+    "collecting_undefined",
     "flat_entries_as",
     "naming_tasks",
     "safe_divide",
@@ -36,10 +39,30 @@ _SILENT: ContextVar[bool] = ContextVar("silent_undefined", default=False)
 _TASK_NAMES: ContextVar[tuple[str | None, ...] | None] = ContextVar("task_names", default=None)
 # set by a wrapper whose inner metric computes a flat value of several axes (Segmented: T·S entries)
 _FLAT_AS: ContextVar[tuple[tuple[int, ...], tuple[str, ...]] | None] = ContextVar("flat_as", default=None)
+# set by a caller that attributes undefined entries itself (evaluate's segments): warnings become records
+_COLLECTED: ContextVar[list[UndefinedEntries] | None] = ContextVar("collected_undefined", default=None)
 
 
 class UndefinedMetricWarning(UserWarning):
     """Warning raised when a metric value is undefined and ``nan`` is returned instead."""
+
+
+@dataclass(frozen=True)
+class UndefinedEntries:
+    """One undefined-value warning as data (see :func:`collecting_undefined`).
+
+    Attributes:
+        metric: the metric's name, as the warning names it (``"AUC"``).
+        reason: why, as the warning says it, without the closing ``"; returning nan."``.
+        undefined: the boolean tensor of flagged entries, shaped as named by ``axes`` (a flat
+            value inside :func:`flat_entries_as` already reshaped), before any task filtering.
+        axes: what each dimension of ``undefined`` counts (``("task",)``, ``("task", "segment")``).
+    """
+
+    metric: str
+    reason: str
+    undefined: Tensor
+    axes: tuple[str, ...]
 
 
 def warn_undefined(undefined: Tensor, metric: str, reason: str, axes: tuple[str, ...] = ("task",)) -> None:
@@ -56,12 +79,17 @@ def warn_undefined(undefined: Tensor, metric: str, reason: str, axes: tuple[str,
 
     Inside :func:`naming_tasks` (a ``RecMetricModule`` computing), tasks are named by their names
     (``task(s) ['click']``), also where the value has one task, when the names fit the task axis.
+    Inside :func:`collecting_undefined` the entries are recorded instead of warned.
     """
     if _SILENT.get():
         return
     flat_as = _FLAT_AS.get()
     if flat_as is not None and undefined.ndim <= 1 and len(axes) == 1 and undefined.numel() == math.prod(flat_as[0]):
         undefined, axes = undefined.reshape(flat_as[0]), flat_as[1]
+    collected = _COLLECTED.get()
+    if collected is not None:  # the caller names the entries itself: no message, no host read
+        collected.append(UndefinedEntries(metric, reason, undefined, axes))
+        return
     names = _TASK_NAMES.get()
     undefined = _reported_only(undefined, axes, names)
     if not bool(undefined.any()):
@@ -115,6 +143,32 @@ def flat_entries_as(shape: Sequence[int], axes: tuple[str, ...]) -> Iterator[Non
         yield
     finally:
         _FLAT_AS.reset(token)
+
+
+@contextmanager
+def collecting_undefined() -> Iterator[list[UndefinedEntries]]:
+    """Undefined-value warnings raised inside are appended to the yielded list instead of warned.
+
+    For a caller that computes many values at once and reports each undefined one in its own
+    words (``evaluate``'s segments: one line per metric and segment): each entry holds the
+    metric's name, the reason and the boolean tensor of the flagged entries, in the order the
+    warnings would have been raised. Nothing is read on the host, and nothing is filtered by
+    :func:`naming_tasks`. Silencing (:func:`silencing_undefined`) still wins.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.utilities.warnings import collecting_undefined, safe_divide
+        >>> with collecting_undefined() as entries:
+        ...     _ = safe_divide(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 4.0]), "Ratio", "no weight")
+        >>> entries[0].metric, entries[0].reason, entries[0].undefined.tolist()
+        ('Ratio', 'no weight', [True, False])
+    """
+    entries: list[UndefinedEntries] = []
+    token = _COLLECTED.set(entries)
+    try:
+        yield entries
+    finally:
+        _COLLECTED.reset(token)
 
 
 @contextmanager

@@ -124,6 +124,22 @@ def reduce_queries(
     Query slots of size 0 (past the last query of the device path's kernel) are never counted.
     ``empty_target_action="error"`` reads whether to raise on the host.
     """
+    terms, w, include = query_terms(values, num_rel, ranked, empty_target_action, remove_single_length_sessions)
+    return terms.sum(0), w.sum(), include.sum().to(torch.float64)
+
+
+def query_terms(
+    values: Tensor,
+    num_rel: Tensor,
+    ranked: Ranked,
+    empty_target_action: str,
+    remove_single_length_sessions: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per query, what :func:`reduce_queries` sums: ``(w·v (G, R), w (G,), counted (G,) bool)``.
+
+    ``w`` is 0 for the queries left out. For a caller that sums queries by something else than
+    the whole batch (``evaluate``'s segments: each query's terms added into its segment).
+    """
     empty = num_rel == 0
     include = ranked.size > (1 if remove_single_length_sessions else 0)
     if empty_target_action == "error" and bool((empty & include).any()):
@@ -141,5 +157,4 @@ def reduce_queries(
     if ranked.weight is not None:
         w = w * ranked.weight
     # queries left out contribute 0, whatever their value (an empty slot's may be 0 / 0)
-    value_sum = torch.where(include.unsqueeze(1), values * w.unsqueeze(1), 0.0).sum(0)
-    return value_sum, w.sum(), include.sum().to(torch.float64)
+    return torch.where(include.unsqueeze(1), values * w.unsqueeze(1), 0.0), w, include

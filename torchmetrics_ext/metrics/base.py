@@ -20,6 +20,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, check_int
+from torchmetrics_ext.utilities.chunks import join_chunks, join_small_tails
 from torchmetrics_ext.utilities.formatting import exact_text
 
 __all__ = ["GuardedMetric", "InputDomains", "TaskMetric", "cat_chunks"]
@@ -410,6 +411,7 @@ class GuardedMetric(Metric):
                 raise
             if "_cast_dtype" in self.__dict__:
                 self._cast_new_chunks()
+            self._join_small_chunks()
 
         return guarded
 
@@ -418,6 +420,9 @@ class GuardedMetric(Metric):
 
     def _cast_new_chunks(self) -> None:
         """After a cast of the states, bring an update's new list-state chunks to it (see :class:`TaskMetric`)."""
+
+    def _join_small_chunks(self) -> None:
+        """After an update, join the newest small chunks of the list states (see :class:`TaskMetric`)."""
 
     def sync(
         self,
@@ -992,6 +997,26 @@ class TaskMetric(GuardedMetric):
         self.add_state(name, default=[], dist_reduce_fx="cat")
         self._list_state_dtypes[name] = dtype
 
+    def _join_small_chunks(self) -> None:
+        """Join the list states' newest small chunks, all lists together (after ``update`` and ``forward``).
+
+        One chunk per list and update would cost about 2 KB per chunk beyond its rows and make
+        ``compute`` loop over every update's chunk; :func:`~torchmetrics_ext.utilities.chunks.join_small_tails`
+        keeps the lists short (at most about ``N / 32768 + 80`` entries) and aligned. The lists
+        are joined with :meth:`_join_chunks`.
+        """
+        names = self._list_state_dtypes
+        if not names:
+            return
+        state = self.__dict__
+        lists = [state[name] for name in names]
+        if all(isinstance(chunks, list) for chunks in lists):  # not while synced (one tensor each)
+            join_small_tails(lists, join=self._join_chunks)
+
+    def _join_chunks(self, chunks: list[Tensor]) -> Tensor:
+        """One list state's chunks joined into one tensor (:func:`~torchmetrics_ext.utilities.chunks.join_chunks`)."""
+        return join_chunks(chunks)
+
     def _apply(self, fn: Callable, exclude_state: Sequence[str] = "") -> Module:
         """Move the states; cast them in ``set_dtype`` only, and never an integer state.
 
@@ -1181,7 +1206,10 @@ class TaskMetric(GuardedMetric):
         context = {name: self.__dict__[name] for name in _FORWARD_CONTEXT if name in self.__dict__}
         self._inputs_checked = True
         try:
-            return super().forward(*args, **kwargs)
+            value = super().forward(*args, **kwargs)
+            # TorchMetrics' forward appends the batch's chunks to the lists itself (after the update)
+            self._join_small_chunks()
+            return value
         except BaseException:
             for name, value in states.items():
                 current = getattr(self, name)
@@ -1222,6 +1250,7 @@ class TaskMetric(GuardedMetric):
             raise
         if "_cast_dtype" in state:
             self._cast_new_chunks()
+        self._join_small_chunks()
 
     def _before_update(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """A required argument given as ``None`` is a ``TypeError`` naming it (before the call is counted)."""

@@ -31,7 +31,9 @@ import torch
 from torch import Tensor
 from torchmetrics.utilities.data import dim_zero_cat, dim_zero_max, dim_zero_min, dim_zero_sum
 
-__all__ = ["StateRing", "state_kind"]
+from torchmetrics_ext.utilities.chunks import is_broadcast, join_small_tails
+
+__all__ = ["StateRing", "join_small_tails", "state_kind"]
 
 _KINDS = {dim_zero_sum: "sum", dim_zero_max: "max", dim_zero_min: "min", dim_zero_cat: "cat"}
 _REDUCE: dict[str, Callable[[list[Tensor], list[Tensor]], None]] = {
@@ -49,8 +51,6 @@ _SCAN: dict[str, Callable[[Tensor], Tensor]] = {
 # dtypes whose sums scan in their own precision (a CPU float32 cumsum accumulates in float64);
 # other floating sums are combined slot by slot, as on every device before
 _SCAN_DTYPES = (torch.float64, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
-_JOIN = 64  # the lifetime's list states join this many small chunks (older than the window's) into one
-_SMALL = 1 << 15  # elements: a chunk below this counts as small
 
 
 def state_kind(name: str, reduction: Any, default: Any) -> str:
@@ -76,52 +76,9 @@ def state_kind(name: str, reduction: Any, default: Any) -> str:
     return kind
 
 
-def join_small_tails(lists: list[list[Tensor]], keep: int = 0, kept_first: Tensor | None = None) -> None:
-    """Join the ``_JOIN`` chunks before the last ``keep`` of every list into one when all are small and the lists align.
-
-    Thousands of small per-update chunks fragment the allocator's heap and slow a later
-    ``torch.cat``; called after every append, this keeps a list as short as a plain metric's
-    ``cat`` state (``_append_chunk`` of the AUC family, the same rule): one entry per ``_JOIN``
-    appends of chunks of at least ``_SMALL / _JOIN`` elements, fewer for smaller ones (joined
-    chunks join again while they are small), every element copied a bounded number of times.
-    The lists are joined together and only while they hold the same number of chunks, so a
-    metric whose list states line up chunk by chunk keeps that alignment.
-
-    ``keep``: the newest chunks, never joined (a :class:`~torchmetrics_ext.Windowed` lifetime's
-    chunks that are also its window's: joined, the window would hold its own copy of them).
-    ``kept_first``: the first list's oldest chunk that must not be joined, when it may sit
-    before the last ``keep`` (an empty batch in between that the window does not hold): no join
-    while it is among the chunks to join.
-    """
-    length = len(lists[0]) if lists else 0
-    end = length - keep
-    start = end - _JOIN
-    if start < 0 or any(len(chunks) != length for chunks in lists):
-        return
-    if not all(chunk.numel() < _SMALL for chunks in lists for chunk in chunks[start:end]):
-        return
-    if kept_first is not None and any(chunk is kept_first for chunk in lists[0][start:end]):
-        return
-    for chunks in lists:
-        chunks[start:end] = [_join(chunks[start:end])]
-
-
-def _is_broadcast(chunk: Tensor) -> bool:
-    """A 1-D stride-0 view: every element is one stored element (a ranking metric's unit weights)."""
-    return chunk.ndim == 1 and chunk.stride(0) == 0
-
-
-def _join(chunks: list[Tensor]) -> Tensor:
-    """``torch.cat`` of the chunks; views of one same element stay one stride-0 view (nothing materialised)."""
-    first = chunks[0]
-    if all(_is_broadcast(c) and c.dtype == first.dtype and c.data_ptr() == first.data_ptr() for c in chunks):
-        return first.as_strided((sum(c.shape[0] for c in chunks),), (0,))
-    return torch.cat(chunks)
-
-
 def _apply_chunk(fn: Callable[[Tensor], Tensor], chunk: Tensor) -> Tensor:
     """``fn`` (a move or cast) of a list-state chunk; a stride-0 view moves one element and stays a view."""
-    if _is_broadcast(chunk) and chunk.numel() > 0:
+    if is_broadcast(chunk) and chunk.numel() > 0:
         return fn(chunk[:1]).reshape(()).expand(chunk.shape[0])
     return fn(chunk)
 

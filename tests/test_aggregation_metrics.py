@@ -395,6 +395,42 @@ def test_empty_extremes_and_mean_are_nan(cls):
         assert math.isnan(metric.compute().item())
 
 
+def _storage_bytes(metric):
+    """Bytes of the distinct tensor storages a metric holds in its states and their defaults."""
+    tensors = [t for t in (*metric._defaults.values(), *metric.metric_state.values()) if isinstance(t, torch.Tensor)]
+    return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}.values())
+
+
+@pytest.mark.parametrize("move", ["none", "to", "set_dtype", "pickle"])
+def test_distribution_keeps_one_sketch_not_a_second_default_copy(move):
+    """Bug: TorchMetrics kept a full copy of the 38.7 kB bucket counts as their default (``reset``'s):
+    ~98 kB per DISTRIBUTION key where the aggregator said 38.7 kB. The default is one element now,
+    through device moves, ``set_dtype`` and pickling; ``reset`` still gives a full writable sketch.
+    Values: NumPy's mean and percentiles (within the sketch's 1%) after a reset.
+    """
+    metric = Distribution()
+    sketch = 4839 * 8
+    if move == "to":
+        metric = metric.to("cpu")
+    elif move == "set_dtype":
+        metric.set_dtype(torch.float32)
+        sketch = 4839 * 4
+    elif move == "pickle":
+        metric = pickle.loads(pickle.dumps(metric))
+    assert _storage_bytes(metric) <= sketch + 8 * 16
+    metric.update(torch.arange(1.0, 11.0))
+    metric.reset()
+    counts = getattr(metric, metric._counts_state)
+    assert counts.shape == (4839,) and counts.is_contiguous() and not counts.any()
+    values = np.random.default_rng(0).lognormal(size=2000)
+    metric.update(torch.from_numpy(values))
+    assert _storage_bytes(metric) <= sketch + 8 * 16
+    out = metric.compute()
+    np.testing.assert_allclose(out["mean"].item(), values.mean(), rtol=1e-6 if move == "set_dtype" else 1e-12)
+    for q in (5, 50, 95):
+        assert abs(out[f"p{q:02d}"].item() / np.percentile(values, q) - 1) <= 0.01 + 1e-3
+
+
 def test_distribution_empty_and_single_value():
     metric = Distribution()
     with pytest.warns(UndefinedMetricWarning, match="no value"):

@@ -577,18 +577,78 @@ def test_auc_matches_pairwise_definition(seed):
     assert abs(got.item() - expected) < 1e-12
 
 
+@pytest.mark.parametrize("call", ["update", "forward"])
 @pytest.mark.parametrize("cls", [tmx.AUC, tmx.GroupedAUPRC])
-def test_many_small_batches_are_joined(cls):
-    """Every 64 trailing small chunks of a list state are joined; values are unchanged."""
+def test_many_small_batches_are_joined(cls, call):
+    """Small chunks of the list states are joined, through ``forward`` too; values are unchanged.
+
+    ``forward`` appends the batch's chunks after its update (TorchMetrics joins the batch's
+    states to the accumulated ones): it kept one chunk per batch.
+    """
     data = auc_data(np.random.default_rng(3), num_tasks=2, weights="shared", grouped=True)
     if cls is tmx.AUC:
         data.pop("groups")
     metric = cls(num_tasks=2)
     for batch in H.split(data, [*range(0, N, 6), N], -1):  # 150 batches
-        metric.update(**batch)
+        if call == "update":
+            metric.update(**batch)
+        else:
+            with warnings.catch_warnings():  # a 6-sample batch's own value may be undefined
+                warnings.simplefilter("ignore", UndefinedMetricWarning)
+                metric(**batch)
     assert len(metric.preds) < 64
     case = CASES["auc-3task-shared-w" if cls is tmx.AUC else "gauprc-3task-shared-w"]
     H.assert_close(metric.compute(), H._expected(case, data), 1e-6, 1e-9, cls.__name__)
+
+
+def _copies_per_element(sizes):
+    """Append chunks of ``sizes`` elements, joining after each append: copies of each element, list length."""
+    from torchmetrics_ext.wrappers._ring import join_small_tails
+
+    copies = {}  # id(chunk) -> (chunk, copies of each of its elements)
+    real_cat = torch.cat
+
+    def counting_cat(chunks, *args, **kwargs):
+        out = real_cat(chunks, *args, **kwargs)
+        copies[id(out)] = (out, np.concatenate([copies.pop(id(c))[1] for c in chunks]) + 1)
+        return out
+
+    state = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch, "cat", counting_cat)
+        for n in sizes:
+            chunk = torch.zeros(int(n))
+            copies[id(chunk)] = (chunk, np.zeros(int(n), dtype=np.int64))
+            state.append(chunk)
+            join_small_tails([state])
+    per_element = np.concatenate([copies[id(c)][1] for c in state])
+    assert per_element.size == sum(sizes) and sum(c.numel() for c in state) == sum(sizes)
+    return per_element, len(state)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "most"),
+    [
+        ([1] * 40_000, 10),  # was 260 copies on average, 521 at most
+        ([7] * 10_000, 7),
+        ([64] * 4_000, 4),
+        ([512] * 400, 1),
+        (np.random.default_rng(0).integers(1, 1000, 3_000), 2),
+        (np.exp(np.random.default_rng(1).uniform(0, np.log(30_000), 2_000)).astype(int), 1),
+        (([100] + [1] * 63) * 300, 8),  # one larger batch in every 64
+    ],
+    ids=["1", "7", "64", "512", "uniform", "log-uniform", "periodic"],
+)
+def test_joined_chunks_copy_each_element_a_few_times(sizes, most):
+    """Joining small chunks copies each element a few times, and the list stays short.
+
+    A joined chunk still below ``_SMALL`` was joined again with the next 63 chunks: one-sample
+    batches copied each element 260 times on average (docs/auc.md said "at most once more").
+    Now the oldest of the chunks to join may hold no more elements than the others together.
+    """
+    per_element, length = _copies_per_element(sizes)
+    assert per_element.max() <= most
+    assert length <= 64 + 16 + sum(sizes) // (1 << 15)
 
 
 @pytest.mark.parametrize("cid", ["auc-3task-shared-w", "auprc-bins-logits-w", "gauc-3task-w"])

@@ -1796,6 +1796,37 @@ def test_ranking_keeps_its_rows_when_the_step_buffers_are_reused(window_size):
         )
 
 
+def test_ranking_tasks_share_their_joined_id_and_weight_chunks():
+    """Small chunks are joined as they arrive; tasks that shared a step's id and weight copies share their join.
+
+    300 steps of one 3-row session for two tasks: each metric keeps a few joined chunks, and the
+    id and weight chunks are the same tensors in both tasks (joined, each task had its own copy).
+    Values: mean reciprocal rank by hand, weighted by the session weight.
+    """
+    tasks = [
+        tmx.RecTaskInfo("a", "la", "pa", "w", session_id_name="q"),
+        tmx.RecTaskInfo("b", "lb", "pb", "w", session_id_name="q"),
+    ]
+    module = tmx.RecMetricModule(tasks, {"mrr": "mrr"}, throughput=False)
+    rng = np.random.default_rng(3)
+    steps = []
+    for q in range(300):
+        step = {f"p{t}": rng.random(3) for t in "ab"}
+        step |= {f"l{t}": np.eye(3, dtype=np.int64)[rng.integers(3)] for t in "ab"}
+        step |= {"q": np.full(3, q), "w": np.full(3, rng.random() + 0.5)}
+        steps.append(step)
+        module.update({key: torch.from_numpy(value) for key, value in step.items()})
+    units = [m for m in module.modules() if isinstance(m, tmx.MRR)]
+    assert len(units) == 2 and all(len(unit.indexes) <= 80 for unit in units)
+    for name in ("indexes", "weights"):
+        assert [id(c) for c in units[0].__dict__[name]] == [id(c) for c in units[1].__dict__[name]], name
+    values = module.compute()
+    for task in "ab":
+        rr = [1.0 / (1 + np.argsort(-s[f"p{task}"]).tolist().index(int(np.argmax(s[f"l{task}"])))) for s in steps]
+        expected = np.average(rr, weights=[s["w"][0] for s in steps])
+        np.testing.assert_allclose(values[f"mrr/{task}"].item(), expected, rtol=1e-12)
+
+
 def test_calling_the_module_says_how_to_use_it():
     module = build({"ne": "ne"})
     with pytest.raises(TypeError, match=r"feed each step with `update\(model_out\)`"):

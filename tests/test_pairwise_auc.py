@@ -166,6 +166,34 @@ def test_invariances_xauc(cid):
     np.testing.assert_allclose(_run(case, H.take(weighted, perm, -1), rng), _run(case, weighted, rng), rtol=1e-9)
 
 
+@pytest.mark.parametrize("call", ["update", "forward"])
+def test_one_sample_updates_keep_few_chunks_of_24_bytes_per_sample(call):
+    """Bug: one chunk per list and update, never joined: 3.6 KB per sample (24 B documented), and
+    ``compute`` 750 ms for 20k one-sample updates against 18 ms for one update.
+
+    2,000 one-sample updates of two tasks: three short aligned lists holding 3 x 8 bytes per
+    sample and task; values: the brute-force pair references.
+    """
+    rng = np.random.default_rng(12)
+    p, y, w = rng.random((2, 2000)), rng.integers(0, 5, (2, 2000)).astype(float), rng.random((2, 2000))
+    metrics = {"rauc": tmx.RegressionAUC(num_tasks=2), "xauc": tmx.XAUC(num_tasks=2)}
+    for metric in metrics.values():
+        for i in range(2000):
+            batch = [torch.from_numpy(a[:, i : i + 1]) for a in (p, y, w)]
+            if call == "update":
+                metric.update(*batch)
+            else:
+                with warnings.catch_warnings():  # one sample has no pair: its own value is undefined
+                    warnings.simplefilter("ignore", UndefinedMetricWarning)
+                    metric(*batch)
+        lists = [metric.pair_preds, metric.pair_target, metric.pair_weights]
+        assert len({len(chunks) for chunks in lists}) == 1 and len(metric.pair_preds) <= 100
+        assert all(sum(c.untyped_storage().nbytes() for c in chunks) == 8 * 2 * 2000 for chunks in lists)
+    for name, ref in (("rauc", ref_rauc), ("xauc", ref_xauc)):
+        expected = [ref(p[t], y[t], w[t]) for t in range(2)]
+        np.testing.assert_allclose(metrics[name].compute().numpy(), expected, rtol=1e-9)
+
+
 def test_xauc_integer_weights_vs_repeats():
     """The documented difference: k copies of a row add k(k-1)/2 pairs tied in both (which agree)."""
     rng = np.random.default_rng(5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
 import functools
@@ -1091,6 +1092,82 @@ def test_the_two_stack_flip_whether_or_not_the_window_wraps_the_buffer(monkeypat
         expected = {tmx.WeightedMSE: np.mean((p_all - y_all) ** 2), Max: p_all.max(), Min: p_all.min()}[factory]
         np.testing.assert_allclose(float(metric.compute()["window"]), expected, rtol=1e-12)
     assert seen["wraps"] > 0 and seen["in one piece"] > 0
+
+
+def _tensors_held(root):
+    """Tensor objects reachable from ``root`` through its ``__dict__`` and plain containers."""
+    seen, stack, found = set(), [root.__dict__], 0
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            found += 1
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, collections.deque)):
+            stack.extend(obj)
+    return found
+
+
+def test_the_ring_keeps_no_python_object_per_update_in_the_window():
+    """Bug: every slot of the ring kept a dict of views, one per state (~2.7 KB per update, 120x the rows).
+
+    4,000 one-sample updates into a window that holds them all: the ring holds its buffers (a few
+    tensors), not one view per state and update. Value: NumPy over the window.
+    """
+    gen = torch.Generator().manual_seed(0)
+    p, y = torch.rand(4000, generator=gen, dtype=torch.float64), torch.rand(4000, generator=gen, dtype=torch.float64)
+    metric = Windowed(tmx.WeightedMSE(), window_size=1_000_000)
+    for i in range(4000):
+        metric.update(p[i : i + 1], y[i : i + 1])
+    ring = metric._ring
+    assert ring.count == 4000 and ring.capacity >= 4000
+    assert _tensors_held(ring) <= 4 * (len(ring.tensor_names) + 1)
+    expected = np.mean((p.numpy() - y.numpy()) ** 2)
+    np.testing.assert_allclose(float(metric.compute()["window"]), expected, rtol=1e-12)
+
+
+def test_the_ring_grows_and_saves_its_slots_in_order_when_they_wrap_around_the_buffer():
+    """The ring grows and writes its checkpoint from two slices when the window wraps around its buffer.
+
+    Large updates first move the oldest slot along the buffer, then one-sample updates fill it
+    while it wraps: it grows, and checkpoints are taken, in both layouts. Each checkpoint resumes
+    the window's value (NumPy over the window's samples).
+    """
+    from torchmetrics_ext.wrappers import _ring
+
+    seen = {"grew wrapped": 0, "saved wrapped": 0}
+    grow, state = _ring.StateRing._grow_buffers, _ring.StateRing.state
+
+    def counting_grow(self):
+        seen["grew wrapped"] += self.count > 0 and self.head + self.count > self.capacity
+        grow(self)
+
+    def counting_state(self):
+        seen["saved wrapped"] += self.head + self.count > self.capacity
+        return state(self)
+
+    rng = np.random.default_rng(4)
+    sizes = [int(rng.integers(8, 12)) for _ in range(10)] + [1] * 60 + [int(rng.integers(1, 6)) for _ in range(60)]
+    metric, kept = Windowed(tmx.WeightedMSE(), 40), []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_ring.StateRing, "_grow_buffers", counting_grow)
+        patch.setattr(_ring.StateRing, "state", counting_state)
+        for n in sizes:
+            p, y = rng.random(n), rng.random(n)
+            metric.update(torch.from_numpy(p), torch.from_numpy(y))
+            kept.append((p, y))
+            while sum(len(a) for a, _ in kept) > 40 and len(kept) > 1:
+                kept.pop(0)
+            resumed = Windowed(tmx.WeightedMSE(), 40)
+            resumed.load_state_dict(metric.state_dict())
+            p_all, y_all = np.concatenate([a for a, _ in kept]), np.concatenate([b for _, b in kept])
+            expected = np.mean((p_all - y_all) ** 2)
+            for value in (metric.compute()["window"], resumed.compute()["window"]):
+                np.testing.assert_allclose(float(value), expected, rtol=1e-12)
+    assert seen["grew wrapped"] > 0 and seen["saved wrapped"] > 0
 
 
 @pytest.mark.parametrize("clone", ["pickle", "deepcopy"])

@@ -106,11 +106,13 @@ class MetricsAggregator:
             another aggregation type (the message names both). A rejected batch changes nothing.
 
     Note:
-        Memory: one metric per key; a DISTRIBUTION holds a fixed 38.7 kB sketch, a
-        CATEGORICAL_COUNT one float64 per category. Values that are undefined (the ``std`` of a
-        single value, or of values whose spread is below ~1e-6 of their mean, see
-        :class:`Distribution`) are left out of the logging dict, as torchtune does. Nothing here is a
-        ``MetricCollection``, so compute groups can never merge two datasets' metrics.
+        Memory: one metric per key; a DISTRIBUTION key takes about 60 kB whatever the number of
+        values (its fixed 38.7 kB sketch, the metric object and its scalar states; the sketch's
+        default for ``reset`` is kept as one element), a CATEGORICAL_COUNT one float64 per
+        category. Values that are undefined (the ``std`` of a single value, or of values whose
+        spread is below ~1e-6 of their mean, see :class:`Distribution`) are left out of the
+        logging dict, as torchtune does. Nothing here is a ``MetricCollection``, so compute
+        groups can never merge two datasets' metrics.
 
     Example:
         >>> from torchmetrics_ext.aggregation import AggregationType, Metric, MetricsAggregator

@@ -20,6 +20,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, check_int
+from torchmetrics_ext.utilities.chunks import join_chunks, join_small_tails
 from torchmetrics_ext.utilities.formatting import exact_text
 from torchmetrics_ext.utilities.ownership import write_deferred_states
 
@@ -190,6 +191,16 @@ def recomputed_after(metric: Metric, change: Callable[[], None]) -> None:
         metric.__dict__["_computed"] = None
 
 
+def _one_element(element: Tensor, shape: torch.Size) -> Tensor:
+    """A stride-0 view of shape ``shape`` of a one-element tensor (every entry is that element)."""
+    return element.reshape(()).expand(shape)
+
+
+def _is_one_element(value: Tensor) -> bool:
+    """Whether a tensor of more than one element stores one (all strides 0), as `GuardedMetric.add_state` keeps."""
+    return value.numel() > 1 and all(stride == 0 for stride in value.stride())
+
+
 class GuardedMetric(Metric):
     """What every stateful metric of the package adds to :class:`torchmetrics.Metric`, task dimension or not.
 
@@ -348,20 +359,52 @@ class GuardedMetric(Metric):
         """
         return dict(self._renamed_states) if version < _CHECKPOINT_VERSION else {}
 
+    def add_state(
+        self,
+        name: str,
+        default: list | Tensor,
+        dist_reduce_fx: str | Callable | None = None,
+        persistent: bool = False,
+    ) -> None:
+        """TorchMetrics' ``add_state``; a floating default that repeats one value is kept as that one element.
+
+        TorchMetrics keeps a full copy of every default for ``reset``, besides the state itself:
+        a ``Distribution``'s 4,839 bucket counts (38.7 kB), a binned AUC's histogram or a
+        ``Segmented`` metric's ``(T, S)`` sums cost twice their size. A default of zeros (any one
+        value) is kept instead as a stride-0 view of one element of that shape: ``reset`` clones it
+        into a full, writable state as before, and device moves and ``set_dtype`` keep it one element.
+        """
+        super().add_state(name, default, dist_reduce_fx, persistent)
+        kept = self._defaults[name]
+        if isinstance(kept, Tensor) and kept.is_floating_point() and kept.numel() > 1:
+            first = kept.reshape(-1)[:1]
+            if bool((kept == first).all()):
+                self._defaults[name] = _one_element(first.clone(), kept.shape)
+
     def _apply(self, fn: Callable, exclude_state: Sequence[str] = "") -> Module:
         """TorchMetrics' ``_apply`` with any dtype cast left out unless it comes from ``set_dtype``.
 
         ``fn`` is what ``nn.Module`` applies to every tensor (``.to``, ``.cuda``, ``.half``, ...):
         outside ``set_dtype`` only its device move reaches the states, the cached values and the
         submodules (see :func:`move_only`), and ``metric.dtype`` stays (TorchMetrics resets it to
-        float32 on any ``.to``).
+        float32 on any ``.to``). A default kept as one element (see :meth:`add_state`) is moved or
+        cast as that element.
         """
-        if self._dtype_convert:
-            return super()._apply(fn, exclude_state)
-        dtype = self._dtype
-        this = super()._apply(move_only(fn), exclude_state)
-        self._dtype = dtype
-        return this
+        defaults = self._defaults
+        compact = {n: d for n, d in defaults.items() if isinstance(d, Tensor) and _is_one_element(d)}
+        for name, default in compact.items():
+            defaults[name] = default.reshape(-1)[:1]
+        try:
+            if self._dtype_convert:
+                return super()._apply(fn, exclude_state)
+            dtype = self._dtype
+            this = super()._apply(move_only(fn), exclude_state)
+            self._dtype = dtype
+            return this
+        finally:
+            for name, default in compact.items():
+                moved = defaults[name]
+                defaults[name] = _one_element(moved, default.shape) if isinstance(moved, Tensor) else moved
 
     def _checkpoint_settings(self) -> dict[str, Any]:
         """Settings a checkpoint records and ``load_state_dict`` requires equal (plain Python values).
@@ -411,6 +454,7 @@ class GuardedMetric(Metric):
                 raise
             if "_cast_dtype" in self.__dict__:
                 self._cast_new_chunks()
+            self._join_small_chunks()
 
         return guarded
 
@@ -419,6 +463,9 @@ class GuardedMetric(Metric):
 
     def _cast_new_chunks(self) -> None:
         """After a cast of the states, bring an update's new list-state chunks to it (see :class:`TaskMetric`)."""
+
+    def _join_small_chunks(self) -> None:
+        """After an update, join the newest small chunks of the list states (see :class:`TaskMetric`)."""
 
     def sync(
         self,
@@ -1005,6 +1052,26 @@ class TaskMetric(GuardedMetric):
         self.add_state(name, default=[], dist_reduce_fx="cat")
         self._list_state_dtypes[name] = dtype
 
+    def _join_small_chunks(self) -> None:
+        """Join the list states' newest small chunks, all lists together (after ``update`` and ``forward``).
+
+        One chunk per list and update would cost about 2 KB per chunk beyond its rows and make
+        ``compute`` loop over every update's chunk; :func:`~torchmetrics_ext.utilities.chunks.join_small_tails`
+        keeps the lists short (at most about ``N / 32768 + 80`` entries) and aligned. The lists
+        are joined with :meth:`_join_chunks`.
+        """
+        names = self._list_state_dtypes
+        if not names:
+            return
+        state = self.__dict__
+        lists = [state[name] for name in names]
+        if all(isinstance(chunks, list) for chunks in lists):  # not while synced (one tensor each)
+            join_small_tails(lists, join=self._join_chunks)
+
+    def _join_chunks(self, chunks: list[Tensor]) -> Tensor:
+        """One list state's chunks joined into one tensor (:func:`~torchmetrics_ext.utilities.chunks.join_chunks`)."""
+        return join_chunks(chunks)
+
     def _apply(self, fn: Callable, exclude_state: Sequence[str] = "") -> Module:
         """Move the states; cast them in ``set_dtype`` only, and never an integer state.
 
@@ -1194,7 +1261,10 @@ class TaskMetric(GuardedMetric):
         context = {name: self.__dict__[name] for name in _FORWARD_CONTEXT if name in self.__dict__}
         self._inputs_checked = True
         try:
-            return super().forward(*args, **kwargs)
+            value = super().forward(*args, **kwargs)
+            # TorchMetrics' forward appends the batch's chunks to the lists itself (after the update)
+            self._join_small_chunks()
+            return value
         except BaseException:
             for name, value in states.items():
                 current = getattr(self, name)
@@ -1235,6 +1305,7 @@ class TaskMetric(GuardedMetric):
             raise
         if "_cast_dtype" in state:
             self._cast_new_chunks()
+        self._join_small_chunks()
 
     def _before_update(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """A required argument given as ``None`` is a ``TypeError`` naming it (before the call is counted)."""

@@ -5,7 +5,10 @@ layout of the wrapped metric's states (as declared with ``add_state``):
 
 * a ``sum``/``max``/``min`` tensor state has one preallocated ``(capacity, *shape)`` buffer whose
   slots are written in place by the metric's own ``update`` (capacity doubles when the window
-  holds more updates than it has slots, so steady state allocates nothing);
+  holds more updates than it has slots, so steady state allocates no buffer). The ring keeps no
+  Python object per slot: an update gets views of its slot made for it (one per state, dropped
+  once the update is pushed), so a window of ``U`` updates costs the buffers' ``U`` rows and
+  nothing more;
 * a ``cat`` list state keeps the chunks each update appended (the window's samples, nothing else).
 
 The window's aggregate of the tensor states is kept with the *two-stack* sliding-window scheme,
@@ -28,7 +31,9 @@ import torch
 from torch import Tensor
 from torchmetrics.utilities.data import dim_zero_cat, dim_zero_max, dim_zero_min, dim_zero_sum
 
-__all__ = ["StateRing", "state_kind"]
+from torchmetrics_ext.utilities.chunks import is_broadcast, join_small_tails
+
+__all__ = ["StateRing", "join_small_tails", "state_kind"]
 
 _KINDS = {dim_zero_sum: "sum", dim_zero_max: "max", dim_zero_min: "min", dim_zero_cat: "cat"}
 _REDUCE: dict[str, Callable[[list[Tensor], list[Tensor]], None]] = {
@@ -46,8 +51,6 @@ _SCAN: dict[str, Callable[[Tensor], Tensor]] = {
 # dtypes whose sums scan in their own precision (a CPU float32 cumsum accumulates in float64);
 # other floating sums are combined slot by slot, as on every device before
 _SCAN_DTYPES = (torch.float64, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
-_JOIN = 64  # the lifetime's list states join this many small chunks (older than the window's) into one
-_SMALL = 1 << 15  # elements: a chunk below this counts as small
 
 
 def state_kind(name: str, reduction: Any, default: Any) -> str:
@@ -73,52 +76,9 @@ def state_kind(name: str, reduction: Any, default: Any) -> str:
     return kind
 
 
-def join_small_tails(lists: list[list[Tensor]], keep: int = 0, kept_first: Tensor | None = None) -> None:
-    """Join the ``_JOIN`` chunks before the last ``keep`` of every list into one when all are small and the lists align.
-
-    Thousands of small per-update chunks fragment the allocator's heap and slow a later
-    ``torch.cat``; called after every append, this keeps a list as short as a plain metric's
-    ``cat`` state (``_append_chunk`` of the AUC family, the same rule): one entry per ``_JOIN``
-    appends of chunks of at least ``_SMALL / _JOIN`` elements, fewer for smaller ones (joined
-    chunks join again while they are small), every element copied a bounded number of times.
-    The lists are joined together and only while they hold the same number of chunks, so a
-    metric whose list states line up chunk by chunk keeps that alignment.
-
-    ``keep``: the newest chunks, never joined (a :class:`~torchmetrics_ext.Windowed` lifetime's
-    chunks that are also its window's: joined, the window would hold its own copy of them).
-    ``kept_first``: the first list's oldest chunk that must not be joined, when it may sit
-    before the last ``keep`` (an empty batch in between that the window does not hold): no join
-    while it is among the chunks to join.
-    """
-    length = len(lists[0]) if lists else 0
-    end = length - keep
-    start = end - _JOIN
-    if start < 0 or any(len(chunks) != length for chunks in lists):
-        return
-    if not all(chunk.numel() < _SMALL for chunks in lists for chunk in chunks[start:end]):
-        return
-    if kept_first is not None and any(chunk is kept_first for chunk in lists[0][start:end]):
-        return
-    for chunks in lists:
-        chunks[start:end] = [_join(chunks[start:end])]
-
-
-def _is_broadcast(chunk: Tensor) -> bool:
-    """A 1-D stride-0 view: every element is one stored element (a ranking metric's unit weights)."""
-    return chunk.ndim == 1 and chunk.stride(0) == 0
-
-
-def _join(chunks: list[Tensor]) -> Tensor:
-    """``torch.cat`` of the chunks; views of one same element stay one stride-0 view (nothing materialised)."""
-    first = chunks[0]
-    if all(_is_broadcast(c) and c.dtype == first.dtype and c.data_ptr() == first.data_ptr() for c in chunks):
-        return first.as_strided((sum(c.shape[0] for c in chunks),), (0,))
-    return torch.cat(chunks)
-
-
 def _apply_chunk(fn: Callable[[Tensor], Tensor], chunk: Tensor) -> Tensor:
     """``fn`` (a move or cast) of a list-state chunk; a stride-0 view moves one element and stays a view."""
-    if _is_broadcast(chunk) and chunk.numel() > 0:
+    if is_broadcast(chunk) and chunk.numel() > 0:
         return fn(chunk[:1]).reshape(()).expand(chunk.shape[0])
     return fn(chunk)
 
@@ -157,7 +117,6 @@ class StateRing:
         self.rings: dict[str, Tensor] = {
             n: self.defaults[n].new_empty((0, *self.defaults[n].shape)) for n in self.defaults
         }
-        self.slots: list[dict[str, Tensor]] = []  # per slot, a view of it in every ring (made once)
         self.back = {n: d.clone() for n, d in self.defaults.items()}
         self.chunks: dict[str, deque[list[Tensor]]] = {n: deque() for n in self.list_names}
         self.num_chunks = dict.fromkeys(self.list_names, 0)
@@ -165,16 +124,14 @@ class StateRing:
     def _slot(self, i: int) -> int:
         return (self.head + i) % self.capacity
 
-    def _make_views(self) -> None:
-        self.slots = [{n: ring[i] for n, ring in self.rings.items()} for i in range(self.capacity)]
-
-    def __getstate__(self) -> dict[str, Any]:
-        # pickle does not keep a view's storage shared with its base: the slot views are rebuilt
-        return {k: v for k, v in self.__dict__.items() if k != "slots"}
+    def _in_order(self, ring: Tensor) -> tuple[Tensor, Tensor]:
+        """The window's rows of ``ring``, oldest first, as two slices: up to the buffer's end, then from its start."""
+        first = min(self.count, self.capacity - self.head)
+        return ring[self.head : self.head + first], ring[: self.count - first]
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.pop("slots", None)  # pickled by an earlier version: per-slot views, no longer kept
         self.__dict__.update(state)
-        self._make_views()
 
     def _grow(self) -> None:
         with torch.inference_mode(False):  # a step under inference mode must not leave inference buffers
@@ -182,14 +139,14 @@ class StateRing:
 
     def _grow_buffers(self) -> None:
         capacity = max(8, 2 * self.capacity)
-        order = [self._slot(i) for i in range(self.count)]
         for name, ring in self.rings.items():
             grown = ring.new_empty((capacity, *ring.shape[1:]))
-            if order:
-                grown[: self.count] = ring[torch.tensor(order, device=ring.device)]
+            if self.count:  # two slice copies (no index tensor: nothing sent to a device)
+                older, newer = self._in_order(ring)
+                grown[: older.shape[0]] = older
+                grown[older.shape[0] : self.count] = newer
             self.rings[name] = grown
         self.capacity, self.head = capacity, 0
-        self._make_views()
 
     # ------------------------------------------------------------------ per update
 
@@ -205,10 +162,11 @@ class StateRing:
                 _REDUCE[kind]([t for t, _ in folded], [s for _, s in folded])
 
     def next_slot(self) -> dict[str, Tensor]:
-        """Views of the next free slot (to be overwritten with one update's statistics)."""
+        """Views of the next free slot (to be overwritten with one update's statistics), made for this update."""
         if self.count == self.capacity:
             self._grow()
-        return self.slots[self._slot(self.count)]
+        i = self._slot(self.count)
+        return {n: ring[i] for n, ring in self.rings.items()}
 
     def reset(self, states: Mapping[str, Tensor]) -> None:
         """Set tensor states (in place) to their identity: zero for sums, the metric's default otherwise."""
@@ -278,7 +236,7 @@ class StateRing:
                     ring = self.rings[name]
                     if kind == "sum" and ring.dtype not in _SCAN_DTYPES:
                         for i in range(count - 2, -1, -1):
-                            self.slots[self._slot(i)][name].add_(self.slots[self._slot(i + 1)][name])
+                            ring[self._slot(i)].add_(ring[self._slot(i + 1)])
                         continue
                     if first == count:
                         rows = ring[head : head + count]
@@ -297,10 +255,9 @@ class StateRing:
         if not self.front:
             torch._foreach_copy_([targets[n] for n in self.tensor_names], [self.back[n] for n in self.tensor_names])
             return
-        oldest = self.slots[self.head]
         for kind, names in self.groups.items():
             for name in names:
-                _COMBINE[kind](oldest[name], self.back[name], out=targets[name])
+                _COMBINE[kind](self.rings[name][self.head], self.back[name], out=targets[name])
 
     def window_chunks(self, name: str) -> list[Tensor]:
         """The window's chunks of list state ``name``, oldest first."""
@@ -310,11 +267,10 @@ class StateRing:
 
     def state(self) -> dict[str, Any]:
         """Everything needed to resume: slots oldest first, sizes, the two-stack split and the back."""
-        order = [self._slot(i) for i in range(self.count)]
         return {
             "sizes": list(self.sizes),
             "front": self.front,
-            "rings": {n: torch.stack([r[s] for s in order]) if order else r[:0].clone() for n, r in self.rings.items()},
+            "rings": {n: torch.cat(self._in_order(r)) for n, r in self.rings.items()},  # a copy, oldest first
             "back": {n: b.clone() for n, b in self.back.items()},
             "chunks": {n: [list(c) for c in chunks] for n, chunks in self.chunks.items()},
         }
@@ -388,6 +344,5 @@ class StateRing:
         """Apply a tensor function (``.to(device)``, ...) to every buffer and chunk."""
         self.defaults = {n: fn(t) for n, t in self.defaults.items()}
         self.rings = {n: fn(t) for n, t in self.rings.items()}
-        self._make_views()
         self.back = {n: fn(t) for n, t in self.back.items()}
         self.chunks = {n: deque([[_apply_chunk(fn, c) for c in cs] for cs in d]) for n, d in self.chunks.items()}

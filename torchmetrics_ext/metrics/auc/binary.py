@@ -49,22 +49,6 @@ def _sample_major(values: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     return rows.to(dtype, memory_format=torch.contiguous_format, copy=True).view(-1)
 
 
-_MERGE = 64  # this many small chunks at the end of a list state are joined into one
-_SMALL = 1 << 15  # elements: a chunk below this (128 KB of float32) counts as small
-
-
-def _append_chunk(state: list[Tensor], chunk: Tensor) -> None:
-    """Append to a ``cat`` list state, joining every ``_MERGE`` trailing small chunks into one.
-
-    Thousands of small per-batch tensors fragment the allocator's heap (about +50% resident
-    memory for batches of 8192); joined chunks are large allocations of their own, and the list
-    stays short. Every element is copied at most once more.
-    """
-    state.append(chunk)
-    if len(state) >= _MERGE and all(c.numel() < _SMALL for c in state[-_MERGE:]):
-        state[-_MERGE:] = [torch.cat(state[-_MERGE:])]
-
-
 class _CurveMetric(TaskMetric):
     """Shared states and update of :class:`AUC` and :class:`AUPRC` (identical states: one compute group)."""
 
@@ -232,9 +216,9 @@ class _CurveMetric(TaskMetric):
             if not bool(keep.all()):
                 p, t, w = p[:, keep], t[:, keep], w[:, keep]
         # sample-major (n * T,) float32: a rank's empty-list placeholder at sync is float32 (0,) too
-        _append_chunk(self._scores, _sample_major(p))
+        self._scores.append(_sample_major(p))  # small chunks are joined after the update (TaskMetric)
         signed = F._signed_weights(t, w)
-        _append_chunk(self.signed_weights, signed.view(-1) if signed.shape[0] == 1 else _sample_major(signed))
+        self.signed_weights.append(signed.view(-1) if signed.shape[0] == 1 else _sample_major(signed))
 
     def _curve_stats(self) -> F.CurveStats:
         if self.num_bins is not None:

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.auc import binary as FB
 from torchmetrics_ext.functional.auc import grouped as F
-from torchmetrics_ext.metrics.auc.binary import _append_chunk, _sample_major, _take_samples
+from torchmetrics_ext.metrics.auc.binary import _sample_major, _take_samples
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.utilities.checks import check_flag
 
@@ -135,10 +135,10 @@ class _GroupedCurveMetric(TaskMetric):
             for name, value in zip(self._sum_states, sums):
                 getattr(self, name).add_(value)
             return
-        _append_chunk(getattr(self, self._preds_state), _sample_major(p))
-        _append_chunk(self.signed_weights, signed.T.reshape(-1))
+        getattr(self, self._preds_state).append(_sample_major(p))  # small chunks joined after the update
+        self.signed_weights.append(signed.T.reshape(-1))
         # never alias the caller's tensor; ids given in 32 bits or fewer keep 4 bytes per row (int64 at sync)
-        _append_chunk(self.groups, g.to(torch.int32 if _fits_int32(g.dtype) else torch.int64, copy=True))
+        self.groups.append(g.to(torch.int32 if _fits_int32(g.dtype) else torch.int64, copy=True))
 
     def compute(self) -> Tensor:
         """Mean per-group value over everything accumulated (and synced across ranks)."""

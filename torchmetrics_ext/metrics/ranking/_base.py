@@ -13,7 +13,11 @@ that package for the definitions, the input forms and the tie rule. Shared behav
   ``update`` (a preallocated step buffer), and a view into a larger output keeps only its rows.
   Weights may come with some batches and not others (rows without weights weigh 1): a batch
   without them keeps unit weights, a stride-0 view of one element (no memory per row); when no
-  row anywhere has weights the unweighted kernels run and no ones are made. Before a DDP gather
+  row anywhere has weights the unweighted kernels run and no ones are made. Small chunks are
+  joined as they arrive, the four lists together (64 at a time, see
+  :mod:`torchmetrics_ext.utilities.chunks`): the state stays close to its rows' bytes (16 per
+  row for float32 scores, int32 relevance and int64 ids) whatever the batch size, and
+  ``compute`` joins a short list. Before a DDP gather
   each rank joins its chunks cast one by one to float64/int64; a rank without weights sends
   none, and gets ones after the gather only when another rank sent weights.
 * ``queries_complete_per_batch=True`` (TorchRec's session mode): each batch's queries are
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -38,6 +42,7 @@ from torchmetrics_ext.functional.ranking._inputs import RankingRows, _ranking_ar
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
 from torchmetrics_ext.functional.ranking._update import _ranking_compute, _ranking_update
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _tag, cat_chunks, one_task
+from torchmetrics_ext.utilities.chunks import join_chunks
 from torchmetrics_ext.utilities.device import on_device_path
 
 _ROW_STATES = {
@@ -285,6 +290,23 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         self.target.append(target)
         self.indexes.append(kept(indexes) if as_given else rows.indexes)  # type: ignore[arg-type]
 
+    def _join_chunks(self, chunks: list[Tensor]) -> Tensor:
+        """Small chunks joined into one (after ``update``); inside :class:`sharing_row_copies`, once for every metric.
+
+        Metrics given the same tensor object in one step keep one copy of it (:func:`_own_copy`);
+        when their chunks are joined in that step, the join of the same chunk objects is shared too.
+        """
+        shared = _SHARED_COPIES.get()
+        if shared is None:
+            return join_chunks(chunks)
+        key = ("join", *map(id, chunks))
+        hit = shared.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit[0], chunks, strict=True)):
+            return hit[1]
+        joined = join_chunks(chunks)
+        shared[key] = (tuple(chunks), joined)  # holds the chunks: their ids are not reused in the block
+        return joined
+
     def _unit_weights(self, rows: Tensor) -> Tensor:
         """Weight 1 for each of ``rows``: a stride-0 view of one float32 element on their device (cached)."""
         cache: dict[torch.device, Tensor] = self.__dict__.setdefault("_ones", {})
@@ -372,7 +394,8 @@ def _is_unit(chunk: Tensor) -> bool:
     return chunk.ndim == 1 and chunk.stride(0) == 0
 
 
-_SHARED_COPIES: ContextVar[dict[int, tuple[Tensor, Tensor]] | None] = ContextVar("_SHARED_COPIES", default=None)
+# inside `sharing_row_copies`: id of a caller's tensor -> (it, its copy); ("join", ids of chunks) -> (them, their join)
+_SHARED_COPIES: ContextVar[dict[Hashable, tuple[Any, Tensor]] | None] = ContextVar("_SHARED_COPIES", default=None)
 
 
 def _own_copy(value: Tensor) -> Tensor:
@@ -397,7 +420,9 @@ class sharing_row_copies:  # lower case: used as a function, `with sharing_row_c
     For a caller that feeds one validated step to several ranking metrics
     (:class:`~torchmetrics_ext.RecMetricModule`: one session id or weight column shared by its
     tasks): the column is copied once and every metric keeps that copy, which none of them
-    modifies. The tensors must not be modified inside the block.
+    modifies; metrics that join their small chunks in the block join the shared ones once too
+    (so they keep sharing them while they are updated together). The tensors must not be
+    modified inside the block.
     """
 
     def __enter__(self) -> None:

@@ -1,0 +1,112 @@
+"""Keeping exact ``cat`` list states short: small chunks are joined as they arrive.
+
+An exact metric (AUC, grouped AUC, pairwise AUC, flat ranking rows) appends one chunk per list
+state at each ``update``. Thousands of small per-update tensors cost far more than their rows
+(a tensor object and an allocation each: about 2 KB per 1-row chunk), fragment the allocator's
+heap and make ``compute`` loop over them; :func:`join_small_tails`, called after every append,
+keeps a list at most about ``N / 32768 + 80`` entries long for ``N`` elements, whatever the batch size.
+
+The rule: when the newest ``_JOIN`` (64) chunks are all small (under ``_SMALL`` = 32,768
+elements), of joinable dtypes, and the oldest of them holds no more elements than the other 63
+together, they are joined into one. Without the last condition a joined chunk still below
+``_SMALL`` was joined again with the next 63 chunks, and again, so one-sample batches copied
+each element ~260 times on average (up to 520). With it a joined chunk waits until newer ones
+outweigh it, so joined chunks grow geometrically and an element is copied a few times: 9 on
+average and 10 at most for one-sample batches, 3 (at most 4) for batches of 64, once for
+batches of 512 elements or more (measured in ``tests/test_auc.py``). Whatever the batches, a
+join adds at least 63 other chunks, so no element is copied more than ``_SMALL / 63`` times.
+A join is tried once per append: a pass over the newest 64 chunks' sizes while they are small.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["is_broadcast", "join_chunks", "join_small_tails"]
+
+_JOIN = 64  # this many small chunks at the end of a list state are joined into one
+_SMALL = 1 << 15  # elements: a chunk below this (128 KB of float32) counts as small
+
+
+def join_small_tails(
+    lists: Sequence[list[Tensor]],
+    keep: int = 0,
+    kept_first: Tensor | None = None,
+    join: Callable[[list[Tensor]], Tensor] | None = None,
+) -> None:
+    """Join the ``_JOIN`` chunks before the last ``keep`` of every list into one, in place, when the rule allows.
+
+    The rule (see the module docstring): the chunks are all small, each list's are of one
+    dtype (or all floating, or all integer: ``torch.cat`` promotes those exactly, where an
+    integer joined with a float would be rounded) and on one device, and the oldest of the
+    first list's chunks holds no more elements than the other ones together. Each element is
+    then copied a few times at most (never more than ``_SMALL / 63`` times), and a list stays
+    about ``_JOIN`` entries plus one per ``_SMALL`` elements long.
+
+    The lists are joined together and only while they hold the same number of chunks, so a
+    metric whose list states line up chunk by chunk (a ranking metric's rows, a
+    :class:`~torchmetrics_ext.Windowed` ring) keeps that alignment. Checking costs one pass over
+    the first list's newest ``_JOIN`` chunks (none when the newest or the oldest of them is large).
+
+    Args:
+        lists: the list states, each modified in place (slice assignment: a list object shared
+            with another metric, a compute group's, stays shared).
+        keep: the newest chunks, never joined (a :class:`~torchmetrics_ext.Windowed` lifetime's
+            chunks that are also its window's: joined, the window would hold its own copy of them).
+        kept_first: the first list's oldest chunk that must not be joined, when it may sit before
+            the last ``keep`` (an empty batch in between that the window does not hold): no join
+            while it is among the chunks to join.
+        join: joins one list's chunks into one tensor (default: ``torch.cat``, stride-0 views of one
+            element kept as one view); a metric may share the result with others.
+    """
+    if not lists:
+        return
+    first = lists[0]
+    end = len(first) - keep
+    start = end - _JOIN
+    if start < 0 or first[end - 1].numel() >= _SMALL or first[start].numel() >= _SMALL:
+        return
+    sizes = [chunk.numel() for chunk in first[start:end]]
+    if max(sizes) >= _SMALL or 2 * sizes[0] > sum(sizes):
+        return
+    length = len(first)
+    if any(len(chunks) != length for chunks in lists):
+        return
+    windows = [chunks[start:end] for chunks in lists]
+    if not all(_joinable(window) for window in windows):
+        return
+    if kept_first is not None and any(chunk is kept_first for chunk in windows[0]):
+        return
+    join = join or join_chunks
+    for chunks, window in zip(lists, windows, strict=True):
+        chunks[start:end] = [join(window)]
+
+
+def _joinable(chunks: list[Tensor]) -> bool:
+    """Small chunks on one device whose ``torch.cat`` keeps every value exactly (see :func:`join_small_tails`)."""
+    head = chunks[0]
+    dtype, device = head.dtype, head.device
+    if any(chunk.numel() >= _SMALL or chunk.device != device for chunk in chunks):
+        return False
+    if all(chunk.dtype == dtype for chunk in chunks):
+        return True
+    floating = [chunk.is_floating_point() for chunk in chunks]
+    if all(floating):
+        return True
+    return not any(floating) and not any(chunk.is_complex() for chunk in chunks)
+
+
+def is_broadcast(chunk: Tensor) -> bool:
+    """A 1-D stride-0 view: every element is one stored element (a ranking metric's unit weights)."""
+    return chunk.ndim == 1 and chunk.stride(0) == 0
+
+
+def join_chunks(chunks: list[Tensor]) -> Tensor:
+    """``torch.cat`` of the chunks; views of one same element stay one stride-0 view (nothing materialised)."""
+    head = chunks[0]
+    if all(is_broadcast(c) and c.dtype == head.dtype and c.data_ptr() == head.data_ptr() for c in chunks):
+        return head.as_strided((sum(c.shape[0] for c in chunks),), (0,))
+    return torch.cat(chunks)

@@ -1427,3 +1427,18 @@ def test_grouped_functionals_take_weights_that_require_grad(functional, ref, dev
         value = functional(preds, torch.tensor(y), torch.tensor(g), weights)
     assert value.item() == pytest.approx(ref_grouped(p, y, g, w, ref), rel=1e-6)
     assert not value.requires_grad
+
+
+def test_forward_does_not_copy_the_samples_kept_so_far():
+    """TorchMetrics' ``forward`` cloned every stored chunk per call (a cost growing with the run); they are shared."""
+    gen = torch.Generator().manual_seed(0)
+    auc = tmx.AUC()
+    batches = [(torch.rand(40_000, generator=gen), torch.rand(40_000, generator=gen) < 0.3) for _ in range(3)]
+    auc(*batches[0])
+    first = auc.metric_state[next(name for name, v in auc.metric_state.items() if isinstance(v, list))][0]
+    for preds, target in batches[1:]:
+        auc(preds, target)
+    kept = next(v for v in auc.metric_state.values() if isinstance(v, list))
+    assert kept[0].data_ptr() == first.data_ptr()  # the first batch's chunk, not a copy of it
+    preds, target = (torch.cat(parts) for parts in zip(*batches))
+    assert auc.compute().item() == pytest.approx(skm.roc_auc_score(target.numpy(), preds.numpy()), abs=1e-12)

@@ -10,6 +10,7 @@ import re
 import warnings
 from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -502,6 +503,23 @@ class GuardedMetric(Metric):
                 setattr(self, name, [])
         with torch.inference_mode(False):
             super().reset()
+
+    def _copy_state_dict(self) -> dict[str, Tensor | list[Any]]:
+        """TorchMetrics' copy of the states (``forward``, ``sync``), list states copied shallowly.
+
+        TorchMetrics clones every chunk of a list state, so each ``forward`` copied every sample
+        kept so far (exact AUC driven by ``forward``: 1.5 ms per call after 50 batches, 6 ms
+        after 400, growing with the run). The package never writes a stored chunk in place (an
+        update appends new chunks, joins and casts replace them), so the copy shares them.
+        """
+        copied: dict[str, Tensor | list[Any]] = {}
+        for name in self._defaults:
+            value = getattr(self, name)
+            if isinstance(value, Tensor):
+                copied[name] = value.detach().clone()
+            else:
+                copied[name] = [c.detach() if isinstance(c, Tensor) else deepcopy(c) for c in value]
+        return copied
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """TorchMetrics' ``forward``; under ``torch.inference_mode()`` the states are left ordinary tensors.

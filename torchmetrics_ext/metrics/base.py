@@ -25,7 +25,7 @@ from torchmetrics_ext.utilities.chunks import join_chunks, join_small_tails
 from torchmetrics_ext.utilities.formatting import exact_text
 from torchmetrics_ext.utilities.ownership import write_deferred_states
 
-__all__ = ["GuardedMetric", "InputDomains", "TaskMetric", "cat_chunks"]
+__all__ = ["GuardedMetric", "InputDomains", "TaskMetric"]
 
 _T = TypeVar("_T")
 

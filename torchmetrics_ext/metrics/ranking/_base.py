@@ -42,7 +42,7 @@ from torchmetrics_ext.functional.ranking._inputs import RankingRows, _ranking_ar
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
 from torchmetrics_ext.functional.ranking._update import _ranking_compute, _ranking_update
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _tag, cat_chunks, one_task
-from torchmetrics_ext.utilities.chunks import join_chunks
+from torchmetrics_ext.utilities.chunks import is_broadcast, join_chunks
 from torchmetrics_ext.utilities.device import on_device_path
 
 _ROW_STATES = {
@@ -391,7 +391,7 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
 
 def _is_unit(chunk: Tensor) -> bool:
     """Whether a weight chunk is unit weights: a stride-0 view (callers' stride-0 weights are copied at update)."""
-    return chunk.ndim == 1 and chunk.stride(0) == 0
+    return is_broadcast(chunk)
 
 
 # inside `sharing_row_copies`: id of a caller's tensor -> (it, its copy); ("join", ids of chunks) -> (them, their join)

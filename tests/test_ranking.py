@@ -917,9 +917,9 @@ def test_small_batches_keep_few_chunks_of_the_rows_bytes(call):
 
     1,000 updates of one 20-row query, then 1,000 one-row updates whose queries span batches: the
     four lists stay aligned and short and hold 16 bytes per row (float32 scores, int32 relevance,
-    int64 ids, unit weights of one element); the value is the reference's (NumPy per query).
-    Through ``forward``, 24: TorchMetrics' ``forward`` clones the accumulated chunks at each step
-    (unit weights become ones), and its update skips the validation that keeps relevance as int32.
+    int64 ids, unit weights of one element), through ``forward`` too (it kept int64 relevance: 24
+    bytes per row, its update skipping the validation that reads the relevance's bound); the value
+    is the reference's (NumPy per query).
     """
     rng = np.random.default_rng(11)
     n = 1000 * 20 + 1000
@@ -939,9 +939,48 @@ def test_small_batches_keep_few_chunks_of_the_rows_bytes(call):
     lists = [metric.preds, metric.target, metric.indexes, metric.weights]
     assert len({len(chunks) for chunks in lists}) == 1 and len(metric.preds) <= 100
     assert [sum(c.numel() for c in chunks) for chunks in lists] == [n] * 4
-    assert sum(_held_bytes(chunks) for chunks in lists) <= (16 if call == "update" else 24) * n + 4
+    assert sum(_held_bytes(chunks) for chunks in lists) <= 16 * n + 4
     data = {"preds": preds.numpy(), "target": target.numpy(), "indexes": indexes.numpy()}
     np.testing.assert_allclose(metric.compute().item(), single_ref("ndcg", 10)(data), rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("make", "key", "reference"),
+    [
+        (lambda: tmx.NDCG(k=10), None, single_ref("ndcg", 10)),
+        (lambda: tmx.RankingMetrics(ks=(3, None)), "ndcg@3", single_ref("ndcg", 3)),
+        (tmx.MAP, None, single_ref("map", None)),
+    ],
+)
+@pytest.mark.parametrize("masked", [False, True])
+def test_forward_keeps_the_rows_update_keeps(make, key, reference, masked):
+    """Bug: ``forward`` kept int64 relevance (8 bytes per row) where ``update`` keeps int32 (4), its
+    update trusting the batch validated up front and so not knowing the relevance's bound.
+
+    Every list state holds the same dtypes, shapes and values either way, and the value is the
+    reference's (NumPy per query) on the kept part of the rows.
+    """
+    rng = np.random.default_rng(21)
+    batches = [flat_data(rng, num_queries=30, grades=4) for _ in range(3)]
+    mask = [torch.from_numpy(rng.random(b["preds"].numel()) < 0.8) if masked else None for b in batches]
+    by_update, by_forward = make(), make()
+    with warnings.catch_warnings():  # a batch's own value may be undefined without relevant rows
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        for batch, keep in zip(batches, mask, strict=True):
+            by_update.update(**batch, mask=keep)
+            by_forward(**batch, mask=keep)
+    for name in ("preds", "target", "indexes", "weights"):
+        kept, forwarded = getattr(by_update, name), getattr(by_forward, name)
+        assert [(c.dtype, c.shape, c.stride()) for c in forwarded] == [(c.dtype, c.shape, c.stride()) for c in kept]
+        torch.testing.assert_close(torch.cat(forwarded), torch.cat(kept), rtol=0, atol=0)
+    assert all(chunk.dtype == torch.int32 for chunk in by_forward.target)
+    rows = {name: torch.cat([b[name] for b in batches]) for name in ("preds", "target", "indexes")}
+    if masked:
+        keep = torch.cat(mask)
+        rows = {name: value[keep] for name, value in rows.items()}
+    value = by_forward.compute()
+    value = value[key] if key else value
+    np.testing.assert_allclose(value.item(), reference(H.to_numpy(rows)), rtol=1e-9)
 
 
 def test_collection_compute_groups_never_merge_different_settings():

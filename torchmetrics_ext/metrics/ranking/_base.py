@@ -7,7 +7,7 @@ that package for the definitions, the input forms and the tie rule. Shared behav
   grouped by ``indexes`` or padded ``(Q, L)`` candidate lists (``mask`` or ``padding_value``).
 * Exact mode (default, ``queries_complete_per_batch=False``): flat rows are kept in ``cat``
   states as compact copies in their own dtypes (scores, relevance, ids and weights: O(N) memory;
-  validated int64 relevance below ``2**31`` is kept as int32) and grouped by query at
+  validated int64 relevance below ``2**31`` is kept as int32, by ``update`` and ``forward``) and grouped by query at
   ``compute``, so a query may span batches and DDP ranks (same id = same query). The copies are
   the metric's own and hold no autograd graph: a caller may overwrite its tensors after
   ``update`` (a preallocated step buffer), and a view into a larger output keeps only its rows.
@@ -223,7 +223,24 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         mask: Tensor | None = None,
         weights: Tensor | None = None,
     ) -> None:
-        self._rows(preds, target, indexes, mask, weights, validate=True)
+        rows = self._rows(preds, target, indexes, mask, weights, validate=True)
+        # `forward` validates here, then updates trusting its inputs: the largest relevance read
+        # now lets that update keep int64 relevance as int32, as a validating update does
+        self.__dict__["_validated_target"] = (target, rows.target_max)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """TorchMetrics' ``forward``; the relevance bound its validation read is dropped afterwards."""
+        try:
+            return super().forward(*args, **kwargs)
+        finally:
+            self.__dict__.pop("_validated_target", None)
+
+    def _target_max(self, rows: RankingRows, target: Tensor) -> float | None:
+        """The batch's largest relevance: read by this update's validation, or by ``forward``'s for ``target``."""
+        if rows.target_max is not None:
+            return rows.target_max
+        validated, top = self.__dict__.get("_validated_target", (None, None))
+        return top if validated is target else None
 
     @property
     def input_domains(self) -> InputDomains:
@@ -282,8 +299,8 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         else:  # a copy is contiguous: a caller's stride-0 weights never read as unit weights
             self.weights.append(kept(row_weights))
         self.preds.append(kept(rows.preds))
-        target = rows.target
-        if target.dtype == torch.int64 and rows.target_max is not None and rows.target_max < _INT32_LIMIT:
+        top, target = self._target_max(rows, target), rows.target
+        if target.dtype == torch.int64 and top is not None and top < _INT32_LIMIT:
             target = target.detach().to(torch.int32)  # validated relevance: half the memory kept per row (a copy)
         else:
             target = kept(target)

@@ -710,6 +710,72 @@ def test_fractional_graded_relevance():
         np.testing.assert_allclose(ours.item(), ref, rtol=1e-9)
 
 
+def _exact_exponential_ndcg(preds, target, k=None):
+    """NDCG with gain ``2**y - 1`` of one query, in 60-digit decimals (no float64 overflow)."""
+    from decimal import Decimal, localcontext
+
+    with localcontext() as context:
+        context.prec = 60
+
+        def dcg(rels):
+            return sum(
+                (Decimal(2) ** Decimal(float(y)) - 1) * Decimal(2).ln() / Decimal(i + 2).ln()
+                for i, y in enumerate(rels[:k])
+            )
+
+        ranked = [y for _, y in sorted(zip(preds.tolist(), target.tolist(), strict=True), key=lambda r: (-r[0], r[1]))]
+        return float(dcg(ranked) / dcg(sorted(target.tolist(), reverse=True)))
+
+
+@pytest.mark.parametrize("k", [None, 3])
+def test_exponential_gain_of_large_relevance(k):
+    """Bug: gains ``2**y - 1`` overflow float64 from relevance 1024 (and their sums sooner): ``nan``.
+
+    Relevance up to 3000 (integer and fractional) in some queries, small grades in others: every
+    path (flat and padded, class and function, device path, complete queries) gives the exact
+    value (60-digit decimals), and queries of small grades keep their values.
+    """
+    rng = np.random.default_rng(17)
+    num_queries, width = 12, 6
+    preds = torch.tensor(rng.random((num_queries, width)))
+    target = torch.tensor(rng.integers(0, 4, (num_queries, width)), dtype=torch.float64)
+    target[:, 0] += 1.0  # every query has a relevant candidate
+    large = torch.tensor(rng.uniform(500, 3000, (num_queries // 2, width)))
+    target[::2] = torch.where(
+        torch.rand(num_queries // 2, width, generator=torch.Generator().manual_seed(0)) < 0.5, large.round(), large
+    )
+    expected = np.mean([_exact_exponential_ndcg(p, t, k) for p, t in zip(preds, target, strict=True)])
+    flat = {
+        "preds": preds.flatten(),
+        "target": target.flatten(),
+        "indexes": torch.arange(num_queries).repeat_interleave(width),
+    }
+    values = {
+        "flat": tmf.ndcg(**flat, k=k, exponential_gain=True),
+        "padded": tmf.ndcg(preds, target, k=k, exponential_gain=True),
+        "integer": tmf.ndcg(**{**flat, "target": flat["target"].round().long()}, k=k, exponential_gain=True),
+    }
+    for name, batches in (
+        ("class", [flat]),
+        ("complete", [flat]),
+        ("padded_class", [{"preds": preds, "target": target}]),
+    ):
+        metric = tmx.NDCG(k=k, exponential_gain=True, queries_complete_per_batch=name == "complete")
+        for batch in batches:
+            metric.update(**batch)
+        values[name] = metric.compute()
+    with force_device_path():  # the classes rank padded lists and complete queries in `update` there
+        for name, batch in (("device_padded", {"preds": preds, "target": target}), ("device_complete", flat)):
+            metric = tmx.NDCG(k=k, exponential_gain=True, queries_complete_per_batch=name == "device_complete")
+            metric.update(**batch)
+            values[name] = metric.compute()
+    for name, value in values.items():
+        reference = expected
+        if name == "integer":
+            reference = np.mean([_exact_exponential_ndcg(p, t.round(), k) for p, t in zip(preds, target, strict=True)])
+        np.testing.assert_allclose(value.item(), reference, rtol=1e-12, err_msg=name)
+
+
 def test_empty_target_actions_and_undefined():
     preds = torch.tensor([[0.3, 0.2], [0.9, 0.1]])
     target = torch.tensor([[0, 0], [0, 1]])

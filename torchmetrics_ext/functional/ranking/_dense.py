@@ -26,7 +26,7 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.functional.ranking._kernel import Ranked, SortedQueries, discount, gain
+from torchmetrics_ext.functional.ranking._kernel import Ranked, SortedQueries, discount
 from torchmetrics_ext.functional.ranking._spec import RankingOptions
 
 
@@ -108,7 +108,7 @@ class DenseQueries(SortedQueries):
         order = torch.sort(target, descending=True, stable=True).indices
         order = _stable_order(order, self.group)
         best = target[order]  # row i: the pos[i]-th largest relevance of row i's query
-        value = torch.where(best > 0, gain(best, self.options.exponential_gain) * discount(self.pos), 0.0)
+        value = torch.where(best > 0, self.row_gain(best) * discount(self.pos), 0.0)
 
         def idcg(k: int | None) -> Tensor:
             return self._per_query(value if k is None else torch.where(self.pos < k, value, 0.0))

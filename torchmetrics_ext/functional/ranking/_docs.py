@@ -29,7 +29,8 @@ ARGUMENTS = {
     "weights": "optional non-negative query weights: ``(N,)`` rows (a query takes its largest) or ``(Q,)``.",
     "ks": "cutoffs: positive integers, or ``None`` for the whole list (key without ``@``).",
     "exponential_gain": "NDCG gain :math:`2^y - 1` (Burges) instead of :math:`y` (Järvelin and Kekäläinen); "
-    "in float64, so relevance above 1023 overflows (``nan``).",
+    "in float64, a query's gains scaled by :math:`2^{512 - M}` when its largest relevance :math:`M` exceeds "
+    "512 (its NDCG unchanged: no overflow for any finite relevance).",
     "adaptive_k": "divide precision by ``min(k, n_q)`` instead of ``k`` (TorchMetrics' ``adaptive_k``).",
     "report_as_loss": "return ``1 - value`` (TorchRec's ``report_ndcg_as_decreasing_curve``).",
     "empty_target_action": '``"skip"`` (default: left out), ``"zero"``, ``"one"`` or ``"error"`` for queries '

@@ -190,22 +190,47 @@ def rank_rows(preds: Tensor, target: Tensor, indexes: Tensor, weights: Tensor | 
     return Ranked(rel_group, rel_rows - starts[rel_group], rel_target, size, weight, num_groups)
 
 
-def gain(target: Tensor, exponential: bool) -> Tensor:
-    return torch.exp2(target) - 1.0 if exponential else target
+GAIN_EXPONENT_LIMIT = 512
+"""Exponential gains of a query whose largest relevance ``M`` exceeds this are scaled by ``2**-(M - 512)``.
+
+``2**y - 1`` overflows float64 from ``y = 1024`` (and a query's DCG sums them sooner); a query's
+NDCG is a ratio of two sums of its own gains, so scaling all of them by one power of two leaves
+it unchanged. Queries with ``M <= 512`` are not scaled (their gains are exactly ``2**y - 1``);
+the grade-count paths (grades of at most 64) never need it.
+"""
+
+
+def gain(target: Tensor, exponential: bool, shift: Tensor | None = None) -> Tensor:
+    """NDCG's gain ``y`` or ``2**y - 1``; exponential gains times ``2**-shift`` when a row ``shift`` is given."""
+    if not exponential:
+        return target
+    if shift is None:
+        return torch.exp2(target) - 1.0
+    return torch.exp2(target - shift) - torch.exp2(-shift)
+
+
+def gain_shift(target: Tensor, group: Tensor, num_groups: int) -> Tensor:
+    """``(G,)`` float64 exponent scaling down each query's exponential gains (see :data:`GAIN_EXPONENT_LIMIT`).
+
+    ``target``: relevance (>= 0) of rows of queries ``group``; one reduction, no host read.
+    """
+    top = torch.zeros(num_groups, dtype=torch.float64, device=target.device)
+    top.scatter_reduce_(0, group, target.to(torch.float64), "amax")
+    return top.sub_(GAIN_EXPONENT_LIMIT).clamp_min_(0.0)
 
 
 def discount(pos: Tensor) -> Tensor:
     return 1.0 / torch.log2(pos.to(torch.float64) + 2.0)
 
 
-def _ideal(ranked: Ranked, exponential: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Relevant rows in ideal order: (query number, ideal position, gain·discount)."""
+def _ideal(ranked: Ranked, exponential: bool, shift: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Relevant rows in ideal order: (query number, ideal position, gain·discount); ``shift`` per query."""
     tkey, tbits, _ = _target_key(ranked.rel_target)
     top = (1 << tbits) - 1
     perm = lexsort([(ranked.rel_group, _bits(max(ranked.num_groups - 1, 0))), (top - tkey, tbits)])
     group, target = ranked.rel_group[perm], ranked.rel_target[perm]
     pos = _first_relevant_offsets(group)
-    return group, pos, gain(target, exponential) * discount(pos)
+    return group, pos, gain(target, exponential, None if shift is None else shift[group]) * discount(pos)
 
 
 _MAX_COUNTED_GRADES = 64
@@ -326,17 +351,29 @@ class SortedQueries(QueryStats):
         return _first_relevant_offsets(self.group)
 
     @cached_property
+    def gain_shift(self) -> Tensor | None:
+        """``(G,)`` exponent scaling each query's exponential gains down (``None`` for linear gains)."""
+        if not self.options.exponential_gain:
+            return None
+        return gain_shift(self.ranked.rel_target, self.group, self.num_groups)
+
+    def row_gain(self, target: Tensor) -> Tensor:
+        """NDCG's gain of ``target``, one value per row of :attr:`group` (scaled as its query's)."""
+        shift = self.gain_shift
+        return gain(target, self.options.exponential_gain, None if shift is None else shift[self.group])
+
+    @cached_property
     def gain_discount(self) -> Tensor:
         """``g(y) / log2(rank + 1)`` of each relevant row (NDCG's DCG terms)."""
-        return gain(self.ranked.rel_target, self.options.exponential_gain) * discount(self.pos)
+        return self.row_gain(self.ranked.rel_target) * discount(self.pos)
 
     @cached_property
     def ideal_dcg(self) -> Callable[[int | None], Tensor]:
         """``k -> (G,)`` IDCG@k: from grade counts for small integer grades, else from a small sort."""
         by_counts = _ideal_dcg_by_counts(self.ranked, self.options.exponential_gain)
-        if by_counts is not None:
+        if by_counts is not None:  # grades of at most 64: no query's gains are scaled
             return by_counts
-        group, pos, value = _ideal(self.ranked, self.options.exponential_gain)
+        group, pos, value = _ideal(self.ranked, self.options.exponential_gain, self.gain_shift)
 
         def idcg(k: int | None) -> Tensor:
             return torch.bincount(

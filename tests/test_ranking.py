@@ -625,19 +625,29 @@ def test_torchmetrics_agrees(k):
 
 
 def test_multiclass_matches_sklearn_without_ties():
+    """Every cutoff, ``k >= num_classes`` included: every sample a hit (scikit-learn warns, TorchMetrics
+    refuses ``k > num_classes``; a flat query shorter than ``k`` is ranked whole). Bug: ``k > num_classes``
+    raised."""
     from sklearn.metrics import top_k_accuracy_score
 
     data = multiclass_data(np.random.default_rng(0), weights=True)
-    for k in (1, 2, 4):
+    for k in (1, 2, 4, 6, 7, 50):
         ours = tmf.multiclass_recall_at_k(data["preds"], data["target"], data["weights"], k=k, num_classes=6)
-        ref = top_k_accuracy_score(
-            data["target"].numpy(),
-            data["preds"].numpy(),
-            k=k,
-            sample_weight=data["weights"].numpy(),
-            labels=np.arange(6),
-        )
+        metric = tmx.MulticlassRecallAtK(k=k, num_classes=6)
+        metric.update(data["preds"], data["target"], data["weights"])
+        with (
+            warnings.catch_warnings()
+        ):  # "'k' (7) greater than or equal to 'n_classes' (6) will result in a perfect score"
+            warnings.simplefilter("ignore", UserWarning)
+            ref = top_k_accuracy_score(
+                data["target"].numpy(),
+                data["preds"].numpy(),
+                k=k,
+                sample_weight=data["weights"].numpy(),
+                labels=np.arange(6),
+            )
         np.testing.assert_allclose(ours.item(), ref, rtol=1e-9)
+        np.testing.assert_allclose(metric.compute().item(), ref, rtol=1e-9)
 
 
 # ----------------------------------------------------------------------------- forms, ties, policies
@@ -1427,7 +1437,8 @@ BAD_ARGS = [
     (partial(tmx.RankingMetrics, metrics=("ndcg", "auc")), "metrics"),
     (partial(tmx.RankingMetrics, metrics="ndcg"), "metrics"),
     (partial(tmx.RankingMetrics, ks=10), "ks"),
-    (partial(tmx.MulticlassRecallAtK, k=7, num_classes=6), "num_classes=6"),
+    (partial(tmx.MulticlassRecallAtK, k=0, num_classes=6), "positive integer"),
+    (partial(tmx.MulticlassRecallAtK, k=2**63, num_classes=6), "below 2"),
     (partial(tmx.MulticlassRecallAtK, k=1, num_classes=1), "num_classes"),
 ]
 

@@ -12,10 +12,12 @@ count of comparisons, so there is no sort. State: two float64 sums (constant mem
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.functional.ranking._inputs import check_cutoff
 from torchmetrics_ext.utilities.checks import as_int, check_tensor, checked_bounds, observed_range
 from torchmetrics_ext.utilities.warnings import safe_divide
 
@@ -23,13 +25,16 @@ __all__ = ["multiclass_recall_at_k"]
 
 
 def _multiclass_recall_arg_validation(k: int, num_classes: int) -> tuple[int, int]:
-    """Validate ``k`` and ``num_classes``; return them as Python ints (NumPy integers accepted)."""
-    classes, cutoff = as_int(num_classes), as_int(k)
+    """Validate ``k`` and ``num_classes``; return them as Python ints (NumPy integers accepted).
+
+    Any positive ``k`` is a cutoff, as for the flat ranking metrics (a query shorter than ``k``
+    is ranked whole): ``k >= num_classes`` makes every sample a hit (scikit-learn's
+    ``top_k_accuracy_score`` too; TorchMetrics' ``top_k`` refuses ``k > num_classes``).
+    """
+    classes = as_int(num_classes)
     if classes is None or classes < 2:
         raise ValueError(f"Expected `num_classes` to be an integer >= 2, got {num_classes!r}.")
-    if cutoff is None or not 1 <= cutoff <= classes:
-        raise ValueError(f"Expected `k` to be an integer in [1, num_classes={num_classes}], got {k!r}.")
-    return cutoff, classes
+    return cast(int, check_cutoff(k, "required")), classes  # "required": never None
 
 
 def _multiclass_recall_tensor_validation(
@@ -106,7 +111,7 @@ def multiclass_recall_at_k(
         preds: ``(N, C)`` class scores.
         target: ``(N,)`` integer class ids in ``[0, C)``.
         weights: optional ``(N,)`` non-negative sample weights.
-        k: cutoff in ``[1, C]``.
+        k: positive cutoff; ``k >= C`` counts every sample as a hit (value 1).
         num_classes: ``C``.
         validate_args: check inputs first.
 

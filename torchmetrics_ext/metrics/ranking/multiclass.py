@@ -30,7 +30,8 @@ class MulticlassRecallAtK(_RejectsTopK, TaskMetric):
     (checkpoints holding the former ``hit_sum`` key still load).
 
     Args:
-        k: cutoff in ``[1, num_classes]``.
+        k: positive cutoff; ``k >= num_classes`` counts every sample as a hit (value 1, as a flat
+            query shorter than ``k`` is ranked whole; TorchMetrics' ``top_k`` refuses ``k > num_classes``).
         num_classes: number of classes ``C``.
         validate_args: check each batch.
         kwargs: TorchMetrics options.

@@ -409,3 +409,57 @@ def test_a_second_trainer_evaluate_after_a_failed_one_counts_its_own_rows(tmp_pa
     for i, task in enumerate(("click", "like")):
         assert metrics[f"eval_sum_weights/{task}"] == len(y)
         assert metrics[f"eval_ctr/{task}"] == pytest.approx(y[:, i].mean(), rel=1e-12)
+
+
+def test_every_ranking_metric_is_documented_and_named():
+    """Bug: `f1` and `r_precision` were accepted but neither documented nor given a display name (keys
+    `f1@k`, `r_precision` among `Recall@k`, ...). Every name RankingMetrics takes is both."""
+    from torchmetrics_ext.functional.ranking._registry import SPECS
+    from torchmetrics_ext.integrations.huggingface import SEED_KEYS
+
+    assert set(SEED_KEYS) == set(SPECS)
+    doc = " ".join(ranking_compute_metrics.__doc__.split())
+    for name in SPECS:
+        assert f'"{name}"' in doc, name
+
+
+def _f1_and_r_precision(scores: np.ndarray, relevance: np.ndarray, k: int) -> tuple[float, float]:
+    """Per query over the unpadded candidates (relevance >= 0), queries without a relevant one skipped:
+    F1@k = 2 P R / (P + R) with P = hits / k, R = hits / |rel|; R-precision = hits in the top |rel| / |rel|."""
+    f1, r_precision = [], []
+    for row, rel in zip(scores, relevance):
+        keep = rel >= 0
+        row, rel = row[keep], rel[keep] > 0
+        if not rel.any():
+            continue
+        ranked = rel[np.argsort(-row, kind="stable")]
+        hits, n_rel = ranked[:k].sum(), rel.sum()
+        p, r = hits / k, hits / n_rel
+        f1.append(0.0 if hits == 0 else 2 * p * r / (p + r))
+        r_precision.append(ranked[:n_rel].sum() / n_rel)
+    return float(np.mean(f1)), float(np.mean(r_precision))
+
+
+def test_f1_and_r_precision_equal_their_definitions():
+    """`f1` and `r_precision` through the adapter equal the formulas (numpy, per query): a relevance
+    matrix with several relevant candidates and Trainer padding, and index labels."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(5)
+    scores = rng.permutation(40 * 9).reshape(40, 9).astype(np.float64) / 7.0  # no ties
+    relevance = rng.integers(0, 3, (40, 9)) * (rng.random((40, 9)) < 0.4)
+    relevance[:, -2:][rng.random((40, 2)) < 0.5] = -100  # the Trainer's label padding
+    compute_metrics = ranking_compute_metrics(ks=(1, 3, 20), metrics=("f1", "r_precision", "recall"))
+    values = compute_metrics(SimpleNamespace(predictions=scores, label_ids=relevance))
+    assert sorted(values) == sorted(["F1@1", "F1@3", "F1@20", "RPrecision", "Recall@1", "Recall@3", "Recall@20"])
+    for k in (1, 3, 20):
+        f1, r_precision = _f1_and_r_precision(scores, relevance, k)
+        assert values[f"F1@{k}"] == pytest.approx(f1, rel=1e-12), k
+        assert values["RPrecision"] == pytest.approx(r_precision, rel=1e-12)
+    labels = rng.integers(0, 9, 40)
+    values = compute_metrics(SimpleNamespace(predictions=scores, label_ids=labels))
+    one_hot = np.eye(9, dtype=np.int64)[labels]
+    for k in (1, 3, 20):
+        f1, r_precision = _f1_and_r_precision(scores, one_hot, k)
+        assert values[f"F1@{k}"] == pytest.approx(f1, rel=1e-12), k
+        assert values["RPrecision"] == pytest.approx(r_precision, rel=1e-12)

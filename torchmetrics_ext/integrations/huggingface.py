@@ -49,6 +49,8 @@ SEED_KEYS = {
     "precision": "Precision",
     "hit_rate": "HitRate",
     "map": "MAP",
+    "f1": "F1",
+    "r_precision": "RPrecision",
 }
 
 
@@ -381,10 +383,14 @@ def ranking_compute_metrics(
 
     Args:
         ks: cutoffs (``None`` = the whole list).
-        metrics: from ``("ndcg", "recall", "precision", "mrr", "hit_rate", "map")``.
+        metrics: :class:`~torchmetrics_ext.RankingMetrics`' names, from ``("ndcg", "recall",
+            "precision", "mrr", "hit_rate", "map", "f1", "r_precision")`` (``"f1"``: F1 at ``k``, the
+            harmonic mean of precision and recall at ``k``; ``"r_precision"``: precision at the
+            query's number of relevant candidates, one key without ``@k`` whatever ``ks`` holds).
         padding_value: score value(s) that mark padding.
-        key_names: display name per metric (default ``Recall``, ``MRR``, ``NDCG``, ...: the keys of
-            the hand-written ``compute_metrics`` this replaces); keys are ``f"{name}@{k}"``.
+        key_names: display name per metric (default ``Recall``, ``MRR``, ``NDCG``, ``Precision``,
+            ``HitRate``, ``MAP``, ``F1``, ``RPrecision``: the keys of the hand-written
+            ``compute_metrics`` this replaces); keys are ``f"{name}@{k}"`` (``"RPrecision"`` alone).
         kwargs: passed to :class:`~torchmetrics_ext.RankingMetrics` (``empty_target_action``,
             ``exponential_gain``, ...).
 

@@ -492,6 +492,33 @@ def test_result_as_dict_and_dataframe(dataset):
     assert df.auc.tolist() == [result.values["auc/click"], *(result.values[f"auc/click/dataset={d}"] for d in "ab")]
 
 
+def test_values_are_built_once_and_follow_changes_to_the_records(monkeypatch):
+    """`result.values[key]` in a loop over the keys labels each record once, not once per lookup."""
+    from torchmetrics_ext.evaluate import report
+
+    rng = np.random.default_rng(0)
+    n, groups = 2_000, 200
+    p, y, g = rng.uniform(size=n), rng.integers(0, 2, n), np.arange(n) % groups
+    result = evaluate(pa.table({"p": p, "y": y, "g": g}), {"t": ("p", "y")}, ["ctr", "mse"], by=["g"])
+    expected = {"ctr/t": y.mean(), "mse/t": np.mean((p - y) ** 2)}  # numpy references, keys written here
+    for k in range(groups):
+        expected[f"ctr/t/g={k}"] = y[g == k].mean()
+        expected[f"mse/t/g={k}"] = np.mean((p[g == k] - y[g == k]) ** 2)
+    calls = []
+    labels = report.segment_text
+    monkeypatch.setattr(report, "segment_text", lambda *a, **k: calls.append(1) or labels(*a, **k))
+    got = {key: result.values[key] for key in expected}  # 402 lookups
+    assert_close(got, expected)
+    assert len(calls) == groups  # one label per segment record, however many lookups
+    # reassigning or resizing the records (or the metrics) is seen
+    result.records = result.records[:1] + result.records[-1:]
+    assert result.values.keys() == {"ctr/t", "mse/t", f"ctr/t/g={groups - 1}", f"mse/t/g={groups - 1}"}
+    result.records.pop()
+    assert result.values.keys() == {"ctr/t", "mse/t"}
+    result.metrics = ("ctr",)
+    assert result.values == pytest.approx({"ctr/t": y.mean()}, rel=1e-12)
+
+
 def test_ranking_names_share_one_sort_but_equal_their_own_classes(dataset, frame):
     """ndcg@10, recall@5 and mrr (whole list) come from one RankingMetrics; each equals its registry class."""
     import torch

@@ -1149,6 +1149,27 @@ def test_a_late_bad_csv_value_names_the_file_and_column(tmp_path):
         evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ctr"], weights="w", batch_size=1_000)
 
 
+@pytest.mark.parametrize(
+    ("bad_row", "message"),
+    [
+        ("xyz,1,1", r"column 'p': CSV conversion error to double: invalid value 'xyz'"),
+        ("0.5,1,zz", r"column 'w': CSV conversion error to double: invalid value 'zz'"),
+        ("0.5,1,1,7", r"CSV parse error: Expected 3 columns, got 4: 0\.5,1,1,7"),
+    ],
+)
+@pytest.mark.parametrize("late", [False, True], ids=["first block", "later block"])
+def test_a_bad_csv_row_is_named_in_the_first_block_as_in_later_ones(tmp_path, bad_row, message, late):
+    """The reader parses the first block when the file is opened: its errors were 'not a readable CSV file'."""
+    good = "0.5,1,1\n" * (300_000 if late else 3)  # later: past the first 1 MiB block
+    (tmp_path / "a.csv").write_text(f"p,y,w\n{good}{bad_row}\n0.25,0,1\n")
+    with pytest.raises(InvalidDataError) as caught:
+        evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ctr"], weights="w", batch_size=1_000)
+    assert re.fullmatch(rf".*a\.csv: {message}", str(caught.value))
+    (tmp_path / "b.csv").write_text("")  # an unreadable file still says so
+    with pytest.raises(InvalidDataError, match=r"b\.csv: not a readable CSV file \(Empty CSV file\)"):
+        evaluate(tmp_path / "b.csv", {"t": ("p", "y")}, ["ctr"])
+
+
 @pytest.mark.parametrize("batch_size", [1_000, 65_536])
 def test_csv_labels_read_the_same_wherever_their_booleans_are(tmp_path, batch_size):
     """The label type was guessed from the first MiB: `true` after 0/1 labels worked in a small file

@@ -1149,6 +1149,28 @@ def test_a_late_bad_csv_value_names_the_file_and_column(tmp_path):
         evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ctr"], weights="w", batch_size=1_000)
 
 
+@pytest.mark.parametrize(("suffix", "codec"), [("gz", "gzip"), ("bz2", "bz2"), ("zst", "zstd"), ("lz4", "lz4")])
+def test_compressed_csv_reads_as_the_plain_file(tmp_path, suffix, codec):
+    n = 140_000 if codec == "gzip" else 3_000  # gzip: more than a block of text, with late types
+    ref = _csv_with_late_types(tmp_path / "plain.csv", n=n)
+    packed = tmp_path / "logs" / f"a.csv.{suffix}"
+    packed.parent.mkdir()
+    with open(tmp_path / "plain.csv", "rb") as src, pa.CompressedOutputStream(str(packed), codec) as out:
+        out.write(src.read())
+    args = ({"t": ("p", "y")}, ["ctr", "auc"])
+    kw = {"weights": "w", "by": ["g"], "batch_size": 50_000}
+    plain = evaluate(tmp_path / "plain.csv", *args, **kw)
+    for data in (packed, packed.parent, str(tmp_path / "logs" / "*.csv.*")):  # the file, its directory, a glob
+        result = evaluate(data, *args, **kw)
+        assert result.records == plain.records and result.rows_read == len(ref)
+    expected = (ref.w * ref.y).sum() / ref.w.sum()  # pandas over the plain file
+    assert result.values["ctr/t"] == pytest.approx(expected, rel=1e-12)
+    assert cli.main(["evaluate", str(packed), "--task", "t=p:y", "--metrics", "ctr", "--no-progress"]) == 0
+    (tmp_path / f"bad.csv.{suffix}").write_bytes(packed.read_bytes()[:30])  # cut short
+    with pytest.raises(InvalidDataError, match=rf"bad\.csv\.{suffix}: not a readable CSV file"):
+        evaluate(tmp_path / f"bad.csv.{suffix}", *args, **kw)
+
+
 @pytest.mark.parametrize(
     ("bad_row", "message"),
     [

@@ -28,7 +28,9 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
 __all__ = ["Chunk", "InvalidDataError", "Source", "open_sources"]
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
-CSV_SUFFIXES = (".csv",)
+# compressed CSV as pyarrow detects it from the name (pyarrow.Codec.detect) and decompresses while reading
+COMPRESSED_CSV_SUFFIXES = (".csv.gz", ".csv.bz2", ".csv.zst", ".csv.lz4")
+CSV_SUFFIXES = (".csv", *COMPRESSED_CSV_SUFFIXES)
 _MIN_BLOCK, _MAX_BLOCK = 1 << 20, 1 << 30  # bytes of CSV text the reader parses at once
 
 
@@ -127,6 +129,9 @@ class ParquetSource(Source):
 
 class CsvSource(Source):
     """A CSV file with a header line, read with pyarrow's streaming reader (one chunk per file).
+
+    A name ending in ``.csv.gz``, ``.csv.bz2``, ``.csv.zst`` or ``.csv.lz4`` is decompressed while
+    it is read (the reader detects the codec from the name), as a stream: memory stays the same.
 
     pyarrow infers a column's type from the first block it reads, so the columns an evaluation
     reads are given fixed types instead (see :meth:`read`): the result never depends on the file

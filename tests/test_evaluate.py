@@ -1171,6 +1171,30 @@ def test_compressed_csv_reads_as_the_plain_file(tmp_path, suffix, codec):
         evaluate(tmp_path / f"bad.csv.{suffix}", *args, **kw)
 
 
+def test_a_hive_partition_key_is_named_as_such(tmp_path):
+    """Files are read with their own columns: a key held only by directory names is refused, saying so."""
+    import pyarrow.dataset as ds
+
+    rng = np.random.default_rng(0)
+    n = 400
+    frame = pd.DataFrame({"p": rng.uniform(size=n), "y": rng.integers(0, 2, n), "country": rng.choice(["FR", "US"], n)})
+    pq.write_to_dataset(pa.Table.from_pandas(frame), tmp_path / "logs", partition_cols=["country"])
+    message = (
+        r"country=FR.*\.parquet: column 'country' \(--by segment\) is missing; found columns \['p', 'y'\]\. "
+        r"'country' is a Hive partition key \(directory 'country=FR'\): its values are in the directory names"
+    )
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(tmp_path / "logs", {"t": ("p", "y")}, ["ctr"], by=["country"])
+    assert cli.main(["evaluate", str(tmp_path / "logs"), "--task", "t=p:y", "--metrics", "ctr", "--by", "country"]) == 2
+    with pytest.raises(InvalidDataError, match=r"column 'w' \(weights\) is missing; found columns \['p', 'y'\]\.$"):
+        evaluate(tmp_path / "logs", {"t": ("p", "y")}, ["ctr"], weights="w")  # no such directory: no hint
+    # the way the message gives: the dataset's table, the key a column
+    table = ds.dataset(tmp_path / "logs", format="parquet", partitioning="hive").to_table()
+    result = evaluate(table, {"t": ("p", "y")}, ["ctr"], by=["country"])
+    expected = {f"ctr/t/country={c}": y.mean() for c, y in frame.groupby("country")["y"]}
+    assert_close(result.values, {"ctr/t": frame.y.mean(), **expected})
+
+
 @pytest.mark.parametrize(
     ("bad_row", "message"),
     [

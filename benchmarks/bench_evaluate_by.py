@@ -51,7 +51,7 @@ def main() -> None:
         start = time.perf_counter()
         ctr = pd.DataFrame({"y": y, "seg": seg}).groupby("seg")["y"].mean()
         floor = time.perf_counter() - start
-        values = result.values  # a dict built on each access: once
+        values = result.values
         ours = np.array([values[f"ctr/click/seg={k}"] for k in ctr.index])
         print(
             f"S={num_segments:,}: {len(ctr):,} segments with rows, evaluate by {seconds:.2f} s "

@@ -492,6 +492,33 @@ def test_result_as_dict_and_dataframe(dataset):
     assert df.auc.tolist() == [result.values["auc/click"], *(result.values[f"auc/click/dataset={d}"] for d in "ab")]
 
 
+def test_values_are_built_once_and_follow_changes_to_the_records(monkeypatch):
+    """`result.values[key]` in a loop over the keys labels each record once, not once per lookup."""
+    from torchmetrics_ext.evaluate import report
+
+    rng = np.random.default_rng(0)
+    n, groups = 2_000, 200
+    p, y, g = rng.uniform(size=n), rng.integers(0, 2, n), np.arange(n) % groups
+    result = evaluate(pa.table({"p": p, "y": y, "g": g}), {"t": ("p", "y")}, ["ctr", "mse"], by=["g"])
+    expected = {"ctr/t": y.mean(), "mse/t": np.mean((p - y) ** 2)}  # numpy references, keys written here
+    for k in range(groups):
+        expected[f"ctr/t/g={k}"] = y[g == k].mean()
+        expected[f"mse/t/g={k}"] = np.mean((p[g == k] - y[g == k]) ** 2)
+    calls = []
+    labels = report.segment_text
+    monkeypatch.setattr(report, "segment_text", lambda *a, **k: calls.append(1) or labels(*a, **k))
+    got = {key: result.values[key] for key in expected}  # 402 lookups
+    assert_close(got, expected)
+    assert len(calls) == groups  # one label per segment record, however many lookups
+    # reassigning or resizing the records (or the metrics) is seen
+    result.records = result.records[:1] + result.records[-1:]
+    assert result.values.keys() == {"ctr/t", "mse/t", f"ctr/t/g={groups - 1}", f"mse/t/g={groups - 1}"}
+    result.records.pop()
+    assert result.values.keys() == {"ctr/t", "mse/t"}
+    result.metrics = ("ctr",)
+    assert result.values == pytest.approx({"ctr/t": y.mean()}, rel=1e-12)
+
+
 def test_ranking_names_share_one_sort_but_equal_their_own_classes(dataset, frame):
     """ndcg@10, recall@5 and mrr (whole list) come from one RankingMetrics; each equals its registry class."""
     import torch
@@ -1120,6 +1147,73 @@ def test_a_late_bad_csv_value_names_the_file_and_column(tmp_path):
     assert len(ref) == 140_000
     with pytest.raises(InvalidDataError, match=r"a\.csv: column 'w': .*invalid value 'abc'"):
         evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ctr"], weights="w", batch_size=1_000)
+
+
+@pytest.mark.parametrize(("suffix", "codec"), [("gz", "gzip"), ("bz2", "bz2"), ("zst", "zstd"), ("lz4", "lz4")])
+def test_compressed_csv_reads_as_the_plain_file(tmp_path, suffix, codec):
+    n = 140_000 if codec == "gzip" else 3_000  # gzip: more than a block of text, with late types
+    ref = _csv_with_late_types(tmp_path / "plain.csv", n=n)
+    packed = tmp_path / "logs" / f"a.csv.{suffix}"
+    packed.parent.mkdir()
+    with open(tmp_path / "plain.csv", "rb") as src, pa.CompressedOutputStream(str(packed), codec) as out:
+        out.write(src.read())
+    args = ({"t": ("p", "y")}, ["ctr", "auc"])
+    kw = {"weights": "w", "by": ["g"], "batch_size": 50_000}
+    plain = evaluate(tmp_path / "plain.csv", *args, **kw)
+    for data in (packed, packed.parent, str(tmp_path / "logs" / "*.csv.*")):  # the file, its directory, a glob
+        result = evaluate(data, *args, **kw)
+        assert result.records == plain.records and result.rows_read == len(ref)
+    expected = (ref.w * ref.y).sum() / ref.w.sum()  # pandas over the plain file
+    assert result.values["ctr/t"] == pytest.approx(expected, rel=1e-12)
+    assert cli.main(["evaluate", str(packed), "--task", "t=p:y", "--metrics", "ctr", "--no-progress"]) == 0
+    (tmp_path / f"bad.csv.{suffix}").write_bytes(packed.read_bytes()[:30])  # cut short
+    with pytest.raises(InvalidDataError, match=rf"bad\.csv\.{suffix}: not a readable CSV file"):
+        evaluate(tmp_path / f"bad.csv.{suffix}", *args, **kw)
+
+
+def test_a_hive_partition_key_is_named_as_such(tmp_path):
+    """Files are read with their own columns: a key held only by directory names is refused, saying so."""
+    import pyarrow.dataset as ds
+
+    rng = np.random.default_rng(0)
+    n = 400
+    frame = pd.DataFrame({"p": rng.uniform(size=n), "y": rng.integers(0, 2, n), "country": rng.choice(["FR", "US"], n)})
+    pq.write_to_dataset(pa.Table.from_pandas(frame), tmp_path / "logs", partition_cols=["country"])
+    message = (
+        r"country=FR.*\.parquet: column 'country' \(--by segment\) is missing; found columns \['p', 'y'\]\. "
+        r"'country' is a Hive partition key \(directory 'country=FR'\): its values are in the directory names"
+    )
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(tmp_path / "logs", {"t": ("p", "y")}, ["ctr"], by=["country"])
+    assert cli.main(["evaluate", str(tmp_path / "logs"), "--task", "t=p:y", "--metrics", "ctr", "--by", "country"]) == 2
+    with pytest.raises(InvalidDataError, match=r"column 'w' \(weights\) is missing; found columns \['p', 'y'\]\.$"):
+        evaluate(tmp_path / "logs", {"t": ("p", "y")}, ["ctr"], weights="w")  # no such directory: no hint
+    # the way the message gives: the dataset's table, the key a column
+    table = ds.dataset(tmp_path / "logs", format="parquet", partitioning="hive").to_table()
+    result = evaluate(table, {"t": ("p", "y")}, ["ctr"], by=["country"])
+    expected = {f"ctr/t/country={c}": y.mean() for c, y in frame.groupby("country")["y"]}
+    assert_close(result.values, {"ctr/t": frame.y.mean(), **expected})
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "message"),
+    [
+        ("xyz,1,1", r"column 'p': CSV conversion error to double: invalid value 'xyz'"),
+        ("0.5,1,zz", r"column 'w': CSV conversion error to double: invalid value 'zz'"),
+        ("0.5,1,1,7", r"CSV parse error: Expected 3 columns, got 4: 0\.5,1,1,7"),
+    ],
+)
+@pytest.mark.parametrize("late", [False, True], ids=["first block", "later block"])
+def test_a_bad_csv_row_is_named_in_the_first_block_as_in_later_ones(tmp_path, bad_row, message, late):
+    """The reader parses the first block when the file is opened: its errors were 'not a readable CSV file'."""
+    good = "0.5,1,1\n" * (300_000 if late else 3)  # later: past the first 1 MiB block
+    (tmp_path / "a.csv").write_text(f"p,y,w\n{good}{bad_row}\n0.25,0,1\n")
+    with pytest.raises(InvalidDataError) as caught:
+        evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ctr"], weights="w", batch_size=1_000)
+    assert re.fullmatch(rf".*a\.csv: {message}", str(caught.value))
+    (tmp_path / "b.csv").write_text("")  # an unreadable file still says so
+    with pytest.raises(InvalidDataError, match=r"b\.csv: not a readable CSV file \(Empty CSV file\)"):
+        evaluate(tmp_path / "b.csv", {"t": ("p", "y")}, ["ctr"])
 
 
 @pytest.mark.parametrize("batch_size", [1_000, 65_536])

@@ -159,7 +159,9 @@ def add_evaluate_parser(sub: Any) -> None:
         help="score logged predictions in Parquet/CSV files (streamed; torchrun splits them between ranks)",
         description="Score logged predictions in Parquet/CSV files with the package's metrics.",
     )
-    ev.add_argument("paths", nargs="+", metavar="PATH", help="Parquet/CSV files, directories or globs")
+    ev.add_argument(
+        "paths", nargs="+", metavar="PATH", help="Parquet/CSV (or .csv.gz/.bz2/.zst/.lz4) files, directories or globs"
+    )
     ev.add_argument(
         "--task",
         action="append",

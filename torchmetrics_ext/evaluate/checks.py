@@ -8,6 +8,7 @@ row number, so one error (or, with ``on_invalid="skip"``, one report) says exact
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -102,6 +103,24 @@ def _type_ok(kind: Kind, dtype: pa.DataType) -> bool:
     return not pa.types.is_nested(dtype)
 
 
+def _partition_hint(source: str, name: str) -> str:
+    """Why a column named by a Hive partition directory of ``source`` (``.../country=FR/part-0.parquet``) is missing.
+
+    Files are read one by one, with their own columns: a partition key lives in the directory
+    names only (``pyarrow.dataset`` adds it as a column, typed from every directory's value).
+    """
+    directories = os.path.normpath(source).split(os.sep)[:-1]
+    key = next((d for d in directories if d.startswith(f"{name}=")), None)
+    if key is None:
+        return ""
+    return (
+        f" {name!r} is a Hive partition key (directory {key!r}): its values are in the directory names, not in "
+        "the files, and evaluate reads the columns each file holds. Write the column into the files, or read "
+        "the directory with pyarrow.dataset.dataset(path, partitioning='hive') and evaluate its table "
+        "(.to_table(), held in memory)."
+    )
+
+
 def check_column(source: str, schema: pa.Schema, name: str, role: str) -> pa.DataType:
     """The type of column ``name``; :class:`InvalidDataError` if it is missing or not the only one of that name.
 
@@ -113,7 +132,8 @@ def check_column(source: str, schema: pa.Schema, name: str, role: str) -> pa.Dat
     """
     found = schema.get_all_field_indices(name)
     if not found:
-        raise InvalidDataError(f"{source}: column {name!r} ({role}) is missing; found columns {schema.names}.")
+        hint = _partition_hint(source, name)
+        raise InvalidDataError(f"{source}: column {name!r} ({role}) is missing; found columns {schema.names}.{hint}")
     if len(found) > 1:
         raise InvalidDataError(
             f"{source}: column {name!r} ({role}) is duplicated: {len(found)} columns have that name "

@@ -124,14 +124,27 @@ class EvaluationResult:
 
         A null segment value is written ``None``, and text that could read as another value is
         quoted (``g='None'``, ``page='/home'``; see :func:`segment_text`), so every key is its own.
+
+        Built on first access and kept: ``result.values[key]`` in a loop over the keys costs one
+        lookup each (it was rebuilt on every access, quadratic in the number of segments). It is
+        built again after a field is reassigned (``result.records = ...``) or records are added
+        or removed; a record edited in place is not seen by it (edit through a new list,
+        ``result.records = [...]``). The same dict is returned each time: copy it to change it.
         """
-        out: dict[str, float] = {}
-        for record in self.records:
+        records = self.records
+        state = (len(records), self.metrics, self.by, tuple(self.by_types.items()), tuple(self.label_types.items()))
+        cached = self.__dict__.get("_values")
+        # the list itself is kept in the cache, so a new list never takes its id
+        if cached is None or cached[0] is not records or cached[1] != state:
             types = {**self.by_types, **self.label_types}
-            suffix = "" if record["segment"] == OVERALL else segment_text(self.by, record, "/", types)
-            for metric in self.metrics:
-                out[f"{metric}/{record['task']}{suffix}"] = record[metric]
-        return out
+            out: dict[str, float] = {}
+            for record in records:
+                suffix = "" if record["segment"] == OVERALL else segment_text(self.by, record, "/", types)
+                for metric in self.metrics:
+                    out[f"{metric}/{record['task']}{suffix}"] = record[metric]
+            cached = (records, state, out)
+            self.__dict__["_values"] = cached  # not a field: ==, repr and asdict ignore it
+        return cached[2]
 
     def to_arrow(self) -> pa.Table:
         """The records as a ``pyarrow.Table`` (one row per segment and task).

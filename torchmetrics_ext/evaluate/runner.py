@@ -691,8 +691,9 @@ def evaluate(
     """Score logged predictions with the package's metrics, streaming the data in record batches.
 
     Args:
-        data: a Parquet or CSV path, a directory, a glob, a list of them, a ``pyarrow.Table``, or a
-            pandas or polars DataFrame (converted one slice of the needed columns at a time).
+        data: a Parquet or CSV path (CSV may be compressed: ``.csv.gz``, ``.csv.bz2``, ``.csv.zst``,
+            ``.csv.lz4``), a directory, a glob, a list of them, a ``pyarrow.Table``, or a pandas or
+            polars DataFrame (converted one slice of the needed columns at a time).
         tasks: ``{"click": ("p_click", "y_click"), ...}`` or ``["click=p_click:y_click", ...]``.
         metrics: registry names (``"ne"``, ``"auc"``, ``"gauc"``, ``"ndcg@10"``, ``"recall@20"``, ...),
             each reported under the name given; a name given twice is reported once, and two

@@ -175,6 +175,12 @@ def _unknown(column: str | None) -> str:
 def discover_segments(sources: Sequence[Source], by: Sequence[str], batch_size: int) -> SegmentIndex:
     """Read the ``by`` columns of every source and collect their distinct combinations.
 
+    A pass of its own before scoring (and, for text files, after one pass per type tried in
+    :func:`_text_types`): the segment ids must be fixed before the first row is encoded, the same
+    on every rank without communication, and a text column's type by every file before any is
+    read with it. A CSV file is so read 2 to 6 times in all with ``by`` (only the ``by`` columns kept,
+    but all its text parsed each time); ``docs/evaluate.md`` says so.
+
     Raises:
         InvalidDataError: a ``by`` column is missing or not a flat type (names the file and column).
     """

@@ -28,7 +28,9 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
 __all__ = ["Chunk", "InvalidDataError", "Source", "open_sources"]
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
-CSV_SUFFIXES = (".csv",)
+# compressed CSV as pyarrow detects it from the name (pyarrow.Codec.detect) and decompresses while reading
+COMPRESSED_CSV_SUFFIXES = (".csv.gz", ".csv.bz2", ".csv.zst", ".csv.lz4")
+CSV_SUFFIXES = (".csv", *COMPRESSED_CSV_SUFFIXES)
 _MIN_BLOCK, _MAX_BLOCK = 1 << 20, 1 << 30  # bytes of CSV text the reader parses at once
 
 
@@ -128,6 +130,9 @@ class ParquetSource(Source):
 class CsvSource(Source):
     """A CSV file with a header line, read with pyarrow's streaming reader (one chunk per file).
 
+    A name ending in ``.csv.gz``, ``.csv.bz2``, ``.csv.zst`` or ``.csv.lz4`` is decompressed while
+    it is read (the reader detects the codec from the name), as a stream: memory stays the same.
+
     pyarrow infers a column's type from the first block it reads, so the columns an evaluation
     reads are given fixed types instead (see :meth:`read`): the result never depends on the file
     size or the block size. Quoted fields may hold line breaks, in any block.
@@ -150,19 +155,25 @@ class CsvSource(Source):
         # quoted fields may hold line breaks (RFC 4180): without this a block boundary inside one
         # breaks the read, so a valid file would fail with its size (no measurable cost on plain files)
         parse = pa_csv.ParseOptions(newlines_in_values=True)
-        try:
+        try:  # the reader parses and converts the first block here: its errors read as any block's
             return pa_csv.open_csv(self.label, read_options=read, parse_options=parse, convert_options=convert)
         except (OSError, pa.ArrowException) as err:
-            raise InvalidDataError(f"{self.label}: not a readable CSV file ({self._explain(err)}).") from None
+            raise self._error(err) from None
 
-    def _explain(self, err: Exception) -> str:
-        """The reader's message, with the column's name in place of its position in the header."""
+    def _error(self, err: Exception) -> InvalidDataError:
+        """The error for what the reader raised, in any block: the value or row at fault, or why the file is unreadable.
+
+        A value that does not convert names the column and the value, a malformed row its text
+        (the reader's own words); anything else (no such file, an empty file) is an unreadable file.
+        """
         text = str(err)
         match = re.match(r"In CSV column #(\d+): ", text)
         names = self._schema.names if self._schema is not None else []
-        if match and int(match.group(1)) < len(names):
+        if match and int(match.group(1)) < len(names):  # the column's name in place of its position
             text = f"column {names[int(match.group(1))]!r}: {text[match.end() :]}"
-        return text
+        if isinstance(err, pa.ArrowInvalid) and (match or text.startswith("CSV parse error")):
+            return InvalidDataError(f"{self.label}: {text}")
+        return InvalidDataError(f"{self.label}: not a readable CSV file ({text}).")
 
     def schema(self) -> pa.Schema:
         """Column names and the types pyarrow infers from the first block (``null``: no value there)."""
@@ -193,8 +204,8 @@ class CsvSource(Source):
                 block = reader.read_next_batch()
             except StopIteration:
                 return
-            except pa.ArrowException as err:
-                raise InvalidDataError(f"{self.label}: {self._explain(err)}") from None
+            except (OSError, pa.ArrowException) as err:
+                raise self._error(err) from None
             for start in range(0, block.num_rows, batch_size):
                 yield block.slice(start, batch_size)
 

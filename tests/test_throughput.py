@@ -284,6 +284,71 @@ def test_plot_draws_the_rates(values):
         metric.plot(torch.tensor(1.0))
 
 
+def _side_by_side_reference(ours, theirs, later, window_seconds):
+    """Rates of two runs merged side by side (their last updates end together), then ``later`` updates of ours.
+
+    Each run is ``(clock readings, counts)`` with the first reading at the start (no warm-up). Written
+    from the definition: the window holds the updates of both runs that started within the last
+    ``window_seconds``, and the newest update of each run at the merge (after it, ours alone).
+    """
+    (t_a, n_a), (t_b, n_b) = ours, theirs
+    shift = t_a[-1] - t_b[-1]
+    updates = [(t_a[i], t_a[i + 1], n_a[i], "a") for i in range(len(n_a))]
+    updates += [(t_b[i] + shift, t_b[i + 1] + shift, n_b[i], "b") for i in range(len(n_b))]
+    newest = {updates[len(n_a) - 1], updates[-1]}
+    lifetime_seconds = max(t_a[-1] - t_a[0], t_b[-1] - t_b[0])
+    now, out = t_a[-1], []
+    for step, (seconds, n) in enumerate([(None, None), *later]):
+        if step:
+            updates.append((now, now + seconds, n, "a"))
+            newest, now, lifetime_seconds = {updates[-1]}, now + seconds, lifetime_seconds + seconds
+        kept = [u for u in updates if u[0] >= now - window_seconds or u in newest]
+        examples = sum(u[2] for u in updates)
+        window = sum(u[2] for u in kept) / (now - min(u[0] for u in kept))
+        out.append((examples / lifetime_seconds, window, examples))
+    return out
+
+
+@pytest.mark.parametrize("how", ["metric", "states"])
+def test_merge_state_is_two_runs_side_by_side(how):
+    """The other's window examples stay in the window after the merge, until later updates push them out.
+
+    ``merge_state`` kept the sum/max of the window states only until this metric's next update,
+    which refilled the window from its own recent updates alone (the other's examples vanished).
+    A dict of states carries no updates: its window is one update of its examples over its seconds.
+    """
+    rng = np.random.default_rng(7)
+    t_a = np.cumsum(rng.uniform(0.2, 1.5, size=9)).tolist()
+    # their window: the last update alone (2.9 s, the one before does not fit), later ones of ours are short
+    t_b = (100.0 + np.cumsum([*rng.uniform(0.2, 1.5, size=9), 3.0, 2.9])).tolist()
+    n_a, n_b = rng.integers(1, 100, size=8).tolist(), rng.integers(100, 1000, size=10).tolist()
+    later = [(float(s), int(n)) for s, n in zip(rng.uniform(0.1, 0.6, size=12), rng.integers(1, 100, size=12))]
+    readings = [*t_a, *np.cumsum([t_a[-1], *(s for s, _ in later)])[1:].tolist()]
+    ours = tmx.Throughput(warmup_steps=0, window_seconds=4.0, clock=Ticks(readings))
+    theirs = tmx.Throughput(warmup_steps=0, window_seconds=4.0, clock=Ticks(t_b))
+    for metric, counts in ((ours, n_a), (theirs, n_b)):
+        for n in counts:
+            metric.update(n)
+    if how == "states":  # their window as one update, after one update of all their older examples
+        states = theirs.metric_state
+        examples = states["window_examples_warmup0_window4"].item()
+        seconds = states["window_elapsed_warmup0_window4"].item()
+        assert 0 < examples < sum(n_b)  # their window holds some of their updates only
+        t_b, n_b = [t_b[0], t_b[-1] - seconds, t_b[-1]], [sum(n_b) - examples, examples]
+        ours.merge_state(theirs.metric_state)
+    else:
+        ours.merge_state(theirs)
+    expected = _side_by_side_reference((t_a, n_a), (t_b, n_b), later, 4.0)
+    np.testing.assert_allclose(_rates(ours), expected[0], rtol=1e-12)
+    for step, (_, n) in enumerate(later, start=1):
+        ours.update(n)
+        np.testing.assert_allclose(_rates(ours), expected[step], rtol=1e-12, err_msg=f"update {step} after the merge")
+        if step == 2:  # the merged window survives a checkpoint
+            resumed = tmx.Throughput(warmup_steps=0, window_seconds=4.0, clock=Ticks([0.0, 0.0]))
+            resumed.load_state_dict(ours.state_dict())
+            assert sorted(resumed.get_extra_state()["recent"]) == sorted(ours.get_extra_state()["recent"])
+
+
 def test_in_a_metric_collection():
     collection = MetricCollection({"throughput": tmx.Throughput(warmup_steps=0, clock=Ticks([0.0, 4.0]))})
     collection.update(torch.zeros(8))

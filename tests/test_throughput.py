@@ -7,6 +7,7 @@ from the readings and counts alone: no sleeps, no wall-clock assertions.
 from __future__ import annotations
 
 import copy
+import io
 import math
 import pickle
 import warnings
@@ -347,6 +348,46 @@ def test_merge_state_is_two_runs_side_by_side(how):
             resumed = tmx.Throughput(warmup_steps=0, window_seconds=4.0, clock=Ticks([0.0, 0.0]))
             resumed.load_state_dict(ours.state_dict())
             assert sorted(resumed.get_extra_state()["recent"]) == sorted(ours.get_extra_state()["recent"])
+
+
+def test_the_window_holds_the_updates_of_window_seconds_only():
+    """The saved window does not grow with the run: one entry per update within ``window_seconds``.
+
+    100k updates of 1 ms with a 0.5 s window: the state_dict after 10k and after 100k updates has about
+    the same size, and the rates are the reference's (numpy, from the clock readings).
+    """
+    rng = np.random.default_rng(3)
+    steps = rng.uniform(0.5e-3, 1.5e-3, size=100_000)
+    counts = rng.integers(1, 64, size=steps.size)
+    readings = np.concatenate([[0.0], np.cumsum(steps)])
+    metric = tmx.Throughput(warmup_steps=0, window_seconds=0.5, clock=Ticks(readings.tolist()))
+    sizes = []
+    for i, n in enumerate(counts.tolist(), start=1):
+        metric.update(n)
+        if i in (10_000, 100_000):
+            buffer = io.BytesIO()
+            torch.save(metric.state_dict(), buffer)
+            sizes.append(buffer.tell())
+            assert len(metric.get_extra_state()["recent"]) <= 0.5 / 0.5e-3 + 1
+    assert sizes[1] < 1.1 * sizes[0]  # the same number of updates in the window, give or take a few
+    # the newest updates whose seconds sum to at most 0.5 (from the newest back)
+    back = np.cumsum(steps[::-1])
+    kept = int(np.searchsorted(back, 0.5, side="right"))
+    expected = (counts.sum() / readings[-1], counts[-kept:].sum() / back[kept - 1], counts.sum())
+    np.testing.assert_allclose(_rates(metric), expected, rtol=1e-9)
+
+
+def test_a_window_saved_as_seconds_and_examples_loads():
+    """Checkpoints written before the window kept a timeline hold ``(seconds, examples)`` per update."""
+    metric = tmx.Throughput(warmup_steps=1, window_seconds=2.5, clock=Ticks([0.0, 1.0, 2.0, 3.0, 10.0, 10.5]))
+    for n in (5, 10, 20, 40):
+        metric.update(n)
+    saved = metric.state_dict()
+    saved["_extra_state"] = {"steps": 4, "recent": [(1.0, 20), (1.0, 40)]}  # as written before
+    metric.load_state_dict(saved)
+    metric.update(7)  # the clock restarts
+    metric.update(80)  # 0.5 s: the window (2.5 s) holds 1 + 1 + 0.5 s
+    assert _rates(metric) == ((10 + 20 + 40 + 80) / 3.5, (20 + 40 + 80) / 2.5, 5 + 10 + 20 + 40 + 7 + 80)
 
 
 def test_in_a_metric_collection():

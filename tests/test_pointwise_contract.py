@@ -1528,6 +1528,50 @@ def test_value_ndim_counts_the_dimensions_of_each_tasks_value(name):
         assert entry.ndim == metric.value_ndim  # one task: no task dimension
 
 
+def _multi_task(factory):
+    """``factory`` with ``num_tasks=2`` where it takes it (a class), else ``None``."""
+    if not isinstance(factory, type) or "num_tasks" not in inspect.signature(factory).parameters:
+        return None
+    return lambda: factory(num_tasks=2)
+
+
+_BUILT = {
+    **{name: factory for name, (factory, _) in _EVERY_METRIC.items()},
+    **{f"{name}[2 tasks]": _multi_task(f) for name, (f, _) in _EVERY_METRIC.items() if _multi_task(f)},
+    "Windowed(AUC)[2 tasks, binned]": lambda: tmx.Windowed(tmx.AUC(num_tasks=2, num_bins=8), 3),
+}
+
+
+def _states(metric):
+    """``{(module, state): (shape, dtype)}`` of every Metric module's states (a wrapper's children too)."""
+    from torchmetrics import Metric
+
+    out = {}
+    for prefix, module in metric.named_modules():
+        if isinstance(module, Metric):
+            for name in module._defaults:
+                value = getattr(module, name)
+                out[prefix, name] = (tuple(value.shape), value.dtype) if torch.is_tensor(value) else type(value)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(_BUILT))
+def test_every_metric_builds_on_the_meta_device(name):
+    """Under ``with torch.device("meta")`` (a model built before its weights) every metric builds, with its states.
+
+    Multi-task metrics and Windowed read their default states at construction (whether a default
+    repeats one value, whether a sum starts at zero) and Reliability its uniform edges (built on
+    the meta device): they raised, where TorchMetrics' metrics build.
+    """
+    reference = _BUILT[name]()
+    with torch.device("meta"):
+        metric = _BUILT[name]()
+    assert _states(metric) == _states(reference)
+    for module in metric.modules():
+        for value in getattr(module, "metric_state", {}).values():
+            assert not torch.is_tensor(value) or value.device.type == "meta"
+
+
 @pytest.mark.parametrize(
     ("factory", "reference"),
     [

@@ -374,10 +374,12 @@ class GuardedMetric(Metric):
         ``Segmented`` metric's ``(T, S)`` sums cost twice their size. A default of zeros (any one
         value) is kept instead as a stride-0 view of one element of that shape: ``reset`` clones it
         into a full, writable state as before, and device moves and ``set_dtype`` keep it one element.
+        A default on the meta device (a metric built under ``with torch.device("meta")``) has no values to
+        compare and is kept as given.
         """
         super().add_state(name, default, dist_reduce_fx, persistent)
         kept = self._defaults[name]
-        if isinstance(kept, Tensor) and kept.is_floating_point() and kept.numel() > 1:
+        if isinstance(kept, Tensor) and kept.is_floating_point() and kept.numel() > 1 and not kept.is_meta:
             first = kept.reshape(-1)[:1]
             if bool((kept == first).all()):
                 self._defaults[name] = _one_element(first.clone(), kept.shape)

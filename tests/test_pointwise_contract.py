@@ -1572,6 +1572,40 @@ def test_every_metric_builds_on_the_meta_device(name):
             assert not torch.is_tensor(value) or value.device.type == "meta"
 
 
+_TWO_TASKS = {"preds": torch.stack([P, P.flip(0)]), "target": torch.stack([Y, 1 - Y]), "weights": _W.expand(2, -1)}
+
+
+@pytest.mark.parametrize("name", [*sorted(_EVERY_METRIC), "NormalizedEntropy[2 tasks]", "Windowed(AUC)[2 tasks]"])
+def test_a_metric_built_under_inference_mode_updates_outside_it(name):
+    """Built under ``torch.inference_mode()`` (a validation hook, an evaluation script), updated after it.
+
+    Its states were inference tensors, so the first in-place ``update`` outside inference mode
+    raised (TorchMetrics' own ``SumMetric``/``MeanMetric`` still do). The values are those of the
+    same metric built outside inference mode.
+    """
+    factory, batch = _EVERY_METRIC.get(name, (None, _TWO_TASKS))
+    if factory is None:
+        factory = {
+            "NormalizedEntropy[2 tasks]": lambda: tmx.NormalizedEntropy(num_tasks=2),
+            "Windowed(AUC)[2 tasks]": lambda: tmx.Windowed(tmx.AUC(num_tasks=2, num_bins=8), 3),
+        }[name]
+    reference = factory()
+    with torch.inference_mode():
+        metric = factory()
+    values = []
+    for m in (metric, reference):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m.update(**batch)
+            m(**batch)  # forward too
+            values.append(m.compute())
+    if name not in _TIMED:
+        flat = [v if isinstance(v, dict) else {"": v} for v in values]
+        assert flat[0].keys() == flat[1].keys()
+        for key in flat[0]:
+            torch.testing.assert_close(flat[0][key], flat[1][key], equal_nan=True, msg=key)
+
+
 @pytest.mark.parametrize(
     ("factory", "reference"),
     [

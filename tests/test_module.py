@@ -2210,6 +2210,35 @@ def test_a_factory_that_cannot_take_num_tasks_is_refused_naming_the_metric(facto
         tmx.RecMetricModule(["t"], {"auc": broken}, throughput=False)
 
 
+_TWO = [tmx.RecTaskInfo(t, label_name=f"{t}_label", prediction_name=f"{t}_pred") for t in "ab"]
+
+
+def _auc_factory(num_tasks, **kwargs):
+    return tmx.AUC(num_tasks=num_tasks, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "factory, label",
+    [
+        (functools.partial(tmx.AUC, 2), "AUC"),
+        (functools.partial(tmx.AUC, 1, num_bins=10), "AUC"),
+        (functools.partial(_auc_factory, 2), "_auc_factory"),
+    ],
+)
+def test_a_partial_that_binds_num_tasks_positionally_is_refused_naming_the_metric(factory, label):
+    """``functools.partial(tmx.AUC, 2)`` got Python's "multiple values for argument 'num_tasks'" from inside AUC."""
+    with pytest.raises(
+        TypeError,
+        match=rf"Metric 'auc': the module calls its factory as `functools\.partial\({label}, \.\.\.\)\(num_tasks=T\)`, "
+        r"but the partial already binds `num_tasks` positionally \((2|1)\); .*leave it out of the partial",
+    ):
+        tmx.RecMetricModule(_TWO, {"ctr": "ctr", "auc": factory}, throughput=False)
+    # partials that leave num_tasks to the module (or give it by keyword: the module's call overrides it)
+    for fine in (functools.partial(tmx.AUC, num_bins=10), functools.partial(tmx.AUC, num_tasks=5), _auc_factory):
+        auc = tmx.RecMetricModule(_TWO, {"auc": fine}, throughput=False).metrics["auc"]
+        assert isinstance(auc, tmx.AUC) and auc.num_tasks == 2  # the module's two tasks
+
+
 def test_a_metric_key_clashing_with_the_throughputs_is_refused_at_construction():
     """Was found at the first compute(), after a run had started."""
     with pytest.raises(ValueError, match=r"task 'total_examples' would be logged as throughput/total_examples"):

@@ -1528,6 +1528,84 @@ def test_value_ndim_counts_the_dimensions_of_each_tasks_value(name):
         assert entry.ndim == metric.value_ndim  # one task: no task dimension
 
 
+def _multi_task(factory):
+    """``factory`` with ``num_tasks=2`` where it takes it (a class), else ``None``."""
+    if not isinstance(factory, type) or "num_tasks" not in inspect.signature(factory).parameters:
+        return None
+    return lambda: factory(num_tasks=2)
+
+
+_BUILT = {
+    **{name: factory for name, (factory, _) in _EVERY_METRIC.items()},
+    **{f"{name}[2 tasks]": _multi_task(f) for name, (f, _) in _EVERY_METRIC.items() if _multi_task(f)},
+    "Windowed(AUC)[2 tasks, binned]": lambda: tmx.Windowed(tmx.AUC(num_tasks=2, num_bins=8), 3),
+}
+
+
+def _states(metric):
+    """``{(module, state): (shape, dtype)}`` of every Metric module's states (a wrapper's children too)."""
+    from torchmetrics import Metric
+
+    out = {}
+    for prefix, module in metric.named_modules():
+        if isinstance(module, Metric):
+            for name in module._defaults:
+                value = getattr(module, name)
+                out[prefix, name] = (tuple(value.shape), value.dtype) if torch.is_tensor(value) else type(value)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(_BUILT))
+def test_every_metric_builds_on_the_meta_device(name):
+    """Under ``with torch.device("meta")`` (a model built before its weights) every metric builds, with its states.
+
+    Multi-task metrics and Windowed read their default states at construction (whether a default
+    repeats one value, whether a sum starts at zero) and Reliability its uniform edges (built on
+    the meta device): they raised, where TorchMetrics' metrics build.
+    """
+    reference = _BUILT[name]()
+    with torch.device("meta"):
+        metric = _BUILT[name]()
+    assert _states(metric) == _states(reference)
+    for module in metric.modules():
+        for value in getattr(module, "metric_state", {}).values():
+            assert not torch.is_tensor(value) or value.device.type == "meta"
+
+
+_TWO_TASKS = {"preds": torch.stack([P, P.flip(0)]), "target": torch.stack([Y, 1 - Y]), "weights": _W.expand(2, -1)}
+
+
+@pytest.mark.parametrize("name", [*sorted(_EVERY_METRIC), "NormalizedEntropy[2 tasks]", "Windowed(AUC)[2 tasks]"])
+def test_a_metric_built_under_inference_mode_updates_outside_it(name):
+    """Built under ``torch.inference_mode()`` (a validation hook, an evaluation script), updated after it.
+
+    Its states were inference tensors, so the first in-place ``update`` outside inference mode
+    raised (TorchMetrics' own ``SumMetric``/``MeanMetric`` still do). The values are those of the
+    same metric built outside inference mode.
+    """
+    factory, batch = _EVERY_METRIC.get(name, (None, _TWO_TASKS))
+    if factory is None:
+        factory = {
+            "NormalizedEntropy[2 tasks]": lambda: tmx.NormalizedEntropy(num_tasks=2),
+            "Windowed(AUC)[2 tasks]": lambda: tmx.Windowed(tmx.AUC(num_tasks=2, num_bins=8), 3),
+        }[name]
+    reference = factory()
+    with torch.inference_mode():
+        metric = factory()
+    values = []
+    for m in (metric, reference):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m.update(**batch)
+            m(**batch)  # forward too
+            values.append(m.compute())
+    if name not in _TIMED:
+        flat = [v if isinstance(v, dict) else {"": v} for v in values]
+        assert flat[0].keys() == flat[1].keys()
+        for key in flat[0]:
+            torch.testing.assert_close(flat[0][key], flat[1][key], equal_nan=True, msg=key)
+
+
 @pytest.mark.parametrize(
     ("factory", "reference"),
     [

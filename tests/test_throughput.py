@@ -7,6 +7,7 @@ from the readings and counts alone: no sleeps, no wall-clock assertions.
 from __future__ import annotations
 
 import copy
+import io
 import math
 import pickle
 import warnings
@@ -282,6 +283,111 @@ def test_plot_draws_the_rates(values):
         plt.close(fig)
     with pytest.raises(TypeError, match=r"`val` to be a dict returned by Throughput"):
         metric.plot(torch.tensor(1.0))
+
+
+def _side_by_side_reference(ours, theirs, later, window_seconds):
+    """Rates of two runs merged side by side (their last updates end together), then ``later`` updates of ours.
+
+    Each run is ``(clock readings, counts)`` with the first reading at the start (no warm-up). Written
+    from the definition: the window holds the updates of both runs that started within the last
+    ``window_seconds``, and the newest update of each run at the merge (after it, ours alone).
+    """
+    (t_a, n_a), (t_b, n_b) = ours, theirs
+    shift = t_a[-1] - t_b[-1]
+    updates = [(t_a[i], t_a[i + 1], n_a[i], "a") for i in range(len(n_a))]
+    updates += [(t_b[i] + shift, t_b[i + 1] + shift, n_b[i], "b") for i in range(len(n_b))]
+    newest = {updates[len(n_a) - 1], updates[-1]}
+    lifetime_seconds = max(t_a[-1] - t_a[0], t_b[-1] - t_b[0])
+    now, out = t_a[-1], []
+    for step, (seconds, n) in enumerate([(None, None), *later]):
+        if step:
+            updates.append((now, now + seconds, n, "a"))
+            newest, now, lifetime_seconds = {updates[-1]}, now + seconds, lifetime_seconds + seconds
+        kept = [u for u in updates if u[0] >= now - window_seconds or u in newest]
+        examples = sum(u[2] for u in updates)
+        window = sum(u[2] for u in kept) / (now - min(u[0] for u in kept))
+        out.append((examples / lifetime_seconds, window, examples))
+    return out
+
+
+@pytest.mark.parametrize("how", ["metric", "states"])
+def test_merge_state_is_two_runs_side_by_side(how):
+    """The other's window examples stay in the window after the merge, until later updates push them out.
+
+    ``merge_state`` kept the sum/max of the window states only until this metric's next update,
+    which refilled the window from its own recent updates alone (the other's examples vanished).
+    A dict of states carries no updates: its window is one update of its examples over its seconds.
+    """
+    rng = np.random.default_rng(7)
+    t_a = np.cumsum(rng.uniform(0.2, 1.5, size=9)).tolist()
+    # their window: the last update alone (2.9 s, the one before does not fit), later ones of ours are short
+    t_b = (100.0 + np.cumsum([*rng.uniform(0.2, 1.5, size=9), 3.0, 2.9])).tolist()
+    n_a, n_b = rng.integers(1, 100, size=8).tolist(), rng.integers(100, 1000, size=10).tolist()
+    later = [(float(s), int(n)) for s, n in zip(rng.uniform(0.1, 0.6, size=12), rng.integers(1, 100, size=12))]
+    readings = [*t_a, *np.cumsum([t_a[-1], *(s for s, _ in later)])[1:].tolist()]
+    ours = tmx.Throughput(warmup_steps=0, window_seconds=4.0, clock=Ticks(readings))
+    theirs = tmx.Throughput(warmup_steps=0, window_seconds=4.0, clock=Ticks(t_b))
+    for metric, counts in ((ours, n_a), (theirs, n_b)):
+        for n in counts:
+            metric.update(n)
+    if how == "states":  # their window as one update, after one update of all their older examples
+        states = theirs.metric_state
+        examples = states["window_examples_warmup0_window4"].item()
+        seconds = states["window_elapsed_warmup0_window4"].item()
+        assert 0 < examples < sum(n_b)  # their window holds some of their updates only
+        t_b, n_b = [t_b[0], t_b[-1] - seconds, t_b[-1]], [sum(n_b) - examples, examples]
+        ours.merge_state(theirs.metric_state)
+    else:
+        ours.merge_state(theirs)
+    expected = _side_by_side_reference((t_a, n_a), (t_b, n_b), later, 4.0)
+    np.testing.assert_allclose(_rates(ours), expected[0], rtol=1e-12)
+    for step, (_, n) in enumerate(later, start=1):
+        ours.update(n)
+        np.testing.assert_allclose(_rates(ours), expected[step], rtol=1e-12, err_msg=f"update {step} after the merge")
+        if step == 2:  # the merged window survives a checkpoint
+            resumed = tmx.Throughput(warmup_steps=0, window_seconds=4.0, clock=Ticks([0.0, 0.0]))
+            resumed.load_state_dict(ours.state_dict())
+            assert sorted(resumed.get_extra_state()["recent"]) == sorted(ours.get_extra_state()["recent"])
+
+
+def test_the_window_holds_the_updates_of_window_seconds_only():
+    """The saved window does not grow with the run: one entry per update within ``window_seconds``.
+
+    100k updates of 1 ms with a 0.5 s window: the state_dict after 10k and after 100k updates has about
+    the same size, and the rates are the reference's (numpy, from the clock readings).
+    """
+    rng = np.random.default_rng(3)
+    steps = rng.uniform(0.5e-3, 1.5e-3, size=100_000)
+    counts = rng.integers(1, 64, size=steps.size)
+    readings = np.concatenate([[0.0], np.cumsum(steps)])
+    metric = tmx.Throughput(warmup_steps=0, window_seconds=0.5, clock=Ticks(readings.tolist()))
+    sizes = []
+    for i, n in enumerate(counts.tolist(), start=1):
+        metric.update(n)
+        if i in (10_000, 100_000):
+            buffer = io.BytesIO()
+            torch.save(metric.state_dict(), buffer)
+            sizes.append(buffer.tell())
+            assert len(metric.get_extra_state()["recent"]) <= 0.5 / 0.5e-3 + 1
+    assert sizes[1] < 1.1 * sizes[0]  # the same number of updates in the window, give or take a few
+    # the newest updates whose seconds sum to at most 0.5 (from the newest back)
+    back = np.cumsum(steps[::-1])
+    kept = int(np.searchsorted(back, 0.5, side="right"))
+    expected = (counts.sum() / readings[-1], counts[-kept:].sum() / back[kept - 1], counts.sum())
+    np.testing.assert_allclose(_rates(metric), expected, rtol=1e-9)
+
+
+def test_a_window_saved_as_seconds_and_examples_loads():
+    """Checkpoints written before the window kept a timeline hold ``(seconds, examples)`` per update."""
+    metric = tmx.Throughput(warmup_steps=1, window_seconds=2.5, clock=Ticks([0.0, 1.0, 2.0, 3.0, 10.0, 10.5]))
+    for n in (5, 10, 20, 40):
+        metric.update(n)
+    saved = metric.state_dict()
+    saved["_extra_state"] = {"steps": 4, "recent": [(1.0, 20), (1.0, 40)]}  # as written before
+    metric.load_state_dict(saved)
+    metric.update(7)  # the clock restarts
+    metric.update(80)  # 0.5 s: the window (2.5 s) holds 1 + 1 + 0.5 s
+    assert _rates(metric) == ((10 + 20 + 40 + 80) / 3.5, (20 + 40 + 80) / 2.5, 5 + 10 + 20 + 40 + 7 + 80)
 
 
 def test_in_a_metric_collection():

@@ -165,7 +165,8 @@ class RecMetricModule(nn.Module):
             (:data:`~torchmetrics_ext.registry.TORCHREC_SELF_NAMED`: ``"ndcg"``, ``"recall"``) while
             it does not compute that TorchRec value (the message names the options that would).
         TypeError: a factory whose signature cannot take the call ``factory(num_tasks=T)`` (e.g.
-            ``lambda T: ...``: named with the metric, before the call), or a metric the module cannot
+            ``lambda T: ...``, or ``functools.partial(tmx.AUC, 2)``, whose bound first argument is
+            ``num_tasks``: named with the metric, before the call), or a metric the module cannot
             feed: not one of the package's metrics, one whose
             ``update`` takes other inputs than each task's ``(preds, target, weights)`` columns
             (``TensorWeightedAverage``, ``NumMissingLabels``, ``Segmented``, ``MultiLabelPrecision``,
@@ -1304,6 +1305,20 @@ def _check_factory(name: str, spec: Any) -> None:
 
     Checked on the signature, before the call, so an error raised inside the factory is its own.
     """
+    label = getattr(spec, "__name__", "factory")
+    if isinstance(spec, functools.partial):  # its bound arguments may already give `num_tasks`
+        label = f"functools.partial({getattr(spec.func, '__name__', 'factory')}, ...)"
+        try:
+            bound = inspect.signature(spec.func).bind_partial(*spec.args, **spec.keywords).arguments
+        except (TypeError, ValueError):  # no Python signature, or arguments it cannot take: the call will tell
+            bound = {}
+        if "num_tasks" in bound and "num_tasks" not in spec.keywords:
+            raise TypeError(
+                f"Metric {name!r}: the module calls its factory as `{label}(num_tasks=T)`, but the partial already "
+                f"binds `num_tasks` positionally ({bound['num_tasks']!r}); the module sets it from its tasks, so "
+                "leave it out of the partial and give the other settings by keyword, e.g. "
+                "`functools.partial(tmx.AUC, num_bins=100)`."
+            )
     try:
         signature = inspect.signature(spec)
     except (TypeError, ValueError):  # no Python signature (a builtin): the call itself will tell
@@ -1312,7 +1327,7 @@ def _check_factory(name: str, spec: Any) -> None:
         signature.bind(num_tasks=1)
     except TypeError as error:
         raise TypeError(
-            f"Metric {name!r}: the module calls its factory as `{getattr(spec, '__name__', 'factory')}(num_tasks=T)`, "
+            f"Metric {name!r}: the module calls its factory as `{label}(num_tasks=T)`, "
             f"which its signature {signature} cannot take ({error}); write it with a `num_tasks` parameter, e.g. "
             "`lambda num_tasks: tmx.AUC(num_tasks=num_tasks, from_logits=True)`."
         ) from None

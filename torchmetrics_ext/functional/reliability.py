@@ -36,7 +36,7 @@ def _uniform_edges(num_bins: int) -> Tensor:
 
     ``linspace`` gives 0.30000000000000004 for 3/10, so a score of exactly 0.3 would fall one bin low.
     """
-    return torch.arange(num_bins + 1, dtype=torch.float64) / num_bins
+    return torch.arange(num_bins + 1, dtype=torch.float64, device="cpu") / num_bins  # a setting: on the host
 
 
 def _reliability_edges(num_bins: object, edges: Sequence[float] | Tensor | None) -> Tensor:
@@ -47,7 +47,7 @@ def _reliability_edges(num_bins: object, edges: Sequence[float] | Tensor | None)
             raise ValueError(f"Expected `num_bins` to be a positive integer, got {num_bins!r}.")
         return _uniform_edges(bins)
     try:
-        out = torch.as_tensor(edges, dtype=torch.float64).detach().cpu()
+        out = torch.as_tensor(edges, dtype=torch.float64, device="cpu").detach()
     except (TypeError, ValueError, RuntimeError):
         raise ValueError(f"Expected `edges` to be an increasing sequence of floats, got {edges!r}.") from None
     if out.ndim != 1 or out.numel() < 2 or not bool(torch.isfinite(out).all()) or not bool((out.diff() > 0).all()):

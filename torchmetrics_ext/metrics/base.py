@@ -374,13 +374,32 @@ class GuardedMetric(Metric):
         ``Segmented`` metric's ``(T, S)`` sums cost twice their size. A default of zeros (any one
         value) is kept instead as a stride-0 view of one element of that shape: ``reset`` clones it
         into a full, writable state as before, and device moves and ``set_dtype`` keep it one element.
+        A default on the meta device (a metric built under ``with torch.device("meta")``) has no values to
+        compare and is kept as given.
+
+        The state and its default are ordinary tensors when the metric is built under
+        ``torch.inference_mode()`` too (a metric made in a validation hook or ``evaluate``): an
+        inference tensor state made the first ``update`` outside inference mode fail ("Inplace
+        update to inference tensor outside InferenceMode"), as it does for TorchMetrics' metrics.
         """
-        super().add_state(name, default, dist_reduce_fx, persistent)
-        kept = self._defaults[name]
-        if isinstance(kept, Tensor) and kept.is_floating_point() and kept.numel() > 1:
-            first = kept.reshape(-1)[:1]
-            if bool((kept == first).all()):
-                self._defaults[name] = _one_element(first.clone(), kept.shape)
+        with torch.inference_mode(False):
+            if isinstance(default, Tensor) and default.is_inference():
+                default = default.clone()
+            super().add_state(name, default, dist_reduce_fx, persistent)
+            kept = self._defaults[name]
+            if isinstance(kept, Tensor) and kept.is_floating_point() and kept.numel() > 1 and not kept.is_meta:
+                first = kept.reshape(-1)[:1]
+                if bool((kept == first).all()):
+                    self._defaults[name] = _one_element(first.clone(), kept.shape)
+
+    def set_dtype(self, dst_type: str | torch.dtype) -> Metric:
+        """TorchMetrics' ``set_dtype``; the states it casts are ordinary tensors under ``torch.inference_mode()`` too.
+
+        A metric that casts its states in its constructor (the float64 aggregations), built under
+        inference mode, would otherwise hold inference tensors (see :meth:`add_state`).
+        """
+        with torch.inference_mode(False):
+            return super().set_dtype(dst_type)
 
     def _apply(self, fn: Callable, exclude_state: Sequence[str] = "") -> Module:
         """TorchMetrics' ``_apply`` with any dtype cast left out unless it comes from ``set_dtype``.

@@ -2,6 +2,7 @@ r"""Training or evaluation throughput (examples per second) as a :class:`torchme
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 import re
@@ -12,6 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+from torchmetrics import Metric
 
 from torchmetrics_ext.metrics.base import GuardedMetric, _tag, one_task
 from torchmetrics_ext.utilities.checks import as_real, check_int
@@ -92,6 +94,11 @@ class Throughput(GuardedMetric):
         **DDP.** Examples are summed across ranks and time is the slowest rank's (``max``): the
         states reduce with ``sum``/``max`` and sync through TorchMetrics like any metric. A rank
         reads only its own clock, and ``update`` reads shapes only: no host-device sync.
+        :meth:`merge_state` joins another ``Throughput`` the same way (a run beside this one).
+
+        **Memory.** The window keeps one ``(start, end, examples)`` entry per update within
+        ``window_seconds`` (plus the newest): its size, in memory and in ``state_dict``, follows
+        the step rate, not the length of the run.
 
         **Checkpoints.** The counts and times are persistent states; after ``load_state_dict`` the
         next update restarts the clock (its examples count in ``total_examples`` only), since a
@@ -201,8 +208,10 @@ class Throughput(GuardedMetric):
         """Host-side bookkeeping of this rank: steps seen, the last clock reading, the recent updates."""
         self._steps = 0
         self._last: float | None = self.clock() if self.warmup_steps == 0 else None
-        self._recent: deque[tuple[float, int]] = deque()  # (seconds, examples) of the updates in the window
-        self._recent_seconds = 0.0
+        # the updates in the window, by start: (start, end, examples) on this rank's timeline of
+        # timed seconds (``_now`` is its end); merged updates are placed on it too (see merge_state)
+        self._recent: deque[tuple[float, float, int]] = deque()
+        self._now = 0.0
         self._recent_examples = 0
 
     def update(self, batch: Tensor | int | Mapping[str, Tensor] | Sequence[Tensor]) -> None:
@@ -219,17 +228,58 @@ class Throughput(GuardedMetric):
         seconds, self._last = now - self._last, now
         state("examples").add_(count)
         state("elapsed").add_(seconds)
-        self._recent.append((seconds, count))
-        self._recent_seconds += seconds
+        recent, start = self._recent, self._now
+        self._now = end = start + seconds
+        recent.append((start, end, count))
         self._recent_examples += count
-        while len(self._recent) > 1 and self._recent_seconds > self.window_seconds:
-            old_seconds, old_count = self._recent.popleft()
-            self._recent_seconds -= old_seconds
-            self._recent_examples -= old_count
-        if len(self._recent) == 1:  # no drift from the running sums
-            self._recent_seconds, self._recent_examples = self._recent[0]
-        state("window_examples").fill_(self._recent_examples)
-        state("window_elapsed").fill_(self._recent_seconds)
+        cut = end - self.window_seconds  # updates that started before it do not fit (the newest always does)
+        while len(recent) > 1 and recent[0][0] < cut:
+            self._recent_examples -= recent.popleft()[2]
+        if len(recent) == 1:  # no drift from the running sum and the timeline
+            recent[0] = (0.0, seconds, count)
+            self._now, self._recent_examples = seconds, count
+        self._fill_window()
+
+    def _fill_window(self) -> None:
+        """The window states from the recent updates: their examples, and the seconds since the oldest started."""
+        recent = self._recent
+        self._state("window_examples").fill_(self._recent_examples)
+        self._state("window_elapsed").fill_(self._now - recent[0][0] if recent else 0.0)
+
+    def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
+        """Merge another ``Throughput`` (or its states) as if it ran beside this one: the DDP sync's sum and max.
+
+        Examples add up and the time is the longer of the two, lifetime and window alike. The
+        other's recent updates join this window as updates that ended together with this one's
+        last update (two ranks stepping side by side): the merged window holds the updates of both
+        that started within the last ``window_seconds`` (and the newest update of each), its time
+        is the longer of the two windows', and later updates of this metric push the other's out
+        of the window as they push out its own. A dict of states carries no updates: its window is
+        taken as one update of ``window_examples`` over ``window_elapsed`` seconds.
+
+        Raises:
+            ValueError: states of other names or shapes (see :class:`GuardedMetric`); nothing changes.
+        """
+        super().merge_state(incoming_state)  # checks the states first
+        if isinstance(incoming_state, Throughput):
+            theirs, their_now = list(incoming_state._recent), incoming_state._now
+        else:  # the states that were merged: their window as one update
+            states: Mapping[str, Any] = (
+                incoming_state if isinstance(incoming_state, dict) else incoming_state.metric_state
+            )
+            examples = float(states[self._state_names["window_examples"]])
+            their_now = float(states[self._state_names["window_elapsed"]])
+            theirs = [(0.0, their_now, round(examples))] if examples or their_now else []
+        if not theirs:
+            return
+        shift = self._now - their_now  # their last update ends with this one's
+        cut = self._now - self.window_seconds
+        newest = {self._recent[-1]} if self._recent else set()
+        newest.add((theirs[-1][0] + shift, theirs[-1][1] + shift, theirs[-1][2]))
+        joined = sorted([*self._recent, *((s + shift, e + shift, n) for s, e, n in theirs)])
+        self._recent = deque(u for u in joined if u[0] >= cut or u in newest)
+        self._recent_examples = sum(n for _, _, n in self._recent)
+        self._fill_window()
 
     def _rates(self) -> dict[str, Tensor]:
         state = self._state
@@ -305,9 +355,13 @@ class Throughput(GuardedMetric):
         self._restart()
         self._last = None
         self._steps = int(state["steps"])
-        self._recent = deque((float(s), int(n)) for s, n in state["recent"])
-        self._recent_seconds = sum(s for s, _ in self._recent)
-        self._recent_examples = sum(n for _, n in self._recent)
+        recent = [tuple(u) for u in state["recent"]]
+        if recent and len(recent[0]) == 2:  # saved before the window kept a timeline: (seconds, examples)
+            ends = itertools.accumulate(float(s) for s, _ in recent)
+            recent = [(e - float(s), e, n) for e, (s, n) in zip(ends, recent)]
+        self._recent = deque((float(s), float(e), int(n)) for s, e, n in recent)
+        self._now = self._recent[-1][1] if self._recent else 0.0
+        self._recent_examples = sum(n for _, _, n in self._recent)
 
 
 _RATES = ("lifetime_throughput", "window_throughput")

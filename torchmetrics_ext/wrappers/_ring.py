@@ -71,7 +71,7 @@ def state_kind(name: str, reduction: Any, default: Any) -> str:
         raise ValueError(f"Expected the cat state `{name}` to be a list state, got a {type(default).__name__}.")
     if kind != "cat" and not isinstance(default, Tensor):
         raise ValueError(f"Expected state `{name}` to be a tensor, got {type(default).__name__}.")
-    if kind == "sum" and bool(default.any()):
+    if kind == "sum" and not default.is_meta and bool(default.any()):  # meta (a model built there): no values
         raise ValueError(f"Expected the sum state `{name}` to start at zero, got default {default}.")
     return kind
 

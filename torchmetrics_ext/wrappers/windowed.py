@@ -353,6 +353,7 @@ class Windowed(WrapperMetric):
     # whether the children sync through a TypedGather (list states of no declared dtype)
     _typed_sync: bool = False
 
+    @torch.inference_mode(False)  # its rings and buffers are ordinary tensors when built under inference mode
     def __init__(
         self,
         metric: Metric,

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchmetrics
 from sklearn import metrics as skm
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -1527,3 +1528,86 @@ def test_forward_does_not_copy_the_samples_kept_so_far():
     assert kept[0].data_ptr() == first.data_ptr()  # the first batch's chunk, not a copy of it
     preds, target = (torch.cat(parts) for parts in zip(*batches))
     assert auc.compute().item() == pytest.approx(skm.roc_auc_score(target.numpy(), preds.numpy()), abs=1e-12)
+
+
+# ----------------------------------------------------------------------------- one sort for a compute group
+
+
+def _count_exact_sorts(monkeypatch) -> list[int]:
+    """Calls of the exact kernel (one sort of every sample each) from now on."""
+    calls = []
+    kernel = FB._exact_curve_stats
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(FB, "_exact_curve_stats", counted)
+    return calls
+
+
+def _auc_auprc_data(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    preds = torch.randint(0, 40, (2, n), generator=gen).to(torch.float32) / 40  # ties
+    target = (torch.rand(2, n, generator=gen) < 0.2 + 0.6 * preds).to(torch.int64)
+    weights = (torch.rand(2, n, generator=gen) + 0.1).to(torch.float64)  # float32 values: as kept
+    return preds, target, weights
+
+
+def _sklearn_auc_auprc(preds, target, weights) -> dict[str, np.ndarray]:
+    p, y, w = (t.numpy() for t in (preds, target, weights))
+    return {
+        "auc": np.array([skm.roc_auc_score(y[t], p[t], sample_weight=w[t]) for t in range(2)]),
+        "auprc": np.array([skm.average_precision_score(y[t], p[t], sample_weight=w[t]) for t in range(2)]),
+    }
+
+
+def test_auc_and_auprc_of_one_compute_group_sort_once(monkeypatch):
+    """AUC and AUPRC in one MetricCollection share their states; the sort at compute gives both numerators,
+    so the second compute reuses the first's (10M samples: ~0.5 s -> ~0.25 s for the pair). Any new
+    update, or an in-place change of a kept chunk, sorts again; values are scikit-learn's throughout."""
+    calls = _count_exact_sorts(monkeypatch)
+    preds, target, weights = _auc_auprc_data(5, 900)
+    collection = torchmetrics.MetricCollection({"auc": tmx.AUC(num_tasks=2), "auprc": tmx.AUPRC(num_tasks=2)})
+    for lo, hi in ((0, 300), (300, 600)):
+        collection.update(preds[:, lo:hi], target[:, lo:hi], weights[:, lo:hi])
+    assert collection.compute_groups == {0: ["auc", "auprc"]}
+
+    def check(n: int) -> None:
+        got = collection.compute()
+        expected = _sklearn_auc_auprc(preds[:, :n], target[:, :n], weights[:, :n])
+        for name in ("auc", "auprc"):
+            np.testing.assert_allclose(got[name].numpy(), expected[name], rtol=1e-12, err_msg=name)
+
+    check(600)
+    assert len(calls) == 1  # one sort for the pair (two before)
+    collection.update(preds[:, 600:], target[:, 600:], weights[:, 600:])
+    check(900)
+    assert len(calls) == 2  # the update invalidated the shared sums
+
+    # an in-place change of a kept chunk (its version counter moves) is seen too
+    kept = collection._modules["auc"].preds[0]
+    kept.mul_(0.5)
+    for metric in collection.values(copy_state=False):
+        metric._computed = None
+    halved = preds.clone()
+    halved[:, : kept.numel() // 2] *= 0.5  # the chunk holds the first samples, sample-major
+    preds = halved
+    check(900)
+    assert len(calls) == 3
+
+
+def test_exact_auc_states_under_inference_mode_are_never_reused(monkeypatch):
+    """Inference tensors have no version counter (an in-place change could not be seen): each compute sorts."""
+    calls = _count_exact_sorts(monkeypatch)
+    preds, target, weights = _auc_auprc_data(6, 400)
+    with torch.inference_mode():
+        auc, auprc = tmx.AUC(num_tasks=2), tmx.AUPRC(num_tasks=2)
+        for metric in (auc, auprc):
+            metric.update(preds, target, weights)
+        auprc.preds = auc.preds  # the same chunks, as a compute group shares them
+        auprc.signed_weights = auc.signed_weights
+        expected = _sklearn_auc_auprc(preds, target, weights)
+        np.testing.assert_allclose(auc.compute().numpy(), expected["auc"], rtol=1e-12)
+        np.testing.assert_allclose(auprc.compute().numpy(), expected["auprc"], rtol=1e-12)
+    assert len(calls) == 2

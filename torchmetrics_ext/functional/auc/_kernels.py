@@ -21,7 +21,7 @@ MB whatever the number of samples and however long the tie runs.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -74,11 +74,18 @@ def _pack(scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks: int) ->
     """
     n = sum(chunk.numel() for chunk in scores) // num_tasks
     device = scores[0].device if scores else torch.device("cpu")
+    return _pack_blocks(_row_blocks(scores, signed, num_tasks), num_tasks, n, device)
+
+
+def _pack_blocks(
+    blocks: Iterable[tuple[Tensor, Tensor]], num_tasks: int, n: int, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`_pack` of ``(scores, signed)`` blocks, each ``(b, T)`` sample-major, ``n`` rows in all."""
     packed = torch.empty((num_tasks, n), dtype=torch.int64, device=device)
     pos_total = torch.zeros(num_tasks, dtype=torch.float64, device=device)
     neg_total = torch.zeros_like(pos_total)
     offset = 0
-    for score_rows, signed_rows in _row_blocks(scores, signed, num_tasks):
+    for score_rows, signed_rows in blocks:
         weights = signed_rows.to(torch.float32)
         pos_total += weights.clamp(min=0).sum(0, dtype=torch.float64)
         neg_total += weights.neg().clamp_(min=0).sum(0, dtype=torch.float64)

@@ -1,9 +1,12 @@
 r"""Grouped (per user / per query) ROC AUC and average precision, vectorised over groups.
 
-One sort by ``(task, group, score)`` of a composite ``int64`` key, then block-wise cumulative
-sums taken within each segment ``(task, group)`` (a segmented scan: no group's value depends on
-the weights or ids of the others), with tie runs summed as in the exact binary kernel: no Python
-loop over groups or tasks. The per-group values are averaged over the groups that hold
+On the CPU, one sort of the group ids lays every group's samples side by side; blocks of whole
+groups (about ``_GROUP_BLOCK`` samples, so compute is O(N log N) with bounded temporaries) are
+each sorted by ``(task, group, score)`` as a composite ``int64`` key, and a group larger than a
+block is sorted alone as the binary kernel's packed keys. Then block-wise cumulative sums taken
+within each segment ``(task, group)`` (a segmented scan: no group's value depends on the weights
+or ids of the others), with tie runs summed as in the exact binary kernel: no Python loop over
+groups or tasks. The per-group values are averaged over the groups that hold
 both classes (or, with ``average_groups="all"``, over every group, as TorchRec does), optionally
 weighted by each group's total sample weight.
 """
@@ -14,8 +17,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.functional.auc._device import _grouped_curve_sums
-from torchmetrics_ext.functional.auc._kernels import _curve_sums, _descending_keys
+from torchmetrics_ext.functional.auc import _kernels
+from torchmetrics_ext.functional.auc._device import _grouped_curve_sums, _starts
+from torchmetrics_ext.functional.auc._kernels import (
+    _curve_sums,
+    _descending_keys,
+    _pack_blocks,
+    _row_curve_sums,
+    _sort_rows,
+)
 from torchmetrics_ext.functional.auc.binary import CurveStats, _signed_weights
 from torchmetrics_ext.utilities.checks import check_flag, format_pointwise, single_task
 from torchmetrics_ext.utilities.device import on_device_path
@@ -89,31 +99,50 @@ def _grouped_curve_stats(scores: Tensor, signed: Tensor, groups: Tensor) -> Curv
     num_tasks, n = scores.shape
     if n > 0 and on_device_path(scores):
         return _grouped_curve_sums(scores, signed, groups)
-    uniq, dense = torch.unique(groups, return_inverse=True)
-    num_groups = uniq.numel()
-    del uniq
-    dense = dense.reshape(-1)
+    # One sort of the ids puts every group's samples side by side: group g (the g-th smallest id)
+    # is perm[firsts[g]:firsts[g + 1]], so a block of whole groups is a slice of `perm`, never a
+    # scan of every sample (a mask over all N samples per block made compute O(N * blocks)).
+    sorted_ids, perm = torch.sort(groups)
+    opens = _starts(sorted_ids)  # True at each group's first sample, in id order
+    del sorted_ids
+    firsts = torch.nonzero(opens).squeeze(1)
+    num_groups = firsts.numel()
     stats = torch.zeros(4, num_tasks, num_groups, dtype=torch.float64, device=scores.device)
-    # Whole groups in blocks of about _GROUP_BLOCK samples, and of those blocks as many tasks at
-    # once as keep about _GROUP_BLOCK elements: one sort by (task, group, score) per chunk, so the
-    # sort's temporaries are bounded whatever the number of samples kept (this runs over all of
-    # them at compute, where it would otherwise set the peak memory), and many tasks of few
+    # Blocks of whole groups holding fewer than 2 * _GROUP_BLOCK samples, or one larger group alone,
+    # and of a block as many tasks at once as keep about _GROUP_BLOCK elements: one sort per chunk,
+    # so the sort's temporaries are bounded whatever the number of samples kept (this runs over all
+    # of them at compute, where it would otherwise set the peak memory), and many tasks of few
     # samples (or a batch of `groups_complete_per_batch`) take one sort, not one per task.
-    for lo, hi in _group_blocks(dense, num_groups):
-        rows = torch.nonzero((dense >= lo) & (dense < hi)).squeeze(1) if (lo, hi) != (0, num_groups) else None
-        local = dense if rows is None else dense[rows] - lo
-        tasks_per_chunk = max(1, _GROUP_BLOCK // max(local.numel(), 1))
+    for lo, hi, start, end in _group_blocks(firsts, n):
+        rows = perm[start:end]
+        local = None if hi - lo == 1 else torch.cumsum(opens[start:end], 0).sub_(1)
+        tasks_per_chunk = max(1, _GROUP_BLOCK // (end - start))
         for t0 in range(0, num_tasks, tasks_per_chunk):
             t1 = min(num_tasks, t0 + tasks_per_chunk)
-            chunk_scores, chunk_signed = scores[t0:t1], signed[t0:t1]
-            if rows is not None:
-                chunk_scores, chunk_signed = chunk_scores.index_select(1, rows), chunk_signed.index_select(1, rows)
-            # segment (task, group) of every element: task-major, groups of the block dense within it
-            seg = (torch.arange(t1 - t0, device=dense.device).unsqueeze(1) * (hi - lo) + local).reshape(-1)
-            chunk = _segment_stats(chunk_scores, chunk_signed, seg, (t1 - t0) * (hi - lo))
+            if local is None:  # one group: sorted in place as packed keys, as the binary AUC (8 bytes/element)
+                chunk = _one_group_stats(scores[t0:t1], signed[t0:t1], rows).unsqueeze(-1)
+            else:
+                chunk_scores = scores[t0:t1].index_select(1, rows)
+                chunk_signed = signed[t0:t1].index_select(1, rows)
+                # segment (task, group) of every element: task-major, groups of the block dense within it
+                seg = (torch.arange(t1 - t0, device=rows.device).unsqueeze(1) * (hi - lo) + local).reshape(-1)
+                chunk = _segment_stats(chunk_scores, chunk_signed, seg, (t1 - t0) * (hi - lo))
             stats[:, t0:t1, lo:hi] = chunk.view(4, t1 - t0, hi - lo)
     pos, neg, auc, ap = stats
     return pos, neg, auc, ap
+
+
+def _one_group_stats(scores: Tensor, signed: Tensor, rows: Tensor) -> Tensor:
+    """``(4, T_c)`` float64 ``(P, N, auc_num, ap_num)`` of the one group made of samples ``rows``.
+
+    The binary exact kernel over the group's samples: packed ``(score key, weight)`` keys gathered
+    block by block and sorted in place, so a group of any size adds 8 bytes per element and
+    temporaries of a few MB (not a sort index and gathered copies of the whole group).
+    """
+    blocks = ((scores.T.index_select(0, part), signed.T.index_select(0, part)) for part in rows.split(_kernels._BLOCK))
+    packed, pos_total, neg_total = _pack_blocks(blocks, scores.shape[0], rows.numel(), scores.device)
+    auc_num, ap_num = _row_curve_sums(_sort_rows(packed), neg_total)
+    return torch.stack([pos_total, neg_total, auc_num, ap_num])
 
 
 def _segment_stats(scores: Tensor, signed: Tensor, seg: Tensor, num_segments: int) -> Tensor:
@@ -146,16 +175,26 @@ def _segment_stats(scores: Tensor, signed: Tensor, seg: Tensor, num_segments: in
 _GROUP_BLOCK = 1 << 20  # samples per block of whole groups at compute
 
 
-def _group_blocks(dense: Tensor, num_groups: int) -> list[tuple[int, int]]:
-    """``[lo, hi)`` ranges of dense group ids, each holding whole groups and about ``_GROUP_BLOCK`` samples."""
-    n = dense.numel()
+def _group_blocks(firsts: Tensor, n: int) -> list[tuple[int, int, int, int]]:
+    """``(lo, hi, start, end)``: groups ``[lo, hi)`` (dense ids) are samples ``[start, end)`` in id order.
+
+    Each block holds whole groups and fewer than ``2 * _GROUP_BLOCK`` samples, or one group alone
+    (a group larger than ``_GROUP_BLOCK`` is always alone).
+
+    Args:
+        firsts: ``(G,)`` position of each group's first sample in the samples sorted by id.
+        n: the number of samples.
+    """
+    num_groups = firsts.numel()
     if n <= _GROUP_BLOCK:
-        return [(0, num_groups)] if n else []
-    ends = torch.cumsum(torch.bincount(dense, minlength=num_groups), 0)
-    targets = torch.arange(_GROUP_BLOCK, n, _GROUP_BLOCK, device=dense.device)
-    cuts = (torch.searchsorted(ends, targets) + 1).clamp_(max=num_groups).tolist()
-    bounds = [0, *sorted(set(cuts) - {0, num_groups}), num_groups]
-    return list(zip(bounds[:-1], bounds[1:]))
+        return [(0, num_groups, 0, n)] if n else []
+    bounds = torch.cat([firsts, firsts.new_tensor([n])])
+    # the group holding each multiple of the block size opens a block; a large one also closes it
+    at = torch.searchsorted(firsts, torch.arange(_GROUP_BLOCK, n, _GROUP_BLOCK, device=firsts.device), right=True) - 1
+    large = at[bounds[at + 1] - bounds[at] > _GROUP_BLOCK] + 1
+    cuts = torch.unique(torch.cat([firsts.new_tensor([0, num_groups]), at, large]))
+    groups_at, samples_at = cuts.tolist(), bounds[cuts].tolist()
+    return list(zip(groups_at[:-1], groups_at[1:], samples_at[:-1], samples_at[1:]))
 
 
 def _group_values(stats: CurveStats, kind: str, present: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -8,8 +8,9 @@ histogram reduced with ``sum`` (constant memory). All math lives in
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Collection, Hashable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -41,6 +42,48 @@ def _take_samples(
     else:
         flat = state
     return flat.view(-1, num_tasks).T
+
+
+class _SharedStats(NamedTuple):
+    """The last exact ``CurveStats`` computed and the state chunks they were computed from."""
+
+    chunks: tuple[weakref.ref[Tensor], ...]
+    versions: tuple[int, ...]
+    split: int  # how many of the chunks are scores
+    num_tasks: int
+    stats: F.CurveStats
+
+
+_LAST_EXACT: list[_SharedStats] = []  # at most one entry
+
+
+def _exact_stats_shared(
+    scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks: int, device: torch.device
+) -> F.CurveStats:
+    """``F._exact_curve_stats``, reused when asked again for the very same unmodified chunks.
+
+    ``AUC`` and ``AUPRC`` of one compute group (a ``MetricCollection``, a ``RecMetricModule``)
+    hold the same chunk tensors, and their sort gives both numerators: the second ``compute``
+    reuses the first one's sums instead of sorting every sample again. The entry is keyed on the
+    chunks' identity (weak references: it keeps no sample alive) and version counters, so an
+    ``update`` (a new chunk, joined chunks), a sync (gathered copies), ``reset``, a load or any
+    in-place change of a chunk computes afresh. Inference tensors have no version counter: never
+    reused. The returned tensors are shared: read only.
+    """
+    chunks = (*scores, *signed)
+    if not chunks or any(chunk.is_inference() for chunk in chunks):
+        return F._exact_curve_stats(scores, signed, num_tasks, device)
+    versions = tuple(chunk._version for chunk in chunks)
+    for entry in _LAST_EXACT:
+        if (
+            (entry.split, entry.num_tasks, entry.versions) == (len(scores), num_tasks, versions)
+            and len(entry.chunks) == len(chunks)
+            and all(ref() is chunk for ref, chunk in zip(entry.chunks, chunks))
+        ):
+            return entry.stats
+    stats = F._exact_curve_stats(scores, signed, num_tasks, device)
+    _LAST_EXACT[:] = [_SharedStats(tuple(weakref.ref(c) for c in chunks), versions, len(scores), num_tasks, stats)]
+    return stats
 
 
 def _sample_major(values: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -227,7 +270,7 @@ class _CurveMetric(TaskMetric):
         scores, signed = self._scores, self.signed_weights
         if isinstance(scores, Tensor):  # synced across ranks: already one tensor
             scores, signed = [scores], [signed]
-        return F._exact_curve_stats(scores, signed, self.num_tasks, self.device)
+        return _exact_stats_shared(scores, signed, self.num_tasks, self.device)
 
     def _curve_points(self) -> C.Points:
         """Per task: distinct thresholds (descending) and the label weights at each, from the synced states."""

@@ -145,7 +145,7 @@ class Reliability(TaskMetric):
         out = _reliability_compute(*(getattr(self, name) for name in self._names))
         return {key: self._squeeze_tasks(value) for key, value in out.items()}
 
-    def plot(  # type: ignore[override]
+    def plot(
         self,
         val: dict[str, Tensor] | None = None,
         ax: Any = None,

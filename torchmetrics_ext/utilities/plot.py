@@ -136,12 +136,20 @@ def plot_reliability(
     Returns:
         ``(figure, axis)``; ``figure`` is ``None`` when ``ax`` is given.
 
+    Raises:
+        TypeError: ``values`` is not a dict.
+        ValueError: ``values`` lacks one of the three keys, or ``labels`` does not name each task.
+
     Example:
         >>> import torch
         >>> from torchmetrics_ext.functional import reliability
         >>> from torchmetrics_ext.utilities.plot import plot_reliability
         >>> fig, ax = plot_reliability(reliability(torch.rand(200), torch.randint(0, 2, (200,)), num_bins=5))
     """
+    if not isinstance(values, Mapping):
+        raise TypeError(
+            f"Expected `values` to be one dict returned by Reliability.compute(), got {type(values).__name__}."
+        )
     missing = [key for key in ("mean_prediction", "label_rate", "weight") if key not in values]
     if missing:
         raise ValueError(f"Expected the output of Reliability.compute(), missing key(s) {missing}.")

@@ -653,6 +653,36 @@ def test_categorical_strings_and_ints_are_distinct():
     assert metric.categories == ["a", "1", 1, "b", 5]
 
 
+@pytest.mark.parametrize("reverse", [False, True], ids=["in order", "reversed"])
+def test_categorical_plot_over_steps_draws_every_category(reverse):
+    """A category first seen after step 0 was dropped from the plot (or raised KeyError, the list reversed).
+
+    One line per category of any step, 0 where a step had not seen it; 1 and "1" stay two lines.
+    """
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batches = [["a", "a", 1], ["b", "b", "b", "1"], ["a", "c"]]
+    metric, values, seen = CategoricalCount(), [], []
+    for batch in batches:
+        metric.update(batch)
+        values.append(metric.compute())
+        seen += batch
+    steps = [Counter(seen[: sum(map(len, batches[: i + 1]))]) for i in range(len(batches))]  # running counts
+    if reverse:
+        values, steps = values[::-1], steps[::-1]
+    _, ax = metric.plot(values)
+    drawn = [line for line in ax.get_lines() if not line.get_label().startswith("_")]
+    categories = ["a", 1, "b", "1", "c"]  # first-seen order
+    assert [line.get_label() for line in drawn] == [str(c) for c in categories]
+    for line, category in zip(drawn, categories, strict=True):
+        np.testing.assert_array_equal(line.get_ydata(), [step[category] for step in steps])
+    plt.close("all")
+
+
 def test_categorical_enum_categories_are_their_plain_values():
     """(str, Enum) and IntEnum members count as the str/int they equal; keys are plain and survive a merge."""
     import enum

@@ -200,6 +200,43 @@ def test_a_reliability_metric_plots_a_diagram():
         metric.plot({"weight": values["weight"]})
 
 
+def test_a_list_of_reliability_values_is_refused_with_the_way_to_plot_them():
+    """A list (values over steps) said 'missing key(s)' although it held compute() dicts; one diagram is one value.
+
+    The way the message gives, each value into one axis named by ``labels``, draws each step's curve.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from torchmetrics_ext.utilities.plot import plot_reliability
+
+    metric = tmx.Reliability(edges=CTR_EDGES)
+    batches = [reliability_data(np.random.default_rng(seed)) for seed in (2, 3)]
+    values = []
+    for batch in batches:
+        metric.update(batch["preds"], batch["target"])
+        values.append(metric.compute())
+    for bad in (values, tuple(values)):
+        with pytest.raises(
+            TypeError, match=r"`val` to be one dict returned by Reliability\.compute\(\).*got (list|tuple)"
+        ):
+            metric.plot(bad)
+        with pytest.raises(TypeError, match=r"`values` to be one dict .*got (list|tuple)"):
+            plot_reliability(bad)
+    _, ax = metric.plot(values[0], labels=["step 0"])
+    metric.plot(values[1], ax=ax, labels=["step 1"])
+    for step in range(2):
+        seen = [np.concatenate([d[k].numpy() for d in batches[: step + 1]]) for k in ("preds", "target")]
+        ref = ref_reliability(*seen, None, edges=CTR_EDGES)
+        (line,) = [line for line in ax.get_lines() if line.get_label() == f"step {step}"]
+        keep = ref["weight"] > 0
+        np.testing.assert_allclose(line.get_xdata(), ref["mean_prediction"][keep])
+        np.testing.assert_allclose(line.get_ydata(), ref["label_rate"][keep])
+    plt.close("all")
+
+
 # ----------------------------------------------------------------------------- bad input
 
 _BASE = reliability_data(np.random.default_rng(5), weights="task")

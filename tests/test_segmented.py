@@ -277,6 +277,22 @@ def test_qps_per_task_counts_and_reset():
     assert qps(torch.zeros(2, 4)).tolist() == [4.0, 4.0]
 
 
+@pytest.mark.parametrize("validate_args", [True, False])
+@pytest.mark.parametrize(
+    "dtype",
+    [torch.uint8, torch.int8, torch.int16, torch.uint16, torch.int32, torch.uint32, torch.int64, torch.uint64],
+)
+def test_qps_counts_of_any_integer_dtype(dtype, validate_args):
+    """uint16/32/64 counts raised NotImplementedError ('ge_cpu' has no unsigned kernel) though policies accept them."""
+    big = 2**63 + 2**20 if dtype == torch.uint64 else 100  # past int64: must stay positive
+    counts = [[5, 7], [big, 3]]
+    qps = tmx.TowerQPS(num_tasks=2, warmup_steps=0, clock=_clock([0.0, 4.0]), validate_args=validate_args)
+    for row in counts:
+        qps.update(num_examples=torch.tensor(row, dtype=dtype))
+    # warmup 0 still starts the clock at the first update: only the second counts, over 4 seconds
+    np.testing.assert_array_equal(qps.compute().numpy(), np.array(counts[1], dtype=np.float64) / 4.0)
+
+
 @pytest.mark.parametrize(
     ("call", "exc", "match"),
     [

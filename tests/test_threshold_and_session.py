@@ -388,6 +388,42 @@ def test_hindsight_undefined_is_nan_with_warning():
     assert torch.isnan(out["recall"])
 
 
+def test_hindsight_plot_names_each_task():
+    """With num_tasks=2 one value was drawn as 2 steps and a list's legend repeated 'threshold' unnamed per task.
+
+    Each number is now one series named as Windowed names it (``precision/1``), its y the numpy reference's.
+    """
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(4)
+    scores = [rng.random((2, 40)) for _ in range(2)]
+    batches = [(q, (rng.random((2, 40)) < q).astype(np.int64)) for q in scores]  # calibrated: precision rises
+    metric = tmx.HindsightTargetPR(num_tasks=2, num_thresholds=11, target_precision=0.6)
+    values, refs = [], []
+    for step in range(2):
+        metric.update(torch.tensor(batches[step][0]), torch.tensor(batches[step][1]))
+        values.append(metric.compute())
+        p, y = (np.concatenate([b[i] for b in batches[: step + 1]], axis=1) for i in (0, 1))
+        refs.append([ref_hindsight(p[t], y[t], None, 0.6, 11) for t in range(2)])
+    names = [f"{key}/{t}" for key in ("threshold", "precision", "recall") for t in range(2)]
+
+    _, ax = metric.plot()  # one point per number
+    assert [line.get_label() for line in ax.get_lines()] == names
+    expected = [refs[-1][int(n[-1])][n[:-2]] for n in names]
+    np.testing.assert_allclose([line.get_ydata()[0] for line in ax.get_lines()], expected)
+
+    _, ax = metric.plot(values)  # over steps: one line per number
+    lines = [line for line in ax.get_lines() if not line.get_label().startswith("_")]
+    assert [line.get_label() for line in lines] == names
+    for line, name in zip(lines, names, strict=True):
+        np.testing.assert_allclose(line.get_ydata(), [ref[int(name[-1])][name[:-2]] for ref in refs])
+    plt.close("all")
+
+
 def test_multi_label_never_predicted_is_nan_with_warning():
     with pytest.warns(UndefinedMetricWarning, match="MultiLabelPrecision"):
         value = tmf.multi_label_precision(torch.tensor([1, 1]), torch.tensor([1, 3]), num_labels=2)

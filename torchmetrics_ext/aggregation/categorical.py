@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -190,6 +190,25 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
     def compute(self) -> dict[Category, Tensor]:
         """``{category: count}`` of everything seen (and synced across ranks)."""
         return dict(zip(self.categories, self.counts.unbind(0), strict=True))
+
+    def plot(self, val: Any = None, ax: Any = None) -> Any:
+        """Plot the counts of one value, or of a list of values over steps: one series per category.
+
+        Over steps, every category of any value is a series, 0 in a value without it (counts
+        only gain categories; a batch value from ``forward`` lacks those the batch did not see).
+        Needs matplotlib.
+
+        Args:
+            val: a dict returned by ``compute``/``forward``, or a list of them; ``None`` plots ``compute()``.
+            ax: an existing matplotlib axis to draw into.
+
+        Returns:
+            ``(figure, axis)`` as in TorchMetrics.
+        """
+        if isinstance(val, Sequence) and not isinstance(val, (str, bytes)) and all(isinstance(v, Mapping) for v in val):
+            union, zero = ordered_union(val), torch.zeros((), dtype=torch.float64, device=self.device)
+            val = [{c: v.get(c, zero) for c in union} for v in val]
+        return super().plot(val, ax)
 
     # ------------------------------------------------------------------ merging
 

@@ -24,6 +24,7 @@ from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_f
 from torchmetrics_ext.utilities.chunks import join_chunks, join_small_tails
 from torchmetrics_ext.utilities.formatting import exact_text
 from torchmetrics_ext.utilities.ownership import write_deferred_states
+from torchmetrics_ext.utilities.plot import named_series
 
 __all__ = ["GuardedMetric", "InputDomains", "TaskMetric"]
 
@@ -43,6 +44,17 @@ _FORWARD_CONTEXT = (
     "compute_on_cpu",
 )
 _ABSENT = object()
+
+
+def _plottable(val: Any) -> Any:
+    """A value (or a list of values) in the form TorchMetrics' plot draws: flat tensors, dicts of numbers."""
+    if isinstance(val, Mapping):
+        return named_series(val)
+    if isinstance(val, Tensor):
+        return val.flatten() if val.ndim > 1 else val
+    if isinstance(val, Sequence) and not isinstance(val, (str, bytes)):
+        return [_plottable(v) for v in val]
+    return val
 
 
 @functools.cache
@@ -1262,7 +1274,7 @@ class TaskMetric(GuardedMetric):
         """Return a scalar for a single-task metric and the ``(T,)`` tensor otherwise."""
         return value.squeeze(0) if self.num_tasks == 1 and value.ndim > 0 else value
 
-    def plot(self, val: Tensor | Sequence[Tensor] | None = None, ax: Any = None) -> Any:
+    def plot(self, val: Any = None, ax: Any = None) -> Any:
         """Plot one value or a sequence of values (``compute()`` when ``val`` is None); needs matplotlib.
 
         Args:
@@ -1273,15 +1285,13 @@ class TaskMetric(GuardedMetric):
             ``(figure, axis)`` as in TorchMetrics.
 
         A value with more than one dimension (``(T, L)`` per task and label) is plotted as its
-        flattened entries, task by task.
+        flattened entries, task by task. A dict value is plotted as one series per number, named
+        as :class:`~torchmetrics_ext.Windowed` names them: a per-task ``(T,)`` entry ``precision``
+        gives ``precision/0`` ... ``precision/T-1`` (:func:`~torchmetrics_ext.utilities.plot.named_series`).
         """
         if val is None:
             val = self.compute()
-        if isinstance(val, Tensor):
-            val = val.flatten() if val.ndim > 1 else val
-        elif isinstance(val, Sequence):
-            val = [v.flatten() if isinstance(v, Tensor) and v.ndim > 1 else v for v in val]
-        return self._plot(val, ax)
+        return self._plot(_plottable(val), ax)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Validate the batch, then run TorchMetrics' ``forward`` (batch value + accumulation).

@@ -98,9 +98,10 @@ class TowerQPS(TaskMetric):
                     raise ValueError(
                         f"Expected `num_examples` of shape ({self.num_tasks},) or (), got {tuple(num_examples.shape)}."
                     )
-                if num_examples.numel() and not bool(torch.isfinite(num_examples).all() & (num_examples >= 0).all()):
-                    raise ValueError(f"Expected `num_examples` to be finite and non-negative, got {num_examples}.")
-            return num_examples.to(torch.float64).expand(self.num_tasks)
+            counts = num_examples.to(torch.float64)  # any real dtype; uint16/32/64 have no comparison kernel on the CPU
+            if validate and counts.numel() and not bool(torch.isfinite(counts).all() & (counts >= 0).all()):
+                raise ValueError(f"Expected `num_examples` to be finite and non-negative, got {num_examples}.")
+            return counts.expand(self.num_tasks)
         if preds is None:
             raise TypeError("TowerQPS.update() requires `preds` or `num_examples`.")
         if validate:

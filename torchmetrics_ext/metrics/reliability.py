@@ -7,7 +7,7 @@ Three float64 ``(num_tasks, num_bins)`` sums reduced with ``sum`` across batches
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -145,9 +145,9 @@ class Reliability(TaskMetric):
         out = _reliability_compute(*(getattr(self, name) for name in self._names))
         return {key: self._squeeze_tasks(value) for key, value in out.items()}
 
-    def plot(  # type: ignore[override]
+    def plot(
         self,
-        val: dict[str, Tensor] | None = None,
+        val: Mapping[str, Tensor] | None = None,
         ax: Any = None,
         labels: Sequence[str] | None = None,
     ) -> Any:
@@ -161,6 +161,10 @@ class Reliability(TaskMetric):
         Returns:
             ``(figure, axis)`` as in TorchMetrics (``figure`` is ``None`` when ``ax`` is given).
 
+        Raises:
+            TypeError: ``val`` is not one such dict (a list of values over steps has no single
+                diagram: plot each into one ``ax``, naming it with ``labels``).
+
         Example:
             >>> import torch
             >>> from torchmetrics_ext import Reliability
@@ -170,4 +174,10 @@ class Reliability(TaskMetric):
         """
         from torchmetrics_ext.utilities.plot import plot_reliability
 
+        if val is not None and not isinstance(val, Mapping):
+            raise TypeError(
+                "Expected `val` to be one dict returned by Reliability.compute(): a reliability diagram draws one "
+                f"value, got {type(val).__name__}. For values over steps, plot each into one axis: "
+                "`fig, ax = metric.plot(values[0], labels=['step 0'])`, then `metric.plot(v, ax=ax, labels=[...])`."
+            )
         return plot_reliability(self.compute() if val is None else val, ax=ax, labels=labels)

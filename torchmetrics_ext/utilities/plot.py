@@ -2,7 +2,8 @@
 
 matplotlib is imported when a picture is drawn (the ``plot`` extra), never at import time.
 Curves are drawn with TorchMetrics' own :func:`torchmetrics.utilities.plot.plot_curve`; this
-module adds the chance line of the ROC curve and the reliability diagram TorchMetrics lacks.
+module adds the chance line of the ROC curve and the reliability diagram TorchMetrics lacks,
+and :func:`named_series`, which names each number of a dict value for TorchMetrics' plot.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["plot_reliability", "plot_roc_or_pr"]
+__all__ = ["named_series", "plot_reliability", "plot_roc_or_pr"]
 
 Curve = tuple[Tensor, Tensor, Tensor] | tuple[list[Tensor], list[Tensor], list[Tensor]]
 
@@ -35,6 +36,31 @@ def _names(count: int, labels: Sequence[str] | None) -> list[str] | None:
     if len(labels) != count:
         raise ValueError(f"Expected {count} label(s) in `labels`, one per task, got {list(labels)!r}.")
     return list(labels)
+
+
+def named_series(value: Mapping[Any, Any], prefix: str = "") -> dict[Any, Tensor]:
+    """A dict value as named numbers, one series each: ``{"lifetime/0": ..., "precision/1": ...}``.
+
+    A nested dict's entries are named by their path (``window/ndcg@10``), a tensor's entries by
+    their flat index (a per-task ``(T,)`` tensor gives ``name/0`` ... ``name/T-1``), and a scalar
+    keeps its key (so ``1`` and ``"1"`` stay two series). TorchMetrics' plot draws a dict of
+    scalars as one point per key, and a list of them as one line per key over steps.
+
+    Example:
+        >>> import torch
+        >>> named_series({"precision": torch.tensor([0.5, 0.25]), "n": torch.tensor(3.0)})
+        {'precision/0': tensor(0.5000), 'precision/1': tensor(0.2500), 'n': tensor(3.)}
+    """
+    out: dict[Any, Tensor] = {}
+    for key, item in value.items():
+        name = f"{prefix}{key}" if prefix else key
+        if isinstance(item, Mapping):
+            out |= named_series(item, f"{name}/")
+        elif isinstance(item, Tensor) and item.ndim > 0:
+            out |= {f"{name}/{i}": entry for i, entry in enumerate(item.flatten())}
+        else:
+            out[name] = item
+    return out
 
 
 def plot_roc_or_pr(
@@ -110,12 +136,20 @@ def plot_reliability(
     Returns:
         ``(figure, axis)``; ``figure`` is ``None`` when ``ax`` is given.
 
+    Raises:
+        TypeError: ``values`` is not a dict.
+        ValueError: ``values`` lacks one of the three keys, or ``labels`` does not name each task.
+
     Example:
         >>> import torch
         >>> from torchmetrics_ext.functional import reliability
         >>> from torchmetrics_ext.utilities.plot import plot_reliability
         >>> fig, ax = plot_reliability(reliability(torch.rand(200), torch.randint(0, 2, (200,)), num_bins=5))
     """
+    if not isinstance(values, Mapping):
+        raise TypeError(
+            f"Expected `values` to be one dict returned by Reliability.compute(), got {type(values).__name__}."
+        )
     missing = [key for key in ("mean_prediction", "label_rate", "weight") if key not in values]
     if missing:
         raise ValueError(f"Expected the output of Reliability.compute(), missing key(s) {missing}.")

@@ -33,6 +33,7 @@ from torchmetrics_ext.metrics.base import (
 from torchmetrics_ext.utilities.checks import check_int
 from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric
 from torchmetrics_ext.utilities.ownership import defer_state_writes, owner_of, take_ownership, write_deferred_states
+from torchmetrics_ext.utilities.plot import named_series
 from torchmetrics_ext.utilities.summation import compensated_add_
 from torchmetrics_ext.wrappers._histogram import HistogramWindow
 from torchmetrics_ext.wrappers._options import METRIC_OPTIONS, wrapper_options
@@ -1117,24 +1118,10 @@ class Windowed(WrapperMetric):
         if val is None:
             val = self.compute()
         if isinstance(val, Mapping):
-            return self._plot(_series(val), ax)
+            return self._plot(named_series(val), ax)
         if isinstance(val, Sequence) and not isinstance(val, (str, bytes)) and val:
-            return self._plot([_series(v) for v in val], ax)
+            return self._plot([named_series(v) for v in val], ax)
         raise TypeError(
             "Expected `val` to be a dict returned by Windowed.compute()/forward() or a non-empty list of them, "
             f"got {type(val).__name__}."
         )
-
-
-def _series(value: Mapping[str, Any], prefix: str = "") -> dict[str, Tensor]:
-    """A window's value as named numbers: ``{"lifetime/0": ..., "window/ndcg@10": ...}`` (a scalar keeps its name)."""
-    out: dict[str, Tensor] = {}
-    for key, item in value.items():
-        name = f"{prefix}{key}"
-        if isinstance(item, Mapping):
-            out |= _series(item, f"{name}/")
-        elif isinstance(item, Tensor) and item.ndim > 0:
-            out |= {f"{name}/{i}": entry for i, entry in enumerate(item.flatten())}
-        else:
-            out[name] = item
-    return out

@@ -312,6 +312,18 @@ def test_qps_bad_input(call, exc, match):
     assert qps.num_examples.sum() == 0
 
 
+def test_qps_clock_reading_that_is_no_number_changes_nothing():
+    """A clock reading ``None`` raises before the step counter or the example count move (it was half-applied)."""
+    qps = tmx.TowerQPS(warmup_steps=1, clock=_clock([0.0, 1.0, None, 3.0]))
+    qps.update(torch.zeros(10))
+    qps.update(torch.zeros(10))  # timed: 10 examples in 1 s
+    with pytest.raises(TypeError):
+        qps.update(torch.zeros(10))
+    assert qps._steps == 2 and qps.num_examples_warmup1.item() == 10.0
+    qps.update(torch.zeros(30))  # timed: 30 examples in the 2 s since the last good reading
+    assert qps.compute().item() == (10 + 30) / (1.0 + 2.0)
+
+
 def test_qps_of_different_warmups_never_share_a_compute_group():
     """Both warm-ups leave the states zero after the first update; each must still count its own steps."""
     from torchmetrics import MetricCollection

@@ -17,6 +17,7 @@ from torchmetrics import MetricCollection
 
 import torchmetrics_ext as tmx
 from tests.helpers import tester as H
+from tests.test_auc import _LargestAllocation
 from tests.test_pointwise import binary_data
 from torchmetrics_ext import UndefinedMetricWarning
 from torchmetrics_ext import functional as tmf
@@ -467,6 +468,55 @@ def test_session_weight_invariances(fn, average):
     zeroed = fn(preds, target, sessions, torch.where(keep, weights, 0.0), k=2, average=average)
     removed = fn(preds[keep], target[keep], sessions[keep], weights[keep], k=2, average=average)
     torch.testing.assert_close(zeroed, removed)
+
+
+def _ref_multi_label_sums(p, y, w, num_labels):
+    """Weighted ``(TP, FP)`` of each task (rows) and label, one bit at a time in numpy."""
+    w = np.ones(p.shape) if w is None else np.broadcast_to(w, p.shape)
+    tp, fp = np.zeros((p.shape[0], num_labels)), np.zeros((p.shape[0], num_labels))
+    for j in range(num_labels):
+        pj, yj = (p >> j) & 1, (y >> j) & 1
+        tp[:, j] = (w * (pj * yj)).sum(-1)
+        fp[:, j] = (w * (pj * (1 - yj))).sum(-1)
+    return tp, fp
+
+
+@pytest.mark.parametrize(
+    ("num_tasks", "n", "num_labels"),
+    [(1, 100, 3), (1, 300, 62), (3, 200, 62), (3, 4000, 62), (2, 5000, 9), (1, 40000, 1), (4, 3000, 16)],
+)
+@pytest.mark.parametrize("weights", [None, "shared", "task"])
+def test_multi_label_sums_match_numpy(num_tasks, n, num_labels, weights):
+    """The (T, L) sums of small batches (every bit at once) and large ones (byte histograms), with codes up
+    to 2**num_labels - 1 (every byte of a 62-label code in use): counts exact, weighted sums to float64 rounding."""
+    rng = np.random.default_rng(num_tasks * n + num_labels)
+    p = rng.integers(0, 2**num_labels, size=(num_tasks, n), dtype=np.int64)
+    y = rng.integers(0, 2**num_labels, size=(num_tasks, n), dtype=np.int64)
+    p[:, :2], y[:, 1] = 2**num_labels - 1, 2**num_labels - 1  # all labels on
+    w = {None: None, "shared": rng.uniform(0.0, 3.0, n), "task": rng.uniform(0.0, 3.0, (num_tasks, n))}[weights]
+    metric = tmx.MultiLabelPrecision(num_labels=num_labels, num_tasks=num_tasks)
+    metric.update(torch.tensor(p), torch.tensor(y), None if w is None else torch.tensor(w))
+    tp, fp = _ref_multi_label_sums(p, y, w, num_labels)
+    if w is None:
+        assert np.array_equal(metric.true_positives.numpy(), tp) and np.array_equal(metric.false_positives.numpy(), fp)
+    else:
+        np.testing.assert_allclose(metric.true_positives.numpy(), tp, rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(metric.false_positives.numpy(), fp, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_multi_label_update_memory_does_not_grow_with_labels(weighted):
+    """An update of (T, N) codes allocates nothing larger than two (T, N) int64 tensors, whatever L (it made
+    several (T, N, L) float64 bit tensors: +1.7 GB for T=3, N=400k, L=62, a 27 MB batch)."""
+    rng = np.random.default_rng(3)
+    num_tasks, n, num_labels = 3, 20000, 62
+    preds = torch.tensor(rng.integers(0, 2**num_labels, size=(num_tasks, n), dtype=np.int64))
+    target = torch.tensor(rng.integers(0, 2**num_labels, size=(num_tasks, n), dtype=np.int64))
+    weights = torch.tensor(rng.uniform(0.0, 1.0, (num_tasks, n))) if weighted else None
+    metric = tmx.MultiLabelPrecision(num_labels=num_labels, num_tasks=num_tasks)
+    with _LargestAllocation() as mode:
+        metric.update(preds, target, weights)
+    assert mode.largest <= 2 * preds.nbytes
 
 
 def test_one_label_keeps_its_label_dimension():

@@ -142,7 +142,10 @@ def test_forward_reset_state_dict_pickle():
 @pytest.mark.parametrize(
     "batch, exc, match",
     [
-        (-3, ValueError, r"`batch` as a count to be non-negative, got -3"),
+        (-3, ValueError, r"`batch` as a count to be a non-negative int64 \(0 to 2\*\*63 - 1\), got -3"),
+        (2**63, ValueError, rf"`batch` as a count to be a non-negative int64 .*, got {2**63}\."),
+        (2**70, ValueError, rf"`batch` as a count to be a non-negative int64 .*, got {2**70}\."),
+        (np.uint64(2**64 - 1), ValueError, rf"`batch` as a count to be a non-negative int64 .*, got {2**64 - 1}\."),
         (torch.tensor(5), ValueError, r"leading batch dimension, got a 0-dim tensor"),
         ({"a": 1, "b": [2]}, ValueError, r"`batch` \(dict\) to hold a tensor"),
         ([], ValueError, r"`batch` \(list\) to hold a tensor"),
@@ -161,6 +164,36 @@ def test_bad_batch_changes_nothing(batch, exc, match):
             call(batch)
     after = (metric.metric_state, metric._steps, metric.get_extra_state(), metric._update_count)
     assert all(torch.equal(before[0][k], after[0][k]) for k in before[0]) and before[1:] == after[1:]
+
+
+def test_a_rejected_count_keeps_the_warmup():
+    """A count beyond int64 is refused before the clock is read or a warm-up step is used up."""
+
+    def run(rejected):
+        metric = tmx.Throughput(warmup_steps=3, clock=Ticks([float(i) for i in range(5)]))
+        metric.update(10)
+        if rejected:
+            with pytest.raises(ValueError, match=r"`batch` as a count to be a non-negative int64"):
+                metric.update(rejected)
+        for count in (20, 30, 40):
+            metric.update(count)
+        return _rates(metric)
+
+    # warm-up ends at the third update (reading 2.0); the fourth adds 40 examples over 1 s
+    assert run(None) == (40.0, 40.0, 100.0)
+    for rejected in (2**63, 2**70):
+        assert run(rejected) == (40.0, 40.0, 100.0)
+
+
+def test_a_window_of_counts_summing_beyond_int64():
+    """Counts near int64's maximum: their sum in the window (a Python int) is stored as a float64, not refused."""
+    counts = [2**63 - 1] * 3
+    metric = tmx.Throughput(warmup_steps=1, window_seconds=10.0, clock=Ticks([0.0, 1.0, 2.0, 4.0]))
+    metric.update(5)
+    for count in counts:
+        metric.update(count)
+    examples = np.sum(np.array(counts, dtype=np.float64))
+    assert _rates(metric) == (examples / 4.0, examples / 4.0, 5.0 + examples)
 
 
 @pytest.mark.parametrize("batch", [-1, "x", torch.tensor(5)])

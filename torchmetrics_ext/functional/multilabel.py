@@ -75,17 +75,47 @@ def _bits_from(codes: Tensor, num_labels: int) -> Tensor:
     return as_int64 >> num_labels
 
 
+# up to this many (task, sample, label) bits a batch reads every bit at once (fewer kernels); a larger
+# one is counted by byte histograms, whose extra memory does not grow with the number of labels
+_ALL_BITS_AT_ONCE = 2**15
+
+
 def _multi_label_update(
     preds: Tensor, target: Tensor, weights: Tensor | None, num_labels: int
 ) -> tuple[Tensor, Tensor]:
-    """Weighted ``(TP, FP)`` per task and label, ``(T, L)``."""
-    bits = torch.arange(num_labels, device=preds.device)
-    predicted = ((preds.unsqueeze(-1) >> bits) & 1).to(torch.float64)
-    actual = ((target.unsqueeze(-1) >> bits) & 1).to(torch.float64)
-    if weights is not None:
-        predicted = predicted * weights.unsqueeze(-1)
-    tp = (predicted * actual).sum(-2)
-    return tp, predicted.sum(-2) - tp
+    """Weighted ``(TP, FP)`` per task and label, ``(T, L)``, from ``(T, N)`` int64 codes.
+
+    A small batch reads every bit at once, as ``(T, N, L)`` float64 tensors. A larger one sums
+    the weights of each byte value of the codes per task, a ``(T, 256)`` histogram per byte (8 at
+    most for 62 labels, for ``preds & target`` and for ``preds``), and takes each label's sum from
+    the histogram of its byte: extra memory of a few ``(T, N)`` tensors, whatever ``L``.
+    """
+    if preds.numel() * num_labels <= _ALL_BITS_AT_ONCE:
+        bits = torch.arange(num_labels, device=preds.device)
+        predicted = ((preds.unsqueeze(-1) >> bits) & 1).to(torch.float64)
+        actual = ((target.unsqueeze(-1) >> bits) & 1).to(torch.float64)
+        if weights is not None:
+            predicted = predicted * weights.unsqueeze(-1)
+        tp = (predicted * actual).sum(-2)
+        return tp, predicted.sum(-2) - tp
+    num_tasks, num_bytes, device = preds.shape[0], (num_labels + 7) // 8, preds.device
+    task_offset = torch.arange(0, num_tasks * 256, 256, device=device).unsqueeze(-1)
+    # the weight of each row (1 without weights: a stride-0 view), as index_add_ reads it
+    ones = torch.ones((), dtype=torch.float64, device=device)
+    w = (ones if weights is None else weights).expand(preds.shape).reshape(-1)
+    # [correct, predicted][byte] -> weight per (task, byte value)
+    histograms = torch.zeros(2, num_bytes, num_tasks * 256, dtype=torch.float64, device=device)
+    for codes, per_byte in zip((preds & target, preds), histograms):
+        for byte, histogram in enumerate(per_byte):
+            index = codes >> (8 * byte)
+            index &= 255
+            index += task_offset
+            histogram.index_add_(0, index.reshape(-1), w)  # no host sync (a CUDA bincount reads its maximum)
+    byte_bits = ((torch.arange(256, device=device).unsqueeze(-1) >> torch.arange(8, device=device)) & 1).double()
+    # (2, bytes, T, 256) @ (256, 8) -> (2, T, bytes * 8) label sums, bit 8 * byte + k at column 8 * byte + k
+    sums = (histograms.view(2, num_bytes, num_tasks, 256) @ byte_bits).transpose(1, 2).reshape(2, num_tasks, -1)
+    tp = sums[0, :, :num_labels]
+    return tp, sums[1, :, :num_labels] - tp
 
 
 def _multi_label_compute(tp: Tensor, fp: Tensor) -> Tensor:

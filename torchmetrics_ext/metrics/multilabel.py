@@ -18,7 +18,8 @@ class MultiLabelPrecision(TaskMetric):
 
     ``preds`` and ``target`` are integers whose bit ``j`` (least significant first) marks label
     ``j``, as in TorchRec: with ``num_labels=3``, 5 is ``{0, 2}``. State: two float64
-    ``(T, L)`` sums (constant memory). ``compute()`` returns ``(L,)`` for one task, ``(T, L)``
+    ``(T, L)`` sums (constant memory); an update's working memory is a few ``(T, N)`` tensors,
+    whatever ``L``. ``compute()`` returns ``(L,)`` for one task, ``(T, L)``
     otherwise; TorchRec reports one key per label (``multi_label_precision{label_name}``).
 
     Args:

@@ -125,7 +125,7 @@ class TowerQPS(TaskMetric):
         counts = self._counts(preds, num_examples, validate=self._check_inputs)
         if isinstance(counts, Tensor):
             counts = counts.to(examples.device)
-        now = self.clock()
+        now = float(self.clock())  # a reading that is no number raises here, before anything changes
         self._steps += 1
         if self._steps > max(self.warmup_steps, 1) and self._last_tick is not None:
             examples.add_(counts)

@@ -23,6 +23,7 @@ __all__ = ["Throughput"]
 
 _DEFAULT_WARMUP = 100
 _DEFAULT_WINDOW = 100.0
+_MAX_COUNT = 2**63 - 1  # an int64: a count beyond it is no number of examples (and torch cannot add it)
 # state -> (reduction, the settings its values depend on)
 _STATES = {
     "total_examples": ("sum", ()),  # every example, warm-up included
@@ -36,9 +37,10 @@ _STATES = {
 def _count_examples(batch: Any) -> int:
     """Examples in ``batch``: an int, a tensor's leading dimension, or that of the first tensor of a dict/sequence."""
     if isinstance(batch, numbers.Integral) and not isinstance(batch, bool):
-        if batch < 0:
-            raise ValueError(f"Expected `batch` as a count to be non-negative, got {batch}.")
-        return int(batch)
+        count = int(batch)
+        if not 0 <= count <= _MAX_COUNT:
+            raise ValueError(f"Expected `batch` as a count to be a non-negative int64 (0 to 2**63 - 1), got {count}.")
+        return count
     tensor = batch
     if isinstance(batch, Mapping) or (isinstance(batch, Sequence) and not isinstance(batch, (str, bytes))):
         values = batch.values() if isinstance(batch, Mapping) else batch
@@ -86,7 +88,9 @@ class Throughput(GuardedMetric):
 
     Raises:
         ValueError: ``warmup_steps`` not a non-negative integer, ``window_seconds`` not a positive
-            finite number, a negative count, a 0-dim tensor or a container without a tensor.
+            finite number, a count that is negative or beyond int64 (``2**63 - 1``), a 0-dim
+            tensor or a container without a tensor. A rejected ``update`` changes nothing (the
+            warm-up steps and the clock included).
         TypeError: ``clock`` not callable, ``num_tasks`` given (it has no task dimension: it counts
             each step's examples once for all tasks), or a ``batch`` of another type.
 
@@ -243,7 +247,8 @@ class Throughput(GuardedMetric):
     def _fill_window(self) -> None:
         """The window states from the recent updates: their examples, and the seconds since the oldest started."""
         recent = self._recent
-        self._state("window_examples").fill_(self._recent_examples)
+        # a float: the running sum of int64 counts can pass what torch converts from a Python int
+        self._state("window_examples").fill_(float(self._recent_examples))
         self._state("window_elapsed").fill_(self._now - recent[0][0] if recent else 0.0)
 
     def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:

@@ -126,6 +126,30 @@ def test_callback_logs_each_training_state_once(num_batches, computes):
     assert calls == [2, 4, 5][:computes]
 
 
+def test_a_callback_reused_for_another_fit_logs_its_epoch_end_values():
+    """One callback for two fits of fresh models (folds): the second fit's epoch end has the update count
+    the first last logged at, and was skipped (no training value in callback_metrics, none monitored)."""
+    callback = RecMetricCallback(val=None)
+    for seed in (0, 1):
+        gen = torch.Generator().manual_seed(seed)
+        x, y = torch.randn(48, 4, generator=gen), (torch.rand(48, 2, generator=gen) < 0.3).long()
+        trainer = L.Trainer(
+            max_epochs=1,
+            accelerator="cpu",
+            logger=False,
+            callbacks=[callback],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+        )
+        # one batch: the epoch ends before the first interval compute (every 2 updates)
+        trainer.fit(ClickModel(), torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=48))
+        for i, task in enumerate(TASKS):
+            expected = y[:, i].double().numpy().mean()
+            assert trainer.callback_metrics[f"train/ctr/{task}"].item() == pytest.approx(expected, rel=1e-12), seed
+
+
 @pytest.mark.parametrize("log_every_n_steps", [1, 3])
 def test_callback_writes_training_values_only_at_the_steps_that_computed_them(tmp_path, log_every_n_steps):
     """Rows exist at compute steps (every 2 updates) and at epoch end, each with that moment's values."""

@@ -197,6 +197,10 @@ class RecMetricCallback(pl.Callback):
         Then give each of them storages of its own where they are in shared memory (``ddp_spawn`` on
         CPU; see the class docstring). Lightning calls ``setup`` before it restores a checkpoint and
         before any step, and the copies keep the values.
+
+        Nothing of an earlier run is kept: a callback reused for another fit (a fresh model, the
+        next fold) logs that fit's epoch-end training values even where the earlier fit last logged
+        at the same update count.
         """
         names = {"fit": [self.train, self.val], "validate": [self.val], "test": [self._test_name(pl_module)]}.get(
             stage, []
@@ -204,6 +208,9 @@ class RecMetricCallback(pl.Callback):
         wrong = [n for n in names if n is not None and not isinstance(getattr(pl_module, n, None), RecMetricModule)]
         if wrong:
             self._missing(pl_module, wrong)
+        if stage == "fit":  # a callback reused for another fit (a fresh model, say) logs it from its first epoch
+            self._train_logged_at = None
+        self._eval = _EvalEpoch()  # nothing kept from an earlier run (one interrupted mid-epoch, say)
         for name in names:
             if name is not None:
                 unshare_memory(getattr(pl_module, name))

@@ -182,6 +182,60 @@ def test_callback_writes_training_values_only_at_the_steps_that_computed_them(tm
         assert float(row["train/ctr/buy"]) == pytest.approx(y[:seen, 1].double().mean().item(), rel=1e-12)
 
 
+class TwoOptimizerModel(ClickModel):
+    """Manual optimization with two optimizers (GAN-style): each batch steps both."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.second = torch.nn.Linear(4, 2)
+        self.steps: list[tuple[int, int]] = []  # (global_step, _batches_that_stepped) in each training_step
+
+    def training_step(self, batch, batch_idx):
+        self.steps.append((self.global_step, self.trainer.fit_loop.epoch_loop._batches_that_stepped))
+        out = super().training_step(batch, batch_idx)
+        first, second = self.optimizers()
+        first.zero_grad()
+        second.zero_grad()
+        self.manual_backward(out["loss"] + self.second(batch[0]).square().mean())
+        first.step()
+        second.step()
+        self.log("loss", out["loss"])
+        return out
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.linear.parameters(), lr=0.1), torch.optim.SGD(self.second.parameters(), lr=0.1)
+
+
+def test_the_step_module_md_names_under_manual_optimization_is_lightnings_logging_step(tmp_path):
+    """docs/module.md said `self.global_step` in `training_step` is the step Lightning logs the batch at: under
+    manual optimization it counts optimizer steps (two per batch here); `_batches_that_stepped` is that step."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    gen = torch.Generator().manual_seed(2)
+    x, y = torch.randn(4 * 16, 4, generator=gen), (torch.rand(4 * 16, 2, generator=gen) < 0.3).long()
+    model = TwoOptimizerModel()
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=CSVLogger(tmp_path, name="logs", version=0),
+        log_every_n_steps=1,
+        callbacks=[RecMetricCallback(val=None)],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(model, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16))
+    with open(tmp_path / "logs" / "version_0" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    logged_at = [int(row["step"]) for row in rows if row.get("loss")]  # where Lightning writes self.log's values
+    assert [stepped for _, stepped in model.steps] == logged_at == [0, 1, 2, 3]
+    assert [global_step for global_step, _ in model.steps] == [0, 2, 4, 6]
+    # the callback writes at the same steps: the 2nd and 4th batches computed (every 2 updates)
+    assert [int(row["step"]) for row in rows if row.get("train/ctr/buy")] == [1, 3]
+
+
 def _ne(p: np.ndarray, y: np.ndarray) -> float:
     base = y.mean()
     cross_entropy = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))

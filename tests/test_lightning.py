@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -126,6 +127,30 @@ def test_callback_logs_each_training_state_once(num_batches, computes):
     assert calls == [2, 4, 5][:computes]
 
 
+def test_a_callback_reused_for_another_fit_logs_its_epoch_end_values():
+    """One callback for two fits of fresh models (folds): the second fit's epoch end has the update count
+    the first last logged at, and was skipped (no training value in callback_metrics, none monitored)."""
+    callback = RecMetricCallback(val=None)
+    for seed in (0, 1):
+        gen = torch.Generator().manual_seed(seed)
+        x, y = torch.randn(48, 4, generator=gen), (torch.rand(48, 2, generator=gen) < 0.3).long()
+        trainer = L.Trainer(
+            max_epochs=1,
+            accelerator="cpu",
+            logger=False,
+            callbacks=[callback],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+        )
+        # one batch: the epoch ends before the first interval compute (every 2 updates)
+        trainer.fit(ClickModel(), torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=48))
+        for i, task in enumerate(TASKS):
+            expected = y[:, i].double().numpy().mean()
+            assert trainer.callback_metrics[f"train/ctr/{task}"].item() == pytest.approx(expected, rel=1e-12), seed
+
+
 @pytest.mark.parametrize("log_every_n_steps", [1, 3])
 def test_callback_writes_training_values_only_at_the_steps_that_computed_them(tmp_path, log_every_n_steps):
     """Rows exist at compute steps (every 2 updates) and at epoch end, each with that moment's values."""
@@ -155,6 +180,60 @@ def test_callback_writes_training_values_only_at_the_steps_that_computed_them(tm
     for row in rows:
         seen = expected[int(row["step"])]
         assert float(row["train/ctr/buy"]) == pytest.approx(y[:seen, 1].double().mean().item(), rel=1e-12)
+
+
+class TwoOptimizerModel(ClickModel):
+    """Manual optimization with two optimizers (GAN-style): each batch steps both."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.second = torch.nn.Linear(4, 2)
+        self.steps: list[tuple[int, int]] = []  # (global_step, _batches_that_stepped) in each training_step
+
+    def training_step(self, batch, batch_idx):
+        self.steps.append((self.global_step, self.trainer.fit_loop.epoch_loop._batches_that_stepped))
+        out = super().training_step(batch, batch_idx)
+        first, second = self.optimizers()
+        first.zero_grad()
+        second.zero_grad()
+        self.manual_backward(out["loss"] + self.second(batch[0]).square().mean())
+        first.step()
+        second.step()
+        self.log("loss", out["loss"])
+        return out
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.linear.parameters(), lr=0.1), torch.optim.SGD(self.second.parameters(), lr=0.1)
+
+
+def test_the_step_module_md_names_under_manual_optimization_is_lightnings_logging_step(tmp_path):
+    """docs/module.md said `self.global_step` in `training_step` is the step Lightning logs the batch at: under
+    manual optimization it counts optimizer steps (two per batch here); `_batches_that_stepped` is that step."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    gen = torch.Generator().manual_seed(2)
+    x, y = torch.randn(4 * 16, 4, generator=gen), (torch.rand(4 * 16, 2, generator=gen) < 0.3).long()
+    model = TwoOptimizerModel()
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=CSVLogger(tmp_path, name="logs", version=0),
+        log_every_n_steps=1,
+        callbacks=[RecMetricCallback(val=None)],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(model, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16))
+    with open(tmp_path / "logs" / "version_0" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    logged_at = [int(row["step"]) for row in rows if row.get("loss")]  # where Lightning writes self.log's values
+    assert [stepped for _, stepped in model.steps] == logged_at == [0, 1, 2, 3]
+    assert [global_step for global_step, _ in model.steps] == [0, 2, 4, 6]
+    # the callback writes at the same steps: the 2nd and 4th batches computed (every 2 updates)
+    assert [int(row["step"]) for row in rows if row.get("train/ctr/buy")] == [1, 3]
 
 
 def _ne(p: np.ndarray, y: np.ndarray) -> float:
@@ -501,21 +580,22 @@ class TrainedEvalModel(EvalModel):
 @pytest.mark.parametrize("stage", ["val", "test"])
 def test_evaluating_a_checkpoint_needs_no_per_rank_states_of_the_modules_it_does_not_resume(tmp_path, stage):
     """A checkpoint saved with `val=None` failed `trainer.test/validate(ckpt_path=...)` under a default callback
-    ("no per-rank states of `val_metrics` ... To resume"): those stages resume nothing."""
+    ("no per-rank states of `val_metrics` ... To resume"): those stages resume nothing. (Checkpoints hold no
+    validation states now; one saved with `train=None` lacks the training module's.)"""
     trainer = _evaluator(
-        callbacks=[RecMetricCallback(val=None)], max_steps=2, limit_val_batches=0, enable_checkpointing=False
+        callbacks=[RecMetricCallback(train=None)], max_steps=2, limit_val_batches=0, enable_checkpointing=False
     )
     trainer.fit(TrainedEvalModel(), _loader(8, 0.5, 0), _loader(4, 0.5, 0))
-    trainer.save_checkpoint(tmp_path / "no_val.ckpt")
+    trainer.save_checkpoint(tmp_path / "no_train.ckpt")
     model, loader = TrainedEvalModel(), _loader(10, 0.5, 1)
     evaluator = _evaluator(callbacks=[RecMetricCallback()])
     run = evaluator.test if stage == "test" else evaluator.validate
-    results = run(model, loader, ckpt_path=tmp_path / "no_val.ckpt", verbose=False)
+    results = run(model, loader, ckpt_path=tmp_path / "no_train.ckpt", verbose=False)
     _check(results, model, stage, suffixed=False)
     # a resume still follows strict loading
-    with pytest.raises(RuntimeError, match=r"no per-rank states of `val_metrics`"):
+    with pytest.raises(RuntimeError, match=r"no per-rank states of `train_metrics`"):
         _evaluator(callbacks=[RecMetricCallback()], max_steps=4).fit(
-            TrainedEvalModel(), _loader(8, 0.5, 0), _loader(4, 0.5, 0), ckpt_path=tmp_path / "no_val.ckpt"
+            TrainedEvalModel(), _loader(8, 0.5, 0), _loader(4, 0.5, 0), ckpt_path=tmp_path / "no_train.ckpt"
         )
 
 
@@ -710,6 +790,10 @@ def test_ddp_training_and_validation_values_equal_one_process(full_run):
 
 @pytest.mark.ddp
 def test_ddp_resume_from_a_mid_epoch_checkpoint_logs_the_same_values(full_run, tmp_path):
+    # rank 0's training states are the model's state_dict, rank 1's are copied; no validation states
+    per_rank = torch.load(full_run / "ckpt" / "step=6.ckpt", weights_only=False)["rec_metric_modules"]
+    assert [sorted(entry) for entry in per_rank] == [["train_metrics"], ["train_metrics"]]
+    assert per_rank[0]["train_metrics"] is None and per_rank[1]["train_metrics"]
     _launch(tmp_path, "--resume", str(full_run / "ckpt" / "step=6.ckpt"), *WINDOW)
     resumed = tmp_path
     whole = {(int(r["step"]), tuple(sorted(r))): r for r in _rows(full_run)}
@@ -772,8 +856,23 @@ def test_ddp_spawn_resume_from_a_mid_epoch_checkpoint_logs_the_same_values(spawn
             assert value == pytest.approx(reference[key], rel=1e-12, abs=0), (row["step"], key)
 
 
-def test_resuming_with_a_metric_added_follows_strict_loading():
-    """RecMetricCallback loads its modules as Lightning loads the model: strict_loading=False starts new metrics."""
+def _as_rank(monkeypatch, rank: int) -> None:
+    """Make the callback see a 2-rank process group as `rank`; its all-gather puts rank 0's entry (None) first."""
+    import torchmetrics_ext.integrations.lightning as integration
+
+    def all_gather_object(out, obj):
+        out[:] = [{name: None for name in obj}, obj]
+
+    monkeypatch.setattr(integration.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(integration.dist, "get_world_size", lambda *args: 2)
+    monkeypatch.setattr(integration.dist, "get_rank", lambda *args: rank)
+    monkeypatch.setattr(integration.dist, "all_gather_object", all_gather_object)
+
+
+def test_resuming_with_a_metric_added_follows_strict_loading(monkeypatch):
+    """RecMetricCallback loads its modules as Lightning loads the model: strict_loading=False starts new metrics.
+
+    Rank 1 of two: in one process, and on rank 0, Lightning's own restore of the model's state_dict loads them."""
 
     class Model(L.LightningModule):
         def __init__(self, metrics, strict: bool) -> None:
@@ -783,82 +882,122 @@ def test_resuming_with_a_metric_added_follows_strict_loading():
 
     old = Model({"ne": "ne"}, strict=True)
     old.train_metrics.update({"prediction": torch.tensor([0.9, 0.2]), "label": torch.tensor([1, 0])})
+    _as_rank(monkeypatch, 1)
     callback, checkpoint = RecMetricCallback(val=None), {"state_dict": old.state_dict()}
     callback.on_save_checkpoint(None, old, checkpoint)
     with pytest.raises(RuntimeError, match=r"self\.strict_loading = False"):
         callback.on_load_checkpoint(None, Model({"ne": "ne", "mse": "mse"}, strict=True), copy.deepcopy(checkpoint))
     new = Model({"ne": "ne", "mse": "mse"}, strict=False)
-    new.load_state_dict(checkpoint["state_dict"], strict=False)  # what Lightning does with strict_loading=False
     callback.on_load_checkpoint(None, new, checkpoint)
+    monkeypatch.undo()
     new.train_metrics.update({"prediction": torch.tensor([0.6]), "label": torch.tensor([1])})
-    values = new.train_metrics.compute()
+    values = new.train_metrics.local_compute()
     assert values["mse/click"].item() == pytest.approx(0.16)  # (1 - 0.6)^2: the new metric starts afresh
     p, y = np.array([0.9, 0.2, 0.6], dtype=np.float32).astype(np.float64), np.array([1, 0, 1])  # NE over all three
     expected = log_loss(y, p) / log_loss(y, np.full(3, y.mean()))
     assert values["ne/click"].item() == pytest.approx(expected, rel=1e-12)
 
 
+class TwoModuleModel(L.LightningModule):
+    def __init__(self, strict: bool = True) -> None:
+        super().__init__()
+        self.train_metrics = tmx.RecMetricModule(["click"], {"ne": "ne", "ctr": "ctr"}, throughput=False)
+        self.val_metrics = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, throughput=False)
+        self.strict_loading = strict
+
+
 def test_a_module_without_per_rank_states_follows_strict_loading():
-    """A checkpoint whose callback did not manage `val_metrics` (val=None) raised a bare KeyError on resume,
+    """A checkpoint whose callback did not manage `train_metrics` (train=None) raised a bare KeyError on resume,
     with strict_loading False too (module.md: such a module resumes afresh)."""
-
-    class Model(L.LightningModule):
-        def __init__(self, strict: bool) -> None:
-            super().__init__()
-            self.train_metrics = tmx.RecMetricModule(["click"], {"ne": "ne"}, throughput=False)
-            self.val_metrics = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, throughput=False)
-            self.strict_loading = strict
-
-    old = Model(strict=True)
+    old = TwoModuleModel()
     old.train_metrics.update({"prediction": torch.tensor([0.9, 0.2]), "label": torch.tensor([1, 0])})
     old.val_metrics.update({"prediction": torch.tensor([0.5, 0.5, 0.5]), "label": torch.tensor([1, 0, 0])})
     checkpoint = {"state_dict": old.state_dict()}
-    RecMetricCallback(val=None).on_save_checkpoint(None, old, checkpoint)  # the run saved without a val module
-    assert list(checkpoint["rec_metric_modules"][0]) == ["train_metrics"]
-    with pytest.raises(RuntimeError, match=r"no per-rank states of `val_metrics`.*self\.strict_loading = False"):
-        RecMetricCallback().on_load_checkpoint(None, Model(strict=True), copy.deepcopy(checkpoint))
-    new = Model(strict=False)
+    RecMetricCallback(train=None).on_save_checkpoint(None, old, checkpoint)  # the run saved without a train module
+    assert checkpoint["rec_metric_modules"] == [{}]  # nor the validation module's: no resume reads them
+    with pytest.raises(RuntimeError, match=r"no per-rank states of `train_metrics`.*self\.strict_loading = False"):
+        RecMetricCallback().on_load_checkpoint(None, TwoModuleModel(strict=True), copy.deepcopy(checkpoint))
+    new = TwoModuleModel(strict=False)
     new.load_state_dict(copy.deepcopy(checkpoint["state_dict"]), strict=False)  # what Lightning does first
     RecMetricCallback().on_load_checkpoint(None, new, copy.deepcopy(checkpoint))
     new.train_metrics.update({"prediction": torch.tensor([0.6]), "label": torch.tensor([1])})
-    new.val_metrics.update({"prediction": torch.tensor([0.5]), "label": torch.tensor([1])})
     p, y = np.array([0.9, 0.2, 0.6], dtype=np.float32).astype(np.float64), np.array([1, 0, 1])
     expected = log_loss(y, p) / log_loss(y, np.full(3, y.mean()))
-    values = {**new.train_metrics.compute(), **new.val_metrics.compute()}
-    assert values["ne/click"].item() == pytest.approx(expected, rel=1e-12)
     # one process: what Lightning loaded from the model's state_dict is this rank's, and stays
-    assert values["ctr/click"].item() == pytest.approx(2 / 4)
+    assert new.train_metrics.compute()["ne/click"].item() == pytest.approx(expected, rel=1e-12)
 
 
 def test_a_module_without_per_rank_states_starts_afresh_under_ddp(monkeypatch):
     """Under DDP the module's states Lightning loaded are rank 0's alone: with strict_loading False it starts afresh."""
-    import torchmetrics_ext.integrations.lightning as integration
-
-    class Model(L.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.train_metrics = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, throughput=False)
-            self.val_metrics = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, throughput=False)
-            self.strict_loading = False
-
-    old = Model()
-    for module in (old.train_metrics, old.val_metrics):
-        module.update({"prediction": torch.tensor([0.5, 0.5]), "label": torch.tensor([0, 0])})
+    old = TwoModuleModel()
+    old.train_metrics.update({"prediction": torch.tensor([0.5, 0.5]), "label": torch.tensor([0, 0])})
+    _as_rank(monkeypatch, 1)
     checkpoint = {"state_dict": old.state_dict()}
-    RecMetricCallback(val=None).on_save_checkpoint(None, old, checkpoint)
-    checkpoint["rec_metric_modules"] = checkpoint["rec_metric_modules"] * 2  # two ranks saved train_metrics only
-    new = Model()
+    RecMetricCallback(train=None).on_save_checkpoint(None, old, checkpoint)  # two ranks saved no train module
+    assert checkpoint["rec_metric_modules"] == [{}, {}]
+    new = TwoModuleModel(strict=False)
     new.load_state_dict(checkpoint["state_dict"], strict=False)  # rank 0's states, loaded on every rank
-    monkeypatch.setattr(integration.dist, "is_initialized", lambda: True)
-    monkeypatch.setattr(integration.dist, "get_world_size", lambda *args: 2)
-    monkeypatch.setattr(integration.dist, "get_rank", lambda *args: 1)
-    with pytest.warns(UserWarning, match="no per-rank states of `val_metrics`.*starts afresh"):
+    with pytest.warns(UserWarning, match="no per-rank states of `train_metrics`.*starts afresh"):
         RecMetricCallback().on_load_checkpoint(None, new, checkpoint)
     monkeypatch.undo()
-    for module in (new.train_metrics, new.val_metrics):
-        module.update({"prediction": torch.tensor([0.5, 0.5]), "label": torch.tensor([1, 1])})
-    assert new.train_metrics.local_compute()["ctr/click"].item() == pytest.approx(2 / 4)  # resumed: its rank's
-    assert new.val_metrics.local_compute()["ctr/click"].item() == pytest.approx(1.0)  # afresh
+    new.train_metrics.update({"prediction": torch.tensor([0.5, 0.5, 0.5]), "label": torch.tensor([1, 0, 1])})
+    assert new.train_metrics.local_compute()["ctr/click"].item() == pytest.approx(2 / 3)  # afresh (2 / 5 resumed)
+
+
+def _ctr_states(labels: list[float], module: tmx.RecMetricModule) -> dict[str, Any]:
+    """The module's state_dict after one update with these labels (prediction 0.5)."""
+    module.update({"prediction": torch.full((len(labels),), 0.5), "label": torch.tensor(labels)})
+    return module.state_dict()
+
+
+class RecordingTrainedModel(TrainedEvalModel):
+    """TrainedEvalModel that keeps the labels of its training steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trained: list[torch.Tensor] = []
+
+    def training_step(self, batch, batch_idx):
+        self.trained.append(batch[1].double())
+        return super().training_step(batch, batch_idx)
+
+
+def test_checkpoints_hold_the_training_states_once_and_resume_them_exactly(tmp_path):
+    """One process: the callback copied every module's states next to the model's state_dict (the file held the
+    training and validation states twice; exact AUC keeps every sample). Now rank 0's entry names the training
+    module alone, without a copy, and the resume continues from the model's state_dict."""
+    first = RecordingTrainedModel()
+    trainer = _evaluator(callbacks=[RecMetricCallback()], max_steps=2, enable_checkpointing=False)
+    trainer.fit(first, _loader(8, 0.5, 0), _loader(4, 0.5, 0))
+    trainer.save_checkpoint(tmp_path / "run.ckpt")
+    checkpoint = torch.load(tmp_path / "run.ckpt", weights_only=False)
+    assert checkpoint["rec_metric_modules"] == [{"train_metrics": None}]
+    assert any(key.startswith("train_metrics.") for key in checkpoint["state_dict"])
+    resumed = _evaluator(callbacks=[RecMetricCallback()], max_steps=4, limit_val_batches=0, enable_checkpointing=False)
+    model = RecordingTrainedModel()
+    resumed.fit(model, _loader(8, 0.5, 1), ckpt_path=tmp_path / "run.ckpt")
+    assert len(first.trained) == len(model.trained) == 2
+    labels = torch.cat(first.trained + model.trained).numpy()  # every label since the first step
+    assert resumed.callback_metrics["train/ctr/click"].item() == pytest.approx(labels.mean(), rel=1e-12)
+
+
+def test_checkpoints_of_earlier_versions_still_resume(monkeypatch):
+    """Earlier checkpoints held a copy for every rank (rank 0's too) and the validation module's states."""
+    rank_labels = ([1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 1.0])
+    built = TwoModuleModel()
+    val_states = _ctr_states([1.0, 0.0], built.val_metrics)
+    per_rank = [
+        {"train_metrics": _ctr_states(labels, copy.deepcopy(built.train_metrics)), "val_metrics": val_states}
+        for labels in rank_labels
+    ]
+    for rank, world in ((0, 1), (1, 2)):
+        model = TwoModuleModel()
+        if world > 1:
+            _as_rank(monkeypatch, rank)
+        RecMetricCallback().on_load_checkpoint(None, model, {"rec_metric_modules": copy.deepcopy(per_rank[:world])})
+        monkeypatch.undo()
+        expected = np.mean(rank_labels[rank])
+        assert model.train_metrics.local_compute()["ctr/click"].item() == pytest.approx(expected, rel=1e-12)
 
 
 class SkipsFirstBatch(ClickModel):

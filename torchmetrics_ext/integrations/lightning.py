@@ -114,12 +114,15 @@ class RecMetricCallback(pl.Callback):
     keep sharing: ``reset()`` them in the ``LightningModule``'s ``setup`` (see ``docs/module.md``).
 
     **Checkpoints.** Under DDP every rank holds its own share of the metric states, but Lightning
-    writes the model's ``state_dict`` from rank 0 only. The callback therefore gathers every
-    rank's module ``state_dict`` when a checkpoint is saved (``on_save_checkpoint`` runs on all
-    ranks) and stores them under ``checkpoint["rec_metric_modules"]``; on resume each rank loads
-    its own, so lifetime and window values continue exactly as in an uninterrupted run. A
-    checkpoint resumed with another number of ranks restarts the modules (with a warning).
-    ``trainer.validate``/``test(ckpt_path=...)`` resume nothing and read none of them back.
+    writes the model's ``state_dict`` from rank 0 only. The callback therefore gathers the training
+    module's ``state_dict`` of every other rank when a checkpoint is saved (``on_save_checkpoint``
+    runs on all ranks) and stores them under ``checkpoint["rec_metric_modules"]`` (rank 0's entry
+    is ``None``: its states are the model's ``state_dict``; in one process that is the only copy);
+    on resume each rank loads its own, so lifetime and window values continue exactly as in an
+    uninterrupted run. The validation module's states are not gathered: it starts afresh at each
+    validation epoch. A checkpoint resumed with another number of ranks restarts the training
+    module (with a warning). ``trainer.validate``/``test(ckpt_path=...)`` resume nothing and read
+    none of them back.
 
     Args:
         train: attribute name of the training :class:`~torchmetrics_ext.RecMetricModule` (``None``: none).
@@ -197,6 +200,10 @@ class RecMetricCallback(pl.Callback):
         Then give each of them storages of its own where they are in shared memory (``ddp_spawn`` on
         CPU; see the class docstring). Lightning calls ``setup`` before it restores a checkpoint and
         before any step, and the copies keep the values.
+
+        Nothing of an earlier run is kept: a callback reused for another fit (a fresh model, the
+        next fold) logs that fit's epoch-end training values even where the earlier fit last logged
+        at the same update count.
         """
         names = {"fit": [self.train, self.val], "validate": [self.val], "test": [self._test_name(pl_module)]}.get(
             stage, []
@@ -204,6 +211,9 @@ class RecMetricCallback(pl.Callback):
         wrong = [n for n in names if n is not None and not isinstance(getattr(pl_module, n, None), RecMetricModule)]
         if wrong:
             self._missing(pl_module, wrong)
+        if stage == "fit":  # a callback reused for another fit (a fresh model, say) logs it from its first epoch
+            self._train_logged_at = None
+        self._eval = _EvalEpoch()  # nothing kept from an earlier run (one interrupted mid-epoch, say)
         for name in names:
             if name is not None:
                 unshare_memory(getattr(pl_module, name))
@@ -355,17 +365,26 @@ class RecMetricCallback(pl.Callback):
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _managed(self, pl_module: pl.LightningModule) -> dict[str, RecMetricModule]:
-        names = [name for name in (self.train, self.val) if name is not None]
-        return {name: module for name in names if (module := self._module(pl_module, name)) is not None}
+    def _resumed(self, pl_module: pl.LightningModule) -> dict[str, RecMetricModule]:
+        """The modules a resumed fit continues: the training one (validation starts afresh at each epoch)."""
+        module = self._module(pl_module, self.train)
+        return {} if module is None or self.train is None else {self.train: module}
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        """Store every rank's module states (one object all-gather under DDP)."""
-        local = {name: module.state_dict() for name, module in self._managed(pl_module).items()}
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            per_rank: list[Any] = [None] * dist.get_world_size()
+        """Store the training module's states of every rank but rank 0 (one object all-gather under DDP).
+
+        Rank 0's states are those of the model's ``state_dict`` in the checkpoint (Lightning writes
+        rank 0's), so its entry holds ``None`` under the module's name rather than a second copy: in
+        one process the checkpoint holds the states once. The validation module is left out: it
+        starts afresh at each validation epoch, so no resume reads its states.
+        """
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        rank = dist.get_rank() if world > 1 else 0
+        local = {name: None if rank == 0 else module.state_dict() for name, module in self._resumed(pl_module).items()}
+        per_rank: list[Any] = [None] * world
+        if world > 1:
             dist.all_gather_object(per_rank, local)
         else:
             per_rank = [local]
@@ -374,19 +393,23 @@ class RecMetricCallback(pl.Callback):
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        """Give each rank back its own module states when ``trainer.fit`` resumes.
+        """Give each rank back its own training module states when ``trainer.fit`` resumes.
+
+        Rank 0 keeps what Lightning loaded from the model's ``state_dict`` (its own states); every
+        other rank loads its entry of ``checkpoint["rec_metric_modules"]``. Checkpoints of earlier
+        versions, which held a copy for rank 0 too and the validation module's states, load as
+        before (the validation states are not read: that module starts afresh at each epoch).
 
         ``trainer.validate``/``test``/``predict(ckpt_path=...)`` call this hook too; they read nothing
         back: the validation and test modules start afresh at each epoch start, the training module
-        is not used, so a checkpoint lacking a module's per-rank states (saved with ``val=None``, say)
-        serves them all.
+        is not used, so any checkpoint serves them.
 
-        A checkpoint without them (saved without this callback) holds rank 0's states alone, which
-        Lightning has loaded into every rank: under DDP the modules start afresh, with a warning,
-        rather than count rank 0's samples once per rank.
+        A checkpoint without the entry (saved without this callback) holds rank 0's states alone,
+        which Lightning has loaded into every rank: under DDP the training module starts afresh,
+        with a warning, rather than count rank 0's samples once per rank.
 
-        A checkpoint whose per-rank states lack one of the modules (one the callback did not manage
-        when it saved, e.g. ``val=None``, or one added since) follows the LightningModule's
+        A checkpoint whose entry lacks the training module (saved while the callback did not manage
+        it, e.g. ``train=None``, or under another attribute) follows the LightningModule's
         ``strict_loading``, as Lightning's own restore does: ``True`` raises a ``RuntimeError``
         naming the module; ``False`` keeps what Lightning loaded into it from the model's
         ``state_dict`` in one process (the only rank's states, or the module as built when the
@@ -398,7 +421,7 @@ class RecMetricCallback(pl.Callback):
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         if per_rank is None:
             if world > 1:
-                for name, module in self._managed(pl_module).items():
+                for name, module in self._resumed(pl_module).items():
                     warnings.warn(
                         f"RecMetricCallback: the checkpoint holds no per-rank metric states (saved without this "
                         f"callback): its `{name}` states are rank 0's alone; `{name}` starts afresh.",
@@ -408,7 +431,7 @@ class RecMetricCallback(pl.Callback):
             return
         rank = dist.get_rank() if world > 1 else 0
         strict = getattr(pl_module, "strict_loading", True)
-        for name, module in self._managed(pl_module).items():
+        for name, module in self._resumed(pl_module).items():
             if len(per_rank) == world and name not in per_rank[rank]:
                 if strict:
                     raise RuntimeError(
@@ -424,8 +447,9 @@ class RecMetricCallback(pl.Callback):
                     )
                     module.reset()
             elif len(per_rank) == world:
-                # as Lightning loads the model: `strict_loading = False` lets a metric added since start afresh
-                module.load_state_dict(per_rank[rank][name], strict=strict)
+                if per_rank[rank][name] is not None:  # None: the model's state_dict, which Lightning loaded
+                    # as Lightning loads the model: `strict_loading = False` lets a metric added since start afresh
+                    module.load_state_dict(per_rank[rank][name], strict=strict)
             else:
                 warnings.warn(
                     f"RecMetricCallback: the checkpoint holds metric states of {len(per_rank)} rank(s), this run "

@@ -8,9 +8,9 @@ import io
 import json
 import math
 import pickle
-import re
 import warnings
 from collections import Counter, defaultdict
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -358,11 +358,6 @@ BAD_BATCHES = [
         ValueError,
         "'tokens' of dataset 'alpaca' is a SUM: the batch's sum overflows float64",
     ),
-    (
-        [Metric("alpaca", "len", 1e200, A.DISTRIBUTION)],
-        ValueError,
-        r"DISTRIBUTION: expected magnitudes up to 2\*\*485",
-    ),
 ]
 
 
@@ -662,19 +657,26 @@ def test_max_and_min_records_whose_sum_overflows_are_accepted():
     assert agg.get_metrics_for_logging() == {"train_d/hi": float(np.max(values)), "train_d/lo": float(np.min(values))}
 
 
-@pytest.mark.parametrize("value", [2.0**485 * (1 + 2**-52), 1e150, 1e153, -1.3e154, 1e200, 1e308])
+@pytest.mark.parametrize("value", [2.0**485 * (1 + 2**-52), 1e150, 1e153, -1.3e154, 1e200, 1e306, 1e-165, 1e-300])
 @pytest.mark.parametrize("batch", [1, 2, 200])
-def test_distribution_magnitudes_above_the_limit_are_refused_whatever_the_batching(value, batch):
-    """Each value is refused on its own (not when its batch's sum of squares overflows), naming the limit."""
+def test_distribution_records_of_any_magnitude_give_the_exact_moments_whatever_the_batching(value, batch):
+    """Magnitudes whose squares (or their sum) overflow or underflow float64 were refused above 2**485 and
+    wrong below ~1e-154; their sums are kept scaled now. Reference: exact fractions (``value`` times small integers).
+    """
+    multiples = np.arange(1.0, 201.0) % 7 + 1  # 1..7
+    values = [value * k for k in multiples]
     agg = MetricsAggregator()
-    agg.update([Metric("d", "x", 1.0, AggregationType.DISTRIBUTION)] * 2)
-    before = agg.get_metrics_for_logging()
-    for _ in range(200 // batch):
-        with pytest.raises(
-            ValueError, match=rf"'x'.*DISTRIBUTION: expected magnitudes up to 2\*\*485.*got {re.escape(repr(value))}"
-        ):
-            agg.update([Metric("d", "x", value, AggregationType.DISTRIBUTION)] * batch)
-    assert agg.get_metrics_for_logging() == before
+    for start in range(0, len(values), batch):
+        agg.update([Metric("d", "x", v, AggregationType.DISTRIBUTION) for v in values[start : start + batch]])
+    out = agg.get_metrics_for_logging()
+    exact = [Fraction(v) for v in values]
+    mean = sum(exact, Fraction(0)) / len(exact)
+    var = sum(((v - mean) ** 2 for v in exact), Fraction(0)) / (len(exact) - 1)
+    # scaled by value (exact), so that the float conversions neither underflow nor overflow
+    ratio_mean, ratio_var = mean / Fraction(value), var / Fraction(value) ** 2
+    assert out["train_d/x_stat_max"] == max(values) and out["train_d/x_stat_min"] == min(values)
+    np.testing.assert_allclose(out["train_d/x_stat_mean"] / value, float(ratio_mean), rtol=1e-15)
+    np.testing.assert_allclose(out["train_d/x_stat_std"] / abs(value), math.sqrt(float(ratio_var)), rtol=1e-14)
 
 
 @pytest.mark.parametrize("batch", [1, 7, 5000])
@@ -691,13 +693,16 @@ def test_distribution_magnitudes_up_to_the_limit_give_the_numpy_std_whatever_the
     np.testing.assert_allclose(out["train_d/x_stat_std"], values.std(ddof=1), rtol=1e-12)
 
 
-def test_distribution_tensor_whose_squares_overflow_reports_nan_std_saying_why():
+def test_distribution_tensor_whose_squares_overflow_float64_gives_the_std():
+    """Bug: squares of 1e200 overflowed, so the std was ``nan`` with a warning; it is exact now (np.std of [1, -1, 0])."""
     from torchmetrics_ext.aggregation import Distribution
 
     metric = Distribution()
     metric.update(torch.tensor([1e200, -1e200, 0.0], dtype=torch.float64))
-    with pytest.warns(UserWarning, match="sum of squares overflows"):
-        assert math.isnan(metric.compute()["std"].item())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        std = metric.compute()["std"].item()
+    np.testing.assert_allclose(std, np.std([1.0, -1.0, 0.0], ddof=1) * 1e200, rtol=1e-15)
 
 
 def test_loading_a_checkpoint_of_another_handler_setting_is_a_value_error():
@@ -728,20 +733,21 @@ def test_logging_leaves_the_process_warning_filters_alone() -> None:
 
 
 def test_a_checkpoint_written_before_distribution_kept_its_compensations_loads():
-    """DISTRIBUTION states saved before ``total_compensation``/``total_sq_compensation`` existed load as zeros."""
+    """DISTRIBUTION states saved before the compensations and ``scaled_sums`` existed load as zeros."""
     values = [1.0, 2.0, 4.0, 8.5]
     source = MetricsAggregator()
     source.update([Metric("d", "x", v, AggregationType.DISTRIBUTION) for v in values])
     state = source.state_dict()
     (entry,) = state["metadata"]["metrics"]
-    for name in ("total_compensation", "total_sq_compensation"):
+    for name in ("total_compensation", "total_sq_compensation", "scaled_sums", "scaled_sums_compensation"):
         del entry["states"][name]
         del state["tensors"][f"0/{name}"]
     resumed = MetricsAggregator()
     resumed.load_state_dict(state)
     resumed.update([Metric("d", "x", 3.0, AggregationType.DISTRIBUTION)])
+    resumed.update([Metric("d", "x", 1e-200, AggregationType.DISTRIBUTION)])  # into the band of tiny values
     out = resumed.get_metrics_for_logging()
-    data = np.array([*values, 3.0])
+    data = np.array([*values, 3.0, 1e-200])
     assert out["train_d/x_stat_mean"] == pytest.approx(data.mean(), rel=1e-15)
     assert out["train_d/x_stat_std"] == pytest.approx(data.std(ddof=1), rel=1e-14)
     del entry["states"]["total"]  # a state that cannot be derived is still refused

@@ -13,8 +13,8 @@ from torch import Tensor
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.checks import as_values, check_numbers, exact_sum
 from torchmetrics_ext.functional.distribution import (
+    _BAND_SHIFT,
     DEFAULT_PERCENTILES,
-    LARGEST_MAGNITUDE,
     SketchBatch,
     SketchSpec,
     _check_finite,
@@ -22,6 +22,8 @@ from torchmetrics_ext.functional.distribution import (
     _distribution_compute,
     _distribution_fold,
     _distribution_update,
+    _magnitude_band,
+    _no_scaled_sums,
     _sketch_index,
 )
 from torchmetrics_ext.metrics.base import _tag, one_task
@@ -66,8 +68,10 @@ class Distribution(AggregationMetric[SketchBatch]):
         ValueError: on NaN/inf values or invalid sketch arguments.
 
     Note:
-        States: count, sum, sum of squares, the running rounding errors of the sum and of the
-        sum of squares (``total_compensation``, ``total_sq_compensation``: all ``sum``), min
+        States: count, sum, sum of squares, the scaled sums of batches of tiny or huge
+        magnitudes (``scaled_sums``, four elements, see Range below), the running rounding
+        errors of the three sums (``total_compensation``, ``total_sq_compensation``,
+        ``scaled_sums_compensation``: all ``sum``), min
         (``min``), max (``max``) and the bucket counts (``sum``); constant memory, independent of
         the number of values (about 60 kB per metric with the defaults: the 38.7 kB of counts and
         the metric object; the counts' default for ``reset`` is one element, not a second copy).
@@ -83,14 +87,16 @@ class Distribution(AggregationMetric[SketchBatch]):
         many; subtract a common offset from the values when it matters); equal values give
         exactly 0. Inside a :class:`~torchmetrics_ext.Windowed` the lifetime is compensated too;
         the window is a fresh sum over the updates it holds (its error grows with their number,
-        not with the run's length). A checkpoint written before the compensations were kept loads
-        with zero compensations (the error it had collected stays). No value: every output
-        ``nan``; one
-        value, or a spread below ~1e-6 of the mean: ``std`` is ``nan`` (each with an
-        ``UndefinedMetricWarning``). Range: :meth:`summarize` refuses magnitudes above
-        :math:`2^{485}` (about 1.0e146), below which the sum of squares of up to :math:`2^{53}`
-        values cannot overflow; ``update`` does not check a tensor for it, and once the sum of
-        squares overflows, ``std`` is ``nan`` with a warning.
+        not with the run's length). A checkpoint written before the compensations or the scaled
+        sums were kept loads them as zeros (the error it had collected stays). No value: every
+        output ``nan``; one value, or a spread below ~1e-6 of the mean: ``std`` is ``nan`` (each
+        with an ``UndefinedMetricWarning``). Range: any finite magnitude. A batch whose largest
+        magnitude is below :math:`2^{-485}` (about 1.0e-146) or above :math:`2^{485}` (about
+        1.0e146) adds the sums of its values times :math:`2^{600}` or :math:`2^{-600}` to
+        ``scaled_sums``, where their squares neither underflow nor overflow (plain float64 squares
+        do below ~1e-154 and above ~1e154); ``compute`` joins the three scales exactly (powers of
+        two), so the mean and std of 1e-200- or 1e306-sized values are as accurate as those of
+        values near 1.
 
     Example:
         >>> import torch
@@ -108,16 +114,19 @@ class Distribution(AggregationMetric[SketchBatch]):
     count: Tensor
     total: Tensor
     total_sq: Tensor
+    scaled_sums: Tensor
     min_value: Tensor
     max_value: Tensor
     bucket_counts: Tensor
     total_compensation: Tensor
     total_sq_compensation: Tensor
+    scaled_sums_compensation: Tensor
     # compensation state -> the running sum whose rounding errors it keeps (Windowed folds the
     # lifetime's sums through compensated_add_ when the wrapped metric declares them)
     _compensated_sums: ClassVar[dict[str, str]] = {
         "total_compensation": "total",
         "total_sq_compensation": "total_sq",
+        "scaled_sums_compensation": "scaled_sums",
     }
 
     def __init__(
@@ -137,11 +146,16 @@ class Distribution(AggregationMetric[SketchBatch]):
         self.add_state("count", default=zero.clone(), dist_reduce_fx="sum")
         self.add_state("total", default=zero.clone(), dist_reduce_fx="sum")
         self.add_state("total_sq", default=zero.clone(), dist_reduce_fx="sum")
-        # the rounding errors of the two running sums (see compensated_add_): sum-reducible like
+        # the sums of batches of magnitudes below 2**-485 / above 2**485, scaled (see SketchBatch);
+        # checkpoints written before they were kept load them as zeros (their sums are all plain)
+        self.add_state("scaled_sums", default=_no_scaled_sums(zero), dist_reduce_fx="sum")
+        self._derived_states["scaled_sums"] = (_no_scaled_sums, ("total",))
+        # the rounding errors of the running sums (see compensated_add_): sum-reducible like
         # them; checkpoints written before they were kept load them as zeros
         for name, source in self._compensated_sums.items():
-            self.add_state(name, default=zero.clone(), dist_reduce_fx="sum")
+            self.add_state(name, default=torch.zeros_like(getattr(self, source)), dist_reduce_fx="sum")
             self._derived_states[name] = (torch.zeros_like, (source,))
+        self._derived_states["scaled_sums_compensation"] = (_no_scaled_sums, ("total",))
         self.add_state("min_value", default=torch.tensor(math.inf, dtype=torch.float64), dist_reduce_fx="min")
         self.add_state("max_value", default=torch.tensor(-math.inf, dtype=torch.float64), dist_reduce_fx="max")
         # the buckets mean other ranges under another sketch (two of them may have as many buckets):
@@ -181,40 +195,38 @@ class Distribution(AggregationMetric[SketchBatch]):
     def summarize(self, values: Sequence[Any]) -> SketchBatch:
         """Exact (``math.fsum``) moments, extremes and the sketch's bucket index of a batch of plain numbers.
 
-        Every magnitude must be at most ``LARGEST_MAGNITUDE`` = :math:`2^{485}` (about 1.0e146), so
-        that the sum of squares of up to :math:`2^{53}` values, in any batches, fits float64: a
-        value is accepted or refused on its own, never because of the batch it comes in.
+        Any finite magnitude is accepted: a batch whose largest magnitude is below :math:`2^{-485}`
+        or above :math:`2^{485}` is summed scaled by :math:`2^{600}` or :math:`2^{-600}` (its band,
+        see :class:`~torchmetrics_ext.functional.distribution.SketchBatch`).
 
         Raises:
             TypeError: on a value that is not a number.
-            ValueError: on NaN/inf, or a magnitude above :math:`2^{485}`.
+            ValueError: on NaN/inf.
         """
         try:
             total = exact_sum(values)  # checks every value
         except ValueError:
-            check_numbers(values)  # a bad value raises; else the sum overflowed: a magnitude too large, below
+            check_numbers(values)  # a bad value raises; else the plain sum overflowed: band 1, summed below
             total = math.inf
         floats = list(map(float, values))
         if not floats:
             return SketchBatch(0.0, 0.0, 0.0, math.inf, -math.inf, torch.zeros(0, dtype=torch.long, device=self.device))
         low, high = min(floats), max(floats)
-        if max(high, -low) > LARGEST_MAGNITUDE:
-            largest = high if high >= -low else low
-            raise ValueError(
-                f"Expected magnitudes up to 2**485 (about 1.0e146, so that the sum of squares of up to 2**53 "
-                f"values fits float64), got {largest!r}."
-            )
-        total_sq = math.fsum(map(mul, floats, floats))
+        band = _magnitude_band(max(high, -low))
+        scaled = [x * 2.0 ** (-_BAND_SHIFT * band) for x in floats] if band else floats
+        if band:
+            total = math.fsum(scaled)
+        total_sq = math.fsum(map(mul, scaled, scaled))
         index = _sketch_index(torch.tensor(floats, dtype=torch.float64, device=self.device), self.spec)
-        return SketchBatch(float(len(floats)), total, total_sq, low, high, index)
+        return SketchBatch(float(len(floats)), total, total_sq, low, high, index, band)
 
-    def _sketch_states(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """``(count, total, total_sq, min, max, bucket counts)``: the states in the kernels' order."""
+    def _sketch_states(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """``(count, total, total_sq, scaled_sums, min, max, bucket counts)``: the states in the kernels' order."""
         counts = getattr(self, self._counts_state)
-        return self.count, self.total, self.total_sq, self.min_value, self.max_value, counts
+        return self.count, self.total, self.total_sq, self.scaled_sums, self.min_value, self.max_value, counts
 
-    def _compensations(self) -> tuple[Tensor, Tensor]:
-        return self.total_compensation, self.total_sq_compensation
+    def _compensations(self) -> tuple[Tensor, Tensor, Tensor]:
+        return self.total_compensation, self.total_sq_compensation, self.scaled_sums_compensation
 
     def _fold(self, summary: SketchBatch) -> None:
         _distribution_fold(*self._sketch_states(), summary, self._compensations())

@@ -20,7 +20,18 @@ Percentiles follow ``numpy.percentile``'s default (linear) definition: the value
 lie in ``[min_value, max_value]``.
 
 The mean and the standard deviation come from the float64 sum and sum of squares (states that
-merge by addition). A metric keeps both compensated (each next to the running sum of its rounding
+merge by addition), kept at one of three fixed scales so that no finite float64 magnitude
+underflows or overflows them (plain squares underflow below ~1e-154 and overflow above ~1e154):
+a batch whose largest magnitude :math:`M` is in :math:`(2^{-485}, 2^{485}]`
+(``LARGEST_MAGNITUDE``) adds its sums as they are; a batch with :math:`M \le 2^{-485}` (or
+:math:`M > 2^{485}`) adds the sums of its values times :math:`2^{600}` (or :math:`2^{-600}`) to
+a band of their own (``scaled_sums``). Every such sum of up to :math:`2^{53}` values (the exact
+range of the float64 count) is a normal float64; ``compute`` brings the bands to the scale of
+the largest magnitude seen (powers of two: exact), so the mean and the std of values of any
+finite magnitude (1e-300, 1e306) are as accurate as those of values near 1 (a mean or std that
+is itself subnormal has the precision float64 gives it; one beyond the largest float64 is
+``inf``, as in NumPy).
+A metric keeps the sums compensated (each next to the running sum of its rounding
 errors, see :func:`~torchmetrics_ext.utilities.summation.compensated_add_`), so their error is
 that of one update however many updates they collect. The mean is exact up to float64 rounding.
 The std is too when the values are centred near 0, but :math:`\sum x^2 - n\bar x^2` cancels when
@@ -28,11 +39,6 @@ the mean is large relative to the spread: its relative error is about
 :math:`10^{-16} (\bar x / s)^2` (1e-8 at a mean 1e4 times the std), after one update or many, and
 once the spread is below ~1e-6 of the mean the std is ``nan`` with a warning (equal values give
 exactly 0). Subtract a common offset (a known typical value) from the values first.
-The sum of squares of up to :math:`2^{53}` values (the exact range of the float64 count) cannot
-overflow float64 while every magnitude is at most :math:`2^{485} \approx 1.0 \times 10^{146}`
-(``LARGEST_MAGNITUDE``): plain-value batches (``Distribution.summarize``, the aggregator) refuse
-larger magnitudes, whatever the batching; a tensor is not checked for it, and once its sum of
-squares overflows the std is ``nan`` with a warning (mean, min, max and percentiles stay right).
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.utilities.checks import as_real, check_tensor
+from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.formatting import exact_text
 from torchmetrics_ext.utilities.summation import compensated_add_
 from torchmetrics_ext.utilities.warnings import warn_undefined
@@ -54,8 +61,14 @@ from torchmetrics_ext.utilities.warnings import warn_undefined
 __all__ = ["LARGEST_MAGNITUDE", "SketchBatch", "SketchSpec", "distribution", "percentile_key"]
 
 DEFAULT_PERCENTILES: tuple[float, ...] = (5.0, 50.0, 95.0)
-# the sum of squares of up to 2**53 values of at most this magnitude is at most 2**1023: finite
+# the sum of squares of up to 2**53 values of at most this magnitude is at most 2**1023: finite.
+# A batch whose largest magnitude M is in (1 / LARGEST_MAGNITUDE, LARGEST_MAGNITUDE] (band 0) adds
+# its sums as they are; one with M below (band -1) or above (band 1) adds those of its values times
+# 2**(-_BAND_SHIFT * band) to `scaled_sums`: scaled, M is in [2**-474, 2**115] or (2**-115, 2**424),
+# so in every band the square of a value within 2**-26 of M is a normal float64 and no sum of up to
+# 2**53 squares overflows
 LARGEST_MAGNITUDE = 2.0**485
+_BAND_SHIFT = 600
 
 
 @dataclass(frozen=True)
@@ -169,15 +182,18 @@ def _add_to_sketch(bucket_counts: Tensor, index: Tensor) -> None:
 
 
 class SketchBatch(NamedTuple):
-    """Sufficient statistics of one batch of values, ready to be folded into a sketch's states.
+    r"""Sufficient statistics of one batch of values, ready to be folded into a sketch's states.
 
     Attributes:
         num_values: number of values.
-        total: their sum.
-        total_sq: the sum of their squares.
+        total: the sum of the values times :math:`2^{-600\,\text{band}}`.
+        total_sq: the sum of their squares, of the values times :math:`2^{-600\,\text{band}}`.
         vmin: their minimum (``inf`` for no value).
         vmax: their maximum (``-inf`` for no value).
         bucket_index: the bucket index (layout order) of every value.
+        band: -1 if their largest magnitude is below :math:`2^{-485}`, 1 if above
+            :math:`2^{485}` (``LARGEST_MAGNITUDE``), else 0 (the default: the sums are plain);
+            an ``int`` decided on the host, or a 0-dim integer tensor (device path: nothing read).
     """
 
     num_values: float
@@ -186,37 +202,97 @@ class SketchBatch(NamedTuple):
     vmin: Tensor | float
     vmax: Tensor | float
     bucket_index: Tensor
+    band: Tensor | int = 0
+
+
+def _magnitude_band(magnitude: float) -> int:
+    """The band (-1, 0 or 1) of a batch whose largest magnitude is ``magnitude`` (see :class:`SketchBatch`)."""
+    return -1 if magnitude <= 1.0 / LARGEST_MAGNITUDE else 1 if magnitude > LARGEST_MAGNITUDE else 0
+
+
+@lru_cache(maxsize=32)
+def _band_constants(device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    r"""``(edges, scales, masks)`` of the bands on ``device``, each indexed by ``band + 1``.
+
+    ``bucketize(M, edges) - 1`` is the band of largest magnitude ``M``; ``scales[band + 1]`` is
+    :math:`2^{-600\,\text{band}}`; ``masks[band + 1]`` says which of ``(total/total_sq, band -1,
+    band 1)`` takes the batch's sums.
+    """
+    edges = torch.tensor([1.0 / LARGEST_MAGNITUDE, LARGEST_MAGNITUDE], dtype=torch.float64)
+    scales = torch.tensor([2.0**_BAND_SHIFT, 1.0, 2.0**-_BAND_SHIFT], dtype=torch.float64)
+    masks = torch.tensor([[False, True, False], [True, False, False], [False, False, True]])
+    return edges.to(device), scales.to(device), masks.to(device)
+
+
+def _no_scaled_sums(total: Tensor) -> Tensor:
+    """Zero ``scaled_sums`` (or their compensations) for a ``total`` state: what states saved before the bands hold."""
+    return total.new_zeros((*total.shape, 4))
 
 
 def _distribution_update(values: Tensor, spec: SketchSpec) -> SketchBatch:
-    """Sufficient statistics of one batch: ``values`` is a non-empty float64 1-D tensor."""
+    """Sufficient statistics of one batch: ``values`` is a non-empty float64 1-D tensor.
+
+    The sums are of the values scaled to their band (:class:`SketchBatch`): decided on the host on
+    the CPU path (a band-0 batch is summed as it is), by table look-ups on the device path.
+    """
     vmin, vmax = torch.aminmax(values)
-    return SketchBatch(float(values.numel()), values.sum(), values.dot(values), vmin, vmax, _sketch_index(values, spec))
+    band: Tensor | int
+    scaled = values
+    if on_device_path(values):
+        edges, scales, _ = _band_constants(values.device)
+        band = torch.bucketize(torch.maximum(vmax, -vmin), edges) - 1
+        scaled = values * scales.index_select(0, (band + 1).reshape(1))  # a look-up, never read on the host
+    else:
+        band = _magnitude_band(max(vmax.item(), -vmin.item()))
+        if band:
+            scaled = values * 2.0 ** (-_BAND_SHIFT * band)
+    total, total_sq = scaled.sum(), scaled.dot(scaled)
+    return SketchBatch(float(values.numel()), total, total_sq, vmin, vmax, _sketch_index(values, spec), band)
 
 
 def _distribution_fold(
     count: Tensor,
     total: Tensor,
     total_sq: Tensor,
+    scaled_sums: Tensor,
     vmin: Tensor,
     vmax: Tensor,
     bucket_counts: Tensor,
     batch: SketchBatch,
-    compensations: tuple[Tensor, Tensor] | None = None,
+    compensations: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> None:
     """Fold a batch's statistics into the sketch's states, in place.
 
-    With ``compensations`` (the states ``total_compensation``, ``total_sq_compensation``) the sum
-    and the sum of squares are compensated
-    (:func:`~torchmetrics_ext.utilities.summation.compensated_add_`): their error stays at one
-    update's, however many updates. Without, a plain addition (a fold into zero states is exact).
+    The batch's sum and sum of squares go to ``total``/``total_sq`` (band 0) or to
+    ``scaled_sums`` = [sum, sum of squares of band -1, sum, sum of squares of band 1] (see
+    :class:`SketchBatch`): only that band's states change when the band is known on the host;
+    on the device path every band adds the batch's sums or zeros. With ``compensations`` (the
+    states ``total_compensation``, ``total_sq_compensation``, ``scaled_sums_compensation``) the
+    sums are compensated (:func:`~torchmetrics_ext.utilities.summation.compensated_add_`): their
+    error stays at one update's, however many updates. Without, a plain addition (a fold into
+    zero states is exact).
     """
     count.add_(batch.num_values)
-    if compensations is None:
-        total.add_(batch.total)
-        total_sq.add_(batch.total_sq)
+    sums: list[Tensor] = [total, total_sq]
+    addends: list[Tensor | float] = [batch.total, batch.total_sq]
+    errors = list(compensations[:2]) if compensations is not None else None
+    if isinstance(batch.band, int):
+        if batch.band:  # the band's two elements (views) instead of total/total_sq
+            i = 0 if batch.band < 0 else 2
+            sums = [scaled_sums[i], scaled_sums[i + 1]]
+            errors = None if compensations is None else [compensations[2][i], compensations[2][i + 1]]
     else:
-        compensated_add_((total, total_sq), compensations, (batch.total, batch.total_sq))
+        masks = _band_constants(scaled_sums.device)[2].index_select(0, (batch.band + 1).reshape(1)).reshape(3)
+        pair = torch.stack([torch.as_tensor(batch.total), torch.as_tensor(batch.total_sq)])
+        parts = torch.where(masks[:, None], pair, 0.0).reshape(6)
+        sums.append(scaled_sums)
+        addends = [parts[0], parts[1], parts[2:]]
+        errors = None if compensations is None else list(compensations)
+    if errors is None:
+        for state, term in zip(sums, addends, strict=True):
+            state.add_(term)
+    else:
+        compensated_add_(sums, errors, addends)
     vmin.clamp_(max=batch.vmin)
     vmax.clamp_(min=batch.vmax)
     _add_to_sketch(bucket_counts, batch.bucket_index)
@@ -251,9 +327,42 @@ def _sketch_quantiles(
 _CANCELLED = 2.0**-40
 
 
+def _times_power_of_two(x: float, exponent: int) -> float:
+    """``x * 2**exponent`` (exact unless it underflows), ``±inf`` where that overflows float64."""
+    try:
+        return math.ldexp(x, exponent)
+    except OverflowError:
+        return math.copysign(math.inf, x)
+
+
+def _scaled_moments(exponent: int, s1: float, s2: float, bands: Sequence[float]) -> tuple[float, float]:
+    """The sum and the sum of squares of every band, times ``2**-exponent`` and ``2**(-2 * exponent)``.
+
+    ``bands`` is ``scaled_sums``: [sum, sum of squares] of band -1 (values times :math:`2^{600}`),
+    then of band 1 (times :math:`2^{-600}`). With ``2**exponent`` above the largest magnitude,
+    each term is at most the count: nothing overflows, and a band that underflows is below
+    ``2**-1022`` of the largest value's share.
+    """
+    low_1, low_2, high_1, high_2 = bands
+    k = _BAND_SHIFT
+    total = (
+        _times_power_of_two(s1, -exponent)
+        + _times_power_of_two(low_1, -k - exponent)
+        + _times_power_of_two(high_1, k - exponent)
+    )
+    total_sq = (
+        _times_power_of_two(s2, -2 * exponent)
+        + _times_power_of_two(low_2, -2 * k - 2 * exponent)
+        + _times_power_of_two(high_2, 2 * k - 2 * exponent)
+    )
+    return total, total_sq
+
+
 def _sample_std(n: float, s1: float, s2: float, mean: float, lo: float, hi: float, metric: str) -> float:
     r"""``ddof=1`` std from the sums, or ``nan`` with a warning where they cannot tell it (one value, rounding noise).
 
+    Any common power-of-two scale of the values (``s1``, ``mean``, ``lo``, ``hi`` times
+    :math:`2^{-E}`, ``s2`` times :math:`2^{-2E}`) gives the std at that scale.
     Equal min and max give exactly 0. Otherwise :math:`\sum x^2 - n\bar x^2` cancels when the
     mean is far from 0 relative to the spread (relative error about :math:`10^{-16}
     (\bar x/s)^2`); below ``_CANCELLED`` of the sum of squares it is noise, so ``nan``. A value
@@ -268,8 +377,9 @@ def _sample_std(n: float, s1: float, s2: float, mean: float, lo: float, hi: floa
         warn_undefined(
             torch.ones(1, dtype=torch.bool),
             metric,
-            "the standard deviation of values whose sum of squares overflows float64 (possible only with "
-            "magnitudes above 2**485, about 1.0e146)",
+            "the standard deviation of values whose float64 sum of squares is not finite (NaN/inf values "
+            "given with validate_args=False, or states saved by an earlier version whose sum of squares "
+            "overflowed)",
         )
         return math.nan
     spread = s2 - s1 * mean
@@ -288,35 +398,45 @@ def _distribution_compute(
     count: Tensor,
     total: Tensor,
     total_sq: Tensor,
+    scaled_sums: Tensor,
     vmin: Tensor,
     vmax: Tensor,
     counts: Tensor,
     percentiles: Sequence[float],
     spec: SketchSpec,
     metric: str = "Distribution",
-    compensations: tuple[Tensor, Tensor] | None = None,
+    compensations: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """``{"mean", "min", "max", "std", "p05", ...}`` from the sufficient statistics.
 
     ``std`` is the sample standard deviation (``ddof=1``, as ``torch.std``), see :func:`_sample_std`.
     With no value every output is ``nan``; with one value, or a spread below the rounding of the
     sums, ``std`` is ``nan`` (each with an UndefinedMetricWarning).
-    ``compensations``: the rounding errors of ``total`` and ``total_sq`` (see
+    ``compensations``: the rounding errors of ``total``, ``total_sq`` and ``scaled_sums`` (see
     :func:`_distribution_fold`), added to them once here (a non-finite one, from an overflowed sum,
-    is left out). The handful of scalars is finished on the host after one synchronisation.
+    is left out). The mean and the std are computed with every sum brought to the scale
+    :math:`2^E` just above the largest magnitude (:func:`_scaled_moments`), then scaled back.
+    The handful of scalars is finished on the host after one synchronisation.
     """
     names = ["mean", "min", "max", "std", *(percentile_key(p) for p in percentiles)]
     zero = count.new_zeros(())
-    c1, c2 = compensations if compensations is not None else (zero, zero)
-    n, s1, s2, lo, hi, e1, e2 = torch.stack([count, total, total_sq, vmin, vmax, c1, c2]).tolist()
+    c1, c2, c3 = compensations if compensations is not None else (zero, zero, torch.zeros_like(scaled_sums))
+    scalars = torch.stack([count, total, total_sq, vmin, vmax, c1, c2])
+    flat = torch.cat([scalars, scaled_sums.reshape(-1), c3.reshape(-1)]).tolist()
+    n, s1, s2, lo, hi, e1, e2 = flat[:7]
     s1 += e1 if math.isfinite(e1) else 0.0
     s2 += e2 if math.isfinite(e2) else 0.0
+    bands = [b + (e if math.isfinite(e) else 0.0) for b, e in zip(flat[7:11], flat[11:], strict=True)]
     if n <= 0:
         warn_undefined(torch.ones(1, dtype=torch.bool), metric, "no value was seen")
         values = [math.nan] * len(names)
     else:
-        mean = s1 / n
-        std = _sample_std(n, s1, s2, mean, lo, hi, metric)
+        exponent = math.frexp(max(hi, -lo))[1]  # 2**exponent > every magnitude (0 for inf/nan)
+        t1, t2 = _scaled_moments(exponent, s1, s2, bands)
+        scaled_mean = t1 / n
+        lo_t, hi_t = math.ldexp(lo, -exponent), math.ldexp(hi, -exponent)
+        std = _sample_std(n, t1, t2, scaled_mean, lo_t, hi_t, metric)
+        mean, std = _times_power_of_two(scaled_mean, exponent), _times_power_of_two(std, exponent)
         pct = _sketch_quantiles(counts, n, lo, hi, [p / 100.0 for p in percentiles], spec)
         values = [mean, lo, hi, std, *pct]
     out = torch.tensor(values, dtype=torch.float64, device=count.device)
@@ -359,7 +479,9 @@ def distribution(
         :class:`~torchmetrics_ext.utilities.warnings.UndefinedMetricWarning`. The std comes from
         the sum and the sum of squares: relative error about :math:`10^{-16} (\bar x/s)^2`, and
         ``nan`` with a warning once the spread is below ~1e-6 of the mean (subtract a common
-        offset from the values first); equal values give exactly 0.
+        offset from the values first); equal values give exactly 0. Any finite magnitude is
+        fine: the sums of a batch of magnitudes below :math:`2^{-485}` or above :math:`2^{485}`
+        are kept scaled by a power of two (see the module), so they neither underflow nor overflow.
 
     Example:
         >>> import torch
@@ -374,13 +496,13 @@ def distribution(
         _check_finite("values", check_tensor("values", values))
     values = values.reshape(-1).to(torch.float64)
     zero = torch.zeros((), dtype=torch.float64, device=values.device)
-    count, total, total_sq = zero, zero.clone(), zero.clone()
+    count, total, total_sq, scaled_sums = zero, zero.clone(), zero.clone(), _no_scaled_sums(zero)
     vmin, vmax = torch.full_like(zero, math.inf), torch.full_like(zero, -math.inf)
     bucket_counts = torch.zeros(spec.size, dtype=torch.float64, device=values.device)
+    states = (count, total, total_sq, scaled_sums, vmin, vmax, bucket_counts)
     if values.numel():
-        batch = _distribution_update(values, spec)
-        _distribution_fold(count, total, total_sq, vmin, vmax, bucket_counts, batch)
-    return _distribution_compute(count, total, total_sq, vmin, vmax, bucket_counts, percentiles, spec)
+        _distribution_fold(*states, _distribution_update(values, spec))
+    return _distribution_compute(*states, percentiles, spec)
 
 
 def _check_finite(name: str, values: Tensor, *, allow_nan: bool = False) -> None:

@@ -12,6 +12,9 @@ from torchmetrics_ext.utilities.device import on_device_path
 
 __all__ = ["compensated_add_"]
 
+# the largest sum (in elements) that the CPU path adds in Python floats rather than in kernels
+_HOST_ELEMENTS = 8
+
 
 def compensated_add_(
     sums: Sequence[Tensor], compensations: Sequence[Tensor], addends: Sequence[Tensor | float]
@@ -27,7 +30,8 @@ def compensated_add_(
     (``dist_reduce_fx="sum"``): a sum over ``R`` ranks adds ``R - 1`` roundings, not one per update.
 
     On the CPU the few scalars are added on the host (read with ``.item()``, written with
-    ``fill_``: about 3 µs for two sums, where the tensor kernels take about 20 µs); on another
+    ``fill_``: about 3 µs for two sums, where the tensor kernels take about 20 µs; a sum of a few
+    elements, up to ``_HOST_ELEMENTS``, element by element through ``tolist``); on another
     device (or the device path forced by :func:`~torchmetrics_ext.utilities.device.force_device_path`)
     eight fused ``_foreach`` calls over all the sums together, nothing read on the host.
     ``addends`` are tensors (on the states' device) or Python numbers (mixed ones are made tensors).
@@ -43,7 +47,7 @@ def compensated_add_(
     """
     sums, errors = list(sums), list(compensations)
     # each compensation lives with its sum; the device path (forced in tests) reads nothing on the host
-    if all(t.numel() == 1 and not on_device_path(t) for t in sums):
+    if all(t.numel() <= _HOST_ELEMENTS and not on_device_path(t) for t in sums):
         _compensated_add_on_host(sums, errors, addends)
     else:
         _compensated_add_kernels(sums, errors, addends)
@@ -52,11 +56,34 @@ def compensated_add_(
 def _compensated_add_on_host(sums: list[Tensor], errors: list[Tensor], addends: Sequence[Tensor | float]) -> None:
     """:func:`compensated_add_` of one-element CPU states in Python floats (the same float64 operations)."""
     for total, error, term in zip(sums, errors, addends, strict=True):
+        if total.numel() != 1:
+            _compensated_add_elements(total, error, term)
+            continue
         a, b = total.item(), term.detach().item() if isinstance(term, Tensor) else float(term)
         s = a + b
         b_rounded = s - a
         total.fill_(s)
         error.fill_(error.item() + ((a - (s - b_rounded)) + (b - b_rounded)))
+
+
+def _compensated_add_elements(total: Tensor, error: Tensor, term: Tensor | float) -> None:
+    """The host TwoSum of a small CPU sum of several elements, element by element (a number ``term`` broadcasts).
+
+    Adding zeros leaves the sum and its error as they are: such a term writes nothing.
+    """
+    n = total.numel()
+    terms = term.detach().reshape(-1).tolist() if isinstance(term, Tensor) else [float(term)]
+    if not any(terms):
+        return
+    terms = terms * n if len(terms) == 1 else terms
+    new, new_errors = [], []
+    for a, b, e in zip(total.reshape(-1).tolist(), terms, error.reshape(-1).tolist(), strict=True):
+        s = a + b
+        b_rounded = s - a
+        new.append(s)
+        new_errors.append(e + ((a - (s - b_rounded)) + (b - b_rounded)))
+    total.copy_(torch.tensor(new, dtype=total.dtype).view(total.shape))
+    error.copy_(torch.tensor(new_errors, dtype=error.dtype).view(error.shape))
 
 
 def _compensated_add_kernels(sums: list[Tensor], errors: list[Tensor], addends: Sequence[Tensor | float]) -> None:

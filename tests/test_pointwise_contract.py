@@ -1311,6 +1311,28 @@ def test_functional_column_hint_gives_the_one_task_value_and_classes_keep_one_sa
     np.testing.assert_allclose(metric.compute().numpy(), (p - y) ** 2, rtol=1e-12, atol=0)
 
 
+def test_a_samples_first_batch_for_a_one_task_metric_is_told_to_transpose_first():
+    """(N, T) for a one-task metric suggested num_tasks=N, which silently computed N tasks of T samples."""
+    rng = np.random.default_rng(0)
+    p, y = rng.random((64, 2)), (rng.random((64, 2)) < 0.4).astype(np.int64)
+    metric = tmx.AUC()
+    metric.update(torch.tensor(p[:8, 0]), torch.tensor(y[:8, 0]))
+    before = {k: [t.clone() for t in (v if isinstance(v, list) else [v])] for k, v in metric.metric_state.items()}
+    hint = r"got shape \(64, 2\)\. Tasks go first: for 2 tasks of 64 samples pass the transpose, shape \(2, 64\), "
+    with pytest.raises(ValueError, match=hint + r"and build the metric with num_tasks=2; for 64 tasks .*num_tasks=64"):
+        metric.update(torch.tensor(p), torch.tensor(y))
+    assert metric.update_count == 1
+    for key, value in metric.metric_state.items():
+        for got, old in zip(value if isinstance(value, list) else [value], before[key], strict=True):
+            torch.testing.assert_close(got, old, rtol=0, atol=0)
+    following = tmx.AUC(num_tasks=2)
+    following.update(torch.tensor(p).T, torch.tensor(y).T)
+    expected = [skm.roc_auc_score(y[:, task], p[:, task]) for task in range(2)]
+    np.testing.assert_allclose(following.compute().numpy(), expected, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match=r"For 3 tasks build the metric with num_tasks=3\.$"):  # tasks first: as before
+        tmx.NormalizedEntropy().update(torch.full((3, 8), 0.5), torch.ones(3, 8))
+
+
 def test_a_persistent_state_absent_from_the_checkpoint_is_a_missing_key():
     saved = tmx.NormalizedEntropy()
     saved.persistent(True)

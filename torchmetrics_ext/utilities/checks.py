@@ -173,6 +173,12 @@ def _task_shape_error(name: str, shape: torch.Size, num_tasks: int | None) -> Va
     elif num_tasks is not None and len(shape) == 2:
         if shape[1] == num_tasks and shape[0] != num_tasks:  # (N, T): samples first
             hint = f" Tasks go first: pass the transpose, shape ({num_tasks}, {shape[0]})."
+        elif num_tasks == 1 and shape[0] > shape[1]:  # more rows than columns: most likely (N, T), samples first
+            hint = (
+                f" Tasks go first: for {shape[1]} tasks of {shape[0]} samples pass the transpose, shape"
+                f" ({shape[1]}, {shape[0]}), and build the metric with num_tasks={shape[1]}; for {shape[0]} tasks"
+                f" of {shape[1]} samples each build it with num_tasks={shape[0]}."
+            )
         elif num_tasks == 1 and shape[0] > 1:  # several tasks for a metric built for one
             hint = f" For {shape[0]} tasks build the metric with num_tasks={shape[0]}."
     return ValueError(f"Expected `{name}` of shape {expected}, got shape {tuple(shape)}.{hint}")

@@ -1147,20 +1147,21 @@ def _logit_columns() -> Iterator[None]:
         _LOGIT_COLUMNS.reset(token)
 
 
+_MODULE_LOGITS_ADVICE = (
+    "If they are logits, build the module's metrics with from_logits=True (e.g. "
+    "`lambda num_tasks: tmx.NormalizedEntropy(num_tasks=num_tasks, from_logits=True)`); see the "
+    "module docs, 'Logits'."
+)
+"""What the module says of probabilities out of range; its wrappers (the Trainer adapter) give their own option."""
+
+
 def _in_module(error: ValueError) -> ValueError:
     """``error`` with its advice for a standalone metric (``from_logits=True``) made the module's."""
     text = str(error)
     advice = "Pass `from_logits=True` if they are logits."
     if advice not in text:
         return error
-    return ValueError(
-        text.replace(
-            advice,
-            "If they are logits, build the module's metrics with from_logits=True (e.g. "
-            "`lambda num_tasks: tmx.NormalizedEntropy(num_tasks=num_tasks, from_logits=True)`); see the "
-            "module docs, 'Logits'.",
-        )
-    )
+    return ValueError(text.replace(advice, _MODULE_LOGITS_ADVICE))
 
 
 def _windowed(metric: TaskMetric, window_size: int, options: Mapping[str, Any]) -> Windowed:

@@ -399,7 +399,9 @@ class RecMetricModule(nn.Module):
 
         Raises:
             ValueError: unknown config keys, task fields or metric names (listing the known ones),
-                ``tasks`` not a list, or a metric named twice.
+                ``tasks`` not a list, or a metric named twice; an entry of ``metrics`` that the
+                registry or the metric's class refuses (an unknown option: the message lists those
+                it takes) is named first (``Metric 'auc_binned' (auc): ...``).
 
         Example:
             >>> from torchmetrics_ext import RecMetricModule
@@ -441,7 +443,11 @@ class RecMetricModule(nn.Module):
                 raise ValueError(
                     f"Metric {key!r}: `num_tasks` comes from the config's tasks ({len(tasks)}), not from its options."
                 )
-            built[key] = build_metric(registry_name, num_tasks=len(tasks), **options)
+            try:
+                built[key] = build_metric(registry_name, num_tasks=len(tasks), **options)
+            except (TypeError, ValueError) as error:  # which entry of the config, as the errors above say
+                entry = f"Metric {key!r}" + (f" ({registry_name})" if registry_name != key else "")
+                raise type(error)(f"{entry}: {error}") from None
         options = {k: config[k] for k in allowed[2:] if k in config}
         return cls(tasks, built, **options)
 

@@ -702,6 +702,26 @@ def test_on_invalid_skip_drops_the_rows_and_reports_them(tmp_path, frame):
     assert_close({k: result.values[k] for k in expected}, expected)
 
 
+def test_logits_without_from_logits_are_told_the_option(tmp_path, capsys):
+    """Predictions outside [0, 1] named the column and rows but not --from-logits / from_logits=True."""
+    rng = np.random.default_rng(0)
+    z, y = rng.normal(size=50), (rng.random(50) < 0.4).astype(np.int64)
+    table = pa.table({"logit": z, "y": y})
+    hint = r"\(first at row \d+, counting from 0\); if the column holds logits, pass --from-logits \(from_logits=True in Python\)$"
+    with pytest.raises(
+        InvalidDataError, match=r"column 'logit' .* outside \[0, 1\] \(probabilities expected\) " + hint
+    ):
+        evaluate(table, {"click": ("logit", "y")}, ["auc", "ne"])
+    pq.write_table(table, tmp_path / "logits.parquet")
+    args = ["evaluate", str(tmp_path / "logits.parquet"), "--predictions", "logit", "--labels", "y", "--no-progress"]
+    assert cli.main([*args, "--metrics", "auc"]) == 2
+    assert "pass --from-logits" in capsys.readouterr().err
+    values = evaluate(table, {"click": ("logit", "y")}, ["auc", "ne"], from_logits=True).values  # following it
+    p = 1 / (1 + np.exp(-z))
+    assert values["auc/click"] == pytest.approx(roc_auc_score(y, p), rel=1e-12)
+    assert values["ne/click"] == pytest.approx(log_loss(y, p) / log_loss(y, np.full_like(p, y.mean())), rel=1e-9)
+
+
 def test_weights_outside_float32s_range_are_invalid_rows_for_exact_auc_only():
     """Exact AUC keeps weights as float32: such rows used to fail the module's update (no file, no skip)."""
     p = np.array([0.1, 0.8, 0.6, 0.3, 0.7, 0.2, 0.9, 0.4])

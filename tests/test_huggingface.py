@@ -463,3 +463,37 @@ def test_f1_and_r_precision_equal_their_definitions():
         f1, r_precision = _f1_and_r_precision(scores, one_hot, k)
         assert values[f"F1@{k}"] == pytest.approx(f1, rel=1e-12), k
         assert values["RPrecision"] == pytest.approx(r_precision, rel=1e-12)
+
+
+def test_errors_name_the_arrays_passed_and_this_adapters_options():
+    """Errors spoke the module's internals (`model_out['prediction/task']`) and gave its fix for logits."""
+    from transformers import EvalPrediction
+
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(size=40), (rng.random(40) < 0.4).astype(np.int64)
+    with pytest.raises(ValueError) as info:
+        pointwise_compute_metrics(["ne", "auc"], from_logits=False)(
+            EvalPrediction(predictions=logits, label_ids=labels)
+        )
+    message = str(info.value)
+    assert message.startswith("Expected `predictions` to be probabilities in [0, 1], got values in [")
+    assert "`pointwise_compute_metrics(..., from_logits=True)`" in message
+    assert "model_out" not in message and "module" not in message
+    values = pointwise_compute_metrics(["ne", "auc"])(EvalPrediction(predictions=logits, label_ids=labels))
+    p = _sigmoid(logits)
+    assert values["auc"] == pytest.approx(roc_auc_score(labels, p), rel=1e-12)
+    assert values["ne"] == pytest.approx(log_loss(labels, p) / log_loss(labels, np.full_like(p, labels.mean())))
+    two = pointwise_compute_metrics(["ne", "auc"], tasks=("click", "like"))
+    with pytest.raises(
+        ValueError, match=r"^Task 'like': Expected `label_ids\[:, 1\]` to hold binary labels in \{0, 1\}"
+    ):
+        two(EvalPrediction(predictions=np.stack([logits, logits], 1), label_ids=np.stack([labels, 2 * labels - 1], 1)))
+    padded = labels.copy()
+    padded[3] = -100
+    with pytest.raises(ValueError, match=r"^Expected `label_ids` to hold .* -100 \(the Trainer's label padding"):
+        pointwise_compute_metrics(["ne"])(EvalPrediction(predictions=logits, label_ids=padded))
+    with pytest.raises(TypeError, match=r"^`predictions`: expected floating point predictions"):
+        pointwise_compute_metrics(["ne"])(EvalPrediction(predictions=labels, label_ids=labels))
+    scores = np.array([[np.nan, 0.3, 0.5], [0.1, 0.8, -10.0]])
+    with pytest.raises(ValueError, match=r"^Expected `predictions` without NaN"):
+        ranking_compute_metrics(ks=(1,))(EvalPrediction(predictions=scores, label_ids=np.array([2, 0])))

@@ -764,7 +764,11 @@ CONSTRUCTOR_ERRORS = [
     (dict(tasks=["a", "a"]), ValueError, "distinct task names"),
     (dict(metrics={}), ValueError, "non-empty dict"),
     (dict(metrics={"ne": tmx.NormalizedEntropy(num_tasks=3)}), ValueError, "built for 3 task"),
-    (dict(metrics={"ne": "nee"}), ValueError, "Unknown metric name 'nee'; known names: ne, log_loss"),
+    (
+        dict(metrics={"ne": "nee"}),
+        ValueError,
+        r"Unknown metric name 'nee' \(did you mean 'ne'\?\); known names: ne, log_loss",
+    ),
     (dict(metrics={"a/b": "ne"}), ValueError, "without '/'"),
     (
         dict(metrics={"ne": lambda num_tasks: tmx.NormalizedEntropy(num_tasks, from_logits=True), "auc": "auc"}),

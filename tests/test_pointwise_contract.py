@@ -1265,6 +1265,74 @@ def test_weights_shape_error_names_each_accepted_shape_once():
         tmf.auc(p.repeat(2, 1), y.repeat(2, 1), torch.ones(3))
 
 
+# the functionals over pointwise inputs (ranking functionals take (queries, candidates): a (Q, 1) batch is theirs)
+_POINTWISE_FUNCTIONALS = [
+    n
+    for n in tmf.__all__
+    if "indexes" not in inspect.signature(getattr(tmf, n)).parameters
+    and n not in ("distribution", "multiclass_recall_at_k")
+]
+
+
+@pytest.mark.parametrize("name", _POINTWISE_FUNCTIONALS)
+def test_every_pointwise_functional_refuses_a_samples_first_column(name):
+    """An (N, 1) column (a model head's output) was read as N one-sample tasks: `ctr` returned the labels."""
+    column = {"preds": P.unsqueeze(1), "values": P.unsqueeze(1), "target": Y.unsqueeze(1).double()}
+    if name == "multi_label_precision":
+        column = {"preds": torch.tensor([[1], [2], [3], [0]]), "target": torch.tensor([[1], [0], [3], [2]])}
+    args, settings = [], {}
+    for p in inspect.signature(getattr(tmf, name)).parameters.values():
+        if p.default is not inspect.Parameter.empty:
+            continue
+        if p.kind == p.KEYWORD_ONLY:
+            settings[p.name] = 2  # k, num_labels
+        else:
+            args.append(column.get(p.name, torch.tensor([[0], [0], [1], [1]])))  # groups, sessions
+    hint = r"got shape \(4, 1\)\. Tasks go first: for one task of 4 samples pass `(preds|values)\.squeeze\(1\)`"
+    with pytest.raises(ValueError, match=hint + r".*shape \(4,\).*the metric class built with num_tasks=4"):
+        getattr(tmf, name)(*args, **settings)
+
+
+def test_functional_column_hint_gives_the_one_task_value_and_classes_keep_one_sample_tasks():
+    """The squeezed column is one task (against the numpy formula); (1, 1) and a class's (T, 1) stay accepted."""
+    rng = np.random.default_rng(0)
+    p, y, w = rng.random(6), (rng.random(6) < 0.5).astype(float), rng.random(6)
+    preds, target, weights = (torch.tensor(a).unsqueeze(1) for a in (p, y, w))
+    with pytest.raises(ValueError, match=r"`preds\.squeeze\(1\)`"):
+        tmf.ctr(preds, target, weights)
+    ctr = tmf.ctr(preds.squeeze(1), target.squeeze(1), weights.squeeze(1))
+    assert ctr.shape == () and np.isclose(float(ctr), (w * y).sum() / w.sum(), rtol=1e-12, atol=0)
+    mse = tmf.weighted_mse(preds.T, target.T, weights.T)  # the transpose: one task too
+    assert mse.shape == (1,) and np.isclose(float(mse[0]), (w * (p - y) ** 2).sum() / w.sum(), rtol=1e-12, atol=0)
+    one = tmf.weighted_mse(preds[:1], target[:1])  # (1, 1): one task of one sample
+    assert one.shape == (1,) and np.isclose(float(one[0]), (p[0] - y[0]) ** 2, rtol=1e-12, atol=0)
+    metric = tmx.WeightedMSE(num_tasks=6)  # a class knows its tasks: (6, 1) is six one-sample tasks
+    metric.update(preds, target, weights)
+    np.testing.assert_allclose(metric.compute().numpy(), (p - y) ** 2, rtol=1e-12, atol=0)
+
+
+def test_a_samples_first_batch_for_a_one_task_metric_is_told_to_transpose_first():
+    """(N, T) for a one-task metric suggested num_tasks=N, which silently computed N tasks of T samples."""
+    rng = np.random.default_rng(0)
+    p, y = rng.random((64, 2)), (rng.random((64, 2)) < 0.4).astype(np.int64)
+    metric = tmx.AUC()
+    metric.update(torch.tensor(p[:8, 0]), torch.tensor(y[:8, 0]))
+    before = {k: [t.clone() for t in (v if isinstance(v, list) else [v])] for k, v in metric.metric_state.items()}
+    hint = r"got shape \(64, 2\)\. Tasks go first: for 2 tasks of 64 samples pass the transpose, shape \(2, 64\), "
+    with pytest.raises(ValueError, match=hint + r"and build the metric with num_tasks=2; for 64 tasks .*num_tasks=64"):
+        metric.update(torch.tensor(p), torch.tensor(y))
+    assert metric.update_count == 1
+    for key, value in metric.metric_state.items():
+        for got, old in zip(value if isinstance(value, list) else [value], before[key], strict=True):
+            torch.testing.assert_close(got, old, rtol=0, atol=0)
+    following = tmx.AUC(num_tasks=2)
+    following.update(torch.tensor(p).T, torch.tensor(y).T)
+    expected = [skm.roc_auc_score(y[:, task], p[:, task]) for task in range(2)]
+    np.testing.assert_allclose(following.compute().numpy(), expected, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match=r"For 3 tasks build the metric with num_tasks=3\.$"):  # tasks first: as before
+        tmx.NormalizedEntropy().update(torch.full((3, 8), 0.5), torch.ones(3, 8))
+
+
 def test_a_persistent_state_absent_from_the_checkpoint_is_a_missing_key():
     saved = tmx.NormalizedEntropy()
     saved.persistent(True)

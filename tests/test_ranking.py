@@ -1388,6 +1388,17 @@ BAD_INPUTS = [
         ValueError,
         r"`weights` of shape \(1,\)",
     ),
+    # per-candidate weights for padded input: (Q,) was called "that of `preds`", which is (Q, L)
+    (
+        {"preds": _P.reshape(1, 3), "target": _T.reshape(1, 3), "weights": torch.ones(1, 3)},
+        ValueError,
+        r"^Expected `weights` of shape \(1,\) \(one weight per query, a row of `preds` \(1, 3\)\), got \(1, 3\)\.$",
+    ),
+    (
+        {"preds": _P, "target": _T, "indexes": _I, "weights": torch.ones(3, 1)},
+        ValueError,
+        r"^Expected `weights` of shape \(3,\) \(that of `preds`\), got \(3, 1\)\.$",
+    ),
 ]
 
 

@@ -164,6 +164,59 @@ def test_a_cutoff_template_of_the_known_names_is_refused_saying_what_k_stands_fo
         lookup("nope@k")
 
 
+def test_a_misspelt_option_names_the_metric_and_what_it_takes():
+    """A typo gave TorchMetrics' bare "Unexpected keyword arguments: `num_bin`": no metric, no valid options."""
+    config = {
+        "tasks": [{"name": "click", "session_id_name": "query"}],
+        "metrics": {"ne": {"eta": 1e-9}, "auc_binned": {"metric": "auc", "num_bin": 100}, "ndcg@10": {}},
+        "throughput": False,
+    }
+    auc_options = "num_tasks, num_bins, logit_range, bin_space, from_logits, validate_args"  # AUC's documented Args
+    with pytest.raises(ValueError) as info:
+        tmx.RecMetricModule.from_config(config)
+    message = str(info.value)
+    assert message.startswith(
+        "Metric 'auc_binned' (auc): Unexpected keyword arguments: `num_bin` for AUC (did you mean `num_bins`?). "
+        f"AUC takes {auc_options}, and TorchMetrics' compute_on_cpu, "
+    )
+    assert "sync_on_compute" in message
+    config["metrics"]["auc_binned"] = {"metric": "auc", "num_bins": 100}  # following it
+    assert tmx.RecMetricModule.from_config(config).metric_names == ["ne", "auc_binned", "ndcg@10"]
+    with pytest.raises(
+        ValueError, match=rf"^Unexpected keyword arguments: `num_bin` for AUC .*AUC takes {auc_options},"
+    ):
+        tmx.AUC(num_bin=100)
+    ndcg_options = (
+        "k, exponential_gain, report_as_loss, empty_target_action, padding_value, queries_complete_per_batch, "
+        "remove_single_length_sessions, validate_args, and TorchMetrics'"
+    )
+    with pytest.raises(
+        ValueError, match=r"`exponential` for NDCG \(did you mean `exponential_gain`\?\)\. NDCG takes "
+    ) as info:
+        tmx.NDCG(k=10, exponential=True)
+    assert ndcg_options in str(info.value) and "num_tasks" not in str(info.value)  # NDCG has no task dimension
+    with pytest.raises(ValueError, match=r"^Unexpected keyword arguments: `colour` for CTR\. CTR takes num_tasks"):
+        tmx.CTR(colour=1)
+
+
+@pytest.mark.parametrize("cls", sorted({lookup(n.replace("@k", "@3"))[0].cls for n in metric_names()}, key=str))
+def test_every_option_an_unexpected_keyword_error_lists_is_documented(cls):
+    """The options listed are the class's documented arguments (never a private or internal base parameter)."""
+    kwargs = {"k": 3} if "k" in inspect.signature(cls).parameters else {}
+    with pytest.raises(ValueError, match="Unexpected keyword arguments: `not_an_option`") as info:
+        cls(**kwargs, not_an_option=1)
+    listed = str(info.value).split(" takes ", 1)[1].split(", and TorchMetrics'")[0].split(", ")
+    assert listed and all(re.search(rf"\b{name}\b", cls.__doc__) for name in listed), listed
+
+
+@pytest.mark.parametrize(("name", "guess"), [("aucc", "auc"), ("ndgc@10", "ndcg@10"), ("ne_postive", "ne_positive")])
+def test_an_unknown_metric_name_suggests_the_closest(name, guess):
+    with pytest.raises(ValueError, match=rf"^Unknown metric name {name!r} \(did you mean {guess!r}\?\); known names: "):
+        lookup(name)
+    with pytest.raises(ValueError, match=rf"^Metric 'x' \({name}\): Unknown metric name {name!r} \(did you mean"):
+        tmx.RecMetricModule.from_config({"tasks": ["a"], "metrics": {"x": {"metric": name}}})
+
+
 def _ndcg_and_ap(scores: np.ndarray, relevance: np.ndarray) -> tuple[float, float]:
     """Whole-list NDCG (linear gain, log2 discount) and average precision of one query without ties."""
     order = np.argsort(-scores)

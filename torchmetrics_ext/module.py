@@ -399,7 +399,9 @@ class RecMetricModule(nn.Module):
 
         Raises:
             ValueError: unknown config keys, task fields or metric names (listing the known ones),
-                ``tasks`` not a list, or a metric named twice.
+                ``tasks`` not a list, or a metric named twice; an entry of ``metrics`` that the
+                registry or the metric's class refuses (an unknown option: the message lists those
+                it takes) is named first (``Metric 'auc_binned' (auc): ...``).
 
         Example:
             >>> from torchmetrics_ext import RecMetricModule
@@ -441,7 +443,11 @@ class RecMetricModule(nn.Module):
                 raise ValueError(
                     f"Metric {key!r}: `num_tasks` comes from the config's tasks ({len(tasks)}), not from its options."
                 )
-            built[key] = build_metric(registry_name, num_tasks=len(tasks), **options)
+            try:
+                built[key] = build_metric(registry_name, num_tasks=len(tasks), **options)
+            except (TypeError, ValueError) as error:  # which entry of the config, as the errors above say
+                entry = f"Metric {key!r}" + (f" ({registry_name})" if registry_name != key else "")
+                raise type(error)(f"{entry}: {error}") from None
         options = {k: config[k] for k in allowed[2:] if k in config}
         return cls(tasks, built, **options)
 
@@ -1147,20 +1153,21 @@ def _logit_columns() -> Iterator[None]:
         _LOGIT_COLUMNS.reset(token)
 
 
+_MODULE_LOGITS_ADVICE = (
+    "If they are logits, build the module's metrics with from_logits=True (e.g. "
+    "`lambda num_tasks: tmx.NormalizedEntropy(num_tasks=num_tasks, from_logits=True)`); see the "
+    "module docs, 'Logits'."
+)
+"""What the module says of probabilities out of range; its wrappers (the Trainer adapter) give their own option."""
+
+
 def _in_module(error: ValueError) -> ValueError:
     """``error`` with its advice for a standalone metric (``from_logits=True``) made the module's."""
     text = str(error)
     advice = "Pass `from_logits=True` if they are logits."
     if advice not in text:
         return error
-    return ValueError(
-        text.replace(
-            advice,
-            "If they are logits, build the module's metrics with from_logits=True (e.g. "
-            "`lambda num_tasks: tmx.NormalizedEntropy(num_tasks=num_tasks, from_logits=True)`); see the "
-            "module docs, 'Logits'.",
-        )
-    )
+    return ValueError(text.replace(advice, _MODULE_LOGITS_ADVICE))
 
 
 def _windowed(metric: TaskMetric, window_size: int, options: Mapping[str, Any]) -> Windowed:

@@ -23,6 +23,7 @@ other options are keyed by their name in the module; that name must not be a Tor
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -285,7 +286,10 @@ def lookup(name: str) -> tuple[MetricEntry, int | None]:
             f"top 10); known names: {known}."
         )
     if match is None or entry is None:
-        raise ValueError(f"Unknown metric name {name!r}; known names: {known}.")
+        guess = difflib.get_close_matches(stem, list(_BY_NAME), n=1, cutoff=0.75)  # not "ne" for "nope"
+        cutoff = name[len(stem) :] if guess and _BY_NAME[guess[0]].cutoff != "none" else ""
+        hint = f" (did you mean {guess[0] + cutoff!r}?)" if guess else ""
+        raise ValueError(f"Unknown metric name {name!r}{hint}; known names: {known}.")
     k = None if match.group(2) is None else int(match.group(2))
     if entry.cutoff == "none" and k is not None:
         raise ValueError(f"Metric {entry.name!r} takes no cutoff, got {name!r}; known names: {known}.")

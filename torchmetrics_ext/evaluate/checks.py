@@ -57,10 +57,16 @@ class Problem:
         rows, reason = "rows", self.reason
         if self.count == 1:  # "1 row that is null", "2 rows that are null"
             rows, reason = "row", re.sub(r"^that are\b", "that is", reason)
+        hint = _LOGITS_HINT if self.reason == _OUTSIDE_PROBABILITIES else ""
         return (
             f"{self.source}: column {self.column!r} ({self.role}) has {self.count:,} {rows} {reason} "
-            f"(first at row {self.first_row:,}, counting from 0)"
+            f"(first at row {self.first_row:,}, counting from 0){hint}"
         )
+
+
+_OUTSIDE_PROBABILITIES = "outside [0, 1] (probabilities expected)"
+# one message for the command line and the Python API, which share the error
+_LOGITS_HINT = "; if the column holds logits, pass --from-logits (from_logits=True in Python)"
 
 
 @dataclass
@@ -328,7 +334,7 @@ class RowChecker:
         if finite is not None:
             out.append(("that are NaN or infinite", ~finite))
         if kind == "score" and self.probabilities:
-            out.append(("outside [0, 1] (probabilities expected)", (values < 0) | (values > 1)))
+            out.append((_OUTSIDE_PROBABILITIES, (values < 0) | (values > 1)))
         elif kind == "weight" or (kind == "label" and self.target == "nonnegative"):
             out.append(("that are negative", values < 0))
         elif kind == "label" and self.target == "unit":

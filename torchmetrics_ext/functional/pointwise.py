@@ -6,9 +6,11 @@ value. The public functions (validate → update → compute) and the classes in
 :mod:`torchmetrics_ext.metrics.pointwise` call the same kernels, so the two cannot drift.
 
 Inputs are ``(N,)`` for one task (the result is a scalar) or ``(T, N)`` for ``T`` tasks (the
-result has shape ``(T,)``). ``weights`` default to one; a ``(N,)`` weight vector is shared by
-all tasks. Undefined values are ``nan`` with an
-:class:`~torchmetrics_ext.utilities.warnings.UndefinedMetricWarning`.
+result has shape ``(T,)``). An ``(N, 1)`` column (``N > 1``: one task's samples as a model head
+gives them) is refused with a ``ValueError`` saying to squeeze it: the functions have no
+``num_tasks`` to tell it from ``N`` one-sample tasks (a class built with ``num_tasks=N`` takes
+those). ``weights`` default to one; a ``(N,)`` weight vector is shared by all tasks. Undefined
+values are ``nan`` with an :class:`~torchmetrics_ext.utilities.warnings.UndefinedMetricWarning`.
 """
 
 from __future__ import annotations

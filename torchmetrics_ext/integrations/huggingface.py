@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.metrics.ranking import RankingMetrics
-from torchmetrics_ext.module import RecMetricModule, RecTaskInfo, _fed_probabilities
+from torchmetrics_ext.module import _MODULE_LOGITS_ADVICE, RecMetricModule, RecTaskInfo, _fed_probabilities
 from torchmetrics_ext.registry import build_metric, lookup
 from torchmetrics_ext.utilities.checks import checked_bounds, observed_range
 
@@ -242,7 +242,42 @@ class _Pointwise(HFComputeMetrics):
         for i, task in enumerate(self.tasks):
             columns[f"prediction/{task}"] = predictions if t == 1 else predictions[:, i]
             columns[f"label/{task}"] = labels if t == 1 else labels[:, i]
-        self.module.update(columns)
+        try:
+            self.module.update(columns)
+        except (TypeError, ValueError) as error:
+            raise self._in_adapter(error, columns) from None
+
+    def _in_adapter(self, error: TypeError | ValueError, columns: Mapping[str, Tensor]) -> TypeError | ValueError:
+        """The module's error about one column told in this adapter's terms.
+
+        The column is named as the user passed it (``predictions``, ``label_ids[:, 1]``), not by the
+        module's internal keys, and the fix for logits is this function's ``from_logits`` option.
+        """
+        text = str(error).replace(
+            _MODULE_LOGITS_ADVICE,
+            "If they are logits, build the callable with `pointwise_compute_metrics(..., from_logits=True)` "
+            "(the default).",
+        )
+        single = len(self.tasks) == 1
+        for i, task in enumerate(self.tasks):
+            column = "" if single else f"[:, {i}]"
+            for key, argument, name in (
+                (f"prediction/{task}", "`preds`", f"`predictions{column}`"),
+                (f"label/{task}", "`target`", f"`label_ids{column}`"),
+            ):
+                prefix = f"Task {task!r}, `model_out[{key!r}]`: "
+                if not text.startswith(prefix):
+                    continue
+                detail = text[len(prefix) :]
+                detail = detail.replace(argument, name) if argument in detail else f"{name}: {detail}"
+                if key.startswith("label/") and bool((columns[key] == -100).any()):  # on the error path only
+                    detail += (
+                        " -100 (the Trainer's label padding, the usual ignore index) marks no example to skip here: "
+                        "binary metrics take a 0/1 label for every example; leave unlabelled examples out of the "
+                        "eval set."
+                    )
+                return type(error)(detail if single else f"Task {task!r}: {detail}")
+        return type(error)(text)
 
     def compute(self) -> dict[str, float]:
         values = self.module.local_compute()  # the Trainer gathered the rows already
@@ -349,7 +384,11 @@ class _Ranking(HFComputeMetrics):
                 f"(relevance per candidate), got {tuple(labels.shape)}."
             )
         self.metric.to(predictions.device)
-        self.metric.update(predictions, relevance, mask=mask)
+        try:
+            self.metric.update(predictions, relevance, mask=mask)
+        except (TypeError, ValueError) as error:  # named as the user passed them, not as update's arguments
+            text = str(error).replace("`preds`", "`predictions`").replace("`target`", "`label_ids`")
+            raise type(error)(text) from None
 
     def compute(self) -> dict[str, float]:
         out = {}

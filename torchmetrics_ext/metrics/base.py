@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import difflib
 import functools
 import inspect
 import numbers
@@ -214,6 +215,67 @@ def _is_one_element(value: Tensor) -> bool:
     return value.numel() > 1 and all(stride == 0 for stride in value.stride())
 
 
+# the keyword options torchmetrics.Metric.__init__ takes (for messages: TorchMetrics checks them itself)
+_TORCHMETRICS_OPTIONS = (
+    "compute_on_cpu",
+    "dist_sync_on_step",
+    "process_group",
+    "dist_sync_fn",
+    "distributed_available_fn",
+    "sync_on_compute",
+    "compute_with_cache",
+)
+
+
+def accepted_options(cls: type) -> list[str]:
+    """The keyword options ``cls(...)`` takes: its own, those its bases take through ``**kwargs``, TorchMetrics'.
+
+    The class's own parameters, then each base's parameters with a default (those without one,
+    and private ``_x`` ones, are what the subclass passes itself) while the ``__init__`` above
+    forwards ``**kwargs``; ``num_tasks`` only where the metric has a task dimension.
+
+    Example:
+        >>> import torchmetrics_ext as tmx
+        >>> accepted_options(tmx.AUC)[:6]
+        ['num_tasks', 'num_bins', 'logit_range', 'bin_space', 'from_logits', 'validate_args']
+    """
+    names: list[str] = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if klass is Metric or init is None:
+            if klass is Metric:
+                break
+            continue
+        parameters = list(inspect.signature(init).parameters.values())[1:]  # without self
+        for p in parameters:
+            own = klass is cls or p.default is not p.empty
+            if own and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and not p.name.startswith("_"):
+                if p.name not in names:
+                    names.append(p.name)
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+            break
+    if not getattr(cls, "has_task_dim", True) and "num_tasks" in names:
+        names.remove("num_tasks")
+    return names + [name for name in _TORCHMETRICS_OPTIONS if name not in names]
+
+
+def _unexpected_options(cls: type, error: ValueError) -> ValueError:
+    """TorchMetrics' "Unexpected keyword arguments" told with the metric's name and the options it takes."""
+    text = str(error)
+    unknown = re.findall(r"`([^`]+)`", text) if text.startswith("Unexpected keyword arguments") else []
+    if not unknown:
+        return error
+    options = accepted_options(cls)
+    ours = [name for name in options if name not in _TORCHMETRICS_OPTIONS]
+    guesses = [match for name in unknown for match in difflib.get_close_matches(name, options, n=1)]
+    guess = f" (did you mean {', '.join(f'`{g}`' for g in guesses)}?)" if guesses else ""
+    return ValueError(
+        f"Unexpected keyword arguments: {', '.join(f'`{name}`' for name in unknown)} for {cls.__name__}{guess}. "
+        f"{cls.__name__} takes {', '.join(ours) or 'no options of its own'}, and TorchMetrics' "
+        f"{', '.join(_TORCHMETRICS_OPTIONS)}."
+    )
+
+
 class GuardedMetric(Metric):
     """What every stateful metric of the package adds to :class:`torchmetrics.Metric`, task dimension or not.
 
@@ -274,7 +336,10 @@ class GuardedMetric(Metric):
     _keeps_value_shape: ClassVar[bool] = False
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        try:
+            super().__init__(**kwargs)
+        except ValueError as error:
+            raise _unexpected_options(type(self), error) from None
         # old state name -> current name, for checkpoints saved before a state was renamed (e.g.
         # after a setting that changes its values: see _setting_state_name)
         self._renamed_states: dict[str, str] = {}

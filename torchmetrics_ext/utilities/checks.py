@@ -146,6 +146,17 @@ def single_task(value: object, name: str = "preds") -> bool:
     return check_tensor(name, value).ndim == 1
 
 
+def _samples_first_column(shape: torch.Size, num_tasks: int | None) -> bool:
+    """Whether a functional's (``num_tasks=None``) input is an ``(N, 1)`` column, ``N > 1``: refused as samples-first.
+
+    A model head such as ``nn.Linear(d, 1)`` gives one task's ``N`` predictions as ``(N, 1)``;
+    read tasks-first that is ``N`` tasks of one sample each, a silent wrong answer (``ctr``
+    returned the labels themselves). A metric class knows its ``num_tasks`` and takes
+    ``(T, 1)`` for ``num_tasks=T``; a functional has no such setting, so it refuses the column.
+    """
+    return num_tasks is None and len(shape) == 2 and shape[1] == 1 and shape[0] > 1
+
+
 def _task_shape_error(name: str, shape: torch.Size, num_tasks: int | None) -> ValueError:
     expected = "(N,) or (T, N)" if num_tasks is None else ("(N,)" if num_tasks == 1 else "(T, N)")
     if num_tasks is not None:
@@ -153,9 +164,21 @@ def _task_shape_error(name: str, shape: torch.Size, num_tasks: int | None) -> Va
         if num_tasks == 1:
             expected += " (or (1, N))"
     hint = ""
-    if num_tasks is not None and len(shape) == 2:
+    if _samples_first_column(shape, num_tasks):
+        hint = (
+            f" Tasks go first: for one task of {shape[0]} samples pass `{name}.squeeze(1)` (and the other inputs"
+            f" alike), shape ({shape[0]},), or the transpose, shape (1, {shape[0]}); for {shape[0]} tasks of one"
+            f" sample each use the metric class built with num_tasks={shape[0]}."
+        )
+    elif num_tasks is not None and len(shape) == 2:
         if shape[1] == num_tasks and shape[0] != num_tasks:  # (N, T): samples first
             hint = f" Tasks go first: pass the transpose, shape ({num_tasks}, {shape[0]})."
+        elif num_tasks == 1 and shape[0] > shape[1]:  # more rows than columns: most likely (N, T), samples first
+            hint = (
+                f" Tasks go first: for {shape[1]} tasks of {shape[0]} samples pass the transpose, shape"
+                f" ({shape[1]}, {shape[0]}), and build the metric with num_tasks={shape[1]}; for {shape[0]} tasks"
+                f" of {shape[1]} samples each build it with num_tasks={shape[0]}."
+            )
         elif num_tasks == 1 and shape[0] > 1:  # several tasks for a metric built for one
             hint = f" For {shape[0]} tasks build the metric with num_tasks={shape[0]}."
     return ValueError(f"Expected `{name}` of shape {expected}, got shape {tuple(shape)}.{hint}")
@@ -189,7 +212,11 @@ def check_pointwise(
         check_tensor("target", target)
     if weights is not None:
         check_tensor("weights", weights)
-    if preds.ndim not in (1, 2) or (preds.ndim == 2 and num_tasks is not None and preds.shape[0] != num_tasks):
+    if (
+        preds.ndim not in (1, 2)
+        or (preds.ndim == 2 and num_tasks is not None and preds.shape[0] != num_tasks)
+        or _samples_first_column(preds.shape, num_tasks)
+    ):
         raise _task_shape_error(preds_name, preds.shape, num_tasks)
     if preds.ndim == 1 and num_tasks not in (None, 1):
         raise _task_shape_error(preds_name, preds.shape, num_tasks)

@@ -52,11 +52,14 @@ class RankingRows(NamedTuple):
     valid: Tensor | None = None  # rows a mask keeps, when they were not dropped (see ``compact``)
 
 
-def _check_shape(name: str, value: Tensor | None, shape: torch.Size, device: torch.device) -> None:
+def _check_shape(
+    name: str, value: Tensor | None, shape: torch.Size, device: torch.device, what: str = "that of `preds`"
+) -> None:
+    """Raise unless ``value`` (if given) has ``shape`` (``what`` says which, for the message) and is on ``device``."""
     if value is None:
         return
     if value.shape != shape:
-        raise ValueError(f"Expected `{name}` of shape {tuple(shape)} (that of `preds`), got {tuple(value.shape)}.")
+        raise ValueError(f"Expected `{name}` of shape {tuple(shape)} ({what}), got {tuple(value.shape)}.")
     if value.device != device:
         raise ValueError(f"Expected `{name}` on the same device as `preds` ({device}), got {value.device}.")
 
@@ -176,7 +179,11 @@ def _ranking_format(
             )
         if weights is not None:
             check_tensor("weights", weights)
-            _check_shape("weights", weights, preds.shape[:1], preds.device)
+            # flat rows: one weight per row; padded (queries, candidates): one per query (row of `preds`)
+            what = "that of `preds`"
+            if preds.ndim == 2:
+                what = f"one weight per query, a row of `preds` {tuple(preds.shape)}"
+            _check_shape("weights", weights, preds.shape[:1], preds.device, what)
 
     padded = preds.ndim == 2
     if padding_value is not None and not padded:  # a shape check: no data read, so made whatever `validate`

@@ -21,7 +21,7 @@ from tests.helpers import tester as H
 from torchmetrics_ext import functional as tmf
 from torchmetrics_ext.functional.auc.pairwise import _pairwise_counts
 from torchmetrics_ext.utilities.device import force_device_path
-from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
+from torchmetrics_ext.utilities.warnings import SamplesFirstWarning, UndefinedMetricWarning
 
 N = 400
 
@@ -273,14 +273,9 @@ def test_counts_match_brute_force(arrays):
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
-        if p.shape == (p.shape[0], 1) and p.shape[0] > 1:  # one-sample tasks: functionals refuse the column
-            rauc, xa = (cls(num_tasks=p.shape[0]) for cls in (tmx.RegressionAUC, tmx.XAUC))
-            for metric in (rauc, xa):
-                metric.update(torch.tensor(p), torch.tensor(y), torch.tensor(w))
-            rauc, xa = rauc.compute(), xa.compute()
-        else:
-            rauc = tmf.regression_auc(torch.tensor(p), torch.tensor(y), torch.tensor(w))
-            xa = tmf.xauc(torch.tensor(p), torch.tensor(y), torch.tensor(w))
+        warnings.simplefilter("ignore", SamplesFirstWarning)  # (T, 1): T one-sample tasks, as meant here
+        rauc = tmf.regression_auc(torch.tensor(p), torch.tensor(y), torch.tensor(w))
+        xa = tmf.xauc(torch.tensor(p), torch.tensor(y), torch.tensor(w))
     np.testing.assert_allclose(rauc, [ref_rauc(p[t], y[t], w[t]) for t in range(p.shape[0])], rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(xa, [ref_xauc(p[t], y[t], w[t]) for t in range(p.shape[0])], rtol=1e-12, atol=1e-14)
 
@@ -359,6 +354,7 @@ def test_extreme_weight_ratios_with_ties_match_exact_fractions(arrays):
     p, y, w = (np.asarray(a, dtype=np.float64) for a in arrays)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
+        warnings.simplefilter("ignore", SamplesFirstWarning)  # (T, 1): T one-sample tasks, as meant here
         rauc = tmf.regression_auc(torch.tensor(p), torch.tensor(y), torch.tensor(w)).numpy()
         xa = tmf.xauc(torch.tensor(p), torch.tensor(y), torch.tensor(w)).numpy()
     expected = np.array([exact_rauc_xauc(p[t], y[t], w[t]) for t in range(len(p))])
@@ -404,6 +400,7 @@ def test_any_weight_ratio_with_ties_matches_exact_fractions(arrays):
     p, y, w = (np.asarray(a, dtype=np.float64) for a in arrays)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
+        warnings.simplefilter("ignore", SamplesFirstWarning)  # (T, 1): T one-sample tasks, as meant here
         rauc = tmf.regression_auc(torch.tensor(p), torch.tensor(y), torch.tensor(w)).numpy()
         xa = tmf.xauc(torch.tensor(p), torch.tensor(y), torch.tensor(w)).numpy()
     expected = np.array([exact_rauc_xauc(p[t], y[t], w[t]) for t in range(len(p))])

@@ -21,6 +21,7 @@ from tests.test_pointwise import CASES
 from torchmetrics_ext import UndefinedMetricWarning
 from torchmetrics_ext import functional as tmf
 from torchmetrics_ext.utilities.device import force_device_path
+from torchmetrics_ext.utilities.warnings import SamplesFirstWarning
 
 P = torch.tensor([0.1, 0.4, 0.8, 0.6])
 Y = torch.tensor([0, 1, 1, 0])
@@ -1275,8 +1276,8 @@ _POINTWISE_FUNCTIONALS = [
 
 
 @pytest.mark.parametrize("name", _POINTWISE_FUNCTIONALS)
-def test_every_pointwise_functional_refuses_a_samples_first_column(name):
-    """An (N, 1) column (a model head's output) was read as N one-sample tasks: `ctr` returned the labels."""
+def test_every_pointwise_functional_warns_of_a_samples_first_column(name):
+    """An (N, 1) column (a model head's output) is read as N one-sample tasks: `ctr` returned the labels, silently."""
     column = {"preds": P.unsqueeze(1), "values": P.unsqueeze(1), "target": Y.unsqueeze(1).double()}
     if name == "multi_label_precision":
         column = {"preds": torch.tensor([[1], [2], [3], [0]]), "target": torch.tensor([[1], [0], [3], [2]])}
@@ -1287,28 +1288,33 @@ def test_every_pointwise_functional_refuses_a_samples_first_column(name):
         if p.kind == p.KEYWORD_ONLY:
             settings[p.name] = 2  # k, num_labels
         else:
-            args.append(column.get(p.name, torch.tensor([[0], [0], [1], [1]])))  # groups, sessions
-    hint = r"got shape \(4, 1\)\. Tasks go first: for one task of 4 samples pass `(preds|values)\.squeeze\(1\)`"
-    with pytest.raises(ValueError, match=hint + r".*shape \(4,\).*the metric class built with num_tasks=4"):
-        getattr(tmf, name)(*args, **settings)
+            args.append(column.get(p.name, torch.tensor([0])))  # groups, sessions: one id per sample
+    hint = r"of shape \(4, 1\) is read tasks-first: 4 tasks of one sample each\. For one task of 4 samples pass"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)  # one-sample tasks: many values are undefined
+        with pytest.warns(SamplesFirstWarning, match=hint + r" `(preds|values)\.squeeze\(1\)`.*shape \(4,\)"):
+            getattr(tmf, name)(*args, **settings)
 
 
-def test_functional_column_hint_gives_the_one_task_value_and_classes_keep_one_sample_tasks():
-    """The squeezed column is one task (against the numpy formula); (1, 1) and a class's (T, 1) stay accepted."""
+def test_functional_column_is_one_sample_tasks_with_a_warning_and_the_hint_gives_one_task():
+    """(N, 1) keeps the contract's meaning (N one-sample tasks) and warns; the squeezed column is one task."""
     rng = np.random.default_rng(0)
     p, y, w = rng.random(6), (rng.random(6) < 0.5).astype(float), rng.random(6)
     preds, target, weights = (torch.tensor(a).unsqueeze(1) for a in (p, y, w))
-    with pytest.raises(ValueError, match=r"`preds\.squeeze\(1\)`"):
-        tmf.ctr(preds, target, weights)
+    with pytest.warns(SamplesFirstWarning, match=r"`preds\.squeeze\(1\)`"):
+        per_sample = tmf.weighted_mse(preds, target, weights)
+    np.testing.assert_allclose(per_sample.numpy(), (p - y) ** 2, rtol=1e-12, atol=0)
     ctr = tmf.ctr(preds.squeeze(1), target.squeeze(1), weights.squeeze(1))
     assert ctr.shape == () and np.isclose(float(ctr), (w * y).sum() / w.sum(), rtol=1e-12, atol=0)
-    mse = tmf.weighted_mse(preds.T, target.T, weights.T)  # the transpose: one task too
-    assert mse.shape == (1,) and np.isclose(float(mse[0]), (w * (p - y) ** 2).sum() / w.sum(), rtol=1e-12, atol=0)
-    one = tmf.weighted_mse(preds[:1], target[:1])  # (1, 1): one task of one sample
-    assert one.shape == (1,) and np.isclose(float(one[0]), (p[0] - y[0]) ** 2, rtol=1e-12, atol=0)
-    metric = tmx.WeightedMSE(num_tasks=6)  # a class knows its tasks: (6, 1) is six one-sample tasks
-    metric.update(preds, target, weights)
-    np.testing.assert_allclose(metric.compute().numpy(), (p - y) ** 2, rtol=1e-12, atol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SamplesFirstWarning)  # neither the transpose, (1, 1) nor a class warns
+        mse = tmf.weighted_mse(preds.T, target.T, weights.T)  # the transpose: one task
+        assert mse.shape == (1,) and np.isclose(float(mse[0]), (w * (p - y) ** 2).sum() / w.sum(), rtol=1e-12, atol=0)
+        one = tmf.weighted_mse(preds[:1], target[:1])  # (1, 1): one task of one sample
+        assert one.shape == (1,) and np.isclose(float(one[0]), (p[0] - y[0]) ** 2, rtol=1e-12, atol=0)
+        metric = tmx.WeightedMSE(num_tasks=6)  # a class knows its tasks: (6, 1) is six one-sample tasks
+        metric.update(preds, target, weights)
+        np.testing.assert_allclose(metric.compute().numpy(), (p - y) ** 2, rtol=1e-12, atol=0)
 
 
 def test_a_samples_first_batch_for_a_one_task_metric_is_told_to_transpose_first():

@@ -7,10 +7,11 @@ value. The public functions (validate → update → compute) and the classes in
 
 Inputs are ``(N,)`` for one task (the result is a scalar) or ``(T, N)`` for ``T`` tasks (the
 result has shape ``(T,)``). An ``(N, 1)`` column (``N > 1``: one task's samples as a model head
-gives them) is refused with a ``ValueError`` saying to squeeze it: the functions have no
-``num_tasks`` to tell it from ``N`` one-sample tasks (a class built with ``num_tasks=N`` takes
-those). ``weights`` default to one; a ``(N,)`` weight vector is shared by all tasks. Undefined
-values are ``nan`` with an :class:`~torchmetrics_ext.utilities.warnings.UndefinedMetricWarning`.
+gives them) is read as ``N`` one-sample tasks, as the shape says, with a
+:class:`~torchmetrics_ext.utilities.warnings.SamplesFirstWarning` saying to squeeze it for one
+task (the functions have no ``num_tasks`` to tell the two apart; a class has). ``weights``
+default to one; a ``(N,)`` weight vector is shared by all tasks. Undefined values are ``nan``
+with an :class:`~torchmetrics_ext.utilities.warnings.UndefinedMetricWarning`.
 """
 
 from __future__ import annotations

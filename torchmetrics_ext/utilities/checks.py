@@ -21,6 +21,7 @@ import contextlib
 import math
 import numbers
 import sys
+import warnings
 import weakref
 from collections.abc import Iterator, Sequence
 from typing import Literal
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.utilities.device import on_device_path
+from torchmetrics_ext.utilities.warnings import SamplesFirstWarning
 
 __all__ = [
     "as_bool",
@@ -147,12 +149,13 @@ def single_task(value: object, name: str = "preds") -> bool:
 
 
 def _samples_first_column(shape: torch.Size, num_tasks: int | None) -> bool:
-    """Whether a functional's (``num_tasks=None``) input is an ``(N, 1)`` column, ``N > 1``: refused as samples-first.
+    """Whether a functional's (``num_tasks=None``) input is an ``(N, 1)`` column, ``N > 1``: likely samples-first.
 
     A model head such as ``nn.Linear(d, 1)`` gives one task's ``N`` predictions as ``(N, 1)``;
-    read tasks-first that is ``N`` tasks of one sample each, a silent wrong answer (``ctr``
-    returned the labels themselves). A metric class knows its ``num_tasks`` and takes
-    ``(T, 1)`` for ``num_tasks=T``; a functional has no such setting, so it refuses the column.
+    read tasks-first (the contract: ``(T, N)``) that is ``N`` tasks of one sample each, which is
+    rarely meant (``ctr`` returns the labels themselves). A metric class knows its ``num_tasks``;
+    a functional has no such setting, so it computes the ``N`` one-sample tasks and warns
+    (:class:`SamplesFirstWarning`).
     """
     return num_tasks is None and len(shape) == 2 and shape[1] == 1 and shape[0] > 1
 
@@ -164,13 +167,7 @@ def _task_shape_error(name: str, shape: torch.Size, num_tasks: int | None) -> Va
         if num_tasks == 1:
             expected += " (or (1, N))"
     hint = ""
-    if _samples_first_column(shape, num_tasks):
-        hint = (
-            f" Tasks go first: for one task of {shape[0]} samples pass `{name}.squeeze(1)` (and the other inputs"
-            f" alike), shape ({shape[0]},), or the transpose, shape (1, {shape[0]}); for {shape[0]} tasks of one"
-            f" sample each use the metric class built with num_tasks={shape[0]}."
-        )
-    elif num_tasks is not None and len(shape) == 2:
+    if num_tasks is not None and len(shape) == 2:
         if shape[1] == num_tasks and shape[0] != num_tasks:  # (N, T): samples first
             hint = f" Tasks go first: pass the transpose, shape ({num_tasks}, {shape[0]})."
         elif num_tasks == 1 and shape[0] > shape[1]:  # more rows than columns: most likely (N, T), samples first
@@ -212,12 +209,17 @@ def check_pointwise(
         check_tensor("target", target)
     if weights is not None:
         check_tensor("weights", weights)
-    if (
-        preds.ndim not in (1, 2)
-        or (preds.ndim == 2 and num_tasks is not None and preds.shape[0] != num_tasks)
-        or _samples_first_column(preds.shape, num_tasks)
-    ):
+    if preds.ndim not in (1, 2) or (preds.ndim == 2 and num_tasks is not None and preds.shape[0] != num_tasks):
         raise _task_shape_error(preds_name, preds.shape, num_tasks)
+    if _samples_first_column(preds.shape, num_tasks):
+        n = preds.shape[0]
+        warnings.warn(
+            f"`{preds_name}` of shape ({n}, 1) is read tasks-first: {n} tasks of one sample each. For one task of"
+            f" {n} samples pass `{preds_name}.squeeze(1)` (and the other inputs alike), shape ({n},), or the"
+            f" transpose, shape (1, {n}).",
+            SamplesFirstWarning,
+            stacklevel=3,
+        )
     if preds.ndim == 1 and num_tasks not in (None, 1):
         raise _task_shape_error(preds_name, preds.shape, num_tasks)
     for name, other in (("target", target), ("weights", weights)):

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "SamplesFirstWarning",
     "UndefinedEntries",
     "UndefinedMetricWarning",
     "collecting_undefined",
@@ -45,6 +46,15 @@ _COLLECTED: ContextVar[list[UndefinedEntries] | None] = ContextVar("collected_un
 
 class UndefinedMetricWarning(UserWarning):
     """Warning raised when a metric value is undefined and ``nan`` is returned instead."""
+
+
+class SamplesFirstWarning(UserWarning):
+    """A functional twin was given an ``(N, 1)`` column, which it reads as ``N`` one-sample tasks.
+
+    Inputs are ``(T, N)``, tasks first; a model head's ``(N, 1)`` output is one task only after
+    ``.squeeze(1)``. A caller who does mean one-sample tasks can silence it with
+    ``warnings.filterwarnings("ignore", category=SamplesFirstWarning)``.
+    """
 
 
 @dataclass(frozen=True)

@@ -1715,6 +1715,12 @@ def test_torchmetrics_top_k_is_told_the_cutoff_is_k(cls, extra, fix):
         cls(top_k=5, **extra)
 
 
+def test_r_precision_given_a_cutoff_says_it_has_none():
+    """`RPrecision(k=2)` raised Python's "got multiple values for argument 'k'" from inside the base class."""
+    with pytest.raises(TypeError, match=r"RPrecision takes no `k` \(got k=2\).*use PrecisionAtK\(k\)"):
+        tmx.RPrecision(k=2)
+
+
 def test_masked_padding_is_never_read_or_checked():
     """docs/ranking.md: padding may hold NaN or negative relevance; values equal those of clean padding."""
     mask = torch.tensor([[True, False, True], [True, True, False]])

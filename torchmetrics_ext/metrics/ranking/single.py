@@ -212,6 +212,11 @@ class RPrecision(_SingleRankingMetric):
     spec = specs.R_PRECISION
 
     def __init__(self, **kwargs: Any) -> None:
+        if "k" in kwargs:  # the cutoff is each query's number of relevant candidates
+            raise TypeError(
+                f"RPrecision takes no `k` (got k={kwargs['k']!r}): its cutoff is each query's number of relevant"
+                " candidates. For a fixed cutoff use PrecisionAtK(k)."
+            )
         super().__init__(None, {}, **kwargs)
 
 

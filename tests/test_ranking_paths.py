@@ -18,7 +18,7 @@ import torchmetrics_ext as tmx
 from tests.helpers import tester as H
 from tests.test_ranking import CASES, FLAT_KEYS, dict_ref, flat_data, single_ref
 from torchmetrics_ext import functional as tmf
-from torchmetrics_ext.functional.ranking import _topk
+from torchmetrics_ext.functional.ranking import _kernel, _topk
 from torchmetrics_ext.functional.ranking._kernel import SortedQueries, rank_rows, sorted_values
 from torchmetrics_ext.functional.ranking._registry import SPECS
 from torchmetrics_ext.functional.ranking._spec import RankingOptions
@@ -112,11 +112,12 @@ def test_grouped_topk_merge_equals_sort_path_and_reference(kind):
         assert torch.equal(data[key], value), f"caller's {key} was modified"
 
 
+@pytest.mark.parametrize("max_len", [6, 200])
 @pytest.mark.usefixtures("always_merge")
-def test_grouped_topk_merge_many_grades_and_bool_target():
-    """Grades up to 40 need two packed count words for IDCG; a bool target is binary relevance."""
+def test_grouped_topk_merge_many_grades_and_bool_target(max_len):
+    """Grades up to 40: short queries sort for IDCG, long ones count in several packed words; bool is binary."""
     rng = np.random.default_rng(14)
-    data = flat_data(rng, num_queries=80, max_len=6, grades=41, grouped=True)
+    data = flat_data(rng, num_queries=80 if max_len == 6 else 30, max_len=max_len, grades=41, grouped=True)
     data["preds"] = data["preds"].float()
     ks = (1, 2, 5)
     for target in (data["target"], data["target"] > 0):
@@ -142,6 +143,54 @@ def test_grouped_topk_path_is_taken_only_when_applicable(always_merge, monkeypat
     assert topk_values(args[0], fractional, args[2], None, [("ndcg", 3)]) is None
     monkeypatch.setattr(_topk, "ROWS_PER_ROUND", 1000)  # the default: small inputs are sorted
     assert topk_values(*args, [("ndcg", 3)]) is None
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["sort-path", "topk-merge"])
+@pytest.mark.parametrize(("top_grade", "max_len"), [(1, 40), (3, 40), (1, 3), (64, 3), (64, 40), (64, 400)])
+def test_ndcg_counts_grades_only_when_the_table_pays(monkeypatch, grouped, top_grade, max_len):
+    """IDCG from a (queries, top grade + 1) count table only while it has few cells, else from a sort.
+
+    The table costs every cell per cutoff: one row of grade 64 among many short queries used to
+    build 65 cells per query (4-9x slower than sorting). Both routes equal the numpy reference.
+    """
+    monkeypatch.setattr(_topk, "ROWS_PER_ROUND", 0)
+    tables = []  # (route, table shape) of every count table built
+
+    def spy(route, fn):
+        def wrapped(counts, *args):
+            tables.append((route, tuple(counts.shape)))
+            return fn(counts, *args)
+
+        return wrapped
+
+    for module, route in ((_kernel, "sort"), (_topk, "topk")):
+        monkeypatch.setattr(module, "ideal_dcg_from_counts", spy(route, module.ideal_dcg_from_counts))
+    rng = np.random.default_rng(top_grade * 1000 + max_len)
+    num_queries = 300 if max_len < 400 else 20
+    data = flat_data(rng, num_queries=num_queries, max_len=max_len, grades=top_grade + 1, grouped=grouped)
+    data["preds"] = data["preds"].float()
+    data["target"][0] = top_grade
+    n, num_rel = data["target"].numel(), int((data["target"] > 0).sum())
+    num_groups = int(data["indexes"].unique().numel())
+    args = (data["preds"], data["target"], data["indexes"], None)
+    assert (topk_values(*args, [("ndcg", 3)]) is not None) == grouped
+    ks = (1, 3, 10)
+    for exponential in (False, True):
+        tables.clear()
+        fast = tmf.ranking_metrics(**data, ks=ks, metrics=("ndcg",), exponential_gain=exponential)
+        whole = tmf.ndcg(**data, exponential_gain=exponential)  # no cutoff: always the sort path
+        ref = dict_ref(ks, metrics=("ndcg",), exponential=exponential)(H.to_numpy(data))
+        for key, value in fast.items():
+            np.testing.assert_allclose(value.item(), ref[key], rtol=1e-9, err_msg=key)
+        whole_ref = single_ref("ndcg", None, exponential=exponential)(H.to_numpy(data))
+        np.testing.assert_allclose(whole.item(), whole_ref, rtol=1e-9)
+        for route, shape in tables:  # a table has at most as many cells as its route's budget
+            assert shape == (num_groups, top_grade + 1)
+            assert shape[0] * shape[1] <= (n if route == "topk" else 2 * num_rel), (route, shape, n, num_rel)
+        if max_len == 40 and top_grade <= 3:  # the usual case (a few grades, several relevant rows): counts
+            assert [route for route, _ in tables] == ["topk" if grouped else "sort", "sort"]
+        if top_grade == 64 and max_len <= 40:  # 65 cells per query of ~2 or ~20 rows: sorts
+            assert tables == []
 
 
 @settings(max_examples=80, deadline=None)

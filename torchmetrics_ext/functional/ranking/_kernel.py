@@ -6,7 +6,8 @@ segment reduction (``bincount``/``scatter_reduce``) over the rows ranked below `
 Every metric only needs the relevant rows' ranks, so after the sort the kernel keeps those
 (a fifth of the rows in typical data) and works on them alone (:class:`SortedQueries`, which
 each metric's spec reads). NDCG's ideal DCG comes from per-query counts of each integer grade
-(a second, small sort of the relevant rows only for other relevance values). Two paths skip
+when that table is small next to the relevant rows (:func:`grade_counts_pay`), else from a second,
+small sort of the relevant rows. Two paths skip
 the sort when they apply (see :func:`~torchmetrics_ext.functional.ranking._update._ranking_update`):
 a top-k merge for finite cutoffs over rows grouped by query (:mod:`._topk`) and first-hit
 counting for MRR and hit rate (:mod:`._first_hit`). There is no Python loop over queries.
@@ -233,7 +234,36 @@ def _ideal(ranked: Ranked, exponential: bool, shift: Tensor | None) -> tuple[Ten
     return group, pos, gain(target, exponential, None if shift is None else shift[group]) * discount(pos)
 
 
+def ideal_dcg_by_sort(ranked: Ranked, exponential: bool, shift: Tensor | None) -> Callable[[int | None], Tensor]:
+    """IDCG@k of each query from a sort of its relevant rows by relevance descending (any relevance).
+
+    Only ``rel_group`` (in any order), ``rel_target`` and ``num_groups`` of ``ranked`` are read;
+    ``shift``: each query's exponential gain scaling (:func:`gain_shift`), ``None`` for none.
+    """
+    group, pos, value = _ideal(ranked, exponential, shift)
+
+    def idcg(k: int | None) -> Tensor:
+        weights = value if k is None else torch.where(pos < k, value, 0.0)
+        return torch.bincount(group, weights=weights, minlength=ranked.num_groups)
+
+    return idcg
+
+
 _MAX_COUNTED_GRADES = 64
+
+
+def grade_counts_pay(num_groups: int, levels: int, budget: int) -> bool:
+    """Whether IDCG from a ``(num_groups, levels)`` table of grade counts beats sorting the relevant rows.
+
+    The table costs a few passes over all its cells per cutoff, empty cells included (a query of
+    4 candidates still has ``levels`` cells), so it pays only while it has at most ``budget`` cells
+    (and grades of at most :data:`_MAX_COUNTED_GRADES`). The sort path, whose relevant rows are
+    already at hand, passes twice their number (a cell costs about half a sorted row); the top-k
+    merge, which counts grades in its rounds but would first have to find the relevant rows among
+    all of them, passes the number of rows. Binary or few grades over queries with several relevant
+    rows (the usual case) count; one large grade over many short queries sorts.
+    """
+    return levels <= _MAX_COUNTED_GRADES + 1 and num_groups * levels <= budget
 
 
 def ideal_dcg_from_counts(counts: Tensor, longest: int, exponential: bool) -> Callable[[int | None], Tensor]:
@@ -262,14 +292,17 @@ def ideal_dcg_from_counts(counts: Tensor, longest: int, exponential: bool) -> Ca
 
 
 def _ideal_dcg_by_counts(ranked: Ranked, exponential: bool) -> Callable[[int | None], Tensor] | None:
-    """:func:`ideal_dcg_from_counts` over the relevant rows (``None`` unless grades are small integers)."""
-    if ranked.rel_target.numel() == 0:
-        return None
+    """:func:`ideal_dcg_from_counts` over the relevant rows (``None`` unless :func:`grade_counts_pay`)."""
+    num_relevant = ranked.rel_target.numel()
+    if num_relevant == 0 or not grade_counts_pay(ranked.num_groups, 2, 2 * num_relevant):
+        return None  # not even a binary table pays: skip reading the largest grade
     integer = integer_relevance(ranked.rel_target, _MAX_COUNTED_GRADES)
     if integer is None:
         return None
     grades, top = integer
     levels = top + 1
+    if not grade_counts_pay(ranked.num_groups, levels, 2 * num_relevant):
+        return None
     counts = torch.zeros(ranked.num_groups * levels, dtype=torch.int64, device=grades.device)
     counts.scatter_add_(0, ranked.rel_group * levels + grades, torch.ones_like(grades))
     return ideal_dcg_from_counts(counts.reshape(ranked.num_groups, levels), int(ranked.size.max()), exponential)
@@ -369,18 +402,11 @@ class SortedQueries(QueryStats):
 
     @cached_property
     def ideal_dcg(self) -> Callable[[int | None], Tensor]:
-        """``k -> (G,)`` IDCG@k: from grade counts for small integer grades, else from a small sort."""
+        """``k -> (G,)`` IDCG@k: from grade counts when they pay (:func:`grade_counts_pay`), else from a small sort."""
         by_counts = _ideal_dcg_by_counts(self.ranked, self.options.exponential_gain)
         if by_counts is not None:  # grades of at most 64: no query's gains are scaled
             return by_counts
-        group, pos, value = _ideal(self.ranked, self.options.exponential_gain, self.gain_shift)
-
-        def idcg(k: int | None) -> Tensor:
-            return torch.bincount(
-                group, weights=value if k is None else torch.where(pos < k, value, 0.0), minlength=self.num_groups
-            )
-
-        return idcg
+        return ideal_dcg_by_sort(self.ranked, self.options.exponential_gain, self.gain_shift)
 
 
 def sorted_values(queries: SortedQueries, requests: Sequence[Request]) -> tuple[Tensor, Tensor]:

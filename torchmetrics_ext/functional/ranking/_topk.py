@@ -17,8 +17,9 @@ global sort is necessary:
    copy of the matrix (the copies alternate; a query's lists end in the copy of its last round).
 3. After the longest query's rounds, column ``q`` holds query ``q``'s ``k`` best keys in rank
    order; relevance counts (and grade counts for NDCG's ideal DCG, when a spec sets
-   ``counts_grades``) were accumulated in the same rounds. Each metric's ``topk_value`` is then
-   a reduction over the ``(k, queries)`` matrix (:class:`TopQueries`).
+   ``counts_grades`` and the count table pays, else IDCG comes from a sort of the relevant rows)
+   were accumulated in the same rounds. Each metric's ``topk_value`` is then a reduction over
+   the ``(k, queries)`` matrix (:class:`TopQueries`).
 
 The work is ``O(k)`` elementwise operations per row (no padding: round ``j`` touches only the
 queries that are longer than ``j``) and the Python loop runs over candidate positions, each
@@ -36,7 +37,14 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.functional.ranking._kernel import QueryStats, Ranked, ideal_dcg_from_counts, integer_relevance
+from torchmetrics_ext.functional.ranking._kernel import (
+    QueryStats,
+    Ranked,
+    grade_counts_pay,
+    ideal_dcg_by_sort,
+    ideal_dcg_from_counts,
+    integer_relevance,
+)
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
 
 MAX_K = 64  # largest cutoff merged (the work grows with k); larger cutoffs sort
@@ -210,10 +218,31 @@ class TopQueries(QueryStats):
         return self.top(self.relevant.shape[0] if k is None else k).sum(0, dtype=torch.int32).to(torch.float64)
 
     def ideal_dcg(self, k: int) -> Tensor:
-        """``(G,)`` IDCG@k from the grade counts (the merge counts grades when a spec asks for it)."""
+        """``(G,)`` IDCG@k: from the merge's grade counts, or a sort of the relevant rows (a spec asks for it)."""
         if self._ideal is None:
-            raise RuntimeError("the top-k merge did not count grades: set `counts_grades` in the metric's spec")
+            raise RuntimeError("the top-k merge has no IDCG: set `counts_grades` in the metric's spec")
         return self._ideal(k)
+
+
+def _ideal_dcg_route(
+    grades: Tensor, size: Tensor, order: Tensor, levels: int, exponential: bool
+) -> tuple[int | None, Callable[[int | None], Tensor] | None]:
+    """NDCG's IDCG on the merge: ``(levels, None)`` to count grades in the rounds, or ``(None, idcg)``.
+
+    The merge counts each query's rows of every grade when the count table pays
+    (:func:`~torchmetrics_ext.functional.ranking._kernel.grade_counts_pay`); otherwise IDCG comes
+    from a sort of the relevant rows (``grades``: the rows' integer relevance, grouped by query,
+    ``size`` rows per query in id order), returned in the merge's order of queries (``order``).
+    """
+    num_groups = size.numel()
+    if grade_counts_pay(num_groups, levels, grades.numel()):
+        return levels, None
+    rel_rows = torch.nonzero(grades).reshape(-1)
+    rel_group = torch.searchsorted(torch.cumsum(size, 0), rel_rows, right=True)
+    empty = torch.empty(0, dtype=torch.int64, device=grades.device)
+    ranked = Ranked(rel_group, empty, grades[rel_rows].to(torch.float64), size, None, num_groups)
+    by_id = ideal_dcg_by_sort(ranked, exponential, None)  # grades of at most MAX_GRADE: no gain scaling
+    return None, lambda k: by_id(k)[order]
 
 
 def _by_id(values: Tensor, order: Tensor) -> Tensor:
@@ -265,11 +294,14 @@ def grouped_topk_values(
     order = torch.sort(size.to(torch.int32).neg_(), stable=True).indices  # longest first
     size_ordered = size[order]
     kmax = min(max(cutoffs), longest)
-    levels = top_grade + 1 if any(spec.counts_grades for spec, _ in requests) else None
+    levels, ideal = None, None
+    if any(spec.counts_grades for spec, _ in requests):
+        levels, ideal = _ideal_dcg_route(grades, size, order, top_grade + 1, options.exponential_gain)
     top, num_rel, counts, weight = _merge_topk(
         key, starts[order], size_ordered, kmax, (1 << grade_bits) - 1, levels, weights
     )
-    ideal = None if counts is None else ideal_dcg_from_counts(counts, longest, options.exponential_gain)
+    if counts is not None:
+        ideal = ideal_dcg_from_counts(counts, longest, options.exponential_gain)
     queries = TopQueries(top, (1 << grade_bits) - 1, num_rel, size_ordered, ideal, options)
     values = torch.stack([fn(queries, k) for fn, k in zip(value_fns, cutoffs)], 1)
     values, num_rel = _by_id(values, order), _by_id(queries.num_rel, order)  # every path reduces in id order

@@ -1191,6 +1191,30 @@ def test_compressed_csv_reads_as_the_plain_file(tmp_path, suffix, codec):
         evaluate(tmp_path / f"bad.csv.{suffix}", *args, **kw)
 
 
+@pytest.mark.parametrize(("suffix", "codec"), [("CSV.GZ", "gzip"), ("Csv.Bz2", "bz2"), ("CSV.ZST", "zstd")])
+def test_compressed_csv_suffixes_are_read_in_any_case(tmp_path, suffix, codec):
+    """The suffix check lower-cases the name: the codec too (pyarrow's detection is case-sensitive)."""
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"p": rng.uniform(size=200), "y": rng.integers(0, 2, 200)})
+    packed = tmp_path / f"DATA.{suffix}"
+    with pa.CompressedOutputStream(str(packed), codec) as out:
+        out.write(frame.to_csv(index=False).encode())
+    result = evaluate(packed, {"t": ("p", "y")}, ["ctr", "auc"])
+    assert result.rows_read == len(frame)
+    assert result.values["ctr/t"] == pytest.approx(frame.y.mean(), rel=1e-12)
+    assert result.values["auc/t"] == pytest.approx(roc_auc_score(frame.y, frame.p), rel=1e-12)
+
+
+def test_a_csv_header_that_is_not_utf8_is_named(tmp_path):
+    """A latin-1 header used to escape as UnicodeDecodeError from the missing-column message."""
+    (tmp_path / "a.csv").write_bytes("pr\u00e9d,y\n0.1,0\n0.7,1\n".encode("latin-1"))
+    with pytest.raises(InvalidDataError, match=r"a\.csv: column 'p' .* is missing, and the header holds names that"):
+        evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ctr"])
+    # the columns read are UTF-8: the file reads as before
+    (tmp_path / "b.csv").write_bytes("pr\u00e9d,p,y\n0.1,0.1,0\n0.7,0.7,1\n".encode("latin-1"))
+    assert evaluate(tmp_path / "b.csv", {"t": ("p", "y")}, ["ctr"]).values == {"ctr/t": 0.5}
+
+
 def test_a_hive_partition_key_is_named_as_such(tmp_path):
     """Files are read with their own columns: a key held only by directory names is refused, saying so."""
     import pyarrow.dataset as ds

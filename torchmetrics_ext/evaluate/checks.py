@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from torchmetrics_ext.evaluate.sources import InvalidDataError
+from torchmetrics_ext.evaluate.sources import InvalidDataError, column_names
 
 __all__ = ["Column", "Problem", "Problems", "RowChecker", "check_column", "check_schema", "text_types", "to_numpy"]
 
@@ -138,8 +138,14 @@ def check_column(source: str, schema: pa.Schema, name: str, role: str) -> pa.Dat
     """
     found = schema.get_all_field_indices(name)
     if not found:
+        names = column_names(schema)
+        if names is None:  # a header pyarrow cannot decode: the column may be there, spelt in another encoding
+            raise InvalidDataError(
+                f"{source}: column {name!r} ({role}) is missing, and the header holds names that are not UTF-8 "
+                "text (a file saved as latin-1 or cp1252?); CSV files are read as UTF-8: save the file as UTF-8."
+            )
         hint = _partition_hint(source, name)
-        raise InvalidDataError(f"{source}: column {name!r} ({role}) is missing; found columns {schema.names}.{hint}")
+        raise InvalidDataError(f"{source}: column {name!r} ({role}) is missing; found columns {names}.{hint}")
     if len(found) > 1:
         raise InvalidDataError(
             f"{source}: column {name!r} ({role}) is duplicated: {len(found)} columns have that name "

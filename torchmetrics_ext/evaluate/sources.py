@@ -28,8 +28,10 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
 __all__ = ["Chunk", "InvalidDataError", "Source", "open_sources"]
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
-# compressed CSV as pyarrow detects it from the name (pyarrow.Codec.detect) and decompresses while reading
-COMPRESSED_CSV_SUFFIXES = (".csv.gz", ".csv.bz2", ".csv.zst", ".csv.lz4")
+# compressed CSV, decompressed while reading with the codec its (lower-cased) suffix names: pyarrow's
+# own detection (pyarrow.Codec.detect) is case-sensitive, and would parse DATA.CSV.GZ's bytes as text
+_CSV_CODECS = {".csv.gz": "gzip", ".csv.bz2": "bz2", ".csv.zst": "zstd", ".csv.lz4": "lz4"}
+COMPRESSED_CSV_SUFFIXES = tuple(_CSV_CODECS)
 CSV_SUFFIXES = (".csv", *COMPRESSED_CSV_SUFFIXES)
 _MIN_BLOCK, _MAX_BLOCK = 1 << 20, 1 << 30  # bytes of CSV text the reader parses at once
 
@@ -39,6 +41,18 @@ class InvalidDataError(ValueError):
 
     The message names the file (or frame), the column, its role and what was found.
     """
+
+
+def column_names(schema: pa.Schema) -> list[str] | None:
+    """The schema's column names, or ``None`` if one is not UTF-8 text (a CSV header saved as latin-1).
+
+    pyarrow keeps a CSV header's bytes as they are and decodes them as UTF-8 only when a name is
+    asked for: messages that list the columns use this instead of ``schema.names``.
+    """
+    try:
+        return schema.names
+    except UnicodeDecodeError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -130,8 +144,9 @@ class ParquetSource(Source):
 class CsvSource(Source):
     """A CSV file with a header line, read with pyarrow's streaming reader (one chunk per file).
 
-    A name ending in ``.csv.gz``, ``.csv.bz2``, ``.csv.zst`` or ``.csv.lz4`` is decompressed while
-    it is read (the reader detects the codec from the name), as a stream: memory stays the same.
+    A name ending in ``.csv.gz``, ``.csv.bz2``, ``.csv.zst`` or ``.csv.lz4`` (in any case:
+    ``DATA.CSV.GZ``) is decompressed while it is read, with the codec the suffix names, as a
+    stream: memory stays the same.
 
     pyarrow infers a column's type from the first block it reads, so the columns an evaluation
     reads are given fixed types instead (see :meth:`read`): the result never depends on the file
@@ -155,8 +170,10 @@ class CsvSource(Source):
         # quoted fields may hold line breaks (RFC 4180): without this a block boundary inside one
         # breaks the read, so a valid file would fail with its size (no measurable cost on plain files)
         parse = pa_csv.ParseOptions(newlines_in_values=True)
+        codec = next((c for suffix, c in _CSV_CODECS.items() if self.label.lower().endswith(suffix)), None)
         try:  # the reader parses and converts the first block here: its errors read as any block's
-            return pa_csv.open_csv(self.label, read_options=read, parse_options=parse, convert_options=convert)
+            stream = pa.input_stream(self.label, compression=codec)
+            return pa_csv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
         except (OSError, pa.ArrowException) as err:
             raise self._error(err) from None
 
@@ -168,7 +185,7 @@ class CsvSource(Source):
         """
         text = str(err)
         match = re.match(r"In CSV column #(\d+): ", text)
-        names = self._schema.names if self._schema is not None else []
+        names = (column_names(self._schema) if self._schema is not None else None) or []
         if match and int(match.group(1)) < len(names):  # the column's name in place of its position
             text = f"column {names[int(match.group(1))]!r}: {text[match.end() :]}"
         if isinstance(err, pa.ArrowInvalid) and (match or text.startswith("CSV parse error")):

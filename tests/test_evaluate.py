@@ -519,6 +519,19 @@ def test_values_are_built_once_and_follow_changes_to_the_records(monkeypatch):
     assert result.values == pytest.approx({"ctr/t": y.mean()}, rel=1e-12)
 
 
+def test_values_follow_a_record_added_and_another_removed():
+    """The cache was keyed on the list's length: one record in, one out, and the old dict came back."""
+    p, y, g = np.array([0.1, 0.8, 0.4, 0.7]), np.array([0, 1, 0, 1]), np.array(["a", "a", "b", "c"])
+    result = evaluate(pa.table({"p": p, "y": y, "g": g}), {"t": ("p", "y")}, ["ctr"], by=["g"])
+    assert result.values.keys() == {"ctr/t", "ctr/t/g=a", "ctr/t/g=b", "ctr/t/g=c"}
+    extra = {**result.records[-1], "g": "d", "segment": "g=d", "ctr": 0.25}
+    result.records.append(extra)
+    del result.records[1]  # g=a
+    assert_close(result.values, {"ctr/t": y.mean(), "ctr/t/g=b": 0.0, "ctr/t/g=c": 1.0, "ctr/t/g=d": 0.25})
+    result.records[-1] = {**extra, "ctr": 0.5}  # replaced in place: same length, same position
+    assert result.values["ctr/t/g=d"] == 0.5
+
+
 def test_ranking_names_share_one_sort_but_equal_their_own_classes(dataset, frame):
     """ndcg@10, recall@5 and mrr (whole list) come from one RankingMetrics; each equals its registry class."""
     import torch

@@ -127,24 +127,32 @@ class EvaluationResult:
 
         Built on first access and kept: ``result.values[key]`` in a loop over the keys costs one
         lookup each (it was rebuilt on every access, quadratic in the number of segments). It is
-        built again after a field is reassigned (``result.records = ...``) or records are added
-        or removed; a record edited in place is not seen by it (edit through a new list,
-        ``result.records = [...]``). The same dict is returned each time: copy it to change it.
+        built again after a field is reassigned (``result.records = ...``) or the list of records
+        changes (a record added, removed or replaced, even at the same length); a record edited in
+        place is not seen by it (edit through a new list, ``result.records = [...]``). The same
+        dict is returned each time: copy it to change it.
         """
-        records = self.records
-        state = (len(records), self.metrics, self.by, tuple(self.by_types.items()), tuple(self.label_types.items()))
+        # the records themselves, not their ids or count: an added and a removed record leave the
+        # length as it was, and a freed record's id may be taken by a new one (kept alive here, none
+        # is); tuple == compares by identity first, so an unchanged list costs one pass in C
+        state = (
+            tuple(self.records),
+            self.metrics,
+            self.by,
+            tuple(self.by_types.items()),
+            tuple(self.label_types.items()),
+        )
         cached = self.__dict__.get("_values")
-        # the list itself is kept in the cache, so a new list never takes its id
-        if cached is None or cached[0] is not records or cached[1] != state:
+        if cached is None or cached[0] != state:
             types = {**self.by_types, **self.label_types}
             out: dict[str, float] = {}
-            for record in records:
+            for record in state[0]:
                 suffix = "" if record["segment"] == OVERALL else segment_text(self.by, record, "/", types)
                 for metric in self.metrics:
                     out[f"{metric}/{record['task']}{suffix}"] = record[metric]
-            cached = (records, state, out)
+            cached = (state, out)
             self.__dict__["_values"] = cached  # not a field: ==, repr and asdict ignore it
-        return cached[2]
+        return cached[1]
 
     def to_arrow(self) -> pa.Table:
         """The records as a ``pyarrow.Table`` (one row per segment and task).

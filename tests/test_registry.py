@@ -217,6 +217,34 @@ def test_an_unknown_metric_name_suggests_the_closest(name, guess):
         tmx.RecMetricModule.from_config({"tasks": ["a"], "metrics": {"x": {"metric": name}}})
 
 
+@pytest.mark.parametrize(
+    ("name", "guess"),
+    [("reacll", "recall@10"), ("ndgc@0", "ndcg@10"), ("ndgc@k", "ndcg@10"), ("ndgc", "ndcg"), ("aucc@5", "auc")],
+)
+def test_the_suggested_name_is_one_lookup_accepts(name, guess):
+    """'reacll' suggested 'recall' and 'ndgc@0' 'ndcg@0', which lookup then refused."""
+    with pytest.raises(ValueError, match=rf"^Unknown metric name {name!r} \(did you mean {guess!r}\?\)"):
+        lookup(name)
+    lookup(guess)
+
+
+@pytest.mark.parametrize("suffix", ["", "@5", "@0", "@k", "@"])
+def test_every_suggestion_for_a_misspelt_name_is_accepted(suffix):
+    """Every registry name with two letters swapped, under every kind of cutoff: any hint given is a valid name."""
+    stems = sorted({n.removesuffix("@k") for n in metric_names()})
+    hints = 0
+    for stem in stems:
+        typo = stem[0] + stem[2] + stem[1] + stem[3:] if len(stem) > 3 else stem + "x"
+        try:
+            lookup(typo + suffix)
+        except ValueError as err:
+            found = re.search(r"did you mean '([^']+)'\?", str(err))
+            if found:
+                hints += 1
+                lookup(found.group(1))  # raises if the hint is refused
+    assert hints > len(stems) // 2
+
+
 def _ndcg_and_ap(scores: np.ndarray, relevance: np.ndarray) -> tuple[float, float]:
     """Whole-list NDCG (linear gain, log2 discount) and average precision of one query without ties."""
     order = np.argsort(-scores)

@@ -252,6 +252,19 @@ def metric_names() -> list[str]:
     return names
 
 
+def _suggestion(entry: MetricEntry, cutoff: str) -> str:
+    """A name for ``entry`` that :func:`lookup` accepts, keeping the ``cutoff`` typed (``"@10"``) where it can.
+
+    A cutoff on a metric that takes none is dropped; a missing or invalid one (``"@0"``, ``"@k"``)
+    becomes ``@10`` where the metric needs one, or where one was typed.
+    """
+    if entry.cutoff == "none":
+        return entry.name
+    if re.fullmatch(r"@[0-9]+", cutoff) and int(cutoff[1:]) > 0:
+        return entry.name + cutoff
+    return f"{entry.name}@10" if cutoff or entry.cutoff == "required" else entry.name
+
+
 def lookup(name: str) -> tuple[MetricEntry, int | None]:
     """The registry entry and cutoff a name stands for.
 
@@ -287,8 +300,7 @@ def lookup(name: str) -> tuple[MetricEntry, int | None]:
         )
     if match is None or entry is None:
         guess = difflib.get_close_matches(stem, list(_BY_NAME), n=1, cutoff=0.75)  # not "ne" for "nope"
-        cutoff = name[len(stem) :] if guess and _BY_NAME[guess[0]].cutoff != "none" else ""
-        hint = f" (did you mean {guess[0] + cutoff!r}?)" if guess else ""
+        hint = f" (did you mean {_suggestion(_BY_NAME[guess[0]], name[len(stem) :])!r}?)" if guess else ""
         raise ValueError(f"Unknown metric name {name!r}{hint}; known names: {known}.")
     k = None if match.group(2) is None else int(match.group(2))
     if entry.cutoff == "none" and k is not None:

@@ -588,6 +588,34 @@ def test_distribution_moments_of_batches_of_very_different_magnitudes_merge():
         np.testing.assert_allclose(out["std"].item(), std, rtol=1e-14)
 
 
+@pytest.mark.parametrize("path", ["update", "device_path", "fold"])
+@pytest.mark.parametrize(
+    "batches",
+    [
+        [[1e140, -1e140], [1e-200, 1e-200]],  # a band-1 sum cancels to 0 exactly; band -1 survives
+        [[1e300, -1e300], [2.0], [3e-250]],  # band 1 cancels; band 0 and band -1 survive
+        [[1e200, -1e200], [1e-300], [1.5, -1.0]],  # band 1 cancels; band 0 survives, band -1 is below it
+    ],
+)
+def test_distribution_mean_survives_exact_cancellation_of_large_values(batches, path):
+    """Bug: compute scaled every band's sum by 2**-E with E from the largest magnitude, so the small
+    sum left once huge values cancelled underflowed: mean 0.0 for [1e140, -1e140, 1e-200, 1e-200].
+    Reference: the exact mean in fractions, rounded once.
+    """
+    values = [v for batch in batches for v in batch]
+    exact = float(sum(map(Fraction, values), Fraction(0)) / len(values))
+    metric = Distribution()
+    with warnings.catch_warnings(), force_device_path(path == "device_path"):
+        warnings.simplefilter("ignore")  # the std may be undefined (cancelled spread): not the point here
+        for batch in batches:
+            if path == "fold":
+                metric.fold(metric.summarize(batch))
+            else:
+                metric.update(torch.tensor(batch, dtype=torch.float64))
+        out = metric.compute()
+    assert out["mean"].item() == exact
+
+
 def _feed_distribution(metric: Distribution, rows: np.ndarray, path: str) -> None:
     for i, row in enumerate(rows):
         if path == "update":

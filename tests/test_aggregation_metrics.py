@@ -716,6 +716,46 @@ def test_compensated_add_of_small_vectors_on_the_host_and_in_kernels_agree_bit_f
     assert got == [math.fsum(terms[:, j]) for j in range(4)]  # one rounding: here the correctly rounded fsum
 
 
+@pytest.mark.parametrize("path", ["host", "device_path"])
+@pytest.mark.parametrize("numel", [1, 4])
+def test_compensated_add_of_float32_sums_keeps_the_float32_rounding_error(numel, path):
+    """Bug: the CPU host path added a float32 sum in Python float64 floats: the float64 sum was stored
+    rounded to float32 and its float32 rounding error was lost (1e8 plus ten ones stayed 1e8, no
+    compensation). Reference: the exact integer sum, 10**8 + 10.
+    """
+    from torchmetrics_ext.utilities.summation import compensated_add_
+
+    total, error = torch.full((numel,), 1e8, dtype=torch.float32), torch.zeros(numel, dtype=torch.float32)
+    total, error = (total[0], error[0]) if numel == 1 else (total, error)  # 0-dim: the scalar host path
+    with force_device_path(path == "device_path"):
+        for _ in range(10):
+            compensated_add_([total], [error], [torch.ones_like(total, dtype=torch.float64)])
+    assert total.dtype == error.dtype == torch.float32
+    assert [int(t) + int(e) for t, e in zip(total.reshape(-1).tolist(), error.reshape(-1).tolist())] == [
+        10**8 + 10
+    ] * numel
+
+
+@pytest.mark.parametrize("path", ["update", "device_path"])
+def test_distribution_in_float32_takes_a_value_whose_square_overflows_float32(path):
+    """Bug: after ``set_dtype(torch.float32)`` a finite float32 whose square overflows float32 raised
+    RuntimeError from the host path's ``fill_`` after count and total had changed. It is added as on
+    the device path: the sum of squares is inf, so ``std`` is nan with a warning. Reference: NumPy.
+    """
+    values = np.array([1.0, 2.0, 1e20], dtype=np.float32)
+    metric = Distribution()
+    metric.set_dtype(torch.float32)
+    with force_device_path(path == "device_path"):
+        metric.update(torch.from_numpy(values[:2]))
+        metric.update(torch.from_numpy(values[2:]))
+    assert metric.count.item() == 3
+    with pytest.warns(UndefinedMetricWarning, match="sum of squares is not finite"):
+        out = metric.compute()
+    assert math.isnan(out["std"].item())
+    np.testing.assert_allclose(out["mean"].item(), values.astype(np.float64).mean(), rtol=1e-6)
+    assert out["max"].item() == float(values[2]) and out["min"].item() == 1.0
+
+
 @pytest.mark.parametrize("alpha", [0.05, 0.01, 0.002])
 def test_sketch_relative_accuracy_is_configurable(alpha):
     x = np.random.default_rng(1).lognormal(5.0, 2.0, 20000)

@@ -588,6 +588,34 @@ def test_distribution_moments_of_batches_of_very_different_magnitudes_merge():
         np.testing.assert_allclose(out["std"].item(), std, rtol=1e-14)
 
 
+@pytest.mark.parametrize("path", ["update", "device_path", "fold"])
+@pytest.mark.parametrize(
+    "batches",
+    [
+        [[1e140, -1e140], [1e-200, 1e-200]],  # a band-1 sum cancels to 0 exactly; band -1 survives
+        [[1e300, -1e300], [2.0], [3e-250]],  # band 1 cancels; band 0 and band -1 survive
+        [[1e200, -1e200], [1e-300], [1.5, -1.0]],  # band 1 cancels; band 0 survives, band -1 is below it
+    ],
+)
+def test_distribution_mean_survives_exact_cancellation_of_large_values(batches, path):
+    """Bug: compute scaled every band's sum by 2**-E with E from the largest magnitude, so the small
+    sum left once huge values cancelled underflowed: mean 0.0 for [1e140, -1e140, 1e-200, 1e-200].
+    Reference: the exact mean in fractions, rounded once.
+    """
+    values = [v for batch in batches for v in batch]
+    exact = float(sum(map(Fraction, values), Fraction(0)) / len(values))
+    metric = Distribution()
+    with warnings.catch_warnings(), force_device_path(path == "device_path"):
+        warnings.simplefilter("ignore")  # the std may be undefined (cancelled spread): not the point here
+        for batch in batches:
+            if path == "fold":
+                metric.fold(metric.summarize(batch))
+            else:
+                metric.update(torch.tensor(batch, dtype=torch.float64))
+        out = metric.compute()
+    assert out["mean"].item() == exact
+
+
 def _feed_distribution(metric: Distribution, rows: np.ndarray, path: str) -> None:
     for i, row in enumerate(rows):
         if path == "update":
@@ -686,6 +714,46 @@ def test_compensated_add_of_small_vectors_on_the_host_and_in_kernels_agree_bit_f
     assert states[0][0].tolist() == states[1][0].tolist() and states[0][1].tolist() == states[1][1].tolist()
     got = (states[0][0] + states[0][1]).tolist()
     assert got == [math.fsum(terms[:, j]) for j in range(4)]  # one rounding: here the correctly rounded fsum
+
+
+@pytest.mark.parametrize("path", ["host", "device_path"])
+@pytest.mark.parametrize("numel", [1, 4])
+def test_compensated_add_of_float32_sums_keeps_the_float32_rounding_error(numel, path):
+    """Bug: the CPU host path added a float32 sum in Python float64 floats: the float64 sum was stored
+    rounded to float32 and its float32 rounding error was lost (1e8 plus ten ones stayed 1e8, no
+    compensation). Reference: the exact integer sum, 10**8 + 10.
+    """
+    from torchmetrics_ext.utilities.summation import compensated_add_
+
+    total, error = torch.full((numel,), 1e8, dtype=torch.float32), torch.zeros(numel, dtype=torch.float32)
+    total, error = (total[0], error[0]) if numel == 1 else (total, error)  # 0-dim: the scalar host path
+    with force_device_path(path == "device_path"):
+        for _ in range(10):
+            compensated_add_([total], [error], [torch.ones_like(total, dtype=torch.float64)])
+    assert total.dtype == error.dtype == torch.float32
+    assert [int(t) + int(e) for t, e in zip(total.reshape(-1).tolist(), error.reshape(-1).tolist())] == [
+        10**8 + 10
+    ] * numel
+
+
+@pytest.mark.parametrize("path", ["update", "device_path"])
+def test_distribution_in_float32_takes_a_value_whose_square_overflows_float32(path):
+    """Bug: after ``set_dtype(torch.float32)`` a finite float32 whose square overflows float32 raised
+    RuntimeError from the host path's ``fill_`` after count and total had changed. It is added as on
+    the device path: the sum of squares is inf, so ``std`` is nan with a warning. Reference: NumPy.
+    """
+    values = np.array([1.0, 2.0, 1e20], dtype=np.float32)
+    metric = Distribution()
+    metric.set_dtype(torch.float32)
+    with force_device_path(path == "device_path"):
+        metric.update(torch.from_numpy(values[:2]))
+        metric.update(torch.from_numpy(values[2:]))
+    assert metric.count.item() == 3
+    with pytest.warns(UndefinedMetricWarning, match="sum of squares is not finite"):
+        out = metric.compute()
+    assert math.isnan(out["std"].item())
+    np.testing.assert_allclose(out["mean"].item(), values.astype(np.float64).mean(), rtol=1e-6)
+    assert out["max"].item() == float(values[2]) and out["min"].item() == 1.0
 
 
 @pytest.mark.parametrize("alpha", [0.05, 0.01, 0.002])

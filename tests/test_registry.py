@@ -209,6 +209,58 @@ def test_every_option_an_unexpected_keyword_error_lists_is_documented(cls):
     assert listed and all(re.search(rf"\b{name}\b", cls.__doc__) for name in listed), listed
 
 
+def _option_default(cls: type, name: str) -> Any:
+    """The default of option ``name`` in the first ``__init__`` of ``cls``'s MRO that declares one."""
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        parameter = inspect.signature(init).parameters.get(name) if init is not None else None
+        if parameter is not None and parameter.default is not parameter.empty:
+            return parameter.default
+    return inspect.Parameter.empty
+
+
+_REQUIRED_ARGS: dict[type, dict[str, Any]] = {
+    tmx.Segmented: {"metric": tmx.CTR(), "num_segments": 3},
+}
+
+
+@pytest.mark.parametrize(
+    "cls",
+    sorted(
+        {lookup(n.replace("@k", "@3"))[0].cls for n in metric_names()}
+        | {
+            tmx.Segmented,
+            tmx.aggregation.Distribution,
+            tmx.aggregation.Sum,
+            tmx.aggregation.Mean,
+            tmx.aggregation.Max,
+            tmx.aggregation.Min,
+            tmx.aggregation.CategoricalCount,
+        },
+        key=str,
+    ),
+    ids=lambda cls: cls.__name__,
+)
+def test_every_option_an_unexpected_keyword_error_lists_is_accepted(cls):
+    """Bug: the list (and the "did you mean") named options the metric refuses: `num_tasks` for
+    Distribution, Sum, Mean and CategoricalCount (no task dimension), `state_name` for Sum and Mean
+    (passed by the class itself), `num_tasks`/`validate_args` for Segmented (taken from the wrapped
+    metric). Each listed option, given at its default, builds the metric.
+    """
+    required = _REQUIRED_ARGS.get(cls, {"k": 3} if "k" in inspect.signature(cls).parameters else {})
+    with pytest.raises(ValueError, match="Unexpected keyword arguments: `not_an_option`") as info:
+        cls(**required, not_an_option=1)
+    listed = str(info.value).split(" takes ", 1)[1].split(", and TorchMetrics'")[0].split(", ")
+    for name in listed:
+        if name in required or name == "no options of its own":
+            continue
+        default = _option_default(cls, name)
+        assert default is not inspect.Parameter.empty, f"{cls.__name__} lists `{name}`, which has no default"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cls(**required, **{name: default})  # raises for an option the class refuses
+
+
 @pytest.mark.parametrize(("name", "guess"), [("aucc", "auc"), ("ndgc@10", "ndcg@10"), ("ne_postive", "ne_positive")])
 def test_an_unknown_metric_name_suggests_the_closest(name, guess):
     with pytest.raises(ValueError, match=rf"^Unknown metric name {name!r} \(did you mean {guess!r}\?\); known names: "):

@@ -1633,6 +1633,27 @@ def test_set_dtype_casts_the_window_and_its_ring():
     assert binned.compute()["window"].item() == 1.0
 
 
+@pytest.mark.parametrize("binned", [False, True], ids=["ring", "histogram"])
+def test_set_dtype_under_inference_mode_leaves_ordinary_tensors(binned):
+    """Bug: ``Windowed.set_dtype`` under ``torch.inference_mode()`` left inference tensors in the ring,
+    so the next update outside it raised "Inplace update to inference tensor outside InferenceMode".
+    Reference: sklearn's AUC (each score in its own bin) / sum of preds over sum of targets.
+    """
+    preds = torch.tensor([0.05, 0.3, 0.45, 0.7, 0.2, 0.9])  # one per bin of 8
+    target = torch.tensor([0, 1, 0, 1, 1, 0])
+    auc = tmx.AUC(num_bins=8, bin_space="probability")
+    metric = Windowed(auc if binned else tmx.Calibration(), window_size=10)
+    metric.update(preds[:3], target[:3])
+    with torch.inference_mode():
+        metric.set_dtype(torch.float32)
+    metric.update(preds[3:], target[3:])  # in place into the cast states: raised
+    p, y = preds.double().numpy(), target.numpy()
+    expected = skm.roc_auc_score(y, p) if binned else p.sum() / y.sum()
+    values = metric.compute()
+    for key in ("lifetime", "window"):
+        np.testing.assert_allclose(values[key].item(), expected, rtol=1e-6)
+
+
 # ----------------------------------------------------------------------------- collections, merging, checkpoints
 
 

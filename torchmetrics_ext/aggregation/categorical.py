@@ -77,6 +77,7 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
 
     is_differentiable = False
     higher_is_better = None
+    _refused_options: ClassVar[tuple[str, ...]] = ("num_tasks",)  # no task dimension (one_task)
     full_state_update: bool = False
     plot_lower_bound = 0.0
     _data_sized_states = frozenset({"counts"})  # one count per category seen

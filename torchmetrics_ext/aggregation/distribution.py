@@ -110,6 +110,7 @@ class Distribution(AggregationMetric[SketchBatch]):
 
     is_differentiable = False
     higher_is_better = None
+    _refused_options: ClassVar[tuple[str, ...]] = ("num_tasks",)  # no task dimension (one_task)
     full_state_update: bool = False
     count: Tensor
     total: Tensor

@@ -73,6 +73,8 @@ class _ValueAggregation(AggregationMetric[S]):
 
     higher_is_better = None
     nan_strategy: NanStrategy
+    # no task dimension (one_task); TorchMetrics' aggregators pass `state_name` themselves
+    _refused_options: ClassVar[tuple[str, ...]] = ("num_tasks", "state_name")
 
     def __init__(self, nan_strategy: NanStrategy = "error", *, validate_args: bool = True, **kwargs: Any) -> None:
         super().__init__(one_task(self, kwargs), validate_args=validate_args, nan_strategy=nan_strategy, **kwargs)

@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import cached_property, lru_cache
 from typing import NamedTuple
 
@@ -358,6 +359,25 @@ def _scaled_moments(exponent: int, s1: float, s2: float, bands: Sequence[float])
     return total, total_sq
 
 
+def _exact_mean(n: float, s1: float, bands: Sequence[float]) -> float | None:
+    """The mean of the three sums (``total``, band -1 and band 1 of ``scaled_sums``), added exactly.
+
+    Scaling every band to the largest magnitude's :math:`2^E` (:func:`_scaled_moments`) lets a
+    small sum that survives the exact cancellation of large ones underflow (``[1e140, -1e140,
+    1e-200, 1e-200]`` had mean 0); the three scaled-back sums added as fractions and divided once
+    give the correctly rounded mean of the sums. ``None`` where a sum is not finite.
+    """
+    low_1, high_1 = bands[0], bands[2]
+    if not all(math.isfinite(x) for x in (s1, low_1, high_1)):
+        return None
+    shift = 2**_BAND_SHIFT
+    exact = Fraction(s1) + Fraction(low_1) / shift + Fraction(high_1) * shift
+    try:
+        return float(exact / Fraction(n))
+    except OverflowError:  # a mean above float64's range (only from states summed across many ranks)
+        return math.copysign(math.inf, exact)
+
+
 def _sample_std(n: float, s1: float, s2: float, mean: float, lo: float, hi: float, metric: str) -> float:
     r"""``ddof=1`` std from the sums, or ``nan`` with a warning where they cannot tell it (one value, rounding noise).
 
@@ -414,8 +434,9 @@ def _distribution_compute(
     sums, ``std`` is ``nan`` (each with an UndefinedMetricWarning).
     ``compensations``: the rounding errors of ``total``, ``total_sq`` and ``scaled_sums`` (see
     :func:`_distribution_fold`), added to them once here (a non-finite one, from an overflowed sum,
-    is left out). The mean and the std are computed with every sum brought to the scale
-    :math:`2^E` just above the largest magnitude (:func:`_scaled_moments`), then scaled back.
+    is left out). The std is computed with every sum brought to the scale :math:`2^E` just above
+    the largest magnitude (:func:`_scaled_moments`), then scaled back; the mean adds the bands'
+    sums exactly (:func:`_exact_mean`), so a small sum left by cancelled large ones survives.
     The handful of scalars is finished on the host after one synchronisation.
     """
     names = ["mean", "min", "max", "std", *(percentile_key(p) for p in percentiles)]
@@ -437,6 +458,8 @@ def _distribution_compute(
         lo_t, hi_t = math.ldexp(lo, -exponent), math.ldexp(hi, -exponent)
         std = _sample_std(n, t1, t2, scaled_mean, lo_t, hi_t, metric)
         mean, std = _times_power_of_two(scaled_mean, exponent), _times_power_of_two(std, exponent)
+        exact_mean = _exact_mean(n, s1, bands)
+        mean = mean if exact_mean is None else exact_mean
         pct = _sketch_quantiles(counts, n, lo, hi, [p / 100.0 for p in percentiles], spec)
         values = [mean, lo, hi, std, *pct]
     out = torch.tensor(values, dtype=torch.float64, device=count.device)

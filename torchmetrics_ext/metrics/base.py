@@ -232,7 +232,9 @@ def accepted_options(cls: type) -> list[str]:
 
     The class's own parameters, then each base's parameters with a default (those without one,
     and private ``_x`` ones, are what the subclass passes itself) while the ``__init__`` above
-    forwards ``**kwargs``; ``num_tasks`` only where the metric has a task dimension.
+    forwards ``**kwargs``; ``num_tasks`` only where the metric has a task dimension; never an
+    option a class of the MRO names in ``_refused_options`` (one it passes itself, or refuses:
+    ``num_tasks`` for a metric built with :func:`one_task`).
 
     Example:
         >>> import torchmetrics_ext as tmx
@@ -254,8 +256,10 @@ def accepted_options(cls: type) -> list[str]:
                     names.append(p.name)
         if not any(p.kind == p.VAR_KEYWORD for p in parameters):
             break
-    if not getattr(cls, "has_task_dim", True) and "num_tasks" in names:
-        names.remove("num_tasks")
+    refused = {name for klass in cls.__mro__ for name in klass.__dict__.get("_refused_options", ())}
+    if not getattr(cls, "has_task_dim", True):
+        refused.add("num_tasks")
+    names = [name for name in names if name not in refused]
     return names + [name for name in _TORCHMETRICS_OPTIONS if name not in names]
 
 

@@ -29,12 +29,14 @@ def compensated_add_(
     sum collects one rounding per addition. Both states add up across ranks and merges
     (``dist_reduce_fx="sum"``): a sum over ``R`` ranks adds ``R - 1`` roundings, not one per update.
 
-    On the CPU the few scalars are added on the host (read with ``.item()``, written with
+    On the CPU the few float64 scalars are added on the host (read with ``.item()``, written with
     ``fill_``: about 3 µs for two sums, where the tensor kernels take about 20 µs; a sum of a few
     elements, up to ``_HOST_ELEMENTS``, element by element through ``tolist``); on another
     device (or the device path forced by :func:`~torchmetrics_ext.utilities.device.force_device_path`)
     eight fused ``_foreach`` calls over all the sums together, nothing read on the host.
-    ``addends`` are tensors (on the states' device) or Python numbers (mixed ones are made tensors).
+    ``addends`` are tensors (on the states' device) or Python numbers (mixed ones are made tensors);
+    each is added in its sum's dtype (a float32 sum takes a float64 term rounded to float32, its
+    rounding error in float32: the compensation of a sum in that dtype).
     A non-finite sum makes its compensation ``nan``: read the value as ``sum`` then.
 
     Example:
@@ -46,8 +48,9 @@ def compensated_add_(
         (1e+16, 10.0, 10000000000000010)
     """
     sums, errors = list(sums), list(compensations)
-    # each compensation lives with its sum; the device path (forced in tests) reads nothing on the host
-    if all(t.numel() <= _HOST_ELEMENTS and not on_device_path(t) for t in sums):
+    # each compensation lives with its sum; the device path (forced in tests) reads nothing on the host.
+    # Python floats are float64: a sum in another dtype (set_dtype) is added in kernels, in its own dtype
+    if all(t.dtype == torch.float64 and t.numel() <= _HOST_ELEMENTS and not on_device_path(t) for t in sums):
         _compensated_add_on_host(sums, errors, addends)
     else:
         _compensated_add_kernels(sums, errors, addends)
@@ -88,7 +91,10 @@ def _compensated_add_elements(total: Tensor, error: Tensor, term: Tensor | float
 
 def _compensated_add_kernels(sums: list[Tensor], errors: list[Tensor], addends: Sequence[Tensor | float]) -> None:
     """:func:`compensated_add_` in fused ``_foreach`` kernels: nothing read on the host."""
-    terms: list[Any] = [b.detach() if isinstance(b, Tensor) else b for b in addends]  # sums, not a graph
+    # sums, not a graph; in the sum's dtype (a 0-dim float64 term would promote a 0-dim float32 sum)
+    terms: list[Any] = [
+        b.detach().to(s.dtype) if isinstance(b, Tensor) else b for b, s in zip(addends, sums, strict=True)
+    ]
     if any(isinstance(b, Tensor) for b in terms) and not all(isinstance(b, Tensor) for b in terms):
         terms = [torch.as_tensor(b, dtype=s.dtype, device=s.device) for b, s in zip(terms, sums, strict=True)]
     new = torch._foreach_add(sums, terms)

@@ -12,7 +12,7 @@ hands the ``(T·S,)`` sums back to the metric's own compute. Nothing loops over 
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -100,6 +100,7 @@ class Segmented(TaskMetric):
     is_differentiable = False  # that of the wrapped metric, per instance
     _keeps_value_shape = True  # (S,) also for one segment
     higher_is_better = None  # that of the wrapped metric, per instance
+    _refused_options: ClassVar[tuple[str, ...]] = ("num_tasks", "validate_args")  # the wrapped metric's
     value_ndim = 1  # one value per segment
 
     def __init__(self, metric: TaskMetric, num_segments: int, **kwargs: Any) -> None:

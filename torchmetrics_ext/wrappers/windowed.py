@@ -1062,17 +1062,22 @@ class Windowed(WrapperMetric):
         return problems
 
     def set_dtype(self, dst_type: str | torch.dtype) -> Windowed:
-        """Cast the floating states of the lifetime, the window and the ring to ``dst_type`` (as a metric's)."""
-        for child in (self._child("lifetime"), self._child("window"), self._scratch):
-            child.set_dtype(dst_type)
+        """Cast the floating states of the lifetime, the window and the ring to ``dst_type`` (as a metric's).
 
-        def cast(t: Tensor) -> Tensor:
-            return t.to(dst_type) if t.is_floating_point() else t
+        The cast tensors are ordinary ones under ``torch.inference_mode()`` too (as a metric's
+        ``set_dtype``): later updates outside it write into them in place.
+        """
+        with torch.inference_mode(False):
+            for child in (self._child("lifetime"), self._child("window"), self._scratch):
+                child.set_dtype(dst_type)
 
-        self._ring.apply(cast)
-        if self._hist is not None:
-            self._hist.apply(cast)
-        self._bind_window_lists()
+            def cast(t: Tensor) -> Tensor:
+                return t.to(dst_type) if t.is_floating_point() else t
+
+            self._ring.apply(cast)
+            if self._hist is not None:
+                self._hist.apply(cast)
+            self._bind_window_lists()
         return self
 
     def _apply(self, fn: Callable, exclude_state: Any = "") -> Module:

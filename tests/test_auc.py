@@ -754,11 +754,12 @@ def test_grouped_auc_in_blocks_of_whole_groups(monkeypatch, ids):
 
 class _LiveBytes(TorchDispatchMode):
     """Total bytes of the storages that operations inside the block allocate (each counted while it
-    lives, freed ones subtracted), the largest at any moment, and the total ever allocated."""
+    lives, freed ones subtracted), the largest total at any moment (``peak``), the total ever
+    allocated and the largest single storage (``largest``; views and in-place results excluded)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.live = self.peak = self.allocated = 0
+        self.live = self.peak = self.allocated = self.largest = 0
 
     def _free(self, nbytes: int) -> None:
         self.live -= nbytes
@@ -773,9 +774,13 @@ class _LiveBytes(TorchDispatchMode):
                 storage = result.untyped_storage()
                 self.live += storage.nbytes()
                 self.allocated += storage.nbytes()
+                self.largest = max(self.largest, storage.nbytes())
                 weakref.finalize(storage, self._free, storage.nbytes())
         self.peak = max(self.peak, self.live)
         return out
+
+
+_LargestAllocation = _LiveBytes  # read for `largest` only
 
 
 def _grouped_stats_data(n: int, large: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -1198,24 +1203,6 @@ class _CountOps(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.count += 1
         return func(*args, **(kwargs or {}))
-
-
-class _LargestAllocation(TorchDispatchMode):
-    """The largest storage an operation inside the block allocates (views and in-place results excluded)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        inputs = {
-            a.untyped_storage().data_ptr() for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)
-        }
-        for result in pytree.tree_leaves(out):
-            if isinstance(result, torch.Tensor) and result.untyped_storage().data_ptr() not in inputs:
-                self.largest = max(self.largest, result.untyped_storage().nbytes())
-        return out
 
 
 def _ops_per_call(make, run) -> int:

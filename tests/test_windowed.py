@@ -768,6 +768,17 @@ def test_windowed_rejects_a_bad_sync_option_and_leaves_the_metric_alone():
     assert metric.sync_on_compute is True and metric.dist_sync_fn is None
 
 
+def test_a_misspelt_windowed_option_names_windowed_and_what_it_takes():
+    """Windowed gave TorchMetrics' bare "Unexpected keyword arguments" (the metrics name themselves and their options)."""
+    with pytest.raises(
+        ValueError,
+        match=r"^Unexpected keyword arguments: `max_update` for Windowed \(did you mean `max_updates`\?\)\. "
+        r"Windowed takes metric, window_size, max_updates, and TorchMetrics' .*sync_on_compute",
+    ):
+        Windowed(tmx.CTR(), window_size=3, max_update=2)
+    assert Windowed(tmx.CTR(), window_size=3, max_updates=2).max_updates == 2  # the suggestion is accepted
+
+
 def _sync_options_job(rank, world_size):
     """Rank 0's batch is cut by its window share (3 of window 6), rank 1's is not."""
     p = torch.tensor([0.12, 0.37, 0.62, 0.87]) if rank == 0 else torch.tensor([0.22, 0.77])

@@ -215,8 +215,8 @@ def _is_one_element(value: Tensor) -> bool:
     return value.numel() > 1 and all(stride == 0 for stride in value.stride())
 
 
-# the keyword options torchmetrics.Metric.__init__ takes (for messages: TorchMetrics checks them itself)
-_TORCHMETRICS_OPTIONS = (
+# every keyword option torchmetrics.Metric.__init__ takes (messages; wrappers pass the wrapped metric's on)
+TORCHMETRICS_OPTIONS = (
     "compute_on_cpu",
     "dist_sync_on_step",
     "process_group",
@@ -260,23 +260,23 @@ def accepted_options(cls: type) -> list[str]:
     if not getattr(cls, "has_task_dim", True):
         refused.add("num_tasks")
     names = [name for name in names if name not in refused]
-    return names + [name for name in _TORCHMETRICS_OPTIONS if name not in names]
+    return names + [name for name in TORCHMETRICS_OPTIONS if name not in names]
 
 
-def _unexpected_options(cls: type, error: ValueError) -> ValueError:
+def unexpected_options(cls: type, error: ValueError) -> ValueError:
     """TorchMetrics' "Unexpected keyword arguments" told with the metric's name and the options it takes."""
     text = str(error)
     unknown = re.findall(r"`([^`]+)`", text) if text.startswith("Unexpected keyword arguments") else []
     if not unknown:
         return error
     options = accepted_options(cls)
-    ours = [name for name in options if name not in _TORCHMETRICS_OPTIONS]
+    ours = [name for name in options if name not in TORCHMETRICS_OPTIONS]
     guesses = [match for name in unknown for match in difflib.get_close_matches(name, options, n=1)]
     guess = f" (did you mean {', '.join(f'`{g}`' for g in guesses)}?)" if guesses else ""
     return ValueError(
         f"Unexpected keyword arguments: {', '.join(f'`{name}`' for name in unknown)} for {cls.__name__}{guess}. "
         f"{cls.__name__} takes {', '.join(ours) or 'no options of its own'}, and TorchMetrics' "
-        f"{', '.join(_TORCHMETRICS_OPTIONS)}."
+        f"{', '.join(TORCHMETRICS_OPTIONS)}."
     )
 
 
@@ -343,7 +343,7 @@ class GuardedMetric(Metric):
         try:
             super().__init__(**kwargs)
         except ValueError as error:
-            raise _unexpected_options(type(self), error) from None
+            raise unexpected_options(type(self), error) from None
         # old state name -> current name, for checkpoints saved before a state was renamed (e.g.
         # after a setting that changes its values: see _setting_state_name)
         self._renamed_states: dict[str, str] = {}

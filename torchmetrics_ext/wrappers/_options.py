@@ -15,18 +15,12 @@ from typing import Any
 
 from torchmetrics import Metric
 
+from torchmetrics_ext.metrics.base import TORCHMETRICS_OPTIONS
+
 __all__ = ["METRIC_OPTIONS", "wrapper_options"]
 
 # every keyword option of torchmetrics.Metric
-METRIC_OPTIONS = (
-    "sync_on_compute",
-    "dist_sync_on_step",
-    "dist_sync_fn",
-    "distributed_available_fn",
-    "process_group",
-    "compute_on_cpu",
-    "compute_with_cache",
-)
+METRIC_OPTIONS = TORCHMETRICS_OPTIONS
 # the options whose ``None`` means "not set" (TorchMetrics' default); ``None`` for another is an error there
 _NONE_IS_UNSET = ("process_group", "dist_sync_fn", "distributed_available_fn")
 

@@ -29,6 +29,7 @@ from torchmetrics_ext.metrics.base import (
     note_settings,
     recomputed_after,
     settings_problems,
+    unexpected_options,
 )
 from torchmetrics_ext.utilities.checks import check_int
 from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric
@@ -375,7 +376,10 @@ class Windowed(WrapperMetric):
                 "`Windowed(copy.deepcopy(metric), window_size)`, or build one metric per wrapper."
             )
         # the wrapper's options: each one given here, else the metric's (checked by TorchMetrics)
-        super().__init__(**wrapper_options(metric, kwargs, "Windowed"))
+        try:
+            super().__init__(**wrapper_options(metric, kwargs, "Windowed"))
+        except ValueError as error:  # an unknown option: named with the options Windowed takes
+            raise unexpected_options(type(self), error) from None
         # lifetime and window values are better higher where the metric's are (MetricTracker reads it)
         object.__setattr__(self, "higher_is_better", metric.higher_is_better)
         window_size = check_int("window_size", window_size, 1, " (samples)")

@@ -134,16 +134,7 @@ def test_a_callback_reused_for_another_fit_logs_its_epoch_end_values():
     for seed in (0, 1):
         gen = torch.Generator().manual_seed(seed)
         x, y = torch.randn(48, 4, generator=gen), (torch.rand(48, 2, generator=gen) < 0.3).long()
-        trainer = L.Trainer(
-            max_epochs=1,
-            accelerator="cpu",
-            logger=False,
-            callbacks=[callback],
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            limit_val_batches=0,
-        )
+        trainer = _evaluator(max_epochs=1, callbacks=[callback], enable_checkpointing=False, limit_val_batches=0)
         # one batch: the epoch ends before the first interval compute (every 2 updates)
         trainer.fit(ClickModel(), torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=48))
         for i, task in enumerate(TASKS):

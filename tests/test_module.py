@@ -2407,3 +2407,15 @@ def test_compute_leaves_the_process_warning_filters_alone() -> None:
         fresh.compute()
     assert not [w for w in caught if "before the ``update``" in str(w.message)]
     assert fresh.metrics["ll"]._update_count == 0  # put back after the compute
+
+
+def test_state_metric_tensors_are_snapshots():
+    """A tensor a state metric returns is copied and detached: a scheduler's later in-place write
+    to a tensor learning rate does not change a dict already returned, and no graph is logged."""
+    lr = torch.tensor(0.5)
+    weight = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+    module = build({"ne": "ne"}, state_metrics={"lr": lambda: lr, "norm": lambda: weight.norm()})
+    values = run(module, [make_data(1)])
+    lr.mul_(0.5)  # StepLR on a tensor learning rate
+    assert values["lr"].item() == 0.5
+    assert not values["norm"].requires_grad and values["norm"].item() == 5.0

@@ -298,3 +298,15 @@ def test_one_bin_keeps_its_bin_dimension():
         for key, want in expected.items():
             assert values[key].shape == (1,), key
             np.testing.assert_allclose(values[key].numpy(), want, rtol=1e-15)
+
+
+def test_edges_tensor_is_copied():
+    """The caller's float64 edges tensor is copied: a later in-place write to it changes no bin."""
+    edges = torch.tensor([0.0, 0.2, 0.5, 1.0], dtype=torch.float64)
+    metric = tmx.Reliability(edges=edges)
+    edges[1] = 0.9  # the caller reuses its tensor
+    p, y = torch.tensor([0.1, 0.3, 0.6, 0.95]), torch.tensor([0.0, 1.0, 1.0, 1.0])
+    metric.update(p, y)
+    expected = ref_reliability(p.numpy(), y.numpy(), None, edges=[0.0, 0.2, 0.5, 1.0])
+    assert metric.edges.tolist() == [0.0, 0.2, 0.5, 1.0]
+    np.testing.assert_allclose(metric.compute()["weight"].numpy(), expected["weight"])

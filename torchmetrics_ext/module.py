@@ -1502,13 +1502,15 @@ def _stack_weights(columns: list[Tensor | None]) -> Tensor | None:
 def _scalar(value: Any, name: str) -> Tensor:
     """A 0-dim tensor: a floating tensor keeps its dtype; Python numbers and integer tensors become float64.
 
-    (``torch.as_tensor(1e-4)`` alone would round a learning rate to float32.)
+    (``torch.as_tensor(1e-4)`` alone would round a learning rate to float32.) A tensor is copied and
+    detached: the value at this ``compute`` (a scheduler updates a tensor learning rate in place, and
+    a parameter's norm would carry its autograd graph into the logged dict).
     """
     error = ValueError(f"State metric {name!r} must return a real scalar (or a dict of them), got {value!r}.")
     if isinstance(value, (bool, str, bytes)) or value is None or isinstance(value, Mapping):
         raise error
     try:
-        tensor = value if isinstance(value, Tensor) else torch.as_tensor(value, dtype=torch.float64)
+        tensor = value.detach().clone() if isinstance(value, Tensor) else torch.as_tensor(value, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError):
         raise error from None
     if tensor.numel() != 1 or tensor.is_complex():

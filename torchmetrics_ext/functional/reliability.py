@@ -47,7 +47,8 @@ def _reliability_edges(num_bins: object, edges: Sequence[float] | Tensor | None)
             raise ValueError(f"Expected `num_bins` to be a positive integer, got {num_bins!r}.")
         return _uniform_edges(bins)
     try:
-        out = torch.as_tensor(edges, dtype=torch.float64, device="cpu").detach()
+        # a copy: a float64 CPU tensor would otherwise be the caller's own, changed by its later writes
+        out = torch.as_tensor(edges, dtype=torch.float64, device="cpu").detach().clone()
     except (TypeError, ValueError, RuntimeError):
         raise ValueError(f"Expected `edges` to be an increasing sequence of floats, got {edges!r}.") from None
     if out.ndim != 1 or out.numel() < 2 or not bool(torch.isfinite(out).all()) or not bool((out.diff() > 0).all()):

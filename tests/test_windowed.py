@@ -2389,6 +2389,25 @@ def test_torchmetrics_running_keeps_each_batch_of_exact_metrics(how):
     assert ndcg.compute().item() == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: tmx.Throughput(),
+        lambda: tmx.TowerQPS(num_tasks=1),
+        lambda: tmx.Windowed(tmx.NormalizedEntropy(), 40),
+    ],
+    ids=["Throughput", "TowerQPS", "Windowed"],
+)
+def test_torchmetrics_running_refuses_what_it_cannot_window(build):
+    """``Running`` combines batches with the ranks' reductions and resets after every batch: it gave
+    ``Throughput`` twice the rate (the max of the seconds), ``TowerQPS`` 0 (its warm-up restarted) and
+    ``Windowed`` nan (its states are its children's). They are marked so that ``Running`` refuses them."""
+    from torchmetrics.wrappers import Running
+
+    with pytest.raises(ValueError, match="full_state_update"):
+        Running(build(), window=2)
+
+
 def test_torchmetrics_tracker_and_bootstrapper_around_the_wrappers():
     """``MetricTracker`` infers ``maximize`` from the wrapped metric; ``BootStrapper`` takes float64 quantiles."""
     from torchmetrics.wrappers import BootStrapper, MetricTracker

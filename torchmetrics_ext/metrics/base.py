@@ -673,7 +673,19 @@ class GuardedMetric(Metric):
             if problems:
                 raise ValueError(f"Cannot merge into {type(self).__name__}: " + " ".join(problems))
             incoming_state = states
-        super().merge_state(incoming_state)
+        if self.full_state_update and not self.dist_sync_on_step:
+            # marked only to keep TorchMetrics' `Running` away (Throughput, TowerQPS: states that
+            # combine across ranks, not across batches); TorchMetrics' merge refuses the mark
+            if isinstance(incoming_state, Metric):
+                if not isinstance(incoming_state, type(self)):
+                    raise ValueError(
+                        f"Expected incoming state to be an instance of {type(self).__name__}, "
+                        f"got {type(incoming_state).__name__}."
+                    )
+                incoming_state = incoming_state.metric_state
+            self._reduce_states(incoming_state)
+        else:
+            super().merge_state(incoming_state)
         self._computed = None
 
     @property

@@ -52,6 +52,10 @@ class TowerQPS(TaskMetric):
         tensor(50., dtype=torch.float64)
     """
 
+    # True although `forward` is one `update` (it is overridden): TorchMetrics' `Running` would
+    # combine batches with the ranks' max of the seconds and restart the warm-up after every batch
+    # (a rate of 0), and it accepts only `full_state_update=False`
+    full_state_update = True
     is_differentiable = False
     higher_is_better = True
     plot_lower_bound = 0.0

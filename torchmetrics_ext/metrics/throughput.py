@@ -138,7 +138,10 @@ class Throughput(GuardedMetric):
         "its elapsed seconds add up within a rank but reduce with max across ranks; it has its own "
         "window (`window_seconds`, reported as window_throughput)."
     )
-    full_state_update: bool = False
+    # True although `forward` is one `update` (it is overridden): TorchMetrics' `Running` combines
+    # batches with the ranks' reductions (the max of the seconds) and resets the clock after every
+    # batch, so it must refuse this metric, and it accepts only `full_state_update=False`
+    full_state_update: bool = True
     is_differentiable: bool = False
     higher_is_better: bool = True
     plot_lower_bound: float = 0.0

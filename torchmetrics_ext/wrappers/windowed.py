@@ -335,7 +335,9 @@ class Windowed(WrapperMetric):
         tensor(0.5000, dtype=torch.float64)
     """
 
-    full_state_update: bool = False
+    # True although `forward` is one step (it is overridden): its states are its children's, so
+    # TorchMetrics' `Running` (which accepts only `full_state_update=False`) would keep none of them
+    full_state_update: bool = True
     is_differentiable: bool = False
     higher_is_better: bool | None = None  # that of the wrapped metric, per value
     # a Windowed holds no state of its own (its children do): a window of it is not defined
@@ -385,15 +387,16 @@ class Windowed(WrapperMetric):
         window_size = check_int("window_size", window_size, 1, " (samples)")
         if max_updates is not None:
             max_updates = check_int("max_updates", max_updates, 1, " (updates) or None")
+        # this package's own reason first (its metrics that refuse a window also set full_state_update)
+        unsupported = getattr(metric, "window_unsupported", None)
+        if unsupported:
+            raise ValueError(f"Windowed cannot wrap {type(metric).__name__}: {unsupported}")
         if metric.full_state_update is not False:
             raise ValueError(
                 f"Expected a metric whose batch statistics merge into its state ({type(metric).__name__} "
                 "has full_state_update set): Windowed cannot wrap it. (TorchMetrics' MaxMetric and "
                 "MinMetric set full_state_update; torchmetrics_ext.aggregation's Max and Min do not.)"
             )
-        unsupported = getattr(metric, "window_unsupported", None)
-        if unsupported:
-            raise ValueError(f"Windowed cannot wrap {type(metric).__name__}: {unsupported}")
         kinds = {n: state_kind(n, metric._reductions[n], metric._defaults[n]) for n in metric._defaults}
         if not kinds:
             raise ValueError(

@@ -2403,3 +2403,25 @@ def test_torchmetrics_tracker_and_bootstrapper_around_the_wrappers():
     boot.update(preds, target)
     low, high = boot.compute()["quantile"]
     assert 0.5 < low <= high < 1.0
+
+
+@pytest.mark.parametrize("how", ["update", "forward"])
+def test_a_ranking_batch_cut_to_the_window_keeps_what_an_update_keeps(how):
+    """A flat ranking batch larger than the window: its newest rows went into the ring with int64
+    relevance (the cut is updated trusting its inputs, so the validated bound that lets an update
+    keep int32 was never read), twice the memory of what an update of the same rows keeps. The
+    ring now holds the dtypes of an update of those rows, and the window value is sklearn's NDCG
+    over the rows it keeps (linear gain, every query whole)."""
+    preds = torch.tensor([0.9, 0.1, 0.5, 0.3, 0.8, 0.2, 0.7, 0.6, 0.4, 0.95])
+    target = torch.tensor([1, 0, 2, 0, 1, 3, 2, 1, 0, 3])
+    indexes = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 3, 3])
+    metric = Windowed(tmx.NDCG(), window_size=4)  # keeps the newest 4 rows: queries 2 and 3
+    getattr(metric, how)(preds, target, indexes=indexes)
+    alone = tmx.NDCG()
+    alone.update(preds[-4:], target[-4:], indexes=indexes[-4:])
+    ring = metric.get_extra_state()["chunks"]
+    for name in ("preds", "target", "indexes", "weights"):
+        assert [c.dtype for cs in ring[name] for c in cs] == [c.dtype for c in getattr(alone, name)], name
+    assert ring["target"][0][0].dtype == torch.int32
+    expected = skm.ndcg_score(target[-4:].view(2, 2).numpy(), preds[-4:].view(2, 2).numpy())
+    assert metric.compute()["window"].item() == pytest.approx(expected, rel=1e-12)

@@ -110,6 +110,22 @@ def _oldest(entries: tuple[Tensor, Tensor | None], n: int) -> tuple[Tensor, Tens
     return index[..., :n].reshape(-1), None if values is None else values[..., :n].reshape(-1)
 
 
+def _kept_like(cut: dict[str, list[Tensor]], whole: Mapping[str, list[Tensor]]) -> dict[str, list[Tensor]]:
+    """The chunks of a batch's newest samples in the dtypes the update of the whole batch kept.
+
+    The cut batch is updated trusting its inputs (validated whole just before), so a dtype the
+    metric chooses from what validation read (a ranking metric keeps int64 relevance below
+    ``2**31`` as int32) is left as given; the cut samples are some of the whole batch's, so its
+    dtype holds their values exactly, and the window keeps what an update of them would.
+    """
+    out = {}
+    for name, chunks in cut.items():
+        dtypes = {chunk.dtype for chunk in whole[name]}
+        dtype = dtypes.pop() if len(dtypes) == 1 else None
+        out[name] = [chunk if dtype is None or chunk.dtype == dtype else chunk.to(dtype) for chunk in chunks]
+    return out
+
+
 def _renamed(state: Any, renamed: dict[str, str]) -> Any:
     """A ring state saved before the metric renamed some states (old name -> new name), under the new names."""
     if not renamed or not isinstance(state, dict):
@@ -659,7 +675,7 @@ class Windowed(WrapperMetric):
         if size > limit:  # the window keeps the newest `limit` samples; the lifetime all of them
             full = {name: view.clone() for name, view in slot.items()}
             with self._validated_already():
-                lists = self._batch_into(slot, *self._newest(limit, args, kwargs))
+                lists = _kept_like(self._batch_into(slot, *self._newest(limit, args, kwargs)), full_lists)
             size = limit
             window_value = self._batch_value(values)
         elif values and self.dist_sync_on_step:  # every rank syncs the kept part too, cut on this rank or not

@@ -171,6 +171,24 @@ def test_distribution_bad_arguments(kwargs, match):
         Distribution(**kwargs)
 
 
+@pytest.mark.parametrize("cls", [Sum, Mean, Max, Min])
+@pytest.mark.parametrize("option", ["state_name", "fn", "default_value"])
+def test_an_option_torchmetrics_aggregators_pass_themselves_is_named_like_any_unknown_option(cls, option):
+    """``Sum(state_name=...)`` gave Python's bare "got multiple values for keyword argument" (TorchMetrics'
+    aggregators pass ``fn``, ``default_value`` and ``state_name`` themselves): now the metrics' option error,
+    naming the class and the options it takes. TorchMetrics' own options are still taken."""
+    name = cls.__name__
+    with pytest.raises(
+        ValueError,
+        match=rf"^Unexpected keyword arguments: `{option}` for {name}\. {name} takes nan_strategy, validate_args, "
+        r"and TorchMetrics' compute_on_cpu, ",
+    ):
+        cls(**{option: "x"})
+    with pytest.raises(ValueError, match=rf"`nan_stratgy` for {name} \(did you mean `nan_strategy`\?\)"):
+        cls(nan_stratgy="warn")
+    assert cls(sync_on_compute=False, compute_with_cache=False).sync_on_compute is False
+
+
 def test_nan_strategy_ignore_drops_nan():
     metric = Sum(nan_strategy="ignore")
     metric.update(torch.tensor([1.0, math.nan, 2.0]))

@@ -525,6 +525,41 @@ def test_distribution_std_below_the_precision_of_the_sums_is_nan_with_warning():
     np.testing.assert_allclose(distribution(torch.tensor(x - 1e9))["std"].item(), x.std(ddof=1), rtol=1e-14)
 
 
+@pytest.mark.parametrize("path", ["update", "device_path"])
+def test_distribution_std_warnings_name_the_dtype_of_the_states(path):
+    """After ``set_dtype(torch.float32)`` the std warnings said "float64 sums", and the cancellation
+    threshold was float64's: values 1e5 + N(0, 1) gave a std of ~3.9 (numpy: ~1.0) without a word,
+    each update's sums being rounded to float32. The warnings name float32 and the threshold is
+    float32's; a spread well above it matches numpy, and float64 states are unchanged."""
+    x = np.random.default_rng(3).normal(1e5, 1.0, size=(20, 8))
+    metric = Distribution()
+    metric.set_dtype(torch.float32)
+    with force_device_path(path == "device_path"):
+        for row in x:
+            metric.update(torch.from_numpy(row))
+    with pytest.warns(
+        UndefinedMetricWarning, match=r"below the rounding of their float32 sums \(a spread below ~2e-2 "
+    ):
+        assert math.isnan(metric.compute()["std"].item())
+    # the workaround the warning names: float64 states (the default)
+    float64 = Distribution()
+    for row in x:
+        float64.update(torch.from_numpy(row))
+    np.testing.assert_allclose(float64.compute()["std"].item(), x.std(ddof=1), rtol=1e-6)
+    # a spread well above float32's rounding: numpy's std, within float32 sums' precision
+    y = np.random.default_rng(4).normal(10.0, 3.0, size=(20, 8))
+    metric.reset()
+    for row in y:
+        metric.update(torch.from_numpy(row))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UndefinedMetricWarning)
+        np.testing.assert_allclose(metric.compute()["std"].item(), y.std(ddof=1), rtol=1e-4)
+    metric.reset()
+    metric.update(torch.tensor([1.0, 2.0, 1e20]))  # 1e20 squared overflows float32
+    with pytest.warns(UndefinedMetricWarning, match="float32 sum of squares is not finite .values whose squares"):
+        assert math.isnan(metric.compute()["std"].item())
+
+
 @pytest.mark.parametrize("offset", [1e2, 1e4])
 def test_distribution_std_with_an_offset_within_the_documented_precision(offset):
     """Relative error about 1e-16 (mean / std)^2 (documented), over many updates, against numpy."""

@@ -1665,6 +1665,57 @@ def test_set_dtype_under_inference_mode_leaves_ordinary_tensors(binned):
         np.testing.assert_allclose(values[key].item(), expected, rtol=1e-6)
 
 
+def _sum_ratio(p: np.ndarray, y: np.ndarray) -> float:
+    return float(p.sum() / y.sum())
+
+
+def _mse(p: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean((p - y) ** 2))
+
+
+_UNDER_INFERENCE = {  # metric, reference over the samples (calibration: sum of preds over sum of targets)
+    "ours": (tmx.Calibration, _sum_ratio),
+    "binned": (functools.partial(tmx.AUC, num_bins=8, bin_space="probability"), lambda p, y: skm.roc_auc_score(y, p)),
+    "torchmetrics": (MeanSquaredError, _mse),
+}
+
+
+@pytest.mark.parametrize("kind", list(_UNDER_INFERENCE))
+@pytest.mark.parametrize("how", ["move", "merge", "merge-dict", "load"])
+def test_moves_merges_and_loads_under_inference_mode_leave_ordinary_tensors(kind, how):
+    """Bug: a device move (``_apply``, here a copy of every tensor as a move to an accelerator makes),
+    ``merge_state`` or ``load_state_dict`` (of a ``state_dict`` taken) under ``torch.inference_mode()``
+    left inference tensors in the ring, the lifetime or the window, so the next update outside it raised
+    "Inplace update to inference tensor outside InferenceMode" (a plain TorchMetrics metric keeps
+    working). Reference: the metric's formula over the samples each value holds, in numpy (binned
+    AUC: sklearn's, every score in its own bin of eight)."""
+    factory, reference = _UNDER_INFERENCE[kind]
+    preds = np.array([0.1, 0.6, 0.3, 0.9, 0.2, 0.8, 0.45, 0.7])  # one per bin of 8
+    target = np.array([0, 1, 1, 0, 0, 1, 0, 1])
+    b = [(torch.tensor(preds[i : i + 2]), torch.tensor(target[i : i + 2])) for i in range(0, 8, 2)]
+    if kind == "torchmetrics":
+        b = [(p, y.double()) for p, y in b]
+    metric, other = Windowed(factory(), 4), Windowed(factory(), 4)  # the window: the newest two updates
+    metric.update(*b[0])
+    other.update(*b[1])
+    with torch.inference_mode():
+        if how == "move":
+            metric._apply(torch.clone)
+        elif how == "merge":
+            metric.merge_state(other)
+        elif how == "merge-dict":
+            metric.merge_state(other.lifetime.metric_state)
+        else:
+            metric.load_state_dict(other.state_dict())
+        metric.update(*b[2])
+    metric.update(*b[3])  # in place into the states and the ring: raised
+    lifetime = {"move": [0, 2, 3], "merge": [0, 1, 2, 3], "merge-dict": [0, 1, 2, 3], "load": [1, 2, 3]}[how]
+    rows = np.concatenate([np.arange(2 * i, 2 * i + 2) for i in lifetime])
+    values = metric.compute()
+    np.testing.assert_allclose(values["lifetime"].item(), reference(preds[rows], target[rows]), rtol=1e-6)
+    np.testing.assert_allclose(values["window"].item(), reference(preds[4:], target[4:]), rtol=1e-6)
+
+
 # ----------------------------------------------------------------------------- collections, merging, checkpoints
 
 

@@ -171,6 +171,24 @@ def test_distribution_bad_arguments(kwargs, match):
         Distribution(**kwargs)
 
 
+@pytest.mark.parametrize("cls", [Sum, Mean, Max, Min])
+@pytest.mark.parametrize("option", ["state_name", "fn", "default_value"])
+def test_an_option_torchmetrics_aggregators_pass_themselves_is_named_like_any_unknown_option(cls, option):
+    """``Sum(state_name=...)`` gave Python's bare "got multiple values for keyword argument" (TorchMetrics'
+    aggregators pass ``fn``, ``default_value`` and ``state_name`` themselves): now the metrics' option error,
+    naming the class and the options it takes. TorchMetrics' own options are still taken."""
+    name = cls.__name__
+    with pytest.raises(
+        ValueError,
+        match=rf"^Unexpected keyword arguments: `{option}` for {name}\. {name} takes nan_strategy, validate_args, "
+        r"and TorchMetrics' compute_on_cpu, ",
+    ):
+        cls(**{option: "x"})
+    with pytest.raises(ValueError, match=rf"`nan_stratgy` for {name} \(did you mean `nan_strategy`\?\)"):
+        cls(nan_stratgy="warn")
+    assert cls(sync_on_compute=False, compute_with_cache=False).sync_on_compute is False
+
+
 def test_nan_strategy_ignore_drops_nan():
     metric = Sum(nan_strategy="ignore")
     metric.update(torch.tensor([1.0, math.nan, 2.0]))
@@ -505,6 +523,41 @@ def test_distribution_std_below_the_precision_of_the_sums_is_nan_with_warning():
     assert stats["mean"].item() == x.mean()
     # the documented workaround: subtract a common offset
     np.testing.assert_allclose(distribution(torch.tensor(x - 1e9))["std"].item(), x.std(ddof=1), rtol=1e-14)
+
+
+@pytest.mark.parametrize("path", ["update", "device_path"])
+def test_distribution_std_warnings_name_the_dtype_of_the_states(path):
+    """After ``set_dtype(torch.float32)`` the std warnings said "float64 sums", and the cancellation
+    threshold was float64's: values 1e5 + N(0, 1) gave a std of ~3.9 (numpy: ~1.0) without a word,
+    each update's sums being rounded to float32. The warnings name float32 and the threshold is
+    float32's; a spread well above it matches numpy, and float64 states are unchanged."""
+    x = np.random.default_rng(3).normal(1e5, 1.0, size=(20, 8))
+    metric = Distribution()
+    metric.set_dtype(torch.float32)
+    with force_device_path(path == "device_path"):
+        for row in x:
+            metric.update(torch.from_numpy(row))
+    with pytest.warns(
+        UndefinedMetricWarning, match=r"below the rounding of their float32 sums \(a spread below ~2e-2 "
+    ):
+        assert math.isnan(metric.compute()["std"].item())
+    # the workaround the warning names: float64 states (the default)
+    float64 = Distribution()
+    for row in x:
+        float64.update(torch.from_numpy(row))
+    np.testing.assert_allclose(float64.compute()["std"].item(), x.std(ddof=1), rtol=1e-6)
+    # a spread well above float32's rounding: numpy's std, within float32 sums' precision
+    y = np.random.default_rng(4).normal(10.0, 3.0, size=(20, 8))
+    metric.reset()
+    for row in y:
+        metric.update(torch.from_numpy(row))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UndefinedMetricWarning)
+        np.testing.assert_allclose(metric.compute()["std"].item(), y.std(ddof=1), rtol=1e-4)
+    metric.reset()
+    metric.update(torch.tensor([1.0, 2.0, 1e20]))  # 1e20 squared overflows float32
+    with pytest.warns(UndefinedMetricWarning, match="float32 sum of squares is not finite .values whose squares"):
+        assert math.isnan(metric.compute()["std"].item())
 
 
 @pytest.mark.parametrize("offset", [1e2, 1e4])

@@ -532,6 +532,37 @@ def test_values_follow_a_record_added_and_another_removed():
     assert result.values["ctr/t/g=d"] == 0.5
 
 
+def test_values_costs_no_pass_over_the_records_per_access():
+    """Each ``values`` access built a tuple of every record and compared it with the cached one: O(records) per
+    lookup, so ``result.values[key]`` over every key was quadratic again. The records (whatever list type the
+    field holds, here with its iteration counted) are walked once per change of the list, never per access;
+    changes are still seen. Reference: the records' own values, read here."""
+    p, y, g = np.array([0.1, 0.8, 0.4, 0.7]), np.array([0, 1, 0, 1]), np.array(["a", "a", "b", "c"])
+    result = evaluate(pa.table({"p": p, "y": y, "g": g}), {"t": ("p", "y")}, ["ctr"], by=["g"])
+    walks = []
+
+    class Counted(type(result.records)):  # the field's own list type, its iteration counted
+        def __iter__(self):
+            walks.append(1)
+            return super().__iter__()
+
+    result.records = Counted(result.records)
+    for _ in range(50):
+        assert result.values["ctr/t/g=b"] == 0.0
+    assert len(walks) <= 1  # built once: 50 before
+    result.records.append({**result.records[-1], "g": "d", "segment": "g=d", "ctr": 0.25})
+    for _ in range(50):
+        assert result.values["ctr/t/g=d"] == 0.25
+    assert len(walks) <= 2
+    del result.records[1]  # g=a
+    assert set(result.values) == {"ctr/t", "ctr/t/g=b", "ctr/t/g=c", "ctr/t/g=d"}
+    # a plain list assigned is the records (equal, and its later changes through the field are seen)
+    result.records = [r for r in result.records if r["segment"] != "g=c"]
+    assert [r["segment"] for r in result.records] == ["all", "g=b", "g=d"]
+    result.records.insert(1, {**result.records[1], "g": "e", "segment": "g=e", "ctr": 1.0})
+    assert result.values == {"ctr/t": y.mean(), "ctr/t/g=e": 1.0, "ctr/t/g=b": 0.0, "ctr/t/g=d": 0.25}
+
+
 def test_ranking_names_share_one_sort_but_equal_their_own_classes(dataset, frame):
     """ndcg@10, recall@5 and mrr (whole list) come from one RankingMetrics; each equals its registry class."""
     import torch

@@ -293,6 +293,32 @@ def test_one_label_array_per_label_name_are_the_tasks_columns():
         ranking_compute_metrics(ks=(1,))(EvalPrediction(predictions=logits, label_ids=(y[:, 0], y[:, 1])))
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["whole", "batch_eval_metrics"])
+def test_a_nan_relevance_label_is_an_error_not_padding(batched):
+    """A NaN in a relevance matrix was read as padding (``NaN >= 0`` is False, the test that drops the
+    Trainer's -100) and the query scored without that candidate. Padding is a negative label or a score
+    equal to ``padding_value``; a NaN label is real data gone wrong: a ValueError naming ``label_ids``.
+    Reference for the valid labels: scikit-learn's ``ndcg_score``."""
+    from sklearn.metrics import ndcg_score
+    from transformers import EvalPrediction
+
+    compute_metrics = ranking_compute_metrics(ks=(None,), metrics=("ndcg",))
+    scores = np.array([[0.9, 0.3, 0.5], [0.1, 0.8, 0.2]])
+    relevance = np.array([[1.0, 2.0, 0.0], [0.0, 1.0, 3.0]])
+    broken = relevance.copy()
+    broken[0, 1] = np.nan
+    kwargs = {"compute_result": False} if batched else {}
+    with pytest.raises(ValueError, match=r"^Expected `label_ids` .*NaN.* NaN is no padding marker: .*-100"):
+        compute_metrics(EvalPrediction(predictions=scores, label_ids=broken), **kwargs)
+    if batched:
+        compute_metrics(EvalPrediction(predictions=scores[:1], label_ids=relevance[:1]), compute_result=False)
+        kwargs = {"compute_result": True}
+        values = compute_metrics(EvalPrediction(predictions=scores[1:], label_ids=relevance[1:]), **kwargs)
+    else:
+        values = compute_metrics(EvalPrediction(predictions=scores, label_ids=relevance))
+    assert values["NDCG"] == pytest.approx(ndcg_score(relevance, scores), rel=1e-12)
+
+
 def test_a_label_indexing_a_padded_candidate_is_an_error():
     from transformers import EvalPrediction
 

@@ -1720,28 +1720,39 @@ _INFERENCE_EXTRA = {
 _TIMED = ("Throughput", "TowerQPS")  # values depend on the clock: checked to run, not compared
 
 
-@pytest.mark.parametrize("step", ["reset", "compute-reset", "forward"])
+@pytest.mark.parametrize("step", ["reset", "compute-reset", "forward", "move", "merge", "load"])
 @pytest.mark.parametrize("name", sorted({**_EVERY_METRIC, **_INFERENCE_EXTRA}))
 def test_reset_or_forward_under_inference_mode_leaves_ordinary_states(name, step):
-    """A ``reset()`` (after a ``compute()``) or a ``forward`` under ``torch.inference_mode()`` (Lightning's
-    validation and sanity-check hooks) leaves ordinary tensors: the next ``update`` outside inference mode
-    raised "Inplace update to inference tensor outside InferenceMode". Values equal a run without inference mode."""
+    """A ``reset()`` (after a ``compute()``), a ``forward``, a device move (``_apply``: here a copy of every
+    tensor, as a move to an accelerator makes), a ``merge_state`` or a ``load_state_dict`` under
+    ``torch.inference_mode()`` (Lightning's validation and sanity-check hooks) leaves ordinary tensors: the
+    next ``update`` outside inference mode raised "Inplace update to inference tensor outside InferenceMode".
+    Values equal a run without inference mode."""
     from torchmetrics import Metric
 
     factory, batch = {**_EVERY_METRIC, **_INFERENCE_EXTRA}[name]
-    metric, reference = factory(), factory()
+    metric, reference, other = factory(), factory(), factory()
+    for m in (metric, other):
+        m.persistent(True)  # a load reads the states
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         metric.update(**batch)
+        other.update(**batch)
         with torch.inference_mode():
             if step == "forward":
                 metric(**batch)
+            elif step == "move":
+                metric._apply(torch.clone)
+            elif step == "merge":
+                metric.merge_state(other)
+            elif step == "load":
+                metric.load_state_dict(other.state_dict())
             else:
                 if step == "compute-reset":
                     metric.compute()
                 metric.reset()
         metric.update(**batch)
-        for _ in range(3 if step == "forward" else 1):
+        for _ in range({"forward": 3, "merge": 3, "move": 2, "load": 2}.get(step, 1)):
             reference.update(**batch)
         states = [value for m in metric.modules() if isinstance(m, Metric) for value in m.metric_state.values()]
         assert not any(torch.is_tensor(value) and value.is_inference() for value in states)

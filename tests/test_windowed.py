@@ -1665,6 +1665,57 @@ def test_set_dtype_under_inference_mode_leaves_ordinary_tensors(binned):
         np.testing.assert_allclose(values[key].item(), expected, rtol=1e-6)
 
 
+def _sum_ratio(p: np.ndarray, y: np.ndarray) -> float:
+    return float(p.sum() / y.sum())
+
+
+def _mse(p: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean((p - y) ** 2))
+
+
+_UNDER_INFERENCE = {  # metric, reference over the samples (calibration: sum of preds over sum of targets)
+    "ours": (tmx.Calibration, _sum_ratio),
+    "binned": (functools.partial(tmx.AUC, num_bins=8, bin_space="probability"), lambda p, y: skm.roc_auc_score(y, p)),
+    "torchmetrics": (MeanSquaredError, _mse),
+}
+
+
+@pytest.mark.parametrize("kind", list(_UNDER_INFERENCE))
+@pytest.mark.parametrize("how", ["move", "merge", "merge-dict", "load"])
+def test_moves_merges_and_loads_under_inference_mode_leave_ordinary_tensors(kind, how):
+    """Bug: a device move (``_apply``, here a copy of every tensor as a move to an accelerator makes),
+    ``merge_state`` or ``load_state_dict`` (of a ``state_dict`` taken) under ``torch.inference_mode()``
+    left inference tensors in the ring, the lifetime or the window, so the next update outside it raised
+    "Inplace update to inference tensor outside InferenceMode" (a plain TorchMetrics metric keeps
+    working). Reference: the metric's formula over the samples each value holds, in numpy (binned
+    AUC: sklearn's, every score in its own bin of eight)."""
+    factory, reference = _UNDER_INFERENCE[kind]
+    preds = np.array([0.1, 0.6, 0.3, 0.9, 0.2, 0.8, 0.45, 0.7])  # one per bin of 8
+    target = np.array([0, 1, 1, 0, 0, 1, 0, 1])
+    b = [(torch.tensor(preds[i : i + 2]), torch.tensor(target[i : i + 2])) for i in range(0, 8, 2)]
+    if kind == "torchmetrics":
+        b = [(p, y.double()) for p, y in b]
+    metric, other = Windowed(factory(), 4), Windowed(factory(), 4)  # the window: the newest two updates
+    metric.update(*b[0])
+    other.update(*b[1])
+    with torch.inference_mode():
+        if how == "move":
+            metric._apply(torch.clone)
+        elif how == "merge":
+            metric.merge_state(other)
+        elif how == "merge-dict":
+            metric.merge_state(other.lifetime.metric_state)
+        else:
+            metric.load_state_dict(other.state_dict())
+        metric.update(*b[2])
+    metric.update(*b[3])  # in place into the states and the ring: raised
+    lifetime = {"move": [0, 2, 3], "merge": [0, 1, 2, 3], "merge-dict": [0, 1, 2, 3], "load": [1, 2, 3]}[how]
+    rows = np.concatenate([np.arange(2 * i, 2 * i + 2) for i in lifetime])
+    values = metric.compute()
+    np.testing.assert_allclose(values["lifetime"].item(), reference(preds[rows], target[rows]), rtol=1e-6)
+    np.testing.assert_allclose(values["window"].item(), reference(preds[4:], target[4:]), rtol=1e-6)
+
+
 # ----------------------------------------------------------------------------- collections, merging, checkpoints
 
 
@@ -2422,3 +2473,25 @@ def test_torchmetrics_tracker_and_bootstrapper_around_the_wrappers():
     boot.update(preds, target)
     low, high = boot.compute()["quantile"]
     assert 0.5 < low <= high < 1.0
+
+
+@pytest.mark.parametrize("how", ["update", "forward"])
+def test_a_ranking_batch_cut_to_the_window_keeps_what_an_update_keeps(how):
+    """A flat ranking batch larger than the window: its newest rows went into the ring with int64
+    relevance (the cut is updated trusting its inputs, so the validated bound that lets an update
+    keep int32 was never read), twice the memory of what an update of the same rows keeps. The
+    ring now holds the dtypes of an update of those rows, and the window value is sklearn's NDCG
+    over the rows it keeps (linear gain, every query whole)."""
+    preds = torch.tensor([0.9, 0.1, 0.5, 0.3, 0.8, 0.2, 0.7, 0.6, 0.4, 0.95])
+    target = torch.tensor([1, 0, 2, 0, 1, 3, 2, 1, 0, 3])
+    indexes = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 3, 3])
+    metric = Windowed(tmx.NDCG(), window_size=4)  # keeps the newest 4 rows: queries 2 and 3
+    getattr(metric, how)(preds, target, indexes=indexes)
+    alone = tmx.NDCG()
+    alone.update(preds[-4:], target[-4:], indexes=indexes[-4:])
+    ring = metric.get_extra_state()["chunks"]
+    for name in ("preds", "target", "indexes", "weights"):
+        assert [c.dtype for cs in ring[name] for c in cs] == [c.dtype for c in getattr(alone, name)], name
+    assert ring["target"][0][0].dtype == torch.int32
+    expected = skm.ndcg_score(target[-4:].view(2, 2).numpy(), preds[-4:].view(2, 2).numpy())
+    assert metric.compute()["window"].item() == pytest.approx(expected, rel=1e-12)

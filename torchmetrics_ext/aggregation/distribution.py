@@ -90,13 +90,14 @@ class Distribution(AggregationMetric[SketchBatch]):
         not with the run's length). A checkpoint written before the compensations or the scaled
         sums were kept loads them as zeros (the error it had collected stays). No value: every
         output ``nan``; one value, or a spread below ~1e-6 of the mean: ``std`` is ``nan`` (each
-        with an ``UndefinedMetricWarning``). Range: any finite magnitude. A batch whose largest
-        magnitude is below :math:`2^{-485}` (about 1.0e-146) or above :math:`2^{485}` (about
-        1.0e146) adds the sums of its values times :math:`2^{600}` or :math:`2^{-600}` to
-        ``scaled_sums``, where their squares neither underflow nor overflow (plain float64 squares
-        do below ~1e-154 and above ~1e154); ``compute`` joins the three scales exactly (powers of
-        two), so the mean and std of 1e-200- or 1e306-sized values are as accurate as those of
-        values near 1.
+        with an ``UndefinedMetricWarning``; states cast to float32 with ``set_dtype`` round each
+        update's sums to float32: ``nan`` below ~2e-2 of the mean, and the warning names float32).
+        Range: any finite magnitude. A batch whose largest magnitude is below :math:`2^{-485}` (about
+        1.0e-146) or above :math:`2^{485}` (about 1.0e146) adds the sums of its values times
+        :math:`2^{600}` or :math:`2^{-600}` to ``scaled_sums``, where their squares neither underflow
+        nor overflow (plain float64 squares do below ~1e-154 and above ~1e154); ``compute`` joins the
+        three scales exactly (powers of two), so the mean and std of 1e-200- or 1e306-sized values are
+        as accurate as those of values near 1.
 
     Example:
         >>> import torch

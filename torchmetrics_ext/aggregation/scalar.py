@@ -34,7 +34,7 @@ from torchmetrics.utilities import rank_zero_warn
 
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.checks import as_values, check_numbers, exact_sum
-from torchmetrics_ext.metrics.base import one_task
+from torchmetrics_ext.metrics.base import TORCHMETRICS_OPTIONS, one_task, unexpected_options
 from torchmetrics_ext.utilities.checks import Bounds, checked_bounds, observed_range
 from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
 
@@ -77,7 +77,15 @@ class _ValueAggregation(AggregationMetric[S]):
     _refused_options: ClassVar[tuple[str, ...]] = ("num_tasks", "state_name")
 
     def __init__(self, nan_strategy: NanStrategy = "error", *, validate_args: bool = True, **kwargs: Any) -> None:
-        super().__init__(one_task(self, kwargs), validate_args=validate_args, nan_strategy=nan_strategy, **kwargs)
+        num_tasks = one_task(self, kwargs)
+        # TorchMetrics' aggregators pass `fn`, `default_value` and `state_name` themselves: one of
+        # them given here is an unknown option (not Python's "got multiple values"), told as the
+        # metrics tell any other
+        unknown = [name for name in kwargs if name not in TORCHMETRICS_OPTIONS]
+        if unknown:
+            given = ", ".join(f"`{name}`" for name in unknown)
+            raise unexpected_options(type(self), ValueError(f"Unexpected keyword arguments: {given}"))
+        super().__init__(num_tasks, validate_args=validate_args, nan_strategy=nan_strategy, **kwargs)
         self.set_dtype(torch.float64)
 
     def _prepare(

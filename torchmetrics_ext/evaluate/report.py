@@ -83,6 +83,46 @@ def check_output_path(path: str) -> None:
         raise ValueError(f"Cannot write {path!r}: directory {parent!r} is not writable.")
 
 
+def _counting(method: Any) -> Any:
+    """``list.<method>`` that counts the change on the list (:class:`_Records`)."""
+
+    def counted(self: _Records, *args: Any, **kwargs: Any) -> Any:
+        self.changes += 1
+        return method(self, *args, **kwargs)
+
+    counted.__name__ = method.__name__
+    counted.__doc__ = method.__doc__
+    return counted
+
+
+class _Records(list[dict[str, Any]]):
+    """A list that counts its changes: ``EvaluationResult.values`` sees them in O(1) per access.
+
+    Every ``list`` method that changes the list (an item added, removed, replaced, reordered) adds
+    one to :attr:`changes`; a record (dict) edited in place is no change of the list.
+    """
+
+    changes = 0
+
+
+for _name in (
+    "__setitem__",
+    "__delitem__",
+    "__iadd__",
+    "__imul__",
+    "append",
+    "extend",
+    "insert",
+    "pop",
+    "remove",
+    "clear",
+    "sort",
+    "reverse",
+):
+    setattr(_Records, _name, _counting(getattr(list, _name)))
+del _name
+
+
 @dataclass
 class EvaluationResult:
     """Values of every metric for every task, overall and per segment.
@@ -126,33 +166,40 @@ class EvaluationResult:
         quoted (``g='None'``, ``page='/home'``; see :func:`segment_text`), so every key is its own.
 
         Built on first access and kept: ``result.values[key]`` in a loop over the keys costs one
-        lookup each (it was rebuilt on every access, quadratic in the number of segments). It is
-        built again after a field is reassigned (``result.records = ...``) or the list of records
-        changes (a record added, removed or replaced, even at the same length); a record edited in
-        place is not seen by it (edit through a new list, ``result.records = [...]``). The same
-        dict is returned each time: copy it to change it.
+        lookup each, whatever the number of records (it was rebuilt, then compared record by
+        record, on every access). It is built again after a field is reassigned
+        (``result.records = ...``) or the list of records changes (a record added, removed or
+        replaced, even at the same length: the list counts its changes); a record edited in place
+        is not seen by it (edit through a new list, ``result.records = [...]``). The same dict is
+        returned each time: copy it to change it.
         """
-        # the records themselves, not their ids or count: an added and a removed record leave the
-        # length as it was, and a freed record's id may be taken by a new one (kept alive here, none
-        # is); tuple == compares by identity first, so an unchanged list costs one pass in C
+        records = self.records
+        # the list object and its count of changes (see _Records): an added and a removed record
+        # leave the length as it was; the list itself is kept in the cache, so its id is never reused
         state = (
-            tuple(self.records),
+            records.changes if isinstance(records, _Records) else None,
             self.metrics,
             self.by,
             tuple(self.by_types.items()),
             tuple(self.label_types.items()),
         )
         cached = self.__dict__.get("_values")
-        if cached is None or cached[0] != state:
+        if cached is None or cached[0] is not records or cached[1] != state or not isinstance(records, _Records):
             types = {**self.by_types, **self.label_types}
             out: dict[str, float] = {}
-            for record in state[0]:
+            for record in records:
                 suffix = "" if record["segment"] == OVERALL else segment_text(self.by, record, "/", types)
                 for metric in self.metrics:
                     out[f"{metric}/{record['task']}{suffix}"] = record[metric]
-            cached = (state, out)
+            cached = (records, state, out)
             self.__dict__["_values"] = cached  # not a field: ==, repr and asdict ignore it
-        return cached[1]
+        return cached[2]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Fields as set; ``records`` kept as a list that counts its changes (a copy of the list given)."""
+        if name == "records" and not isinstance(value, _Records):
+            value = _Records(value)
+        super().__setattr__(name, value)
 
     def to_arrow(self) -> pa.Table:
         """The records as a ``pyarrow.Table`` (one row per segment and task).

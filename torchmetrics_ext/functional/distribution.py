@@ -322,10 +322,16 @@ def _sketch_quantiles(
     return [lo + (h - r) * (hi - lo) for h, r, lo, hi in zip(positions, lows, est[:k], est[k:], strict=True)]
 
 
-# Below this fraction of the sum of squares, sum x^2 - n mean^2 is rounding noise of the float64
-# sums (~1e-16 of them: the compensated sums carry one rounding, a few more once summed across
-# ranks): a spread below ~2^-20 ~ 1e-6 of the mean.
-_CANCELLED = 2.0**-40
+# Below this many roundings of the sum of squares, sum x^2 - n mean^2 is rounding noise of the sums
+# (float64: 2^-40 of them, ~1e-12; the compensated sums carry one rounding, a few more once summed
+# across ranks): a spread below ~2^-20 ~ 1e-6 of the mean. States cast to another dtype (set_dtype)
+# round each update's sums to it: float32 sums are noise below 2^-11 of them, a spread below ~2e-2.
+_CANCELLED_ROUNDINGS = 2.0**12
+
+
+def _cancelled(dtype: torch.dtype) -> float:
+    """The fraction of the sum of squares below which ``sum x^2 - n mean^2`` is rounding noise of sums in ``dtype``."""
+    return _CANCELLED_ROUNDINGS * torch.finfo(dtype).eps
 
 
 def _times_power_of_two(x: float, exponent: int) -> float:
@@ -378,16 +384,21 @@ def _exact_mean(n: float, s1: float, bands: Sequence[float]) -> float | None:
         return math.copysign(math.inf, exact)
 
 
-def _sample_std(n: float, s1: float, s2: float, mean: float, lo: float, hi: float, metric: str) -> float:
+def _sample_std(
+    n: float, s1: float, s2: float, mean: float, lo: float, hi: float, metric: str, dtype: torch.dtype = torch.float64
+) -> float:
     r"""``ddof=1`` std from the sums, or ``nan`` with a warning where they cannot tell it (one value, rounding noise).
 
     Any common power-of-two scale of the values (``s1``, ``mean``, ``lo``, ``hi`` times
     :math:`2^{-E}`, ``s2`` times :math:`2^{-2E}`) gives the std at that scale.
     Equal min and max give exactly 0. Otherwise :math:`\sum x^2 - n\bar x^2` cancels when the
     mean is far from 0 relative to the spread (relative error about :math:`10^{-16}
-    (\bar x/s)^2`); below ``_CANCELLED`` of the sum of squares it is noise, so ``nan``. A value
+    (\bar x/s)^2`); below :func:`_cancelled` of the sum of squares it is noise, so ``nan``. A value
     that survives is capped by Popoviciu's bound :math:`s \le \frac{\max - \min}{2}\sqrt{n/(n-1)}`.
+    ``dtype`` is that of the states the sums were kept in (float64, unless cast with ``set_dtype``):
+    their rounding sets the threshold, and the warnings name it.
     """
+    kept = str(dtype).removeprefix("torch.")
     if n < 2:
         warn_undefined(torch.ones(1, dtype=torch.bool), metric, "the standard deviation of a single value (ddof=1)")
         return math.nan
@@ -397,18 +408,22 @@ def _sample_std(n: float, s1: float, s2: float, mean: float, lo: float, hi: floa
         warn_undefined(
             torch.ones(1, dtype=torch.bool),
             metric,
-            "the standard deviation of values whose float64 sum of squares is not finite (NaN/inf values "
-            "given with validate_args=False, or states saved by an earlier version whose sum of squares "
-            "overflowed)",
+            f"the standard deviation of values whose {kept} sum of squares is not finite ("
+            + ("" if dtype == torch.float64 else f"values whose squares overflow {kept}, ")
+            + "NaN/inf values given with validate_args=False, or states saved by an earlier version whose sum of "
+            "squares overflowed)",
         )
         return math.nan
     spread = s2 - s1 * mean
-    if spread <= _CANCELLED * s2:
+    cancelled = _cancelled(dtype)
+    if spread <= cancelled * s2:
+        relative = f"{math.sqrt(cancelled):.0e}".replace("e-0", "e-")  # of the spread to the mean: 1e-6 (float64)
         warn_undefined(
             torch.ones(1, dtype=torch.bool),
             metric,
-            "the standard deviation of values whose spread is below the rounding of their float64 sums "
-            "(a spread below ~1e-6 of their mean: subtract a common offset from the values)",
+            f"the standard deviation of values whose spread is below the rounding of their {kept} sums "
+            f"(a spread below ~{relative} of their mean: subtract a common offset from the values"
+            + (")" if dtype == torch.float64 else ", or keep the states in float64)"),
         )
         return math.nan
     return min(math.sqrt(spread / (n - 1)), (hi - lo) / 2 * math.sqrt(n / (n - 1)))
@@ -456,7 +471,7 @@ def _distribution_compute(
         t1, t2 = _scaled_moments(exponent, s1, s2, bands)
         scaled_mean = t1 / n
         lo_t, hi_t = math.ldexp(lo, -exponent), math.ldexp(hi, -exponent)
-        std = _sample_std(n, t1, t2, scaled_mean, lo_t, hi_t, metric)
+        std = _sample_std(n, t1, t2, scaled_mean, lo_t, hi_t, metric, total_sq.dtype)
         mean, std = _times_power_of_two(scaled_mean, exponent), _times_power_of_two(std, exponent)
         exact_mean = _exact_mean(n, s1, bands)
         mean = mean if exact_mean is None else exact_mean

@@ -359,7 +359,9 @@ class _Ranking(HFComputeMetrics):
         # array next to one-candidate-wide (q, 1) scores is relevance (0 or 1), not an index
         if labels.shape == predictions.shape:
             relevance = labels
-            mask &= relevance >= 0  # the Trainer pads labels of different widths with -100
+            # the Trainer pads labels of different widths with -100: negative relevance marks padding.
+            # NaN is no padding (`>= 0` is False for it): kept, so that validation rejects it
+            mask &= ~(relevance < 0)
             relevance = relevance.clamp(min=0)
         elif labels.shape == (q,) or labels.shape == (q, 1):
             index = labels.reshape(q).to(torch.int64)
@@ -388,6 +390,11 @@ class _Ranking(HFComputeMetrics):
             self.metric.update(predictions, relevance, mask=mask)
         except (TypeError, ValueError) as error:  # named as the user passed them, not as update's arguments
             text = str(error).replace("`preds`", "`predictions`").replace("`target`", "`label_ids`")
+            if "`label_ids`" in text and "NaN" in text:  # NaN relevance: real data, not padding
+                text += (
+                    " NaN is no padding marker: a padded slot has a negative label (the Trainer's -100) or a "
+                    "score equal to `padding_value`."
+                )
             raise type(error)(text) from None
 
     def compute(self) -> dict[str, float]:
@@ -415,7 +422,8 @@ def ranking_compute_metrics(
     padded slot (the Trainer itself pads batches of different widths with ``-100`` when it
     concatenates them, hence the default ``(-10, -100)``). Labels are either the index of the
     relevant candidate, ``(queries,)`` (or ``(queries, 1)``), or a relevance matrix of the scores'
-    shape (``-100``, the Trainer's label padding, marks padded slots too). Labels of the scores'
+    shape (``-100``, the Trainer's label padding, or any negative label marks padded slots too; a
+    NaN label is an error, not padding). Labels of the scores'
     shape are always a relevance matrix: with one-candidate-wide scores ``(queries, 1)`` (a batch
     padded to its own longest list, in ``batch_eval_metrics=True`` mode) ``(queries, 1)`` labels are
     relevance (``0``: not relevant), so give index labels as ``(queries,)``.
@@ -438,7 +446,8 @@ def ranking_compute_metrics(
         only per-request sums between batches.
 
     Raises:
-        ValueError: bad arguments, or (when called) scores that are not 2-D or labels of another shape.
+        ValueError: bad arguments, or (when called) scores that are not 2-D, labels of another shape,
+            or NaN relevance (a label is padding when negative, never when NaN).
 
     Example:
         >>> import numpy as np

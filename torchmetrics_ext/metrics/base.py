@@ -482,6 +482,7 @@ class GuardedMetric(Metric):
         with torch.inference_mode(False):
             return super().set_dtype(dst_type)
 
+    @torch.inference_mode(False)  # states moved under inference mode stay ordinary tensors (see add_state)
     def _apply(self, fn: Callable, exclude_state: Sequence[str] = "") -> Module:
         """TorchMetrics' ``_apply`` with any dtype cast left out unless it comes from ``set_dtype``.
 
@@ -489,7 +490,8 @@ class GuardedMetric(Metric):
         outside ``set_dtype`` only its device move reaches the states, the cached values and the
         submodules (see :func:`move_only`), and ``metric.dtype`` stays (TorchMetrics resets it to
         float32 on any ``.to``). A default kept as one element (see :meth:`add_state`) is moved or
-        cast as that element.
+        cast as that element. The moved states are ordinary tensors under ``torch.inference_mode()``
+        too: a later update outside it writes into them in place.
         """
         defaults = self._defaults
         compact = {n: d for n, d in defaults.items() if isinstance(d, Tensor) and _is_one_element(d)}
@@ -661,6 +663,9 @@ class GuardedMetric(Metric):
                 metric's tasks (a dict of an exact mode's states records no ``num_tasks``: rows of
                 another ``num_tasks`` that divide evenly are only told apart when the metric
                 itself is merged); nothing changes.
+
+        Under ``torch.inference_mode()`` the merged states are ordinary tensors (as after
+        ``reset``): a later update outside it writes into them in place.
         """
         if isinstance(incoming_state, GuardedMetric) and type(incoming_state) is type(self):
             theirs, ours = incoming_state._checkpoint_settings(), self._checkpoint_settings()
@@ -673,19 +678,20 @@ class GuardedMetric(Metric):
             if problems:
                 raise ValueError(f"Cannot merge into {type(self).__name__}: " + " ".join(problems))
             incoming_state = states
-        if self.full_state_update and not self.dist_sync_on_step:
-            # marked only to keep TorchMetrics' `Running` away (Throughput, TowerQPS: states that
-            # combine across ranks, not across batches); TorchMetrics' merge refuses the mark
-            if isinstance(incoming_state, Metric):
-                if not isinstance(incoming_state, type(self)):
-                    raise ValueError(
-                        f"Expected incoming state to be an instance of {type(self).__name__}, "
-                        f"got {type(incoming_state).__name__}."
-                    )
-                incoming_state = incoming_state.metric_state
-            self._reduce_states(incoming_state)
-        else:
-            super().merge_state(incoming_state)
+        with torch.inference_mode(False):  # the merged states are ordinary tensors, under inference mode too
+            if self.full_state_update and not self.dist_sync_on_step:
+                # marked only to keep TorchMetrics' `Running` away (Throughput, TowerQPS: states that
+                # combine across ranks, not across batches); TorchMetrics' merge refuses the mark
+                if isinstance(incoming_state, Metric):
+                    if not isinstance(incoming_state, type(self)):
+                        raise ValueError(
+                            f"Expected incoming state to be an instance of {type(self).__name__}, "
+                            f"got {type(incoming_state).__name__}."
+                        )
+                    incoming_state = incoming_state.metric_state
+                self._reduce_states(incoming_state)
+            else:
+                super().merge_state(incoming_state)
         self._computed = None
 
     @property
@@ -788,13 +794,15 @@ class GuardedMetric(Metric):
         # would then write into the checkpoint and into every metric loaded from it, e.g. the
         # metric whose `state_dict()` it is. Each state is loaded as its own copy, on this
         # metric's device (as nn.Module copies a checkpoint into its parameters).
+        # The copies are ordinary tensors under inference mode too (a later update writes into them).
         device = self.device
-        for name in self._defaults:
-            value = state_dict.get(prefix + name)
-            if isinstance(value, Tensor):
-                state_dict[prefix + name] = value.to(device, copy=True)
-            elif isinstance(value, list):
-                state_dict[prefix + name] = [v.to(device, copy=True) for v in value]
+        with torch.inference_mode(False):
+            for name in self._defaults:
+                value = state_dict.get(prefix + name)
+                if isinstance(value, Tensor):
+                    state_dict[prefix + name] = value.to(device, copy=True)
+                elif isinstance(value, list):
+                    state_dict[prefix + name] = [v.to(device, copy=True) for v in value]
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
@@ -1202,6 +1210,7 @@ class TaskMetric(GuardedMetric):
         """One list state's chunks joined into one tensor (:func:`~torchmetrics_ext.utilities.chunks.join_chunks`)."""
         return join_chunks(chunks)
 
+    @torch.inference_mode(False)  # ordinary tensors under inference mode too (see GuardedMetric._apply)
     def _apply(self, fn: Callable, exclude_state: Sequence[str] = "") -> Module:
         """Move the states; cast them in ``set_dtype`` only, and never an integer state.
 

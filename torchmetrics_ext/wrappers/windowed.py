@@ -110,6 +110,22 @@ def _oldest(entries: tuple[Tensor, Tensor | None], n: int) -> tuple[Tensor, Tens
     return index[..., :n].reshape(-1), None if values is None else values[..., :n].reshape(-1)
 
 
+def _kept_like(cut: dict[str, list[Tensor]], whole: Mapping[str, list[Tensor]]) -> dict[str, list[Tensor]]:
+    """The chunks of a batch's newest samples in the dtypes the update of the whole batch kept.
+
+    The cut batch is updated trusting its inputs (validated whole just before), so a dtype the
+    metric chooses from what validation read (a ranking metric keeps int64 relevance below
+    ``2**31`` as int32) is left as given; the cut samples are some of the whole batch's, so its
+    dtype holds their values exactly, and the window keeps what an update of them would.
+    """
+    out = {}
+    for name, chunks in cut.items():
+        dtypes = {chunk.dtype for chunk in whole[name]}
+        dtype = dtypes.pop() if len(dtypes) == 1 else None
+        out[name] = [chunk if dtype is None or chunk.dtype == dtype else chunk.to(dtype) for chunk in chunks]
+    return out
+
+
 def _renamed(state: Any, renamed: dict[str, str]) -> Any:
     """A ring state saved before the metric renamed some states (old name -> new name), under the new names."""
     if not renamed or not isinstance(state, dict):
@@ -155,6 +171,8 @@ def _apply_update_limit(module: Module, incompatible_keys: Any) -> None:
     """After a load, keep the newest ``max_updates`` updates of a ring that holds more.
 
     A checkpoint written before the limit was recorded may hold more; the next update would evict them.
+    States loaded as inference tensors (a wrapped TorchMetrics metric's, from a ``state_dict`` taken
+    under inference mode) are made ordinary first (:meth:`Windowed._ordinary_children`).
     A refused load first takes back the "missing keys" its children reported for the states it
     withheld from them: the refusal's own messages say what is wrong.
     """
@@ -162,7 +180,10 @@ def _apply_update_limit(module: Module, incompatible_keys: Any) -> None:
     if refused is not None:
         incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not k.startswith(refused)]
         return
-    if not isinstance(module, Windowed) or module.max_updates is None:
+    if not isinstance(module, Windowed):
+        return
+    module._ordinary_children()
+    if module.max_updates is None:
         return
     window = module._hist if module._hist is not None else module._ring
     if len(window.sizes) <= module.max_updates:
@@ -662,7 +683,7 @@ class Windowed(WrapperMetric):
         if size > limit:  # the window keeps the newest `limit` samples; the lifetime all of them
             full = {name: view.clone() for name, view in slot.items()}
             with self._validated_already():
-                lists = self._batch_into(slot, *self._newest(limit, args, kwargs))
+                lists = _kept_like(self._batch_into(slot, *self._newest(limit, args, kwargs)), full_lists)
             size = limit
             window_value = self._batch_value(values)
         elif values and self.dist_sync_on_step:  # every rank syncs the kept part too, cut on this rank or not
@@ -770,6 +791,7 @@ class Windowed(WrapperMetric):
         if self._ring.list_names:
             self._child("lifetime").reset()
 
+    @torch.inference_mode(False)  # the merged lifetime is written in place by later updates: ordinary tensors
     def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
         """Merge another metric's lifetime into this one's; this metric's window stays as it is.
 
@@ -886,6 +908,7 @@ class Windowed(WrapperMetric):
             return None
         return self._ring.state() if self._hist is None else self._hist.state()
 
+    @torch.inference_mode(False)  # the loaded ring is written in place by later updates: never inference tensors
     def set_extra_state(self, state: Any) -> None:
         """Restore the ring saved by :meth:`get_extra_state` (``None``, a non-persistent one's: nothing changes).
 
@@ -904,6 +927,20 @@ class Windowed(WrapperMetric):
         self._bind_window_lists()  # a window state loaded after this is re-bound at the next update
         for child in (self, self._child("lifetime"), self._child("window")):  # values computed before the load
             child.__dict__["_computed"] = None
+
+    def _ordinary_children(self) -> None:
+        """Make the lifetime's and window's tensor states ordinary tensors where they are inference tensors.
+
+        A wrapped TorchMetrics metric loads a checkpoint's tensors as its states, and a ``state_dict``
+        taken under ``torch.inference_mode()`` holds inference tensors: the ring folds each update
+        into these states in place, which outside inference mode such tensors refuse.
+        """
+        with torch.inference_mode(False):
+            for child in (self._child("lifetime"), self._child("window")):
+                for name in child._defaults:
+                    value = getattr(child, name)
+                    if isinstance(value, Tensor) and value.is_inference():
+                        setattr(child, name, value.clone())
 
     def _checkpoint_settings(self) -> dict[str, Any]:
         """The window size, the update limit and the wrapped metric's recorded settings (its ``num_tasks``)."""
@@ -1087,13 +1124,16 @@ class Windowed(WrapperMetric):
             self._bind_window_lists()
         return self
 
+    @torch.inference_mode(False)  # moved under inference mode: ordinary tensors, which later updates write into
     def _apply(self, fn: Callable, exclude_state: Any = "") -> Module:
         """Move the lifetime, window and scratch metrics and the ring; a dtype cast moves them only.
 
         ``.to(device)`` moves everything; ``.to(dtype)``, ``.to(device, dtype)``, ``.half()``,
         ``.bfloat16()`` (Lightning's true precision) move everything to the device asked for and
         keep every dtype, the wrapped metric's states included whatever its class: the window
-        casts through :meth:`set_dtype` only, which casts the ring with the states.
+        casts through :meth:`set_dtype` only, which casts the ring with the states. Under
+        ``torch.inference_mode()`` the moved states and buffers are ordinary tensors (as
+        :meth:`set_dtype`'s), which later updates outside it write into in place.
         """
         fn = move_only(fn)
         dtype = self._dtype

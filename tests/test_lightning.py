@@ -324,6 +324,19 @@ def test_unpadded_sampler_takes_every_sample_once():
         UnpaddedDistributedSampler(range(3), num_replicas=1, rank=0, drop_last=True)
 
 
+def test_the_integration_without_lightning_names_the_extra_to_install():
+    """Without lightning the import failed with a bare "No module named 'lightning.pytorch'"."""
+    code = "import sys; sys.modules['lightning'] = None\nimport torchmetrics_ext.integrations.lightning\n"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert result.returncode == 1
+    assert "ImportError: torchmetrics_ext.integrations.lightning needs lightning" in result.stderr
+    assert "pip install 'torchmetrics-ext[lightning]'" in result.stderr
+    # the sampler needs PyTorch alone
+    code = "import sys; sys.modules['lightning'] = None\nfrom torchmetrics_ext.integrations import UnpaddedDistributedSampler\n"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=ROOT, env=env).returncode == 0
+
+
 def test_callback_names_a_missing_module():
     callback = RecMetricCallback(train="nope")
     with pytest.raises(

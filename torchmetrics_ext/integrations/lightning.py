@@ -29,11 +29,18 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 import torch.distributed as dist
-from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
+
+try:
+    import lightning.pytorch as pl
+    from lightning.pytorch.trainer.states import TrainerFn
+except ImportError as err:  # the extra this module needs: say where it comes from
+    raise ImportError(
+        "torchmetrics_ext.integrations.lightning needs lightning, from the `lightning` extra: "
+        "pip install 'torchmetrics-ext[lightning]' (from a clone: pip install -e '.[lightning]')."
+    ) from err
 
 from torchmetrics_ext.integrations.sampler import UnpaddedDistributedSampler
 from torchmetrics_ext.module import RecMetricModule

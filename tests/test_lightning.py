@@ -12,6 +12,7 @@ import csv
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,9 @@ def test_callback_logs_the_module_in_a_trainer():
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
+    filters = list(warnings.filters)
     trainer.fit(model, loader, loader)
+    assert warnings.filters == filters  # the callback's filters of its keys' sync_dist advice are gone
     logged = trainer.callback_metrics
     assert {"train/ne/click", "train/ctr/buy", "train/log_loss/click", "val/log_loss/click", "val/log_loss/buy"} <= set(
         logged
@@ -790,6 +793,19 @@ def _check_full_run(out: Path) -> None:
 @pytest.mark.ddp
 def test_ddp_training_and_validation_values_equal_one_process(full_run):
     _check_full_run(full_run)
+
+
+@pytest.mark.ddp
+def test_ddp_sync_dist_advice_spares_the_callbacks_keys_alone(full_run):
+    """The callback's values are synced by the module: Lightning's advice to log them with sync_dist=True came
+    for every one of them anyway (given at the epoch-end reduction, after the callback's catch_warnings block).
+    The user's own key, logged with self.log in validation_step, still gets it."""
+    caught = torch.load(full_run / "seen_rank0.pt", weights_only=False)["warnings"]
+    advice = [message for message in caught if "sync_dist=True" in message]
+    assert advice == [  # Lightning's message (it gives each once per process, from rank 0)
+        "It is recommended to use `self.log('user/constant', ..., sync_dist=True)` when logging on epoch level in "
+        "distributed setting to accumulate the metric across devices."
+    ]
 
 
 @pytest.mark.ddp

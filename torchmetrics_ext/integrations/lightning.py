@@ -25,9 +25,10 @@ never does.
 from __future__ import annotations
 
 import copy
+import re
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -36,6 +37,7 @@ from torch import Tensor
 try:
     import lightning.pytorch as pl
     from lightning.pytorch.trainer.states import TrainerFn
+    from lightning.pytorch.utilities.warnings import PossibleUserWarning
 except ImportError as err:  # the extra this module needs: say where it comes from
     raise ImportError(
         "torchmetrics_ext.integrations.lightning needs lightning, from the `lightning` extra: "
@@ -109,8 +111,10 @@ class RecMetricCallback(pl.Callback):
     with no batch on any rank logs nothing. With one dataloader the keys have no suffix.
 
     Values are synced by the module itself (one fused gather), so they are logged with
-    ``sync_dist=False``. Under ``precision="bf16-true"``/``"16-true"`` the modules keep their
-    float64 sums: the trainer's ``model.to(dtype)`` casts no metric state (only ``set_dtype`` does).
+    ``sync_dist=False``, and Lightning's advice to log them with ``sync_dist=True`` is silenced for
+    these keys alone (a key of the model's own still gets it), from their first log to ``teardown``.
+    Under ``precision="bf16-true"``/``"16-true"`` the modules keep their float64 sums: the trainer's
+    ``model.to(dtype)`` casts no metric state (only ``set_dtype`` does).
 
     **``strategy="ddp_spawn"``.** Lightning's spawn launcher pickles the ``LightningModule`` into
     the ranks through ``torch.multiprocessing``, which puts every CPU tensor in shared memory: the
@@ -244,17 +248,45 @@ class RecMetricCallback(pl.Callback):
     def _log(self, pl_module: pl.LightningModule, module: RecMetricModule, suffix: str = "", **options: Any) -> None:
         """``log_dict(module.compute())``, each key followed by ``suffix``."""
         values = {f"{key}{suffix}": value for key, value in module.compute().items()}
-        logged = self.__dict__.setdefault("_quiet_keys", set())
-        if set(values) <= logged:  # Lightning advises each key once per process: nothing to silence
-            pl_module.log_dict(values, sync_dist=False, **options)
+        self._quiet(values)
+        pl_module.log_dict(values, sync_dist=False, **options)
+
+    def _quiet(self, keys: Sequence[str] | Mapping[str, Any]) -> None:
+        """Silence Lightning's advice to log these keys with ``sync_dist=True``, until ``teardown``.
+
+        The module's ``compute()`` has synced the values, so the advice (one ``PossibleUserWarning``
+        per key under DDP) does not apply to them. Lightning gives it when it reduces the epoch's
+        values, after the hook that logged them has returned, so a ``catch_warnings`` block around
+        ``log_dict`` misses it: the filter stays, matching exactly ``self.log('<key>', ...`` of these
+        keys (any other key, the user's own, still gets the advice). Adding a filter makes Python
+        forget the warnings it has shown, so one is added only for keys not silenced yet.
+        """
+        quiet = self.__dict__.setdefault("_quiet_keys", set())
+        new = [key for key in keys if key not in quiet]
+        if not new:
             return
-        with warnings.catch_warnings():
-            # the values are synced by the module's compute(): Lightning's advice to sync them again
-            # (one warning per key under DDP) does not apply. A filter makes Python forget the
-            # warnings it has shown, so it is set only the first time a key is logged.
-            warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
-            pl_module.log_dict(values, sync_dist=False, **options)
-        logged.update(values)
+        names = "|".join(re.escape(repr(key)) for key in new)  # Lightning writes the key with !r
+        # warnings compiles the message ignoring case: the keys themselves are matched with it
+        message = rf"It is recommended to use `self\.log\((?-i:{names}), \.\.\., sync_dist=True\)`"
+        warnings.filterwarnings("ignore", message=message, category=PossibleUserWarning)
+        self.__dict__.setdefault("_quiet_filters", []).append(warnings.filters[0])
+        quiet.update(new)
+
+    def _unquiet(self) -> None:
+        """Remove the filters ``_quiet`` added (the run is over: nothing of it is reduced any more)."""
+        filters = cast("list[Any]", warnings.filters)  # a list (typeshed says Sequence)
+        for entry in self.__dict__.pop("_quiet_filters", []):
+            if entry in filters:  # a ``catch_warnings`` around the run may have dropped it already
+                filters.remove(entry)
+        self.__dict__.pop("_quiet_keys", None)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Remove the warning filters of the run's keys (see ``_quiet``)."""
+        self._unquiet()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """Remove the warning filters of the run's keys: Lightning calls no ``teardown`` after an exception."""
+        self._unquiet()
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int

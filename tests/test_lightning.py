@@ -876,6 +876,39 @@ def test_ddp_spawn_resume_from_a_mid_epoch_checkpoint_logs_the_same_values(spawn
             assert value == pytest.approx(reference[key], rel=1e-12, abs=0), (row["step"], key)
 
 
+@pytest.mark.ddp
+def test_a_checkpoint_saved_in_ddp_spawns_main_process_starts_the_training_metrics_afresh(spawn_run, monkeypatch):
+    """After a ddp_spawn fit Lightning loads rank 0's state_dict into the main process's model, whose modules then
+    hold rank 0's samples alone. A trainer.save_checkpoint() there was marked as a complete one-rank checkpoint:
+    a resume in one process took rank 0's half of the samples for the whole, without a warning."""
+    from tests.helpers.lightning_run import ClickModel as RunModel
+
+    warned = torch.load(spawn_run / "after_fit_warnings.pt", weights_only=False)
+    assert any("`train_metrics` holds rank 0's metric states alone" in message for message in warned)
+    checkpoint = torch.load(spawn_run / "after_fit.ckpt", weights_only=False)
+    rank0 = [batch for _, batch in torch.load(spawn_run / "seen_rank0.pt", weights_only=False)["train"]]
+    last = rank0[-1]
+    for world, match in (
+        (1, r"2 rank\(s\), this run has 1"),
+        (2, r"rank 0's metric states alone \(saved in ddp_spawn's main process, after the fit\)"),
+    ):
+        for rank in range(world):
+            model = RunModel(str(spawn_run), 300)
+            model.load_state_dict(checkpoint["state_dict"])  # what Lightning loads first
+            # docs/module.md: the main process's module holds rank 0's samples alone
+            held = model.train_metrics.local_compute()["train/ctr/click"].item()
+            assert held == pytest.approx(_reference(rank0, "click")["ctr"], rel=1e-9)
+            if world > 1:
+                _as_rank(monkeypatch, rank)
+            with pytest.warns(UserWarning, match=rf"{match}; `train_metrics` starts afresh"):
+                RecMetricCallback().on_load_checkpoint(None, model, copy.deepcopy(checkpoint))
+            monkeypatch.undo()
+            model.train_metrics.update(last)  # afresh: the values of this batch alone
+            values = model.train_metrics.local_compute()
+            for name, value in _reference([last], "click").items():
+                assert values[f"train/{name}/click"].item() == pytest.approx(value, rel=1e-9), (world, rank, name)
+
+
 def _as_rank(monkeypatch, rank: int) -> None:
     """Make the callback see a 2-rank process group as `rank`; its all-gather puts rank 0's entry (None) first."""
     import torchmetrics_ext.integrations.lightning as integration

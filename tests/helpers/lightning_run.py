@@ -8,7 +8,8 @@ one process, and the warnings each rank gave (its validation also logs a key of 
 ``self.log``). ``--checkpoint-every S`` saves a checkpoint every ``S`` training steps (mid-epoch);
 ``--resume CKPT`` continues from one. ``--strategy ddp_spawn`` runs it under Lightning's spawn
 launcher instead (the model is pickled into the two ranks through ``torch.multiprocessing``, which
-puts its CPU tensors, metric states included, in shared memory).
+puts its CPU tensors, metric states included, in shared memory); the main process then saves
+``after_fit.ckpt`` with ``trainer.save_checkpoint``.
 """
 
 from __future__ import annotations
@@ -166,6 +167,11 @@ def main() -> None:
         log_every_n_steps=1,
     )
     trainer.fit(model, ckpt_path=args.resume)
+    if args.strategy == "ddp_spawn":  # the main process, whose model Lightning gave rank 0's state_dict
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.save_checkpoint(os.path.join(args.out, "after_fit.ckpt"))
+        torch.save([str(w.message) for w in caught], os.path.join(args.out, "after_fit_warnings.pt"))
 
 
 if __name__ == "__main__":

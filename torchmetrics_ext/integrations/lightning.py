@@ -123,6 +123,12 @@ class RecMetricCallback(pl.Callback):
     states; the callback does it for the modules it manages, at ``setup`` (the values are kept).
     Metrics it does not manage (one updated in ``training_step`` and logged with ``self.log``)
     keep sharing: ``reset()`` them in the ``LightningModule``'s ``setup`` (see ``docs/module.md``).
+    After the fit, Lightning loads rank 0's ``state_dict`` back into the main process's model: its
+    modules then hold rank 0's share of the samples alone (their ``compute()`` is not the logged
+    value; read ``trainer.callback_metrics`` or the loggers), and a ``trainer.save_checkpoint()``
+    there holds no other rank's states: the callback warns and marks it, so that a resume starts
+    the training module afresh (with a warning) rather than take rank 0's share for the whole.
+    Save the checkpoints to resume during the fit (``ModelCheckpoint``), in the ranks.
 
     **Checkpoints.** Under DDP every rank holds its own share of the metric states, but Lightning
     writes the model's ``state_dict`` from rank 0 only. The callback therefore gathers the training
@@ -418,10 +424,30 @@ class RecMetricCallback(pl.Callback):
         rank 0's), so its entry holds ``None`` under the module's name rather than a second copy: in
         one process the checkpoint holds the states once. The validation module is left out: it
         starts afresh at each validation epoch, so no resume reads its states.
+
+        Saved where the trainer has several ranks but no process group, i.e. in the main process
+        after a ``ddp_spawn`` fit (``trainer.save_checkpoint`` there), the model holds rank 0's
+        states alone (Lightning loads rank 0's ``state_dict`` back into it) and the other ranks'
+        are gone: the checkpoint then holds ``None`` for each of them, so that a resume starts the
+        training module afresh, with a warning, rather than take rank 0's share for the whole; the
+        save warns too.
         """
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         rank = dist.get_rank() if world > 1 else 0
-        local = {name: None if rank == 0 else module.state_dict() for name, module in self._resumed(pl_module).items()}
+        resumed = self._resumed(pl_module)
+        local = {name: None if rank == 0 else module.state_dict() for name, module in resumed.items()}
+        ranks = getattr(trainer, "world_size", 1)
+        if world == 1 and ranks > 1:  # the main process of a spawn launch: the ranks have ended
+            for name in resumed:
+                warnings.warn(
+                    f"RecMetricCallback: saving a checkpoint outside the {ranks} ranks of the fit (in the main process "
+                    f"after `strategy='ddp_spawn'`): the model's `{name}` holds rank 0's metric states alone, so a "
+                    f"resume from it starts `{name}` afresh. Save checkpoints during the fit (ModelCheckpoint) to "
+                    "resume the metrics.",
+                    stacklevel=2,
+                )
+            checkpoint["rec_metric_modules"] = [local] + [None] * (ranks - 1)
+            return
         per_rank: list[Any] = [None] * world
         if world > 1:
             dist.all_gather_object(per_rank, local)
@@ -453,6 +479,10 @@ class RecMetricCallback(pl.Callback):
         naming the module; ``False`` keeps what Lightning loaded into it from the model's
         ``state_dict`` in one process (the only rank's states, or the module as built when the
         checkpoint has none) and starts it afresh, with a warning, under DDP (rank 0's alone).
+
+        A checkpoint of another number of ranks, or one saved in the main process after a
+        ``ddp_spawn`` fit (rank 0's states alone; see :meth:`on_save_checkpoint`), starts the
+        training module afresh, with a warning.
         """
         if trainer is not None and trainer.state.fn != TrainerFn.FITTING:
             return
@@ -470,8 +500,16 @@ class RecMetricCallback(pl.Callback):
             return
         rank = dist.get_rank() if world > 1 else 0
         strict = getattr(pl_module, "strict_loading", True)
+        complete = len(per_rank) == world and all(entry is not None for entry in per_rank)
         for name, module in self._resumed(pl_module).items():
-            if len(per_rank) == world and name not in per_rank[rank]:
+            if not complete:
+                if len(per_rank) != world:
+                    why = f"holds metric states of {len(per_rank)} rank(s), this run has {world}"
+                else:
+                    why = "holds rank 0's metric states alone (saved in ddp_spawn's main process, after the fit)"
+                warnings.warn(f"RecMetricCallback: the checkpoint {why}; `{name}` starts afresh.", stacklevel=2)
+                module.reset()
+            elif name not in per_rank[rank]:
                 if strict:
                     raise RuntimeError(
                         f"RecMetricCallback: the checkpoint holds no per-rank states of `{name}` (saved while the "
@@ -485,14 +523,6 @@ class RecMetricCallback(pl.Callback):
                         stacklevel=2,
                     )
                     module.reset()
-            elif len(per_rank) == world:
-                if per_rank[rank][name] is not None:  # None: the model's state_dict, which Lightning loaded
-                    # as Lightning loads the model: `strict_loading = False` lets a metric added since start afresh
-                    module.load_state_dict(per_rank[rank][name], strict=strict)
-            else:
-                warnings.warn(
-                    f"RecMetricCallback: the checkpoint holds metric states of {len(per_rank)} rank(s), this run "
-                    f"has {world}; `{name}` starts afresh.",
-                    stacklevel=2,
-                )
-                module.reset()
+            elif per_rank[rank][name] is not None:  # None: the model's state_dict, which Lightning loaded
+                # as Lightning loads the model: `strict_loading = False` lets a metric added since start afresh
+                module.load_state_dict(per_rank[rank][name], strict=strict)

@@ -12,6 +12,7 @@ import csv
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,9 @@ def test_callback_logs_the_module_in_a_trainer():
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
+    filters = list(warnings.filters)
     trainer.fit(model, loader, loader)
+    assert warnings.filters == filters  # the callback's filters of its keys' sync_dist advice are gone
     logged = trainer.callback_metrics
     assert {"train/ne/click", "train/ctr/buy", "train/log_loss/click", "val/log_loss/click", "val/log_loss/buy"} <= set(
         logged
@@ -322,6 +325,19 @@ def test_unpadded_sampler_takes_every_sample_once():
         assert [len(part) for part in parts] == [334, 334, 333]
     with pytest.raises(ValueError, match="drop_last"):
         UnpaddedDistributedSampler(range(3), num_replicas=1, rank=0, drop_last=True)
+
+
+def test_the_integration_without_lightning_names_the_extra_to_install():
+    """Without lightning the import failed with a bare "No module named 'lightning.pytorch'"."""
+    code = "import sys; sys.modules['lightning'] = None\nimport torchmetrics_ext.integrations.lightning\n"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert result.returncode == 1
+    assert "ImportError: torchmetrics_ext.integrations.lightning needs lightning" in result.stderr
+    assert "pip install 'torchmetrics-ext[lightning]'" in result.stderr
+    # the sampler needs PyTorch alone
+    code = "import sys; sys.modules['lightning'] = None\nfrom torchmetrics_ext.integrations import UnpaddedDistributedSampler\n"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=ROOT, env=env).returncode == 0
 
 
 def test_callback_names_a_missing_module():
@@ -780,6 +796,19 @@ def test_ddp_training_and_validation_values_equal_one_process(full_run):
 
 
 @pytest.mark.ddp
+def test_ddp_sync_dist_advice_spares_the_callbacks_keys_alone(full_run):
+    """The callback's values are synced by the module: Lightning's advice to log them with sync_dist=True came
+    for every one of them anyway (given at the epoch-end reduction, after the callback's catch_warnings block).
+    The user's own key, logged with self.log in validation_step, still gets it."""
+    caught = torch.load(full_run / "seen_rank0.pt", weights_only=False)["warnings"]
+    advice = [message for message in caught if "sync_dist=True" in message]
+    assert advice == [  # Lightning's message (it gives each once per process, from rank 0)
+        "It is recommended to use `self.log('user/constant', ..., sync_dist=True)` when logging on epoch level in "
+        "distributed setting to accumulate the metric across devices."
+    ]
+
+
+@pytest.mark.ddp
 def test_ddp_resume_from_a_mid_epoch_checkpoint_logs_the_same_values(full_run, tmp_path):
     # rank 0's training states are the model's state_dict, rank 1's are copied; no validation states
     per_rank = torch.load(full_run / "ckpt" / "step=6.ckpt", weights_only=False)["rec_metric_modules"]
@@ -845,6 +874,39 @@ def test_ddp_spawn_resume_from_a_mid_epoch_checkpoint_logs_the_same_values(spawn
         reference = whole[(int(row["step"]), tuple(sorted(row)))]
         for key, value in row.items():
             assert value == pytest.approx(reference[key], rel=1e-12, abs=0), (row["step"], key)
+
+
+@pytest.mark.ddp
+def test_a_checkpoint_saved_in_ddp_spawns_main_process_starts_the_training_metrics_afresh(spawn_run, monkeypatch):
+    """After a ddp_spawn fit Lightning loads rank 0's state_dict into the main process's model, whose modules then
+    hold rank 0's samples alone. A trainer.save_checkpoint() there was marked as a complete one-rank checkpoint:
+    a resume in one process took rank 0's half of the samples for the whole, without a warning."""
+    from tests.helpers.lightning_run import ClickModel as RunModel
+
+    warned = torch.load(spawn_run / "after_fit_warnings.pt", weights_only=False)
+    assert any("`train_metrics` holds rank 0's metric states alone" in message for message in warned)
+    checkpoint = torch.load(spawn_run / "after_fit.ckpt", weights_only=False)
+    rank0 = [batch for _, batch in torch.load(spawn_run / "seen_rank0.pt", weights_only=False)["train"]]
+    last = rank0[-1]
+    for world, match in (
+        (1, r"2 rank\(s\), this run has 1"),
+        (2, r"rank 0's metric states alone \(saved in ddp_spawn's main process, after the fit\)"),
+    ):
+        for rank in range(world):
+            model = RunModel(str(spawn_run), 300)
+            model.load_state_dict(checkpoint["state_dict"])  # what Lightning loads first
+            # docs/module.md: the main process's module holds rank 0's samples alone
+            held = model.train_metrics.local_compute()["train/ctr/click"].item()
+            assert held == pytest.approx(_reference(rank0, "click")["ctr"], rel=1e-9)
+            if world > 1:
+                _as_rank(monkeypatch, rank)
+            with pytest.warns(UserWarning, match=rf"{match}; `train_metrics` starts afresh"):
+                RecMetricCallback().on_load_checkpoint(None, model, copy.deepcopy(checkpoint))
+            monkeypatch.undo()
+            model.train_metrics.update(last)  # afresh: the values of this batch alone
+            values = model.train_metrics.local_compute()
+            for name, value in _reference([last], "click").items():
+                assert values[f"train/{name}/click"].item() == pytest.approx(value, rel=1e-9), (world, rank, name)
 
 
 def _as_rank(monkeypatch, rank: int) -> None:

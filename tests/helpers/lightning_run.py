@@ -4,16 +4,19 @@ Started as a script by ``tests/test_lightning.py`` (Lightning's DDP launcher re-
 rank 1). It trains a linear two-task click model with a :class:`RecMetricModule` per stage and
 the :class:`RecMetricCallback`, logs to a ``CSVLogger`` and dumps what each rank fed to the
 metrics (predictions, labels, weights per step) so the test can recompute every logged value in
-one process. ``--checkpoint-every S`` saves a checkpoint every ``S`` training steps (mid-epoch);
+one process, and the warnings each rank gave (its validation also logs a key of its own with
+``self.log``). ``--checkpoint-every S`` saves a checkpoint every ``S`` training steps (mid-epoch);
 ``--resume CKPT`` continues from one. ``--strategy ddp_spawn`` runs it under Lightning's spawn
 launcher instead (the model is pickled into the two ranks through ``torch.multiprocessing``, which
-puts its CPU tensors, metric states included, in shared memory).
+puts its CPU tensors, metric states included, in shared memory); the main process then saves
+``after_fit.ckpt`` with ``trainer.save_checkpoint``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import warnings
 
 import lightning as L
 import torch
@@ -83,7 +86,7 @@ class ClickModel(L.LightningModule):
         self.val_metrics = tmx.RecMetricModule(TASKS, metrics, throughput=False, prefix="val/")
         self.dump = dump
         self.train_shards = ResumableShards(data(TRAIN, 1))
-        self.seen: dict[str, list] = {"train": [], "val": []}
+        self.seen: dict[str, list] = {"train": [], "val": [], "warnings": []}
 
     def _out(self, batch, stage: str) -> dict[str, torch.Tensor]:
         x, y, w = batch
@@ -104,9 +107,18 @@ class ClickModel(L.LightningModule):
         return {"loss": loss, **out}
 
     def validation_step(self, batch, batch_idx):
+        self.log("user/constant", 1.0)  # a key of the user's own, reduced by Lightning at the epoch end
         return self._out(batch, "val")
 
+    def setup(self, stage: str) -> None:
+        # record every warning of the run in this rank (Lightning's sync_dist advice among them)
+        self.catcher = warnings.catch_warnings(record=True)
+        self.caught = self.catcher.__enter__()
+        warnings.simplefilter("always")
+
     def on_fit_end(self) -> None:
+        self.catcher.__exit__(None, None, None)
+        self.seen["warnings"] = [str(w.message) for w in self.caught]
         torch.save(self.seen, os.path.join(self.dump, f"seen_rank{self.global_rank}.pt"))
 
     def train_dataloader(self):
@@ -155,6 +167,11 @@ def main() -> None:
         log_every_n_steps=1,
     )
     trainer.fit(model, ckpt_path=args.resume)
+    if args.strategy == "ddp_spawn":  # the main process, whose model Lightning gave rank 0's state_dict
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.save_checkpoint(os.path.join(args.out, "after_fit.ckpt"))
+        torch.save([str(w.message) for w in caught], os.path.join(args.out, "after_fit_warnings.pt"))
 
 
 if __name__ == "__main__":

@@ -25,15 +25,24 @@ never does.
 from __future__ import annotations
 
 import copy
+import re
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-import lightning.pytorch as pl
 import torch
 import torch.distributed as dist
-from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
+
+try:
+    import lightning.pytorch as pl
+    from lightning.pytorch.trainer.states import TrainerFn
+    from lightning.pytorch.utilities.warnings import PossibleUserWarning
+except ImportError as err:  # the extra this module needs: say where it comes from
+    raise ImportError(
+        "torchmetrics_ext.integrations.lightning needs lightning, from the `lightning` extra: "
+        "pip install 'torchmetrics-ext[lightning]' (from a clone: pip install -e '.[lightning]')."
+    ) from err
 
 from torchmetrics_ext.integrations.sampler import UnpaddedDistributedSampler
 from torchmetrics_ext.module import RecMetricModule
@@ -102,8 +111,10 @@ class RecMetricCallback(pl.Callback):
     with no batch on any rank logs nothing. With one dataloader the keys have no suffix.
 
     Values are synced by the module itself (one fused gather), so they are logged with
-    ``sync_dist=False``. Under ``precision="bf16-true"``/``"16-true"`` the modules keep their
-    float64 sums: the trainer's ``model.to(dtype)`` casts no metric state (only ``set_dtype`` does).
+    ``sync_dist=False``, and Lightning's advice to log them with ``sync_dist=True`` is silenced for
+    these keys alone (a key of the model's own still gets it), from their first log to ``teardown``.
+    Under ``precision="bf16-true"``/``"16-true"`` the modules keep their float64 sums: the trainer's
+    ``model.to(dtype)`` casts no metric state (only ``set_dtype`` does).
 
     **``strategy="ddp_spawn"``.** Lightning's spawn launcher pickles the ``LightningModule`` into
     the ranks through ``torch.multiprocessing``, which puts every CPU tensor in shared memory: the
@@ -112,6 +123,12 @@ class RecMetricCallback(pl.Callback):
     states; the callback does it for the modules it manages, at ``setup`` (the values are kept).
     Metrics it does not manage (one updated in ``training_step`` and logged with ``self.log``)
     keep sharing: ``reset()`` them in the ``LightningModule``'s ``setup`` (see ``docs/module.md``).
+    After the fit, Lightning loads rank 0's ``state_dict`` back into the main process's model: its
+    modules then hold rank 0's share of the samples alone (their ``compute()`` is not the logged
+    value; read ``trainer.callback_metrics`` or the loggers), and a ``trainer.save_checkpoint()``
+    there holds no other rank's states: the callback warns and marks it, so that a resume starts
+    the training module afresh (with a warning) rather than take rank 0's share for the whole.
+    Save the checkpoints to resume during the fit (``ModelCheckpoint``), in the ranks.
 
     **Checkpoints.** Under DDP every rank holds its own share of the metric states, but Lightning
     writes the model's ``state_dict`` from rank 0 only. The callback therefore gathers the training
@@ -237,17 +254,45 @@ class RecMetricCallback(pl.Callback):
     def _log(self, pl_module: pl.LightningModule, module: RecMetricModule, suffix: str = "", **options: Any) -> None:
         """``log_dict(module.compute())``, each key followed by ``suffix``."""
         values = {f"{key}{suffix}": value for key, value in module.compute().items()}
-        logged = self.__dict__.setdefault("_quiet_keys", set())
-        if set(values) <= logged:  # Lightning advises each key once per process: nothing to silence
-            pl_module.log_dict(values, sync_dist=False, **options)
+        self._quiet(values)
+        pl_module.log_dict(values, sync_dist=False, **options)
+
+    def _quiet(self, keys: Sequence[str] | Mapping[str, Any]) -> None:
+        """Silence Lightning's advice to log these keys with ``sync_dist=True``, until ``teardown``.
+
+        The module's ``compute()`` has synced the values, so the advice (one ``PossibleUserWarning``
+        per key under DDP) does not apply to them. Lightning gives it when it reduces the epoch's
+        values, after the hook that logged them has returned, so a ``catch_warnings`` block around
+        ``log_dict`` misses it: the filter stays, matching exactly ``self.log('<key>', ...`` of these
+        keys (any other key, the user's own, still gets the advice). Adding a filter makes Python
+        forget the warnings it has shown, so one is added only for keys not silenced yet.
+        """
+        quiet = self.__dict__.setdefault("_quiet_keys", set())
+        new = [key for key in keys if key not in quiet]
+        if not new:
             return
-        with warnings.catch_warnings():
-            # the values are synced by the module's compute(): Lightning's advice to sync them again
-            # (one warning per key under DDP) does not apply. A filter makes Python forget the
-            # warnings it has shown, so it is set only the first time a key is logged.
-            warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
-            pl_module.log_dict(values, sync_dist=False, **options)
-        logged.update(values)
+        names = "|".join(re.escape(repr(key)) for key in new)  # Lightning writes the key with !r
+        # warnings compiles the message ignoring case: the keys themselves are matched with it
+        message = rf"It is recommended to use `self\.log\((?-i:{names}), \.\.\., sync_dist=True\)`"
+        warnings.filterwarnings("ignore", message=message, category=PossibleUserWarning)
+        self.__dict__.setdefault("_quiet_filters", []).append(warnings.filters[0])
+        quiet.update(new)
+
+    def _unquiet(self) -> None:
+        """Remove the filters ``_quiet`` added (the run is over: nothing of it is reduced any more)."""
+        filters = cast("list[Any]", warnings.filters)  # a list (typeshed says Sequence)
+        for entry in self.__dict__.pop("_quiet_filters", []):
+            if entry in filters:  # a ``catch_warnings`` around the run may have dropped it already
+                filters.remove(entry)
+        self.__dict__.pop("_quiet_keys", None)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Remove the warning filters of the run's keys (see ``_quiet``)."""
+        self._unquiet()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """Remove the warning filters of the run's keys: Lightning calls no ``teardown`` after an exception."""
+        self._unquiet()
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -379,10 +424,30 @@ class RecMetricCallback(pl.Callback):
         rank 0's), so its entry holds ``None`` under the module's name rather than a second copy: in
         one process the checkpoint holds the states once. The validation module is left out: it
         starts afresh at each validation epoch, so no resume reads its states.
+
+        Saved where the trainer has several ranks but no process group, i.e. in the main process
+        after a ``ddp_spawn`` fit (``trainer.save_checkpoint`` there), the model holds rank 0's
+        states alone (Lightning loads rank 0's ``state_dict`` back into it) and the other ranks'
+        are gone: the checkpoint then holds ``None`` for each of them, so that a resume starts the
+        training module afresh, with a warning, rather than take rank 0's share for the whole; the
+        save warns too.
         """
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         rank = dist.get_rank() if world > 1 else 0
-        local = {name: None if rank == 0 else module.state_dict() for name, module in self._resumed(pl_module).items()}
+        resumed = self._resumed(pl_module)
+        local = {name: None if rank == 0 else module.state_dict() for name, module in resumed.items()}
+        ranks = getattr(trainer, "world_size", 1)
+        if world == 1 and ranks > 1:  # the main process of a spawn launch: the ranks have ended
+            for name in resumed:
+                warnings.warn(
+                    f"RecMetricCallback: saving a checkpoint outside the {ranks} ranks of the fit (in the main process "
+                    f"after `strategy='ddp_spawn'`): the model's `{name}` holds rank 0's metric states alone, so a "
+                    f"resume from it starts `{name}` afresh. Save checkpoints during the fit (ModelCheckpoint) to "
+                    "resume the metrics.",
+                    stacklevel=2,
+                )
+            checkpoint["rec_metric_modules"] = [local] + [None] * (ranks - 1)
+            return
         per_rank: list[Any] = [None] * world
         if world > 1:
             dist.all_gather_object(per_rank, local)
@@ -414,6 +479,10 @@ class RecMetricCallback(pl.Callback):
         naming the module; ``False`` keeps what Lightning loaded into it from the model's
         ``state_dict`` in one process (the only rank's states, or the module as built when the
         checkpoint has none) and starts it afresh, with a warning, under DDP (rank 0's alone).
+
+        A checkpoint of another number of ranks, or one saved in the main process after a
+        ``ddp_spawn`` fit (rank 0's states alone; see :meth:`on_save_checkpoint`), starts the
+        training module afresh, with a warning.
         """
         if trainer is not None and trainer.state.fn != TrainerFn.FITTING:
             return
@@ -431,8 +500,16 @@ class RecMetricCallback(pl.Callback):
             return
         rank = dist.get_rank() if world > 1 else 0
         strict = getattr(pl_module, "strict_loading", True)
+        complete = len(per_rank) == world and all(entry is not None for entry in per_rank)
         for name, module in self._resumed(pl_module).items():
-            if len(per_rank) == world and name not in per_rank[rank]:
+            if not complete:
+                if len(per_rank) != world:
+                    why = f"holds metric states of {len(per_rank)} rank(s), this run has {world}"
+                else:
+                    why = "holds rank 0's metric states alone (saved in ddp_spawn's main process, after the fit)"
+                warnings.warn(f"RecMetricCallback: the checkpoint {why}; `{name}` starts afresh.", stacklevel=2)
+                module.reset()
+            elif name not in per_rank[rank]:
                 if strict:
                     raise RuntimeError(
                         f"RecMetricCallback: the checkpoint holds no per-rank states of `{name}` (saved while the "
@@ -446,14 +523,6 @@ class RecMetricCallback(pl.Callback):
                         stacklevel=2,
                     )
                     module.reset()
-            elif len(per_rank) == world:
-                if per_rank[rank][name] is not None:  # None: the model's state_dict, which Lightning loaded
-                    # as Lightning loads the model: `strict_loading = False` lets a metric added since start afresh
-                    module.load_state_dict(per_rank[rank][name], strict=strict)
-            else:
-                warnings.warn(
-                    f"RecMetricCallback: the checkpoint holds metric states of {len(per_rank)} rank(s), this run "
-                    f"has {world}; `{name}` starts afresh.",
-                    stacklevel=2,
-                )
-                module.reset()
+            elif per_rank[rank][name] is not None:  # None: the model's state_dict, which Lightning loaded
+                # as Lightning loads the model: `strict_loading = False` lets a metric added since start afresh
+                module.load_state_dict(per_rank[rank][name], strict=strict)

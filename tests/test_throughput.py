@@ -579,3 +579,25 @@ def test_tower_qps_warms_up_again_after_a_load():
     assert metric.compute().item() == 20 / 2  # by hand: the source's two timed steps of 10 examples, 1 s each
     metric.update(torch.zeros(10))
     assert metric.compute().item() == 30 / 3
+
+
+@pytest.mark.parametrize("build", [lambda: tmx.Throughput(warmup_steps=0), lambda: tmx.TowerQPS(warmup_steps=1)])
+@pytest.mark.parametrize("incoming", ["mapping", "none", "list"])
+def test_merge_state_refuses_what_is_neither_a_dict_nor_a_metric(build, incoming):
+    """TorchMetrics' type check holds for the rate metrics too (marked ``full_state_update`` to keep
+    ``Running`` away): another mapping was added with broadcasting, then refused after the change."""
+    import types
+
+    metric = build()
+    metric.update(torch.ones(5))
+    metric.update(torch.ones(5))
+    before = {name: value.clone() for name, value in metric.metric_state.items()}
+    other = {
+        "mapping": types.MappingProxyType({name: torch.ones(3) for name in before}),
+        "none": None,
+        "list": [torch.ones(1)],
+    }[incoming]
+    with pytest.raises(ValueError, match="Expected incoming state to be a dict or an instance of Metric"):
+        metric.merge_state(other)
+    for name, value in metric.metric_state.items():
+        assert torch.equal(value, before[name])

@@ -91,7 +91,7 @@ class Distribution(AggregationMetric[SketchBatch]):
         sums were kept loads them as zeros (the error it had collected stays). No value: every
         output ``nan``; one value, or a spread below ~1e-6 of the mean: ``std`` is ``nan`` (each
         with an ``UndefinedMetricWarning``; states cast to float32 with ``set_dtype`` round each
-        update's sums to float32: ``nan`` below ~2e-2 of the mean, and the warning names float32).
+        update's sums to float32: ``nan`` below ~8e-3 of the mean, and the warning names float32).
         Range: any finite magnitude. A batch whose largest magnitude is below :math:`2^{-485}` (about
         1.0e-146) or above :math:`2^{485}` (about 1.0e146) adds the sums of its values times
         :math:`2^{600}` or :math:`2^{-600}` to ``scaled_sums``, where their squares neither underflow

@@ -338,6 +338,10 @@ class GuardedMetric(Metric):
     # result to 0-dim, which a value documented with a dimension besides the tasks (per segment,
     # label or bin: (S,), (L,), (B,)) must not lose (see keep_value_shapes)
     _keeps_value_shape: ClassVar[bool] = False
+    # set with full_state_update=True only to keep TorchMetrics' Running away (Throughput, TowerQPS:
+    # states that combine across ranks, not across batches): merge_state still adds them by their
+    # reductions, which TorchMetrics' own merge_state refuses for full_state_update metrics
+    _merges_by_reductions: ClassVar[bool] = False
 
     def __init__(self, **kwargs: Any) -> None:
         try:
@@ -667,6 +671,10 @@ class GuardedMetric(Metric):
         Under ``torch.inference_mode()`` the merged states are ordinary tensors (as after
         ``reset``): a later update outside it writes into them in place.
         """
+        if not isinstance(incoming_state, (dict, Metric)):  # TorchMetrics' check, before anything is read
+            raise ValueError(
+                f"Expected incoming state to be a dict or an instance of Metric but got {type(incoming_state)}"
+            )
         if isinstance(incoming_state, GuardedMetric) and type(incoming_state) is type(self):
             theirs, ours = incoming_state._checkpoint_settings(), self._checkpoint_settings()
             if theirs != ours:
@@ -679,9 +687,7 @@ class GuardedMetric(Metric):
                 raise ValueError(f"Cannot merge into {type(self).__name__}: " + " ".join(problems))
             incoming_state = states
         with torch.inference_mode(False):  # the merged states are ordinary tensors, under inference mode too
-            if self.full_state_update and not self.dist_sync_on_step:
-                # marked only to keep TorchMetrics' `Running` away (Throughput, TowerQPS: states that
-                # combine across ranks, not across batches); TorchMetrics' merge refuses the mark
+            if self._merges_by_reductions and not self.dist_sync_on_step:
                 if isinstance(incoming_state, Metric):
                     if not isinstance(incoming_state, type(self)):
                         raise ValueError(

@@ -56,6 +56,7 @@ class TowerQPS(TaskMetric):
     # combine batches with the ranks' max of the seconds and restart the warm-up after every batch
     # (a rate of 0), and it accepts only `full_state_update=False`
     full_state_update = True
+    _merges_by_reductions: ClassVar[bool] = True  # merge_state as TorchMetrics' without the mark
     is_differentiable = False
     higher_is_better = True
     plot_lower_bound = 0.0

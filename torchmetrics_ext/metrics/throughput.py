@@ -142,6 +142,7 @@ class Throughput(GuardedMetric):
     # batches with the ranks' reductions (the max of the seconds) and resets the clock after every
     # batch, so it must refuse this metric, and it accepts only `full_state_update=False`
     full_state_update: bool = True
+    _merges_by_reductions: ClassVar[bool] = True  # merge_state as TorchMetrics' without the mark
     is_differentiable: bool = False
     higher_is_better: bool = True
     plot_lower_bound: float = 0.0

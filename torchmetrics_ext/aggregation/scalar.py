@@ -34,7 +34,7 @@ from torchmetrics.utilities import rank_zero_warn
 
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.checks import as_values, check_numbers, exact_sum
-from torchmetrics_ext.metrics.base import TORCHMETRICS_OPTIONS, one_task, unexpected_options
+from torchmetrics_ext.metrics.base import TORCHMETRICS_OPTIONS, one_task, options_error
 from torchmetrics_ext.utilities.checks import Bounds, checked_bounds, observed_range
 from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
 
@@ -83,8 +83,7 @@ class _ValueAggregation(AggregationMetric[S]):
         # metrics tell any other
         unknown = [name for name in kwargs if name not in TORCHMETRICS_OPTIONS]
         if unknown:
-            given = ", ".join(f"`{name}`" for name in unknown)
-            raise unexpected_options(type(self), ValueError(f"Unexpected keyword arguments: {given}"))
+            raise options_error(type(self), unknown)
         super().__init__(num_tasks, validate_args=validate_args, nan_strategy=nan_strategy, **kwargs)
         self.set_dtype(torch.float64)
 

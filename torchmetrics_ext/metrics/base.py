@@ -267,8 +267,11 @@ def unexpected_options(cls: type, error: ValueError) -> ValueError:
     """TorchMetrics' "Unexpected keyword arguments" told with the metric's name and the options it takes."""
     text = str(error)
     unknown = re.findall(r"`([^`]+)`", text) if text.startswith("Unexpected keyword arguments") else []
-    if not unknown:
-        return error
+    return options_error(cls, unknown) if unknown else error
+
+
+def options_error(cls: type, unknown: Sequence[str]) -> ValueError:
+    """The error for the options ``unknown`` given to ``cls``: its name, the options it takes, a did-you-mean."""
     options = accepted_options(cls)
     ours = [name for name in options if name not in TORCHMETRICS_OPTIONS]
     guesses = [match for name in unknown for match in difflib.get_close_matches(name, options, n=1)]

@@ -1259,28 +1259,87 @@ def test_a_csv_header_that_is_not_utf8_is_named(tmp_path):
     assert evaluate(tmp_path / "b.csv", {"t": ("p", "y")}, ["ctr"]).values == {"ctr/t": 0.5}
 
 
-def test_a_hive_partition_key_is_named_as_such(tmp_path):
-    """Files are read with their own columns: a key held only by directory names is refused, saying so."""
+def test_hive_partition_keys_are_columns(tmp_path, capsys):
+    """The keys of a Hive-partitioned directory (logs/country=FR/hour=3/part-0.parquet) were no columns:
+    `--by country` failed. They are now columns of every file below the directory named, typed as
+    pyarrow.dataset's hive partitioning types them (int32 if every value is one, else string; the
+    default partition null), in Parquet and CSV files alike, usable in any role. The reference is
+    a pandas groupby of the data written, with sklearn's AUC and the NE formula."""
     import pyarrow.dataset as ds
 
     rng = np.random.default_rng(0)
-    n = 400
-    frame = pd.DataFrame({"p": rng.uniform(size=n), "y": rng.integers(0, 2, n), "country": rng.choice(["FR", "US"], n)})
-    pq.write_to_dataset(pa.Table.from_pandas(frame), tmp_path / "logs", partition_cols=["country"])
+    n = 1200
+    frame = pd.DataFrame(
+        {
+            "p": rng.uniform(0.01, 0.99, n),
+            "y": rng.integers(0, 2, n),
+            "country": rng.choice(np.array(["FR", "US", "a b/c", None], dtype=object), n),  # URI-encoded, null
+            "hour": rng.integers(0, 3, n),
+        }
+    )
+    logs = tmp_path / "logs"
+    pq.write_to_dataset(pa.Table.from_pandas(frame, preserve_index=False), logs, partition_cols=["country", "hour"])
+    dataset = ds.dataset(logs, format="parquet", partitioning="hive")
+    expected_types = {name: dataset.schema.field(name).type for name in ("country", "hour")}
+    assert expected_types == {"country": pa.string(), "hour": pa.int32()}
+    # a CSV file in one partition: its keys are stored columns too (hour stays int32, not text)
+    extra = pd.DataFrame({"p": [0.3, 0.8, 0.6], "y": [0, 1, 1]})
+    extra.to_csv(logs / "country=FR" / "hour=1" / "extra.csv", index=False)
+    frame = pd.concat([frame, extra.assign(country="FR", hour=1)], ignore_index=True)
+    (logs / "_SUCCESS").write_text("")
+
+    def check(result, by):
+        assert result.by_types == {name: expected_types[name] for name in by}
+        got = {tuple(r[b] for b in by): r for r in result.records if r["segment"] != "all"}
+        reference = frame.groupby(by, dropna=False)
+        assert len(got) == reference.ngroups
+        for key, part in reference:
+            key = tuple(None if pd.isna(k) else k.item() if isinstance(k, np.generic) else k for k in key)
+            p, y = part["p"].to_numpy(), part["y"].to_numpy()
+            assert got[key]["rows"] == len(part)
+            assert got[key]["ctr"] == pytest.approx(y.mean(), rel=1e-12)
+            assert got[key]["auc"] == pytest.approx(roc_auc_score(y, p), rel=1e-9)
+            assert got[key]["ne"] == pytest.approx(ne_ref(p, y, np.ones(len(p))), rel=1e-9)
+
+    for by in (["country"], ["country", "hour"], ["hour"]):
+        check(evaluate(logs, {"t": ("p", "y")}, ["ctr", "auc", "ne"], by=by), by)
+    # a glob: the keys below its literal part; and the command line
+    pattern = str(logs / "country=*" / "hour=*" / "*.*")
+    check(evaluate(pattern, {"t": ("p", "y")}, ["ctr", "auc", "ne"], by=["country", "hour"]), ["country", "hour"])
+    out = tmp_path / "out.json"
+    command = ["evaluate", str(logs), "--task", "t=p:y", "--metrics", "ctr", "--by", "hour", "--output", str(out)]
+    assert cli.main(command) == 0
+    written = {r["hour"]: r["ctr"] for r in json.loads(out.read_text())["records"] if r["segment"] != "all"}
+    assert written == pytest.approx(frame.groupby("hour")["y"].mean().to_dict(), rel=1e-12)
+    capsys.readouterr()
+    # a key in another role: integer hours as user ids (GAUC over the hours)
+    result = evaluate(logs, {"t": ("p", "y")}, ["gauc"], user="hour")
+    assert result.values["gauc/t"] == pytest.approx(
+        gauc_ref(frame.p.to_numpy(), frame.y.to_numpy(), frame.hour.to_numpy(), np.ones(len(frame))), rel=1e-9
+    )
+    with pytest.raises(InvalidDataError, match=r"column 'country' \(user ids\) has type string; expected integer ids"):
+        evaluate(logs, {"t": ("p", "y")}, ["gauc"], user="country")
+    # a file named alone has no keys: the message says where they are read from
+    leaf = next((logs / "country=FR" / "hour=1").glob("*.parquet"))
     message = (
-        r"country=FR.*\.parquet: column 'country' \(--by segment\) is missing; found columns \['p', 'y'\]\. "
-        r"'country' is a Hive partition key \(directory 'country=FR'\): its values are in the directory names"
+        r"column 'country' \(--by segment\) is missing; found columns \['p', 'y'\]\. "
+        r"'country' is a Hive partition key \(directory 'country=FR'\), which is a column of the files below a "
+        r"directory named"
     )
     with pytest.raises(InvalidDataError, match=message):
-        evaluate(tmp_path / "logs", {"t": ("p", "y")}, ["ctr"], by=["country"])
-    assert cli.main(["evaluate", str(tmp_path / "logs"), "--task", "t=p:y", "--metrics", "ctr", "--by", "country"]) == 2
+        evaluate(leaf, {"t": ("p", "y")}, ["ctr"], by=["country"])
     with pytest.raises(InvalidDataError, match=r"column 'w' \(weights\) is missing; found columns \['p', 'y'\]\.$"):
-        evaluate(tmp_path / "logs", {"t": ("p", "y")}, ["ctr"], weights="w")  # no such directory: no hint
-    # the way the message gives: the dataset's table, the key a column
-    table = ds.dataset(tmp_path / "logs", format="parquet", partitioning="hive").to_table()
-    result = evaluate(table, {"t": ("p", "y")}, ["ctr"], by=["country"])
-    expected = {f"ctr/t/country={c}": y.mean() for c, y in frame.groupby("country")["y"]}
-    assert_close(result.values, {"ctr/t": frame.y.mean(), **expected})
+        evaluate(leaf, {"t": ("p", "y")}, ["ctr"], weights="w")  # no such directory: no hint
+
+
+def test_a_column_a_file_holds_is_read_from_the_file_not_its_partition_key(tmp_path):
+    """A file holding a column named like a key of its directories keeps its own values (as before the
+    keys were columns); a file without it gets the key's."""
+    (tmp_path / "g=1").mkdir()
+    pq.write_table(pa.table({"p": [0.2, 0.7], "y": [0, 1], "g": [7, 8]}), tmp_path / "g=1" / "a.parquet")
+    pq.write_table(pa.table({"p": [0.4, 0.9], "y": [1, 1]}), tmp_path / "g=1" / "b.parquet")
+    result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["g"])
+    assert {r["g"]: r["rows"] for r in result.records[1:]} == {1: 2, 7: 1, 8: 1}
 
 
 @pytest.mark.parametrize(
@@ -1418,6 +1477,68 @@ def test_csv_segment_types_follow_the_reader_and_the_typed_files(tmp_path):
     (tmp_path / "a.csv").write_text("p,y,g\n0.5,1,5000000000\n")  # beyond int32: int64, joined with the int32s
     result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["g"])
     assert [r["g"] for r in result.records if r["segment"] != "all"] == [1, 2, 5000000000]
+
+
+def _count_reads(monkeypatch) -> list[tuple[str, int, tuple[str, ...] | None]]:
+    """Every pass over a file's data: (file name, row group or 0, columns); a CSV header read has columns None."""
+    from torchmetrics_ext.evaluate import sources
+
+    reads: list[tuple[str, int, tuple[str, ...] | None]] = []
+    csv_open, parquet_read = sources.CsvSource._open, sources.ParquetSource.read
+
+    def counted_open(self, columns, batch_size, types):
+        reads.append((os.path.basename(self.label), 0, None if columns is None else tuple(columns)))
+        return csv_open(self, columns, batch_size, types)
+
+    def counted_read(self, chunk, columns, batch_size, types=None):
+        reads.append((os.path.basename(self.label), chunk.part, tuple(columns)))
+        return parquet_read(self, chunk, columns, batch_size, types)
+
+    monkeypatch.setattr(sources.CsvSource, "_open", counted_open)
+    monkeypatch.setattr(sources.ParquetSource, "read", counted_read)
+    return reads
+
+
+def _by_frame(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "p": rng.uniform(0.01, 0.99, n).round(6),
+            "y": rng.integers(0, 2, n),
+            "country": rng.choice(["de", "fr", "us"], n),
+            "hour": rng.integers(0, 24, n),
+            "price": rng.integers(0, 40, n) / 4,
+        }
+    )
+
+
+@pytest.mark.parametrize("by", [["country"], ["hour"], ["price"], ["country", "hour", "price"]])
+def test_by_reads_every_file_once(tmp_path, monkeypatch, by):
+    """--by read a CSV file 2-6 times (once per type tried, once to find the segments, once to score)
+    and a Parquet file's --by columns twice: now each file is read once, in the scoring pass, with
+    the same values. The reference is a pandas groupby (numbers typed as numbers) and sklearn."""
+    frame = _by_frame(3000, 1)
+    frame.iloc[:1500].to_csv(tmp_path / "a.csv", index=False)
+    pq.write_table(pa.Table.from_pandas(frame.iloc[1500:], preserve_index=False), tmp_path / "b.parquet", 500)
+    reads = _count_reads(monkeypatch)
+    result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr", "ne", "auc"], by=by, batch_size=256)
+    data = [r for r in reads if r[2] is not None]  # the CSV header (first block) is read for its names
+    columns = ("p", "y", *by)
+    assert sorted(data) == [("a.csv", 0, columns)] + [("b.parquet", g, columns) for g in range(3)]
+    expected = {}
+    for key, part in frame.groupby(by):
+        p, y = part["p"].to_numpy(), part["y"].to_numpy()
+        both = 0 < y.sum() < len(y)  # NE and AUC are undefined on one class
+        values = (y.mean(), ne_ref(p, y, np.ones(len(p))) if both else None, roc_auc_score(y, p) if both else None)
+        expected[tuple(k.item() if isinstance(k, np.generic) else k for k in key)] = (len(part), *values)
+    got = {tuple(r[b] for b in by): r for r in result.records if r["segment"] != "all"}
+    assert list(got) == sorted(expected)  # numbers as numbers, in order
+    for key, (rows, ctr, ne, auc) in expected.items():
+        assert got[key]["rows"] == rows
+        assert got[key]["ctr"] == pytest.approx(ctr, rel=1e-12)
+        if auc is not None:
+            assert got[key]["ne"] == pytest.approx(ne, rel=1e-9)
+            assert got[key]["auc"] == pytest.approx(auc, rel=1e-9)
 
 
 def test_csv_segment_numbers_that_float64_cannot_hold_stay_apart(tmp_path):
@@ -2025,6 +2146,63 @@ def test_segment_warnings_computed_on_any_rank_reach_every_rank(ddp_pool, tmp_pa
     ]
     expected = (single.warnings, {key: repr(value) for key, value in single.values.items()})
     assert ddp_pool.run(_ddp_segment_warnings, str(tmp_path)) == [expected, expected]
+
+
+def _ddp_reads(rank: int, world_size: int, paths: list[str], by: list[str]) -> list[tuple[dict, list]]:
+    out = []
+    for path in paths:
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            reads = _count_reads(monkeypatch)
+            result = evaluate(path, {"t": ("p", "y")}, ["ctr", "auc"], by=by, batch_size=200)
+        out.append(({key: repr(value) for key, value in result.values.items()}, reads))
+    return out
+
+
+@pytest.mark.ddp
+def test_each_rank_reads_only_its_share_with_by(ddp_pool, tmp_path):
+    """Every rank read every file's --by columns (to find the segments); now a rank reads only its own
+    chunks (round-robin over every file's row groups, whole CSV files), once, and the values are the
+    one process's. The CSV files' column types are decided over every rank's text: rank 0's files
+    hold only digits, rank 1's an 'x', so both read the column as text, as one process does."""
+    frame = _by_frame(2400, 2)
+    parquet = tmp_path / "parquet"
+    parquet.mkdir()
+    for i, part in enumerate(np.array_split(np.arange(len(frame)), 2)):
+        table = pa.Table.from_pandas(frame.iloc[part], preserve_index=False)
+        pq.write_table(table, parquet / f"{i}.parquet", row_group_size=400)  # 3 row groups each
+    texts = tmp_path / "csv"
+    texts.mkdir()
+    frame = frame.assign(code=frame["hour"].astype(str))
+    frame.loc[1500, "code"] = "x"  # in c.csv, rank 1's
+    for i, part in enumerate(np.array_split(np.arange(len(frame)), 4)):
+        frame.iloc[part].to_csv(texts / f"{'abcd'[i]}.csv", index=False)
+    by = ["country", "code"]
+    paths = [str(parquet), str(texts)]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _count_reads(monkeypatch)  # the same functions as the ranks run
+        single = []
+        for path, columns in zip(paths, (["country", "hour"], by)):
+            result = evaluate(path, {"t": ("p", "y")}, ["ctr", "auc"], by=columns, batch_size=200)
+            single.append({key: repr(value) for key, value in result.values.items()})
+    ranks = ddp_pool.run(_ddp_reads, paths[:1], ["country", "hour"]), ddp_pool.run(_ddp_reads, paths[1:], by)
+    columns = ("p", "y", "country", "hour")
+    groups = [("0.parquet", g) for g in range(3)] + [("1.parquet", g) for g in range(3)]
+    for rank in range(2):
+        values, reads = ranks[0][rank][0]
+        assert values == single[0]
+        assert reads == [(name, group, columns) for name, group in groups[rank::2]]  # its own row groups, once
+        values, reads = ranks[1][rank][0]
+        assert values == single[1]
+        data = [read for read in reads if read[2] is not None]  # the header of its own files (names)
+        assert data == [(name, 0, ("p", "y", *by)) for name in ["a.csv", "b.csv", "c.csv", "d.csv"][rank::2]]
+    # the reference: a pandas groupby of the text as written
+    expected = frame.groupby(by)["y"].mean()
+    records = {
+        (r["country"], r["code"]): r["ctr"] for r in evaluate(texts, {"t": ("p", "y")}, ["ctr"], by=by).records[1:]
+    }
+    assert list(records) == sorted(expected.index)  # text: "10" before "2"
+    for key, value in expected.items():
+        assert records[key] == pytest.approx(value, rel=1e-12)
 
 
 def _ddp_bad(rank: int, world_size: int, path: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -112,18 +112,19 @@ def _type_ok(kind: Kind, dtype: pa.DataType) -> bool:
 def _partition_hint(source: str, name: str) -> str:
     """Why a column named by a Hive partition directory of ``source`` (``.../country=FR/part-0.parquet``) is missing.
 
-    Files are read one by one, with their own columns: a partition key lives in the directory
-    names only (``pyarrow.dataset`` adds it as a column, typed from every directory's value).
+    The keys of the directories below a directory (or a glob's literal part) named are columns
+    (:class:`~torchmetrics_ext.evaluate.sources.PartitionedSource`); a key of a directory above
+    it, or of a file named alone, is not.
     """
     directories = os.path.normpath(source).split(os.sep)[:-1]
     key = next((d for d in directories if d.startswith(f"{name}=")), None)
     if key is None:
         return ""
     return (
-        f" {name!r} is a Hive partition key (directory {key!r}): its values are in the directory names, not in "
-        "the files, and evaluate reads the columns each file holds. Write the column into the files, or read "
-        "the directory with pyarrow.dataset.dataset(path, partitioning='hive') and evaluate its table "
-        "(.to_table(), held in memory)."
+        f" {name!r} is a Hive partition key (directory {key!r}), which is a column of the files below a "
+        "directory named (or a glob's first wildcard), not of a file named alone or below a directory named "
+        "inside the partitions; name the dataset's root directory (the one holding the key=value directories). "
+        "A key pyarrow.dataset cannot type (every value of it null) is no column."
     )
 
 
@@ -154,7 +155,9 @@ def check_column(source: str, schema: pa.Schema, name: str, role: str) -> pa.Dat
     return schema.field(found[0]).type
 
 
-def check_schema(source: str, schema: pa.Schema, columns: Sequence[Column], inferred: bool = False) -> None:
+def check_schema(
+    source: str, schema: pa.Schema, columns: Sequence[Column], inferred: bool | Collection[str] = False
+) -> None:
     """Raise :class:`InvalidDataError` for the first missing, duplicated or wrongly typed column.
 
     A column of type ``null`` (no value at all: a Parquet column or pandas slice of nulls only)
@@ -165,14 +168,16 @@ def check_schema(source: str, schema: pa.Schema, columns: Sequence[Column], infe
         schema: its schema.
         columns: the columns the evaluation reads; a column of several kinds (predictions that
             are also weights) comes once per kind, and must pass the type check of each.
-        inferred: the types are pyarrow's guess from the first rows (CSV): only the names are
-            checked, since the columns are read with the fixed :func:`text_types` (a value that
+        inferred: the types are pyarrow's guess from the first rows (CSV), for every column
+            (``True``) or for the columns named (a CSV file's, not its Hive partition keys): only
+            their names are checked, since the columns are read with the fixed :func:`text_types` (a value that
             does not convert fails naming it, wherever it is: a type guessed from the first rows
             would make a file valid or not with its size).
     """
     for column in columns:
         dtype = check_column(source, schema, column.name, column.role)
-        if not inferred and not _type_ok(column.kind, dtype):
+        guessed = inferred if isinstance(inferred, bool) else column.name in inferred
+        if not guessed and not _type_ok(column.kind, dtype):
             raise InvalidDataError(
                 f"{source}: column {column.name!r} ({column.role}) has type {dtype}; expected {_EXPECTED[column.kind]}."
             )
@@ -191,12 +196,12 @@ _TEXT_TYPES: dict[Kind, pa.DataType] = {
 def text_types(columns: Sequence[Column]) -> dict[str, pa.DataType]:
     """Fixed types to read ``columns`` of a text file with, so values never depend on the block size.
 
-    Numbers are float64, ids int64 and segments strings (the text as written; the runner reads
-    them with the type :func:`~torchmetrics_ext.evaluate.segments.discover_segments` found over
-    every text file). Labels are read as text and converted by :func:`to_numpy`: numbers, or the
-    reader's booleans (``true``/``false``) as 1 and 0, wherever they are in the file (guessing
-    booleans from the first block made a file fail or not with its size). A column of labels
-    and another role is read as float64 (numbers).
+    Numbers are float64, ids int64 and segments strings (the text as written, typed over every
+    text file once all are read: :class:`~torchmetrics_ext.evaluate.segments.SegmentCollector`).
+    Labels are read as text and converted by :func:`to_numpy`: numbers, or the reader's booleans
+    (``true``/``false``) as 1 and 0, wherever they are in the file (guessing booleans from the
+    first block made a file fail or not with its size). A column of labels and another role is
+    read as float64 (numbers).
 
     Args:
         columns: the columns read.

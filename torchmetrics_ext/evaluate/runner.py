@@ -39,7 +39,7 @@ from torchmetrics_ext.evaluate.checks import (
 )
 from torchmetrics_ext.evaluate.memory import release_free_memory
 from torchmetrics_ext.evaluate.report import OVERALL, EvaluationResult, Progress, segment_text
-from torchmetrics_ext.evaluate.segments import SegmentIndex, SegmentRows, discover_segments
+from torchmetrics_ext.evaluate.segments import SegmentCollector, SegmentIndex, SegmentRows
 from torchmetrics_ext.evaluate.sources import Chunk, InvalidDataError, Source, open_sources
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import RecMetricModule, RecTaskInfo, _fed_probabilities, _logit_columns
@@ -221,7 +221,7 @@ class _Plan:
             first = next((c for c in columns.values() if c.name == name), None)
             if first is not None:
                 raise ValueError(f"Column {name!r} cannot be both a segment (by) and {first.role}.")
-            add(name, "segment", "segment")
+            add(name, "--by segment", "segment")
         return list(columns.values())
 
     def _read_kinds(self) -> dict[str, Kind]:
@@ -330,27 +330,29 @@ class _Run:
         self.checker = RowChecker(plan.columns, probabilities, domains.target, domains.float32_weights)
         self.problems = Problems()
         self.rows_read = self.rows_skipped = 0
-        self.segments: SegmentIndex | None = None
+        self.segments: SegmentIndex | None = None  # known once every rank's rows are read (`finish`)
+        self.collector: SegmentCollector | None = None
         self.rows: SegmentRows | None = None
         if plan.by:
-            self.segments = discover_segments(sources, plan.by, batch_size)
+            self.collector = SegmentCollector(sources, plan.by)
             dtypes = {name: torch.int64 if kind == "id" else torch.float64 for name, kind in plan.read_kinds.items()}
             self.rows = SegmentRows(dtypes)
         chunks = [chunk for source in sources for chunk in source.chunks(batch_size)]
-        self.chunks = chunks[self.rank :: self.world]
-        known = [c.rows for c in self.chunks]
+        # (chunk number among every rank's chunks, chunk): the number orders the segments' messages
+        self.chunks = list(enumerate(chunks))[self.rank :: self.world]
+        known = [c.rows for _, c in self.chunks]
         total = None if any(r is None for r in known) else sum(r or 0 for r in known)
         self.progress = Progress(total, enabled=progress and self.rank == 0)
 
-    def _by_source(self) -> Iterator[tuple[Source, list[Chunk]]]:
-        current: list[Chunk] = []
-        for chunk in self.chunks:
-            if current and chunk.source is not current[0].source:
-                yield current[0].source, current
+    def _by_source(self) -> Iterator[tuple[Source, list[tuple[int, Chunk]]]]:
+        current: list[tuple[int, Chunk]] = []
+        for number, chunk in self.chunks:
+            if current and chunk.source is not current[0][1].source:
+                yield current[0][1].source, current
                 current = []
-            current.append(chunk)
+            current.append((number, chunk))
         if current:
-            yield current[0].source, current
+            yield current[0][1].source, current
 
     def stream(self) -> str | None:
         """Feed this rank's chunks; return an error message instead of raising (ranks agree first)."""
@@ -358,14 +360,14 @@ class _Run:
         try:
             for source, chunks in self._by_source():
                 schema = source.schema()
-                check_schema(source.label, schema, self.plan.columns, inferred=source.infers_types)
-                types = text_types(self.plan.columns) if source.infers_types else None
-                if types is not None and self.segments is not None:
-                    types |= self.segments.text_types  # --by columns: as discovered over every text file
-                for chunk in chunks:
+                inferred = {c.name for c in self.plan.columns if source.inferred(c.name)}
+                check_schema(source.label, schema, self.plan.columns, inferred=inferred)
+                # a text file's columns with fixed types; its --by columns as text, typed over every file at the end
+                types = {n: t for n, t in text_types(self.plan.columns).items() if n in inferred} or None
+                for number, chunk in chunks:
                     first = chunk.first_row
                     for batch in source.read(chunk, names, self.batch_size, types):
-                        self._batch(source, first, batch)
+                        self._batch(source, (number, first), batch)
                         first += batch.num_rows
                     release_free_memory()
                 if self.problems and self.on_invalid == "error":
@@ -376,7 +378,9 @@ class _Run:
             self.progress.close()
         return None
 
-    def _batch(self, source: Source, first_row: int, batch: Any) -> None:
+    def _batch(self, source: Source, order: tuple[int, int], batch: Any) -> None:
+        """Check and feed one batch; ``order``: (its chunk's number among every rank's chunks, its first row)."""
+        first_row = order[1]
         n = batch.num_rows
         self.rows_read += n
         self.progress.advance(n)
@@ -401,12 +405,9 @@ class _Run:
             # naming the file and the batch's rows, agreed by every rank in `finish` as the others
             last = first_row + n - 1
             raise InvalidDataError(f"{source.label}: rows {first_row:,} to {last:,}: {err}") from None
-        if self.segments is not None and self.rows is not None:
-            try:
-                segment = self.segments.encode({b: batch.column(b) for b in self.plan.by})
-            except InvalidDataError as err:
-                raise InvalidDataError(f"{source.label}: {err}") from None
-            self.rows.append(tensors, _tensor(segment if keep is None else segment[keep]))
+        if self.collector is not None and self.rows is not None:
+            codes = self.collector.add(source, order, batch)  # local codes: segment ids once every rank has read
+            self.rows.append(tensors, _tensor(codes if keep is None else codes[keep]))
 
     def finish(self, error: str | None) -> EvaluationResult:
         """Agree on errors and counts across ranks, then compute (overall and per segment)."""
@@ -422,6 +423,10 @@ class _Run:
         if problems and self.on_invalid == "error":  # the first file with invalid rows, all ranks' counts
             first = problems[0].source
             raise InvalidDataError("\n".join(str(p) for p in problems if p.source == first))
+        if self.collector is not None and self.rows is not None:  # every rank's segments, numbered alike
+            self.segments, ids = self.collector.index()
+            self.collector = None
+            self.rows.number_segments(ids)
         release_free_memory()  # compute's temporaries start from the states, not from the reading's leftovers
         overall, caught = self._compute(self.module)
         segment_records = self._segments(caught)
@@ -693,7 +698,10 @@ def evaluate(
     Args:
         data: a Parquet or CSV path (CSV may be compressed: ``.csv.gz``, ``.csv.bz2``, ``.csv.zst``,
             ``.csv.lz4``), a directory, a glob, a list of them, a ``pyarrow.Table``, or a pandas or
-            polars DataFrame (converted one slice of the needed columns at a time).
+            polars DataFrame (converted one slice of the needed columns at a time). The keys of
+            Hive partition directories below a directory (or a glob's first wildcard) named are
+            columns too, typed by ``pyarrow.dataset``'s hive partitioning (``country=FR/hour=3/``:
+            ``by=["country", "hour"]``).
         tasks: ``{"click": ("p_click", "y_click"), ...}`` or ``["click=p_click:y_click", ...]``.
         metrics: registry names (``"ne"``, ``"auc"``, ``"gauc"``, ``"ndcg@10"``, ``"recall@20"``, ...),
             each reported under the name given; a name given twice is reported once, and two
@@ -740,8 +748,8 @@ def evaluate(
             ``user``/``session``, and as predictions, labels or weights, or as ``by`` and another role).
 
     Under ``torch.distributed`` every rank calls it with the same arguments: ranks split the row
-    groups (files for CSV), stream their share and sync as the module does; every rank returns
-    the same result.
+    groups (files for CSV), stream their share (``by`` columns included: every file is read once,
+    by one rank) and sync as the module does; every rank returns the same result.
 
     Example:
         >>> import pyarrow as pa

@@ -1,10 +1,13 @@
 """Segments for ``--by``: discovered from the data, encoded per batch without a loop, rows kept per segment.
 
-:func:`discover_segments` reads only the ``by`` columns of every source once and returns a
-:class:`SegmentIndex`: the distinct value combinations, sorted, and an encoder that maps a batch
-to integer segment ids with one ``index_in`` per column and one ``searchsorted`` (one more per
-point where the int64 key is made dense, for many or very large columns). Every rank of a
-distributed run discovers the same segments, so the ids agree without communication.
+:class:`SegmentCollector` finds the segments in the scoring pass itself: each record batch gives
+its distinct value combinations and a local code per row, so no file is read for the segments
+alone and each rank of a distributed run reads only its share. At the end every rank's
+combinations are gathered once, a CSV file's text columns typed over all of them, and the
+:class:`SegmentIndex` built from them (the distinct combinations, sorted, and an encoder with
+one ``index_in`` per column and one ``searchsorted``, one more per point where the int64 key is
+made dense, for many or very large columns) is the same on every rank; the local codes then
+become segment ids.
 
 :class:`SegmentRows` keeps the rows a metric needs (float64/int64 columns plus the segment id,
 ``8 * (columns + 1)`` bytes per row); at the end it gathers them from every rank with one fused
@@ -27,10 +30,10 @@ import torch.distributed as dist
 from torch import Tensor
 
 from torchmetrics_ext.evaluate.checks import check_column
-from torchmetrics_ext.evaluate.sources import InvalidDataError, Source
+from torchmetrics_ext.evaluate.sources import InvalidDataError, Source, read_text_as
 from torchmetrics_ext.utilities.distributed import fused_gather
 
-__all__ = ["SegmentIndex", "SegmentRows", "discover_segments"]
+__all__ = ["SegmentCollector", "SegmentIndex", "SegmentRows"]
 
 
 def _decoded(array: Any) -> Any:
@@ -172,52 +175,208 @@ def _unknown(column: str | None) -> str:
     return f"{what} that was not there when the segments were discovered (did the files change while reading?)."
 
 
-def discover_segments(sources: Sequence[Source], by: Sequence[str], batch_size: int) -> SegmentIndex:
-    """Read the ``by`` columns of every source and collect their distinct combinations.
+def _distinct(columns: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """One row of each distinct combination of ``columns`` (decoded, equally long) and every row's combination.
 
-    A pass of its own before scoring (and, for text files, after one pass per type tried in
-    :func:`_text_types`): the segment ids must be fixed before the first row is encoded, the same
-    on every rank without communication, and a text column's type by every file before any is
-    read with it. A CSV file is so read 2 to 6 times in all with ``by`` (only the ``by`` columns kept,
-    but all its text parsed each time); ``docs/evaluate.md`` says so.
+    Returns the position of a row of each combination and every row's combination number
+    (``where[inverse]`` has the row's values). Hashes each column (``dictionary_encode``: nulls
+    and the one NaN are values too) and finds the distinct code combinations with one
+    ``np.unique`` (a ``bincount``-like pass when there are few possible codes); the combined code
+    is made dense before it would pass ``2**63``. Arrow's
+    ``group_by`` does the same work, but some 100 times slower for float columns.
+    """
+    rows = len(columns[0]) if columns else 0
+    key = np.zeros(rows, dtype=np.int64)
+    span = 1
+    for column in columns:
+        encoded = pc.dictionary_encode(column, null_encoding="encode")
+        size = len(encoded.dictionary)
+        if span * size > _KEY_RANGE:
+            uniq, key = np.unique(key, return_inverse=True)
+            key, span = key.reshape(-1).astype(np.int64), len(uniq)
+        key = key * size + encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        span *= size
+    if span <= 2 * rows + 1024:  # few possible codes (one column, or few values each): no sort
+        present = np.zeros(span, dtype=bool)
+        present[key] = True
+        inverse = (np.cumsum(present) - 1)[key]
+        where = np.empty(int(present.sum()), dtype=np.int64)
+        where[inverse] = np.arange(rows, dtype=np.int64)  # a row of each combination (any one)
+        return where, inverse
+    _, where, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return where.astype(np.int64), inverse.reshape(-1).astype(np.int64)
+
+
+def _distinct_table(by: Sequence[str], columns: Sequence[Any]) -> tuple[pa.Table, np.ndarray]:
+    """The distinct combinations of ``columns`` (decoded) as a table, and every row's position in it."""
+    decoded = [_decoded(column) for column in columns]
+    where, inverse = _distinct(decoded)
+    picked = pa.array(where, pa.int64())
+    return pa.table({name: column.take(picked) for name, column in zip(by, decoded)}), inverse
+
+
+@dataclass(frozen=True)
+class _Part:
+    """The distinct ``by`` combinations of one record batch, as read.
+
+    Attributes:
+        order: (chunk number among every source's chunks, first row): one process's reading order.
+        table: the combinations; the ``text`` columns hold a CSV file's text as written.
+        place: where the batch comes from, for messages.
+        text: the ``by`` columns read as text (a CSV file's), typed once every file's text is known.
+    """
+
+    order: tuple[int, int]
+    table: pa.Table
+    place: _Place
+    text: tuple[str, ...]
+
+
+class SegmentCollector:
+    """The ``by`` combinations of the batches this process reads, found as they are scored.
+
+    Each record batch of the scoring pass gives its distinct combinations and every row's local
+    code (:meth:`add`): no file is read for the segments alone, and each rank of a distributed
+    run sees only its own share. At the end :meth:`index` gathers every rank's combinations (one
+    ``all_gather_object``), types the CSV files' text columns over all of them, numbers the
+    segments (sorted, the same on every rank) and maps each local code to its segment.
+
+    Args:
+        sources: every source of the run (each rank holds them all).
+        by: the segment columns.
 
     Raises:
-        InvalidDataError: a ``by`` column is missing or not a flat type (names the file and column).
+        InvalidDataError: a ``by`` column of a file with stored types (Parquet, a frame) is
+            missing or not a flat type, checked from the schemas before anything is read (a CSV
+            file's columns are checked as it is read).
     """
-    half = set(by)  # columns every source stores as float16
-    for source in sources:
-        schema = source.schema()
-        for name in by:
-            dtype = check_column(source.label, schema, name, "--by segment")
-            if not pa.types.is_float16(dtype.value_type if pa.types.is_dictionary(dtype) else dtype):
-                half.discard(name)
-            if pa.types.is_nested(dtype) or not _groupable(dtype):
-                raise InvalidDataError(
-                    f"{source.label}: column {name!r} (--by segment) has type {dtype}; expected flat values "
-                    "that can be grouped and sorted (strings, numbers, dates...): convert the column to one."
-                )
-    types = _text_types(sources, by, batch_size)
-    parts: list[pa.Table] = []
-    places: list[_Place] = []  # where each part comes from, for messages
-    for source in sources:
-        for chunk in source.chunks(batch_size):  # text files with the types the runner reads them with
-            first = chunk.first_row
-            for batch in source.read(chunk, by, batch_size, types if source.infers_types else None):
-                table = pa.table({name: _decoded(batch.column(name)) for name in by})
-                parts.append(table.group_by(list(by)).aggregate([]))
-                places.append(_Place(source.label, first, first + batch.num_rows - 1))
-                first += batch.num_rows
-    if not parts:
-        return SegmentIndex(by, pa.table({name: pa.array([], pa.null()) for name in by}))
-    try:
-        combos = pa.concat_tables(parts, promote_options="permissive")
-    except pa.ArrowException:
-        raise InvalidDataError(_type_clash(by, parts, places)) from None
-    return SegmentIndex(by, combos.group_by(list(by)).aggregate([]), types, half)
+
+    def __init__(self, sources: Sequence[Source], by: Sequence[str]) -> None:
+        self.by = tuple(by)
+        self._half = set(by)  # columns every source stores as float16
+        self._stored: dict[str, pa.DataType] = {}  # the first typed source's type of each column
+        for source in sources:
+            if source.infers_types:  # a CSV file: its columns are text (its header is read with it)
+                self._half.clear()
+                continue
+            schema = source.schema()  # metadata: no data is read
+            for name in by:
+                dtype = check_column(source.label, schema, name, "--by segment")
+                value_type = dtype.value_type if pa.types.is_dictionary(dtype) else dtype
+                if not pa.types.is_float16(value_type):
+                    self._half.discard(name)
+                if pa.types.is_nested(dtype) or not _groupable(dtype):
+                    raise InvalidDataError(
+                        f"{source.label}: column {name!r} (--by segment) has type {dtype}; expected flat values "
+                        "that can be grouped and sorted (strings, numbers, dates...): convert the column to one."
+                    )
+                if not pa.types.is_null(value_type):
+                    self._stored.setdefault(name, value_type)
+        self._parts: list[_Part] = []
+        self._size = 0  # local codes so far
+
+    def add(self, source: Source, order: tuple[int, int], batch: Any) -> np.ndarray:
+        """Keep one batch's distinct combinations; returns every row's local code.
+
+        Args:
+            source: where the batch comes from (its CSV text columns are typed at the end).
+            order: (chunk number among every source's chunks, the batch's first row in its source).
+            batch: the record batch, holding every ``by`` column.
+        """
+        text = tuple(name for name in self.by if source.inferred(name))
+        table, inverse = _distinct_table(self.by, [batch.column(name) for name in self.by])
+        first = order[1]
+        self._parts.append(_Part(order, table, _Place(source.label, first, first + batch.num_rows - 1), text))
+        codes = inverse + self._size
+        self._size += table.num_rows
+        return codes
+
+    def index(self) -> tuple[SegmentIndex, np.ndarray]:
+        """The segments of every rank's rows and the segment of each local code.
+
+        Every rank must call it (it gathers when distributed); every rank numbers the segments alike.
+
+        Raises:
+            InvalidDataError: a column's values have types that cannot be one (naming the files
+                or rows and the types).
+        """
+        mine = self._parts
+        parts = mine
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            shares: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(shares, mine)
+            parts = [part for share in shares for part in share]
+        parts = sorted(parts, key=lambda part: part.order)  # one process's order (for messages)
+        types, converters = self._text_types(parts)
+        tables = [_typed(part, converters) for part in parts]
+        places = [part.place for part in parts]
+        if not tables:
+            return SegmentIndex(self.by, pa.table({name: pa.array([], pa.null()) for name in self.by})), np.zeros(
+                0, np.int64
+            )
+        try:
+            combos = pa.concat_tables(tables, promote_options="permissive")
+        except pa.ArrowException:
+            raise InvalidDataError(_type_clash(self.by, tables, places)) from None
+        distinct, _ = _distinct_table(self.by, [combos.column(name) for name in self.by])
+        index = SegmentIndex(self.by, distinct, types, self._half)
+        ids = [index.encode({name: _typed(part, converters).column(name) for name in self.by}) for part in mine]
+        return index, np.concatenate(ids) if ids else np.zeros(0, np.int64)
+
+    def _text_types(self, parts: Sequence[_Part]) -> tuple[dict[str, pa.DataType], dict[str, tuple[Any, Any]]]:
+        """The type each ``by`` column of the CSV files is read with, and each text's value.
+
+        The column's stored type in the typed files (Parquet) if every text reads as it, else
+        the first of int64, uint64 and float64 that every text reads as, else text. A float type
+        must hold every number as written (:func:`_exact`), or distinct ids beyond 2**64 would
+        merge into one segment. Each text is converted by the CSV reader itself
+        (:func:`~torchmetrics_ext.evaluate.sources.read_text_as`: its parsing and null values),
+        so a value is what reading the files' column with that type gives. Only the distinct
+        texts of every file are converted, once.
+
+        Returns:
+            ``name -> type`` for every column read as text somewhere, and ``name -> (texts,
+            values)``: the distinct texts and their values (none for a column kept as text).
+        """
+        types: dict[str, pa.DataType] = {}
+        converters: dict[str, tuple[Any, Any]] = {}
+        for name in self.by:
+            columns = [part.table.column(name) for part in parts if name in part.text]
+            if not columns:
+                continue
+            texts = pc.unique(pa.chunked_array(columns, pa.string()).combine_chunks())
+            stored = self._stored.get(name)
+            candidates = ([stored] if stored is not None else []) + [t for t in _NUMBER_TYPES if t != stored]
+            types[name] = pa.string()  # when no number type holds every text
+            for dtype in candidates:
+                if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+                    types[name] = dtype
+                    break
+                values = read_text_as(texts, dtype)
+                if values is not None and (not pa.types.is_floating(dtype) or _exact(texts, dtype)):
+                    types[name] = dtype
+                    converters[name] = (texts, values)
+                    break
+        return types, converters
+
+
+_NUMBER_TYPES = (pa.int64(), pa.uint64(), pa.float64())
+
+
+def _typed(part: _Part, converters: Mapping[str, tuple[Any, Any]]) -> pa.Table:
+    """A part with its text columns as the values they read as (those kept as text unchanged)."""
+    table = part.table
+    for name in part.text:
+        if name in converters:
+            texts, values = converters[name]
+            position = table.schema.get_field_index(name)
+            typed = values.take(pc.index_in(table.column(name), value_set=texts))
+            table = table.set_column(position, name, _decoded(typed))
+    return table
 
 
 def _groupable(dtype: pa.DataType) -> bool:
-    """Whether Arrow groups, sorts and looks up values of ``dtype`` (as segment values are).
+    """Whether Arrow groups, hashes, sorts and looks up values of ``dtype`` (as segment values are).
 
     Not so for extension types (pandas ``Period`` and ``Interval``, ``uuid``) or
     ``month_day_nano_interval``, for example. Tried on an empty array: no data is read.
@@ -225,56 +384,9 @@ def _groupable(dtype: pa.DataType) -> bool:
     try:
         empty = _decoded(pa.array([], dtype))
         pa.table({"k": empty}).group_by(["k"]).aggregate([])
+        pc.dictionary_encode(empty, null_encoding="encode")
         pc.index_in(empty, value_set=pc.unique(empty).sort(null_placement="at_end"))
     except (pa.ArrowException, NotImplementedError, TypeError):
-        return False
-    return True
-
-
-_NUMBER_TYPES = (pa.int64(), pa.uint64(), pa.float64())
-
-
-def _text_types(sources: Sequence[Source], by: Sequence[str], batch_size: int) -> dict[str, pa.DataType]:
-    """The type each ``by`` column of the text files (CSV) is read with, the same for every file.
-
-    The stored type of the column in the typed files (Parquet) if every text file reads as it,
-    else the first of int64, uint64 and float64 that every text file reads as (the typed files'
-    numbers then join them as Arrow promotes), else text. A float type must hold every number
-    as written (:func:`_reads_as`), or distinct ids beyond 2**64 would merge into one segment.
-    Each candidate is tried with the reader itself (its own parsing and null values), so the
-    runner reads exactly what was discovered.
-    """
-    text = [source for source in sources if source.infers_types]
-    out: dict[str, pa.DataType] = {}
-    for name in by if text else ():
-        stored = [source.schema().field(name).type for source in sources if not source.infers_types]
-        stored = [t.value_type if pa.types.is_dictionary(t) else t for t in stored if not pa.types.is_null(t)]
-        candidates = stored[:1] + [t for t in _NUMBER_TYPES if t not in stored[:1]]
-        out[name] = next(
-            (t for t in candidates if all(_reads_as(source, name, t, batch_size) for source in text)), pa.string()
-        )
-    return out
-
-
-def _reads_as(source: Source, name: str, dtype: pa.DataType, batch_size: int) -> bool:
-    """Whether every value of column ``name`` of a text file reads as ``dtype``, floats exactly.
-
-    A float type must also keep every number as written (see :func:`_exact`): the reader parses
-    ``12345678901234567890123`` and ``...124`` as one float64, which would merge two segments
-    under a label naming neither.
-    """
-    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
-        return True
-    try:
-        for chunk in source.chunks(batch_size):
-            for _ in source.read(chunk, [name], batch_size, {name: dtype}):
-                pass
-        if pa.types.is_floating(dtype):  # one more pass, as text: only where the ints did not read
-            for chunk in source.chunks(batch_size):
-                for batch in source.read(chunk, [name], batch_size, {name: pa.string()}):
-                    if not _exact(batch.column(0), dtype):
-                        return False
-    except InvalidDataError:
         return False
     return True
 
@@ -423,6 +535,11 @@ class SegmentRows:
         """Keep one batch."""
         for name, value in {**columns, "\0segment": segments}.items():
             self._chunks[name].append(value.to(self.dtypes[name]))
+
+    def number_segments(self, ids: np.ndarray) -> None:
+        """Replace every kept row's local code (:meth:`SegmentCollector.add`) with its segment, ``ids[code]``."""
+        lookup = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64))
+        self._chunks["\0segment"] = [lookup[codes] for codes in self._chunks["\0segment"]]
 
     def gathered(self) -> tuple[dict[str, Tensor], Tensor]:
         """Every kept row (from every rank when distributed) and its segment id; this rank's copy is released.

@@ -25,7 +25,7 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
         "torchmetrics_ext.evaluate reads data with pyarrow: pip install 'torchmetrics-ext[evaluate]'"
     ) from err
 
-__all__ = ["Chunk", "InvalidDataError", "Source", "open_sources"]
+__all__ = ["Chunk", "InvalidDataError", "PartitionedSource", "Source", "open_sources", "read_text_as"]
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 # compressed CSV, decompressed while reading with the codec its (lower-cased) suffix names: pyarrow's
@@ -87,6 +87,13 @@ class Source:
     def schema(self) -> pa.Schema:
         """Column names and types."""
         raise NotImplementedError
+
+    def inferred(self, name: str) -> bool:
+        """Whether column ``name``'s type in :meth:`schema` is a guess (a CSV file's column), not stored.
+
+        Such a column is read with the type :meth:`read` is given for it (see ``types``).
+        """
+        return self.infers_types
 
     def chunks(self, batch_size: int) -> list[Chunk]:
         """The units a distributed run splits between ranks."""
@@ -227,6 +234,27 @@ class CsvSource(Source):
                 yield block.slice(start, batch_size)
 
 
+def read_text_as(texts: Any, dtype: pa.DataType) -> Any:
+    """Text values of a CSV column as the CSV reader reads them with ``dtype``; ``None`` if one does not convert.
+
+    The texts (a column read as ``string``) are written as one quoted CSV column and read back
+    with the options of :class:`CsvSource`: the reader's own parsing, trimming and null values
+    (a quoted field converts as an unquoted one), so each value is what reading the file's
+    column with ``dtype`` gives.
+    """
+    sink = pa.BufferOutputStream()
+    pa_csv.write_csv(pa.table({"v": texts}), sink, pa_csv.WriteOptions(quoting_style="all_valid"))
+    try:
+        table = pa_csv.read_csv(
+            pa.BufferReader(sink.getvalue()),
+            parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+            convert_options=pa_csv.ConvertOptions(column_types={"v": dtype}),
+        )
+    except (OSError, pa.ArrowException):
+        return None
+    return table.column(0).combine_chunks()
+
+
 class TableSource(Source):
     """An in-memory ``pyarrow.Table`` (or anything converted to one slice at a time)."""
 
@@ -317,6 +345,75 @@ class PolarsSource(TableSource):
 
     def _slice(self, start: int, length: int, columns: Sequence[str]) -> pa.Table:
         return self._table.slice(start, length).select(list(columns)).to_arrow()
+
+
+class PartitionedSource(Source):
+    """A file below Hive partition directories (``logs/country=FR/part-0.parquet``): its keys are columns too.
+
+    Each key the file does not hold itself is a column of the key's value on every row, typed as
+    ``pyarrow.dataset``'s hive partitioning types it over the whole directory (``int32`` if every
+    value is a 32-bit integer, else ``string``; ``__HIVE_DEFAULT_PARTITION__`` is null). A key
+    column's type is stored, not inferred, even in a CSV file. A column the file holds is read
+    from the file (``pyarrow.dataset`` would read the key's value instead).
+
+    Args:
+        inner: the file's own source.
+        keys: the file's partition keys and their values.
+    """
+
+    def __init__(self, inner: Source, keys: Mapping[str, pa.Scalar]) -> None:
+        self.label = inner.label
+        self.infers_types = inner.infers_types
+        self._inner = inner
+        self._keys = dict(keys)
+        self._added: dict[str, pa.Scalar] | None = None
+
+    @property
+    def inner(self) -> Source:
+        """The file's own source."""
+        return self._inner
+
+    def added(self) -> dict[str, pa.Scalar]:
+        """The keys the file does not hold itself (read from its header or footer once)."""
+        if self._added is None:
+            held = set(column_names(self._inner.schema()) or ())
+            self._added = {name: value for name, value in self._keys.items() if name not in held}
+        return self._added
+
+    def schema(self) -> pa.Schema:
+        """The file's columns, then its added keys."""
+        schema = self._inner.schema()
+        for name, value in self.added().items():
+            schema = schema.append(pa.field(name, value.type))
+        return schema
+
+    def inferred(self, name: str) -> bool:
+        """Keys are typed from the directory names; the file's columns as the file says."""
+        return name not in self.added() and self._inner.inferred(name)
+
+    def chunks(self, batch_size: int) -> list[Chunk]:
+        """The file's chunks."""
+        return [Chunk(self, c.part, c.rows, c.first_row) for c in self._inner.chunks(batch_size)]
+
+    def read(
+        self,
+        chunk: Chunk,
+        columns: Sequence[str],
+        batch_size: int,
+        types: Mapping[str, pa.DataType] | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """The file's columns as its source reads them, the keys as constant columns."""
+        added = self.added()
+        own = [name for name in columns if name not in added]
+        # a read of keys alone still needs the rows: read the file's first column for them
+        read = own or (column_names(self._inner.schema()) or [])[:1]
+        inner = Chunk(self._inner, chunk.part, chunk.rows, chunk.first_row)
+        kept = {name: dtype for name, dtype in (types or {}).items() if name not in added}
+        for batch in self._inner.read(inner, read, batch_size, kept):
+            arrays = [
+                pa.repeat(added[name], batch.num_rows) if name in added else batch.column(name) for name in columns
+            ]
+            yield pa.RecordBatch.from_arrays(arrays, names=list(columns))
 
 
 _DATA_SUFFIXES = PARQUET_SUFFIXES + CSV_SUFFIXES  # what a directory or a glob reads
@@ -482,4 +579,66 @@ def open_sources(data: Any) -> list[Source]:
             "Expected `data` to be a path, a list of paths, a pyarrow.Table or a pandas/polars DataFrame, "
             f"got {type(data).__name__}."
         )
-    return [_file_source(path) for p in paths for path in _expand(os.fspath(p))]
+    out: list[Source] = []
+    for p in paths:
+        path = os.fspath(p)
+        files = _expand(path)
+        found = [_file_source(file) for file in files]
+        keys = _hive_keys(_partition_base(path), files, found)
+        out += found if keys is None else [PartitionedSource(s, k) if k else s for s, k in zip(found, keys)]
+    return out
+
+
+def _partition_base(path: str) -> str | None:
+    """The directory below which ``path``'s files may have Hive partition directories.
+
+    A directory named: itself. A glob: its literal directories before the first wildcard (so
+    ``logs/country=*/*.parquet`` has the key ``country``). A file named: none.
+    """
+    if os.path.isdir(path):
+        return path
+    if os.path.exists(path) or not glob.has_magic(path):
+        return None
+    parts = os.path.normpath(path).split(os.sep)
+    first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    return os.sep.join(parts[:first]) or (os.sep if path.startswith(os.sep) else os.curdir)
+
+
+_HIVE_DIRECTORY = re.compile(r"[^=]+=")  # a directory named KEY=VALUE
+
+
+def _hive_keys(base: str | None, files: Sequence[str], found: Sequence[Source]) -> list[dict[str, pa.Scalar]] | None:
+    """Every file's Hive partition keys below ``base`` (``None``: no ``KEY=VALUE`` directory there).
+
+    Discovered by ``pyarrow.dataset``'s hive partitioning over the files' directories: the
+    values' types over every file (``int32`` if each is one, else ``string``), URI-decoded
+    names and values, ``__HIVE_DEFAULT_PARTITION__`` as null. pyarrow reads one file's schema
+    on the way (a Parquet file's footer if there is one, else a CSV file's first block). Keys
+    pyarrow cannot discover (a key whose every value is null has no type) are no columns: the
+    files read as they are, and naming such a key fails as any missing column.
+    """
+    if base is None:
+        return None
+    root = os.path.abspath(base)
+    directories = [os.path.relpath(os.path.dirname(os.path.abspath(file)), root).split(os.sep) for file in files]
+    if not any(_HIVE_DIRECTORY.match(part) for parts in directories for part in parts):
+        return None
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pa_fs
+
+    parquet = [i for i, source in enumerate(found) if isinstance(source, ParquetSource)]
+    first = parquet[0] if parquet else 0
+    options = ds.FileSystemFactoryOptions(partition_base_dir=root)
+    options.partitioning_factory = ds.HivePartitioning.discover()
+    file_format = ds.ParquetFileFormat() if parquet else ds.CsvFileFormat()
+    try:  # pyarrow inspects the first path's schema (kept apart from the keys': inspect_schemas does not merge them)
+        paths = [os.path.abspath(file) for file in files]
+        ordered = [paths[first], *paths[:first], *paths[first + 1 :]]
+        factory = ds.FileSystemDatasetFactory(pa_fs.LocalFileSystem(), ordered, file_format, options)
+        partitioning = ds.HivePartitioning(factory.inspect_schemas()[-1])
+        relative = ["/".join(part for part in parts if part != os.curdir) for parts in directories]
+        keys = [ds.get_partition_keys(partitioning.parse(f"/{path}/")) if path else {} for path in relative]
+    except (OSError, pa.ArrowException):
+        return None
+    fields = list(partitioning.schema)
+    return [{field.name: pa.scalar(values.get(field.name), field.type) for field in fields} for values in keys]

@@ -28,7 +28,7 @@ import torchmetrics_ext as tmx
 from tests import test_auc, test_pairwise_auc, test_pointwise
 from tests.helpers import tester as H
 from torchmetrics_ext import aggregation as agg
-from torchmetrics_ext.metrics import pointwise
+from torchmetrics_ext.metrics import counters, pointwise
 from torchmetrics_ext.utilities import checks
 from torchmetrics_ext.utilities.device import force_device_path, on_device_path
 
@@ -134,6 +134,8 @@ def _batch(seed: int, num_tasks: int, n: int = 257, weighted: bool = True) -> di
 
 
 POINTWISE = [getattr(tmx, name) for name in pointwise.__all__]
+# the counters of (preds, target, weights); NumMissingLabels reads NaN-aware bounds of the labels
+COUNTERS = [getattr(tmx, name) for name in counters.__all__ if name != "TensorWeightedAverage"]
 AUC_FAMILY = {
     "auc": tmx.AUC,
     "auprc": tmx.AUPRC,
@@ -145,7 +147,7 @@ AUC_FAMILY = {
     "rauc": tmx.RegressionAUC,
     "xauc": tmx.XAUC,
 }
-METRICS = {cls.__name__: cls for cls in POINTWISE} | AUC_FAMILY
+METRICS = {cls.__name__: cls for cls in [*POINTWISE, *COUNTERS]} | AUC_FAMILY
 
 
 def _collection(num_tasks: int, validate_args: bool) -> MetricCollection:
@@ -364,6 +366,43 @@ def test_collection_syncs_once_per_step(num_tasks, weighted):
             with count_syncs() as calls:
                 unvalidated.update(**_batch(seed, num_tasks, weighted=weighted))
             assert calls == []
+
+
+def test_num_missing_labels_reads_its_nan_labels_with_the_step():
+    """NumMissingLabels validated a NaN-masked copy of the labels: a second read per step in a collection.
+
+    Now it reads the labels as given (NaN-aware): one read alone, none more next to metrics that read them.
+    """
+    g = torch.Generator().manual_seed(9)
+    preds, weights = torch.rand(2, 300, generator=g), torch.rand(300, generator=g)
+    target = (torch.rand(2, 300, generator=g) < 0.3).double()
+    target[:, ::7] = float("nan")
+    missing, count_all = tmx.NumMissingLabels(num_tasks=2), tmx.NumMissingLabels(num_tasks=2, count_zero_weight=True)
+    with force_device_path():
+        with count_syncs() as calls:
+            missing.update(preds, target, weights)
+        assert calls == ["Tensor.tolist"], calls
+        with count_syncs() as calls:
+            count_all.update(preds, target, weights)  # the same labels: their NaN-aware bounds are remembered
+        assert calls == [], calls
+        nan = np.isnan(target.numpy())
+        np.testing.assert_allclose(missing.compute().numpy(), (nan * weights.double().numpy()).sum(1), rtol=1e-12)
+        np.testing.assert_allclose(count_all.compute().numpy(), nan.sum(1), rtol=0)
+        for bad_value in (float("inf"), -float("inf")):
+            bad = target.clone()
+            bad[1, 3] = bad_value  # among NaN labels
+            with pytest.raises(ValueError, match="finite real values, got values containing inf"):
+                missing.update(preds, bad, weights)
+        np.testing.assert_allclose(missing.compute().numpy(), (nan * weights.double().numpy()).sum(1), rtol=1e-12)
+        clean = torch.nan_to_num(target, nan=0.0)
+        collection = MetricCollection(
+            {"ne": tmx.NormalizedEntropy(num_tasks=2), "missing": tmx.NumMissingLabels(num_tasks=2)},
+            compute_groups=False,
+        )
+        with count_syncs() as calls:
+            collection.update(preds, clean, weights)
+        assert calls == ["Tensor.tolist"], calls
+    assert collection["missing"].compute().tolist() == [0.0, 0.0]
 
 
 def test_exact_auc_float64_weights_with_zeros_read_once():

@@ -264,12 +264,19 @@ def _format_missing(
     """Pointwise checks for inputs whose ``target`` may hold NaN (a missing label); returns float64 tensors."""
     if validate:
         check_tensor("target", target, floating=True)
-    # every pointwise check (shapes, devices, finite values) on the labels with NaN masked out
-    known = target.masked_fill(torch.isnan(target), 0.0) if validate else None
-    p, _, w = format_pointwise(
-        preds, known, weights, num_tasks, preds_domain="real", target_domain="real", validate=validate
+    # every pointwise check (shapes, devices, finite values) on the labels as given, NaN accepted: the
+    # labels' own bounds, which the other metrics of a step read for them too (one host sync per step)
+    p, t, w = format_pointwise(
+        preds,
+        target,
+        weights,
+        num_tasks,
+        preds_domain="real",
+        target_domain="real",
+        validate=validate,
+        missing_labels=True,
     )
-    return p, target.to(torch.float64).reshape(p.shape), w
+    return p, target.to(torch.float64).reshape(p.shape) if t is None else t, w
 
 
 def num_missing_labels(

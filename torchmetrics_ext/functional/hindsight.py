@@ -4,8 +4,10 @@ Given a target precision, find in hindsight the lowest of ``B`` uniform threshol
 :math:`t_i = i / (B - 1)` (each the correctly rounded float64 quotient, so a score of exactly 0.3
 reaches 3/10) whose precision reaches it, and report that threshold with the precision and recall
 there. All thresholds are evaluated at once from two per-task weight histograms (positive and
-negative label weight by the number of thresholds a score reaches): one ``searchsorted`` and two
-``scatter_add_`` per batch, constant memory ``(T, B + 1)``.
+negative label weight by the number of thresholds a score reaches): that number, found
+arithmetically at a cost independent of ``B`` (:func:`~torchmetrics_ext.functional._uniform.thresholds_reached`,
+exactly what ``searchsorted`` over the thresholds gives), and two ``scatter_add_`` per batch,
+constant memory ``(T, B + 1)``.
 
 TorchRec 1.9 counts a prediction equal to a threshold both as a true positive (:math:`p \ge t`)
 and as a false negative (:math:`p \le t`), and reports the threshold *index* as
@@ -20,6 +22,7 @@ import math
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.functional._uniform import grid_on, thresholds_reached
 from torchmetrics_ext.utilities.checks import as_int, as_real, check_flag, format_pointwise, single_task
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
@@ -36,12 +39,12 @@ def _check_hindsight_args(target_precision: float, num_thresholds: int) -> tuple
     return float(tp), n
 
 
-def _thresholds(num_thresholds: int, device: torch.device | None = None) -> Tensor:
-    """``j / (B - 1)`` for ``j = 0..B-1``, each correctly rounded.
+def _thresholds(num_thresholds: int, device: torch.device) -> Tensor:
+    """``j / (B - 1)`` for ``j = 0..B-1``, each correctly rounded (on the host, copied to ``device`` once).
 
     ``linspace`` gives 0.30000000000000004 for 3/10, so a score of exactly 0.3 would not reach it.
     """
-    return torch.arange(num_thresholds, dtype=torch.float64, device=device) / (num_thresholds - 1)
+    return grid_on(num_thresholds, num_thresholds - 1, device)
 
 
 def _hindsight_update(
@@ -49,7 +52,7 @@ def _hindsight_update(
 ) -> tuple[Tensor, Tensor]:
     """Per-task ``(positive, negative)`` label weight by the number of thresholds each score reaches, ``(T, B + 1)``."""
     probs = torch.sigmoid(preds) if from_logits else preds
-    reached = torch.searchsorted(_thresholds(num_thresholds, preds.device), probs.contiguous(), right=True)
+    reached = thresholds_reached(probs, num_thresholds)  # searchsorted(thresholds, probs, right=True)
     w = torch.ones_like(target) if weights is None else weights.expand_as(target)
     shape = (preds.shape[0], num_thresholds + 1)
     pos = torch.zeros(shape, dtype=torch.float64, device=preds.device).scatter_add_(1, reached, w * target)

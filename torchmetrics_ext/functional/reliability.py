@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.functional._uniform import uniform_bins, uniform_grid
 from torchmetrics_ext.utilities.checks import as_int, check_flag, format_pointwise, single_task
 from torchmetrics_ext.utilities.device import constant_on
 from torchmetrics_ext.utilities.warnings import warn_undefined
@@ -36,7 +37,7 @@ def _uniform_edges(num_bins: int) -> Tensor:
 
     ``linspace`` gives 0.30000000000000004 for 3/10, so a score of exactly 0.3 would fall one bin low.
     """
-    return torch.arange(num_bins + 1, dtype=torch.float64, device="cpu") / num_bins  # a setting: on the host
+    return uniform_grid(num_bins + 1, num_bins)  # a setting: on the host
 
 
 def _reliability_edges(num_bins: object, edges: Sequence[float] | Tensor | None) -> Tensor:
@@ -59,16 +60,22 @@ def _reliability_edges(num_bins: object, edges: Sequence[float] | Tensor | None)
 
 
 def _reliability_update(
-    preds: Tensor, target: Tensor, weights: Tensor | None, edges: Tensor, from_logits: bool
+    preds: Tensor, target: Tensor, weights: Tensor | None, edges: Tensor, from_logits: bool, uniform: bool = False
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per-task, per-bin ``(weight, weighted prediction, weighted label)`` sums of a ``(T, N)`` float64 batch.
 
-    One ``bucketize`` and three ``scatter_add_`` over the flattened ``(task, bin)`` index.
+    One ``bucketize`` and three ``scatter_add_`` over the flattened ``(task, bin)`` index. With
+    ``uniform`` (``edges`` are :func:`_uniform_edges`) the bins are found arithmetically instead, at
+    a cost independent of their number: exactly the ``bucketize`` bins
+    (:func:`~torchmetrics_ext.functional._uniform.uniform_bins`).
     """
     num_tasks, num_bins = preds.shape[0], edges.numel() - 1
     probs = torch.sigmoid(preds) if from_logits else preds
-    inner = constant_on(edges, probs.device)[1:-1]  # copied to a device once, not per update
-    index = torch.bucketize(probs.contiguous(), inner, right=True)  # e_b <= p < e_{b+1}; outside: end bins
+    if uniform:
+        index = uniform_bins(probs, num_bins)
+    else:
+        inner = constant_on(edges, probs.device)[1:-1]  # copied to a device once, not per update
+        index = torch.bucketize(probs.contiguous(), inner, right=True)  # e_b <= p < e_{b+1}; outside: end bins
     if num_tasks > 1:
         index += torch.arange(0, num_tasks * num_bins, num_bins, device=probs.device).unsqueeze(1)
     index = index.reshape(-1)
@@ -149,5 +156,6 @@ def reliability(
         preds, target, weights, None, from_logits=from_logits, validate=validate_args, target_required=True
     )
     assert t is not None
-    out = _reliability_compute(*_reliability_update(p, t, w, bins, from_logits))
+    uniform = torch.equal(bins, _uniform_edges(bins.numel() - 1))
+    out = _reliability_compute(*_reliability_update(p, t, w, bins, from_logits, uniform))
     return {key: value.squeeze(0) for key, value in out.items()} if single else out

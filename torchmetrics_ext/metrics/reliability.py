@@ -97,6 +97,7 @@ class Reliability(TaskMetric):
         # every state depends on the edges and on from_logits: non-default ones are part of the names,
         # so a MetricCollection never merges two Reliability metrics whose first batch agreed
         uniform = torch.equal(self.edges, _uniform_edges(self.num_bins))
+        self._uniform = uniform  # binned arithmetically
         edges_tag = "" if uniform else "edges_" + hashlib.sha1(self.edges.numpy().tobytes()).hexdigest()[:12]
         # from_logits changes how predictions arrive, not the sums: a version-1 checkpoint's states
         # without it are these; its plain names are the uniform edges' states (see _default_settings_name)
@@ -137,7 +138,7 @@ class Reliability(TaskMetric):
         p, t, w = self._format(preds, target, weights, validate=self._check_inputs)
         if p.shape[-1] == 0:
             return
-        for name, value in zip(self._names, _reliability_update(p, t, w, self.edges, self.from_logits)):
+        for name, value in zip(self._names, _reliability_update(p, t, w, self.edges, self.from_logits, self._uniform)):
             getattr(self, name).add_(value)
 
     def compute(self) -> dict[str, Tensor]:

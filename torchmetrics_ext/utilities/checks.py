@@ -50,6 +50,17 @@ __all__ = [
 
 PredsDomain = Literal["probability", "real", "score"]
 """``"probability"`` ([0, 1], or finite logits), ``"real"`` (finite), ``"score"`` (any real, ±inf too: ranking)."""
+
+MISSING: Literal["missing"] = "missing"
+"""A :func:`checked_bounds` kind: floating labels that may hold NaN (a missing label).
+
+Their bounds are those of labels (NaN propagating into them) followed by the minimum and maximum
+of the labels with NaN read as 0.
+"""
+
+Label = bool | Literal["missing"]
+"""What :func:`checked_bounds` reads of a tensor: ``False`` (its min and max), ``True`` (labels: of a
+floating tensor also the range of its fractional parts) or :data:`MISSING`."""
 TargetDomain = Literal["unit", "binary", "nonnegative", "real"]
 
 _TARGET_TEXT = {
@@ -192,6 +203,7 @@ def check_pointwise(
     from_logits: bool = False,
     preds_name: str = "preds",
     float32_weights: bool = False,
+    missing_labels: bool = False,
 ) -> bool:
     """Raise unless ``(preds, target, weights)`` are valid pointwise inputs (see :func:`format_pointwise`).
 
@@ -199,6 +211,9 @@ def check_pointwise(
     Errors call the first input ``preds_name`` (the caller's argument name, e.g. ``values``).
     ``float32_weights``: the caller stores the weights as float32 (exact AUC); non-zero float64
     weights outside float32's normal range are rejected (see :func:`check_float32_range`).
+    ``missing_labels``: a NaN label is a missing label, accepted; the other labels are checked
+    against ``target_domain``, which is not ``"binary"`` (read with the bounds the other metrics
+    of a step read for the same labels, so that a step still waits for the device once).
 
     Returns:
         Whether ``weights`` are given and every one is exactly 1 (the unweighted sums are then the
@@ -246,6 +261,7 @@ def check_pointwise(
             from_logits,
             preds_name=preds_name,
             float32_weights=float32_weights,
+            missing_labels=missing_labels,
         )
         return all_unit_weights(bounds)
     return False
@@ -265,6 +281,7 @@ def format_pointwise(
     preds_name: str = "preds",
     target_required: bool = False,
     float32_weights: bool = False,
+    missing_labels: bool = False,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Check pointwise inputs and return them as ``dtype`` tensors with a leading task dimension.
 
@@ -285,6 +302,7 @@ def format_pointwise(
         preds_name: what errors call ``preds`` (the caller's argument name, e.g. ``values``).
         target_required: the metric needs labels: a ``None`` target is a ``TypeError`` (when validating).
         float32_weights: the caller stores the weights as float32 (see :func:`check_pointwise`).
+        missing_labels: NaN labels are missing labels, accepted (see :func:`check_pointwise`).
 
     Returns:
         ``(preds, target, weights)``; ``preds`` and ``target`` of shape ``(T, N)``, ``weights`` of
@@ -307,6 +325,7 @@ def format_pointwise(
         from_logits=from_logits,
         preds_name=preds_name,
         float32_weights=float32_weights,
+        missing_labels=missing_labels,
     ):
         weights = None
     if dtype is not None and preds.dtype != dtype:
@@ -363,6 +382,7 @@ def _check_values_weight_bounds(
     target_is_float: bool | None = None,
     preds_name: str = "preds",
     float32_weights: bool = False,
+    missing_labels: bool = False,
 ) -> list[Bounds]:
     """Range checks of the inputs as given (any dtype, any shape), from one :func:`checked_bounds` call.
 
@@ -377,10 +397,13 @@ def _check_values_weight_bounds(
     ``target_is_float`` is accepted for callers that pass labels already cast to float64 (whole
     labels cast to float have no fractional part, so it changes nothing). Errors call the first
     input ``preds_name``. With ``float32_weights``, the smallest positive value of each float64
-    weight tensor is read in the same call, for :func:`check_float32_range`.
+    weight tensor is read in the same call, for :func:`check_float32_range`. With
+    ``missing_labels`` NaN labels are accepted and the others checked: the labels are read as
+    :data:`MISSING`, which the bounds another metric of the step read for them serve when they
+    hold no NaN.
     """
     device_path = on_device_path(preds)
-    integral = device_path or target_domain == "binary"
+    integral: Label = MISSING if missing_labels else device_path or target_domain == "binary"
     columns = [] if weights is None else [weights] if isinstance(weights, Tensor) else list(weights)
     positive = [
         torch.where(column > 0, column, math.inf) if float32_weights and column.dtype == torch.float64 else None
@@ -404,6 +427,9 @@ def _check_values_weight_bounds(
         )
     if target is not None:
         tmin, tmax, *frac = bounds[1]
+        if missing_labels:  # the bounds of the labels that are not NaN (integers cannot be NaN)
+            tmin, tmax = (tmin, tmax) if len(frac) < 4 else frac[2:]
+            frac = []  # not read without NaN: `missing_labels` takes no binary domain
         ok_range = math.isfinite(tmin) and math.isfinite(tmax)
         if target_domain != "real":
             ok_range = ok_range and tmin >= 0 and (target_domain == "nonnegative" or tmax <= 1)
@@ -500,7 +526,14 @@ def _remember(tensor: Tensor, bounds: Bounds) -> None:
 _UNSIGNED_BOUNDS = {torch.uint16: torch.int64, torch.uint32: torch.int64, torch.uint64: torch.float64}
 
 
-def _reductions(tensor: Tensor, label: bool) -> list[Tensor]:
+def _size(tensor: Tensor, label: Label) -> int:
+    """How many bounds :func:`checked_bounds` reads of a non-empty tensor of this kind."""
+    if not (label and tensor.is_floating_point()):
+        return 2
+    return 6 if label == MISSING else 4
+
+
+def _reductions(tensor: Tensor, label: Label) -> list[Tensor]:
     tensor = tensor.detach()  # bounds are read back, never differentiated (and `stack(out=)` refuses grad)
     wide = _UNSIGNED_BOUNDS.get(tensor.dtype)
     if wide is not None:  # integers: no fractional part to read
@@ -508,16 +541,53 @@ def _reductions(tensor: Tensor, label: bool) -> list[Tensor]:
     stats = [*torch.aminmax(tensor)]
     if label and tensor.is_floating_point():
         stats += [*torch.aminmax(torch.frac(tensor))]
+        if label == MISSING:
+            stats += _known_reductions(tensor)
     return stats
 
 
+def _known_reductions(tensor: Tensor) -> list[Tensor]:
+    """The min and max of a floating tensor's values that are not NaN, NaN read as 0 (``(0, 0)`` if all are NaN)."""
+    return [*torch.aminmax(torch.nan_to_num(tensor.detach(), nan=0.0, posinf=math.inf, neginf=-math.inf))]
+
+
+def _cpu_bounds(tensor: Tensor | None, label: Label) -> Bounds:
+    """:func:`checked_bounds` on the CPU path: labels read as :data:`MISSING` are read again only if they hold NaN."""
+    if tensor is None or tensor.numel() == 0:
+        return ()
+    missing = label == MISSING and tensor.is_floating_point()
+    bounds = tuple(stat.item() for stat in _reductions(tensor, True if missing else label))
+    if not missing:
+        return bounds
+    if math.isnan(bounds[0]) or math.isnan(bounds[1]):
+        return bounds + tuple(stat.item() for stat in _known_reductions(tensor))
+    return (*bounds, bounds[0], bounds[1])
+
+
+def _known_bounds(tensor: Tensor, label: Label) -> Bounds | None:
+    """Remembered bounds for ``tensor`` read as ``label``, or ``None``.
+
+    Labels read as :data:`MISSING` are also served by the bounds of labels without NaN, read by
+    another metric of the step: their values that are not NaN are all of them.
+    """
+    size = _size(tensor, label)
+    bounds = _remembered(tensor, size)
+    if bounds is not None or size != 6:
+        return bounds
+    bounds = _remembered(tensor, 4)
+    if bounds is None or math.isnan(bounds[0]) or math.isnan(bounds[1]):
+        return None
+    return (*bounds, bounds[0], bounds[1])
+
+
 def checked_bounds(
-    tensors: Sequence[Tensor | None], labels: Sequence[bool], device_path: bool | None = None
+    tensors: Sequence[Tensor | None], labels: Sequence[Label], device_path: bool | None = None
 ) -> list[Bounds]:
     """``(min, max)`` of each non-empty tensor (``None`` or empty gives ``()``), with one host sync at most.
 
     For a floating tensor marked as labels, ``(min, max, min frac, max frac)``: its fractional
-    parts too. On the device path (:func:`~torchmetrics_ext.utilities.device.on_device_path`) the
+    parts too; for one read as :data:`MISSING`, also the min and max of its values that are not
+    NaN. On the device path (:func:`~torchmetrics_ext.utilities.device.on_device_path`) the
     values come back in one copy, and bounds are remembered for the tensors just reduced and
     reused, with no reduction and no sync, for the same tensor object while it is unchanged
     (on the CPU, where reading a value costs nothing, they are read directly and not kept): it
@@ -534,7 +604,8 @@ def checked_bounds(
 
     Args:
         tensors: the inputs of one batch; ``None`` stands for an absent input.
-        labels: for each tensor, whether it holds labels.
+        labels: for each tensor, whether it holds labels (``True``, or :data:`MISSING` for labels
+            that may hold NaN).
         device_path: whether the tensors take the device path (found from the first tensor when
             ``None``).
 
@@ -552,10 +623,7 @@ def checked_bounds(
     if device_path is None:
         device_path = any(tensor is not None and on_device_path(tensor) for tensor in tensors)
     if not device_path:  # the CPU path: read each bound directly
-        return [
-            () if tensor is None or tensor.numel() == 0 else tuple(stat.item() for stat in _reductions(tensor, label))
-            for tensor, label in zip(tensors, labels, strict=True)
-        ]
+        return [_cpu_bounds(tensor, label) for tensor, label in zip(tensors, labels, strict=True)]
     requests = [request for request in _ALONG if request.bounds is None]
     if not requests:
         return _device_bounds(tensors, labels)
@@ -569,7 +637,7 @@ def checked_bounds(
     return result[: len(tensors)]
 
 
-def _device_bounds(tensors: Sequence[Tensor | None], labels: Sequence[bool]) -> list[Bounds]:
+def _device_bounds(tensors: Sequence[Tensor | None], labels: Sequence[Label]) -> list[Bounds]:
     """:func:`checked_bounds` on the device path: one copy for the tensors not remembered, which are remembered."""
     result: list[Bounds] = []
     pending: list[tuple[int, Tensor, int]] = []  # (position, tensor, number of stats)
@@ -578,8 +646,8 @@ def _device_bounds(tensors: Sequence[Tensor | None], labels: Sequence[bool]) -> 
         result.append(())
         if tensor is None or tensor.numel() == 0:
             continue
-        size = 4 if label and tensor.is_floating_point() else 2
-        bounds = _remembered(tensor, size)
+        size = _size(tensor, label)
+        bounds = _known_bounds(tensor, label)
         if bounds is not None:
             result[position] = bounds
             continue
@@ -600,9 +668,9 @@ def _device_bounds(tensors: Sequence[Tensor | None], labels: Sequence[bool]) -> 
 class ReadAlong:
     """The tensors of a :func:`read_along` block and, once a read in the block has brought them back, their bounds."""
 
-    def __init__(self, tensors: Sequence[Tensor | None], labels: Sequence[bool]) -> None:
+    def __init__(self, tensors: Sequence[Tensor | None], labels: Sequence[Label]) -> None:
         self.tensors = list(tensors)
-        self.labels = list(labels)
+        self.labels: list[Label] = list(labels)
         self.bounds: list[Bounds] | None = None  # one tuple per tensor, as checked_bounds returns them
 
 
@@ -610,7 +678,7 @@ _ALONG: list[ReadAlong] = []  # the open read_along blocks, innermost last
 
 
 @contextlib.contextmanager
-def read_along(tensors: Sequence[Tensor | None], labels: Sequence[bool] | None = None) -> Iterator[ReadAlong]:
+def read_along(tensors: Sequence[Tensor | None], labels: Sequence[Label] | None = None) -> Iterator[ReadAlong]:
     """Within the block, the first :func:`checked_bounds` call on the device path also reads ``tensors``' bounds.
 
     For a caller that checks inputs of its own next to those that code it does not control checks

@@ -1355,6 +1355,123 @@ def test_exact_auc_compute_memory_with_every_score_tied():
     assert added <= 8 * 2_000_000 + 16 * 2**20, added / 2_000_000
 
 
+_GROUPED_MEMORY_SCRIPT = """
+import ctypes, sys, torch, torchmetrics_ext as tmx
+from torchmetrics_ext.functional.auc import grouped
+torch.set_num_threads(1)
+grouped._GROUP_BLOCK = 2**14  # blocks of a few hundred kB: the peak is the sort of the ids
+def status(field):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field)) * 1024
+n, span = 3_000_000, int(sys.argv[1])
+gen = torch.Generator().manual_seed(0)
+metric = tmx.GroupedAUC()
+ids = 10**12 + torch.randint(0, 20_000, (n,), generator=gen) * (span // 20_000)  # 20k int64 ids far from 0
+metric.update(torch.rand(n, generator=gen), (torch.rand(n, generator=gen) < 0.3).float(), ids)
+del ids
+metric.compute()  # joins the state's chunks into one, once
+metric._computed = None
+ctypes.CDLL("libc.so.6").malloc_trim(0)  # memory freed by the first compute leaves the process
+base = status("VmRSS:")
+open("/proc/self/clear_refs", "w").write("5")
+metric.compute()
+print(status("VmHWM:") - base)
+"""
+
+
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux's /proc/self/clear_refs")
+@pytest.mark.parametrize(("span", "id_sort_bytes"), [(200, 18), (20_000, 20), (2_000_000, 24), (2**40, 32)])
+def test_grouped_compute_sorts_ids_as_narrow_offsets(span, id_sort_bytes):
+    """The CPU sort of the ids at compute takes the bytes per sample docs/auc.md states: 18 / 20 / 24 for
+    offsets from the smallest id below 2**8 / 2**15 / 2**31 (uint8 / int16 / int32 keys), 32 for wider spans
+    (int64 ids were always sorted as int64: 32 B/sample). Every allocation
+    of 64 kB or more is its own mapping, so freed blocks are not counted and reused ones are."""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", _GROUPED_MEMORY_SCRIPT, str(span)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "65536"},
+    ).stdout.split()
+    n = 3_000_000
+    added = int(out[0])
+    assert added <= id_sort_bytes * n + 8 * 2**20, added / n
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+@pytest.mark.parametrize(
+    ("dtype", "low", "high"),
+    [
+        (torch.uint8, 0, 255),
+        (torch.int8, -128, 127),  # offsets up to 255: not exact in int8, sorted as given
+        (torch.int8, -60, 60),
+        (torch.int16, -(2**15), 2**15 - 1),
+        (torch.int16, 1000, 1200),
+        (torch.int32, -(2**31), 2**31 - 1),  # a span of 2**32 - 1: sorted as given
+        (torch.int32, -(2**20), 2**14),
+        (torch.int64, 2**62, 2**62 + 2**31 - 1),  # offsets just within int32
+        (torch.int64, -(2**62), 2**62),
+        (torch.uint16, 0, 2**16 - 1),  # the CPU sorts no uint16/32/64: read as int64
+        (torch.uint32, 2**31, 2**32 - 1),
+        (torch.uint64, 0, 2**63 - 1),
+    ],
+)
+def test_grouped_values_whatever_the_ids_span_and_dtype(dtype, low, high, device_path):
+    """sklearn's per-group AUC and AP (every group, and TorchRec's all-groups averaging) for ids of each
+    integer dtype at its extremes, over more samples than PyTorch sorts with its radix sort (32,768): the
+    ids are sorted as offsets from the smallest in narrower keys, which must keep every group apart
+    (uint16/32/64 ids raised NotImplementedError from the CPU sort at this size)."""
+    rng = np.random.default_rng(7)
+    n, num_groups = 40_000, 23
+    choices = np.unique(np.r_[low, high, rng.integers(low, high, num_groups - 2, endpoint=True, dtype=np.int64)])
+    if dtype in (torch.uint32, torch.uint64):
+        choices = np.unique(np.r_[low, high, rng.integers(0, 2**20, num_groups - 2) + low]).astype(np.uint64)
+    picked = rng.integers(0, choices.size, n)
+    ids = H.unsigned(choices[picked], dtype) if not dtype.is_signed else torch.tensor(choices[picked]).to(dtype)
+    assert choices.min() == low and choices.max() == high
+    p = torch.tensor(rng.random(n).round(2), dtype=torch.float32)  # ties within groups
+    y = torch.tensor(rng.random(n) < 0.3, dtype=torch.float32)
+    w = torch.tensor(rng.uniform(0.5, 2.0, n), dtype=torch.float32)
+    p_np, y_np, w_np = p.double().numpy(), y.numpy().astype(np.int64), w.double().numpy()
+    with force_device_path(device_path):
+        for fn, ref in ((tmf.grouped_auc, ref_auc), (tmf.grouped_auprc, ref_auprc)):
+            for average_groups in ("defined", "all"):
+                expected = ref_grouped(p_np, y_np, picked, w_np, ref, average_groups=average_groups)
+                got = fn(p, y, ids, w, average_groups=average_groups).item()
+                np.testing.assert_allclose(got, expected, rtol=1e-12, err_msg=f"{fn.__name__} {average_groups}")
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+def test_all_groups_averaging_takes_no_second_sort_of_the_ids(monkeypatch, device_path):
+    """``average_groups="all"`` reads which slots hold a group from the statistics' own sort of the ids:
+    as many sorts as the default averaging (it sorted every id a second time to count them), with
+    TorchRec's value (sklearn per group)."""
+    grouped = importlib.import_module("torchmetrics_ext.functional.auc.grouped")
+    sorts = []
+    real_sort = torch.sort
+
+    def counting_sort(*args, **kwargs):
+        sorts.append(args[0].numel() if args else kwargs["input"].numel())
+        return real_sort(*args, **kwargs)
+
+    rng = np.random.default_rng(3)
+    n = 5_000
+    p = torch.tensor(rng.random(n), dtype=torch.float32)
+    y = torch.tensor(rng.random(n) < 0.3, dtype=torch.float32)
+    g = torch.tensor(rng.integers(0, 400, n))
+    y[g == 7] = 1.0  # a group with one class, which "all" averages as 0.5
+    monkeypatch.setattr(torch, "sort", counting_sort)
+    counts = {}
+    with force_device_path(device_path):
+        for average_groups in ("defined", "all"):
+            sorts.clear()
+            value = grouped.grouped_auc(p, y, g, average_groups=average_groups).item()
+            counts[average_groups] = list(sorts)
+            expected = ref_grouped(p.double().numpy(), y.numpy(), g.numpy(), None, average_groups=average_groups)
+            np.testing.assert_allclose(value, expected, rtol=1e-12)
+    assert counts["all"] == counts["defined"], counts
+
+
 # ----------------------------------------------------------------------------- unsigned labels, weights and ids
 
 

@@ -193,6 +193,45 @@ def test_ndcg_counts_grades_only_when_the_table_pays(monkeypatch, grouped, top_g
             assert tables == []
 
 
+@pytest.mark.parametrize("grouped", [False, True], ids=["sort-path", "topk-merge"])
+def test_ndcg_count_table_budget_counts_the_cutoffs(monkeypatch, grouped):
+    """The count table is read once per cutoff, ten times the sort's cost per cutoff: with many cutoffs
+    it must be smaller than its one-cutoff budget. Queries of 4 rows, binary grades, about two relevant
+    rows each: the table has half its one-cutoff budget, so IDCG@1..3 count grades while IDCG@1..30 sort
+    (counting took 1.5-2x the sort's compute at 30 cutoffs). Values: the numpy reference."""
+    monkeypatch.setattr(_topk, "ROWS_PER_ROUND", 0)
+    tables = []
+
+    def spy(fn):
+        def wrapped(counts, *args):
+            tables.append(tuple(counts.shape))
+            return fn(counts, *args)
+
+        return wrapped
+
+    for module in (_kernel, _topk):
+        monkeypatch.setattr(module, "ideal_dcg_from_counts", spy(module.ideal_dcg_from_counts))
+    rng = np.random.default_rng(12)
+    num_queries, size = 400, 4
+    ids = np.repeat(np.arange(num_queries), size)
+    order = np.arange(ids.size) if grouped else rng.permutation(ids.size)
+    data = {
+        "preds": torch.tensor(rng.random(ids.size)[order], dtype=torch.float32),
+        "target": torch.tensor((rng.random(ids.size) < 0.5).astype(np.int64)[order]),
+        "indexes": torch.tensor(ids[order]),
+    }
+    num_rel = int(data["target"].sum())
+    budget = ids.size if grouped else 2 * num_rel
+    assert 0.4 * budget <= 2 * num_queries <= 0.6 * budget  # the table: about half its one-cutoff budget
+    for ks, counted in (((1, 2, 3), True), (tuple(range(1, 31)), False)):
+        tables.clear()
+        values = tmf.ranking_metrics(**data, ks=ks, metrics=("ndcg",))
+        ref = dict_ref(ks, metrics=("ndcg",))(H.to_numpy(data))
+        for key, value in values.items():
+            np.testing.assert_allclose(value.item(), ref[key], rtol=1e-12, err_msg=key)
+        assert tables == ([(num_queries, 2)] if counted else []), (ks, tables)
+
+
 @settings(max_examples=80, deadline=None)
 @given(
     sizes=st.lists(st.integers(1, 20), min_size=1, max_size=25),

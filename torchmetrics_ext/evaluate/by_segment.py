@@ -43,7 +43,7 @@ from torchmetrics_ext.functional.auc.grouped import (
     _group_values,
     _grouped_compute,
     _grouped_curve_stats,
-    _present_groups,
+    _grouped_stats_and_slots,
 )
 from torchmetrics_ext.functional.auc.pairwise import (
     PairCounts,
@@ -223,12 +223,11 @@ def _grouped_curves(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[
     users = torch.unique(batch.groups, return_inverse=True)[1]
     groups, group_segment = _pairs(batch.segment, batch.num_segments, users)
     signed = _signed_weights(batch.target, batch.weights)
-    stats = _grouped_curve_stats(preds, signed, groups)
+    stats, present = _grouped_stats_and_slots(preds, signed, groups)
     slots = stats[0].shape[-1]  # the number of groups (more on the device path: empty slots at the end)
     segment_of = torch.zeros(slots, dtype=torch.int64, device=groups.device)
     segment_of[: group_segment.numel()] = group_segment
-    present = _present_groups(groups, slots) if metric.average_groups == "all" else None
-    values, averaged = _group_values(stats, metric._kind, present)
+    values, averaged = _group_values(stats, metric._kind, present if metric.average_groups == "all" else None)
     group_weight = (stats[0] + stats[1]) if metric.weight_groups else torch.ones_like(values)
     group_weight = torch.where(averaged, group_weight, 0.0)
     shape = (batch.num_tasks, batch.num_segments)

@@ -163,8 +163,20 @@ _PACKED_SEGMENTS = 2**31
 """The most ``(task, group)`` segments whose id still fits the high half of an int64 sort key."""
 
 
-def _grouped_curve_sums(scores: Tensor, signed: Tensor, groups: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(P, N, auc_num, ap_num)``, each ``(T, N)`` float64: one slot per possible dense group id.
+_SORTED_ID_TYPES = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
+
+
+def _sortable_ids(groups: Tensor) -> Tensor:
+    """``groups``, or their int64 conversion for unsigned ids wider than 8 bits (the CPU cannot sort those)."""
+    return groups if groups.dtype in _SORTED_ID_TYPES else groups.to(torch.int64)
+
+
+def _grouped_curve_sums(
+    scores: Tensor, signed: Tensor, groups: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(P, N, auc_num, ap_num, K)``: ``(T, N)`` float64 sums, one slot per possible dense group id.
+
+    ``K`` is the number of distinct ids, a 0-d int64 tensor (not read on the host).
 
     Args:
         scores: ``(T, N)`` scores.
@@ -178,9 +190,11 @@ def _grouped_curve_sums(scores: Tensor, signed: Tensor, groups: Tensor) -> tuple
     num_tasks, n = scores.shape
     device = scores.device
     size = num_tasks * n
-    sorted_ids, perm = torch.sort(groups)
-    dense = torch.empty_like(perm).scatter_(0, perm, torch.cumsum(_starts(sorted_ids), 0).sub_(1))
-    del sorted_ids, perm
+    sorted_ids, perm = torch.sort(_sortable_ids(groups))
+    dense_sorted = torch.cumsum(_starts(sorted_ids), 0).sub_(1)
+    distinct = dense_sorted[-1] + 1  # the samples hold groups 0 .. distinct - 1 (n > 0 here)
+    dense = torch.empty_like(perm).scatter_(0, perm, dense_sorted)
+    del sorted_ids, perm, dense_sorted
     seg = (torch.arange(num_tasks, device=device).unsqueeze(1) * n + dense.unsqueeze(0)).reshape(-1)
     score_key = _descending_keys(scores).reshape(-1)
     if size <= _PACKED_SEGMENTS:  # one sort of (segment << 32 | score key)
@@ -204,4 +218,4 @@ def _grouped_curve_sums(scores: Tensor, signed: Tensor, groups: Tensor) -> tuple
     auc_num = torch.zeros_like(pos_total).index_add_(0, seg, auc)
     ap_num = torch.zeros_like(pos_total).index_add_(0, seg, ap)
     shape = (num_tasks, n)
-    return pos_total.view(shape), neg_total.view(shape), auc_num.view(shape), ap_num.view(shape)
+    return pos_total.view(shape), neg_total.view(shape), auc_num.view(shape), ap_num.view(shape), distinct

@@ -1,6 +1,7 @@
 r"""Grouped (per user / per query) ROC AUC and average precision, vectorised over groups.
 
-On the CPU, one sort of the group ids lays every group's samples side by side; blocks of whole
+On the CPU, one sort of the group ids (as offsets from the smallest id, in the narrowest integer
+type that holds them) lays every group's samples side by side; blocks of whole
 groups (about ``_GROUP_BLOCK`` samples, so compute is O(N log N) with bounded temporaries) are
 each sorted by ``(task, group, score)`` as a composite ``int64`` key, and a group larger than a
 block is sorted alone as the binary kernel's packed keys. Then block-wise cumulative sums taken
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.auc import _kernels
-from torchmetrics_ext.functional.auc._device import _grouped_curve_sums, _starts
+from torchmetrics_ext.functional.auc._device import _grouped_curve_sums, _sortable_ids, _starts
 from torchmetrics_ext.functional.auc._kernels import (
     _curve_sums,
     _descending_keys,
@@ -94,17 +95,26 @@ def _grouped_curve_stats(scores: Tensor, signed: Tensor, groups: Tensor) -> Curv
     Args:
         scores: ``(T, N)`` scores.
         signed: ``(T, N)`` signed weights (``+w`` positive, ``-w`` negative).
-        groups: ``(N,)`` int64 group ids shared by every task.
+        groups: ``(N,)`` integer group ids shared by every task.
+    """
+    return _grouped_stats_and_slots(scores, signed, groups)[0]
+
+
+def _grouped_stats_and_slots(scores: Tensor, signed: Tensor, groups: Tensor) -> tuple[CurveStats, Tensor]:
+    """:func:`_grouped_curve_stats` and the ``(G,)`` mask of its slots that hold a group.
+
+    The mask comes from the sort of the ids that the statistics take (every slot on the CPU path,
+    the first ``K`` of the device path's ``N`` for ``K`` distinct ids, counted on the device): a
+    group holding only zero-weight rows counts too, as TorchRec's averaging over every group needs.
     """
     num_tasks, n = scores.shape
     if n > 0 and on_device_path(scores):
-        return _grouped_curve_sums(scores, signed, groups)
+        pos, neg, auc, ap, distinct = _grouped_curve_sums(scores, signed, groups)
+        return (pos, neg, auc, ap), torch.arange(n, device=groups.device) < distinct
     # One sort of the ids puts every group's samples side by side: group g (the g-th smallest id)
     # is perm[firsts[g]:firsts[g + 1]], so a block of whole groups is a slice of `perm`, never a
     # scan of every sample (a mask over all N samples per block made compute O(N * blocks)).
-    sorted_ids, perm = torch.sort(groups)
-    opens = _starts(sorted_ids)  # True at each group's first sample, in id order
-    del sorted_ids
+    perm, opens = _id_order(groups)
     firsts = torch.nonzero(opens).squeeze(1)
     num_groups = firsts.numel()
     stats = torch.zeros(4, num_tasks, num_groups, dtype=torch.float64, device=scores.device)
@@ -129,7 +139,39 @@ def _grouped_curve_stats(scores: Tensor, signed: Tensor, groups: Tensor) -> Curv
                 chunk = _segment_stats(chunk_scores, chunk_signed, seg, (t1 - t0) * (hi - lo))
             stats[:, t0:t1, lo:hi] = chunk.view(4, t1 - t0, hi - lo)
     pos, neg, auc, ap = stats
-    return pos, neg, auc, ap
+    return (pos, neg, auc, ap), torch.ones(num_groups, dtype=torch.bool, device=groups.device)
+
+
+# offset key types of the id sort, narrowest first, with the largest offset each holds
+_ID_KEYS = ((torch.uint8, 2**8 - 1), (torch.int16, 2**15 - 1), (torch.int32, 2**31 - 1))
+
+
+def _id_order(groups: Tensor) -> tuple[Tensor, Tensor]:
+    """``(perm, opens)``: the samples in order of id (a stable sort) and ``True`` at each group's first sample.
+
+    PyTorch's CPU sort of integers is a radix sort of one pass per key byte that keeps, besides
+    the sorted keys, an int64 order and scratch copies of both: 32 bytes per sample for int64 ids.
+    The offsets ``groups - min`` are sorted instead, in place, in the narrowest of uint8 / int16 /
+    int32 that holds them (18 / 20 / 24 bytes per sample, and fewer passes); ids whose offsets do
+    not fit (a span of ``2**31`` or more) are sorted as given. Unsigned ids wider than 8 bits,
+    which the CPU's sort and ``aminmax`` do not take, are read as their int64 conversion.
+    """
+    n = groups.numel()
+    groups = _sortable_ids(groups)
+    key = None
+    if n > 0:
+        low, high = torch.aminmax(groups)
+        span = int(high) - int(low)
+        # `groups - low` is exact in the ids' own dtype when the span fits it (not so for int8 ids -100 and 100)
+        if span <= torch.iinfo(groups.dtype).max:
+            dtype = next((d for d, top in _ID_KEYS if span <= top), None)
+            if dtype is not None:
+                key = torch.sub(groups, low, out=torch.empty(n, dtype=dtype, device=groups.device))
+    if key is None:
+        key = groups.clone()
+    perm = torch.empty(n, dtype=torch.int64, device=groups.device)
+    torch.sort(key, stable=True, out=(key, perm))  # in place: no second copy of the keys
+    return perm, _starts(key)
 
 
 def _one_group_stats(scores: Tensor, signed: Tensor, rows: Tensor) -> Tensor:
@@ -217,17 +259,6 @@ def _group_values(stats: CurveStats, kind: str, present: Tensor | None = None) -
     return torch.where(averaged, values, 0.0), averaged
 
 
-def _present_groups(groups: Tensor, num_slots: int) -> Tensor:
-    """``(num_slots,)`` mask of the slots holding a group: the first ``K`` for ``K`` distinct ids.
-
-    Both paths of :func:`_grouped_curve_stats` give the ``g``-th smallest id slot ``g``; ``K`` is
-    counted on the device (no host sync), so a group holding only zero-weight rows counts too.
-    """
-    ids = torch.sort(groups).values
-    distinct = (ids[1:] != ids[:-1]).sum() + (1 if ids.numel() else 0)
-    return torch.arange(num_slots, device=groups.device) < distinct
-
-
 def _grouped_update(
     scores: Tensor, signed: Tensor, groups: Tensor, kind: str, weight_groups: bool, average_groups: str = "defined"
 ) -> tuple[Tensor, Tensor]:
@@ -237,9 +268,8 @@ def _grouped_update(
     the inputs are read detached (the kernels write in place and with ``out=``, which autograd
     refuses for tensors that require grad, such as weights from a model).
     """
-    stats = _grouped_curve_stats(scores.detach(), signed.detach(), groups)
-    present = _present_groups(groups, stats[0].shape[-1]) if average_groups == "all" else None
-    values, valid = _group_values(stats, kind, present)
+    stats, slots = _grouped_stats_and_slots(scores.detach(), signed.detach(), groups)
+    values, valid = _group_values(stats, kind, slots if average_groups == "all" else None)
     group_weight = (stats[0] + stats[1]) if weight_groups else torch.ones_like(values)
     group_weight = torch.where(valid, group_weight, 0.0)
     return (values * group_weight).sum(-1), group_weight.sum(-1)

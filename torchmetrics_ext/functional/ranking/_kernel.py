@@ -252,18 +252,25 @@ def ideal_dcg_by_sort(ranked: Ranked, exponential: bool, shift: Tensor | None) -
 _MAX_COUNTED_GRADES = 64
 
 
-def grade_counts_pay(num_groups: int, levels: int, budget: int) -> bool:
+def grade_counts_pay(num_groups: int, levels: int, budget: int, cutoffs: int = 1) -> bool:
     """Whether IDCG from a ``(num_groups, levels)`` table of grade counts beats sorting the relevant rows.
 
     The table costs a few passes over all its cells per cutoff, empty cells included (a query of
-    4 candidates still has ``levels`` cells), so it pays only while it has at most ``budget`` cells
-    (and grades of at most :data:`_MAX_COUNTED_GRADES`). The sort path, whose relevant rows are
-    already at hand, passes twice their number (a cell costs about half a sorted row); the top-k
-    merge, which counts grades in its rounds but would first have to find the relevant rows among
-    all of them, passes the number of rows. Binary or few grades over queries with several relevant
-    rows (the usual case) count; one large grade over many short queries sorts.
+    4 candidates still has ``levels`` cells), so for one cutoff it pays only while it has at most
+    ``budget`` cells (and grades of at most :data:`_MAX_COUNTED_GRADES`). The sort path, whose
+    relevant rows are already at hand, passes twice their number (a cell costs about half a sorted
+    row); the top-k merge, which counts grades in its rounds but would first have to find the
+    relevant rows among all of them, passes the number of rows. Binary or few grades over queries
+    with several relevant rows (the usual case) count; one large grade over many short queries sorts.
+
+    Each further cutoff (``cutoffs`` IDCG@k are read) costs the table those passes over every cell
+    again, ten times what the sort's ``where`` and ``bincount`` over its relevant rows cost (about
+    22 and 2 ns per cell and row, measured), against a table built at about a quarter of the
+    sort's price: so ``cells * (1 + cutoffs) <= budget * (1.95 + 0.05 * cutoffs)``, ``budget`` cells
+    for one cutoff and a twentieth of it for many.
     """
-    return levels <= _MAX_COUNTED_GRADES + 1 and num_groups * levels <= budget
+    cells = num_groups * levels
+    return levels <= _MAX_COUNTED_GRADES + 1 and 20 * cells * (1 + cutoffs) <= budget * (39 + cutoffs)
 
 
 def ideal_dcg_from_counts(counts: Tensor, longest: int, exponential: bool) -> Callable[[int | None], Tensor]:
@@ -291,17 +298,20 @@ def ideal_dcg_from_counts(counts: Tensor, longest: int, exponential: bool) -> Ca
     return idcg
 
 
-def _ideal_dcg_by_counts(ranked: Ranked, exponential: bool) -> Callable[[int | None], Tensor] | None:
-    """:func:`ideal_dcg_from_counts` over the relevant rows (``None`` unless :func:`grade_counts_pay`)."""
+def _ideal_dcg_by_counts(ranked: Ranked, exponential: bool, cutoffs: int = 1) -> Callable[[int | None], Tensor] | None:
+    """:func:`ideal_dcg_from_counts` over the relevant rows (``None`` unless :func:`grade_counts_pay`).
+
+    ``cutoffs``: how many IDCG@k the caller reads (the table's cost grows with it).
+    """
     num_relevant = ranked.rel_target.numel()
-    if num_relevant == 0 or not grade_counts_pay(ranked.num_groups, 2, 2 * num_relevant):
+    if num_relevant == 0 or not grade_counts_pay(ranked.num_groups, 2, 2 * num_relevant, cutoffs):
         return None  # not even a binary table pays: skip reading the largest grade
     integer = integer_relevance(ranked.rel_target, _MAX_COUNTED_GRADES)
     if integer is None:
         return None
     grades, top = integer
     levels = top + 1
-    if not grade_counts_pay(ranked.num_groups, levels, 2 * num_relevant):
+    if not grade_counts_pay(ranked.num_groups, levels, 2 * num_relevant, cutoffs):
         return None
     counts = torch.zeros(ranked.num_groups * levels, dtype=torch.int64, device=grades.device)
     counts.scatter_add_(0, ranked.rel_group * levels + grades, torch.ones_like(grades))
@@ -327,6 +337,7 @@ class QueryStats:
         self.safe_rel = num_rel.clamp_min(1.0)  # the same, 1 for queries without any (their value is replaced)
         self.size = size  # (G,) float64 candidates of each query
         self.options = options
+        self.ideal_cutoffs = 1  # how many IDCG@k the caller reads (set by `sorted_values`)
         self._hits: dict[int | None, Tensor] = {}
 
     def hits(self, k: int | None) -> Tensor:
@@ -403,7 +414,7 @@ class SortedQueries(QueryStats):
     @cached_property
     def ideal_dcg(self) -> Callable[[int | None], Tensor]:
         """``k -> (G,)`` IDCG@k: from grade counts when they pay (:func:`grade_counts_pay`), else from a small sort."""
-        by_counts = _ideal_dcg_by_counts(self.ranked, self.options.exponential_gain)
+        by_counts = _ideal_dcg_by_counts(self.ranked, self.options.exponential_gain, self.ideal_cutoffs)
         if by_counts is not None:  # grades of at most 64: no query's gains are scaled
             return by_counts
         return ideal_dcg_by_sort(self.ranked, self.options.exponential_gain, self.gain_shift)
@@ -420,6 +431,7 @@ def sorted_values(queries: SortedQueries, requests: Sequence[Request]) -> tuple[
         queries without relevant rows are 0 and replaced by the caller's policy);
         ``num_relevant`` is ``(G,)``.
     """
+    queries.ideal_cutoffs = max(1, sum(spec.counts_grades for spec, _ in requests))
     columns = [spec.sort_value(queries, k) for spec, k in requests]
     if not columns:
         return queries.num_rel.new_zeros(queries.num_groups, 0), queries.num_rel

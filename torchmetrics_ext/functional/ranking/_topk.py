@@ -225,17 +225,17 @@ class TopQueries(QueryStats):
 
 
 def _ideal_dcg_route(
-    grades: Tensor, size: Tensor, order: Tensor, levels: int, exponential: bool
+    grades: Tensor, size: Tensor, order: Tensor, levels: int, exponential: bool, cutoffs: int = 1
 ) -> tuple[int | None, Callable[[int | None], Tensor] | None]:
     """NDCG's IDCG on the merge: ``(levels, None)`` to count grades in the rounds, or ``(None, idcg)``.
 
     The merge counts each query's rows of every grade when the count table pays
-    (:func:`~torchmetrics_ext.functional.ranking._kernel.grade_counts_pay`); otherwise IDCG comes
+    (:func:`~torchmetrics_ext.functional.ranking._kernel.grade_counts_pay` at ``cutoffs`` cutoffs); otherwise IDCG comes
     from a sort of the relevant rows (``grades``: the rows' integer relevance, grouped by query,
     ``size`` rows per query in id order), returned in the merge's order of queries (``order``).
     """
     num_groups = size.numel()
-    if grade_counts_pay(num_groups, levels, grades.numel()):
+    if grade_counts_pay(num_groups, levels, grades.numel(), cutoffs):
         return levels, None
     rel_rows = torch.nonzero(grades).reshape(-1)
     rel_group = torch.searchsorted(torch.cumsum(size, 0), rel_rows, right=True)
@@ -295,8 +295,9 @@ def grouped_topk_values(
     size_ordered = size[order]
     kmax = min(max(cutoffs), longest)
     levels, ideal = None, None
-    if any(spec.counts_grades for spec, _ in requests):
-        levels, ideal = _ideal_dcg_route(grades, size, order, top_grade + 1, options.exponential_gain)
+    ideal_cutoffs = sum(spec.counts_grades for spec, _ in requests)
+    if ideal_cutoffs:
+        levels, ideal = _ideal_dcg_route(grades, size, order, top_grade + 1, options.exponential_gain, ideal_cutoffs)
     top, num_rel, counts, weight = _merge_topk(
         key, starts[order], size_ordered, kmax, (1 << grade_bits) - 1, levels, weights
     )

@@ -6,6 +6,7 @@ applies and compare it with the sort path (exactly) and with the brute force of 
 
 from __future__ import annotations
 
+import warnings
 from unittest import mock
 
 import numpy as np
@@ -18,7 +19,7 @@ import torchmetrics_ext as tmx
 from tests.helpers import tester as H
 from tests.test_ranking import CASES, FLAT_KEYS, dict_ref, flat_data, single_ref
 from torchmetrics_ext import functional as tmf
-from torchmetrics_ext.functional.ranking import _kernel, _topk
+from torchmetrics_ext.functional.ranking import _kernel, _topk, _update
 from torchmetrics_ext.functional.ranking._kernel import SortedQueries, rank_rows, sorted_values
 from torchmetrics_ext.functional.ranking._registry import SPECS
 from torchmetrics_ext.functional.ranking._spec import RankingOptions
@@ -165,6 +166,13 @@ def test_ndcg_counts_grades_only_when_the_table_pays(monkeypatch, grouped, top_g
 
     for module, route in ((_kernel, "sort"), (_topk, "topk")):
         monkeypatch.setattr(module, "ideal_dcg_from_counts", spy(route, module.ideal_dcg_from_counts))
+    binary = _kernel._binary_ideal_dcg  # grades 0 and 1: the table's one count column, read as counts of grade 1
+
+    def spy_binary(num_relevant, *args):
+        tables.append(("sort", (num_relevant.shape[0], 2)))
+        return binary(num_relevant, *args)
+
+    monkeypatch.setattr(_kernel, "_binary_ideal_dcg", spy_binary)
     rng = np.random.default_rng(top_grade * 1000 + max_len)
     num_queries = 300 if max_len < 400 else 20
     data = flat_data(rng, num_queries=num_queries, max_len=max_len, grades=top_grade + 1, grouped=grouped)
@@ -211,6 +219,13 @@ def test_ndcg_count_table_budget_counts_the_cutoffs(monkeypatch, grouped):
 
     for module in (_kernel, _topk):
         monkeypatch.setattr(module, "ideal_dcg_from_counts", spy(module.ideal_dcg_from_counts))
+    binary = _kernel._binary_ideal_dcg  # grades 0 and 1: the table's one count column, read as counts of grade 1
+
+    def spy_binary(num_relevant, *args):
+        tables.append((num_relevant.shape[0], 2))
+        return binary(num_relevant, *args)
+
+    monkeypatch.setattr(_kernel, "_binary_ideal_dcg", spy_binary)
     rng = np.random.default_rng(12)
     num_queries, size = 400, 4
     ids = np.repeat(np.arange(num_queries), size)
@@ -269,3 +284,130 @@ def test_grouped_topk_merge_matches_sort_path_on_any_shape(sizes, k, seed, score
     torch.testing.assert_close(num_rel, expected_rel)
     torch.testing.assert_close(ranked.size, sorted_rows.size)
     torch.testing.assert_close(ranked.weight, sorted_rows.weight)
+
+
+# ----------------------------------------------------------------------------- small batches ranked row by row
+
+ROW_BY_ROW_FORMS = ["padded", "mask", "padding_value", "weighted", "one_query", "equal_runs", "equal_runs_weighted"]
+
+
+def _small_batch(rng, form):
+    """One small batch of ``form``: ``(update kwargs, reference data)``; ties, graded or bool relevance."""
+    num_queries = 1 if form == "one_query" else int(rng.integers(1, 9))
+    width = int(rng.integers(1, 11))
+    preds = rng.normal(size=(num_queries, width))
+    if rng.random() < 0.5:  # ties, -0.0 and 0.0 among them
+        preds = np.round(preds, 0) * rng.choice([1.0, -1.0], size=preds.shape)
+    target = rng.integers(0, int(rng.choice([2, 4])), size=(num_queries, width)) * (rng.random(preds.shape) < 0.5)
+    p = torch.tensor(preds, dtype=torch.float32 if rng.random() < 0.7 else torch.float64)
+    t = torch.tensor(target)
+    if rng.random() < 0.25:
+        t = t > 0
+    data = {"preds": p, "target": t}
+    if form in ("mask", "padding_value"):
+        keep = torch.tensor(rng.random(preds.shape) < 0.7)
+        if num_queries > 1:
+            keep[0] = False  # a query with no candidate: no query
+        if form == "mask":
+            data["mask"] = keep
+        else:
+            data["preds"] = torch.where(keep, p, -7.0)
+    if form in ("weighted", "mask"):
+        data["weights"] = torch.tensor(rng.uniform(0.0, 3.0, size=num_queries))
+    if form in ("one_query", "equal_runs", "equal_runs_weighted"):
+        ids = torch.arange(num_queries).repeat_interleave(width) * 2 + 3
+        data = {"preds": data["preds"].reshape(-1), "target": data["target"].reshape(-1), "indexes": ids}
+        if form == "equal_runs_weighted":
+            data["weights"] = torch.tensor(rng.uniform(0.0, 3.0, size=num_queries * width))
+    ref = H.to_numpy(data)
+    if form == "padding_value":
+        ref["_padding_value"] = -7.0
+    return data, ref, bool(data["preds"].numel()) if form not in ("mask", "padding_value") else bool(keep.any())
+
+
+@pytest.mark.parametrize("form", ROW_BY_ROW_FORMS)
+def test_small_batches_ranked_row_by_row_equal_the_sort_path_bit_for_bit(monkeypatch, form):
+    """Ranking in ``update``: padded lists, or flat rows in runs of one length, below the top-k merge's sizes
+    are ranked one row at a time (:func:`~._kernel.rank_grid`); the sums equal the sort path's (and
+    first-hit counting's) bit for bit, over many random small batches, and the brute-force reference."""
+    rng = np.random.default_rng(ROW_BY_ROW_FORMS.index(form))
+    ranked_by_grid = []
+    monkeypatch.setattr(_update, "rank_grid", lambda *a: ranked_by_grid.append(1) or _kernel.rank_grid(*a))
+    for _ in range(60):
+        data, ref_data, any_row = _small_batch(rng, form)
+        action = str(rng.choice(["skip", "zero", "one"]))
+        options = {"exponential_gain": bool(rng.random() < 0.3), "adaptive_k": bool(rng.random() < 0.3)}
+        ks = (1, 3, None)
+        kwargs = {
+            "empty_target_action": action,
+            "remove_single_length_sessions": bool(rng.random() < 0.2),
+            "padding_value": -7.0 if form == "padding_value" else None,
+            "queries_complete_per_batch": True,
+            "validate_args": bool(rng.random() < 0.7),
+            **options,
+        }
+        for metrics in (tuple(SPECS), ("mrr",), ("ndcg",), ("hit_rate", "recall")):
+            by_grid = tmx.RankingMetrics(ks=ks, metrics=metrics, **kwargs)
+            calls = len(ranked_by_grid)
+            by_grid.update(**data)
+            assert len(ranked_by_grid) == calls + any_row  # the row-by-row kernel ran (on any row)
+            with monkeypatch.context() as patch:  # the sort path (and first-hit counting) as before
+                patch.setattr(_update, "merge_may_apply", lambda *args: True)
+                by_sort = tmx.RankingMetrics(ks=ks, metrics=metrics, **kwargs)
+                by_sort.update(**data)
+            assert len(ranked_by_grid) == calls + any_row
+            for ours, theirs in ((by_grid.value_sum, by_sort.value_sum), (by_grid.weight_sum, by_sort.weight_sum)):
+                assert torch.equal(ours.view(torch.int64), theirs.view(torch.int64)), (metrics, ours, theirs)
+        expected = dict_ref(
+            ks,
+            metrics=tuple(SPECS),
+            action=action,
+            remove_single=kwargs["remove_single_length_sessions"],
+            exponential=options["exponential_gain"],
+            adaptive=options["adaptive_k"],
+        )(ref_data)
+        by_grid = tmx.RankingMetrics(ks=ks, metrics=tuple(SPECS), **kwargs)
+        by_grid.update(**data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a batch without any counted query is undefined (nan)
+            got = by_grid.compute()
+        for key, value in expected.items():
+            np.testing.assert_allclose(got[key].item(), value, rtol=1e-9, atol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize(
+    ("make", "complete", "limit"),
+    [
+        (lambda **kw: tmx.NDCG(k=10, **kw), False, 60),
+        (lambda **kw: tmx.RecallAtK(k=5, **kw), False, 45),
+        (lambda **kw: tmx.MRR(**kw), False, 45),
+        (lambda **kw: tmx.RankingMetrics(ks=(1, 10), metrics=("ndcg", "recall", "mrr"), **kw), False, 100),
+        (lambda **kw: tmx.NDCG(k=10, **kw), True, 60),
+        (lambda **kw: tmx.MRR(**kw), True, 45),
+    ],
+    ids=["ndcg-padded", "recall-padded", "mrr-padded", "ranking-metrics-padded", "ndcg-complete", "mrr-complete"],
+)
+def test_ranking_in_update_has_a_small_fixed_cost(make, complete, limit):
+    """One query of 8 candidates per step: ``update`` runs few torch operations (each costs microseconds).
+
+    It used to run 140-190 for NDCG and ``RankingMetrics`` (0.25-0.6 ms a step, slower than
+    TorchMetrics' update and compute together); the limits leave room for other PyTorch versions.
+    """
+    preds, target = (
+        torch.rand(1, 8, generator=torch.Generator().manual_seed(0)),
+        torch.tensor([[0, 1, 0, 2, 0, 0, 1, 0]]),
+    )
+    indexes = torch.zeros(8, dtype=torch.int64)
+    metric = make(queries_complete_per_batch=True) if complete else make()
+
+    def step():
+        if complete:
+            metric.update(preds.reshape(-1), target.reshape(-1), indexes=indexes)
+        else:
+            metric.update(preds, target)
+
+    step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    ops = [event.name for event in prof.events() if event.cpu_parent is None and event.name.startswith("aten::")]
+    assert len(ops) <= limit, (len(ops), ops)

@@ -251,8 +251,13 @@ def _rankings(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[str | 
         for task in range(batch.num_tasks):  # a loop over tasks, as the module's
             ranked = rank_rows(preds[task], batch.target[task], queries, batch.weights)
             values, num_rel = sorted_values(SortedQueries(ranked, metric.options), metric.requests)
-            terms, weight, _ = query_terms(
-                values, num_rel, ranked, metric.empty_target_action, metric.remove_single_length_sessions
+            terms, weight = query_terms(
+                values,
+                num_rel,
+                ranked.size,
+                ranked.weight,
+                metric.empty_target_action,
+                metric.remove_single_length_sessions,
             )
             value_sum = terms.new_zeros(batch.num_segments, num_requests).index_add_(0, query_segment, terms)
             weight_sum = weight.new_zeros(batch.num_segments).index_add_(0, query_segment, weight)

@@ -10,7 +10,7 @@ values equal the sort path's.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -19,15 +19,27 @@ from torchmetrics_ext.functional.ranking._kernel import Ranked
 from torchmetrics_ext.functional.ranking._spec import Request
 
 
-class FirstHits(NamedTuple):
-    """Per query: rows ranked before its first relevant row, and whether it has a relevant row."""
+class FirstHits:
+    """Per query: rows ranked before its first relevant row, and whether it has a relevant row.
 
-    ahead: Tensor  # (G,) int64
-    has_rel: Tensor  # (G,) bool
+    ``longest``: no query has more rows (a cutoff at least that long is the whole list), when known.
+    """
+
+    def __init__(self, ahead: Tensor, has_rel: Tensor, longest: int | None = None) -> None:
+        self.ahead = ahead  # (G,) int64
+        self.has_rel = has_rel  # (G,) bool
+        self.longest = longest
 
     def hit(self, k: int | None) -> Tensor:
         """Whether each query's first relevant row ranks in its top ``k`` (``None``: anywhere)."""
-        return self.has_rel if k is None else self.has_rel & (self.ahead < k)
+        if k is None or (self.longest is not None and k >= self.longest):
+            return self.has_rel
+        return self.has_rel & (self.ahead < k)
+
+    @cached_property
+    def reciprocal_rank(self) -> Tensor:
+        """``(G,)`` float64 ``1 / rank`` of each query's first relevant row (for every cutoff)."""
+        return (self.ahead + 1).to(torch.float64).reciprocal_()
 
 
 def first_hit_values(
@@ -65,9 +77,8 @@ def first_hit_values(
         return zeros.scatter_add_(0, qkey, mask.to(torch.int64))
 
     num_rel = count(relevant)
-    lowest = torch.tensor(-float("inf"), dtype=preds.dtype, device=preds.device)
     best = torch.full((span,), -float("inf"), dtype=preds.dtype, device=preds.device)
-    best.scatter_reduce_(0, qkey, torch.where(relevant, preds, lowest), "amax")
+    best.scatter_reduce_(0, qkey, torch.where(relevant, preds, -float("inf")), "amax")
     best_of_row = best[qkey]
     before = preds > best_of_row
     before |= (preds == best_of_row) & ~relevant
@@ -79,7 +90,8 @@ def first_hit_values(
         weight = weight.scatter_reduce_(0, qkey, weights, "amax")[present]
     ahead, size, num_rel = ahead[present], size[present], num_rel[present]
     hits = FirstHits(ahead, num_rel > 0)
-    values = torch.stack([fn(hits, k) for fn, (_, k) in zip(value_fns, requests)], 1)
+    columns = [fn(hits, k) for fn, (_, k) in zip(value_fns, requests)]
+    values = columns[0].unsqueeze(1) if len(columns) == 1 else torch.stack(columns, 1)
     empty = torch.empty(0, dtype=torch.int64, device=preds.device)
     ranked = Ranked(empty, empty, empty.to(torch.float64), size, weight, int(present.numel()))
     return values, num_rel.to(torch.float64), ranked

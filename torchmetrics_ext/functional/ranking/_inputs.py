@@ -18,6 +18,7 @@ Two input forms:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -39,6 +40,15 @@ ACTIONS = ("skip", "zero", "one", "error")
 _WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
 
 
+class PaddedGrid(NamedTuple):
+    """Padded ``(Q, L)`` input as given (:class:`RankingRows` flattens it), for :func:`~._kernel.rank_grid`."""
+
+    preds: Tensor  # (Q, L)
+    target: Tensor  # (Q, L)
+    keep: Tensor | None  # (Q, L) bool: the real candidates (mask and padding value), None for all
+    weights: Tensor | None  # (Q,) query weights as given
+
+
 class RankingRows(NamedTuple):
     """Flat rows of one batch; ``indexes`` are query ids (local row numbers for padded input)."""
 
@@ -50,6 +60,7 @@ class RankingRows(NamedTuple):
     preds_writable: bool = False  # ``preds`` is a private copy the kernels may overwrite
     target_max: float | None = None  # the largest relevance, when the values were validated
     valid: Tensor | None = None  # rows a mask keeps, when they were not dropped (see ``compact``)
+    grid: PaddedGrid | None = None  # padded input as given, for the per-row kernel (see :class:`PaddedGrid`)
 
 
 def _check_shape(
@@ -196,18 +207,18 @@ def _ranking_format(
     if padded and padding_value is not None:
         not_pad = preds != padding_value
         keep = not_pad if keep is None else keep & not_pad
-    valid = None
+    valid = grid = None
     if padded:
         num_queries, width = preds.shape
-        rows = torch.arange(num_queries, device=preds.device)
         if keep is None or not compact:
-            qid = rows.repeat_interleave(width)
+            qid = _padded_ids(num_queries, width, preds.device)
             p, t = preds.reshape(-1), target.reshape(-1)
             valid = None if keep is None else keep.reshape(-1)
         else:
-            qid = rows.unsqueeze(1).expand(-1, width)[keep]
+            qid = torch.arange(num_queries, device=preds.device).unsqueeze(1).expand(-1, width)[keep]
             p, t = preds[keep], target[keep]
         w = None if weights is None else weights.to(torch.float64)[qid]
+        grid = PaddedGrid(preds, target, keep, weights)
     else:
         qid = indexes.to(torch.int64)  # type: ignore[union-attr]
         p, t, w = preds, target, None if weights is None else weights.to(torch.float64)
@@ -231,7 +242,25 @@ def _ranking_format(
                 torch.where(valid, t, torch.zeros((), dtype=t.dtype, device=t.device)),
                 None if w is None else torch.where(valid, w, 0.0),
             )
-    return RankingRows(p, t, qid, w, padded, target_max=top, valid=valid)
+    return RankingRows(p, t, qid, w, padded, target_max=top, valid=valid, grid=grid)
+
+
+_CACHED_IDS = 1 << 16
+
+
+def _padded_ids(num_queries: int, width: int, device: torch.device) -> Tensor:
+    """``(Q * L,)`` int64 query number of each entry of padded ``(Q, L)`` lists; up to 65,536 entries, cached.
+
+    The kernels only read ``indexes``: a cached tensor serves every batch of its shape.
+    """
+    if num_queries * width > _CACHED_IDS:
+        return torch.arange(num_queries, device=device).repeat_interleave(width)
+    return _cached_ids(num_queries, width, device)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_ids(num_queries: int, width: int, device: torch.device) -> Tensor:
+    return torch.arange(num_queries, device=device).repeat_interleave(width)
 
 
 def _check_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> float:

@@ -24,6 +24,7 @@ the relevant candidates of a tie come last). The result then depends only on the
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import NamedTuple
@@ -34,6 +35,7 @@ from torch import Tensor
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
 
 _INT_TARGET_LIMIT = 1 << 20
+_SMALL_SORT = 4096  # rows below which narrowing the score keys costs more than the radix passes it saves
 
 
 class Ranked(NamedTuple):
@@ -159,7 +161,8 @@ def rank_rows(preds: Tensor, target: Tensor, indexes: Tensor, weights: Tensor | 
     qbits = _bits(int(qmax) - qmin_value)
     skey, sbits = _score_key(preds)
     tkey, tbits, table = _target_key(target)
-    if sbits == 32 and n > 0:  # fewer key bits, fewer radix passes
+    if sbits == 32 and n > 0 and (n > _SMALL_SORT or qbits + sbits + tbits > 63):
+        # fewer key bits, fewer radix passes (or one sort instead of two); equal keys stay equal
         smin, smax = torch.aminmax(skey)
         skey -= smin
         sbits = _bits(int(smax - smin))
@@ -178,7 +181,7 @@ def rank_rows(preds: Tensor, target: Tensor, indexes: Tensor, weights: Tensor | 
     group, starts = _segments(sorted_q)
     del sorted_q
     num_groups = int(starts.numel())
-    size = torch.diff(starts, append=torch.tensor([n], device=starts.device))
+    size = torch.diff(starts, append=starts.new_full((1,), n))
     relevant = sorted_t > 0 if table is None else table[sorted_t] > 0
     rel_rows = torch.nonzero(relevant).reshape(-1)
     rel_group = group[rel_rows]
@@ -189,6 +192,42 @@ def rank_rows(preds: Tensor, target: Tensor, indexes: Tensor, weights: Tensor | 
         weight = torch.zeros(num_groups, dtype=torch.float64, device=preds.device)
         weight.scatter_reduce_(0, group, weights[perm], "amax")
     return Ranked(rel_group, rel_rows - starts[rel_group], rel_target, size, weight, num_groups)
+
+
+def rank_grid(
+    preds: Tensor, target: Tensor, keep: Tensor | None, weights: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """Padded ``(Q, L)`` lists (one query per row) ranked row by row: stable sorts, no keys, no host read.
+
+    Returns ``(relevance, relevant, size, weight)``: each query's relevance in rank order
+    (``(G, L)``, ``target``'s dtype), which of those entries are relevant and kept, the query
+    sizes (``None``: all ``L``) and query weights (``None`` without ``weights``). Stable sorts
+    order each row by relevance ascending, then score descending (``-0.0`` equals ``0.0``), then
+    kept first: the tie rule of :func:`rank_rows`, whose order is unique up to rows of equal
+    score and relevance, so :class:`GridQueries` holds the relevant rows :func:`rank_rows` finds
+    in the flattened rows ``keep`` selects (``None``: all). Queries without a kept row are left
+    out (a host read, only with ``keep``). Any dtypes; ``weights`` are ``(Q,)``.
+    """
+    sorted_target, order = torch.sort(target, dim=1, stable=True)
+    by_score = torch.sort(preds.gather(1, order), dim=1, descending=True, stable=True).indices
+    sorted_target = sorted_target.gather(1, by_score)
+    kept = None
+    if keep is not None:  # dropped entries last (their scores and relevance may be anything)
+        kept, last = torch.sort(keep.gather(1, order).gather(1, by_score), dim=1, descending=True, stable=True)
+        sorted_target = sorted_target.gather(1, last)
+    relevant = sorted_target > 0
+    if kept is not None:
+        relevant &= kept
+    weight = size = None
+    if weights is not None:  # a query's weight is its rows' largest, at least 0 (rank_rows' reduction)
+        weight = torch.clamp_min(weights.to(torch.float64), 0.0).add_(0.0)
+    if keep is not None:
+        size = keep.sum(1)
+        present = size > 0
+        if not bool(present.all()):  # queries without a kept row are no query
+            size, relevant, sorted_target = size[present], relevant[present], sorted_target[present]
+            weight = None if weight is None else weight[present]
+    return sorted_target, relevant, size, weight
 
 
 GAIN_EXPONENT_LIMIT = 512
@@ -221,7 +260,8 @@ def gain_shift(target: Tensor, group: Tensor, num_groups: int) -> Tensor:
 
 
 def discount(pos: Tensor) -> Tensor:
-    return 1.0 / torch.log2(pos.to(torch.float64) + 2.0)
+    """``1 / log2(pos + 2)`` (float64) of 0-based integer positions."""
+    return torch.log2(pos.to(torch.float64) + 2.0).reciprocal_()
 
 
 def _ideal(ranked: Ranked, exponential: bool, shift: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -282,40 +322,77 @@ def ideal_dcg_from_counts(counts: Tensor, longest: int, exponential: bool) -> Ca
     and ``C_{>v}`` counts the higher grades, so with ``D(m)`` the sum of the first ``m``
     discounts, ``IDCG@k = sum_v g(v) (D(min(C_{>v} + c_v, k)) - D(min(C_{>v}, k)))``.
     """
-    dev = counts.device
     levels = counts.shape[1]
     descending = counts.flip(1)  # column j holds grade levels - 1 - j
     hi = torch.cumsum(descending, 1)
     lo = hi - descending
-    table = torch.zeros(longest + 1, dtype=torch.float64, device=dev)
-    table[1:] = torch.cumsum(discount(torch.arange(longest, device=dev)), 0)
-    grade_gain = gain(torch.arange(levels - 1, -1, -1, device=dev, dtype=torch.float64), exponential)
+    table, grade_gain = _count_constants(longest, levels, exponential, counts.device)
 
     def idcg(k: int | None) -> Tensor:
-        upper, lower = (hi, lo) if k is None else (hi.clamp_max(k), lo.clamp_max(k))
+        # no count exceeds `longest`: a cutoff at least that long clamps nothing
+        upper, lower = (hi, lo) if k is None or k >= longest else (hi.clamp_max(k), lo.clamp_max(k))
         return ((table[upper] - table[lower]) * grade_gain).sum(1)
 
     return idcg
 
 
-def _ideal_dcg_by_counts(ranked: Ranked, exponential: bool, cutoffs: int = 1) -> Callable[[int | None], Tensor] | None:
+@functools.lru_cache(maxsize=64)
+def _count_constants(longest: int, levels: int, exponential: bool, device: torch.device) -> tuple[Tensor, Tensor]:
+    """:func:`ideal_dcg_from_counts`' per-shape constants, only read: ``D(m)`` for ``m <= longest``, each column's gain.
+
+    Made by the same operations on the same shapes every time, so a cached table holds the very
+    values a fresh one would.
+    """
+    table = torch.zeros(longest + 1, dtype=torch.float64, device=device)
+    table[1:] = torch.cumsum(discount(torch.arange(longest, device=device)), 0)
+    grade_gain = gain(torch.arange(levels - 1, -1, -1, device=device, dtype=torch.float64), exponential)
+    return table, grade_gain
+
+
+def _ideal_dcg_by_counts(
+    ranked: Ranked,
+    exponential: bool,
+    cutoffs: int = 1,
+    integer: Callable[[], tuple[Tensor, int] | None] | None = None,
+    longest: int | None = None,
+) -> Callable[[int | None], Tensor] | None:
     """:func:`ideal_dcg_from_counts` over the relevant rows (``None`` unless :func:`grade_counts_pay`).
 
-    ``cutoffs``: how many IDCG@k the caller reads (the table's cost grows with it).
+    ``cutoffs``: how many IDCG@k the caller reads (the table's cost grows with it). ``integer``:
+    what :func:`integer_relevance` would return for ``rel_target`` (up to
+    :data:`_MAX_COUNTED_GRADES`), when the caller knows it more cheaply; ``longest``: the largest
+    query size, when known.
     """
     num_relevant = ranked.rel_target.numel()
     if num_relevant == 0 or not grade_counts_pay(ranked.num_groups, 2, 2 * num_relevant, cutoffs):
         return None  # not even a binary table pays: skip reading the largest grade
-    integer = integer_relevance(ranked.rel_target, _MAX_COUNTED_GRADES)
-    if integer is None:
+    graded = integer_relevance(ranked.rel_target, _MAX_COUNTED_GRADES) if integer is None else integer()
+    if graded is None:
         return None
-    grades, top = integer
+    grades, top = graded
     levels = top + 1
     if not grade_counts_pay(ranked.num_groups, levels, 2 * num_relevant, cutoffs):
         return None
-    counts = torch.zeros(ranked.num_groups * levels, dtype=torch.int64, device=grades.device)
-    counts.scatter_add_(0, ranked.rel_group * levels + grades, torch.ones_like(grades))
-    return ideal_dcg_from_counts(counts.reshape(ranked.num_groups, levels), int(ranked.size.max()), exponential)
+    longest = int(ranked.size.max()) if longest is None else longest
+    if levels == 2:
+        return _binary_ideal_dcg(torch.bincount(ranked.rel_group, minlength=ranked.num_groups), longest, exponential)
+    counts = torch.bincount(ranked.rel_group * levels + grades, minlength=ranked.num_groups * levels)
+    return ideal_dcg_from_counts(counts.reshape(ranked.num_groups, levels), longest, exponential)
+
+
+def _binary_ideal_dcg(num_relevant: Tensor, longest: int, exponential: bool) -> Callable[[int | None], Tensor]:
+    """:func:`ideal_dcg_from_counts` of grades 0 and 1 (``num_relevant`` (G,) int64 rows of grade 1), bit for bit.
+
+    Its sum has two terms: ``(D(min(c_1, k)) - D(0)) g(1)`` and the grade-0 term
+    ``(...) g(0) = +0.0``; with ``D(0) = 0.0`` that is ``D(min(c_1, k)) g(1)`` exactly.
+    """
+    table, grade_gain = _count_constants(longest, 2, exponential, num_relevant.device)
+    top_gain = grade_gain[0]  # g(1); grade_gain[1] is g(0) = 0.0 (2**0 - 1 exactly for exponential gains)
+
+    def idcg(k: int | None) -> Tensor:
+        return table[num_relevant if k is None or k >= longest else num_relevant.clamp_max(k)] * top_gain
+
+    return idcg
 
 
 def _first_relevant_offsets(rel_group: Tensor) -> Tensor:
@@ -334,11 +411,25 @@ class QueryStats:
 
     def __init__(self, num_rel: Tensor, size: Tensor, options: RankingOptions) -> None:
         self.num_rel = num_rel  # (G,) float64 relevant candidates of each query
-        self.safe_rel = num_rel.clamp_min(1.0)  # the same, 1 for queries without any (their value is replaced)
-        self.size = size  # (G,) float64 candidates of each query
+        self._size = size  # (G,) candidates of each query, any dtype (see `size`)
         self.options = options
         self.ideal_cutoffs = 1  # how many IDCG@k the caller reads (set by `sorted_values`)
         self._hits: dict[int | None, Tensor] = {}
+
+    @cached_property
+    def size(self) -> Tensor:
+        """``(G,)`` float64 candidates of each query."""
+        return self.query_size.to(torch.float64)
+
+    @property
+    def query_size(self) -> Tensor:
+        """``(G,)`` candidates of each query, as given (any dtype)."""
+        return self._size
+
+    @cached_property
+    def safe_rel(self) -> Tensor:
+        """:attr:`num_rel`, 1 for queries without any (their value is replaced)."""
+        return self.num_rel.clamp_min(1.0)
 
     def hits(self, k: int | None) -> Tensor:
         """``(G,)`` float64 relevant candidates in each query's top ``k`` (``None``: all), counted once per ``k``."""
@@ -363,12 +454,23 @@ class SortedQueries(QueryStats):
     then rank order); the reductions a metric asks for are computed on first use.
     """
 
+    ranked: Ranked
+
     def __init__(self, ranked: Ranked, options: RankingOptions) -> None:
         self.ranked = ranked
-        self.group, self.pos = ranked.rel_group, ranked.rel_pos
         self.num_groups = ranked.num_groups
         self._in_k: dict[int, Tensor] = {}
-        super().__init__(self.sum(), ranked.size.to(torch.float64), options)
+        super().__init__(self.sum(), ranked.size, options)
+
+    @property
+    def group(self) -> Tensor:
+        """``(R,)`` int64 query number of each relevant row."""
+        return self.ranked.rel_group
+
+    @property
+    def pos(self) -> Tensor:
+        """``(R,)`` int64 0-based rank of each relevant row within its query."""
+        return self.ranked.rel_pos
 
     def in_k(self, k: int | None) -> Tensor | None:
         """Which relevant rows rank in the top ``k`` (``None``: all of them)."""
@@ -420,6 +522,82 @@ class SortedQueries(QueryStats):
         return ideal_dcg_by_sort(self.ranked, self.options.exponential_gain, self.gain_shift)
 
 
+class GridQueries(SortedQueries):
+    """:class:`SortedQueries` of :func:`rank_grid`'s lists; the relevant rows are found when a metric reads them.
+
+    Counts are read off the ``(G, L)`` grid of relevant entries in rank order (integers: exact
+    in any order of summation); every other reduction is the sort path's own over the same
+    relevant rows, so the values are the sort path's bit for bit. ``target_max``: the largest
+    relevance of the batch when validation read it; ``size``: ``None`` when every query has all
+    ``L`` candidates.
+    """
+
+    def __init__(
+        self,
+        sorted_target: Tensor,
+        relevant: Tensor,
+        size: Tensor | None,
+        weight: Tensor | None,
+        options: RankingOptions,
+        target_max: float | None = None,
+    ) -> None:
+        self.sorted_target, self.relevant, self.weight, self.target_max = sorted_target, relevant, weight, target_max
+        self.num_groups, width = relevant.shape
+        self.width = width if size is None else None  # every query's size, when none was padded
+        self._in_k = {}
+        QueryStats.__init__(self, relevant.sum(1, dtype=torch.float64), size, options)  # type: ignore[arg-type]
+
+    @property
+    def query_size(self) -> Tensor:
+        """``(G,)`` int64 candidates of each query (made on first use when every query has all ``L``)."""
+        if self._size is None:
+            self._size = torch.full((self.num_groups,), self.width, dtype=torch.int64, device=self.relevant.device)
+        return self._size
+
+    @cached_property
+    def rel_t(self) -> Tensor:
+        """The relevant rows' relevance in the input's dtype (:attr:`ranked` holds it as float64)."""
+        rel_group, rel_pos = torch.nonzero(self.relevant).unbind(1)
+        self.__dict__["_rows"] = rel_group, rel_pos
+        return self.sorted_target[rel_group, rel_pos]
+
+    @cached_property
+    def ranked(self) -> Ranked:  # type: ignore[override]
+        """The relevant rows, as :func:`rank_rows` returns them."""
+        rel_t = self.rel_t
+        rel_group, rel_pos = self.__dict__["_rows"]
+        return Ranked(rel_group, rel_pos, rel_t.to(torch.float64), self.query_size, self.weight, self.num_groups)
+
+    def _count_hits(self, k: int | None) -> Tensor:
+        return self.num_rel if k is None else self.relevant[:, :k].sum(1, dtype=torch.float64)
+
+    def in_k(self, k: int | None) -> Tensor | None:
+        """Which relevant rows rank in the top ``k``; ``None`` (all) also when ``k`` is at least the grid's width."""
+        return None if k is not None and k >= self.relevant.shape[1] else super().in_k(k)
+
+    def _integer(self) -> tuple[Tensor, int] | None:
+        """:func:`integer_relevance` of the relevant rows, read without a conversion for integer input."""
+        rel_t = self.rel_t
+        if rel_t.is_floating_point():
+            return integer_relevance(self.ranked.rel_target, _MAX_COUNTED_GRADES)
+        top = int(rel_t.max()) if self.target_max is None else int(self.target_max)
+        return (rel_t, top) if top <= _MAX_COUNTED_GRADES else None
+
+    @cached_property
+    def ideal_dcg(self) -> Callable[[int | None], Tensor]:
+        """:meth:`SortedQueries.ideal_dcg`, with the grades and the longest query read off the grid."""
+        exponential = self.options.exponential_gain
+        by_counts = _ideal_dcg_by_counts(self.ranked, exponential, self.ideal_cutoffs, self._integer, self.width)
+        if by_counts is not None:
+            return by_counts
+        return ideal_dcg_by_sort(self.ranked, exponential, self.gain_shift)
+
+    @cached_property
+    def within(self) -> Tensor:
+        """Index of each relevant row among its query's relevant rows (0 for the first)."""
+        return torch.cumsum(self.relevant, 1)[self.group, self.pos].sub_(1)
+
+
 def sorted_values(queries: SortedQueries, requests: Sequence[Request]) -> tuple[Tensor, Tensor]:
     """Per-query values of each ``(spec, k)`` request on the sort path; ``k=None`` is the whole list.
 
@@ -435,4 +613,4 @@ def sorted_values(queries: SortedQueries, requests: Sequence[Request]) -> tuple[
     columns = [spec.sort_value(queries, k) for spec, k in requests]
     if not columns:
         return queries.num_rel.new_zeros(queries.num_groups, 0), queries.num_rel
-    return torch.stack(columns, 1), queries.num_rel
+    return (columns[0].unsqueeze(1) if len(columns) == 1 else torch.stack(columns, 1)), queries.num_rel

@@ -59,7 +59,7 @@ def _mrr_sorted(queries: SortedQueries, k: int | None) -> Tensor:
     in_k = queries.in_k(k)
     keep = first if in_k is None else first & in_k
     # at most one row per query: the sum is that row's reciprocal rank (no boolean indexing: no host read)
-    return queries.sum(1.0 / (queries.pos + 1).to(torch.float64), keep)
+    return queries.sum((queries.pos + 1).to(torch.float64).reciprocal_(), keep)
 
 
 def _mrr_top(queries: TopQueries, k: int) -> Tensor:
@@ -68,7 +68,7 @@ def _mrr_top(queries: TopQueries, k: int) -> Tensor:
 
 
 def _mrr_first_hit(hits: FirstHits, k: int | None) -> Tensor:
-    return torch.where(hits.hit(k), 1.0 / (hits.ahead + 1).to(torch.float64), 0.0)
+    return torch.where(hits.hit(k), hits.reciprocal_rank, 0.0)
 
 
 def _hit_rate_first_hit(hits: FirstHits, k: int | None) -> Tensor:

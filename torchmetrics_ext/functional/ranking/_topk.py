@@ -252,6 +252,18 @@ def _by_id(values: Tensor, order: Tensor) -> Tensor:
     return out
 
 
+def merge_may_apply(num_queries: int, requests: Sequence[Request]) -> bool:
+    """Whether :func:`grouped_topk_values` may take padded lists of ``num_queries`` queries.
+
+    It needs a ``topk_value`` and a cutoff ``k <= MAX_K`` for every request, and at least
+    ``ROWS_PER_ROUND`` rows per candidate position: ``n >= ROWS_PER_ROUND * longest``, which
+    ``num_queries`` lists of at most ``longest`` rows each meet only from ``ROWS_PER_ROUND`` lists.
+    """
+    if num_queries < ROWS_PER_ROUND:
+        return False
+    return all(spec.topk_value is not None and k is not None and k <= MAX_K for spec, k in requests)
+
+
 def grouped_topk_values(
     preds: Tensor,
     target: Tensor,
@@ -270,8 +282,8 @@ def grouped_topk_values(
     """
     n = preds.numel()
     value_fns = [fn for spec, k in requests if (fn := spec.topk_value) is not None and k is not None and k <= MAX_K]
-    if n < 2 or not value_fns or len(value_fns) < len(requests):
-        return None
+    if n < 2 or n < ROWS_PER_ROUND or not value_fns or len(value_fns) < len(requests):
+        return None  # fewer rows than one round needs for the longest query (at least 1 row): nothing read
     sample = indexes[:: max(n // 4096, 1)]
     if not bool((sample[1:] >= sample[:-1]).all()):
         return None  # ids not sorted: found cheaply before the full check

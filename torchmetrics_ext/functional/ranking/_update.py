@@ -21,12 +21,24 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.functional.ranking import _topk
 from torchmetrics_ext.functional.ranking._dense import DenseQueries, rank_rows_dense
-from torchmetrics_ext.functional.ranking._first_hit import first_hit_values
-from torchmetrics_ext.functional.ranking._inputs import RankingRows, _ranking_arg_validation, _ranking_format
-from torchmetrics_ext.functional.ranking._kernel import Ranked, SortedQueries, rank_rows, sorted_values
+from torchmetrics_ext.functional.ranking._first_hit import FirstHits, first_hit_values
+from torchmetrics_ext.functional.ranking._inputs import (
+    PaddedGrid,
+    RankingRows,
+    _ranking_arg_validation,
+    _ranking_format,
+)
+from torchmetrics_ext.functional.ranking._kernel import (
+    GridQueries,
+    SortedQueries,
+    rank_grid,
+    rank_rows,
+    sorted_values,
+)
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request, request_key
-from torchmetrics_ext.functional.ranking._topk import grouped_topk_values
+from torchmetrics_ext.functional.ranking._topk import grouped_topk_values, merge_may_apply
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 
@@ -38,19 +50,31 @@ def _ranking_update(
     empty_target_action: str = "skip",
     remove_single_length_sessions: bool = False,
     dense: bool = False,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-request weighted sums over the queries of ``rows``: ``(value_sum, weight_sum, num_queries)``.
+) -> tuple[Tensor, Tensor]:
+    """Per-request weighted sums over the queries of ``rows``: ``(value_sum, weight_sum)``.
 
     ``dense``: the device path's kernel (:mod:`._dense`), which reads nothing on the host (the
     only kernel for rows that carry a ``valid`` mask).
     """
     if rows.preds.numel() == 0:
         zero = torch.zeros((), dtype=torch.float64, device=rows.preds.device)
-        return torch.zeros(len(requests), dtype=torch.float64, device=rows.preds.device), zero, zero.clone()
+        return torch.zeros(len(requests), dtype=torch.float64, device=rows.preds.device), zero
     if dense or rows.valid is not None:
         ranked, relevant = rank_rows_dense(rows.preds, rows.target, rows.indexes, rows.weights, rows.valid)
         values, num_rel = sorted_values(DenseQueries(ranked, relevant, options), requests)
-        return reduce_queries(values, num_rel, ranked, empty_target_action, remove_single_length_sessions)
+        return reduce_queries(
+            values, num_rel, ranked.size, ranked.weight, empty_target_action, remove_single_length_sessions, True
+        )
+    grid = rows.grid if rows.padded else _equal_runs(rows)
+    if grid is not None and not merge_may_apply(grid.preds.shape[0], requests):
+        # padded lists (or flat rows that are) the top-k merge would not take: each row sorted on its
+        # own, the sort path's values bit for bit (first-hit counting's too) at a fraction of its fixed cost
+        queries = GridQueries(*rank_grid(*grid), options, rows.target_max)
+        values = _grid_values(queries, requests)
+        size = queries.query_size if remove_single_length_sessions else None  # read for nothing else
+        return reduce_queries(
+            values, queries.num_rel, size, queries.weight, empty_target_action, remove_single_length_sessions
+        )
     args = (rows.preds, rows.target, rows.indexes, rows.weights, requests)
     fast = grouped_topk_values(*args, options, preds_writable=rows.preds_writable)
     if fast is None:
@@ -60,7 +84,49 @@ def _ranking_update(
         values, num_rel = sorted_values(SortedQueries(ranked, options), requests)
     else:
         values, num_rel, ranked = fast
-    return reduce_queries(values, num_rel, ranked, empty_target_action, remove_single_length_sessions)
+    return reduce_queries(
+        values, num_rel, ranked.size, ranked.weight, empty_target_action, remove_single_length_sessions
+    )
+
+
+def _equal_runs(rows: RankingRows) -> PaddedGrid | None:
+    """Few flat rows whose queries are runs of one length in increasing id order, as padded lists; else ``None``.
+
+    Only below ``ROWS_PER_ROUND`` rows (which the top-k merge never takes), where the sort path's
+    fixed cost is most of the work: one query (a ranking step's usual batch) costs one
+    ``unique_consecutive``. A query's weight is its rows' largest, as on the sort path.
+    """
+    n = rows.preds.numel()
+    if n >= _topk.ROWS_PER_ROUND:
+        return None
+    ids, counts = torch.unique_consecutive(rows.indexes, return_counts=True)
+    num_queries = ids.numel()
+    width = n // num_queries
+    if num_queries > 1 and (width * num_queries != n or int(counts.min()) != width or not bool((ids.diff() > 0).all())):
+        return None  # the counts sum to n: with the smallest n / G, all are
+    weights = None if rows.weights is None else rows.weights.reshape(num_queries, width).amax(1)
+    return PaddedGrid(rows.preds.reshape(num_queries, width), rows.target.reshape(num_queries, width), None, weights)
+
+
+def _grid_values(queries: GridQueries, requests: Sequence[Request]) -> Tensor:
+    """:func:`sorted_values` of padded lists; a first-hit value is read off each query's first relevant row.
+
+    Equal to the sort path's value bit for bit (the same reciprocal rank or hit flag, where the
+    sort path adds the one row's value to 0.0), and cheaper on a grid.
+    """
+    queries.ideal_cutoffs = max(1, sum(spec.counts_grades for spec, _ in requests))  # as sorted_values
+    hits = None
+    columns = []
+    for spec, k in requests:
+        if spec.first_hit_value is None:
+            columns.append(spec.sort_value(queries, k))
+            continue
+        if hits is None:  # the first relevant entry's position: argmax returns the first of equal values
+            hits = FirstHits(
+                queries.relevant.view(torch.uint8).argmax(1), queries.num_rel > 0, queries.relevant.shape[1]
+            )
+        columns.append(spec.first_hit_value(hits, k))
+    return columns[0].unsqueeze(1) if len(columns) == 1 else torch.stack(columns, 1)
 
 
 def _ranking_compute(value_sum: Tensor, weight_sum: Tensor, label: str, requests: Sequence[Request]) -> Tensor:
@@ -102,7 +168,7 @@ def _ranking_functional(
         **options._asdict(),
     )
     rows = _ranking_format(*inputs, padding_value=padding_value, validate=validate_args)
-    value_sum, weight_sum, _ = _ranking_update(
+    value_sum, weight_sum = _ranking_update(
         rows,
         requests,
         options,
@@ -115,46 +181,75 @@ def _ranking_functional(
 def reduce_queries(
     values: Tensor,
     num_rel: Tensor,
-    ranked: Ranked,
+    size: Tensor | None,
+    weight: Tensor | None,
     empty_target_action: str,
     remove_single_length_sessions: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Apply the empty-query policy and weights: ``(sum w·v per request, sum w, number of queries)``.
+    empty_slots: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Apply the empty-query policy and weights: ``(sum w·v per request, sum w)``.
 
-    Query slots of size 0 (past the last query of the device path's kernel) are never counted.
-    ``empty_target_action="error"`` reads whether to raise on the host.
+    ``size`` and ``weight``: each query's (:class:`Ranked`'s; ``size`` is only read with
+    ``remove_single_length_sessions`` or ``empty_slots`` and may be ``None`` otherwise).
+    ``empty_slots``: there may be query slots of size 0 (past the last query of the device
+    path's kernel), which are never counted. ``empty_target_action="error"`` reads whether to
+    raise on the host.
     """
-    terms, w, include = query_terms(values, num_rel, ranked, empty_target_action, remove_single_length_sessions)
-    return terms.sum(0), w.sum(), include.sum().to(torch.float64)
+    terms, w = query_terms(
+        values, num_rel, size, weight, empty_target_action, remove_single_length_sessions, empty_slots
+    )
+    return terms.sum(0), w.sum()
 
 
 def query_terms(
     values: Tensor,
     num_rel: Tensor,
-    ranked: Ranked,
+    size: Tensor | None,
+    weight: Tensor | None,
     empty_target_action: str,
     remove_single_length_sessions: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Per query, what :func:`reduce_queries` sums: ``(w·v (G, R), w (G,), counted (G,) bool)``.
+    empty_slots: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Per query, what :func:`reduce_queries` sums: ``(w·v (G, R), w (G,))``.
 
     ``w`` is 0 for the queries left out. For a caller that sums queries by something else than
     the whole batch (``evaluate``'s segments: each query's terms added into its segment).
     """
-    empty = num_rel == 0
-    include = ranked.size > (1 if remove_single_length_sessions else 0)
-    if empty_target_action == "error" and bool((empty & include).any()):
-        bad = int(torch.nonzero(empty & include)[0, 0])
-        raise ValueError(
-            f"A query has no relevant candidate (target > 0) and `empty_target_action='error'` "
-            f"(query number {bad} of {int((ranked.size > 0).sum())} in sorted id order)."
-        )
+    include = None  # every query (a query of the sort paths has at least one row)
+    if remove_single_length_sessions or empty_slots:
+        if size is None:
+            raise ValueError("query_terms needs the query sizes to leave out single-row or empty queries.")
+        include = size > (1 if remove_single_length_sessions else 0)
     if empty_target_action == "skip":
-        include = include & ~empty
-    elif empty_target_action in ("zero", "one"):
+        has_rel = num_rel != 0
+        include = has_rel if include is None else include & has_rel
+        return _weighted_terms(values, include, weight)
+    empty = num_rel == 0
+    if empty_target_action == "error":
+        bad_rows = empty if include is None else empty & include
+        if bool(bad_rows.any()):
+            bad = int(torch.nonzero(bad_rows)[0, 0])
+            raise ValueError(
+                f"A query has no relevant candidate (target > 0) and `empty_target_action='error'` "
+                f"(query number {bad} of {bad_rows.numel() if size is None else int((size > 0).sum())} "
+                "in sorted id order)."
+            )
+    if empty_target_action in ("zero", "one"):
         fill = 0.0 if empty_target_action == "zero" else 1.0
         values = torch.where(empty.unsqueeze(1), fill, values)
+    return _weighted_terms(values, include, weight)
+
+
+def _weighted_terms(values: Tensor, include: Tensor | None, weight: Tensor | None) -> tuple[Tensor, Tensor]:
+    """:func:`query_terms`' result for the queries ``include`` (``None``: all) weighted ``weight`` (``None``: 1)."""
+    if include is None:
+        if weight is None:
+            return values, torch.ones(values.shape[0], dtype=torch.float64, device=values.device)
+        return values * weight.unsqueeze(1), weight
     w = include.to(torch.float64)
-    if ranked.weight is not None:
-        w = w * ranked.weight
-    # queries left out contribute 0, whatever their value (an empty slot's may be 0 / 0)
-    return torch.where(include.unsqueeze(1), values * w.unsqueeze(1), 0.0), w, include
+    if weight is not None:
+        w = w * weight
+        values = values * w.unsqueeze(1)
+    # queries left out contribute 0, whatever their value (an empty slot's may be 0 / 0); an
+    # unweighted query's value is its term (times weight 1)
+    return torch.where(include.unsqueeze(1), values, 0.0), w

@@ -247,7 +247,7 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         """Any real scores (±inf included) and non-negative relevance (flat rows; ``indexes`` are integer query ids)."""
         return InputDomains("score", "nonnegative")
 
-    def _sums(self, rows: RankingRows, dense: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    def _sums(self, rows: RankingRows, dense: bool = False) -> tuple[Tensor, Tensor]:
         return _ranking_update(
             rows,
             self.requests,
@@ -275,9 +275,9 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         if rows.preds.numel() == 0:
             return
         if rows.padded or self.queries_complete_per_batch:
-            value_sum, weight_sum, _ = self._sums(rows, dense)
-            self.value_sum += value_sum
-            self.weight_sum += weight_sum
+            value_sum, weight_sum = self._sums(rows, dense)
+            getattr(self, self._value_state).add_(value_sum)  # in place, as `+=` (no attribute set)
+            self.weight_sum.add_(weight_sum)
             return
         # Flat rows without a mask are the caller's tensors: kept as compact copies in their own
         # dtypes (float32 scores and weights, int8 labels, int32 ids stay 4 or 1 bytes per row),
@@ -375,7 +375,7 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         if not self.queries_complete_per_batch:
             rows = self._cat_rows()
             if rows is not None and rows.preds.numel() > 0:
-                batch_value, batch_weight, _ = self._sums(rows)
+                batch_value, batch_weight = self._sums(rows)
                 value_sum, weight_sum = value_sum + batch_value, weight_sum + batch_weight
         return _ranking_compute(value_sum, weight_sum, self._label, self.requests)
 

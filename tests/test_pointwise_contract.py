@@ -1760,3 +1760,154 @@ def test_reset_or_forward_under_inference_mode_leaves_ordinary_states(name, step
     if name not in _TIMED:
         # forward adds the batch's states to the others': the same sums, up to the order of additions
         np.testing.assert_allclose(_flat_values(value), _flat_values(expected), rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- the update wrapper and its cost
+
+
+def _grad_probes():
+    """A metric of the package and a plain TorchMetrics one that record the grad mode each ``update`` runs in.
+
+    ``update`` raises the ``RuntimeError`` TorchMetrics rephrases when asked to (``fail``).
+    """
+    from torchmetrics import Metric
+
+    from torchmetrics_ext.metrics.base import TaskMetric
+
+    def body(metric, x, fail=False):
+        metric.modes.append(torch.is_grad_enabled())
+        if fail:
+            raise RuntimeError("Expected all tensors to be on the same device, but found at least two devices")
+        metric.total += x.detach().double().sum()
+
+    class Ours(TaskMetric):
+        full_state_update = False
+
+        def __init__(self):
+            super().__init__()
+            self.modes = []
+            self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+        def update(self, x, fail=False):
+            body(self, x, fail)
+
+        def compute(self):
+            return self.total
+
+    class Theirs(Metric):
+        full_state_update = False
+
+        def __init__(self):
+            super().__init__()
+            self.modes = []
+            self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+        def update(self, x, fail=False):
+            body(self, x, fail)
+
+        def compute(self):
+            return self.total
+
+    return Ours(), Theirs()
+
+
+def test_update_wrapper_keeps_torchmetrics_bookkeeping_and_grad_modes():
+    """The package writes TorchMetrics' update wrapper out (plain attribute writes, the grad-mode switch only
+    when it changes the mode): ``update`` runs under the grad mode TorchMetrics' own wrapper gives it (off in
+    ``update`` whatever the caller's mode, on for ``forward``'s batch value), counts the call and drops the
+    cached value as TorchMetrics does, and rephrases a device mismatch in TorchMetrics' words. Reference: a
+    plain ``torchmetrics.Metric`` with the same ``update``."""
+    ours, theirs = _grad_probes()
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    for metric in (ours, theirs):
+        with torch.enable_grad():
+            metric.update(x)
+        with torch.no_grad():
+            metric.update(x)
+        metric(x)  # forward: the batch's update runs with gradients enabled
+        metric.compute()
+        metric.update(x)
+    assert ours.modes == theirs.modes
+    assert ours.update_called and ours._update_count == theirs._update_count
+    assert ours._computed is None and theirs._computed is None
+    assert torch.equal(ours.compute(), theirs.compute())
+    errors = []
+    for metric in (ours, theirs):
+        with pytest.raises(RuntimeError) as caught:
+            metric.update(x, fail=True)
+        errors.append(str(caught.value).replace(type(metric).__name__, "M"))
+        assert isinstance(caught.value.__cause__, RuntimeError)
+    assert errors[0] == errors[1] and "Encountered different devices" in errors[0]
+    assert ours._update_count == theirs._update_count - 1  # a rejected call is not counted here
+
+
+def test_update_wrapper_moves_list_states_with_compute_on_cpu():
+    """``compute_on_cpu=True``: list states are moved to the CPU after each update, as TorchMetrics' wrapper does."""
+    metric = tmx.AUC(compute_on_cpu=True)
+    moved = []
+    metric._move_list_states_to_cpu = lambda: moved.append(True)  # the hook TorchMetrics' wrapper calls
+    metric.update(P, Y)
+    assert moved == [True]
+
+
+class _AtenOps(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the ATen operations run inside the block (by name)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: dict[str, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func.overloadpacket)
+        self.ops[name] = self.ops.get(name, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+# (metric, whether update takes weights, at most this many ATen operations and Python function calls per
+# validated update, host reads)
+_FIXED_COST = [
+    ("WeightedMSE", tmx.WeightedMSE, False, 20, 50, 4),
+    ("WeightedMAE", tmx.WeightedMAE, False, 20, 50, 4),
+    ("CTR", tmx.CTR, True, 22, 60, 6),
+    ("Calibration", tmx.Calibration, True, 22, 60, 6),
+    ("AUC", tmx.AUC, False, 18, 38, 6),
+    ("Windowed(AUC)", lambda: tmx.Windowed(tmx.AUC(), 1000), False, 18, 68, 6),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "factory", "weighted", "aten_budget", "python_budget", "reads"),
+    _FIXED_COST,
+    ids=[c[0] for c in _FIXED_COST],
+)
+def test_update_fixed_cost_in_operations_and_calls(name, factory, weighted, aten_budget, python_budget, reads):
+    """A small validated batch's ``update`` runs few ATen operations and Python calls: its cost is all fixed.
+
+    Each ATen operation costs 1-3 µs whatever the batch, each Python call a fraction of one: no ``detach``
+    of inputs that do not require grad, one selection of a shared weight row for all weighted sums, and on
+    the CPU one read per bound (``(min, max)`` of each input, and of the labels' fractional parts for
+    binary labels); TorchMetrics' update wrapper written out, no per-sample-kernel closures nested three
+    deep. The budgets are counts, not times (the test cannot be flaky); they were 20-27 operations and
+    53-92 Python calls per update before the fixed cost was cut. The sums stay float64 (the value tests).
+    """
+    import sys
+
+    g = torch.Generator().manual_seed(0)
+    p = torch.rand(8, generator=g)
+    batch = (p, (torch.rand(8, generator=g) < p).float(), torch.rand(8, generator=g) + 0.1)
+    metric = factory()
+    args = batch if weighted else batch[:2]
+    metric.update(*args)
+    with _AtenOps() as counted:
+        metric.update(*args)
+    assert "aten.detach" not in counted.ops
+    assert counted.ops.get("aten.select", 0) <= 1
+    assert counted.ops["aten._local_scalar_dense"] == reads
+    assert sum(counted.ops.values()) <= aten_budget, counted.ops
+    calls = []
+    sys.setprofile(lambda frame, event, arg: calls.append(frame.f_code.co_name) if event == "call" else None)
+    try:
+        metric.update(*args)
+    finally:
+        sys.setprofile(None)
+    assert len(calls) <= python_budget, calls

@@ -623,18 +623,24 @@ def _error_update(preds: Tensor, target: Tensor, weights: Tensor | None, from_lo
     ``p = sigmoid(preds)`` (see :func:`_sigmoid_error`); the label sums do not change.
     """
     sums = batch_sums(preds, target, weights)
-    tag = "_logits" if from_logits else ""  # a batch's shared sums hold both forms apart
-
-    def diff() -> Tensor:
-        return sums.value("error" + tag, lambda: _sigmoid_error(preds, target) if from_logits else preds - target)
-
+    # a batch's shared sums hold both forms apart; the error is always wanted (the sums below are
+    # made from it, and in a shared batch it is kept by the metric that made them)
+    if from_logits:
+        error = sums.value("error_logits", lambda: _sigmoid_error(preds, target))
+        squared = sums.weighted("squared_error_logits", lambda: error * error)
+        absolute = sums.weighted("absolute_error_logits", error.abs)
+    else:
+        error = sums.value("error", lambda: preds - target)
+        squared = sums.weighted("squared_error", lambda: error * error)
+        absolute = sums.weighted("absolute_error", error.abs)
+    label_sum = sums.label_sum()
     return (
-        sums.weighted("squared_error" + tag, lambda: diff() * diff()),
-        sums.weighted("absolute_error" + tag, lambda: diff().abs()),
+        squared,
+        absolute,
         sums.total(),
-        sums.label_sum(),
+        label_sum,
         # y·y is y itself for 0/1 labels: the same sum, bit for bit
-        sums.label_sum() if sums.binary_target else sums.weighted("squared_target", lambda: target * target),
+        label_sum if sums.binary_target else sums.weighted("squared_target", lambda: target * target),
     )
 
 

@@ -551,18 +551,44 @@ class GuardedMetric(Metric):
         return fresh_when_syncing(self, keep_value_shapes(self, compute, super()._wrap_compute))
 
     def _wrap_update(self, update: Callable) -> Callable:
-        wrapped = super()._wrap_update(update)
+        """TorchMetrics' update wrapper, written out, with the bookkeeping put back when ``update`` raises.
+
+        What TorchMetrics' ``wrapped_func`` does (drop the cached value, count the call, run
+        ``update`` with gradients as ``_enable_grad`` says, tell a device mismatch plainly, move
+        list states with ``compute_on_cpu``), in plain attribute writes (``nn.Module.__setattr__``
+        on ``_computed`` and ``_update_count`` cost two of its few microseconds per call) and with
+        the grad-mode switch entered only when it changes the mode: per-call cost is part of a
+        training step.
+        """
+        name = type(self).__name__
 
         @functools.wraps(update)
         def guarded(*args: Any, **kwargs: Any) -> None:
             self._before_update(args, kwargs)
-            count, computed = self._update_count, self._computed
+            state = self.__dict__
+            count, computed = state["_update_count"], state["_computed"]
+            state["_computed"], state["_update_count"] = None, count + 1
             try:
-                wrapped(*args, **kwargs)
-            except Exception:
-                self._update_count, self._computed = count, computed
+                grad = state["_enable_grad"]
+                if torch.is_grad_enabled() == grad:
+                    update(*args, **kwargs)
+                else:
+                    with torch.set_grad_enabled(grad):
+                        update(*args, **kwargs)
+            except Exception as err:
+                state["_update_count"], state["_computed"] = count, computed
+                if isinstance(err, RuntimeError) and "Expected all tensors to be on" in str(err):
+                    raise RuntimeError(  # TorchMetrics' words
+                        "Encountered different devices in metric calculation (see stacktrace for details)."
+                        " This could be due to the metric class not being on the same device as input."
+                        f" Instead of `metric={name}(...)` try to do"
+                        f" `metric={name}(...).to(device)` where"
+                        " device corresponds to the device of the input."
+                    ) from err
                 raise
-            if "_cast_dtype" in self.__dict__:
+            if state["compute_on_cpu"]:
+                self._move_list_states_to_cpu()
+            if "_cast_dtype" in state:
                 self._cast_new_chunks()
             self._join_small_chunks()
 

@@ -18,6 +18,7 @@ Shared behaviour:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Hashable
 from typing import Any, ClassVar
 
@@ -118,7 +119,7 @@ class _PointwiseMetric(TaskMetric):
     @property
     def _needs_target(self) -> bool:
         """Whether ``update`` requires ``target`` (``Segmented`` asks through ``_format``)."""
-        return any(name == "target" for _, name in _required_parameters(type(self)))
+        return _update_needs_target(type(self))
 
     def _validate(self, preds: Tensor, target: Tensor | None = None, weights: Tensor | None = None) -> None:
         self._format(preds, target, weights, validate=True)
@@ -167,6 +168,12 @@ class _PointwiseMetric(TaskMetric):
     def compute(self) -> Tensor:
         """Value over everything accumulated (and synced across ranks)."""
         return self._squeeze_tasks(self._compute_value(*(getattr(self, n) for n in self._state_keys)))
+
+
+@functools.cache
+def _update_needs_target(cls: type[_PointwiseMetric]) -> bool:
+    """Whether ``cls.update`` requires ``target`` (asked on every update: kept per class)."""
+    return any(name == "target" for _, name in _required_parameters(cls))
 
 
 def _per_sample_terms(

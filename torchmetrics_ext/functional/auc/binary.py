@@ -92,13 +92,31 @@ def _check_bins(
 _SIGNS: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
 
 
+_HALVES: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+
+def _half(target: Tensor) -> Tensor | float:
+    """``0.5`` to compare ``target`` with: a kept 0-dim tensor of its floating dtype, else the number.
+
+    The same comparison as with the number (0.5 is exact in every floating dtype), without wrapping a
+    Python number into a tensor on every call (~1.5 µs on small batches).
+    """
+    if not target.is_floating_point():
+        return 0.5
+    key = (target.device, target.dtype)
+    half = _HALVES.get(key)
+    if half is None:
+        half = _HALVES[key] = torch.full((), 0.5, dtype=target.dtype, device=target.device)
+    return half
+
+
 def _signed_weights(target: Tensor, weights: Tensor | None, dtype: torch.dtype = torch.float32) -> Tensor:
     """A fresh ``dtype`` ``+w`` for positive labels and ``-w`` for negative ones (``w = 1`` unweighted).
 
     ``target`` of any dtype; ``weights`` broadcastable to it. Unweighted, the two signs are
     cached scalars of the device: two kernels per call (Python scalars would add two fills).
     """
-    positive = target > 0.5
+    positive = target > _half(target)
     if weights is None:
         key = (target.device, dtype)
         signs = _SIGNS.get(key)
@@ -108,7 +126,7 @@ def _signed_weights(target: Tensor, weights: Tensor | None, dtype: torch.dtype =
                 torch.full((), -1.0, dtype=dtype, device=target.device),
             )
         return torch.where(positive, *signs)
-    w = weights.to(dtype)
+    w = weights.to(dtype=dtype)
     return torch.where(positive, w, -w)
 
 

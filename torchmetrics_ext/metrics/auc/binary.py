@@ -89,7 +89,9 @@ def _exact_stats_shared(
 def _sample_major(values: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     """A fresh ``(n * T,)`` copy of a ``(T, n)`` tensor, sample-major: never a view of the caller's tensor."""
     rows = values.reshape(-1) if values.shape[0] == 1 else values.T
-    return rows.to(dtype, memory_format=torch.contiguous_format, copy=True).view(-1)
+    if rows.dtype == dtype:  # the same copy; `.to(..., copy=True)` parses its overloads first (~2 µs a call)
+        return rows.clone(memory_format=torch.contiguous_format).view(-1)
+    return rows.to(dtype=dtype, memory_format=torch.contiguous_format).view(-1)
 
 
 class _CurveMetric(TaskMetric):

@@ -1,0 +1,89 @@
+"""Fixed cost of one ``update`` of the cheap pointwise metrics: this checkout against another's package.
+
+Per-update thread CPU time of standalone metrics (WeightedMSE, WeightedMAE, CTR, Calibration, exact
+AUC, ``Windowed(AUC, 1000)``) at a tiny batch (``N=8``, where the cost is all fixed: Python and
+ATen dispatch) and a training-size one (``N=8192``), validation on and off, one thread. The two
+versions take turns round by round (the order alternating) in one process; each round times 200
+updates (50 at ``N=8192``) over 8 pre-generated batches, and the best round of each side is
+reported with their ratio (this checkout / the other; below 1 is faster).
+
+    mkdir -p /tmp/base && git archive <rev> torchmetrics_ext | tar -x -C /tmp/base
+    python benchmarks/ab_update_overhead.py /tmp/base
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from _baseline import load_checkout
+
+import torchmetrics_ext as new
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+CASES: dict[str, tuple[Callable[[ModuleType, bool], Any], bool]] = {
+    # name: (factory(package, validate_args), whether update takes weights)
+    "WeightedMSE": (lambda m, va: m.WeightedMSE(validate_args=va), False),
+    "WeightedMAE": (lambda m, va: m.WeightedMAE(validate_args=va), False),
+    "CTR": (lambda m, va: m.CTR(validate_args=va), True),
+    "Calibration": (lambda m, va: m.Calibration(validate_args=va), True),
+    "AUC exact": (lambda m, va: m.AUC(validate_args=va), False),
+    "Windowed(AUC, 1000)": (lambda m, va: m.Windowed(m.AUC(validate_args=va), 1000), False),
+}
+
+
+def batches(n: int) -> list[Batch]:
+    out = []
+    for seed in range(8):
+        g = torch.Generator().manual_seed(seed)
+        p = torch.rand(n, generator=g)
+        out.append((p, (torch.rand(n, generator=g) < p).float(), torch.rand(n, generator=g) + 0.1))
+    return out
+
+
+def per_update(metric: Any, data: list[Batch], weighted: bool, reps: int) -> float:
+    """Thread CPU µs per ``update`` over ``reps`` updates (after one untimed update)."""
+    args = [b if weighted else b[:2] for b in data]
+    metric.update(*args[0])
+    start = time.thread_time()
+    for i in range(reps):
+        metric.update(*args[i % len(args)])
+    return (time.thread_time() - start) / reps * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("baseline", type=Path, help="a directory holding another checkout's torchmetrics_ext")
+    parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[8, 8192])
+    parser.add_argument("--cases", nargs="+", default=list(CASES), help="a subset of the metrics")
+    args = parser.parse_args()
+    old = load_checkout(args.baseline)
+    torch.set_num_threads(1)
+    for n in args.sizes:
+        data = batches(n)
+        reps = 200 if n <= 1024 else 50
+        for validate in (True, False):
+            for name in args.cases:
+                make, weighted = CASES[name]
+                best = {"new": float("inf"), "old": float("inf")}
+                for r in range(args.rounds):
+                    order = [("new", new), ("old", old)] if r % 2 else [("old", old), ("new", new)]
+                    for side, pkg in order:
+                        t = per_update(make(pkg, validate), data, weighted, reps)
+                        best[side] = min(best[side], t)
+                print(
+                    f"N={n:<5d} validate_args={validate!s:5s} {name:20s} this {best['new']:7.1f} us"
+                    f"  other {best['old']:7.1f} us  ratio {best['new'] / best['old']:.2f}x",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

@@ -25,6 +25,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from torchmetrics_ext import UndefinedMetricWarning, cli
 from torchmetrics_ext.evaluate import InvalidDataError, evaluate, parse_task
+from torchmetrics_ext.evaluate.sources import PartitionedSource, open_sources
 from torchmetrics_ext.registry import metric_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -1330,6 +1331,84 @@ def test_hive_partition_keys_are_columns(tmp_path, capsys):
         evaluate(leaf, {"t": ("p", "y")}, ["ctr"], by=["country"])
     with pytest.raises(InvalidDataError, match=r"column 'w' \(weights\) is missing; found columns \['p', 'y'\]\.$"):
         evaluate(leaf, {"t": ("p", "y")}, ["ctr"], weights="w")  # no such directory: no hint
+
+
+@pytest.mark.parametrize("suffix", [".csv.zst", ".CSV.GZ", ".csv.gz", ".parquet"])
+def test_hive_keys_are_typed_from_the_directory_names_alone(tmp_path, suffix):
+    """The keys were typed by pyarrow.dataset reading the first file's schema, which it cannot do for
+    .csv.zst (no decompression) or .CSV.GZ (case-sensitive suffix): the error was swallowed and every
+    key vanished (`--by country` failed as a missing column). The keys are typed from the directory
+    names: the reference is pyarrow.dataset's HivePartitioning.discover over the same directories (of
+    Parquet files it can read), and pandas for the metric."""
+    import pyarrow.dataset as ds
+
+    codecs = {".csv.zst": "zstd", ".CSV.GZ": "gzip", ".csv.gz": "gzip"}
+    layout = [  # URI-encoded values, the default partition, int32 and not, a file above the keys
+        "country=FR/hour=1/big=7",
+        "country=a%20b%2Fc/hour=-3/big=2147483648",
+        "country=__HIVE_DEFAULT_PARTITION__/hour=__HIVE_DEFAULT_PARTITION__/big=x",
+        "country=FR/hour=2",
+        "plain",
+    ]
+    root, reference_root = tmp_path / "logs", tmp_path / "reference"
+    rows = []
+    rng = np.random.default_rng(1)
+    for directory in layout:
+        n = int(rng.integers(40, 60))  # compressed bytes with line breaks (pyarrow.dataset read them as CSV)
+        p, y = rng.random(n), rng.integers(0, 2, n).astype(float)
+        table = pa.table({"p": p, "y": y})
+        (root / directory).mkdir(parents=True)
+        (reference_root / directory).mkdir(parents=True)
+        pq.write_table(table, reference_root / directory / "part.parquet")
+        path = root / directory / f"part{suffix}"
+        if suffix == ".parquet":
+            pq.write_table(table, path)
+        else:
+            with pa.CompressedOutputStream(str(path), codecs[suffix]) as stream:
+                pa_csv.write_csv(table, stream)
+        rows += [(directory, a, b) for a, b in zip(p, y)]
+    dataset = ds.dataset(reference_root, format="parquet", partitioning=ds.HivePartitioning.discover())
+    fields = list(dataset.partitioning.schema)
+    assert [(f.name, f.type) for f in fields] == [("country", pa.string()), ("hour", pa.int32()), ("big", pa.string())]
+    expected = {}
+    for fragment in dataset.get_fragments():
+        keys = ds.get_partition_keys(fragment.partition_expression)
+        directory = Path(fragment.path).parent.relative_to(reference_root).as_posix()
+        expected[directory] = {f.name: pa.scalar(keys.get(f.name), f.type) for f in fields}
+    sources = open_sources(root)
+    got = {}
+    for source in sources:
+        directory = Path(source.label).parent.relative_to(root).as_posix()
+        got[directory] = dict(source.added()) if isinstance(source, PartitionedSource) else {}
+    assert got == expected
+    assert all(value.type == expected[d][name].type for d in got for name, value in got[d].items())
+    # the keys as segments: the reference is pandas over the rows written
+    frame = pd.DataFrame(rows, columns=["directory", "p", "y"])
+    frame["country"] = frame.directory.map({d: k["country"].as_py() for d, k in expected.items()})
+    result = evaluate(root, {"t": ("p", "y")}, ["ctr"], by=["country"])
+    assert result.by_types == {"country": pa.string()}
+    values = {r["country"]: (r["rows"], r["ctr"]) for r in result.records if r["segment"] != "all"}
+    reference = frame.groupby("country", dropna=False)["y"]
+    assert values == {
+        (None if pd.isna(k) else k): (n, pytest.approx(m, rel=1e-12))
+        for k, n, m in zip(reference.size().index, reference.size(), reference.mean())
+    }
+
+
+def test_a_hive_key_without_values_is_no_column_but_the_others_are(tmp_path):
+    """A key whose every value is the default partition has no type (pyarrow.dataset refuses the whole
+    dataset): as documented it is no column, but the other keys were dropped with it."""
+    for directory in ("z=__HIVE_DEFAULT_PARTITION__/g=1", "z=__HIVE_DEFAULT_PARTITION__/g=2"):
+        (tmp_path / directory).mkdir(parents=True)
+        pq.write_table(pa.table({"p": [0.2, 0.7], "y": [0.0, 1.0]}), tmp_path / directory / "a.parquet")
+    result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["g"])
+    assert {r["g"]: r["rows"] for r in result.records[1:]} == {1: 2, 2: 2}
+    with pytest.raises(InvalidDataError, match=r"column 'z' \(--by segment\) is missing"):
+        evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["z"])
+    (tmp_path / "g=%FF").mkdir()  # not UTF-8 once decoded: said, not dropped
+    pq.write_table(pa.table({"p": [0.5], "y": [1.0]}), tmp_path / "g=%FF" / "b.parquet")
+    with pytest.raises(InvalidDataError, match=r"partition directory 'g=%FF' is not valid UTF-8 once URI-decoded"):
+        evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["g"])
 
 
 def test_a_column_a_file_holds_is_read_from_the_file_not_its_partition_key(tmp_path):

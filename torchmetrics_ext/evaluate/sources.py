@@ -18,6 +18,7 @@ from typing import Any
 
 try:
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.csv as pa_csv
     import pyarrow.parquet as pq
 except ImportError as err:  # pragma: no cover - exercised only without the extra
@@ -584,7 +585,7 @@ def open_sources(data: Any) -> list[Source]:
         path = os.fspath(p)
         files = _expand(path)
         found = [_file_source(file) for file in files]
-        keys = _hive_keys(_partition_base(path), files, found)
+        keys = _hive_keys(_partition_base(path), files)
         out += found if keys is None else [PartitionedSource(s, k) if k else s for s, k in zip(found, keys)]
     return out
 
@@ -607,15 +608,23 @@ def _partition_base(path: str) -> str | None:
 _HIVE_DIRECTORY = re.compile(r"[^=]+=")  # a directory named KEY=VALUE
 
 
-def _hive_keys(base: str | None, files: Sequence[str], found: Sequence[Source]) -> list[dict[str, pa.Scalar]] | None:
+_HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"  # pyarrow's (and Hive's) null value of a key
+
+
+def _hive_keys(base: str | None, files: Sequence[str]) -> list[dict[str, pa.Scalar]] | None:
     """Every file's Hive partition keys below ``base`` (``None``: no ``KEY=VALUE`` directory there).
 
-    Discovered by ``pyarrow.dataset``'s hive partitioning over the files' directories: the
-    values' types over every file (``int32`` if each is one, else ``string``), URI-decoded
-    names and values, ``__HIVE_DEFAULT_PARTITION__`` as null. pyarrow reads one file's schema
-    on the way (a Parquet file's footer if there is one, else a CSV file's first block). Keys
-    pyarrow cannot discover (a key whose every value is null has no type) are no columns: the
-    files read as they are, and naming such a key fails as any missing column.
+    Typed from the directory names alone, as ``pyarrow.dataset``'s hive partitioning
+    (``HivePartitioning.discover(infer_dictionary=False)``) types them over every file's
+    directories below ``base``: a directory ``KEY=VALUE`` (split at the first ``=``) names a key,
+    both URI-decoded, ``__HIVE_DEFAULT_PARTITION__`` (as written) is null; a key is ``int32`` if
+    every value casts to it (Arrow's own cast of the text), else ``string``. No file is read
+    (pyarrow.dataset would read one file's schema, and it neither decompresses ``.zst`` nor
+    matches ``.GZ``). A key whose every value is null has no type (pyarrow refuses it): it is no
+    column, and naming it fails as any missing column; the other keys are columns all the same.
+
+    Raises:
+        InvalidDataError: a directory's key or value is not UTF-8 once URI-decoded (pyarrow refuses it too).
     """
     if base is None:
         return None
@@ -623,22 +632,41 @@ def _hive_keys(base: str | None, files: Sequence[str], found: Sequence[Source]) 
     directories = [os.path.relpath(os.path.dirname(os.path.abspath(file)), root).split(os.sep) for file in files]
     if not any(_HIVE_DIRECTORY.match(part) for parts in directories for part in parts):
         return None
-    import pyarrow.dataset as ds
-    import pyarrow.fs as pa_fs
+    from urllib.parse import unquote
 
-    parquet = [i for i, source in enumerate(found) if isinstance(source, ParquetSource)]
-    first = parquet[0] if parquet else 0
-    options = ds.FileSystemFactoryOptions(partition_base_dir=root)
-    options.partitioning_factory = ds.HivePartitioning.discover()
-    file_format = ds.ParquetFileFormat() if parquet else ds.CsvFileFormat()
-    try:  # pyarrow inspects the first path's schema (kept apart from the keys': inspect_schemas does not merge them)
-        paths = [os.path.abspath(file) for file in files]
-        ordered = [paths[first], *paths[:first], *paths[first + 1 :]]
-        factory = ds.FileSystemDatasetFactory(pa_fs.LocalFileSystem(), ordered, file_format, options)
-        partitioning = ds.HivePartitioning(factory.inspect_schemas()[-1])
-        relative = ["/".join(part for part in parts if part != os.curdir) for parts in directories]
-        keys = [ds.get_partition_keys(partitioning.parse(f"/{path}/")) if path else {} for path in relative]
-    except (OSError, pa.ArrowException):
-        return None
-    fields = list(partitioning.schema)
-    return [{field.name: pa.scalar(values.get(field.name), field.type) for field in fields} for values in keys]
+    def decoded(text: str, file: str, part: str) -> str:
+        try:
+            out = unquote(text, errors="strict")
+            out.encode("utf-8")  # a name that was not UTF-8 holds surrogates (os.fsdecode)
+        except UnicodeError:
+            raise InvalidDataError(
+                f"{file}: partition directory {part!r} is not valid UTF-8 once URI-decoded: rename the directory."
+            ) from None
+        return out
+
+    parsed: list[dict[str, str | None]] = []  # every file's keys, as text
+    seen: dict[str, dict[str, None]] = {}  # key -> its distinct values (in order of appearance)
+    for file, parts in zip(files, directories):  # one pass over the files' names, no data
+        keys: dict[str, str | None] = {}
+        for part in parts:
+            name, equal, value = part.partition("=")
+            if not equal:
+                continue
+            name = decoded(name, file, part)
+            text = None if value == _HIVE_NULL else decoded(value, file, part)
+            keys[name] = text
+            values = seen.setdefault(name, {})
+            if text is not None:
+                values[text] = None
+        parsed.append(keys)
+    typed: dict[str, dict[str | None, pa.Scalar]] = {}  # key -> text -> value (None -> the typed null)
+    for name, values in seen.items():
+        if not values:
+            continue  # every value null: pyarrow cannot type it
+        texts = pa.array(list(values), pa.string())
+        try:
+            column = pc.cast(texts, pa.int32())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # pyarrow's rule: not every value an int32
+            column = texts
+        typed[name] = {None: pa.scalar(None, column.type), **dict(zip(values, column))}
+    return [{name: lookup[keys.get(name)] for name, lookup in typed.items()} for keys in parsed]

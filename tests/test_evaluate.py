@@ -1830,6 +1830,44 @@ def test_many_large_segment_columns_equal_a_pandas_groupby(tmp_path, case):
             assert record["mse"] == pytest.approx(mse, rel=1e-12), name
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_segment_lookups_do_not_grow_with_batches_times_distinct_values(tmp_path, monkeypatch, suffix):
+    """Each record batch's segments were looked up (pc.index_in, which hashes every value of its value
+    set) against every distinct value of the column, two or three times per batch: a file of many
+    batches and many distinct ids took (batches x distinct) time. The lookups now hash each column's
+    values a fixed number of times, whatever the number of batches (counted, not timed); the values
+    are those of a pandas groupby."""
+    import pyarrow.compute as pc
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    frame = pd.DataFrame({"p": rng.random(n), "y": rng.integers(0, 2, n).astype(float), "c": rng.integers(0, 1500, n)})
+    path = tmp_path / f"data{suffix}"
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, row_group_size=64)
+    index_in = pc.index_in
+    hashed = []  # values hashed per call: the size of its value set
+
+    def counted(values, value_set, *args, **kwargs):
+        hashed.append(len(value_set))
+        return index_in(values, value_set, *args, **kwargs)
+
+    monkeypatch.setattr(pc, "index_in", counted)
+    reference = frame.groupby("c")["y"]
+    expected = dict(zip(reference.mean().index.tolist(), zip(reference.size().tolist(), reference.mean().tolist())))
+    work = {}
+    for batch_size in (64, 1_000_000):  # 63 batches, then one
+        hashed.clear()
+        result = evaluate(path, {"t": ("p", "y")}, ["ctr"], by=["c"], batch_size=batch_size)
+        got = {r["c"]: (r["rows"], r["ctr"]) for r in result.records if r["segment"] != "all"}
+        assert got == {k: (rows, pytest.approx(ctr, rel=1e-12)) for k, (rows, ctr) in expected.items()}
+        work[batch_size] = (len(hashed), sum(hashed))
+    assert work[64] == work[1_000_000]
+    assert work[64][1] <= 3 * len(expected)  # a few hashes of the distinct values, not one per batch
+
+
 def test_a_segment_value_or_combination_not_discovered_is_an_error():
     """Ids come from the discovered combinations: a value or combination that appeared later (the
     files changed while reading) is an error, never a neighbour's id; also past a dense step."""

@@ -159,6 +159,32 @@ class SegmentIndex:
         key = self._encode_keys([columns[name] for name in self.by])
         return _rank(self._keys, key, None)
 
+    def encode_tables(self, tables: Sequence[pa.Table]) -> np.ndarray:
+        """Segment id of every row of ``tables`` (each holding every ``by`` column), in one pass.
+
+        Each table's columns are cast to the type of the column's values, then all of them are
+        encoded at once: one ``index_in`` per column over every row, not one per table (each
+        builds a hash of every distinct value).
+
+        Raises:
+            InvalidDataError: as :meth:`encode`.
+        """
+        if not tables:
+            return np.zeros(0, np.int64)
+        columns = {}
+        for name, value_set in zip(self.by, self._value_sets):
+            chunks = []
+            for table in tables:
+                values = _decoded(table.column(name))
+                if values.type != value_set.type:
+                    try:
+                        values = values.cast(value_set.type)
+                    except pa.ArrowException:
+                        raise InvalidDataError(_unknown(name)) from None
+                chunks.append(values)
+            columns[name] = pa.chunked_array(chunks, value_set.type)
+        return self.encode(columns)
+
 
 def _rank(sorted_keys: np.ndarray, key: np.ndarray, column: str | None) -> np.ndarray:
     """Position of every ``key`` in ``sorted_keys``, which must hold it."""
@@ -301,14 +327,17 @@ class SegmentCollector:
                 or rows and the types).
         """
         mine = self._parts
-        parts = mine
+        gathered, offset = mine, 0  # every rank's parts; this rank's are gathered[offset:offset + len(mine)]
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             shares: list[Any] = [None] * dist.get_world_size()
             dist.all_gather_object(shares, mine)
-            parts = [part for share in shares for part in share]
-        parts = sorted(parts, key=lambda part: part.order)  # one process's order (for messages)
+            gathered = [part for share in shares for part in share]
+            offset = sum(len(share) for share in shares[: dist.get_rank()])
+        order = sorted(range(len(gathered)), key=lambda i: gathered[i].order)  # one process's order (for messages)
+        parts = [gathered[i] for i in order]
         types, converters = self._text_types(parts)
-        tables = [_typed(part, converters) for part in parts]
+        typed = _typed(gathered, converters)  # every part at once, kept for the encoding below
+        tables = [typed[i] for i in order]
         places = [part.place for part in parts]
         if not tables:
             return SegmentIndex(self.by, pa.table({name: pa.array([], pa.null()) for name in self.by})), np.zeros(
@@ -320,8 +349,7 @@ class SegmentCollector:
             raise InvalidDataError(_type_clash(self.by, tables, places)) from None
         distinct, _ = _distinct_table(self.by, [combos.column(name) for name in self.by])
         index = SegmentIndex(self.by, distinct, types, self._half)
-        ids = [index.encode({name: _typed(part, converters).column(name) for name in self.by}) for part in mine]
-        return index, np.concatenate(ids) if ids else np.zeros(0, np.int64)
+        return index, index.encode_tables(typed[offset : offset + len(mine)])
 
     def _text_types(self, parts: Sequence[_Part]) -> tuple[dict[str, pa.DataType], dict[str, tuple[Any, Any]]]:
         """The type each ``by`` column of the CSV files is read with, and each text's value.
@@ -363,16 +391,28 @@ class SegmentCollector:
 _NUMBER_TYPES = (pa.int64(), pa.uint64(), pa.float64())
 
 
-def _typed(part: _Part, converters: Mapping[str, tuple[Any, Any]]) -> pa.Table:
-    """A part with its text columns as the values they read as (those kept as text unchanged)."""
-    table = part.table
-    for name in part.text:
-        if name in converters:
-            texts, values = converters[name]
-            position = table.schema.get_field_index(name)
-            typed = values.take(pc.index_in(table.column(name), value_set=texts))
-            table = table.set_column(position, name, _decoded(typed))
-    return table
+def _typed(parts: Sequence[_Part], converters: Mapping[str, tuple[Any, Any]]) -> list[pa.Table]:
+    """The parts with their text columns as the values they read as (those kept as text unchanged).
+
+    One pass per column over every part's texts: one ``index_in`` against the column's distinct
+    texts (each call hashes all of them), sliced back into the parts.
+    """
+    tables = [part.table for part in parts]
+    for name, (texts, values) in converters.items():
+        holding = [i for i, part in enumerate(parts) if name in part.text]
+        if not holding:
+            continue
+        column = pa.chunked_array(
+            [chunk for i in holding for chunk in tables[i].column(name).chunks], pa.string()
+        ).combine_chunks()
+        typed = _decoded(values.take(pc.index_in(column, value_set=texts)))
+        start = 0
+        for i in holding:
+            rows = tables[i].num_rows
+            position = tables[i].schema.get_field_index(name)
+            tables[i] = tables[i].set_column(position, name, typed.slice(start, rows))
+            start += rows
+    return tables
 
 
 def _groupable(dtype: pa.DataType) -> bool:

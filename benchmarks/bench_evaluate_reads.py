@@ -2,10 +2,11 @@
 
 Run: ``python benchmarks/bench_evaluate_reads.py`` (``--rows 2000000``; the files are generated
 once under ``--dir``). The data: one task (float scores, 0/1 labels), a text column ``country``
-(5 values), an integer column ``hour`` (24 values) and a float column ``price`` (200 values),
+(5 values), an integer column ``hour`` (24 values), a float column ``price`` (200 values) and an
+integer id ``user`` (about 0.43 distinct values per row: 865k in 2M rows, as a per-user ``--by``),
 written as one CSV file and one Parquet file (row groups of 262,144 rows).
 
-For each file and each ``by`` (none, ``country``, ``hour``, ``price``, ``country,hour``) the
+For each file and each ``by`` (none, ``country``, ``hour``, ``price``, ``country,hour``, ``user``) the
 script counts the passes over the file (a CSV reader opened, a Parquet row-group read, each
 counted with the columns it asked for) and times ``evaluate`` with ``ctr, ne`` (best of
 ``--rounds``). To measure another version of the package (before a change), run it with
@@ -27,12 +28,12 @@ import torch
 
 from torchmetrics_ext.evaluate import evaluate, sources
 
-BYS: list[list[str]] = [[], ["country"], ["hour"], ["price"], ["country", "hour"]]
+BYS: list[list[str]] = [[], ["country"], ["hour"], ["price"], ["country", "hour"], ["user"]]
 
 
 def generate(directory: str, rows: int) -> tuple[str, str]:
     os.makedirs(directory, exist_ok=True)
-    csv, parquet = os.path.join(directory, f"by_{rows}.csv"), os.path.join(directory, f"by_{rows}.parquet")
+    csv, parquet = os.path.join(directory, f"by2_{rows}.csv"), os.path.join(directory, f"by2_{rows}.parquet")
     if os.path.exists(csv) and os.path.exists(parquet):
         return csv, parquet
     rng = np.random.default_rng(0)
@@ -43,6 +44,7 @@ def generate(directory: str, rows: int) -> tuple[str, str]:
             "country": rng.choice(np.array(["de", "fr", "jp", "us", "br"]), rows),
             "hour": rng.integers(0, 24, rows),
             "price": rng.integers(0, 200, rows) / 4,  # 0.0, 0.25, ... 49.75
+            "user": rng.integers(0, max(1, rows // 2), rows),  # 1 - e^-2 of rows // 2 ids appear
         }
     )
     pa_csv.write_csv(table, csv)

@@ -1780,35 +1780,24 @@ def _grad_probes():
             raise RuntimeError("Expected all tensors to be on the same device, but found at least two devices")
         metric.total += x.detach().double().sum()
 
-    class Ours(TaskMetric):
-        full_state_update = False
+    def built_on(base):
+        class Counted(base):
+            full_state_update = False
 
-        def __init__(self):
-            super().__init__()
-            self.modes = []
-            self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+            def __init__(self):
+                super().__init__()
+                self.modes = []
+                self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
-        def update(self, x, fail=False):
-            body(self, x, fail)
+            def update(self, x, fail=False):
+                body(self, x, fail)
 
-        def compute(self):
-            return self.total
+            def compute(self):
+                return self.total
 
-    class Theirs(Metric):
-        full_state_update = False
+        return Counted()
 
-        def __init__(self):
-            super().__init__()
-            self.modes = []
-            self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-
-        def update(self, x, fail=False):
-            body(self, x, fail)
-
-        def compute(self):
-            return self.total
-
-    return Ours(), Theirs()
+    return built_on(TaskMetric), built_on(Metric)
 
 
 def test_update_wrapper_keeps_torchmetrics_bookkeeping_and_grad_modes():

@@ -189,8 +189,10 @@ def _binned_index(
         lo, hi = logit_range
         position = z.sub_(lo).mul_(num_bins / (hi - lo)).clamp_(0, num_bins - 1)
     # the floor first (exact in float64, as are whole offsets below 2**53): one in-place pass,
-    # cheaper than casting to int64 before adding the offsets
-    position.trunc_()
+    # cheaper than casting to int64 before adding the offsets. `floor_`, not `trunc_` (the same
+    # value on the clipped, non-negative position): on the CPU ATen vectorises floor and not
+    # trunc, ~15x as fast on float64
+    position.floor_()
     position.add_(target, alpha=float(num_tasks * num_bins))
     if num_tasks > 1:
         position += _task_offsets(num_tasks, num_bins, preds.device)

@@ -535,7 +535,12 @@ def _size(tensor: Tensor, label: Label) -> int:
     return 6 if label == MISSING else 4
 
 
-def _reductions(tensor: Tensor, label: Label) -> list[Tensor]:
+def _reductions(tensor: Tensor, label: Label, known: bool = True) -> list[Tensor]:
+    """The 0-dim reductions :func:`checked_bounds` reads of a non-empty tensor (see :func:`_size`).
+
+    ``known=False`` leaves out the bounds of the values that are not NaN of labels read as
+    :data:`MISSING` (the CPU path reads them only when the labels hold NaN).
+    """
     if tensor.requires_grad:  # bounds are read back, never differentiated (and `stack(out=)` refuses grad)
         tensor = tensor.detach()
     wide = _UNSIGNED_BOUNDS.get(tensor.dtype)
@@ -544,39 +549,34 @@ def _reductions(tensor: Tensor, label: Label) -> list[Tensor]:
     stats = [*torch.aminmax(tensor)]
     if label and tensor.is_floating_point():
         stats += torch.aminmax(torch.frac(tensor))
-        if label == MISSING:
+        if label == MISSING and known:
             stats += _known_reductions(tensor)
     return stats
 
 
 def _known_reductions(tensor: Tensor) -> list[Tensor]:
-    """The min and max of a floating tensor's values that are not NaN, NaN read as 0 (``(0, 0)`` if all are NaN)."""
-    return [*torch.aminmax(torch.nan_to_num(tensor.detach(), nan=0.0, posinf=math.inf, neginf=-math.inf))]
+    """The min and max of a floating tensor's values that are not NaN, NaN read as 0 (``(0, 0)`` if all are NaN).
+
+    ``tensor`` is detached by the caller.
+    """
+    return [*torch.aminmax(torch.nan_to_num(tensor, nan=0.0, posinf=math.inf, neginf=-math.inf))]
 
 
 def _cpu_bounds(tensor: Tensor | None, label: Label) -> Bounds:
     """:func:`checked_bounds` on the CPU path: each bound read directly (a read costs nothing there).
 
-    The reductions of :func:`_reductions`, written out (this runs for every input of every
-    validated batch); labels read as :data:`MISSING` are read again only if they hold NaN.
+    Labels read as :data:`MISSING` are reduced again only if they hold NaN; without NaN, their
+    values that are not NaN are all of them.
     """
     if tensor is None or tensor.numel() == 0:
         return ()
     if tensor.requires_grad:
         tensor = tensor.detach()
-    wide = _UNSIGNED_BOUNDS.get(tensor.dtype)
-    if wide is not None:  # integers: no fractional part to read
-        low, high = torch.aminmax(tensor.to(wide))
-        return (low.item(), high.item())
-    low, high = torch.aminmax(tensor)
-    if not (label and tensor.is_floating_point()):
-        return (low.item(), high.item())
-    frac_low, frac_high = torch.aminmax(torch.frac(tensor))
-    bounds = (low.item(), high.item(), frac_low.item(), frac_high.item())
-    if label != MISSING:
+    bounds = tuple(map(Tensor.item, _reductions(tensor, label, known=False)))
+    if label != MISSING or len(bounds) == 2:
         return bounds
     if math.isnan(bounds[0]) or math.isnan(bounds[1]):
-        return bounds + tuple(stat.item() for stat in _known_reductions(tensor))
+        return bounds + tuple(map(Tensor.item, _known_reductions(tensor)))
     return (*bounds, bounds[0], bounds[1])
 
 

@@ -1398,6 +1398,61 @@ def test_throughput_syncs_in_the_fused_gather_when_one_rank_updated_alone(ddp_po
     assert results == [{"first": 4.0, "second": 5.0, "ctr": 3 / 5}] * 2
 
 
+# (rank that updates, scores): a TorchMetrics metric fed by one rank at a time, rank 1 first idle
+_IDLE_INTERVALS = [
+    (0, [0.9, 0.2, 0.6, 0.4]),
+    (1, [0.7, 0.1, 0.8]),
+    (0, [0.3, 0.55]),
+]
+
+
+def _idle_labels(scores: list[float]) -> list[int]:
+    return [int(s * 10) % 2 for s in scores]  # both classes in the first interval, not ordered by score
+
+
+def _torchmetrics_state_metrics(rank: int, world_size: int, form: str) -> list[dict]:
+    mean, auroc = torchmetrics.MeanMetric(), torchmetrics.classification.BinaryAUROC()
+    given = {"loss": mean, "auroc": auroc} if form == "metric" else {"loss": mean.compute, "auroc": auroc.compute}
+    module = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, throughput=False, state_metrics=given)
+    out = []
+    for owner, scores in _IDLE_INTERVALS:
+        if rank == owner:  # the other rank has no update in this interval (rank 1 none at all before the second)
+            mean.update(torch.tensor(scores))
+            auroc.update(torch.tensor(scores), torch.tensor(_idle_labels(scores)))
+        module.update({"prediction": torch.tensor([0.5]), "label": torch.tensor([1])})  # every rank steps
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out.append({key: value.item() for key, value in module.compute().items()})
+    if rank == 0:  # local_compute communicates with no rank: rank 0 alone calls it
+        out.append({key: value.item() for key, value in module.local_compute().items()})
+    return out
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("form", ["metric", "compute"])
+def test_torchmetrics_state_metrics_sync_on_every_rank_after_an_idle_interval(ddp_pool, form):
+    """A TorchMetrics metric (or its ``compute``) as a state metric: each compute() is over every rank's samples.
+
+    TorchMetrics serves the cached value on a rank without an update since the last compute, without
+    joining the sync the other rank waits in (a hang); a rank that never updated sends BinaryAUROC's
+    empty list as float32 against the other's int64 labels. Every rank computes afresh instead.
+    """
+    results = ddp_pool.run(_torchmetrics_state_metrics, form, timeout=120)
+    scores: list[float] = []
+    for i, (_, batch) in enumerate(_IDLE_INTERVALS):
+        scores += batch
+        expected = {
+            "ctr/click": 1.0,
+            "loss": float(np.mean(np.array(scores, dtype=np.float32))),
+            "auroc": roc_auc_score(_idle_labels(scores), scores),
+        }
+        for result in results:
+            assert result[i] == pytest.approx(expected, rel=1e-6)
+    own = [s for owner, batch in _IDLE_INTERVALS if owner == 0 for s in batch]
+    expected_local = {"ctr/click": 1.0, "loss": float(np.mean(own)), "auroc": roc_auc_score(_idle_labels(own), own)}
+    assert results[0][-1] == pytest.approx(expected_local, rel=1e-6)
+
+
 def _count_collectives(rank: int, world_size: int, num_metrics: int, throughput: bool = False) -> int:
     import torch.distributed as dist
 

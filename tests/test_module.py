@@ -1216,6 +1216,18 @@ def test_should_compute_follows_the_interval():
     assert seen == [False, False, True, False, False, True]
 
 
+def test_should_compute_counts_empty_steps_but_not_rejected_ones():
+    """The documented count: an empty step is a step (a rank without data keeps the cadence), a rejected one is not."""
+    module = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, throughput=False, compute_interval_steps=2)
+    module.update({"prediction": torch.empty(0), "label": torch.empty(0)})
+    assert not module.should_compute()
+    with pytest.raises(ValueError, match="label"):
+        module.update({"prediction": torch.tensor([0.5]), "label": torch.tensor([2])})
+    assert not module.should_compute()  # still one step
+    module.update({"prediction": torch.tensor([0.5]), "label": torch.tensor([1])})
+    assert module.should_compute()
+
+
 # ----------------------------------------------------------------------------- config and registry
 
 
@@ -1451,6 +1463,65 @@ def test_torchmetrics_state_metrics_sync_on_every_rank_after_an_idle_interval(dd
     own = [s for owner, batch in _IDLE_INTERVALS if owner == 0 for s in batch]
     expected_local = {"ctr/click": 1.0, "loss": float(np.mean(own)), "auroc": roc_auc_score(_idle_labels(own), own)}
     assert results[0][-1] == pytest.approx(expected_local, rel=1e-6)
+
+
+# per step, the rows of make_data(23) each rank takes: rank 1 has no data in steps 0, 1 (a whole
+# interval of 2 steps) and 4; rank 0's step 3 weighs zero
+_CADENCE_ROWS = [
+    ((0, 40), None),
+    ((40, 90), None),
+    ((90, 100), (100, 160)),
+    ((160, 200), (200, 230)),
+    ((230, 300), None),
+    ((300, 310), (310, 400)),
+]
+
+
+def _cadence_step(data: dict[str, torch.Tensor], rows: tuple[int, int] | None, zero: bool) -> dict[str, torch.Tensor]:
+    lo, hi = rows if rows is not None else (0, 0)  # no data: the columns, empty
+    part = {key: value[lo:hi].clone() for key, value in data.items()}
+    if zero:
+        part["click_w"].zero_()
+        part["buy_w"].zero_()
+    return part
+
+
+def _cadence_under_ddp(rank: int, world_size: int) -> list[tuple[int, dict[str, float]]]:
+    data = make_data(23)
+    module = build({"ctr": "ctr", "ne": "ne"}, compute_interval_steps=2)
+    computed = []
+    for step, rows in enumerate(_CADENCE_ROWS):
+        module.update(_cadence_step(data, rows[rank], zero=rank == 0 and step == 3))  # every rank, every step
+        if module.should_compute():  # decided on each rank alone
+            computed.append((step, {key: value.item() for key, value in module.compute().items()}))
+    return computed
+
+
+@pytest.mark.ddp
+def test_should_compute_agrees_across_ranks_when_every_rank_updates_each_step(ddp_pool):
+    """The documented rule: every rank calls update once per step (empty columns without data, zero weights count).
+
+    ``should_compute()`` counts update calls on each rank without communicating, so both ranks
+    enter ``compute()`` (a collective) at the same steps, and each value is over both ranks' rows so far.
+    """
+    data = make_data(23)
+    results = ddp_pool.run(_cadence_under_ddp, timeout=120)
+    assert [step for step, _ in results[0]] == [step for step, _ in results[1]] == [1, 3, 5]
+    seen: list[tuple[int, int, bool]] = []
+    for step, rows in enumerate(_CADENCE_ROWS):
+        seen += [(lo, hi, rank == 0 and step == 3) for rank, (lo, hi) in enumerate(r or (0, 0) for r in rows)]
+        if step % 2 == 0:
+            continue
+        expected = {}
+        for task in ("click", "buy"):
+            p = np.concatenate([data[f"{task}_pred"][lo:hi].double().numpy() for lo, hi, _ in seen])
+            y = np.concatenate([data[f"{task}_label"][lo:hi].double().numpy() for lo, hi, _ in seen])
+            w = np.concatenate([data[f"{task}_w"][lo:hi].numpy() * (0.0 if zero else 1.0) for lo, hi, zero in seen])
+            expected[f"ctr/{task}"] = float(np.sum(w * y) / np.sum(w))
+            expected[f"ne/{task}"] = float(ref_ne(p, y, w))
+        for result in results:
+            values = dict(result)[step]
+            assert values == pytest.approx(expected, rel=1e-9)
 
 
 def _count_collectives(rank: int, world_size: int, num_metrics: int, throughput: bool = False) -> int:

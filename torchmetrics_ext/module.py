@@ -141,7 +141,9 @@ class RecMetricModule(nn.Module):
             (or this one, e.g. with other ``warmup_steps``). The module's own starts its clock after
             half the compute interval in updates (at least 1, at most 100), so the
             first :meth:`compute` already has rates (a single-step interval's first one is ``nan``).
-        compute_interval_steps: :meth:`should_compute` is true every this many updates.
+        compute_interval_steps: :meth:`should_compute` is true every this many updates (under
+            DDP every rank calls ``update`` once per step, with empty columns when it has no data,
+            so that all ranks compute together: see :meth:`should_compute`).
         state_metrics: ``{name: callable}``; each callable returns a scalar or a dict of scalars
             (e.g. the optimizer's learning rate) reported by :meth:`compute`. A TorchMetrics
             ``Metric`` or ``MetricCollection`` (a running loss ``MeanMetric``), or its bound
@@ -953,6 +955,14 @@ class RecMetricModule(nn.Module):
         """Whether the number of updates so far is a positive multiple of ``compute_interval_steps``.
 
         False before the first update (TorchRec's ``should_compute()`` is true then: ``0 % k == 0``).
+
+        It counts this rank's calls to :meth:`update` and communicates nothing, while
+        :meth:`compute` is a collective: under DDP the ranks agree, and so all reach ``compute()``
+        together, when every rank calls ``update`` once per step. A rank without data in a step
+        calls it with empty ``(0,)`` columns, which count as a step (and add nothing); a step whose
+        weights are all zero counts too; a rejected step (``update`` raised) does not. A rank that
+        skips ``update`` in a step, or runs fewer steps, falls behind the others' cadence, and the
+        ranks that enter ``compute()`` wait for it until the process group's timeout.
         """
         return self._step > 0 and self._step % self.compute_interval_steps == 0
 

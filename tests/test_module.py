@@ -1216,6 +1216,18 @@ def test_should_compute_follows_the_interval():
     assert seen == [False, False, True, False, False, True]
 
 
+def test_should_compute_counts_empty_steps_but_not_rejected_ones():
+    """The documented count: an empty step is a step (a rank without data keeps the cadence), a rejected one is not."""
+    module = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, throughput=False, compute_interval_steps=2)
+    module.update({"prediction": torch.empty(0), "label": torch.empty(0)})
+    assert not module.should_compute()
+    with pytest.raises(ValueError, match="label"):
+        module.update({"prediction": torch.tensor([0.5]), "label": torch.tensor([2])})
+    assert not module.should_compute()  # still one step
+    module.update({"prediction": torch.tensor([0.5]), "label": torch.tensor([1])})
+    assert module.should_compute()
+
+
 # ----------------------------------------------------------------------------- config and registry
 
 
@@ -1396,6 +1408,120 @@ def test_throughput_syncs_in_the_fused_gather_when_one_rank_updated_alone(ddp_po
     """Every rank's compute() takes part in the same gather (a cached throughput used to hang rank 0)."""
     results = ddp_pool.run(_throughput_after_one_rank_updated)
     assert results == [{"first": 4.0, "second": 5.0, "ctr": 3 / 5}] * 2
+
+
+# (rank that updates, scores): a TorchMetrics metric fed by one rank at a time, rank 1 first idle
+_IDLE_INTERVALS = [
+    (0, [0.9, 0.2, 0.6, 0.4]),
+    (1, [0.7, 0.1, 0.8]),
+    (0, [0.3, 0.55]),
+]
+
+
+def _idle_labels(scores: list[float]) -> list[int]:
+    return [int(s * 10) % 2 for s in scores]  # both classes in the first interval, not ordered by score
+
+
+def _torchmetrics_state_metrics(rank: int, world_size: int, form: str) -> list[dict]:
+    mean, auroc = torchmetrics.MeanMetric(), torchmetrics.classification.BinaryAUROC()
+    given = {"loss": mean, "auroc": auroc} if form == "metric" else {"loss": mean.compute, "auroc": auroc.compute}
+    module = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, throughput=False, state_metrics=given)
+    out = []
+    for owner, scores in _IDLE_INTERVALS:
+        if rank == owner:  # the other rank has no update in this interval (rank 1 none at all before the second)
+            mean.update(torch.tensor(scores))
+            auroc.update(torch.tensor(scores), torch.tensor(_idle_labels(scores)))
+        module.update({"prediction": torch.tensor([0.5]), "label": torch.tensor([1])})  # every rank steps
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out.append({key: value.item() for key, value in module.compute().items()})
+    if rank == 0:  # local_compute communicates with no rank: rank 0 alone calls it
+        out.append({key: value.item() for key, value in module.local_compute().items()})
+    return out
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("form", ["metric", "compute"])
+def test_torchmetrics_state_metrics_sync_on_every_rank_after_an_idle_interval(ddp_pool, form):
+    """A TorchMetrics metric (or its ``compute``) as a state metric: each compute() is over every rank's samples.
+
+    TorchMetrics serves the cached value on a rank without an update since the last compute, without
+    joining the sync the other rank waits in (a hang); a rank that never updated sends BinaryAUROC's
+    empty list as float32 against the other's int64 labels. Every rank computes afresh instead.
+    """
+    results = ddp_pool.run(_torchmetrics_state_metrics, form, timeout=120)
+    scores: list[float] = []
+    for i, (_, batch) in enumerate(_IDLE_INTERVALS):
+        scores += batch
+        expected = {
+            "ctr/click": 1.0,
+            "loss": float(np.mean(np.array(scores, dtype=np.float32))),
+            "auroc": roc_auc_score(_idle_labels(scores), scores),
+        }
+        for result in results:
+            assert result[i] == pytest.approx(expected, rel=1e-6)
+    own = [s for owner, batch in _IDLE_INTERVALS if owner == 0 for s in batch]
+    expected_local = {"ctr/click": 1.0, "loss": float(np.mean(own)), "auroc": roc_auc_score(_idle_labels(own), own)}
+    assert results[0][-1] == pytest.approx(expected_local, rel=1e-6)
+
+
+# per step, the rows of make_data(23) each rank takes: rank 1 has no data in steps 0, 1 (a whole
+# interval of 2 steps) and 4; rank 0's step 3 weighs zero
+_CADENCE_ROWS = [
+    ((0, 40), None),
+    ((40, 90), None),
+    ((90, 100), (100, 160)),
+    ((160, 200), (200, 230)),
+    ((230, 300), None),
+    ((300, 310), (310, 400)),
+]
+
+
+def _cadence_step(data: dict[str, torch.Tensor], rows: tuple[int, int] | None, zero: bool) -> dict[str, torch.Tensor]:
+    lo, hi = rows if rows is not None else (0, 0)  # no data: the columns, empty
+    part = {key: value[lo:hi].clone() for key, value in data.items()}
+    if zero:
+        part["click_w"].zero_()
+        part["buy_w"].zero_()
+    return part
+
+
+def _cadence_under_ddp(rank: int, world_size: int) -> list[tuple[int, dict[str, float]]]:
+    data = make_data(23)
+    module = build({"ctr": "ctr", "ne": "ne"}, compute_interval_steps=2)
+    computed = []
+    for step, rows in enumerate(_CADENCE_ROWS):
+        module.update(_cadence_step(data, rows[rank], zero=rank == 0 and step == 3))  # every rank, every step
+        if module.should_compute():  # decided on each rank alone
+            computed.append((step, {key: value.item() for key, value in module.compute().items()}))
+    return computed
+
+
+@pytest.mark.ddp
+def test_should_compute_agrees_across_ranks_when_every_rank_updates_each_step(ddp_pool):
+    """The documented rule: every rank calls update once per step (empty columns without data, zero weights count).
+
+    ``should_compute()`` counts update calls on each rank without communicating, so both ranks
+    enter ``compute()`` (a collective) at the same steps, and each value is over both ranks' rows so far.
+    """
+    data = make_data(23)
+    results = ddp_pool.run(_cadence_under_ddp, timeout=120)
+    assert [step for step, _ in results[0]] == [step for step, _ in results[1]] == [1, 3, 5]
+    seen: list[tuple[int, int, bool]] = []
+    for step, rows in enumerate(_CADENCE_ROWS):
+        seen += [(lo, hi, rank == 0 and step == 3) for rank, (lo, hi) in enumerate(r or (0, 0) for r in rows)]
+        if step % 2 == 0:
+            continue
+        expected = {}
+        for task in ("click", "buy"):
+            p = np.concatenate([data[f"{task}_pred"][lo:hi].double().numpy() for lo, hi, _ in seen])
+            y = np.concatenate([data[f"{task}_label"][lo:hi].double().numpy() for lo, hi, _ in seen])
+            w = np.concatenate([data[f"{task}_w"][lo:hi].numpy() * (0.0 if zero else 1.0) for lo, hi, zero in seen])
+            expected[f"ctr/{task}"] = float(np.sum(w * y) / np.sum(w))
+            expected[f"ne/{task}"] = float(ref_ne(p, y, w))
+        for result in results:
+            values = dict(result)[step]
+            assert values == pytest.approx(expected, rel=1e-9)
 
 
 def _count_collectives(rank: int, world_size: int, num_metrics: int, throughput: bool = False) -> int:

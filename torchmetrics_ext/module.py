@@ -22,7 +22,15 @@ from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 
 from torchmetrics_ext.functional._sums import sharing_sums
-from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _replay, counted_as_updated, load_explained
+from torchmetrics_ext.metrics.base import (
+    InputDomains,
+    TaskMetric,
+    _replay,
+    computed_fresh,
+    counted_as_updated,
+    load_explained,
+    syncs_on_compute,
+)
 from torchmetrics_ext.metrics.ranking._base import sharing_row_copies
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.registry import (
@@ -39,7 +47,7 @@ from torchmetrics_ext.utilities.checks import (
     check_int,
     format_pointwise,
 )
-from torchmetrics_ext.utilities.distributed import copy_metric, fused_gather
+from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric, fused_gather
 from torchmetrics_ext.utilities.ownership import owner_of, release_ownership, take_ownership
 from torchmetrics_ext.utilities.warnings import naming_tasks
 from torchmetrics_ext.wrappers.windowed import Windowed
@@ -133,10 +141,18 @@ class RecMetricModule(nn.Module):
             (or this one, e.g. with other ``warmup_steps``). The module's own starts its clock after
             half the compute interval in updates (at least 1, at most 100), so the
             first :meth:`compute` already has rates (a single-step interval's first one is ``nan``).
-        compute_interval_steps: :meth:`should_compute` is true every this many updates.
+        compute_interval_steps: :meth:`should_compute` is true every this many updates (under
+            DDP every rank calls ``update`` once per step, with empty columns when it has no data,
+            so that all ranks compute together: see :meth:`should_compute`).
         state_metrics: ``{name: callable}``; each callable returns a scalar or a dict of scalars
-            (e.g. the optimizer's learning rate) reported by :meth:`compute`. Names follow the
-            rule of metric names and differ from them.
+            (e.g. the optimizer's learning rate) reported by :meth:`compute`. A TorchMetrics
+            ``Metric`` or ``MetricCollection`` (a running loss ``MeanMetric``), or its bound
+            ``compute``, reports its ``compute()`` run afresh on every rank: under DDP all ranks
+            join its sync, also a rank without an update since the last compute (whose cached
+            value TorchMetrics would serve while the others wait for it), so every rank reports
+            the value over all ranks' samples; :meth:`local_compute` computes it over this rank's.
+            Another callable (``lambda: loss.compute() * 100``) is called as it is. Names follow
+            the rule of metric names and differ from them.
         prefix: prepended to every key.
         key_style: ``"torchmetrics_ext"`` (default) or ``"torchrec"`` (TorchRec's key layout).
 
@@ -939,6 +955,14 @@ class RecMetricModule(nn.Module):
         """Whether the number of updates so far is a positive multiple of ``compute_interval_steps``.
 
         False before the first update (TorchRec's ``should_compute()`` is true then: ``0 % k == 0``).
+
+        It counts this rank's calls to :meth:`update` and communicates nothing, while
+        :meth:`compute` is a collective: under DDP the ranks agree, and so all reach ``compute()``
+        together, when every rank calls ``update`` once per step. A rank without data in a step
+        calls it with empty ``(0,)`` columns, which count as a step (and add nothing); a step whose
+        weights are all zero counts too; a rejected step (``update`` raised) does not. A rank that
+        skips ``update`` in a step, or runs fewer steps, falls behind the others' cadence, and the
+        ranks that enter ``compute()`` wait for it until the process group's timeout.
         """
         return self._step > 0 and self._step % self.compute_interval_steps == 0
 
@@ -1011,7 +1035,7 @@ class RecMetricModule(nn.Module):
             for entry, value in rates.items():
                 _put(out, self._aux_key("throughput", entry), value)
         for name, fn in self.state_metrics.items():
-            value = fn()
+            value = _state_metric_value(fn, sync)
             items = value.items() if isinstance(value, Mapping) else [(None, value)]
             for key, v in items:
                 if key is not None and not _entry_name_ok(key):
@@ -1459,6 +1483,56 @@ def _throughput_rates(throughput: Metric, gathered: Mapping[str, list[Tensor]] |
             return throughput.compute()
     finally:
         state["_to_sync"], state["_computed"] = to_sync, cached
+
+
+def _metric_of(fn: Any) -> Metric | MetricCollection | None:
+    """The TorchMetrics metric or collection a state metric is (itself, or its ``compute``); ``None`` if neither."""
+    if isinstance(fn, (Metric, MetricCollection)):
+        return fn
+    bound = inspect.unwrap(fn)  # TorchMetrics' compute wrapper (and ours) keep the bound method as `__wrapped__`
+    owner = getattr(bound, "__self__", None)
+    if isinstance(owner, (Metric, MetricCollection)) and getattr(bound, "__name__", None) == "compute":
+        return owner if fn == owner.compute else None
+    return None
+
+
+def _state_metric_value(fn: Callable[[], Any], sync: bool) -> Any:
+    """A state metric's value: ``fn()``, or a TorchMetrics metric's (collection's) ``compute()`` afresh on every rank.
+
+    TorchMetrics' ``compute()`` returns the value it cached at the last one, without syncing, on a
+    rank that has not updated since; a rank that has syncs and waits for it in a collective it never
+    joins (a hang), and the idle rank reports a value without the others' new samples. Every rank
+    computes such a metric (and each metric it wraps) afresh instead, so all join its sync; list
+    states of no declared dtype (``BinaryAUROC``'s) sync through
+    :class:`~torchmetrics_ext.utilities.distributed.TypedGather`, so a rank that never updated
+    (whose empty list TorchMetrics sends as float32) joins the gather of the others' samples. With
+    ``sync=False`` (``local_compute``) the metric computes this rank's states, without communication.
+    The metrics' own settings and cached values are put back as they were found.
+    """
+    metric = _metric_of(fn)
+    if metric is None:
+        return fn()
+    tree = [m for m in metric.modules() if isinstance(m, Metric)]  # a wrapper's metrics compute in its compute
+    saved = [(m, m.__dict__["_to_sync"], m.__dict__["dist_sync_fn"], m.__dict__["_computed"]) for m in tree]
+    try:
+        if not sync:  # this rank's own value, whether or not the metrics sync on compute
+            for m in tree:
+                m.__dict__["_to_sync"], m.__dict__["_computed"] = False, None
+            return metric.compute()
+        syncing = [m for m in tree if syncs_on_compute(m)]
+        for m in syncing:
+            m.__dict__["_computed"] = None
+            declared = getattr(m, "_list_state_dtypes", {})
+            if any(isinstance(d, list) and n not in declared for n, d in m._defaults.items()):
+                m.__dict__["dist_sync_fn"] = TypedGather(m.dist_sync_fn)
+        # a rank without an update of its own computes the others' synced states: no "compute before update"
+        with counted_as_updated(syncing):
+            return computed_fresh(metric, metric.compute) if isinstance(metric, Metric) else metric.compute()
+    finally:
+        for m, to_sync, sync_fn, cached in saved:
+            m.__dict__["_to_sync"], m.__dict__["dist_sync_fn"] = to_sync, sync_fn
+            if not sync:
+                m.__dict__["_computed"] = cached
 
 
 def _put(out: dict[str, Tensor], key: str, value: Tensor) -> None:

@@ -47,6 +47,26 @@ def _thresholds(num_thresholds: int, device: torch.device) -> Tensor:
     return grid_on(num_thresholds, num_thresholds - 1, device)
 
 
+def _hindsight_entries(
+    preds: Tensor, target: Tensor, weights: Tensor | None, num_thresholds: int, from_logits: bool
+) -> tuple[Tensor, Tensor]:
+    """Per sample and task: the thresholds its score reaches and its positive and negative label weight.
+
+    Returns:
+        The number of thresholds reached (int64 ``(T, N)``, in ``0..B``) and the label weights
+        (float64 ``(2, T, N)``, a new tensor, as :func:`_hindsight_update` sums them), detached: a
+        caller keeps them (a window).
+    """
+    preds, target = preds.detach(), target.detach()
+    probs = torch.sigmoid(preds) if from_logits else preds
+    reached = thresholds_reached(probs, num_thresholds)  # searchsorted(thresholds, probs, right=True)
+    w = torch.ones_like(target) if weights is None else weights.detach().expand_as(target)
+    values = torch.empty((2, *target.shape), dtype=torch.float64, device=target.device)
+    torch.mul(w, target, out=values[0])
+    torch.mul(w, 1 - target, out=values[1])
+    return reached, values
+
+
 def _hindsight_update(
     preds: Tensor, target: Tensor, weights: Tensor | None, num_thresholds: int, from_logits: bool
 ) -> tuple[Tensor, Tensor]:

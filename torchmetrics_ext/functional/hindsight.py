@@ -60,10 +60,14 @@ def _hindsight_entries(
     preds, target = preds.detach(), target.detach()
     probs = torch.sigmoid(preds) if from_logits else preds
     reached = thresholds_reached(probs, num_thresholds)  # searchsorted(thresholds, probs, right=True)
-    w = torch.ones_like(target) if weights is None else weights.detach().expand_as(target)
     values = torch.empty((2, *target.shape), dtype=torch.float64, device=target.device)
-    torch.mul(w, target, out=values[0])
-    torch.mul(w, 1 - target, out=values[1])
+    torch.sub(1, target, out=values[1])
+    if weights is None:  # unit weights: the products are the labels themselves, exactly
+        values[0].copy_(target)
+    else:
+        w = weights.detach().expand_as(target)
+        torch.mul(w, target, out=values[0])
+        values[1].mul_(w)  # w * (1 - target), as the update sums it
     return reached, values
 
 

@@ -87,12 +87,14 @@ def _reliability_entries(
     index = _reliability_index(probs, edges, uniform)
     values = torch.empty((3, *probs.shape), dtype=torch.float64, device=probs.device)
     w = values[0]
-    if weights is None:
+    if weights is None:  # unit weights: the products are the predictions and labels themselves, exactly
         w.fill_(1.0)
+        values[1].copy_(probs)
+        values[2].copy_(target)
     else:
         w.copy_(weights.detach().expand_as(probs))
-    torch.mul(w, probs, out=values[1])
-    torch.mul(w, target, out=values[2])
+        torch.mul(w, probs, out=values[1])
+        torch.mul(w, target, out=values[2])
     return index, values
 
 

@@ -2330,6 +2330,219 @@ def test_binned_window_of_small_batches_keeps_few_dense_blocks() -> None:
     assert np.array_equal(window.lifetime.hist.numpy(), expected)
 
 
+# ----------------------------------------------------------------------------- histograms sharing bin indices
+# Reliability's three sums and HindsightTargetPR's two histograms take one bin per sample: their windows keep
+# per-update bin indices and values (or an update's dense histograms when those are smaller), not a dense
+# slot of every state per update.
+
+
+def _reliability_reference(p, y, w, bins):
+    """numpy: per task and bin (e_b <= p < e_{b+1}, the last bin holding 1) the weight, weighted prediction and
+    weighted label sums, ``(3, T, B)``."""
+    edges = np.arange(bins + 1) / bins  # each b / B correctly rounded
+    out = np.zeros((3, p.shape[0], bins))
+    for t in range(p.shape[0]):
+        z = np.clip(np.searchsorted(edges, p[t], side="right") - 1, 0, bins - 1)
+        for k, v in enumerate((w, w * p[t], w * y[t])):
+            np.add.at(out[k, t], z, v)
+    return out
+
+
+def _hindsight_reference(p, y, w, thresholds):
+    """numpy: per task, positive and negative label weight by the number of thresholds j / (B - 1) a score
+    reaches, ``(2, T, B + 1)``."""
+    grid = np.arange(thresholds) / (thresholds - 1)
+    out = np.zeros((2, p.shape[0], thresholds + 1))
+    for t in range(p.shape[0]):
+        reached = np.searchsorted(grid, p[t], side="right")
+        np.add.at(out[0, t], reached, w * y[t])
+        np.add.at(out[1, t], reached, w * (1 - y[t]))
+    return out
+
+
+SHARED_BINS = {
+    "reliability": (lambda bins: tmx.Reliability(num_tasks=3, num_bins=bins), _reliability_reference),
+    "hindsight": (lambda bins: tmx.HindsightTargetPR(num_tasks=3, num_thresholds=bins), _hindsight_reference),
+}
+
+
+def _shared_states(metric):
+    return np.stack([getattr(metric, name).numpy() for name in metric._names])
+
+
+def _held_bytes(metric: Windowed) -> int:
+    """Bytes of every tensor the wrapper keeps for its window (whatever its layout), each storage once."""
+    seen, total = set(), 0
+
+    def walk(value):
+        nonlocal total
+        if isinstance(value, torch.Tensor):
+            storage = value.untyped_storage()
+            if storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                total += storage.nbytes()
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, (list, tuple, collections.deque)):
+            for item in value:
+                walk(item)
+        elif hasattr(value, "__dict__") and not isinstance(value, torch.nn.Module):
+            walk(vars(value))
+
+    walk({k: v for k, v in vars(metric).items() if k in ("_ring", "_hist")})
+    return total
+
+
+@pytest.mark.parametrize("kind", list(SHARED_BINS))
+def test_window_of_shared_bin_histograms_takes_memory_of_its_samples(kind):
+    """Batches of 16 into a 1M-sample window of 3 tasks x 1000 bins: the ring kept a dense (T, B) slot of every
+    state per update (295 MB for Reliability after 4000 updates, 4.5 GB once full). The window now keeps about
+    what its samples' bin indices and values take (4 + 8 K bytes per sample and task) and dense block sums of
+    at most twice that; lifetime and window are the numpy histograms of the samples all the same."""
+    factory, reference = SHARED_BINS[kind]
+    rng = np.random.default_rng(21)
+    tasks, bins, n, updates = 3, 1000, 16, 1500
+    metric = Windowed(factory(bins), window_size=1_000_000)
+    preds = rng.random((tasks, n * updates))
+    target = (rng.random((tasks, n * updates)) < 0.3).astype(np.float64)
+    for i in range(updates):
+        cut = slice(n * i, n * (i + 1))
+        metric.update(torch.tensor(preds[:, cut]), torch.tensor(target[:, cut]))
+    states = len(metric.lifetime._names)
+    entry_bytes = tasks * n * updates * (4 + 8 * states)
+    dense_bytes = states * getattr(metric.lifetime, metric.lifetime._names[0]).numel() * 8
+    assert _held_bytes(metric) <= 3 * entry_bytes + 8 * dense_bytes  # was 2048 slots: 147 MB, 25x the bound
+    expected = reference(preds, target, np.ones(n * updates), bins)
+    np.testing.assert_allclose(_shared_states(metric.window), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(_shared_states(metric.lifetime), expected, rtol=1e-12, atol=1e-12)
+    if kind == "hindsight":  # unweighted hard labels: whole numbers, summed exactly
+        assert np.array_equal(_shared_states(metric.window), expected)
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("kind", list(SHARED_BINS))
+def test_window_of_shared_bin_histograms_equals_numpy_over_the_kept_samples(kind, weighted):
+    """Batches of 0..80 samples (kept as bin indices or, larger than the bins, as dense histograms) and one
+    larger than the window: window and lifetime equal numpy over exactly the samples the window rule keeps,
+    after every few updates through several turns of the window; ``forward`` gives the batch's value."""
+    factory, reference = SHARED_BINS[kind]
+    rng = np.random.default_rng(13)
+    tasks, bins, window = 3, 60, 300  # a batch of more than ~50 samples is kept as its dense histograms
+    metric = Windowed(factory(bins), window)
+    updates, seen = [], []
+    for step in range(220):
+        n = 400 if step == 120 else int(rng.integers(0, 81))
+        preds = np.floor(rng.random((tasks, n)) * 64) / 64 if not weighted else rng.random((tasks, n))
+        target = (rng.random((tasks, n)) < 0.35).astype(np.float64)
+        weights = np.floor(rng.random(n) * 4) if weighted else np.ones(n)
+        args = (torch.tensor(preds), torch.tensor(target)) + ((torch.tensor(weights),) if weighted else ())
+        if step % 4 == 1:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UndefinedMetricWarning)
+                metric(*args)
+        else:
+            metric.update(*args)
+        seen.append((preds, target, weights))
+        updates.append((preds[:, -window:], target[:, -window:], weights[-window:]))
+        kept, total = [], 0
+        for p, y, w in reversed(updates):  # the newest whole updates within the window
+            if total + p.shape[1] > window:
+                break
+            kept.append((p, y, w))
+            total += p.shape[1]
+        if step % 9 == 0 or step in (120, 121) or step > 210:
+            for got, parts in ((metric.window, kept), (metric.lifetime, seen)):
+                p, y, w = (np.concatenate([part[i] for part in parts], axis=-1) for i in range(3))
+                expected = reference(p, y, w, bins)
+                np.testing.assert_allclose(_shared_states(got), expected, rtol=1e-12, atol=1e-12)
+                exact = 2 if kind == "hindsight" else (1 if weighted else 3)  # dyadic or whole: summed exactly
+                assert np.array_equal(_shared_states(got)[:exact], expected[:exact])
+    hist = metric._hist
+    assert {index is None for index in hist.indices} == {False, True}  # both layouts in the window
+
+
+@pytest.mark.parametrize("kind", list(SHARED_BINS))
+def test_window_of_shared_bin_histograms_resumes_mid_window(kind):
+    """state_dict, pickle and deepcopy mid-window (bin indices, dense updates, blocks, loose updates): every
+    later step has the states of the uninterrupted run, bit for bit; reset empties everything."""
+    factory, _ = SHARED_BINS[kind]
+    rng = np.random.default_rng(4)
+    batches = []
+    for step in range(160):
+        n = 500 if step == 70 else int(rng.integers(0, 50))
+        batches.append(
+            (
+                torch.tensor(rng.random((3, n))),
+                torch.tensor((rng.random((3, n)) < 0.4).astype(np.float64)),
+                torch.tensor(rng.random(n) * 2),
+            )
+        )
+    metric = Windowed(factory(30), 400)
+    for batch in batches[:90]:
+        metric.update(*batch)
+    state = copy.deepcopy(metric.state_dict())
+    resumed = Windowed(factory(30), 400)
+    resumed.load_state_dict(state)
+    copies = [resumed, pickle.loads(pickle.dumps(metric)), copy.deepcopy(metric)]
+    for step, batch in enumerate(batches[90:]):
+        metric.update(*batch)
+        for k, other in enumerate(copies):
+            other.update(*batch)
+            for child in ("lifetime", "window"):
+                assert np.array_equal(_shared_states(getattr(other, child)), _shared_states(getattr(metric, child))), (
+                    f"copy {k} {child} step {step}"
+                )
+    metric.reset()
+    assert metric.get_extra_state()["sizes"] == []
+    assert not _shared_states(metric.lifetime).any() and not _shared_states(metric.window).any()
+
+
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize("kind", list(SHARED_BINS))
+def test_an_older_ring_of_shared_bin_histograms_starts_afresh(kind, strict):
+    """Before, these windows kept a dense slot of every state per update (a ring's parts): such a checkpoint's
+    updates cannot be split into samples again, so lifetime and window start afresh, with the note AUC gives."""
+    factory, _ = SHARED_BINS[kind]
+    g = torch.Generator().manual_seed(2)
+    batches = [
+        (torch.rand(3, 20, generator=g, dtype=torch.float64), torch.randint(0, 2, (3, 20), generator=g))
+        for _ in range(2)
+    ]
+    saved = Windowed(factory(8), 100)
+    per_update = []
+    for p, y in batches:
+        saved.update(p, y.double())
+        one = factory(8)
+        one.update(p, y.double())
+        per_update.append(one.metric_state)
+    names = saved.lifetime._names
+    old = saved.state_dict()  # its metadata and lifetime / window states, with the ring the earlier version wrote
+    old["_extra_state"] = {
+        "sizes": [20, 20],
+        "front": 0,
+        "rings": {n: torch.stack([u[n] for u in per_update]) for n in names},
+        "back": {n: per_update[0][n] + per_update[1][n] for n in names},
+        "chunks": {},
+    }
+    metric = Windowed(factory(8), 100)
+    fresh = _snapshot(metric)
+    owner = type(metric.lifetime).__name__
+    if strict:
+        with pytest.raises(RuntimeError, match=rf"(?s)Missing key.*Windowed\({owner}\).*window is of an older format"):
+            metric.load_state_dict(old)
+        assert _same(fresh, _snapshot(metric))
+        return
+    with pytest.warns(UserWarning, match="window is of an older format"):
+        result = metric.load_state_dict(old, strict=False)
+    assert sorted(result.missing_keys) == sorted(
+        ["_extra_state", *(f"{c}.{n}" for c in ("lifetime", "window") for n in names)]
+    )
+    assert _same(fresh, _snapshot(metric))  # nothing of it read: lifetime, window and ring as built
+    metric.update(*batches[1][:1], batches[1][1].double())  # and it runs on from there
+    assert metric.window.metric_state[names[0]].sum() > 0
+
+
 @pytest.mark.parametrize(
     ("factory", "reference"),
     [(tmx.AUC, skm.roc_auc_score), (tmx.AUPRC, skm.average_precision_score)],

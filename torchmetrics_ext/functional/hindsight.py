@@ -47,6 +47,30 @@ def _thresholds(num_thresholds: int, device: torch.device) -> Tensor:
     return grid_on(num_thresholds, num_thresholds - 1, device)
 
 
+def _hindsight_entries(
+    preds: Tensor, target: Tensor, weights: Tensor | None, num_thresholds: int, from_logits: bool
+) -> tuple[Tensor, Tensor]:
+    """Per sample and task: the thresholds its score reaches and its positive and negative label weight.
+
+    Returns:
+        The number of thresholds reached (int64 ``(T, N)``, in ``0..B``) and the label weights
+        (float64 ``(2, T, N)``, a new tensor, as :func:`_hindsight_update` sums them), detached: a
+        caller keeps them (a window).
+    """
+    preds, target = preds.detach(), target.detach()
+    probs = torch.sigmoid(preds) if from_logits else preds
+    reached = thresholds_reached(probs, num_thresholds)  # searchsorted(thresholds, probs, right=True)
+    values = torch.empty((2, *target.shape), dtype=torch.float64, device=target.device)
+    torch.sub(1, target, out=values[1])
+    if weights is None:  # unit weights: the products are the labels themselves, exactly
+        values[0].copy_(target)
+    else:
+        w = weights.detach().expand_as(target)
+        torch.mul(w, target, out=values[0])
+        values[1].mul_(w)  # w * (1 - target), as the update sums it
+    return reached, values
+
+
 def _hindsight_update(
     preds: Tensor, target: Tensor, weights: Tensor | None, num_thresholds: int, from_logits: bool
 ) -> tuple[Tensor, Tensor]:

@@ -59,6 +59,45 @@ def _reliability_edges(num_bins: object, edges: Sequence[float] | Tensor | None)
     return out
 
 
+def _reliability_index(probs: Tensor, edges: Tensor, uniform: bool) -> Tensor:
+    """The flat ``(task, bin)`` index of each probability of a ``(T, N)`` batch (int64 ``(T, N)``)."""
+    num_tasks, num_bins = probs.shape[0], edges.numel() - 1
+    if uniform:
+        index = uniform_bins(probs, num_bins)
+    else:
+        inner = constant_on(edges, probs.device)[1:-1]  # copied to a device once, not per update
+        index = torch.bucketize(probs.contiguous(), inner, right=True)  # e_b <= p < e_{b+1}; outside: end bins
+    if num_tasks > 1:
+        index += torch.arange(0, num_tasks * num_bins, num_bins, device=probs.device).unsqueeze(1)
+    return index
+
+
+def _reliability_entries(
+    preds: Tensor, target: Tensor, weights: Tensor | None, edges: Tensor, from_logits: bool, uniform: bool = False
+) -> tuple[Tensor, Tensor]:
+    """What a ``(T, N)`` float64 batch adds to the three flattened ``(T, B)`` sums, per sample and task.
+
+    Returns:
+        The flat ``(task, bin)`` index of each sample (int64 ``(T, N)``) and its three values
+        (float64 ``(3, T, N)``, a new tensor: weight, weighted prediction, weighted label, as
+        :func:`_reliability_update` sums them), detached: a caller keeps them (a window).
+    """
+    preds, target = preds.detach(), target.detach()
+    probs = torch.sigmoid(preds) if from_logits else preds
+    index = _reliability_index(probs, edges, uniform)
+    values = torch.empty((3, *probs.shape), dtype=torch.float64, device=probs.device)
+    w = values[0]
+    if weights is None:  # unit weights: the products are the predictions and labels themselves, exactly
+        w.fill_(1.0)
+        values[1].copy_(probs)
+        values[2].copy_(target)
+    else:
+        w.copy_(weights.detach().expand_as(probs))
+        torch.mul(w, probs, out=values[1])
+        torch.mul(w, target, out=values[2])
+    return index, values
+
+
 def _reliability_update(
     preds: Tensor, target: Tensor, weights: Tensor | None, edges: Tensor, from_logits: bool, uniform: bool = False
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -71,14 +110,7 @@ def _reliability_update(
     """
     num_tasks, num_bins = preds.shape[0], edges.numel() - 1
     probs = torch.sigmoid(preds) if from_logits else preds
-    if uniform:
-        index = uniform_bins(probs, num_bins)
-    else:
-        inner = constant_on(edges, probs.device)[1:-1]  # copied to a device once, not per update
-        index = torch.bucketize(probs.contiguous(), inner, right=True)  # e_b <= p < e_{b+1}; outside: end bins
-    if num_tasks > 1:
-        index += torch.arange(0, num_tasks * num_bins, num_bins, device=probs.device).unsqueeze(1)
-    index = index.reshape(-1)
+    index = _reliability_index(probs, edges, uniform).reshape(-1)
     w = torch.ones_like(probs) if weights is None else weights.expand_as(probs)
     out = []
     for values in (w, w * probs, w * target):

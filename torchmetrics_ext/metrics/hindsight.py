@@ -93,6 +93,33 @@ class HindsightTargetPR(TaskMetric):
         """Probabilities (or logits) and labels in [0, 1]: a ``RecMetricModule`` feeds it."""
         return InputDomains("probability", "unit", self.from_logits)
 
+    @property
+    def _histogram_states(self) -> tuple[str, ...]:
+        """The two histograms, filled sample by sample at one ``(task, thresholds reached)`` index per sample.
+
+        :class:`~torchmetrics_ext.Windowed` keeps each update's bin indices and label weights for
+        them instead of two dense ``(T, B + 1)`` histograms per update.
+        """
+        return self._names
+
+    def _histogram_entries(
+        self, preds: Tensor, target: Tensor, weights: Tensor | None = None
+    ) -> tuple[Tensor, Tensor] | None:
+        """What ``update`` would add to the histograms, validated as ``update`` does, without adding it.
+
+        Returns:
+            ``(flat index (T, N), values (2, T, N))`` in the order of the states; ``None`` for an empty batch.
+        """
+        p, t, w = self._format(preds, target, weights, validate=self._check_inputs)
+        if p.shape[-1] == 0:
+            return None
+        assert t is not None
+        reached, values = F._hindsight_entries(p, t, w, self.num_thresholds, self.from_logits)
+        if self.num_tasks > 1:
+            bins = self.num_thresholds + 1
+            reached += torch.arange(0, self.num_tasks * bins, bins, device=reached.device).unsqueeze(1)
+        return reached, values
+
     def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
         """Accumulate one batch: ``preds``/``target`` of shape ``(N,)`` or ``(T, N)``, optional ``weights``."""
         p, t, w = self._format(preds, target, weights, validate=self._check_inputs)

@@ -16,6 +16,7 @@ from torch import Tensor
 from torchmetrics_ext.functional.reliability import (
     _reliability_compute,
     _reliability_edges,
+    _reliability_entries,
     _reliability_update,
     _uniform_edges,
 )
@@ -132,6 +133,28 @@ class Reliability(TaskMetric):
     def shared_statistics_key(self) -> Hashable:
         """Reliability metrics with the same edges and ``from_logits`` hold equal states."""
         return ("Reliability", tuple(self.edges.tolist()), self.from_logits, self.num_tasks)
+
+    @property
+    def _histogram_states(self) -> tuple[str, ...]:
+        """The three sums, filled sample by sample at one ``(task, bin)`` index per sample.
+
+        :class:`~torchmetrics_ext.Windowed` keeps each update's bin indices and values for them
+        instead of three dense ``(T, B)`` sums per update.
+        """
+        return self._names
+
+    def _histogram_entries(
+        self, preds: Tensor, target: Tensor, weights: Tensor | None = None
+    ) -> tuple[Tensor, Tensor] | None:
+        """What ``update`` would add to the three sums, validated as ``update`` does, without adding it.
+
+        Returns:
+            ``(flat index (T, N), values (3, T, N))`` in the order of the states; ``None`` for an empty batch.
+        """
+        p, t, w = self._format(preds, target, weights, validate=self._check_inputs)
+        if p.shape[-1] == 0:
+            return None
+        return _reliability_entries(p, t, w, self.edges, self.from_logits, self._uniform)
 
     def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
         """Accumulate one batch: ``preds``/``target`` ``(N,)`` or ``(T, N)``, optional ``weights``."""

@@ -1,26 +1,31 @@
-"""Lifetime and window of a histogram state filled sample by sample: bin indices per update, dense sums per block.
+"""Lifetime and window of histogram states filled sample by sample: bin indices per update, dense sums per block.
 
 A binned metric (``AUC(num_bins=B)``, ``AUPRC(num_bins=B)``) adds each sample's weight into one
-bin of a dense ``(2, T, B)`` float64 histogram. The generic ring
+bin of a dense ``(2, T, B)`` float64 histogram; ``Reliability`` and ``HindsightTargetPR`` add
+``K`` values of each sample (``Reliability``: its weight, weighted prediction and weighted label)
+into ``K`` histograms of one shape at the same bin. The generic ring
 (:class:`~torchmetrics_ext.wrappers._ring.StateRing`) keeps one dense copy per update: at
 ``T = 3``, ``B = 10_000`` that is a 480 KB slot zeroed, filled and folded twice per update, and
 ~60 MB for a 1M-sample window of batches of 8192. :class:`HistogramWindow` keeps instead:
 
 * for every update in the window, the flat bin index of each of its samples (``int32``, 4 bytes
-  per sample and task) and its weight (nothing when unweighted);
+  per sample and task) and its ``K`` values (an AUC's weight, nothing when unweighted); an update
+  whose entries would take more memory than the ``K`` dense histograms (a batch larger than the
+  bins) is kept as those histograms instead, so no update costs more than a ring's slot;
 * one dense sum per *block* of consecutive updates: each update is added (one ``scatter_add_``)
   into the open block only; a full block joins the closed blocks, kept as the two-stack sliding
   window of :mod:`~torchmetrics_ext.wrappers._ring` (suffix sums of the older blocks, a running
   sum of the newer), so nothing is ever subtracted. A block is full once it holds ``k <= 8``
   updates (``k`` about the square root of the updates in the window) *and* at least half as many
-  entries as the dense histogram has bins: small batches fill a block of many updates, so the
-  dense sums never take more memory than a few times the bin indices they stand for (a 1M-sample
-  window of batches of 8 would otherwise keep 15,000 dense blocks, 7 GB at ``T = 3``, ``B = 10_000``);
+  entries as one dense histogram has bins (a dense update counts as that many): small batches fill
+  a block of many updates, so the dense sums never take more memory than a few times the bin
+  indices and values they stand for (a 1M-sample window of batches of 8 would otherwise keep
+  15,000 dense blocks, 7 GB at ``T = 3``, ``B = 10_000``);
 * the lifetime's *base*: the sum of every block closed before the last turn of the two-stack.
 
 Evicting an update moves one index. When the oldest update of a block leaves the window, the
-whole block leaves the dense sums, and its remaining updates (at most ``k - 1``) are added from
-their indices when the window is read. Reads are fresh sums:
+whole block leaves the dense sums, and its remaining updates are added from their indices (or
+dense histograms) when the window is read. Reads are fresh sums:
 
 * window = suffix sum of the oldest closed block + running sum + open block + the loose updates;
 * lifetime = base + running sum + open block.
@@ -41,30 +46,67 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.auc.binary import _add_entries as add_entries
 
-__all__ = ["HistogramWindow"]
+__all__ = ["HistogramWindow", "add_stacked"]
 
 _INT32_MAX = 2**31 - 1
 _MAX_BLOCK = 8  # updates per dense block at most: the loose updates a read adds from indices
 _MAX_SPARE = 2  # dense tensors of dropped blocks kept for reuse
 
 
+def add_stacked(dense: Tensor, index: Tensor, values: Tensor | None, count: int) -> None:
+    """Add entries into ``dense`` in place: one histogram (``count == 1``) or ``count`` stacked ones.
+
+    ``index``: flat positions in one histogram (any shape). One histogram takes ``values`` of the
+    shape of ``index`` (``None`` for ones: :func:`~torchmetrics_ext.functional.auc.binary._add_entries`);
+    ``count`` stacked ones (``dense`` of shape ``(count, *shape)``) take ``(count, *index.shape)``
+    values, row ``k`` into histogram ``k`` at the same positions (one ``scatter_add_``).
+    """
+    if count == 1:
+        add_entries(dense, index, values)
+        return
+    assert values is not None
+    flat = index.reshape(1, -1)
+    rows = values.reshape(count, -1)
+    if rows.dtype != dense.dtype:  # histograms cast by `set_dtype`
+        rows = rows.to(dense.dtype)
+    dense.view(count, -1).scatter_add_(1, flat.expand(count, -1), rows)
+
+
 class HistogramWindow:
-    """Per-update bin indices, per-block dense sums and the lifetime base of one histogram state.
+    """Per-update bin indices, per-block dense sums and the lifetime base of histogram states sharing bins.
 
     Args:
-        default: the state's default value (zeros: its shape, dtype and device).
-        name: the state's name in the metric. A metric names its histogram after the settings
-            that place samples in bins (``AUC``: ``hist``, ``hist_probability``, ``hist_logits``...),
-            so bin indices saved under another name are another setting's bins: :meth:`problems`
-            refuses them, whatever their shape.
+        default: the states' default value (zeros: their shape, dtype and device), one state's
+            for one name, else the ``(K, *shape)`` stack of the ``K`` states' (one shape and dtype).
+        name: the state's name in the metric, or the ``K`` states' names (in the stack's order). A
+            metric names its histograms after the settings that place samples in bins (``AUC``:
+            ``hist``, ``hist_probability``, ``hist_logits``...), so bin indices saved under other
+            names are another setting's bins: :meth:`problems` refuses them, whatever their shape.
     """
 
     open_entries = 0  # bin indices added to the open block (a class default for windows pickled before it was kept)
 
-    def __init__(self, default: Tensor, name: str) -> None:
+    def __init__(self, default: Tensor, name: str | tuple[str, ...]) -> None:
+        self.names = (name,) if isinstance(name, str) else tuple(name)
+        self.name = self.names[0]
+        if len(self.names) > 1 and default.shape[0] != len(self.names):
+            raise ValueError(f"Expected a stack of {len(self.names)} histograms, got shape {tuple(default.shape)}.")
         self.default = default.detach().clone()
-        self.name = name
         self.clear()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("names", (state["name"],))  # pickled before a window held several histograms
+        self.__dict__.update(state)
+
+    @property
+    def count(self) -> int:
+        """How many histograms share the bin indices (``K``)."""
+        return len(self.names)
+
+    @property
+    def bins(self) -> int:
+        """Bins of one histogram (the flat positions a bin index takes)."""
+        return self.default.numel() // self.count
 
     def clear(self) -> None:
         """Forget every update (the lifetime too)."""
@@ -73,8 +115,10 @@ class HistogramWindow:
 
     def _clear(self) -> None:
         self.sizes: deque[int] = deque()
-        self.indices: deque[Tensor] = deque()  # per update: the flat bin index of each sample
-        self.values: deque[Tensor | None] = deque()  # per update: each sample's weight, None for ones
+        # per update: the flat bin index of each sample, or None for an update kept dense
+        self.indices: deque[Tensor | None] = deque()
+        # per update: its samples' values (None for ones), or its dense histograms
+        self.values: deque[Tensor | None] = deque()
         self.used = 0  # samples in the window
         self.loose = 0  # oldest updates of the window in no block (their block's first update left)
         self.counts: deque[int] = deque()  # updates per closed block, oldest first
@@ -88,16 +132,26 @@ class HistogramWindow:
 
     # ------------------------------------------------------------------ per update
 
+    def add(self, dense: Tensor, index: Tensor, values: Tensor | None) -> None:
+        """Add entries (one update's, as the metric's hook gives them) into a dense sum, in place."""
+        add_stacked(dense, index, values, self.count)
+
     def _block_full(self) -> bool:
         """Whether the open block is closed before the next update (see the module's docstring)."""
         updates = max(1, min(_MAX_BLOCK, math.isqrt(len(self.sizes))))
-        return self.open_count >= updates and 2 * self.open_entries >= self.default.numel()
+        return self.open_count >= updates and 2 * self.open_entries >= self.bins
 
     def _fresh(self) -> Tensor:
         if self.spare:
             return self.spare.pop().zero_()
         with torch.inference_mode(False):  # a step under inference mode must not leave an inference block
             return torch.zeros_like(self.default)
+
+    def _kept_dense(self, index: Tensor, values: Tensor | None) -> bool:
+        """Whether an update's entries take more memory than its dense histograms (it is kept dense)."""
+        width = 4 if self.bins <= _INT32_MAX else index.element_size()
+        entries = index.numel() * width + (0 if values is None else values.numel() * values.element_size())
+        return entries > self.default.numel() * self.default.element_size()
 
     def push(self, index: Tensor, values: Tensor | None, size: int) -> None:
         """Add one update of ``size`` samples (its flat ``index`` entries and their ``values``)."""
@@ -106,12 +160,21 @@ class HistogramWindow:
             self.slots.append(self.open)
             self.counts.append(self.open_count)
             self.open, self.open_count, self.open_entries = self._fresh(), 0, 0
-        add_entries(self.open, index, values)
+        if self._kept_dense(index, values):  # a batch larger than the bins: its histograms, added as a load adds them
+            with torch.inference_mode(False):
+                dense = torch.zeros_like(self.default)
+            self.add(dense, index, values)
+            self.open += dense
+            self.open_entries += self.bins
+            self.indices.append(None)
+            self.values.append(dense)
+        else:
+            self.add(self.open, index, values)
+            self.open_entries += index.numel()
+            flat = index.reshape(-1)
+            self.indices.append(flat.to(torch.int32) if self.bins <= _INT32_MAX else flat.clone())
+            self.values.append(None if values is None else values.reshape(self.count, -1).squeeze(0).clone())
         self.open_count += 1
-        self.open_entries += index.numel()
-        flat = index.reshape(-1)
-        self.indices.append(flat.to(torch.int32) if self.default.numel() <= _INT32_MAX else flat.clone())
-        self.values.append(None if values is None else values.reshape(-1).clone())
         self.sizes.append(size)
         self.used += size
 
@@ -154,41 +217,61 @@ class HistogramWindow:
 
     # ------------------------------------------------------------------ reads
 
-    def window_into(self, target: Tensor) -> None:
-        """Write the window's histogram into ``target`` (in place)."""
-        torch.add(self.back, self.open, out=target)
-        if self.front:
-            target += self.slots[0]
-        if self.loose:
-            loose = range(self.loose)
-            index = torch.cat([self.indices[i] for i in loose]).to(torch.int64)
-            given = [self.values[i] for i in loose]
-            values = None
-            if any(v is not None for v in given):
-                values = torch.cat(
-                    [
-                        torch.ones(self.indices[i].numel(), dtype=target.dtype, device=target.device)
-                        if v is None
-                        else v
-                        for i, v in zip(loose, given)
-                    ]
-                )
-            add_entries(target, index, values)
+    def window_into(self, targets: list[Tensor]) -> None:
+        """Write the window's histograms into ``targets`` (in place; one per state, in the order of the names)."""
+        for k, target in enumerate(targets):
+            torch.add(self._row(self.back, k), self._row(self.open, k), out=target)
+            if self.front:
+                target += self._row(self.slots[0], k)
+        if not self.loose:
+            return
+        loose = range(self.loose)
+        for i in loose:  # updates kept dense
+            if self.indices[i] is None:
+                for k, target in enumerate(targets):
+                    target += self._row(self.values[i], k)  # type: ignore[arg-type]
+        sparse = [i for i in loose if self.indices[i] is not None]
+        if not sparse:
+            return
+        index = torch.cat([self.indices[i] for i in sparse]).to(torch.int64)  # type: ignore[misc]
+        given = [self.values[i] for i in sparse]
+        values = None
+        if any(v is not None for v in given):  # ones stand for the unweighted updates of one histogram
+            like = targets[0]
+            values = torch.cat(
+                [
+                    torch.ones(self.indices[i].numel(), dtype=like.dtype, device=like.device)  # type: ignore[union-attr]
+                    if v is None
+                    else v
+                    for i, v in zip(sparse, given)
+                ],
+                dim=-1,
+            )
+        for k, target in enumerate(targets):
+            add_entries(target, index, None if values is None else self._row(values, k))
 
-    def lifetime_into(self, target: Tensor) -> None:
-        """Write the lifetime's histogram (every update ever pushed) into ``target`` (in place)."""
-        torch.add(self.base, self.back, out=target)
-        target += self.open
+    def _row(self, dense: Tensor, k: int) -> Tensor:
+        """Histogram ``k`` of a stack (the tensor itself for one histogram)."""
+        return dense if self.count == 1 else dense[k]
+
+    def lifetime_into(self, targets: list[Tensor]) -> None:
+        """Write the lifetime's histograms (every update ever pushed) into ``targets`` (in place)."""
+        for k, target in enumerate(targets):
+            torch.add(self._row(self.base, k), self._row(self.back, k), out=target)
+            target += self._row(self.open, k)
 
     # ------------------------------------------------------------------ persistence and devices
 
     def state(self) -> dict[str, Any]:
         """Everything needed to resume: per-update sizes, indices and values, the block split and the base.
 
-        ``"state"`` holds the histogram state's name (what its bin indices mean).
+        ``"state"`` holds the histogram state's name (what its bin indices mean), ``"states"`` the
+        names of several histograms sharing the indices. An update kept dense has no indices
+        (``None``) and its histograms as values.
         """
+        names: dict[str, Any] = {"state": self.name} if self.count == 1 else {"states": list(self.names)}
         return {
-            "state": self.name,
+            **names,
             "sizes": list(self.sizes),
             "indices": list(self.indices),
             "values": list(self.values),
@@ -216,12 +299,14 @@ class HistogramWindow:
         if not isinstance(state, Mapping) or not keys <= set(state):
             got = sorted(state) if isinstance(state, Mapping) else type(state).__name__
             return [f"Window state of a binned histogram must hold {sorted(keys)}, got {got}."]
-        saved = state.get("state", self.name)
-        if saved != self.name:
+        saved = list(state["states"]) if "states" in state else [state.get("state", self.name)]
+        if saved != list(self.names):
+            shown = ", ".join(f"`{n}`" for n in saved)
+            mine = ", ".join(f"`{n}`" for n in self.names)
             return [
                 f"state mismatch for the window's histogram: the checkpoint's bin indices are those of "
-                f"`{saved}`, this metric's histogram is `{self.name}` (the metric names it after the settings "
-                "that place samples in bins: a checkpoint of other settings)."
+                f"{shown}, this metric's {'histogram is' if self.count == 1 else 'histograms are'} {mine} (the "
+                "metric names it after the settings that place samples in bins: a checkpoint of other settings)."
             ]
         sizes, counts = state["sizes"], [int(c) for c in state["blocks"]]
         front, open_count, loose = int(state["front"]), int(state["open"]), int(state["loose"])
@@ -232,11 +317,21 @@ class HistogramWindow:
             or not 0 <= front <= len(counts)
         ):
             return ["Window state of a binned histogram does not describe its updates consistently."]
-        if tuple(state["base"].shape) != tuple(self.default.shape):
+        shape = tuple(self.default.shape)
+        if tuple(state["base"].shape) != shape:
             return [
                 f"size mismatch for the window's histogram: the checkpoint's has shape "
-                f"{tuple(state['base'].shape)}, this metric's {tuple(self.default.shape)}."
+                f"{tuple(state['base'].shape)}, this metric's {shape}."
             ]
+        for index, values in zip(state["indices"], state["values"]):
+            if index is None:
+                fits = isinstance(values, Tensor) and tuple(values.shape) == shape
+            elif self.count == 1:
+                fits = values is None or tuple(values.shape) == tuple(index.shape)
+            else:
+                fits = isinstance(values, Tensor) and tuple(values.shape) == (self.count, index.numel())
+            if not fits:
+                return ["Window state of a binned histogram holds an update whose values do not fit its bin indices."]
         return []
 
     def load(self, state: Mapping[str, Any], device: torch.device) -> None:
@@ -253,19 +348,28 @@ class HistogramWindow:
         self.default = self.default.to(device)
         self.clear()
         self.sizes, self.used, self.loose, self.front = deque(sizes), sum(sizes), loose, front
-        self.indices = deque(t.to(device) for t in state["indices"])
-        self.values = deque(None if v is None else v.to(device) for v in state["values"])
+        self.indices = deque(None if t is None else t.to(device) for t in state["indices"])
+        self.values = deque(
+            None if v is None else v.to(device=device, dtype=self.default.dtype if i is None else v.dtype)
+            for i, v in zip(state["indices"], state["values"])
+        )
         self.base = state["base"].to(device=device, dtype=self.default.dtype).clone()
         first = loose
         raw = []
         for count in [*counts, open_count]:
             dense = torch.zeros_like(self.default)
             for i in range(first, first + count):  # once per load: the additions the updates made
-                add_entries(dense, self.indices[i].to(torch.int64), self.values[i])
+                index = self.indices[i]
+                if index is None:
+                    dense += self.values[i]  # type: ignore[arg-type]
+                else:
+                    self.add(dense, index.to(torch.int64), self.values[i])
             raw.append(dense)
             first += count
         self.open, self.open_count = raw.pop(), open_count
-        self.open_entries = sum(self.indices[i].numel() for i in range(len(sizes) - open_count, len(sizes)))
+        self.open_entries = sum(
+            self.bins if index is None else index.numel() for index in list(self.indices)[len(sizes) - open_count :]
+        )
         self.counts, self.slots = deque(counts), deque(raw)
         self._suffix_sums(front)  # the front's suffix sums, in the order the flip made them
         for dense in list(self.slots)[front:]:
@@ -274,7 +378,7 @@ class HistogramWindow:
     def apply(self, fn: Callable[[Tensor], Tensor]) -> None:
         """Apply a device move to every tensor held."""
         self.default, self.back, self.open, self.base = (fn(t) for t in (self.default, self.back, self.open, self.base))
-        self.indices = deque(fn(t) for t in self.indices)
+        self.indices = deque(None if t is None else fn(t) for t in self.indices)
         self.values = deque(None if v is None else fn(v) for v in self.values)
         self.slots = deque(fn(t) for t in self.slots)
         self.spare = []

@@ -105,9 +105,12 @@ def _current_state(child: Module) -> dict[str, Any]:
 
 
 def _oldest(entries: tuple[Tensor, Tensor | None], n: int) -> tuple[Tensor, Tensor | None]:
-    """The entries of a batch's first ``n`` samples (entries are ``(T, N)``: samples on the last axis)."""
+    """The entries of a batch's first ``n`` samples.
+
+    Samples are on the last axis: index ``(T, N)``, values ``(T, N)`` (one histogram) or ``(K, T, N)``.
+    """
     index, values = entries
-    return index[..., :n].reshape(-1), None if values is None else values[..., :n].reshape(-1)
+    return index[..., :n], None if values is None else values[..., :n]
 
 
 def _kept_like(cut: dict[str, list[Tensor]], whole: Mapping[str, list[Tensor]]) -> dict[str, list[Tensor]]:
@@ -137,6 +140,8 @@ def _renamed(state: Any, renamed: dict[str, str]) -> Any:
             out[part] = {(n if renamed.get(n, n) in saved else renamed[n]): v for n, v in saved.items()}
     if isinstance(state.get("state"), str):  # a binned histogram's window: the name of its state
         out["state"] = renamed.get(state["state"], state["state"])
+    if isinstance(state.get("states"), list):  # histograms sharing bin indices: their names
+        out["states"] = [renamed.get(n, n) if isinstance(n, str) else n for n in state["states"]]
     return out
 
 
@@ -149,6 +154,8 @@ def _ring_layout(state: Mapping[str, Any]) -> str:
 def _ring_names(state: dict[str, Any]) -> set[str]:
     """The state names a saved ring holds (a binned histogram's window: its state's name)."""
     names = {n for part in ("rings", "back", "chunks") if isinstance(state.get(part), dict) for n in state[part]}
+    if isinstance(state.get("states"), list):  # histograms sharing bin indices
+        names |= {n for n in state["states"] if isinstance(n, str)}
     return names | ({state["state"]} if isinstance(state.get("state"), str) else set())
 
 
@@ -192,6 +199,23 @@ def _apply_update_limit(module: Module, incompatible_keys: Any) -> None:
     module._bind_window_lists()
     module.__dict__["_window_stale"] = True  # the window's tensor states are written from the ring when read
     module._child("window").__dict__["_computed"] = None
+
+
+def _histogram_states(metric: Metric) -> tuple[str, ...]:
+    """The states ``metric`` fills sample by sample at shared bins; none for another metric.
+
+    Its ``_histogram_states`` (several histograms sharing each sample's bin), else its one ``_histogram_state``.
+    """
+    names = getattr(metric, "_histogram_states", None)
+    if names is None:
+        name = getattr(metric, "_histogram_state", None)
+        names = () if name is None else (name,)
+    return tuple(names)
+
+
+def _stacked(states: Mapping[str, Any], names: tuple[str, ...]) -> Tensor:
+    """The histogram state of one name, else the stack of several (one shape and dtype)."""
+    return states[names[0]] if len(names) == 1 else torch.stack([states[n] for n in names])
 
 
 def _never_distributed() -> bool:
@@ -258,10 +282,13 @@ class Windowed(WrapperMetric):
         **Memory.** Metrics whose statistics add up (NE, calibration, CTR, MSE, accuracy,
         per-batch grouped or ranking sums, multiclass recall) keep one copy of their states per
         update in the window (about ``window_size / batch size`` copies; preallocated, nothing is
-        allocated per update once the ring has grown). Binned AUC/AUPRC keep, instead of a dense
+        allocated per update once the ring has grown). Binned AUC/AUPRC, ``Reliability`` and
+        ``HindsightTargetPR`` (histograms filled at one bin per sample) keep, instead of a dense
         histogram per update, each window sample's bin index (4 bytes per sample and task, plus
-        its float64 weight when weighted) and one dense histogram per block of up to 8 updates;
-        each update then costs one ``scatter_add_`` (that of the metric alone). Exact metrics
+        its float64 values: an AUC's weight when weighted, ``Reliability``'s three sums,
+        ``HindsightTargetPR``'s two label weights), or an update's dense histograms where those
+        are smaller (a batch larger than the bins), and dense block sums of at most a few times
+        that; each update then costs one ``scatter_add_`` (that of the metric alone). Exact metrics
         (``cat`` states: exact AUC/AUPRC/GAUC, exact ranking rows, pairwise AUC) keep exactly the
         window's samples in the lifetime's own chunks: the lifetime joins its small chunks (64 at
         a time, as the metric alone) only once they have left the window, so the window stores
@@ -456,13 +483,13 @@ class Windowed(WrapperMetric):
         # the scratch metric computes one batch's statistics into a ring slot; it is no submodule
         # (never saved, never synced), moved along in ``_apply``
         self.__dict__["_scratch"] = scratch
-        # a binned metric's histogram, filled sample by sample, keeps bin indices per update
-        hist_name = getattr(metric, "_histogram_state", None)
-        if hist_name is not None and kinds == {hist_name: "sum"}:
-            hist = HistogramWindow(metric._defaults[hist_name], hist_name)  # type: ignore[arg-type]
-            hist.base.copy_(getattr(metric, hist_name))  # a state held before wrapping stays in the lifetime
+        # a binned metric's histograms, filled sample by sample, keep bin indices per update
+        hist_names = _histogram_states(metric)
+        if hist_names and kinds == dict.fromkeys(hist_names, "sum"):
+            hist = HistogramWindow(_stacked(metric._defaults, hist_names), hist_names)
+            held = {n: getattr(metric, n) for n in hist_names}
+            hist.base.copy_(_stacked(held, hist_names))  # states held before wrapping stay in the lifetime
             self.__dict__["_hist"] = hist
-            self.__dict__["_hist_name"] = hist_name
             kinds = {}
         else:
             self.__dict__["_hist"] = None
@@ -527,9 +554,9 @@ class Windowed(WrapperMetric):
         if name == "window":
             self._ring.window_into({n: getattr(child, n) for n in self._ring.tensor_names})
             if hist is not None:
-                hist.window_into(getattr(child, state["_hist_name"]))
+                hist.window_into([getattr(child, n) for n in hist.names])
         elif hist is not None:
-            hist.lifetime_into(getattr(child, state["_hist_name"]))
+            hist.lifetime_into([getattr(child, n) for n in hist.names])
         child.__dict__["_computed"] = None  # a value computed from the stale states is not kept
 
     # ------------------------------------------------------------------ update
@@ -627,11 +654,14 @@ class Windowed(WrapperMetric):
 
     def _histogram_value(self, entries: tuple[Tensor, Tensor | None] | None) -> Any:
         """The metric's value of one batch given as its histogram entries (``forward``'s batch values)."""
-        scratch = self._scratch
-        state = getattr(scratch, self.__dict__["_hist_name"])
-        state.zero_()
+        scratch, hist = self._scratch, self._hist
+        assert hist is not None
+        states = [getattr(scratch, n) for n in hist.names]
+        torch._foreach_zero_(states)
         if entries is not None:
-            add_entries(state, *entries)
+            index, values = entries
+            for k, state in enumerate(states):
+                add_entries(state, index, values if hist.count == 1 or values is None else values[k])
         scratch.__dict__["_update_count"] += 1
         scratch.__dict__["_computed"] = None
         return self._batch_value(True)
@@ -660,7 +690,7 @@ class Windowed(WrapperMetric):
         if kept is not None and kept_size > 0:
             if kept is not entries:  # the samples the window does not keep go to the lifetime only
                 assert entries is not None
-                add_entries(hist.base, *_oldest(entries, size - limit))
+                hist.add(hist.base, *_oldest(entries, size - limit))
             hist.push(kept[0], kept[1], kept_size)
             hist.evict(limit, self.max_updates)
             self.__dict__["_window_stale"] = self.__dict__["_lifetime_stale"] = True
@@ -843,9 +873,10 @@ class Windowed(WrapperMetric):
             raise ValueError(f"Cannot merge into Windowed({type(life).__name__}): " + " ".join(problems))
         hist = self._hist
         if hist is not None:  # the lifetime histogram is the window's running sums plus its base
-            incoming = states[self.__dict__["_hist_name"]]
-            assert isinstance(incoming, Tensor)  # checked above: a tensor of the histogram's shape
-            hist.base += incoming.to(device=hist.base.device, dtype=hist.base.dtype)
+            for name, base in zip(hist.names, [hist.base] if hist.count == 1 else hist.base.unbind(0)):
+                incoming = states[name]
+                assert isinstance(incoming, Tensor)  # checked above: a tensor of the histogram's shape
+                base += incoming.to(device=hist.base.device, dtype=hist.base.dtype)
             self.__dict__["_lifetime_stale"] = True
         else:
             life.merge_state(dict(states))
@@ -1092,12 +1123,13 @@ class Windowed(WrapperMetric):
         The child metrics would report them only as missing and unexpected keys (``strict=False``:
         silently), after the ring (bin indices of the other setting) had loaded.
         """
-        name = self.__dict__["_hist_name"]
         problems = []
         for child in ("lifetime", "window"):
             head = f"{prefix}{child}."
             saved = [k[len(head) :] for k in state_dict if k.startswith(head) and "." not in k[len(head) :]]
-            if saved and name not in _saved_names(self._child(child), saved, version):
+            read = _saved_names(self._child(child), saved, version)
+            name = next((n for n in self._hist.names if n not in read), None)  # type: ignore[union-attr]
+            if saved and name is not None:
                 problems.append(
                     f"state mismatch for {head}{name}: the checkpoint's {child} holds {sorted(saved)}, this "
                     f"{owner} keeps its histogram in `{name}` (the metric names it after the settings that place "

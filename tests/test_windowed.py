@@ -1804,6 +1804,27 @@ def test_merge_state_merges_the_lifetime_and_keeps_this_window(case, given):
     assert all(torch.equal(again.compute()[k], values_next[k]) for k in values_next)
 
 
+def test_many_merges_keep_the_lifetime_short_and_the_window_shared():
+    """Merged chunks are joined (3,000 one-sample merges kept 3,000 lifetime chunks); the window's
+    chunks, the lifetime's own, are never joined into copies. Values are sklearn's."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    preds, target = rng.random(n).astype(np.float32), (rng.random(n) < 0.4).astype(np.float32)
+    a = Windowed(tmx.AUC(), 50)
+    for i in range(100):  # the window holds the last 50 of these one-sample updates
+        a.update(torch.tensor(preds[i : i + 1]), torch.tensor(target[i : i + 1]))
+    for i in range(100, n):
+        src = tmx.AUC()
+        src.update(torch.tensor(preds[i : i + 1]), torch.tensor(target[i : i + 1]))
+        a.merge_state(src.metric_state)
+    life, window = a.lifetime.preds, a.window.preds
+    assert len(life) <= 2 * 64 + 2 + len(window)
+    assert all(any(c is w for c in life) for w in window)  # still the lifetime's own chunks
+    values = a.compute()
+    np.testing.assert_allclose(values["lifetime"].item(), skm.roc_auc_score(target, preds), rtol=1e-9)
+    np.testing.assert_allclose(values["window"].item(), skm.roc_auc_score(target[50:100], preds[50:100]), rtol=1e-9)
+
+
 @pytest.mark.parametrize(
     ("incoming", "exc", "match"),
     [

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["is_broadcast", "join_chunks", "join_small_tails"]
+__all__ = ["is_broadcast", "join_chunks", "join_small_runs", "join_small_tails"]
 
 _JOIN = 64  # this many small chunks at the end of a list state are joined into one
 _SMALL = 1 << 15  # elements: a chunk below this (128 KB of float32) counts as small
@@ -83,6 +83,54 @@ def join_small_tails(
     join = join or join_chunks
     for chunks, window in zip(lists, windows, strict=True):
         chunks[start:end] = [join(window)]
+
+
+def join_small_runs(
+    lists: Sequence[list[Tensor]],
+    frozen: Sequence[Tensor] = (),
+    join: Callable[[list[Tensor]], Tensor] | None = None,
+) -> None:
+    """Join every run of consecutive small chunks of the lists into chunks of about ``_SMALL`` elements, in place.
+
+    For chunks that did not arrive one append at a time (``merge_state`` puts another metric's
+    chunks before this one's, so :func:`join_small_tails` never sees them): a run of small chunks
+    (of the first list) is cut into consecutive groups that each reach ``_SMALL`` elements (the
+    last may be smaller), and each group of two or more joinable chunks is joined, in every list
+    at the same positions (the lists stay aligned). Large chunks and the ``frozen`` ones (by
+    identity, in the first list: a :class:`~torchmetrics_ext.Windowed` window's chunks) are kept
+    and end a run. Afterwards a list holds at most about two entries per ``_SMALL`` elements, plus
+    the frozen ones. Nothing is done unless the lists hold the same number of chunks.
+    """
+    if not lists:
+        return
+    first = lists[0]
+    length = len(first)
+    if length < 2 or any(len(chunks) != length for chunks in lists):
+        return
+    held = {id(chunk) for chunk in frozen}
+    groups: list[tuple[int, int]] = []  # [start, end) of runs to join
+    start, total = 0, 0
+    for i, chunk in enumerate(first):
+        size = chunk.numel()
+        if size >= _SMALL or id(chunk) in held:
+            if i - start > 1:
+                groups.append((start, i))
+            start, total = i + 1, 0
+            continue
+        total += size
+        if total >= _SMALL:
+            if i + 1 - start > 1:
+                groups.append((start, i + 1))
+            start, total = i + 1, 0
+    if length - start > 1:
+        groups.append((start, length))
+    groups = [(a, b) for a, b in groups if all(_joinable(chunks[a:b]) for chunks in lists)]
+    if not groups:
+        return
+    join = join or join_chunks
+    for chunks in lists:
+        for a, b in reversed(groups):  # from the end: earlier positions stay valid
+            chunks[a:b] = [join(chunks[a:b])]
 
 
 def _joinable(chunks: list[Tensor]) -> bool:

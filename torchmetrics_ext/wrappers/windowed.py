@@ -879,7 +879,12 @@ class Windowed(WrapperMetric):
                 base += incoming.to(device=hist.base.device, dtype=hist.base.dtype)
             self.__dict__["_lifetime_stale"] = True
         else:
-            life.merge_state(dict(states))
+            # the window's chunks are the lifetime's own: a join of the merged chunks leaves them alone
+            life.__dict__["_chunks_in_use"] = [c for chunks in self._window_lists.values() for c in chunks]
+            try:
+                life.merge_state(dict(states))
+            finally:
+                life.__dict__.pop("_chunks_in_use", None)
         life.__dict__["_computed"] = None
 
     def sync(

@@ -329,6 +329,124 @@ def test_exact_window_shares_the_lifetime_storage_and_the_lifetime_list_stays_sh
         np.testing.assert_allclose(value[part].numpy(), want, rtol=1e-6)
 
 
+def _one_sample_run(metric, n, seed, sizes=(1,)):
+    g = torch.Generator().manual_seed(seed)
+    preds, target = [], []
+    for i in range(n):
+        b = sizes[i % len(sizes)]
+        p = torch.rand(b, generator=g)
+        y = (torch.rand(b, generator=g) < p).float()
+        metric.update(p, y)
+        preds.append(p)
+        target.append(y)
+    return torch.cat(preds).numpy(), torch.cat(target).numpy()
+
+
+def _kept_samples(sizes, window):
+    """Samples the window rule keeps: the newest whole updates summing to at most ``window``."""
+    kept = 0
+    for size in reversed(sizes):
+        if kept + size > window:
+            break
+        kept += size
+    return kept
+
+
+def test_exact_window_of_one_sample_updates_holds_few_tensors():
+    """5,000 one-sample updates into an exact AUC window of 3,000: the window held one chunk per update
+    per list state (3,000 tensors each, ~2 KB apiece, and compute/state_dict walking all of them);
+    its small updates are now joined into segments (64 at a time, the lifetime's rule), which the
+    lifetime shares. Values: scikit-learn over the lifetime's and the window's samples."""
+    metric, plain = Windowed(tmx.AUC(), window_size=3000), tmx.AUC()
+    p, y = _one_sample_run(metric, 5000, 11)
+    _one_sample_run(plain, 5000, 11)
+    life, ring = metric.lifetime, metric._ring
+    for name in ring.list_names:
+        window_chunks = ring.window_chunks(name)
+        assert len(window_chunks) <= 2 * 64, (name, len(window_chunks))
+        assert len(getattr(metric.window, name)) == len(window_chunks)
+        assert sum(c.shape[0] for c in window_chunks) == 3000
+        assert _storages(window_chunks) <= _storages(getattr(life, name))  # the lifetime's own, not a copy
+        assert len(getattr(life, name)) <= len(getattr(plain, name)) + len(window_chunks)
+    value = metric.compute()
+    assert value["lifetime"].item() == pytest.approx(skm.roc_auc_score(y, p), rel=1e-9)
+    assert value["window"].item() == pytest.approx(skm.roc_auc_score(y[-3000:], p[-3000:]), rel=1e-9)
+
+
+@pytest.mark.parametrize("max_updates", [None, 700])
+def test_exact_window_of_joined_updates_evicts_update_by_update_and_resumes(max_updates):
+    """Updates of 1 to 3 samples: joined segments lose their oldest updates one at a time (the window
+    rule, and ``max_updates``), through a ``state_dict`` resume mid-window; scikit-learn over the kept samples."""
+    sizes = (1, 3, 2, 1, 1, 2)
+    metric = Windowed(tmx.AUC(), window_size=1001, max_updates=max_updates)
+    p, y = _one_sample_run(metric, 2500, 12, sizes)
+    resumed = Windowed(tmx.AUC(), window_size=1001, max_updates=max_updates)
+    resumed.load_state_dict(copy.deepcopy(metric.state_dict()))
+    for name in resumed._ring.list_names:
+        assert len(resumed._ring.window_chunks(name)) <= 2 * 64
+    g = torch.Generator().manual_seed(13)
+    later_p, later_y, updates = [], [], [sizes[i % len(sizes)] for i in range(2500)]
+    for step in range(300):
+        b = 1 + step % 3
+        q = torch.rand(b, generator=g)
+        t = (torch.rand(b, generator=g) < q).float()
+        for m in (metric, resumed):
+            m.update(q, t)
+        later_p.append(q)
+        later_y.append(t)
+        updates.append(b)
+        if step % 37 == 0 or step == 299:
+            allp = np.concatenate([p, torch.cat(later_p).numpy()])
+            ally = np.concatenate([y, torch.cat(later_y).numpy()])
+            kept_updates = updates if max_updates is None else updates[-max_updates:]
+            kept = _kept_samples(kept_updates, 1001)
+            want = skm.roc_auc_score(ally[-kept:], allp[-kept:])
+            for m in (metric, resumed):
+                assert m.compute()["window"].item() == pytest.approx(want, rel=1e-9)
+                assert sum(c.shape[0] for c in m._ring.window_chunks("preds")) == kept
+
+
+def test_exact_window_checkpoint_of_one_chunk_per_update_loads_joined(monkeypatch):
+    """A ring saved one segment per update (earlier versions: no ``spans``/``rows``) loads, joined into
+    few tensors, and resumes exactly: scikit-learn over the samples the window keeps."""
+    from torchmetrics_ext.wrappers._ring import StateRing
+
+    with monkeypatch.context() as patch:
+        patch.setattr(StateRing, "join_newest", lambda self, flat=None, base=None: None)
+        old = Windowed(tmx.AUC(), window_size=2000)
+        p, y = _one_sample_run(old, 2500, 14)
+        saved = old.state_dict()
+    ring = dict(saved["_extra_state"])
+    assert all(len(segments) == 2000 for segments in ring["chunks"].values())
+    del ring["spans"], ring["rows"]
+    saved["_extra_state"] = ring
+    metric = Windowed(tmx.AUC(), window_size=2000)
+    metric.load_state_dict(saved)
+    for name in metric._ring.list_names:
+        assert len(metric._ring.window_chunks(name)) <= 8
+    assert metric.compute()["window"].item() == pytest.approx(skm.roc_auc_score(y[-2000:], p[-2000:]), rel=1e-9)
+    q, t = _one_sample_run(metric, 700, 15)
+    allp, ally = np.concatenate([p, q]), np.concatenate([y, t])
+    assert metric.compute()["window"].item() == pytest.approx(skm.roc_auc_score(ally[-2000:], allp[-2000:]), rel=1e-9)
+
+
+def test_exact_flat_ranking_window_of_one_row_updates_holds_few_tensors():
+    """Flat NDCG rows, one per update: the window's four list states hold a few joined tensors, aligned,
+    and its value is scikit-learn's NDCG over the rows it keeps (every query whole: 4 rows per query)."""
+    g = torch.Generator().manual_seed(16)
+    metric = Windowed(tmx.NDCG(), window_size=2000)
+    preds, target = torch.rand(4000, generator=g), torch.randint(0, 4, (4000,), generator=g)
+    indexes = torch.arange(4000) // 4
+    for i in range(4000):
+        metric.update(preds[i : i + 1], target[i : i + 1], indexes=indexes[i : i + 1])
+    lengths = {len(metric._ring.window_chunks(name)) for name in metric._ring.list_names}
+    assert len(lengths) == 1 and lengths.pop() <= 2 * 64
+    rel, score = target[-2000:].view(-1, 4), preds[-2000:].view(-1, 4)
+    some = rel.sum(1) > 0  # queries without a relevant row are left out
+    want = skm.ndcg_score(rel[some].numpy(), score[some].numpy())
+    assert metric.compute()["window"].item() == pytest.approx(want, rel=1e-9)
+
+
 def test_join_small_tails_joins_before_the_kept_chunks_at_every_append():
     """Called after each append: a list of 768-element chunks keeps one entry per 64 appends (was one per 2)."""
     from torchmetrics_ext.wrappers._ring import join_small_tails

@@ -9,7 +9,13 @@ layout of the wrapped metric's states (as declared with ``add_state``):
   Python object per slot: an update gets views of its slot made for it (one per state, dropped
   once the update is pushed), so a window of ``U`` updates costs the buffers' ``U`` rows and
   nothing more;
-* a ``cat`` list state keeps the chunks each update appended (the window's samples, nothing else).
+* a ``cat`` list state keeps the chunks each update appended (the window's samples, nothing else),
+  in *segments* of whole updates: an update's chunks are one segment, and the newest ``_JOIN`` (64)
+  small segments are joined into one by the rule of
+  :func:`~torchmetrics_ext.utilities.chunks.join_small_tails` (one tensor per state), so the
+  window holds about ``64 + N / 32768`` tensors for ``N`` elements, not one per update. The ring
+  keeps each update's rows (a Python int per state): evicting the oldest update of a joined
+  segment slices its rows off the front (a view), so eviction stays exact update by update.
 
 The window's aggregate of the tensor states is kept with the *two-stack* sliding-window scheme,
 which never subtracts: the oldest ``front`` slots hold suffix aggregates (slot ``i`` holds the
@@ -24,14 +30,15 @@ window's updates, never the drift of long add/subtract chains, and ``max``/``min
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import islice
 from typing import Any
 
 import torch
 from torch import Tensor
 from torchmetrics.utilities.data import dim_zero_cat, dim_zero_max, dim_zero_min, dim_zero_sum
 
-from torchmetrics_ext.utilities.chunks import is_broadcast, join_small_tails
+from torchmetrics_ext.utilities.chunks import _JOIN, _SMALL, _joinable, is_broadcast, join_chunks, join_small_tails
 
 __all__ = ["StateRing", "join_small_tails", "state_kind"]
 
@@ -76,6 +83,86 @@ def state_kind(name: str, reduction: Any, default: Any) -> str:
     return kind
 
 
+def _rows(chunks: Iterable[Tensor]) -> int:
+    """Rows (first axis) of an update's chunks of one list state (a 0-dim chunk is one row)."""
+    return sum(chunk.shape[0] if chunk.ndim else 1 for chunk in chunks)
+
+
+def _numel(chunks: Iterable[Tensor]) -> int:
+    return sum(chunk.numel() for chunk in chunks)
+
+
+def _join_segments(parts: Mapping[str, Sequence[list[Tensor]]]) -> dict[str, list[Tensor]] | None:
+    """Each state's chunks of consecutive segments joined into one tensor (or none); ``None`` if one cannot be.
+
+    A state's chunks join when :func:`~torchmetrics_ext.utilities.chunks.join_small_tails` would
+    join them (small, one device, dtypes ``torch.cat`` keeps exactly) and ``torch.cat`` takes them
+    (at least one axis, the same trailing shape).
+    """
+    out: dict[str, list[Tensor]] = {}
+    for name, segments in parts.items():
+        chunks = [chunk for segment in segments for chunk in segment]
+        if not chunks:
+            out[name] = []
+            continue
+        shape = chunks[0].shape[1:]
+        if any(chunk.ndim == 0 or chunk.shape[1:] != shape for chunk in chunks) or not _joinable(chunks):
+            return None
+        out[name] = [join_chunks(chunks)]
+    return out
+
+
+def _suffix_of(view: Tensor, whole: Tensor) -> int | None:
+    """The leading rows of ``whole`` that ``view`` lacks, if it is ``whole[cut:]``; else ``None``."""
+    if view is whole:
+        return 0
+    if view.ndim == 0 or view.ndim != whole.ndim or view.shape[1:] != whole.shape[1:] or view.dtype != whole.dtype:
+        return None
+    cut = whole.shape[0] - view.shape[0]
+    if cut < 0 or view.device != whole.device or view.stride() != whole.stride():
+        return None
+    if view.untyped_storage().data_ptr() != whole.untyped_storage().data_ptr():
+        return None
+    return cut if view.storage_offset() == whole.storage_offset() + cut * whole.stride(0) else None
+
+
+def _join_shared(
+    parts: Mapping[str, Sequence[list[Tensor]]], base: Mapping[str, list[Tensor]]
+) -> dict[str, list[Tensor]] | None:
+    """:func:`_join_segments` of the lifetime's own chunks where ``base`` ends with the chunks of ``parts``.
+
+    The oldest chunk may be a view of the lifetime's newest rows of one (a segment partly
+    evicted): the lifetime's chunks are joined whole, ``base`` holds the joined tensor in their
+    place and the window gets a view of its rows. ``None`` (nothing changed) when they are not
+    the lifetime's newest chunks in every list state, alike, or cannot be joined.
+    """
+    olds = {name: [chunk for segment in segments for chunk in segment] for name, segments in parts.items()}
+    counts = {len(chunks) for chunks in olds.values()}
+    if len(counts) != 1 or 0 in counts:
+        return None
+    n = counts.pop()
+    cuts, wholes = {}, {}
+    for name, chunks in olds.items():
+        target = base.get(name)
+        if not isinstance(target, list) or len(target) < n:
+            return None
+        whole = target[-n:]
+        if not all(a is b for a, b in zip(whole[1:], chunks[1:], strict=True)):
+            return None
+        cut = _suffix_of(chunks[0], whole[0])
+        if cut is None or (cut and (whole[0].numel() >= _SMALL or is_broadcast(whole[0]))):
+            return None
+        cuts[name], wholes[name] = cut, whole
+    joined = _join_segments({name: [whole] for name, whole in wholes.items()})
+    if joined is None:
+        return None
+    for name, (block,) in joined.items():
+        base[name][-n:] = [block]
+        if cuts[name]:
+            joined[name] = [block[cuts[name] :]]
+    return joined
+
+
 def _apply_chunk(fn: Callable[[Tensor], Tensor], chunk: Tensor) -> Tensor:
     """``fn`` (a move or cast) of a list-state chunk; a stride-0 view moves one element and stays a view."""
     if is_broadcast(chunk) and chunk.numel() > 0:
@@ -118,8 +205,12 @@ class StateRing:
             n: self.defaults[n].new_empty((0, *self.defaults[n].shape)) for n in self.defaults
         }
         self.back = {n: d.clone() for n, d in self.defaults.items()}
+        # list states: segments of whole updates, oldest first (one list of chunks per segment and
+        # state), the updates each segment holds, and every update's rows of each state
         self.chunks: dict[str, deque[list[Tensor]]] = {n: deque() for n in self.list_names}
-        self.num_chunks = dict.fromkeys(self.list_names, 0)
+        self.spans: deque[int] = deque()
+        self.rows: dict[str, deque[int]] = {n: deque() for n in self.list_names}
+        self.num_chunks = dict.fromkeys(self.list_names, 0)  # tensors held (the window's list entries)
 
     def _slot(self, i: int) -> int:
         return (self.head + i) % self.capacity
@@ -132,6 +223,9 @@ class StateRing:
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.pop("slots", None)  # pickled by an earlier version: per-slot views, no longer kept
         self.__dict__.update(state)
+        if "spans" not in state:  # pickled by an earlier version: one segment per update
+            self.spans = deque([1] * len(self.sizes))
+            self.rows = {n: deque(_rows(c) for c in chunks) for n, chunks in self.chunks.items()}
 
     def _grow(self) -> None:
         with torch.inference_mode(False):  # a step under inference mode must not leave inference buffers
@@ -191,33 +285,132 @@ class StateRing:
         self.fold([(self.back, views), *also])
         for name in self.list_names:
             self.chunks[name].append(list(lists[name]))
+            self.rows[name].append(_rows(lists[name]))
             self.num_chunks[name] += len(lists[name])
+        self.spans.append(1)
         self.sizes.append(size)
         self.count += 1
         self.used += size
 
-    def evict(self, limit: int, max_count: int | None = None) -> dict[str, int]:
+    def evict(self, limit: int, max_count: int | None = None, flat: Mapping[str, list[Tensor]] | None = None) -> None:
         """Drop the oldest updates while the window holds more than ``limit`` samples or ``max_count`` updates.
 
-        The newest update always stays.
-
-        Returns:
-            For every list state, how many chunks left the window (they were its first ones).
+        The newest update always stays. An update alone in its segment leaves with its chunks; the
+        oldest update of a joined segment leaves as its rows, sliced off the front of each state's
+        tensor (a view of it). ``flat`` (state name -> the window's list of chunks, oldest first:
+        :meth:`window_chunks`) is edited alike, in place.
         """
-        removed = dict.fromkeys(self.list_names, 0)
         most = self.count if max_count is None else max_count
         while (self.used > limit or self.count > most) and self.count > 1:
             if self.front == 0:
                 self._flip()
             self.used -= self.sizes.popleft()
+            whole = self.spans[0] == 1
+            if whole:
+                self.spans.popleft()
+            else:
+                self.spans[0] -= 1
             for name in self.list_names:
-                gone = len(self.chunks[name].popleft())
-                removed[name] += gone
-                self.num_chunks[name] -= gone
+                rows = self.rows[name].popleft()
+                if whole:
+                    gone = len(self.chunks[name].popleft())
+                    self.num_chunks[name] -= gone
+                    if flat is not None:
+                        del flat[name][:gone]
+                    continue
+                segment = self.chunks[name][0]  # joined: one tensor, or none
+                if segment and rows:
+                    segment[0] = segment[0][rows:]
+                    if flat is not None:
+                        flat[name][0] = segment[0]
             self.head = self._slot(1)
             self.count -= 1
             self.front -= 1
-        return removed
+
+    def join_newest(
+        self, flat: Mapping[str, list[Tensor]] | None = None, base: Mapping[str, list[Tensor]] | None = None
+    ) -> dict[str, list[Tensor]] | None:
+        """Join the newest ``_JOIN`` segments into one when the rule of ``join_small_tails`` allows.
+
+        The rule (on the first list state's segments): all of them small, the oldest holding no
+        more elements than the others together, so joined segments grow geometrically and an
+        element is copied a few times at most. ``flat`` is edited alike, in place. ``base`` (the
+        lifetime's lists) shares the join where its newest chunks are the ones joined (the oldest
+        may be a chunk the window holds only the newest rows of): it holds the joined tensor in
+        their place, and the window a view of it.
+        """
+        if not self.list_names or len(self.spans) < _JOIN:
+            return None
+        first = self.chunks[self.list_names[0]]
+        if _numel(first[-1]) >= _SMALL or _numel(first[-_JOIN]) >= _SMALL:
+            return None
+        sizes = [_numel(segment) for segment in islice(reversed(first), _JOIN)]
+        if max(sizes) >= _SMALL or 2 * sizes[-1] > sum(sizes):
+            return None
+        parts = {name: list(islice(reversed(self.chunks[name]), _JOIN))[::-1] for name in self.list_names}
+        joined = _join_shared(parts, base) if base is not None else None
+        if joined is None:
+            joined = _join_segments(parts)
+        if joined is None:
+            return None
+        span = sum(self.spans.pop() for _ in range(_JOIN))
+        self.spans.append(span)
+        for name, block in joined.items():
+            chunks = self.chunks[name]
+            for _ in range(_JOIN):
+                chunks.pop()
+            chunks.append(block)
+            old = sum(map(len, parts[name]))
+            self.num_chunks[name] += len(block) - old
+            if flat is not None and old:
+                flat[name][-old:] = block
+        return joined
+
+    def _coalesce(self) -> None:
+        """Join runs of small segments (about ``_SMALL`` elements each): a ring loaded one segment per update."""
+        names = self.list_names
+        if not names or len(self.spans) < 2:
+            return
+        spans, rows = list(self.spans), {n: list(self.rows[n]) for n in names}
+        chunks = {n: list(self.chunks[n]) for n in names}
+        out_spans: list[int] = []
+        out: dict[str, list[list[Tensor]]] = {n: [] for n in names}
+        run: list[int] = []
+
+        def close() -> None:
+            joined = None
+            if len(run) > 1:
+                joined = _join_segments({n: [chunks[n][i] for i in run] for n in names})
+            if joined is not None:
+                out_spans.append(sum(spans[i] for i in run))
+                for n in names:
+                    out[n].append(joined[n])
+            else:
+                for i in run:
+                    out_spans.append(spans[i])
+                    for n in names:
+                        out[n].append(chunks[n][i])
+            run.clear()
+
+        size = 0
+        for i, segment in enumerate(chunks[names[0]]):
+            numel = _numel(segment)
+            if numel >= _SMALL:
+                close()
+                run.append(i)
+                close()
+                size = 0
+                continue
+            run.append(i)
+            size += numel
+            if size >= _SMALL:
+                close()
+                size = 0
+        close()
+        self.spans = deque(out_spans)
+        self.chunks = {n: deque(out[n]) for n in names}
+        self.rows = {n: deque(rows[n]) for n in names}
+        self.num_chunks = {n: sum(map(len, out[n])) for n in names}
 
     def _flip(self) -> None:
         """Turn every slot (all are back slots) into suffix aggregates, newest to oldest; empty the back.
@@ -266,13 +459,26 @@ class StateRing:
     # ------------------------------------------------------------------ persistence and devices
 
     def state(self) -> dict[str, Any]:
-        """Everything needed to resume: slots oldest first, sizes, the two-stack split and the back."""
+        """Everything needed to resume: slots oldest first, sizes, the two-stack split and the back.
+
+        List states: each segment's chunks (a partly evicted one's rows copied: a view would save
+        its whole block), the updates each segment holds and every update's rows.
+        """
+
+        def saved(chunk: Tensor) -> Tensor:
+            return chunk.clone() if chunk.storage_offset() and not is_broadcast(chunk) else chunk
+
         return {
             "sizes": list(self.sizes),
             "front": self.front,
             "rings": {n: torch.cat(self._in_order(r)) for n, r in self.rings.items()},  # a copy, oldest first
             "back": {n: b.clone() for n, b in self.back.items()},
-            "chunks": {n: [list(c) for c in chunks] for n, chunks in self.chunks.items()},
+            "chunks": {
+                n: [[saved(c) for c in cs] if i == 0 else list(cs) for i, cs in enumerate(chunks)]
+                for n, chunks in self.chunks.items()
+            },
+            "spans": list(self.spans),
+            "rows": {n: list(r) for n, r in self.rows.items()},
         }
 
     def older_format(self, state: Any) -> bool:
@@ -303,7 +509,7 @@ class StateRing:
                 "other settings (another `from_logits`, `eta`, threshold, ...), whose window this one cannot resume."
             ]
         count = len(state["sizes"])
-        out = []
+        out = self._segment_problems(state, count)
         for name in self.tensor_names:
             shape = tuple(self.defaults[name].shape)
             ring, back = state["rings"][name], state["back"][name]
@@ -313,6 +519,28 @@ class StateRing:
                     f"{tuple(back.shape)}, this metric's {shape}."
                 )
         return out
+
+    def _segment_problems(self, state: Mapping[str, Any], count: int) -> list[str]:
+        """Why the list states' segments do not line up with the ``count`` updates (none for a ring without them)."""
+        spans = state.get("spans")
+        if spans is None:  # an earlier version's: one segment per update
+            spans = [1] * count
+        elif sum(spans) != count or any(int(s) < 1 for s in spans):
+            return [f"The window's segments hold {sum(spans)} updates, its sizes {count}: not one ring."]
+        rows = state.get("rows") or {}
+        for name in self.list_names:
+            segments = state["chunks"][name]
+            if len(segments) != len(spans):
+                return [f"The window's `{name}` holds {len(segments)} segments of updates, expected {len(spans)}."]
+            if any(int(s) > 1 for s in spans) and len(rows.get(name, ())) != count:
+                return [f"The window's `{name}` joins updates into segments without their rows."]
+            start = 0
+            for span, segment in zip(spans, segments, strict=True):
+                span = int(span)
+                if span > 1 and (len(segment) > 1 or sum(rows[name][start : start + span]) != _rows(segment)):
+                    return [f"The window's `{name}` segment of {span} updates does not hold their rows."]
+                start += span
+        return []
 
     def load(self, state: Mapping[str, Any], device: torch.device) -> None:
         """Restore :meth:`state`, moving its tensors to ``device``.
@@ -332,13 +560,24 @@ class StateRing:
             if count:
                 self.rings[name][:count] = state["rings"][name].to(device)
             self.back[name] = state["back"][name].to(device).clone()
+        spans = [int(s) for s in state.get("spans", [1] * count)]
+        self.spans = deque(spans)
         for name in self.list_names:
             self.chunks[name] = deque(
                 [[_apply_chunk(lambda t: t.to(device), c) for c in cs] for cs in state["chunks"][name]]
             )
             self.num_chunks[name] = sum(map(len, self.chunks[name]))
+            saved = state.get("rows") or {}
+            rows: list[int] = []
+            for span, segment in zip(spans, self.chunks[name], strict=True):  # one update's: read off its chunks
+                rows.extend(
+                    [_rows(segment)] if span == 1 else (int(r) for r in saved[name][len(rows) : len(rows) + span])
+                )
+            self.rows[name] = deque(rows)
         self.sizes, self.count, self.used = deque(sizes), count, sum(sizes)
         self.front = int(state["front"])
+        if "spans" not in state:  # an earlier version's ring, one segment per update: joined as it would be now
+            self._coalesce()
 
     def apply(self, fn: Callable[[Tensor], Tensor]) -> None:
         """Apply a tensor function (``.to(device)``, ...) to every buffer and chunk."""

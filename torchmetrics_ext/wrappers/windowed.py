@@ -134,7 +134,7 @@ def _renamed(state: Any, renamed: dict[str, str]) -> Any:
     if not renamed or not isinstance(state, dict):
         return state
     out = dict(state)
-    for part in ("rings", "back", "chunks"):
+    for part in ("rings", "back", "chunks", "rows"):
         saved = state.get(part)
         if isinstance(saved, dict):
             out[part] = {(n if renamed.get(n, n) in saved else renamed[n]): v for n, v in saved.items()}
@@ -290,10 +290,12 @@ class Windowed(WrapperMetric):
         are smaller (a batch larger than the bins), and dense block sums of at most a few times
         that; each update then costs one ``scatter_add_`` (that of the metric alone). Exact metrics
         (``cat`` states: exact AUC/AUPRC/GAUC, exact ranking rows, pairwise AUC) keep exactly the
-        window's samples in the lifetime's own chunks: the lifetime joins its small chunks (64 at
-        a time, as the metric alone) only once they have left the window, so the window stores
-        nothing more and the lifetime list is as short as the metric's alone plus the window's
-        chunks. After ``load_state_dict``, a move to another device or a grouped AUC's lifetime
+        window's samples in the lifetime's own chunks: the window joins its small updates (64 at a
+        time, the metric's own rule) into segments it shares with the lifetime (a few tensors per
+        state, about one per 32,768 elements, plus a Python int per update and state: its rows,
+        which evict an update from a joined segment exactly), so the window stores nothing more
+        and the lifetime list is as short as the metric's alone plus the window's few entries.
+        After ``load_state_dict``, a move to another device or a grouped AUC's lifetime
         ``compute`` (which joins its chunks into one) the window holds its own copy of the samples
         it had then, until they leave it (at most one window's samples).
 
@@ -739,8 +741,10 @@ class Windowed(WrapperMetric):
             ring.push(slot, lists, size, also=lifetime_fold)
             for name in ring.list_names:
                 self._window_lists[name].extend(lists[name])
-            for name, gone in ring.evict(limit, self.max_updates).items():
-                del self._window_lists[name][:gone]
+            ring.evict(limit, self.max_updates, self._window_lists)
+            # the window's newest small segments joined into one, shared with the lifetime where it
+            # holds their chunks (not after a load, a move, a cut update or an empty batch between)
+            ring.join_newest(self._window_lists, {name: getattr(life, name) for name in ring.list_names})
             # the window's tensor states are written when next read (compute, sync, state_dict, the
             # `window` attribute): one pass over them per read instead of one per update
             self.__dict__["_window_stale"] = bool(ring.tensor_names)
@@ -748,8 +752,9 @@ class Windowed(WrapperMetric):
             ring.fold(lifetime_fold)
         if ring.list_names:
             # the lifetime's small chunks are joined once they have left the window: the window's
-            # chunks stay the lifetime's own (shared storage), and the lifetime list stays as short
-            # as a plain metric's (one entry per 64 updates) plus the window's chunks
+            # chunks stay the lifetime's own (shared storage; the window joins its own, see
+            # _share_joined), and the lifetime list stays as short as a plain metric's plus the
+            # window's few entries
             first = ring.list_names[0]
             kept = self._window_lists[first]
             join_small_tails(

@@ -1539,6 +1539,18 @@ def test_a_move_with_a_dtype_moves_every_tensor_and_keeps_every_dtype(kind):
     assert {t.device.type for t in moved} == {"meta"}
 
 
+def _newest_whole_updates(updates: list[tuple], window: int) -> list[tuple]:
+    """The window rule on ``(preds (T, n), ...)`` updates already cut to their newest ``window`` samples:
+    the newest whole updates whose sizes sum to at most ``window``, newest first."""
+    kept, total = [], 0
+    for update in reversed(updates):
+        if total + update[0].shape[1] > window:
+            break
+        kept.append(update)
+        total += update[0].shape[1]
+    return kept
+
+
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 def test_binned_window_keeps_bin_indices_and_block_sums(weighted):
     """Binned AUC's window: per-update bin indices and ~sqrt(U) dense block sums, equal to a fresh histogram
@@ -1555,12 +1567,7 @@ def test_binned_window_keeps_bin_indices_and_block_sums(weighted):
         args = (torch.tensor(preds), torch.tensor(target)) + ((torch.tensor(weights),) if weighted else ())
         metric.update(*args)
         updates.append((preds[:, -window:], target[:, -window:], None if weights is None else weights[-window:]))
-        kept, total = [], 0
-        for p, y, w in reversed(updates):  # the newest whole updates within the window
-            if total + p.shape[1] > window:
-                break
-            kept.append((p, y, w))
-            total += p.shape[1]
+        kept = _newest_whole_updates(updates, window)
         if step % 7 == 0 or step > 150:
             p = np.concatenate([k[0] for k in kept], axis=1)
             y = np.concatenate([k[1] for k in kept], axis=1)
@@ -2584,12 +2591,7 @@ def test_window_of_shared_bin_histograms_equals_numpy_over_the_kept_samples(kind
             metric.update(*args)
         seen.append((preds, target, weights))
         updates.append((preds[:, -window:], target[:, -window:], weights[-window:]))
-        kept, total = [], 0
-        for p, y, w in reversed(updates):  # the newest whole updates within the window
-            if total + p.shape[1] > window:
-                break
-            kept.append((p, y, w))
-            total += p.shape[1]
+        kept = _newest_whole_updates(updates, window)
         if step % 9 == 0 or step in (120, 121) or step > 210:
             for got, parts in ((metric.window, kept), (metric.lifetime, seen)):
                 p, y, w = (np.concatenate([part[i] for part in parts], axis=-1) for i in range(3))

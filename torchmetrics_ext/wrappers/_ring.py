@@ -284,9 +284,12 @@ class StateRing:
         """
         self.fold([(self.back, views), *also])
         for name in self.list_names:
-            self.chunks[name].append(list(lists[name]))
-            self.rows[name].append(_rows(lists[name]))
-            self.num_chunks[name] += len(lists[name])
+            chunks = lists[name]
+            self.chunks[name].append(list(chunks))
+            # one chunk per update is the common case: its rows read directly (no generator per update)
+            single = len(chunks) == 1 and chunks[0].ndim
+            self.rows[name].append(chunks[0].shape[0] if single else _rows(chunks))
+            self.num_chunks[name] += len(chunks)
         self.spans.append(1)
         self.sizes.append(size)
         self.count += 1

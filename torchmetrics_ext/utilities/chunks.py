@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["is_broadcast", "join_chunks", "join_small_runs", "join_small_tails"]
+__all__ = ["is_broadcast", "join_chunks", "join_small_runs", "join_small_tails", "small_runs"]
 
 _JOIN = 64  # this many small chunks at the end of a list state are joined into one
 _SMALL = 1 << 15  # elements: a chunk below this (128 KB of float32) counts as small
@@ -85,6 +85,31 @@ def join_small_tails(
         chunks[start:end] = [join(window)]
 
 
+def small_runs(sizes: Sequence[int], kept: Sequence[bool] = ()) -> list[tuple[int, int]]:
+    """``[start, end)`` of each group of two or more consecutive small items to join, given their element counts.
+
+    A run of small items (below ``_SMALL`` elements, not ``kept``) is cut into consecutive groups
+    that each reach ``_SMALL`` elements (the last may be smaller); a large or ``kept`` item ends a
+    run and stays on its own, as does a group of one.
+    """
+    groups: list[tuple[int, int]] = []
+    start, total = 0, 0
+    for i, size in enumerate(sizes):
+        if size >= _SMALL or (kept and kept[i]):
+            if i - start > 1:
+                groups.append((start, i))
+            start, total = i + 1, 0
+            continue
+        total += size
+        if total >= _SMALL:
+            if i + 1 - start > 1:
+                groups.append((start, i + 1))
+            start, total = i + 1, 0
+    if len(sizes) - start > 1:
+        groups.append((start, len(sizes)))
+    return groups
+
+
 def join_small_runs(
     lists: Sequence[list[Tensor]],
     frozen: Sequence[Tensor] = (),
@@ -108,22 +133,7 @@ def join_small_runs(
     if length < 2 or any(len(chunks) != length for chunks in lists):
         return
     held = {id(chunk) for chunk in frozen}
-    groups: list[tuple[int, int]] = []  # [start, end) of runs to join
-    start, total = 0, 0
-    for i, chunk in enumerate(first):
-        size = chunk.numel()
-        if size >= _SMALL or id(chunk) in held:
-            if i - start > 1:
-                groups.append((start, i))
-            start, total = i + 1, 0
-            continue
-        total += size
-        if total >= _SMALL:
-            if i + 1 - start > 1:
-                groups.append((start, i + 1))
-            start, total = i + 1, 0
-    if length - start > 1:
-        groups.append((start, length))
+    groups = small_runs([chunk.numel() for chunk in first], [id(chunk) in held for chunk in first])
     groups = [(a, b) for a, b in groups if all(_joinable(chunks[a:b]) for chunks in lists)]
     if not groups:
         return

@@ -38,7 +38,15 @@ import torch
 from torch import Tensor
 from torchmetrics.utilities.data import dim_zero_cat, dim_zero_max, dim_zero_min, dim_zero_sum
 
-from torchmetrics_ext.utilities.chunks import _JOIN, _SMALL, _joinable, is_broadcast, join_chunks, join_small_tails
+from torchmetrics_ext.utilities.chunks import (
+    _JOIN,
+    _SMALL,
+    _joinable,
+    is_broadcast,
+    join_chunks,
+    join_small_tails,
+    small_runs,
+)
 
 __all__ = ["StateRing", "join_small_tails", "state_kind"]
 
@@ -374,45 +382,30 @@ class StateRing:
         names = self.list_names
         if not names or len(self.spans) < 2:
             return
-        spans, rows = list(self.spans), {n: list(self.rows[n]) for n in names}
+        spans = list(self.spans)
         chunks = {n: list(self.chunks[n]) for n in names}
         out_spans: list[int] = []
         out: dict[str, list[list[Tensor]]] = {n: [] for n in names}
-        run: list[int] = []
-
-        def close() -> None:
-            joined = None
-            if len(run) > 1:
-                joined = _join_segments({n: [chunks[n][i] for i in run] for n in names})
-            if joined is not None:
-                out_spans.append(sum(spans[i] for i in run))
-                for n in names:
-                    out[n].append(joined[n])
-            else:
-                for i in run:
+        pieces: list[tuple[int, int]] = []  # [start, end) of every segment, or of a run to join
+        done = 0
+        for a, b in small_runs([_numel(segment) for segment in chunks[names[0]]]):
+            pieces += [(i, i + 1) for i in range(done, a)]
+            pieces.append((a, b))
+            done = b
+        pieces += [(i, i + 1) for i in range(done, len(spans))]
+        for a, b in pieces:
+            joined = _join_segments({n: chunks[n][a:b] for n in names}) if b - a > 1 else None
+            if joined is None:  # one segment, or segments that cannot be joined: kept as they are
+                for i in range(a, b):
                     out_spans.append(spans[i])
                     for n in names:
                         out[n].append(chunks[n][i])
-            run.clear()
-
-        size = 0
-        for i, segment in enumerate(chunks[names[0]]):
-            numel = _numel(segment)
-            if numel >= _SMALL:
-                close()
-                run.append(i)
-                close()
-                size = 0
-                continue
-            run.append(i)
-            size += numel
-            if size >= _SMALL:
-                close()
-                size = 0
-        close()
+            else:
+                out_spans.append(sum(spans[a:b]))
+                for n in names:
+                    out[n].append(joined[n])
         self.spans = deque(out_spans)
         self.chunks = {n: deque(out[n]) for n in names}
-        self.rows = {n: deque(rows[n]) for n in names}
         self.num_chunks = {n: sum(map(len, out[n])) for n in names}
 
     def _flip(self) -> None:

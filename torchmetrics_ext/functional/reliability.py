@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional._uniform import uniform_bins, uniform_grid
+from torchmetrics_ext.functional.auc.binary import _task_offsets
 from torchmetrics_ext.utilities.checks import as_int, check_flag, format_pointwise, single_task
 from torchmetrics_ext.utilities.device import constant_on
 from torchmetrics_ext.utilities.warnings import warn_undefined
@@ -68,7 +69,7 @@ def _reliability_index(probs: Tensor, edges: Tensor, uniform: bool) -> Tensor:
         inner = constant_on(edges, probs.device)[1:-1]  # copied to a device once, not per update
         index = torch.bucketize(probs.contiguous(), inner, right=True)  # e_b <= p < e_{b+1}; outside: end bins
     if num_tasks > 1:
-        index += torch.arange(0, num_tasks * num_bins, num_bins, device=probs.device).unsqueeze(1)
+        index += _task_offsets(num_tasks, num_bins, probs.device)
     return index
 
 

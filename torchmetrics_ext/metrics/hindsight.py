@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional import hindsight as F
+from torchmetrics_ext.functional.auc.binary import _task_offsets
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
 
@@ -116,8 +117,7 @@ class HindsightTargetPR(TaskMetric):
         assert t is not None
         reached, values = F._hindsight_entries(p, t, w, self.num_thresholds, self.from_logits)
         if self.num_tasks > 1:
-            bins = self.num_thresholds + 1
-            reached += torch.arange(0, self.num_tasks * bins, bins, device=reached.device).unsqueeze(1)
+            reached += _task_offsets(self.num_tasks, self.num_thresholds + 1, reached.device)
         return reached, values
 
     def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:

@@ -275,6 +275,18 @@ def test_an_unknown_metric_name_suggests_the_closest(name, guess):
 
 @pytest.mark.parametrize(
     ("name", "guess"),
+    [("AUC", "auc"), ("NE", "ne"), ("NDCG@10", "ndcg@10"), ("MRR@5", "mrr@5"), ("gAUC", "gauc"), ("acu", "auc")],
+)
+def test_a_name_in_another_case_or_with_swapped_letters_gets_a_hint(name, guess):
+    """Class-style spellings (the classes are NE and AUC; the Hugging Face adapter's keys read NDCG@10)
+    and a transposition too far from the name for difflib's cutoff got no hint at all."""
+    with pytest.raises(ValueError, match=rf"^Unknown metric name {name!r} \(did you mean {guess!r}\?\)"):
+        lookup(name)
+    lookup(guess)
+
+
+@pytest.mark.parametrize(
+    ("name", "guess"),
     [("reacll", "recall@10"), ("ndgc@0", "ndcg@10"), ("ndgc@k", "ndcg@10"), ("ndgc", "ndcg"), ("aucc@5", "auc")],
 )
 def test_the_suggested_name_is_one_lookup_accepts(name, guess):

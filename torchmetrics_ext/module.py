@@ -1274,6 +1274,8 @@ def _task_from_config(task: Any) -> RecTaskInfo:
     known = [f.name for f in fields(RecTaskInfo)]
     if not isinstance(task, Mapping) or set(task) - set(known):
         raise ValueError(f"Expected a task name or a dict of RecTaskInfo fields {known}, got {task!r}.")
+    if "name" not in task:
+        raise ValueError(f"Expected a 'name' in every task dict (the task's name in the keys), got {dict(task)!r}.")
     return RecTaskInfo(**task)
 
 

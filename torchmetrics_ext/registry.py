@@ -265,6 +265,19 @@ def _suggestion(entry: MetricEntry, cutoff: str) -> str:
     return f"{entry.name}@10" if cutoff or entry.cutoff == "required" else entry.name
 
 
+def _closest(stem: str) -> str | None:
+    """The known name an unknown ``stem`` most likely meant: the same name in another case ("AUC",
+    "NDCG"), the same letters swapped ("acu"), else the closest spelling (not "ne" for "nope")."""
+    low = stem.lower()
+    if low in _BY_NAME:
+        return low
+    swapped = [known for known in _BY_NAME if sorted(known) == sorted(low)]
+    if swapped:
+        return swapped[0]
+    guess = difflib.get_close_matches(low, list(_BY_NAME), n=1, cutoff=0.75)
+    return guess[0] if guess else None
+
+
 def lookup(name: str) -> tuple[MetricEntry, int | None]:
     """The registry entry and cutoff a name stands for.
 
@@ -299,8 +312,8 @@ def lookup(name: str) -> tuple[MetricEntry, int | None]:
             f"top 10); known names: {known}."
         )
     if match is None or entry is None:
-        guess = difflib.get_close_matches(stem, list(_BY_NAME), n=1, cutoff=0.75)  # not "ne" for "nope"
-        hint = f" (did you mean {_suggestion(_BY_NAME[guess[0]], name[len(stem) :])!r}?)" if guess else ""
+        guess = _closest(stem)
+        hint = f" (did you mean {_suggestion(_BY_NAME[guess], name[len(stem) :])!r}?)" if guess else ""
         raise ValueError(f"Unknown metric name {name!r}{hint}; known names: {known}.")
     k = None if match.group(2) is None else int(match.group(2))
     if entry.cutoff == "none" and k is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import csv
 import os
+import signal
 import subprocess
 import sys
 import warnings
@@ -1071,7 +1072,8 @@ def test_a_skipped_training_step_updates_nothing():
     model = SkipsFirstBatch()
     _fit(model, RecMetricCallback(val=None), limit_val_batches=0)
     labels = torch.cat(model.counted).double().numpy()
-    assert len(model.counted) == model.train_metrics._step  # one update per step that was not skipped
+    # the skipped batch adds no sample but counts as a step (as on a DDP rank, so every rank computes together)
+    assert model.train_metrics._step == len(model.counted) + 1
     values = model.train_metrics.local_compute()
     assert values["train/ctr/click"].item() == pytest.approx(labels.mean())  # numpy over the counted labels
 
@@ -1209,3 +1211,46 @@ def test_ddp_several_validation_dataloaders_each_equal_one_process(tmp_path, siz
                     np.testing.assert_allclose(result_dict[key], value, rtol=1e-6, err_msg=key)
             if own_dicts:
                 assert all(key.endswith(f"/dataloader_idx_{i}") for key in dump["results"][i])
+
+
+SKIP_SCRIPT = ROOT / "tests" / "helpers" / "lightning_skip.py"
+
+
+@pytest.mark.ddp
+def test_ddp_training_steps_returning_none_on_one_rank_keep_the_ranks_computing_together(tmp_path):
+    """Rank 1's training_step returns None at batches 1, 2 and 6 (manual optimisation), rank 0's never.
+
+    The callback used to skip rank 1's update there, so the ranks' update counts, and with them
+    ``should_compute()``, drifted apart: rank 0 entered a compute (a collective) that rank 1 did not,
+    and the run hung (here: the process group's timeout). A step that returned None now counts as an
+    empty step on its rank: both compute after batches 1, 3 and 5 and at the epoch end, each logged
+    value over the samples the ranks fed (numpy and scikit-learn in one process).
+    """
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore")
+    env.pop("LOCAL_RANK", None)
+    command = [sys.executable, str(SKIP_SCRIPT), "--out", str(tmp_path), "--skip", "1,2,6", "--timeout", "60"]
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        output, _ = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # both ranks: Lightning started rank 1 in this session
+        output, _ = proc.communicate()
+        pytest.fail("the DDP run did not end: " + output[-3000:])
+    assert proc.returncode == 0, output[-6000:]
+    seen = [entry for rank in (0, 1) for entry in torch.load(tmp_path / f"seen_rank{rank}.pt", weights_only=False)]
+    assert sorted(i for i, _ in seen) == sorted([*range(7), 0, 3, 4, 5])  # rank 1 fed batches 0, 3, 4, 5
+    rows = [row for row in _rows(tmp_path) if "train/ctr/click" in row]
+    assert [int(row["step"]) for row in rows] == [1, 3, 5, 6]  # every 2 batches, then the epoch end
+    for row in rows:
+        upto = int(row["step"])
+        p, y = torch.cat([batch for i, batch in seen if i <= upto], dim=1).numpy()
+        base = y.mean()
+        expected = {
+            "ctr": base,
+            "ne": log_loss(y, p, labels=[0, 1]) / -(base * np.log(base) + (1 - base) * np.log(1 - base)),
+            "auc": roc_auc_score(y, p),
+        }
+        for name, value in expected.items():
+            np.testing.assert_allclose(row[f"train/{name}/click"], value, rtol=1e-9, err_msg=f"{name} at {upto}")

@@ -1690,6 +1690,37 @@ def test_ddp_window_keeps_each_ranks_share(ddp_pool):
             torch.testing.assert_close(values[key], lifetime[key], rtol=1e-9, atol=1e-12, equal_nan=True)
 
 
+def _tiny_window_job(rank: int, world_size: int, rank1_step: str) -> tuple[list[str], int]:
+    """Rank 0 updates samples; rank 1 an empty step, a step of zero weights, or nothing; then both compute."""
+    module = tmx.RecMetricModule(TASKS, {"ctr": "ctr", "auc": "auc"}, window_size=1, throughput=True)
+    module._skip_zero_weight_steps = True  # TorchRec's should_validate_update (from_torchrec_config sets it)
+    data = batches(make_data(40, n=8), [0, 8])[0]
+    if rank == 1:
+        data = {k: v[:0] for k, v in data.items()} if rank1_step == "empty" else dict(data)
+        if rank1_step == "zero weights":
+            data |= {"click_w": torch.zeros(8, dtype=torch.float64), "buy_w": torch.zeros(8, dtype=torch.float64)}
+    steps = [module.compute] if rank == 1 and rank1_step == "none" else [lambda: module.update(data), module.compute]
+    raised = []
+    for step in steps:
+        try:
+            step()
+        except ValueError as err:
+            raised.append(str(err))
+    return raised, module._step
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("rank1_step", ["empty", "zero weights", "none"])
+def test_ddp_window_smaller_than_the_world_is_refused_on_every_rank(ddp_pool, rank1_step):
+    """A window_size below the world size was refused only by the ranks whose step reached a metric (samples of
+    nonzero weight): rank 1 went on into the next compute's gather and waited there for rank 0 (timeout)."""
+    message = "Expected `window_size` (1) to be at least the world size (2)"
+    results = ddp_pool.run(_tiny_window_job, rank1_step, timeout=60)
+    for rank, (raised, steps) in enumerate(results):
+        assert all(message in m for m in raised) and len(raised) == (1 if rank == 1 and rank1_step == "none" else 2)
+        assert steps == 0  # a refused step is not counted
+
+
 def test_throughput_keys_count_the_examples_of_every_step():
     parts = batches(make_data(34), [0, 100, 350, 600])
     for style, keys in (

@@ -742,6 +742,39 @@ test_window_smaller_than_world_size_is_rejected_under_ddp = pytest.mark.ddp(
 )
 
 
+def _tiny_window_one_rank_with_data_job(rank, world_size, call):
+    """Rank 0 updates a sample; rank 1 an empty batch, or nothing before ``compute``/``sync``."""
+    metric = Windowed(tmx.CTR(), window_size=1)
+    calls = {
+        "update": metric.update,
+        "forward": metric.forward,
+        "compute": lambda *batch: metric.compute(),
+        "sync": lambda *batch: metric.sync(),
+    }
+    batch = (
+        (torch.tensor([0.5]), torch.tensor([1])) if rank == 0 else (torch.zeros(0), torch.zeros(0, dtype=torch.long))
+    )
+    first = metric.update if rank == 0 else calls[call]
+    raised = []
+    for step in (first, calls["compute"]):  # then a compute on every rank: no sync is left waiting
+        try:
+            step(*batch)
+        except ValueError as err:
+            raised.append(str(err))
+    return raised, metric._update_count, len(metric._ring.sizes)
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("call", ["update", "forward", "compute", "sync"])
+def test_window_smaller_than_world_size_is_rejected_on_every_rank_whatever_its_batch(ddp_pool, call):
+    """A rank with no data (an empty batch, or no update before compute/sync) refuses the window too, at the same
+    call as the rank with data: it entered the next sync alone and waited there (timeout) before."""
+    message = "Expected `window_size` (1) to be at least the world size (2)"
+    for raised, updates, held in ddp_pool.run(_tiny_window_one_rank_with_data_job, call, timeout=60):
+        assert len(raised) == 2 and all(message in m for m in raised)
+        assert updates == 0 and held == 0  # the refused calls changed nothing
+
+
 def _own_group_job(rank, world_size):
     """Each rank in a process group of its own: values over this rank's samples, window share of one rank."""
     import torch.distributed as dist

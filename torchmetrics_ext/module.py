@@ -646,7 +646,9 @@ class RecMetricModule(nn.Module):
             TypeError: a column is not a tensor, or predictions are not floating point.
             ValueError: shapes or devices disagree, or values are outside the metrics' domains
                 (e.g. probabilities outside [0, 1], labels not 0/1 for AUC, negative weights);
-                the message names the task and the key. Nothing is updated when a step is rejected.
+                the message names the task and the key. Under DDP, a ``window_size`` smaller than
+                the world size, on every rank at every step (an empty one too; and at ``compute``).
+                Nothing is updated when a step is rejected.
         """
         with torch.no_grad():
             self._update(model_out)
@@ -692,9 +694,35 @@ class RecMetricModule(nn.Module):
             )
             if not skip:
                 self._update_checked(batch, domains, unit_weights)
+                self._count_step(n)
+                return
+        self._empty_step(n)
+
+    def _empty_step(self, n: int = 0) -> None:
+        """A step no metric is updated with (no sample, or every weight zero): it counts as a step.
+
+        Each windowed unit checks its share of the window first, as its ``update`` would have: a
+        ``window_size`` smaller than the world size is refused on this rank at the same step as on
+        the ranks that had samples (rather than let them wait for it in the next ``compute``).
+        ``RecMetricCallback`` calls it for a ``training_step`` that returned ``None``.
+        """
+        self._check_window_shares()
+        self._count_step(n)
+
+    def _count_step(self, n: int) -> None:
+        """Count a step of ``n`` examples (throughput) once every metric has taken it."""
         if self.throughput is not None:
             self.throughput.update(n)
         self.__dict__["_step"] += 1  # a plain int: skip nn.Module's __setattr__ on this per-step path
+
+    def _check_window_shares(self) -> None:
+        """Raise the ``ValueError`` of a ``window_size`` smaller than a windowed unit's world size (no-op without).
+
+        Each unit reads its process group's size once (see ``Windowed._local_window``).
+        """
+        if self.window_size is not None:
+            for unit, *_ in self._plan()[0]:
+                unit._local_window()  # type: ignore[operator]
 
     def _update_checked(self, batch: _Batch, domains: InputDomains, unit_weights: bool) -> None:
         """Feed a step whose values passed the checks to every updated unit."""
@@ -994,6 +1022,7 @@ class RecMetricModule(nn.Module):
         return self._compute(sync=False)
 
     def _compute(self, sync: bool) -> dict[str, Tensor]:
+        self._check_window_shares()  # on every rank before the gather, one that never updated too
         gathered = self._gather() if sync else {}
         out: dict[str, Tensor] = {}
         with ExitStack() as stack:

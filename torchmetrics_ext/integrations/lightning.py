@@ -83,7 +83,8 @@ _DEFAULT_TEST = "test_metrics"  # a model without this attribute is tested witho
 class RecMetricCallback(pl.Callback):
     """Update the LightningModule's metric modules from step outputs and log their values.
 
-    * after each training step: ``train`` module ``update(outputs)``; when its
+    * after each training step: ``train`` module ``update(outputs)`` (a step that returned
+      ``None`` counts as a step without samples, on its rank alone or on all); when its
       ``should_compute()`` is true, its ``compute()`` values are written to the trainer's loggers
       at that step, and only there (as Lightning's ``LearningRateMonitor`` writes its values;
       ``log_dict`` from a step hook would repeat the last values at every later logging step of
@@ -297,15 +298,20 @@ class RecMetricCallback(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        """Update the training module; log it every ``compute_interval_steps``.
+        """Update the training module; log it every ``compute_interval_steps`` batches.
 
-        A step that returned ``None`` (Lightning's way to skip a batch; the callback receives an
-        empty dict) updates nothing.
+        A step that returned ``None`` (a skipped batch, or a manual-optimisation step without
+        metrics; the callback receives an empty dict) adds no sample but counts as a step, as an
+        ``update`` with empty columns does: every rank counts every batch, so under DDP all of them
+        reach each ``compute()`` (a collective) together, whichever of their steps returned ``None``.
         """
         module = self._module(pl_module, self.train)
-        if module is None or outputs is None or (isinstance(outputs, Mapping) and not outputs):
+        if module is None:
             return
-        module.update(self._model_out(outputs, module, "training"))
+        if outputs is None or (isinstance(outputs, Mapping) and not outputs):
+            module._empty_step()
+        else:
+            module.update(self._model_out(outputs, module, "training"))
         if module.should_compute():
             values = module.compute()  # on every rank: the module syncs
             trainer.callback_metrics.update(values)

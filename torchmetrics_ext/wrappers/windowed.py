@@ -218,6 +218,29 @@ def _stacked(states: Mapping[str, Any], names: tuple[str, ...]) -> Tensor:
     return states[names[0]] if len(names) == 1 else torch.stack([states[n] for n in names])
 
 
+# the size of each process group, read at its first use: a window's share is checked at every
+# update, sync and compute on every rank (so all of them refuse a window smaller than the world
+# together, whatever their batches) without a query to torch.distributed each time
+_WORLD_SIZES: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def _world_size(group: Any) -> int:
+    """The number of ranks in ``group`` (``None``: the default group); ``0`` without a process group.
+
+    Kept per process group object, so a default group started again (another world) is read afresh.
+    """
+    if not dist.is_available():
+        return 0
+    default = dist.GroupMember.WORLD
+    if default is None:  # no process group (dist.is_initialized() is this test)
+        return 0
+    pg = default if group is None else group
+    size = _WORLD_SIZES.get(pg)
+    if size is None:
+        size = _WORLD_SIZES[pg] = dist.get_world_size(group)
+    return size
+
+
 def _never_distributed() -> bool:
     """``distributed_available_fn`` of the scratch metric: batch values are never synced."""
     return False
@@ -275,8 +298,9 @@ class Windowed(WrapperMetric):
             option TorchMetrics rejects (unknown, or of the wrong type: the metric is left as it
             was), a ``process_group`` other than the one ``metric`` has, or a ``metric`` that another
             live ``Windowed`` (as its lifetime or window) or ``RecMetricModule`` holds: one object
-            would hold both wrappers' states (wrap a ``copy.deepcopy`` of it). ``update`` raises
-            ``ValueError`` when ``window_size`` is smaller than the world size.
+            would hold both wrappers' states (wrap a ``copy.deepcopy`` of it). Under DDP, every
+            ``update``, ``forward``, ``sync`` and ``compute`` raises ``ValueError`` on every rank
+            (whatever its batch, an empty one too) when ``window_size`` is smaller than the world size.
 
     Note:
         **Memory.** Metrics whose statistics add up (NE, calibration, CTR, MSE, accuracy,
@@ -564,10 +588,19 @@ class Windowed(WrapperMetric):
     # ------------------------------------------------------------------ update
 
     def _local_window(self) -> int:
-        """This rank's share of the window: ``window_size // world_size`` (TorchRec's ``ceil`` when ``_ceil_share``)."""
-        if not (dist.is_available() and dist.is_initialized()):
+        """This rank's share of the window: ``window_size // world_size`` (TorchRec's ``ceil`` when ``_ceil_share``).
+
+        Every ``update``, ``forward`` (empty batch or not), :meth:`sync` and :meth:`compute` asks for
+        it first, so a window smaller than the world is refused on every rank at the same call,
+        before any collective, also on a rank without data (one refusing alone would leave the
+        others waiting in the next sync). The group's size is read once (:func:`_world_size`).
+
+        Raises:
+            ValueError: under DDP, ``window_size`` is smaller than the world size (a share of 0).
+        """
+        world = _world_size(self._child("lifetime").process_group)
+        if not world:
             return self.window_size
-        world = dist.get_world_size(self._child("lifetime").process_group)
         if self._ceil_share:
             return -(-self.window_size // world)
         if self.window_size < world:
@@ -803,6 +836,7 @@ class Windowed(WrapperMetric):
         Where they sync, both are computed afresh on every rank (a wrapped TorchMetrics metric's
         cached value too: see :func:`~torchmetrics_ext.metrics.base.fresh_when_syncing`).
         """
+        self._local_window()  # a window smaller than the world: refused on every rank, before the sync
         life, window = self.lifetime, self.window
         return {"lifetime": computed_fresh(life, life.compute), "window": computed_fresh(window, window.compute)}
 
@@ -912,6 +946,7 @@ class Windowed(WrapperMetric):
         TorchMetrics metric's list states are agreed on first (their dtype and an empty one's
         shape: see the class Note), around ``dist_sync_fn``.
         """
+        self._local_window()  # a window smaller than the world: refused on every rank, before the sync
         if self._typed_sync:  # list states of no declared dtype: agreed on first (see __init__)
             dist_sync_fn = TypedGather(dist_sync_fn)
         for child in (self.lifetime, self.window):  # their deferred states written first (any metric class)

@@ -1275,7 +1275,10 @@ def test_from_config_builds_through_the_registry():
         ({"tasks": ["a"], "metrics": ["ne"], "windw": 3}, "config keys"),
         ({"tasks": [{"nme": "a"}], "metrics": ["ne"]}, "RecTaskInfo fields"),
         # was Python's "RecTaskInfo.__init__() missing 1 required positional argument: 'name'" (a TypeError)
-        ({"tasks": [{"label_name": "y"}], "metrics": ["ne"]}, r"a 'name' in every task dict .*, got \{'label_name': 'y'\}"),
+        (
+            {"tasks": [{"label_name": "y"}], "metrics": ["ne"]},
+            r"a 'name' in every task dict .*, got \{'label_name': 'y'\}",
+        ),
         ({"tasks": ["a"], "metrics": {"ne": 3}}, "options of metric 'ne'"),
         ({"tasks": ["a"], "metrics": ["recall"]}, "recall@k.*weighted_recall"),
         ([], "a dict"),

@@ -266,8 +266,11 @@ def _suggestion(entry: MetricEntry, cutoff: str) -> str:
 
 
 def _closest(stem: str) -> str | None:
-    """The known name an unknown ``stem`` most likely meant: the same name in another case ("AUC",
-    "NDCG"), the same letters swapped ("acu"), else the closest spelling (not "ne" for "nope")."""
+    """The known name an unknown ``stem`` most likely meant (``None``: none close enough).
+
+    The same name in another case ("AUC", "NDCG"), the same letters swapped ("acu"), else the
+    closest spelling (not "ne" for "nope").
+    """
     low = stem.lower()
     if low in _BY_NAME:
         return low

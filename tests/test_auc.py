@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import os
 import subprocess
 import sys
@@ -1593,6 +1594,18 @@ def test_binned_values_do_not_depend_on_the_weights_scale(scale):
     hist = FB._binned_update(p.double(), y.double(), w * scale, 64, LOGIT_RANGE, False)
     bound = FB._binned_error_bound(hist)
     assert torch.isfinite(bound).all() and (bound > 0).all()
+
+
+def test_power_of_two_is_exact_over_the_whole_float64_range():
+    """The binned and pairwise AUCs scale by ``2 ** e``: ``torch.ldexp`` with integer exponents made it
+    in float32 before PyTorch 2.4 (on the declared minimum 2.3: 0 or inf past 2**±127, so those
+    weight scales gave nan); ``math.ldexp`` is the reference, for every exponent float64 has."""
+    from torchmetrics_ext.utilities.summation import power_of_two
+
+    exponents = list(range(-1074, 1024))
+    got = power_of_two(torch.tensor(exponents, dtype=torch.int32), torch.float64)
+    assert got.dtype == torch.float64
+    assert got.tolist() == [math.ldexp(1.0, e) for e in exponents]
 
 
 def _update_any(metric, preds, target):

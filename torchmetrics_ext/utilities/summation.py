@@ -1,4 +1,7 @@
-"""Compensated float64 running sums that stay sum-reducible (states merged with ``dist_reduce_fx="sum"``)."""
+"""Exact float64 arithmetic: compensated running sums, and scaling by powers of two.
+
+The running sums stay sum-reducible (states merged with ``dist_reduce_fx="sum"``).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from torch import Tensor
 
 from torchmetrics_ext.utilities.device import on_device_path
 
-__all__ = ["compensated_add_"]
+__all__ = ["compensated_add_", "power_of_two"]
 
 # the largest sum (in elements) that the CPU path adds in Python floats rather than in kernels
 _HOST_ELEMENTS = 8
@@ -103,3 +106,18 @@ def _compensated_add_kernels(sums: list[Tensor], errors: list[Tensor], addends: 
     minus_b_error = torch._foreach_sub(b_rounded, terms)  # b' - b
     torch._foreach_add_(errors, torch._foreach_sub(a_error, minus_b_error))
     torch._foreach_copy_(sums, new)
+
+
+def power_of_two(exponent: Tensor, dtype: torch.dtype) -> Tensor:
+    """``2 ** exponent`` (integer exponents) in ``dtype``, exact over the whole range of ``dtype``.
+
+    ``torch.ldexp(x, e)`` with an integer ``e`` computed ``2 ** e`` in the default dtype before
+    PyTorch 2.4 (float32 on 2.3: ``2 ** -600`` was 0 and ``2 ** 700`` inf, so a float64 scaled by
+    it came out 0, inf or nan); an exponent of ``dtype`` makes the power in ``dtype`` on every version.
+
+    Example:
+        >>> import torch
+        >>> power_of_two(torch.tensor([-600, 0, 700]), torch.float64)
+        tensor([2.4099e-181, 1.0000e+00, 5.2601e+210], dtype=torch.float64)
+    """
+    return torch.exp2(exponent.to(dtype))

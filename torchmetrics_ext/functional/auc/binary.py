@@ -34,6 +34,7 @@ from torchmetrics_ext.utilities.checks import (
     single_task,
 )
 from torchmetrics_ext.utilities.device import on_device_path
+from torchmetrics_ext.utilities.summation import power_of_two
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["auc", "auprc"]
@@ -290,7 +291,7 @@ def _unit_scaled(hist: Tensor) -> Tensor:
     hist = hist.to(torch.float64)
     totals = hist.sum(-1).amax(0)  # (T,) the larger class total of each task
     _, exponent = torch.frexp(totals)
-    return torch.ldexp(hist, -exponent.unsqueeze(-1))
+    return hist * power_of_two(-exponent.unsqueeze(-1), hist.dtype)
 
 
 def _binned_curve_stats(hist: Tensor) -> CurveStats:

@@ -43,6 +43,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.pointwise import _format_real
 from torchmetrics_ext.utilities.checks import check_flag, single_task
+from torchmetrics_ext.utilities.summation import power_of_two
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["regression_auc", "xauc"]
@@ -184,7 +185,7 @@ def _pair_unit(w: Tensor, target: Tensor) -> Tensor:
     high = torch.minimum(e3 + 1021, floor_half(e1 + e3 + 1020))
     # ... unless that would overflow n^2 * w1/u or n^4 * H/u^2 (2^1021)
     low = torch.maximum(e1 + 2 * log_n - 1021, floor_half(e1 + e2 + 4 * log_n - 1020))
-    return torch.ldexp(torch.ones_like(heaviest), torch.maximum(torch.minimum(aim, high), low))
+    return power_of_two(torch.maximum(torch.minimum(aim, high), low), heaviest.dtype)
 
 
 def _pairwise_counts(preds: Tensor, target: Tensor, weights: Tensor | None, *, relative: bool = False) -> PairCounts:

@@ -1065,6 +1065,25 @@ def test_categorical_forward_in_a_collection_and_rejected_batches():
     assert _counts(metric.compute()) == {k: float(c) for k, c in total.items()}
 
 
+@pytest.mark.parametrize("method", ["update", "forward"])
+def test_categorical_new_categories_under_inference_mode_stay_ordinary_states(method):
+    """A new category seen under ``torch.inference_mode()`` (a Lightning validation step) grew the counts into an
+    inference tensor: the next update outside it failed ("Inplace update to inference tensor")."""
+    metric, batches = CategoricalCount(), [["a"], ["b", "a"], ["c"]]
+    metric.update(["x"])
+    with torch.inference_mode():
+        for batch in batches[:2]:
+            if method == "update":
+                metric.update(batch)
+            else:
+                metric(batch)
+    assert not any(state.is_inference() for state in metric.metric_state.values())
+    metric.update(batches[2])
+    metric(["a"])
+    expected = Counter(["x", *(v for batch in batches for v in batch), "a"])
+    assert _counts(metric.compute()) == {k: float(c) for k, c in expected.items()}
+
+
 class _AtenOps(TorchDispatchMode):
     """Counts the ATen operations run inside the block."""
 

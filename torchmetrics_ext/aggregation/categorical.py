@@ -174,15 +174,18 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         lookup = self._index()
         fresh = [c for c in dict.fromkeys(new) if c not in lookup]
         if fresh:
-            data, ends = _encode_all(fresh, self.device)
-            if len(self.category_ends):
-                ends += self.category_ends[-1]
+            # states grown under inference mode (a validation step) stay ordinary tensors: the next
+            # update outside it adds into the counts in place
+            with torch.inference_mode(False):
+                data, ends = _encode_all(fresh, self.device)
+                if len(self.category_ends):
+                    ends += self.category_ends[-1]
+                self.category_bytes = torch.cat([self.category_bytes, data])
+                self.category_ends = torch.cat([self.category_ends, ends])
+                self.counts = torch.cat([self.counts, self.counts.new_zeros(len(fresh))])
             for c in fresh:
                 lookup[c] = len(lookup)
-            self.category_bytes = torch.cat([self.category_bytes, data])
-            self.category_ends = torch.cat([self.category_ends, ends])
             self._lookup_of = (self.category_bytes, self.category_ends, len(self.category_ends))
-            self.counts = torch.cat([self.counts, self.counts.new_zeros(len(fresh))])
         return lookup
 
     def _align(self, union: Sequence[Category]) -> None:

@@ -753,3 +753,39 @@ def test_a_checkpoint_written_before_distribution_kept_its_compensations_loads()
     del entry["states"]["total"]  # a state that cannot be derived is still refused
     with pytest.raises(ValueError, match="do not match"):
         MetricsAggregator().load_state_dict(state)
+
+
+def test_a_checkpoint_with_one_tensor_per_category_loads():
+    """CATEGORICAL_COUNT states saved as ``category_keys`` (one ``uint8`` tensor per category, ``b"s"`` + UTF-8 or
+    ``b"i"`` + digits; written here by hand as earlier versions did) load and resume their counts."""
+    old_keys = [b"sweb", b"i7", b"s7"]
+    state = {
+        "metadata": {
+            "format": "torchmetrics_ext.MetricsAggregator/1",
+            "metrics": [
+                {
+                    "dataset_name": "d",
+                    "name": "source",
+                    "agg_type": "categorical_count",
+                    "update_count": 2,
+                    "states": {"counts": None, "category_keys": len(old_keys)},
+                }
+            ],
+        },
+        "tensors": {
+            "0/counts": torch.tensor([2.0, 1.0, 3.0], dtype=torch.float64),
+            **{f"0/category_keys/{j}": torch.tensor(list(key), dtype=torch.uint8) for j, key in enumerate(old_keys)},
+        },
+    }
+    resumed = MetricsAggregator()
+    resumed.load_state_dict(state)
+    resumed.update([Metric("d", "source", c, A.CATEGORICAL_COUNT) for c in ["web", 7, "new"]])
+    counts = Counter({"web": 2, 7: 1, "7": 3}) + Counter(["web", 7, "new"])
+    expected = {f"train_d/source_count_{c}" + ("(int)" if c == 7 else ""): float(n) for c, n in counts.items()}
+    assert resumed.get_metrics_for_logging() == expected
+    entry = resumed.state_dict()["metadata"]["metrics"][0]
+    assert entry["states"] == {"counts": None, "category_bytes": None, "category_ends": None}
+    assert entry["update_count"] == 3
+    del state["tensors"]["0/counts"], state["metadata"]["metrics"][0]["states"]["counts"]
+    with pytest.raises(ValueError, match="do not match"):  # keys without counts are still refused
+        MetricsAggregator().load_state_dict(state)

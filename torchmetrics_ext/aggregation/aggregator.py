@@ -384,7 +384,11 @@ class MetricsAggregator:
             # states a metric added after the checkpoint was written, which its load derives from
             # saved ones (Distribution's compensations: zeros)
             derived = {n for n, (_, sources) in getattr(metric, "_derived_states", {}).items() if set(sources) <= saved}
-            if not saved <= expected or expected - saved - derived:
+            # states of an earlier version of the metric, which its load reads as the current ones
+            # (CategoricalCount's list of keys, now two tensors)
+            former = {old: new for old, new in getattr(metric, "_former_states", {}).items() if old in saved}
+            derived |= {name for names in former.values() for name in names}
+            if not saved <= expected | set(former) or expected - saved - derived:
                 raise ValueError(
                     f"Checkpointed states {sorted(entry['states'])} of {key} do not match the "
                     f"{_type_name(agg_type)} handler's states {sorted(metric.metric_state)}."

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from itertools import accumulate
 from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torchmetrics.utilities.exceptions import TorchMetricsUserError
 
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.checks import check_categories
-from torchmetrics_ext.metrics.base import one_task
+from torchmetrics_ext.metrics.base import _FORWARD_CONTEXT, one_task
 from torchmetrics_ext.utilities.data import ordered_union
 
 __all__ = ["CategoricalCount", "Category", "CategoryBatch"]
@@ -27,14 +29,40 @@ class CategoryBatch(NamedTuple):
     counts: list[int] | Tensor
 
 
-def _encode(category: Category) -> Tensor:
-    raw = (b"s" + category.encode()) if isinstance(category, str) else (b"i" + str(int(category)).encode())
-    return torch.tensor(list(raw), dtype=torch.uint8)
+def _encode(category: Category) -> bytes:
+    """A category's key: ``b"s"`` and its UTF-8 text, or ``b"i"`` and its decimal digits (``1`` and ``"1"`` differ)."""
+    return (b"s" + category.encode()) if isinstance(category, str) else (b"i" + str(int(category)).encode())
 
 
-def _decode(encoded: Tensor) -> Category:
-    raw = bytes(encoded.tolist())
-    return raw[1:].decode() if raw[:1] == b"s" else int(raw[1:])
+def _encode_all(categories: Sequence[Category], device: torch.device) -> tuple[Tensor, Tensor]:
+    """The keys of ``categories`` as the two key states: one flat ``uint8`` tensor and each key's int64 end in it."""
+    raws = [_encode(c) for c in categories]
+    ends = torch.tensor(list(accumulate(map(len, raws))), dtype=torch.long)
+    data = torch.frombuffer(bytearray(b"".join(raws)), dtype=torch.uint8) if raws else torch.zeros(0, dtype=torch.uint8)
+    return data.to(device), ends.to(device)
+
+
+_STR = ord("s")  # the first byte of a str category's key
+
+
+def _decode_all(data: Tensor, ends: Tensor) -> list[Category]:
+    """The categories held by the key states ``data`` (flat ``uint8``) and ``ends`` (each key's end in it)."""
+    raw = data.cpu().numpy().tobytes()
+    categories: list[Category] = []
+    start = 0
+    for end in ends.tolist():
+        key = raw[start + 1 : end]
+        categories.append(key.decode() if raw[start] == _STR else int(key))
+        start = end
+    return categories
+
+
+def _joined_keys(keys: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Former ``category_keys`` (one ``uint8`` tensor per category) as the flat key states ``(data, ends)``."""
+    if not keys:
+        return torch.zeros(0, dtype=torch.uint8), torch.zeros(0, dtype=torch.long)
+    lengths = torch.tensor([key.numel() for key in keys], dtype=torch.long)
+    return torch.cat([key.reshape(-1).to(torch.uint8) for key in keys]), lengths.cumsum(0)
 
 
 class CategoricalCount(AggregationMetric[CategoryBatch]):
@@ -60,11 +88,18 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
             are rejected) or an integer tensor.
 
     Note:
-        States: ``counts``, a float64 vector with one entry per category (exact up to 2**53),
-        and ``category_keys``, a list state holding each category as a small ``uint8`` tensor, so
-        ``state_dict``, pickling, ``.to(device)`` and ``MetricCollection`` compute groups carry
-        the categories with their counts. Memory grows with the number of distinct categories.
-        :class:`~torchmetrics_ext.Windowed` refuses it (its counts do not add up per update).
+        States: ``counts``, a float64 vector with one entry per category (exact up to 2**53), and
+        the categories' keys in two integer tensors: ``category_bytes``, every key's bytes one
+        after the other (``uint8``: ``b"s"`` and the UTF-8 text of a ``str``, ``b"i"`` and the
+        digits of an ``int``), and ``category_ends``, where each key ends in it (int64, one per
+        category). So ``state_dict``, pickling, ``deepcopy``, ``.to(device)`` and
+        ``MetricCollection`` compute groups carry the categories with their counts, at the cost of
+        three tensors whatever the number of categories (earlier versions kept one small tensor per
+        category in a list state ``category_keys``, which took seconds to save, copy or pickle at
+        100k categories; their checkpoints still load). Memory grows with the number of
+        distinct categories. An update and ``forward`` cost the batch's categories, not those
+        seen so far. :class:`~torchmetrics_ext.Windowed` refuses it (its counts do not add up per
+        update).
 
     Example:
         >>> from torchmetrics_ext.aggregation import CategoricalCount
@@ -80,7 +115,10 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
     _refused_options: ClassVar[tuple[str, ...]] = ("num_tasks",)  # no task dimension (one_task)
     full_state_update: bool = False
     plot_lower_bound = 0.0
-    _data_sized_states = frozenset({"counts"})  # one count per category seen
+    # one count and one key end per category seen, and their keys' bytes
+    _data_sized_states = frozenset({"counts", "category_bytes", "category_ends"})
+    # states of earlier versions that a load reads, and the states it makes of them (read by MetricsAggregator)
+    _former_states: ClassVar[dict[str, tuple[str, ...]]] = {"category_keys": ("category_bytes", "category_ends")}
     # read by Windowed, which refuses this metric with the reason
     window_unsupported: ClassVar[str] = (
         "its counts vector grows with the categories seen and is aligned to their first-seen order, so "
@@ -88,14 +126,17 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         "and reset it every N steps."
     )
     counts: Tensor
-    category_keys: list[Tensor]
+    category_bytes: Tensor
+    category_ends: Tensor
 
     def __init__(self, *, validate_args: bool = True, **kwargs: Any) -> None:
         super().__init__(one_task(self, kwargs), validate_args=validate_args, **kwargs)
         self.add_state("counts", default=torch.zeros(0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("category_keys", default=[], dist_reduce_fx=None)
+        self.add_state("category_bytes", default=torch.zeros(0, dtype=torch.uint8), dist_reduce_fx=None)
+        self.add_state("category_ends", default=torch.zeros(0, dtype=torch.long), dist_reduce_fx=None)
         self._lookup: dict[Category, int] = {}
-        self._lookup_of: tuple[list[Tensor] | None, int] = (None, -1)  # (key list, its length)
+        # the key states the lookup was made of, and their number of categories
+        self._lookup_of: tuple[Tensor | None, Tensor | None, int] = (None, None, -1)
 
     # ------------------------------------------------------------------ categories
 
@@ -104,39 +145,62 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         """The categories, in the order of ``counts``."""
         return list(self._index())
 
+    @property
+    def category_keys(self) -> list[Tensor]:
+        """Each key as its own ``uint8`` tensor (views of ``category_bytes``), as earlier versions held them."""
+        lengths = self.category_ends.diff(prepend=self.category_ends.new_zeros(1))
+        return list(self.category_bytes.split(lengths.tolist()))
+
     def _index(self) -> dict[Category, int]:
-        """``{category: position}``, rebuilt only when the key list was replaced or grew elsewhere."""
-        keys = self.category_keys
-        source, length = self._lookup_of
-        if source is not keys or length != len(keys):
-            self._lookup = {_decode(t): i for i, t in enumerate(keys)}
-            self._lookup_of = (keys, len(keys))
+        """``{category: position}``, rebuilt only when the key states were replaced (a load, a move, a sync)."""
+        data, ends = self.category_bytes, self.category_ends
+        cached_data, cached_ends, length = self._lookup_of
+        if cached_data is not data or cached_ends is not ends or length != len(ends):
+            self._set_index(_decode_all(data, ends))
         return self._lookup
+
+    def _set_index(self, categories: Sequence[Category]) -> None:
+        """Remember ``categories`` (those the key states hold now, in order) as the lookup."""
+        self._lookup = {c: i for i, c in enumerate(categories)}
+        self._lookup_of = (self.category_bytes, self.category_ends, len(self.category_ends))
+
+    def _set_categories(self, categories: Sequence[Category], counts: Tensor) -> None:
+        """Make the states exactly ``categories`` (distinct, in order) with ``counts``."""
+        self.counts = counts
+        self.category_bytes, self.category_ends = _encode_all(categories, self.device)
+        self._set_index(categories)
 
     def _add_categories(self, new: Sequence[Category]) -> dict[Category, int]:
         lookup = self._index()
         fresh = [c for c in dict.fromkeys(new) if c not in lookup]
         if fresh:
+            # states grown under inference mode (a validation step) stay ordinary tensors: the next
+            # update outside it adds into the counts in place
+            with torch.inference_mode(False):
+                data, ends = _encode_all(fresh, self.device)
+                if len(self.category_ends):
+                    ends += self.category_ends[-1]
+                self.category_bytes = torch.cat([self.category_bytes, data])
+                self.category_ends = torch.cat([self.category_ends, ends])
+                self.counts = torch.cat([self.counts, self.counts.new_zeros(len(fresh))])
             for c in fresh:
-                lookup[c] = len(self.category_keys)
-                self.category_keys.append(_encode(c).to(self.device))
-            self._lookup_of = (self.category_keys, len(self.category_keys))
-            self.counts = torch.cat([self.counts, self.counts.new_zeros(len(fresh))])
+                lookup[c] = len(lookup)
+            self._lookup_of = (self.category_bytes, self.category_ends, len(self.category_ends))
         return lookup
 
     def _align(self, union: Sequence[Category]) -> None:
         """Reorder (and extend with zero counts) to exactly the categories ``union``."""
-        if self.categories == list(union):
-            return
         lookup = self._index()
+        if list(lookup) == list(union[: len(lookup)]):  # this rank's categories first (rank 0): append the rest
+            self._add_categories(union[len(lookup) :])
+            return
         counts = self.counts.new_zeros(len(union))
         if lookup:
             where = {c: i for i, c in enumerate(union)}
             src = torch.tensor(list(lookup.values()), dtype=torch.long, device=self.device)
             dst = torch.tensor([where[c] for c in lookup], dtype=torch.long, device=self.device)
             counts[dst] = self.counts[src]
-        self.counts = counts
-        self.category_keys = [_encode(c).to(self.device) for c in union]
+        self._set_categories(union, counts)
 
     # ------------------------------------------------------------------ update / compute
 
@@ -152,15 +216,73 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
             )
         check_categories(categories)
 
-    def update(self, categories: Sequence[Category] | Tensor) -> None:
-        """Count each element of ``categories`` (a sequence of ``str``/``int`` or an integer tensor)."""
+    def _batch(self, categories: Sequence[Category] | Tensor) -> CategoryBatch:
+        """``update``'s argument checked (when ``validate_args``) and summarized; changes no state."""
         if self._check_inputs:
             self._validate(categories)
         if isinstance(categories, Tensor):
             keys, counts = torch.unique(categories.reshape(-1), return_counts=True)
-            self._fold(CategoryBatch(keys.tolist(), counts))
-        else:
-            self._fold(self.summarize(categories))
+            return CategoryBatch(keys.tolist(), counts)
+        return self.summarize(categories)
+
+    def update(self, categories: Sequence[Category] | Tensor) -> None:
+        """Count each element of ``categories`` (a sequence of ``str``/``int`` or an integer tensor)."""
+        self._fold(self._batch(categories))
+
+    def forward(self, *args: Any, **kwargs: Any) -> dict[Category, Tensor]:
+        """Count the batch and return its own ``{category: count}``, in the batch's cost.
+
+        What TorchMetrics' ``forward`` returns and leaves (the batch's value, computed and, with
+        ``dist_sync_on_step``, synced across ranks from the batch alone; the batch added to the
+        states; one more update counted; no cached value), without its copy, reset and merge of
+        every state: those cost a Python step per category seen (0.7 s per call at 100k
+        categories). A rejected batch changes nothing.
+
+        Raises:
+            TorchMetricsUserError: if the metric is synced (as TorchMetrics' ``forward``).
+            TypeError: see the class.
+        """
+        if self._is_synced:
+            raise TorchMetricsUserError(
+                "The Metric shouldn't be synced when performing ``forward``. HINT: Did you forget to call ``unsync`` ?."
+            )
+        if self.validate_args:
+            self._require_arguments(args, kwargs)
+        summary = self._batch(*args, **kwargs)
+        state = self.__dict__
+        context = {name: state[name] for name in _FORWARD_CONTEXT if name in state}
+        accumulated = {name: getattr(self, name) for name in self._defaults}
+        lookup = self._index(), self._lookup_of
+        try:
+            # the batch's value: compute (and with dist_sync_on_step a sync) of the batch's states alone
+            counts = summary.counts
+            counts = (
+                counts.to(device=self.device, dtype=self.counts.dtype)
+                if isinstance(counts, Tensor)
+                else torch.tensor(counts, dtype=self.counts.dtype, device=self.device)
+            )
+            self._set_categories(summary.categories, counts)
+            state["_update_count"], state["_computed"] = context["_update_count"] + 1, None
+            state["_to_sync"], state["_should_unsync"] = self.dist_sync_on_step, False
+            state["compute_on_cpu"], state["_enable_grad"] = False, True
+            value = self.compute()
+            for name, kept in accumulated.items():
+                setattr(self, name, kept)
+            self._lookup, self._lookup_of = lookup
+            self._fold(summary)
+        except BaseException:
+            for name, kept in accumulated.items():
+                setattr(self, name, kept)
+            self._lookup_of = (None, None, -1)  # rebuilt from the states at the next use
+            state.update(context)
+            raise
+        state["_is_synced"], state["_should_unsync"], state["_to_sync"] = False, True, self.sync_on_compute
+        state["_computed"], state["_enable_grad"] = None, False
+        state["compute_on_cpu"] = context["compute_on_cpu"]
+        state["_forward_cache"] = value
+        if torch.is_inference_mode_enabled():
+            self._ordinary_states()
+        return value
 
     def summarize(self, values: Sequence[Any]) -> CategoryBatch:
         """The distinct categories of a batch of ``str``/``int`` values and their counts.
@@ -215,10 +337,11 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
     # ------------------------------------------------------------------ merging
 
     def _reduce_states(self, incoming_state: dict[str, Any]) -> None:
-        """Merge another state (``forward``'s accumulated state, ``merge_state``) category by category."""
+        """Merge another metric's states (``merge_state``) category by category: its categories, then new ones."""
         local_counts, local = self.counts, self.categories
-        self.category_keys = [t.clone() for t in incoming_state["category_keys"]]
-        self.counts = incoming_state["counts"].clone().to(dtype=local_counts.dtype, device=self.device)
+        self.category_bytes = incoming_state["category_bytes"].to(self.device, copy=True)
+        self.category_ends = incoming_state["category_ends"].to(self.device, copy=True)
+        self.counts = incoming_state["counts"].to(dtype=local_counts.dtype, device=self.device, copy=True)
         lookup = self._add_categories(local)
         if local:
             index = torch.tensor([lookup[c] for c in local], dtype=torch.long, device=self.device)
@@ -235,3 +358,55 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
 
             dist_sync_fn = gather_all_tensors
         self.counts = torch.stack(dist_sync_fn(self.counts, group=group)).sum(0)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """Load the states; a checkpoint of an earlier version (``category_keys``, one tensor per category) too."""
+        former = state_dict.pop(prefix + "category_keys", None)
+        if (
+            former is not None
+            and prefix + "category_bytes" not in state_dict
+            and prefix + "category_ends" not in state_dict
+        ):
+            if isinstance(former, Tensor):  # one category's key, as a synced list state is stored
+                former = [former]
+            if isinstance(former, list) and all(isinstance(key, Tensor) for key in former):
+                state_dict[prefix + "category_bytes"], state_dict[prefix + "category_ends"] = _joined_keys(former)
+            else:
+                error_msgs.append(
+                    f"state mismatch for {prefix}category_keys: the checkpoint holds a {type(former).__name__}, "
+                    f"a {type(self).__name__} of an earlier version a list of tensors."
+                )
+                return
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def _state_problems(self, state_dict: Mapping[str, Any], prefix: str, origin: str = "checkpoint") -> list[str]:
+        """The base class's checks, and that the counts and keys describe the same categories."""
+        problems = super()._state_problems(state_dict, prefix, origin)
+        counts, data, ends = (state_dict.get(prefix + name) for name in ("counts", "category_bytes", "category_ends"))
+        if problems or not (isinstance(counts, Tensor) and isinstance(data, Tensor) and isinstance(ends, Tensor)):
+            return problems
+        if data.dtype != torch.uint8 or ends.dtype != torch.long:
+            return [
+                f"state mismatch: the {origin}'s category keys are {data.dtype} and {ends.dtype}, "
+                f"this {type(self).__name__} expects torch.uint8 bytes and torch.int64 ends."
+            ]
+        end = int(ends[-1]) if len(ends) else 0
+        if len(ends) != len(counts) or end != len(data) or bool((ends.diff(prepend=ends.new_zeros(1)) < 1).any()):
+            return [
+                f"state mismatch: the {origin}'s {len(counts)} counts and {len(ends)} category keys "
+                f"(ending at byte {end} of {len(data)}) do not describe the same categories."
+            ]
+        return []

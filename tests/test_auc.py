@@ -1447,6 +1447,7 @@ def test_grouped_values_whatever_the_ids_span_and_dtype(dtype, low, high, device
     integer dtype at its extremes, over more samples than PyTorch sorts with its radix sort (32,768): the
     ids are sorted as offsets from the smallest in narrower keys, which must keep every group apart
     (uint16/32/64 ids raised NotImplementedError from the CPU sort at this size)."""
+    H.skip_without_wide_unsigned(dtype)
     rng = np.random.default_rng(7)
     n, num_groups = 40_000, 23
     choices = np.unique(np.r_[low, high, rng.integers(low, high, num_groups - 2, endpoint=True, dtype=np.int64)])
@@ -1508,6 +1509,7 @@ def test_unsigned_labels_weights_and_group_ids_are_accepted(dtype, device_path):
 
     Weights and ids reach the top of each dtype (uint64 ones past 2**63); sklearn on float64 weights.
     """
+    H.skip_without_wide_unsigned(dtype)
     rng = np.random.default_rng(41)
     data = auc_data(rng)
     p, y = data["preds"], data["target"]

@@ -1101,7 +1101,9 @@ class WeightedModel(L.LightningModule):
         self.fed.append({k: v.detach().clone() for k, v in out.items()})
         if self.manual:
             self.train_metrics.update({k: v.detach() for k, v in out.items()})
-        return {"loss": torch.nn.functional.binary_cross_entropy(out["prediction"], y), **out}
+        # the loss in float32: PyTorch 2.3 has no CPU binary_cross_entropy in bfloat16/float16
+        loss = torch.nn.functional.binary_cross_entropy(out["prediction"].float(), y.float())
+        return {"loss": loss, **out}
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)

@@ -1334,8 +1334,9 @@ def test_unsigned_weights_are_accepted(dtype, device_path):
     rng = np.random.default_rng(29)
     data = flat_data(rng, num_queries=40)
     query = np.unique(data["indexes"].numpy(), return_inverse=True)[1]
-    query_weights, qw = H.unsigned_weights(rng, dtype, (int(query.max()) + 1,))
-    weighted = {**data, "weights": query_weights[torch.from_numpy(query)]}
+    _, qw = H.unsigned_weights(rng, dtype, (int(query.max()) + 1,))
+    # each row's weight made from NumPy (PyTorch before 2.5 cannot index uint16/32/64 tensors)
+    weighted = {**data, "weights": H.unsigned(qw[query], dtype)}
     ref = dict_ref((1, 3))({**H.to_numpy(data), "weights": qw[query]})
     with force_device_path(device_path):
         metric = tmx.RankingMetrics(ks=(1, 3))

@@ -410,4 +410,6 @@ def test_ranking_in_update_has_a_small_fixed_cost(make, complete, limit):
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         step()
     ops = [event.name for event in prof.events() if event.cpu_parent is None and event.name.startswith("aten::")]
+    if not H.WIDE_UNSIGNED_OK:  # PyTorch 2.3 records more top-level ops (a fill_ per wrapped scalar)
+        limit = limit * 13 // 10
     assert len(ops) <= limit, (len(ops), ops)

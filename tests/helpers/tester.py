@@ -86,6 +86,19 @@ def random_weights(rng: np.random.Generator, kind: str | None, shape: tuple[int,
 
 UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
 
+# PyTorch 2.3 (the declared minimum) cannot promote uint16/32/64 to a floating type nor ask a uint16
+# dtype `is_signed`; docs/policies.md names 2.4 as the first version where the metrics take them all
+_TORCH = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+WIDE_UNSIGNED_OK = _TORCH >= (2, 4)
+
+
+def skip_without_wide_unsigned(dtype: torch.dtype) -> None:
+    """Skip the calling test for a uint16/32/64 ``dtype`` on a PyTorch older than 2.4."""
+    if dtype in UNSIGNED and not WIDE_UNSIGNED_OK:
+        import pytest
+
+        pytest.skip(f"{dtype} inputs need PyTorch 2.4 or newer (docs/policies.md)")
+
 
 def unsigned(values: np.ndarray, dtype: torch.dtype) -> Tensor:
     """Non-negative integers as a ``dtype`` tensor (uint16/32/64: NumPy's uint64 carries them all)."""

@@ -254,15 +254,16 @@ class _CurveMetric(TaskMetric):
                 p, t, w, self.num_bins, self.logit_range, self.from_logits, out=self._hist, bin_space=self.bin_space
             )
             return
+        signed = F._signed_weights(t, w)
         if w is not None and not on_device_path(p):
             # rows of zero weight in every task change nothing: on the CPU they are not stored (on
-            # a device, finding them would wait for it; stored, they add nothing to any sum)
+            # a device, finding them would wait for it; stored, they add nothing to any sum). The
+            # labels are not indexed (PyTorch before 2.5 has no index kernel for uint16/32/64).
             keep = (w != 0).any(0)
             if not bool(keep.all()):
-                p, t, w = p[:, keep], t[:, keep], w[:, keep]
+                p, signed = p[:, keep], signed[:, keep]
         # sample-major (n * T,) float32: a rank's empty-list placeholder at sync is float32 (0,) too
         self._scores.append(_sample_major(p))  # small chunks are joined after the update (TaskMetric)
-        signed = F._signed_weights(t, w)
         self.signed_weights.append(signed.view(-1) if signed.shape[0] == 1 else _sample_major(signed))
 
     def _curve_stats(self) -> F.CurveStats:

@@ -1335,7 +1335,7 @@ def test_unsigned_weights_are_accepted(dtype, device_path):
     data = flat_data(rng, num_queries=40)
     query = np.unique(data["indexes"].numpy(), return_inverse=True)[1]
     _, qw = H.unsigned_weights(rng, dtype, (int(query.max()) + 1,))
-    # each row's weight made from NumPy (PyTorch before 2.5 cannot index uint16/32/64 tensors)
+    # each row's weight made from NumPy (PyTorch 2.3 and 2.4 cannot index uint16/32/64 tensors)
     weighted = {**data, "weights": H.unsigned(qw[query], dtype)}
     ref = dict_ref((1, 3))({**H.to_numpy(data), "weights": qw[query]})
     with force_device_path(device_path):

@@ -258,7 +258,7 @@ class _CurveMetric(TaskMetric):
         if w is not None and not on_device_path(p):
             # rows of zero weight in every task change nothing: on the CPU they are not stored (on
             # a device, finding them would wait for it; stored, they add nothing to any sum). The
-            # labels are not indexed (PyTorch before 2.5 has no index kernel for uint16/32/64).
+            # labels are not indexed (PyTorch 2.3 and 2.4 have no index kernel for uint16/32/64).
             keep = (w != 0).any(0)
             if not bool(keep.all()):
                 p, signed = p[:, keep], signed[:, keep]

@@ -2208,7 +2208,9 @@ def test_cli_rejects_a_bad_output_path_before_reading(dataset, tmp_path, capsys,
         cli.main(["evaluate", str(dataset), *TASK_FLAGS, "--metrics", "ctr", "--output", output])
     out, err = capsys.readouterr()
     assert exit_info.value.code == 2 and out == ""  # nothing read, nothing printed
-    assert "torchmetrics-ext: error: --output: " in err and "Traceback" not in err
+    # the subcommand's own usage and name (the top-level usage line was printed before)
+    assert "torchmetrics-ext evaluate: error: --output: " in err and "Traceback" not in err
+    assert err.startswith("usage: torchmetrics-ext evaluate ")
     assert re.search(message, err)
     with pytest.raises(ValueError, match=message):
         evaluate(dataset, TASKS, ["ctr"]).write(output)

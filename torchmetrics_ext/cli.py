@@ -152,8 +152,8 @@ def run_demo(samples: int = 500_000, batch_size: int = 8192, seed: int = 0) -> d
     return values
 
 
-def add_evaluate_parser(sub: Any) -> None:
-    """The ``evaluate`` subcommand's arguments."""
+def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
+    """The ``evaluate`` subcommand's arguments (its parser returned: its errors print its own usage)."""
     ev = sub.add_parser(
         "evaluate",
         help="score logged predictions in Parquet/CSV files (streamed; torchrun splits them between ranks)",
@@ -185,6 +185,7 @@ def add_evaluate_parser(sub: Any) -> None:
     ev.add_argument("--on-invalid", choices=("error", "skip"), default="error", help="invalid rows: fail or drop them")
     ev.add_argument("--batch-size", type=int, default=65_536, help="rows per record batch")
     ev.add_argument("--no-progress", action="store_true", help="do not print the progress line")
+    return ev
 
 
 def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -331,12 +332,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--samples", type=int, default=500_000, help="--quick: samples scored")
     demo.add_argument("--queries", type=int, default=20_000, help="--quick: search sessions for the ranking table")
     demo.add_argument("--seed", type=int, default=0)
-    add_evaluate_parser(sub)
+    evaluate = add_evaluate_parser(sub)
     args = parser.parse_args(argv)
+    # a subcommand's own mistakes are reported with its usage line, as argparse does for its arguments
     if args.command == "evaluate":
-        return run_evaluate(args, parser)
+        return run_evaluate(args, evaluate)
     if args.command == "demo":
-        return run_demo_command(args, parser)
+        return run_demo_command(args, demo)
     return 0
 
 

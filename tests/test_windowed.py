@@ -432,6 +432,34 @@ def test_exact_window_of_many_small_updates_keeps_the_lifetime_list_short_and_sh
         assert value["window"].item() == pytest.approx(skm.roc_auc_score(y[-1000:], p[-1000:]), rel=1e-9)
 
 
+def test_exact_window_joins_the_small_chunks_that_a_large_batch_evicts_at_once():
+    """40 one-sample updates, then a batch of 40,000 (a large chunk, evicting the 40 at once), 34 times.
+
+    The lifetime joins its chunks before the window's 64 at a time, looking just before the
+    window's: the runs of 40 small chunks between two large ones were never joined (one list
+    entry per update, as a plain AUC keeps). They are joined once the chunks before the window's
+    have doubled; values are scikit-learn's over all the samples and the window's 100.
+    """
+    g = torch.Generator().manual_seed(22)
+    metric = Windowed(tmx.AUC(), window_size=100)
+    preds, target = [], []
+    for step in range(34 * 41):
+        b = 40_000 if step % 41 == 40 else 1
+        p = torch.rand(b, generator=g)
+        y = (torch.rand(b, generator=g) < p).float()
+        metric.update(p, y)
+        preds.append(p)
+        target.append(y)
+    life = metric._child("lifetime")
+    for name in metric._ring.list_names:
+        # per 41 updates: the large chunk and at most two of small ones, plus one doubling's 128
+        assert len(getattr(life, name)) <= 3 * 34 + 2 * 64 + metric._ring.num_chunks[name], name
+    p, y = torch.cat(preds).numpy(), torch.cat(target).numpy()
+    value = metric.compute()
+    assert value["lifetime"].item() == pytest.approx(skm.roc_auc_score(y, p), rel=1e-9)
+    assert value["window"].item() == pytest.approx(skm.roc_auc_score(y[-100:], p[-100:]), rel=1e-9)
+
+
 @pytest.mark.parametrize("max_updates", [None, 700])
 def test_exact_window_of_joined_updates_evicts_update_by_update_and_resumes(max_updates):
     """Updates of 1 to 3 samples: joined segments lose their oldest updates one at a time (the window
@@ -524,6 +552,24 @@ def test_join_small_tails_joins_before_the_kept_chunks_at_every_append():
     assert len(tail) == 70
     join_small_tails([tail], keep=3, kept_first=tail[-3])
     assert len(tail) == 1 + 3 + 3 and tail[3].shape == (192,)
+
+
+def test_join_small_runs_leaves_the_kept_and_frozen_chunks_alone():
+    """``keep`` newest chunks and ``frozen`` ones end runs and stay the same objects; the rest join in order."""
+    from torchmetrics_ext.utilities.chunks import join_small_runs
+
+    chunks = [torch.full((3,), float(i)) for i in range(100)]
+    chunks[50] = torch.zeros(40_000)  # a large chunk ends a run
+    a, b = list(chunks), [-c for c in chunks]
+    kept, frozen = a[-5:], a[20]
+    join_small_runs([a, b], frozen=[frozen], keep=5)
+    assert len(a) == len(b) == 1 + 1 + 1 + 1 + 1 + 5  # 0-19, 20, 21-49, 50, 51-94, the 5 kept
+    assert all(x is y for x, y in zip(a[-5:], kept, strict=True)) and a[1] is frozen
+    torch.testing.assert_close(torch.cat(a), torch.cat(chunks))
+    torch.testing.assert_close(torch.cat(b), -torch.cat(chunks))
+    short = [torch.zeros(3) for _ in range(4)]
+    join_small_runs([short], keep=3)  # one chunk before the kept ones: nothing to join
+    assert len(short) == 4
 
 
 def _kept_tail(seen, window):

@@ -373,6 +373,93 @@ def test_exact_window_of_one_sample_updates_holds_few_tensors():
     assert value["window"].item() == pytest.approx(skm.roc_auc_score(y[-3000:], p[-3000:]), rel=1e-9)
 
 
+def _grouped_auc_reference(y, p, groups):
+    """Mean of scikit-learn's ROC AUC over the groups that hold both classes."""
+    values = [skm.roc_auc_score(y[groups == g], p[groups == g]) for g in np.unique(groups)]
+    return np.mean([v for g, v in zip(np.unique(groups), values, strict=True) if 0 < y[groups == g].mean() < 1])
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["AUC", "GroupedAUC"])
+def test_exact_window_of_many_small_updates_keeps_the_lifetime_list_short_and_shares_it(grouped):
+    """6,000 updates of 8 samples into an exact window of 1,000 (125 updates).
+
+    The window's partly evicted oldest segment was joined, whole, with its newer ones again and
+    again: that lifetime chunk grew to 32,768 elements, the window then joined a copy of its own
+    (up to its whole 1,000 samples held by the window alone) and the lifetime's join point jumped
+    by 63 chunks, leaving runs of 63 small chunks never joined (the lifetime list grew by ~6
+    entries per 1,000 updates: 248 entries more than a plain metric's plus the window's).
+    Checked every 250 updates: the lifetime list is a plain metric's (fed the same batches) plus
+    the window's, within one join's 64 entries; every window chunk lies in a lifetime chunk's
+    storage. Values: scikit-learn over all the samples and over the window's 1,000.
+    """
+    g = torch.Generator().manual_seed(21)
+    make = tmx.GroupedAUC if grouped else tmx.AUC
+    metric, plain = Windowed(make(), window_size=1000), make()
+    preds, target, groups = [], [], []
+    for step in range(1, 6001):
+        p = torch.rand(8, generator=g)
+        y = (torch.rand(8, generator=g) < p).float()
+        args = (p, y, torch.randint(0, 5, (8,), generator=g)) if grouped else (p, y)
+        metric.update(*args)
+        plain.update(*args)
+        preds.append(p)
+        target.append(y)
+        if grouped:
+            groups.append(args[2])
+        if step % 250:
+            continue
+        life = metric._child("lifetime")
+        for name in metric._ring.list_names:
+            lifetime_chunks, window_chunks = getattr(life, name), metric._ring.window_chunks(name)
+            lengths = (len(lifetime_chunks), len(getattr(plain, name)), len(window_chunks))
+            assert lengths[0] <= lengths[1] + lengths[2] + 64, (step, name, lengths)
+            homes = [(c.untyped_storage().data_ptr(), c.untyped_storage().nbytes()) for c in lifetime_chunks]
+            for chunk in window_chunks:
+                start = chunk.data_ptr()
+                last = sum((size - 1) * stride for size, stride in zip(chunk.shape, chunk.stride(), strict=True))
+                stop = start + (last + 1) * chunk.element_size()
+                assert any(a <= start and stop <= a + n for a, n in homes), (step, name)  # not held twice
+    p, y = torch.cat(preds).numpy(), torch.cat(target).numpy()
+    value = metric.compute()
+    if grouped:
+        gr = torch.cat(groups).numpy()
+        assert value["lifetime"].item() == pytest.approx(_grouped_auc_reference(y, p, gr), rel=1e-9)
+        assert value["window"].item() == pytest.approx(
+            _grouped_auc_reference(y[-1000:], p[-1000:], gr[-1000:]), rel=1e-9
+        )
+    else:
+        assert value["lifetime"].item() == pytest.approx(skm.roc_auc_score(y, p), rel=1e-9)
+        assert value["window"].item() == pytest.approx(skm.roc_auc_score(y[-1000:], p[-1000:]), rel=1e-9)
+
+
+def test_exact_window_joins_the_small_chunks_that_a_large_batch_evicts_at_once():
+    """40 one-sample updates, then a batch of 40,000 (a large chunk, evicting the 40 at once), 34 times.
+
+    The lifetime joins its chunks before the window's 64 at a time, looking just before the
+    window's: the runs of 40 small chunks between two large ones were never joined (one list
+    entry per update, as a plain AUC keeps). They are joined once the chunks before the window's
+    have doubled; values are scikit-learn's over all the samples and the window's 100.
+    """
+    g = torch.Generator().manual_seed(22)
+    metric = Windowed(tmx.AUC(), window_size=100)
+    preds, target = [], []
+    for step in range(34 * 41):
+        b = 40_000 if step % 41 == 40 else 1
+        p = torch.rand(b, generator=g)
+        y = (torch.rand(b, generator=g) < p).float()
+        metric.update(p, y)
+        preds.append(p)
+        target.append(y)
+    life = metric._child("lifetime")
+    for name in metric._ring.list_names:
+        # per 41 updates: the large chunk and at most two of small ones, plus one doubling's 128
+        assert len(getattr(life, name)) <= 3 * 34 + 2 * 64 + metric._ring.num_chunks[name], name
+    p, y = torch.cat(preds).numpy(), torch.cat(target).numpy()
+    value = metric.compute()
+    assert value["lifetime"].item() == pytest.approx(skm.roc_auc_score(y, p), rel=1e-9)
+    assert value["window"].item() == pytest.approx(skm.roc_auc_score(y[-100:], p[-100:]), rel=1e-9)
+
+
 @pytest.mark.parametrize("max_updates", [None, 700])
 def test_exact_window_of_joined_updates_evicts_update_by_update_and_resumes(max_updates):
     """Updates of 1 to 3 samples: joined segments lose their oldest updates one at a time (the window
@@ -465,6 +552,24 @@ def test_join_small_tails_joins_before_the_kept_chunks_at_every_append():
     assert len(tail) == 70
     join_small_tails([tail], keep=3, kept_first=tail[-3])
     assert len(tail) == 1 + 3 + 3 and tail[3].shape == (192,)
+
+
+def test_join_small_runs_leaves_the_kept_and_frozen_chunks_alone():
+    """``keep`` newest chunks and ``frozen`` ones end runs and stay the same objects; the rest join in order."""
+    from torchmetrics_ext.utilities.chunks import join_small_runs
+
+    chunks = [torch.full((3,), float(i)) for i in range(100)]
+    chunks[50] = torch.zeros(40_000)  # a large chunk ends a run
+    a, b = list(chunks), [-c for c in chunks]
+    kept, frozen = a[-5:], a[20]
+    join_small_runs([a, b], frozen=[frozen], keep=5)
+    assert len(a) == len(b) == 1 + 1 + 1 + 1 + 1 + 5  # 0-19, 20, 21-49, 50, 51-94, the 5 kept
+    assert all(x is y for x, y in zip(a[-5:], kept, strict=True)) and a[1] is frozen
+    torch.testing.assert_close(torch.cat(a), torch.cat(chunks))
+    torch.testing.assert_close(torch.cat(b), -torch.cat(chunks))
+    short = [torch.zeros(3) for _ in range(4)]
+    join_small_runs([short], keep=3)  # one chunk before the kept ones: nothing to join
+    assert len(short) == 4
 
 
 def _kept_tail(seen, window):

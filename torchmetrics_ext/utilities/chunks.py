@@ -114,6 +114,7 @@ def join_small_runs(
     lists: Sequence[list[Tensor]],
     frozen: Sequence[Tensor] = (),
     join: Callable[[list[Tensor]], Tensor] | None = None,
+    keep: int = 0,
 ) -> None:
     """Join every run of consecutive small chunks of the lists into chunks of about ``_SMALL`` elements, in place.
 
@@ -123,17 +124,20 @@ def join_small_runs(
     last may be smaller), and each group of two or more joinable chunks is joined, in every list
     at the same positions (the lists stay aligned). Large chunks and the ``frozen`` ones (by
     identity, in the first list: a :class:`~torchmetrics_ext.Windowed` window's chunks) are kept
-    and end a run. Afterwards a list holds at most about two entries per ``_SMALL`` elements, plus
-    the frozen ones. Nothing is done unless the lists hold the same number of chunks.
+    and end a run, as do the newest ``keep`` chunks (as in :func:`join_small_tails`: a
+    :class:`~torchmetrics_ext.Windowed` lifetime's chunks that its window holds, or holds a view
+    of). Afterwards a list holds at most about two entries per ``_SMALL`` elements, plus the
+    frozen and kept ones. Nothing is done unless the lists hold the same number of chunks.
     """
     if not lists:
         return
     first = lists[0]
     length = len(first)
-    if length < 2 or any(len(chunks) != length for chunks in lists):
+    if length - keep < 2 or any(len(chunks) != length for chunks in lists):
         return
     held = {id(chunk) for chunk in frozen}
-    groups = small_runs([chunk.numel() for chunk in first], [id(chunk) in held for chunk in first])
+    older = first[: length - keep] if keep > 0 else first
+    groups = small_runs([chunk.numel() for chunk in older], [id(chunk) in held for chunk in older])
     groups = [(a, b) for a, b in groups if all(_joinable(chunks[a:b]) for chunks in lists)]
     if not groups:
         return

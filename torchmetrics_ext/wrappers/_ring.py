@@ -141,8 +141,14 @@ def _join_shared(
 
     The oldest chunk may be a view of the lifetime's newest rows of one (a segment partly
     evicted): the lifetime's chunks are joined whole, ``base`` holds the joined tensor in their
-    place and the window gets a view of its rows. ``None`` (nothing changed) when they are not
-    the lifetime's newest chunks in every list state, alike, or cannot be joined.
+    place and the window gets a view of its rows. That whole chunk holds rows the window has
+    evicted, so it is joined only by the rule of
+    :func:`~torchmetrics_ext.utilities.chunks.join_small_tails` (small, and no larger than the
+    newer chunks together): joined again and again, it grew by the window's newest updates each
+    time until it reached ``_SMALL`` elements (copied each time), and the window then joined a
+    copy of its own. ``None`` (nothing changed) when they are not the lifetime's newest chunks in
+    every list state, alike, or cannot be joined (:meth:`StateRing.join_newest` then joins the
+    newer segments only).
     """
     olds = {name: [chunk for segment in segments for chunk in segment] for name, segments in parts.items()}
     counts = {len(chunks) for chunks in olds.values()}
@@ -158,7 +164,9 @@ def _join_shared(
         if not all(a is b for a, b in zip(whole[1:], chunks[1:], strict=True)):
             return None
         cut = _suffix_of(chunks[0], whole[0])
-        if cut is None or (cut and (whole[0].numel() >= _SMALL or is_broadcast(whole[0]))):
+        if cut is None:
+            return None
+        if cut and (is_broadcast(whole[0]) or whole[0].numel() >= _SMALL or 2 * whole[0].numel() > _numel(whole)):
             return None
         cuts[name], wholes[name] = cut, whole
     joined = _join_segments({name: [whole] for name, whole in wholes.items()})
@@ -348,7 +356,12 @@ class StateRing:
         element is copied a few times at most. ``flat`` is edited alike, in place. ``base`` (the
         lifetime's lists) shares the join where its newest chunks are the ones joined (the oldest
         may be a chunk the window holds only the newest rows of): it holds the joined tensor in
-        their place, and the window a view of it.
+        their place, and the window a view of it. Where the oldest segment cannot be joined so (a
+        partly evicted one whose whole chunk is large, or a chunk the lifetime does not hold), the
+        newer ``_JOIN - 1`` segments are joined, shared, and the oldest stays as it is: joined with
+        them into a copy, the window held samples the lifetime does not share, and the lifetime's
+        newest chunks were no longer the window's (its own joins, which leave the window's chunks
+        alone, then skipped 63 of them at once).
         """
         if not self.list_names or len(self.spans) < _JOIN:
             return None
@@ -359,16 +372,24 @@ class StateRing:
         if max(sizes) >= _SMALL or 2 * sizes[-1] > sum(sizes):
             return None
         parts = {name: list(islice(reversed(self.chunks[name]), _JOIN))[::-1] for name in self.list_names}
-        joined = _join_shared(parts, base) if base is not None else None
+        count = _JOIN
+        joined = None
+        if base is not None:
+            joined = _join_shared(parts, base)
+            if joined is None:  # the newer segments, shared; the oldest kept
+                newer = {name: segments[1:] for name, segments in parts.items()}
+                joined = _join_shared(newer, base)
+                if joined is not None:
+                    parts, count = newer, _JOIN - 1
         if joined is None:
             joined = _join_segments(parts)
         if joined is None:
             return None
-        span = sum(self.spans.pop() for _ in range(_JOIN))
+        span = sum(self.spans.pop() for _ in range(count))
         self.spans.append(span)
         for name, block in joined.items():
             chunks = self.chunks[name]
-            for _ in range(_JOIN):
+            for _ in range(count):
                 chunks.pop()
             chunks.append(block)
             old = sum(map(len, parts[name]))

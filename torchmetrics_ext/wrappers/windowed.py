@@ -32,6 +32,7 @@ from torchmetrics_ext.metrics.base import (
     unexpected_options,
 )
 from torchmetrics_ext.utilities.checks import check_int
+from torchmetrics_ext.utilities.chunks import _JOIN, join_small_runs
 from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric
 from torchmetrics_ext.utilities.ownership import defer_state_writes, owner_of, take_ownership, write_deferred_states
 from torchmetrics_ext.utilities.plot import named_series
@@ -790,11 +791,20 @@ class Windowed(WrapperMetric):
             # window's few entries
             first = ring.list_names[0]
             kept = self._window_lists[first]
-            join_small_tails(
-                [getattr(life, name) for name in ring.list_names],
-                keep=max(ring.num_chunks.values()),
-                kept_first=kept[0] if kept else None,
-            )
+            life_lists = [getattr(life, name) for name in ring.list_names]
+            keep = max(ring.num_chunks.values())
+            join_small_tails(life_lists, keep=keep, kept_first=kept[0] if kept else None)
+            # the join above looks at the 64 chunks just before the window's only: where updates
+            # leave the window many at a time (a large batch), runs of small chunks it stepped
+            # over are joined here, once the chunks before the window's have doubled (plus 128)
+            # since the last such join (amortised O(1) per update)
+            older = len(life_lists[0]) - keep
+            joined = self.__dict__.get("_older_joined", 0)
+            if older > 2 * joined + 2 * _JOIN:
+                join_small_runs(life_lists, frozen=kept, keep=keep)
+                self.__dict__["_older_joined"] = len(life_lists[0]) - keep
+            elif older < joined:  # the lifetime was emptied or joined since (reset, load, compute)
+                self.__dict__["_older_joined"] = older
         for child in (self, life, window):  # as TorchMetrics' update wrapper does (plain attributes)
             child.__dict__["_update_count"] += 1
             child.__dict__["_computed"] = None

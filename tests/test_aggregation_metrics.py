@@ -1084,18 +1084,6 @@ def test_categorical_new_categories_under_inference_mode_stay_ordinary_states(me
     assert _counts(metric.compute()) == {k: float(c) for k, c in expected.items()}
 
 
-class _AtenOps(TorchDispatchMode):
-    """Counts the ATen operations run inside the block."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.count += 1
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("new", [False, True], ids=["known", "new category"])
 def test_categorical_forward_cost_does_not_grow_with_the_categories_seen(new):
     """``forward`` of a small batch runs as many ATen operations and Python calls after 2,000 categories as after
@@ -1108,7 +1096,7 @@ def test_categorical_forward_cost_does_not_grow_with_the_categories_seen(new):
         metric = CategoricalCount()
         metric.update([f"c{i}" for i in range(known)])
         metric(["c1", "c1", "new" if new else "c2"])
-        with _AtenOps() as ops:
+        with H.AtenOps() as ops:
             metric(["c3", "c3", "newer" if new else "c4"])
         calls: list[str] = []
         sys.setprofile(lambda frame, event, arg: calls.append(frame.f_code.co_name) if event == "call" else None)

@@ -1219,21 +1219,9 @@ def test_exact_grouped_memory_is_as_documented(ids, id_bytes):
 # ----------------------------------------------------------------------------- scaling: tasks and tie runs
 
 
-class _CountOps(TorchDispatchMode):
-    """Counts the tensor operations dispatched inside the block."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.count += 1
-        return func(*args, **(kwargs or {}))
-
-
 def _ops_per_call(make, run) -> int:
     obj = make()
-    with _CountOps() as mode:
+    with H.AtenOps() as mode:
         run(obj)
     return mode.count
 

@@ -1839,19 +1839,6 @@ def test_update_wrapper_moves_list_states_with_compute_on_cpu():
     assert moved == [True]
 
 
-class _AtenOps(torch.utils._python_dispatch.TorchDispatchMode):
-    """Counts the ATen operations run inside the block (by name)."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops: dict[str, int] = {}
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = str(func.overloadpacket)
-        self.ops[name] = self.ops.get(name, 0) + 1
-        return func(*args, **(kwargs or {}))
-
-
 # (metric, whether update takes weights, at most this many ATen operations and Python function calls per
 # validated update, host reads)
 _FIXED_COST = [
@@ -1887,7 +1874,7 @@ def test_update_fixed_cost_in_operations_and_calls(name, factory, weighted, aten
     metric = factory()
     args = batch if weighted else batch[:2]
     metric.update(*args)
-    with _AtenOps() as counted:
+    with H.AtenOps() as counted:
         metric.update(*args)
     assert "aten.detach" not in counted.ops
     assert counted.ops.get("aten.select", 0) <= 1

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 from torchmetrics import Metric, MetricCollection
 
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
@@ -82,6 +83,23 @@ def random_weights(rng: np.random.Generator, kind: str | None, shape: tuple[int,
     if kind is None:
         return None
     raise ValueError(f"unknown weights kind {kind!r}")
+
+
+class AtenOps(TorchDispatchMode):
+    """Counts the ATen operations run inside the block: ``ops`` by name, ``count`` in all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: dict[str, int] = {}
+
+    @property
+    def count(self) -> int:
+        return sum(self.ops.values())
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        name = str(func.overloadpacket)
+        self.ops[name] = self.ops.get(name, 0) + 1
+        return func(*args, **(kwargs or {}))
 
 
 UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)

@@ -353,6 +353,36 @@ def test_uniform_bins_are_bucketize_bins(data):
     assert torch.equal(uniform_bins(probs.reshape(1, -1).expand(2, -1).T, num_bins), expected.expand(2, -1).T)
 
 
+def test_the_device_path_searches_the_grid_and_agrees_with_the_cpu_path(monkeypatch):
+    """`force_device_path()` did not reach the accelerator's branch of the uniform grid (chosen by the tensor's
+    device type instead of `on_device_path`): CI never ran the search that Reliability and HindsightTargetPR
+    do on a GPU. Now it does, with the CPU path's values, on and next to every edge."""
+    from torchmetrics_ext.utilities.device import force_device_path
+
+    rng = np.random.default_rng(5)
+    p = rng.random(3000)
+    p[:100] = np.arange(100) / 100
+    p[100:200] = np.nextafter(np.arange(1, 101) / 100, -1.0)
+    y = torch.tensor((rng.random(3000) < p).astype(np.int64))
+    p = torch.tensor(p)
+    searches = []
+    for name in ("bucketize", "searchsorted"):
+        original = getattr(torch, name)
+        monkeypatch.setattr(torch, name, lambda *a, _f=original, _n=name, **k: searches.append(_n) or _f(*a, **k))
+    values = []
+    for device_path in (False, True):
+        searches.clear()
+        with force_device_path(device_path):
+            reliability, hindsight = tmx.Reliability(num_bins=100), tmx.HindsightTargetPR(num_thresholds=101)
+            reliability.update(p, y)
+            hindsight.update(p, y)
+        assert sorted(set(searches)) == (["bucketize", "searchsorted"] if device_path else [])
+        values.append((reliability.compute(), hindsight.compute()))
+    expected = ref_reliability(p.numpy(), y.numpy(), None, edges=np.arange(101) / 100)
+    H.assert_close(values[1][0], expected, 1e-12, 1e-15, "reliability on the device path")
+    H.assert_close(values[1][1], values[0][1], 0, 0, "hindsight on the device path")
+
+
 @pytest.mark.parametrize("num_bins", [10, 1000])
 def test_uniform_bins_are_found_without_a_search(num_bins, monkeypatch):
     """Uniform bins were found with torch.bucketize, whose CPU cost grows with num_bins (0.2 -> 0.75 ms per

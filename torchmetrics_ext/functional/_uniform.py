@@ -28,6 +28,8 @@ import math
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.utilities.device import on_device_path
+
 __all__ = ["grid_on", "search_is_cheaper", "thresholds_reached", "uniform_bins", "uniform_grid"]
 
 _NUDGE = 2.0**-45  # relative; float64 rounding errors are 2**-53 each, a few of them at most
@@ -59,8 +61,12 @@ def _padded(size: int, steps: int, device: torch.device, pad_first: bool) -> Ten
 
 
 def search_is_cheaper(values: Tensor, size: int) -> bool:
-    """Whether to binary-search the grid: on an accelerator (one kernel), or a grid too large for the estimate."""
-    return values.device.type != "cpu" or size > _MAX_POINTS
+    """Whether to binary-search the grid: on the device path (one kernel), or a grid too large for the estimate.
+
+    Chosen by :func:`~torchmetrics_ext.utilities.device.on_device_path`, as every kernel with two
+    paths, so that ``force_device_path()`` runs the accelerator's search on CPU tensors in tests.
+    """
+    return on_device_path(values) or size > _MAX_POINTS
 
 
 def uniform_bins(values: Tensor, num_bins: int) -> Tensor:

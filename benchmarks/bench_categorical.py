@@ -1,0 +1,68 @@
+"""``CategoricalCount`` with many categories: the cost of each operation at ``--categories`` distinct ones.
+
+A first update bringing every category, then ``forward`` and ``update`` of a 2-element batch of known
+categories, ``copy.deepcopy`` and ``pickle.dumps``; best of ``--repeats``, one thread, milliseconds.
+With ``--baseline DIR`` another checkout's metric runs the same operations, the two sides taking
+turns operation by operation (so a change of machine load hits both).
+
+    python benchmarks/bench_categorical.py
+    python benchmarks/bench_categorical.py --baseline /tmp/base --categories 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import pickle
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from _baseline import load_checkout
+
+from torchmetrics_ext.aggregation import CategoricalCount
+
+
+def best_ms(fn: Callable[[], Any], repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return 1e3 * best
+
+
+def operations(cls: type, categories: list[str]) -> dict[str, Callable[[], Any]]:
+    """The timed operations on a metric of ``cls`` that has seen every one of ``categories``."""
+    metric = cls()
+    metric.update(categories)
+    return {
+        f"first update ({len(categories):,} new categories)": lambda: cls().update(categories),
+        "forward of a 2-element batch": lambda: metric(categories[:2]),
+        "update of a 2-element batch": lambda: metric.update(categories[:2]),
+        "copy.deepcopy": lambda: copy.deepcopy(metric),
+        "pickle.dumps": lambda: pickle.dumps(metric),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--categories", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline", type=Path, default=None, help="another checkout, run in turn with this one")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    categories = [f"c{i}" for i in range(args.categories)]
+    sides = {"ours": operations(CategoricalCount, categories)}
+    if args.baseline is not None:
+        sides["baseline"] = operations(load_checkout(args.baseline, "aggregation").CategoricalCount, categories)
+    print(f"{'ms, best of ' + str(args.repeats):44}" + "".join(f"{side:>12}" for side in sides))
+    for name in sides["ours"]:
+        times = [best_ms(ops[name], args.repeats) for ops in sides.values()]
+        print(f"{name:44}" + "".join(f"{t:12.3f}" for t in times))
+
+
+if __name__ == "__main__":
+    main()

@@ -17,6 +17,7 @@ import torchmetrics
 from sklearn.metrics import average_precision_score, log_loss, mean_squared_error, roc_auc_score
 
 import torchmetrics_ext as tmx
+from tests.helpers import tester as H
 from tests.test_auc import ref_grouped
 from tests.test_pointwise import ref_ne
 from torchmetrics_ext import module as module_mod
@@ -2581,3 +2582,100 @@ def test_state_metric_tensors_are_snapshots():
     lr.mul_(0.5)  # StepLR on a tensor learning rate
     assert values["lr"].item() == 0.5
     assert not values["norm"].requires_grad and values["norm"].item() == 5.0
+
+
+# ---------------------------------------------------------------- the shared ring of the additive windows
+
+ADDITIVE = {"ne": "ne", "calibration": "calibration", "ctr": "ctr", "mse": "mse", "accuracy": "accuracy"}
+
+
+def _one_window_per_unit(module: tmx.RecMetricModule) -> tmx.RecMetricModule:
+    """``module`` with each windowed unit pushing into its own ring (as outside a module)."""
+    module._joint_window = lambda n: None  # type: ignore[method-assign]
+    return module
+
+
+def _same_bits(left: tmx.RecMetricModule, right: tmx.RecMetricModule) -> None:
+    a, b = run(left, []), run(right, [])
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, equal_nan=True, msg=key)
+    sa, sb = left.state_dict(), right.state_dict()
+    assert sa.keys() == sb.keys()
+    for key, value in sa.items():
+        if isinstance(value, torch.Tensor):
+            torch.testing.assert_close(value, sb[key], rtol=0, atol=0, equal_nan=True, msg=key)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_shared_ring_gives_the_bits_of_one_ring_per_metric(seed, tmp_path):
+    """Batches of every size (empty, one sample, past the window share: cut), the buffer grown many
+    times, a save/load, deepcopy and pickle mid-window, a reset, a unit loaded alone: the module's
+    values and checkpoint equal, bit for bit, those of each metric keeping its own window (whose
+    window values the tests above check against the metric over the kept samples)."""
+    import pickle
+
+    rng = np.random.default_rng(seed)
+    specs = {**ADDITIVE, "auc_binned": METRICS["auc_binned"]}
+    joint = build(specs, window_size=257)
+    alone = _one_window_per_unit(build(specs, window_size=257))
+    used = 0
+    for step in range(90):
+        n = int(rng.choice([0, 1, 3, 17, 64, 256, 257, 300, 700]))
+        part = make_data(1000 * seed + step, n=n)
+        used += joint._joint_window(n) is not None
+        joint.update(part)
+        alone.update(part)
+        if step == 30:
+            torch.save(joint.state_dict(), tmp_path / "mid.pt")
+            joint = build(specs, window_size=257)
+            joint.load_state_dict(torch.load(tmp_path / "mid.pt", weights_only=False))
+        elif step == 45:
+            joint = copy.deepcopy(joint)
+        elif step == 55:
+            joint = pickle.loads(pickle.dumps(joint))
+        elif step == 60:
+            joint.reset()
+            alone.reset()
+        elif step == 70:  # one unit's window replaced on its own: the others go on, the layout is made again
+            unit = joint._unit("calibration")
+            unit.load_state_dict(copy.deepcopy(unit.state_dict()))
+        if step % 10 == 9:
+            _same_bits(joint, alone)
+    _same_bits(joint, alone)
+    assert used > 40  # the steps within the window share went through the shared ring
+
+
+def test_the_shared_ring_is_used_only_by_additive_units_with_one_window_rule():
+    module = build({**ADDITIVE, "auc": "auc", "gauc": "gauc", "ndcg@3": "ndcg@3"}, window_size=100)
+    joint = module._joint_window(10)
+    assert joint is not None
+    assert {type(unit.lifetime).__name__ for unit in joint.units} == {
+        "NormalizedEntropy",
+        "Calibration",
+        "WeightedMSE",
+        "WeightedAccuracy",
+    }  # CTR shares Calibration's states (one compute group); exact AUC, GAUC and ranking keep samples
+    assert module._joint_window(101) is None  # a step past the window share is cut by each unit
+    assert build(ADDITIVE)._joint_window(10) is None  # no window
+    assert build({"ne": "ne", "auc": "auc"}, window_size=100)._joint_window(10) is None  # one additive unit
+
+
+def test_the_step_costs_the_same_operations_for_two_or_four_additive_windows():
+    """The windows' bookkeeping is one push for all of them: adding windowed metrics to the module
+    adds their own kernels' operations only (those of the same metrics without a window)."""
+
+    def ops_per_step(specs: dict, window_size: int | None) -> int:
+        module = build(specs, window_size=window_size)
+        part = make_data(5, n=64)
+        for _ in range(12):
+            module.update(part)
+        with H.AtenOps() as counted:
+            module.update(part)
+        return counted.count
+
+    two = {"ne": "ne", "mse": "mse"}
+    four = {**two, "calibration": "calibration", "accuracy": "accuracy"}
+    added_windowed = ops_per_step(four, 1000) - ops_per_step(two, 1000)
+    added_plain = ops_per_step(four, None) - ops_per_step(two, None)
+    assert added_windowed == added_plain

@@ -50,6 +50,7 @@ from torchmetrics_ext.utilities.checks import (
 from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric, fused_gather
 from torchmetrics_ext.utilities.ownership import owner_of, release_ownership, take_ownership
 from torchmetrics_ext.utilities.warnings import naming_tasks
+from torchmetrics_ext.wrappers._shared import SharedRing, shareable
 from torchmetrics_ext.wrappers.windowed import Windowed
 
 __all__ = ["RecMetricModule", "RecTaskInfo"]
@@ -560,6 +561,7 @@ class RecMetricModule(nn.Module):
             module._torchrec[name] = (namespace, metric_name)  # one TorchRec key may hold two values (auprc)
             module._reported[name] = (parts, task_names)
         module.__dict__.pop("_step_plan", None)  # what is window-only follows `_reported`
+        module.__dict__.pop("_shared_window", None)
         return module
 
     @property
@@ -603,6 +605,12 @@ class RecMetricModule(nn.Module):
     def _owned_metrics(self) -> list[Metric]:
         """The metric objects it updates: each unit's metric (a ``Windowed`` unit's lifetime), the throughput."""
         return [unit._child("lifetime") if isinstance(unit, Windowed) else unit for unit in self._all_units()]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """``nn.Module``'s, without the shared window buffer (a copy lays its metrics' windows out afresh)."""
+        state = dict(super().__getstate__())
+        state.pop("_shared_window", None)
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """``nn.Module``'s; a copy (``copy.deepcopy``, pickle) owns its metrics' copies: no other module takes them."""
@@ -756,6 +764,11 @@ class RecMetricModule(nn.Module):
         and shared by them as the logits are by the others.
         """
         stacked = updated[: len(updated) - self._num_copies]
+        joint = self._joint_window(batch.preds.shape[-1])
+        # the additive windowed units' scratch updates write into one staging row (see _shared.py)
+        joint_updates: dict[Metric, Callable[..., Any]] = {}
+        if joint is not None:
+            joint_updates.update(zip(joint.units, joint.begin()))
         for as_probabilities in (False, True):
             units = [(unit, grouped) for unit, grouped, fed in stacked if fed == as_probabilities]
             if not units:
@@ -766,11 +779,14 @@ class RecMetricModule(nn.Module):
             with sharing_sums(p, y, w, binary_target=binary):
                 for unit, grouped in units:
                     # a TaskMetric skips TorchMetrics' per-call wrapper (the step runs without gradients)
-                    update = getattr(unit, "update_unwrapped", unit.update)
+                    own = getattr(unit, "update_unwrapped", unit.update)
+                    update: Callable[..., Any] = joint_updates.get(unit, own)
                     if grouped:
                         update(p, y, groups=batch.groups, weights=w)
                     else:
                         update(p, y, w)
+        if joint is not None:  # one push of the staging row into every joint unit's window and lifetime
+            joint.commit(batch.preds.shape[-1], joint.units[0]._local_window())
         # Ranking rows are kept per sample: they get the columns as given and keep copies of them
         # in their own dtypes (float32 scores, int8 labels stay narrow in their states; they are
         # validated above all the same); a column several tasks share (the session ids, a weight
@@ -783,6 +799,35 @@ class RecMetricModule(nn.Module):
                 task = t % len(self.tasks)
                 target = labels[task] if labels[task].dtype != torch.bool else batch.target[task]
                 unit.update(preds[task], target, indexes=batch.sessions[task], weights=weights[task])  # type: ignore[index]
+
+    def _joint_window(self, n: int) -> SharedRing | None:
+        """The units whose windows share one ring buffer (see `wrappers/_shared.py`), if this step can use it.
+
+        Those are the additive units (:func:`~torchmetrics_ext.wrappers._shared.shareable`, not
+        fed group ids) with the first one's window rule and process group; there must be two at
+        least. A step of more samples than this rank's window share updates each unit on its own
+        (the window keeps the newest samples, the lifetime all of them), as does a step where
+        their windows no longer agree (e.g. one unit loaded or reset alone).
+        """
+        if self.window_size is None:
+            return None
+        joint = self.__dict__.get("_shared_window", False)
+        if joint is False:
+            plan = self._plan()[0]
+            candidates = [
+                unit
+                for unit, grouped, _ in plan[: len(plan) - self._num_copies]
+                if isinstance(unit, Windowed) and not grouped and shareable(unit)
+            ]
+
+            def rule(unit: Any) -> tuple[Any, ...]:
+                return (unit.window_size, unit.max_updates, unit._ceil_share, unit._child("lifetime").process_group)
+
+            units = [unit for unit in candidates if rule(unit) == rule(candidates[0])] if candidates else []
+            joint = self.__dict__["_shared_window"] = SharedRing(units) if len(units) > 1 else None
+        if joint is None or n > joint.units[0]._local_window() or not joint.ready():
+            return None
+        return joint
 
     def _named_value_error(self, batch: _Batch, error: ValueError) -> ValueError:
         """``error`` (of the whole step's check) told about the first task and column that fail on their own."""

@@ -194,6 +194,10 @@ class StateRing:
         defaults: state name -> the metric's default value (the identity each slot starts from).
     """
 
+    # the SharedRing whose buffer holds this ring's slots (see _shared.py); dropped whenever this
+    # ring's buffers are replaced (cleared, loaded, grown by its own update, moved, copied)
+    shared: Any = None
+
     def __init__(self, kinds: Mapping[str, str], defaults: Mapping[str, Any]) -> None:
         self.kinds = dict(kinds)
         self.groups = {k: [n for n, kind in self.kinds.items() if kind == k] for k in _REDUCE}
@@ -211,6 +215,7 @@ class StateRing:
             self._clear()
 
     def _clear(self) -> None:
+        self.shared = None
         self.capacity = 0
         self.head = 0  # slot of the oldest update
         self.count = 0  # updates in the window
@@ -236,8 +241,14 @@ class StateRing:
         first = min(self.count, self.capacity - self.head)
         return ring[self.head : self.head + first], ring[: self.count - first]
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("shared", None)  # the other metrics' rings are not this one's to copy
+        return state
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.pop("slots", None)  # pickled by an earlier version: per-slot views, no longer kept
+        state["shared"] = None  # a copy's buffers are its own
         self.__dict__.update(state)
         if "spans" not in state:  # pickled by an earlier version: one segment per update
             self.spans = deque([1] * len(self.sizes))
@@ -249,6 +260,7 @@ class StateRing:
 
     def _grow_buffers(self) -> None:
         capacity = max(8, 2 * self.capacity)
+        self.shared = None
         for name, ring in self.rings.items():
             grown = ring.new_empty((capacity, *ring.shape[1:]))
             if self.count:  # two slice copies (no index tensor: nothing sent to a device)
@@ -598,6 +610,7 @@ class StateRing:
 
     def apply(self, fn: Callable[[Tensor], Tensor]) -> None:
         """Apply a tensor function (``.to(device)``, ...) to every buffer and chunk."""
+        self.shared = None
         self.defaults = {n: fn(t) for n, t in self.defaults.items()}
         self.rings = {n: fn(t) for n, t in self.rings.items()}
         self.back = {n: fn(t) for n, t in self.back.items()}

@@ -1,0 +1,180 @@
+"""One ring buffer for the windows of several additive metrics that a module updates together.
+
+A :class:`~torchmetrics_ext.wrappers.windowed.Windowed` metric pays a fixed cost per ``update``
+for its window: views of the ring's next slot, the slot set to the identity, the wrapped metric's
+``update`` into it, the slot folded into the window's running sum and into the lifetime, and the
+bookkeeping of the window rule. ``RecMetricModule`` updates several such metrics (NE,
+calibration, MSE, accuracy, ...) with the same samples at every step, so their windows always
+hold the same updates: :class:`SharedRing` lays their rings' slots side by side in one
+``(capacity, D)`` buffer and does that work once per step for all of them:
+
+* each metric's scratch update writes into its columns of one *staging* row (set to zero once);
+* the row is copied into the buffer's next slot and added to the window's running sum (two
+  kernels), and the lifetime states take their columns in one fused add;
+* each ring's bookkeeping (sizes, head, count) moves as its own ``push`` would move it, and its
+  ``evict`` applies the window rule.
+
+Every ring stays a complete :class:`~torchmetrics_ext.wrappers._ring.StateRing` whose buffers
+are views of the shared ones: reading the window, saving, loading, syncing, resetting and moving
+go through each metric's own ring unchanged, and the values are the bits the metrics' own
+updates give (the same additions, in the same order). A ring whose buffers were replaced (a
+load, a reset, a move, a growth by its own update) leaves the layout (``StateRing.shared`` is
+dropped), and the next step lays the rings out again, copying their slots, when their windows
+still agree; otherwise each metric updates its own window, as outside a module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from torchmetrics_ext.wrappers.windowed import Windowed
+
+__all__ = ["SharedRing"]
+
+
+def shareable(unit: Windowed) -> bool:
+    """Whether a windowed metric's ring can share a buffer: float sums only, counted along the last axis.
+
+    Such a metric's sample count is its inputs' last dimension, the same for every metric the
+    module updates with one step's ``(T, N)`` columns, so their windows hold the same updates.
+    """
+    from torchmetrics_ext.metrics.base import TaskMetric
+
+    ring, scratch = unit._ring, unit._scratch
+    return (
+        unit._hist is None
+        and not ring.list_names
+        and bool(ring.tensor_names)
+        and set(ring.groups) == {"sum"}
+        and not unit.__dict__.get("_compensated")
+        and isinstance(scratch, TaskMetric)
+        and type(scratch).sample_count is TaskMetric.sample_count
+        and scratch.sample_axis == -1
+    )
+
+
+class SharedRing:
+    """The rings of ``units`` (each :func:`shareable`) laid out in one buffer, stepped together.
+
+    Args:
+        units: windowed metrics updated with the same samples at every step, with the same window
+            rule (``window_size``, ``max_updates``, share per rank).
+    """
+
+    def __init__(self, units: Sequence[Windowed]) -> None:
+        self.units = list(units)
+        self.rings = [unit._ring for unit in self.units]
+        # every state's columns: (unit index, name, shape, start, stop)
+        self.layout: list[tuple[int, str, torch.Size, int, int]] = []
+        width = 0
+        for k, ring in enumerate(self.rings):
+            for name in ring.tensor_names:
+                shape = ring.defaults[name].shape
+                self.layout.append((k, name, shape, width, width + ring.defaults[name].numel()))
+                width += ring.defaults[name].numel()
+        self.width = width
+        self.staging: Tensor | None = None
+        self.buffer: Tensor | None = None
+        self.back: Tensor | None = None
+        self.views: list[dict[str, Tensor]] = []  # each unit's states as views of the staging row
+        self.targets: list[Tensor] = []  # the staging views in the order of `layout`
+
+    # ------------------------------------------------------------------ layout
+
+    def intact(self) -> bool:
+        """Whether every ring still holds its slots in the shared buffer."""
+        return self.buffer is not None and all(ring.shared is self for ring in self.rings)
+
+    def adopt(self, capacity: int = 0) -> bool:
+        """Lay the rings out in one buffer of at least ``capacity`` slots, their slots copied in order.
+
+        Returns ``False`` (nothing changed) when the rings' windows differ (their updates, the
+        two-stack split) or their states do not share one dtype and device.
+        """
+        first = self.rings[0]
+        like = first.defaults[first.tensor_names[0]]
+        for ring in self.rings:
+            if (ring.count, ring.used, ring.front) != (first.count, first.used, first.front):
+                return False
+            for default in map(ring.defaults.__getitem__, ring.tensor_names):
+                if default.dtype != like.dtype or default.device != like.device:
+                    return False
+        if any(ring.sizes != first.sizes or len(ring.spans) != ring.count for ring in self.rings):
+            return False
+        count = first.count
+        capacity = max(8, capacity, first.capacity)
+        with torch.inference_mode(False):  # written in place by later updates: never inference tensors
+            buffer = like.new_empty((capacity, self.width))
+            back = like.new_empty((self.width,))
+            staging = like.new_zeros((self.width,))
+            # every view made here too: one made under inference mode could not be written outside it
+            slots, sums, views = [], [], []
+            for k, name, shape, start, stop in self.layout:
+                ring = self.rings[k]
+                if count:
+                    older, newer = ring._in_order(ring.rings[name])
+                    buffer[: older.shape[0], start:stop] = older.reshape(older.shape[0], stop - start)
+                    buffer[older.shape[0] : count, start:stop] = newer.reshape(newer.shape[0], stop - start)
+                back[start:stop] = ring.back[name].reshape(-1)
+                slots.append(buffer[:, start:stop].unflatten(1, shape))
+                sums.append(back[start:stop].view(shape))
+                views.append(staging[start:stop].view(shape))
+        self.views = [{} for _ in self.rings]
+        for (k, name, *_), slot, total, view in zip(self.layout, slots, sums, views):
+            ring = self.rings[k]
+            ring.rings[name], ring.back[name] = slot, total
+            self.views[k][name] = view
+        self.targets = views
+        for ring in self.rings:
+            ring.capacity, ring.head, ring.shared = capacity, 0, self
+        self.buffer, self.back, self.staging = buffer, back, staging
+        return True
+
+    def ready(self) -> bool:
+        """Whether the next step can go through the shared buffer (laid out again when needed)."""
+        return self.intact() or self.adopt()
+
+    # ------------------------------------------------------------------ per step
+
+    def begin(self) -> list[Callable[..., Any]]:
+        """Zero the staging row and bind each unit's scratch states to its columns; their ``update``s."""
+        first = self.rings[0]
+        if first.count == first.capacity:  # a full buffer: laid out again with twice the slots
+            self.adopt(2 * first.capacity)
+        assert self.staging is not None
+        self.staging.zero_()
+        updates = []
+        for unit, views in zip(self.units, self.views):
+            scratch = unit._scratch
+            scratch.__dict__.update(views)  # plain attributes, as Windowed._batch_into binds its slot
+            updates.append(getattr(scratch, "update_unwrapped", scratch.update))
+        return updates
+
+    def commit(self, size: int, limit: int) -> None:
+        """Push the staging row (one update of ``size`` samples) into every ring and lifetime; apply the window rule.
+
+        Each ring ends as its own ``push`` and ``evict`` would leave it; the lifetimes take the
+        row's columns as their ``Windowed`` adds its slot.
+        """
+        assert self.buffer is not None and self.back is not None and self.staging is not None
+        first = self.rings[0]
+        slot = (first.head + first.count) % first.capacity
+        self.buffer[slot].copy_(self.staging)
+        self.back.add_(self.staging)
+        lifetimes = [getattr(self.units[k]._modules["lifetime"], name) for k, name, *_ in self.layout]
+        torch._foreach_add_(lifetimes, self.targets)
+        for unit, ring in zip(self.units, self.rings):
+            ring.sizes.append(size)
+            ring.spans.append(1)
+            ring.count += 1
+            ring.used += size
+            ring.evict(limit, unit.max_updates)
+            unit.__dict__["_window_stale"] = True
+            for child in (unit, unit._modules["lifetime"], unit._modules["window"]):  # as Windowed._step does
+                child.__dict__["_update_count"] += 1
+                child.__dict__["_computed"] = None

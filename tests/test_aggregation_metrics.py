@@ -1224,6 +1224,49 @@ def test_categorical_copies_after_compute_do_not_carry_the_value():
     assert _counts(value) == {k: float(c) for k, c in expected.items()}
 
 
+def _former_pickle(keys: list[bytes], counts: list[float]) -> bytes:
+    """A pickle of a CategoricalCount of the earlier layout: the list state ``category_keys`` (one ``uint8``
+    tensor per category) in place of ``category_bytes``/``category_ends``, its attributes written by hand."""
+    import copyreg
+
+    state = CategoricalCount().__getstate__()
+    for table in ("_defaults", "_reductions", "_persistent"):
+        state[table] = {k: v for k, v in state[table].items() if k not in ("category_bytes", "category_ends")}
+    del state["category_bytes"], state["category_ends"]
+    state["_defaults"]["category_keys"], state["_reductions"]["category_keys"] = [], None
+    state["_persistent"]["category_keys"] = False
+    state["category_keys"] = [torch.tensor(list(key), dtype=torch.uint8) for key in keys]
+    state["counts"] = torch.tensor(counts, dtype=torch.float64)
+    state["_lookup"], state["_lookup_of"], state["_update_count"] = {}, (None, -1), 1
+
+    class Former:
+        def __reduce__(self):
+            return copyreg._reconstructor, (CategoricalCount, object, None), state
+
+    return pickle.dumps(Former())
+
+
+def test_categorical_unpickles_pickles_of_one_tensor_per_category():
+    """A pickle of an earlier version (``category_keys``, one tensor per category; built here by hand) loads
+    into a working metric of the current layout: its counts, then more updates, a copy, a state_dict, a reset."""
+    import copy
+
+    metric = pickle.loads(_former_pickle([b"sweb", b"i7", b"s7"], [2.0, 1.0, 3.0]))
+    assert metric.categories == ["web", 7, "7"]
+    assert _counts(metric.compute()) == {"web": 2.0, 7: 1.0, "7": 3.0}
+    metric.update(["web", 7, "new"])
+    expected = Counter({"web": 2, 7: 1, "7": 3}) + Counter(["web", 7, "new"])
+    assert _counts(metric.compute()) == {k: float(c) for k, c in expected.items()}
+    assert _counts(copy.deepcopy(metric).compute()) == {k: float(c) for k, c in expected.items()}
+    metric.persistent(True)
+    assert sorted(metric.state_dict()) == ["category_bytes", "category_ends", "counts"]
+    metric.reset()
+    assert metric.compute() == {} and metric.category_bytes.dtype == torch.uint8
+    empty = pickle.loads(_former_pickle([], []))
+    empty.update([1, 1])
+    assert _counts(empty.compute()) == {1: 2.0}
+
+
 def test_categorical_refuses_keys_that_do_not_match_the_counts():
     """Counts and keys of other lengths (a hand-made or damaged checkpoint) are refused, nothing loaded."""
     metric = CategoricalCount()

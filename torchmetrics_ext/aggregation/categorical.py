@@ -94,6 +94,32 @@ class _Counted:
         return self._dict
 
 
+def _former_layout(state: dict[str, Any]) -> None:
+    """Make the attributes of a pickle of an earlier version (``category_keys``) this version's, in place."""
+    former = state.pop("category_keys")
+    data, ends = _joined_keys([former] if isinstance(former, Tensor) else list(former))
+    counts = state.get("counts")
+    if isinstance(counts, Tensor):
+        data, ends = data.to(counts.device), ends.to(counts.device)
+    state["category_bytes"], state["category_ends"] = data, ends
+    for table, bytes_value, ends_value in (
+        ("_defaults", torch.zeros(0, dtype=torch.uint8), torch.zeros(0, dtype=torch.long)),
+        ("_reductions", None, None),
+    ):
+        entries = state.get(table)
+        if isinstance(entries, dict) and "category_keys" in entries:
+            del entries["category_keys"]
+            entries["category_bytes"], entries["category_ends"] = bytes_value, ends_value
+    persistent = state.get("_persistent")
+    if isinstance(persistent, dict) and "category_keys" in persistent:
+        persistent["category_bytes"] = persistent["category_ends"] = persistent.pop("category_keys")
+    cache = state.get("_cache")  # the local states of a metric pickled while synced
+    if isinstance(cache, dict) and "category_keys" in cache:
+        cache["category_bytes"], cache["category_ends"] = _joined_keys(list(cache.pop("category_keys")))
+    state["_lookup"], state["_lookup_of"] = {}, (None, None, -1)  # rebuilt from the key states at the first use
+    state["_computed"] = None
+
+
 class CategoricalCount(AggregationMetric[CategoryBatch]):
     r"""How many times each category was seen: :math:`c_k = |\{i : x_i = k\}|`.
 
@@ -125,7 +151,7 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         ``MetricCollection`` compute groups carry the categories with their counts, at the cost of
         three tensors whatever the number of categories (earlier versions kept one small tensor per
         category in a list state ``category_keys``, which took seconds to save, copy or pickle at
-        100k categories; their checkpoints still load). A value cached by ``compute``
+        100k categories; their checkpoints and pickles still load). A value cached by ``compute``
         is not carried by copies and pickles: a copy computes it again from its states. Memory
         grows with the number of distinct categories. An update and ``forward`` cost the batch's
         categories, not those seen so far. :class:`~torchmetrics_ext.Windowed` refuses it (its
@@ -378,6 +404,13 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         state.pop("_synced_value", None)  # rebuilt by __setstate__, around the copy itself
         state["_computed"] = None
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickle, one of an earlier version too (``category_keys``, one tensor per category)."""
+        if "category_keys" in state and "category_bytes" not in state:
+            state = dict(state)
+            _former_layout(state)
+        super().__setstate__(state)
 
     def _apply(self, fn: Callable, exclude_state: Sequence[str] = "") -> Module:
         """Move or cast the states, and drop a cached value: the next ``compute`` makes it of the moved states.

@@ -1,7 +1,10 @@
 """``CategoricalCount`` with many categories: the cost of each operation at ``--categories`` distinct ones.
 
 A first update bringing every category, then ``forward`` and ``update`` of a 2-element batch of known
-categories, ``copy.deepcopy`` and ``pickle.dumps``; best of ``--repeats``, one thread, milliseconds.
+categories, ``copy.deepcopy`` and ``pickle.dumps``, ``compute`` (after a 2-element update, so not a
+cached value), ``deepcopy`` and ``pickle.dumps`` of a metric right after its ``compute`` (carrying its
+cached value, if it does), and a ``MetricsAggregator``'s ``get_metrics_for_logging`` of one
+CATEGORICAL_COUNT metric with every category; best of ``--repeats``, one thread, milliseconds.
 With ``--baseline DIR`` another checkout's metric runs the same operations, the two sides taking
 turns operation by operation (so a change of machine load hits both).
 
@@ -22,7 +25,7 @@ from typing import Any
 import torch
 from _baseline import load_checkout
 
-from torchmetrics_ext.aggregation import CategoricalCount
+from torchmetrics_ext import aggregation
 
 
 def best_ms(fn: Callable[[], Any], repeats: int) -> float:
@@ -34,16 +37,30 @@ def best_ms(fn: Callable[[], Any], repeats: int) -> float:
     return 1e3 * best
 
 
-def operations(cls: type, categories: list[str]) -> dict[str, Callable[[], Any]]:
-    """The timed operations on a metric of ``cls`` that has seen every one of ``categories``."""
-    metric = cls()
+def operations(module: Any, categories: list[str]) -> dict[str, Callable[[], Any]]:
+    """The timed operations on a ``CategoricalCount`` of ``module`` (an ``aggregation``) that saw every category."""
+    cls = module.CategoricalCount
+    metric, computed = cls(), cls()
     metric.update(categories)
+    computed.update(categories)
+    computed.compute()
+    aggregator = module.MetricsAggregator()
+    aggregator.update([module.Metric("d", "c", c, module.AggregationType.CATEGORICAL_COUNT) for c in categories])
+
+    def compute() -> Any:
+        metric.update(categories[:2])  # a value not cached yet
+        return metric.compute()
+
     return {
         f"first update ({len(categories):,} new categories)": lambda: cls().update(categories),
         "forward of a 2-element batch": lambda: metric(categories[:2]),
         "update of a 2-element batch": lambda: metric.update(categories[:2]),
         "copy.deepcopy": lambda: copy.deepcopy(metric),
         "pickle.dumps": lambda: pickle.dumps(metric),
+        "compute (after a 2-element update)": compute,
+        "copy.deepcopy after compute": lambda: copy.deepcopy(computed),
+        "pickle.dumps after compute": lambda: pickle.dumps(computed),
+        "aggregator get_metrics_for_logging": aggregator.get_metrics_for_logging,
     }
 
 
@@ -55,9 +72,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     categories = [f"c{i}" for i in range(args.categories)]
-    sides = {"ours": operations(CategoricalCount, categories)}
+    sides = {"ours": operations(aggregation, categories)}
     if args.baseline is not None:
-        sides["baseline"] = operations(load_checkout(args.baseline, "aggregation").CategoricalCount, categories)
+        sides["baseline"] = operations(load_checkout(args.baseline, "aggregation"), categories)
     print(f"{'ms, best of ' + str(args.repeats):44}" + "".join(f"{side:>12}" for side in sides))
     for name in sides["ours"]:
         times = [best_ms(ops[name], args.repeats) for ops in sides.values()]

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric as TorchMetric
 
 from torchmetrics_ext.aggregation.base import AggregationMetric
+from torchmetrics_ext.aggregation.categorical import CategoricalCount, _Counted
 from torchmetrics_ext.aggregation.handlers import DEFAULT_HANDLERS, MetricFactory
 from torchmetrics_ext.aggregation.plan import Step, plan_step
 from torchmetrics_ext.aggregation.types import AggregationType, Metric
@@ -313,11 +314,14 @@ class MetricsAggregator:
             for (ds, name), (agg_type, _, metric) in self._keys.items():
                 value = self._compute(metric, distributed)
                 base = f"{prefix}_{ds}/{name}"
-                if isinstance(value, dict):
+                if isinstance(value, (dict, _Counted)):
                     joiner = _JOINERS.get(agg_type, "_")
-                    items = list(value.items())
-                    numbers = torch.stack([v.reshape(()) for _, v in items]).tolist() if items else []
-                    for sub, number in zip(_entry_names([k for k, _ in items], base), numbers, strict=True):
+                    if isinstance(value, _Counted):  # a CategoricalCount's: one counts vector, no tensor per category
+                        keys, numbers = value.categories, value.counts.tolist()
+                    else:
+                        keys = list(value)
+                        numbers = torch.stack([v.reshape(()) for v in value.values()]).tolist() if value else []
+                    for sub, number in zip(_entry_names(keys, base), numbers, strict=True):
                         put(f"{base}{joiner}{sub}", number, (ds, name))
                 else:
                     put(base, float(value), (ds, name))
@@ -331,7 +335,13 @@ class MetricsAggregator:
 
     @staticmethod
     def _compute(metric: TorchMetric, distributed: bool) -> Any:
-        """The metric's value: synced through TorchMetrics under DDP, directly otherwise."""
+        """The metric's value: synced through TorchMetrics under DDP, directly otherwise.
+
+        A :class:`CategoricalCount`'s is its whole value (categories and counts vector), not the
+        dict of one tensor per category its ``compute`` makes of it.
+        """
+        if isinstance(metric, CategoricalCount):
+            return metric._synced_value() if distributed else metric._whole_value()
         if not distributed and isinstance(metric, AggregationMetric):
             return type(metric).compute(metric)  # nothing to sync: skip the wrapper's copies
         return metric.compute()

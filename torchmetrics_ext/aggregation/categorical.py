@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from itertools import accumulate
@@ -10,6 +11,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.nn import Module
 from torchmetrics.utilities.exceptions import TorchMetricsUserError
 
 from torchmetrics_ext.aggregation.base import AggregationMetric
@@ -65,6 +67,59 @@ def _joined_keys(keys: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
     return torch.cat([key.reshape(-1).to(torch.uint8) for key in keys]), lengths.cumsum(0)
 
 
+class _Counted:
+    """``compute``'s value whole: the categories and a copy of their counts (one 1-D tensor).
+
+    TorchMetrics' compute wrapper syncs, copies and caches it as it is (it is no collection, so the
+    wrapper's squeeze and clone of every tensor of a dict, a Python step per category, 1 s at 100k
+    categories, pass it by); :meth:`as_dict` makes the dict of it once, in one operation.
+    """
+
+    __slots__ = ("_dict", "categories", "counts")
+
+    def __init__(self, categories: list[Category], counts: Tensor) -> None:
+        self.categories, self.counts = categories, counts
+        self._dict: dict[Category, Tensor] | None = None
+
+    def as_dict(self) -> dict[Category, Tensor]:
+        """``{category: 0-dim count}``, each count a tensor of its own (as TorchMetrics' clones were), not a view.
+
+        A view would share the counts' storage, and ``pickle`` writes a view's whole storage: the
+        dict's pickle would grow with the square of the number of categories.
+        """
+        if self._dict is None:
+            # torch.unbind_copy, through its operator: some PyTorch stubs type its value as None (its out= form's)
+            copies: list[Tensor] = torch.ops.aten.unbind_copy.int(self.counts)
+            self._dict = dict(zip(self.categories, copies, strict=True))
+        return self._dict
+
+
+def _former_layout(state: dict[str, Any]) -> None:
+    """Make the attributes of a pickle of an earlier version (``category_keys``) this version's, in place."""
+    former = state.pop("category_keys")
+    data, ends = _joined_keys([former] if isinstance(former, Tensor) else list(former))
+    counts = state.get("counts")
+    if isinstance(counts, Tensor):
+        data, ends = data.to(counts.device), ends.to(counts.device)
+    state["category_bytes"], state["category_ends"] = data, ends
+    for table, bytes_value, ends_value in (
+        ("_defaults", torch.zeros(0, dtype=torch.uint8), torch.zeros(0, dtype=torch.long)),
+        ("_reductions", None, None),
+    ):
+        entries = state.get(table)
+        if isinstance(entries, dict) and "category_keys" in entries:
+            del entries["category_keys"]
+            entries["category_bytes"], entries["category_ends"] = bytes_value, ends_value
+    persistent = state.get("_persistent")
+    if isinstance(persistent, dict) and "category_keys" in persistent:
+        persistent["category_bytes"] = persistent["category_ends"] = persistent.pop("category_keys")
+    cache = state.get("_cache")  # the local states of a metric pickled while synced
+    if isinstance(cache, dict) and "category_keys" in cache:
+        cache["category_bytes"], cache["category_ends"] = _joined_keys(list(cache.pop("category_keys")))
+    state["_lookup"], state["_lookup_of"] = {}, (None, None, -1)  # rebuilt from the key states at the first use
+    state["_computed"] = None
+
+
 class CategoricalCount(AggregationMetric[CategoryBatch]):
     r"""How many times each category was seen: :math:`c_k = |\{i : x_i = k\}|`.
 
@@ -96,10 +151,11 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         ``MetricCollection`` compute groups carry the categories with their counts, at the cost of
         three tensors whatever the number of categories (earlier versions kept one small tensor per
         category in a list state ``category_keys``, which took seconds to save, copy or pickle at
-        100k categories; their checkpoints still load). Memory grows with the number of
-        distinct categories. An update and ``forward`` cost the batch's categories, not those
-        seen so far. :class:`~torchmetrics_ext.Windowed` refuses it (its counts do not add up per
-        update).
+        100k categories; their checkpoints and pickles still load). A value cached by ``compute``
+        is not carried by copies and pickles: a copy computes it again from its states. Memory
+        grows with the number of distinct categories. An update and ``forward`` cost the batch's
+        categories, not those seen so far. :class:`~torchmetrics_ext.Windowed` refuses it (its
+        counts do not add up per update).
 
     Example:
         >>> from torchmetrics_ext.aggregation import CategoricalCount
@@ -128,6 +184,7 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
     counts: Tensor
     category_bytes: Tensor
     category_ends: Tensor
+    _synced_value: Callable[[], _Counted]  # compute's whole value through the wrappers (see _wrap_compute)
 
     def __init__(self, *, validate_args: bool = True, **kwargs: Any) -> None:
         super().__init__(one_task(self, kwargs), validate_args=validate_args, **kwargs)
@@ -313,7 +370,57 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
 
     def compute(self) -> dict[Category, Tensor]:
         """``{category: count}`` of everything seen (and synced across ranks)."""
-        return dict(zip(self.categories, self.counts.unbind(0), strict=True))
+        return self._whole_value().as_dict()
+
+    def _whole_value(self) -> _Counted:
+        """The value of the states as they are (no sync): the categories and a copy of the counts."""
+        return _Counted(self.categories, self.counts.clone())
+
+    def _wrap_compute(self, compute: Callable) -> Callable:
+        """TorchMetrics' compute wrapper (and the base class's) around the whole value, not around its dict.
+
+        The wrapper squeezes and clones each tensor of a returned dict, a Python step per category
+        (1 s at 100k categories); it syncs, copies and caches the categories and the counts vector
+        as one value (:class:`_Counted`) instead, and ``compute`` returns its dict, made once per
+        value: the same ``{category: 0-dim float64 count}``, each count a tensor of its own. The
+        wrapped whole value is ``_synced_value`` (read by :class:`MetricsAggregator`).
+        """
+        synced = super()._wrap_compute(self._whole_value)
+        self.__dict__["_synced_value"] = synced
+
+        @functools.wraps(compute)
+        def as_dict(*args: Any, **kwargs: Any) -> dict[Category, Tensor]:
+            return synced(*args, **kwargs).as_dict()
+
+        return as_dict
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The attributes, without the cached value (``deepcopy``, ``clone``, ``pickle``).
+
+        It is a cache, and as a dict of one tensor per category it took seconds to copy or pickle
+        at 100k categories: a copy computes its value again from the states it carries.
+        """
+        state = super().__getstate__()
+        state.pop("_synced_value", None)  # rebuilt by __setstate__, around the copy itself
+        state["_computed"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickle, one of an earlier version too (``category_keys``, one tensor per category)."""
+        if "category_keys" in state and "category_bytes" not in state:
+            state = dict(state)
+            _former_layout(state)
+        super().__setstate__(state)
+
+    def _apply(self, fn: Callable, exclude_state: Sequence[str] = "") -> Module:
+        """Move or cast the states, and drop a cached value: the next ``compute`` makes it of the moved states.
+
+        TorchMetrics moves the tensors of a cached value, but the cached :class:`_Counted` is no
+        collection it looks into: kept, it would give counts on the former device or dtype.
+        """
+        this = super()._apply(fn, exclude_state)
+        self.__dict__["_computed"] = None
+        return this
 
     def plot(self, val: Any = None, ax: Any = None) -> Any:
         """Plot the counts of one value, or of a list of values over steps: one series per category.

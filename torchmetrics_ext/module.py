@@ -766,9 +766,9 @@ class RecMetricModule(nn.Module):
         stacked = updated[: len(updated) - self._num_copies]
         joint = self._joint_window(batch.preds.shape[-1])
         # the additive windowed units' scratch updates write into one staging row (see _shared.py)
-        joint_updates: dict[Metric, Callable[..., Any]] = {}
+        joint_updates: dict[int, Callable[..., Any]] = {}
         if joint is not None:
-            joint_updates.update(zip(joint.units, joint.begin()))
+            joint_updates.update(zip(map(id, joint.units), joint.begin()))
         for as_probabilities in (False, True):
             units = [(unit, grouped) for unit, grouped, fed in stacked if fed == as_probabilities]
             if not units:
@@ -779,8 +779,10 @@ class RecMetricModule(nn.Module):
             with sharing_sums(p, y, w, binary_target=binary):
                 for unit, grouped in units:
                     # a TaskMetric skips TorchMetrics' per-call wrapper (the step runs without gradients)
-                    own = getattr(unit, "update_unwrapped", unit.update)
-                    update: Callable[..., Any] = joint_updates.get(unit, own)
+                    key = id(unit)  # by identity: a TorchMetrics metric hashes its states
+                    update = (
+                        joint_updates[key] if key in joint_updates else getattr(unit, "update_unwrapped", unit.update)
+                    )
                     if grouped:
                         update(p, y, groups=batch.groups, weights=w)
                     else:
@@ -1635,8 +1637,9 @@ def _stack(columns: list[Tensor]) -> Tensor:
     """``(T, N)`` float64 with one cast per column."""
     if len(columns) == 1:
         return columns[0].to(torch.float64).unsqueeze(0)
-    out = torch.empty((len(columns), columns[0].shape[0]), dtype=torch.float64, device=columns[0].device)
-    return torch.stack(columns, out=out)  # casts into ``out``: no stacked copy in the input dtype
+    # stacked, then cast: cheaper than a stack cast into a float64 `out` (which ATen does in a
+    # slower loop), at one sample per task as at thousands; no copy when they are float64 already
+    return torch.stack(columns).to(torch.float64)
 
 
 def _stack_weights(columns: list[Tensor | None]) -> Tensor | None:

@@ -78,6 +78,9 @@ class SharedRing:
                 self.layout.append((k, name, shape, width, width + ring.defaults[name].numel()))
                 width += ring.defaults[name].numel()
         self.width = width
+        # per state, the lifetime metric holding it (the children of a Windowed are never replaced)
+        self.lifetime_states = [(self.units[k]._modules["lifetime"], name) for k, name, *_ in self.layout]
+        self.children = [(unit, unit._modules["lifetime"], unit._modules["window"]) for unit in self.units]
         self.staging: Tensor | None = None
         self.buffer: Tensor | None = None
         self.back: Tensor | None = None
@@ -166,15 +169,16 @@ class SharedRing:
         slot = (first.head + first.count) % first.capacity
         self.buffer[slot].copy_(self.staging)
         self.back.add_(self.staging)
-        lifetimes = [getattr(self.units[k]._modules["lifetime"], name) for k, name, *_ in self.layout]
-        torch._foreach_add_(lifetimes, self.targets)
-        for unit, ring in zip(self.units, self.rings):
+        # read at every step: a reset, sync or load gives the lifetime new state tensors
+        torch._foreach_add_([getattr(life, name) for life, name in self.lifetime_states], self.targets)
+        for ring, children in zip(self.rings, self.children):
             ring.sizes.append(size)
             ring.spans.append(1)
             ring.count += 1
             ring.used += size
-            ring.evict(limit, unit.max_updates)
-            unit.__dict__["_window_stale"] = True
-            for child in (unit, unit._modules["lifetime"], unit._modules["window"]):  # as Windowed._step does
-                child.__dict__["_update_count"] += 1
-                child.__dict__["_computed"] = None
+            ring.evict(limit, children[0].max_updates)
+            children[0].__dict__["_window_stale"] = True
+            for child in children:  # as Windowed._step does (plain attributes)
+                state = child.__dict__
+                state["_update_count"] += 1
+                state["_computed"] = None

@@ -243,7 +243,12 @@ class StateRing:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.pop("shared", None)  # the other metrics' rings are not this one's to copy
+        if state.pop("shared", None) is not None:
+            # views of a shared buffer: copied compact (pickle would write the whole buffer for each
+            # view, and a copy would keep the other metrics' columns); the other metrics' rings are
+            # not this one's to copy
+            state["rings"] = {n: r.clone() for n, r in self.rings.items()}
+            state["back"] = {n: b.clone() for n, b in self.back.items()}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -609,9 +614,14 @@ class StateRing:
             self._coalesce()
 
     def apply(self, fn: Callable[[Tensor], Tensor]) -> None:
-        """Apply a tensor function (``.to(device)``, ...) to every buffer and chunk."""
-        self.shared = None
+        """Apply a tensor function (``.to(device)``, ...) to every buffer and chunk.
+
+        A ring whose buffers all come back as they were (``.to`` the device and dtype they have,
+        e.g. ``metrics.to(preds.device)`` at every step) keeps its place in a shared buffer.
+        """
+        rings, back = {n: fn(t) for n, t in self.rings.items()}, {n: fn(t) for n, t in self.back.items()}
+        if any(rings[n] is not t for n, t in self.rings.items()) or any(back[n] is not t for n, t in self.back.items()):
+            self.shared = None
         self.defaults = {n: fn(t) for n, t in self.defaults.items()}
-        self.rings = {n: fn(t) for n, t in self.rings.items()}
-        self.back = {n: fn(t) for n, t in self.back.items()}
+        self.rings, self.back = rings, back
         self.chunks = {n: deque([[_apply_chunk(fn, c) for c in cs] for cs in d]) for n, d in self.chunks.items()}

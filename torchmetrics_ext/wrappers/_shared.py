@@ -25,6 +25,7 @@ still agree; otherwise each metric updates its own window, as outside a module.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,19 @@ def shareable(unit: Windowed) -> bool:
     )
 
 
+def _plain_pointwise(unit: Windowed) -> bool:
+    """Whether the unit's metric updates by adding its ``_batch_stats`` (1-D, one per state, in the ring's order)."""
+    from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
+
+    scratch = unit._scratch
+    return (
+        isinstance(scratch, _PointwiseMetric)
+        and type(scratch).update is _PointwiseMetric.update
+        and tuple(scratch._state_keys) == tuple(unit._ring.tensor_names)
+        and all(unit._ring.defaults[name].ndim == 1 for name in unit._ring.tensor_names)
+    )
+
+
 class SharedRing:
     """The rings of ``units`` (each :func:`shareable`) laid out in one buffer, stepped together.
 
@@ -86,12 +100,26 @@ class SharedRing:
         self.back: Tensor | None = None
         self.views: list[dict[str, Tensor]] = []  # each unit's states as views of the staging row
         self.targets: list[Tensor] = []  # the staging views in the order of `layout`
+        # pointwise metrics (their `update` adds their batch statistics, one 1-D tensor per state in
+        # the ring's order): their statistics are collected and written into the staging row with
+        # one `cat`, not added one metric at a time into its zeroed columns
+        self.direct = all(_plain_pointwise(unit) for unit in self.units)
+        self.stats: list[Tensor] = []
+        self.collectors: list[Callable[..., Any]] = [functools.partial(self._collect, u._scratch) for u in self.units]
 
     # ------------------------------------------------------------------ layout
 
     def intact(self) -> bool:
-        """Whether every ring still holds its slots in the shared buffer."""
-        return self.buffer is not None and all(ring.shared is self for ring in self.rings)
+        """Whether every ring still holds its slots in the shared buffer, at the same place in its window.
+
+        A ring updated on its own (a unit's ``update`` or ``forward`` outside the module's step)
+        leaves the layout; the window's position is compared too.
+        """
+        if self.buffer is None:
+            return False
+        first = self.rings[0]
+        place = (first.head, first.count, first.capacity)
+        return all(ring.shared is self and (ring.head, ring.count, ring.capacity) == place for ring in self.rings)
 
     def adopt(self, capacity: int = 0) -> bool:
         """Lay the rings out in one buffer of at least ``capacity`` slots, their slots copied in order.
@@ -124,7 +152,7 @@ class SharedRing:
                     buffer[: older.shape[0], start:stop] = older.reshape(older.shape[0], stop - start)
                     buffer[older.shape[0] : count, start:stop] = newer.reshape(newer.shape[0], stop - start)
                 back[start:stop] = ring.back[name].reshape(-1)
-                slots.append(buffer[:, start:stop].unflatten(1, shape))
+                slots.append(buffer[:, start] if not shape else buffer[:, start:stop].unflatten(1, shape))
                 sums.append(back[start:stop].view(shape))
                 views.append(staging[start:stop].view(shape))
         self.views = [{} for _ in self.rings]
@@ -139,17 +167,28 @@ class SharedRing:
         return True
 
     def ready(self) -> bool:
-        """Whether the next step can go through the shared buffer (laid out again when needed)."""
-        return self.intact() or self.adopt()
+        """Whether the next step can go through the shared buffer: laid out again when needed, grown when full."""
+        if not (self.intact() or self.adopt()):
+            return False
+        first = self.rings[0]
+        return first.count < first.capacity or self.adopt(2 * first.capacity)
 
     # ------------------------------------------------------------------ per step
 
+    def _collect(self, scratch: Any, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
+        """A pointwise metric's ``update`` into the staging row: its batch statistics, kept for :meth:`commit`."""
+        self.stats.extend(scratch._batch_stats(*scratch._format(preds, target, weights, scratch._check_inputs)))
+
     def begin(self) -> list[Callable[..., Any]]:
-        """Zero the staging row and bind each unit's scratch states to its columns; their ``update``s."""
-        first = self.rings[0]
-        if first.count == first.capacity:  # a full buffer: laid out again with twice the slots
-            self.adopt(2 * first.capacity)
-        assert self.staging is not None
+        """Ready the staging row for the step; each unit's ``update`` into it (called with the unit's inputs).
+
+        Pointwise units' statistics are collected (:meth:`_collect`); otherwise the row is zeroed
+        and each unit's scratch metric bound to its columns, updated in place.
+        """
+        assert self.staging is not None  # after `ready()`
+        if self.direct:
+            self.stats.clear()
+            return self.collectors
         self.staging.zero_()
         updates = []
         for unit, views in zip(self.units, self.views):
@@ -167,7 +206,17 @@ class SharedRing:
         assert self.buffer is not None and self.back is not None and self.staging is not None
         first = self.rings[0]
         slot = (first.head + first.count) % first.capacity
-        self.buffer[slot].copy_(self.staging)
+        if self.direct:
+            torch.cat(self.stats, out=self.staging)
+            self.stats.clear()
+        else:  # a metric that rebinds a state instead of updating it in place (as Windowed._batch_into allows)
+            for unit, views in zip(self.units, self.views):
+                state = unit._scratch.__dict__
+                for name, view in views.items():
+                    if state[name] is not view:
+                        view.copy_(state[name])
+        # the slot as a ring's own: its zeroed slot plus the statistics (a -0.0 statistic kept as 0.0)
+        torch.add(self.staging, 0.0, out=self.buffer[slot])
         self.back.add_(self.staging)
         # read at every step: a reset, sync or load gives the lifetime new state tensors
         torch._foreach_add_([getattr(life, name) for life, name in self.lifetime_states], self.targets)

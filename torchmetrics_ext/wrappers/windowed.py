@@ -722,7 +722,6 @@ class Windowed(WrapperMetric):
             if kept is not entries or self.dist_sync_on_step:
                 window_value = self._histogram_value(kept)
         # ---- commit: nothing below raises
-        life, window = self._modules["lifetime"], self._modules["window"]
         if kept is not None and kept_size > 0:
             if kept is not entries:  # the samples the window does not keep go to the lifetime only
                 assert entries is not None
@@ -730,9 +729,7 @@ class Windowed(WrapperMetric):
             hist.push(kept[0], kept[1], kept_size)
             hist.evict(limit, self.max_updates)
             self.__dict__["_window_stale"] = self.__dict__["_lifetime_stale"] = True
-        for child in (self, life, window):  # as TorchMetrics' update wrapper does (plain attributes)
-            child.__dict__["_update_count"] += 1
-            child.__dict__["_computed"] = None
+        self._count_update()
         return lifetime_value, window_value
 
     def _step(self, args: tuple[Any, ...], kwargs: dict[str, Any], values: bool) -> tuple[Any, Any]:
@@ -755,7 +752,7 @@ class Windowed(WrapperMetric):
         elif values and self.dist_sync_on_step:  # every rank syncs the kept part too, cut on this rank or not
             window_value = self._batch_value(values)
         # ---- commit: nothing below raises
-        life, window = self._modules["lifetime"], self._modules["window"]
+        life = self._modules["lifetime"]
         compensated = self.__dict__.get("_compensated", ())
         targets = {name: getattr(life, name) for name in ring.tensor_names}
         if compensated:  # the batch's sums are added to the lifetime's with their rounding errors kept
@@ -805,10 +802,16 @@ class Windowed(WrapperMetric):
                 self.__dict__["_older_joined"] = len(life_lists[0]) - keep
             elif older < joined:  # the lifetime was emptied or joined since (reset, load, compute)
                 self.__dict__["_older_joined"] = older
-        for child in (self, life, window):  # as TorchMetrics' update wrapper does (plain attributes)
-            child.__dict__["_update_count"] += 1
-            child.__dict__["_computed"] = None
+        self._count_update()
         return lifetime_value, window_value
+
+    def _count_update(self) -> None:
+        """Count one update on the wrapper and both children as TorchMetrics' update wrapper does (plain attributes)."""
+        modules = self._modules
+        for child in (self, modules["lifetime"], modules["window"]):
+            state = child.__dict__
+            state["_update_count"] += 1
+            state["_computed"] = None
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         """Add one batch (the wrapped metric's ``update`` arguments) to the lifetime and the window."""

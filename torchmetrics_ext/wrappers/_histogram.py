@@ -65,7 +65,7 @@ def add_stacked(dense: Tensor, index: Tensor, values: Tensor | None, count: int)
         add_entries(dense, index, values)
         return
     assert values is not None
-    flat = index.reshape(1, -1)
+    flat = index.reshape(1, -1).to(torch.int64)  # `scatter_add_` takes int64 indices only
     rows = values.reshape(count, -1)
     if rows.dtype != dense.dtype:  # histograms cast by `set_dtype`
         rows = rows.to(dense.dtype)

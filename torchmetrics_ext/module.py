@@ -124,6 +124,9 @@ class _Batch:
     sessions: list[Tensor] | None  # per task (N,) int
     target_is_float: bool
     columns: tuple[list[Tensor], list[Tensor], list[Tensor | None]]  # as given: predictions, labels, weights
+    # the (T, N) predictions and labels as validated: stacked in their own floating dtype when it
+    # is narrower than float64 (exact bounds, half the bytes read), else the float64 stacks
+    checked: tuple[Tensor, Tensor]
 
 
 class RecMetricModule(nn.Module):
@@ -682,8 +685,7 @@ class RecMetricModule(nn.Module):
             given = [c for c in batch.columns[2] if c is not None]
             try:
                 weight_bounds = _check_values_weight_bounds(
-                    batch.preds,
-                    batch.target,
+                    *batch.checked,
                     given,
                     domains.preds,
                     domains.target,
@@ -905,13 +907,16 @@ class RecMetricModule(nn.Module):
             sessions = [
                 _id_column(column(t, "session id", t.session_id_name), t, t.session_id_name, first) for t in self.tasks
             ]
+        stacked = [_stack_columns(preds), _stack_columns(labels)]
+        wide = [s.to(torch.float64) for s in stacked]
         return _Batch(
-            _stack(preds),
-            _stack(labels),
+            wide[0],
+            wide[1],
             groups,
             sessions,
             any(y.is_floating_point() for y in labels),
             (preds, labels, weights),
+            tuple(s if s.is_floating_point() and s.dtype != torch.float64 else w for s, w in zip(stacked, wide)),  # type: ignore[arg-type]
         )
 
     # ------------------------------------------------------------------ compute
@@ -1634,13 +1639,16 @@ def _id_column(value: Tensor, task: RecTaskInfo, key: str | None, like: Tensor) 
     return value
 
 
+def _stack_columns(columns: list[Tensor]) -> Tensor:
+    """``(T, N)`` in the columns' promoted dtype (a view of a single column)."""
+    return columns[0].unsqueeze(0) if len(columns) == 1 else torch.stack(columns)
+
+
 def _stack(columns: list[Tensor]) -> Tensor:
     """``(T, N)`` float64 with one cast per column."""
-    if len(columns) == 1:
-        return columns[0].to(torch.float64).unsqueeze(0)
     # stacked, then cast: cheaper than a stack cast into a float64 `out` (which ATen does in a
     # slower loop), at one sample per task as at thousands; no copy when they are float64 already
-    return torch.stack(columns).to(torch.float64)
+    return _stack_columns(columns).to(torch.float64)
 
 
 def _stack_weights(columns: list[Tensor | None]) -> Tensor | None:

@@ -177,6 +177,53 @@ def test_callback_writes_training_values_only_at_the_steps_that_computed_them(tm
         assert float(row["train/ctr/buy"]) == pytest.approx(y[:seen, 1].double().mean().item(), rel=1e-12)
 
 
+@pytest.mark.parametrize(("interval", "accumulate"), [(1, 2), (3, 4), (4, 2)])
+def test_accumulated_batches_compute_at_most_once_per_logging_step_or_warn(tmp_path, interval, accumulate):
+    """compute_interval_steps counts batches, Lightning's logging step optimizer steps: an interval that is no
+    multiple of accumulate_grad_batches computed twice in one optimizer step (interval 1, accumulation 2: two rows,
+    with different values, at every step) without a word. Now the callback warns; a multiple logs each step once."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    gen = torch.Generator().manual_seed(2)
+    x, y = torch.randn(12 * 8, 4, generator=gen), (torch.rand(12 * 8, 2, generator=gen) < 0.3).long()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    model = ClickModel()
+    tasks = [tmx.RecTaskInfo(t, f"{t}_label", f"{t}_logit") for t in TASKS]
+    model.train_metrics = tmx.RecMetricModule(
+        tasks, {"ctr": "ctr"}, throughput=False, compute_interval_steps=interval, prefix="train/"
+    )
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        accumulate_grad_batches=accumulate,
+        logger=CSVLogger(tmp_path, name="logs", version=0),
+        log_every_n_steps=1,
+        callbacks=[RecMetricCallback(val=None)],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(model, loader)
+    advice = [str(w.message) for w in caught if "accumulate_grad_batches" in str(w.message)]
+    with open(tmp_path / "logs" / "version_0" / "metrics.csv") as f:
+        rows = [row for row in csv.DictReader(f) if row.get("train/ctr/buy")]
+    steps = [int(row["step"]) for row in rows]
+    if interval % accumulate:
+        assert len(advice) == 1 and f"compute_interval_steps={interval}`" in advice[0], advice
+        assert f"compute_interval_steps={accumulate}`" in advice[0]  # the nearest multiple, suggested
+        return
+    assert advice == []
+    # every 2 optimizer steps (4 batches), at the last batch of the step: steps 1, 3, 5 (12 batches, 6 steps)
+    assert steps == [1, 3, 5]
+    for row in rows:
+        seen = (int(row["step"]) + 1) * accumulate * 8
+        assert float(row["train/ctr/buy"]) == pytest.approx(y[:seen, 1].double().mean().item(), rel=1e-12)
+
+
 class TwoOptimizerModel(ClickModel):
     """Manual optimization with two optimizers (GAN-style): each batch steps both."""
 

@@ -147,7 +147,9 @@ class RecMetricModule(nn.Module):
             first :meth:`compute` already has rates (a single-step interval's first one is ``nan``).
         compute_interval_steps: :meth:`should_compute` is true every this many updates (under
             DDP every rank calls ``update`` once per step, with empty columns when it has no data,
-            so that all ranks compute together: see :meth:`should_compute`).
+            so that all ranks compute together: see :meth:`should_compute`). Updates, not optimizer
+            steps: under Lightning's ``accumulate_grad_batches=A`` each batch is an update, so use
+            a multiple of ``A`` (see ``RecMetricCallback``).
         state_metrics: ``{name: callable}``; each callable returns a scalar or a dict of scalars
             (e.g. the optimizer's learning rate) reported by :meth:`compute`. A TorchMetrics
             ``Metric`` or ``MetricCollection`` (a running loss ``MeanMetric``), or its bound

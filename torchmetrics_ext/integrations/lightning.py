@@ -37,6 +37,7 @@ from torch import Tensor
 try:
     import lightning.pytorch as pl
     from lightning.pytorch.trainer.states import TrainerFn
+    from lightning.pytorch.utilities.rank_zero import rank_zero_warn
     from lightning.pytorch.utilities.warnings import PossibleUserWarning
 except ImportError as err:  # the extra this module needs: say where it comes from
     raise ImportError(
@@ -89,7 +90,12 @@ class RecMetricCallback(pl.Callback):
       at that step, and only there (as Lightning's ``LearningRateMonitor`` writes its values;
       ``log_dict`` from a step hook would repeat the last values at every later logging step of
       the epoch, under steps where nothing was computed), whatever ``log_every_n_steps`` is; they
-      also go to ``trainer.callback_metrics`` (e.g. for ``ModelCheckpoint(monitor=...)``);
+      also go to ``trainer.callback_metrics`` (e.g. for ``ModelCheckpoint(monitor=...)``). The
+      interval counts training batches, not optimizer steps: under ``accumulate_grad_batches=A``
+      make it a multiple of ``A`` (``compute_interval_steps=n * A`` computes at the last batch of
+      every ``n``-th optimizer step); any other interval computes inside an accumulation, and two
+      computes in one optimizer step are written at the same logging step (the callback warns at
+      ``setup``);
     * at the end of each training epoch: ``log_dict(compute())``, unless the last step just logged
       the same values;
     * at the start of each validation epoch the ``val`` module is reset; after each validation
@@ -231,10 +237,35 @@ class RecMetricCallback(pl.Callback):
             self._missing(pl_module, wrong)
         if stage == "fit":  # a callback reused for another fit (a fresh model, say) logs it from its first epoch
             self._train_logged_at = None
+            self._check_accumulation(trainer, pl_module)
         self._eval = _EvalEpoch()  # nothing kept from an earlier run (one interrupted mid-epoch, say)
         for name in names:
             if name is not None:
                 unshare_memory(getattr(pl_module, name))
+
+    def _check_accumulation(self, trainer: pl.Trainer | None, pl_module: pl.LightningModule) -> None:
+        """Warn when ``compute_interval_steps`` is no multiple of ``accumulate_grad_batches``.
+
+        The module counts training batches (its updates), while Lightning's logging step counts
+        optimizer steps, ``accumulate_grad_batches`` batches each: an interval that is no multiple
+        of it computes inside an accumulation, and where two computes fall in one optimizer step
+        (any interval smaller than the accumulation) their rows share one logger step.
+        """
+        module = getattr(pl_module, self.train, None) if self.train is not None else None
+        accumulate = getattr(trainer, "accumulate_grad_batches", 1)
+        if not isinstance(module, RecMetricModule) or not isinstance(accumulate, int) or accumulate <= 1:
+            return
+        interval = module.compute_interval_steps
+        if interval % accumulate:
+            rank_zero_warn(
+                f"RecMetricCallback: `{self.train}.compute_interval_steps={interval}` counts training batches, and "
+                f"`accumulate_grad_batches={accumulate}` makes {accumulate} batches one optimizer step (one logging "
+                f"step): the module computes inside an accumulation, and computes that fall in one optimizer step "
+                f"are written at the same logging step. Use a multiple of {accumulate} "
+                f"(`compute_interval_steps={accumulate * max(1, round(interval / accumulate))}`: every "
+                f"{max(1, round(interval / accumulate))} optimizer step(s)).",
+                category=PossibleUserWarning,
+            )
 
     def _model_out(self, outputs: Any, module: RecMetricModule, stage: str) -> Mapping[str, Tensor]:
         out = outputs if self.output_key is None or not isinstance(outputs, Mapping) else outputs.get(self.output_key)
@@ -298,7 +329,7 @@ class RecMetricCallback(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        """Update the training module; log it every ``compute_interval_steps`` batches.
+        """Update the training module; log it every ``compute_interval_steps`` batches (not optimizer steps).
 
         A step that returned ``None`` (a skipped batch, or a manual-optimisation step without
         metrics; the callback receives an empty dict) adds no sample but counts as a step, as an

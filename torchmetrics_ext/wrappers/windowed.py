@@ -23,6 +23,7 @@ from torchmetrics_ext.metrics.base import (
     count_samples,
     derive_missing,
     load_explained,
+    merge_settings_differ,
     move_only,
     newest_samples,
     note_checkpoint,
@@ -902,7 +903,11 @@ class Windowed(WrapperMetric):
                 raise TypeError(
                     f"Expected a Windowed over {type(life).__name__} to merge, got one over {type(other).__name__}."
                 )
-            if isinstance(life, GuardedMetric) and life._checkpoint_settings() != other._checkpoint_settings():  # type: ignore[operator]
+            if isinstance(life, GuardedMetric) and merge_settings_differ(
+                other._checkpoint_settings(),  # type: ignore[operator]
+                life._checkpoint_settings(),
+                same_states=other._defaults.keys() == life._defaults.keys(),
+            ):
                 raise ValueError(
                     f"Cannot merge a Windowed over {type(other).__name__} with settings "
                     f"{other._checkpoint_settings()} into one with {life._checkpoint_settings()}."  # type: ignore[operator]

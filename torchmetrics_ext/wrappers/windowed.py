@@ -977,6 +977,30 @@ class Windowed(WrapperMetric):
         for child in (self._child("lifetime"), self._child("window")):
             recomputed_after(child, functools.partial(child.unsync, should_unsync))
 
+    @contextmanager
+    def sync_context(
+        self,
+        dist_sync_fn: Callable | None = None,
+        process_group: Any | None = None,
+        should_sync: bool = True,
+        should_unsync: bool = True,
+        distributed_available: Callable | None = None,
+    ) -> Iterator[None]:
+        """TorchMetrics' ``sync_context``: the lifetime and window synced inside, this rank's own states after.
+
+        TorchMetrics unsyncs where the metric's own ``_is_synced`` is set, which a wrapper's never
+        is (its children are synced): the lifetime and window stayed synced after the context, so
+        the next ``compute()`` raised "already synced" (or gave the gathered values) and updates
+        added to the gathered states. Each child synced on leaving is unsynced (a ``compute()``
+        inside has unsynced them already, as TorchMetrics' rule is), also when the body raises.
+        """
+        self.sync(dist_sync_fn, process_group, should_sync, distributed_available)
+        try:
+            yield
+        finally:
+            for child in (self._child("lifetime"), self._child("window")):
+                recomputed_after(child, functools.partial(child.unsync, should_unsync and child._is_synced))
+
     def persistent(self, mode: bool = False) -> None:
         """Whether the wrapper's states go into ``state_dict`` (``True`` from construction).
 

@@ -1152,6 +1152,32 @@ def test_sync_context_restores_the_local_lifetime_and_window(inner, ref, samples
     assert values["window"].item() == pytest.approx(ref(y[:2], p[:2]))
 
 
+@pytest.mark.parametrize("method", ["forward", "update"])
+@pytest.mark.parametrize(
+    "inner", [lambda: tmx.CTR(), lambda: tmx.AUC(), lambda: tmx.AUC(num_bins=20, bin_space="probability")]
+)
+def test_a_batch_between_sync_and_unsync_is_refused(inner, method):
+    """After a manual sync() the lifetime and window hold both ranks' states and unsync() restores the local
+    ones cached before: a batch added in between was dropped from the lifetime but kept in the window. It is refused as TorchMetrics refuses ``forward`` on a synced metric."""
+    from torchmetrics.utilities.exceptions import TorchMetricsUserError
+
+    p, y = np.array([0.2, 0.6, 0.9]), np.array([0.0, 1.0, 1.0])
+    metric = Windowed(inner(), 10)
+    metric.update(torch.tensor(p), torch.tensor(y))
+    metric.sync(dist_sync_fn=_two_equal_ranks, distributed_available=lambda: True)
+    with pytest.raises(TorchMetricsUserError, match=f"shouldn't be synced when performing ``{method}``"):
+        getattr(metric, method)(torch.tensor([0.5, 0.3]), torch.tensor([0.0, 1.0]))
+    metric.unsync()
+    ref = skm.roc_auc_score if isinstance(metric.lifetime, tmx.AUC) else (lambda y, p: y.mean())
+    values = metric.compute()
+    assert values["lifetime"].item() == pytest.approx(ref(y, p))
+    assert values["window"].item() == pytest.approx(ref(y, p))
+    getattr(metric, method)(torch.tensor([0.5, 0.3]), torch.tensor([0.0, 1.0]))  # accepted again, into both
+    values = metric.compute()
+    assert values["lifetime"].item() == pytest.approx(ref(np.r_[y, 0.0, 1.0], np.r_[p, 0.5, 0.3]))
+    assert values["window"].item() == pytest.approx(ref(np.r_[y, 0.0, 1.0], np.r_[p, 0.5, 0.3]))
+
+
 @pytest.mark.ddp
 def test_windowed_sync_and_unsync_sync_the_lifetime_and_the_window(ddp_pool):
     """The wrapper's sync() syncs its children (it holds no state itself): was a silent no-op."""

@@ -13,6 +13,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.nn import Module
 from torchmetrics import Metric
+from torchmetrics.utilities.exceptions import TorchMetricsUserError
 from torchmetrics.wrappers.abstract import WrapperMetric
 
 from torchmetrics_ext.functional.auc.binary import _add_entries as add_entries
@@ -816,7 +817,22 @@ class Windowed(WrapperMetric):
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         """Add one batch (the wrapped metric's ``update`` arguments) to the lifetime and the window."""
+        self._refuse_while_synced("update")
         self._step(args, kwargs, values=False)
+
+    def _refuse_while_synced(self, method: str) -> None:
+        """TorchMetrics' refusal of ``forward`` on a synced metric, for ``update`` too.
+
+        Between a manual :meth:`sync` and :meth:`unsync` the lifetime and window hold every rank's
+        states; ``unsync`` restores the local ones cached before the sync, so a batch added in
+        between left the lifetime (restored without it) while it stayed in the ring and the window.
+        """
+        modules = self._modules
+        if modules["lifetime"]._is_synced or modules["window"]._is_synced:  # type: ignore[union-attr]
+            raise TorchMetricsUserError(
+                f"The Metric shouldn't be synced when performing ``{method}``. "
+                "HINT: Did you forget to call ``unsync`` ?."
+            )
 
     def _filter_kwargs(self, **kwargs: Any) -> dict[str, Any]:
         """The keyword arguments the wrapped metric's ``update`` takes (a ``MetricCollection`` passes all of them)."""
@@ -824,6 +840,7 @@ class Windowed(WrapperMetric):
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Add one batch and return its values: ``{"lifetime": batch value, "window": value of its kept part}``."""
+        self._refuse_while_synced("forward")
         lifetime_value, window_value = self._step(args, kwargs, values=True)
         return {"lifetime": lifetime_value, "window": window_value}
 

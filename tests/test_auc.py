@@ -1631,6 +1631,66 @@ def test_merging_the_flat_rows_of_another_num_tasks_is_refused(cls, windowed):
     torch.testing.assert_close(got, expected)  # nothing merged
 
 
+@pytest.mark.parametrize(
+    ("receiver", "incoming", "states"),
+    [
+        (
+            lambda: tmx.AUC(),
+            lambda: tmx.AUC(num_bins=200),
+            r"\['hist'\] are not this metric's \['preds', 'signed_weights'\]",
+        ),
+        (
+            lambda: tmx.AUC(num_bins=200),
+            lambda: tmx.AUC(),
+            r"\['preds', 'signed_weights'\] are not this metric's \['hist'\]",
+        ),
+        (lambda: tmx.AUPRC(), lambda: tmx.AUPRC(num_bins=50), r"\['hist'\] are not this metric's"),
+        (
+            lambda: tmx.GroupedAUC(),
+            lambda: tmx.GroupedAUC(groups_complete_per_batch=True),
+            r"'group_count_sum'\] are not",
+        ),
+    ],
+)
+@pytest.mark.parametrize("windowed", [False, True])
+def test_merging_the_other_mode_names_the_states_not_alike_settings(receiver, incoming, states, windowed):
+    """An exact and a binned AUC (or grouped AUC per batch) record different settings *keys*: the refusal
+    read "Cannot merge a AUC with settings {'num_tasks': 1} into one with {'num_tasks': 1, 'from_logits':
+    False}", settings that look equal. It now names the states of the other mode; nothing is merged."""
+
+    def wrap(metric):
+        return tmx.Windowed(metric, window_size=100) if windowed else metric
+
+    grouped = isinstance(receiver(), tmx.GroupedAUC)
+    preds, target = torch.tensor([0.9, 0.2, 0.7, 0.4]), torch.tensor([1, 0, 0, 1])
+    extra = (torch.tensor([0, 0, 1, 1]),) if grouped else ()
+    a, b = wrap(receiver()), wrap(incoming())
+    a.update(preds, target, *extra)
+    b.update(preds.flip(0), target, *extra)
+    expected = 0.5 if grouped else skm.roc_auc_score(target.numpy(), preds.numpy())
+    with pytest.raises(ValueError, match=states):
+        a.merge_state(b)
+    got = a.compute()["lifetime"] if windowed else a.compute()
+    if isinstance(a.lifetime if windowed else a, tmx.AUPRC):
+        expected = skm.average_precision_score(target.numpy(), preds.numpy())
+    np.testing.assert_allclose(got.item(), expected, rtol=1e-6)  # nothing merged
+
+
+def test_a_windowed_metric_merged_into_a_plain_one_is_refused_with_the_way_to_merge_it():
+    """``AUC().merge_state(Windowed(AUC()))`` read the wrapper's own states (none): "the incoming states []
+    are not this metric's ... another mode or setting". It now says what was given and to merge its lifetime."""
+    preds, target = torch.tensor([0.9, 0.2, 0.7, 0.4]), torch.tensor([1, 0, 0, 1])
+    plain, windowed = tmx.AUC(), tmx.Windowed(tmx.AUC(), window_size=10)
+    plain.update(preds, target)
+    windowed.update(preds.flip(0), target)
+    with pytest.raises(ValueError, match=r"Cannot merge a Windowed into AUC.*merge_state\(other\.lifetime\)"):
+        plain.merge_state(windowed)
+    np.testing.assert_allclose(plain.compute().item(), skm.roc_auc_score(target.numpy(), preds.numpy()))
+    plain.merge_state(windowed.lifetime)  # the way the message gives: sklearn's AUC over both
+    both = torch.cat([preds, preds.flip(0)]).numpy(), torch.cat([target, target]).numpy()
+    np.testing.assert_allclose(plain.compute().item(), skm.roc_auc_score(both[1], both[0]), rtol=1e-9)
+
+
 @pytest.mark.parametrize(("functional", "ref"), [(tmf.grouped_auc, ref_auc), (tmf.grouped_auprc, ref_auprc)])
 @pytest.mark.parametrize("device_path", [False, True])
 def test_grouped_functionals_take_weights_that_require_grad(functional, ref, device_path):

@@ -1108,6 +1108,76 @@ def _manual_sync_job(rank, world_size):
     return out
 
 
+def _rows(state):
+    """Rows of an exact list state: its chunks, or one tensor once synced."""
+    return state.numel() if torch.is_tensor(state) else sum(chunk.numel() for chunk in state)
+
+
+def _two_equal_ranks(tensor, group=None):
+    """A gather of two ranks that hold the same states (a second process simulated in this one)."""
+    return [tensor, tensor.clone()]
+
+
+@pytest.mark.parametrize(
+    ("inner", "ref", "samples"),
+    [
+        (lambda: tmx.CTR(), lambda y, p: y.mean(), lambda states: states["weighted_num_samples"].sum()),
+        (lambda: tmx.AUC(), skm.roc_auc_score, lambda states: _rows(states["preds"])),
+        (
+            lambda: tmx.AUC(num_bins=20, bin_space="probability"),
+            skm.roc_auc_score,
+            lambda states: states["hist_probability"].sum(),
+        ),
+    ],
+)
+@pytest.mark.parametrize("sync_on_compute", [True, False])
+def test_sync_context_restores_the_local_lifetime_and_window(inner, ref, samples, sync_on_compute):
+    """TorchMetrics' ``sync_context`` unsyncs where the metric's own ``_is_synced`` is set, never a wrapper's:
+    the lifetime and window stayed synced after the context (weights of both ranks), the next compute()
+    raised "already synced" and updates went into the gathered states."""
+    p, y = np.array([0.12, 0.37, 0.62, 0.87, 0.55]), np.array([1.0, 0.0, 1.0, 0.0, 1.0])
+    metric = Windowed(inner(), 3, sync_on_compute=sync_on_compute)
+    metric.update(torch.tensor(p[:2]), torch.tensor(y[:2]))
+    metric.update(torch.tensor(p[2:]), torch.tensor(y[2:]))
+    with metric.sync_context(dist_sync_fn=_two_equal_ranks, distributed_available=lambda: True):
+        assert float(samples(metric.lifetime.metric_state)) == 2 * len(p)  # both ranks' samples inside
+        assert float(samples(metric.window.metric_state)) == 2 * 3
+    assert float(samples(metric.lifetime.metric_state)) == len(p)
+    values = metric.compute()  # this rank's own states again
+    assert values["lifetime"].item() == pytest.approx(ref(y, p))
+    assert values["window"].item() == pytest.approx(ref(y[2:], p[2:]))
+    metric.update(torch.tensor(p[:2]), torch.tensor(y[:2]))  # into the local states, not the gathered ones
+    values = metric.compute()
+    assert values["lifetime"].item() == pytest.approx(ref(np.r_[y, y[:2]], np.r_[p, p[:2]]))
+    assert values["window"].item() == pytest.approx(ref(y[:2], p[:2]))
+
+
+@pytest.mark.parametrize("method", ["forward", "update"])
+@pytest.mark.parametrize(
+    "inner", [lambda: tmx.CTR(), lambda: tmx.AUC(), lambda: tmx.AUC(num_bins=20, bin_space="probability")]
+)
+def test_a_batch_between_sync_and_unsync_is_refused(inner, method):
+    """After a manual sync() the lifetime and window hold both ranks' states and unsync() restores the local
+    ones cached before: a batch added in between was dropped from the lifetime but kept in the window. It is refused as TorchMetrics refuses ``forward`` on a synced metric."""
+    from torchmetrics.utilities.exceptions import TorchMetricsUserError
+
+    p, y = np.array([0.2, 0.6, 0.9]), np.array([0.0, 1.0, 1.0])
+    metric = Windowed(inner(), 10)
+    metric.update(torch.tensor(p), torch.tensor(y))
+    metric.sync(dist_sync_fn=_two_equal_ranks, distributed_available=lambda: True)
+    with pytest.raises(TorchMetricsUserError, match=f"shouldn't be synced when performing ``{method}``"):
+        getattr(metric, method)(torch.tensor([0.5, 0.3]), torch.tensor([0.0, 1.0]))
+    metric.unsync()
+    ref = skm.roc_auc_score if isinstance(metric.lifetime, tmx.AUC) else (lambda y, p: y.mean())
+    values = metric.compute()
+    assert values["lifetime"].item() == pytest.approx(ref(y, p))
+    assert values["window"].item() == pytest.approx(ref(y, p))
+    getattr(metric, method)(torch.tensor([0.5, 0.3]), torch.tensor([0.0, 1.0]))  # accepted again, into both
+    values = metric.compute()
+    assert values["lifetime"].item() == pytest.approx(ref(np.r_[y, 0.0, 1.0], np.r_[p, 0.5, 0.3]))
+    assert values["window"].item() == pytest.approx(ref(np.r_[y, 0.0, 1.0], np.r_[p, 0.5, 0.3]))
+
+
 @pytest.mark.ddp
 def test_windowed_sync_and_unsync_sync_the_lifetime_and_the_window(ddp_pool):
     """The wrapper's sync() syncs its children (it holds no state itself): was a silent no-op."""

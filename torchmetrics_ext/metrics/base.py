@@ -709,8 +709,19 @@ class GuardedMetric(Metric):
             )
         if isinstance(incoming_state, GuardedMetric) and type(incoming_state) is type(self):
             theirs, ours = incoming_state._checkpoint_settings(), self._checkpoint_settings()
-            if theirs != ours:
+            if merge_settings_differ(
+                theirs, ours, same_states=incoming_state._defaults.keys() == self._defaults.keys()
+            ):
                 raise ValueError(f"Cannot merge a {type(self).__name__} with settings {theirs} into one with {ours}.")
+        # a Windowed holds no states of its own (they are its lifetime's and window's)
+        other = (
+            incoming_state if isinstance(incoming_state, Metric) and type(incoming_state) is not type(self) else None
+        )
+        if isinstance(getattr(other, "lifetime", None), Metric):
+            raise ValueError(
+                f"Cannot merge a {type(incoming_state).__name__} into {type(self).__name__}: it holds no states of its "
+                "own; merge its lifetime (`metric.merge_state(other.lifetime)`)."
+            )
         states = incoming_state.metric_state if isinstance(incoming_state, Metric) else incoming_state
         if isinstance(states, dict):
             states = self._as_list_states(states)
@@ -1092,6 +1103,21 @@ def note_settings(destination: Mapping[str, Any], prefix: str, settings: Mapping
     entry = None if metadata is None else metadata.get(prefix[:-1])
     if entry is not None and settings:
         entry[_SETTINGS_KEY] = dict(settings)
+
+
+def merge_settings_differ(theirs: Mapping[str, Any], ours: Mapping[str, Any], same_states: bool) -> bool:
+    """Whether the recorded settings of two metrics of one class refuse a ``merge_state`` before their states are read.
+
+    A setting both record with different values always does. One that only one of them records
+    belongs to another mode (an exact AUC records ``from_logits``, a binned one names its
+    histogram after it), whose states have other names: the state check then says so (``the
+    incoming states ['hist'] are not this metric's ['preds', 'signed_weights']``) instead of
+    settings that read alike (``{'num_tasks': 1}`` against ``{'num_tasks': 1, 'from_logits': False}``).
+    Such settings refuse here only where the state names are the same (``same_states``).
+    """
+    if any(name in theirs and theirs[name] != value for name, value in ours.items()):
+        return True
+    return theirs != ours and same_states
 
 
 def settings_problems(

@@ -13,6 +13,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.nn import Module
 from torchmetrics import Metric
+from torchmetrics.utilities.exceptions import TorchMetricsUserError
 from torchmetrics.wrappers.abstract import WrapperMetric
 
 from torchmetrics_ext.functional.auc.binary import _add_entries as add_entries
@@ -23,6 +24,7 @@ from torchmetrics_ext.metrics.base import (
     count_samples,
     derive_missing,
     load_explained,
+    merge_settings_differ,
     move_only,
     newest_samples,
     note_checkpoint,
@@ -815,7 +817,22 @@ class Windowed(WrapperMetric):
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         """Add one batch (the wrapped metric's ``update`` arguments) to the lifetime and the window."""
+        self._refuse_while_synced("update")
         self._step(args, kwargs, values=False)
+
+    def _refuse_while_synced(self, method: str) -> None:
+        """TorchMetrics' refusal of ``forward`` on a synced metric, for ``update`` too.
+
+        Between a manual :meth:`sync` and :meth:`unsync` the lifetime and window hold every rank's
+        states; ``unsync`` restores the local ones cached before the sync, so a batch added in
+        between left the lifetime (restored without it) while it stayed in the ring and the window.
+        """
+        modules = self._modules
+        if modules["lifetime"]._is_synced or modules["window"]._is_synced:  # type: ignore[union-attr]
+            raise TorchMetricsUserError(
+                f"The Metric shouldn't be synced when performing ``{method}``. "
+                "HINT: Did you forget to call ``unsync`` ?."
+            )
 
     def _filter_kwargs(self, **kwargs: Any) -> dict[str, Any]:
         """The keyword arguments the wrapped metric's ``update`` takes (a ``MetricCollection`` passes all of them)."""
@@ -823,6 +840,7 @@ class Windowed(WrapperMetric):
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Add one batch and return its values: ``{"lifetime": batch value, "window": value of its kept part}``."""
+        self._refuse_while_synced("forward")
         lifetime_value, window_value = self._step(args, kwargs, values=True)
         return {"lifetime": lifetime_value, "window": window_value}
 
@@ -902,7 +920,11 @@ class Windowed(WrapperMetric):
                 raise TypeError(
                     f"Expected a Windowed over {type(life).__name__} to merge, got one over {type(other).__name__}."
                 )
-            if isinstance(life, GuardedMetric) and life._checkpoint_settings() != other._checkpoint_settings():  # type: ignore[operator]
+            if isinstance(life, GuardedMetric) and merge_settings_differ(
+                other._checkpoint_settings(),  # type: ignore[operator]
+                life._checkpoint_settings(),
+                same_states=other._defaults.keys() == life._defaults.keys(),
+            ):
                 raise ValueError(
                     f"Cannot merge a Windowed over {type(other).__name__} with settings "
                     f"{other._checkpoint_settings()} into one with {life._checkpoint_settings()}."  # type: ignore[operator]
@@ -971,6 +993,30 @@ class Windowed(WrapperMetric):
         """Restore this rank's own lifetime and window states after :meth:`sync`."""
         for child in (self._child("lifetime"), self._child("window")):
             recomputed_after(child, functools.partial(child.unsync, should_unsync))
+
+    @contextmanager
+    def sync_context(
+        self,
+        dist_sync_fn: Callable | None = None,
+        process_group: Any | None = None,
+        should_sync: bool = True,
+        should_unsync: bool = True,
+        distributed_available: Callable | None = None,
+    ) -> Iterator[None]:
+        """TorchMetrics' ``sync_context``: the lifetime and window synced inside, this rank's own states after.
+
+        TorchMetrics unsyncs where the metric's own ``_is_synced`` is set, which a wrapper's never
+        is (its children are synced): the lifetime and window stayed synced after the context, so
+        the next ``compute()`` raised "already synced" (or gave the gathered values) and updates
+        added to the gathered states. Each child synced on leaving is unsynced (a ``compute()``
+        inside has unsynced them already, as TorchMetrics' rule is), also when the body raises.
+        """
+        self.sync(dist_sync_fn, process_group, should_sync, distributed_available)
+        try:
+            yield
+        finally:
+            for child in (self._child("lifetime"), self._child("window")):
+                recomputed_after(child, functools.partial(child.unsync, should_unsync and child._is_synced))
 
     def persistent(self, mode: bool = False) -> None:
         """Whether the wrapper's states go into ``state_dict`` (``True`` from construction).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from pathlib import Path
 
@@ -269,6 +270,28 @@ def test_log_loss_equals_sklearn_exactly_when_probabilities_are_within_eta():
     assert abs(got - skm.log_loss(y, p)) > 0.5  # 10.148 against 11.683
     # eta below 1e-14 and above sklearn's eps: the same interval, the same value
     np.testing.assert_allclose(tmf.log_loss(torch.tensor(p), torch.tensor(y), eta=1e-15).item(), skm.log_loss(y, p))
+
+
+@pytest.mark.parametrize("eta", [1e-17, 1e-300, 5e-324])
+@pytest.mark.parametrize("soft", [False, True])
+def test_cross_entropy_with_an_eta_below_float64_resolution_of_one_clamps_both_sides(eta, soft):
+    """``1 - eta`` rounds to 1 for eta < 2**-54: p = 1 was not clamped, and LogLoss/NE came out nan."""
+    p = np.array([1.0, 0.0, 1.0, 0.0, 0.3, 0.8])
+    y = np.array([1.0, 0.0, 0.0, 1.0, 0.0, 1.0]) if not soft else np.array([1.0, 0.0, 0.25, 0.75, 0.5, 1.0])
+    w = np.array([1.0, 2.0, 0.5, 1.5, 1.0, 3.0])
+    # every probability clamped to [eta, 1 - eta] in exact arithmetic: log(1 - p) of p = 1 is log(eta)
+    log_p = np.where(p == 0, np.log(eta), np.log(np.where(p == 0, 1.0, p)))
+    log_q = np.where(p == 1, np.log(eta), np.log1p(-np.where(p == 1, 0.0, p)))
+    ce = -(y * log_p + (1 - y) * log_q)
+    expected_ll = math.fsum(w * ce) / w.sum()
+    base = (w * y).sum() / w.sum()
+    expected_ne = expected_ll / -(base * np.log(base) + (1 - base) * np.log1p(-base))
+    args = (torch.tensor(p), torch.tensor(y), torch.tensor(w))
+    np.testing.assert_allclose(tmf.log_loss(*args, eta=eta).item(), expected_ll, rtol=1e-12)
+    np.testing.assert_allclose(tmf.normalized_entropy(*args, eta=eta).item(), expected_ne, rtol=1e-12)
+    metric = tmx.LogLoss(eta=eta)
+    metric.update(*args)
+    np.testing.assert_allclose(metric.compute().item(), expected_ll, rtol=1e-12)
 
 
 def test_log_loss_from_logits_is_exact_in_both_tails():

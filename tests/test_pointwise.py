@@ -294,6 +294,35 @@ def test_cross_entropy_with_an_eta_below_float64_resolution_of_one_clamps_both_s
     np.testing.assert_allclose(metric.compute().item(), expected_ll, rtol=1e-12)
 
 
+def test_a_weight_total_past_float64_range_is_nan_not_a_finite_value():
+    """Finite weights whose float64 total overflows to inf: x / inf made MSE, MAE, precision and recall
+    report 0 (true values 0.225, 0.4, 0.5, 0.5 for this batch, whose every weight is the same); documented: nan."""
+    big = 1.5e308  # each weight finite, any two of them sum past float64's largest number
+    p = torch.tensor([0.9, 0.4, 0.7, 0.2], dtype=torch.float64)
+    y = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    w = torch.full((4,), big, dtype=torch.float64)
+    # at weight 1 (the same values: every weight is equal) the values are finite
+    assert tmf.weighted_mse(p, y).item() == pytest.approx((0.01 + 0.36 + 0.49 + 0.04) / 4)
+    for fn, cls in (
+        (tmf.weighted_mse, tmx.WeightedMSE),
+        (tmf.weighted_mae, tmx.WeightedMAE),
+        (tmf.weighted_rmse, tmx.WeightedRMSE),
+        (tmf.weighted_precision, tmx.WeightedPrecision),
+        (tmf.weighted_recall, tmx.WeightedRecall),
+        (tmf.weighted_accuracy, tmx.WeightedAccuracy),
+        (tmf.ctr, tmx.CTR),
+        (tmf.log_loss, tmx.LogLoss),
+        (tmf.normalized_entropy, tmx.NormalizedEntropy),
+    ):
+        assert math.isnan(fn(p, y, w).item()), fn.__name__
+        metric = cls()
+        metric.update(p, y, w)
+        assert math.isnan(metric.compute().item()), cls.__name__
+    # one heavy row among light ones: precision's tp is finite, tp + fp overflows
+    w = torch.tensor([1.0, 1.0, big, big], dtype=torch.float64)
+    assert math.isnan(tmf.weighted_precision(torch.tensor([0.9, 0.8, 0.7, 0.6]), y, w).item())
+
+
 def test_log_loss_from_logits_is_exact_in_both_tails():
     """Confident correct negatives (y = 0, z ≪ 0) lost every digit: log_loss(-40, 0) was 0, not 4.2e-18."""
     z = torch.tensor([-700.0, -300.0, -40.0, -37.5, -20.0, -10.0, -1e-3, 0.0, 3.0, 20.0, 40.0, 300.0])

@@ -185,7 +185,8 @@ def _normalized_entropy_compute(
     # entropy of the base rate times the total weight: the normaliser of sum w·CE
     norm = -(pos_labels * torch.log(base_rate) + neg_labels * torch.log1p(-base_rate))
     ne = cross_entropy_sum / torch.where(undefined, 1.0, norm)
-    return torch.where(undefined, math.nan, ne)
+    # a total weight that overflowed float64 (inf) leaves no base rate: nan, as safe_divide's
+    return torch.where(undefined | weighted_num_samples.isinf(), math.nan, ne)
 
 
 def normalized_entropy(

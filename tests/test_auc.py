@@ -1586,6 +1586,24 @@ def test_binned_values_do_not_depend_on_the_weights_scale(scale):
     assert torch.isfinite(bound).all() and (bound > 0).all()
 
 
+def test_binned_values_of_subnormal_weights_match_sklearn():
+    """Weights whose totals are subnormal (below 2.2e-308) needed a scale past 2**1023: inf, and nan with no warning."""
+    rng = np.random.default_rng(11)
+    p = rng.choice([0.05, 0.3, 0.5, 0.7, 0.95], 300)  # five scores, each in its own bin: binned = exact
+    y = (rng.random(300) < p).astype(np.int64)
+    k = rng.integers(1, 1000, 300)  # weights k * 2**-1074: exact subnormals, proportional to k
+    w = torch.tensor(k * math.ldexp(1.0, -1074), dtype=torch.float64)
+    assert (w > 0).all() and (w.sum() < 2.2e-308)
+    args = (torch.tensor(p), torch.tensor(y), w)
+    for fn, cls, ref in ((tmf.auc, tmx.AUC, skm.roc_auc_score), (tmf.auprc, tmx.AUPRC, skm.average_precision_score)):
+        expected = ref(y, p, sample_weight=k)
+        for bin_space in ("logit", "probability"):
+            np.testing.assert_allclose(fn(*args, num_bins=100, bin_space=bin_space).item(), expected, rtol=1e-12)
+            metric = cls(num_bins=100, bin_space=bin_space)
+            metric.update(*args)
+            np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-12)
+
+
 def test_power_of_two_is_exact_over_the_whole_float64_range():
     """The binned and pairwise AUCs scale by ``2 ** e``: ``torch.ldexp`` with integer exponents made it
     in float32 before PyTorch 2.4 (on the declared minimum 2.3: 0 or inf past 2**±127, so those

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from pathlib import Path
 
@@ -269,6 +270,57 @@ def test_log_loss_equals_sklearn_exactly_when_probabilities_are_within_eta():
     assert abs(got - skm.log_loss(y, p)) > 0.5  # 10.148 against 11.683
     # eta below 1e-14 and above sklearn's eps: the same interval, the same value
     np.testing.assert_allclose(tmf.log_loss(torch.tensor(p), torch.tensor(y), eta=1e-15).item(), skm.log_loss(y, p))
+
+
+@pytest.mark.parametrize("eta", [1e-17, 1e-300, 5e-324])
+@pytest.mark.parametrize("soft", [False, True])
+def test_cross_entropy_with_an_eta_below_float64_resolution_of_one_clamps_both_sides(eta, soft):
+    """``1 - eta`` rounds to 1 for eta < 2**-54: p = 1 was not clamped, and LogLoss/NE came out nan."""
+    p = np.array([1.0, 0.0, 1.0, 0.0, 0.3, 0.8])
+    y = np.array([1.0, 0.0, 0.0, 1.0, 0.0, 1.0]) if not soft else np.array([1.0, 0.0, 0.25, 0.75, 0.5, 1.0])
+    w = np.array([1.0, 2.0, 0.5, 1.5, 1.0, 3.0])
+    # every probability clamped to [eta, 1 - eta] in exact arithmetic: log(1 - p) of p = 1 is log(eta)
+    log_p = np.where(p == 0, np.log(eta), np.log(np.where(p == 0, 1.0, p)))
+    log_q = np.where(p == 1, np.log(eta), np.log1p(-np.where(p == 1, 0.0, p)))
+    ce = -(y * log_p + (1 - y) * log_q)
+    expected_ll = math.fsum(w * ce) / w.sum()
+    base = (w * y).sum() / w.sum()
+    expected_ne = expected_ll / -(base * np.log(base) + (1 - base) * np.log1p(-base))
+    args = (torch.tensor(p), torch.tensor(y), torch.tensor(w))
+    np.testing.assert_allclose(tmf.log_loss(*args, eta=eta).item(), expected_ll, rtol=1e-12)
+    np.testing.assert_allclose(tmf.normalized_entropy(*args, eta=eta).item(), expected_ne, rtol=1e-12)
+    metric = tmx.LogLoss(eta=eta)
+    metric.update(*args)
+    np.testing.assert_allclose(metric.compute().item(), expected_ll, rtol=1e-12)
+
+
+def test_a_weight_total_past_float64_range_is_nan_not_a_finite_value():
+    """Finite weights whose float64 total overflows to inf: x / inf made MSE, MAE, precision and recall
+    report 0 (true values 0.225, 0.4, 0.5, 0.5 for this batch, whose every weight is the same); documented: nan."""
+    big = 1.5e308  # each weight finite, any two of them sum past float64's largest number
+    p = torch.tensor([0.9, 0.4, 0.7, 0.2], dtype=torch.float64)
+    y = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    w = torch.full((4,), big, dtype=torch.float64)
+    # at weight 1 (the same values: every weight is equal) the values are finite
+    assert tmf.weighted_mse(p, y).item() == pytest.approx((0.01 + 0.36 + 0.49 + 0.04) / 4)
+    for fn, cls in (
+        (tmf.weighted_mse, tmx.WeightedMSE),
+        (tmf.weighted_mae, tmx.WeightedMAE),
+        (tmf.weighted_rmse, tmx.WeightedRMSE),
+        (tmf.weighted_precision, tmx.WeightedPrecision),
+        (tmf.weighted_recall, tmx.WeightedRecall),
+        (tmf.weighted_accuracy, tmx.WeightedAccuracy),
+        (tmf.ctr, tmx.CTR),
+        (tmf.log_loss, tmx.LogLoss),
+        (tmf.normalized_entropy, tmx.NormalizedEntropy),
+    ):
+        assert math.isnan(fn(p, y, w).item()), fn.__name__
+        metric = cls()
+        metric.update(p, y, w)
+        assert math.isnan(metric.compute().item()), cls.__name__
+    # one heavy row among light ones: precision's tp is finite, tp + fp overflows
+    w = torch.tensor([1.0, 1.0, big, big], dtype=torch.float64)
+    assert math.isnan(tmf.weighted_precision(torch.tensor([0.9, 0.8, 0.7, 0.6]), y, w).item())
 
 
 def test_log_loss_from_logits_is_exact_in_both_tails():

@@ -123,14 +123,19 @@ def _cross_entropy_update(
 
         def cross_entropy() -> Tensor:
             p = preds.clamp(eta, 1 - eta)
+            # below 2**-54, 1 - eta rounds to 1 and the upper clamp is a no-op: then 1 - p is floored
+            # at eta instead, so p = 1 costs -log(eta) on label 0 (as p = 0 on label 1), not inf/nan
+            floor = 0 < eta and 1 - eta == 1
             if sums.binary_target:
                 # y in {0, 1}: log(p) or log(1 - p) with one log, as |p + (y - 1)| is p or 1 - p
                 # exactly (y - 1 is exact, and p - 1 rounds to -(1 - p)); bit for bit the lerp below.
-                return _weighed(eta, (p + (target - 1)).abs_().log_(), weights)
+                likelihood = (p + (target - 1)).abs_()
+                return _weighed(eta, (likelihood.clamp_(min=eta) if floor else likelihood).log_(), weights)
             # (1 - y)·log(1 - p) + y·log(p) as one lerp: half the cost of F.binary_cross_entropy.
             # log(1 - p) rather than log1p(-p): a quarter of the time, and 1 - p is exact for p >= 0.5
             # while for small p its rounding (< 1.2e-16) is far below the clamp and float64 sums.
-            log_likelihood = torch.lerp(torch.log(1 - p), torch.log(p), target)
+            complement = (1 - p).clamp_(min=eta) if floor else 1 - p
+            log_likelihood = torch.lerp(torch.log(complement), torch.log(p), target)
             if eta == 0:
                 # unclamped p may be exactly 0 or 1, where the lerp makes 0·(-inf) = nan: there take
                 # 0·log 0 = 0 (xlogy), so a sure prediction on its own label costs 0 and a sure wrong
@@ -180,7 +185,8 @@ def _normalized_entropy_compute(
     # entropy of the base rate times the total weight: the normaliser of sum w·CE
     norm = -(pos_labels * torch.log(base_rate) + neg_labels * torch.log1p(-base_rate))
     ne = cross_entropy_sum / torch.where(undefined, 1.0, norm)
-    return torch.where(undefined, math.nan, ne)
+    # a total weight that overflowed float64 (inf) leaves no base rate: nan, as safe_divide's
+    return torch.where(undefined | weighted_num_samples.isinf(), math.nan, ne)
 
 
 def normalized_entropy(

@@ -258,7 +258,10 @@ def safe_divide(num: Tensor, denom: Tensor, metric: str, reason: str, axes: tupl
     """``num / denom``; ``nan`` where ``denom == 0``, with one :class:`UndefinedMetricWarning`.
 
     ``axes`` names the dimensions of the value in the warning (see :func:`warn_undefined`).
+    A denominator that overflowed to ``inf`` (float64 sums of weights past 1.8e308) is ``nan`` too,
+    without a warning (no further host read): ``x / inf`` would report 0 for any finite ``x``.
     """
     undefined = denom == 0
     warn_undefined(undefined, metric, reason, axes)
-    return torch.where(undefined, torch.full_like(num, float("nan")), num / torch.where(undefined, 1, denom))
+    unknown = undefined | denom.isinf() if denom.is_floating_point() else undefined
+    return torch.where(unknown, torch.full_like(num, float("nan")), num / torch.where(undefined, 1, denom))

@@ -308,12 +308,15 @@ def _unit_scaled(hist: Tensor) -> Tensor:
     AUC and AP are ratios of sums of products of bin weights: one scale per task changes neither
     (the products ``P N`` and ``neg * cp`` scale alike), and a power of two changes no bit of a
     normal number. Without it, weights near 1e160 overflow ``P N`` (``nan``) and weights near
-    1e-170 underflow it.
+    1e-170 underflow it; subnormal totals are scaled up too.
     """
     hist = hist.to(torch.float64)
     totals = hist.sum(-1).amax(0)  # (T,) the larger class total of each task
     _, exponent = torch.frexp(totals)
-    return hist * power_of_two(-exponent.unsqueeze(-1), hist.dtype)
+    # in two factors: a subnormal total (weights near 1e-320) needs up to 2**1074, past float64's range
+    half = torch.div(-exponent, 2, rounding_mode="floor").unsqueeze(-1)
+    rest = -exponent.unsqueeze(-1) - half
+    return hist * power_of_two(half, hist.dtype) * power_of_two(rest, hist.dtype)
 
 
 def _binned_curve_stats(hist: Tensor) -> CurveStats:

@@ -146,29 +146,43 @@ def test_a_callback_reused_for_another_fit_logs_its_epoch_end_values():
             assert trainer.callback_metrics[f"train/ctr/{task}"].item() == pytest.approx(expected, rel=1e-12), seed
 
 
+def _csv_trainer(tmp_path: Path, **kwargs: Any) -> L.Trainer:
+    """A CPU trainer writing what it logs to ``tmp_path/logs/version_0/metrics.csv`` (no checkpoints, bars, summary)."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    return L.Trainer(
+        accelerator="cpu",
+        logger=CSVLogger(tmp_path, name="logs", version=0),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
+
+
+def _csv_rows(tmp_path: Path, key: str) -> list[dict[str, str]]:
+    """The rows of :func:`_csv_trainer`'s ``metrics.csv`` that hold a value for ``key``."""
+    with open(tmp_path / "logs" / "version_0" / "metrics.csv") as f:
+        return [row for row in csv.DictReader(f) if row.get(key)]
+
+
 @pytest.mark.parametrize("log_every_n_steps", [1, 3])
 def test_callback_writes_training_values_only_at_the_steps_that_computed_them(tmp_path, log_every_n_steps):
     """Rows exist at compute steps (every 2 updates) and at epoch end, each with that moment's values."""
-    from lightning.pytorch.loggers import CSVLogger
 
     gen = torch.Generator().manual_seed(1)
     x, y = torch.randn(7 * 16, 4, generator=gen), (torch.rand(7 * 16, 2, generator=gen) < 0.3).long()
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
-    trainer = L.Trainer(
+    trainer = _csv_trainer(
+        tmp_path,
         max_epochs=1,
-        accelerator="cpu",
         devices=1,
-        logger=CSVLogger(tmp_path, name="logs", version=0),
         log_every_n_steps=log_every_n_steps,
         callbacks=[RecMetricCallback(val=None)],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=0,
     )
     trainer.fit(ClickModel(), loader)
-    with open(tmp_path / "logs" / "version_0" / "metrics.csv") as f:
-        rows = [row for row in csv.DictReader(f) if row.get("train/ctr/buy")]
+    rows = _csv_rows(tmp_path, "train/ctr/buy")
     # steps 1, 3, 5 (every 2 updates) and the epoch end after the 7th step; the CTR of the labels so far
     expected = {1: 32, 3: 64, 5: 96, 6: 112}
     assert [int(row["step"]) for row in rows] == list(expected)
@@ -182,7 +196,6 @@ def test_accumulated_batches_compute_at_most_once_per_logging_step_or_warn(tmp_p
     """compute_interval_steps counts batches, Lightning's logging step optimizer steps: an interval that is no
     multiple of accumulate_grad_batches computed twice in one optimizer step (interval 1, accumulation 2: two rows,
     with different values, at every step) without a word. Now the callback warns; a multiple logs each step once."""
-    from lightning.pytorch.loggers import CSVLogger
 
     gen = torch.Generator().manual_seed(2)
     x, y = torch.randn(12 * 8, 4, generator=gen), (torch.rand(12 * 8, 2, generator=gen) < 0.3).long()
@@ -192,25 +205,20 @@ def test_accumulated_batches_compute_at_most_once_per_logging_step_or_warn(tmp_p
     model.train_metrics = tmx.RecMetricModule(
         tasks, {"ctr": "ctr"}, throughput=False, compute_interval_steps=interval, prefix="train/"
     )
-    trainer = L.Trainer(
+    trainer = _csv_trainer(
+        tmp_path,
         max_epochs=1,
-        accelerator="cpu",
         devices=1,
         accumulate_grad_batches=accumulate,
-        logger=CSVLogger(tmp_path, name="logs", version=0),
         log_every_n_steps=1,
         callbacks=[RecMetricCallback(val=None)],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=0,
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit(model, loader)
     advice = [str(w.message) for w in caught if "accumulate_grad_batches" in str(w.message)]
-    with open(tmp_path / "logs" / "version_0" / "metrics.csv") as f:
-        rows = [row for row in csv.DictReader(f) if row.get("train/ctr/buy")]
+    rows = _csv_rows(tmp_path, "train/ctr/buy")
     steps = [int(row["step"]) for row in rows]
     if interval % accumulate:
         assert len(advice) == 1 and f"compute_interval_steps={interval}`" in advice[0], advice
@@ -252,30 +260,19 @@ class TwoOptimizerModel(ClickModel):
 def test_the_step_module_md_names_under_manual_optimization_is_lightnings_logging_step(tmp_path):
     """docs/module.md said `self.global_step` in `training_step` is the step Lightning logs the batch at: under
     manual optimization it counts optimizer steps (two per batch here); `_batches_that_stepped` is that step."""
-    from lightning.pytorch.loggers import CSVLogger
 
     gen = torch.Generator().manual_seed(2)
     x, y = torch.randn(4 * 16, 4, generator=gen), (torch.rand(4 * 16, 2, generator=gen) < 0.3).long()
     model = TwoOptimizerModel()
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=CSVLogger(tmp_path, name="logs", version=0),
-        log_every_n_steps=1,
-        callbacks=[RecMetricCallback(val=None)],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
+    trainer = _csv_trainer(
+        tmp_path, max_epochs=1, log_every_n_steps=1, callbacks=[RecMetricCallback(val=None)], limit_val_batches=0
     )
     trainer.fit(model, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16))
-    with open(tmp_path / "logs" / "version_0" / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    logged_at = [int(row["step"]) for row in rows if row.get("loss")]  # where Lightning writes self.log's values
+    logged_at = [int(row["step"]) for row in _csv_rows(tmp_path, "loss")]  # where Lightning writes self.log's values
     assert [stepped for _, stepped in model.steps] == logged_at == [0, 1, 2, 3]
     assert [global_step for global_step, _ in model.steps] == [0, 2, 4, 6]
     # the callback writes at the same steps: the 2nd and 4th batches computed (every 2 updates)
-    assert [int(row["step"]) for row in rows if row.get("train/ctr/buy")] == [1, 3]
+    assert [int(row["step"]) for row in _csv_rows(tmp_path, "train/ctr/buy")] == [1, 3]
 
 
 def _ne(p: np.ndarray, y: np.ndarray) -> float:
@@ -287,8 +284,6 @@ def _ne(p: np.ndarray, y: np.ndarray) -> float:
 def test_the_readmes_manual_logging_writes_each_value_once_at_the_step_that_computed_it(tmp_path):
     """The README's LightningModule, run with a CSVLogger writing every step: rows at steps 9 and 19 only."""
     import re
-
-    from lightning.pytorch.loggers import CSVLogger
 
     readme = (ROOT / "README.md").read_text()
     block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "class Recommender" in b)
@@ -302,18 +297,9 @@ def test_the_readmes_manual_logging_writes_each_value_once_at_the_step_that_comp
     data = torch.utils.data.TensorDataset(
         torch.randn(2560, 8, generator=gen), (torch.rand(2560, 2, generator=gen) < 0.3).float()
     )
-    trainer = L.Trainer(
-        max_steps=20,
-        accelerator="cpu",
-        logger=CSVLogger(tmp_path, name="logs", version=0),
-        log_every_n_steps=1,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = _csv_trainer(tmp_path, max_steps=20, log_every_n_steps=1)
     trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=128))
-    with open(tmp_path / "logs" / "version_0" / "metrics.csv") as f:
-        rows = [row for row in csv.DictReader(f) if row.get("ne/click")]
+    rows = _csv_rows(tmp_path, "ne/click")
     assert [int(row["step"]) for row in rows] == [9, 19]  # the 10th and 20th steps computed; no stale rows
     for row in rows:
         seen = fed[: int(row["step"]) + 1]

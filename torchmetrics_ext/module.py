@@ -909,16 +909,16 @@ class RecMetricModule(nn.Module):
             sessions = [
                 _id_column(column(t, "session id", t.session_id_name), t, t.session_id_name, first) for t in self.tasks
             ]
-        stacked = [_stack_columns(preds), _stack_columns(labels)]
-        wide = [s.to(torch.float64) for s in stacked]
+        stacked_preds, stacked_labels = _stack_columns(preds), _stack_columns(labels)
+        wide_preds, wide_labels = stacked_preds.to(torch.float64), stacked_labels.to(torch.float64)
         return _Batch(
-            wide[0],
-            wide[1],
+            wide_preds,
+            wide_labels,
             groups,
             sessions,
             any(y.is_floating_point() for y in labels),
             (preds, labels, weights),
-            tuple(s if s.is_floating_point() and s.dtype != torch.float64 else w for s, w in zip(stacked, wide)),  # type: ignore[arg-type]
+            (_checked_form(stacked_preds, wide_preds), _checked_form(stacked_labels, wide_labels)),
         )
 
     # ------------------------------------------------------------------ compute
@@ -1644,6 +1644,15 @@ def _id_column(value: Tensor, task: RecTaskInfo, key: str | None, like: Tensor) 
 def _stack_columns(columns: list[Tensor]) -> Tensor:
     """``(T, N)`` in the columns' promoted dtype (a view of a single column)."""
     return columns[0].unsqueeze(0) if len(columns) == 1 else torch.stack(columns)
+
+
+def _checked_form(stacked: Tensor, wide: Tensor) -> Tensor:
+    """What the step validates: the stack in its own floating dtype when narrower than float64, else the float64 one.
+
+    Narrow floats convert to float64 exactly, so their bounds are the same numbers, read from half
+    the bytes or fewer; integer and bool stacks are read in float64 (bool has no min/max kernel).
+    """
+    return stacked if stacked.is_floating_point() and stacked.dtype != torch.float64 else wide
 
 
 def _stack(columns: list[Tensor]) -> Tensor:

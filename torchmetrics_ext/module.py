@@ -1215,6 +1215,9 @@ class RecMetricModule(nn.Module):
         for unit in self._all_units():
             if unit is not keep:
                 unit.reset()
+        joint = self.__dict__.get("_shared_window")
+        if joint:  # the emptied windows' shared buffer is not kept until the next step
+            joint.release()
 
     def get_extra_state(self) -> Any:
         """The step counter (so ``should_compute`` keeps its cadence after a restore) and the task names, in order.

@@ -2801,6 +2801,35 @@ def test_the_shared_buffer_is_freed_by_reset_and_when_the_units_left_it():
     assert not joint.intact() and joint.buffer is None  # the units update their own rings; no stale copy kept
 
 
+@pytest.mark.parametrize("specs", [{"ne": "ne", "mse": "mse"}, {"mse": "mse", "auc": "auc", "ctr": "ctr"}])
+def test_a_step_while_a_windowed_metric_is_synced_by_hand_is_refused_whole(specs):
+    """``Windowed.update`` refuses a batch between ``sync()`` and ``unsync()``. In the module the shared
+    ring took it (the gathered lifetime, dropped by ``unsync()``, and the window, kept: MSE's window then
+    held 4 updates and its lifetime 3), or the unit refused it after the others had taken it."""
+    from torchmetrics.utilities.exceptions import TorchMetricsUserError
+
+    steps = [make_data(s, n=5) for s in range(4)]
+    module, reference = build(specs, window_size=100), build(specs, window_size=100)
+    run(module, steps[:3])
+    unit = module.metrics["mse"]
+    unit.sync(dist_sync_fn=lambda tensor, group=None: [tensor, tensor], distributed_available=lambda: True)
+    with pytest.raises(TorchMetricsUserError, match="synced"):
+        module.update(steps[3])
+    unit.unsync()
+    _same_bits(module, run_module(reference, steps[:3]))
+    values = run(module, steps[3:])  # and the module goes on
+    whole = run(build(specs), [_window_data(steps, 10**6)])
+    for key, value in whole.items():
+        torch.testing.assert_close(values[key], value, rtol=1e-12, atol=0, equal_nan=True, msg=key)
+        torch.testing.assert_close(values[f"{key}/window"], value, rtol=1e-12, atol=0, equal_nan=True, msg=key)
+
+
+def run_module(module: tmx.RecMetricModule, parts) -> tmx.RecMetricModule:
+    for part in parts:
+        module.update(part)
+    return module
+
+
 def test_moving_the_module_where_it_is_keeps_the_shared_layout_and_copies_stay_compact():
     import pickle
 

@@ -2742,6 +2742,94 @@ def test_a_unit_updated_outside_the_step_leaves_the_others_windows_right():
         torch.testing.assert_close(values[f"ne/{task}/window"], expected[f"ne/{task}"], rtol=1e-12, atol=0)
 
 
+def test_a_unit_updated_outside_the_step_shares_the_buffer_again_once_that_update_left_its_window():
+    """A unit updated on its own leaves the shared buffer; once that update has left its window (the
+    windows hold the same steps again, whatever each ring's two-stack split) the step goes through the
+    shared buffer again (it stayed one ring per unit for good: a few times slower per step), with the
+    values of one ring per metric, bit for bit, and of the metric over the kept samples."""
+    specs = {"ne": "ne", "calibration": "calibration", "mse": "mse"}
+    joint, alone = build(specs, window_size=100), _one_window_per_unit(build(specs, window_size=100))
+    steps = [make_data(s, n=7) for s in range(60)]
+    extra = make_data(99, n=3)
+    shared = []
+    for i, part in enumerate(steps):
+        shared.append(joint._joint_window(7) is not None)
+        joint.update(part)
+        alone.update(part)
+        if i == 5:
+            for module in (joint, alone):
+                module.metrics["mse"].update(
+                    torch.stack([extra["click_pred"], extra["buy_pred"]]).double(),
+                    torch.stack([extra["click_label"], extra["buy_label"]]).double(),
+                )
+    # 14 steps of 7 samples in a window of 100: the lone update has left it by step 21
+    assert all(shared[25:])
+    _same_bits(joint, alone)
+    kept = steps[-14:]
+    expected = run(build(specs), [_window_data(kept, 10**6)])
+    values = run(joint, [])
+    for name in specs:
+        for task in ("click", "buy"):
+            torch.testing.assert_close(values[f"{name}/{task}/window"], expected[f"{name}/{task}"], rtol=1e-12, atol=0)
+
+
+def test_the_shared_buffer_is_freed_by_reset_and_when_the_units_left_it():
+    """The shared buffer is not kept next to the rings' own: ``reset()`` empties every window, and a
+    layout that no longer holds (a unit updated alone) is given up; the values stay those of a fresh module."""
+    specs = {"ne": "ne", "calibration": "calibration", "mse": "mse"}
+    module = build(specs, window_size=1000)
+    for s in range(40):
+        module.update(make_data(s, n=5))
+    joint = module._joint_window(5)
+    assert joint is not None and joint.buffer is not None
+    module.reset()
+    assert joint.buffer is None and joint.back is None and joint.staging is None
+    fresh = build(specs, window_size=1000)
+    steps = [make_data(100 + s, n=5) for s in range(12)]
+    _same_bits(module, fresh)
+    for part in steps:
+        module.update(part)
+        fresh.update(part)
+    assert module._joint_window(5) is joint and joint.intact()
+    _same_bits(module, fresh)
+    extra = make_data(99, n=3)
+    module.metrics["mse"].update(
+        torch.stack([extra["click_pred"], extra["buy_pred"]]).double(),
+        torch.stack([extra["click_label"], extra["buy_label"]]).double(),
+    )
+    module.update(steps[0])
+    assert not joint.intact() and joint.buffer is None  # the units update their own rings; no stale copy kept
+
+
+@pytest.mark.parametrize("specs", [{"ne": "ne", "mse": "mse"}, {"mse": "mse", "auc": "auc", "ctr": "ctr"}])
+def test_a_step_while_a_windowed_metric_is_synced_by_hand_is_refused_whole(specs):
+    """``Windowed.update`` refuses a batch between ``sync()`` and ``unsync()``. In the module the shared
+    ring took it (the gathered lifetime, dropped by ``unsync()``, and the window, kept: MSE's window then
+    held 4 updates and its lifetime 3), or the unit refused it after the others had taken it."""
+    from torchmetrics.utilities.exceptions import TorchMetricsUserError
+
+    steps = [make_data(s, n=5) for s in range(4)]
+    module, reference = build(specs, window_size=100), build(specs, window_size=100)
+    run(module, steps[:3])
+    unit = module.metrics["mse"]
+    unit.sync(dist_sync_fn=lambda tensor, group=None: [tensor, tensor], distributed_available=lambda: True)
+    with pytest.raises(TorchMetricsUserError, match="synced"):
+        module.update(steps[3])
+    unit.unsync()
+    _same_bits(module, run_module(reference, steps[:3]))
+    values = run(module, steps[3:])  # and the module goes on
+    whole = run(build(specs), [_window_data(steps, 10**6)])
+    for key, value in whole.items():
+        torch.testing.assert_close(values[key], value, rtol=1e-12, atol=0, equal_nan=True, msg=key)
+        torch.testing.assert_close(values[f"{key}/window"], value, rtol=1e-12, atol=0, equal_nan=True, msg=key)
+
+
+def run_module(module: tmx.RecMetricModule, parts) -> tmx.RecMetricModule:
+    for part in parts:
+        module.update(part)
+    return module
+
+
 def test_moving_the_module_where_it_is_keeps_the_shared_layout_and_copies_stay_compact():
     import pickle
 

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
+from torchmetrics.utilities.exceptions import TorchMetricsUserError
 
 from torchmetrics_ext.functional._sums import sharing_sums
 from torchmetrics_ext.metrics.base import (
@@ -662,6 +663,8 @@ class RecMetricModule(nn.Module):
                 the message names the task and the key. Under DDP, a ``window_size`` smaller than
                 the world size, on every rank at every step (an empty one too; and at ``compute``).
                 Nothing is updated when a step is rejected.
+            TorchMetricsUserError: with ``window_size``, a metric of the module synced by hand (its
+                ``sync()`` called without ``unsync()``), as its own ``update`` refuses; nothing is updated.
         """
         with torch.no_grad():
             self._update(model_out)
@@ -745,6 +748,17 @@ class RecMetricModule(nn.Module):
         # labels known to be 0/1: the binary domain was checked, or integral labels in [0, 1]
         binary = domains.target == "binary" or (domains.target == "unit" and not batch.target_is_float)
         updated = self._plan()[0]
+        if self.window_size is not None:
+            # a windowed unit synced by hand (between its `sync()` and `unsync()`) refuses the step, as its own
+            # `update` does, before any unit takes it: the shared ring would otherwise add the step to its
+            # gathered lifetime (dropped by `unsync()`) and to its window (kept), or the step be half applied
+            for unit, *_ in updated:
+                if isinstance(unit, Windowed) and unit._synced_child():
+                    raise TorchMetricsUserError(
+                        f"RecMetricModule.update: the windowed {type(unit._child('lifetime')).__name__} of this "
+                        "module is synced (its `sync()` was called without `unsync()`); no metric took the step. "
+                        "HINT: call its `unsync()` first."
+                    )
         # every unit trusts this step's inputs (what `inputs_validated()` does, without a context per unit)
         trusted: list[bool] = []
         try:
@@ -1215,6 +1229,9 @@ class RecMetricModule(nn.Module):
         for unit in self._all_units():
             if unit is not keep:
                 unit.reset()
+        joint = self.__dict__.get("_shared_window")
+        if joint:  # the emptied windows' shared buffer is not kept until the next step
+            joint.release()
 
     def get_extra_state(self) -> Any:
         """The step counter (so ``should_compute`` keeps its cadence after a restore) and the task names, in order.

@@ -20,7 +20,9 @@ go through each metric's own ring unchanged, and the values are the bits the met
 updates give (the same additions, in the same order). A ring whose buffers were replaced (a
 load, a reset, a move, a growth by its own update) leaves the layout (``StateRing.shared`` is
 dropped), and the next step lays the rings out again, copying their slots, when their windows
-still agree; otherwise each metric updates its own window, as outside a module.
+hold the same updates (the shared buffer of the old layout is released then); otherwise each
+metric updates its own window, as outside a module, until they do again (the update of one
+metric alone has left its window, or a reset).
 """
 
 from __future__ import annotations
@@ -121,16 +123,27 @@ class SharedRing:
         place = (first.head, first.count, first.capacity)
         return all(ring.shared is self and (ring.head, ring.count, ring.capacity) == place for ring in self.rings)
 
+    def release(self) -> None:
+        """Drop the shared buffers (the rings that left the layout hold their own; the next step lays them out again).
+
+        Called when the layout no longer holds (a ring loaded, reset, grown or updated on its own) and
+        by ``RecMetricModule.reset``: the buffer would otherwise stay allocated next to the rings' own.
+        """
+        self.buffer = self.back = self.staging = None
+        self.views, self.targets = [], []
+
     def adopt(self, capacity: int = 0) -> bool:
         """Lay the rings out in one buffer of at least ``capacity`` slots, their slots copied in order.
 
-        Returns ``False`` (nothing changed) when the rings' windows differ (their updates, the
-        two-stack split) or their states do not share one dtype and device.
+        Returns ``False`` (nothing changed) when the rings' windows differ (their updates) or their
+        states do not share one dtype and device. Each ring keeps its own two-stack split (``front``,
+        its running ``back``): its flips act on its own columns, so a ring updated on its own once
+        joins again, bit for bit, when its window holds the others' updates again.
         """
         first = self.rings[0]
         like = first.defaults[first.tensor_names[0]]
         for ring in self.rings:
-            if (ring.count, ring.used, ring.front) != (first.count, first.used, first.front):
+            if (ring.count, ring.used) != (first.count, first.used):
                 return False
             for default in map(ring.defaults.__getitem__, ring.tensor_names):
                 if default.dtype != like.dtype or default.device != like.device:
@@ -172,8 +185,10 @@ class SharedRing:
         ``limit``: this rank's share of the window, which the step's :meth:`commit` keeps.
         """
         self.limit = limit
-        if not (self.intact() or self.adopt()):
-            return False
+        if not self.intact():
+            self.release()  # the old layout's buffers: the rings that left it hold their own
+            if not self.adopt():
+                return False
         first = self.rings[0]
         return first.count < first.capacity or self.adopt(2 * first.capacity)
 

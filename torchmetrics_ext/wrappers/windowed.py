@@ -827,12 +827,16 @@ class Windowed(WrapperMetric):
         states; ``unsync`` restores the local ones cached before the sync, so a batch added in
         between left the lifetime (restored without it) while it stayed in the ring and the window.
         """
-        modules = self._modules
-        if modules["lifetime"]._is_synced or modules["window"]._is_synced:  # type: ignore[union-attr]
+        if self._synced_child():
             raise TorchMetricsUserError(
                 f"The Metric shouldn't be synced when performing ``{method}``. "
                 "HINT: Did you forget to call ``unsync`` ?."
             )
+
+    def _synced_child(self) -> bool:
+        """Whether the lifetime or the window is synced (between :meth:`sync` and :meth:`unsync`)."""
+        modules = self._modules
+        return bool(modules["lifetime"]._is_synced or modules["window"]._is_synced)  # type: ignore[union-attr]
 
     def _filter_kwargs(self, **kwargs: Any) -> dict[str, Any]:
         """The keyword arguments the wrapped metric's ``update`` takes (a ``MetricCollection`` passes all of them)."""

@@ -232,6 +232,59 @@ def test_accumulated_batches_compute_at_most_once_per_logging_step_or_warn(tmp_p
         assert float(row["train/ctr/buy"]) == pytest.approx(y[:seen, 1].double().mean().item(), rel=1e-12)
 
 
+class _SetsAccumulation(L.Callback):
+    """Changes ``trainer.accumulate_grad_batches`` at epoch 1 by hand (no GradientAccumulationScheduler)."""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            trainer.accumulate_grad_batches = 4
+
+
+@pytest.mark.parametrize(
+    ("schedule", "interval", "bad"),
+    [
+        ({1: 4}, 2, 4),  # epoch 1 accumulates 4 batches: computes every 2 fall twice in one optimizer step
+        ({1: 2, 2: 3}, 4, 3),
+        ({1: 2}, 4, None),  # 4 is a multiple of every factor
+        ("by hand", 2, 4),
+    ],
+)
+def test_an_accumulation_factor_set_after_setup_is_checked_against_the_interval(tmp_path, schedule, interval, bad):
+    """The check read `trainer.accumulate_grad_batches` at setup only (1 there under a GradientAccumulationScheduler,
+    which sets it at its epochs' start): interval 2 under {1: 4} wrote two rows at each of epoch 1's steps, unwarned."""
+    from lightning.pytorch.callbacks import GradientAccumulationScheduler
+
+    gen = torch.Generator().manual_seed(2)
+    x, y = torch.randn(8 * 8, 4, generator=gen), (torch.rand(8 * 8, 2, generator=gen) < 0.3).long()
+    model = ClickModel()
+    tasks = [tmx.RecTaskInfo(t, f"{t}_label", f"{t}_logit") for t in TASKS]
+    model.train_metrics = tmx.RecMetricModule(
+        tasks, {"ctr": "ctr"}, throughput=False, compute_interval_steps=interval, prefix="train/"
+    )
+    changer = _SetsAccumulation() if schedule == "by hand" else GradientAccumulationScheduler(schedule)
+    trainer = _csv_trainer(
+        tmp_path,
+        max_epochs=2 if schedule == "by hand" else 3,
+        devices=1,
+        log_every_n_steps=1,
+        callbacks=[changer, RecMetricCallback(val=None)],  # the changer's epoch start runs first
+        limit_val_batches=0,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(model, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8))
+    advice = [str(w.message) for w in caught if "accumulate_grad_batches" in str(w.message)]
+    steps = [int(row["step"]) for row in _csv_rows(tmp_path, "train/ctr/buy")]
+    if bad is None:
+        assert advice == []
+        assert len(steps) == len(set(steps))  # one row per logging step
+        return
+    assert len(advice) == 1, advice
+    assert f"compute_interval_steps={interval}`" in advice[0] and f"`accumulate_grad_batches={bad}`" in advice[0]
+    if schedule != "by hand":
+        assert f"from epoch {min(e for e, f in schedule.items() if f == bad)}" in advice[0]
+
+
 class TwoOptimizerModel(ClickModel):
     """Manual optimization with two optimizers (GAN-style): each batch steps both."""
 

@@ -36,6 +36,7 @@ from torch import Tensor
 
 try:
     import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import GradientAccumulationScheduler
     from lightning.pytorch.trainer.states import TrainerFn
     from lightning.pytorch.utilities.rank_zero import rank_zero_warn
     from lightning.pytorch.utilities.warnings import PossibleUserWarning
@@ -93,9 +94,11 @@ class RecMetricCallback(pl.Callback):
       also go to ``trainer.callback_metrics`` (e.g. for ``ModelCheckpoint(monitor=...)``). The
       interval counts training batches, not optimizer steps: under ``accumulate_grad_batches=A``
       make it a multiple of ``A`` (``compute_interval_steps=n * A`` computes at the last batch of
-      every ``n``-th optimizer step); any other interval computes inside an accumulation, and two
-      computes in one optimizer step are written at the same logging step (the callback warns at
-      ``setup``);
+      every ``n``-th optimizer step, where each epoch has a multiple of ``A`` batches: Lightning
+      starts the accumulation afresh at each epoch); any other interval computes inside an
+      accumulation, and two computes in one optimizer step are written at the same logging step
+      (the callback warns at ``setup``, for the trainer's factor and every factor a
+      ``GradientAccumulationScheduler`` will set, and at an epoch start whose factor changed);
     * at the end of each training epoch: ``log_dict(compute())``, unless the last step just logged
       the same values;
     * at the start of each validation epoch the ``val`` module is reset; after each validation
@@ -184,6 +187,7 @@ class RecMetricCallback(pl.Callback):
         self.train, self.val, self.output_key, self.test = train, val, output_key, test
         self._train_logged_at: int | None = None  # the training module's update count when last logged
         self._eval = _EvalEpoch()  # the validation or test epoch under way
+        self._accumulation_warned: set[tuple[int, int]] = set()  # (interval, factor) pairs warned of in this fit
 
     def _test_name(self, pl_module: pl.LightningModule) -> str | None:
         """The test module's attribute: ``None`` when ``test`` is the default name and that is no RecMetricModule.
@@ -237,6 +241,7 @@ class RecMetricCallback(pl.Callback):
             self._missing(pl_module, wrong)
         if stage == "fit":  # a callback reused for another fit (a fresh model, say) logs it from its first epoch
             self._train_logged_at = None
+            self._accumulation_warned = set()
             self._check_accumulation(trainer, pl_module)
         self._eval = _EvalEpoch()  # nothing kept from an earlier run (one interrupted mid-epoch, say)
         for name in names:
@@ -244,28 +249,48 @@ class RecMetricCallback(pl.Callback):
                 unshare_memory(getattr(pl_module, name))
 
     def _check_accumulation(self, trainer: pl.Trainer | None, pl_module: pl.LightningModule) -> None:
-        """Warn when ``compute_interval_steps`` is no multiple of ``accumulate_grad_batches``.
+        """Warn when ``compute_interval_steps`` is no multiple of an accumulation factor of the fit.
 
         The module counts training batches (its updates), while Lightning's logging step counts
         optimizer steps, ``accumulate_grad_batches`` batches each: an interval that is no multiple
         of it computes inside an accumulation, and where two computes fall in one optimizer step
         (any interval smaller than the accumulation) their rows share one logger step.
+
+        The factors checked are the trainer's current one and every one a
+        ``GradientAccumulationScheduler`` among its callbacks will set (it changes
+        ``trainer.accumulate_grad_batches`` at the start of its epochs, after ``setup``); called
+        again at each training epoch start, this also sees a factor changed by other means. Each
+        (interval, factor) pair warns once per fit; nothing runs per step.
         """
         module = getattr(pl_module, self.train, None) if self.train is not None else None
-        accumulate = getattr(trainer, "accumulate_grad_batches", 1)
-        if not isinstance(module, RecMetricModule) or not isinstance(accumulate, int) or accumulate <= 1:
+        if not isinstance(module, RecMetricModule) or trainer is None:
             return
+        factors: dict[int, str] = {}
+        current = getattr(trainer, "accumulate_grad_batches", 1)
+        if isinstance(current, int):
+            factors[current] = ""
+        for callback in getattr(trainer, "callbacks", []):
+            if isinstance(callback, GradientAccumulationScheduler):
+                for epoch, factor in sorted(callback.scheduling.items()):
+                    factors.setdefault(factor, f" (set from epoch {epoch} by GradientAccumulationScheduler)")
         interval = module.compute_interval_steps
-        if interval % accumulate:
+        for accumulate, where in factors.items():
+            if accumulate <= 1 or interval % accumulate == 0 or (interval, accumulate) in self._accumulation_warned:
+                continue
+            self._accumulation_warned.add((interval, accumulate))
             rank_zero_warn(
                 f"RecMetricCallback: `{self.train}.compute_interval_steps={interval}` counts training batches, and "
-                f"`accumulate_grad_batches={accumulate}` makes {accumulate} batches one optimizer step (one logging "
-                f"step): the module computes inside an accumulation, and computes that fall in one optimizer step "
-                f"are written at the same logging step. Use a multiple of {accumulate} "
+                f"`accumulate_grad_batches={accumulate}`{where} makes {accumulate} batches one optimizer step (one "
+                f"logging step): the module computes inside an accumulation, and computes that fall in one optimizer "
+                f"step are written at the same logging step. Use a multiple of {accumulate} "
                 f"(`compute_interval_steps={accumulate * max(1, round(interval / accumulate))}`: every "
                 f"{max(1, round(interval / accumulate))} optimizer step(s)).",
                 category=PossibleUserWarning,
             )
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Check the epoch's accumulation factor against the interval (see ``_check_accumulation``)."""
+        self._check_accumulation(trainer, pl_module)
 
     def _model_out(self, outputs: Any, module: RecMetricModule, stage: str) -> Mapping[str, Tensor]:
         out = outputs if self.output_key is None or not isinstance(outputs, Mapping) else outputs.get(self.output_key)

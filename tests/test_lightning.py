@@ -627,6 +627,41 @@ def test_several_validation_dataloaders_in_fit_log_each_its_own_values(tmp_path)
     assert not any(key.startswith("val/") and "dataloader_idx" not in key for key in row)
 
 
+class SkipsEvalBatches(EvalModel):
+    """Returns None (Lightning allows it) for odd batches and for every last batch of a dataloader."""
+
+    def _step(self, batch, dataloader_idx):
+        stage = self.trainer.num_test_batches if self.trainer.testing else self.trainer.num_val_batches
+        index = self._batch_idx
+        if index % 2 == 1 or index + 1 == stage[dataloader_idx]:
+            return None
+        return super()._step(batch, dataloader_idx)
+
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        self._batch_idx = batch_idx
+        return super().validation_step(batch, batch_idx, dataloader_idx)
+
+    def test_step(self, batch, batch_idx, dataloader_idx=0):
+        self._batch_idx = batch_idx
+        return super().test_step(batch, batch_idx, dataloader_idx)
+
+
+@pytest.mark.parametrize("stage", ["val", "test"])
+def test_an_evaluation_step_returning_none_adds_no_sample(stage):
+    """A validation/test step that returned None raised the callback's TypeError, while a training step that did
+    counted as an empty step: it now adds no sample in every stage (also at a dataloader's last batch, where each
+    dataloader's values are logged)."""
+    loaders = [_loader(20, 0.9, 0), _loader(15, 0.1, 1)]  # 5 and 4 batches: the last of each returns None
+    for given, suffixed in ((loaders, True), (loaders[1], False)):
+        model = SkipsEvalBatches()
+        run = _evaluator(callbacks=[RecMetricCallback(train=None)])
+        results = (run.validate if stage == "val" else run.test)(model, given, verbose=False)
+        _check(results, model, stage, suffixed=suffixed)  # numpy/sklearn over the steps that returned outputs
+        if suffixed:
+            for i, result in enumerate(results):  # logged after each dataloader's last batch: its own keys alone
+                assert all(key.endswith(f"/dataloader_idx_{i}") for key in result), result
+
+
 def test_a_dataloader_without_length_logs_every_dataloader_at_the_epoch_end():
     """No last batch to compute after: each dataloader's values, same keys, all logged at the epoch end."""
     model = EvalModel()

@@ -102,7 +102,8 @@ class RecMetricCallback(pl.Callback):
     * at the end of each training epoch: ``log_dict(compute())``, unless the last step just logged
       the same values;
     * at the start of each validation epoch the ``val`` module is reset; after each validation
-      step it is updated; at the end of the epoch its values are logged. ``trainer.test()`` does the
+      step it is updated (a step that returned ``None`` adds no sample, as in training); at the
+      end of the epoch its values are logged. ``trainer.test()`` does the
       same with the ``test`` module.
 
     **Several validation (or test) dataloaders.** Each dataloader gets values of its own, under
@@ -166,8 +167,8 @@ class RecMetricCallback(pl.Callback):
         AttributeError: at ``setup`` (before any step), for every named attribute the stage uses
             that is not a ``RecMetricModule``; the message lists the module's ``RecMetricModule``
             attributes and how to name them (``RecMetricCallback(train=..., val=None)``, ``test=None``).
-        TypeError: a step whose output is not a dict with the module's columns, e.g. a
-            ``training_step`` that returns only the loss (Lightning passes it as ``{"loss": loss}``).
+        TypeError: a step whose output is neither ``None`` nor a dict with the module's columns,
+            e.g. a ``training_step`` that returns only the loss (Lightning passes it as ``{"loss": loss}``).
 
     Example:
         >>> from torchmetrics_ext.integrations.lightning import RecMetricCallback
@@ -411,7 +412,10 @@ class RecMetricCallback(pl.Callback):
         module = self._eval.modules.get(dataloader_idx)
         if module is None:
             return
-        module.update(self._model_out(outputs, module, "test" if trainer.testing else "validation"))
+        if outputs is None or (isinstance(outputs, Mapping) and not outputs):
+            module._empty_step()  # a step that returned None (Lightning allows it): no sample, as in training
+        else:
+            module.update(self._model_out(outputs, module, "test" if trainer.testing else "validation"))
         eval_ = self._eval
         if eval_.at_last_batch and batch_idx + 1 == eval_.counts[dataloader_idx]:
             # logged in the step, Lightning adds the dataloader's suffix and keeps the values in its dict

@@ -1137,6 +1137,45 @@ class RecordingTrainedModel(TrainedEvalModel):
         return super().training_step(batch, batch_idx)
 
 
+def test_rank_zero_keeps_its_own_states_under_a_strategy_that_saves_the_model_its_own_way(monkeypatch):
+    """FSDP's sharded checkpoints write each tensor every rank holds from whichever rank the distributed checkpoint
+    planner picks, so the model's state_dict can hold rank 1's metric states. Rank 0 relied on it (its entry was None)
+    and resumed with rank 1's samples: CTR 1/6 where its own labels give 3/4. It now saves its own states there."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    import torchmetrics_ext.integrations.lightning as integration
+
+    rank0_labels, rank1_labels = [1.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    rank0, rank1 = TrainedEvalModel(), TrainedEvalModel()
+    _ctr_states(rank0_labels, rank0.train_metrics)
+    rank1_states = _ctr_states(rank1_labels, rank1.train_metrics)
+    monkeypatch.setattr(integration.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(integration.dist, "get_world_size", lambda *args: 2)
+    monkeypatch.setattr(integration.dist, "get_rank", lambda *args: 0)
+    monkeypatch.setattr(
+        integration.dist,
+        "all_gather_object",
+        lambda out, obj: out.__setitem__(slice(None), [obj, {"train_metrics": rank1_states}]),
+    )
+    fitting = SimpleNamespace(fn=TrainerFn.FITTING)
+    fsdp = SimpleNamespace(strategy=FSDPStrategy(state_dict_type="sharded"), world_size=2, state=fitting)
+    checkpoint = {"state_dict": rank1.state_dict()}  # the planner wrote rank 1's copy of the metric states
+    RecMetricCallback().on_save_checkpoint(fsdp, rank0, checkpoint)
+    resumed = TrainedEvalModel()
+    resumed.load_state_dict(checkpoint["state_dict"])  # what the strategy loads into every rank
+    RecMetricCallback().on_load_checkpoint(fsdp, resumed, checkpoint)
+    # under DDP rank 0 writes its own model state_dict: its entry stays None (the states are stored once)
+    ddp = SimpleNamespace(strategy=DDPStrategy(), world_size=2, state=fitting)
+    plain: dict[str, Any] = {"state_dict": rank0.state_dict()}
+    RecMetricCallback().on_save_checkpoint(ddp, rank0, plain)
+    monkeypatch.undo()
+    assert resumed.train_metrics.local_compute()["train/ctr/click"].item() == pytest.approx(np.mean(rank0_labels))
+    assert plain["rec_metric_modules"][0] == {"train_metrics": None}
+
+
 def test_checkpoints_hold_the_training_states_once_and_resume_them_exactly(tmp_path):
     """One process: the callback copied every module's states next to the model's state_dict (the file held the
     training and validation states twice; exact AUC keeps every sample). Now rank 0's entry names the training

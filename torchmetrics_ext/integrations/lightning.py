@@ -37,6 +37,7 @@ from torch import Tensor
 try:
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import GradientAccumulationScheduler
+    from lightning.pytorch.strategies import Strategy
     from lightning.pytorch.trainer.states import TrainerFn
     from lightning.pytorch.utilities.rank_zero import rank_zero_warn
     from lightning.pytorch.utilities.warnings import PossibleUserWarning
@@ -77,6 +78,26 @@ def _batch_counts_over_ranks(counts: Sequence[float], device: torch.device) -> t
         dist.all_reduce(local, op=dist.ReduceOp.MIN)
     values = local.tolist()
     return values[: len(counts)], [-v for v in values[len(counts) :]]
+
+
+def _model_state_is_rank_zeros(trainer: pl.Trainer | None) -> bool:
+    """Whether the checkpoint's model ``state_dict`` holds rank 0's own metric states.
+
+    True under Lightning's base ``Strategy`` saving (DDP and its spawn/fork variants, one device):
+    rank 0 writes its module's plain ``state_dict``. A strategy that saves the model its own way may
+    not: FSDP's sharded checkpoints (and ``ModelParallelStrategy``'s) go through
+    ``torch.distributed.checkpoint``, whose planner writes each tensor that every rank holds from
+    whichever rank has saved the least so far, so the metric states there can be any rank's, a
+    mix of them even; DeepSpeed's engine writes the model itself.
+    """
+    strategy = getattr(trainer, "strategy", None)
+    if strategy is None:
+        return True
+    kind = type(strategy)
+    return (
+        kind.save_checkpoint is Strategy.save_checkpoint
+        and kind.lightning_module_state_dict is Strategy.lightning_module_state_dict
+    )
 
 
 _DEFAULT_TEST = "test_metrics"  # a model without this attribute is tested without the callback
@@ -145,7 +166,9 @@ class RecMetricCallback(pl.Callback):
     writes the model's ``state_dict`` from rank 0 only. The callback therefore gathers the training
     module's ``state_dict`` of every other rank when a checkpoint is saved (``on_save_checkpoint``
     runs on all ranks) and stores them under ``checkpoint["rec_metric_modules"]`` (rank 0's entry
-    is ``None``: its states are the model's ``state_dict``; in one process that is the only copy);
+    is ``None``: its states are the model's ``state_dict``; in one process that is the only copy.
+    Under FSDP, DeepSpeed or ``ModelParallelStrategy``, which save the model their own way, so
+    that its ``state_dict`` may hold any rank's metric states, rank 0's entry holds its own too);
     on resume each rank loads its own, so lifetime and window values continue exactly as in an
     uninterrupted run. The validation module's states are not gathered: it starts afresh at each
     validation epoch. A checkpoint resumed with another number of ranks restarts the training
@@ -488,8 +511,12 @@ class RecMetricCallback(pl.Callback):
 
         Rank 0's states are those of the model's ``state_dict`` in the checkpoint (Lightning writes
         rank 0's), so its entry holds ``None`` under the module's name rather than a second copy: in
-        one process the checkpoint holds the states once. The validation module is left out: it
-        starts afresh at each validation epoch, so no resume reads its states.
+        one process the checkpoint holds the states once. Under a strategy that saves the model its
+        own way (FSDP, DeepSpeed, ``ModelParallelStrategy``: any whose ``save_checkpoint`` or
+        ``lightning_module_state_dict`` is not Lightning's base one), the model's ``state_dict`` may
+        hold another rank's metric states, so rank 0's entry holds its own states too. The
+        validation module is left out: it starts afresh at each validation epoch, so no resume reads
+        its states.
 
         Saved where the trainer has several ranks but no process group, i.e. in the main process
         after a ``ddp_spawn`` fit (``trainer.save_checkpoint`` there), the model holds rank 0's
@@ -501,7 +528,11 @@ class RecMetricCallback(pl.Callback):
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         rank = dist.get_rank() if world > 1 else 0
         resumed = self._resumed(pl_module)
-        local = {name: None if rank == 0 else module.state_dict() for name, module in resumed.items()}
+        # rank 0 relies on the model's state_dict only where that is its own (see _model_state_is_rank_zeros)
+        copy_rank_zero = world > 1 and not _model_state_is_rank_zeros(trainer)
+        local = {
+            name: None if rank == 0 and not copy_rank_zero else module.state_dict() for name, module in resumed.items()
+        }
         ranks = getattr(trainer, "world_size", 1)
         if world == 1 and ranks > 1:  # the main process of a spawn launch: the ranks have ended
             for name in resumed:
@@ -526,8 +557,10 @@ class RecMetricCallback(pl.Callback):
     ) -> None:
         """Give each rank back its own training module states when ``trainer.fit`` resumes.
 
-        Rank 0 keeps what Lightning loaded from the model's ``state_dict`` (its own states); every
-        other rank loads its entry of ``checkpoint["rec_metric_modules"]``. Checkpoints of earlier
+        Rank 0 keeps what Lightning loaded from the model's ``state_dict`` (its own states) where its
+        entry is ``None``; every other rank, and rank 0 where its entry holds states (a strategy that
+        saves the model its own way, see :meth:`on_save_checkpoint`), loads its entry of
+        ``checkpoint["rec_metric_modules"]``. Checkpoints of earlier
         versions, which held a copy for rank 0 too and the validation module's states, load as
         before (the validation states are not read: that module starts afresh at each epoch).
 

@@ -1332,21 +1332,22 @@ VALIDATE_SCRIPT = ROOT / "tests" / "helpers" / "lightning_validate.py"
 
 @pytest.mark.ddp
 @pytest.mark.parametrize(
-    ("sizes", "own_dicts"),
-    [("101,30", True), ("101,1,20", False)],
-    ids=["uneven-batches", "a-rank-without-batches"],
+    ("sizes", "own_dicts", "options"),
+    [("101,30", True, []), ("101,1,20", False, []), ("101,30", True, ["--rank1-skips-last"])],
+    ids=["uneven-batches", "a-rank-without-batches", "rank1-returns-none-at-last-batches"],
 )
-def test_ddp_several_validation_dataloaders_each_equal_one_process(tmp_path, sizes, own_dicts):
+def test_ddp_several_validation_dataloaders_each_equal_one_process(tmp_path, sizes, own_dicts, options):
     """Two ranks, several dataloaders: each dataloader's values are numpy/sklearn over its samples of both ranks.
 
     101 samples in batches of 10 are 6 batches on rank 0 and 5 on rank 1 (each dataloader computed
     after its own last batch); a dataloader of 1 sample has no batch on rank 1 (every dataloader then
-    computed at the epoch end, and each returned dict holds them all).
+    computed at the epoch end, and each returned dict holds them all). A step that returns None (rank 1,
+    at each dataloader's last batch) adds nothing, and rank 1 still computes with rank 0 after it.
     """
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore")
     env.pop("LOCAL_RANK", None)
     result = subprocess.run(
-        [sys.executable, str(VALIDATE_SCRIPT), "--out", str(tmp_path), "--sizes", sizes],
+        [sys.executable, str(VALIDATE_SCRIPT), "--out", str(tmp_path), "--sizes", sizes, *options],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -1358,7 +1359,9 @@ def test_ddp_several_validation_dataloaders_each_equal_one_process(tmp_path, siz
     counts = [int(n) for n in sizes.split(",")]
     for i, n in enumerate(counts):
         p, y = torch.cat([batch for dump in dumps for batch in dump["seen"][i]], dim=1).numpy()
-        assert len(y) == n  # every sample once
+        rank1 = n // 2  # samples 1, 3, 5, ... in batches of 10: the last batch holds the rest
+        skipped = rank1 - 10 * ((rank1 - 1) // 10) if options else 0
+        assert len(y) == n - skipped  # every sample once, but those of the steps that returned None
         base = y.mean()
         entropy = -(base * np.log(base) + (1 - base) * np.log(1 - base)) if 0 < base < 1 else np.nan
         expected = {

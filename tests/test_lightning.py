@@ -232,6 +232,59 @@ def test_accumulated_batches_compute_at_most_once_per_logging_step_or_warn(tmp_p
         assert float(row["train/ctr/buy"]) == pytest.approx(y[:seen, 1].double().mean().item(), rel=1e-12)
 
 
+class _SetsAccumulation(L.Callback):
+    """Changes ``trainer.accumulate_grad_batches`` at epoch 1 by hand (no GradientAccumulationScheduler)."""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            trainer.accumulate_grad_batches = 4
+
+
+@pytest.mark.parametrize(
+    ("schedule", "interval", "bad"),
+    [
+        ({1: 4}, 2, 4),  # epoch 1 accumulates 4 batches: computes every 2 fall twice in one optimizer step
+        ({1: 2, 2: 3}, 4, 3),
+        ({1: 2}, 4, None),  # 4 is a multiple of every factor
+        ("by hand", 2, 4),
+    ],
+)
+def test_an_accumulation_factor_set_after_setup_is_checked_against_the_interval(tmp_path, schedule, interval, bad):
+    """The check read `trainer.accumulate_grad_batches` at setup only (1 there under a GradientAccumulationScheduler,
+    which sets it at its epochs' start): interval 2 under {1: 4} wrote two rows at each of epoch 1's steps, unwarned."""
+    from lightning.pytorch.callbacks import GradientAccumulationScheduler
+
+    gen = torch.Generator().manual_seed(2)
+    x, y = torch.randn(8 * 8, 4, generator=gen), (torch.rand(8 * 8, 2, generator=gen) < 0.3).long()
+    model = ClickModel()
+    tasks = [tmx.RecTaskInfo(t, f"{t}_label", f"{t}_logit") for t in TASKS]
+    model.train_metrics = tmx.RecMetricModule(
+        tasks, {"ctr": "ctr"}, throughput=False, compute_interval_steps=interval, prefix="train/"
+    )
+    changer = _SetsAccumulation() if schedule == "by hand" else GradientAccumulationScheduler(schedule)
+    trainer = _csv_trainer(
+        tmp_path,
+        max_epochs=2 if schedule == "by hand" else 3,
+        devices=1,
+        log_every_n_steps=1,
+        callbacks=[changer, RecMetricCallback(val=None)],  # the changer's epoch start runs first
+        limit_val_batches=0,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(model, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8))
+    advice = [str(w.message) for w in caught if "accumulate_grad_batches" in str(w.message)]
+    steps = [int(row["step"]) for row in _csv_rows(tmp_path, "train/ctr/buy")]
+    if bad is None:
+        assert advice == []
+        assert len(steps) == len(set(steps))  # one row per logging step
+        return
+    assert len(advice) == 1, advice
+    assert f"compute_interval_steps={interval}`" in advice[0] and f"`accumulate_grad_batches={bad}`" in advice[0]
+    if schedule != "by hand":
+        assert f"from epoch {min(e for e, f in schedule.items() if f == bad)}" in advice[0]
+
+
 class TwoOptimizerModel(ClickModel):
     """Manual optimization with two optimizers (GAN-style): each batch steps both."""
 
@@ -572,6 +625,41 @@ def test_several_validation_dataloaders_in_fit_log_each_its_own_values(tmp_path)
             assert row[f"val/{name}/click/dataloader_idx_{i}"] == pytest.approx(value, rel=1e-6)
             assert run.callback_metrics[f"val/{name}/click/dataloader_idx_{i}"].item() == pytest.approx(value, rel=1e-6)
     assert not any(key.startswith("val/") and "dataloader_idx" not in key for key in row)
+
+
+class SkipsEvalBatches(EvalModel):
+    """Returns None (Lightning allows it) for odd batches and for every last batch of a dataloader."""
+
+    def _step(self, batch, dataloader_idx):
+        stage = self.trainer.num_test_batches if self.trainer.testing else self.trainer.num_val_batches
+        index = self._batch_idx
+        if index % 2 == 1 or index + 1 == stage[dataloader_idx]:
+            return None
+        return super()._step(batch, dataloader_idx)
+
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        self._batch_idx = batch_idx
+        return super().validation_step(batch, batch_idx, dataloader_idx)
+
+    def test_step(self, batch, batch_idx, dataloader_idx=0):
+        self._batch_idx = batch_idx
+        return super().test_step(batch, batch_idx, dataloader_idx)
+
+
+@pytest.mark.parametrize("stage", ["val", "test"])
+def test_an_evaluation_step_returning_none_adds_no_sample(stage):
+    """A validation/test step that returned None raised the callback's TypeError, while a training step that did
+    counted as an empty step: it now adds no sample in every stage (also at a dataloader's last batch, where each
+    dataloader's values are logged)."""
+    loaders = [_loader(20, 0.9, 0), _loader(15, 0.1, 1)]  # 5 and 4 batches: the last of each returns None
+    for given, suffixed in ((loaders, True), (loaders[1], False)):
+        model = SkipsEvalBatches()
+        run = _evaluator(callbacks=[RecMetricCallback(train=None)])
+        results = (run.validate if stage == "val" else run.test)(model, given, verbose=False)
+        _check(results, model, stage, suffixed=suffixed)  # numpy/sklearn over the steps that returned outputs
+        if suffixed:
+            for i, result in enumerate(results):  # logged after each dataloader's last batch: its own keys alone
+                assert all(key.endswith(f"/dataloader_idx_{i}") for key in result), result
 
 
 def test_a_dataloader_without_length_logs_every_dataloader_at_the_epoch_end():
@@ -1049,6 +1137,45 @@ class RecordingTrainedModel(TrainedEvalModel):
         return super().training_step(batch, batch_idx)
 
 
+def test_rank_zero_keeps_its_own_states_under_a_strategy_that_saves_the_model_its_own_way(monkeypatch):
+    """FSDP's sharded checkpoints write each tensor every rank holds from whichever rank the distributed checkpoint
+    planner picks, so the model's state_dict can hold rank 1's metric states. Rank 0 relied on it (its entry was None)
+    and resumed with rank 1's samples: CTR 1/6 where its own labels give 3/4. It now saves its own states there."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    import torchmetrics_ext.integrations.lightning as integration
+
+    rank0_labels, rank1_labels = [1.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    rank0, rank1 = TrainedEvalModel(), TrainedEvalModel()
+    _ctr_states(rank0_labels, rank0.train_metrics)
+    rank1_states = _ctr_states(rank1_labels, rank1.train_metrics)
+    monkeypatch.setattr(integration.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(integration.dist, "get_world_size", lambda *args: 2)
+    monkeypatch.setattr(integration.dist, "get_rank", lambda *args: 0)
+    monkeypatch.setattr(
+        integration.dist,
+        "all_gather_object",
+        lambda out, obj: out.__setitem__(slice(None), [obj, {"train_metrics": rank1_states}]),
+    )
+    fitting = SimpleNamespace(fn=TrainerFn.FITTING)
+    fsdp = SimpleNamespace(strategy=FSDPStrategy(state_dict_type="sharded"), world_size=2, state=fitting)
+    checkpoint = {"state_dict": rank1.state_dict()}  # the planner wrote rank 1's copy of the metric states
+    RecMetricCallback().on_save_checkpoint(fsdp, rank0, checkpoint)
+    resumed = TrainedEvalModel()
+    resumed.load_state_dict(checkpoint["state_dict"])  # what the strategy loads into every rank
+    RecMetricCallback().on_load_checkpoint(fsdp, resumed, checkpoint)
+    # under DDP rank 0 writes its own model state_dict: its entry stays None (the states are stored once)
+    ddp = SimpleNamespace(strategy=DDPStrategy(), world_size=2, state=fitting)
+    plain: dict[str, Any] = {"state_dict": rank0.state_dict()}
+    RecMetricCallback().on_save_checkpoint(ddp, rank0, plain)
+    monkeypatch.undo()
+    assert resumed.train_metrics.local_compute()["train/ctr/click"].item() == pytest.approx(np.mean(rank0_labels))
+    assert plain["rec_metric_modules"][0] == {"train_metrics": None}
+
+
 def test_checkpoints_hold_the_training_states_once_and_resume_them_exactly(tmp_path):
     """One process: the callback copied every module's states next to the model's state_dict (the file held the
     training and validation states twice; exact AUC keeps every sample). Now rank 0's entry names the training
@@ -1205,21 +1332,22 @@ VALIDATE_SCRIPT = ROOT / "tests" / "helpers" / "lightning_validate.py"
 
 @pytest.mark.ddp
 @pytest.mark.parametrize(
-    ("sizes", "own_dicts"),
-    [("101,30", True), ("101,1,20", False)],
-    ids=["uneven-batches", "a-rank-without-batches"],
+    ("sizes", "own_dicts", "options"),
+    [("101,30", True, []), ("101,1,20", False, []), ("101,30", True, ["--rank1-skips-last"])],
+    ids=["uneven-batches", "a-rank-without-batches", "rank1-returns-none-at-last-batches"],
 )
-def test_ddp_several_validation_dataloaders_each_equal_one_process(tmp_path, sizes, own_dicts):
+def test_ddp_several_validation_dataloaders_each_equal_one_process(tmp_path, sizes, own_dicts, options):
     """Two ranks, several dataloaders: each dataloader's values are numpy/sklearn over its samples of both ranks.
 
     101 samples in batches of 10 are 6 batches on rank 0 and 5 on rank 1 (each dataloader computed
     after its own last batch); a dataloader of 1 sample has no batch on rank 1 (every dataloader then
-    computed at the epoch end, and each returned dict holds them all).
+    computed at the epoch end, and each returned dict holds them all). A step that returns None (rank 1,
+    at each dataloader's last batch) adds nothing, and rank 1 still computes with rank 0 after it.
     """
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore")
     env.pop("LOCAL_RANK", None)
     result = subprocess.run(
-        [sys.executable, str(VALIDATE_SCRIPT), "--out", str(tmp_path), "--sizes", sizes],
+        [sys.executable, str(VALIDATE_SCRIPT), "--out", str(tmp_path), "--sizes", sizes, *options],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -1231,7 +1359,9 @@ def test_ddp_several_validation_dataloaders_each_equal_one_process(tmp_path, siz
     counts = [int(n) for n in sizes.split(",")]
     for i, n in enumerate(counts):
         p, y = torch.cat([batch for dump in dumps for batch in dump["seen"][i]], dim=1).numpy()
-        assert len(y) == n  # every sample once
+        rank1 = n // 2  # samples 1, 3, 5, ... in batches of 10: the last batch holds the rest
+        skipped = rank1 - 10 * ((rank1 - 1) // 10) if options else 0
+        assert len(y) == n - skipped  # every sample once, but those of the steps that returned None
         base = y.mean()
         entropy = -(base * np.log(base) + (1 - base) * np.log(1 - base)) if 0 < base < 1 else np.nan
         expected = {

@@ -4,7 +4,9 @@ Started as a script by ``tests/test_lightning.py`` (Lightning's DDP launcher re-
 rank 1). Each validation dataloader (``--sizes``: samples per dataloader, shared out by
 :class:`UnpaddedDistributedSampler`, so ranks may have different numbers of batches, or none) feeds
 :class:`RecMetricCallback`; every rank dumps what it fed per dataloader and what ``validate``
-returned, so the test can recompute each dataloader's values in one process.
+returned, so the test can recompute each dataloader's values in one process. ``--rank1-skips-last``:
+rank 1's ``validation_step`` returns ``None`` (no outputs) at the last batch of every dataloader,
+the batch after which each dataloader's values are computed (a collective).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ BATCH = 10
 
 
 class Model(L.LightningModule):
-    def __init__(self, sizes: list[int]) -> None:
+    def __init__(self, sizes: list[int], rank1_skips_last: bool = False) -> None:
         super().__init__()
         torch.manual_seed(0)
         self.linear = torch.nn.Linear(2, 1)
@@ -32,11 +34,15 @@ class Model(L.LightningModule):
             task, {"ctr": "ctr", "ne": "ne", "auc": "auc"}, prefix="val/", throughput=False
         )
         self.sizes = sizes
+        self.rank1_skips_last = rank1_skips_last
         self.allow_zero_length_dataloader_with_multiple_devices = True  # a dataloader smaller than the ranks
         self.seen: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(sizes))}
 
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
         x, y = batch
+        last = batch_idx + 1 == self.trainer.num_val_batches[dataloader_idx]
+        if self.rank1_skips_last and self.global_rank == 1 and last:
+            return None
         out = {"prob": torch.sigmoid(self.linear(x))[:, 0], "label": y}
         self.seen[dataloader_idx].append(torch.stack([out["prob"].double(), y.double()]))
         return out
@@ -55,9 +61,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--sizes", required=True, help="samples per validation dataloader, e.g. 101,30")
+    parser.add_argument("--rank1-skips-last", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    model = Model([int(n) for n in args.sizes.split(",")])
+    model = Model([int(n) for n in args.sizes.split(",")], args.rank1_skips_last)
     trainer = L.Trainer(
         strategy="ddp",
         devices=2,

@@ -36,6 +36,8 @@ from torch import Tensor
 
 try:
     import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import GradientAccumulationScheduler
+    from lightning.pytorch.strategies import Strategy
     from lightning.pytorch.trainer.states import TrainerFn
     from lightning.pytorch.utilities.rank_zero import rank_zero_warn
     from lightning.pytorch.utilities.warnings import PossibleUserWarning
@@ -78,6 +80,26 @@ def _batch_counts_over_ranks(counts: Sequence[float], device: torch.device) -> t
     return values[: len(counts)], [-v for v in values[len(counts) :]]
 
 
+def _model_state_is_rank_zeros(trainer: pl.Trainer | None) -> bool:
+    """Whether the checkpoint's model ``state_dict`` holds rank 0's own metric states.
+
+    True under Lightning's base ``Strategy`` saving (DDP and its spawn/fork variants, one device):
+    rank 0 writes its module's plain ``state_dict``. A strategy that saves the model its own way may
+    not: FSDP's sharded checkpoints (and ``ModelParallelStrategy``'s) go through
+    ``torch.distributed.checkpoint``, whose planner writes each tensor that every rank holds from
+    whichever rank has saved the least so far, so the metric states there can be any rank's, a
+    mix of them even; DeepSpeed's engine writes the model itself.
+    """
+    strategy = getattr(trainer, "strategy", None)
+    if strategy is None:
+        return True
+    kind = type(strategy)
+    return (
+        kind.save_checkpoint is Strategy.save_checkpoint
+        and kind.lightning_module_state_dict is Strategy.lightning_module_state_dict
+    )
+
+
 _DEFAULT_TEST = "test_metrics"  # a model without this attribute is tested without the callback
 
 
@@ -93,13 +115,16 @@ class RecMetricCallback(pl.Callback):
       also go to ``trainer.callback_metrics`` (e.g. for ``ModelCheckpoint(monitor=...)``). The
       interval counts training batches, not optimizer steps: under ``accumulate_grad_batches=A``
       make it a multiple of ``A`` (``compute_interval_steps=n * A`` computes at the last batch of
-      every ``n``-th optimizer step); any other interval computes inside an accumulation, and two
-      computes in one optimizer step are written at the same logging step (the callback warns at
-      ``setup``);
+      every ``n``-th optimizer step, where each epoch has a multiple of ``A`` batches: Lightning
+      starts the accumulation afresh at each epoch); any other interval computes inside an
+      accumulation, and two computes in one optimizer step are written at the same logging step
+      (the callback warns at ``setup``, for the trainer's factor and every factor a
+      ``GradientAccumulationScheduler`` will set, and at an epoch start whose factor changed);
     * at the end of each training epoch: ``log_dict(compute())``, unless the last step just logged
       the same values;
     * at the start of each validation epoch the ``val`` module is reset; after each validation
-      step it is updated; at the end of the epoch its values are logged. ``trainer.test()`` does the
+      step it is updated (a step that returned ``None`` adds no sample, as in training); at the
+      end of the epoch its values are logged. ``trainer.test()`` does the
       same with the ``test`` module.
 
     **Several validation (or test) dataloaders.** Each dataloader gets values of its own, under
@@ -141,7 +166,9 @@ class RecMetricCallback(pl.Callback):
     writes the model's ``state_dict`` from rank 0 only. The callback therefore gathers the training
     module's ``state_dict`` of every other rank when a checkpoint is saved (``on_save_checkpoint``
     runs on all ranks) and stores them under ``checkpoint["rec_metric_modules"]`` (rank 0's entry
-    is ``None``: its states are the model's ``state_dict``; in one process that is the only copy);
+    is ``None``: its states are the model's ``state_dict``; in one process that is the only copy.
+    Under FSDP, DeepSpeed or ``ModelParallelStrategy``, which save the model their own way, so
+    that its ``state_dict`` may hold any rank's metric states, rank 0's entry holds its own too);
     on resume each rank loads its own, so lifetime and window values continue exactly as in an
     uninterrupted run. The validation module's states are not gathered: it starts afresh at each
     validation epoch. A checkpoint resumed with another number of ranks restarts the training
@@ -163,8 +190,8 @@ class RecMetricCallback(pl.Callback):
         AttributeError: at ``setup`` (before any step), for every named attribute the stage uses
             that is not a ``RecMetricModule``; the message lists the module's ``RecMetricModule``
             attributes and how to name them (``RecMetricCallback(train=..., val=None)``, ``test=None``).
-        TypeError: a step whose output is not a dict with the module's columns, e.g. a
-            ``training_step`` that returns only the loss (Lightning passes it as ``{"loss": loss}``).
+        TypeError: a step whose output is neither ``None`` nor a dict with the module's columns,
+            e.g. a ``training_step`` that returns only the loss (Lightning passes it as ``{"loss": loss}``).
 
     Example:
         >>> from torchmetrics_ext.integrations.lightning import RecMetricCallback
@@ -184,6 +211,7 @@ class RecMetricCallback(pl.Callback):
         self.train, self.val, self.output_key, self.test = train, val, output_key, test
         self._train_logged_at: int | None = None  # the training module's update count when last logged
         self._eval = _EvalEpoch()  # the validation or test epoch under way
+        self._accumulation_warned: set[tuple[int, int]] = set()  # (interval, factor) pairs warned of in this fit
 
     def _test_name(self, pl_module: pl.LightningModule) -> str | None:
         """The test module's attribute: ``None`` when ``test`` is the default name and that is no RecMetricModule.
@@ -237,6 +265,7 @@ class RecMetricCallback(pl.Callback):
             self._missing(pl_module, wrong)
         if stage == "fit":  # a callback reused for another fit (a fresh model, say) logs it from its first epoch
             self._train_logged_at = None
+            self._accumulation_warned = set()
             self._check_accumulation(trainer, pl_module)
         self._eval = _EvalEpoch()  # nothing kept from an earlier run (one interrupted mid-epoch, say)
         for name in names:
@@ -244,28 +273,48 @@ class RecMetricCallback(pl.Callback):
                 unshare_memory(getattr(pl_module, name))
 
     def _check_accumulation(self, trainer: pl.Trainer | None, pl_module: pl.LightningModule) -> None:
-        """Warn when ``compute_interval_steps`` is no multiple of ``accumulate_grad_batches``.
+        """Warn when ``compute_interval_steps`` is no multiple of an accumulation factor of the fit.
 
         The module counts training batches (its updates), while Lightning's logging step counts
         optimizer steps, ``accumulate_grad_batches`` batches each: an interval that is no multiple
         of it computes inside an accumulation, and where two computes fall in one optimizer step
         (any interval smaller than the accumulation) their rows share one logger step.
+
+        The factors checked are the trainer's current one and every one a
+        ``GradientAccumulationScheduler`` among its callbacks will set (it changes
+        ``trainer.accumulate_grad_batches`` at the start of its epochs, after ``setup``); called
+        again at each training epoch start, this also sees a factor changed by other means. Each
+        (interval, factor) pair warns once per fit; nothing runs per step.
         """
         module = getattr(pl_module, self.train, None) if self.train is not None else None
-        accumulate = getattr(trainer, "accumulate_grad_batches", 1)
-        if not isinstance(module, RecMetricModule) or not isinstance(accumulate, int) or accumulate <= 1:
+        if not isinstance(module, RecMetricModule) or trainer is None:
             return
+        factors: dict[int, str] = {}
+        current = getattr(trainer, "accumulate_grad_batches", 1)
+        if isinstance(current, int):
+            factors[current] = ""
+        for callback in getattr(trainer, "callbacks", []):
+            if isinstance(callback, GradientAccumulationScheduler):
+                for epoch, factor in sorted(callback.scheduling.items()):
+                    factors.setdefault(factor, f" (set from epoch {epoch} by GradientAccumulationScheduler)")
         interval = module.compute_interval_steps
-        if interval % accumulate:
+        for accumulate, where in factors.items():
+            if accumulate <= 1 or interval % accumulate == 0 or (interval, accumulate) in self._accumulation_warned:
+                continue
+            self._accumulation_warned.add((interval, accumulate))
             rank_zero_warn(
                 f"RecMetricCallback: `{self.train}.compute_interval_steps={interval}` counts training batches, and "
-                f"`accumulate_grad_batches={accumulate}` makes {accumulate} batches one optimizer step (one logging "
-                f"step): the module computes inside an accumulation, and computes that fall in one optimizer step "
-                f"are written at the same logging step. Use a multiple of {accumulate} "
+                f"`accumulate_grad_batches={accumulate}`{where} makes {accumulate} batches one optimizer step (one "
+                f"logging step): the module computes inside an accumulation, and computes that fall in one optimizer "
+                f"step are written at the same logging step. Use a multiple of {accumulate} "
                 f"(`compute_interval_steps={accumulate * max(1, round(interval / accumulate))}`: every "
                 f"{max(1, round(interval / accumulate))} optimizer step(s)).",
                 category=PossibleUserWarning,
             )
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Check the epoch's accumulation factor against the interval (see ``_check_accumulation``)."""
+        self._check_accumulation(trainer, pl_module)
 
     def _model_out(self, outputs: Any, module: RecMetricModule, stage: str) -> Mapping[str, Tensor]:
         out = outputs if self.output_key is None or not isinstance(outputs, Mapping) else outputs.get(self.output_key)
@@ -386,7 +435,10 @@ class RecMetricCallback(pl.Callback):
         module = self._eval.modules.get(dataloader_idx)
         if module is None:
             return
-        module.update(self._model_out(outputs, module, "test" if trainer.testing else "validation"))
+        if outputs is None or (isinstance(outputs, Mapping) and not outputs):
+            module._empty_step()  # a step that returned None (Lightning allows it): no sample, as in training
+        else:
+            module.update(self._model_out(outputs, module, "test" if trainer.testing else "validation"))
         eval_ = self._eval
         if eval_.at_last_batch and batch_idx + 1 == eval_.counts[dataloader_idx]:
             # logged in the step, Lightning adds the dataloader's suffix and keeps the values in its dict
@@ -459,8 +511,12 @@ class RecMetricCallback(pl.Callback):
 
         Rank 0's states are those of the model's ``state_dict`` in the checkpoint (Lightning writes
         rank 0's), so its entry holds ``None`` under the module's name rather than a second copy: in
-        one process the checkpoint holds the states once. The validation module is left out: it
-        starts afresh at each validation epoch, so no resume reads its states.
+        one process the checkpoint holds the states once. Under a strategy that saves the model its
+        own way (FSDP, DeepSpeed, ``ModelParallelStrategy``: any whose ``save_checkpoint`` or
+        ``lightning_module_state_dict`` is not Lightning's base one), the model's ``state_dict`` may
+        hold another rank's metric states, so rank 0's entry holds its own states too. The
+        validation module is left out: it starts afresh at each validation epoch, so no resume reads
+        its states.
 
         Saved where the trainer has several ranks but no process group, i.e. in the main process
         after a ``ddp_spawn`` fit (``trainer.save_checkpoint`` there), the model holds rank 0's
@@ -472,7 +528,11 @@ class RecMetricCallback(pl.Callback):
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         rank = dist.get_rank() if world > 1 else 0
         resumed = self._resumed(pl_module)
-        local = {name: None if rank == 0 else module.state_dict() for name, module in resumed.items()}
+        # rank 0 relies on the model's state_dict only where that is its own (see _model_state_is_rank_zeros)
+        copy_rank_zero = world > 1 and not _model_state_is_rank_zeros(trainer)
+        local = {
+            name: None if rank == 0 and not copy_rank_zero else module.state_dict() for name, module in resumed.items()
+        }
         ranks = getattr(trainer, "world_size", 1)
         if world == 1 and ranks > 1:  # the main process of a spawn launch: the ranks have ended
             for name in resumed:
@@ -497,8 +557,10 @@ class RecMetricCallback(pl.Callback):
     ) -> None:
         """Give each rank back its own training module states when ``trainer.fit`` resumes.
 
-        Rank 0 keeps what Lightning loaded from the model's ``state_dict`` (its own states); every
-        other rank loads its entry of ``checkpoint["rec_metric_modules"]``. Checkpoints of earlier
+        Rank 0 keeps what Lightning loaded from the model's ``state_dict`` (its own states) where its
+        entry is ``None``; every other rank, and rank 0 where its entry holds states (a strategy that
+        saves the model its own way, see :meth:`on_save_checkpoint`), loads its entry of
+        ``checkpoint["rec_metric_modules"]``. Checkpoints of earlier
         versions, which held a copy for rank 0 too and the validation module's states, load as
         before (the validation states are not read: that module starts afresh at each epoch).
 

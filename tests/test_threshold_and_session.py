@@ -392,6 +392,24 @@ def test_hindsight_undefined_is_nan_with_warning():
     assert torch.isnan(out["recall"])
 
 
+def test_hindsight_of_label_weight_past_float64_range_is_nan_not_the_last_threshold():
+    """Weights of 1e308 (every value as at weight 1): tp + fp overflowed, precision read x / inf = 0 and the
+    last threshold (1.0, recall 0) was reported where threshold 0 reaches precision 0.5 with recall 1."""
+    preds, target = torch.tensor([0.9, 0.9, 0.2]), torch.tensor([1.0, 0.0, 0.0])
+    plain = tmf.hindsight_target_pr(preds, target, num_thresholds=11)
+    # numpy reference at weight 1: precision of p >= t for t = 0, 0.1, ...: 1/3 below 0.3, then 1/2
+    t = np.arange(11) / 10
+    prec = np.array([target.numpy()[preds.numpy() >= x].mean() if (preds.numpy() >= x).any() else 0 for x in t])
+    assert plain["threshold"].item() == pytest.approx(t[np.argmax(prec >= 0.5)])
+    out = tmf.hindsight_target_pr(preds, target, torch.full((3,), 1e308, dtype=torch.float64), num_thresholds=11)
+    assert all(math.isnan(v.item()) for v in out.values()), out
+    metric = tmx.HindsightTargetPR(num_thresholds=11, num_tasks=2)
+    metric.update(preds.repeat(2, 1), target.repeat(2, 1), torch.tensor([[1.0] * 3, [1e308] * 3], dtype=torch.float64))
+    value = metric.compute()
+    assert value["threshold"][0].item() == plain["threshold"].item()  # the other task keeps its value
+    assert all(math.isnan(v[1].item()) for v in value.values())
+
+
 def test_hindsight_plot_names_each_task():
     """With num_tasks=2 one value was drawn as 2 steps and a list's legend repeated 'threshold' unnamed per task.
 

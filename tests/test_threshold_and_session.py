@@ -525,6 +525,27 @@ def test_multi_label_sums_match_numpy(num_tasks, n, num_labels, weights):
         np.testing.assert_allclose(metric.false_positives.numpy(), fp, rtol=1e-12, atol=1e-9)
 
 
+@pytest.mark.parametrize("n", [100, 20000])  # every bit at once, and byte histograms
+def test_multi_label_precision_of_a_label_always_predicted_right_is_one_not_above(n):
+    """Label 0 is in every true set, so each of its predictions is right: precision exactly 1 (numpy: fp = 0).
+    FP was a difference of two sums grouped by different bytes and rounded below 0: 1.0000000000000009."""
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        target = torch.randint(0, 2**8, (n,), generator=gen) | 1
+        preds = torch.randint(0, 2**8, (n,), generator=gen) | 1
+        w = torch.rand(n, generator=gen, dtype=torch.float64) * 10 ** (
+            torch.rand(n, generator=gen, dtype=torch.float64) * 12
+        )
+        _, fp = _ref_multi_label_sums(preds.numpy()[None], target.numpy()[None], w.numpy(), 8)
+        assert fp[0, 0] == 0.0
+        value = tmf.multi_label_precision(preds, target, w, num_labels=8)
+        assert 0.0 <= value.min() and value.max() <= 1.0, value
+        assert value[0].item() == 1.0
+        metric = tmx.MultiLabelPrecision(num_labels=8)
+        metric.update(preds, target, w)
+        assert metric.false_positives[0, 0].item() >= 0.0 and metric.compute()[0].item() == 1.0
+
+
 @pytest.mark.parametrize("weighted", [False, True])
 def test_multi_label_update_memory_does_not_grow_with_labels(weighted):
     """An update of (T, N) codes allocates nothing larger than two (T, N) int64 tensors, whatever L (it made

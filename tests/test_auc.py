@@ -1088,7 +1088,10 @@ def test_exact_modes_reject_weights_outside_float32(name, factory, functional, b
     args = (p, y, GROUPS4) if name.startswith("gauc") else (p, y)
     metric.update(*args)
     before = {k: [t.clone() for t in v] if isinstance(v, list) else v.clone() for k, v in metric.metric_state.items()}
-    with pytest.raises(ValueError, match=r"weights.*float32's range"):
+    # the reason given holds for every mode: groups_complete_per_batch stores float64 sums, yet scores
+    # each batch with float32 weights (it said "exact AUC/AUPRC store them as float32")
+    reason = r"exact AUC/AUPRC and the grouped metrics read them as float32"
+    with pytest.raises(ValueError, match=r"weights.*float32's range.*" + reason):
         metric.update(*args, w)
     with pytest.raises(ValueError, match=r"weights.*float32's range"):
         metric(*args, w)  # forward checks before it swaps the state

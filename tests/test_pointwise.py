@@ -323,6 +323,54 @@ def test_a_weight_total_past_float64_range_is_nan_not_a_finite_value():
     assert math.isnan(tmf.weighted_precision(torch.tensor([0.9, 0.8, 0.7, 0.6]), y, w).item())
 
 
+def test_a_weighted_sum_past_float64_range_over_a_finite_denominator_is_nan_not_inf():
+    """A numerator of finite terms that overflowed (weights near 1e308) over a finite denominator: ``inf / x``
+    reported inf where the true ratio is finite (calibration 4, MSE 4, MAE 2, log loss ~34); documented: nan."""
+    from fractions import Fraction
+
+    big = torch.tensor([1e308, 1e308], dtype=torch.float64)
+    p, y = torch.tensor([1.0, 1.0], dtype=torch.float64), torch.tensor([0.5, 0.0], dtype=torch.float64)
+    # sum w·p = 2e308 (past float64), sum w·y = 5e307: the exact ratio is finite
+    exact = sum(Fraction(1e308) * Fraction(v) for v in p.tolist()) / (Fraction(1e308) * Fraction(0.5))
+    assert math.isfinite(float(exact))
+    assert math.isnan(tmf.calibration(p, y, big).item())
+    metric = tmx.Calibration()
+    metric.update(p, y, big)
+    assert math.isnan(metric.compute().item())
+    # one weight of 1e308 on an error of 2 (real-valued regression): sum w·e² overflows, sum w does not
+    w, pr, tr = torch.tensor([1e308], dtype=torch.float64), torch.tensor([2.0]), torch.tensor([0.0])
+    assert float(Fraction(1e308) * 4 / Fraction(1e308)) == 4.0
+    for fn, cls in (
+        (tmf.weighted_mse, tmx.WeightedMSE),
+        (tmf.weighted_mae, tmx.WeightedMAE),
+        (tmf.weighted_rmse, tmx.WeightedRMSE),
+    ):
+        assert math.isnan(fn(pr, tr, w).item()), fn.__name__
+        metric = cls()
+        metric.update(pr, tr, w)
+        assert math.isnan(metric.compute().item()), cls.__name__
+    # log loss: every term at most -log(eta), weights 1e307: sum w·CE overflows, sum w = 2e307 does not
+    p = torch.tensor([1e-30, 1.0 - 1e-16], dtype=torch.float64)
+    y, w = torch.tensor([1.0, 0.0]), torch.tensor([1e307, 1e307], dtype=torch.float64)
+    ce = -np.log(np.clip(p.numpy(), 1e-12, 1 - 1e-12)) * np.array([1.0, 0.0]) - np.log1p(
+        -np.clip(p.numpy(), 1e-12, 1 - 1e-12)
+    ) * np.array([0.0, 1.0])
+    assert np.isfinite(ce.mean())
+    for fn, cls in ((tmf.log_loss, tmx.LogLoss), (tmf.normalized_entropy, tmx.NormalizedEntropy)):
+        assert math.isnan(fn(p, y, w).item()), fn.__name__
+        metric = cls()
+        metric.update(p, y, w)
+        assert math.isnan(metric.compute().item()), cls.__name__
+    # from logits every term is finite (800 each here): 1.6e310 overflows, the mean 800 does not
+    assert math.isnan(tmf.log_loss(torch.tensor([-800.0, 800.0]), y, w, from_logits=True).item())
+    # a term that is itself infinite keeps its value: eta=0, a sure wrong probability
+    assert tmf.log_loss(torch.tensor([1.0, 0.3]), torch.tensor([0.0, 1.0]), eta=0.0).item() == math.inf
+    # label and tensor averages: a weighted mean of finite values is finite
+    heavy = torch.tensor([1e308], dtype=torch.float64)
+    assert math.isnan(tmf.label_average(torch.tensor([0.5]), torch.tensor([2.0]), heavy).item())
+    assert math.isnan(tmf.tensor_weighted_average(torch.tensor([2.0]), heavy).item())
+
+
 def test_log_loss_from_logits_is_exact_in_both_tails():
     """Confident correct negatives (y = 0, z ≪ 0) lost every digit: log_loss(-40, 0) was 0, not 4.2e-18."""
     z = torch.tensor([-700.0, -300.0, -40.0, -37.5, -20.0, -10.0, -1e-3, 0.0, 3.0, 20.0, 40.0, 300.0])

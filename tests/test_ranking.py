@@ -721,17 +721,29 @@ def test_fractional_graded_relevance():
 
 
 def _exact_exponential_ndcg(preds, target, k=None):
-    """NDCG with gain ``2**y - 1`` of one query, in 60-digit decimals (no float64 overflow)."""
+    """NDCG with gain ``2**y - 1`` of one query, in 60-digit decimals (no float64 overflow).
+
+    Below ``y = 1`` the gain is the series of ``expm1(y ln 2)``, whose terms have no cancellation
+    (``2**y - 1`` in 60 digits is 0 for ``y`` below ~1e-60).
+    """
     from decimal import Decimal, localcontext
 
     with localcontext() as context:
         context.prec = 60
 
+        def gain(y):
+            if y >= 1 or y == 0:
+                return Decimal(2) ** Decimal(float(y)) - 1
+            x = Decimal(float(y)) * Decimal(2).ln()
+            term, total, n = x, Decimal(0), 1
+            while term > total * Decimal("1e-70"):
+                total += term
+                n += 1
+                term = term * x / n
+            return total
+
         def dcg(rels):
-            return sum(
-                (Decimal(2) ** Decimal(float(y)) - 1) * Decimal(2).ln() / Decimal(i + 2).ln()
-                for i, y in enumerate(rels[:k])
-            )
+            return sum(gain(y) * Decimal(2).ln() / Decimal(i + 2).ln() for i, y in enumerate(rels[:k]))
 
         ranked = [y for _, y in sorted(zip(preds.tolist(), target.tolist(), strict=True), key=lambda r: (-r[0], r[1]))]
         return float(dcg(ranked) / dcg(sorted(target.tolist(), reverse=True)))
@@ -784,6 +796,46 @@ def test_exponential_gain_of_large_relevance(k):
         if name == "integer":
             reference = np.mean([_exact_exponential_ndcg(p, t.round(), k) for p, t in zip(preds, target, strict=True)])
         np.testing.assert_allclose(value.item(), reference, rtol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("k", [None, 2])
+def test_exponential_gain_of_grades_below_one_keeps_their_digits(k):
+    """Bug: ``2**y - 1`` cancels below 1: grades of 1e-17 (or 1e-300) gained 0, so a query of only such grades
+    had NDCG 0 where it is 0.62 (its gains are ``y ln 2`` to first order), and grades of 1e-10 kept ~6 digits.
+
+    Reference: 60-digit decimals of ``2**y - 1``; every path (flat and padded, class, complete queries, device).
+    """
+    rng = np.random.default_rng(3)
+    num_queries, width = 8, 5
+    preds = torch.tensor(rng.random((num_queries, width)))
+    scale = torch.tensor([1e-300, 1e-17, 1e-10, 1e-3, 0.5, 1.0, 1e-17, 1e-10], dtype=torch.float64).unsqueeze(1)
+    target = torch.tensor(rng.integers(0, 4, (num_queries, width)), dtype=torch.float64) * scale
+    target[:, 0] += scale[:, 0]  # every query has a relevant candidate
+    target[6:, 1] = 3.0  # small grades next to a large one
+    expected = np.mean([_exact_exponential_ndcg(p, t, k) for p, t in zip(preds, target, strict=True)])
+    flat = {
+        "preds": preds.flatten(),
+        "target": target.flatten(),
+        "indexes": torch.arange(num_queries).repeat_interleave(width),
+    }
+    values = {
+        "flat": tmf.ndcg(**flat, k=k, exponential_gain=True),
+        "padded": tmf.ndcg(preds, target, k=k, exponential_gain=True),
+    }
+    for name in ("class", "complete"):
+        metric = tmx.NDCG(k=k, exponential_gain=True, queries_complete_per_batch=name == "complete")
+        metric.update(**flat)
+        values[name] = metric.compute()
+    with force_device_path():
+        for name, batch in (("device_padded", {"preds": preds, "target": target}), ("device_complete", flat)):
+            metric = tmx.NDCG(k=k, exponential_gain=True, queries_complete_per_batch=name == "device_complete")
+            metric.update(**batch)
+            values[name] = metric.compute()
+    ranking = tmx.RankingMetrics(ks=[k], metrics=["ndcg"], exponential_gain=True)
+    ranking.update(**flat)
+    values["ranking_metrics"] = next(iter(ranking.compute().values()))
+    for name, value in values.items():
+        np.testing.assert_allclose(value.item(), expected, rtol=1e-12, err_msg=name)
 
 
 def test_empty_target_actions_and_undefined():

@@ -143,6 +143,19 @@ def test_weight_invariances(cid):
     )
 
 
+def test_a_bin_whose_weight_overflowed_float64_has_nan_rates_not_zero():
+    """Two weights of 1e308 in one bin: the bin weight is inf and its label rate read x / inf = 0 where the
+    rate of its labels (1 and 0, equal weights) is 0.5; documented: nan, as the ratio metrics."""
+    preds, target = torch.tensor([0.9, 0.9, 0.2]), torch.tensor([1.0, 0.0, 1.0])
+    w = torch.tensor([1e308, 1e308, 1.0], dtype=torch.float64)
+    out = tmf.reliability(preds, target, w, num_bins=2)
+    assert torch.isnan(out["label_rate"][1]) and torch.isnan(out["mean_prediction"][1])
+    assert out["label_rate"][0].item() == 1.0  # the other bin keeps its value
+    metric = tmx.Reliability(num_bins=2)
+    metric.update(preds, target, w)
+    assert torch.isnan(metric.compute()["label_rate"][1])
+
+
 def test_windowed_reliability_is_the_curve_of_the_newest_samples():
     data = reliability_data(np.random.default_rng(7), num_tasks=2, weights="task")
     windowed = tmx.Windowed(tmx.Reliability(2, num_bins=4), window_size=300)

@@ -398,6 +398,26 @@ def test_constant_labels_are_undefined_not_a_rounding_ratio(label, weighted):
             assert torch.isnan(metric.compute())
 
 
+def test_r2_and_calibration_free_ne_of_sums_past_float64_range_are_nan_not_a_finite_value():
+    """Equal weights of 1e308 (every value as at weight 1): the total overflowed and R² read the label
+    mean as x / inf = 0, so 0.5 where scikit-learn's R² is 0; a cross-entropy sum past float64's range
+    made CalibrationFreeNE inf. Documented: nan, as the ratio metrics."""
+    p, y = torch.tensor([0.5, 0.5], dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64)
+    big = torch.full((2,), 1e308, dtype=torch.float64)
+    assert tmf.weighted_r2(p, y).item() == pytest.approx(skm.r2_score(y, p))  # 0 at any common weight
+    for fn, cls in ((tmf.weighted_r2, tmx.WeightedR2), (tmf.weighted_nmse, tmx.WeightedNMSE)):
+        assert math.isnan(fn(p, y, big).item()), fn.__name__
+        metric = cls()
+        metric.update(p, y, big)
+        assert math.isnan(metric.compute().item()), cls.__name__
+    # every cross-entropy term is finite (eta > 0), their weighted sum is not; no undefined-value warning
+    p = torch.tensor([1e-30, 1.0 - 1e-16], dtype=torch.float64)
+    y, w = torch.tensor([1.0, 0.0]), torch.full((2,), 1e307, dtype=torch.float64)
+    for scaling in (False, True):
+        assert math.isfinite(tmf.calibration_free_ne(p, y, torchrec_scaling=scaling).item())
+        assert math.isnan(tmf.calibration_free_ne(p, y, w, torchrec_scaling=scaling).item())
+
+
 def test_r2_of_labels_with_a_large_offset_matches_sklearn():
     gen = np.random.default_rng(5)
     y = 1e3 + gen.normal(0, 1e-2, 5000)  # spread 1e-5 of the mean: far above the rounding of the sums

@@ -392,6 +392,24 @@ def test_hindsight_undefined_is_nan_with_warning():
     assert torch.isnan(out["recall"])
 
 
+def test_hindsight_of_label_weight_past_float64_range_is_nan_not_the_last_threshold():
+    """Weights of 1e308 (every value as at weight 1): tp + fp overflowed, precision read x / inf = 0 and the
+    last threshold (1.0, recall 0) was reported where threshold 0 reaches precision 0.5 with recall 1."""
+    preds, target = torch.tensor([0.9, 0.9, 0.2]), torch.tensor([1.0, 0.0, 0.0])
+    plain = tmf.hindsight_target_pr(preds, target, num_thresholds=11)
+    # numpy reference at weight 1: precision of p >= t for t = 0, 0.1, ...: 1/3 below 0.3, then 1/2
+    t = np.arange(11) / 10
+    prec = np.array([target.numpy()[preds.numpy() >= x].mean() if (preds.numpy() >= x).any() else 0 for x in t])
+    assert plain["threshold"].item() == pytest.approx(t[np.argmax(prec >= 0.5)])
+    out = tmf.hindsight_target_pr(preds, target, torch.full((3,), 1e308, dtype=torch.float64), num_thresholds=11)
+    assert all(math.isnan(v.item()) for v in out.values()), out
+    metric = tmx.HindsightTargetPR(num_thresholds=11, num_tasks=2)
+    metric.update(preds.repeat(2, 1), target.repeat(2, 1), torch.tensor([[1.0] * 3, [1e308] * 3], dtype=torch.float64))
+    value = metric.compute()
+    assert value["threshold"][0].item() == plain["threshold"].item()  # the other task keeps its value
+    assert all(math.isnan(v[1].item()) for v in value.values())
+
+
 def test_hindsight_plot_names_each_task():
     """With num_tasks=2 one value was drawn as 2 steps and a list's legend repeated 'threshold' unnamed per task.
 
@@ -505,6 +523,27 @@ def test_multi_label_sums_match_numpy(num_tasks, n, num_labels, weights):
     else:
         np.testing.assert_allclose(metric.true_positives.numpy(), tp, rtol=1e-12, atol=1e-9)
         np.testing.assert_allclose(metric.false_positives.numpy(), fp, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("n", [100, 20000])  # every bit at once, and byte histograms
+def test_multi_label_precision_of_a_label_always_predicted_right_is_one_not_above(n):
+    """Label 0 is in every true set, so each of its predictions is right: precision exactly 1 (numpy: fp = 0).
+    FP was a difference of two sums grouped by different bytes and rounded below 0: 1.0000000000000009."""
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        target = torch.randint(0, 2**8, (n,), generator=gen) | 1
+        preds = torch.randint(0, 2**8, (n,), generator=gen) | 1
+        w = torch.rand(n, generator=gen, dtype=torch.float64) * 10 ** (
+            torch.rand(n, generator=gen, dtype=torch.float64) * 12
+        )
+        _, fp = _ref_multi_label_sums(preds.numpy()[None], target.numpy()[None], w.numpy(), 8)
+        assert fp[0, 0] == 0.0
+        value = tmf.multi_label_precision(preds, target, w, num_labels=8)
+        assert 0.0 <= value.min() and value.max() <= 1.0, value
+        assert value[0].item() == 1.0
+        metric = tmx.MultiLabelPrecision(num_labels=8)
+        metric.update(preds, target, w)
+        assert metric.false_positives[0, 0].item() >= 0.0 and metric.compute()[0].item() == 1.0
 
 
 @pytest.mark.parametrize("weighted", [False, True])

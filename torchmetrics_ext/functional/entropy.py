@@ -182,14 +182,19 @@ def _calibration_free_compute(
     log_mean = torch.where(mean_pred > 0.5, torch.log1p(-mean_complement), torch.log(mean_pred))
     log_complement = torch.where(mean_complement > 0.5, torch.log1p(-mean_pred), torch.log(mean_complement))
     constant_ce = -(torch.where(pos > 0, pos * log_mean, 0.0) + torch.where(neg > 0, neg * log_complement, 0.0))
+    # sums that overflowed float64 (inf: weights near 1e308) leave no ratio: nan without a warning, as
+    # safe_divide's; the cross-entropy sum's terms are finite unless eta = 0 (a sure wrong probability)
+    overflowed = total.isinf() | (ce_sum.isinf() & (eta > 0 or from_logits))
     undefined = (total <= 0) | ~((constant_ce > 0) & constant_ce.isfinite())
     if torchrec_scaling:
         ne = _normalized_entropy_compute(ce_sum, total, pos, eta, "CalibrationFreeNE")  # warns where it is nan
         warn_undefined(undefined & ~torch.isnan(ne), "CalibrationFreeNE", "the mean prediction is 0 or 1")
-        undefined = undefined | torch.isnan(ne)
+        undefined = undefined | torch.isnan(ne) | overflowed
         value = ne / torch.where(undefined, 1.0, constant_ce / math.log(2))
     else:
-        warn_undefined(undefined, "CalibrationFreeNE", "no label weight, or the mean prediction is 0 or 1")
+        reason = "no label weight, or the mean prediction is 0 or 1"
+        warn_undefined(undefined & ~overflowed, "CalibrationFreeNE", reason)
+        undefined = undefined | overflowed
         value = ce_sum / torch.where(undefined, 1.0, constant_ce)
     return torch.where(undefined, math.nan, value)
 

@@ -96,14 +96,19 @@ def _hindsight_compute(pos_hist: Tensor, neg_hist: Tensor, target_precision: flo
     idx = torch.where(reaches.any(-1), reaches.to(torch.int8).argmax(-1), num_thresholds - 1).unsqueeze(-1)
     tp_at, fp_at = tp.gather(1, idx).squeeze(-1), fp.gather(1, idx).squeeze(-1)
     total_pos = pos_hist.sum(-1)
+    # a task whose label weight overflowed float64 (tp + fp = inf: weights near 1e308) has no precision
+    # to compare: nan for all three, without a warning, as the ratio metrics (x / inf read 0 and picked
+    # the last threshold)
+    overflowed = (tp[:, 0] + fp[:, 0]).isinf()
     no_pred, no_pos = tp_at + fp_at <= 0, total_pos <= 0
-    warn_undefined(no_pred, "HindsightTargetPR precision", "no prediction reaches the chosen threshold")
-    warn_undefined(no_pos, "HindsightTargetPR recall", "no positive label")
-    return {
+    warn_undefined(no_pred & ~overflowed, "HindsightTargetPR precision", "no prediction reaches the chosen threshold")
+    warn_undefined(no_pos & ~overflowed, "HindsightTargetPR recall", "no positive label")
+    values = {
         "threshold": _thresholds(num_thresholds, tp.device)[idx.squeeze(-1)],
         "precision": torch.where(no_pred, math.nan, tp_at / torch.where(no_pred, 1.0, tp_at + fp_at)),
         "recall": torch.where(no_pos, math.nan, tp_at / torch.where(no_pos, 1.0, total_pos)),
     }
+    return {name: torch.where(overflowed, math.nan, value) for name, value in values.items()}
 
 
 def hindsight_target_pr(

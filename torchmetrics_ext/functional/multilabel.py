@@ -87,8 +87,10 @@ def _multi_label_update(
 
     A small batch reads every bit at once, as ``(T, N, L)`` float64 tensors. A larger one sums
     the weights of each byte value of the codes per task, a ``(T, 256)`` histogram per byte (8 at
-    most for 62 labels, for ``preds & target`` and for ``preds``), and takes each label's sum from
-    the histogram of its byte: extra memory of a few ``(T, N)`` tensors, whatever ``L``.
+    most for 62 labels, for ``preds & target`` and for ``preds & ~target``), and takes each label's sum
+    from the histogram of its byte: extra memory of a few ``(T, N)`` tensors, whatever ``L``. FP is
+    summed on its own, never as predicted minus TP: that difference of two sums, grouped by other
+    bytes, rounded below 0 where every prediction of a label was right (a precision of 1 + 1e-15).
     """
     if preds.numel() * num_labels <= _ALL_BITS_AT_ONCE:
         bits = torch.arange(num_labels, device=preds.device)
@@ -96,16 +98,16 @@ def _multi_label_update(
         actual = ((target.unsqueeze(-1) >> bits) & 1).to(torch.float64)
         if weights is not None:
             predicted = predicted * weights.unsqueeze(-1)
-        tp = (predicted * actual).sum(-2)
-        return tp, predicted.sum(-2) - tp
+        return (predicted * actual).sum(-2), (predicted * (1 - actual)).sum(-2)
     num_tasks, num_bytes, device = preds.shape[0], (num_labels + 7) // 8, preds.device
     task_offset = torch.arange(0, num_tasks * 256, 256, device=device).unsqueeze(-1)
     # the weight of each row (1 without weights: a stride-0 view), as index_add_ reads it
     ones = torch.ones((), dtype=torch.float64, device=device)
     w = (ones if weights is None else weights).expand(preds.shape).reshape(-1)
-    # [correct, predicted][byte] -> weight per (task, byte value)
+    # [correct, wrong][byte] -> weight per (task, byte value)
     histograms = torch.zeros(2, num_bytes, num_tasks * 256, dtype=torch.float64, device=device)
-    for codes, per_byte in zip((preds & target, preds), histograms):
+    for wrong, per_byte in enumerate(histograms):
+        codes = target.bitwise_not().bitwise_and_(preds) if wrong else preds & target  # one (T, N) at a time
         for byte, histogram in enumerate(per_byte):
             index = codes >> (8 * byte)
             index &= 255
@@ -114,8 +116,7 @@ def _multi_label_update(
     byte_bits = ((torch.arange(256, device=device).unsqueeze(-1) >> torch.arange(8, device=device)) & 1).double()
     # (2, bytes, T, 256) @ (256, 8) -> (2, T, bytes * 8) label sums, bit 8 * byte + k at column 8 * byte + k
     sums = (histograms.view(2, num_bytes, num_tasks, 256) @ byte_bits).transpose(1, 2).reshape(2, num_tasks, -1)
-    tp = sums[0, :, :num_labels]
-    return tp, sums[1, :, :num_labels] - tp
+    return sums[0, :, :num_labels], sums[1, :, :num_labels]
 
 
 def _multi_label_compute(tp: Tensor, fp: Tensor) -> Tensor:

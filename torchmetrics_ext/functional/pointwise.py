@@ -157,8 +157,16 @@ def _check_unit(unit: str) -> None:
         raise ValueError(f"Expected `unit` to be 'nats' or 'bits', got {unit!r}.")
 
 
-def _log_loss_compute(cross_entropy_sum: Tensor, weighted_num_samples: Tensor, unit: LogUnit = "nats") -> Tensor:
-    nats = safe_divide(cross_entropy_sum, weighted_num_samples, "LogLoss", "total weight is zero")
+def _log_loss_compute(
+    cross_entropy_sum: Tensor, weighted_num_samples: Tensor, unit: LogUnit = "nats", finite_terms: bool = True
+) -> Tensor:
+    """Mean weighted cross-entropy; ``finite_terms``: every sample's cross-entropy is finite (``eta > 0`` or logits).
+
+    Then an infinite sum is an overflow of finite terms (``nan``, see :func:`safe_divide`); with
+    ``eta = 0`` a sure wrong probability has an infinite cross-entropy, and the value is ``inf``.
+    """
+    reason = "total weight is zero"
+    nats = safe_divide(cross_entropy_sum, weighted_num_samples, "LogLoss", reason, finite_terms=finite_terms)
     return nats / math.log(2) if unit == "bits" else nats
 
 
@@ -185,8 +193,13 @@ def _normalized_entropy_compute(
     # entropy of the base rate times the total weight: the normaliser of sum w·CE
     norm = -(pos_labels * torch.log(base_rate) + neg_labels * torch.log1p(-base_rate))
     ne = cross_entropy_sum / torch.where(undefined, 1.0, norm)
-    # a total weight that overflowed float64 (inf) leaves no base rate: nan, as safe_divide's
-    return torch.where(undefined | weighted_num_samples.isinf(), math.nan, ne)
+    # a total weight, normaliser or (every term finite: eta > 0) cross-entropy sum that overflowed float64
+    # (inf) leaves no ratio: nan, as safe_divide's (x / inf reported 0, and inf / norm inf, where the true
+    # ratio is finite); with eta = 0 a sure wrong prediction's infinite cross-entropy is the value
+    overflowed = weighted_num_samples.isinf() | norm.isinf()
+    if eta > 0:
+        overflowed |= cross_entropy_sum.isinf()
+    return torch.where(undefined | overflowed, math.nan, ne)
 
 
 def normalized_entropy(
@@ -289,7 +302,7 @@ def log_loss(
         preds, target, weights, None, from_logits=from_logits, validate=validate_args, target_required=True
     )
     ce_sum, total, _ = _cross_entropy_update(p, t, w, eta, from_logits)  # type: ignore[arg-type]
-    return _finish(_log_loss_compute(ce_sum, total, unit), single)
+    return _finish(_log_loss_compute(ce_sum, total, unit, eta > 0 or from_logits), single)
 
 
 # ----------------------------------------------------------------------------- weighted sums

@@ -71,12 +71,19 @@ def _label_sse(total: Tensor, label_sum: Tensor, label_sq_sum: Tensor, baseline:
 def _over_baseline(
     sse: Tensor, total: Tensor, label_sum: Tensor, label_sq_sum: Tensor, baseline: Baseline, name: str
 ) -> Tensor:
-    """``sse`` over the baseline's squared error; ``nan`` with a warning naming the reason where that is zero."""
+    """``sse`` over the baseline's squared error; ``nan`` with a warning naming the reason where that is zero.
+
+    A sum that overflowed float64 (``inf``: weights or labels near float64's range) is ``nan`` too,
+    without a warning, as in :func:`~torchmetrics_ext.utilities.warnings.safe_divide`: the label
+    mean ``x / inf`` read 0 there (R² 0.5 for equal weights of 1e308 where it is 0).
+    """
     base = _label_sse(total, label_sum, label_sq_sum, baseline)
-    undefined = base == 0
+    overflowed = ~torch.stack([sse, total, label_sum, label_sq_sum, base]).isfinite().all(0)
+    undefined = (base == 0) & ~overflowed
     warn_undefined(undefined & (total == 0), name, "no label has weight")
     warn_undefined(undefined & (total != 0), name, _NO_SPREAD[baseline])
-    return torch.where(undefined, torch.nan, sse / torch.where(undefined, 1.0, base))
+    unknown = undefined | overflowed
+    return torch.where(unknown, torch.nan, sse / torch.where(unknown, 1.0, base))
 
 
 def _r2_compute(sse: Tensor, sae: Tensor, total: Tensor, label_sum: Tensor, label_sq_sum: Tensor) -> Tensor:

@@ -124,13 +124,15 @@ def _reliability_compute(weight: Tensor, pred_sum: Tensor, target_sum: Tensor) -
     """``{"mean_prediction", "label_rate", "weight"}``, each ``(T, B)``; ``nan`` in bins without weight.
 
     An empty bin is normal (its weight says so) and does not warn; a task without any weight does.
+    A bin whose float64 sums overflowed (``inf``: weights near 1e308) has ``nan`` rates too, without
+    a warning (``x / inf`` read 0), as the ratio metrics (:func:`~torchmetrics_ext.utilities.warnings.safe_divide`).
     """
     warn_undefined(weight.sum(-1) <= 0, "Reliability", "no sample weight seen")
-    empty = weight <= 0
+    empty = (weight <= 0) | weight.isinf()
     denom = torch.where(empty, 1.0, weight)
     return {
-        "mean_prediction": torch.where(empty, math.nan, pred_sum / denom),
-        "label_rate": torch.where(empty, math.nan, target_sum / denom),
+        "mean_prediction": torch.where(empty | pred_sum.isinf(), math.nan, pred_sum / denom),
+        "label_rate": torch.where(empty | target_sum.isinf(), math.nan, target_sum / denom),
         "weight": weight.clone(),
     }
 

@@ -304,7 +304,7 @@ class LogLoss(_CrossEntropyMetric):
         self.unit: F.LogUnit = unit
 
     def _compute_value(self, ce_sum: Tensor, total: Tensor, pos: Tensor) -> Tensor:  # type: ignore[override]
-        return F._log_loss_compute(ce_sum, total, self.unit)
+        return F._log_loss_compute(ce_sum, total, self.unit, self.eta > 0 or self.from_logits)
 
 
 # ----------------------------------------------------------------------------- weighted sums

@@ -466,7 +466,8 @@ def check_float32_range(low: float, high: float) -> None:
     if high > _FLOAT32.max or 0 < low < _FLOAT32.tiny:
         raise ValueError(
             "Expected non-zero `weights` within float32's range "
-            f"[{_FLOAT32.tiny:.8g}, {_FLOAT32.max:.8g}] (exact AUC/AUPRC store them as float32), got "
+            f"[{_FLOAT32.tiny:.8g}, {_FLOAT32.max:.8g}] "
+            "(exact AUC/AUPRC and the grouped metrics read them as float32), got "
             f"non-zero values in [{low:.6g}, {high:.6g}]; rescale them (the value does not depend on their scale)."
         )
 

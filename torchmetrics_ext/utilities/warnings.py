@@ -254,14 +254,28 @@ def _listed(entries: list, count: int) -> str:
     return f"{str(entries)[:-1]}, ...] ({count:,} in all)"
 
 
-def safe_divide(num: Tensor, denom: Tensor, metric: str, reason: str, axes: tuple[str, ...] = ("task",)) -> Tensor:
+def safe_divide(
+    num: Tensor,
+    denom: Tensor,
+    metric: str,
+    reason: str,
+    axes: tuple[str, ...] = ("task",),
+    *,
+    finite_terms: bool = True,
+) -> Tensor:
     """``num / denom``; ``nan`` where ``denom == 0``, with one :class:`UndefinedMetricWarning`.
 
     ``axes`` names the dimensions of the value in the warning (see :func:`warn_undefined`).
     A denominator that overflowed to ``inf`` (float64 sums of weights past 1.8e308) is ``nan`` too,
-    without a warning (no further host read): ``x / inf`` would report 0 for any finite ``x``.
+    without a warning (no further host read): ``x / inf`` would report 0 for any finite ``x``. So is
+    a numerator that overflowed (``sum w·p`` of weights near 1e308 over a finite ``sum w·y``, or
+    ``sum w·e²`` over a finite ``sum w``): ``inf / y`` would report ``inf`` where the ratio of the
+    true sums is finite. ``finite_terms=False`` where a numerator's term may itself be infinite (a
+    sure wrong prediction's log loss with ``eta=0``): an infinite numerator is then the value.
     """
     undefined = denom == 0
     warn_undefined(undefined, metric, reason, axes)
     unknown = undefined | denom.isinf() if denom.is_floating_point() else undefined
+    if finite_terms and num.is_floating_point():
+        unknown = unknown | num.isinf()
     return torch.where(unknown, torch.full_like(num, float("nan")), num / torch.where(undefined, 1, denom))

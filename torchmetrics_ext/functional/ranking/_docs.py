@@ -30,7 +30,8 @@ ARGUMENTS = {
     "ks": "cutoffs: positive integers, or ``None`` for the whole list (key without ``@``).",
     "exponential_gain": "NDCG gain :math:`2^y - 1` (Burges) instead of :math:`y` (Järvelin and Kekäläinen); "
     "in float64, a query's gains scaled by :math:`2^{512 - M}` when its largest relevance :math:`M` exceeds "
-    "512 (its NDCG unchanged: no overflow for any finite relevance).",
+    "512 (its NDCG unchanged: no overflow for any finite relevance), and grades below 1 given "
+    r":math:`\operatorname{expm1}(y \ln 2)`, exact where :math:`2^y - 1` cancels (to 0 below :math:`2^{-53}`).",
     "adaptive_k": "divide precision by ``min(k, n_q)`` instead of ``k`` (TorchMetrics' ``adaptive_k``).",
     "report_as_loss": "return ``1 - value`` (TorchRec's ``report_ndcg_as_decreasing_curve``).",
     "empty_target_action": '``"skip"`` (default: left out), ``"zero"``, ``"one"`` or ``"error"`` for queries '

@@ -25,6 +25,7 @@ the relevant candidates of a tie come last). The result then depends only on the
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import NamedTuple
@@ -240,13 +241,22 @@ the grade-count paths (grades of at most 64) never need it.
 """
 
 
+_LN2 = math.log(2.0)
+
+
 def gain(target: Tensor, exponential: bool, shift: Tensor | None = None) -> Tensor:
-    """NDCG's gain ``y`` or ``2**y - 1``; exponential gains times ``2**-shift`` when a row ``shift`` is given."""
+    """NDCG's gain ``y`` or ``2**y - 1``; exponential gains times ``2**-shift`` when a row ``shift`` is given.
+
+    Below ``y = 1`` the exponential gain is ``expm1(y ln 2)``: ``2**y - 1`` cancels there (it loses
+    ``log2(1 / y)`` bits, and is 0 below ``y = 2**-53``, so a query whose grades are all that small
+    had no ideal DCG and an NDCG of 0). From ``y = 1`` on it is ``2**y - 1`` (integer grades exactly).
+    """
     if not exponential:
         return target
+    small = torch.expm1(target * _LN2)
     if shift is None:
-        return torch.exp2(target) - 1.0
-    return torch.exp2(target - shift) - torch.exp2(-shift)
+        return torch.where(target < 1, small, torch.exp2(target) - 1.0)
+    return torch.where(target < 1, small * torch.exp2(-shift), torch.exp2(target - shift) - torch.exp2(-shift))
 
 
 def gain_shift(target: Tensor, group: Tensor, num_groups: int) -> Tensor:

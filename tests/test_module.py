@@ -751,6 +751,24 @@ def test_a_rejected_step_changes_no_metric(corrupt, exc, match):
         torch.testing.assert_close(value, expected[key], equal_nan=True)
 
 
+def test_a_missing_column_names_the_keys_there_are():
+    """A new user's first step: the error lists ``model_out``'s keys, the closest one and the default names."""
+    import re
+
+    given = {"click_pred": torch.rand(4), "click_label": torch.tensor([0, 1, 0, 1])}
+    plain = tmx.RecMetricModule(["click"], {"ne": "ne"}, throughput=False)  # reads 'prediction' and 'label'
+    with pytest.raises(KeyError) as caught:
+        plain.update(given)
+    text = str(caught.value)
+    assert f"its keys are {sorted(given, reverse=True)}" in text  # in the dict's order
+    assert "by its name alone reads the columns 'prediction' and 'label'" in text
+    assert "RecTaskInfo('click', label_name=..., prediction_name=...)" in text
+    task = tmx.RecTaskInfo("click", "click_label", "click_pred")
+    typo = {"click_prd": given["click_pred"], "click_label": given["click_label"]}
+    with pytest.raises(KeyError, match=re.escape("column 'click_pred' (did you mean 'click_prd'?); its keys are")):
+        tmx.RecMetricModule([task], {"ne": "ne"}, throughput=False).update(typo)
+
+
 def test_an_empty_step_changes_nothing():
     data = make_data(6)
     module = build()
@@ -1300,6 +1318,33 @@ def test_from_config_builds_through_the_registry():
 )
 def test_from_config_rejects_bad_configs(config, match):
     with pytest.raises(ValueError, match=match):
+        tmx.RecMetricModule.from_config(config)
+
+
+@pytest.mark.parametrize(
+    "config, named",
+    [
+        # were "Expected config keys among (...), got [every key given]": which one was wrong went unsaid
+        (
+            {"tasks": ["a"], "metrics": ["ne"], "window": 100},
+            "Unknown config keys ['window'] (did you mean 'window_size'?)",
+        ),
+        ({"tasks": ["a"], "metrics": ["ne"], "interval": 5}, "['interval'] (did you mean 'compute_interval_steps'?)"),
+        ({"tasks": ["a"], "metric": ["ne"]}, "Unknown config keys ['metric'] (did you mean 'metrics'?)"),
+        (
+            {"tasks": [{"name": "a", "label": "y", "pred": "p"}], "metrics": ["ne"]},
+            "Unknown task fields ['label', 'pred'] (did you mean 'label_name', 'prediction_name'?)",
+        ),
+        (
+            {"tasks": [{"name": "a", "session": "q"}], "metrics": ["ne"]},
+            "['session'] (did you mean 'session_id_name'?)",
+        ),
+    ],
+)
+def test_from_config_names_the_unknown_key_and_the_closest_known_one(config, named):
+    import re
+
+    with pytest.raises(ValueError, match=re.escape(named)):
         tmx.RecMetricModule.from_config(config)
 
 

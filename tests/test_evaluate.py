@@ -1971,6 +1971,20 @@ def test_a_glob_skips_the_files_of_other_formats_it_matches(tmp_path):
         evaluate(out / "notes.txt", {"t": ("p", "y")}, ["ctr"])  # a file named is read, or refused
 
 
+def test_every_refused_metric_name_is_named_at_once(dataset, capsys):
+    """`--metrics ndgc@10,ne,aucc,recall` named only 'ndgc@10': one run per mistake to find them all."""
+    names = ["ndgc@10", "ne", "aucc", "recall"]
+    with pytest.raises(ValueError) as caught:
+        evaluate(dataset, TASKS, names)
+    text = str(caught.value)
+    assert text.startswith("3 metric names are refused: Unknown metric name 'ndgc@10' (did you mean 'ndcg@10'?); ")
+    assert "Unknown metric name 'aucc' (did you mean 'auc'?); Metric name 'recall' needs a cutoff" in text
+    assert text.count("; known names: ne, ") == 1 and "'ne'" not in text
+    # the command line says the same, with status 2
+    code = cli.main(["evaluate", str(dataset), "--task", "t=p_click:y_click", "--metrics", ",".join(names)])
+    assert code == 2 and "error: 3 metric names are refused" in capsys.readouterr().err
+
+
 def test_missing_paths_and_bad_arguments(tmp_path, dataset):
     with pytest.raises(InvalidDataError, match="no such file, directory or glob match"):
         evaluate(tmp_path / "nope-*.parquet", TASKS)

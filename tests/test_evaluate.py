@@ -1985,6 +1985,29 @@ def test_every_refused_metric_name_is_named_at_once(dataset, capsys):
     assert code == 2 and "error: 3 metric names are refused" in capsys.readouterr().err
 
 
+def test_data_of_a_kind_not_taken_says_how_to_convert_it(dataset):
+    """A LazyFrame, a RecordBatch, a dict of columns... were refused only with "got LazyFrame"."""
+    import pyarrow.dataset as pa_dataset
+
+    pl = pytest.importorskip("polars")
+    table = pa.table({"p_click": [0.1, 0.9], "y_click": [0, 1]})
+    files = pa_dataset.dataset(dataset)
+    cases = [
+        (pl.DataFrame({"p": [0.1]}).lazy(), "got LazyFrame: collect it first (`data.collect()`)."),
+        (table.to_batches()[0], "got RecordBatch: make it a table (`pyarrow.Table.from_batches([data])`)."),
+        (table.to_reader(), "got RecordBatchReader: read it as a table (`data.read_all()`)."),
+        (files, "got FileSystemDataset: pass its files (`data.files`, streamed) or a table (`data.to_table()`)."),
+        ({"p_click": [0.1]}, "got dict: build a table from it (`pyarrow.table(data)` or `pandas.DataFrame(data)`)."),
+        (np.zeros((2, 2)), "got ndarray: build a table with named columns (`pandas.DataFrame(array, columns=[...])`)."),
+    ]
+    for data, hint in cases:
+        with pytest.raises(TypeError, match=re.escape(hint)):
+            evaluate(data, {"click": ("p_click", "y_click")})
+    # the advice works: the dataset's files give the values of the directory itself
+    expected = evaluate(dataset, TASKS, ["auc"], progress=False).values
+    assert evaluate(files.files, TASKS, ["auc"], progress=False).values == expected
+
+
 def test_missing_paths_and_bad_arguments(tmp_path, dataset):
     with pytest.raises(InvalidDataError, match="no such file, directory or glob match"):
         evaluate(tmp_path / "nope-*.parquet", TASKS)

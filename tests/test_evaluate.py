@@ -2008,6 +2008,27 @@ def test_data_of_a_kind_not_taken_says_how_to_convert_it(dataset):
     assert evaluate(files.files, TASKS, ["auc"], progress=False).values == expected
 
 
+@pytest.mark.parametrize(
+    ("given", "meant"),
+    [("p_clik", "p_click"), ("P_Click", "p_click"), (" p_click ", "p_click"), ("Country", "country")],
+)
+def test_a_missing_column_names_the_one_it_most_likely_meant(tmp_path, given, meant):
+    """In a log table of hundreds of columns the list of found columns hid the one misspelt."""
+    columns = {f"feature_{i:03d}": [0.5, 0.5] for i in range(300)}
+    table = pa.table({**columns, "p_click": [0.2, 0.7], "y_click": [0, 1], "country": ["fr", "us"]})
+    pq.write_table(table, tmp_path / "wide.parquet")
+    assert meant in table.column_names and given not in table.column_names
+    tasks = {"click": ("p_click", "y_click")}
+    if given == "Country":
+        call = {"tasks": tasks, "by": [given]}
+    else:
+        call = {"tasks": {"click": (given, "y_click")}}
+    with pytest.raises(InvalidDataError, match=re.escape(f"] (did you mean {meant!r}?).")):
+        evaluate(tmp_path / "wide.parquet", metrics=["ctr"], progress=False, **call)
+    with pytest.raises(InvalidDataError, match=r"column 'zzz' .* is missing; found columns \[.*\]\.$"):
+        evaluate(tmp_path / "wide.parquet", {"click": ("zzz", "y_click")}, ["ctr"])  # nothing close: no guess
+
+
 def test_missing_paths_and_bad_arguments(tmp_path, dataset):
     with pytest.raises(InvalidDataError, match="no such file, directory or glob match"):
         evaluate(tmp_path / "nope-*.parquet", TASKS)

@@ -1348,6 +1348,31 @@ def test_from_config_names_the_unknown_key_and_the_closest_known_one(config, nam
         tmx.RecMetricModule.from_config(config)
 
 
+def test_from_config_reads_the_yaml_spellings_of_metrics():
+    """YAML's list of one-key dicts (``- auc: {num_bins: 10}``) raised Python's "unhashable type: 'dict'",
+    and ``ne:`` with nothing after it (options ``None``) was refused although it means no options."""
+    import re
+
+    listed = {"tasks": ["a"], "metrics": ["ne", {"auc": {"num_bins": 10}}], "throughput": False}
+    with pytest.raises(ValueError, match=re.escape("got the list entry {'auc': {'num_bins': 10}}; give options")):
+        tmx.RecMetricModule.from_config(listed)
+    bare = tmx.RecMetricModule.from_config(
+        {"tasks": ["a"], "metrics": {"ne": None, "auc": {"num_bins": 10}}, "throughput": False}
+    )
+    same = tmx.RecMetricModule.from_config(
+        {"tasks": ["a"], "metrics": {"ne": {}, "auc": {"num_bins": 10}}, "throughput": False}
+    )
+    assert bare.metric_names == same.metric_names == ["ne", "auc"]
+    data = {"prediction": torch.tensor([0.2, 0.7, 0.4, 0.9]), "label": torch.tensor([0, 1, 1, 1])}
+    for module in (bare, same):
+        module.update(data)
+    p, y = data["prediction"].double(), data["label"].double()
+    ctr = y.mean()
+    ne = -(y * p.log() + (1 - y) * (1 - p).log()).mean() / -(ctr * ctr.log() + (1 - ctr) * (1 - ctr).log())
+    torch.testing.assert_close(bare.compute()["ne/a"], ne)
+    torch.testing.assert_close(bare.compute()["ne/a"], same.compute()["ne/a"])
+
+
 def test_registry_names():
     names = metric_names()
     for name in ("ne", "log_loss", "auc", "auprc", "gauc", "calibration", "ctr", "mse", "ndcg", "ndcg@k", "recall@k"):

@@ -415,7 +415,8 @@ class RecMetricModule(nn.Module):
                 "compute_interval_steps": ..., "prefix": ..., "key_style": ...}``. ``tasks`` are
                 names or dicts of :class:`RecTaskInfo` fields; ``metrics`` is a list of registry
                 names, or a dict ``{key: kwargs}`` where ``kwargs`` may name the registry entry
-                with ``"metric"`` (``{"auc_binned": {"metric": "auc", "num_bins": 10000}}``).
+                with ``"metric"`` (``{"auc_binned": {"metric": "auc", "num_bins": 10000}}``) and
+                ``None`` (YAML's ``ne:`` with nothing after it) is no options.
 
         Returns:
             The module.
@@ -452,6 +453,13 @@ class RecMetricModule(nn.Module):
         tasks = _check_tasks([_task_from_config(task) for task in raw_tasks])
         raw = config["metrics"]
         if isinstance(raw, (list, tuple)):
+            nested = next((name for name in raw if isinstance(name, (Mapping, list, tuple, set))), None)
+            if nested is not None:  # YAML's "- auc: {num_bins: 10}": options belong to the dict form
+                raise ValueError(
+                    f"Expected config 'metrics' to be a list of registry names or a dict {{key: options}}, got the "
+                    f"list entry {nested!r}; give options in the dict form, {{'ne': {{}}, 'auc': {{'num_bins': 10}}}} "
+                    "(YAML: `metrics: {ne: {}, auc: {num_bins: 10}}`)."
+                )
             repeated = sorted({name for name in raw if list(raw).count(name) > 1}, key=str)
             if repeated:
                 raise ValueError(f"Expected distinct metric names in config 'metrics', got {repeated} more than once.")
@@ -462,6 +470,8 @@ class RecMetricModule(nn.Module):
             raise ValueError(f"Expected config 'metrics' to be a list of registry names or a dict, got {raw!r}.")
         built: dict[str, Metric] = {}
         for key, kwargs in entries.items():
+            if kwargs is None:  # YAML's "ne:" with nothing after it: no options
+                kwargs = {}
             if not isinstance(kwargs, Mapping):
                 raise ValueError(f"Expected the options of metric {key!r} to be a dict, got {kwargs!r}.")
             options = dict(kwargs)

@@ -1971,6 +1971,64 @@ def test_a_glob_skips_the_files_of_other_formats_it_matches(tmp_path):
         evaluate(out / "notes.txt", {"t": ("p", "y")}, ["ctr"])  # a file named is read, or refused
 
 
+def test_every_refused_metric_name_is_named_at_once(dataset, capsys):
+    """`--metrics ndgc@10,ne,aucc,recall` named only 'ndgc@10': one run per mistake to find them all."""
+    names = ["ndgc@10", "ne", "aucc", "recall"]
+    with pytest.raises(ValueError) as caught:
+        evaluate(dataset, TASKS, names)
+    text = str(caught.value)
+    assert text.startswith("3 metric names are refused: Unknown metric name 'ndgc@10' (did you mean 'ndcg@10'?); ")
+    assert "Unknown metric name 'aucc' (did you mean 'auc'?); Metric name 'recall' needs a cutoff" in text
+    assert text.count("; known names: ne, ") == 1 and "'ne'" not in text
+    # the command line says the same, with status 2
+    code = cli.main(["evaluate", str(dataset), "--task", "t=p_click:y_click", "--metrics", ",".join(names)])
+    assert code == 2 and "error: 3 metric names are refused" in capsys.readouterr().err
+
+
+def test_data_of_a_kind_not_taken_says_how_to_convert_it(dataset):
+    """A LazyFrame, a RecordBatch, a dict of columns... were refused only with "got LazyFrame"."""
+    import pyarrow.dataset as pa_dataset
+
+    pl = pytest.importorskip("polars")
+    table = pa.table({"p_click": [0.1, 0.9], "y_click": [0, 1]})
+    files = pa_dataset.dataset(dataset)
+    cases = [
+        (pl.DataFrame({"p": [0.1]}).lazy(), "got LazyFrame: collect it first (`data.collect()`)."),
+        (table.to_batches()[0], "got RecordBatch: make it a table (`pyarrow.Table.from_batches([data])`)."),
+        (table.to_reader(), "got RecordBatchReader: read it as a table (`data.read_all()`)."),
+        (files, "got FileSystemDataset: pass its files (`data.files`, streamed) or a table (`data.to_table()`)."),
+        ({"p_click": [0.1]}, "got dict: build a table from it (`pyarrow.table(data)` or `pandas.DataFrame(data)`)."),
+        (np.zeros((2, 2)), "got ndarray: build a table with named columns (`pandas.DataFrame(array, columns=[...])`)."),
+    ]
+    for data, hint in cases:
+        with pytest.raises(TypeError, match=re.escape(hint)):
+            evaluate(data, {"click": ("p_click", "y_click")})
+    # the advice works: the dataset's files give the values of the directory itself
+    expected = evaluate(dataset, TASKS, ["auc"], progress=False).values
+    assert evaluate(files.files, TASKS, ["auc"], progress=False).values == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "meant"),
+    [("p_clik", "p_click"), ("P_Click", "p_click"), (" p_click ", "p_click"), ("Country", "country")],
+)
+def test_a_missing_column_names_the_one_it_most_likely_meant(tmp_path, given, meant):
+    """In a log table of hundreds of columns the list of found columns hid the one misspelt."""
+    columns = {f"feature_{i:03d}": [0.5, 0.5] for i in range(300)}
+    table = pa.table({**columns, "p_click": [0.2, 0.7], "y_click": [0, 1], "country": ["fr", "us"]})
+    pq.write_table(table, tmp_path / "wide.parquet")
+    assert meant in table.column_names and given not in table.column_names
+    tasks = {"click": ("p_click", "y_click")}
+    if given == "Country":
+        call = {"tasks": tasks, "by": [given]}
+    else:
+        call = {"tasks": {"click": (given, "y_click")}}
+    with pytest.raises(InvalidDataError, match=re.escape(f"] (did you mean {meant!r}?).")):
+        evaluate(tmp_path / "wide.parquet", metrics=["ctr"], progress=False, **call)
+    with pytest.raises(InvalidDataError, match=r"column 'zzz' .* is missing; found columns \[.*\]\.$"):
+        evaluate(tmp_path / "wide.parquet", {"click": ("zzz", "y_click")}, ["ctr"])  # nothing close: no guess
+
+
 def test_missing_paths_and_bad_arguments(tmp_path, dataset):
     with pytest.raises(InvalidDataError, match="no such file, directory or glob match"):
         evaluate(tmp_path / "nope-*.parquet", TASKS)

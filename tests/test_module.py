@@ -751,6 +751,24 @@ def test_a_rejected_step_changes_no_metric(corrupt, exc, match):
         torch.testing.assert_close(value, expected[key], equal_nan=True)
 
 
+def test_a_missing_column_names_the_keys_there_are():
+    """A new user's first step: the error lists ``model_out``'s keys, the closest one and the default names."""
+    import re
+
+    given = {"click_pred": torch.rand(4), "click_label": torch.tensor([0, 1, 0, 1])}
+    plain = tmx.RecMetricModule(["click"], {"ne": "ne"}, throughput=False)  # reads 'prediction' and 'label'
+    with pytest.raises(KeyError) as caught:
+        plain.update(given)
+    text = str(caught.value)
+    assert f"its keys are {sorted(given, reverse=True)}" in text  # in the dict's order
+    assert "by its name alone reads the columns 'prediction' and 'label'" in text
+    assert "RecTaskInfo('click', label_name=..., prediction_name=...)" in text
+    task = tmx.RecTaskInfo("click", "click_label", "click_pred")
+    typo = {"click_prd": given["click_pred"], "click_label": given["click_label"]}
+    with pytest.raises(KeyError, match=re.escape("column 'click_pred' (did you mean 'click_prd'?); its keys are")):
+        tmx.RecMetricModule([task], {"ne": "ne"}, throughput=False).update(typo)
+
+
 def test_an_empty_step_changes_nothing():
     data = make_data(6)
     module = build()
@@ -1301,6 +1319,58 @@ def test_from_config_builds_through_the_registry():
 def test_from_config_rejects_bad_configs(config, match):
     with pytest.raises(ValueError, match=match):
         tmx.RecMetricModule.from_config(config)
+
+
+@pytest.mark.parametrize(
+    "config, named",
+    [
+        # were "Expected config keys among (...), got [every key given]": which one was wrong went unsaid
+        (
+            {"tasks": ["a"], "metrics": ["ne"], "window": 100},
+            "Unknown config keys ['window'] (did you mean 'window_size'?)",
+        ),
+        ({"tasks": ["a"], "metrics": ["ne"], "interval": 5}, "['interval'] (did you mean 'compute_interval_steps'?)"),
+        ({"tasks": ["a"], "metric": ["ne"]}, "Unknown config keys ['metric'] (did you mean 'metrics'?)"),
+        (
+            {"tasks": [{"name": "a", "label": "y", "pred": "p"}], "metrics": ["ne"]},
+            "Unknown task fields ['label', 'pred'] (did you mean 'label_name', 'prediction_name'?)",
+        ),
+        (
+            {"tasks": [{"name": "a", "session": "q"}], "metrics": ["ne"]},
+            "['session'] (did you mean 'session_id_name'?)",
+        ),
+    ],
+)
+def test_from_config_names_the_unknown_key_and_the_closest_known_one(config, named):
+    import re
+
+    with pytest.raises(ValueError, match=re.escape(named)):
+        tmx.RecMetricModule.from_config(config)
+
+
+def test_from_config_reads_the_yaml_spellings_of_metrics():
+    """YAML's list of one-key dicts (``- auc: {num_bins: 10}``) raised Python's "unhashable type: 'dict'",
+    and ``ne:`` with nothing after it (options ``None``) was refused although it means no options."""
+    import re
+
+    listed = {"tasks": ["a"], "metrics": ["ne", {"auc": {"num_bins": 10}}], "throughput": False}
+    with pytest.raises(ValueError, match=re.escape("got the list entry {'auc': {'num_bins': 10}}; give options")):
+        tmx.RecMetricModule.from_config(listed)
+    bare = tmx.RecMetricModule.from_config(
+        {"tasks": ["a"], "metrics": {"ne": None, "auc": {"num_bins": 10}}, "throughput": False}
+    )
+    same = tmx.RecMetricModule.from_config(
+        {"tasks": ["a"], "metrics": {"ne": {}, "auc": {"num_bins": 10}}, "throughput": False}
+    )
+    assert bare.metric_names == same.metric_names == ["ne", "auc"]
+    data = {"prediction": torch.tensor([0.2, 0.7, 0.4, 0.9]), "label": torch.tensor([0, 1, 1, 1])}
+    for module in (bare, same):
+        module.update(data)
+    p, y = data["prediction"].double(), data["label"].double()
+    ctr = y.mean()
+    ne = -(y * p.log() + (1 - y) * (1 - p).log()).mean() / -(ctr * ctr.log() + (1 - ctr) * (1 - ctr).log())
+    torch.testing.assert_close(bare.compute()["ne/a"], ne)
+    torch.testing.assert_close(bare.compute()["ne/a"], same.compute()["ne/a"])
 
 
 def test_registry_names():

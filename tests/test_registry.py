@@ -296,6 +296,25 @@ def test_the_suggested_name_is_one_lookup_accepts(name, guess):
     lookup(guess)
 
 
+@pytest.mark.parametrize(
+    ("name", "guess"),
+    [
+        ("ndcg10", "ndcg@10"),
+        ("recall20", "recall@20"),
+        ("recall_20", "recall@20"),
+        ("MRR-5", "mrr@5"),
+        ("hitrate5", "hit_rate@5"),
+        ("precision 5", "precision@5"),
+        ("auc10", "auc"),  # no cutoff to keep
+    ],
+)
+def test_a_cutoff_written_without_its_at_sign_is_suggested_with_it(name, guess):
+    """'ndcg10' suggested 'ndcg' (the whole list) and 'recall20' 'recall@10': the cutoff typed was lost."""
+    with pytest.raises(ValueError, match=rf"^Unknown metric name {re.escape(repr(name))} \(did you mean {guess!r}\?\)"):
+        lookup(name)
+    lookup(guess)
+
+
 @pytest.mark.parametrize("suffix", ["", "@5", "@0", "@k", "@"])
 def test_every_suggestion_for_a_misspelt_name_is_accepted(suffix):
     """Every registry name with two letters swapped, under every kind of cutoff: any hint given is a valid name."""

@@ -8,6 +8,7 @@ returns a flat dict of scalar tensors ready for ``LightningModule.log_dict``.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 from collections import Counter
@@ -415,13 +416,15 @@ class RecMetricModule(nn.Module):
                 "compute_interval_steps": ..., "prefix": ..., "key_style": ...}``. ``tasks`` are
                 names or dicts of :class:`RecTaskInfo` fields; ``metrics`` is a list of registry
                 names, or a dict ``{key: kwargs}`` where ``kwargs`` may name the registry entry
-                with ``"metric"`` (``{"auc_binned": {"metric": "auc", "num_bins": 10000}}``).
+                with ``"metric"`` (``{"auc_binned": {"metric": "auc", "num_bins": 10000}}``) and
+                ``None`` (YAML's ``ne:`` with nothing after it) is no options.
 
         Returns:
             The module.
 
         Raises:
-            ValueError: unknown config keys, task fields or metric names (listing the known ones),
+            ValueError: unknown config keys, task fields or metric names (naming them, the closest known
+                ones and the list of known ones),
                 ``tasks`` not a list, or a metric named twice; an entry of ``metrics`` that the
                 registry or the metric's class refuses (an unknown option: the message lists those
                 it takes) is named first (``Metric 'auc_binned' (auc): ...``).
@@ -439,15 +442,25 @@ class RecMetricModule(nn.Module):
         allowed = ("tasks", "metrics", "window_size", "throughput", "compute_interval_steps", "prefix", "key_style")
         if not isinstance(config, Mapping):
             raise ValueError(f"Expected the config to be a dict, got {type(config).__name__}.")
-        unknown = sorted(set(config) - set(allowed))
+        unknown = sorted((key for key in config if key not in allowed), key=str)
         if unknown or "tasks" not in config or "metrics" not in config:
-            raise ValueError(f"Expected config keys among {allowed} with 'tasks' and 'metrics', got {sorted(config)}.")
+            which = f"Unknown config keys {unknown}{_close_to(unknown, allowed)}; e" if unknown else "E"
+            raise ValueError(
+                f"{which}xpected config keys among {allowed} with 'tasks' and 'metrics', got {sorted(config, key=str)}."
+            )
         raw_tasks = config["tasks"]
         if isinstance(raw_tasks, (str, Mapping)) or not isinstance(raw_tasks, Sequence):
             raise ValueError(f"Expected config 'tasks' to be a list of task names or dicts, got {raw_tasks!r}.")
         tasks = _check_tasks([_task_from_config(task) for task in raw_tasks])
         raw = config["metrics"]
         if isinstance(raw, (list, tuple)):
+            nested = next((name for name in raw if isinstance(name, (Mapping, list, tuple, set))), None)
+            if nested is not None:  # YAML's "- auc: {num_bins: 10}": options belong to the dict form
+                raise ValueError(
+                    f"Expected config 'metrics' to be a list of registry names or a dict {{key: options}}, got the "
+                    f"list entry {nested!r}; give options in the dict form, {{'ne': {{}}, 'auc': {{'num_bins': 10}}}} "
+                    "(YAML: `metrics: {ne: {}, auc: {num_bins: 10}}`)."
+                )
             repeated = sorted({name for name in raw if list(raw).count(name) > 1}, key=str)
             if repeated:
                 raise ValueError(f"Expected distinct metric names in config 'metrics', got {repeated} more than once.")
@@ -458,6 +471,8 @@ class RecMetricModule(nn.Module):
             raise ValueError(f"Expected config 'metrics' to be a list of registry names or a dict, got {raw!r}.")
         built: dict[str, Metric] = {}
         for key, kwargs in entries.items():
+            if kwargs is None:  # YAML's "ne:" with nothing after it: no options
+                kwargs = {}
             if not isinstance(kwargs, Mapping):
                 raise ValueError(f"Expected the options of metric {key!r} to be a dict, got {kwargs!r}.")
             options = dict(kwargs)
@@ -880,8 +895,8 @@ class RecMetricModule(nn.Module):
             raise TypeError(f"Expected `model_out` to be a dict of tensors, got {type(model_out).__name__}.")
 
         def column(task: RecTaskInfo, field: str, key: str | None) -> Tensor:
-            if key is None or key not in model_out:
-                raise KeyError(f"Task {task.name!r}: `model_out` has no {field} column {key!r}.")
+            if key is None or key not in model_out:  # the error path only: name what there is
+                raise KeyError(_missing_column(task, field, key, model_out))
             value = model_out[key]
             if not isinstance(value, Tensor):
                 raise TypeError(
@@ -1369,12 +1384,41 @@ def _check_tasks(tasks: Sequence[RecTaskInfo | str]) -> tuple[RecTaskInfo, ...]:
     return out
 
 
+def _missing_column(task: RecTaskInfo, field: str, key: str | None, model_out: Mapping[str, Any]) -> str:
+    """Why a task's column is not in ``model_out``: the keys it has and the closest one to ``key``."""
+    present = [str(k) for k in model_out]
+    shown = present[:20] + ([f"... ({len(present)} in all)"] if len(present) > 20 else [])
+    guess = difflib.get_close_matches(key, present, n=1) if isinstance(key, str) else []
+    hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+    text = f"Task {task.name!r}: `model_out` has no {field} column {key!r}{hint}; its keys are {shown}."
+    if (field, key) in (("prediction", "prediction"), ("label", "label")):  # RecTaskInfo's defaults
+        text += (
+            " A task given by its name alone reads the columns 'prediction' and 'label': name its columns, "
+            f"RecTaskInfo({task.name!r}, label_name=..., prediction_name=...)."
+        )
+    return text
+
+
+def _close_to(unknown: Sequence[Any], known: Sequence[str]) -> str:
+    """`` (did you mean 'window_size'?)`` for the known names closest to the unknown ones, or ``""``."""
+    guesses = [m for name in unknown if isinstance(name, str) for m in difflib.get_close_matches(name, known, n=1)]
+    guesses += [k for name in unknown if isinstance(name, str) for k in known if len(name) > 2 and name in k]
+    guesses = list(dict.fromkeys(guesses))
+    return f" (did you mean {', '.join(repr(g) for g in guesses)}?)" if guesses else ""
+
+
 def _task_from_config(task: Any) -> RecTaskInfo:
     if isinstance(task, str):
         return RecTaskInfo(task)
     known = [f.name for f in fields(RecTaskInfo)]
-    if not isinstance(task, Mapping) or set(task) - set(known):
+    if not isinstance(task, Mapping):
         raise ValueError(f"Expected a task name or a dict of RecTaskInfo fields {known}, got {task!r}.")
+    unknown = sorted((key for key in task if key not in known), key=str)
+    if unknown:
+        raise ValueError(
+            f"Unknown task fields {unknown}{_close_to(unknown, known)}; expected a task name or a dict of "
+            f"RecTaskInfo fields {known}, got {task!r}."
+        )
     if "name" not in task:
         raise ValueError(f"Expected a 'name' in every task dict (the task's name in the keys), got {dict(task)!r}.")
     return RecTaskInfo(**task)

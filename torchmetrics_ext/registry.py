@@ -315,8 +315,12 @@ def lookup(name: str) -> tuple[MetricEntry, int | None]:
             f"top 10); known names: {known}."
         )
     if match is None or entry is None:
-        guess = _closest(stem)
-        hint = f" (did you mean {_suggestion(_BY_NAME[guess], name[len(stem) :])!r}?)" if guess else ""
+        # a cutoff written without its '@' ("ndcg10", "recall_20", "MRR-5"): the name at that cutoff
+        glued = re.fullmatch(r"(.*?[a-z])[ _-]?([0-9]+)", stem, re.IGNORECASE) if not at else None
+        guess = _closest(glued.group(1)) if glued else None
+        cutoff = f"@{glued.group(2)}" if glued and guess else name[len(stem) :]
+        guess = guess or _closest(stem)
+        hint = f" (did you mean {_suggestion(_BY_NAME[guess], cutoff)!r}?)" if guess else ""
         raise ValueError(f"Unknown metric name {name!r}{hint}; known names: {known}.")
     k = None if match.group(2) is None else int(match.group(2))
     if entry.cutoff == "none" and k is not None:

@@ -8,6 +8,7 @@ row number, so one error (or, with ``on_invalid="skip"``, one report) says exact
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -128,6 +129,17 @@ def _partition_hint(source: str, name: str) -> str:
     )
 
 
+def _closest_column(name: str, names: list[str]) -> str:
+    """``" (did you mean 'p_click'?)"`` for the column a missing ``name`` most likely meant, or ``""``.
+
+    The same name but for case or spaces around it (``--task "click = p_click : y_click"``), else
+    the closest spelling: in a log table of hundreds of columns the list alone hides it.
+    """
+    same = [n for n in names if n.strip().casefold() == name.strip().casefold()]
+    guess = same or difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+    return f" (did you mean {guess[0]!r}?)" if guess else ""
+
+
 def check_column(source: str, schema: pa.Schema, name: str, role: str) -> pa.DataType:
     """The type of column ``name``; :class:`InvalidDataError` if it is missing or not the only one of that name.
 
@@ -146,7 +158,9 @@ def check_column(source: str, schema: pa.Schema, name: str, role: str) -> pa.Dat
                 "text (a file saved as latin-1 or cp1252?); CSV files are read as UTF-8: save the file as UTF-8."
             )
         hint = _partition_hint(source, name)
-        raise InvalidDataError(f"{source}: column {name!r} ({role}) is missing; found columns {names}.{hint}")
+        raise InvalidDataError(
+            f"{source}: column {name!r} ({role}) is missing; found columns {names}{_closest_column(name, names)}.{hint}"
+        )
     if len(found) > 1:
         raise InvalidDataError(
             f"{source}: column {name!r} ({role}) is duplicated: {len(found)} columns have that name "

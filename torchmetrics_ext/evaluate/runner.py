@@ -166,8 +166,9 @@ class _Plan:
         # module key -> the requested names it answers: two spellings of one cutoff (ndcg@10, ndcg@010)
         # share one key, and each name gets its value
         self.renames: dict[str, list[str]] = {}
+        _check_names(self.metric_names)  # every unknown name at once, not one per run
         for name in self.metric_names:
-            entry, k = lookup(name)  # unknown names: ValueError listing every known name
+            entry, k = lookup(name)
             parameters = inspect.signature(entry.cls.update).parameters
             if "groups" in parameters and self.user is None:
                 raise ValueError(f"Metric {name!r} averages over users: name the user id column (--user / user=).")
@@ -593,6 +594,26 @@ class _Run:
                     )
         found.sort(key=lambda item: item[:3])
         return list(dict.fromkeys(line for *_, line in found))
+
+
+def _check_names(names: Sequence[str]) -> None:
+    """Raise the registry's error for every name it refuses in one message (a single one: its own).
+
+    ``--metrics ndgc@10,aucc`` names both, each with its hint, and the known names once.
+    """
+    refused: list[str] = []
+    for name in names:
+        try:
+            lookup(name)
+        except ValueError as err:
+            refused.append(str(err))
+    if len(refused) == 1:
+        raise ValueError(refused[0])
+    if refused:
+        marker = "; known names: "
+        known = refused[0][refused[0].find(marker) :] if marker in refused[0] else ""
+        parts = [text[: text.find(marker)] if marker in text else text.rstrip(".") for text in refused]
+        raise ValueError(f"{len(refused)} metric names are refused: " + "; ".join(parts) + (known or "."))
 
 
 @contextmanager

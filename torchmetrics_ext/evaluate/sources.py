@@ -557,6 +557,25 @@ def _frame_source(data: Any) -> Source | None:
     return None
 
 
+def _data_hint(data: Any) -> str:
+    """How to turn a refused ``data`` into one that is accepted, where there is an obvious way."""
+    kind = type(data).__name__
+    if kind == "LazyFrame":
+        return ": collect it first (`data.collect()`)"
+    if isinstance(data, pa.RecordBatch):
+        return ": make it a table (`pyarrow.Table.from_batches([data])`)"
+    if isinstance(data, pa.RecordBatchReader):
+        return ": read it as a table (`data.read_all()`)"
+    if type(data).__module__.startswith("pyarrow") and kind.endswith("Dataset"):
+        files = "its files (`data.files`, streamed) or " if hasattr(data, "files") else ""
+        return f": pass {files}a table (`data.to_table()`)"
+    if isinstance(data, Mapping):
+        return ": build a table from it (`pyarrow.table(data)` or `pandas.DataFrame(data)`)"
+    if kind == "ndarray":
+        return ": build a table with named columns (`pandas.DataFrame(array, columns=[...])`)"
+    return ""
+
+
 def open_sources(data: Any) -> list[Source]:
     """Sources for a path, a list of paths (files, directories, globs), a ``pyarrow.Table`` or a DataFrame.
 
@@ -578,7 +597,7 @@ def open_sources(data: Any) -> list[Source]:
     if not isinstance(paths, Sequence) or not paths or not all(isinstance(p, (str, os.PathLike)) for p in paths):
         raise TypeError(
             "Expected `data` to be a path, a list of paths, a pyarrow.Table or a pandas/polars DataFrame, "
-            f"got {type(data).__name__}."
+            f"got {type(data).__name__}{_data_hint(data)}."
         )
     out: list[Source] = []
     for p in paths:

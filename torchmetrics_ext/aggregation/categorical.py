@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from itertools import accumulate
@@ -45,6 +46,38 @@ def _encode_all(categories: Sequence[Category], device: torch.device) -> tuple[T
 
 
 _STR = ord("s")  # the first byte of a str category's key
+_KEY_STATES = ("category_bytes", "category_ends", "counts")  # the states that grow by one entry per new category
+_MIN_ROOM = 64  # entries of the smallest buffer a growing state gets
+
+
+def _with_room(state: Tensor, extra: Tensor | int, in_place: bool) -> Tensor:
+    """``state`` (1-D) followed by ``extra`` (a tensor, or that many zeros), as a prefix view of a buffer with room.
+
+    ``in_place``: ``state`` is a prefix view that :func:`_with_room` made, so the rest of its storage
+    is spare room that nothing else reads: ``extra`` is written there when it fits. Otherwise (or
+    when it does not fit) the result is a view of a new buffer of twice the needed size, so that
+    appending one batch after another copies each entry about twice in all, not once per later batch.
+    """
+    used = state.numel()
+    added = extra if isinstance(extra, int) else extra.numel()
+    size = used + added
+    if in_place and size <= state.untyped_storage().nbytes() // state.element_size():
+        grown = state.as_strided((size,), (1,), 0)
+    else:
+        grown = state.new_empty(max(2 * size, _MIN_ROOM))[:size]
+        grown[:used] = state
+    if isinstance(extra, int):
+        grown[used:].zero_()
+    else:
+        grown[used:] = extra
+    return grown
+
+
+def _compact(value: Any) -> Any:
+    """``value`` without the spare room of its storage: a tensor whose storage holds more is copied."""
+    if isinstance(value, Tensor) and value.untyped_storage().nbytes() > value.numel() * value.element_size():
+        return value.clone()
+    return value
 
 
 def _decode_all(data: Tensor, ends: Tensor) -> list[Category]:
@@ -153,8 +186,10 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         category in a list state ``category_keys``, which took seconds to save, copy or pickle at
         100k categories; their checkpoints and pickles still load). A value cached by ``compute``
         is not carried by copies and pickles: a copy computes it again from its states. Memory
-        grows with the number of distinct categories. An update and ``forward`` cost the batch's
-        categories, not those seen so far. :class:`~torchmetrics_ext.Windowed` refuses it (its
+        grows with the number of distinct categories: the three states are views of buffers with
+        room for as many categories again (doubling when full; checkpoints, copies and pickles
+        carry no room). An update and ``forward`` cost the batch's categories, not those seen so
+        far, also when the batch brings new ones (amortised). :class:`~torchmetrics_ext.Windowed` refuses it (its
         counts do not add up per update).
 
     Example:
@@ -237,13 +272,30 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
                 data, ends = _encode_all(fresh, self.device)
                 if len(self.category_ends):
                     ends += self.category_ends[-1]
-                self.category_bytes = torch.cat([self.category_bytes, data])
-                self.category_ends = torch.cat([self.category_ends, ends])
-                self.counts = torch.cat([self.counts, self.counts.new_zeros(len(fresh))])
+                self._append(data, ends, len(fresh))
             for c in fresh:
                 lookup[c] = len(lookup)
             self._lookup_of = (self.category_bytes, self.category_ends, len(self.category_ends))
         return lookup
+
+    def _append(self, data: Tensor, ends: Tensor, num: int) -> None:
+        """Append new keys ``(data, ends)`` and ``num`` zero counts to the states, in the batch's cost (amortised).
+
+        The three states are prefix views of buffers with spare room (:func:`_with_room`): while
+        they are the very views this method made last (checked by identity: a state that a load, a
+        move, a sync, a merge or ``reset`` replaced is never written past), the new entries go into
+        the room; otherwise, or when the room is used up, into new buffers of twice the size. A
+        ``torch.cat`` of the states per new batch copied every category seen so far at every update
+        that brought a new one (O(C^2) for a stream of new ids).
+        """
+        states = tuple(getattr(self, name) for name in _KEY_STATES)
+        made = self.__dict__.get("_grown")
+        ours = made is not None and all(ref() is state for ref, state in zip(made, states, strict=True))
+        extras: tuple[Tensor | int, ...] = (data, ends, num)
+        grown = [_with_room(state, extra, ours) for state, extra in zip(states, extras, strict=True)]
+        for name, value in zip(_KEY_STATES, grown, strict=True):
+            setattr(self, name, value)
+        self.__dict__["_grown"] = tuple(weakref.ref(value) for value in grown)
 
     def _align(self, union: Sequence[Category]) -> None:
         """Reorder (and extend with zero counts) to exactly the categories ``union``."""
@@ -402,8 +454,34 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         """
         state = super().__getstate__()
         state.pop("_synced_value", None)  # rebuilt by __setstate__, around the copy itself
+        state.pop("_grown", None)  # weak references to the states: a copy's states are its own, without room
+        # the states without their spare room (a pickle writes a view's whole storage), and the lookup's
+        # reference to them kept (so the copy's lookup is still of its states)
+        data, ends, length = state.get("_lookup_of", (None, None, -1))
+        same = data is state.get("category_bytes") and ends is state.get("category_ends")
+        for name in _KEY_STATES:
+            if name in state:
+                state[name] = _compact(state[name])
+        if same:
+            state["_lookup_of"] = (state["category_bytes"], state["category_ends"], length)
+        else:
+            state["_lookup"], state["_lookup_of"] = {}, (None, None, -1)  # rebuilt from the key states at the first use
         state["_computed"] = None
         return state
+
+    def state_dict(  # type: ignore[override]  # TorchMetrics' signature
+        self, destination: dict[str, Any] | None = None, prefix: str = "", keep_vars: bool = False
+    ) -> dict[str, Any]:
+        """TorchMetrics' ``state_dict``, with the growing states saved without their spare room.
+
+        ``torch.save`` writes a view's whole storage; the states are views of buffers with room
+        for more categories (see :meth:`_append`).
+        """
+        destination = super().state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
+        for name in _KEY_STATES:
+            if prefix + name in destination:
+                destination[prefix + name] = _compact(destination[prefix + name])
+        return destination
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Restore a pickle, one of an earlier version too (``category_keys``, one tensor per category)."""

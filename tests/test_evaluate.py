@@ -2407,6 +2407,46 @@ def test_invalid_rows_split_between_ranks_are_counted_once(ddp_pool, tmp_path, f
     assert ddp_pool.run(_ddp_bad, str(tmp_path)) == [str(single.value)] * 2
 
 
+def _corrupt_second_row_group(path: Path) -> None:
+    """Two row groups of 100 rows (p in [0, 1], y alternating); the second's first page header overwritten."""
+    table = pa.table({"p_click": np.linspace(0.0, 1.0, 200), "y_click": np.arange(200) % 2})
+    pq.write_table(table, path, row_group_size=100, compression="none", use_dictionary=False)
+    offset = pq.ParquetFile(path).metadata.row_group(1).column(0).data_page_offset
+    data = bytearray(path.read_bytes())
+    data[offset : offset + 6] = b"\xff" * 6  # the footer (and so the row counts) stays readable
+    path.write_bytes(bytes(data))
+
+
+def test_an_unreadable_parquet_row_group_names_the_file_and_row_group(tmp_path, capsys):
+    """A corrupt page used to escape as pyarrow's bare OSError (no file named; a traceback from the command)."""
+    path = tmp_path / "a.parquet"
+    _corrupt_second_row_group(path)
+    expected = rf"{re.escape(str(path))}: not a readable Parquet file \(row group 1, rows 100 to 199: .*page header"
+    with pytest.raises(InvalidDataError, match=expected):
+        evaluate(path, {"click": ("p_click", "y_click")}, ["ne"])
+    assert cli.main(["evaluate", str(path), "--predictions", "p_click", "--labels", "y_click", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(f"error: {expected}", err) and "Traceback" not in err
+
+
+def _ddp_unreadable(rank: int, world_size: int, path: str) -> str:
+    try:
+        evaluate(path, {"click": ("p_click", "y_click")}, ["ne", "auc"])
+    except InvalidDataError as err:
+        return str(err)
+    return "no error"
+
+
+@pytest.mark.ddp
+def test_an_unreadable_row_group_on_one_rank_fails_every_rank(ddp_pool, tmp_path):
+    """Row group 1 (rank 1's) cannot be read: rank 1 raised pyarrow's OSError, rank 0 died in all_gather_object."""
+    path = tmp_path / "a.parquet"
+    _corrupt_second_row_group(path)
+    messages = ddp_pool.run(_ddp_unreadable, str(path))
+    assert messages[0] == messages[1]
+    assert f"{path}: not a readable Parquet file (row group 1, rows 100 to 199: " in messages[0]
+
+
 def _ddp_unchecked(rank: int, world_size: int, path: str) -> str:
     with pytest.MonkeyPatch.context() as monkeypatch:
         _unchecked(monkeypatch)

@@ -145,8 +145,22 @@ class ParquetSource(Source):
         batch_size: int,
         types: Mapping[str, pa.DataType] | None = None,
     ) -> Iterator[pa.RecordBatch]:
-        """Stream one row group (with the file's own types)."""
-        yield from self._file.iter_batches(batch_size=batch_size, row_groups=[chunk.part], columns=list(columns))
+        """Stream one row group (with the file's own types).
+
+        A row group that cannot be read (a corrupt page, a truncated file whose footer survived)
+        is an :class:`InvalidDataError` naming the file and the row group, as an unreadable CSV
+        file is: a distributed run agrees on it (only the rank reading that row group sees it),
+        where the reader's bare ``OSError`` left the other ranks in their gather.
+        """
+        try:
+            yield from self._file.iter_batches(batch_size=batch_size, row_groups=[chunk.part], columns=list(columns))
+        except (OSError, pa.ArrowException) as err:
+            rows = f", rows {chunk.first_row:,} to {chunk.first_row + (chunk.rows or 0) - 1:,}" if chunk.rows else ""
+            # the reader's message on one line, without the control bytes a corrupt page can put in it
+            detail = " ".join("".join(c if c.isprintable() else " " for c in str(err)).split()).rstrip(".")
+            raise InvalidDataError(
+                f"{self.label}: not a readable Parquet file (row group {chunk.part}{rows}: {detail})."
+            ) from None
 
 
 class CsvSource(Source):

@@ -2788,22 +2788,30 @@ def test_the_shared_ring_takes_metrics_that_rebind_their_states_and_scalar_state
         assert values[f"wsum/{task}/window"].item() == pytest.approx(window, rel=1e-12)
 
 
+def _steps_with_a_lone_update(steps, modules, extra):
+    """Each step into both ``modules``, with ``extra`` into their ``mse`` alone after the sixth; for each step,
+    whether the first module's additive windows took it through their shared buffer."""
+    shared = []
+    for i, part in enumerate(steps):
+        shared.append(modules[0]._joint_window(7) is not None)
+        for module in modules:
+            module.update(part)
+        if i == 5:
+            for module in modules:
+                module.metrics["mse"].update(
+                    torch.stack([extra["click_pred"], extra["buy_pred"]]).double(),
+                    torch.stack([extra["click_label"], extra["buy_label"]]).double(),
+                )
+    return shared
+
+
 def test_a_unit_updated_outside_the_step_leaves_the_others_windows_right():
     """One unit of the module updated on its own (its own window moves): the other metrics' windows
     still hold the module's steps only, and the module goes on as one ring per metric would."""
     specs = {"ne": "ne", "calibration": "calibration", "mse": "mse"}
     joint, alone = build(specs, window_size=100), _one_window_per_unit(build(specs, window_size=100))
     steps = [make_data(s, n=7) for s in range(40)]
-    extra = make_data(99, n=7)
-    for i, part in enumerate(steps):
-        joint.update(part)
-        alone.update(part)
-        if i == 5:
-            for module in (joint, alone):
-                module.metrics["mse"].update(
-                    torch.stack([extra["click_pred"], extra["buy_pred"]]).double(),
-                    torch.stack([extra["click_label"], extra["buy_label"]]).double(),
-                )
+    _steps_with_a_lone_update(steps, (joint, alone), make_data(99, n=7))
     _same_bits(joint, alone)
     kept = steps[-14:]  # 14 steps of 7 samples: the newest whole updates within 100
     expected = run(build({"ne": "ne"}), [_window_data(kept, 10**6)])
@@ -2820,18 +2828,7 @@ def test_a_unit_updated_outside_the_step_shares_the_buffer_again_once_that_updat
     specs = {"ne": "ne", "calibration": "calibration", "mse": "mse"}
     joint, alone = build(specs, window_size=100), _one_window_per_unit(build(specs, window_size=100))
     steps = [make_data(s, n=7) for s in range(60)]
-    extra = make_data(99, n=3)
-    shared = []
-    for i, part in enumerate(steps):
-        shared.append(joint._joint_window(7) is not None)
-        joint.update(part)
-        alone.update(part)
-        if i == 5:
-            for module in (joint, alone):
-                module.metrics["mse"].update(
-                    torch.stack([extra["click_pred"], extra["buy_pred"]]).double(),
-                    torch.stack([extra["click_label"], extra["buy_label"]]).double(),
-                )
+    shared = _steps_with_a_lone_update(steps, (joint, alone), make_data(99, n=3))
     # 14 steps of 7 samples in a window of 100: the lone update has left it by step 21
     assert all(shared[25:])
     _same_bits(joint, alone)

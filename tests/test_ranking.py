@@ -767,35 +767,39 @@ def test_exponential_gain_of_large_relevance(k):
         torch.rand(num_queries // 2, width, generator=torch.Generator().manual_seed(0)) < 0.5, large.round(), large
     )
     expected = np.mean([_exact_exponential_ndcg(p, t, k) for p, t in zip(preds, target, strict=True)])
-    flat = {
-        "preds": preds.flatten(),
-        "target": target.flatten(),
-        "indexes": torch.arange(num_queries).repeat_interleave(width),
-    }
-    values = {
-        "flat": tmf.ndcg(**flat, k=k, exponential_gain=True),
-        "padded": tmf.ndcg(preds, target, k=k, exponential_gain=True),
-        "integer": tmf.ndcg(**{**flat, "target": flat["target"].round().long()}, k=k, exponential_gain=True),
-    }
-    for name, batches in (
-        ("class", [flat]),
-        ("complete", [flat]),
-        ("padded_class", [{"preds": preds, "target": target}]),
-    ):
-        metric = tmx.NDCG(k=k, exponential_gain=True, queries_complete_per_batch=name == "complete")
-        for batch in batches:
-            metric.update(**batch)
-        values[name] = metric.compute()
-    with force_device_path():  # the classes rank padded lists and complete queries in `update` there
-        for name, batch in (("device_padded", {"preds": preds, "target": target}), ("device_complete", flat)):
-            metric = tmx.NDCG(k=k, exponential_gain=True, queries_complete_per_batch=name == "device_complete")
-            metric.update(**batch)
-            values[name] = metric.compute()
+    values, flat = _exponential_ndcg_on_every_path(preds, target, k)
+    values["integer"] = tmf.ndcg(**{**flat, "target": flat["target"].round().long()}, k=k, exponential_gain=True)
     for name, value in values.items():
         reference = expected
         if name == "integer":
             reference = np.mean([_exact_exponential_ndcg(p, t.round(), k) for p, t in zip(preds, target, strict=True)])
         np.testing.assert_allclose(value.item(), reference, rtol=1e-12, err_msg=name)
+
+
+def _exponential_ndcg_on_every_path(preds, target, k):
+    """``NDCG(exponential_gain=True)`` of padded ``(Q, L)`` lists on every path (functional flat and padded, the
+    class on flat, complete and padded input, the device path), and the flat batch it was given."""
+    num_queries, width = preds.shape
+    flat = {
+        "preds": preds.flatten(),
+        "target": target.flatten(),
+        "indexes": torch.arange(num_queries).repeat_interleave(width),
+    }
+    padded = {"preds": preds, "target": target}
+    values = {
+        "flat": tmf.ndcg(**flat, k=k, exponential_gain=True),
+        "padded": tmf.ndcg(**padded, k=k, exponential_gain=True),
+    }
+    for name, batch in (("class", flat), ("complete", flat), ("padded_class", padded)):
+        metric = tmx.NDCG(k=k, exponential_gain=True, queries_complete_per_batch=name == "complete")
+        metric.update(**batch)
+        values[name] = metric.compute()
+    with force_device_path():  # the classes rank padded lists and complete queries in `update` there
+        for name, batch in (("device_padded", padded), ("device_complete", flat)):
+            metric = tmx.NDCG(k=k, exponential_gain=True, queries_complete_per_batch=name == "device_complete")
+            metric.update(**batch)
+            values[name] = metric.compute()
+    return values, flat
 
 
 @pytest.mark.parametrize("k", [None, 2])
@@ -813,24 +817,7 @@ def test_exponential_gain_of_grades_below_one_keeps_their_digits(k):
     target[:, 0] += scale[:, 0]  # every query has a relevant candidate
     target[6:, 1] = 3.0  # small grades next to a large one
     expected = np.mean([_exact_exponential_ndcg(p, t, k) for p, t in zip(preds, target, strict=True)])
-    flat = {
-        "preds": preds.flatten(),
-        "target": target.flatten(),
-        "indexes": torch.arange(num_queries).repeat_interleave(width),
-    }
-    values = {
-        "flat": tmf.ndcg(**flat, k=k, exponential_gain=True),
-        "padded": tmf.ndcg(preds, target, k=k, exponential_gain=True),
-    }
-    for name in ("class", "complete"):
-        metric = tmx.NDCG(k=k, exponential_gain=True, queries_complete_per_batch=name == "complete")
-        metric.update(**flat)
-        values[name] = metric.compute()
-    with force_device_path():
-        for name, batch in (("device_padded", {"preds": preds, "target": target}), ("device_complete", flat)):
-            metric = tmx.NDCG(k=k, exponential_gain=True, queries_complete_per_batch=name == "device_complete")
-            metric.update(**batch)
-            values[name] = metric.compute()
+    values, flat = _exponential_ndcg_on_every_path(preds, target, k)
     ranking = tmx.RankingMetrics(ks=[k], metrics=["ndcg"], exponential_gain=True)
     ranking.update(**flat)
     values["ranking_metrics"] = next(iter(ranking.compute().values()))

@@ -684,6 +684,10 @@ class GuardedMetric(Metric):
         unsync = super().unsync
         recomputed_after(self, lambda: unsync(should_unsync))
 
+    def _merged_kind(self) -> str:
+        """The metric another one must be to merge into this one: its class (a wrapper adds the wrapped metric's)."""
+        return type(self).__name__
+
     def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
         """TorchMetrics' ``merge_state``, refusing states of other settings and dropping a cached value.
 
@@ -692,7 +696,9 @@ class GuardedMetric(Metric):
         next ``compute`` returned it, without the merged states).
 
         Raises:
-            ValueError: a metric of other recorded settings (``num_tasks``), states of other names
+            ValueError: a metric of another class (``AUC().merge_state(AUPRC())``: states of the same
+                names may hold other data or compute another value; only a dict of states is taken
+                by its names), of other recorded settings (``num_tasks``), states of other names
                 (another mode or setting: an exact ranking metric's samples merged into a
                 ``queries_complete_per_batch`` one would be dropped) or of another shape or kind
                 (see ``load_state_dict``), or flat sample rows that are not whole samples of this
@@ -707,12 +713,6 @@ class GuardedMetric(Metric):
             raise ValueError(
                 f"Expected incoming state to be a dict or an instance of Metric but got {type(incoming_state)}"
             )
-        if isinstance(incoming_state, GuardedMetric) and type(incoming_state) is type(self):
-            theirs, ours = incoming_state._checkpoint_settings(), self._checkpoint_settings()
-            if merge_settings_differ(
-                theirs, ours, same_states=incoming_state._defaults.keys() == self._defaults.keys()
-            ):
-                raise ValueError(f"Cannot merge a {type(self).__name__} with settings {theirs} into one with {ours}.")
         # a Windowed holds no states of its own (they are its lifetime's and window's)
         other = (
             incoming_state if isinstance(incoming_state, Metric) and type(incoming_state) is not type(self) else None
@@ -722,6 +722,22 @@ class GuardedMetric(Metric):
                 f"Cannot merge a {type(incoming_state).__name__} into {type(self).__name__}: it holds no states of its "
                 "own; merge its lifetime (`metric.merge_state(other.lifetime)`)."
             )
+        if isinstance(incoming_state, Metric):
+            # another class's states may share these names (AUC and AUPRC both keep the scored samples, the
+            # regression metrics the same error sums) and yet another value is computed from them, or the
+            # states hold something else (a RecalibratedNE's sums are of recalibrated predictions)
+            theirs_kind, ours_kind = merged_kind(incoming_state), merged_kind(self)
+            if theirs_kind != ours_kind:
+                raise ValueError(
+                    f"Cannot merge a {theirs_kind} into a {ours_kind}: merge_state takes a {ours_kind} (or a dict of "
+                    f"its states); a {theirs_kind}'s states are not this metric's, even where their names are."
+                )
+        if isinstance(incoming_state, GuardedMetric):
+            theirs, ours = incoming_state._checkpoint_settings(), self._checkpoint_settings()
+            if merge_settings_differ(
+                theirs, ours, same_states=incoming_state._defaults.keys() == self._defaults.keys()
+            ):
+                raise ValueError(f"Cannot merge a {type(self).__name__} with settings {theirs} into one with {ours}.")
         states = incoming_state.metric_state if isinstance(incoming_state, Metric) else incoming_state
         if isinstance(states, dict):
             states = self._as_list_states(states)
@@ -1103,6 +1119,11 @@ def note_settings(destination: Mapping[str, Any], prefix: str, settings: Mapping
     entry = None if metadata is None else metadata.get(prefix[:-1])
     if entry is not None and settings:
         entry[_SETTINGS_KEY] = dict(settings)
+
+
+def merged_kind(metric: Metric) -> str:
+    """What ``merge_state`` requires a merged metric to be besides its settings: its class (see ``_merged_kind``)."""
+    return metric._merged_kind() if isinstance(metric, GuardedMetric) else type(metric).__name__
 
 
 def merge_settings_differ(theirs: Mapping[str, Any], ours: Mapping[str, Any], same_states: bool) -> bool:

@@ -1966,3 +1966,41 @@ def test_merge_state_of_a_dict_and_of_options_read_only_at_compute_still_merges(
         nats.update(b_p, b_y)
         bits.merge_state(nats.metric_state if form == "dict" else nats)
         np.testing.assert_allclose(bits.compute().item(), expected, rtol=1e-6)
+
+
+def test_load_state_dict_refuses_another_metrics_checkpoint_and_changes_nothing():
+    """A checkpoint records the metric that saved it: another class's states of the same names (an AUC's
+    samples read by an AUPRC, a RecalibratedNE's recalibrated sums by a NormalizedEntropy, a
+    Segmented(NE)'s by a Segmented(LogLoss)) were loaded without a word. Every such ordered pair of
+    public metrics is refused with strict=True and strict=False, naming both; a plain dict (no
+    metadata) still loads by its state names."""
+    names = sorted(_EVERY_METRIC)
+    built = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in names:
+            factory, batch = _EVERY_METRIC[name]
+            built[name] = factory()
+            built[name].persistent(True)
+            built[name].update(**batch)
+        checked = 0
+        for ours, theirs in ((a, b) for a in names for b in names if a != b):
+            receiver, saved = built[ours], built[theirs].state_dict()
+            own_keys = set(receiver.state_dict())
+            if set(saved) != own_keys or type(receiver) is type(built[theirs]) is tmx.Windowed:
+                continue  # refused by its state names already (a Windowed's children are checked on their own)
+            checked += 1
+            snapshot = H._state_snapshot(receiver)
+            for strict in (True, False):
+                with pytest.raises(RuntimeError, match=r"metric mismatch for .*the checkpoint holds the states of a"):
+                    receiver.load_state_dict(saved, strict=strict)
+                H.assert_same_state(receiver, snapshot)
+        assert checked >= 40  # AUC/AUPRC, the NE family, the regression errors, Segmented(NE)/(CTR)...
+    auc, auprc = tmx.AUC(), tmx.AUPRC()
+    auc.persistent(True)
+    auprc.persistent(True)
+    auc.update(P, Y)
+    with pytest.raises(RuntimeError, match=r"metric mismatch for AUPRC: the checkpoint holds the states of a AUC"):
+        auprc.load_state_dict(auc.state_dict())
+    auprc.load_state_dict(dict(auc.state_dict()))  # no metadata: checked by its state names and shapes only
+    np.testing.assert_allclose(auprc.compute().item(), skm.average_precision_score(Y.numpy(), P.numpy()))

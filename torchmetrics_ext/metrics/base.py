@@ -138,6 +138,7 @@ class InputDomains:
 # settings that state shapes cannot show (``_checkpoint_settings``)
 _CHECKPOINT_VERSION = 2
 _SETTINGS_KEY = "torchmetrics_ext"  # the metadata entry holding those settings
+_METRIC_KEY = "torchmetrics_ext_metric"  # the metadata entry naming the metric that saved the states
 # what the metrics of one ``load_state_dict`` say about checkpoints they did not read (see note_checkpoint)
 _LOAD_NOTES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("_LOAD_NOTES", default=None)
 
@@ -295,7 +296,8 @@ class GuardedMetric(Metric):
     * **Checked merges.** ``merge_state`` refuses states of other settings or shapes and drops a
       ``compute`` value cached before the merge.
     * **Checked checkpoints.** ``load_state_dict`` refuses a checkpoint of other settings instead
-      of loading states that mean something else: a tensor state of another shape (another
+      of loading states that mean something else: another metric's (the class saved in the
+      checkpoint's metadata: ``AUPRC`` reading an ``AUC``'s), a tensor state of another shape (another
       ``num_tasks``, ``num_bins``, ``num_segments``...), a list state that is not a list of
       tensors, or settings recorded in the checkpoint's metadata (:meth:`_checkpoint_settings`,
       e.g. ``num_tasks`` for the exact modes whose list states do not show it, or a ranking
@@ -802,6 +804,10 @@ class GuardedMetric(Metric):
     def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
         super()._save_to_state_dict(destination, prefix, keep_vars)
         note_settings(destination, prefix, self._checkpoint_settings())
+        metadata = getattr(destination, "_metadata", None)
+        entry = None if metadata is None else metadata.get(prefix[:-1])
+        if entry is not None:
+            entry[_METRIC_KEY] = self._merged_kind()
 
     def _load_from_state_dict(
         self,
@@ -839,7 +845,7 @@ class GuardedMetric(Metric):
             # other recorded settings explain any other shape: the states are checked when the settings agree
             saved = [k[len(prefix) :] for k in state_dict if k.startswith(prefix) and "." not in k[len(prefix) :]]
             shown = self._settings_shown_by(saved)
-            problems = settings_problems(
+            problems = self._metric_problems(local_metadata, prefix) or settings_problems(
                 local_metadata, self._checkpoint_settings(), prefix, type(self).__name__, shown
             )
             problems = problems or self._state_problems(state_dict, prefix)
@@ -873,6 +879,16 @@ class GuardedMetric(Metric):
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
         self._computed = None  # a value computed before the load is not the loaded states' value
+
+    def _metric_problems(self, local_metadata: Mapping[str, Any], prefix: str) -> list[str]:
+        """The error for a checkpoint that records another metric's states (see ``merge_state``); none if unrecorded."""
+        saved, ours = local_metadata.get(_METRIC_KEY), self._merged_kind()
+        if not isinstance(saved, str) or saved == ours:
+            return []
+        return [
+            f"metric mismatch for {prefix[:-1] or ours}: the checkpoint holds the states of a {saved}, this is a "
+            f"{ours}: states of the same names may hold other data or compute another value."
+        ]
 
     def _start_afresh(self, state_dict: dict[str, Any], prefix: str, present: list[str]) -> None:
         """Read none of the ``present`` states (only some of this metric's): reset the metric and say why."""

@@ -2916,3 +2916,162 @@ def test_moving_the_module_where_it_is_keeps_the_shared_layout_and_copies_stay_c
     copied = copy.deepcopy(module.metrics["mse"])
     assert all(ring.untyped_storage().nbytes() == ring.numel() * 8 for ring in copied._ring.rings.values())
     _same_bits(pickle.loads(pickle.dumps(module)), per_unit)
+
+
+# ----------------------------------------------------------------------------- cached compute
+
+
+def _counted_computes(monkeypatch, classes) -> dict[str, int]:
+    """Count the calls of each class's own ``compute`` (TorchMetrics' cache sits outside it)."""
+    calls = dict.fromkeys((cls.__name__ for cls in classes), 0)
+    for cls in classes:
+
+        def counted(self, *args, _original=cls.compute, _name=cls.__name__, **kwargs):
+            calls[_name] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "compute", counted)
+    return calls
+
+
+_EXPENSIVE = (tmx.AUC, tmx.AUPRC, tmx.GroupedAUC, tmx.NDCG)
+
+
+def _cached_module(**kwargs) -> tmx.RecMetricModule:
+    # AUPRC is a member of AUC's compute group (it reads AUC's samples at compute)
+    metrics = {"auc": "auc", "auprc": tmx.AUPRC, "gauc": "gauc", "ndcg@3": "ndcg@3", "ne": "ne", "log_loss": "log_loss"}
+    return tmx.RecMetricModule(TASKS, metrics, throughput=False, **kwargs)
+
+
+def _references(data: dict[str, torch.Tensor]) -> dict[str, float]:
+    """scikit-learn and brute-force references of every key of :func:`_cached_module` over ``data``."""
+    from tests.test_ranking import ref_mean
+
+    out = {}
+    for task in TASKS:
+        p, y, w = (data[f"{task.name}_{s}"].double().numpy() for s in ("pred", "label", "w"))
+        out[f"auc/{task.name}"] = roc_auc_score(y, p, sample_weight=w)
+        out[f"auprc/{task.name}"] = average_precision_score(y, p, sample_weight=w)
+        out[f"gauc/{task.name}"] = ref_grouped(p, y, data["user"].numpy(), w)
+        out[f"ne/{task.name}"] = ref_ne(p, y, w)
+        out[f"log_loss/{task.name}"] = log_loss(y, p, sample_weight=w)
+        queries = {"preds": p, "target": y, "indexes": data["query"].numpy(), "weights": w}
+        out[f"ndcg@3/{task.name}"] = ref_mean(queries, [("ndcg", 3)])[0]
+    return out
+
+
+def _assert_references(values: dict[str, torch.Tensor], data: dict[str, torch.Tensor]) -> None:
+    """The values are the references; a window (wider than ``data``) holds all of it too."""
+    expected = _references(data)
+    if any(key.endswith("/window") for key in values):
+        expected |= {f"{key}/window": value for key, value in expected.items()}
+    assert sorted(values) == sorted(expected)
+    for key, value in expected.items():
+        np.testing.assert_allclose(values[key].item(), value, rtol=1e-7, err_msg=key)
+
+
+@pytest.mark.parametrize("window_size", [None, 10_000])
+def test_a_second_compute_without_a_change_reuses_the_values(monkeypatch, window_size):
+    """``compute()`` twice without an update recomputed exact AUC, AUPRC, grouped AUC and NDCG every time.
+
+    The module entered each metric's ``synced_from`` (which drops TorchMetrics' cached value) also
+    where nothing is communicated, and refilled each compute group member from its leader. A value
+    computed after a new update is that of all the data (scikit-learn and brute-force references).
+    """
+    calls = _counted_computes(monkeypatch, _EXPENSIVE)
+    module = _cached_module(window_size=window_size)
+    data = make_data(0)
+    first_half, second_half = batches(data, [0, 300, 600])
+    module.update(first_half)
+    first = run(module, [])
+    counted = dict(calls)
+    assert all(counted[cls.__name__] > 0 for cls in _EXPENSIVE)
+    again = run(module, [])
+    assert calls == counted  # nothing recomputed
+    assert sorted(again) == sorted(first) and all(torch.equal(again[k], first[k]) for k in first)
+    _assert_references(first, first_half)
+    assert module.local_compute().keys() == first.keys() and calls == counted  # one process: the same values
+    module.update(second_half)
+    after = run(module, [])
+    assert all(calls[name] > counted[name] for name in counted)  # every one recomputed
+    _assert_references(after, data)
+
+
+def test_the_reused_values_follow_reset_load_merge_and_a_metric_updated_alone(monkeypatch):
+    """Each change of the states is seen by the next ``compute``: reset, ``load_state_dict`` (of another
+    run's checkpoint), a ``merge_state`` into a group leader, and a leader updated directly."""
+    _counted_computes(monkeypatch, _EXPENSIVE)
+    data, other = make_data(0), make_data(1)
+    module = _cached_module()
+    run(module, [data])
+    module.reset()
+    run(module, [])  # nothing: every value undefined, and cached
+    module.update(other)
+    _assert_references(run(module, []), other)
+    saved = _cached_module()
+    run(saved, [data])
+    module.load_state_dict(saved.state_dict())
+    _assert_references(run(module, []), data)
+    # states merged into the leader of a compute group (AUC; AUPRC reads its samples)
+    extra = tmx.AUC(num_tasks=2)
+    tail = {k: v[:200] for k, v in other.items()}
+    extra.update(
+        torch.stack([tail["click_pred"], tail["buy_pred"]]),
+        torch.stack([tail["click_label"], tail["buy_label"]]),
+        weights=torch.stack([tail["click_w"], tail["buy_w"]]),
+    )
+    module.metrics["auc"].merge_state(extra)
+    values = run(module, [])
+    joined = {k: torch.cat([data[k], tail[k]]) for k in data}
+    for task in TASKS:
+        y, p, w = (joined[f"{task.name}_{s}"].double().numpy() for s in ("label", "pred", "w"))
+        np.testing.assert_allclose(values[f"auc/{task.name}"].item(), roc_auc_score(y, p, sample_weight=w), rtol=1e-7)
+        np.testing.assert_allclose(
+            values[f"auprc/{task.name}"].item(), average_precision_score(y, p, sample_weight=w), rtol=1e-7
+        )
+    module.set_extra_state({"step": 7, "tasks": [t.name for t in TASKS]})
+    assert torch.equal(run(module, [])["auc/click"], values["auc/click"]) and module._step == 7
+
+
+@pytest.mark.parametrize("window_size", [150, 1000])
+def test_reused_values_follow_a_window_that_moves(window_size):
+    """Computing twice after every step gives, at the end, what a module computed only then gives (its first
+    compute, nothing cached): the window's evictions and the lifetime's new samples are seen."""
+    data = make_data(2)
+    parts = batches(data, [0, 100, 250, 330, 600])
+    stepped, fresh = _cached_module(window_size=window_size), _cached_module(window_size=window_size)
+    for part in parts:
+        stepped.update(part)
+        fresh.update(part)
+        run(stepped, [])
+        run(stepped, [])
+    values, expected = run(stepped, []), run(fresh, [])
+    assert sorted(values) == sorted(expected)
+    for key in expected:
+        torch.testing.assert_close(values[key], expected[key], rtol=0, atol=0, equal_nan=True, msg=key)
+    lifetime = {k: v for k, v in values.items() if not k.endswith("/window")}
+    _assert_references(lifetime, data)
+
+
+def _ddp_computed_twice(rank: int, world_size: int) -> list[dict[str, torch.Tensor]]:
+    data = make_data(21)
+    module = _cached_module()
+    module.update(batches(data, [0, 200, 400])[rank])  # rank 0 rows 0-200, rank 1 rows 200-400
+    out = [run(module, []), run(module, [])]
+    if rank == 0:  # one rank alone updates, then computes locally: every rank still joins the same gathers
+        module.update(batches(data, [400, 600])[0])
+        module.local_compute()
+    out.append(run(module, []))
+    return out
+
+
+@pytest.mark.ddp
+def test_ddp_computes_twice_and_after_one_rank_updated_alone(ddp_pool):
+    """Under DDP every compute() gathers (a rank cannot know whether another updated): the values are of
+    every rank's rows each time, those one rank added alone included, and no rank waits for another."""
+    data = make_data(21)
+    first, last = {k: v[:400] for k, v in data.items()}, data
+    for values in ddp_pool.run(_ddp_computed_twice, timeout=120):
+        _assert_references(values[0], first)
+        assert all(torch.equal(values[1][k], values[0][k]) for k in values[0])
+        _assert_references(values[2], last)

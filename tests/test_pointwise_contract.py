@@ -1887,3 +1887,120 @@ def test_update_fixed_cost_in_operations_and_calls(name, factory, weighted, aten
     finally:
         sys.setprofile(None)
     assert len(calls) <= python_budget, calls
+
+
+def _merge_kind_names(metric) -> list[str]:
+    """The class names a refused merge must name for ``metric``: its class, and a wrapper's wrapped class."""
+    inner = getattr(metric, "metric", None) or getattr(metric, "lifetime", None)
+    return [type(metric).__name__] + ([type(inner).__name__] if inner is not None else [])
+
+
+def test_merge_state_refuses_every_metric_of_another_class_and_changes_nothing():
+    """Every ordered pair of different public metrics (or wrappers over different metrics) is refused.
+
+    ``AUC().merge_state(AUPRC())`` was accepted (their states share names: the scored samples), and so
+    were 56 pairs more (NE and LogLoss, CTR and Calibration, the regression errors among themselves,
+    XAUC and RegressionAUC, a RecalibratedNE's recalibrated sums into a NormalizedEntropy,
+    Segmented(NE) and Segmented(LogLoss)...): TorchMetrics refuses another class, ours read the merged
+    metric as a dict of states first. The error names both metrics; the receiver's states are unchanged.
+    """
+    names = sorted(_EVERY_METRIC)
+    built = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in names:
+            factory, batch = _EVERY_METRIC[name]
+            built[name] = factory()
+            built[name].update(**batch)
+        for ours, theirs in ((a, b) for a in names for b in names if a != b):
+            receiver, incoming = built[ours], built[theirs]
+            snapshot = H._state_snapshot(receiver)
+            with pytest.raises((ValueError, TypeError)) as refused:
+                receiver.merge_state(incoming)
+            message = str(refused.value)
+            same_wrapper = type(receiver) is type(incoming)  # then named by the metrics they wrap
+            pair = (receiver, incoming)
+            wanted = (
+                {n for m in pair for n in _merge_kind_names(m)} if same_wrapper else {type(m).__name__ for m in pair}
+            )
+            for named in wanted:
+                assert named in message, (ours, theirs, message)
+            H.assert_same_state(receiver, snapshot)
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "match"),
+    [
+        (tmx.AUC, tmx.AUPRC, r"Cannot merge a AUPRC into a AUC: merge_state takes a AUC \(or a dict of its states\)"),
+        (tmx.NormalizedEntropy, tmx.RecalibratedNE, r"Cannot merge a RecalibratedNE into a NormalizedEntropy"),
+        (tmx.WeightedNMSE, tmx.WeightedNRMSE, r"Cannot merge a WeightedNRMSE into a WeightedNMSE"),  # a subclass
+        (
+            lambda: tmx.Segmented(tmx.NormalizedEntropy(), 2),
+            lambda: tmx.Segmented(tmx.LogLoss(), 2),
+            r"Cannot merge a Segmented\(LogLoss\) into a Segmented\(NormalizedEntropy\)",
+        ),
+    ],
+)
+def test_merge_state_of_another_class_names_both(ours, theirs, match):
+    receiver, incoming = ours(), theirs()
+    segmented = isinstance(receiver, tmx.Segmented)
+    batch = {**_POINTWISE, "segments": _IDS} if segmented else _POINTWISE
+    receiver.update(**batch)
+    incoming.update(**batch)
+    snapshot = H._state_snapshot(receiver)
+    with pytest.raises(ValueError, match=match):
+        receiver.merge_state(incoming)
+    H.assert_same_state(receiver, snapshot)
+
+
+def test_merge_state_of_a_dict_and_of_options_read_only_at_compute_still_merges():
+    """A dict of states (TorchMetrics' other form) merges as before; so does a metric whose other options
+    change only what ``compute`` reports from the same states (LogLoss's ``unit``): sklearn's log loss of
+    both batches, in bits."""
+    a_p, a_y = torch.tensor([0.1, 0.4, 0.8]), torch.tensor([0, 1, 1])
+    b_p, b_y = torch.tensor([0.3, 0.9]), torch.tensor([1, 0])
+    expected = skm.log_loss(np.r_[a_y, b_y], np.r_[a_p, b_p].astype(np.float64)) / np.log(2)
+    for form in ("dict", "metric"):
+        bits, nats = tmx.LogLoss(unit="bits"), tmx.LogLoss()
+        bits.update(a_p, a_y)
+        nats.update(b_p, b_y)
+        bits.merge_state(nats.metric_state if form == "dict" else nats)
+        np.testing.assert_allclose(bits.compute().item(), expected, rtol=1e-6)
+
+
+def test_load_state_dict_refuses_another_metrics_checkpoint_and_changes_nothing():
+    """A checkpoint records the metric that saved it: another class's states of the same names (an AUC's
+    samples read by an AUPRC, a RecalibratedNE's recalibrated sums by a NormalizedEntropy, a
+    Segmented(NE)'s by a Segmented(LogLoss)) were loaded without a word. Every such ordered pair of
+    public metrics is refused with strict=True and strict=False, naming both; a plain dict (no
+    metadata) still loads by its state names."""
+    names = sorted(_EVERY_METRIC)
+    built = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in names:
+            factory, batch = _EVERY_METRIC[name]
+            built[name] = factory()
+            built[name].persistent(True)
+            built[name].update(**batch)
+        checked = 0
+        for ours, theirs in ((a, b) for a in names for b in names if a != b):
+            receiver, saved = built[ours], built[theirs].state_dict()
+            own_keys = set(receiver.state_dict())
+            if set(saved) != own_keys or type(receiver) is type(built[theirs]) is tmx.Windowed:
+                continue  # refused by its state names already (a Windowed's children are checked on their own)
+            checked += 1
+            snapshot = H._state_snapshot(receiver)
+            for strict in (True, False):
+                with pytest.raises(RuntimeError, match=r"metric mismatch for .*the checkpoint holds the states of a"):
+                    receiver.load_state_dict(saved, strict=strict)
+                H.assert_same_state(receiver, snapshot)
+        assert checked >= 40  # AUC/AUPRC, the NE family, the regression errors, Segmented(NE)/(CTR)...
+    auc, auprc = tmx.AUC(), tmx.AUPRC()
+    auc.persistent(True)
+    auprc.persistent(True)
+    auc.update(P, Y)
+    with pytest.raises(RuntimeError, match=r"metric mismatch for AUPRC: the checkpoint holds the states of a AUC"):
+        auprc.load_state_dict(auc.state_dict())
+    auprc.load_state_dict(dict(auc.state_dict()))  # no metadata: checked by its state names and shapes only
+    np.testing.assert_allclose(auprc.compute().item(), skm.average_precision_score(Y.numpy(), P.numpy()))

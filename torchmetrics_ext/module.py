@@ -68,6 +68,8 @@ _TORCHREC_KEYS: ContextVar[Mapping[str, tuple[str, str]] | None] = ContextVar("t
 # metrics it asks for, builds a module (`evaluate(from_logits=True)`): not a constructor argument.
 _LOGIT_COLUMNS: ContextVar[bool] = ContextVar("tmx_logit_columns", default=False)
 _THROUGHPUT = ("\0throughput", "lifetime")  # the throughput's entry in the fused gather
+# where a compute group member keeps the leader's cached value it was last computed with (see _holds_states_of)
+_STATES_OF = "_computed_with_leader"
 
 
 def _held_by(metric: Metric) -> str | None:
@@ -1081,6 +1083,13 @@ class RecMetricModule(nn.Module):
     def compute(self) -> dict[str, Tensor]:
         """Every value of every metric and task, synced across ranks with one fused gather.
 
+        Without communication (one process, or a metric with ``sync_on_compute=False``) a metric's
+        value is computed once until its states change (update, reset, ``load_state_dict``,
+        ``merge_state``, a sync), as TorchMetrics caches it: a second ``compute()`` does not sort
+        the samples of an exact AUC, grouped AUC or NDCG again. Under DDP every ``compute()`` runs
+        the gather and computes from the gathered states: no rank can tell whether another updated
+        without it, and a rank that skipped it would leave the others waiting.
+
         Returns:
             A flat dict of scalar tensors (see the class docstring for the keys).
         """
@@ -1109,16 +1118,23 @@ class RecMetricModule(nn.Module):
         self._check_window_shares()  # on every rank before the gather, one that never updated too
         gathered = self._gather() if sync else {}
         out: dict[str, Tensor] = {}
+        members: list[tuple[TaskMetric, TaskMetric]] = []  # (leader, member) task metrics of compute groups
         with ExitStack() as stack:
             for (name, part), metric in self._leaves():
                 source = gathered.get((self._leader.get(name, name), part))
-                stack.enter_context(metric.synced_from(source if sync else None))
+                if source is not None or syncs_on_compute(metric):
+                    stack.enter_context(metric.synced_from(source if sync else None))
+                # else it communicates nothing: the value it cached since its states last changed (TorchMetrics'
+                # ``_computed``, dropped by every update, reset, merge, load and sync) is its value
             for name, lead in self._leader.items():
                 if lead != name:
                     leader_parts = self._parts(self._unit(lead))
                     for part, metric in self._parts(self._unit(name)).items():
-                        metric.reset()
-                        metric.merge_state(leader_parts[part].metric_state)
+                        leader = leader_parts[part]
+                        members.append((leader, metric))
+                        if not _holds_states_of(metric, leader):
+                            metric.reset()
+                            metric.merge_state(leader.metric_state)
             # group members hold their leader's states without an update of their own (and a rank
             # without a batch the others' synced states): no "compute before update" warning
             stack.enter_context(counted_as_updated(metric for _, metric in self._leaves()))
@@ -1138,6 +1154,8 @@ class RecMetricModule(nn.Module):
                         self._emit(out, name, None, {"lifetime": self._parts(self._unit(name))["lifetime"].compute()})
                     else:
                         self._emit(out, name, None, self._unit(name).compute())
+            for leader, metric in members:  # the leader's states they hold, while it keeps its value
+                metric.__dict__[_STATES_OF] = leader.__dict__["_computed"]
         if self.throughput is not None:
             rates = _throughput_rates(self.throughput, gathered.get(_THROUGHPUT) if sync else None)
             if self.key_style == "torchrec":  # every example is attempted: a bad step raises, none is skipped
@@ -1261,6 +1279,17 @@ class RecMetricModule(nn.Module):
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _holds_states_of(member: Metric, leader: Metric) -> bool:
+    """Whether a compute group's ``member`` still holds its ``leader``'s states and their value.
+
+    After a compute, a member records the leader's cached value (:data:`_STATES_OF`): every change
+    of the leader's states (update, reset, merge, load, sync, move) drops or replaces that object,
+    and every change of the member's drops the member's own cached value.
+    """
+    cached = leader.__dict__["_computed"]
+    return cached is not None and member.__dict__.get(_STATES_OF) is cached and member.__dict__["_computed"] is not None
 
 
 def _drop_refused_missing_keys(module: nn.Module, incompatible_keys: Any) -> None:

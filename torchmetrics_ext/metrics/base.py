@@ -138,6 +138,7 @@ class InputDomains:
 # settings that state shapes cannot show (``_checkpoint_settings``)
 _CHECKPOINT_VERSION = 2
 _SETTINGS_KEY = "torchmetrics_ext"  # the metadata entry holding those settings
+_METRIC_KEY = "torchmetrics_ext_metric"  # the metadata entry naming the metric that saved the states
 # what the metrics of one ``load_state_dict`` say about checkpoints they did not read (see note_checkpoint)
 _LOAD_NOTES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("_LOAD_NOTES", default=None)
 
@@ -295,7 +296,8 @@ class GuardedMetric(Metric):
     * **Checked merges.** ``merge_state`` refuses states of other settings or shapes and drops a
       ``compute`` value cached before the merge.
     * **Checked checkpoints.** ``load_state_dict`` refuses a checkpoint of other settings instead
-      of loading states that mean something else: a tensor state of another shape (another
+      of loading states that mean something else: another metric's (the class saved in the
+      checkpoint's metadata: ``AUPRC`` reading an ``AUC``'s), a tensor state of another shape (another
       ``num_tasks``, ``num_bins``, ``num_segments``...), a list state that is not a list of
       tensors, or settings recorded in the checkpoint's metadata (:meth:`_checkpoint_settings`,
       e.g. ``num_tasks`` for the exact modes whose list states do not show it, or a ranking
@@ -684,6 +686,10 @@ class GuardedMetric(Metric):
         unsync = super().unsync
         recomputed_after(self, lambda: unsync(should_unsync))
 
+    def _merged_kind(self) -> str:
+        """The metric another one must be to merge into this one: its class (a wrapper adds the wrapped metric's)."""
+        return type(self).__name__
+
     def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
         """TorchMetrics' ``merge_state``, refusing states of other settings and dropping a cached value.
 
@@ -692,7 +698,9 @@ class GuardedMetric(Metric):
         next ``compute`` returned it, without the merged states).
 
         Raises:
-            ValueError: a metric of other recorded settings (``num_tasks``), states of other names
+            ValueError: a metric of another class (``AUC().merge_state(AUPRC())``: states of the same
+                names may hold other data or compute another value; only a dict of states is taken
+                by its names), of other recorded settings (``num_tasks``), states of other names
                 (another mode or setting: an exact ranking metric's samples merged into a
                 ``queries_complete_per_batch`` one would be dropped) or of another shape or kind
                 (see ``load_state_dict``), or flat sample rows that are not whole samples of this
@@ -707,12 +715,6 @@ class GuardedMetric(Metric):
             raise ValueError(
                 f"Expected incoming state to be a dict or an instance of Metric but got {type(incoming_state)}"
             )
-        if isinstance(incoming_state, GuardedMetric) and type(incoming_state) is type(self):
-            theirs, ours = incoming_state._checkpoint_settings(), self._checkpoint_settings()
-            if merge_settings_differ(
-                theirs, ours, same_states=incoming_state._defaults.keys() == self._defaults.keys()
-            ):
-                raise ValueError(f"Cannot merge a {type(self).__name__} with settings {theirs} into one with {ours}.")
         # a Windowed holds no states of its own (they are its lifetime's and window's)
         other = (
             incoming_state if isinstance(incoming_state, Metric) and type(incoming_state) is not type(self) else None
@@ -722,6 +724,22 @@ class GuardedMetric(Metric):
                 f"Cannot merge a {type(incoming_state).__name__} into {type(self).__name__}: it holds no states of its "
                 "own; merge its lifetime (`metric.merge_state(other.lifetime)`)."
             )
+        if isinstance(incoming_state, Metric):
+            # another class's states may share these names (AUC and AUPRC both keep the scored samples, the
+            # regression metrics the same error sums) and yet another value is computed from them, or the
+            # states hold something else (a RecalibratedNE's sums are of recalibrated predictions)
+            theirs_kind, ours_kind = merged_kind(incoming_state), merged_kind(self)
+            if theirs_kind != ours_kind:
+                raise ValueError(
+                    f"Cannot merge a {theirs_kind} into a {ours_kind}: merge_state takes a {ours_kind} (or a dict of "
+                    f"its states); a {theirs_kind}'s states are not this metric's, even where their names are."
+                )
+        if isinstance(incoming_state, GuardedMetric):
+            theirs, ours = incoming_state._checkpoint_settings(), self._checkpoint_settings()
+            if merge_settings_differ(
+                theirs, ours, same_states=incoming_state._defaults.keys() == self._defaults.keys()
+            ):
+                raise ValueError(f"Cannot merge a {type(self).__name__} with settings {theirs} into one with {ours}.")
         states = incoming_state.metric_state if isinstance(incoming_state, Metric) else incoming_state
         if isinstance(states, dict):
             states = self._as_list_states(states)
@@ -786,6 +804,10 @@ class GuardedMetric(Metric):
     def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
         super()._save_to_state_dict(destination, prefix, keep_vars)
         note_settings(destination, prefix, self._checkpoint_settings())
+        metadata = getattr(destination, "_metadata", None)
+        entry = None if metadata is None else metadata.get(prefix[:-1])
+        if entry is not None:
+            entry[_METRIC_KEY] = self._merged_kind()
 
     def _load_from_state_dict(
         self,
@@ -823,7 +845,7 @@ class GuardedMetric(Metric):
             # other recorded settings explain any other shape: the states are checked when the settings agree
             saved = [k[len(prefix) :] for k in state_dict if k.startswith(prefix) and "." not in k[len(prefix) :]]
             shown = self._settings_shown_by(saved)
-            problems = settings_problems(
+            problems = self._metric_problems(local_metadata, prefix) or settings_problems(
                 local_metadata, self._checkpoint_settings(), prefix, type(self).__name__, shown
             )
             problems = problems or self._state_problems(state_dict, prefix)
@@ -857,6 +879,16 @@ class GuardedMetric(Metric):
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
         self._computed = None  # a value computed before the load is not the loaded states' value
+
+    def _metric_problems(self, local_metadata: Mapping[str, Any], prefix: str) -> list[str]:
+        """The error for a checkpoint that records another metric's states (see ``merge_state``); none if unrecorded."""
+        saved, ours = local_metadata.get(_METRIC_KEY), self._merged_kind()
+        if not isinstance(saved, str) or saved == ours:
+            return []
+        return [
+            f"metric mismatch for {prefix[:-1] or ours}: the checkpoint holds the states of a {saved}, this is a "
+            f"{ours}: states of the same names may hold other data or compute another value."
+        ]
 
     def _start_afresh(self, state_dict: dict[str, Any], prefix: str, present: list[str]) -> None:
         """Read none of the ``present`` states (only some of this metric's): reset the metric and say why."""
@@ -1103,6 +1135,11 @@ def note_settings(destination: Mapping[str, Any], prefix: str, settings: Mapping
     entry = None if metadata is None else metadata.get(prefix[:-1])
     if entry is not None and settings:
         entry[_SETTINGS_KEY] = dict(settings)
+
+
+def merged_kind(metric: Metric) -> str:
+    """What ``merge_state`` requires a merged metric to be besides its settings: its class (see ``_merged_kind``)."""
+    return metric._merged_kind() if isinstance(metric, GuardedMetric) else type(metric).__name__
 
 
 def merge_settings_differ(theirs: Mapping[str, Any], ours: Mapping[str, Any], same_states: bool) -> bool:

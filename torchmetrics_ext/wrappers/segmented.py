@@ -156,6 +156,10 @@ class Segmented(TaskMetric):
         self._derived_states.update(metric._derived_states)
         self._default_settings_names.update(metric._default_settings_names)
 
+    def _merged_kind(self) -> str:
+        """``Segmented(NormalizedEntropy)``: a Segmented over another metric holds its sums under the same names."""
+        return f"Segmented({type(self.metric).__name__})"
+
     def _format_segments(
         self, segments: Tensor | None, preds: Tensor, validate: bool, bounds: Bounds | None = None
     ) -> Tensor:

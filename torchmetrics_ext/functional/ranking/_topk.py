@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.functional.ranking._columns import Columns
 from torchmetrics_ext.functional.ranking._kernel import (
     QueryStats,
     Ranked,
@@ -252,6 +253,11 @@ def _by_id(values: Tensor, order: Tensor) -> Tensor:
     return out
 
 
+def _inverse(order: Tensor) -> Tensor:
+    """The permutation undoing ``order``: gathering ``values`` by it puts them in query id order as _by_id does."""
+    return _by_id(torch.arange(order.numel(), device=order.device), order)
+
+
 def merge_may_apply(num_queries: int, requests: Sequence[Request]) -> bool:
     """Whether :func:`grouped_topk_values` may take padded lists of ``num_queries`` queries.
 
@@ -272,12 +278,13 @@ def grouped_topk_values(
     requests: Sequence[Request],
     options: RankingOptions,
     preds_writable: bool = False,
-) -> tuple[Tensor, Tensor, Ranked] | None:
+) -> tuple[Columns, Tensor, Ranked] | None:
     """Per-query values of finite-cutoff requests for rows grouped by query, or ``None``.
 
     Applies when every request has a cutoff ``k <= MAX_K`` and a spec with a ``topk_value``.
-    Returns ``(values (G, len(requests)), num_relevant (G,), ranked)`` like the sort path
-    (queries in id order; ``ranked`` carries only sizes and weights), with the same values.
+    Returns ``(columns, num_relevant (G,), ranked)`` like the sort path (queries in id order,
+    one request's ``(G,)`` values at a time; ``ranked`` carries only sizes and weights), with the
+    same values.
     ``preds_writable``: ``preds`` is a private copy that may be overwritten (and then is).
     """
     n = preds.numel()
@@ -316,9 +323,10 @@ def grouped_topk_values(
     if counts is not None:
         ideal = ideal_dcg_from_counts(counts, longest, options.exponential_gain)
     queries = TopQueries(top, (1 << grade_bits) - 1, num_rel, size_ordered, ideal, options)
-    values = torch.stack([fn(queries, k) for fn, k in zip(value_fns, cutoffs)], 1)
-    values, num_rel = _by_id(values, order), _by_id(queries.num_rel, order)  # every path reduces in id order
+    num_rel = _by_id(queries.num_rel, order)  # every path reduces in id order
     weight = None if weight is None else _by_id(weight, order)
     empty = torch.empty(0, dtype=torch.int64, device=preds.device)
     ranked = Ranked(empty, empty, empty.to(torch.float64), size, weight, int(size.numel()))
-    return values, num_rel, ranked
+    by_id = _inverse(order)  # each request's values are gathered back to id order (cheaper than a scatter)
+    columns = Columns(requests, lambda i: value_fns[i](queries, cutoffs[i]).index_select(0, by_id), queries.forget)
+    return columns, num_rel, ranked

@@ -462,3 +462,49 @@ def test_many_requests_are_reduced_one_request_at_a_time(monkeypatch, path):
     assert list(out) == list(ref)
     for key, value in out.items():
         np.testing.assert_allclose(value.item(), ref[key], rtol=1e-12, err_msg=key)
+
+
+# ----------------------------------------------------------------------------- few long lists
+
+
+@pytest.mark.parametrize("form", ["one_flat_query", "one_padded_list", "few_padded_lists"])
+@pytest.mark.parametrize("exponential", [False, True])
+def test_few_long_lists_select_their_top_k_without_sorting(monkeypatch, form, exponential):
+    """One query of 3,000 candidates (or a few of 400): torch.topk of the rank keys, the brute force's values.
+
+    Ties everywhere (scores in 8 values, graded relevance) check the pessimistic tie rule on
+    this path; the sort kernels must not run.
+    """
+    rng = np.random.default_rng(5)
+    num_queries, width = (1, 3000) if form != "few_padded_lists" else (3, 400)
+    preds = torch.tensor(rng.integers(0, 8, size=(num_queries, width)) / 8, dtype=torch.float32)
+    target = torch.tensor(rng.integers(0, 4, size=(num_queries, width)) * (rng.random((num_queries, width)) < 0.2))
+    weights = torch.tensor(rng.uniform(0.5, 2.0, size=num_queries))
+    if form == "one_flat_query":
+        data = {
+            "preds": preds[0],
+            "target": target[0],
+            "indexes": torch.full((width,), 7),
+            "weights": weights.expand(width),
+        }
+    else:
+        data = {"preds": preds, "target": target, "weights": weights}
+    ran = []
+    for module, attr in ((_update, "rank_rows"), (_update, "rank_grid"), (_update, "rank_rows_dense")):
+        real = getattr(module, attr)
+        monkeypatch.setattr(module, attr, lambda *a, _real=real, _name=attr, **kw: ran.append(_name) or _real(*a, **kw))
+    ks = (1, 3, 10, 30)
+    metric = tmx.RankingMetrics(ks=ks, exponential_gain=exponential)
+    metric.update(**data)
+    out = metric.compute()
+    single = tmx.NDCG(k=10, exponential_gain=exponential)
+    single.update(**data)
+    assert ran == []
+    ref = dict_ref(ks, exponential=exponential)(H.to_numpy(data))
+    for key, value in out.items():
+        np.testing.assert_allclose(value.item(), ref[key], rtol=1e-12, err_msg=key)
+    np.testing.assert_allclose(single.compute().item(), ref["ndcg@10"], rtol=1e-12)
+    # a cutoff too long for a selection to pay, or a whole-list request: the sort kernels, the same values
+    whole = tmf.ranking_metrics(**data, ks=(10, None), metrics=("ndcg", "recall"), exponential_gain=exponential)
+    assert ran
+    np.testing.assert_allclose(whole["ndcg@10"].item(), ref["ndcg@10"], rtol=1e-12)

@@ -330,3 +330,60 @@ def grouped_topk_values(
     by_id = _inverse(order)  # each request's values are gathered back to id order (cheaper than a scatter)
     columns = Columns(requests, lambda i: value_fns[i](queries, cutoffs[i]).index_select(0, by_id), queries.forget)
     return columns, num_rel, ranked
+
+
+GRID_TOPK_WIDTH = 256  # lists at least this long (and 8 times the largest cutoff) take torch.topk, not a sort
+
+
+def grid_topk_applies(width: int, requests: Sequence[Request]) -> bool:
+    """Whether :func:`grid_topk_values` takes lists of ``width`` candidates (long lists, small finite cutoffs)."""
+    cutoffs = [k for spec, k in requests if spec.topk_value is not None and k is not None and k <= MAX_K]
+    return len(cutoffs) == len(requests) and width >= max(GRID_TOPK_WIDTH, 8 * max(cutoffs))
+
+
+def grid_topk_values(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None,
+    requests: Sequence[Request],
+    options: RankingOptions,
+) -> tuple[Columns, Tensor, Ranked] | None:
+    """:func:`grouped_topk_values` of ``(G, L)`` full lists (every candidate real), from one ``torch.topk`` per list.
+
+    For few long lists (one query of 100k candidates) the ``k`` best rows come from a partial
+    selection instead of sorting every row: the same integer rank keys as the merge (equal keys
+    are identical rows, so ties follow the sort path's rule), then the merge's own value
+    functions on the ``(k, G)`` keys. ``weights``: ``(G,)`` query weights. ``None`` when
+    :func:`grid_topk_applies` does not hold or the relevance is not a small integer.
+    """
+    num_groups, width = preds.shape
+    if num_groups == 0 or not grid_topk_applies(width, requests):
+        return None
+    graded = integer_relevance(target, MAX_GRADE, torch.int32)
+    if graded is None:
+        return None
+    grades, top_grade = graded
+    grades = grades.to(torch.int32)
+    grade_bits = max(top_grade.bit_length(), 1)
+    key = _rank_keys(preds.reshape(-1), grades.reshape(-1), grade_bits)
+    if key is None:
+        return None
+    cutoffs = [k for _, k in requests if k is not None]
+    kmax = min(max(cutoffs), width)
+    top = torch.topk(key.reshape(num_groups, width), kmax, dim=1, largest=False, sorted=True).values.t().contiguous()
+    relevant = grades > 0
+    num_rel = relevant.sum(1)
+    ideal = None
+    if any(spec.counts_grades for spec, _ in requests):
+        levels = top_grade + 1
+        rows = torch.arange(num_groups, device=preds.device).unsqueeze(1) * levels
+        counts = torch.bincount((rows + grades).reshape(-1), minlength=num_groups * levels)
+        ideal = ideal_dcg_from_counts(counts.reshape(num_groups, levels), width, options.exponential_gain)
+    size = torch.full((num_groups,), width, dtype=torch.int64, device=preds.device)
+    queries = TopQueries(top, (1 << grade_bits) - 1, num_rel, size, ideal, options)
+    weight = None if weights is None else weights.to(torch.float64).clamp_min(0.0).add_(0.0)  # as rank_grid
+    empty = torch.empty(0, dtype=torch.int64, device=preds.device)
+    ranked = Ranked(empty, empty, empty.to(torch.float64), size, weight, num_groups)
+    value_fns = [spec.topk_value for spec, _ in requests]
+    columns = Columns(requests, lambda i: value_fns[i](queries, cutoffs[i]), queries.forget)  # type: ignore[misc]
+    return columns, queries.num_rel, ranked

@@ -40,7 +40,12 @@ from torchmetrics_ext.functional.ranking._kernel import (
     sorted_columns,
 )
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request, request_key
-from torchmetrics_ext.functional.ranking._topk import grouped_topk_values, merge_may_apply
+from torchmetrics_ext.functional.ranking._topk import (
+    grid_topk_applies,
+    grid_topk_values,
+    grouped_topk_values,
+    merge_may_apply,
+)
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 
@@ -74,6 +79,15 @@ def _ranking_update(
             True,
         )
     grid = rows.grid if rows.padded else _equal_runs(rows)
+    whole = grid if grid is not None else _one_long_query(rows, requests)
+    selected = None
+    if whole is not None and whole.keep is None:
+        selected = grid_topk_values(whole.preds, whole.target, whole.weights, requests, options)
+    if selected is not None:  # long full lists, small cutoffs: each list's k best rows by torch.topk, no sort
+        columns, num_rel, ranked = selected
+        return reduce_columns(
+            columns, num_rel, ranked.size, ranked.weight, empty_target_action, remove_single_length_sessions
+        )
     if grid is not None and not merge_may_apply(grid.preds.shape[0], requests):
         # padded lists (or flat rows that are) the top-k merge would not take: each row sorted on its
         # own, the sort path's values bit for bit (first-hit counting's too) at a fraction of its fixed cost
@@ -119,6 +133,23 @@ def _equal_runs(rows: RankingRows) -> PaddedGrid | None:
         return None  # the counts sum to n: with the smallest n / G, all are
     weights = None if rows.weights is None else rows.weights.reshape(num_queries, width).amax(1)
     return PaddedGrid(rows.preds.reshape(num_queries, width), rows.target.reshape(num_queries, width), None, weights)
+
+
+def _one_long_query(rows: RankingRows, requests: Sequence[Request]) -> PaddedGrid | None:
+    """Flat rows of one query long enough for :func:`~._topk.grid_topk_values`, as a ``(1, N)`` list; else ``None``.
+
+    From ``ROWS_PER_ROUND`` rows on (:func:`_equal_runs` takes fewer), where sorting them all is
+    most of the work; one comparison over the ids, only when the requests allow a selection.
+    """
+    n = rows.preds.numel()
+    if (
+        n < _topk.ROWS_PER_ROUND
+        or not grid_topk_applies(n, requests)
+        or not bool((rows.indexes == rows.indexes[0]).all())
+    ):
+        return None
+    weights = None if rows.weights is None else rows.weights.amax().reshape(1)
+    return PaddedGrid(rows.preds.reshape(1, n), rows.target.reshape(1, n), None, weights)
 
 
 def _grid_columns(queries: GridQueries, requests: Sequence[Request]) -> Columns:

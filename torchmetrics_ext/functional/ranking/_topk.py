@@ -33,6 +33,7 @@ that are not float32-exact, or relevance that is not a small integer.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -215,8 +216,31 @@ class TopQueries(QueryStats):
         """``(min(k, kmax), G)`` bool: which of each query's best ``k`` rows are relevant."""
         return self.relevant[: min(k, self.relevant.shape[0])]
 
+    def depth(self, k: int) -> int:
+        """Rows of each query's top ``k`` that the merge kept: ``min(k, kmax)``."""
+        return min(k, self.relevant.shape[0])
+
+    def prefix(self, name: str, terms: Callable[[], Tensor]) -> Tensor:
+        """``(kmax, G)`` running sums over the ranks of ``terms()``, made once per ``name``.
+
+        Row ``d - 1`` sums each query's top ``d`` rows: a metric read at many cutoffs takes one row
+        per cutoff instead of summing its top ``k`` each time.
+        """
+        tables: dict[str, Tensor] = self.__dict__.setdefault("_prefix", {})
+        if name not in tables:
+            tables[name] = torch.cumsum(terms(), 0)
+        return tables[name]
+
     def _count_hits(self, k: int | None) -> Tensor:
-        return self.top(self.relevant.shape[0] if k is None else k).sum(0, dtype=torch.int32).to(torch.float64)
+        counts = self.prefix("hits", lambda: self.relevant.to(torch.int32))
+        return counts[self.depth(self.relevant.shape[0] if k is None else k) - 1].to(torch.float64)
+
+    @cached_property
+    def first_hit(self) -> Tensor:
+        """``(G,)`` int64 0-based rank of each query's first relevant row among the kept ones (``kmax`` for none)."""
+        found = self.relevant.any(0)
+        first = self.relevant.view(torch.uint8).argmax(0)  # the first of equal values
+        return torch.where(found, first, self.relevant.shape[0])
 
     def ideal_dcg(self, k: int) -> Tensor:
         """``(G,)`` IDCG@k: from the merge's grade counts, or a sort of the relevant rows (a spec asks for it)."""

@@ -139,14 +139,13 @@ def _one_long_query(rows: RankingRows, requests: Sequence[Request]) -> PaddedGri
     """Flat rows of one query long enough for :func:`~._topk.grid_topk_values`, as a ``(1, N)`` list; else ``None``.
 
     From ``ROWS_PER_ROUND`` rows on (:func:`_equal_runs` takes fewer), where sorting them all is
-    most of the work; one comparison over the ids, only when the requests allow a selection.
+    most of the work; only when the requests allow a selection, the first and last ids are read
+    (most batches differ there), then one comparison over the ids.
     """
-    n = rows.preds.numel()
-    if (
-        n < _topk.ROWS_PER_ROUND
-        or not grid_topk_applies(n, requests)
-        or not bool((rows.indexes == rows.indexes[0]).all())
-    ):
+    n, ids = rows.preds.numel(), rows.indexes
+    if n < _topk.ROWS_PER_ROUND or not grid_topk_applies(n, requests):
+        return None
+    if not bool(ids[-1] == ids[0]) or not bool((ids == ids[0]).all()):
         return None
     weights = None if rows.weights is None else rows.weights.amax().reshape(1)
     return PaddedGrid(rows.preds.reshape(1, n), rows.target.reshape(1, n), None, weights)

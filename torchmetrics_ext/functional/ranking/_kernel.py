@@ -424,7 +424,7 @@ class QueryStats:
         self.num_rel = num_rel  # (G,) float64 relevant candidates of each query
         self._size = size  # (G,) candidates of each query, any dtype (see `size`)
         self.options = options
-        self.ideal_cutoffs = 1  # how many IDCG@k the caller reads (set by `sorted_values`)
+        self.ideal_cutoffs = 1  # how many IDCG@k the caller reads (set by `sorted_columns`)
         self._hits: dict[int | None, Tensor] = {}
 
     @cached_property
@@ -633,8 +633,8 @@ def sorted_columns(queries: SortedQueries, requests: Sequence[Request]) -> Colum
 def sorted_values(queries: SortedQueries, requests: Sequence[Request]) -> tuple[Tensor, Tensor]:
     """:func:`sorted_columns` side by side: ``(values (G, len(requests)), num_relevant (G,))``.
 
-    Only for a caller that needs every query's values (``evaluate``'s segments); a reduction over
-    all queries reads :func:`sorted_columns` one request at a time instead.
+    Only for a caller that needs every query's values side by side (tests comparing paths); a
+    reduction over queries reads :func:`sorted_columns` one request at a time instead.
     """
     if not requests:
         return queries.num_rel.new_zeros(queries.num_groups, 0), queries.num_rel

@@ -229,6 +229,7 @@ def reduce_columns(
     empty_target_action: str,
     remove_single_length_sessions: bool,
     empty_slots: bool = False,
+    segments: tuple[Tensor, int] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Apply the empty-query policy and weights: ``(sum w·v per request, sum w)``.
 
@@ -238,35 +239,23 @@ def reduce_columns(
     only read with ``remove_single_length_sessions`` or ``empty_slots`` and may be ``None``
     otherwise). ``empty_slots``: there may be query slots of size 0 (past the last query of the
     device path's kernel), which are never counted. ``empty_target_action="error"`` reads
-    whether to raise on the host.
+    whether to raise on the host. ``segments``: ``(segment of each query, number of segments S)``
+    to sum each segment's queries apart (``evaluate --by``): the sums are then ``(S, R)`` and ``(S,)``.
     """
     include, fill = _query_policy(num_rel, size, empty_target_action, remove_single_length_sessions, empty_slots)
     scale, w = _query_weights(include, weight, num_rel)
+    if segments is not None:
+        segment, num_segments = segments
+        value_sum = w.new_zeros(num_segments, len(columns))
+        for i in columns.in_cutoff_order():
+            value_sum[:, i].index_add_(0, segment, _terms(fill(columns(i)), include, scale))
+        return value_sum, w.new_zeros(num_segments).index_add_(0, segment, w)
     sums: list[Tensor] = [num_rel.new_zeros(())] * len(columns)
     for i in columns.in_cutoff_order():
         sums[i] = _terms(fill(columns(i)), include, scale).sum()
     if not sums:
         return num_rel.new_zeros(0), w.sum()
     return torch.stack(sums), w.sum()
-
-
-def query_terms(
-    values: Tensor,
-    num_rel: Tensor,
-    size: Tensor | None,
-    weight: Tensor | None,
-    empty_target_action: str,
-    remove_single_length_sessions: bool,
-    empty_slots: bool = False,
-) -> tuple[Tensor, Tensor]:
-    """Per query, what :func:`reduce_columns` sums: ``(w·v (G, R), w (G,))`` of ``values`` ``(G, R)``.
-
-    ``w`` is 0 for the queries left out. For a caller that sums queries by something else than
-    the whole batch (``evaluate``'s segments: each query's terms added into its segment).
-    """
-    include, fill = _query_policy(num_rel, size, empty_target_action, remove_single_length_sessions, empty_slots)
-    scale, w = _query_weights(include, weight, num_rel)
-    return _terms(fill(values), include, scale), w
 
 
 def _query_policy(
@@ -283,7 +272,7 @@ def _query_policy(
     include = None  # every query (a query of the sort paths has at least one row)
     if remove_single_length_sessions or empty_slots:
         if size is None:
-            raise ValueError("query_terms needs the query sizes to leave out single-row or empty queries.")
+            raise ValueError("reduce_columns needs the query sizes to leave out single-row or empty queries.")
         include = size > (1 if remove_single_length_sessions else 0)
     if empty_target_action == "skip":
         has_rel = num_rel != 0
@@ -300,17 +289,12 @@ def _query_policy(
             )
     if empty_target_action in ("zero", "one"):
         value = 0.0 if empty_target_action == "zero" else 1.0
-        return include, lambda values: torch.where(_per_query(empty, values), value, values)
+        return include, lambda values: torch.where(empty, value, values)
     return include, _unchanged
 
 
 def _unchanged(values: Tensor) -> Tensor:
     return values
-
-
-def _per_query(column: Tensor, values: Tensor) -> Tensor:
-    """A ``(G,)`` per-query ``column`` shaped to broadcast against ``values`` (``(G,)`` or ``(G, R)``)."""
-    return column if values.ndim == 1 else column.unsqueeze(1)
 
 
 def _query_weights(include: Tensor | None, weight: Tensor | None, num_rel: Tensor) -> tuple[Tensor | None, Tensor]:
@@ -329,8 +313,8 @@ def _query_weights(include: Tensor | None, weight: Tensor | None, num_rel: Tenso
 def _terms(values: Tensor, include: Tensor | None, scale: Tensor | None) -> Tensor:
     """Each query's term ``w·v``: ``values`` times ``scale``, 0 for the queries left out (whatever their value)."""
     if scale is not None:
-        values = values * _per_query(scale, values)
+        values = values * scale
     if include is None:
         return values
     # queries left out contribute 0, whatever their value (an empty slot's may be 0 / 0)
-    return torch.where(_per_query(include, values), values, 0.0)
+    return torch.where(include, values, 0.0)

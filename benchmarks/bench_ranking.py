@@ -12,7 +12,8 @@ the same rows (ours also times F1@10 and R-precision), one thread (``torch.set_n
 
 Run: ``python benchmarks/bench_ranking.py`` (about 4 minutes) or ``--quick`` (5,000 queries);
 ``--ours-only`` times torchmetrics_ext alone, for before/after comparisons of our code (copy
-this script into the other checkout's ``benchmarks/`` and run both, alternating).
+this script into the other checkout's ``benchmarks/`` and run both, alternating). ``--one-query``
+times one query of 1k and of 100k candidates (update + compute) against TorchMetrics.
 """
 
 from __future__ import annotations
@@ -120,6 +121,34 @@ def anchor_libraries(
     return results, note
 
 
+def one_query() -> None:
+    """``--one-query``: one query of 1k and of 100k candidates, update + compute (+ reset), ours vs TorchMetrics."""
+    from torchmetrics.retrieval import RetrievalNormalizedDCG
+
+    for n in (1_000, 100_000):
+        rng = np.random.default_rng(0)
+        preds = torch.from_numpy(rng.random(n, dtype=np.float32))
+        target = torch.from_numpy(rng.integers(1, 4, size=n) * (rng.random(n) < 0.2))
+        flat = {"preds": preds, "target": target, "indexes": torch.zeros(n, dtype=torch.long)}
+        padded = {"preds": preds[None], "target": target[None]}
+        cases = {
+            "NDCG(k=10), flat rows": (tmx.NDCG(k=10), flat),
+            "NDCG(k=10), one (1, n) list": (tmx.NDCG(k=10), padded),
+            "RankingMetrics(ks=(1, 5, 10)), flat": (tmx.RankingMetrics(ks=(1, 5, 10)), flat),
+            "TorchMetrics RetrievalNormalizedDCG(top_k=10)": (RetrievalNormalizedDCG(top_k=10), flat),
+        }
+        for name, (metric, batch) in cases.items():
+
+            def step(metric: Any = metric, batch: dict[str, torch.Tensor] = batch) -> Any:
+                metric.reset()
+                metric.update(**batch)
+                return metric.compute()
+
+            seconds, out = timed(step, repeat=30)
+            value = out["ndcg@10"] if isinstance(out, dict) else out
+            print(f"1 query x {n:>7} candidates  {name:<46} {seconds * 1e3:8.3f} ms  ndcg@10 {float(value):.8f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--queries", type=int, default=50_000)
@@ -129,7 +158,15 @@ def main() -> None:
         "--ours-only", action="store_true", help="time torchmetrics_ext alone (before/after comparisons of our code)"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch and ranx threads (default 1)")
+    parser.add_argument(
+        "--one-query", action="store_true", help="one query of 1k and of 100k candidates, ours vs TorchMetrics"
+    )
     args = parser.parse_args()
+    if args.one_query:
+        torch.set_num_threads(args.threads)
+        warnings.filterwarnings("ignore")
+        one_query()
+        return
     global THREADS
     THREADS = args.threads
     num_queries = 5_000 if args.quick else args.queries

@@ -17,12 +17,13 @@ from hypothesis import strategies as st
 
 import torchmetrics_ext as tmx
 from tests.helpers import tester as H
-from tests.test_ranking import CASES, FLAT_KEYS, dict_ref, flat_data, single_ref
+from tests.test_ranking import ALL, CASES, FLAT_KEYS, dict_ref, flat_data, padded_data, single_ref
 from torchmetrics_ext import functional as tmf
 from torchmetrics_ext.functional.ranking import _kernel, _topk, _update
 from torchmetrics_ext.functional.ranking._kernel import SortedQueries, rank_rows, sorted_values
 from torchmetrics_ext.functional.ranking._registry import SPECS
 from torchmetrics_ext.functional.ranking._spec import RankingOptions
+from torchmetrics_ext.utilities.device import force_device_path
 
 TOPK_METRICS = [name for name, spec in SPECS.items() if spec.topk_value is not None]
 FIRST_HIT_METRICS = [name for name, spec in SPECS.items() if spec.first_hit_value is not None]
@@ -31,7 +32,11 @@ FIRST_HIT_METRICS = [name for name, spec in SPECS.items() if spec.first_hit_valu
 def topk_values(preds, target, indexes, weights, requests, **options):
     """The top-k merge on ``(name, k)`` requests (the kernels take specs)."""
     named = [(SPECS[name], k) for name, k in requests]
-    return _topk.grouped_topk_values(preds, target, indexes, weights, named, RankingOptions(**options))
+    fast = _topk.grouped_topk_values(preds, target, indexes, weights, named, RankingOptions(**options))
+    if fast is None:
+        return None
+    columns, num_rel, ranked = fast
+    return columns.stacked(), num_rel, ranked
 
 
 def test_first_hit_path_equals_sort_path():
@@ -413,3 +418,93 @@ def test_ranking_in_update_has_a_small_fixed_cost(make, complete, limit):
     if not H.WIDE_UNSIGNED_OK:  # PyTorch 2.3 records more top-level ops (a fill_ per wrapped scalar)
         limit = limit * 13 // 10
     assert len(ops) <= limit, (len(ops), ops)
+
+
+# ----------------------------------------------------------------------------- many requests
+
+
+_KERNELS = {"merge": (_topk, "_merge_topk"), "sort": (_update, "rank_rows"), "padded": (_update, "rank_grid")}
+_KERNELS["device"] = (_update, "rank_rows_dense")
+
+
+@pytest.mark.parametrize("path", ["merge", "sort", "first_hit", "padded", "device"])
+def test_many_requests_are_reduced_one_request_at_a_time(monkeypatch, path):
+    """144 requests (24 cutoffs x 6 metrics) on every path: the brute force's values, no (queries, requests) matrix.
+
+    Each request's per-query values are reduced to their weighted sum as soon as they are made,
+    so what reaches the reduction is one ``(G,)`` vector per request, never ``(G, 144)``.
+    """
+    if path == "merge":
+        monkeypatch.setattr(_topk, "ROWS_PER_ROUND", 0)  # the merge takes small data too
+    rng = np.random.default_rng(21)
+    metrics = FIRST_HIT_METRICS if path == "first_hit" else ALL
+    if path in ("padded", "device"):
+        data = padded_data(rng, num_queries=150, width=30, ties=True)
+        if path == "padded":  # full lists: the row-by-row grid (a mask takes the device kernel)
+            del data["mask"]
+    else:
+        data = flat_data(rng, num_queries=150, max_len=30, ties=True, weights=True, grouped=path == "merge")
+    ran, shapes = [], []
+    for name, (module, attr) in _KERNELS.items():
+        real = getattr(module, attr)
+        monkeypatch.setattr(module, attr, lambda *a, _real=real, _name=name, **kw: ran.append(_name) or _real(*a, **kw))
+    terms = _update._terms
+    monkeypatch.setattr(_update, "_terms", lambda values, *a: shapes.append(tuple(values.shape)) or terms(values, *a))
+    ks = tuple(range(1, 25))
+    metric = tmx.RankingMetrics(ks=ks, metrics=metrics)
+    with force_device_path(path == "device"):
+        metric.update(**data)
+        out = metric.compute()
+    assert ran == ([] if path == "first_hit" else [path])
+    assert len(shapes) == len(metric.requests) == len(ks) * len(metrics)
+    assert all(len(shape) == 1 for shape in shapes), shapes[:3]
+    ref = dict_ref(ks, metrics=metrics)(H.to_numpy(data))
+    assert list(out) == list(ref)
+    for key, value in out.items():
+        np.testing.assert_allclose(value.item(), ref[key], rtol=1e-12, err_msg=key)
+
+
+# ----------------------------------------------------------------------------- few long lists
+
+
+@pytest.mark.parametrize("form", ["one_flat_query", "one_padded_list", "few_padded_lists"])
+@pytest.mark.parametrize("exponential", [False, True])
+def test_few_long_lists_select_their_top_k_without_sorting(monkeypatch, form, exponential):
+    """One query of 3,000 candidates (or a few of 400): torch.topk of the rank keys, the brute force's values.
+
+    Ties everywhere (scores in 8 values, graded relevance) check the pessimistic tie rule on
+    this path; the sort kernels must not run.
+    """
+    rng = np.random.default_rng(5)
+    num_queries, width = (1, 3000) if form != "few_padded_lists" else (3, 400)
+    preds = torch.tensor(rng.integers(0, 8, size=(num_queries, width)) / 8, dtype=torch.float32)
+    target = torch.tensor(rng.integers(0, 4, size=(num_queries, width)) * (rng.random((num_queries, width)) < 0.2))
+    weights = torch.tensor(rng.uniform(0.5, 2.0, size=num_queries))
+    if form == "one_flat_query":
+        data = {
+            "preds": preds[0],
+            "target": target[0],
+            "indexes": torch.full((width,), 7),
+            "weights": weights.expand(width),
+        }
+    else:
+        data = {"preds": preds, "target": target, "weights": weights}
+    ran = []
+    for module, attr in ((_update, "rank_rows"), (_update, "rank_grid"), (_update, "rank_rows_dense")):
+        real = getattr(module, attr)
+        monkeypatch.setattr(module, attr, lambda *a, _real=real, _name=attr, **kw: ran.append(_name) or _real(*a, **kw))
+    ks = (1, 3, 10, 30)
+    metric = tmx.RankingMetrics(ks=ks, exponential_gain=exponential)
+    metric.update(**data)
+    out = metric.compute()
+    single = tmx.NDCG(k=10, exponential_gain=exponential)
+    single.update(**data)
+    assert ran == []
+    ref = dict_ref(ks, exponential=exponential)(H.to_numpy(data))
+    for key, value in out.items():
+        np.testing.assert_allclose(value.item(), ref[key], rtol=1e-12, err_msg=key)
+    np.testing.assert_allclose(single.compute().item(), ref["ndcg@10"], rtol=1e-12)
+    # a cutoff too long for a selection to pay, or a whole-list request: the sort kernels, the same values
+    whole = tmf.ranking_metrics(**data, ks=(10, None), metrics=("ndcg", "recall"), exponential_gain=exponential)
+    assert ran
+    np.testing.assert_allclose(whole["ndcg@10"].item(), ref["ndcg@10"], rtol=1e-12)

@@ -51,9 +51,9 @@ from torchmetrics_ext.functional.auc.pairwise import (
     _regression_auc_compute,
     _xauc_compute,
 )
-from torchmetrics_ext.functional.ranking._kernel import SortedQueries, rank_rows, sorted_values
+from torchmetrics_ext.functional.ranking._kernel import SortedQueries, rank_rows, sorted_columns
 from torchmetrics_ext.functional.ranking._spec import request_key
-from torchmetrics_ext.functional.ranking._update import _ranking_compute, query_terms
+from torchmetrics_ext.functional.ranking._update import _ranking_compute, reduce_columns
 from torchmetrics_ext.metrics.auc import AUC, AUPRC, XAUC, GroupedAUC, GroupedAUPRC, RegressionAUC
 from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
 from torchmetrics_ext.metrics.ranking import RankingMetrics
@@ -245,22 +245,20 @@ def _rankings(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[str | 
     assert isinstance(metric, RankingMetrics)
     sessions = torch.unique(batch.sessions, return_inverse=True)[1]
     queries, query_segment = _pairs(batch.segment, batch.num_segments, sessions)
-    num_requests = len(metric.requests)
     per_task = []
     with collecting_undefined() as entries:  # one warning per task: joined into one (T, S) warning below
         for task in range(batch.num_tasks):  # a loop over tasks, as the module's
             ranked = rank_rows(preds[task], batch.target[task], queries, batch.weights)
-            values, num_rel = sorted_values(SortedQueries(ranked, metric.options), metric.requests)
-            terms, weight = query_terms(
-                values,
-                num_rel,
+            sorted_queries = SortedQueries(ranked, metric.options)
+            value_sum, weight_sum = reduce_columns(  # request by request: no (queries, requests) matrix
+                sorted_columns(sorted_queries, metric.requests),
+                sorted_queries.num_rel,
                 ranked.size,
                 ranked.weight,
                 metric.empty_target_action,
                 metric.remove_single_length_sessions,
+                segments=(query_segment, batch.num_segments),
             )
-            value_sum = terms.new_zeros(batch.num_segments, num_requests).index_add_(0, query_segment, terms)
-            weight_sum = weight.new_zeros(batch.num_segments).index_add_(0, query_segment, weight)
             per_task.append(_ranking_compute(value_sum, weight_sum.unsqueeze(1), metric._label, metric.requests))
     if entries:
         flagged = torch.stack([entry.undefined.reshape(-1) for entry in entries])

@@ -15,6 +15,7 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.functional.ranking._columns import Columns
 from torchmetrics_ext.functional.ranking._kernel import Ranked
 from torchmetrics_ext.functional.ranking._spec import Request
 
@@ -48,13 +49,13 @@ def first_hit_values(
     indexes: Tensor,
     weights: Tensor | None,
     requests: Sequence[Request],
-) -> tuple[Tensor, Tensor, Ranked] | None:
+) -> tuple[Columns, Tensor, Ranked] | None:
     """Per-query values of requests that only need each query's first relevant row, or ``None``.
 
     Used when every request's spec has a ``first_hit_value`` and query ids are dense enough to
     index a table (range <= 4 N + 1024); returns ``None`` otherwise (the sort path runs).
-    Returns ``(values (G, len(requests)), num_relevant (G,), ranked)`` like the sort path
-    (``ranked`` carries only sizes and weights).
+    Returns ``(columns, num_relevant (G,), ranked)`` like the sort path (one request's ``(G,)``
+    values at a time; ``ranked`` carries only sizes and weights).
     """
     value_fns = [fn for spec, _ in requests if (fn := spec.first_hit_value) is not None]
     if not value_fns or len(value_fns) < len(requests):
@@ -90,8 +91,6 @@ def first_hit_values(
         weight = weight.scatter_reduce_(0, qkey, weights, "amax")[present]
     ahead, size, num_rel = ahead[present], size[present], num_rel[present]
     hits = FirstHits(ahead, num_rel > 0)
-    columns = [fn(hits, k) for fn, (_, k) in zip(value_fns, requests)]
-    values = columns[0].unsqueeze(1) if len(columns) == 1 else torch.stack(columns, 1)
     empty = torch.empty(0, dtype=torch.int64, device=preds.device)
     ranked = Ranked(empty, empty, empty.to(torch.float64), size, weight, int(present.numel()))
-    return values, num_rel.to(torch.float64), ranked
+    return Columns(requests, lambda i: value_fns[i](hits, requests[i][1])), num_rel.to(torch.float64), ranked

@@ -33,6 +33,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.functional.ranking._columns import Columns
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
 
 _INT_TARGET_LIMIT = 1 << 20
@@ -423,7 +424,7 @@ class QueryStats:
         self.num_rel = num_rel  # (G,) float64 relevant candidates of each query
         self._size = size  # (G,) candidates of each query, any dtype (see `size`)
         self.options = options
-        self.ideal_cutoffs = 1  # how many IDCG@k the caller reads (set by `sorted_values`)
+        self.ideal_cutoffs = 1  # how many IDCG@k the caller reads (set by `sorted_columns`)
         self._hits: dict[int | None, Tensor] = {}
 
     @cached_property
@@ -449,6 +450,10 @@ class QueryStats:
 
     def _count_hits(self, k: int | None) -> Tensor:
         raise NotImplementedError
+
+    def forget(self, k: int | None) -> None:
+        """Drop what was cached for cutoff ``k`` (its hit counts): every request at ``k`` has been read."""
+        self._hits.pop(k, None)
 
     def precision_denominator(self, k: int | None) -> Tensor:
         """``k`` (``min(k, n_q)`` with ``adaptive_k``; ``n_q`` for the whole list) per query, float64."""
@@ -489,6 +494,12 @@ class SortedQueries(QueryStats):
         if k not in self._in_k:
             self._in_k[k] = self.pos < k
         return self._in_k[k]
+
+    def forget(self, k: int | None) -> None:
+        """Drop what was cached for cutoff ``k`` (its hit counts and which relevant rows rank within it)."""
+        super().forget(k)
+        if k is not None:
+            self._in_k.pop(k, None)
 
     def sum(self, values: Tensor | None = None, keep: Tensor | None = None) -> Tensor:
         """``(G,)`` float64 per-query sum of ``values`` (or count) over the relevant rows ``keep`` (or all)."""
@@ -608,19 +619,23 @@ class GridQueries(SortedQueries):
         return torch.cumsum(self.relevant, 1)[self.group, self.pos].sub_(1)
 
 
-def sorted_values(queries: SortedQueries, requests: Sequence[Request]) -> tuple[Tensor, Tensor]:
-    """Per-query values of each ``(spec, k)`` request on the sort path; ``k=None`` is the whole list.
+def sorted_columns(queries: SortedQueries, requests: Sequence[Request]) -> Columns:
+    """Per-query values of each ``(spec, k)`` request on the sort path, made one request at a time.
 
     ``queries``: :class:`SortedQueries` of the ranked rows (or the device path's
-    :class:`~torchmetrics_ext.functional.ranking._dense.DenseQueries`).
-
-    Returns:
-        ``(values, num_relevant)``: ``values`` is ``(G, len(requests))`` float64 (entries of
-        queries without relevant rows are 0 and replaced by the caller's policy);
-        ``num_relevant`` is ``(G,)``.
+    :class:`~torchmetrics_ext.functional.ranking._dense.DenseQueries`); ``k=None`` is the whole
+    list. Entries of queries without relevant rows are 0 (replaced by the caller's policy).
     """
     queries.ideal_cutoffs = max(1, sum(spec.counts_grades for spec, _ in requests))
-    columns = [spec.sort_value(queries, k) for spec, k in requests]
-    if not columns:
+    return Columns(requests, lambda i: requests[i][0].sort_value(queries, requests[i][1]), queries.forget)
+
+
+def sorted_values(queries: SortedQueries, requests: Sequence[Request]) -> tuple[Tensor, Tensor]:
+    """:func:`sorted_columns` side by side: ``(values (G, len(requests)), num_relevant (G,))``.
+
+    Only for a caller that needs every query's values side by side (tests comparing paths); a
+    reduction over queries reads :func:`sorted_columns` one request at a time instead.
+    """
+    if not requests:
         return queries.num_rel.new_zeros(queries.num_groups, 0), queries.num_rel
-    return (columns[0].unsqueeze(1) if len(columns) == 1 else torch.stack(columns, 1)), queries.num_rel
+    return sorted_columns(queries, requests).stacked(), queries.num_rel

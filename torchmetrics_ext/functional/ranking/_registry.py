@@ -63,8 +63,8 @@ def _mrr_sorted(queries: SortedQueries, k: int | None) -> Tensor:
 
 
 def _mrr_top(queries: TopQueries, k: int) -> Tensor:
-    relevant = queries.top(k)  # the largest 1 / rank among relevant entries (argmax over dim 0 is slow)
-    return (relevant / queries.ranks[: relevant.shape[0]]).amax(0)
+    first = queries.first_hit  # found once for every cutoff
+    return torch.where(first < queries.depth(k), (first + 1).to(torch.float64).reciprocal(), 0.0)
 
 
 def _mrr_first_hit(hits: FirstHits, k: int | None) -> Tensor:
@@ -84,9 +84,11 @@ def _map_sorted(queries: SortedQueries, k: int | None) -> Tensor:
 
 
 def _map_top(queries: TopQueries, k: int) -> Tensor:
-    relevant = queries.top(k)
-    precision = torch.cumsum(relevant, 0, dtype=torch.int32).to(torch.float64) / queries.ranks[: relevant.shape[0]]
-    return (precision * relevant).sum(0) / queries.safe_rel
+    def precision_at_hits() -> Tensor:
+        relevant = queries.relevant
+        return torch.cumsum(relevant, 0, dtype=torch.int32).to(torch.float64) / queries.ranks * relevant
+
+    return queries.prefix("map", precision_at_hits)[queries.depth(k) - 1] / queries.safe_rel
 
 
 # ----------------------------------------------------------------------------- NDCG
@@ -101,10 +103,11 @@ def _ndcg_sorted(queries: SortedQueries, k: int | None) -> Tensor:
 
 
 def _ndcg_top(queries: TopQueries, k: int) -> Tensor:
-    depth = queries.top(k).shape[0]
-    gains = gain(queries.grade[:depth].to(torch.float64), queries.options.exponential_gain)
-    dcg = (gains * discount(torch.arange(depth, device=gains.device)).unsqueeze(1)).sum(0)
-    return _normalise(dcg, queries.ideal_dcg(k))
+    def gain_discount() -> Tensor:
+        gains = gain(queries.grade.to(torch.float64), queries.options.exponential_gain)
+        return gains * discount(torch.arange(gains.shape[0], device=gains.device)).unsqueeze(1)
+
+    return _normalise(queries.prefix("dcg", gain_discount)[queries.depth(k) - 1], queries.ideal_dcg(k))
 
 
 # ----------------------------------------------------------------------------- the registry

@@ -33,10 +33,12 @@ that are not float32-exact, or relevance that is not a small integer.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import cached_property
 
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.functional.ranking._columns import Columns
 from torchmetrics_ext.functional.ranking._kernel import (
     QueryStats,
     Ranked,
@@ -214,8 +216,31 @@ class TopQueries(QueryStats):
         """``(min(k, kmax), G)`` bool: which of each query's best ``k`` rows are relevant."""
         return self.relevant[: min(k, self.relevant.shape[0])]
 
+    def depth(self, k: int) -> int:
+        """Rows of each query's top ``k`` that the merge kept: ``min(k, kmax)``."""
+        return min(k, self.relevant.shape[0])
+
+    def prefix(self, name: str, terms: Callable[[], Tensor]) -> Tensor:
+        """``(kmax, G)`` running sums over the ranks of ``terms()``, made once per ``name``.
+
+        Row ``d - 1`` sums each query's top ``d`` rows: a metric read at many cutoffs takes one row
+        per cutoff instead of summing its top ``k`` each time.
+        """
+        tables: dict[str, Tensor] = self.__dict__.setdefault("_prefix", {})
+        if name not in tables:
+            tables[name] = torch.cumsum(terms(), 0)
+        return tables[name]
+
     def _count_hits(self, k: int | None) -> Tensor:
-        return self.top(self.relevant.shape[0] if k is None else k).sum(0, dtype=torch.int32).to(torch.float64)
+        counts = self.prefix("hits", lambda: self.relevant.to(torch.int32))
+        return counts[self.depth(self.relevant.shape[0] if k is None else k) - 1].to(torch.float64)
+
+    @cached_property
+    def first_hit(self) -> Tensor:
+        """``(G,)`` int64 0-based rank of each query's first relevant row among the kept ones (``kmax`` for none)."""
+        found = self.relevant.any(0)
+        first = self.relevant.view(torch.uint8).argmax(0)  # the first of equal values
+        return torch.where(found, first, self.relevant.shape[0])
 
     def ideal_dcg(self, k: int) -> Tensor:
         """``(G,)`` IDCG@k: from the merge's grade counts, or a sort of the relevant rows (a spec asks for it)."""
@@ -252,6 +277,11 @@ def _by_id(values: Tensor, order: Tensor) -> Tensor:
     return out
 
 
+def _inverse(order: Tensor) -> Tensor:
+    """The permutation undoing ``order``: gathering ``values`` by it puts them in query id order as _by_id does."""
+    return _by_id(torch.arange(order.numel(), device=order.device), order)
+
+
 def merge_may_apply(num_queries: int, requests: Sequence[Request]) -> bool:
     """Whether :func:`grouped_topk_values` may take padded lists of ``num_queries`` queries.
 
@@ -272,12 +302,13 @@ def grouped_topk_values(
     requests: Sequence[Request],
     options: RankingOptions,
     preds_writable: bool = False,
-) -> tuple[Tensor, Tensor, Ranked] | None:
+) -> tuple[Columns, Tensor, Ranked] | None:
     """Per-query values of finite-cutoff requests for rows grouped by query, or ``None``.
 
     Applies when every request has a cutoff ``k <= MAX_K`` and a spec with a ``topk_value``.
-    Returns ``(values (G, len(requests)), num_relevant (G,), ranked)`` like the sort path
-    (queries in id order; ``ranked`` carries only sizes and weights), with the same values.
+    Returns ``(columns, num_relevant (G,), ranked)`` like the sort path (queries in id order,
+    one request's ``(G,)`` values at a time; ``ranked`` carries only sizes and weights), with the
+    same values.
     ``preds_writable``: ``preds`` is a private copy that may be overwritten (and then is).
     """
     n = preds.numel()
@@ -316,9 +347,67 @@ def grouped_topk_values(
     if counts is not None:
         ideal = ideal_dcg_from_counts(counts, longest, options.exponential_gain)
     queries = TopQueries(top, (1 << grade_bits) - 1, num_rel, size_ordered, ideal, options)
-    values = torch.stack([fn(queries, k) for fn, k in zip(value_fns, cutoffs)], 1)
-    values, num_rel = _by_id(values, order), _by_id(queries.num_rel, order)  # every path reduces in id order
+    num_rel = _by_id(queries.num_rel, order)  # every path reduces in id order
     weight = None if weight is None else _by_id(weight, order)
     empty = torch.empty(0, dtype=torch.int64, device=preds.device)
     ranked = Ranked(empty, empty, empty.to(torch.float64), size, weight, int(size.numel()))
-    return values, num_rel, ranked
+    by_id = _inverse(order)  # each request's values are gathered back to id order (cheaper than a scatter)
+    columns = Columns(requests, lambda i: value_fns[i](queries, cutoffs[i]).index_select(0, by_id), queries.forget)
+    return columns, num_rel, ranked
+
+
+GRID_TOPK_WIDTH = 256  # lists at least this long (and 8 times the largest cutoff) take torch.topk, not a sort
+
+
+def grid_topk_applies(width: int, requests: Sequence[Request]) -> bool:
+    """Whether :func:`grid_topk_values` takes lists of ``width`` candidates (long lists, small finite cutoffs)."""
+    cutoffs = [k for spec, k in requests if spec.topk_value is not None and k is not None and k <= MAX_K]
+    return len(cutoffs) == len(requests) and width >= max(GRID_TOPK_WIDTH, 8 * max(cutoffs))
+
+
+def grid_topk_values(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None,
+    requests: Sequence[Request],
+    options: RankingOptions,
+) -> tuple[Columns, Tensor, Ranked] | None:
+    """:func:`grouped_topk_values` of ``(G, L)`` full lists (every candidate real), from one ``torch.topk`` per list.
+
+    For few long lists (one query of 100k candidates) the ``k`` best rows come from a partial
+    selection instead of sorting every row: the same integer rank keys as the merge (equal keys
+    are identical rows, so ties follow the sort path's rule), then the merge's own value
+    functions on the ``(k, G)`` keys. ``weights``: ``(G,)`` query weights. ``None`` when
+    :func:`grid_topk_applies` does not hold or the relevance is not a small integer.
+    """
+    num_groups, width = preds.shape
+    if num_groups == 0 or not grid_topk_applies(width, requests):
+        return None
+    graded = integer_relevance(target, MAX_GRADE, torch.int32)
+    if graded is None:
+        return None
+    grades, top_grade = graded
+    grades = grades.to(torch.int32)
+    grade_bits = max(top_grade.bit_length(), 1)
+    key = _rank_keys(preds.reshape(-1), grades.reshape(-1), grade_bits)
+    if key is None:
+        return None
+    cutoffs = [k for _, k in requests if k is not None]
+    kmax = min(max(cutoffs), width)
+    top = torch.topk(key.reshape(num_groups, width), kmax, dim=1, largest=False, sorted=True).values.t().contiguous()
+    relevant = grades > 0
+    num_rel = relevant.sum(1)
+    ideal = None
+    if any(spec.counts_grades for spec, _ in requests):
+        levels = top_grade + 1
+        rows = torch.arange(num_groups, device=preds.device).unsqueeze(1) * levels
+        counts = torch.bincount((rows + grades).reshape(-1), minlength=num_groups * levels)
+        ideal = ideal_dcg_from_counts(counts.reshape(num_groups, levels), width, options.exponential_gain)
+    size = torch.full((num_groups,), width, dtype=torch.int64, device=preds.device)
+    queries = TopQueries(top, (1 << grade_bits) - 1, num_rel, size, ideal, options)
+    weight = None if weights is None else weights.to(torch.float64).clamp_min(0.0).add_(0.0)  # as rank_grid
+    empty = torch.empty(0, dtype=torch.int64, device=preds.device)
+    ranked = Ranked(empty, empty, empty.to(torch.float64), size, weight, num_groups)
+    value_fns = [spec.topk_value for spec, _ in requests]
+    columns = Columns(requests, lambda i: value_fns[i](queries, cutoffs[i]), queries.forget)  # type: ignore[misc]
+    return columns, queries.num_rel, ranked

@@ -15,13 +15,15 @@ a functional call.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.ranking import _topk
+from torchmetrics_ext.functional.ranking._columns import Columns
 from torchmetrics_ext.functional.ranking._dense import DenseQueries, rank_rows_dense
 from torchmetrics_ext.functional.ranking._first_hit import FirstHits, first_hit_values
 from torchmetrics_ext.functional.ranking._inputs import (
@@ -35,10 +37,15 @@ from torchmetrics_ext.functional.ranking._kernel import (
     SortedQueries,
     rank_grid,
     rank_rows,
-    sorted_values,
+    sorted_columns,
 )
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request, request_key
-from torchmetrics_ext.functional.ranking._topk import grouped_topk_values, merge_may_apply
+from torchmetrics_ext.functional.ranking._topk import (
+    grid_topk_applies,
+    grid_topk_values,
+    grouped_topk_values,
+    merge_may_apply,
+)
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 
@@ -61,19 +68,38 @@ def _ranking_update(
         return torch.zeros(len(requests), dtype=torch.float64, device=rows.preds.device), zero
     if dense or rows.valid is not None:
         ranked, relevant = rank_rows_dense(rows.preds, rows.target, rows.indexes, rows.weights, rows.valid)
-        values, num_rel = sorted_values(DenseQueries(ranked, relevant, options), requests)
-        return reduce_queries(
-            values, num_rel, ranked.size, ranked.weight, empty_target_action, remove_single_length_sessions, True
+        dense_queries = DenseQueries(ranked, relevant, options)
+        return reduce_columns(
+            sorted_columns(dense_queries, requests),
+            dense_queries.num_rel,
+            ranked.size,
+            ranked.weight,
+            empty_target_action,
+            remove_single_length_sessions,
+            True,
         )
     grid = rows.grid if rows.padded else _equal_runs(rows)
+    whole = grid if grid is not None else _one_long_query(rows, requests)
+    selected = None
+    if whole is not None and whole.keep is None:
+        selected = grid_topk_values(whole.preds, whole.target, whole.weights, requests, options)
+    if selected is not None:  # long full lists, small cutoffs: each list's k best rows by torch.topk, no sort
+        columns, num_rel, ranked = selected
+        return reduce_columns(
+            columns, num_rel, ranked.size, ranked.weight, empty_target_action, remove_single_length_sessions
+        )
     if grid is not None and not merge_may_apply(grid.preds.shape[0], requests):
         # padded lists (or flat rows that are) the top-k merge would not take: each row sorted on its
         # own, the sort path's values bit for bit (first-hit counting's too) at a fraction of its fixed cost
         queries = GridQueries(*rank_grid(*grid), options, rows.target_max)
-        values = _grid_values(queries, requests)
         size = queries.query_size if remove_single_length_sessions else None  # read for nothing else
-        return reduce_queries(
-            values, queries.num_rel, size, queries.weight, empty_target_action, remove_single_length_sessions
+        return reduce_columns(
+            _grid_columns(queries, requests),
+            queries.num_rel,
+            size,
+            queries.weight,
+            empty_target_action,
+            remove_single_length_sessions,
         )
     args = (rows.preds, rows.target, rows.indexes, rows.weights, requests)
     fast = grouped_topk_values(*args, options, preds_writable=rows.preds_writable)
@@ -81,11 +107,12 @@ def _ranking_update(
         fast = first_hit_values(*args)
     if fast is None:
         ranked = rank_rows(rows.preds, rows.target, rows.indexes, rows.weights)
-        values, num_rel = sorted_values(SortedQueries(ranked, options), requests)
+        sorted_queries = SortedQueries(ranked, options)
+        columns, num_rel = sorted_columns(sorted_queries, requests), sorted_queries.num_rel
     else:
-        values, num_rel, ranked = fast
-    return reduce_queries(
-        values, num_rel, ranked.size, ranked.weight, empty_target_action, remove_single_length_sessions
+        columns, num_rel, ranked = fast
+    return reduce_columns(
+        columns, num_rel, ranked.size, ranked.weight, empty_target_action, remove_single_length_sessions
     )
 
 
@@ -108,25 +135,41 @@ def _equal_runs(rows: RankingRows) -> PaddedGrid | None:
     return PaddedGrid(rows.preds.reshape(num_queries, width), rows.target.reshape(num_queries, width), None, weights)
 
 
-def _grid_values(queries: GridQueries, requests: Sequence[Request]) -> Tensor:
-    """:func:`sorted_values` of padded lists; a first-hit value is read off each query's first relevant row.
+def _one_long_query(rows: RankingRows, requests: Sequence[Request]) -> PaddedGrid | None:
+    """Flat rows of one query long enough for :func:`~._topk.grid_topk_values`, as a ``(1, N)`` list; else ``None``.
+
+    From ``ROWS_PER_ROUND`` rows on (:func:`_equal_runs` takes fewer), where sorting them all is
+    most of the work; only when the requests allow a selection, the first and last ids are read
+    (most batches differ there), then one comparison over the ids.
+    """
+    n, ids = rows.preds.numel(), rows.indexes
+    if n < _topk.ROWS_PER_ROUND or not grid_topk_applies(n, requests):
+        return None
+    if not bool(ids[-1] == ids[0]) or not bool((ids == ids[0]).all()):
+        return None
+    weights = None if rows.weights is None else rows.weights.amax().reshape(1)
+    return PaddedGrid(rows.preds.reshape(1, n), rows.target.reshape(1, n), None, weights)
+
+
+def _grid_columns(queries: GridQueries, requests: Sequence[Request]) -> Columns:
+    """:func:`sorted_columns` of padded lists; a first-hit value is read off each query's first relevant row.
 
     Equal to the sort path's value bit for bit (the same reciprocal rank or hit flag, where the
     sort path adds the one row's value to 0.0), and cheaper on a grid.
     """
-    queries.ideal_cutoffs = max(1, sum(spec.counts_grades for spec, _ in requests))  # as sorted_values
-    hits = None
-    columns = []
-    for spec, k in requests:
+    queries.ideal_cutoffs = max(1, sum(spec.counts_grades for spec, _ in requests))  # as sorted_columns
+
+    @functools.cache
+    def first_hits() -> FirstHits:  # the first relevant entry's position: argmax returns the first of equal values
+        return FirstHits(queries.relevant.view(torch.uint8).argmax(1), queries.num_rel > 0, queries.relevant.shape[1])
+
+    def value(i: int) -> Tensor:
+        spec, k = requests[i]
         if spec.first_hit_value is None:
-            columns.append(spec.sort_value(queries, k))
-            continue
-        if hits is None:  # the first relevant entry's position: argmax returns the first of equal values
-            hits = FirstHits(
-                queries.relevant.view(torch.uint8).argmax(1), queries.num_rel > 0, queries.relevant.shape[1]
-            )
-        columns.append(spec.first_hit_value(hits, k))
-    return columns[0].unsqueeze(1) if len(columns) == 1 else torch.stack(columns, 1)
+            return spec.sort_value(queries, k)
+        return spec.first_hit_value(first_hits(), k)
+
+    return Columns(requests, value, queries.forget)
 
 
 def _ranking_compute(value_sum: Tensor, weight_sum: Tensor, label: str, requests: Sequence[Request]) -> Tensor:
@@ -178,52 +221,62 @@ def _ranking_functional(
     return _ranking_compute(value_sum, weight_sum, label, requests)
 
 
-def reduce_queries(
-    values: Tensor,
+def reduce_columns(
+    columns: Columns,
     num_rel: Tensor,
     size: Tensor | None,
     weight: Tensor | None,
     empty_target_action: str,
     remove_single_length_sessions: bool,
     empty_slots: bool = False,
+    segments: tuple[Tensor, int] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Apply the empty-query policy and weights: ``(sum w·v per request, sum w)``.
 
-    ``size`` and ``weight``: each query's (:class:`Ranked`'s; ``size`` is only read with
-    ``remove_single_length_sessions`` or ``empty_slots`` and may be ``None`` otherwise).
-    ``empty_slots``: there may be query slots of size 0 (past the last query of the device
-    path's kernel), which are never counted. ``empty_target_action="error"`` reads whether to
-    raise on the host.
+    Each request's ``(G,)`` values are reduced as soon as they are made (requests grouped by
+    cutoff, see :meth:`Columns.in_cutoff_order`): the memory is a few ``(G,)`` vectors whatever
+    the number of requests. ``size`` and ``weight``: each query's (:class:`Ranked`'s; ``size`` is
+    only read with ``remove_single_length_sessions`` or ``empty_slots`` and may be ``None``
+    otherwise). ``empty_slots``: there may be query slots of size 0 (past the last query of the
+    device path's kernel), which are never counted. ``empty_target_action="error"`` reads
+    whether to raise on the host. ``segments``: ``(segment of each query, number of segments S)``
+    to sum each segment's queries apart (``evaluate --by``): the sums are then ``(S, R)`` and ``(S,)``.
     """
-    terms, w = query_terms(
-        values, num_rel, size, weight, empty_target_action, remove_single_length_sessions, empty_slots
-    )
-    return terms.sum(0), w.sum()
+    include, fill = _query_policy(num_rel, size, empty_target_action, remove_single_length_sessions, empty_slots)
+    scale, w = _query_weights(include, weight, num_rel)
+    if segments is not None:
+        segment, num_segments = segments
+        value_sum = w.new_zeros(num_segments, len(columns))
+        for i in columns.in_cutoff_order():
+            value_sum[:, i].index_add_(0, segment, _terms(fill(columns(i)), include, scale))
+        return value_sum, w.new_zeros(num_segments).index_add_(0, segment, w)
+    sums: list[Tensor] = [num_rel.new_zeros(())] * len(columns)
+    for i in columns.in_cutoff_order():
+        sums[i] = _terms(fill(columns(i)), include, scale).sum()
+    if not sums:
+        return num_rel.new_zeros(0), w.sum()
+    return torch.stack(sums), w.sum()
 
 
-def query_terms(
-    values: Tensor,
+def _query_policy(
     num_rel: Tensor,
     size: Tensor | None,
-    weight: Tensor | None,
     empty_target_action: str,
     remove_single_length_sessions: bool,
-    empty_slots: bool = False,
-) -> tuple[Tensor, Tensor]:
-    """Per query, what :func:`reduce_queries` sums: ``(w·v (G, R), w (G,))``.
+    empty_slots: bool,
+) -> tuple[Tensor | None, Callable[[Tensor], Tensor]]:
+    """``(queries counted (None: all), values -> values with the empty queries' fill)`` of the policy.
 
-    ``w`` is 0 for the queries left out. For a caller that sums queries by something else than
-    the whole batch (``evaluate``'s segments: each query's terms added into its segment).
+    ``empty_target_action="error"`` raises here when a counted query has no relevant candidate.
     """
     include = None  # every query (a query of the sort paths has at least one row)
     if remove_single_length_sessions or empty_slots:
         if size is None:
-            raise ValueError("query_terms needs the query sizes to leave out single-row or empty queries.")
+            raise ValueError("reduce_columns needs the query sizes to leave out single-row or empty queries.")
         include = size > (1 if remove_single_length_sessions else 0)
     if empty_target_action == "skip":
         has_rel = num_rel != 0
-        include = has_rel if include is None else include & has_rel
-        return _weighted_terms(values, include, weight)
+        return (has_rel if include is None else include & has_rel), _unchanged
     empty = num_rel == 0
     if empty_target_action == "error":
         bad_rows = empty if include is None else empty & include
@@ -235,21 +288,33 @@ def query_terms(
                 "in sorted id order)."
             )
     if empty_target_action in ("zero", "one"):
-        fill = 0.0 if empty_target_action == "zero" else 1.0
-        values = torch.where(empty.unsqueeze(1), fill, values)
-    return _weighted_terms(values, include, weight)
+        value = 0.0 if empty_target_action == "zero" else 1.0
+        return include, lambda values: torch.where(empty, value, values)
+    return include, _unchanged
 
 
-def _weighted_terms(values: Tensor, include: Tensor | None, weight: Tensor | None) -> tuple[Tensor, Tensor]:
-    """:func:`query_terms`' result for the queries ``include`` (``None``: all) weighted ``weight`` (``None``: 1)."""
+def _unchanged(values: Tensor) -> Tensor:
+    return values
+
+
+def _query_weights(include: Tensor | None, weight: Tensor | None, num_rel: Tensor) -> tuple[Tensor | None, Tensor]:
+    """``(factor of each query's values (None: 1), weight of each counted query (G,))``; 0 for queries left out."""
     if include is None:
         if weight is None:
-            return values, torch.ones(values.shape[0], dtype=torch.float64, device=values.device)
-        return values * weight.unsqueeze(1), weight
+            return None, torch.ones(num_rel.shape[0], dtype=torch.float64, device=num_rel.device)
+        return weight, weight
     w = include.to(torch.float64)
-    if weight is not None:
-        w = w * weight
-        values = values * w.unsqueeze(1)
-    # queries left out contribute 0, whatever their value (an empty slot's may be 0 / 0); an
-    # unweighted query's value is its term (times weight 1)
-    return torch.where(include.unsqueeze(1), values, 0.0), w
+    if weight is None:
+        return None, w
+    w = w * weight
+    return w, w
+
+
+def _terms(values: Tensor, include: Tensor | None, scale: Tensor | None) -> Tensor:
+    """Each query's term ``w·v``: ``values`` times ``scale``, 0 for the queries left out (whatever their value)."""
+    if scale is not None:
+        values = values * scale
+    if include is None:
+        return values
+    # queries left out contribute 0, whatever their value (an empty slot's may be 0 / 0)
+    return torch.where(include, values, 0.0)

@@ -8,6 +8,7 @@ import copy
 import functools
 import gc
 import math
+import re
 import warnings
 
 import numpy as np
@@ -3075,3 +3076,45 @@ def test_ddp_computes_twice_and_after_one_rank_updated_alone(ddp_pool):
         _assert_references(values[0], first)
         assert all(torch.equal(values[1][k], values[0][k]) for k in values[0])
         _assert_references(values[2], last)
+
+
+@pytest.mark.parametrize(
+    ("extra_state", "described"),
+    [
+        (7, "got an object of type int"),
+        ({"tasks": ["click", "buy"]}, "a dict without 'step'"),
+        ({"step": -1, "tasks": ["click", "buy"]}, "'step': -1"),
+        ({"step": 2.5, "tasks": ["click", "buy"]}, "'step': 2.5"),
+        ({"step": 3, "tasks": "click"}, "'tasks': 'click'"),
+    ],
+)
+def test_an_unreadable_extra_state_is_refused_naming_it_and_loads_nothing(extra_state, described):
+    """A hand-edited or foreign `_extra_state` raised a bare `KeyError: 'step'` (or a TypeError) from
+    set_extra_state; it is now an error naming what the module saves, and nothing loads."""
+    infos = [tmx.RecTaskInfo(name, f"{name}_l", f"{name}_p", session_id_name="q") for name in ("click", "buy")]
+
+    def make() -> tmx.RecMetricModule:
+        return tmx.RecMetricModule(infos, {"auc": "auc", "ne": "ne"}, throughput=False)
+
+    first, second = _three_task_steps()
+    saved = make()
+    saved.update(first)
+    state = copy.deepcopy(saved.state_dict())
+    state["_extra_state"] = extra_state
+    other = make()
+    other.update(second)
+    before, values = copy.deepcopy(other.state_dict()), other.compute()
+    for strict in (True, False):
+        with pytest.raises(
+            RuntimeError, match=rf"unreadable _extra_state for RecMetricModule: .*{re.escape(described)}"
+        ):
+            other.load_state_dict(copy.deepcopy(state), strict=strict)
+    after = other.state_dict()
+    assert after.keys() == before.keys() and all(_same_value(after[k], before[k]) for k in before)
+    assert all(torch.equal(v, values[k]) for k, v in other.compute().items())
+    with pytest.raises(ValueError, match=r"set_extra_state: expected what get_extra_state saves"):
+        other.set_extra_state(extra_state)
+    assert other.get_extra_state()["step"] == 1
+    # what get_extra_state saves, and a step held as a 0-dim integer tensor, restore the step
+    other.set_extra_state({"step": torch.tensor(5), "tasks": ["click", "buy"]})
+    assert other.get_extra_state() == {"step": 5, "tasks": ["click", "buy"]}

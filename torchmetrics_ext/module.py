@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import numbers
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -1025,7 +1026,18 @@ class RecMetricModule(nn.Module):
         )
 
     def _task_mismatch(self, extra_state: Any, prefix: str) -> str | None:
-        """The error for a checkpoint whose ``_extra_state`` records other task names or order; ``None`` if not."""
+        """The error for a checkpoint whose ``_extra_state`` records other task names or order; ``None`` if not.
+
+        Also for an ``_extra_state`` that is not this module's (not a dict holding a whole, non-negative
+        ``step``, and a list of task names if any): ``set_extra_state`` could not restore it.
+        """
+        malformed = _malformed_extra_state(extra_state)
+        if malformed is not None:
+            return (
+                f"unreadable _extra_state for {prefix[:-1] or 'RecMetricModule'}: expected what "
+                "RecMetricModule.get_extra_state saves, a dict {'step': <whole number >= 0>, 'tasks': [<task names>]}, "
+                f"got {malformed}. Nothing of the module was loaded."
+            )
         saved = extra_state.get("tasks") if isinstance(extra_state, Mapping) else None
         names = [task.name for task in self.tasks]
         if saved is None or list(saved) == names:
@@ -1274,11 +1286,43 @@ class RecMetricModule(nn.Module):
         return {"step": self._step, "tasks": [task.name for task in self.tasks]}
 
     def set_extra_state(self, state: Any) -> None:
-        """Restore the step counter saved by :meth:`get_extra_state` (the tasks were checked before)."""
+        """Restore the step counter saved by :meth:`get_extra_state` (the tasks were checked before).
+
+        Raises:
+            ValueError: ``state`` is not what :meth:`get_extra_state` saves (the module is unchanged).
+        """
+        malformed = _malformed_extra_state(state)
+        if malformed is not None:
+            raise ValueError(
+                "RecMetricModule.set_extra_state: expected what get_extra_state saves, a dict "
+                f"{{'step': <whole number >= 0>, 'tasks': [<task names>]}}, got {malformed}."
+            )
         self._step = int(state["step"])
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _malformed_extra_state(state: Any) -> str | None:
+    """What is wrong with a saved ``_extra_state`` (a short description), or ``None`` if the module can restore it.
+
+    ``None`` (no ``_extra_state`` in the checkpoint) is fine: nothing is restored from it.
+    """
+    if state is None:
+        return None
+    if not isinstance(state, Mapping):
+        return f"an object of type {type(state).__name__}"
+    if "step" not in state:
+        return f"a dict without 'step' (keys {sorted(map(str, state))})"
+    step = state["step"]
+    if isinstance(step, Tensor) and step.numel() == 1 and not step.is_floating_point() and not step.is_complex():
+        step = step.item()
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
+        return f"'step': {step!r}"
+    tasks = state.get("tasks")
+    if tasks is not None and (isinstance(tasks, (str, bytes)) or not isinstance(tasks, Sequence)):
+        return f"'tasks': {tasks!r}"
+    return None
 
 
 def _holds_states_of(member: Metric, leader: Metric) -> bool:

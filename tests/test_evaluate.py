@@ -1424,22 +1424,60 @@ def test_a_column_a_file_holds_is_read_from_the_file_not_its_partition_key(tmp_p
 @pytest.mark.parametrize(
     ("bad_row", "message"),
     [
-        ("xyz,1,1", r"column 'p': CSV conversion error to double: invalid value 'xyz'"),
-        ("0.5,1,zz", r"column 'w': CSV conversion error to double: invalid value 'zz'"),
+        (
+            "xyz,1,1",
+            r"column 'p': CSV conversion error to double: invalid value 'xyz' at row {row} \(counting from 0\)",
+        ),
+        (
+            "0.5,1,zz",
+            r"column 'w': CSV conversion error to double: invalid value 'zz' at row {row} \(counting from 0\)",
+        ),
         ("0.5,1,1,7", r"CSV parse error: Expected 3 columns, got 4: 0\.5,1,1,7"),
     ],
 )
 @pytest.mark.parametrize("late", [False, True], ids=["first block", "later block"])
 def test_a_bad_csv_row_is_named_in_the_first_block_as_in_later_ones(tmp_path, bad_row, message, late):
-    """The reader parses the first block when the file is opened: its errors were 'not a readable CSV file'."""
-    good = "0.5,1,1\n" * (300_000 if late else 3)  # later: past the first 1 MiB block
+    """The reader parses the first block when the file is opened: its errors were 'not a readable CSV file'.
+
+    A value that does not convert is named with its row (the rows before it: ``good``), found only
+    once the read has failed.
+    """
+    rows = 300_000 if late else 3  # later: past the first 1 MiB block
+    good = "0.5,1,1\n" * rows
     (tmp_path / "a.csv").write_text(f"p,y,w\n{good}{bad_row}\n0.25,0,1\n")
     with pytest.raises(InvalidDataError) as caught:
         evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ctr"], weights="w", batch_size=1_000)
-    assert re.fullmatch(rf".*a\.csv: {message}", str(caught.value))
+    assert re.fullmatch(rf".*a\.csv: {message.format(row=f'{rows:,}')}", str(caught.value))
     (tmp_path / "b.csv").write_text("")  # an unreadable file still says so
     with pytest.raises(InvalidDataError, match=r"b\.csv: not a readable CSV file \(Empty CSV file\)"):
         evaluate(tmp_path / "b.csv", {"t": ("p", "y")}, ["ctr"])
+
+
+@pytest.mark.parametrize(
+    ("column", "bad", "message"),
+    [
+        (
+            "y",
+            "yes",
+            "column 'y' (labels of task 'click'): invalid value 'yes' at row 3 (counting from 0); "
+            "expected a number, true or false",
+        ),
+        ("p", "0.3x", "column 'p': CSV conversion error to double: invalid value '0.3x' at row 3 (counting from 0)"),
+        ("u", "u7", "column 'u': CSV conversion error to int64: invalid value 'u7' at row 3 (counting from 0)"),
+    ],
+)
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+def test_cli_names_the_file_column_row_and_value_that_does_not_convert(tmp_path, capsys, column, bad, suffix, message):
+    """A stray text in a number column: the command names where it is, not only what the reader found."""
+    frame = pd.DataFrame(
+        {"p": ["0.1", "0.9", "0.4", "0.3", "0.7"], "y": ["0", "1", "n/a", "1", "0"], "u": list("12345")}
+    )
+    frame.loc[3, column] = bad  # row 3 counting from 0 (line 5 of the file, after the header)
+    path = tmp_path / f"logs{suffix}"
+    frame.to_csv(path, index=False)
+    args = ["evaluate", str(path), "--task", "click=p:y", "--user", "u", "--metrics", "ctr,gauc", "--no-progress"]
+    assert cli.main(args) == 2
+    assert capsys.readouterr().err == f"torchmetrics-ext evaluate: error: {path}: {message}\n"
 
 
 @pytest.mark.parametrize("batch_size", [1_000, 65_536])

@@ -182,6 +182,7 @@ class CsvSource(Source):
         self._schema: pa.Schema | None = None
 
     def _open(self, columns: Sequence[str] | None, batch_size: int, types: Mapping[str, pa.DataType] | None) -> Any:
+        """A streaming reader of ``columns`` (``None``: all) with ``types`` fixed; raises the reader's own errors."""
         convert = pa_csv.ConvertOptions(
             include_columns=list(columns) if columns is not None else None,
             column_types=dict(types or {}),
@@ -193,31 +194,56 @@ class CsvSource(Source):
         # breaks the read, so a valid file would fail with its size (no measurable cost on plain files)
         parse = pa_csv.ParseOptions(newlines_in_values=True)
         codec = next((c for suffix, c in _CSV_CODECS.items() if self.label.lower().endswith(suffix)), None)
-        try:  # the reader parses and converts the first block here: its errors read as any block's
-            stream = pa.input_stream(self.label, compression=codec)
-            return pa_csv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
-        except (OSError, pa.ArrowException) as err:
-            raise self._error(err) from None
+        # the reader parses and converts the first block here: its errors read as any block's
+        stream = pa.input_stream(self.label, compression=codec)
+        return pa_csv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
 
-    def _error(self, err: Exception) -> InvalidDataError:
+    def _error(self, err: Exception, types: Mapping[str, pa.DataType] | None = None) -> InvalidDataError:
         """The error for what the reader raised, in any block: the value or row at fault, or why the file is unreadable.
 
-        A value that does not convert names the column and the value, a malformed row its text
-        (the reader's own words); anything else (no such file, an empty file) is an unreadable file.
+        A value that does not convert names the column, the value and its row (counting from 0,
+        the header excluded; found by reading the file again, that column alone as text: only
+        once the read has failed), a malformed row its text (the reader's own words); anything
+        else (no such file, an empty file) is an unreadable file.
         """
         text = str(err)
         match = re.match(r"In CSV column #(\d+): ", text)
         names = (column_names(self._schema) if self._schema is not None else None) or []
         if match and int(match.group(1)) < len(names):  # the column's name in place of its position
-            text = f"column {names[int(match.group(1))]!r}: {text[match.end() :]}"
+            name = names[int(match.group(1))]
+            text = f"column {name!r}: {text[match.end() :]}"
+            value = re.search(r"conversion error to [^:]+: invalid value '(.*)'$", text, re.DOTALL)
+            row = self._row_of(name, value.group(1)) if value and name in (types or {}) else None
+            if row is not None:
+                text += f" at row {row:,} (counting from 0)"
         if isinstance(err, pa.ArrowInvalid) and (match or text.startswith("CSV parse error")):
             return InvalidDataError(f"{self.label}: {text}")
         return InvalidDataError(f"{self.label}: not a readable CSV file ({text}).")
 
+    def _row_of(self, name: str, value: str) -> int | None:
+        """The first row (counting from 0) whose ``name`` column holds the text ``value``; ``None`` if not found.
+
+        The error path of a value that does not convert: the column alone is read again as text,
+        a block at a time (memory stays constant), up to that row.
+        """
+        start = 0
+        try:
+            for block in self._open([name], _MIN_BLOCK // 64, {name: pa.string()}):
+                found = pc.index(block.column(0), value).as_py()
+                if found >= 0:
+                    return start + found
+                start += block.num_rows
+        except (OSError, pa.ArrowException):  # a later malformed row, say: the message goes without the row
+            return None
+        return None
+
     def schema(self) -> pa.Schema:
         """Column names and the types pyarrow infers from the first block (``null``: no value there)."""
         if self._schema is None:
-            self._schema = self._open(None, 1, None).schema  # the smallest block: 1 MiB
+            try:
+                self._schema = self._open(None, 1, None).schema  # the smallest block: 1 MiB
+            except (OSError, pa.ArrowException) as err:
+                raise self._error(err) from None
         return self._schema
 
     def chunks(self, batch_size: int) -> list[Chunk]:
@@ -237,14 +263,17 @@ class CsvSource(Source):
             InvalidDataError: a value does not convert to its column's type (names the file and column).
         """
         self.schema()  # the header, for messages that name a column
-        reader = self._open(columns, batch_size, types)
+        try:
+            reader = self._open(columns, batch_size, types)
+        except (OSError, pa.ArrowException) as err:
+            raise self._error(err, types) from None
         while True:
             try:
                 block = reader.read_next_batch()
             except StopIteration:
                 return
             except (OSError, pa.ArrowException) as err:
-                raise self._error(err) from None
+                raise self._error(err, types) from None
             for start in range(0, block.num_rows, batch_size):
                 yield block.slice(start, batch_size)
 

@@ -2288,6 +2288,51 @@ def test_cli_single_task_flags_and_errors(dataset, tmp_path, capsys):
     assert record["ctr"] == pytest.approx(np.mean(y)) and record["mse"] == pytest.approx(np.mean((p - y) ** 2))
 
 
+_TASK_FORMAT = "argument --task: Expected a task as NAME=PREDICTIONS:LABELS (e.g. click=p_click:y_click), got "
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--by", ""], "argument --by: expected comma-separated column names, got ''"),
+        (["--by", " , "], "argument --by: expected comma-separated column names, got ' , '"),
+        (["--metrics", ""], "argument --metrics: expected comma-separated metric names, got ''"),
+        (["--metrics", ","], "argument --metrics: expected comma-separated metric names, got ','"),
+        (["--weights", ""], "argument --weights: expected a column name, got ''"),
+        (["--user", ""], "argument --user: expected a column name, got ''"),
+        (["--session", ""], "argument --session: expected a column name, got ''"),
+        (
+            ["--task", "click=:y_click"],
+            _TASK_FORMAT + "'click=:y_click': the prediction column between '=' and ':' is empty.",
+        ),
+        (["--task", "click=p_click:"], _TASK_FORMAT + "'click=p_click:': the label column after ':' is empty."),
+        (["--task", "=p_click:y_click"], _TASK_FORMAT + "'=p_click:y_click': the task name before '=' is empty."),
+        (["--task", "click:p_click:y_click"], _TASK_FORMAT + "'click:p_click:y_click': no '=' after the task name."),
+        (
+            ["--task", "click=p_click,y_click"],
+            _TASK_FORMAT + "'click=p_click,y_click': no ':' between the prediction and label columns.",
+        ),
+        (["--task", "click=p:y:z"], _TASK_FORMAT + "'click=p:y:z': more than one ':'."),
+        (["--task", ""], _TASK_FORMAT + "'': it is empty."),
+    ],
+)
+def test_cli_refuses_empty_option_values_naming_the_option(dataset, capsys, flags, message):
+    """An empty value (an unset shell variable: ``--by "$SEGMENTS"``) is a mistake, not "no segments"."""
+    task = [] if flags[0] == "--task" else ["--task", "click=p_click:y_click"]
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["evaluate", str(dataset), *task, *flags, "--no-progress"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: torchmetrics-ext evaluate ")  # the subcommand's usage, as argparse's own errors
+    assert err.endswith(f"torchmetrics-ext evaluate: error: {message}\n")
+    # leaving --by out is still no segments
+    assert (
+        cli.main(["evaluate", str(dataset), "--task", "click=p_click:y_click", "--metrics", "ctr", "--no-progress"])
+        == 0
+    )
+    assert capsys.readouterr().out.splitlines()[-1].startswith("all ")
+
+
 @pytest.mark.parametrize(
     ("output", "message"),
     [

@@ -77,8 +77,20 @@ def parse_task(text: str) -> TaskSpec:
     """
     name, sep, columns = text.partition("=")
     predictions, sep2, labels = columns.partition(":")
-    if not (sep and sep2 and name and predictions and labels) or ":" in labels:
-        raise ValueError(f"Expected a task as NAME=PREDICTIONS:LABELS (e.g. click=p_click:y_click), got {text!r}.")
+    problems = (
+        (not text, "it is empty"),
+        (not sep, "no '=' after the task name"),
+        (not name, "the task name before '=' is empty"),
+        (not sep2, "no ':' between the prediction and label columns"),
+        (not predictions, "the prediction column between '=' and ':' is empty"),
+        (not labels, "the label column after ':' is empty"),
+        (":" in labels, "more than one ':'"),
+    )
+    problem = next((what for wrong, what in problems if wrong), None)
+    if problem is not None:
+        raise ValueError(
+            f"Expected a task as NAME=PREDICTIONS:LABELS (e.g. click=p_click:y_click), got {text!r}: {problem}."
+        )
     return TaskSpec(name, predictions, labels)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +148,37 @@ def test_every_public_class_shows_its_constructor_signature():
         str(inspect.signature(torchmetrics_ext.MulticlassRecallAtK))
         == "(k: 'int', num_classes: 'int', **kwargs: 'Any') -> 'None'"
     )
+
+
+# hides a module as an install without it does: no importable spec, no distribution metadata (which
+# torchmetrics consults before importing transformers for its BERTScore)
+_HIDE_MODULE = """
+import importlib.machinery as m, importlib.metadata as md, sys
+HIDDEN = "transformers"
+class Hide(m.PathFinder):
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        return None if name.split(".")[0] == HIDDEN else m.PathFinder.find_spec(name, path, target)
+sys.meta_path = [Hide if f is m.PathFinder else f for f in sys.meta_path]
+_from_name = md.Distribution.from_name.__func__
+def from_name(cls, name):
+    if name == HIDDEN:
+        raise md.PackageNotFoundError(name)
+    return _from_name(cls, name)
+md.Distribution.from_name = classmethod(from_name)
+"""
+
+
+def test_doctests_of_the_huggingface_extra_skip_naming_it_without_transformers(tmp_path):
+    """Without ``transformers`` its three doctests failed with ModuleNotFoundError, as if broken."""
+    pytest.importorskip("transformers")  # with it they run (and pass) in the suite itself
+    (tmp_path / "sitecustomize.py").write_text(_HIDE_MODULE)
+    targets = ["torchmetrics_ext/integrations/huggingface.py", "docs/migration_trainer.md"]
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *targets]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    reason = "needs transformers: pip install 'torchmetrics-ext[huggingface]'"
+    assert f"SKIPPED [2] torchmetrics_ext/integrations/huggingface.py: {reason}" in result.stdout
+    assert f"SKIPPED [1] docs/migration_trainer.md: {reason}" in result.stdout
+    assert "3 skipped" in result.stdout and "failed" not in result.stdout

@@ -2148,6 +2148,22 @@ def test_a_segment_column_named_like_a_record_field_is_rejected(tmp_path, capsys
     ]
 
 
+def test_a_file_named_by_several_paths_is_read_once(tmp_path, monkeypatch):
+    """``evaluate logs/ logs/a.csv`` (or ``a.csv a.csv``) counted the file's rows twice, silently."""
+    (tmp_path / "logs").mkdir()
+    a = pd.DataFrame({"p": [0.1, 0.8, 0.6, 0.3], "y": [0, 1, 1, 1]})
+    b = pd.DataFrame({"p": [0.2, 0.9], "y": [0, 0]})
+    a.to_csv(tmp_path / "logs" / "a.csv", index=False)
+    b.to_parquet(tmp_path / "logs" / "b.parquet")
+    monkeypatch.chdir(tmp_path)
+    both = pd.concat([a, b])
+    for paths in (["logs", "logs/a.csv"], ["logs/a.csv", "./logs/../logs/a.csv", "logs/*"], ["logs/*.csv", "logs"]):
+        result = evaluate(paths, {"t": ("p", "y")}, ["ctr", "sum_weights"])
+        assert result.rows_read == len(both)
+        assert result.values["ctr/t"] == pytest.approx(both.y.mean(), rel=1e-12)
+    assert evaluate(["logs/a.csv", "logs/a.csv"], {"t": ("p", "y")}, ["ctr"]).rows_read == len(a)
+
+
 def test_repeated_columns_in_the_arguments_are_named(tmp_path, capsys):
     table = pa.table({"p": [0.1, 0.8], "y": [0, 1], "s": ["a", "b"]})
     with pytest.raises(

@@ -626,7 +626,9 @@ def open_sources(data: Any) -> list[Source]:
         data: what to read.
 
     Returns:
-        One source per file (sorted within each directory or glob) or one for the frame.
+        One source per file (sorted within each directory or glob) or one for the frame. A file
+        that several paths name (a directory and a file in it, the same file twice) is read once,
+        where it is first found.
 
     Raises:
         InvalidDataError: a path matches nothing, a directory or glob no Parquet or CSV file, or a
@@ -643,12 +645,18 @@ def open_sources(data: Any) -> list[Source]:
             f"got {type(data).__name__}{_data_hint(data)}."
         )
     out: list[Source] = []
+    seen: set[str] = set()  # every file once, whichever paths name it (`logs/ logs/a.csv`, `a.csv a.csv`)
     for p in paths:
         path = os.fspath(p)
         files = _expand(path)
-        found = [_file_source(file) for file in files]
         keys = _hive_keys(_partition_base(path), files)
-        out += found if keys is None else [PartitionedSource(s, k) if k else s for s, k in zip(found, keys)]
+        for i, file in enumerate(files):
+            key = os.path.normcase(os.path.abspath(file))
+            if key in seen:
+                continue
+            seen.add(key)
+            source = _file_source(file)
+            out.append(PartitionedSource(source, keys[i]) if keys is not None and keys[i] else source)
     return out
 
 

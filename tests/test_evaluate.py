@@ -1210,7 +1210,7 @@ def test_a_late_bad_csv_value_names_the_file_and_column(tmp_path):
     text = (tmp_path / "a.csv").read_text().rstrip("\n").rsplit("\n", 1)[0]
     (tmp_path / "a.csv").write_text(text + "\n0.5,1,abc,3,x\n")
     assert len(ref) == 140_000
-    with pytest.raises(InvalidDataError, match=r"a\.csv: column 'w': .*invalid value 'abc'"):
+    with pytest.raises(InvalidDataError, match=r"a\.csv: column 'w' \(weights\): invalid value 'abc' at row 139,999 "):
         evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ctr"], weights="w", batch_size=1_000)
 
 
@@ -1426,11 +1426,12 @@ def test_a_column_a_file_holds_is_read_from_the_file_not_its_partition_key(tmp_p
     [
         (
             "xyz,1,1",
-            r"column 'p': CSV conversion error to double: invalid value 'xyz' at row {row} \(counting from 0\)",
+            r"column 'p' \(predictions of task 't'\): invalid value 'xyz' at row {row} \(counting from 0\); "
+            "expected a number",
         ),
         (
             "0.5,1,zz",
-            r"column 'w': CSV conversion error to double: invalid value 'zz' at row {row} \(counting from 0\)",
+            r"column 'w' \(weights\): invalid value 'zz' at row {row} \(counting from 0\); expected a number",
         ),
         ("0.5,1,1,7", r"CSV parse error: Expected 3 columns, got 4: 0\.5,1,1,7"),
     ],
@@ -1462,8 +1463,12 @@ def test_a_bad_csv_row_is_named_in_the_first_block_as_in_later_ones(tmp_path, ba
             "column 'y' (labels of task 'click'): invalid value 'yes' at row 3 (counting from 0); "
             "expected a number, true or false",
         ),
-        ("p", "0.3x", "column 'p': CSV conversion error to double: invalid value '0.3x' at row 3 (counting from 0)"),
-        ("u", "u7", "column 'u': CSV conversion error to int64: invalid value 'u7' at row 3 (counting from 0)"),
+        (
+            "p",
+            "0.3x",
+            "column 'p' (predictions of task 'click'): invalid value '0.3x' at row 3 (counting from 0); expected a number",
+        ),
+        ("u", "u7", "column 'u' (user ids): invalid value 'u7' at row 3 (counting from 0); expected an integer id"),
     ],
 )
 @pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])

@@ -40,7 +40,7 @@ from torchmetrics_ext.evaluate.checks import (
 from torchmetrics_ext.evaluate.memory import release_free_memory
 from torchmetrics_ext.evaluate.report import OVERALL, EvaluationResult, Progress, segment_text
 from torchmetrics_ext.evaluate.segments import SegmentCollector, SegmentIndex, SegmentRows
-from torchmetrics_ext.evaluate.sources import Chunk, InvalidDataError, Source, open_sources
+from torchmetrics_ext.evaluate.sources import Chunk, ConversionError, InvalidDataError, Source, open_sources
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import RecMetricModule, RecTaskInfo, _fed_probabilities, _logit_columns
 from torchmetrics_ext.registry import build_metric, lookup
@@ -385,11 +385,23 @@ class _Run:
                     release_free_memory()
                 if self.problems and self.on_invalid == "error":
                     return None  # invalid rows: finish() reports every rank's counts for the file at once
+        except ConversionError as err:  # a text file's value that is no number: named as an invalid label is
+            return self._conversion_message(source.label, err)
         except InvalidDataError as err:
             return str(err)
         finally:
             self.progress.close()
         return None
+
+    def _conversion_message(self, label: str, err: ConversionError) -> str:
+        """The message of a text file's value that does not convert: file, column, role, value, row, expectation."""
+        kind = self.plan.read_kinds.get(err.column)
+        role = next((c.role for c in self.plan.columns if c.name == err.column and c.kind == kind), None)
+        if role is None:  # not a column the plan converts (cannot happen): the reader's own words
+            return str(err)
+        where = "" if err.row is None else f" at row {err.row:,} (counting from 0)"
+        expected = "an integer id" if kind == "id" else "a number"
+        return f"{label}: column {err.column!r} ({role}): invalid value {err.value!r}{where}; expected {expected}"
 
     def _batch(self, source: Source, order: tuple[int, int], batch: Any) -> None:
         """Check and feed one batch; ``order``: (its chunk's number among every rank's chunks, its first row)."""

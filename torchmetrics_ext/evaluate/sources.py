@@ -26,7 +26,15 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
         "torchmetrics_ext.evaluate reads data with pyarrow: pip install 'torchmetrics-ext[evaluate]'"
     ) from err
 
-__all__ = ["Chunk", "InvalidDataError", "PartitionedSource", "Source", "open_sources", "read_text_as"]
+__all__ = [
+    "Chunk",
+    "ConversionError",
+    "InvalidDataError",
+    "PartitionedSource",
+    "Source",
+    "open_sources",
+    "read_text_as",
+]
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 # compressed CSV, decompressed while reading with the codec its (lower-cased) suffix names: pyarrow's
@@ -42,6 +50,20 @@ class InvalidDataError(ValueError):
 
     The message names the file (or frame), the column, its role and what was found.
     """
+
+
+class ConversionError(InvalidDataError):
+    """A value of a text file's column does not convert to the type the column is read with.
+
+    Attributes:
+        column: the column's name.
+        value: the value as written.
+        row: its row (counting from 0, the header excluded), ``None`` where it was not found.
+    """
+
+    def __init__(self, message: str, column: str, value: str, row: int | None) -> None:
+        super().__init__(message)
+        self.column, self.value, self.row = column, value, row
 
 
 def column_names(schema: pa.Schema) -> list[str] | None:
@@ -213,9 +235,10 @@ class CsvSource(Source):
             name = names[int(match.group(1))]
             text = f"column {name!r}: {text[match.end() :]}"
             value = re.search(r"conversion error to [^:]+: invalid value '(.*)'$", text, re.DOTALL)
-            row = self._row_of(name, value.group(1)) if value and name in (types or {}) else None
-            if row is not None:
-                text += f" at row {row:,} (counting from 0)"
+            if value and name in (types or {}):
+                row = self._row_of(name, value.group(1))
+                where = "" if row is None else f" at row {row:,} (counting from 0)"
+                return ConversionError(f"{self.label}: {text}{where}", name, value.group(1), row)
         if isinstance(err, pa.ArrowInvalid) and (match or text.startswith("CSV parse error")):
             return InvalidDataError(f"{self.label}: {text}")
         return InvalidDataError(f"{self.label}: not a readable CSV file ({text}).")

@@ -1468,7 +1468,12 @@ def test_a_bad_csv_row_is_named_in_the_first_block_as_in_later_ones(tmp_path, ba
             "0.3x",
             "column 'p' (predictions of task 'click'): invalid value '0.3x' at row 3 (counting from 0); expected a number",
         ),
-        ("u", "u7", "column 'u' (user ids): invalid value 'u7' at row 3 (counting from 0); expected an integer id"),
+        (
+            "u",
+            "u7",
+            "column 'u' (user ids): invalid value 'u7' at row 3 (counting from 0); expected an integer id. Number "
+            "text ids first, e.g. pandas `df[col] = df[col].astype('category').cat.codes`.",
+        ),
     ],
 )
 @pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
@@ -2151,6 +2156,70 @@ def test_a_segment_column_named_like_a_record_field_is_rejected(tmp_path, capsys
         ("kind=a", "a", "click", 2),
         ("kind=b", "b", "click", 2),
     ]
+
+
+_IDS_HINT = "Number text ids first, e.g. pandas `df[col] = df[col].astype('category').cat.codes`."
+
+
+@pytest.mark.parametrize(
+    ("data", "kwargs", "error", "message"),
+    [
+        (
+            "frame",
+            {"tasks": {"t": ("p", "y")}, "metrics": "ctr, auc"},
+            ValueError,
+            "Expected `metrics` to be a non-empty list of metric names, got 'ctr, auc' (as a list: ['ctr', 'auc']).",
+        ),
+        (
+            "frame",
+            {"tasks": {"t": ("p", "y")}, "metrics": ""},
+            ValueError,
+            "Expected `metrics` to be a non-empty list of metric names, got ''.",
+        ),
+        (
+            "frame",
+            {"tasks": {"t": ("p", "y")}, "by": "u"},
+            ValueError,
+            "Expected `by` to be a list of column names, got 'u' (one column: by=['u']).",
+        ),
+        (
+            "frame",
+            {"tasks": ("p", "y")},
+            ValueError,
+            "Expected `tasks` as {name: (predictions, labels)} or a list of 'name=predictions:labels' strings, got "
+            "('p', 'y'), which reads as two tasks; for one task: {'task': ('p', 'y')}.",
+        ),
+        (
+            "frame",
+            {"tasks": {"t": ("p", "y")}, "metrics": ["gauc"], "user": "u"},
+            InvalidDataError,
+            f"<pandas.DataFrame>: column 'u' (user ids) has type large_string; expected integer ids. {_IDS_HINT}",
+        ),
+        (
+            "csv",
+            {"tasks": {"t": ("p", "y")}, "metrics": ["gauc"], "user": "u"},
+            InvalidDataError,
+            f"column 'u' (user ids): invalid value 'a' at row 0 (counting from 0); expected an integer id. {_IDS_HINT}",
+        ),
+        (
+            [],
+            {"tasks": {"t": ("p", "y")}},
+            TypeError,
+            "Expected `data` to be a path or a non-empty list of paths, got an empty list.",
+        ),
+    ],
+)
+def test_first_hour_argument_mistakes_say_what_to_write(tmp_path, data, kwargs, error, message):
+    """A string where a list goes, a (predictions, labels) pair as tasks, text user ids: the fix is in the message."""
+    frame = pd.DataFrame({"p": [0.1, 0.8, 0.3], "y": [0, 1, 1], "u": ["a", "b", "a"]})
+    if data == "frame":
+        data = frame
+    elif data == "csv":
+        frame.to_csv(tmp_path / "a.csv", index=False)
+        data = tmp_path / "a.csv"
+    with pytest.raises(error) as caught:
+        evaluate(data, **kwargs)
+    assert str(caught.value).endswith(message)
 
 
 def test_a_file_named_by_several_paths_is_read_once(tmp_path, monkeypatch):

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from torchmetrics_ext.evaluate.by_segment import SegmentBatch, SegmentValues, segment_values
 from torchmetrics_ext.evaluate.checks import (
+    TEXT_IDS_HINT,
     Column,
     Kind,
     Problem,
@@ -104,6 +105,11 @@ def _tasks(tasks: Any) -> list[TaskSpec]:
     elif isinstance(tasks, (str, TaskSpec)):
         out = [tasks if isinstance(tasks, TaskSpec) else parse_task(tasks)]
     elif isinstance(tasks, Sequence) and tasks:
+        if len(tasks) == 2 and all(isinstance(t, str) and "=" not in t for t in tasks):  # ("p_click", "y_click")
+            raise ValueError(
+                f"Expected `tasks` as {{name: (predictions, labels)}} or a list of 'name=predictions:labels' "
+                f"strings, got {tuple(tasks)!r}, which reads as two tasks; for one task: {{'task': {tuple(tasks)!r}}}."
+            )
         for task in tasks:
             if not isinstance(task, (str, TaskSpec)):
                 raise TypeError(
@@ -157,13 +163,16 @@ class _Plan:
         self.session = _optional_name("session", session)
         by = () if by is None else by  # no segments, as weights=None is no weights
         if isinstance(by, str) or not isinstance(by, Sequence) or not all(isinstance(b, str) and b for b in by):
-            raise ValueError(f"Expected `by` to be a list of column names, got {by!r}.")
+            hint = f" (one column: by=[{by!r}])" if isinstance(by, str) and by else ""
+            raise ValueError(f"Expected `by` to be a list of column names, got {by!r}{hint}.")
         repeated = [b for b in dict.fromkeys(by) if list(by).count(b) > 1]
         if repeated:
             raise ValueError(f"Expected distinct segment columns (by), got {list(by)}: {repeated[0]!r} is repeated.")
         self.by = tuple(by)
         if isinstance(metrics, str) or not metrics:
-            raise ValueError(f"Expected `metrics` to be a non-empty list of metric names, got {metrics!r}.")
+            names = [m.strip() for m in metrics.split(",") if m.strip()] if isinstance(metrics, str) else []
+            hint = f" (as a list: {names!r})" if names else ""
+            raise ValueError(f"Expected `metrics` to be a non-empty list of metric names, got {metrics!r}{hint}.")
         self.metric_names = tuple(dict.fromkeys(metrics))
         reserved = (*RECORD_FIELDS, *self.metric_names)
         for name in self.by:
@@ -400,7 +409,7 @@ class _Run:
         if role is None:  # not a column the plan converts (cannot happen): the reader's own words
             return str(err)
         where = "" if err.row is None else f" at row {err.row:,} (counting from 0)"
-        expected = "an integer id" if kind == "id" else "a number"
+        expected = f"an integer id. {TEXT_IDS_HINT}" if kind == "id" else "a number"
         return f"{label}: column {err.column!r} ({role}): invalid value {err.value!r}{where}; expected {expected}"
 
     def _batch(self, source: Source, order: tuple[int, int], batch: Any) -> None:

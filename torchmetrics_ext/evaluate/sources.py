@@ -662,7 +662,9 @@ def open_sources(data: Any) -> list[Source]:
     if frame is not None:
         return [frame]
     paths = [data] if isinstance(data, (str, os.PathLike)) else data
-    if not isinstance(paths, Sequence) or not paths or not all(isinstance(p, (str, os.PathLike)) for p in paths):
+    if isinstance(paths, Sequence) and not paths:
+        raise TypeError("Expected `data` to be a path or a non-empty list of paths, got an empty list.")
+    if not isinstance(paths, Sequence) or not all(isinstance(p, (str, os.PathLike)) for p in paths):
         raise TypeError(
             "Expected `data` to be a path, a list of paths, a pyarrow.Table or a pandas/polars DataFrame, "
             f"got {type(data).__name__}{_data_hint(data)}."

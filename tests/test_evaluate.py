@@ -1490,6 +1490,30 @@ def test_cli_names_the_file_column_row_and_value_that_does_not_convert(tmp_path,
     assert capsys.readouterr().err == f"torchmetrics-ext evaluate: error: {path}: {message}\n"
 
 
+@pytest.mark.parametrize(
+    ("text", "found", "name"),
+    [
+        ("p;y\n0,1;0\n0,8;1\n", ";", "semicolon"),  # Excel where ',' is the decimal separator: a parse error
+        ("p;y\n0.1;0\n0.8;1\n", ";", "semicolon"),  # one column 'p;y': a missing column
+        ("p\ty\n0.1\t0\n0.8\t1\n", "\t", "tab"),
+        ("p|y\n0.1|0\n0.8|1\n", "|", "pipe"),
+    ],
+)
+def test_a_csv_file_with_another_delimiter_is_named_so(tmp_path, text, found, name):
+    """A semicolon- or tab-separated export read as one column said 'p' is missing, found ['p;y']."""
+    (tmp_path / "a.csv").write_text(text)
+    with pytest.raises(InvalidDataError) as caught:
+        evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ctr"])
+    hint = (
+        f". The header is one column holding {found!r}: the file looks {name}-separated, and CSV files are read "
+        f"comma-separated; convert it first (e.g. pandas.read_csv(path, sep={found!r}).to_parquet(...))."
+    )
+    assert str(caught.value).startswith(f"{tmp_path / 'a.csv'}: ")
+    assert str(caught.value).endswith(hint)
+    pd.read_csv(tmp_path / "a.csv", sep=found, decimal="," if "0,1" in text else ".").to_parquet(tmp_path / "a.parquet")
+    assert evaluate(tmp_path / "a.parquet", {"t": ("p", "y")}, ["ctr"]).values["ctr/t"] == 0.5  # the fix works
+
+
 @pytest.mark.parametrize("batch_size", [1_000, 65_536])
 def test_csv_labels_read_the_same_wherever_their_booleans_are(tmp_path, batch_size):
     """The label type was guessed from the first MiB: `true` after 0/1 labels worked in a small file

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from torchmetrics_ext.evaluate.sources import InvalidDataError, column_names
+from torchmetrics_ext.evaluate.sources import InvalidDataError, column_names, delimiter_hint
 
 __all__ = [
     "TEXT_IDS_HINT",
@@ -167,7 +167,7 @@ def check_column(source: str, schema: pa.Schema, name: str, role: str) -> pa.Dat
                 f"{source}: column {name!r} ({role}) is missing, and the header holds names that are not UTF-8 "
                 "text (a file saved as latin-1 or cp1252?); CSV files are read as UTF-8: save the file as UTF-8."
             )
-        hint = _partition_hint(source, name)
+        hint = _partition_hint(source, name) + delimiter_hint(names)
         raise InvalidDataError(
             f"{source}: column {name!r} ({role}) is missing; found columns {names}{_closest_column(name, names)}.{hint}"
         )

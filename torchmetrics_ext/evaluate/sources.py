@@ -32,6 +32,7 @@ __all__ = [
     "InvalidDataError",
     "PartitionedSource",
     "Source",
+    "delimiter_hint",
     "open_sources",
     "read_text_as",
 ]
@@ -64,6 +65,26 @@ class ConversionError(InvalidDataError):
     def __init__(self, message: str, column: str, value: str, row: int | None) -> None:
         super().__init__(message)
         self.column, self.value, self.row = column, value, row
+
+
+_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def delimiter_hint(names: Sequence[str] | None) -> str:
+    """Why a CSV header read as one column holding ``;``, a tab or ``|`` (``"p;y"``) fails: another delimiter.
+
+    ``""`` when the header is not such a column. Files are read comma-separated (Excel writes ``;``
+    where ``,`` is the decimal separator; ``.tsv`` exports use tabs).
+    """
+    if not names or len(names) != 1:
+        return ""
+    found = next((d for d in _DELIMITERS if d in names[0]), None)
+    if found is None:
+        return ""
+    return (
+        f" The header is one column holding {found!r}: the file looks {_DELIMITERS[found]}-separated, and CSV files "
+        f"are read comma-separated; convert it first (e.g. pandas.read_csv(path, sep={found!r}).to_parquet(...))."
+    )
 
 
 def column_names(schema: pa.Schema) -> list[str] | None:
@@ -240,8 +261,21 @@ class CsvSource(Source):
                 where = "" if row is None else f" at row {row:,} (counting from 0)"
                 return ConversionError(f"{self.label}: {text}{where}", name, value.group(1), row)
         if isinstance(err, pa.ArrowInvalid) and (match or text.startswith("CSV parse error")):
-            return InvalidDataError(f"{self.label}: {text}")
+            hint = delimiter_hint(self._header())
+            return InvalidDataError(f"{self.label}: {text.rstrip('.')}." + hint if hint else f"{self.label}: {text}")
         return InvalidDataError(f"{self.label}: not a readable CSV file ({text}).")
+
+    def _header(self) -> list[str] | None:
+        """The header's names, split at commas as the reader does; ``None`` if unreadable (error messages only)."""
+        if self._schema is not None:
+            return column_names(self._schema)
+        codec = next((c for suffix, c in _CSV_CODECS.items() if self.label.lower().endswith(suffix)), None)
+        try:
+            with pa.input_stream(self.label, compression=codec) as stream:
+                first = stream.read(1 << 16).decode("utf-8", "replace").splitlines()[:1]
+        except (OSError, pa.ArrowException):
+            return None
+        return first[0].split(",") if first else None
 
     def _row_of(self, name: str, value: str) -> int | None:
         """The first row (counting from 0) whose ``name`` column holds the text ``value``; ``None`` if not found.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +148,61 @@ def test_every_public_class_shows_its_constructor_signature():
         str(inspect.signature(torchmetrics_ext.MulticlassRecallAtK))
         == "(k: 'int', num_classes: 'int', **kwargs: 'Any') -> 'None'"
     )
+
+
+# hides a module as an install without it does: no importable spec, no distribution metadata (which
+# torchmetrics consults before importing transformers for its BERTScore)
+_HIDE_MODULE = """
+import importlib.machinery as m, importlib.metadata as md, sys
+HIDDEN = {hidden!r}
+class Hide(m.PathFinder):
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        return None if name.split(".")[0] == HIDDEN else m.PathFinder.find_spec(name, path, target)
+sys.meta_path = [Hide if f is m.PathFinder else f for f in sys.meta_path]
+_from_name = md.Distribution.from_name.__func__
+def from_name(cls, name):
+    if name == HIDDEN:
+        raise md.PackageNotFoundError(name)
+    return _from_name(cls, name)
+md.Distribution.from_name = classmethod(from_name)
+"""
+
+
+@pytest.mark.parametrize(
+    ("hidden", "extra", "targets", "skipped"),
+    [
+        # examples that import it: two docstrings and a page
+        (
+            "transformers",
+            "huggingface",
+            ["torchmetrics_ext/integrations/huggingface.py", "docs/migration_trainer.md"],
+            {"torchmetrics_ext/integrations/huggingface.py": 2, "docs/migration_trainer.md": 1},
+        ),
+        # modules that import it: their doctests could not even be collected
+        (
+            "lightning",
+            "lightning",
+            ["torchmetrics_ext/integrations", "torchmetrics_ext/demo"],
+            {"torchmetrics_ext/integrations/lightning.py": 1, "torchmetrics_ext/demo/train.py": 1},
+        ),
+        # examples whose code needs it (metric.plot()) without importing it
+        (
+            "matplotlib",
+            "plot",
+            ["torchmetrics_ext/metrics/auc/binary.py", "torchmetrics_ext/utilities/plot.py"],
+            {"torchmetrics_ext/metrics/auc/binary.py": 1, "torchmetrics_ext/utilities/plot.py": 1},
+        ),
+    ],
+)
+def test_doctests_of_an_extra_skip_naming_it_where_it_is_missing(tmp_path, hidden, extra, targets, skipped):
+    """Without an extra its doctests failed (transformers, matplotlib) or broke the collection (lightning)."""
+    pytest.importorskip(hidden)  # with it they run (and pass) in the suite itself
+    (tmp_path / "sitecustomize.py").write_text(_HIDE_MODULE.format(hidden=hidden))
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *targets]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for target, count in skipped.items():
+        assert f"SKIPPED [{count}] {target}: needs {hidden}: pip install 'torchmetrics-ext[{extra}]'" in result.stdout
+    assert "failed" not in result.stdout and "error" not in result.stdout

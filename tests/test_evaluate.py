@@ -1210,7 +1210,7 @@ def test_a_late_bad_csv_value_names_the_file_and_column(tmp_path):
     text = (tmp_path / "a.csv").read_text().rstrip("\n").rsplit("\n", 1)[0]
     (tmp_path / "a.csv").write_text(text + "\n0.5,1,abc,3,x\n")
     assert len(ref) == 140_000
-    with pytest.raises(InvalidDataError, match=r"a\.csv: column 'w': .*invalid value 'abc'"):
+    with pytest.raises(InvalidDataError, match=r"a\.csv: column 'w' \(weights\): invalid value 'abc' at row 139,999 "):
         evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ctr"], weights="w", batch_size=1_000)
 
 
@@ -1424,22 +1424,94 @@ def test_a_column_a_file_holds_is_read_from_the_file_not_its_partition_key(tmp_p
 @pytest.mark.parametrize(
     ("bad_row", "message"),
     [
-        ("xyz,1,1", r"column 'p': CSV conversion error to double: invalid value 'xyz'"),
-        ("0.5,1,zz", r"column 'w': CSV conversion error to double: invalid value 'zz'"),
+        (
+            "xyz,1,1",
+            r"column 'p' \(predictions of task 't'\): invalid value 'xyz' at row {row} \(counting from 0\); "
+            "expected a number",
+        ),
+        (
+            "0.5,1,zz",
+            r"column 'w' \(weights\): invalid value 'zz' at row {row} \(counting from 0\); expected a number",
+        ),
         ("0.5,1,1,7", r"CSV parse error: Expected 3 columns, got 4: 0\.5,1,1,7"),
     ],
 )
 @pytest.mark.parametrize("late", [False, True], ids=["first block", "later block"])
 def test_a_bad_csv_row_is_named_in_the_first_block_as_in_later_ones(tmp_path, bad_row, message, late):
-    """The reader parses the first block when the file is opened: its errors were 'not a readable CSV file'."""
-    good = "0.5,1,1\n" * (300_000 if late else 3)  # later: past the first 1 MiB block
+    """The reader parses the first block when the file is opened: its errors were 'not a readable CSV file'.
+
+    A value that does not convert is named with its row (the rows before it: ``good``), found only
+    once the read has failed.
+    """
+    rows = 300_000 if late else 3  # later: past the first 1 MiB block
+    good = "0.5,1,1\n" * rows
     (tmp_path / "a.csv").write_text(f"p,y,w\n{good}{bad_row}\n0.25,0,1\n")
     with pytest.raises(InvalidDataError) as caught:
         evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ctr"], weights="w", batch_size=1_000)
-    assert re.fullmatch(rf".*a\.csv: {message}", str(caught.value))
+    assert re.fullmatch(rf".*a\.csv: {message.format(row=f'{rows:,}')}", str(caught.value))
     (tmp_path / "b.csv").write_text("")  # an unreadable file still says so
     with pytest.raises(InvalidDataError, match=r"b\.csv: not a readable CSV file \(Empty CSV file\)"):
         evaluate(tmp_path / "b.csv", {"t": ("p", "y")}, ["ctr"])
+
+
+@pytest.mark.parametrize(
+    ("column", "bad", "message"),
+    [
+        (
+            "y",
+            "yes",
+            "column 'y' (labels of task 'click'): invalid value 'yes' at row 3 (counting from 0); "
+            "expected a number, true or false",
+        ),
+        (
+            "p",
+            "0.3x",
+            "column 'p' (predictions of task 'click'): invalid value '0.3x' at row 3 (counting from 0); expected a number",
+        ),
+        (
+            "u",
+            "u7",
+            "column 'u' (user ids): invalid value 'u7' at row 3 (counting from 0); expected an integer id. Number "
+            "text ids first, e.g. pandas `df[col] = df[col].astype('category').cat.codes`.",
+        ),
+    ],
+)
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+def test_cli_names_the_file_column_row_and_value_that_does_not_convert(tmp_path, capsys, column, bad, suffix, message):
+    """A stray text in a number column: the command names where it is, not only what the reader found."""
+    frame = pd.DataFrame(
+        {"p": ["0.1", "0.9", "0.4", "0.3", "0.7"], "y": ["0", "1", "n/a", "1", "0"], "u": list("12345")}
+    )
+    frame.loc[3, column] = bad  # row 3 counting from 0 (line 5 of the file, after the header)
+    path = tmp_path / f"logs{suffix}"
+    frame.to_csv(path, index=False)
+    args = ["evaluate", str(path), "--task", "click=p:y", "--user", "u", "--metrics", "ctr,gauc", "--no-progress"]
+    assert cli.main(args) == 2
+    assert capsys.readouterr().err == f"torchmetrics-ext evaluate: error: {path}: {message}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "found", "name"),
+    [
+        ("p;y\n0,1;0\n0,8;1\n", ";", "semicolon"),  # Excel where ',' is the decimal separator: a parse error
+        ("p;y\n0.1;0\n0.8;1\n", ";", "semicolon"),  # one column 'p;y': a missing column
+        ("p\ty\n0.1\t0\n0.8\t1\n", "\t", "tab"),
+        ("p|y\n0.1|0\n0.8|1\n", "|", "pipe"),
+    ],
+)
+def test_a_csv_file_with_another_delimiter_is_named_so(tmp_path, text, found, name):
+    """A semicolon- or tab-separated export read as one column said 'p' is missing, found ['p;y']."""
+    (tmp_path / "a.csv").write_text(text)
+    with pytest.raises(InvalidDataError) as caught:
+        evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ctr"])
+    hint = (
+        f". The header is one column holding {found!r}: the file looks {name}-separated, and CSV files are read "
+        f"comma-separated; convert it first (e.g. pandas.read_csv(path, sep={found!r}).to_parquet(...))."
+    )
+    assert str(caught.value).startswith(f"{tmp_path / 'a.csv'}: ")
+    assert str(caught.value).endswith(hint)
+    pd.read_csv(tmp_path / "a.csv", sep=found, decimal="," if "0,1" in text else ".").to_parquet(tmp_path / "a.parquet")
+    assert evaluate(tmp_path / "a.parquet", {"t": ("p", "y")}, ["ctr"]).values["ctr/t"] == 0.5  # the fix works
 
 
 @pytest.mark.parametrize("batch_size", [1_000, 65_536])
@@ -2110,6 +2182,86 @@ def test_a_segment_column_named_like_a_record_field_is_rejected(tmp_path, capsys
     ]
 
 
+_IDS_HINT = "Number text ids first, e.g. pandas `df[col] = df[col].astype('category').cat.codes`."
+
+
+@pytest.mark.parametrize(
+    ("data", "kwargs", "error", "message"),
+    [
+        (
+            "frame",
+            {"tasks": {"t": ("p", "y")}, "metrics": "ctr, auc"},
+            ValueError,
+            "Expected `metrics` to be a non-empty list of metric names, got 'ctr, auc' (as a list: ['ctr', 'auc']).",
+        ),
+        (
+            "frame",
+            {"tasks": {"t": ("p", "y")}, "metrics": ""},
+            ValueError,
+            "Expected `metrics` to be a non-empty list of metric names, got ''.",
+        ),
+        (
+            "frame",
+            {"tasks": {"t": ("p", "y")}, "by": "u"},
+            ValueError,
+            "Expected `by` to be a list of column names, got 'u' (one column: by=['u']).",
+        ),
+        (
+            "frame",
+            {"tasks": ("p", "y")},
+            ValueError,
+            "Expected `tasks` as {name: (predictions, labels)} or a list of 'name=predictions:labels' strings, got "
+            "('p', 'y'), which reads as two tasks; for one task: {'task': ('p', 'y')}.",
+        ),
+        (
+            "frame",
+            {"tasks": {"t": ("p", "y")}, "metrics": ["gauc"], "user": "u"},
+            InvalidDataError,
+            f"<pandas.DataFrame>: column 'u' (user ids) has type large_string; expected integer ids. {_IDS_HINT}",
+        ),
+        (
+            "csv",
+            {"tasks": {"t": ("p", "y")}, "metrics": ["gauc"], "user": "u"},
+            InvalidDataError,
+            f"column 'u' (user ids): invalid value 'a' at row 0 (counting from 0); expected an integer id. {_IDS_HINT}",
+        ),
+        (
+            [],
+            {"tasks": {"t": ("p", "y")}},
+            TypeError,
+            "Expected `data` to be a path or a non-empty list of paths, got an empty list.",
+        ),
+    ],
+)
+def test_first_hour_argument_mistakes_say_what_to_write(tmp_path, data, kwargs, error, message):
+    """A string where a list goes, a (predictions, labels) pair as tasks, text user ids: the fix is in the message."""
+    frame = pd.DataFrame({"p": [0.1, 0.8, 0.3], "y": [0, 1, 1], "u": ["a", "b", "a"]})
+    if data == "frame":
+        data = frame
+    elif data == "csv":
+        frame.to_csv(tmp_path / "a.csv", index=False)
+        data = tmp_path / "a.csv"
+    with pytest.raises(error) as caught:
+        evaluate(data, **kwargs)
+    assert str(caught.value).endswith(message)
+
+
+def test_a_file_named_by_several_paths_is_read_once(tmp_path, monkeypatch):
+    """``evaluate logs/ logs/a.csv`` (or ``a.csv a.csv``) counted the file's rows twice, silently."""
+    (tmp_path / "logs").mkdir()
+    a = pd.DataFrame({"p": [0.1, 0.8, 0.6, 0.3], "y": [0, 1, 1, 1]})
+    b = pd.DataFrame({"p": [0.2, 0.9], "y": [0, 0]})
+    a.to_csv(tmp_path / "logs" / "a.csv", index=False)
+    b.to_parquet(tmp_path / "logs" / "b.parquet")
+    monkeypatch.chdir(tmp_path)
+    both = pd.concat([a, b])
+    for paths in (["logs", "logs/a.csv"], ["logs/a.csv", "./logs/../logs/a.csv", "logs/*"], ["logs/*.csv", "logs"]):
+        result = evaluate(paths, {"t": ("p", "y")}, ["ctr", "sum_weights"])
+        assert result.rows_read == len(both)
+        assert result.values["ctr/t"] == pytest.approx(both.y.mean(), rel=1e-12)
+    assert evaluate(["logs/a.csv", "logs/a.csv"], {"t": ("p", "y")}, ["ctr"]).rows_read == len(a)
+
+
 def test_repeated_columns_in_the_arguments_are_named(tmp_path, capsys):
     table = pa.table({"p": [0.1, 0.8], "y": [0, 1], "s": ["a", "b"]})
     with pytest.raises(
@@ -2248,6 +2400,51 @@ def test_cli_single_task_flags_and_errors(dataset, tmp_path, capsys):
     [record] = json.loads((tmp_path / "out.json").read_text())["records"]
     assert record["task"] == "y=click"
     assert record["ctr"] == pytest.approx(np.mean(y)) and record["mse"] == pytest.approx(np.mean((p - y) ** 2))
+
+
+_TASK_FORMAT = "argument --task: Expected a task as NAME=PREDICTIONS:LABELS (e.g. click=p_click:y_click), got "
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--by", ""], "argument --by: expected comma-separated column names, got ''"),
+        (["--by", " , "], "argument --by: expected comma-separated column names, got ' , '"),
+        (["--metrics", ""], "argument --metrics: expected comma-separated metric names, got ''"),
+        (["--metrics", ","], "argument --metrics: expected comma-separated metric names, got ','"),
+        (["--weights", ""], "argument --weights: expected a column name, got ''"),
+        (["--user", ""], "argument --user: expected a column name, got ''"),
+        (["--session", ""], "argument --session: expected a column name, got ''"),
+        (
+            ["--task", "click=:y_click"],
+            _TASK_FORMAT + "'click=:y_click': the prediction column between '=' and ':' is empty.",
+        ),
+        (["--task", "click=p_click:"], _TASK_FORMAT + "'click=p_click:': the label column after ':' is empty."),
+        (["--task", "=p_click:y_click"], _TASK_FORMAT + "'=p_click:y_click': the task name before '=' is empty."),
+        (["--task", "click:p_click:y_click"], _TASK_FORMAT + "'click:p_click:y_click': no '=' after the task name."),
+        (
+            ["--task", "click=p_click,y_click"],
+            _TASK_FORMAT + "'click=p_click,y_click': no ':' between the prediction and label columns.",
+        ),
+        (["--task", "click=p:y:z"], _TASK_FORMAT + "'click=p:y:z': more than one ':'."),
+        (["--task", ""], _TASK_FORMAT + "'': it is empty."),
+    ],
+)
+def test_cli_refuses_empty_option_values_naming_the_option(dataset, capsys, flags, message):
+    """An empty value (an unset shell variable: ``--by "$SEGMENTS"``) is a mistake, not "no segments"."""
+    task = [] if flags[0] == "--task" else ["--task", "click=p_click:y_click"]
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["evaluate", str(dataset), *task, *flags, "--no-progress"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: torchmetrics-ext evaluate ")  # the subcommand's usage, as argparse's own errors
+    assert err.endswith(f"torchmetrics-ext evaluate: error: {message}\n")
+    # leaving --by out is still no segments
+    assert (
+        cli.main(["evaluate", str(dataset), "--task", "click=p_click:y_click", "--metrics", "ctr", "--no-progress"])
+        == 0
+    )
+    assert capsys.readouterr().out.splitlines()[-1].startswith("all ")
 
 
 @pytest.mark.parametrize(

@@ -454,6 +454,35 @@ def _fit(model, callback, **kwargs):
     trainer.fit(model, loader, loader)
 
 
+def test_barebones_trainer_updates_the_modules_and_warns_once_that_nothing_is_logged():
+    """``Trainer(barebones=True)`` forbids logging: the callback says so at setup and only updates."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 4, generator=gen), (torch.rand(64, 2, generator=gen) < 0.3).long()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    model = ClickModel()
+    trainer = L.Trainer(max_steps=3, accelerator="cpu", barebones=True, callbacks=[RecMetricCallback()])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(model, loader, loader)
+        trainer.validate(model, loader, verbose=False)
+    messages = [str(w.message) for w in caught]
+    ours = [m for m in messages if m.startswith("RecMetricCallback: `Trainer(barebones=True)` disables logging")]
+    assert len(ours) == 2  # once per run (fit, validate), at setup
+    assert "updates `ClickModel.train_metrics`, `ClickModel.val_metrics` at every step" in ours[0]
+    assert "`ClickModel.val_metrics` at every step" in ours[1] and "train_metrics" not in ours[1]
+    assert "Call their `compute()` after the run" in ours[0]
+    assert not [m for m in messages if "You are trying to `self.log()`" in m]  # nothing was logged
+    assert dict(trainer.callback_metrics) == {}
+    # the modules were updated all the same: the training one over the 3 steps, the validation one
+    # over the validation run (sklearn's log loss of its logits)
+    values = model.train_metrics.compute()
+    np.testing.assert_allclose(values["train/ctr/click"].item(), y[:48, 0].double().mean().item(), rtol=1e-12)
+    np.testing.assert_allclose(values["train/ctr/buy"].item(), y[:48, 1].double().mean().item(), rtol=1e-12)
+    logits, labels = torch.cat(model.seen, dim=1).double().numpy()
+    expected = log_loss(labels, 1 / (1 + np.exp(-logits)), labels=[0, 1])
+    np.testing.assert_allclose(model.val_metrics.compute()["val/log_loss/click"].item(), expected, rtol=1e-9)
+
+
 class LossOnlyModel(ClickModel):
     def training_step(self, batch, batch_idx):
         return super().training_step(batch, batch_idx)["loss"]  # the usual Lightning habit

@@ -180,7 +180,7 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="the prediction columns hold logits (metrics without the option read sigmoid(logits))",
     )
-    ev.add_argument("--by", default="", help="comma-separated segment columns (values per segment + overall)")
+    ev.add_argument("--by", help="comma-separated segment columns (values per segment + overall)")
     ev.add_argument("--output", help="write the results to a .json, .csv or .parquet file")
     ev.add_argument("--on-invalid", choices=("error", "skip"), default="error", help="invalid rows: fail or drop them")
     ev.add_argument("--batch-size", type=int, default=65_536, help="rows per record batch")
@@ -191,10 +191,18 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
 def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Run ``evaluate``: print the table on rank 0 and write ``--output``; 2 on bad input."""
     try:
-        from torchmetrics_ext.evaluate import DEFAULT_METRICS, InvalidDataError, TaskSpec, evaluate
+        from torchmetrics_ext.evaluate import DEFAULT_METRICS, InvalidDataError, TaskSpec, evaluate, parse_task
     except ImportError as err:
         parser.error(str(err))
-    tasks: list[str | TaskSpec] = list(args.task)
+    for option in ("predictions", "labels", "weights", "user", "session"):
+        if getattr(args, option) == "":  # `--weights "$UNSET_VARIABLE"`: not "no weights"
+            parser.error(f"argument --{option}: expected a column name, got ''")
+    tasks: list[str | TaskSpec] = []
+    for text in args.task:
+        try:
+            tasks.append(parse_task(text))
+        except ValueError as err:
+            parser.error(f"argument --task: {err}")
     if (args.predictions is None) != (args.labels is None):
         parser.error("--predictions and --labels go together")
     if args.predictions is not None:  # the names as given: any column name, ':' and '=' too
@@ -210,8 +218,8 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             check_output_path(args.output)  # before hours of reading, not after
         except ValueError as err:
             parser.error(f"--output: {err}")
-    split = DEFAULT_METRICS if args.metrics is None else [m.strip() for m in args.metrics.split(",") if m.strip()]
-    by = [name.strip() for name in args.by.split(",") if name.strip()]
+    split = DEFAULT_METRICS if args.metrics is None else _names(parser, "--metrics", args.metrics, "metric names")
+    by = [] if args.by is None else _names(parser, "--by", args.by, "column names")
     from torchmetrics_ext.evaluate.memory import map_large_buffers
 
     map_large_buffers()  # this process only evaluates: keep its resident memory close to what is in use
@@ -249,6 +257,18 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
                 return 2
             print(f"wrote {args.output}")
     return 0
+
+
+def _names(parser: argparse.ArgumentParser, option: str, text: str, what: str) -> list[str]:
+    """The comma-separated names of ``option`` (spaces around each and empty ones dropped).
+
+    A value holding no name (``--by ""``, as an unset shell variable gives) is the parser's error:
+    leaving the option out means no segments (or the default metrics), an empty value a mistake.
+    """
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        parser.error(f"argument {option}: expected comma-separated {what}, got {text!r}")
+    return names
 
 
 def _init_distributed() -> int | None:

@@ -20,9 +20,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from torchmetrics_ext.evaluate.sources import InvalidDataError, column_names
+from torchmetrics_ext.evaluate.sources import InvalidDataError, column_names, delimiter_hint
 
-__all__ = ["Column", "Problem", "Problems", "RowChecker", "check_column", "check_schema", "text_types", "to_numpy"]
+__all__ = [
+    "TEXT_IDS_HINT",
+    "Column",
+    "Problem",
+    "Problems",
+    "RowChecker",
+    "check_column",
+    "check_schema",
+    "text_types",
+    "to_numpy",
+]
 
 Kind = Literal["score", "label", "weight", "id", "segment"]
 _EXPECTED = {
@@ -157,7 +167,7 @@ def check_column(source: str, schema: pa.Schema, name: str, role: str) -> pa.Dat
                 f"{source}: column {name!r} ({role}) is missing, and the header holds names that are not UTF-8 "
                 "text (a file saved as latin-1 or cp1252?); CSV files are read as UTF-8: save the file as UTF-8."
             )
-        hint = _partition_hint(source, name)
+        hint = _partition_hint(source, name) + delimiter_hint(names)
         raise InvalidDataError(
             f"{source}: column {name!r} ({role}) is missing; found columns {names}{_closest_column(name, names)}.{hint}"
         )
@@ -192,9 +202,21 @@ def check_schema(
         dtype = check_column(source, schema, column.name, column.role)
         guessed = inferred if isinstance(inferred, bool) else column.name in inferred
         if not guessed and not _type_ok(column.kind, dtype):
+            hint = f" {TEXT_IDS_HINT}" if column.kind == "id" and _is_text(dtype) else ""
             raise InvalidDataError(
-                f"{source}: column {column.name!r} ({column.role}) has type {dtype}; expected {_EXPECTED[column.kind]}."
+                f"{source}: column {column.name!r} ({column.role}) has type {dtype}; "
+                f"expected {_EXPECTED[column.kind]}.{hint}"
             )
+
+
+# what to do with user or session ids written as text (hashes, "u123"): the metrics group by integers
+TEXT_IDS_HINT = "Number text ids first, e.g. pandas `df[col] = df[col].astype('category').cat.codes`."
+
+
+def _is_text(dtype: pa.DataType) -> bool:
+    if pa.types.is_dictionary(dtype):
+        dtype = dtype.value_type
+    return bool(pa.types.is_string(dtype) or pa.types.is_large_string(dtype))
 
 
 # the types text columns (CSV) are read with, whatever pyarrow would infer from the first block

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from torchmetrics_ext.evaluate.by_segment import SegmentBatch, SegmentValues, segment_values
 from torchmetrics_ext.evaluate.checks import (
+    TEXT_IDS_HINT,
     Column,
     Kind,
     Problem,
@@ -40,7 +41,7 @@ from torchmetrics_ext.evaluate.checks import (
 from torchmetrics_ext.evaluate.memory import release_free_memory
 from torchmetrics_ext.evaluate.report import OVERALL, EvaluationResult, Progress, segment_text
 from torchmetrics_ext.evaluate.segments import SegmentCollector, SegmentIndex, SegmentRows
-from torchmetrics_ext.evaluate.sources import Chunk, InvalidDataError, Source, open_sources
+from torchmetrics_ext.evaluate.sources import Chunk, ConversionError, InvalidDataError, Source, open_sources
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import RecMetricModule, RecTaskInfo, _fed_probabilities, _logit_columns
 from torchmetrics_ext.registry import build_metric, lookup
@@ -77,8 +78,20 @@ def parse_task(text: str) -> TaskSpec:
     """
     name, sep, columns = text.partition("=")
     predictions, sep2, labels = columns.partition(":")
-    if not (sep and sep2 and name and predictions and labels) or ":" in labels:
-        raise ValueError(f"Expected a task as NAME=PREDICTIONS:LABELS (e.g. click=p_click:y_click), got {text!r}.")
+    problems = (
+        (not text, "it is empty"),
+        (not sep, "no '=' after the task name"),
+        (not name, "the task name before '=' is empty"),
+        (not sep2, "no ':' between the prediction and label columns"),
+        (not predictions, "the prediction column between '=' and ':' is empty"),
+        (not labels, "the label column after ':' is empty"),
+        (":" in labels, "more than one ':'"),
+    )
+    problem = next((what for wrong, what in problems if wrong), None)
+    if problem is not None:
+        raise ValueError(
+            f"Expected a task as NAME=PREDICTIONS:LABELS (e.g. click=p_click:y_click), got {text!r}: {problem}."
+        )
     return TaskSpec(name, predictions, labels)
 
 
@@ -92,6 +105,11 @@ def _tasks(tasks: Any) -> list[TaskSpec]:
     elif isinstance(tasks, (str, TaskSpec)):
         out = [tasks if isinstance(tasks, TaskSpec) else parse_task(tasks)]
     elif isinstance(tasks, Sequence) and tasks:
+        if len(tasks) == 2 and all(isinstance(t, str) and "=" not in t for t in tasks):  # ("p_click", "y_click")
+            raise ValueError(
+                f"Expected `tasks` as {{name: (predictions, labels)}} or a list of 'name=predictions:labels' "
+                f"strings, got {tuple(tasks)!r}, which reads as two tasks; for one task: {{'task': {tuple(tasks)!r}}}."
+            )
         for task in tasks:
             if not isinstance(task, (str, TaskSpec)):
                 raise TypeError(
@@ -145,13 +163,16 @@ class _Plan:
         self.session = _optional_name("session", session)
         by = () if by is None else by  # no segments, as weights=None is no weights
         if isinstance(by, str) or not isinstance(by, Sequence) or not all(isinstance(b, str) and b for b in by):
-            raise ValueError(f"Expected `by` to be a list of column names, got {by!r}.")
+            hint = f" (one column: by=[{by!r}])" if isinstance(by, str) and by else ""
+            raise ValueError(f"Expected `by` to be a list of column names, got {by!r}{hint}.")
         repeated = [b for b in dict.fromkeys(by) if list(by).count(b) > 1]
         if repeated:
             raise ValueError(f"Expected distinct segment columns (by), got {list(by)}: {repeated[0]!r} is repeated.")
         self.by = tuple(by)
         if isinstance(metrics, str) or not metrics:
-            raise ValueError(f"Expected `metrics` to be a non-empty list of metric names, got {metrics!r}.")
+            names = [m.strip() for m in metrics.split(",") if m.strip()] if isinstance(metrics, str) else []
+            hint = f" (as a list: {names!r})" if names else ""
+            raise ValueError(f"Expected `metrics` to be a non-empty list of metric names, got {metrics!r}{hint}.")
         self.metric_names = tuple(dict.fromkeys(metrics))
         reserved = (*RECORD_FIELDS, *self.metric_names)
         for name in self.by:
@@ -373,11 +394,23 @@ class _Run:
                     release_free_memory()
                 if self.problems and self.on_invalid == "error":
                     return None  # invalid rows: finish() reports every rank's counts for the file at once
+        except ConversionError as err:  # a text file's value that is no number: named as an invalid label is
+            return self._conversion_message(source.label, err)
         except InvalidDataError as err:
             return str(err)
         finally:
             self.progress.close()
         return None
+
+    def _conversion_message(self, label: str, err: ConversionError) -> str:
+        """The message of a text file's value that does not convert: file, column, role, value, row, expectation."""
+        kind = self.plan.read_kinds.get(err.column)
+        role = next((c.role for c in self.plan.columns if c.name == err.column and c.kind == kind), None)
+        if role is None:  # not a column the plan converts (cannot happen): the reader's own words
+            return str(err)
+        where = "" if err.row is None else f" at row {err.row:,} (counting from 0)"
+        expected = f"an integer id. {TEXT_IDS_HINT}" if kind == "id" else "a number"
+        return f"{label}: column {err.column!r} ({role}): invalid value {err.value!r}{where}; expected {expected}"
 
     def _batch(self, source: Source, order: tuple[int, int], batch: Any) -> None:
         """Check and feed one batch; ``order``: (its chunk's number among every rank's chunks, its first row)."""

@@ -26,7 +26,16 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
         "torchmetrics_ext.evaluate reads data with pyarrow: pip install 'torchmetrics-ext[evaluate]'"
     ) from err
 
-__all__ = ["Chunk", "InvalidDataError", "PartitionedSource", "Source", "open_sources", "read_text_as"]
+__all__ = [
+    "Chunk",
+    "ConversionError",
+    "InvalidDataError",
+    "PartitionedSource",
+    "Source",
+    "delimiter_hint",
+    "open_sources",
+    "read_text_as",
+]
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 # compressed CSV, decompressed while reading with the codec its (lower-cased) suffix names: pyarrow's
@@ -42,6 +51,40 @@ class InvalidDataError(ValueError):
 
     The message names the file (or frame), the column, its role and what was found.
     """
+
+
+class ConversionError(InvalidDataError):
+    """A value of a text file's column does not convert to the type the column is read with.
+
+    Attributes:
+        column: the column's name.
+        value: the value as written.
+        row: its row (counting from 0, the header excluded), ``None`` where it was not found.
+    """
+
+    def __init__(self, message: str, column: str, value: str, row: int | None) -> None:
+        super().__init__(message)
+        self.column, self.value, self.row = column, value, row
+
+
+_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def delimiter_hint(names: Sequence[str] | None) -> str:
+    """Why a CSV header read as one column holding ``;``, a tab or ``|`` (``"p;y"``) fails: another delimiter.
+
+    ``""`` when the header is not such a column. Files are read comma-separated (Excel writes ``;``
+    where ``,`` is the decimal separator; ``.tsv`` exports use tabs).
+    """
+    if not names or len(names) != 1:
+        return ""
+    found = next((d for d in _DELIMITERS if d in names[0]), None)
+    if found is None:
+        return ""
+    return (
+        f" The header is one column holding {found!r}: the file looks {_DELIMITERS[found]}-separated, and CSV files "
+        f"are read comma-separated; convert it first (e.g. pandas.read_csv(path, sep={found!r}).to_parquet(...))."
+    )
 
 
 def column_names(schema: pa.Schema) -> list[str] | None:
@@ -182,6 +225,7 @@ class CsvSource(Source):
         self._schema: pa.Schema | None = None
 
     def _open(self, columns: Sequence[str] | None, batch_size: int, types: Mapping[str, pa.DataType] | None) -> Any:
+        """A streaming reader of ``columns`` (``None``: all) with ``types`` fixed; raises the reader's own errors."""
         convert = pa_csv.ConvertOptions(
             include_columns=list(columns) if columns is not None else None,
             column_types=dict(types or {}),
@@ -193,31 +237,70 @@ class CsvSource(Source):
         # breaks the read, so a valid file would fail with its size (no measurable cost on plain files)
         parse = pa_csv.ParseOptions(newlines_in_values=True)
         codec = next((c for suffix, c in _CSV_CODECS.items() if self.label.lower().endswith(suffix)), None)
-        try:  # the reader parses and converts the first block here: its errors read as any block's
-            stream = pa.input_stream(self.label, compression=codec)
-            return pa_csv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
-        except (OSError, pa.ArrowException) as err:
-            raise self._error(err) from None
+        # the reader parses and converts the first block here: its errors read as any block's
+        stream = pa.input_stream(self.label, compression=codec)
+        return pa_csv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
 
-    def _error(self, err: Exception) -> InvalidDataError:
+    def _error(self, err: Exception, types: Mapping[str, pa.DataType] | None = None) -> InvalidDataError:
         """The error for what the reader raised, in any block: the value or row at fault, or why the file is unreadable.
 
-        A value that does not convert names the column and the value, a malformed row its text
-        (the reader's own words); anything else (no such file, an empty file) is an unreadable file.
+        A value that does not convert names the column, the value and its row (counting from 0,
+        the header excluded; found by reading the file again, that column alone as text: only
+        once the read has failed), a malformed row its text (the reader's own words); anything
+        else (no such file, an empty file) is an unreadable file.
         """
         text = str(err)
         match = re.match(r"In CSV column #(\d+): ", text)
         names = (column_names(self._schema) if self._schema is not None else None) or []
         if match and int(match.group(1)) < len(names):  # the column's name in place of its position
-            text = f"column {names[int(match.group(1))]!r}: {text[match.end() :]}"
+            name = names[int(match.group(1))]
+            text = f"column {name!r}: {text[match.end() :]}"
+            value = re.search(r"conversion error to [^:]+: invalid value '(.*)'$", text, re.DOTALL)
+            if value and name in (types or {}):
+                row = self._row_of(name, value.group(1))
+                where = "" if row is None else f" at row {row:,} (counting from 0)"
+                return ConversionError(f"{self.label}: {text}{where}", name, value.group(1), row)
         if isinstance(err, pa.ArrowInvalid) and (match or text.startswith("CSV parse error")):
-            return InvalidDataError(f"{self.label}: {text}")
+            hint = delimiter_hint(self._header())
+            return InvalidDataError(f"{self.label}: {text.rstrip('.')}." + hint if hint else f"{self.label}: {text}")
         return InvalidDataError(f"{self.label}: not a readable CSV file ({text}).")
+
+    def _header(self) -> list[str] | None:
+        """The header's names, split at commas as the reader does; ``None`` if unreadable (error messages only)."""
+        if self._schema is not None:
+            return column_names(self._schema)
+        codec = next((c for suffix, c in _CSV_CODECS.items() if self.label.lower().endswith(suffix)), None)
+        try:
+            with pa.input_stream(self.label, compression=codec) as stream:
+                first = stream.read(1 << 16).decode("utf-8", "replace").splitlines()[:1]
+        except (OSError, pa.ArrowException):
+            return None
+        return first[0].split(",") if first else None
+
+    def _row_of(self, name: str, value: str) -> int | None:
+        """The first row (counting from 0) whose ``name`` column holds the text ``value``; ``None`` if not found.
+
+        The error path of a value that does not convert: the column alone is read again as text,
+        a block at a time (memory stays constant), up to that row.
+        """
+        start = 0
+        try:
+            for block in self._open([name], _MIN_BLOCK // 64, {name: pa.string()}):
+                found = pc.index(block.column(0), value).as_py()
+                if found >= 0:
+                    return start + found
+                start += block.num_rows
+        except (OSError, pa.ArrowException):  # a later malformed row, say: the message goes without the row
+            return None
+        return None
 
     def schema(self) -> pa.Schema:
         """Column names and the types pyarrow infers from the first block (``null``: no value there)."""
         if self._schema is None:
-            self._schema = self._open(None, 1, None).schema  # the smallest block: 1 MiB
+            try:
+                self._schema = self._open(None, 1, None).schema  # the smallest block: 1 MiB
+            except (OSError, pa.ArrowException) as err:
+                raise self._error(err) from None
         return self._schema
 
     def chunks(self, batch_size: int) -> list[Chunk]:
@@ -237,14 +320,17 @@ class CsvSource(Source):
             InvalidDataError: a value does not convert to its column's type (names the file and column).
         """
         self.schema()  # the header, for messages that name a column
-        reader = self._open(columns, batch_size, types)
+        try:
+            reader = self._open(columns, batch_size, types)
+        except (OSError, pa.ArrowException) as err:
+            raise self._error(err, types) from None
         while True:
             try:
                 block = reader.read_next_batch()
             except StopIteration:
                 return
             except (OSError, pa.ArrowException) as err:
-                raise self._error(err) from None
+                raise self._error(err, types) from None
             for start in range(0, block.num_rows, batch_size):
                 yield block.slice(start, batch_size)
 
@@ -597,7 +683,9 @@ def open_sources(data: Any) -> list[Source]:
         data: what to read.
 
     Returns:
-        One source per file (sorted within each directory or glob) or one for the frame.
+        One source per file (sorted within each directory or glob) or one for the frame. A file
+        that several paths name (a directory and a file in it, the same file twice) is read once,
+        where it is first found.
 
     Raises:
         InvalidDataError: a path matches nothing, a directory or glob no Parquet or CSV file, or a
@@ -608,18 +696,26 @@ def open_sources(data: Any) -> list[Source]:
     if frame is not None:
         return [frame]
     paths = [data] if isinstance(data, (str, os.PathLike)) else data
-    if not isinstance(paths, Sequence) or not paths or not all(isinstance(p, (str, os.PathLike)) for p in paths):
+    if isinstance(paths, Sequence) and not paths:
+        raise TypeError("Expected `data` to be a path or a non-empty list of paths, got an empty list.")
+    if not isinstance(paths, Sequence) or not all(isinstance(p, (str, os.PathLike)) for p in paths):
         raise TypeError(
             "Expected `data` to be a path, a list of paths, a pyarrow.Table or a pandas/polars DataFrame, "
             f"got {type(data).__name__}{_data_hint(data)}."
         )
     out: list[Source] = []
+    seen: set[str] = set()  # every file once, whichever paths name it (`logs/ logs/a.csv`, `a.csv a.csv`)
     for p in paths:
         path = os.fspath(p)
         files = _expand(path)
-        found = [_file_source(file) for file in files]
         keys = _hive_keys(_partition_base(path), files)
-        out += found if keys is None else [PartitionedSource(s, k) if k else s for s, k in zip(found, keys)]
+        for i, file in enumerate(files):
+            key = os.path.normcase(os.path.abspath(file))
+            if key in seen:
+                continue
+            seen.add(key)
+            source = _file_source(file)
+            out.append(PartitionedSource(source, keys[i]) if keys is not None and keys[i] else source)
     return out
 
 

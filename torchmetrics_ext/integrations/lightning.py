@@ -127,6 +127,12 @@ class RecMetricCallback(pl.Callback):
       end of the epoch its values are logged. ``trainer.test()`` does the
       same with the ``test`` module.
 
+    **``Trainer(barebones=True)``** forbids logging (Lightning's ``self.log`` warns and logs
+    nothing under it): the callback then warns once at ``setup``, naming the modules, and only
+    updates them at every step; it computes nothing (no sync), logs nothing and puts nothing in
+    ``trainer.callback_metrics``. Their ``compute()`` after the run gives the values (the
+    training module over every step; the validation module over the last validation epoch).
+
     **Several validation (or test) dataloaders.** Each dataloader gets values of its own, under
     Lightning's own per-dataloader names: ``"val/ne/click/dataloader_idx_0"``,
     ``"val/ne/click/dataloader_idx_1"``, ... (what ``self.log`` gives in a ``validation_step`` with
@@ -212,6 +218,7 @@ class RecMetricCallback(pl.Callback):
         self._train_logged_at: int | None = None  # the training module's update count when last logged
         self._eval = _EvalEpoch()  # the validation or test epoch under way
         self._accumulation_warned: set[tuple[int, int]] = set()  # (interval, factor) pairs warned of in this fit
+        self._barebones = False  # the trainer of the run forbids logging: update, never compute (see `setup`)
 
     def _test_name(self, pl_module: pl.LightningModule) -> str | None:
         """The test module's attribute: ``None`` when ``test`` is the default name and that is no RecMetricModule.
@@ -263,6 +270,17 @@ class RecMetricCallback(pl.Callback):
         wrong = [n for n in names if n is not None and not isinstance(getattr(pl_module, n, None), RecMetricModule)]
         if wrong:
             self._missing(pl_module, wrong)
+        self._barebones = bool(getattr(trainer, "barebones", False))
+        used = [name for name in names if name is not None]
+        if self._barebones and used:
+            modules = ", ".join(f"`{type(pl_module).__name__}.{name}`" for name in used)
+            rank_zero_warn(
+                f"RecMetricCallback: `Trainer(barebones=True)` disables logging (`self.log` logs nothing under it), "
+                f"so the callback updates {modules} at every step but computes and logs nothing (no sync either). "
+                f"Call their `compute()` after the run to read the values, or drop `barebones=True` to have them "
+                "logged.",
+                category=UserWarning,
+            )
         if stage == "fit":  # a callback reused for another fit (a fresh model, say) logs it from its first epoch
             self._train_logged_at = None
             self._accumulation_warned = set()
@@ -334,6 +352,8 @@ class RecMetricCallback(pl.Callback):
 
     def _log(self, pl_module: pl.LightningModule, module: RecMetricModule, suffix: str = "", **options: Any) -> None:
         """``log_dict(module.compute())``, each key followed by ``suffix``."""
+        if self._barebones:  # logging is off: computing (and syncing) the values would be wasted
+            return
         values = {f"{key}{suffix}": value for key, value in module.compute().items()}
         self._quiet(values)
         pl_module.log_dict(values, sync_dist=False, **options)
@@ -392,7 +412,7 @@ class RecMetricCallback(pl.Callback):
             module._empty_step()
         else:
             module.update(self._model_out(outputs, module, "training"))
-        if module.should_compute():
+        if module.should_compute() and not self._barebones:
             values = module.compute()  # on every rank: the module syncs
             trainer.callback_metrics.update(values)
             scalars = {key: float(value) for key, value in values.items()}

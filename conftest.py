@@ -1,0 +1,92 @@
+"""Doctests of optional extras skip, naming the extra, where that extra is not installed.
+
+The suite runs every docstring and Markdown example (``--doctest-modules --doctest-glob=*.md``).
+An example that needs an optional dependency (``from transformers import EvalPrediction``,
+``metric.plot()``), or a module that imports one (``integrations/lightning.py``), would fail or
+stop the collection without it, as if the code were broken; it is skipped instead, with the
+module and the extra to install in the reason (``-ra`` lists it), and runs wherever the extra is
+installed. Only the optional dependencies below, and only when they are missing, are skipped so:
+any other missing module, ours included, still fails.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib.util
+import re
+from collections.abc import Iterable
+
+import pytest
+from _pytest.doctest import DoctestItem, DoctestModule
+
+# optional top-level module -> the extra that installs it (pyproject's optional-dependencies)
+OPTIONAL = {
+    "accelerate": "huggingface",
+    "lightning": "lightning",
+    "matplotlib": "plot",
+    "pandas": "evaluate",
+    "pyarrow": "evaluate",
+    "transformers": "huggingface",
+}
+_IMPORT = re.compile(r"^\s*(?:from|import)\s+([A-Za-z_]\w*)", re.MULTILINE)
+_QUOTED = re.compile(r"[`'\"]([A-Za-z_][\w.]*)[`'\"]")  # a module an error names: 'lightning.pytorch'
+
+
+def _missing(modules: Iterable[str]) -> list[str]:
+    """The optional modules among ``modules`` that are not installed (in order, once each)."""
+    named = dict.fromkeys(top for top in (m.split(".")[0] for m in modules) if top in OPTIONAL)
+    return [module for module in named if importlib.util.find_spec(module) is None]
+
+
+def missing_optional(sources: list[str]) -> list[str]:
+    """The optional modules that ``sources`` (example code) import and that are not installed."""
+    return _missing(m for source in sources for m in _IMPORT.findall(source))
+
+
+def missing_in_error(text: str) -> list[str]:
+    """The missing optional modules an import error's text names (``No module named 'x'``, ``expects `x```)."""
+    return _missing(_QUOTED.findall(text))
+
+
+def _reason(missing: list[str]) -> str:
+    install = " ".join(f"'torchmetrics-ext[{extra}]'" for extra in sorted({OPTIONAL[m] for m in missing}))
+    return f"needs {', '.join(missing)}: pip install {install}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the doctests whose examples import an optional module that is not installed."""
+    for item in items:
+        if isinstance(item, DoctestItem) and item.dtest is not None:
+            missing = missing_optional([example.source for example in item.dtest.examples])
+            if missing:
+                item.add_marker(pytest.mark.skip(reason=_reason(missing)))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> pytest.CollectReport:
+    """A module whose import needs a missing optional module has its doctests skipped, not a collection error."""
+    report: pytest.CollectReport = yield
+    if report.failed and isinstance(collector, DoctestModule):
+        missing = missing_in_error(str(report.longrepr))
+        if missing:
+            longrepr = (str(collector.path), None, f"Skipped: {_reason(missing)}")
+            return pytest.CollectReport(report.nodeid, "skipped", longrepr, [], sections=report.sections)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    """A doctest that fails because an optional module is missing (``metric.plot()``) is skipped."""
+    report: pytest.TestReport = yield
+    error = call.excinfo.value if call.excinfo is not None else None
+    if report.failed and isinstance(item, DoctestItem) and isinstance(error, doctest.UnexpectedException):
+        names: list[str] = []
+        cause: BaseException | None = error.exc_info[1]
+        while isinstance(cause, ModuleNotFoundError):  # its module, or the one it was raised from
+            names += [cause.name or "", *_QUOTED.findall(str(cause))]
+            cause = cause.__cause__ or cause.__context__
+        missing = _missing(names)
+        if missing:
+            report.outcome = "skipped"
+            report.longrepr = (str(item.path), None, f"Skipped: {_reason(missing)}")
+    return report

@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 
 import torchmetrics_ext as tmx
 from tests.helpers import tester as H
@@ -1895,6 +1895,21 @@ def _merge_kind_names(metric) -> list[str]:
     return [type(metric).__name__] + ([type(inner).__name__] if inner is not None else [])
 
 
+def _every_metric_updated(persistent: bool = False) -> tuple[list[str], dict[str, Metric]]:
+    """Each public metric of ``_EVERY_METRIC`` (sorted names) built and updated with its batch (warnings hidden)."""
+    names = sorted(_EVERY_METRIC)
+    built = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in names:
+            factory, batch = _EVERY_METRIC[name]
+            built[name] = factory()
+            if persistent:
+                built[name].persistent(True)
+            built[name].update(**batch)
+    return names, built
+
+
 def test_merge_state_refuses_every_metric_of_another_class_and_changes_nothing():
     """Every ordered pair of different public metrics (or wrappers over different metrics) is refused.
 
@@ -1904,14 +1919,9 @@ def test_merge_state_refuses_every_metric_of_another_class_and_changes_nothing()
     Segmented(NE) and Segmented(LogLoss)...): TorchMetrics refuses another class, ours read the merged
     metric as a dict of states first. The error names both metrics; the receiver's states are unchanged.
     """
-    names = sorted(_EVERY_METRIC)
-    built = {}
+    names, built = _every_metric_updated()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name in names:
-            factory, batch = _EVERY_METRIC[name]
-            built[name] = factory()
-            built[name].update(**batch)
         for ours, theirs in ((a, b) for a in names for b in names if a != b):
             receiver, incoming = built[ours], built[theirs]
             snapshot = H._state_snapshot(receiver)
@@ -1974,15 +1984,9 @@ def test_load_state_dict_refuses_another_metrics_checkpoint_and_changes_nothing(
     Segmented(NE)'s by a Segmented(LogLoss)) were loaded without a word. Every such ordered pair of
     public metrics is refused with strict=True and strict=False, naming both; a plain dict (no
     metadata) still loads by its state names."""
-    names = sorted(_EVERY_METRIC)
-    built = {}
+    names, built = _every_metric_updated(persistent=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name in names:
-            factory, batch = _EVERY_METRIC[name]
-            built[name] = factory()
-            built[name].persistent(True)
-            built[name].update(**batch)
         checked = 0
         for ours, theirs in ((a, b) for a in names for b in names if a != b):
             receiver, saved = built[ours], built[theirs].state_dict()

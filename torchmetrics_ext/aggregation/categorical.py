@@ -159,10 +159,11 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
     Categories are arbitrary ``str`` or ``int`` values (``1`` and ``"1"`` are different
     categories), kept in first-seen order. A ``str``/``int`` subclass is its plain value (a
     ``(str, Enum)`` member ``Source.WEB = "web"`` is the category ``"web"``, an ``IntEnum`` its
-    ``int``), so keys are the same before and after a checkpoint or a sync. Ranks may see
-    different categories: when the metric syncs, ranks first exchange their category lists
-    (``all_gather_object`` of the keys only, never the counts) and align their counts to the
-    union, in rank order, then sum the counts.
+    ``int``), and so is a NumPy integer scalar or a one-element integer tensor (``np.int64(3)`` and
+    ``torch.tensor(3)`` are the category ``3``), so keys are the same before and after a checkpoint
+    or a sync. Ranks may see different categories: when the metric syncs, ranks first exchange
+    their category lists (``all_gather_object`` of the keys only, never the counts) and align
+    their counts to the union, in rank order, then sum the counts.
 
     Args:
         validate_args: reject anything but ``str``/``int`` categories before any state changes.
@@ -396,9 +397,10 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
     def summarize(self, values: Sequence[Any]) -> CategoryBatch:
         """The distinct categories of a batch of ``str``/``int`` values and their counts.
 
-        A ``str``/``int`` subclass (a ``(str, Enum)`` member, an ``IntEnum``) counts as its plain
-        value, the category it equals (``Source.WEB`` is ``"web"``), whose key a checkpoint or a
-        sync gives back.
+        A ``str``/``int`` subclass (a ``(str, Enum)`` member, an ``IntEnum``), a NumPy integer
+        scalar or a one-element integer tensor counts as its plain value, the category it equals
+        (``Source.WEB`` is ``"web"``, ``np.int64(3)`` is ``3``), whose key a checkpoint or a sync
+        gives back.
 
         Raises:
             TypeError: on a value that is not a ``str`` or an ``int`` (``bool`` and ``float`` are not).

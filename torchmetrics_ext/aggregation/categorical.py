@@ -321,13 +321,19 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
             return
         if isinstance(categories, (str, bytes)) or not isinstance(categories, Sequence):
             raise TypeError(
-                "Expected `categories` to be a sequence of str/int categories or an integer tensor, "
+                "Expected `categories` to be a sequence of str/int categories, an integer tensor or a NumPy array, "
                 f"got {type(categories).__name__}."
             )
         check_categories(categories)
 
     def _batch(self, categories: Sequence[Category] | Tensor) -> CategoryBatch:
-        """``update``'s argument checked (when ``validate_args``) and summarized; changes no state."""
+        """``update``'s argument checked (when ``validate_args``) and summarized; changes no state.
+
+        A NumPy array (of ``int`` or ``str`` categories, any shape) is read as the list of its
+        elements, as a tensor is, so it is checked element by element like a list.
+        """
+        if not isinstance(categories, (Tensor, Sequence)) and type(categories).__module__ == "numpy":
+            categories = categories.reshape(-1).tolist()
         if self._check_inputs:
             self._validate(categories)
         if isinstance(categories, Tensor):
@@ -336,7 +342,7 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         return self.summarize(categories)
 
     def update(self, categories: Sequence[Category] | Tensor) -> None:
-        """Count each element of ``categories`` (a sequence of ``str``/``int`` or an integer tensor)."""
+        """Count each element of ``categories`` (a sequence of ``str``/``int``, an integer tensor or a NumPy array)."""
         self._fold(self._batch(categories))
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[Category, Tensor]:

@@ -564,3 +564,34 @@ def test_padding_values_as_arrays_or_numpy_numbers_mark_padding(padding):
         compute_metrics(EvalPrediction(predictions=scores, label_ids=np.array([2, 2])))
     values = compute_metrics(EvalPrediction(predictions=scores, label_ids=np.array([2, 0])))
     assert values == {"Recall@2": 1.0, "MRR@2": 0.5}  # both relevant candidates ranked 2nd
+
+
+class Squeezer(nn.Module):
+    """A one-logit head squeezed to (B,): a 0-dim logit on a batch of one example."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(4, 1)
+
+    def forward(self, x, labels=None):
+        logits = self.linear(x).squeeze()
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.float().reshape(logits.shape))
+        return {"loss": loss, "logits": logits}
+
+
+@pytest.mark.parametrize("batch_eval_metrics", [False, True], ids=["whole-arrays", "batch-eval-metrics"])
+@pytest.mark.parametrize("n", [17, 1], ids=["last-batch-of-one", "one-example"])
+def test_a_squeezed_logit_of_a_batch_of_one_is_one_example(tmp_path, batch_eval_metrics, n):
+    """The last eval batch of one example gives a 0-dim logit: it failed with an IndexError in batch mode."""
+    dataset = Clicks(n=n)
+    dataset.y = dataset.y[:, :1].reshape(-1)  # one task
+    compute_metrics = pointwise_compute_metrics(["log_loss", "ctr", "sum_weights"])
+    metrics = trainer(Squeezer(), dataset, compute_metrics, batch_eval_metrics, tmp_path).evaluate()
+    with torch.no_grad():
+        logits = Squeezer().linear(dataset.x).reshape(-1).double().numpy()
+    y = dataset.y.numpy()
+    p = 1 / (1 + np.exp(-logits))
+    assert metrics["eval_sum_weights"] == n
+    assert metrics["eval_ctr"] == pytest.approx(y.mean(), rel=1e-12)
+    assert metrics["eval_log_loss"] == pytest.approx(log_loss(y, p, labels=[0, 1]), rel=1e-6)

@@ -236,6 +236,10 @@ class _Pointwise(HFComputeMetrics):
 
     def update(self, predictions: Tensor, labels: Tensor) -> None:
         t = len(self.tasks)
+        # a 0-dim array is one example (a model that squeezes its (B, 1) logits, on a batch of one), as
+        # the Trainer itself reads it when it concatenates batches (atleast_1d)
+        predictions = predictions.reshape(1) if predictions.ndim == 0 else predictions
+        labels = labels.reshape(1) if labels.ndim == 0 else labels
         if predictions.ndim == 2 and predictions.shape[-1] == 1 and t == 1:
             predictions = predictions[:, 0]
         if labels.ndim == 2 and labels.shape[-1] == 1 and t == 1:
@@ -329,7 +333,7 @@ def pointwise_compute_metrics(
         metrics: registry names (see :func:`torchmetrics_ext.registry.metric_names`); metrics that
             need ids (``gauc``, ranking) are not available here.
         tasks: task names; predictions and labels are ``(N,)`` (or ``(N, 1)``) for one task and
-            ``(N, T)`` for ``T`` tasks.
+            ``(N, T)`` for ``T`` tasks; a 0-dim array is one example (a squeezed logit of a batch of one).
         from_logits: the model outputs logits (the usual case); ``False`` for probabilities. Metrics
             with a ``from_logits`` option (NE, AUC, calibration, accuracy, ``mse``, ...) read the
             logits; the values of ``mse``, ``rmse``, ``mae``, ``weighted_average``, ``r_squared``...

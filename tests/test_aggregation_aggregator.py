@@ -634,6 +634,34 @@ def test_enum_categories_keep_their_logged_key_through_a_checkpoint():
     assert restored.get_metrics_for_logging()["train_d/src_count_web"] == plain["web"] + 1
 
 
+def test_numpy_and_tensor_integer_categories_are_their_int():
+    """np.int64 (a pandas/pyarrow column) and 0-dim integer tensors are the int category they equal."""
+    values = [np.int64(3), 3, torch.tensor(3), np.uint8(7), torch.tensor([7], dtype=torch.int32), np.str_("web"), "web"]
+    plain = Counter(int(v) if not isinstance(v, str) else str(v) for v in values)  # 3: 3, 7: 2, "web": 2
+    expected = {f"train_d/src_count_{k}": float(c) for k, c in plain.items()}
+    agg = MetricsAggregator()
+    agg.update([Metric("d", "src", v, AggregationType.CATEGORICAL_COUNT) for v in values])
+    assert agg.get_metrics_for_logging() == expected
+    restored = MetricsAggregator()
+    restored.load_state_dict(agg.state_dict())
+    assert restored.get_metrics_for_logging() == expected
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [np.True_, torch.tensor(True), torch.tensor(2.0), np.float64(2.0), torch.tensor([1, 2])],
+    ids=["np-bool", "bool-tensor", "float-tensor", "np-float", "two-element-tensor"],
+)
+def test_non_integer_numpy_or_tensor_categories_are_rejected(bad):
+    agg = MetricsAggregator()
+    agg.update([Metric("d", "src", 1, AggregationType.CATEGORICAL_COUNT)])
+    with pytest.raises(TypeError, match="CATEGORICAL_COUNT: expected str or int categories"):
+        agg.update(
+            [Metric("d", "src", 2, AggregationType.CATEGORICAL_COUNT), Metric("d", "src", bad, A.CATEGORICAL_COUNT)]
+        )
+    assert agg.get_metrics_for_logging() == {"train_d/src_count_1": 1.0}
+
+
 @pytest.mark.parametrize(
     "records",
     [

@@ -928,6 +928,36 @@ def test_categorical_enum_categories_are_their_plain_values():
     assert {k: v.item() for k, v in other.compute().items()} == {"web": 4.0, 1: 2.0}
 
 
+def test_categorical_numpy_and_tensor_integers_are_their_int():
+    """A list of np.int64 / 0-dim integer tensors (labels from a numpy or tensor column) counts the ints they equal."""
+    metric = CategoricalCount()
+    metric.update([np.int64(2), torch.tensor(2), 5])
+    metric.fold(metric.summarize([np.int32(5), torch.tensor(2, dtype=torch.uint8)]))
+    out = metric.compute()
+    assert [(type(k), k) for k in out] == [(int, 2), (int, 5)]
+    assert {k: v.item() for k, v in out.items()} == dict(Counter([2, 2, 5, 5, 2]))
+    with pytest.raises(TypeError, match=r"str or int categories, got np.True_"):
+        metric.update([1, np.True_])
+    assert {k: v.item() for k, v in metric.compute().items()} == {2: 3.0, 5: 2.0}
+
+
+@pytest.mark.parametrize("validate_args", [True, False])
+def test_categorical_numpy_arrays_count_their_elements(validate_args):
+    """A NumPy array of int or str labels (any shape) counts like the list of its elements."""
+    ints, strs = np.array([[1, 2], [2, 7]]), np.array(["pos", "neg", "pos"])
+    metric = CategoricalCount(validate_args=validate_args)
+    metric.update(ints)
+    metric.update(strs)
+    expected = Counter([*ints.reshape(-1).tolist(), *strs.tolist()])  # {1: 1, 2: 2, 7: 1, "pos": 2, "neg": 1}
+    out = metric.compute()
+    assert [(type(k), k) for k in out] == [(type(k), k) for k in expected]
+    assert {k: v.item() for k, v in out.items()} == dict(expected)
+    if validate_args:
+        with pytest.raises(TypeError, match=r"str or int categories, got 1.5 \(float\)"):
+            metric.update(np.array([1.5]))
+        assert {k: v.item() for k, v in metric.compute().items()} == dict(expected)
+
+
 def test_categorical_forward_merges_new_categories():
     metric = CategoricalCount()
     assert {k: v.item() for k, v in metric(["x", "y"]).items()} == {"x": 1.0, "y": 1.0}

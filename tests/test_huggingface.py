@@ -523,3 +523,75 @@ def test_errors_name_the_arrays_passed_and_this_adapters_options():
     scores = np.array([[np.nan, 0.3, 0.5], [0.1, 0.8, -10.0]])
     with pytest.raises(ValueError, match=r"^Expected `predictions` without NaN"):
         ranking_compute_metrics(ks=(1,))(EvalPrediction(predictions=scores, label_ids=np.array([2, 0])))
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (lambda: pointwise_compute_metrics("auc"), r"`metrics` to be a sequence of names, got the string 'auc'"),
+        (
+            lambda: pointwise_compute_metrics(["auc"], tasks="click"),
+            r"`tasks` to be a sequence of names, got the string 'click' .*tasks=\('click',\)",
+        ),
+        (lambda: ranking_compute_metrics(padding_value="-10"), r"`padding_value` to be a number .*got '-10'"),
+        (lambda: ranking_compute_metrics(padding_value=[-10, None]), r"`padding_value` to be a number"),
+        (lambda: ranking_compute_metrics(padding_value=True), r"`padding_value` to be a number"),
+        (lambda: ranking_compute_metrics(key_names=["Recall"]), r"`key_names` to be a mapping"),
+    ],
+    ids=["metrics-str", "tasks-str", "padding-str", "padding-none", "padding-bool", "key-names-list"],
+)
+def test_arguments_given_as_one_string_or_of_another_kind_are_named(build, match):
+    """A string was read letter by letter ("Unknown metric name 'a'", tasks 'a' and 'b' from "ab")."""
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+def test_a_two_letter_task_string_is_not_two_tasks():
+    """tasks="ab" with two prediction columns used to score silently as tasks 'a' and 'b'."""
+    with pytest.raises(ValueError, match="`tasks`"):
+        pointwise_compute_metrics(["ctr"], tasks="ab")
+
+
+@pytest.mark.parametrize(
+    "padding", [np.array([-10.0, -100.0]), torch.tensor([-10.0]), np.float32(-10.0), (-10,)], ids=str
+)
+def test_padding_values_as_arrays_or_numpy_numbers_mark_padding(padding):
+    from transformers import EvalPrediction
+
+    compute_metrics = ranking_compute_metrics(ks=(2,), padding_value=padding)
+    scores = np.array([[0.9, 0.3, 0.5], [0.1, 0.8, -10.0]])  # query 2: 2 candidates and a padded slot
+    with pytest.raises(ValueError, match="indexes a padded slot"):  # only when -10 is padding
+        compute_metrics(EvalPrediction(predictions=scores, label_ids=np.array([2, 2])))
+    values = compute_metrics(EvalPrediction(predictions=scores, label_ids=np.array([2, 0])))
+    assert values == {"Recall@2": 1.0, "MRR@2": 0.5}  # both relevant candidates ranked 2nd
+
+
+class Squeezer(nn.Module):
+    """A one-logit head squeezed to (B,): a 0-dim logit on a batch of one example."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(4, 1)
+
+    def forward(self, x, labels=None):
+        logits = self.linear(x).squeeze()
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.float().reshape(logits.shape))
+        return {"loss": loss, "logits": logits}
+
+
+@pytest.mark.parametrize("batch_eval_metrics", [False, True], ids=["whole-arrays", "batch-eval-metrics"])
+@pytest.mark.parametrize("n", [17, 1], ids=["last-batch-of-one", "one-example"])
+def test_a_squeezed_logit_of_a_batch_of_one_is_one_example(tmp_path, batch_eval_metrics, n):
+    """The last eval batch of one example gives a 0-dim logit: it failed with an IndexError in batch mode."""
+    dataset = Clicks(n=n)
+    dataset.y = dataset.y[:, :1].reshape(-1)  # one task
+    compute_metrics = pointwise_compute_metrics(["log_loss", "ctr", "sum_weights"])
+    metrics = trainer(Squeezer(), dataset, compute_metrics, batch_eval_metrics, tmp_path).evaluate()
+    with torch.no_grad():
+        logits = Squeezer().linear(dataset.x).reshape(-1).double().numpy()
+    y = dataset.y.numpy()
+    p = 1 / (1 + np.exp(-logits))
+    assert metrics["eval_sum_weights"] == n
+    assert metrics["eval_ctr"] == pytest.approx(y.mean(), rel=1e-12)
+    assert metrics["eval_log_loss"] == pytest.approx(log_loss(y, p, labels=[0, 1]), rel=1e-6)

@@ -159,10 +159,11 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
     Categories are arbitrary ``str`` or ``int`` values (``1`` and ``"1"`` are different
     categories), kept in first-seen order. A ``str``/``int`` subclass is its plain value (a
     ``(str, Enum)`` member ``Source.WEB = "web"`` is the category ``"web"``, an ``IntEnum`` its
-    ``int``), so keys are the same before and after a checkpoint or a sync. Ranks may see
-    different categories: when the metric syncs, ranks first exchange their category lists
-    (``all_gather_object`` of the keys only, never the counts) and align their counts to the
-    union, in rank order, then sum the counts.
+    ``int``), and so is a NumPy integer scalar or a one-element integer tensor (``np.int64(3)`` and
+    ``torch.tensor(3)`` are the category ``3``), so keys are the same before and after a checkpoint
+    or a sync. Ranks may see different categories: when the metric syncs, ranks first exchange
+    their category lists (``all_gather_object`` of the keys only, never the counts) and align
+    their counts to the union, in rank order, then sum the counts.
 
     Args:
         validate_args: reject anything but ``str``/``int`` categories before any state changes.
@@ -320,13 +321,19 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
             return
         if isinstance(categories, (str, bytes)) or not isinstance(categories, Sequence):
             raise TypeError(
-                "Expected `categories` to be a sequence of str/int categories or an integer tensor, "
+                "Expected `categories` to be a sequence of str/int categories, an integer tensor or a NumPy array, "
                 f"got {type(categories).__name__}."
             )
         check_categories(categories)
 
     def _batch(self, categories: Sequence[Category] | Tensor) -> CategoryBatch:
-        """``update``'s argument checked (when ``validate_args``) and summarized; changes no state."""
+        """``update``'s argument checked (when ``validate_args``) and summarized; changes no state.
+
+        A NumPy array (of ``int`` or ``str`` categories, any shape) is read as the list of its
+        elements, as a tensor is, so it is checked element by element like a list.
+        """
+        if not isinstance(categories, (Tensor, Sequence)) and type(categories).__module__ == "numpy":
+            categories = categories.reshape(-1).tolist()
         if self._check_inputs:
             self._validate(categories)
         if isinstance(categories, Tensor):
@@ -335,7 +342,7 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         return self.summarize(categories)
 
     def update(self, categories: Sequence[Category] | Tensor) -> None:
-        """Count each element of ``categories`` (a sequence of ``str``/``int`` or an integer tensor)."""
+        """Count each element of ``categories`` (a sequence of ``str``/``int``, an integer tensor or a NumPy array)."""
         self._fold(self._batch(categories))
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[Category, Tensor]:
@@ -396,9 +403,10 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
     def summarize(self, values: Sequence[Any]) -> CategoryBatch:
         """The distinct categories of a batch of ``str``/``int`` values and their counts.
 
-        A ``str``/``int`` subclass (a ``(str, Enum)`` member, an ``IntEnum``) counts as its plain
-        value, the category it equals (``Source.WEB`` is ``"web"``), whose key a checkpoint or a
-        sync gives back.
+        A ``str``/``int`` subclass (a ``(str, Enum)`` member, an ``IntEnum``), a NumPy integer
+        scalar or a one-element integer tensor counts as its plain value, the category it equals
+        (``Source.WEB`` is ``"web"``, ``np.int64(3)`` is ``3``), whose key a checkpoint or a sync
+        gives back.
 
         Raises:
             TypeError: on a value that is not a ``str`` or an ``int`` (``bool`` and ``float`` are not).

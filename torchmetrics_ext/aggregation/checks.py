@@ -4,8 +4,9 @@
   :func:`exact_sum` checks a batch of numbers while it sums it, :func:`check_numbers` checks one
   without needing its sum (MAX/MIN), :func:`number_tensor` checks one while it turns it into a
   tensor, :func:`check_categories` checks categories (and makes a ``str``/``int`` subclass, such
-  as a ``(str, Enum)`` member, plain). A rejected value is named in the message (``"Expected a
-  finite number, got nan (float)."``); the aggregator prefixes the record's dataset, name and type.
+  as a ``(str, Enum)`` member, a NumPy integer or a one-element integer tensor plain). A rejected
+  value is named in the message (``"Expected a finite number, got nan (float)."``); the aggregator
+  prefixes the record's dataset, name and type.
 * **Tensor inputs** of the metrics' ``update``: :func:`as_values`, then
   :func:`~torchmetrics_ext.functional.distribution._check_finite`.
 
@@ -15,6 +16,8 @@ Nothing here touches metric state.
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from collections.abc import Sequence
 from typing import cast
 
@@ -130,31 +133,56 @@ def number_tensor(values: Sequence[object]) -> Tensor:
     return out
 
 
-def _is_category(value: object) -> bool:
-    return type(value) is str or type(value) is int or (isinstance(value, (str, int)) and not isinstance(value, bool))
+def _integer_scalar(value: object) -> int | None:
+    """A NumPy integer scalar or a one-element integer tensor as its ``int``; ``None`` for anything else.
+
+    Pipelines often carry a category as ``np.int64`` (a pandas, pyarrow or ``datasets`` column)
+    or as a 0-dim tensor (a tensor dataset); neither is an ``int`` subclass. ``bool`` values (Python,
+    NumPy or tensor) are no category.
+    """
+    if isinstance(value, Tensor):
+        if value.numel() != 1 or value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+            return None
+        return int(value.item())
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):  # NumPy registers its integers
+        return operator.index(value)
+    return None
 
 
-def _plain(value: str | int) -> str | int:
-    """A ``str``/``int`` subclass (a ``(str, Enum)`` member, an ``IntEnum``) as its plain ``str``/``int`` value."""
+def _as_category(value: object) -> str | int | None:
+    """``value`` as a plain ``str``/``int`` category, or ``None`` if it is none.
+
+    A ``str``/``int`` subclass (a ``(str, Enum)`` member, an ``IntEnum``, ``np.str_``) becomes its
+    plain value; a NumPy integer scalar or a one-element integer tensor its ``int``; ``bool`` is refused.
+    """
     if type(value) is str or type(value) is int:
         return value
-    return str.__str__(value) if isinstance(value, str) else int.__int__(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return None if isinstance(value, bool) else int.__int__(value)
+    return _integer_scalar(value)
 
 
 def check_categories(values: Sequence[object]) -> Sequence[str | int]:
-    """``values`` as plain ``str``/``int`` categories; ``TypeError`` unless each is a ``str`` or ``int`` (no ``bool``).
+    """``values`` as plain ``str``/``int`` categories; ``TypeError`` unless each is one.
 
-    A subclass of ``str`` or ``int`` (a ``(str, Enum)`` member, an ``IntEnum``) becomes its plain
-    value (``"web"``, ``3``): the category it equals, with the key that checkpoints and syncs
-    (which store plain ``str``/``int``) give back, so its logged name never changes. A batch of
-    plain ``str``/``int`` is returned as it is (no copy).
+    A category is a ``str`` or an ``int`` (not a ``bool``). A subclass of ``str`` or ``int`` (a
+    ``(str, Enum)`` member, an ``IntEnum``) becomes its plain value (``"web"``, ``3``), and so does a
+    NumPy integer scalar (``np.int64(3)``) or a one-element integer tensor (``torch.tensor(3)``):
+    the category it equals, with the key that checkpoints and syncs (which store plain
+    ``str``/``int``) give back, so its logged name never changes. A batch of plain ``str``/``int``
+    is returned as it is (no copy).
     """
     if set(map(type, values)) <= _CATEGORY_TYPES:
         return cast("Sequence[str | int]", values)
+    out = []
     for value in values:
-        if not _is_category(value):
+        category = _as_category(value)
+        if category is None:
             raise TypeError(f"Expected str or int categories, got {value!r} ({type(value).__name__}).")
-    return [_plain(cast("str | int", value)) for value in values]
+        out.append(category)
+    return out
 
 
 def as_values(name: str, value: object) -> Tensor:

@@ -99,6 +99,32 @@ def _labels(labels: Any, columns: bool) -> Any:
     return labels
 
 
+def _sequence_of_names(argument: str, value: Any, example: str) -> tuple[Any, ...]:
+    """``value`` as a tuple of names; a single string (which would be read letter by letter) is an error."""
+    if isinstance(value, str):
+        raise ValueError(
+            f"Expected `{argument}` to be a sequence of names, got the string {value!r} (read letter by letter): "
+            f"write {argument}=({value!r},), as in {example}."
+        )
+    return tuple(value)
+
+
+def _padding_values(padding_value: Any) -> Tensor:
+    """``padding_value`` (a number, a sequence or an array of numbers) as a float64 1-D tensor, else a clear error."""
+    try:
+        if isinstance(padding_value, (str, bytes, bool)):
+            raise TypeError
+        values = [padding_value] if isinstance(padding_value, numbers.Real) else list(padding_value)
+        if any(isinstance(v, (str, bytes, bool)) for v in values):
+            raise TypeError
+        return torch.tensor([float(v) for v in values], dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(
+            "Expected `padding_value` to be a number or a sequence of numbers (scores that mark padded candidates), "
+            f"got {padding_value!r}."
+        ) from None
+
+
 class HFComputeMetrics:
     """A ``compute_metrics(eval_pred, compute_result=None)`` callable for ``transformers.Trainer``.
 
@@ -175,7 +201,8 @@ class _Pointwise(HFComputeMetrics):
     _label_columns = True
 
     def __init__(self, metrics: Sequence[str], tasks: Sequence[str], from_logits: bool, kwargs: Mapping[str, Any]):
-        self.tasks = tuple(tasks)
+        metrics = _sequence_of_names("metrics", metrics, "metrics=('ne', 'auc')")
+        self.tasks = _sequence_of_names("tasks", tasks, "tasks=('click', 'like')")
         built = {}
         flagged = False  # some metric reads the logits itself (from_logits=True)
         for name in metrics:
@@ -209,6 +236,10 @@ class _Pointwise(HFComputeMetrics):
 
     def update(self, predictions: Tensor, labels: Tensor) -> None:
         t = len(self.tasks)
+        # a 0-dim array is one example (a model that squeezes its (B, 1) logits, on a batch of one), as
+        # the Trainer itself reads it when it concatenates batches (atleast_1d)
+        predictions = predictions.reshape(1) if predictions.ndim == 0 else predictions
+        labels = labels.reshape(1) if labels.ndim == 0 else labels
         if predictions.ndim == 2 and predictions.shape[-1] == 1 and t == 1:
             predictions = predictions[:, 0]
         if labels.ndim == 2 and labels.shape[-1] == 1 and t == 1:
@@ -302,7 +333,7 @@ def pointwise_compute_metrics(
         metrics: registry names (see :func:`torchmetrics_ext.registry.metric_names`); metrics that
             need ids (``gauc``, ranking) are not available here.
         tasks: task names; predictions and labels are ``(N,)`` (or ``(N, 1)``) for one task and
-            ``(N, T)`` for ``T`` tasks.
+            ``(N, T)`` for ``T`` tasks; a 0-dim array is one example (a squeezed logit of a batch of one).
         from_logits: the model outputs logits (the usual case); ``False`` for probabilities. Metrics
             with a ``from_logits`` option (NE, AUC, calibration, accuracy, ``mse``, ...) read the
             logits; the values of ``mse``, ``rmse``, ``mae``, ``weighted_average``, ``r_squared``...
@@ -316,7 +347,8 @@ def pointwise_compute_metrics(
         (the Trainer logs ``eval_ne``) and ``"{metric}/{task}"`` for several.
 
     Raises:
-        ValueError: unknown metric names (the message lists the known ones); when called, predictions
+        ValueError: unknown metric names (the message lists the known ones), ``metrics`` or ``tasks`` given
+            as one string (``"auc"`` instead of ``("auc",)``); when called, predictions
             or labels of another shape (e.g. an ``(N, 2)`` two-class head for one task).
 
     Example:
@@ -340,8 +372,12 @@ class _Ranking(HFComputeMetrics):
         kwargs: Mapping[str, Any],
     ) -> None:
         self.metric = RankingMetrics(ks=ks, metrics=metrics, sync_on_compute=False, **kwargs)
-        values = [padding_value] if isinstance(padding_value, numbers.Real) else list(padding_value)  # type: ignore[arg-type]
-        self.padding = torch.tensor(values, dtype=torch.float64)
+        self.padding = _padding_values(padding_value)
+        if not isinstance(key_names, Mapping) or not all(isinstance(v, str) for v in key_names.values()):
+            raise ValueError(
+                "Expected `key_names` to be a mapping of metric name to display name (e.g. {'recall': 'Recall'}), "
+                f"got {key_names!r}."
+            )
         self.key_names = dict(key_names)
 
     def update(self, predictions: Tensor, labels: Tensor) -> None:
@@ -446,7 +482,8 @@ def ranking_compute_metrics(
         only per-request sums between batches.
 
     Raises:
-        ValueError: bad arguments, or (when called) scores that are not 2-D, labels of another shape,
+        ValueError: bad arguments (a ``padding_value`` that is no number or sequence of numbers, ``key_names``
+            that is no mapping of names), or (when called) scores that are not 2-D, labels of another shape,
             or NaN relevance (a label is padding when negative, never when NaN).
 
     Example:

@@ -96,6 +96,12 @@ class SharedRing:
         self.width = width
         # per state, the lifetime metric holding it (the children of a Windowed are never replaced)
         self.lifetime_states = [(self.units[k]._modules["lifetime"], name) for k, name, *_ in self.layout]
+        # what `Windowed._count_update` counts an update on: each unit and its two children (never replaced)
+        self.counted = [
+            child.__dict__
+            for unit in self.units
+            for child in (unit, unit._modules["lifetime"], unit._modules["window"])
+        ]
         self.limit = 0  # this rank's window share, as the step's `ready` read it
         self.staging: Tensor | None = None
         self.buffer: Tensor | None = None
@@ -239,11 +245,14 @@ class SharedRing:
         self.back.add_(self.staging)
         # read at every step: a reset, sync or load gives the lifetime new state tensors
         torch._foreach_add_([getattr(life, name) for life, name in self.lifetime_states], self.targets)
+        limit = self.limit
         for ring, unit in zip(self.rings, self.units):
             ring.sizes.append(size)
             ring.spans.append(1)
             ring.count += 1
             ring.used += size
-            ring.evict(self.limit, unit.max_updates)
+            ring.evict(limit, unit.max_updates)
             unit.__dict__["_window_stale"] = True
-            unit._count_update()
+        for state in self.counted:  # each unit's `_count_update`, in one loop
+            state["_update_count"] += 1
+            state["_computed"] = None

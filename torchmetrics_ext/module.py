@@ -838,6 +838,8 @@ class RecMetricModule(nn.Module):
         # column) is copied once for all of them. Bool labels go as stacked float64.
         # A task without a weight column passes none: the ranking metric keeps unit weights for
         # those rows (no memory per row), so its weighted and unweighted steps mix, windowed or not.
+        if not self._num_copies:
+            return
         preds, labels, weights = batch.columns
         with sharing_row_copies():
             for t, (unit, *_) in enumerate(updated[len(updated) - self._num_copies :]):

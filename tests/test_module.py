@@ -3118,3 +3118,30 @@ def test_an_unreadable_extra_state_is_refused_naming_it_and_loads_nothing(extra_
     # what get_extra_state saves, and a step held as a 0-dim integer tensor, restore the step
     other.set_extra_state({"step": torch.tensor(5), "tasks": ["click", "buy"]})
     assert other.get_extra_state() == {"step": 5, "tasks": ["click", "buy"]}
+
+
+def test_the_shared_ring_adds_each_step_into_lifetime_states_replaced_since():
+    """The shared ring adds a step into every lifetime state at once (views of one row): states replaced since
+    (a reset, a state set by hand) are laid out again and count on from their new values. The lifetime CTR and
+    MSE equal the weighted formulas over the batches added since the reset (the hand-set state held its value)."""
+    module = build({"ctr": "ctr", "mse": "mse", "ne": "ne"}, window_size=10_000)
+    parts = [make_data(900 + i, n=50) for i in range(6)]
+    for part in parts[:2]:
+        module.update(part)
+    module.reset()
+    for part in parts[2:4]:
+        module.update(part)
+    life = module._unit("ctr")._child("lifetime")
+    for name in life._state_keys:  # the same values in new tensors (no longer the row's views)
+        setattr(life, name, getattr(life, name).clone())
+    for part in parts[4:]:
+        module.update(part)
+    assert module._joint_window(50) is not None  # the steps went through the shared ring
+    values = module.compute()
+    kept = {k: np.concatenate([p[k].numpy() for p in parts[2:]]) for k in parts[0]}
+    for task in ("click", "buy"):
+        p, y, w = (kept[f"{task}_{c}"].astype(np.float64) for c in ("pred", "label", "w"))
+        ctr = values[f"ctr/{task}"].item()
+        mse = values[f"mse/{task}"].item()
+        assert ctr == pytest.approx(np.sum(w * y) / np.sum(w), rel=1e-12)
+        assert mse == pytest.approx(np.sum(w * (p - y) ** 2) / np.sum(w), rel=1e-12)

@@ -684,10 +684,17 @@ class RecMetricModule(nn.Module):
             TorchMetricsUserError: with ``window_size``, a metric of the module synced by hand (its
                 ``sync()`` called without ``unsync()``), as its own ``update`` refuses; nothing is updated.
         """
-        with torch.no_grad():
+        # `torch.no_grad()` without its context-manager objects (a few microseconds per step)
+        grad_enabled = torch.is_grad_enabled()
+        if grad_enabled:
+            torch._C._set_grad_enabled(False)
+        try:
             self._update(model_out)
             for unit in self._plan()[1]:  # TorchRec's window-only AUC: no lifetime samples kept
                 unit.drop_lifetime_samples()  # type: ignore[operator]
+        finally:
+            if grad_enabled:
+                torch._C._set_grad_enabled(True)
 
     def _plan(self) -> tuple[list[tuple[Metric, bool, bool]], list[Metric]]:
         """The units a step updates (:meth:`_updated_units`) and the window-only ones, found once.
@@ -770,7 +777,7 @@ class RecMetricModule(nn.Module):
             # a windowed unit synced by hand (between its `sync()` and `unsync()`) refuses the step, as its own
             # `update` does, before any unit takes it: the shared ring would otherwise add the step to its
             # gathered lifetime (dropped by `unsync()`) and to its window (kept), or the step be half applied
-            for unit, *_ in updated:
+            for unit, _, _ in updated:
                 if isinstance(unit, Windowed) and unit._synced_child():
                     raise TorchMetricsUserError(
                         f"RecMetricModule.update: the windowed {type(unit._child('lifetime')).__name__} of this "
@@ -778,13 +785,13 @@ class RecMetricModule(nn.Module):
                         "HINT: call its `unsync()` first."
                     )
         # every unit trusts this step's inputs (what `inputs_validated()` does, without a context per unit)
-        trusted: list[bool] = []
+        trusted: list[tuple[Metric, bool]] = []
         try:
-            for unit, *_ in updated:
-                trusted.append(unit._trust_inputs(True))  # type: ignore[operator]
+            for unit, _, _ in updated:
+                trusted.append((unit, unit._trust_inputs(True)))  # type: ignore[operator]
             self._update_units(updated, batch, shared, binary)
         finally:
-            for (unit, *_), previous in zip(updated, trusted):
+            for unit, previous in trusted:
                 unit._trust_inputs(previous)  # type: ignore[operator]
 
     def _update_units(
@@ -831,6 +838,8 @@ class RecMetricModule(nn.Module):
         # column) is copied once for all of them. Bool labels go as stacked float64.
         # A task without a weight column passes none: the ranking metric keeps unit weights for
         # those rows (no memory per row), so its weighted and unweighted steps mix, windowed or not.
+        if not self._num_copies:
+            return
         preds, labels, weights = batch.columns
         with sharing_row_copies():
             for t, (unit, *_) in enumerate(updated[len(updated) - self._num_copies :]):
@@ -919,6 +928,7 @@ class RecMetricModule(nn.Module):
         labels = [column(t, "label", t.label_name) for t in self.tasks]
         weights = [column(t, "weight", t.weight_name) if t.weight_name in model_out else None for t in self.tasks]
         first = preds[0]
+        shape, device = first.shape, first.device  # read once: `Tensor.device` makes a new object per read
         for task, p, y, w in zip(self.tasks, preds, labels, weights):
             if not p.is_floating_point():
                 raise TypeError(
@@ -926,10 +936,10 @@ class RecMetricModule(nn.Module):
                     f"(probabilities, or logits with from_logits=True), got dtype {p.dtype}."
                 )
             for key, other in ((task.prediction_name, p), (task.label_name, y), (task.weight_name, w)):
-                if other is not None and (other.shape != first.shape or other.device != first.device):
+                if other is not None and (other.shape != shape or other.device != device):
                     raise ValueError(
-                        f"Task {task.name!r}: expected `model_out[{key!r}]` of shape {tuple(first.shape)} on "
-                        f"{first.device} (that of {self.tasks[0].prediction_name!r}), got {tuple(other.shape)} on "
+                        f"Task {task.name!r}: expected `model_out[{key!r}]` of shape {tuple(shape)} on "
+                        f"{device} (that of {self.tasks[0].prediction_name!r}), got {tuple(other.shape)} on "
                         f"{other.device}."
                     )
         groups = None

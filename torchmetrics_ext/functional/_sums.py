@@ -89,8 +89,8 @@ class BatchSums:
         self.preds, self.target, self.weights = preds, target, weights
         self.binary_target = binary_target and target is not None
         self._values: dict[Hashable, Tensor] = {}
-        # built by sharing_sums (or when first asked): only a shared batch is ever matched, and a
-        # fresh object per kernel call would spend a good part of its cost on it
+        # built when first asked (a shared batch given other objects, e.g. views): kernels given the
+        # very tensors need none, and a fresh object per kernel call would spend a good part of its cost on it
         self._signature: tuple | None = None
         self._vector: Tensor | None = None  # the shared weight row of weighted_sum's matrix-vector product
 
@@ -115,7 +115,9 @@ class BatchSums:
         found = values.get(name)
         if found is None:
             x, weights = make(), self.weights
-            if weights is not None and _matvec(x, weights):  # weighted_sum's product, one weight row kept
+            if weights is None:  # weighted_sum's unweighted sum, without the call
+                found = values[name] = x.sum(-1)
+            elif _matvec(x, weights):  # weighted_sum's product, one weight row kept
                 vector = self._vector
                 if vector is None:
                     vector = self._vector = weights[0]
@@ -167,7 +169,7 @@ class BatchSums:
     def label_sum(self) -> Tensor:
         """``sum w·y`` per task."""
         assert self.target is not None
-        if self._per_task_weights():  # the very products and sum of `weighted_sum`, kept for `class_total`
+        if self.weights is not None and self._per_task_weights():  # `weighted_sum`'s products, kept for `class_total`
             return self.value(("sum", "target"), lambda: self._weighted_labels().sum(-1))
         return self.weighted("target", lambda: self.target)  # type: ignore[arg-type,return-value]
 
@@ -199,8 +201,8 @@ class sharing_sums:  # lower case: used as a function, `with sharing_sums(...)`
     def __init__(
         self, preds: Tensor, target: Tensor | None, weights: Tensor | None, binary_target: bool = False
     ) -> None:
+        # its signature is built when a kernel first passes other objects (views): given these, none is needed
         self.sums = BatchSums(preds, target, weights, binary_target)
-        self.sums._signature = (_signature(preds), _signature(target), _signature(weights))
 
     def __enter__(self) -> BatchSums:
         self.token = _SHARED.set(self.sums)

@@ -573,6 +573,12 @@ def _cpu_bounds(tensor: Tensor | None, label: Label) -> Bounds:
         return ()
     if tensor.requires_grad:
         tensor = tensor.detach()
+    if label != MISSING and tensor.dtype not in _UNSIGNED_BOUNDS:  # `_reductions` inline: called per tensor per step
+        low, high = torch.aminmax(tensor)
+        if label and tensor.is_floating_point():
+            frac_low, frac_high = torch.aminmax(torch.frac(tensor))
+            return (low.item(), high.item(), frac_low.item(), frac_high.item())
+        return (low.item(), high.item())
     bounds = tuple(map(Tensor.item, _reductions(tensor, label, known=False)))
     if label != MISSING or len(bounds) == 2:
         return bounds

@@ -28,6 +28,7 @@ metric alone has left its window, or a reset).
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +97,15 @@ class SharedRing:
         self.width = width
         # per state, the lifetime metric holding it (the children of a Windowed are never replaced)
         self.lifetime_states = [(self.units[k]._modules["lifetime"], name) for k, name, *_ in self.layout]
+        # what `Windowed._count_update` counts an update on: each unit and its two children (never replaced)
+        self.counted = [
+            child.__dict__
+            for unit in self.units
+            for child in (unit, unit._modules["lifetime"], unit._modules["window"])
+        ]
+        # the lifetime states as views of one row laid out as the staging row (see `_lifetime_row`)
+        self.life_row: Tensor | None = None
+        self.life_views: list[Tensor] = []
         self.limit = 0  # this rank's window share, as the step's `ready` read it
         self.staging: Tensor | None = None
         self.buffer: Tensor | None = None
@@ -192,6 +202,33 @@ class SharedRing:
         first = self.rings[0]
         return first.count < first.capacity or self.adopt(2 * first.capacity)
 
+    def _lifetime_row(self, states: list[Tensor]) -> Tensor | None:
+        """The lifetime ``states`` (in the order of ``layout``) as views of one row, which the staging row adds to.
+
+        They are made views of a copy of their values (the same numbers) when they are not already
+        those views: at the first step, and after a reset, load, sync or cast gave the lifetime new
+        tensors. ``None`` (each state added on its own) when they differ from the staging row in
+        dtype or device.
+        """
+        views = self.life_views
+        if len(views) == len(states) and all(map(operator.is_, states, views)):
+            return self.life_row
+        staging = self.staging
+        assert staging is not None
+        if any(
+            state.dtype != staging.dtype or state.device != staging.device or state.shape != shape
+            for state, (_, _, shape, _, _) in zip(states, self.layout)
+        ):
+            self.life_row, self.life_views = None, []
+            return None
+        with torch.inference_mode(False):  # written in place by later updates: never inference tensors
+            row = torch.cat([state.detach().reshape(-1) for state in states])
+            views = [row[start:stop].view(shape) for _, _, shape, start, stop in self.layout]
+        for (life, name), view in zip(self.lifetime_states, views):
+            setattr(life, name, view)
+        self.life_row, self.life_views = row, views
+        return row
+
     # ------------------------------------------------------------------ per step
 
     def _collect(self, scratch: Any, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
@@ -238,12 +275,20 @@ class SharedRing:
         torch.add(self.staging, 0.0, out=self.buffer[slot])
         self.back.add_(self.staging)
         # read at every step: a reset, sync or load gives the lifetime new state tensors
-        torch._foreach_add_([getattr(life, name) for life, name in self.lifetime_states], self.targets)
+        states = [getattr(life, name) for life, name in self.lifetime_states]
+        row = self._lifetime_row(states)
+        if row is None:
+            torch._foreach_add_(states, self.targets)
+        else:  # the same additions, element by element, in one kernel
+            row.add_(self.staging)
+        limit = self.limit
         for ring, unit in zip(self.rings, self.units):
             ring.sizes.append(size)
             ring.spans.append(1)
             ring.count += 1
             ring.used += size
-            ring.evict(self.limit, unit.max_updates)
+            ring.evict(limit, unit.max_updates)
             unit.__dict__["_window_stale"] = True
-            unit._count_update()
+        for state in self.counted:  # each unit's `_count_update`, in one loop
+            state["_update_count"] += 1
+            state["_computed"] = None

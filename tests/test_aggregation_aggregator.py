@@ -623,6 +623,14 @@ def test_enum_categories_keep_their_logged_key_through_a_checkpoint():
 
     values = [Source.WEB, "web", Source.APP, Shard.THREE, 3, Source.WEB]
     plain = Counter(v.value if isinstance(v, enum.Enum) else v for v in values)  # the values they equal
+    restored = _counted_and_restored(values, plain)
+    restored.update([Metric("d", "src", Source.WEB, AggregationType.CATEGORICAL_COUNT)])
+    assert restored.get_metrics_for_logging()["train_d/src_count_web"] == plain["web"] + 1
+
+
+def _counted_and_restored(values: list, plain: Counter) -> MetricsAggregator:
+    """CATEGORICAL_COUNT of ``values`` logs the counts ``plain`` (a ``Counter`` of the plain values they equal),
+    and so does an aggregator restored from its state_dict, which is returned."""
     expected = {f"train_d/src_count_{k}": float(c) for k, c in plain.items()}
     agg = MetricsAggregator()
     agg.update([Metric("d", "src", v, AggregationType.CATEGORICAL_COUNT) for v in values])
@@ -630,21 +638,14 @@ def test_enum_categories_keep_their_logged_key_through_a_checkpoint():
     restored = MetricsAggregator()
     restored.load_state_dict(agg.state_dict())
     assert restored.get_metrics_for_logging() == expected
-    restored.update([Metric("d", "src", Source.WEB, AggregationType.CATEGORICAL_COUNT)])
-    assert restored.get_metrics_for_logging()["train_d/src_count_web"] == plain["web"] + 1
+    return restored
 
 
 def test_numpy_and_tensor_integer_categories_are_their_int():
     """np.int64 (a pandas/pyarrow column) and 0-dim integer tensors are the int category they equal."""
     values = [np.int64(3), 3, torch.tensor(3), np.uint8(7), torch.tensor([7], dtype=torch.int32), np.str_("web"), "web"]
     plain = Counter(int(v) if not isinstance(v, str) else str(v) for v in values)  # 3: 3, 7: 2, "web": 2
-    expected = {f"train_d/src_count_{k}": float(c) for k, c in plain.items()}
-    agg = MetricsAggregator()
-    agg.update([Metric("d", "src", v, AggregationType.CATEGORICAL_COUNT) for v in values])
-    assert agg.get_metrics_for_logging() == expected
-    restored = MetricsAggregator()
-    restored.load_state_dict(agg.state_dict())
-    assert restored.get_metrics_for_logging() == expected
+    _counted_and_restored(values, plain)
 
 
 @pytest.mark.parametrize(

@@ -1177,6 +1177,7 @@ def test_categorical_forward_cost_does_not_grow_with_the_categories_seen(new):
     200: its cost is the batch's. TorchMetrics' ``forward`` copied, reset and merged every state, one
     ``detach`` and two ``clone`` per category seen (419 operations at 200 categories, 4,019 at 2,000; 0.7 s
     per call at 100k). The budgets are counts, not times."""
+    import gc
     import sys
 
     def cost(known: int) -> tuple[int, int]:
@@ -1186,11 +1187,14 @@ def test_categorical_forward_cost_does_not_grow_with_the_categories_seen(new):
         with H.AtenOps() as ops:
             metric(["c3", "c3", "newer" if new else "c4"])
         calls: list[str] = []
+        gc.collect()  # no garbage collection inside the count (its callbacks would count as calls)
+        gc.disable()
         sys.setprofile(lambda frame, event, arg: calls.append(frame.f_code.co_name) if event == "call" else None)
         try:
             value = metric(["c5", "newest" if new else "c6"])
         finally:
             sys.setprofile(None)
+            gc.enable()
         assert _counts(value) == {"c5": 1.0, ("newest" if new else "c6"): 1.0}
         return ops.count, len(calls)
 
@@ -1254,6 +1258,7 @@ def test_categorical_compute_makes_its_dict_without_a_step_per_category():
     100k). The value is still ``{category: 0-dim float64 count}``, equal to a Counter, each count a tensor
     of its own (not a view of one vector: ``pickle`` writes a view's whole storage) that later updates leave
     alone. The budgets are counts, not times."""
+    import gc
     import sys
 
     def cost(known: int) -> tuple[int, int]:
@@ -1276,11 +1281,16 @@ def test_categorical_compute_makes_its_dict_without_a_step_per_category():
         assert metric.compute()["c1"].item() == 3.0
         metric.update(["c1"])
         calls: list[str] = []
+        # no garbage collection inside the count: a collection (due after however many allocations came
+        # before) runs weakref callbacks and finalizers of unrelated objects, counted as calls of compute
+        gc.collect()
+        gc.disable()
         sys.setprofile(lambda frame, event, arg: calls.append(frame.f_code.co_name) if event == "call" else None)
         try:
             metric.compute()
         finally:
             sys.setprofile(None)
+            gc.enable()
         return ops.count, len(calls)
 
     cost(200)  # one-time work (caches of the first call in the process)

@@ -996,7 +996,7 @@ class RecMetricModule(nn.Module):
         none of the group's states (a ``Windowed`` loads nothing from it), so it does not make a
         member the one that saved them, and it gives way to the saved states.
         """
-        problem = self._task_mismatch(state_dict.get(prefix + "_extra_state"), prefix)
+        problem = self._refused_extra_state(state_dict.get(prefix + "_extra_state"), prefix)
         if problem is not None:
             error_msgs.append(problem)
             for key in [k for k in state_dict if k.startswith(prefix)]:
@@ -1035,7 +1035,7 @@ class RecMetricModule(nn.Module):
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
 
-    def _task_mismatch(self, extra_state: Any, prefix: str) -> str | None:
+    def _refused_extra_state(self, extra_state: Any, prefix: str) -> str | None:
         """The error for a checkpoint whose ``_extra_state`` records other task names or order; ``None`` if not.
 
         Also for an ``_extra_state`` that is not this module's (not a dict holding a whole, non-negative

@@ -547,6 +547,45 @@ def test_label_kinds_take_the_right_kernels(labels):
         )
 
 
+@pytest.mark.parametrize(
+    "dtypes",
+    [("float32", "float32", "float32"), ("float32", "float64", "int64"), ("float64", "float64", "float64")],
+)
+@pytest.mark.parametrize("shared", [False, True])
+def test_weight_columns_of_every_task_checked_together_give_each_task_its_own(dtypes, shared):
+    """Three weighted tasks with columns of one or several dtypes, two of them maybe one object: each task's values are its own.
+
+    Reference: numpy over each task's columns. A negative weight in one column is named by its task
+    and key and leaves the module as it was; a step whose every column is zero is skipped.
+    """
+    gen = torch.Generator().manual_seed(5)
+    n, names = 700, ("a", "b", "c")
+    tasks = [tmx.RecTaskInfo(t, f"{t}_y", f"{t}_p", f"{t}_w") for t in names]
+    data = {}
+    for t, dtype in zip(names, dtypes):
+        data[f"{t}_p"] = torch.rand(n, generator=gen)
+        data[f"{t}_y"] = (torch.rand(n, generator=gen) < 0.4).float()
+        data[f"{t}_w"] = torch.randint(0, 4, (n,), generator=gen).to(getattr(torch, dtype))
+    if shared:  # two tasks read one column object
+        data["b_w"] = data["a_w"]
+    module = tmx.RecMetricModule(tasks, {"ctr": "ctr", "mse": "mse"}, throughput=False)
+    for lo, hi in ((0, 300), (300, n)):
+        module.update({k: v[lo:hi] for k, v in data.items()})
+    values = module.compute()
+    for t in names:
+        p, y, w = (data[f"{t}_{c}"].double().numpy() for c in "pyw")
+        np.testing.assert_allclose(values[f"ctr/{t}"], np.sum(w * y) / np.sum(w), rtol=1e-12)
+        np.testing.assert_allclose(values[f"mse/{t}"], np.sum(w * (p - y) ** 2) / np.sum(w), rtol=1e-12)
+    before = copy.deepcopy(module.state_dict())
+    bad = {k: v[:50].clone() for k, v in data.items()}
+    bad["c_w"] = bad["c_w"].to(torch.float64)
+    bad["c_w"][7] = -1.0
+    with pytest.raises(ValueError, match=r"Task 'c'.*'c_w'.*non-negative"):
+        module.update(bad)
+    after = module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if isinstance(before[k], torch.Tensor))
+
+
 def test_weights_default_to_one_and_one_shared_column_serves_every_task():
     data = make_data(2)
     no_weights = {k: v for k, v in data.items() if not k.endswith("_w")}

@@ -1089,8 +1089,14 @@ def test_resuming_with_a_metric_added_follows_strict_loading(monkeypatch):
     _as_rank(monkeypatch, 1)
     callback, checkpoint = RecMetricCallback(val=None), {"state_dict": old.state_dict()}
     callback.on_save_checkpoint(None, old, checkpoint)
+    refused = Model({"ne": "ne", "mse": "mse"}, strict=True)
+    refused.train_metrics.update({"prediction": torch.tensor([0.3]), "label": torch.tensor([1])})
+    before = copy.deepcopy(refused.train_metrics.state_dict())
     with pytest.raises(RuntimeError, match=r"self\.strict_loading = False"):
-        callback.on_load_checkpoint(None, Model({"ne": "ne", "mse": "mse"}, strict=True), copy.deepcopy(checkpoint))
+        callback.on_load_checkpoint(None, refused, copy.deepcopy(checkpoint))
+    after = refused.train_metrics.state_dict()  # NE, loaded before MSE's states were found missing, is put back
+    assert after.pop("_extra_state") == before.pop("_extra_state")  # the step counter
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
     new = Model({"ne": "ne", "mse": "mse"}, strict=False)
     callback.on_load_checkpoint(None, new, checkpoint)
     monkeypatch.undo()

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 import torchmetrics
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, log_loss, mean_squared_error, roc_auc_score
 
 import torchmetrics_ext as tmx
@@ -3157,6 +3159,112 @@ def test_an_unreadable_extra_state_is_refused_naming_it_and_loads_nothing(extra_
     # what get_extra_state saves, and a step held as a 0-dim integer tensor, restore the step
     other.set_extra_state({"step": torch.tensor(5), "tasks": ["click", "buy"]})
     assert other.get_extra_state() == {"step": 5, "tasks": ["click", "buy"]}
+
+
+def _windowed_module(eta: float = 1e-3, num_bins: int = 100) -> tmx.RecMetricModule:
+    """Windowed units (NE, CTR and MSE share one ring buffer), a binned AUC, ranking copies per task, a throughput."""
+    metrics = {
+        "ne": "ne",
+        "ctr": "ctr",
+        "mse": "mse",
+        "auc": "auc",
+        "ne_eta": lambda num_tasks: tmx.NormalizedEntropy(num_tasks=num_tasks, eta=eta),
+        "auc_binned": lambda num_tasks: tmx.AUC(num_tasks=num_tasks, num_bins=num_bins),
+        "ndcg@3": "ndcg@3",
+    }
+    return tmx.RecMetricModule(TASKS, metrics, window_size=150, throughput=True)
+
+
+def _equal_values(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    """Equal keys and bit-equal values (a nan equals a nan: the throughput before its warm-up ends)."""
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) or (a[k].isnan() & b[k].isnan()).all() for k in a)
+
+
+def _without_clock(values: dict) -> dict:
+    """The keys that do not read the clock: all but the throughput's times and rates (its example count stays)."""
+    return {k: v for k, v in values.items() if not k.startswith("throughput") or k.endswith("total_examples")}
+
+
+def _assert_refused_load_changes_nothing(checkpoint: dict, strict: bool, error: type, match: str | None) -> None:
+    """A module with its own history refuses ``checkpoint``: its states, values, step and next steps are as before."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)  # the throughput, still warming up
+        parts = batches(make_data(31, n=500), [0, 100, 200, 300, 400, 500])
+        module, reference = _windowed_module(), _windowed_module()
+        for each in (module, reference):
+            for part in parts[:2]:
+                each.update(part)
+        before, values = copy.deepcopy(module.state_dict()), module.compute()
+        with pytest.raises(error, match=match):
+            module.load_state_dict(checkpoint, strict=strict)
+        after = module.state_dict()
+        assert after.keys() == before.keys()
+        assert [k for k in before if not _same_value(after[k], before[k])] == []
+        assert _equal_values(module.compute(), values)
+        assert module.get_extra_state()["step"] == 2
+        for part in parts[2:]:
+            module.update(part)
+            reference.update(part)
+        assert module._joint_window(100) is not None  # the steps after it still go through the shared ring
+        assert _equal_values(_without_clock(module.compute()), _without_clock(reference.compute()))
+        assert _same_value(_without_clock(module.state_dict()), _without_clock(reference.state_dict()))
+
+
+def _saved_state(**settings) -> dict:
+    """The state_dict of a module (its settings changed by ``settings``) after one step of other data."""
+    saved = _windowed_module(**settings)
+    saved.update(make_data(7, n=80))
+    return copy.deepcopy(saved.state_dict())
+
+
+def _refused(kind: str) -> tuple[dict, bool, type, str]:
+    """A checkpoint one of the module's last units refuses: ``(checkpoint, strict, error, match)``."""
+    state = _saved_state()
+    if kind == "eta":
+        return _saved_state(eta=1e-2), False, RuntimeError, r"metrics\.ne_eta\._extra_state: .*other settings .*`eta`"
+    if kind == "num_bins":
+        match = r"metrics\.auc_binned\._extra_state: size mismatch for the window's histogram: .*\(2, 2, 50\)"
+        return _saved_state(num_bins=50), False, RuntimeError, match
+    if kind == "metric_class":
+        state._metadata["metrics.auc_binned.lifetime"]["torchmetrics_ext_metric"] = "AUPRC"
+        match = r"metric mismatch for metrics\.auc_binned\.lifetime: the checkpoint holds the states of a AUPRC"
+        return state, False, RuntimeError, match
+    if kind == "missing_key":  # the copy of the last task starts afresh before strict refuses the checkpoint
+        del state["ranking.ndcg@3.1.lifetime.weight_sum"]
+        return state, True, RuntimeError, r"Missing key\(s\) in state_dict: .*ranking\.ndcg@3\.1\.lifetime\.weight_sum"
+    if kind == "window_ring":
+        state["ranking.ndcg@3.1._extra_state"] = {"sizes": []}
+        return state, False, RuntimeError, r"ranking\.ndcg@3\.1\._extra_state: Window state must be a dict holding"
+    assert kind == "throughput_extra_state"  # raised by its set_extra_state, after every metric has loaded
+    state["throughput._extra_state"] = {"steps": None, "recent": []}
+    return state, False, TypeError, r"int\(\) argument must be"
+
+
+@pytest.mark.parametrize(
+    "kind", ["eta", "num_bins", "metric_class", "missing_key", "window_ring", "throughput_extra_state"]
+)
+def test_a_refused_load_leaves_every_metric_window_and_the_throughput_as_they_were(kind):
+    """Units load one after another: a checkpoint refused by one of the last left the others loaded (the
+    shared ring's windows, the lifetime sums, the step counter: another run's values), or a strict load's
+    missing keys left a metric started afresh. A refused load now changes nothing, and the next steps give
+    what a module that never saw the checkpoint gives."""
+    _assert_refused_load_changes_nothing(*_refused(kind))
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_a_load_refused_for_any_one_key_changes_nothing(data):
+    """Whichever one entry of the checkpoint is dropped (strict) or replaced by a value of another shape, the
+    refused load leaves the module as it was."""
+    state = _saved_state()
+    if data.draw(st.booleans(), label="drop"):
+        key = data.draw(st.sampled_from(sorted(state)), label="key")
+        del state[key]
+        _assert_refused_load_changes_nothing(state, True, RuntimeError, re.escape(key))
+    else:  # a tensor state of another shape, or an _extra_state that is not the unit's
+        key = data.draw(st.sampled_from(sorted(k for k, v in state.items() if not isinstance(v, list))), label="key")
+        state[key] = {"bogus": 1} if key.endswith("_extra_state") else torch.zeros(3, 7)
+        _assert_refused_load_changes_nothing(state, False, Exception, None)
 
 
 def test_the_shared_ring_adds_each_step_into_lifetime_states_replaced_since():

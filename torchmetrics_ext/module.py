@@ -52,6 +52,7 @@ from torchmetrics_ext.utilities.checks import (
 )
 from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric, fused_gather
 from torchmetrics_ext.utilities.ownership import owner_of, release_ownership, take_ownership
+from torchmetrics_ext.utilities.snapshot import snapshot
 from torchmetrics_ext.utilities.warnings import naming_tasks
 from torchmetrics_ext.wrappers._shared import SharedRing, shareable
 from torchmetrics_ext.wrappers.windowed import Windowed
@@ -1066,12 +1067,19 @@ class RecMetricModule(nn.Module):
         lacks, or holds only some of (another setting's, an older format's), starts afresh with
         ``strict=False``, its states listed as missing keys; the notes of those it held join the
         error (``strict=True``) or are warned.
+
+        All or nothing: a load that raises (a checkpoint refused by one metric, missing keys with
+        ``strict=True``, an ``_extra_state`` refused) leaves every metric, window, the throughput
+        and the step counter as they were, although the metrics load one after another; the error
+        is raised as it was.
         """
         load = super().load_state_dict
+        restore = snapshot(self)
         try:
             return load_explained(lambda: load(state_dict, strict=strict, assign=assign))
-        except RuntimeError as error:
-            if not (strict and "Missing key(s)" in str(error)):
+        except BaseException as error:
+            restore()  # the metrics that loaded before the one that failed are put back
+            if not (isinstance(error, RuntimeError) and strict and "Missing key(s)" in str(error)):
                 raise
             raise RuntimeError(
                 f"{error}\nThe checkpoint has no states, or not all of them, for some metrics: added since it was "

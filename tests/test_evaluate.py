@@ -2412,6 +2412,26 @@ _TASK_FORMAT = "argument --task: Expected a task as NAME=PREDICTIONS:LABELS (e.g
         (["--by", " , "], "argument --by: expected comma-separated column names, got ' , '"),
         (["--metrics", ""], "argument --metrics: expected comma-separated metric names, got ''"),
         (["--metrics", ","], "argument --metrics: expected comma-separated metric names, got ','"),
+        (
+            ["--metrics", "ne,"],
+            "argument --metrics: empty item (position 2 of 2) in 'ne,'; expected comma-separated metric names "
+            "without empty items (a trailing or doubled comma?)",
+        ),
+        (
+            ["--metrics", "ne,,auc"],
+            "argument --metrics: empty item (position 2 of 3) in 'ne,,auc'; expected comma-separated metric names "
+            "without empty items (a trailing or doubled comma?)",
+        ),
+        (
+            ["--metrics", ", ne"],
+            "argument --metrics: empty item (position 1 of 2) in ', ne'; expected comma-separated metric names "
+            "without empty items (a trailing or doubled comma?)",
+        ),
+        (
+            ["--by", "country,,,device"],
+            "argument --by: empty item (positions 2, 3 of 4) in 'country,,,device'; expected comma-separated "
+            "column names without empty items (a trailing or doubled comma?)",
+        ),
         (["--weights", ""], "argument --weights: expected a column name, got ''"),
         (["--user", ""], "argument --user: expected a column name, got ''"),
         (["--session", ""], "argument --session: expected a column name, got ''"),

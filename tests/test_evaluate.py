@@ -1533,6 +1533,24 @@ def test_a_bad_csv_row_is_named_by_its_line_as_an_editor_shows_it(tmp_path, caps
     assert capsys.readouterr().err == f"torchmetrics-ext evaluate: error: {path}: {message.replace(chr(10), newline)}\n"
 
 
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 1 << 20])
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
+@pytest.mark.parametrize("last_end", [True, False], ids=["ended", "unended"])
+def test_csv_row_lines_count_blank_lines_and_line_ends_across_read_blocks(block, newline, last_end):
+    """The quote-free count (numpy, block by block) and the csv-module count (a file with quotes) give each data
+    row's line; reference: the file's lines numbered by hand, blank ones skipped, the first non-blank the header."""
+    from torchmetrics_ext.evaluate.lines import record_lines
+
+    rows = ["", "p,y", "", "0.1,1", "0.2,0", "", "", "0.3,1", "0.4,0"]
+    numbered = [i + 1 for i, text in enumerate(rows) if text][1:]  # lines 4, 5, 8, 9
+    expected = {row: (line, line) for row, line in enumerate(numbered)}
+    for quoted in (False, True):
+        text = newline.join([*rows[:-1], '"0.4",0' if quoted else rows[-1]]) + (newline if last_end else "")
+        got = record_lines(lambda text=text: pa.BufferReader(text.encode()), range(6), block=block)
+        assert got == expected, quoted
+        assert record_lines(lambda text=text: pa.BufferReader(text.encode()), [2], block=block) == {2: expected[2]}
+
+
 def test_invalid_csv_rows_are_named_by_line_and_parquet_rows_as_0_based_data_rows(tmp_path):
     """Invalid rows (a prediction outside [0, 1]): a CSV file names the first one's line, Parquet its
     0-based data row; ``Problem`` keeps both (``first_row`` 0-based, ``line`` with the header as line 1)."""

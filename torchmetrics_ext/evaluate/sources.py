@@ -8,13 +8,10 @@ only the needed columns, so memory stays constant in the size of the input.
 
 from __future__ import annotations
 
-import csv
 import fnmatch
 import glob
-import io
 import os
 import re
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +25,8 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
     raise ImportError(
         "torchmetrics_ext.evaluate reads data with pyarrow: pip install 'torchmetrics-ext[evaluate]'"
     ) from err
+
+from torchmetrics_ext.evaluate.lines import first_record_line, record_lines
 
 __all__ = [
     "Chunk",
@@ -318,48 +317,18 @@ class CsvSource(Source):
             return None
         return first[0].split(",") if first else None
 
-    def _records(self) -> Iterator[tuple[int, int, list[str]]]:
-        """Each data record's first and last line (the header is line 1) and fields, as the reader splits them.
-
-        Python's ``csv`` module with the reader's rules (comma, ``"`` quotes doubled inside, line
-        breaks in quoted values, blank lines skipped): the error path's way to a record's lines, which
-        the reader does not give. Stops quietly where the file cannot be read.
-        """
+    def _stream(self) -> Any:
+        """The file as a binary stream, decompressed with the codec its suffix names."""
         codec = next((c for suffix, c in _CSV_CODECS.items() if self.label.lower().endswith(suffix)), None)
-        limit = csv.field_size_limit()
-        try:
-            csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a long value is no error here (restored below)
-            with pa.input_stream(self.label, compression=codec) as raw:
-                reader = csv.reader(io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=""))
-                header, before = False, 0
-                for fields in reader:
-                    if fields:  # a blank line is no record
-                        if header:
-                            yield before + 1, reader.line_num, fields
-                        header = True
-                    before = reader.line_num
-        except (OSError, csv.Error, pa.ArrowException):
-            return
-        finally:
-            csv.field_size_limit(limit)
+        return pa.input_stream(self.label, compression=codec)
 
     def lines(self, rows: Sequence[int]) -> dict[int, tuple[int, int]]:
         """The lines of data ``rows`` (0-based): one pass over the file, up to the last row asked for."""
-        wanted = set(rows)
-        found: dict[int, tuple[int, int]] = {}
-        if not wanted:
-            return found
-        last = max(wanted)
-        for row, (first_line, last_line, _) in enumerate(self._records()):
-            if row in wanted:
-                found[row] = (first_line, last_line)
-            if row >= last:
-                break
-        return found
+        return record_lines(self._stream, rows)
 
     def _ragged_line(self, expected: int) -> int | None:
-        """The first line of the first data record with other than ``expected`` fields (a parse error's row)."""
-        return next((first for first, _, fields in self._records() if len(fields) != expected), None)
+        """The first line of the first data row with other than ``expected`` fields (a parse error's row)."""
+        return first_record_line(self._stream, expected)
 
     def _row_of(self, name: str, value: str) -> int | None:
         """The first row (counting from 0) whose ``name`` column holds the text ``value``; ``None`` if not found.

@@ -696,33 +696,33 @@ BAD = {
     "nan predictions": (
         _nan([7, 250, 399]),
         r"b\.parquet: column 'p_click' \(predictions of task 'click'\) has 3 rows that are NaN or infinite "
-        r"\(first at row 7, counting from 0\)",
+        r"\(first at 0-based data row 7\)$",
     ),
     "probabilities above one": (
         _nan([120], value=1.5),
-        r"b\.parquet: column 'p_click' .* has 1 row outside \[0, 1\] \(probabilities expected\) \(first at row 120,",
+        r"b\.parquet: column 'p_click' .* has 1 row outside \[0, 1\] \(probabilities expected\) \(first at 0-based data row 120\)",
     ),
     "labels not binary": (
         _nan([3, 4], "y_like", 2.0),
-        r"column 'y_like' \(labels of task 'like'\) has 2 rows that are not 0 or 1 \(first at row 3,",
+        r"column 'y_like' \(labels of task 'like'\) has 2 rows that are not 0 or 1 \(first at 0-based data row 3\)",
     ),
     "negative weights": (
         _nan([300], "w", -1.0),
-        r"column 'w' \(weights\) has 1 row that is negative \(first at row 300,",
+        r"column 'w' \(weights\) has 1 row that is negative \(first at 0-based data row 300\)",
     ),
     "weights outside float32's range": (  # exact auc/gauc keep weights as float32
         lambda df: df.assign(w=df.w.mask(df.index == 40, 1e-40).mask(df.index == 70, 1e39)),
         r"column 'w' \(weights\) has 2 rows that are non-zero outside float32's range "
         r"\[1\.1754944e-38, 3\.4028235e\+38\] \(exact auc, auprc, gauc and gauprc keep weights as float32; "
-        r"rescale the weights\) \(first at row 40,",
+        r"rescale the weights\) \(first at 0-based data row 40\)",
     ),
     "null labels": (
         lambda df: df.assign(y_click=df.y_click.astype("Int64").mask(df.index.isin([11, 12]))),
-        r"column 'y_click' \(labels of task 'click'\) has 2 rows that are null \(first at row 11,",
+        r"column 'y_click' \(labels of task 'click'\) has 2 rows that are null \(first at 0-based data row 11\)",
     ),
     "null session ids": (
         lambda df: df.assign(session=df.session.astype("Int64").mask(df.index == 99)),
-        r"column 'session' \(session ids\) has 1 row that is null \(first at row 99,",
+        r"column 'session' \(session ids\) has 1 row that is null \(first at 0-based data row 99\)",
     ),
 }
 
@@ -752,7 +752,7 @@ def test_logits_without_from_logits_are_told_the_option(tmp_path, capsys):
     rng = np.random.default_rng(0)
     z, y = rng.normal(size=50), (rng.random(50) < 0.4).astype(np.int64)
     table = pa.table({"logit": z, "y": y})
-    hint = r"\(first at row \d+, counting from 0\); if the column holds logits, pass --from-logits \(from_logits=True in Python\)$"
+    hint = r"\(first at 0-based data row \d+\); if the column holds logits, pass --from-logits \(from_logits=True in Python\)$"
     with pytest.raises(
         InvalidDataError, match=r"column 'logit' .* outside \[0, 1\] \(probabilities expected\) " + hint
     ):
@@ -810,7 +810,9 @@ def test_a_value_the_row_checks_miss_is_the_documented_error_naming_the_file(tmp
     pq.write_table(pa.table({"p": [0.1, 0.8, 0.6, 0.3], "y": [0, 1, 1, 0]}), tmp_path / "a.parquet")
     pq.write_table(pa.table({"p": [0.2, 0.4, 1.5, 0.3, 0.6], "y": [0, 1, 1, 0, 1]}), tmp_path / "b.parquet")
     for on_invalid in ("error", "skip"):  # rows a check does not know cannot be skipped: an error either way
-        with pytest.raises(InvalidDataError, match=r"b\.parquet: rows 2 to 3: .*probabilities in \[0, 1\]"):
+        with pytest.raises(
+            InvalidDataError, match=r"b\.parquet: 0-based data rows 2 to 3: .*probabilities in \[0, 1\]"
+        ):
             evaluate(tmp_path, {"t": ("p", "y")}, ["auc"], batch_size=2, on_invalid=on_invalid)
     args = ["evaluate", str(tmp_path), "--task", "t=p:y", "--metrics", "auc", "--batch-size", "2", "--no-progress"]
     assert cli.main(args) == 2
@@ -838,7 +840,7 @@ def test_a_column_in_two_roles_is_checked_in_each(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error: Column 'p' cannot be both session ids and predictions of task 't'" in err and "Traceback" not in err
     # labels of one task that are the predictions of another get the label checks too, with their role
-    message = r"<pyarrow.Table>: column 'q' \(labels of task 's'\) has 3 rows that are not 0 or 1 \(first at row 0,"
+    message = r"<pyarrow.Table>: column 'q' \(labels of task 's'\) has 3 rows that are not 0 or 1 \(first at 0-based data row 0\)"
     with pytest.raises(InvalidDataError, match=message):
         evaluate(table, {"t": ("q", "y"), "s": ("p", "q")}, ["auc"])
     # weights that are labels: a bool column is no weight; numbers are both, each role checked
@@ -869,7 +871,9 @@ def test_a_type_error_of_the_module_is_the_documented_error_naming_the_file(monk
 
     monkeypatch.setattr(runner, "check_schema", lambda *args, **kwargs: None)  # a type the checks miss
     table = pa.table({"p": [0.2, 0.7, 0.4, 0.9], "y": [0, 1, 1, 0], "u": [1.0, 1.0, 2.0, 2.0]})
-    message = r"<pyarrow.Table>: rows 0 to 1: .*model_out\['u'\]`: expected integer ids, got dtype torch.float64"
+    message = (
+        r"<pyarrow.Table>: 0-based data rows 0 to 1: .*model_out\['u'\]`: expected integer ids, got dtype torch.float64"
+    )
     with pytest.raises(InvalidDataError, match=message):
         evaluate(table, {"t": ("p", "y")}, ["gauc"], user="u", batch_size=2)
 
@@ -916,7 +920,9 @@ def test_columns_without_a_value_are_null_rows_in_every_source(tmp_path):
         result = evaluate(frame, {"t": ("p", "y")}, ["ctr"], weights="w", user="u", batch_size=2, on_invalid="skip")
         assert (result.rows_skipped, [q.column for q in result.problems]) == (2, [column])
         assert_close(result.values, {"ctr/t": np.average(y[2:], weights=w[2:])})
-        with pytest.raises(InvalidDataError, match=rf"column '{column}' .* has 2 rows that are null \(first at row 0,"):
+        with pytest.raises(
+            InvalidDataError, match=rf"column '{column}' .* has 2 rows that are null \(first at 0-based data row 0\)"
+        ):
             evaluate(frame, {"t": ("p", "y")}, ["ctr"], weights="w", user="u", batch_size=2)
     frame = pd.DataFrame({"p": p, "y": y, "w": pd.Series([None] * 4, dtype=object)})
     frame.to_parquet(tmp_path / "a.parquet", index=False)
@@ -1003,7 +1009,9 @@ def test_pandas_object_columns_are_typed_from_their_values(frame):
         assert record["gauc"] == pytest.approx(gauc_ref(p[m], y[m], part.user.to_numpy()[m], w[m]), rel=1e-9)
     assert [r["g"] for r in result.records[1:]] == [0, 1, 2, None]
     mixed = objects.assign(p=pd.Series([0.5, "0.5", *p[2:].tolist()], dtype=object))
-    message = r"<pandas.DataFrame>: column 'p' mixes value types in this one input, rows 0 to 127 \(.*'0.5'"
+    message = (
+        r"<pandas.DataFrame>: column 'p' mixes value types in this one input, 0-based data rows 0 to 127 \(.*'0.5'"
+    )
     with pytest.raises(InvalidDataError, match=message):
         evaluate(mixed, {"t": ("p", "y")}, ["ctr"], batch_size=128)
 
@@ -1017,18 +1025,21 @@ def test_a_pandas_segment_column_whose_slices_read_as_different_types_says_so():
         evaluate(df, {"t": ("p", "y")}, ["ctr"], by=["c"], batch_size=2)
     message = str(err.value)
     assert message.startswith(
-        "<pandas.DataFrame>: column 'c' (--by segment) mixes value types in this one input: rows 2 to 3 read as "
-        "string, rows 0 to 1 as int64"
+        "<pandas.DataFrame>: column 'c' (--by segment) mixes value types in this one input: 0-based data rows 2 to 3 read as "
+        "string, 0-based data rows 0 to 1 as int64"
     )
     assert "df['c'] = df['c'].astype(\"string\")" in message
     assert message.count("<pandas.DataFrame>") == 1 and "file" not in message
-    with pytest.raises(InvalidDataError, match=r"column 'c' mixes value types in this one input, rows 0 to 3 \("):
+    with pytest.raises(
+        InvalidDataError, match=r"column 'c' mixes value types in this one input, 0-based data rows 0 to 3 \("
+    ):
         evaluate(df, {"t": ("p", "y")}, ["ctr"], by=["c"], batch_size=4)
     # slices whose types unify (int64, double) but whose values do not fit (2**60 is no double)
     big = df.assign(c=np.array([2**60, 2**60 + 1, 0.5, 1.5], dtype=object))
     message = (
-        r"column 'c' \(--by segment\) mixes value types in this one input: rows 0 to 1 read as int64, rows 2 to 3 "
-        r"as double .*; Arrow reads both as double, which cannot hold every value of rows 0 to 1 \(.*astype"
+        r"column 'c' \(--by segment\) mixes value types in this one input: 0-based data rows 0 to 1 read as int64, "
+        r"0-based data rows 2 to 3 as double .*; Arrow reads both as double, which cannot hold every value of "
+        r"0-based data rows 0 to 1 \(.*astype"
     )
     with pytest.raises(InvalidDataError, match=message):
         evaluate(big, {"t": ("p", "y")}, ["ctr"], by=["c"], batch_size=2)
@@ -1064,9 +1075,7 @@ def test_a_pandas_object_column_of_ints_beyond_int64_names_the_column_and_the_fi
     for u in ([value, 3, 4], [3, 4, value]):  # in the slice typing the column, or a later one
         frame = pd.DataFrame({"p": p, "y": y, "u": pd.Series(u, dtype=object)})
         for kw in ({"by": ["u"]}, {"user": "u"}):
-            message = (
-                r"<pandas\.DataFrame>: column 'u' holds Python ints beyond int64, .* rows (0 to 1|2 to 2) \(.*UInt64"
-            )
+            message = r"<pandas\.DataFrame>: column 'u' holds Python ints beyond int64, .* 0-based data (rows 0 to 1|row 2) \(.*UInt64"
             with pytest.raises(InvalidDataError, match=message):
                 evaluate(frame, {"t": ("p", "y")}, ["ctr"], batch_size=2, **kw)
         assert evaluate(frame, {"t": ("p", "y")}, ["ctr"]).values == {"ctr/t": 1 / 3}  # not read: no problem
@@ -1085,7 +1094,7 @@ def test_nan_of_a_pandas_frame_is_its_missing_value_the_null_segment():
     assert {r["g"]: r["ctr"] for r in result.records[1:]} == {1.5: 0.5, None: float(np.mean(y[[1, 3, 4]]))}
     table = evaluate(pa.table({"p": p, "y": y, "g": g}), {"t": ("p", "y")}, ["ctr"], by=["g"])
     assert [r["segment"] for r in table.records[1:]] == ["g=1.5", "g=nan"]  # pa.table: NaN stays NaN
-    message = r"<pandas.DataFrame>: column 'p' \(predictions of task 't'\) has 2 rows that are null \(first at row 0,"
+    message = r"<pandas.DataFrame>: column 'p' \(predictions of task 't'\) has 2 rows that are null \(first at 0-based data row 0\)"
     with pytest.raises(InvalidDataError, match=message):
         evaluate(pd.DataFrame({"p": np.where(g == 1.5, np.nan, p), "y": y}).iloc[:3], {"t": ("p", "y")}, ["ctr"])
 
@@ -1118,7 +1127,7 @@ def test_duplicated_column_names_are_one_clear_error(tmp_path, capsys):
         (
             "x.csv",
             b"p_click,y_click\n0.5,abc\n0.2,1\n",
-            r"x\.csv: column 'y_click' \(labels of task 'click'\): invalid value 'abc' at row 0 \(counting from 0\); "
+            r"x\.csv: column 'y_click' \(labels of task 'click'\): invalid value 'abc' at line 2; "
             r"expected a number, true or false",
         ),
     ],
@@ -1210,7 +1219,7 @@ def test_a_late_bad_csv_value_names_the_file_and_column(tmp_path):
     text = (tmp_path / "a.csv").read_text().rstrip("\n").rsplit("\n", 1)[0]
     (tmp_path / "a.csv").write_text(text + "\n0.5,1,abc,3,x\n")
     assert len(ref) == 140_000
-    with pytest.raises(InvalidDataError, match=r"a\.csv: column 'w' \(weights\): invalid value 'abc' at row 139,999 "):
+    with pytest.raises(InvalidDataError, match=r"a\.csv: column 'w' \(weights\): invalid value 'abc' at line 140,001;"):
         evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ctr"], weights="w", batch_size=1_000)
 
 
@@ -1426,14 +1435,14 @@ def test_a_column_a_file_holds_is_read_from_the_file_not_its_partition_key(tmp_p
     [
         (
             "xyz,1,1",
-            r"column 'p' \(predictions of task 't'\): invalid value 'xyz' at row {row} \(counting from 0\); "
+            r"column 'p' \(predictions of task 't'\): invalid value 'xyz' at line {line}; "
             "expected a number",
         ),
         (
             "0.5,1,zz",
-            r"column 'w' \(weights\): invalid value 'zz' at row {row} \(counting from 0\); expected a number",
+            r"column 'w' \(weights\): invalid value 'zz' at line {line}; expected a number",
         ),
-        ("0.5,1,1,7", r"CSV parse error: Expected 3 columns, got 4: 0\.5,1,1,7"),
+        ("0.5,1,1,7", r"line {line}: CSV parse error: Expected 3 columns, got 4: 0\.5,1,1,7"),
     ],
 )
 @pytest.mark.parametrize("late", [False, True], ids=["first block", "later block"])
@@ -1448,7 +1457,7 @@ def test_a_bad_csv_row_is_named_in_the_first_block_as_in_later_ones(tmp_path, ba
     (tmp_path / "a.csv").write_text(f"p,y,w\n{good}{bad_row}\n0.25,0,1\n")
     with pytest.raises(InvalidDataError) as caught:
         evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ctr"], weights="w", batch_size=1_000)
-    assert re.fullmatch(rf".*a\.csv: {message.format(row=f'{rows:,}')}", str(caught.value))
+    assert re.fullmatch(rf".*a\.csv: {message.format(line=f'{rows + 2:,}')}", str(caught.value))
     (tmp_path / "b.csv").write_text("")  # an unreadable file still says so
     with pytest.raises(InvalidDataError, match=r"b\.csv: not a readable CSV file \(Empty CSV file\)"):
         evaluate(tmp_path / "b.csv", {"t": ("p", "y")}, ["ctr"])
@@ -1460,18 +1469,17 @@ def test_a_bad_csv_row_is_named_in_the_first_block_as_in_later_ones(tmp_path, ba
         (
             "y",
             "yes",
-            "column 'y' (labels of task 'click'): invalid value 'yes' at row 3 (counting from 0); "
-            "expected a number, true or false",
+            "column 'y' (labels of task 'click'): invalid value 'yes' at line 5; expected a number, true or false",
         ),
         (
             "p",
             "0.3x",
-            "column 'p' (predictions of task 'click'): invalid value '0.3x' at row 3 (counting from 0); expected a number",
+            "column 'p' (predictions of task 'click'): invalid value '0.3x' at line 5; expected a number",
         ),
         (
             "u",
             "u7",
-            "column 'u' (user ids): invalid value 'u7' at row 3 (counting from 0); expected an integer id. Number "
+            "column 'u' (user ids): invalid value 'u7' at line 5; expected an integer id. Number "
             "text ids first, e.g. pandas `df[col] = df[col].astype('category').cat.codes`.",
         ),
     ],
@@ -1482,12 +1490,86 @@ def test_cli_names_the_file_column_row_and_value_that_does_not_convert(tmp_path,
     frame = pd.DataFrame(
         {"p": ["0.1", "0.9", "0.4", "0.3", "0.7"], "y": ["0", "1", "n/a", "1", "0"], "u": list("12345")}
     )
-    frame.loc[3, column] = bad  # row 3 counting from 0 (line 5 of the file, after the header)
+    frame.loc[3, column] = bad  # data row 3 counting from 0: line 5 of the file (the header is line 1)
     path = tmp_path / f"logs{suffix}"
     frame.to_csv(path, index=False)
     args = ["evaluate", str(path), "--task", "click=p:y", "--user", "u", "--metrics", "ctr,gauc", "--no-progress"]
     assert cli.main(args) == 2
     assert capsys.readouterr().err == f"torchmetrics-ext evaluate: error: {path}: {message}\n"
+
+
+# A file an editor shows as: line 1 the header, lines 2-3 one row (a quoted value holding a line break),
+# line 4 blank (no row), line 5 a row, line 6 the row at fault (data row 2, counting from 0).
+_LINES_HEAD = ["p,y,c", '0.1,1,"a', 'b"', "", "0.2,0,x"]
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "message"),
+    [
+        (
+            "0.3,abc,z",
+            "column 'y' (labels of task 't'): invalid value 'abc' at line 6; expected a number, true or false",
+        ),
+        ("q,1,z", "column 'p' (predictions of task 't'): invalid value 'q' at line 6; expected a number"),
+        ("0.3,1", "line 6: CSV parse error: Expected 3 columns, got 2: 0.3,1"),
+        ("0.3,1,z,z", "line 6: CSV parse error: Expected 3 columns, got 4: 0.3,1,z,z"),
+        ('0.3,1,"z\nz",z', 'line 6: CSV parse error: Expected 3 columns, got 4: 0.3,1,"z\nz",z'),
+    ],
+)
+@pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["lf", "crlf"])
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+def test_a_bad_csv_row_is_named_by_its_line_as_an_editor_shows_it(tmp_path, capsys, bad_row, message, newline, suffix):
+    """Rows were named counting from 0 without the header ("row 2"), and a row of another number of fields
+    by its text alone: the line an editor shows is named instead, past multi-line values and blank lines."""
+    path = tmp_path / f"x{suffix}"
+    text = newline.join([*_LINES_HEAD, bad_row.replace("\n", newline), "0.4,1,w"]) + newline
+    # written byte for byte (no CSV writer's quoting), compressed for .csv.gz
+    with pa.output_stream(str(path), compression="gzip" if suffix.endswith(".gz") else None) as out:
+        out.write(text.encode())
+    with pytest.raises(InvalidDataError) as caught:
+        evaluate(path, {"t": ("p", "y")}, ["ctr"])
+    assert str(caught.value) == f"{path}: {message.replace(chr(10), newline)}"
+    assert cli.main(["evaluate", str(path), "--task", "t=p:y", "--metrics", "ctr", "--no-progress"]) == 2
+    assert capsys.readouterr().err == f"torchmetrics-ext evaluate: error: {path}: {message.replace(chr(10), newline)}\n"
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 1 << 20])
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
+@pytest.mark.parametrize("last_end", [True, False], ids=["ended", "unended"])
+def test_csv_row_lines_count_blank_lines_and_line_ends_across_read_blocks(block, newline, last_end):
+    """The quote-free count (numpy, block by block) and the csv-module count (a file with quotes) give each data
+    row's line; reference: the file's lines numbered by hand, blank ones skipped, the first non-blank the header."""
+    from torchmetrics_ext.evaluate.lines import record_lines
+
+    rows = ["", "p,y", "", "0.1,1", "0.2,0", "", "", "0.3,1", "0.4,0"]
+    numbered = [i + 1 for i, text in enumerate(rows) if text][1:]  # lines 4, 5, 8, 9
+    expected = {row: (line, line) for row, line in enumerate(numbered)}
+    for quoted in (False, True):
+        text = newline.join([*rows[:-1], '"0.4",0' if quoted else rows[-1]]) + (newline if last_end else "")
+        got = record_lines(lambda text=text: pa.BufferReader(text.encode()), range(6), block=block)
+        assert got == expected, quoted
+        assert record_lines(lambda text=text: pa.BufferReader(text.encode()), [2], block=block) == {2: expected[2]}
+
+
+def test_invalid_csv_rows_are_named_by_line_and_parquet_rows_as_0_based_data_rows(tmp_path):
+    """Invalid rows (a prediction outside [0, 1]): a CSV file names the first one's line, Parquet its
+    0-based data row; ``Problem`` keeps both (``first_row`` 0-based, ``line`` with the header as line 1)."""
+    (tmp_path / "a.csv").write_text("\n".join([*_LINES_HEAD, "1.5,1,z", "0.4,1,w", "-1,0,v"]) + "\n")
+    expected = "has 2 rows outside [0, 1] (probabilities expected) (first at line 6); if the column holds logits"
+    with pytest.raises(InvalidDataError, match=re.escape(f"a.csv: column 'p' (predictions of task 't') {expected}")):
+        evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ne"])
+    [problem] = evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ne"], on_invalid="skip").problems
+    assert (problem.first_row, problem.line, problem.count) == (2, 6, 2)
+    pq.write_table(pa.table({"p": [0.1, 0.2, 1.5, 0.4, -1.0], "y": [1, 0, 1, 1, 0]}), tmp_path / "a.parquet")
+    with pytest.raises(InvalidDataError, match=re.escape("(first at 0-based data row 2); if the column")):
+        evaluate(tmp_path / "a.parquet", {"t": ("p", "y")}, ["ne"])
+    [problem] = evaluate(tmp_path / "a.parquet", {"t": ("p", "y")}, ["ne"], on_invalid="skip").problems
+    assert (problem.first_row, problem.line) == (2, None)
+    [csv_source] = open_sources(str(tmp_path / "a.csv"))
+    assert csv_source.where(0, 2) == "lines 2 to 6" and csv_source.where(1) == "line 5"
+    assert csv_source.where(9) == "0-based data row 9"  # past the end: no line to name
+    [parquet_source] = open_sources(str(tmp_path / "a.parquet"))
+    assert parquet_source.where(0, 2) == "0-based data rows 0 to 2" and parquet_source.where(3) == "0-based data row 3"
 
 
 @pytest.mark.parametrize(
@@ -1532,7 +1614,7 @@ def test_csv_labels_read_the_same_wherever_their_booleans_are(tmp_path, batch_si
             expected = {"ctr/t": np.mean(y[keep]), "mse/t": np.mean((p[keep] - y[keep]) ** 2)}
             assert_close(result.values, expected)
     path.write_text(path.read_text() + "0.5,yes\n")  # invalid wherever it is: named, with its row
-    message = r"200000\.csv: column 'y' \(labels of task 't'\): invalid value 'yes' at row 200,006 \(counting from 0\)"
+    message = r"200000\.csv: column 'y' \(labels of task 't'\): invalid value 'yes' at line 200,008;"
     with pytest.raises(InvalidDataError, match=message):
         evaluate(path, {"t": ("p", "y")}, ["ctr"], batch_size=batch_size, on_invalid="skip")
 
@@ -2223,7 +2305,7 @@ _IDS_HINT = "Number text ids first, e.g. pandas `df[col] = df[col].astype('categ
             "csv",
             {"tasks": {"t": ("p", "y")}, "metrics": ["gauc"], "user": "u"},
             InvalidDataError,
-            f"column 'u' (user ids): invalid value 'a' at row 0 (counting from 0); expected an integer id. {_IDS_HINT}",
+            f"column 'u' (user ids): invalid value 'a' at line 2; expected an integer id. {_IDS_HINT}",
         ),
         (
             [],
@@ -2412,6 +2494,26 @@ _TASK_FORMAT = "argument --task: Expected a task as NAME=PREDICTIONS:LABELS (e.g
         (["--by", " , "], "argument --by: expected comma-separated column names, got ' , '"),
         (["--metrics", ""], "argument --metrics: expected comma-separated metric names, got ''"),
         (["--metrics", ","], "argument --metrics: expected comma-separated metric names, got ','"),
+        (
+            ["--metrics", "ne,"],
+            "argument --metrics: empty item (position 2 of 2) in 'ne,'; expected comma-separated metric names "
+            "without empty items (a trailing or doubled comma?)",
+        ),
+        (
+            ["--metrics", "ne,,auc"],
+            "argument --metrics: empty item (position 2 of 3) in 'ne,,auc'; expected comma-separated metric names "
+            "without empty items (a trailing or doubled comma?)",
+        ),
+        (
+            ["--metrics", ", ne"],
+            "argument --metrics: empty item (position 1 of 2) in ', ne'; expected comma-separated metric names "
+            "without empty items (a trailing or doubled comma?)",
+        ),
+        (
+            ["--by", "country,,,device"],
+            "argument --by: empty item (positions 2, 3 of 4) in 'country,,,device'; expected comma-separated "
+            "column names without empty items (a trailing or doubled comma?)",
+        ),
         (["--weights", ""], "argument --weights: expected a column name, got ''"),
         (["--user", ""], "argument --user: expected a column name, got ''"),
         (["--session", ""], "argument --session: expected a column name, got ''"),
@@ -2600,7 +2702,7 @@ def test_invalid_rows_split_between_ranks_are_counted_once(ddp_pool, tmp_path, f
     write_bad(tmp_path, frame, _nan([7, 250, 399]))
     with pytest.raises(InvalidDataError) as single:
         evaluate(tmp_path, TASKS, METRICS, **KW)
-    assert "has 3 rows that are NaN or infinite (first at row 7," in str(single.value)
+    assert "has 3 rows that are NaN or infinite (first at 0-based data row 7)" in str(single.value)
     assert ddp_pool.run(_ddp_bad, str(tmp_path)) == [str(single.value)] * 2
 
 
@@ -2618,7 +2720,7 @@ def test_an_unreadable_parquet_row_group_names_the_file_and_row_group(tmp_path, 
     """A corrupt page used to escape as pyarrow's bare OSError (no file named; a traceback from the command)."""
     path = tmp_path / "a.parquet"
     _corrupt_second_row_group(path)
-    expected = rf"{re.escape(str(path))}: not a readable Parquet file \(row group 1, rows 100 to 199: .*page header"
+    expected = rf"{re.escape(str(path))}: not a readable Parquet file \(row group 1, 0-based data rows 100 to 199: .*page header"
     with pytest.raises(InvalidDataError, match=expected):
         evaluate(path, {"click": ("p_click", "y_click")}, ["ne"])
     assert cli.main(["evaluate", str(path), "--predictions", "p_click", "--labels", "y_click", "--no-progress"]) == 2
@@ -2641,7 +2743,7 @@ def test_an_unreadable_row_group_on_one_rank_fails_every_rank(ddp_pool, tmp_path
     _corrupt_second_row_group(path)
     messages = ddp_pool.run(_ddp_unreadable, str(path))
     assert messages[0] == messages[1]
-    assert f"{path}: not a readable Parquet file (row group 1, rows 100 to 199: " in messages[0]
+    assert f"{path}: not a readable Parquet file (row group 1, 0-based data rows 100 to 199: " in messages[0]
 
 
 def _ddp_unchecked(rank: int, world_size: int, path: str) -> str:
@@ -2660,7 +2762,9 @@ def test_a_value_the_row_checks_miss_on_one_rank_fails_every_rank(ddp_pool, tmp_
     pq.write_table(pa.table({"p": [0.1, 0.8, 0.6, 0.3], "y": [0, 1, 1, 0]}), tmp_path / "a.parquet")
     pq.write_table(pa.table({"p": [0.2, 0.4, 1.5], "y": [0, 1, 1]}), tmp_path / "b.parquet")
     messages = ddp_pool.run(_ddp_unchecked, str(tmp_path))
-    assert messages[0] == messages[1] and re.match(r".*b\.parquet: rows 0 to 2: .*probabilities", messages[0])
+    assert messages[0] == messages[1] and re.match(
+        r".*b\.parquet: 0-based data rows 0 to 2: .*probabilities", messages[0]
+    )
 
 
 def _ddp_unchecked_type(rank: int, world_size: int, path: str) -> str:
@@ -2682,7 +2786,7 @@ def test_a_type_the_checks_miss_on_one_rank_fails_every_rank(ddp_pool, tmp_path)
     pq.write_table(pa.table({"p": [0.2, 0.4, 0.5], "y": [0, 1, 1], "u": [3.0, 3.0, 4.0]}), tmp_path / "b.parquet")
     messages = ddp_pool.run(_ddp_unchecked_type, str(tmp_path))
     assert messages[0] == messages[1]
-    assert re.match(r".*b\.parquet: rows 0 to 2: .*model_out\['u'\]`: expected integer ids", messages[0])
+    assert re.match(r".*b\.parquet: 0-based data rows 0 to 2: .*model_out\['u'\]`: expected integer ids", messages[0])
 
 
 @pytest.mark.ddp

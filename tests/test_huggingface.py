@@ -135,6 +135,100 @@ def test_pointwise_two_tasks_in_trainer_evaluate(tmp_path, batch_eval_metrics):
         assert metrics[f"eval_ctr/{task}"] == pytest.approx(y.mean(), rel=1e-12)
 
 
+class TwoHeads(nn.Module):
+    """A multi-head model: one logit head per task, ``(N,)`` for click and ``(N, 1)`` for like."""
+
+    def __init__(self, dim: int = 4) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.click, self.like = nn.Linear(dim, 1), nn.Linear(dim, 1)
+
+    def forward(self, x, labels=None):
+        click, like = self.click(x).squeeze(-1), self.like(x)
+        loss = nn.functional.binary_cross_entropy_with_logits(torch.cat([click[:, None], like], 1), labels.float())
+        return {"loss": loss, "click_logits": click, "like_logits": like}
+
+
+@pytest.mark.parametrize("batch_eval_metrics", [False, True], ids=["whole-arrays", "batch-eval-metrics"])
+def test_per_task_heads_of_a_multi_head_model_in_trainer_evaluate(tmp_path, batch_eval_metrics):
+    """The Trainer passes a multi-head model's outputs as a tuple of per-task heads: they are the tasks'
+    columns, in the order of ``tasks`` (no ``preprocess_logits_for_metrics`` stacking needed).
+    Reference: scikit-learn on the Trainer's own head outputs."""
+    dataset = Clicks()
+    compute_metrics = pointwise_compute_metrics(["log_loss", "auc", "ctr"], tasks=("click", "like"))
+    run = trainer(TwoHeads(), dataset, compute_metrics, batch_eval_metrics, tmp_path)
+    metrics = run.evaluate()
+    click, like = run.predict(dataset).predictions
+    assert click.shape == (len(dataset),) and like.shape == (len(dataset), 1)
+    y = dataset.y.numpy()
+    for i, (task, z) in enumerate((("click", click), ("like", like[:, 0]))):
+        p = 1 / (1 + np.exp(-z.astype(np.float64)))
+        assert metrics[f"eval_log_loss/{task}"] == pytest.approx(log_loss(y[:, i], p), rel=1e-6)
+        assert metrics[f"eval_auc/{task}"] == pytest.approx(roc_auc_score(y[:, i], p), rel=1e-9)
+        assert metrics[f"eval_ctr/{task}"] == pytest.approx(y[:, i].mean(), rel=1e-12)
+
+
+def test_per_task_heads_as_tuple_list_batches_and_tensors():
+    """Heads as a tuple or a list, in batches kept apart, and as tensors in batch mode: the same values as
+    scikit-learn's on the stacked columns; an (N, T) first output with other outputs is read as before."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(3)
+    z, y = rng.normal(size=(40, 3)), rng.integers(0, 2, (40, 3))
+    tasks = ("a", "b", "c")
+    expected = {f"auc/{t}": roc_auc_score(y[:, i], z[:, i]) for i, t in enumerate(tasks)}
+    compute = pointwise_compute_metrics(["auc"], tasks=tasks)
+    heads = (z[:, 0], z[:, 1:2], z[:, 2].astype(np.float32))
+    for predictions, labels in (
+        (heads, y),
+        (list(heads), y),
+        (list(heads), [y[:, 0], y[:, 1], y[:, 2]]),  # per-task label arrays as a list too
+        ([tuple(h[:15] for h in heads), tuple(h[15:] for h in heads)], [y[:15], y[15:]]),  # batches kept apart
+        ((z, np.zeros((40, 7))), y),  # the first output holds every task: the others are not scores
+    ):
+        got = compute(SimpleNamespace(predictions=predictions, label_ids=labels))
+        assert got == pytest.approx(expected, rel=1e-6)
+    for start in (0, 25):  # batch_eval_metrics=True: one call per batch of tensors
+        batch = tuple(torch.as_tensor(h[start : start + 25]) for h in heads)
+        got = compute(SimpleNamespace(predictions=batch, label_ids=torch.as_tensor(y[start : start + 25])), start > 0)
+    assert got == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("heads", "message"),
+    [
+        (
+            (np.zeros(4), np.zeros(4)),
+            "Expected predictions as one (N, 3) array or 3 per-task heads (one per task of ['a', 'b', 'c']), each "
+            "(N,) or (N, 1); got a tuple of 2 arrays of shapes [(4,), (4,)].",
+        ),
+        (
+            (np.zeros(4), np.zeros((4, 2)), np.zeros(4)),
+            "Expected predictions as one (N, 3) array or 3 per-task heads (one per task of ['a', 'b', 'c']), each "
+            "(N,) or (N, 1), with one N; got head 1 (task 'b') of shape (4, 2) among heads of shapes "
+            "[(4,), (4, 2), (4,)].",
+        ),
+        (
+            (np.zeros(4), np.zeros(4), np.zeros((3, 1))),
+            "Expected predictions as one (N, 3) array or 3 per-task heads (one per task of ['a', 'b', 'c']), each "
+            "(N,) or (N, 1), with one N; got head 2 (task 'c') of shape (3, 1) among heads of shapes "
+            "[(4,), (4,), (3, 1)].",
+        ),
+    ],
+)
+def test_per_task_heads_of_another_count_or_shape_are_refused(heads, message):
+    from types import SimpleNamespace
+
+    compute = pointwise_compute_metrics(["ctr"], tasks=("a", "b", "c"))
+    with pytest.raises(ValueError) as info:
+        compute(SimpleNamespace(predictions=heads, label_ids=np.zeros((4, 3))))
+    assert str(info.value) == message
+    # nothing was counted: a valid call afterwards sees its own rows only (numpy reference: the label means)
+    y = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0], [1, 0, 1]])
+    got = compute(SimpleNamespace(predictions=(np.zeros(4), np.zeros(4), np.zeros(4)), label_ids=y))
+    assert got == pytest.approx({f"ctr/{t}": y[:, i].mean() for i, t in enumerate("abc")})
+
+
 def test_relevance_matrix_labels_and_bad_shapes():
     from types import SimpleNamespace
 

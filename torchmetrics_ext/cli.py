@@ -260,14 +260,23 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 
 
 def _names(parser: argparse.ArgumentParser, option: str, text: str, what: str) -> list[str]:
-    """The comma-separated names of ``option`` (spaces around each and empty ones dropped).
+    """The comma-separated names of ``option`` (spaces around each dropped).
 
     A value holding no name (``--by ""``, as an unset shell variable gives) is the parser's error:
     leaving the option out means no segments (or the default metrics), an empty value a mistake.
+    So is an empty item among names (``--metrics ne,`` or ``ne,,auc``): a name left out by mistake
+    would otherwise go unnoticed.
     """
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
+    names = [name.strip() for name in text.split(",")]
+    if not any(names):
         parser.error(f"argument {option}: expected comma-separated {what}, got {text!r}")
+    if not all(names):
+        empty = [str(i + 1) for i, name in enumerate(names) if not name]
+        where = f"position{'s' if len(empty) > 1 else ''} {', '.join(empty)} of {len(names)}"
+        parser.error(
+            f"argument {option}: empty item ({where}) in {text!r}; "
+            f"expected comma-separated {what} without empty items (a trailing or doubled comma?)"
+        )
     return names
 
 

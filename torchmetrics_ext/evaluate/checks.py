@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from torchmetrics_ext.evaluate.sources import InvalidDataError, column_names, delimiter_hint
+from torchmetrics_ext.evaluate.sources import InvalidDataError, column_names, data_rows, delimiter_hint
 
 __all__ = [
     "TEXT_IDS_HINT",
@@ -55,7 +55,12 @@ class Column:
 
 @dataclass
 class Problem:
-    """Invalid rows of one column of one file for one reason."""
+    """Invalid rows of one column of one file for one reason.
+
+    ``first_row`` is the first invalid row's data row (0-based, the header excluded); ``line`` its
+    line in a text file (the header is line 1), which the message names instead; ``None`` for
+    formats without lines (Parquet, frames).
+    """
 
     source: str
     column: str
@@ -63,6 +68,7 @@ class Problem:
     reason: str
     count: int = 0
     first_row: int = -1
+    line: int | None = None
 
     def __str__(self) -> str:
         rows, reason = "rows", self.reason
@@ -71,7 +77,7 @@ class Problem:
         hint = _LOGITS_HINT if self.reason == _OUTSIDE_PROBABILITIES else ""
         return (
             f"{self.source}: column {self.column!r} ({self.role}) has {self.count:,} {rows} {reason} "
-            f"(first at row {self.first_row:,}, counting from 0){hint}"
+            f"(first at {data_rows(self.first_row) if self.line is None else f'line {self.line:,}'}){hint}"
         )
 
 
@@ -254,14 +260,14 @@ def text_types(columns: Sequence[Column]) -> dict[str, pa.DataType]:
 _CSV = pa_csv.ConvertOptions()  # the reader's defaults: its null, true and false texts
 
 
-def _text_labels(array: pa.Array, first_row: int) -> pa.Array:
+def _text_labels(array: pa.Array, first_row: int, where: Callable[[int], str] = data_rows) -> pa.Array:
     """Labels read as text (CSV) as float64: numbers as the reader parses them, ``true``/``false`` as 1 and 0.
 
     As the reader: its null texts (``""``, ``NA``, ``nan``, ...) are null, numbers may have
     spaces around them. Vectorised; only an invalid value costs a look at the distinct texts.
 
     Raises:
-        InvalidDataError: a value is neither (names it and its row, counting from ``first_row``).
+        InvalidDataError: a value is neither (names it and ``where`` its row is, counting from ``first_row``).
     """
     try:  # plain numbers (the usual file): one cast; its NaN may be a null text of the reader's (nan)
         numbers = pc.cast(array, pa.float64())
@@ -283,19 +289,21 @@ def _text_labels(array: pa.Array, first_row: int) -> pa.Array:
             except pa.ArrowInvalid:
                 row = first_row + pc.index(array, value).as_py()
                 raise InvalidDataError(
-                    f"invalid value {value!r} at row {row:,} (counting from 0); expected a number, true or false"
+                    f"invalid value {value!r} at {where(row)}; expected a number, true or false"
                 ) from None
         raise
     values = pc.if_else(true, 1.0, pc.if_else(false, 0.0, numbers))
     return pc.if_else(null, pa.scalar(None, pa.float64()), values)
 
 
-def to_numpy(array: pa.Array | pa.ChunkedArray, kind: Kind, first_row: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+def to_numpy(
+    array: pa.Array | pa.ChunkedArray, kind: Kind, first_row: int = 0, where: Callable[[int], str] = data_rows
+) -> tuple[np.ndarray, np.ndarray | None]:
     """The values of a numeric column as numpy (zero-copy when possible) and its null mask (or ``None``).
 
     Labels read as text (CSV, :func:`text_types`) are converted first: numbers, or ``true``/``false``
-    (an invalid value raises :class:`InvalidDataError` naming it and its row, ``first_row`` being
-    the batch's first).
+    (an invalid value raises :class:`InvalidDataError` naming it and its row as ``where`` says,
+    ``first_row`` being the batch's first, 0-based).
 
     Integer predictions are scores like any other numbers: they become float64 (as a CSV file's
     predictions are read), since the metrics take floating point predictions. uint64 ids keep
@@ -311,7 +319,7 @@ def to_numpy(array: pa.Array | pa.ChunkedArray, kind: Kind, first_row: int = 0) 
     if pa.types.is_decimal(array.type):
         array = array.cast(pa.float64())  # the nearest float64, as the CSV reader parses the same text
     if kind == "label" and (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
-        array = _text_labels(array, first_row)
+        array = _text_labels(array, first_row, where)
     nulls = None
     if array.null_count:
         nulls = array.is_null().to_numpy(zero_copy_only=False)

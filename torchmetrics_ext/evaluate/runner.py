@@ -395,22 +395,24 @@ class _Run:
                 if self.problems and self.on_invalid == "error":
                     return None  # invalid rows: finish() reports every rank's counts for the file at once
         except ConversionError as err:  # a text file's value that is no number: named as an invalid label is
-            return self._conversion_message(source.label, err)
+            return self._conversion_message(source, err)
         except InvalidDataError as err:
             return str(err)
         finally:
             self.progress.close()
         return None
 
-    def _conversion_message(self, label: str, err: ConversionError) -> str:
+    def _conversion_message(self, source: Source, err: ConversionError) -> str:
         """The message of a text file's value that does not convert: file, column, role, value, row, expectation."""
         kind = self.plan.read_kinds.get(err.column)
         role = next((c.role for c in self.plan.columns if c.name == err.column and c.kind == kind), None)
         if role is None:  # not a column the plan converts (cannot happen): the reader's own words
             return str(err)
-        where = "" if err.row is None else f" at row {err.row:,} (counting from 0)"
+        where = "" if err.row is None else f" at {source.where(err.row)}"
         expected = f"an integer id. {TEXT_IDS_HINT}" if kind == "id" else "a number"
-        return f"{label}: column {err.column!r} ({role}): invalid value {err.value!r}{where}; expected {expected}"
+        return (
+            f"{source.label}: column {err.column!r} ({role}): invalid value {err.value!r}{where}; expected {expected}"
+        )
 
     def _batch(self, source: Source, order: tuple[int, int], batch: Any) -> None:
         """Check and feed one batch; ``order``: (its chunk's number among every rank's chunks, its first row)."""
@@ -421,7 +423,7 @@ class _Run:
         values, nulls = {}, {}
         for name, kind in self.plan.read_kinds.items():
             try:
-                values[name], nulls[name] = to_numpy(batch.column(name), kind, first_row)
+                values[name], nulls[name] = to_numpy(batch.column(name), kind, first_row, source.where)
             except InvalidDataError as err:  # a CSV label that is neither a number nor true/false
                 role = next(c.role for c in self.plan.columns if c.name == name and c.kind == kind)
                 raise InvalidDataError(f"{source.label}: column {name!r} ({role}): {err}") from None
@@ -438,7 +440,7 @@ class _Run:
             # a value (or dtype) the metrics refuse that the checks do not know: the documented error,
             # naming the file and the batch's rows, agreed by every rank in `finish` as the others
             last = first_row + n - 1
-            raise InvalidDataError(f"{source.label}: rows {first_row:,} to {last:,}: {err}") from None
+            raise InvalidDataError(f"{source.label}: {source.where(first_row, last)}: {err}") from None
         if self.collector is not None and self.rows is not None:
             codes = self.collector.add(source, order, batch)  # local codes: segment ids once every rank has read
             self.rows.append(tensors, _tensor(codes if keep is None else codes[keep]))
@@ -497,6 +499,11 @@ class _Run:
         columns: dict[str, int] = {}
         for c in self.plan.columns:
             columns.setdefault(c.name, len(columns))
+        for source in self.sources:  # a text file's first invalid rows by their lines (one pass over the file)
+            own = [p for p in merged.values() if p.source == source.label]
+            lines = source.lines([p.first_row for p in own]) if own else {}
+            for p in own:
+                p.line = lines[p.first_row][0] if p.first_row in lines else None
         return sorted(merged.values(), key=lambda p: (files.get(p.source, -1), p.first_row, columns.get(p.column, -1)))
 
     def _compute(self, module: RecMetricModule) -> tuple[list[dict], list[str]]:

@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from torchmetrics_ext.evaluate.checks import check_column
-from torchmetrics_ext.evaluate.sources import InvalidDataError, Source, read_text_as
+from torchmetrics_ext.evaluate.sources import InvalidDataError, Source, data_rows, read_text_as
 from torchmetrics_ext.utilities.distributed import fused_gather
 
 __all__ = ["SegmentCollector", "SegmentIndex", "SegmentRows"]
@@ -541,10 +541,10 @@ def _clash_text(
         text = f"{place.label}: {column} has type {dtype}, but in {other_place.label} it has type {other_type}"
         where = place.label
     else:
-        where = f"rows {place.first:,} to {place.last:,}"
+        where = data_rows(place.first, place.last)
         text = (
             f"{place.label}: {column} mixes value types in this one input: {where} read as {dtype}, "
-            f"rows {other_place.first:,} to {other_place.last:,} as {other_type} (an object column's "
+            f"{data_rows(other_place.first, other_place.last)} as {other_type} (an object column's "
             "slices are typed from their values)"
         )
     if unfit is not None:

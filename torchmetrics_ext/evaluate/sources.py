@@ -26,12 +26,15 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
         "torchmetrics_ext.evaluate reads data with pyarrow: pip install 'torchmetrics-ext[evaluate]'"
     ) from err
 
+from torchmetrics_ext.evaluate.lines import first_record_line, record_lines
+
 __all__ = [
     "Chunk",
     "ConversionError",
     "InvalidDataError",
     "PartitionedSource",
     "Source",
+    "data_rows",
     "delimiter_hint",
     "open_sources",
     "read_text_as",
@@ -59,12 +62,23 @@ class ConversionError(InvalidDataError):
     Attributes:
         column: the column's name.
         value: the value as written.
-        row: its row (counting from 0, the header excluded), ``None`` where it was not found.
+        row: its data row (0-based, the header excluded), ``None`` where it was not found.
     """
 
     def __init__(self, message: str, column: str, value: str, row: int | None) -> None:
         super().__init__(message)
         self.column, self.value, self.row = column, value, row
+
+
+def data_rows(first: int, last: int | None = None) -> str:
+    """Rows ``first`` to ``last`` (one row if ``last`` is ``None``) as messages name them where there are no lines.
+
+    Parquet files and in-memory frames have no lines: their rows are named as data rows counted from 0
+    (the first row of values is row 0); CSV files name lines instead (:meth:`Source.where`).
+    """
+    if last is None or last == first:
+        return f"0-based data row {first:,}"
+    return f"0-based data rows {first:,} to {last:,}"
 
 
 _DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
@@ -143,6 +157,27 @@ class Source:
         """The units a distributed run splits between ranks."""
         raise NotImplementedError
 
+    def lines(self, rows: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """The file lines (first, last; the header is line 1) of data ``rows`` (0-based), where the format has lines.
+
+        Error messages only. ``{}`` for formats without lines (Parquet, frames); a row not found is left out.
+        """
+        return {}
+
+    def where(self, first: int, last: int | None = None) -> str:
+        """Data rows ``first`` to ``last`` (0-based; one row if ``last`` is ``None``) as an error message names them.
+
+        A text file's lines as an editor shows them (``"line 7"``, ``"lines 2 to 9"``: the header is
+        line 1, a quoted value holding line breaks spans several); else (or if they cannot be found)
+        ``"0-based data row 5"`` (see :func:`data_rows`).
+        """
+        found = self.lines([first] if last is None else [first, last])
+        if first not in found or (last is not None and last not in found):
+            return data_rows(first, last)
+        if last is None:
+            return f"line {found[first][0]:,}"
+        return f"lines {found[first][0]:,} to {found[last][1]:,}"
+
     def read(
         self,
         chunk: Chunk,
@@ -198,7 +233,7 @@ class ParquetSource(Source):
         try:
             yield from self._file.iter_batches(batch_size=batch_size, row_groups=[chunk.part], columns=list(columns))
         except (OSError, pa.ArrowException) as err:
-            rows = f", rows {chunk.first_row:,} to {chunk.first_row + (chunk.rows or 0) - 1:,}" if chunk.rows else ""
+            rows = f", {data_rows(chunk.first_row, chunk.first_row + chunk.rows - 1)}" if chunk.rows else ""
             # the reader's message on one line, without the control bytes a corrupt page can put in it
             detail = " ".join("".join(c if c.isprintable() else " " for c in str(err)).split()).rstrip(".")
             raise InvalidDataError(
@@ -244,10 +279,11 @@ class CsvSource(Source):
     def _error(self, err: Exception, types: Mapping[str, pa.DataType] | None = None) -> InvalidDataError:
         """The error for what the reader raised, in any block: the value or row at fault, or why the file is unreadable.
 
-        A value that does not convert names the column, the value and its row (counting from 0,
-        the header excluded; found by reading the file again, that column alone as text: only
-        once the read has failed), a malformed row its text (the reader's own words); anything
-        else (no such file, an empty file) is an unreadable file.
+        A value that does not convert names the column, the value and its line (found by reading the
+        file again, that column alone as text, then the lines up to it: only once the read has
+        failed), a row of another number of fields its text (the reader's own words) and its line;
+        anything else (no such file, an empty file) is an unreadable file. Lines are counted as an
+        editor shows them: the header is line 1, a quoted value holding line breaks spans several.
         """
         text = str(err)
         match = re.match(r"In CSV column #(\d+): ", text)
@@ -258,9 +294,13 @@ class CsvSource(Source):
             value = re.search(r"conversion error to [^:]+: invalid value '(.*)'$", text, re.DOTALL)
             if value and name in (types or {}):
                 row = self._row_of(name, value.group(1))
-                where = "" if row is None else f" at row {row:,} (counting from 0)"
+                where = "" if row is None else f" at {self.where(row)}"
                 return ConversionError(f"{self.label}: {text}{where}", name, value.group(1), row)
-        if isinstance(err, pa.ArrowInvalid) and (match or text.startswith("CSV parse error")):
+        ragged = re.match(r"CSV parse error: Expected (\d+) columns, got \d+", text)
+        if isinstance(err, pa.ArrowInvalid) and ragged:  # the reader says which text, not where: name its line
+            line = self._ragged_line(int(ragged.group(1)))
+            text = text if line is None else f"line {line:,}: {text}"
+        if isinstance(err, pa.ArrowInvalid) and (match or ragged or text.startswith("CSV parse error")):
             hint = delimiter_hint(self._header())
             return InvalidDataError(f"{self.label}: {text.rstrip('.')}." + hint if hint else f"{self.label}: {text}")
         return InvalidDataError(f"{self.label}: not a readable CSV file ({text}).")
@@ -276,6 +316,19 @@ class CsvSource(Source):
         except (OSError, pa.ArrowException):
             return None
         return first[0].split(",") if first else None
+
+    def _stream(self) -> Any:
+        """The file as a binary stream, decompressed with the codec its suffix names."""
+        codec = next((c for suffix, c in _CSV_CODECS.items() if self.label.lower().endswith(suffix)), None)
+        return pa.input_stream(self.label, compression=codec)
+
+    def lines(self, rows: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """The lines of data ``rows`` (0-based): one pass over the file, up to the last row asked for."""
+        return record_lines(self._stream, rows)
+
+    def _ragged_line(self, expected: int) -> int | None:
+        """The first line of the first data row with other than ``expected`` fields (a parse error's row)."""
+        return first_record_line(self._stream, expected)
 
     def _row_of(self, name: str, value: str) -> int | None:
         """The first row (counting from 0) whose ``name`` column holds the text ``value``; ``None`` if not found.
@@ -420,7 +473,7 @@ class PandasSource(TableSource):
 
     def _mixed(self, frame: Any, start: int, err: Exception) -> str:
         """The message for a slice pyarrow cannot convert: the column mixing value types, and the fix."""
-        rows = f"rows {start:,} to {start + len(frame) - 1:,}"
+        rows = data_rows(start, start + len(frame) - 1)
         for name in dict.fromkeys(frame.columns):
             try:
                 pa.Table.from_pandas(frame[[name]], preserve_index=False)
@@ -495,6 +548,10 @@ class PartitionedSource(Source):
     def chunks(self, batch_size: int) -> list[Chunk]:
         """The file's chunks."""
         return [Chunk(self, c.part, c.rows, c.first_row) for c in self._inner.chunks(batch_size)]
+
+    def lines(self, rows: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """The file's lines of data ``rows``, as its own source finds them."""
+        return self._inner.lines(rows)
 
     def read(
         self,

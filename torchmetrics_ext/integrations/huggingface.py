@@ -140,6 +140,14 @@ class HFComputeMetrics:
         """Add one batch (or the whole eval set)."""
         raise NotImplementedError
 
+    def _per_task(self, value: Any) -> bool:
+        """Whether a list is one array per task (read as a tuple of heads) rather than the Trainer's batches."""
+        return False
+
+    def _outputs(self, predictions: Any) -> Any:
+        """The scores of one batch's predictions (the first output of a tuple)."""
+        return _scores(predictions)
+
     def _update_all(self, eval_pred: Any) -> None:
         """Update with every batch of ``eval_pred`` (one, or a list kept apart by the Trainer)."""
         predictions, labels = eval_pred.predictions, eval_pred.label_ids
@@ -147,6 +155,9 @@ class HFComputeMetrics:
             raise ValueError(
                 "compute_metrics needs labels: the eval dataset must provide `labels` (label_ids is None)."
             )
+        # a list of per-task arrays (built by hand) is the tasks' heads or label columns, as a tuple is
+        predictions = tuple(predictions) if self._per_task(predictions) else predictions
+        labels = tuple(labels) if self._per_task(labels) else labels
         if isinstance(predictions, list) and isinstance(labels, list) and len(predictions) == len(labels):
             # batches kept apart (eval_do_concat_batches=False): one update each, as they may not
             # share a width (padded candidate lists of each batch's longest)
@@ -154,7 +165,7 @@ class HFComputeMetrics:
         else:
             batches = [(predictions, labels)]
         for batch_predictions, batch_labels in batches:
-            scores, targets = _scores(batch_predictions), _labels(batch_labels, self._label_columns)
+            scores, targets = self._outputs(batch_predictions), _labels(batch_labels, self._label_columns)
             self.update(_tensor(scores), _tensor(targets))
 
     def compute(self) -> dict[str, float]:
@@ -233,6 +244,46 @@ class _Pointwise(HFComputeMetrics):
         if from_logits and not flagged:
             domains = {name: getattr(metric, "input_domains", None) for name, metric in built.items()}
             self.module._fed_probabilities = _fed_probabilities(built, domains, logits=True)
+
+    def _per_task(self, value: Any) -> bool:
+        """A list of one ``(N,)``/``(N, 1)`` array per task (never a batch of several tasks, which is 2-D)."""
+        if len(self.tasks) < 2 or not isinstance(value, list) or len(value) != len(self.tasks):
+            return False
+        if any(isinstance(item, (tuple, list)) for item in value):
+            return False
+        shapes = [tuple(_tensor(item).shape) for item in value]
+        return all(len(s) == 1 or (len(s) == 2 and s[1] == 1) for s in shapes)
+
+    def _outputs(self, predictions: Any) -> Any:
+        """The scores ``(N, T)``: several tasks' per-task heads (a tuple, one per task) are stacked as columns.
+
+        A tuple whose first output already holds every task (``(N, T)``) is read as before: the first
+        output (the others, hidden states say, are not scores). One task: the first output.
+        """
+        predictions = _joined(predictions)
+        t = len(self.tasks)
+        if not isinstance(predictions, tuple) or t == 1:
+            return predictions[0] if isinstance(predictions, tuple) else predictions
+        heads = [_tensor(head) for head in predictions]
+        if heads and heads[0].ndim == 2 and heads[0].shape[1] == t:
+            return heads[0]
+        heads = [head.reshape(1) if head.ndim == 0 else head for head in heads]  # a batch of one, squeezed
+        shapes = [tuple(head.shape) for head in heads]
+        expected = f"one (N, {t}) array or {t} per-task heads (one per task of {list(self.tasks)}), each (N,) or (N, 1)"
+        if len(heads) != t:
+            raise ValueError(
+                f"Expected predictions as {expected}; got a tuple of {len(heads)} arrays of shapes {shapes}."
+            )
+        for i, shape in enumerate(shapes):
+            if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] != shapes[0][0]:
+                raise ValueError(
+                    f"Expected predictions as {expected}, with one N; got head {i} (task {self.tasks[i]!r}) of shape "
+                    f"{shape} among heads of shapes {shapes}."
+                )
+        dtype = heads[0].dtype
+        for head in heads[1:]:
+            dtype = torch.promote_types(dtype, head.dtype)
+        return torch.stack([head.reshape(shape[0]).to(dtype) for head, shape in zip(heads, shapes)], -1)
 
     def update(self, predictions: Tensor, labels: Tensor) -> None:
         t = len(self.tasks)
@@ -333,7 +384,13 @@ def pointwise_compute_metrics(
         metrics: registry names (see :func:`torchmetrics_ext.registry.metric_names`); metrics that
             need ids (``gauc``, ranking) are not available here.
         tasks: task names; predictions and labels are ``(N,)`` (or ``(N, 1)``) for one task and
-            ``(N, T)`` for ``T`` tasks; a 0-dim array is one example (a squeezed logit of a batch of one).
+            ``(N, T)`` for ``T`` tasks (column ``i`` is task ``tasks[i]``); a 0-dim array is one example
+            (a squeezed logit of a batch of one). For several tasks, predictions may also be a
+            multi-head model's tuple (or list) of ``T`` per-task heads, each ``(N,)`` or ``(N, 1)``, in
+            the order of ``tasks``: they are stacked as the columns of ``(N, T)`` (no need to stack them in
+            ``preprocess_logits_for_metrics``), as a tuple (or list) of per-task label arrays is. A tuple
+            whose first output is already ``(N, T)`` is read as that output (the others are not scores);
+            for one task, a tuple's first output is the scores.
         from_logits: the model outputs logits (the usual case); ``False`` for probabilities. Metrics
             with a ``from_logits`` option (NE, AUC, calibration, accuracy, ``mse``, ...) read the
             logits; the values of ``mse``, ``rmse``, ``mae``, ``weighted_average``, ``r_squared``...
@@ -349,7 +406,8 @@ def pointwise_compute_metrics(
     Raises:
         ValueError: unknown metric names (the message lists the known ones), ``metrics`` or ``tasks`` given
             as one string (``"auc"`` instead of ``("auc",)``); when called, predictions
-            or labels of another shape (e.g. an ``(N, 2)`` two-class head for one task).
+            or labels of another shape (e.g. an ``(N, 2)`` two-class head for one task), per-task heads whose
+            number is not the number of tasks, or heads of another shape or length.
 
     Example:
         >>> import numpy as np
@@ -358,6 +416,13 @@ def pointwise_compute_metrics(
         >>> compute_metrics = pointwise_compute_metrics(["ctr", "auc"])
         >>> compute_metrics(EvalPrediction(predictions=np.array([2.0, -1.0, 0.5]), label_ids=np.array([1, 0, 0])))
         {'ctr': 0.333..., 'auc': 1.0}
+
+        A two-head model's outputs (one logit array per task), stacked as the tasks' columns:
+
+        >>> two = pointwise_compute_metrics(["ctr"], tasks=("click", "like"))
+        >>> heads = (np.array([2.0, -1.0, 0.5]), np.array([[0.3], [-0.2], [1.0]]))  # (N,) or (N, 1) each
+        >>> two(EvalPrediction(predictions=heads, label_ids=np.array([[1, 0], [0, 1], [0, 1]])))
+        {'ctr/click': 0.333..., 'ctr/like': 0.666...}
     """
     return _Pointwise(metrics, tasks, from_logits, kwargs)
 

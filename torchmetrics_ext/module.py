@@ -774,21 +774,20 @@ class RecMetricModule(nn.Module):
         # labels known to be 0/1: the binary domain was checked, or integral labels in [0, 1]
         binary = domains.target == "binary" or (domains.target == "unit" and not batch.target_is_float)
         updated = self._plan()[0]
-        if self.window_size is not None:
-            # a windowed unit synced by hand (between its `sync()` and `unsync()`) refuses the step, as its own
-            # `update` does, before any unit takes it: the shared ring would otherwise add the step to its
-            # gathered lifetime (dropped by `unsync()`) and to its window (kept), or the step be half applied
+        windowed = self.window_size is not None
+        # every unit trusts this step's inputs (what `inputs_validated()` does, without a context per unit)
+        trusted: list[tuple[Metric, bool]] = []
+        try:
             for unit, _, _ in updated:
-                if isinstance(unit, Windowed) and unit._synced_child():
+                # a windowed unit synced by hand (between its `sync()` and `unsync()`) refuses the step, as its own
+                # `update` does, before any unit takes it: the shared ring would otherwise add the step to its
+                # gathered lifetime (dropped by `unsync()`) and to its window (kept), or the step be half applied
+                if windowed and isinstance(unit, Windowed) and unit._synced_child():
                     raise TorchMetricsUserError(
                         f"RecMetricModule.update: the windowed {type(unit._child('lifetime')).__name__} of this "
                         "module is synced (its `sync()` was called without `unsync()`); no metric took the step. "
                         "HINT: call its `unsync()` first."
                     )
-        # every unit trusts this step's inputs (what `inputs_validated()` does, without a context per unit)
-        trusted: list[tuple[Metric, bool]] = []
-        try:
-            for unit, _, _ in updated:
                 trusted.append((unit, unit._trust_inputs(True)))  # type: ignore[operator]
             self._update_units(updated, batch, shared, binary)
         finally:
@@ -824,9 +823,7 @@ class RecMetricModule(nn.Module):
                 for unit, grouped in units:
                     # a TaskMetric skips TorchMetrics' per-call wrapper (the step runs without gradients)
                     key = id(unit)  # by identity: a TorchMetrics metric hashes its states
-                    update = (
-                        joint_updates[key] if key in joint_updates else getattr(unit, "update_unwrapped", unit.update)
-                    )
+                    update = joint_updates[key] if key in joint_updates else _unit_update(unit)
                     if grouped:
                         update(p, y, groups=batch.groups, weights=w)
                     else:
@@ -1771,6 +1768,15 @@ def _state_metric_value(fn: Callable[[], Any], sync: bool) -> Any:
             m.__dict__["_to_sync"], m.__dict__["dist_sync_fn"] = to_sync, sync_fn
             if not sync:
                 m.__dict__["_computed"] = cached
+
+
+def _unit_update(unit: Metric) -> Callable[..., Any]:
+    """A unit's ``update``: a TaskMetric's ``update_unwrapped`` (no TorchMetrics per-call wrapper), else ``update``.
+
+    Looked up on the class: an ``nn.Module`` without the attribute would raise and catch an
+    ``AttributeError`` in its ``__getattr__`` at every step.
+    """
+    return unit.update_unwrapped if hasattr(type(unit), "update_unwrapped") else unit.update  # type: ignore[return-value]
 
 
 def _put(out: dict[str, Tensor], key: str, value: Tensor) -> None:

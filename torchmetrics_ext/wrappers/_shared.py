@@ -232,8 +232,14 @@ class SharedRing:
     # ------------------------------------------------------------------ per step
 
     def _collect(self, scratch: Any, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
-        """A pointwise metric's ``update`` into the staging row: its batch statistics, kept for :meth:`commit`."""
-        self.stats.extend(scratch._batch_stats(*scratch._format(preds, target, weights, scratch._check_inputs)))
+        """A pointwise metric's ``update`` into the staging row: its batch statistics, kept for :meth:`commit`.
+
+        Inside the module's step the inputs are its validated ``(T, N)`` float64 batch (the metric
+        trusts them), which ``_format`` would return as they are: the statistics are taken directly.
+        """
+        if scratch._check_inputs:
+            preds, target, weights = scratch._format(preds, target, weights, True)
+        self.stats.extend(scratch._batch_stats(preds, target, weights))
 
     def begin(self) -> list[Callable[..., Any]]:
         """Ready the staging row for the step; each unit's ``update`` into it (called with the unit's inputs).

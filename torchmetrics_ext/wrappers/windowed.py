@@ -225,6 +225,7 @@ def _stacked(states: Mapping[str, Any], names: tuple[str, ...]) -> Tensor:
 # update, sync and compute on every rank (so all of them refuse a window smaller than the world
 # together, whatever their batches) without a query to torch.distributed each time
 _WORLD_SIZES: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+_DIST_AVAILABLE = dist.is_available()  # fixed by the build: read once, not at every update
 
 
 def _world_size(group: Any) -> int:
@@ -232,7 +233,7 @@ def _world_size(group: Any) -> int:
 
     Kept per process group object, so a default group started again (another world) is read afresh.
     """
-    if not dist.is_available():
+    if not _DIST_AVAILABLE:
         return 0
     default = dist.GroupMember.WORLD
     if default is None:  # no process group (dist.is_initialized() is this test)

@@ -172,7 +172,11 @@ class HistogramWindow:
             self.add(self.open, index, values)
             self.open_entries += index.numel()
             flat = index.reshape(-1)
-            self.indices.append(flat.to(torch.int32) if self.bins <= _INT32_MAX else flat.clone())
+            if self.bins > _INT32_MAX:
+                flat = flat.clone()
+            elif flat.dtype != torch.int32:
+                flat = flat.to(torch.int32)
+            self.indices.append(flat)
             self.values.append(None if values is None else values.reshape(self.count, -1).squeeze(0).clone())
         self.open_count += 1
         self.sizes.append(size)

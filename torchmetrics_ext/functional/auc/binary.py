@@ -168,7 +168,7 @@ def _binned_index(
     from_logits: bool,
     bin_space: str = "logit",
 ) -> Tensor:
-    """Flat ``(y, task, bin)`` index of every sample into a ``(2, T, B)`` histogram, as ``(T * N,)`` integers.
+    """Flat ``(y, task, bin)`` index of every sample into a ``(2, T, B)`` histogram, as ``(T, N)`` integers.
 
     int32 when every index fits (``2 T B <= 2**31 - 1``), else int64: a window keeps the int32
     indices as they are, and the float64 positions convert to int32 three times as fast as to
@@ -191,7 +191,8 @@ def _binned_index(
         p = torch.sigmoid(preds.to(torch.float64)).to(torch.float32) if from_logits else preds.to(torch.float32)
         position = (p * num_bins).to(torch.float64).clamp_(0, num_bins - 1)
     else:
-        z = preds.to(torch.float64, copy=True) if from_logits else torch.logit(preds.to(torch.float64))
+        wide = preds if preds.dtype == torch.float64 else preds.to(torch.float64)  # no call for the module's batch
+        z = (wide.clone() if wide is preds else wide) if from_logits else torch.logit(wide)  # written in place below
         lo, hi = logit_range
         position = z.sub_(lo).mul_(num_bins / (hi - lo)).clamp_(0, num_bins - 1)
     # the floor first (exact in float64, as are whole offsets below 2**53): one in-place pass,
@@ -203,7 +204,7 @@ def _binned_index(
     if num_tasks > 1:
         position += _task_offsets(num_tasks, num_bins, preds.device, torch.float64)
     narrow = 2 * num_tasks * num_bins <= _INT32_MAX
-    return position.to(torch.int32 if narrow else torch.int64).reshape(-1)
+    return position.to(torch.int32 if narrow else torch.int64)
 
 
 _INT32_MAX = 2**31 - 1
@@ -297,7 +298,7 @@ def _binned_entries(
         caller may keep the entries (a window's ring) and add them with ``out=`` kernels, which
         refuse tensors that require grad.
     """
-    index = _binned_index(preds, target, num_bins, logit_range, from_logits, bin_space).view(preds.shape)
+    index = _binned_index(preds, target, num_bins, logit_range, from_logits, bin_space)
     values = None if weights is None else weights.detach().to(torch.float64).expand(preds.shape)
     return index, values
 

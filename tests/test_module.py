@@ -3235,9 +3235,10 @@ def _refused(kind: str) -> tuple[dict, bool, type, str]:
     if kind == "window_ring":
         state["ranking.ndcg@3.1._extra_state"] = {"sizes": []}
         return state, False, RuntimeError, r"ranking\.ndcg@3\.1\._extra_state: Window state must be a dict holding"
-    assert kind == "throughput_extra_state"  # raised by its set_extra_state, after every metric has loaded
+    assert kind == "throughput_extra_state"  # refused by the throughput, after every metric has loaded
     state["throughput._extra_state"] = {"steps": None, "recent": []}
-    return state, False, TypeError, r"int\(\) argument must be"
+    match = r"unreadable _extra_state for throughput: expected what Throughput\.get_extra_state saves, .*'steps': None"
+    return state, False, RuntimeError, match
 
 
 @pytest.mark.parametrize(

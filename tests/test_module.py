@@ -3235,9 +3235,10 @@ def _refused(kind: str) -> tuple[dict, bool, type, str]:
     if kind == "window_ring":
         state["ranking.ndcg@3.1._extra_state"] = {"sizes": []}
         return state, False, RuntimeError, r"ranking\.ndcg@3\.1\._extra_state: Window state must be a dict holding"
-    assert kind == "throughput_extra_state"  # raised by its set_extra_state, after every metric has loaded
+    assert kind == "throughput_extra_state"  # refused by the throughput, after every metric has loaded
     state["throughput._extra_state"] = {"steps": None, "recent": []}
-    return state, False, TypeError, r"int\(\) argument must be"
+    match = r"unreadable _extra_state for throughput: expected what Throughput\.get_extra_state saves, .*'steps': None"
+    return state, False, RuntimeError, match
 
 
 @pytest.mark.parametrize(
@@ -3265,6 +3266,33 @@ def test_a_load_refused_for_any_one_key_changes_nothing(data):
         key = data.draw(st.sampled_from(sorted(k for k, v in state.items() if not isinstance(v, list))), label="key")
         state[key] = {"bogus": 1} if key.endswith("_extra_state") else torch.zeros(3, 7)
         _assert_refused_load_changes_nothing(state, False, Exception, None)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "ranking.ndcg@3.0.lifetime.weights",
+        "ranking.ndcg@3.0.window.weights",
+        "ranking.ndcg@3.1.lifetime.preds",
+        "ranking.ndcg@3.1.window.target",
+        "ranking.ndcg@3.0.window.indexes",
+    ],
+)
+def test_a_ranking_row_state_of_another_length_is_refused_and_changes_nothing(key):
+    """A ranking unit's row state replaced by an unrelated tensor (21 rows where the others hold 80) loaded
+    silently and compute() failed later ("`weights` are kept for 21 of 80 rows"); the module refuses the
+    checkpoint naming the key, and its states, values and next steps are as before."""
+    state = _saved_state()
+    state[key] = [torch.zeros(21, dtype=torch.int64 if key.endswith(("indexes", "target")) else torch.float32)]
+    name = key.rsplit(".", 1)[1]
+    counts = ", ".join(f"{n}={21 if n == name else 80}" for n in ("preds", "target", "indexes", "weights"))
+    match = re.escape(
+        f"state mismatch for {key}: the checkpoint holds 21 rows, expected 80 as in its other row states ({counts}): "
+        "this NDCG (num_tasks=1, queries_complete_per_batch=False) keeps one value per row in `preds`, `target`, "
+        "`indexes` and `weights` (`weights` may be empty: every row weighs 1)."
+    )
+    for strict in (True, False):
+        _assert_refused_load_changes_nothing(copy.deepcopy(state), strict, RuntimeError, match)
 
 
 def test_the_shared_ring_adds_each_step_into_lifetime_states_replaced_since():

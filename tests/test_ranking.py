@@ -1677,6 +1677,115 @@ def test_checkpoint_without_weight_chunks_loads_and_mixes_with_weighted_batches(
         )
 
 
+def _rows_of_80(seed: int) -> dict:
+    """80 flat rows of 20 queries (four candidates each) with weights."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "preds": torch.rand(80, generator=g),
+        "target": torch.randint(0, 3, (80,), generator=g),
+        "indexes": torch.arange(80) // 4,
+        "weights": torch.rand(80, generator=g, dtype=torch.float64),
+    }
+
+
+_NDCG3 = "NDCG (num_tasks=1, queries_complete_per_batch=False)"
+_ONE_PER_ROW = f"this {_NDCG3} keeps one value per row in `preds`, `target`, `indexes` and `weights`"
+_COUNTS = {"preds": 80, "target": 80, "indexes": 80, "weights": 80}
+
+
+def _malformed_rows(name: str, kind: str) -> tuple[list[torch.Tensor], str]:
+    """A replacement for the row state ``name`` and the message that names it (after its key)."""
+    if kind == "rows":  # another run's tensor, of 21 rows where the others hold 80
+        counts = ", ".join(f"{n}={21 if n == name else c}" for n, c in _COUNTS.items())
+        dtype = torch.int64 if name in ("indexes", "target") else torch.float32
+        message = f": the checkpoint holds 21 rows, expected 80 as in its other row states ({counts}): {_ONE_PER_ROW}"
+        return [torch.zeros(21, dtype=dtype)], message
+    if kind == "2d":
+        dtype = torch.int64 if name == "indexes" else torch.float32
+        message = f": the checkpoint holds a chunk of shape (40, 2), this {_NDCG3} keeps flat rows (1-D chunks)."
+        return [torch.zeros(40, 2, dtype=dtype)], message
+    assert kind == "dtype"
+    wrong, wording = {
+        "preds": (torch.int64, "a floating point dtype"),
+        "target": (torch.complex64, "a real dtype (bool, integer or floating point)"),
+        "indexes": (torch.float32, "an integer dtype"),
+        "weights": (torch.complex64, "a real dtype"),
+    }[name]
+    message = f": the checkpoint holds a chunk of dtype {wrong}, this {_NDCG3} keeps `{name}` in {wording}."
+    return [torch.zeros(80, dtype=wrong)], message
+
+
+@pytest.mark.parametrize("kind", ["rows", "2d", "dtype"])
+@pytest.mark.parametrize("name", ["preds", "target", "indexes", "weights"])
+@pytest.mark.parametrize("where", ["", "lifetime.", "window."])
+def test_row_states_that_do_not_line_up_are_refused_at_load(where, name, kind):
+    """A row state replaced by an unrelated tensor (another length, not flat, another kind of dtype) loaded
+    silently, and compute failed later ("`weights` are kept for 21 of 80 rows"); the load is refused naming the
+    key, and the metric (a Windowed's ring too) keeps its states and value."""
+
+    def make():
+        metric = tmx.NDCG(k=3) if not where else tmx.Windowed(tmx.NDCG(k=3), window_size=200)
+        metric.persistent(True)
+        return metric
+
+    saved = make()
+    saved.update(**_rows_of_80(0))
+    checkpoint = saved.state_dict()
+    value, message = _malformed_rows(name, kind)
+    checkpoint[where + name] = value
+    metric = make()
+    for seed in (1, 2):
+        metric.update(**_rows_of_80(seed))
+    before, computed = metric.state_dict(), metric.compute()
+    for strict in (True, False):
+        with pytest.raises(RuntimeError, match=re.escape(f"state mismatch for {where}{name}{message}")):
+            metric.load_state_dict(checkpoint, strict=strict)
+    after = metric.state_dict()
+    assert after.keys() == before.keys()
+    for key, old in before.items():
+        if isinstance(old, torch.Tensor):
+            assert torch.equal(after[key], old), key
+        elif isinstance(old, list):
+            assert len(after[key]) == len(old) and all(torch.equal(a, b) for a, b in zip(after[key], old)), key
+        else:
+            assert repr(after[key]) == repr(old), key
+    torch.testing.assert_close(metric.compute(), computed, rtol=0, atol=0)
+    # the same rows merged as a dict of states are refused too
+    if not where:
+        states = {k: v for k, v in saved.metric_state.items()}
+        states[name] = value
+        with pytest.raises(
+            ValueError, match=re.escape(f"state mismatch for {name}{message}".replace("checkpoint", "merged metric"))
+        ):
+            metric.merge_state(states)
+
+
+def test_a_checkpoint_whose_row_states_line_up_still_loads_the_same_value():
+    """Chunks of any kept dtype that line up load, and give NDCG@3 written out per query (numpy)."""
+    rows = _rows_of_80(3)
+    metric = tmx.NDCG(k=3)
+    metric.persistent(True)
+    checkpoint = metric.state_dict()
+    checkpoint.update(
+        preds=[rows["preds"][:50], rows["preds"][50:].double()],
+        target=[rows["target"][:30].to(torch.int8), rows["target"][30:].bool()],
+        indexes=[rows["indexes"].to(torch.int32)],
+        weights=[],  # saved before unit weights were kept: every row weighs 1
+    )
+    metric.load_state_dict(checkpoint)
+    preds = rows["preds"].double().numpy()
+    target = np.concatenate([rows["target"][:30].numpy(), (rows["target"][30:] > 0).numpy()]).astype(np.float64)
+    values = []
+    for q in range(20):
+        p, t = preds[4 * q : 4 * q + 4], target[4 * q : 4 * q + 4]
+        order = np.argsort(-p, kind="stable")[:3]
+        discounts = 1 / np.log2(np.arange(2, 5))
+        ideal = np.sort(t)[::-1][:3] @ discounts
+        if ideal > 0:
+            values.append(t[order] @ discounts / ideal)
+    np.testing.assert_allclose(metric.compute().item(), np.mean(values), rtol=1e-12)
+
+
 def _mixed_weights_job(rank, world_size, weighted_ranks):
     batches = _weight_batches(parts=2 * world_size)
     mine = batches[rank::world_size]

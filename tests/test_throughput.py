@@ -423,6 +423,64 @@ def test_a_window_saved_as_seconds_and_examples_loads():
     assert _rates(metric) == ((10 + 20 + 40 + 80) / 3.5, (20 + 40 + 80) / 2.5, 5 + 10 + 20 + 40 + 7 + 80)
 
 
+_EXPECTED_EXTRA = (
+    "expected what Throughput.get_extra_state saves, a dict {'steps': <whole number >= 0>, "
+    "'recent': [(<start>, <end>, <examples>), ...]}"
+)
+
+
+@pytest.mark.parametrize(
+    ("extra_state", "described"),
+    [
+        (7, "got an object of type int"),
+        ({"tasks": ["click"], "step": 3}, "got a dict without ['steps', 'recent'] (keys ['step', 'tasks'])"),
+        ({"steps": 4}, "got a dict without ['recent'] (keys ['steps'])"),
+        ({"steps": None, "recent": []}, "got 'steps': None"),
+        ({"steps": -1, "recent": []}, "got 'steps': -1"),
+        ({"steps": 2.5, "recent": []}, "got 'steps': 2.5"),
+        ({"steps": 4, "recent": 3}, "got 'recent': 3"),
+        ({"steps": 4, "recent": [(0.0, 1.0, 5), (1.0, 2.0)]}, "got the update (1.0, 2.0) in 'recent'"),
+        ({"steps": 4, "recent": [(0.0, 1.0, "5")]}, "got the update (0.0, 1.0, '5') in 'recent'"),
+        ({"steps": 4, "recent": [(0.0, float("nan"), 5)]}, "got the update (0.0, nan, 5) in 'recent'"),
+        ({"steps": 4, "recent": [(0.0, 1.0, -5)]}, "got the update (0.0, 1.0, -5) in 'recent'"),
+        ({"steps": 4, "recent": ["ab"]}, "got the update 'ab' in 'recent'"),
+    ],
+)
+def test_an_unreadable_extra_state_is_refused_naming_it_and_changes_nothing(extra_state, described):
+    """A foreign or hand-edited `_extra_state` raised a bare `KeyError: 'steps'` or a TypeError (after the
+    clock had been restarted); it is now a ValueError naming what get_extra_state saves, from
+    set_extra_state and (as a load error) from load_state_dict, and the metric is left as it was."""
+    metric, twin = (tmx.Throughput(warmup_steps=1, window_seconds=2.5, clock=Ticks([0.0, 1.0, 2.0, 9.0])) for _ in "ab")
+    for n in (5, 10, 20):
+        metric.update(n)
+        twin.update(n)
+    before = (copy.deepcopy(metric.metric_state), metric.get_extra_state(), metric._last, metric._now)
+    with pytest.raises(ValueError) as caught:
+        metric.set_extra_state(extra_state)
+    assert str(caught.value).startswith(f"Throughput.set_extra_state: {_EXPECTED_EXTRA}")
+    assert described in str(caught.value)
+    saved = metric.state_dict()
+    saved["_extra_state"] = extra_state
+    for strict in (True, False):
+        with pytest.raises(RuntimeError) as caught_load:
+            metric.load_state_dict(copy.deepcopy(saved), strict=strict)
+        assert f"unreadable _extra_state for Throughput: {_EXPECTED_EXTRA}" in str(caught_load.value)
+        assert described in str(caught_load.value)
+    after = (metric.metric_state, metric.get_extra_state(), metric._last, metric._now)
+    assert after[1:] == before[1:]
+    assert all(torch.equal(after[0][k], v) for k, v in before[0].items())
+    metric.update(40)  # the clock was not restarted: 7 s for 40 examples, as for a twin that saw no load
+    twin.update(40)
+    assert _rates(metric) == _rates(twin) and _rates(metric)[::2] == ((10 + 20 + 40) / 9.0, 5 + 10 + 20 + 40)
+
+
+def test_a_whole_float_step_count_or_tensor_counts_still_load():
+    """What get_extra_state saves, with its numbers as whole floats or 0-dim tensors, is read as before."""
+    metric = tmx.Throughput(warmup_steps=1, window_seconds=2.5, clock=Ticks([0.0, 1.0, 2.0]))
+    metric.set_extra_state({"steps": 4.0, "recent": [(torch.tensor(0.0), 1.0, torch.tensor(20)), (1.0, 1.5, 40.0)]})
+    assert metric.get_extra_state() == {"steps": 4, "recent": [(0.0, 1.0, 20), (1.0, 1.5, 40)]}
+
+
 def test_in_a_metric_collection():
     collection = MetricCollection({"throughput": tmx.Throughput(warmup_steps=0, clock=Ticks([0.0, 4.0]))})
     collection.update(torch.zeros(8))

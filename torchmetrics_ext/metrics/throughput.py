@@ -196,7 +196,18 @@ class Throughput(GuardedMetric):
         A job resumed with another ``warmup_steps`` or ``window_seconds`` (a module's own
         throughput warms up for half its compute interval) keeps its counts and times: a state
         saved under another setting's name is read as this metric's state of the same kind.
+        An unreadable ``_extra_state`` (not what :meth:`get_extra_state` saves) is refused before
+        anything loads: the error goes to ``error_msgs`` and the metric is left as it was.
         """
+        extra = state_dict.get(prefix + "_extra_state")
+        if extra is not None:
+            try:
+                _read_extra_state(extra)
+            except ValueError as error:
+                error_msgs.append(f"unreadable _extra_state for {prefix[:-1] or 'Throughput'}: {error}")
+                for key in [k for k in state_dict if k.startswith(prefix) and "." not in k[len(prefix) :]]:
+                    del state_dict[key]  # nothing loads (reported above, not as unexpected keys as well)
+                return
         for name, own in self._state_names.items():
             if prefix + own in state_dict:
                 continue
@@ -358,19 +369,101 @@ class Throughput(GuardedMetric):
         return {"steps": self._steps, "recent": list(self._recent)}
 
     def set_extra_state(self, state: Any) -> None:
-        """Restore :meth:`get_extra_state`; the next update restarts the clock."""
+        """Restore :meth:`get_extra_state`; the next update restarts the clock.
+
+        Raises:
+            ValueError: ``state`` is not what :meth:`get_extra_state` saves (a foreign or hand-edited
+                ``_extra_state``); the metric is left as it was.
+        """
         if state is None:  # saved without persistent states: nothing to restore
             return
+        try:
+            steps, recent = _read_extra_state(state)
+        except ValueError as error:
+            raise ValueError(f"Throughput.set_extra_state: {error}") from None
         self._restart()
         self._last = None
-        self._steps = int(state["steps"])
-        recent = [tuple(u) for u in state["recent"]]
-        if recent and len(recent[0]) == 2:  # saved before the window kept a timeline: (seconds, examples)
-            ends = itertools.accumulate(float(s) for s, _ in recent)
-            recent = [(e - float(s), e, n) for e, (s, n) in zip(ends, recent)]
-        self._recent = deque((float(s), float(e), int(n)) for s, e, n in recent)
-        self._now = self._recent[-1][1] if self._recent else 0.0
-        self._recent_examples = sum(n for _, _, n in self._recent)
+        self._steps = steps
+        self._recent = recent
+        self._now = recent[-1][1] if recent else 0.0
+        self._recent_examples = sum(n for _, _, n in recent)
+
+
+_EXPECTED_EXTRA_STATE = (
+    "expected what Throughput.get_extra_state saves, a dict {'steps': <whole number >= 0>, "
+    "'recent': [(<start>, <end>, <examples>), ...]}"
+)
+
+
+def _whole(value: Any) -> int | None:
+    """``value`` as a non-negative int, else ``None``.
+
+    A Python or NumPy integer, a one-element integer tensor, or a whole float (``4.0``: what an
+    earlier version or a hand-written checkpoint may hold).
+    """
+    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex() and value.dtype != torch.bool:
+        value = value.item()
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        whole = float(value)
+        value = int(whole) if math.isfinite(whole) and whole.is_integer() else None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        return None
+    return int(value)
+
+
+def _real(value: Any) -> float | None:
+    """``value`` as a finite float (a real number or a one-element real tensor), else ``None``."""
+    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex() and value.dtype != torch.bool:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _read_extra_state(state: Any) -> tuple[int, deque[tuple[float, float, int]]]:
+    """The step count and timeline of a saved ``_extra_state`` (see ``get_extra_state``).
+
+    A window saved before it kept a timeline holds ``(seconds, examples)`` per update: those are
+    laid end to end from 0.
+
+    Raises:
+        ValueError: naming what was expected and what arrived.
+    """
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{_EXPECTED_EXTRA_STATE}, got an object of type {type(state).__name__}.")
+    absent = [key for key in ("steps", "recent") if key not in state]
+    if absent:
+        raise ValueError(f"{_EXPECTED_EXTRA_STATE}, got a dict without {absent} (keys {sorted(map(str, state))}).")
+    steps, recent = _whole(state["steps"]), state["recent"]
+    if steps is None:
+        raise ValueError(f"{_EXPECTED_EXTRA_STATE}, got 'steps': {state['steps']!r}.")
+    if isinstance(recent, (str, bytes, Mapping)) or not isinstance(recent, (Sequence, deque)):
+        raise ValueError(f"{_EXPECTED_EXTRA_STATE}, got 'recent': {recent!r}.")
+    first = recent[0] if len(recent) else None
+    width = 2 if isinstance(first, Sequence) and len(first) == 2 else 3
+    read: list[tuple[float, ...]] = []
+    for update in recent:
+        values = _read_update(update, width)
+        if values is None:
+            raise ValueError(
+                f"{_EXPECTED_EXTRA_STATE} (or (<seconds>, <examples>) for each update, as saved before), "
+                f"got the update {update!r} in 'recent'."
+            )
+        read.append(values)
+    if width == 2:  # saved before the window kept a timeline: (seconds, examples)
+        ends = itertools.accumulate(seconds for seconds, _ in read)
+        read = [(end - seconds, end, n) for end, (seconds, n) in zip(ends, read, strict=False)]
+    return steps, deque((start, end, int(n)) for start, end, n in read)
+
+
+def _read_update(update: Any, width: int) -> tuple[float, ...] | None:
+    """One saved update: ``width - 1`` finite times then a whole number of examples, or ``None`` if it is not."""
+    if isinstance(update, (str, bytes)) or not isinstance(update, Sequence) or len(update) != width:
+        return None
+    times, count = [_real(v) for v in update[:-1]], _whole(update[-1])
+    if count is None or any(t is None for t in times):
+        return None
+    return (*(float(t) for t in times if t is not None), count)
 
 
 _RATES = ("lifetime_throughput", "window_throughput")

@@ -1105,7 +1105,7 @@ class Windowed(WrapperMetric):
         unexpected_keys: list[str],
         error_msgs: list[str],
     ) -> None:
-        """Check the checkpoint's window size, wrapped settings and ring before the ring loads.
+        """Check the checkpoint's window size, wrapped settings, ring and states before the ring loads.
 
         A problem goes to ``error_msgs`` (``load_state_dict`` raises, ``strict`` or not) and
         nothing of the wrapper loads: neither the ring nor the lifetime and window states (taken
@@ -1169,7 +1169,9 @@ class Windowed(WrapperMetric):
             else:
                 problems = [f"{key}: {problem}" for problem in store.problems(ring)]
                 afresh = None if problems else self._incomplete(state_dict, prefix, version)
-        if afresh is not None and isinstance(life, GuardedMetric):  # states of another shape: other settings
+        # states of another shape (other settings), or malformed: checked before the ring loads, so a
+        # refused lifetime or window leaves the ring as it was too (the children check them again)
+        if not problems and isinstance(life, GuardedMetric):
             for child in ("lifetime", "window"):
                 problems += life._state_problems(state_dict, f"{prefix}{child}.")
         if problems:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Collection, Hashable, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -42,6 +42,7 @@ from torchmetrics_ext.functional.ranking._inputs import RankingRows, _ranking_ar
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
 from torchmetrics_ext.functional.ranking._update import _ranking_compute, _ranking_update
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _tag, cat_chunks, one_task
+from torchmetrics_ext.metrics.ranking._rows import row_state_problems
 from torchmetrics_ext.utilities.chunks import is_broadcast, join_chunks
 from torchmetrics_ext.utilities.device import on_device_path
 
@@ -182,6 +183,18 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         if "weight_sum" in saved or self._value_state in saved:
             return {"queries_complete_per_batch": True}
         return {}
+
+    def _state_problems(self, state_dict: Mapping[str, Any], prefix: str, origin: str = "checkpoint") -> list[str]:
+        """The base checks, then the exact mode's rows: flat chunks of kept dtypes whose counts line up.
+
+        A checkpoint whose row states disagree (one replaced by another run's tensor) would load
+        and fail only at ``compute``; it is refused at ``load_state_dict`` (and ``merge_state``)
+        instead, naming the state (see :func:`~torchmetrics_ext.metrics.ranking._rows.row_state_problems`).
+        """
+        problems = super()._state_problems(state_dict, prefix, origin)
+        if problems or self.queries_complete_per_batch:
+            return problems
+        return row_state_problems(state_dict, prefix, f"{type(self).__name__}{self._settings_text()}", origin)
 
     @property
     def value_sum(self) -> Tensor:

@@ -612,6 +612,12 @@ def test_errors_name_the_arrays_passed_and_this_adapters_options():
     padded[3] = -100
     with pytest.raises(ValueError, match=r"^Expected `label_ids` to hold .* -100 \(the Trainer's label padding"):
         pointwise_compute_metrics(["ne"])(EvalPrediction(predictions=logits, label_ids=padded))
+    with pytest.raises(
+        ValueError, match=r"-100 \(the Trainer's .*`pointwise_compute_metrics\(\.\.\., ignore_index=-100\)`"
+    ):
+        pointwise_compute_metrics(["ne"])(EvalPrediction(predictions=logits, label_ids=padded))
+    with pytest.raises(ValueError, match=r"marks no example to skip here \(`ignore_index` is -1\).*ignore_index=-100"):
+        pointwise_compute_metrics(["ne"], ignore_index=-1)(EvalPrediction(predictions=logits, label_ids=padded))
     with pytest.raises(TypeError, match=r"^`predictions`: expected floating point predictions"):
         pointwise_compute_metrics(["ne"])(EvalPrediction(predictions=labels, label_ids=labels))
     scores = np.array([[np.nan, 0.3, 0.5], [0.1, 0.8, -10.0]])
@@ -689,3 +695,142 @@ def test_a_squeezed_logit_of_a_batch_of_one_is_one_example(tmp_path, batch_eval_
     assert metrics["eval_sum_weights"] == n
     assert metrics["eval_ctr"] == pytest.approx(y.mean(), rel=1e-12)
     assert metrics["eval_log_loss"] == pytest.approx(log_loss(y, p, labels=[0, 1]), rel=1e-6)
+
+
+def _ignored_reference(p: np.ndarray, y: np.ndarray, ignore: float) -> dict[str, float]:
+    """scikit-learn/numpy on the rows of one task whose label is not ``ignore`` (``p``: probabilities)."""
+    keep = y != ignore
+    p, y = p[keep], y[keep].astype(np.float64)
+    return {
+        "auc": roc_auc_score(y, p),
+        "log_loss": log_loss(y, p, labels=[0, 1]),
+        "ne": log_loss(y, p, labels=[0, 1]) / log_loss(y, np.full_like(p, y.mean()), labels=[0, 1]),
+        "ctr": y.mean(),
+        "mse": np.mean((p - y) ** 2),
+        "sum_weights": float(keep.sum()),
+        "calibration": p.sum() / y.sum(),
+    }
+
+
+IGNORED_METRICS = ("auc", "log_loss", "ne", "ctr", "mse", "sum_weights", "calibration")
+
+
+@pytest.mark.parametrize("ignore", [-100, -1.0], ids=["int-minus-100", "float-minus-1"])
+@pytest.mark.parametrize("num_tasks", [1, 2])
+def test_ignore_index_leaves_an_example_out_of_that_task_only(ignore, num_tasks):
+    """``ignore_index``: per task, the values of scikit-learn/numpy on the rows whose label is not ignored,
+    in whole-array and batch mode (``compute_result``), as (N, T) columns and as per-task heads."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(7)
+    n = 90
+    z = rng.normal(size=(n, num_tasks))
+    y = (rng.random((n, num_tasks)) < 0.4).astype(np.float64 if isinstance(ignore, float) else np.int64)
+    y[rng.random((n, num_tasks)) < 0.35] = ignore  # each task its own ignored rows
+    # rows ignored in one task, counted in the other
+    assert num_tasks == 1 or ((y == ignore).any(1) & (y != ignore).any(1)).any()
+    tasks = ("click", "conversion")[:num_tasks]
+    p = _sigmoid(z)
+    expected = {}
+    for i, task in enumerate(tasks):
+        for name, value in _ignored_reference(p[:, i], y[:, i], ignore).items():
+            expected[name if num_tasks == 1 else f"{name}/{task}"] = value
+    compute = pointwise_compute_metrics(IGNORED_METRICS, tasks=tasks, ignore_index=ignore)
+    single = num_tasks == 1
+    got = compute(SimpleNamespace(predictions=z[:, 0] if single else z, label_ids=y[:, 0] if single else y))
+    assert got == pytest.approx(expected, rel=1e-6)
+    for start in range(0, n, 32):  # batch_eval_metrics=True: one call per batch of tensors
+        rows = slice(start, start + 32)
+        predictions = torch.as_tensor(z[rows])
+        if not single:  # a multi-head model's per-task heads
+            predictions = (predictions[:, 0], predictions[:, 1:])
+        got = compute(SimpleNamespace(predictions=predictions, label_ids=torch.as_tensor(y[rows])), start + 32 >= n)
+    assert got == pytest.approx(expected, rel=1e-6)
+
+
+def test_ignore_index_is_the_same_as_removing_the_rows_for_every_pointwise_metric():
+    """Registry-wide invariance: with ``ignore_index`` every metric the builder accepts (exact and binned
+    curves included) gives its value on the task's kept rows alone (an ignored label is a zero-weight row)."""
+    import inspect
+
+    from transformers import EvalPrediction
+
+    from torchmetrics_ext.integrations.huggingface import _IDS
+    from torchmetrics_ext.registry import lookup, metric_names
+
+    names = [n for n in metric_names() if "@" not in n]
+    names = [n for n in names if not _IDS & set(inspect.signature(lookup(n)[0].cls.update).parameters)]
+    assert {"ne", "auc", "auprc", "calibration", "ctr", "mse", "mae", "accuracy", "weighted_recall"} <= set(names)
+    rng = np.random.default_rng(11)
+    z = rng.normal(size=(120, 2)).round(1)  # ties, kept and ignored rows sharing scores
+    y = (rng.random((120, 2)) < 0.4).astype(np.int64)
+    y[rng.random((120, 2)) < 0.3] = -100
+    cases = [(name, {}) for name in names] + [("auc", {"num_bins": 64}), ("auprc", {"num_bins": 64})]
+    for name, options in cases:
+        both = pointwise_compute_metrics([name], tasks=("a", "b"), ignore_index=-100, **options)
+        got = both(EvalPrediction(predictions=z, label_ids=y))
+        for i, task in enumerate(("a", "b")):
+            keep = y[:, i] != -100
+            alone = pointwise_compute_metrics([name], **options)
+            want = alone(EvalPrediction(predictions=z[keep, i], label_ids=y[keep, i]))[name]
+            assert got[f"{name}/{task}"] == pytest.approx(want, rel=1e-9, abs=1e-12), (name, options, task)
+
+
+def test_a_task_whose_every_label_is_ignored_is_undefined():
+    """Every label of a task ignored: nan and an UndefinedMetricWarning for that task; the other is scored."""
+    from transformers import EvalPrediction
+
+    from torchmetrics_ext import UndefinedMetricWarning
+
+    rng = np.random.default_rng(5)
+    z, y = rng.normal(size=(30, 2)), (rng.random((30, 2)) < 0.5).astype(np.int64)
+    y[:, 1] = -100
+    compute = pointwise_compute_metrics(["ne", "auc", "ctr"], tasks=("click", "conversion"), ignore_index=-100)
+    with pytest.warns(UndefinedMetricWarning, match=r"\['conversion'\]"):
+        got = compute(EvalPrediction(predictions=z, label_ids=y))
+    for name in ("ne", "auc", "ctr"):
+        assert np.isnan(got[f"{name}/conversion"]), name
+    assert got["auc/click"] == pytest.approx(roc_auc_score(y[:, 0], z[:, 0]), rel=1e-12)
+    assert got["ctr/click"] == pytest.approx(y[:, 0].mean(), rel=1e-12)
+
+
+@pytest.mark.parametrize("bad", [True, "-100", float("nan"), [-100]], ids=["bool", "str", "nan", "list"])
+def test_a_bad_ignore_index_is_named(bad):
+    with pytest.raises(ValueError, match=r"^Expected `ignore_index` to be None or a number .*got "):
+        pointwise_compute_metrics(["ne"], ignore_index=bad)
+
+
+class ConversionOfClicks(Clicks):
+    """Two tasks, click and conversion; the conversion label exists only for clicked examples (-100 elsewhere)."""
+
+    def __init__(self, n: int = 203) -> None:
+        super().__init__(n)
+        self.y[:, 1] = torch.where(self.y[:, 0] == 1, self.y[:, 1], -100)
+
+
+class MaskedClicker(Clicker):
+    def forward(self, x, labels=None):
+        logits = self.linear(x)
+        kept = labels != -100
+        loss = nn.functional.binary_cross_entropy_with_logits(logits[kept], labels[kept].float())
+        return {"loss": loss, "logits": logits}
+
+
+@pytest.mark.parametrize("batch_eval_metrics", [False, True], ids=["whole-arrays", "batch-eval-metrics"])
+def test_ignore_index_in_trainer_evaluate(tmp_path, batch_eval_metrics):
+    """A conversion label only for clicked examples: ``Trainer.evaluate()`` scores each task on its own
+    labelled rows (scikit-learn on the Trainer's predictions); the click task counts every example."""
+    dataset = ConversionOfClicks()
+    tasks = ("click", "conversion")
+    compute_metrics = pointwise_compute_metrics(["log_loss", "auc", "ctr"], tasks=tasks, ignore_index=-100)
+    run = trainer(MaskedClicker(), dataset, compute_metrics, batch_eval_metrics, tmp_path)
+    metrics = run.evaluate()
+    prediction = run.predict(dataset)
+    probabilities = _sigmoid(prediction.predictions.astype(np.float64))
+    assert (prediction.label_ids[:, 1] == -100).sum() > 50
+    for i, task in enumerate(tasks):
+        keep = prediction.label_ids[:, i] != -100
+        y, p = prediction.label_ids[keep, i], probabilities[keep, i]
+        assert metrics[f"eval_log_loss/{task}"] == pytest.approx(log_loss(y, p), rel=1e-6)
+        assert metrics[f"eval_auc/{task}"] == pytest.approx(roc_auc_score(y, p), rel=1e-9)
+        assert metrics[f"eval_ctr/{task}"] == pytest.approx(y.mean(), rel=1e-12)

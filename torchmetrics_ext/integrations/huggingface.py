@@ -109,6 +109,20 @@ def _sequence_of_names(argument: str, value: Any, example: str) -> tuple[Any, ..
     return tuple(value)
 
 
+def _ignore_value(ignore_index: Any) -> int | float | None:
+    """``ignore_index`` checked: ``None`` or a real number other than NaN (it equals no label), else an error."""
+    if ignore_index is None:
+        return None
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Real) or ignore_index != ignore_index:
+        raise ValueError(
+            "Expected `ignore_index` to be None or a number (the label that leaves an example out of its task, "
+            f"e.g. -100), got {ignore_index!r}."
+        )
+    if isinstance(ignore_index, numbers.Integral) and -(2**63) <= int(ignore_index) < 2**63:
+        return int(ignore_index)
+    return float(ignore_index)  # an integer beyond int64 is compared as a float (torch cannot hold it)
+
+
 def _padding_values(padding_value: Any) -> Tensor:
     """``padding_value`` (a number, a sequence or an array of numbers) as a float64 1-D tensor, else a clear error."""
     try:
@@ -211,7 +225,15 @@ class HFComputeMetrics:
 class _Pointwise(HFComputeMetrics):
     _label_columns = True
 
-    def __init__(self, metrics: Sequence[str], tasks: Sequence[str], from_logits: bool, kwargs: Mapping[str, Any]):
+    def __init__(
+        self,
+        metrics: Sequence[str],
+        tasks: Sequence[str],
+        from_logits: bool,
+        ignore_index: int | float | None,
+        kwargs: Mapping[str, Any],
+    ):
+        self.ignore_index = _ignore_value(ignore_index)
         metrics = _sequence_of_names("metrics", metrics, "metrics=('ne', 'auc')")
         self.tasks = _sequence_of_names("tasks", tasks, "tasks=('click', 'like')")
         built = {}
@@ -237,7 +259,11 @@ class _Pointwise(HFComputeMetrics):
                     f"Metric {name!r} rejected the options {sorted(kwargs)} (passed to every metric): "
                     f"{str(error).rstrip('.')}. Pass options only with metrics that all take them."
                 ) from error
-        infos = [RecTaskInfo(t, label_name=f"label/{t}", prediction_name=f"prediction/{t}") for t in self.tasks]
+        # each task its own weight column: 0 where its label is `ignore_index` (none is given without it)
+        infos = [
+            RecTaskInfo(t, label_name=f"label/{t}", prediction_name=f"prediction/{t}", weight_name=f"weight/{t}")
+            for t in self.tasks
+        ]
         # Metrics without a from_logits option get probabilities: the module feeds them
         # sigmoid(logits) when another metric reads logits; when none does, it is told to all the same.
         self.module = RecMetricModule(infos, built, throughput=False)
@@ -320,10 +346,19 @@ class _Pointwise(HFComputeMetrics):
                 f"{tuple(labels.shape)}: {hint}."
             )
         self.module.to(predictions.device)
+        weights = None
+        if self.ignore_index is not None:
+            # an ignored label is a zero-weight row of its task only (the same as an absent row for
+            # every pointwise metric), with a valid label 0 in its place
+            ignored = labels == self.ignore_index
+            weights = (~ignored).to(torch.float32)
+            labels = labels.masked_fill(ignored, 0)
         columns = {}
         for i, task in enumerate(self.tasks):
             columns[f"prediction/{task}"] = predictions if t == 1 else predictions[:, i]
             columns[f"label/{task}"] = labels if t == 1 else labels[:, i]
+            if weights is not None:
+                columns[f"weight/{task}"] = weights if t == 1 else weights[:, i]
         try:
             self.module.update(columns)
         except (TypeError, ValueError) as error:
@@ -354,9 +389,11 @@ class _Pointwise(HFComputeMetrics):
                 detail = detail.replace(argument, name) if argument in detail else f"{name}: {detail}"
                 if key.startswith("label/") and bool((columns[key] == -100).any()):  # on the error path only
                     detail += (
-                        " -100 (the Trainer's label padding, the usual ignore index) marks no example to skip here: "
-                        "binary metrics take a 0/1 label for every example; leave unlabelled examples out of the "
-                        "eval set."
+                        " -100 (the Trainer's label padding, the usual ignore index) marks no example to skip here"
+                        + (f" (`ignore_index` is {self.ignore_index!r})" if self.ignore_index is not None else "")
+                        + ": binary metrics take a 0/1 label for every example; to leave the examples labelled -100 "
+                        "out of their task, build the callable with `pointwise_compute_metrics(..., "
+                        "ignore_index=-100)`."
                     )
                 return type(error)(detail if single else f"Task {task!r}: {detail}")
         return type(error)(text)
@@ -376,6 +413,7 @@ def pointwise_compute_metrics(
     *,
     tasks: Sequence[str] = ("task",),
     from_logits: bool = True,
+    ignore_index: int | float | None = None,
     **kwargs: Any,
 ) -> HFComputeMetrics:
     """``compute_metrics`` for binary (click-like) predictions: NE, AUC, calibration, ... by registry name.
@@ -396,6 +434,16 @@ def pointwise_compute_metrics(
             logits; the values of ``mse``, ``rmse``, ``mae``, ``weighted_average``, ``r_squared``...
             and of the metrics without the option are those of the probabilities ``sigmoid(logits)``
             (``mse`` is then the Brier score).
+        ignore_index: a label value (``-100``: the Trainer's label padding, the usual ignore index) that
+            leaves an example out of that task only: the other tasks still count it, so a multi-task
+            model whose examples lack some tasks' labels (a conversion label only for clicked examples)
+            is scored per task on its labelled examples. Each task's metrics get a weight column, 0
+            where its label is ignored and 1 elsewhere (with label 0 there); a zero weight is the same as
+            an absent row for every metric accepted here (``sum_weights`` and ``num_positive_samples``
+            count only the task's labelled examples). A task whose every label is ignored gets the
+            metrics' undefined value (``nan`` and an ``UndefinedMetricWarning``). ``None`` (the
+            default): every label is scored, and ``-100`` is an error that suggests this option. NaN
+            labels are not ignored (they are an error).
         kwargs: passed to every metric, so only with metrics that all take them (e.g.
             ``pointwise_compute_metrics(["auc", "auprc"], num_bins=10_000)`` for constant-memory curves).
 
@@ -405,9 +453,11 @@ def pointwise_compute_metrics(
 
     Raises:
         ValueError: unknown metric names (the message lists the known ones), ``metrics`` or ``tasks`` given
-            as one string (``"auc"`` instead of ``("auc",)``); when called, predictions
-            or labels of another shape (e.g. an ``(N, 2)`` two-class head for one task), per-task heads whose
-            number is not the number of tasks, or heads of another shape or length.
+            as one string (``"auc"`` instead of ``("auc",)``), an ``ignore_index`` that is no number (or NaN);
+            when called, predictions or labels of another shape (e.g. an ``(N, 2)`` two-class head for one
+            task), per-task heads whose number is not the number of tasks, or heads of another shape or
+            length, labels outside [0, 1] that are not ``ignore_index`` (``-100`` among them: the message
+            suggests ``ignore_index=-100``).
 
     Example:
         >>> import numpy as np
@@ -423,8 +473,15 @@ def pointwise_compute_metrics(
         >>> heads = (np.array([2.0, -1.0, 0.5]), np.array([[0.3], [-0.2], [1.0]]))  # (N,) or (N, 1) each
         >>> two(EvalPrediction(predictions=heads, label_ids=np.array([[1, 0], [0, 1], [0, 1]])))
         {'ctr/click': 0.333..., 'ctr/like': 0.666...}
+
+        Labels of ``-100`` left out of their task only (the second example has no ``like`` label):
+
+        >>> sparse = pointwise_compute_metrics(["ctr", "auc"], tasks=("click", "like"), ignore_index=-100)
+        >>> logits = np.array([[2.0, 0.3], [-1.0, 5.0], [0.5, 1.0]])
+        >>> sparse(EvalPrediction(predictions=logits, label_ids=np.array([[1, 0], [0, -100], [0, 1]])))
+        {'ctr/click': 0.333..., 'ctr/like': 0.5, 'auc/click': 1.0, 'auc/like': 1.0}
     """
-    return _Pointwise(metrics, tasks, from_logits, kwargs)
+    return _Pointwise(metrics, tasks, from_logits, ignore_index, kwargs)
 
 
 class _Ranking(HFComputeMetrics):

@@ -949,8 +949,7 @@ class RecMetricModule(nn.Module):
             sessions = [
                 _id_column(column(t, "session id", t.session_id_name), t, t.session_id_name, first) for t in self.tasks
             ]
-        stacked_preds, stacked_labels = _stack_columns(preds), _stack_columns(labels)
-        wide_preds, wide_labels = stacked_preds.to(torch.float64), stacked_labels.to(torch.float64)
+        stacked_preds, stacked_labels, wide_preds, wide_labels = _stack_and_widen(preds, labels)
         return _Batch(
             wide_preds,
             wide_labels,
@@ -1802,6 +1801,22 @@ def _id_column(value: Tensor, task: RecTaskInfo, key: str | None, like: Tensor) 
 def _stack_columns(columns: list[Tensor]) -> Tensor:
     """``(T, N)`` in the columns' promoted dtype (a view of a single column)."""
     return columns[0].unsqueeze(0) if len(columns) == 1 else torch.stack(columns)
+
+
+def _stack_and_widen(preds: list[Tensor], labels: list[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The ``(T, N)`` predictions and labels stacked in their dtype, and in float64.
+
+    Columns of one dtype (float32 scores and labels, the usual case) are stacked and cast together,
+    as halves of one ``(2T, N)`` tensor: one copy and one cast for both instead of two of each.
+    """
+    t = len(preds)
+    dtype = preds[0].dtype
+    if t > 1 and all(c.dtype == dtype for c in (*preds, *labels)):
+        both = torch.stack([*preds, *labels])
+        wide = both.to(torch.float64)
+        return both[:t], both[t:], wide[:t], wide[t:]
+    stacked_preds, stacked_labels = _stack_columns(preds), _stack_columns(labels)
+    return stacked_preds, stacked_labels, stacked_preds.to(torch.float64), stacked_labels.to(torch.float64)
 
 
 def _checked_form(stacked: Tensor, wide: Tensor) -> Tensor:

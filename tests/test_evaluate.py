@@ -2881,3 +2881,179 @@ def test_a_globs_wildcard_matches_a_hidden_name_only_where_its_own_part_starts_s
     assert read.values["ctr/t"] == 1.0  # day1's row alone (label 1)
     hidden = evaluate(str(tmp_path / "out" / "_*" / "_*"), {"t": ("p", "y")}, ["ctr"])
     assert hidden.values["ctr/t"] == 0.0  # asked for in place: _scratch's row alone
+
+
+# ----------------------------------------------------------------------------- --config FILE
+
+
+def _usage_error(capsys, args) -> str:
+    """The stderr of a command line refused as a usage error (exit 2, the subcommand's usage first)."""
+    with pytest.raises(SystemExit) as exited:
+        cli.main(args)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: torchmetrics-ext evaluate ")
+    return err
+
+
+def _config_data(tmp_path: Path) -> Path:
+    """A small file whose predictions reach 0.02 and 0.98, so an NE clamp of 0.1 changes the value."""
+    rng = np.random.default_rng(5)
+    n = 240
+    p = rng.choice([0.02, 0.3, 0.6, 0.98], n)
+    table = pa.table(
+        {
+            "p": p,
+            "y": (rng.uniform(size=n) < p).astype(np.int64),
+            "w": rng.uniform(0.5, 2.0, n),
+            "c": rng.choice(np.array(["fr", "us"], dtype=object), n),
+        }
+    )
+    path = tmp_path / "scores.parquet"
+    pq.write_table(table, path)
+    return path
+
+
+def _ne_eta(p, y, w, eta):
+    """NE with predictions and the base rate's logs clamped to [eta, 1 - eta] (numpy reference)."""
+    q = np.clip(p, eta, 1 - eta)
+    ce = -np.sum(w * (y * np.log(q) + (1 - y) * np.log(1 - q)))
+    rate = np.sum(w * y) / np.sum(w)
+    c = min(max(rate, eta), 1 - eta)
+    return ce / -(np.sum(w) * (rate * np.log(c) + (1 - rate) * np.log(1 - c)))
+
+
+CONFIG_METRICS = {"ne": {"eta": 0.1}, "auc": None, "auc_binned": {"metric": "auc", "num_bins": 4}, "ctr": {}}
+
+
+def _records(path: Path) -> dict[tuple[str, str], dict]:
+    return {(r["segment"], r["task"]): r for r in json.loads(path.read_text())["records"]}
+
+
+def test_config_file_matches_the_python_api_the_flags_and_numpy(tmp_path, capsys):
+    data = _config_data(tmp_path)
+    config = {
+        "paths": [data.name],  # relative to the config file's directory
+        "tasks": [{"name": "click", "prediction_name": "p", "label_name": "y"}],  # from_config's task dicts
+        "metrics": CONFIG_METRICS,
+        "weights": "w",
+        "by": ["c"],
+        "output": "out.json",
+        "batch_size": 50,
+        "progress": False,
+    }
+    (tmp_path / "eval.json").write_text(json.dumps(config))
+    assert cli.main(["evaluate", "--config", str(tmp_path / "eval.json")]) == 0
+    got = _records(tmp_path / "out.json")
+    api = evaluate(data, {"click": ("p", "y")}, CONFIG_METRICS, weights="w", by=["c"])
+    frame = pq.read_table(data).to_pandas()
+    for segment, rows in [("all", frame), *((f"c={c}", g) for c, g in frame.groupby("c"))]:
+        record = got[(segment, "click")]
+        p, y, w = rows["p"].to_numpy(), rows["y"].to_numpy(), rows["w"].to_numpy()
+        assert record["ne"] == pytest.approx(_ne_eta(p, y, w, 0.1), rel=1e-9)
+        assert record["ne"] != pytest.approx(_ne_eta(p, y, w, 1e-12), rel=1e-3)  # the option took effect
+        assert record["auc"] == pytest.approx(roc_auc_score(y, p, sample_weight=w), rel=1e-9)
+        assert record["ctr"] == pytest.approx(np.sum(w * y) / np.sum(w), rel=1e-12)
+        # four scores, four bins apart on the logit scale or not: binned AUC of tied-in-bin scores <= exact
+        assert 0.5 < record["auc_binned"] <= record["auc"] + 1e-12
+        suffix = "" if segment == "all" else f"/{segment}"
+        for metric in CONFIG_METRICS:
+            assert record[metric] == pytest.approx(api.values[f"{metric}/click{suffix}"], rel=1e-12)
+    # the option-less metrics as command-line flags: the same values
+    flags = ["evaluate", str(data), "--task", "click=p:y", "--metrics", "auc,ctr", "--weights", "w", "--by", "c"]
+    assert cli.main([*flags, "--no-progress", "--output", str(tmp_path / "flags.json")]) == 0
+    for key, record in _records(tmp_path / "flags.json").items():
+        assert record["auc"] == pytest.approx(got[key]["auc"], rel=1e-12)
+        assert record["ctr"] == pytest.approx(got[key]["ctr"], rel=1e-12)
+
+
+def test_config_command_line_options_override_the_file(tmp_path, capsys):
+    data = _config_data(tmp_path)
+    config = {
+        "paths": ["missing.parquet"],
+        "tasks": ["wrong=nope:nope"],
+        "metrics": {"ne": {"eta": 0.1}},
+        "by": ["c"],
+        "output": "from_file.json",
+    }
+    (tmp_path / "eval.json").write_text(json.dumps(config))
+    out = tmp_path / "from_cli.json"
+    args = ["evaluate", "--config", str(tmp_path / "eval.json"), str(data), "--task", "t=p:y", "--no-progress"]
+    assert cli.main([*args, "--metrics", "ctr", "--output", str(out)]) == 0
+    assert not (tmp_path / "from_file.json").exists()
+    payload = json.loads(out.read_text())
+    assert payload["metrics"] == ["ctr"] and payload["tasks"] == ["t"] and payload["by"] == ["c"]  # `by` from the file
+    y = pq.read_table(data).column("y").to_numpy()
+    assert _records(out)[("all", "t")]["ctr"] == pytest.approx(y.mean(), rel=1e-12)  # unweighted: no weights given
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"metric": ["ne"]}, "unknown keys ['metric'] (did you mean 'metrics'?)"),
+        ({"batchsize": 10}, "unknown keys ['batchsize'] (did you mean 'batch_size'?)"),
+        ({"batch_size": "100"}, "key 'batch_size': expected a positive integer, got '100' (str)"),
+        ({"by": "c"}, "key 'by': expected a list of segment column names, got 'c' (str)"),
+        ({"from_logits": "yes"}, "key 'from_logits': expected true or false, got 'yes' (str)"),
+        ({"on_invalid": "drop"}, "key 'on_invalid': expected one of ['error', 'skip'], got 'drop' (str)"),
+        ({"weights": ""}, "key 'weights': expected a column name, got '' (str)"),
+        (
+            {"metrics": {"auc": {"num_binz": 4}}},
+            "key 'metrics': Metric 'auc': Unexpected keyword arguments: `num_binz`",
+        ),
+        ({"metrics": {"auc": 4}}, "key 'metrics': Expected the options of metric 'auc' to be a dict, got 4."),
+        ({"metrics": {"ne": {"from_logits": True}}}, "`from_logits` is not a metric option here"),
+        ({"tasks": [{"name": "t", "prediction_name": "p", "label_name": "y", "weight_name": "w"}]}, "give `weights`"),
+        ([1, 2], "expected a mapping of keys"),
+    ],
+)
+def test_config_errors_name_the_key_and_exit_2(tmp_path, capsys, config, message):
+    data = _config_data(tmp_path)
+    (tmp_path / "bad.json").write_text(json.dumps(config))
+    err = _usage_error(capsys, ["evaluate", str(data), "--task", "t=p:y", "--config", str(tmp_path / "bad.json")])
+    assert f"--config {tmp_path / 'bad.json'}: " in err and message in err
+
+
+def test_config_without_data_or_tasks_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "c.json").write_text(json.dumps({"metrics": ["ctr"]}))
+    args = ["evaluate", "--config", str(tmp_path / "c.json"), "--task", "t=p:y"]
+    assert "name the data: PATH" in _usage_error(capsys, args)
+    assert "or `tasks` in --config" in _usage_error(
+        capsys, ["evaluate", "x.parquet", "--config", str(tmp_path / "c.json")]
+    )
+    (tmp_path / "broken.json").write_text("{metrics: [ctr]}")
+    args = ["evaluate", "x.parquet", "--task", "t=p:y", "--config", str(tmp_path / "broken.json")]
+    assert "not valid JSON" in _usage_error(capsys, args)
+
+
+def test_config_yaml_gives_the_json_values(tmp_path, capsys):
+    yaml = pytest.importorskip("yaml")
+    data = _config_data(tmp_path)
+    config = {"paths": str(data), "tasks": ["click=p:y"], "metrics": CONFIG_METRICS, "weights": "w"}
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(config))
+    assert cli.main(["evaluate", "--config", str(tmp_path / "eval.yaml"), "--output", str(tmp_path / "y.json")]) == 0
+    (tmp_path / "eval.json").write_text(json.dumps(config))
+    assert cli.main(["evaluate", "--config", str(tmp_path / "eval.json"), "--output", str(tmp_path / "j.json")]) == 0
+    assert _records(tmp_path / "y.json") == _records(tmp_path / "j.json")
+    w, y, p = (pq.read_table(data).column(c).to_numpy() for c in ("w", "y", "p"))
+    assert _records(tmp_path / "y.json")[("all", "click")]["ne"] == pytest.approx(_ne_eta(p, y, w, 0.1), rel=1e-9)
+
+
+def test_config_yaml_without_pyyaml_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "yaml", None)  # `import yaml` raises ImportError
+    (tmp_path / "eval.yml").write_text("metrics: [ctr]\n")
+    err = _usage_error(capsys, ["evaluate", "x.parquet", "--task", "t=p:y", "--config", str(tmp_path / "eval.yml")])
+    assert "needs PyYAML" in err and "pip install pyyaml" in err
+
+
+def test_evaluate_metric_options_and_task_dicts_in_the_python_api(tmp_path):
+    data = _config_data(tmp_path)
+    w, y, p = (pq.read_table(data).column(c).to_numpy() for c in ("w", "y", "p"))
+    tasks = [{"name": "click", "prediction_name": "p", "label_name": "y"}]
+    result = evaluate(data, tasks, {"ne": {"eta": 0.1}, "ne_default": {"metric": "ne"}}, weights="w")
+    assert result.values["ne/click"] == pytest.approx(_ne_eta(p, y, w, 0.1), rel=1e-9)
+    assert result.values["ne_default/click"] == pytest.approx(_ne_eta(p, y, w, 1e-12), rel=1e-6)
+    with pytest.raises(ValueError, match=r"Metric 'ne': .*eta"):
+        evaluate(data, tasks, {"ne": {"eta": 0.7}})
+    with pytest.raises(ValueError, match=r"Unknown task fields \['label'\] \(did you mean 'label_name'\?\)"):
+        evaluate(data, [{"name": "click", "prediction_name": "p", "label": "y"}], ["ne"])

@@ -160,7 +160,16 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
         description="Score logged predictions in Parquet/CSV files with the package's metrics.",
     )
     ev.add_argument(
-        "paths", nargs="+", metavar="PATH", help="Parquet/CSV (or .csv.gz/.bz2/.zst/.lz4) files, directories or globs"
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="Parquet/CSV (or .csv.gz/.bz2/.zst/.lz4) files, directories or globs (or `paths` in --config)",
+    )
+    ev.add_argument(
+        "--config",
+        metavar="FILE",
+        help="JSON (or YAML, with PyYAML) file of tasks, metrics with their options and the options below; "
+        "options given on the command line override it",
     )
     ev.add_argument(
         "--task",
@@ -178,13 +187,14 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
     ev.add_argument(
         "--from-logits",
         action="store_true",
+        default=None,
         help="the prediction columns hold logits (metrics without the option read sigmoid(logits))",
     )
     ev.add_argument("--by", help="comma-separated segment columns (values per segment + overall)")
     ev.add_argument("--output", help="write the results to a .json, .csv or .parquet file")
-    ev.add_argument("--on-invalid", choices=("error", "skip"), default="error", help="invalid rows: fail or drop them")
-    ev.add_argument("--batch-size", type=int, default=65_536, help="rows per record batch")
-    ev.add_argument("--no-progress", action="store_true", help="do not print the progress line")
+    ev.add_argument("--on-invalid", choices=("error", "skip"), help="invalid rows: fail or drop them (default: error)")
+    ev.add_argument("--batch-size", type=int, help="rows per record batch (default: 65536)")
+    ev.add_argument("--no-progress", action="store_true", default=None, help="do not print the progress line")
     return ev
 
 
@@ -197,6 +207,14 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     for option in ("predictions", "labels", "weights", "user", "session"):
         if getattr(args, option) == "":  # `--weights "$UNSET_VARIABLE"`: not "no weights"
             parser.error(f"argument --{option}: expected a column name, got ''")
+    config: dict[str, Any] = {}
+    if args.config is not None:
+        from torchmetrics_ext.evaluate.config import load_config
+
+        try:
+            config = load_config(args.config)
+        except ValueError as err:
+            parser.error(f"--config {args.config}: {err}")
     tasks: list[str | TaskSpec] = []
     for text in args.task:
         try:
@@ -207,36 +225,48 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         parser.error("--predictions and --labels go together")
     if args.predictions is not None:  # the names as given: any column name, ':' and '=' too
         tasks.append(TaskSpec(args.labels, args.predictions, args.labels))
+    tasks = tasks or config.get("tasks", [])  # options given on the command line override the file
     if not tasks:
-        parser.error("name the columns: --task NAME=PRED:LABEL (repeatable) or --predictions COL --labels COL")
-    if args.batch_size < 1:
+        parser.error(
+            "name the columns: --task NAME=PRED:LABEL (repeatable), --predictions COL --labels COL, "
+            "or `tasks` in --config"
+        )
+    paths = args.paths or config.get("paths")
+    if not paths:
+        parser.error("name the data: PATH... (files, directories or globs), or `paths` in --config")
+    batch_size = _given(args.batch_size, config, "batch_size", 65_536)
+    if batch_size < 1:
         parser.error("--batch-size must be positive")
-    if args.output is not None:
+    output = _given(args.output, config, "output", None)
+    if output is not None:
         from torchmetrics_ext.evaluate.report import check_output_path
 
         try:
-            check_output_path(args.output)  # before hours of reading, not after
+            check_output_path(output)  # before hours of reading, not after
         except ValueError as err:
             parser.error(f"--output: {err}")
-    split = DEFAULT_METRICS if args.metrics is None else _names(parser, "--metrics", args.metrics, "metric names")
-    by = [] if args.by is None else _names(parser, "--by", args.by, "column names")
+    if args.metrics is not None:
+        metrics: Any = _names(parser, "--metrics", args.metrics, "metric names")
+    else:
+        metrics = config.get("metrics", DEFAULT_METRICS)
+    by = config.get("by", []) if args.by is None else _names(parser, "--by", args.by, "column names")
     from torchmetrics_ext.evaluate.memory import map_large_buffers
 
     map_large_buffers()  # this process only evaluates: keep its resident memory close to what is in use
     rank = _init_distributed()
     try:
         result = evaluate(
-            args.paths,
+            paths,
             tasks,
-            split,
-            weights=args.weights,
-            user=args.user,
-            session=args.session,
+            metrics,
+            weights=_given(args.weights, config, "weights", None),
+            user=_given(args.user, config, "user", None),
+            session=_given(args.session, config, "session", None),
             by=by,
-            batch_size=args.batch_size,
-            on_invalid=args.on_invalid,
-            progress=not args.no_progress,
-            from_logits=args.from_logits,
+            batch_size=batch_size,
+            on_invalid=_given(args.on_invalid, config, "on_invalid", "error"),
+            progress=not args.no_progress and config.get("progress", True),
+            from_logits=bool(_given(args.from_logits, config, "from_logits", False)),
         )
     except (InvalidDataError, ValueError, TypeError) as err:
         print(f"torchmetrics-ext evaluate: error: {err}", file=sys.stderr)
@@ -249,14 +279,21 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         for message in result.warnings:
             print(f"warning: {message}", file=sys.stderr)
         print(result.format_table())
-        if args.output:
+        if output:
             try:
-                result.write(args.output)
+                result.write(output)
             except (OSError, ValueError) as err:  # e.g. the directory went away or the disk is full
                 print(f"torchmetrics-ext evaluate: error: cannot write --output: {err}", file=sys.stderr)
                 return 2
-            print(f"wrote {args.output}")
+            print(f"wrote {output}")
     return 0
+
+
+def _given(value: Any, config: dict[str, Any], key: str, default: Any) -> Any:
+    """An option's value: the command line's if given, else the --config file's, else ``default``."""
+    if value is not None:
+        return value
+    return config.get(key, default)
 
 
 def _names(parser: argparse.ArgumentParser, option: str, text: str, what: str) -> list[str]:

@@ -456,31 +456,8 @@ class RecMetricModule(nn.Module):
         if isinstance(raw_tasks, (str, Mapping)) or not isinstance(raw_tasks, Sequence):
             raise ValueError(f"Expected config 'tasks' to be a list of task names or dicts, got {raw_tasks!r}.")
         tasks = _check_tasks([_task_from_config(task) for task in raw_tasks])
-        raw = config["metrics"]
-        if isinstance(raw, (list, tuple)):
-            nested = next((name for name in raw if isinstance(name, (Mapping, list, tuple, set))), None)
-            if nested is not None:  # YAML's "- auc: {num_bins: 10}": options belong to the dict form
-                raise ValueError(
-                    f"Expected config 'metrics' to be a list of registry names or a dict {{key: options}}, got the "
-                    f"list entry {nested!r}; give options in the dict form, {{'ne': {{}}, 'auc': {{'num_bins': 10}}}} "
-                    "(YAML: `metrics: {ne: {}, auc: {num_bins: 10}}`)."
-                )
-            repeated = sorted({name for name in raw if list(raw).count(name) > 1}, key=str)
-            if repeated:
-                raise ValueError(f"Expected distinct metric names in config 'metrics', got {repeated} more than once.")
-            entries: dict[str, Any] = {name: {} for name in raw}
-        elif isinstance(raw, Mapping):
-            entries = dict(raw)
-        else:
-            raise ValueError(f"Expected config 'metrics' to be a list of registry names or a dict, got {raw!r}.")
         built: dict[str, Metric] = {}
-        for key, kwargs in entries.items():
-            if kwargs is None:  # YAML's "ne:" with nothing after it: no options
-                kwargs = {}
-            if not isinstance(kwargs, Mapping):
-                raise ValueError(f"Expected the options of metric {key!r} to be a dict, got {kwargs!r}.")
-            options = dict(kwargs)
-            registry_name = options.pop("metric", key)
+        for key, (registry_name, options) in _metric_entries(config["metrics"]).items():
             if "num_tasks" in options:
                 raise ValueError(
                     f"Metric {key!r}: `num_tasks` comes from the config's tasks ({len(tasks)}), not from its options."
@@ -1492,6 +1469,45 @@ def _close_to(unknown: Sequence[Any], known: Sequence[str]) -> str:
     guesses += [k for name in unknown if isinstance(name, str) for k in known if len(name) > 2 and name in k]
     guesses = list(dict.fromkeys(guesses))
     return f" (did you mean {', '.join(repr(g) for g in guesses)}?)" if guesses else ""
+
+
+def _metric_entries(raw: Any, where: str = "config 'metrics'") -> dict[str, tuple[str, dict[str, Any]]]:
+    """``{key: (registry name, options)}`` from a config's ``metrics`` (:meth:`RecMetricModule.from_config`'s schema).
+
+    Args:
+        raw: a list of registry names, or a dict ``{key: options}`` whose options (a dict, or ``None``
+            for none) may name the registry entry with ``"metric"`` (the key otherwise).
+        where: how messages name ``raw``.
+
+    Raises:
+        ValueError: ``raw`` neither a list nor a dict, a list entry holding options, a name listed
+            twice, or options that are not a dict.
+    """
+    if isinstance(raw, (list, tuple)):
+        nested = next((name for name in raw if isinstance(name, (Mapping, list, tuple, set))), None)
+        if nested is not None:  # YAML's "- auc: {num_bins: 10}": options belong to the dict form
+            raise ValueError(
+                f"Expected {where} to be a list of registry names or a dict {{key: options}}, got the "
+                f"list entry {nested!r}; give options in the dict form, {{'ne': {{}}, 'auc': {{'num_bins': 10}}}} "
+                "(YAML: `metrics: {ne: {}, auc: {num_bins: 10}}`)."
+            )
+        repeated = sorted({name for name in raw if list(raw).count(name) > 1}, key=str)
+        if repeated:
+            raise ValueError(f"Expected distinct metric names in {where}, got {repeated} more than once.")
+        entries: dict[str, Any] = {name: {} for name in raw}
+    elif isinstance(raw, Mapping):
+        entries = dict(raw)
+    else:
+        raise ValueError(f"Expected {where} to be a list of registry names or a dict, got {raw!r}.")
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    for key, kwargs in entries.items():
+        if kwargs is None:  # YAML's "ne:" with nothing after it: no options
+            kwargs = {}
+        if not isinstance(kwargs, Mapping):
+            raise ValueError(f"Expected the options of metric {key!r} to be a dict, got {kwargs!r}.")
+        options = dict(kwargs)
+        out[key] = (options.pop("metric", key), options)
+    return out
 
 
 def _task_from_config(task: Any) -> RecTaskInfo:

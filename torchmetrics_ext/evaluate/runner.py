@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torchmetrics import Metric
 
 from torchmetrics_ext.evaluate.by_segment import SegmentBatch, SegmentValues, segment_values
 from torchmetrics_ext.evaluate.checks import (
@@ -43,7 +44,14 @@ from torchmetrics_ext.evaluate.report import OVERALL, EvaluationResult, Progress
 from torchmetrics_ext.evaluate.segments import SegmentCollector, SegmentIndex, SegmentRows
 from torchmetrics_ext.evaluate.sources import Chunk, ConversionError, InvalidDataError, Source, open_sources
 from torchmetrics_ext.metrics.ranking import RankingMetrics
-from torchmetrics_ext.module import RecMetricModule, RecTaskInfo, _fed_probabilities, _logit_columns
+from torchmetrics_ext.module import (
+    RecMetricModule,
+    RecTaskInfo,
+    _close_to,
+    _fed_probabilities,
+    _logit_columns,
+    _metric_entries,
+)
 from torchmetrics_ext.registry import build_metric, lookup
 from torchmetrics_ext.utilities.checks import check_flag, check_int
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
@@ -110,6 +118,7 @@ def _tasks(tasks: Any) -> list[TaskSpec]:
                 f"Expected `tasks` as {{name: (predictions, labels)}} or a list of 'name=predictions:labels' "
                 f"strings, got {tuple(tasks)!r}, which reads as two tasks; for one task: {{'task': {tuple(tasks)!r}}}."
             )
+        tasks = [_task_from_dict(t) if isinstance(t, Mapping) else t for t in tasks]
         for task in tasks:
             if not isinstance(task, (str, TaskSpec)):
                 raise TypeError(
@@ -137,6 +146,27 @@ def _tasks(tasks: Any) -> list[TaskSpec]:
     return out
 
 
+_TASK_FIELDS = ("name", "prediction_name", "label_name")
+
+
+def _task_from_dict(task: Mapping[Any, Any]) -> TaskSpec:
+    """A task given as :class:`~torchmetrics_ext.RecTaskInfo`'s fields (``from_config``'s task dicts)."""
+    shared = {"weight_name": "weights", "group_id_name": "user", "session_id_name": "session"}
+    unknown = sorted((key for key in task if key not in _TASK_FIELDS), key=str)
+    if unknown:
+        moved = [f"{key!r} (give `{shared[key]}`, shared by every task)" for key in unknown if key in shared]
+        hint = f"; not per task: {', '.join(moved)}" if moved else _close_to(unknown, _TASK_FIELDS)
+        raise ValueError(f"Unknown task fields {unknown}{hint}; expected {list(_TASK_FIELDS)}, got {dict(task)!r}.")
+    missing = [key for key in _TASK_FIELDS if key not in task]
+    wrong = [key for key in _TASK_FIELDS if key in task and not (isinstance(task[key], str) and task[key])]
+    if missing or wrong:
+        what = f"missing {missing}" if missing else f"{wrong[0]!r} is {task[wrong[0]]!r}"
+        raise ValueError(
+            f"Expected a task dict to hold {list(_TASK_FIELDS)} as non-empty strings, got {dict(task)!r}: {what}."
+        )
+    return TaskSpec(task["name"], task["prediction_name"], task["label_name"])
+
+
 def _optional_name(name: str, value: Any) -> str | None:
     if value is not None and not (isinstance(value, str) and value):
         raise ValueError(f"Expected `{name}` to be a column name or None, got {value!r}.")
@@ -149,7 +179,7 @@ class _Plan:
     def __init__(
         self,
         tasks: Any,
-        metrics: Sequence[str],
+        metrics: Any,
         weights: Any,
         user: Any,
         session: Any,
@@ -169,11 +199,8 @@ class _Plan:
         if repeated:
             raise ValueError(f"Expected distinct segment columns (by), got {list(by)}: {repeated[0]!r} is repeated.")
         self.by = tuple(by)
-        if isinstance(metrics, str) or not metrics:
-            names = [m.strip() for m in metrics.split(",") if m.strip()] if isinstance(metrics, str) else []
-            hint = f" (as a list: {names!r})" if names else ""
-            raise ValueError(f"Expected `metrics` to be a non-empty list of metric names, got {metrics!r}{hint}.")
-        self.metric_names = tuple(dict.fromkeys(metrics))
+        entries = _metric_options(metrics)
+        self.metric_names = tuple(entries)
         reserved = (*RECORD_FIELDS, *self.metric_names)
         for name in self.by:
             if name in reserved:
@@ -182,29 +209,38 @@ class _Plan:
                     f"{', '.join(repr(r) for r in reserved)} besides the segment columns; segment by a column "
                     "with another name (rename it in the data)."
                 )
-        self.specs: list[str] = []  # non-ranking registry names
+        self.specs: list[str] = []  # module keys of the metrics built one by one (not in RankingMetrics)
+        self.options: dict[str, tuple[str, dict[str, Any]]] = {}  # module key -> (registry name, options)
+        self._classes: dict[str, type[Metric]] = {}  # module key -> the metric class it builds
         self._ranking: list[tuple[str, int | None]] = []
         # module key -> the requested names it answers: two spellings of one cutoff (ndcg@10, ndcg@010)
         # share one key, and each name gets its value
         self.renames: dict[str, list[str]] = {}
-        _check_names(self.metric_names)  # every unknown name at once, not one per run
-        for name in self.metric_names:
-            entry, k = lookup(name)
-            parameters = inspect.signature(entry.cls.update).parameters
+        _check_names([name for key, (name, options) in entries.items() if not options])  # every unknown one at once
+        for key, (name, options) in entries.items():
+            if options:  # built once here: a refused option is an error before any data is read
+                cls: type[Metric] = type(_build(key, name, options, len(self.tasks)))
+                entry, k = None, None
+            else:
+                entry, k = lookup(name)
+                cls = entry.cls
+            parameters = inspect.signature(cls.update).parameters
             if "groups" in parameters and self.user is None:
-                raise ValueError(f"Metric {name!r} averages over users: name the user id column (--user / user=).")
+                raise ValueError(f"Metric {key!r} averages over users: name the user id column (--user / user=).")
             if "indexes" in parameters and self.session is None:
                 raise ValueError(
-                    f"Metric {name!r} ranks within sessions: name the session id column (--session / session=)."
+                    f"Metric {key!r} ranks within sessions: name the session id column (--session / session=)."
                 )
-            if "indexes" in parameters and not entry.defaults:
-                # every ranking name shares one RankingMetrics per task: one sort and one copy of the rows
+            if entry is not None and "indexes" in parameters and not entry.defaults:
+                # every ranking name without options shares one RankingMetrics per task: one sort and one copy
                 self._ranking.append((entry.name, k))
-                key = f"{_RANKING_KEY}.{entry.name if k is None else f'{entry.name}@{k}'}"
-                self.renames.setdefault(key, []).append(name)
+                ranking_key = f"{_RANKING_KEY}.{entry.name if k is None else f'{entry.name}@{k}'}"
+                self.renames.setdefault(ranking_key, []).append(key)
             else:
-                self.specs.append(name)
-                self.renames[name] = [name]
+                self.specs.append(key)
+                self.options[key] = (name, options)
+                self._classes[key] = cls
+                self.renames[key] = [key]
         self.ranking_names = [
             name for key, names in self.renames.items() if key.startswith(f"{_RANKING_KEY}.") for name in names
         ]
@@ -270,14 +306,15 @@ class _Plan:
             keys: only these keys (``"ne"``, ``"ranking"``); ``None``: every requested metric.
         """
         built: dict[str, Any] = {}
-        for name in self.specs:
-            if keys is not None and name not in keys:
+        for key in self.specs:
+            if keys is not None and key not in keys:
                 continue
             # logged logits: metrics with the option read them; the module (told by `module()`) feeds
             # the others sigmoid(logits), whether or not a metric with the option is asked for
-            takes = "from_logits" in inspect.signature(lookup(name)[0].cls.__init__).parameters
-            options = {"from_logits": True} if self.from_logits and takes else {}
-            built[name] = build_metric(name, num_tasks=len(self.tasks), **options)
+            takes = "from_logits" in inspect.signature(self._classes[key].__init__).parameters
+            name, options = self.options[key]
+            logits = {"from_logits": True} if self.from_logits and takes else {}
+            built[key] = build_metric(name, num_tasks=len(self.tasks), **options, **logits)
         if self._ranking and (keys is None or _RANKING_KEY in keys):
             stems = tuple(dict.fromkeys(stem for stem, _ in self._ranking))
             ks = tuple(dict.fromkeys(k for _, k in self._ranking))
@@ -636,6 +673,42 @@ class _Run:
         return list(dict.fromkeys(line for *_, line in found))
 
 
+def _metric_options(metrics: Any) -> dict[str, tuple[str, dict[str, Any]]]:
+    """``{key: (registry name, options)}`` of ``evaluate``'s ``metrics``: names, or ``{key: options}``.
+
+    The dict form is :meth:`~torchmetrics_ext.RecMetricModule.from_config`'s (options may name the
+    registry entry with ``"metric"``; ``None`` is no options); a name listed twice is reported once.
+    """
+    if isinstance(metrics, Mapping):
+        if not metrics:
+            raise ValueError("Expected `metrics` to be a non-empty list of names or dict {name: options}, got {}.")
+        entries = _metric_entries(metrics, "`metrics`")
+    else:
+        if isinstance(metrics, str) or not metrics:
+            names = [m.strip() for m in metrics.split(",") if m.strip()] if isinstance(metrics, str) else []
+            hint = f" (as a list: {names!r})" if names else ""
+            raise ValueError(f"Expected `metrics` to be a non-empty list of metric names, got {metrics!r}{hint}.")
+        entries = {name: (name, {}) for name in dict.fromkeys(metrics)}
+    for key, (name, options) in entries.items():
+        if not isinstance(key, str) or not isinstance(name, str):
+            raise TypeError(f"Expected metric names to be strings, got {key if not isinstance(key, str) else name!r}.")
+        for option, where in (("num_tasks", "the tasks"), ("from_logits", "`from_logits` (--from-logits)")):
+            if option in options:
+                raise ValueError(
+                    f"Metric {key!r}: `{option}` is not a metric option here; it comes from {where}, for every metric."
+                )
+    return entries
+
+
+def _build(key: str, name: str, options: Mapping[str, Any], num_tasks: int) -> Metric:
+    """The metric of a ``metrics`` entry with options; its errors name the entry (``Metric 'b' (auc): ...``)."""
+    try:
+        return build_metric(name, num_tasks=num_tasks, **options)
+    except (TypeError, ValueError) as error:
+        entry = f"Metric {key!r}" + (f" ({name})" if name != key else "")
+        raise type(error)(f"{entry}: {error}") from None
+
+
 def _check_names(names: Sequence[str]) -> None:
     """Raise the registry's error for every name it refuses in one message (a single one: its own).
 
@@ -743,7 +816,7 @@ def _undefined_line(
 def evaluate(
     data: Any,
     tasks: Any,
-    metrics: Sequence[str] = DEFAULT_METRICS,
+    metrics: Sequence[str] | Mapping[str, Any] = DEFAULT_METRICS,
     *,
     weights: str | None = None,
     user: str | None = None,
@@ -763,10 +836,19 @@ def evaluate(
             Hive partition directories below a directory (or a glob's first wildcard) named are
             columns too, typed by ``pyarrow.dataset``'s hive partitioning (``country=FR/hour=3/``:
             ``by=["country", "hour"]``).
-        tasks: ``{"click": ("p_click", "y_click"), ...}`` or ``["click=p_click:y_click", ...]``.
+        tasks: ``{"click": ("p_click", "y_click"), ...}`` or a list of ``"click=p_click:y_click"``
+            strings or of dicts of :class:`~torchmetrics_ext.RecTaskInfo`'s fields ``name``,
+            ``prediction_name`` and ``label_name`` (as in
+            :meth:`~torchmetrics_ext.RecMetricModule.from_config`; weights, user and session ids
+            are shared by the tasks: ``weights``, ``user``, ``session``).
         metrics: registry names (``"ne"``, ``"auc"``, ``"gauc"``, ``"ndcg@10"``, ``"recall@20"``, ...),
             each reported under the name given; a name given twice is reported once, and two
             spellings of one cutoff (``"ndcg@10"``, ``"ndcg@010"``) are computed once, each reported.
+            Or a dict ``{name: options}``, as in :meth:`~torchmetrics_ext.RecMetricModule.from_config`:
+            the metric's keyword options (``{"auc": {"num_bins": 10000}, "ne": {"eta": 1e-6}}``;
+            ``None`` is none), ``"metric"`` naming the registry entry when the name is another
+            (``{"auc_binned": {"metric": "auc", "num_bins": 10000}}``); ``num_tasks`` comes from
+            ``tasks`` and ``from_logits`` from the argument of that name, for every metric.
         weights: column of sample weights (shared by every task; weight 1 without it). A column
             may have several roles (weights that are labels, ``user`` = ``session``): it is read
             once and checked in each.

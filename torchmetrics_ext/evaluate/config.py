@@ -1,0 +1,142 @@
+"""``torchmetrics-ext evaluate --config FILE``: the evaluation written down once, in JSON or YAML.
+
+The file holds ``tasks`` and ``metrics`` in the schema of
+:meth:`~torchmetrics_ext.RecMetricModule.from_config` (metrics as a list of registry names or a
+mapping ``name -> options``), and the other keys of :func:`~torchmetrics_ext.evaluate.evaluate`
+and the command line (:data:`CONFIG_KEYS`). JSON is always read; YAML (``.yaml``/``.yml``) needs
+PyYAML, imported only for such a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torchmetrics_ext.evaluate.runner import ON_INVALID, _build, _metric_options, _tasks
+from torchmetrics_ext.module import _close_to
+
+__all__ = ["CONFIG_KEYS", "load_config"]
+
+CONFIG_KEYS = (
+    "paths",
+    "tasks",
+    "metrics",
+    "weights",
+    "user",
+    "session",
+    "by",
+    "from_logits",
+    "output",
+    "on_invalid",
+    "batch_size",
+    "progress",
+)
+_YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def load_config(path: str) -> dict[str, Any]:
+    """Read and check an ``evaluate`` config file.
+
+    Args:
+        path: a ``.json`` file, or a ``.yaml``/``.yml`` file (needs PyYAML); any other name is read as JSON.
+
+    Returns:
+        The keys the file gives, checked; ``paths`` as a list, ``paths`` and ``output`` relative
+        to the file's directory made so (absolute ones kept).
+
+    Raises:
+        ValueError: the file cannot be read or parsed, YAML without PyYAML, an unknown key (naming
+            the closest valid one) or a value of the wrong type (naming the key and what was expected).
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read the file: {err}") from None
+    if path.lower().endswith(_YAML_SUFFIXES):
+        raw = _parse_yaml(text)
+    else:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"not valid JSON ({err}); YAML files need a .yaml or .yml name") from None
+    return check_config(raw, os.path.dirname(path))
+
+
+def _parse_yaml(text: str) -> Any:
+    try:
+        import yaml  # optional: imported only for a YAML file
+    except ImportError:
+        raise ValueError(
+            "reading a YAML config needs PyYAML, which is not installed: pip install pyyaml "
+            "(or write the config as JSON)"
+        ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"not valid YAML ({err})") from None
+
+
+def check_config(raw: Any, base: str = "") -> dict[str, Any]:
+    """The checked keys of a parsed config (see :func:`load_config`); ``base``: the directory of relative paths."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"expected a mapping of keys {list(CONFIG_KEYS)}, got {type(raw).__name__}")
+    unknown = sorted((key for key in raw if key not in CONFIG_KEYS), key=str)
+    if unknown:
+        raise ValueError(f"unknown keys {unknown}{_close_to(unknown, CONFIG_KEYS)}; valid keys: {list(CONFIG_KEYS)}")
+    config = {key: _check(key, value, base) for key, value in raw.items()}
+    return {key: value for key, value in config.items() if value is not None}
+
+
+def _wrong(key: str, expected: str, value: Any) -> ValueError:
+    return ValueError(f"key {key!r}: expected {expected}, got {value!r} ({type(value).__name__})")
+
+
+def _names(value: Any) -> bool:
+    """Whether ``value`` is a non-empty list of non-empty strings."""
+    if isinstance(value, str) or not isinstance(value, Sequence) or not value:
+        return False
+    return all(isinstance(name, str) and name for name in value)
+
+
+def _check(key: str, value: Any, base: str) -> Any:
+    """``value`` of ``key`` checked (``None``: the key's default, as if it were left out)."""
+    if value is None and key not in ("tasks", "metrics", "paths"):
+        return None
+    if key == "paths":
+        paths = [value] if isinstance(value, str) and value else value
+        if not _names(paths):
+            raise _wrong(key, "a path or a non-empty list of paths (files, directories or globs)", value)
+        return [os.path.join(base, p) for p in paths]
+    if key in ("tasks", "metrics"):
+        try:
+            if key == "tasks":
+                return _tasks(value)
+            for key_, (name, options) in _metric_options(value).items():  # as evaluate checks them, up front
+                if options:
+                    _build(key_, name, options, 1)
+            return value
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"key {key!r}: {err}") from None
+    if key in ("weights", "user", "session", "output"):
+        if not (isinstance(value, str) and value):
+            raise _wrong(key, "a column name" if key != "output" else "a .json, .csv or .parquet path", value)
+        return os.path.join(base, value) if key == "output" else value
+    if key == "by":
+        if not _names(value):
+            raise _wrong(key, "a list of segment column names", value)
+        return list(value)
+    if key in ("from_logits", "progress"):
+        if not isinstance(value, bool):
+            raise _wrong(key, "true or false", value)
+        return value
+    if key == "on_invalid":
+        if value not in ON_INVALID:
+            raise _wrong(key, f"one of {list(ON_INVALID)}", value)
+        return value
+    # batch_size
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _wrong(key, "a positive integer", value)
+    return value

@@ -800,6 +800,29 @@ def test_a_bad_ignore_index_is_named(bad):
         pointwise_compute_metrics(["ne"], ignore_index=bad)
 
 
+@pytest.mark.parametrize(
+    ("metrics", "ignore", "domain"),
+    [(["ne", "auc"], 0, r"0 or 1"), (["ctr"], 1.0, r"in \[0, 1\]"), (["auc"], 0.5, r"0 or 1")],
+)
+def test_an_ignore_index_that_is_a_label_of_the_metrics_is_refused(metrics, ignore, domain):
+    """An ignore value the metrics take as a real label would silently drop labelled examples."""
+    with pytest.raises(
+        ValueError, match=rf"^Expected `ignore_index` outside the labels these metrics take \({domain}\)"
+    ):
+        pointwise_compute_metrics(metrics, ignore_index=ignore)
+
+
+def test_an_ignore_index_is_any_value_for_real_valued_labels():
+    """Regression metrics take any real label: an ignore value in [0, 1] is the user's to choose (numpy reference)."""
+    from transformers import EvalPrediction
+
+    compute = pointwise_compute_metrics(["mse"], from_logits=False, ignore_index=0.5)
+    p, y = np.array([0.2, 0.4, 0.9, 0.1]), np.array([0.0, 0.5, 2.0, 0.5])
+    got = compute(EvalPrediction(predictions=p, label_ids=y))
+    kept = y != 0.5
+    assert got["mse"] == pytest.approx(np.mean((p[kept] - y[kept]) ** 2), rel=1e-12)
+
+
 class ConversionOfClicks(Clicks):
     """Two tasks, click and conversion; the conversion label exists only for clicked examples (-100 elsewhere)."""
 

@@ -123,6 +123,25 @@ def _ignore_value(ignore_index: Any) -> int | float | None:
     return float(ignore_index)  # an integer beyond int64 is compared as a float (torch cannot hold it)
 
 
+_LABEL_DOMAINS = {"binary": "0 or 1", "unit": "in [0, 1]", "nonnegative": "non-negative"}
+
+
+def _check_ignore_value(ignore_index: int | float | None, target_domain: str) -> None:
+    """Refuse an ``ignore_index`` that is a valid label of the metrics (it would drop labelled examples).
+
+    ``target_domain``: the strictest label domain of the metrics (``"real"`` labels take any value).
+    """
+    if ignore_index is None or target_domain not in _LABEL_DOMAINS:
+        return
+    valid = ignore_index >= 0 if target_domain == "nonnegative" else 0 <= ignore_index <= 1
+    if valid:
+        raise ValueError(
+            f"Expected `ignore_index` outside the labels these metrics take ({_LABEL_DOMAINS[target_domain]}), "
+            f"got {ignore_index!r}: it would leave out examples that have a real label. The Trainer's label "
+            "padding is -100."
+        )
+
+
 def _padding_values(padding_value: Any) -> Tensor:
     """``padding_value`` (a number, a sequence or an array of numbers) as a float64 1-D tensor, else a clear error."""
     try:
@@ -267,6 +286,7 @@ class _Pointwise(HFComputeMetrics):
         # Metrics without a from_logits option get probabilities: the module feeds them
         # sigmoid(logits) when another metric reads logits; when none does, it is told to all the same.
         self.module = RecMetricModule(infos, built, throughput=False)
+        _check_ignore_value(self.ignore_index, self.module._domains.target)
         if from_logits and not flagged:
             domains = {name: getattr(metric, "input_domains", None) for name, metric in built.items()}
             self.module._fed_probabilities = _fed_probabilities(built, domains, logits=True)
@@ -453,7 +473,8 @@ def pointwise_compute_metrics(
 
     Raises:
         ValueError: unknown metric names (the message lists the known ones), ``metrics`` or ``tasks`` given
-            as one string (``"auc"`` instead of ``("auc",)``), an ``ignore_index`` that is no number (or NaN);
+            as one string (``"auc"`` instead of ``("auc",)``), an ``ignore_index`` that is no number (or NaN)
+            or is itself a label the metrics take (``0`` or ``1`` for binary metrics);
             when called, predictions or labels of another shape (e.g. an ``(N, 2)`` two-class head for one
             task), per-task heads whose number is not the number of tasks, or heads of another shape or
             length, labels outside [0, 1] that are not ``ignore_index`` (``-100`` among them: the message

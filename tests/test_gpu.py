@@ -1072,3 +1072,85 @@ def test_cuda_exact_auc_before_any_sample_answers_on_the_gpu():
         for metric in (tmx.AUC(), tmx.AUPRC()):
             assert all(part.is_cuda for part in metric.cuda().curve()), type(metric).__name__
         assert tmx.Windowed(tmx.AUC(), window_size=10).cuda().compute()["window"].is_cuda
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_rec_metric_module_of_unvalidated_metrics_reads_nothing_back(weighted):
+    """Every metric built with ``validate_args=False``: the module checks no value and reads nothing per step.
+
+    Its values equal those of the module whose metrics validate (the same steps), weights of exactly 1
+    included (taken as given, not detected), and sklearn's AUC.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    from torchmetrics_ext.module import RecMetricModule, RecTaskInfo
+    from torchmetrics_ext.registry import build_metric
+
+    names = ("ne", "calibration", "ctr", "mse", "auc", "auc_binned", "gauc", "ndcg@5")
+
+    def module(validate: bool) -> RecMetricModule:
+        tasks = [
+            RecTaskInfo(
+                t, f"{t}_y", f"{t}_p", f"{t}_w" if weighted else "absent", group_id_name="g", session_id_name="q"
+            )
+            for t in ("click", "like")
+        ]
+        metrics = {}
+        for name in names:
+            entry, kwargs = ("auc", {"num_bins": 64}) if name == "auc_binned" else (name, {})
+            metrics[name] = build_metric(entry, num_tasks=2, validate_args=validate, **kwargs)
+        return RecMetricModule(tasks, metrics, window_size=500, throughput=False)
+
+    def step(seed: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        out = {"g": torch.randint(0, 7, (200,), generator=g), "q": torch.arange(200) // 8}
+        for t in ("click", "like"):
+            out[f"{t}_p"] = torch.rand(200, generator=g)
+            out[f"{t}_y"] = (torch.rand(200, generator=g) < 0.4).float()
+            out[f"{t}_w"] = torch.ones(200) if seed % 2 else torch.rand(200, generator=g)
+        return out
+
+    trusted, checked = module(False), module(True)
+    steps = [step(seed) for seed in range(4)]
+    with force_device_path():
+        trusted.update(steps[0])
+        checked.update(steps[0])
+        for data in steps[1:]:
+            with count_syncs() as calls:
+                trusted.update(data)
+            assert calls == [], calls
+            checked.update(data)
+        got, want = trusted.compute(), checked.compute()
+    assert got.keys() == want.keys()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-12, atol=1e-15, equal_nan=True)
+    y = torch.cat([s["click_y"] for s in steps]).numpy()
+    p = torch.cat([s["click_p"] for s in steps]).numpy()
+    w = torch.cat([s["click_w"] for s in steps]).numpy() if weighted else None
+    assert got["auc/click"].item() == pytest.approx(roc_auc_score(y, p, sample_weight=w), rel=1e-12)
+
+
+def test_rec_metric_module_validates_unless_every_metric_is_unvalidated():
+    """One validating metric (or TorchRec's zero-weight skip) keeps the step's check: a bad value is refused."""
+    from torchmetrics_ext.module import RecMetricModule, RecTaskInfo
+    from torchmetrics_ext.registry import build_metric
+
+    tasks = [RecTaskInfo("click", "y", "p", "w")]
+    good = {"p": torch.tensor([0.2, 0.7, 0.4]), "y": torch.tensor([0.0, 1.0, 1.0]), "w": torch.ones(3)}
+    bad = dict(good, p=torch.tensor([0.2, 1.7, 0.4]))
+    mixed = RecMetricModule(
+        tasks, {"ne": build_metric("ne", validate_args=False), "ctr": build_metric("ctr")}, throughput=False
+    )
+    with pytest.raises(ValueError, match=r"Task 'click', `model_out\['p'\]`.*probabilities in \[0, 1\]"):
+        mixed.update(bad)
+    skipping = RecMetricModule(
+        tasks,
+        {"ne": build_metric("ne", validate_args=False), "ctr": build_metric("ctr", validate_args=False)},
+        throughput=False,
+    )
+    skipping._skip_zero_weight_steps = True  # from_torchrec_config's should_validate_update
+    with force_device_path(), count_syncs() as calls:
+        skipping.update(good)
+    assert calls == ["Tensor.tolist"], calls
+    skipping.update(dict(good, w=torch.zeros(3)))  # all-zero weights: skipped, as TorchRec skips it
+    assert skipping.compute()["ctr/click"].item() == pytest.approx(2 / 3, rel=1e-15)

@@ -48,8 +48,10 @@ from torchmetrics_ext.utilities.checks import (
     all_unit_weights,
     as_bool,
     check_int,
+    checked_bounds,
     format_pointwise,
 )
+from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric, fused_gather
 from torchmetrics_ext.utilities.ownership import owner_of, release_ownership, take_ownership
 from torchmetrics_ext.utilities.snapshot import snapshot
@@ -328,6 +330,10 @@ class RecMetricModule(nn.Module):
         stacked_domains = {n: m.input_domains for n, m in stacked.items()}
         all_domains = stacked_domains | {n: ms[0].input_domains for n, ms in per_task.items()}
         self._domains = InputDomains.strictest(all_domains)
+        # every metric built with validate_args=False: the module trusts each step as they would (no
+        # value check, so no host read of the batch per step; see `_update`)
+        firsts = [*stacked.values(), *(ms[0] for ms in per_task.values())]
+        self._trusted = bool(firsts) and all(getattr(m, "validate_args", True) is False for m in firsts)
         if _LOGIT_COLUMNS.get():  # the caller knows the columns hold logits (see `_logit_columns`)
             probabilities = {n: d for n, d in all_domains.items() if d is not None and d.preds == "probability"}
             refused = [n for n, d in probabilities.items() if not d.from_logits]
@@ -658,7 +664,9 @@ class RecMetricModule(nn.Module):
                 (e.g. probabilities outside [0, 1], labels not 0/1 for AUC, negative weights);
                 the message names the task and the key. Under DDP, a ``window_size`` smaller than
                 the world size, on every rank at every step (an empty one too; and at ``compute``).
-                Nothing is updated when a step is rejected.
+                Nothing is updated when a step is rejected. When every metric was built with
+                ``validate_args=False`` the values are not checked (nor read back from the device):
+                invalid values give undefined results, as in each metric alone.
             TorchMetricsUserError: with ``window_size``, a metric of the module synced by hand (its
                 ``sync()`` called without ``unsync()``), as its own ``update`` refuses; nothing is updated.
         """
@@ -688,6 +696,12 @@ class RecMetricModule(nn.Module):
     def _update(self, model_out: Mapping[str, Tensor]) -> None:
         batch = self._read(model_out)
         n = batch.preds.shape[-1]
+        if n > 0 and self.__dict__.get("_trusted", False) and not self._skip_zero_weight_steps:
+            # every metric was built with validate_args=False: no value check and nothing read back
+            # from a device (the zero-weight skip needs the weights' bounds: it keeps the check)
+            self._update_checked(batch, self._domains, self._trusted_unit_weights(batch))
+            self._count_step(n)
+            return
         if n > 0:
             domains = self._domains
             given = [c for c in batch.columns[2] if c is not None]
@@ -715,6 +729,18 @@ class RecMetricModule(nn.Module):
                 self._count_step(n)
                 return
         self._empty_step(n)
+
+    @staticmethod
+    def _trusted_unit_weights(batch: _Batch) -> bool:
+        """Whether an unchecked step's weight columns are all exactly 1, read on the CPU only (no sync there).
+
+        Such weights change no sum, and the unweighted kernels skip their passes; on a device they are
+        taken as given (no value is read back in an unchecked step).
+        """
+        given = [c for c in batch.columns[2] if c is not None]
+        if not given or on_device_path(batch.preds):
+            return False
+        return all_unit_weights(checked_bounds(given, [False] * len(given), False))
 
     def _empty_step(self, n: int = 0) -> None:
         """A step no metric is updated with (no sample, or every weight zero): it counts as a step.

@@ -508,3 +508,89 @@ def test_few_long_lists_select_their_top_k_without_sorting(monkeypatch, form, ex
     whole = tmf.ranking_metrics(**data, ks=(10, None), metrics=("ndcg", "recall"), exponential_gain=exponential)
     assert ran
     np.testing.assert_allclose(whole["ndcg@10"].item(), ref["ndcg@10"], rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- small one-step batches
+
+
+def _sklearn_ndcg(preds, target, weights, k):
+    """sklearn's ``ndcg_score`` (linear gain) with our pessimistic tie rule, queries without relevance scoring 0.
+
+    Among equal scores the more relevant candidates rank last: each score is lowered by a tiny
+    multiple of its relevance (far below the 1/8 steps between distinct scores), so sklearn sees
+    no ties and ranks them as we do.
+    """
+    from sklearn.metrics import ndcg_score
+
+    return ndcg_score(target, preds - 1e-6 * target, k=k, sample_weight=weights, ignore_ties=True)
+
+
+@pytest.mark.parametrize(("num_queries", "width"), [(1, 1000), (1, 1500), (100, 10), (199, 10), (60, 25), (7, 3)])
+def test_small_batch_of_one_step_is_sklearns_ndcg_with_ties_and_weights(monkeypatch, num_queries, width):
+    """One query of 1,000+ candidates (a selection of its top k) or runs of one length below 2,000 rows
+    (ranked row by row): sklearn's ``ndcg_score``, and the sort path's values bit for bit.
+
+    100 queries of 10 candidates (1,000 rows) used to take the sort path; the cached discounts and
+    the fewer operations of a small ``compute`` change no value.
+    """
+    rng = np.random.default_rng(num_queries * 10_000 + width)
+    preds = rng.integers(0, 8, size=(num_queries, width)) / 8  # ties everywhere
+    target = rng.integers(0, 4, size=(num_queries, width)) * (rng.random((num_queries, width)) < 0.3)
+    target[0] = 0  # a query without relevance (zero with empty_target_action="zero", as sklearn)
+    target[-1, 0] = 2  # ... unless it is the only one
+    weights = rng.uniform(0.5, 2.0, size=num_queries)
+    data = {
+        "preds": torch.tensor(preds.reshape(-1), dtype=torch.float32),
+        "target": torch.tensor(target.reshape(-1)),
+        "indexes": torch.arange(num_queries).repeat_interleave(width) + 5,
+        "weights": torch.tensor(weights).repeat_interleave(width),
+    }
+    ran = []
+    for attr in ("rank_rows", "rank_grid"):
+        real = getattr(_update, attr)
+        monkeypatch.setattr(
+            _update, attr, lambda *a, _real=real, _name=attr, **kw: ran.append(_name) or _real(*a, **kw)
+        )
+    for k in (1, 3, 10):
+        ran.clear()
+        metric = tmx.NDCG(k=k, empty_target_action="zero")
+        metric.update(**data)
+        got = metric.compute()
+        assert "rank_rows" not in ran  # a selection (one long query) or the row-by-row kernel
+        if num_queries > 1:
+            assert ran[-1] == "rank_grid"
+        expected = _sklearn_ndcg(preds, target, weights, k) if num_queries > 1 else None
+        if expected is None:  # sklearn needs two candidates per list; one list is its own batch of one query
+            expected = _sklearn_ndcg(np.repeat(preds, 2, 0), np.repeat(target, 2, 0), np.repeat(weights, 2), k)
+        np.testing.assert_allclose(got.item(), expected, rtol=1e-12)
+        with monkeypatch.context() as patch:  # the sort path, as before: the same bits
+            patch.setattr(_update, "_equal_runs", lambda rows: None)
+            patch.setattr(_update, "_one_long_query", lambda rows, requests: None)
+            by_sort = tmx.NDCG(k=k, empty_target_action="zero")
+            by_sort.update(**data)
+            assert torch.equal(by_sort.compute().view(torch.int64), got.view(torch.int64))
+    ref = dict_ref((1, 3, 10), metrics=ALL, action="zero")(H.to_numpy(data))
+    metric = tmx.RankingMetrics(ks=(1, 3, 10), empty_target_action="zero")
+    metric.update(**data)
+    for key, value in metric.compute().items():
+        np.testing.assert_allclose(value.item(), ref[key], rtol=1e-12, err_msg=key)
+
+
+def test_small_compute_runs_few_torch_operations():
+    """NDCG@10 of one flat query of 1,000 candidates: ``compute`` runs few torch operations (each costs microseconds).
+
+    It ran 96 top-level operations (per-call constants such as the discounts made again each time);
+    the limit leaves room for other PyTorch versions.
+    """
+    rng = np.random.default_rng(0)
+    preds = torch.tensor(rng.random(1000), dtype=torch.float32)
+    target = torch.tensor(rng.integers(0, 4, size=1000) * (rng.random(1000) < 0.2))
+    metric = tmx.NDCG(k=10)
+    metric.update(preds, target, indexes=torch.zeros(1000, dtype=torch.int64))
+    metric.compute()
+    metric._computed = None
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        metric.compute()
+    ops = [event.name for event in prof.events() if event.cpu_parent is None and event.name.startswith("aten::")]
+    limit = 86 if H.WIDE_UNSIGNED_OK else 112  # PyTorch 2.3 records more top-level ops (a fill_ per wrapped scalar)
+    assert len(ops) <= limit, (len(ops), ops)

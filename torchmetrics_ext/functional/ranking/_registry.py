@@ -21,7 +21,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.ranking._first_hit import FirstHits
 from torchmetrics_ext.functional.ranking._inputs import check_cutoff
-from torchmetrics_ext.functional.ranking._kernel import QueryStats, SortedQueries, discount, gain
+from torchmetrics_ext.functional.ranking._kernel import QueryStats, SortedQueries, discount_column, gain
 from torchmetrics_ext.functional.ranking._spec import RankingSpec, Request
 from torchmetrics_ext.functional.ranking._topk import TopQueries
 
@@ -105,7 +105,7 @@ def _ndcg_sorted(queries: SortedQueries, k: int | None) -> Tensor:
 def _ndcg_top(queries: TopQueries, k: int) -> Tensor:
     def gain_discount() -> Tensor:
         gains = gain(queries.grade.to(torch.float64), queries.options.exponential_gain)
-        return gains * discount(torch.arange(gains.shape[0], device=gains.device)).unsqueeze(1)
+        return gains * discount_column(gains.shape[0], gains.device)
 
     return _normalise(queries.prefix("dcg", gain_discount)[queries.depth(k) - 1], queries.ideal_dcg(k))
 

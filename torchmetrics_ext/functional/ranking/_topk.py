@@ -207,10 +207,14 @@ class TopQueries(QueryStats):
         else:
             self.grade = torch.remainder(top, grade_mask + 1).to(torch.int32)
         self.relevant = self.grade > 0
-        kmax = top.shape[0]
-        self.ranks = torch.arange(1, kmax + 1, device=top.device, dtype=torch.float64).unsqueeze(1)
         self._ideal = ideal
-        super().__init__(num_rel.to(torch.float64), size.to(torch.float64), options)
+        super().__init__(num_rel.to(torch.float64), size, options)  # float64 sizes made when read
+
+    @cached_property
+    def ranks(self) -> Tensor:
+        """``(k, 1)`` float64 ranks ``1..k`` (MAP's precision at each hit; made when first read)."""
+        kmax = self.relevant.shape[0]
+        return torch.arange(1, kmax + 1, device=self.relevant.device, dtype=torch.float64).unsqueeze(1)
 
     def top(self, k: int) -> Tensor:
         """``(min(k, kmax), G)`` bool: which of each query's best ``k`` rows are relevant."""
@@ -400,8 +404,10 @@ def grid_topk_values(
     ideal = None
     if any(spec.counts_grades for spec, _ in requests):
         levels = top_grade + 1
-        rows = torch.arange(num_groups, device=preds.device).unsqueeze(1) * levels
-        counts = torch.bincount((rows + grades).reshape(-1), minlength=num_groups * levels)
+        cells = grades.reshape(-1)
+        if num_groups > 1:  # each list's grades offset into its own row of the table
+            cells = (torch.arange(num_groups, device=preds.device).unsqueeze(1) * levels + grades).reshape(-1)
+        counts = torch.bincount(cells, minlength=num_groups * levels)
         ideal = ideal_dcg_from_counts(counts.reshape(num_groups, levels), width, options.exponential_gain)
     size = torch.full((num_groups,), width, dtype=torch.int64, device=preds.device)
     queries = TopQueries(top, (1 << grade_bits) - 1, num_rel, size, ideal, options)

@@ -78,8 +78,12 @@ def _ranking_update(
             remove_single_length_sessions,
             True,
         )
-    grid = rows.grid if rows.padded else _equal_runs(rows)
-    whole = grid if grid is not None else _one_long_query(rows, requests)
+    if rows.padded:
+        grid = whole = rows.grid
+    else:  # one long query first (two reads of its ids), then runs of one length (a unique_consecutive)
+        whole = _one_long_query(rows, requests)
+        grid = None if whole is not None else _equal_runs(rows)
+        whole = grid if whole is None else whole
     selected = None
     if whole is not None and whole.keep is None:
         selected = grid_topk_values(whole.preds, whole.target, whole.weights, requests, options)
@@ -116,15 +120,20 @@ def _ranking_update(
     )
 
 
+EQUAL_RUNS_ROWS = 2 * _topk.ROWS_PER_ROUND
+"""Flat rows below this many are tried as padded lists (:func:`_equal_runs`)."""
+
+
 def _equal_runs(rows: RankingRows) -> PaddedGrid | None:
     """Few flat rows whose queries are runs of one length in increasing id order, as padded lists; else ``None``.
 
-    Only below ``ROWS_PER_ROUND`` rows (which the top-k merge never takes), where the sort path's
-    fixed cost is most of the work: one query (a ranking step's usual batch) costs one
-    ``unique_consecutive``. A query's weight is its rows' largest, as on the sort path.
+    Only below :data:`EQUAL_RUNS_ROWS` rows, where the sort path's fixed cost is most of the work
+    (100 queries of 10 candidates: about 20% of a small ``compute``): one ``unique_consecutive``.
+    Lists the top-k merge may take (from ``ROWS_PER_ROUND`` queries) still go to it. A query's
+    weight is its rows' largest, as on the sort path.
     """
     n = rows.preds.numel()
-    if n >= _topk.ROWS_PER_ROUND:
+    if n >= EQUAL_RUNS_ROWS:
         return None
     ids, counts = torch.unique_consecutive(rows.indexes, return_counts=True)
     num_queries = ids.numel()
@@ -145,7 +154,8 @@ def _one_long_query(rows: RankingRows, requests: Sequence[Request]) -> PaddedGri
     n, ids = rows.preds.numel(), rows.indexes
     if n < _topk.ROWS_PER_ROUND or not grid_topk_applies(n, requests):
         return None
-    if not bool(ids[-1] == ids[0]) or not bool((ids == ids[0]).all()):
+    first = ids[0]
+    if not bool(ids[-1] == first) or not bool((ids == first).all()):
         return None
     weights = None if rows.weights is None else rows.weights.amax().reshape(1)
     return PaddedGrid(rows.preds.reshape(1, n), rows.target.reshape(1, n), None, weights)
@@ -253,6 +263,8 @@ def reduce_columns(
     sums: list[Tensor] = [num_rel.new_zeros(())] * len(columns)
     for i in columns.in_cutoff_order():
         sums[i] = _terms(fill(columns(i)), include, scale).sum()
+    if len(sums) == 1:  # one request (a single metric): its sum as a (1,) vector, no stack
+        return sums[0].reshape(1), w.sum()
     if not sums:
         return num_rel.new_zeros(0), w.sum()
     return torch.stack(sums), w.sum()

@@ -468,11 +468,7 @@ class RecMetricModule(nn.Module):
                 raise ValueError(
                     f"Metric {key!r}: `num_tasks` comes from the config's tasks ({len(tasks)}), not from its options."
                 )
-            try:
-                built[key] = build_metric(registry_name, num_tasks=len(tasks), **options)
-            except (TypeError, ValueError) as error:  # which entry of the config, as the errors above say
-                entry = f"Metric {key!r}" + (f" ({registry_name})" if registry_name != key else "")
-                raise type(error)(f"{entry}: {error}") from None
+            built[key] = _build_entry(key, registry_name, options, len(tasks))
         options = {k: config[k] for k in allowed[2:] if k in config}
         return cls(tasks, built, **options)
 
@@ -1534,6 +1530,18 @@ def _metric_entries(raw: Any, where: str = "config 'metrics'") -> dict[str, tupl
         options = dict(kwargs)
         out[key] = (options.pop("metric", key), options)
     return out
+
+
+def _build_entry(key: str, registry_name: str, options: Mapping[str, Any], num_tasks: int) -> Metric:
+    """The metric of one :func:`_metric_entries` entry; its errors name the entry (``Metric 'b' (auc): ...``).
+
+    Shared by :meth:`RecMetricModule.from_config` and ``evaluate``'s ``metrics`` with options.
+    """
+    try:
+        return build_metric(registry_name, num_tasks=num_tasks, **options)
+    except (TypeError, ValueError) as error:  # which entry of the config, as the other errors say
+        entry = f"Metric {key!r}" + (f" ({registry_name})" if registry_name != key else "")
+        raise type(error)(f"{entry}: {error}") from None
 
 
 def _task_from_config(task: Any) -> RecTaskInfo:

@@ -14,8 +14,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from torchmetrics_ext.evaluate.runner import ON_INVALID, _build, _metric_options, _tasks
-from torchmetrics_ext.module import _close_to
+from torchmetrics_ext.evaluate.runner import ON_INVALID, _metric_options, _tasks
+from torchmetrics_ext.module import _build_entry, _close_to
 
 __all__ = ["CONFIG_KEYS", "load_config"]
 
@@ -116,7 +116,7 @@ def _check(key: str, value: Any, base: str) -> Any:
                 return _tasks(value)
             for key_, (name, options) in _metric_options(value).items():  # as evaluate checks them, up front
                 if options:
-                    _build(key_, name, options, 1)
+                    _build_entry(key_, name, options, 1)
             return value
         except (TypeError, ValueError) as err:
             raise ValueError(f"key {key!r}: {err}") from None

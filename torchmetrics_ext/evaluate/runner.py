@@ -47,6 +47,7 @@ from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import (
     RecMetricModule,
     RecTaskInfo,
+    _build_entry,
     _close_to,
     _fed_probabilities,
     _logit_columns,
@@ -219,7 +220,7 @@ class _Plan:
         _check_names([name for key, (name, options) in entries.items() if not options])  # every unknown one at once
         for key, (name, options) in entries.items():
             if options:  # built once here: a refused option is an error before any data is read
-                cls: type[Metric] = type(_build(key, name, options, len(self.tasks)))
+                cls: type[Metric] = type(_build_entry(key, name, options, len(self.tasks)))
                 entry, k = None, None
             else:
                 entry, k = lookup(name)
@@ -698,15 +699,6 @@ def _metric_options(metrics: Any) -> dict[str, tuple[str, dict[str, Any]]]:
                     f"Metric {key!r}: `{option}` is not a metric option here; it comes from {where}, for every metric."
                 )
     return entries
-
-
-def _build(key: str, name: str, options: Mapping[str, Any], num_tasks: int) -> Metric:
-    """The metric of a ``metrics`` entry with options; its errors name the entry (``Metric 'b' (auc): ...``)."""
-    try:
-        return build_metric(name, num_tasks=num_tasks, **options)
-    except (TypeError, ValueError) as error:
-        entry = f"Metric {key!r}" + (f" ({name})" if name != key else "")
-        raise type(error)(f"{entry}: {error}") from None
 
 
 def _check_names(names: Sequence[str]) -> None:

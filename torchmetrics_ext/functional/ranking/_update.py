@@ -81,9 +81,9 @@ def _ranking_update(
     if rows.padded:
         grid = whole = rows.grid
     else:  # one long query first (two reads of its ids), then runs of one length (a unique_consecutive)
-        whole = _one_long_query(rows, requests)
-        grid = None if whole is not None else _equal_runs(rows)
-        whole = grid if whole is None else whole
+        grid, whole = None, _one_long_query(rows, requests)
+        if whole is None:
+            grid = whole = _equal_runs(rows)
     selected = None
     if whole is not None and whole.keep is None:
         selected = grid_topk_values(whole.preds, whole.target, whole.weights, requests, options)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
-import numbers
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -47,6 +46,7 @@ from torchmetrics_ext.utilities.checks import (
     _check_values_weight_bounds,
     all_unit_weights,
     as_bool,
+    as_int,
     check_int,
     checked_bounds,
     format_pointwise,
@@ -1330,7 +1330,7 @@ def _malformed_extra_state(state: Any) -> str | None:
     step = state["step"]
     if isinstance(step, Tensor) and step.numel() == 1 and not step.is_floating_point() and not step.is_complex():
         step = step.item()
-    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
+    if as_int(step) is None or step < 0:
         return f"'step': {step!r}"
     tasks = state.get("tasks")
     if tasks is not None and (isinstance(tasks, (str, bytes)) or not isinstance(tasks, Sequence)):

@@ -16,15 +16,13 @@ Nothing here touches metric state.
 from __future__ import annotations
 
 import math
-import numbers
-import operator
 from collections.abc import Sequence
 from typing import cast
 
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.utilities.checks import check_tensor
+from torchmetrics_ext.utilities.checks import as_int, check_tensor
 
 __all__ = ["as_values", "check_categories", "check_numbers", "exact_sum", "number_error", "number_tensor"]
 
@@ -144,9 +142,7 @@ def _integer_scalar(value: object) -> int | None:
         if value.numel() != 1 or value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
             return None
         return int(value.item())
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):  # NumPy registers its integers
-        return operator.index(value)
-    return None
+    return as_int(value)  # a Python or NumPy integer (NumPy registers its integers), not a bool
 
 
 def _as_category(value: object) -> str | int | None:

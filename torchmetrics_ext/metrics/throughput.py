@@ -16,7 +16,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from torchmetrics_ext.metrics.base import GuardedMetric, _tag, one_task
-from torchmetrics_ext.utilities.checks import as_real, check_int
+from torchmetrics_ext.utilities.checks import as_int, as_real, check_int
 from torchmetrics_ext.utilities.warnings import safe_divide
 
 __all__ = ["Throughput"]
@@ -406,18 +406,16 @@ def _whole(value: Any) -> int | None:
     if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
         whole = float(value)
         value = int(whole) if math.isfinite(whole) and whole.is_integer() else None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        return None
-    return int(value)
+    count = as_int(value)
+    return None if count is None or count < 0 else count
 
 
 def _real(value: Any) -> float | None:
     """``value`` as a finite float (a real number or a one-element real tensor), else ``None``."""
     if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex() and value.dtype != torch.bool:
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        return None
-    return float(value)
+    number = as_real(value)
+    return None if number is None or not math.isfinite(number) else float(number)
 
 
 def _read_extra_state(state: Any) -> tuple[int, deque[tuple[float, float, int]]]:

@@ -144,7 +144,7 @@ def phases(tasks: int, batch: int, window: int | None, steps: int = 200, weights
         setattr(owner, attr, run)
 
     timed(module, "_read", "read and stack columns")
-    timed(module_code, "_check_values_weight_bounds", "validation")
+    timed(module_code, "_check_values_bounds", "validation")
     for unit, *_ in module._updated_units():
         kind = type(getattr(unit, "lifetime", unit)).__name__
         timed(unit, "update_unwrapped" if hasattr(unit, "update_unwrapped") else "update", kind)

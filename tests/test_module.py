@@ -174,6 +174,35 @@ def test_binary_labels_take_one_log_bit_for_bit(eta):
     with sharing_sums(p, y, None, binary_target=True):
         one_log = _cross_entropy_update(p, y, None, eta, False)[0]
     assert torch.equal(lerp, one_log)
+    # predictions whose known bounds lie inside [eta, 1 - eta] skip the clamp: the same bits
+    inside = ((p >= eta) & (p <= 1 - eta)).squeeze(1)
+    p_in, y_in = p[inside], y[inside]
+    bounds = (p_in.min().item(), p_in.max().item())
+    with sharing_sums(p_in, y_in, None, binary_target=True, pred_range=bounds):
+        unclamped = _cross_entropy_update(p_in, y_in, None, eta, False)[0]
+    assert torch.equal(unclamped, lerp[inside])
+
+
+def test_module_ne_clamps_predictions_at_eta_as_the_formula():
+    """Sure and near-sure predictions (0, 1, within eta of them) cost what the clamped formula says, in one step."""
+    eta = 1e-12
+    p = np.array([0.0, 1.0, 1e-13, 1 - 1e-13, 0.3, 0.7, 0.5, 1e-12, 0.999], dtype=np.float64)
+    y = np.array([1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0])
+    module = tmx.RecMetricModule(["t"], {"ne": "ne", "log_loss": "log_loss"}, throughput=False)
+    module.update({"prediction": torch.from_numpy(p), "label": torch.from_numpy(y)})
+    values = module.compute()
+    c = np.clip(p, eta, 1 - eta)
+    ce = -(y * np.log(c) + (1 - y) * np.log(1 - c))
+    base = np.clip(y.mean(), eta, 1 - eta)
+    entropy = -(base * np.log(base) + (1 - base) * np.log(1 - base))
+    assert values["log_loss/t"].item() == pytest.approx(ce.mean(), rel=1e-12)
+    assert values["ne/t"].item() == pytest.approx(ce.mean() / entropy, rel=1e-12)
+    # without predictions within eta of 0 or 1 (the clamp skipped): the same formula
+    module.reset()
+    module.update({"prediction": torch.from_numpy(p[4:]), "label": torch.from_numpy(y[4:])})
+    c, yy = p[4:], y[4:]
+    ce = -(yy * np.log(c) + (1 - yy) * np.log(1 - c))
+    assert module.compute()["log_loss/t"].item() == pytest.approx(ce.mean(), rel=1e-12)
 
 
 def test_ranking_rows_keep_the_columns_as_given():
@@ -704,8 +733,8 @@ def test_compute_groups_are_explicit():
 
 def test_the_step_is_validated_once_and_the_metrics_do_not_validate_again(monkeypatch):
     calls = []
-    real = module_mod._check_values_weight_bounds  # the step's check (it returns the weights' bounds too)
-    monkeypatch.setattr(module_mod, "_check_values_weight_bounds", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = module_mod._check_values_bounds  # the step's check (it returns the weights' bounds too)
+    monkeypatch.setattr(module_mod, "_check_values_bounds", lambda *a, **k: calls.append(a) or real(*a, **k))
 
     def fail(*args, **kwargs):
         raise AssertionError("a metric validated its inputs again")
@@ -713,7 +742,7 @@ def test_the_step_is_validated_once_and_the_metrics_do_not_validate_again(monkey
     import torchmetrics_ext.functional.ranking._inputs as ranking_inputs
     import torchmetrics_ext.utilities.checks as checks
 
-    monkeypatch.setattr(checks, "_check_values_weight_bounds", fail)  # check_pointwise, per metric
+    monkeypatch.setattr(checks, "_check_values_bounds", fail)  # check_pointwise, per metric
     monkeypatch.setattr(ranking_inputs, "_check_values", fail)
     module = build()
     for part in batches(make_data(3), [0, 300, 600]):

@@ -43,7 +43,7 @@ from torchmetrics_ext.registry import (
     torchrec_requirements,
 )
 from torchmetrics_ext.utilities.checks import (
-    _check_values_weight_bounds,
+    _check_values_bounds,
     all_unit_weights,
     as_bool,
     as_int,
@@ -133,8 +133,9 @@ class _Batch:
     target_is_float: bool
     columns: tuple[list[Tensor], list[Tensor], list[Tensor | None]]  # as given: predictions, labels, weights
     # the (T, N) predictions and labels as validated: stacked in their own floating dtype when it
-    # is narrower than float64 (exact bounds, half the bytes read), else the float64 stacks
-    checked: tuple[Tensor, Tensor]
+    # is narrower than float64 (exact bounds, half the bytes read), else the float64 stacks; emptied
+    # once checked (see `_update`)
+    checked: list[Tensor]
 
 
 class RecMetricModule(nn.Module):
@@ -702,8 +703,9 @@ class RecMetricModule(nn.Module):
             domains = self._domains
             given = [c for c in batch.columns[2] if c is not None]
             try:
-                weight_bounds = _check_values_weight_bounds(
-                    *batch.checked,
+                pred_bounds, weight_bounds = _check_values_bounds(
+                    batch.checked[0],
+                    batch.checked[1],
                     given,
                     domains.preds,
                     domains.target,
@@ -714,6 +716,10 @@ class RecMetricModule(nn.Module):
             except ValueError as error:
                 raise self._named_value_error(batch, error) from None
             unit_weights = all_unit_weights(weight_bounds)
+            # the narrow stacks are read by the check only: released now, the step's later temporaries
+            # reuse their memory while it is still in cache (the step's working set is about the size of
+            # a core's L2 cache, and a few hundred KB more slow every kernel of the step)
+            batch.checked.clear()
             # TorchRec's should_validate_update: a step whose weights are all zero (every task's
             # column given and its maximum 0, read from the bounds just checked: no further sync)
             # is skipped by every metric, so it takes no room in the windows
@@ -721,7 +727,7 @@ class RecMetricModule(nn.Module):
                 self._skip_zero_weight_steps and len(given) == len(self.tasks) and all(b[1] == 0 for b in weight_bounds)
             )
             if not skip:
-                self._update_checked(batch, domains, unit_weights)
+                self._update_checked(batch, domains, unit_weights, pred_bounds)
                 self._count_step(n)
                 return
         self._empty_step(n)
@@ -764,8 +770,10 @@ class RecMetricModule(nn.Module):
             for unit, *_ in self._plan()[0]:
                 unit._local_window()  # type: ignore[operator]
 
-    def _update_checked(self, batch: _Batch, domains: InputDomains, unit_weights: bool) -> None:
-        """Feed a step whose values passed the checks to every updated unit."""
+    def _update_checked(
+        self, batch: _Batch, domains: InputDomains, unit_weights: bool, pred_bounds: tuple[float, ...] = ()
+    ) -> None:
+        """Feed a step whose values passed the checks (``pred_bounds``: the predictions' min and max) to every unit."""
         # weights that are all exactly 1 change no sum: the unweighted kernels skip their passes
         w = None if unit_weights else _stack_weights(batch.columns[2])
         # the pointwise kernels of every metric take shared sums (sum w, sum w·y...) from one object
@@ -788,7 +796,7 @@ class RecMetricModule(nn.Module):
                         "HINT: call its `unsync()` first."
                     )
                 trusted.append((unit, unit._trust_inputs(True)))  # type: ignore[operator]
-            self._update_units(updated, batch, shared, binary)
+            self._update_units(updated, batch, shared, binary, pred_bounds)
         finally:
             for unit, previous in trusted:
                 unit._trust_inputs(previous)  # type: ignore[operator]
@@ -799,6 +807,7 @@ class RecMetricModule(nn.Module):
         batch: _Batch,
         shared: tuple[Tensor, Tensor | None, Tensor | None],
         binary: bool,
+        pred_bounds: tuple[float, ...] = (),
     ) -> None:
         """Feed one validated step to every updated unit (group leaders, then the per-task copies).
 
@@ -818,7 +827,8 @@ class RecMetricModule(nn.Module):
             p, y, w = shared
             if as_probabilities:
                 p = torch.sigmoid(p)
-            with sharing_sums(p, y, w, binary_target=binary):
+            # the kernels may skip a clamp the predictions' bounds show to change nothing (not for sigmoid(p))
+            with sharing_sums(p, y, w, binary_target=binary, pred_range=() if as_probabilities else pred_bounds):
                 for unit, grouped in units:
                     # a TaskMetric skips TorchMetrics' per-call wrapper (the step runs without gradients)
                     key = id(unit)  # by identity: a TorchMetrics metric hashes its states
@@ -885,7 +895,7 @@ class RecMetricModule(nn.Module):
                 given = [column if f == field else None for f in fields]
                 try:
                     # labels of the binary domain are checked as given (integral or not)
-                    _check_values_weight_bounds(
+                    _check_values_bounds(
                         given[0] if given[0] is not None else column.new_zeros(()).double(),
                         given[1],
                         given[2],
@@ -956,7 +966,7 @@ class RecMetricModule(nn.Module):
             sessions,
             any(y.is_floating_point() for y in labels),
             (preds, labels, weights),
-            (_checked_form(stacked_preds, wide_preds), _checked_form(stacked_labels, wide_labels)),
+            [_checked_form(stacked_preds, wide_preds), _checked_form(stacked_labels, wide_labels)],
         )
 
     # ------------------------------------------------------------------ compute

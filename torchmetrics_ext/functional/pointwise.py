@@ -17,12 +17,13 @@ with an :class:`~torchmetrics_ext.utilities.warnings.UndefinedMetricWarning`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.functional._sums import batch_sums, weight_total, weighted_sum
+from torchmetrics_ext.functional._sums import batch_sums, one_like, weight_total, weighted_sum
 from torchmetrics_ext.utilities.checks import as_real, check_flag, format_pointwise, single_task
 from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
 
@@ -64,6 +65,18 @@ def _check_threshold(threshold: float) -> float:
     if value is None or not 0 <= value <= 1:
         raise ValueError(f"Expected `threshold` to be a probability in [0, 1], got {threshold!r}.")
     return value
+
+
+def _once(make: Callable[[], Tensor]) -> Callable[[], Tensor]:
+    """``make`` called at the first call only, its result returned at every call (a per-call intermediate)."""
+    made: list[Tensor] = []
+
+    def once() -> Tensor:
+        if not made:
+            made.append(make())
+        return made[0]
+
+    return once
 
 
 def _finish(value: Tensor, single_task: bool) -> Tensor:
@@ -122,14 +135,17 @@ def _cross_entropy_update(
     else:
 
         def cross_entropy() -> Tensor:
-            p = preds.clamp(eta, 1 - eta)
+            # no clamp where the predictions' known bounds lie inside it (the same values, one pass fewer)
+            low, high = sums.pred_range[:2] or (-math.inf, math.inf)
+            p = preds if eta <= low and high <= 1 - eta else preds.clamp(eta, 1 - eta)
             # below 2**-54, 1 - eta rounds to 1 and the upper clamp is a no-op: then 1 - p is floored
             # at eta instead, so p = 1 costs -log(eta) on label 0 (as p = 0 on label 1), not inf/nan
             floor = 0 < eta and 1 - eta == 1
             if sums.binary_target:
-                # y in {0, 1}: log(p) or log(1 - p) with one log, as |p + (y - 1)| is p or 1 - p
-                # exactly (y - 1 is exact, and p - 1 rounds to -(1 - p)); bit for bit the lerp below.
-                likelihood = (p + (target - 1)).abs_()
+                # y in {0, 1}: log(p) or log(1 - p) with one log; lerp(1 - p, p, y) is 1 - p or p
+                # exactly (its weight 0 or 1 takes one end as it is), bit for bit the lerp of logs below
+                complement = one_like(p) - p
+                likelihood = torch.lerp(complement, p, target, out=complement)
                 return _weighed(eta, (likelihood.clamp_(min=eta) if floor else likelihood).log_(), weights)
             # (1 - y)·log(1 - p) + y·log(p) as one lerp: half the cost of F.binary_cross_entropy.
             # log(1 - p) rather than log1p(-p): a quarter of the time, and 1 - p is exact for p >= 0.5
@@ -472,8 +488,11 @@ def _confusion_update(
 
     key = ("predicted", threshold, from_logits)
     label_pos = sums.label_sum()
-    pred_pos = sums.weighted(key, lambda: sums.value(key, predicted))
-    tp = sums.weighted(("true_positive", *key), lambda: sums.value(key, predicted) * target)
+    # made once for both sums and released with this call (not kept in the shared sums: metrics sharing it
+    # share these states too, in one compute group; a kept (T, N) tensor would only crowd the step's cache)
+    predicted_once = _once(predicted)
+    pred_pos = sums.weighted(key, predicted_once)
+    tp = sums.product(("true_positive", *key), predicted_once, target)
     # exact zeros: with binary labels, pred_pos (label_pos) sums the same terms as tp when fp (fn) is 0,
     # and tn = total - (tp + fp + fn) is 0 when every weight is on a predicted or a real positive
     fp = pred_pos - tp
@@ -642,16 +661,12 @@ def _error_update(preds: Tensor, target: Tensor, weights: Tensor | None, from_lo
     ``p = sigmoid(preds)`` (see :func:`_sigmoid_error`); the label sums do not change.
     """
     sums = batch_sums(preds, target, weights)
-    # a batch's shared sums hold both forms apart; the error is always wanted (the sums below are
-    # made from it, and in a shared batch it is kept by the metric that made them)
-    if from_logits:
-        error = sums.value("error_logits", lambda: _sigmoid_error(preds, target))
-        squared = sums.weighted("squared_error_logits", lambda: error * error)
-        absolute = sums.weighted("absolute_error_logits", error.abs)
-    else:
-        error = sums.value("error", lambda: preds - target)
-        squared = sums.weighted("squared_error", lambda: error * error)
-        absolute = sums.weighted("absolute_error", error.abs)
+    # the error of either form (their sums are kept apart) is made once for both sums and released
+    # with this call (see `_confusion_update`)
+    suffix = "_logits" if from_logits else ""
+    error = _once(lambda: _sigmoid_error(preds, target) if from_logits else preds - target)
+    squared = sums.product(f"squared_error{suffix}", error, error)
+    absolute = sums.weighted(f"absolute_error{suffix}", lambda: error().abs())
     label_sum = sums.label_sum()
     return (
         squared,

@@ -252,7 +252,7 @@ def check_pointwise(
             expected += f" or {tuple(preds.shape[-1:])} (shared by all tasks)"
         raise ValueError(f"Expected `weights` of shape {expected}, got {tuple(weights.shape)}.")
     if preds.numel() > 0:
-        bounds = _check_values_weight_bounds(
+        _, bounds = _check_values_bounds(
             preds,
             target,
             weights,
@@ -373,7 +373,7 @@ def all_unit_weights(weight_bounds: Sequence[Bounds]) -> bool:
     return bool(given) and all(b[0] == 1 and b[1] == 1 for b in given)
 
 
-def _check_values_weight_bounds(
+def _check_values_bounds(
     preds: Tensor,
     target: Tensor | None,
     weights: Tensor | Sequence[Tensor] | None,
@@ -384,12 +384,13 @@ def _check_values_weight_bounds(
     preds_name: str = "preds",
     float32_weights: bool = False,
     missing_labels: bool = False,
-) -> list[Bounds]:
+) -> tuple[Bounds, list[Bounds]]:
     """Range checks of the inputs as given (any dtype, any shape), from one :func:`checked_bounds` call.
 
-    Returns the ``(min, max)`` of each weight tensor (``()`` for an empty one); ``weights`` may also
-    be a sequence of tensors (e.g. one column per task, checked unstacked). :func:`all_unit_weights`
-    of the result says whether weights are given and all exactly 1.
+    Returns the predictions' ``(min, max)`` (``()`` when empty) and the ``(min, max)`` of each weight
+    tensor (``()`` for an empty one); ``weights`` may also be a sequence of tensors (e.g. one column
+    per task, checked unstacked). :func:`all_unit_weights` of the latter says whether weights are
+    given and all exactly 1.
 
     Weights are checked non-negative, so a tensor's weights are all zero exactly when its maximum is 0.
 
@@ -450,7 +451,7 @@ def _check_values_weight_bounds(
     for bound, low in zip(bounds[2:], positive_bounds):  # none unless float32_weights
         if low:
             check_float32_range(low[0], bound[1])
-    return bounds[2:]
+    return bounds[0], bounds[2:]
 
 
 _FLOAT32 = torch.finfo(torch.float32)

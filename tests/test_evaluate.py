@@ -3073,6 +3073,35 @@ def test_config_by_one_column_name_is_a_list_of_one(tmp_path, capsys):
         assert got[(f"c={c}", "t")]["auc"] == pytest.approx(roc_auc_score(rows["y"], rows["p"]), rel=1e-12)
 
 
+def test_config_command_line_metrics_keep_the_files_options(tmp_path, capsys):
+    """`--metrics` selects which metrics run; one the file configures keeps the file's options."""
+    data = _config_data(tmp_path)
+    w, y, p = (pq.read_table(data).column(c).to_numpy() for c in ("w", "y", "p"))
+    config = {
+        "paths": data.name,
+        "tasks": ["t=p:y"],
+        "metrics": {"ne": {"eta": 0.1}, "auc": None, "ne_raw": {"metric": "ne"}},
+        "weights": "w",
+        "progress": False,
+    }
+    (tmp_path / "eval.json").write_text(json.dumps(config))
+    out = tmp_path / "o.json"
+    args = ["evaluate", "--config", str(tmp_path / "eval.json"), "--output", str(out)]
+    assert cli.main([*args, "--metrics", "ctr,ne,ne_raw,ne"]) == 0
+    record = _records(out)[("all", "t")]
+    assert json.loads(out.read_text())["metrics"] == ["ctr", "ne", "ne_raw"]  # as selected; `auc` not run
+    assert record["ne"] == pytest.approx(_ne_eta(p, y, w, 0.1), rel=1e-9)  # the file's eta, not the default
+    assert record["ne_raw"] == pytest.approx(_ne_eta(p, y, w, 1e-12), rel=1e-6)  # a file key selected by name
+    assert record["ctr"] == pytest.approx(np.sum(w * y) / np.sum(w), rel=1e-12)  # not in the file: no options
+    assert "auc" not in record
+    # a file listing names (no options): the command line's names, as before
+    (tmp_path / "names.json").write_text(json.dumps({**config, "metrics": ["ne", "auc"]}))
+    args = ["evaluate", "--config", str(tmp_path / "names.json"), "--output", str(out), "--metrics", "ne"]
+    assert cli.main(args) == 0
+    assert _records(out)[("all", "t")]["ne"] == pytest.approx(_ne_eta(p, y, w, 1e-12), rel=1e-6)
+    assert "auc" not in _records(out)[("all", "t")]
+
+
 def test_config_without_data_or_tasks_is_a_usage_error(tmp_path, capsys):
     (tmp_path / "c.json").write_text(json.dumps({"metrics": ["ctr"]}))
     args = ["evaluate", "--config", str(tmp_path / "c.json"), "--task", "t=p:y"]

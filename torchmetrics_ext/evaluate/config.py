@@ -9,6 +9,9 @@ labels]``; a task named alone, or a dict without ``prediction_name``/``label_nam
 ``from_config``), and the other keys of :func:`~torchmetrics_ext.evaluate.evaluate` and the
 command line (:data:`CONFIG_KEYS`; ``paths`` and ``by`` take one name or a list). JSON is always
 read; YAML (``.yaml``/``.yml``) needs PyYAML, imported only for such a file.
+
+Options on the command line override the file's, each as a whole, but for ``--metrics``: it
+selects which metrics run, and a metric the file's mapping configures keeps the file's options.
 """
 
 from __future__ import annotations

@@ -2292,8 +2292,12 @@ _IDS_HINT = "Number text ids first, e.g. pandas `df[col] = df[col].astype('categ
             "frame",
             {"tasks": ("p", "y")},
             ValueError,
-            "Expected `tasks` as {name: (predictions, labels)} or a list of 'name=predictions:labels' strings, got "
-            "('p', 'y'), which reads as two tasks; for one task: {'task': ('p', 'y')}.",
+            "Tasks 'p' and 'y' read the same columns (predictions 'prediction', labels 'label'), so they would "
+            "report the same values; give each task its own prediction or label column (--task "
+            "NAME=PREDICTIONS:LABELS); a task given as a plain name reads the default columns 'prediction' and "
+            "'label' (as in RecMetricModule.from_config): name each task's columns, {'name': 'p', "
+            "'prediction_name': ..., 'label_name': ...} or 'p=PREDICTIONS:LABELS'; for one task reading columns "
+            "('p', 'y'): {'task': ('p', 'y')}.",
         ),
         (
             "frame",
@@ -2993,7 +2997,20 @@ def test_config_command_line_options_override_the_file(tmp_path, capsys):
         ({"metric": ["ne"]}, "unknown keys ['metric'] (did you mean 'metrics'?)"),
         ({"batchsize": 10}, "unknown keys ['batchsize'] (did you mean 'batch_size'?)"),
         ({"batch_size": "100"}, "key 'batch_size': expected a positive integer, got '100' (str)"),
-        ({"by": "c"}, "key 'by': expected a list of segment column names, got 'c' (str)"),
+        ({"by": ""}, "key 'by': expected a segment column name or a list of them, got '' (str)"),
+        ({"by": 3}, "key 'by': expected a segment column name or a list of them, got 3 (int)"),
+        ({"by": ["c", 1]}, "key 'by': expected a segment column name or a list of them, got ['c', 1] (list)"),
+        ({"by": {"c": 1}}, "key 'by': expected a segment column name or a list of them, got {'c': 1} (dict)"),
+        ({"by": []}, "key 'by': expected a segment column name or a list of them, got [] (list)"),
+        (
+            {"tasks": ["click", "buy"]},
+            "key 'tasks': Tasks 'click' and 'buy' read the same columns (predictions 'prediction', labels 'label')",
+        ),
+        (
+            {"tasks": [{"label_name": "y"}]},
+            "key 'tasks': Expected a task dict to hold 'name' (and optionally 'prediction_name', 'label_name') as "
+            "non-empty strings, got {'label_name': 'y'}: missing 'name'.",
+        ),
         ({"from_logits": "yes"}, "key 'from_logits': expected true or false, got 'yes' (str)"),
         ({"on_invalid": "drop"}, "key 'on_invalid': expected one of ['error', 'skip'], got 'drop' (str)"),
         ({"weights": ""}, "key 'weights': expected a column name, got '' (str)"),
@@ -3012,6 +3029,77 @@ def test_config_errors_name_the_key_and_exit_2(tmp_path, capsys, config, message
     (tmp_path / "bad.json").write_text(json.dumps(config))
     err = _usage_error(capsys, ["evaluate", str(data), "--task", "t=p:y", "--config", str(tmp_path / "bad.json")])
     assert f"--config {tmp_path / 'bad.json'}: " in err and message in err
+
+
+def test_config_tasks_by_name_read_from_configs_default_columns(tmp_path, capsys):
+    """`tasks: [click]` means what it means in RecMetricModule.from_config: RecTaskInfo's default columns."""
+    rng = np.random.default_rng(11)
+    n = 200
+    frame = pd.DataFrame({"prediction": rng.uniform(size=n), "p_buy": rng.uniform(size=n)})
+    frame["label"] = (rng.uniform(size=n) < frame["prediction"]).astype(np.int64)
+    frame["y_buy"] = (rng.uniform(size=n) < frame["p_buy"]).astype(np.int64)
+    pq.write_table(pa.Table.from_pandas(frame), tmp_path / "d.parquet")
+    tasks = ["click", {"name": "buy", "prediction_name": "p_buy", "label_name": "y_buy"}, {"name": "dflt"}]
+    # `dflt` reads the same columns as `click`: refused as from_config refuses it, naming both
+    (tmp_path / "same.json").write_text(json.dumps({"paths": "d.parquet", "tasks": tasks, "metrics": ["auc"]}))
+    err = _usage_error(capsys, ["evaluate", "--config", str(tmp_path / "same.json")])
+    assert (
+        "key 'tasks': Tasks 'click' and 'dflt' read the same columns (predictions 'prediction', labels 'label')" in err
+    )
+    tasks[2] = {"name": "half", "label_name": "y_buy"}  # the prediction column by default, the label named
+    config = {"paths": "d.parquet", "tasks": tasks, "metrics": ["auc", "ctr"], "output": "o.json", "progress": False}
+    (tmp_path / "eval.json").write_text(json.dumps(config))
+    assert cli.main(["evaluate", "--config", str(tmp_path / "eval.json")]) == 0
+    got = _records(tmp_path / "o.json")
+    for task, p, y in [("click", "prediction", "label"), ("buy", "p_buy", "y_buy"), ("half", "prediction", "y_buy")]:
+        assert got[("all", task)]["auc"] == pytest.approx(roc_auc_score(frame[y], frame[p]), rel=1e-12)
+        assert got[("all", task)]["ctr"] == pytest.approx(frame[y].mean(), rel=1e-12)
+    # the Python API reads the file's tasks as the file does
+    api = evaluate(tmp_path / "d.parquet", "click", ["auc"])
+    assert api.values["auc/click"] == pytest.approx(roc_auc_score(frame["label"], frame["prediction"]), rel=1e-12)
+
+
+def test_config_by_one_column_name_is_a_list_of_one(tmp_path, capsys):
+    data = _config_data(tmp_path)
+    frame = pq.read_table(data).to_pandas()
+    for name, by in (("one.json", "c"), ("list.json", ["c"])):
+        config = {"paths": data.name, "tasks": ["t=p:y"], "metrics": ["auc"], "by": by, "output": f"{name}.out.json"}
+        (tmp_path / name).write_text(json.dumps(config))
+        assert cli.main(["evaluate", "--config", str(tmp_path / name), "--no-progress"]) == 0
+    got = _records(tmp_path / "one.json.out.json")
+    assert got == _records(tmp_path / "list.json.out.json")
+    assert sorted(got) == [("all", "t"), ("c=fr", "t"), ("c=us", "t")]
+    for c, rows in frame.groupby("c"):
+        assert got[(f"c={c}", "t")]["auc"] == pytest.approx(roc_auc_score(rows["y"], rows["p"]), rel=1e-12)
+
+
+def test_config_command_line_metrics_keep_the_files_options(tmp_path, capsys):
+    """`--metrics` selects which metrics run; one the file configures keeps the file's options."""
+    data = _config_data(tmp_path)
+    w, y, p = (pq.read_table(data).column(c).to_numpy() for c in ("w", "y", "p"))
+    config = {
+        "paths": data.name,
+        "tasks": ["t=p:y"],
+        "metrics": {"ne": {"eta": 0.1}, "auc": None, "ne_raw": {"metric": "ne"}},
+        "weights": "w",
+        "progress": False,
+    }
+    (tmp_path / "eval.json").write_text(json.dumps(config))
+    out = tmp_path / "o.json"
+    args = ["evaluate", "--config", str(tmp_path / "eval.json"), "--output", str(out)]
+    assert cli.main([*args, "--metrics", "ctr,ne,ne_raw,ne"]) == 0
+    record = _records(out)[("all", "t")]
+    assert json.loads(out.read_text())["metrics"] == ["ctr", "ne", "ne_raw"]  # as selected; `auc` not run
+    assert record["ne"] == pytest.approx(_ne_eta(p, y, w, 0.1), rel=1e-9)  # the file's eta, not the default
+    assert record["ne_raw"] == pytest.approx(_ne_eta(p, y, w, 1e-12), rel=1e-6)  # a file key selected by name
+    assert record["ctr"] == pytest.approx(np.sum(w * y) / np.sum(w), rel=1e-12)  # not in the file: no options
+    assert "auc" not in record
+    # a file listing names (no options): the command line's names, as before
+    (tmp_path / "names.json").write_text(json.dumps({**config, "metrics": ["ne", "auc"]}))
+    args = ["evaluate", "--config", str(tmp_path / "names.json"), "--output", str(out), "--metrics", "ne"]
+    assert cli.main(args) == 0
+    assert _records(out)[("all", "t")]["ne"] == pytest.approx(_ne_eta(p, y, w, 1e-12), rel=1e-6)
+    assert "auc" not in _records(out)[("all", "t")]
 
 
 def test_config_without_data_or_tasks_is_a_usage_error(tmp_path, capsys):

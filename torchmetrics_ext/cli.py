@@ -21,7 +21,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -169,7 +169,8 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
         "--config",
         metavar="FILE",
         help="JSON (or YAML, with PyYAML) file of tasks, metrics with their options and the options below; "
-        "options given on the command line override it",
+        "options given on the command line override it (--metrics selects the metrics to run, which keep the "
+        "file's options)",
     )
     ev.add_argument(
         "--task",
@@ -180,7 +181,11 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
     )
     ev.add_argument("--predictions", help="prediction column of a single task (with --labels)")
     ev.add_argument("--labels", help="label column of a single task (with --predictions), which names the task")
-    ev.add_argument("--metrics", help="comma-separated registry names (default: ne,log_loss,calibration,ctr,auc)")
+    ev.add_argument(
+        "--metrics",
+        help="comma-separated registry names (default: ne,log_loss,calibration,ctr,auc); with --config, the "
+        "metrics to run, each one the file configures keeping the file's options",
+    )
     ev.add_argument("--weights", help="sample weight column (shared by every task)")
     ev.add_argument("--user", help="integer user id column (gauc, gauprc)")
     ev.add_argument("--session", help="integer query/session id column (ranking metrics)")
@@ -245,10 +250,9 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             check_output_path(output)  # before hours of reading, not after
         except ValueError as err:
             parser.error(f"--output: {err}")
+    metrics: Any = config.get("metrics", DEFAULT_METRICS)
     if args.metrics is not None:
-        metrics: Any = _names(parser, "--metrics", args.metrics, "metric names")
-    else:
-        metrics = config.get("metrics", DEFAULT_METRICS)
+        metrics = _selected_metrics(_names(parser, "--metrics", args.metrics, "metric names"), metrics)
     by = config.get("by", []) if args.by is None else _names(parser, "--by", args.by, "column names")
     from torchmetrics_ext.evaluate.memory import map_large_buffers
 
@@ -294,6 +298,22 @@ def _given(value: Any, config: dict[str, Any], key: str, default: Any) -> Any:
     if value is not None:
         return value
     return config.get(key, default)
+
+
+def _selected_metrics(names: list[str], configured: Any) -> Any:
+    """The metrics ``--metrics`` selects, each keeping the options a ``--config`` file's mapping gives it.
+
+    Args:
+        names: the command line's names (registry names, or keys of the file's mapping).
+        configured: the file's ``metrics`` (a list of names or a mapping ``name -> options``), or the defaults.
+
+    Returns:
+        ``names`` when the file gives no options; else the mapping ``name -> options`` of ``names``
+        in their order, a name the file leaves out without options.
+    """
+    if not isinstance(configured, Mapping):
+        return names
+    return {name: configured.get(name) for name in names}
 
 
 def _names(parser: argparse.ArgumentParser, option: str, text: str, what: str) -> list[str]:

@@ -2,9 +2,16 @@
 
 The file holds ``tasks`` and ``metrics`` in the schema of
 :meth:`~torchmetrics_ext.RecMetricModule.from_config` (metrics as a list of registry names or a
-mapping ``name -> options``), and the other keys of :func:`~torchmetrics_ext.evaluate.evaluate`
-and the command line (:data:`CONFIG_KEYS`). JSON is always read; YAML (``.yaml``/``.yml``) needs
-PyYAML, imported only for such a file.
+mapping ``name -> options``; tasks as a list of task names, dicts of ``name``, ``prediction_name``
+and ``label_name``, or ``"name=predictions:labels"`` strings, or a mapping ``name -> [predictions,
+labels]``; a task named alone, or a dict without ``prediction_name``/``label_name``, reads
+:class:`~torchmetrics_ext.RecTaskInfo`'s default columns ``prediction`` and ``label``, as in
+``from_config``), and the other keys of :func:`~torchmetrics_ext.evaluate.evaluate` and the
+command line (:data:`CONFIG_KEYS`; ``paths`` and ``by`` take one name or a list). JSON is always
+read; YAML (``.yaml``/``.yml``) needs PyYAML, imported only for such a file.
+
+Options on the command line override the file's, each as a whole, but for ``--metrics``: it
+selects which metrics run, and a metric the file's mapping configures keeps the file's options.
 """
 
 from __future__ import annotations
@@ -125,9 +132,10 @@ def _check(key: str, value: Any, base: str) -> Any:
             raise _wrong(key, "a column name" if key != "output" else "a .json, .csv or .parquet path", value)
         return os.path.join(base, value) if key == "output" else value
     if key == "by":
-        if not _names(value):
-            raise _wrong(key, "a list of segment column names", value)
-        return list(value)
+        by = [value] if isinstance(value, str) and value else value  # one column, as `--by country`
+        if not _names(by):
+            raise _wrong(key, "a segment column name or a list of them", value)
+        return list(by)
     if key in ("from_logits", "progress"):
         if not isinstance(value, bool):
             raise _wrong(key, "true or false", value)

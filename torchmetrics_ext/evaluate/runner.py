@@ -105,6 +105,7 @@ def parse_task(text: str) -> TaskSpec:
 
 
 def _tasks(tasks: Any) -> list[TaskSpec]:
+    """The tasks of ``evaluate``'s ``tasks`` (and the config file's), checked; see :func:`evaluate`."""
     if isinstance(tasks, Mapping):
         out = []
         for name, columns in tasks.items():
@@ -112,22 +113,16 @@ def _tasks(tasks: Any) -> list[TaskSpec]:
                 raise ValueError(f"Expected task {name!r} as (predictions column, labels column), got {columns!r}.")
             out.append(TaskSpec(name, *columns))
     elif isinstance(tasks, (str, TaskSpec)):
-        out = [tasks if isinstance(tasks, TaskSpec) else parse_task(tasks)]
+        out = [_task(tasks)]
     elif isinstance(tasks, Sequence) and tasks:
-        if len(tasks) == 2 and all(isinstance(t, str) and "=" not in t for t in tasks):  # ("p_click", "y_click")
-            raise ValueError(
-                f"Expected `tasks` as {{name: (predictions, labels)}} or a list of 'name=predictions:labels' "
-                f"strings, got {tuple(tasks)!r}, which reads as two tasks; for one task: {{'task': {tuple(tasks)!r}}}."
-            )
-        tasks = [_task_from_dict(t) if isinstance(t, Mapping) else t for t in tasks]
         for task in tasks:
-            if not isinstance(task, (str, TaskSpec)):
+            if not isinstance(task, (str, TaskSpec, Mapping)):
                 raise TypeError(
                     f"Expected `tasks` as {{name: (predictions, labels)}} or a list of 'name=predictions:labels' "
-                    f"strings (or TaskSpec), got a list holding {task!r} ({type(task).__name__}); e.g. "
-                    "{'click': ('p_click', 'y_click')} or ['click=p_click:y_click']."
+                    f"strings, task names or task dicts (or TaskSpec), got a list holding {task!r} "
+                    f"({type(task).__name__}); e.g. {{'click': ('p_click', 'y_click')}} or ['click=p_click:y_click']."
                 )
-        out = [t if isinstance(t, TaskSpec) else parse_task(t) for t in tasks]
+        out = [_task(t) for t in tasks]
     else:
         raise ValueError(
             f"Expected `tasks` as {{name: (predictions, labels)}} or 'name=pred:label' strings, got {tasks!r}."
@@ -142,30 +137,68 @@ def _tasks(tasks: Any) -> list[TaskSpec]:
             raise ValueError(
                 f"Tasks {first.name!r} and {task.name!r} read the same columns (predictions {task.predictions!r}, "
                 f"labels {task.labels!r}), so they would report the same values; give each task its own "
-                "prediction or label column (--task NAME=PREDICTIONS:LABELS)."
+                f"prediction or label column (--task NAME=PREDICTIONS:LABELS){_plain_names_hint(tasks)}."
             )
     return out
+
+
+def _plain_names_hint(tasks: Any) -> str:
+    """Why tasks given as plain names read the same columns, and the one task a pair of names may have meant."""
+    if isinstance(tasks, str) or not isinstance(tasks, Sequence):
+        return ""
+    plain = [t for t in tasks if isinstance(t, str) and "=" not in t]
+    if len(plain) < 2:
+        return ""
+    default = RecTaskInfo(plain[0])
+    hint = (
+        f"; a task given as a plain name reads the default columns {default.prediction_name!r} and "
+        f"{default.label_name!r} (as in RecMetricModule.from_config): name each task's columns, "
+        f"{{'name': {plain[0]!r}, 'prediction_name': ..., 'label_name': ...}} or '{plain[0]}=PREDICTIONS:LABELS'"
+    )
+    if len(tasks) == 2 and len(plain) == 2:  # ("p_click", "y_click"): one task's columns?
+        hint += f"; for one task reading columns {tuple(tasks)!r}: {{'task': {tuple(tasks)!r}}}"
+    return hint
+
+
+def _task(task: str | TaskSpec | Mapping[Any, Any]) -> TaskSpec:
+    """One entry of a list of tasks: a ``TaskSpec``, a ``name=predictions:labels`` string, a name or a dict.
+
+    A name alone (no ``=`` or ``:``) and a dict without ``prediction_name`` or ``label_name`` read
+    :class:`~torchmetrics_ext.RecTaskInfo`'s default columns, as in
+    :meth:`~torchmetrics_ext.RecMetricModule.from_config`.
+    """
+    if isinstance(task, TaskSpec):
+        return task
+    if isinstance(task, Mapping):
+        return _task_from_dict(task)
+    if task and "=" not in task and ":" not in task:
+        return _task_from_dict({"name": task})
+    return parse_task(task)
 
 
 _TASK_FIELDS = ("name", "prediction_name", "label_name")
 
 
 def _task_from_dict(task: Mapping[Any, Any]) -> TaskSpec:
-    """A task given as :class:`~torchmetrics_ext.RecTaskInfo`'s fields (``from_config``'s task dicts)."""
+    """A task given as :class:`~torchmetrics_ext.RecTaskInfo`'s fields (``from_config``'s task dicts).
+
+    ``name`` is required; ``prediction_name`` and ``label_name`` default to ``RecTaskInfo``'s.
+    """
     shared = {"weight_name": "weights", "group_id_name": "user", "session_id_name": "session"}
     unknown = sorted((key for key in task if key not in _TASK_FIELDS), key=str)
     if unknown:
         moved = [f"{key!r} (give `{shared[key]}`, shared by every task)" for key in unknown if key in shared]
         hint = f"; not per task: {', '.join(moved)}" if moved else _close_to(unknown, _TASK_FIELDS)
         raise ValueError(f"Unknown task fields {unknown}{hint}; expected {list(_TASK_FIELDS)}, got {dict(task)!r}.")
-    missing = [key for key in _TASK_FIELDS if key not in task]
     wrong = [key for key in _TASK_FIELDS if key in task and not (isinstance(task[key], str) and task[key])]
-    if missing or wrong:
-        what = f"missing {missing}" if missing else f"{wrong[0]!r} is {task[wrong[0]]!r}"
+    if "name" not in task or wrong:
+        what = "missing 'name'" if "name" not in task else f"{wrong[0]!r} is {task[wrong[0]]!r}"
         raise ValueError(
-            f"Expected a task dict to hold {list(_TASK_FIELDS)} as non-empty strings, got {dict(task)!r}: {what}."
+            f"Expected a task dict to hold 'name' (and optionally 'prediction_name', 'label_name') as non-empty "
+            f"strings, got {dict(task)!r}: {what}."
         )
-    return TaskSpec(task["name"], task["prediction_name"], task["label_name"])
+    info = RecTaskInfo(**{key: task[key] for key in _TASK_FIELDS if key in task})  # the defaults and name rules
+    return TaskSpec(info.name, info.prediction_name, info.label_name)
 
 
 def _optional_name(name: str, value: Any) -> str | None:
@@ -829,10 +862,13 @@ def evaluate(
             columns too, typed by ``pyarrow.dataset``'s hive partitioning (``country=FR/hour=3/``:
             ``by=["country", "hour"]``).
         tasks: ``{"click": ("p_click", "y_click"), ...}`` or a list of ``"click=p_click:y_click"``
-            strings or of dicts of :class:`~torchmetrics_ext.RecTaskInfo`'s fields ``name``,
-            ``prediction_name`` and ``label_name`` (as in
-            :meth:`~torchmetrics_ext.RecMetricModule.from_config`; weights, user and session ids
-            are shared by the tasks: ``weights``, ``user``, ``session``).
+            strings, of task names or of dicts of :class:`~torchmetrics_ext.RecTaskInfo`'s fields
+            ``name``, ``prediction_name`` and ``label_name`` (as in
+            :meth:`~torchmetrics_ext.RecMetricModule.from_config`: a name alone, or a dict without
+            ``prediction_name``/``label_name``, reads ``RecTaskInfo``'s default columns
+            ``"prediction"`` and ``"label"``, so two tasks given by name alone are refused as reading
+            the same columns; weights, user and session ids are shared by the tasks: ``weights``,
+            ``user``, ``session``).
         metrics: registry names (``"ne"``, ``"auc"``, ``"gauc"``, ``"ndcg@10"``, ``"recall@20"``, ...),
             each reported under the name given; a name given twice is reported once, and two
             spellings of one cutoff (``"ndcg@10"``, ``"ndcg@010"``) are computed once, each reported.

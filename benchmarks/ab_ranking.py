@@ -6,7 +6,11 @@ one process (each from its own checkout) and every case alternates between them 
 round after round, so a load change hits both alike. Same data and cases as
 ``bench_ranking.py`` (50,000 queries, 1.37M rows grouped by query, batches of 8192, one thread).
 
-Run: ``python benchmarks/ab_ranking.py /path/to/other/checkout [--rounds 10]``; prints the min
+``--padded``: long padded lists instead (``bench_ranking.padded_lists``: 64 lists of 5,000 slots,
+each real up to a random length in [2,500, 5,000], given with ``mask`` or ``padding_value``; one
+``update`` + ``compute`` per run).
+
+Run: ``python benchmarks/ab_ranking.py /path/to/other/checkout [--rounds 10] [--padded]``; prints the min
 and median wall time per case and version, and the median ratios (this checkout / the other),
 wall and CPU time.
 """
@@ -44,12 +48,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("other", type=Path, help="the other checkout (the 'before')")
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--padded", action="store_true", help="long padded lists (mask or padding_value)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     sides = {"before": load(args.other), "after": load(HERE)}
     sys.path.insert(0, str(HERE / "benchmarks"))
     import bench_ranking as bench  # data helpers
 
+    if args.padded:
+        padded_cases(sides, bench, args.rounds)
+        return
     data = bench.make_data(50_000)
     parts = bench.batches(data)
     perm = torch.randperm(data["preds"].numel(), generator=torch.Generator().manual_seed(0))
@@ -75,18 +83,61 @@ def main() -> None:
 
     for tmx in sides.values():  # warm-up
         run(tmx, cases["Recall@10"][0], parts[:5])
+    report(
+        sides,
+        {
+            case: (lambda tmx, f=factory, b=parts_of_case: run(tmx, f, b))
+            for case, (factory, parts_of_case) in cases.items()
+        },
+        args.rounds,
+    )
+
+
+def padded_cases(sides: dict[str, ModuleType], bench: ModuleType, rounds: int) -> None:
+    """``--padded``: one ``update`` + ``compute`` of long padded lists per run, with ``mask`` or ``padding_value``."""
+    grid = bench.padded_lists()
+    keep = grid.pop("mask")
+    with_value = {"preds": grid["preds"].masked_fill(~keep, -1.0), "target": grid["target"]}
+    cases: dict[str, tuple[Callable[[Any], Any], dict[str, torch.Tensor]]] = {
+        "NDCG@10 mask": (lambda t: t.NDCG(k=10), {**grid, "mask": keep}),
+        "Recall@10 mask": (lambda t: t.RecallAtK(k=10), {**grid, "mask": keep}),
+        "MRR@10 mask": (lambda t: t.MRR(k=10), {**grid, "mask": keep}),
+        "RankingMetrics 9, mask": (
+            lambda t: t.RankingMetrics(ks=(1, 5, 10), metrics=("ndcg", "recall", "mrr")),
+            {**grid, "mask": keep},
+        ),
+        "NDCG@10 padding_value": (lambda t: t.NDCG(k=10, padding_value=-1.0), with_value),
+        "NDCG@10 full lists": (lambda t: t.NDCG(k=10), grid),
+    }
+
+    def once(tmx: Any, factory: Callable[[Any], Any], batch: dict[str, torch.Tensor]) -> Any:
+        metric = factory(tmx)
+        metric.update(**batch)
+        return metric.compute()
+
+    for tmx in sides.values():  # warm-up, and the same value on both sides
+        values = [
+            float(once(tmx, *case)["ndcg@10"] if "Metrics" in name else once(tmx, *case))
+            for name, case in cases.items()
+        ]
+        print(f"values {values}")
+    report(sides, {case: (lambda tmx, c=pair: once(tmx, *c)) for case, pair in cases.items()}, rounds)
+
+
+def report(sides: dict[str, ModuleType], cases: dict[str, Callable[[Any], Any]], rounds: int) -> None:
+    """Time every case on both sides, in random order round after round; print min/median and ratios."""
     times: dict[tuple[str, str], list[tuple[float, float]]] = {(s, c): [] for s in sides for c in cases}
     rng = random.Random(0)
-    for _ in range(args.rounds):
-        for case, (factory, batches) in cases.items():
+    for _ in range(rounds):
+        for case, fn in cases.items():
             order = list(sides)
             rng.shuffle(order)
             for side in order:
                 cpu, wall = time.process_time(), time.perf_counter()
-                run(sides[side], factory, batches)
+                fn(sides[side])
                 times[(side, case)].append((time.perf_counter() - wall, time.process_time() - cpu))
     load_avg = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
-    print(f"{args.rounds} interleaved rounds, load average {load_avg}")
+    print(f"{rounds} interleaved rounds, load average {load_avg}")
     print(f"{'case':30s}{'before ms min/med':>20s}{'after ms min/med':>20s}{'after/before wall':>19s}{'cpu':>7s}")
     for case in cases:
         before, after = times[("before", case)], times[("after", case)]

@@ -13,7 +13,9 @@ the same rows (ours also times F1@10 and R-precision), one thread (``torch.set_n
 Run: ``python benchmarks/bench_ranking.py`` (about 4 minutes) or ``--quick`` (5,000 queries);
 ``--ours-only`` times torchmetrics_ext alone, for before/after comparisons of our code (copy
 this script into the other checkout's ``benchmarks/`` and run both, alternating). ``--one-query``
-times one query of 1k and of 100k candidates (update + compute) against TorchMetrics.
+times one query of 1k and of 100k candidates (update + compute) against TorchMetrics; ``--padded``
+times a few long padded lists (64 x 5,000 slots, half to all of each list real: ``mask`` or
+``padding_value``) against the same rows flat and TorchMetrics.
 """
 
 from __future__ import annotations
@@ -149,6 +151,45 @@ def one_query() -> None:
             print(f"1 query x {n:>7} candidates  {name:<46} {seconds * 1e3:8.3f} ms  ndcg@10 {float(value):.8f}")
 
 
+def padded_lists(num_queries: int = 64, width: int = 5_000, seed: int = 0) -> dict[str, torch.Tensor]:
+    """``(Q, L)`` float32 scores and graded relevance, each list padded after a random length in ``[L/2, L]``."""
+    rng = np.random.default_rng(seed)
+    preds = torch.from_numpy(rng.random((num_queries, width), dtype=np.float32))
+    target = torch.from_numpy(rng.integers(1, 4, size=(num_queries, width)) * (rng.random((num_queries, width)) < 0.2))
+    lens = torch.from_numpy(rng.integers(width // 2, width + 1, size=num_queries))
+    return {"preds": preds, "target": target, "mask": torch.arange(width)[None] < lens[:, None]}
+
+
+def padded() -> None:
+    """``--padded``: NDCG@10 of long padded lists (update + compute + reset), each input form, and TorchMetrics."""
+    from torchmetrics.retrieval import RetrievalNormalizedDCG
+
+    for num_queries, width in ((64, 5_000), (512, 2_000)):
+        grid = padded_lists(num_queries, width)
+        keep = grid["mask"]
+        ids = torch.arange(num_queries)[:, None].expand(num_queries, width)
+        flat = {"preds": grid["preds"][keep], "target": grid["target"][keep], "indexes": ids[keep]}
+        cases = {
+            "NDCG(k=10), padded with mask": (tmx.NDCG(k=10), grid),
+            "NDCG(k=10), padding_value=-1": (
+                tmx.NDCG(k=10, padding_value=-1.0),
+                {"preds": grid["preds"].masked_fill(~keep, -1.0), "target": grid["target"]},
+            ),
+            "NDCG(k=10), full lists (no padding)": (tmx.NDCG(k=10), {"preds": grid["preds"], "target": grid["target"]}),
+            "NDCG(k=10), the masked rows flat": (tmx.NDCG(k=10), flat),
+            "TorchMetrics RetrievalNormalizedDCG(top_k=10), flat": (RetrievalNormalizedDCG(top_k=10), flat),
+        }
+        for name, (metric, batch) in cases.items():
+
+            def step(metric: Any = metric, batch: dict[str, torch.Tensor] = batch) -> Any:
+                metric.reset()
+                metric.update(**batch)
+                return metric.compute()
+
+            seconds, out = timed(step, repeat=5 if "TorchMetrics" in name else 20)
+            print(f"{num_queries} x {width:>5} slots  {name:<46} {seconds * 1e3:8.2f} ms  ndcg@10 {float(out):.8f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--queries", type=int, default=50_000)
@@ -161,7 +202,15 @@ def main() -> None:
     parser.add_argument(
         "--one-query", action="store_true", help="one query of 1k and of 100k candidates, ours vs TorchMetrics"
     )
+    parser.add_argument(
+        "--padded", action="store_true", help="few long padded lists (mask, padding_value), flat and TorchMetrics"
+    )
     args = parser.parse_args()
+    if args.padded:
+        torch.set_num_threads(args.threads)
+        warnings.filterwarnings("ignore")
+        padded()
+        return
     if args.one_query:
         torch.set_num_threads(args.threads)
         warnings.filterwarnings("ignore")

@@ -32,6 +32,7 @@ that are not float32-exact, or relevance that is not a small integer.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from functools import cached_property
 
@@ -369,47 +370,104 @@ def grid_topk_applies(width: int, requests: Sequence[Request]) -> bool:
     return len(cutoffs) == len(requests) and width >= max(GRID_TOPK_WIDTH, 8 * max(cutoffs))
 
 
+def _drop_padding(
+    preds: Tensor, target: Tensor, keep: Tensor, weights: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor]:
+    """Padded lists made safe for the rank keys: ``(preds, target, keep, weights, size)`` of the non-empty lists.
+
+    Lists without a kept entry are no query (as in :func:`~._kernel.rank_grid`: a host read);
+    padded entries (whose values may be anything, NaN included) get relevance 0 and a kept score
+    of the batch, so they neither widen the keys' range nor count; their keys are then the pad.
+    """
+    size = keep.sum(1)
+    present = size > 0
+    if not bool(present.all()):
+        preds, target, keep, size = preds[present], target[present], keep[present], size[present]
+        weights = None if weights is None else weights[present]
+    dropped = ~keep
+    fill = preds.masked_fill(dropped, -math.inf).amax() if preds.numel() else preds.new_zeros(())
+    return preds.masked_fill(dropped, fill), target.masked_fill(dropped, 0), keep, weights, size
+
+
+def _grid_ideal_dcg(
+    grades: Tensor, top_grade: int, num_rel: Tensor, size: Tensor, padded: bool, exponential: bool, cutoffs: int
+) -> Callable[[int | None], Tensor]:
+    """IDCG@k of ``(G, L)`` lists' integer ``grades`` (0 where ``padded``), by the row-by-row sort's route.
+
+    ``num_rel``: each list's count of grades above 0; ``size``: each list's real entries.
+
+    :class:`~._kernel.GridQueries` counts grades when the table pays (:func:`grade_counts_pay`
+    over twice the relevant entries), else sorts the relevant entries; taking the same route on
+    the same counts (the irrelevant column zeroed, the table as long as the longest list) gives
+    its values bit for bit.
+    """
+    num_groups, width = grades.shape
+    levels = top_grade + 1
+    num_relevant = int(num_rel.sum())
+    if num_relevant and grade_counts_pay(num_groups, levels, 2 * num_relevant, cutoffs):
+        cells = grades.reshape(-1)
+        if num_groups > 1:  # each list's grades offset into its own row of the table
+            cells = (torch.arange(num_groups, device=grades.device).unsqueeze(1) * levels + grades).reshape(-1)
+        counts = torch.bincount(cells, minlength=num_groups * levels).reshape(num_groups, levels)
+        if padded:  # padded entries were counted as grade 0: drop that column (it gains nothing)
+            counts[:, 0] = 0
+        return ideal_dcg_from_counts(counts, int(size.max()) if padded else width, exponential)
+    rel_group, rel_pos = torch.nonzero(grades).unbind(1)
+    ranked = Ranked(rel_group, rel_pos, grades[rel_group, rel_pos].to(torch.float64), size, None, num_groups)
+    return ideal_dcg_by_sort(ranked, exponential, None)  # grades of at most MAX_GRADE: no gain scaling
+
+
 def grid_topk_values(
     preds: Tensor,
     target: Tensor,
     weights: Tensor | None,
     requests: Sequence[Request],
     options: RankingOptions,
+    keep: Tensor | None = None,
 ) -> tuple[Columns, Tensor, Ranked] | None:
-    """:func:`grouped_topk_values` of ``(G, L)`` full lists (every candidate real), from one ``torch.topk`` per list.
+    """:func:`grouped_topk_values` of ``(G, L)`` padded lists, from one ``torch.topk`` per list.
 
     For few long lists (one query of 100k candidates) the ``k`` best rows come from a partial
     selection instead of sorting every row: the same integer rank keys as the merge (equal keys
     are identical rows, so ties follow the sort path's rule), then the merge's own value
-    functions on the ``(k, G)`` keys. ``weights``: ``(G,)`` query weights. ``None`` when
+    functions on the ``(k, G)`` keys. ``keep``: ``(G, L)`` bool, the real candidates (``None``:
+    all); a padded entry gets the pad key, which ranks after every real one with grade 0, as a
+    query shorter than ``k`` has on the merge. ``weights``: ``(G,)`` query weights. ``None`` when
     :func:`grid_topk_applies` does not hold or the relevance is not a small integer.
     """
     num_groups, width = preds.shape
     if num_groups == 0 or not grid_topk_applies(width, requests):
         return None
+    size = None
+    if keep is not None:
+        preds, target, keep, weights, size = _drop_padding(preds, target, keep, weights)
+        num_groups = preds.shape[0]
+        if num_groups == 0:
+            return None
     graded = integer_relevance(target, MAX_GRADE, torch.int32)
     if graded is None:
         return None
     grades, top_grade = graded
     grades = grades.to(torch.int32)
     grade_bits = max(top_grade.bit_length(), 1)
-    key = _rank_keys(preds.reshape(-1), grades.reshape(-1), grade_bits)
+    key = _rank_keys(preds.reshape(-1), grades.reshape(-1), grade_bits, writable=keep is not None)
     if key is None:
         return None
+    if keep is not None:  # padded entries rank last with grade 0
+        key.masked_fill_(~keep.reshape(-1), _bounds(key.dtype)[1])
     cutoffs = [k for _, k in requests if k is not None]
     kmax = min(max(cutoffs), width)
     top = torch.topk(key.reshape(num_groups, width), kmax, dim=1, largest=False, sorted=True).values.t().contiguous()
     relevant = grades > 0
     num_rel = relevant.sum(1)
+    if size is None:
+        size = torch.full((num_groups,), width, dtype=torch.int64, device=preds.device)
     ideal = None
-    if any(spec.counts_grades for spec, _ in requests):
-        levels = top_grade + 1
-        cells = grades.reshape(-1)
-        if num_groups > 1:  # each list's grades offset into its own row of the table
-            cells = (torch.arange(num_groups, device=preds.device).unsqueeze(1) * levels + grades).reshape(-1)
-        counts = torch.bincount(cells, minlength=num_groups * levels)
-        ideal = ideal_dcg_from_counts(counts.reshape(num_groups, levels), width, options.exponential_gain)
-    size = torch.full((num_groups,), width, dtype=torch.int64, device=preds.device)
+    ideal_cutoffs = sum(spec.counts_grades for spec, _ in requests)
+    if ideal_cutoffs:
+        ideal = _grid_ideal_dcg(
+            grades, top_grade, num_rel, size, keep is not None, options.exponential_gain, ideal_cutoffs
+        )
     queries = TopQueries(top, (1 << grade_bits) - 1, num_rel, size, ideal, options)
     weight = None if weights is None else weights.to(torch.float64).clamp_min(0.0).add_(0.0)  # as rank_grid
     empty = torch.empty(0, dtype=torch.int64, device=preds.device)

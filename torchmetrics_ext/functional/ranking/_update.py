@@ -85,9 +85,9 @@ def _ranking_update(
         if whole is None:
             grid = whole = _equal_runs(rows)
     selected = None
-    if whole is not None and whole.keep is None:
-        selected = grid_topk_values(whole.preds, whole.target, whole.weights, requests, options)
-    if selected is not None:  # long full lists, small cutoffs: each list's k best rows by torch.topk, no sort
+    if whole is not None:
+        selected = grid_topk_values(whole.preds, whole.target, whole.weights, requests, options, whole.keep)
+    if selected is not None:  # long lists (padded or not), small cutoffs: each list's k best rows by torch.topk
         columns, num_rel, ranked = selected
         return reduce_columns(
             columns, num_rel, ranked.size, ranked.weight, empty_target_action, remove_single_length_sessions

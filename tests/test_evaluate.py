@@ -7,6 +7,7 @@ also checked against the same evaluation run on each segment's rows alone.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -1531,6 +1532,58 @@ def test_a_bad_csv_row_is_named_by_its_line_as_an_editor_shows_it(tmp_path, caps
     assert str(caught.value) == f"{path}: {message.replace(chr(10), newline)}"
     assert cli.main(["evaluate", str(path), "--task", "t=p:y", "--metrics", "ctr", "--no-progress"]) == 2
     assert capsys.readouterr().err == f"torchmetrics-ext evaluate: error: {path}: {message.replace(chr(10), newline)}\n"
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "message"),
+    [
+        ("0.3,1", "line 7: CSV parse error: Expected 3 columns, got 2: 0.3,1"),
+        (
+            "0.3,abc,z",
+            "column 'y' (labels of task 't'): invalid value 'abc' at line 7; expected a number, true or false",
+        ),
+    ],
+)
+def test_naming_a_bad_quoted_csv_row_leaves_the_csv_field_size_limit_as_it_was(tmp_path, bad_row, message):
+    """``csv.field_size_limit`` is process-wide: finding the line of a bad row in a file with quotes raised it
+    (for values longer than its default) inside a generator, restored only when the generator was closed. The
+    caller's limit (here a non-default one) is back as soon as the lines are found, and a value longer than it
+    does not stop the count. Reference: the file's lines numbered by hand (line 6 holds a 200,000-byte value)."""
+    import csv
+
+    long_value = "x" * 200_000
+    path = tmp_path / "a.csv"
+    path.write_text("\n".join([*_LINES_HEAD, f'0.25,1,"{long_value}"', bad_row, "0.4,1,w"]) + "\n")
+    previous = csv.field_size_limit(50_000)
+    try:
+        with pytest.raises(InvalidDataError) as caught:
+            evaluate(path, {"t": ("p", "y")}, ["ctr"])
+        assert csv.field_size_limit() == 50_000
+    finally:
+        csv.field_size_limit(previous)
+    assert str(caught.value) == f"{path}: {message}"
+
+
+def test_csv_line_count_restores_the_csv_field_size_limit_when_reading_fails():
+    """The limit is restored whatever ends the scan, an error the count does not handle included."""
+    import csv
+
+    from torchmetrics_ext.evaluate.lines import first_record_line
+
+    class Failing(io.BytesIO):
+        def read(self, *args):
+            raise RuntimeError("disk gone")
+
+        def read1(self, *args):
+            raise RuntimeError("disk gone")
+
+        def readinto(self, *args):
+            raise RuntimeError("disk gone")
+
+    before = csv.field_size_limit()
+    with pytest.raises(RuntimeError, match="disk gone"):
+        first_record_line(Failing, 3)
+    assert csv.field_size_limit() == before
 
 
 @pytest.mark.parametrize("block", [1, 2, 3, 7, 1 << 20])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,18 +24,23 @@ _BLOCK = 1 << 24  # bytes read at once by the quote-free count
 _LF, _CR, _QUOTE = 10, 13, 34
 
 
-def _records(open_stream: Callable[[], Any]) -> Iterator[tuple[int, int, list[str]]]:
-    """Each data record's first and last line and its fields, by Python's ``csv`` module; stops where reading fails."""
+def _scan_records(open_stream: Callable[[], Any], visit: Callable[[int, int, list[str]], bool]) -> None:
+    """``visit(first line, last line, fields)`` for each data record, by Python's ``csv`` module, until it returns True.
+
+    Stops quietly where reading fails. ``csv.field_size_limit`` is process-wide: it is raised for
+    this scan only (a long value is no error here) and restored before the scan returns or raises
+    (a generator held it changed between its rows, until it was closed).
+    """
     limit = csv.field_size_limit()
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     try:
-        csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a long value is no error here (restored below)
         with open_stream() as raw:
             reader = csv.reader(io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=""))
             header, before = False, 0
             for fields in reader:
                 if fields:  # a blank line is no record
-                    if header:
-                        yield before + 1, reader.line_num, fields
+                    if header and visit(before + 1, reader.line_num, fields):
+                        return
                     header = True
                 before = reader.line_num
     except (OSError, ValueError, csv.Error):  # pyarrow's errors are OSError/ValueError subclasses
@@ -96,15 +101,28 @@ def record_lines(
         return {}
     if plain is not None:
         return {row: (line, line) for row, line in plain.items()}
-    found, last = {}, max(wanted)
-    for row, (first_line, last_line, _) in enumerate(_records(open_stream)):
+    found: dict[int, tuple[int, int]] = {}
+    last, row = max(wanted), -1
+
+    def visit(first_line: int, last_line: int, _: list[str]) -> bool:
+        nonlocal row
+        row += 1
         if row in wanted:
             found[row] = (first_line, last_line)
-        if row >= last:
-            break
+        return row >= last
+
+    _scan_records(open_stream, visit)
     return found
 
 
 def first_record_line(open_stream: Callable[[], Any], fields: int) -> int | None:
     """The first line of the first data row with other than ``fields`` fields (the row of a parse error)."""
-    return next((first for first, _, values in _records(open_stream) if len(values) != fields), None)
+    ragged: list[int] = []
+
+    def visit(first_line: int, _: int, values: list[str]) -> bool:
+        if len(values) != fields:
+            ragged.append(first_line)
+        return bool(ragged)
+
+    _scan_records(open_stream, visit)
+    return ragged[0] if ragged else None

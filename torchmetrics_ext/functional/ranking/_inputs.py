@@ -70,13 +70,8 @@ class RankingRows:
         valid: Tensor | None = None,  # rows a mask keeps, when they were not dropped (see ``compact``)
         grid: PaddedGrid | None = None,  # padded input as given, for the per-row kernel (see :class:`PaddedGrid`)
     ) -> None:
-        self.padded, self.preds_writable, self.target_max, self.valid, self.grid = (
-            padded,
-            preds_writable,
-            target_max,
-            valid,
-            grid,
-        )
+        self.padded, self.preds_writable, self.target_max = padded, preds_writable, target_max
+        self.valid, self.grid = valid, grid
         self.num_rows = preds.numel()
         self.__dict__["_flat"] = (preds, target, indexes, weights)  # what `_flat` would compute
 
@@ -84,7 +79,8 @@ class RankingRows:
     def compacting(cls, grid: PaddedGrid, num_rows: int, target_max: float | None) -> RankingRows:
         """Rows of ``grid``'s ``num_rows`` kept entries (``grid.keep`` set), gathered when first read."""
         rows = cls.__new__(cls)
-        rows.padded, rows.preds_writable, rows.target_max, rows.valid, rows.grid = True, False, target_max, None, grid
+        rows.padded, rows.preds_writable, rows.target_max = True, False, target_max
+        rows.valid, rows.grid = None, grid
         rows.num_rows = num_rows
         return rows
 

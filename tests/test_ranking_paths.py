@@ -599,6 +599,90 @@ def test_long_padded_lists_select_their_top_k_bit_for_bit(monkeypatch, form):
         _assert_reference(data, ref_data, ks, tuple(TOPK_METRICS), kwargs)
 
 
+class _MaskGathers(torch.overrides.TorchFunctionMode):
+    """Records every ``tensor[index]`` whose index is a 2-D bool tensor (a padded grid gathered by its mask)."""
+
+    def __init__(self):
+        super().__init__()
+        self.gathers = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        index = args[1] if func is torch.Tensor.__getitem__ and len(args) > 1 else None
+        if isinstance(index, torch.Tensor) and index.dtype == torch.bool and index.ndim == 2:
+            self.gathers.append(tuple(index.shape))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("form", ["mask", "padding_value"])
+def test_padded_lists_taking_the_selection_are_never_gathered_by_their_mask(monkeypatch, form):
+    """Long padded lists that take ``torch.topk`` are validated and ranked in place: no ``preds[mask]`` gathers.
+
+    The flat rows of the kept entries (scores, relevance, query ids: ~40% of an update of 64 x 5,000)
+    were gathered for every batch and read by no kernel on this path. The values are the brute-force
+    reference's; the bounds in the messages are those of the kept entries alone; a batch whose
+    lists take the flat rows' kernels (1,000+ short lists) still gathers them, with the same values.
+    """
+    rng = np.random.default_rng(8)
+    num_queries, width = 5, 400
+    preds = torch.tensor(rng.integers(0, 8, size=(num_queries, width)) / 8, dtype=torch.float32)
+    target = torch.tensor(rng.integers(0, 4, size=(num_queries, width)) * (rng.random((num_queries, width)) < 0.2))
+    keep = torch.tensor(rng.random((num_queries, width)) < 0.6)
+    keep[3] = False  # an empty list: no query
+    weights = torch.tensor(rng.uniform(0.5, 2.0, size=num_queries))
+    pad = -1.0 if form == "padding_value" else None
+    data = {"preds": preds.masked_fill(~keep, pad if pad is not None else np.nan), "target": target, "weights": weights}
+    if pad is None:
+        data["mask"] = keep
+        data["target"] = target.masked_fill(~keep, -1)  # garbage in the padded slots, never validated
+    ref_data = H.to_numpy({"preds": preds.double(), "target": target, "mask": keep, "weights": weights})
+    ks = (1, 3, 10)
+    expected = dict_ref(ks, metrics=("ndcg", "recall", "mrr"))(ref_data)
+    ran = []
+    for attr in ("rank_rows", "rank_grid", "rank_rows_dense"):
+        real = getattr(_update, attr)
+        monkeypatch.setattr(
+            _update, attr, lambda *a, _real=real, _name=attr, **kw: ran.append(_name) or _real(*a, **kw)
+        )
+    with _MaskGathers() as recorded:
+        functional = tmf.ranking_metrics(**data, ks=ks, metrics=("ndcg", "recall", "mrr"), padding_value=pad)
+        metric = tmx.RankingMetrics(ks=ks, metrics=("ndcg", "recall", "mrr"), padding_value=pad)
+        metric.update(**data)
+        metric(**data)  # forward: validated once, then updated trusting its inputs
+        got = metric.compute()
+    assert recorded.gathers == []
+    assert ran == []
+    for key, value in expected.items():
+        np.testing.assert_allclose(functional[key].item(), value, rtol=1e-12, err_msg=key)
+        np.testing.assert_allclose(got[key].item(), value, rtol=1e-12, err_msg=key)
+    # the messages read the kept entries' bounds only (a padded slot holds 0 relevance, weight -1 on the empty list)
+    bad = {**data, "target": torch.where(keep, 1.0, 0.0).double()}  # kept relevance in [1, inf]
+    bad["target"][0, int(keep[0].nonzero()[0])] = float("inf")
+    bad_weights = {**data, "weights": torch.tensor([2.0, 3.0, float("inf"), -1.0, 2.5])}
+    for batch, message in (
+        (bad, r"`target` to hold finite relevance >= 0, got values containing inf \(in \[1, inf\]\)"),
+        (bad_weights, r"`weights` to be finite and non-negative, got values containing inf \(in \[2, inf\]\)"),
+    ):
+        before = [state.clone() for state in (metric.value_sum, metric.weight_sum)]
+        with pytest.raises(ValueError, match=message):
+            metric.update(**batch)
+        assert all(torch.equal(a, b) for a, b in zip(before, (metric.value_sum, metric.weight_sum)))
+        with pytest.raises(ValueError, match=message):
+            tmf.ranking_metrics(**batch, ks=ks, padding_value=pad)
+    # 1,200 short lists go to the top-k merge of flat rows: gathered then, the reference's values
+    many, short = 1200, 6
+    preds = torch.tensor(rng.integers(0, 8, size=(many, short)) / 8, dtype=torch.float32)
+    target = torch.tensor(rng.integers(0, 4, size=(many, short)) * (rng.random((many, short)) < 0.3))
+    keep = torch.tensor(rng.random((many, short)) < 0.7)
+    with _MaskGathers() as recorded:
+        values = tmf.ranking_metrics(preds, target, mask=keep, ks=ks, metrics=("ndcg", "recall", "mrr"))
+    assert recorded.gathers
+    expected = dict_ref(ks, metrics=("ndcg", "recall", "mrr"))(
+        H.to_numpy({"preds": preds.double(), "target": target, "mask": keep})
+    )
+    for key, value in expected.items():
+        np.testing.assert_allclose(values[key].item(), value, rtol=1e-12, err_msg=key)
+
+
 # ----------------------------------------------------------------------------- small one-step batches
 
 

@@ -49,18 +49,68 @@ class PaddedGrid(NamedTuple):
     weights: Tensor | None  # (Q,) query weights as given
 
 
-class RankingRows(NamedTuple):
-    """Flat rows of one batch; ``indexes`` are query ids (local row numbers for padded input)."""
+class RankingRows:
+    """Flat rows of one batch; ``indexes`` are query ids (local row numbers for padded input).
 
-    preds: Tensor
-    target: Tensor
-    indexes: Tensor
-    weights: Tensor | None
-    padded: bool
-    preds_writable: bool = False  # ``preds`` is a private copy the kernels may overwrite
-    target_max: float | None = None  # the largest relevance, when the values were validated
-    valid: Tensor | None = None  # rows a mask keeps, when they were not dropped (see ``compact``)
-    grid: PaddedGrid | None = None  # padded input as given, for the per-row kernel (see :class:`PaddedGrid`)
+    ``preds``, ``target``, ``indexes`` and ``weights`` are the rows; ``num_rows`` their number.
+    Padded lists with a mask (or ``padding_value``) are compacted into rows only when a kernel
+    first reads them (:meth:`compacting`): the ``torch.topk`` selection and the row-by-row kernel
+    read ``grid`` instead, so the gathers by the mask are never made for them.
+    """
+
+    def __init__(
+        self,
+        preds: Tensor,
+        target: Tensor,
+        indexes: Tensor,
+        weights: Tensor | None,
+        padded: bool,
+        preds_writable: bool = False,  # ``preds`` is a private copy the kernels may overwrite
+        target_max: float | None = None,  # the largest relevance, when the values were validated
+        valid: Tensor | None = None,  # rows a mask keeps, when they were not dropped (see ``compact``)
+        grid: PaddedGrid | None = None,  # padded input as given, for the per-row kernel (see :class:`PaddedGrid`)
+    ) -> None:
+        self.padded, self.preds_writable, self.target_max = padded, preds_writable, target_max
+        self.valid, self.grid = valid, grid
+        self.num_rows = preds.numel()
+        self.__dict__["_flat"] = (preds, target, indexes, weights)  # what `_flat` would compute
+
+    @classmethod
+    def compacting(cls, grid: PaddedGrid, num_rows: int, target_max: float | None) -> RankingRows:
+        """Rows of ``grid``'s ``num_rows`` kept entries (``grid.keep`` set), gathered when first read."""
+        rows = cls.__new__(cls)
+        rows.padded, rows.preds_writable, rows.target_max = True, False, target_max
+        rows.valid, rows.grid = None, grid
+        rows.num_rows = num_rows
+        return rows
+
+    @functools.cached_property
+    def _flat(self) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """``(preds, target, indexes, weights)`` of the kept entries of ``grid`` (see :meth:`compacting`)."""
+        preds, target, keep, weights = self.grid  # type: ignore[misc]
+        num_queries, width = preds.shape
+        qid = torch.arange(num_queries, device=preds.device).unsqueeze(1).expand(-1, width)[keep]
+        return preds[keep], target[keep], qid, None if weights is None else weights.to(torch.float64)[qid]
+
+    @property
+    def preds(self) -> Tensor:
+        """``(N,)`` floating scores, as given."""
+        return self._flat[0]
+
+    @property
+    def target(self) -> Tensor:
+        """``(N,)`` relevance, as given (uint16/32/64 as float64)."""
+        return self._flat[1]
+
+    @property
+    def indexes(self) -> Tensor:
+        """``(N,)`` int64 query ids."""
+        return self._flat[2]
+
+    @property
+    def weights(self) -> Tensor | None:
+        """``(N,)`` float64 row weights (each row its query's), or ``None``."""
+        return self._flat[3]
 
 
 def _check_shape(
@@ -210,15 +260,15 @@ def _ranking_format(
     valid = grid = None
     if padded:
         num_queries, width = preds.shape
-        if keep is None or not compact:
-            qid = _padded_ids(num_queries, width, preds.device)
-            p, t = preds.reshape(-1), target.reshape(-1)
-            valid = None if keep is None else keep.reshape(-1)
-        else:
-            qid = torch.arange(num_queries, device=preds.device).unsqueeze(1).expand(-1, width)[keep]
-            p, t = preds[keep], target[keep]
-        w = None if weights is None else weights.to(torch.float64)[qid]
         grid = PaddedGrid(preds, target, keep, weights)
+        if keep is not None and compact:  # rows gathered only if a kernel reads them (RankingRows.compacting)
+            num_rows = int(keep.sum())
+            top = _check_kept_values(grid, num_rows) if validate and num_rows > 0 else None
+            return RankingRows.compacting(grid, num_rows, top)
+        qid = _padded_ids(num_queries, width, preds.device)
+        p, t = preds.reshape(-1), target.reshape(-1)
+        valid = None if keep is None else keep.reshape(-1)
+        w = None if weights is None else weights.to(torch.float64)[qid]
     else:
         qid = indexes.to(torch.int64)  # type: ignore[union-attr]
         p, t, w = preds, target, None if weights is None else weights.to(torch.float64)
@@ -243,6 +293,27 @@ def _ranking_format(
                 None if w is None else torch.where(valid, w, 0.0),
             )
     return RankingRows(p, t, qid, w, padded, target_max=top, valid=valid, grid=grid)
+
+
+def _check_kept_values(grid: PaddedGrid, num_rows: int) -> float:
+    """:func:`_check_values` of the ``num_rows`` (> 0) kept entries of ``grid``, without gathering them.
+
+    Each dropped entry is read as a copy of the first kept one (and each query without a kept
+    entry as the first kept entry's query weight), so the bounds, and with them every message and
+    the largest relevance, are those of the compacted rows.
+    """
+    preds, target, keep, weights = grid
+    if keep is None:
+        raise ValueError("_check_kept_values needs a grid with `keep`.")
+    width = preds.shape[1]
+    first = keep.reshape(-1).view(torch.uint8).argmax()  # the first kept entry (argmax: the first of equal values)
+    p = torch.where(keep, preds, preds.reshape(-1)[first])
+    t = target if target.dtype == torch.bool else torch.where(keep, target, target.reshape(-1)[first])
+    w = None
+    if weights is not None:
+        w = weights.to(torch.float64)
+        w = torch.where(keep.any(1), w, w[first // width])
+    return _check_values(p, t, w)
 
 
 _CACHED_IDS = 1 << 16

@@ -63,9 +63,10 @@ def _ranking_update(
     ``dense``: the device path's kernel (:mod:`._dense`), which reads nothing on the host (the
     only kernel for rows that carry a ``valid`` mask).
     """
-    if rows.preds.numel() == 0:
-        zero = torch.zeros((), dtype=torch.float64, device=rows.preds.device)
-        return torch.zeros(len(requests), dtype=torch.float64, device=rows.preds.device), zero
+    if rows.num_rows == 0:
+        device = (rows.preds if rows.grid is None else rows.grid.preds).device  # no rows gathered for it
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        return torch.zeros(len(requests), dtype=torch.float64, device=device), zero
     if dense or rows.valid is not None:
         ranked, relevant = rank_rows_dense(rows.preds, rows.target, rows.indexes, rows.weights, rows.valid)
         dense_queries = DenseQueries(ranked, relevant, options)

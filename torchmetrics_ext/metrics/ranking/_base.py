@@ -285,7 +285,7 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
             isinstance(preds, Tensor) and (preds.ndim == 2 or self.queries_complete_per_batch) and on_device_path(preds)
         )
         rows = self._rows(preds, target, indexes, mask, weights, validate=self._check_inputs, compact=not dense)
-        if rows.preds.numel() == 0:
+        if rows.num_rows == 0:
             return
         if rows.padded or self.queries_complete_per_batch:
             value_sum, weight_sum = self._sums(rows, dense)

@@ -217,30 +217,20 @@ def batch_sums(preds: Tensor, target: Tensor | None, weights: Tensor | None) -> 
     return BatchSums(preds, target, weights)
 
 
-class sharing_sums:  # lower case: used as a function, `with sharing_sums(...)`
-    """Within this block, kernels given exactly these tensors share one :class:`BatchSums`.
+class sharing_sums(BatchSums):  # lower case: used as a function, `with sharing_sums(...)`
+    """Within this block, kernels given exactly these tensors share this one :class:`BatchSums`.
 
-    The tensors must not be modified inside the block. Other inputs (e.g. a batch cut to a
-    window's newest samples) are not these objects and get their own sums. ``binary_target``:
-    the caller validated that every label is 0 or 1; ``pred_range``: the predictions' ``(min, max)``
-    it read (see :class:`BatchSums`). (A class rather
-    than a generator context manager: it is entered once per training step.)
+    Takes :class:`BatchSums`' arguments. The tensors must not be modified inside the block. Other
+    inputs (e.g. a batch cut to a window's newest samples) are not these objects and get their own
+    sums. ``binary_target``: the caller validated that every label is 0 or 1; ``pred_range``: the
+    predictions' ``(min, max)`` it read. (A class rather than a generator context manager: it is
+    entered once per training step; its signature is built only when a kernel first passes other
+    objects, e.g. views: given these, none is needed.)
     """
 
-    def __init__(
-        self,
-        preds: Tensor,
-        target: Tensor | None,
-        weights: Tensor | None,
-        binary_target: bool = False,
-        pred_range: tuple[float, ...] = (),
-    ) -> None:
-        # its signature is built when a kernel first passes other objects (views): given these, none is needed
-        self.sums = BatchSums(preds, target, weights, binary_target, pred_range)
-
     def __enter__(self) -> BatchSums:
-        self.token = _SHARED.set(self.sums)
-        return self.sums
+        self._token = _SHARED.set(self)
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        _SHARED.reset(self.token)
+        _SHARED.reset(self._token)

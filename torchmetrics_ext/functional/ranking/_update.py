@@ -187,11 +187,10 @@ def _long_queries(rows: RankingRows, requests: Sequence[Request]) -> PaddedGrid 
         return None  # MRR and hit rate alone: first-hit counting (:mod:`._first_hit`) is cheaper
     stride = _topk.GRID_TOPK_WIDTH // 2
     sample = ids[::stride]
-    step = sample.diff()
-    if bool((step > 0).all()):
+    if bool((sample[1:] > sample[:-1]).all()):
         return None  # ids in order (as far as the sample tells), every query shorter than GRID_TOPK_WIDTH rows
     group, size = None, None  # each row's query number, when the rows are not grouped by query in id order
-    if bool((step >= 0).all()):
+    if bool((sample[1:] >= sample[:-1]).all()):
         # in id order, no query is longer than `bound` rows (each `stride`-th row sampled)
         bound = stride * (int(torch.unique_consecutive(sample, return_counts=True)[1].max()) + 1) - 1
         if merge_may_apply(n // bound, requests):  # then, or below by the exact count, the top-k merge applies:

@@ -81,7 +81,7 @@ def _ranking_update(
         )
     if rows.padded:
         grid = whole = rows.grid
-    else:  # one long query first (two reads of its ids), then runs of one length (a unique_consecutive)
+    else:  # one long query first (two reads of its ids), then short runs of one length, then few long queries
         grid, whole = None, _one_long_query(rows, requests)
         if whole is None:
             grid = whole = _equal_runs(rows)

@@ -6,6 +6,10 @@ one process (each from its own checkout) and every case alternates between them 
 round after round, so a load change hits both alike. Same data and cases as
 ``bench_ranking.py`` (50,000 queries, 1.37M rows grouped by query, batches of 8192, one thread).
 
+``--flat``: the same long lists given as flat rows (``indexes``: TorchMetrics' retrieval form),
+ids grouped or shuffled, unequal or equal lengths, with or without weights; one ``update`` +
+``compute`` per run.
+
 ``--padded``: long padded lists instead (``bench_ranking.padded_lists``: 64 lists of 5,000 slots,
 each real up to a random length in [2,500, 5,000], given with ``mask`` or ``padding_value``; one
 ``update`` + ``compute`` per run).
@@ -49,6 +53,7 @@ def main() -> None:
     parser.add_argument("other", type=Path, help="the other checkout (the 'before')")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--padded", action="store_true", help="long padded lists (mask or padding_value)")
+    parser.add_argument("--flat", action="store_true", help="few long queries as flat rows (grouped or shuffled)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     sides = {"before": load(args.other), "after": load(HERE)}
@@ -57,6 +62,9 @@ def main() -> None:
 
     if args.padded:
         padded_cases(sides, bench, args.rounds)
+        return
+    if args.flat:
+        flat_cases(sides, bench, args.rounds)
         return
     data = bench.make_data(50_000)
     parts = bench.batches(data)
@@ -109,6 +117,44 @@ def padded_cases(sides: dict[str, ModuleType], bench: ModuleType, rounds: int) -
         "NDCG@10 padding_value": (lambda t: t.NDCG(k=10, padding_value=-1.0), with_value),
         "NDCG@10 full lists": (lambda t: t.NDCG(k=10), grid),
     }
+    report_single_batches(sides, cases, rounds)
+
+
+def flat_cases(sides: dict[str, ModuleType], bench: ModuleType, rounds: int) -> None:
+    """``--flat``: one ``update`` + ``compute`` of few long queries given as flat rows with ``indexes``."""
+    grid = bench.padded_lists()  # 64 lists of 5,000 slots, each real up to a random length in [2,500, 5,000]
+    keep = grid["mask"]
+    ids = torch.arange(keep.shape[0])[:, None].expand(keep.shape)
+    unequal = {"preds": grid["preds"][keep], "target": grid["target"][keep], "indexes": ids[keep]}
+    equal = {"preds": grid["preds"].reshape(-1), "target": grid["target"].reshape(-1), "indexes": ids.reshape(-1)}
+    generator = torch.Generator().manual_seed(0)
+
+    def shuffled(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        perm = torch.randperm(batch["preds"].numel(), generator=generator)
+        return {key: value[perm] for key, value in batch.items()}
+
+    weighted = {**unequal, "weights": torch.rand(unequal["preds"].numel(), generator=generator, dtype=torch.float64)}
+    cases: dict[str, tuple[Callable[[Any], Any], dict[str, torch.Tensor]]] = {
+        "NDCG@10 grouped": (lambda t: t.NDCG(k=10), unequal),
+        "NDCG@10 shuffled": (lambda t: t.NDCG(k=10), shuffled(unequal)),
+        "NDCG@10 equal, grouped": (lambda t: t.NDCG(k=10), equal),
+        "NDCG@10 equal, shuffled": (lambda t: t.NDCG(k=10), shuffled(equal)),
+        "NDCG@10 grouped, weights": (lambda t: t.NDCG(k=10), weighted),
+        "MRR@10 shuffled": (lambda t: t.MRR(k=10), shuffled(unequal)),
+        "RankingMetrics 9, grouped": (
+            lambda t: t.RankingMetrics(ks=(1, 5, 10), metrics=("ndcg", "recall", "mrr")),
+            unequal,
+        ),
+    }
+    report_single_batches(sides, cases, rounds)
+
+
+def report_single_batches(
+    sides: dict[str, ModuleType],
+    cases: dict[str, tuple[Callable[[Any], Any], dict[str, torch.Tensor]]],
+    rounds: int,
+) -> None:
+    """:func:`report` of one ``update`` + ``compute`` per run (after a warm-up that prints both sides' values)."""
 
     def once(tmx: Any, factory: Callable[[Any], Any], batch: dict[str, torch.Tensor]) -> Any:
         metric = factory(tmx)

@@ -81,10 +81,12 @@ def _ranking_update(
         )
     if rows.padded:
         grid = whole = rows.grid
-    else:  # one long query first (two reads of its ids), then runs of one length (a unique_consecutive)
+    else:  # one long query first (two reads of its ids), then short runs of one length, then few long queries
         grid, whole = None, _one_long_query(rows, requests)
         if whole is None:
             grid = whole = _equal_runs(rows)
+        if whole is None:  # few long queries, ids in any order: grouped into padded lists
+            whole = _long_queries(rows, requests)
     selected = None
     if whole is not None:
         selected = grid_topk_values(whole.preds, whole.target, whole.weights, requests, options, whole.keep)
@@ -160,6 +162,87 @@ def _one_long_query(rows: RankingRows, requests: Sequence[Request]) -> PaddedGri
         return None
     weights = None if rows.weights is None else rows.weights.amax().reshape(1)
     return PaddedGrid(rows.preds.reshape(1, n), rows.target.reshape(1, n), None, weights)
+
+
+LONG_QUERIES_FILL = 2
+"""Flat rows are grouped into padded lists only when the ``(G, longest)`` grid has at most this many slots per row."""
+
+
+def _long_queries(rows: RankingRows, requests: Sequence[Request]) -> PaddedGrid | None:
+    """Flat rows of long queries, ids in any order, as padded lists in id order for :func:`~._topk.grid_topk_values`.
+
+    ``None`` (nothing built) unless the longest query passes :func:`~._topk.grid_topk_applies`
+    and the grid has at most :data:`LONG_QUERIES_FILL` slots per row; also for MRR and hit rate
+    alone (first-hit counting is cheaper) and for many queries the top-k merge takes. A strided
+    sample of the ids turns most of those down cheaply: in id order, every
+    ``GRID_TOPK_WIDTH // 2``-th row bounds the longest query (a query of ``GRID_TOPK_WIDTH``
+    rows holds two equal neighbours of it). Rows grouped in id order are counted by
+    ``unique_consecutive``; other ids (spanning fewer than ``N`` values) by a ``bincount``, and
+    their rows grouped by one stable sort of each row's query number in the narrowest integer
+    dtype (a radix sort). A query's row order in its list is free: equal rank keys are
+    identical rows.
+    """
+    n, ids = rows.num_rows, rows.indexes
+    if not grid_topk_applies(n, requests) or all(spec.first_hit_value is not None for spec, _ in requests):
+        return None  # MRR and hit rate alone: first-hit counting (:mod:`._first_hit`) is cheaper
+    stride = _topk.GRID_TOPK_WIDTH // 2
+    sample = ids[::stride]
+    if bool((sample[1:] > sample[:-1]).all()):
+        return None  # ids in order (as far as the sample tells), every query shorter than GRID_TOPK_WIDTH rows
+    group, size = None, None  # each row's query number, when the rows are not grouped by query in id order
+    if bool((sample[1:] >= sample[:-1]).all()):
+        # in id order, no query is longer than `bound` rows (each `stride`-th row sampled)
+        bound = stride * (int(torch.unique_consecutive(sample, return_counts=True)[1].max()) + 1) - 1
+        if merge_may_apply(n // bound, requests):  # then, or below by the exact count, the top-k merge applies:
+            return None  # at least ROWS_PER_ROUND rows per position, cheaper than a grid of many queries
+        runs, size = torch.unique_consecutive(ids, return_counts=True)
+        if runs.numel() > 1 and not bool((runs.diff() > 0).all()):
+            size = None  # a query's rows apart, or queries out of id order
+        elif n >= _topk.ROWS_PER_ROUND * int(size.max()) and merge_may_apply(size.numel(), requests):
+            return None
+    if size is None:
+        low, high = (int(v) for v in torch.aminmax(ids))
+        if high - low >= n:
+            return None  # sparse ids: a count table would be larger than the rows
+        offset = ids - low if low else ids
+        id_count = torch.bincount(offset, minlength=high - low + 1)
+        present = id_count > 0
+        size = id_count[present]
+        group = offset  # made each row's query number below
+    num_queries, longest = size.numel(), int(size.max())
+    if num_queries * longest > LONG_QUERIES_FILL * n or not grid_topk_applies(longest, requests):
+        return None
+    order = None
+    if group is not None:
+        group = (torch.cumsum(present, 0) - 1).index_select(0, group)
+        narrow = torch.uint8 if num_queries <= 256 else torch.int16 if num_queries <= 1 << 15 else torch.int32
+        order = torch.sort(group.to(narrow), stable=True).indices
+    return _as_lists(rows, size, longest, order)
+
+
+def _as_lists(rows: RankingRows, size: Tensor, longest: int, order: Tensor | None) -> PaddedGrid:
+    """``rows`` as ``(G, longest)`` padded lists: query ``g``'s ``size[g]`` rows in its first slots.
+
+    ``order``: the permutation grouping the rows by query (``None``: they are). A query's weight
+    is its rows' largest (:func:`~._topk.grid_topk_values` clamps it at 0, as the sort path).
+    """
+    num_queries = size.numel()
+    preds, target, weights = rows.preds, rows.target, rows.weights
+    if order is not None:
+        preds, target = preds.index_select(0, order), target.index_select(0, order)
+        weights = None if weights is None else weights.index_select(0, order)
+    if num_queries * longest == rows.num_rows:  # lists of one length, in id order
+        keep = None
+        lists = [preds.reshape(num_queries, longest), target.reshape(num_queries, longest)]
+        if weights is not None:
+            lists.append(weights.reshape(num_queries, longest).amax(1))
+    else:
+        keep = torch.arange(longest, device=size.device) < size.unsqueeze(1)
+        # padded slots left unset: grid_topk_values masks them out (_drop_padding) before any read
+        lists = [values.new_empty(keep.shape).masked_scatter_(keep, values) for values in (preds, target)]
+        if weights is not None:
+            lists.append(weights.new_zeros(keep.shape).masked_scatter_(keep, weights).amax(1))
+    return PaddedGrid(lists[0], lists[1], keep, lists[2] if weights is not None else None)
 
 
 def _grid_columns(queries: GridQueries, requests: Sequence[Request]) -> Columns:

@@ -879,3 +879,41 @@ def test_flat_long_queries_take_the_selection_only_where_it_pays(monkeypatch):
         metric.update(**data)
         metric.compute()
         assert calls == ([] if shape is None else [torch.Size(shape)])
+
+
+def test_flat_long_queries_the_selection_declines_build_no_lists(monkeypatch):
+    """Relevance that is not a small integer, or float64 scores that are not float32, keep the sort path with no grid."""
+    built = []
+    real = _update._as_lists
+    monkeypatch.setattr(_update, "_as_lists", lambda *a: built.append(a[0].dtype) or real(*a))
+    rng = np.random.default_rng(5)
+    n = 700
+    ids = torch.repeat_interleave(torch.arange(2), torch.tensor([400, 300]))
+    scores = rng.random(n)
+    cases = [
+        (
+            {"preds": torch.tensor(scores, dtype=torch.float32), "target": torch.tensor(rng.integers(0, 3, n) * 0.5)},
+            None,
+        ),
+        ({"preds": torch.tensor(scores), "target": torch.tensor(rng.random(n) < 0.1)}, None),  # float64, not float32
+        ({"preds": torch.tensor(scores).float().double(), "target": torch.tensor(rng.random(n) < 0.1)}, torch.float32),
+        (
+            {"preds": torch.tensor(scores, dtype=torch.float32), "target": torch.tensor(rng.integers(0, 3, n) * 1.0)},
+            torch.float32,
+        ),
+    ]
+    for data, grouped_as in cases:
+        built.clear()
+        metric = tmx.NDCG(k=10)
+        metric.update(**data, indexes=ids)
+        # the value of numpy's NDCG@10 per query (linear gain, ties ordered by score only: these scores are distinct)
+        expected = []
+        for q in range(2):
+            sel = (ids == q).numpy()
+            p, t = data["preds"].double().numpy()[sel], data["target"].double().numpy()[sel]
+            gains = t[np.argsort(-p, kind="stable")][:10]
+            ideal = np.sort(t)[::-1][:10]
+            discount = 1 / np.log2(np.arange(2, 12))
+            expected.append((gains * discount[: len(gains)]).sum() / (ideal * discount[: len(ideal)]).sum())
+        assert float(metric.compute()) == pytest.approx(np.mean(expected), rel=1e-12)
+        assert built == ([] if grouped_as is None else [grouped_as])

@@ -35,6 +35,7 @@ from torchmetrics_ext.functional.ranking._inputs import (
 from torchmetrics_ext.functional.ranking._kernel import (
     GridQueries,
     SortedQueries,
+    integer_relevance,
     rank_grid,
     rank_rows,
     sorted_columns,
@@ -212,26 +213,37 @@ def _long_queries(rows: RankingRows, requests: Sequence[Request]) -> PaddedGrid 
     num_queries, longest = size.numel(), int(size.max())
     if num_queries * longest > LONG_QUERIES_FILL * n or not grid_topk_applies(longest, requests):
         return None
+    # what grid_topk_values would decline, turned down before the grid is built: relevance that is not a small
+    # integer, float64 scores that are not float32 (grouped as float32 and as integers: the same values, fewer bytes)
+    graded = integer_relevance(rows.target, _topk.MAX_GRADE, torch.int32)
+    if graded is None:
+        return None
+    preds = rows.preds
+    if preds.dtype == torch.float64:
+        preds = preds.float()
+        if not bool(torch.equal(preds.double(), rows.preds)):
+            return None
     order = None
     if group is not None:
         group = (torch.cumsum(present, 0) - 1).index_select(0, group)
         narrow = torch.uint8 if num_queries <= 256 else torch.int16 if num_queries <= 1 << 15 else torch.int32
         order = torch.sort(group.to(narrow), stable=True).indices
-    return _as_lists(rows, size, longest, order)
+    return _as_lists(preds, graded[0], rows.weights, size, longest, order)
 
 
-def _as_lists(rows: RankingRows, size: Tensor, longest: int, order: Tensor | None) -> PaddedGrid:
-    """``rows`` as ``(G, longest)`` padded lists: query ``g``'s ``size[g]`` rows in its first slots.
+def _as_lists(
+    preds: Tensor, target: Tensor, weights: Tensor | None, size: Tensor, longest: int, order: Tensor | None
+) -> PaddedGrid:
+    """Flat rows as ``(G, longest)`` padded lists: query ``g``'s ``size[g]`` rows in its first slots.
 
     ``order``: the permutation grouping the rows by query (``None``: they are). A query's weight
     is its rows' largest (:func:`~._topk.grid_topk_values` clamps it at 0, as the sort path).
     """
     num_queries = size.numel()
-    preds, target, weights = rows.preds, rows.target, rows.weights
     if order is not None:
         preds, target = preds.index_select(0, order), target.index_select(0, order)
         weights = None if weights is None else weights.index_select(0, order)
-    if num_queries * longest == rows.num_rows:  # lists of one length, in id order
+    if num_queries * longest == preds.numel():  # lists of one length, in id order
         keep = None
         lists = [preds.reshape(num_queries, longest), target.reshape(num_queries, longest)]
         if weights is not None:

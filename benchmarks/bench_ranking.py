@@ -21,6 +21,7 @@ times a few long padded lists (64 x 5,000 slots, half to all of each list real: 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 import warnings
@@ -64,6 +65,13 @@ def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[float, Any]:
         out = fn()
         best = min(best, time.perf_counter() - start)
     return best, out
+
+
+def fresh_value(metric: Any, batch: dict[str, torch.Tensor]) -> Any:
+    """``metric``'s value of ``batch`` alone: reset, one update, compute."""
+    metric.reset()
+    metric.update(**batch)
+    return metric.compute()
 
 
 def run_metric(factory: Callable[[], Any], parts: list[dict[str, torch.Tensor]], binary: bool = False) -> Any:
@@ -140,13 +148,7 @@ def one_query() -> None:
             "TorchMetrics RetrievalNormalizedDCG(top_k=10)": (RetrievalNormalizedDCG(top_k=10), flat),
         }
         for name, (metric, batch) in cases.items():
-
-            def step(metric: Any = metric, batch: dict[str, torch.Tensor] = batch) -> Any:
-                metric.reset()
-                metric.update(**batch)
-                return metric.compute()
-
-            seconds, out = timed(step, repeat=30)
+            seconds, out = timed(functools.partial(fresh_value, metric, batch), repeat=30)
             value = out["ndcg@10"] if isinstance(out, dict) else out
             print(f"1 query x {n:>7} candidates  {name:<46} {seconds * 1e3:8.3f} ms  ndcg@10 {float(value):.8f}")
 
@@ -180,13 +182,9 @@ def padded() -> None:
             "TorchMetrics RetrievalNormalizedDCG(top_k=10), flat": (RetrievalNormalizedDCG(top_k=10), flat),
         }
         for name, (metric, batch) in cases.items():
-
-            def step(metric: Any = metric, batch: dict[str, torch.Tensor] = batch) -> Any:
-                metric.reset()
-                metric.update(**batch)
-                return metric.compute()
-
-            seconds, out = timed(step, repeat=5 if "TorchMetrics" in name else 20)
+            seconds, out = timed(
+                functools.partial(fresh_value, metric, batch), repeat=5 if "TorchMetrics" in name else 20
+            )
             print(f"{num_queries} x {width:>5} slots  {name:<46} {seconds * 1e3:8.2f} ms  ndcg@10 {float(out):.8f}")
 
 

@@ -69,8 +69,8 @@ def _rank_keys(preds: Tensor, grades: Tensor, grade_bits: int, writable: bool = 
     ``None`` when a float64 score is not exactly a float32 (the order of its bits would need 64).
     ``writable`` float32 ``preds`` are turned into the keys in place (no new row-sized tensor).
     """
-    p32 = preds.float()
-    if preds.dtype == torch.float64 and not bool(torch.equal(p32.double(), preds)):
+    p32 = float32_scores(preds)
+    if p32 is None:
         return None
     # + 0.0 folds -0.0 onto +0.0 (equal scores, equal keys); the result is a tensor of our own
     own = p32.add_(0.0) if writable or p32 is not preds else p32 + 0.0
@@ -415,6 +415,14 @@ def _grid_ideal_dcg(
     rel_group, rel_pos = torch.nonzero(grades).unbind(1)
     ranked = Ranked(rel_group, rel_pos, grades[rel_group, rel_pos].to(torch.float64), size, None, num_groups)
     return ideal_dcg_by_sort(ranked, exponential, None)  # grades of at most MAX_GRADE: no gain scaling
+
+
+def float32_scores(preds: Tensor) -> Tensor | None:
+    """``preds.float()``, or ``None`` when a float64 score is not exactly a float32 (its order would need 64 bits)."""
+    p32 = preds.float()
+    if preds.dtype == torch.float64 and not bool(torch.equal(p32.double(), preds)):
+        return None
+    return p32
 
 
 def grid_topk_values(

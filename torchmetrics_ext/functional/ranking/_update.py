@@ -42,6 +42,7 @@ from torchmetrics_ext.functional.ranking._kernel import (
 )
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request, request_key
 from torchmetrics_ext.functional.ranking._topk import (
+    float32_scores,
     grid_topk_applies,
     grid_topk_values,
     grouped_topk_values,
@@ -144,8 +145,7 @@ def _equal_runs(rows: RankingRows) -> PaddedGrid | None:
     width = n // num_queries
     if num_queries > 1 and (width * num_queries != n or int(counts.min()) != width or not bool((ids.diff() > 0).all())):
         return None  # the counts sum to n: with the smallest n / G, all are
-    weights = None if rows.weights is None else rows.weights.reshape(num_queries, width).amax(1)
-    return PaddedGrid(rows.preds.reshape(num_queries, width), rows.target.reshape(num_queries, width), None, weights)
+    return _as_lists(rows.preds, rows.target, rows.weights, counts, width, None)
 
 
 def _one_long_query(rows: RankingRows, requests: Sequence[Request]) -> PaddedGrid | None:
@@ -218,11 +218,9 @@ def _long_queries(rows: RankingRows, requests: Sequence[Request]) -> PaddedGrid 
     graded = integer_relevance(rows.target, _topk.MAX_GRADE, torch.int32)
     if graded is None:
         return None
-    preds = rows.preds
-    if preds.dtype == torch.float64:
-        preds = preds.float()
-        if not bool(torch.equal(preds.double(), rows.preds)):
-            return None
+    preds = float32_scores(rows.preds) if rows.preds.dtype == torch.float64 else rows.preds
+    if preds is None:
+        return None
     order = None
     if group is not None:
         group = (torch.cumsum(present, 0) - 1).index_select(0, group)

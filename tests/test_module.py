@@ -183,6 +183,30 @@ def test_binary_labels_take_one_log_bit_for_bit(eta):
     assert torch.equal(unclamped, lerp[inside])
 
 
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_binned_auc_skips_its_clip_only_where_no_bin_changes(from_logits):
+    """The AUC's bin index with the step's known prediction bounds (clip skipped inside the range) is numpy's clipped bin."""
+    from torchmetrics_ext.functional._sums import sharing_sums
+    from torchmetrics_ext.functional.auc.binary import DEFAULT_LOGIT_RANGE, _binned_index
+
+    lo, hi = DEFAULT_LOGIT_RANGE
+    bins = 1000
+    gen = torch.Generator().manual_seed(5)
+    # logits whose extremes sit just inside, on and just outside the range (and its 1e-9 margin), and far out
+    for low, high in [(-15.0, 15.0), (lo + 1e-7, hi - 1e-7), (lo + 1e-12, hi - 1e-12), (lo, hi), (-40.0, 40.0)]:
+        z = torch.empty(2, 4096, dtype=torch.float64).uniform_(low, high, generator=gen)
+        z[0, 0], z[1, -1] = low, high
+        preds = z if from_logits else torch.sigmoid(z)
+        target = (torch.rand(2, 4096, generator=gen) < 0.4).double()
+        bounds = (preds.min().item(), preds.max().item())
+        with sharing_sums(preds, target, None, binary_target=True, pred_range=bounds):
+            index = _binned_index(preds, target, bins, (lo, hi), from_logits)
+        x = preds.numpy() if from_logits else np.log(preds.numpy() / (1 - preds.numpy()))
+        expected = np.clip(np.floor((x - lo) * (bins / (hi - lo))), 0, bins - 1)
+        expected += target.numpy() * 2 * bins + np.arange(2)[:, None] * bins
+        np.testing.assert_array_equal(index.numpy(), expected)
+
+
 def test_module_ne_clamps_predictions_at_eta_as_the_formula():
     """Sure and near-sure predictions (0, 1, within eta of them) cost what the clamped formula says, in one step."""
     eta = 1e-12

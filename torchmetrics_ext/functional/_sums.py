@@ -217,6 +217,12 @@ def batch_sums(preds: Tensor, target: Tensor | None, weights: Tensor | None) -> 
     return BatchSums(preds, target, weights)
 
 
+def known_pred_range(preds: Tensor) -> tuple[float, ...]:
+    """The ``(min, max)`` the :func:`sharing_sums` caller read of ``preds`` if they are its predictions, else ``()``."""
+    shared = _SHARED.get()
+    return shared.pred_range if shared is not None and shared.preds is preds else ()
+
+
 class sharing_sums(BatchSums):  # lower case: used as a function, `with sharing_sums(...)`
     """Within this block, kernels given exactly these tensors share this one :class:`BatchSums`.
 

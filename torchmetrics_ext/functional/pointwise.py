@@ -653,6 +653,11 @@ def _sigmoid_error(logits: Tensor, target: Tensor) -> Tensor:
     return torch.where(logits >= 0, (1 - target) - small, small - target)
 
 
+def _absolute(error: Tensor) -> Tensor:
+    """``|error|`` of an error made for one kernel call: in place (its square was summed) unless autograd keeps it."""
+    return error.abs() if error.requires_grad else error.abs_()
+
+
 def _error_update(preds: Tensor, target: Tensor, weights: Tensor | None, from_logits: bool = False) -> Stats:
     """Return ``(sum w·(p - y)², sum w·|p - y|, sum w, sum w·y, sum w·y²)`` per task.
 
@@ -666,7 +671,7 @@ def _error_update(preds: Tensor, target: Tensor, weights: Tensor | None, from_lo
     suffix = "_logits" if from_logits else ""
     error = _once(lambda: _sigmoid_error(preds, target) if from_logits else preds - target)
     squared = sums.product(f"squared_error{suffix}", error, error)
-    absolute = sums.weighted(f"absolute_error{suffix}", lambda: error().abs())
+    absolute = sums.weighted(f"absolute_error{suffix}", lambda: _absolute(error()))
     label_sum = sums.label_sum()
     return (
         squared,

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.functional._sums import known_pred_range
 from torchmetrics_ext.functional.auc import _device as D
 from torchmetrics_ext.functional.auc import _kernels as K
 from torchmetrics_ext.utilities.checks import (
@@ -194,7 +195,9 @@ def _binned_index(
         wide = preds if preds.dtype == torch.float64 else preds.to(torch.float64)  # no call for the module's batch
         z = (wide.clone() if wide is preds else wide) if from_logits else torch.logit(wide)  # written in place below
         lo, hi = logit_range
-        position = z.sub_(lo).mul_(num_bins / (hi - lo)).clamp_(0, num_bins - 1)
+        position = z.sub_(lo).mul_(num_bins / (hi - lo))
+        if not _logits_inside(known_pred_range(preds), from_logits, logit_range):
+            position.clamp_(0, num_bins - 1)
     # the floor first (exact in float64, as are whole offsets below 2**53): one in-place pass,
     # cheaper than casting to an integer type before adding the offsets. `floor_`, not `trunc_` (the same
     # value on the clipped, non-negative position): on the CPU ATen vectorises floor and not
@@ -205,6 +208,25 @@ def _binned_index(
         position += _task_offsets(num_tasks, num_bins, preds.device, torch.float64)
     narrow = 2 * num_tasks * num_bins <= _INT32_MAX
     return position.to(torch.int32 if narrow else torch.int64)
+
+
+def _logits_inside(bounds: tuple[float, ...], from_logits: bool, logit_range: tuple[float, float]) -> bool:
+    """Whether predictions within ``bounds`` (known ``(min, max)``, ``()`` if unknown) need no clip to the range.
+
+    True when their logits lie inside the range by a margin (``1e-9`` of its width) far above the
+    rounding of any logit: every position ``(z - lo) B / (hi - lo)`` is then in ``[0, B)``, where
+    the clip to ``[0, B - 1]`` changes no floor (the same bins, one pass fewer).
+    """
+    if not bounds:
+        return False
+    low, high = bounds[0], bounds[1]
+    if not from_logits:
+        if not (0 < low and high < 1):
+            return False
+        low, high = math.log(low / (1 - low)), math.log(high / (1 - high))
+    lo, hi = logit_range
+    margin = 1e-9 * (hi - lo)
+    return lo + margin < low and high < hi - margin
 
 
 _INT32_MAX = 2**31 - 1

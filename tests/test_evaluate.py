@@ -2337,12 +2337,6 @@ _IDS_HINT = "Number text ids first, e.g. pandas `df[col] = df[col].astype('categ
         ),
         (
             "frame",
-            {"tasks": {"t": ("p", "y")}, "by": "u"},
-            ValueError,
-            "Expected `by` to be a list of column names, got 'u' (one column: by=['u']).",
-        ),
-        (
-            "frame",
             {"tasks": ("p", "y")},
             ValueError,
             "Tasks 'p' and 'y' read the same columns (predictions 'prediction', labels 'label'), so they would "
@@ -2399,6 +2393,54 @@ def test_a_file_named_by_several_paths_is_read_once(tmp_path, monkeypatch):
         assert result.rows_read == len(both)
         assert result.values["ctr/t"] == pytest.approx(both.y.mean(), rel=1e-12)
     assert evaluate(["logs/a.csv", "logs/a.csv"], {"t": ("p", "y")}, ["ctr"]).rows_read == len(a)
+
+
+def test_by_as_one_column_name_is_that_column(tmp_path):
+    """``evaluate(by="country")`` was refused ("one column: by=['country']") while ``by: country`` in
+    a config file and ``--by country`` were read as that one column: all three take it now, by one
+    rule. The reference is a pandas groupby with numpy formulas and sklearn."""
+    frame = make_frame(2000, 3)
+    frame["country"] = frame["country"].fillna("none")
+    tasks, metrics = {"t": ("p_click", "y_click")}, ["ctr", "ne", "auc"]
+    one = evaluate(frame, tasks, metrics, weights="w", by="country")
+    listed = evaluate(frame, tasks, metrics, weights="w", by=["country"])
+    assert one.by == listed.by == ("country",)
+    assert one.records == listed.records
+    got = {r["country"]: r for r in one.records if r["segment"] != "all"}
+    assert sorted(got) == sorted(frame["country"].unique())
+    for country, part in frame.groupby("country"):
+        p, y, w = (part[c].to_numpy(np.float64) for c in ("p_click", "y_click", "w"))
+        assert got[country]["rows"] == len(part)
+        assert got[country]["ctr"] == pytest.approx(np.sum(w * y) / np.sum(w), rel=1e-12)
+        assert got[country]["ne"] == pytest.approx(ne_ref(p, y, w), rel=1e-9)
+        assert got[country]["auc"] == pytest.approx(roc_auc_score(y, p, sample_weight=w), rel=1e-6)
+    # the config file's `by: country` and `--by country` give the same records
+    frame.to_parquet(tmp_path / "d.parquet")
+    args = ["evaluate", str(tmp_path / "d.parquet"), "--task", "t=p_click:y_click", "--metrics", "ctr,ne,auc"]
+    args += ["--weights", "w", "--no-progress"]
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"by": "country"}))
+    for extra in (["--config", str(config)], ["--by", "country"]):
+        out = tmp_path / f"{extra[0][2:]}.json"
+        assert cli.main([*args, *extra, "--output", str(out)]) == 0
+        records = json.loads(out.read_text())["records"]
+        assert {r["segment"]: r["ctr"] for r in records} == pytest.approx({r["segment"]: r["ctr"] for r in one.records})
+
+
+@pytest.mark.parametrize(
+    "by",
+    [3, "", [""], ["country", 1], {"country": 1}, b"country", ("country", None)],
+    ids=["int", "empty", "empty-item", "int-item", "dict", "bytes", "none-item"],
+)
+def test_by_that_is_not_column_names_is_refused_naming_it(by):
+    table = pa.table({"p": [0.1, 0.8], "y": [0, 1], "country": ["fr", "us"]})
+    message = (
+        f"Expected `by` to be a column name or a list of column names (non-empty strings), got {by!r} "
+        f"({type(by).__name__})."
+    )
+    with pytest.raises(ValueError) as caught:
+        evaluate(table, {"t": ("p", "y")}, ["ctr"], by=by)
+    assert str(caught.value) == message
 
 
 def test_repeated_columns_in_the_arguments_are_named(tmp_path, capsys):

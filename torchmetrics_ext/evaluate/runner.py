@@ -201,6 +201,27 @@ def _task_from_dict(task: Mapping[Any, Any]) -> TaskSpec:
     return TaskSpec(info.name, info.prediction_name, info.label_name)
 
 
+def _segment_columns(by: Any) -> tuple[str, ...]:
+    """The segment columns of ``by`` (``evaluate``'s, the config file's and ``--by``'s): one rule for all.
+
+    A string is one column (``"country"`` as ``["country"]``, as ``--by country`` and a config's
+    ``by: country``); a list or tuple of strings is the columns in order; ``None`` is none (as
+    ``weights=None`` is no weights).
+
+    Raises:
+        ValueError: ``by`` is not a column name or a sequence of them, or a name is empty.
+    """
+    if by is None:
+        return ()
+    columns = (by,) if isinstance(by, str) else by
+    if not isinstance(columns, Sequence) or not all(isinstance(b, str) and b for b in columns):
+        raise ValueError(
+            f"Expected `by` to be a column name or a list of column names (non-empty strings), got {by!r} "
+            f"({type(by).__name__})."
+        )
+    return tuple(columns)
+
+
 def _optional_name(name: str, value: Any) -> str | None:
     if value is not None and not (isinstance(value, str) and value):
         raise ValueError(f"Expected `{name}` to be a column name or None, got {value!r}.")
@@ -217,7 +238,7 @@ class _Plan:
         weights: Any,
         user: Any,
         session: Any,
-        by: Sequence[str] | None,
+        by: str | Sequence[str] | None,
         from_logits: bool = False,
     ) -> None:
         self.from_logits = check_flag("from_logits", from_logits)
@@ -225,10 +246,7 @@ class _Plan:
         self.weights = _optional_name("weights", weights)
         self.user = _optional_name("user", user)
         self.session = _optional_name("session", session)
-        by = () if by is None else by  # no segments, as weights=None is no weights
-        if isinstance(by, str) or not isinstance(by, Sequence) or not all(isinstance(b, str) and b for b in by):
-            hint = f" (one column: by=[{by!r}])" if isinstance(by, str) and by else ""
-            raise ValueError(f"Expected `by` to be a list of column names, got {by!r}{hint}.")
+        by = _segment_columns(by)
         repeated = [b for b in dict.fromkeys(by) if list(by).count(b) > 1]
         if repeated:
             raise ValueError(f"Expected distinct segment columns (by), got {list(by)}: {repeated[0]!r} is repeated.")
@@ -846,7 +864,7 @@ def evaluate(
     weights: str | None = None,
     user: str | None = None,
     session: str | None = None,
-    by: Sequence[str] | None = (),
+    by: str | Sequence[str] | None = (),
     batch_size: int = 65_536,
     on_invalid: str = "error",
     progress: bool = False,
@@ -883,15 +901,17 @@ def evaluate(
         user: column of integer user ids (for ``gauc``/``gauprc``).
         session: column of integer query/session ids (for ranking metrics).
         by: columns whose distinct value combinations are the segments (any number of columns and
-            of distinct values); every metric is computed on each segment's rows, and over all rows.
-            All segments are computed at once, one pass per metric over the rows keyed by segment
-            (no module per segment: about 15 microseconds per segment in all).
-            Each column once, none named ``segment``, ``task``, ``rows`` or like a requested metric
-            (the other fields of a record). Floats compare as numbers (``-0.0`` is ``0.0``); every
-            NaN is one segment, apart from null (but for a pandas frame, where NaN is the missing
+            of distinct values; one column as a string, ``by="country"`` as ``by=["country"]``, as
+            ``--by country`` and a config's ``by: country``); every metric is computed on each
+            segment's rows, and over all rows. All segments are computed at once, one pass per
+            metric over the rows keyed by segment (no module per segment: about 15 microseconds per
+            segment in all). Each column once, none named ``segment``, ``task``, ``rows`` or like a
+            requested metric (the other fields of a record). Floats compare as numbers (``-0.0`` is
+            ``0.0``); every NaN is one segment, apart from null (but for a pandas frame, where NaN is the missing
             value: the null segment). A column needs one type holding all its values in every
             file (for a pandas object column, every slice); others fail naming both files (or
-            rows) and types. ``None`` or ``()``: no segments.
+            rows) and types. ``None`` or ``()``: no segments. Anything else (a number, a dict, a
+            list holding a non-string or an empty name) is a ``ValueError``.
         batch_size: rows per record batch (memory per batch, not a result setting; any positive
             size, those above ``2**62`` read as ``2**62``; CSV files are parsed in blocks of at
             most 1 GiB, each cut into batches).

@@ -3154,6 +3154,55 @@ def test_config_tasks_by_name_read_from_configs_default_columns(tmp_path, capsys
     assert api.values["auc/click"] == pytest.approx(roc_auc_score(frame["label"], frame["prediction"]), rel=1e-12)
 
 
+def test_tasks_by_name_leave_a_weight_column_unread_and_say_so(tmp_path, capsys):
+    """A task named alone reads RecTaskInfo's default prediction and label columns; a module would also
+    weight it by a `weight` column present in the step, but evaluate reads only the columns it is told
+    (weights come from `weights`, shared by every task: a column added to the logs must not change past
+    numbers). That choice is kept and made visible: the values are the unweighted ones (the weighted
+    ones differ in this data), and the result (and the command line) note the unread column."""
+    rng = np.random.default_rng(5)
+    n = 400
+    p = rng.uniform(0.02, 0.98, n)
+    y = (rng.uniform(size=n) < p).astype(np.int64)
+    w = np.where(y == 1, rng.uniform(0.1, 0.5, n), rng.uniform(1.0, 4.0, n))  # weighting moves every value
+    frame = pd.DataFrame({"prediction": p, "label": y, "weight": w})
+    ones = np.ones(n)
+
+    def ref(weights):
+        ctr = np.sum(weights * y) / np.sum(weights)
+        return {"ctr": ctr, "ne": ne_ref(p, y, weights), "auc": roc_auc_score(y, p, sample_weight=weights)}
+
+    unweighted, weighted = ref(ones), ref(w)
+    for key in unweighted:  # the data tells the two apart
+        assert unweighted[key] != pytest.approx(weighted[key], rel=1e-3)
+    note = (
+        "column 'weight' is in the data but not used: task 'click', given by name or as a dict (the form of "
+        "RecMetricModule.from_config, where a task's 'weight' column is its weights), weighted every row 1, "
+        "as evaluate takes weights only from `weights` (--weights), shared by every task; "
+        "give weights='weight' (--weights weight) to weight by it"
+    )
+    metrics = ["ctr", "ne", "auc"]
+    for tasks in (["click"], "click", [{"name": "click"}]):
+        result = evaluate(frame, tasks, metrics)
+        assert {m: result.values[f"{m}/click"] for m in metrics} == pytest.approx(unweighted, rel=1e-9)
+        assert result.warnings == [note]
+    result = evaluate(frame, ["click"], metrics, weights="weight")  # named: every task weighted by it
+    assert {m: result.values[f"{m}/click"] for m in metrics} == pytest.approx(weighted, rel=1e-9)
+    assert result.warnings == []
+    # columns named by the task: no RecTaskInfo default in play, nothing to note
+    assert evaluate(frame, {"click": ("prediction", "label")}, metrics).warnings == []
+    assert evaluate(frame.drop(columns="weight"), ["click"], metrics).warnings == []  # no such column
+    two = evaluate(frame.assign(p2=p[::-1]), ["click", {"name": "buy", "prediction_name": "p2"}], ["ctr"])
+    assert two.warnings == [note.replace("task 'click'", "tasks 'click', 'buy'")]
+    # the config file's `tasks: [click]` the same, the note printed as a warning
+    frame.to_parquet(tmp_path / "d.parquet")
+    (tmp_path / "c.json").write_text(json.dumps({"paths": "d.parquet", "tasks": ["click"], "metrics": metrics}))
+    out = tmp_path / "o.json"
+    assert cli.main(["evaluate", "--config", str(tmp_path / "c.json"), "--no-progress", "--output", str(out)]) == 0
+    assert f"warning: {note}\n" in capsys.readouterr().err
+    assert {m: _records(out)[("all", "click")][m] for m in metrics} == pytest.approx(unweighted, rel=1e-9)
+
+
 def test_config_by_one_column_name_is_a_list_of_one(tmp_path, capsys):
     data = _config_data(tmp_path)
     frame = pq.read_table(data).to_pandas()

@@ -120,7 +120,8 @@ def _check(key: str, value: Any, base: str) -> Any:
     if key in ("tasks", "metrics"):
         try:
             if key == "tasks":
-                return _tasks(value)
+                _tasks(value)  # checked up front; kept as written, so evaluate sees tasks given by name
+                return value
             for key_, (name, options) in _metric_options(value).items():  # as evaluate checks them, up front
                 if options:
                     _build_entry(key_, name, options, 1)

@@ -2337,12 +2337,6 @@ _IDS_HINT = "Number text ids first, e.g. pandas `df[col] = df[col].astype('categ
         ),
         (
             "frame",
-            {"tasks": {"t": ("p", "y")}, "by": "u"},
-            ValueError,
-            "Expected `by` to be a list of column names, got 'u' (one column: by=['u']).",
-        ),
-        (
-            "frame",
             {"tasks": ("p", "y")},
             ValueError,
             "Tasks 'p' and 'y' read the same columns (predictions 'prediction', labels 'label'), so they would "
@@ -2399,6 +2393,54 @@ def test_a_file_named_by_several_paths_is_read_once(tmp_path, monkeypatch):
         assert result.rows_read == len(both)
         assert result.values["ctr/t"] == pytest.approx(both.y.mean(), rel=1e-12)
     assert evaluate(["logs/a.csv", "logs/a.csv"], {"t": ("p", "y")}, ["ctr"]).rows_read == len(a)
+
+
+def test_by_as_one_column_name_is_that_column(tmp_path):
+    """``evaluate(by="country")`` was refused ("one column: by=['country']") while ``by: country`` in
+    a config file and ``--by country`` were read as that one column: all three take it now, by one
+    rule. The reference is a pandas groupby with numpy formulas and sklearn."""
+    frame = make_frame(2000, 3)
+    frame["country"] = frame["country"].fillna("none")
+    tasks, metrics = {"t": ("p_click", "y_click")}, ["ctr", "ne", "auc"]
+    one = evaluate(frame, tasks, metrics, weights="w", by="country")
+    listed = evaluate(frame, tasks, metrics, weights="w", by=["country"])
+    assert one.by == listed.by == ("country",)
+    assert one.records == listed.records
+    got = {r["country"]: r for r in one.records if r["segment"] != "all"}
+    assert sorted(got) == sorted(frame["country"].unique())
+    for country, part in frame.groupby("country"):
+        p, y, w = (part[c].to_numpy(np.float64) for c in ("p_click", "y_click", "w"))
+        assert got[country]["rows"] == len(part)
+        assert got[country]["ctr"] == pytest.approx(np.sum(w * y) / np.sum(w), rel=1e-12)
+        assert got[country]["ne"] == pytest.approx(ne_ref(p, y, w), rel=1e-9)
+        assert got[country]["auc"] == pytest.approx(roc_auc_score(y, p, sample_weight=w), rel=1e-6)
+    # the config file's `by: country` and `--by country` give the same records
+    frame.to_parquet(tmp_path / "d.parquet")
+    args = ["evaluate", str(tmp_path / "d.parquet"), "--task", "t=p_click:y_click", "--metrics", "ctr,ne,auc"]
+    args += ["--weights", "w", "--no-progress"]
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"by": "country"}))
+    for extra in (["--config", str(config)], ["--by", "country"]):
+        out = tmp_path / f"{extra[0][2:]}.json"
+        assert cli.main([*args, *extra, "--output", str(out)]) == 0
+        records = json.loads(out.read_text())["records"]
+        assert {r["segment"]: r["ctr"] for r in records} == pytest.approx({r["segment"]: r["ctr"] for r in one.records})
+
+
+@pytest.mark.parametrize(
+    "by",
+    [3, "", [""], ["country", 1], {"country": 1}, b"country", ("country", None)],
+    ids=["int", "empty", "empty-item", "int-item", "dict", "bytes", "none-item"],
+)
+def test_by_that_is_not_column_names_is_refused_naming_it(by):
+    table = pa.table({"p": [0.1, 0.8], "y": [0, 1], "country": ["fr", "us"]})
+    message = (
+        f"Expected `by` to be a column name or a list of column names (non-empty strings), got {by!r} "
+        f"({type(by).__name__})."
+    )
+    with pytest.raises(ValueError) as caught:
+        evaluate(table, {"t": ("p", "y")}, ["ctr"], by=by)
+    assert str(caught.value) == message
 
 
 def test_repeated_columns_in_the_arguments_are_named(tmp_path, capsys):
@@ -3110,6 +3152,55 @@ def test_config_tasks_by_name_read_from_configs_default_columns(tmp_path, capsys
     # the Python API reads the file's tasks as the file does
     api = evaluate(tmp_path / "d.parquet", "click", ["auc"])
     assert api.values["auc/click"] == pytest.approx(roc_auc_score(frame["label"], frame["prediction"]), rel=1e-12)
+
+
+def test_tasks_by_name_leave_a_weight_column_unread_and_say_so(tmp_path, capsys):
+    """A task named alone reads RecTaskInfo's default prediction and label columns; a module would also
+    weight it by a `weight` column present in the step, but evaluate reads only the columns it is told
+    (weights come from `weights`, shared by every task: a column added to the logs must not change past
+    numbers). That choice is kept and made visible: the values are the unweighted ones (the weighted
+    ones differ in this data), and the result (and the command line) note the unread column."""
+    rng = np.random.default_rng(5)
+    n = 400
+    p = rng.uniform(0.02, 0.98, n)
+    y = (rng.uniform(size=n) < p).astype(np.int64)
+    w = np.where(y == 1, rng.uniform(0.1, 0.5, n), rng.uniform(1.0, 4.0, n))  # weighting moves every value
+    frame = pd.DataFrame({"prediction": p, "label": y, "weight": w})
+    ones = np.ones(n)
+
+    def ref(weights):
+        ctr = np.sum(weights * y) / np.sum(weights)
+        return {"ctr": ctr, "ne": ne_ref(p, y, weights), "auc": roc_auc_score(y, p, sample_weight=weights)}
+
+    unweighted, weighted = ref(ones), ref(w)
+    for key in unweighted:  # the data tells the two apart
+        assert unweighted[key] != pytest.approx(weighted[key], rel=1e-3)
+    note = (
+        "column 'weight' is in the data but not used: task 'click', given by name or as a dict (the form of "
+        "RecMetricModule.from_config, where a task's 'weight' column is its weights), weighted every row 1, "
+        "as evaluate takes weights only from `weights` (--weights), shared by every task; "
+        "give weights='weight' (--weights weight) to weight by it"
+    )
+    metrics = ["ctr", "ne", "auc"]
+    for tasks in (["click"], "click", [{"name": "click"}]):
+        result = evaluate(frame, tasks, metrics)
+        assert {m: result.values[f"{m}/click"] for m in metrics} == pytest.approx(unweighted, rel=1e-9)
+        assert result.warnings == [note]
+    result = evaluate(frame, ["click"], metrics, weights="weight")  # named: every task weighted by it
+    assert {m: result.values[f"{m}/click"] for m in metrics} == pytest.approx(weighted, rel=1e-9)
+    assert result.warnings == []
+    # columns named by the task: no RecTaskInfo default in play, nothing to note
+    assert evaluate(frame, {"click": ("prediction", "label")}, metrics).warnings == []
+    assert evaluate(frame.drop(columns="weight"), ["click"], metrics).warnings == []  # no such column
+    two = evaluate(frame.assign(p2=p[::-1]), ["click", {"name": "buy", "prediction_name": "p2"}], ["ctr"])
+    assert two.warnings == [note.replace("task 'click'", "tasks 'click', 'buy'")]
+    # the config file's `tasks: [click]` the same, the note printed as a warning
+    frame.to_parquet(tmp_path / "d.parquet")
+    (tmp_path / "c.json").write_text(json.dumps({"paths": "d.parquet", "tasks": ["click"], "metrics": metrics}))
+    out = tmp_path / "o.json"
+    assert cli.main(["evaluate", "--config", str(tmp_path / "c.json"), "--no-progress", "--output", str(out)]) == 0
+    assert f"warning: {note}\n" in capsys.readouterr().err
+    assert {m: _records(out)[("all", "click")][m] for m in metrics} == pytest.approx(unweighted, rel=1e-9)
 
 
 def test_config_by_one_column_name_is_a_list_of_one(tmp_path, capsys):

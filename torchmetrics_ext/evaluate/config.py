@@ -21,7 +21,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from torchmetrics_ext.evaluate.runner import ON_INVALID, _metric_options, _tasks
+from torchmetrics_ext.evaluate.runner import ON_INVALID, _metric_options, _segment_columns, _tasks
 from torchmetrics_ext.module import _build_entry, _close_to
 
 __all__ = ["CONFIG_KEYS", "load_config"]
@@ -120,7 +120,8 @@ def _check(key: str, value: Any, base: str) -> Any:
     if key in ("tasks", "metrics"):
         try:
             if key == "tasks":
-                return _tasks(value)
+                _tasks(value)  # checked up front; kept as written, so evaluate sees tasks given by name
+                return value
             for key_, (name, options) in _metric_options(value).items():  # as evaluate checks them, up front
                 if options:
                     _build_entry(key_, name, options, 1)
@@ -132,8 +133,11 @@ def _check(key: str, value: Any, base: str) -> Any:
             raise _wrong(key, "a column name" if key != "output" else "a .json, .csv or .parquet path", value)
         return os.path.join(base, value) if key == "output" else value
     if key == "by":
-        by = [value] if isinstance(value, str) and value else value  # one column, as `--by country`
-        if not _names(by):
+        try:
+            by = _segment_columns(value)  # evaluate's rule: one column as a string, as `--by country`
+        except ValueError:
+            by = ()
+        if not by:  # an empty list in the file is a mistake: leave the key out for no segments
             raise _wrong(key, "a segment column name or a list of them", value)
         return list(by)
     if key in ("from_logits", "progress"):

@@ -160,6 +160,32 @@ def _plain_names_hint(tasks: Any) -> str:
     return hint
 
 
+def _rec_task_names(tasks: Any) -> list[str]:
+    """The tasks given in :meth:`~torchmetrics_ext.RecMetricModule.from_config`'s form: a name alone or a dict.
+
+    Such a task would read :class:`~torchmetrics_ext.RecTaskInfo`'s default weight column in a
+    module; ``evaluate`` reads weights only from its ``weights`` argument (see :func:`evaluate`).
+    Call it on tasks :func:`_tasks` accepted.
+    """
+    given = [tasks] if isinstance(tasks, str) else tasks if isinstance(tasks, Sequence) else []
+    return [
+        task["name"] if isinstance(task, Mapping) else task
+        for task in given
+        if isinstance(task, Mapping) or (isinstance(task, str) and "=" not in task and ":" not in task)
+    ]
+
+
+def _unread_weight_note(column: str, tasks: Sequence[str]) -> str:
+    """The note of a result whose tasks a module would weight by ``column``, which ``evaluate`` leaves unread."""
+    named = f"task {tasks[0]!r}" if len(tasks) == 1 else "tasks " + ", ".join(repr(t) for t in tasks)
+    return (
+        f"column {column!r} is in the data but not used: {named}, given by name or as a dict (the form of "
+        f"RecMetricModule.from_config, where a task's {column!r} column is its weights), weighted every row 1, "
+        f"as evaluate takes weights only from `weights` (--weights), shared by every task; "
+        f"give weights={column!r} (--weights {column}) to weight by it"
+    )
+
+
 def _task(task: str | TaskSpec | Mapping[Any, Any]) -> TaskSpec:
     """One entry of a list of tasks: a ``TaskSpec``, a ``name=predictions:labels`` string, a name or a dict.
 
@@ -201,6 +227,27 @@ def _task_from_dict(task: Mapping[Any, Any]) -> TaskSpec:
     return TaskSpec(info.name, info.prediction_name, info.label_name)
 
 
+def _segment_columns(by: Any) -> tuple[str, ...]:
+    """The segment columns of ``by`` (``evaluate``'s, the config file's and ``--by``'s): one rule for all.
+
+    A string is one column (``"country"`` as ``["country"]``, as ``--by country`` and a config's
+    ``by: country``); a list or tuple of strings is the columns in order; ``None`` is none (as
+    ``weights=None`` is no weights).
+
+    Raises:
+        ValueError: ``by`` is not a column name or a sequence of them, or a name is empty.
+    """
+    if by is None:
+        return ()
+    columns = (by,) if isinstance(by, str) else by
+    if not isinstance(columns, Sequence) or not all(isinstance(b, str) and b for b in columns):
+        raise ValueError(
+            f"Expected `by` to be a column name or a list of column names (non-empty strings), got {by!r} "
+            f"({type(by).__name__})."
+        )
+    return tuple(columns)
+
+
 def _optional_name(name: str, value: Any) -> str | None:
     if value is not None and not (isinstance(value, str) and value):
         raise ValueError(f"Expected `{name}` to be a column name or None, got {value!r}.")
@@ -217,18 +264,20 @@ class _Plan:
         weights: Any,
         user: Any,
         session: Any,
-        by: Sequence[str] | None,
+        by: str | Sequence[str] | None,
         from_logits: bool = False,
     ) -> None:
         self.from_logits = check_flag("from_logits", from_logits)
         self.tasks = _tasks(tasks)
         self.weights = _optional_name("weights", weights)
+        # the weight column a module would read for the tasks given in from_config's form, left
+        # unread without `weights`: the run notes it where a file holds such a column
+        rec_tasks = _rec_task_names(tasks) if self.weights is None else []
+        self.unread_weight = RecTaskInfo(rec_tasks[0]).weight_name if rec_tasks else None
+        self.unread_weight_tasks = rec_tasks
         self.user = _optional_name("user", user)
         self.session = _optional_name("session", session)
-        by = () if by is None else by  # no segments, as weights=None is no weights
-        if isinstance(by, str) or not isinstance(by, Sequence) or not all(isinstance(b, str) and b for b in by):
-            hint = f" (one column: by=[{by!r}])" if isinstance(by, str) and by else ""
-            raise ValueError(f"Expected `by` to be a list of column names, got {by!r}{hint}.")
+        by = _segment_columns(by)
         repeated = [b for b in dict.fromkeys(by) if list(by).count(b) > 1]
         if repeated:
             raise ValueError(f"Expected distinct segment columns (by), got {list(by)}: {repeated[0]!r} is repeated.")
@@ -279,6 +328,8 @@ class _Plan:
             name for key, names in self.renames.items() if key.startswith(f"{_RANKING_KEY}.") for name in names
         ]
         self.columns = self._columns()  # one per (name, kind): a column is checked in each of its kinds
+        if any(c.name == self.unread_weight for c in self.columns):  # read in a role of its own
+            self.unread_weight = None
         self.read_kinds = self._read_kinds()  # name -> the kind its values are converted as, once
 
     def _columns(self) -> list[Column]:
@@ -423,6 +474,7 @@ class _Run:
         self.checker = RowChecker(plan.columns, probabilities, domains.target, domains.float32_weights)
         self.problems = Problems()
         self.rows_read = self.rows_skipped = 0
+        self.weight_unread = False  # a file read holds the plan's `unread_weight` column
         self.segments: SegmentIndex | None = None  # known once every rank's rows are read (`finish`)
         self.collector: SegmentCollector | None = None
         self.rows: SegmentRows | None = None
@@ -455,6 +507,8 @@ class _Run:
                 schema = source.schema()
                 inferred = {c.name for c in self.plan.columns if source.inferred(c.name)}
                 check_schema(source.label, schema, self.plan.columns, inferred=inferred)
+                unread = self.plan.unread_weight  # looked up as check_schema does: any header's bytes
+                self.weight_unread |= unread is not None and bool(schema.get_all_field_indices(unread))
                 # a text file's columns with fixed types; its --by columns as text, typed over every file at the end
                 types = {n: t for n, t in text_types(self.plan.columns).items() if n in inferred} or None
                 for number, chunk in chunks:
@@ -518,11 +572,11 @@ class _Run:
 
     def finish(self, error: str | None) -> EvaluationResult:
         """Agree on errors and counts across ranks, then compute (overall and per segment)."""
+        summary = (error, self.rows_read, self.rows_skipped, list(self.problems), self.weight_unread)
+        summaries: list[Any] = [summary]
         if self.world > 1:
-            summaries: list[Any] = [None] * self.world
-            dist.all_gather_object(summaries, (error, self.rows_read, self.rows_skipped, list(self.problems)))
-        else:
-            summaries = [(error, self.rows_read, self.rows_skipped, list(self.problems))]
+            summaries = [None] * self.world
+            dist.all_gather_object(summaries, summary)
         problems = self._merge([p for s in summaries for p in s[3]])
         errors = [s[0] for s in summaries if s[0]]  # reading and schema errors
         if errors:
@@ -536,6 +590,8 @@ class _Run:
             self.rows.number_segments(ids)
         release_free_memory()  # compute's temporaries start from the states, not from the reading's leftovers
         overall, caught = self._compute(self.module)
+        if self.plan.unread_weight is not None and any(s[4] for s in summaries):  # any rank's file
+            caught.insert(0, _unread_weight_note(self.plan.unread_weight, self.plan.unread_weight_tasks))
         segment_records = self._segments(caught)
         rows_read = sum(s[1] for s in summaries)
         rows_skipped = sum(s[2] for s in summaries)
@@ -846,7 +902,7 @@ def evaluate(
     weights: str | None = None,
     user: str | None = None,
     session: str | None = None,
-    by: Sequence[str] | None = (),
+    by: str | Sequence[str] | None = (),
     batch_size: int = 65_536,
     on_invalid: str = "error",
     progress: bool = False,
@@ -868,7 +924,11 @@ def evaluate(
             ``prediction_name``/``label_name``, reads ``RecTaskInfo``'s default columns
             ``"prediction"`` and ``"label"``, so two tasks given by name alone are refused as reading
             the same columns; weights, user and session ids are shared by the tasks: ``weights``,
-            ``user``, ``session``).
+            ``user``, ``session``). Unlike a module, which weights such a task by its ``weight_name``
+            column (``"weight"``) where the step holds one, ``evaluate`` reads only the columns it
+            is told: without ``weights`` every row has weight 1, a ``"weight"`` column in the data
+            too, so that a column added to the logs never changes past numbers; the result's
+            ``warnings`` then note that column (``weights="weight"`` weights by it).
         metrics: registry names (``"ne"``, ``"auc"``, ``"gauc"``, ``"ndcg@10"``, ``"recall@20"``, ...),
             each reported under the name given; a name given twice is reported once, and two
             spellings of one cutoff (``"ndcg@10"``, ``"ndcg@010"``) are computed once, each reported.
@@ -877,21 +937,24 @@ def evaluate(
             ``None`` is none), ``"metric"`` naming the registry entry when the name is another
             (``{"auc_binned": {"metric": "auc", "num_bins": 10000}}``); ``num_tasks`` comes from
             ``tasks`` and ``from_logits`` from the argument of that name, for every metric.
-        weights: column of sample weights (shared by every task; weight 1 without it). A column
+        weights: column of sample weights (shared by every task; weight 1 without it, whatever
+            columns the data holds; per-task ``weight_name`` is refused). A column
             may have several roles (weights that are labels, ``user`` = ``session``): it is read
             once and checked in each.
         user: column of integer user ids (for ``gauc``/``gauprc``).
         session: column of integer query/session ids (for ranking metrics).
         by: columns whose distinct value combinations are the segments (any number of columns and
-            of distinct values); every metric is computed on each segment's rows, and over all rows.
-            All segments are computed at once, one pass per metric over the rows keyed by segment
-            (no module per segment: about 15 microseconds per segment in all).
-            Each column once, none named ``segment``, ``task``, ``rows`` or like a requested metric
-            (the other fields of a record). Floats compare as numbers (``-0.0`` is ``0.0``); every
-            NaN is one segment, apart from null (but for a pandas frame, where NaN is the missing
+            of distinct values; one column as a string, ``by="country"`` as ``by=["country"]``, as
+            ``--by country`` and a config's ``by: country``); every metric is computed on each
+            segment's rows, and over all rows. All segments are computed at once, one pass per
+            metric over the rows keyed by segment (no module per segment: about 15 microseconds per
+            segment in all). Each column once, none named ``segment``, ``task``, ``rows`` or like a
+            requested metric (the other fields of a record). Floats compare as numbers (``-0.0`` is
+            ``0.0``); every NaN is one segment, apart from null (but for a pandas frame, where NaN is the missing
             value: the null segment). A column needs one type holding all its values in every
             file (for a pandas object column, every slice); others fail naming both files (or
-            rows) and types. ``None`` or ``()``: no segments.
+            rows) and types. ``None`` or ``()``: no segments. Anything else (a number, a dict, a
+            list holding a non-string or an empty name) is a ``ValueError``.
         batch_size: rows per record batch (memory per batch, not a result setting; any positive
             size, those above ``2**62`` read as ``2**62``; CSV files are parsed in blocks of at
             most 1 GiB, each cut into batches).

@@ -137,6 +137,11 @@ class _Batch:
     # once checked (see `_update`)
     checked: list[Tensor]
 
+    @property
+    def given_weights(self) -> list[Tensor]:
+        """The weight columns given (tasks without one left out)."""
+        return [c for c in self.columns[2] if c is not None]
+
 
 class RecMetricModule(nn.Module):
     r"""Every metric for every task in one module: one stacked update, one validation, one fused sync.
@@ -701,7 +706,7 @@ class RecMetricModule(nn.Module):
             return
         if n > 0:
             domains = self._domains
-            given = [c for c in batch.columns[2] if c is not None]
+            given = batch.given_weights
             try:
                 pred_bounds, weight_bounds = _check_values_bounds(
                     batch.checked[0],
@@ -739,7 +744,7 @@ class RecMetricModule(nn.Module):
         Such weights change no sum, and the unweighted kernels skip their passes; on a device they are
         taken as given (no value is read back in an unchecked step).
         """
-        given = [c for c in batch.columns[2] if c is not None]
+        given = batch.given_weights
         if not given or on_device_path(batch.preds):
             return False
         return all_unit_weights(checked_bounds(given, [False] * len(given), False))

@@ -3190,7 +3190,7 @@ def test_an_unreadable_extra_state_is_refused_naming_it_and_loads_nothing(extra_
     assert other.get_extra_state() == {"step": 5, "tasks": ["click", "buy"]}
 
 
-def _windowed_module(eta: float = 1e-3, num_bins: int = 100) -> tmx.RecMetricModule:
+def _windowed_module(eta: float = 1e-3, num_bins: int = 100, tasks: list = TASKS) -> tmx.RecMetricModule:
     """Windowed units (NE, CTR and MSE share one ring buffer), a binned AUC, ranking copies per task, a throughput."""
     metrics = {
         "ne": "ne",
@@ -3201,7 +3201,7 @@ def _windowed_module(eta: float = 1e-3, num_bins: int = 100) -> tmx.RecMetricMod
         "auc_binned": lambda num_tasks: tmx.AUC(num_tasks=num_tasks, num_bins=num_bins),
         "ndcg@3": "ndcg@3",
     }
-    return tmx.RecMetricModule(TASKS, metrics, window_size=150, throughput=True)
+    return tmx.RecMetricModule(tasks, metrics, window_size=150, throughput=True)
 
 
 def _equal_values(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -3281,6 +3281,7 @@ REFUSED_KINDS = [
     "eta",
     "num_bins",
     "metric_class",
+    "num_tasks",
     "missing_key",
     "unexpected_key",
     "window_ring",
@@ -3301,6 +3302,11 @@ def _refused(kind: str) -> tuple[dict, bool, type, str]:
         match = (
             r"metric mismatch for (metrics\.)?metrics\.auc_binned\.lifetime: the checkpoint holds the states of a AUPRC"
         )
+        return state, False, RuntimeError, match
+    if kind == "num_tasks":  # a one-task module's, saved by a version that recorded no task names
+        state = _saved_state(tasks=TASKS[:1])
+        state["_extra_state"] = {"step": state["_extra_state"]["step"]}
+        match = r"setting mismatch for (metrics\.)?metrics\.ne\.num_tasks: the checkpoint was saved with num_tasks=1"
         return state, False, RuntimeError, match
     if kind == "missing_key":  # the copy of the last task starts afresh before strict refuses the checkpoint
         del state["ranking.ndcg@3.1.lifetime.weight_sum"]

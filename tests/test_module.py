@@ -3214,7 +3214,7 @@ def test_an_unreadable_extra_state_is_refused_naming_it_and_loads_nothing(extra_
     assert other.get_extra_state() == {"step": 5, "tasks": ["click", "buy"]}
 
 
-def _windowed_module(eta: float = 1e-3, num_bins: int = 100) -> tmx.RecMetricModule:
+def _windowed_module(eta: float = 1e-3, num_bins: int = 100, tasks: list = TASKS) -> tmx.RecMetricModule:
     """Windowed units (NE, CTR and MSE share one ring buffer), a binned AUC, ranking copies per task, a throughput."""
     metrics = {
         "ne": "ne",
@@ -3225,7 +3225,7 @@ def _windowed_module(eta: float = 1e-3, num_bins: int = 100) -> tmx.RecMetricMod
         "auc_binned": lambda num_tasks: tmx.AUC(num_tasks=num_tasks, num_bins=num_bins),
         "ndcg@3": "ndcg@3",
     }
-    return tmx.RecMetricModule(TASKS, metrics, window_size=150, throughput=True)
+    return tmx.RecMetricModule(tasks, metrics, window_size=150, throughput=True)
 
 
 def _equal_values(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -3238,8 +3238,35 @@ def _without_clock(values: dict) -> dict:
     return {k: v for k, v in values.items() if not k.startswith("throughput") or k.endswith("total_examples")}
 
 
-def _assert_refused_load_changes_nothing(checkpoint: dict, strict: bool, error: type, match: str | None) -> None:
-    """A module with its own history refuses ``checkpoint``: its states, values, step and next steps are as before."""
+class _Parent(torch.nn.Module):
+    """A model holding a ``RecMetricModule`` as ``self.metrics`` (a LightningModule's layout), and a layer of its own."""
+
+    def __init__(self, metrics: tmx.RecMetricModule) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(2, 1)
+        self.metrics = metrics
+
+
+def _as_parents(parent: _Parent, checkpoint: dict) -> dict:
+    """``checkpoint`` (the module's) as the parent's state_dict would hold it: its keys and metadata under ``metrics``."""
+    whole = parent.state_dict()
+    metadata = whole._metadata  # type: ignore[attr-defined]
+    for key in [k for k in whole if k.startswith("metrics.")]:
+        del whole[key]
+    whole.update((f"metrics.{k}", v) for k, v in checkpoint.items())
+    for key, value in getattr(checkpoint, "_metadata", {}).items():
+        metadata["metrics" + (f".{key}" if key else "")] = value
+    return whole
+
+
+def _assert_refused_load_changes_nothing(
+    checkpoint: dict, strict: bool, error: type, match: str | None, through_parent: bool = False
+) -> None:
+    """A module with its own history refuses ``checkpoint``: its states, values, step and next steps are as before.
+
+    ``through_parent``: the checkpoint is loaded by a model holding the module (Lightning's restore), where
+    nn.Module loads each child in turn and raises at the end.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)  # the throughput, still warming up
         parts = batches(make_data(31, n=500), [0, 100, 200, 300, 400, 500])
@@ -3249,7 +3276,11 @@ def _assert_refused_load_changes_nothing(checkpoint: dict, strict: bool, error: 
                 each.update(part)
         before, values = copy.deepcopy(module.state_dict()), module.compute()
         with pytest.raises(error, match=match):
-            module.load_state_dict(checkpoint, strict=strict)
+            if through_parent:
+                parent = _Parent(module)
+                parent.load_state_dict(_as_parents(parent, checkpoint), strict=strict)
+            else:
+                module.load_state_dict(checkpoint, strict=strict)
         after = module.state_dict()
         assert after.keys() == before.keys()
         assert [k for k in before if not _same_value(after[k], before[k])] == []
@@ -3270,6 +3301,18 @@ def _saved_state(**settings) -> dict:
     return copy.deepcopy(saved.state_dict())
 
 
+REFUSED_KINDS = [
+    "eta",
+    "num_bins",
+    "metric_class",
+    "num_tasks",
+    "missing_key",
+    "unexpected_key",
+    "window_ring",
+    "throughput_extra_state",
+]
+
+
 def _refused(kind: str) -> tuple[dict, bool, type, str]:
     """A checkpoint one of the module's last units refuses: ``(checkpoint, strict, error, match)``."""
     state = _saved_state()
@@ -3280,23 +3323,36 @@ def _refused(kind: str) -> tuple[dict, bool, type, str]:
         return _saved_state(num_bins=50), False, RuntimeError, match
     if kind == "metric_class":
         state._metadata["metrics.auc_binned.lifetime"]["torchmetrics_ext_metric"] = "AUPRC"
-        match = r"metric mismatch for metrics\.auc_binned\.lifetime: the checkpoint holds the states of a AUPRC"
+        match = (
+            r"metric mismatch for (metrics\.)?metrics\.auc_binned\.lifetime: the checkpoint holds the states of a AUPRC"
+        )
+        return state, False, RuntimeError, match
+    if kind == "num_tasks":  # a one-task module's, saved by a version that recorded no task names
+        state = _saved_state(tasks=TASKS[:1])
+        state["_extra_state"] = {"step": state["_extra_state"]["step"]}
+        match = r"setting mismatch for (metrics\.)?metrics\.ne\.num_tasks: the checkpoint was saved with num_tasks=1"
         return state, False, RuntimeError, match
     if kind == "missing_key":  # the copy of the last task starts afresh before strict refuses the checkpoint
         del state["ranking.ndcg@3.1.lifetime.weight_sum"]
         return state, True, RuntimeError, r"Missing key\(s\) in state_dict: .*ranking\.ndcg@3\.1\.lifetime\.weight_sum"
+    if kind == "unexpected_key":  # a state the ranking copy does not hold
+        state["ranking.ndcg@3.1.lifetime.bogus_sum"] = torch.zeros(1)
+        return (
+            state,
+            True,
+            RuntimeError,
+            r"Unexpected key\(s\) in state_dict: .*ranking\.ndcg@3\.1\.lifetime\.bogus_sum",
+        )
     if kind == "window_ring":
         state["ranking.ndcg@3.1._extra_state"] = {"sizes": []}
         return state, False, RuntimeError, r"ranking\.ndcg@3\.1\._extra_state: Window state must be a dict holding"
     assert kind == "throughput_extra_state"  # refused by the throughput, after every metric has loaded
     state["throughput._extra_state"] = {"steps": None, "recent": []}
-    match = r"unreadable _extra_state for throughput: expected what Throughput\.get_extra_state saves, .*'steps': None"
+    match = r"unreadable _extra_state for (metrics\.)?throughput: expected what Throughput\.get_extra_state saves, .*'steps': None"
     return state, False, RuntimeError, match
 
 
-@pytest.mark.parametrize(
-    "kind", ["eta", "num_bins", "metric_class", "missing_key", "window_ring", "throughput_extra_state"]
-)
+@pytest.mark.parametrize("kind", REFUSED_KINDS)
 def test_a_refused_load_leaves_every_metric_window_and_the_throughput_as_they_were(kind):
     """Units load one after another: a checkpoint refused by one of the last left the others loaded (the
     shared ring's windows, the lifetime sums, the step counter: another run's values), or a strict load's
@@ -3305,20 +3361,78 @@ def test_a_refused_load_leaves_every_metric_window_and_the_throughput_as_they_we
     _assert_refused_load_changes_nothing(*_refused(kind))
 
 
+@pytest.mark.parametrize("kind", REFUSED_KINDS)
+def test_a_refused_load_through_a_parent_module_leaves_every_metric_as_it_was(kind):
+    """A model holding the module (Lightning's checkpoint restore) loads it child by child and raises only at
+    the end: a checkpoint refused by one of the last units (or, strict, one missing or unexpected key) left the
+    metrics before it loaded with the checkpoint's values and the rest with their own. Now the module is left
+    as it was, strict or not, and its next steps give what a module that never saw the checkpoint gives."""
+    _assert_refused_load_changes_nothing(*_refused(kind), through_parent=True)
+
+
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # the throughput, still warming up
+def test_a_strict_false_load_through_a_parent_still_starts_a_metric_without_states_afresh():
+    """strict=False through a parent: a missing state is no error, so the module is not put back: the other
+    metrics resume the checkpoint (the saved module's values) and the one without its states starts afresh."""
+    saved = _windowed_module()
+    saved.update(make_data(7, n=80))
+    state = copy.deepcopy(saved.state_dict())
+    expected = saved.compute()
+    del state["ranking.ndcg@3.1.lifetime.weight_sum"]
+    module = _windowed_module()
+    module.update(make_data(31, n=100))
+    parent = _Parent(module)
+    with pytest.warns(UserWarning, match=r"ranking\.ndcg@3\.1"):
+        result = parent.load_state_dict(_as_parents(parent, state), strict=False)
+    assert "metrics.ranking.ndcg@3.1.lifetime.weight_sum" in result.missing_keys
+    values = _without_clock(module.compute())
+    fresh = {k for k in values if k.startswith("ndcg@3/buy")}
+    assert fresh and all(values[k].isnan() for k in fresh)  # no query seen since the load
+    assert _equal_values(
+        {k: v for k, v in values.items() if k not in fresh},
+        {k: v for k, v in _without_clock(expected).items() if k not in fresh},
+    )
+
+
+def test_a_refused_load_through_a_parent_runs_the_modules_other_load_hooks_and_raises_its_error():
+    """The module is put back from its load post-hook, while torch iterates over the module's post-hooks: with
+    another hook registered after it, putting back the hook table ended the load with "OrderedDict mutated during
+    iteration" instead of the checkpoint's error. The hook table is left alone: the next hook runs, the error
+    names the missing key."""
+    state = _saved_state()
+    del state["ranking.ndcg@3.1.lifetime.weight_sum"]
+    module = _windowed_module()
+    module.update(make_data(31, n=100))
+    before = copy.deepcopy(module.state_dict())
+    calls = []
+    module.register_load_state_dict_post_hook(lambda _, keys: calls.append(sorted(keys.missing_keys)))
+    parent = _Parent(module)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the note on the metric that would start afresh
+        with pytest.raises(
+            RuntimeError, match=r"Missing key\(s\) in state_dict: .*metrics\.ranking\.ndcg@3\.1\.lifetime"
+        ):
+            parent.load_state_dict(_as_parents(parent, state))
+    assert len(calls) == 1 and "metrics.ranking.ndcg@3.1.lifetime.weight_sum" in calls[0]
+    after = module.state_dict()
+    assert [k for k in before if not _same_value(after[k], before[k])] == []
+
+
 @settings(max_examples=25, deadline=None)
 @given(data=st.data())
 def test_a_load_refused_for_any_one_key_changes_nothing(data):
     """Whichever one entry of the checkpoint is dropped (strict) or replaced by a value of another shape, the
-    refused load leaves the module as it was."""
+    refused load leaves the module as it was, loaded by itself or by a model holding it."""
     state = _saved_state()
+    through_parent = data.draw(st.booleans(), label="through_parent")
     if data.draw(st.booleans(), label="drop"):
         key = data.draw(st.sampled_from(sorted(state)), label="key")
         del state[key]
-        _assert_refused_load_changes_nothing(state, True, RuntimeError, re.escape(key))
+        _assert_refused_load_changes_nothing(state, True, RuntimeError, re.escape(key), through_parent)
     else:  # a tensor state of another shape, or an _extra_state that is not the unit's
         key = data.draw(st.sampled_from(sorted(k for k, v in state.items() if not isinstance(v, list))), label="key")
         state[key] = {"bogus": 1} if key.endswith("_extra_state") else torch.zeros(3, 7)
-        _assert_refused_load_changes_nothing(state, False, Exception, None)
+        _assert_refused_load_changes_nothing(state, False, Exception, None, through_parent)
 
 
 @pytest.mark.parametrize(
@@ -3339,13 +3453,15 @@ def test_a_ranking_row_state_of_another_length_is_refused_and_changes_nothing(ke
     state[key] = [torch.zeros(21, dtype=torch.int64 if key.endswith(("indexes", "target")) else torch.float32)]
     name = key.rsplit(".", 1)[1]
     counts = ", ".join(f"{n}={21 if n == name else 80}" for n in ("preds", "target", "indexes", "weights"))
-    match = re.escape(
-        f"state mismatch for {key}: the checkpoint holds 21 rows, expected 80 as in its other row states ({counts}): "
-        "this NDCG (num_tasks=1, queries_complete_per_batch=False) keeps one value per row in `preds`, `target`, "
-        "`indexes` and `weights` (`weights` may be empty: every row weighs 1)."
-    )
     for strict in (True, False):
-        _assert_refused_load_changes_nothing(copy.deepcopy(state), strict, RuntimeError, match)
+        for through_parent in (False, True):  # a model holding the module has it under `metrics.`
+            match = re.escape(
+                f"state mismatch for {'metrics.' if through_parent else ''}{key}: the checkpoint holds 21 rows, "
+                f"expected 80 as in its other row states ({counts}): this NDCG (num_tasks=1, "
+                "queries_complete_per_batch=False) keeps one value per row in `preds`, `target`, `indexes` and "
+                "`weights` (`weights` may be empty: every row weighs 1)."
+            )
+            _assert_refused_load_changes_nothing(copy.deepcopy(state), strict, RuntimeError, match, through_parent)
 
 
 def test_the_shared_ring_adds_each_step_into_lifetime_states_replaced_since():

@@ -74,6 +74,8 @@ _LOGIT_COLUMNS: ContextVar[bool] = ContextVar("tmx_logit_columns", default=False
 _THROUGHPUT = ("\0throughput", "lifetime")  # the throughput's entry in the fused gather
 # where a compute group member keeps the leader's cached value it was last computed with (see _holds_states_of)
 _STATES_OF = "_computed_with_leader"
+# where a load keeps, from the module's `_load_from_state_dict` to its post-hook, what puts it back (see _after_load)
+_LOAD_GUARD = "_load_guard"
 
 
 def _held_by(metric: Metric) -> str | None:
@@ -251,7 +253,7 @@ class RecMetricModule(nn.Module):
         key_style: str = "torchmetrics_ext",
     ) -> None:
         super().__init__()
-        self.register_load_state_dict_post_hook(_drop_refused_missing_keys)
+        self.register_load_state_dict_post_hook(_after_load)
         self.tasks = _check_tasks(tasks)
         num_tasks = len(self.tasks)
         if not isinstance(metrics, Mapping) or not metrics:
@@ -620,6 +622,7 @@ class RecMetricModule(nn.Module):
         """``nn.Module``'s, without the shared window buffer (a copy lays its metrics' windows out afresh)."""
         state = dict(super().__getstate__())
         state.pop("_shared_window", None)
+        state.pop(_LOAD_GUARD, None)  # a load through a parent that a child ended with an exception
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -1006,7 +1009,14 @@ class RecMetricModule(nn.Module):
         ring alone (``_extra_state``) for every other member of a windowed group: such a ring holds
         none of the group's states (a ``Windowed`` loads nothing from it), so it does not make a
         member the one that saved them, and it gives way to the saved states.
+
+        All or nothing, also when a parent module loads this one: torch loads each child in turn and
+        raises at the end, so the module's in-memory state is recorded here (:func:`snapshot`, no
+        tensor copied) and put back after its last child has loaded if any of them refused its
+        entries (an error added under this prefix) or, in a strict load, a key under this prefix is
+        missing or unexpected (see :func:`_after_load`).
         """
+        self.__dict__[_LOAD_GUARD] = (prefix, snapshot(self), error_msgs, len(error_msgs))
         problem = self._refused_extra_state(state_dict.get(prefix + "_extra_state"), prefix)
         if problem is not None:
             error_msgs.append(problem)
@@ -1364,15 +1374,44 @@ def _holds_states_of(member: Metric, leader: Metric) -> bool:
     return cached is not None and member.__dict__.get(_STATES_OF) is cached and member.__dict__["_computed"] is not None
 
 
-def _drop_refused_missing_keys(module: nn.Module, incompatible_keys: Any) -> None:
-    """After a load that refused the module (other tasks), take back the "missing keys" of the states it withheld.
+def _after_load(module: nn.Module, incompatible_keys: Any) -> None:
+    """After the module and all of its children have loaded: put the module back if the load of its entries fails.
 
-    The refusal's own message says what is wrong; listing every metric state as missing besides
-    would suggest ``strict=False``, which is refused the same.
+    A load that refused the module (other tasks) takes back the "missing keys" of the states it
+    withheld: the refusal's own message says what is wrong; listing every metric state as missing
+    besides would suggest ``strict=False``, which is refused the same.
+
+    The load fails for the module if an error was added since its ``_load_from_state_dict`` (only
+    its children's loads ran in between) or, in a strict load, a key under its prefix is missing or
+    unexpected: the states recorded there are put back, whoever called ``load_state_dict``.
     """
     refused = module.__dict__.pop("_refused_prefix", None)
     if refused is not None:
         incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not k.startswith(refused)]
+    guard = module.__dict__.pop(_LOAD_GUARD, None)
+    if guard is None:
+        return
+    prefix, restore, error_msgs, errors_before = guard
+    keys = [*incompatible_keys.missing_keys, *incompatible_keys.unexpected_keys]
+    if len(error_msgs) > errors_before or (any(k.startswith(prefix) for k in keys) and _loading_strictly()):
+        restore()
+
+
+def _loading_strictly() -> bool:
+    """The ``strict`` of the ``nn.Module.load_state_dict`` running now; ``False`` where none is found.
+
+    torch passes ``strict=True`` to every ``_load_from_state_dict`` and hook and applies the caller's
+    ``strict`` to the missing and unexpected keys only after the last hook, so it is read from the
+    call itself. Not found (a load by other means), a load is taken as not strict: never put back
+    for keys that such a load may accept.
+    """
+    code = nn.Module.load_state_dict.__code__
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_code is code:
+            return bool(frame.f_locals.get("strict", False))
+        frame = frame.f_back
+    return False
 
 
 @contextmanager

@@ -10,7 +10,9 @@ restores the module exactly, the objects' identities included (other objects kee
 these containers, e.g. the shared ring to its units' ``__dict__``), as long as the operation only
 rebinds tensors, as the package's loads do: they load each state as a new tensor, clear a ring by
 making new buffers, reset a metric by new default tensors. Parameters and buffers, which
-``nn.Module`` loads in place, are cloned (metrics rarely hold any).
+``nn.Module`` loads in place, are cloned (metrics rarely hold any). A container the operation left
+as it was is not touched: one being iterated over (the post-hooks torch runs while a load-state
+hook restores the module) stays valid.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ def snapshot(root: nn.Module) -> Callable[[], None]:
 
     def restore() -> None:
         for container, contents in saved:
+            if _holds(container, contents):
+                continue  # left as it was (a hook table torch may be iterating over now)
             container.clear()
             if isinstance(container, (list, collections.deque)):
                 container.extend(contents)
@@ -85,3 +89,14 @@ def snapshot(root: nn.Module) -> Callable[[], None]:
                 tensor.copy_(value)
 
     return restore
+
+
+def _holds(container: Any, contents: Any) -> bool:
+    """Whether ``container`` holds exactly ``contents`` (the same objects; the same keys, for a dict)."""
+    if len(container) != len(contents):
+        return False
+    if isinstance(container, dict):
+        return all(key in container and container[key] is value for key, value in contents.items())
+    if isinstance(container, set):
+        return bool(container == contents)
+    return all(now is was for now, was in zip(container, contents))

@@ -47,6 +47,7 @@ from torchmetrics_ext.functional.ranking._kernel import (
     ideal_dcg_by_sort,
     ideal_dcg_from_counts,
     integer_relevance,
+    route_ideal_dcg,
 )
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
 
@@ -392,29 +393,40 @@ def _drop_padding(
 def _grid_ideal_dcg(
     grades: Tensor, top_grade: int, num_rel: Tensor, size: Tensor, padded: bool, exponential: bool, cutoffs: int
 ) -> Callable[[int | None], Tensor]:
-    """IDCG@k of ``(G, L)`` lists' integer ``grades`` (0 where ``padded``), by the row-by-row sort's route.
+    """IDCG@k of ``(G, L)`` lists' integer ``grades`` (0 where ``padded``), by the sort path's :func:`route_ideal_dcg`.
 
-    ``num_rel``: each list's count of grades above 0; ``size``: each list's real entries.
-
-    :class:`~._kernel.GridQueries` counts grades when the table pays (:func:`grade_counts_pay`
-    over twice the relevant entries), else sorts the relevant entries; taking the same route on
-    the same counts (the irrelevant column zeroed, the table as long as the longest list) gives
-    its values bit for bit.
+    ``num_rel``: each list's count of grades above 0; ``size``: each list's real entries. The
+    counts come off the grid (the irrelevant column zeroed when padded, so that no count exceeds
+    the longest list), the relevant entries are found only to sort them: the same route on the
+    same counts as :class:`~._kernel.GridQueries`, so its values bit for bit.
     """
     num_groups, width = grades.shape
-    levels = top_grade + 1
-    num_relevant = int(num_rel.sum())
-    if num_relevant and grade_counts_pay(num_groups, levels, 2 * num_relevant, cutoffs):
-        cells = grades.reshape(-1)
+
+    def count_grades(values: Tensor, levels: int) -> Tensor:
+        cells = values.reshape(-1)
         if num_groups > 1:  # each list's grades offset into its own row of the table
-            cells = (torch.arange(num_groups, device=grades.device).unsqueeze(1) * levels + grades).reshape(-1)
+            cells = (torch.arange(num_groups, device=values.device).unsqueeze(1) * levels + values).reshape(-1)
         counts = torch.bincount(cells, minlength=num_groups * levels).reshape(num_groups, levels)
         if padded:  # padded entries were counted as grade 0: drop that column (it gains nothing)
             counts[:, 0] = 0
-        return ideal_dcg_from_counts(counts, int(size.max()) if padded else width, exponential)
-    rel_group, rel_pos = torch.nonzero(grades).unbind(1)
-    ranked = Ranked(rel_group, rel_pos, grades[rel_group, rel_pos].to(torch.float64), size, None, num_groups)
-    return ideal_dcg_by_sort(ranked, exponential, None)  # grades of at most MAX_GRADE: no gain scaling
+        return counts
+
+    def by_sort() -> Callable[[int | None], Tensor]:
+        rel_group, rel_pos = torch.nonzero(grades).unbind(1)
+        ranked = Ranked(rel_group, rel_pos, grades[rel_group, rel_pos].to(torch.float64), size, None, num_groups)
+        return ideal_dcg_by_sort(ranked, exponential, None)  # grades of at most MAX_GRADE: no gain scaling
+
+    return route_ideal_dcg(
+        int(num_rel.sum()),
+        size,
+        exponential,
+        cutoffs,
+        graded=lambda: (grades, top_grade),
+        count_relevant=lambda: num_rel,
+        count_grades=count_grades,
+        by_sort=by_sort,
+        longest=None if padded else width,
+    )
 
 
 def float32_scores(preds: Tensor) -> Tensor | None:

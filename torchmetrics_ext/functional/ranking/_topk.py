@@ -444,6 +444,7 @@ def grid_topk_values(
     requests: Sequence[Request],
     options: RankingOptions,
     keep: Tensor | None = None,
+    top_grade: int | None = None,
 ) -> tuple[Columns, Tensor, Ranked] | None:
     """:func:`grouped_topk_values` of ``(G, L)`` padded lists, from one ``torch.topk`` per list.
 
@@ -452,8 +453,10 @@ def grid_topk_values(
     are identical rows, so ties follow the sort path's rule), then the merge's own value
     functions on the ``(k, G)`` keys. ``keep``: ``(G, L)`` bool, the real candidates (``None``:
     all); a padded entry gets the pad key, which ranks after every real one with grade 0, as a
-    query shorter than ``k`` has on the merge. ``weights``: ``(G,)`` query weights. ``None`` when
-    :func:`grid_topk_applies` does not hold or the relevance is not a small integer.
+    query shorter than ``k`` has on the merge. ``weights``: ``(G,)`` query weights. ``top_grade``:
+    the largest relevance when the caller read it (``target`` then holds integer grades of at
+    most :data:`MAX_GRADE`, as :func:`integer_relevance` returns them), not read again. ``None``
+    when :func:`grid_topk_applies` does not hold or the relevance is not a small integer.
     """
     num_groups, width = preds.shape
     if num_groups == 0 or not grid_topk_applies(width, requests):
@@ -464,10 +467,12 @@ def grid_topk_values(
         num_groups = preds.shape[0]
         if num_groups == 0:
             return None
-    graded = integer_relevance(target, MAX_GRADE, torch.int32)
-    if graded is None:
-        return None
-    grades, top_grade = graded
+    grades = target
+    if top_grade is None:
+        graded = integer_relevance(target, MAX_GRADE, torch.int32)
+        if graded is None:
+            return None
+        grades, top_grade = graded
     grades = grades.to(torch.int32)
     grade_bits = max(top_grade.bit_length(), 1)
     key = _rank_keys(preds.reshape(-1), grades.reshape(-1), grade_bits, writable=keep is not None)

@@ -370,35 +370,69 @@ def _count_constants(longest: int, levels: int, exponential: bool, device: torch
     return table, grade_gain
 
 
-def _ideal_dcg_by_counts(
+def route_ideal_dcg(
+    num_relevant: int,
+    size: Tensor,
+    exponential: bool,
+    cutoffs: int,
+    *,
+    graded: Callable[[], tuple[Tensor, int] | None],
+    count_relevant: Callable[[], Tensor],
+    count_grades: Callable[[Tensor, int], Tensor],
+    by_sort: Callable[[], Callable[[int | None], Tensor]],
+    longest: int | None = None,
+) -> Callable[[int | None], Tensor]:
+    """NDCG's IDCG@k over ``size.numel()`` queries: from grade counts when they pay, else ``by_sort()``.
+
+    The one route rule of the sort path and of the ``torch.topk`` selection: counts when there
+    are relevant rows (``num_relevant`` in all) and the ``(G, levels)`` table pays
+    (:func:`grade_counts_pay` over twice their number, ``cutoffs`` IDCG@k read), binary grades
+    from each query's relevant count alone. The caller supplies what it holds, each read only
+    on the route that needs it: ``graded()``, what :func:`integer_relevance` gives for the
+    relevant rows (grades of at most :data:`_MAX_COUNTED_GRADES`) or ``None``;
+    ``count_relevant()``, ``(G,)`` int64 relevant rows of each query; ``count_grades(grades,
+    levels)``, the ``(G, levels)`` table of :func:`ideal_dcg_from_counts` (no count above the
+    longest query); ``by_sort()``, IDCG from a sort of the relevant rows; ``longest``, the
+    largest query size when known without reading ``size``.
+    """
+    num_groups = size.numel()
+    if num_relevant == 0 or not grade_counts_pay(num_groups, 2, 2 * num_relevant, cutoffs):
+        return by_sort()  # not even a binary table pays: skip reading the largest grade
+    grades = graded()
+    if grades is None or not grade_counts_pay(num_groups, grades[1] + 1, 2 * num_relevant, cutoffs):
+        return by_sort()
+    levels = grades[1] + 1
+    longest = int(size.max()) if longest is None else longest
+    if levels == 2:
+        return _binary_ideal_dcg(count_relevant(), longest, exponential)
+    return ideal_dcg_from_counts(count_grades(grades[0], levels), longest, exponential)
+
+
+def _rows_ideal_dcg(
     ranked: Ranked,
     exponential: bool,
-    cutoffs: int = 1,
-    integer: Callable[[], tuple[Tensor, int] | None] | None = None,
-    longest: int | None = None,
-) -> Callable[[int | None], Tensor] | None:
-    """:func:`ideal_dcg_from_counts` over the relevant rows (``None`` unless :func:`grade_counts_pay`).
+    cutoffs: int,
+    shift: Callable[[], Tensor | None],
+    graded: Callable[[], tuple[Tensor, int] | None],
+    longest: int | None,
+) -> Callable[[int | None], Tensor]:
+    """:func:`route_ideal_dcg` of the relevant rows ``ranked`` holds; ``shift()``: the sort's gain scaling."""
+    group, num_groups = ranked.rel_group, ranked.num_groups
 
-    ``cutoffs``: how many IDCG@k the caller reads (the table's cost grows with it). ``integer``:
-    what :func:`integer_relevance` would return for ``rel_target`` (up to
-    :data:`_MAX_COUNTED_GRADES`), when the caller knows it more cheaply; ``longest``: the largest
-    query size, when known.
-    """
-    num_relevant = ranked.rel_target.numel()
-    if num_relevant == 0 or not grade_counts_pay(ranked.num_groups, 2, 2 * num_relevant, cutoffs):
-        return None  # not even a binary table pays: skip reading the largest grade
-    graded = integer_relevance(ranked.rel_target, _MAX_COUNTED_GRADES) if integer is None else integer()
-    if graded is None:
-        return None
-    grades, top = graded
-    levels = top + 1
-    if not grade_counts_pay(ranked.num_groups, levels, 2 * num_relevant, cutoffs):
-        return None
-    longest = int(ranked.size.max()) if longest is None else longest
-    if levels == 2:
-        return _binary_ideal_dcg(torch.bincount(ranked.rel_group, minlength=ranked.num_groups), longest, exponential)
-    counts = torch.bincount(ranked.rel_group * levels + grades, minlength=ranked.num_groups * levels)
-    return ideal_dcg_from_counts(counts.reshape(ranked.num_groups, levels), longest, exponential)
+    def count_grades(grades: Tensor, levels: int) -> Tensor:
+        return torch.bincount(group * levels + grades, minlength=num_groups * levels).reshape(num_groups, levels)
+
+    return route_ideal_dcg(
+        ranked.rel_target.numel(),
+        ranked.size,
+        exponential,
+        cutoffs,
+        graded=graded,
+        count_relevant=lambda: torch.bincount(group, minlength=num_groups),
+        count_grades=count_grades,
+        by_sort=lambda: ideal_dcg_by_sort(ranked, exponential, shift()),
+        longest=longest,
+    )
 
 
 def _binary_ideal_dcg(num_relevant: Tensor, longest: int, exponential: bool) -> Callable[[int | None], Tensor]:
@@ -480,6 +514,7 @@ class SortedQueries(QueryStats):
     """
 
     ranked: Ranked
+    width: int | None = None  # every query's size, when all are equal and known without a read
 
     def __init__(self, ranked: Ranked, options: RankingOptions) -> None:
         self.ranked = ranked
@@ -544,13 +579,20 @@ class SortedQueries(QueryStats):
         """``g(y) / log2(rank + 1)`` of each relevant row (NDCG's DCG terms)."""
         return self.row_gain(self.ranked.rel_target) * discount(self.pos)
 
+    def _graded(self) -> tuple[Tensor, int] | None:
+        """:func:`integer_relevance` of the relevant rows (grades of at most :data:`_MAX_COUNTED_GRADES`)."""
+        return integer_relevance(self.ranked.rel_target, _MAX_COUNTED_GRADES)
+
     @cached_property
     def ideal_dcg(self) -> Callable[[int | None], Tensor]:
-        """``k -> (G,)`` IDCG@k: from grade counts when they pay (:func:`grade_counts_pay`), else from a small sort."""
-        by_counts = _ideal_dcg_by_counts(self.ranked, self.options.exponential_gain, self.ideal_cutoffs)
-        if by_counts is not None:  # grades of at most 64: no query's gains are scaled
-            return by_counts
-        return ideal_dcg_by_sort(self.ranked, self.options.exponential_gain, self.gain_shift)
+        """``k -> (G,)`` IDCG@k: from grade counts when they pay (:func:`route_ideal_dcg`), else from a small sort.
+
+        Grades of at most 64 are counted: no query's gains are scaled there.
+        """
+        exponential = self.options.exponential_gain
+        return _rows_ideal_dcg(
+            self.ranked, exponential, self.ideal_cutoffs, lambda: self.gain_shift, self._graded, self.width
+        )
 
 
 class GridQueries(SortedQueries):
@@ -606,22 +648,13 @@ class GridQueries(SortedQueries):
         """Which relevant rows rank in the top ``k``; ``None`` (all) also when ``k`` is at least the grid's width."""
         return None if k is not None and k >= self.relevant.shape[1] else super().in_k(k)
 
-    def _integer(self) -> tuple[Tensor, int] | None:
+    def _graded(self) -> tuple[Tensor, int] | None:
         """:func:`integer_relevance` of the relevant rows, read without a conversion for integer input."""
         rel_t = self.rel_t
         if rel_t.is_floating_point():
-            return integer_relevance(self.ranked.rel_target, _MAX_COUNTED_GRADES)
+            return super()._graded()
         top = int(rel_t.max()) if self.target_max is None else int(self.target_max)
         return (rel_t, top) if top <= _MAX_COUNTED_GRADES else None
-
-    @cached_property
-    def ideal_dcg(self) -> Callable[[int | None], Tensor]:
-        """:meth:`SortedQueries.ideal_dcg`, with the grades and the longest query read off the grid."""
-        exponential = self.options.exponential_gain
-        by_counts = _ideal_dcg_by_counts(self.ranked, exponential, self.ideal_cutoffs, self._integer, self.width)
-        if by_counts is not None:
-            return by_counts
-        return ideal_dcg_by_sort(self.ranked, exponential, self.gain_shift)
 
     @cached_property
     def within(self) -> Tensor:

@@ -47,6 +47,7 @@ from torchmetrics_ext.functional.ranking._kernel import (
     ideal_dcg_by_sort,
     ideal_dcg_from_counts,
     integer_relevance,
+    route_ideal_dcg,
 )
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
 
@@ -392,29 +393,40 @@ def _drop_padding(
 def _grid_ideal_dcg(
     grades: Tensor, top_grade: int, num_rel: Tensor, size: Tensor, padded: bool, exponential: bool, cutoffs: int
 ) -> Callable[[int | None], Tensor]:
-    """IDCG@k of ``(G, L)`` lists' integer ``grades`` (0 where ``padded``), by the row-by-row sort's route.
+    """IDCG@k of ``(G, L)`` lists' integer ``grades`` (0 where ``padded``), by the sort path's :func:`route_ideal_dcg`.
 
-    ``num_rel``: each list's count of grades above 0; ``size``: each list's real entries.
-
-    :class:`~._kernel.GridQueries` counts grades when the table pays (:func:`grade_counts_pay`
-    over twice the relevant entries), else sorts the relevant entries; taking the same route on
-    the same counts (the irrelevant column zeroed, the table as long as the longest list) gives
-    its values bit for bit.
+    ``num_rel``: each list's count of grades above 0; ``size``: each list's real entries. The
+    counts come off the grid (the irrelevant column zeroed when padded, so that no count exceeds
+    the longest list), the relevant entries are found only to sort them: the same route on the
+    same counts as :class:`~._kernel.GridQueries`, so its values bit for bit.
     """
     num_groups, width = grades.shape
-    levels = top_grade + 1
-    num_relevant = int(num_rel.sum())
-    if num_relevant and grade_counts_pay(num_groups, levels, 2 * num_relevant, cutoffs):
-        cells = grades.reshape(-1)
+
+    def count_grades(values: Tensor, levels: int) -> Tensor:
+        cells = values.reshape(-1)
         if num_groups > 1:  # each list's grades offset into its own row of the table
-            cells = (torch.arange(num_groups, device=grades.device).unsqueeze(1) * levels + grades).reshape(-1)
+            cells = (torch.arange(num_groups, device=values.device).unsqueeze(1) * levels + values).reshape(-1)
         counts = torch.bincount(cells, minlength=num_groups * levels).reshape(num_groups, levels)
         if padded:  # padded entries were counted as grade 0: drop that column (it gains nothing)
             counts[:, 0] = 0
-        return ideal_dcg_from_counts(counts, int(size.max()) if padded else width, exponential)
-    rel_group, rel_pos = torch.nonzero(grades).unbind(1)
-    ranked = Ranked(rel_group, rel_pos, grades[rel_group, rel_pos].to(torch.float64), size, None, num_groups)
-    return ideal_dcg_by_sort(ranked, exponential, None)  # grades of at most MAX_GRADE: no gain scaling
+        return counts
+
+    def by_sort() -> Callable[[int | None], Tensor]:
+        rel_group, rel_pos = torch.nonzero(grades).unbind(1)
+        ranked = Ranked(rel_group, rel_pos, grades[rel_group, rel_pos].to(torch.float64), size, None, num_groups)
+        return ideal_dcg_by_sort(ranked, exponential, None)  # grades of at most MAX_GRADE: no gain scaling
+
+    return route_ideal_dcg(
+        int(num_rel.sum()),
+        size,
+        exponential,
+        cutoffs,
+        graded=lambda: (grades, top_grade),
+        count_relevant=lambda: num_rel,
+        count_grades=count_grades,
+        by_sort=by_sort,
+        longest=None if padded else width,
+    )
 
 
 def float32_scores(preds: Tensor) -> Tensor | None:
@@ -432,6 +444,7 @@ def grid_topk_values(
     requests: Sequence[Request],
     options: RankingOptions,
     keep: Tensor | None = None,
+    top_grade: int | None = None,
 ) -> tuple[Columns, Tensor, Ranked] | None:
     """:func:`grouped_topk_values` of ``(G, L)`` padded lists, from one ``torch.topk`` per list.
 
@@ -440,8 +453,10 @@ def grid_topk_values(
     are identical rows, so ties follow the sort path's rule), then the merge's own value
     functions on the ``(k, G)`` keys. ``keep``: ``(G, L)`` bool, the real candidates (``None``:
     all); a padded entry gets the pad key, which ranks after every real one with grade 0, as a
-    query shorter than ``k`` has on the merge. ``weights``: ``(G,)`` query weights. ``None`` when
-    :func:`grid_topk_applies` does not hold or the relevance is not a small integer.
+    query shorter than ``k`` has on the merge. ``weights``: ``(G,)`` query weights. ``top_grade``:
+    the largest relevance when the caller read it (``target`` then holds integer grades of at
+    most :data:`MAX_GRADE`, as :func:`integer_relevance` returns them), not read again. ``None``
+    when :func:`grid_topk_applies` does not hold or the relevance is not a small integer.
     """
     num_groups, width = preds.shape
     if num_groups == 0 or not grid_topk_applies(width, requests):
@@ -452,10 +467,12 @@ def grid_topk_values(
         num_groups = preds.shape[0]
         if num_groups == 0:
             return None
-    graded = integer_relevance(target, MAX_GRADE, torch.int32)
-    if graded is None:
-        return None
-    grades, top_grade = graded
+    grades = target
+    if top_grade is None:
+        graded = integer_relevance(target, MAX_GRADE, torch.int32)
+        if graded is None:
+            return None
+        grades, top_grade = graded
     grades = grades.to(torch.int32)
     grade_bits = max(top_grade.bit_length(), 1)
     key = _rank_keys(preds.reshape(-1), grades.reshape(-1), grade_bits, writable=keep is not None)

@@ -81,6 +81,7 @@ def _ranking_update(
             remove_single_length_sessions,
             True,
         )
+    top_grade = None  # the lists' largest relevance grade, when read while grouping them
     if rows.padded:
         grid = whole = rows.grid
     else:  # one long query first (two reads of its ids), then short runs of one length, then few long queries
@@ -88,10 +89,12 @@ def _ranking_update(
         if whole is None:
             grid = whole = _equal_runs(rows)
         if whole is None:  # few long queries, ids in any order: grouped into padded lists
-            whole = _long_queries(rows, requests)
+            long_lists = _long_queries(rows, requests)
+            if long_lists is not None:
+                whole, top_grade = long_lists
     selected = None
     if whole is not None:
-        selected = grid_topk_values(whole.preds, whole.target, whole.weights, requests, options, whole.keep)
+        selected = grid_topk_values(whole.preds, whole.target, whole.weights, requests, options, whole.keep, top_grade)
     if selected is not None:  # long lists (padded or not), small cutoffs: each list's k best rows by torch.topk
         columns, num_rel, ranked = selected
         return reduce_columns(
@@ -169,8 +172,11 @@ LONG_QUERIES_FILL = 2
 """Flat rows are grouped into padded lists only when the ``(G, longest)`` grid has at most this many slots per row."""
 
 
-def _long_queries(rows: RankingRows, requests: Sequence[Request]) -> PaddedGrid | None:
+def _long_queries(rows: RankingRows, requests: Sequence[Request]) -> tuple[PaddedGrid, int] | None:
     """Flat rows of long queries, ids in any order, as padded lists in id order for :func:`~._topk.grid_topk_values`.
+
+    Returns the lists (their ``target``: integer grades) and the largest grade, read once here
+    and passed on (the selection does not read it again).
 
     ``None`` (nothing built) unless the longest query passes :func:`~._topk.grid_topk_applies`
     and the grid has at most :data:`LONG_QUERIES_FILL` slots per row; also for MRR and hit rate
@@ -226,7 +232,7 @@ def _long_queries(rows: RankingRows, requests: Sequence[Request]) -> PaddedGrid 
         group = (torch.cumsum(present, 0) - 1).index_select(0, group)
         narrow = torch.uint8 if num_queries <= 256 else torch.int16 if num_queries <= 1 << 15 else torch.int32
         order = torch.sort(group.to(narrow), stable=True).indices
-    return _as_lists(preds, graded[0], rows.weights, size, longest, order)
+    return _as_lists(preds, graded[0], rows.weights, size, longest, order), graded[1]
 
 
 def _as_lists(

@@ -26,6 +26,7 @@ from torchmetrics_ext.utilities.chunks import _JOIN, join_chunks, join_small_run
 from torchmetrics_ext.utilities.formatting import exact_text
 from torchmetrics_ext.utilities.ownership import write_deferred_states
 from torchmetrics_ext.utilities.plot import named_series
+from torchmetrics_ext.utilities.state_dtypes import dtype_problem
 
 __all__ = ["GuardedMetric", "InputDomains", "TaskMetric"]
 
@@ -848,7 +849,7 @@ class GuardedMetric(Metric):
             problems = self._metric_problems(local_metadata, prefix) or settings_problems(
                 local_metadata, self._checkpoint_settings(), prefix, type(self).__name__, shown
             )
-            problems = problems or self._state_problems(state_dict, prefix)
+            problems = problems or self._state_problems(state_dict, prefix) or self._dtype_problems(state_dict, prefix)
         if problems:
             error_msgs.extend(problems)
             for name in self._defaults:
@@ -870,9 +871,10 @@ class GuardedMetric(Metric):
         device = self.device
         with torch.inference_mode(False):
             for name in self._defaults:
-                value = state_dict.get(prefix + name)
-                if isinstance(value, Tensor):
-                    state_dict[prefix + name] = value.to(device, copy=True)
+                value, default = state_dict.get(prefix + name), self._defaults[name]
+                if isinstance(value, Tensor):  # a narrower floating dtype (see _dtype_problems) as this state's
+                    dtype = default.dtype if isinstance(default, Tensor) else value.dtype
+                    state_dict[prefix + name] = value.to(device, dtype, copy=True)
                 elif isinstance(value, list):
                     state_dict[prefix + name] = [v.to(device, copy=True) for v in value]
         super()._load_from_state_dict(
@@ -972,6 +974,28 @@ class GuardedMetric(Metric):
                     f"this {type(self).__name__} expects a list of tensors."
                 )
         return problems or self._sample_row_problems(state_dict, prefix, origin)
+
+    def _dtype_problems(self, state_dict: Mapping[str, Any], prefix: str) -> list[str]:
+        """The checkpoint's states in a dtype this metric does not load (see ``utilities/state_dtypes.py``).
+
+        A tensor state is compared with the dtype this metric keeps it in now (after any
+        ``set_dtype``), a list state's chunks with the dtype it syncs as.
+        """
+        declared = self._chunk_dtypes()
+        owner = f"{type(self).__name__}{self._settings_text()}"
+        problems = []
+        for name, default in self._defaults.items():
+            if prefix + name in state_dict:
+                expected = default.dtype if isinstance(default, Tensor) else declared.get(name)
+                value = state_dict[prefix + name]
+                problem = dtype_problem(prefix + name, value, expected, owner, chunks=not isinstance(default, Tensor))
+                if problem is not None:
+                    problems.append(problem)
+        return problems
+
+    def _chunk_dtypes(self) -> Mapping[str, torch.dtype]:
+        """The list states whose loaded chunks :meth:`_dtype_problems` checks, each with the dtype it syncs as."""
+        return getattr(self, "_list_state_dtypes", {})
 
     def _values_per_sample(self) -> dict[str, int]:
         """List states of flat sample-major rows and how many values each sample has in them (``num_tasks``).

@@ -196,6 +196,10 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
             return problems
         return row_state_problems(state_dict, prefix, f"{type(self).__name__}{self._settings_text()}", origin)
 
+    def _chunk_dtypes(self) -> Mapping[str, torch.dtype]:
+        """None: the row states keep ``int8``/bool labels and ``int32`` ids, checked by :meth:`_state_problems`."""
+        return {}
+
     @property
     def value_sum(self) -> Tensor:
         """Per-request sums of per-query values (the state named after this metric's settings)."""

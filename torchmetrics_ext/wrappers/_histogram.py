@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.auc.binary import _add_entries as add_entries
+from torchmetrics_ext.utilities.state_dtypes import dtype_problem
 
 __all__ = ["HistogramWindow", "add_stacked"]
 
@@ -336,7 +337,12 @@ class HistogramWindow:
                 fits = isinstance(values, Tensor) and tuple(values.shape) == (self.count, index.numel())
             if not fits:
                 return ["Window state of a binned histogram holds an update whose values do not fit its bin indices."]
-        return []
+        # the dense sums (the base, an update kept whole); a sparse update's values keep the update's dtype
+        dense = [v for i, v in zip(state["indices"], state["values"]) if i is None]
+        saved = [("base", state["base"]), *(("an update's values", v) for v in dense)]
+        dtype = self.default.dtype
+        problems = [dtype_problem(f"the window's histogram ({what})", v, dtype, "window") for what, v in saved]
+        return [p for p in problems if p is not None][:1]
 
     def load(self, state: Mapping[str, Any], device: torch.device) -> None:
         """Restore :meth:`state` on ``device``; the dense sums are rebuilt with the additions the updates made.

@@ -47,6 +47,7 @@ from torchmetrics_ext.utilities.chunks import (
     join_small_tails,
     small_runs,
 )
+from torchmetrics_ext.utilities.state_dtypes import dtype_problem
 
 __all__ = ["StateRing", "join_small_tails", "state_kind"]
 
@@ -552,6 +553,10 @@ class StateRing:
                     f"size mismatch for the window's `{name}`: the checkpoint's updates have shape "
                     f"{tuple(back.shape)}, this metric's {shape}."
                 )
+            for what, saved in (("updates", ring), ("back", back)):
+                problem = dtype_problem(f"the window's `{name}` ({what})", saved, self.defaults[name].dtype, "window")
+                if problem is not None:
+                    out.append(problem)
         return out
 
     def _segment_problems(self, state: Mapping[str, Any], count: int) -> list[str]:
@@ -593,7 +598,7 @@ class StateRing:
         for name in self.tensor_names:
             if count:
                 self.rings[name][:count] = state["rings"][name].to(device)
-            self.back[name] = state["back"][name].to(device).clone()
+            self.back[name] = state["back"][name].to(device, self.defaults[name].dtype, copy=True)
         spans = [int(s) for s in state.get("spans", [1] * count)]
         self.spans = deque(spans)
         for name in self.list_names:

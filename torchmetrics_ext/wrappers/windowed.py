@@ -1174,6 +1174,15 @@ class Windowed(WrapperMetric):
         if not problems and isinstance(life, GuardedMetric):
             for child in ("lifetime", "window"):
                 problems += life._state_problems(state_dict, f"{prefix}{child}.")
+                problems += life._dtype_problems(state_dict, f"{prefix}{child}.")
+            segments = state_dict[key].get("chunks") if isinstance(state_dict.get(key), dict) else None
+            if isinstance(segments, dict):  # the ring's list-state chunks, as the window's own
+                ring_chunks = {
+                    f"{key}.chunks.{n}": [c for segment in s if isinstance(segment, list) for c in segment]
+                    for n, s in segments.items()
+                    if isinstance(s, list)
+                }
+                problems += life._dtype_problems(ring_chunks, f"{key}.chunks.")
         if problems:
             error_msgs.extend(problems)
             for name in [k for k in state_dict if k.startswith(prefix)]:

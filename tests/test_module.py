@@ -3489,3 +3489,44 @@ def test_the_shared_ring_adds_each_step_into_lifetime_states_replaced_since():
         mse = values[f"mse/{task}"].item()
         assert ctr == pytest.approx(np.sum(w * y) / np.sum(w), rel=1e-12)
         assert mse == pytest.approx(np.sum(w * (p - y) ** 2) / np.sum(w), rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int64])
+def test_a_state_of_another_dtype_is_refused_naming_it_and_the_module_keeps_its_states(dtype):
+    """The hunter's case: a bool `weighted_label_sum` loaded, and the next update failed with "result
+    type Double can't be cast to the desired output type Bool". The load is refused, naming the key and
+    both dtypes, nothing of the checkpoint loads, and the module updates on as if it never was tried."""
+    tasks = [
+        tmx.RecTaskInfo("a", label_name="a_label", prediction_name="a_pred"),
+        tmx.RecTaskInfo("b", label_name="b_label", prediction_name="b_pred"),
+    ]
+    g = torch.Generator().manual_seed(0)
+
+    def step():
+        p = torch.rand(2, 30, generator=g)
+        y = (torch.rand(2, 30, generator=g) < p).double()
+        return {"a_pred": p[0], "b_pred": p[1], "a_label": y[0], "b_label": y[1]}
+
+    def build_module():
+        return tmx.RecMetricModule(tasks, {"ctr": "ctr", "ne": "ne"}, window_size=100)
+
+    saved, module = build_module(), build_module()
+    steps = [step() for _ in range(4)]
+    for batch in steps[:2]:
+        saved.update(batch)
+    module.update(steps[2])
+    checkpoint = saved.state_dict()
+    key = "metrics.ctr.lifetime.weighted_label_sum"
+    checkpoint[key] = checkpoint[key].to(dtype)
+    before = copy.deepcopy(module.state_dict())
+    match = rf"dtype mismatch for {re.escape(key)}: the checkpoint holds {dtype}, this CTR .* keeps it as torch.float64"
+    with pytest.raises(RuntimeError, match=match):
+        module.load_state_dict(checkpoint)
+    assert _same_value(dict(module.state_dict()), dict(before))
+    module.update(steps[3])
+    labels = torch.stack([torch.stack([s["a_label"], s["b_label"]]) for s in steps[2:]], 1).reshape(2, -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)  # throughput: no timed step
+        values = module.compute()
+    for i, task in enumerate("ab"):  # the mean label of the module's own two steps, not the checkpoint's
+        assert values[f"ctr/{task}"].item() == pytest.approx(labels[i].mean().item(), rel=1e-12)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import inspect
 import re
@@ -2012,3 +2013,165 @@ def test_load_state_dict_refuses_another_metrics_checkpoint_and_changes_nothing(
         auprc.load_state_dict(auc.state_dict())
     auprc.load_state_dict(dict(auc.state_dict()))  # no metadata: checked by its state names and shapes only
     np.testing.assert_allclose(auprc.compute().item(), skm.average_precision_score(Y.numpy(), P.numpy()))
+
+
+# ---------------------------------------------------------------- checkpoint state dtypes
+
+
+def _dtype_batch(kind: str, seed: int) -> tuple:
+    g = torch.Generator().manual_seed(seed)
+    p = torch.rand(40, generator=g)
+    y = (torch.rand(40, generator=g) < p).long()
+    if kind == "grouped":
+        return p, y, torch.arange(40) % 4
+    if kind == "ranking":
+        return p.view(4, 10), y.view(4, 10)
+    return p, y
+
+
+def _windowed(metric):
+    return lambda: tmx.Windowed(metric(), window_size=60)
+
+
+# (id, metric, batch kind, where the state is in the state_dict, what it holds, the key the error names)
+# what it holds: "float" a floating tensor state, "float-list"/"int-list" the chunks of a list state
+_RING = "_extra_state"
+_DTYPE_CASES = [
+    ("ne", tmx.NormalizedEntropy, "pointwise", ("pos_labels",), "float", "pos_labels"),
+    ("ctr", tmx.CTR, "pointwise", ("weighted_label_sum",), "float", "weighted_label_sum"),
+    ("auc-binned", lambda: tmx.AUC(num_bins=16), "pointwise", ("hist",), "float", "hist"),
+    ("auc-exact", tmx.AUC, "pointwise", ("preds",), "float-list", "preds"),
+    ("gauc-exact-groups", tmx.GroupedAUC, "grouped", ("groups",), "int-list", "groups"),
+    ("ndcg", lambda: tmx.NDCG(k=3), "ranking", ("value_sum_ndcg3_skip",), "float", "value_sum_ndcg3_skip"),
+    ("win-ctr", _windowed(tmx.CTR), "pointwise", ("lifetime.weighted_label_sum",), "float", "lifetime.weighted_label_sum"),
+    ("win-ctr-back", _windowed(tmx.CTR), "pointwise", (_RING, "back", "weighted_label_sum"), "float", "the window's `weighted_label_sum` (back)"),
+    ("win-ctr-ring", _windowed(tmx.CTR), "pointwise", (_RING, "rings", "weighted_label_sum"), "float", "the window's `weighted_label_sum` (updates)"),
+    ("win-auc-binned", _windowed(lambda: tmx.AUC(num_bins=8)), "pointwise", (_RING, "base"), "float", "the window's histogram (base)"),
+    ("win-auc-exact", _windowed(tmx.AUC), "pointwise", (_RING, "chunks", "preds"), "float-list", "_extra_state.chunks.preds"),
+]  # fmt: skip
+# the rule, written here independently of the code: dtypes each kind of state refuses, and the dtype it names
+_REFUSED = {
+    "float": {torch.bool, torch.int64},
+    "float-list": {torch.bool, torch.int64},
+    "int-list": {torch.float32, torch.float16},
+}
+_STATE_DTYPE = {"float": torch.float64, "float-list": torch.float32, "int-list": torch.int64}
+
+
+def _cast_all(value, dtype):
+    """``value`` (a tensor or nested lists of tensors) with every tensor cast to ``dtype``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype)
+    return [_cast_all(v, dtype) for v in value]
+
+
+def _with_cast(state, path, dtype):
+    """A copy of the checkpoint ``state`` (metadata kept) with the entry at ``path`` cast to ``dtype``."""
+    state = copy.deepcopy(state)
+    holder = state
+    for part in path[:-1]:
+        holder = holder[part]
+    holder[path[-1]] = _cast_all(holder[path[-1]], dtype)
+    return state
+
+
+def _states_of(metric):
+    """Every state of ``metric`` (a Windowed's ring too), as detached copies, to compare after a refused load."""
+    saved = metric.state_dict()
+    return copy.deepcopy({k: v for k, v in saved.items()})
+
+
+def _assert_same(a, b, what):
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), what
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), what
+        for k in a:
+            _assert_same(a[k], b[k], f"{what}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), what
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{what}[{i}]")
+    else:
+        assert a == b, what
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int64, torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize(
+    ("factory", "kind", "path", "holds", "key"), [c[1:] for c in _DTYPE_CASES], ids=[c[0] for c in _DTYPE_CASES]
+)
+def test_a_checkpoint_state_of_a_dtype_it_does_not_hold_is_refused_naming_key_and_dtypes(
+    factory, kind, path, holds, key, dtype
+):
+    """A bool or integer sum loaded and failed at the next update ("result type Double can't be cast to
+    the desired output type Bool"); now the load raises naming the key, this state's dtype and the
+    checkpoint's, and the metric keeps its states and value. A floating state takes a narrower floating
+    dtype (exact), cast to its own; a list state's chunks must be of its kind."""
+    trained = factory()
+    trained.persistent(True)
+    for seed in (1, 2):
+        trained.update(*_dtype_batch(kind, seed))
+    state = trained.state_dict()
+    metric = factory()
+    metric.persistent(True)
+    metric.update(*_dtype_batch(kind, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        value_before = metric.compute()
+    states_before = _states_of(metric)
+    bad = _with_cast(state, path, dtype)
+    if dtype in _REFUSED[holds]:
+        pattern = rf"dtype mismatch for {re.escape(key)}: the checkpoint holds {dtype}, this .* keeps it as {_STATE_DTYPE[holds]}"
+        with pytest.raises(RuntimeError, match=pattern):
+            metric.load_state_dict(bad)
+        _assert_same(_states_of(metric), states_before, "states after a refused load")
+        metric._computed = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            torch.testing.assert_close(metric.compute(), value_before, rtol=0, atol=0, equal_nan=True)
+    else:  # an exact cast: it loads, and the metric keeps its states' dtypes
+        metric.load_state_dict(bad)
+        for name, default in metric.state_dict().items():
+            if isinstance(default, torch.Tensor):
+                assert default.dtype == states_before[name].dtype, name
+        metric.update(*_dtype_batch(kind, 4))  # and updates on
+    # the checkpoint as saved still loads, and resumes the saved value
+    again = factory()
+    again.persistent(True)
+    again.load_state_dict(state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        torch.testing.assert_close(again.compute(), trained.compute(), rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("saved_dtype", [torch.float32, torch.float64])
+def test_a_wider_floating_checkpoint_is_refused_by_a_metric_cast_to_a_narrower_dtype(saved_dtype):
+    """A float16 metric (set_dtype) would round a float32/float64 checkpoint's sums: refused, nothing loads."""
+    trained = tmx.CTR()
+    trained.persistent(True)
+    trained.update(*_dtype_batch("pointwise", 1))
+    trained.set_dtype(saved_dtype)
+    metric = tmx.CTR().set_dtype(torch.float16)
+    metric.persistent(True)
+    metric.update(*_dtype_batch("pointwise", 2))
+    before = _states_of(metric)
+    match = rf"dtype mismatch for weighted_pred_sum: the checkpoint holds {saved_dtype}, .* keeps it as torch.float16"
+    with pytest.raises(RuntimeError, match=match):
+        metric.load_state_dict(trained.state_dict())
+    _assert_same(_states_of(metric), before, "states after a refused load")
+
+
+def test_a_checkpoint_saved_after_set_dtype_float32_resumes_a_float64_metric_in_float64():
+    """What loaded before still loads: a set_dtype(float32) metric's checkpoint, its sums widened exactly."""
+    first, second = _dtype_batch("pointwise", 1), _dtype_batch("pointwise", 2)
+    trained = tmx.CTR()
+    trained.persistent(True)
+    trained.update(*first)
+    trained.set_dtype(torch.float32)
+    metric = tmx.CTR()
+    metric.persistent(True)
+    metric.load_state_dict(trained.state_dict())
+    assert all(v.dtype == torch.float64 for v in metric.metric_state.values())
+    metric.update(*second)
+    labels = np.concatenate([first[1].numpy(), second[1].numpy()])
+    np.testing.assert_allclose(metric.compute().item(), labels.mean(), rtol=1e-12)

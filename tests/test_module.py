@@ -2189,6 +2189,35 @@ def test_a_checkpoint_without_a_metrics_states_is_refused():
     assert sorted(k.split(".")[1] for k in missing) == ["cal"] * 3
 
 
+def test_a_metric_raising_midway_through_a_load_leaves_the_module_as_it_was(monkeypatch):
+    """A child whose load raises (rather than reporting an error) ends the load before the module's post-hook:
+    the metrics loaded before it are put back all the same, and nothing of the load is kept on the module."""
+    import torchmetrics
+
+    tasks = [tmx.RecTaskInfo("a", "la", "pa"), tmx.RecTaskInfo("b", "lb", "pb")]
+    module = tmx.RecMetricModule(tasks, {"ctr": "ctr", "ne": "ne", "auc": "auc"}, window_size=100, throughput=False)
+    g = torch.Generator().manual_seed(0)
+    steps = [{k: torch.rand(8, generator=g) for k in ("pa", "pb")} for _ in range(5)]
+    for step in steps:
+        step.update(la=(step["pa"] > 0.5).float(), lb=(torch.rand(8, generator=g) < 0.5).float())
+    for step in steps[:3]:
+        module.update(step)
+    saved = module.state_dict()
+    for step in steps[3:]:
+        module.update(step)
+    labels = torch.cat([s["la"] for s in steps]).double().numpy()
+    last = [m for m in module.modules() if isinstance(m, torchmetrics.Metric)][-1]  # loads after the others
+
+    def fail(*args, **kwargs):
+        raise KeyError("a child that raises")
+
+    monkeypatch.setattr(last, "_load_from_state_dict", fail)
+    with pytest.raises(KeyError, match="a child that raises"):
+        module.load_state_dict(saved)
+    assert "_load_guard" not in module.__dict__
+    assert module.compute()["ctr/a"].item() == pytest.approx(labels.mean(), rel=1e-12)  # all five steps
+
+
 def test_strict_false_starts_a_metric_whose_checkpoint_holds_some_of_its_states_afresh():
     """The error recommends strict=False to "start them afresh": a Calibration checkpoint loaded into
     Calibration(from_logits=True) kept the label and weight sums of the saved run next to a zero prediction sum."""

@@ -1094,11 +1094,14 @@ class RecMetricModule(nn.Module):
         is raised as it was.
         """
         load = super().load_state_dict
-        restore = snapshot(self)
         try:
             return load_explained(lambda: load(state_dict, strict=strict, assign=assign))
         except BaseException as error:
-            restore()  # the metrics that loaded before the one that failed are put back
+            # a refused load was put back by `_after_load`; a child that raised ended the load before it,
+            # and the state recorded at its start (`_load_from_state_dict`) is put back here
+            guard = self.__dict__.pop(_LOAD_GUARD, None)
+            if guard is not None:
+                guard[1]()
             if not (isinstance(error, RuntimeError) and strict and "Missing key(s)" in str(error)):
                 raise
             raise RuntimeError(

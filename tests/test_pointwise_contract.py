@@ -2054,7 +2054,7 @@ _DTYPE_CASES = [
 _REFUSED = {
     "float": {torch.bool, torch.int64},
     "float-list": {torch.bool, torch.int64},
-    "int-list": {torch.bool, torch.float32, torch.float16},  # bool ids were taken (as int64 flags) until 0.x
+    "int-list": {torch.bool, torch.float32, torch.float16},  # bool ids used to load as 0/1 ids
 }
 _STATE_DTYPE = {"float": torch.float64, "float-list": torch.float32, "int-list": torch.int64}
 

@@ -2218,6 +2218,107 @@ def test_a_metric_raising_midway_through_a_load_leaves_the_module_as_it_was(monk
     assert module.compute()["ctr/a"].item() == pytest.approx(labels.mean(), rel=1e-12)  # all five steps
 
 
+def _five_steps_module():
+    """A two-task module (CTR, NE, AUC, a window) inside a parent ``nn.Module``, its steps and the labels of task a."""
+    import torchmetrics
+
+    tasks = [tmx.RecTaskInfo("a", "la", "pa"), tmx.RecTaskInfo("b", "lb", "pb")]
+    module = tmx.RecMetricModule(tasks, {"ctr": "ctr", "ne": "ne", "auc": "auc"}, window_size=100, throughput=False)
+    parent = torch.nn.Module()
+    parent.add_module("rec", module)
+    g = torch.Generator().manual_seed(0)
+    steps = [{k: torch.rand(8, generator=g) for k in ("pa", "pb")} for _ in range(5)]
+    for step in steps:
+        step.update(la=(step["pa"] > 0.5).float(), lb=(torch.rand(8, generator=g) < 0.5).float())
+    labels = [s["la"].double().numpy() for s in steps]
+    metrics = [m for m in module.modules() if isinstance(m, torchmetrics.Metric)]
+    return parent, module, steps, labels, metrics
+
+
+def _shadowed_loads(module):
+    """The modules under ``module`` whose ``_load_from_state_dict`` is an instance attribute (a load's wrapper)."""
+    return [m for m in module.modules() if "_load_from_state_dict" in m.__dict__]
+
+
+@pytest.mark.parametrize("which", ["wrapper", "last"])
+def test_a_metric_raising_midway_through_a_parent_load_leaves_the_module_as_it_was(monkeypatch, which):
+    """``parent.load_state_dict`` (Lightning's restore) loads the module's metrics one by one; one that raised
+    ended the load before the module's post-hook, and the metrics loaded before it stayed loaded (the CTR of
+    the checkpoint's three steps, not of the module's five). Its exception now puts the module back first."""
+    parent, module, steps, labels, metrics = _five_steps_module()
+    for step in steps[:3]:
+        module.update(step)
+    saved = parent.state_dict()
+    for step in steps[3:]:
+        module.update(step)
+
+    def fail(*args, **kwargs):
+        raise KeyError("a child that raises")
+
+    # the metrics load in the collection's order (auc, ctr, ne): NE's wrapper itself, or its window metric
+    failing = metrics[-1] if which == "last" else module.metrics["ne"]
+    monkeypatch.setattr(failing, "_load_from_state_dict", fail)
+    with pytest.raises(KeyError, match="a child that raises"):
+        parent.load_state_dict(saved)
+    values = module.compute()  # of the five steps: AUC and CTR, loaded before NE, are put back
+    assert values["ctr/a"].item() == pytest.approx(np.concatenate(labels).mean(), rel=1e-12)
+    p = torch.cat([s["pa"] for s in steps]).double().numpy()
+    assert values["auc/a"].item() == pytest.approx(roc_auc_score(np.concatenate(labels), p), rel=1e-12)
+    assert "_load_guard" not in module.__dict__
+    assert _shadowed_loads(module) == [failing]  # the test's own patch only: no wrapper is left
+    monkeypatch.undo()
+    parent.load_state_dict(saved)  # the same checkpoint, nothing raising: the saved three steps
+    assert _shadowed_loads(module) == []
+    assert module.compute()["ctr/a"].item() == pytest.approx(np.concatenate(labels[:3]).mean(), rel=1e-12)
+
+
+def test_a_load_leaves_no_wrapper_on_the_metrics_and_copies_load_into_themselves():
+    """The wrappers that catch a raising descendant live for one load: none after a load (direct or through
+    a parent, refused or not), so a copy of the module loads its own metrics, not the original's."""
+    parent, module, steps, labels, _ = _five_steps_module()
+    module.update(steps[0])
+    saved = parent.state_dict()
+    parent.load_state_dict(saved)
+    module.load_state_dict({k[len("rec.") :]: v for k, v in saved.items()})
+    bad = dict(saved)
+    key = "rec.metrics.ctr.lifetime.weighted_label_sum"
+    bad[key] = bad[key].long()
+    with pytest.raises(RuntimeError, match=rf"dtype mismatch for {re.escape(key)}: the checkpoint holds torch.int64"):
+        parent.load_state_dict(bad)
+    assert _shadowed_loads(module) == []
+    twin = copy.deepcopy(parent)
+    twin.load_state_dict(saved)
+    module.update(steps[1])
+    assert twin.rec.compute()["ctr/a"].item() == pytest.approx(labels[0].mean(), rel=1e-12)
+    assert module.compute()["ctr/a"].item() == pytest.approx(np.concatenate(labels[:2]).mean(), rel=1e-12)
+
+
+def test_a_descendant_post_hook_raising_in_a_parent_load_leaves_no_wrapper_behind():
+    """A descendant's load post-hook is not enclosed by a wrapper (torch calls it, not a method): a parent load
+    it ends is not put back, but the wrappers left on the metrics not yet loaded go at the next load or copy,
+    which then loads as usual."""
+    parent, module, steps, labels, metrics = _five_steps_module()
+    module.update(steps[0])
+    saved = parent.state_dict()
+    raised = []
+
+    def fail_once(mod, incompatible_keys):
+        if not raised:
+            raised.append(True)
+            raise OSError("a post-hook that raises")
+
+    metrics[0].register_load_state_dict_post_hook(fail_once)
+    with pytest.raises(OSError, match="a post-hook that raises"):
+        parent.load_state_dict(saved)
+    assert _shadowed_loads(module)  # left on the metrics after the first
+    twin = copy.deepcopy(module)
+    assert _shadowed_loads(module) == [] and _shadowed_loads(twin) == []
+    module.update(steps[1])
+    parent.load_state_dict(saved)
+    assert _shadowed_loads(module) == []
+    assert module.compute()["ctr/a"].item() == pytest.approx(labels[0].mean(), rel=1e-12)
+
+
 def test_strict_false_starts_a_metric_whose_checkpoint_holds_some_of_its_states_afresh():
     """The error recommends strict=False to "start them afresh": a Calibration checkpoint loaded into
     Calibration(from_logits=True) kept the label and weight sums of the saved run next to a zero prediction sum."""

@@ -2048,12 +2048,13 @@ _DTYPE_CASES = [
     ("win-ctr-ring", _windowed(tmx.CTR), "pointwise", (_RING, "rings", "weighted_label_sum"), "float", "the window's `weighted_label_sum` (updates)"),
     ("win-auc-binned", _windowed(lambda: tmx.AUC(num_bins=8)), "pointwise", (_RING, "base"), "float", "the window's histogram (base)"),
     ("win-auc-exact", _windowed(tmx.AUC), "pointwise", (_RING, "chunks", "preds"), "float-list", "_extra_state.chunks.preds"),
+    ("win-gauc-exact", _windowed(tmx.GroupedAUC), "grouped", (_RING, "chunks", "groups"), "int-list", "_extra_state.chunks.groups"),
 ]  # fmt: skip
 # the rule, written here independently of the code: dtypes each kind of state refuses, and the dtype it names
 _REFUSED = {
     "float": {torch.bool, torch.int64},
     "float-list": {torch.bool, torch.int64},
-    "int-list": {torch.float32, torch.float16},
+    "int-list": {torch.bool, torch.float32, torch.float16},  # bool ids used to load as 0/1 ids
 }
 _STATE_DTYPE = {"float": torch.float64, "float-list": torch.float32, "int-list": torch.int64}
 
@@ -2175,3 +2176,103 @@ def test_a_checkpoint_saved_after_set_dtype_float32_resumes_a_float64_metric_in_
     metric.update(*second)
     labels = np.concatenate([first[1].numpy(), second[1].numpy()])
     np.testing.assert_allclose(metric.compute().item(), labels.mean(), rtol=1e-12)
+
+
+# the cases whose state is one of the metric's own (not the window's ring): the dict merge_state takes
+_MERGE_CASES = [c for c in _DTYPE_CASES if c[3][0] != _RING]
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int64, torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize(
+    ("factory", "kind", "path", "holds", "key"), [c[1:] for c in _MERGE_CASES], ids=[c[0] for c in _MERGE_CASES]
+)
+def test_merge_state_of_a_dtype_a_checkpoint_may_not_hold_is_refused_and_changes_nothing(
+    factory, kind, path, holds, key, dtype
+):
+    """``merge_state`` took any dtype: a bool or integer sum merged into a float64 one (or bool ids into int64
+    ones) was accepted. It now applies the checkpoint rule: the same states are refused with the same message
+    (``the merged metric holds``), raised before anything is merged; what a load takes is merged."""
+    trained = factory()
+    for seed in (1, 2):
+        trained.update(*_dtype_batch(kind, seed))
+    source = trained.lifetime if isinstance(trained, tmx.Windowed) else trained
+    name = key.split(".")[-1]
+    states = {n: copy.deepcopy(v) for n, v in source.metric_state.items()}
+    states[name] = _cast_all(states[name], dtype)
+    metric = factory()
+    metric.update(*_dtype_batch(kind, 3))
+    before = copy.deepcopy(metric.state_dict())
+    if dtype in _REFUSED[holds]:
+        pattern = (
+            rf"Cannot merge into .*dtype mismatch for {re.escape(name)}: the merged metric holds {dtype}, "
+            rf"this .* keeps it as {_STATE_DTYPE[holds]}"
+        )
+        with pytest.raises(ValueError, match=pattern):
+            metric.merge_state(states)
+        _assert_same(copy.deepcopy(metric.state_dict()), before, "states after a refused merge")
+    else:  # a narrower floating state is widened, as a load widens it: the metric keeps its dtypes
+        merged = metric.lifetime if isinstance(metric, tmx.Windowed) else metric
+        dtypes = {n: v.dtype for n, v in merged.metric_state.items() if isinstance(v, torch.Tensor)}
+        metric.merge_state(states)
+        assert {n: v.dtype for n, v in merged.metric_state.items() if isinstance(v, torch.Tensor)} == dtypes
+
+
+def test_merge_state_widens_a_float32_ctr_and_refuses_a_wider_one_into_float16():
+    """A float32 state merges into a float64 CTR exactly (the label mean of all batches, NumPy); a float16
+    CTR (``set_dtype``) refused nothing before and rounded the float64 sums it took: now refused, untouched."""
+    first, second = _dtype_batch("pointwise", 1), _dtype_batch("pointwise", 2)
+    other = tmx.CTR()
+    other.update(*second)
+    metric = tmx.CTR()
+    metric.update(*first)
+    metric.merge_state({n: v.float() for n, v in other.metric_state.items()})
+    assert all(v.dtype == torch.float64 for v in metric.metric_state.values())
+    labels = np.concatenate([first[1].numpy(), second[1].numpy()]).astype(np.float64)
+    np.testing.assert_allclose(metric.compute().item(), labels.mean(), rtol=1e-12)
+
+    half = tmx.CTR().set_dtype(torch.float16)
+    half.update(*first)
+    before = copy.deepcopy(half.metric_state)
+    match = (
+        r"Cannot merge into CTR: dtype mismatch for weighted_pred_sum: the merged metric holds torch.float64, "
+        r"this CTR \(num_tasks=1\) keeps it as torch.float16 \(a floating state takes a floating dtype it holds exactly\)"
+    )
+    with pytest.raises(ValueError, match=match):
+        half.merge_state(other)  # the metric itself, as a dict
+    _assert_same(half.metric_state, before, "float16 states after a refused merge")
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex128], ids=str)
+def test_merge_state_refuses_counts_of_another_kind_and_changes_nothing(dtype):
+    """CategoricalCount's float64 counts took any dtype in a merge (cast, complex ones losing their imaginary
+    part with a warning) where a load refuses them: the same rule now, and the same message."""
+    metric = tmx.aggregation.CategoricalCount()
+    metric.update(["a", "b", "a"])
+    other = tmx.aggregation.CategoricalCount()
+    other.update(["c", "a"])
+    states = dict(other.metric_state)
+    states["counts"] = states["counts"].to(dtype)
+    before = copy.deepcopy(metric.metric_state)
+    match = (
+        rf"Cannot merge into CategoricalCount: dtype mismatch for counts: the merged metric holds "
+        rf"{dtype}, this CategoricalCount.* keeps it as torch.float64 \(a floating state takes a floating dtype"
+    )
+    with pytest.raises(ValueError, match=match):
+        metric.merge_state(states)
+    _assert_same(metric.metric_state, before, "states after a refused merge")
+    metric.merge_state(other)  # as saved, it merges: the counts of both
+    counts = {k: v.item() for k, v in metric.compute().items()}
+    assert counts == {"a": 3.0, "b": 1.0, "c": 1.0}
+
+
+def test_windowed_merge_state_refuses_a_lifetime_state_of_another_kind():
+    """A ``Windowed`` merges its lifetime through the wrapped metric's checks: an int64 sum is refused there."""
+    metric = tmx.Windowed(tmx.CTR(), window_size=60)
+    metric.update(*_dtype_batch("pointwise", 1))
+    other = tmx.CTR()
+    other.update(*_dtype_batch("pointwise", 2))
+    states = {n: v.long() for n, v in other.metric_state.items()}
+    before = copy.deepcopy(metric.state_dict())
+    with pytest.raises(ValueError, match=r"Cannot merge into Windowed\(CTR\): dtype mismatch for weighted_pred_sum"):
+        metric.merge_state(states)
+    _assert_same(copy.deepcopy(metric.state_dict()), before, "states after a refused merge")

@@ -3083,3 +3083,98 @@ def test_a_ranking_batch_cut_to_the_window_keeps_what_an_update_keeps(how):
     assert ring["target"][0][0].dtype == torch.int32
     expected = skm.ndcg_score(target[-4:].view(2, 2).numpy(), preds[-4:].view(2, 2).numpy())
     assert metric.compute()["window"].item() == pytest.approx(expected, rel=1e-12)
+
+
+def _assert_equal_nested(a, b, where: str = "state_dict") -> None:
+    """``a`` and ``b`` (tensors in dicts, lists and tuples) hold equal tensors of equal dtypes, and equal other values."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_equal_nested(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_equal_nested(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def _bin_centre_batches(num_bins: int, count: int, seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
+    """Weighted batches of 6 whose scores are bin centres (``bin_space="probability"``): the binned AUC is exact."""
+    g = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(count):
+        p = ((torch.randint(0, num_bins, (6,), generator=g).double() + 0.5) / num_bins).float()
+        batches.append((p, (torch.rand(6, generator=g) < p).long(), torch.rand(6, generator=g) + 0.5))
+    return batches
+
+
+@pytest.mark.parametrize(
+    ("part", "dtype", "what", "expected"),
+    [
+        ("values", torch.int64, "sparse updates' values", torch.float64),
+        ("values", torch.bool, "sparse updates' values", torch.float64),
+        ("values", torch.complex64, "sparse updates' values", torch.float64),
+        ("indices", torch.float32, "sparse updates' bin indices", torch.int64),
+        ("indices", torch.bool, "sparse updates' bin indices", torch.int64),
+    ],
+)
+def test_a_binned_windows_sparse_updates_of_another_kind_are_refused(part, dtype, what, expected):
+    """A binned window keeps each small update as bin indices and weights; only its dense sums were
+    dtype-checked at load: float indices were truncated into bins, bool or integer weights summed as
+    ones. Both are now a list state's chunks under the checkpoint rule: refused naming the part, nothing
+    of the metric loads. The checkpoint as saved resumes (scikit-learn's weighted AUC over its batches)."""
+    num_bins = 32
+    batches = _bin_centre_batches(num_bins, 4)
+    saved = Windowed(tmx.AUC(num_bins=num_bins, bin_space="probability"), 100)
+    for batch in batches[:3]:
+        saved.update(*batch)
+    checkpoint = saved.state_dict()
+    assert all(i is not None for i in checkpoint["_extra_state"]["indices"])  # small updates: kept sparse
+    bad = copy.deepcopy(checkpoint)
+    bad["_extra_state"][part] = [t.to(dtype) for t in bad["_extra_state"][part]]
+    metric = Windowed(tmx.AUC(num_bins=num_bins, bin_space="probability"), 100)
+    metric.update(*batches[3])
+    before, value = copy.deepcopy(metric.state_dict()), metric.compute()
+    match = (
+        rf"_extra_state: dtype mismatch for the window's histogram \({what}\): the checkpoint holds {dtype}, "
+        rf"this window keeps it as {expected} \(the chunks of a list state are floating if it is"
+    )
+    with pytest.raises(RuntimeError, match=match):
+        metric.load_state_dict(bad)
+    _assert_equal_nested(metric.state_dict(), before)
+    assert metric.compute() == value
+    metric.load_state_dict(checkpoint)
+    p, y, w = (torch.cat(parts).double().numpy() for parts in zip(*batches[:3]))
+    expected_auc = skm.roc_auc_score(y, p, sample_weight=w)
+    values = metric.compute()
+    np.testing.assert_allclose(values["lifetime"].item(), expected_auc, rtol=1e-12)
+    np.testing.assert_allclose(values["window"].item(), expected_auc, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("part", "match"),
+    [
+        ("values", r"holds an update whose values do not fit its bin indices"),
+        ("indices", r"holds an update whose values do not fit its bin indices"),
+        ("base", r"holds a list as its base, not a tensor"),
+    ],
+)
+def test_a_binned_window_part_that_is_not_a_tensor_is_refused_not_raised(part, match):
+    """A sparse update's indices or values (or the base) that are not tensors raised AttributeError
+    (``.shape``) from inside the load, past the error list: now refused like any other mismatch."""
+    batches = _bin_centre_batches(32, 2)
+    saved = Windowed(tmx.AUC(num_bins=32, bin_space="probability"), 100)
+    for batch in batches:
+        saved.update(*batch)
+    bad = copy.deepcopy(saved.state_dict())
+    ring = bad["_extra_state"]
+    ring[part] = ring[part].tolist() if part == "base" else [t.tolist() for t in ring[part]]
+    metric = Windowed(tmx.AUC(num_bins=32, bin_space="probability"), 100)
+    metric.update(*batches[0])
+    before = copy.deepcopy(metric.state_dict())
+    with pytest.raises(RuntimeError, match=rf"_extra_state: .*{match}"):
+        metric.load_state_dict(bad)
+    _assert_equal_nested(metric.state_dict(), before)

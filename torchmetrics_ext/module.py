@@ -53,6 +53,7 @@ from torchmetrics_ext.utilities.checks import (
 )
 from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric, fused_gather
+from torchmetrics_ext.utilities.load_guard import guard_descendant_loads
 from torchmetrics_ext.utilities.ownership import owner_of, release_ownership, take_ownership
 from torchmetrics_ext.utilities.snapshot import snapshot
 from torchmetrics_ext.utilities.warnings import naming_tasks
@@ -74,7 +75,8 @@ _LOGIT_COLUMNS: ContextVar[bool] = ContextVar("tmx_logit_columns", default=False
 _THROUGHPUT = ("\0throughput", "lifetime")  # the throughput's entry in the fused gather
 # where a compute group member keeps the leader's cached value it was last computed with (see _holds_states_of)
 _STATES_OF = "_computed_with_leader"
-# where a load keeps, from the module's `_load_from_state_dict` to its post-hook, what puts it back (see _after_load)
+# where a load keeps, from the module's `_load_from_state_dict` to its end, what puts it back (see _after_load):
+# (prefix, restore, error_msgs, errors before, remove the descendants' load wrappers)
 _LOAD_GUARD = "_load_guard"
 
 
@@ -620,9 +622,9 @@ class RecMetricModule(nn.Module):
 
     def __getstate__(self) -> dict[str, Any]:
         """``nn.Module``'s, without the shared window buffer (a copy lays its metrics' windows out afresh)."""
+        self._end_load()  # what a load ended by a descendant's post-hook left (see utilities/load_guard.py)
         state = dict(super().__getstate__())
         state.pop("_shared_window", None)
-        state.pop(_LOAD_GUARD, None)  # a load through a parent that a child ended with an exception
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -1014,9 +1016,38 @@ class RecMetricModule(nn.Module):
         raises at the end, so the module's in-memory state is recorded here (:func:`snapshot`, no
         tensor copied) and put back after its last child has loaded if any of them refused its
         entries (an error added under this prefix) or, in a strict load, a key under this prefix is
-        missing or unexpected (see :func:`_after_load`).
+        missing or unexpected (see :func:`_after_load`). A descendant whose load raises ends the
+        load before that: its exception puts the module back first
+        (:func:`~torchmetrics_ext.utilities.load_guard.guard_descendant_loads`).
         """
-        self.__dict__[_LOAD_GUARD] = (prefix, snapshot(self), error_msgs, len(error_msgs))
+        self._end_load()  # what a load ended by a descendant's post-hook left
+        restore = snapshot(self)
+
+        def abort() -> None:  # a descendant raised: this load ends here
+            if self.__dict__.get(_LOAD_GUARD) is guard:
+                del self.__dict__[_LOAD_GUARD]
+                restore()
+
+        guard = (prefix, restore, error_msgs, len(error_msgs), guard_descendant_loads(self, abort))
+        self.__dict__[_LOAD_GUARD] = guard
+        try:
+            args = (local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+            self._load_own_entries(state_dict, prefix, *args)
+        except BaseException:
+            self._end_load(put_back=True)
+            raise
+
+    def _load_own_entries(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """The body of :meth:`_load_from_state_dict`: the task check, the groups' states, ``nn.Module``'s load."""
         problem = self._refused_extra_state(state_dict.get(prefix + "_extra_state"), prefix)
         if problem is not None:
             error_msgs.append(problem)
@@ -1097,11 +1128,10 @@ class RecMetricModule(nn.Module):
         try:
             return load_explained(lambda: load(state_dict, strict=strict, assign=assign))
         except BaseException as error:
-            # a refused load was put back by `_after_load`; a child that raised ended the load before it,
+            # a refused load was put back by `_after_load`, one a descendant's load raised in by that
+            # descendant's wrapper; a descendant's post-hook that raised ended the load before either,
             # and the state recorded at its start (`_load_from_state_dict`) is put back here
-            guard = self.__dict__.pop(_LOAD_GUARD, None)
-            if guard is not None:
-                guard[1]()
+            self._end_load(put_back=True)
             if not (isinstance(error, RuntimeError) and strict and "Missing key(s)" in str(error)):
                 raise
             raise RuntimeError(
@@ -1110,6 +1140,14 @@ class RecMetricModule(nn.Module):
                 "start those metrics afresh (all of their states at their defaults), load with strict=False (in "
                 "Lightning: set `self.strict_loading = False` in the LightningModule)."
             ) from None
+
+    def _end_load(self, put_back: bool = False) -> None:
+        """End the load recorded in ``_LOAD_GUARD``, if any: remove its descendants' wrappers, put the module back."""
+        guard = self.__dict__.pop(_LOAD_GUARD, None)
+        if guard is not None:
+            guard[4]()
+            if put_back:
+                guard[1]()
 
     def forward(self, *args: Any, **kwargs: Any) -> None:
         """Not a step of its own: feed a step with :meth:`update` and read values with :meth:`compute`."""
@@ -1394,7 +1432,8 @@ def _after_load(module: nn.Module, incompatible_keys: Any) -> None:
     guard = module.__dict__.pop(_LOAD_GUARD, None)
     if guard is None:
         return
-    prefix, restore, error_msgs, errors_before = guard
+    prefix, restore, error_msgs, errors_before, unguard = guard
+    unguard()  # every descendant has loaded
     keys = [*incompatible_keys.missing_keys, *incompatible_keys.unexpected_keys]
     if len(error_msgs) > errors_before or (any(k.startswith(prefix) for k in keys) and _loading_strictly()):
         restore()

@@ -294,7 +294,7 @@ class GuardedMetric(Metric):
     * **States named after their settings** (:meth:`_setting_state_name`), so that
       :class:`~torchmetrics.MetricCollection` never merges two settings into one compute group,
       with checkpoints saved before a rename still loading.
-    * **Checked merges.** ``merge_state`` refuses states of other settings or shapes and drops a
+    * **Checked merges.** ``merge_state`` refuses states of other settings, shapes or dtypes and drops a
       ``compute`` value cached before the merge.
     * **Checked checkpoints.** ``load_state_dict`` refuses a checkpoint of other settings instead
       of loading states that mean something else: another metric's (the class saved in the
@@ -703,11 +703,14 @@ class GuardedMetric(Metric):
                 names may hold other data or compute another value; only a dict of states is taken
                 by its names), of other recorded settings (``num_tasks``), states of other names
                 (another mode or setting: an exact ranking metric's samples merged into a
-                ``queries_complete_per_batch`` one would be dropped) or of another shape or kind
-                (see ``load_state_dict``), or flat sample rows that are not whole samples of this
-                metric's tasks (a dict of an exact mode's states records no ``num_tasks``: rows of
-                another ``num_tasks`` that divide evenly are only told apart when the metric
-                itself is merged); nothing changes.
+                ``queries_complete_per_batch`` one would be dropped), of another shape or kind
+                (see ``load_state_dict``) or of a dtype a checkpoint's state may not have (an
+                integer or bool sum, a float64 sum into a metric cast to float16, bool ids: the
+                rule of ``utilities/state_dtypes.py``; a narrower floating state is widened
+                exactly), or flat sample rows that are not whole samples of this metric's tasks
+                (a dict of an exact mode's states records no ``num_tasks``: rows of another
+                ``num_tasks`` that divide evenly are only told apart when the metric itself is
+                merged); nothing changes.
 
         Under ``torch.inference_mode()`` the merged states are ordinary tensors (as after
         ``reset``): a later update outside it writes into them in place.
@@ -747,7 +750,7 @@ class GuardedMetric(Metric):
             problems = self._merge_problems(states)
             if problems:
                 raise ValueError(f"Cannot merge into {type(self).__name__}: " + " ".join(problems))
-            incoming_state = states
+            incoming_state = self._in_state_dtypes(states)
         with torch.inference_mode(False):  # the merged states are ordinary tensors, under inference mode too
             if self._merges_by_reductions and not self.dist_sync_on_step:
                 if isinstance(incoming_state, Metric):
@@ -798,7 +801,22 @@ class GuardedMetric(Metric):
                 f"the incoming states {sorted(states)} are not this metric's {sorted(self._defaults)} "
                 f"({', '.join(differences)}): a metric of another mode or setting."
             ]
-        return self._state_problems(states, "", origin="merged metric")
+        origin = "merged metric"
+        return self._state_problems(states, "", origin=origin) or self._dtype_problems(states, "", origin=origin)
+
+    def _in_state_dtypes(self, states: Mapping[str, Any]) -> dict[str, Any]:
+        """``states`` (checked by :meth:`_dtype_problems`) with each tensor state cast to this metric's dtype of it.
+
+        A narrower floating state merges as a load takes it: widened exactly, so a sum reduced with
+        it stays in this metric's dtype (``float32 + float64`` would be ``float64`` anyway, but a
+        ``max`` or a custom reduction need not promote). List states' chunks keep their dtypes.
+        """
+        return {
+            name: value.to(default.dtype)
+            if isinstance(value, Tensor) and isinstance(default := self._defaults.get(name), Tensor)
+            else value
+            for name, value in states.items()
+        }
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -975,11 +993,12 @@ class GuardedMetric(Metric):
                 )
         return problems or self._sample_row_problems(state_dict, prefix, origin)
 
-    def _dtype_problems(self, state_dict: Mapping[str, Any], prefix: str) -> list[str]:
+    def _dtype_problems(self, state_dict: Mapping[str, Any], prefix: str, origin: str = "checkpoint") -> list[str]:
         """The checkpoint's states in a dtype this metric does not load (see ``utilities/state_dtypes.py``).
 
         A tensor state is compared with the dtype this metric keeps it in now (after any
-        ``set_dtype``), a list state's chunks with the dtype it syncs as.
+        ``set_dtype``), a list state's chunks with the dtype it syncs as. ``origin`` names where the
+        states come from in the messages (``"merged metric"`` for ``merge_state``).
         """
         declared = self._chunk_dtypes()
         owner = f"{type(self).__name__}{self._settings_text()}"
@@ -988,7 +1007,8 @@ class GuardedMetric(Metric):
             if prefix + name in state_dict:
                 expected = default.dtype if isinstance(default, Tensor) else declared.get(name)
                 value = state_dict[prefix + name]
-                problem = dtype_problem(prefix + name, value, expected, owner, chunks=not isinstance(default, Tensor))
+                chunks = not isinstance(default, Tensor)
+                problem = dtype_problem(prefix + name, value, expected, owner, chunks=chunks, origin=origin)
                 if problem is not None:
                     problems.append(problem)
         return problems

@@ -15,13 +15,16 @@ in float32 (counts reach 1e9+ samples). The rule, checked before anything of the
   to the checkpoint's dtype first;
 * a **list** state's chunks (exact modes' samples) keep the dtype they were saved in and are
   cast to the state's declared dtype at sync: a floating state (scores, weights) takes floating
-  chunks of any width (``set_dtype`` casts them), an integer state (ids) integer or bool chunks
-  (``int32`` ids). A metric whose updates keep other dtypes checks its chunks itself (an exact
-  ranking metric keeps ``int8`` or bool labels: ``metrics/ranking/_rows.py``).
+  chunks of any width (``set_dtype`` casts them), an integer state (ids) integer chunks of any
+  width (``int32`` ids), not bool ones (no update keeps ids as flags, and a bool tensor state is
+  refused by an integer one the same). A metric whose updates keep other dtypes checks its chunks
+  itself (an exact ranking metric keeps ``int8`` or bool labels: ``metrics/ranking/_rows.py``).
+  A binned window's per-update values and bin indices (``wrappers/_histogram.py``) are such chunks.
 
 A refused state is an error naming its key, the dtype this metric keeps it in and the
-checkpoint's, that goes to ``load_state_dict``'s ``error_msgs``: the load raises and nothing of
-the metric loads.
+checkpoint's (or the merged metric's), that goes to ``load_state_dict``'s ``error_msgs``: the load
+raises and nothing of the metric loads. ``merge_state`` applies the same rule to the states it
+merges (a tensor state taken is cast to the state's dtype) and raises the same message.
 """
 
 from __future__ import annotations
@@ -38,14 +41,18 @@ def _takes(expected: torch.dtype, given: torch.dtype, chunk: bool) -> bool:
     """Whether a tensor (``chunk``: a list state's chunk) of ``given`` dtype loads into a state of ``expected``."""
     if given.is_complex:
         return expected == given
-    if chunk:
-        return given.is_floating_point == expected.is_floating_point
+    if chunk:  # any width of the state's kind: floating, integer (not bool) or bool
+        if expected.is_floating_point or given.is_floating_point:
+            return given.is_floating_point == expected.is_floating_point
+        return (given == torch.bool) == (expected == torch.bool)
     if expected.is_floating_point:
         return given.is_floating_point and torch.promote_types(given, expected) == expected
     return given == expected
 
 
-def dtype_problem(key: str, value: Any, expected: torch.dtype | None, owner: str, chunks: bool = False) -> str | None:
+def dtype_problem(
+    key: str, value: Any, expected: torch.dtype | None, owner: str, chunks: bool = False, origin: str = "checkpoint"
+) -> str | None:
     """The error for ``value`` loaded into the state at ``key`` kept in ``expected`` (see the module's rule).
 
     Args:
@@ -56,6 +63,7 @@ def dtype_problem(key: str, value: Any, expected: torch.dtype | None, owner: str
             ``None``: not checked.
         owner: the metric, for the message (``"NormalizedEntropy"``).
         chunks: ``value`` holds a list state's chunks.
+        origin: where ``value`` comes from, for the message (``"merged metric"`` for ``merge_state``).
 
     Returns:
         The message, or ``None`` if ``value`` loads.
@@ -72,13 +80,13 @@ def dtype_problem(key: str, value: Any, expected: torch.dtype | None, owner: str
     for tensor in tensors:
         if isinstance(tensor, Tensor) and not _takes(expected, tensor.dtype, chunks):
             if chunks:
-                why = "the chunks of a list state are floating if it is, else integer"
+                why = "the chunks of a list state are floating if it is, bool if it is, else integer (not bool)"
             elif expected.is_floating_point:
                 why = "a floating state takes a floating dtype it holds exactly"
             else:
                 why = "an integer or bool state takes its own dtype only"
             return (
-                f"dtype mismatch for {key}: the checkpoint holds {tensor.dtype}, this {owner} keeps it as "
+                f"dtype mismatch for {key}: the {origin} holds {tensor.dtype}, this {owner} keeps it as "
                 f"{expected} ({why})."
             )
     return None

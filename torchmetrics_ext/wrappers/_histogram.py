@@ -323,13 +323,18 @@ class HistogramWindow:
         ):
             return ["Window state of a binned histogram does not describe its updates consistently."]
         shape = tuple(self.default.shape)
+        if not isinstance(state["base"], Tensor):
+            base = type(state["base"]).__name__
+            return [f"Window state of a binned histogram holds a {base} as its base, not a tensor."]
         if tuple(state["base"].shape) != shape:
             return [
                 f"size mismatch for the window's histogram: the checkpoint's has shape "
                 f"{tuple(state['base'].shape)}, this metric's {shape}."
             ]
         for index, values in zip(state["indices"], state["values"]):
-            if index is None:
+            if not isinstance(index, (Tensor, type(None))) or not isinstance(values, (Tensor, type(None))):
+                fits = False  # not read as tensors below: refused, not raised
+            elif index is None:
                 fits = isinstance(values, Tensor) and tuple(values.shape) == shape
             elif self.count == 1:
                 fits = values is None or tuple(values.shape) == tuple(index.shape)
@@ -337,11 +342,19 @@ class HistogramWindow:
                 fits = isinstance(values, Tensor) and tuple(values.shape) == (self.count, index.numel())
             if not fits:
                 return ["Window state of a binned histogram holds an update whose values do not fit its bin indices."]
-        # the dense sums (the base, an update kept whole); a sparse update's values keep the update's dtype
+        # the dense sums (the base, an update kept whole) as the histogram's tensor states; a sparse
+        # update's values (its samples' weights, kept in the update's dtype) and bin indices as a
+        # list state's chunks (see utilities/state_dtypes.py)
         dense = [v for i, v in zip(state["indices"], state["values"]) if i is None]
-        saved = [("base", state["base"]), *(("an update's values", v) for v in dense)]
-        dtype = self.default.dtype
-        problems = [dtype_problem(f"the window's histogram ({what})", v, dtype, "window") for what, v in saved]
+        sparse = [v for i, v in zip(state["indices"], state["values"]) if i is not None and v is not None]
+        indices = [i for i in state["indices"] if i is not None]
+        dtype, what = self.default.dtype, "the window's histogram"
+        problems = [
+            dtype_problem(f"{what} (base)", state["base"], dtype, "window"),
+            *(dtype_problem(f"{what} (an update's values)", v, dtype, "window") for v in dense),
+            dtype_problem(f"{what} (sparse updates' values)", sparse, dtype, "window", chunks=True),
+            dtype_problem(f"{what} (sparse updates' bin indices)", indices, torch.int64, "window", chunks=True),
+        ]
         return [p for p in problems if p is not None][:1]
 
     def load(self, state: Mapping[str, Any], device: torch.device) -> None:

@@ -1,0 +1,88 @@
+"""Run a function when a descendant's load raises, also in a load started by a parent module.
+
+``nn.Module.load_state_dict`` calls a module's ``_load_from_state_dict``, then loads each child in
+turn, then runs the module's load post-hooks. A module that loads all or nothing
+(:class:`~torchmetrics_ext.RecMetricModule`) records its state in its own ``_load_from_state_dict``
+and puts it back from a post-hook when the load of its entries failed; but a descendant that
+*raises* (rather than reporting an error) ends the load before that post-hook, and when a parent
+module is loaded (``parent.load_state_dict``, Lightning's checkpoint restore) no frame of the module
+encloses its descendants' loads to catch the exception: its first metrics stayed loaded.
+
+:func:`guard_descendant_loads` gives it that frame. For the length of one load each descendant's
+``_load_from_state_dict`` (the method torch calls on every module it loads) is shadowed in the
+descendant's instance ``__dict__`` by a wrapper that calls the descendant's own method and, if it
+raises, first calls ``on_error`` (once, removing every wrapper) and then lets the exception go on.
+TorchMetrics keeps per-instance wrappers of ``update`` and ``compute`` the same way. The wrappers
+exist only between the module's ``_load_from_state_dict`` and the end of its load, so nothing costs
+anything outside a load. A descendant's load post-hook that raises is not enclosed by any wrapper
+(torch calls the hooks, not a method): the module is then put back only by its own
+``load_state_dict`` (a direct load), and the wrappers left on the descendants not yet loaded are
+removed at the module's next load (or copy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+__all__ = ["guard_descendant_loads"]
+
+_METHOD = "_load_from_state_dict"
+
+
+def guard_descendant_loads(root: nn.Module, on_error: Callable[[], None]) -> Callable[[], None]:
+    """Until the returned function runs, a ``_load_from_state_dict`` raising under ``root`` calls ``on_error`` first.
+
+    Args:
+        root: the module whose descendants (not ``root`` itself) are guarded.
+        on_error: called once, on the first exception, after the wrappers are removed; the
+            exception then propagates as it was raised.
+
+    Returns:
+        The function that removes every wrapper (safe to call again): call it when the load ends.
+
+    Example:
+        >>> from torch import nn
+        >>> parent, child = nn.Module(), nn.Linear(1, 1)
+        >>> parent.add_module("child", child)
+        >>> def broken(*args, **kwargs):
+        ...     raise KeyError("broken")
+        >>> child._load_from_state_dict = broken
+        >>> calls = []
+        >>> remove = guard_descendant_loads(parent, lambda: calls.append("put back"))
+        >>> try:
+        ...     parent.load_state_dict(parent.state_dict())
+        ... except KeyError:
+        ...     pass
+        >>> calls, child.__dict__["_load_from_state_dict"] is broken
+        (['put back'], True)
+    """
+    installed: list[tuple[nn.Module, bool, Any]] = []
+
+    def remove() -> None:
+        while installed:
+            module, shadowed, previous = installed.pop()
+            if shadowed:  # an instance attribute of its own (a test's patch): put back
+                module.__dict__[_METHOD] = previous
+            else:
+                module.__dict__.pop(_METHOD, None)
+
+    def wrap(load: Callable[..., None]) -> Callable[..., None]:
+        def guarded_load(*args: Any, **kwargs: Any) -> None:
+            try:
+                load(*args, **kwargs)
+            except BaseException:
+                if installed:  # the first exception of this load: the wrappers still stand
+                    remove()
+                    on_error()
+                raise
+
+        return guarded_load
+
+    for module in root.modules():
+        if module is not root:
+            installed.append((module, _METHOD in module.__dict__, module.__dict__.get(_METHOD)))
+            module.__dict__[_METHOD] = wrap(getattr(module, _METHOD))
+    return remove

@@ -3121,6 +3121,43 @@ def test_a_second_compute_without_a_change_reuses_the_values(monkeypatch, window
     _assert_references(after, data)
 
 
+@pytest.mark.parametrize("window_size", [None, 4])
+def test_changing_a_returned_value_in_place_leaves_the_next_compute_alone(window_size):
+    """``out[key] *= 100`` on ``compute()``'s dict changed the value every later ``compute()`` returned.
+
+    The keys were views of the metrics' cached values (a stacked metric's ``(T,)`` value, a ranking
+    copy's scalar), so scaling logged values in place (to percent, say) also scaled the next
+    compute's, until an update. Independent references: NumPy's NE, scikit-learn's AUC, NDCG by hand.
+    """
+    tasks = [tmx.RecTaskInfo(name, f"{name}_y", f"{name}_p", session_id_name="q") for name in ("click", "buy")]
+    module = tmx.RecMetricModule(
+        tasks, {"ne": "ne", "auc": "auc", "ndcg": "ndcg"}, window_size=window_size, throughput=False
+    )
+    step = {
+        "click_p": torch.tensor([0.9, 0.2, 0.6, 0.4]),
+        "click_y": torch.tensor([1, 0, 0, 1]),
+        "buy_p": torch.tensor([0.3, 0.8, 0.1, 0.5]),
+        "buy_y": torch.tensor([0, 1, 0, 0]),
+        "q": torch.tensor([0, 0, 1, 1]),
+    }
+    module.update(step)
+    first = module.compute()
+    for key in first:
+        first[key] *= 100  # e.g. percentages for a dashboard
+    again = module.compute()
+    for task in ("click", "buy"):
+        p, y = step[f"{task}_p"].double().numpy(), step[f"{task}_y"].double().numpy()
+        expected = {"ne": ref_ne(p, y, np.ones_like(p)), "auc": roc_auc_score(y, p)}
+        # NDCG of the queries with a relevant row: click q0 (relevant first) 1, q1 (relevant at rank 2)
+        # 1/log2(3); buy q0 (relevant first) 1, q1 has none (skipped)
+        expected["ndcg"] = (1 + 1 / math.log2(3)) / 2 if task == "click" else 1.0
+        for name, value in expected.items():
+            keys = [f"{name}/{task}"] + ([f"{name}/{task}/window"] if window_size else [])
+            for key in keys:
+                np.testing.assert_allclose(again[key].item(), value, rtol=1e-12, err_msg=key)
+                np.testing.assert_allclose(first[key].item(), 100 * value, rtol=1e-12, err_msg=key)
+
+
 def test_the_reused_values_follow_reset_load_merge_and_a_metric_updated_alone(monkeypatch):
     """Each change of the states is seen by the next ``compute``: reset, ``load_state_dict`` (of another
     run's checkpoint), a ``merge_state`` into a group leader, and a leader updated directly."""

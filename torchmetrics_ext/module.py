@@ -1268,7 +1268,12 @@ class RecMetricModule(nn.Module):
         return self.window_size is not None and name in self._reported and "window" not in self._reported[name][0]
 
     def _emit(self, out: dict[str, Tensor], name: str, task: int | None, value: Any) -> None:
-        """Add one unit's value(s): ``(T,)`` or a scalar per task, or a dict of them; lifetime and window."""
+        """Add one unit's value(s): ``(T,)`` or a scalar per task, or a dict of them; lifetime and window.
+
+        Each value is copied (once per metric value, not per key): the metric keeps the tensor it
+        returned as its cached value, which a caller's in-place change of a logged value
+        (``out[key] *= 100``) would otherwise alter for every later ``compute()`` until the next update.
+        """
         parts = value if self.window_size is not None else {"lifetime": value}
         reported, tasks = self._reported.get(name, (("lifetime", "window"), None))
         bare = "bare" in reported
@@ -1277,6 +1282,7 @@ class RecMetricModule(nn.Module):
                 continue
             entries = part_value.items() if isinstance(part_value, Mapping) else [(None, part_value)]
             for entry, v in entries:
+                v = v.clone()
                 for t in range(len(self.tasks)) if task is None else [task]:
                     if tasks is not None and self.tasks[t].name not in tasks:
                         continue

@@ -811,6 +811,20 @@ BAD = [
     ),
     (_set("buy_label", lambda v: v[:-1]), ValueError, "Task 'buy'.*'buy_label'.*shape"),
     (_set("click_pred", lambda v: v.reshape(-1, 1)), ValueError, r"shape \(N,\)"),
+    # a model head's (N, 1) output, its transpose, one sample, a (N, T) head: the message says what to pass
+    (
+        _set("click_label", lambda v: v.reshape(-1, 1)),
+        ValueError,
+        r"^Task 'click': expected `model_out\['click_label'\]` of shape \(N,\), got \(600, 1\): a model head of one "
+        r"output; pass `model_out\['click_label'\]\.squeeze\(-1\)`, shape \(600,\)\.$",
+    ),
+    (_set("buy_pred", lambda v: v.reshape(1, -1)), ValueError, r"pass `model_out\['buy_pred'\]\.squeeze\(0\)`"),
+    (_set("buy_w", lambda v: v[0]), ValueError, r"got \(\): one sample is a column of shape \(1,\)"),
+    (
+        _set("click_pred", lambda v: torch.stack([v, v], dim=1)),
+        ValueError,
+        r"got \(600, 2\): one column per task; give each task its own \(N,\) column",
+    ),
     # value errors name the task and the column that fails on its own
     (_set("click_pred", lambda v: v + 1), ValueError, "Task 'click'.*'click_pred'.*probabilities in \\[0, 1\\]"),
     (_set("buy_pred", lambda v: torch.where(v > 0.5, float("nan"), v)), ValueError, "Task 'buy'.*'buy_pred'.*finite"),

@@ -935,7 +935,8 @@ class RecMetricModule(nn.Module):
                 )
             if value.ndim != 1:
                 raise ValueError(
-                    f"Task {task.name!r}: expected `model_out[{key!r}]` of shape (N,), got {tuple(value.shape)}."
+                    f"Task {task.name!r}: expected `model_out[{key!r}]` of shape (N,), got {tuple(value.shape)}"
+                    + _flat_column_hint(value, key)
                 )
             return value
 
@@ -1546,6 +1547,32 @@ def _missing_column(task: RecTaskInfo, field: str, key: str | None, model_out: M
             f"RecTaskInfo({task.name!r}, label_name=..., prediction_name=...)."
         )
     return text
+
+
+def _flat_column_hint(value: Tensor, key: str) -> str:
+    """The end of the message for a column that is not ``(N,)``: how to pass the shapes users meet.
+
+    A model head of one output gives ``(N, 1)`` (``(1, N)`` transposed), a single sample ``()``, a
+    head of several tasks' outputs ``(N, T)``; each task reads its own ``(N,)`` column.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.module import _flat_column_hint
+        >>> _flat_column_hint(torch.zeros(4, 1), "click_pred")
+        ": a model head of one output; pass `model_out['click_pred'].squeeze(-1)`, shape (4,)."
+    """
+    shape = tuple(value.shape)
+    if value.ndim == 2 and 1 in shape:
+        dim = -1 if shape[-1] == 1 else 0
+        return f": a model head of one output; pass `model_out[{key!r}].squeeze({dim})`, shape ({value.numel()},)."
+    if value.ndim == 0:
+        return f": one sample is a column of shape (1,): pass `model_out[{key!r}].reshape(1)`."
+    if value.ndim == 2:
+        return (
+            f": one column per task; give each task its own (N,) column (e.g. `model_out[{key!r}][:, t]` under the "
+            "key of the task's RecTaskInfo)."
+        )
+    return "."
 
 
 def _close_to(unknown: Sequence[Any], known: Sequence[str]) -> str:

@@ -1457,6 +1457,32 @@ def test_from_config_names_the_unknown_key_and_the_closest_known_one(config, nam
         tmx.RecMetricModule.from_config(config)
 
 
+@pytest.mark.parametrize(
+    "metrics, example",
+    [
+        ({"auc_binned": {"num_bins": 100}}, "{'auc_binned': {'metric': 'auc', ...}}"),
+        ({"click_log_loss": None}, "{'click_log_loss': {'metric': 'log_loss', ...}}"),
+        (["ne", "ne_eta"], "{'ne_eta': {'metric': 'ne', ...}}"),
+        ({"click_ndcg@10": {}}, "{'click_ndcg@10': {'metric': 'ndcg@10', ...}}"),
+        (["my_metric"], "{'my_metric': {'metric': '<registry name>', ...}}"),
+    ],
+)
+def test_from_config_says_how_a_key_of_ones_own_names_its_metric(metrics, example):
+    """A key that is no registry name (the docstring's own ``auc_binned``) without ``"metric"`` was only "Unknown
+    metric name 'auc_binned'; known names: ...", as if the key had to be a registry name."""
+    config = {"tasks": [{"name": "a", "session_id_name": "q"}], "metrics": metrics}
+    with pytest.raises(ValueError, match="Unknown metric name") as info:
+        tmx.RecMetricModule.from_config(config)
+    assert str(info.value).endswith(
+        f" A key of your own names its registry metric with the option 'metric': {example}."
+    ), str(info.value)
+    # a key naming a registry entry, or an unknown registry name under "metric", gets no such advice
+    for refused in ({"recall": {}}, {"x": {"metric": "aucc"}}):
+        with pytest.raises(ValueError) as info:
+            tmx.RecMetricModule.from_config({**config, "metrics": refused})
+        assert "A key of your own" not in str(info.value)
+
+
 def test_from_config_reads_the_yaml_spellings_of_metrics():
     """YAML's list of one-key dicts (``- auc: {num_bins: 10}``) raised Python's "unhashable type: 'dict'",
     and ``ne:`` with nothing after it (options ``None``) was refused although it means no options."""

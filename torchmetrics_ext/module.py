@@ -38,6 +38,7 @@ from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.registry import (
     TORCHREC_SELF_NAMED,
     build_metric,
+    lookup,
     registry_entry,
     torchrec_names,
     torchrec_requirements,
@@ -1631,7 +1632,39 @@ def _build_entry(key: str, registry_name: str, options: Mapping[str, Any], num_t
         return build_metric(registry_name, num_tasks=num_tasks, **options)
     except (TypeError, ValueError) as error:  # which entry of the config, as the other errors say
         entry = f"Metric {key!r}" + (f" ({registry_name})" if registry_name != key else "")
-        raise type(error)(f"{entry}: {error}") from None
+        hint = _own_key_hint(key) if registry_name == key and str(error).startswith("Unknown metric name") else ""
+        raise type(error)(f"{entry}: {error}{hint}") from None
+
+
+def _own_key_hint(key: str) -> str:
+    """How a config key that is no registry name (``"auc_binned"``, ``"click_ne"``) names its metric.
+
+    The registry name the key holds as a ``_``-separated part, the longest, is the example's
+    (``"auc"`` for ``"auc_binned"``, ``"log_loss"`` for ``"click_log_loss"``, ``"ndcg@10"`` for
+    ``"click_ndcg@10"``).
+
+    Example:
+        >>> from torchmetrics_ext.module import _own_key_hint
+        >>> _own_key_hint("auc_binned")
+        " A key of your own names its registry metric with the option 'metric': {'auc_binned': {'metric': 'auc', ...}}."
+    """
+    parts = key.split("_")
+    spans = {"_".join(parts[i:j]) for i in range(len(parts)) for j in range(i + 1, len(parts) + 1)}
+    held = sorted((span for span in spans if _is_registry_name(span)), key=len)
+    example = held[-1] if held else "<registry name>"
+    return (
+        " A key of your own names its registry metric with the option 'metric': "
+        f"{{{key!r}: {{'metric': {example!r}, ...}}}}."
+    )
+
+
+def _is_registry_name(name: str) -> bool:
+    """Whether the registry builds ``name`` as it is (``"ndcg@10"`` yes; ``"recall"``, without its cutoff, no)."""
+    try:
+        lookup(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _task_from_config(task: Any) -> RecTaskInfo:

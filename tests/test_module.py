@@ -1045,6 +1045,43 @@ def test_tasks_on_the_same_columns_with_other_session_ids_are_two_views():
     assert values["mrr/by_user"].item() == 0.5 and values["mrr/by_query"].item() == (0.5 + 1.0) / 2
 
 
+@pytest.mark.parametrize(
+    "name, spec, holder",
+    [
+        ("reset", "ctr", "MetricCollection"),
+        ("values", "ne", "MetricCollection"),
+        ("training", "auc", "MetricCollection"),
+        ("update", "ndcg@3", "ModuleDict"),
+        ("keys", "mrr", "ModuleDict"),
+    ],
+)
+def test_a_metric_named_like_an_attribute_of_its_container_is_refused_naming_it(name, spec, holder):
+    """``{"reset": "ctr"}`` raised ``KeyError: "attribute 'reset' already exists"`` from inside ``nn.Module``,
+    naming neither the metric nor what to do; such a name works for the other kind of metric where that
+    container has no such attribute (a ranking metric named ``compute``)."""
+    task = tmx.RecTaskInfo("click", session_id_name="query")
+    expected = (
+        f"Metric name '{name}' is the name of an attribute of the {holder} that holds the module's metrics, which "
+        f"cannot hold a metric under it: give the metric another name (e.g. '{name}_metric'"
+    )
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        tmx.RecMetricModule([task], {"ne": "ne", name: spec}, throughput=False)
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        tmx.RecMetricModule.from_config(
+            {"tasks": [{"name": "click", "session_id_name": "query"}], "metrics": {name: {"metric": spec}}}
+        )
+    module = tmx.RecMetricModule([task], {"compute": "mrr", "device": "ctr"}, throughput=False)
+    module.update(
+        {
+            "prediction": torch.tensor([0.9, 0.8, 0.1]),
+            "label": torch.tensor([0, 1, 1]),
+            "query": torch.zeros(3, dtype=torch.long),
+        }
+    )
+    # by hand: the first relevant row ranks second (MRR 1/2); two positives of three rows (CTR 2/3)
+    assert module.compute() == {"compute/click": 0.5, "device/click": pytest.approx(2 / 3)}
+
+
 @pytest.mark.parametrize("kwargs, exc, match", CONSTRUCTOR_ERRORS)
 def test_constructor_rejects_bad_arguments(kwargs, exc, match):
     args = dict(tasks=TASKS, metrics={"ne": "ne"}, throughput=False) | kwargs

@@ -202,7 +202,8 @@ class RecMetricModule(nn.Module):
             task named like a throughput entry (``total_examples``) would be the throughput's, or
             with ``key_style="torchrec"`` a metric whose own name is a TorchRec key
             (:data:`~torchmetrics_ext.registry.TORCHREC_SELF_NAMED`: ``"ndcg"``, ``"recall"``) while
-            it does not compute that TorchRec value (the message names the options that would).
+            it does not compute that TorchRec value (the message names the options that would), or a metric named
+            like an attribute of the container that holds it (``"reset"``, ``"values"``, ``"training"``).
         TypeError: a factory whose signature cannot take the call ``factory(num_tasks=T)`` (e.g.
             ``lambda T: ...``, or ``functools.partial(tmx.AUC, 2)``, whose bound first argument is
             ``num_tasks``: named with the metric, before the call), or a metric the module cannot
@@ -334,6 +335,7 @@ class RecMetricModule(nn.Module):
                         "ids, with no padding slots: build it without padding_value."
                     )
                 per_task[name] = [metric] + [copy_metric(metric) for _ in range(num_tasks - 1)]
+        _check_unit_names(list(stacked), list(per_task))
         self._needs_groups = [n for n, m in stacked.items() if "groups" in inspect.signature(m.update).parameters]
         _check_id_columns(self.tasks, self._needs_groups, list(per_task))
         stacked_domains = {n: m.input_domains for n, m in stacked.items()}
@@ -1687,6 +1689,27 @@ def _task_from_config(task: Any) -> RecTaskInfo:
 def _entry_name_ok(name: Any) -> bool:
     """A metric, state metric or entry name: non-empty printable text without the key separators."""
     return isinstance(name, str) and bool(name) and name.isprintable() and not any(c in name for c in "/|.")
+
+
+def _check_unit_names(stacked: Sequence[str], ranking: Sequence[str]) -> None:
+    """Refuse metric names that the containers holding the metrics use for attributes of their own.
+
+    Stacked metrics are children of a ``MetricCollection`` and ranking metrics of an
+    ``nn.ModuleDict``, which cannot hold a child under the name of one of their attributes
+    (``"reset"``, ``"values"``, ``"train"``...): ``nn.Module`` would raise its bare
+    ``KeyError("attribute 'reset' already exists")`` from inside the construction.
+
+    Raises:
+        ValueError: naming the metric and the container, with another name to give it.
+    """
+    for names, holder in ((stacked, MetricCollection({}, compute_groups=False)), (ranking, nn.ModuleDict())):
+        for name in names:
+            if hasattr(holder, name):
+                raise ValueError(
+                    f"Metric name {name!r} is the name of an attribute of the {type(holder).__name__} that holds the "
+                    f"module's metrics, which cannot hold a metric under it: give the metric another name (e.g. "
+                    f"'{name}_metric'; a metric's name is the first part of its keys)."
+                )
 
 
 def _check_metric_name(name: Any) -> None:

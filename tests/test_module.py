@@ -811,6 +811,20 @@ BAD = [
     ),
     (_set("buy_label", lambda v: v[:-1]), ValueError, "Task 'buy'.*'buy_label'.*shape"),
     (_set("click_pred", lambda v: v.reshape(-1, 1)), ValueError, r"shape \(N,\)"),
+    # a model head's (N, 1) output, its transpose, one sample, a (N, T) head: the message says what to pass
+    (
+        _set("click_label", lambda v: v.reshape(-1, 1)),
+        ValueError,
+        r"^Task 'click': expected `model_out\['click_label'\]` of shape \(N,\), got \(600, 1\): a model head of one "
+        r"output; pass `model_out\['click_label'\]\.squeeze\(-1\)`, shape \(600,\)\.$",
+    ),
+    (_set("buy_pred", lambda v: v.reshape(1, -1)), ValueError, r"pass `model_out\['buy_pred'\]\.squeeze\(0\)`"),
+    (_set("buy_w", lambda v: v[0]), ValueError, r"got \(\): one sample is a column of shape \(1,\)"),
+    (
+        _set("click_pred", lambda v: torch.stack([v, v], dim=1)),
+        ValueError,
+        r"got \(600, 2\): one column per task; give each task its own \(N,\) column",
+    ),
     # value errors name the task and the column that fails on its own
     (_set("click_pred", lambda v: v + 1), ValueError, "Task 'click'.*'click_pred'.*probabilities in \\[0, 1\\]"),
     (_set("buy_pred", lambda v: torch.where(v > 0.5, float("nan"), v)), ValueError, "Task 'buy'.*'buy_pred'.*finite"),
@@ -1029,6 +1043,43 @@ def test_tasks_on_the_same_columns_with_other_session_ids_are_two_views():
     values = module.compute()
     # by hand: one user query, first relevant at rank 2; two request queries, ranks 2 and 1
     assert values["mrr/by_user"].item() == 0.5 and values["mrr/by_query"].item() == (0.5 + 1.0) / 2
+
+
+@pytest.mark.parametrize(
+    "name, spec, holder",
+    [
+        ("reset", "ctr", "MetricCollection"),
+        ("values", "ne", "MetricCollection"),
+        ("training", "auc", "MetricCollection"),
+        ("update", "ndcg@3", "ModuleDict"),
+        ("keys", "mrr", "ModuleDict"),
+    ],
+)
+def test_a_metric_named_like_an_attribute_of_its_container_is_refused_naming_it(name, spec, holder):
+    """``{"reset": "ctr"}`` raised ``KeyError: "attribute 'reset' already exists"`` from inside ``nn.Module``,
+    naming neither the metric nor what to do; such a name works for the other kind of metric where that
+    container has no such attribute (a ranking metric named ``compute``)."""
+    task = tmx.RecTaskInfo("click", session_id_name="query")
+    expected = (
+        f"Metric name '{name}' is the name of an attribute of the {holder} that holds the module's metrics, which "
+        f"cannot hold a metric under it: give the metric another name (e.g. '{name}_metric'"
+    )
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        tmx.RecMetricModule([task], {"ne": "ne", name: spec}, throughput=False)
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        tmx.RecMetricModule.from_config(
+            {"tasks": [{"name": "click", "session_id_name": "query"}], "metrics": {name: {"metric": spec}}}
+        )
+    module = tmx.RecMetricModule([task], {"compute": "mrr", "device": "ctr"}, throughput=False)
+    module.update(
+        {
+            "prediction": torch.tensor([0.9, 0.8, 0.1]),
+            "label": torch.tensor([0, 1, 1]),
+            "query": torch.zeros(3, dtype=torch.long),
+        }
+    )
+    # by hand: the first relevant row ranks second (MRR 1/2); two positives of three rows (CTR 2/3)
+    assert module.compute() == {"compute/click": 0.5, "device/click": pytest.approx(2 / 3)}
 
 
 @pytest.mark.parametrize("kwargs, exc, match", CONSTRUCTOR_ERRORS)
@@ -1441,6 +1492,32 @@ def test_from_config_names_the_unknown_key_and_the_closest_known_one(config, nam
 
     with pytest.raises(ValueError, match=re.escape(named)):
         tmx.RecMetricModule.from_config(config)
+
+
+@pytest.mark.parametrize(
+    "metrics, example",
+    [
+        ({"auc_binned": {"num_bins": 100}}, "{'auc_binned': {'metric': 'auc', ...}}"),
+        ({"click_log_loss": None}, "{'click_log_loss': {'metric': 'log_loss', ...}}"),
+        (["ne", "ne_eta"], "{'ne_eta': {'metric': 'ne', ...}}"),
+        ({"click_ndcg@10": {}}, "{'click_ndcg@10': {'metric': 'ndcg@10', ...}}"),
+        (["my_metric"], "{'my_metric': {'metric': '<registry name>', ...}}"),
+    ],
+)
+def test_from_config_says_how_a_key_of_ones_own_names_its_metric(metrics, example):
+    """A key that is no registry name (the docstring's own ``auc_binned``) without ``"metric"`` was only "Unknown
+    metric name 'auc_binned'; known names: ...", as if the key had to be a registry name."""
+    config = {"tasks": [{"name": "a", "session_id_name": "q"}], "metrics": metrics}
+    with pytest.raises(ValueError, match="Unknown metric name") as info:
+        tmx.RecMetricModule.from_config(config)
+    assert str(info.value).endswith(
+        f" A key of your own names its registry metric with the option 'metric': {example}."
+    ), str(info.value)
+    # a key naming a registry entry, or an unknown registry name under "metric", gets no such advice
+    for refused in ({"recall": {}}, {"x": {"metric": "aucc"}}):
+        with pytest.raises(ValueError) as info:
+            tmx.RecMetricModule.from_config({**config, "metrics": refused})
+        assert "A key of your own" not in str(info.value)
 
 
 def test_from_config_reads_the_yaml_spellings_of_metrics():
@@ -3220,6 +3297,43 @@ def test_a_second_compute_without_a_change_reuses_the_values(monkeypatch, window
     after = run(module, [])
     assert all(calls[name] > counted[name] for name in counted)  # every one recomputed
     _assert_references(after, data)
+
+
+@pytest.mark.parametrize("window_size", [None, 4])
+def test_changing_a_returned_value_in_place_leaves_the_next_compute_alone(window_size):
+    """``out[key] *= 100`` on ``compute()``'s dict changed the value every later ``compute()`` returned.
+
+    The keys were views of the metrics' cached values (a stacked metric's ``(T,)`` value, a ranking
+    copy's scalar), so scaling logged values in place (to percent, say) also scaled the next
+    compute's, until an update. Independent references: NumPy's NE, scikit-learn's AUC, NDCG by hand.
+    """
+    tasks = [tmx.RecTaskInfo(name, f"{name}_y", f"{name}_p", session_id_name="q") for name in ("click", "buy")]
+    module = tmx.RecMetricModule(
+        tasks, {"ne": "ne", "auc": "auc", "ndcg": "ndcg"}, window_size=window_size, throughput=False
+    )
+    step = {
+        "click_p": torch.tensor([0.9, 0.2, 0.6, 0.4]),
+        "click_y": torch.tensor([1, 0, 0, 1]),
+        "buy_p": torch.tensor([0.3, 0.8, 0.1, 0.5]),
+        "buy_y": torch.tensor([0, 1, 0, 0]),
+        "q": torch.tensor([0, 0, 1, 1]),
+    }
+    module.update(step)
+    first = module.compute()
+    for key in first:
+        first[key] *= 100  # e.g. percentages for a dashboard
+    again = module.compute()
+    for task in ("click", "buy"):
+        p, y = step[f"{task}_p"].double().numpy(), step[f"{task}_y"].double().numpy()
+        expected = {"ne": ref_ne(p, y, np.ones_like(p)), "auc": roc_auc_score(y, p)}
+        # NDCG of the queries with a relevant row: click q0 (relevant first) 1, q1 (relevant at rank 2)
+        # 1/log2(3); buy q0 (relevant first) 1, q1 has none (skipped)
+        expected["ndcg"] = (1 + 1 / math.log2(3)) / 2 if task == "click" else 1.0
+        for name, value in expected.items():
+            keys = [f"{name}/{task}"] + ([f"{name}/{task}/window"] if window_size else [])
+            for key in keys:
+                np.testing.assert_allclose(again[key].item(), value, rtol=1e-12, err_msg=key)
+                np.testing.assert_allclose(first[key].item(), 100 * value, rtol=1e-12, err_msg=key)
 
 
 def test_the_reused_values_follow_reset_load_merge_and_a_metric_updated_alone(monkeypatch):

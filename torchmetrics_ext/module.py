@@ -38,6 +38,7 @@ from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.registry import (
     TORCHREC_SELF_NAMED,
     build_metric,
+    lookup,
     registry_entry,
     torchrec_names,
     torchrec_requirements,
@@ -203,7 +204,8 @@ class RecMetricModule(nn.Module):
             task named like a throughput entry (``total_examples``) would be the throughput's, or
             with ``key_style="torchrec"`` a metric whose own name is a TorchRec key
             (:data:`~torchmetrics_ext.registry.TORCHREC_SELF_NAMED`: ``"ndcg"``, ``"recall"``) while
-            it does not compute that TorchRec value (the message names the options that would).
+            it does not compute that TorchRec value (the message names the options that would), or a metric named
+            like an attribute of the container that holds it (``"reset"``, ``"values"``, ``"training"``).
         TypeError: a factory whose signature cannot take the call ``factory(num_tasks=T)`` (e.g.
             ``lambda T: ...``, or ``functools.partial(tmx.AUC, 2)``, whose bound first argument is
             ``num_tasks``: named with the metric, before the call), or a metric the module cannot
@@ -335,6 +337,7 @@ class RecMetricModule(nn.Module):
                         "ids, with no padding slots: build it without padding_value."
                     )
                 per_task[name] = [metric] + [copy_metric(metric) for _ in range(num_tasks - 1)]
+        _check_unit_names(list(stacked), list(per_task))
         self._needs_groups = [n for n, m in stacked.items() if "groups" in inspect.signature(m.update).parameters]
         _check_id_columns(self.tasks, self._needs_groups, list(per_task))
         stacked_domains = {n: m.input_domains for n, m in stacked.items()}
@@ -937,7 +940,8 @@ class RecMetricModule(nn.Module):
                 )
             if value.ndim != 1:
                 raise ValueError(
-                    f"Task {task.name!r}: expected `model_out[{key!r}]` of shape (N,), got {tuple(value.shape)}."
+                    f"Task {task.name!r}: expected `model_out[{key!r}]` of shape (N,), got {tuple(value.shape)}"
+                    + _flat_column_hint(value, key)
                 )
             return value
 
@@ -1306,7 +1310,12 @@ class RecMetricModule(nn.Module):
         return self.window_size is not None and name in self._reported and "window" not in self._reported[name][0]
 
     def _emit(self, out: dict[str, Tensor], name: str, task: int | None, value: Any) -> None:
-        """Add one unit's value(s): ``(T,)`` or a scalar per task, or a dict of them; lifetime and window."""
+        """Add one unit's value(s): ``(T,)`` or a scalar per task, or a dict of them; lifetime and window.
+
+        Each value is copied (once per metric value, not per key): the metric keeps the tensor it
+        returned as its cached value, which a caller's in-place change of a logged value
+        (``out[key] *= 100``) would otherwise alter for every later ``compute()`` until the next update.
+        """
         parts = value if self.window_size is not None else {"lifetime": value}
         reported, tasks = self._reported.get(name, (("lifetime", "window"), None))
         bare = "bare" in reported
@@ -1315,6 +1324,7 @@ class RecMetricModule(nn.Module):
                 continue
             entries = part_value.items() if isinstance(part_value, Mapping) else [(None, part_value)]
             for entry, v in entries:
+                v = v.clone()
                 for t in range(len(self.tasks)) if task is None else [task]:
                     if tasks is not None and self.tasks[t].name not in tasks:
                         continue
@@ -1581,6 +1591,32 @@ def _missing_column(task: RecTaskInfo, field: str, key: str | None, model_out: M
     return text
 
 
+def _flat_column_hint(value: Tensor, key: str) -> str:
+    """The end of the message for a column that is not ``(N,)``: how to pass the shapes users meet.
+
+    A model head of one output gives ``(N, 1)`` (``(1, N)`` transposed), a single sample ``()``, a
+    head of several tasks' outputs ``(N, T)``; each task reads its own ``(N,)`` column.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.module import _flat_column_hint
+        >>> _flat_column_hint(torch.zeros(4, 1), "click_pred")
+        ": a model head of one output; pass `model_out['click_pred'].squeeze(-1)`, shape (4,)."
+    """
+    shape = tuple(value.shape)
+    if value.ndim == 2 and 1 in shape:
+        dim = -1 if shape[-1] == 1 else 0
+        return f": a model head of one output; pass `model_out[{key!r}].squeeze({dim})`, shape ({value.numel()},)."
+    if value.ndim == 0:
+        return f": one sample is a column of shape (1,): pass `model_out[{key!r}].reshape(1)`."
+    if value.ndim == 2:
+        return (
+            f": one column per task; give each task its own (N,) column (e.g. `model_out[{key!r}][:, t]` under the "
+            "key of the task's RecTaskInfo)."
+        )
+    return "."
+
+
 def _close_to(unknown: Sequence[Any], known: Sequence[str]) -> str:
     """`` (did you mean 'window_size'?)`` for the known names closest to the unknown ones, or ``""``."""
     guesses = [m for name in unknown if isinstance(name, str) for m in difflib.get_close_matches(name, known, n=1)]
@@ -1637,7 +1673,39 @@ def _build_entry(key: str, registry_name: str, options: Mapping[str, Any], num_t
         return build_metric(registry_name, num_tasks=num_tasks, **options)
     except (TypeError, ValueError) as error:  # which entry of the config, as the other errors say
         entry = f"Metric {key!r}" + (f" ({registry_name})" if registry_name != key else "")
-        raise type(error)(f"{entry}: {error}") from None
+        hint = _own_key_hint(key) if registry_name == key and str(error).startswith("Unknown metric name") else ""
+        raise type(error)(f"{entry}: {error}{hint}") from None
+
+
+def _own_key_hint(key: str) -> str:
+    """How a config key that is no registry name (``"auc_binned"``, ``"click_ne"``) names its metric.
+
+    The registry name the key holds as a ``_``-separated part, the longest, is the example's
+    (``"auc"`` for ``"auc_binned"``, ``"log_loss"`` for ``"click_log_loss"``, ``"ndcg@10"`` for
+    ``"click_ndcg@10"``).
+
+    Example:
+        >>> from torchmetrics_ext.module import _own_key_hint
+        >>> _own_key_hint("auc_binned")
+        " A key of your own names its registry metric with the option 'metric': {'auc_binned': {'metric': 'auc', ...}}."
+    """
+    parts = key.split("_")
+    spans = {"_".join(parts[i:j]) for i in range(len(parts)) for j in range(i + 1, len(parts) + 1)}
+    held = sorted((span for span in spans if _is_registry_name(span)), key=len)
+    example = held[-1] if held else "<registry name>"
+    return (
+        " A key of your own names its registry metric with the option 'metric': "
+        f"{{{key!r}: {{'metric': {example!r}, ...}}}}."
+    )
+
+
+def _is_registry_name(name: str) -> bool:
+    """Whether the registry builds ``name`` as it is (``"ndcg@10"`` yes; ``"recall"``, without its cutoff, no)."""
+    try:
+        lookup(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _task_from_config(task: Any) -> RecTaskInfo:
@@ -1660,6 +1728,27 @@ def _task_from_config(task: Any) -> RecTaskInfo:
 def _entry_name_ok(name: Any) -> bool:
     """A metric, state metric or entry name: non-empty printable text without the key separators."""
     return isinstance(name, str) and bool(name) and name.isprintable() and not any(c in name for c in "/|.")
+
+
+def _check_unit_names(stacked: Sequence[str], ranking: Sequence[str]) -> None:
+    """Refuse metric names that the containers holding the metrics use for attributes of their own.
+
+    Stacked metrics are children of a ``MetricCollection`` and ranking metrics of an
+    ``nn.ModuleDict``, which cannot hold a child under the name of one of their attributes
+    (``"reset"``, ``"values"``, ``"train"``...): ``nn.Module`` would raise its bare
+    ``KeyError("attribute 'reset' already exists")`` from inside the construction.
+
+    Raises:
+        ValueError: naming the metric and the container, with another name to give it.
+    """
+    for names, holder in ((stacked, MetricCollection({}, compute_groups=False)), (ranking, nn.ModuleDict())):
+        for name in names:
+            if hasattr(holder, name):
+                raise ValueError(
+                    f"Metric name {name!r} is the name of an attribute of the {type(holder).__name__} that holds the "
+                    f"module's metrics, which cannot hold a metric under it: give the metric another name (e.g. "
+                    f"'{name}_metric'; a metric's name is the first part of its keys)."
+                )
 
 
 def _check_metric_name(name: Any) -> None:

@@ -1995,3 +1995,36 @@ def test_kept_rows_hold_no_autograd_graph(windowed):
     for value in out.values() if windowed else [out]:
         assert value.grad_fn is None
         np.testing.assert_allclose(value.item(), single_ref("ndcg", 3)(rows), rtol=1e-12)
+
+
+_DOCUMENTED = [
+    *(getattr(tmx, name) for name in ("NDCG", "RecallAtK", "PrecisionAtK", "MRR", "HitRate", "MAP", "RankingMetrics")),
+    *(getattr(tmx, name) for name in ("RPrecision", "F1AtK")),
+    *(getattr(tmf, name) for name in ("ndcg", "recall_at_k", "precision_at_k", "mrr", "hit_rate", "map_at_k")),
+    *(getattr(tmf, name) for name in ("r_precision", "f1_at_k", "ranking_metrics")),
+]
+
+
+@pytest.mark.parametrize("obj", _DOCUMENTED, ids=lambda obj: obj.__name__)
+def test_every_ranking_docstring_states_ties_long_cutoffs_and_undefined_values(obj):
+    """Each ranking class and function says in its own ``Note:`` how ties rank, what a cutoff past the
+    list does and what an empty result is (RecallAtK, MRR, ... and every functional twin said none of it)."""
+    note = " ".join(obj.__doc__.split("Note:")[1].split("Example:")[0].split())
+    assert "relevance ascending (the relevant ones of a tie last: pessimistic)" in note
+    assert "A cutoff ``k`` longer than a query's list takes the whole list." in note
+    assert "``nan`` with ``UndefinedMetricWarning``" in note
+    assert obj.__doc__.count("Note:") == 1
+
+
+def test_the_documented_edge_cases_hold():
+    """What the notes say, by hand: one query, every score tied, the relevant candidate listed first."""
+    preds, target = torch.zeros(1, 4), torch.tensor([[1, 0, 0, 0]])
+    # pessimistic: the relevant candidate ranks 4th of 4, whatever its row
+    assert tmf.mrr(preds, target).item() == 0.25
+    assert tmf.recall_at_k(preds, target, k=3).item() == 0.0
+    assert tmf.ndcg(preds, target).item() == pytest.approx(1 / np.log2(5))
+    # k past the list: the whole list (precision still divides by k)
+    assert tmf.recall_at_k(preds, target, k=10).item() == 1.0
+    assert tmf.precision_at_k(preds, target, k=10).item() == 0.1
+    with pytest.warns(UndefinedMetricWarning):
+        assert torch.isnan(tmf.map_at_k(preds, torch.zeros(1, 4, dtype=torch.long)))

@@ -2028,3 +2028,18 @@ def test_the_documented_edge_cases_hold():
     assert tmf.precision_at_k(preds, target, k=10).item() == 0.1
     with pytest.warns(UndefinedMetricWarning):
         assert torch.isnan(tmf.map_at_k(preds, torch.zeros(1, 4, dtype=torch.long)))
+
+
+def test_multiclass_docstring_states_its_edge_cases_and_they_hold():
+    """``k >= num_classes`` is 1 and a zero total weight is ``nan``: the class docstring now says both."""
+    note = " ".join(tmx.MulticlassRecallAtK.__doc__.split("Note:")[1].split("Example:")[0].split())
+    assert "``k >= num_classes`` counts every sample as a hit (value 1)" in note
+    assert "``nan`` plus ``UndefinedMetricWarning`` while the total weight is zero" in note
+    preds, target = torch.zeros(3, 4), torch.tensor([0, 3, 2])  # every class tied: pessimistic rank 3
+    metric = tmx.MulticlassRecallAtK(k=4, num_classes=4)
+    metric.update(preds, target)
+    assert metric.compute().item() == 1.0
+    metric = tmx.MulticlassRecallAtK(k=3, num_classes=4)
+    metric.update(preds, target, torch.zeros(3))
+    with pytest.warns(UndefinedMetricWarning):
+        assert torch.isnan(metric.compute())

@@ -2043,3 +2043,31 @@ def test_multiclass_docstring_states_its_edge_cases_and_they_hold():
     metric.update(preds, target, torch.zeros(3))
     with pytest.warns(UndefinedMetricWarning):
         assert torch.isnan(metric.compute())
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+@pytest.mark.parametrize("form", ["flat", "padded"])
+def test_error_policy_ignores_an_empty_query_of_zero_weight(form, device_path):
+    """A zero-weight query is absent (zero-weight rows change nothing): ``empty_target_action="error"`` raised
+    for one without relevance, so a batch of zero weight could fail. Value: the brute force over the others."""
+    preds = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.6, 0.4], [0.5, 0.3, 0.7]], dtype=torch.float64)
+    target = torch.tensor([[0, 1, 1], [0, 0, 0], [1, 0, 0]])
+    weights = torch.tensor([1.0, 0.0, 2.0])
+    if form == "flat":
+        inputs = {"preds": preds.flatten(), "target": target.flatten(), "indexes": torch.arange(3).repeat_interleave(3)}
+        inputs["weights"] = weights.repeat_interleave(3)
+    else:
+        inputs = {"preds": preds, "target": target, "weights": weights}
+    expected = single_ref("mrr", 2)(H.to_numpy(inputs))
+    assert expected == pytest.approx((0.5 * 1 + 0.5 * 2) / 3)  # both weighted queries: first hit at rank 2
+    with force_device_path(device_path):
+        assert tmf.mrr(**inputs, k=2, empty_target_action="error").item() == pytest.approx(expected)
+        out = tmf.ranking_metrics(**inputs, ks=(2,), metrics=("mrr",), empty_target_action="error")
+        assert out["mrr@2"].item() == pytest.approx(expected)
+        for complete in (False, True):
+            metric = tmx.MRR(k=2, empty_target_action="error", queries_complete_per_batch=complete)
+            metric.update(**inputs)
+            assert metric.compute().item() == pytest.approx(expected)
+        nonzero = {**inputs, "weights": torch.ones_like(inputs["weights"])}
+        with pytest.raises(ValueError, match="no relevant candidate"):
+            tmf.mrr(**nonzero, k=2, empty_target_action="error")

@@ -206,3 +206,29 @@ def test_doctests_of_an_extra_skip_naming_it_where_it_is_missing(tmp_path, hidde
     for target, count in skipped.items():
         assert f"SKIPPED [{count}] {target}: needs {hidden}: pip install 'torchmetrics-ext[{extra}]'" in result.stdout
     assert "failed" not in result.stdout and "error" not in result.stdout
+
+
+def test_bool_labels_and_weights_are_taken_and_bool_ids_refused_as_the_policies_say():
+    """docs/policies.md said ids may be bool; every id argument refuses them (a mask in the wrong place)."""
+    import torch
+
+    import torchmetrics_ext as tmx
+
+    text = " ".join((Path(__file__).parents[1] / "docs" / "policies.md").read_text().split())
+    assert "A bool tensor of ids (`groups`, `indexes`, `sessions`, `segments`) is refused with a `TypeError`" in text
+    preds = torch.tensor([0.9, 0.2, 0.6, 0.4])
+    labels = torch.tensor([True, False, False, True])
+    weights = torch.tensor([True, True, False, True])
+    # bool labels and weights: the values of their 0/1 floats (by hand: pairs (0.9, 0.2), (0.4, 0.2) ordered)
+    assert tmf.auc(preds, labels, weights).item() == 1.0
+    assert tmf.ctr(preds, labels, weights).item() == 2 / 3
+    ids = torch.tensor([True, True, False, False])
+    calls = {
+        "groups": lambda: tmf.grouped_auc(preds, labels.float(), ids),
+        "indexes": lambda: tmf.mrr(preds, labels, ids),
+        "sessions": lambda: tmf.session_precision_at_k(preds, labels.long(), ids, k=1),
+        "segments": lambda: tmx.Segmented(tmx.CTR(), num_segments=2).update(preds, labels.float(), segments=ids),
+    }
+    for name, call in calls.items():
+        with pytest.raises(TypeError, match=rf"`{name}`.*torch\.bool"):
+            call()

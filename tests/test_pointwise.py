@@ -474,3 +474,26 @@ def test_unsigned_labels_out_of_range_are_rejected_with_their_true_range(dtype, 
         with pytest.raises(ValueError, match=rf"`target` to hold labels in \[0, 1\].*values in \[0, {shown}\]"):
             metric.update(p, H.unsigned([0, top, 1], dtype))
         H.assert_same_values(metric, before, "rejected batch")
+
+
+_ZERO_WEIGHT_NAN = (
+    "LogLoss",
+    "CTR",
+    "WeightedAverage",
+    "WeightedAccuracy",
+    "WeightedMSE",
+    "WeightedRMSE",
+    "WeightedMAE",
+)
+
+
+@pytest.mark.parametrize("name", _ZERO_WEIGHT_NAN)
+def test_docstring_says_zero_total_weight_is_nan_and_it_is(name):
+    """These classes' docstrings said nothing of an undefined value; each now states it, and it holds."""
+    cls = getattr(tmx, name)
+    note = " ".join(cls.__doc__.split("Note:")[1].split("Example:")[0].split())
+    assert "``nan`` plus ``UndefinedMetricWarning`` while the total weight is zero" in note
+    metric = cls()
+    metric.update(torch.tensor([0.2, 0.7]), torch.tensor([0.0, 1.0]), torch.zeros(2))
+    with pytest.warns(tmx.UndefinedMetricWarning):
+        assert math.isnan(metric.compute().item())

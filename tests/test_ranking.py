@@ -1995,3 +1995,79 @@ def test_kept_rows_hold_no_autograd_graph(windowed):
     for value in out.values() if windowed else [out]:
         assert value.grad_fn is None
         np.testing.assert_allclose(value.item(), single_ref("ndcg", 3)(rows), rtol=1e-12)
+
+
+_DOCUMENTED = [
+    *(getattr(tmx, name) for name in ("NDCG", "RecallAtK", "PrecisionAtK", "MRR", "HitRate", "MAP", "RankingMetrics")),
+    *(getattr(tmx, name) for name in ("RPrecision", "F1AtK")),
+    *(getattr(tmf, name) for name in ("ndcg", "recall_at_k", "precision_at_k", "mrr", "hit_rate", "map_at_k")),
+    *(getattr(tmf, name) for name in ("r_precision", "f1_at_k", "ranking_metrics")),
+]
+
+
+@pytest.mark.parametrize("obj", _DOCUMENTED, ids=lambda obj: obj.__name__)
+def test_every_ranking_docstring_states_ties_long_cutoffs_and_undefined_values(obj):
+    """Each ranking class and function says in its own ``Note:`` how ties rank, what a cutoff past the
+    list does and what an empty result is (RecallAtK, MRR, ... and every functional twin said none of it)."""
+    note = " ".join(obj.__doc__.split("Note:")[1].split("Example:")[0].split())
+    assert "relevance ascending (the relevant ones of a tie last: pessimistic)" in note
+    assert "A cutoff ``k`` longer than a query's list takes the whole list." in note
+    assert "``nan`` with ``UndefinedMetricWarning``" in note
+    assert obj.__doc__.count("Note:") == 1
+
+
+def test_the_documented_edge_cases_hold():
+    """What the notes say, by hand: one query, every score tied, the relevant candidate listed first."""
+    preds, target = torch.zeros(1, 4), torch.tensor([[1, 0, 0, 0]])
+    # pessimistic: the relevant candidate ranks 4th of 4, whatever its row
+    assert tmf.mrr(preds, target).item() == 0.25
+    assert tmf.recall_at_k(preds, target, k=3).item() == 0.0
+    assert tmf.ndcg(preds, target).item() == pytest.approx(1 / np.log2(5))
+    # k past the list: the whole list (precision still divides by k)
+    assert tmf.recall_at_k(preds, target, k=10).item() == 1.0
+    assert tmf.precision_at_k(preds, target, k=10).item() == 0.1
+    with pytest.warns(UndefinedMetricWarning):
+        assert torch.isnan(tmf.map_at_k(preds, torch.zeros(1, 4, dtype=torch.long)))
+
+
+def test_multiclass_docstring_states_its_edge_cases_and_they_hold():
+    """``k >= num_classes`` is 1 and a zero total weight is ``nan``: the class docstring now says both."""
+    note = " ".join(tmx.MulticlassRecallAtK.__doc__.split("Note:")[1].split("Example:")[0].split())
+    assert "``k >= num_classes`` counts every sample as a hit (value 1)" in note
+    assert "``nan`` plus ``UndefinedMetricWarning`` while the total weight is zero" in note
+    preds, target = torch.zeros(3, 4), torch.tensor([0, 3, 2])  # every class tied: pessimistic rank 3
+    metric = tmx.MulticlassRecallAtK(k=4, num_classes=4)
+    metric.update(preds, target)
+    assert metric.compute().item() == 1.0
+    metric = tmx.MulticlassRecallAtK(k=3, num_classes=4)
+    metric.update(preds, target, torch.zeros(3))
+    with pytest.warns(UndefinedMetricWarning):
+        assert torch.isnan(metric.compute())
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+@pytest.mark.parametrize("form", ["flat", "padded"])
+def test_error_policy_ignores_an_empty_query_of_zero_weight(form, device_path):
+    """A zero-weight query is absent (zero-weight rows change nothing): ``empty_target_action="error"`` raised
+    for one without relevance, so a batch of zero weight could fail. Value: the brute force over the others."""
+    preds = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.6, 0.4], [0.5, 0.3, 0.7]], dtype=torch.float64)
+    target = torch.tensor([[0, 1, 1], [0, 0, 0], [1, 0, 0]])
+    weights = torch.tensor([1.0, 0.0, 2.0])
+    if form == "flat":
+        inputs = {"preds": preds.flatten(), "target": target.flatten(), "indexes": torch.arange(3).repeat_interleave(3)}
+        inputs["weights"] = weights.repeat_interleave(3)
+    else:
+        inputs = {"preds": preds, "target": target, "weights": weights}
+    expected = single_ref("mrr", 2)(H.to_numpy(inputs))
+    assert expected == pytest.approx((0.5 * 1 + 0.5 * 2) / 3)  # both weighted queries: first hit at rank 2
+    with force_device_path(device_path):
+        assert tmf.mrr(**inputs, k=2, empty_target_action="error").item() == pytest.approx(expected)
+        out = tmf.ranking_metrics(**inputs, ks=(2,), metrics=("mrr",), empty_target_action="error")
+        assert out["mrr@2"].item() == pytest.approx(expected)
+        for complete in (False, True):
+            metric = tmx.MRR(k=2, empty_target_action="error", queries_complete_per_batch=complete)
+            metric.update(**inputs)
+            assert metric.compute().item() == pytest.approx(expected)
+        nonzero = {**inputs, "weights": torch.ones_like(inputs["weights"])}
+        with pytest.raises(ValueError, match="no relevant candidate"):
+            tmf.mrr(**nonzero, k=2, empty_target_action="error")

@@ -659,3 +659,16 @@ def test_merge_state_refuses_what_is_neither_a_dict_nor_a_metric(build, incoming
         metric.merge_state(other)
     for name, value in metric.metric_state.items():
         assert torch.equal(value, before[name])
+
+
+def test_a_task_first_tensor_counts_its_leading_dimension_as_the_docstring_says():
+    """The multi-task metrics take ``(T, N)``; Throughput counts a tensor's leading dimension, so the docstring says
+    to pass ``N`` or one task's row: 3 tasks of 50 examples counted each way, by hand."""
+    doc = " ".join(tmx.Throughput.__doc__.split())
+    assert "A task-first ``(T, N)`` tensor, as the multi-task metrics take, counts ``T``" in doc
+    labels = torch.zeros(3, 50)
+    metric = tmx.Throughput(warmup_steps=0, clock=iter([0.0, 1.0, 2.0, 3.0]).__next__)
+    metric.update(labels)
+    metric.update(labels[0])
+    metric.update(labels.shape[1])
+    assert metric.compute()["total_examples"].item() == 3 + 50 + 50

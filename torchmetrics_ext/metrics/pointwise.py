@@ -281,6 +281,10 @@ class LogLoss(_CrossEntropyMetric):
         validate_args: check each batch.
         kwargs: TorchMetrics options.
 
+    Note:
+        ``nan`` plus ``UndefinedMetricWarning`` while the total weight is zero (before any update,
+        or after batches of zero weight only).
+
     Example:
         >>> import torch
         >>> from torchmetrics_ext import LogLoss
@@ -369,6 +373,10 @@ class CTR(_WeightedSumMetric):
         validate_args: check each batch.
         kwargs: TorchMetrics options.
 
+    Note:
+        ``nan`` plus ``UndefinedMetricWarning`` while the total weight is zero (before any update,
+        or after batches of zero weight only).
+
     Example:
         >>> import torch
         >>> from torchmetrics_ext import CTR
@@ -415,6 +423,10 @@ class WeightedAverage(_WeightedSumMetric):
             ``weighted_pred_sum_logits``.
         validate_args: check each batch.
         kwargs: TorchMetrics options.
+
+    Note:
+        ``nan`` plus ``UndefinedMetricWarning`` while the total weight is zero (before any update,
+        or after batches of zero weight only).
 
     Example:
         >>> import torch
@@ -484,6 +496,10 @@ class WeightedAccuracy(_ConfusionMetric):
         from_logits: ``preds`` are logits (the threshold stays a probability).
         validate_args: check each batch (labels must be 0 or 1).
         kwargs: TorchMetrics options.
+
+    Note:
+        ``nan`` plus ``UndefinedMetricWarning`` while the total weight is zero (before any update,
+        or after batches of zero weight only).
 
     Example:
         >>> import torch
@@ -589,6 +605,10 @@ class WeightedMSE(_ErrorMetric):
         validate_args: check each batch (finite values, non-negative weights).
         kwargs: TorchMetrics options.
 
+    Note:
+        ``nan`` plus ``UndefinedMetricWarning`` while the total weight is zero (before any update,
+        or after batches of zero weight only).
+
     Example:
         >>> import torch
         >>> from torchmetrics_ext import WeightedMSE
@@ -613,6 +633,10 @@ class WeightedRMSE(_ErrorMetric):
         validate_args: check each batch.
         kwargs: TorchMetrics options.
 
+    Note:
+        ``nan`` plus ``UndefinedMetricWarning`` while the total weight is zero (before any update,
+        or after batches of zero weight only).
+
     Example:
         >>> import torch
         >>> from torchmetrics_ext import WeightedRMSE
@@ -634,6 +658,10 @@ class WeightedMAE(_ErrorMetric):
             :class:`WeightedMSE`).
         validate_args: check each batch.
         kwargs: TorchMetrics options.
+
+    Note:
+        ``nan`` plus ``UndefinedMetricWarning`` while the total weight is zero (before any update,
+        or after batches of zero weight only).
 
     Example:
         >>> import torch

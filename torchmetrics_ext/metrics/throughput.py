@@ -65,9 +65,10 @@ class Throughput(GuardedMetric):
     ``update(batch)`` counts the examples of one step from the input itself (never from a
     configured batch size): an ``int``, a tensor's leading dimension, or the leading dimension of
     the first tensor of a dict or a sequence (e.g. the step's ``model_out`` or labels), and reads
-    the clock. The first ``warmup_steps`` updates only count towards ``total_examples``; the time
-    starts at the last of them. Each later update adds its examples and the time since the previous
-    update.
+    the clock. A task-first ``(T, N)`` tensor, as the multi-task metrics take, counts ``T``: pass
+    ``N`` or one task's row (``labels[0]``). The first ``warmup_steps`` updates only count towards
+    ``total_examples``; the time starts at the last of them. Each later update adds its examples and
+    the time since the previous update.
 
     .. math::
         \text{lifetime\_throughput} = \frac{\sum_{\text{ranks}} \text{examples after warm-up}}

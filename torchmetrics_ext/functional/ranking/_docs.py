@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -61,6 +62,14 @@ RAISES = (
     "TypeError: non-tensor or wrongly typed inputs.",
 )
 
+EDGE_CASES = (
+    "Ties: candidates of one query with equal scores rank by relevance ascending (the relevant ones "
+    "of a tie last: pessimistic), so a constant predictor is never rewarded and the value does not "
+    "depend on the order of the rows, the batch split or the number of ranks. A cutoff ``k`` longer "
+    "than a query's list takes the whole list. Queries without a relevant candidate follow "
+    "``empty_target_action``; when no query counts, the value is ``nan`` with ``UndefinedMetricWarning``."
+)
+
 _SECTION = re.compile(r"^    (Note|Example):$", re.MULTILINE)
 
 
@@ -90,6 +99,7 @@ def ranking_doc(
     extra: dict[str, str] | None = None,
     shared: Sequence[str] = (),
     returns: str | None = RETURNS,
+    note: str = EDGE_CASES,
 ) -> Callable[[T], T]:
     """Complete the docstring of a ranking function or class with its ``Args``/``Returns``/``Raises``.
 
@@ -100,6 +110,8 @@ def ranking_doc(
         shared: for a class whose ``__init__`` forwards ``**kwargs`` to the ranking base class,
             the base's options, listed after the class's own parameters.
         returns: the ``Returns:`` text; ``None`` for classes.
+        note: the edge cases every ranking docstring states (ties, long cutoffs, undefined values):
+            the first paragraph of its ``Note:`` section (one is made where the docstring has none).
 
     Returns:
         A decorator that sets ``__doc__`` and returns the object unchanged.
@@ -118,6 +130,11 @@ def ranking_doc(
         match = _SECTION.search(body)
         cut = match.start() if match else len(body)
         head, tail = body[:cut].rstrip(), body[cut:].lstrip("\n")
+        edge_cases = textwrap.fill(note, width=100, initial_indent=" " * 8, subsequent_indent=" " * 8)
+        if tail.startswith("    Note:\n"):
+            tail = f"    Note:\n{edge_cases}\n\n{tail[len('    Note:') + 1 :]}"
+        else:
+            tail = f"    Note:\n{edge_cases}\n\n{tail}"
         obj.__doc__ = f"{summary}\n{head}\n\n{sections}\n\n{tail}".rstrip() + "\n"
         return obj
 

@@ -352,7 +352,9 @@ def reduce_columns(
     whether to raise on the host. ``segments``: ``(segment of each query, number of segments S)``
     to sum each segment's queries apart (``evaluate --by``): the sums are then ``(S, R)`` and ``(S,)``.
     """
-    include, fill = _query_policy(num_rel, size, empty_target_action, remove_single_length_sessions, empty_slots)
+    include, fill = _query_policy(
+        num_rel, size, weight, empty_target_action, remove_single_length_sessions, empty_slots
+    )
     scale, w = _query_weights(include, weight, num_rel)
     if segments is not None:
         segment, num_segments = segments
@@ -373,13 +375,15 @@ def reduce_columns(
 def _query_policy(
     num_rel: Tensor,
     size: Tensor | None,
+    weight: Tensor | None,
     empty_target_action: str,
     remove_single_length_sessions: bool,
     empty_slots: bool,
 ) -> tuple[Tensor | None, Callable[[Tensor], Tensor]]:
     """``(queries counted (None: all), values -> values with the empty queries' fill)`` of the policy.
 
-    ``empty_target_action="error"`` raises here when a counted query has no relevant candidate.
+    ``empty_target_action="error"`` raises here when a counted query of non-zero ``weight`` has no
+    relevant candidate: a query of zero weight is absent, as every zero-weight row is.
     """
     include = None  # every query (a query of the sort paths has at least one row)
     if remove_single_length_sessions or empty_slots:
@@ -392,6 +396,8 @@ def _query_policy(
     empty = num_rel == 0
     if empty_target_action == "error":
         bad_rows = empty if include is None else empty & include
+        if weight is not None:
+            bad_rows = bad_rows & (weight > 0)
         if bool(bad_rows.any()):
             bad = int(torch.nonzero(bad_rows)[0, 0])
             raise ValueError(

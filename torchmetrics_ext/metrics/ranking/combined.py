@@ -27,11 +27,9 @@ class RankingMetrics(_RankingMetric):
     about one NDCG.
 
     Note:
-        Ties are ranked relevance-ascending (pessimistic); undefined results (no query counted)
-        are ``nan`` with ``UndefinedMetricWarning``. Exact mode holds O(N) memory; under DDP the
-        rows are gathered and queries with the same id on different ranks are merged.
-        ``empty_target_action="error"`` raises at ``compute`` (at ``update`` for queries
-        complete in the batch).
+        Exact mode holds O(N) memory; under DDP the rows are gathered and queries with the same
+        id on different ranks are merged. ``empty_target_action="error"`` raises at ``compute``
+        (at ``update`` for queries complete in the batch).
 
     Example:
         >>> import torch

@@ -41,7 +41,10 @@ class MulticlassRecallAtK(_RejectsTopK, TaskMetric):
         TypeError: non-tensor inputs, non-floating ``preds`` or non-integer ``target``.
 
     Note:
-        TorchRec returns recall at every ``k`` at once; build one metric per ``k`` (they are cheap).
+        ``k >= num_classes`` counts every sample as a hit (value 1). ``nan`` plus
+        ``UndefinedMetricWarning`` while the total weight is zero (before any update, or after
+        batches of zero weight only). TorchRec returns recall at every ``k`` at once; build one
+        metric per ``k`` (they are cheap).
 
     Example:
         >>> import torch

@@ -59,7 +59,7 @@ class NDCG(_SingleRankingMetric):
     Note:
         TorchRec divides by an IDCG floored at 1e-6 and scales each session by its largest row
         weight without normalising by the weights; we take the weighted mean and apply
-        ``empty_target_action`` to queries without relevance. Ties are pessimistic.
+        ``empty_target_action`` to queries without relevance.
 
     Example:
         >>> import torch

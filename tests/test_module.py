@@ -3774,3 +3774,92 @@ def test_a_state_of_another_dtype_is_refused_naming_it_and_the_module_keeps_its_
         values = module.compute()
     for i, task in enumerate("ab"):  # the mean label of the module's own two steps, not the checkpoint's
         assert values[f"ctr/{task}"].item() == pytest.approx(labels[i].mean().item(), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- clone, weight names, window notes
+
+
+def test_clone_copies_every_state_under_its_own_prefix():
+    """``clone(prefix=...)`` (MetricCollection's idiom for train/val copies): the copy carries the states seen,
+    then each module follows its own batches: NE against numpy's, AUC against sklearn's, keys under each prefix."""
+    rng = np.random.default_rng(7)
+    p = rng.uniform(0.05, 0.95, 60)
+    y = (rng.uniform(size=60) < p).astype(float)
+    train = tmx.RecMetricModule(["c"], {"ne": "ne", "auc": "auc"}, throughput=False, prefix="train/")
+    train.update({"prediction": torch.tensor(p[:30]), "label": torch.tensor(y[:30])})
+    val = train.clone(prefix="val/")
+    val.update({"prediction": torch.tensor(p[30:]), "label": torch.tensor(y[30:])})
+    same = train.clone()
+    ones = np.ones(30)
+    got_train, got_val, got_same = train.compute(), val.compute(), same.compute()
+    assert sorted(got_train) == ["train/auc/c", "train/ne/c"] and sorted(got_val) == ["val/auc/c", "val/ne/c"]
+    assert got_train["train/ne/c"].item() == pytest.approx(_ne_reference(p[:30], y[:30], ones), rel=1e-12)
+    assert got_train["train/auc/c"].item() == pytest.approx(roc_auc_score(y[:30], p[:30]), rel=1e-12)
+    assert got_val["val/ne/c"].item() == pytest.approx(_ne_reference(p, y, np.ones(60)), rel=1e-12)
+    assert got_val["val/auc/c"].item() == pytest.approx(roc_auc_score(y, p), rel=1e-12)
+    assert {k: v.item() for k, v in got_same.items()} == {k: v.item() for k, v in got_train.items()}
+    assert same.prefix == "train/"
+    with pytest.raises(ValueError, match=r"Expected `prefix` to be a string or None, got 3"):
+        train.clone(prefix=3)
+
+
+def test_a_weight_name_missing_from_the_first_step_is_warned_for_once():
+    """A task's own ``weight_name`` absent from ``model_out`` means weight 1, said once at the first step (a typo
+    would otherwise leave the task unweighted silently); the default ``"weight"`` absent says nothing."""
+    task = tmx.RecTaskInfo("c", "y", "p", weight_name="click_w")
+    step = {"p": torch.tensor([0.2, 0.7, 0.4]), "y": torch.tensor([0.0, 1.0, 1.0]), "click_weight": torch.ones(3)}
+    module = tmx.RecMetricModule([task], {"ctr": "ctr"}, throughput=False)
+    with pytest.warns(
+        UserWarning,
+        match=r"Task 'c': `model_out` has no weight column 'click_w' \(did you mean "
+        r"'click_weight'\?\).* Its samples weigh 1",
+    ):
+        module.update(step)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        module.update(step)  # once only
+        plain = tmx.RecMetricModule([tmx.RecTaskInfo("c", "y", "p")], {"ctr": "ctr"}, throughput=False)
+        plain.update(step)  # "weight" (the default) absent: no word
+        named = tmx.RecMetricModule([task], {"ctr": "ctr"}, throughput=False)
+        named.update({**step, "click_w": torch.tensor([1.0, 0.0, 3.0])})
+    assert module.compute()["ctr/c"].item() == pytest.approx(2 / 3)
+    assert named.compute()["ctr/c"].item() == pytest.approx((0 * 1 + 1 * 0 + 1 * 3) / 4)
+
+
+def test_a_strict_load_across_a_window_change_says_so():
+    """A checkpoint saved with ``window_size`` loaded into a module without one (and the reverse): the strict
+    error names the window, not "added since / other settings"."""
+    step = {"prediction": torch.tensor([0.2, 0.7, 0.4]), "label": torch.tensor([0.0, 1.0, 1.0])}
+    windowed = tmx.RecMetricModule(["c"], {"ne": "ne", "auc": "auc"}, window_size=5, throughput=False)
+    plain = tmx.RecMetricModule(["c"], {"ne": "ne", "auc": "auc"}, throughput=False)
+    windowed.update(step)
+    plain.update(step)
+    with pytest.raises(RuntimeError, match=r"it was saved with a window \(`window_size`.*and this module has none"):
+        tmx.RecMetricModule(["c"], {"ne": "ne", "auc": "auc"}, throughput=False).load_state_dict(windowed.state_dict())
+    fresh = tmx.RecMetricModule(["c"], {"ne": "ne", "auc": "auc"}, window_size=5, throughput=False)
+    with pytest.raises(RuntimeError, match=r"it was saved without a window and this module has one"):
+        fresh.load_state_dict(plain.state_dict())
+    other = tmx.RecMetricModule(["c"], {"ne": "ne", "ctr": "ctr"}, throughput=False)
+    with pytest.raises(RuntimeError, match=r"added since it was saved"):
+        other.load_state_dict(plain.state_dict())
+
+
+def test_a_windows_undefined_value_warning_says_window():
+    """The window's warning is not the lifetime's word for word (Python's default filter would show only one of
+    two identical warnings): NE's window of one class is ``nan`` and the warning says ``(window)``."""
+    module = tmx.RecMetricModule(["c"], {"ne": "ne"}, window_size=2, throughput=False)
+    module.update({"prediction": torch.tensor([0.2, 0.7]), "label": torch.tensor([0.0, 1.0])})
+    module.update({"prediction": torch.tensor([0.2, 0.7]), "label": torch.tensor([1.0, 1.0])})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        values = module.compute()
+    assert [str(w.message).split(":")[0] for w in caught] == [
+        "NormalizedEntropy (window) is undefined for task(s) ['c']"
+    ]
+    assert math.isnan(values["ne/c/window"]) and not math.isnan(values["ne/c"])
+    metric = tmx.Windowed(tmx.CTR(), window_size=2)
+    metric.update(torch.tensor([0.5]), torch.tensor([1.0]), torch.tensor([0.0]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metric.compute()
+    assert sorted(str(w.message).split(" is")[0] for w in caught) == ["CTR", "CTR (window)"]

@@ -8,9 +8,11 @@ returns a flat dict of scalar tensors ready for ``LightningModule.log_dict``.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import functools
 import inspect
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -57,7 +59,7 @@ from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric, fus
 from torchmetrics_ext.utilities.load_guard import guard_descendant_loads
 from torchmetrics_ext.utilities.ownership import owner_of, release_ownership, take_ownership
 from torchmetrics_ext.utilities.snapshot import snapshot
-from torchmetrics_ext.utilities.warnings import naming_tasks
+from torchmetrics_ext.utilities.warnings import naming_part, naming_tasks
 from torchmetrics_ext.wrappers._shared import SharedRing, shareable
 from torchmetrics_ext.wrappers.windowed import Windowed
 
@@ -97,7 +99,9 @@ class RecTaskInfo:
         name: the task's name, used in the metric keys (no ``/``, ``|`` or ``.``).
         label_name: key of the ``(N,)`` labels.
         prediction_name: key of the ``(N,)`` floating point predictions.
-        weight_name: key of the ``(N,)`` sample weights; a missing key means weight 1.
+        weight_name: key of the ``(N,)`` sample weights; a missing key means weight 1 (a name other
+            than the default ``"weight"`` that the first step's ``model_out`` lacks is warned for,
+            once: a misspelt name would otherwise leave the task unweighted without a word).
         group_id_name: key of the ``(N,)`` integer group ids (user, request...) that grouped
             metrics (``GroupedAUC``) need; every task of a module must name the same column.
         session_id_name: key of the ``(N,)`` integer query/session ids ranking metrics need.
@@ -685,6 +689,8 @@ class RecMetricModule(nn.Module):
         if grad_enabled:
             torch._C._set_grad_enabled(False)
         try:
+            if self._step == 0 and isinstance(model_out, Mapping):
+                _warn_unread_weight_names(self.tasks, model_out)
             self._update(model_out)
             for unit in self._plan()[1]:  # TorchRec's window-only AUC: no lifetime samples kept
                 unit.drop_lifetime_samples()  # type: ignore[operator]
@@ -1139,11 +1145,39 @@ class RecMetricModule(nn.Module):
             if not (isinstance(error, RuntimeError) and strict and "Missing key(s)" in str(error)):
                 raise
             raise RuntimeError(
-                f"{error}\nThe checkpoint has no states, or not all of them, for some metrics: added since it was "
-                "saved, built with other settings, or saved in an older format of the metric. To resume the rest and "
-                "start those metrics afresh (all of their states at their defaults), load with strict=False (in "
-                "Lightning: set `self.strict_loading = False` in the LightningModule)."
+                f"{error}\nThe checkpoint has no states, or not all of them, for some metrics: "
+                + (
+                    self._window_change(state_dict)
+                    or "added since it was saved, built with other settings, or saved in an older format of the metric"
+                )
+                + ". To resume the rest and start those metrics afresh (all of their states at their defaults), load "
+                "with strict=False (in Lightning: set `self.strict_loading = False` in the LightningModule)."
             ) from None
+
+    def _window_change(self, state_dict: Mapping[str, Any]) -> str | None:
+        """What a strict load's missing keys come from when the checkpoint and this module differ in having a window.
+
+        A windowed metric saves its states under ``lifetime.``/``window.``; one without a window
+        under their own names: a missing ``metrics.ne.pos_labels`` next to an unexpected
+        ``metrics.ne.lifetime.pos_labels`` is a window added or dropped, not another metric.
+        """
+        own = set(self.state_dict(keep_vars=True))
+        missing, unexpected = own.difference(state_dict), set(state_dict).difference(own)
+
+        def unwindowed(keys: set[str]) -> set[str]:
+            return {key.replace(".lifetime.", ".", 1) for key in keys if ".lifetime." in key}
+
+        if unwindowed(unexpected) & missing:
+            return (
+                "it was saved with a window (`window_size`: lifetime and window states) and this module has none; "
+                "build the module with the checkpoint's `window_size` to resume them"
+            )
+        if unwindowed(missing) & unexpected:
+            return (
+                "it was saved without a window and this module has one (`window_size`); build the module without "
+                "`window_size` to resume them"
+            )
+        return None
 
     def _end_load(self, put_back: bool = False) -> None:
         """End the load recorded in ``_LOAD_GUARD``, if any: remove its descendants' wrappers, put the module back."""
@@ -1244,7 +1278,8 @@ class RecMetricModule(nn.Module):
                     continue
                 with naming_tasks(names):
                     if self._is_window_only(name):
-                        self._emit(out, name, None, {"window": self._parts(self._unit(name))["window"].compute()})
+                        with naming_part("window"):
+                            self._emit(out, name, None, {"window": self._parts(self._unit(name))["window"].compute()})
                     elif self._is_lifetime_only(name):  # its window is never reported: not computed (nor warned)
                         self._emit(out, name, None, {"lifetime": self._parts(self._unit(name))["lifetime"].compute()})
                     else:
@@ -1350,6 +1385,33 @@ class RecMetricModule(nn.Module):
         return f"{self.prefix}{name}" + ("" if entry is None else f"/{entry}")
 
     # ------------------------------------------------------------------ state
+
+    def clone(self, prefix: str | None = None) -> RecMetricModule:
+        """A deep copy of this module (its metrics, states, windows and step counter), with another ``prefix``.
+
+        As ``MetricCollection.clone``: build one module and copy it for each stage, e.g.
+        ``self.val_metrics = self.train_metrics.clone(prefix="val/")`` in a ``LightningModule``.
+        The copy owns its metrics (no state is shared with this module).
+
+        Args:
+            prefix: the copy's key prefix; ``None`` keeps this module's.
+
+        Raises:
+            ValueError: ``prefix`` is not a string (nothing is copied).
+
+        Example:
+            >>> import torchmetrics_ext as tmx
+            >>> train = tmx.RecMetricModule(["click"], {"ne": "ne"}, throughput=False, prefix="train/")
+            >>> val = train.clone(prefix="val/")
+            >>> val.prefix, val.metrics["ne"] is train.metrics["ne"]
+            ('val/', False)
+        """
+        if prefix is not None and not isinstance(prefix, str):
+            raise ValueError(f"Expected `prefix` to be a string or None, got {prefix!r}.")
+        copied = copy.deepcopy(self)
+        if prefix is not None:
+            copied.prefix = prefix
+        return copied
 
     def reset(self) -> None:
         """Clear every metric (lifetime and window states); the step counter is kept.
@@ -1589,6 +1651,24 @@ def _missing_column(task: RecTaskInfo, field: str, key: str | None, model_out: M
             f"RecTaskInfo({task.name!r}, label_name=..., prediction_name=...)."
         )
     return text
+
+
+def _warn_unread_weight_names(tasks: Sequence[RecTaskInfo], model_out: Mapping[str, Any]) -> None:
+    """Warn (at a module's first step) for tasks that name a weight column of their own that ``model_out`` lacks.
+
+    A missing weight column means weight 1 (TorchRec's rule too), so a misspelt ``weight_name`` would
+    give unweighted values without a word. The default ``"weight"`` is not warned for: most models
+    have no weights.
+    """
+    for task in tasks:
+        if task.weight_name != "weight" and task.weight_name not in model_out:
+            text = _missing_column(task, "weight", task.weight_name, model_out)
+            warnings.warn(
+                f"{text} Its samples weigh 1 (a missing weight column means weight 1); this is said once, at the "
+                "first step.",
+                UserWarning,
+                stacklevel=3,
+            )
 
 
 def _flat_column_hint(value: Tensor, key: str) -> str:

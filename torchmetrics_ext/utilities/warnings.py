@@ -27,6 +27,7 @@ __all__ = [
     "UndefinedMetricWarning",
     "collecting_undefined",
     "flat_entries_as",
+    "naming_part",
     "naming_tasks",
     "safe_divide",
     "silencing_undefined",
@@ -42,6 +43,8 @@ _TASK_NAMES: ContextVar[tuple[str | None, ...] | None] = ContextVar("task_names"
 _FLAT_AS: ContextVar[tuple[tuple[int, ...], tuple[str, ...]] | None] = ContextVar("flat_as", default=None)
 # set by a caller that attributes undefined entries itself (evaluate's segments): warnings become records
 _COLLECTED: ContextVar[list[UndefinedEntries] | None] = ContextVar("collected_undefined", default=None)
+# the part of a metric being computed when it is not the whole (a window's "window"): named after the metric
+_PART: ContextVar[str | None] = ContextVar("metric_part", default=None)
 
 
 class UndefinedMetricWarning(UserWarning):
@@ -105,8 +108,9 @@ def warn_undefined(undefined: Tensor, metric: str, reason: str, axes: tuple[str,
     if not bool(undefined.any()):
         return
     where = _where(undefined, axes, names)
+    part = _PART.get()
     warnings.warn(
-        f"{metric} is undefined{where}: {reason}; returning nan.",
+        f"{metric}{'' if part is None else f' ({part})'} is undefined{where}: {reason}; returning nan.",
         UndefinedMetricWarning,
         stacklevel=3,
     )
@@ -138,6 +142,35 @@ def naming_tasks(names: Sequence[str | None]) -> Iterator[None]:
         yield
     finally:
         _TASK_NAMES.reset(token)
+
+
+@contextmanager
+def naming_part(part: str | None) -> Iterator[None]:
+    """Undefined-value warnings raised inside name ``part`` after the metric (``"AUC (window) is undefined ..."``).
+
+    For a wrapper computing one metric over a part of what it saw (``Windowed``'s window), so that
+    the window's warning is not the lifetime's word for word: with Python's default filter only
+    the first of two identical warnings shows, and neither would say which value is ``nan``.
+    ``None`` names no part (a wrapper's lifetime value inside another's window).
+
+    Example:
+        >>> import warnings
+        >>> import torch
+        >>> from torchmetrics_ext import AUC
+        >>> from torchmetrics_ext.utilities.warnings import naming_part
+        >>> auc = AUC()
+        >>> auc.update(torch.tensor([0.2, 0.7]), torch.tensor([1, 1]))
+        >>> with warnings.catch_warnings(record=True) as caught, naming_part("window"):
+        ...     warnings.simplefilter("always")
+        ...     _ = auc.compute()
+        >>> print(str(caught[0].message).split(":")[0])
+        AUC (window) is undefined
+    """
+    token = _PART.set(part)
+    try:
+        yield
+    finally:
+        _PART.reset(token)
 
 
 @contextmanager

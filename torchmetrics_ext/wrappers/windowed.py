@@ -39,6 +39,7 @@ from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric
 from torchmetrics_ext.utilities.ownership import defer_state_writes, owner_of, take_ownership, write_deferred_states
 from torchmetrics_ext.utilities.plot import named_series
 from torchmetrics_ext.utilities.summation import compensated_add_
+from torchmetrics_ext.utilities.warnings import naming_part
 from torchmetrics_ext.wrappers._histogram import HistogramWindow
 from torchmetrics_ext.wrappers._options import METRIC_OPTIONS, wrapper_options
 from torchmetrics_ext.wrappers._ring import StateRing, join_small_tails, state_kind
@@ -875,7 +876,10 @@ class Windowed(WrapperMetric):
         """
         self._local_window()  # a window smaller than the world: refused on every rank, before the sync
         life, window = self.lifetime, self.window
-        return {"lifetime": computed_fresh(life, life.compute), "window": computed_fresh(window, window.compute)}
+        with naming_part(None):
+            lifetime = computed_fresh(life, life.compute)
+        with naming_part("window"):  # its undefined-value warning says which of the two it is
+            return {"lifetime": lifetime, "window": computed_fresh(window, window.compute)}
 
     def reset(self) -> None:
         """Clear the lifetime, the window and the ring (ordinary tensors, under ``torch.inference_mode()`` too)."""

@@ -3203,6 +3203,43 @@ def test_tasks_by_name_leave_a_weight_column_unread_and_say_so(tmp_path, capsys)
     assert {m: _records(out)[("all", "click")][m] for m in metrics} == pytest.approx(unweighted, rel=1e-9)
 
 
+@pytest.mark.parametrize(
+    "make_by",
+    [
+        lambda frame: np.array(["country", "dataset"]),
+        lambda frame: frame.columns[-2:],  # a pandas Index, as `frame.columns[...]` gives
+        lambda frame: pd.Series(["country", "dataset"]),
+        lambda frame: (name for name in ("country", "dataset")),
+    ],
+    ids=["numpy", "pandas-index", "pandas-series", "generator"],
+)
+def test_by_as_any_ordered_collection_of_names_is_those_columns(make_by):
+    """`by=np.array([...])` or `by=frame.columns[...]` was refused (only lists and tuples were taken);
+    any ordered collection of names is the columns in order. Reference: a pandas groupby with sklearn."""
+    frame = make_frame(1500, 4)
+    frame["country"] = frame["country"].fillna("none")
+    by = make_by(frame)
+    result = evaluate(frame, {"t": ("p_click", "y_click")}, ["ctr", "auc"], by=by)
+    assert result.by == ("country", "dataset")
+    assert all(type(name) is str for name in result.by)
+    got = {(r["country"], r["dataset"]): r for r in result.records if r["segment"] != "all"}
+    expected = frame.groupby(["country", "dataset"])
+    assert sorted(got) == sorted(expected.groups)
+    for key, part in expected:
+        y, p = part["y_click"].to_numpy(), part["p_click"].to_numpy(np.float64)
+        assert got[key]["rows"] == len(part)
+        assert got[key]["ctr"] == pytest.approx(y.mean(), rel=1e-12)
+        assert got[key]["auc"] == pytest.approx(roc_auc_score(y, p), rel=1e-9)
+
+
+@pytest.mark.parametrize("by", [{"country", "dataset"}, np.array([1, 2]), np.array([["country"]])], ids=str)
+def test_by_without_an_order_or_names_is_refused(by):
+    """A set has no column order, numbers are no names: refused as any other `by` that is no names."""
+    table = pa.table({"p": [0.1, 0.8], "y": [0, 1], "country": ["fr", "us"], "dataset": ["a", "b"]})
+    with pytest.raises(ValueError, match=r"^Expected `by` to be a column name or a list of column names"):
+        evaluate(table, {"t": ("p", "y")}, ["ctr"], by=by)
+
+
 def test_config_by_one_column_name_is_a_list_of_one(tmp_path, capsys):
     data = _config_data(tmp_path)
     frame = pq.read_table(data).to_pandas()

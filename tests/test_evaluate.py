@@ -3240,6 +3240,83 @@ def test_by_without_an_order_or_names_is_refused(by):
         evaluate(table, {"t": ("p", "y")}, ["ctr"], by=by)
 
 
+def _comma_frame() -> pd.DataFrame:
+    rng = np.random.default_rng(12)
+    n = 600
+    p = rng.uniform(0.05, 0.95, n)
+    return pd.DataFrame(
+        {
+            "p": p,
+            "y": (rng.uniform(size=n) < p).astype(np.int64),
+            "a": rng.choice(np.array(["x", "z"], dtype=object), n),
+            "b": rng.choice(np.array(["u", "v"], dtype=object), n),
+            "a,b": rng.choice(np.array(["k", "m", "q"], dtype=object), n),
+        }
+    )
+
+
+def _auc_by(frame: pd.DataFrame, columns: list[str]) -> dict[tuple, float]:
+    """Reference: a pandas groupby with sklearn's AUC, keyed by the segment's values."""
+    return {
+        key if isinstance(key, tuple) else (key,): roc_auc_score(part["y"], part["p"])
+        for key, part in frame.groupby(columns if len(columns) > 1 else columns[0])
+    }
+
+
+def _auc_records(records: list[dict], columns: list[str]) -> dict[tuple, float]:
+    return {tuple(r[c] for c in columns): r["auc"] for r in records if r["segment"] != "all"}
+
+
+def test_by_with_commas_means_the_same_from_python_a_config_and_the_command_line(tmp_path, capsys):
+    """`--by a,b` was two columns while `by="a,b"` (Python, config file) was one column named "a,b".
+    One rule now: the column of exactly that name where the data has one, else the comma-separated
+    columns (spaces around each dropped); a list names columns as they are."""
+    frame = _comma_frame()
+    tasks = {"t": ("p", "y")}
+    two = _auc_by(frame, ["a", "b"])
+    whole = _auc_by(frame, ["a,b"])
+    no_whole = frame.drop(columns="a,b")
+    for by in ("a,b", "a, b", " a ,b "):  # no column of that name: the two columns
+        result = evaluate(no_whole, tasks, ["auc"], by=by)
+        assert result.by == ("a", "b")
+        assert _auc_records(result.records, ["a", "b"]) == pytest.approx(two, rel=1e-12)
+    result = evaluate(frame, tasks, ["auc"], by="a,b")  # the data has the column "a,b": that column
+    assert result.by == ("a,b",)
+    assert _auc_records(result.records, ["a,b"]) == pytest.approx(whole, rel=1e-12)
+    assert evaluate(frame, tasks, ["auc"], by=["a,b"]).by == ("a,b",)  # a list: names as they are
+    assert evaluate(frame, tasks, ["auc"], by=["a", "b"]).by == ("a", "b")
+    # files: a Parquet file and a CSV file whose quoted header holds the comma
+    frame.to_parquet(tmp_path / "d.parquet")
+    no_whole.to_parquet(tmp_path / "n.parquet")
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    assert '"a,b"' in (tmp_path / "d.csv").read_text().splitlines()[0]
+    for name in ("d.parquet", "d.csv"):
+        assert evaluate(tmp_path / name, tasks, ["auc"], by="a,b").by == ("a,b",)
+    # the command line and a config file read "a,b" the same way
+    base = ["evaluate", "--task", "t=p:y", "--metrics", "auc", "--no-progress"]
+    for data, columns, expected in (("d.parquet", ["a,b"], whole), ("n.parquet", ["a", "b"], two)):
+        out = tmp_path / f"{data}.cli.json"
+        assert cli.main([*base, str(tmp_path / data), "--by", "a,b", "--output", str(out)]) == 0
+        assert json.loads(out.read_text())["by"] == columns
+        assert _auc_records(json.loads(out.read_text())["records"], columns) == pytest.approx(expected, rel=1e-12)
+        config = tmp_path / f"{data}.json"
+        config.write_text(json.dumps({"paths": data, "tasks": ["t=p:y"], "metrics": ["auc"], "by": "a,b"}))
+        out = tmp_path / f"{data}.config.json"
+        assert cli.main(["evaluate", "--config", str(config), "--no-progress", "--output", str(out)]) == 0
+        assert json.loads(out.read_text())["by"] == columns
+
+
+def test_by_with_an_empty_item_between_commas_is_refused_naming_it():
+    frame = _comma_frame().drop(columns="a,b")
+    message = (
+        "Expected `by` as a column name or comma-separated column names, got 'a,,b': no column has that name "
+        "and item 2 of 3 between its commas is empty (a trailing or doubled comma?)."
+    )
+    with pytest.raises(ValueError) as caught:
+        evaluate(frame, {"t": ("p", "y")}, ["auc"], by="a,,b")
+    assert str(caught.value) == message
+
+
 def test_config_by_one_column_name_is_a_list_of_one(tmp_path, capsys):
     data = _config_data(tmp_path)
     frame = pq.read_table(data).to_pandas()

@@ -235,6 +235,7 @@ def _segment_columns(by: Any) -> tuple[str, ...]:
     ``by: country``); any other ordered collection of strings (a list, a tuple, a numpy array, a
     pandas ``Index`` such as ``frame.columns[:2]``...) is the columns in order; ``None`` is none (as
     ``weights=None`` is no weights). Sets and mappings are refused: they have no column order.
+    :func:`evaluate` first reads a string holding commas against the data (:func:`_comma_columns`).
 
     Raises:
         ValueError: ``by`` is not a column name or a sequence of them, or a name is empty.
@@ -249,6 +250,34 @@ def _segment_columns(by: Any) -> tuple[str, ...]:
             f"({type(by).__name__})."
         )
     return tuple(str(b) for b in columns)  # numpy's str_ items as plain str
+
+
+def _comma_columns(by: Any, sources: Sequence[Source]) -> Any:
+    """``by`` with a string holding commas read as ``--by`` reads it: one rule for Python, config and command line.
+
+    Such a string is the column of exactly that name where the data has one (the first file's
+    columns, or the frame's), else the comma-separated column names, spaces around each dropped
+    (``"country, hour"`` as ``["country", "hour"]``). Anything else is returned unchanged: a list
+    names columns as they are (``["a,b"]`` is always the one column ``a,b``).
+
+    Raises:
+        ValueError: the string is no column of the data and an item between its commas is empty.
+    """
+    if not (isinstance(by, str) and "," in by):
+        return by
+    try:
+        if sources and sources[0].schema().get_all_field_indices(by):  # any header's bytes, as check_schema
+            return by
+    except InvalidDataError:
+        pass  # an unreadable first file: the run reports it as it does without `by`
+    names = [name.strip() for name in by.split(",")]
+    if not all(names):
+        empty = ", ".join(str(i + 1) for i, name in enumerate(names) if not name)
+        raise ValueError(
+            f"Expected `by` as a column name or comma-separated column names, got {by!r}: no column has "
+            f"that name and item {empty} of {len(names)} between its commas is empty (a trailing or doubled comma?)."
+        )
+    return names
 
 
 def _optional_name(name: str, value: Any) -> str | None:
@@ -949,7 +978,11 @@ def evaluate(
         by: columns whose distinct value combinations are the segments (any number of columns and
             of distinct values; one column as a string, ``by="country"`` as ``by=["country"]``, as
             ``--by country`` and a config's ``by: country``; several as a list, tuple, numpy array or
-            pandas ``Index``, in order); every metric is computed on each
+            pandas ``Index``, in order). A string holding commas is read as ``--by`` reads it, the
+            same from Python, a config file and the command line: the column of exactly that name
+            where the data has one (the first file's columns), else the comma-separated names,
+            spaces around each dropped (``by="country, hour"`` is ``["country", "hour"]``); a list
+            names columns as they are (``["a,b"]`` is the column ``a,b``). Every metric is computed on each
             segment's rows, and over all rows. All segments are computed at once, one pass per
             metric over the rows keyed by segment (no module per segment: about 15 microseconds per
             segment in all). Each column once, none named ``segment``, ``task``, ``rows`` or like a
@@ -1007,6 +1040,10 @@ def evaluate(
         raise ValueError(f"Expected `on_invalid` to be one of {ON_INVALID}, got {on_invalid!r}.")
     # rows per batch only bound memory: any size is fine, within what Arrow's readers take (int64)
     batch_size = min(check_int("batch_size", batch_size, 1), _MAX_BATCH_SIZE)
+    sources = None
+    if isinstance(by, str) and "," in by:  # its meaning depends on the data's columns
+        sources = open_sources(data)
+        by = _comma_columns(by, sources)
     plan = _Plan(tasks, metrics, weights, user, session, by, from_logits)
-    run = _Run(plan, open_sources(data), batch_size, on_invalid, progress)
+    run = _Run(plan, open_sources(data) if sources is None else sources, batch_size, on_invalid, progress)
     return run.finish(run.stream())

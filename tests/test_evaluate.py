@@ -3176,22 +3176,28 @@ def test_tasks_by_name_leave_a_weight_column_unread_and_say_so(tmp_path, capsys)
     for key in unweighted:  # the data tells the two apart
         assert unweighted[key] != pytest.approx(weighted[key], rel=1e-3)
     note = (
-        "column 'weight' is in the data but not used: task 'click', given by name or as a dict (the form of "
-        "RecMetricModule.from_config, where a task's 'weight' column is its weights), weighted every row 1, "
-        "as evaluate takes weights only from `weights` (--weights), shared by every task; "
-        "give weights='weight' (--weights weight) to weight by it"
+        "column 'weight' is in the data but not used: task 'click' weighted every row 1 (in RecMetricModule a "
+        "task's 'weight' column is its weights: RecTaskInfo's default weight_name), as evaluate takes weights "
+        "only from `weights` (--weights), shared by every task; give weights='weight' (--weights weight) to "
+        "weight by it"
     )
     metrics = ["ctr", "ne", "auc"]
-    for tasks in (["click"], "click", [{"name": "click"}]):
+    # every form of a task: by name, as a dict, and with its columns named (`name=pred:label`, a
+    # mapping, a TaskSpec), which used to get no note though the column was left unread alike
+    spec = parse_task("click=prediction:label")
+    named = ("click=prediction:label", ["click=prediction:label"], {"click": ("prediction", "label")}, [spec])
+    for tasks in (["click"], "click", [{"name": "click"}], *named):
         result = evaluate(frame, tasks, metrics)
         assert {m: result.values[f"{m}/click"] for m in metrics} == pytest.approx(unweighted, rel=1e-9)
         assert result.warnings == [note]
-    result = evaluate(frame, ["click"], metrics, weights="weight")  # named: every task weighted by it
-    assert {m: result.values[f"{m}/click"] for m in metrics} == pytest.approx(weighted, rel=1e-9)
-    assert result.warnings == []
-    # columns named by the task: no RecTaskInfo default in play, nothing to note
-    assert evaluate(frame, {"click": ("prediction", "label")}, metrics).warnings == []
+    for tasks in (["click"], "click=prediction:label"):
+        result = evaluate(frame, tasks, metrics, weights="weight")  # named: every task weighted by it
+        assert {m: result.values[f"{m}/click"] for m in metrics} == pytest.approx(weighted, rel=1e-9)
+        assert result.warnings == []
+    # the column read in another role (a task's labels): not unread, nothing to note
+    assert evaluate(frame, {"click": ("weight", "label")}, ["ctr"]).warnings == []
     assert evaluate(frame.drop(columns="weight"), ["click"], metrics).warnings == []  # no such column
+    assert evaluate(frame.drop(columns="weight"), "click=prediction:label", metrics).warnings == []
     two = evaluate(frame.assign(p2=p[::-1]), ["click", {"name": "buy", "prediction_name": "p2"}], ["ctr"])
     assert two.warnings == [note.replace("task 'click'", "tasks 'click', 'buy'")]
     # the config file's `tasks: [click]` the same, the note printed as a warning
@@ -3201,6 +3207,10 @@ def test_tasks_by_name_leave_a_weight_column_unread_and_say_so(tmp_path, capsys)
     assert cli.main(["evaluate", "--config", str(tmp_path / "c.json"), "--no-progress", "--output", str(out)]) == 0
     assert f"warning: {note}\n" in capsys.readouterr().err
     assert {m: _records(out)[("all", "click")][m] for m in metrics} == pytest.approx(unweighted, rel=1e-9)
+    # and `--task NAME=PRED:LABEL` on the command line
+    args = ["evaluate", str(tmp_path / "d.parquet"), "--task", "click=prediction:label", "--metrics", "ctr"]
+    assert cli.main([*args, "--no-progress"]) == 0
+    assert f"warning: {note}\n" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

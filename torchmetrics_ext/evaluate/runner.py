@@ -161,28 +161,18 @@ def _plain_names_hint(tasks: Any) -> str:
     return hint
 
 
-def _rec_task_names(tasks: Any) -> list[str]:
-    """The tasks given in :meth:`~torchmetrics_ext.RecMetricModule.from_config`'s form: a name alone or a dict.
-
-    Such a task would read :class:`~torchmetrics_ext.RecTaskInfo`'s default weight column in a
-    module; ``evaluate`` reads weights only from its ``weights`` argument (see :func:`evaluate`).
-    Call it on tasks :func:`_tasks` accepted.
-    """
-    given = [tasks] if isinstance(tasks, str) else tasks if isinstance(tasks, Sequence) else []
-    return [
-        task["name"] if isinstance(task, Mapping) else task
-        for task in given
-        if isinstance(task, Mapping) or (isinstance(task, str) and "=" not in task and ":" not in task)
-    ]
-
-
 def _unread_weight_note(column: str, tasks: Sequence[str]) -> str:
-    """The note of a result whose tasks a module would weight by ``column``, which ``evaluate`` leaves unread."""
+    """The note of a result whose tasks a module would weight by ``column``, which ``evaluate`` leaves unread.
+
+    Every task, however given (a ``name=predictions:labels`` string, a mapping, a name, a dict),
+    is one a :class:`~torchmetrics_ext.RecTaskInfo` would weight by its default ``weight_name``
+    column in a module; ``evaluate`` reads weights only from its ``weights`` argument.
+    """
     named = f"task {tasks[0]!r}" if len(tasks) == 1 else "tasks " + ", ".join(repr(t) for t in tasks)
     return (
-        f"column {column!r} is in the data but not used: {named}, given by name or as a dict (the form of "
-        f"RecMetricModule.from_config, where a task's {column!r} column is its weights), weighted every row 1, "
-        f"as evaluate takes weights only from `weights` (--weights), shared by every task; "
+        f"column {column!r} is in the data but not used: {named} weighted every row 1 (in RecMetricModule a "
+        f"task's {column!r} column is its weights: RecTaskInfo's default weight_name), as evaluate takes "
+        f"weights only from `weights` (--weights), shared by every task; "
         f"give weights={column!r} (--weights {column}) to weight by it"
     )
 
@@ -302,11 +292,10 @@ class _Plan:
         self.from_logits = check_flag("from_logits", from_logits)
         self.tasks = _tasks(tasks)
         self.weights = _optional_name("weights", weights)
-        # the weight column a module would read for the tasks given in from_config's form, left
-        # unread without `weights`: the run notes it where a file holds such a column
-        rec_tasks = _rec_task_names(tasks) if self.weights is None else []
-        self.unread_weight = RecTaskInfo(rec_tasks[0]).weight_name if rec_tasks else None
-        self.unread_weight_tasks = rec_tasks
+        # the weight column a module would read for every task (RecTaskInfo's default), left unread
+        # without `weights`: the run notes it where a file holds such a column, however the tasks are given
+        self.unread_weight = RecTaskInfo("task").weight_name if self.weights is None else None
+        self.unread_weight_tasks = [t.name for t in self.tasks]
         self.user = _optional_name("user", user)
         self.session = _optional_name("session", session)
         by = _segment_columns(by)
@@ -956,7 +945,7 @@ def evaluate(
             ``prediction_name``/``label_name``, reads ``RecTaskInfo``'s default columns
             ``"prediction"`` and ``"label"``, so two tasks given by name alone are refused as reading
             the same columns; weights, user and session ids are shared by the tasks: ``weights``,
-            ``user``, ``session``). Unlike a module, which weights such a task by its ``weight_name``
+            ``user``, ``session``). Unlike a module, which weights a task by its ``weight_name``
             column (``"weight"``) where the step holds one, ``evaluate`` reads only the columns it
             is told: without ``weights`` every row has weight 1, a ``"weight"`` column in the data
             too, so that a column added to the logs never changes past numbers; the result's

@@ -3242,6 +3242,27 @@ def test_by_as_any_ordered_collection_of_names_is_those_columns(make_by):
         assert got[key]["auc"] == pytest.approx(roc_auc_score(y, p), rel=1e-9)
 
 
+@pytest.mark.parametrize(
+    "metrics", [np.array(["ctr", "auc"]), pd.Index(["ctr", "auc"]), pd.Series(["ctr", "auc"])], ids=type
+)
+def test_metrics_as_a_numpy_array_or_pandas_index_are_those_names(metrics):
+    """`metrics=np.array([...])` failed with numpy's "truth value of an array is ambiguous" (the names
+    were tested with `not metrics`); any collection of names is taken, the names as plain str."""
+    frame = make_frame(800, 6)
+    result = evaluate(frame, {"t": ("p_click", "y_click")}, metrics)
+    assert result.metrics == ("ctr", "auc") and all(type(m) is str for m in result.metrics)
+    y, p = frame["y_click"].to_numpy(), frame["p_click"].to_numpy(np.float64)
+    assert result.values == pytest.approx({"ctr/t": y.mean(), "auc/t": roc_auc_score(y, p)}, rel=1e-9)
+
+
+@pytest.mark.parametrize("metrics", [3, None, np.array([])], ids=repr)
+def test_metrics_that_are_no_names_are_refused_naming_them(metrics):
+    table = pa.table({"p": [0.1, 0.8], "y": [0, 1]})
+    with pytest.raises(ValueError) as caught:
+        evaluate(table, {"t": ("p", "y")}, metrics)
+    assert str(caught.value) == f"Expected `metrics` to be a non-empty list of metric names, got {metrics!r}."
+
+
 @pytest.mark.parametrize("by", [{"country", "dataset"}, np.array([1, 2]), np.array([["country"]])], ids=str)
 def test_by_without_an_order_or_names_is_refused(by):
     """A set has no column order, numbers are no names: refused as any other `by` that is no names."""

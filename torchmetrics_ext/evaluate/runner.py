@@ -795,11 +795,14 @@ def _metric_options(metrics: Any) -> dict[str, tuple[str, dict[str, Any]]]:
             raise ValueError("Expected `metrics` to be a non-empty list of names or dict {name: options}, got {}.")
         entries = _metric_entries(metrics, "`metrics`")
     else:
-        if isinstance(metrics, str) or not metrics:
+        # any collection of names (a list, a tuple, a numpy array, a pandas Index): numpy's str_ as str
+        given = list(metrics) if isinstance(metrics, Iterable) and not isinstance(metrics, (str, bytes)) else []
+        if not given:
             names = [m.strip() for m in metrics.split(",") if m.strip()] if isinstance(metrics, str) else []
             hint = f" (as a list: {names!r})" if names else ""
             raise ValueError(f"Expected `metrics` to be a non-empty list of metric names, got {metrics!r}{hint}.")
-        entries = {name: (name, {}) for name in dict.fromkeys(metrics)}
+        given = [str(name) if isinstance(name, str) else name for name in given]
+        entries = {name: (name, {}) for name in dict.fromkeys(given)}
     for key, (name, options) in entries.items():
         if not isinstance(key, str) or not isinstance(name, str):
             raise TypeError(f"Expected metric names to be strings, got {key if not isinstance(key, str) else name!r}.")
@@ -950,8 +953,9 @@ def evaluate(
             is told: without ``weights`` every row has weight 1, a ``"weight"`` column in the data
             too, so that a column added to the logs never changes past numbers; the result's
             ``warnings`` then note that column (``weights="weight"`` weights by it).
-        metrics: registry names (``"ne"``, ``"auc"``, ``"gauc"``, ``"ndcg@10"``, ``"recall@20"``, ...),
-            each reported under the name given; a name given twice is reported once, and two
+        metrics: registry names (``"ne"``, ``"auc"``, ``"gauc"``, ``"ndcg@10"``, ``"recall@20"``, ...;
+            a list, tuple, numpy array or pandas ``Index`` of them), each reported under the name given;
+            a name given twice is reported once, and two
             spellings of one cutoff (``"ndcg@10"``, ``"ndcg@010"``) are computed once, each reported.
             Or a dict ``{name: options}``, as in :meth:`~torchmetrics_ext.RecMetricModule.from_config`:
             the metric's keyword options (``{"auc": {"num_bins": 10000}, "ne": {"eta": 1e-6}}``;

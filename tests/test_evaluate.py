@@ -1604,6 +1604,32 @@ def test_csv_row_lines_count_blank_lines_and_line_ends_across_read_blocks(block,
         assert record_lines(lambda text=text: pa.BufferReader(text.encode()), [2], block=block) == {2: expected[2]}
 
 
+@pytest.mark.parametrize("row", [0, 70_000], ids=["first-block", "later-block"])
+def test_a_csv_segment_value_that_is_not_utf8_is_named_by_its_line_with_the_fix(tmp_path, capsys, row):
+    """A latin-1 byte in a text --by column failed with Arrow's words alone ("column 'c': CSV conversion
+    error to string: invalid UTF8 data"): no line, no remedy. The message now names the line (the header
+    is line 1, a quoted value with a line break adds one) and says to save the file as UTF-8."""
+    n = 80_000
+    lines = [
+        f"{(i % 9 + 1) / 10},{i % 2},{'x' if i % 3 else chr(34) + 'two' + chr(10) + 'lines' + chr(34)}"
+        for i in range(n)
+    ]
+    lines[row] = "0.5,1,caf\xe9"  # latin-1 é
+    breaks = sum(1 for i in range(row) if i % 3 == 0)  # the quoted values before it span two lines
+    path = tmp_path / "l.csv"
+    path.write_bytes(("p,y,c\n" + "\n".join(lines) + "\n").encode("latin-1"))
+    expected = (
+        f"{path}: column 'c' holds text that is not UTF-8 at line {row + 2 + breaks:,} (a file saved as latin-1 or "
+        "cp1252?); CSV files are read as UTF-8: save the file as UTF-8."
+    )
+    with pytest.raises(InvalidDataError) as caught:
+        evaluate(path, {"t": ("p", "y")}, ["ctr"], by="c")
+    assert str(caught.value) == expected
+    args = ["evaluate", str(path), "--task", "t=p:y", "--metrics", "ctr", "--by", "c", "--no-progress"]
+    assert cli.main(args) == 2
+    assert expected in capsys.readouterr().err
+
+
 def test_invalid_csv_rows_are_named_by_line_and_parquet_rows_as_0_based_data_rows(tmp_path):
     """Invalid rows (a prediction outside [0, 1]): a CSV file names the first one's line, Parquet its
     0-based data row; ``Problem`` keeps both (``first_row`` 0-based, ``line`` with the header as line 1)."""

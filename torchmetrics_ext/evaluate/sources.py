@@ -296,6 +296,13 @@ class CsvSource(Source):
                 row = self._row_of(name, value.group(1))
                 where = "" if row is None else f" at {self.where(row)}"
                 return ConversionError(f"{self.label}: {text}{where}", name, value.group(1), row)
+            if re.search(r"conversion error to (large_)?string: invalid UTF8", text):
+                row = self._not_utf8_row(name)
+                where = "" if row is None else f" at {self.where(row)}"
+                return InvalidDataError(
+                    f"{self.label}: column {name!r} holds text that is not UTF-8{where} (a file saved as latin-1 "
+                    "or cp1252?); CSV files are read as UTF-8: save the file as UTF-8."
+                )
         ragged = re.match(r"CSV parse error: Expected (\d+) columns, got \d+", text)
         if isinstance(err, pa.ArrowInvalid) and ragged:  # the reader says which text, not where: name its line
             line = self._ragged_line(int(ragged.group(1)))
@@ -344,6 +351,29 @@ class CsvSource(Source):
                     return start + found
                 start += block.num_rows
         except (OSError, pa.ArrowException):  # a later malformed row, say: the message goes without the row
+            return None
+        return None
+
+    def _not_utf8_row(self, name: str) -> int | None:
+        """The first row (counting from 0) whose ``name`` column is not UTF-8 text; ``None`` if not found.
+
+        The error path of a text column that does not decode: the column alone is read again as
+        bytes, a block at a time (memory stays constant); only the block that fails is looked at row by row.
+        """
+        start = 0
+        try:
+            for block in self._open([name], _MIN_BLOCK // 64, {name: pa.binary()}):
+                column = block.column(0)
+                try:
+                    column.cast(pa.string())
+                except pa.ArrowInvalid:
+                    for offset, value in enumerate(column.to_pylist()):
+                        try:
+                            value is None or value.decode("utf-8")
+                        except UnicodeDecodeError:
+                            return start + offset
+                start += block.num_rows
+        except (OSError, pa.ArrowException):
             return None
         return None
 

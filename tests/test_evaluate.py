@@ -3281,6 +3281,28 @@ def test_metrics_as_a_numpy_array_or_pandas_index_are_those_names(metrics):
     assert result.values == pytest.approx({"ctr/t": y.mean(), "auc/t": roc_auc_score(y, p)}, rel=1e-9)
 
 
+@pytest.mark.parametrize(
+    "tasks",
+    [
+        np.array(["click=p_click:y_click", "like=p_like:y_like"]),
+        pd.Series(["click=p_click:y_click", "like=p_like:y_like"]),
+        {"click": np.array(["p_click", "y_click"]), "like": pd.Index(["p_like", "y_like"])},
+    ],
+    ids=["numpy", "pandas-series", "numpy-columns"],
+)
+def test_tasks_as_numpy_or_pandas_collections_are_those_tasks(tasks):
+    """Tasks as a numpy array of 'name=pred:label' strings (or a task's columns as an array) were refused
+    as "not tasks"; they are read as the list of the same strings. Reference: sklearn per task."""
+    frame = make_frame(900, 7)
+    result = evaluate(frame, tasks, ["auc"])
+    assert result.tasks == ("click", "like") and all(type(t) is str for t in result.tasks)
+    for task in ("click", "like"):
+        y, p = frame[f"y_{task}"].to_numpy(), frame[f"p_{task}"].to_numpy(np.float64)
+        assert result.values[f"auc/{task}"] == pytest.approx(roc_auc_score(y, p), rel=1e-9)
+    with pytest.raises(ValueError, match=r"^Expected `tasks` as .* got \{'click'\}\.$"):
+        evaluate(frame, {"click"}, ["auc"])  # a set: no order, as for `by`
+
+
 @pytest.mark.parametrize("metrics", [3, None, np.array([])], ids=repr)
 def test_metrics_that_are_no_names_are_refused_naming_them(metrics):
     table = pa.table({"p": [0.1, 0.8], "y": [0, 1]})

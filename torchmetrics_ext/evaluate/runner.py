@@ -110,11 +110,14 @@ def _tasks(tasks: Any) -> list[TaskSpec]:
     if isinstance(tasks, Mapping):
         out = []
         for name, columns in tasks.items():
-            if not (isinstance(columns, Sequence) and len(columns) == 2 and all(isinstance(c, str) for c in columns)):
+            pair = _names_of(columns)  # a tuple, a list, a numpy array...
+            if not (pair is not None and len(pair) == 2 and all(isinstance(c, str) for c in pair)):
                 raise ValueError(f"Expected task {name!r} as (predictions column, labels column), got {columns!r}.")
-            out.append(TaskSpec(name, *columns))
+            out.append(TaskSpec(name, str(pair[0]), str(pair[1])))
     elif isinstance(tasks, (str, TaskSpec)):
         out = [_task(tasks)]
+    elif not isinstance(tasks, Sequence) and (items := _names_of(tasks)):  # a numpy array, a pandas Index...
+        out = _tasks([str(t) if isinstance(t, str) else t for t in items])
     elif isinstance(tasks, Sequence) and tasks:
         for task in tasks:
             if not isinstance(task, (str, TaskSpec, Mapping)):
@@ -141,6 +144,13 @@ def _tasks(tasks: Any) -> list[TaskSpec]:
                 f"prediction or label column (--task NAME=PREDICTIONS:LABELS){_plain_names_hint(tasks)}."
             )
     return out
+
+
+def _names_of(value: Any) -> list[Any] | None:
+    """The items of an ordered collection that is not one string, bytes, a set or a mapping; else ``None``."""
+    if isinstance(value, (str, bytes, bytearray, AbstractSet, Mapping)) or not isinstance(value, Iterable):
+        return None
+    return list(value)
 
 
 def _plain_names_hint(tasks: Any) -> str:
@@ -232,8 +242,7 @@ def _segment_columns(by: Any) -> tuple[str, ...]:
     """
     if by is None:
         return ()
-    ordered = isinstance(by, Iterable) and not isinstance(by, (bytes, bytearray, AbstractSet, Mapping))
-    columns = (by,) if isinstance(by, str) else tuple(by) if ordered else None
+    columns = [by] if isinstance(by, str) else _names_of(by)
     if columns is None or not all(isinstance(b, str) and b for b in columns):
         raise ValueError(
             f"Expected `by` to be a column name or a list of column names (non-empty strings), got {by!r} "
@@ -941,8 +950,9 @@ def evaluate(
             Hive partition directories below a directory (or a glob's first wildcard) named are
             columns too, typed by ``pyarrow.dataset``'s hive partitioning (``country=FR/hour=3/``:
             ``by=["country", "hour"]``).
-        tasks: ``{"click": ("p_click", "y_click"), ...}`` or a list of ``"click=p_click:y_click"``
-            strings, of task names or of dicts of :class:`~torchmetrics_ext.RecTaskInfo`'s fields
+        tasks: ``{"click": ("p_click", "y_click"), ...}`` or a list (or numpy array, pandas
+            ``Series``) of ``"click=p_click:y_click"`` strings, of task names or of dicts of
+            :class:`~torchmetrics_ext.RecTaskInfo`'s fields
             ``name``, ``prediction_name`` and ``label_name`` (as in
             :meth:`~torchmetrics_ext.RecMetricModule.from_config`: a name alone, or a dict without
             ``prediction_name``/``label_name``, reads ``RecTaskInfo``'s default columns

@@ -2405,6 +2405,40 @@ def test_first_hour_argument_mistakes_say_what_to_write(tmp_path, data, kwargs, 
     assert str(caught.value).endswith(message)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_NOFILE is POSIX")
+def test_a_directory_of_more_parquet_files_than_may_be_open_at_once_is_read(tmp_path):
+    """Every Parquet file stayed open from the start of the run to its end, so a directory of more
+    files than the open-file limit (Spark writes thousands of part files; the usual limit is 1,024)
+    failed with "not a readable Parquet file (... Too many open files)". A file is now open only
+    while its footer or a row group is read. Run in a process whose limit is 64, with 150 files."""
+    rng = np.random.default_rng(9)
+    parts = []
+    for i in range(150):
+        p = rng.uniform(0.05, 0.95, 20)
+        part = pd.DataFrame({"p": p, "y": (rng.uniform(size=20) < p).astype(np.int64), "c": i % 3})
+        part.to_parquet(tmp_path / f"part-{i:05d}.parquet", row_group_size=7)
+        parts.append(part)
+    frame = pd.concat(parts)
+    script = (
+        "import json, resource, sys\n"
+        "from torchmetrics_ext.evaluate import evaluate\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+        "result = evaluate(sys.argv[1], {'t': ('p', 'y')}, ['ctr', 'auc'], by='c')\n"
+        "print(json.dumps(result.values))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    values = json.loads(done.stdout)
+    expected = {"ctr/t": frame["y"].mean(), "auc/t": roc_auc_score(frame["y"], frame["p"])}
+    for c, part in frame.groupby("c"):
+        expected[f"ctr/t/c={c}"] = part["y"].mean()
+        expected[f"auc/t/c={c}"] = roc_auc_score(part["y"], part["p"])
+    assert values == pytest.approx(expected, rel=1e-9)
+
+
 def test_a_file_named_by_several_paths_is_read_once(tmp_path, monkeypatch):
     """``evaluate logs/ logs/a.csv`` (or ``a.csv a.csv``) counted the file's rows twice, silently."""
     (tmp_path / "logs").mkdir()

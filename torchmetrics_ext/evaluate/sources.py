@@ -194,22 +194,29 @@ class Source:
 
 
 class ParquetSource(Source):
-    """A Parquet file; its row groups are the chunks and its metadata gives the row counts."""
+    """A Parquet file; its row groups are the chunks and its metadata gives the row counts.
+
+    The file is open only while its footer or a row group is read: a directory of more files than
+    the process may hold open (Spark's thousands of ``part-*`` files against a limit of 1,024) is
+    read one file at a time. The footer is read once and kept.
+    """
 
     def __init__(self, path: str) -> None:
         self.label = path
         try:
-            self._file = pq.ParquetFile(path)
+            with pq.ParquetFile(path) as file:
+                self._metadata = file.metadata
+                self._schema = file.schema_arrow
         except (OSError, pa.ArrowException) as err:
             raise InvalidDataError(f"{path}: not a readable Parquet file ({err}).") from None
 
     def schema(self) -> pa.Schema:
         """The file's Arrow schema."""
-        return self._file.schema_arrow
+        return self._schema
 
     def chunks(self, batch_size: int) -> list[Chunk]:
         """One chunk per row group."""
-        meta, out, start = self._file.metadata, [], 0
+        meta, out, start = self._metadata, [], 0
         for group in range(meta.num_row_groups):
             rows = meta.row_group(group).num_rows
             out.append(Chunk(self, group, rows, start))
@@ -231,7 +238,8 @@ class ParquetSource(Source):
         where the reader's bare ``OSError`` left the other ranks in their gather.
         """
         try:
-            yield from self._file.iter_batches(batch_size=batch_size, row_groups=[chunk.part], columns=list(columns))
+            with pq.ParquetFile(self.label, metadata=self._metadata) as file:  # the footer as read once
+                yield from file.iter_batches(batch_size=batch_size, row_groups=[chunk.part], columns=list(columns))
         except (OSError, pa.ArrowException) as err:
             rows = f", {data_rows(chunk.first_row, chunk.first_row + chunk.rows - 1)}" if chunk.rows else ""
             # the reader's message on one line, without the control bytes a corrupt page can put in it

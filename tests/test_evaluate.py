@@ -1604,6 +1604,32 @@ def test_csv_row_lines_count_blank_lines_and_line_ends_across_read_blocks(block,
         assert record_lines(lambda text=text: pa.BufferReader(text.encode()), [2], block=block) == {2: expected[2]}
 
 
+@pytest.mark.parametrize("row", [0, 70_000], ids=["first-block", "later-block"])
+def test_a_csv_segment_value_that_is_not_utf8_is_named_by_its_line_with_the_fix(tmp_path, capsys, row):
+    """A latin-1 byte in a text --by column failed with Arrow's words alone ("column 'c': CSV conversion
+    error to string: invalid UTF8 data"): no line, no remedy. The message now names the line (the header
+    is line 1, a quoted value with a line break adds one) and says to save the file as UTF-8."""
+    n = 80_000
+    lines = [
+        f"{(i % 9 + 1) / 10},{i % 2},{'x' if i % 3 else chr(34) + 'two' + chr(10) + 'lines' + chr(34)}"
+        for i in range(n)
+    ]
+    lines[row] = "0.5,1,caf\xe9"  # latin-1 é
+    breaks = sum(1 for i in range(row) if i % 3 == 0)  # the quoted values before it span two lines
+    path = tmp_path / "l.csv"
+    path.write_bytes(("p,y,c\n" + "\n".join(lines) + "\n").encode("latin-1"))
+    expected = (
+        f"{path}: column 'c' holds text that is not UTF-8 at line {row + 2 + breaks:,} (a file saved as latin-1 or "
+        "cp1252?); CSV files are read as UTF-8: save the file as UTF-8."
+    )
+    with pytest.raises(InvalidDataError) as caught:
+        evaluate(path, {"t": ("p", "y")}, ["ctr"], by="c")
+    assert str(caught.value) == expected
+    args = ["evaluate", str(path), "--task", "t=p:y", "--metrics", "ctr", "--by", "c", "--no-progress"]
+    assert cli.main(args) == 2
+    assert expected in capsys.readouterr().err
+
+
 def test_invalid_csv_rows_are_named_by_line_and_parquet_rows_as_0_based_data_rows(tmp_path):
     """Invalid rows (a prediction outside [0, 1]): a CSV file names the first one's line, Parquet its
     0-based data row; ``Problem`` keeps both (``first_row`` 0-based, ``line`` with the header as line 1)."""
@@ -2377,6 +2403,40 @@ def test_first_hour_argument_mistakes_say_what_to_write(tmp_path, data, kwargs, 
     with pytest.raises(error) as caught:
         evaluate(data, **kwargs)
     assert str(caught.value).endswith(message)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_NOFILE is POSIX")
+def test_a_directory_of_more_parquet_files_than_may_be_open_at_once_is_read(tmp_path):
+    """Every Parquet file stayed open from the start of the run to its end, so a directory of more
+    files than the open-file limit (Spark writes thousands of part files; the usual limit is 1,024)
+    failed with "not a readable Parquet file (... Too many open files)". A file is now open only
+    while its footer or a row group is read. Run in a process whose limit is 64, with 150 files."""
+    rng = np.random.default_rng(9)
+    parts = []
+    for i in range(150):
+        p = rng.uniform(0.05, 0.95, 20)
+        part = pd.DataFrame({"p": p, "y": (rng.uniform(size=20) < p).astype(np.int64), "c": i % 3})
+        part.to_parquet(tmp_path / f"part-{i:05d}.parquet", row_group_size=7)
+        parts.append(part)
+    frame = pd.concat(parts)
+    script = (
+        "import json, resource, sys\n"
+        "from torchmetrics_ext.evaluate import evaluate\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+        "result = evaluate(sys.argv[1], {'t': ('p', 'y')}, ['ctr', 'auc'], by='c')\n"
+        "print(json.dumps(result.values))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    values = json.loads(done.stdout)
+    expected = {"ctr/t": frame["y"].mean(), "auc/t": roc_auc_score(frame["y"], frame["p"])}
+    for c, part in frame.groupby("c"):
+        expected[f"ctr/t/c={c}"] = part["y"].mean()
+        expected[f"auc/t/c={c}"] = roc_auc_score(part["y"], part["p"])
+    assert values == pytest.approx(expected, rel=1e-9)
 
 
 def test_a_file_named_by_several_paths_is_read_once(tmp_path, monkeypatch):
@@ -3176,22 +3236,28 @@ def test_tasks_by_name_leave_a_weight_column_unread_and_say_so(tmp_path, capsys)
     for key in unweighted:  # the data tells the two apart
         assert unweighted[key] != pytest.approx(weighted[key], rel=1e-3)
     note = (
-        "column 'weight' is in the data but not used: task 'click', given by name or as a dict (the form of "
-        "RecMetricModule.from_config, where a task's 'weight' column is its weights), weighted every row 1, "
-        "as evaluate takes weights only from `weights` (--weights), shared by every task; "
-        "give weights='weight' (--weights weight) to weight by it"
+        "column 'weight' is in the data but not used: task 'click' weighted every row 1 (in RecMetricModule a "
+        "task's 'weight' column is its weights: RecTaskInfo's default weight_name), as evaluate takes weights "
+        "only from `weights` (--weights), shared by every task; give weights='weight' (--weights weight) to "
+        "weight by it"
     )
     metrics = ["ctr", "ne", "auc"]
-    for tasks in (["click"], "click", [{"name": "click"}]):
+    # every form of a task: by name, as a dict, and with its columns named (`name=pred:label`, a
+    # mapping, a TaskSpec), which used to get no note though the column was left unread alike
+    spec = parse_task("click=prediction:label")
+    named = ("click=prediction:label", ["click=prediction:label"], {"click": ("prediction", "label")}, [spec])
+    for tasks in (["click"], "click", [{"name": "click"}], *named):
         result = evaluate(frame, tasks, metrics)
         assert {m: result.values[f"{m}/click"] for m in metrics} == pytest.approx(unweighted, rel=1e-9)
         assert result.warnings == [note]
-    result = evaluate(frame, ["click"], metrics, weights="weight")  # named: every task weighted by it
-    assert {m: result.values[f"{m}/click"] for m in metrics} == pytest.approx(weighted, rel=1e-9)
-    assert result.warnings == []
-    # columns named by the task: no RecTaskInfo default in play, nothing to note
-    assert evaluate(frame, {"click": ("prediction", "label")}, metrics).warnings == []
+    for tasks in (["click"], "click=prediction:label"):
+        result = evaluate(frame, tasks, metrics, weights="weight")  # named: every task weighted by it
+        assert {m: result.values[f"{m}/click"] for m in metrics} == pytest.approx(weighted, rel=1e-9)
+        assert result.warnings == []
+    # the column read in another role (a task's labels): not unread, nothing to note
+    assert evaluate(frame, {"click": ("weight", "label")}, ["ctr"]).warnings == []
     assert evaluate(frame.drop(columns="weight"), ["click"], metrics).warnings == []  # no such column
+    assert evaluate(frame.drop(columns="weight"), "click=prediction:label", metrics).warnings == []
     two = evaluate(frame.assign(p2=p[::-1]), ["click", {"name": "buy", "prediction_name": "p2"}], ["ctr"])
     assert two.warnings == [note.replace("task 'click'", "tasks 'click', 'buy'")]
     # the config file's `tasks: [click]` the same, the note printed as a warning
@@ -3201,6 +3267,167 @@ def test_tasks_by_name_leave_a_weight_column_unread_and_say_so(tmp_path, capsys)
     assert cli.main(["evaluate", "--config", str(tmp_path / "c.json"), "--no-progress", "--output", str(out)]) == 0
     assert f"warning: {note}\n" in capsys.readouterr().err
     assert {m: _records(out)[("all", "click")][m] for m in metrics} == pytest.approx(unweighted, rel=1e-9)
+    # and `--task NAME=PRED:LABEL` on the command line
+    args = ["evaluate", str(tmp_path / "d.parquet"), "--task", "click=prediction:label", "--metrics", "ctr"]
+    assert cli.main([*args, "--no-progress"]) == 0
+    assert f"warning: {note}\n" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "make_by",
+    [
+        lambda frame: np.array(["country", "dataset"]),
+        lambda frame: frame.columns[-2:],  # a pandas Index, as `frame.columns[...]` gives
+        lambda frame: pd.Series(["country", "dataset"]),
+        lambda frame: (name for name in ("country", "dataset")),
+    ],
+    ids=["numpy", "pandas-index", "pandas-series", "generator"],
+)
+def test_by_as_any_ordered_collection_of_names_is_those_columns(make_by):
+    """`by=np.array([...])` or `by=frame.columns[...]` was refused (only lists and tuples were taken);
+    any ordered collection of names is the columns in order. Reference: a pandas groupby with sklearn."""
+    frame = make_frame(1500, 4)
+    frame["country"] = frame["country"].fillna("none")
+    by = make_by(frame)
+    result = evaluate(frame, {"t": ("p_click", "y_click")}, ["ctr", "auc"], by=by)
+    assert result.by == ("country", "dataset")
+    assert all(type(name) is str for name in result.by)
+    got = {(r["country"], r["dataset"]): r for r in result.records if r["segment"] != "all"}
+    expected = frame.groupby(["country", "dataset"])
+    assert sorted(got) == sorted(expected.groups)
+    for key, part in expected:
+        y, p = part["y_click"].to_numpy(), part["p_click"].to_numpy(np.float64)
+        assert got[key]["rows"] == len(part)
+        assert got[key]["ctr"] == pytest.approx(y.mean(), rel=1e-12)
+        assert got[key]["auc"] == pytest.approx(roc_auc_score(y, p), rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "metrics", [np.array(["ctr", "auc"]), pd.Index(["ctr", "auc"]), pd.Series(["ctr", "auc"])], ids=type
+)
+def test_metrics_as_a_numpy_array_or_pandas_index_are_those_names(metrics):
+    """`metrics=np.array([...])` failed with numpy's "truth value of an array is ambiguous" (the names
+    were tested with `not metrics`); any collection of names is taken, the names as plain str."""
+    frame = make_frame(800, 6)
+    result = evaluate(frame, {"t": ("p_click", "y_click")}, metrics)
+    assert result.metrics == ("ctr", "auc") and all(type(m) is str for m in result.metrics)
+    y, p = frame["y_click"].to_numpy(), frame["p_click"].to_numpy(np.float64)
+    assert result.values == pytest.approx({"ctr/t": y.mean(), "auc/t": roc_auc_score(y, p)}, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "tasks",
+    [
+        np.array(["click=p_click:y_click", "like=p_like:y_like"]),
+        pd.Series(["click=p_click:y_click", "like=p_like:y_like"]),
+        {"click": np.array(["p_click", "y_click"]), "like": pd.Index(["p_like", "y_like"])},
+    ],
+    ids=["numpy", "pandas-series", "numpy-columns"],
+)
+def test_tasks_as_numpy_or_pandas_collections_are_those_tasks(tasks):
+    """Tasks as a numpy array of 'name=pred:label' strings (or a task's columns as an array) were refused
+    as "not tasks"; they are read as the list of the same strings. Reference: sklearn per task."""
+    frame = make_frame(900, 7)
+    result = evaluate(frame, tasks, ["auc"])
+    assert result.tasks == ("click", "like") and all(type(t) is str for t in result.tasks)
+    for task in ("click", "like"):
+        y, p = frame[f"y_{task}"].to_numpy(), frame[f"p_{task}"].to_numpy(np.float64)
+        assert result.values[f"auc/{task}"] == pytest.approx(roc_auc_score(y, p), rel=1e-9)
+    with pytest.raises(ValueError, match=r"^Expected `tasks` as .* got \{'click'\}\.$"):
+        evaluate(frame, {"click"}, ["auc"])  # a set: no order, as for `by`
+
+
+@pytest.mark.parametrize("metrics", [3, None, np.array([])], ids=repr)
+def test_metrics_that_are_no_names_are_refused_naming_them(metrics):
+    table = pa.table({"p": [0.1, 0.8], "y": [0, 1]})
+    with pytest.raises(ValueError) as caught:
+        evaluate(table, {"t": ("p", "y")}, metrics)
+    assert str(caught.value) == f"Expected `metrics` to be a non-empty list of metric names, got {metrics!r}."
+
+
+@pytest.mark.parametrize("by", [{"country", "dataset"}, np.array([1, 2]), np.array([["country"]])], ids=str)
+def test_by_without_an_order_or_names_is_refused(by):
+    """A set has no column order, numbers are no names: refused as any other `by` that is no names."""
+    table = pa.table({"p": [0.1, 0.8], "y": [0, 1], "country": ["fr", "us"], "dataset": ["a", "b"]})
+    with pytest.raises(ValueError, match=r"^Expected `by` to be a column name or a list of column names"):
+        evaluate(table, {"t": ("p", "y")}, ["ctr"], by=by)
+
+
+def _comma_frame() -> pd.DataFrame:
+    rng = np.random.default_rng(12)
+    n = 600
+    p = rng.uniform(0.05, 0.95, n)
+    return pd.DataFrame(
+        {
+            "p": p,
+            "y": (rng.uniform(size=n) < p).astype(np.int64),
+            "a": rng.choice(np.array(["x", "z"], dtype=object), n),
+            "b": rng.choice(np.array(["u", "v"], dtype=object), n),
+            "a,b": rng.choice(np.array(["k", "m", "q"], dtype=object), n),
+        }
+    )
+
+
+def _auc_by(frame: pd.DataFrame, columns: list[str]) -> dict[tuple, float]:
+    """Reference: a pandas groupby with sklearn's AUC, keyed by the segment's values."""
+    return {
+        key if isinstance(key, tuple) else (key,): roc_auc_score(part["y"], part["p"])
+        for key, part in frame.groupby(columns if len(columns) > 1 else columns[0])
+    }
+
+
+def _auc_records(records: list[dict], columns: list[str]) -> dict[tuple, float]:
+    return {tuple(r[c] for c in columns): r["auc"] for r in records if r["segment"] != "all"}
+
+
+def test_by_with_commas_means_the_same_from_python_a_config_and_the_command_line(tmp_path, capsys):
+    """`--by a,b` was two columns while `by="a,b"` (Python, config file) was one column named "a,b".
+    One rule now: the column of exactly that name where the data has one, else the comma-separated
+    columns (spaces around each dropped); a list names columns as they are."""
+    frame = _comma_frame()
+    tasks = {"t": ("p", "y")}
+    two = _auc_by(frame, ["a", "b"])
+    whole = _auc_by(frame, ["a,b"])
+    no_whole = frame.drop(columns="a,b")
+    for by in ("a,b", "a, b", " a ,b "):  # no column of that name: the two columns
+        result = evaluate(no_whole, tasks, ["auc"], by=by)
+        assert result.by == ("a", "b")
+        assert _auc_records(result.records, ["a", "b"]) == pytest.approx(two, rel=1e-12)
+    result = evaluate(frame, tasks, ["auc"], by="a,b")  # the data has the column "a,b": that column
+    assert result.by == ("a,b",)
+    assert _auc_records(result.records, ["a,b"]) == pytest.approx(whole, rel=1e-12)
+    assert evaluate(frame, tasks, ["auc"], by=["a,b"]).by == ("a,b",)  # a list: names as they are
+    assert evaluate(frame, tasks, ["auc"], by=["a", "b"]).by == ("a", "b")
+    # files: a Parquet file and a CSV file whose quoted header holds the comma
+    frame.to_parquet(tmp_path / "d.parquet")
+    no_whole.to_parquet(tmp_path / "n.parquet")
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    assert '"a,b"' in (tmp_path / "d.csv").read_text().splitlines()[0]
+    for name in ("d.parquet", "d.csv"):
+        assert evaluate(tmp_path / name, tasks, ["auc"], by="a,b").by == ("a,b",)
+    # the command line and a config file read "a,b" the same way
+    base = ["evaluate", "--task", "t=p:y", "--metrics", "auc", "--no-progress"]
+    for data, columns, expected in (("d.parquet", ["a,b"], whole), ("n.parquet", ["a", "b"], two)):
+        out = tmp_path / f"{data}.cli.json"
+        assert cli.main([*base, str(tmp_path / data), "--by", "a,b", "--output", str(out)]) == 0
+        assert json.loads(out.read_text())["by"] == columns
+        assert _auc_records(json.loads(out.read_text())["records"], columns) == pytest.approx(expected, rel=1e-12)
+        config = tmp_path / f"{data}.json"
+        config.write_text(json.dumps({"paths": data, "tasks": ["t=p:y"], "metrics": ["auc"], "by": "a,b"}))
+        out = tmp_path / f"{data}.config.json"
+        assert cli.main(["evaluate", "--config", str(config), "--no-progress", "--output", str(out)]) == 0
+        assert json.loads(out.read_text())["by"] == columns
+
+
+def test_by_with_an_empty_item_between_commas_is_refused_naming_it():
+    frame = _comma_frame().drop(columns="a,b")
+    message = (
+        "Expected `by` as a column name or comma-separated column names, got 'a,,b': no column has that name "
+        "and item 2 of 3 between its commas is empty (a trailing or doubled comma?)."
+    )
+    with pytest.raises(ValueError) as caught:
+        evaluate(frame, {"t": ("p", "y")}, ["auc"], by="a,,b")
+    assert str(caught.value) == message
 
 
 def test_config_by_one_column_name_is_a_list_of_one(tmp_path, capsys):

@@ -666,6 +666,21 @@ def test_padding_values_as_arrays_or_numpy_numbers_mark_padding(padding):
     assert values == {"Recall@2": 1.0, "MRR@2": 0.5}  # both relevant candidates ranked 2nd
 
 
+@pytest.mark.parametrize("as_array", [np.array, list], ids=["numpy", "list"])
+def test_ks_and_metrics_as_arrays_are_those_cutoffs_and_names(as_array):
+    """`ranking_compute_metrics(ks=np.arange(1, 4))` failed with numpy's "truth value of an array is
+    ambiguous" (RankingMetrics tested `not ks`); arrays of cutoffs and of names are taken as lists are."""
+    from transformers import EvalPrediction
+
+    rng = np.random.default_rng(4)
+    scores = rng.normal(size=(40, 6))
+    labels = rng.integers(0, 6, 40)
+    ks = as_array([1, 2, 3])
+    metrics = as_array(["recall", "mrr"])
+    values = ranking_compute_metrics(ks=ks, metrics=metrics)(EvalPrediction(predictions=scores, label_ids=labels))
+    assert values == pytest.approx(seed_reference(scores, labels, (1, 2, 3)), abs=1e-12)
+
+
 class Squeezer(nn.Module):
     """A one-logit head squeezed to (B,): a 0-dim logit on a batch of one example."""
 

@@ -195,7 +195,11 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
         default=None,
         help="the prediction columns hold logits (metrics without the option read sigmoid(logits))",
     )
-    ev.add_argument("--by", help="comma-separated segment columns (values per segment + overall)")
+    ev.add_argument(
+        "--by",
+        help="comma-separated segment columns (values per segment + overall); a column whose name holds "
+        "commas is taken whole when the data has it (as evaluate(by='a,b') and a config's `by: a,b`)",
+    )
     ev.add_argument("--output", help="write the results to a .json, .csv or .parquet file")
     ev.add_argument("--on-invalid", choices=("error", "skip"), help="invalid rows: fail or drop them (default: error)")
     ev.add_argument("--batch-size", type=int, help="rows per record batch (default: 65536)")
@@ -253,7 +257,10 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     metrics: Any = config.get("metrics", DEFAULT_METRICS)
     if args.metrics is not None:
         metrics = _selected_metrics(_names(parser, "--metrics", args.metrics, "metric names"), metrics)
-    by = config.get("by", []) if args.by is None else _names(parser, "--by", args.by, "column names")
+    by: Any = config.get("by", [])
+    if args.by is not None:  # checked here; several names go as written: the column "a,b" if the data has one
+        names = _names(parser, "--by", args.by, "column names")
+        by = names[0] if len(names) == 1 else args.by
     from torchmetrics_ext.evaluate.memory import map_large_buffers
 
     map_large_buffers()  # this process only evaluates: keep its resident memory close to what is in use

@@ -139,7 +139,7 @@ def _check(key: str, value: Any, base: str) -> Any:
             by = ()
         if not by:  # an empty list in the file is a mistake: leave the key out for no segments
             raise _wrong(key, "a segment column name or a list of them", value)
-        return list(by)
+        return value if isinstance(value, str) else list(by)  # a string's commas: evaluate's rule, as --by's
     if key in ("from_logits", "progress"):
         if not isinstance(value, bool):
             raise _wrong(key, "true or false", value)

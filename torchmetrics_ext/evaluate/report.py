@@ -140,7 +140,7 @@ class EvaluationResult:
         problems: what the invalid rows were (file, column, reason, count, first row).
         warnings: undefined-value warnings raised while computing (their values are ``nan``), one line
             per metric and segment naming the task(s) and the segment, from every rank; first, where
-            tasks given by name or as dicts ran without ``weights`` over data holding a ``weight``
+            the tasks (however given) ran without ``weights`` over data holding a ``weight``
             column, a note that the column was not used as their weights.
         by_types: the Arrow type of each segment column's values, as read (integers keep their
             width and sign in :meth:`to_arrow`; a column missing here is inferred from the values).

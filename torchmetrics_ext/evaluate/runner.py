@@ -16,7 +16,8 @@ import inspect
 import math
 import re
 import warnings
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -109,11 +110,14 @@ def _tasks(tasks: Any) -> list[TaskSpec]:
     if isinstance(tasks, Mapping):
         out = []
         for name, columns in tasks.items():
-            if not (isinstance(columns, Sequence) and len(columns) == 2 and all(isinstance(c, str) for c in columns)):
+            pair = _names_of(columns)  # a tuple, a list, a numpy array...
+            if not (pair is not None and len(pair) == 2 and all(isinstance(c, str) for c in pair)):
                 raise ValueError(f"Expected task {name!r} as (predictions column, labels column), got {columns!r}.")
-            out.append(TaskSpec(name, *columns))
+            out.append(TaskSpec(name, str(pair[0]), str(pair[1])))
     elif isinstance(tasks, (str, TaskSpec)):
         out = [_task(tasks)]
+    elif not isinstance(tasks, Sequence) and (items := _names_of(tasks)):  # a numpy array, a pandas Index...
+        out = _tasks([str(t) if isinstance(t, str) else t for t in items])
     elif isinstance(tasks, Sequence) and tasks:
         for task in tasks:
             if not isinstance(task, (str, TaskSpec, Mapping)):
@@ -142,6 +146,13 @@ def _tasks(tasks: Any) -> list[TaskSpec]:
     return out
 
 
+def _names_of(value: Any) -> list[Any] | None:
+    """The items of an ordered collection that is not one string, bytes, a set or a mapping; else ``None``."""
+    if isinstance(value, (str, bytes, bytearray, AbstractSet, Mapping)) or not isinstance(value, Iterable):
+        return None
+    return list(value)
+
+
 def _plain_names_hint(tasks: Any) -> str:
     """Why tasks given as plain names read the same columns, and the one task a pair of names may have meant."""
     if isinstance(tasks, str) or not isinstance(tasks, Sequence):
@@ -160,28 +171,18 @@ def _plain_names_hint(tasks: Any) -> str:
     return hint
 
 
-def _rec_task_names(tasks: Any) -> list[str]:
-    """The tasks given in :meth:`~torchmetrics_ext.RecMetricModule.from_config`'s form: a name alone or a dict.
-
-    Such a task would read :class:`~torchmetrics_ext.RecTaskInfo`'s default weight column in a
-    module; ``evaluate`` reads weights only from its ``weights`` argument (see :func:`evaluate`).
-    Call it on tasks :func:`_tasks` accepted.
-    """
-    given = [tasks] if isinstance(tasks, str) else tasks if isinstance(tasks, Sequence) else []
-    return [
-        task["name"] if isinstance(task, Mapping) else task
-        for task in given
-        if isinstance(task, Mapping) or (isinstance(task, str) and "=" not in task and ":" not in task)
-    ]
-
-
 def _unread_weight_note(column: str, tasks: Sequence[str]) -> str:
-    """The note of a result whose tasks a module would weight by ``column``, which ``evaluate`` leaves unread."""
+    """The note of a result whose tasks a module would weight by ``column``, which ``evaluate`` leaves unread.
+
+    Every task, however given (a ``name=predictions:labels`` string, a mapping, a name, a dict),
+    is one a :class:`~torchmetrics_ext.RecTaskInfo` would weight by its default ``weight_name``
+    column in a module; ``evaluate`` reads weights only from its ``weights`` argument.
+    """
     named = f"task {tasks[0]!r}" if len(tasks) == 1 else "tasks " + ", ".join(repr(t) for t in tasks)
     return (
-        f"column {column!r} is in the data but not used: {named}, given by name or as a dict (the form of "
-        f"RecMetricModule.from_config, where a task's {column!r} column is its weights), weighted every row 1, "
-        f"as evaluate takes weights only from `weights` (--weights), shared by every task; "
+        f"column {column!r} is in the data but not used: {named} weighted every row 1 (in RecMetricModule a "
+        f"task's {column!r} column is its weights: RecTaskInfo's default weight_name), as evaluate takes "
+        f"weights only from `weights` (--weights), shared by every task; "
         f"give weights={column!r} (--weights {column}) to weight by it"
     )
 
@@ -231,21 +232,51 @@ def _segment_columns(by: Any) -> tuple[str, ...]:
     """The segment columns of ``by`` (``evaluate``'s, the config file's and ``--by``'s): one rule for all.
 
     A string is one column (``"country"`` as ``["country"]``, as ``--by country`` and a config's
-    ``by: country``); a list or tuple of strings is the columns in order; ``None`` is none (as
-    ``weights=None`` is no weights).
+    ``by: country``); any other ordered collection of strings (a list, a tuple, a numpy array, a
+    pandas ``Index`` such as ``frame.columns[:2]``...) is the columns in order; ``None`` is none (as
+    ``weights=None`` is no weights). Sets and mappings are refused: they have no column order.
+    :func:`evaluate` first reads a string holding commas against the data (:func:`_comma_columns`).
 
     Raises:
         ValueError: ``by`` is not a column name or a sequence of them, or a name is empty.
     """
     if by is None:
         return ()
-    columns = (by,) if isinstance(by, str) else by
-    if not isinstance(columns, Sequence) or not all(isinstance(b, str) and b for b in columns):
+    columns = [by] if isinstance(by, str) else _names_of(by)
+    if columns is None or not all(isinstance(b, str) and b for b in columns):
         raise ValueError(
             f"Expected `by` to be a column name or a list of column names (non-empty strings), got {by!r} "
             f"({type(by).__name__})."
         )
-    return tuple(columns)
+    return tuple(str(b) for b in columns)  # numpy's str_ items as plain str
+
+
+def _comma_columns(by: Any, sources: Sequence[Source]) -> Any:
+    """``by`` with a string holding commas read as ``--by`` reads it: one rule for Python, config and command line.
+
+    Such a string is the column of exactly that name where the data has one (the first file's
+    columns, or the frame's), else the comma-separated column names, spaces around each dropped
+    (``"country, hour"`` as ``["country", "hour"]``). Anything else is returned unchanged: a list
+    names columns as they are (``["a,b"]`` is always the one column ``a,b``).
+
+    Raises:
+        ValueError: the string is no column of the data and an item between its commas is empty.
+    """
+    if not (isinstance(by, str) and "," in by):
+        return by
+    try:
+        if sources and sources[0].schema().get_all_field_indices(by):  # any header's bytes, as check_schema
+            return by
+    except InvalidDataError:
+        pass  # an unreadable first file: the run reports it as it does without `by`
+    names = [name.strip() for name in by.split(",")]
+    if not all(names):
+        empty = ", ".join(str(i + 1) for i, name in enumerate(names) if not name)
+        raise ValueError(
+            f"Expected `by` as a column name or comma-separated column names, got {by!r}: no column has "
+            f"that name and item {empty} of {len(names)} between its commas is empty (a trailing or doubled comma?)."
+        )
+    return names
 
 
 def _optional_name(name: str, value: Any) -> str | None:
@@ -270,11 +301,10 @@ class _Plan:
         self.from_logits = check_flag("from_logits", from_logits)
         self.tasks = _tasks(tasks)
         self.weights = _optional_name("weights", weights)
-        # the weight column a module would read for the tasks given in from_config's form, left
-        # unread without `weights`: the run notes it where a file holds such a column
-        rec_tasks = _rec_task_names(tasks) if self.weights is None else []
-        self.unread_weight = RecTaskInfo(rec_tasks[0]).weight_name if rec_tasks else None
-        self.unread_weight_tasks = rec_tasks
+        # the weight column a module would read for every task (RecTaskInfo's default), left unread
+        # without `weights`: the run notes it where a file holds such a column, however the tasks are given
+        self.unread_weight = RecTaskInfo("task").weight_name if self.weights is None else None
+        self.unread_weight_tasks = [t.name for t in self.tasks]
         self.user = _optional_name("user", user)
         self.session = _optional_name("session", session)
         by = _segment_columns(by)
@@ -774,11 +804,14 @@ def _metric_options(metrics: Any) -> dict[str, tuple[str, dict[str, Any]]]:
             raise ValueError("Expected `metrics` to be a non-empty list of names or dict {name: options}, got {}.")
         entries = _metric_entries(metrics, "`metrics`")
     else:
-        if isinstance(metrics, str) or not metrics:
+        # any collection of names (a list, a tuple, a numpy array, a pandas Index): numpy's str_ as str
+        given = list(metrics) if isinstance(metrics, Iterable) and not isinstance(metrics, (str, bytes)) else []
+        if not given:
             names = [m.strip() for m in metrics.split(",") if m.strip()] if isinstance(metrics, str) else []
             hint = f" (as a list: {names!r})" if names else ""
             raise ValueError(f"Expected `metrics` to be a non-empty list of metric names, got {metrics!r}{hint}.")
-        entries = {name: (name, {}) for name in dict.fromkeys(metrics)}
+        given = [str(name) if isinstance(name, str) else name for name in given]
+        entries = {name: (name, {}) for name in dict.fromkeys(given)}
     for key, (name, options) in entries.items():
         if not isinstance(key, str) or not isinstance(name, str):
             raise TypeError(f"Expected metric names to be strings, got {key if not isinstance(key, str) else name!r}.")
@@ -917,20 +950,22 @@ def evaluate(
             Hive partition directories below a directory (or a glob's first wildcard) named are
             columns too, typed by ``pyarrow.dataset``'s hive partitioning (``country=FR/hour=3/``:
             ``by=["country", "hour"]``).
-        tasks: ``{"click": ("p_click", "y_click"), ...}`` or a list of ``"click=p_click:y_click"``
-            strings, of task names or of dicts of :class:`~torchmetrics_ext.RecTaskInfo`'s fields
+        tasks: ``{"click": ("p_click", "y_click"), ...}`` or a list (or numpy array, pandas
+            ``Series``) of ``"click=p_click:y_click"`` strings, of task names or of dicts of
+            :class:`~torchmetrics_ext.RecTaskInfo`'s fields
             ``name``, ``prediction_name`` and ``label_name`` (as in
             :meth:`~torchmetrics_ext.RecMetricModule.from_config`: a name alone, or a dict without
             ``prediction_name``/``label_name``, reads ``RecTaskInfo``'s default columns
             ``"prediction"`` and ``"label"``, so two tasks given by name alone are refused as reading
             the same columns; weights, user and session ids are shared by the tasks: ``weights``,
-            ``user``, ``session``). Unlike a module, which weights such a task by its ``weight_name``
+            ``user``, ``session``). Unlike a module, which weights a task by its ``weight_name``
             column (``"weight"``) where the step holds one, ``evaluate`` reads only the columns it
             is told: without ``weights`` every row has weight 1, a ``"weight"`` column in the data
             too, so that a column added to the logs never changes past numbers; the result's
             ``warnings`` then note that column (``weights="weight"`` weights by it).
-        metrics: registry names (``"ne"``, ``"auc"``, ``"gauc"``, ``"ndcg@10"``, ``"recall@20"``, ...),
-            each reported under the name given; a name given twice is reported once, and two
+        metrics: registry names (``"ne"``, ``"auc"``, ``"gauc"``, ``"ndcg@10"``, ``"recall@20"``, ...;
+            a list, tuple, numpy array or pandas ``Index`` of them), each reported under the name given;
+            a name given twice is reported once, and two
             spellings of one cutoff (``"ndcg@10"``, ``"ndcg@010"``) are computed once, each reported.
             Or a dict ``{name: options}``, as in :meth:`~torchmetrics_ext.RecMetricModule.from_config`:
             the metric's keyword options (``{"auc": {"num_bins": 10000}, "ne": {"eta": 1e-6}}``;
@@ -945,7 +980,12 @@ def evaluate(
         session: column of integer query/session ids (for ranking metrics).
         by: columns whose distinct value combinations are the segments (any number of columns and
             of distinct values; one column as a string, ``by="country"`` as ``by=["country"]``, as
-            ``--by country`` and a config's ``by: country``); every metric is computed on each
+            ``--by country`` and a config's ``by: country``; several as a list, tuple, numpy array or
+            pandas ``Index``, in order). A string holding commas is read as ``--by`` reads it, the
+            same from Python, a config file and the command line: the column of exactly that name
+            where the data has one (the first file's columns), else the comma-separated names,
+            spaces around each dropped (``by="country, hour"`` is ``["country", "hour"]``); a list
+            names columns as they are (``["a,b"]`` is the column ``a,b``). Every metric is computed on each
             segment's rows, and over all rows. All segments are computed at once, one pass per
             metric over the rows keyed by segment (no module per segment: about 15 microseconds per
             segment in all). Each column once, none named ``segment``, ``task``, ``rows`` or like a
@@ -954,7 +994,7 @@ def evaluate(
             value: the null segment). A column needs one type holding all its values in every
             file (for a pandas object column, every slice); others fail naming both files (or
             rows) and types. ``None`` or ``()``: no segments. Anything else (a number, a dict, a
-            list holding a non-string or an empty name) is a ``ValueError``.
+            set, a list holding a non-string or an empty name) is a ``ValueError``.
         batch_size: rows per record batch (memory per batch, not a result setting; any positive
             size, those above ``2**62`` read as ``2**62``; CSV files are parsed in blocks of at
             most 1 GiB, each cut into batches).
@@ -1003,6 +1043,10 @@ def evaluate(
         raise ValueError(f"Expected `on_invalid` to be one of {ON_INVALID}, got {on_invalid!r}.")
     # rows per batch only bound memory: any size is fine, within what Arrow's readers take (int64)
     batch_size = min(check_int("batch_size", batch_size, 1), _MAX_BATCH_SIZE)
+    sources = None
+    if isinstance(by, str) and "," in by:  # its meaning depends on the data's columns
+        sources = open_sources(data)
+        by = _comma_columns(by, sources)
     plan = _Plan(tasks, metrics, weights, user, session, by, from_logits)
-    run = _Run(plan, open_sources(data), batch_size, on_invalid, progress)
+    run = _Run(plan, open_sources(data) if sources is None else sources, batch_size, on_invalid, progress)
     return run.finish(run.stream())

@@ -194,22 +194,29 @@ class Source:
 
 
 class ParquetSource(Source):
-    """A Parquet file; its row groups are the chunks and its metadata gives the row counts."""
+    """A Parquet file; its row groups are the chunks and its metadata gives the row counts.
+
+    The file is open only while its footer or a row group is read: a directory of more files than
+    the process may hold open (Spark's thousands of ``part-*`` files against a limit of 1,024) is
+    read one file at a time. The footer is read once and kept.
+    """
 
     def __init__(self, path: str) -> None:
         self.label = path
         try:
-            self._file = pq.ParquetFile(path)
+            with pq.ParquetFile(path) as file:
+                self._metadata = file.metadata
+                self._schema = file.schema_arrow
         except (OSError, pa.ArrowException) as err:
             raise InvalidDataError(f"{path}: not a readable Parquet file ({err}).") from None
 
     def schema(self) -> pa.Schema:
         """The file's Arrow schema."""
-        return self._file.schema_arrow
+        return self._schema
 
     def chunks(self, batch_size: int) -> list[Chunk]:
         """One chunk per row group."""
-        meta, out, start = self._file.metadata, [], 0
+        meta, out, start = self._metadata, [], 0
         for group in range(meta.num_row_groups):
             rows = meta.row_group(group).num_rows
             out.append(Chunk(self, group, rows, start))
@@ -231,7 +238,8 @@ class ParquetSource(Source):
         where the reader's bare ``OSError`` left the other ranks in their gather.
         """
         try:
-            yield from self._file.iter_batches(batch_size=batch_size, row_groups=[chunk.part], columns=list(columns))
+            with pq.ParquetFile(self.label, metadata=self._metadata) as file:  # the footer as read once
+                yield from file.iter_batches(batch_size=batch_size, row_groups=[chunk.part], columns=list(columns))
         except (OSError, pa.ArrowException) as err:
             rows = f", {data_rows(chunk.first_row, chunk.first_row + chunk.rows - 1)}" if chunk.rows else ""
             # the reader's message on one line, without the control bytes a corrupt page can put in it
@@ -296,6 +304,13 @@ class CsvSource(Source):
                 row = self._row_of(name, value.group(1))
                 where = "" if row is None else f" at {self.where(row)}"
                 return ConversionError(f"{self.label}: {text}{where}", name, value.group(1), row)
+            if re.search(r"conversion error to (large_)?string: invalid UTF8", text):
+                row = self._not_utf8_row(name)
+                where = "" if row is None else f" at {self.where(row)}"
+                return InvalidDataError(
+                    f"{self.label}: column {name!r} holds text that is not UTF-8{where} (a file saved as latin-1 "
+                    "or cp1252?); CSV files are read as UTF-8: save the file as UTF-8."
+                )
         ragged = re.match(r"CSV parse error: Expected (\d+) columns, got \d+", text)
         if isinstance(err, pa.ArrowInvalid) and ragged:  # the reader says which text, not where: name its line
             line = self._ragged_line(int(ragged.group(1)))
@@ -344,6 +359,29 @@ class CsvSource(Source):
                     return start + found
                 start += block.num_rows
         except (OSError, pa.ArrowException):  # a later malformed row, say: the message goes without the row
+            return None
+        return None
+
+    def _not_utf8_row(self, name: str) -> int | None:
+        """The first row (counting from 0) whose ``name`` column is not UTF-8 text; ``None`` if not found.
+
+        The error path of a text column that does not decode: the column alone is read again as
+        bytes, a block at a time (memory stays constant); only the block that fails is looked at row by row.
+        """
+        start = 0
+        try:
+            for block in self._open([name], _MIN_BLOCK // 64, {name: pa.binary()}):
+                column = block.column(0)
+                try:
+                    column.cast(pa.string())
+                except pa.ArrowInvalid:
+                    for offset, value in enumerate(column.to_pylist()):
+                        try:
+                            value is None or value.decode("utf-8")
+                        except UnicodeDecodeError:
+                            return start + offset
+                start += block.num_rows
+        except (OSError, pa.ArrowException):
             return None
         return None
 

@@ -14,7 +14,7 @@ then a function in :mod:`~torchmetrics_ext.functional.ranking.single` and a clas
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -153,12 +153,15 @@ def ranking_requests(metrics: Sequence[str], ks: Sequence[int | None]) -> list[R
     ``ks`` is the whole list for every metric with a cutoff (recall is then 1, precision
     ``|R_q| / n_q``).
     """
-    if isinstance(metrics, str) or not metrics:
+    # numpy arrays and pandas objects have no truth value: their items, as a list's
+    names = list(metrics) if isinstance(metrics, Iterable) and not isinstance(metrics, (str, bytes)) else []
+    if not names:
         raise ValueError(
             f"Expected `metrics` to be a non-empty sequence of names from {tuple(SPECS)}, got {metrics!r}."
         )
-    specs = [ranking_spec(name) for name in dict.fromkeys(metrics)]
-    if isinstance(ks, (int, str)) or not ks:
+    specs = [ranking_spec(name) for name in dict.fromkeys(names)]
+    given = list(ks) if isinstance(ks, Iterable) and not isinstance(ks, (str, bytes)) else []
+    if not given:
         raise ValueError(f"Expected `ks` to be a non-empty sequence of positive integers (or None), got {ks!r}.")
-    cutoffs = list(dict.fromkeys(check_cutoff(k, "optional") for k in ks))
+    cutoffs = list(dict.fromkeys(check_cutoff(k, "optional") for k in given))
     return [(spec, k) for spec in specs for k in ([None] if spec.cutoff == "none" else cutoffs)]

@@ -76,6 +76,9 @@ def _rates(metric):
         ([torch.zeros(17, 3), torch.zeros(4)], 17),
         ((None, torch.zeros(9)), 9),
         (torch.zeros(0, 3), 0),
+        # a Lightning training step's output, {"loss": loss, **model_out}: the 0-dim loss is skipped
+        ({"loss": torch.tensor(0.3), "x": torch.zeros(8)}, 8),
+        ([torch.tensor(1.0), torch.tensor(2), torch.zeros(6, 2)], 6),
     ],
 )
 def test_examples_are_counted_from_the_input(batch, count):
@@ -149,6 +152,12 @@ def test_forward_reset_state_dict_pickle():
         (torch.tensor(5), ValueError, r"leading batch dimension, got a 0-dim tensor"),
         ({"a": 1, "b": [2]}, ValueError, r"`batch` \(dict\) to hold a tensor"),
         ([], ValueError, r"`batch` \(list\) to hold a tensor"),
+        (
+            {"loss": torch.tensor(0.3)},
+            ValueError,
+            r"`batch` \(dict\) to hold a tensor with a leading batch dimension .*0-dim tensors, such as a loss, "
+            r"are skipped",
+        ),
         (3.5, TypeError, r"a tensor, an int, or a dict or sequence of tensors, got float"),
         (True, TypeError, r"got bool"),
         ("abc", TypeError, r"got str"),

@@ -115,6 +115,25 @@ def test_window_keeps_at_least_the_newest_update():
     assert (lifetime, window, total) == (50 / 15, 3.0, 60)
 
 
+def test_steps_that_took_zero_seconds_are_undefined_and_say_so():
+    """A coarse clock reads the same before and after a step: the rate over 0 s is nan, and the warning
+    says the timed steps took 0 seconds (not that no step was timed)."""
+    metric = tmx.Throughput(warmup_steps=0, clock=Ticks([0.0, 0.0]))
+    with pytest.warns(UndefinedMetricWarning, match="no timed step after warm-up"):
+        metric.compute()  # nothing timed yet
+    metric.update(10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = metric.compute()
+    messages = {str(w.message) for w in caught if issubclass(w.category, UndefinedMetricWarning)}
+    assert messages == {
+        "Throughput is undefined: its timed steps after warm-up took 0 seconds on the clock "
+        "(steps shorter than its resolution); returning nan."
+    }
+    assert math.isnan(value["lifetime_throughput"].item()) and math.isnan(value["window_throughput"].item())
+    assert value["total_examples"].item() == 10
+
+
 def test_forward_reset_state_dict_pickle():
     readings = [0.0, 1.0, 3.0, 4.0, 4.5]
     metric = tmx.Throughput(warmup_steps=1, window_seconds=2.0, clock=Ticks(readings))

@@ -87,7 +87,8 @@ class Throughput(GuardedMetric):
     ``window_seconds`` (at least the newest update). ``compute`` returns float64 scalars
     ``{"lifetime_throughput", "window_throughput", "total_examples"}``; a rate is ``nan`` (with
     :class:`~torchmetrics_ext.utilities.warnings.UndefinedMetricWarning`) until an update after
-    warm-up has been timed.
+    warm-up has been timed, and while the timed updates took 0 seconds on the clock (steps
+    shorter than a coarse clock's resolution: the warning says so).
 
     Args:
         warmup_steps: updates before the clock starts (first steps are slow: compilation, caches).
@@ -313,13 +314,16 @@ class Throughput(GuardedMetric):
 
     def _rates(self) -> dict[str, Tensor]:
         state = self._state
+        # a zero time is either no timed step or timed steps shorter than the clock's resolution (a
+        # rate over 0 s is undefined either way); this rank's window knows which (it keeps the newest)
+        reason = (
+            "its timed steps after warm-up took 0 seconds on the clock (steps shorter than its resolution)"
+            if self._recent
+            else "no timed step after warm-up"
+        )
         return {
-            "lifetime_throughput": safe_divide(
-                state("examples"), state("elapsed"), "Throughput", "no timed step after warm-up"
-            ),
-            "window_throughput": safe_divide(
-                state("window_examples"), state("window_elapsed"), "Throughput", "no timed step after warm-up"
-            ),
+            "lifetime_throughput": safe_divide(state("examples"), state("elapsed"), "Throughput", reason),
+            "window_throughput": safe_divide(state("window_examples"), state("window_elapsed"), "Throughput", reason),
             "total_examples": self.total_examples.clone(),
         }
 

@@ -208,6 +208,30 @@ def test_doctests_of_an_extra_skip_naming_it_where_it_is_missing(tmp_path, hidde
     assert "failed" not in result.stdout and "error" not in result.stdout
 
 
+def test_the_zero_weight_exceptions_of_the_policies_hold():
+    """docs/policies.md said a batch of zero weights changes nothing, with windows the only exception;
+    `average_groups="all"` counts a group of zero-weight rows on purpose (TorchRec's grouped AUC)."""
+    import torch
+
+    import torchmetrics_ext as tmx
+
+    text = " ".join((Path(__file__).parents[1] / "docs" / "policies.md").read_text().split())
+    assert (
+        '`GroupedAUC(average_groups="all")` / `GroupedAUPRC(average_groups="all")` count a group of zero-weight' in text
+    )
+    assert "api/metrics.md#torchmetrics_ext.metrics.auc.grouped.GroupedAUC" in text
+    preds, target, groups = torch.tensor([0.9, 0.1]), torch.tensor([1, 0]), torch.tensor([1, 1])
+    # by hand: group 1 ranks its positive first (AUC 1, average precision 1); the zero-weight group 2
+    # counts 0.5 (AUC) or 0 (AUPRC, no positive weight) with "all", and nothing by default
+    expected = {(tmx.GroupedAUC, "all"): (1 + 0.5) / 2, (tmx.GroupedAUPRC, "all"): (1 + 0) / 2}
+    for cls in (tmx.GroupedAUC, tmx.GroupedAUPRC):
+        for average in ("defined", "all"):
+            metric = cls(average_groups=average)
+            metric.update(preds, target, groups)
+            metric.update(torch.tensor([0.5, 0.6]), torch.tensor([1, 0]), torch.tensor([2, 2]), torch.zeros(2))
+            assert metric.compute().item() == expected.get((cls, average), 1.0), (cls.__name__, average)
+
+
 def test_bool_labels_and_weights_are_taken_and_bool_ids_refused_as_the_policies_say():
     """docs/policies.md said ids may be bool; every id argument refuses them (a mask in the wrong place)."""
     import torch

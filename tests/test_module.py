@@ -1432,6 +1432,16 @@ def test_from_config_builds_through_the_registry():
             torch.testing.assert_close(values[f"train/{name}/{task}"], reference[f"{name}/{task}"], rtol=0, atol=0)
     listed = tmx.RecMetricModule.from_config({"tasks": ["a"], "metrics": ["ne", "ctr"], "throughput": False})
     assert listed.metric_names == ["ne", "ctr"]
+    # RecTaskInfo objects, as the constructor takes them (were refused), beside names and dicts
+    info = tmx.RecTaskInfo("click", label_name="click_label", prediction_name="click_pred", weight_name="click_w")
+    mixed = tmx.RecMetricModule.from_config(
+        {"tasks": [info, {"name": "buy", "label_name": "buy_label"}, "c"], "metrics": ["ne"], "throughput": False}
+    )
+    assert mixed.tasks == (
+        tmx.RecTaskInfo("click", "click_label", "click_pred", "click_w"),
+        tmx.RecTaskInfo("buy", label_name="buy_label"),
+        tmx.RecTaskInfo("c"),
+    )
 
 
 @pytest.mark.parametrize(
@@ -1460,6 +1470,17 @@ def test_from_config_builds_through_the_registry():
         ({"tasks": ["a"], "metrics": {"ne": {"k": 3}}}, "'ne' takes no cutoff"),
         ({"tasks": ["a"], "metrics": {"ne": {"num_tasks": 1}}}, "`num_tasks` comes from the config's tasks"),
         ({"tasks": ["a"], "metrics": ["ne\n"]}, "Unknown metric name"),
+        # wrong types are ValueErrors naming the entry, as every other wrong type of the config (were TypeErrors)
+        (
+            {"tasks": ["a"], "metrics": {"a": {"metric": 5}}},
+            r"Expected the option 'metric' of metric 'a' in config 'metrics' to be a registry name \(str\), "
+            r"got 5 \(int\)\.",
+        ),
+        (
+            {"tasks": ["a"], "metrics": ["ne", 5]},
+            r"Expected a metric name in config 'metrics' to be a registry name \(str\), got 5 \(int\)\.",
+        ),
+        ({"tasks": [3], "metrics": ["ne"]}, r"Expected a task name, a dict of RecTaskInfo fields .* or a RecTaskInfo"),
     ],
 )
 def test_from_config_rejects_bad_configs(config, match):

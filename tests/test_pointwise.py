@@ -371,6 +371,24 @@ def test_a_weighted_sum_past_float64_range_over_a_finite_denominator_is_nan_not_
     assert math.isnan(tmf.tensor_weighted_average(torch.tensor([2.0]), heavy).item())
 
 
+@pytest.mark.parametrize(
+    "fn",
+    [
+        partial(tmf.log_loss, eta=0.0),
+        partial(tmf.log_loss, eta=0.0, unit="bits"),
+        partial(tmf.normalized_entropy, eta=0.0),
+        partial(tmf.ne_positive, eta=0.0),
+    ],
+    ids=["log_loss", "log_loss-bits", "ne", "ne_positive"],
+)
+def test_perfect_predictions_with_eta_zero_give_plus_zero(fn):
+    """With eta=0 a sure correct prediction costs 0·log 0 = 0: the loss is +0.0 (it came back as -0.0,
+    the negated sum of zero log-likelihoods from the functional twins)."""
+    preds, target = torch.tensor([0.0, 1.0, 1.0]), torch.tensor([0.0, 1.0, 1.0])
+    value = fn(preds, target).item()
+    assert value == 0.0 and math.copysign(1.0, value) == 1.0
+
+
 def test_log_loss_from_logits_is_exact_in_both_tails():
     """Confident correct negatives (y = 0, z ≪ 0) lost every digit: log_loss(-40, 0) was 0, not 4.2e-18."""
     z = torch.tensor([-700.0, -300.0, -40.0, -37.5, -20.0, -10.0, -1e-3, 0.0, 3.0, 20.0, 40.0, 300.0])

@@ -1491,6 +1491,11 @@ BAD_ARGS = [
     (partial(tmx.MulticlassRecallAtK, k=0, num_classes=6), "positive integer"),
     (partial(tmx.MulticlassRecallAtK, k=2**63, num_classes=6), "below 2"),
     (partial(tmx.MulticlassRecallAtK, k=1, num_classes=1), "num_classes"),
+    # a cutoff as a tensor must be a 0-dim integer one (an item of torch.tensor([1, 2]))
+    (partial(tmx.NDCG, k=torch.tensor(2.0)), r"Expected `k` to be a positive integer or None, got tensor\(2\.\)"),
+    (partial(tmx.RecallAtK, k=torch.tensor([2])), r"Expected `k` to be a positive integer, got tensor\(\[2\]\)"),
+    (partial(tmx.HitRate, k=torch.tensor(True)), r"Expected `k` to be a positive integer, got tensor\(True\)"),
+    (partial(tmx.RankingMetrics, ks=torch.tensor([0, 2])), r"Expected `k` to be a positive integer or None"),
 ]
 
 
@@ -1498,6 +1503,32 @@ BAD_ARGS = [
 def test_rejects_bad_arguments(factory, match):
     with pytest.raises(ValueError, match=match):
         factory()
+
+
+@pytest.mark.parametrize(
+    "ks",
+    [
+        torch.tensor([1, 2]),
+        np.array([1, 2]),
+        (torch.tensor(1), np.int32(2)),
+        iter([1, 2]),  # read once, for the requests and for `.ks` alike
+    ],
+    ids=["tensor", "numpy", "scalars", "iterator"],
+)
+def test_cutoffs_from_tensors_and_numpy_are_plain_ints(ks):
+    """The items of a tensor or a NumPy array of cutoffs are cutoffs (a tensor's used to be refused as
+    "got tensor(1)"), and what is kept is plain Python: ints in `.ks`, strs in `.metrics`."""
+    metric = tmx.RankingMetrics(ks=ks, metrics=np.array(["recall", "mrr"]))
+    assert metric.ks == (1, 2) and all(type(k) is int for k in metric.ks)
+    assert metric.metrics == ("recall", "mrr") and all(type(m) is str for m in metric.metrics)
+    metric.update(torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.6, 0.4]]), torch.tensor([[0, 1, 1], [1, 0, 0]]))
+    # by hand: query 0 ranks its relevant items 2nd and 3rd (2 relevant), query 1 its one relevant item 3rd
+    expected = {"recall@1": 0.0, "recall@2": (1 / 2 + 0) / 2, "mrr@1": 0.0, "mrr@2": (1 / 2 + 0) / 2}
+    assert {key: value.item() for key, value in metric.compute().items()} == expected
+    for build in (tmx.NDCG, tmx.MRR, tmx.MAP, tmx.RecallAtK, tmx.PrecisionAtK, tmx.HitRate):
+        for k in (torch.tensor(3), torch.tensor(3, dtype=torch.uint8), np.int64(3)):
+            assert type(build(k=k).k) is int and build(k=k).k == 3
+    assert type(tmx.MulticlassRecallAtK(k=torch.tensor(2), num_classes=np.int64(5)).k) is int
 
 
 @pytest.mark.parametrize("k", [2**63, 2**64, np.uint64(2**63)])

@@ -112,6 +112,15 @@ def test_functional_flags_take_numpy_bools():
     assert auc(torch.tensor([-1.0, 1.0]), torch.tensor([0, 1]), from_logits=np.True_).item() == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("k", [torch.tensor(5), np.int64(5)], ids=["tensor", "numpy"])
+def test_a_cutoff_option_takes_a_tensor_or_numpy_integer(k):
+    """`k` as a 0-dim integer tensor or a NumPy integer is the cutoff 5 (a tensor used to be refused)."""
+    metric = build_metric("recall", k=k)
+    assert isinstance(metric, tmx.RecallAtK) and type(metric.k) is int and metric.k == 5
+    with pytest.raises(ValueError, match=r"Metric 'recall@3' names its cutoff \(3\); got `k=.*5.*` too"):
+        build_metric("recall@3", k=k)
+
+
 def test_no_public_class_shows_a_private_parameter():
     """``inspect.signature`` (help(), IDEs, the API pages) shows public parameters only.
 

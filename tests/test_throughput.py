@@ -76,6 +76,9 @@ def _rates(metric):
         ([torch.zeros(17, 3), torch.zeros(4)], 17),
         ((None, torch.zeros(9)), 9),
         (torch.zeros(0, 3), 0),
+        # a Lightning training step's output, {"loss": loss, **model_out}: the 0-dim loss is skipped
+        ({"loss": torch.tensor(0.3), "x": torch.zeros(8)}, 8),
+        ([torch.tensor(1.0), torch.tensor(2), torch.zeros(6, 2)], 6),
     ],
 )
 def test_examples_are_counted_from_the_input(batch, count):
@@ -110,6 +113,25 @@ def test_window_keeps_at_least_the_newest_update():
         metric.update(n)
     lifetime, window, total = _rates(metric)
     assert (lifetime, window, total) == (50 / 15, 3.0, 60)
+
+
+def test_steps_that_took_zero_seconds_are_undefined_and_say_so():
+    """A coarse clock reads the same before and after a step: the rate over 0 s is nan, and the warning
+    says the timed steps took 0 seconds (not that no step was timed)."""
+    metric = tmx.Throughput(warmup_steps=0, clock=Ticks([0.0, 0.0]))
+    with pytest.warns(UndefinedMetricWarning, match="no timed step after warm-up"):
+        metric.compute()  # nothing timed yet
+    metric.update(10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = metric.compute()
+    messages = {str(w.message) for w in caught if issubclass(w.category, UndefinedMetricWarning)}
+    assert messages == {
+        "Throughput is undefined: its timed steps after warm-up took 0 seconds on the clock "
+        "(steps shorter than its resolution); returning nan."
+    }
+    assert math.isnan(value["lifetime_throughput"].item()) and math.isnan(value["window_throughput"].item())
+    assert value["total_examples"].item() == 10
 
 
 def test_forward_reset_state_dict_pickle():
@@ -149,6 +171,12 @@ def test_forward_reset_state_dict_pickle():
         (torch.tensor(5), ValueError, r"leading batch dimension, got a 0-dim tensor"),
         ({"a": 1, "b": [2]}, ValueError, r"`batch` \(dict\) to hold a tensor"),
         ([], ValueError, r"`batch` \(list\) to hold a tensor"),
+        (
+            {"loss": torch.tensor(0.3)},
+            ValueError,
+            r"`batch` \(dict\) to hold a tensor with a leading batch dimension .*0-dim tensors, such as a loss, "
+            r"are skipped",
+        ),
         (3.5, TypeError, r"a tensor, an int, or a dict or sequence of tensors, got float"),
         (True, TypeError, r"got bool"),
         ("abc", TypeError, r"got str"),

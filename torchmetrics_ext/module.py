@@ -441,7 +441,8 @@ class RecMetricModule(nn.Module):
         Args:
             config: ``{"tasks": [...], "metrics": ..., "window_size": ..., "throughput": ...,
                 "compute_interval_steps": ..., "prefix": ..., "key_style": ...}``. ``tasks`` are
-                names or dicts of :class:`RecTaskInfo` fields; ``metrics`` is a list of registry
+                names, dicts of :class:`RecTaskInfo` fields or ``RecTaskInfo`` objects (as the
+                constructor takes); ``metrics`` is a list of registry
                 names, or a dict ``{key: kwargs}`` where ``kwargs`` may name the registry entry
                 with ``"metric"`` (``{"auc_binned": {"metric": "auc", "num_bins": 10000}}``) and
                 ``None`` (YAML's ``ne:`` with nothing after it) is no options.
@@ -452,7 +453,8 @@ class RecMetricModule(nn.Module):
         Raises:
             ValueError: unknown config keys, task fields or metric names (naming them, the closest known
                 ones and the list of known ones),
-                ``tasks`` not a list, or a metric named twice; an entry of ``metrics`` that the
+                ``tasks`` not a list, a task of another type, a metric named twice, a metric name or
+                ``"metric"`` option that is not a str (naming the entry); an entry of ``metrics`` that the
                 registry or the metric's class refuses (an unknown option: the message lists those
                 it takes) is named first (``Metric 'auc_binned' (auc): ...``).
 
@@ -477,10 +479,18 @@ class RecMetricModule(nn.Module):
             )
         raw_tasks = config["tasks"]
         if isinstance(raw_tasks, (str, Mapping)) or not isinstance(raw_tasks, Sequence):
-            raise ValueError(f"Expected config 'tasks' to be a list of task names or dicts, got {raw_tasks!r}.")
+            raise ValueError(
+                f"Expected config 'tasks' to be a list of task names, dicts or RecTaskInfo, got {raw_tasks!r}."
+            )
         tasks = _check_tasks([_task_from_config(task) for task in raw_tasks])
         built: dict[str, Metric] = {}
         for key, (registry_name, options) in _metric_entries(config["metrics"]).items():
+            if not isinstance(registry_name, str):  # a wrong type in the config: a ValueError, as the others
+                what = f"the option 'metric' of metric {key!r}" if registry_name is not key else "a metric name"
+                raise ValueError(
+                    f"Expected {what} in config 'metrics' to be a registry name (str), got {registry_name!r} "
+                    f"({type(registry_name).__name__})."
+                )
             if "num_tasks" in options:
                 raise ValueError(
                     f"Metric {key!r}: `num_tasks` comes from the config's tasks ({len(tasks)}), not from its options."
@@ -1789,11 +1799,14 @@ def _is_registry_name(name: str) -> bool:
 
 
 def _task_from_config(task: Any) -> RecTaskInfo:
+    """One entry of a config's ``tasks``: a name, a dict of :class:`RecTaskInfo` fields or a ``RecTaskInfo``."""
+    if isinstance(task, RecTaskInfo):  # what the constructor takes
+        return task
     if isinstance(task, str):
         return RecTaskInfo(task)
     known = [f.name for f in fields(RecTaskInfo)]
     if not isinstance(task, Mapping):
-        raise ValueError(f"Expected a task name or a dict of RecTaskInfo fields {known}, got {task!r}.")
+        raise ValueError(f"Expected a task name, a dict of RecTaskInfo fields {known} or a RecTaskInfo, got {task!r}.")
     unknown = sorted((key for key in task if key not in known), key=str)
     if unknown:
         raise ValueError(

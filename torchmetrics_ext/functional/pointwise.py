@@ -183,7 +183,8 @@ def _log_loss_compute(
     """
     reason = "total weight is zero"
     nats = safe_divide(cross_entropy_sum, weighted_num_samples, "LogLoss", reason, finite_terms=finite_terms)
-    return nats / math.log(2) if unit == "bits" else nats
+    # + 0.0 turns -0.0 into +0.0: with eta = 0 perfect predictions' sum is -(sum of 0·log...) = -0.0
+    return (nats / math.log(2) if unit == "bits" else nats) + 0.0
 
 
 def _normalized_entropy_compute(
@@ -208,7 +209,8 @@ def _normalized_entropy_compute(
     base_rate = (pos_labels / safe_total).clamp(eta, 1 - eta)
     # entropy of the base rate times the total weight: the normaliser of sum w·CE
     norm = -(pos_labels * torch.log(base_rate) + neg_labels * torch.log1p(-base_rate))
-    ne = cross_entropy_sum / torch.where(undefined, 1.0, norm)
+    # + 0.0 turns -0.0 into +0.0 (eta = 0 and perfect predictions: a cross-entropy sum of -0.0)
+    ne = cross_entropy_sum / torch.where(undefined, 1.0, norm) + 0.0
     # a total weight, normaliser or (every term finite: eta > 0) cross-entropy sum that overflowed float64
     # (inf) leaves no ratio: nan, as safe_divide's (x / inf reported 0, and inf / norm inf, where the true
     # ratio is finite); with eta = 0 a sure wrong prediction's infinite cross-entropy is the value

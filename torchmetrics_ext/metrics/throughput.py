@@ -35,7 +35,11 @@ _STATES = {
 
 
 def _count_examples(batch: Any) -> int:
-    """Examples in ``batch``: an int, a tensor's leading dimension, or that of the first tensor of a dict/sequence."""
+    """Examples in ``batch``: an int, a tensor's leading dimension, or that of a dict/sequence's first tensor with one.
+
+    In a dict or sequence, 0-dim tensors (scalars such as a step's ``loss``) have no batch
+    dimension and are skipped.
+    """
     if isinstance(batch, numbers.Integral) and not isinstance(batch, bool):
         count = int(batch)
         if not 0 <= count <= _MAX_COUNT:
@@ -44,9 +48,13 @@ def _count_examples(batch: Any) -> int:
     tensor = batch
     if isinstance(batch, Mapping) or (isinstance(batch, Sequence) and not isinstance(batch, (str, bytes))):
         values = batch.values() if isinstance(batch, Mapping) else batch
-        tensor = next((v for v in values if isinstance(v, Tensor)), None)
+        # 0-dim tensors (a step's loss: Lightning's `{"loss": loss, **out}`) have no batch dimension
+        tensor = next((v for v in values if isinstance(v, Tensor) and v.ndim > 0), None)
         if tensor is None:
-            raise ValueError(f"Expected `batch` ({type(batch).__name__}) to hold a tensor to count examples from.")
+            raise ValueError(
+                f"Expected `batch` ({type(batch).__name__}) to hold a tensor with a leading batch dimension "
+                "to count examples from (0-dim tensors, such as a loss, are skipped)."
+            )
     if not isinstance(tensor, Tensor):
         raise TypeError(
             f"Expected `batch` to be a tensor, an int, or a dict or sequence of tensors, got {type(batch).__name__}."
@@ -64,8 +72,9 @@ class Throughput(GuardedMetric):
 
     ``update(batch)`` counts the examples of one step from the input itself (never from a
     configured batch size): an ``int``, a tensor's leading dimension, or the leading dimension of
-    the first tensor of a dict or a sequence (e.g. the step's ``model_out`` or labels), and reads
-    the clock. A task-first ``(T, N)`` tensor, as the multi-task metrics take, counts ``T``: pass
+    the first tensor of a dict or a sequence that has one (e.g. the step's ``model_out`` or labels;
+    0-dim tensors such as the ``loss`` of a Lightning step's ``{"loss": loss, **model_out}`` are
+    skipped), and reads the clock. A task-first ``(T, N)`` tensor, as the multi-task metrics take, counts ``T``: pass
     ``N`` or one task's row (``labels[0]``). The first ``warmup_steps`` updates only count towards
     ``total_examples``; the time starts at the last of them. Each later update adds its examples and
     the time since the previous update.
@@ -78,7 +87,8 @@ class Throughput(GuardedMetric):
     ``window_seconds`` (at least the newest update). ``compute`` returns float64 scalars
     ``{"lifetime_throughput", "window_throughput", "total_examples"}``; a rate is ``nan`` (with
     :class:`~torchmetrics_ext.utilities.warnings.UndefinedMetricWarning`) until an update after
-    warm-up has been timed.
+    warm-up has been timed, and while the timed updates took 0 seconds on the clock (steps
+    shorter than a coarse clock's resolution: the warning says so).
 
     Args:
         warmup_steps: updates before the clock starts (first steps are slow: compilation, caches).
@@ -90,8 +100,8 @@ class Throughput(GuardedMetric):
     Raises:
         ValueError: ``warmup_steps`` not a non-negative integer, ``window_seconds`` not a positive
             finite number, a count that is negative or beyond int64 (``2**63 - 1``), a 0-dim
-            tensor or a container without a tensor. A rejected ``update`` changes nothing (the
-            warm-up steps and the clock included).
+            tensor, or a container without a tensor of at least one dimension. A rejected
+            ``update`` changes nothing (the warm-up steps and the clock included).
         TypeError: ``clock`` not callable, ``num_tasks`` given (it has no task dimension: it counts
             each step's examples once for all tasks), or a ``batch`` of another type.
 
@@ -304,13 +314,16 @@ class Throughput(GuardedMetric):
 
     def _rates(self) -> dict[str, Tensor]:
         state = self._state
+        # a zero time is either no timed step or timed steps shorter than the clock's resolution (a
+        # rate over 0 s is undefined either way); this rank's window knows which (it keeps the newest)
+        reason = (
+            "its timed steps after warm-up took 0 seconds on the clock (steps shorter than its resolution)"
+            if self._recent
+            else "no timed step after warm-up"
+        )
         return {
-            "lifetime_throughput": safe_divide(
-                state("examples"), state("elapsed"), "Throughput", "no timed step after warm-up"
-            ),
-            "window_throughput": safe_divide(
-                state("window_examples"), state("window_elapsed"), "Throughput", "no timed step after warm-up"
-            ),
+            "lifetime_throughput": safe_divide(state("examples"), state("elapsed"), "Throughput", reason),
+            "window_throughput": safe_divide(state("window_examples"), state("window_elapsed"), "Throughput", reason),
             "total_examples": self.total_examples.clone(),
         }
 

@@ -91,19 +91,28 @@ def as_bool(value: object) -> bool | None:
 
 
 def as_int(value: object) -> int | None:
-    """``value`` as a Python ``int`` when it is an integer (``int`` or a NumPy integer scalar), else ``None``.
+    """``value`` as a Python ``int`` when it is an integer, else ``None``.
 
-    ``bool`` is not an integer here (``True`` as a size or a count is a mistake), nor is a float
-    such as ``5.0``. Settings are stored as Python numbers: they go into state names, checkpoint
-    metadata (``torch.load(weights_only=True)`` refuses NumPy scalars) and JSON.
+    An integer is an ``int``, a NumPy integer scalar or a 0-dim integer tensor (an item of
+    ``np.array([1, 2])`` or ``torch.tensor([1, 2])``). ``bool`` is not an integer here (``True``
+    as a size or a count is a mistake), nor is a float such as ``5.0``. Settings are stored as
+    Python numbers: they go into state names, checkpoint metadata (``torch.load(weights_only=True)``
+    refuses NumPy scalars) and JSON.
 
     Example:
         >>> import numpy as np
-        >>> as_int(np.int64(5)), as_int(True), as_int(5.0)
-        (5, None, None)
+        >>> import torch
+        >>> as_int(np.int64(5)), as_int(torch.tensor(5)), as_int(True), as_int(5.0), as_int(torch.tensor(5.0))
+        (5, 5, None, None, None)
     """
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)
+    if (
+        isinstance(value, Tensor)
+        and value.ndim == 0
+        and not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool)
+    ):
+        return int(value.item())
     return None
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from torch import Tensor
 
 from torchmetrics_ext.functional.ranking._docs import ranking_doc
+from torchmetrics_ext.functional.ranking._inputs import check_cutoff
 from torchmetrics_ext.functional.ranking._registry import DEFAULT_METRICS, ranking_requests
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, request_key
 from torchmetrics_ext.functional.ranking.combined import METRICS_DOC
@@ -49,11 +50,19 @@ class RankingMetrics(_RankingMetric):
         adaptive_k: bool = False,
         **kwargs: Any,
     ) -> None:
+        ks, metrics = _items(ks), _items(metrics)  # read once: an iterator's items too
         requests = ranking_requests(metrics, ks)
         super().__init__(requests, RankingOptions(exponential_gain, adaptive_k), "RankingMetrics", **kwargs)
-        self.ks, self.metrics = tuple(ks), tuple(metrics)
+        # as plain Python ints and strs (not np.int64, 0-dim tensors or np.str_), as given
+        self.ks = tuple(check_cutoff(k, "optional") for k in ks)
+        self.metrics = tuple(str(name) for name in metrics)
 
     def compute(self) -> dict[str, Tensor]:
         """Dict of float64 scalars, one per ``(metric, k)``."""
         values = self._compute_values()
         return {request_key(request): values[i] for i, request in enumerate(self.requests)}
+
+
+def _items(values: Any) -> Any:
+    """The items of a collection (a NumPy array, a tensor, an iterator) as a list; anything else as it is."""
+    return list(values) if isinstance(values, Iterable) and not isinstance(values, (str, bytes)) else values

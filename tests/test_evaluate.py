@@ -202,7 +202,7 @@ def test_thousands_of_segments_equal_a_pandas_groupby_and_sklearn_on_each_segmen
     """Segments computed at once (no module per segment) are each segment's values: sums, AUC from
     every pair, GAUC and ranking against pandas groupbys written here (AUC checked against
     scikit-learn on some segments too; a session split by the segments is one query per segment),
-    undefined values nan and named in one warning line per metric and segment."""
+    undefined values nan and counted in one warning line per metric and task."""
     rng = np.random.default_rng(7)
     n, num_segments = 12_000, 2_000
     frame = pd.DataFrame(
@@ -258,20 +258,23 @@ def test_thousands_of_segments_equal_a_pandas_groupby_and_sklearn_on_each_segmen
             part = rows[rows.seg == seg]
             if part.y.nunique() == 2:
                 assert got.auc[seg] == pytest.approx(roc_auc_score(part.y, part.p, sample_weight=part.w), rel=1e-9)
-    # one line per undefined (metric, segment), naming the segment
-    for name, label in (("auc", "AUC"), ("gauc", "GroupedAUC"), ("ne", "NormalizedEntropy")):
-        undefined = {r["segment"] for r in result.records[2:] if np.isnan(r[name])}
-        named = {
-            line.split(" in segment ")[1].split(":")[0] for line in result.warnings if line.startswith(label + " ")
-        }
-        assert named == undefined and undefined, name
+        # one line per undefined (metric, task): the count of the segments the reference leaves
+        # undefined and the first three of them, in segment order
+        for name, label in (("auc", "AUC"), ("gauc", "GroupedAUC"), ("ne", "NormalizedEntropy")):
+            undefined = [f"seg={s}" for s in expected.index[expected[name].isna()]]
+            mine = [line for line in result.warnings if line.startswith(f"{label} is undefined for task {task!r} ")]
+            assert len(undefined) > 10 and len(mine) == 1, name
+            where = f" in {len(undefined):,} of {len(segments):,} segments ({', '.join(undefined[:3])}, ...): "
+            assert where in mine[0], (name, mine[0])
+    assert len(result.warnings) <= 2 * 5  # a line per (metric, task) with an undefined segment, not per segment
 
 
 @pytest.mark.parametrize("from_logits", [False, True])
 def test_every_registry_metric_of_a_segment_is_that_of_its_rows_alone(from_logits):
     """Each family's segment kernel (sums, AUC, GAUC, ranking) and the per-segment path of the
-    others (xauc, regression_auc) give each segment the value and warning lines of an evaluation
-    of its rows alone (whose values the other tests check against references), logits or not."""
+    others (xauc, regression_auc) give each segment the value of an evaluation of its rows alone
+    (whose values the other tests check against references), logits or not, and the warning lines
+    count the segments whose evaluation alone warns."""
     names = [name.replace("@k", "@3") for name in metric_names()]
     rng = np.random.default_rng(1)
     n = 240
@@ -292,7 +295,7 @@ def test_every_registry_metric_of_a_segment_is_that_of_its_rows_alone(from_logit
     tasks = ["a=p:y", "b=q:z"]
     kw = {"weights": "w", "user": "u", "session": "s", "from_logits": from_logits}
     result = evaluate(table, tasks, names, by=["g", "h"], **kw)
-    lines = 0
+    undefined: dict[tuple[str, str, str], list[str]] = {}  # (metrics, task, reason) -> segments, from each alone
     for records in zip(result.records[2::2], result.records[3::2]):
         g, h, segment = records[0]["g"], records[0]["h"], records[0]["segment"]
         rows = np.flatnonzero((table.column("g").to_numpy() == g) & (table.column("h").to_numpy(False) == h))
@@ -301,10 +304,19 @@ def test_every_registry_metric_of_a_segment_is_that_of_its_rows_alone(from_logit
             assert record["rows"] == expected["rows"] == len(rows)
             for name in names:
                 assert record[name] == pytest.approx(expected[name], rel=1e-12, abs=1e-15, nan_ok=True), (segment, name)
-        mine = [line for line in result.warnings if f" in segment {segment}: " in line]
-        assert mine == [line.replace(" over all rows: ", f" in segment {segment}: ") for line in alone.warnings]
-        lines += len(mine)
-    assert lines > 10
+        for line in alone.warnings:
+            what, named, reason = re.fullmatch(r"(.+) undefined for tasks? (.+) over all rows: (.+)", line).groups()
+            for task in re.findall(r"'([^']*)'", named):
+                undefined.setdefault((what, task, reason), []).append(segment)
+    # one line per metric, task and reason: how many segments, the first three ("; " between segments of two columns)
+    total = len(result.records) // 2 - 1
+    expected = {
+        f"{what} undefined for task {task!r} in {len(segments)} of {total} segments "
+        f"({'; '.join(segments[:3])}{'; ...' if len(segments) > 3 else ''}): {reason}"
+        for (what, task, reason), segments in undefined.items()
+    }
+    assert set(result.warnings) == expected and len(result.warnings) == len(expected)
+    assert sum(len(segments) for segments in undefined.values()) > 10
 
 
 def pair_refs(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
@@ -405,7 +417,7 @@ def test_a_metric_without_a_segment_kernel_is_computed_segment_by_segment(monkey
     monkeypatch.setattr(by_segment, "_family", _without_kernel("XAUC", "NormalizedEntropy"))
     modules = evaluate(table, {"t": ("p", "y")}, metrics, session="s", by=["g"])
     assert len(built) == 1 + 2 * (len(kernels.records) - 1)  # the overall module, one per segment for each of two
-    assert modules.warnings == kernels.warnings and len(kernels.warnings) > 10
+    assert modules.warnings == kernels.warnings and len(kernels.warnings) == 4  # ne, xauc, auc, mrr@5
     for got, expected in zip(modules.records, kernels.records, strict=True):
         assert got.keys() == expected.keys()
         for key, value in expected.items():
@@ -417,9 +429,41 @@ def test_undefined_segment_values_are_nan_and_reported():
     result = evaluate(table, {"t": ("p", "y")}, ["auc"], by=["g"])
     assert result.values["auc/t/g=x"] == 1.0 and np.isnan(result.values["auc/t/g=y"])
     assert result.warnings == [
-        "AUC is undefined for task 't' in segment g=y: the labels seen hold a single class (or no weight); "
-        "returning nan."
+        "AUC is undefined for task 't' in 1 of 2 segments (g=y): the labels seen hold a single class (or no "
+        "weight); returning nan."
     ]
+
+
+def test_undefined_segments_are_counted_in_one_line_per_metric_and_task(tmp_path, capsys):
+    """Thousands of single-class segments give one warning line per metric and task (counting them and
+    naming the first three), in the result and on the command line's stderr, not one per segment;
+    the records keep every segment's nan."""
+    rng = np.random.default_rng(3)
+    n = 6000
+    frame = pd.DataFrame(
+        {
+            "p": rng.uniform(0.01, 0.99, n),
+            "y": (rng.uniform(size=n) < 0.3).astype(np.int64),
+            "c": rng.integers(0, 3000, n),
+        }
+    )
+    single = frame.groupby("c").y.nunique() < 2  # the reference: segments of one class (AUC and NE undefined)
+    names = [f"c={c}" for c in single.index[single]]
+    assert len(names) > 1000
+    reason = "the labels seen hold a single class (or no weight); returning nan."
+    where = f"in {len(names):,} of {len(single):,} segments ({', '.join(names[:3])}, ...)"
+    expected = [
+        f"AUC is undefined for task 't' {where}: {reason}",
+        f"NormalizedEntropy is undefined for task 't' {where}: {reason}",
+    ]
+    result = evaluate(frame, {"t": ("p", "y")}, ["ctr", "auc", "ne"], by="c")
+    assert result.warnings == expected
+    undefined = {r["c"] for r in result.records[1:] if np.isnan(r["auc"]) and np.isnan(r["ne"])}
+    assert undefined == set(single.index[single])  # every undefined segment's values are still nan
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / "x.parquet")
+    args = ["evaluate", str(tmp_path / "x.parquet"), "--task", "t=p:y", "--metrics", "ctr,auc,ne", "--by", "c"]
+    assert cli.main([*args, "--no-progress"]) == 0
+    assert capsys.readouterr().err.splitlines() == [f"warning: {line}" for line in expected]
 
 
 def test_json_output_is_strict_json_with_null_for_undefined_values(tmp_path):
@@ -439,10 +483,10 @@ def test_undefined_value_warnings_name_the_task_and_segment():
     table = table.append_column("g", pa.array(["a", "a", "b", "b"]))
     result = evaluate(table, ["click=p:y", "like=q:z"], ["auc"], by=["g"])
     assert result.warnings == [
-        "AUC is undefined for task 'like' in segment g=a: the labels seen hold a single class (or no weight); "
-        "returning nan.",
-        "AUC is undefined for task 'click' in segment g=b: the labels seen hold a single class (or no weight); "
-        "returning nan.",
+        "AUC is undefined for task 'click' in 1 of 2 segments (g=b): the labels seen hold a single class (or no "
+        "weight); returning nan.",
+        "AUC is undefined for task 'like' in 1 of 2 segments (g=a): the labels seen hold a single class (or no "
+        "weight); returning nan.",
     ]
     alone = evaluate(table.slice(2), ["click=p:y", "like=q:z"], ["auc"])
     assert alone.warnings == [
@@ -639,12 +683,10 @@ def test_ranking_names_without_a_counted_query_are_nan_and_name_their_task(tmp_p
     assert result.warnings == [
         f"AUC is undefined for task 'like' over all rows: {single_class}",
         f"ndcg@10 and mrr@10 are undefined for task 'like' over all rows: {NO_QUERY}",
-        f"AUC is undefined for task 'like' in segment g=a: {single_class}",
-        f"ndcg@10 and mrr@10 are undefined for task 'like' in segment g=a: {NO_QUERY}",
-        f"AUC is undefined for task 'like' in segment g=b: {single_class}",
-        f"ndcg@10 and mrr@10 are undefined for task 'like' in segment g=b: {NO_QUERY}",
-        f"AUC is undefined for tasks 'click', 'like' in segment g=c: {single_class}",
-        f"ndcg@10 and mrr@10 are undefined for tasks 'click', 'like' in segment g=c: {NO_QUERY}",
+        f"AUC is undefined for task 'click' in 1 of 3 segments (g=c): {single_class}",
+        f"AUC is undefined for task 'like' in 3 of 3 segments (g=a, g=b, g=c): {single_class}",
+        f"ndcg@10 and mrr@10 are undefined for task 'click' in 1 of 3 segments (g=c): {NO_QUERY}",
+        f"ndcg@10 and mrr@10 are undefined for task 'like' in 3 of 3 segments (g=a, g=b, g=c): {NO_QUERY}",
     ]
     # one task: no query counted anywhere (the command line exits 0 with nan and one warning line)
     pq.write_table(table.select(["s", "like", "sess"]), tmp_path / "x.parquet")
@@ -2775,9 +2817,8 @@ def test_segment_warnings_computed_on_any_rank_reach_every_rank(ddp_pool, tmp_pa
     pq.write_table(table, tmp_path / "x.parquet")
     single = evaluate(tmp_path, {"t": ("p", "y")}, ["auc", "xauc"], by=["g"])
     assert [line.split(":")[0] for line in single.warnings] == [
-        "AUC is undefined for task 't' in segment g=b",
-        "XAUC is undefined for task 't' in segment g=b",
-        "AUC is undefined for task 't' in segment g=c",
+        "AUC is undefined for task 't' in 2 of 3 segments (g=b, g=c)",
+        "XAUC is undefined for task 't' in 1 of 3 segments (g=b)",
     ]
     expected = (single.warnings, {key: repr(value) for key, value in single.values.items()})
     assert ddp_pool.run(_ddp_segment_warnings, str(tmp_path)) == [expected, expected]

@@ -1812,6 +1812,33 @@ def test_numeric_segment_columns_of_csv_files_are_numbers(tmp_path):
     assert [r["g"] for r in result.records if r["segment"] != "all"] == ["", "10", "2", "7", "x"]
 
 
+def test_csv_segment_ids_with_leading_zeros_stay_text_as_written(tmp_path, capsys):
+    """A CSV --by column of ids written with leading zeros (zip codes) was read as integers: 007 and 7
+    became one segment 7, 02134 the segment 2134. Such a column is text, each spelling its own
+    segment, labelled as written; the reference is pandas' groupby on the text."""
+    (tmp_path / "z.csv").write_text("p,y,c\n0.1,0,007\n0.9,1,7\n0.4,1,02134\n0.6,0,7\n0.2,1,+7\n")
+    ref = pd.read_csv(tmp_path / "z.csv", dtype={"c": str}).groupby("c")["y"].agg(["size", "mean"])
+    assert len(ref) == 4
+    result = evaluate(str(tmp_path / "z.csv"), {"t": ("p", "y")}, ["ctr"], by="c")
+    got = {r["c"]: (r["rows"], r["ctr"]) for r in result.records[1:]}
+    assert got == {c: (row["size"], row["mean"]) for c, row in ref.iterrows()}
+    assert {k for k in result.values if "/c=" in k} == {f"ctr/t/c={c}" for c in ["+7", "007", "02134", "7"]}
+    assert result.by_types == {"c": pa.string()}
+    args = ["evaluate", str(tmp_path / "z.csv"), "--task", "t=p:y", "--metrics", "ctr", "--by", "c", "--no-progress"]
+    assert cli.main(args) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[-4:]] == [
+        "c=+7",
+        "c=007",
+        "c=02134",
+        "c=7",
+    ]
+    # next to a Parquet file's integers: an error naming both types, never a silent merge into 7
+    pq.write_table(pa.table({"p": [0.3], "y": [1], "c": [7]}), tmp_path / "b.parquet")
+    message = r"z\.csv: column 'c' \(--by segment\) has type string, but in .*b\.parquet it has type int64"
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by="c")
+
+
 def test_csv_segment_types_follow_the_reader_and_the_typed_files(tmp_path):
     """The type of a CSV --by column is one every CSV file reads as (the reader's own parsing and nulls),
     that of a Parquet file's column when there is one."""

@@ -1385,6 +1385,29 @@ def test_hive_partition_keys_are_columns(tmp_path, capsys):
         evaluate(leaf, {"t": ("p", "y")}, ["ctr"], weights="w")  # no such directory: no hint
 
 
+def test_a_column_that_is_the_dataframes_index_says_reset_index():
+    """by="c" on a frame indexed by "c" only said the column is missing: the index (or a level of a
+    MultiIndex) of that name is named, with the fix; after df.reset_index() it is a segment column."""
+    frame = pd.DataFrame({"p": [0.1, 0.9, 0.4], "y": [0, 1, 1]}, index=pd.Index(["a", "b", "a"], name="c"))
+    fix = r"and an index is not a column: pass df\.reset_index\(\) to make it one\.$"
+    missing = r"column 'c' \(--by segment\) is missing; found columns \['p', 'y'\]\. "
+    with pytest.raises(InvalidDataError, match=missing + r"The DataFrame's index is named 'c', " + fix):
+        evaluate(frame, {"t": ("p", "y")}, ["ctr"], by="c")
+    levels = frame.set_index(pd.Index([1, 2, 3], name="k"), append=True)
+    with pytest.raises(InvalidDataError, match=missing + r"Level 0 of the DataFrame's MultiIndex is named 'c', " + fix):
+        evaluate(levels, {"t": ("p", "y")}, ["ctr"], by="c")
+    with pytest.raises(
+        InvalidDataError, match=r"column 'k' \(user ids\) is missing; .*Level 1 of the DataFrame's Multi"
+    ):
+        evaluate(levels, {"t": ("p", "y")}, ["gauc"], user="k")
+    with pytest.raises(
+        InvalidDataError, match=r"column 'q' \(--by segment\) is missing; found columns \['p', 'y'\]\.$"
+    ):
+        evaluate(frame, {"t": ("p", "y")}, ["ctr"], by="q")  # no index of that name: no hint
+    result = evaluate(frame.reset_index(), {"t": ("p", "y")}, ["ctr"], by="c")
+    assert result.values["ctr/t/c=a"] == 0.5 and result.values["ctr/t/c=b"] == 1.0
+
+
 @pytest.mark.parametrize("suffix", [".csv.zst", ".CSV.GZ", ".csv.gz", ".parquet"])
 def test_hive_keys_are_typed_from_the_directory_names_alone(tmp_path, suffix):
     """The keys were typed by pyarrow.dataset reading the first file's schema, which it cannot do for

@@ -536,7 +536,7 @@ class _Run:
             for source, chunks in self._by_source():
                 schema = source.schema()
                 inferred = {c.name for c in self.plan.columns if source.inferred(c.name)}
-                check_schema(source.label, schema, self.plan.columns, inferred=inferred)
+                check_schema(source.label, schema, self.plan.columns, inferred, source.missing_hint)
                 unread = self.plan.unread_weight  # looked up as check_schema does: any header's bytes
                 self.weight_unread |= unread is not None and bool(schema.get_all_field_indices(unread))
                 # a text file's columns with fixed types; its --by columns as text, typed over every file at the end

@@ -287,7 +287,7 @@ class SegmentCollector:
                 continue
             schema = source.schema()  # metadata: no data is read
             for name in by:
-                dtype = check_column(source.label, schema, name, "--by segment")
+                dtype = check_column(source.label, schema, name, "--by segment", source.missing_hint)
                 value_type = dtype.value_type if pa.types.is_dictionary(dtype) else dtype
                 if not pa.types.is_float16(value_type):
                     self._half.discard(name)

@@ -164,6 +164,10 @@ class Source:
         """
         return {}
 
+    def missing_hint(self, name: str) -> str:
+        """Where a missing column ``name`` may be instead, for the error message (``""``: nowhere known)."""
+        return ""
+
     def where(self, first: int, last: int | None = None) -> str:
         """Data rows ``first`` to ``last`` (0-based; one row if ``last`` is ``None``) as an error message names them.
 
@@ -500,6 +504,17 @@ class PandasSource(TableSource):
         # schema name -> column position (one field per column, in order; a name held twice is
         # refused by the column checks before it is read)
         self._positions = {name: i for i, name in enumerate(schema.names)}
+        self._index_names = [None if n is None else str(n) for n in table.index.names]  # read as no column
+
+    def missing_hint(self, name: str) -> str:
+        """The frame's index (or a level of its MultiIndex) of that name, which is no column: ``reset_index()``."""
+        if name not in self._index_names:
+            return ""
+        if len(self._index_names) == 1:
+            where = f"The DataFrame's index is named {name!r}"
+        else:
+            where = f"Level {self._index_names.index(name)} of the DataFrame's MultiIndex is named {name!r}"
+        return f" {where}, and an index is not a column: pass df.reset_index() to make it one."
 
     def _slice(self, start: int, length: int, columns: Sequence[str]) -> pa.Table:
         frame = self._table.iloc[start : start + length, [self._positions[name] for name in columns]]

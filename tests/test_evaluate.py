@@ -951,6 +951,32 @@ def test_an_infinite_value_is_one_invalid_reason():
     assert str(err.value).count("\n") == 1 and "outside" not in str(err.value) and "negative" not in str(err.value)
 
 
+def test_a_nan_that_reads_as_null_is_named_as_written(tmp_path):
+    """A CSV label written nan (the CSV reader's null text) was reported as "1 row that is null", which
+    the file holds nowhere; a pandas NaN too. Each source names its nulls as they are written; an
+    Arrow table keeps null and NaN apart, each its own reason."""
+    (tmp_path / "n.csv").write_text("p,y\n0.1,nan\n0.2,1\n0.3,\n0.4,NA\n")
+    message = (
+        r"n\.csv: column 'y' \(labels of task 't'\) has 3 rows that are empty, NA, NaN or null \(first at line 2\)$"
+    )
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(tmp_path / "n.csv", {"t": ("p", "y")}, ["ctr"])
+    (tmp_path / "n.csv").write_text("p,y\n0.1,nan\n0.2,1\n")
+    message = r"column 'y' \(labels of task 't'\) has 1 row that is empty, NA, NaN or null \(first at line 2\)$"
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(tmp_path / "n.csv", {"t": ("p", "y")}, ["ctr"])
+    frame = pd.DataFrame({"p": [0.1, 0.2], "y": [np.nan, 1.0]})
+    message = r"<pandas\.DataFrame>: column 'y' .* has 1 row that is null or NaN \(first at 0-based data row 0\)$"
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(frame, {"t": ("p", "y")}, ["ctr"])
+    table = pa.table({"p": [0.1, 0.2, 0.3], "y": [np.nan, None, 1.0]})
+    result = evaluate(table, {"t": ("p", "y")}, ["ctr"], on_invalid="skip")
+    assert [(q.reason, q.count, q.first_row) for q in result.problems] == [
+        ("that are NaN or infinite", 1, 0),
+        ("that are null", 1, 1),
+    ]
+
+
 def test_columns_without_a_value_are_null_rows_in_every_source(tmp_path):
     """A column of Arrow type null (an all-None pandas object slice, a Parquet column pandas wrote
     from all-None values) is all null rows, as an all-empty CSV column is: the pandas slice crashed
@@ -964,15 +990,16 @@ def test_columns_without_a_value_are_null_rows_in_every_source(tmp_path):
         assert (result.rows_skipped, [q.column for q in result.problems]) == (2, [column])
         assert_close(result.values, {"ctr/t": np.average(y[2:], weights=w[2:])})
         with pytest.raises(
-            InvalidDataError, match=rf"column '{column}' .* has 2 rows that are null \(first at 0-based data row 0\)"
+            InvalidDataError,
+            match=rf"column '{column}' .* has 2 rows that are null or NaN \(first at 0-based data row 0\)",
         ):
             evaluate(frame, {"t": ("p", "y")}, ["ctr"], weights="w", user="u", batch_size=2)
     frame = pd.DataFrame({"p": p, "y": y, "w": pd.Series([None] * 4, dtype=object)})
     frame.to_parquet(tmp_path / "a.parquet", index=False)
     assert pq.read_schema(tmp_path / "a.parquet").field("w").type == pa.null()
     (tmp_path / "b.csv").write_text("p,y,w\n" + "".join(f"{a},{b},\n" for a, b in zip(p, y)))
-    for path in ("a.parquet", "b.csv"):
-        with pytest.raises(InvalidDataError, match=rf"{path}: column 'w' \(weights\) has 4 rows that are null"):
+    for path, null in (("a.parquet", "null"), ("b.csv", "empty, NA, NaN or null")):
+        with pytest.raises(InvalidDataError, match=rf"{path}: column 'w' \(weights\) has 4 rows that are {null} \("):
             evaluate(tmp_path / path, {"t": ("p", "y")}, ["ctr"], weights="w")
         result = evaluate(tmp_path / path, {"t": ("p", "y")}, ["ctr"], weights="w", on_invalid="skip")
         assert (result.rows_read, result.rows_skipped) == (4, 4)
@@ -1137,7 +1164,7 @@ def test_nan_of_a_pandas_frame_is_its_missing_value_the_null_segment():
     assert {r["g"]: r["ctr"] for r in result.records[1:]} == {1.5: 0.5, None: float(np.mean(y[[1, 3, 4]]))}
     table = evaluate(pa.table({"p": p, "y": y, "g": g}), {"t": ("p", "y")}, ["ctr"], by=["g"])
     assert [r["segment"] for r in table.records[1:]] == ["g=1.5", "g=nan"]  # pa.table: NaN stays NaN
-    message = r"<pandas.DataFrame>: column 'p' \(predictions of task 't'\) has 2 rows that are null \(first at 0-based data row 0\)"
+    message = r"<pandas.DataFrame>: column 'p' \(predictions of task 't'\) has 2 rows that are null or NaN \(first at 0-based data row 0\)"
     with pytest.raises(InvalidDataError, match=message):
         evaluate(pd.DataFrame({"p": np.where(g == 1.5, np.nan, p), "y": y}).iloc[:3], {"t": ("p", "y")}, ["ctr"])
 

@@ -419,20 +419,25 @@ class RowChecker:
         values: Mapping[str, np.ndarray],
         nulls: Mapping[str, np.ndarray | None],
         problems: Problems,
+        null_reason: str = "that are null",
     ) -> np.ndarray | None:
-        """Tally the batch's invalid rows into ``problems``; return the mask of valid rows (``None``: all valid)."""
+        """Tally the batch's invalid rows into ``problems``; return the mask of valid rows (``None``: all valid).
+
+        ``null_reason`` says what a null row is in the source's own terms (a CSV file's ``nan`` text
+        and a pandas frame's NaN are nulls: :attr:`~torchmetrics_ext.evaluate.sources.Source.null_reason`).
+        """
         bad_any: np.ndarray | None = None
         seen: set[tuple[str, str]] = set()  # a column of several kinds: a reason they share counts once
         for column in self.columns:
             reasons = self._reasons(column.kind, values[column.name])
             null = nulls.get(column.name)
             if null is not None:
-                reasons.insert(0, ("that are null", null))
+                reasons.insert(0, (null_reason, null))
             for reason, bad in reasons:
                 if (column.name, reason) in seen:
                     continue
                 seen.add((column.name, reason))
-                if null is not None and reason != "that are null":
+                if null is not None and reason != null_reason:
                     bad = bad & ~null
                 count = int(np.count_nonzero(bad))
                 if count:

@@ -582,7 +582,7 @@ class _Run:
             except InvalidDataError as err:  # a CSV label that is neither a number nor true/false
                 role = next(c.role for c in self.plan.columns if c.name == name and c.kind == kind)
                 raise InvalidDataError(f"{source.label}: column {name!r} ({role}): {err}") from None
-        keep = self.checker.check(source.label, first_row, values, nulls, self.problems)
+        keep = self.checker.check(source.label, first_row, values, nulls, self.problems, source.null_reason)
         if self.problems and self.on_invalid == "error":
             return  # keep counting the bad rows of this file, feed nothing more
         if keep is not None:

@@ -137,10 +137,13 @@ class Source:
         label: the file (or frame) name used in messages.
         infers_types: whether :meth:`schema` is a guess from the first rows (CSV) rather than the
             stored types; :meth:`read` of such a source takes the types to read columns with.
+        null_reason: what its null rows are, as the invalid-rows message says it: where NaN (or a
+            text) reads as null, the message says so, since the user wrote no null.
     """
 
     label: str
     infers_types: bool = False
+    null_reason: str = "that are null"
 
     def schema(self) -> pa.Schema:
         """Column names and types."""
@@ -266,6 +269,8 @@ class CsvSource(Source):
     """
 
     infers_types = True
+    # the reader's null texts: an empty field, NA, nan, NaN, null, N/A, #N/A...
+    null_reason = "that are empty, NA, NaN or null"
 
     def __init__(self, path: str) -> None:
         self.label = path
@@ -496,8 +501,10 @@ class PandasSource(TableSource):
     mixing kinds (numbers and text), or holding Python ints beyond int64 (which pyarrow does not
     convert from objects), fails naming the column and its rows, with the conversion to make
     first (``astype("string")``, ``pd.to_numeric``, ``astype("UInt64")``). NaN is pandas'
-    missing value: it is read as null (the null segment, a "null" row).
+    missing value: it is read as null (the null segment, a "null or NaN" row).
     """
+
+    null_reason = "that are null or NaN"  # pandas' missing value, None and NaN alike
 
     def __init__(self, table: Any, label: str, num_rows: int, schema: pa.Schema) -> None:
         super().__init__(table, label, num_rows, schema)
@@ -571,6 +578,7 @@ class PartitionedSource(Source):
     def __init__(self, inner: Source, keys: Mapping[str, pa.Scalar]) -> None:
         self.label = inner.label
         self.infers_types = inner.infers_types
+        self.null_reason = inner.null_reason
         self._inner = inner
         self._keys = dict(keys)
         self._added: dict[str, pa.Scalar] | None = None

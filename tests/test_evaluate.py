@@ -466,6 +466,22 @@ def test_undefined_segments_are_counted_in_one_line_per_metric_and_task(tmp_path
     assert capsys.readouterr().err.splitlines() == [f"warning: {line}" for line in expected]
 
 
+def test_no_python_warning_for_the_weight_key_evaluate_uses_internally(monkeypatch):
+    """Every run without `weights` warned "Task 't': `model_out` has no weight column '<no weights>'" (the
+    module's first-step check of a misspelt weight_name, for a key evaluate passes on purpose), printed
+    by the command line too; the per-segment modules too."""
+    from torchmetrics_ext.evaluate import by_segment
+
+    table = pa.table({"p": [0.2, 0.8, 0.4, 0.6], "y": [0, 1, 1, 0], "g": ["x", "x", "y", "y"]})
+    monkeypatch.setattr(by_segment, "_family", _without_kernel("XAUC"))  # a module per segment too
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        result = evaluate(table, {"t": ("p", "y")}, ["ctr", "auc", "xauc"], by="g")
+        weighted = evaluate(table.append_column("w", pa.array([1.0, 2.0, 1.0, 1.0])), "t=p:y", ["ctr"], weights="w")
+    assert result.values["ctr/t"] == 0.5 and result.values["ctr/t/g=x"] == 0.5
+    assert weighted.values["ctr/t"] == pytest.approx(np.average([0, 1, 1, 0], weights=[1, 2, 1, 1]), rel=1e-12)
+
+
 def test_json_output_is_strict_json_with_null_for_undefined_values(tmp_path):
     table = pa.table({"p": [0.2, 0.8, 0.4], "y": [0, 1, 1], "g": ["x", "x", "y"]})
     evaluate(table, {"t": ("p", "y")}, ["auc"], by=["g"]).write(str(tmp_path / "out.json"))

@@ -202,7 +202,7 @@ def test_thousands_of_segments_equal_a_pandas_groupby_and_sklearn_on_each_segmen
     """Segments computed at once (no module per segment) are each segment's values: sums, AUC from
     every pair, GAUC and ranking against pandas groupbys written here (AUC checked against
     scikit-learn on some segments too; a session split by the segments is one query per segment),
-    undefined values nan and named in one warning line per metric and segment."""
+    undefined values nan and counted in one warning line per metric and task."""
     rng = np.random.default_rng(7)
     n, num_segments = 12_000, 2_000
     frame = pd.DataFrame(
@@ -258,20 +258,23 @@ def test_thousands_of_segments_equal_a_pandas_groupby_and_sklearn_on_each_segmen
             part = rows[rows.seg == seg]
             if part.y.nunique() == 2:
                 assert got.auc[seg] == pytest.approx(roc_auc_score(part.y, part.p, sample_weight=part.w), rel=1e-9)
-    # one line per undefined (metric, segment), naming the segment
-    for name, label in (("auc", "AUC"), ("gauc", "GroupedAUC"), ("ne", "NormalizedEntropy")):
-        undefined = {r["segment"] for r in result.records[2:] if np.isnan(r[name])}
-        named = {
-            line.split(" in segment ")[1].split(":")[0] for line in result.warnings if line.startswith(label + " ")
-        }
-        assert named == undefined and undefined, name
+        # one line per undefined (metric, task): the count of the segments the reference leaves
+        # undefined and the first three of them, in segment order
+        for name, label in (("auc", "AUC"), ("gauc", "GroupedAUC"), ("ne", "NormalizedEntropy")):
+            undefined = [f"seg={s}" for s in expected.index[expected[name].isna()]]
+            mine = [line for line in result.warnings if line.startswith(f"{label} is undefined for task {task!r} ")]
+            assert len(undefined) > 10 and len(mine) == 1, name
+            where = f" in {len(undefined):,} of {len(segments):,} segments ({', '.join(undefined[:3])}, ...): "
+            assert where in mine[0], (name, mine[0])
+    assert len(result.warnings) <= 2 * 5  # a line per (metric, task) with an undefined segment, not per segment
 
 
 @pytest.mark.parametrize("from_logits", [False, True])
 def test_every_registry_metric_of_a_segment_is_that_of_its_rows_alone(from_logits):
     """Each family's segment kernel (sums, AUC, GAUC, ranking) and the per-segment path of the
-    others (xauc, regression_auc) give each segment the value and warning lines of an evaluation
-    of its rows alone (whose values the other tests check against references), logits or not."""
+    others (xauc, regression_auc) give each segment the value of an evaluation of its rows alone
+    (whose values the other tests check against references), logits or not, and the warning lines
+    count the segments whose evaluation alone warns."""
     names = [name.replace("@k", "@3") for name in metric_names()]
     rng = np.random.default_rng(1)
     n = 240
@@ -292,7 +295,7 @@ def test_every_registry_metric_of_a_segment_is_that_of_its_rows_alone(from_logit
     tasks = ["a=p:y", "b=q:z"]
     kw = {"weights": "w", "user": "u", "session": "s", "from_logits": from_logits}
     result = evaluate(table, tasks, names, by=["g", "h"], **kw)
-    lines = 0
+    undefined: dict[tuple[str, str, str], list[str]] = {}  # (metrics, task, reason) -> segments, from each alone
     for records in zip(result.records[2::2], result.records[3::2]):
         g, h, segment = records[0]["g"], records[0]["h"], records[0]["segment"]
         rows = np.flatnonzero((table.column("g").to_numpy() == g) & (table.column("h").to_numpy(False) == h))
@@ -301,10 +304,19 @@ def test_every_registry_metric_of_a_segment_is_that_of_its_rows_alone(from_logit
             assert record["rows"] == expected["rows"] == len(rows)
             for name in names:
                 assert record[name] == pytest.approx(expected[name], rel=1e-12, abs=1e-15, nan_ok=True), (segment, name)
-        mine = [line for line in result.warnings if f" in segment {segment}: " in line]
-        assert mine == [line.replace(" over all rows: ", f" in segment {segment}: ") for line in alone.warnings]
-        lines += len(mine)
-    assert lines > 10
+        for line in alone.warnings:
+            what, named, reason = re.fullmatch(r"(.+) undefined for tasks? (.+) over all rows: (.+)", line).groups()
+            for task in re.findall(r"'([^']*)'", named):
+                undefined.setdefault((what, task, reason), []).append(segment)
+    # one line per metric, task and reason: how many segments, the first three ("; " between segments of two columns)
+    total = len(result.records) // 2 - 1
+    expected = {
+        f"{what} undefined for task {task!r} in {len(segments)} of {total} segments "
+        f"({'; '.join(segments[:3])}{'; ...' if len(segments) > 3 else ''}): {reason}"
+        for (what, task, reason), segments in undefined.items()
+    }
+    assert set(result.warnings) == expected and len(result.warnings) == len(expected)
+    assert sum(len(segments) for segments in undefined.values()) > 10
 
 
 def pair_refs(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
@@ -405,7 +417,7 @@ def test_a_metric_without_a_segment_kernel_is_computed_segment_by_segment(monkey
     monkeypatch.setattr(by_segment, "_family", _without_kernel("XAUC", "NormalizedEntropy"))
     modules = evaluate(table, {"t": ("p", "y")}, metrics, session="s", by=["g"])
     assert len(built) == 1 + 2 * (len(kernels.records) - 1)  # the overall module, one per segment for each of two
-    assert modules.warnings == kernels.warnings and len(kernels.warnings) > 10
+    assert modules.warnings == kernels.warnings and len(kernels.warnings) == 4  # ne, xauc, auc, mrr@5
     for got, expected in zip(modules.records, kernels.records, strict=True):
         assert got.keys() == expected.keys()
         for key, value in expected.items():
@@ -417,9 +429,57 @@ def test_undefined_segment_values_are_nan_and_reported():
     result = evaluate(table, {"t": ("p", "y")}, ["auc"], by=["g"])
     assert result.values["auc/t/g=x"] == 1.0 and np.isnan(result.values["auc/t/g=y"])
     assert result.warnings == [
-        "AUC is undefined for task 't' in segment g=y: the labels seen hold a single class (or no weight); "
-        "returning nan."
+        "AUC is undefined for task 't' in 1 of 2 segments (g=y): the labels seen hold a single class (or no "
+        "weight); returning nan."
     ]
+
+
+def test_undefined_segments_are_counted_in_one_line_per_metric_and_task(tmp_path, capsys):
+    """Thousands of single-class segments give one warning line per metric and task (counting them and
+    naming the first three), in the result and on the command line's stderr, not one per segment;
+    the records keep every segment's nan."""
+    rng = np.random.default_rng(3)
+    n = 6000
+    frame = pd.DataFrame(
+        {
+            "p": rng.uniform(0.01, 0.99, n),
+            "y": (rng.uniform(size=n) < 0.3).astype(np.int64),
+            "c": rng.integers(0, 3000, n),
+        }
+    )
+    single = frame.groupby("c").y.nunique() < 2  # the reference: segments of one class (AUC and NE undefined)
+    names = [f"c={c}" for c in single.index[single]]
+    assert len(names) > 1000
+    reason = "the labels seen hold a single class (or no weight); returning nan."
+    where = f"in {len(names):,} of {len(single):,} segments ({', '.join(names[:3])}, ...)"
+    expected = [
+        f"AUC is undefined for task 't' {where}: {reason}",
+        f"NormalizedEntropy is undefined for task 't' {where}: {reason}",
+    ]
+    result = evaluate(frame, {"t": ("p", "y")}, ["ctr", "auc", "ne"], by="c")
+    assert result.warnings == expected
+    undefined = {r["c"] for r in result.records[1:] if np.isnan(r["auc"]) and np.isnan(r["ne"])}
+    assert undefined == set(single.index[single])  # every undefined segment's values are still nan
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / "x.parquet")
+    args = ["evaluate", str(tmp_path / "x.parquet"), "--task", "t=p:y", "--metrics", "ctr,auc,ne", "--by", "c"]
+    assert cli.main([*args, "--no-progress"]) == 0
+    assert capsys.readouterr().err.splitlines() == [f"warning: {line}" for line in expected]
+
+
+def test_no_python_warning_for_the_weight_key_evaluate_uses_internally(monkeypatch):
+    """Every run without `weights` warned "Task 't': `model_out` has no weight column '<no weights>'" (the
+    module's first-step check of a misspelt weight_name, for a key evaluate passes on purpose), printed
+    by the command line too; the per-segment modules too."""
+    from torchmetrics_ext.evaluate import by_segment
+
+    table = pa.table({"p": [0.2, 0.8, 0.4, 0.6], "y": [0, 1, 1, 0], "g": ["x", "x", "y", "y"]})
+    monkeypatch.setattr(by_segment, "_family", _without_kernel("XAUC"))  # a module per segment too
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        result = evaluate(table, {"t": ("p", "y")}, ["ctr", "auc", "xauc"], by="g")
+        weighted = evaluate(table.append_column("w", pa.array([1.0, 2.0, 1.0, 1.0])), "t=p:y", ["ctr"], weights="w")
+    assert result.values["ctr/t"] == 0.5 and result.values["ctr/t/g=x"] == 0.5
+    assert weighted.values["ctr/t"] == pytest.approx(np.average([0, 1, 1, 0], weights=[1, 2, 1, 1]), rel=1e-12)
 
 
 def test_json_output_is_strict_json_with_null_for_undefined_values(tmp_path):
@@ -439,10 +499,10 @@ def test_undefined_value_warnings_name_the_task_and_segment():
     table = table.append_column("g", pa.array(["a", "a", "b", "b"]))
     result = evaluate(table, ["click=p:y", "like=q:z"], ["auc"], by=["g"])
     assert result.warnings == [
-        "AUC is undefined for task 'like' in segment g=a: the labels seen hold a single class (or no weight); "
-        "returning nan.",
-        "AUC is undefined for task 'click' in segment g=b: the labels seen hold a single class (or no weight); "
-        "returning nan.",
+        "AUC is undefined for task 'click' in 1 of 2 segments (g=b): the labels seen hold a single class (or no "
+        "weight); returning nan.",
+        "AUC is undefined for task 'like' in 1 of 2 segments (g=a): the labels seen hold a single class (or no "
+        "weight); returning nan.",
     ]
     alone = evaluate(table.slice(2), ["click=p:y", "like=q:z"], ["auc"])
     assert alone.warnings == [
@@ -639,12 +699,10 @@ def test_ranking_names_without_a_counted_query_are_nan_and_name_their_task(tmp_p
     assert result.warnings == [
         f"AUC is undefined for task 'like' over all rows: {single_class}",
         f"ndcg@10 and mrr@10 are undefined for task 'like' over all rows: {NO_QUERY}",
-        f"AUC is undefined for task 'like' in segment g=a: {single_class}",
-        f"ndcg@10 and mrr@10 are undefined for task 'like' in segment g=a: {NO_QUERY}",
-        f"AUC is undefined for task 'like' in segment g=b: {single_class}",
-        f"ndcg@10 and mrr@10 are undefined for task 'like' in segment g=b: {NO_QUERY}",
-        f"AUC is undefined for tasks 'click', 'like' in segment g=c: {single_class}",
-        f"ndcg@10 and mrr@10 are undefined for tasks 'click', 'like' in segment g=c: {NO_QUERY}",
+        f"AUC is undefined for task 'click' in 1 of 3 segments (g=c): {single_class}",
+        f"AUC is undefined for task 'like' in 3 of 3 segments (g=a, g=b, g=c): {single_class}",
+        f"ndcg@10 and mrr@10 are undefined for task 'click' in 1 of 3 segments (g=c): {NO_QUERY}",
+        f"ndcg@10 and mrr@10 are undefined for task 'like' in 3 of 3 segments (g=a, g=b, g=c): {NO_QUERY}",
     ]
     # one task: no query counted anywhere (the command line exits 0 with nan and one warning line)
     pq.write_table(table.select(["s", "like", "sess"]), tmp_path / "x.parquet")
@@ -909,6 +967,32 @@ def test_an_infinite_value_is_one_invalid_reason():
     assert str(err.value).count("\n") == 1 and "outside" not in str(err.value) and "negative" not in str(err.value)
 
 
+def test_a_nan_that_reads_as_null_is_named_as_written(tmp_path):
+    """A CSV label written nan (the CSV reader's null text) was reported as "1 row that is null", which
+    the file holds nowhere; a pandas NaN too. Each source names its nulls as they are written; an
+    Arrow table keeps null and NaN apart, each its own reason."""
+    (tmp_path / "n.csv").write_text("p,y\n0.1,nan\n0.2,1\n0.3,\n0.4,NA\n")
+    message = (
+        r"n\.csv: column 'y' \(labels of task 't'\) has 3 rows that are empty, NA, NaN or null \(first at line 2\)$"
+    )
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(tmp_path / "n.csv", {"t": ("p", "y")}, ["ctr"])
+    (tmp_path / "n.csv").write_text("p,y\n0.1,nan\n0.2,1\n")
+    message = r"column 'y' \(labels of task 't'\) has 1 row that is empty, NA, NaN or null \(first at line 2\)$"
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(tmp_path / "n.csv", {"t": ("p", "y")}, ["ctr"])
+    frame = pd.DataFrame({"p": [0.1, 0.2], "y": [np.nan, 1.0]})
+    message = r"<pandas\.DataFrame>: column 'y' .* has 1 row that is null or NaN \(first at 0-based data row 0\)$"
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(frame, {"t": ("p", "y")}, ["ctr"])
+    table = pa.table({"p": [0.1, 0.2, 0.3], "y": [np.nan, None, 1.0]})
+    result = evaluate(table, {"t": ("p", "y")}, ["ctr"], on_invalid="skip")
+    assert [(q.reason, q.count, q.first_row) for q in result.problems] == [
+        ("that are NaN or infinite", 1, 0),
+        ("that are null", 1, 1),
+    ]
+
+
 def test_columns_without_a_value_are_null_rows_in_every_source(tmp_path):
     """A column of Arrow type null (an all-None pandas object slice, a Parquet column pandas wrote
     from all-None values) is all null rows, as an all-empty CSV column is: the pandas slice crashed
@@ -922,15 +1006,16 @@ def test_columns_without_a_value_are_null_rows_in_every_source(tmp_path):
         assert (result.rows_skipped, [q.column for q in result.problems]) == (2, [column])
         assert_close(result.values, {"ctr/t": np.average(y[2:], weights=w[2:])})
         with pytest.raises(
-            InvalidDataError, match=rf"column '{column}' .* has 2 rows that are null \(first at 0-based data row 0\)"
+            InvalidDataError,
+            match=rf"column '{column}' .* has 2 rows that are null or NaN \(first at 0-based data row 0\)",
         ):
             evaluate(frame, {"t": ("p", "y")}, ["ctr"], weights="w", user="u", batch_size=2)
     frame = pd.DataFrame({"p": p, "y": y, "w": pd.Series([None] * 4, dtype=object)})
     frame.to_parquet(tmp_path / "a.parquet", index=False)
     assert pq.read_schema(tmp_path / "a.parquet").field("w").type == pa.null()
     (tmp_path / "b.csv").write_text("p,y,w\n" + "".join(f"{a},{b},\n" for a, b in zip(p, y)))
-    for path in ("a.parquet", "b.csv"):
-        with pytest.raises(InvalidDataError, match=rf"{path}: column 'w' \(weights\) has 4 rows that are null"):
+    for path, null in (("a.parquet", "null"), ("b.csv", "empty, NA, NaN or null")):
+        with pytest.raises(InvalidDataError, match=rf"{path}: column 'w' \(weights\) has 4 rows that are {null} \("):
             evaluate(tmp_path / path, {"t": ("p", "y")}, ["ctr"], weights="w")
         result = evaluate(tmp_path / path, {"t": ("p", "y")}, ["ctr"], weights="w", on_invalid="skip")
         assert (result.rows_read, result.rows_skipped) == (4, 4)
@@ -1095,7 +1180,7 @@ def test_nan_of_a_pandas_frame_is_its_missing_value_the_null_segment():
     assert {r["g"]: r["ctr"] for r in result.records[1:]} == {1.5: 0.5, None: float(np.mean(y[[1, 3, 4]]))}
     table = evaluate(pa.table({"p": p, "y": y, "g": g}), {"t": ("p", "y")}, ["ctr"], by=["g"])
     assert [r["segment"] for r in table.records[1:]] == ["g=1.5", "g=nan"]  # pa.table: NaN stays NaN
-    message = r"<pandas.DataFrame>: column 'p' \(predictions of task 't'\) has 2 rows that are null \(first at 0-based data row 0\)"
+    message = r"<pandas.DataFrame>: column 'p' \(predictions of task 't'\) has 2 rows that are null or NaN \(first at 0-based data row 0\)"
     with pytest.raises(InvalidDataError, match=message):
         evaluate(pd.DataFrame({"p": np.where(g == 1.5, np.nan, p), "y": y}).iloc[:3], {"t": ("p", "y")}, ["ctr"])
 
@@ -1341,6 +1426,29 @@ def test_hive_partition_keys_are_columns(tmp_path, capsys):
         evaluate(leaf, {"t": ("p", "y")}, ["ctr"], by=["country"])
     with pytest.raises(InvalidDataError, match=r"column 'w' \(weights\) is missing; found columns \['p', 'y'\]\.$"):
         evaluate(leaf, {"t": ("p", "y")}, ["ctr"], weights="w")  # no such directory: no hint
+
+
+def test_a_column_that_is_the_dataframes_index_says_reset_index():
+    """by="c" on a frame indexed by "c" only said the column is missing: the index (or a level of a
+    MultiIndex) of that name is named, with the fix; after df.reset_index() it is a segment column."""
+    frame = pd.DataFrame({"p": [0.1, 0.9, 0.4], "y": [0, 1, 1]}, index=pd.Index(["a", "b", "a"], name="c"))
+    fix = r"and an index is not a column: pass df\.reset_index\(\) to make it one\.$"
+    missing = r"column 'c' \(--by segment\) is missing; found columns \['p', 'y'\]\. "
+    with pytest.raises(InvalidDataError, match=missing + r"The DataFrame's index is named 'c', " + fix):
+        evaluate(frame, {"t": ("p", "y")}, ["ctr"], by="c")
+    levels = frame.set_index(pd.Index([1, 2, 3], name="k"), append=True)
+    with pytest.raises(InvalidDataError, match=missing + r"Level 0 of the DataFrame's MultiIndex is named 'c', " + fix):
+        evaluate(levels, {"t": ("p", "y")}, ["ctr"], by="c")
+    with pytest.raises(
+        InvalidDataError, match=r"column 'k' \(user ids\) is missing; .*Level 1 of the DataFrame's Multi"
+    ):
+        evaluate(levels, {"t": ("p", "y")}, ["gauc"], user="k")
+    with pytest.raises(
+        InvalidDataError, match=r"column 'q' \(--by segment\) is missing; found columns \['p', 'y'\]\.$"
+    ):
+        evaluate(frame, {"t": ("p", "y")}, ["ctr"], by="q")  # no index of that name: no hint
+    result = evaluate(frame.reset_index(), {"t": ("p", "y")}, ["ctr"], by="c")
+    assert result.values["ctr/t/c=a"] == 0.5 and result.values["ctr/t/c=b"] == 1.0
 
 
 @pytest.mark.parametrize("suffix", [".csv.zst", ".CSV.GZ", ".csv.gz", ".parquet"])
@@ -1768,6 +1876,33 @@ def test_numeric_segment_columns_of_csv_files_are_numbers(tmp_path):
     (tmp_path / "d.csv").write_text("p,y,g\n0.5,1,x\n")
     result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["g"])
     assert [r["g"] for r in result.records if r["segment"] != "all"] == ["", "10", "2", "7", "x"]
+
+
+def test_csv_segment_ids_with_leading_zeros_stay_text_as_written(tmp_path, capsys):
+    """A CSV --by column of ids written with leading zeros (zip codes) was read as integers: 007 and 7
+    became one segment 7, 02134 the segment 2134. Such a column is text, each spelling its own
+    segment, labelled as written; the reference is pandas' groupby on the text."""
+    (tmp_path / "z.csv").write_text("p,y,c\n0.1,0,007\n0.9,1,7\n0.4,1,02134\n0.6,0,7\n0.2,1,+7\n")
+    ref = pd.read_csv(tmp_path / "z.csv", dtype={"c": str}).groupby("c")["y"].agg(["size", "mean"])
+    assert len(ref) == 4
+    result = evaluate(str(tmp_path / "z.csv"), {"t": ("p", "y")}, ["ctr"], by="c")
+    got = {r["c"]: (r["rows"], r["ctr"]) for r in result.records[1:]}
+    assert got == {c: (row["size"], row["mean"]) for c, row in ref.iterrows()}
+    assert {k for k in result.values if "/c=" in k} == {f"ctr/t/c={c}" for c in ["+7", "007", "02134", "7"]}
+    assert result.by_types == {"c": pa.string()}
+    args = ["evaluate", str(tmp_path / "z.csv"), "--task", "t=p:y", "--metrics", "ctr", "--by", "c", "--no-progress"]
+    assert cli.main(args) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[-4:]] == [
+        "c=+7",
+        "c=007",
+        "c=02134",
+        "c=7",
+    ]
+    # next to a Parquet file's integers: an error naming both types, never a silent merge into 7
+    pq.write_table(pa.table({"p": [0.3], "y": [1], "c": [7]}), tmp_path / "b.parquet")
+    message = r"z\.csv: column 'c' \(--by segment\) has type string, but in .*b\.parquet it has type int64"
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by="c")
 
 
 def test_csv_segment_types_follow_the_reader_and_the_typed_files(tmp_path):
@@ -2775,9 +2910,8 @@ def test_segment_warnings_computed_on_any_rank_reach_every_rank(ddp_pool, tmp_pa
     pq.write_table(table, tmp_path / "x.parquet")
     single = evaluate(tmp_path, {"t": ("p", "y")}, ["auc", "xauc"], by=["g"])
     assert [line.split(":")[0] for line in single.warnings] == [
-        "AUC is undefined for task 't' in segment g=b",
-        "XAUC is undefined for task 't' in segment g=b",
-        "AUC is undefined for task 't' in segment g=c",
+        "AUC is undefined for task 't' in 2 of 3 segments (g=b, g=c)",
+        "XAUC is undefined for task 't' in 1 of 3 segments (g=b)",
     ]
     expected = (single.warnings, {key: repr(value) for key, value in single.values.items()})
     assert ddp_pool.run(_ddp_segment_warnings, str(tmp_path)) == [expected, expected]

@@ -26,7 +26,7 @@ it segment by segment (:attr:`SegmentValues.per_segment`).
 
 Undefined values (``nan``) are collected as data (:func:`~torchmetrics_ext.utilities.warnings.collecting_undefined`):
 per metric, the ``(T, S)`` entries each warning flags, in the order the metric raised them, so the
-caller can write one line per metric and segment as it would for one segment's module.
+caller can attribute each to its tasks and segments (``evaluate`` counts them per metric and task).
 """
 
 from __future__ import annotations

@@ -156,7 +156,9 @@ def _closest_column(name: str, names: list[str]) -> str:
     return f" (did you mean {guess[0]!r}?)" if guess else ""
 
 
-def check_column(source: str, schema: pa.Schema, name: str, role: str) -> pa.DataType:
+def check_column(
+    source: str, schema: pa.Schema, name: str, role: str, hint: Callable[[str], str] | None = None
+) -> pa.DataType:
     """The type of column ``name``; :class:`InvalidDataError` if it is missing or not the only one of that name.
 
     Args:
@@ -164,6 +166,7 @@ def check_column(source: str, schema: pa.Schema, name: str, role: str) -> pa.Dat
         schema: its schema.
         name: the column.
         role: what it is for, for the message (``"labels of task 'click'"``).
+        hint: where a missing column may be instead (a DataFrame's index), added to the message.
     """
     found = schema.get_all_field_indices(name)
     if not found:
@@ -173,10 +176,9 @@ def check_column(source: str, schema: pa.Schema, name: str, role: str) -> pa.Dat
                 f"{source}: column {name!r} ({role}) is missing, and the header holds names that are not UTF-8 "
                 "text (a file saved as latin-1 or cp1252?); CSV files are read as UTF-8: save the file as UTF-8."
             )
-        hint = _partition_hint(source, name) + delimiter_hint(names)
-        raise InvalidDataError(
-            f"{source}: column {name!r} ({role}) is missing; found columns {names}{_closest_column(name, names)}.{hint}"
-        )
+        extra = (hint(name) if hint is not None else "") + _partition_hint(source, name) + delimiter_hint(names)
+        guess = _closest_column(name, names)
+        raise InvalidDataError(f"{source}: column {name!r} ({role}) is missing; found columns {names}{guess}.{extra}")
     if len(found) > 1:
         raise InvalidDataError(
             f"{source}: column {name!r} ({role}) is duplicated: {len(found)} columns have that name "
@@ -186,7 +188,11 @@ def check_column(source: str, schema: pa.Schema, name: str, role: str) -> pa.Dat
 
 
 def check_schema(
-    source: str, schema: pa.Schema, columns: Sequence[Column], inferred: bool | Collection[str] = False
+    source: str,
+    schema: pa.Schema,
+    columns: Sequence[Column],
+    inferred: bool | Collection[str] = False,
+    hint: Callable[[str], str] | None = None,
 ) -> None:
     """Raise :class:`InvalidDataError` for the first missing, duplicated or wrongly typed column.
 
@@ -203,15 +209,16 @@ def check_schema(
             their names are checked, since the columns are read with the fixed :func:`text_types` (a value that
             does not convert fails naming it, wherever it is: a type guessed from the first rows
             would make a file valid or not with its size).
+        hint: where a missing column may be instead (see :func:`check_column`).
     """
     for column in columns:
-        dtype = check_column(source, schema, column.name, column.role)
+        dtype = check_column(source, schema, column.name, column.role, hint)
         guessed = inferred if isinstance(inferred, bool) else column.name in inferred
         if not guessed and not _type_ok(column.kind, dtype):
-            hint = f" {TEXT_IDS_HINT}" if column.kind == "id" and _is_text(dtype) else ""
+            ids = f" {TEXT_IDS_HINT}" if column.kind == "id" and _is_text(dtype) else ""
             raise InvalidDataError(
                 f"{source}: column {column.name!r} ({column.role}) has type {dtype}; "
-                f"expected {_EXPECTED[column.kind]}.{hint}"
+                f"expected {_EXPECTED[column.kind]}.{ids}"
             )
 
 
@@ -412,20 +419,25 @@ class RowChecker:
         values: Mapping[str, np.ndarray],
         nulls: Mapping[str, np.ndarray | None],
         problems: Problems,
+        null_reason: str = "that are null",
     ) -> np.ndarray | None:
-        """Tally the batch's invalid rows into ``problems``; return the mask of valid rows (``None``: all valid)."""
+        """Tally the batch's invalid rows into ``problems``; return the mask of valid rows (``None``: all valid).
+
+        ``null_reason`` says what a null row is in the source's own terms (a CSV file's ``nan`` text
+        and a pandas frame's NaN are nulls: :attr:`~torchmetrics_ext.evaluate.sources.Source.null_reason`).
+        """
         bad_any: np.ndarray | None = None
         seen: set[tuple[str, str]] = set()  # a column of several kinds: a reason they share counts once
         for column in self.columns:
             reasons = self._reasons(column.kind, values[column.name])
             null = nulls.get(column.name)
             if null is not None:
-                reasons.insert(0, ("that are null", null))
+                reasons.insert(0, (null_reason, null))
             for reason, bad in reasons:
                 if (column.name, reason) in seen:
                     continue
                 seen.add((column.name, reason))
-                if null is not None and reason != "that are null":
+                if null is not None and reason != null_reason:
                     bad = bad & ~null
                 count = int(np.count_nonzero(bad))
                 if count:

@@ -138,8 +138,10 @@ class EvaluationResult:
         rows_read: rows read from the input (every rank).
         rows_skipped: invalid rows dropped (``on_invalid="skip"``).
         problems: what the invalid rows were (file, column, reason, count, first row).
-        warnings: undefined-value warnings raised while computing (their values are ``nan``), one line
-            per metric and segment naming the task(s) and the segment, from every rank; first, where
+        warnings: undefined-value warnings raised while computing (their values are ``nan``), from
+            every rank: one line per metric over all rows naming the task(s), then one line per
+            metric, task and reason counting the segments it is undefined in and naming the first
+            three (``"... in 12 of 40 segments (g=a, g=c, g=d, ...): ..."``); first, where
             the tasks (however given) ran without ``weights`` over data holding a ``weight``
             column, a note that the column was not used as their weights.
         by_types: the Arrow type of each segment column's values, as read (integers keep their

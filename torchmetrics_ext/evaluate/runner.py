@@ -505,6 +505,7 @@ class _Run:
         self.problems = Problems()
         self.rows_read = self.rows_skipped = 0
         self.weight_unread = False  # a file read holds the plan's `unread_weight` column
+        self.fed = False  # whether the module has taken a step
         self.segments: SegmentIndex | None = None  # known once every rank's rows are read (`finish`)
         self.collector: SegmentCollector | None = None
         self.rows: SegmentRows | None = None
@@ -536,7 +537,7 @@ class _Run:
             for source, chunks in self._by_source():
                 schema = source.schema()
                 inferred = {c.name for c in self.plan.columns if source.inferred(c.name)}
-                check_schema(source.label, schema, self.plan.columns, inferred=inferred)
+                check_schema(source.label, schema, self.plan.columns, inferred, source.missing_hint)
                 unread = self.plan.unread_weight  # looked up as check_schema does: any header's bytes
                 self.weight_unread |= unread is not None and bool(schema.get_all_field_indices(unread))
                 # a text file's columns with fixed types; its --by columns as text, typed over every file at the end
@@ -582,7 +583,7 @@ class _Run:
             except InvalidDataError as err:  # a CSV label that is neither a number nor true/false
                 role = next(c.role for c in self.plan.columns if c.name == name and c.kind == kind)
                 raise InvalidDataError(f"{source.label}: column {name!r} ({role}): {err}") from None
-        keep = self.checker.check(source.label, first_row, values, nulls, self.problems)
+        keep = self.checker.check(source.label, first_row, values, nulls, self.problems, source.null_reason)
         if self.problems and self.on_invalid == "error":
             return  # keep counting the bad rows of this file, feed nothing more
         if keep is not None:
@@ -590,7 +591,11 @@ class _Run:
             values = {name: v[keep] for name, v in values.items()}
         tensors = {name: _tensor(v) for name, v in values.items()}
         try:
-            self.module.update(tensors)  # a rejected batch changes no metric
+            if self.fed:
+                self.module.update(tensors)  # a rejected batch changes no metric
+            else:  # the module's first step: it would warn for the weight column evaluate never passes
+                _first_update(self.module, tensors)
+                self.fed = True
         except (ValueError, TypeError) as err:
             # a value (or dtype) the metrics refuse that the checks do not know: the documented error,
             # naming the file and the batch's rows, agreed by every rank in `finish` as the others
@@ -742,7 +747,7 @@ class _Run:
             part = {name: value[picked] for name, value in rows.items()}
             for key in keys:
                 module = self.plan.module((key,))
-                module.update(part)
+                _first_update(module, part)
                 computed, messages = _values_and_warnings(module, local=True)
                 mine.append((key, i, {name: float(v) for name, v in computed.items()}, messages))
         if self.world > 1:
@@ -762,35 +767,75 @@ class _Run:
         texts: list[str],
         records: list[list[dict]],
     ) -> list[str]:
-        """One warning line per metric and segment with an undefined value, in segment order.
+        """One line per metric, task and reason undefined in some segment: how many segments, and the first few.
 
-        Within a segment, in the order one module over its rows would warn: metric by metric, each
-        metric's warnings in the order it raises them. Only the segments with an undefined value
-        are visited.
+        ``"AUC is undefined for task 'click' in 12,345 of 200,000 segments (country=de, country=fr, ...):
+        the labels seen hold a single class ..."``: a line per segment made a flood (one per metric and
+        segment: 187,000 lines for 200,000 segments and three metrics). The values stay ``nan`` in
+        the records, which name every segment. Lines come in the order one module over a segment's
+        rows would warn (metric by metric, each metric's warnings in the order it raises them), then
+        by task; the segments named are the first ones, in segment order.
         """
-        found: list[tuple[int, int, int, str]] = []  # (segment, metric position, warning position, line)
         tasks = [task.name for task in self.plan.tasks]
+        # (what, task, reason) -> [(metric position, warning position, task position), segments]
+        groups: dict[tuple[str, str | None, str], list[Any]] = {}
+
+        def add(order: tuple[int, int, int], what: str, task: str | None, reason: str, segments: Any) -> None:
+            group = groups.setdefault((what, task, reason), [order, []])
+            group[0] = min(group[0], order)
+            group[1].append(np.asarray(segments, dtype=np.int64).reshape(-1))
+
         for position, key in enumerate(metrics):
             if key in per_segment:
                 for i, (_, messages) in per_segment[key].items():
                     for j, message in enumerate(messages):
-                        found.append((i, position, j, _warning_line(message, texts[i], self.plan, records[i])))
+                        match = _UNDEFINED.fullmatch(message)
+                        if match is None:  # not the package's words: grouped by the message itself
+                            add((position, j, 0), message, None, "", [i])
+                            continue
+                        names, task_names = _attribution(
+                            match["metric"], _task_list(match["tasks"]), self.plan, records[i]
+                        )
+                        for task in task_names:
+                            what = _metrics_are(names)
+                            add((position, j, tasks.index(task)), what, task, match["reason"], [i])
                 continue
             for j, entry in enumerate(computed.undefined.get(key, ())):
-                flagged = torch.nonzero(entry.undefined.any(0)).reshape(-1)
-                if flagged.numel() == 0:
-                    continue
-                # the parts of the message one module over a segment's rows gives, its tasks named
+                # the parts of the message one module over a segment's rows gives
                 parts = _UNDEFINED.fullmatch(f"{entry.metric} is undefined: {entry.reason}; returning nan.")
                 metric, reason = (parts["metric"], parts["reason"]) if parts else (entry.metric, entry.reason)
-                segments = flagged.numpy().tolist()
-                for i, flags in zip(segments, entry.undefined[:, flagged].T.numpy().tolist()):
-                    named = [task for task, flag in zip(tasks, flags) if flag]
-                    found.append(
-                        (i, position, j, _undefined_line(metric, named, reason, texts[i], self.plan, records[i]))
-                    )
-        found.sort(key=lambda item: item[:3])
-        return list(dict.fromkeys(line for *_, line in found))
+                counts = entry.undefined.sum(1).tolist()
+                for t, task in enumerate(tasks):
+                    if not counts[t]:
+                        continue
+                    flagged = torch.nonzero(entry.undefined[t]).reshape(-1).numpy()
+                    if metric != _RANKING_LABEL or not self.plan.ranking_names:
+                        add((position, j, t), _metrics_are([metric]), task, reason, flagged)
+                        continue
+                    by_names: dict[str, list[int]] = {}  # the ranking names nan for the task: named themselves
+                    for i in flagged.tolist():
+                        named = [m for m in self.plan.ranking_names if math.isnan(records[i][t][m])] or [metric]
+                        by_names.setdefault(_metrics_are(named), []).append(i)
+                    for what, ranked in by_names.items():
+                        add((position, j, t), what, task, reason, ranked)
+        total = len(texts)
+        separator = "; " if len(self.plan.by) > 1 else ", "  # a segment of several columns holds ", "
+        lines: list[tuple[tuple[int, int, int], int, str]] = []
+        for (what, name, why), (order, parts) in groups.items():
+            found = np.unique(np.concatenate(parts))  # sorted; a segment named by several warnings once
+            shown = [texts[i] for i in found[:_EXAMPLES].tolist()]
+            examples = separator.join(shown) + (f"{separator}..." if len(found) > _EXAMPLES else "")
+            where = f"in {len(found):,} of {total:,} segment{'' if total == 1 else 's'} ({examples})"
+            if name is None:
+                lines.append((order, int(found[0]), f"{what} ({where})"))
+            else:
+                lines.append((order, int(found[0]), f"{what} undefined for task {name!r} {where}: {why}"))
+        lines.sort(key=lambda item: item[:2])
+        return [line for *_, line in lines]
+
+
+# the segments an undefined-value line names (then "...": the records name every one)
+_EXAMPLES = 3
 
 
 def _metric_options(metrics: Any) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -859,6 +904,18 @@ def _no_garbage_collection() -> Iterator[None]:
             gc.enable()
 
 
+def _first_update(module: RecMetricModule, batch: Mapping[str, Tensor]) -> None:
+    """A module's first step, without its warning for the weight column ``evaluate`` never passes.
+
+    Without ``weights`` each task's ``weight_name`` is a key no batch holds (weight 1), which the
+    module warns about at its first step as a possibly misspelt name: a warning on every run
+    that names an internal key. Other warnings pass through.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", f".*has no weight column {_NO_WEIGHTS!r}", UserWarning)
+        module.update(batch)
+
+
 def _values_and_warnings(module: RecMetricModule, local: bool) -> tuple[dict[str, Tensor], list[str]]:
     """A module's values and the messages of its undefined-value warnings, in the order raised."""
     with warnings.catch_warnings(record=True) as caught:
@@ -907,6 +964,22 @@ def _undefined_line(
     metric: str, named: Sequence[Any], reason: str, segment: str, plan: _Plan, records: Sequence[dict]
 ) -> str:
     """The line of :func:`_warning_line` from the parts of the message: metric, tasks named, reason."""
+    metrics, names = _attribution(metric, named, plan, records)
+    who = ""
+    if names:
+        who = f" for task {names[0]!r}" if len(names) == 1 else " for tasks " + ", ".join(repr(n) for n in names)
+    return f"{_metrics_are(metrics)} undefined{who} {_where(segment)}: {reason}"
+
+
+def _attribution(
+    metric: str, named: Sequence[Any], plan: _Plan, records: Sequence[dict]
+) -> tuple[list[str], list[str]]:
+    """The metric names and the tasks an undefined-value warning is about, from its parts and the values.
+
+    The ranking names share one ``RankingMetrics`` per task: those that are ``nan``, for every task
+    they are ``nan`` for. Otherwise the tasks the warning names, the only task, or (positions that
+    cannot be read) the tasks with a ``nan`` value.
+    """
     tasks = plan.tasks
     known = {task.name for task in tasks}
     if metric == _RANKING_LABEL and plan.ranking_names:
@@ -920,11 +993,12 @@ def _undefined_line(
     else:  # no usable positions: name the tasks with an undefined value
         names = [r["task"] for r in records if any(isinstance(v, float) and math.isnan(v) for v in r.values())]
         metrics = [metric]
-    what = f"{metrics[0]} is" if len(metrics) == 1 else f"{', '.join(metrics[:-1])} and {metrics[-1]} are"
-    who = ""
-    if names:
-        who = f" for task {names[0]!r}" if len(names) == 1 else " for tasks " + ", ".join(repr(n) for n in names)
-    return f"{what} undefined{who} {_where(segment)}: {reason}"
+    return metrics, names
+
+
+def _metrics_are(metrics: Sequence[str]) -> str:
+    """``"AUC is"``, ``"ndcg@10 and mrr@10 are"``, ``"a, b and c are"``."""
+    return f"{metrics[0]} is" if len(metrics) == 1 else f"{', '.join(metrics[:-1])} and {metrics[-1]} are"
 
 
 def evaluate(

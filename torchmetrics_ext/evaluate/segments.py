@@ -287,7 +287,7 @@ class SegmentCollector:
                 continue
             schema = source.schema()  # metadata: no data is read
             for name in by:
-                dtype = check_column(source.label, schema, name, "--by segment")
+                dtype = check_column(source.label, schema, name, "--by segment", source.missing_hint)
                 value_type = dtype.value_type if pa.types.is_dictionary(dtype) else dtype
                 if not pa.types.is_float16(value_type):
                     self._half.discard(name)
@@ -357,7 +357,9 @@ class SegmentCollector:
         The column's stored type in the typed files (Parquet) if every text reads as it, else
         the first of int64, uint64 and float64 that every text reads as, else text. A float type
         must hold every number as written (:func:`_exact`), or distinct ids beyond 2**64 would
-        merge into one segment. Each text is converted by the CSV reader itself
+        merge into one segment. A column holding a number spelt as only ids are (:func:`_ids`: a
+        leading zero, ``007``) stays text, as written: ``007`` and ``7`` are two segments.
+        Each text is converted by the CSV reader itself
         (:func:`~torchmetrics_ext.evaluate.sources.read_text_as`: its parsing and null values),
         so a value is what reading the files' column with that type gives. Only the distinct
         texts of every file are converted, once.
@@ -376,6 +378,8 @@ class SegmentCollector:
             stored = self._stored.get(name)
             candidates = ([stored] if stored is not None else []) + [t for t in _NUMBER_TYPES if t != stored]
             types[name] = pa.string()  # when no number type holds every text
+            if _ids(texts):  # "007" and "7" are two zip codes, not one number: never merged into 7
+                continue
             for dtype in candidates:
                 if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
                     types[name] = dtype
@@ -389,6 +393,18 @@ class SegmentCollector:
 
 
 _NUMBER_TYPES = (pa.int64(), pa.uint64(), pa.float64())
+# a number no writer of numbers spells so: a leading zero before a digit (007, -01, 00.5), a plus sign,
+# spaces around it; such a column holds ids (zip codes, account numbers), whose spellings are distinct
+_ID_SPELLING = r"^[+-]?0[0-9]|^\+|^\s|\s$"
+
+
+def _ids(texts: Any) -> bool:
+    """Whether a CSV column's distinct ``texts`` hold a number spelt as only ids are (``007``, ``+7``, `` 7``).
+
+    Read as numbers, ``007`` and ``7`` would be one segment ``7``, ``02134`` the zip code ``2134``.
+    One vectorised regex over the distinct texts.
+    """
+    return bool(pc.any(pc.match_substring_regex(texts, _ID_SPELLING), min_count=0).as_py())
 
 
 def _typed(parts: Sequence[_Part], converters: Mapping[str, tuple[Any, Any]]) -> list[pa.Table]:

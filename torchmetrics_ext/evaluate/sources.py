@@ -137,10 +137,13 @@ class Source:
         label: the file (or frame) name used in messages.
         infers_types: whether :meth:`schema` is a guess from the first rows (CSV) rather than the
             stored types; :meth:`read` of such a source takes the types to read columns with.
+        null_reason: what its null rows are, as the invalid-rows message says it: where NaN (or a
+            text) reads as null, the message says so, since the user wrote no null.
     """
 
     label: str
     infers_types: bool = False
+    null_reason: str = "that are null"
 
     def schema(self) -> pa.Schema:
         """Column names and types."""
@@ -163,6 +166,10 @@ class Source:
         Error messages only. ``{}`` for formats without lines (Parquet, frames); a row not found is left out.
         """
         return {}
+
+    def missing_hint(self, name: str) -> str:
+        """Where a missing column ``name`` may be instead, for the error message (``""``: nowhere known)."""
+        return ""
 
     def where(self, first: int, last: int | None = None) -> str:
         """Data rows ``first`` to ``last`` (0-based; one row if ``last`` is ``None``) as an error message names them.
@@ -262,6 +269,8 @@ class CsvSource(Source):
     """
 
     infers_types = True
+    # the reader's null texts: an empty field, NA, nan, NaN, null, N/A, #N/A...
+    null_reason = "that are empty, NA, NaN or null"
 
     def __init__(self, path: str) -> None:
         self.label = path
@@ -492,14 +501,27 @@ class PandasSource(TableSource):
     mixing kinds (numbers and text), or holding Python ints beyond int64 (which pyarrow does not
     convert from objects), fails naming the column and its rows, with the conversion to make
     first (``astype("string")``, ``pd.to_numeric``, ``astype("UInt64")``). NaN is pandas'
-    missing value: it is read as null (the null segment, a "null" row).
+    missing value: it is read as null (the null segment, a "null or NaN" row).
     """
+
+    null_reason = "that are null or NaN"  # pandas' missing value, None and NaN alike
 
     def __init__(self, table: Any, label: str, num_rows: int, schema: pa.Schema) -> None:
         super().__init__(table, label, num_rows, schema)
         # schema name -> column position (one field per column, in order; a name held twice is
         # refused by the column checks before it is read)
         self._positions = {name: i for i, name in enumerate(schema.names)}
+        self._index_names = [None if n is None else str(n) for n in table.index.names]  # read as no column
+
+    def missing_hint(self, name: str) -> str:
+        """The frame's index (or a level of its MultiIndex) of that name, which is no column: ``reset_index()``."""
+        if name not in self._index_names:
+            return ""
+        if len(self._index_names) == 1:
+            where = f"The DataFrame's index is named {name!r}"
+        else:
+            where = f"Level {self._index_names.index(name)} of the DataFrame's MultiIndex is named {name!r}"
+        return f" {where}, and an index is not a column: pass df.reset_index() to make it one."
 
     def _slice(self, start: int, length: int, columns: Sequence[str]) -> pa.Table:
         frame = self._table.iloc[start : start + length, [self._positions[name] for name in columns]]
@@ -556,6 +578,7 @@ class PartitionedSource(Source):
     def __init__(self, inner: Source, keys: Mapping[str, pa.Scalar]) -> None:
         self.label = inner.label
         self.infers_types = inner.infers_types
+        self.null_reason = inner.null_reason
         self._inner = inner
         self._keys = dict(keys)
         self._added: dict[str, pa.Scalar] | None = None

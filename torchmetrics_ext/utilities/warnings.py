@@ -193,7 +193,7 @@ def collecting_undefined() -> Iterator[list[UndefinedEntries]]:
     """Undefined-value warnings raised inside are appended to the yielded list instead of warned.
 
     For a caller that computes many values at once and reports each undefined one in its own
-    words (``evaluate``'s segments: one line per metric and segment): each entry holds the
+    words (``evaluate``'s segments: counted per metric and task): each entry holds the
     metric's name, the reason and the boolean tensor of the flagged entries, in the order the
     warnings would have been raised. Nothing is read on the host, and nothing is filtered by
     :func:`naming_tasks`. Silencing (:func:`silencing_undefined`) still wins.

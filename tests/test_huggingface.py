@@ -872,3 +872,19 @@ def test_ignore_index_in_trainer_evaluate(tmp_path, batch_eval_metrics):
         assert metrics[f"eval_log_loss/{task}"] == pytest.approx(log_loss(y, p), rel=1e-6)
         assert metrics[f"eval_auc/{task}"] == pytest.approx(roc_auc_score(y, p), rel=1e-9)
         assert metrics[f"eval_ctr/{task}"] == pytest.approx(y.mean(), rel=1e-12)
+
+
+def test_no_weight_column_warning_without_ignore_index():
+    """The adapter feeds its tasks' weight columns only with ``ignore_index``: without one, the module's
+    first-step warning for a missing weight column (a misspelt ``weight_name``) is not raised.
+    Reference: scikit-learn."""
+    import warnings
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(3)
+    p, y = rng.uniform(size=40), (rng.uniform(size=40) < 0.4).astype(float)
+    compute_metrics = pointwise_compute_metrics(["auc"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        values = compute_metrics(SimpleNamespace(predictions=p, label_ids=y))
+    assert values["auc"] == pytest.approx(roc_auc_score(y, p), rel=1e-12)

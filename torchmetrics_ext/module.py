@@ -365,6 +365,9 @@ class RecMetricModule(nn.Module):
         # sigmoid(logits) instead; those that do not read predictions (CTR) keep the logits, and
         # ranking copies and pairwise concordance (RegressionAUC, XAUC) rank the scores as given.
         self._fed_probabilities = _fed_probabilities(stacked, stacked_domains, self._domains.from_logits)
+        # set by a builder that feeds weight columns only when it has them (evaluate, the Hugging Face
+        # adapter): a task's weight column missing at the first step is then not warned for
+        self._weights_optional = False
 
         # explicit compute groups: only metrics that provably share statistics
         leaders: dict[Any, str] = {}
@@ -699,7 +702,7 @@ class RecMetricModule(nn.Module):
         if grad_enabled:
             torch._C._set_grad_enabled(False)
         try:
-            if self._step == 0 and isinstance(model_out, Mapping):
+            if self._step == 0 and isinstance(model_out, Mapping) and not self.__dict__.get("_weights_optional", False):
                 _warn_unread_weight_names(self.tasks, model_out)
             self._update(model_out)
             for unit in self._plan()[1]:  # TorchRec's window-only AUC: no lifetime samples kept
@@ -1668,7 +1671,8 @@ def _warn_unread_weight_names(tasks: Sequence[RecTaskInfo], model_out: Mapping[s
 
     A missing weight column means weight 1 (TorchRec's rule too), so a misspelt ``weight_name`` would
     give unweighted values without a word. The default ``"weight"`` is not warned for: most models
-    have no weights.
+    have no weights; nor is a module whose builder feeds weight columns only when it has them
+    (``evaluate``, the Hugging Face adapter: they set the module's ``_weights_optional``).
     """
     for task in tasks:
         if task.weight_name != "weight" and task.weight_name not in model_out:

@@ -453,9 +453,13 @@ class _Plan:
         # it only from a metric built with from_logits=True, and with none (weighted_sum_predictions
         # alone) feed the raw logits to metrics that read sigmoid(logits)
         if not self.from_logits:
-            return RecMetricModule(infos, self.metrics(keys), throughput=False)
-        with _logit_columns():
-            return RecMetricModule(infos, self.metrics(keys), throughput=False)
+            module = RecMetricModule(infos, self.metrics(keys), throughput=False)
+        else:
+            with _logit_columns():
+                module = RecMetricModule(infos, self.metrics(keys), throughput=False)
+        # without `weights` no batch holds the weight key (weight 1): not a misspelt column to warn about
+        module._weights_optional = self.weights is None
+        return module
 
     def records(
         self, values: Mapping[str, Sequence[float]], segment: str, labels: Mapping[str, Any], rows: int
@@ -505,7 +509,6 @@ class _Run:
         self.problems = Problems()
         self.rows_read = self.rows_skipped = 0
         self.weight_unread = False  # a file read holds the plan's `unread_weight` column
-        self.fed = False  # whether the module has taken a step
         self.segments: SegmentIndex | None = None  # known once every rank's rows are read (`finish`)
         self.collector: SegmentCollector | None = None
         self.rows: SegmentRows | None = None
@@ -591,11 +594,7 @@ class _Run:
             values = {name: v[keep] for name, v in values.items()}
         tensors = {name: _tensor(v) for name, v in values.items()}
         try:
-            if self.fed:
-                self.module.update(tensors)  # a rejected batch changes no metric
-            else:  # the module's first step: it would warn for the weight column evaluate never passes
-                _first_update(self.module, tensors)
-                self.fed = True
+            self.module.update(tensors)  # a rejected batch changes no metric
         except (ValueError, TypeError) as err:
             # a value (or dtype) the metrics refuse that the checks do not know: the documented error,
             # naming the file and the batch's rows, agreed by every rank in `finish` as the others
@@ -747,7 +746,7 @@ class _Run:
             part = {name: value[picked] for name, value in rows.items()}
             for key in keys:
                 module = self.plan.module((key,))
-                _first_update(module, part)
+                module.update(part)
                 computed, messages = _values_and_warnings(module, local=True)
                 mine.append((key, i, {name: float(v) for name, v in computed.items()}, messages))
         if self.world > 1:
@@ -902,18 +901,6 @@ def _no_garbage_collection() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def _first_update(module: RecMetricModule, batch: Mapping[str, Tensor]) -> None:
-    """A module's first step, without its warning for the weight column ``evaluate`` never passes.
-
-    Without ``weights`` each task's ``weight_name`` is a key no batch holds (weight 1), which the
-    module warns about at its first step as a possibly misspelt name: a warning on every run
-    that names an internal key. Other warnings pass through.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", f".*has no weight column {_NO_WEIGHTS!r}", UserWarning)
-        module.update(batch)
 
 
 def _values_and_warnings(module: RecMetricModule, local: bool) -> tuple[dict[str, Tensor], list[str]]:

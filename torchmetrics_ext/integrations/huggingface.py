@@ -286,6 +286,7 @@ class _Pointwise(HFComputeMetrics):
         # Metrics without a from_logits option get probabilities: the module feeds them
         # sigmoid(logits) when another metric reads logits; when none does, it is told to all the same.
         self.module = RecMetricModule(infos, built, throughput=False)
+        self.module._weights_optional = True  # weight columns are fed only with `ignore_index`
         _check_ignore_value(self.ignore_index, self.module._domains.target)
         if from_logits and not flagged:
             domains = {name: getattr(metric, "input_domains", None) for name, metric in built.items()}

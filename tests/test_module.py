@@ -3921,11 +3921,12 @@ def test_a_checkpoint_resumes_its_lifetime_across_a_window_added_or_dropped(
             assert values[f"{name}/click/window"].item() == pytest.approx(recent[name], rel=1e-6), name
 
 
+@pytest.mark.parametrize("refusal", ["unexpected key", "a metric's load raises"])
 @pytest.mark.parametrize("through_parent", [False, True])
 @pytest.mark.parametrize(("saved_window", "window"), [(None, 12), (6, None), (6, 12)])
-def test_a_load_refused_across_a_window_change_changes_nothing(saved_window, window, through_parent):
+def test_a_load_refused_across_a_window_change_changes_nothing(saved_window, window, through_parent, refusal):
     """The window emptied for a resume across a window change is put back with the rest when the load is refused
-    (an unexpected key, strict), and the checkpoint's metadata is left as it was given."""
+    (an unexpected key, strict) or raises in the last metric, and the checkpoint's metadata is left as it was given."""
     data = make_data(22, n=_POST[-1])
     saved, module = _resume_module(saved_window), _resume_module(window)
     for step in batches(data, _PRE):
@@ -3936,9 +3937,20 @@ def test_a_load_refused_across_a_window_change_changes_nothing(saved_window, win
     if through_parent:
         saved, module = torch.nn.ModuleDict({"rec": saved}), torch.nn.ModuleDict({"rec": module})
     state = saved.state_dict()
-    state[next(k for k in state if k.endswith("auc._extra_state") or k.endswith("auc.preds"))[:-1] + "x"] = 1
+    if refusal == "unexpected key":
+        state[("rec." if through_parent else "") + "bogus"] = torch.zeros(1)
+        error, match = RuntimeError, "Unexpected key"
+    else:
+        auc = own.metrics.auc
+        auc = auc.lifetime if window is not None else auc
+
+        def broken(*args, **kwargs):
+            raise MemoryError("out of memory while loading")
+
+        auc._load_from_state_dict = broken
+        error, match = MemoryError, "out of memory"
     metadata = copy.deepcopy(dict(state._metadata))
-    with pytest.raises(RuntimeError, match="Unexpected key"):
+    with pytest.raises(error, match=match):
         module.load_state_dict(state)
     assert dict(state._metadata) == metadata
     values, recent = own.compute(), _resume_refs(data, _PRE[-1], _POST[-1])  # its own steps, as before

@@ -1213,7 +1213,8 @@ def _same_value(a, b) -> bool:
 @pytest.mark.parametrize("strict", [True, False])
 @pytest.mark.parametrize("window_size", [None, 40])
 def test_checkpoint_of_another_module_layout_is_refused(strict, window_size, tmp_path):
-    """Other tasks or another window size is an error naming the tasks or the state (strict or not), not made-up values."""
+    """Other tasks is an error naming the tasks or the state (strict or not), not made-up values; with another
+    window size too (which alone resumes the lifetime)."""
     data = make_data(13, n=120)
     saved = build(window_size=window_size)
     saved.update(data)
@@ -1237,9 +1238,9 @@ def test_checkpoint_of_another_module_layout_is_refused(strict, window_size, tmp
     if window_size is None:  # a state_dict without its metadata: the shapes still tell
         with pytest.raises(RuntimeError, match=r"size mismatch for metrics\.ne\.cross_entropy_sum: .*\(2,\)"):
             one_task.load_state_dict(dict(state), strict=strict)
-    else:
-        shorter = build(window_size=20)
-        with pytest.raises(RuntimeError, match=r"setting mismatch for metrics\.ne\.window_size: .*window_size=40"):
+    else:  # another window size resumes the lifetime (tests/test_windowed.py), but not another num_tasks
+        shorter = tmx.RecMetricModule(TASKS[:1], metric_specs(), throughput=False, window_size=20)
+        with pytest.raises(RuntimeError, match=match):
             shorter.load_state_dict(state, strict=strict)
 
 
@@ -3860,22 +3861,118 @@ def test_a_weight_name_missing_from_the_first_step_is_warned_for_once():
     assert named.compute()["ctr/c"].item() == pytest.approx((0 * 1 + 1 * 0 + 1 * 3) / 4)
 
 
-def test_a_strict_load_across_a_window_change_says_so():
-    """A checkpoint saved with ``window_size`` loaded into a module without one (and the reverse): the strict
-    error names the window, not "added since / other settings"."""
+# one weighted task; "ne" and "log_loss" share their states (a compute group), "auc" keeps every sample
+_RESUME_TASK = [tmx.RecTaskInfo("click", "click_label", "click_pred", "click_w")]
+_PRE, _POST = [0, 8, 16, 24], [24, 30, 36]  # steps before the checkpoint, and after the resume
+
+
+def _resume_module(window_size, names=("ne", "log_loss", "auc")):
+    return tmx.RecMetricModule(_RESUME_TASK, {n: n for n in names}, window_size=window_size, throughput=False)
+
+
+def _resume_refs(data, lo, hi) -> dict[str, float]:
+    """numpy/sklearn values of the three metrics over samples ``lo:hi``."""
+    p, y, w = (data[k][lo:hi].double().numpy() for k in ("click_pred", "click_label", "click_w"))
+    return {
+        "ne": ref_ne(p, y, w),
+        "log_loss": log_loss(y, p, sample_weight=w, labels=[0, 1]),
+        "auc": roc_auc_score(y, p, sample_weight=w),
+    }
+
+
+def _load_through(saved, loading, through_parent: bool):
+    """``loading.load_state_dict(saved.state_dict())`` (strict), or so through parent modules; also returns
+    whether the checkpoint's metadata was left as it was given."""
+    if through_parent:
+        saved, loading = torch.nn.ModuleDict({"rec": saved}), torch.nn.ModuleDict({"rec": loading})
+    state = saved.state_dict()
+    metadata = copy.deepcopy(dict(state._metadata))
+    result = loading.load_state_dict(state)
+    return result, dict(state._metadata) == metadata
+
+
+@pytest.mark.parametrize("through_parent", [False, True])
+@pytest.mark.parametrize("saved_names", [("ne", "log_loss", "auc"), ("log_loss", "auc", "ne")])
+@pytest.mark.parametrize(("saved_window", "window"), [(6, None), (None, 12)])
+def test_a_checkpoint_resumes_its_lifetime_across_a_window_added_or_dropped(
+    saved_window, window, saved_names, through_parent
+):
+    """A module trained with ``window_size`` resumed without one (or the reverse) could not carry the lifetime over:
+    strict refused, strict=False started every metric afresh (``nan``). Now the lifetime resumes (strict, no key
+    missing or unexpected, also through a parent module and with the compute group saved under its other member),
+    and a window added at resume holds the steps after it."""
+    data = make_data(21, n=_POST[-1])
+    saved = _resume_module(saved_window, saved_names)
+    for step in batches(data, _PRE):
+        saved.update(step)
+    module = _resume_module(window)
+    result, metadata_kept = _load_through(saved, module, through_parent)
+    assert (result.missing_keys, result.unexpected_keys) == ([], [])
+    assert metadata_kept  # the caller's checkpoint is not edited
+    for step in batches(data, _POST):
+        module.update(step)
+    values = module.compute()
+    lifetime, recent = _resume_refs(data, 0, _POST[-1]), _resume_refs(data, _PRE[-1], _POST[-1])
+    for name in ("ne", "log_loss", "auc"):
+        assert values[f"{name}/click"].item() == pytest.approx(lifetime[name], rel=1e-6), name
+        if window is None:
+            assert f"{name}/click/window" not in values
+        else:  # the window started empty: the steps after the resume (12 samples, the window)
+            assert values[f"{name}/click/window"].item() == pytest.approx(recent[name], rel=1e-6), name
+
+
+@pytest.mark.parametrize("refusal", ["unexpected key", "a metric's load raises"])
+@pytest.mark.parametrize("through_parent", [False, True])
+@pytest.mark.parametrize(("saved_window", "window"), [(None, 12), (6, None), (6, 12)])
+def test_a_load_refused_across_a_window_change_changes_nothing(saved_window, window, through_parent, refusal):
+    """The window emptied for a resume across a window change is put back with the rest when the load is refused
+    (an unexpected key, strict) or raises in the last metric, and the checkpoint's metadata is left as it was given."""
+    data = make_data(22, n=_POST[-1])
+    saved, module = _resume_module(saved_window), _resume_module(window)
+    for step in batches(data, _PRE):
+        saved.update(step)
+    for step in batches(data, _POST):
+        module.update(step)
+    own = module
+    if through_parent:
+        saved, module = torch.nn.ModuleDict({"rec": saved}), torch.nn.ModuleDict({"rec": module})
+    state = saved.state_dict()
+    if refusal == "unexpected key":
+        state[("rec." if through_parent else "") + "bogus"] = torch.zeros(1)
+        error, match = RuntimeError, "Unexpected key"
+    else:
+        auc = own.metrics.auc
+        auc = auc.lifetime if window is not None else auc
+
+        def broken(*args, **kwargs):
+            raise MemoryError("out of memory while loading")
+
+        auc._load_from_state_dict = broken
+        error, match = MemoryError, "out of memory"
+    metadata = copy.deepcopy(dict(state._metadata))
+    with pytest.raises(error, match=match):
+        module.load_state_dict(state)
+    assert dict(state._metadata) == metadata
+    values, recent = own.compute(), _resume_refs(data, _PRE[-1], _POST[-1])  # its own steps, as before
+    for name in ("ne", "log_loss", "auc"):
+        assert values[f"{name}/click"].item() == pytest.approx(recent[name], rel=1e-6), name
+        if window is not None:
+            assert values[f"{name}/click/window"].item() == pytest.approx(recent[name], rel=1e-6), name
+
+
+def test_a_strict_load_of_another_metric_still_says_added_since():
+    """Across a window change the strict load resumes; a metric the checkpoint does not hold is still named as one
+    added since it was saved (the window is not blamed)."""
     step = {"prediction": torch.tensor([0.2, 0.7, 0.4]), "label": torch.tensor([0.0, 1.0, 1.0])}
     windowed = tmx.RecMetricModule(["c"], {"ne": "ne", "auc": "auc"}, window_size=5, throughput=False)
-    plain = tmx.RecMetricModule(["c"], {"ne": "ne", "auc": "auc"}, throughput=False)
     windowed.update(step)
-    plain.update(step)
-    with pytest.raises(RuntimeError, match=r"it was saved with a window \(`window_size`.*and this module has none"):
-        tmx.RecMetricModule(["c"], {"ne": "ne", "auc": "auc"}, throughput=False).load_state_dict(windowed.state_dict())
-    fresh = tmx.RecMetricModule(["c"], {"ne": "ne", "auc": "auc"}, window_size=5, throughput=False)
-    with pytest.raises(RuntimeError, match=r"it was saved without a window and this module has one"):
-        fresh.load_state_dict(plain.state_dict())
     other = tmx.RecMetricModule(["c"], {"ne": "ne", "ctr": "ctr"}, throughput=False)
-    with pytest.raises(RuntimeError, match=r"added since it was saved"):
-        other.load_state_dict(plain.state_dict())
+    with pytest.raises(RuntimeError, match=r"added since it was saved") as caught:
+        other.load_state_dict(windowed.state_dict())
+    message = str(caught.value)
+    assert "metrics.ne." not in message  # resumed: its lifetime, without the window
+    assert '"metrics.ctr.weighted_pred_sum"' in message and '"metrics.auc.lifetime.preds"' in message
+    assert "saved with a window" not in message and "without a window" not in message
 
 
 def test_a_windows_undefined_value_warning_says_window():

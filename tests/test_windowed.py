@@ -2374,6 +2374,110 @@ def test_a_module_with_an_older_format_window_resumes_the_rest_with_strict_false
     np.testing.assert_allclose(values["ne/click"].item(), ne, rtol=1e-9)  # resumed: all six batches
 
 
+def _resize_module(window_size, task, names):
+    specs = {
+        "ne": "ne",
+        "ctr": "ctr",
+        "auc": "auc",
+        "auc_binned": lambda num_tasks: tmx.AUC(num_tasks=num_tasks, num_bins=10, bin_space="probability"),
+        "hit_rate@2": "hit_rate@2",
+    }
+    return tmx.RecMetricModule([task], {n: specs[n] for n in names}, window_size=window_size, throughput=False)
+
+
+def _resize_refs(p, y, w, ranges) -> dict[str, float]:
+    """numpy/sklearn values of NE, CTR, exact and binned AUC over the samples in ``ranges``."""
+    pick = np.concatenate([np.arange(lo, hi) for lo, hi in ranges])
+    p, y, w = p[pick], y[pick], w[pick]
+    ne = skm.log_loss(y, p, sample_weight=w) / skm.log_loss(
+        y, np.full(y.size, np.average(y, weights=w)), sample_weight=w
+    )
+    return {
+        "ne": ne,
+        "ctr": float((w * y).sum() / w.sum()),
+        "auc": skm.roc_auc_score(y, p, sample_weight=w),
+        "auc_binned": skm.roc_auc_score(y, _probability_bins(p, 10), sample_weight=w),
+    }
+
+
+@pytest.mark.parametrize("through_parent", [False, True])
+@pytest.mark.parametrize(("saved_window", "window"), [(6, 16), (16, 4), (None, 16)])
+def test_a_module_resumes_its_lifetime_with_another_window_size(saved_window, window, through_parent):
+    """A module checkpoint of ``window_size=W1`` was refused by a module of ``W2`` (strict or not): now the lifetime
+    resumes and the window, which a ring of another size cannot carry exactly, starts empty and holds the steps
+    after the resume by the window rule (sums on one shared ring, exact samples, a binned histogram)."""
+    rng = np.random.default_rng(5)
+    n, pre, post = 40, [(0, 8), (8, 16), (16, 24)], [(24, 30), (30, 35), (35, 40)]
+    p, w = rng.uniform(0.05, 0.95, n), rng.uniform(0.5, 2.0, n)
+    y = (rng.uniform(size=n) < p).astype(float)
+    task = tmx.RecTaskInfo("click", "y", "p", "w")
+    names = ("ne", "ctr", "auc", "auc_binned")
+
+    def step(lo, hi):
+        return {"p": torch.tensor(p[lo:hi]), "y": torch.tensor(y[lo:hi]), "w": torch.tensor(w[lo:hi])}
+
+    saved, module = _resize_module(saved_window, task, names), _resize_module(window, task, names)
+    for lo, hi in pre:
+        saved.update(step(lo, hi))
+    if through_parent:  # as Lightning restores a LightningModule holding the module
+        saved, module = torch.nn.ModuleDict({"rec": saved}), torch.nn.ModuleDict({"rec": module})
+    state = saved.state_dict()
+    metadata = copy.deepcopy(dict(state._metadata))
+    result = module.load_state_dict(state)  # strict
+    assert (result.missing_keys, result.unexpected_keys) == ([], [])
+    assert dict(state._metadata) == metadata  # the caller's checkpoint is not edited
+    module = module["rec"] if through_parent else module
+    for lo, hi in post:
+        module.update(step(lo, hi))
+    values = module.compute()
+    lifetime, recent = _resize_refs(p, y, w, [(0, n)]), _resize_refs(p, y, w, W.kept_ranges(post, window))
+    for name in names:
+        np.testing.assert_allclose(values[f"{name}/click"].item(), lifetime[name], rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(values[f"{name}/click/window"].item(), recent[name], rtol=1e-6, err_msg=name)
+
+
+def _ref_hit_rate(p, y, k, queries) -> float:
+    """The mean over queries holding a positive of whether one is among the ``k`` highest scores."""
+    hits = []
+    for q in np.unique(queries):
+        order = np.argsort(-p[queries == q], kind="stable")
+        labels = y[queries == q][order]
+        if labels.any():
+            hits.append(labels[:k].any())
+    return float(np.mean(hits))
+
+
+@pytest.mark.parametrize(("saved_window", "window"), [(None, 24), (24, None), (12, 24)])
+def test_a_ranking_metric_resumes_its_lifetime_across_a_window_change(saved_window, window):
+    """The per-task copies of a ranking metric (``ranking.<name>.<i>``) resume across a window change as well."""
+    rng = np.random.default_rng(6)
+    n, pre, post = 48, [(0, 12), (12, 24)], [(24, 36), (36, 48)]  # queries of 6 rows, whole in each step
+    p, queries = rng.uniform(size=n), np.arange(n) // 6
+    y = (rng.uniform(size=n) < 0.3).astype(float)
+    task = tmx.RecTaskInfo("click", "y", "p", session_id_name="q")
+    names = ("ctr", "hit_rate@2")
+
+    def step(lo, hi):
+        return {"p": torch.tensor(p[lo:hi]), "y": torch.tensor(y[lo:hi]), "q": torch.tensor(queries[lo:hi])}
+
+    saved, module = _resize_module(saved_window, task, names), _resize_module(window, task, names)
+    for lo, hi in pre:
+        saved.update(step(lo, hi))
+    result = module.load_state_dict(saved.state_dict())
+    assert (result.missing_keys, result.unexpected_keys) == ([], [])
+    for lo, hi in post:
+        module.update(step(lo, hi))
+    values = module.compute()
+    assert values["hit_rate@2/click"].item() == pytest.approx(_ref_hit_rate(p, y, 2, queries))
+    assert values["ctr/click"].item() == pytest.approx(y.mean())
+    if window is not None:
+        kept = np.concatenate([np.arange(lo, hi) for lo, hi in W.kept_ranges(post, window)])
+        assert values["hit_rate@2/click/window"].item() == pytest.approx(
+            _ref_hit_rate(p[kept], y[kept], 2, queries[kept])
+        )
+        assert values["ctr/click/window"].item() == pytest.approx(y[kept].mean())
+
+
 def _probability_bins(p, num_bins):
     """Independent bin index of probabilities in ``num_bins`` uniform probability bins (the top edge in the last)."""
     return np.minimum(np.floor(np.asarray(p) * num_bins), num_bins - 1)

@@ -14,7 +14,7 @@ import functools
 import inspect
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, fields, replace
@@ -60,6 +60,14 @@ from torchmetrics_ext.utilities.load_guard import guard_descendant_loads
 from torchmetrics_ext.utilities.ownership import owner_of, release_ownership, take_ownership
 from torchmetrics_ext.utilities.snapshot import snapshot
 from torchmetrics_ext.utilities.warnings import naming_part, naming_tasks
+from torchmetrics_ext.utilities.window_resume import (
+    Saved,
+    as_plain,
+    as_windowed,
+    lifetime_names,
+    saved_window_rule,
+    undo_entries,
+)
 from torchmetrics_ext.wrappers._shared import SharedRing, shareable
 from torchmetrics_ext.wrappers.windowed import Windowed
 
@@ -79,7 +87,8 @@ _THROUGHPUT = ("\0throughput", "lifetime")  # the throughput's entry in the fuse
 # where a compute group member keeps the leader's cached value it was last computed with (see _holds_states_of)
 _STATES_OF = "_computed_with_leader"
 # where a load keeps, from the module's `_load_from_state_dict` to its end, what puts it back (see _after_load):
-# (prefix, restore, error_msgs, errors before, remove the descendants' load wrappers)
+# (prefix, restore, error_msgs, errors before, end it: remove the descendants' load wrappers and put back
+# the checkpoint metadata moved with a window change, the units whose window restarts after a window change)
 _LOAD_GUARD = "_load_guard"
 
 
@@ -1049,13 +1058,22 @@ class RecMetricModule(nn.Module):
         def abort() -> None:  # a descendant raised: this load ends here
             if self.__dict__.get(_LOAD_GUARD) is guard:
                 del self.__dict__[_LOAD_GUARD]
+                finish()
                 restore()
 
-        guard = (prefix, restore, error_msgs, len(error_msgs), guard_descendant_loads(self, abort))
+        edits: list[Any] = []  # the checkpoint metadata moved with a window change, put back at the end
+        emptied: list[Windowed] = []  # units whose window starts empty (a window change): see _after_load
+        unguard = guard_descendant_loads(self, abort)
+
+        def finish() -> None:  # the load ended: no wrapper left, the caller's metadata as it was given
+            unguard()
+            undo_entries(edits)
+
+        guard = (prefix, restore, error_msgs, len(error_msgs), finish, emptied)
         self.__dict__[_LOAD_GUARD] = guard
         try:
             args = (local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
-            self._load_own_entries(state_dict, prefix, *args)
+            self._load_own_entries(state_dict, prefix, *args, edits=edits, emptied=emptied)
         except BaseException:
             self._end_load(put_back=True)
             raise
@@ -1069,8 +1087,13 @@ class RecMetricModule(nn.Module):
         missing_keys: list[str],
         unexpected_keys: list[str],
         error_msgs: list[str],
+        edits: list[Any],
+        emptied: list[Windowed],
     ) -> None:
-        """The body of :meth:`_load_from_state_dict`: the task check, the groups' states, ``nn.Module``'s load."""
+        """The body of :meth:`_load_from_state_dict`: the task check, the groups' states, a window change, the load.
+
+        ``edits`` and ``emptied`` record a window change (see :meth:`_resume_window_change`).
+        """
         problem = self._refused_extra_state(state_dict.get(prefix + "_extra_state"), prefix)
         if problem is not None:
             error_msgs.append(problem)
@@ -1093,12 +1116,13 @@ class RecMetricModule(nn.Module):
             if holds:
                 continue
             # a member that saved the group's states, else a metric no longer configured that saved
-            # exactly the states this group's leader holds (the same statistics: their names say so)
-            expected = set(self._unit(group[0]).state_dict(keep_vars=True))
+            # exactly the states this group's leader holds (the same statistics: their names say so,
+            # with or without a window)
+            expected = lifetime_names(set(self._unit(group[0]).state_dict(keep_vars=True)))
             for name in [*group[1:], *dropped]:
                 saved = f"{top}{name}."
                 keys, holds = saved_under(saved)
-                if holds and (name in group or {key[len(saved) :] for key in keys} == expected):
+                if holds and (name in group or lifetime_names({key[len(saved) :] for key in keys}) == expected):
                     for key in lead_keys:  # the leader's ring alone, written by an earlier version
                         del state_dict[key]
                     for key in keys:
@@ -1106,9 +1130,57 @@ class RecMetricModule(nn.Module):
                     if name in dropped:
                         dropped.remove(name)
                     break
+        self._resume_window_change(state_dict, prefix, edits, emptied)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+
+    def _resume_window_change(
+        self, state_dict: dict[str, Any], prefix: str, edits: list[Any], emptied: list[Windowed]
+    ) -> None:
+        """Map each metric's checkpoint saved with another window onto this module's: the lifetime resumes.
+
+        * Saved with a window, loaded without one: the lifetime's states (``lifetime.<state>``) load
+          as the metric's; the window's states and its ring are not needed and are dropped.
+        * Saved without a window, loaded with one: the metric's states load as the lifetime; the
+          window starts empty (as after ``reset``) and fills from the next steps.
+        * Saved with another window (``window_size`` or ``max_updates``, as the checkpoint records
+          them): the lifetime resumes and the window starts empty. A ring of another size cannot be
+          carried exactly (a smaller window may need part of an update that the old ring holds summed
+          with the rest of it; a larger one, updates the old ring had already dropped).
+
+        Each metric reads all of its states or none as before, and a strict load then finds no
+        missing or unexpected key. The checkpoint's metadata (version, recorded settings) moves with
+        the states for the length of the load (see :mod:`~torchmetrics_ext.utilities.window_resume`). A
+        unit given an empty window is appended to ``emptied``: once the load has succeeded its window is
+        started over the loaded lifetime (see :func:`_restart_window`).
+        """
+        metadata = _load_metadata(state_dict)
+        for head, unit in self._unit_prefixes(prefix):
+            saved = Saved.under(state_dict, head)
+            if not isinstance(unit, Windowed):
+                own_extra_state = type(unit).get_extra_state is not nn.Module.get_extra_state
+                if not saved.plain and (saved.lifetime or (saved.ring and not saved.window and not own_extra_state)):
+                    as_plain(state_dict, head, metadata, edits, drop_ring=not own_extra_state)
+                continue
+            rule = {"window_size": unit.window_size, "max_updates": unit.max_updates}
+            if saved.lifetime:
+                recorded = saved_window_rule(metadata, head)
+                if recorded is None or recorded == tuple(rule.values()):
+                    continue  # the same window (or unrecorded: the wrapper's own checks apply)
+            elif not saved.plain or saved.window:
+                continue
+            unit.reset()  # its empty window and ring (the module is put back if the load fails)
+            as_windowed(state_dict, head, unit.state_dict(prefix=head), rule, metadata, edits)
+            emptied.append(unit)
+
+    def _unit_prefixes(self, prefix: str) -> Iterator[tuple[str, Metric]]:
+        """``(prefix of its entries, unit)`` for every metric unit (not the throughput), group members included."""
+        for name in self._leader:
+            yield f"{prefix}metrics.{name}.", self._unit(name)
+        for name in self.ranking:
+            for i, unit in enumerate(self._copies(name)):
+                yield f"{prefix}ranking.{name}.{i}.", unit
 
     def _refused_extra_state(self, extra_state: Any, prefix: str) -> str | None:
         """The error for a checkpoint whose ``_extra_state`` records other task names or order; ``None`` if not.
@@ -1142,6 +1214,10 @@ class RecMetricModule(nn.Module):
         ``strict=False``, its states listed as missing keys; the notes of those it held join the
         error (``strict=True``) or are warned.
 
+        A checkpoint saved with another window (``window_size`` given or not, or another size) resumes
+        each metric's lifetime; a window added or resized starts empty and fills from the next steps
+        (see :meth:`_resume_window_change`).
+
         All or nothing: a load that raises (a checkpoint refused by one metric, missing keys with
         ``strict=True``, an ``_extra_state`` refused) leaves every metric, window, the throughput
         and the step counter as they were, although the metrics load one after another; the error
@@ -1158,42 +1234,18 @@ class RecMetricModule(nn.Module):
             if not (isinstance(error, RuntimeError) and strict and "Missing key(s)" in str(error)):
                 raise
             raise RuntimeError(
-                f"{error}\nThe checkpoint has no states, or not all of them, for some metrics: "
-                + (
-                    self._window_change(state_dict)
-                    or "added since it was saved, built with other settings, or saved in an older format of the metric"
-                )
-                + ". To resume the rest and start those metrics afresh (all of their states at their defaults), load "
-                "with strict=False (in Lightning: set `self.strict_loading = False` in the LightningModule)."
+                f"{error}\nThe checkpoint has no states, or not all of them, for some metrics: added since it was "
+                "saved, built with other settings, or saved in an older format of the metric. To resume the rest and "
+                "start those metrics afresh (all of their states at their defaults), load with strict=False (in "
+                "Lightning: set `self.strict_loading = False` in the LightningModule)."
             ) from None
 
-    def _window_change(self, state_dict: Mapping[str, Any]) -> str | None:
-        """What a strict load's missing keys come from when the checkpoint and this module differ in having a window.
-
-        A windowed metric saves its states under ``lifetime.``/``window.``; one without a window
-        under their own names: a missing ``metrics.ne.pos_labels`` next to an unexpected
-        ``metrics.ne.lifetime.pos_labels`` is a window added or dropped, not another metric.
-        """
-        own = set(self.state_dict(keep_vars=True))
-        missing, unexpected = own.difference(state_dict), set(state_dict).difference(own)
-
-        def unwindowed(keys: set[str]) -> set[str]:
-            return {key.replace(".lifetime.", ".", 1) for key in keys if ".lifetime." in key}
-
-        if unwindowed(unexpected) & missing:
-            return (
-                "it was saved with a window (`window_size`: lifetime and window states) and this module has none; "
-                "build the module with the checkpoint's `window_size` to resume them"
-            )
-        if unwindowed(missing) & unexpected:
-            return (
-                "it was saved without a window and this module has one (`window_size`); build the module without "
-                "`window_size` to resume them"
-            )
-        return None
-
     def _end_load(self, put_back: bool = False) -> None:
-        """End the load recorded in ``_LOAD_GUARD``, if any: remove its descendants' wrappers, put the module back."""
+        """End the load recorded in ``_LOAD_GUARD``, if any: undo its wrappers and metadata edits, put the module back.
+
+        The module is put back if ``put_back``; the descendants' load wrappers are removed and the
+        checkpoint metadata moved for a window change is put back in any case.
+        """
         guard = self.__dict__.pop(_LOAD_GUARD, None)
         if guard is not None:
             guard[4]()
@@ -1517,11 +1569,44 @@ def _after_load(module: nn.Module, incompatible_keys: Any) -> None:
     guard = module.__dict__.pop(_LOAD_GUARD, None)
     if guard is None:
         return
-    prefix, restore, error_msgs, errors_before, unguard = guard
-    unguard()  # every descendant has loaded
+    prefix, restore, error_msgs, errors_before, finish, emptied = guard
+    finish()  # every descendant has loaded
     keys = [*incompatible_keys.missing_keys, *incompatible_keys.unexpected_keys]
     if len(error_msgs) > errors_before or (any(k.startswith(prefix) for k in keys) and _loading_strictly()):
         restore()
+        return
+    for unit in emptied:
+        _restart_window(unit)
+
+
+def _restart_window(unit: Windowed) -> None:
+    """Keep the lifetime a window change loaded; start the window empty over it, as ``Windowed`` of such a metric would.
+
+    The lifetime loaded with an empty ring taken from the reset unit; a binned metric's ring also
+    holds the part of its lifetime histogram no window update holds (its base): reset and merged
+    back, the lifetime's states become that part (``Windowed.merge_state``).
+    """
+    states = dict(unit.lifetime.metric_state)
+    unit.reset()
+    unit.merge_state(states)
+
+
+def _load_metadata(state_dict: Mapping[str, Any]) -> MutableMapping[str, Any] | None:
+    """The per-module metadata of the ``nn.Module.load_state_dict`` running now (what torch hands each module).
+
+    Read from the call itself (as :func:`_loading_strictly` reads ``strict``): a parent module's load
+    hands this module a plain dict of its entries, without the checkpoint's ``_metadata``. Else the
+    ``_metadata`` of ``state_dict``, else ``None``.
+    """
+    code = nn.Module.load_state_dict.__code__
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_code is code:
+            found = frame.f_locals.get("metadata")
+            return found if isinstance(found, MutableMapping) else None
+        frame = frame.f_back
+    found = getattr(state_dict, "_metadata", None)
+    return found if isinstance(found, MutableMapping) else None
 
 
 def _loading_strictly() -> bool:

@@ -648,6 +648,22 @@ def test_numpy_and_tensor_integer_categories_are_their_int():
     _counted_and_restored(values, plain)
 
 
+def test_categories_with_lone_surrogates_are_counted_and_restored():
+    """Text decoded with ``errors="surrogateescape"`` (file names, raw bytes) holds lone surrogates; such a
+    category is a ``str`` like any other. Its key used to fail to encode after the batch was accepted, leaving
+    the other keys of the batch updated (a half-applied batch)."""
+    odd = b"caf\xe9".decode("utf-8", "surrogateescape")  # 'caf\udce9'
+    values = [odd, "web", odd, "\ud800"]
+    agg = MetricsAggregator()
+    agg.update([Metric("d", "n", 1, A.SUM)])
+    agg.update([Metric("d", "n", 1, A.SUM)] + [Metric("d", "src", v, A.CATEGORICAL_COUNT) for v in values])
+    expected = {"train_d/n": 2.0} | {f"train_d/src_count_{k}": float(c) for k, c in Counter(values).items()}
+    assert agg.get_metrics_for_logging() == expected
+    restored = MetricsAggregator()
+    restored.load_state_dict(agg.state_dict())
+    assert restored.get_metrics_for_logging() == expected
+
+
 @pytest.mark.parametrize(
     "bad",
     [np.True_, torch.tensor(True), torch.tensor(2.0), np.float64(2.0), torch.tensor([1, 2])],

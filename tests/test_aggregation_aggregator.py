@@ -404,6 +404,26 @@ def test_register_handler():
     assert aggregator.get_metrics_for_logging() == {}  # nothing of the rejected batch was kept
 
 
+def test_a_handler_returning_one_instance_is_refused_instead_of_sharing_state():
+    """``lambda: shared`` gave two datasets one state: each logged the other's values too (11.0 and 11.0)."""
+    shared = Sum()
+    agg = MetricsAggregator()
+    agg.register_handler(A.SUM, lambda: shared)
+    message = r"SUM handler returned a Sum that is already in use.*new metric at each call"
+    with pytest.raises(ValueError, match=message):  # two new keys in one batch
+        agg.update([Metric("a", "x", 1, A.SUM), Metric("b", "x", 10, A.SUM)])
+    assert agg.get_metrics_for_logging() == {} and float(shared.compute()) == 0.0  # nothing applied
+    agg.update([Metric("a", "x", 1, A.SUM)])  # the first key may have it
+    with pytest.raises(ValueError, match=message):  # a new key in a later batch
+        agg.update([Metric("a", "x", 2, A.SUM), Metric("b", "x", 10, A.SUM)])
+    assert agg.get_metrics_for_logging() == {"train_a/x": 1.0}
+    source = MetricsAggregator()
+    source.update([Metric("a", "x", 1, A.SUM), Metric("b", "x", 10, A.SUM)])
+    with pytest.raises(ValueError, match=message):  # a checkpoint of two keys
+        agg.load_state_dict(source.state_dict())
+    assert agg.get_metrics_for_logging() == {"train_a/x": 1.0}
+
+
 class Received(TorchMetric):
     """A plain torchmetrics.Metric (no summarize/fold): records what its public ``update`` gets."""
 

@@ -151,6 +151,10 @@ class MetricsAggregator:
     def register_handler(self, agg_type: AggregationType, metric_factory: MetricFactory) -> None:
         """Use ``metric_factory()`` for new keys of ``agg_type``.
 
+        Each call must return a new metric (the class, or a lambda that builds one): a factory
+        that returns an instance already in use makes :meth:`update` raise ``ValueError`` rather
+        than let two keys share one state.
+
         Once per batch and key, an :class:`AggregationMetric` (any of this package's aggregation
         metrics, or a subclass) gets ``fold(summarize(values))`` with the records' plain values;
         any other metric gets ``update`` with a float64 1-D tensor of the values (the list of
@@ -214,10 +218,11 @@ class MetricsAggregator:
                 raise ValueError(_conflict(key, types[key], agg_type))
             types[key] = agg_type
         fresh: dict[Key, TorchMetric] = {}
+        taken: set[int] = set()  # ids of the metrics in use, filled when a first new key needs them
         plan: list[Step] = []
         for (ds, name, agg_type), values in grouped.items():
             key = (ds, name)
-            metric = self._metric_for(key, agg_type, fresh)
+            metric = self._metric_for(key, agg_type, fresh, taken)
             try:
                 plan.append(plan_step(metric, agg_type, values, self._device))
             except (TypeError, ValueError) as err:
@@ -227,8 +232,13 @@ class MetricsAggregator:
         for step in plan:
             step.apply()
 
-    def _metric_for(self, key: Key, agg_type: AggregationType, fresh: dict[Key, TorchMetric]) -> TorchMetric:
-        """The metric of ``key``: the registered one, or a new one (added to ``fresh``, not registered yet)."""
+    def _metric_for(
+        self, key: Key, agg_type: AggregationType, fresh: dict[Key, TorchMetric], taken: set[int]
+    ) -> TorchMetric:
+        """The metric of ``key``: the registered one, or a new one (added to ``fresh``, not registered yet).
+
+        ``taken`` holds the ids of the metrics in use (held or fresh); it is filled at the first new key.
+        """
         if not isinstance(agg_type, AggregationType) or agg_type not in self._factories:
             raise ValueError(f"Metric {key[1]!r} of dataset {key[0]!r} has an unknown agg_type {agg_type!r}.")
         known = self._keys.get(key)
@@ -236,16 +246,30 @@ class MetricsAggregator:
             if known[0] is not agg_type:
                 raise ValueError(_conflict(key, known[0], agg_type))
             return known[2]
-        metric = fresh[key] = self._make(agg_type)
+        if not taken:
+            taken.update(map(id, self.metrics.values()))
+        metric = fresh[key] = self._make(agg_type, taken)
         return metric
 
-    def _make(self, agg_type: AggregationType) -> TorchMetric:
-        """A new metric from the handler of ``agg_type`` (not registered yet)."""
+    def _make(self, agg_type: AggregationType, taken: set[int]) -> TorchMetric:
+        """A new metric from the handler of ``agg_type`` (not registered yet); its id is added to ``taken``.
+
+        Raises:
+            TypeError: if the handler returned something other than a ``torchmetrics.Metric``.
+            ValueError: if it returned a metric already in use (``taken``): two keys would share one state.
+        """
         metric = self._factories[agg_type]()
         if not isinstance(metric, TorchMetric):
             raise TypeError(
                 f"The {_type_name(agg_type)} handler returned {type(metric).__name__}, not a torchmetrics.Metric."
             )
+        if id(metric) in taken:
+            raise ValueError(
+                f"The {_type_name(agg_type)} handler returned a {type(metric).__name__} that is already in use: "
+                "two metrics would share one state. `metric_factory` must return a new metric at each call "
+                "(e.g. the class, or `lambda: Sum()`), not one instance."
+            )
+        taken.add(id(metric))
         if self.process_group is not None:
             metric.process_group = self.process_group
         # a cached value would let this rank skip its part of a later sync that other ranks join
@@ -279,9 +303,10 @@ class MetricsAggregator:
                 if key in union and union[key] is not agg_type:
                     raise ValueError(_conflict(key, union[key], agg_type) + " (the ranks disagree)")
                 union[key] = agg_type
+        taken = set(map(id, self.metrics.values()))
         for key, agg_type in union.items():
             if key not in self._keys:
-                self._register(key, agg_type, self._make(agg_type))
+                self._register(key, agg_type, self._make(agg_type, taken))
         self._keys = {key: self._keys[key] for key in union}
 
     def get_metrics_for_logging(self, prefix: str = "train") -> dict[str, float]:
@@ -387,9 +412,10 @@ class MetricsAggregator:
             raise ValueError(f"Expected a state dict made by MetricsAggregator.state_dict() (format {_FORMAT!r}).")
         tensors = state_dict["tensors"]
         keys, metrics, loaded = {}, nn.ModuleDict(), {}
+        taken = set(map(id, self.metrics.values()))  # the metrics held now are no new ones either
         for i, entry in enumerate(metadata["metrics"]):
             key, agg_type = (entry["dataset_name"], entry["name"]), AggregationType(entry["agg_type"])
-            metric = self._make(agg_type)
+            metric = self._make(agg_type, taken)
             saved, expected = set(entry["states"]), set(metric.metric_state)
             # states a metric added after the checkpoint was written, which its load derives from
             # saved ones (Distribution's compensations: zeros)

@@ -471,6 +471,45 @@ def test_registered_plain_torchmetrics_get_their_public_update():
     assert [len(r) for r in (x.received, c.received)] == [2, 1]
 
 
+class Returns(TorchMetric):
+    """A registered metric whose ``compute`` returns ``self.value`` (whatever a handler author may write)."""
+
+    full_state_update = False
+
+    def __init__(self, value):
+        super().__init__()
+        self.add_state("n", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.value = value
+
+    def update(self, values):
+        self.n += len(values)
+
+    def compute(self):
+        return self.value
+
+
+def test_registered_metric_may_return_plain_numbers_and_a_bad_value_is_named():
+    """A dict of plain numbers used to crash (``'float' object has no attribute 'reshape'``), and a tensor of
+    several values raised ``only one element tensors can be converted`` without naming the metric."""
+    agg = MetricsAggregator()
+    agg.register_handler(A.MEAN, lambda: Returns({"p50": 1.5, "n": 2, "t": torch.tensor([4.0])}))
+    agg.register_handler(A.MAX, lambda: Returns(np.float32(7.0)))
+    agg.update([Metric("d", "m", 1.0, A.MEAN), Metric("d", "x", 1.0, A.MAX)])
+    assert agg.get_metrics_for_logging() == {
+        "train_d/m_p50": 1.5,
+        "train_d/m_n": 2.0,
+        "train_d/m_t": 4.0,
+        "train_d/x": 7.0,
+    }
+    for bad, shown in ((torch.tensor([1.0, 2.0]), r"Tensor of shape \(2,\)"), ("oops", "str: 'oops'")):
+        for value in (bad, {"a": torch.tensor(1.0), "b": bad}):
+            agg = MetricsAggregator()
+            agg.register_handler(A.SUM, lambda value=value: Returns(value))
+            agg.update([Metric("d", "x", 1, A.SUM)])
+            with pytest.raises(TypeError, match=rf"SUM handler's metric for 'train_d/x' to return a number.*{shown}"):
+                agg.get_metrics_for_logging()
+
+
 def test_reset_forgets_everything():
     aggregator = MetricsAggregator()
     aggregator.update([Metric("d", "x", 1, A.SUM)])

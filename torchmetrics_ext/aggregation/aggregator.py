@@ -74,6 +74,33 @@ def _entry_names(keys: list[Any], base: str) -> list[str]:
     return names
 
 
+def _numbers(values: list[Any], base: str, agg_type: AggregationType) -> list[float]:
+    """The values of a handler metric's ``compute`` (one-element tensors or numbers) as floats.
+
+    All tensors (every default handler): one stack and one host read. Anything else is converted
+    value by value, so that a registered metric may return plain numbers (``{"p50": 3.0}``).
+
+    Raises:
+        TypeError: on a value that is neither a number nor a one-element tensor.
+    """
+    if all(isinstance(v, Tensor) and v.numel() == 1 for v in values):
+        return torch.stack([v.reshape(()) for v in values]).tolist() if values else []
+    numbers = []
+    for value in values:
+        try:
+            tensor = value if isinstance(value, Tensor) else torch.as_tensor(value, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            tensor = None
+        if tensor is None or tensor.numel() != 1 or tensor.is_complex():
+            shape = f" of shape {tuple(value.shape)}" if isinstance(value, Tensor) else ""
+            raise TypeError(
+                f"Expected the compute() of the {_type_name(agg_type)} handler's metric for {base!r} to return a "
+                f"number or a one-element tensor (or a dict of them), got {type(value).__name__}{shape}: {value!r}."
+            )
+        numbers.append(float(tensor))
+    return numbers
+
+
 class MetricsAggregator:
     r"""Aggregates per-sample :class:`Metric` records per ``(dataset, name)`` into TorchMetrics states.
 
@@ -158,9 +185,10 @@ class MetricsAggregator:
         Once per batch and key, an :class:`AggregationMetric` (any of this package's aggregation
         metrics, or a subclass) gets ``fold(summarize(values))`` with the records' plain values;
         any other metric gets ``update`` with a float64 1-D tensor of the values (the list of
-        categories for CATEGORICAL_COUNT). ``compute`` returns a scalar tensor or a dict of them
-        (logged as ``{name}_{key}``, ``{name}_stat_{key}`` for DISTRIBUTION and
-        ``{name}_count_{key}`` for CATEGORICAL_COUNT).
+        categories for CATEGORICAL_COUNT). ``compute`` returns a number or a one-element tensor, or a
+        dict of them (logged as ``{name}_{key}``, ``{name}_stat_{key}`` for DISTRIBUTION and
+        ``{name}_count_{key}`` for CATEGORICAL_COUNT); anything else makes
+        :meth:`get_metrics_for_logging` raise a ``TypeError`` naming the logging key.
 
         Raises:
             TypeError: if ``agg_type`` is not an :class:`AggregationType` or the factory is not callable.
@@ -344,12 +372,12 @@ class MetricsAggregator:
                     if isinstance(value, _Counted):  # a CategoricalCount's: one counts vector, no tensor per category
                         keys, numbers = value.categories, value.counts.tolist()
                     else:
-                        keys = list(value)
-                        numbers = torch.stack([v.reshape(()) for v in value.values()]).tolist() if value else []
+                        keys, numbers = list(value), _numbers(list(value.values()), base, agg_type)
                     for sub, number in zip(_entry_names(keys, base), numbers, strict=True):
                         put(f"{base}{joiner}{sub}", number, (ds, name))
                 else:
-                    put(base, float(value), (ds, name))
+                    number = float(value) if isinstance(value, Tensor) and value.numel() == 1 else None
+                    put(base, _numbers([value], base, agg_type)[0] if number is None else number, (ds, name))
         if clashes:  # after every metric was computed: under DDP every rank reaches this point alike
             raise ValueError(
                 "Two metrics would be logged under one key (the second would overwrite the first): "

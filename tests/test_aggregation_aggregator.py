@@ -557,6 +557,29 @@ def test_load_state_dict_rejects_foreign_checkpoints():
         aggregator.load_state_dict(source.state_dict())
 
 
+def test_load_state_dict_of_an_incomplete_checkpoint_is_a_value_error_and_changes_nothing():
+    """A truncated or hand-edited checkpoint raised a bare ``KeyError`` ('0/sum_value', 'tensors')."""
+    source = MetricsAggregator()
+    source.update([Metric("a", "x", 1, A.SUM), Metric("a", "c", "w", A.CATEGORICAL_COUNT)])
+    state = source.state_dict()
+    entry = state["metadata"]["metrics"][0]
+    bad_states = [
+        ({"metadata": state["metadata"], "tensors": {}}, r"lacks the tensor '0/sum_value' \(state 'sum_value' of"),
+        ({"metadata": state["metadata"]}, "'tensors' dict and a 'metrics' list"),
+        ({"metadata": {"format": state["metadata"]["format"]}, "tensors": {}}, "'tensors' dict and a 'metrics' list"),
+        ({**state, "metadata": {**state["metadata"], "metrics": [{**entry, "agg_type": "bogus"}]}}, "entry 0 .*bogus"),
+        ({**state, "metadata": {**state["metadata"], "metrics": [{"name": "x"}]}}, "entry 0 .*KeyError"),
+    ]
+    target = MetricsAggregator()
+    target.update([Metric("keep", "y", 5, A.SUM)])
+    before = snapshot(target)
+    for bad, match in bad_states:
+        with pytest.raises(ValueError, match=match):
+            target.load_state_dict(bad)
+        assert_unchanged(target, before)
+    assert target.get_metrics_for_logging() == {"train_keep/y": 5.0}
+
+
 def test_to_device_keeps_working():
     aggregator = MetricsAggregator().to("cpu")
     aggregator.update([Metric("d", "x", 1, A.SUM)])

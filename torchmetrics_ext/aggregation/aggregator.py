@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -438,13 +438,25 @@ class MetricsAggregator:
         metadata = state_dict.get("metadata") if isinstance(state_dict, dict) else None
         if not isinstance(metadata, dict) or metadata.get("format") != _FORMAT:
             raise ValueError(f"Expected a state dict made by MetricsAggregator.state_dict() (format {_FORMAT!r}).")
-        tensors = state_dict["tensors"]
+        tensors, entries = state_dict.get("tensors"), metadata.get("metrics")
+        if not isinstance(tensors, Mapping) or not isinstance(entries, list):
+            raise ValueError(
+                "Expected a state dict with a 'tensors' dict and a 'metrics' list in its 'metadata', as "
+                f"MetricsAggregator.state_dict() makes it; got {type(tensors).__name__} and {type(entries).__name__}."
+            )
         keys, metrics, loaded = {}, nn.ModuleDict(), {}
         taken = set(map(id, self.metrics.values()))  # the metrics held now are no new ones either
-        for i, entry in enumerate(metadata["metrics"]):
-            key, agg_type = (entry["dataset_name"], entry["name"]), AggregationType(entry["agg_type"])
+        for i, entry in enumerate(entries):
+            try:
+                key, agg_type = (entry["dataset_name"], entry["name"]), AggregationType(entry["agg_type"])
+                updates, layout = int(entry["update_count"]), dict(entry["states"])
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(
+                    f"Checkpoint entry {i} is not one MetricsAggregator.state_dict() writes "
+                    f"({type(err).__name__}: {err}): {entry!r}."
+                ) from None
             metric = self._make(agg_type, taken)
-            saved, expected = set(entry["states"]), set(metric.metric_state)
+            saved, expected = set(layout), set(metric.metric_state)
             # states a metric added after the checkpoint was written, which its load derives from
             # saved ones (Distribution's compensations: zeros)
             derived = {n for n, (_, sources) in getattr(metric, "_derived_states", {}).items() if set(sources) <= saved}
@@ -454,15 +466,17 @@ class MetricsAggregator:
             derived |= {name for names in former.values() for name in names}
             if not saved <= expected | set(former) or expected - saved - derived:
                 raise ValueError(
-                    f"Checkpointed states {sorted(entry['states'])} of {key} do not match the "
+                    f"Checkpointed states {sorted(layout)} of {key} do not match the "
                     f"{_type_name(agg_type)} handler's states {sorted(metric.metric_state)}."
                 )
             states: dict[str, Any] = {}
-            for state, length in entry["states"].items():
-                if length is None:
-                    states[state] = tensors[f"{i}/{state}"].clone().to(self._device)
-                else:
-                    states[state] = [tensors[f"{i}/{state}/{j}"].clone().to(self._device) for j in range(length)]
+            for state, length in layout.items():
+                names = [f"{i}/{state}"] if length is None else [f"{i}/{state}/{j}" for j in range(length)]
+                missing = [name for name in names if not isinstance(tensors.get(name), Tensor)]
+                if missing:
+                    raise ValueError(f"The checkpoint lacks the tensor {missing[0]!r} (state {state!r} of {key}).")
+                copies = [tensors[name].clone().to(self._device) for name in names]
+                states[state] = copies[0] if length is None else copies
             try:
                 metric.load_state_dict(states, strict=False)
             except RuntimeError as err:  # nn.Module's size mismatch: a handler of other settings
@@ -471,5 +485,5 @@ class MetricsAggregator:
                 ) from None
             metrics[f"m{i}"] = metric
             keys[key] = (agg_type, f"m{i}", metric)
-            loaded[key] = int(entry["update_count"])
+            loaded[key] = updates
         self.metrics, self._keys, self._next_id, self._loaded_updates = metrics, keys, len(keys), loaded

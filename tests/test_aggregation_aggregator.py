@@ -272,6 +272,18 @@ def test_empty_update_and_logging():
     assert len(aggregator.metrics) == 0
 
 
+def test_update_with_records_that_are_not_iterable_names_the_argument():
+    """``update(record)`` (one Metric, not a list) raised Python's bare "'Metric' object is not iterable"."""
+    agg = MetricsAggregator()
+    agg.update([Metric("d", "x", 1, A.SUM)])
+    with pytest.raises(TypeError, match=r"`records` to be a list .*wrap one record in a list.*got Metric\."):
+        agg.update(Metric("d", "x", 1, A.SUM))
+    with pytest.raises(TypeError, match=r"`records` to be a list \(or iterable\) of Metric records, got NoneType\."):
+        agg.update(None)
+    agg.update(Metric("d", "x", v, A.SUM) for v in (2, 3))  # any iterable still works
+    assert agg.get_metrics_for_logging() == {"train_d/x": 6.0}
+
+
 def test_single_value_distribution_leaves_out_std():
     aggregator = MetricsAggregator()
     aggregator.update([Metric("d", "len", 12, A.DISTRIBUTION)])

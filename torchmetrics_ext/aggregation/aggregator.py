@@ -229,8 +229,21 @@ class MetricsAggregator:
 
         Every key's values are checked (and summarized) before any metric changes; a rejected
         batch changes nothing, not even the set of keys.
+
+        Raises:
+            TypeError: if ``records`` is not iterable (a single :class:`Metric` must be put in a
+                list), or see the class.
         """
-        records = records if isinstance(records, list) else list(records)
+        if not isinstance(records, list):
+            try:
+                iterator = iter(records)
+            except TypeError:
+                hint = " (wrap one record in a list: update([record]))" if hasattr(records, "agg_type") else ""
+                raise TypeError(
+                    f"Expected `records` to be a list (or iterable) of Metric records{hint}, "
+                    f"got {type(records).__name__}."
+                ) from None
+            records = list(iterator)
         grouped: defaultdict[tuple[str, str, AggregationType], list[Any]] = defaultdict(list)
         try:
             for record in records:

@@ -83,8 +83,10 @@ def _numbers(values: list[Any], base: str, agg_type: AggregationType) -> list[fl
     Raises:
         TypeError: on a value that is neither a number nor a one-element tensor.
     """
-    if all(isinstance(v, Tensor) and v.numel() == 1 for v in values):
+    try:
         return torch.stack([v.reshape(()) for v in values]).tolist() if values else []
+    except (AttributeError, TypeError, RuntimeError):  # no tensor, or not one element: value by value
+        pass
     numbers = []
     for value in values:
         try:
@@ -389,8 +391,11 @@ class MetricsAggregator:
                     for sub, number in zip(_entry_names(keys, base), numbers, strict=True):
                         put(f"{base}{joiner}{sub}", number, (ds, name))
                 else:
-                    number = float(value) if isinstance(value, Tensor) and value.numel() == 1 else None
-                    put(base, _numbers([value], base, agg_type)[0] if number is None else number, (ds, name))
+                    try:
+                        number = float(value)
+                    except (TypeError, ValueError, RuntimeError):
+                        number = _numbers([value], base, agg_type)[0]  # raises, naming the handler and the key
+                    put(base, number, (ds, name))
         if clashes:  # after every metric was computed: under DDP every rank reaches this point alike
             raise ValueError(
                 "Two metrics would be logged under one key (the second would overwrite the first): "

@@ -284,6 +284,16 @@ def test_update_with_records_that_are_not_iterable_names_the_argument():
     assert agg.get_metrics_for_logging() == {"train_d/x": 6.0}
 
 
+@pytest.mark.parametrize("prefix", [None, 1, A.SUM])
+def test_a_prefix_that_is_not_a_string_is_refused(prefix):
+    """``prefix=None`` used to log under ``"None_d/x"``."""
+    agg = MetricsAggregator()
+    agg.update([Metric("d", "x", 1, A.SUM)])
+    with pytest.raises(TypeError, match=r"`prefix` to be a string such as 'train' or 'val', got"):
+        agg.get_metrics_for_logging(prefix)
+    assert agg.get_metrics_for_logging("") == {"_d/x": 1.0}  # torchtune's f"{prefix}_{dataset}/{name}"
+
+
 def test_single_value_distribution_leaves_out_std():
     aggregator = MetricsAggregator()
     aggregator.update([Metric("d", "len", 12, A.DISTRIBUTION)])

@@ -362,7 +362,10 @@ class MetricsAggregator:
             ValueError: two metrics would be logged under one key (``Metric("a/b", "c")`` and
                 ``Metric("a", "b/c")``, or a metric named like another's entry such as
                 ``x_stat_mean``), instead of one value silently replacing the other.
+            TypeError: if ``prefix`` is not a string (checked before any collective).
         """
+        if not isinstance(prefix, str):
+            raise TypeError(f"Expected `prefix` to be a string such as 'train' or 'val', got {prefix!r}.")
         distributed = self._distributed()
         if distributed:
             self._agree_on_keys()

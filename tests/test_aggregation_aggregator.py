@@ -375,6 +375,10 @@ BAD_BATCHES = [
     ([Metric("x", "y", 1, A.SUM), Metric("x", "y", 1, "sum")], ValueError, "aggregated as SUM.*'sum'"),
     ([Metric("x", "y", 1, [A.SUM])], TypeError, "hashable"),
     ([("alpaca", "tokens", 1, A.SUM)], TypeError, "to be a Metric"),
+    # a non-str name was logged as its text ("train_1/2") and broke a JSON round trip of the metadata (a tuple)
+    ([Metric(1, "n", 1, A.SUM)], TypeError, "`dataset_name` and `name` to be strings, got 1 and 'n'"),
+    ([Metric("x", ("a", "b"), 1, A.MAX)], TypeError, r"strings, got 'x' and \('a', 'b'\)"),
+    ([Metric(None, "n", "web", A.CATEGORICAL_COUNT)], TypeError, "strings, got None and 'n'"),
     (
         [Metric("alpaca", "tokens", 1e308, A.SUM), Metric("alpaca", "tokens", 1e308, A.SUM)],
         ValueError,

@@ -129,8 +129,9 @@ class MetricsAggregator:
         process_group: the group to aggregate over (default: the whole world).
 
     Raises:
-        TypeError: from :meth:`update`, on a record that is not a :class:`Metric`, a non-number
-            value for SUM/MEAN/MAX/MIN/DISTRIBUTION or a value that is not a ``str``/``int`` for
+        TypeError: from :meth:`update`, on a record that is not a :class:`Metric`, a
+            ``dataset_name`` or ``name`` that is not a ``str``, a non-number value for
+            SUM/MEAN/MAX/MIN/DISTRIBUTION or a value that is not a ``str``/``int`` for
             CATEGORICAL_COUNT.
         ValueError: from :meth:`update`, on NaN/inf values or a ``(dataset, name)`` reused with
             another aggregation type (the message names both). A rejected batch changes nothing.
@@ -289,6 +290,10 @@ class MetricsAggregator:
             if known[0] is not agg_type:
                 raise ValueError(_conflict(key, known[0], agg_type))
             return known[2]
+        if not (isinstance(key[0], str) and isinstance(key[1], str)):  # checked once, when the key is new
+            raise TypeError(
+                f"Expected a record's `dataset_name` and `name` to be strings, got {key[0]!r} and {key[1]!r}."
+            )
         if not taken:
             taken.update(map(id, self.metrics.values()))
         metric = fresh[key] = self._make(agg_type, taken)

@@ -401,6 +401,30 @@ def test_rejected_batch_changes_nothing(bad, exc, match):
     assert aggregator.get_metrics_for_logging() == expected
 
 
+def test_an_agg_type_of_another_enum_is_named_as_such():
+    """torchtune's own ``AggregationType.SUM`` (another enum of the same name and values) was reported as "an
+    unknown agg_type <AggregationType.SUM: 'sum'>", without saying that the enum is not ours."""
+
+    class AggregationType(enum.Enum):  # stands for torchtune.data.metrics.AggregationType
+        SUM = "sum"
+
+    foreign = AggregationType.SUM
+    agg = MetricsAggregator()
+    agg.update([Metric("d", "x", 1, A.SUM)])
+    origin = rf"\(a {__name__}\..*AggregationType\)"
+    with pytest.raises(
+        ValueError, match=rf"unknown agg_type <AggregationType\.SUM: 'sum'> {origin}; expected a member of"
+    ):
+        agg.update([Metric("d", "y", 1, foreign)])
+    with pytest.raises(
+        ValueError, match=rf"aggregated as SUM; it cannot also be aggregated as <AggregationType\.SUM: 'sum'> {origin}"
+    ):
+        agg.update([Metric("d", "z", 1, A.SUM), Metric("d", "z", 1, foreign)])
+    with pytest.raises(ValueError, match=r"unknown agg_type 'sum'; expected"):  # a builtin: no class named
+        agg.update([Metric("d", "y", 1, "sum")])
+    assert agg.get_metrics_for_logging() == {"train_d/x": 1.0}
+
+
 # ----------------------------------------------------------------------------- handlers, reset, checkpoints
 
 

@@ -30,7 +30,11 @@ _JOINERS = {AggregationType.DISTRIBUTION: "_stat_", AggregationType.CATEGORICAL_
 
 
 def _type_name(agg_type: AggregationType) -> str:
-    return agg_type.name if isinstance(agg_type, AggregationType) else repr(agg_type)
+    """``SUM`` for a member, else the value's repr and, unless a builtin, its class (another enum)."""
+    if isinstance(agg_type, AggregationType):
+        return agg_type.name
+    kind = type(agg_type)
+    return repr(agg_type) + ("" if kind.__module__ == "builtins" else f" (a {kind.__module__}.{kind.__qualname__})")
 
 
 def _bad_record_message(records: list[Any]) -> str:
@@ -284,7 +288,10 @@ class MetricsAggregator:
         ``taken`` holds the ids of the metrics in use (held or fresh); it is filled at the first new key.
         """
         if not isinstance(agg_type, AggregationType) or agg_type not in self._factories:
-            raise ValueError(f"Metric {key[1]!r} of dataset {key[0]!r} has an unknown agg_type {agg_type!r}.")
+            raise ValueError(
+                f"Metric {key[1]!r} of dataset {key[0]!r} has an unknown agg_type {_type_name(agg_type)}; "
+                "expected a member of torchmetrics_ext.aggregation.AggregationType."
+            )
         known = self._keys.get(key)
         if known is not None:
             if known[0] is not agg_type:

@@ -521,6 +521,50 @@ def test_registered_plain_torchmetrics_get_their_public_update():
     assert [len(r) for r in (x.received, c.received)] == [2, 1]
 
 
+class NonNegativeTotal(TorchMetric):
+    """A registered metric with a check of its own: ``update`` refuses negative values, after changing its states."""
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("seen", default=[], dist_reduce_fx="cat")
+
+    def update(self, values):
+        self.total += values.sum()  # in place, before the check: a refusal leaves a changed state behind
+        self.seen.append(values)
+        if bool((values < 0).any()):
+            raise ValueError("NonNegativeTotal takes no negative values")
+
+    def compute(self):
+        return self.total
+
+
+def test_a_batch_that_a_registered_metric_refuses_changes_nothing():
+    """The aggregator's checks passed, then a registered metric's own ``update`` raised: the keys updated
+    before it (and its own half-done update) stayed applied, and the batch's new keys were registered."""
+    agg = MetricsAggregator()
+    agg.register_handler(A.MAX, NonNegativeTotal)
+    agg.update([Metric("d", "a", 1.0, A.MAX), Metric("d", "b", 2.0, A.MAX), Metric("d", "n", 5, A.SUM)])
+    before = snapshot(agg)
+    expected = {"train_d/a": 1.0, "train_d/b": 2.0, "train_d/n": 5.0}
+    bad = [
+        Metric("d", "n", 1, A.SUM),  # a default handler's key
+        Metric("d", "a", 3.0, A.MAX),  # applied first
+        Metric("new", "c", 4.0, A.MAX),  # a new key
+        Metric("d", "b", -1.0, A.MAX),  # refused by the metric itself
+    ]
+    with pytest.raises(ValueError, match="NonNegativeTotal takes no negative values"):
+        agg.update(bad)
+    assert_unchanged(agg, before)
+    assert [m.update_count for m in agg.metrics.values()] == [1, 1, 1]
+    assert [len(m.seen) for m in list(agg.metrics.values())[:2]] == [1, 1]
+    assert agg.get_metrics_for_logging() == expected
+    agg.update(bad[:3])
+    assert agg.get_metrics_for_logging() == {"train_d/a": 4.0, "train_d/b": 2.0, "train_d/n": 6.0, "train_new/c": 4.0}
+
+
 class Returns(TorchMetric):
     """A registered metric whose ``compute`` returns ``self.value`` (whatever a handler author may write)."""
 

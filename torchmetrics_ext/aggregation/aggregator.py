@@ -15,7 +15,7 @@ from torchmetrics import Metric as TorchMetric
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.categorical import CategoricalCount, _Counted
 from torchmetrics_ext.aggregation.handlers import DEFAULT_HANDLERS, MetricFactory
-from torchmetrics_ext.aggregation.plan import Step, plan_step
+from torchmetrics_ext.aggregation.plan import Fold, Step, Update, apply_updates, plan_step
 from torchmetrics_ext.aggregation.types import AggregationType, Metric
 from torchmetrics_ext.metrics.base import counted_as_updated
 from torchmetrics_ext.utilities.warnings import silencing_undefined
@@ -235,7 +235,9 @@ class MetricsAggregator:
         """Fold a batch of records in: one update per ``(dataset, name)``.
 
         Every key's values are checked (and summarized) before any metric changes; a rejected
-        batch changes nothing, not even the set of keys.
+        batch changes nothing, not even the set of keys. That holds when a registered metric's
+        own ``update`` refuses the values too: the metrics it and the batch's other registered
+        handlers changed get their states back before the error propagates.
 
         Raises:
             TypeError: if ``records`` is not iterable (a single :class:`Metric` must be put in a
@@ -275,10 +277,14 @@ class MetricsAggregator:
                 plan.append(plan_step(metric, agg_type, values, self._device))
             except (TypeError, ValueError) as err:
                 raise _rejected(key, agg_type, err) from None
+        updates = [step for step in plan if isinstance(step, Update)]
+        if updates:  # registered plain metrics, whose update may still refuse: undone on an error
+            apply_updates(updates, list(fresh.values()))
         for key, metric in fresh.items():  # only once every key's values were accepted
             self._register(key, types[key], metric)
         for step in plan:
-            step.apply()
+            if isinstance(step, Fold):
+                step.apply()
 
     def _metric_for(
         self, key: Key, agg_type: AggregationType, fresh: dict[Key, TorchMetric], taken: set[int]

@@ -89,6 +89,9 @@ def test_transform_uses_input_ids_and_appends():
         ({"text": "no tokens"}, KeyError, "'tokens' or 'input_ids'"),
         ({"tokens": [1], "metrics": "oops"}, TypeError, r"sample\['metrics'\]"),
         ([1, 2, 3], TypeError, "`sample` to be a dict"),
+        # a field without a length raised Python's bare "object of type 'NoneType' has no len()"
+        ({"tokens": None}, TypeError, r"sample\['tokens'\] to be a sequence of tokens .*got NoneType: None"),
+        ({"input_ids": torch.tensor(7)}, TypeError, r"sample\['input_ids'\] to be a sequence .*got Tensor"),
     ],
 )
 def test_transform_bad_samples(sample, exc, match):

@@ -89,6 +89,9 @@ def test_transform_uses_input_ids_and_appends():
         ({"text": "no tokens"}, KeyError, "'tokens' or 'input_ids'"),
         ({"tokens": [1], "metrics": "oops"}, TypeError, r"sample\['metrics'\]"),
         ([1, 2, 3], TypeError, "`sample` to be a dict"),
+        # a field without a length raised Python's bare "object of type 'NoneType' has no len()"
+        ({"tokens": None}, TypeError, r"sample\['tokens'\] to be a sequence of tokens .*got NoneType: None"),
+        ({"input_ids": torch.tensor(7)}, TypeError, r"sample\['input_ids'\] to be a sequence .*got Tensor"),
     ],
 )
 def test_transform_bad_samples(sample, exc, match):
@@ -272,6 +275,28 @@ def test_empty_update_and_logging():
     assert len(aggregator.metrics) == 0
 
 
+def test_update_with_records_that_are_not_iterable_names_the_argument():
+    """``update(record)`` (one Metric, not a list) raised Python's bare "'Metric' object is not iterable"."""
+    agg = MetricsAggregator()
+    agg.update([Metric("d", "x", 1, A.SUM)])
+    with pytest.raises(TypeError, match=r"`records` to be a list .*wrap one record in a list.*got Metric\."):
+        agg.update(Metric("d", "x", 1, A.SUM))
+    with pytest.raises(TypeError, match=r"`records` to be a list \(or iterable\) of Metric records, got NoneType\."):
+        agg.update(None)
+    agg.update(Metric("d", "x", v, A.SUM) for v in (2, 3))  # any iterable still works
+    assert agg.get_metrics_for_logging() == {"train_d/x": 6.0}
+
+
+@pytest.mark.parametrize("prefix", [None, 1, A.SUM])
+def test_a_prefix_that_is_not_a_string_is_refused(prefix):
+    """``prefix=None`` used to log under ``"None_d/x"``."""
+    agg = MetricsAggregator()
+    agg.update([Metric("d", "x", 1, A.SUM)])
+    with pytest.raises(TypeError, match=r"`prefix` to be a string such as 'train' or 'val', got"):
+        agg.get_metrics_for_logging(prefix)
+    assert agg.get_metrics_for_logging("") == {"_d/x": 1.0}  # torchtune's f"{prefix}_{dataset}/{name}"
+
+
 def test_single_value_distribution_leaves_out_std():
     aggregator = MetricsAggregator()
     aggregator.update([Metric("d", "len", 12, A.DISTRIBUTION)])
@@ -353,6 +378,10 @@ BAD_BATCHES = [
     ([Metric("x", "y", 1, A.SUM), Metric("x", "y", 1, "sum")], ValueError, "aggregated as SUM.*'sum'"),
     ([Metric("x", "y", 1, [A.SUM])], TypeError, "hashable"),
     ([("alpaca", "tokens", 1, A.SUM)], TypeError, "to be a Metric"),
+    # a non-str name was logged as its text ("train_1/2") and broke a JSON round trip of the metadata (a tuple)
+    ([Metric(1, "n", 1, A.SUM)], TypeError, "`dataset_name` and `name` to be strings, got 1 and 'n'"),
+    ([Metric("x", ("a", "b"), 1, A.MAX)], TypeError, r"strings, got 'x' and \('a', 'b'\)"),
+    ([Metric(None, "n", "web", A.CATEGORICAL_COUNT)], TypeError, "strings, got None and 'n'"),
     (
         [Metric("alpaca", "tokens", 1e308, A.SUM), Metric("alpaca", "tokens", 1e308, A.SUM)],
         ValueError,
@@ -373,6 +402,30 @@ def test_rejected_batch_changes_nothing(bad, exc, match):
         aggregator.update(batch)
     assert_unchanged(aggregator, before)
     assert aggregator.get_metrics_for_logging() == expected
+
+
+def test_an_agg_type_of_another_enum_is_named_as_such():
+    """torchtune's own ``AggregationType.SUM`` (another enum of the same name and values) was reported as "an
+    unknown agg_type <AggregationType.SUM: 'sum'>", without saying that the enum is not ours."""
+
+    class AggregationType(enum.Enum):  # stands for torchtune.data.metrics.AggregationType
+        SUM = "sum"
+
+    foreign = AggregationType.SUM
+    agg = MetricsAggregator()
+    agg.update([Metric("d", "x", 1, A.SUM)])
+    origin = rf"\(a {__name__}\..*AggregationType\)"
+    with pytest.raises(
+        ValueError, match=rf"unknown agg_type <AggregationType\.SUM: 'sum'> {origin}; expected a member of"
+    ):
+        agg.update([Metric("d", "y", 1, foreign)])
+    with pytest.raises(
+        ValueError, match=rf"aggregated as SUM; it cannot also be aggregated as <AggregationType\.SUM: 'sum'> {origin}"
+    ):
+        agg.update([Metric("d", "z", 1, A.SUM), Metric("d", "z", 1, foreign)])
+    with pytest.raises(ValueError, match=r"unknown agg_type 'sum'; expected"):  # a builtin: no class named
+        agg.update([Metric("d", "y", 1, "sum")])
+    assert agg.get_metrics_for_logging() == {"train_d/x": 1.0}
 
 
 # ----------------------------------------------------------------------------- handlers, reset, checkpoints
@@ -402,6 +455,26 @@ def test_register_handler():
     with pytest.raises(TypeError, match=r"not a torchmetrics\.Metric"):
         aggregator.update([Metric("d", "x", 1, A.SUM), Metric("d", "m", 1, A.MIN)])
     assert aggregator.get_metrics_for_logging() == {}  # nothing of the rejected batch was kept
+
+
+def test_a_handler_returning_one_instance_is_refused_instead_of_sharing_state():
+    """``lambda: shared`` gave two datasets one state: each logged the other's values too (11.0 and 11.0)."""
+    shared = Sum()
+    agg = MetricsAggregator()
+    agg.register_handler(A.SUM, lambda: shared)
+    message = r"SUM handler returned a Sum that is already in use.*new metric at each call"
+    with pytest.raises(ValueError, match=message):  # two new keys in one batch
+        agg.update([Metric("a", "x", 1, A.SUM), Metric("b", "x", 10, A.SUM)])
+    assert agg.get_metrics_for_logging() == {} and float(shared.compute()) == 0.0  # nothing applied
+    agg.update([Metric("a", "x", 1, A.SUM)])  # the first key may have it
+    with pytest.raises(ValueError, match=message):  # a new key in a later batch
+        agg.update([Metric("a", "x", 2, A.SUM), Metric("b", "x", 10, A.SUM)])
+    assert agg.get_metrics_for_logging() == {"train_a/x": 1.0}
+    source = MetricsAggregator()
+    source.update([Metric("a", "x", 1, A.SUM), Metric("b", "x", 10, A.SUM)])
+    with pytest.raises(ValueError, match=message):  # a checkpoint of two keys
+        agg.load_state_dict(source.state_dict())
+    assert agg.get_metrics_for_logging() == {"train_a/x": 1.0}
 
 
 class Received(TorchMetric):
@@ -451,6 +524,89 @@ def test_registered_plain_torchmetrics_get_their_public_update():
     assert [len(r) for r in (x.received, c.received)] == [2, 1]
 
 
+class NonNegativeTotal(TorchMetric):
+    """A registered metric with a check of its own: ``update`` refuses negative values, after changing its states."""
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("seen", default=[], dist_reduce_fx="cat")
+
+    def update(self, values):
+        self.total += values.sum()  # in place, before the check: a refusal leaves a changed state behind
+        self.seen.append(values)
+        if bool((values < 0).any()):
+            raise ValueError("NonNegativeTotal takes no negative values")
+
+    def compute(self):
+        return self.total
+
+
+def test_a_batch_that_a_registered_metric_refuses_changes_nothing():
+    """The aggregator's checks passed, then a registered metric's own ``update`` raised: the keys updated
+    before it (and its own half-done update) stayed applied, and the batch's new keys were registered."""
+    agg = MetricsAggregator()
+    agg.register_handler(A.MAX, NonNegativeTotal)
+    agg.update([Metric("d", "a", 1.0, A.MAX), Metric("d", "b", 2.0, A.MAX), Metric("d", "n", 5, A.SUM)])
+    before = snapshot(agg)
+    expected = {"train_d/a": 1.0, "train_d/b": 2.0, "train_d/n": 5.0}
+    bad = [
+        Metric("d", "n", 1, A.SUM),  # a default handler's key
+        Metric("d", "a", 3.0, A.MAX),  # applied first
+        Metric("new", "c", 4.0, A.MAX),  # a new key
+        Metric("d", "b", -1.0, A.MAX),  # refused by the metric itself
+    ]
+    with pytest.raises(ValueError, match="NonNegativeTotal takes no negative values"):
+        agg.update(bad)
+    assert_unchanged(agg, before)
+    assert [m.update_count for m in agg.metrics.values()] == [1, 1, 1]
+    assert [len(m.seen) for m in list(agg.metrics.values())[:2]] == [1, 1]
+    assert agg.get_metrics_for_logging() == expected
+    agg.update(bad[:3])
+    assert agg.get_metrics_for_logging() == {"train_d/a": 4.0, "train_d/b": 2.0, "train_d/n": 6.0, "train_new/c": 4.0}
+
+
+class Returns(TorchMetric):
+    """A registered metric whose ``compute`` returns ``self.value`` (whatever a handler author may write)."""
+
+    full_state_update = False
+
+    def __init__(self, value):
+        super().__init__()
+        self.add_state("n", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.value = value
+
+    def update(self, values):
+        self.n += len(values)
+
+    def compute(self):
+        return self.value
+
+
+def test_registered_metric_may_return_plain_numbers_and_a_bad_value_is_named():
+    """A dict of plain numbers used to crash (``'float' object has no attribute 'reshape'``), and a tensor of
+    several values raised ``only one element tensors can be converted`` without naming the metric."""
+    agg = MetricsAggregator()
+    agg.register_handler(A.MEAN, lambda: Returns({"p50": 1.5, "n": 2, "t": torch.tensor([4.0])}))
+    agg.register_handler(A.MAX, lambda: Returns(np.float32(7.0)))
+    agg.update([Metric("d", "m", 1.0, A.MEAN), Metric("d", "x", 1.0, A.MAX)])
+    assert agg.get_metrics_for_logging() == {
+        "train_d/m_p50": 1.5,
+        "train_d/m_n": 2.0,
+        "train_d/m_t": 4.0,
+        "train_d/x": 7.0,
+    }
+    for bad, shown in ((torch.tensor([1.0, 2.0]), r"Tensor of shape \(2,\)"), ("oops", "str: 'oops'")):
+        for value in (bad, {"a": torch.tensor(1.0), "b": bad}):
+            agg = MetricsAggregator()
+            agg.register_handler(A.SUM, lambda value=value: Returns(value))
+            agg.update([Metric("d", "x", 1, A.SUM)])
+            with pytest.raises(TypeError, match=rf"SUM handler's metric for 'train_d/x' to return a number.*{shown}"):
+                agg.get_metrics_for_logging()
+
+
 def test_reset_forgets_everything():
     aggregator = MetricsAggregator()
     aggregator.update([Metric("d", "x", 1, A.SUM)])
@@ -496,6 +652,29 @@ def test_load_state_dict_rejects_foreign_checkpoints():
     aggregator.register_handler(A.SUM, Mean)
     with pytest.raises(ValueError, match="do not match"):
         aggregator.load_state_dict(source.state_dict())
+
+
+def test_load_state_dict_of_an_incomplete_checkpoint_is_a_value_error_and_changes_nothing():
+    """A truncated or hand-edited checkpoint raised a bare ``KeyError`` ('0/sum_value', 'tensors')."""
+    source = MetricsAggregator()
+    source.update([Metric("a", "x", 1, A.SUM), Metric("a", "c", "w", A.CATEGORICAL_COUNT)])
+    state = source.state_dict()
+    entry = state["metadata"]["metrics"][0]
+    bad_states = [
+        ({"metadata": state["metadata"], "tensors": {}}, r"lacks the tensor '0/sum_value' \(state 'sum_value' of"),
+        ({"metadata": state["metadata"]}, "'tensors' dict and a 'metrics' list"),
+        ({"metadata": {"format": state["metadata"]["format"]}, "tensors": {}}, "'tensors' dict and a 'metrics' list"),
+        ({**state, "metadata": {**state["metadata"], "metrics": [{**entry, "agg_type": "bogus"}]}}, "entry 0 .*bogus"),
+        ({**state, "metadata": {**state["metadata"], "metrics": [{"name": "x"}]}}, "entry 0 .*KeyError"),
+    ]
+    target = MetricsAggregator()
+    target.update([Metric("keep", "y", 5, A.SUM)])
+    before = snapshot(target)
+    for bad, match in bad_states:
+        with pytest.raises(ValueError, match=match):
+            target.load_state_dict(bad)
+        assert_unchanged(target, before)
+    assert target.get_metrics_for_logging() == {"train_keep/y": 5.0}
 
 
 def test_to_device_keeps_working():
@@ -646,6 +825,22 @@ def test_numpy_and_tensor_integer_categories_are_their_int():
     values = [np.int64(3), 3, torch.tensor(3), np.uint8(7), torch.tensor([7], dtype=torch.int32), np.str_("web"), "web"]
     plain = Counter(int(v) if not isinstance(v, str) else str(v) for v in values)  # 3: 3, 7: 2, "web": 2
     _counted_and_restored(values, plain)
+
+
+def test_categories_with_lone_surrogates_are_counted_and_restored():
+    """Text decoded with ``errors="surrogateescape"`` (file names, raw bytes) holds lone surrogates; such a
+    category is a ``str`` like any other. Its key used to fail to encode after the batch was accepted, leaving
+    the other keys of the batch updated (a half-applied batch)."""
+    odd = b"caf\xe9".decode("utf-8", "surrogateescape")  # 'caf\udce9'
+    values = [odd, "web", odd, "\ud800"]
+    agg = MetricsAggregator()
+    agg.update([Metric("d", "n", 1, A.SUM)])
+    agg.update([Metric("d", "n", 1, A.SUM)] + [Metric("d", "src", v, A.CATEGORICAL_COUNT) for v in values])
+    expected = {"train_d/n": 2.0} | {f"train_d/src_count_{k}": float(c) for k, c in Counter(values).items()}
+    assert agg.get_metrics_for_logging() == expected
+    restored = MetricsAggregator()
+    restored.load_state_dict(agg.state_dict())
+    assert restored.get_metrics_for_logging() == expected
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -15,7 +15,7 @@ from torchmetrics import Metric as TorchMetric
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.categorical import CategoricalCount, _Counted
 from torchmetrics_ext.aggregation.handlers import DEFAULT_HANDLERS, MetricFactory
-from torchmetrics_ext.aggregation.plan import Step, plan_step
+from torchmetrics_ext.aggregation.plan import Fold, Step, Update, apply_updates, plan_step
 from torchmetrics_ext.aggregation.types import AggregationType, Metric
 from torchmetrics_ext.metrics.base import counted_as_updated
 from torchmetrics_ext.utilities.warnings import silencing_undefined
@@ -30,7 +30,11 @@ _JOINERS = {AggregationType.DISTRIBUTION: "_stat_", AggregationType.CATEGORICAL_
 
 
 def _type_name(agg_type: AggregationType) -> str:
-    return agg_type.name if isinstance(agg_type, AggregationType) else repr(agg_type)
+    """``SUM`` for a member, else the value's repr and, unless a builtin, its class (another enum)."""
+    if isinstance(agg_type, AggregationType):
+        return agg_type.name
+    kind = type(agg_type)
+    return repr(agg_type) + ("" if kind.__module__ == "builtins" else f" (a {kind.__module__}.{kind.__qualname__})")
 
 
 def _bad_record_message(records: list[Any]) -> str:
@@ -74,6 +78,35 @@ def _entry_names(keys: list[Any], base: str) -> list[str]:
     return names
 
 
+def _numbers(values: list[Any], base: str, agg_type: AggregationType) -> list[float]:
+    """The values of a handler metric's ``compute`` (one-element tensors or numbers) as floats.
+
+    All tensors (every default handler): one stack and one host read. Anything else is converted
+    value by value, so that a registered metric may return plain numbers (``{"p50": 3.0}``).
+
+    Raises:
+        TypeError: on a value that is neither a number nor a one-element tensor.
+    """
+    try:
+        return torch.stack([v.reshape(()) for v in values]).tolist() if values else []
+    except (AttributeError, TypeError, RuntimeError):  # no tensor, or not one element: value by value
+        pass
+    numbers = []
+    for value in values:
+        try:
+            tensor = value if isinstance(value, Tensor) else torch.as_tensor(value, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            tensor = None
+        if tensor is None or tensor.numel() != 1 or tensor.is_complex():
+            shape = f" of shape {tuple(value.shape)}" if isinstance(value, Tensor) else ""
+            raise TypeError(
+                f"Expected the compute() of the {_type_name(agg_type)} handler's metric for {base!r} to return a "
+                f"number or a one-element tensor (or a dict of them), got {type(value).__name__}{shape}: {value!r}."
+            )
+        numbers.append(float(tensor))
+    return numbers
+
+
 class MetricsAggregator:
     r"""Aggregates per-sample :class:`Metric` records per ``(dataset, name)`` into TorchMetrics states.
 
@@ -100,8 +133,9 @@ class MetricsAggregator:
         process_group: the group to aggregate over (default: the whole world).
 
     Raises:
-        TypeError: from :meth:`update`, on a record that is not a :class:`Metric`, a non-number
-            value for SUM/MEAN/MAX/MIN/DISTRIBUTION or a value that is not a ``str``/``int`` for
+        TypeError: from :meth:`update`, on a record that is not a :class:`Metric`, a
+            ``dataset_name`` or ``name`` that is not a ``str``, a non-number value for
+            SUM/MEAN/MAX/MIN/DISTRIBUTION or a value that is not a ``str``/``int`` for
             CATEGORICAL_COUNT.
         ValueError: from :meth:`update`, on NaN/inf values or a ``(dataset, name)`` reused with
             another aggregation type (the message names both). A rejected batch changes nothing.
@@ -151,12 +185,17 @@ class MetricsAggregator:
     def register_handler(self, agg_type: AggregationType, metric_factory: MetricFactory) -> None:
         """Use ``metric_factory()`` for new keys of ``agg_type``.
 
+        Each call must return a new metric (the class, or a lambda that builds one): a factory
+        that returns an instance already in use makes :meth:`update` raise ``ValueError`` rather
+        than let two keys share one state.
+
         Once per batch and key, an :class:`AggregationMetric` (any of this package's aggregation
         metrics, or a subclass) gets ``fold(summarize(values))`` with the records' plain values;
         any other metric gets ``update`` with a float64 1-D tensor of the values (the list of
-        categories for CATEGORICAL_COUNT). ``compute`` returns a scalar tensor or a dict of them
-        (logged as ``{name}_{key}``, ``{name}_stat_{key}`` for DISTRIBUTION and
-        ``{name}_count_{key}`` for CATEGORICAL_COUNT).
+        categories for CATEGORICAL_COUNT). ``compute`` returns a number or a one-element tensor, or a
+        dict of them (logged as ``{name}_{key}``, ``{name}_stat_{key}`` for DISTRIBUTION and
+        ``{name}_count_{key}`` for CATEGORICAL_COUNT); anything else makes
+        :meth:`get_metrics_for_logging` raise a ``TypeError`` naming the logging key.
 
         Raises:
             TypeError: if ``agg_type`` is not an :class:`AggregationType` or the factory is not callable.
@@ -196,9 +235,24 @@ class MetricsAggregator:
         """Fold a batch of records in: one update per ``(dataset, name)``.
 
         Every key's values are checked (and summarized) before any metric changes; a rejected
-        batch changes nothing, not even the set of keys.
+        batch changes nothing, not even the set of keys. That holds when a registered metric's
+        own ``update`` refuses the values too: the metrics it and the batch's other registered
+        handlers changed get their states back before the error propagates.
+
+        Raises:
+            TypeError: if ``records`` is not iterable (a single :class:`Metric` must be put in a
+                list), or see the class.
         """
-        records = records if isinstance(records, list) else list(records)
+        if not isinstance(records, list):
+            try:
+                iterator = iter(records)
+            except TypeError:
+                hint = " (wrap one record in a list: update([record]))" if hasattr(records, "agg_type") else ""
+                raise TypeError(
+                    f"Expected `records` to be a list (or iterable) of Metric records{hint}, "
+                    f"got {type(records).__name__}."
+                ) from None
+            records = list(iterator)
         grouped: defaultdict[tuple[str, str, AggregationType], list[Any]] = defaultdict(list)
         try:
             for record in records:
@@ -214,38 +268,69 @@ class MetricsAggregator:
                 raise ValueError(_conflict(key, types[key], agg_type))
             types[key] = agg_type
         fresh: dict[Key, TorchMetric] = {}
+        taken: set[int] = set()  # ids of the metrics in use, filled when a first new key needs them
         plan: list[Step] = []
         for (ds, name, agg_type), values in grouped.items():
             key = (ds, name)
-            metric = self._metric_for(key, agg_type, fresh)
+            metric = self._metric_for(key, agg_type, fresh, taken)
             try:
                 plan.append(plan_step(metric, agg_type, values, self._device))
             except (TypeError, ValueError) as err:
                 raise _rejected(key, agg_type, err) from None
+        updates = [step for step in plan if isinstance(step, Update)]
+        if updates:  # registered plain metrics, whose update may still refuse: undone on an error
+            apply_updates(updates, list(fresh.values()))
         for key, metric in fresh.items():  # only once every key's values were accepted
             self._register(key, types[key], metric)
         for step in plan:
-            step.apply()
+            if isinstance(step, Fold):
+                step.apply()
 
-    def _metric_for(self, key: Key, agg_type: AggregationType, fresh: dict[Key, TorchMetric]) -> TorchMetric:
-        """The metric of ``key``: the registered one, or a new one (added to ``fresh``, not registered yet)."""
+    def _metric_for(
+        self, key: Key, agg_type: AggregationType, fresh: dict[Key, TorchMetric], taken: set[int]
+    ) -> TorchMetric:
+        """The metric of ``key``: the registered one, or a new one (added to ``fresh``, not registered yet).
+
+        ``taken`` holds the ids of the metrics in use (held or fresh); it is filled at the first new key.
+        """
         if not isinstance(agg_type, AggregationType) or agg_type not in self._factories:
-            raise ValueError(f"Metric {key[1]!r} of dataset {key[0]!r} has an unknown agg_type {agg_type!r}.")
+            raise ValueError(
+                f"Metric {key[1]!r} of dataset {key[0]!r} has an unknown agg_type {_type_name(agg_type)}; "
+                "expected a member of torchmetrics_ext.aggregation.AggregationType."
+            )
         known = self._keys.get(key)
         if known is not None:
             if known[0] is not agg_type:
                 raise ValueError(_conflict(key, known[0], agg_type))
             return known[2]
-        metric = fresh[key] = self._make(agg_type)
+        if not (isinstance(key[0], str) and isinstance(key[1], str)):  # checked once, when the key is new
+            raise TypeError(
+                f"Expected a record's `dataset_name` and `name` to be strings, got {key[0]!r} and {key[1]!r}."
+            )
+        if not taken:
+            taken.update(map(id, self.metrics.values()))
+        metric = fresh[key] = self._make(agg_type, taken)
         return metric
 
-    def _make(self, agg_type: AggregationType) -> TorchMetric:
-        """A new metric from the handler of ``agg_type`` (not registered yet)."""
+    def _make(self, agg_type: AggregationType, taken: set[int]) -> TorchMetric:
+        """A new metric from the handler of ``agg_type`` (not registered yet); its id is added to ``taken``.
+
+        Raises:
+            TypeError: if the handler returned something other than a ``torchmetrics.Metric``.
+            ValueError: if it returned a metric already in use (``taken``): two keys would share one state.
+        """
         metric = self._factories[agg_type]()
         if not isinstance(metric, TorchMetric):
             raise TypeError(
                 f"The {_type_name(agg_type)} handler returned {type(metric).__name__}, not a torchmetrics.Metric."
             )
+        if id(metric) in taken:
+            raise ValueError(
+                f"The {_type_name(agg_type)} handler returned a {type(metric).__name__} that is already in use: "
+                "two metrics would share one state. `metric_factory` must return a new metric at each call "
+                "(e.g. the class, or `lambda: Sum()`), not one instance."
+            )
+        taken.add(id(metric))
         if self.process_group is not None:
             metric.process_group = self.process_group
         # a cached value would let this rank skip its part of a later sync that other ranks join
@@ -279,9 +364,10 @@ class MetricsAggregator:
                 if key in union and union[key] is not agg_type:
                     raise ValueError(_conflict(key, union[key], agg_type) + " (the ranks disagree)")
                 union[key] = agg_type
+        taken = set(map(id, self.metrics.values()))
         for key, agg_type in union.items():
             if key not in self._keys:
-                self._register(key, agg_type, self._make(agg_type))
+                self._register(key, agg_type, self._make(agg_type, taken))
         self._keys = {key: self._keys[key] for key in union}
 
     def get_metrics_for_logging(self, prefix: str = "train") -> dict[str, float]:
@@ -294,7 +380,10 @@ class MetricsAggregator:
             ValueError: two metrics would be logged under one key (``Metric("a/b", "c")`` and
                 ``Metric("a", "b/c")``, or a metric named like another's entry such as
                 ``x_stat_mean``), instead of one value silently replacing the other.
+            TypeError: if ``prefix`` is not a string (checked before any collective).
         """
+        if not isinstance(prefix, str):
+            raise TypeError(f"Expected `prefix` to be a string such as 'train' or 'val', got {prefix!r}.")
         distributed = self._distributed()
         if distributed:
             self._agree_on_keys()
@@ -319,12 +408,15 @@ class MetricsAggregator:
                     if isinstance(value, _Counted):  # a CategoricalCount's: one counts vector, no tensor per category
                         keys, numbers = value.categories, value.counts.tolist()
                     else:
-                        keys = list(value)
-                        numbers = torch.stack([v.reshape(()) for v in value.values()]).tolist() if value else []
+                        keys, numbers = list(value), _numbers(list(value.values()), base, agg_type)
                     for sub, number in zip(_entry_names(keys, base), numbers, strict=True):
                         put(f"{base}{joiner}{sub}", number, (ds, name))
                 else:
-                    put(base, float(value), (ds, name))
+                    try:
+                        number = float(value)
+                    except (TypeError, ValueError, RuntimeError):
+                        number = _numbers([value], base, agg_type)[0]  # raises, naming the handler and the key
+                    put(base, number, (ds, name))
         if clashes:  # after every metric was computed: under DDP every rank reaches this point alike
             raise ValueError(
                 "Two metrics would be logged under one key (the second would overwrite the first): "
@@ -385,12 +477,25 @@ class MetricsAggregator:
         metadata = state_dict.get("metadata") if isinstance(state_dict, dict) else None
         if not isinstance(metadata, dict) or metadata.get("format") != _FORMAT:
             raise ValueError(f"Expected a state dict made by MetricsAggregator.state_dict() (format {_FORMAT!r}).")
-        tensors = state_dict["tensors"]
+        tensors, entries = state_dict.get("tensors"), metadata.get("metrics")
+        if not isinstance(tensors, Mapping) or not isinstance(entries, list):
+            raise ValueError(
+                "Expected a state dict with a 'tensors' dict and a 'metrics' list in its 'metadata', as "
+                f"MetricsAggregator.state_dict() makes it; got {type(tensors).__name__} and {type(entries).__name__}."
+            )
         keys, metrics, loaded = {}, nn.ModuleDict(), {}
-        for i, entry in enumerate(metadata["metrics"]):
-            key, agg_type = (entry["dataset_name"], entry["name"]), AggregationType(entry["agg_type"])
-            metric = self._make(agg_type)
-            saved, expected = set(entry["states"]), set(metric.metric_state)
+        taken = set(map(id, self.metrics.values()))  # the metrics held now are no new ones either
+        for i, entry in enumerate(entries):
+            try:
+                key, agg_type = (entry["dataset_name"], entry["name"]), AggregationType(entry["agg_type"])
+                updates, layout = int(entry["update_count"]), dict(entry["states"])
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(
+                    f"Checkpoint entry {i} is not one MetricsAggregator.state_dict() writes "
+                    f"({type(err).__name__}: {err}): {entry!r}."
+                ) from None
+            metric = self._make(agg_type, taken)
+            saved, expected = set(layout), set(metric.metric_state)
             # states a metric added after the checkpoint was written, which its load derives from
             # saved ones (Distribution's compensations: zeros)
             derived = {n for n, (_, sources) in getattr(metric, "_derived_states", {}).items() if set(sources) <= saved}
@@ -400,15 +505,17 @@ class MetricsAggregator:
             derived |= {name for names in former.values() for name in names}
             if not saved <= expected | set(former) or expected - saved - derived:
                 raise ValueError(
-                    f"Checkpointed states {sorted(entry['states'])} of {key} do not match the "
+                    f"Checkpointed states {sorted(layout)} of {key} do not match the "
                     f"{_type_name(agg_type)} handler's states {sorted(metric.metric_state)}."
                 )
             states: dict[str, Any] = {}
-            for state, length in entry["states"].items():
-                if length is None:
-                    states[state] = tensors[f"{i}/{state}"].clone().to(self._device)
-                else:
-                    states[state] = [tensors[f"{i}/{state}/{j}"].clone().to(self._device) for j in range(length)]
+            for state, length in layout.items():
+                names = [f"{i}/{state}"] if length is None else [f"{i}/{state}/{j}" for j in range(length)]
+                missing = [name for name in names if not isinstance(tensors.get(name), Tensor)]
+                if missing:
+                    raise ValueError(f"The checkpoint lacks the tensor {missing[0]!r} (state {state!r} of {key}).")
+                copies = [tensors[name].clone().to(self._device) for name in names]
+                states[state] = copies[0] if length is None else copies
             try:
                 metric.load_state_dict(states, strict=False)
             except RuntimeError as err:  # nn.Module's size mismatch: a handler of other settings
@@ -417,5 +524,5 @@ class MetricsAggregator:
                 ) from None
             metrics[f"m{i}"] = metric
             keys[key] = (agg_type, f"m{i}", metric)
-            loaded[key] = int(entry["update_count"])
+            loaded[key] = updates
         self.metrics, self._keys, self._next_id, self._loaded_updates = metrics, keys, len(keys), loaded

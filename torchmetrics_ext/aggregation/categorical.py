@@ -33,8 +33,14 @@ class CategoryBatch(NamedTuple):
 
 
 def _encode(category: Category) -> bytes:
-    """A category's key: ``b"s"`` and its UTF-8 text, or ``b"i"`` and its decimal digits (``1`` and ``"1"`` differ)."""
-    return (b"s" + category.encode()) if isinstance(category, str) else (b"i" + str(int(category)).encode())
+    """A category's key: ``b"s"`` and its UTF-8 text, or ``b"i"`` and its decimal digits (``1`` and ``"1"`` differ).
+
+    Lone surrogates (text decoded with ``errors="surrogateescape"``, such as file names) are kept
+    (``"surrogatepass"``): every ``str`` is a category, and :func:`_decode_all` gives it back unchanged.
+    """
+    if isinstance(category, str):
+        return b"s" + category.encode("utf-8", "surrogatepass")
+    return b"i" + str(int(category)).encode()
 
 
 def _encode_all(categories: Sequence[Category], device: torch.device) -> tuple[Tensor, Tensor]:
@@ -87,7 +93,7 @@ def _decode_all(data: Tensor, ends: Tensor) -> list[Category]:
     start = 0
     for end in ends.tolist():
         key = raw[start + 1 : end]
-        categories.append(key.decode() if raw[start] == _STR else int(key))
+        categories.append(key.decode("utf-8", "surrogatepass") if raw[start] == _STR else int(key))
         start = end
     return categories
 

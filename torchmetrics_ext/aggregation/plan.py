@@ -7,7 +7,10 @@ nothing. There is one step type per kind of handler metric:
   handler) summarized the values itself; applying the step folds that summary in.
 * :class:`Update`: any other ``torchmetrics.Metric`` (a registered handler) gets its public
   ``update`` with the values as a float64 1-D tensor, or as the list of categories for
-  ``CATEGORICAL_COUNT``.
+  ``CATEGORICAL_COUNT``. Its ``update`` may still refuse them (the metric's own checks):
+  :func:`apply_updates` applies a batch's :class:`Update` steps first and undoes them all on an
+  error, before any :class:`Fold` step (which cannot fail) and before the batch's new keys are
+  registered.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.checks import check_categories, number_tensor
 from torchmetrics_ext.aggregation.types import AggregationType
 
-__all__ = ["Fold", "Step", "Update", "plan_step"]
+__all__ = ["Fold", "Step", "Update", "apply_updates", "plan_step"]
 
 
 class Fold(NamedTuple):
@@ -49,6 +52,44 @@ class Update(NamedTuple):
 
 
 Step = Fold | Update
+
+
+def _snapshot(metric: TorchMetric) -> tuple[dict[str, Any], int, Any]:
+    """A metric's states (tensors cloned, list states copied), update count and cached value."""
+    states = {
+        name: value.clone() if isinstance(value, Tensor) else list(value) for name, value in metric.metric_state.items()
+    }
+    return states, metric._update_count, metric._computed
+
+
+def _restore(metric: TorchMetric, snapshot: tuple[dict[str, Any], int, Any]) -> None:
+    states, count, computed = snapshot
+    for name, value in states.items():
+        setattr(metric, name, value)
+    metric._update_count, metric._computed = count, computed
+
+
+def apply_updates(steps: Sequence[Update], fresh: Sequence[TorchMetric]) -> None:
+    """Apply the :class:`Update` steps of a batch, all or nothing.
+
+    A registered metric's ``update`` may still refuse values the aggregator accepted (its own
+    checks); then every metric these steps already changed, that one included, gets back its
+    states, update count and cached value, and the error propagates. A metric of ``fresh`` (a
+    key this batch creates, dropped on an error) needs no copy. Only registered metrics that are
+    no :class:`~torchmetrics_ext.aggregation.base.AggregationMetric` take this path: the default
+    handlers' :class:`Fold` steps cannot fail and copy nothing.
+    """
+    new = {id(metric) for metric in fresh}
+    done: list[tuple[TorchMetric, tuple[dict[str, Any], int, Any]]] = []
+    try:
+        for step in steps:
+            if id(step.metric) not in new:
+                done.append((step.metric, _snapshot(step.metric)))
+            step.apply()
+    except BaseException:
+        for metric, snapshot in reversed(done):
+            _restore(metric, snapshot)
+        raise
 
 
 def plan_step(metric: TorchMetric, agg_type: AggregationType, values: Sequence[Any], device: torch.device) -> Step:

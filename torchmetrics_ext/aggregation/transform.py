@@ -80,6 +80,7 @@ class DefaultTrainingMetricTransform(MetricTransform):
 
     Raises:
         KeyError: if the sample has neither ``"tokens"`` nor ``"input_ids"``.
+        TypeError: if that field has no length (``None``, a number, a 0-dim tensor).
 
     Example:
         >>> transform = DefaultTrainingMetricTransform()
@@ -93,15 +94,19 @@ class DefaultTrainingMetricTransform(MetricTransform):
     """
 
     def _generate_metrics(self, sample: Mapping[str, Any]) -> list[Metric]:
-        if "tokens" in sample:
-            tokens = sample["tokens"]
-        elif "input_ids" in sample:
-            tokens = sample["input_ids"]
-        else:
+        field = "tokens" if "tokens" in sample else "input_ids"
+        if field not in sample:
             raise KeyError(
                 f"{type(self).__name__} expects a sample with 'tokens' or 'input_ids', got keys {sorted(sample)}."
             )
-        n = len(tokens)
+        tokens = sample[field]
+        try:
+            n = len(tokens)
+        except TypeError:  # None, a number, a 0-dim tensor
+            raise TypeError(
+                f"Expected sample[{field!r}] to be a sequence of tokens (a list or a 1-D tensor), "
+                f"got {type(tokens).__name__}: {tokens!r}."
+            ) from None
         return [
             self.new_metric("samples_seen", 1, AggregationType.SUM),
             self.new_metric("tokens_seen", n, AggregationType.SUM),

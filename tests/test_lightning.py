@@ -414,6 +414,33 @@ def test_unpadded_sampler_takes_every_sample_once():
         UnpaddedDistributedSampler(range(3), num_replicas=1, rank=0, drop_last=True)
 
 
+def _sampled_in_rank(rank, world_size, samplers):
+    """What each sampler (built in the test process, without a process group) gives in this rank of the group."""
+    return [(sampler.num_replicas, sampler.rank, len(sampler), list(sampler)) for sampler in samplers]
+
+
+@pytest.mark.ddp
+def test_an_unpadded_sampler_built_before_the_process_group_takes_its_ranks_share(ddp_pool):
+    """A sampler built before the group (a loader made at the top of a script that `strategy="ddp"` launches per
+    rank, or in ddp_spawn's main process) fixed `num_replicas=1, rank=0`: every rank took every sample, so synced
+    metrics counted each sample once per rank."""
+    from torchmetrics_ext.integrations import UnpaddedDistributedSampler
+
+    samplers = [UnpaddedDistributedSampler(range(7), shuffle=False), UnpaddedDistributedSampler(range(7), seed=3)]
+    assert [list(s) for s in samplers] == [
+        list(range(7)),
+        torch.randperm(7, generator=torch.Generator().manual_seed(3)).tolist(),
+    ]
+    given = UnpaddedDistributedSampler(range(7), num_replicas=1, rank=0, shuffle=False)  # given: kept as given
+    ranks = ddp_pool.run(_sampled_in_rank, [*samplers, given])
+    for i in range(2):
+        assert [r[i][:2] for r in ranks] == [(2, 0), (2, 1)]
+        assert [r[i][2] for r in ranks] == [4, 3] == [len(r[i][3]) for r in ranks]
+        assert sorted(ranks[0][i][3] + ranks[1][i][3]) == list(range(7))  # every sample once over the ranks
+    assert ranks[0][0][3] == [0, 2, 4, 6]
+    assert [r[2] for r in ranks] == [(1, 0, 7, list(range(7)))] * 2
+
+
 def test_the_integration_without_lightning_names_the_extra_to_install():
     """Without lightning the import failed with a bare "No module named 'lightning.pytorch'"."""
     code = "import sys; sys.modules['lightning'] = None\nimport torchmetrics_ext.integrations.lightning\n"

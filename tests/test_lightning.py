@@ -166,6 +166,51 @@ def _csv_rows(tmp_path: Path, key: str) -> list[dict[str, str]]:
         return [row for row in csv.DictReader(f) if row.get(key)]
 
 
+class EpochModel(ClickModel):
+    """Records each training step's click logits and labels per epoch; ``per_epoch`` resets its training metrics."""
+
+    def __init__(self, per_epoch: bool) -> None:
+        super().__init__()
+        self.per_epoch, self.epochs = per_epoch, []
+
+    def on_train_epoch_start(self) -> None:
+        self.epochs.append([])
+        if self.per_epoch:  # the recipe docs/module.md gives for per-epoch training values
+            self.train_metrics.reset()
+
+    def training_step(self, batch, batch_idx):
+        out = super().training_step(batch, batch_idx)
+        self.epochs[-1].append(torch.stack([out["click_logit"].detach(), out["click_label"].float()]))
+        return out
+
+
+class _EpochEnd(L.Callback):
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # after RecMetricCallback's (it comes first)
+        self.values.append(trainer.callback_metrics["train/log_loss/click"].item())
+
+
+@pytest.mark.parametrize("per_epoch", [False, True])
+def test_training_values_span_every_epoch_unless_the_module_resets_them(per_epoch):
+    """As documented: the callback never resets the training module, so an epoch's training values (and a monitor
+    on them) cover every batch since the fit began; a reset in `on_train_epoch_start` makes them per epoch."""
+    model, seen = EpochModel(per_epoch), _EpochEnd()
+    gen = torch.Generator().manual_seed(3)
+    data = torch.utils.data.TensorDataset(
+        torch.randn(48, 4, generator=gen), (torch.rand(48, 2, generator=gen) < 0.3).long()
+    )
+    trainer = _evaluator(max_epochs=3, callbacks=[RecMetricCallback(val=None), seen], enable_checkpointing=False)
+    trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=16))  # 3 batches: the epoch end logs
+    expected = []
+    for e in range(3):
+        steps = model.epochs[e] if per_epoch else [step for epoch in model.epochs[: e + 1] for step in epoch]
+        logits, labels = torch.cat(steps, dim=1).double().numpy()
+        expected.append(np.mean(np.logaddexp(0.0, logits) - labels * logits))
+    np.testing.assert_allclose(seen.values, expected, rtol=1e-9)
+
+
 @pytest.mark.parametrize("log_every_n_steps", [1, 3])
 def test_callback_writes_training_values_only_at_the_steps_that_computed_them(tmp_path, log_every_n_steps):
     """Rows exist at compute steps (every 2 updates) and at epoch end, each with that moment's values."""

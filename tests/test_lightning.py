@@ -728,6 +728,54 @@ def test_several_validation_dataloaders_in_fit_log_each_its_own_values(tmp_path)
     assert not any(key.startswith("val/") and "dataloader_idx" not in key for key in row)
 
 
+class MonitoredModel(ClickModel):
+    """Records the click logits and labels of each validation epoch (the sanity check's apart)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epochs: list[list[torch.Tensor]] = []
+        self.sanity: list[torch.Tensor] = []
+
+    def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.epochs.append([])
+
+    def validation_step(self, batch, batch_idx):
+        out = self._out(batch)
+        seen = self.sanity if self.trainer.sanity_checking else self.epochs[-1]
+        seen.append(torch.stack([out["click_logit"], out["click_label"].float()]))
+        return out
+
+
+def test_sanity_steps_and_validation_every_n_steps_feed_the_monitors_exactly_the_real_epochs_samples(tmp_path):
+    """A sanity check adds no sample; validation every 3 training batches logs each run's own value, which
+    `ModelCheckpoint` and `EarlyStopping` monitor (checked against numpy over exactly each run's samples)."""
+    model = MonitoredModel()
+    gen = torch.Generator().manual_seed(5)
+    x, y = torch.randn(128, 4, generator=gen), (torch.rand(128, 2, generator=gen) < 0.3).long()
+    train = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x[:64], y[:64]), batch_size=8)
+    val = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x[64:], y[64:]), batch_size=16)
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(tmp_path, monitor="val/log_loss/click", save_top_k=1)
+    stopping = L.pytorch.callbacks.EarlyStopping(monitor="val/log_loss/click", patience=100)
+    trainer = _evaluator(
+        max_epochs=1,
+        callbacks=[stopping, checkpoint, RecMetricCallback()],
+        val_check_interval=3,
+        num_sanity_val_steps=2,
+    )
+    trainer.fit(model, train, val)
+    assert len(model.sanity) == 2 and len(model.epochs) == 2  # validation after training batches 3 and 6
+
+    def log_loss_of(steps):
+        logits, labels = torch.cat(steps, dim=1).double().numpy()
+        return np.mean(np.logaddexp(0.0, logits) - labels * logits)
+
+    values = [log_loss_of(steps) for steps in model.epochs]
+    np.testing.assert_allclose(trainer.callback_metrics["val/log_loss/click"].item(), values[-1], rtol=1e-9)
+    np.testing.assert_allclose(checkpoint.best_model_score.item(), min(values), rtol=1e-9)
+    np.testing.assert_allclose(stopping.best_score.item(), min(values), rtol=1e-9)
+
+
 class SkipsEvalBatches(EvalModel):
     """Returns None (Lightning allows it) for odd batches and for every last batch of a dataloader."""
 

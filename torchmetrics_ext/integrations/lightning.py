@@ -129,7 +129,9 @@ class RecMetricCallback(pl.Callback):
     * at the start of each validation epoch the ``val`` module is reset; after each validation
       step it is updated (a step that returned ``None`` adds no sample, as in training); at the
       end of the epoch its values are logged. ``trainer.test()`` does the
-      same with the ``test`` module.
+      same with the ``test`` module. Each validation run is such an epoch, also one every
+      ``val_check_interval`` training batches (its values cover that run's samples alone); the
+      sanity check's steps (``num_sanity_val_steps``) add no sample and log nothing.
 
     **``Trainer(barebones=True)``** forbids logging (Lightning's ``self.log`` warns and logs
     nothing under it): the callback then warns once at ``setup``, naming the modules, and only

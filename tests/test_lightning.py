@@ -166,6 +166,51 @@ def _csv_rows(tmp_path: Path, key: str) -> list[dict[str, str]]:
         return [row for row in csv.DictReader(f) if row.get(key)]
 
 
+class EpochModel(ClickModel):
+    """Records each training step's click logits and labels per epoch; ``per_epoch`` resets its training metrics."""
+
+    def __init__(self, per_epoch: bool) -> None:
+        super().__init__()
+        self.per_epoch, self.epochs = per_epoch, []
+
+    def on_train_epoch_start(self) -> None:
+        self.epochs.append([])
+        if self.per_epoch:  # the recipe docs/module.md gives for per-epoch training values
+            self.train_metrics.reset()
+
+    def training_step(self, batch, batch_idx):
+        out = super().training_step(batch, batch_idx)
+        self.epochs[-1].append(torch.stack([out["click_logit"].detach(), out["click_label"].float()]))
+        return out
+
+
+class _EpochEnd(L.Callback):
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # after RecMetricCallback's (it comes first)
+        self.values.append(trainer.callback_metrics["train/log_loss/click"].item())
+
+
+@pytest.mark.parametrize("per_epoch", [False, True])
+def test_training_values_span_every_epoch_unless_the_module_resets_them(per_epoch):
+    """As documented: the callback never resets the training module, so an epoch's training values (and a monitor
+    on them) cover every batch since the fit began; a reset in `on_train_epoch_start` makes them per epoch."""
+    model, seen = EpochModel(per_epoch), _EpochEnd()
+    gen = torch.Generator().manual_seed(3)
+    data = torch.utils.data.TensorDataset(
+        torch.randn(48, 4, generator=gen), (torch.rand(48, 2, generator=gen) < 0.3).long()
+    )
+    trainer = _evaluator(max_epochs=3, callbacks=[RecMetricCallback(val=None), seen], enable_checkpointing=False)
+    trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=16))  # 3 batches: the epoch end logs
+    expected = []
+    for e in range(3):
+        steps = model.epochs[e] if per_epoch else [step for epoch in model.epochs[: e + 1] for step in epoch]
+        logits, labels = torch.cat(steps, dim=1).double().numpy()
+        expected.append(np.mean(np.logaddexp(0.0, logits) - labels * logits))
+    np.testing.assert_allclose(seen.values, expected, rtol=1e-9)
+
+
 @pytest.mark.parametrize("log_every_n_steps", [1, 3])
 def test_callback_writes_training_values_only_at_the_steps_that_computed_them(tmp_path, log_every_n_steps):
     """Rows exist at compute steps (every 2 updates) and at epoch end, each with that moment's values."""
@@ -414,6 +459,33 @@ def test_unpadded_sampler_takes_every_sample_once():
         UnpaddedDistributedSampler(range(3), num_replicas=1, rank=0, drop_last=True)
 
 
+def _sampled_in_rank(rank, world_size, samplers):
+    """What each sampler (built in the test process, without a process group) gives in this rank of the group."""
+    return [(sampler.num_replicas, sampler.rank, len(sampler), list(sampler)) for sampler in samplers]
+
+
+@pytest.mark.ddp
+def test_an_unpadded_sampler_built_before_the_process_group_takes_its_ranks_share(ddp_pool):
+    """A sampler built before the group (a loader made at the top of a script that `strategy="ddp"` launches per
+    rank, or in ddp_spawn's main process) fixed `num_replicas=1, rank=0`: every rank took every sample, so synced
+    metrics counted each sample once per rank."""
+    from torchmetrics_ext.integrations import UnpaddedDistributedSampler
+
+    samplers = [UnpaddedDistributedSampler(range(7), shuffle=False), UnpaddedDistributedSampler(range(7), seed=3)]
+    assert [list(s) for s in samplers] == [
+        list(range(7)),
+        torch.randperm(7, generator=torch.Generator().manual_seed(3)).tolist(),
+    ]
+    given = UnpaddedDistributedSampler(range(7), num_replicas=1, rank=0, shuffle=False)  # given: kept as given
+    ranks = ddp_pool.run(_sampled_in_rank, [*samplers, given])
+    for i in range(2):
+        assert [r[i][:2] for r in ranks] == [(2, 0), (2, 1)]
+        assert [r[i][2] for r in ranks] == [4, 3] == [len(r[i][3]) for r in ranks]
+        assert sorted(ranks[0][i][3] + ranks[1][i][3]) == list(range(7))  # every sample once over the ranks
+    assert ranks[0][0][3] == [0, 2, 4, 6]
+    assert [r[2] for r in ranks] == [(1, 0, 7, list(range(7)))] * 2
+
+
 def test_the_integration_without_lightning_names_the_extra_to_install():
     """Without lightning the import failed with a bare "No module named 'lightning.pytorch'"."""
     code = "import sys; sys.modules['lightning'] = None\nimport torchmetrics_ext.integrations.lightning\n"
@@ -654,6 +726,54 @@ def test_several_validation_dataloaders_in_fit_log_each_its_own_values(tmp_path)
             assert row[f"val/{name}/click/dataloader_idx_{i}"] == pytest.approx(value, rel=1e-6)
             assert run.callback_metrics[f"val/{name}/click/dataloader_idx_{i}"].item() == pytest.approx(value, rel=1e-6)
     assert not any(key.startswith("val/") and "dataloader_idx" not in key for key in row)
+
+
+class MonitoredModel(ClickModel):
+    """Records the click logits and labels of each validation epoch (the sanity check's apart)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epochs: list[list[torch.Tensor]] = []
+        self.sanity: list[torch.Tensor] = []
+
+    def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.epochs.append([])
+
+    def validation_step(self, batch, batch_idx):
+        out = self._out(batch)
+        seen = self.sanity if self.trainer.sanity_checking else self.epochs[-1]
+        seen.append(torch.stack([out["click_logit"], out["click_label"].float()]))
+        return out
+
+
+def test_sanity_steps_and_validation_every_n_steps_feed_the_monitors_exactly_the_real_epochs_samples(tmp_path):
+    """A sanity check adds no sample; validation every 3 training batches logs each run's own value, which
+    `ModelCheckpoint` and `EarlyStopping` monitor (checked against numpy over exactly each run's samples)."""
+    model = MonitoredModel()
+    gen = torch.Generator().manual_seed(5)
+    x, y = torch.randn(128, 4, generator=gen), (torch.rand(128, 2, generator=gen) < 0.3).long()
+    train = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x[:64], y[:64]), batch_size=8)
+    val = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x[64:], y[64:]), batch_size=16)
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(tmp_path, monitor="val/log_loss/click", save_top_k=1)
+    stopping = L.pytorch.callbacks.EarlyStopping(monitor="val/log_loss/click", patience=100)
+    trainer = _evaluator(
+        max_epochs=1,
+        callbacks=[stopping, checkpoint, RecMetricCallback()],
+        val_check_interval=3,
+        num_sanity_val_steps=2,
+    )
+    trainer.fit(model, train, val)
+    assert len(model.sanity) == 2 and len(model.epochs) == 2  # validation after training batches 3 and 6
+
+    def log_loss_of(steps):
+        logits, labels = torch.cat(steps, dim=1).double().numpy()
+        return np.mean(np.logaddexp(0.0, logits) - labels * logits)
+
+    values = [log_loss_of(steps) for steps in model.epochs]
+    np.testing.assert_allclose(trainer.callback_metrics["val/log_loss/click"].item(), values[-1], rtol=1e-9)
+    np.testing.assert_allclose(checkpoint.best_model_score.item(), min(values), rtol=1e-9)
+    np.testing.assert_allclose(stopping.best_score.item(), min(values), rtol=1e-9)
 
 
 class SkipsEvalBatches(EvalModel):

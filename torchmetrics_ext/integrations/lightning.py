@@ -121,11 +121,17 @@ class RecMetricCallback(pl.Callback):
       (the callback warns at ``setup``, for the trainer's factor and every factor a
       ``GradientAccumulationScheduler`` will set, and at an epoch start whose factor changed);
     * at the end of each training epoch: ``log_dict(compute())``, unless the last step just logged
-      the same values;
+      the same values. The callback never resets the training module: its values cover every
+      training batch since the fit began (TorchRec's lifetime values; ``.../window`` for the recent
+      samples), not the epoch alone as ``self.log(metric, on_epoch=True)`` would. For per-epoch
+      values, call ``self.train_metrics.reset()`` in the ``LightningModule``'s
+      ``on_train_epoch_start`` (the step count, and so the compute cadence, carries on);
     * at the start of each validation epoch the ``val`` module is reset; after each validation
       step it is updated (a step that returned ``None`` adds no sample, as in training); at the
       end of the epoch its values are logged. ``trainer.test()`` does the
-      same with the ``test`` module.
+      same with the ``test`` module. Each validation run is such an epoch, also one every
+      ``val_check_interval`` training batches (its values cover that run's samples alone); the
+      sanity check's steps (``num_sanity_val_steps``) add no sample and log nothing.
 
     **``Trainer(barebones=True)``** forbids logging (Lightning's ``self.log`` warns and logs
     nothing under it): the callback then warns once at ``setup``, naming the modules, and only

@@ -12,6 +12,11 @@ from torch.utils.data import DistributedSampler
 __all__ = ["UnpaddedDistributedSampler"]
 
 
+def _grouped() -> bool:
+    """Whether a default process group is up in this process."""
+    return dist.is_available() and dist.is_initialized()
+
+
 class UnpaddedDistributedSampler(DistributedSampler):
     """Rank ``r`` of ``W`` takes positions ``r, r + W, r + 2W, ...`` of the order: every sample exactly once.
 
@@ -24,8 +29,13 @@ class UnpaddedDistributedSampler(DistributedSampler):
     none when there are fewer samples than ranks, which Lightning refuses for a loader), so a
     :class:`~torchmetrics_ext.RecMetricModule` computed across ranks equals the single-process
     value. Use it for validation and test loaders, where ranks need not take the same number of
-    steps; Lightning keeps a ``DistributedSampler`` it finds in a loader. Without a process
-    group (one device) and without ``num_replicas``/``rank`` it yields every sample.
+    steps; Lightning keeps a ``DistributedSampler`` it finds in a loader.
+
+    ``num_replicas`` and ``rank`` not given are those of the process group *where the sampler is
+    used*: a sampler built before the group exists (a loader made at the top of a script that
+    ``Trainer(strategy="ddp")`` launches once per rank, or in the main process of ``ddp_spawn``)
+    takes its rank's share once the group is up, and every sample where there is no group
+    (one device).
 
     Args:
         dataset: a sized dataset.
@@ -43,13 +53,45 @@ class UnpaddedDistributedSampler(DistributedSampler):
     def __init__(self, dataset: Sized, **kwargs: Any) -> None:
         if "drop_last" in kwargs:
             raise ValueError("UnpaddedDistributedSampler neither pads nor drops samples: `drop_last` is not accepted.")
-        if not (dist.is_available() and dist.is_initialized()):
-            # one process (e.g. the same model on one device): every sample, in this process
+        # what is not given is read from the process group where the sampler is used (see above)
+        self._from_group = {name for name in ("num_replicas", "rank") if name not in kwargs}
+        if not _grouped():
             kwargs.setdefault("num_replicas", 1)
             kwargs.setdefault("rank", 0)
-        super().__init__(dataset, **kwargs)  # type: ignore[arg-type]
         self.total_size = len(dataset)
-        self.num_samples = len(range(self.rank, self.total_size, self.num_replicas))
+        super().__init__(dataset, **kwargs)  # type: ignore[arg-type]
+        self.total_size = len(dataset)  # DistributedSampler's is padded
+
+    @property
+    def num_replicas(self) -> int:
+        """The number of ranks: as given, else the process group's world size where used (1 without one)."""
+        if "num_replicas" in self._from_group and _grouped():
+            return dist.get_world_size()
+        return self._num_replicas
+
+    @num_replicas.setter
+    def num_replicas(self, value: int) -> None:
+        self._num_replicas = value
+
+    @property
+    def rank(self) -> int:
+        """This process's rank: as given, else its rank in the process group where used (0 without one)."""
+        if "rank" in self._from_group and _grouped():
+            return dist.get_rank()
+        return self._rank
+
+    @rank.setter
+    def rank(self, value: int) -> None:
+        self._rank = value
+
+    @property
+    def num_samples(self) -> int:
+        """This rank's number of samples: ``ceil`` or ``floor(len(dataset) / num_replicas)``."""
+        return len(range(self.rank, self.total_size, self.num_replicas))
+
+    @num_samples.setter
+    def num_samples(self, value: int) -> None:  # DistributedSampler.__init__ sets it: computed here instead
+        pass
 
     def __iter__(self) -> Iterator[int]:
         if self.shuffle:

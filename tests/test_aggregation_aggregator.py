@@ -1013,3 +1013,36 @@ def test_a_checkpoint_with_one_tensor_per_category_loads():
     del state["tensors"]["0/counts"], state["metadata"]["metrics"][0]["states"]["counts"]
     with pytest.raises(ValueError, match="do not match"):  # keys without counts are still refused
         MetricsAggregator().load_state_dict(state)
+
+
+# one record per rank per name: a DISTRIBUTION whose standard deviation only exists over both ranks, a
+# dataset only rank 1 sees, and a CATEGORICAL_COUNT category only rank 0 sees
+_SMALL_RECORDS = {
+    0: [Metric("ds", "seq_len", 3, A.DISTRIBUTION), Metric("ds", "source", "web", A.CATEGORICAL_COUNT)],
+    1: [
+        Metric("ds", "seq_len", 8, A.DISTRIBUTION),
+        Metric("ds", "source", "book", A.CATEGORICAL_COUNT),
+        Metric("other", "loss", 1.5, A.MEAN),
+        Metric("ds", "source", "book", A.CATEGORICAL_COUNT),
+    ],
+}
+
+
+def _ddp_small(rank, world_size, rank1_records):
+    aggregator = MetricsAggregator()
+    records = _SMALL_RECORDS[rank] if rank == 0 or rank1_records else []
+    if records:
+        aggregator.update(records)
+    return aggregator.get_metrics_for_logging()
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("rank1_records", [True, False], ids=["one-record-each", "rank1-no-records"])
+def test_ddp_one_value_per_rank_distribution_and_categories(ddp_pool, rank1_records):
+    """A distribution of one value per rank reports the standard deviation of both values (torchtune's
+    ``_stat_std`` needs two values: absent when only one rank has one); categories and datasets seen by one
+    rank reach every rank."""
+    results = ddp_pool.run(_ddp_small, rank1_records)
+    records = _SMALL_RECORDS[0] + (_SMALL_RECORDS[1] if rank1_records else [])
+    assert results[0] == results[1]
+    assert_matches_reference(results[0], numpy_reference(records))

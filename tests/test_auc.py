@@ -1824,3 +1824,68 @@ def test_exact_auc_states_under_inference_mode_are_never_reused(monkeypatch):
         np.testing.assert_allclose(auc.compute().numpy(), expected["auc"], rtol=1e-12)
         np.testing.assert_allclose(auprc.compute().numpy(), expected["auprc"], rtol=1e-12)
     assert len(calls) == 2
+
+
+# ----------------------------------------------------------------------------- DDP: one class per rank
+
+
+def _one_class_data() -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(5)
+    n = 40
+    preds = torch.rand(n, generator=gen)
+    target = (torch.rand(n, generator=gen) < preds).long()
+    return {"preds": preds, "target": target, "groups": torch.arange(n) % 5, "weights": torch.rand(n, generator=gen)}
+
+
+def _one_class_metrics() -> dict[str, torchmetrics.Metric]:
+    return {
+        "auc": tmx.AUC(),
+        "auprc": tmx.AUPRC(),
+        "gauc": tmx.GroupedAUC(),
+        "gauprc": tmx.GroupedAUPRC(),
+        "auc_bins": tmx.AUC(num_bins=50),
+        "auprc_bins": tmx.AUPRC(num_bins=50),
+    }
+
+
+def _one_class_job(rank: int, world_size: int, layout: str) -> dict[str, float]:
+    """``split``: rank 0 every positive row, rank 1 every negative row (each group on both ranks);
+    ``lonely``: rank 0 the positive rows only, rank 1 nothing."""
+    data = _one_class_data()
+    rows = (data["target"] == 1) if rank == 0 else (data["target"] == 0)
+    if layout == "lonely" and rank == 1:
+        rows = torch.zeros_like(rows)
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        for name, metric in _one_class_metrics().items():
+            batch = {k: v[rows] for k, v in data.items() if name.startswith("g") or k != "groups"}
+            if batch["preds"].numel():
+                metric.update(**batch)
+            out[name] = metric.compute().item()
+    return out
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("layout", ["split", "lonely"])
+def test_exact_auc_with_one_class_per_rank_ddp(ddp_pool, layout):
+    """Exact (and binned) AUC/AUPRC and the grouped forms when each rank holds one class (every group split across the
+    two ranks), or one rank only positives and the other nothing: every rank gets scikit-learn's value over
+    the rows of all ranks (nan where only one class exists anywhere)."""
+    data = {k: v.numpy() for k, v in _one_class_data().items()}
+    if layout == "lonely":
+        data = {k: v[data["target"] == 1] for k, v in data.items()}
+    p, y, g, w = data["preds"], data["target"], data["groups"], data["weights"]
+    expected = {
+        "auc": ref_auc(p, y, w),
+        "auprc": ref_auprc(p, y, w),
+        "gauc": ref_grouped(p, y, g, w),
+        "gauprc": ref_grouped(p, y, g, w, ref=ref_auprc),
+        "auc_bins": ref_auc(p, y, w, num_bins=50),
+        "auprc_bins": ref_auprc(p, y, w, num_bins=50),
+    }
+    if layout == "split":
+        assert not any(np.isnan(v) for v in expected.values())
+    for rank, values in enumerate(ddp_pool.run(_one_class_job, layout)):
+        for name, value in expected.items():
+            np.testing.assert_allclose(values[name], value, rtol=1e-6, err_msg=f"rank {rank} {layout} {name}")

@@ -3994,3 +3994,100 @@ def test_a_windows_undefined_value_warning_says_window():
         warnings.simplefilter("always")
         metric.compute()
     assert sorted(str(w.message).split(" is")[0] for w in caught) == ["CTR", "CTR (window)"]
+
+
+# ----------------------------------------------------------------------------- DDP audit: 3 tasks, uneven ranks
+
+_AUDIT_TASKS = [tmx.RecTaskInfo(t, f"{t}_label", f"{t}_pred", f"{t}_w") for t in ("a", "b", "c")]
+_AUDIT_METRICS = {"ne": "ne", "auc": "auc", "calibration": "calibration", "ctr": "ctr"}
+_AUDIT_WINDOW = 100  # 50 samples per rank
+
+
+def _audit_data(seed: int, n: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for t in ("a", "b", "c"):
+        out[f"{t}_pred"] = torch.rand(n, generator=gen) * 0.98 + 0.01
+        out[f"{t}_label"] = (torch.rand(n, generator=gen) < out[f"{t}_pred"]).float()
+        out[f"{t}_w"] = torch.rand(n, generator=gen, dtype=torch.float64) + 0.5
+    return out
+
+
+# rank 0: three batches (20, 30, 40 rows); rank 1: one batch of 25 rows or none
+_AUDIT_BOUNDS = {0: [0, 20, 50, 90], 1: [90, 115]}
+
+
+def _audit_shard(data: dict[str, torch.Tensor], rank: int, rank1_batches: int) -> list[dict[str, torch.Tensor]]:
+    return batches(data, _AUDIT_BOUNDS[rank]) if rank == 0 or rank1_batches else []
+
+
+def _audit_reference(data: dict[str, torch.Tensor]) -> dict[str, float]:
+    """NumPy/scikit-learn values of the four metrics per task (weighted)."""
+    out = {}
+    for t in ("a", "b", "c"):
+        p, y, w = (data[f"{t}_{s}"].double().numpy() for s in ("pred", "label", "w"))
+        ctr = (w * y).sum() / w.sum()
+        loss = -(w * (y * np.log(p) + (1 - y) * np.log1p(-p))).sum() / w.sum()
+        out[f"ne/{t}"] = loss / -(ctr * np.log(ctr) + (1 - ctr) * np.log1p(-ctr))
+        out[f"auc/{t}"] = roc_auc_score(y, p, sample_weight=w)
+        out[f"calibration/{t}"] = (w * p).sum() / (w * y).sum()
+        out[f"ctr/{t}"] = ctr
+    return out
+
+
+def _audit_module(key_style: str) -> tmx.RecMetricModule:
+    return tmx.RecMetricModule(
+        _AUDIT_TASKS, dict(_AUDIT_METRICS), window_size=_AUDIT_WINDOW, throughput=False, key_style=key_style
+    )
+
+
+def _audit_job(rank: int, world_size: int, rank1_batches: int, key_style: str) -> dict[str, dict[str, float]]:
+    """Update, compute; a state_dict round trip into a fresh module, compute; reset, new data, compute."""
+    module = _audit_module(key_style)
+    for part in _audit_shard(_audit_data(0, 115), rank, rank1_batches):
+        module.update(part)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = {k: v.item() for k, v in module.compute().items()}
+        resumed = _audit_module(key_style)
+        resumed.load_state_dict(module.state_dict())
+        loaded = {k: v.item() for k, v in resumed.compute().items()}
+        module.reset()
+        for part in _audit_shard(_audit_data(1, 115), rank, rank1_batches):
+            module.update(part)
+        after_reset = {k: v.item() for k, v in module.compute().items()}
+    return {"first": first, "loaded": loaded, "after_reset": after_reset}
+
+
+def _audit_expected(seed: int, rank1_batches: int) -> dict[str, float]:
+    """Lifetime over every rank's rows; window over each rank's newest whole updates within 50 samples."""
+    data = _audit_data(seed, 115)
+    shards = [_audit_shard(data, rank, rank1_batches) for rank in (0, 1)]
+    everything = {k: torch.cat([p[k] for s in shards for p in s]) for k in data}
+    window = {}
+    for k in data:
+        kept = [(s, _kept([len(p["a_pred"]) for p in s], _AUDIT_WINDOW // 2)) for s in shards if s]
+        window[k] = torch.cat([s[i][k][len(s[i][k]) - n :] for s, rule in kept for i, n in sorted(rule)])
+    return {**_audit_reference(everything), **{f"{k}/window": v for k, v in _audit_reference(window).items()}}
+
+
+def _torchrec_key(key: str) -> str:
+    name, task, *window = key.split("/")
+    return f"{name}-{task}|{'window' if window else 'lifetime'}_{name}"
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("key_style", ["torchmetrics_ext", "torchrec"])
+@pytest.mark.parametrize("rank1_batches", [0, 1])
+def test_ddp_three_tasks_with_a_window_resume_and_reset_equal_references(ddp_pool, rank1_batches, key_style):
+    """Rank 0 three batches, rank 1 one or none: lifetime and window values on every rank equal the
+    references over every rank's rows (the window: each rank's newest ``window_size // 2``), also after a
+    state_dict round trip on each rank and after ``reset()`` and new data."""
+    expected = {"first": _audit_expected(0, rank1_batches), "after_reset": _audit_expected(1, rank1_batches)}
+    expected["loaded"] = expected["first"]
+    for rank, result in enumerate(ddp_pool.run(_audit_job, rank1_batches, key_style, timeout=120)):
+        for what, want in expected.items():
+            keys = {(_torchrec_key(k) if key_style == "torchrec" else k): v for k, v in want.items()}
+            assert sorted(result[what]) == sorted(keys), (rank, what)
+            for key, value in keys.items():
+                np.testing.assert_allclose(result[what][key], value, rtol=1e-7, err_msg=f"rank {rank} {what} {key}")

@@ -2276,3 +2276,107 @@ def test_windowed_merge_state_refuses_a_lifetime_state_of_another_kind():
     with pytest.raises(ValueError, match=r"Cannot merge into Windowed\(CTR\): dtype mismatch for weighted_pred_sum"):
         metric.merge_state(states)
     _assert_same(copy.deepcopy(metric.state_dict()), before, "states after a refused merge")
+
+
+# ----------------------------------------------------------------------------- DDP: TorchMetrics' sync options per family
+
+# rows 0-16 in queries of four; step 1: rank 0 rows 0-5, rank 1 rows 12-16; step 2: rank 0 rows 5-12, rank 1 nothing
+_STEPS = {0: [(0, 5), (5, 12)], 1: [(12, 16), (16, 16)]}
+
+
+def _options_rows() -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(8)
+    preds = torch.rand(16, generator=gen) * 0.9 + 0.05
+    target = (torch.rand(16, generator=gen) < preds).float()
+    target[::2] = 1.0  # every query's part in every step has a relevant row
+    target[1::4] = 0.0  # and an irrelevant one (both classes in each step)
+    return {"preds": preds, "target": target, "indexes": torch.arange(16) // 4}
+
+
+def _options_metrics(**options) -> dict[str, Metric]:
+    from torchmetrics_ext.aggregation import Distribution
+
+    return {
+        "ne": tmx.NormalizedEntropy(**options),
+        "auc": tmx.AUC(**options),
+        "ndcg": tmx.NDCG(k=2, **options),
+        "distribution": Distribution(**options),
+    }
+
+
+def _options_call(name: str, metric: Metric, rows: dict[str, torch.Tensor], lo: int, hi: int, forward: bool):
+    args = {k: v[lo:hi] for k, v in rows.items() if name == "ndcg" or k != "indexes"}
+    if name == "distribution":
+        args = {"value": rows["preds"][lo:hi]}
+    return metric(**args) if forward else metric.update(**args)
+
+
+def _values(value) -> dict[str, float] | float:
+    return {k: v.item() for k, v in value.items()} if isinstance(value, dict) else value.item()
+
+
+def _options_job(rank: int, world_size: int) -> dict:
+    rows = _options_rows()
+    out: dict = {"step": {}, "cpu": {}, "local": {}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for option, kwargs in (("step", {"dist_sync_on_step": True}), ("cpu", {"compute_on_cpu": True})):
+            for name, metric in _options_metrics(**kwargs).items():
+                forwarded = [_options_call(name, metric, rows, lo, hi, True) for lo, hi in _STEPS[rank]]
+                out[option][name] = [_values(v) for v in forwarded] + [_values(metric.compute())]
+        for name, metric in _options_metrics(sync_on_compute=False).items():
+            for lo, hi in _STEPS[rank]:
+                _options_call(name, metric, rows, lo, hi, False)
+            out["local"][name] = _values(metric.compute())
+        throughput = {k: tmx.Throughput(warmup_steps=0, **kw) for k, kw in (("cpu", {"compute_on_cpu": True}),)}
+        throughput["local"] = tmx.Throughput(warmup_steps=0, sync_on_compute=False)
+        for key, metric in throughput.items():
+            for lo, hi in _STEPS[rank]:
+                metric.update(hi - lo)
+            out[key]["throughput"] = metric.compute()["total_examples"].item()
+    return out
+
+
+def _options_reference(rows: dict[str, np.ndarray], index: np.ndarray) -> dict[str, float | dict[str, float]]:
+    """NumPy/scikit-learn values over the rows ``index`` (NDCG@2 per query id, then the mean)."""
+    p, y, q = rows["preds"][index], rows["target"][index], rows["indexes"][index]
+    ctr = y.mean()
+    ne = -(y * np.log(p) + (1 - y) * np.log1p(-p)).mean() / -(ctr * np.log(ctr) + (1 - ctr) * np.log1p(-ctr))
+    gains = []
+    for query in np.unique(q):
+        scores, rels = p[q == query], y[q == query]
+        ranked = rels[np.argsort(-scores, kind="stable")][:2]
+        discounts = 1 / np.log2(np.arange(2, 2 + len(ranked)))
+        gains.append((ranked @ discounts) / (np.sort(rels)[::-1][:2] @ discounts))
+    stats = {"mean": p.mean(), "min": p.min(), "max": p.max(), "std": p.std(ddof=1)}
+    return {"ne": ne, "auc": skm.roc_auc_score(y, p), "ndcg": float(np.mean(gains)), "distribution": stats}
+
+
+def _assert_option(value, expected, what: str) -> None:
+    if isinstance(expected, dict):  # the distribution's exact statistics (its percentiles are a sketch's)
+        for key, ref in expected.items():
+            np.testing.assert_allclose(value[key], ref, rtol=1e-6, err_msg=f"{what} {key}")
+    else:
+        np.testing.assert_allclose(value, expected, rtol=1e-6, err_msg=what)
+
+
+@pytest.mark.ddp
+def test_sync_options_of_each_family_under_ddp(ddp_pool):
+    """One metric per family (pointwise, AUC, ranking, aggregation, throughput) under 2 gloo ranks, rank 1 with
+    an empty second step: ``dist_sync_on_step=True`` makes each ``forward`` the value over both ranks' batches
+    of that step and ``compute`` the value over everything; ``compute_on_cpu=True`` syncs as usual;
+    ``sync_on_compute=False`` gives each rank its own rows' value."""
+    rows = {k: v.double().numpy() for k, v in _options_rows().items()}
+    steps = [np.r_[0:5, 12:16], np.r_[5:12]]
+    everything = np.arange(16)
+    own = {0: np.arange(12), 1: np.arange(12, 16)}
+    whole = _options_reference(rows, everything)
+    for rank, result in enumerate(ddp_pool.run(_options_job)):
+        for name, value in whole.items():
+            per_step = [_options_reference(rows, s)[name] for s in steps]
+            for k, want in enumerate([*per_step, value]):
+                _assert_option(result["step"][name][k], want, f"rank {rank} dist_sync_on_step {name} #{k}")
+            _assert_option(result["cpu"][name][-1], value, f"rank {rank} compute_on_cpu {name}")
+            _assert_option(result["local"][name], _options_reference(rows, own[rank])[name], f"rank {rank} local")
+        assert result["cpu"]["throughput"] == 16.0
+        assert result["local"]["throughput"] == (12.0, 4.0)[rank]

@@ -2102,3 +2102,51 @@ def test_error_policy_ignores_an_empty_query_of_zero_weight(form, device_path):
         nonzero = {**inputs, "weights": torch.ones_like(inputs["weights"])}
         with pytest.raises(ValueError, match="no relevant candidate"):
             tmf.mrr(**nonzero, k=2, empty_target_action="error")
+
+
+# ----------------------------------------------------------------------------- DDP: a query split across ranks
+
+
+def _split_query_rows() -> dict[str, torch.Tensor]:
+    """Six queries of five rows (graded relevance, each query with a relevant row), rows shuffled."""
+    gen = torch.Generator().manual_seed(11)
+    indexes = torch.arange(30) // 5
+    target = torch.randint(0, 3, (30,), generator=gen)
+    target[::5] = 1  # every query has a relevant row
+    perm = torch.randperm(30, generator=gen)
+    return {"preds": torch.rand(30, generator=gen)[perm], "target": target[perm], "indexes": indexes[perm]}
+
+
+def _split_query_job(rank: int, world_size: int, layout: str) -> dict[str, float]:
+    rows = _split_query_rows()
+    # "split": rank 0 takes the first 17 shuffled rows, rank 1 the rest (queries cut between the ranks)
+    mine = slice(0, 17) if rank == 0 else slice(17, 30)
+    if layout == "idle":
+        mine = slice(0, 30) if rank == 0 else slice(0, 0)
+    metric = tmx.RankingMetrics(ks=(1, 3), metrics=("ndcg", "mrr", "recall"))
+    if mine.stop > mine.start:
+        half = (mine.start + mine.stop) // 2  # two updates: a query also spans batches on a rank
+        metric.update(**{k: v[mine.start : half] for k, v in rows.items()})
+        metric.update(**{k: v[half : mine.stop] for k, v in rows.items()})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return {k: v.item() for k, v in metric.compute().items()}
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("layout", ["split", "idle"])
+def test_ddp_query_split_across_ranks_is_one_query(ddp_pool, layout):
+    """The docstring's promise: in exact mode the rows of one query id on two ranks are merged into one query
+    (checked against the per-query definitions in NumPy); a rank with no queries changes nothing."""
+    rows = {k: v.numpy() for k, v in _split_query_rows().items()}
+    split = {q for q in range(6) if len(set(np.flatnonzero(rows["indexes"] == q) < 17)) == 2}
+    assert split, "the layout must cut at least one query between the ranks"
+    expected = {}
+    for name in ("ndcg", "mrr", "recall"):
+        for k in (1, 3):
+            per_query = [ref_query(p, t, name, k) for p, t, _ in _queries(rows)]
+            expected[f"{name}@{k}"] = float(np.mean(per_query))
+    for rank, values in enumerate(ddp_pool.run(_split_query_job, layout)):
+        assert sorted(values) == sorted(expected)
+        for key, value in expected.items():
+            np.testing.assert_allclose(values[key], value, rtol=1e-6, err_msg=f"rank {rank} {layout} {key}")

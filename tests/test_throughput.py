@@ -528,7 +528,7 @@ _PLAN = {
 def _ddp_job(rank, world_size, empty_rank):
     readings, counts = _PLAN[rank]
     if empty_rank and rank == 1:
-        counts = []
+        counts = [] if empty_rank is True else counts[:1]  # "warm-up only": one update, never timed
     metric = tmx.Throughput(warmup_steps=1, window_seconds=3.0, clock=Ticks(readings[1:]))
     for n in counts:
         metric.update(torch.zeros(n, 2))
@@ -537,11 +537,13 @@ def _ddp_job(rank, world_size, empty_rank):
 
 
 @pytest.mark.ddp
-@pytest.mark.parametrize("empty_rank", [False, True], ids=["uneven", "empty-rank"])
+@pytest.mark.parametrize("empty_rank", [False, True, "warm-up only"], ids=["uneven", "empty-rank", "warmup-only-rank"])
 def test_ddp_sums_examples_and_takes_the_slowest_time(ddp_pool, empty_rank):
     # rank 0: 40 timed examples over 4 s, window 3 s -> 30 over 3 s; rank 1: 60 over 8 s, window 6 s -> 30 over 6 s
+    # (a rank with no timed step: its warm-up examples count in total_examples only)
     if empty_rank:
-        expected = {"lifetime_throughput": 40 / 4.0, "window_throughput": 30 / 3.0, "total_examples": 50.0}
+        total = 50.0 if empty_rank is True else 80.0
+        expected = {"lifetime_throughput": 40 / 4.0, "window_throughput": 30 / 3.0, "total_examples": total}
     else:
         expected = {"lifetime_throughput": 100 / 8.0, "window_throughput": 60 / 6.0, "total_examples": 140.0}
     for value in ddp_pool.run(_ddp_job, empty_rank):

@@ -3282,3 +3282,48 @@ def test_a_binned_window_part_that_is_not_a_tensor_is_refused_not_raised(part, m
     with pytest.raises(RuntimeError, match=rf"_extra_state: .*{match}"):
         metric.load_state_dict(bad)
     _assert_equal_nested(metric.state_dict(), before)
+
+
+# ----------------------------------------------------------------------------- DDP: ranks holding different window shares
+
+# window 20, 10 samples per rank: rank 0's updates of 6, 7, 8 rows keep the last (8), rank 1's one update of 3 keeps 3
+_SHARE_BOUNDS = {0: [(0, 6), (6, 13), (13, 21)], 1: [(21, 24)]}
+
+
+def _share_rows() -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(4)
+    preds = torch.rand(24, generator=gen) * 0.9 + 0.05
+    return preds, (torch.rand(24, generator=gen) < preds).float()
+
+
+def _different_shares_job(rank, world_size):
+    preds, target = _share_rows()
+    out = {}
+    for name, metric in (("ne", tmx.NormalizedEntropy()), ("auc", tmx.AUC()), ("ctr", tmx.CTR())):
+        windowed = Windowed(metric, 20)
+        for lo, hi in _SHARE_BOUNDS[rank]:
+            windowed.update(preds[lo:hi], target[lo:hi])
+        out[name] = {k: v.item() for k, v in windowed.compute().items()}
+    return out
+
+
+@pytest.mark.ddp
+def test_windowed_ranks_holding_different_numbers_of_window_samples(ddp_pool):
+    """Rank 0 holds 8 window samples and rank 1 3 (both under their share of 10): the window value on every rank
+    is NumPy's/scikit-learn's over those 11 rows, the lifetime over all 24."""
+    preds, target = (t.double().numpy() for t in _share_rows())
+
+    def ne(p, y):
+        ctr = y.mean()
+        return -(y * np.log(p) + (1 - y) * np.log1p(-p)).mean() / -(ctr * np.log(ctr) + (1 - ctr) * np.log1p(-ctr))
+
+    refs = {"ne": ne, "auc": lambda p, y: skm.roc_auc_score(y, p), "ctr": lambda p, y: y.mean()}
+    window = np.r_[13:21, 21:24]
+    for rank, values in enumerate(ddp_pool.run(_different_shares_job)):
+        for name, ref in refs.items():
+            np.testing.assert_allclose(
+                values[name]["lifetime"], ref(preds, target), rtol=1e-6, err_msg=f"{rank} {name}"
+            )
+            np.testing.assert_allclose(
+                values[name]["window"], ref(preds[window], target[window]), rtol=1e-6, err_msg=f"{rank} {name}"
+            )

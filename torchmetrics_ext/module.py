@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import copy
 import difflib
-import functools
 import inspect
 import warnings
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, fields, replace
@@ -25,6 +23,19 @@ from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.utilities.exceptions import TorchMetricsUserError
 
+from torchmetrics_ext._module_config import (
+    _build_entry,
+    _check_id_columns,
+    _check_metric_name,
+    _check_not_torchrecs,
+    _check_unit_names,
+    _close_to,
+    _entry_name_ok,
+    _instantiate,
+    _metric_entries,
+    _torchrec_names,
+)
+from torchmetrics_ext._module_loading import CheckpointLoading
 from torchmetrics_ext.functional._sums import sharing_sums
 from torchmetrics_ext.metrics.base import (
     InputDomains,
@@ -32,42 +43,22 @@ from torchmetrics_ext.metrics.base import (
     _replay,
     computed_fresh,
     counted_as_updated,
-    load_explained,
     syncs_on_compute,
 )
 from torchmetrics_ext.metrics.ranking._base import sharing_row_copies
 from torchmetrics_ext.metrics.throughput import Throughput
-from torchmetrics_ext.registry import (
-    TORCHREC_SELF_NAMED,
-    build_metric,
-    lookup,
-    registry_entry,
-    torchrec_names,
-    torchrec_requirements,
-)
 from torchmetrics_ext.utilities.checks import (
     _check_values_bounds,
     all_unit_weights,
     as_bool,
-    as_int,
     check_int,
     checked_bounds,
     format_pointwise,
 )
 from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric, fused_gather
-from torchmetrics_ext.utilities.load_guard import guard_descendant_loads
 from torchmetrics_ext.utilities.ownership import owner_of, release_ownership, take_ownership
-from torchmetrics_ext.utilities.snapshot import snapshot
 from torchmetrics_ext.utilities.warnings import naming_part, naming_tasks
-from torchmetrics_ext.utilities.window_resume import (
-    Saved,
-    as_plain,
-    as_windowed,
-    lifetime_names,
-    saved_window_rule,
-    undo_entries,
-)
 from torchmetrics_ext.wrappers._shared import SharedRing, shareable
 from torchmetrics_ext.wrappers.windowed import Windowed
 
@@ -86,10 +77,6 @@ _LOGIT_COLUMNS: ContextVar[bool] = ContextVar("tmx_logit_columns", default=False
 _THROUGHPUT = ("\0throughput", "lifetime")  # the throughput's entry in the fused gather
 # where a compute group member keeps the leader's cached value it was last computed with (see _holds_states_of)
 _STATES_OF = "_computed_with_leader"
-# where a load keeps, from the module's `_load_from_state_dict` to its end, what puts it back (see _after_load):
-# (prefix, restore, error_msgs, errors before, end it: remove the descendants' load wrappers and put back
-# the checkpoint metadata moved with a window change, the units whose window restarts after a window change)
-_LOAD_GUARD = "_load_guard"
 
 
 def _held_by(metric: Metric) -> str | None:
@@ -161,7 +148,7 @@ class _Batch:
         return [c for c in self.columns[2] if c is not None]
 
 
-class RecMetricModule(nn.Module):
+class RecMetricModule(CheckpointLoading):
     r"""Every metric for every task in one module: one stacked update, one validation, one fused sync.
 
     Args:
@@ -270,7 +257,6 @@ class RecMetricModule(nn.Module):
         key_style: str = "torchmetrics_ext",
     ) -> None:
         super().__init__()
-        self.register_load_state_dict_post_hook(_after_load)
         self.tasks = _check_tasks(tasks)
         num_tasks = len(self.tasks)
         if not isinstance(metrics, Mapping) or not metrics:
@@ -1013,245 +999,6 @@ class RecMetricModule(nn.Module):
 
     # ------------------------------------------------------------------ compute
 
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        """Refuse a checkpoint of other tasks; read a compute group's states saved under another member of the group.
-
-        Both before any child loads. Every state is laid out by task position (a ``(T,)`` sum, the
-        ``T`` values of each sample, ``ranking.<name>.<i>``), so a checkpoint saved with other task
-        names or another order (recorded in ``_extra_state``) would report one task's history under
-        another's key: it goes to ``error_msgs`` (``load_state_dict`` raises, ``strict`` or not)
-        and nothing of the module loads. A checkpoint of an earlier version records no task names
-        and is not checked for them (another number of tasks is still refused by the metrics).
-
-        A group's states are saved once, under its leader, the first of its metrics in the order
-        given. A checkpoint saved with another first member (a metric added since in front of the
-        group, the metrics reordered, or the saved first member removed since) holds them under that
-        metric's name: they are the same statistics (equal ``shared_statistics_key``, hence equal
-        state names, which identify a removed metric's), so they load as the leader's. Also when a
-        parent module loads this one (Lightning's checkpoint restore).
-
-        Versions before the window ring was saved with the lifetime and window states only wrote a
-        ring alone (``_extra_state``) for every other member of a windowed group: such a ring holds
-        none of the group's states (a ``Windowed`` loads nothing from it), so it does not make a
-        member the one that saved them, and it gives way to the saved states.
-
-        All or nothing, also when a parent module loads this one: torch loads each child in turn and
-        raises at the end, so the module's in-memory state is recorded here (:func:`snapshot`, no
-        tensor copied) and put back after its last child has loaded if any of them refused its
-        entries (an error added under this prefix) or, in a strict load, a key under this prefix is
-        missing or unexpected (see :func:`_after_load`). A descendant whose load raises ends the
-        load before that: its exception puts the module back first
-        (:func:`~torchmetrics_ext.utilities.load_guard.guard_descendant_loads`).
-        """
-        self._end_load()  # what a load ended by a descendant's post-hook left
-        restore = snapshot(self)
-
-        def abort() -> None:  # a descendant raised: this load ends here
-            if self.__dict__.get(_LOAD_GUARD) is guard:
-                del self.__dict__[_LOAD_GUARD]
-                finish()
-                restore()
-
-        edits: list[Any] = []  # the checkpoint metadata moved with a window change, put back at the end
-        emptied: list[Windowed] = []  # units whose window starts empty (a window change): see _after_load
-        unguard = guard_descendant_loads(self, abort)
-
-        def finish() -> None:  # the load ended: no wrapper left, the caller's metadata as it was given
-            unguard()
-            undo_entries(edits)
-
-        guard = (prefix, restore, error_msgs, len(error_msgs), finish, emptied)
-        self.__dict__[_LOAD_GUARD] = guard
-        try:
-            args = (local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
-            self._load_own_entries(state_dict, prefix, *args, edits=edits, emptied=emptied)
-        except BaseException:
-            self._end_load(put_back=True)
-            raise
-
-    def _load_own_entries(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-        edits: list[Any],
-        emptied: list[Windowed],
-    ) -> None:
-        """The body of :meth:`_load_from_state_dict`: the task check, the groups' states, a window change, the load.
-
-        ``edits`` and ``emptied`` record a window change (see :meth:`_resume_window_change`).
-        """
-        problem = self._refused_extra_state(state_dict.get(prefix + "_extra_state"), prefix)
-        if problem is not None:
-            error_msgs.append(problem)
-            for key in [k for k in state_dict if k.startswith(prefix)]:
-                del state_dict[key]  # nothing loads: neither the step counter nor any metric
-            self.__dict__["_refused_prefix"] = prefix  # the metrics' "missing keys" are not the reason
-            return
-        top = f"{prefix}metrics."
-        saved_names = {key[len(top) :].split(".", 1)[0] for key in state_dict if key.startswith(top)}
-        dropped = sorted(saved_names - set(self._leader))  # saved metrics no longer configured
-
-        def saved_under(head: str) -> tuple[list[str], bool]:
-            """The checkpoint's keys under ``head``, and whether they hold states (not a ring alone)."""
-            keys = [key for key in state_dict if key.startswith(head)]
-            return keys, any(key != head + "_extra_state" for key in keys)
-
-        for group in self._groups:
-            lead = f"{top}{group[0]}."
-            lead_keys, holds = saved_under(lead)
-            if holds:
-                continue
-            # a member that saved the group's states, else a metric no longer configured that saved
-            # exactly the states this group's leader holds (the same statistics: their names say so,
-            # with or without a window)
-            expected = lifetime_names(set(self._unit(group[0]).state_dict(keep_vars=True)))
-            for name in [*group[1:], *dropped]:
-                saved = f"{top}{name}."
-                keys, holds = saved_under(saved)
-                if holds and (name in group or lifetime_names({key[len(saved) :] for key in keys}) == expected):
-                    for key in lead_keys:  # the leader's ring alone, written by an earlier version
-                        del state_dict[key]
-                    for key in keys:
-                        state_dict[lead + key[len(saved) :]] = state_dict.pop(key)
-                    if name in dropped:
-                        dropped.remove(name)
-                    break
-        self._resume_window_change(state_dict, prefix, edits, emptied)
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
-
-    def _resume_window_change(
-        self, state_dict: dict[str, Any], prefix: str, edits: list[Any], emptied: list[Windowed]
-    ) -> None:
-        """Map each metric's checkpoint saved with another window onto this module's: the lifetime resumes.
-
-        * Saved with a window, loaded without one: the lifetime's states (``lifetime.<state>``) load
-          as the metric's; the window's states and its ring are not needed and are dropped.
-        * Saved without a window, loaded with one: the metric's states load as the lifetime; the
-          window starts empty (as after ``reset``) and fills from the next steps.
-        * Saved with another window (``window_size`` or ``max_updates``, as the checkpoint records
-          them): the lifetime resumes and the window starts empty. A ring of another size cannot be
-          carried exactly (a smaller window may need part of an update that the old ring holds summed
-          with the rest of it; a larger one, updates the old ring had already dropped).
-
-        Each metric reads all of its states or none as before, and a strict load then finds no
-        missing or unexpected key. The checkpoint's metadata (version, recorded settings) moves with
-        the states for the length of the load (see :mod:`~torchmetrics_ext.utilities.window_resume`). A
-        unit given an empty window is appended to ``emptied``: once the load has succeeded its window is
-        started over the loaded lifetime (see :func:`_restart_window`).
-        """
-        metadata = _load_metadata(state_dict)
-        for head, unit in self._unit_prefixes(prefix):
-            saved = Saved.under(state_dict, head)
-            if not isinstance(unit, Windowed):
-                own_extra_state = type(unit).get_extra_state is not nn.Module.get_extra_state
-                if not saved.plain and (saved.lifetime or (saved.ring and not saved.window and not own_extra_state)):
-                    as_plain(state_dict, head, metadata, edits, drop_ring=not own_extra_state)
-                continue
-            rule = {"window_size": unit.window_size, "max_updates": unit.max_updates}
-            if saved.lifetime:
-                recorded = saved_window_rule(metadata, head)
-                if recorded is None or recorded == tuple(rule.values()):
-                    continue  # the same window (or unrecorded: the wrapper's own checks apply)
-            elif not saved.plain or saved.window:
-                continue
-            unit.reset()  # its empty window and ring (the module is put back if the load fails)
-            as_windowed(state_dict, head, unit.state_dict(prefix=head), rule, metadata, edits)
-            emptied.append(unit)
-
-    def _unit_prefixes(self, prefix: str) -> Iterator[tuple[str, Metric]]:
-        """``(prefix of its entries, unit)`` for every metric unit (not the throughput), group members included."""
-        for name in self._leader:
-            yield f"{prefix}metrics.{name}.", self._unit(name)
-        for name in self.ranking:
-            for i, unit in enumerate(self._copies(name)):
-                yield f"{prefix}ranking.{name}.{i}.", unit
-
-    def _refused_extra_state(self, extra_state: Any, prefix: str) -> str | None:
-        """The error for a checkpoint whose ``_extra_state`` records other task names or order; ``None`` if not.
-
-        Also for an ``_extra_state`` that is not this module's (not a dict holding a whole, non-negative
-        ``step``, and a list of task names if any): ``set_extra_state`` could not restore it.
-        """
-        malformed = _malformed_extra_state(extra_state)
-        if malformed is not None:
-            return (
-                f"unreadable _extra_state for {prefix[:-1] or 'RecMetricModule'}: expected what "
-                "RecMetricModule.get_extra_state saves, a dict {'step': <whole number >= 0>, 'tasks': [<task names>]}, "
-                f"got {malformed}. Nothing of the module was loaded."
-            )
-        saved = extra_state.get("tasks") if isinstance(extra_state, Mapping) else None
-        names = [task.name for task in self.tasks]
-        if saved is None or list(saved) == names:
-            return None
-        return (
-            f"task mismatch for {prefix[:-1] or 'RecMetricModule'}: the checkpoint was saved with tasks "
-            f"{list(saved)}, this RecMetricModule has tasks {names}. Its states are kept by task position, so each "
-            "task would resume another task's values: build the module with the checkpoint's tasks, in the same "
-            "order. Nothing of the module was loaded."
-        )
-
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """``nn.Module.load_state_dict``; missing metric states say how to resume with a metric added since.
-
-        A metric reads all of its states from the checkpoint or none: one whose states the checkpoint
-        lacks, or holds only some of (another setting's, an older format's), starts afresh with
-        ``strict=False``, its states listed as missing keys; the notes of those it held join the
-        error (``strict=True``) or are warned.
-
-        A checkpoint saved with another window (``window_size`` given or not, or another size) resumes
-        each metric's lifetime; a window added or resized starts empty and fills from the next steps
-        (see :meth:`_resume_window_change`).
-
-        All or nothing: a load that raises (a checkpoint refused by one metric, missing keys with
-        ``strict=True``, an ``_extra_state`` refused) leaves every metric, window, the throughput
-        and the step counter as they were, although the metrics load one after another; the error
-        is raised as it was.
-        """
-        load = super().load_state_dict
-        try:
-            return load_explained(lambda: load(state_dict, strict=strict, assign=assign))
-        except BaseException as error:
-            # a refused load was put back by `_after_load`, one a descendant's load raised in by that
-            # descendant's wrapper; a descendant's post-hook that raised ended the load before either,
-            # and the state recorded at its start (`_load_from_state_dict`) is put back here
-            self._end_load(put_back=True)
-            if not (isinstance(error, RuntimeError) and strict and "Missing key(s)" in str(error)):
-                raise
-            raise RuntimeError(
-                f"{error}\nThe checkpoint has no states, or not all of them, for some metrics: added since it was "
-                "saved, built with other settings, or saved in an older format of the metric. To resume the rest and "
-                "start those metrics afresh (all of their states at their defaults), load with strict=False (in "
-                "Lightning: set `self.strict_loading = False` in the LightningModule)."
-            ) from None
-
-    def _end_load(self, put_back: bool = False) -> None:
-        """End the load recorded in ``_LOAD_GUARD``, if any: undo its wrappers and metadata edits, put the module back.
-
-        The module is put back if ``put_back``; the descendants' load wrappers are removed and the
-        checkpoint metadata moved for a window change is put back in any case.
-        """
-        guard = self.__dict__.pop(_LOAD_GUARD, None)
-        if guard is not None:
-            guard[4]()
-            if put_back:
-                guard[1]()
-
     def forward(self, *args: Any, **kwargs: Any) -> None:
         """Not a step of its own: feed a step with :meth:`update` and read values with :meth:`compute`."""
         raise TypeError(
@@ -1494,51 +1241,8 @@ class RecMetricModule(nn.Module):
         if joint:  # the emptied windows' shared buffer is not kept until the next step
             joint.release()
 
-    def get_extra_state(self) -> Any:
-        """The step counter (so ``should_compute`` keeps its cadence after a restore) and the task names, in order.
-
-        ``load_state_dict`` refuses a checkpoint of other task names or order (see ``_load_from_state_dict``).
-        """
-        return {"step": self._step, "tasks": [task.name for task in self.tasks]}
-
-    def set_extra_state(self, state: Any) -> None:
-        """Restore the step counter saved by :meth:`get_extra_state` (the tasks were checked before).
-
-        Raises:
-            ValueError: ``state`` is not what :meth:`get_extra_state` saves (the module is unchanged).
-        """
-        malformed = _malformed_extra_state(state)
-        if malformed is not None:
-            raise ValueError(
-                "RecMetricModule.set_extra_state: expected what get_extra_state saves, a dict "
-                f"{{'step': <whole number >= 0>, 'tasks': [<task names>]}}, got {malformed}."
-            )
-        self._step = int(state["step"])
-
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _malformed_extra_state(state: Any) -> str | None:
-    """What is wrong with a saved ``_extra_state`` (a short description), or ``None`` if the module can restore it.
-
-    ``None`` (no ``_extra_state`` in the checkpoint) is fine: nothing is restored from it.
-    """
-    if state is None:
-        return None
-    if not isinstance(state, Mapping):
-        return f"an object of type {type(state).__name__}"
-    if "step" not in state:
-        return f"a dict without 'step' (keys {sorted(map(str, state))})"
-    step = state["step"]
-    if isinstance(step, Tensor) and step.numel() == 1 and not step.is_floating_point() and not step.is_complex():
-        step = step.item()
-    if as_int(step) is None or step < 0:
-        return f"'step': {step!r}"
-    tasks = state.get("tasks")
-    if tasks is not None and (isinstance(tasks, (str, bytes)) or not isinstance(tasks, Sequence)):
-        return f"'tasks': {tasks!r}"
-    return None
 
 
 def _holds_states_of(member: Metric, leader: Metric) -> bool:
@@ -1550,80 +1254,6 @@ def _holds_states_of(member: Metric, leader: Metric) -> bool:
     """
     cached = leader.__dict__["_computed"]
     return cached is not None and member.__dict__.get(_STATES_OF) is cached and member.__dict__["_computed"] is not None
-
-
-def _after_load(module: nn.Module, incompatible_keys: Any) -> None:
-    """After the module and all of its children have loaded: put the module back if the load of its entries fails.
-
-    A load that refused the module (other tasks) takes back the "missing keys" of the states it
-    withheld: the refusal's own message says what is wrong; listing every metric state as missing
-    besides would suggest ``strict=False``, which is refused the same.
-
-    The load fails for the module if an error was added since its ``_load_from_state_dict`` (only
-    its children's loads ran in between) or, in a strict load, a key under its prefix is missing or
-    unexpected: the states recorded there are put back, whoever called ``load_state_dict``.
-    """
-    refused = module.__dict__.pop("_refused_prefix", None)
-    if refused is not None:
-        incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not k.startswith(refused)]
-    guard = module.__dict__.pop(_LOAD_GUARD, None)
-    if guard is None:
-        return
-    prefix, restore, error_msgs, errors_before, finish, emptied = guard
-    finish()  # every descendant has loaded
-    keys = [*incompatible_keys.missing_keys, *incompatible_keys.unexpected_keys]
-    if len(error_msgs) > errors_before or (any(k.startswith(prefix) for k in keys) and _loading_strictly()):
-        restore()
-        return
-    for unit in emptied:
-        _restart_window(unit)
-
-
-def _restart_window(unit: Windowed) -> None:
-    """Keep the lifetime a window change loaded; start the window empty over it, as ``Windowed`` of such a metric would.
-
-    The lifetime loaded with an empty ring taken from the reset unit; a binned metric's ring also
-    holds the part of its lifetime histogram no window update holds (its base): reset and merged
-    back, the lifetime's states become that part (``Windowed.merge_state``).
-    """
-    states = dict(unit.lifetime.metric_state)
-    unit.reset()
-    unit.merge_state(states)
-
-
-def _load_metadata(state_dict: Mapping[str, Any]) -> MutableMapping[str, Any] | None:
-    """The per-module metadata of the ``nn.Module.load_state_dict`` running now (what torch hands each module).
-
-    Read from the call itself (as :func:`_loading_strictly` reads ``strict``): a parent module's load
-    hands this module a plain dict of its entries, without the checkpoint's ``_metadata``. Else the
-    ``_metadata`` of ``state_dict``, else ``None``.
-    """
-    code = nn.Module.load_state_dict.__code__
-    frame = inspect.currentframe()
-    while frame is not None:
-        if frame.f_code is code:
-            found = frame.f_locals.get("metadata")
-            return found if isinstance(found, MutableMapping) else None
-        frame = frame.f_back
-    found = getattr(state_dict, "_metadata", None)
-    return found if isinstance(found, MutableMapping) else None
-
-
-def _loading_strictly() -> bool:
-    """The ``strict`` of the ``nn.Module.load_state_dict`` running now; ``False`` where none is found.
-
-    torch passes ``strict=True`` to every ``_load_from_state_dict`` and hook and applies the caller's
-    ``strict`` to the missing and unexpected keys only after the last hook, so it is read from the
-    call itself. Not found (a load by other means), a load is taken as not strict: never put back
-    for keys that such a load may accept.
-    """
-    code = nn.Module.load_state_dict.__code__
-    frame = inspect.currentframe()
-    while frame is not None:
-        if frame.f_code is code:
-            return bool(frame.f_locals.get("strict", False))
-        frame = frame.f_back
-    return False
 
 
 @contextmanager
@@ -1796,97 +1426,6 @@ def _flat_column_hint(value: Tensor, key: str) -> str:
     return "."
 
 
-def _close_to(unknown: Sequence[Any], known: Sequence[str]) -> str:
-    """`` (did you mean 'window_size'?)`` for the known names closest to the unknown ones, or ``""``."""
-    guesses = [m for name in unknown if isinstance(name, str) for m in difflib.get_close_matches(name, known, n=1)]
-    guesses += [k for name in unknown if isinstance(name, str) for k in known if len(name) > 2 and name in k]
-    guesses = list(dict.fromkeys(guesses))
-    return f" (did you mean {', '.join(repr(g) for g in guesses)}?)" if guesses else ""
-
-
-def _metric_entries(raw: Any, where: str = "config 'metrics'") -> dict[str, tuple[str, dict[str, Any]]]:
-    """``{key: (registry name, options)}`` from a config's ``metrics`` (:meth:`RecMetricModule.from_config`'s schema).
-
-    Args:
-        raw: a list of registry names, or a dict ``{key: options}`` whose options (a dict, or ``None``
-            for none) may name the registry entry with ``"metric"`` (the key otherwise).
-        where: how messages name ``raw``.
-
-    Raises:
-        ValueError: ``raw`` neither a list nor a dict, a list entry holding options, a name listed
-            twice, or options that are not a dict.
-    """
-    if isinstance(raw, (list, tuple)):
-        nested = next((name for name in raw if isinstance(name, (Mapping, list, tuple, set))), None)
-        if nested is not None:  # YAML's "- auc: {num_bins: 10}": options belong to the dict form
-            raise ValueError(
-                f"Expected {where} to be a list of registry names or a dict {{key: options}}, got the "
-                f"list entry {nested!r}; give options in the dict form, {{'ne': {{}}, 'auc': {{'num_bins': 10}}}} "
-                "(YAML: `metrics: {ne: {}, auc: {num_bins: 10}}`)."
-            )
-        repeated = sorted({name for name in raw if list(raw).count(name) > 1}, key=str)
-        if repeated:
-            raise ValueError(f"Expected distinct metric names in {where}, got {repeated} more than once.")
-        entries: dict[str, Any] = {name: {} for name in raw}
-    elif isinstance(raw, Mapping):
-        entries = dict(raw)
-    else:
-        raise ValueError(f"Expected {where} to be a list of registry names or a dict, got {raw!r}.")
-    out: dict[str, tuple[str, dict[str, Any]]] = {}
-    for key, kwargs in entries.items():
-        if kwargs is None:  # YAML's "ne:" with nothing after it: no options
-            kwargs = {}
-        if not isinstance(kwargs, Mapping):
-            raise ValueError(f"Expected the options of metric {key!r} to be a dict, got {kwargs!r}.")
-        options = dict(kwargs)
-        out[key] = (options.pop("metric", key), options)
-    return out
-
-
-def _build_entry(key: str, registry_name: str, options: Mapping[str, Any], num_tasks: int) -> Metric:
-    """The metric of one :func:`_metric_entries` entry; its errors name the entry (``Metric 'b' (auc): ...``).
-
-    Shared by :meth:`RecMetricModule.from_config` and ``evaluate``'s ``metrics`` with options.
-    """
-    try:
-        return build_metric(registry_name, num_tasks=num_tasks, **options)
-    except (TypeError, ValueError) as error:  # which entry of the config, as the other errors say
-        entry = f"Metric {key!r}" + (f" ({registry_name})" if registry_name != key else "")
-        hint = _own_key_hint(key) if registry_name == key and str(error).startswith("Unknown metric name") else ""
-        raise type(error)(f"{entry}: {error}{hint}") from None
-
-
-def _own_key_hint(key: str) -> str:
-    """How a config key that is no registry name (``"auc_binned"``, ``"click_ne"``) names its metric.
-
-    The registry name the key holds as a ``_``-separated part, the longest, is the example's
-    (``"auc"`` for ``"auc_binned"``, ``"log_loss"`` for ``"click_log_loss"``, ``"ndcg@10"`` for
-    ``"click_ndcg@10"``).
-
-    Example:
-        >>> from torchmetrics_ext.module import _own_key_hint
-        >>> _own_key_hint("auc_binned")
-        " A key of your own names its registry metric with the option 'metric': {'auc_binned': {'metric': 'auc', ...}}."
-    """
-    parts = key.split("_")
-    spans = {"_".join(parts[i:j]) for i in range(len(parts)) for j in range(i + 1, len(parts) + 1)}
-    held = sorted((span for span in spans if _is_registry_name(span)), key=len)
-    example = held[-1] if held else "<registry name>"
-    return (
-        " A key of your own names its registry metric with the option 'metric': "
-        f"{{{key!r}: {{'metric': {example!r}, ...}}}}."
-    )
-
-
-def _is_registry_name(name: str) -> bool:
-    """Whether the registry builds ``name`` as it is (``"ndcg@10"`` yes; ``"recall"``, without its cutoff, no)."""
-    try:
-        lookup(name)
-    except ValueError:
-        return False
-    return True
-
-
 def _task_from_config(task: Any) -> RecTaskInfo:
     """One entry of a config's ``tasks``: a name, a dict of :class:`RecTaskInfo` fields or a ``RecTaskInfo``."""
     if isinstance(task, RecTaskInfo):  # what the constructor takes
@@ -1905,208 +1444,6 @@ def _task_from_config(task: Any) -> RecTaskInfo:
     if "name" not in task:
         raise ValueError(f"Expected a 'name' in every task dict (the task's name in the keys), got {dict(task)!r}.")
     return RecTaskInfo(**task)
-
-
-def _entry_name_ok(name: Any) -> bool:
-    """A metric, state metric or entry name: non-empty printable text without the key separators."""
-    return isinstance(name, str) and bool(name) and name.isprintable() and not any(c in name for c in "/|.")
-
-
-def _check_unit_names(stacked: Sequence[str], ranking: Sequence[str]) -> None:
-    """Refuse metric names that the containers holding the metrics use for attributes of their own.
-
-    Stacked metrics are children of a ``MetricCollection`` and ranking metrics of an
-    ``nn.ModuleDict``, which cannot hold a child under the name of one of their attributes
-    (``"reset"``, ``"values"``, ``"train"``...): ``nn.Module`` would raise its bare
-    ``KeyError("attribute 'reset' already exists")`` from inside the construction.
-
-    Raises:
-        ValueError: naming the metric and the container, with another name to give it.
-    """
-    for names, holder in ((stacked, MetricCollection({}, compute_groups=False)), (ranking, nn.ModuleDict())):
-        for name in names:
-            if hasattr(holder, name):
-                raise ValueError(
-                    f"Metric name {name!r} is the name of an attribute of the {type(holder).__name__} that holds the "
-                    f"module's metrics, which cannot hold a metric under it: give the metric another name (e.g. "
-                    f"'{name}_metric'; a metric's name is the first part of its keys)."
-                )
-
-
-def _check_metric_name(name: Any) -> None:
-    if not _entry_name_ok(name):
-        raise ValueError(
-            f"Expected metric names to be non-empty printable strings without '/', '|' or '.', got {name!r}."
-        )
-
-
-def _instantiate(name: str, spec: Any, num_tasks: int) -> TaskMetric:
-    # a partial of it too (compared by identity: a metric instance's `==` builds a CompositionalMetric)
-    if spec is Throughput or getattr(spec, "func", None) is Throughput or isinstance(spec, Throughput):
-        raise TypeError(
-            f"Metric {name!r} is a Throughput: the module has its own, counted from every step's columns "
-            "(`throughput=True`, the default, or `throughput=Throughput(...)` for other settings)."
-        )
-    if isinstance(spec, str):
-        metric: Any = build_metric(spec, num_tasks=num_tasks)
-    elif isinstance(spec, Metric):
-        metric = spec
-    elif not _has_task_dim(spec):
-        metric = spec()  # a ranking class, or a partial of one: one copy per task, no `num_tasks`
-    elif callable(spec):
-        _check_factory(name, spec)
-        metric = spec(num_tasks=num_tasks)
-    else:
-        raise TypeError(
-            f"Expected metric {name!r} to be a metric, a class, a factory or a registry name, got {spec!r}."
-        )
-    if not isinstance(metric, TaskMetric):
-        raise TypeError(
-            f"Metric {name!r} ({type(metric).__name__}) is not one of the package's metrics; "
-            "RecMetricModule feeds torchmetrics_ext metrics only."
-        )
-    cls = type(metric).__name__
-    if not _takes_columns(metric):
-        raise TypeError(
-            f"Metric {name!r} ({cls}) cannot be fed by RecMetricModule, which passes every metric each task's "
-            f"prediction, label and weight columns (probabilities or finite values): {cls}.update"
-            f"{inspect.signature(metric.update)} takes other inputs or values (see its docstring). Use it as a "
-            "standalone metric."
-        )
-    if metric.value_ndim:
-        raise TypeError(
-            f"Metric {name!r} ({cls}) reports a {metric.value_ndim}-D value per task (value_ndim={metric.value_ndim}: "
-            "a curve over bins, labels or segments), and RecMetricModule reports one number per key (for "
-            "log_dict). Use it as a standalone metric."
-        )
-    return metric
-
-
-def _check_factory(name: str, spec: Any) -> None:
-    """A factory (or class) is called ``spec(num_tasks=T)``: one that cannot take that call is refused by name.
-
-    Checked on the signature, before the call, so an error raised inside the factory is its own.
-    """
-    label = getattr(spec, "__name__", "factory")
-    if isinstance(spec, functools.partial):  # its bound arguments may already give `num_tasks`
-        label = f"functools.partial({getattr(spec.func, '__name__', 'factory')}, ...)"
-        try:
-            bound = inspect.signature(spec.func).bind_partial(*spec.args, **spec.keywords).arguments
-        except (TypeError, ValueError):  # no Python signature, or arguments it cannot take: the call will tell
-            bound = {}
-        if "num_tasks" in bound and "num_tasks" not in spec.keywords:
-            raise TypeError(
-                f"Metric {name!r}: the module calls its factory as `{label}(num_tasks=T)`, but the partial already "
-                f"binds `num_tasks` positionally ({bound['num_tasks']!r}); the module sets it from its tasks, so "
-                "leave it out of the partial and give the other settings by keyword, e.g. "
-                "`functools.partial(tmx.AUC, num_bins=100)`."
-            )
-    try:
-        signature = inspect.signature(spec)
-    except (TypeError, ValueError):  # no Python signature (a builtin): the call itself will tell
-        return
-    try:
-        signature.bind(num_tasks=1)
-    except TypeError as error:
-        raise TypeError(
-            f"Metric {name!r}: the module calls its factory as `{label}(num_tasks=T)`, "
-            f"which its signature {signature} cannot take ({error}); write it with a `num_tasks` parameter, e.g. "
-            "`lambda num_tasks: tmx.AUC(num_tasks=num_tasks, from_logits=True)`."
-        ) from None
-
-
-def _has_task_dim(spec: Any) -> bool:
-    """False for a metric class without a task dimension, or a ``functools.partial`` of one."""
-    cls = spec.func if isinstance(spec, functools.partial) else spec
-    return not (isinstance(cls, type) and issubclass(cls, TaskMetric) and not cls.has_task_dim)
-
-
-def _takes_columns(metric: TaskMetric) -> bool:
-    """Whether the module can feed ``metric``: input domains declared, and ``update`` binds the module's call.
-
-    Stacked metrics get ``update(preds, target, weights)`` (grouped ones ``groups=`` too), per-task
-    copies ``update(preds, target, indexes=, weights=)``.
-    """
-    if metric.input_domains is None:
-        return False
-    parameters = inspect.signature(metric.update).parameters
-    args: tuple[int, ...] = (0, 0)
-    kwargs = {"weights": 0}
-    if not metric.has_task_dim:
-        kwargs["indexes"] = 0
-    elif "groups" in parameters:
-        kwargs["groups"] = 0
-    else:
-        args, kwargs = (0, 0, 0), {}
-    try:
-        inspect.signature(metric.update).bind(*args, **kwargs)
-    except TypeError:
-        return False
-    return True
-
-
-def _check_id_columns(tasks: tuple[RecTaskInfo, ...], grouped: list[str], ranking: list[str]) -> None:
-    for names, field in ((grouped, "group_id_name"), (ranking, "session_id_name")):
-        for task in tasks if names else ():
-            if getattr(task, field) is None:
-                raise ValueError(f"Metric {names[0]!r} needs ids: task {task.name!r} must set RecTaskInfo.{field}.")
-    if grouped and len({t.group_id_name for t in tasks}) > 1:
-        raise ValueError(
-            f"Metric {grouped[0]!r} shares one group id column across tasks; got {[t.group_id_name for t in tasks]}."
-        )
-
-
-def _torchrec_names(
-    metrics: Mapping[str, Metric], given: Mapping[str, tuple[str, str]] | None = None, check: bool = False
-) -> tuple[dict[str, tuple[str, str]], dict[str, tuple[str, str] | None]]:
-    """TorchRec ``(namespace, name)`` per metric, and the metric's own TorchRec pair (``None``: it has none).
-
-    A metric computing TorchRec's value (:func:`~torchmetrics_ext.registry.torchrec_names`, or
-    ``given`` by ``from_torchrec_config``) takes TorchRec's pair; any other falls back to
-    ``(key, key)``. A fallback may itself be another metric's TorchRec pair (a metric named
-    ``"calibration"`` next to ``Calibration``): that metric falls back too, until every pair is
-    unique (fallbacks are unique, since metric keys are).
-
-    Raises:
-        ValueError: with ``check`` (``key_style="torchrec"``), a metric of the registry's classes that
-            does not compute TorchRec's value whose key would be one of TorchRec's
-            (``ndcg-{task}|lifetime_ndcg`` for an ``NDCG`` that skips queries without relevance;
-            a ``RecallAtK`` named ``"recall"``). Other metrics, whose values may be dicts keyed
-            ``(metric, entry)``, are checked when their keys are made.
-    """
-    own = {name: (given or {}).get(name) or torchrec_names(m) for name, m in metrics.items()}
-    pairs: dict[str, tuple[str, str]] = {name: own[name] or (name, name) for name in metrics}
-    while True:
-        counts = Counter(pairs.values())
-        clashing = [name for name, pair in pairs.items() if counts[pair] > 1 and pair != (name, name)]
-        if not clashing:
-            break
-        for name in clashing:
-            pairs[name] = (name, name)
-    for name, pair in pairs.items() if check else ():
-        if pair != own[name] and registry_entry(metrics[name]) is not None:  # registry classes are scalar-valued
-            _check_not_torchrecs(name, name, metrics[name] if own[name] is None else None)
-    return pairs, own
-
-
-def _check_not_torchrecs(name: str, key_name: str, metric: Metric | None = None) -> None:
-    """Refuse ``{key_name}-{task}|..._{key_name}`` for metric ``name`` when it is one of TorchRec's keys.
-
-    Only called for a key that is not the metric's own TorchRec key; ``metric``: one without a
-    TorchRec key of its own, whose class could be built to compute TorchRec's value.
-    """
-    if key_name not in TORCHREC_SELF_NAMED:
-        return
-    needs = None if metric is None else torchrec_requirements(metric, key_name)
-    fix = (
-        f"build it as {needs} to report TorchRec's value under TorchRec's key, or give it another name"
-        if needs is not None
-        else "give it another name"
-    )
-    raise ValueError(
-        f"With key_style='torchrec', metric {name!r} would be logged as {key_name}-{{task}}|lifetime_{key_name}, "
-        f"TorchRec's key for its {key_name!r} metric, whose value it does not compute: {fix}."
-    )
 
 
 def _payload(metric: Metric) -> dict[str, Tensor]:

@@ -21,8 +21,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from torchmetrics_ext._module_config import _build_entry, _close_to
 from torchmetrics_ext.evaluate.runner import ON_INVALID, _metric_options, _segment_columns, _tasks
-from torchmetrics_ext.module import _build_entry, _close_to
 
 __all__ = ["CONFIG_KEYS", "load_config"]
 

@@ -28,6 +28,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torchmetrics import Metric
 
+from torchmetrics_ext._module_config import _build_entry, _close_to, _metric_entries
 from torchmetrics_ext.evaluate.by_segment import SegmentBatch, SegmentValues, segment_values
 from torchmetrics_ext.evaluate.checks import (
     TEXT_IDS_HINT,
@@ -45,15 +46,7 @@ from torchmetrics_ext.evaluate.report import OVERALL, EvaluationResult, Progress
 from torchmetrics_ext.evaluate.segments import SegmentCollector, SegmentIndex, SegmentRows
 from torchmetrics_ext.evaluate.sources import Chunk, ConversionError, InvalidDataError, Source, open_sources
 from torchmetrics_ext.metrics.ranking import RankingMetrics
-from torchmetrics_ext.module import (
-    RecMetricModule,
-    RecTaskInfo,
-    _build_entry,
-    _close_to,
-    _fed_probabilities,
-    _logit_columns,
-    _metric_entries,
-)
+from torchmetrics_ext.module import RecMetricModule, RecTaskInfo, _fed_probabilities, _logit_columns
 from torchmetrics_ext.registry import build_metric, lookup
 from torchmetrics_ext.utilities.checks import check_flag, check_int
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning

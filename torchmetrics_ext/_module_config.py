@@ -1,0 +1,325 @@
+"""How :class:`~torchmetrics_ext.module.RecMetricModule` builds its metrics from names, configs and factories.
+
+The checks of its ``metrics`` entries (registry names, config dicts, factories taking ``num_tasks``,
+metric objects), of entry and key names, of the id columns grouped and ranking metrics read, and of
+TorchRec names; each error says what was given and what to write instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+from torchmetrics import Metric, MetricCollection
+
+from torchmetrics_ext.metrics.base import TaskMetric
+from torchmetrics_ext.metrics.throughput import Throughput
+from torchmetrics_ext.registry import (
+    TORCHREC_SELF_NAMED,
+    build_metric,
+    lookup,
+    registry_entry,
+    torchrec_names,
+    torchrec_requirements,
+)
+
+if TYPE_CHECKING:
+    from torchmetrics_ext.module import RecTaskInfo
+
+
+def _close_to(unknown: Sequence[Any], known: Sequence[str]) -> str:
+    """`` (did you mean 'window_size'?)`` for the known names closest to the unknown ones, or ``""``."""
+    guesses = [m for name in unknown if isinstance(name, str) for m in difflib.get_close_matches(name, known, n=1)]
+    guesses += [k for name in unknown if isinstance(name, str) for k in known if len(name) > 2 and name in k]
+    guesses = list(dict.fromkeys(guesses))
+    return f" (did you mean {', '.join(repr(g) for g in guesses)}?)" if guesses else ""
+
+
+def _metric_entries(raw: Any, where: str = "config 'metrics'") -> dict[str, tuple[str, dict[str, Any]]]:
+    """``{key: (registry name, options)}`` from a config's ``metrics`` (:meth:`RecMetricModule.from_config`'s schema).
+
+    Args:
+        raw: a list of registry names, or a dict ``{key: options}`` whose options (a dict, or ``None``
+            for none) may name the registry entry with ``"metric"`` (the key otherwise).
+        where: how messages name ``raw``.
+
+    Raises:
+        ValueError: ``raw`` neither a list nor a dict, a list entry holding options, a name listed
+            twice, or options that are not a dict.
+    """
+    if isinstance(raw, (list, tuple)):
+        nested = next((name for name in raw if isinstance(name, (Mapping, list, tuple, set))), None)
+        if nested is not None:  # YAML's "- auc: {num_bins: 10}": options belong to the dict form
+            raise ValueError(
+                f"Expected {where} to be a list of registry names or a dict {{key: options}}, got the "
+                f"list entry {nested!r}; give options in the dict form, {{'ne': {{}}, 'auc': {{'num_bins': 10}}}} "
+                "(YAML: `metrics: {ne: {}, auc: {num_bins: 10}}`)."
+            )
+        repeated = sorted({name for name in raw if list(raw).count(name) > 1}, key=str)
+        if repeated:
+            raise ValueError(f"Expected distinct metric names in {where}, got {repeated} more than once.")
+        entries: dict[str, Any] = {name: {} for name in raw}
+    elif isinstance(raw, Mapping):
+        entries = dict(raw)
+    else:
+        raise ValueError(f"Expected {where} to be a list of registry names or a dict, got {raw!r}.")
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    for key, kwargs in entries.items():
+        if kwargs is None:  # YAML's "ne:" with nothing after it: no options
+            kwargs = {}
+        if not isinstance(kwargs, Mapping):
+            raise ValueError(f"Expected the options of metric {key!r} to be a dict, got {kwargs!r}.")
+        options = dict(kwargs)
+        out[key] = (options.pop("metric", key), options)
+    return out
+
+
+def _build_entry(key: str, registry_name: str, options: Mapping[str, Any], num_tasks: int) -> Metric:
+    """The metric of one :func:`_metric_entries` entry; its errors name the entry (``Metric 'b' (auc): ...``).
+
+    Shared by :meth:`RecMetricModule.from_config` and ``evaluate``'s ``metrics`` with options.
+    """
+    try:
+        return build_metric(registry_name, num_tasks=num_tasks, **options)
+    except (TypeError, ValueError) as error:  # which entry of the config, as the other errors say
+        entry = f"Metric {key!r}" + (f" ({registry_name})" if registry_name != key else "")
+        hint = _own_key_hint(key) if registry_name == key and str(error).startswith("Unknown metric name") else ""
+        raise type(error)(f"{entry}: {error}{hint}") from None
+
+
+def _own_key_hint(key: str) -> str:
+    """How a config key that is no registry name (``"auc_binned"``, ``"click_ne"``) names its metric.
+
+    The registry name the key holds as a ``_``-separated part, the longest, is the example's
+    (``"auc"`` for ``"auc_binned"``, ``"log_loss"`` for ``"click_log_loss"``, ``"ndcg@10"`` for
+    ``"click_ndcg@10"``).
+
+    Example:
+        >>> from torchmetrics_ext._module_config import _own_key_hint
+        >>> _own_key_hint("auc_binned")
+        " A key of your own names its registry metric with the option 'metric': {'auc_binned': {'metric': 'auc', ...}}."
+    """
+    parts = key.split("_")
+    spans = {"_".join(parts[i:j]) for i in range(len(parts)) for j in range(i + 1, len(parts) + 1)}
+    held = sorted((span for span in spans if _is_registry_name(span)), key=len)
+    example = held[-1] if held else "<registry name>"
+    return (
+        " A key of your own names its registry metric with the option 'metric': "
+        f"{{{key!r}: {{'metric': {example!r}, ...}}}}."
+    )
+
+
+def _is_registry_name(name: str) -> bool:
+    """Whether the registry builds ``name`` as it is (``"ndcg@10"`` yes; ``"recall"``, without its cutoff, no)."""
+    try:
+        lookup(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _entry_name_ok(name: Any) -> bool:
+    """A metric, state metric or entry name: non-empty printable text without the key separators."""
+    return isinstance(name, str) and bool(name) and name.isprintable() and not any(c in name for c in "/|.")
+
+
+def _check_unit_names(stacked: Sequence[str], ranking: Sequence[str]) -> None:
+    """Refuse metric names that the containers holding the metrics use for attributes of their own.
+
+    Stacked metrics are children of a ``MetricCollection`` and ranking metrics of an
+    ``nn.ModuleDict``, which cannot hold a child under the name of one of their attributes
+    (``"reset"``, ``"values"``, ``"train"``...): ``nn.Module`` would raise its bare
+    ``KeyError("attribute 'reset' already exists")`` from inside the construction.
+
+    Raises:
+        ValueError: naming the metric and the container, with another name to give it.
+    """
+    for names, holder in ((stacked, MetricCollection({}, compute_groups=False)), (ranking, nn.ModuleDict())):
+        for name in names:
+            if hasattr(holder, name):
+                raise ValueError(
+                    f"Metric name {name!r} is the name of an attribute of the {type(holder).__name__} that holds the "
+                    f"module's metrics, which cannot hold a metric under it: give the metric another name (e.g. "
+                    f"'{name}_metric'; a metric's name is the first part of its keys)."
+                )
+
+
+def _check_metric_name(name: Any) -> None:
+    if not _entry_name_ok(name):
+        raise ValueError(
+            f"Expected metric names to be non-empty printable strings without '/', '|' or '.', got {name!r}."
+        )
+
+
+def _instantiate(name: str, spec: Any, num_tasks: int) -> TaskMetric:
+    # a partial of it too (compared by identity: a metric instance's `==` builds a CompositionalMetric)
+    if spec is Throughput or getattr(spec, "func", None) is Throughput or isinstance(spec, Throughput):
+        raise TypeError(
+            f"Metric {name!r} is a Throughput: the module has its own, counted from every step's columns "
+            "(`throughput=True`, the default, or `throughput=Throughput(...)` for other settings)."
+        )
+    if isinstance(spec, str):
+        metric: Any = build_metric(spec, num_tasks=num_tasks)
+    elif isinstance(spec, Metric):
+        metric = spec
+    elif not _has_task_dim(spec):
+        metric = spec()  # a ranking class, or a partial of one: one copy per task, no `num_tasks`
+    elif callable(spec):
+        _check_factory(name, spec)
+        metric = spec(num_tasks=num_tasks)
+    else:
+        raise TypeError(
+            f"Expected metric {name!r} to be a metric, a class, a factory or a registry name, got {spec!r}."
+        )
+    if not isinstance(metric, TaskMetric):
+        raise TypeError(
+            f"Metric {name!r} ({type(metric).__name__}) is not one of the package's metrics; "
+            "RecMetricModule feeds torchmetrics_ext metrics only."
+        )
+    cls = type(metric).__name__
+    if not _takes_columns(metric):
+        raise TypeError(
+            f"Metric {name!r} ({cls}) cannot be fed by RecMetricModule, which passes every metric each task's "
+            f"prediction, label and weight columns (probabilities or finite values): {cls}.update"
+            f"{inspect.signature(metric.update)} takes other inputs or values (see its docstring). Use it as a "
+            "standalone metric."
+        )
+    if metric.value_ndim:
+        raise TypeError(
+            f"Metric {name!r} ({cls}) reports a {metric.value_ndim}-D value per task (value_ndim={metric.value_ndim}: "
+            "a curve over bins, labels or segments), and RecMetricModule reports one number per key (for "
+            "log_dict). Use it as a standalone metric."
+        )
+    return metric
+
+
+def _check_factory(name: str, spec: Any) -> None:
+    """A factory (or class) is called ``spec(num_tasks=T)``: one that cannot take that call is refused by name.
+
+    Checked on the signature, before the call, so an error raised inside the factory is its own.
+    """
+    label = getattr(spec, "__name__", "factory")
+    if isinstance(spec, functools.partial):  # its bound arguments may already give `num_tasks`
+        label = f"functools.partial({getattr(spec.func, '__name__', 'factory')}, ...)"
+        try:
+            bound = inspect.signature(spec.func).bind_partial(*spec.args, **spec.keywords).arguments
+        except (TypeError, ValueError):  # no Python signature, or arguments it cannot take: the call will tell
+            bound = {}
+        if "num_tasks" in bound and "num_tasks" not in spec.keywords:
+            raise TypeError(
+                f"Metric {name!r}: the module calls its factory as `{label}(num_tasks=T)`, but the partial already "
+                f"binds `num_tasks` positionally ({bound['num_tasks']!r}); the module sets it from its tasks, so "
+                "leave it out of the partial and give the other settings by keyword, e.g. "
+                "`functools.partial(tmx.AUC, num_bins=100)`."
+            )
+    try:
+        signature = inspect.signature(spec)
+    except (TypeError, ValueError):  # no Python signature (a builtin): the call itself will tell
+        return
+    try:
+        signature.bind(num_tasks=1)
+    except TypeError as error:
+        raise TypeError(
+            f"Metric {name!r}: the module calls its factory as `{label}(num_tasks=T)`, "
+            f"which its signature {signature} cannot take ({error}); write it with a `num_tasks` parameter, e.g. "
+            "`lambda num_tasks: tmx.AUC(num_tasks=num_tasks, from_logits=True)`."
+        ) from None
+
+
+def _has_task_dim(spec: Any) -> bool:
+    """False for a metric class without a task dimension, or a ``functools.partial`` of one."""
+    cls = spec.func if isinstance(spec, functools.partial) else spec
+    return not (isinstance(cls, type) and issubclass(cls, TaskMetric) and not cls.has_task_dim)
+
+
+def _takes_columns(metric: TaskMetric) -> bool:
+    """Whether the module can feed ``metric``: input domains declared, and ``update`` binds the module's call.
+
+    Stacked metrics get ``update(preds, target, weights)`` (grouped ones ``groups=`` too), per-task
+    copies ``update(preds, target, indexes=, weights=)``.
+    """
+    if metric.input_domains is None:
+        return False
+    parameters = inspect.signature(metric.update).parameters
+    args: tuple[int, ...] = (0, 0)
+    kwargs = {"weights": 0}
+    if not metric.has_task_dim:
+        kwargs["indexes"] = 0
+    elif "groups" in parameters:
+        kwargs["groups"] = 0
+    else:
+        args, kwargs = (0, 0, 0), {}
+    try:
+        inspect.signature(metric.update).bind(*args, **kwargs)
+    except TypeError:
+        return False
+    return True
+
+
+def _check_id_columns(tasks: tuple[RecTaskInfo, ...], grouped: list[str], ranking: list[str]) -> None:
+    for names, field in ((grouped, "group_id_name"), (ranking, "session_id_name")):
+        for task in tasks if names else ():
+            if getattr(task, field) is None:
+                raise ValueError(f"Metric {names[0]!r} needs ids: task {task.name!r} must set RecTaskInfo.{field}.")
+    if grouped and len({t.group_id_name for t in tasks}) > 1:
+        raise ValueError(
+            f"Metric {grouped[0]!r} shares one group id column across tasks; got {[t.group_id_name for t in tasks]}."
+        )
+
+
+def _torchrec_names(
+    metrics: Mapping[str, Metric], given: Mapping[str, tuple[str, str]] | None = None, check: bool = False
+) -> tuple[dict[str, tuple[str, str]], dict[str, tuple[str, str] | None]]:
+    """TorchRec ``(namespace, name)`` per metric, and the metric's own TorchRec pair (``None``: it has none).
+
+    A metric computing TorchRec's value (:func:`~torchmetrics_ext.registry.torchrec_names`, or
+    ``given`` by ``from_torchrec_config``) takes TorchRec's pair; any other falls back to
+    ``(key, key)``. A fallback may itself be another metric's TorchRec pair (a metric named
+    ``"calibration"`` next to ``Calibration``): that metric falls back too, until every pair is
+    unique (fallbacks are unique, since metric keys are).
+
+    Raises:
+        ValueError: with ``check`` (``key_style="torchrec"``), a metric of the registry's classes that
+            does not compute TorchRec's value whose key would be one of TorchRec's
+            (``ndcg-{task}|lifetime_ndcg`` for an ``NDCG`` that skips queries without relevance;
+            a ``RecallAtK`` named ``"recall"``). Other metrics, whose values may be dicts keyed
+            ``(metric, entry)``, are checked when their keys are made.
+    """
+    own = {name: (given or {}).get(name) or torchrec_names(m) for name, m in metrics.items()}
+    pairs: dict[str, tuple[str, str]] = {name: own[name] or (name, name) for name in metrics}
+    while True:
+        counts = Counter(pairs.values())
+        clashing = [name for name, pair in pairs.items() if counts[pair] > 1 and pair != (name, name)]
+        if not clashing:
+            break
+        for name in clashing:
+            pairs[name] = (name, name)
+    for name, pair in pairs.items() if check else ():
+        if pair != own[name] and registry_entry(metrics[name]) is not None:  # registry classes are scalar-valued
+            _check_not_torchrecs(name, name, metrics[name] if own[name] is None else None)
+    return pairs, own
+
+
+def _check_not_torchrecs(name: str, key_name: str, metric: Metric | None = None) -> None:
+    """Refuse ``{key_name}-{task}|..._{key_name}`` for metric ``name`` when it is one of TorchRec's keys.
+
+    Only called for a key that is not the metric's own TorchRec key; ``metric``: one without a
+    TorchRec key of its own, whose class could be built to compute TorchRec's value.
+    """
+    if key_name not in TORCHREC_SELF_NAMED:
+        return
+    needs = None if metric is None else torchrec_requirements(metric, key_name)
+    fix = (
+        f"build it as {needs} to report TorchRec's value under TorchRec's key, or give it another name"
+        if needs is not None
+        else "give it another name"
+    )
+    raise ValueError(
+        f"With key_style='torchrec', metric {name!r} would be logged as {key_name}-{{task}}|lifetime_{key_name}, "
+        f"TorchRec's key for its {key_name!r} metric, whose value it does not compute: {fix}."
+    )

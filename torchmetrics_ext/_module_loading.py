@@ -1,0 +1,420 @@
+"""How a :class:`~torchmetrics_ext.module.RecMetricModule` loads a checkpoint: all or nothing, across windows.
+
+:class:`CheckpointLoading` is the module's ``load_state_dict`` side: it refuses a checkpoint of
+other tasks, reads a compute group's states saved under another member, resumes the lifetime
+across a window change, and puts the module back whole when any of its metrics refuses its
+entries, also when a parent module (Lightning's checkpoint restore) loads it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor, nn
+from torchmetrics import Metric
+
+from torchmetrics_ext.metrics.base import load_explained
+from torchmetrics_ext.utilities.checks import as_int
+from torchmetrics_ext.utilities.load_guard import guard_descendant_loads
+from torchmetrics_ext.utilities.snapshot import snapshot
+from torchmetrics_ext.utilities.window_resume import (
+    Saved,
+    as_plain,
+    as_windowed,
+    lifetime_names,
+    saved_window_rule,
+    undo_entries,
+)
+from torchmetrics_ext.wrappers.windowed import Windowed
+
+if TYPE_CHECKING:
+    from torchmetrics_ext.module import RecTaskInfo
+
+__all__ = ["CheckpointLoading"]
+
+# where a load keeps, from the module's `_load_from_state_dict` to its end, what puts it back (see _after_load):
+# (prefix, restore, error_msgs, errors before, end it: remove the descendants' load wrappers and put back
+# the checkpoint metadata moved with a window change, the units whose window restarts after a window change)
+_LOAD_GUARD = "_load_guard"
+
+
+class CheckpointLoading(nn.Module):
+    """The checkpoint side of ``RecMetricModule``: its ``load_state_dict``, ``_load_from_state_dict`` and extra state.
+
+    The module provides the task list, its metric units by name (:meth:`_unit`, :meth:`_copies`),
+    its compute groups and its step counter.
+    """
+
+    tasks: tuple[RecTaskInfo, ...]
+    ranking: nn.ModuleDict
+    _groups: list[list[str]]
+    _leader: dict[str, str]
+    _step: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_load_state_dict_post_hook(_after_load)
+
+    def _unit(self, name: str) -> Metric:  # pragma: no cover - provided by the module
+        raise NotImplementedError
+
+    def _copies(self, name: str) -> list[Metric]:  # pragma: no cover - provided by the module
+        raise NotImplementedError
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """Refuse a checkpoint of other tasks; read a compute group's states saved under another member of the group.
+
+        Both before any child loads. Every state is laid out by task position (a ``(T,)`` sum, the
+        ``T`` values of each sample, ``ranking.<name>.<i>``), so a checkpoint saved with other task
+        names or another order (recorded in ``_extra_state``) would report one task's history under
+        another's key: it goes to ``error_msgs`` (``load_state_dict`` raises, ``strict`` or not)
+        and nothing of the module loads. A checkpoint of an earlier version records no task names
+        and is not checked for them (another number of tasks is still refused by the metrics).
+
+        A group's states are saved once, under its leader, the first of its metrics in the order
+        given. A checkpoint saved with another first member (a metric added since in front of the
+        group, the metrics reordered, or the saved first member removed since) holds them under that
+        metric's name: they are the same statistics (equal ``shared_statistics_key``, hence equal
+        state names, which identify a removed metric's), so they load as the leader's. Also when a
+        parent module loads this one (Lightning's checkpoint restore).
+
+        Versions before the window ring was saved with the lifetime and window states only wrote a
+        ring alone (``_extra_state``) for every other member of a windowed group: such a ring holds
+        none of the group's states (a ``Windowed`` loads nothing from it), so it does not make a
+        member the one that saved them, and it gives way to the saved states.
+
+        All or nothing, also when a parent module loads this one: torch loads each child in turn and
+        raises at the end, so the module's in-memory state is recorded here (:func:`snapshot`, no
+        tensor copied) and put back after its last child has loaded if any of them refused its
+        entries (an error added under this prefix) or, in a strict load, a key under this prefix is
+        missing or unexpected (see :func:`_after_load`). A descendant whose load raises ends the
+        load before that: its exception puts the module back first
+        (:func:`~torchmetrics_ext.utilities.load_guard.guard_descendant_loads`).
+        """
+        self._end_load()  # what a load ended by a descendant's post-hook left
+        restore = snapshot(self)
+
+        def abort() -> None:  # a descendant raised: this load ends here
+            if self.__dict__.get(_LOAD_GUARD) is guard:
+                del self.__dict__[_LOAD_GUARD]
+                finish()
+                restore()
+
+        edits: list[Any] = []  # the checkpoint metadata moved with a window change, put back at the end
+        emptied: list[Windowed] = []  # units whose window starts empty (a window change): see _after_load
+        unguard = guard_descendant_loads(self, abort)
+
+        def finish() -> None:  # the load ended: no wrapper left, the caller's metadata as it was given
+            unguard()
+            undo_entries(edits)
+
+        guard = (prefix, restore, error_msgs, len(error_msgs), finish, emptied)
+        self.__dict__[_LOAD_GUARD] = guard
+        try:
+            args = (local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+            self._load_own_entries(state_dict, prefix, *args, edits=edits, emptied=emptied)
+        except BaseException:
+            self._end_load(put_back=True)
+            raise
+
+    def _load_own_entries(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+        edits: list[Any],
+        emptied: list[Windowed],
+    ) -> None:
+        """The body of :meth:`_load_from_state_dict`: the task check, the groups' states, a window change, the load.
+
+        ``edits`` and ``emptied`` record a window change (see :meth:`_resume_window_change`).
+        """
+        problem = self._refused_extra_state(state_dict.get(prefix + "_extra_state"), prefix)
+        if problem is not None:
+            error_msgs.append(problem)
+            for key in [k for k in state_dict if k.startswith(prefix)]:
+                del state_dict[key]  # nothing loads: neither the step counter nor any metric
+            self.__dict__["_refused_prefix"] = prefix  # the metrics' "missing keys" are not the reason
+            return
+        top = f"{prefix}metrics."
+        saved_names = {key[len(top) :].split(".", 1)[0] for key in state_dict if key.startswith(top)}
+        dropped = sorted(saved_names - set(self._leader))  # saved metrics no longer configured
+
+        def saved_under(head: str) -> tuple[list[str], bool]:
+            """The checkpoint's keys under ``head``, and whether they hold states (not a ring alone)."""
+            keys = [key for key in state_dict if key.startswith(head)]
+            return keys, any(key != head + "_extra_state" for key in keys)
+
+        for group in self._groups:
+            lead = f"{top}{group[0]}."
+            lead_keys, holds = saved_under(lead)
+            if holds:
+                continue
+            # a member that saved the group's states, else a metric no longer configured that saved
+            # exactly the states this group's leader holds (the same statistics: their names say so,
+            # with or without a window)
+            expected = lifetime_names(set(self._unit(group[0]).state_dict(keep_vars=True)))
+            for name in [*group[1:], *dropped]:
+                saved = f"{top}{name}."
+                keys, holds = saved_under(saved)
+                if holds and (name in group or lifetime_names({key[len(saved) :] for key in keys}) == expected):
+                    for key in lead_keys:  # the leader's ring alone, written by an earlier version
+                        del state_dict[key]
+                    for key in keys:
+                        state_dict[lead + key[len(saved) :]] = state_dict.pop(key)
+                    if name in dropped:
+                        dropped.remove(name)
+                    break
+        self._resume_window_change(state_dict, prefix, edits, emptied)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def _resume_window_change(
+        self, state_dict: dict[str, Any], prefix: str, edits: list[Any], emptied: list[Windowed]
+    ) -> None:
+        """Map each metric's checkpoint saved with another window onto this module's: the lifetime resumes.
+
+        * Saved with a window, loaded without one: the lifetime's states (``lifetime.<state>``) load
+          as the metric's; the window's states and its ring are not needed and are dropped.
+        * Saved without a window, loaded with one: the metric's states load as the lifetime; the
+          window starts empty (as after ``reset``) and fills from the next steps.
+        * Saved with another window (``window_size`` or ``max_updates``, as the checkpoint records
+          them): the lifetime resumes and the window starts empty. A ring of another size cannot be
+          carried exactly (a smaller window may need part of an update that the old ring holds summed
+          with the rest of it; a larger one, updates the old ring had already dropped).
+
+        Each metric reads all of its states or none as before, and a strict load then finds no
+        missing or unexpected key. The checkpoint's metadata (version, recorded settings) moves with
+        the states for the length of the load (see :mod:`~torchmetrics_ext.utilities.window_resume`). A
+        unit given an empty window is appended to ``emptied``: once the load has succeeded its window is
+        started over the loaded lifetime (see :func:`_restart_window`).
+        """
+        metadata = _load_metadata(state_dict)
+        for head, unit in self._unit_prefixes(prefix):
+            saved = Saved.under(state_dict, head)
+            if not isinstance(unit, Windowed):
+                own_extra_state = type(unit).get_extra_state is not nn.Module.get_extra_state
+                if not saved.plain and (saved.lifetime or (saved.ring and not saved.window and not own_extra_state)):
+                    as_plain(state_dict, head, metadata, edits, drop_ring=not own_extra_state)
+                continue
+            rule = {"window_size": unit.window_size, "max_updates": unit.max_updates}
+            if saved.lifetime:
+                recorded = saved_window_rule(metadata, head)
+                if recorded is None or recorded == tuple(rule.values()):
+                    continue  # the same window (or unrecorded: the wrapper's own checks apply)
+            elif not saved.plain or saved.window:
+                continue
+            unit.reset()  # its empty window and ring (the module is put back if the load fails)
+            as_windowed(state_dict, head, unit.state_dict(prefix=head), rule, metadata, edits)
+            emptied.append(unit)
+
+    def _unit_prefixes(self, prefix: str) -> Iterator[tuple[str, Metric]]:
+        """``(prefix of its entries, unit)`` for every metric unit (not the throughput), group members included."""
+        for name in self._leader:
+            yield f"{prefix}metrics.{name}.", self._unit(name)
+        for name in self.ranking:
+            for i, unit in enumerate(self._copies(name)):
+                yield f"{prefix}ranking.{name}.{i}.", unit
+
+    def _refused_extra_state(self, extra_state: Any, prefix: str) -> str | None:
+        """The error for a checkpoint whose ``_extra_state`` records other task names or order; ``None`` if not.
+
+        Also for an ``_extra_state`` that is not this module's (not a dict holding a whole, non-negative
+        ``step``, and a list of task names if any): ``set_extra_state`` could not restore it.
+        """
+        malformed = _malformed_extra_state(extra_state)
+        if malformed is not None:
+            return (
+                f"unreadable _extra_state for {prefix[:-1] or 'RecMetricModule'}: expected what "
+                "RecMetricModule.get_extra_state saves, a dict {'step': <whole number >= 0>, 'tasks': [<task names>]}, "
+                f"got {malformed}. Nothing of the module was loaded."
+            )
+        saved = extra_state.get("tasks") if isinstance(extra_state, Mapping) else None
+        names = [task.name for task in self.tasks]
+        if saved is None or list(saved) == names:
+            return None
+        return (
+            f"task mismatch for {prefix[:-1] or 'RecMetricModule'}: the checkpoint was saved with tasks "
+            f"{list(saved)}, this RecMetricModule has tasks {names}. Its states are kept by task position, so each "
+            "task would resume another task's values: build the module with the checkpoint's tasks, in the same "
+            "order. Nothing of the module was loaded."
+        )
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """``nn.Module.load_state_dict``; missing metric states say how to resume with a metric added since.
+
+        A metric reads all of its states from the checkpoint or none: one whose states the checkpoint
+        lacks, or holds only some of (another setting's, an older format's), starts afresh with
+        ``strict=False``, its states listed as missing keys; the notes of those it held join the
+        error (``strict=True``) or are warned.
+
+        A checkpoint saved with another window (``window_size`` given or not, or another size) resumes
+        each metric's lifetime; a window added or resized starts empty and fills from the next steps
+        (see :meth:`_resume_window_change`).
+
+        All or nothing: a load that raises (a checkpoint refused by one metric, missing keys with
+        ``strict=True``, an ``_extra_state`` refused) leaves every metric, window, the throughput
+        and the step counter as they were, although the metrics load one after another; the error
+        is raised as it was.
+        """
+        load = super().load_state_dict
+        try:
+            return load_explained(lambda: load(state_dict, strict=strict, assign=assign))
+        except BaseException as error:
+            # a refused load was put back by `_after_load`, one a descendant's load raised in by that
+            # descendant's wrapper; a descendant's post-hook that raised ended the load before either,
+            # and the state recorded at its start (`_load_from_state_dict`) is put back here
+            self._end_load(put_back=True)
+            if not (isinstance(error, RuntimeError) and strict and "Missing key(s)" in str(error)):
+                raise
+            raise RuntimeError(
+                f"{error}\nThe checkpoint has no states, or not all of them, for some metrics: added since it was "
+                "saved, built with other settings, or saved in an older format of the metric. To resume the rest and "
+                "start those metrics afresh (all of their states at their defaults), load with strict=False (in "
+                "Lightning: set `self.strict_loading = False` in the LightningModule)."
+            ) from None
+
+    def _end_load(self, put_back: bool = False) -> None:
+        """End the load recorded in ``_LOAD_GUARD``, if any: undo its wrappers and metadata edits, put the module back.
+
+        The module is put back if ``put_back``; the descendants' load wrappers are removed and the
+        checkpoint metadata moved for a window change is put back in any case.
+        """
+        guard = self.__dict__.pop(_LOAD_GUARD, None)
+        if guard is not None:
+            guard[4]()
+            if put_back:
+                guard[1]()
+
+    def get_extra_state(self) -> Any:
+        """The step counter (so ``should_compute`` keeps its cadence after a restore) and the task names, in order.
+
+        ``load_state_dict`` refuses a checkpoint of other task names or order (see ``_load_from_state_dict``).
+        """
+        return {"step": self._step, "tasks": [task.name for task in self.tasks]}
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restore the step counter saved by :meth:`get_extra_state` (the tasks were checked before).
+
+        Raises:
+            ValueError: ``state`` is not what :meth:`get_extra_state` saves (the module is unchanged).
+        """
+        malformed = _malformed_extra_state(state)
+        if malformed is not None:
+            raise ValueError(
+                "RecMetricModule.set_extra_state: expected what get_extra_state saves, a dict "
+                f"{{'step': <whole number >= 0>, 'tasks': [<task names>]}}, got {malformed}."
+            )
+        self._step = int(state["step"])
+
+
+def _malformed_extra_state(state: Any) -> str | None:
+    """What is wrong with a saved ``_extra_state`` (a short description), or ``None`` if the module can restore it.
+
+    ``None`` (no ``_extra_state`` in the checkpoint) is fine: nothing is restored from it.
+    """
+    if state is None:
+        return None
+    if not isinstance(state, Mapping):
+        return f"an object of type {type(state).__name__}"
+    if "step" not in state:
+        return f"a dict without 'step' (keys {sorted(map(str, state))})"
+    step = state["step"]
+    if isinstance(step, Tensor) and step.numel() == 1 and not step.is_floating_point() and not step.is_complex():
+        step = step.item()
+    if as_int(step) is None or step < 0:
+        return f"'step': {step!r}"
+    tasks = state.get("tasks")
+    if tasks is not None and (isinstance(tasks, (str, bytes)) or not isinstance(tasks, Sequence)):
+        return f"'tasks': {tasks!r}"
+    return None
+
+
+def _after_load(module: nn.Module, incompatible_keys: Any) -> None:
+    """After the module and all of its children have loaded: put the module back if the load of its entries fails.
+
+    A load that refused the module (other tasks) takes back the "missing keys" of the states it
+    withheld: the refusal's own message says what is wrong; listing every metric state as missing
+    besides would suggest ``strict=False``, which is refused the same.
+
+    The load fails for the module if an error was added since its ``_load_from_state_dict`` (only
+    its children's loads ran in between) or, in a strict load, a key under its prefix is missing or
+    unexpected: the states recorded there are put back, whoever called ``load_state_dict``.
+    """
+    refused = module.__dict__.pop("_refused_prefix", None)
+    if refused is not None:
+        incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not k.startswith(refused)]
+    guard = module.__dict__.pop(_LOAD_GUARD, None)
+    if guard is None:
+        return
+    prefix, restore, error_msgs, errors_before, finish, emptied = guard
+    finish()  # every descendant has loaded
+    keys = [*incompatible_keys.missing_keys, *incompatible_keys.unexpected_keys]
+    if len(error_msgs) > errors_before or (any(k.startswith(prefix) for k in keys) and _loading_strictly()):
+        restore()
+        return
+    for unit in emptied:
+        _restart_window(unit)
+
+
+def _restart_window(unit: Windowed) -> None:
+    """Keep the lifetime a window change loaded; start the window empty over it, as ``Windowed`` of such a metric would.
+
+    The lifetime loaded with an empty ring taken from the reset unit; a binned metric's ring also
+    holds the part of its lifetime histogram no window update holds (its base): reset and merged
+    back, the lifetime's states become that part (``Windowed.merge_state``).
+    """
+    states = dict(unit.lifetime.metric_state)
+    unit.reset()
+    unit.merge_state(states)
+
+
+def _load_metadata(state_dict: Mapping[str, Any]) -> MutableMapping[str, Any] | None:
+    """The per-module metadata of the ``nn.Module.load_state_dict`` running now (what torch hands each module).
+
+    Read from the call itself (as :func:`_loading_strictly` reads ``strict``): a parent module's load
+    hands this module a plain dict of its entries, without the checkpoint's ``_metadata``. Else the
+    ``_metadata`` of ``state_dict``, else ``None``.
+    """
+    code = nn.Module.load_state_dict.__code__
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_code is code:
+            found = frame.f_locals.get("metadata")
+            return found if isinstance(found, MutableMapping) else None
+        frame = frame.f_back
+    found = getattr(state_dict, "_metadata", None)
+    return found if isinstance(found, MutableMapping) else None
+
+
+def _loading_strictly() -> bool:
+    """The ``strict`` of the ``nn.Module.load_state_dict`` running now; ``False`` where none is found.
+
+    torch passes ``strict=True`` to every ``_load_from_state_dict`` and hook and applies the caller's
+    ``strict`` to the missing and unexpected keys only after the last hook, so it is read from the
+    call itself. Not found (a load by other means), a load is taken as not strict: never put back
+    for keys that such a load may accept.
+    """
+    code = nn.Module.load_state_dict.__code__
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_code is code:
+            return bool(frame.f_locals.get("strict", False))
+        frame = frame.f_back
+    return False

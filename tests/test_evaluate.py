@@ -1905,6 +1905,33 @@ def test_csv_segment_ids_with_leading_zeros_stay_text_as_written(tmp_path, capsy
         evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by="c")
 
 
+def test_csv_text_segment_next_to_parquet_integers_says_why_and_what_to_do(tmp_path):
+    """A CSV --by column of ids with leading zeros (kept as text) next to a Parquet file's integers failed
+    with "has type string" alone: the message now says which value made the CSV column text, the rule,
+    and the two fixes; and a fix it names (the column written as text in the Parquet file) runs, matching
+    pandas' groupby on the text."""
+    (tmp_path / "a.csv").write_text("p,y,shop\n0.2,0,007\n0.7,1,008\n")
+    pq.write_table(pa.table({"p": [0.3, 0.9], "y": [0, 1], "shop": [7, 8]}), tmp_path / "b.parquet")
+    message = (
+        r"b\.parquet: column 'shop' \(--by segment\) has type int64, but in .*a\.csv it has type string\. "
+        r"A segment column needs one type in every file\. A CSV column is read as numbers only when its every "
+        r"value, in every CSV file, is a plain number; column 'shop' of .*a\.csv: it holds '007', a number spelt "
+        r"as only ids are .*kept as text.*write 'shop' as text in every file .*astype\(\"string\"\).*"
+        r"or write the CSV values as plain numbers \(7, not 007\)\."
+    )
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate([str(tmp_path / "a.csv"), str(tmp_path / "b.parquet")], {"t": ("p", "y")}, ["ctr"], by="shop")
+    (tmp_path / "c.csv").write_text("p,y,shop\n0.2,0,x1\n")  # no number at all: said so
+    with pytest.raises(InvalidDataError, match=r"column 'shop' of .*c\.csv: it holds 'x1', which is no number"):
+        evaluate([str(tmp_path / "b.parquet"), str(tmp_path / "c.csv")], {"t": ("p", "y")}, ["ctr"], by="shop")
+    frame = pd.read_parquet(tmp_path / "b.parquet")
+    frame["shop"] = frame["shop"].astype("string")  # the fix the message names
+    frame.to_parquet(tmp_path / "b.parquet")
+    result = evaluate([str(tmp_path / "a.csv"), str(tmp_path / "b.parquet")], {"t": ("p", "y")}, ["ctr"], by="shop")
+    ref = pd.concat([pd.read_csv(tmp_path / "a.csv", dtype={"shop": str}), frame]).groupby("shop")["y"].mean()
+    assert {r["shop"]: r["ctr"] for r in result.records[1:]} == ref.to_dict()
+
+
 def test_csv_segment_types_follow_the_reader_and_the_typed_files(tmp_path):
     """The type of a CSV --by column is one every CSV file reads as (the reader's own parsing and nulls),
     that of a Parquet file's column when there is one."""

@@ -3580,6 +3580,79 @@ def test_by_with_commas_means_the_same_from_python_a_config_and_the_command_line
         assert json.loads(out.read_text())["by"] == columns
 
 
+def _cli_and_config_by(tmp_path, data: str, by: str) -> tuple[int, list | None]:
+    """`--by` and a config file's `by` on `data`: their exit codes must agree; (code, the `by` written)."""
+    out = tmp_path / "cli.json"
+    base = ["evaluate", "--task", "t=p:y", "--metrics", "ctr", "--no-progress"]
+    code = cli.main([*base, data, "--by", by, "--output", str(out)])
+    config = tmp_path / "by.json"
+    config.write_text(json.dumps({"paths": data, "tasks": ["t=p:y"], "metrics": ["ctr"], "by": by}))
+    out2 = tmp_path / "config.json"
+    assert cli.main(["evaluate", "--config", str(config), "--no-progress", "--output", str(out2)]) == code
+    if code:
+        return code, None
+    written = json.loads(out.read_text())["by"]
+    assert json.loads(out2.read_text())["by"] == written
+    return code, written
+
+
+def test_by_with_spaces_around_it_means_the_same_from_python_a_config_and_the_command_line(tmp_path, capsys):
+    """`--by " country"` stripped the spaces while `evaluate(by=" country")` and a config's `by: " country"`
+    kept them. One rule now, the commas' rule: the column of exactly that name where the data has one,
+    else the stripped name; the values match pandas' groupby on the column chosen."""
+    rng = np.random.default_rng(3)
+    n = 200
+    frame = pd.DataFrame(
+        {
+            "p": rng.uniform(size=n),
+            "y": rng.integers(0, 2, n),
+            " country": rng.choice(["fr", "us"], n),
+            "country": rng.choice(["de", "it", "es"], n),
+        }
+    )
+    frame.to_parquet(tmp_path / "both.parquet")
+    frame.drop(columns=" country").to_parquet(tmp_path / "stripped.parquet")
+    for data, column in (("both.parquet", " country"), ("stripped.parquet", "country")):
+        ref = frame.groupby(column)["y"].mean().to_dict()
+        for by in (" country", " country "):
+            if by == " country " and column == " country":
+                continue  # no column " country ": the stripped name "country"
+            result = evaluate(tmp_path / data, {"t": ("p", "y")}, ["ctr"], by=by)
+            assert result.by == (column,)
+            assert {r[column]: r["ctr"] for r in result.records[1:]} == pytest.approx(ref, rel=1e-12)
+            assert _cli_and_config_by(tmp_path, str(tmp_path / data), by) == (0, [column])
+    capsys.readouterr()
+
+
+def test_by_name_held_whole_by_some_files_only_is_refused_as_ambiguous(tmp_path, capsys):
+    """A column "a,b" in a later file (not the first) was split into "a" and "b" (the first file's columns
+    alone decided): the rule now looks at every file, and a name some files hold whole and others do not
+    is an error naming both, from Python, a config file and the command line."""
+    pq.write_table(pa.table({"p": [0.3, 0.9], "y": [0, 1], "a": [1, 2], "b": [1, 1]}), tmp_path / "0.parquet")
+    two = pa.table({"p": [0.3, 0.9], "y": [0, 1], "a,b": ["x", "y"], "a": [1, 2], "b": [1, 1]})
+    pq.write_table(two, tmp_path / "1.parquet")
+    message = (
+        f"`by` 'a,b' is ambiguous: {tmp_path / '1.parquet'} has a column of exactly that name but "
+        f"{tmp_path / '0.parquet'} has none, where it would read as the columns ['a', 'b']. Give the column one "
+        "name in every file, or name the columns as a list, which is read as written: by=['a,b'] for the one "
+        "column, by=['a', 'b'] for the columns (a config file's `by` list; --config on the command line)."
+    )
+    with pytest.raises(ValueError) as caught:
+        evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by="a,b")
+    assert str(caught.value) == message
+    capsys.readouterr()
+    assert _cli_and_config_by(tmp_path, str(tmp_path), "a,b")[0] == 2
+    assert capsys.readouterr().err.count(message) == 2
+    # a list is read as written: the two columns over both files, as pandas groups them
+    frame = pd.concat([pd.read_parquet(tmp_path / f) for f in ("0.parquet", "1.parquet")])
+    result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["a", "b"])
+    ref = frame.groupby(["a", "b"])["y"].mean().to_dict()
+    assert {(r["a"], r["b"]): r["ctr"] for r in result.records[1:]} == ref
+    # every file holding it: the one column
+    pq.write_table(two, tmp_path / "0.parquet")
+    assert evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by="a,b").by == ("a,b",)
+
+
 def test_by_with_an_empty_item_between_commas_is_refused_naming_it():
     frame = _comma_frame().drop(columns="a,b")
     message = (

@@ -3653,6 +3653,31 @@ def test_by_name_held_whole_by_some_files_only_is_refused_as_ambiguous(tmp_path,
     assert evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by="a,b").by == ("a,b",)
 
 
+@pytest.mark.parametrize(
+    ("metrics", "message"),
+    [
+        ([1], "Expected a metric name in {where} to be a registry name (str), got 1 (int)."),
+        ({2.0: None}, "Expected a metric name in {where} to be a registry name (str), got 2.0 (float)."),
+        (
+            {"x": {"metric": 3}},
+            "Expected the option 'metric' of metric 'x' in {where} to be a registry name (str), got 3 (int).",
+        ),
+    ],
+)
+def test_metric_name_that_is_no_string_is_a_value_error_as_in_from_config(metrics, message):
+    """`evaluate` raised TypeError for a metric name that is no string where `RecMetricModule.from_config`
+    raises ValueError: both now raise ValueError with the same message, naming where the name came from."""
+    from torchmetrics_ext import RecMetricModule
+
+    table = pa.table({"p": [0.1, 0.8], "y": [0, 1]})
+    with pytest.raises(ValueError) as caught:
+        evaluate(table, {"t": ("p", "y")}, metrics)
+    assert str(caught.value) == message.format(where="`metrics`")
+    with pytest.raises(ValueError) as caught:
+        RecMetricModule.from_config({"tasks": ["t"], "metrics": metrics})
+    assert str(caught.value) == message.format(where="config 'metrics'")
+
+
 def test_by_with_an_empty_item_between_commas_is_refused_naming_it():
     frame = _comma_frame().drop(columns="a,b")
     message = (

@@ -883,8 +883,12 @@ def _metric_options(metrics: Any) -> dict[str, tuple[str, dict[str, Any]]]:
         given = [str(name) if isinstance(name, str) else name for name in given]
         entries = {name: (name, {}) for name in dict.fromkeys(given)}
     for key, (name, options) in entries.items():
-        if not isinstance(key, str) or not isinstance(name, str):
-            raise TypeError(f"Expected metric names to be strings, got {key if not isinstance(key, str) else name!r}.")
+        if not isinstance(key, str) or not isinstance(name, str):  # a ValueError, as from_config's
+            wrong = key if not isinstance(key, str) else name
+            what = f"the option 'metric' of metric {key!r}" if wrong is not key else "a metric name"
+            raise ValueError(
+                f"Expected {what} in `metrics` to be a registry name (str), got {wrong!r} ({type(wrong).__name__})."
+            )
         for option, where in (("num_tasks", "the tasks"), ("from_logits", "`from_logits` (--from-logits)")):
             if option in options:
                 raise ValueError(
@@ -1105,8 +1109,8 @@ def evaluate(
             float32). A record batch a metric still refuses (a value or type the checks do not
             know: the module's ``ValueError`` or ``TypeError``) raises it too, naming the file and
             the batch's rows, whatever ``on_invalid``, on every rank.
-        ValueError: bad arguments (unknown metric names list the known ones; a repeated or
-            reserved ``by`` column; two tasks over the same columns; a column given as an id,
+        ValueError: bad arguments (unknown metric names list the known ones, a name that is no string;
+            a repeated or reserved ``by`` column; two tasks over the same columns; a column given as an id,
             ``user``/``session``, and as predictions, labels or weights, or as ``by`` and another role).
 
     Under ``torch.distributed`` every rank calls it with the same arguments: ranks split the row

@@ -3678,6 +3678,26 @@ def test_metric_name_that_is_no_string_is_a_value_error_as_in_from_config(metric
     assert str(caught.value) == message.format(where="config 'metrics'")
 
 
+@pytest.mark.parametrize("by", ["country dataset", "country;dataset", "country | dataset"])
+def test_by_columns_separated_otherwise_than_by_commas_get_the_comma_form(tmp_path, capsys, by):
+    """`--by "country dataset"` failed as a missing column with no hint: the message now gives the comma form."""
+    table = pa.table({"p": [0.1, 0.8], "y": [0, 1], "country": ["fr", "us"], "dataset": ["a", "b"]})
+    pq.write_table(table, tmp_path / "d.parquet")
+    message = (
+        f"{tmp_path / 'd.parquet'}: column {by!r} (--by segment) is missing; found columns "
+        "['p', 'y', 'country', 'dataset']. Several segment columns are separated by commas: --by country,dataset "
+        "(by=['country', 'dataset'] in Python, a list in a config file)."
+    )
+    with pytest.raises(InvalidDataError) as caught:
+        evaluate(tmp_path / "d.parquet", {"t": ("p", "y")}, ["ctr"], by=by)
+    assert str(caught.value) == message
+    assert cli.main(["evaluate", str(tmp_path / "d.parquet"), "--task", "t=p:y", "--by", by, "--no-progress"]) == 2
+    assert capsys.readouterr().err == f"torchmetrics-ext evaluate: error: {message}\n"
+    # a name that is no such list of columns gets no such hint
+    with pytest.raises(InvalidDataError, match=r"is missing; found columns \[[^]]*\]\.$"):
+        evaluate(tmp_path / "d.parquet", {"t": ("p", "y")}, ["ctr"], by="country region")
+
+
 def test_by_with_an_empty_item_between_commas_is_refused_naming_it():
     frame = _comma_frame().drop(columns="a,b")
     message = (

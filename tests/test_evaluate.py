@@ -3707,6 +3707,13 @@ def test_by_with_an_empty_item_between_commas_is_refused_naming_it():
     with pytest.raises(ValueError) as caught:
         evaluate(frame, {"t": ("p", "y")}, ["auc"], by="a,,b")
     assert str(caught.value) == message
+    # a blank name (no comma) says so, not "item 1 of 1 between its commas"
+    with pytest.raises(ValueError) as caught:
+        evaluate(frame, {"t": ("p", "y")}, ["auc"], by="  ")
+    assert str(caught.value) == (
+        "Expected `by` as a column name or comma-separated column names, got '  ': no column has that name and "
+        "it holds only spaces."
+    )
 
 
 def test_config_by_one_column_name_is_a_list_of_one(tmp_path, capsys):

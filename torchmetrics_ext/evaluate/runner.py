@@ -290,9 +290,14 @@ def _comma_columns(by: Any, sources: Sequence[Source]) -> Any:
         return by
     if not all(names):
         empty = ", ".join(str(i + 1) for i, name in enumerate(names) if not name)
+        what = (
+            "it holds only spaces"
+            if len(names) == 1
+            else f"item {empty} of {len(names)} between its commas is empty (a trailing or doubled comma?)"
+        )
         raise ValueError(
             f"Expected `by` as a column name or comma-separated column names, got {by!r}: no column has "
-            f"that name and item {empty} of {len(names)} between its commas is empty (a trailing or doubled comma?)."
+            f"that name and {what}."
         )
     return names
 

@@ -1921,9 +1921,11 @@ def test_csv_text_segment_next_to_parquet_integers_says_why_and_what_to_do(tmp_p
     )
     with pytest.raises(InvalidDataError, match=message):
         evaluate([str(tmp_path / "a.csv"), str(tmp_path / "b.parquet")], {"t": ("p", "y")}, ["ctr"], by="shop")
-    (tmp_path / "c.csv").write_text("p,y,shop\n0.2,0,x1\n")  # no number at all: said so
-    with pytest.raises(InvalidDataError, match=r"column 'shop' of .*c\.csv: it holds 'x1', which is no number"):
+    # no number at all: said so (' x2', spaced as ids are, is no number spelt as an id either)
+    (tmp_path / "c.csv").write_text("p,y,shop\n0.2,0,x1\n0.3,1, x2\n")
+    with pytest.raises(InvalidDataError, match=r"column 'shop' of .*c\.csv: it holds 'x1', which is no number") as got:
         evaluate([str(tmp_path / "b.parquet"), str(tmp_path / "c.csv")], {"t": ("p", "y")}, ["ctr"], by="shop")
+    assert "spelt as only ids" not in str(got.value)
     frame = pd.read_parquet(tmp_path / "b.parquet")
     frame["shop"] = frame["shop"].astype("string")  # the fix the message names
     frame.to_parquet(tmp_path / "b.parquet")

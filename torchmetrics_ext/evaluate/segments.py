@@ -18,8 +18,9 @@ segment's rows.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -353,7 +354,7 @@ class SegmentCollector:
 
     def _text_types(
         self, parts: Sequence[_Part]
-    ) -> tuple[dict[str, pa.DataType], dict[str, tuple[Any, Any]], dict[str, str]]:
+    ) -> tuple[dict[str, pa.DataType], dict[str, tuple[Any, Any]], dict[str, Callable[[], str]]]:
         """The type each ``by`` column of the CSV files is read with, and each text's value.
 
         The column's stored type in the typed files (Parquet) if every text reads as it, else
@@ -369,11 +370,11 @@ class SegmentCollector:
         Returns:
             ``name -> type`` for every column read as text somewhere, ``name -> (texts,
             values)``: the distinct texts and their values (none for a column kept as text), and
-            ``name -> why`` for a column kept as text: the text that decided it (for messages).
+            ``name -> why`` for a column kept as text: what says why (for messages, built only if needed).
         """
         types: dict[str, pa.DataType] = {}
         converters: dict[str, tuple[Any, Any]] = {}
-        why: dict[str, str] = {}
+        why: dict[str, Callable[[], str]] = {}
         for name in self.by:
             columns = [part.table.column(name) for part in parts if name in part.text]
             if not columns:
@@ -383,7 +384,7 @@ class SegmentCollector:
             candidates = ([stored] if stored is not None else []) + [t for t in _NUMBER_TYPES if t != stored]
             types[name] = pa.string()  # when no number type holds every text
             if _ids(texts):  # "007" and "7" are two zip codes, not one number: never merged into 7
-                why[name] = _kept_as_text(name, texts, parts)
+                why[name] = partial(_kept_as_text, name, texts, parts)
                 continue
             for dtype in candidates:
                 if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
@@ -395,7 +396,7 @@ class SegmentCollector:
                     converters[name] = (texts, values)
                     break
             if pa.types.is_string(types[name]) and name not in converters and stored != types[name]:
-                why[name] = _kept_as_text(name, texts, parts)
+                why[name] = partial(_kept_as_text, name, texts, parts)
         return types, converters, why
 
 
@@ -425,7 +426,8 @@ def _kept_as_text(name: str, texts: Any, parts: Sequence[_Part]) -> str:
     files = list(dict.fromkeys(part.place.label for part in parts if name in part.text))
     more = ", ..." if len(files) > 3 else ""
     where = files[0] if len(files) == 1 else f"the CSV files ({', '.join(files[:3])}{more})"
-    spelt = pc.filter(texts, pc.fill_null(pc.match_substring_regex(texts, _ID_SPELLING), False))
+    numbers = pc.fill_null(pc.match_substring_regex(texts, r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"), False)
+    spelt = pc.filter(texts, pc.and_(numbers, pc.fill_null(pc.match_substring_regex(texts, _ID_SPELLING), False)))
     if len(spelt):
         reason = (
             f"it holds {spelt[0].as_py()!r}, a number spelt as only ids are (a leading zero, a plus sign or spaces "
@@ -433,7 +435,6 @@ def _kept_as_text(name: str, texts: Any, parts: Sequence[_Part]) -> str:
             "segment)"
         )
     else:
-        numbers = pc.fill_null(pc.match_substring_regex(texts, r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"), False)
         other = pc.filter(texts, pc.invert(numbers))
         shown = f"{other[0].as_py()!r}, which is no number" if len(other) else "a value no number type holds exactly"
         reason = f"it holds {shown}, so the column is read as text"
@@ -538,7 +539,10 @@ class _Place:
 
 
 def _type_clash(
-    by: Sequence[str], parts: Sequence[pa.Table], places: Sequence[_Place], why: Mapping[str, str] | None = None
+    by: Sequence[str],
+    parts: Sequence[pa.Table],
+    places: Sequence[_Place],
+    why: Mapping[str, Callable[[], str]] | None = None,
 ) -> str:
     """Why the parts' ``by`` columns do not concatenate, naming the files (or rows) and the types.
 
@@ -585,7 +589,7 @@ def _clash_text(
     this: tuple[pa.DataType, _Place],
     other: tuple[pa.DataType, _Place],
     unfit: tuple[pa.DataType, str] | None = None,
-    why: str | None = None,
+    why: Callable[[], str] | None = None,
 ) -> str:
     """The message for two parts whose ``by`` column ``name`` cannot be one type.
 
@@ -610,7 +614,7 @@ def _clash_text(
     if unfit is not None:
         text += f"; Arrow reads both as {unfit[0]}, which cannot hold every value of {where} ({unfit[1]})"
     if place.label != other_place.label and why is not None and pa.string() in (dtype, other_type):
-        return f"{text}. A segment column needs one type in every file. {why}."
+        return f"{text}. A segment column needs one type in every file. {why()}."
     if place.label != other_place.label:
         return (
             f"{text}. A segment column needs one type, holding all its values, in every file: write the column "

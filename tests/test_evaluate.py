@@ -1905,6 +1905,35 @@ def test_csv_segment_ids_with_leading_zeros_stay_text_as_written(tmp_path, capsy
         evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by="c")
 
 
+def test_csv_text_segment_next_to_parquet_integers_says_why_and_what_to_do(tmp_path):
+    """A CSV --by column of ids with leading zeros (kept as text) next to a Parquet file's integers failed
+    with "has type string" alone: the message now says which value made the CSV column text, the rule,
+    and the two fixes; and a fix it names (the column written as text in the Parquet file) runs, matching
+    pandas' groupby on the text."""
+    (tmp_path / "a.csv").write_text("p,y,shop\n0.2,0,007\n0.7,1,008\n")
+    pq.write_table(pa.table({"p": [0.3, 0.9], "y": [0, 1], "shop": [7, 8]}), tmp_path / "b.parquet")
+    message = (
+        r"b\.parquet: column 'shop' \(--by segment\) has type int64, but in .*a\.csv it has type string\. "
+        r"A segment column needs one type in every file\. A CSV column is read as numbers only when its every "
+        r"value, in every CSV file, is a plain number; column 'shop' of .*a\.csv: it holds '007', a number spelt "
+        r"as only ids are .*kept as text.*write 'shop' as text in every file .*astype\(\"string\"\).*"
+        r"or write the CSV values as plain numbers \(7, not 007\)\."
+    )
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate([str(tmp_path / "a.csv"), str(tmp_path / "b.parquet")], {"t": ("p", "y")}, ["ctr"], by="shop")
+    # no number at all: said so (' x2', spaced as ids are, is no number spelt as an id either)
+    (tmp_path / "c.csv").write_text("p,y,shop\n0.2,0,x1\n0.3,1, x2\n")
+    with pytest.raises(InvalidDataError, match=r"column 'shop' of .*c\.csv: it holds 'x1', which is no number") as got:
+        evaluate([str(tmp_path / "b.parquet"), str(tmp_path / "c.csv")], {"t": ("p", "y")}, ["ctr"], by="shop")
+    assert "spelt as only ids" not in str(got.value)
+    frame = pd.read_parquet(tmp_path / "b.parquet")
+    frame["shop"] = frame["shop"].astype("string")  # the fix the message names
+    frame.to_parquet(tmp_path / "b.parquet")
+    result = evaluate([str(tmp_path / "a.csv"), str(tmp_path / "b.parquet")], {"t": ("p", "y")}, ["ctr"], by="shop")
+    ref = pd.concat([pd.read_csv(tmp_path / "a.csv", dtype={"shop": str}), frame]).groupby("shop")["y"].mean()
+    assert {r["shop"]: r["ctr"] for r in result.records[1:]} == ref.to_dict()
+
+
 def test_csv_segment_types_follow_the_reader_and_the_typed_files(tmp_path):
     """The type of a CSV --by column is one every CSV file reads as (the reader's own parsing and nulls),
     that of a Parquet file's column when there is one."""
@@ -3553,6 +3582,124 @@ def test_by_with_commas_means_the_same_from_python_a_config_and_the_command_line
         assert json.loads(out.read_text())["by"] == columns
 
 
+def _cli_and_config_by(tmp_path, data: str, by: str) -> tuple[int, list | None]:
+    """`--by` and a config file's `by` on `data`: their exit codes must agree; (code, the `by` written)."""
+    out = tmp_path / "cli.json"
+    base = ["evaluate", "--task", "t=p:y", "--metrics", "ctr", "--no-progress"]
+    code = cli.main([*base, data, "--by", by, "--output", str(out)])
+    config = tmp_path / "by.json"
+    config.write_text(json.dumps({"paths": data, "tasks": ["t=p:y"], "metrics": ["ctr"], "by": by}))
+    out2 = tmp_path / "config.json"
+    assert cli.main(["evaluate", "--config", str(config), "--no-progress", "--output", str(out2)]) == code
+    if code:
+        return code, None
+    written = json.loads(out.read_text())["by"]
+    assert json.loads(out2.read_text())["by"] == written
+    return code, written
+
+
+def test_by_with_spaces_around_it_means_the_same_from_python_a_config_and_the_command_line(tmp_path, capsys):
+    """`--by " country"` stripped the spaces while `evaluate(by=" country")` and a config's `by: " country"`
+    kept them. One rule now, the commas' rule: the column of exactly that name where the data has one,
+    else the stripped name; the values match pandas' groupby on the column chosen."""
+    rng = np.random.default_rng(3)
+    n = 200
+    frame = pd.DataFrame(
+        {
+            "p": rng.uniform(size=n),
+            "y": rng.integers(0, 2, n),
+            " country": rng.choice(["fr", "us"], n),
+            "country": rng.choice(["de", "it", "es"], n),
+        }
+    )
+    frame.to_parquet(tmp_path / "both.parquet")
+    frame.drop(columns=" country").to_parquet(tmp_path / "stripped.parquet")
+    for data, column in (("both.parquet", " country"), ("stripped.parquet", "country")):
+        ref = frame.groupby(column)["y"].mean().to_dict()
+        for by in (" country", " country "):
+            if by == " country " and column == " country":
+                continue  # no column " country ": the stripped name "country"
+            result = evaluate(tmp_path / data, {"t": ("p", "y")}, ["ctr"], by=by)
+            assert result.by == (column,)
+            assert {r[column]: r["ctr"] for r in result.records[1:]} == pytest.approx(ref, rel=1e-12)
+            assert _cli_and_config_by(tmp_path, str(tmp_path / data), by) == (0, [column])
+    capsys.readouterr()
+
+
+def test_by_name_held_whole_by_some_files_only_is_refused_as_ambiguous(tmp_path, capsys):
+    """A column "a,b" in a later file (not the first) was split into "a" and "b" (the first file's columns
+    alone decided): the rule now looks at every file, and a name some files hold whole and others do not
+    is an error naming both, from Python, a config file and the command line."""
+    pq.write_table(pa.table({"p": [0.3, 0.9], "y": [0, 1], "a": [1, 2], "b": [1, 1]}), tmp_path / "0.parquet")
+    two = pa.table({"p": [0.3, 0.9], "y": [0, 1], "a,b": ["x", "y"], "a": [1, 2], "b": [1, 1]})
+    pq.write_table(two, tmp_path / "1.parquet")
+    message = (
+        f"`by` 'a,b' is ambiguous: {tmp_path / '1.parquet'} has a column of exactly that name but "
+        f"{tmp_path / '0.parquet'} has none, where it would read as the columns ['a', 'b']. Give the column one "
+        "name in every file, or name the columns as a list, which is read as written: by=['a,b'] for the one "
+        "column, by=['a', 'b'] for the columns (a config file's `by` list; --config on the command line)."
+    )
+    with pytest.raises(ValueError) as caught:
+        evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by="a,b")
+    assert str(caught.value) == message
+    capsys.readouterr()
+    assert _cli_and_config_by(tmp_path, str(tmp_path), "a,b")[0] == 2
+    assert capsys.readouterr().err.count(message) == 2
+    # a list is read as written: the two columns over both files, as pandas groups them
+    frame = pd.concat([pd.read_parquet(tmp_path / f) for f in ("0.parquet", "1.parquet")])
+    result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["a", "b"])
+    ref = frame.groupby(["a", "b"])["y"].mean().to_dict()
+    assert {(r["a"], r["b"]): r["ctr"] for r in result.records[1:]} == ref
+    # every file holding it: the one column
+    pq.write_table(two, tmp_path / "0.parquet")
+    assert evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by="a,b").by == ("a,b",)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "message"),
+    [
+        ([1], "Expected a metric name in {where} to be a registry name (str), got 1 (int)."),
+        ({2.0: None}, "Expected a metric name in {where} to be a registry name (str), got 2.0 (float)."),
+        (
+            {"x": {"metric": 3}},
+            "Expected the option 'metric' of metric 'x' in {where} to be a registry name (str), got 3 (int).",
+        ),
+    ],
+)
+def test_metric_name_that_is_no_string_is_a_value_error_as_in_from_config(metrics, message):
+    """`evaluate` raised TypeError for a metric name that is no string where `RecMetricModule.from_config`
+    raises ValueError: both now raise ValueError with the same message, naming where the name came from."""
+    from torchmetrics_ext import RecMetricModule
+
+    table = pa.table({"p": [0.1, 0.8], "y": [0, 1]})
+    with pytest.raises(ValueError) as caught:
+        evaluate(table, {"t": ("p", "y")}, metrics)
+    assert str(caught.value) == message.format(where="`metrics`")
+    with pytest.raises(ValueError) as caught:
+        RecMetricModule.from_config({"tasks": ["t"], "metrics": metrics})
+    assert str(caught.value) == message.format(where="config 'metrics'")
+
+
+@pytest.mark.parametrize("by", ["country dataset", "country;dataset", "country | dataset"])
+def test_by_columns_separated_otherwise_than_by_commas_get_the_comma_form(tmp_path, capsys, by):
+    """`--by "country dataset"` failed as a missing column with no hint: the message now gives the comma form."""
+    table = pa.table({"p": [0.1, 0.8], "y": [0, 1], "country": ["fr", "us"], "dataset": ["a", "b"]})
+    pq.write_table(table, tmp_path / "d.parquet")
+    message = (
+        f"{tmp_path / 'd.parquet'}: column {by!r} (--by segment) is missing; found columns "
+        "['p', 'y', 'country', 'dataset']. Several segment columns are separated by commas: --by country,dataset "
+        "(by=['country', 'dataset'] in Python, a list in a config file)."
+    )
+    with pytest.raises(InvalidDataError) as caught:
+        evaluate(tmp_path / "d.parquet", {"t": ("p", "y")}, ["ctr"], by=by)
+    assert str(caught.value) == message
+    assert cli.main(["evaluate", str(tmp_path / "d.parquet"), "--task", "t=p:y", "--by", by, "--no-progress"]) == 2
+    assert capsys.readouterr().err == f"torchmetrics-ext evaluate: error: {message}\n"
+    # a name that is no such list of columns gets no such hint
+    with pytest.raises(InvalidDataError, match=r"is missing; found columns \[[^]]*\]\.$"):
+        evaluate(tmp_path / "d.parquet", {"t": ("p", "y")}, ["ctr"], by="country region")
+
+
 def test_by_with_an_empty_item_between_commas_is_refused_naming_it():
     frame = _comma_frame().drop(columns="a,b")
     message = (
@@ -3562,6 +3709,13 @@ def test_by_with_an_empty_item_between_commas_is_refused_naming_it():
     with pytest.raises(ValueError) as caught:
         evaluate(frame, {"t": ("p", "y")}, ["auc"], by="a,,b")
     assert str(caught.value) == message
+    # a blank name (no comma) says so, not "item 1 of 1 between its commas"
+    with pytest.raises(ValueError) as caught:
+        evaluate(frame, {"t": ("p", "y")}, ["auc"], by="  ")
+    assert str(caught.value) == (
+        "Expected `by` as a column name or comma-separated column names, got '  ': no column has that name and "
+        "it holds only spaces."
+    )
 
 
 def test_config_by_one_column_name_is_a_list_of_one(tmp_path, capsys):

@@ -197,8 +197,9 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--by",
-        help="comma-separated segment columns (values per segment + overall); a column whose name holds "
-        "commas is taken whole when the data has it (as evaluate(by='a,b') and a config's `by: a,b`)",
+        help="comma-separated segment columns (values per segment + overall), spaces around each dropped; a "
+        "column whose whole name is the value (commas and spaces included) is taken whole when a file has it "
+        "(as evaluate(by='a,b') and a config's `by: a,b`)",
     )
     ev.add_argument("--output", help="write the results to a .json, .csv or .parquet file")
     ev.add_argument("--on-invalid", choices=("error", "skip"), help="invalid rows: fail or drop them (default: error)")
@@ -258,9 +259,9 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     if args.metrics is not None:
         metrics = _selected_metrics(_names(parser, "--metrics", args.metrics, "metric names"), metrics)
     by: Any = config.get("by", [])
-    if args.by is not None:  # checked here; several names go as written: the column "a,b" if the data has one
-        names = _names(parser, "--by", args.by, "column names")
-        by = names[0] if len(names) == 1 else args.by
+    if args.by is not None:  # checked here, then given as written: evaluate reads it against the data's columns
+        _names(parser, "--by", args.by, "column names")
+        by = args.by
     from torchmetrics_ext.evaluate.memory import map_large_buffers
 
     map_large_buffers()  # this process only evaluates: keep its resident memory close to what is in use

@@ -178,6 +178,7 @@ def check_column(
             )
         extra = (hint(name) if hint is not None else "") + _partition_hint(source, name) + delimiter_hint(names)
         guess = _closest_column(name, names)
+        extra += _separator_hint(name, names, role)
         raise InvalidDataError(f"{source}: column {name!r} ({role}) is missing; found columns {names}{guess}.{extra}")
     if len(found) > 1:
         raise InvalidDataError(
@@ -185,6 +186,21 @@ def check_column(
             f"(positions {found}, counting from 0); a column read must have a name of its own."
         )
     return schema.field(found[0]).type
+
+
+def _separator_hint(name: str, names: Sequence[str] | None, role: str) -> str:
+    """Why a missing ``--by`` column ``"country dataset"`` (or ``;``, ``|``) fails: several columns take commas.
+
+    ``""`` unless the role is a segment column and ``name`` splits at spaces, ``;`` or ``|`` into
+    two or more names that are all columns.
+    """
+    parts = [part for part in re.split(r"[\s;|]+", name) if part]
+    if role != "--by segment" or len(parts) < 2 or not names or not set(parts) <= set(names):
+        return ""
+    return (
+        f" Several segment columns are separated by commas: --by {','.join(parts)} (by={parts!r} in Python, "
+        "a list in a config file)."
+    )
 
 
 def check_schema(

@@ -228,7 +228,8 @@ def _segment_columns(by: Any) -> tuple[str, ...]:
     ``by: country``); any other ordered collection of strings (a list, a tuple, a numpy array, a
     pandas ``Index`` such as ``frame.columns[:2]``...) is the columns in order; ``None`` is none (as
     ``weights=None`` is no weights). Sets and mappings are refused: they have no column order.
-    :func:`evaluate` first reads a string holding commas against the data (:func:`_comma_columns`).
+    :func:`evaluate` first reads a string holding commas or spaces around it against the data
+    (:func:`_comma_columns`).
 
     Raises:
         ValueError: ``by`` is not a column name or a sequence of them, or a name is empty.
@@ -245,31 +246,61 @@ def _segment_columns(by: Any) -> tuple[str, ...]:
 
 
 def _comma_columns(by: Any, sources: Sequence[Source]) -> Any:
-    """``by`` with a string holding commas read as ``--by`` reads it: one rule for Python, config and command line.
+    """``by`` as a string is read against the data: one rule for Python, a config file and ``--by``.
 
-    Such a string is the column of exactly that name where the data has one (the first file's
-    columns, or the frame's), else the comma-separated column names, spaces around each dropped
-    (``"country, hour"`` as ``["country", "hour"]``). Anything else is returned unchanged: a list
-    names columns as they are (``["a,b"]`` is always the one column ``a,b``).
+    A string is the column of exactly that name where the data has one (spaces and commas
+    included), else the comma-separated column names, spaces around each dropped
+    (``"country, hour"`` as ``["country", "hour"]``, ``" country"`` as ``["country"]``). "The data
+    has one" is decided over every file's columns, not the first file's: a name that some files
+    hold whole and others do not is refused as ambiguous, naming both. Anything else is returned
+    unchanged: a list names columns as they are (``["a,b"]`` is always the one column ``a,b``).
 
     Raises:
-        ValueError: the string is no column of the data and an item between its commas is empty.
+        ValueError: the string is no column of the data and an item between its commas is empty,
+            or some files hold a column of exactly that name and others do not.
     """
-    if not (isinstance(by, str) and "," in by):
+    names = [name.strip() for name in by.split(",")] if isinstance(by, str) else []
+    if names in ([], [by]):  # no commas and no spaces around it: one column, whatever the data
         return by
-    try:
-        if sources and sources[0].schema().get_all_field_indices(by):  # any header's bytes, as check_schema
-            return by
-    except InvalidDataError:
-        pass  # an unreadable first file: the run reports it as it does without `by`
-    names = [name.strip() for name in by.split(",")]
+    holding: list[str] = []
+    lacking: list[str] = []
+    for source in sources:
+        try:
+            found = bool(source.schema().get_all_field_indices(by))  # any header's bytes, as check_schema
+        except InvalidDataError:
+            continue  # an unreadable file: the run reports it as it does without `by`
+        (holding if found else lacking).append(source.label)
+    if holding and lacking:
+        raise ValueError(
+            f"`by` {by!r} is ambiguous: {_files(holding)} {'has' if len(holding) == 1 else 'have'} a column of "
+            f"exactly that name but {_files(lacking)} {'has' if len(lacking) == 1 else 'have'} none, where it "
+            f"would read as the columns {names}. Give the column one name in every file, or name the columns as a "
+            f"list, which is read as written: by=[{by!r}] for the one column, by={names!r} for "
+            f"{'the columns' if len(names) > 1 else 'the column'} (a config file's `by` list; --config on the "
+            "command line)."
+        )
+    if holding:
+        return by
     if not all(names):
         empty = ", ".join(str(i + 1) for i, name in enumerate(names) if not name)
+        what = (
+            "it holds only spaces"
+            if len(names) == 1
+            else f"item {empty} of {len(names)} between its commas is empty (a trailing or doubled comma?)"
+        )
         raise ValueError(
             f"Expected `by` as a column name or comma-separated column names, got {by!r}: no column has "
-            f"that name and item {empty} of {len(names)} between its commas is empty (a trailing or doubled comma?)."
+            f"that name and {what}."
         )
     return names
+
+
+def _files(labels: Sequence[str]) -> str:
+    """``a.parquet``, or ``2 files (a.parquet, b.csv)``, naming at most three."""
+    if len(labels) == 1:
+        return labels[0]
+    more = ", ..." if len(labels) > 3 else ""
+    return f"{len(labels)} files ({', '.join(labels[:3])}{more})"
 
 
 def _optional_name(name: str, value: Any) -> str | None:
@@ -850,8 +881,12 @@ def _metric_options(metrics: Any) -> dict[str, tuple[str, dict[str, Any]]]:
         given = [str(name) if isinstance(name, str) else name for name in given]
         entries = {name: (name, {}) for name in dict.fromkeys(given)}
     for key, (name, options) in entries.items():
-        if not isinstance(key, str) or not isinstance(name, str):
-            raise TypeError(f"Expected metric names to be strings, got {key if not isinstance(key, str) else name!r}.")
+        if not isinstance(key, str) or not isinstance(name, str):  # a ValueError, as from_config's
+            wrong = key if not isinstance(key, str) else name
+            what = f"the option 'metric' of metric {key!r}" if wrong is not key else "a metric name"
+            raise ValueError(
+                f"Expected {what} in `metrics` to be a registry name (str), got {wrong!r} ({type(wrong).__name__})."
+            )
         for option, where in (("num_tasks", "the tasks"), ("from_logits", "`from_logits` (--from-logits)")):
             if option in options:
                 raise ValueError(
@@ -1035,10 +1070,11 @@ def evaluate(
         by: columns whose distinct value combinations are the segments (any number of columns and
             of distinct values; one column as a string, ``by="country"`` as ``by=["country"]``, as
             ``--by country`` and a config's ``by: country``; several as a list, tuple, numpy array or
-            pandas ``Index``, in order). A string holding commas is read as ``--by`` reads it, the
-            same from Python, a config file and the command line: the column of exactly that name
-            where the data has one (the first file's columns), else the comma-separated names,
-            spaces around each dropped (``by="country, hour"`` is ``["country", "hour"]``); a list
+            pandas ``Index``, in order). A string is read as ``--by`` reads it, the same from
+            Python, a config file and the command line: the column of exactly that name where the
+            data has one (any file's columns; a name some files hold and others do not is refused
+            as ambiguous), else the comma-separated names, spaces around each dropped
+            (``by="country, hour"`` is ``["country", "hour"]``, ``by=" country"`` ``["country"]``); a list
             names columns as they are (``["a,b"]`` is the column ``a,b``). Every metric is computed on each
             segment's rows, and over all rows. All segments are computed at once, one pass per
             metric over the rows keyed by segment (no module per segment: about 15 microseconds per
@@ -1071,8 +1107,8 @@ def evaluate(
             float32). A record batch a metric still refuses (a value or type the checks do not
             know: the module's ``ValueError`` or ``TypeError``) raises it too, naming the file and
             the batch's rows, whatever ``on_invalid``, on every rank.
-        ValueError: bad arguments (unknown metric names list the known ones; a repeated or
-            reserved ``by`` column; two tasks over the same columns; a column given as an id,
+        ValueError: bad arguments (unknown metric names list the known ones, a name that is no string;
+            a repeated or reserved ``by`` column; two tasks over the same columns; a column given as an id,
             ``user``/``session``, and as predictions, labels or weights, or as ``by`` and another role).
 
     Under ``torch.distributed`` every rank calls it with the same arguments: ranks split the row
@@ -1098,7 +1134,7 @@ def evaluate(
     # rows per batch only bound memory: any size is fine, within what Arrow's readers take (int64)
     batch_size = min(check_int("batch_size", batch_size, 1), _MAX_BATCH_SIZE)
     sources = None
-    if isinstance(by, str) and "," in by:  # its meaning depends on the data's columns
+    if isinstance(by, str) and [name.strip() for name in by.split(",")] != [by]:  # read against the data's columns
         sources = open_sources(data)
         by = _comma_columns(by, sources)
     plan = _Plan(tasks, metrics, weights, user, session, by, from_logits)

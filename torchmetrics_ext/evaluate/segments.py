@@ -18,8 +18,9 @@ segment's rows.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -335,7 +336,7 @@ class SegmentCollector:
             offset = sum(len(share) for share in shares[: dist.get_rank()])
         order = sorted(range(len(gathered)), key=lambda i: gathered[i].order)  # one process's order (for messages)
         parts = [gathered[i] for i in order]
-        types, converters = self._text_types(parts)
+        types, converters, why = self._text_types(parts)
         typed = _typed(gathered, converters)  # every part at once, kept for the encoding below
         tables = [typed[i] for i in order]
         places = [part.place for part in parts]
@@ -346,12 +347,14 @@ class SegmentCollector:
         try:
             combos = pa.concat_tables(tables, promote_options="permissive")
         except pa.ArrowException:
-            raise InvalidDataError(_type_clash(self.by, tables, places)) from None
+            raise InvalidDataError(_type_clash(self.by, tables, places, why)) from None
         distinct, _ = _distinct_table(self.by, [combos.column(name) for name in self.by])
         index = SegmentIndex(self.by, distinct, types, self._half)
         return index, index.encode_tables(typed[offset : offset + len(mine)])
 
-    def _text_types(self, parts: Sequence[_Part]) -> tuple[dict[str, pa.DataType], dict[str, tuple[Any, Any]]]:
+    def _text_types(
+        self, parts: Sequence[_Part]
+    ) -> tuple[dict[str, pa.DataType], dict[str, tuple[Any, Any]], dict[str, Callable[[], str]]]:
         """The type each ``by`` column of the CSV files is read with, and each text's value.
 
         The column's stored type in the typed files (Parquet) if every text reads as it, else
@@ -365,11 +368,13 @@ class SegmentCollector:
         texts of every file are converted, once.
 
         Returns:
-            ``name -> type`` for every column read as text somewhere, and ``name -> (texts,
-            values)``: the distinct texts and their values (none for a column kept as text).
+            ``name -> type`` for every column read as text somewhere, ``name -> (texts,
+            values)``: the distinct texts and their values (none for a column kept as text), and
+            ``name -> why`` for a column kept as text: what says why (for messages, built only if needed).
         """
         types: dict[str, pa.DataType] = {}
         converters: dict[str, tuple[Any, Any]] = {}
+        why: dict[str, Callable[[], str]] = {}
         for name in self.by:
             columns = [part.table.column(name) for part in parts if name in part.text]
             if not columns:
@@ -379,6 +384,7 @@ class SegmentCollector:
             candidates = ([stored] if stored is not None else []) + [t for t in _NUMBER_TYPES if t != stored]
             types[name] = pa.string()  # when no number type holds every text
             if _ids(texts):  # "007" and "7" are two zip codes, not one number: never merged into 7
+                why[name] = partial(_kept_as_text, name, texts, parts)
                 continue
             for dtype in candidates:
                 if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
@@ -389,7 +395,9 @@ class SegmentCollector:
                     types[name] = dtype
                     converters[name] = (texts, values)
                     break
-        return types, converters
+            if pa.types.is_string(types[name]) and name not in converters and stored != types[name]:
+                why[name] = partial(_kept_as_text, name, texts, parts)
+        return types, converters, why
 
 
 _NUMBER_TYPES = (pa.int64(), pa.uint64(), pa.float64())
@@ -405,6 +413,37 @@ def _ids(texts: Any) -> bool:
     One vectorised regex over the distinct texts.
     """
     return bool(pc.any(pc.match_substring_regex(texts, _ID_SPELLING), min_count=0).as_py())
+
+
+def _kept_as_text(name: str, texts: Any, parts: Sequence[_Part]) -> str:
+    """Why the CSV files' column ``name`` is read as text: a value spelt as only ids are, or one that is no number.
+
+    Args:
+        name: the column.
+        texts: its distinct texts in every CSV file.
+        parts: the batches' combinations (to name the CSV files holding the column).
+    """
+    files = list(dict.fromkeys(part.place.label for part in parts if name in part.text))
+    more = ", ..." if len(files) > 3 else ""
+    where = files[0] if len(files) == 1 else f"the CSV files ({', '.join(files[:3])}{more})"
+    numbers = pc.fill_null(pc.match_substring_regex(texts, r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"), False)
+    spelt = pc.filter(texts, pc.and_(numbers, pc.fill_null(pc.match_substring_regex(texts, _ID_SPELLING), False)))
+    if len(spelt):
+        reason = (
+            f"it holds {spelt[0].as_py()!r}, a number spelt as only ids are (a leading zero, a plus sign or spaces "
+            "around it), so the column is kept as text, as written (read as numbers, '007' and '7' would be one "
+            "segment)"
+        )
+    else:
+        other = pc.filter(texts, pc.invert(numbers))
+        shown = f"{other[0].as_py()!r}, which is no number" if len(other) else "a value no number type holds exactly"
+        reason = f"it holds {shown}, so the column is read as text"
+    return (
+        f"A CSV column is read as numbers only when its every value, in every CSV file, is a plain number; "
+        f"column {name!r} of {where}: {reason}. Either write {name!r} as text in every file (e.g. "
+        f'df[{name!r}].astype("string") before to_parquet, or pyarrow\'s table.cast to a schema with '
+        f"pa.string()), or write the CSV values as plain numbers (7, not 007)"
+    )
 
 
 def _typed(parts: Sequence[_Part], converters: Mapping[str, tuple[Any, Any]]) -> list[pa.Table]:
@@ -499,12 +538,19 @@ class _Place:
     last: int
 
 
-def _type_clash(by: Sequence[str], parts: Sequence[pa.Table], places: Sequence[_Place]) -> str:
+def _type_clash(
+    by: Sequence[str],
+    parts: Sequence[pa.Table],
+    places: Sequence[_Place],
+    why: Mapping[str, Callable[[], str]] | None = None,
+) -> str:
     """Why the parts' ``by`` columns do not concatenate, naming the files (or rows) and the types.
 
     Either two types Arrow cannot unify (string and int64), or types it unifies whose values do
     not fit the unified type (int64 above 2**53 and double, uint64 above 2**63 and int64).
+    ``why``: for a CSV column read as text, why it is (:func:`_kept_as_text`), said when it clashes.
     """
+    why = why or {}
     for name in by:
         typed = [
             (part.column(name), place)
@@ -519,7 +565,7 @@ def _type_clash(by: Sequence[str], parts: Sequence[pa.Table], places: Sequence[_
                         [pa.schema([(name, other)]), pa.schema([(name, column.type)])], promote_options="permissive"
                     )
                 except pa.ArrowException:
-                    return _clash_text(name, (column.type, place), (other, other_place))
+                    return _clash_text(name, (column.type, place), (other, other_place), why=why.get(name))
             first.setdefault(str(column.type), (column.type, place))
         if len(first) < 2:
             continue
@@ -543,13 +589,15 @@ def _clash_text(
     this: tuple[pa.DataType, _Place],
     other: tuple[pa.DataType, _Place],
     unfit: tuple[pa.DataType, str] | None = None,
+    why: Callable[[], str] | None = None,
 ) -> str:
     """The message for two parts whose ``by`` column ``name`` cannot be one type.
 
     Two files: both named with their types, and the fix (one type in every file). One input (a
     pandas object column, typed slice by slice from its values): its rows and types, and the
     conversion to make first. ``unfit``: the type both unify to and the cast's error, when that
-    type does not hold every value of ``this``.
+    type does not hold every value of ``this``. ``why``: why a CSV file's column is text, said
+    instead of the general fix when one of the two types is text.
     """
     (dtype, place), (other_type, other_place) = this, other
     column = f"column {name!r} (--by segment)"
@@ -565,6 +613,8 @@ def _clash_text(
         )
     if unfit is not None:
         text += f"; Arrow reads both as {unfit[0]}, which cannot hold every value of {where} ({unfit[1]})"
+    if place.label != other_place.label and why is not None and pa.string() in (dtype, other_type):
+        return f"{text}. A segment column needs one type in every file. {why()}."
     if place.label != other_place.label:
         return (
             f"{text}. A segment column needs one type, holding all its values, in every file: write the column "

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -1536,6 +1537,51 @@ def test_log_dict_of_the_module_itself_says_what_to_log():
     module = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, throughput=False)
     with pytest.raises(TypeError, match=r"self\.log_dict\(module\.compute\(\)\).*RecMetricCallback"):
         dict(module.items())
+
+
+@pytest.mark.parametrize(
+    ("metric", "expected"),
+    [
+        (
+            tmx.RankingMetrics(ks=(1,)),
+            r"RankingMetrics .*compute\(\) returns a dict of values.*self\.log_dict\(metric\.compute\(\)\)",
+        ),
+        (tmx.Windowed(tmx.CTR(), window_size=4), r"Windowed .*returns a dict of values"),
+        (tmx.AUC(num_tasks=2), r"AUC .*a \(2,\) tensor, one value per task; log one key per task"),
+        (tmx.NormalizedEntropy(), r"NormalizedEntropy .*log it with `self\.log\(name, metric\)`"),
+    ],
+)
+def test_log_dict_of_a_metric_says_what_to_log(metric, expected):
+    """`self.log_dict(metric)` gave "'RankingMetrics' object has no attribute 'items'" (a dict-valued metric
+    reads like a dict of metrics); a real Trainer run raises the message, and leaves the metric usable."""
+
+    class Ranker(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Linear(4, 1)
+            self.metric = metric
+
+        def training_step(self, batch, batch_idx):
+            self.log_dict(self.metric)
+            return self.net(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    trainer = L.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 4)), batch_size=8)
+    with pytest.raises(TypeError, match=expected):
+        trainer.fit(Ranker(), loader)
+    assert not isinstance(metric, Mapping)  # still no mapping for isinstance checks (MetricCollection, Lightning)
+    collection = torchmetrics.MetricCollection({"m": metric})
+    assert list(collection.keys()) == ["m"]
 
 
 VALIDATE_SCRIPT = ROOT / "tests" / "helpers" / "lightning_validate.py"

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -442,6 +443,62 @@ def test_the_readmes_multi_task_values_log_through_log_dict():
         assert trainer.callback_metrics[f"calibration/{task}"].item() == pytest.approx(
             preds[t].sum() / target[t].sum(), rel=1e-5
         )
+
+
+@pytest.mark.parametrize("recipe", ["forward", "update_on_epoch", "update_default"])
+def test_the_readmes_one_task_logging_recipes_write_what_it_says(tmp_path, recipe):
+    """README: forward then `self.log` logs each step's batch value; `update` then `self.log(on_step=False,
+    on_epoch=True)` the epoch's value; `update` with Lightning's default `on_step=True` logs nothing (it said
+    `self.log("ne", self.ne)` after `self.ne.update(...)`, which in `training_step` writes no value at all)."""
+    batches: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    class OneTask(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Linear(4, 1)
+            self.ne = tmx.NormalizedEntropy()
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            logits = self.net(x).squeeze(-1)
+            p = torch.sigmoid(logits.detach())
+            batches.append((p, y))
+            if recipe == "forward":
+                self.ne(p, y)
+                self.log("ne", self.ne)
+            else:
+                self.ne.update(p, y)
+                self.log("ne", self.ne, **({"on_step": False, "on_epoch": True} if recipe == "update_on_epoch" else {}))
+            return torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    logger = L.pytorch.loggers.CSVLogger(tmp_path)
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=logger,
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(96, 4), (torch.rand(96) < 0.4).float())
+    trainer.fit(OneTask(), torch.utils.data.DataLoader(data, batch_size=32))
+    path = Path(logger.log_dir) / "metrics.csv"
+    rows = [row for row in csv.DictReader(path.open()) if row.get("ne")] if path.exists() else []
+    as_numpy = [(p.double().numpy(), y.double().numpy()) for p, y in batches]
+    if recipe == "forward":  # one row per step, each the batch's own NE
+        assert [int(row["step"]) for row in rows] == [0, 1, 2]
+        for row, (p, y) in zip(rows, as_numpy, strict=True):
+            assert float(row["ne"]) == pytest.approx(_ne(p, y), rel=1e-6)
+    elif recipe == "update_on_epoch":  # one row at the epoch end, over every batch
+        p, y = (np.concatenate(parts) for parts in zip(*as_numpy, strict=True))
+        assert len(rows) == 1 and float(rows[0]["ne"]) == pytest.approx(_ne(p, y), rel=1e-6)
+    else:
+        assert rows == [] and "ne" not in trainer.callback_metrics
 
 
 def test_unpadded_sampler_takes_every_sample_once():
@@ -1480,6 +1537,51 @@ def test_log_dict_of_the_module_itself_says_what_to_log():
     module = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, throughput=False)
     with pytest.raises(TypeError, match=r"self\.log_dict\(module\.compute\(\)\).*RecMetricCallback"):
         dict(module.items())
+
+
+@pytest.mark.parametrize(
+    ("metric", "expected"),
+    [
+        (
+            tmx.RankingMetrics(ks=(1,)),
+            r"RankingMetrics .*compute\(\) returns a dict of values.*self\.log_dict\(metric\.compute\(\)\)",
+        ),
+        (tmx.Windowed(tmx.CTR(), window_size=4), r"Windowed .*returns a dict of values"),
+        (tmx.AUC(num_tasks=2), r"AUC .*a \(2,\) tensor, one value per task; log one key per task"),
+        (tmx.NormalizedEntropy(), r"NormalizedEntropy .*log it with `self\.log\(name, metric\)`"),
+    ],
+)
+def test_log_dict_of_a_metric_says_what_to_log(metric, expected):
+    """`self.log_dict(metric)` gave "'RankingMetrics' object has no attribute 'items'" (a dict-valued metric
+    reads like a dict of metrics); a real Trainer run raises the message, and leaves the metric usable."""
+
+    class Ranker(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Linear(4, 1)
+            self.metric = metric
+
+        def training_step(self, batch, batch_idx):
+            self.log_dict(self.metric)
+            return self.net(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    trainer = L.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 4)), batch_size=8)
+    with pytest.raises(TypeError, match=expected):
+        trainer.fit(Ranker(), loader)
+    assert not isinstance(metric, Mapping)  # still no mapping for isinstance checks (MetricCollection, Lightning)
+    collection = torchmetrics.MetricCollection({"m": metric})
+    assert list(collection.keys()) == ["m"]
 
 
 VALIDATE_SCRIPT = ROOT / "tests" / "helpers" / "lightning_validate.py"

@@ -892,6 +892,12 @@ CONSTRUCTOR_ERRORS = [
     (dict(tasks=[]), ValueError, "non-empty list"),
     (dict(tasks=["a", "a"]), ValueError, "distinct task names"),
     (dict(metrics={}), ValueError, "non-empty dict"),
+    # a list of registry names, as from_config takes them: said only "non-empty dict"
+    (
+        dict(metrics=["ne", "ndcg@10"]),
+        ValueError,
+        re.escape("got ['ne', 'ndcg@10']; for registry names give each its key, {'ne': 'ne', 'ndcg@10': 'ndcg@10'}."),
+    ),
     (dict(metrics={"ne": tmx.NormalizedEntropy(num_tasks=3)}), ValueError, "built for 3 task"),
     (
         dict(metrics={"ne": "nee"}),
@@ -1457,6 +1463,11 @@ def test_from_config_builds_through_the_registry():
             r"a 'name' in every task dict .*, got \{'label_name': 'y'\}",
         ),
         ({"tasks": ["a"], "metrics": {"ne": 3}}, "options of metric 'ne'"),
+        # the constructor's {key: registry name}: said only "to be a dict"
+        (
+            {"tasks": ["a"], "metrics": {"click_ne": "ne"}},
+            re.escape("got 'ne'; name the metric in its options, {'click_ne': {'metric': 'ne'}}."),
+        ),
         ({"tasks": ["a"], "metrics": ["recall"]}, "recall@k.*weighted_recall"),
         ([], "a dict"),
         ({"tasks": "click", "metrics": ["ne"]}, "'tasks' to be a list"),

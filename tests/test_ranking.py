@@ -1404,6 +1404,12 @@ BAD_INPUTS = [
     ({"preds": _P, "target": _T, "indexes": _I.float()}, TypeError, "`indexes` to be an integer"),
     ({"preds": _P, "target": _T, "indexes": _I[:2]}, ValueError, "`indexes` of shape"),
     ({"preds": _P.reshape(1, 3), "target": _T.reshape(1, 3), "indexes": _I}, ValueError, "indexes=None"),
+    # a model head's (N, 1) scores with flat query ids: said only "indexes=None", as if padded input were meant
+    (
+        {"preds": _P.reshape(3, 1), "target": _T.reshape(3, 1), "indexes": _I},
+        ValueError,
+        r"got `indexes` of shape \(3,\); for flat rows pass `preds\.squeeze\(-1\)` \(and `target` alike\), shape \(3,\)\.$",
+    ),
     ({"preds": _P, "target": _T, "indexes": _I, "mask": torch.ones(3)}, TypeError, "`mask` to be a bool"),
     (
         {"preds": _P, "target": _T, "indexes": _I, "mask": torch.ones(2, dtype=torch.bool)},

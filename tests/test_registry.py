@@ -296,6 +296,31 @@ def test_a_name_in_another_case_or_with_swapped_letters_gets_a_hint(name, guess)
 
 @pytest.mark.parametrize(
     ("name", "guess"),
+    [
+        ("normalized_entropy", "ne"),
+        ("NormalizedEntropy", "ne"),
+        ("normalised_entropy", "ne"),
+        ("grouped_auc", "gauc"),
+        ("GroupedAUC", "gauc"),
+        ("weighted_mse", "mse"),
+        ("WeightedAccuracy", "accuracy"),
+        ("calibration_free_ne", "cali_free_ne"),
+        ("map_at_k", "map"),
+        ("RecallAtK", "recall@10"),
+        ("recall_at_k", "recall@10"),
+        ("ndcg_at_10", "ndcg@10"),
+        ("HitRate", "hit_rate@10"),
+    ],
+)
+def test_a_class_or_function_name_suggests_its_registry_name(name, guess):
+    """A new user types the class or the functional twin ("normalized_entropy", "GroupedAUC"): no hint was given."""
+    with pytest.raises(ValueError, match=rf"^Unknown metric name {name!r} \(did you mean {guess!r}\?\)"):
+        lookup(name)
+    lookup(guess)
+
+
+@pytest.mark.parametrize(
+    ("name", "guess"),
     [("reacll", "recall@10"), ("ndgc@0", "ndcg@10"), ("ndgc@k", "ndcg@10"), ("ndgc", "ndcg"), ("aucc@5", "auc")],
 )
 def test_the_suggested_name_is_one_lookup_accepts(name, guess):

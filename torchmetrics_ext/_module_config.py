@@ -73,7 +73,10 @@ def _metric_entries(raw: Any, where: str = "config 'metrics'") -> dict[str, tupl
         if kwargs is None:  # YAML's "ne:" with nothing after it: no options
             kwargs = {}
         if not isinstance(kwargs, Mapping):
-            raise ValueError(f"Expected the options of metric {key!r} to be a dict, got {kwargs!r}.")
+            hint = ""
+            if isinstance(kwargs, str):  # the constructor's {key: registry name}, given to a config
+                hint = f"; name the metric in its options, {{{key!r}: {{'metric': {kwargs!r}}}}}"
+            raise ValueError(f"Expected the options of metric {key!r} to be a dict, got {kwargs!r}{hint}.")
         options = dict(kwargs)
         out[key] = (options.pop("metric", key), options)
     return out

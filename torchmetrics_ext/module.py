@@ -260,7 +260,11 @@ class RecMetricModule(CheckpointLoading):
         self.tasks = _check_tasks(tasks)
         num_tasks = len(self.tasks)
         if not isinstance(metrics, Mapping) or not metrics:
-            raise ValueError(f"Expected `metrics` to be a non-empty dict of name -> metric, got {metrics!r}.")
+            hint = ""
+            if isinstance(metrics, (list, tuple)) and metrics and all(isinstance(m, str) for m in metrics):
+                as_dict = ", ".join(f"{m!r}: {m!r}" for m in metrics)
+                hint = f"; for registry names give each its key, {{{as_dict}}}"
+            raise ValueError(f"Expected `metrics` to be a non-empty dict of name -> metric, got {metrics!r}{hint}.")
         if window_size is not None:
             window_size = check_int("window_size", window_size, 1, " or None")
         compute_interval_steps = check_int("compute_interval_steps", compute_interval_steps, 1)

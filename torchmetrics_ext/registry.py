@@ -265,20 +265,52 @@ def _suggestion(entry: MetricEntry, cutoff: str) -> str:
     return f"{entry.name}@10" if cutoff or entry.cutoff == "required" else entry.name
 
 
+def _snake_case(name: str) -> str:
+    """A class name in snake case: ``"GroupedAUC"`` -> ``"grouped_auc"``, ``"NEPositive"`` -> ``"ne_positive"``."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+
+
+def _class_spellings() -> dict[str, str]:
+    """The registry name of each class, under the spellings of the class and its functional twin.
+
+    ``"normalizedentropy"`` (the class name, lowered) and ``"normalized_entropy"`` (the function)
+    -> ``"ne"``; ``"groupedauc"`` / ``"grouped_auc"`` -> ``"gauc"``. The first entry of a class
+    without implied options wins (``"auc"``, not a binned alias).
+    """
+    spellings: dict[str, str] = {}
+    for entry in _ENTRIES:
+        if entry.defaults:
+            continue
+        for spelling in (entry.cls.__name__.lower(), _snake_case(entry.cls.__name__).removesuffix("_at_k")):
+            spellings.setdefault(spelling, entry.name)
+    return spellings
+
+
 def _closest(stem: str) -> str | None:
     """The known name an unknown ``stem`` most likely meant (``None``: none close enough).
 
-    The same name in another case ("AUC", "NDCG"), the same letters swapped ("acu"), else the
-    closest spelling (not "ne" for "nope").
+    The same name in another case ("AUC", "NDCG"), a class's or function's name
+    ("NormalizedEntropy", "normalized_entropy", "GroupedAUC"), the same letters swapped ("acu"),
+    else the closest spelling (not "ne" for "nope").
     """
     low = stem.lower()
-    if low in _BY_NAME:
-        return low
+    # a function's cutoff suffix: "map_at_k", "recall_at" (of "recall_at_10", its digits split off)
+    for bare in (low, low.removesuffix("_at_k"), low.removesuffix("_at")):
+        if bare in _BY_NAME:
+            return bare
+        if bare in _CLASS_SPELLINGS:
+            return _CLASS_SPELLINGS[bare]
     swapped = [known for known in _BY_NAME if sorted(known) == sorted(low)]
     if swapped:
         return swapped[0]
     guess = difflib.get_close_matches(low, list(_BY_NAME), n=1, cutoff=0.75)
-    return guess[0] if guess else None
+    if guess:
+        return guess[0]
+    guess = difflib.get_close_matches(low, list(_CLASS_SPELLINGS), n=1, cutoff=0.85)  # "normalised_entropy"
+    return _CLASS_SPELLINGS[guess[0]] if guess else None
+
+
+_CLASS_SPELLINGS = _class_spellings()
 
 
 def lookup(name: str) -> tuple[MetricEntry, int | None]:

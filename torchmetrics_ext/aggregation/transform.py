@@ -22,6 +22,23 @@ class MetricTransform(ABC):
     Raises:
         RuntimeError: if the transform is called before :meth:`set_dataset_name`.
         TypeError: if the sample is not a mapping or ``sample["metrics"]`` is not a list.
+
+    Example:
+        >>> from torchmetrics_ext.aggregation import AggregationType, MetricsAggregator
+        >>> class ResponseTransform(MetricTransform):
+        ...     def _generate_metrics(self, sample):
+        ...         return [
+        ...             self.new_metric("response_len", len(sample["response"]), AggregationType.MEAN),
+        ...             self.new_metric("source", sample["source"], AggregationType.CATEGORICAL_COUNT),
+        ...         ]
+        >>> transform = ResponseTransform()
+        >>> transform.set_dataset_name("chat")
+        >>> samples = [{"response": [1, 2, 3], "source": "web"}, {"response": [4], "source": "book"}]
+        >>> samples = [transform(sample) for sample in samples]
+        >>> aggregator = MetricsAggregator()
+        >>> aggregator.update([record for sample in samples for record in sample["metrics"]])
+        >>> aggregator.get_metrics_for_logging(prefix="train")
+        {'train_chat/response_len': 2.0, 'train_chat/source_count_web': 1.0, 'train_chat/source_count_book': 1.0}
     """
 
     def __init__(self) -> None:

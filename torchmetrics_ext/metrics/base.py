@@ -24,6 +24,7 @@ from torchmetrics.utilities.distributed import gather_all_tensors
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, check_int
 from torchmetrics_ext.utilities.chunks import _JOIN, join_chunks, join_small_runs, join_small_tails
 from torchmetrics_ext.utilities.formatting import exact_text
+from torchmetrics_ext.utilities.mapping import not_a_dict_of_metrics
 from torchmetrics_ext.utilities.ownership import write_deferred_states
 from torchmetrics_ext.utilities.plot import named_series
 from torchmetrics_ext.utilities.state_dtypes import dtype_problem
@@ -765,6 +766,16 @@ class GuardedMetric(Metric):
                 super().merge_state(incoming_state)
         self._join_merged_chunks()
         self._computed = None
+
+    def items(self) -> Any:
+        """Not a mapping of metrics: raises ``TypeError`` saying what to log instead.
+
+        ``LightningModule.log_dict(metric)`` (as one would pass a ``MetricCollection``) iterates ``items()``.
+
+        Raises:
+            TypeError: always, naming ``self.log_dict(metric.compute())`` for a dict value, ``self.log`` otherwise.
+        """
+        raise not_a_dict_of_metrics(self)
 
     @property
     def metric_state(self) -> dict[str, list[Tensor] | Tensor]:

@@ -36,6 +36,7 @@ from torchmetrics_ext.metrics.base import (
 from torchmetrics_ext.utilities.checks import check_int
 from torchmetrics_ext.utilities.chunks import _JOIN, join_small_runs
 from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric
+from torchmetrics_ext.utilities.mapping import not_a_dict_of_metrics
 from torchmetrics_ext.utilities.ownership import defer_state_writes, owner_of, take_ownership, write_deferred_states
 from torchmetrics_ext.utilities.plot import named_series
 from torchmetrics_ext.utilities.summation import compensated_add_
@@ -867,6 +868,14 @@ class Windowed(WrapperMetric):
         return previous
 
     # ------------------------------------------------------------------ compute, reset, persistence
+
+    def items(self) -> Any:
+        """Not a mapping of metrics: raises ``TypeError`` naming ``self.log_dict(windowed.compute())`` instead.
+
+        Raises:
+            TypeError: always (``LightningModule.log_dict(windowed)`` iterates ``items()``).
+        """
+        raise not_a_dict_of_metrics(self)
 
     def compute(self) -> dict[str, Any]:
         """``{"lifetime": value over everything, "window": value over the window}``, each synced across ranks.

@@ -234,9 +234,13 @@ def _ranking_format(
                 raise TypeError(f"Expected `indexes` to be an integer tensor, got dtype {indexes.dtype}.")
             _check_shape("indexes", indexes, preds.shape, preds.device)
         elif indexes is not None:
+            column = ""
+            if preds.shape[1] == 1 and isinstance(indexes, Tensor) and indexes.numel() == preds.shape[0] > 1:
+                # a model head's (N, 1) output with flat query ids: flat rows meant
+                column = f"; for flat rows pass `preds.squeeze(-1)` (and `target` alike), shape ({preds.shape[0]},)"
             raise ValueError(
                 "Expected `indexes=None` for padded (queries, candidates) `preds`: every row is one query, "
-                f"got `indexes` of shape {tuple(indexes.shape)}."
+                f"got `indexes` of shape {tuple(indexes.shape)}{column}."
             )
         if weights is not None:
             check_tensor("weights", weights)

@@ -8,6 +8,7 @@ import io
 import json
 import math
 import pickle
+import sys
 import warnings
 from collections import Counter, defaultdict
 from fractions import Fraction
@@ -266,6 +267,74 @@ def test_values_of_any_numeric_type():
         [Metric("d", "x", v, A.SUM) for v in (1, 2.5, True, np.float32(0.5), np.int64(3), torch.tensor(4))]
     )
     assert aggregator.get_metrics_for_logging() == {"train_d/x": 12.0}
+
+
+@pytest.mark.parametrize("agg_type", [A.SUM, A.MEAN, A.MAX, A.MIN, A.DISTRIBUTION])
+def test_one_element_numpy_arrays_are_numbers_like_one_element_tensors(agg_type):
+    """``np.array([2.0])`` was refused (NumPy's ``float()`` refuses arrays with dimensions) while
+    ``torch.tensor([3.0])`` was accepted: every one-element array or tensor is its element."""
+    forms = [np.array([2.0]), np.array([[5]]), np.array(1.5), np.float32(0.5), torch.tensor([3.0]), torch.tensor([[4]])]
+    plain = [2.0, 5.0, 1.5, 0.5, 3.0, 4.0]
+    got, expected = MetricsAggregator(), MetricsAggregator()
+    got.update([Metric("d", "x", v, agg_type) for v in forms])
+    expected.update([Metric("d", "x", v, agg_type) for v in plain])
+    reference = {
+        A.SUM: sum(plain),
+        A.MEAN: float(np.mean(plain)),
+        A.MAX: max(plain),
+        A.MIN: min(plain),
+        A.DISTRIBUTION: float(np.mean(plain)),
+    }[agg_type]
+    key = "train_d/x_stat_mean" if agg_type is A.DISTRIBUTION else "train_d/x"
+    logged = got.get_metrics_for_logging()
+    assert logged == expected.get_metrics_for_logging()
+    assert logged[key] == pytest.approx(reference, rel=1e-15)
+
+
+@pytest.mark.parametrize("agg_type", [A.SUM, A.MAX, A.DISTRIBUTION])
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (np.array([1.0, 2.0]), r"one-element tensor or array is one\), got a ndarray of shape \(2,\)"),
+        (torch.tensor([1.0, 2.0]), r"one-element tensor or array is one\), got a Tensor of shape \(2,\)"),
+        (np.array([], dtype=np.float64), r"got a ndarray of shape \(0,\)"),
+        (np.array(["a"]), r"got a ndarray of shape \(1,\)"),
+    ],
+    ids=["two-element-array", "two-element-tensor", "empty-array", "str-array"],
+)
+def test_arrays_of_other_sizes_are_refused_with_their_shape_and_change_nothing(agg_type, bad, match):
+    agg = MetricsAggregator()
+    agg.update([Metric("d", "x", 1.0, agg_type)])
+    expected = agg.get_metrics_for_logging()
+    with pytest.raises(TypeError, match=f"is a {agg_type.name}: expected a finite number .*{match}"):
+        agg.update([Metric("d", "x", 2.0, agg_type), Metric("d", "new", 1, A.SUM), Metric("d", "x", bad, agg_type)])
+    assert agg.get_metrics_for_logging() == expected
+
+
+def test_an_int_too_long_for_its_text_is_a_value_error_before_anything_changes():
+    """An int category beyond Python's int-to-str digit limit (4,300 digits) made its key fail while the
+    batch was applied: the other keys were changed (a new SUM key logged 0) and the error named no record."""
+    huge = 10**5000
+    limit = sys.get_int_max_str_digits()
+    assert limit and len(str(10**limit // 10)) == limit  # the reference: Python writes at most `limit` digits
+    agg = MetricsAggregator()
+    agg.update([Metric("d", "src", "web", A.CATEGORICAL_COUNT), Metric("d", "n", 1, A.SUM)])
+    expected = agg.get_metrics_for_logging()
+    batch = [
+        Metric("d", "src", "books", A.CATEGORICAL_COUNT),
+        Metric("d", "n", 1, A.SUM),
+        Metric("d", "fresh", 1, A.SUM),
+        Metric("d", "src", huge, A.CATEGORICAL_COUNT),
+    ]
+    with pytest.raises(ValueError, match=r"CATEGORICAL_COUNT: expected int categories .* integer of 16610 bits"):
+        agg.update(batch)
+    assert agg.get_metrics_for_logging() == expected
+    with pytest.raises(ValueError, match=r"SUM: expected a finite number, got an integer of 16610 bits"):
+        agg.update([Metric("d", "n", huge, A.SUM)])
+    assert agg.get_metrics_for_logging() == expected
+    # an int just within the limit is a category like any other
+    agg.update([Metric("d", "src", 10 ** (limit - 1), A.CATEGORICAL_COUNT)])
+    assert agg.get_metrics_for_logging()[f"train_d/src_count_{10 ** (limit - 1)}"] == 1.0
 
 
 def test_empty_update_and_logging():
@@ -821,9 +890,13 @@ def _counted_and_restored(values: list, plain: Counter) -> MetricsAggregator:
 
 
 def test_numpy_and_tensor_integer_categories_are_their_int():
-    """np.int64 (a pandas/pyarrow column) and 0-dim integer tensors are the int category they equal."""
+    """np.int64 (a pandas/pyarrow column), one-element integer tensors and (like them) one-element integer
+    arrays are the int category they equal."""
     values = [np.int64(3), 3, torch.tensor(3), np.uint8(7), torch.tensor([7], dtype=torch.int32), np.str_("web"), "web"]
-    plain = Counter(int(v) if not isinstance(v, str) else str(v) for v in values)  # 3: 3, 7: 2, "web": 2
+    values += [np.array(3), np.array([7], dtype=np.int16)]
+    plain = Counter(
+        int(np.asarray(v).item()) if not isinstance(v, str) else str(v) for v in values
+    )  # 3: 4, 7: 3, "web": 2
     _counted_and_restored(values, plain)
 
 
@@ -845,8 +918,26 @@ def test_categories_with_lone_surrogates_are_counted_and_restored():
 
 @pytest.mark.parametrize(
     "bad",
-    [np.True_, torch.tensor(True), torch.tensor(2.0), np.float64(2.0), torch.tensor([1, 2])],
-    ids=["np-bool", "bool-tensor", "float-tensor", "np-float", "two-element-tensor"],
+    [
+        np.True_,
+        torch.tensor(True),
+        torch.tensor(2.0),
+        np.float64(2.0),
+        torch.tensor([1, 2]),
+        np.array([1, 2]),
+        np.array([2.0]),
+        np.array([True]),
+    ],
+    ids=[
+        "np-bool",
+        "bool-tensor",
+        "float-tensor",
+        "np-float",
+        "two-element-tensor",
+        "two-element-array",
+        "float-array",
+        "bool-array",
+    ],
 )
 def test_non_integer_numpy_or_tensor_categories_are_rejected(bad):
     agg = MetricsAggregator()

@@ -17,16 +17,51 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from torchmetrics_ext.utilities.checks import as_int, check_tensor
 
-__all__ = ["as_values", "check_categories", "check_numbers", "exact_sum", "number_error", "number_tensor"]
+__all__ = [
+    "as_values",
+    "check_categories",
+    "check_numbers",
+    "exact_sum",
+    "number_error",
+    "number_tensor",
+    "plain_numbers",
+]
 
 _CATEGORY_TYPES = frozenset((str, int))
+_NUMBER_TYPES = frozenset((float, int))
+# below the smallest limit Python allows on int-to-str conversion (640 digits, sys.set_int_max_str_digits):
+# only an int this long is converted once more to check that its text (a category's key) can be made
+_SHORT_INT_BITS = 2000
+# NumPy dtype kinds of a number: bool, signed and unsigned integer, floating
+_NUMBER_KINDS = frozenset("biuf")
+
+
+def _one_element_array(value: object) -> bool:
+    """``value`` is a NumPy array or a tensor of one element (any shape), of a real or boolean dtype."""
+    if isinstance(value, Tensor):
+        return value.numel() == 1 and not value.is_complex()
+    return isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in _NUMBER_KINDS
+
+
+def plain_numbers(values: Sequence[Any]) -> Sequence[Any]:
+    """``values`` with every one-element NumPy array replaced by its element (a Python number).
+
+    A number is a Python or NumPy scalar (``bool`` too, as 0/1), or a one-element tensor or NumPy
+    array of any shape (``np.array([2.0])`` as ``torch.tensor([2.0])``: NumPy refuses ``float()`` of an
+    array with dimensions), which becomes its element. A batch of plain ``float``/``int`` is returned
+    as it is (no copy). Anything else is left as it is, for the checks to reject.
+    """
+    if set(map(type, values)) <= _NUMBER_TYPES or not any(isinstance(v, (np.ndarray, Tensor)) for v in values):
+        return values
+    return [value.reshape(()).item() if _one_element_array(value) else value for value in values]
 
 
 def _is_finite_number(value: object, as_tensor: bool) -> bool:
@@ -63,7 +98,13 @@ def _bad_value(values: Sequence[object], as_tensor: bool = False) -> TypeError |
     for value in values:
         if not _is_finite_number(value, as_tensor):
             if _is_number_like(value):
-                return ValueError(f"Expected a finite number, got {value!r} ({type(value).__name__}).")
+                return ValueError(f"Expected a finite number, got {_text(value)} ({type(value).__name__}).")
+            shape = getattr(value, "shape", None)
+            if isinstance(shape, tuple) and not isinstance(value, (str, bytes)):
+                return TypeError(
+                    "Expected a finite number (a one-element tensor or array is one), got a "
+                    f"{type(value).__name__} of shape {tuple(shape)}: {value!r}."
+                )
             kind = "a number" if isinstance(value, (str, bytes)) else "a finite number"
             return TypeError(f"Expected {kind}, got {value!r} ({type(value).__name__}).")
     return None
@@ -121,6 +162,7 @@ def number_tensor(values: Sequence[object]) -> Tensor:
         TypeError: on a value that is not a number.
         ValueError: on NaN/inf.
     """
+    values = plain_numbers(values)
     try:
         out = torch.tensor(values, dtype=torch.float64)
         ok = out.ndim == 1 and bool(torch.isfinite(out).all())
@@ -132,7 +174,7 @@ def number_tensor(values: Sequence[object]) -> Tensor:
 
 
 def _integer_scalar(value: object) -> int | None:
-    """A NumPy integer scalar or a one-element integer tensor as its ``int``; ``None`` for anything else.
+    """A NumPy integer scalar or a one-element integer tensor or array as its ``int``; ``None`` for anything else.
 
     Pipelines often carry a category as ``np.int64`` (a pandas, pyarrow or ``datasets`` column)
     or as a 0-dim tensor (a tensor dataset); neither is an ``int`` subclass. ``bool`` values (Python,
@@ -142,6 +184,8 @@ def _integer_scalar(value: object) -> int | None:
         if value.numel() != 1 or value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
             return None
         return int(value.item())
+    if isinstance(value, np.ndarray):  # a one-element integer array (any shape), as a one-element tensor
+        return int(value.reshape(()).item()) if value.size == 1 and value.dtype.kind in "iu" else None
     return as_int(value)  # a Python or NumPy integer (NumPy registers its integers), not a bool
 
 
@@ -167,18 +211,48 @@ def check_categories(values: Sequence[object]) -> Sequence[str | int]:
     ``(str, Enum)`` member, an ``IntEnum``) becomes its plain value (``"web"``, ``3``), and so does a
     NumPy integer scalar (``np.int64(3)``) or a one-element integer tensor (``torch.tensor(3)``):
     the category it equals, with the key that checkpoints and syncs (which store plain
-    ``str``/``int``) give back, so its logged name never changes. A batch of plain ``str``/``int``
-    is returned as it is (no copy).
+    ``str``/``int``) give back, so its logged name never changes; a one-element NumPy integer array
+    too, as a one-element tensor. A batch of plain ``str``/``int`` is returned as it is (no copy).
+
+    Raises:
+        TypeError: on a value that is none of these.
+        ValueError: on an ``int`` too long for Python to write in decimal (beyond
+            ``sys.get_int_max_str_digits()``, 4,300 digits by default): a category's key is its text.
     """
     if set(map(type, values)) <= _CATEGORY_TYPES:
-        return cast("Sequence[str | int]", values)
-    out = []
-    for value in values:
-        category = _as_category(value)
-        if category is None:
-            raise TypeError(f"Expected str or int categories, got {value!r} ({type(value).__name__}).")
-        out.append(category)
+        out = cast("list[str | int]", values)
+    else:
+        out = []
+        for value in values:
+            category = _as_category(value)
+            if category is None:
+                raise TypeError(f"Expected str or int categories, got {_text(value)} ({type(value).__name__}).")
+            out.append(category)
+    if any(type(c) is int and c.bit_length() > _SHORT_INT_BITS for c in out):
+        _check_int_text(out)
     return out
+
+
+def _text(value: object) -> str:
+    """``repr(value)``, or a description where it cannot be made (an ``int`` beyond Python's digit limit)."""
+    try:
+        return repr(value)
+    except ValueError:
+        return f"an integer of {int(value).bit_length()} bits"  # type: ignore[call-overload]
+
+
+def _check_int_text(categories: Sequence[str | int]) -> None:
+    """Raise ``ValueError`` on an ``int`` category whose decimal text Python refuses to make (its key)."""
+    for category in categories:
+        if type(category) is int and category.bit_length() > _SHORT_INT_BITS:
+            try:
+                str(category)
+            except ValueError:
+                raise ValueError(
+                    f"Expected int categories whose decimal text Python can make (a category's key), got an "
+                    f"integer of {category.bit_length()} bits, beyond the int-to-str digit limit "
+                    "(sys.set_int_max_str_digits)."
+                ) from None
 
 
 def as_values(name: str, value: object) -> Tensor:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.aggregation.base import AggregationMetric
-from torchmetrics_ext.aggregation.checks import as_values, check_numbers, exact_sum
+from torchmetrics_ext.aggregation.checks import as_values, check_numbers, exact_sum, plain_numbers
 from torchmetrics_ext.functional.distribution import (
     _BAND_SHIFT,
     DEFAULT_PERCENTILES,
@@ -205,6 +205,7 @@ class Distribution(AggregationMetric[SketchBatch]):
             TypeError: on a value that is not a number.
             ValueError: on NaN/inf.
         """
+        values = plain_numbers(values)
         try:
             total = exact_sum(values)  # checks every value
         except ValueError:

@@ -33,7 +33,7 @@ from torchmetrics.aggregation import MaxMetric, MeanMetric, MinMetric, SumMetric
 from torchmetrics.utilities import rank_zero_warn
 
 from torchmetrics_ext.aggregation.base import AggregationMetric
-from torchmetrics_ext.aggregation.checks import as_values, check_numbers, exact_sum
+from torchmetrics_ext.aggregation.checks import as_values, check_numbers, exact_sum, plain_numbers
 from torchmetrics_ext.metrics.base import TORCHMETRICS_OPTIONS, one_task, options_error
 from torchmetrics_ext.utilities.checks import Bounds, checked_bounds, observed_range
 from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
@@ -221,7 +221,7 @@ class Sum(_ValueAggregation[SumBatch], SumMetric):
 
     def summarize(self, values: Sequence[Any]) -> SumBatch:
         """The exact (``math.fsum``) sum of a batch of plain numbers; raises on a non-number, NaN or inf."""
-        return SumBatch(exact_sum(values))
+        return SumBatch(exact_sum(plain_numbers(values)))
 
     def _fold(self, summary: SumBatch) -> None:
         self.sum_value.add_(summary.total)
@@ -271,7 +271,7 @@ class Mean(_ValueAggregation[MeanBatch], MeanMetric):
 
     def summarize(self, values: Sequence[Any]) -> MeanBatch:
         """The exact sum and the count of a batch of plain numbers (weight 1 each)."""
-        return MeanBatch(exact_sum(values), float(len(values)))
+        return MeanBatch(exact_sum(plain_numbers(values)), float(len(values)))
 
     def _fold(self, summary: MeanBatch) -> None:
         self.mean_value.add_(summary.weighted_sum)
@@ -309,6 +309,7 @@ class _Extreme(_ValueAggregation[ExtremeBatch]):
 
     def summarize(self, values: Sequence[Any]) -> ExtremeBatch:
         """The extreme of a batch of plain numbers; raises on a non-number, NaN or inf (never on their sum)."""
+        values = plain_numbers(values)
         check_numbers(values)
         if not values:
             return ExtremeBatch(self._empty)

@@ -213,3 +213,16 @@ def test_no_module_dispatches_on_metric_names():
     files = [path for package in _PACKAGES for path in sorted(package.glob("*.py"))]
     assert len(files) >= 10
     assert [hit for path in files for hit in _name_comparisons(path)] == []
+
+
+def test_map_twin_is_also_named_map_without_shadowing_the_builtin():
+    """``tmx.functional.map`` is ``map_at_k`` (MAP's snake_case name); ``import *`` leaves Python's ``map``."""
+    import builtins
+
+    namespace: dict[str, object] = {}
+    exec("from torchmetrics_ext.functional import *", namespace)
+    assert namespace.get("map", builtins.map) is builtins.map
+    assert tmx.functional.map is tmx.functional.map_at_k
+    preds, target = torch.tensor([[0.9, 0.8, 0.1]]), torch.tensor([[0, 1, 1]])
+    # AP of ranks 2 and 3 relevant: (1/2 + 2/3) / 2
+    assert tmx.functional.map(preds, target).item() == pytest.approx((1 / 2 + 2 / 3) / 2)

@@ -38,3 +38,7 @@ __all__ += _regression.__all__
 __all__ += _reliability.__all__
 __all__ += _session.__all__
 __all__.sort()
+
+# `MAP`'s snake_case twin under its class's name, for `tmx.functional.map(...)`; not in `__all__`,
+# so `from torchmetrics_ext.functional import *` keeps Python's builtin `map`
+map = map_at_k  # noqa: F405

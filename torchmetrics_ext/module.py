@@ -762,7 +762,9 @@ class RecMetricModule(nn.Module):
         if n > 0 and self.__dict__.get("_trusted", False) and not self._skip_zero_weight_steps:
             # every metric was built with validate_args=False: no value check and nothing read back
             # from a device (the zero-weight skip needs the weights' bounds: it keeps the check)
-            self._update_checked(batch, self._domains, self._trusted_unit_weights(batch))
+            weight_stack = _small_weight_stack(batch.columns[2])
+            unit_weights = self._trusted_unit_weights(batch, weight_stack)
+            self._update_checked(batch, self._domains, unit_weights, weight_stack=weight_stack)
             self._count_step(n)
             return
         if n > 0:
@@ -801,16 +803,18 @@ class RecMetricModule(nn.Module):
         self._empty_step(n)
 
     @staticmethod
-    def _trusted_unit_weights(batch: _Batch) -> bool:
+    def _trusted_unit_weights(batch: _Batch, weight_stack: Tensor | None = None) -> bool:
         """Whether an unchecked step's weight columns are all exactly 1, read on the CPU only (no sync there).
 
         Such weights change no sum, and the unweighted kernels skip their passes; on a device they are
-        taken as given (no value is read back in an unchecked step).
+        taken as given (no value is read back in an unchecked step). ``weight_stack``: the columns as
+        :func:`_small_weight_stack` stacked them (all exactly 1 when its bounds are), read in one go.
         """
         given = batch.given_weights
         if not given or on_device_path(batch.preds):
             return False
-        return all_unit_weights(checked_bounds(given, [False] * len(given), False))
+        columns = given if weight_stack is None else [weight_stack]
+        return all_unit_weights(checked_bounds(columns, [False] * len(columns), False))
 
     def _empty_step(self, n: int = 0) -> None:
         """A step no metric is updated with (no sample, or every weight zero): it counts as a step.

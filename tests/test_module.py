@@ -641,6 +641,43 @@ def test_weight_columns_of_every_task_checked_together_give_each_task_its_own(dt
     assert all(torch.equal(before[k], after[k]) for k in before if isinstance(before[k], torch.Tensor))
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.5])
+def test_small_steps_check_their_weight_columns_together_and_name_a_refused_one(bad):
+    """Small steps whose tasks give float32 weight columns of their own are checked in one read.
+
+    Reference: numpy's weighted CTR and MSE of each task over steps of 8 samples (weights of exactly
+    one, then others); a refused value in the second task's column is named by its task and key,
+    and leaves the module as it was.
+    """
+    gen = torch.Generator().manual_seed(11)
+    names = ("a", "b", "c")
+    tasks = [tmx.RecTaskInfo(t, f"{t}_y", f"{t}_p", f"{t}_w") for t in names]
+    module = tmx.RecMetricModule(tasks, {"ctr": "ctr", "mse": "mse"}, window_size=16, throughput=False)
+    steps = []
+    for k in range(4):
+        step = {}
+        for t in names:
+            step[f"{t}_p"] = torch.rand(8, generator=gen)
+            step[f"{t}_y"] = (torch.rand(8, generator=gen) < 0.5).float()
+            step[f"{t}_w"] = torch.ones(8) if k < 2 else 3 * torch.rand(8, generator=gen)
+        steps.append(step)
+        module.update(step)
+    values = module.compute()
+    for t in names:
+        p, y, w = (torch.cat([s[f"{t}_{c}"] for s in steps]).double().numpy() for c in "pyw")
+        np.testing.assert_allclose(values[f"ctr/{t}"], np.sum(w * y) / np.sum(w), rtol=1e-12)
+        np.testing.assert_allclose(values[f"mse/{t}"], np.sum(w * (p - y) ** 2) / np.sum(w), rtol=1e-12)
+        # the window: the newest 16 samples (the last two steps)
+        np.testing.assert_allclose(values[f"ctr/{t}/window"], np.sum((w * y)[-16:]) / np.sum(w[-16:]), rtol=1e-12)
+    before = copy.deepcopy(module.state_dict())
+    wrong = {k: v.clone() for k, v in steps[-1].items()}
+    wrong["b_w"][3] = bad
+    with pytest.raises(ValueError, match=r"Task 'b'.*'b_w'.*finite and non-negative"):
+        module.update(wrong)
+    after = module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if isinstance(before[k], torch.Tensor))
+
+
 def test_weights_default_to_one_and_one_shared_column_serves_every_task():
     data = make_data(2)
     no_weights = {k: v for k, v in data.items() if not k.endswith("_w")}

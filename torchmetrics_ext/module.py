@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -146,6 +146,15 @@ class _Batch:
     def given_weights(self) -> list[Tensor]:
         """The weight columns given (tasks without one left out)."""
         return [c for c in self.columns[2] if c is not None]
+
+
+class _StepPlan(NamedTuple):
+    """What a step of :class:`RecMetricModule` updates, found once (see ``RecMetricModule._plan``)."""
+
+    updated: list[tuple[Metric, bool, bool]]  # (unit, takes groups, fed probabilities): leaders, then copies
+    window_only: list[Metric]  # units whose lifetime samples are dropped after each step
+    passes: list[tuple[bool, list[tuple[Metric, bool, bool]]]]  # (fed probabilities, [(leader, grouped, unwrapped)])
+    windowed: list[Windowed]  # the updated units that are ``Windowed``
 
 
 class RecMetricModule(CheckpointLoading):
@@ -648,6 +657,8 @@ class RecMetricModule(CheckpointLoading):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """``nn.Module``'s; a copy (``copy.deepcopy``, pickle) owns its metrics' copies: no other module takes them."""
+        if not isinstance(state.get("_step_plan"), _StepPlan):  # pickled by a version with another plan: found again
+            state.pop("_step_plan", None)
         super().__setstate__(state)
         take_ownership(self._owned_metrics(), self)
 
@@ -704,21 +715,35 @@ class RecMetricModule(CheckpointLoading):
             if self._step == 0 and isinstance(model_out, Mapping) and not self.__dict__.get("_weights_optional", False):
                 _warn_unread_weight_names(self.tasks, model_out)
             self._update(model_out)
-            for unit in self._plan()[1]:  # TorchRec's window-only AUC: no lifetime samples kept
+            for unit in self._plan().window_only:  # TorchRec's window-only AUC: no lifetime samples kept
                 unit.drop_lifetime_samples()  # type: ignore[operator]
         finally:
             if grad_enabled:
                 torch._C._set_grad_enabled(True)
 
-    def _plan(self) -> tuple[list[tuple[Metric, bool, bool]], list[Metric]]:
-        """The units a step updates (:meth:`_updated_units`) and the window-only ones, found once.
+    def _plan(self) -> _StepPlan:
+        """The units a step updates (:meth:`_updated_units`), the window-only ones and their dispatch, found once.
 
         Units never change after construction (``from_torchrec_config`` sets what is reported
         before any update and drops the plan); copies of the module map the plan with it.
         """
         plan = self.__dict__.get("_step_plan")
         if plan is None:
-            plan = self.__dict__["_step_plan"] = (list(self._updated_units()), self._window_only())
+            updated = list(self._updated_units())
+            stacked = updated[: len(updated) - self._num_copies]
+            # a TaskMetric's `update_unwrapped` skips TorchMetrics' per-call wrapper; looked up on the class: an
+            # `nn.Module` without the attribute would raise and catch an `AttributeError` in its `__getattr__`
+            unwrapped = [hasattr(type(unit), "update_unwrapped") for unit, *_ in stacked]
+            passes = [
+                (fed, [(unit, grouped, u) for (unit, grouped, f), u in zip(stacked, unwrapped) if f == fed])
+                for fed in (False, True)
+            ]
+            plan = self.__dict__["_step_plan"] = _StepPlan(
+                updated,
+                self._window_only(),
+                [(fed, units) for fed, units in passes if units],
+                [unit for unit, *_ in updated if isinstance(unit, Windowed)],
+            )
         return plan
 
     def _update(self, model_out: Mapping[str, Tensor]) -> None:
@@ -727,17 +752,21 @@ class RecMetricModule(CheckpointLoading):
         if n > 0 and self.__dict__.get("_trusted", False) and not self._skip_zero_weight_steps:
             # every metric was built with validate_args=False: no value check and nothing read back
             # from a device (the zero-weight skip needs the weights' bounds: it keeps the check)
-            self._update_checked(batch, self._domains, self._trusted_unit_weights(batch))
+            weight_stack = _small_weight_stack(batch.columns[2])
+            unit_weights = self._trusted_unit_weights(batch, weight_stack)
+            self._update_checked(batch, self._domains, unit_weights, weight_stack=weight_stack)
             self._count_step(n)
             return
         if n > 0:
             domains = self._domains
             given = batch.given_weights
+            # small CPU steps read their weight columns as one stack, reused by the weighted kernels
+            weight_stack = None if domains.float32_weights else _small_weight_stack(batch.columns[2])
             try:
                 pred_bounds, weight_bounds = _check_values_bounds(
                     batch.checked[0],
                     batch.checked[1],
-                    given,
+                    given if weight_stack is None else weight_stack,
                     domains.preds,
                     domains.target,
                     domains.from_logits,
@@ -758,22 +787,24 @@ class RecMetricModule(CheckpointLoading):
                 self._skip_zero_weight_steps and len(given) == len(self.tasks) and all(b[1] == 0 for b in weight_bounds)
             )
             if not skip:
-                self._update_checked(batch, domains, unit_weights, pred_bounds)
+                self._update_checked(batch, domains, unit_weights, pred_bounds, weight_stack)
                 self._count_step(n)
                 return
         self._empty_step(n)
 
     @staticmethod
-    def _trusted_unit_weights(batch: _Batch) -> bool:
+    def _trusted_unit_weights(batch: _Batch, weight_stack: Tensor | None = None) -> bool:
         """Whether an unchecked step's weight columns are all exactly 1, read on the CPU only (no sync there).
 
         Such weights change no sum, and the unweighted kernels skip their passes; on a device they are
-        taken as given (no value is read back in an unchecked step).
+        taken as given (no value is read back in an unchecked step). ``weight_stack``: the columns as
+        :func:`_small_weight_stack` stacked them (all exactly 1 when its bounds are), read in one go.
         """
         given = batch.given_weights
         if not given or on_device_path(batch.preds):
             return False
-        return all_unit_weights(checked_bounds(given, [False] * len(given), False))
+        columns = given if weight_stack is None else [weight_stack]
+        return all_unit_weights(checked_bounds(columns, [False] * len(columns), False))
 
     def _empty_step(self, n: int = 0) -> None:
         """A step no metric is updated with (no sample, or every weight zero): it counts as a step.
@@ -798,43 +829,54 @@ class RecMetricModule(CheckpointLoading):
         Each unit reads its process group's size once (see ``Windowed._local_window``).
         """
         if self.window_size is not None:
-            for unit, *_ in self._plan()[0]:
+            for unit, *_ in self._plan().updated:
                 unit._local_window()  # type: ignore[operator]
 
     def _update_checked(
-        self, batch: _Batch, domains: InputDomains, unit_weights: bool, pred_bounds: tuple[float, ...] = ()
+        self,
+        batch: _Batch,
+        domains: InputDomains,
+        unit_weights: bool,
+        pred_bounds: tuple[float, ...] = (),
+        weight_stack: Tensor | None = None,
     ) -> None:
-        """Feed a step whose values passed the checks (``pred_bounds``: the predictions' min and max) to every unit."""
+        """Feed a step whose values passed the checks (``pred_bounds``: the predictions' min and max) to every unit.
+
+        ``weight_stack``: the weight columns as :func:`_small_weight_stack` stacked them for the check, if it did.
+        """
         # weights that are all exactly 1 change no sum: the unweighted kernels skip their passes
-        w = None if unit_weights else _stack_weights(batch.columns[2])
+        if unit_weights:
+            w = None
+        else:  # `_stack_weights`' stack, cast (the same values): stacked once for the check and the kernels
+            w = _stack_weights(batch.columns[2]) if weight_stack is None else weight_stack.double()
         # the pointwise kernels of every metric take shared sums (sum w, sum w·y...) from one object
         shared = format_pointwise(batch.preds, batch.target, w, len(self.tasks), validate=False)
         # labels known to be 0/1: the binary domain was checked, or integral labels in [0, 1]
         binary = domains.target == "binary" or (domains.target == "unit" and not batch.target_is_float)
-        updated = self._plan()[0]
-        windowed = self.window_size is not None
-        # every unit trusts this step's inputs (what `inputs_validated()` does, without a context per unit)
-        trusted: list[tuple[Metric, bool]] = []
-        try:
-            for unit, _, _ in updated:
+        plan = self._plan()
+        if self.window_size is not None:
+            for windowed in plan.windowed:
                 # a windowed unit synced by hand (between its `sync()` and `unsync()`) refuses the step, as its own
                 # `update` does, before any unit takes it: the shared ring would otherwise add the step to its
                 # gathered lifetime (dropped by `unsync()`) and to its window (kept), or the step be half applied
-                if windowed and isinstance(unit, Windowed) and unit._synced_child():
+                if windowed._synced_child():
                     raise TorchMetricsUserError(
-                        f"RecMetricModule.update: the windowed {type(unit._child('lifetime')).__name__} of this "
+                        f"RecMetricModule.update: the windowed {type(windowed._child('lifetime')).__name__} of this "
                         "module is synced (its `sync()` was called without `unsync()`); no metric took the step. "
                         "HINT: call its `unsync()` first."
                     )
-                trusted.append((unit, unit._trust_inputs(True)))  # type: ignore[operator]
-            self._update_units(updated, batch, shared, binary, pred_bounds)
+        updated = plan.updated
+        # every unit trusts this step's inputs (what `inputs_validated()` does, without a context per unit)
+        previous = [unit._trust_inputs(True) for unit, _, _ in updated]  # type: ignore[operator]
+        try:
+            self._update_units(plan, batch, shared, binary, pred_bounds)
         finally:
-            for unit, previous in trusted:
-                unit._trust_inputs(previous)  # type: ignore[operator]
+            for (unit, _, _), trusted in zip(updated, previous):
+                unit._trust_inputs(trusted)  # type: ignore[operator]
 
     def _update_units(
         self,
-        updated: list[tuple[Metric, bool, bool]],
+        plan: _StepPlan,
         batch: _Batch,
         shared: tuple[Tensor, Tensor | None, Tensor | None],
         binary: bool,
@@ -845,25 +887,24 @@ class RecMetricModule(CheckpointLoading):
         Units fed probabilities (see ``_fed_probabilities``) get ``sigmoid(preds)``, computed once
         and shared by them as the logits are by the others.
         """
-        stacked = updated[: len(updated) - self._num_copies]
         joint = self._joint_window(batch.preds.shape[-1])
         # the additive windowed units' scratch updates write into one staging row (see _shared.py)
         joint_updates: dict[int, Callable[..., Any]] = {}
         if joint is not None:
             joint_updates.update(zip(map(id, joint.units), joint.begin()))
-        for as_probabilities in (False, True):
-            units = [(unit, grouped) for unit, grouped, fed in stacked if fed == as_probabilities]
-            if not units:
-                continue
+        for as_probabilities, units in plan.passes:
             p, y, w = shared
             if as_probabilities:
                 p = torch.sigmoid(p)
             # the kernels may skip a clamp the predictions' bounds show to change nothing (not for sigmoid(p))
             with sharing_sums(p, y, w, binary_target=binary, pred_range=() if as_probabilities else pred_bounds):
-                for unit, grouped in units:
+                for unit, grouped, unwrapped in units:
                     # a TaskMetric skips TorchMetrics' per-call wrapper (the step runs without gradients)
                     key = id(unit)  # by identity: a TorchMetrics metric hashes its states
-                    update = joint_updates[key] if key in joint_updates else _unit_update(unit)
+                    if key in joint_updates:
+                        update = joint_updates[key]
+                    else:
+                        update = unit.update_unwrapped if unwrapped else unit.update  # type: ignore[assignment]
                     if grouped:
                         update(p, y, groups=batch.groups, weights=w)
                     else:
@@ -879,6 +920,7 @@ class RecMetricModule(CheckpointLoading):
         if not self._num_copies:
             return
         preds, labels, weights = batch.columns
+        updated = plan.updated
         with sharing_row_copies():
             for t, (unit, *_) in enumerate(updated[len(updated) - self._num_copies :]):
                 task = t % len(self.tasks)
@@ -898,7 +940,7 @@ class RecMetricModule(CheckpointLoading):
             return None
         joint = self.__dict__.get("_shared_window", False)
         if joint is False:
-            plan = self._plan()[0]
+            plan = self._plan().updated
             candidates = [
                 unit
                 for unit, grouped, _ in plan[: len(plan) - self._num_copies]
@@ -941,7 +983,7 @@ class RecMetricModule(CheckpointLoading):
         return _in_module(error)
 
     def _read(self, model_out: Mapping[str, Tensor]) -> _Batch:
-        if not isinstance(model_out, Mapping):
+        if type(model_out) is not dict and not isinstance(model_out, Mapping):  # a dict skips the ABC's check
             raise TypeError(f"Expected `model_out` to be a dict of tensors, got {type(model_out).__name__}.")
 
         def column(task: RecTaskInfo, field: str, key: str | None) -> Tensor:
@@ -974,6 +1016,14 @@ class RecMetricModule(CheckpointLoading):
                     f"Task {task.name!r}, `model_out[{task.prediction_name!r}]`: expected floating point predictions "
                     f"(probabilities, or logits with from_logits=True), got dtype {p.dtype}."
                 )
+            if (
+                p.shape == shape
+                and y.shape == shape
+                and p.device == device
+                and y.device == device
+                and (w is None or (w.shape == shape and w.device == device))
+            ):
+                continue  # the common case, without building the pairs below
             for key, other in ((task.prediction_name, p), (task.label_name, y), (task.weight_name, w)):
                 if other is not None and (other.shape != shape or other.device != device):
                     raise ValueError(
@@ -1527,15 +1577,6 @@ def _state_metric_value(fn: Callable[[], Any], sync: bool) -> Any:
                 m.__dict__["_computed"] = cached
 
 
-def _unit_update(unit: Metric) -> Callable[..., Any]:
-    """A unit's ``update``: a TaskMetric's ``update_unwrapped`` (no TorchMetrics per-call wrapper), else ``update``.
-
-    Looked up on the class: an ``nn.Module`` without the attribute would raise and catch an
-    ``AttributeError`` in its ``__getattr__`` at every step.
-    """
-    return unit.update_unwrapped if hasattr(type(unit), "update_unwrapped") else unit.update  # type: ignore[return-value]
-
-
 def _put(out: dict[str, Tensor], key: str, value: Tensor) -> None:
     """``out[key] = value`` for a key not given yet: two values under one key would lose one silently."""
     if key in out:
@@ -1571,7 +1612,7 @@ def _stack_and_widen(preds: list[Tensor], labels: list[Tensor]) -> tuple[Tensor,
     dtype = preds[0].dtype
     if t > 1 and all(c.dtype == dtype for c in (*preds, *labels)):
         both = torch.stack([*preds, *labels])
-        wide = both.to(torch.float64)
+        wide = both.double()  # `.to(torch.float64)` without its argument parsing (~0.7 us a call)
         return both[:t], both[t:], wide[:t], wide[t:]
     stacked_preds, stacked_labels = _stack_columns(preds), _stack_columns(labels)
     return stacked_preds, stacked_labels, stacked_preds.to(torch.float64), stacked_labels.to(torch.float64)
@@ -1591,6 +1632,29 @@ def _stack(columns: list[Tensor]) -> Tensor:
     # stacked, then cast: cheaper than a stack cast into a float64 `out` (which ATen does in a
     # slower loop), at one sample per task as at thousands; no copy when they are float64 already
     return _stack_columns(columns).to(torch.float64)
+
+
+_SMALL_WEIGHT_STACK = 8192  # weight entries per step up to which the columns are checked as one stack
+
+
+def _small_weight_stack(columns: list[Tensor | None]) -> Tensor | None:
+    """The ``(T, N)`` stack of a small CPU step's weight columns, in their floating dtype, or ``None``.
+
+    Every task must give its own column (``T >= 2``), all of one floating dtype, with at most
+    :data:`_SMALL_WEIGHT_STACK` entries. Their check reads the stack's bounds in one reduction instead
+    of one per column (a few microseconds a step at small batches): the stack passes exactly when
+    every column does, and a step it refuses is named column by column as before. Larger steps
+    and other forms keep the per-column reads (a stack of unit weights would be one more copy).
+    """
+    first = columns[0]
+    if first is None or len(columns) < 2 or not first.is_floating_point() or on_device_path(first):
+        return None
+    if first.numel() * len(columns) > _SMALL_WEIGHT_STACK or all(c is first for c in columns):
+        return None  # one column shared by every task: `_stack_weights` takes it as it is
+    dtype = first.dtype
+    if any(c is None or c.dtype != dtype for c in columns):
+        return None
+    return torch.stack(columns)  # type: ignore[arg-type]
 
 
 def _stack_weights(columns: list[Tensor | None]) -> Tensor | None:

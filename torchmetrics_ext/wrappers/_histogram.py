@@ -36,6 +36,7 @@ the window a few dense passes per block of updates instead of four per update.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -99,12 +100,13 @@ class HistogramWindow:
         state.setdefault("names", (state["name"],))  # pickled before a window held several histograms
         self.__dict__.update(state)
 
-    @property
+    # both fixed once built (a move keeps the default's shape): read at every update, kept after the first read
+    @functools.cached_property
     def count(self) -> int:
         """How many histograms share the bin indices (``K``)."""
         return len(self.names)
 
-    @property
+    @functools.cached_property
     def bins(self) -> int:
         """Bins of one histogram (the flat positions a bin index takes)."""
         return self.default.numel() // self.count

@@ -6,7 +6,7 @@ import functools
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.distributed as dist
@@ -20,6 +20,7 @@ from torchmetrics_ext.functional.auc.binary import _add_entries as add_entries
 from torchmetrics_ext.metrics.base import (
     _CHECKPOINT_VERSION,
     GuardedMetric,
+    TaskMetric,
     computed_fresh,
     count_samples,
     derive_missing,
@@ -622,7 +623,13 @@ class Windowed(WrapperMetric):
         Without the hook (a TorchMetrics metric) the inputs are ``(N, ...)``; a batch of scalars only
         (a step's loss for ``MeanMetric``) is one sample.
         """
-        hook = getattr(self._scratch, "sample_count", None)
+        scratch = self._scratch
+        # a TaskMetric's own hook (the sample axis of its first array argument), answered without its calls
+        if args and getattr(type(scratch), "sample_count", None) is TaskMetric.sample_count:
+            first = args[0]
+            if isinstance(first, Tensor) and first.ndim > 0:
+                return int(first.shape[cast(TaskMetric, scratch).sample_axis])
+        hook = getattr(scratch, "sample_count", None)
         return int(hook(*args, **kwargs)) if hook is not None else count_samples(args, kwargs, axis=0)
 
     def _newest(self, n: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -207,7 +207,7 @@ def _binned_index(
     if num_tasks > 1:
         position += _task_offsets(num_tasks, num_bins, preds.device, torch.float64)
     narrow = 2 * num_tasks * num_bins <= _INT32_MAX
-    return position.to(torch.int32 if narrow else torch.int64)
+    return position.int() if narrow else position.long()  # `.to(dtype)` without its argument parsing
 
 
 def _logits_inside(bounds: tuple[float, ...], from_logits: bool, logit_range: tuple[float, float]) -> bool:
@@ -295,7 +295,7 @@ def _add_entries(hist: Tensor, index: Tensor, values: Tensor | None) -> None:
     ``index``: flat positions in ``hist`` (any shape); ``values``: one per entry (same shape, or
     a broadcast view), ``None`` for ones.
     """
-    index = index.reshape(-1).to(torch.int64)  # `scatter_add_` takes int64 indices only
+    index = index.reshape(-1).long()  # `scatter_add_` takes int64 indices only
     values = _unit_weights(hist.device, index.numel()) if values is None else values.reshape(-1)
     if values.dtype != hist.dtype:  # a histogram cast by `set_dtype`
         values = values.to(hist.dtype)

@@ -2677,7 +2677,7 @@ def test_a_checkpoint_without_the_update_limit_keeps_the_newest_updates_when_loa
     """A ring saved before ``max_updates`` was recorded (more updates than the limit) keeps the newest ones."""
     from sklearn.metrics import roc_auc_score
 
-    from torchmetrics_ext.metrics.base import _SETTINGS_KEY
+    from torchmetrics_ext.metrics._checkpoints import _SETTINGS_KEY
 
     factory = {"ctr": tmx.CTR, "exact auc": tmx.AUC, "binned auc": lambda: tmx.AUC(num_bins=8)}[kind]
     gen = torch.Generator().manual_seed(3)

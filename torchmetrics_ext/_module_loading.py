@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from torchmetrics_ext.metrics.base import load_explained
+from torchmetrics_ext.metrics._checkpoints import load_explained
 from torchmetrics_ext.utilities.checks import as_int
 from torchmetrics_ext.utilities.load_guard import guard_descendant_loads
 from torchmetrics_ext.utilities.snapshot import snapshot

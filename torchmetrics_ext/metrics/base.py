@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextvars
 import difflib
 import functools
 import inspect
 import numbers
 import re
-import warnings
-from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import dataclass
@@ -21,13 +19,13 @@ from torch.nn import Module
 from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
+from torchmetrics_ext.metrics._checkpoints import CheckpointedStates
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, check_int
 from torchmetrics_ext.utilities.chunks import _JOIN, join_chunks, join_small_runs, join_small_tails
 from torchmetrics_ext.utilities.formatting import exact_text
 from torchmetrics_ext.utilities.mapping import not_a_dict_of_metrics
 from torchmetrics_ext.utilities.ownership import write_deferred_states
 from torchmetrics_ext.utilities.plot import named_series
-from torchmetrics_ext.utilities.state_dtypes import dtype_problem
 
 __all__ = ["GuardedMetric", "InputDomains", "TaskMetric"]
 
@@ -133,48 +131,6 @@ class InputDomains:
         target = min((d.target for d in domains.values()), key=_TARGET_ORDER.index, default="real")
         float32_weights = any(d.float32_weights for d in domains.values())
         return cls(preds, target, any(logit_flags.values()), float32_weights)  # type: ignore[arg-type]
-
-
-# checkpoint format of the package's metrics (nn.Module's ``_version``, kept in a state_dict's
-# metadata): 2 = state names carry the settings that change them, and the metadata holds the
-# settings that state shapes cannot show (``_checkpoint_settings``)
-_CHECKPOINT_VERSION = 2
-_SETTINGS_KEY = "torchmetrics_ext"  # the metadata entry holding those settings
-_METRIC_KEY = "torchmetrics_ext_metric"  # the metadata entry naming the metric that saved the states
-# what the metrics of one ``load_state_dict`` say about checkpoints they did not read (see note_checkpoint)
-_LOAD_NOTES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("_LOAD_NOTES", default=None)
-
-
-def note_checkpoint(text: str) -> None:
-    """Say why a metric did not read (some of) the checkpoint it was given, and what happens instead.
-
-    Inside :func:`load_explained` (the ``load_state_dict`` of the package's metrics and of
-    ``RecMetricModule``) the note goes into the load's error, or becomes a warning after a load that
-    succeeds (``strict=False``); in a load through another module (a ``LightningModule``) it is a
-    ``UserWarning`` at once.
-    """
-    notes = _LOAD_NOTES.get()
-    if notes is None:
-        warnings.warn(text, UserWarning, stacklevel=3)
-    elif text not in notes:
-        notes.append(text)
-
-
-def load_explained(load: Callable[[], _T]) -> _T:
-    """Run ``load`` (a ``load_state_dict``); add the notes of :func:`note_checkpoint` to its error, or warn them."""
-    notes: list[str] = []
-    token = _LOAD_NOTES.set(notes)
-    try:
-        result = load()
-    except RuntimeError as error:
-        if not notes:
-            raise
-        raise RuntimeError("\n".join([str(error), *notes])) from None
-    finally:
-        _LOAD_NOTES.reset(token)
-    for text in notes:
-        warnings.warn(text, UserWarning, stacklevel=3)
-    return result
 
 
 @contextmanager
@@ -286,7 +242,7 @@ def options_error(cls: type, unknown: Sequence[str]) -> ValueError:
     )
 
 
-class GuardedMetric(Metric):
+class GuardedMetric(CheckpointedStates):
     """What every stateful metric of the package adds to :class:`torchmetrics.Metric`, task dimension or not.
 
     * **A rejected update changes nothing.** TorchMetrics' update wrapper counts the call before
@@ -334,13 +290,6 @@ class GuardedMetric(Metric):
     task dimension.
     """
 
-    # nn.Module's checkpoint version (state_dict metadata); checkpoints of version 1 (or without
-    # metadata) may hold states under names from before they carried their settings: those names
-    # are mapped where they cannot be another setting's state (see _setting_state_name and
-    # _default_settings_name)
-    _version: int = _CHECKPOINT_VERSION
-    # tensor states whose length follows the data (CategoricalCount's counts): checked by ndim only
-    _data_sized_states: ClassVar[frozenset[str]] = frozenset()
     # compute's value keeps its shape when it holds one element: TorchMetrics squeezes every such
     # result to 0-dim, which a value documented with a dimension besides the tasks (per segment,
     # label or bin: (S,), (L,), (B,)) must not lose (see keep_value_shapes)
@@ -355,102 +304,6 @@ class GuardedMetric(Metric):
             super().__init__(**kwargs)
         except ValueError as error:
             raise unexpected_options(type(self), error) from None
-        # old state name -> current name, for checkpoints saved before a state was renamed (e.g.
-        # after a setting that changes its values: see _setting_state_name)
-        self._renamed_states: dict[str, str] = {}
-        # (pattern of former names, current name), for checkpoints of any version: see _former_state_names
-        self._former_patterns: list[tuple[re.Pattern[str], str]] = []
-        # states added after checkpoints were written without them: name -> (derive, names of the
-        # states it is computed from); such a checkpoint loads the state as derive(*those states)
-        self._derived_states: dict[str, tuple[Callable[..., Tensor], tuple[str, ...]]] = {}
-        # plain name -> current name of states named after a setting that changes their values, which
-        # version-1 checkpoints hold under the plain name for the default setting: not read (see
-        # _default_settings_name)
-        self._default_settings_names: dict[str, str] = {}
-
-    def _setting_state_name(self, name: str, setting: str, former: str | None = None) -> str:
-        """``name`` followed by ``setting`` (when not empty): the name of a state whose values depend on it.
-
-        :class:`~torchmetrics.MetricCollection` merges metrics into one compute group when their
-        state names agree and their states are equal after the first update, which settings that
-        change the states (a threshold, ``from_logits``, a bin range, a warm-up...) can happen to
-        leave equal (an empty batch, all-zero weights, no score between two thresholds, the
-        first steps of a warm-up). A state named after its setting is never merged with another
-        setting's. ``former``: the state's name in checkpoints written before it carried the
-        setting (default ``name``); ``load_state_dict`` accepts it from such checkpoints (version
-        1 or no metadata), not from later ones, where it is another setting's state. Only for a
-        setting that leaves the state's values as they are (``from_logits``, a warm-up), or one
-        that named the state together with version 2: other settings named their states while
-        checkpoints were still of version 1, where the former name may be the default setting's
-        state (see :meth:`_default_settings_name`).
-        """
-        renamed = f"{name}_{setting}" if setting else name
-        former = name if former is None else former
-        if former != renamed:
-            self._renamed_states[former] = renamed
-        return renamed
-
-    def _default_settings_name(self, plain: str, name: str) -> None:
-        """State ``name`` is named after a setting that changes its values; ``plain`` is the default setting's name.
-
-        Version-1 checkpoints were written both before such a setting named the state (``plain``
-        for every value of it) and after (``plain`` for the default value only), and nothing in
-        them tells the two apart. ``plain`` is therefore read as the default setting's state only,
-        never as ``name`` (that gave wrong values for a checkpoint of the default settings loaded
-        into others: a binned AUC's ``hist`` read as ``hist_probability``); a version-1 checkpoint
-        holding ``plain`` for this metric gets a note saying how to load it (rename the key to
-        ``name``) when it was written before the names carried the setting, with this setting.
-        Settings that leave a state's values as they are (``from_logits``: the sums are of
-        probabilities either way) go through :meth:`_setting_state_name`'s ``former``.
-        """
-        if plain != name:
-            self._default_settings_names[plain] = name
-
-    def _load_former_names(self, name: str, pattern: str) -> None:
-        """Load state ``name`` from checkpoints (of any version) that hold it under a name matching ``pattern``.
-
-        For a setting that named a state and no longer changes it (``RecalibratedCalibration``'s
-        former ``eta``): checkpoints saved with any value of it still load. ``pattern`` is a regular
-        expression matched against whole state names.
-        """
-        self._former_patterns.append((re.compile(pattern), name))
-
-    def _former_state_names(self, saved: Iterable[str]) -> dict[str, str]:
-        """``{saved name: state name}`` for the ``saved`` state names that are former names of this metric's states.
-
-        Only for states ``saved`` does not hold under their current name (see :meth:`_load_former_names`).
-        """
-        saved = list(saved)
-        found: dict[str, str] = {}
-        for pattern, name in getattr(self, "_former_patterns", ()):  # metrics pickled before it existed
-            if name not in saved:
-                match = next((n for n in saved if n not in self._defaults and pattern.fullmatch(n)), None)
-                if match is not None:
-                    found[match] = name
-        return found
-
-    def _names_read_from(self, saved: Iterable[str], version: int) -> set[str]:
-        """The state names this metric reads from a checkpoint of nn.Module ``version`` holding states ``saved``.
-
-        ``saved`` with its former names mapped (:meth:`_renamed_in`, :meth:`_former_state_names`)
-        and the states derived at load (``_derived_states``) added, as ``load_state_dict`` does.
-        """
-        names = set(saved)
-        names |= {new for old, new in self._renamed_in(version).items() if old in names}
-        names |= set(self._former_state_names(saved).values())
-        for name, (_, sources) in getattr(self, "_derived_states", {}).items():
-            if all(source in names for source in sources):
-                names.add(name)
-        return names
-
-    def _renamed_in(self, version: int) -> dict[str, str]:
-        """Former -> current names of the states a checkpoint of nn.Module ``version`` may hold under a former name.
-
-        Setting renames (:meth:`_setting_state_name`) only for checkpoints written before the
-        settings named the states (version 1): in later ones a former name is another setting's
-        state. Other renames go through :meth:`_load_former_names` (every version).
-        """
-        return dict(self._renamed_states) if version < _CHECKPOINT_VERSION else {}
 
     def add_state(
         self,
@@ -519,37 +372,6 @@ class GuardedMetric(Metric):
             for name, default in compact.items():
                 moved = defaults[name]
                 defaults[name] = _one_element(moved, default.shape) if isinstance(moved, Tensor) else moved
-
-    def _checkpoint_settings(self) -> dict[str, Any]:
-        """Settings a checkpoint records and ``load_state_dict`` requires equal (plain Python values).
-
-        Only what the state names and shapes cannot show: a setting that changes a state's name
-        or shape is already checked through them. A setting that changes which states a metric
-        holds without naming them (a mode whose states are some of another mode's) is recorded
-        here and told by :meth:`_settings_shown_by` in checkpoints that do not record it.
-        """
-        return {}
-
-    def _settings_shown_by(self, saved: Collection[str]) -> dict[str, Any]:
-        """Settings of :meth:`_checkpoint_settings` that a checkpoint's state names ``saved`` show (default: none).
-
-        Compared with this metric's where the checkpoint's metadata records no value of them (a
-        plain dict, or one written before the setting was recorded): a checkpoint of another mode
-        whose states share names with this one's (an exact ranking metric's and a
-        ``queries_complete_per_batch`` one's sums) is then refused as other settings, not loaded
-        as this metric's states or started afresh as an older format.
-        """
-        return {}
-
-    def _required_states(self) -> list[str]:
-        """The states a checkpoint of this metric holds: its persistent ones (every state if none is persistent).
-
-        A state declared with ``persistent=False`` is never saved, so a checkpoint without it is
-        whole; a metric with no persistent state (TorchMetrics' default) saved nothing itself,
-        and a checkpoint of it (saved persistent) holds every state.
-        """
-        persistent = [name for name in self._defaults if self._persistent[name]]
-        return persistent or list(self._defaults)
 
     def _wrap_compute(self, compute: Callable) -> Callable:
         return fresh_when_syncing(self, keep_value_shapes(self, compute, super()._wrap_compute))
@@ -687,10 +509,6 @@ class GuardedMetric(Metric):
         """TorchMetrics' ``unsync``, dropping a value computed from the synced states (see :meth:`sync`)."""
         unsync = super().unsync
         recomputed_after(self, lambda: unsync(should_unsync))
-
-    def _merged_kind(self) -> str:
-        """The metric another one must be to merge into this one: its class (a wrapper adds the wrapped metric's)."""
-        return type(self).__name__
 
     def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
         """TorchMetrics' ``merge_state``, refusing states of other settings and dropping a cached value.
@@ -831,244 +649,6 @@ class GuardedMetric(Metric):
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-        note_settings(destination, prefix, self._checkpoint_settings())
-        metadata = getattr(destination, "_metadata", None)
-        entry = None if metadata is None else metadata.get(prefix[:-1])
-        if entry is not None:
-            entry[_METRIC_KEY] = self._merged_kind()
-
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        """Load states after checking them against this metric; map renamed states of old checkpoints.
-
-        A checkpoint written before state names carried their settings (version 1, or a plain
-        dict without metadata), or before a state was renamed otherwise (:meth:`_load_former_names`),
-        holds a renamed state under its former name: it is read from there, unless that name is
-        still one of this metric's states (another setting's).
-        Problems (see the class docstring) go to ``error_msgs`` and nothing of this metric loads.
-        A checkpoint holding only some of the states loads none of them: the metric starts afresh.
-        """
-        version = local_metadata.get("version", 1)
-        for old, new in self._renamed_in(version).items():
-            if prefix + old in state_dict and prefix + new not in state_dict and old not in self._defaults:
-                state_dict[prefix + new] = state_dict.pop(prefix + old)
-        if getattr(self, "_former_patterns", None):  # states renamed since, at any version
-            saved = [k[len(prefix) :] for k in state_dict if k.startswith(prefix) and "." not in k[len(prefix) :]]
-            for old, new in self._former_state_names(saved).items():
-                state_dict[prefix + new] = state_dict.pop(prefix + old)
-        derive_missing(state_dict, getattr(self, "_derived_states", {}), prefix)
-        if version < _CHECKPOINT_VERSION:
-            self._note_default_settings_names(state_dict, prefix)
-        present = [name for name in self._defaults if prefix + name in state_dict]
-        problems: list[str] = []
-        if present:  # else nothing of it loads (not persistent)
-            # other recorded settings explain any other shape: the states are checked when the settings agree
-            saved = [k[len(prefix) :] for k in state_dict if k.startswith(prefix) and "." not in k[len(prefix) :]]
-            shown = self._settings_shown_by(saved)
-            problems = self._metric_problems(local_metadata, prefix) or settings_problems(
-                local_metadata, self._checkpoint_settings(), prefix, type(self).__name__, shown
-            )
-            problems = problems or self._state_problems(state_dict, prefix) or self._dtype_problems(state_dict, prefix)
-        if problems:
-            error_msgs.extend(problems)
-            for name in self._defaults:
-                state_dict.pop(prefix + name, None)  # reported above, not as unexpected keys as well
-            return
-        persistent = [name for name in self._defaults if self._persistent[name]]
-        if present and not set(self._required_states()) <= set(present):  # some states only: all of them or none
-            self._start_afresh(state_dict, prefix, present)
-            missing_keys.extend(prefix + name for name in persistent)
-        else:
-            # a persistent state (saved by state_dict) absent from the checkpoint is a missing key, as a
-            # parameter's would be: TorchMetrics loads only the states it finds and would start it over
-            missing_keys.extend(prefix + name for name in persistent if prefix + name not in state_dict)
-        # TorchMetrics makes the checkpoint's tensors the states themselves: an update (in place)
-        # would then write into the checkpoint and into every metric loaded from it, e.g. the
-        # metric whose `state_dict()` it is. Each state is loaded as its own copy, on this
-        # metric's device (as nn.Module copies a checkpoint into its parameters).
-        # The copies are ordinary tensors under inference mode too (a later update writes into them).
-        device = self.device
-        with torch.inference_mode(False):
-            for name in self._defaults:
-                value, default = state_dict.get(prefix + name), self._defaults[name]
-                if isinstance(value, Tensor):  # a narrower floating dtype (see _dtype_problems) as this state's
-                    dtype = default.dtype if isinstance(default, Tensor) else value.dtype
-                    state_dict[prefix + name] = value.to(device, dtype, copy=True)
-                elif isinstance(value, list):
-                    state_dict[prefix + name] = [v.to(device, copy=True) for v in value]
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
-        self._computed = None  # a value computed before the load is not the loaded states' value
-
-    def _metric_problems(self, local_metadata: Mapping[str, Any], prefix: str) -> list[str]:
-        """The error for a checkpoint that records another metric's states (see ``merge_state``); none if unrecorded."""
-        saved, ours = local_metadata.get(_METRIC_KEY), self._merged_kind()
-        if not isinstance(saved, str) or saved == ours:
-            return []
-        return [
-            f"metric mismatch for {prefix[:-1] or ours}: the checkpoint holds the states of a {saved}, this is a "
-            f"{ours}: states of the same names may hold other data or compute another value."
-        ]
-
-    def _start_afresh(self, state_dict: dict[str, Any], prefix: str, present: list[str]) -> None:
-        """Read none of the ``present`` states (only some of this metric's): reset the metric and say why."""
-        absent = [name for name in self._required_states() if name not in present]
-        # other names under the metric's prefix: another setting's states (else an older format's)
-        others = sorted(
-            k[len(prefix) :]
-            for k in state_dict
-            if k.startswith(prefix)
-            and "." not in k[len(prefix) :]
-            and k[len(prefix) :] not in (*self._defaults, "_extra_state")
-        )
-        for name in present:
-            del state_dict[prefix + name]  # not read: the missing keys say so, not as unexpected keys as well
-        self.reset()
-        why = (
-            f"and {others}: a checkpoint of other settings"
-            if others
-            else "only: an older format of this metric, written before the others were added (or a checkpoint of "
-            "other settings that hold fewer states)"
-        )
-        note_checkpoint(
-            f"{prefix[:-1] or type(self).__name__}: the checkpoint holds {present} of this "
-            f"{type(self).__name__}{self._settings_text()}'s states {why}; without {absent} they cannot be "
-            "resumed, so none is read and the metric starts afresh (all of its states are missing keys: "
-            "strict=True refuses the checkpoint, strict=False resumes the rest of it)."
-        )
-
-    def _note_default_settings_names(self, state_dict: Mapping[str, Any], prefix: str) -> None:
-        """Note a version-1 checkpoint's default-settings names of states this metric names after its settings."""
-        found = {
-            plain: name
-            for plain, name in getattr(self, "_default_settings_names", {}).items()
-            if prefix + plain in state_dict and prefix + name not in state_dict and plain not in self._defaults
-        }
-        if found:
-            note_checkpoint(
-                f"{prefix[:-1] or type(self).__name__}: in a version-1 checkpoint {sorted(found)} are the states of "
-                "the default settings (checkpoints written before and after the states were named after their "
-                f"settings cannot be told apart), so they are not read as this {type(self).__name__}"
-                f"{self._settings_text()}'s {sorted(found.values())}. A checkpoint written before the states carried "
-                f"their settings, with this metric's settings, loads once its keys are renamed: "
-                + ", ".join(f"`{prefix}{plain}` to `{prefix}{name}`" for plain, name in sorted(found.items()))
-                + "."
-            )
-
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """``nn.Module.load_state_dict``; notes of a checkpoint not read (:func:`note_checkpoint`) join its error."""
-        load = super().load_state_dict
-        return load_explained(lambda: load(state_dict, strict=strict, assign=assign))
-
-    def _state_problems(self, state_dict: Mapping[str, Any], prefix: str, origin: str = "checkpoint") -> list[str]:
-        """What is wrong with the checkpoint's states for this metric: shapes of tensor states, list states' type.
-
-        ``origin`` names where the states come from in the messages (``"merged metric"`` for ``merge_state``).
-        """
-        problems = []
-        for name, default in self._defaults.items():
-            key = prefix + name
-            if key not in state_dict:
-                continue
-            value = state_dict[key]
-            if isinstance(default, Tensor):
-                if not isinstance(value, Tensor):
-                    problems.append(
-                        f"state mismatch for {key}: the {origin} holds a {type(value).__name__}, "
-                        f"this {type(self).__name__} expects a tensor of shape {tuple(default.shape)}."
-                    )
-                elif value.shape != default.shape and not (
-                    name in self._data_sized_states and value.ndim == default.ndim
-                ):
-                    problems.append(
-                        f"size mismatch for {key}: the {origin}'s state has shape {tuple(value.shape)}, "
-                        f"this {type(self).__name__}{self._settings_text()} expects {tuple(default.shape)}."
-                    )
-            elif not (
-                isinstance(value, Tensor) or (isinstance(value, list) and all(isinstance(v, Tensor) for v in value))
-            ):
-                problems.append(
-                    f"state mismatch for {key}: the {origin} holds a {type(value).__name__}, "
-                    f"this {type(self).__name__} expects a list of tensors."
-                )
-        return problems or self._sample_row_problems(state_dict, prefix, origin)
-
-    def _dtype_problems(self, state_dict: Mapping[str, Any], prefix: str, origin: str = "checkpoint") -> list[str]:
-        """The checkpoint's states in a dtype this metric does not load (see ``utilities/state_dtypes.py``).
-
-        A tensor state is compared with the dtype this metric keeps it in now (after any
-        ``set_dtype``), a list state's chunks with the dtype it syncs as. ``origin`` names where the
-        states come from in the messages (``"merged metric"`` for ``merge_state``).
-        """
-        declared = self._chunk_dtypes()
-        owner = f"{type(self).__name__}{self._settings_text()}"
-        problems = []
-        for name, default in self._defaults.items():
-            if prefix + name in state_dict:
-                expected = default.dtype if isinstance(default, Tensor) else declared.get(name)
-                value = state_dict[prefix + name]
-                chunks = not isinstance(default, Tensor)
-                problem = dtype_problem(prefix + name, value, expected, owner, chunks=chunks, origin=origin)
-                if problem is not None:
-                    problems.append(problem)
-        return problems
-
-    def _chunk_dtypes(self) -> Mapping[str, torch.dtype]:
-        """The list states whose loaded chunks :meth:`_dtype_problems` checks, each with the dtype it syncs as."""
-        return getattr(self, "_list_state_dtypes", {})
-
-    def _values_per_sample(self) -> dict[str, int]:
-        """List states of flat sample-major rows and how many values each sample has in them (``num_tasks``).
-
-        Their shapes record no task dimension; :meth:`_state_problems` checks that they hold whole
-        samples, and the same number of samples in each. Empty for metrics without such states.
-        """
-        return {}
-
-    def _sample_row_problems(self, state_dict: Mapping[str, Any], prefix: str, origin: str) -> list[str]:
-        """Rows that cannot be this metric's samples: not whole samples of its ``num_tasks``, or unequal counts.
-
-        A metric of another ``num_tasks`` whose rows happen to divide evenly is not seen here: a
-        merged or loaded *metric* (or a checkpoint with its metadata) has its ``num_tasks`` compared.
-        """
-        samples: dict[str, int] = {}
-        for name, width in self._values_per_sample().items():
-            value = state_dict.get(prefix + name)
-            if isinstance(value, Tensor):
-                value = [value]
-            if not isinstance(value, list):
-                continue
-            total = sum(chunk.numel() for chunk in value)
-            if total % width:
-                return [
-                    f"state mismatch for {prefix}{name}: the {origin} holds {total} values, not whole samples of "
-                    f"{width} values each (this {type(self).__name__}{self._settings_text()}): a metric of another "
-                    "num_tasks."
-                ]
-            samples[name] = total // width
-        if len(set(samples.values())) > 1:
-            return [
-                f"state mismatch: the {origin}'s states hold different numbers of samples for this "
-                f"{type(self).__name__}{self._settings_text()} ({samples}): a metric of another num_tasks."
-            ]
-        return []
-
-    def _settings_text(self) -> str:
-        """`` (num_tasks=3, ...)``: the recorded settings, for messages (empty if none)."""
-        settings = self._checkpoint_settings()
-        return f" ({', '.join(f'{k}={v!r}' for k, v in settings.items())})" if settings else ""
-
 
 def syncs_on_compute(metric: Metric) -> bool:
     """Whether ``metric.compute()`` syncs its states across processes now (as TorchMetrics' ``sync`` decides)."""
@@ -1164,34 +744,6 @@ def _reshaped(value: Any, shapes: Any) -> Any:
     return value
 
 
-def derive_missing(
-    states: dict[str, Any], derived: Mapping[str, tuple[Callable[..., Tensor], tuple[str, ...]]], prefix: str = ""
-) -> None:
-    """Add to ``states`` (a checkpoint's, under ``prefix``) each derived state it lacks but can compute.
-
-    ``derived`` maps a state's name to ``(derive, sources)``: a checkpoint holding every source
-    state and not the state itself gets ``derive(*sources)`` (a metric's states added after
-    checkpoints were written, see ``GuardedMetric._derived_states``).
-    """
-    for name, (derive, sources) in derived.items():
-        values = [states.get(prefix + source) for source in sources]
-        if prefix + name not in states and all(isinstance(v, Tensor) for v in values):
-            states[prefix + name] = derive(*values)
-
-
-def note_settings(destination: Mapping[str, Any], prefix: str, settings: Mapping[str, Any]) -> None:
-    """Record ``settings`` in the state_dict metadata entry of the module saved under ``prefix``.
-
-    nn.Module keeps one metadata dict per module (``destination._metadata[prefix[:-1]]``, holding
-    its ``version``); it travels with the state_dict through ``torch.save``/``torch.load``
-    (``weights_only`` included) and comes back as ``local_metadata`` at load.
-    """
-    metadata = getattr(destination, "_metadata", None)
-    entry = None if metadata is None else metadata.get(prefix[:-1])
-    if entry is not None and settings:
-        entry[_SETTINGS_KEY] = dict(settings)
-
-
 def merged_kind(metric: Metric) -> str:
     """What ``merge_state`` requires a merged metric to be besides its settings: its class (see ``_merged_kind``)."""
     return metric._merged_kind() if isinstance(metric, GuardedMetric) else type(metric).__name__
@@ -1210,36 +762,6 @@ def merge_settings_differ(theirs: Mapping[str, Any], ours: Mapping[str, Any], sa
     if any(name in theirs and theirs[name] != value for name, value in ours.items()):
         return True
     return theirs != ours and same_states
-
-
-def settings_problems(
-    local_metadata: Mapping[str, Any],
-    settings: Mapping[str, Any],
-    prefix: str,
-    owner: str,
-    shown: Mapping[str, Any] | None = None,
-) -> list[str]:
-    """Messages for each setting :func:`note_settings` recorded that differs from ``settings`` (none if unrecorded).
-
-    ``shown``: settings the checkpoint's state names show (see ``GuardedMetric._settings_shown_by``),
-    compared where the metadata records no value of them (a plain dict, or a checkpoint written
-    before the setting was recorded).
-    """
-    saved = local_metadata.get(_SETTINGS_KEY)
-    recorded: Mapping[str, Any] = saved if isinstance(saved, Mapping) else {}
-    problems = [
-        f"setting mismatch for {prefix}{name}: the checkpoint was saved with {name}={recorded[name]!r}, "
-        f"this {owner} has {name}={value!r}."
-        for name, value in settings.items()
-        if name in recorded and recorded[name] != value
-    ]
-    problems += [
-        f"setting mismatch for {prefix}{name}: the checkpoint holds the states of {name}={(shown or {})[name]!r}, "
-        f"this {owner} has {name}={value!r}."
-        for name, value in settings.items()
-        if name not in recorded and name in (shown or {}) and (shown or {})[name] != value
-    ]
-    return problems
 
 
 def one_task(metric: object, kwargs: Mapping[str, Any], instead: str | None = None) -> int:

@@ -17,21 +17,23 @@ from torchmetrics.utilities.exceptions import TorchMetricsUserError
 from torchmetrics.wrappers.abstract import WrapperMetric
 
 from torchmetrics_ext.functional.auc.binary import _add_entries as add_entries
-from torchmetrics_ext.metrics.base import (
+from torchmetrics_ext.metrics._checkpoints import (
     _CHECKPOINT_VERSION,
+    derive_missing,
+    load_explained,
+    note_checkpoint,
+    note_settings,
+    settings_problems,
+)
+from torchmetrics_ext.metrics.base import (
     GuardedMetric,
     TaskMetric,
     computed_fresh,
     count_samples,
-    derive_missing,
-    load_explained,
     merge_settings_differ,
     move_only,
     newest_samples,
-    note_checkpoint,
-    note_settings,
     recomputed_after,
-    settings_problems,
     unexpected_options,
 )
 from torchmetrics_ext.utilities.checks import check_int

@@ -260,9 +260,9 @@ def test_thousands_of_segments_equal_a_pandas_groupby_and_sklearn_on_each_segmen
                 assert got.auc[seg] == pytest.approx(roc_auc_score(part.y, part.p, sample_weight=part.w), rel=1e-9)
         # one line per undefined (metric, task): the count of the segments the reference leaves
         # undefined and the first three of them, in segment order
-        for name, label in (("auc", "AUC"), ("gauc", "GroupedAUC"), ("ne", "NormalizedEntropy")):
+        for name in ("auc", "gauc", "ne"):  # each line names the metric as requested, not its class
             undefined = [f"seg={s}" for s in expected.index[expected[name].isna()]]
-            mine = [line for line in result.warnings if line.startswith(f"{label} is undefined for task {task!r} ")]
+            mine = [line for line in result.warnings if line.startswith(f"{name} is undefined for task {task!r} ")]
             assert len(undefined) > 10 and len(mine) == 1, name
             where = f" in {len(undefined):,} of {len(segments):,} segments ({', '.join(undefined[:3])}, ...): "
             assert where in mine[0], (name, mine[0])
@@ -429,7 +429,7 @@ def test_undefined_segment_values_are_nan_and_reported():
     result = evaluate(table, {"t": ("p", "y")}, ["auc"], by=["g"])
     assert result.values["auc/t/g=x"] == 1.0 and np.isnan(result.values["auc/t/g=y"])
     assert result.warnings == [
-        "AUC is undefined for task 't' in 1 of 2 segments (g=y): the labels seen hold a single class (or no "
+        "auc is undefined for task 't' in 1 of 2 segments (g=y): the labels seen hold a single class (or no "
         "weight); returning nan."
     ]
 
@@ -453,8 +453,8 @@ def test_undefined_segments_are_counted_in_one_line_per_metric_and_task(tmp_path
     reason = "the labels seen hold a single class (or no weight); returning nan."
     where = f"in {len(names):,} of {len(single):,} segments ({', '.join(names[:3])}, ...)"
     expected = [
-        f"AUC is undefined for task 't' {where}: {reason}",
-        f"NormalizedEntropy is undefined for task 't' {where}: {reason}",
+        f"auc is undefined for task 't' {where}: {reason}",
+        f"ne is undefined for task 't' {where}: {reason}",
     ]
     result = evaluate(frame, {"t": ("p", "y")}, ["ctr", "auc", "ne"], by="c")
     assert result.warnings == expected
@@ -499,16 +499,37 @@ def test_undefined_value_warnings_name_the_task_and_segment():
     table = table.append_column("g", pa.array(["a", "a", "b", "b"]))
     result = evaluate(table, ["click=p:y", "like=q:z"], ["auc"], by=["g"])
     assert result.warnings == [
-        "AUC is undefined for task 'click' in 1 of 2 segments (g=b): the labels seen hold a single class (or no "
+        "auc is undefined for task 'click' in 1 of 2 segments (g=b): the labels seen hold a single class (or no "
         "weight); returning nan.",
-        "AUC is undefined for task 'like' in 1 of 2 segments (g=a): the labels seen hold a single class (or no "
+        "auc is undefined for task 'like' in 1 of 2 segments (g=a): the labels seen hold a single class (or no "
         "weight); returning nan.",
     ]
     alone = evaluate(table.slice(2), ["click=p:y", "like=q:z"], ["auc"])
     assert alone.warnings == [
-        "AUC is undefined for task 'click' over all rows: the labels seen hold a single class (or no weight); "
+        "auc is undefined for task 'click' over all rows: the labels seen hold a single class (or no weight); "
         "returning nan."
     ]
+
+
+def test_undefined_value_warnings_name_the_metric_as_requested(tmp_path, capsys):
+    """A line named the metric's class ("NormalizedEntropy is undefined ..."), not the name asked for
+    (``--metrics ne``), and two names of one class (an exact and a binned AUC) could not be told apart:
+    each line names the name given, over all rows and per segment (kernel or module per segment)."""
+    table = pa.table({"p": [0.2, 0.7, 0.4, 0.9], "y": [0, 1, 1, 1], "g": ["a", "a", "b", "b"]})
+    single_class = "the labels seen hold a single class (or no weight); returning nan."
+    pq.write_table(table.slice(2), tmp_path / "x.parquet")
+    args = ["evaluate", str(tmp_path / "x.parquet"), "--predictions", "p", "--labels", "y", "--metrics", "ne"]
+    assert cli.main([*args, "--no-progress"]) == 0
+    assert capsys.readouterr().err.splitlines()[-1] == (  # --labels names the task
+        f"warning: ne is undefined for task 'y' over all rows: {single_class}"
+    )
+    metrics = {"auc_exact": {"metric": "auc"}, "auc_binned": {"metric": "auc", "num_bins": 64}}
+    result = evaluate(table, {"t": ("p", "y")}, metrics, by=["g"])
+    assert result.warnings == [
+        f"{key} is undefined for task 't' in 1 of 2 segments (g=b): {single_class}" for key in metrics
+    ]
+    alone = evaluate(table.slice(2), {"t": ("p", "y")}, metrics)
+    assert alone.warnings == [f"{key} is undefined for task 't' over all rows: {single_class}" for key in metrics]
 
 
 def test_undefined_value_warnings_name_every_task_past_ten():
@@ -518,7 +539,7 @@ def test_undefined_value_warnings_name_every_task_past_ten():
     result = evaluate(pa.table(columns), tasks, ["auc"])
     names = ", ".join(f"'t{i}'" for i in range(12))
     assert result.warnings == [
-        f"AUC is undefined for tasks {names} over all rows: the labels seen hold a single class (or no weight); "
+        f"auc is undefined for tasks {names} over all rows: the labels seen hold a single class (or no weight); "
         "returning nan."
     ]
 
@@ -697,10 +718,10 @@ def test_ranking_names_without_a_counted_query_are_nan_and_name_their_task(tmp_p
     assert all(np.isnan(v) for k, v in result.values.items() if "/like" in k or "g=c" in k)
     single_class = "the labels seen hold a single class (or no weight); returning nan."
     assert result.warnings == [
-        f"AUC is undefined for task 'like' over all rows: {single_class}",
+        f"auc is undefined for task 'like' over all rows: {single_class}",
         f"ndcg@10 and mrr@10 are undefined for task 'like' over all rows: {NO_QUERY}",
-        f"AUC is undefined for task 'click' in 1 of 3 segments (g=c): {single_class}",
-        f"AUC is undefined for task 'like' in 3 of 3 segments (g=a, g=b, g=c): {single_class}",
+        f"auc is undefined for task 'click' in 1 of 3 segments (g=c): {single_class}",
+        f"auc is undefined for task 'like' in 3 of 3 segments (g=a, g=b, g=c): {single_class}",
         f"ndcg@10 and mrr@10 are undefined for task 'click' in 1 of 3 segments (g=c): {NO_QUERY}",
         f"ndcg@10 and mrr@10 are undefined for task 'like' in 3 of 3 segments (g=a, g=b, g=c): {NO_QUERY}",
     ]
@@ -2939,8 +2960,8 @@ def test_segment_warnings_computed_on_any_rank_reach_every_rank(ddp_pool, tmp_pa
     pq.write_table(table, tmp_path / "x.parquet")
     single = evaluate(tmp_path, {"t": ("p", "y")}, ["auc", "xauc"], by=["g"])
     assert [line.split(":")[0] for line in single.warnings] == [
-        "AUC is undefined for task 't' in 2 of 3 segments (g=b, g=c)",
-        "XAUC is undefined for task 't' in 1 of 3 segments (g=b)",
+        "auc is undefined for task 't' in 2 of 3 segments (g=b, g=c)",
+        "xauc is undefined for task 't' in 1 of 3 segments (g=b)",
     ]
     expected = (single.warnings, {key: repr(value) for key, value in single.values.items()})
     assert ddp_pool.run(_ddp_segment_warnings, str(tmp_path)) == [expected, expected]

@@ -2899,7 +2899,7 @@ def test_numpy_bools_are_flags_for_the_module_and_session_metrics():
 
 
 def test_undefined_warnings_name_the_tasks() -> None:
-    """Inside the module, undefined-value warnings name the tasks of the keys, not their positions."""
+    """Inside the module, undefined-value warnings name the metric's key and the tasks, not their positions."""
     tasks = [
         tmx.RecTaskInfo("click", "y1", "p1", session_id_name="s"),
         tmx.RecTaskInfo("buy", "y2", "p2", session_id_name="s"),
@@ -2917,10 +2917,10 @@ def test_undefined_warnings_name_the_tasks() -> None:
     assert messages == {
         f"{metric}{part} is undefined for task(s) {tasks}: {reason}; returning nan."
         for metric, tasks, reason in [
-            ("NormalizedEntropy", ["click", "buy"], "the labels seen hold a single class (or no weight)"),
-            ("Calibration", ["buy"], "no positive label weight"),
+            ("ne", ["click", "buy"], "the labels seen hold a single class (or no weight)"),
+            ("calibration", ["buy"], "no positive label weight"),
             (
-                "NDCG",
+                "ndcg@3",
                 ["buy"],
                 "no query counted (no query with a relevant candidate, or all query weights are zero)",
             ),
@@ -2928,11 +2928,96 @@ def test_undefined_warnings_name_the_tasks() -> None:
         for part in ("", " (window)")  # the window's value is undefined too, and its warning says so
     }
     assert math.isnan(values["ndcg@3/buy"]) and values["ndcg@3/click"] == 1.0
-    # the same metric outside a module still names positions
+    # the same metric outside a module still names its class and positions
     ne = tmx.NormalizedEntropy(num_tasks=2)
     ne.update(torch.rand(2, 8), torch.stack([torch.ones(8), torch.zeros(8)]))
-    with pytest.warns(tmx.UndefinedMetricWarning, match=r"for task\(s\) \[0, 1\]"):
+    with pytest.warns(tmx.UndefinedMetricWarning, match=r"^NormalizedEntropy is undefined for task\(s\) \[0, 1\]"):
         ne.compute()
+
+
+def _undefined_messages(compute) -> list[str]:
+    """The undefined-value warnings ``compute()`` shows under Python's default filter, in order."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        compute()
+    return [str(w.message) for w in caught if issubclass(w.category, tmx.UndefinedMetricWarning)]
+
+
+_SINGLE_CLASS = "the labels seen hold a single class (or no weight); returning nan."
+
+
+def test_two_keys_of_one_class_warn_apart_under_their_keys() -> None:
+    """Two metrics of one class (an exact and a binned AUC) warned word for word alike ("AUC is undefined..."),
+    so Python's default filter showed one and neither said which key is ``nan``: each names its key, prefix
+    included, the window part and the task as before. The same class alone still names itself."""
+
+    def make() -> tmx.RecMetricModule:
+        module = tmx.RecMetricModule(
+            ["click"],
+            {"auc_exact": tmx.AUC(), "auc_binned": tmx.AUC(num_bins=64), "ne": "ne"},
+            window_size=4,
+            throughput=False,
+            prefix="val/",
+        )
+        module.update({"prediction": torch.tensor([0.2, 0.7, 0.4]), "label": torch.ones(3)})
+        return module
+
+    expected = [
+        f"val/{key}{part} is undefined for task(s) ['click']: {_SINGLE_CLASS}"
+        for key in ("auc_exact", "auc_binned", "ne")
+        for part in ("", " (window)")
+    ]
+    assert _undefined_messages(make().local_compute) == expected
+    module = make()
+    assert _undefined_messages(module.compute) == expected
+    values = module.compute()
+    assert {k for k, v in values.items() if math.isnan(v)} == {
+        f"val/{key}/click{window}" for key in ("auc_exact", "auc_binned", "ne") for window in ("", "/window")
+    }
+    alone = tmx.AUC(num_bins=64)
+    alone.update(torch.tensor([0.2, 0.7]), torch.ones(2))
+    assert _undefined_messages(alone.compute) == [f"AUC is undefined: {_SINGLE_CLASS}"]
+
+
+def test_a_dict_valued_metric_warns_under_its_key_with_its_entries() -> None:
+    """A RankingMetrics under a key names the key and keeps the entries it names (``rank (ndcg@2, mrr@2)``)."""
+    module = tmx.RecMetricModule(
+        [tmx.RecTaskInfo("click", session_id_name="q")],
+        {"rank": tmx.RankingMetrics(ks=[2], metrics=["ndcg", "mrr"])},
+        throughput=False,
+    )
+    module.update(
+        {"prediction": torch.tensor([0.2, 0.7]), "label": torch.zeros(2), "q": torch.zeros(2, dtype=torch.long)}
+    )
+    assert _undefined_messages(module.compute) == [
+        "rank (ndcg@2, mrr@2) is undefined for task(s) ['click']: no query counted (no query with a relevant "
+        "candidate, or all query weights are zero); returning nan."
+    ]
+
+
+def _ddp_named_warnings(rank: int, world_size: int) -> dict:
+    module = tmx.RecMetricModule(
+        ["click"], {"auc_exact": tmx.AUC(), "auc_binned": tmx.AUC(num_bins=64)}, window_size=4, throughput=False
+    )
+    if rank == 0:  # rank 1 has no rows: the synced values are rank 0's
+        module.update({"prediction": torch.tensor([0.2, 0.7, 0.4, 0.9]), "label": torch.tensor([0.0, 1, 1, 1])})
+        module.update({"prediction": torch.tensor([0.3, 0.8]), "label": torch.ones(2)})
+    else:
+        module.update({"prediction": torch.zeros(0), "label": torch.zeros(0)})
+    return {"synced": _undefined_messages(module.compute), "values": module.compute()}
+
+
+@pytest.mark.ddp
+def test_ddp_compute_warns_under_the_keys_on_every_rank(ddp_pool) -> None:
+    """Under DDP the synced compute is unchanged (rank 0's rows give the values on both ranks) and each rank's
+    warnings name the keys: the window (4 positives, one class) is undefined for both AUCs, the lifetime is not."""
+    labels, preds = [0, 1, 1, 1, 1, 1], [0.2, 0.7, 0.4, 0.9, 0.3, 0.8]
+    for result in ddp_pool.run(_ddp_named_warnings):
+        assert result["synced"] == [
+            f"{key} (window) is undefined for task(s) ['click']: {_SINGLE_CLASS}" for key in ("auc_exact", "auc_binned")
+        ]
+        assert result["values"]["auc_exact/click"].item() == pytest.approx(roc_auc_score(labels, preds), abs=1e-12)
+        assert math.isnan(result["values"]["auc_exact/click/window"])
 
 
 def test_undefined_warnings_skip_tasks_not_reported() -> None:
@@ -2965,8 +3050,8 @@ def test_undefined_warnings_skip_tasks_not_reported() -> None:
         warnings.simplefilter("always")
         module.compute()
     assert sorted(str(w.message).split(":")[0] for w in caught) == [
-        "WeightedPrecision (window) is undefined for task(s) ['click']",
-        "WeightedPrecision is undefined for task(s) ['click']",
+        "precision (window) is undefined for task(s) ['click']",
+        "precision is undefined for task(s) ['click']",
     ]
 
 
@@ -2984,7 +3069,7 @@ def test_a_lifetime_only_name_computes_and_warns_for_its_lifetime_only() -> None
         values = module.compute()
     undefined = [str(w.message) for w in caught if issubclass(w.category, tmx.UndefinedMetricWarning)]
     assert undefined == [
-        "AUPRC (window) is undefined for task(s) ['click']: no positive label weight; returning nan."
+        "auprc (window) is undefined for task(s) ['click']: no positive label weight; returning nan."
     ]  # the exact window's, once
     assert math.isnan(values["auprc-click|window_auprc"])
     assert values["auprc-click|lifetime_auprc"] == pytest.approx(
@@ -3013,10 +3098,9 @@ def test_compute_leaves_the_process_warning_filters_alone() -> None:
         for _ in range(5):
             step()
     assert sorted(str(w.message) for w in caught) == [
-        "NormalizedEntropy (window) is undefined for task(s) ['click']: the labels seen hold a single class "
+        "ne (window) is undefined for task(s) ['click']: the labels seen hold a single class "
         "(or no weight); returning nan.",
-        "NormalizedEntropy is undefined for task(s) ['click']: the labels seen hold a single class "
-        "(or no weight); returning nan.",
+        "ne is undefined for task(s) ['click']: the labels seen hold a single class (or no weight); returning nan.",
         "the user's own warning",
     ]
     # no "compute before update" warning from a module that never updated (nor from group members)
@@ -4032,9 +4116,7 @@ def test_a_windows_undefined_value_warning_says_window():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         values = module.compute()
-    assert [str(w.message).split(":")[0] for w in caught] == [
-        "NormalizedEntropy (window) is undefined for task(s) ['c']"
-    ]
+    assert [str(w.message).split(":")[0] for w in caught] == ["ne (window) is undefined for task(s) ['c']"]
     assert math.isnan(values["ne/c/window"]) and not math.isnan(values["ne/c"])
     metric = tmx.Windowed(tmx.CTR(), window_size=2)
     metric.update(torch.tensor([0.5]), torch.tensor([1.0]), torch.tensor([0.0]))

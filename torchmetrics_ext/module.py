@@ -58,7 +58,7 @@ from torchmetrics_ext.utilities.checks import (
 from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric, fused_gather
 from torchmetrics_ext.utilities.ownership import owner_of, release_ownership, take_ownership
-from torchmetrics_ext.utilities.warnings import naming_part, naming_tasks
+from torchmetrics_ext.utilities.warnings import naming_metric, naming_part, naming_tasks
 from torchmetrics_ext.wrappers._shared import SharedRing, shareable
 from torchmetrics_ext.wrappers.windowed import Windowed
 
@@ -1134,15 +1134,16 @@ class RecMetricModule(CheckpointLoading):
             # without a batch the others' synced states): no "compute before update" warning
             stack.enter_context(counted_as_updated(metric for _, metric in self._leaves()))
             for name in self._names:
-                # undefined-value warnings name the tasks (not their positions), only tasks reported
+                # undefined-value warnings name the metric by its key (two AUCs apart) and the tasks
+                # (not their positions), only tasks reported
                 reported = self._reported.get(name, ((), None))[1]
                 names = [t.name if reported is None or t.name in reported else None for t in self.tasks]
                 if name in self.ranking:
                     for t, unit in enumerate(self._copies(name)):
-                        with naming_tasks(names[t : t + 1]):
+                        with naming_metric(self._warned_name(name)), naming_tasks(names[t : t + 1]):
                             self._emit(out, name, t, unit.compute())
                     continue
-                with naming_tasks(names):
+                with naming_metric(self._warned_name(name)), naming_tasks(names):
                     if self._is_window_only(name):
                         with naming_part("window"):
                             self._emit(out, name, None, {"window": self._parts(self._unit(name))["window"].compute()})
@@ -1153,7 +1154,8 @@ class RecMetricModule(CheckpointLoading):
             for leader, metric in members:  # the leader's states they hold, while it keeps its value
                 metric.__dict__[_STATES_OF] = leader.__dict__["_computed"]
         if self.throughput is not None:
-            rates = _throughput_rates(self.throughput, gathered.get(_THROUGHPUT) if sync else None)
+            with naming_metric(f"{self.prefix}throughput"):
+                rates = _throughput_rates(self.throughput, gathered.get(_THROUGHPUT) if sync else None)
             if self.key_style == "torchrec":  # every example is attempted: a bad step raises, none is skipped
                 rates |= {
                     "attempt_examples": rates["total_examples"],
@@ -1162,7 +1164,8 @@ class RecMetricModule(CheckpointLoading):
             for entry, value in rates.items():
                 _put(out, self._aux_key("throughput", entry), value)
         for name, fn in self.state_metrics.items():
-            value = _state_metric_value(fn, sync)
+            with naming_metric(self.prefix + name):
+                value = _state_metric_value(fn, sync)
             items = value.items() if isinstance(value, Mapping) else [(None, value)]
             for key, v in items:
                 if key is not None and not _entry_name_ok(key):
@@ -1244,6 +1247,17 @@ class RecMetricModule(CheckpointLoading):
             return f"{self.prefix}{namespace}-{task}|{'window' if window else 'lifetime'}_{metric_name}"
         metric = name if entry is None else f"{name}.{entry}"
         return f"{self.prefix}{metric}/{task}" + ("/window" if window else "")
+
+    def _warned_name(self, name: str) -> str:
+        """The name a metric's warnings give: its key as the values' keys hold it.
+
+        ``f"{prefix}{name}"`` (``val/auc``); with ``key_style="torchrec"`` TorchRec's namespace, and its
+        metric name where that differs (``ne|logloss`` for the keys ``ne-{task}|lifetime_logloss``).
+        """
+        if self.key_style == "torchrec":
+            namespace, metric_name = self._torchrec[name]
+            return f"{self.prefix}{namespace}" + ("" if metric_name == namespace else f"|{metric_name}")
+        return self.prefix + name
 
     def _aux_key(self, name: str, entry: str | None) -> str:
         if self.key_style == "torchrec":

@@ -57,7 +57,7 @@ from torchmetrics_ext.functional.ranking._update import _ranking_compute, reduce
 from torchmetrics_ext.metrics.auc import AUC, AUPRC, XAUC, GroupedAUC, GroupedAUPRC, RegressionAUC
 from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
 from torchmetrics_ext.metrics.ranking import RankingMetrics
-from torchmetrics_ext.utilities.warnings import UndefinedEntries, collecting_undefined, warn_undefined
+from torchmetrics_ext.utilities.warnings import UndefinedEntries, collecting_undefined, naming_metric, warn_undefined
 from torchmetrics_ext.wrappers.segmented import Segmented
 
 __all__ = ["SegmentBatch", "SegmentValues", "Undefined", "segment_values"]
@@ -98,7 +98,7 @@ class Undefined:
     """One undefined-value warning of a metric over every segment.
 
     Attributes:
-        metric: the name the metric's warning gives (``"AUC"``, ``"RankingMetrics (ndcg@10, mrr@10)"``).
+        metric: the name the metric's warning gives: its key (``"auc"``, ``"ranking (ndcg@10, mrr@10)"``).
         reason: the warning's reason, without ``"; returning nan."``.
         undefined: ``(T, S)`` bool, the (task, segment) entries the warning flags.
     """
@@ -153,7 +153,7 @@ def segment_values(
             if probabilities is None:
                 probabilities = torch.sigmoid(batch.preds)
             preds = probabilities
-        with collecting_undefined() as entries:
+        with collecting_undefined() as entries, naming_metric(key):  # warnings name the key, as the module's
             values = family(metric, batch, preds)
         out.values.update(_named(key, values))
         out.undefined[key] = _per_entry(entries, batch)
@@ -262,7 +262,8 @@ def _rankings(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[str | 
             per_task.append(_ranking_compute(value_sum, weight_sum.unsqueeze(1), metric._label, metric.requests))
     if entries:
         flagged = torch.stack([entry.undefined.reshape(-1) for entry in entries])
-        warn_undefined(flagged, entries[0].metric, entries[0].reason)
+        with naming_metric(None):  # the entries' metric is named already
+            warn_undefined(flagged, entries[0].metric, entries[0].reason)
     stacked = torch.stack(per_task)  # (T, S, R)
     return {request_key(request): stacked[:, :, i] for i, request in enumerate(metric.requests)}
 

@@ -56,7 +56,6 @@ __all__ = ["DEFAULT_METRICS", "TaskSpec", "evaluate", "parse_task"]
 DEFAULT_METRICS = ("ne", "log_loss", "calibration", "ctr", "auc")
 ON_INVALID = ("error", "skip")
 _RANKING_KEY = "ranking"
-_RANKING_LABEL = "RankingMetrics"  # the metric RankingMetrics' undefined-value warnings name
 RECORD_FIELDS = ("segment", "task", "rows")  # the fields of a record besides the segment columns and metrics
 _NO_WEIGHTS = "<no weights>"  # a weight key never present in the batches: the module uses weight 1
 _MAX_BATCH_SIZE = 1 << 62  # larger batch sizes read as this one
@@ -792,7 +791,7 @@ class _Run:
     ) -> list[str]:
         """One line per metric, task and reason undefined in some segment: how many segments, and the first few.
 
-        ``"AUC is undefined for task 'click' in 12,345 of 200,000 segments (country=de, country=fr, ...):
+        ``"auc is undefined for task 'click' in 12,345 of 200,000 segments (country=de, country=fr, ...):
         the labels seen hold a single class ..."``: a line per segment made a flood (one per metric and
         segment: 187,000 lines for 200,000 segments and three metrics). The values stay ``nan`` in
         the records, which name every segment. Lines come in the order one module over a segment's
@@ -832,7 +831,7 @@ class _Run:
                     if not counts[t]:
                         continue
                     flagged = torch.nonzero(entry.undefined[t]).reshape(-1).numpy()
-                    if metric != _RANKING_LABEL or not self.plan.ranking_names:
+                    if metric != _RANKING_KEY or not self.plan.ranking_names:
                         add((position, j, t), _metrics_are([metric]), task, reason, flagged)
                         continue
                     by_names: dict[str, list[int]] = {}  # the ranking names nan for the task: named themselves
@@ -939,8 +938,8 @@ def _values_and_warnings(module: RecMetricModule, local: bool) -> tuple[dict[str
     return values, [str(w.message) for w in caught if issubclass(w.category, UndefinedMetricWarning)]
 
 
-# the module names tasks: "AUC is undefined for task(s) ['click', 'buy']: ...",
-# "RankingMetrics (ndcg@10, mrr@10) is undefined for task(s) ['click']: ...", past ten tasks
+# the module names metrics by key and tasks by name: "auc is undefined for task(s) ['click', 'buy']: ...",
+# "ranking (ndcg@10, mrr@10) is undefined for task(s) ['click']: ...", past ten tasks
 # "... for task(s) ['t0', ..., 't9', ...] (12 in all): ..." (then named from the values)
 _UNDEFINED = re.compile(
     r"(?P<metric>.+?)(?: \((?P<keys>[^()]*)\))? is undefined"
@@ -997,7 +996,7 @@ def _attribution(
     """
     tasks = plan.tasks
     known = {task.name for task in tasks}
-    if metric == _RANKING_LABEL and plan.ranking_names:
+    if metric == _RANKING_KEY and plan.ranking_names:
         undefined = [r for r in records if any(math.isnan(r[m]) for m in plan.ranking_names)]
         names = [r["task"] for r in undefined]
         metrics = [m for m in plan.ranking_names if any(math.isnan(r[m]) for r in undefined)] or [metric]
@@ -1012,7 +1011,7 @@ def _attribution(
 
 
 def _metrics_are(metrics: Sequence[str]) -> str:
-    """``"AUC is"``, ``"ndcg@10 and mrr@10 are"``, ``"a, b and c are"``."""
+    """``"auc is"``, ``"ndcg@10 and mrr@10 are"``, ``"a, b and c are"``."""
     return f"{metrics[0]} is" if len(metrics) == 1 else f"{', '.join(metrics[:-1])} and {metrics[-1]} are"
 
 

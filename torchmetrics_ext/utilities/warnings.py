@@ -27,6 +27,7 @@ __all__ = [
     "UndefinedMetricWarning",
     "collecting_undefined",
     "flat_entries_as",
+    "naming_metric",
     "naming_part",
     "naming_tasks",
     "safe_divide",
@@ -45,6 +46,8 @@ _FLAT_AS: ContextVar[tuple[tuple[int, ...], tuple[str, ...]] | None] = ContextVa
 _COLLECTED: ContextVar[list[UndefinedEntries] | None] = ContextVar("collected_undefined", default=None)
 # the part of a metric being computed when it is not the whole (a window's "window"): named after the metric
 _PART: ContextVar[str | None] = ContextVar("metric_part", default=None)
+# the name the user gave the metric being computed (a RecMetricModule's key): said instead of its class name
+_NAME: ContextVar[str | None] = ContextVar("metric_name", default=None)
 
 
 class UndefinedMetricWarning(UserWarning):
@@ -65,7 +68,8 @@ class UndefinedEntries:
     """One undefined-value warning as data (see :func:`collecting_undefined`).
 
     Attributes:
-        metric: the metric's name, as the warning names it (``"AUC"``).
+        metric: the metric's name, as the warning names it (``"AUC"``; inside :func:`naming_metric`
+            the name given there).
         reason: why, as the warning says it, without the closing ``"; returning nan."``.
         undefined: the boolean tensor of flagged entries, shaped as named by ``axes`` (a flat
             value inside :func:`flat_entries_as` already reshaped), before any task filtering.
@@ -92,10 +96,12 @@ def warn_undefined(undefined: Tensor, metric: str, reason: str, axes: tuple[str,
 
     Inside :func:`naming_tasks` (a ``RecMetricModule`` computing), tasks are named by their names
     (``task(s) ['click']``), also where the value has one task, when the names fit the task axis.
+    Inside :func:`naming_metric` the metric is named by the name given there instead of ``metric``.
     Inside :func:`collecting_undefined` the entries are recorded instead of warned.
     """
     if _SILENT.get():
         return
+    metric = _named(metric)
     flat_as = _FLAT_AS.get()
     if flat_as is not None and undefined.ndim <= 1 and len(axes) == 1 and undefined.numel() == math.prod(flat_as[0]):
         undefined, axes = undefined.reshape(flat_as[0]), flat_as[1]
@@ -142,6 +148,46 @@ def naming_tasks(names: Sequence[str | None]) -> Iterator[None]:
         yield
     finally:
         _TASK_NAMES.reset(token)
+
+
+@contextmanager
+def naming_metric(name: str | None) -> Iterator[None]:
+    """Undefined-value warnings raised inside name the metric ``name`` instead of its class (``"ne is undefined ..."``).
+
+    For a container that knows the name the user gave each metric (``RecMetricModule``'s keys, the
+    ``metrics`` of ``evaluate``): two metrics of one class (``auc_exact``, ``auc_binned``) then warn
+    apart, and each warning names a key of the values returned. ``name`` replaces the metric's own
+    name, the first word of what it says; the rest stays (``"RankingMetrics (ndcg@10, mrr@10)"``
+    under ``"rank"`` is ``"rank (ndcg@10, mrr@10)"``). ``None`` keeps the metric's own name. Set at
+    compute time only: nothing is done per update.
+
+    Example:
+        >>> import warnings
+        >>> import torch
+        >>> from torchmetrics_ext import AUC
+        >>> from torchmetrics_ext.utilities.warnings import naming_metric
+        >>> auc = AUC()
+        >>> auc.update(torch.tensor([0.2, 0.7]), torch.tensor([1, 1]))
+        >>> with warnings.catch_warnings(record=True) as caught, naming_metric("auc_exact"):
+        ...     warnings.simplefilter("always")
+        ...     _ = auc.compute()
+        >>> print(str(caught[0].message).split(":")[0])
+        auc_exact is undefined
+    """
+    token = _NAME.set(name)
+    try:
+        yield
+    finally:
+        _NAME.reset(token)
+
+
+def _named(metric: str) -> str:
+    """``metric`` (``"AUC"``, ``"HindsightTargetPR precision"``), its first word the name of :func:`naming_metric`."""
+    name = _NAME.get()
+    if name is None:
+        return metric
+    space = metric.find(" ")
+    return name if space < 0 else name + metric[space:]
 
 
 @contextmanager

@@ -3825,3 +3825,38 @@ def test_evaluate_metric_options_and_task_dicts_in_the_python_api(tmp_path):
         evaluate(data, tasks, {"ne": {"eta": 0.7}})
     with pytest.raises(ValueError, match=r"Unknown task fields \['label'\] \(did you mean 'label_name'\?\)"):
         evaluate(data, [{"name": "click", "prediction_name": "p", "label": "y"}], ["ne"])
+
+
+def _ndcg_at(frame: pd.DataFrame, k: int) -> float:
+    """Mean NDCG@k (linear gain) over the sessions with a relevant row, written out with numpy."""
+    values = []
+    for _, rows in frame.groupby("s"):
+        gains = rows["y"].to_numpy()[np.argsort(-rows["p"].to_numpy())][:k]
+        ideal = np.sort(rows["y"].to_numpy())[::-1][:k]
+        if ideal.sum() > 0:
+            discounts = 1 / np.log2(np.arange(2, len(gains) + 2))
+            values.append((gains * discounts).sum() / (ideal * discounts[: len(ideal)]).sum())
+    return float(np.mean(values))
+
+
+@pytest.mark.parametrize("by", [None, "country"])
+def test_a_metric_key_named_ranking_next_to_ranking_metrics(by):
+    """A user's key ``ranking`` is not the key evaluate gives the shared ranking metrics (was ``KeyError``)."""
+    rng = np.random.default_rng(3)
+    n = 60
+    frame = pd.DataFrame(
+        {
+            "p": rng.random(n),
+            "y": (rng.random(n) < 0.4).astype(float),
+            "s": np.repeat(np.arange(12), 5),
+            "country": np.repeat(["fr", "us"], n // 2),
+        }
+    )
+    metrics = {"ranking": {"metric": "auc"}, "ndcg@10": None}
+    result = evaluate(frame, {"t": ("p", "y")}, metrics, session="s", by=by)
+    assert result.metrics == ("ranking", "ndcg@10")
+    parts = [("all", frame)] + ([] if by is None else list(frame.groupby("country")))  # "all" rows come first
+    assert len(result.records) == len(parts)
+    for record, (_, part) in zip(result.records, parts):
+        assert record["ranking"] == pytest.approx(roc_auc_score(part["y"], part["p"]), abs=1e-12)
+        assert record["ndcg@10"] == pytest.approx(_ndcg_at(part, 10), abs=1e-12)

@@ -349,6 +349,12 @@ class _Plan:
         self.options: dict[str, tuple[str, dict[str, Any]]] = {}  # module key -> (registry name, options)
         self._classes: dict[str, type[Metric]] = {}  # module key -> the metric class it builds
         self._ranking: list[tuple[str, int | None]] = []
+        # the module key of the shared RankingMetrics: not one of the requested keys (a user's "ranking")
+        self.ranking_key = next(
+            key
+            for key in (_RANKING_KEY, *(f"{_RANKING_KEY}_{i}" for i in range(len(entries) + 1)))
+            if key not in entries
+        )
         # module key -> the requested names it answers: two spellings of one cutoff (ndcg@10, ndcg@010)
         # share one key, and each name gets its value
         self.renames: dict[str, list[str]] = {}
@@ -370,7 +376,7 @@ class _Plan:
             if entry is not None and "indexes" in parameters and not entry.defaults:
                 # every ranking name without options shares one RankingMetrics per task: one sort and one copy
                 self._ranking.append((entry.name, k))
-                ranking_key = f"{_RANKING_KEY}.{entry.name if k is None else f'{entry.name}@{k}'}"
+                ranking_key = f"{self.ranking_key}.{entry.name if k is None else f'{entry.name}@{k}'}"
                 self.renames.setdefault(ranking_key, []).append(key)
             else:
                 self.specs.append(key)
@@ -378,7 +384,7 @@ class _Plan:
                 self._classes[key] = cls
                 self.renames[key] = [key]
         self.ranking_names = [
-            name for key, names in self.renames.items() if key.startswith(f"{_RANKING_KEY}.") for name in names
+            name for key, names in self.renames.items() if key.startswith(f"{self.ranking_key}.") for name in names
         ]
         self.columns = self._columns()  # one per (name, kind): a column is checked in each of its kinds
         if any(c.name == self.unread_weight for c in self.columns):  # read in a role of its own
@@ -453,10 +459,10 @@ class _Plan:
             name, options = self.options[key]
             logits = {"from_logits": True} if self.from_logits and takes else {}
             built[key] = build_metric(name, num_tasks=len(self.tasks), **options, **logits)
-        if self._ranking and (keys is None or _RANKING_KEY in keys):
+        if self._ranking and (keys is None or self.ranking_key in keys):
             stems = tuple(dict.fromkeys(stem for stem, _ in self._ranking))
             ks = tuple(dict.fromkeys(k for _, k in self._ranking))
-            built[_RANKING_KEY] = RankingMetrics(ks=ks, metrics=stems)
+            built[self.ranking_key] = RankingMetrics(ks=ks, metrics=stems)
         return built
 
     def module(self, keys: Collection[str] | None = None) -> RecMetricModule:
@@ -831,7 +837,7 @@ class _Run:
                     if not counts[t]:
                         continue
                     flagged = torch.nonzero(entry.undefined[t]).reshape(-1).numpy()
-                    if metric != _RANKING_KEY or not self.plan.ranking_names:
+                    if metric != self.plan.ranking_key or not self.plan.ranking_names:
                         add((position, j, t), _metrics_are([metric]), task, reason, flagged)
                         continue
                     by_names: dict[str, list[int]] = {}  # the ranking names nan for the task: named themselves
@@ -996,7 +1002,7 @@ def _attribution(
     """
     tasks = plan.tasks
     known = {task.name for task in tasks}
-    if metric == _RANKING_KEY and plan.ranking_names:
+    if metric == plan.ranking_key and plan.ranking_names:
         undefined = [r for r in records if any(math.isnan(r[m]) for m in plan.ranking_names)]
         names = [r["task"] for r in undefined]
         metrics = [m for m in plan.ranking_names if any(math.isnan(r[m]) for r in undefined)] or [metric]

@@ -4139,3 +4139,45 @@ def test_ddp_three_tasks_with_a_window_resume_and_reset_equal_references(ddp_poo
             assert sorted(result[what]) == sorted(keys), (rank, what)
             for key, value in keys.items():
                 np.testing.assert_allclose(result[what][key], value, rtol=1e-7, err_msg=f"rank {rank} {what} {key}")
+
+
+@pytest.mark.parametrize("window_size", [None, 8])
+@pytest.mark.parametrize("change", ["update", "merge_state"])
+def test_a_compute_group_member_changed_directly_is_warned_for_and_reports_its_group(window_size, change):
+    """``module.metrics["calibration"].update(...)`` (or ``merge_state``) was dropped at the next compute without a word.
+
+    A compute group member reads its leader's states at compute: whatever was put into it directly is
+    replaced, now with a ``UserWarning`` naming it and its leader. The values stay those of the
+    module's steps only (NumPy references), and a module used as documented warns for nothing.
+    """
+    module = tmx.RecMetricModule(
+        ["c"], {"ctr": "ctr", "calibration": "calibration"}, window_size=window_size, throughput=False
+    )
+    assert module.compute_groups == [["ctr", "calibration"]]
+    p, y = np.array([0.2, 0.7, 0.4, 0.9]), np.array([0.0, 1.0, 1.0, 0.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the documented use: nothing to warn for
+        module.update({"prediction": torch.tensor(p), "label": torch.tensor(y)})
+        module.compute()
+        module.compute()
+        module.reset()
+        module.update({"prediction": torch.tensor(p), "label": torch.tensor(y)})
+        module.compute()
+    member = module.metrics["calibration"]
+    if change == "update":
+        member.update(torch.tensor([0.9, 0.9]), torch.tensor([0.0, 0.0]))
+    else:
+        other = tmx.Windowed(tmx.Calibration(), window_size) if window_size else tmx.Calibration()
+        other.update(torch.tensor([0.9, 0.9]), torch.tensor([0.0, 0.0]))
+        member.merge_state(other)
+    with pytest.warns(UserWarning, match=r"metric 'calibration' was changed outside the module .* with 'ctr'"):
+        values = module.compute()
+    expected = {"ctr/c": y.mean(), "calibration/c": p.sum() / y.sum()}
+    if window_size:
+        expected |= {f"{key}/window": value for key, value in expected.items()}
+    assert sorted(values) == sorted(expected)
+    for key, value in expected.items():
+        np.testing.assert_allclose(values[key].item(), value, rtol=1e-12, err_msg=key)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once: it holds its group's states again
+        module.compute()

@@ -766,6 +766,8 @@ class GuardedMetric(Metric):
                 super().merge_state(incoming_state)
         self._join_merged_chunks()
         self._computed = None
+        # counted (``update`` counts in ``_update_count``) for an owner whose metric must hold only what it gave it
+        self.__dict__["_merge_count"] = self.__dict__.get("_merge_count", 0) + 1
 
     def items(self) -> Any:
         """Not a mapping of metrics: raises ``TypeError`` saying what to log instead.

@@ -4142,9 +4142,9 @@ def test_ddp_three_tasks_with_a_window_resume_and_reset_equal_references(ddp_poo
 
 
 @pytest.mark.parametrize("window_size", [None, 8])
-@pytest.mark.parametrize("change", ["update", "merge_state"])
+@pytest.mark.parametrize("change", ["update", "merge_state", "load_state_dict"])
 def test_a_compute_group_member_changed_directly_is_warned_for_and_reports_its_group(window_size, change):
-    """``module.metrics["calibration"].update(...)`` (or ``merge_state``) was dropped at the next compute without a word.
+    """``module.metrics["calibration"].update(...)`` (``merge_state``, ``load_state_dict``) was dropped at compute silently.
 
     A compute group member reads its leader's states at compute: whatever was put into it directly is
     replaced, now with a ``UserWarning`` naming it and its leader. The values stay those of the
@@ -4169,7 +4169,10 @@ def test_a_compute_group_member_changed_directly_is_warned_for_and_reports_its_g
     else:
         other = tmx.Windowed(tmx.Calibration(), window_size) if window_size else tmx.Calibration()
         other.update(torch.tensor([0.9, 0.9]), torch.tensor([0.0, 0.0]))
-        member.merge_state(other)
+        if change == "merge_state":
+            member.merge_state(other)
+        else:  # strict: every key of the other metric's checkpoint is read (and then replaced)
+            assert not member.load_state_dict(other.persistent(True) or other.state_dict()).unexpected_keys
     with pytest.warns(UserWarning, match=r"metric 'calibration' was changed outside the module .* with 'ctr'"):
         values = module.compute()
     expected = {"ctr/c": y.mean(), "calibration/c": p.sum() / y.sum()}

@@ -43,6 +43,7 @@ from torchmetrics_ext.metrics.base import (
     _replay,
     computed_fresh,
     counted_as_updated,
+    states_written,
     syncs_on_compute,
 )
 from torchmetrics_ext.metrics.ranking._base import sharing_row_copies
@@ -232,7 +233,7 @@ class RecMetricModule(CheckpointLoading):
         state names and settings, e.g. ``NormalizedEntropy`` and ``LogLoss``, ``Calibration``
         and ``CTR``, exact ``AUC`` and ``AUPRC``) update once; nothing is merged because its
         states happen to look alike. The group's other metrics read its first one's states at
-        ``compute()``: an ``update`` or ``merge_state`` made on one of them directly
+        ``compute()``: an ``update``, ``merge_state`` or load made on one of them directly
         (``module.metrics["calibration"]``) is replaced there, with a ``UserWarning``.
         **Validation** checks the strictest domain of all metrics
         (e.g. probabilities and binary labels when ``AUC`` is present) in one pass with one
@@ -1301,7 +1302,7 @@ class RecMetricModule(CheckpointLoading):
         for name, lead in self._leader.items():  # emptied members hold nothing of their own, as before a fill
             if lead != name:
                 for metric in self._parts(self._unit(name)).values():
-                    if _FILLED_AT in metric.__dict__:  # its merges are still counted
+                    if _FILLED_AT in metric.__dict__:  # its merges and loads are still counted
                         metric.__dict__[_FILLED_AT] = (0, metric.__dict__[_FILLED_AT][1])
         joint = self.__dict__.get("_shared_window")
         if joint:  # the emptied windows' shared buffer is not kept until the next step
@@ -1314,7 +1315,7 @@ class RecMetricModule(CheckpointLoading):
 def _fill_member(member: Metric, leader: Metric) -> bool:
     """Give a compute group's ``member`` its ``leader``'s states; whether it held a change of its own.
 
-    The module updates only the leader; a member's own ``update`` or ``merge_state`` (made through
+    The module updates only the leader; a member's own ``update``, ``merge_state`` or load (made through
     ``module.metrics[name]``) cannot count, since its states are its leader's: it is replaced here.
     """
     changed = _changes(member) != member.__dict__.get(_FILLED_AT, (0, 0))
@@ -1330,18 +1331,18 @@ def _warn_changed_member(name: str, lead: str) -> None:
     TorchMetrics' compute groups drop such a change silently at the collection's next ``update``.
     """
     warnings.warn(
-        f"RecMetricModule: metric {name!r} was changed outside the module (its own update or merge_state) and that "
-        f"change is dropped: it shares its states with {lead!r} (a compute group, see `compute_groups`), whose "
-        "states it reports. Feed the module's `update(model_out)`, merge into the group's first metric "
-        f"(`module.metrics[{lead!r}]`), or use a metric outside the module.",
+        f"RecMetricModule: metric {name!r} was changed outside the module (its own update, merge_state or "
+        f"load_state_dict) and that change is dropped: it shares its states with {lead!r} (a compute group, see "
+        "`compute_groups`), whose states it reports. Feed the module's `update(model_out)`, merge into the "
+        f"group's first metric (`module.metrics[{lead!r}]`), or use a metric outside the module.",
         UserWarning,
         stacklevel=4,
     )
 
 
 def _changes(metric: Metric) -> tuple[int, int]:
-    """How many updates and merges ``metric`` has taken since its last reset (updates) or ever (merges)."""
-    return metric._update_count, metric.__dict__.get("_merge_count", 0)
+    """How many updates ``metric`` has taken since its last reset, and how many merges and loads ever."""
+    return metric._update_count, states_written(metric)
 
 
 def _holds_states_of(member: Metric, leader: Metric) -> bool:

@@ -177,6 +177,20 @@ def load_explained(load: Callable[[], _T]) -> _T:
     return result
 
 
+def _count_states_written(metric: Metric) -> None:
+    """Count a ``merge_state`` or a load of states into ``metric`` (``update`` counts in ``_update_count``).
+
+    For an owner whose metric must hold only what it gave it (a ``RecMetricModule``'s compute group
+    members): :func:`states_written` tells whether anything else wrote its states since.
+    """
+    metric.__dict__["_states_written"] = metric.__dict__.get("_states_written", 0) + 1
+
+
+def states_written(metric: Metric) -> int:
+    """How many merges and loads of states ``metric`` has taken (see :func:`_count_states_written`)."""
+    return metric.__dict__.get("_states_written", 0)
+
+
 @contextmanager
 def counted_as_updated(metrics: Iterable[Metric]) -> Iterator[None]:
     """Inside, every one of ``metrics`` counts as updated (TorchMetrics' "compute before update" warning silenced).
@@ -766,8 +780,7 @@ class GuardedMetric(Metric):
                 super().merge_state(incoming_state)
         self._join_merged_chunks()
         self._computed = None
-        # counted (``update`` counts in ``_update_count``) for an owner whose metric must hold only what it gave it
-        self.__dict__["_merge_count"] = self.__dict__.get("_merge_count", 0) + 1
+        _count_states_written(self)
 
     def items(self) -> Any:
         """Not a mapping of metrics: raises ``TypeError`` saying what to log instead.
@@ -912,6 +925,8 @@ class GuardedMetric(Metric):
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
         self._computed = None  # a value computed before the load is not the loaded states' value
+        if present:
+            _count_states_written(self)
 
     def _metric_problems(self, local_metadata: Mapping[str, Any], prefix: str) -> list[str]:
         """The error for a checkpoint that records another metric's states (see ``merge_state``); none if unrecorded."""

@@ -1889,3 +1889,62 @@ def test_exact_auc_with_one_class_per_rank_ddp(ddp_pool, layout):
     for rank, values in enumerate(ddp_pool.run(_one_class_job, layout)):
         for name, value in expected.items():
             np.testing.assert_allclose(values[name], value, rtol=1e-6, err_msg=f"rank {rank} {layout} {name}")
+
+
+@pytest.mark.parametrize("cls", [tmx.AUC, tmx.AUPRC])
+def test_exact_value_follows_every_change_of_the_states_that_the_shared_sort_could_miss(cls):
+    """The exact kernels reuse the last sort of the very same unmodified chunks. Through one metric's life
+    (a compute under inference mode then updates outside it, ``merge_state``, a sync from another rank's
+    states and the compute that unsyncs, ``load_state_dict``, ``reset``) the value is scikit-learn's on the
+    data the states hold."""
+    reference = skm.roc_auc_score if cls is tmx.AUC else skm.average_precision_score
+    gen = torch.Generator().manual_seed(11)
+
+    def batch(n: int = 60) -> tuple[torch.Tensor, ...]:
+        p = torch.rand(n, generator=gen)
+        return p, (torch.rand(n, generator=gen) < p).long(), torch.rand(n, generator=gen)
+
+    def check(metric: tmx.AUC, batches: list[tuple[torch.Tensor, ...]]) -> None:
+        p, y, w = (torch.cat(parts).double().numpy() for parts in zip(*batches))
+        np.testing.assert_allclose(metric.compute().item(), reference(y, p, sample_weight=w), rtol=1e-12)
+
+    metric, seen = cls(sync_on_compute=False), [batch()]
+    with torch.inference_mode():
+        metric.update(*seen[-1])
+        check(metric, seen)
+    for _ in range(2):
+        seen.append(batch())
+        metric.update(*seen[-1])
+        check(metric, seen)
+    other, other_batches = cls(), [batch(), batch()]
+    for each in other_batches:
+        other.update(*each)
+    other.compute()
+    metric.merge_state(other)
+    check(metric, seen + other_batches)
+    seen += other_batches
+    remote = batch()  # another rank's states, replayed as its gather would return them
+    rank1 = cls()
+    rank1.update(*remote)
+    theirs = {
+        name: torch.cat(value) if isinstance(value, list) else value for name, value in rank1.metric_state.items()
+    }
+    names = list(metric._reductions)
+    metric.sync(
+        dist_sync_fn=lambda tensor, group=None: [tensor, theirs[names.pop(0)]], distributed_available=lambda: True
+    )
+    check(metric, [*seen, remote])
+    check(metric, seen)  # that compute unsynced (as TorchMetrics): the local states again
+    loaded = cls()
+    loaded.update(*batch())
+    loaded.compute()  # a sort of its own states before the load
+    metric.persistent(True)
+    loaded.persistent(True)
+    loaded.load_state_dict(metric.state_dict())
+    check(loaded, seen)
+    fresh = batch()
+    loaded.update(*fresh)
+    check(loaded, [*seen, fresh])
+    loaded.reset()
+    loaded.update(*fresh)
+    check(loaded, [fresh])

@@ -4221,3 +4221,111 @@ def test_ddp_three_tasks_with_a_window_resume_and_reset_equal_references(ddp_poo
             assert sorted(result[what]) == sorted(keys), (rank, what)
             for key, value in keys.items():
                 np.testing.assert_allclose(result[what][key], value, rtol=1e-7, err_msg=f"rank {rank} {what} {key}")
+
+
+@pytest.mark.parametrize("window_size", [None, 8])
+@pytest.mark.parametrize("change", ["update", "merge_state", "load_state_dict"])
+def test_a_compute_group_member_changed_directly_is_warned_for_and_reports_its_group(window_size, change):
+    """``module.metrics["calibration"].update(...)`` (``merge_state``, ``load_state_dict``) was dropped at compute silently.
+
+    A compute group member reads its leader's states at compute: whatever was put into it directly is
+    replaced, now with a ``UserWarning`` naming it and its leader. The values stay those of the
+    module's steps only (NumPy references), and a module used as documented warns for nothing.
+    """
+    module = tmx.RecMetricModule(
+        ["c"], {"ctr": "ctr", "calibration": "calibration"}, window_size=window_size, throughput=False
+    )
+    assert module.compute_groups == [["ctr", "calibration"]]
+    p, y = np.array([0.2, 0.7, 0.4, 0.9]), np.array([0.0, 1.0, 1.0, 0.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the documented use: nothing to warn for
+        module.update({"prediction": torch.tensor(p), "label": torch.tensor(y)})
+        module.compute()
+        module.compute()
+        module.reset()
+        module.update({"prediction": torch.tensor(p), "label": torch.tensor(y)})
+        module.compute()
+    member = module.metrics["calibration"]
+    if change == "update":
+        member.update(torch.tensor([0.9, 0.9]), torch.tensor([0.0, 0.0]))
+    else:
+        other = tmx.Windowed(tmx.Calibration(), window_size) if window_size else tmx.Calibration()
+        other.update(torch.tensor([0.9, 0.9]), torch.tensor([0.0, 0.0]))
+        if change == "merge_state":
+            member.merge_state(other)
+        else:  # strict: every key of the other metric's checkpoint is read (and then replaced)
+            assert not member.load_state_dict(other.persistent(True) or other.state_dict()).unexpected_keys
+    with pytest.warns(UserWarning, match=r"metric 'calibration' was changed outside the module .* with 'ctr'"):
+        values = module.compute()
+    expected = {"ctr/c": y.mean(), "calibration/c": p.sum() / y.sum()}
+    if window_size:
+        expected |= {f"{key}/window": value for key, value in expected.items()}
+    assert sorted(values) == sorted(expected)
+    for key, value in expected.items():
+        np.testing.assert_allclose(values[key].item(), value, rtol=1e-12, err_msg=key)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once: it holds its group's states again
+        module.compute()
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+def test_a_module_of_unvalidated_metrics_equals_a_validating_one_whatever_its_weight_columns(device_path, monkeypatch):
+    """A module whose every metric has ``validate_args=False`` trusts its steps: it looks for all-ones weight
+    columns on the CPU only (the unweighted kernels then skip their passes) and takes them as given on a device.
+    Steps whose columns are all ones, then not, in float32, float16, bfloat16 or float64, or missing for one task,
+    give the validating module's values (bit for bit on the CPU, to rounding on the device path) and the float64
+    NumPy and scikit-learn references on all the data."""
+    tasks = [tmx.RecTaskInfo(name, f"{name}_y", f"{name}_p", f"{name}_w") for name in ("a", "b")]
+    names = {"ne": "ne", "calibration": "calibration", "ctr": "ctr", "mse": "mse", "auc": "auc"}
+
+    def build(validate: bool) -> tmx.RecMetricModule:
+        metrics = {key: build_metric(name, num_tasks=2, validate_args=validate) for key, name in names.items()}
+        return tmx.RecMetricModule(tasks, metrics, throughput=False)
+
+    gen = torch.Generator().manual_seed(3)
+    dtypes = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+    steps, seen = [], {t.name: ([], [], []) for t in tasks}
+    for i in range(8):
+        n = 200 + 37 * i
+        step = {}
+        for t, task in enumerate(("a", "b")):
+            p = torch.rand(n, generator=gen).clamp(0.01, 0.99)
+            y = (torch.rand(n, generator=gen) < p).float()
+            step[f"{task}_p"], step[f"{task}_y"] = p, y
+            kind = (i + t) % 3  # all ones, any weights, or no column (weight 1)
+            w = torch.ones(n) if kind != 1 else torch.rand(n, generator=gen) * 3
+            if kind != 2:
+                step[f"{task}_w"] = w.to(dtypes[(i + t) % 4])
+                w = step[f"{task}_w"]
+            for store, value in zip(seen[task], (p, y, w)):
+                store.append(value.double().numpy())
+        steps.append(step)
+    found = []  # what the trusted steps found (all-ones columns or not)
+    real = tmx.RecMetricModule._trusted_unit_weights
+    monkeypatch.setattr(
+        tmx.RecMetricModule, "_trusted_unit_weights", staticmethod(lambda *a: found.append(real(*a)) or found[-1])
+    )
+    with force_device_path(device_path):
+        trusted, checked = build(False), build(True)
+        for step in steps:
+            trusted.update(step)
+            checked.update(step)
+        got, expected = trusted.compute(), checked.compute()
+    assert len(found) == len(steps) and any(found) != device_path and not all(found)  # the trusted path ran
+    assert sorted(got) == sorted(expected)
+    for key in expected:
+        if device_path:
+            torch.testing.assert_close(got[key], expected[key], rtol=1e-14, atol=0)
+        else:
+            assert torch.equal(got[key], expected[key]), key
+    for task, (ps, ys, ws) in seen.items():
+        p, y, w = (np.concatenate(v) for v in (ps, ys, ws))
+        references = {
+            "ne": ref_ne(p, y, w),
+            "calibration": (p * w).sum() / (y * w).sum(),
+            "ctr": (y * w).sum() / w.sum(),
+            "mse": ((p - y) ** 2 * w).sum() / w.sum(),
+            "auc": roc_auc_score(y, p, sample_weight=w),
+        }
+        for name, value in references.items():
+            np.testing.assert_allclose(got[f"{name}/{task}"].item(), value, rtol=1e-12, err_msg=f"{name}/{task}")

@@ -2156,3 +2156,31 @@ def test_ddp_query_split_across_ranks_is_one_query(ddp_pool, layout):
         assert sorted(values) == sorted(expected)
         for key, value in expected.items():
             np.testing.assert_allclose(values[key], value, rtol=1e-6, err_msg=f"rank {rank} {layout} {key}")
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("pad", [-1e4, -1e5, float("-inf"), -3.3])
+def test_padding_value_not_representable_in_the_scores_dtype_still_marks_the_padding(dtype, pad, device_path):
+    """Half-precision lists padded with ``padding_value`` hold it rounded to their dtype (-1e4 is -9984 in bfloat16,
+    -1e5 is -inf in float16): the slots still compare equal to it, so they are padding, as the mask says
+    (the NumPy reference reads only the mask)."""
+    gen = torch.Generator().manual_seed(7)
+    num_queries, width = 40, 9
+    lengths = torch.randint(0, width + 1, (num_queries,), generator=gen)
+    mask = torch.arange(width)[None, :] < lengths[:, None]
+    # distinct small whole scores per list: exact in both dtypes, no ties
+    scores = torch.stack([torch.randperm(width, generator=gen) for _ in range(num_queries)]).to(dtype)
+    # relevant labels in padded slots too: counted, they would change every value
+    target = (torch.rand(num_queries, width, generator=gen) < 0.4).long()
+    padded = torch.where(mask, scores, torch.tensor(pad, dtype=torch.float64).to(dtype))
+    requests = [(m, 3) for m in ALL]
+    expected = ref_mean({"preds": scores.double().numpy(), "target": target.numpy(), "mask": mask.numpy()}, requests)
+    with force_device_path(device_path):
+        metric = tmx.RankingMetrics(ks=(3,), padding_value=pad)
+        metric.update(padded, target)
+        values = metric.compute()
+        functional = tmf.ndcg(padded, target, k=3, padding_value=pad)
+    for (name, k), value in zip(requests, expected):
+        np.testing.assert_allclose(values[f"{name}@{k}"].item(), value, rtol=1e-6, err_msg=name)
+    np.testing.assert_allclose(functional.item(), expected[0], rtol=1e-6)

@@ -37,6 +37,7 @@ from torchmetrics_ext._module_config import (
 )
 from torchmetrics_ext._module_loading import CheckpointLoading
 from torchmetrics_ext.functional._sums import sharing_sums
+from torchmetrics_ext.metrics._checkpoints import states_written
 from torchmetrics_ext.metrics.base import (
     InputDomains,
     TaskMetric,
@@ -77,6 +78,8 @@ _LOGIT_COLUMNS: ContextVar[bool] = ContextVar("tmx_logit_columns", default=False
 _THROUGHPUT = ("\0throughput", "lifetime")  # the throughput's entry in the fused gather
 # where a compute group member keeps the leader's cached value it was last computed with (see _holds_states_of)
 _STATES_OF = "_computed_with_leader"
+# a compute group member's update count when the module last filled it with its leader's states (see _fill_member)
+_FILLED_AT = "_update_count_when_filled"
 
 
 def _held_by(metric: Metric) -> str | None:
@@ -229,7 +232,10 @@ class RecMetricModule(CheckpointLoading):
         :attr:`~torchmetrics_ext.TaskMetric.shared_statistics_key` are equal (same kernel, same
         state names and settings, e.g. ``NormalizedEntropy`` and ``LogLoss``, ``Calibration``
         and ``CTR``, exact ``AUC`` and ``AUPRC``) update once; nothing is merged because its
-        states happen to look alike. **Validation** checks the strictest domain of all metrics
+        states happen to look alike. The group's other metrics read its first one's states at
+        ``compute()``: an ``update``, ``merge_state`` or load made on one of them directly
+        (``module.metrics["calibration"]``) is replaced there, with a ``UserWarning``.
+        **Validation** checks the strictest domain of all metrics
         (e.g. probabilities and binary labels when ``AUC`` is present) in one pass with one
         host synchronisation; a rejected step changes no metric. **Sync**: ``compute()`` gathers
         every state of every metric with a number of collectives that depends on the state
@@ -1124,12 +1130,14 @@ class RecMetricModule(CheckpointLoading):
             for name, lead in self._leader.items():
                 if lead != name:
                     leader_parts = self._parts(self._unit(lead))
+                    changed = False
                     for part, metric in self._parts(self._unit(name)).items():
                         leader = leader_parts[part]
                         members.append((leader, metric))
                         if not _holds_states_of(metric, leader):
-                            metric.reset()
-                            metric.merge_state(leader.metric_state)
+                            changed |= _fill_member(metric, leader)
+                    if changed:
+                        _warn_changed_member(name, lead)
             # group members hold their leader's states without an update of their own (and a rank
             # without a batch the others' synced states): no "compute before update" warning
             stack.enter_context(counted_as_updated(metric for _, metric in self._leaves()))
@@ -1305,12 +1313,50 @@ class RecMetricModule(CheckpointLoading):
         for unit in self._all_units():
             if unit is not keep:
                 unit.reset()
+        for name, lead in self._leader.items():  # emptied members hold nothing of their own, as before a fill
+            if lead != name:
+                for metric in self._parts(self._unit(name)).values():
+                    if _FILLED_AT in metric.__dict__:  # its merges and loads are still counted
+                        metric.__dict__[_FILLED_AT] = (0, metric.__dict__[_FILLED_AT][1])
         joint = self.__dict__.get("_shared_window")
         if joint:  # the emptied windows' shared buffer is not kept until the next step
             joint.release()
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _fill_member(member: Metric, leader: Metric) -> bool:
+    """Give a compute group's ``member`` its ``leader``'s states; whether it held a change of its own.
+
+    The module updates only the leader; a member's own ``update``, ``merge_state`` or load (made through
+    ``module.metrics[name]``) cannot count, since its states are its leader's: it is replaced here.
+    """
+    changed = _changes(member) != member.__dict__.get(_FILLED_AT, (0, 0))
+    member.reset()
+    member.merge_state(leader.metric_state)
+    member.__dict__[_FILLED_AT] = _changes(member)
+    return changed
+
+
+def _warn_changed_member(name: str, lead: str) -> None:
+    """Say that what was put into compute group member ``name`` directly is dropped (see :func:`_fill_member`).
+
+    TorchMetrics' compute groups drop such a change silently at the collection's next ``update``.
+    """
+    warnings.warn(
+        f"RecMetricModule: metric {name!r} was changed outside the module (its own update, merge_state or "
+        f"load_state_dict) and that change is dropped: it shares its states with {lead!r} (a compute group, see "
+        "`compute_groups`), whose states it reports. Feed the module's `update(model_out)`, merge into the "
+        f"group's first metric (`module.metrics[{lead!r}]`), or use a metric outside the module.",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
+def _changes(metric: Metric) -> tuple[int, int]:
+    """How many updates ``metric`` has taken since its last reset, and how many merges and loads ever."""
+    return metric._update_count, states_written(metric)
 
 
 def _holds_states_of(member: Metric, leader: Metric) -> bool:

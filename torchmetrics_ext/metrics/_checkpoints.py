@@ -27,6 +27,7 @@ __all__ = [
     "note_checkpoint",
     "note_settings",
     "settings_problems",
+    "states_written",
 ]
 
 _T = TypeVar("_T")
@@ -71,6 +72,20 @@ def load_explained(load: Callable[[], _T]) -> _T:
     for text in notes:
         warnings.warn(text, UserWarning, stacklevel=3)
     return result
+
+
+def _count_states_written(metric: Metric) -> None:
+    """Count a ``merge_state`` or a load of states into ``metric`` (``update`` counts in ``_update_count``).
+
+    For an owner whose metric must hold only what it gave it (a ``RecMetricModule``'s compute group
+    members): :func:`states_written` tells whether anything else wrote its states since.
+    """
+    metric.__dict__["_states_written"] = metric.__dict__.get("_states_written", 0) + 1
+
+
+def states_written(metric: Metric) -> int:
+    """How many merges and loads of states ``metric`` has taken (see :func:`_count_states_written`)."""
+    return metric.__dict__.get("_states_written", 0)
 
 
 def derive_missing(
@@ -355,6 +370,8 @@ class CheckpointedStates(Metric):
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
         self._computed = None  # a value computed before the load is not the loaded states' value
+        if present:
+            _count_states_written(self)
 
     def _metric_problems(self, local_metadata: Mapping[str, Any], prefix: str) -> list[str]:
         """The error for a checkpoint that records another metric's states (see ``merge_state``); none if unrecorded."""

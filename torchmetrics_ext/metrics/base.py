@@ -19,7 +19,7 @@ from torch.nn import Module
 from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
-from torchmetrics_ext.metrics._checkpoints import CheckpointedStates
+from torchmetrics_ext.metrics._checkpoints import CheckpointedStates, _count_states_written
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, check_int
 from torchmetrics_ext.utilities.chunks import _JOIN, join_chunks, join_small_runs, join_small_tails
 from torchmetrics_ext.utilities.formatting import exact_text
@@ -584,6 +584,7 @@ class GuardedMetric(CheckpointedStates):
                 super().merge_state(incoming_state)
         self._join_merged_chunks()
         self._computed = None
+        _count_states_written(self)
 
     def items(self) -> Any:
         """Not a mapping of metrics: raises ``TypeError`` saying what to log instead.

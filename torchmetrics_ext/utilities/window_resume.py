@@ -171,7 +171,7 @@ def move_entries(metadata: MutableMapping[str, Any] | None, old: str, new: str, 
 
 
 def undo_entries(edits: list[Edit]) -> None:
-    """Put back every metadata entry that :func:`as_plain` and :func:`as_windowed` changed (newest first)."""
+    """Put back every metadata entry that :func:`as_plain`, :func:`as_windowed` and :func:`move_entries` changed."""
     while edits:
         metadata, key, had, former = edits.pop()
         if had:

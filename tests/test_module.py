@@ -4053,6 +4053,34 @@ def test_a_checkpoint_resumes_its_lifetime_across_a_window_added_or_dropped(
             assert values[f"{name}/click/window"].item() == pytest.approx(recent[name], rel=1e-6), name
 
 
+@pytest.mark.parametrize("through_parent", [False, True])
+@pytest.mark.parametrize(("saved_window", "window"), [(20, 6), (6, 20)])
+def test_a_group_saved_under_another_member_resumes_across_a_window_resize(saved_window, window, through_parent):
+    """A compute group saved under a metric removed since (log_loss, replaced by NE: the same statistics) and
+    loaded with another ``window_size``: its states were moved to NE without the checkpoint's record of the old
+    window, so the resize went unseen and the old ring was kept (a window of 6 held 24 samples after the load).
+    The lifetime resumes and the window starts empty, as for a group saved under the same name."""
+    data = make_data(23, n=_POST[-1])
+    saved = _resume_module(saved_window, ("log_loss", "auc"))
+    for step in batches(data, _PRE):
+        saved.update(step)
+    module = _resume_module(window, ("ne", "auc"))
+    result, metadata_kept = _load_through(saved, module, through_parent)
+    assert (result.missing_keys, result.unexpected_keys) == ([], [])
+    assert metadata_kept
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the empty windows are undefined
+        empty = module.compute()
+    assert math.isnan(empty["ne/click/window"].item()) and math.isnan(empty["auc/click/window"].item())
+    for step in batches(data, _POST[:2]):  # 6 samples: the window
+        module.update(step)
+    values = module.compute()
+    lifetime, recent = _resume_refs(data, 0, _POST[1]), _resume_refs(data, _PRE[-1], _POST[1])
+    for name in ("ne", "auc"):
+        assert values[f"{name}/click"].item() == pytest.approx(lifetime[name], rel=1e-6), name
+        assert values[f"{name}/click/window"].item() == pytest.approx(recent[name], rel=1e-6), name
+
+
 @pytest.mark.parametrize("refusal", ["unexpected key", "a metric's load raises"])
 @pytest.mark.parametrize("through_parent", [False, True])
 @pytest.mark.parametrize(("saved_window", "window"), [(None, 12), (6, None), (6, 12)])

@@ -713,6 +713,39 @@ def test_max_updates_is_checked_and_part_of_the_checkpoint_settings():
             other.load_state_dict(capped.state_dict())
 
 
+@pytest.mark.parametrize(
+    "make, reference",
+    [
+        (tmx.CTR, lambda p, y: y.mean()),
+        (tmx.AUC, lambda p, y: skm.roc_auc_score(y, p)),
+        (functools.partial(tmx.AUC, num_bins=1_000_000), lambda p, y: skm.roc_auc_score(y, p)),
+    ],
+    ids=["CTR", "exact-AUC", "binned-AUC"],
+)
+def test_a_ring_of_more_samples_than_the_window_keeps_is_evicted_at_load(make, reference):
+    """A checkpoint without its ``_metadata`` (a plain dict of the entries, as prefix-stripping code builds) records
+    no ``window_size``: a window of 40 loaded into one of 16 kept its 32 samples until the next update, so a
+    ``compute`` right after the load reported a window twice ``window_size``. The load now keeps the newest
+    updates the window keeps, as the next update would."""
+    g = torch.Generator().manual_seed(5)
+    preds = torch.rand(48, generator=g, dtype=torch.float64)
+    target = torch.tensor([1, 0] * 24, dtype=torch.float64)[torch.randperm(48, generator=g)]
+    saved = Windowed(make(), window_size=40)
+    saved.persistent(True)
+    for lo in range(0, 32, 8):
+        saved.update(preds[lo : lo + 8], target[lo : lo + 8])
+    loaded = Windowed(make(), window_size=16)
+    loaded.persistent(True)
+    loaded.load_state_dict(dict(saved.state_dict()))  # no `_metadata`: nothing records the window of 40
+    for hi in (32, 40):  # right after the load, and after one more update of 8
+        if hi > 32:
+            loaded.update(preds[32:hi], target[32:hi])
+        values = loaded.compute()
+        p, y = preds.numpy(), target.numpy()
+        np.testing.assert_allclose(values["window"].item(), reference(p[hi - 16 : hi], y[hi - 16 : hi]), rtol=1e-5)
+        np.testing.assert_allclose(values["lifetime"].item(), reference(p[:hi], y[:hi]), rtol=1e-5)
+
+
 # ----------------------------------------------------------------------------- bad input
 
 

@@ -24,6 +24,7 @@ from torchmetrics_ext.utilities.window_resume import (
     as_plain,
     as_windowed,
     lifetime_names,
+    move_entries,
     saved_window_rule,
     undo_entries,
 )
@@ -152,6 +153,7 @@ class CheckpointLoading(nn.Module):
             self.__dict__["_refused_prefix"] = prefix  # the metrics' "missing keys" are not the reason
             return
         top = f"{prefix}metrics."
+        metadata = _load_metadata(state_dict)
         saved_names = {key[len(top) :].split(".", 1)[0] for key in state_dict if key.startswith(top)}
         dropped = sorted(saved_names - set(self._leader))  # saved metrics no longer configured
 
@@ -177,16 +179,23 @@ class CheckpointLoading(nn.Module):
                         del state_dict[key]
                     for key in keys:
                         state_dict[lead + key[len(saved) :]] = state_dict.pop(key)
+                    # their version and recorded settings (a window's size: see _resume_window_change) with them
+                    move_entries(metadata, saved, lead, edits)
                     if name in dropped:
                         dropped.remove(name)
                     break
-        self._resume_window_change(state_dict, prefix, edits, emptied)
+        self._resume_window_change(state_dict, prefix, edits, emptied, metadata)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
 
     def _resume_window_change(
-        self, state_dict: dict[str, Any], prefix: str, edits: list[Any], emptied: list[Windowed]
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        edits: list[Any],
+        emptied: list[Windowed],
+        metadata: MutableMapping[str, Any] | None,
     ) -> None:
         """Map each metric's checkpoint saved with another window onto this module's: the lifetime resumes.
 

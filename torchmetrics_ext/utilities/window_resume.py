@@ -17,7 +17,15 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Saved", "as_plain", "as_windowed", "lifetime_names", "saved_window_rule", "undo_entries"]
+__all__ = [
+    "Saved",
+    "as_plain",
+    "as_windowed",
+    "lifetime_names",
+    "move_entries",
+    "saved_window_rule",
+    "undo_entries",
+]
 
 _LIFE, _WINDOW, _RING = "lifetime.", "window.", "_extra_state"
 _SETTINGS = "torchmetrics_ext"  # the metadata entry of recorded settings (see metrics/base.py note_settings)
@@ -136,8 +144,34 @@ def as_windowed(
     _set_entry(metadata, base, entry, edits)
 
 
+def move_entries(metadata: MutableMapping[str, Any] | None, old: str, new: str, edits: list[Edit]) -> None:
+    """The metadata of a metric's states moved from prefix ``old`` to ``new`` (both with their trailing dot).
+
+    The entries under ``new`` (the metric's and its children's: ``.lifetime``, ``.window``) become
+    those saved under ``old``: the states' version and recorded settings (a window's size) travel
+    with them. Not the class that saved them: the module moves the states of the same statistics
+    only (a compute group's, saved under another member), which another class of the group reads.
+    Entries ``old`` lacks are dropped from under ``new``.
+    """
+    if metadata is None:
+        return
+    old_base, new_base = old[:-1], new[:-1]
+
+    def under(base: str) -> list[str]:
+        return [k for k in metadata if k == base or k.startswith(base + ".")]
+
+    moved = {
+        new_base + k[len(old_base) :]: {n: v for n, v in metadata[k].items() if n != _METRIC} for k in under(old_base)
+    }
+    for key in under(new_base):
+        if key not in moved:
+            edits.append((metadata, key, True, metadata.pop(key)))
+    for key, entry in moved.items():
+        _set_entry(metadata, key, entry, edits)
+
+
 def undo_entries(edits: list[Edit]) -> None:
-    """Put back every metadata entry that :func:`as_plain` and :func:`as_windowed` changed (newest first)."""
+    """Put back every metadata entry that :func:`as_plain`, :func:`as_windowed` and :func:`move_entries` changed."""
     while edits:
         metadata, key, had, former = edits.pop()
         if had:

@@ -183,9 +183,12 @@ def _saved_names(metric: Metric, saved: list[str], version: int) -> set[str]:
 
 
 def _apply_update_limit(module: Module, incompatible_keys: Any) -> None:
-    """After a load, keep the newest ``max_updates`` updates of a ring that holds more.
+    """After a load, keep the newest updates this window keeps: at most ``max_updates``, within its share of samples.
 
-    A checkpoint written before the limit was recorded may hold more; the next update would evict them.
+    A checkpoint written before the limit was recorded may hold more updates, and one without the
+    recorded ``window_size`` (a plain dict of its entries: no ``_metadata``) or saved by fewer ranks
+    (a larger share each) more samples; the next update would evict them, and a ``compute`` before
+    it reported a window larger than ``window_size``.
     States loaded as inference tensors (a wrapped TorchMetrics metric's, from a ``state_dict`` taken
     under inference mode) are made ordinary first (:meth:`Windowed._ordinary_children`).
     A refused load first takes back the "missing keys" its children reported for the states it
@@ -198,12 +201,15 @@ def _apply_update_limit(module: Module, incompatible_keys: Any) -> None:
     if not isinstance(module, Windowed):
         return
     module._ordinary_children()
-    if module.max_updates is None:
-        return
     window = module._hist if module._hist is not None else module._ring
-    if len(window.sizes) <= module.max_updates:
+    try:
+        limit = module._local_window()
+    except ValueError:  # a window smaller than the world: its next update or compute refuses it
         return
-    window.evict(module._local_window(), module.max_updates)
+    most = module.max_updates
+    if len(window.sizes) <= 1 or (window.used <= limit and (most is None or len(window.sizes) <= most)):
+        return
+    window.evict(limit, most)
     module._bind_window_lists()
     module.__dict__["_window_stale"] = True  # the window's tensor states are written from the ring when read
     module._child("window").__dict__["_computed"] = None

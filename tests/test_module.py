@@ -2995,6 +2995,21 @@ def test_a_dict_valued_metric_warns_under_its_key_with_its_entries() -> None:
     ]
 
 
+
+def test_an_entry_of_a_dict_valued_metric_warns_under_its_output_key() -> None:
+    """HindsightTargetPR's precision/recall warnings under key ``hind`` name ``hind.precision``, as the values' keys."""
+    module = tmx.RecMetricModule(
+        ["click"], {"hind": tmx.HindsightTargetPR(target_precision=0.5, num_thresholds=5)}, throughput=False
+    )
+    module.update({"prediction": torch.tensor([0.2, 0.7]), "label": torch.zeros(2)})  # no positive label
+    messages = _undefined_messages(module.compute)
+    assert [m.split(" is undefined")[0] for m in messages] == ["hind.precision", "hind.recall"], messages
+    assert {"hind.precision/click", "hind.recall/click"} <= set(module.compute())
+    standalone = tmx.HindsightTargetPR(target_precision=0.5, num_thresholds=5)
+    standalone.update(torch.tensor([0.2, 0.7]), torch.zeros(2))
+    named = [m.split(" is undefined")[0] for m in _undefined_messages(standalone.compute)]
+    assert named == ["HindsightTargetPR.precision", "HindsightTargetPR.recall"]
+
 def _ddp_named_warnings(rank: int, world_size: int) -> dict:
     module = tmx.RecMetricModule(
         ["click"], {"auc_exact": tmx.AUC(), "auc_binned": tmx.AUC(num_bins=64)}, window_size=4, throughput=False

@@ -29,7 +29,9 @@ class UnpaddedDistributedSampler(DistributedSampler):
     none when there are fewer samples than ranks, which Lightning refuses for a loader), so a
     :class:`~torchmetrics_ext.RecMetricModule` computed across ranks equals the single-process
     value. Use it for validation and test loaders, where ranks need not take the same number of
-    steps; Lightning keeps a ``DistributedSampler`` it finds in a loader.
+    steps; Lightning keeps a ``DistributedSampler`` it finds in a loader. Keep the loader's own
+    ``DataLoader(drop_last=False)`` (the default) too: with ``drop_last=True`` each rank drops its
+    own last partial batch, so the ranks together see other samples than one process would.
 
     ``num_replicas`` and ``rank`` not given are those of the process group *where the sampler is
     used*: a sampler built before the group exists (a loader made at the top of a script that

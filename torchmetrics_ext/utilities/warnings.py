@@ -182,12 +182,14 @@ def naming_metric(name: str | None) -> Iterator[None]:
 
 
 def _named(metric: str) -> str:
-    """``metric`` (``"AUC"``, ``"HindsightTargetPR precision"``), its first word the name of :func:`naming_metric`."""
+    """``metric`` (``"AUC"``, ``"HindsightTargetPR.precision"``), its first word the name of :func:`naming_metric`."""
     name = _NAME.get()
     if name is None:
         return metric
-    space = metric.find(" ")
-    return name if space < 0 else name + metric[space:]
+    # the name ends at a space ("RankingMetrics (ndcg@10)") or at the dot before a value's entry
+    # ("HindsightTargetPR.precision" under "hind" is "hind.precision", the key the module returns)
+    end = next((i for i, c in enumerate(metric) if c in " ."), len(metric))
+    return name + metric[end:]
 
 
 @contextmanager

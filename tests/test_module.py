@@ -2995,7 +2995,6 @@ def test_a_dict_valued_metric_warns_under_its_key_with_its_entries() -> None:
     ]
 
 
-
 def test_an_entry_of_a_dict_valued_metric_warns_under_its_output_key() -> None:
     """HindsightTargetPR's precision/recall warnings under key ``hind`` name ``hind.precision``, as the values' keys."""
     module = tmx.RecMetricModule(
@@ -3009,6 +3008,7 @@ def test_an_entry_of_a_dict_valued_metric_warns_under_its_output_key() -> None:
     standalone.update(torch.tensor([0.2, 0.7]), torch.zeros(2))
     named = [m.split(" is undefined")[0] for m in _undefined_messages(standalone.compute)]
     assert named == ["HindsightTargetPR.precision", "HindsightTargetPR.recall"]
+
 
 def _ddp_named_warnings(rank: int, world_size: int) -> dict:
     module = tmx.RecMetricModule(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from operator import mul
+from collections.abc import Callable, Sequence
+from itertools import repeat
+from operator import mul, sub
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.checks import as_values, check_numbers, exact_sum, plain_numbers
@@ -22,9 +24,12 @@ from torchmetrics_ext.functional.distribution import (
     _distribution_compute,
     _distribution_fold,
     _distribution_update,
+    _host_shift,
     _magnitude_band,
     _no_scaled_sums,
+    _reshift_parts,
     _sketch_index,
+    _state_parts,
 )
 from torchmetrics_ext.metrics.base import _tag, one_task
 from torchmetrics_ext.utilities.summation import compensated_add_
@@ -123,6 +128,9 @@ class Distribution(AggregationMetric[SketchBatch]):
     total_compensation: Tensor
     total_sq_compensation: Tensor
     scaled_sums_compensation: Tensor
+    shift: Tensor
+    # whether the sums are taken about a shift (False inside a Windowed: its ring adds per-update sums as they are)
+    _shifts: bool = True
     # compensation state -> the running sum whose rounding errors it keeps (Windowed folds the
     # lifetime's sums through compensated_add_ when the wrapped metric declares them)
     _compensated_sums: ClassVar[dict[str, str]] = {
@@ -173,6 +181,11 @@ class Distribution(AggregationMetric[SketchBatch]):
         self.add_state(
             self._counts_state, default=torch.zeros(self.spec.size, dtype=torch.float64), dist_reduce_fx="sum"
         )
+        # the value the sums are taken about (the first value seen, kept until reset): merges and
+        # syncs bring every part to one shift first, so "max" of equal shifts is that shift;
+        # checkpoints written before it was kept load it as 0 (their sums are of the values)
+        self.add_state("shift", default=zero.clone(), dist_reduce_fx="max")
+        self._derived_states["shift"] = (torch.zeros_like, ("total",))
 
     def _checkpoint_settings(self) -> dict[str, Any]:
         """The sketch's geometry (what its bucket counts mean), besides the tasks."""
@@ -192,7 +205,8 @@ class Distribution(AggregationMetric[SketchBatch]):
             self._validate(value)
         values = torch.as_tensor(value, dtype=torch.float64, device=self.device).reshape(-1)
         if values.numel():
-            self._fold(_distribution_update(values, self.spec))
+            shift = self.shift if self._shifts else None
+            self._fold(_distribution_update(values, self.spec, self.count, shift))
 
     def summarize(self, values: Sequence[Any]) -> SketchBatch:
         """Exact (``math.fsum``) moments, extremes and the sketch's bucket index of a batch of plain numbers.
@@ -206,22 +220,42 @@ class Distribution(AggregationMetric[SketchBatch]):
             ValueError: on NaN/inf.
         """
         values = plain_numbers(values)
-        try:
-            total = exact_sum(values)  # checks every value
-        except ValueError:
-            check_numbers(values)  # a bad value raises; else the plain sum overflowed: band 1, summed below
-            total = math.inf
+        # once the shift is set: the values minus it, whose exact sum checks every value on the way
+        shift = self.shift.item() if self._shifts and self.count.item() > 0 else None
+        centred: list[float] | None = None
+        total = math.nan
+        if shift is not None:
+            try:
+                centred = list(map(sub, values, repeat(shift)))
+                total = math.fsum(centred)
+            except (TypeError, ValueError, OverflowError, RuntimeError):
+                pass  # a bad value: the checks below name it
+        if not math.isfinite(total):
+            centred = None
+            try:
+                total = exact_sum(values)  # checks every value
+            except ValueError:
+                check_numbers(values)  # a bad value raises; else the plain sum overflowed: band 1, summed below
+                total = math.inf
         floats = list(map(float, values))
         if not floats:
             return SketchBatch(0.0, 0.0, 0.0, math.inf, -math.inf, torch.zeros(0, dtype=torch.long, device=self.device))
         low, high = min(floats), max(floats)
-        band = _magnitude_band(max(high, -low))
-        scaled = [x * 2.0 ** (-_BAND_SHIFT * band) for x in floats] if band else floats
-        if band:
+        if shift is None:
+            shift = _host_shift(floats, self.count, self.shift, low, high) if self._shifts else 0.0
+        band = _magnitude_band(max(high - shift, shift - low))
+        scaled = floats if centred is None else centred
+        if band > 0:  # the scaled values minus the scaled shift: no overflow
+            scaled = list(map(sub, map(mul, floats, repeat(2.0**-_BAND_SHIFT)), repeat(shift * 2.0**-_BAND_SHIFT)))
+        elif shift and centred is None:
+            scaled = list(map(sub, floats, repeat(shift)))
+        if band < 0:
+            scaled = list(map(mul, scaled, repeat(2.0**_BAND_SHIFT)))
+        if band or (shift and centred is None):
             total = math.fsum(scaled)
         total_sq = math.fsum(map(mul, scaled, scaled))
         index = _sketch_index(torch.tensor(floats, dtype=torch.float64, device=self.device), self.spec)
-        return SketchBatch(float(len(floats)), total, total_sq, low, high, index, band)
+        return SketchBatch(float(len(floats)), total, total_sq, low, high, index, band, shift)
 
     def _sketch_states(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         """``(count, total, total_sq, scaled_sums, min, max, bucket counts)``: the states in the kernels' order."""
@@ -232,7 +266,44 @@ class Distribution(AggregationMetric[SketchBatch]):
         return self.total_compensation, self.total_sq_compensation, self.scaled_sums_compensation
 
     def _fold(self, summary: SketchBatch) -> None:
-        _distribution_fold(*self._sketch_states(), summary, self._compensations())
+        _distribution_fold(*self._sketch_states(), summary, self._compensations(), self.shift)
+
+    def _sums(self) -> tuple[Tensor, Tensor, Tensor]:
+        return self.total, self.total_sq, self.scaled_sums
+
+    def _keep_unshifted(self) -> None:
+        """Keep the sums about 0 from now on (re-shifted exactly): ``Windowed`` sums per-update states as they are."""
+        self._align_shift(0.0)
+        self.__dict__["_shifts"] = False
+
+    def _align_shift(self, target: float) -> None:
+        """Re-express this metric's sums about ``target`` (exactly, on the host) and make it the shift."""
+        n, shift = self.count.item(), self.shift.item()
+        if n > 0 and shift != target:
+            parts = _reshift_parts(_state_parts(self._sums(), self._compensations()), n, shift, target)
+            _write_parts(self._sums(), self._compensations(), parts)
+        self.shift.fill_(target)
+
+    def _merge_shift(self, incoming_state: dict[str, Any]) -> dict[str, Any]:
+        """Bring this metric's sums and ``incoming_state``'s to one shift (this metric's once it holds values).
+
+        Returns the incoming states with their sums re-shifted (new tensors; the caller's are untouched).
+        """
+        theirs = incoming_state.get("shift")
+        n_theirs = incoming_state["count"].item()
+        s_theirs = 0.0 if theirs is None else theirs.item()
+        target = 0.0 if not self._shifts else self.shift.item() if self.count.item() > 0 else s_theirs
+        self._align_shift(target)
+        out = dict(incoming_state)
+        if n_theirs > 0 and s_theirs != target:
+            sums = [incoming_state[name].clone() for name in ("total", "total_sq", "scaled_sums")]
+            errors = [incoming_state[name].clone() for name in self._compensated_sums]
+            parts = _reshift_parts(_state_parts(sums, errors), n_theirs, s_theirs, target)
+            _write_parts(sums, errors, parts)
+            out.update(zip(("total", "total_sq", "scaled_sums"), sums, strict=True))
+            out.update(zip(self._compensated_sums, errors, strict=True))
+        out["shift"] = torch.full_like(self.shift, target)
+        return out
 
     def _reduce_states(self, incoming_state: dict[str, Any]) -> None:
         """TorchMetrics' join of another state into this one (``forward``, ``merge_state``), sums compensated.
@@ -241,6 +312,7 @@ class Distribution(AggregationMetric[SketchBatch]):
         ``forward``; they are joined with :func:`~torchmetrics_ext.utilities.summation.compensated_add_`
         instead (the compensations themselves add up as the other ``sum`` states do).
         """
+        incoming_state = self._merge_shift(incoming_state)
         local = [getattr(self, total) for total in self._compensated_sums.values()]
         super()._reduce_states(incoming_state)
         sums = [incoming_state[total].clone() for total in self._compensated_sums.values()]
@@ -251,4 +323,70 @@ class Distribution(AggregationMetric[SketchBatch]):
     def compute(self) -> dict[str, Tensor]:
         """``{"mean", "min", "max", "std", "p05", "p50", "p95"}`` (per ``percentiles``) of everything seen."""
         states = self._sketch_states()
-        return _distribution_compute(*states, self.percentiles, self.spec, compensations=self._compensations())
+        return _distribution_compute(
+            *states, self.percentiles, self.spec, compensations=self._compensations(), shift=self.shift
+        )
+
+    def _sync_dist(self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None) -> None:
+        """TorchMetrics' sync, every rank's sums brought to one shift before they are added (:meth:`_fix_gathered`)."""
+        self.__dict__["_gathered_parts"] = {}
+        try:
+            super()._sync_dist(dist_sync_fn, process_group)
+        finally:
+            self.__dict__["_gathered_parts"] = {}
+
+    def _fix_gathered(self, name: str, per_rank: list[Tensor]) -> list[Tensor]:
+        """Collect the gathered sums; once all are in, re-shift every rank's to the first rank with values.
+
+        TorchMetrics gathers every state before it reduces any, so the per-rank lists are
+        rewritten in place here; a rank without values takes the shift as it is.
+        """
+        per_rank = super()._fix_gathered(name, per_rank)
+        pending = self.__dict__.setdefault("_gathered_parts", {})
+        if name in _SHIFTED_STATES:
+            pending[name] = per_rank
+            if len(pending) == len(_SHIFTED_STATES):
+                _common_shift(pending, self._shifts)
+        return per_rank
+
+
+_SHIFTED_STATES = (
+    "count",
+    "shift",
+    "total",
+    "total_sq",
+    "scaled_sums",
+    "total_compensation",
+    "total_sq_compensation",
+    "scaled_sums_compensation",
+)
+
+
+def _write_parts(sums: Sequence[Tensor], errors: Sequence[Tensor], parts: Sequence[float]) -> None:
+    """Write parts (:func:`~torchmetrics_ext.functional.distribution._reshift_parts`) into sums and errors, in place."""
+    total, total_sq, scaled = sums
+    e1, e2, e3 = errors
+    total.fill_(parts[0])
+    total_sq.fill_(parts[1])
+    scaled.copy_(torch.tensor(parts[2:6], dtype=scaled.dtype).view(scaled.shape))
+    e1.fill_(parts[6])
+    e2.fill_(parts[7])
+    e3.copy_(torch.tensor(parts[8:12], dtype=e3.dtype).view(e3.shape))
+
+
+def _common_shift(gathered: dict[str, list[Tensor]], shifts: bool) -> None:
+    """Re-shift every rank's gathered sums (in place in the lists) to the shift of the first rank with values."""
+    counts = [c.item() for c in gathered["count"]]
+    shifts_seen = [s.item() for s in gathered["shift"]]
+    holding = [s for n, s in zip(counts, shifts_seen, strict=True) if n > 0]
+    target = (holding[0] if holding else 0.0) if shifts else 0.0
+    sum_names, error_names = _SHIFTED_STATES[2:5], _SHIFTED_STATES[5:]
+    for rank, (n, shift) in enumerate(zip(counts, shifts_seen, strict=True)):
+        if n > 0 and shift != target:
+            sums = [gathered[name][rank].clone() for name in sum_names]
+            errors = [gathered[name][rank].clone() for name in error_names]
+            parts = _reshift_parts(_state_parts(sums, errors), n, shift, target)
+            _write_parts(sums, errors, parts)
+            for name, value in zip((*sum_names, *error_names), (*sums, *errors), strict=True):
+                gathered[name][rank] = value
+        gathered["shift"][rank] = torch.full_like(gathered["shift"][rank], target)

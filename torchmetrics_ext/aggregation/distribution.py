@@ -220,38 +220,28 @@ class Distribution(AggregationMetric[SketchBatch]):
             ValueError: on NaN/inf.
         """
         values = plain_numbers(values)
-        # once the shift is set: the values minus it, whose exact sum checks every value on the way
-        shift = self.shift.item() if self._shifts and self.count.item() > 0 else None
-        centred: list[float] | None = None
-        total = math.nan
-        if shift is not None:
-            try:
-                centred = list(map(sub, values, repeat(shift)))
-                total = math.fsum(centred)
-            except (TypeError, ValueError, OverflowError, RuntimeError):
-                pass  # a bad value: the checks below name it
-        if not math.isfinite(total):
-            centred = None
-            try:
-                total = exact_sum(values)  # checks every value
-            except ValueError:
-                check_numbers(values)  # a bad value raises; else the plain sum overflowed: band 1, summed below
-                total = math.inf
+        try:
+            total = exact_sum(values)  # checks every value
+        except ValueError:
+            check_numbers(values)  # a bad value raises; else the plain sum overflowed: band 1, summed below
+            total = math.inf
         floats = list(map(float, values))
         if not floats:
             return SketchBatch(0.0, 0.0, 0.0, math.inf, -math.inf, torch.zeros(0, dtype=torch.long, device=self.device))
         low, high = min(floats), max(floats)
-        if shift is None:
-            shift = _host_shift(floats, self.count, self.shift, low, high) if self._shifts else 0.0
+        shift = 0.0
+        if self._shifts:  # the state's shift once it holds values, else this batch's (see _host_shift)
+            count, state_shift = self.count, self.shift
+            shift = state_shift.item() if count.item() > 0 else _host_shift(floats, count, state_shift, low, high)
         band = _magnitude_band(max(high - shift, shift - low))
-        scaled = floats if centred is None else centred
+        scaled = floats
         if band > 0:  # the scaled values minus the scaled shift: no overflow
             scaled = list(map(sub, map(mul, floats, repeat(2.0**-_BAND_SHIFT)), repeat(shift * 2.0**-_BAND_SHIFT)))
-        elif shift and centred is None:
-            scaled = list(map(sub, floats, repeat(shift)))
+        elif shift:
+            scaled = [x - shift for x in floats]
         if band < 0:
             scaled = list(map(mul, scaled, repeat(2.0**_BAND_SHIFT)))
-        if band or (shift and centred is None):
+        if band or shift:
             total = math.fsum(scaled)
         total_sq = math.fsum(map(mul, scaled, scaled))
         index = _sketch_index(torch.tensor(floats, dtype=torch.float64, device=self.device), self.spec)

@@ -331,10 +331,12 @@ def _distribution_fold(
     """
     if shift is not None:
         if isinstance(batch.band, int) and not on_device_path(count):
-            if count.item() == 0:
+            current = shift.item()
+            if current != batch.shift and count.item() == 0:  # the first values: their shift becomes the state's
                 shift.fill_(batch.shift)
-            if shift.item() != batch.shift:  # summarized before another batch set the shift
-                moved = _reshift_parts(_batch_parts(batch), batch.num_values, float(batch.shift), shift.item())
+                current = shift.item()
+            if current != batch.shift:  # summarized before another batch set the shift
+                moved = _reshift_parts(_batch_parts(batch), batch.num_values, float(batch.shift), current)
                 _add_parts(total, total_sq, scaled_sums, compensations, moved)
                 _fold_extremes(count, vmin, vmax, bucket_counts, batch)
                 return

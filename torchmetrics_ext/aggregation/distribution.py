@@ -43,8 +43,8 @@ class Distribution(AggregationMetric[SketchBatch]):
     r"""Lifetime mean, min, max, std and percentiles of a stream of values, mergeable across ranks.
 
     .. math::
-        \bar x = \frac{1}{n}\sum_i x_i,\quad
-        s = \sqrt{\tfrac{1}{n-1}\big(\textstyle\sum_i x_i^2 - n\bar x^2\big)},\quad
+        \bar x = c + \frac{1}{n}\sum_i (x_i - c),\quad
+        s = \sqrt{\tfrac{1}{n-1}\big(\textstyle\sum_i (x_i - c)^2 - n(\bar x - c)^2\big)},\quad
         P_q = \text{np.percentile}(x, q) \text{ within relative error } \alpha
 
     Percentiles come from a log-bucket sketch (DDSketch-style, see
@@ -76,7 +76,7 @@ class Distribution(AggregationMetric[SketchBatch]):
         States: count, sum, sum of squares, the scaled sums of batches of tiny or huge
         magnitudes (``scaled_sums``, four elements, see Range below), the running rounding
         errors of the three sums (``total_compensation``, ``total_sq_compensation``,
-        ``scaled_sums_compensation``: all ``sum``), min
+        ``scaled_sums_compensation``: all ``sum``), the shift (``shift``, see below), min
         (``min``), max (``max``) and the bucket counts (``sum``); constant memory, independent of
         the number of values (about 60 kB per metric with the defaults: the 38.7 kB of counts and
         the metric object; the counts' default for ``reset`` is one element, not a second copy).
@@ -85,18 +85,28 @@ class Distribution(AggregationMetric[SketchBatch]):
         same way), so their error stays that of one update however many updates they collect
         (plain float64 running sums collect one rounding per update: at mean 1e5 and std 1, 20
         times the std's bound below after 20,000 updates of 8 values).
-        The mean is exact up to float64 rounding (exactly rounded ``math.fsum`` sums for batches
-        of plain values through :meth:`summarize`); min and max are exact. The std comes from the
-        sum and sum of squares, which cancel when the mean is large relative to the spread
-        (relative error about :math:`10^{-16} (\text{mean}/\text{std})^2`, after one update or
-        many; subtract a common offset from the values when it matters); equal values give
-        exactly 0. Inside a :class:`~torchmetrics_ext.Windowed` the lifetime is compensated too;
-        the window is a fresh sum over the updates it holds (its error grows with their number,
-        not with the run's length). A checkpoint written before the compensations or the scaled
-        sums were kept loads them as zeros (the error it had collected stays). No value: every
-        output ``nan``; one value, or a spread below ~1e-6 of the mean: ``std`` is ``nan`` (each
+        The sums are of :math:`x_i - c`, where the shift :math:`c` (state ``shift``, reduced with
+        ``max`` once every part is brought to one) is the first value seen, kept until ``reset``
+        (0 when that first batch has values of both signs or a zero). So the std of values with a
+        large common offset is right (1e7, 1e7+1, ..., 1e7+9: 3.0277 as ``statistics.stdev``;
+        1e9 + ``arange(100)``, 1e15 + a spread of 100), and its relative error, about
+        :math:`10^{-16} ((\bar x - c)/s)^2`, stays below about :math:`2n \cdot 10^{-16}` since
+        :math:`c` lies between the min and the max. Each :math:`x_i - c` is rounded once (exact
+        within a factor 2 of :math:`c`): the mean is within about :math:`2^{-53}` of the mean of
+        :math:`|x_i - c|` (exactly rounded ``math.fsum`` sums for batches of plain values through
+        :meth:`summarize`); min and max are exact. ``merge_state``, ``forward`` and a DDP sync
+        bring parts about different shifts to one exactly (fractions, one rounding; a rank without
+        values takes it as it is). Equal values give exactly 0. Inside a
+        :class:`~torchmetrics_ext.Windowed` the sums stay about 0 (its ring adds per-update sums as
+        they are) and cancel as before: relative error about :math:`10^{-16} (\bar x/s)^2`, ``nan``
+        below a spread of ~1e-6 of the mean (subtract a common offset there); the lifetime is
+        compensated too; the window is a fresh sum over the updates it holds (its error grows with
+        their number, not with the run's length). A checkpoint written before the compensations,
+        the scaled sums or the shift were kept loads them as zeros (the error it had collected
+        stays; its sums stay about 0 and give exactly the values they gave). No value: every
+        output ``nan``; one value, or a spread below the rounding of the sums: ``std`` is ``nan`` (each
         with an ``UndefinedMetricWarning``; states cast to float32 with ``set_dtype`` round each
-        update's sums to float32: ``nan`` below ~8e-3 of the mean, and the warning names float32).
+        update's shifted sums to float32, and the warning names float32).
         Range: any finite magnitude. A batch whose largest magnitude is below :math:`2^{-485}` (about
         1.0e-146) or above :math:`2^{485}` (about 1.0e146) adds the sums of its values times
         :math:`2^{600}` or :math:`2^{-600}` to ``scaled_sums``, where their squares neither underflow

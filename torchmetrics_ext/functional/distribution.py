@@ -33,12 +33,16 @@ is itself subnormal has the precision float64 gives it; one beyond the largest f
 ``inf``, as in NumPy).
 A metric keeps the sums compensated (each next to the running sum of its rounding
 errors, see :func:`~torchmetrics_ext.utilities.summation.compensated_add_`), so their error is
-that of one update however many updates they collect. The mean is exact up to float64 rounding.
-The std is too when the values are centred near 0, but :math:`\sum x^2 - n\bar x^2` cancels when
-the mean is large relative to the spread: its relative error is about
-:math:`10^{-16} (\bar x / s)^2` (1e-8 at a mean 1e4 times the std), after one update or many, and
-once the spread is below ~1e-6 of the mean the std is ``nan`` with a warning (equal values give
-exactly 0). Subtract a common offset (a known typical value) from the values first.
+that of one update however many updates they collect.
+The sums are of :math:`x_i - c` for a shift :math:`c`, the first value (0 for a first batch with
+both signs; :func:`distribution` takes its batch's, a metric keeps its first until reset), so
+:math:`\sum (x-c)^2 - n(\bar x - c)^2` holds the spread rather than cancelling against a large
+mean: relative error about :math:`10^{-16} ((\bar x - c)/s)^2`, at most about :math:`2n \cdot
+10^{-16}` as :math:`c` lies between the min and the max. Sums about another shift are moved to
+it exactly (:func:`_reshift_parts`). Sums about 0 (a ``Windowed``'s, a checkpoint saved before the
+shift) cancel as :math:`\sum x^2 - n\bar x^2` does: relative error about
+:math:`10^{-16} (\bar x / s)^2`, and ``nan`` with a warning once the spread is below ~1e-6 of the
+mean (equal values give exactly 0).
 """
 
 from __future__ import annotations
@@ -670,8 +674,8 @@ def distribution(
     r"""Mean, min, max, sample std and percentiles of ``values`` through the log-bucket sketch.
 
     .. math::
-        \bar x = \frac{1}{n}\sum_i x_i,\qquad
-        s = \sqrt{\frac{\sum_i x_i^2 - n\bar x^2}{n-1}},\qquad
+        \bar x = c + \frac{1}{n}\sum_i (x_i - c),\qquad
+        s = \sqrt{\frac{\sum_i (x_i - c)^2 - n(\bar x - c)^2}{n-1}},\qquad
         P_q \approx x_{(k)} + (h-k)\,(x_{(k+1)} - x_{(k)}),
         \; h = \tfrac{q}{100}(n-1),\; k = \lfloor h\rfloor
 
@@ -693,9 +697,10 @@ def distribution(
     Note:
         Undefined values (no data; ``std`` of one value) are ``nan`` with an
         :class:`~torchmetrics_ext.utilities.warnings.UndefinedMetricWarning`. The std comes from
-        the sum and the sum of squares: relative error about :math:`10^{-16} (\bar x/s)^2`, and
-        ``nan`` with a warning once the spread is below ~1e-6 of the mean (subtract a common
-        offset from the values first); equal values give exactly 0. Any finite magnitude is
+        the sum and the sum of squares of the values minus the first one (0 if they have both
+        signs), so a large common offset does not cancel it: relative error about
+        :math:`10^{-16} ((\bar x - c)/s)^2` for that shift :math:`c`, at most about
+        :math:`2n \cdot 10^{-16}`; equal values give exactly 0. Any finite magnitude is
         fine: the sums of a batch of magnitudes below :math:`2^{-485}` or above :math:`2^{485}`
         are kept scaled by a power of two (see the module), so they neither underflow nor overflow.
 

@@ -428,8 +428,12 @@ def _exact_moments(parts: Sequence[float]) -> tuple[Fraction, Fraction] | None:
     """The exact sum and sum of squares the parts hold (``None`` where a sum is not finite)."""
     if not all(math.isfinite(x) for x in parts[:6]):
         return None
-    v = [Fraction(x) + (Fraction(e) if math.isfinite(e) else 0) for x, e in zip(parts[:6], parts[6:], strict=True)]
-    k = Fraction(2) ** _BAND_SHIFT
+    v = [
+        Fraction(x) + (Fraction(e) if e and math.isfinite(e) else 0) for x, e in zip(parts[:6], parts[6:], strict=True)
+    ]
+    if not any(v[2:]):  # no scaled band (the usual case): no large powers of two
+        return v[0], v[1]
+    k = Fraction(2**_BAND_SHIFT)
     return v[0] + v[2] / k + v[4] * k, v[1] + v[3] / k**2 + v[5] * k**2
 
 
@@ -441,7 +445,7 @@ def _encoded_parts(s1: Fraction, s2: Fraction) -> list[float]:
             continue
         exponent = abs(value.numerator).bit_length() - value.denominator.bit_length()
         band = 1 if exponent >= 900 else -1 if exponent <= -900 else 0
-        scaled = value * Fraction(2) ** (-_BAND_SHIFT * power * band)
+        scaled = value * Fraction(2) ** (-_BAND_SHIFT * power * band) if band else value
         i = where[0] if band == 0 else where[1] if band < 0 else where[2]
         high = float(scaled)
         parts[i], parts[i + 6] = high, float(scaled - Fraction(high))

@@ -8,6 +8,7 @@ import io
 import json
 import math
 import pickle
+import statistics
 import sys
 import warnings
 from collections import Counter, defaultdict
@@ -797,6 +798,48 @@ def test_ddp_ranks_with_different_datasets_and_categories(ddp_pool, empty_rank):
     # the median across ranks is the median of all values (not a mean of per-rank medians)
     seq = np.array([r.value for r in all_records if r.dataset_name == "shared" and r.name == "seq_len"], dtype=float)
     np.testing.assert_allclose(first["train_shared/seq_len_stat_p50"], np.median(seq), rtol=ALPHA)
+
+
+OFFSET_VALUES = {
+    "1e7": 1e7 + np.arange(10.0),
+    "1e9": 1e9 + np.arange(100.0) / 100,
+    "1e15": 1e15 + 7.0 * np.arange(60.0),
+}
+
+
+def _ddp_offset_distribution(rank, world_size, name):
+    values = OFFSET_VALUES[name][rank::world_size]  # each rank its share, in uneven batches
+    aggregator = MetricsAggregator()
+    for lo in range(0, values.size, 3 + rank):
+        aggregator.update([Metric("d", "x", float(v), A.DISTRIBUTION) for v in values[lo : lo + 3 + rank]])
+    return aggregator.get_metrics_for_logging()
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("name", list(OFFSET_VALUES))
+def test_ddp_distribution_std_of_values_with_a_large_offset(ddp_pool, name):
+    """Each rank's sums are taken about its own first value; the sync re-shifts them to one shift before adding
+    them: the std of values with a large offset across ranks is that of all of them (statistics.stdev)."""
+    results = ddp_pool.run(_ddp_offset_distribution, name)
+    assert results[0] == results[1]
+    values = OFFSET_VALUES[name].tolist()
+    assert results[0]["train_d/x_stat_mean"] == statistics.fmean(values)
+    assert results[0]["train_d/x_stat_std"] == pytest.approx(statistics.stdev(values), rel=1e-9)
+
+
+def test_distribution_std_of_the_torchtune_example_with_a_large_offset():
+    """Ten values 1e7, 1e7 + 1, ..., 1e7 + 9 in two batches: ``_stat_std`` was left out (the float64 sums
+    of x and x^2 cancelled); torchtune logs the sample std, statistics.stdev's 3.0277. A checkpoint resumes it."""
+    values = [1e7 + i for i in range(10)]
+    agg = MetricsAggregator()
+    agg.update([Metric("d", "x", v, A.DISTRIBUTION) for v in values[:6]])
+    agg.update([Metric("d", "x", v, A.DISTRIBUTION) for v in values[6:]])
+    out = agg.get_metrics_for_logging()
+    assert out["train_d/x_stat_std"] == pytest.approx(statistics.stdev(values), rel=1e-14)
+    assert out["train_d/x_stat_mean"] == statistics.fmean(values)
+    resumed = MetricsAggregator()
+    resumed.load_state_dict(agg.state_dict())
+    assert resumed.get_metrics_for_logging() == out
 
 
 def _ddp_conflict(rank, world_size):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import statistics
 import warnings
 from collections import Counter
 from fractions import Fraction
@@ -516,15 +517,121 @@ def test_distribution_std_of_equal_values_is_exactly_zero(value):
     assert distribution(torch.full((1000,), value, dtype=torch.float64))["std"].item() == 0.0
 
 
-def test_distribution_std_below_the_precision_of_the_sums_is_nan_with_warning():
-    """1e9 + arange(100): the spread is below the rounding of the float64 sums (was 25.73 for numpy's 29.01)."""
-    x = 1e9 + np.arange(100.0)
-    with pytest.warns(UndefinedMetricWarning, match="below the rounding of their float64 sums"):
-        stats = distribution(torch.tensor(x))
-    assert math.isnan(stats["std"].item())
-    assert stats["mean"].item() == x.mean()
-    # the documented workaround: subtract a common offset
-    np.testing.assert_allclose(distribution(torch.tensor(x - 1e9))["std"].item(), x.std(ddof=1), rtol=1e-14)
+# values with a large common offset: the torchtune issue's 1e7 + arange(10) (sample std ~3.03),
+# 1e9 + a spread of 1, 1e15 + a spread of 100 (float64 holds them exactly), a negative offset,
+# mixed signs, values on both sides of the first value (the shift), one huge outlier first, and
+# 1e300-sized values of a 1e299 spread (the scaled sums)
+OFFSET_DATA = {
+    "1e7+arange(10)": 1e7 + np.arange(10.0),
+    "1e9+arange(100)": 1e9 + np.arange(100.0),
+    "1e9+spread1": 1e9 + np.random.default_rng(11).uniform(0, 1, 500),
+    "1e15+spread100": 1e15 + np.round(np.random.default_rng(12).uniform(0, 100, 300)),
+    "-3e12+spread1": -3e12 + np.random.default_rng(13).uniform(0, 1, 400),
+    "mixed_signs": np.random.default_rng(14).normal(0.0, 1.0, 300) * 1e3,
+    "crossing_the_shift": 5e8 + np.random.default_rng(15).normal(0.0, 1.0, 300)[::-1],
+    "outlier_first": np.concatenate([[1e12], 1e9 + np.random.default_rng(16).uniform(0, 1, 200)]),
+    "1e300+spread1e299": 1e300 + 1e299 * np.random.default_rng(17).uniform(-1, 1, 300),
+    "-1e-300+spread": -1e-300 + 1e-303 * np.random.default_rng(18).uniform(0, 1, 300),
+}
+
+
+@pytest.mark.parametrize(
+    "path", ["update", "small_updates", "device_path", "fold", "functional", "merge", "forward", "stale_fold"]
+)
+@pytest.mark.parametrize("name", list(OFFSET_DATA))
+def test_distribution_mean_and_std_of_values_with_a_large_offset(name, path):
+    """Bug: the std came from float64 sums of x and x^2, which cancel when the mean is large relative to the
+    spread: 1e7 + arange(10) had no std (``nan``, left out of the logging dict; torchtune logs 3.03),
+    1e9 + arange(100) and 1e15 offsets gave ``nan``. The sums are now taken about a shift (the first value
+    seen), and parts with different shifts (merges, forward, summaries made before the shift was set) are
+    re-shifted exactly. Reference: exact fractions (statistics.stdev agrees)."""
+    x = OFFSET_DATA[name]
+    mean, std = _exact_mean_std(x)
+    if abs(mean) < 1e300:
+        assert std == pytest.approx(statistics.stdev(x.tolist()), rel=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is undefined here
+        if path == "functional":
+            out = distribution(torch.from_numpy(x))
+        else:
+            metric, other = Distribution(), Distribution()
+            chunks = np.array_split(x, 7 if path != "small_updates" else -(-x.size // 5))  # 5: the host sums
+            with force_device_path(path == "device_path"):
+                if path == "stale_fold":  # summarized before the first fold set the shift
+                    summaries = [metric.summarize(chunk.tolist()) for chunk in chunks]
+                    for summary in summaries:
+                        metric.fold(summary)
+                for i, chunk in enumerate(chunks if path != "stale_fold" else []):
+                    target = other if path == "merge" and i % 2 else metric
+                    if path == "fold":
+                        target.fold(target.summarize(chunk.tolist()))
+                    elif path == "forward":
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")  # a batch of one value has no std
+                            target(torch.from_numpy(chunk))
+                    else:
+                        target.update(torch.from_numpy(chunk))
+                if path == "merge":
+                    metric.merge_state(other)
+                out = metric.compute()
+    assert out["min"].item() == x.min() and out["max"].item() == x.max()
+    # each x - shift is rounded once: within 2^-53 of |x - shift| (exact for x within a factor 2 of the shift)
+    np.testing.assert_allclose(out["mean"].item(), mean, rtol=1e-15, atol=2.0**-51 * np.abs(x - x[0]).mean())
+    np.testing.assert_allclose(out["std"].item(), std, rtol=1e-13)
+
+
+@pytest.mark.parametrize("path", ["update", "device_path", "fold"])
+def test_distribution_of_one_value_with_a_large_offset(path):
+    """One value: its mean exactly and no std (``nan`` with a warning), however large; a second value gives the std."""
+    metric = Distribution()
+    with force_device_path(path == "device_path"):
+        if path == "fold":
+            metric.fold(metric.summarize([1e15 + 3.0]))
+        else:
+            metric.update(torch.tensor([1e15 + 3.0], dtype=torch.float64))
+        with pytest.warns(UndefinedMetricWarning, match="single value"):
+            out = metric.compute()
+        assert out["mean"].item() == 1e15 + 3.0 and math.isnan(out["std"].item())
+        metric.update(torch.tensor([1e15 + 5.0], dtype=torch.float64))
+        assert metric.compute()["std"].item() == statistics.stdev([1e15 + 3.0, 1e15 + 5.0])
+
+
+def test_distribution_states_saved_before_the_shift_give_the_values_they_gave():
+    """A checkpoint without ``shift`` holds sums of the values: it loads with shift 0 and gives what it gave
+    (1e9 + arange(100) ``nan`` with the cancellation warning, as the float64 sums of x and x^2 can tell no
+    more; well-spread values numpy's std), also after further updates (they stay about 0)."""
+    tight, spread = 1e9 + np.arange(100.0), np.random.default_rng(3).normal(5.0, 2.0, 200)
+    for data in (tight, spread):
+        source = Distribution()
+        source.persistent(True)
+        source.update(torch.from_numpy(data))
+        saved = {k: v.clone() for k, v in source.state_dict().items()}
+        # the states an earlier version wrote: plain sums of the values and of their squares
+        saved["total"] = torch.tensor(math.fsum(data.tolist()), dtype=torch.float64)
+        saved["total_sq"] = torch.tensor(math.fsum((data * data).tolist()), dtype=torch.float64)
+        for name in ("total_compensation", "total_sq_compensation", "scaled_sums_compensation"):
+            saved[name].zero_()
+        del saved["shift"]
+        resumed = Distribution()
+        resumed.persistent(True)
+        resumed.load_state_dict(saved)
+        assert resumed.shift.item() == 0.0
+        n, s1, s2 = float(data.size), saved["total"].item(), saved["total_sq"].item()
+        if data is tight:
+            with pytest.warns(UndefinedMetricWarning, match="below the rounding of their float64 sums"):
+                out = resumed.compute()
+            assert math.isnan(out["std"].item())
+        else:
+            out = resumed.compute()
+            np.testing.assert_allclose(out["std"].item(), math.sqrt((s2 - s1 * s1 / n) / (n - 1)), rtol=1e-15)
+            np.testing.assert_allclose(out["std"].item(), data.std(ddof=1), rtol=1e-13)
+        assert out["mean"].item() == s1 / n
+        if data is not tight:
+            resumed.update(torch.from_numpy(data))
+            assert resumed.shift.item() == 0.0
+            np.testing.assert_allclose(
+                resumed.compute()["std"].item(), np.concatenate([data, data]).std(ddof=1), rtol=1e-13
+            )
 
 
 @pytest.mark.parametrize("path", ["update", "device_path"])
@@ -532,13 +639,20 @@ def test_distribution_std_warnings_name_the_dtype_of_the_states(path):
     """After ``set_dtype(torch.float32)`` the std warnings said "float64 sums", and the cancellation
     threshold was float64's: values 1e5 + N(0, 1) gave a std of ~3.9 (numpy: ~1.0) without a word,
     each update's sums being rounded to float32. The warnings name float32 and the threshold is
-    float32's; a spread well above it matches numpy, and float64 states are unchanged."""
+    float32's; a spread well above it matches numpy, and float64 states are unchanged. Since the sums
+    are taken about a shift (the first value), float32 states give numpy's std there too; sums about 0
+    (a Windowed's, a checkpoint saved before the shift) still cancel, with the float32 warning."""
     x = np.random.default_rng(3).normal(1e5, 1.0, size=(20, 8))
+    shifted = Distribution()
+    shifted.set_dtype(torch.float32)
     metric = Distribution()
     metric.set_dtype(torch.float32)
+    metric._keep_unshifted()  # what Windowed does: sums about 0
     with force_device_path(path == "device_path"):
         for row in x:
             metric.update(torch.from_numpy(row))
+            shifted.update(torch.from_numpy(row))
+    np.testing.assert_allclose(shifted.compute()["std"].item(), x.std(ddof=1), rtol=1e-4)
     with pytest.warns(
         UndefinedMetricWarning, match=r"below the rounding of their float32 sums \(a spread below ~8e-3 "
     ):
@@ -1461,3 +1575,39 @@ def test_distributions_of_other_sketch_ranges_never_mix():
     collection.update(torch.tensor([1.0, 2.0, 3.0, 4.0]))
     values = collection.compute()
     assert values["b_p50"].item() == pytest.approx(np.percentile([0.0, 1.0, 2.0, 3.0, 4.0], 50), rel=0.011)
+
+
+def _ddp_offset_distribution(rank, world_size, name, empty_rank):
+    x = OFFSET_DATA[name]
+    share = (x[: x.size // 3], x[x.size // 3 :])[rank]  # the ranks' first values (their shifts) differ
+    metric = Distribution()
+    if rank != empty_rank:
+        for chunk in np.array_split(share, 3):
+            metric.update(torch.from_numpy(chunk))
+    out = {k: v.item() for k, v in metric.compute().items()}
+    other = Distribution(sync_on_compute=False)  # the synced states merged into a fresh metric
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an empty rank's local compute
+        metric.sync()
+        other.merge_state(metric)
+        metric.unsync()
+    return out, {k: v.item() for k, v in other.compute().items()}
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("empty_rank", [None, 0, 1])
+@pytest.mark.parametrize("name", ["1e9+spread1", "-3e12+spread1", "1e300+spread1e299"])
+def test_ddp_distribution_of_values_with_a_large_offset(ddp_pool, name, empty_rank):
+    """Two gloo ranks whose sums are taken about different shifts (their first values), or a rank without
+    values: the sync re-shifts every rank's sums to one shift before adding them, so the std is that of all
+    the values (a plain sum of sums about different shifts would be meaningless). Reference: exact fractions."""
+    results = ddp_pool.run(_ddp_offset_distribution, name, empty_rank)
+    x = OFFSET_DATA[name]
+    shares = (x[: x.size // 3], x[x.size // 3 :])
+    data = x if empty_rank is None else shares[1 - empty_rank]
+    mean, std = _exact_mean_std(data)
+    assert results[0][0] == results[1][0]
+    for out in (results[0][0], results[0][1]):
+        np.testing.assert_allclose(out["mean"], mean, rtol=1e-15, atol=2.0**-51 * np.abs(data - data[0]).mean())
+        np.testing.assert_allclose(out["std"], std, rtol=1e-13)
+        assert out["min"] == data.min() and out["max"] == data.max()

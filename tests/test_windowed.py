@@ -241,6 +241,28 @@ def test_window_of_max_min_and_sum_states():
             np.testing.assert_allclose(value[part]["std"].item(), data.std().item(), rtol=1e-9)
 
 
+def test_windowed_distribution_keeps_its_sums_about_zero():
+    """A Windowed's ring adds per-update sums as they are, which holds only for sums about one fixed value:
+    inside it a Distribution keeps them about 0 (as before the shift), so lifetime and window are those of
+    the values (numpy). A metric wrapped with values (sums about its first value) is re-shifted to 0 exactly."""
+    rng = np.random.default_rng(5)
+    held = 1e3 + rng.normal(0.0, 1.0, 30)
+    inner = Distribution(percentiles=(50.0,))
+    inner.update(torch.from_numpy(held))
+    assert inner.shift.item() == held[0]
+    metric = Windowed(inner, window_size=40)
+    batches = [1e3 + rng.normal(0.0, 1.0, int(rng.integers(1, 15))) for _ in range(20)]
+    for batch in batches:
+        metric.update(torch.from_numpy(batch))
+    assert metric.lifetime.shift.item() == 0.0 and metric.window.shift.item() == 0.0
+    value = metric.compute()
+    lifetime = np.concatenate([held, *batches])
+    np.testing.assert_allclose(value["lifetime"]["mean"].item(), lifetime.mean(), rtol=1e-14)
+    np.testing.assert_allclose(value["lifetime"]["std"].item(), lifetime.std(ddof=1), rtol=1e-9)
+    window = _kept_tail([torch.from_numpy(b) for b in batches], 40).numpy()
+    np.testing.assert_allclose(value["window"]["std"].item(), window.std(ddof=1), rtol=1e-9)
+
+
 def _two_pass_std(x):
     """``(std, mean)`` (``ddof=1``) by two ``math.fsum`` passes: the reference without cancellation."""
     mean = math.fsum(x) / x.size

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from operator import mul
+from collections.abc import Callable, Sequence
+from itertools import repeat
+from operator import mul, sub
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.checks import as_values, check_numbers, exact_sum, plain_numbers
@@ -22,9 +24,12 @@ from torchmetrics_ext.functional.distribution import (
     _distribution_compute,
     _distribution_fold,
     _distribution_update,
+    _host_shift,
     _magnitude_band,
     _no_scaled_sums,
+    _reshift_parts,
     _sketch_index,
+    _state_parts,
 )
 from torchmetrics_ext.metrics.base import _tag, one_task
 from torchmetrics_ext.utilities.summation import compensated_add_
@@ -38,8 +43,8 @@ class Distribution(AggregationMetric[SketchBatch]):
     r"""Lifetime mean, min, max, std and percentiles of a stream of values, mergeable across ranks.
 
     .. math::
-        \bar x = \frac{1}{n}\sum_i x_i,\quad
-        s = \sqrt{\tfrac{1}{n-1}\big(\textstyle\sum_i x_i^2 - n\bar x^2\big)},\quad
+        \bar x = c + \frac{1}{n}\sum_i (x_i - c),\quad
+        s = \sqrt{\tfrac{1}{n-1}\big(\textstyle\sum_i (x_i - c)^2 - n(\bar x - c)^2\big)},\quad
         P_q = \text{np.percentile}(x, q) \text{ within relative error } \alpha
 
     Percentiles come from a log-bucket sketch (DDSketch-style, see
@@ -71,7 +76,7 @@ class Distribution(AggregationMetric[SketchBatch]):
         States: count, sum, sum of squares, the scaled sums of batches of tiny or huge
         magnitudes (``scaled_sums``, four elements, see Range below), the running rounding
         errors of the three sums (``total_compensation``, ``total_sq_compensation``,
-        ``scaled_sums_compensation``: all ``sum``), min
+        ``scaled_sums_compensation``: all ``sum``), the shift (``shift``, see below), min
         (``min``), max (``max``) and the bucket counts (``sum``); constant memory, independent of
         the number of values (about 60 kB per metric with the defaults: the 38.7 kB of counts and
         the metric object; the counts' default for ``reset`` is one element, not a second copy).
@@ -80,18 +85,28 @@ class Distribution(AggregationMetric[SketchBatch]):
         same way), so their error stays that of one update however many updates they collect
         (plain float64 running sums collect one rounding per update: at mean 1e5 and std 1, 20
         times the std's bound below after 20,000 updates of 8 values).
-        The mean is exact up to float64 rounding (exactly rounded ``math.fsum`` sums for batches
-        of plain values through :meth:`summarize`); min and max are exact. The std comes from the
-        sum and sum of squares, which cancel when the mean is large relative to the spread
-        (relative error about :math:`10^{-16} (\text{mean}/\text{std})^2`, after one update or
-        many; subtract a common offset from the values when it matters); equal values give
-        exactly 0. Inside a :class:`~torchmetrics_ext.Windowed` the lifetime is compensated too;
-        the window is a fresh sum over the updates it holds (its error grows with their number,
-        not with the run's length). A checkpoint written before the compensations or the scaled
-        sums were kept loads them as zeros (the error it had collected stays). No value: every
-        output ``nan``; one value, or a spread below ~1e-6 of the mean: ``std`` is ``nan`` (each
+        The sums are of :math:`x_i - c`, where the shift :math:`c` (state ``shift``, reduced with
+        ``max`` once every part is brought to one) is the first value seen, kept until ``reset``
+        (0 when that first batch has values of both signs or a zero). So the std of values with a
+        large common offset is right (1e7, 1e7+1, ..., 1e7+9: 3.0277 as ``statistics.stdev``;
+        1e9 + ``arange(100)``, 1e15 + a spread of 100), and its relative error, about
+        :math:`10^{-16} ((\bar x - c)/s)^2`, stays below about :math:`2n \cdot 10^{-16}` since
+        :math:`c` lies between the min and the max. Each :math:`x_i - c` is rounded once (exact
+        within a factor 2 of :math:`c`): the mean is within about :math:`2^{-53}` of the mean of
+        :math:`|x_i - c|` (exactly rounded ``math.fsum`` sums for batches of plain values through
+        :meth:`summarize`); min and max are exact. ``merge_state``, ``forward`` and a DDP sync
+        bring parts about different shifts to one exactly (fractions, one rounding; a rank without
+        values takes it as it is). Equal values give exactly 0. Inside a
+        :class:`~torchmetrics_ext.Windowed` the sums stay about 0 (its ring adds per-update sums as
+        they are) and cancel as before: relative error about :math:`10^{-16} (\bar x/s)^2`, ``nan``
+        below a spread of ~1e-6 of the mean (subtract a common offset there); the lifetime is
+        compensated too; the window is a fresh sum over the updates it holds (its error grows with
+        their number, not with the run's length). A checkpoint written before the compensations,
+        the scaled sums or the shift were kept loads them as zeros (the error it had collected
+        stays; its sums stay about 0 and give exactly the values they gave). No value: every
+        output ``nan``; one value, or a spread below the rounding of the sums: ``std`` is ``nan`` (each
         with an ``UndefinedMetricWarning``; states cast to float32 with ``set_dtype`` round each
-        update's sums to float32: ``nan`` below ~8e-3 of the mean, and the warning names float32).
+        update's shifted sums to float32, and the warning names float32).
         Range: any finite magnitude. A batch whose largest magnitude is below :math:`2^{-485}` (about
         1.0e-146) or above :math:`2^{485}` (about 1.0e146) adds the sums of its values times
         :math:`2^{600}` or :math:`2^{-600}` to ``scaled_sums``, where their squares neither underflow
@@ -123,6 +138,9 @@ class Distribution(AggregationMetric[SketchBatch]):
     total_compensation: Tensor
     total_sq_compensation: Tensor
     scaled_sums_compensation: Tensor
+    shift: Tensor
+    # whether the sums are taken about a shift (False inside a Windowed: its ring adds per-update sums as they are)
+    _shifts: bool = True
     # compensation state -> the running sum whose rounding errors it keeps (Windowed folds the
     # lifetime's sums through compensated_add_ when the wrapped metric declares them)
     _compensated_sums: ClassVar[dict[str, str]] = {
@@ -173,6 +191,11 @@ class Distribution(AggregationMetric[SketchBatch]):
         self.add_state(
             self._counts_state, default=torch.zeros(self.spec.size, dtype=torch.float64), dist_reduce_fx="sum"
         )
+        # the value the sums are taken about (the first value seen, kept until reset): merges and
+        # syncs bring every part to one shift first, so "max" of equal shifts is that shift;
+        # checkpoints written before it was kept load it as 0 (their sums are of the values)
+        self.add_state("shift", default=zero.clone(), dist_reduce_fx="max")
+        self._derived_states["shift"] = (torch.zeros_like, ("total",))
 
     def _checkpoint_settings(self) -> dict[str, Any]:
         """The sketch's geometry (what its bucket counts mean), besides the tasks."""
@@ -192,7 +215,8 @@ class Distribution(AggregationMetric[SketchBatch]):
             self._validate(value)
         values = torch.as_tensor(value, dtype=torch.float64, device=self.device).reshape(-1)
         if values.numel():
-            self._fold(_distribution_update(values, self.spec))
+            shift = self.shift if self._shifts else None
+            self._fold(_distribution_update(values, self.spec, self.count, shift))
 
     def summarize(self, values: Sequence[Any]) -> SketchBatch:
         """Exact (``math.fsum``) moments, extremes and the sketch's bucket index of a batch of plain numbers.
@@ -215,13 +239,23 @@ class Distribution(AggregationMetric[SketchBatch]):
         if not floats:
             return SketchBatch(0.0, 0.0, 0.0, math.inf, -math.inf, torch.zeros(0, dtype=torch.long, device=self.device))
         low, high = min(floats), max(floats)
-        band = _magnitude_band(max(high, -low))
-        scaled = [x * 2.0 ** (-_BAND_SHIFT * band) for x in floats] if band else floats
-        if band:
+        shift = 0.0
+        if self._shifts:  # the state's shift once it holds values, else this batch's (see _host_shift)
+            count, state_shift = self.count, self.shift
+            shift = state_shift.item() if count.item() > 0 else _host_shift(floats, count, state_shift, low, high)
+        band = _magnitude_band(max(high - shift, shift - low))
+        scaled = floats
+        if band > 0:  # the scaled values minus the scaled shift: no overflow
+            scaled = list(map(sub, map(mul, floats, repeat(2.0**-_BAND_SHIFT)), repeat(shift * 2.0**-_BAND_SHIFT)))
+        elif shift:
+            scaled = [x - shift for x in floats]
+        if band < 0:
+            scaled = list(map(mul, scaled, repeat(2.0**_BAND_SHIFT)))
+        if band or shift:
             total = math.fsum(scaled)
         total_sq = math.fsum(map(mul, scaled, scaled))
         index = _sketch_index(torch.tensor(floats, dtype=torch.float64, device=self.device), self.spec)
-        return SketchBatch(float(len(floats)), total, total_sq, low, high, index, band)
+        return SketchBatch(float(len(floats)), total, total_sq, low, high, index, band, shift)
 
     def _sketch_states(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         """``(count, total, total_sq, scaled_sums, min, max, bucket counts)``: the states in the kernels' order."""
@@ -232,7 +266,44 @@ class Distribution(AggregationMetric[SketchBatch]):
         return self.total_compensation, self.total_sq_compensation, self.scaled_sums_compensation
 
     def _fold(self, summary: SketchBatch) -> None:
-        _distribution_fold(*self._sketch_states(), summary, self._compensations())
+        _distribution_fold(*self._sketch_states(), summary, self._compensations(), self.shift)
+
+    def _sums(self) -> tuple[Tensor, Tensor, Tensor]:
+        return self.total, self.total_sq, self.scaled_sums
+
+    def _keep_unshifted(self) -> None:
+        """Keep the sums about 0 from now on (re-shifted exactly): ``Windowed`` sums per-update states as they are."""
+        self._align_shift(0.0)
+        self.__dict__["_shifts"] = False
+
+    def _align_shift(self, target: float) -> None:
+        """Re-express this metric's sums about ``target`` (exactly, on the host) and make it the shift."""
+        n, shift = self.count.item(), self.shift.item()
+        if n > 0 and shift != target:
+            parts = _reshift_parts(_state_parts(self._sums(), self._compensations()), n, shift, target)
+            _write_parts(self._sums(), self._compensations(), parts)
+        self.shift.fill_(target)
+
+    def _merge_shift(self, incoming_state: dict[str, Any]) -> dict[str, Any]:
+        """Bring this metric's sums and ``incoming_state``'s to one shift (this metric's once it holds values).
+
+        Returns the incoming states with their sums re-shifted (new tensors; the caller's are untouched).
+        """
+        theirs = incoming_state.get("shift")
+        n_theirs = incoming_state["count"].item()
+        s_theirs = 0.0 if theirs is None else theirs.item()
+        target = 0.0 if not self._shifts else self.shift.item() if self.count.item() > 0 else s_theirs
+        self._align_shift(target)
+        out = dict(incoming_state)
+        if n_theirs > 0 and s_theirs != target:
+            sums = [incoming_state[name].clone() for name in ("total", "total_sq", "scaled_sums")]
+            errors = [incoming_state[name].clone() for name in self._compensated_sums]
+            parts = _reshift_parts(_state_parts(sums, errors), n_theirs, s_theirs, target)
+            _write_parts(sums, errors, parts)
+            out.update(zip(("total", "total_sq", "scaled_sums"), sums, strict=True))
+            out.update(zip(self._compensated_sums, errors, strict=True))
+        out["shift"] = torch.full_like(self.shift, target)
+        return out
 
     def _reduce_states(self, incoming_state: dict[str, Any]) -> None:
         """TorchMetrics' join of another state into this one (``forward``, ``merge_state``), sums compensated.
@@ -241,6 +312,7 @@ class Distribution(AggregationMetric[SketchBatch]):
         ``forward``; they are joined with :func:`~torchmetrics_ext.utilities.summation.compensated_add_`
         instead (the compensations themselves add up as the other ``sum`` states do).
         """
+        incoming_state = self._merge_shift(incoming_state)
         local = [getattr(self, total) for total in self._compensated_sums.values()]
         super()._reduce_states(incoming_state)
         sums = [incoming_state[total].clone() for total in self._compensated_sums.values()]
@@ -251,4 +323,70 @@ class Distribution(AggregationMetric[SketchBatch]):
     def compute(self) -> dict[str, Tensor]:
         """``{"mean", "min", "max", "std", "p05", "p50", "p95"}`` (per ``percentiles``) of everything seen."""
         states = self._sketch_states()
-        return _distribution_compute(*states, self.percentiles, self.spec, compensations=self._compensations())
+        return _distribution_compute(
+            *states, self.percentiles, self.spec, compensations=self._compensations(), shift=self.shift
+        )
+
+    def _sync_dist(self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None) -> None:
+        """TorchMetrics' sync, every rank's sums brought to one shift before they are added (:meth:`_fix_gathered`)."""
+        self.__dict__["_gathered_parts"] = {}
+        try:
+            super()._sync_dist(dist_sync_fn, process_group)
+        finally:
+            self.__dict__["_gathered_parts"] = {}
+
+    def _fix_gathered(self, name: str, per_rank: list[Tensor]) -> list[Tensor]:
+        """Collect the gathered sums; once all are in, re-shift every rank's to the first rank with values.
+
+        TorchMetrics gathers every state before it reduces any, so the per-rank lists are
+        rewritten in place here; a rank without values takes the shift as it is.
+        """
+        per_rank = super()._fix_gathered(name, per_rank)
+        pending = self.__dict__.setdefault("_gathered_parts", {})
+        if name in _SHIFTED_STATES:
+            pending[name] = per_rank
+            if len(pending) == len(_SHIFTED_STATES):
+                _common_shift(pending, self._shifts)
+        return per_rank
+
+
+_SHIFTED_STATES = (
+    "count",
+    "shift",
+    "total",
+    "total_sq",
+    "scaled_sums",
+    "total_compensation",
+    "total_sq_compensation",
+    "scaled_sums_compensation",
+)
+
+
+def _write_parts(sums: Sequence[Tensor], errors: Sequence[Tensor], parts: Sequence[float]) -> None:
+    """Write parts (:func:`~torchmetrics_ext.functional.distribution._reshift_parts`) into sums and errors, in place."""
+    total, total_sq, scaled = sums
+    e1, e2, e3 = errors
+    total.fill_(parts[0])
+    total_sq.fill_(parts[1])
+    scaled.copy_(torch.tensor(parts[2:6], dtype=scaled.dtype).view(scaled.shape))
+    e1.fill_(parts[6])
+    e2.fill_(parts[7])
+    e3.copy_(torch.tensor(parts[8:12], dtype=e3.dtype).view(e3.shape))
+
+
+def _common_shift(gathered: dict[str, list[Tensor]], shifts: bool) -> None:
+    """Re-shift every rank's gathered sums (in place in the lists) to the shift of the first rank with values."""
+    counts = [c.item() for c in gathered["count"]]
+    shifts_seen = [s.item() for s in gathered["shift"]]
+    holding = [s for n, s in zip(counts, shifts_seen, strict=True) if n > 0]
+    target = (holding[0] if holding else 0.0) if shifts else 0.0
+    sum_names, error_names = _SHIFTED_STATES[2:5], _SHIFTED_STATES[5:]
+    for rank, (n, shift) in enumerate(zip(counts, shifts_seen, strict=True)):
+        if n > 0 and shift != target:
+            sums = [gathered[name][rank].clone() for name in sum_names]
+            errors = [gathered[name][rank].clone() for name in error_names]
+            parts = _reshift_parts(_state_parts(sums, errors), n, shift, target)
+            _write_parts(sums, errors, parts)
+            for name, value in zip((*sum_names, *error_names), (*sums, *errors), strict=True):
+                gathered[name][rank] = value
+        gathered["shift"][rank] = torch.full_like(gathered["shift"][rank], target)

@@ -512,6 +512,11 @@ class Windowed(WrapperMetric):
         # (floor): set by RecMetricModule.from_torchrec_config only
         # TorchRec's per-rank share, ceil(window_size / world_size): set by RecMetricModule.from_torchrec_config
         self._ceil_share = False
+        # a metric whose sums are taken about a shift (Distribution) keeps them about 0: the ring
+        # adds per-update states as they are, which holds only for sums about one fixed value
+        keep_unshifted = getattr(metric, "_keep_unshifted", None)
+        if keep_unshifted is not None:
+            keep_unshifted()
         self.lifetime = metric
         window = copy_metric(metric)
         window.reset()

@@ -40,6 +40,7 @@ _NUMBER_TYPES = frozenset((float, int))
 # below the smallest limit Python allows on int-to-str conversion (640 digits, sys.set_int_max_str_digits):
 # only an int this long is converted once more to check that its text (a category's key) can be made
 _SHORT_INT_BITS = 2000
+_SHORT_INT = 1 << _SHORT_INT_BITS
 # NumPy dtype kinds of a number: bool, signed and unsigned integer, floating
 _NUMBER_KINDS = frozenset("biuf")
 
@@ -149,7 +150,12 @@ def exact_sum(values: Sequence[object]) -> float:
     try:
         total = math.fsum(values)  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError, RuntimeError):
-        raise number_error(values) from None
+        # NumPy refuses float() of an array with dimensions: one-element arrays as their elements, once
+        values = plain_numbers(values)
+        try:
+            total = math.fsum(values)  # type: ignore[arg-type]
+        except (TypeError, ValueError, OverflowError, RuntimeError):
+            raise number_error(values) from None
     if not math.isfinite(total):
         raise number_error(values)
     return total
@@ -219,7 +225,10 @@ def check_categories(values: Sequence[object]) -> Sequence[str | int]:
         ValueError: on an ``int`` too long for Python to write in decimal (beyond
             ``sys.get_int_max_str_digits()``, 4,300 digits by default): a category's key is its text.
     """
-    if set(map(type, values)) <= _CATEGORY_TYPES:
+    kinds = set(map(type, values))
+    if kinds <= _CATEGORY_TYPES:
+        if int not in kinds:
+            return cast("Sequence[str | int]", values)
         out = cast("list[str | int]", values)
     else:
         out = []
@@ -228,7 +237,8 @@ def check_categories(values: Sequence[object]) -> Sequence[str | int]:
             if category is None:
                 raise TypeError(f"Expected str or int categories, got {_text(value)} ({type(value).__name__}).")
             out.append(category)
-    if any(type(c) is int and c.bit_length() > _SHORT_INT_BITS for c in out):
+    ints = out if kinds == {int} else [c for c in out if type(c) is int]
+    if ints and (max(ints) > _SHORT_INT or min(ints) < -_SHORT_INT):  # type: ignore[operator]
         _check_int_text(out)
     return out
 

@@ -229,13 +229,16 @@ class Distribution(AggregationMetric[SketchBatch]):
             TypeError: on a value that is not a number.
             ValueError: on NaN/inf.
         """
-        values = plain_numbers(values)
         try:
             total = exact_sum(values)  # checks every value
         except ValueError:
-            check_numbers(values)  # a bad value raises; else the plain sum overflowed: band 1, summed below
+            # a bad value raises; else the plain sum overflowed: band 1, summed below
+            check_numbers(plain_numbers(values))
             total = math.inf
-        floats = list(map(float, values))
+        try:
+            floats = list(map(float, values))
+        except TypeError:  # NumPy refuses float() of a one-element array with dimensions: its element
+            floats = list(map(float, plain_numbers(values)))
         if not floats:
             return SketchBatch(0.0, 0.0, 0.0, math.inf, -math.inf, torch.zeros(0, dtype=torch.long, device=self.device))
         low, high = min(floats), max(floats)

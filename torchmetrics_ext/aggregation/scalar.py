@@ -221,7 +221,7 @@ class Sum(_ValueAggregation[SumBatch], SumMetric):
 
     def summarize(self, values: Sequence[Any]) -> SumBatch:
         """The exact (``math.fsum``) sum of a batch of plain numbers; raises on a non-number, NaN or inf."""
-        return SumBatch(exact_sum(plain_numbers(values)))
+        return SumBatch(exact_sum(values))  # a one-element array becomes its element there
 
     def _fold(self, summary: SumBatch) -> None:
         self.sum_value.add_(summary.total)
@@ -271,7 +271,7 @@ class Mean(_ValueAggregation[MeanBatch], MeanMetric):
 
     def summarize(self, values: Sequence[Any]) -> MeanBatch:
         """The exact sum and the count of a batch of plain numbers (weight 1 each)."""
-        return MeanBatch(exact_sum(plain_numbers(values)), float(len(values)))
+        return MeanBatch(exact_sum(values), float(len(values)))
 
     def _fold(self, summary: MeanBatch) -> None:
         self.mean_value.add_(summary.weighted_sum)
@@ -309,8 +309,11 @@ class _Extreme(_ValueAggregation[ExtremeBatch]):
 
     def summarize(self, values: Sequence[Any]) -> ExtremeBatch:
         """The extreme of a batch of plain numbers; raises on a non-number, NaN or inf (never on their sum)."""
-        values = plain_numbers(values)
-        check_numbers(values)
+        try:
+            check_numbers(values)
+        except TypeError:  # NumPy refuses float() of a one-element array with dimensions: its element
+            values = plain_numbers(values)
+            check_numbers(values)
         if not values:
             return ExtremeBatch(self._empty)
         return ExtremeBatch(float(max(values) if self._keeps_max else min(values)))

@@ -1948,3 +1948,14 @@ def test_exact_value_follows_every_change_of_the_states_that_the_shared_sort_cou
     loaded.reset()
     loaded.update(*fresh)
     check(loaded, [fresh])
+
+
+def test_binned_unit_weights_are_ones_of_each_size_asked():
+    """The kept ones (and the view of the last size asked) are ones of exactly the size asked, sizes changing."""
+    from torchmetrics_ext.functional.auc.binary import _unit_weights
+
+    device = torch.device("cpu")
+    for size in [5, 5, 7, 2000, 7, (1 << 20) + 3, 5, 0, 5]:
+        got = _unit_weights(device, size)
+        assert got.shape == (size,) and got.dtype == torch.float64
+        assert torch.equal(got, torch.ones(size, dtype=torch.float64))

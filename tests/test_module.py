@@ -4372,3 +4372,20 @@ def test_a_module_of_unvalidated_metrics_equals_a_validating_one_whatever_its_we
         }
         for name, value in references.items():
             np.testing.assert_allclose(got[f"{name}/{task}"].item(), value, rtol=1e-12, err_msg=f"{name}/{task}")
+
+
+@pytest.mark.parametrize("window_size", [None, 100])
+def test_module_step_leaves_every_unit_validating_its_own_updates(window_size):
+    """The trust a module step gives its units ends with the step: each unit's own `update` validates again."""
+    infos = [tmx.RecTaskInfo(f"t{i}", f"y{i}", f"p{i}", f"w{i}") for i in range(2)]
+    module = tmx.RecMetricModule(infos, {"ne": "ne", "ctr": "ctr"}, window_size=window_size, throughput=False)
+    g = torch.Generator().manual_seed(0)
+    batch = {}
+    for i in range(2):
+        batch[f"p{i}"], batch[f"y{i}"] = torch.rand(8, generator=g), (torch.rand(8, generator=g) < 0.5).float()
+    module.update(batch)
+    for unit, *_ in module._plan().updated:
+        holder = unit._scratch if isinstance(unit, tmx.Windowed) else unit
+        assert holder.__dict__["_inputs_checked"] is False
+        with pytest.raises(ValueError):
+            unit.update(torch.full((2, 4), 2.0), torch.zeros(2, 4), None)  # probabilities above 1

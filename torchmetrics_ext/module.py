@@ -871,14 +871,17 @@ class RecMetricModule(CheckpointLoading):
                         "module is synced (its `sync()` was called without `unsync()`); no metric took the step. "
                         "HINT: call its `unsync()` first."
                     )
-        updated = plan.updated
-        # every unit trusts this step's inputs (what `inputs_validated()` does, without a context per unit)
-        previous = [unit._trust_inputs(True) for unit, _, _ in updated]  # type: ignore[operator]
+        # every unit trusts this step's inputs (what `inputs_validated()` does, without a context per unit): the
+        # flag `_trust_inputs` sets, written here in the dictionaries it writes (no two method calls per unit)
+        states = [(unit._scratch if isinstance(unit, Windowed) else unit).__dict__ for unit, _, _ in plan.updated]
+        previous = [state.get("_inputs_checked", False) for state in states]
+        for state in states:
+            state["_inputs_checked"] = True
         try:
             self._update_units(plan, batch, shared, binary, pred_bounds)
         finally:
-            for (unit, _, _), trusted in zip(updated, previous):
-                unit._trust_inputs(trusted)  # type: ignore[operator]
+            for state, trusted in zip(states, previous):
+                state["_inputs_checked"] = trusted
 
     def _update_units(
         self,

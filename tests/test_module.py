@@ -4434,3 +4434,22 @@ def test_unweighted_steps_of_changing_sizes_and_task_counts_count_their_own_samp
                     kept += len(s["y0"])
                 np.testing.assert_allclose(values[f"ctr/t{i}/window"], y[-kept:].mean(), rtol=1e-12)
 
+
+def test_a_module_pickled_with_a_plan_of_another_version_finds_its_plan_again():
+    """A step plan pickled before the plan named its units' trust holders is dropped on load and found again:
+    the loaded module's steps trust and update every unit as the original's do (same bits)."""
+    import pickle
+
+    steps = [make_data(s, n=40) for s in range(3)]
+    module, reference = build(window_size=60), build(window_size=60)
+    run(module, steps[:1])
+    run(reference, steps[:1])
+    module.__dict__["_step_plan"] = module.__dict__["_step_plan"]._replace(trusted=())  # as an older version left it
+    loaded = pickle.loads(pickle.dumps(module))
+    assert "_step_plan" not in loaded.__dict__
+    run(loaded, steps[1:])
+    run(reference, steps[1:])
+    _same_bits(loaded, reference)
+    for unit, *_ in loaded._plan().updated:
+        holder = unit._scratch if isinstance(unit, tmx.Windowed) else unit
+        assert holder.__dict__["_inputs_checked"] is False

@@ -6,7 +6,7 @@ import functools
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
@@ -257,7 +257,7 @@ def _world_size(group: Any) -> int:
 
 
 def first_synced(units: Iterable[Windowed]) -> Windowed | None:
-    """The first of ``units`` whose lifetime or window is synced (between its ``sync()`` and ``unsync()``), else ``None``.
+    """The first of ``units`` whose lifetime or window is synced (between ``sync()`` and ``unsync()``), else ``None``.
 
     One call for all the windowed units of a :class:`~torchmetrics_ext.RecMetricModule` step, which
     refuses the step before any unit takes it.
@@ -631,7 +631,7 @@ class Windowed(WrapperMetric):
         Raises:
             ValueError: under DDP, ``window_size`` is smaller than the world size (a share of 0).
         """
-        world = _world_size(self._modules["lifetime"].process_group)  # `_child` inline: read at every update
+        world = _world_size(self._modules["lifetime"].process_group)  # type: ignore[union-attr]  # `_child` inline
         if not world:
             return self.window_size
         if self._ceil_share:
@@ -654,7 +654,7 @@ class Windowed(WrapperMetric):
         if args and getattr(type(scratch), "sample_count", None) is TaskMetric.sample_count:
             first = args[0]
             if isinstance(first, Tensor) and first.ndim > 0:
-                return int(first.shape[cast(TaskMetric, scratch).sample_axis])
+                return int(first.shape[scratch.sample_axis])  # type: ignore[index]  # no `cast` call per update
         hook = getattr(scratch, "sample_count", None)
         return int(hook(*args, **kwargs)) if hook is not None else count_samples(args, kwargs, axis=0)
 

@@ -4453,3 +4453,36 @@ def test_a_module_pickled_with_a_plan_of_another_version_finds_its_plan_again():
     for unit, *_ in loaded._plan().updated:
         holder = unit._scratch if isinstance(unit, tmx.Windowed) else unit
         assert holder.__dict__["_inputs_checked"] is False
+
+
+@pytest.mark.parametrize(
+    ("bounds", "expected"),
+    [
+        ([], False),
+        ([()], False),
+        ([(), ()], False),
+        ([(1.0, 1.0)], True),
+        ([(), (1.0, 1.0)], True),
+        ([(1.0, 1.0), (0.5, 1.0)], False),
+        ([(1.0, 2.0), (1.0, 1.0)], False),
+        ([(float("nan"), float("nan"))], False),
+        ([(1.0, 1.0), (0.0, 0.0)], False),
+    ],
+)
+def test_all_unit_weights_needs_a_given_column_and_every_given_one_exactly_one(bounds, expected):
+    from torchmetrics_ext.utilities.checks import all_unit_weights
+
+    assert all_unit_weights(bounds) is expected
+
+
+def test_small_weight_stack_only_for_own_columns_of_one_floating_dtype():
+    """The one-read check of a small step's weights takes distinct columns of one floating dtype, nothing else."""
+    stack = module_mod._small_weight_stack
+    a, b = torch.rand(8), torch.rand(8)
+    assert torch.equal(stack([a, b]), torch.stack([a, b]))
+    assert stack([a, a]) is None  # one column shared by every task
+    assert stack([a, None]) is None and stack([None, a]) is None
+    assert stack([a, b.double()]) is None
+    assert stack([a]) is None
+    assert stack([torch.ones(8, dtype=torch.long), torch.ones(8, dtype=torch.long)]) is None
+    assert stack([torch.rand(5000), torch.rand(5000)]) is None  # past 8192 entries

@@ -1717,11 +1717,15 @@ def _small_weight_stack(columns: list[Tensor | None]) -> Tensor | None:
     first = columns[0]
     if first is None or len(columns) < 2 or not first.is_floating_point() or on_device_path(first):
         return None
-    if first.numel() * len(columns) > _SMALL_WEIGHT_STACK or all(c is first for c in columns):
-        return None  # one column shared by every task: `_stack_weights` takes it as it is
-    dtype = first.dtype
-    if any(c is None or c.dtype != dtype for c in columns):
+    if first.numel() * len(columns) > _SMALL_WEIGHT_STACK:
         return None
+    dtype, shared = first.dtype, True
+    for column in columns:  # one loop, no generator per step
+        if column is None or column.dtype != dtype:
+            return None
+        shared = shared and column is first
+    if shared:
+        return None  # one column shared by every task: `_stack_weights` takes it as it is
     return torch.stack(columns)  # type: ignore[arg-type]
 
 

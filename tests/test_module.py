@@ -4389,3 +4389,100 @@ def test_module_step_leaves_every_unit_validating_its_own_updates(window_size):
         assert holder.__dict__["_inputs_checked"] is False
         with pytest.raises(ValueError):
             unit.update(torch.full((2, 4), 2.0), torch.zeros(2, 4), None)  # probabilities above 1
+
+
+@pytest.mark.parametrize("window_size", [None, 12])
+def test_unweighted_steps_of_changing_sizes_and_task_counts_count_their_own_samples(window_size):
+    """The unweighted total of a step (``N`` per task) is kept between steps of one shape: steps of other
+    sizes, another module with other tasks in between, and inference mode count their own samples.
+
+    Reference: numpy's CTR, MSE and accuracy of every task over all steps (and the window's CTR over the
+    newest steps that fit in 12 samples).
+    """
+    gen = torch.Generator().manual_seed(5)
+
+    def module_of(tasks: int) -> tmx.RecMetricModule:
+        infos = [tmx.RecTaskInfo(f"t{i}", f"y{i}", f"p{i}") for i in range(tasks)]
+        specs = {"ctr": "ctr", "mse": "mse", "accuracy": "accuracy"}
+        return tmx.RecMetricModule(infos, specs, window_size=window_size, throughput=False)
+
+    modules = {2: module_of(2), 3: module_of(3)}
+    fed: dict[int, list[dict[str, torch.Tensor]]] = {2: [], 3: []}
+    for k, (tasks, n) in enumerate([(3, 8), (2, 8), (3, 8), (3, 5), (2, 5), (3, 8), (2, 1), (3, 8)]):
+        step = {}
+        for i in range(tasks):
+            step[f"p{i}"] = torch.rand(n, generator=gen)
+            step[f"y{i}"] = (torch.rand(n, generator=gen) < 0.4).float()
+        if k == 5:
+            with torch.inference_mode():
+                modules[tasks].update(step)
+        else:
+            modules[tasks].update(step)
+        fed[tasks].append(step)
+    for tasks, module in modules.items():
+        values = module.compute()
+        for i in range(tasks):
+            p, y = (torch.cat([s[f"{c}{i}"] for s in fed[tasks]]).double().numpy() for c in "py")
+            np.testing.assert_allclose(values[f"ctr/t{i}"], y.mean(), rtol=1e-12)
+            np.testing.assert_allclose(values[f"mse/t{i}"], np.mean((p - y) ** 2), rtol=1e-12)
+            np.testing.assert_allclose(values[f"accuracy/t{i}"], np.mean((p >= 0.5) == (y == 1)), rtol=1e-12)
+            if window_size is not None:  # the window keeps the newest whole steps of at most 12 samples
+                kept = len(fed[tasks][-1]["y0"])
+                for s in reversed(fed[tasks][:-1]):
+                    if kept + len(s["y0"]) > 12:
+                        break
+                    kept += len(s["y0"])
+                np.testing.assert_allclose(values[f"ctr/t{i}/window"], y[-kept:].mean(), rtol=1e-12)
+
+
+def test_a_module_pickled_with_a_plan_of_another_version_finds_its_plan_again():
+    """A step plan pickled before the plan named its units' trust holders is dropped on load and found again:
+    the loaded module's steps trust and update every unit as the original's do (same bits)."""
+    import pickle
+
+    steps = [make_data(s, n=40) for s in range(3)]
+    module, reference = build(window_size=60), build(window_size=60)
+    run(module, steps[:1])
+    run(reference, steps[:1])
+    module.__dict__["_step_plan"] = module.__dict__["_step_plan"]._replace(trusted=())  # as an older version left it
+    loaded = pickle.loads(pickle.dumps(module))
+    assert "_step_plan" not in loaded.__dict__
+    run(loaded, steps[1:])
+    run(reference, steps[1:])
+    _same_bits(loaded, reference)
+    for unit, *_ in loaded._plan().updated:
+        holder = unit._scratch if isinstance(unit, tmx.Windowed) else unit
+        assert holder.__dict__["_inputs_checked"] is False
+
+
+@pytest.mark.parametrize(
+    ("bounds", "expected"),
+    [
+        ([], False),
+        ([()], False),
+        ([(), ()], False),
+        ([(1.0, 1.0)], True),
+        ([(), (1.0, 1.0)], True),
+        ([(1.0, 1.0), (0.5, 1.0)], False),
+        ([(1.0, 2.0), (1.0, 1.0)], False),
+        ([(float("nan"), float("nan"))], False),
+        ([(1.0, 1.0), (0.0, 0.0)], False),
+    ],
+)
+def test_all_unit_weights_needs_a_given_column_and_every_given_one_exactly_one(bounds, expected):
+    from torchmetrics_ext.utilities.checks import all_unit_weights
+
+    assert all_unit_weights(bounds) is expected
+
+
+def test_small_weight_stack_only_for_own_columns_of_one_floating_dtype():
+    """The one-read check of a small step's weights takes distinct columns of one floating dtype, nothing else."""
+    stack = module_mod._small_weight_stack
+    a, b = torch.rand(8), torch.rand(8)
+    assert torch.equal(stack([a, b]), torch.stack([a, b]))
+    assert stack([a, a]) is None  # one column shared by every task
+    assert stack([a, None]) is None and stack([None, a]) is None
+    assert stack([a, b.double()]) is None
+    assert stack([a]) is None
+    assert stack([torch.ones(8, dtype=torch.long), torch.ones(8, dtype=torch.long)]) is None
+    assert stack([torch.rand(5000), torch.rand(5000)]) is None  # past 8192 entries

@@ -61,7 +61,7 @@ from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric, fus
 from torchmetrics_ext.utilities.ownership import owner_of, release_ownership, take_ownership
 from torchmetrics_ext.utilities.warnings import naming_metric, naming_part, naming_tasks
 from torchmetrics_ext.wrappers._shared import SharedRing, shareable
-from torchmetrics_ext.wrappers.windowed import Windowed
+from torchmetrics_ext.wrappers.windowed import Windowed, first_synced
 
 __all__ = ["RecMetricModule", "RecTaskInfo"]
 
@@ -158,6 +158,9 @@ class _StepPlan(NamedTuple):
     window_only: list[Metric]  # units whose lifetime samples are dropped after each step
     passes: list[tuple[bool, list[tuple[Metric, bool, bool]]]]  # (fed probabilities, [(leader, grouped, unwrapped)])
     windowed: list[Windowed]  # the updated units that are ``Windowed``
+    # per updated unit, the metric whose input trust the step sets (a ``Windowed``'s scratch metric, else the
+    # unit); empty in a plan pickled before it was kept (found again on load)
+    trusted: Sequence[Metric] = ()
 
 
 class RecMetricModule(CheckpointLoading):
@@ -663,8 +666,9 @@ class RecMetricModule(CheckpointLoading):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """``nn.Module``'s; a copy (``copy.deepcopy``, pickle) owns its metrics' copies: no other module takes them."""
-        if not isinstance(state.get("_step_plan"), _StepPlan):  # pickled by a version with another plan: found again
-            state.pop("_step_plan", None)
+        plan = state.get("_step_plan")
+        if not isinstance(plan, _StepPlan) or len(plan.trusted) != len(plan.updated):
+            state.pop("_step_plan", None)  # pickled by a version with another plan: found again
         super().__setstate__(state)
         take_ownership(self._owned_metrics(), self)
 
@@ -749,6 +753,7 @@ class RecMetricModule(CheckpointLoading):
                 self._window_only(),
                 [(fed, units) for fed, units in passes if units],
                 [unit for unit, *_ in updated if isinstance(unit, Windowed)],
+                [unit._scratch if isinstance(unit, Windowed) else unit for unit, *_ in updated],
             )
         return plan
 
@@ -861,19 +866,19 @@ class RecMetricModule(CheckpointLoading):
         binary = domains.target == "binary" or (domains.target == "unit" and not batch.target_is_float)
         plan = self._plan()
         if self.window_size is not None:
-            for windowed in plan.windowed:
-                # a windowed unit synced by hand (between its `sync()` and `unsync()`) refuses the step, as its own
-                # `update` does, before any unit takes it: the shared ring would otherwise add the step to its
-                # gathered lifetime (dropped by `unsync()`) and to its window (kept), or the step be half applied
-                if windowed._synced_child():
-                    raise TorchMetricsUserError(
-                        f"RecMetricModule.update: the windowed {type(windowed._child('lifetime')).__name__} of this "
-                        "module is synced (its `sync()` was called without `unsync()`); no metric took the step. "
-                        "HINT: call its `unsync()` first."
-                    )
+            # a windowed unit synced by hand (between its `sync()` and `unsync()`) refuses the step, as its own
+            # `update` does, before any unit takes it: the shared ring would otherwise add the step to its
+            # gathered lifetime (dropped by `unsync()`) and to its window (kept), or the step be half applied
+            windowed = first_synced(plan.windowed)
+            if windowed is not None:
+                raise TorchMetricsUserError(
+                    f"RecMetricModule.update: the windowed {type(windowed._child('lifetime')).__name__} of this "
+                    "module is synced (its `sync()` was called without `unsync()`); no metric took the step. "
+                    "HINT: call its `unsync()` first."
+                )
         # every unit trusts this step's inputs (what `inputs_validated()` does, without a context per unit): the
         # flag `_trust_inputs` sets, written here in the dictionaries it writes (no two method calls per unit)
-        states = [(unit._scratch if isinstance(unit, Windowed) else unit).__dict__ for unit, _, _ in plan.updated]
+        states = [metric.__dict__ for metric in plan.trusted]
         previous = [state.get("_inputs_checked", False) for state in states]
         for state in states:
             state["_inputs_checked"] = True
@@ -1712,11 +1717,15 @@ def _small_weight_stack(columns: list[Tensor | None]) -> Tensor | None:
     first = columns[0]
     if first is None or len(columns) < 2 or not first.is_floating_point() or on_device_path(first):
         return None
-    if first.numel() * len(columns) > _SMALL_WEIGHT_STACK or all(c is first for c in columns):
-        return None  # one column shared by every task: `_stack_weights` takes it as it is
-    dtype = first.dtype
-    if any(c is None or c.dtype != dtype for c in columns):
+    if first.numel() * len(columns) > _SMALL_WEIGHT_STACK:
         return None
+    dtype, shared = first.dtype, True
+    for column in columns:  # one loop, no generator per step
+        if column is None or column.dtype != dtype:
+            return None
+        shared = shared and column is first
+    if shared:
+        return None  # one column shared by every task: `_stack_weights` takes it as it is
     return torch.stack(columns)  # type: ignore[arg-type]
 
 

@@ -378,8 +378,13 @@ def observed_range(low: float, high: float) -> str:
 
 def all_unit_weights(weight_bounds: Sequence[Bounds]) -> bool:
     """Whether weights are given (a non-empty tensor's bounds) and all exactly 1 (minimum and maximum 1)."""
-    given = [b for b in weight_bounds if b]
-    return bool(given) and all(b[0] == 1 and b[1] == 1 for b in given)
+    given = False
+    for bounds in weight_bounds:  # one loop, no list or generator per step
+        if bounds:
+            if not (bounds[0] == 1 and bounds[1] == 1):
+                return False
+            given = True
+    return given
 
 
 def _check_values_bounds(

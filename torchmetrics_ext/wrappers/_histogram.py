@@ -172,9 +172,9 @@ class HistogramWindow:
             self.indices.append(None)
             self.values.append(dense)
         else:
-            self.add(self.open, index, values)
-            self.open_entries += index.numel()
-            flat = index.reshape(-1)
+            flat = index.reshape(-1)  # flattened once: the scatter takes it as it is
+            self.add(self.open, flat, values)
+            self.open_entries += flat.numel()
             if self.bins > _INT32_MAX:
                 flat = flat.clone()
             elif flat.dtype != torch.int32:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
@@ -254,6 +254,19 @@ def _world_size(group: Any) -> int:
     if size is None:
         size = _WORLD_SIZES[pg] = dist.get_world_size(group)
     return size
+
+
+def first_synced(units: Iterable[Windowed]) -> Windowed | None:
+    """The first of ``units`` whose lifetime or window is synced (between ``sync()`` and ``unsync()``), else ``None``.
+
+    One call for all the windowed units of a :class:`~torchmetrics_ext.RecMetricModule` step, which
+    refuses the step before any unit takes it.
+    """
+    for unit in units:
+        modules = unit._modules
+        if modules["lifetime"]._is_synced or modules["window"]._is_synced:  # type: ignore[union-attr]
+            return unit
+    return None
 
 
 def _never_distributed() -> bool:
@@ -618,7 +631,7 @@ class Windowed(WrapperMetric):
         Raises:
             ValueError: under DDP, ``window_size`` is smaller than the world size (a share of 0).
         """
-        world = _world_size(self._child("lifetime").process_group)
+        world = _world_size(self._modules["lifetime"].process_group)  # type: ignore[union-attr]  # `_child` inline
         if not world:
             return self.window_size
         if self._ceil_share:
@@ -641,7 +654,7 @@ class Windowed(WrapperMetric):
         if args and getattr(type(scratch), "sample_count", None) is TaskMetric.sample_count:
             first = args[0]
             if isinstance(first, Tensor) and first.ndim > 0:
-                return int(first.shape[cast(TaskMetric, scratch).sample_axis])
+                return int(first.shape[scratch.sample_axis])  # type: ignore[index]  # no `cast` call per update
         hook = getattr(scratch, "sample_count", None)
         return int(hook(*args, **kwargs)) if hook is not None else count_samples(args, kwargs, axis=0)
 
@@ -850,17 +863,12 @@ class Windowed(WrapperMetric):
         states; ``unsync`` restores the local ones cached before the sync, so a batch added in
         between left the lifetime (restored without it) while it stayed in the ring and the window.
         """
-        modules = self._modules  # read inline, not through `_synced_child`: one call less per update
+        modules = self._modules  # read inline, not through `first_synced`: one call less per update
         if modules["lifetime"]._is_synced or modules["window"]._is_synced:  # type: ignore[union-attr]
             raise TorchMetricsUserError(
                 f"The Metric shouldn't be synced when performing ``{method}``. "
                 "HINT: Did you forget to call ``unsync`` ?."
             )
-
-    def _synced_child(self) -> bool:
-        """Whether the lifetime or the window is synced (between :meth:`sync` and :meth:`unsync`)."""
-        modules = self._modules
-        return bool(modules["lifetime"]._is_synced or modules["window"]._is_synced)  # type: ignore[union-attr]
 
     def _filter_kwargs(self, **kwargs: Any) -> dict[str, Any]:
         """The keyword arguments the wrapped metric's ``update`` takes (a ``MetricCollection`` passes all of them)."""

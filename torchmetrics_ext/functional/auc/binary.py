@@ -301,7 +301,7 @@ def _add_entries(hist: Tensor, index: Tensor, values: Tensor | None) -> None:
     ``index``: flat positions in ``hist`` (any shape); ``values``: one per entry (same shape, or
     a broadcast view), ``None`` for ones.
     """
-    index = index.reshape(-1).long()  # `scatter_add_` takes int64 indices only
+    index = (index if index.ndim == 1 else index.reshape(-1)).long()  # `scatter_add_` takes int64 indices only
     values = _unit_weights(hist.device, index.numel()) if values is None else values.reshape(-1)
     if values.dtype != hist.dtype:  # a histogram cast by `set_dtype`
         values = values.to(hist.dtype)

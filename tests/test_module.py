@@ -2440,29 +2440,53 @@ def test_a_load_leaves_no_wrapper_on_the_metrics_and_copies_load_into_themselves
     assert module.compute()["ctr/a"].item() == pytest.approx(np.concatenate(labels[:2]).mean(), rel=1e-12)
 
 
-def test_a_descendant_post_hook_raising_in_a_parent_load_leaves_no_wrapper_behind():
-    """A descendant's load post-hook is not enclosed by a wrapper (torch calls it, not a method): a parent load
-    it ends is not put back, but the wrappers left on the metrics not yet loaded go at the next load or copy,
-    which then loads as usual."""
+def _load_post_hooks(module):
+    """Every load post-hook under ``module`` (not its own), as registered: ``{(module name, key): hook}``."""
+    return {
+        (name, key): hook
+        for name, m in module.named_modules()
+        if m is not module
+        for key, hook in m._load_state_dict_post_hooks.items()
+    }
+
+
+@pytest.mark.parametrize("through", ["parent", "module"])
+@pytest.mark.parametrize("where", ["first", "wrapper"])
+def test_a_descendant_post_hook_raising_midway_through_a_load_leaves_the_module_as_it_was(through, where):
+    """A descendant's load post-hook is called by torch, outside every method of the descendant: one that raised
+    (a user's check of the loaded states) ended a parent's load with the wrappers still on the metrics not yet
+    loaded and the metrics loaded before it kept loaded. The guard now wraps those hooks for the load too: the
+    module is put back (the CTR of its own two steps, not the checkpoint's one), no wrapper is left and every
+    hook is the one registered, and the next load, the hook quiet, loads as usual."""
     parent, module, steps, labels, metrics = _five_steps_module()
     module.update(steps[0])
     saved = parent.state_dict()
-    raised = []
+    module.update(steps[1])
+    raising = [True]
 
-    def fail_once(mod, incompatible_keys):
-        if not raised:
-            raised.append(True)
+    def check(mod, incompatible_keys):  # a user's hook; a Windowed has a hook of its own before it
+        if raising[0]:
             raise OSError("a post-hook that raises")
 
-    metrics[0].register_load_state_dict_post_hook(fail_once)
+    # the metrics load in the collection's order (auc, ctr, ne): the first one's, or NE's wrapper's, after its children
+    (metrics[0] if where == "first" else module.metrics["ne"]).register_load_state_dict_post_hook(check)
+    registered = _load_post_hooks(module)
+    assert check in registered.values() and len(registered) > 1  # the windows' own hooks too
+    load = parent.load_state_dict if through == "parent" else module.load_state_dict
+    checkpoint = saved if through == "parent" else {k[len("rec.") :]: v for k, v in saved.items()}
     with pytest.raises(OSError, match="a post-hook that raises"):
-        parent.load_state_dict(saved)
-    assert _shadowed_loads(module)  # left on the metrics after the first
-    twin = copy.deepcopy(module)
-    assert _shadowed_loads(module) == [] and _shadowed_loads(twin) == []
-    module.update(steps[1])
-    parent.load_state_dict(saved)
-    assert _shadowed_loads(module) == []
+        load(checkpoint)
+    assert _shadowed_loads(module) == [] and "_load_guard" not in module.__dict__
+    assert _load_post_hooks(module) == registered  # the registered callables themselves, in their order
+    values = module.compute()  # AUC, CTR and NE of the module's two steps, as before the load
+    both = np.concatenate(labels[:2])
+    p = torch.cat([s["pa"] for s in steps[:2]]).double().numpy()
+    assert values["ctr/a"].item() == pytest.approx(both.mean(), rel=1e-12)
+    assert values["auc/a"].item() == pytest.approx(roc_auc_score(both, p), rel=1e-12)
+    assert values["ne/a"].item() == pytest.approx(ref_ne(p, both, np.ones_like(p)), rel=1e-12)
+    raising[0] = False
+    load(checkpoint)
+    assert _shadowed_loads(module) == [] and _load_post_hooks(module) == registered
     assert module.compute()["ctr/a"].item() == pytest.approx(labels[0].mean(), rel=1e-12)
 
 

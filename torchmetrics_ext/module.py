@@ -656,7 +656,7 @@ class RecMetricModule(CheckpointLoading):
 
     def __getstate__(self) -> dict[str, Any]:
         """``nn.Module``'s, without the shared window buffer (a copy lays its metrics' windows out afresh)."""
-        self._end_load()  # what a load ended by a descendant's post-hook left (see utilities/load_guard.py)
+        self._end_load()  # what a load ended outside every wrapper left (see utilities/load_guard.py)
         state = dict(super().__getstate__())
         state.pop("_shared_window", None)
         return state

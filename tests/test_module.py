@@ -4335,6 +4335,61 @@ def test_a_compute_group_member_changed_directly_is_warned_for_and_reports_its_g
         module.compute()
 
 
+@pytest.mark.parametrize("window_size", [None, 8])
+@pytest.mark.parametrize("how", ["member alone", "member alone, no compute before", "collection", "each, member first",
+                                 "member before any step", "module"])
+def test_a_compute_group_member_reset_alone_is_warned_for_and_a_group_reset_is_not(window_size, how):
+    """``module.metrics["calibration"].reset()`` was overridden at compute silently: the member reads its leader's
+    states, which still hold the steps before the reset. It now warns, as a member's own update, merge or load
+    does, and reports its group's states (NumPy references over every step). Resetting the whole group (the
+    module, ``module.metrics.reset()``, each metric in any order) or a member before the group held anything
+    drops nothing: no warning, and the values are those of the steps after the reset."""
+    module = tmx.RecMetricModule(
+        ["c"], {"ctr": "ctr", "calibration": "calibration"}, window_size=window_size, throughput=False
+    )
+    g = np.random.default_rng(5)
+    steps = [(g.uniform(0.05, 0.95, 4), np.array([1.0, 0.0, 1.0, float(i % 2)])) for i in range(4)]
+
+    def step(i):
+        module.update({"prediction": torch.tensor(steps[i][0]), "label": torch.tensor(steps[i][1])})
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        if how == "member before any step":
+            module.metrics["calibration"].reset()
+        else:
+            step(0)
+            step(1)
+            if how != "member alone, no compute before":
+                module.compute()
+            if how.startswith("member alone"):
+                module.metrics["calibration"].reset()
+            elif how == "collection":
+                module.metrics.reset()
+            elif how == "each, member first":
+                module.metrics["calibration"].reset()
+                module.metrics["ctr"].reset()
+            else:
+                module.reset()
+        step(2)
+        step(3)
+    alone = how.startswith("member alone")
+    if alone:
+        with pytest.warns(UserWarning, match=r"metric 'calibration' was reset on its own .* with 'ctr'.* not reset"):
+            values = module.compute()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once: it holds its group's states again; a group reset: never
+        values = module.compute()
+    kept = steps if alone else steps[2:]  # the steps the group has seen since its last reset
+    expected = {}
+    for suffix, seen in [("", kept), ("/window", steps[2:])][: 2 if window_size else 1]:
+        p, y = (np.concatenate(v) for v in zip(*seen))
+        expected |= {f"ctr/c{suffix}": y.mean(), f"calibration/c{suffix}": p.sum() / y.sum()}
+    assert sorted(values) == sorted(expected)
+    for key, value in expected.items():
+        np.testing.assert_allclose(values[key].item(), value, rtol=1e-12, err_msg=key)
+
+
 @pytest.mark.parametrize("device_path", [False, True])
 def test_a_module_of_unvalidated_metrics_equals_a_validating_one_whatever_its_weight_columns(device_path, monkeypatch):
     """A module whose every metric has ``validate_args=False`` trusts its steps: it looks for all-ones weight

@@ -4336,8 +4336,17 @@ def test_a_compute_group_member_changed_directly_is_warned_for_and_reports_its_g
 
 
 @pytest.mark.parametrize("window_size", [None, 8])
-@pytest.mark.parametrize("how", ["member alone", "member alone, no compute before", "collection", "each, member first",
-                                 "member before any step", "module"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "member alone",
+        "member alone, no compute before",
+        "collection",
+        "each, member first",
+        "member before any step",
+        "module",
+    ],
+)
 def test_a_compute_group_member_reset_alone_is_warned_for_and_a_group_reset_is_not(window_size, how):
     """``module.metrics["calibration"].reset()`` was overridden at compute silently: the member reads its leader's
     states, which still hold the steps before the reset. It now warns, as a member's own update, merge or load

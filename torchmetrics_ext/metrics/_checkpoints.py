@@ -23,9 +23,9 @@ from torchmetrics_ext.utilities.state_dtypes import dtype_problem
 __all__ = [
     "CheckpointedStates",
     "derive_missing",
+    "holds_anything",
     "load_explained",
     "note_checkpoint",
-    "holds_anything",
     "note_settings",
     "reset_left_states",
     "resets_taken",

@@ -4399,6 +4399,22 @@ def test_a_compute_group_member_reset_alone_is_warned_for_and_a_group_reset_is_n
         np.testing.assert_allclose(values[key].item(), value, rtol=1e-12, err_msg=key)
 
 
+@pytest.mark.parametrize("window_size", [None, 8])
+def test_a_compute_group_member_given_already_updated_is_warned_for_at_the_first_compute(window_size):
+    """A member instance updated before the module was built holds states the module drops at compute (it
+    reports its group's): said at the first compute, whatever the module's own bookkeeping of its members."""
+    calibration = tmx.Calibration()
+    calibration.update(torch.tensor([0.9, 0.9]), torch.tensor([0.0, 1.0]))
+    module = tmx.RecMetricModule(
+        ["c"], {"ctr": "ctr", "calibration": calibration}, window_size=window_size, throughput=False
+    )
+    p, y = np.array([0.2, 0.7, 0.4]), np.array([0.0, 1.0, 1.0])
+    module.update({"prediction": torch.tensor(p), "label": torch.tensor(y)})
+    with pytest.warns(UserWarning, match=r"metric 'calibration' was changed outside the module"):
+        values = module.compute()
+    np.testing.assert_allclose(values["calibration/c"].item(), p.sum() / y.sum(), rtol=1e-12)
+
+
 @pytest.mark.parametrize("device_path", [False, True])
 def test_a_module_of_unvalidated_metrics_equals_a_validating_one_whatever_its_weight_columns(device_path, monkeypatch):
     """A module whose every metric has ``validate_args=False`` trusts its steps: it looks for all-ones weight

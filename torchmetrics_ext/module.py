@@ -447,7 +447,7 @@ class RecMetricModule(CheckpointLoading):
         for name, lead in self._leader.items():
             if lead != name:  # a group member's states are its leader's: saved once, with the leader
                 self._unit(name).persistent(False)
-        self._mark_members()  # what a member holds, and a reset of its own, count from here
+        self._mark_members(built=True)  # a reset of a member's own counts from here
         self._num_copies = len(per_task) * num_tasks
         # set by from_torchrec_config: which keys TorchRec reports per metric (window-only AUC, task subsets)
         self._reported: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {}
@@ -1327,15 +1327,16 @@ class RecMetricModule(CheckpointLoading):
         if joint:  # the emptied windows' shared buffer is not kept until the next step
             joint.release()
 
-    def _mark_members(self) -> None:
+    def _mark_members(self, built: bool = False) -> None:
         """Record each compute group member's changes as of now, and the leader whose states it reports.
 
         See :func:`_fill_member`; the leader's part is recorded so that a reset of the member alone notes
-        what of the group's states it cannot clear.
+        what of the group's states it cannot clear. ``built``: the module was just built, and a member
+        given already updated, merged or loaded holds a change of its own (its states are dropped).
         """
         for member, leader in self._member_parts():
             share_states_with(member, leader)
-            member.__dict__[_FILLED_AT] = _changes(member)
+            member.__dict__[_FILLED_AT] = (0, 0, resets_taken(member)) if built else _changes(member)
 
     def _member_parts(self) -> Iterator[tuple[TaskMetric, TaskMetric]]:
         """``(member, leader)`` task metrics of every compute group member, lifetime and window parts alike."""

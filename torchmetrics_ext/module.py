@@ -1385,7 +1385,7 @@ def _warn_changed_member(name: str, lead: str, what: str) -> None:
             f"RecMetricModule: metric {name!r} was reset on its own and that reset is dropped: it shares its states "
             f"with {lead!r} (a compute group, see `compute_groups`), which was not reset, and reports them, the "
             "updates from before the reset included. Reset the module (`module.reset()`) or every metric of the "
-            f"group together, or use a metric outside the module for a value of its own."
+            "group together, or use a metric outside the module for a value of its own."
         )
     else:
         text = (

@@ -2440,29 +2440,53 @@ def test_a_load_leaves_no_wrapper_on_the_metrics_and_copies_load_into_themselves
     assert module.compute()["ctr/a"].item() == pytest.approx(np.concatenate(labels[:2]).mean(), rel=1e-12)
 
 
-def test_a_descendant_post_hook_raising_in_a_parent_load_leaves_no_wrapper_behind():
-    """A descendant's load post-hook is not enclosed by a wrapper (torch calls it, not a method): a parent load
-    it ends is not put back, but the wrappers left on the metrics not yet loaded go at the next load or copy,
-    which then loads as usual."""
+def _load_post_hooks(module):
+    """Every load post-hook under ``module`` (not its own), as registered: ``{(module name, key): hook}``."""
+    return {
+        (name, key): hook
+        for name, m in module.named_modules()
+        if m is not module
+        for key, hook in m._load_state_dict_post_hooks.items()
+    }
+
+
+@pytest.mark.parametrize("through", ["parent", "module"])
+@pytest.mark.parametrize("where", ["first", "wrapper"])
+def test_a_descendant_post_hook_raising_midway_through_a_load_leaves_the_module_as_it_was(through, where):
+    """A descendant's load post-hook is called by torch, outside every method of the descendant: one that raised
+    (a user's check of the loaded states) ended a parent's load with the wrappers still on the metrics not yet
+    loaded and the metrics loaded before it kept loaded. The guard now wraps those hooks for the load too: the
+    module is put back (the CTR of its own two steps, not the checkpoint's one), no wrapper is left and every
+    hook is the one registered, and the next load, the hook quiet, loads as usual."""
     parent, module, steps, labels, metrics = _five_steps_module()
     module.update(steps[0])
     saved = parent.state_dict()
-    raised = []
+    module.update(steps[1])
+    raising = [True]
 
-    def fail_once(mod, incompatible_keys):
-        if not raised:
-            raised.append(True)
+    def check(mod, incompatible_keys):  # a user's hook; a Windowed has a hook of its own before it
+        if raising[0]:
             raise OSError("a post-hook that raises")
 
-    metrics[0].register_load_state_dict_post_hook(fail_once)
+    # the metrics load in the collection's order (auc, ctr, ne): the first one's, or NE's wrapper's, after its children
+    (metrics[0] if where == "first" else module.metrics["ne"]).register_load_state_dict_post_hook(check)
+    registered = _load_post_hooks(module)
+    assert check in registered.values() and len(registered) > 1  # the windows' own hooks too
+    load = parent.load_state_dict if through == "parent" else module.load_state_dict
+    checkpoint = saved if through == "parent" else {k[len("rec.") :]: v for k, v in saved.items()}
     with pytest.raises(OSError, match="a post-hook that raises"):
-        parent.load_state_dict(saved)
-    assert _shadowed_loads(module)  # left on the metrics after the first
-    twin = copy.deepcopy(module)
-    assert _shadowed_loads(module) == [] and _shadowed_loads(twin) == []
-    module.update(steps[1])
-    parent.load_state_dict(saved)
-    assert _shadowed_loads(module) == []
+        load(checkpoint)
+    assert _shadowed_loads(module) == [] and "_load_guard" not in module.__dict__
+    assert _load_post_hooks(module) == registered  # the registered callables themselves, in their order
+    values = module.compute()  # AUC, CTR and NE of the module's two steps, as before the load
+    both = np.concatenate(labels[:2])
+    p = torch.cat([s["pa"] for s in steps[:2]]).double().numpy()
+    assert values["ctr/a"].item() == pytest.approx(both.mean(), rel=1e-12)
+    assert values["auc/a"].item() == pytest.approx(roc_auc_score(both, p), rel=1e-12)
+    assert values["ne/a"].item() == pytest.approx(ref_ne(p, both, np.ones_like(p)), rel=1e-12)
+    raising[0] = False
+    load(checkpoint)
+    assert _shadowed_loads(module) == [] and _load_post_hooks(module) == registered
     assert module.compute()["ctr/a"].item() == pytest.approx(labels[0].mean(), rel=1e-12)
 
 
@@ -4309,6 +4333,86 @@ def test_a_compute_group_member_changed_directly_is_warned_for_and_reports_its_g
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # warned once: it holds its group's states again
         module.compute()
+
+
+@pytest.mark.parametrize("window_size", [None, 8])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "member alone",
+        "member alone, no compute before",
+        "collection",
+        "each, member first",
+        "member before any step",
+        "module",
+    ],
+)
+def test_a_compute_group_member_reset_alone_is_warned_for_and_a_group_reset_is_not(window_size, how):
+    """``module.metrics["calibration"].reset()`` was overridden at compute silently: the member reads its leader's
+    states, which still hold the steps before the reset. It now warns, as a member's own update, merge or load
+    does, and reports its group's states (NumPy references over every step). Resetting the whole group (the
+    module, ``module.metrics.reset()``, each metric in any order) or a member before the group held anything
+    drops nothing: no warning, and the values are those of the steps after the reset."""
+    module = tmx.RecMetricModule(
+        ["c"], {"ctr": "ctr", "calibration": "calibration"}, window_size=window_size, throughput=False
+    )
+    g = np.random.default_rng(5)
+    steps = [(g.uniform(0.05, 0.95, 4), np.array([1.0, 0.0, 1.0, float(i % 2)])) for i in range(4)]
+
+    def step(i):
+        module.update({"prediction": torch.tensor(steps[i][0]), "label": torch.tensor(steps[i][1])})
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        if how == "member before any step":
+            module.metrics["calibration"].reset()
+        else:
+            step(0)
+            step(1)
+            if how != "member alone, no compute before":
+                module.compute()
+            if how.startswith("member alone"):
+                module.metrics["calibration"].reset()
+            elif how == "collection":
+                module.metrics.reset()
+            elif how == "each, member first":
+                module.metrics["calibration"].reset()
+                module.metrics["ctr"].reset()
+            else:
+                module.reset()
+        step(2)
+        step(3)
+    alone = how.startswith("member alone")
+    if alone:
+        with pytest.warns(UserWarning, match=r"metric 'calibration' was reset on its own .* with 'ctr'.* not reset"):
+            values = module.compute()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once: it holds its group's states again; a group reset: never
+        values = module.compute()
+    kept = steps if alone else steps[2:]  # the steps the group has seen since its last reset
+    expected = {}
+    for suffix, seen in [("", kept), ("/window", steps[2:])][: 2 if window_size else 1]:
+        p, y = (np.concatenate(v) for v in zip(*seen))
+        expected |= {f"ctr/c{suffix}": y.mean(), f"calibration/c{suffix}": p.sum() / y.sum()}
+    assert sorted(values) == sorted(expected)
+    for key, value in expected.items():
+        np.testing.assert_allclose(values[key].item(), value, rtol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize("window_size", [None, 8])
+def test_a_compute_group_member_given_already_updated_is_warned_for_at_the_first_compute(window_size):
+    """A member instance updated before the module was built holds states the module drops at compute (it
+    reports its group's): said at the first compute, whatever the module's own bookkeeping of its members."""
+    calibration = tmx.Calibration()
+    calibration.update(torch.tensor([0.9, 0.9]), torch.tensor([0.0, 1.0]))
+    module = tmx.RecMetricModule(
+        ["c"], {"ctr": "ctr", "calibration": calibration}, window_size=window_size, throughput=False
+    )
+    p, y = np.array([0.2, 0.7, 0.4]), np.array([0.0, 1.0, 1.0])
+    module.update({"prediction": torch.tensor(p), "label": torch.tensor(y)})
+    with pytest.warns(UserWarning, match=r"metric 'calibration' was changed outside the module"):
+        values = module.compute()
+    np.testing.assert_allclose(values["calibration/c"].item(), p.sum() / y.sum(), rtol=1e-12)
 
 
 @pytest.mark.parametrize("device_path", [False, True])

@@ -768,6 +768,53 @@ def test_a_ring_of_more_samples_than_the_window_keeps_is_evicted_at_load(make, r
         np.testing.assert_allclose(values["lifetime"].item(), reference(p[:hi], y[:hi]), rtol=1e-5)
 
 
+def _same_entries(a, b):
+    """Whether two checkpoint entries are equal (tensors by value and dtype, containers entry by entry)."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_entries(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same_entries, a, b))
+    return a == b
+
+
+def test_a_plain_dict_of_a_smaller_window_cannot_be_told_from_one_of_this_window_and_fills_from_the_next_updates():
+    """Why a window loaded from a plain dict (no ``_metadata``) of a smaller window is not warned for.
+
+    The same 11 samples, as updates of 5, 1 and 5 samples into a window of 10 and as six single samples and 5
+    into a window of 6, give equal checkpoint entries: both rings keep the updates of 1 and 5 samples, in the
+    same layout, over equal lifetimes. Loaded into a window of 10 the first is exact and the second holds 6
+    samples where an uninterrupted run of its updates holds 10; nothing in the entries tells which. The window
+    then fills from the next updates by the window rule (NumPy references over the newest samples).
+    """
+    preds = torch.arange(1, 16, dtype=torch.float64) / 16  # dyadic: every sum is exact, in any order
+    target = torch.tensor([1, 0, 1, 1, 0, 1, 0, 0, 1, 1, 0, 1, 1, 0, 1], dtype=torch.float64)
+
+    def run(window_size, sizes):
+        metric = Windowed(tmx.Calibration(), window_size=window_size)
+        bounds = np.cumsum([0, *sizes])
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            metric.update(preds[lo:hi], target[lo:hi])
+        return metric
+
+    same = dict(run(10, [5, 1, 5]).state_dict())
+    smaller = dict(run(6, [1] * 6 + [5]).state_dict())
+    assert _same_entries(same, smaller)
+    assert smaller["_extra_state"]["sizes"] == [1, 5]  # what a window of 10 keeps of the (5, 1, 5) updates too
+    assert run(10, [1] * 6 + [5])._ring.sizes == collections.deque([1, 1, 1, 1, 1, 5])  # 10 samples, not 6
+    loaded = Windowed(tmx.Calibration(), window_size=10)
+    loaded.load_state_dict(smaller)
+    p, y = preds.numpy(), target.numpy()
+    for hi, newest in [(11, 6), (13, 8), (15, 10)]:  # right after the load, then updates of 2 samples
+        if hi > 11:
+            loaded.update(preds[hi - 2 : hi], target[hi - 2 : hi])
+        values = loaded.compute()
+        window = slice(hi - newest, hi)
+        np.testing.assert_allclose(values["window"].item(), p[window].sum() / y[window].sum(), rtol=1e-12)
+        np.testing.assert_allclose(values["lifetime"].item(), p[:hi].sum() / y[:hi].sum(), rtol=1e-12)
+
+
 # ----------------------------------------------------------------------------- bad input
 
 

@@ -103,7 +103,7 @@ class CheckpointLoading(nn.Module):
         load before that: its exception puts the module back first
         (:func:`~torchmetrics_ext.utilities.load_guard.guard_descendant_loads`).
         """
-        self._end_load()  # what a load ended by a descendant's post-hook left
+        self._end_load()  # what a load ended outside every wrapper left (see utilities/load_guard.py)
         restore = snapshot(self)
 
         def abort() -> None:  # a descendant raised: this load ends here
@@ -286,9 +286,9 @@ class CheckpointLoading(nn.Module):
         try:
             return load_explained(lambda: load(state_dict, strict=strict, assign=assign))
         except BaseException as error:
-            # a refused load was put back by `_after_load`, one a descendant's load raised in by that
-            # descendant's wrapper; a descendant's post-hook that raised ended the load before either,
-            # and the state recorded at its start (`_load_from_state_dict`) is put back here
+            # a refused load was put back by `_after_load`, one a descendant's load or load post-hook
+            # raised in by that load's wrapper; what else ended the load before either (an exception
+            # between two loads, a hook registered during the load) is put back here
             self._end_load(put_back=True)
             if not (isinstance(error, RuntimeError) and strict and "Missing key(s)" in str(error)):
                 raise

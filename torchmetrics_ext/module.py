@@ -37,7 +37,7 @@ from torchmetrics_ext._module_config import (
 )
 from torchmetrics_ext._module_loading import CheckpointLoading
 from torchmetrics_ext.functional._sums import sharing_sums
-from torchmetrics_ext.metrics._checkpoints import states_written
+from torchmetrics_ext.metrics._checkpoints import reset_left_states, resets_taken, share_states_with, states_written
 from torchmetrics_ext.metrics.base import (
     InputDomains,
     TaskMetric,
@@ -78,8 +78,9 @@ _LOGIT_COLUMNS: ContextVar[bool] = ContextVar("tmx_logit_columns", default=False
 _THROUGHPUT = ("\0throughput", "lifetime")  # the throughput's entry in the fused gather
 # where a compute group member keeps the leader's cached value it was last computed with (see _holds_states_of)
 _STATES_OF = "_computed_with_leader"
-# a compute group member's update count when the module last filled it with its leader's states (see _fill_member)
-_FILLED_AT = "_update_count_when_filled"
+# a compute group member's changes when the module last filled it with its leader's states, or reset it with the
+# group (see _fill_member)
+_FILLED_AT = "_changes_when_filled"
 
 
 def _held_by(metric: Metric) -> str | None:
@@ -237,7 +238,8 @@ class RecMetricModule(CheckpointLoading):
         and ``CTR``, exact ``AUC`` and ``AUPRC``) update once; nothing is merged because its
         states happen to look alike. The group's other metrics read its first one's states at
         ``compute()``: an ``update``, ``merge_state`` or load made on one of them directly
-        (``module.metrics["calibration"]``) is replaced there, with a ``UserWarning``.
+        (``module.metrics["calibration"]``) is replaced there, with a ``UserWarning``, and so is a
+        ``reset()`` of one of them alone (reset the module, or every metric of the group).
         **Validation** checks the strictest domain of all metrics
         (e.g. probabilities and binary labels when ``AUC`` is present) in one pass with one
         host synchronisation; a rejected step changes no metric. **Sync**: ``compute()`` gathers
@@ -448,6 +450,7 @@ class RecMetricModule(CheckpointLoading):
         for name, lead in self._leader.items():
             if lead != name:  # a group member's states are its leader's: saved once, with the leader
                 self._unit(name).persistent(False)
+        self._mark_members(built=True)  # a reset of a member's own counts from here
         self._num_copies = len(per_task) * num_tasks
         # set by from_torchrec_config: which keys TorchRec reports per metric (window-only AUC, task subsets)
         self._reported: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {}
@@ -659,7 +662,7 @@ class RecMetricModule(CheckpointLoading):
 
     def __getstate__(self) -> dict[str, Any]:
         """``nn.Module``'s, without the shared window buffer (a copy lays its metrics' windows out afresh)."""
-        self._end_load()  # what a load ended by a descendant's post-hook left (see utilities/load_guard.py)
+        self._end_load()  # what a load ended outside every wrapper left (see utilities/load_guard.py)
         state = dict(super().__getstate__())
         state.pop("_shared_window", None)
         return state
@@ -671,6 +674,9 @@ class RecMetricModule(CheckpointLoading):
             state.pop("_step_plan", None)  # pickled by a version with another plan: found again
         super().__setstate__(state)
         take_ownership(self._owned_metrics(), self)
+        for member, leader in self._member_parts():  # pickled by a version that did not record it
+            if "_states_source" not in member.__dict__:
+                share_states_with(member, leader)
 
     def _updated_units(self) -> Iterator[tuple[Metric, bool, bool]]:
         """``(unit, takes groups, fed probabilities)`` for every updated unit: group leaders, then per-task copies.
@@ -1138,14 +1144,14 @@ class RecMetricModule(CheckpointLoading):
             for name, lead in self._leader.items():
                 if lead != name:
                     leader_parts = self._parts(self._unit(lead))
-                    changed = False
+                    found = set()
                     for part, metric in self._parts(self._unit(name)).items():
                         leader = leader_parts[part]
                         members.append((leader, metric))
                         if not _holds_states_of(metric, leader):
-                            changed |= _fill_member(metric, leader)
-                    if changed:
-                        _warn_changed_member(name, lead)
+                            found.add(_fill_member(metric, leader))
+                    if "changed" in found or "reset" in found:
+                        _warn_changed_member(name, lead, "changed" if "changed" in found else "reset")
             # group members hold their leader's states without an update of their own (and a rank
             # without a batch the others' synced states): no "compute before update" warning
             stack.enter_context(counted_as_updated(metric for _, metric in self._leaves()))
@@ -1321,50 +1327,84 @@ class RecMetricModule(CheckpointLoading):
         for unit in self._all_units():
             if unit is not keep:
                 unit.reset()
-        for name, lead in self._leader.items():  # emptied members hold nothing of their own, as before a fill
-            if lead != name:
-                for metric in self._parts(self._unit(name)).values():
-                    if _FILLED_AT in metric.__dict__:  # its merges and loads are still counted
-                        metric.__dict__[_FILLED_AT] = (0, metric.__dict__[_FILLED_AT][1])
+        self._mark_members()  # emptied with their groups: nothing of their own, no reset of their own
         joint = self.__dict__.get("_shared_window")
         if joint:  # the emptied windows' shared buffer is not kept until the next step
             joint.release()
+
+    def _mark_members(self, built: bool = False) -> None:
+        """Record each compute group member's changes as of now, and the leader whose states it reports.
+
+        See :func:`_fill_member`; the leader's part is recorded so that a reset of the member alone notes
+        what of the group's states it cannot clear. ``built``: the module was just built, and a member
+        given already updated, merged or loaded holds a change of its own (its states are dropped).
+        """
+        for member, leader in self._member_parts():
+            share_states_with(member, leader)
+            member.__dict__[_FILLED_AT] = (0, 0, resets_taken(member)) if built else _changes(member)
+
+    def _member_parts(self) -> Iterator[tuple[TaskMetric, TaskMetric]]:
+        """``(member, leader)`` task metrics of every compute group member, lifetime and window parts alike."""
+        for name, lead in self._leader.items():
+            if lead != name:
+                leader_parts = self._parts(self._unit(lead))
+                for part, metric in self._parts(self._unit(name)).items():
+                    yield metric, leader_parts[part]
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
-def _fill_member(member: Metric, leader: Metric) -> bool:
-    """Give a compute group's ``member`` its ``leader``'s states; whether it held a change of its own.
+def _fill_member(member: Metric, leader: Metric) -> str | None:
+    """Give a compute group's ``member`` its ``leader``'s states; say what of its own that replaced.
 
     The module updates only the leader; a member's own ``update``, ``merge_state`` or load (made through
-    ``module.metrics[name]``) cannot count, since its states are its leader's: it is replaced here.
+    ``module.metrics[name]``) cannot count, since its states are its leader's: it is replaced here
+    (``"changed"``). So is a ``reset`` of the member alone while the leader held something (``"reset"``):
+    the leader, not reset since, still holds the group's updates from before it. A reset of the whole
+    group (``module.reset()``, ``module.metrics.reset()``, or each of its metrics in any order) is not
+    one, nor a reset before the group held anything: the member reports what the group has seen since.
+    ``None``: nothing of its own.
     """
-    changed = _changes(member) != member.__dict__.get(_FILLED_AT, (0, 0))
+    own = member.__dict__.get(_FILLED_AT) or (0, 0, resets_taken(member))
+    updates, written, resets = _changes(member)
+    what = None
+    if (updates, written) != own[:2]:
+        what = "changed"
+    elif resets != own[2] and reset_left_states(member):
+        what = "reset"
     member.reset()
     member.merge_state(leader.metric_state)
     member.__dict__[_FILLED_AT] = _changes(member)
-    return changed
+    return what
 
 
-def _warn_changed_member(name: str, lead: str) -> None:
+def _warn_changed_member(name: str, lead: str, what: str) -> None:
     """Say that what was put into compute group member ``name`` directly is dropped (see :func:`_fill_member`).
 
-    TorchMetrics' compute groups drop such a change silently at the collection's next ``update``.
+    TorchMetrics' compute groups drop such a change silently at the collection's next ``update``. ``what``:
+    ``"changed"`` (its own update, merge or load) or ``"reset"`` (a reset of it alone).
     """
-    warnings.warn(
-        f"RecMetricModule: metric {name!r} was changed outside the module (its own update, merge_state or "
-        f"load_state_dict) and that change is dropped: it shares its states with {lead!r} (a compute group, see "
-        "`compute_groups`), whose states it reports. Feed the module's `update(model_out)`, merge into the "
-        f"group's first metric (`module.metrics[{lead!r}]`), or use a metric outside the module.",
-        UserWarning,
-        stacklevel=4,
-    )
+    if what == "reset":
+        text = (
+            f"RecMetricModule: metric {name!r} was reset on its own and that reset is dropped: it shares its states "
+            f"with {lead!r} (a compute group, see `compute_groups`), which was not reset, and reports them, the "
+            "updates from before the reset included. Reset the module (`module.reset()`) or every metric of the "
+            "group together, or use a metric outside the module for a value of its own."
+        )
+    else:
+        text = (
+            f"RecMetricModule: metric {name!r} was changed outside the module (its own update, merge_state or "
+            f"load_state_dict) and that change is dropped: it shares its states with {lead!r} (a compute group, see "
+            "`compute_groups`), whose states it reports. Feed the module's `update(model_out)`, merge into the "
+            f"group's first metric (`module.metrics[{lead!r}]`), or use a metric outside the module."
+        )
+    warnings.warn(text, UserWarning, stacklevel=4)
 
 
-def _changes(metric: Metric) -> tuple[int, int]:
-    """How many updates ``metric`` has taken since its last reset, and how many merges and loads ever."""
-    return metric._update_count, states_written(metric)
+def _changes(metric: Metric) -> tuple[int, int, int]:
+    """How many updates ``metric`` has taken since its last reset, how many merges and loads ever, and resets."""
+    return metric._update_count, states_written(metric), resets_taken(metric)
 
 
 def _holds_states_of(member: Metric, leader: Metric) -> bool:

@@ -23,10 +23,14 @@ from torchmetrics_ext.utilities.state_dtypes import dtype_problem
 __all__ = [
     "CheckpointedStates",
     "derive_missing",
+    "holds_anything",
     "load_explained",
     "note_checkpoint",
     "note_settings",
+    "reset_left_states",
+    "resets_taken",
     "settings_problems",
+    "share_states_with",
     "states_written",
 ]
 
@@ -86,6 +90,49 @@ def _count_states_written(metric: Metric) -> None:
 def states_written(metric: Metric) -> int:
     """How many merges and loads of states ``metric`` has taken (see :func:`_count_states_written`)."""
     return metric.__dict__.get("_states_written", 0)
+
+
+def _count_reset(metric: Metric) -> None:
+    """Count a ``reset`` of ``metric`` (its ``_update_count`` goes back to 0, so it cannot tell one happened).
+
+    A metric that reports another's states (see :func:`share_states_with`) also notes what of them its
+    reset could not clear: whether that metric held anything, and its resets so far.
+    """
+    state = metric.__dict__
+    state["_resets_taken"] = state.get("_resets_taken", 0) + 1
+    state["_written_at_reset"] = state.get("_states_written", 0)
+    source = state.get("_states_source")
+    if source is not None:
+        state["_source_at_reset"] = (resets_taken(source), holds_anything(source))
+
+
+def resets_taken(metric: Metric) -> int:
+    """How many times ``metric`` has been reset (see :func:`_count_reset`), by its owner or anyone else."""
+    return metric.__dict__.get("_resets_taken", 0)
+
+
+def holds_anything(metric: Metric) -> bool:
+    """Whether ``metric`` took an update, a merge or a load since its last reset (or since it was built)."""
+    return bool(metric._update_count) or states_written(metric) != metric.__dict__.get("_written_at_reset", 0)
+
+
+def share_states_with(member: Metric, source: Metric) -> None:
+    """Record that ``member`` reports ``source``'s states (a compute group's member and its leader).
+
+    ``member``'s resets then note what of ``source`` they leave (see :func:`reset_left_states`).
+    """
+    member.__dict__["_states_source"] = source
+
+
+def reset_left_states(member: Metric) -> bool:
+    """Whether ``member``'s last reset left states in its source that it still reports.
+
+    The source held something at that reset and has not been reset since (a reset of the whole group,
+    in any order, leaves nothing). ``False`` for a metric without a source or never reset.
+    """
+    noted = member.__dict__.get("_source_at_reset")
+    source = member.__dict__.get("_states_source")
+    return noted is not None and source is not None and noted[1] and noted[0] == resets_taken(source)
 
 
 def derive_missing(

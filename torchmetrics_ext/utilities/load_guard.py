@@ -12,12 +12,13 @@ encloses its descendants' loads to catch the exception: its first metrics stayed
 ``_load_from_state_dict`` (the method torch calls on every module it loads) is shadowed in the
 descendant's instance ``__dict__`` by a wrapper that calls the descendant's own method and, if it
 raises, first calls ``on_error`` (once, removing every wrapper) and then lets the exception go on.
-TorchMetrics keeps per-instance wrappers of ``update`` and ``compute`` the same way. The wrappers
-exist only between the module's ``_load_from_state_dict`` and the end of its load, so nothing costs
-anything outside a load. A descendant's load post-hook that raises is not enclosed by any wrapper
-(torch calls the hooks, not a method): the module is then put back only by its own
-``load_state_dict`` (a direct load), and the wrappers left on the descendants not yet loaded are
-removed at the module's next load (or copy).
+TorchMetrics keeps per-instance wrappers of ``update`` and ``compute`` the same way. A descendant's
+load post-hooks (``register_load_state_dict_post_hook``: torch calls them after the descendant's
+children have loaded, outside any of its methods) are wrapped alike, in the descendant's own hook
+dict, for the same length: one that raises (a user's check of the loaded states) calls ``on_error``
+and removes every wrapper too, so the module is put back and nothing of the load stays on its
+descendants, whoever called ``load_state_dict``. The wrappers exist only between the module's
+``_load_from_state_dict`` and the end of its load, so nothing costs anything outside a load.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def guard_descendant_loads(root: nn.Module, on_error: Callable[[], None]) -> Cal
         (['put back'], True)
     """
     installed: list[tuple[nn.Module, bool, Any]] = []
+    hooks: list[tuple[dict[Any, Any], Any, Any, Any]] = []  # (hook dict, key, the hook, its wrapper)
 
     def remove() -> None:
         while installed:
@@ -68,21 +70,42 @@ def guard_descendant_loads(root: nn.Module, on_error: Callable[[], None]) -> Cal
                 module.__dict__[_METHOD] = previous
             else:
                 module.__dict__.pop(_METHOD, None)
+        while hooks:
+            registered, key, hook, wrapper = hooks.pop()
+            if registered.get(key) is wrapper:  # not removed (nor replaced) by its handle since
+                registered[key] = hook
+
+    def failed() -> None:
+        if installed or hooks:  # the first exception of this load: the wrappers still stand
+            remove()
+            on_error()
 
     def wrap(load: Callable[..., None]) -> Callable[..., None]:
         def guarded_load(*args: Any, **kwargs: Any) -> None:
             try:
                 load(*args, **kwargs)
             except BaseException:
-                if installed:  # the first exception of this load: the wrappers still stand
-                    remove()
-                    on_error()
+                failed()
                 raise
 
         return guarded_load
+
+    def wrap_hook(hook: Callable[..., Any]) -> Callable[..., Any]:
+        def guarded_hook(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return hook(*args, **kwargs)
+            except BaseException:
+                failed()
+                raise
+
+        return guarded_hook
 
     for module in root.modules():
         if module is not root:
             installed.append((module, _METHOD in module.__dict__, module.__dict__.get(_METHOD)))
             module.__dict__[_METHOD] = wrap(getattr(module, _METHOD))
+            registered = module._load_state_dict_post_hooks
+            for key, hook in list(registered.items()):
+                hooks.append((registered, key, hook, wrap_hook(hook)))
+                registered[key] = hooks[-1][3]
     return remove

@@ -24,11 +24,13 @@ from torchmetrics_ext.functional.distribution import (
     _distribution_compute,
     _distribution_fold,
     _distribution_update,
+    _distribution_values,
     _host_shift,
     _magnitude_band,
     _no_scaled_sums,
     _reshift_parts,
     _sketch_index,
+    _stat_names,
     _state_parts,
 )
 from torchmetrics_ext.metrics.base import _tag, one_task
@@ -329,6 +331,13 @@ class Distribution(AggregationMetric[SketchBatch]):
         return _distribution_compute(
             *states, self.percentiles, self.spec, compensations=self._compensations(), shift=self.shift
         )
+
+    def _logged_value(self) -> dict[str, float]:
+        """:meth:`compute`'s values as host floats (the aggregator's logging: no tensor per value)."""
+        values = _distribution_values(
+            *self._sketch_states(), self.percentiles, self.spec, compensations=self._compensations(), shift=self.shift
+        )
+        return dict(zip(_stat_names(self.percentiles), values, strict=True))
 
     def _sync_dist(self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None) -> None:
         """TorchMetrics' sync, every rank's sums brought to one shift before they are added (:meth:`_fix_gathered`)."""

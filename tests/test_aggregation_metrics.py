@@ -50,6 +50,11 @@ def skewed_data(rng: np.random.Generator) -> H.Data:
     return {"value": torch.tensor(values, dtype=torch.float32)}
 
 
+def offset_data(rng: np.random.Generator) -> H.Data:
+    """Values with a large common offset, float64: sums about 0 cancel their std away (1e9 + N(0, 3): nan)."""
+    return {"value": torch.tensor(1e9 + rng.normal(0.0, 3.0, size=N))}
+
+
 def category_data(rng: np.random.Generator) -> H.Data:
     """Integer categories whose range drifts along the data, so DDP shards see different categories."""
     drift = np.linspace(0, 6, N).astype(np.int64)
@@ -101,6 +106,8 @@ _ALL = [
         rtol=ALPHA,
         atol=1e-9,
     ),
+    # the percentiles' 1% of 1e7 is loose for the std: the tight checks of it are in test_windowed.py
+    _case("distribution-offset", Distribution, offset_data, ref_distribution, rtol=ALPHA, atol=1e-9, dtype_keys=()),
     _case("categorical", CategoricalCount, category_data, ref_counts, dtype_keys=()),
 ]
 CASES = {case.id: case for case in _ALL}

@@ -39,8 +39,8 @@ both signs; :func:`distribution` takes its batch's, a metric keeps its first unt
 :math:`\sum (x-c)^2 - n(\bar x - c)^2` holds the spread rather than cancelling against a large
 mean: relative error about :math:`10^{-16} ((\bar x - c)/s)^2`, at most about :math:`2n \cdot
 10^{-16}` as :math:`c` lies between the min and the max. Sums about another shift are moved to
-it exactly (:func:`_reshift_parts`). Sums about 0 (a ``Windowed``'s, a checkpoint saved before the
-shift) cancel as :math:`\sum x^2 - n\bar x^2` does: relative error about
+it exactly (:func:`_reshift_parts`); a ``Windowed``'s keeps its first for good (``pinned``). Sums about 0
+(a checkpoint saved before the shift) cancel as :math:`\sum x^2 - n\bar x^2` does: relative error about
 :math:`10^{-16} (\bar x / s)^2`, and ``nan`` with a warning once the spread is below ~1e-6 of the
 mean (equal values give exactly 0).
 """
@@ -240,13 +240,19 @@ def _no_scaled_sums(total: Tensor) -> Tensor:
 
 
 def _distribution_update(
-    values: Tensor, spec: SketchSpec, count: Tensor | None = None, shift: Tensor | None = None
+    values: Tensor,
+    spec: SketchSpec,
+    count: Tensor | None = None,
+    shift: Tensor | None = None,
+    *,
+    pinned: bool = False,
 ) -> SketchBatch:
     """Sufficient statistics of one batch: ``values`` is a non-empty float64 1-D tensor.
 
     The sums are of the values minus a shift, scaled to their band (:class:`SketchBatch`): with
-    the states ``count`` and ``shift``, the state's shift once ``count`` is above 0, else the
-    batch's first value (rounded to the shift's dtype; 0 if the batch has values of both signs);
+    the states ``count`` and ``shift``, the state's shift once ``count`` is above 0 (``pinned``:
+    once it is finite, whatever ``count``: a ``Windowed``'s, ``-inf`` until its first value), else
+    the batch's first value (rounded to the shift's dtype; 0 if the batch has values of both signs);
     with ``shift`` alone, that shift; with ``count`` alone, 0 (plain sums); with neither, the
     first value. The band is decided on the host on the CPU path (a band-0 batch is summed as it
     is), by table look-ups on the device path.
@@ -264,7 +270,8 @@ def _distribution_update(
         elif count is None:
             batch_shift = shift.to(values.dtype)
         else:
-            batch_shift = torch.where(count > 0, shift.to(values.dtype), first)
+            held = torch.isfinite(shift) if pinned else count > 0
+            batch_shift = torch.where(held, shift.to(values.dtype), first)
         edges, scales, _ = _band_constants(values.device)
         # the largest |x - shift|: inf where it overflows (band 1, whose sums subtract the scaled shift)
         band = torch.bucketize(torch.maximum(vmax - batch_shift, batch_shift - vmin), edges) - 1
@@ -272,7 +279,7 @@ def _distribution_update(
         scaled = torch.where(band > 0, values * scale - batch_shift * scale, (values - batch_shift) * scale)
     else:
         low, high = vmin.item(), vmax.item()
-        batch_shift = _host_shift(values, count, shift, low, high)
+        batch_shift = _host_shift(values, count, shift, low, high, pinned=pinned)
         band = _magnitude_band(max(high - batch_shift, batch_shift - low))
         ends = (low, high)  # read already: folded on the host (_fold_extremes)
         if batch_shift and values.numel() <= _HOST_MOMENTS:  # a few values: exact sums on the host, fewer kernels
@@ -303,18 +310,30 @@ def _host_moments(floats: list[float], shift: float, band: int) -> tuple[float, 
 
 
 def _host_shift(
-    values: Tensor | Sequence[float], count: Tensor | None, shift: Tensor | None, low: float, high: float
+    values: Tensor | Sequence[float],
+    count: Tensor | None,
+    shift: Tensor | None,
+    low: float,
+    high: float,
+    *,
+    pinned: bool = False,
 ) -> float:
     """The shift of a host batch of extremes ``low``, ``high`` (see :func:`_distribution_update`).
 
     0 with ``count`` and no ``shift`` (unshifted sums); the state's shift once ``count`` is above
-    0; else the batch's first value as the state keeps it, or 0 for a batch with values of both
-    signs (or a zero), which has no common offset to remove: its sums stay those of the values.
+    0 (``pinned``: once it is finite); else the batch's first value as the state keeps it, or 0 for
+    a batch with values of both signs (or a zero), which has no common offset to remove: its sums
+    stay those of the values.
     """
     if count is not None and shift is None:
         return 0.0
-    if count is not None and shift is not None and count.item() > 0:
-        return shift.item()
+    if count is not None and shift is not None:
+        if pinned:
+            held = shift.item()
+            if math.isfinite(held):
+                return held
+        elif count.item() > 0:
+            return shift.item()
     if not (low > 0 or high < 0):
         return 0.0
     first = values[0].detach().item() if isinstance(values, Tensor) else float(values[0])

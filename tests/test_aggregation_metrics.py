@@ -50,6 +50,11 @@ def skewed_data(rng: np.random.Generator) -> H.Data:
     return {"value": torch.tensor(values, dtype=torch.float32)}
 
 
+def offset_data(rng: np.random.Generator) -> H.Data:
+    """Values with a large common offset, float64: sums about 0 cancel their std away (1e9 + N(0, 3): nan)."""
+    return {"value": torch.tensor(1e9 + rng.normal(0.0, 3.0, size=N))}
+
+
 def category_data(rng: np.random.Generator) -> H.Data:
     """Integer categories whose range drifts along the data, so DDP shards see different categories."""
     drift = np.linspace(0, 6, N).astype(np.int64)
@@ -101,6 +106,8 @@ _ALL = [
         rtol=ALPHA,
         atol=1e-9,
     ),
+    # the percentiles' 1% of 1e7 is loose for the std: the tight checks of it are in test_windowed.py
+    _case("distribution-offset", Distribution, offset_data, ref_distribution, rtol=ALPHA, atol=1e-9, dtype_keys=()),
     _case("categorical", CategoricalCount, category_data, ref_counts, dtype_keys=()),
 ]
 CASES = {case.id: case for case in _ALL}
@@ -1611,3 +1618,58 @@ def test_ddp_distribution_of_values_with_a_large_offset(ddp_pool, name, empty_ra
         np.testing.assert_allclose(out["mean"], mean, rtol=1e-15, atol=2.0**-51 * np.abs(data - data[0]).mean())
         np.testing.assert_allclose(out["std"], std, rtol=1e-13)
         assert out["min"] == data.min() and out["max"] == data.max()
+
+
+# ----------------------------------------------------------------------------- the aggregator's logged values
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        [2.5],
+        [1.0, 3.0, 3.0],
+        [1e308, 1e308],
+        [1e7 + i for i in range(10)],
+        [-5e-200, -4e-200, -1e-201],
+        [1e300, -1e-300],
+    ],
+    ids=["empty", "one", "plain", "overflowing-sum", "offset", "tiny-negative", "mixed-bands"],
+)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_logged_values_are_the_numbers_of_compute_bit_for_bit(values, dtype):
+    """``MetricsAggregator`` logs ``_logged_value`` (host floats, no tensor per value): for every state, empty
+    and undefined ones included, and states cast with ``set_dtype``, these are ``compute``'s numbers exactly."""
+    metrics = [Mean(), Max(), Min(), Sum(), Distribution(percentiles=(0, 5, 50, 99.9, 100))]
+    for metric in metrics:
+        if values:
+            metric.update(torch.tensor(values, dtype=torch.float64))
+        if dtype != torch.float64:
+            metric.set_dtype(dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            expected, logged = metric.compute(), metric._logged_value()
+        if isinstance(expected, dict):
+            assert list(logged) == list(expected)
+            assert all(type(v) is float for v in logged.values())
+            pairs = [(logged[k], expected[k].item()) for k in expected]
+        else:
+            pairs = [(float(logged), expected.item())]
+        for got, want in pairs:
+            assert (math.isnan(got) and math.isnan(want)) or (
+                got == want and math.copysign(1, got) == math.copysign(1, want)
+            )
+
+
+def test_logged_distribution_mean_is_the_correctly_rounded_mean_of_integer_values_with_an_offset():
+    """Integer values (each x - shift exact, so the sums are exact): the mean is the exact mean rounded once,
+    computed here with fractions (the division that replaced a Fraction sum in logging)."""
+    rng = np.random.default_rng(3)
+    for offset in (0.0, 1e7, -3e12, 2.0**52):
+        values = (offset + rng.integers(-1000, 1000, size=333)).tolist()
+        metric = Distribution()
+        metric.fold(metric.summarize(values[:100]))
+        metric.fold(metric.summarize(values[100:]))
+        exact = float(sum(map(Fraction, values)) / len(values))
+        assert metric._logged_value()["mean"] == exact
+        assert metric.compute()["mean"].item() == exact

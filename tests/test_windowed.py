@@ -11,6 +11,7 @@ import importlib
 import io
 import math
 import pickle
+import statistics
 import warnings
 
 import numpy as np
@@ -27,6 +28,7 @@ from tests.test_threshold_and_session import L as SESSION_LENGTH
 from tests.test_threshold_and_session import ref_session, session_data
 from torchmetrics_ext import Windowed
 from torchmetrics_ext.aggregation import Distribution, Max, Min
+from torchmetrics_ext.utilities.device import force_device_path
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
 # family test module -> the cases whose window is checked (every metric class is represented)
@@ -72,6 +74,7 @@ FAMILIES = {
         "tensor_avg-mixed-3task-w",
     ],
     "tests.test_threshold_and_session": ["hindsight-3task-w", "multi_label-3task-shared-w"],
+    "tests.test_aggregation_metrics": ["distribution", "distribution-offset"],
     "tests.test_reliability": ["edges-3task-w"],
     "tests.test_pairwise_auc": ["rauc-3task-w", "xauc-w"],
     "tests.test_ranking": [
@@ -155,6 +158,7 @@ DDP_IDS = [
     "threshold_and_session:hindsight-3task-w",
     "reliability:edges-3task-w",
     "session:precision-rows-w",
+    "aggregation_metrics:distribution-offset",  # each rank's sums about its own shift: the sync re-shifts them
 ]
 
 
@@ -241,26 +245,127 @@ def test_window_of_max_min_and_sum_states():
             np.testing.assert_allclose(value[part]["std"].item(), data.std().item(), rtol=1e-9)
 
 
-def test_windowed_distribution_keeps_its_sums_about_zero():
-    """A Windowed's ring adds per-update sums as they are, which holds only for sums about one fixed value:
-    inside it a Distribution keeps them about 0 (as before the shift), so lifetime and window are those of
-    the values (numpy). A metric wrapped with values (sums about its first value) is re-shifted to 0 exactly."""
+def _window_of(seen, window):
+    """The window's values: the newest whole batches within ``window`` samples, or the newest ``window`` of one."""
+    return seen[-1][-window:] if len(seen[-1]) > window else _kept_tail(seen, window)
+
+
+@pytest.mark.parametrize("path", ["update", "device_path"])
+@pytest.mark.parametrize("offset", [1e7, -1e7, 1e9, -1e9])
+def test_windowed_distribution_of_values_with_a_large_offset(offset, path):
+    """A Windowed's ring adds per-update sums as they are, so inside it a Distribution kept its sums about 0
+    and they cancelled: 1e9 + N(0, 3) had no std (nan), 1e7 + N(0, 3) one ~1e-3 off. They are taken about one
+    shift for good (the first value seen), every update's too: lifetime, window and ``forward``'s batch values
+    are numpy's over their values. The first batch is larger than the window: the part it keeps takes the
+    whole batch's shift. Reference: numpy's mean and std (ddof=1) over the values."""
+    rng = np.random.default_rng(8)
+    sizes = [55, *rng.integers(2, 15, 30).tolist(), 70, *rng.integers(2, 15, 10).tolist()]
+    batches = [torch.from_numpy(offset + rng.normal(0.0, 3.0, n)) for n in sizes]
+    metric = Windowed(Distribution(percentiles=(50.0,)), window_size=50)
+    seen = []
+    with force_device_path(path == "device_path"):
+        for i, batch in enumerate(batches):
+            if i % 2:
+                value = metric(batch)
+                for part, data in (("lifetime", batch), ("window", batch[-50:])):
+                    np.testing.assert_allclose(value[part]["std"].item(), np.std(data.numpy(), ddof=1), rtol=1e-9)
+            else:
+                metric.update(batch)
+            seen.append(batch)
+            out = metric.compute()
+            for part, data in (("lifetime", torch.cat(seen).numpy()), ("window", _window_of(seen, 50).numpy())):
+                np.testing.assert_allclose(out[part]["std"].item(), np.std(data, ddof=1), rtol=1e-9, err_msg=part)
+                np.testing.assert_allclose(out[part]["mean"].item(), np.mean(data), rtol=1e-15, err_msg=part)
+                assert out[part]["min"].item() == data.min() and out[part]["max"].item() == data.max()
+    assert metric.lifetime.shift.item() == metric.window.shift.item() == batches[0][0].item()
+
+
+def test_windowed_distribution_of_the_torchtune_example():
+    """1e7, 1e7 + 1, ..., 1e7 + 9 in two updates, a window of the newest 4: statistics.stdev's values
+    (the window's std had been nan, its float64 sums about 0 cancelling)."""
+    values = [1e7 + i for i in range(10)]
+    metric = Windowed(Distribution(), window_size=4)
+    metric.update(torch.tensor(values[:6], dtype=torch.float64))
+    metric.update(torch.tensor(values[6:], dtype=torch.float64))
+    out = metric.compute()
+    assert out["lifetime"]["std"].item() == pytest.approx(statistics.stdev(values), rel=1e-14)
+    assert out["window"]["std"].item() == pytest.approx(statistics.stdev(values[6:]), rel=1e-14)
+    assert out["window"]["mean"].item() == statistics.fmean(values[6:])
+
+
+def test_windowed_distribution_keeps_the_shift_of_the_metric_it_wraps_until_reset():
+    """A metric wrapped with values keeps its shift (its first value) and sums; after ``reset`` the next
+    first value is the shift. An empty one holds no shift (-inf) until its first value. Reference: numpy."""
     rng = np.random.default_rng(5)
-    held = 1e3 + rng.normal(0.0, 1.0, 30)
+    held = 1e9 + rng.normal(0.0, 1.0, 30)
     inner = Distribution(percentiles=(50.0,))
     inner.update(torch.from_numpy(held))
-    assert inner.shift.item() == held[0]
     metric = Windowed(inner, window_size=40)
-    batches = [1e3 + rng.normal(0.0, 1.0, int(rng.integers(1, 15))) for _ in range(20)]
+    batches = [torch.from_numpy(1e9 + rng.normal(0.0, 1.0, int(rng.integers(1, 15)))) for _ in range(20)]
     for batch in batches:
-        metric.update(torch.from_numpy(batch))
-    assert metric.lifetime.shift.item() == 0.0 and metric.window.shift.item() == 0.0
-    value = metric.compute()
-    lifetime = np.concatenate([held, *batches])
-    np.testing.assert_allclose(value["lifetime"]["mean"].item(), lifetime.mean(), rtol=1e-14)
-    np.testing.assert_allclose(value["lifetime"]["std"].item(), lifetime.std(ddof=1), rtol=1e-9)
-    window = _kept_tail([torch.from_numpy(b) for b in batches], 40).numpy()
-    np.testing.assert_allclose(value["window"]["std"].item(), window.std(ddof=1), rtol=1e-9)
+        metric.update(batch)
+    assert metric.lifetime.shift.item() == metric.window.shift.item() == held[0]
+    out = metric.compute()
+    lifetime = np.concatenate([held, *[b.numpy() for b in batches]])
+    np.testing.assert_allclose(out["lifetime"]["std"].item(), lifetime.std(ddof=1), rtol=1e-9)
+    np.testing.assert_allclose(out["window"]["std"].item(), _window_of(batches, 40).numpy().std(ddof=1), rtol=1e-9)
+    metric.reset()
+    assert metric.lifetime.shift.item() == metric.window.shift.item() == -math.inf
+    again = [torch.from_numpy(-5e8 + rng.normal(0.0, 2.0, 12)) for _ in range(6)]
+    for batch in again:
+        metric.update(batch)
+    assert metric.lifetime.shift.item() == again[0][0].item()
+    out = metric.compute()
+    np.testing.assert_allclose(out["lifetime"]["std"].item(), torch.cat(again).numpy().std(ddof=1), rtol=1e-9)
+    np.testing.assert_allclose(out["window"]["std"].item(), _window_of(again, 40).numpy().std(ddof=1), rtol=1e-9)
+
+
+def test_windowed_distribution_merge_of_lifetimes_about_other_shifts():
+    """``merge_state`` joins another Windowed's lifetime, its sums about its own first value, re-shifted
+    exactly (as a plain Distribution's merge does): the std of both streams (numpy); the window stays."""
+    rng = np.random.default_rng(6)
+    a, b = (Windowed(Distribution(), window_size=20) for _ in range(2))
+    xa, xb = 1e9 + rng.normal(0.0, 2.0, 60), 1e9 + 7.0 + rng.normal(0.0, 2.0, 45)
+    for x, metric in ((xa, a), (xb, b)):
+        for chunk in np.array_split(x, 5):
+            metric.update(torch.from_numpy(chunk))
+    a.merge_state(b)
+    out = a.compute()
+    np.testing.assert_allclose(out["lifetime"]["std"].item(), np.concatenate([xa, xb]).std(ddof=1), rtol=1e-9)
+    np.testing.assert_allclose(out["window"]["std"].item(), np.array_split(xa, 5)[-1].std(ddof=1), rtol=1e-9)
+    assert a.lifetime.shift.item() == xa[0]
+
+
+@pytest.mark.parametrize("saved", ["shift-0", "no-shift"])
+def test_windowed_distribution_checkpoint_with_sums_about_zero_keeps_them_and_its_values(saved):
+    """Checkpoints written before the window kept a shift hold sums about 0 in the lifetime, the window and the
+    ring (shift 0, or no shift state before the shift existed): they load, keep their sums about 0 for good
+    and give exactly the values an uninterrupted such metric gives. (A first batch of both signs is summed
+    about 0 by the shift rule: the metric written here holds what those versions wrote.)"""
+    rng = np.random.default_rng(4)
+    batches = [torch.tensor([-1.0, 1.0])] + [
+        torch.from_numpy(1e3 + rng.normal(0, 3, int(rng.integers(1, 20)))) for _ in range(30)
+    ]
+    metric = Windowed(Distribution(), window_size=50)
+    for batch in batches[:20]:
+        metric.update(batch)
+    assert metric.lifetime.shift.item() == 0.0
+    state = metric.state_dict()
+    if saved == "no-shift":
+        state = {k: v for k, v in state.items() if not k.endswith(".shift")}
+        ring = state["_extra_state"] = dict(state["_extra_state"])
+        for part in ("rings", "back"):
+            ring[part] = {n: v for n, v in ring[part].items() if n != "shift"}
+    again = Windowed(Distribution(), window_size=50)
+    again.load_state_dict(state)
+    for batch in batches[20:]:
+        metric.update(batch)
+        again.update(batch)
+        torch.testing.assert_close(again.compute(), metric.compute(), rtol=0, atol=0)
+    assert again.lifetime.shift.item() == again.window.shift.item() == 0.0
+    np.testing.assert_allclose(
+        again.compute()["lifetime"]["std"].item(), torch.cat(batches).numpy().std(ddof=1), rtol=1e-9
+    )
 
 
 def _two_pass_std(x):

@@ -408,7 +408,9 @@ class MetricsAggregator:
                     if isinstance(value, _Counted):  # a CategoricalCount's: one counts vector, no tensor per category
                         keys, numbers = value.categories, value.counts.tolist()
                     else:
-                        keys, numbers = list(value), _numbers(list(value.values()), base, agg_type)
+                        keys, numbers = list(value), list(value.values())
+                        if not all(type(number) is float for number in numbers):  # tensors (a compute's)
+                            numbers = _numbers(numbers, base, agg_type)
                     for sub, number in zip(_entry_names(keys, base), numbers, strict=True):
                         put(f"{base}{joiner}{sub}", number, (ds, name))
                 else:
@@ -435,7 +437,7 @@ class MetricsAggregator:
         if isinstance(metric, CategoricalCount):
             return metric._synced_value() if distributed else metric._whole_value()
         if not distributed and isinstance(metric, AggregationMetric):
-            return type(metric).compute(metric)  # nothing to sync: skip the wrapper's copies
+            return metric._logged_value()  # nothing to sync: skip the wrapper's copies (host numbers where it can)
         return metric.compute()
 
     # ------------------------------------------------------------------ checkpointing

@@ -48,6 +48,15 @@ class AggregationMetric(TaskMetric, Generic[S]):
     def _fold(self, summary: S) -> None:
         """Add a batch's sufficient statistics to the states (the one place the states change)."""
 
+    def _logged_value(self) -> Any:
+        """This rank's value for :class:`~torchmetrics_ext.aggregation.MetricsAggregator`'s logging, as it stands.
+
+        ``compute``'s value without TorchMetrics' wrapper (no sync, no copies, no cache); a subclass may
+        return it as host numbers instead of tensors (a ``float``, or a dict of ``float``), the same
+        numbers bit for bit, without building the tensors only to read them back.
+        """
+        return type(self).compute(self)
+
     def fold(self, summary: S) -> None:
         """Add a batch summary from :meth:`summarize` to the states; counts as one update."""
         self._fold(summary)

@@ -24,11 +24,13 @@ from torchmetrics_ext.functional.distribution import (
     _distribution_compute,
     _distribution_fold,
     _distribution_update,
+    _distribution_values,
     _host_shift,
     _magnitude_band,
     _no_scaled_sums,
     _reshift_parts,
     _sketch_index,
+    _stat_names,
     _state_parts,
 )
 from torchmetrics_ext.metrics.base import _tag, one_task
@@ -97,13 +99,14 @@ class Distribution(AggregationMetric[SketchBatch]):
         :meth:`summarize`); min and max are exact. ``merge_state``, ``forward`` and a DDP sync
         bring parts about different shifts to one exactly (fractions, one rounding; a rank without
         values takes it as it is). Equal values give exactly 0. Inside a
-        :class:`~torchmetrics_ext.Windowed` the sums stay about 0 (its ring adds per-update sums as
-        they are) and cancel as before: relative error about :math:`10^{-16} (\bar x/s)^2`, ``nan``
-        below a spread of ~1e-6 of the mean (subtract a common offset there); the lifetime is
+        :class:`~torchmetrics_ext.Windowed` (whose ring adds per-update sums as they are) the shift
+        is kept for good once chosen, ``-inf`` until then, and every update's sums are taken about
+        the lifetime's: the lifetime's and the window's std have the same bound; the lifetime is
         compensated too; the window is a fresh sum over the updates it holds (its error grows with
         their number, not with the run's length). A checkpoint written before the compensations,
         the scaled sums or the shift were kept loads them as zeros (the error it had collected
-        stays; its sums stay about 0 and give exactly the values they gave). No value: every
+        stays; its sums stay about 0 and give exactly the values they gave; so do a ``Windowed``'s
+        written before it kept a shift). No value: every
         output ``nan``; one value, or a spread below the rounding of the sums: ``std`` is ``nan`` (each
         with an ``UndefinedMetricWarning``; states cast to float32 with ``set_dtype`` round each
         update's shifted sums to float32, and the warning names float32).
@@ -139,8 +142,11 @@ class Distribution(AggregationMetric[SketchBatch]):
     total_sq_compensation: Tensor
     scaled_sums_compensation: Tensor
     shift: Tensor
-    # whether the sums are taken about a shift (False inside a Windowed: its ring adds per-update sums as they are)
-    _shifts: bool = True
+    # whether the shift, once chosen, is kept whatever the count (-inf until then): a Windowed's lifetime,
+    # window and per-update states (its ring adds per-update sums as they are: one shift for all of them)
+    _pinned: bool = False
+    # the states each update of a Windowed starts from the lifetime's values of (read by Windowed)
+    _window_pinned_states: ClassVar[tuple[str, ...]] = ("shift",)
     # compensation state -> the running sum whose rounding errors it keeps (Windowed folds the
     # lifetime's sums through compensated_add_ when the wrapped metric declares them)
     _compensated_sums: ClassVar[dict[str, str]] = {
@@ -215,8 +221,7 @@ class Distribution(AggregationMetric[SketchBatch]):
             self._validate(value)
         values = torch.as_tensor(value, dtype=torch.float64, device=self.device).reshape(-1)
         if values.numel():
-            shift = self.shift if self._shifts else None
-            self._fold(_distribution_update(values, self.spec, self.count, shift))
+            self._fold(_distribution_update(values, self.spec, self.count, self.shift, pinned=self._pinned))
 
     def summarize(self, values: Sequence[Any]) -> SketchBatch:
         """Exact (``math.fsum``) moments, extremes and the sketch's bucket index of a batch of plain numbers.
@@ -242,9 +247,11 @@ class Distribution(AggregationMetric[SketchBatch]):
         if not floats:
             return SketchBatch(0.0, 0.0, 0.0, math.inf, -math.inf, torch.zeros(0, dtype=torch.long, device=self.device))
         low, high = min(floats), max(floats)
-        shift = 0.0
-        if self._shifts:  # the state's shift once it holds values, else this batch's (see _host_shift)
-            count, state_shift = self.count, self.shift
+        # the state's shift once it holds values (pinned: once chosen), else this batch's (see _host_shift)
+        count, state_shift = self.count, self.shift
+        if self._pinned:
+            shift = _host_shift(floats, count, state_shift, low, high, pinned=True)
+        else:
             shift = state_shift.item() if count.item() > 0 else _host_shift(floats, count, state_shift, low, high)
         band = _magnitude_band(max(high - shift, shift - low))
         scaled = floats
@@ -275,9 +282,28 @@ class Distribution(AggregationMetric[SketchBatch]):
         return self.total, self.total_sq, self.scaled_sums
 
     def _keep_unshifted(self) -> None:
-        """Keep the sums about 0 from now on (re-shifted exactly): ``Windowed`` sums per-update states as they are."""
+        """Keep the sums about 0 for good (re-shifted exactly), as a checkpoint saved before the shift holds them."""
         self._align_shift(0.0)
-        self.__dict__["_shifts"] = False
+        self.__dict__["_pinned"] = True
+
+    def _enter_window(self) -> None:
+        """Called by :class:`~torchmetrics_ext.Windowed` on the metric it wraps: keep one shift for good.
+
+        Its ring adds per-update sums as they are, which holds for sums about one value: the shift
+        is the first value seen (the first batch's rule), kept until ``reset`` whatever the count,
+        and ``-inf`` (the default, the ring's identity under ``max``) until then; every update
+        starts from the lifetime's (:attr:`_window_pinned_states`). A metric wrapped with values
+        keeps its shift (and its sums).
+        """
+        self.__dict__["_pinned"] = True
+        self._defaults["shift"] = torch.full_like(self.shift, -math.inf)
+        if self.count.item() == 0:
+            self.shift.fill_(-math.inf)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if state.pop("_shifts", True) is False:  # pickled inside a Windowed by an earlier version: sums about 0
+            state["_pinned"] = True
+        super().__setstate__(state)
 
     def _align_shift(self, target: float) -> None:
         """Re-express this metric's sums about ``target`` (exactly, on the host) and make it the shift."""
@@ -295,7 +321,9 @@ class Distribution(AggregationMetric[SketchBatch]):
         theirs = incoming_state.get("shift")
         n_theirs = incoming_state["count"].item()
         s_theirs = 0.0 if theirs is None else theirs.item()
-        target = 0.0 if not self._shifts else self.shift.item() if self.count.item() > 0 else s_theirs
+        mine = self.shift.item()
+        held = math.isfinite(mine) if self._pinned else self.count.item() > 0
+        target = mine if held or n_theirs == 0 else s_theirs
         self._align_shift(target)
         out = dict(incoming_state)
         if n_theirs > 0 and s_theirs != target:
@@ -330,6 +358,13 @@ class Distribution(AggregationMetric[SketchBatch]):
             *states, self.percentiles, self.spec, compensations=self._compensations(), shift=self.shift
         )
 
+    def _logged_value(self) -> dict[str, float]:
+        """:meth:`compute`'s values as host floats (the aggregator's logging: no tensor per value)."""
+        values = _distribution_values(
+            *self._sketch_states(), self.percentiles, self.spec, compensations=self._compensations(), shift=self.shift
+        )
+        return dict(zip(_stat_names(self.percentiles), values, strict=True))
+
     def _sync_dist(self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None) -> None:
         """TorchMetrics' sync, every rank's sums brought to one shift before they are added (:meth:`_fix_gathered`)."""
         self.__dict__["_gathered_parts"] = {}
@@ -349,7 +384,7 @@ class Distribution(AggregationMetric[SketchBatch]):
         if name in _SHIFTED_STATES:
             pending[name] = per_rank
             if len(pending) == len(_SHIFTED_STATES):
-                _common_shift(pending, self._shifts)
+                _common_shift(pending)
         return per_rank
 
 
@@ -377,12 +412,17 @@ def _write_parts(sums: Sequence[Tensor], errors: Sequence[Tensor], parts: Sequen
     e3.copy_(torch.tensor(parts[8:12], dtype=e3.dtype).view(e3.shape))
 
 
-def _common_shift(gathered: dict[str, list[Tensor]], shifts: bool) -> None:
-    """Re-shift every rank's gathered sums (in place in the lists) to the shift of the first rank with values."""
+def _common_shift(gathered: dict[str, list[Tensor]]) -> None:
+    """Re-shift every rank's gathered sums (in place in the lists) to the shift of the first rank with values.
+
+    Without values on any rank the states are left as they are (every sum is 0).
+    """
     counts = [c.item() for c in gathered["count"]]
     shifts_seen = [s.item() for s in gathered["shift"]]
     holding = [s for n, s in zip(counts, shifts_seen, strict=True) if n > 0]
-    target = (holding[0] if holding else 0.0) if shifts else 0.0
+    if not holding:
+        return
+    target = holding[0]
     sum_names, error_names = _SHIFTED_STATES[2:5], _SHIFTED_STATES[5:]
     for rank, (n, shift) in enumerate(zip(counts, shifts_seen, strict=True)):
         if n > 0 and shift != target:

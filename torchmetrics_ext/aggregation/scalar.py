@@ -281,6 +281,16 @@ class Mean(_ValueAggregation[MeanBatch], MeanMetric):
         """Weighted mean of everything seen (``nan`` if the total weight is 0)."""
         return safe_divide(self.mean_value, self.weight, "Mean", "the total weight is zero")
 
+    def _logged_value(self) -> Any:
+        """:meth:`compute` as a host float: the same float64 division (and ``nan``), without its tensors."""
+        total, weight = self.mean_value, self.weight
+        if total.dtype != torch.float64 or weight.dtype != torch.float64 or total.ndim or weight.ndim:
+            return super()._logged_value()  # states cast with set_dtype divide in their own dtype
+        num, den = total.item(), weight.item()
+        if den == 0 or math.isinf(den) or math.isinf(num):  # safe_divide's nan (an overflowed sum too)
+            return math.nan
+        return num / den
+
 
 class _Extreme(_ValueAggregation[ExtremeBatch]):
     """Max and Min: one running extreme of the values, a float64 scalar reduced with ``max``/``min``.
@@ -331,6 +341,14 @@ class _Extreme(_ValueAggregation[ExtremeBatch]):
         empty = value == self._empty
         warn_undefined(empty, type(self).__name__, "no value was seen")
         return torch.where(empty, torch.full_like(value, math.nan), value)
+
+    def _logged_value(self) -> Any:
+        """:meth:`compute` as a host float (``nan`` if nothing was seen), without its tensors."""
+        value: Tensor = getattr(self, self._state)
+        if value.ndim:
+            return super()._logged_value()
+        number = value.item()
+        return math.nan if number == self._empty else number
 
 
 def _extreme_doc(name: str, word: str, op: str, empty: str, example: str) -> str:

@@ -525,11 +525,13 @@ class Windowed(WrapperMetric):
         # (floor): set by RecMetricModule.from_torchrec_config only
         # TorchRec's per-rank share, ceil(window_size / world_size): set by RecMetricModule.from_torchrec_config
         self._ceil_share = False
-        # a metric whose sums are taken about a shift (Distribution) keeps them about 0: the ring
-        # adds per-update states as they are, which holds only for sums about one fixed value
-        keep_unshifted = getattr(metric, "_keep_unshifted", None)
-        if keep_unshifted is not None:
-            keep_unshifted()
+        # a metric whose sums are taken about a shift (Distribution) keeps one for good: the ring adds
+        # per-update states as they are, which holds only for sums about one fixed value; each
+        # update's states start from the lifetime's values of its pinned states (the shift)
+        enter_window = getattr(metric, "_enter_window", None)
+        if enter_window is not None:
+            enter_window()
+        self.__dict__["_pinned_states"] = tuple(getattr(metric, "_window_pinned_states", ()))
         self.lifetime = metric
         window = copy_metric(metric)
         window.reset()
@@ -589,6 +591,8 @@ class Windowed(WrapperMetric):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        if "_pinned_states" not in state:  # pickled by an earlier version
+            self.__dict__["_pinned_states"] = tuple(getattr(self._child("lifetime"), "_window_pinned_states", ()))
         self._own_children()
 
     def __getattr__(self, name: str) -> Any:
@@ -691,10 +695,21 @@ class Windowed(WrapperMetric):
             for name, chunks in self._window_lists.items()
         )
 
-    def _batch_into(self, slot: dict[str, Tensor], args: Any, kwargs: Any) -> dict[str, list[Tensor]]:
-        """One batch's statistics: the scratch metric's ``update``, from the identity, straight into ``slot``."""
+    def _batch_into(
+        self, slot: dict[str, Tensor], args: Any, kwargs: Any, start: Mapping[str, Tensor] | None = None
+    ) -> dict[str, list[Tensor]]:
+        """One batch's statistics: the scratch metric's ``update``, from the identity, straight into ``slot``.
+
+        The metric's pinned states (``_window_pinned_states``: Distribution's shift) start from the
+        lifetime's values, or from ``start``'s (the whole batch's, for the part of it the window keeps).
+        """
         scratch, ring = self._scratch, self._ring
         ring.reset(slot)
+        pinned = self.__dict__.get("_pinned_states", ())
+        if pinned:
+            life = self._modules["lifetime"]
+            for name in pinned:
+                slot[name].copy_(getattr(life, name) if start is None else start[name])
         # The scratch's tensor states *are* the slot's views; written into ``__dict__`` as
         # ``nn.Module.__setattr__`` would for a plain tensor, without its per-call checks.
         scratch.__dict__.update(slot)
@@ -784,7 +799,7 @@ class Windowed(WrapperMetric):
         if size > limit:  # the window keeps the newest `limit` samples; the lifetime all of them
             full = {name: view.clone() for name, view in slot.items()}
             with self._validated_already():
-                lists = _kept_like(self._batch_into(slot, *self._newest(limit, args, kwargs)), full_lists)
+                lists = _kept_like(self._batch_into(slot, *self._newest(limit, args, kwargs), full), full_lists)
             size = limit
             window_value = self._batch_value(values)
         elif values and self.dist_sync_on_step:  # every rank syncs the kept part too, cut on this rank or not

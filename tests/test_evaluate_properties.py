@@ -448,6 +448,20 @@ def assert_matches(records: list[dict], want: dict, by: list[str], where: str) -
             )
 
 
+def assert_keys(result, names: list[str], by: list[str]) -> None:
+    """``.values`` holds every record's value under ``metric/task[/column=value/...]``: every key its own."""
+    keys = {}
+    for record in result.records:
+        key = _key(record, by)
+        suffix = "" if key == "all" else "".join(f"/{c}={_text(v)}" for c, v in zip(by, key))
+        for name in names:
+            keys[f"{name}/{record['task']}{suffix}"] = record[name]
+    assert len(keys) == len(result.records) * len(names)
+    assert result.values.keys() == keys.keys()
+    for key, value in keys.items():
+        assert result.values[key] == value or (math.isnan(value) and math.isnan(result.values[key]))
+
+
 def _arguments(case: dict) -> dict:
     return {
         "weights": "w" if case["weighted"] else None,
@@ -490,6 +504,7 @@ def test_evaluate_matches_references(case):
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         result = evaluate(arrow_table(case), spec, metrics(k), batch_size=case["batch_size"], **_arguments(case))
         assert_matches(result.records, expected(as_arrow(case), case), by, "table")
+        assert_keys(result, list(metrics(k)), by)
         result = evaluate(frame, spec, metrics(k), batch_size=case["batch_size"], **_arguments(case))
         assert_matches(result.records, expected(as_pandas(case), case), by, "pandas")
 

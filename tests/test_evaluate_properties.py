@@ -1,18 +1,24 @@
 """Property-based check of offline evaluation against references written here.
 
-Hypothesis draws small tables (tied scores, tiny or zero base rates, one class in a segment,
-zero weights, null segment cells, string and integer ``by`` columns), splits them over several
-Parquet and CSV files (empty files and one-row row groups included) and compares
-``evaluate(...)`` on the files, ``evaluate(...)`` on the in-memory ``pyarrow.Table`` and the
-``torchmetrics-ext evaluate`` command's JSON output with per-segment references computed from
-the documented definitions: ``sklearn.metrics.roc_auc_score`` for AUC and each user's AUC in GAUC
-(``docs/auc.md``: the unweighted mean over users holding both classes), NE, log loss, CTR and
-calibration as numpy formulas (``docs/pointwise.md``), NDCG and MRR with the pessimistic tie rule,
-linear gain and ``log2(rank + 1)`` discount, queries weighted by their largest row weight
-(``docs/ranking.md``). The CSV reading of a ``by`` column follows ``docs/evaluate.md``: a text
-column keeps the reader's null texts as text, a number column reads them as the null segment.
+Hypothesis draws small tables (tied scores, zero and tiny base rates, one class in a segment,
+zero and 2**-44 weights, null and NaN ``by`` cells, text, integer and float ``by`` columns,
+numbers spelt as a CSV file may spell them, invalid rows with ``on_invalid="skip"``, logits),
+splits them over several Parquet and CSV files (empty files, one-row row groups and batches
+included; named one by one, or a directory of Hive partitions holding a ``_SUCCESS`` file) and
+compares ``evaluate(...)`` on the files, on the in-memory ``pyarrow.Table`` and on the pandas
+frame, and the ``torchmetrics-ext evaluate`` command's JSON output (metrics and their options
+from a ``--config`` file), with per-segment references computed from the documented
+definitions: ``sklearn.metrics.roc_auc_score``/``average_precision_score`` for AUC, AUPRC and
+each user's value in GAUC/GAUPRC (``docs/auc.md``: the mean over users holding both classes,
+``weight_groups`` and ``average_groups="all"`` as written there; the binned AUC as the AUC of the
+bin indices), NE, log loss, CTR, calibration, MSE and accuracy as numpy formulas
+(``docs/pointwise.md``), the ranking metrics with the pessimistic tie rule, linear gain and
+``log2(rank + 1)`` discount, queries weighted by their largest row weight and
+``empty_target_action`` (``docs/ranking.md``). How a file gives a ``by`` column back follows
+``docs/evaluate.md`` (``as_read``): a CSV text column keeps the reader's null texts as text, a
+number column reads them as the null segment, Hive keys are int32 or text.
 
-25 examples by default (bounded, about 10 s); ``EVALFUZZ_EXAMPLES=800`` runs more of them locally.
+20 examples by default (bounded, about 10 s); ``EVALFUZZ_EXAMPLES=800`` runs more of them locally.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import tempfile
 import warnings
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -66,6 +73,8 @@ SCHEMA = pa.schema(
         ("bucket", pa.float64()),
     ]
 )
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+PARTITIONS = ["3", "10", "-1", "x", "a%2Fb", HIVE_NULL, None]  # None: a file above the partitions
 BY = [[], ["country"], ["hour"], ["bucket"], ["country", "hour"], ["hour", "bucket", "country"]]
 NAN = "NaN"  # the NaN segment's key (a NaN is no dict key)
 BUCKETS = [0.5, -0.0, 0.0, 1.5, math.nan]
@@ -228,9 +237,10 @@ def _cell(value):
     return value + 0.0 if isinstance(value, float) else value  # -0.0 is the segment 0.0
 
 
-def expected(frame: pd.DataFrame, case: dict) -> dict[tuple, dict[str, float]]:
+def expected(frame: pd.DataFrame, case: dict, by: list[str] | None = None) -> dict[tuple, dict[str, float]]:
     """``{(segment values or "all", task): {metric: value}}`` from the frame's valid rows."""
-    tasks, by, k = case["tasks"], case["by"], case["k"]
+    tasks, k = case["tasks"], case["k"]
+    by = case["by"] if by is None else by
     frame = frame[case["valid"]]
     out = {}
     cells = frame[by].astype(object).to_numpy()
@@ -302,6 +312,14 @@ def as_read(case: dict) -> pd.DataFrame:
     bucket = frame["bucket"].to_numpy().copy()
     bucket[csv_rows[bucket[csv_rows] == NAN]] = None
     frame["bucket"] = bucket
+    # Hive keys: URI-decoded, int32 when every value is one, __HIVE_DEFAULT_PARTITION__ (or a
+    # file above the partitions) null
+    keys = [None if key in (None, HIVE_NULL) else unquote(key) for key in case["hive"] or [None] * len(parts)]
+    as_int = all(re.fullmatch(r"-?[0-9]+", key) and -(2**31) <= int(key) < 2**31 for key in keys if key is not None)
+    part = np.empty(len(frame), dtype=object)
+    for key, rows in zip(keys, parts):
+        part[rows] = None if key is None else int(key) if as_int else key
+    frame["part"] = part
     return frame
 
 
@@ -355,18 +373,22 @@ def tables(draw):
     cuts = np.sort(rng.integers(0, n + 1, num_files - 1))  # empty files too
     parts = np.split(np.arange(n), cuts)
     formats = [draw(st.sampled_from(["csv", "parquet"])) for _ in parts]
+    hive = [draw(st.sampled_from(PARTITIONS)) for _ in parts] if draw(st.booleans()) else None
+    by = draw(st.sampled_from(BY))
     return {
         "frame": frame,
         "bucket_null": bucket_null,
         "valid": valid,
         "from_logits": from_logits,
         "narrow": draw(st.booleans()),
+        "hive": hive,
+        "file_by": [*by, "part"] if hive and draw(st.booleans()) and set(hive) - {None, HIVE_NULL} else by,
         "on_invalid": "skip" if skip else "error",
         "parts": parts,
         "formats": formats,
         "row_group": draw(st.integers(1, 8)),
         "batch_size": draw(st.integers(1, 16)),
-        "by": draw(st.sampled_from(BY)),
+        "by": by,
         "tasks": draw(st.sampled_from([["click"], ["click", "like"]])),
         "weighted": weighted,
         "k": draw(st.integers(1, 4)),
@@ -390,17 +412,25 @@ def arrow_table(case: dict) -> pa.Table:
 
 
 def write_files(case: dict, root: Path) -> list[str]:
+    """The files, named one by one, or (``case["hive"]``) the directory of their Hive partitions."""
     paths = []
     table = arrow_table(case)
     for i, (fmt, rows) in enumerate(zip(case["formats"], case["parts"])):
         part = case["frame"].iloc[rows].copy()
         part.loc[case["bucket_null"][rows], "bucket"] = math.nan  # written as an empty field, as NaN is
         path = root / f"part-{i}.{fmt}"
+        if case["hive"]:  # data/part=KEY/part-i.csv, or data/part-i.csv above the partitions
+            key = case["hive"][i]
+            path = root / "data" / ("" if key is None else f"part={key}") / path.name
+            path.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "parquet":
             pq.write_table(table.take(rows), path, row_group_size=case["row_group"])
         else:
             part.to_csv(path, index=False)
         paths.append(str(path))
+    if case["hive"]:
+        (root / "data" / "_SUCCESS").touch()  # skipped below a directory
+        return [str(root / "data")]
     return paths
 
 
@@ -462,12 +492,12 @@ def assert_keys(result, names: list[str], by: list[str]) -> None:
         assert result.values[key] == value or (math.isnan(value) and math.isnan(result.values[key]))
 
 
-def _arguments(case: dict) -> dict:
+def _arguments(case: dict, by: list[str] | None = None) -> dict:
     return {
         "weights": "w" if case["weighted"] else None,
         "user": "user",
         "session": "session",
-        "by": case["by"],
+        "by": case["by"] if by is None else by,
         "on_invalid": case["on_invalid"],
         "from_logits": case["from_logits"],
     }
@@ -492,7 +522,7 @@ def metrics(k: int) -> dict[str, dict | None]:
 
 
 @settings(
-    max_examples=int(os.environ.get("EVALFUZZ_EXAMPLES", 25)),
+    max_examples=int(os.environ.get("EVALFUZZ_EXAMPLES", 20)),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
@@ -511,8 +541,9 @@ def test_evaluate_matches_references(case):
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             paths = write_files(case, root)
-            want = expected(as_read(case), case)
-            result = evaluate(paths, spec, metrics(k), batch_size=case["batch_size"], **_arguments(case))
+            by = case["file_by"]
+            want = expected(as_read(case), case, by)
+            result = evaluate(paths, spec, metrics(k), batch_size=case["batch_size"], **_arguments(case, by))
             assert_matches(result.records, want, by, "files")
 
             config = root / "eval.json"

@@ -1034,6 +1034,19 @@ class TaskMetric(GuardedMetric):
 
         Tensor states are returned as they are; a list state as the concatenation of its chunks
         cast to its declared dtype (an empty tensor of that dtype on a rank without samples).
+
+        Example:
+            >>> import torch
+            >>> from torchmetrics_ext import AUC, CTR
+            >>> metric = CTR()
+            >>> metric.update(torch.tensor([0.5, 0.5]), torch.tensor([1, 0]))
+            >>> {name: state.tolist() for name, state in metric.sync_states().items()}
+            {'weighted_pred_sum': [1.0], 'weighted_label_sum': [1.0], 'weighted_num_samples': [2.0]}
+            >>> auc = AUC()
+            >>> auc.update(torch.tensor([0.2, 0.9]), torch.tensor([0, 1]))
+            >>> auc.update(torch.tensor([0.4]), torch.tensor([1]))
+            >>> auc.sync_states()["preds"]  # the chunks of two updates, joined
+            tensor([0.2000, 0.9000, 0.4000])
         """
         out: dict[str, Tensor] = {}
         for name in self._reductions:
@@ -1095,6 +1108,17 @@ class TaskMetric(GuardedMetric):
 
         For a caller that checks one batch for many metrics at once (``RecMetricModule``); the
         inputs must already be what the metric's own validation would accept.
+
+        Example:
+            >>> import torch
+            >>> from torchmetrics_ext import CTR, NormalizedEntropy
+            >>> preds, target = torch.tensor([0.5, 0.5]), torch.tensor([1, 0])  # checked once by the caller
+            >>> metrics = [CTR(), NormalizedEntropy()]
+            >>> for metric in metrics:
+            ...     with metric.inputs_validated():
+            ...         metric.update(preds, target)
+            >>> [metric.compute() for metric in metrics]  # NE of the base rate's prediction: 1
+            [tensor(0.5000, dtype=torch.float64), tensor(1., dtype=torch.float64)]
         """
         previous = self._trust_inputs(True)
         try:
@@ -1115,7 +1139,15 @@ class TaskMetric(GuardedMetric):
 
     @property
     def shared_statistics_key(self) -> Hashable | None:
-        """Equal keys mean provably equal states after any updates (one compute group); ``None``: never shared."""
+        """Equal keys mean provably equal states after any updates (one compute group); ``None``: never shared.
+
+        Example:
+            >>> from torchmetrics_ext import LogLoss, NormalizedEntropy
+            >>> NormalizedEntropy().shared_statistics_key == LogLoss().shared_statistics_key  # the same sums
+            True
+            >>> LogLoss().shared_statistics_key == LogLoss(from_logits=True).shared_statistics_key
+            False
+        """
         return None
 
     @property
@@ -1192,6 +1224,18 @@ class TaskMetric(GuardedMetric):
         The same bookkeeping (update counter, cached ``compute`` dropped, both restored when the
         batch is rejected) in a few dictionary writes. Used only where the wrapper adds nothing:
         gradients already off and ``compute_on_cpu`` unset; otherwise this is ``update``.
+
+        Example:
+            >>> import torch
+            >>> from torchmetrics_ext import CTR
+            >>> metric = CTR()
+            >>> with torch.no_grad():
+            ...     metric.update_unwrapped(torch.tensor([0.5, 0.5]), torch.tensor([1, 0]))
+            ...     metric.update_unwrapped(torch.tensor([0.5]), torch.tensor([3]))
+            Traceback (most recent call last):
+            ValueError: Expected `target` to hold labels in [0, 1] (soft labels allowed), got values in [3, 3].
+            >>> metric.update_count, metric.compute()  # the rejected batch is not counted
+            (1, tensor(0.5000, dtype=torch.float64))
         """
         if self.compute_on_cpu or torch.is_grad_enabled():
             self.update(*args, **kwargs)
@@ -1229,7 +1273,15 @@ class TaskMetric(GuardedMetric):
         return count_samples(args, kwargs, self.sample_axis)
 
     def newest_samples(self, n: int, *args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """``update``'s arguments cut to the batch's last ``n`` samples (views, no copy)."""
+        """``update``'s arguments cut to the batch's last ``n`` samples (views, no copy).
+
+        Example:
+            >>> import torch
+            >>> from torchmetrics_ext import CTR
+            >>> preds, target = torch.tensor([0.2, 0.9, 0.4]), torch.tensor([0, 1, 1])
+            >>> CTR().newest_samples(2, preds, target, weights=torch.tensor([1.0, 2.0, 3.0]))
+            ((tensor([0.9000, 0.4000]), tensor([1, 1])), {'weights': tensor([2., 3.])})
+        """
         return newest_samples(n, args, kwargs, self.sample_axis)
 
 

@@ -166,14 +166,11 @@ class EvaluationResult:
         0     all  click     4  0.5  1.0
         >>> result.to_arrow().schema.types
         [DataType(string), DataType(string), DataType(int64), DataType(double), DataType(double)]
-        >>> print(result.format_table())
-        segment  task   rows       ctr       auc
-        ----------------------------------------
-        all      click     4  0.500000  1.000000
         >>> path = os.path.join(tempfile.mkdtemp(), "click.json")
         >>> result.write(path)
         >>> with open(path) as file:
-        ...     json.load(file)["records"]
+        ...     records = json.load(file)["records"]
+        >>> records
         [{'segment': 'all', 'task': 'click', 'rows': 4, 'ctr': 0.5, 'auc': 1.0}]
     """
 

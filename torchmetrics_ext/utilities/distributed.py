@@ -80,10 +80,10 @@ def fused_gather(payloads: Sequence[dict[str, Tensor]], group: Any = None) -> li
         >>> dist.init_process_group("gloo", init_method=init, rank=0, world_size=1)
         >>> metric = CTR()
         >>> metric.update(torch.tensor([0.5, 0.5, 0.2]), torch.tensor([1, 0, 0]))
-        >>> gathered = fused_gather([metric.sync_states(), {"ids": torch.tensor([3, 4])}])
-        >>> gathered[0]["weighted_num_samples"], gathered[1]["ids"]
-        ([tensor([3.], dtype=torch.float64)], [tensor([3, 4])])
-        >>> with metric.synced_from(gathered[0]):  # compute reduces the gathered states
+        >>> states, ids = fused_gather([metric.sync_states(), {"ids": torch.tensor([3, 4])}])
+        >>> states["weighted_num_samples"], ids
+        ([tensor([3.], dtype=torch.float64)], {'ids': [tensor([3, 4])]})
+        >>> with metric.synced_from(states):  # compute reduces the gathered states
         ...     metric.compute()
         tensor(0.3333, dtype=torch.float64)
         >>> dist.destroy_process_group()

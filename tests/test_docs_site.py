@@ -4,6 +4,7 @@ API reference documents every public name of the package."""
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import re
 import shutil
@@ -84,6 +85,38 @@ def test_api_reference_documents_every_public_name(site: Path) -> None:
             if id(obj) not in documented:
                 missing.append(f"{module_name}.{name}")
     assert not missing, f"add these to a page of docs/api/ (a `::: module` block): {missing}"
+
+
+def _api_page_modules() -> list[str]:
+    """The modules docs/api/ renders with a ``::: module`` block (objects named there are skipped)."""
+    modules = []
+    for page in sorted((ROOT / "docs" / "api").glob("*.md")):
+        for target in re.findall(r"^::: ([\w.]+)", page.read_text(), re.M):
+            if inspect.ismodule(_resolve(target)):
+                modules.append(target)
+    return modules
+
+
+def test_every_public_class_and_function_has_an_example() -> None:
+    """contributing.md: "a runnable ``Example:`` in every public docstring" (run by ``--doctest-modules``).
+
+    Checked: the classes and functions of every public ``__all__`` and of every module an API page
+    renders (its ``__all__``, else what it defines without a leading underscore). Methods are
+    left to judgement: overrides of TorchMetrics' and Lightning's own methods are shown through
+    their class's example.
+    """
+    names = {}
+    for module_name in [*PUBLIC_MODULES, *_api_page_modules()]:
+        module = importlib.import_module(module_name)
+        exported = getattr(module, "__all__", None)
+        if exported is None:
+            exported = [n for n, v in vars(module).items() if getattr(v, "__module__", None) == module_name]
+        for name in exported:
+            obj = getattr(module, name)
+            if not name.startswith("_") and (inspect.isclass(obj) or inspect.isfunction(obj)):
+                names.setdefault(id(obj), (f"{module_name}.{name}", obj))
+    missing = sorted(path for path, obj in names.values() if ">>>" not in (obj.__doc__ or ""))
+    assert not missing, f"add an `Example:` with `>>>` lines to: {missing}"
 
 
 def test_every_public_module_is_listed_here() -> None:

@@ -620,7 +620,14 @@ class RecMetricModule(CheckpointLoading):
 
     @property
     def metric_names(self) -> list[str]:
-        """The metric names (keys of ``metrics`` given at construction), in that order."""
+        """The metric names (keys of ``metrics`` given at construction), in that order.
+
+        Example:
+            >>> from torchmetrics_ext import AUC, RecMetricModule
+            >>> metrics = {"ne": "ne", "auc_binned": AUC(num_bins=1000)}  # registry names or metrics
+            >>> RecMetricModule(["click"], metrics, throughput=False).metric_names
+            ['ne', 'auc_binned']
+        """
         return list(self._names)
 
     @property
@@ -636,7 +643,14 @@ class RecMetricModule(CheckpointLoading):
 
     @property
     def compute_groups(self) -> list[list[str]]:
-        """Metric names that provably share statistics: the first of each group updates for all."""
+        """Metric names that provably share statistics: the first of each group updates for all.
+
+        Example:
+            >>> from torchmetrics_ext import RecMetricModule
+            >>> metrics = {"ne": "ne", "log_loss": "log_loss", "auc": "auc"}
+            >>> RecMetricModule(["click"], metrics, throughput=False).compute_groups  # NE, log loss: the same sums
+            [['ne', 'log_loss'], ['auc']]
+        """
         return [list(group) for group in self._groups]
 
     def _unit(self, name: str) -> Metric:
@@ -1092,6 +1106,18 @@ class RecMetricModule(CheckpointLoading):
         weights are all zero counts too; a rejected step (``update`` raised) does not. A rank that
         skips ``update`` in a step, or runs fewer steps, falls behind the others' cadence, and the
         ranks that enter ``compute()`` wait for it until the process group's timeout.
+
+        Example:
+            >>> import torch
+            >>> from torchmetrics_ext import RecMetricModule
+            >>> module = RecMetricModule(["click"], {"ctr": "ctr"}, compute_interval_steps=2, throughput=False)
+            >>> step = {"prediction": torch.tensor([0.8, 0.3]), "label": torch.tensor([1, 0])}
+            >>> for _ in range(3):
+            ...     module.update(step)
+            ...     print(module.should_compute())
+            False
+            True
+            False
         """
         return self._step > 0 and self._step % self.compute_interval_steps == 0
 
@@ -1126,7 +1152,17 @@ class RecMetricModule(CheckpointLoading):
         )
 
     def local_compute(self) -> dict[str, Tensor]:
-        """Like :meth:`compute` for this rank's states only (no communication)."""
+        """Like :meth:`compute` for this rank's states only (no communication).
+
+        Example:
+            >>> import torch
+            >>> from torchmetrics_ext import RecMetricModule
+            >>> module = RecMetricModule(["click"], {"log_loss": "log_loss", "auc": "auc"}, throughput=False)
+            >>> module.update({"prediction": torch.tensor([0.8, 0.3, 0.6, 0.2]), "label": torch.tensor([1, 0, 0, 1])})
+            >>> values = module.local_compute()  # log loss: -(ln 0.8 + ln 0.7 + ln 0.4 + ln 0.2) / 4
+            >>> {key: round(value.item(), 4) for key, value in values.items()}
+            {'log_loss/click': 0.7764, 'auc/click': 0.5}
+        """
         return self._compute(sync=False)
 
     def _compute(self, sync: bool) -> dict[str, Tensor]:
@@ -1322,6 +1358,16 @@ class RecMetricModule(CheckpointLoading):
         validation epoch and the next never counts as a step), except with ``key_style="torchrec"``
         (and so ``from_torchrec_config``): TorchRec's ``RecMetricModule.reset()`` resets its metrics
         only and its throughput keeps counting (``total_examples`` and the rates go on).
+
+        Example:
+            >>> import torch
+            >>> from torchmetrics_ext import RecMetricModule
+            >>> module = RecMetricModule(["click"], {"ctr": "ctr"}, compute_interval_steps=2, throughput=False)
+            >>> module.update({"prediction": torch.tensor([0.9]), "label": torch.tensor([1])})
+            >>> module.reset()  # e.g. at the start of a validation epoch
+            >>> module.update({"prediction": torch.tensor([0.2, 0.4]), "label": torch.tensor([0, 1])})
+            >>> module.compute(), module.should_compute()  # the row before the reset is gone; its step counts
+            ({'ctr/click': tensor(0.5000, dtype=torch.float64)}, True)
         """
         keep = self.throughput if self.key_style == "torchrec" else None
         for unit in self._all_units():

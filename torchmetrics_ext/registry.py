@@ -108,6 +108,17 @@ class TorchRecKey:
         options: ``((attribute, value), ...)`` an instance must have to compute TorchRec's value
             (``(("unit", "bits"),)`` for ``LogLoss``); with other values it computes another
             quantity and is keyed by its own name.
+
+    Example:
+        >>> import torchmetrics_ext as tmx
+        >>> from torchmetrics_ext.registry import registry_entry
+        >>> key = registry_entry(tmx.LogLoss()).torchrec[0]
+        >>> key
+        TorchRecKey(namespace='ne', name='logloss', options=(('unit', 'bits'),))
+        >>> key.matches(tmx.LogLoss()), key.matches(tmx.LogLoss(unit="bits"))  # nats are not TorchRec's
+        (False, True)
+        >>> key.describe(tmx.LogLoss)
+        "LogLoss(unit='bits')"
     """
 
     namespace: str
@@ -134,6 +145,17 @@ class MetricEntry:
             options an instance has applies; empty when TorchRec has no such metric.
         cutoff: ``"none"`` (no ``@k``), ``"optional"`` (``"ndcg"`` or ``"ndcg@k"``) or ``"required"``.
         defaults: keyword arguments the name implies (``{"num_bins": ...}`` for a binned alias).
+
+    Example:
+        >>> from torchmetrics_ext.registry import lookup
+        >>> entry, k = lookup("ndcg@10")
+        >>> entry.name, entry.cls.__name__, entry.cutoff, k
+        ('ndcg', 'NDCG', 'optional', 10)
+        >>> entry.build(num_tasks=2, k=k).k  # a ranking metric: one instance per task, no task dimension
+        10
+        >>> entry, k = lookup("ne")
+        >>> entry.build(num_tasks=2, k=k).num_tasks
+        2
     """
 
     name: str
@@ -422,7 +444,18 @@ def build_metric(name: str, num_tasks: int = 1, **kwargs: Any) -> Metric:
 
 
 def registry_entry(metric: Metric) -> MetricEntry | None:
-    """The registry entry of a metric instance's class (``None`` for a class the registry does not build)."""
+    """The registry entry of a metric instance's class (``None`` for a class the registry does not build).
+
+    Example:
+        >>> import torchmetrics_ext as tmx
+        >>> from torchmetrics.aggregation import MeanMetric
+        >>> from torchmetrics_ext.registry import registry_entry
+        >>> entry = registry_entry(tmx.LogLoss(unit="bits"))
+        >>> entry.name, entry.cls.__name__
+        ('log_loss', 'LogLoss')
+        >>> registry_entry(MeanMetric()) is None  # TorchMetrics' own class
+        True
+    """
     for entry in _ENTRIES:
         if type(metric) is entry.cls:
             return entry
@@ -459,6 +492,16 @@ def torchrec_requirements(metric: Metric, name: str | None = None) -> str | None
         name: TorchRec's metric name wanted (``"gauc"``): only the ways to compute that one are
             given when the class has any (``GroupedAUC`` is TorchRec's ``gauc`` or its AUC's
             ``grouped_auc``, depending on its options); every way otherwise.
+
+    Example:
+        >>> import torchmetrics_ext as tmx
+        >>> from torchmetrics_ext.registry import torchrec_requirements
+        >>> torchrec_requirements(tmx.LogLoss())  # in nats here; TorchRec's logloss is in bits
+        "LogLoss(unit='bits')"
+        >>> torchrec_requirements(tmx.GroupedAUC(), "gauc")
+        "GroupedAUC(average_groups='defined', groups_complete_per_batch=True, weight_groups=False)"
+        >>> torchrec_requirements(tmx.RecallAtK(5)) is None  # TorchRec's session recall pools sessions
+        True
     """
     entry = registry_entry(metric)
     if entry is None or not entry.torchrec:

@@ -224,6 +224,28 @@ class TorchRecPlan:
         throughput: a :class:`~torchmetrics_ext.Throughput` or ``None``.
         compute_interval_steps: as in TorchRec.
         state_metrics: ``{namespace: callable}`` for the module's ``state_metrics``.
+
+    Example:
+        >>> from torchmetrics_ext.torchrec_config import read_torchrec_config
+        >>> config = {
+        ...     "rec_tasks": [{"name": "click", "label_name": "y", "prediction_name": "p"}],
+        ...     "rec_metrics": {
+        ...         "ne": {"rec_task_indices": [0], "window_size": 1000},
+        ...         "calibration": {"rec_task_indices": [0], "window_size": 1000},
+        ...     },
+        ...     "throughput_metric": {"window_size": 100, "warmup_steps": 2},
+        ... }
+        >>> plan = read_torchrec_config(config)
+        >>> plan.tasks
+        [{'name': 'click', 'label_name': 'y', 'prediction_name': 'p', 'weight_name': 'weight'}]
+        >>> plan.metrics, plan.window_size
+        ({'ne': NormalizedEntropy(), 'calibration': Calibration()}, 1000)
+        >>> plan.keys["calibration"]
+        ('calibration', 'calibration', ('lifetime', 'window'), frozenset({'click'}))
+        >>> plan.window_options["ne"]  # TorchRec's per-rank share and WindowBuffer length
+        {'ceil_share': True, 'max_updates': 1000}
+        >>> plan.throughput.warmup_steps, plan.compute_interval_steps
+        (2, 100)
     """
 
     tasks: list[dict[str, Any]]

@@ -200,6 +200,28 @@ class MetricsAggregator:
         Raises:
             TypeError: if ``agg_type`` is not an :class:`AggregationType` or the factory is not callable.
             ValueError: if keys of ``agg_type`` already exist (call :meth:`reset` first).
+
+        Example:
+            >>> from torchmetrics.aggregation import MaxMetric
+            >>> from torchmetrics_ext.aggregation import AggregationType, Distribution, Metric, MetricsAggregator
+            >>> aggregator = MetricsAggregator()
+            >>> aggregator.register_handler(AggregationType.MAX, MaxMetric)  # TorchMetrics' own class
+            >>> aggregator.register_handler(AggregationType.DISTRIBUTION, lambda: Distribution(percentiles=(50, 99)))
+            >>> aggregator.update([Metric("alpaca", "seq_len", v, AggregationType.MAX) for v in (7, 12)])
+            >>> aggregator.update([Metric("alpaca", "tokens", v, AggregationType.DISTRIBUTION) for v in range(1, 101)])
+            >>> logged = aggregator.get_metrics_for_logging(prefix="train")
+            >>> for key, value in logged.items():  # np.percentile: 50.5 and 99.01 (a sketch within 1%)
+            ...     print(f"{key} {value:.2f}")
+            train_alpaca/seq_len 12.00
+            train_alpaca/tokens_stat_mean 50.50
+            train_alpaca/tokens_stat_min 1.00
+            train_alpaca/tokens_stat_max 100.00
+            train_alpaca/tokens_stat_std 29.01
+            train_alpaca/tokens_stat_p50 50.41
+            train_alpaca/tokens_stat_p99 98.52
+            >>> aggregator.register_handler(AggregationType.MAX, MaxMetric)
+            Traceback (most recent call last):
+            ValueError: Cannot replace the MAX handler: 1 metric(s) already use it (...); call reset() first.
         """
         if not isinstance(agg_type, AggregationType):
             raise TypeError(f"Expected `agg_type` to be an AggregationType, got {agg_type!r}.")
@@ -223,7 +245,23 @@ class MetricsAggregator:
         return self
 
     def reset(self) -> None:
-        """Forget every ``(dataset, name)`` and its state (registered handlers are kept)."""
+        """Forget every ``(dataset, name)`` and its state (registered handlers are kept).
+
+        Example:
+            >>> from torchmetrics.aggregation import MaxMetric
+            >>> from torchmetrics_ext.aggregation import AggregationType, Metric, MetricsAggregator
+            >>> aggregator = MetricsAggregator()
+            >>> aggregator.register_handler(AggregationType.MAX, MaxMetric)
+            >>> aggregator.update([Metric("alpaca", "seq_len", 7, AggregationType.MAX)])
+            >>> aggregator.reset()
+            >>> aggregator.get_metrics_for_logging()
+            {}
+            >>> aggregator.update([Metric("alpaca", "seq_len", 3, AggregationType.MAX)])
+            >>> [type(metric).__name__ for metric in aggregator.metrics.values()]  # the handler is kept
+            ['MaxMetric']
+            >>> aggregator.get_metrics_for_logging()
+            {'train_alpaca/seq_len': 3.0}
+        """
         self.metrics = nn.ModuleDict()
         self._keys = {}
         self._next_id = 0
@@ -447,6 +485,21 @@ class MetricsAggregator:
 
         ``metadata`` lists every key (dataset, name, aggregation type, update count, state
         layout); ``tensors`` holds each metric's states (list states entry by entry).
+
+        Example:
+            >>> import io
+            >>> import torch
+            >>> from torchmetrics_ext.aggregation import AggregationType, Metric, MetricsAggregator
+            >>> aggregator = MetricsAggregator()
+            >>> aggregator.update([Metric("alpaca", "tokens_seen", 100, AggregationType.SUM)])
+            >>> checkpoint = io.BytesIO()
+            >>> torch.save(aggregator.state_dict(), checkpoint)
+            >>> _ = checkpoint.seek(0)
+            >>> resumed = MetricsAggregator()
+            >>> resumed.load_state_dict(torch.load(checkpoint))
+            >>> resumed.update([Metric("alpaca", "tokens_seen", 50, AggregationType.SUM)])
+            >>> resumed.get_metrics_for_logging(prefix="train")
+            {'train_alpaca/tokens_seen': 150.0}
         """
         entries, tensors = [], {}
         for i, ((ds, name), (agg_type, _, metric)) in enumerate(self._keys.items()):
@@ -475,6 +528,19 @@ class MetricsAggregator:
 
         Raises:
             ValueError: if the checkpoint is not one of this class or does not fit the current handlers.
+
+        Example:
+            >>> from torchmetrics_ext.aggregation import AggregationType, Metric, MetricsAggregator
+            >>> saved = MetricsAggregator()
+            >>> saved.update([Metric("alpaca", "avg_len", 4, AggregationType.MEAN)])
+            >>> aggregator = MetricsAggregator()
+            >>> aggregator.update([Metric("dolly", "avg_len", 9, AggregationType.MEAN)])
+            >>> aggregator.load_state_dict(saved.state_dict())  # what was held before is gone
+            >>> aggregator.get_metrics_for_logging(prefix="train")
+            {'train_alpaca/avg_len': 4.0}
+            >>> aggregator.load_state_dict({"tensors": {}})
+            Traceback (most recent call last):
+            ValueError: Expected a state dict made by MetricsAggregator.state_dict() (format ...).
         """
         metadata = state_dict.get("metadata") if isinstance(state_dict, dict) else None
         if not isinstance(metadata, dict) or metadata.get("format") != _FORMAT:

@@ -36,6 +36,23 @@ class AggregationMetric(TaskMetric, Generic[S]):
 
     In a :class:`~torchmetrics_ext.Windowed`, a sample is a row of ``value`` (its first axis, as for
     TorchMetrics' ``SumMetric``/``MeanMetric``); a number or 0-dim value is one sample.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.aggregation import AggregationMetric, Mean
+        >>> metric = Mean()
+        >>> isinstance(metric, AggregationMetric)
+        True
+        >>> summary = metric.summarize([1, 2, 4.5])  # checked and reduced; no state changed yet
+        >>> summary, metric.update_count
+        (MeanBatch(weighted_sum=7.5, weight=3.0), 0)
+        >>> metric.summarize([1, "a"])  # a bad batch raises before anything is folded
+        Traceback (most recent call last):
+        TypeError: Expected a number, got 'a' (str).
+        >>> metric.fold(summary)
+        >>> metric.update(torch.tensor([0.5]))  # tensors take TorchMetrics' update
+        >>> metric.update_count, metric.compute()  # (1 + 2 + 4.5 + 0.5) / 4
+        (2, tensor(2., dtype=torch.float64))
     """
 
     sample_axis: ClassVar[int] = 0  # rows of `value` (the pointwise metrics' samples are its last axis)

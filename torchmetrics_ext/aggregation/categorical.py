@@ -241,12 +241,29 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
 
     @property
     def categories(self) -> list[Category]:
-        """The categories, in the order of ``counts``."""
+        """The categories, in the order of ``counts``.
+
+        Example:
+            >>> from torchmetrics_ext.aggregation import CategoricalCount
+            >>> metric = CategoricalCount()
+            >>> metric.update(["code", "math", "code"])
+            >>> metric.update([7])
+            >>> metric.categories, metric.counts  # counts[i] counts categories[i]
+            (['code', 'math', 7], tensor([2., 1., 1.], dtype=torch.float64))
+        """
         return list(self._index())
 
     @property
     def category_keys(self) -> list[Tensor]:
-        """Each key as its own ``uint8`` tensor (views of ``category_bytes``), as earlier versions held them."""
+        """Each key as its own ``uint8`` tensor (views of ``category_bytes``), as earlier versions held them.
+
+        Example:
+            >>> from torchmetrics_ext.aggregation import CategoricalCount
+            >>> metric = CategoricalCount()
+            >>> metric.update(["math", 7])
+            >>> [bytes(key.tolist()) for key in metric.category_keys]  # a type tag, then the text
+            [b'smath', b'i7']
+        """
         lengths = self.category_ends.diff(prepend=self.category_ends.new_zeros(1))
         return list(self.category_bytes.split(lengths.tolist()))
 

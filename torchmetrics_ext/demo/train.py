@@ -100,6 +100,22 @@ def run_training_demo(config: DemoConfig) -> dict[str, Any] | None:
     Returns:
         On rank 0, ``{"train": {key: float}, "val": {key: float}, "report": path of index.html}``;
         ``None`` on the other ranks.
+
+    Example:
+        A tiny run (a few seconds, most of them drawing the report's figures):
+
+        >>> import contextlib, io, tempfile
+        >>> from torchmetrics_ext.demo import DemoConfig, run_training_demo
+        >>> small = {"batch_size": 8, "val_sessions": 16, "num_users": 20, "num_items": 10, "log_every": 1}
+        >>> config = DemoConfig(steps=2, output_dir=tempfile.mkdtemp(), **small)
+        >>> with contextlib.redirect_stdout(io.StringIO()) as printed:  # the progress bar and the summary
+        ...     result = run_training_demo(config)
+        >>> sorted(result), result["report"].endswith("index.html")
+        (['report', 'train', 'val'], True)
+        >>> sorted(key.split("/")[1] for key in result["val"] if key.endswith("/click"))
+        ['auc', 'auprc', 'calibration', 'ctr', 'gauc', 'ndcg@10', 'ne', 'recall@10']
+        >>> "training throughput" in printed.getvalue()
+        True
     """
     from torchmetrics_ext.demo.report import summary_table, write_report
 

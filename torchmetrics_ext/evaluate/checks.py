@@ -60,6 +60,17 @@ class Problem:
     ``first_row`` is the first invalid row's data row (0-based, the header excluded); ``line`` its
     line in a text file (the header is line 1), which the message names instead; ``None`` for
     formats without lines (Parquet, frames).
+
+    Example:
+        >>> import pyarrow as pa
+        >>> from torchmetrics_ext.evaluate import evaluate
+        >>> table = pa.table({"p": [0.1, 1.5, 2.0, 0.3], "y": [0, 1, 1, 0]})
+        >>> result = evaluate(table, {"click": ("p", "y")}, ["ne"], on_invalid="skip")
+        >>> problem = result.problems[0]
+        >>> problem.column, problem.reason, problem.count, problem.first_row
+        ('p', 'outside [0, 1] (probabilities expected)', 2, 1)
+        >>> print(problem)  # the line of on_invalid="error"'s message, with a hint for logits
+        <pyarrow.Table>: column 'p' (predictions of task 'click') has 2 rows outside [0, 1] ... pass --from-logits ...
     """
 
     source: str

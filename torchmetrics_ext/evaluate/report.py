@@ -149,6 +149,29 @@ class EvaluationResult:
         label_types: the Arrow type each segment column's labels are written for, where it is not
             :attr:`by_types`' (a float16 column, whose values are read as float32: its labels are the
             shortest float16 text, ``0.1``).
+
+    Example:
+        >>> import json, os, tempfile
+        >>> import pyarrow as pa
+        >>> from torchmetrics_ext.evaluate import evaluate
+        >>> table = pa.table({"p": [0.1, 0.8, None, 0.6, 0.3], "y": [0, 1, 1, 1, 0]})
+        >>> result = evaluate(table, {"click": ("p", "y")}, ["ctr", "auc"], on_invalid="skip")
+        >>> result.values  # the four valid rows: 2 clicks, both scored above both non-clicks
+        {'ctr/click': 0.5, 'auc/click': 1.0}
+        >>> print(result.summary())
+        5 rows read, 1 invalid row skipped:
+          <pyarrow.Table>: column 'p' (predictions of task 'click') has 1 row that is null (first at 0-based data row 2)
+        >>> result.to_pandas()
+          segment   task  rows  ctr  auc
+        0     all  click     4  0.5  1.0
+        >>> result.to_arrow().schema.types
+        [DataType(string), DataType(string), DataType(int64), DataType(double), DataType(double)]
+        >>> path = os.path.join(tempfile.mkdtemp(), "click.json")
+        >>> result.write(path)
+        >>> with open(path) as file:
+        ...     records = json.load(file)["records"]
+        >>> records
+        [{'segment': 'all', 'task': 'click', 'rows': 4, 'ctr': 0.5, 'auc': 1.0}]
     """
 
     tasks: tuple[str, ...]

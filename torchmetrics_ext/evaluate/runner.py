@@ -63,7 +63,16 @@ _MAX_BATCH_SIZE = 1 << 62  # larger batch sizes read as this one
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One task: its name and the columns of its predictions and labels."""
+    """One task: its name and the columns of its predictions and labels.
+
+    Example:
+        >>> import pyarrow as pa
+        >>> from torchmetrics_ext.evaluate import TaskSpec, evaluate
+        >>> table = pa.table({"p_click": [0.1, 0.8, 0.6], "y_click": [0, 1, 0]})
+        >>> result = evaluate(table, [TaskSpec("click", "p_click", "y_click")], ["ctr"])
+        >>> result.values  # one click in three rows
+        {'ctr/click': 0.3333333333333333}
+    """
 
     name: str
     predictions: str

@@ -53,6 +53,16 @@ class InvalidDataError(ValueError):
     """The input cannot be evaluated as asked: a missing column, a wrong type or invalid rows.
 
     The message names the file (or frame), the column, its role and what was found.
+
+    Example:
+        >>> import pyarrow as pa
+        >>> from torchmetrics_ext.evaluate import InvalidDataError, evaluate
+        >>> table = pa.table({"p": [0.1, 0.8], "y": [0, 1]})
+        >>> try:
+        ...     evaluate(table, {"click": ("p", "label")}, ["ctr"])
+        ... except InvalidDataError as error:  # a ValueError too
+        ...     print(error)
+        <pyarrow.Table>: column 'label' (labels of task 'click') is missing; found columns ['p', 'y'].
     """
 
 

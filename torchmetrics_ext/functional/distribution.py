@@ -85,6 +85,23 @@ class SketchSpec:
         relative_accuracy: :math:`\alpha`, the relative error bound of each estimate, in (0, 1).
         min_value: smallest magnitude with a relative error bound; smaller magnitudes count as 0.
         max_value: largest magnitude with a relative error bound.
+
+    Example:
+        A coarse sketch, :math:`\gamma = (1 + \alpha) / (1 - \alpha) = 3`: positive buckets
+        :math:`(3^{k-1}, 3^k]` for :math:`k = 0..5` (1 to 100 and a bucket beyond), as many
+        negative ones and the zero bucket; each represented by :math:`2 \cdot 3^k / (3 + 1)`,
+        within 50% of every value it holds.
+
+        >>> from torchmetrics_ext.functional.distribution import SketchSpec
+        >>> spec = SketchSpec(relative_accuracy=0.5, min_value=1.0, max_value=100.0)
+        >>> spec.size
+        13
+        >>> spec.representatives()[6:]  # the zero bucket, then the positive ones
+        tensor([  0.0000,   0.5000,   1.5000,   4.5000,  13.5000,  40.5000, 121.5000],
+               dtype=torch.float64)
+        >>> SketchSpec(relative_accuracy=1.5)
+        Traceback (most recent call last):
+        ValueError: Expected `relative_accuracy` in (0, 1), got 1.5.
     """
 
     relative_accuracy: float = 0.01
@@ -135,6 +152,15 @@ def percentile_key(p: float) -> str:
     A whole percentile has two digits at least (``p05``, ``p100``); any other is written with six
     significant digits when they give it back (``p99.9``) and exactly otherwise (``p99.99999``,
     ``p12.3456789``, not ``p100`` and ``p12.3457``: :func:`~torchmetrics_ext.utilities.formatting.exact_text`).
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import distribution
+        >>> from torchmetrics_ext.functional.distribution import percentile_key
+        >>> print(*(percentile_key(p) for p in (5, 50.0, 99.9, 100, 99.99999)))
+        p05 p50 p99.9 p100 p99.99999
+        >>> list(distribution(torch.arange(1.0, 11.0), percentiles=(5, 99.9)))  # the keys of the result
+        ['mean', 'min', 'max', 'std', 'p05', 'p99.9']
     """
     return f"p{int(p):02d}" if float(p).is_integer() else f"p{exact_text(float(p))}"
 
@@ -203,6 +229,21 @@ class SketchBatch(NamedTuple):
         shift: the value subtracted from every value before the sums (``total`` and ``total_sq``
             are those of :math:`x_i - \text{shift}`): the state's shift, or the batch's first value
             when the state holds none; a 0-dim tensor on the device path. 0 (the default): plain sums.
+
+    Example:
+        What :class:`~torchmetrics_ext.aggregation.Distribution`'s ``summarize`` returns for plain
+        values; a fresh metric shifts by the first value, 2: sums of 0, 2 and 7.
+
+        >>> from torchmetrics_ext.aggregation import Distribution
+        >>> metric = Distribution()
+        >>> batch = metric.summarize([2.0, 4.0, 9.0])
+        >>> batch.num_values, batch.total, batch.total_sq, batch.vmin, batch.vmax, batch.shift
+        (3.0, 9.0, 53.0, 2.0, 9.0, 2.0)
+        >>> metric.spec.representatives()[batch.bucket_index]  # each within 1% of its value
+        tensor([1.9937, 4.0148, 8.9354], dtype=torch.float64)
+        >>> metric.fold(batch)
+        >>> metric.compute()["mean"]
+        tensor(5., dtype=torch.float64)
     """
 
     num_values: float

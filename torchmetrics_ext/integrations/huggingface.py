@@ -164,6 +164,28 @@ class HFComputeMetrics:
     Subclasses say how a batch updates the metrics (:meth:`update`) and how the results are
     named (:meth:`compute`); this class implements the Trainer's two calling conventions, with
     its batches concatenated or not (``eval_do_concat_batches``).
+
+    Example:
+        The Trainer's ``batch_eval_metrics=True`` mode: one call per batch, the last one with
+        ``compute_result=True`` (logits; AUC: 3 of the 4 click/non-click pairs are ordered right).
+
+        >>> import numpy as np
+        >>> from transformers import EvalPrediction
+        >>> from torchmetrics_ext.integrations.huggingface import HFComputeMetrics, pointwise_compute_metrics
+        >>> compute_metrics = pointwise_compute_metrics(["ctr", "auc"])
+        >>> isinstance(compute_metrics, HFComputeMetrics)
+        True
+        >>> first = EvalPrediction(predictions=np.array([2.0, -1.0]), label_ids=np.array([1, 0]))
+        >>> last = EvalPrediction(predictions=np.array([0.5, 0.1]), label_ids=np.array([0, 1]))
+        >>> compute_metrics(first, compute_result=False)
+        {}
+        >>> compute_metrics(last, compute_result=True)  # computed, then reset for the next evaluation
+        {'ctr': 0.5, 'auc': 0.75}
+        >>> compute_metrics(first, compute_result=False)
+        {}
+        >>> compute_metrics.reset()  # the model stopped that evaluation part-way: drop its batch
+        >>> compute_metrics(last, compute_result=True)
+        {'ctr': 0.5, 'auc': 0.0}
     """
 
     # several label arrays (one per `label_names` entry) are the columns of several tasks

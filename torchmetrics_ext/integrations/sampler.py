@@ -66,7 +66,14 @@ class UnpaddedDistributedSampler(DistributedSampler):
 
     @property
     def num_replicas(self) -> int:
-        """The number of ranks: as given, else the process group's world size where used (1 without one)."""
+        """The number of ranks: as given, else the process group's world size where used (1 without one).
+
+        Example:
+            >>> from torchmetrics_ext.integrations import UnpaddedDistributedSampler
+            >>> sampler = UnpaddedDistributedSampler(range(5))  # no process group: one rank, rank 0
+            >>> sampler.num_replicas, sampler.rank, sampler.num_samples
+            (1, 0, 5)
+        """
         if "num_replicas" in self._from_group and _grouped():
             return dist.get_world_size()
         return self._num_replicas
@@ -77,7 +84,13 @@ class UnpaddedDistributedSampler(DistributedSampler):
 
     @property
     def rank(self) -> int:
-        """This process's rank: as given, else its rank in the process group where used (0 without one)."""
+        """This process's rank: as given, else its rank in the process group where used (0 without one).
+
+        Example:
+            >>> from torchmetrics_ext.integrations import UnpaddedDistributedSampler
+            >>> UnpaddedDistributedSampler(range(5), num_replicas=2, rank=1).rank
+            1
+        """
         if "rank" in self._from_group and _grouped():
             return dist.get_rank()
         return self._rank
@@ -88,7 +101,13 @@ class UnpaddedDistributedSampler(DistributedSampler):
 
     @property
     def num_samples(self) -> int:
-        """This rank's number of samples: ``ceil`` or ``floor(len(dataset) / num_replicas)``."""
+        """This rank's number of samples: ``ceil`` or ``floor(len(dataset) / num_replicas)``.
+
+        Example:
+            >>> from torchmetrics_ext.integrations import UnpaddedDistributedSampler
+            >>> [UnpaddedDistributedSampler(range(5), num_replicas=2, rank=r).num_samples for r in (0, 1)]  # no padding
+            [3, 2]
+        """
         return len(range(self.rank, self.total_size, self.num_replicas))
 
     @num_samples.setter

@@ -86,6 +86,15 @@ class InputDomains:
             otherwise (``WeightedMSE``, ``XAUC``: ``"real"``): its predictions are logits.
         float32_weights: non-zero weights must keep their value as float32 (exact AUC modes store
             them so): within ``[1.18e-38, 3.4e38]``.
+
+    Example:
+        >>> from torchmetrics_ext import AUC, NDCG
+        >>> AUC().input_domains  # probabilities, 0/1 labels, weights stored as float32
+        InputDomains(preds='probability', target='binary', from_logits=False, float32_weights=True)
+        >>> AUC(from_logits=True).input_domains.from_logits
+        True
+        >>> NDCG(k=10).input_domains  # any real score (±inf too) and graded relevance >= 0
+        InputDomains(preds='score', target='nonnegative', from_logits=False, float32_weights=False)
     """
 
     preds: PredsDomain
@@ -288,6 +297,25 @@ class GuardedMetric(CheckpointedStates):
 
     :class:`TaskMetric` builds on it; so does :class:`~torchmetrics_ext.Throughput`, which has no
     task dimension.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics_ext import CTR, GuardedMetric
+        >>> metric = CTR()
+        >>> isinstance(metric, GuardedMetric)
+        True
+        >>> metric.update(torch.tensor([0.5, 0.5, 0.2]), torch.tensor([1, 0, 0]))
+        >>> metric.update(torch.tensor([0.5]), torch.tensor([2]))  # rejected: counts as no update
+        Traceback (most recent call last):
+        ValueError: Expected `target` to hold labels in [0, 1] (soft labels allowed), got values in [2, 2].
+        >>> metric.update_count, metric.compute()  # one click in three rows
+        (1, tensor(0.3333, dtype=torch.float64))
+        >>> metric.merge_state(CTR(num_tasks=2))  # states of another setting are refused
+        Traceback (most recent call last):
+        ValueError: Cannot merge a CTR with settings {'num_tasks': 2} into one with {'num_tasks': 1}.
+        >>> metric = metric.to(torch.bfloat16)  # a model's cast leaves the float64 sums alone
+        >>> sorted({state.dtype for state in metric.metric_state.values()}, key=str)
+        [torch.float64]
     """
 
     # compute's value keeps its shape when it holds one element: TorchMetrics squeezes every such
@@ -824,6 +852,40 @@ class TaskMetric(GuardedMetric):
         validate_args: check every input (shapes, dtypes, devices, value ranges) before use.
         kwargs: passed to :class:`torchmetrics.Metric` (``sync_on_compute``, ``process_group``,
             ``compute_on_cpu``, ``dist_sync_fn``, ...).
+
+    Example:
+        A metric of its own (the mean prediction per task), written as ``docs/contributing.md``
+        says: float64 task states, a ``_validate`` that raises before any state changes, an
+        ``update`` that validates only when :attr:`_check_inputs` says so.
+
+        >>> import torch
+        >>> from torchmetrics_ext import TaskMetric
+        >>> class MeanPrediction(TaskMetric):
+        ...     is_differentiable, higher_is_better = False, None
+        ...     def __init__(self, num_tasks=1, **kwargs):
+        ...         super().__init__(num_tasks, **kwargs)
+        ...         self._add_task_state("pred_sum")
+        ...         self._add_task_state("num_samples")
+        ...     def _validate(self, preds):
+        ...         if not torch.isfinite(preds).all():
+        ...             raise ValueError("Expected finite `preds`.")
+        ...     def update(self, preds):
+        ...         if self._check_inputs:
+        ...             self._validate(preds)
+        ...         preds = preds.reshape(self.num_tasks, -1).double()
+        ...         self.pred_sum += preds.sum(-1)
+        ...         self.num_samples += preds.shape[-1]
+        ...     def compute(self):
+        ...         return self._squeeze_tasks(self.pred_sum / self.num_samples)
+        >>> metric = MeanPrediction(num_tasks=2)
+        >>> metric.update(torch.tensor([[0.2, 0.4], [1.0, 3.0]]))
+        >>> metric.update(torch.tensor([[0.6], [float("nan")]]))  # rejected whole
+        Traceback (most recent call last):
+        ValueError: Expected finite `preds`.
+        >>> metric.compute()  # (0.2 + 0.4) / 2, (1 + 3) / 2
+        tensor([0.3000, 2.0000], dtype=torch.float64)
+        >>> metric.sample_count(torch.zeros(2, 5)), MeanPrediction()(torch.tensor([1.0, 2.0]))
+        (5, tensor(1.5000, dtype=torch.float64))
     """
 
     full_state_update: bool = False
@@ -976,6 +1038,19 @@ class TaskMetric(GuardedMetric):
 
         Tensor states are returned as they are; a list state as the concatenation of its chunks
         cast to its declared dtype (an empty tensor of that dtype on a rank without samples).
+
+        Example:
+            >>> import torch
+            >>> from torchmetrics_ext import AUC, CTR
+            >>> metric = CTR()
+            >>> metric.update(torch.tensor([0.5, 0.5]), torch.tensor([1, 0]))
+            >>> {name: state.tolist() for name, state in metric.sync_states().items()}
+            {'weighted_pred_sum': [1.0], 'weighted_label_sum': [1.0], 'weighted_num_samples': [2.0]}
+            >>> auc = AUC()
+            >>> auc.update(torch.tensor([0.2, 0.9]), torch.tensor([0, 1]))
+            >>> auc.update(torch.tensor([0.4]), torch.tensor([1]))
+            >>> auc.sync_states()["preds"]  # the chunks of two updates, joined
+            tensor([0.2000, 0.9000, 0.4000])
         """
         out: dict[str, Tensor] = {}
         for name in self._reductions:
@@ -1037,6 +1112,17 @@ class TaskMetric(GuardedMetric):
 
         For a caller that checks one batch for many metrics at once (``RecMetricModule``); the
         inputs must already be what the metric's own validation would accept.
+
+        Example:
+            >>> import torch
+            >>> from torchmetrics_ext import CTR, NormalizedEntropy
+            >>> preds, target = torch.tensor([0.5, 0.5]), torch.tensor([1, 0])  # checked once by the caller
+            >>> metrics = [CTR(), NormalizedEntropy()]
+            >>> for metric in metrics:
+            ...     with metric.inputs_validated():
+            ...         metric.update(preds, target)
+            >>> [metric.compute() for metric in metrics]  # NE of the base rate's prediction: 1
+            [tensor(0.5000, dtype=torch.float64), tensor(1., dtype=torch.float64)]
         """
         previous = self._trust_inputs(True)
         try:
@@ -1057,7 +1143,15 @@ class TaskMetric(GuardedMetric):
 
     @property
     def shared_statistics_key(self) -> Hashable | None:
-        """Equal keys mean provably equal states after any updates (one compute group); ``None``: never shared."""
+        """Equal keys mean provably equal states after any updates (one compute group); ``None``: never shared.
+
+        Example:
+            >>> from torchmetrics_ext import LogLoss, NormalizedEntropy
+            >>> NormalizedEntropy().shared_statistics_key == LogLoss().shared_statistics_key  # the same sums
+            True
+            >>> LogLoss().shared_statistics_key == LogLoss(from_logits=True).shared_statistics_key
+            False
+        """
         return None
 
     @property
@@ -1134,6 +1228,18 @@ class TaskMetric(GuardedMetric):
         The same bookkeeping (update counter, cached ``compute`` dropped, both restored when the
         batch is rejected) in a few dictionary writes. Used only where the wrapper adds nothing:
         gradients already off and ``compute_on_cpu`` unset; otherwise this is ``update``.
+
+        Example:
+            >>> import torch
+            >>> from torchmetrics_ext import CTR
+            >>> metric = CTR()
+            >>> with torch.no_grad():
+            ...     metric.update_unwrapped(torch.tensor([0.5, 0.5]), torch.tensor([1, 0]))
+            ...     metric.update_unwrapped(torch.tensor([0.5]), torch.tensor([3]))
+            Traceback (most recent call last):
+            ValueError: Expected `target` to hold labels in [0, 1] (soft labels allowed), got values in [3, 3].
+            >>> metric.update_count, metric.compute()  # the rejected batch is not counted
+            (1, tensor(0.5000, dtype=torch.float64))
         """
         if self.compute_on_cpu or torch.is_grad_enabled():
             self.update(*args, **kwargs)
@@ -1171,7 +1277,15 @@ class TaskMetric(GuardedMetric):
         return count_samples(args, kwargs, self.sample_axis)
 
     def newest_samples(self, n: int, *args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """``update``'s arguments cut to the batch's last ``n`` samples (views, no copy)."""
+        """``update``'s arguments cut to the batch's last ``n`` samples (views, no copy).
+
+        Example:
+            >>> import torch
+            >>> from torchmetrics_ext import CTR
+            >>> preds, target = torch.tensor([0.2, 0.9, 0.4]), torch.tensor([0, 1, 1])
+            >>> CTR().newest_samples(2, preds, target, weights=torch.tensor([1.0, 2.0, 3.0]))
+            ((tensor([0.9000, 0.4000]), tensor([1, 1])), {'weights': tensor([2., 3.])})
+        """
         return newest_samples(n, args, kwargs, self.sample_axis)
 
 

@@ -66,6 +66,27 @@ def fused_gather(payloads: Sequence[dict[str, Tensor]], group: Any = None) -> li
 
     Returns:
         For every payload, ``{state name: [tensor of rank 0, tensor of rank 1, ...]}``.
+
+    Example:
+        What :class:`~torchmetrics_ext.RecMetricModule` does at ``compute``, here in a group of one
+        process (every rank runs the same lines; each list then holds one tensor per rank):
+
+        >>> import os, tempfile
+        >>> import torch
+        >>> import torch.distributed as dist
+        >>> from torchmetrics_ext import CTR
+        >>> from torchmetrics_ext.utilities.distributed import fused_gather
+        >>> init = "file://" + os.path.join(tempfile.mkdtemp(), "init")
+        >>> dist.init_process_group("gloo", init_method=init, rank=0, world_size=1)
+        >>> metric = CTR()
+        >>> metric.update(torch.tensor([0.5, 0.5, 0.2]), torch.tensor([1, 0, 0]))
+        >>> states, ids = fused_gather([metric.sync_states(), {"ids": torch.tensor([3, 4])}])
+        >>> states["weighted_num_samples"], ids
+        ([tensor([3.], dtype=torch.float64)], {'ids': [tensor([3, 4])]})
+        >>> with metric.synced_from(states):  # compute reduces the gathered states
+        ...     metric.compute()
+        tensor(0.3333, dtype=torch.float64)
+        >>> dist.destroy_process_group()
     """
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     flat = [(i, name, tensor) for i, payload in enumerate(payloads) for name, tensor in payload.items()]
@@ -114,7 +135,30 @@ def fused_gather(payloads: Sequence[dict[str, Tensor]], group: Any = None) -> li
 
 
 def copy_metric(metric: Any) -> Any:
-    """``copy.deepcopy`` of a metric whose copy syncs over the same process group (a group cannot be copied)."""
+    """``copy.deepcopy`` of a metric whose copy syncs over the same process group (a group cannot be copied).
+
+    Example:
+        >>> import copy, os, tempfile
+        >>> import torch
+        >>> import torch.distributed as dist
+        >>> from torchmetrics_ext import CTR
+        >>> from torchmetrics_ext.utilities.distributed import copy_metric
+        >>> init = "file://" + os.path.join(tempfile.mkdtemp(), "init")
+        >>> dist.init_process_group("gloo", init_method=init, rank=0, world_size=1)
+        >>> group = dist.new_group([0])
+        >>> metric = CTR(process_group=group)
+        >>> metric.update(torch.tensor([0.5, 0.5]), torch.tensor([1, 0]))
+        >>> copy.deepcopy(metric)
+        Traceback (most recent call last):
+        TypeError: cannot pickle 'torch._C._distributed_c10d.ProcessGroup' object
+        >>> twin = copy_metric(metric)
+        >>> twin.process_group is group, twin.compute()
+        (True, tensor(0.5000, dtype=torch.float64))
+        >>> twin.update(torch.tensor([0.1]), torch.tensor([1]))  # states of its own: 2 clicks in 3 rows
+        >>> twin.compute(), metric.compute()
+        (tensor(0.6667, dtype=torch.float64), tensor(0.5000, dtype=torch.float64))
+        >>> dist.destroy_process_group()
+    """
     group = getattr(metric, "process_group", None)
     return copy.deepcopy(metric, {} if group is None else {id(group): group})
 
@@ -202,6 +246,18 @@ class TypedGather:
 
     Args:
         gather: the sync function to call after the agreement; ``None``: ``gather_all_tensors``.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics.aggregation import CatMetric
+        >>> from torchmetrics_ext.utilities.distributed import TypedGather
+        >>> metric = CatMetric(dist_sync_fn=TypedGather())  # a TorchMetrics metric with a list state
+        >>> metric.dist_sync_fn
+        TypedGather(None)
+        >>> def two_ranks(tensor, group=None):  # a sync function of one's own (here faking a second rank)
+        ...     return [tensor, tensor + 10]
+        >>> TypedGather(two_ranks)(torch.tensor([1, 2]))  # no process group: the gather alone runs
+        [tensor([1, 2]), tensor([11, 12])]
     """
 
     gather: Callable[..., list[Tensor]] | None

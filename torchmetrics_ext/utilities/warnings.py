@@ -51,7 +51,26 @@ _NAME: ContextVar[str | None] = ContextVar("metric_name", default=None)
 
 
 class UndefinedMetricWarning(UserWarning):
-    """Warning raised when a metric value is undefined and ``nan`` is returned instead."""
+    """Warning raised when a metric value is undefined and ``nan`` is returned instead.
+
+    Example:
+        >>> import warnings
+        >>> import torch
+        >>> from torchmetrics_ext import AUC, UndefinedMetricWarning
+        >>> metric = AUC()
+        >>> metric.update(torch.tensor([0.2, 0.9]), torch.tensor([1, 1]))  # positives only
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     value = metric.compute()
+        >>> value, caught[0].category is UndefinedMetricWarning
+        (tensor(nan, dtype=torch.float64), True)
+        >>> print(caught[0].message)
+        AUC is undefined: the labels seen hold a single class (or no weight); returning nan.
+        >>> with warnings.catch_warnings():  # silenced where nan is expected
+        ...     warnings.filterwarnings("ignore", category=UndefinedMetricWarning)
+        ...     AUC()(torch.tensor([0.3]), torch.tensor([0]))
+        tensor(nan, dtype=torch.float64)
+    """
 
 
 class SamplesFirstWarning(UserWarning):

@@ -949,6 +949,18 @@ class Windowed(WrapperMetric):
         """Empty the lifetime of a metric that stores samples (``cat`` states): for a window-only caller.
 
         The window is unchanged; a metric without sample states (sums, histograms) is left as it is.
+
+        Example:
+            >>> import torch
+            >>> from torchmetrics_ext import AUC, Windowed
+            >>> metric = Windowed(AUC(), window_size=4)
+            >>> metric.update(torch.tensor([0.9, 0.1, 0.8, 0.3]), torch.tensor([1, 0, 0, 1]))
+            >>> metric.update(torch.tensor([0.7, 0.2]), torch.tensor([1, 0]))
+            >>> metric.compute()  # lifetime: 7 of 9 pairs in order; window: the newest update (4 + 2 > 4)
+            {'lifetime': tensor(0.7778, dtype=torch.float64), 'window': tensor(1., dtype=torch.float64)}
+            >>> metric.drop_lifetime_samples()  # only the window is read: free the six samples
+            >>> metric.lifetime.metric_state, metric.window.compute()
+            ({'preds': [], 'signed_weights': []}, tensor(1., dtype=torch.float64))
         """
         if self._ring.list_names:
             self._child("lifetime").reset()

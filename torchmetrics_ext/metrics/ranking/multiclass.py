@@ -79,7 +79,19 @@ class MulticlassRecallAtK(_RejectsTopK, TaskMetric):
 
     @property
     def hit_sum(self) -> Tensor:
-        """Weighted hit count (the state named after ``k`` and ``num_classes``)."""
+        """Weighted hit count (the state named after ``k`` and ``num_classes``).
+
+        Example:
+            >>> import torch
+            >>> from torchmetrics_ext import MulticlassRecallAtK
+            >>> metric = MulticlassRecallAtK(k=2, num_classes=3)
+            >>> scores = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1]])
+            >>> metric.update(scores, torch.tensor([1, 0, 2]), torch.tensor([1.0, 2.0, 1.0]))
+            >>> metric.hit_sum, metric.weight_sum  # only the first row's class is in its top 2
+            (tensor(1., dtype=torch.float64), tensor(4., dtype=torch.float64))
+            >>> list(metric.metric_state)
+            ['hit_sum_k2_of3', 'weight_sum']
+        """
         return getattr(self, self._hit_state)
 
     @hit_sum.setter

@@ -227,3 +227,12 @@ def test_the_readme_picture_is_a_small_png():
     (path,) = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", readme)
     data = (ROOT / path).read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 100_000
+
+
+@pytest.mark.parametrize("value, shown", [(float("nan"), "nan"), (float("inf"), "inf"), (float("-inf"), "-inf")])
+def test_the_summary_table_shows_an_undefined_or_infinite_value_instead_of_failing(value, shown):
+    """A tiny run's validation NE can be NaN (one class seen); the table printed it via ``int(value)`` and died."""
+    from torchmetrics_ext.demo.report import summary_table
+
+    table = summary_table({"train/ne/click": 0.5}, {"val/ne/click": value}, ["click"])
+    assert table.splitlines()[-1].split() == ["ne", "0.5000", shown]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import html
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ def summary_table(train: Mapping[str, float], val: Mapping[str, float], tasks: S
 def _cell(value: float | None, width: int = 12) -> str:
     if value is None:
         return f"{'-':>{width}s}"
-    if value == int(value) and abs(value) >= 1:  # counts
+    if math.isfinite(value) and value == int(value) and abs(value) >= 1:  # counts (NaN/inf shown as such)
         return f"{value:{width},.0f}"
     return f"{value:{width}.4f}" if abs(value) < 1e4 else f"{value:{width},.0f}"
 

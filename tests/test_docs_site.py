@@ -98,7 +98,7 @@ def _api_page_modules() -> list[str]:
 
 
 def test_every_public_class_and_function_has_an_example() -> None:
-    """contributing.md: "a runnable ``Example:`` in every public docstring" (run by ``--doctest-modules``).
+    """contributing.md: "a runnable ``Examples:`` in every public docstring" (run by ``--doctest-modules``).
 
     Checked: the classes and functions of every public ``__all__`` and of every module an API page
     renders (its ``__all__``, else what it defines without a leading underscore). Methods are
@@ -116,7 +116,7 @@ def test_every_public_class_and_function_has_an_example() -> None:
             if not name.startswith("_") and (inspect.isclass(obj) or inspect.isfunction(obj)):
                 names.setdefault(id(obj), (f"{module_name}.{name}", obj))
     missing = sorted(path for path, obj in names.values() if ">>>" not in (obj.__doc__ or ""))
-    assert not missing, f"add an `Example:` with `>>>` lines to: {missing}"
+    assert not missing, f"add an `Examples:` section with `>>>` lines to: {missing}"
 
 
 def test_every_public_module_is_listed_here() -> None:

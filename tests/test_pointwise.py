@@ -509,7 +509,7 @@ _ZERO_WEIGHT_NAN = (
 def test_docstring_says_zero_total_weight_is_nan_and_it_is(name):
     """These classes' docstrings said nothing of an undefined value; each now states it, and it holds."""
     cls = getattr(tmx, name)
-    note = " ".join(cls.__doc__.split("Note:")[1].split("Example:")[0].split())
+    note = " ".join(cls.__doc__.split("Note:")[1].split("Examples:")[0].split())
     assert "``nan`` plus ``UndefinedMetricWarning`` while the total weight is zero" in note
     metric = cls()
     metric.update(torch.tensor([0.2, 0.7]), torch.tensor([0.0, 1.0]), torch.zeros(2))

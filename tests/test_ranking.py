@@ -2046,7 +2046,7 @@ _DOCUMENTED = [
 def test_every_ranking_docstring_states_ties_long_cutoffs_and_undefined_values(obj):
     """Each ranking class and function says in its own ``Note:`` how ties rank, what a cutoff past the
     list does and what an empty result is (RecallAtK, MRR, ... and every functional twin said none of it)."""
-    note = " ".join(obj.__doc__.split("Note:")[1].split("Example:")[0].split())
+    note = " ".join(obj.__doc__.split("Note:")[1].split("Examples:")[0].split())
     assert "relevance ascending (the relevant ones of a tie last: pessimistic)" in note
     assert "A cutoff ``k`` longer than a query's list takes the whole list." in note
     assert "``nan`` with ``UndefinedMetricWarning``" in note
@@ -2069,7 +2069,7 @@ def test_the_documented_edge_cases_hold():
 
 def test_multiclass_docstring_states_its_edge_cases_and_they_hold():
     """``k >= num_classes`` is 1 and a zero total weight is ``nan``: the class docstring now says both."""
-    note = " ".join(tmx.MulticlassRecallAtK.__doc__.split("Note:")[1].split("Example:")[0].split())
+    note = " ".join(tmx.MulticlassRecallAtK.__doc__.split("Note:")[1].split("Examples:")[0].split())
     assert "``k >= num_classes`` counts every sample as a hit (value 1)" in note
     assert "``nan`` plus ``UndefinedMetricWarning`` while the total weight is zero" in note
     preds, target = torch.zeros(3, 4), torch.tensor([0, 3, 2])  # every class tied: pessimistic rank 3

@@ -102,7 +102,7 @@ def _own_key_hint(key: str) -> str:
     (``"auc"`` for ``"auc_binned"``, ``"log_loss"`` for ``"click_log_loss"``, ``"ndcg@10"`` for
     ``"click_ndcg@10"``).
 
-    Example:
+    Examples:
         >>> from torchmetrics_ext._module_config import _own_key_hint
         >>> _own_key_hint("auc_binned")
         " A key of your own names its registry metric with the option 'metric': {'auc_binned': {'metric': 'auc', ...}}."

@@ -106,7 +106,7 @@ class RecTaskInfo:
             metrics (``GroupedAUC``) need; every task of a module must name the same column.
         session_id_name: key of the ``(N,)`` integer query/session ids ranking metrics need.
 
-    Example:
+    Examples:
         >>> from torchmetrics_ext import RecTaskInfo
         >>> RecTaskInfo("click", label_name="click_label", prediction_name="click_pred").weight_name
         'weight'
@@ -253,7 +253,7 @@ class RecMetricModule(CheckpointLoading):
         the option (``WeightedMSE``, ``WeightedAverage``, regression metrics, ...) are fed
         ``sigmoid(logits)`` (the MSE is the Brier score), ranking metrics rank the scores as given.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import RecMetricModule, RecTaskInfo
         >>> tasks = [RecTaskInfo("click", "click_label", "click_pred"), RecTaskInfo("buy", "buy_label", "buy_pred")]
@@ -481,7 +481,7 @@ class RecMetricModule(CheckpointLoading):
                 registry or the metric's class refuses (an unknown option: the message lists those
                 it takes) is named first (``Metric 'auc_binned' (auc): ...``).
 
-        Example:
+        Examples:
             >>> from torchmetrics_ext import RecMetricModule
             >>> module = RecMetricModule.from_config({
             ...     "tasks": [{"name": "click", "session_id_name": "query"}],
@@ -574,7 +574,7 @@ class RecMetricModule(CheckpointLoading):
                 ``fused_update_limit`` above 1, or ``should_validate_update`` over tasks with
                 different weight columns where TorchRec skips each task's zero-weight steps apart.
 
-        Example:
+        Examples:
             >>> import torch
             >>> from torchmetrics_ext import RecMetricModule
             >>> task = {"name": "click", "label_name": "click_label", "prediction_name": "click_pred"}
@@ -622,7 +622,7 @@ class RecMetricModule(CheckpointLoading):
     def metric_names(self) -> list[str]:
         """The metric names (keys of ``metrics`` given at construction), in that order.
 
-        Example:
+        Examples:
             >>> from torchmetrics_ext import AUC, RecMetricModule
             >>> metrics = {"ne": "ne", "auc_binned": AUC(num_bins=1000)}  # registry names or metrics
             >>> RecMetricModule(["click"], metrics, throughput=False).metric_names
@@ -634,7 +634,7 @@ class RecMetricModule(CheckpointLoading):
     def input_domains(self) -> InputDomains:
         """What every step's columns must satisfy: the strictest domains over all metrics (checked once per step).
 
-        Example:
+        Examples:
             >>> from torchmetrics_ext import RecMetricModule
             >>> RecMetricModule(["click"], {"mse": "mse", "auc": "auc"}, throughput=False).input_domains
             InputDomains(preds='probability', target='binary', from_logits=False, float32_weights=True)
@@ -645,7 +645,7 @@ class RecMetricModule(CheckpointLoading):
     def compute_groups(self) -> list[list[str]]:
         """Metric names that provably share statistics: the first of each group updates for all.
 
-        Example:
+        Examples:
             >>> from torchmetrics_ext import RecMetricModule
             >>> metrics = {"ne": "ne", "log_loss": "log_loss", "auc": "auc"}
             >>> RecMetricModule(["click"], metrics, throughput=False).compute_groups  # NE, log loss: the same sums
@@ -1107,7 +1107,7 @@ class RecMetricModule(CheckpointLoading):
         skips ``update`` in a step, or runs fewer steps, falls behind the others' cadence, and the
         ranks that enter ``compute()`` wait for it until the process group's timeout.
 
-        Example:
+        Examples:
             >>> import torch
             >>> from torchmetrics_ext import RecMetricModule
             >>> module = RecMetricModule(["click"], {"ctr": "ctr"}, compute_interval_steps=2, throughput=False)
@@ -1154,7 +1154,7 @@ class RecMetricModule(CheckpointLoading):
     def local_compute(self) -> dict[str, Tensor]:
         """Like :meth:`compute` for this rank's states only (no communication).
 
-        Example:
+        Examples:
             >>> import torch
             >>> from torchmetrics_ext import RecMetricModule
             >>> module = RecMetricModule(["click"], {"log_loss": "log_loss", "auc": "auc"}, throughput=False)
@@ -1337,7 +1337,7 @@ class RecMetricModule(CheckpointLoading):
         Raises:
             ValueError: ``prefix`` is not a string (nothing is copied).
 
-        Example:
+        Examples:
             >>> import torchmetrics_ext as tmx
             >>> train = tmx.RecMetricModule(["click"], {"ne": "ne"}, throughput=False, prefix="train/")
             >>> val = train.clone(prefix="val/")
@@ -1359,7 +1359,7 @@ class RecMetricModule(CheckpointLoading):
         (and so ``from_torchrec_config``): TorchRec's ``RecMetricModule.reset()`` resets its metrics
         only and its throughput keeps counting (``total_examples`` and the rates go on).
 
-        Example:
+        Examples:
             >>> import torch
             >>> from torchmetrics_ext import RecMetricModule
             >>> module = RecMetricModule(["click"], {"ctr": "ctr"}, compute_interval_steps=2, throughput=False)
@@ -1539,7 +1539,7 @@ def _default_warmup_steps(compute_interval_steps: int) -> int:
     TorchRec leaves out). Half the interval times the second half of the first interval, and no
     warm-up is longer than the standalone default.
 
-    Example:
+    Examples:
         >>> from torchmetrics_ext.module import _default_warmup_steps
         >>> _default_warmup_steps(100), _default_warmup_steps(10), _default_warmup_steps(1000), _default_warmup_steps(1)
         (50, 5, 100, 1)
@@ -1614,7 +1614,7 @@ def _flat_column_hint(value: Tensor, key: str) -> str:
     A model head of one output gives ``(N, 1)`` (``(1, N)`` transposed), a single sample ``()``, a
     head of several tasks' outputs ``(N, T)``; each task reads its own ``(N,)`` column.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.module import _flat_column_hint
         >>> _flat_column_hint(torch.zeros(4, 1), "click_pred")

@@ -109,7 +109,7 @@ class TorchRecKey:
             (``(("unit", "bits"),)`` for ``LogLoss``); with other values it computes another
             quantity and is keyed by its own name.
 
-    Example:
+    Examples:
         >>> import torchmetrics_ext as tmx
         >>> from torchmetrics_ext.registry import registry_entry
         >>> key = registry_entry(tmx.LogLoss()).torchrec[0]
@@ -146,7 +146,7 @@ class MetricEntry:
         cutoff: ``"none"`` (no ``@k``), ``"optional"`` (``"ndcg"`` or ``"ndcg@k"``) or ``"required"``.
         defaults: keyword arguments the name implies (``{"num_bins": ...}`` for a binned alias).
 
-    Example:
+    Examples:
         >>> from torchmetrics_ext.registry import lookup
         >>> entry, k = lookup("ndcg@10")
         >>> entry.name, entry.cls.__name__, entry.cutoff, k
@@ -260,7 +260,7 @@ def metric_names() -> list[str]:
     ``"ndcg@k"`` is a template, not a name: ``k`` stands for a positive integer cutoff
     (``"ndcg@10"``); :func:`lookup` refuses the template itself, saying so.
 
-    Example:
+    Examples:
         >>> from torchmetrics_ext.registry import metric_names
         >>> "ne" in metric_names() and "recall@k" in metric_names() and "ndcg" in metric_names()
         True
@@ -349,7 +349,7 @@ def lookup(name: str) -> tuple[MetricEntry, int | None]:
             that is not a positive integer (the template ``"ndcg@k"`` itself: its ``k`` stands for
             one); the message lists the known names.
 
-    Example:
+    Examples:
         >>> from torchmetrics_ext.registry import lookup
         >>> entry, k = lookup("ndcg@10")
         >>> entry.cls.__name__, k
@@ -411,7 +411,7 @@ def build_metric(name: str, num_tasks: int = 1, **kwargs: Any) -> Metric:
             is not a positive integer (or ``None`` where the name allows the whole list), a ``k``
             for a name without a cutoff, or one that differs from the name's ``@k``.
 
-    Example:
+    Examples:
         >>> from torchmetrics_ext.registry import build_metric
         >>> build_metric("auc", num_tasks=2, num_bins=1000).num_bins
         1000
@@ -446,7 +446,7 @@ def build_metric(name: str, num_tasks: int = 1, **kwargs: Any) -> Metric:
 def registry_entry(metric: Metric) -> MetricEntry | None:
     """The registry entry of a metric instance's class (``None`` for a class the registry does not build).
 
-    Example:
+    Examples:
         >>> import torchmetrics_ext as tmx
         >>> from torchmetrics.aggregation import MeanMetric
         >>> from torchmetrics_ext.registry import registry_entry
@@ -469,7 +469,7 @@ def torchrec_names(metric: Metric) -> tuple[str, str] | None:
     compute another quantity than TorchRec's (``LogLoss()`` in nats: TorchRec's ``logloss`` is in
     bits).
 
-    Example:
+    Examples:
         >>> import torchmetrics_ext as tmx
         >>> from torchmetrics_ext.registry import torchrec_names
         >>> torchrec_names(tmx.LogLoss(unit="bits")), torchrec_names(tmx.LogLoss())
@@ -493,7 +493,7 @@ def torchrec_requirements(metric: Metric, name: str | None = None) -> str | None
             given when the class has any (``GroupedAUC`` is TorchRec's ``gauc`` or its AUC's
             ``grouped_auc``, depending on its options); every way otherwise.
 
-    Example:
+    Examples:
         >>> import torchmetrics_ext as tmx
         >>> from torchmetrics_ext.registry import torchrec_requirements
         >>> torchrec_requirements(tmx.LogLoss())  # in nats here; TorchRec's logloss is in bits

@@ -225,7 +225,7 @@ class TorchRecPlan:
         compute_interval_steps: as in TorchRec.
         state_metrics: ``{namespace: callable}`` for the module's ``state_metrics``.
 
-    Example:
+    Examples:
         >>> from torchmetrics_ext.torchrec_config import read_torchrec_config
         >>> config = {
         ...     "rec_tasks": [{"name": "click", "label_name": "y", "prediction_name": "p"}],
@@ -276,7 +276,7 @@ def read_torchrec_config(config: Any, state_metrics_mapping: Mapping[Any, Any] |
             ``fused_update_limit`` above 1, or ``should_validate_update`` over tasks whose
             zero-weight steps TorchRec would skip separately (see :func:`_check_validate_update`).
 
-    Example:
+    Examples:
         >>> from torchmetrics_ext.torchrec_config import read_torchrec_config
         >>> config = {"rec_tasks": [{"name": "click"}], "rec_metrics": {"ne": {"rec_task_indices": [0]}}}
         >>> plan = read_torchrec_config(config)

@@ -149,7 +149,7 @@ class MetricsAggregator:
         logging dict, as torchtune does. Nothing here is a ``MetricCollection``, so compute
         groups can never merge two datasets' metrics.
 
-    Example:
+    Examples:
         >>> from torchmetrics_ext.aggregation import AggregationType, Metric, MetricsAggregator
         >>> aggregator = MetricsAggregator()
         >>> batch1_metrics = [
@@ -201,7 +201,7 @@ class MetricsAggregator:
             TypeError: if ``agg_type`` is not an :class:`AggregationType` or the factory is not callable.
             ValueError: if keys of ``agg_type`` already exist (call :meth:`reset` first).
 
-        Example:
+        Examples:
             >>> from torchmetrics.aggregation import MaxMetric
             >>> from torchmetrics_ext.aggregation import AggregationType, Distribution, Metric, MetricsAggregator
             >>> aggregator = MetricsAggregator()
@@ -247,7 +247,7 @@ class MetricsAggregator:
     def reset(self) -> None:
         """Forget every ``(dataset, name)`` and its state (registered handlers are kept).
 
-        Example:
+        Examples:
             >>> from torchmetrics.aggregation import MaxMetric
             >>> from torchmetrics_ext.aggregation import AggregationType, Metric, MetricsAggregator
             >>> aggregator = MetricsAggregator()
@@ -486,7 +486,7 @@ class MetricsAggregator:
         ``metadata`` lists every key (dataset, name, aggregation type, update count, state
         layout); ``tensors`` holds each metric's states (list states entry by entry).
 
-        Example:
+        Examples:
             >>> import io
             >>> import torch
             >>> from torchmetrics_ext.aggregation import AggregationType, Metric, MetricsAggregator
@@ -529,7 +529,7 @@ class MetricsAggregator:
         Raises:
             ValueError: if the checkpoint is not one of this class or does not fit the current handlers.
 
-        Example:
+        Examples:
             >>> from torchmetrics_ext.aggregation import AggregationType, Metric, MetricsAggregator
             >>> saved = MetricsAggregator()
             >>> saved.update([Metric("alpaca", "avg_len", 4, AggregationType.MEAN)])

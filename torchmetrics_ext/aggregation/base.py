@@ -37,7 +37,7 @@ class AggregationMetric(TaskMetric, Generic[S]):
     In a :class:`~torchmetrics_ext.Windowed`, a sample is a row of ``value`` (its first axis, as for
     TorchMetrics' ``SumMetric``/``MeanMetric``); a number or 0-dim value is one sample.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.aggregation import AggregationMetric, Mean
         >>> metric = Mean()

@@ -199,7 +199,7 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         far, also when the batch brings new ones (amortised). :class:`~torchmetrics_ext.Windowed` refuses it (its
         counts do not add up per update).
 
-    Example:
+    Examples:
         >>> from torchmetrics_ext.aggregation import CategoricalCount
         >>> metric = CategoricalCount()
         >>> metric.update(["code", "math", "code"])
@@ -243,7 +243,7 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
     def categories(self) -> list[Category]:
         """The categories, in the order of ``counts``.
 
-        Example:
+        Examples:
             >>> from torchmetrics_ext.aggregation import CategoricalCount
             >>> metric = CategoricalCount()
             >>> metric.update(["code", "math", "code"])
@@ -257,7 +257,7 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
     def category_keys(self) -> list[Tensor]:
         """Each key as its own ``uint8`` tensor (views of ``category_bytes``), as earlier versions held them.
 
-        Example:
+        Examples:
             >>> from torchmetrics_ext.aggregation import CategoricalCount
             >>> metric = CategoricalCount()
             >>> metric.update(["math", 7])

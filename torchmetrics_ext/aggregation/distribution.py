@@ -117,7 +117,7 @@ class Distribution(AggregationMetric[SketchBatch]):
         three scales exactly (powers of two), so the mean and std of 1e-200- or 1e306-sized values are
         as accurate as those of values near 1.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.aggregation import Distribution
         >>> metric = Distribution()

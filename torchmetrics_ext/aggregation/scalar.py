@@ -199,7 +199,7 @@ class Sum(_ValueAggregation[SumBatch], SumMetric):
     Note:
         State: one float64 scalar, ``sum``-reduced across ranks. The sum of nothing is 0.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.aggregation import Sum
         >>> metric = Sum()
@@ -246,7 +246,7 @@ class Mean(_ValueAggregation[MeanBatch], MeanMetric):
         State: two float64 sums (TorchMetrics' ``mean_value`` and ``weight``). The mean of zero
         total weight is ``nan`` with an ``UndefinedMetricWarning``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.aggregation import Mean
         >>> metric = Mean()
@@ -368,7 +368,7 @@ def _extreme_doc(name: str, word: str, op: str, empty: str, example: str) -> str
         State: one float64 scalar, ``{op}``-reduced across ranks (an empty rank holds ``{empty}``).
         The {word} of no value is ``nan`` with an ``UndefinedMetricWarning``.
 
-    Example:
+    Examples:
         >>> from torchmetrics_ext.aggregation import {name}
         >>> metric = {name}()
         >>> metric.update([3.0, 7.0])

@@ -23,7 +23,7 @@ class MetricTransform(ABC):
         RuntimeError: if the transform is called before :meth:`set_dataset_name`.
         TypeError: if the sample is not a mapping or ``sample["metrics"]`` is not a list.
 
-    Example:
+    Examples:
         >>> from torchmetrics_ext.aggregation import AggregationType, MetricsAggregator
         >>> class ResponseTransform(MetricTransform):
         ...     def _generate_metrics(self, sample):
@@ -99,7 +99,7 @@ class DefaultTrainingMetricTransform(MetricTransform):
         KeyError: if the sample has neither ``"tokens"`` nor ``"input_ids"``.
         TypeError: if that field has no length (``None``, a number, a 0-dim tensor).
 
-    Example:
+    Examples:
         >>> transform = DefaultTrainingMetricTransform()
         >>> transform.set_dataset_name("alpaca")
         >>> sample = transform({"tokens": [1, 2, 3, 4, 5]})

@@ -20,7 +20,7 @@ class AggregationType(Enum):
       (:class:`~torchmetrics_ext.aggregation.Distribution`).
     * ``CATEGORICAL_COUNT``: how many times each category (a ``str`` or ``int``) was seen.
 
-    Example:
+    Examples:
         >>> AggregationType("sum")
         AggregationType.SUM
     """
@@ -61,7 +61,7 @@ class Metric:
             :meth:`MetricsAggregator.update` with the record named, before anything changes.
         agg_type: how values are combined.
 
-    Example:
+    Examples:
         >>> Metric("alpaca", "tokens_seen", 100, AggregationType.SUM)
         Metric(dataset_name='alpaca', name='tokens_seen', value=100, agg_type=AggregationType.SUM)
     """

@@ -34,7 +34,7 @@ _BASE_LOGIT = (-3.3, -2.4)  # ~9% clicks on the feed, ~25% in search
 class SyntheticWorld:
     """The known model the impressions are drawn from.
 
-    Example:
+    Examples:
         >>> world = SyntheticWorld.create(num_users=50, num_items=40, seed=0)
         >>> data = world.sample(num_sessions=10, seed=1)
         >>> len(data), sorted(data[0])[:3]
@@ -120,7 +120,7 @@ class SessionMetricTransform(MetricTransform):
     ``impressions`` and ``clicks`` (SUM), ``click_rate`` (MEAN over sessions) and
     ``session_length`` (DISTRIBUTION), under the session's source as dataset name.
 
-    Example:
+    Examples:
         >>> import torch
         >>> transform = SessionMetricTransform()
         >>> transform.set_dataset_name("feed")

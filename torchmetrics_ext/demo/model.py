@@ -60,7 +60,7 @@ class DemoRecommender(pl.LightningModule):
         window_size: impressions in the training metrics' recent window.
         log_every: training metrics are logged every this many steps.
 
-    Example:
+    Examples:
         >>> import torch
         >>> model = DemoRecommender(num_users=10, num_items=20)
         >>> batch = {"user": torch.tensor([1, 2]), "item": torch.tensor([3, 4]), "source": torch.tensor([0, 1])}

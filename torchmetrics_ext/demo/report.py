@@ -37,7 +37,7 @@ _SOURCE_KEYS = ("impressions", "clicks", "click_rate", "session_length_stat_mean
 def summary_table(train: Mapping[str, float], val: Mapping[str, float], tasks: Sequence[str]) -> str:
     """Train (lifetime) and validation values of every metric and task, then the per-source records.
 
-    Example:
+    Examples:
         >>> print(summary_table({"train/ne/click": 0.81}, {"val/ne/click": 0.83}, ["click"]))
         metric       click train   click val
         ------------------------------------

@@ -29,7 +29,7 @@ __all__ = ["DemoConfig", "DemoData", "run_training_demo"]
 class DemoConfig:
     """What ``torchmetrics-ext demo`` trains: steps, sessions per step, where the report goes.
 
-    Example:
+    Examples:
         >>> DemoConfig(steps=10).validation_every
         2
     """
@@ -101,7 +101,7 @@ def run_training_demo(config: DemoConfig) -> dict[str, Any] | None:
         On rank 0, ``{"train": {key: float}, "val": {key: float}, "report": path of index.html}``;
         ``None`` on the other ranks.
 
-    Example:
+    Examples:
         A tiny run (a few seconds, most of them drawing the report's figures):
 
         >>> import contextlib, io, tempfile

@@ -61,7 +61,7 @@ class Problem:
     line in a text file (the header is line 1), which the message names instead; ``None`` for
     formats without lines (Parquet, frames).
 
-    Example:
+    Examples:
         >>> import pyarrow as pa
         >>> from torchmetrics_ext.evaluate import evaluate
         >>> table = pa.table({"p": [0.1, 1.5, 2.0, 0.3], "y": [0, 1, 1, 0]})

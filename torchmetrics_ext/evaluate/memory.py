@@ -36,7 +36,7 @@ def _libc() -> Any:
 def release_free_memory() -> None:
     """Return freed heap and Arrow pool memory to the system (no effect on any live object).
 
-    Example:
+    Examples:
         >>> release_free_memory()  # safe to call at any time
     """
     pa.default_memory_pool().release_unused()
@@ -57,7 +57,7 @@ def map_large_buffers(threshold: int = 1 << 17) -> bool:
     Returns:
         Whether the setting was applied (glibc only).
 
-    Example:
+    Examples:
         >>> map_large_buffers() in (True, False)
         True
     """

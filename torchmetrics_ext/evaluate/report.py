@@ -150,7 +150,7 @@ class EvaluationResult:
             :attr:`by_types`' (a float16 column, whose values are read as float32: its labels are the
             shortest float16 text, ``0.1``).
 
-    Example:
+    Examples:
         >>> import json, os, tempfile
         >>> import pyarrow as pa
         >>> from torchmetrics_ext.evaluate import evaluate

@@ -65,7 +65,7 @@ _MAX_BATCH_SIZE = 1 << 62  # larger batch sizes read as this one
 class TaskSpec:
     """One task: its name and the columns of its predictions and labels.
 
-    Example:
+    Examples:
         >>> import pyarrow as pa
         >>> from torchmetrics_ext.evaluate import TaskSpec, evaluate
         >>> table = pa.table({"p_click": [0.1, 0.8, 0.6], "y_click": [0, 1, 0]})
@@ -82,7 +82,7 @@ class TaskSpec:
 def parse_task(text: str) -> TaskSpec:
     """Parse ``"name=predictions:labels"`` (the command line's ``--task``).
 
-    Example:
+    Examples:
         >>> from torchmetrics_ext.evaluate import parse_task
         >>> parse_task("click=p_click:y_click")
         TaskSpec(name='click', predictions='p_click', labels='y_click')
@@ -1129,7 +1129,7 @@ def evaluate(
     groups (files for CSV), stream their share (``by`` columns included: every file is read once,
     by one rank) and sync as the module does; every rank returns the same result.
 
-    Example:
+    Examples:
         >>> import pyarrow as pa
         >>> from torchmetrics_ext.evaluate import evaluate
         >>> table = pa.table({"p": [0.1, 0.8, 0.6, 0.3], "y": [0, 1, 1, 0], "country": ["fr", "fr", "us", "us"]})

@@ -54,7 +54,7 @@ class InvalidDataError(ValueError):
 
     The message names the file (or frame), the column, its role and what was found.
 
-    Example:
+    Examples:
         >>> import pyarrow as pa
         >>> from torchmetrics_ext.evaluate import InvalidDataError, evaluate
         >>> table = pa.table({"p": [0.1, 0.8], "y": [0, 1]})

@@ -169,7 +169,7 @@ def sum_weights(
     Returns:
         A float64 scalar or ``(T,)``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import sum_weights
         >>> sum_weights(torch.tensor([0.2, 0.7, 0.1]), weights=torch.tensor([1.0, 0.5, 2.0]))
@@ -194,7 +194,7 @@ def num_positive_samples(
     Returns:
         A float64 scalar or ``(T,)``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import num_positive_samples
         >>> num_positive_samples(torch.tensor([0.2, 0.7, 0.1]), torch.tensor([1, 1, 0]), torch.tensor([2.0, 1.0, 1.0]))
@@ -219,7 +219,7 @@ def weighted_sum_predictions(
     Returns:
         A float64 scalar or ``(T,)``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import weighted_sum_predictions
         >>> weighted_sum_predictions(torch.tensor([0.5, 0.25]), weights=torch.tensor([2.0, 4.0]))
@@ -247,7 +247,7 @@ def num_serving_examples(
     Returns:
         A float64 scalar or ``(T,)`` count.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import num_serving_examples
         >>> num_serving_examples(torch.tensor([0.2, 0.7, 0.1]), weights=torch.tensor([1.0, 0.0, 3.0]))
@@ -301,7 +301,7 @@ def num_missing_labels(
     Returns:
         A float64 scalar or ``(T,)``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import num_missing_labels
         >>> target = torch.tensor([1.0, float("nan"), 0.0, float("nan")])
@@ -333,7 +333,7 @@ def label_average(
     Returns:
         A scalar or ``(T,)``; ``nan`` when the total weight is zero.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import label_average
         >>> label_average(torch.zeros(3), torch.tensor([1.0, 4.0, 7.0]), torch.tensor([1.0, 1.0, 2.0]))
@@ -364,7 +364,7 @@ def tensor_weighted_average(
     Returns:
         A scalar or ``(T,)``; ``nan`` when the total weight is zero.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import tensor_weighted_average
         >>> values = torch.tensor([[1.0, 3.0], [1.0, 3.0]])

@@ -86,7 +86,7 @@ class SketchSpec:
         min_value: smallest magnitude with a relative error bound; smaller magnitudes count as 0.
         max_value: largest magnitude with a relative error bound.
 
-    Example:
+    Examples:
         A coarse sketch, :math:`\gamma = (1 + \alpha) / (1 - \alpha) = 3`: positive buckets
         :math:`(3^{k-1}, 3^k]` for :math:`k = 0..5` (1 to 100 and a bucket beyond), as many
         negative ones and the zero bucket; each represented by :math:`2 \cdot 3^k / (3 + 1)`,
@@ -153,7 +153,7 @@ def percentile_key(p: float) -> str:
     significant digits when they give it back (``p99.9``) and exactly otherwise (``p99.99999``,
     ``p12.3456789``, not ``p100`` and ``p12.3457``: :func:`~torchmetrics_ext.utilities.formatting.exact_text`).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import distribution
         >>> from torchmetrics_ext.functional.distribution import percentile_key
@@ -230,7 +230,7 @@ class SketchBatch(NamedTuple):
             are those of :math:`x_i - \text{shift}`): the state's shift, or the batch's first value
             when the state holds none; a 0-dim tensor on the device path. 0 (the default): plain sums.
 
-    Example:
+    Examples:
         What :class:`~torchmetrics_ext.aggregation.Distribution`'s ``summarize`` returns for plain
         values; a fresh metric shifts by the first value, 2: sums of 0, 2 and 7.
 
@@ -838,7 +838,7 @@ def distribution(
         fine: the sums of a batch of magnitudes below :math:`2^{-485}` or above :math:`2^{485}`
         are kept scaled by a power of two (see the module), so they neither underflow nor overflow.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import distribution
         >>> stats = distribution(torch.arange(1.0, 101.0))

@@ -101,7 +101,7 @@ def ne_positive(
     Returns:
         A scalar or ``(T,)``; ``nan`` (with an ``UndefinedMetricWarning``) when all labels are of one class.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import ne_positive
         >>> ne_positive(torch.tensor([0.5, 0.5]), torch.tensor([1, 0]))  # half of NE = 1
@@ -233,7 +233,7 @@ def calibration_free_ne(
     Returns:
         A scalar or ``(T,)``; ``nan`` with an ``UndefinedMetricWarning`` when there is no weight.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import calibration_free_ne
         >>> calibration_free_ne(torch.tensor([0.4, 0.4]), torch.tensor([1, 0]))  # a constant model scores 1
@@ -287,7 +287,7 @@ def recalibrated_ne(
     Returns:
         A scalar or ``(T,)``; ``nan`` when all labels are of one class.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import recalibrated_ne
         >>> preds, target = torch.tensor([2 / 3, 2 / 3]), torch.tensor([1, 0])
@@ -340,7 +340,7 @@ def recalibrated_calibration(
     Returns:
         A scalar or ``(T,)``; ``nan`` while no positive label weight was seen.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import recalibrated_calibration
         >>> recalibrated_calibration(torch.tensor([2 / 3, 2 / 3]), torch.tensor([1, 0]), recalibration_coefficient=0.5)

@@ -142,7 +142,7 @@ def hindsight_target_pr(
         is ``nan`` with an ``UndefinedMetricWarning`` when nothing is predicted positive (no
         positive label).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import hindsight_target_pr
         >>> preds = torch.tensor([0.9, 0.8, 0.6, 0.4, 0.3])

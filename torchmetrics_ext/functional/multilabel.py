@@ -139,7 +139,7 @@ def multi_label_precision(
         ``(L,)`` for 1-D input, ``(T, L)`` otherwise; ``nan`` with an ``UndefinedMetricWarning``
         for a label never predicted (TorchRec: 0).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import multi_label_precision
         >>> preds = torch.tensor([5, 3, 1])  # {0, 2}, {0, 1}, {0}

@@ -254,7 +254,7 @@ def normalized_entropy(
         weight is below about ``1e-16`` of the total: it is the total minus the positive
         weight, as in the class's states).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import normalized_entropy
         >>> preds = torch.tensor([0.5, 0.5, 0.5, 0.5])
@@ -306,7 +306,7 @@ def log_loss(
     Returns:
         A scalar for 1-D input, ``(T,)`` otherwise; ``nan`` when the total weight is zero.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import log_loss
         >>> log_loss(torch.tensor([0.5, 0.5]), torch.tensor([1, 0]))  # log(2)
@@ -380,7 +380,7 @@ def calibration(
     Returns:
         A scalar or ``(T,)``; ``nan`` when no positive label weight was seen.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import calibration
         >>> calibration(torch.tensor([0.25, 0.5, 0.75, 0.5]), torch.tensor([0, 0, 1, 0]))
@@ -420,7 +420,7 @@ def ctr(
     Returns:
         A scalar or ``(T,)``; ``nan`` when the total weight is zero.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import ctr
         >>> ctr(torch.tensor([0.1, 0.9, 0.3, 0.2]), torch.tensor([1, 0, 0, 0]))
@@ -457,7 +457,7 @@ def weighted_average(
     Returns:
         A scalar or ``(T,)``; ``nan`` when the total weight is zero.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import weighted_average
         >>> weighted_average(torch.tensor([1.0, 3.0]), weights=torch.tensor([3.0, 1.0]))
@@ -564,7 +564,7 @@ def weighted_accuracy(
     Returns:
         A scalar or ``(T,)``; ``nan`` when the total weight is zero.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import weighted_accuracy
         >>> weighted_accuracy(torch.tensor([0.9, 0.5, 0.2, 0.7]), torch.tensor([1, 0, 0, 0]))
@@ -598,7 +598,7 @@ def weighted_precision(
     Returns:
         A scalar or ``(T,)``; ``nan`` when there is no positive prediction.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import weighted_precision
         >>> weighted_precision(torch.tensor([0.9, 0.5, 0.2, 0.7]), torch.tensor([1, 0, 1, 1]))
@@ -630,7 +630,7 @@ def weighted_recall(
     Returns:
         A scalar or ``(T,)``; ``nan`` when there is no positive label.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import weighted_recall
         >>> weighted_recall(torch.tensor([0.9, 0.5, 0.2, 0.7]), torch.tensor([1, 0, 1, 0]))
@@ -750,7 +750,7 @@ def weighted_mse(
     Returns:
         A scalar or ``(T,)``; ``nan`` when the total weight is zero.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import weighted_mse
         >>> weighted_mse(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 4.0]))
@@ -782,7 +782,7 @@ def weighted_rmse(
     Returns:
         A scalar or ``(T,)``; ``nan`` when the total weight is zero.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import weighted_rmse
         >>> weighted_rmse(torch.tensor([3.0, 0.0]), torch.tensor([0.0, 4.0]))
@@ -812,7 +812,7 @@ def weighted_mae(
     Returns:
         A scalar or ``(T,)``; ``nan`` when the total weight is zero.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import weighted_mae
         >>> weighted_mae(torch.tensor([3.0, 0.0]), torch.tensor([0.0, 4.0]), torch.tensor([1.0, 3.0]))

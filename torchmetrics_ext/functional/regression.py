@@ -160,7 +160,7 @@ def weighted_r2(
         pass, has no such limit). Subtract the offset (e.g. a
         label mean known in advance) from ``preds`` and ``target`` first: R² does not change.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import weighted_r2
         >>> weighted_r2(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 4.0]))
@@ -206,7 +206,7 @@ def weighted_nmse(
         constant-1 baseline with labels very close to 1, divide
         :func:`~torchmetrics_ext.functional.weighted_mse` by ``weighted_mse(ones, target)``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import weighted_nmse
         >>> preds, target = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 4.0])
@@ -242,7 +242,7 @@ def weighted_nrmse(
         A scalar or ``(T,)``; ``nan`` when the baseline's error is zero (see
         :func:`weighted_nmse` for its precision with labels far from 0 and close together).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import weighted_nrmse
         >>> weighted_nrmse(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 4.0]))

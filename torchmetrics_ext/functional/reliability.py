@@ -177,7 +177,7 @@ def reliability(
             negative weights, or bad ``num_bins``/``edges``.
         TypeError: on non-tensor inputs or non-floating ``preds``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import reliability
         >>> out = reliability(torch.tensor([0.125, 0.25, 0.75, 0.875]), torch.tensor([0, 1, 1, 1]), num_bins=2)

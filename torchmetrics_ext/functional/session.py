@@ -211,7 +211,7 @@ def session_precision_at_k(
         A scalar or ``(T,)``; ``nan`` with an ``UndefinedMetricWarning`` when no session has a
         predicted positive with weight.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import session_precision_at_k
         >>> preds = torch.tensor([0.9, 0.8, 0.1, 0.7, 0.6, 0.5, 0.4, 0.3])
@@ -253,7 +253,7 @@ def session_recall_at_k(
         A scalar or ``(T,)``; ``nan`` with an ``UndefinedMetricWarning`` when no session has a
         positive label with weight.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import session_recall_at_k
         >>> preds = torch.tensor([0.9, 0.8, 0.1, 0.7, 0.6, 0.5, 0.4, 0.3])

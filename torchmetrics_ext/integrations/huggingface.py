@@ -165,7 +165,7 @@ class HFComputeMetrics:
     named (:meth:`compute`); this class implements the Trainer's two calling conventions, with
     its batches concatenated or not (``eval_do_concat_batches``).
 
-    Example:
+    Examples:
         The Trainer's ``batch_eval_metrics=True`` mode: one call per batch, the last one with
         ``compute_result=True`` (logits; AUC: 3 of the 4 click/non-click pairs are ordered right).
 
@@ -503,7 +503,7 @@ def pointwise_compute_metrics(
             length, labels outside [0, 1] that are not ``ignore_index`` (``-100`` among them: the message
             suggests ``ignore_index=-100``).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from transformers import EvalPrediction
         >>> from torchmetrics_ext.integrations.huggingface import pointwise_compute_metrics
@@ -652,7 +652,7 @@ def ranking_compute_metrics(
             that is no mapping of names), or (when called) scores that are not 2-D, labels of another shape,
             or NaN relevance (a label is padding when negative, never when NaN).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from transformers import EvalPrediction
         >>> from torchmetrics_ext.integrations.huggingface import ranking_compute_metrics

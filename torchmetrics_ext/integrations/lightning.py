@@ -205,7 +205,7 @@ class RecMetricCallback(pl.Callback):
         TypeError: a step whose output is neither ``None`` nor a dict with the module's columns,
             e.g. a ``training_step`` that returns only the loss (Lightning passes it as ``{"loss": loss}``).
 
-    Example:
+    Examples:
         >>> from torchmetrics_ext.integrations.lightning import RecMetricCallback
         >>> RecMetricCallback(train="train_metrics", val="val_metrics").val
         'val_metrics'

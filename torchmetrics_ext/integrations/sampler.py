@@ -44,7 +44,7 @@ class UnpaddedDistributedSampler(DistributedSampler):
         kwargs: ``num_replicas``, ``rank``, ``shuffle``, ``seed`` as for ``DistributedSampler``
             (``drop_last`` is not accepted: nothing is padded or dropped).
 
-    Example:
+    Examples:
         >>> from torchmetrics_ext.integrations import UnpaddedDistributedSampler
         >>> list(UnpaddedDistributedSampler(range(5), num_replicas=2, rank=0, shuffle=False))
         [0, 2, 4]
@@ -68,7 +68,7 @@ class UnpaddedDistributedSampler(DistributedSampler):
     def num_replicas(self) -> int:
         """The number of ranks: as given, else the process group's world size where used (1 without one).
 
-        Example:
+        Examples:
             >>> from torchmetrics_ext.integrations import UnpaddedDistributedSampler
             >>> sampler = UnpaddedDistributedSampler(range(5))  # no process group: one rank, rank 0
             >>> sampler.num_replicas, sampler.rank, sampler.num_samples
@@ -86,7 +86,7 @@ class UnpaddedDistributedSampler(DistributedSampler):
     def rank(self) -> int:
         """This process's rank: as given, else its rank in the process group where used (0 without one).
 
-        Example:
+        Examples:
             >>> from torchmetrics_ext.integrations import UnpaddedDistributedSampler
             >>> UnpaddedDistributedSampler(range(5), num_replicas=2, rank=1).rank
             1
@@ -103,7 +103,7 @@ class UnpaddedDistributedSampler(DistributedSampler):
     def num_samples(self) -> int:
         """This rank's number of samples: ``ceil`` or ``floor(len(dataset) / num_replicas)``.
 
-        Example:
+        Examples:
             >>> from torchmetrics_ext.integrations import UnpaddedDistributedSampler
             >>> [UnpaddedDistributedSampler(range(5), num_replicas=2, rank=r).num_samples for r in (0, 1)]  # no padding
             [3, 2]

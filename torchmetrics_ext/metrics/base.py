@@ -87,7 +87,7 @@ class InputDomains:
         float32_weights: non-zero weights must keep their value as float32 (exact AUC modes store
             them so): within ``[1.18e-38, 3.4e38]``.
 
-    Example:
+    Examples:
         >>> from torchmetrics_ext import AUC, NDCG
         >>> AUC().input_domains  # probabilities, 0/1 labels, weights stored as float32
         InputDomains(preds='probability', target='binary', from_logits=False, float32_weights=True)
@@ -120,7 +120,7 @@ class InputDomains:
                 ``WeightedMSE(from_logits=True)``. Metrics of finite real predictions built
                 without the option (``WeightedMSE()``) agree with either.
 
-        Example:
+        Examples:
             >>> from torchmetrics_ext import AUC, WeightedMSE
             >>> InputDomains.strictest({"auc": AUC().input_domains, "mse": WeightedMSE().input_domains})
             InputDomains(preds='probability', target='binary', from_logits=False, float32_weights=True)
@@ -204,7 +204,7 @@ def accepted_options(cls: type) -> list[str]:
     option a class of the MRO names in ``_refused_options`` (one it passes itself, or refuses:
     ``num_tasks`` for a metric built with :func:`one_task`).
 
-    Example:
+    Examples:
         >>> import torchmetrics_ext as tmx
         >>> print(", ".join(accepted_options(tmx.AUC)[:6]))
         num_tasks, num_bins, logit_range, bin_space, from_logits, validate_args
@@ -298,7 +298,7 @@ class GuardedMetric(CheckpointedStates):
     :class:`TaskMetric` builds on it; so does :class:`~torchmetrics_ext.Throughput`, which has no
     task dimension.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import CTR, GuardedMetric
         >>> metric = CTR()
@@ -853,7 +853,7 @@ class TaskMetric(GuardedMetric):
         kwargs: passed to :class:`torchmetrics.Metric` (``sync_on_compute``, ``process_group``,
             ``compute_on_cpu``, ``dist_sync_fn``, ...).
 
-    Example:
+    Examples:
         A metric of its own (the mean prediction per task), written as ``docs/contributing.md``
         says: float64 task states, a ``_validate`` that raises before any state changes, an
         ``update`` that validates only when :attr:`_check_inputs` says so.
@@ -1039,7 +1039,7 @@ class TaskMetric(GuardedMetric):
         Tensor states are returned as they are; a list state as the concatenation of its chunks
         cast to its declared dtype (an empty tensor of that dtype on a rank without samples).
 
-        Example:
+        Examples:
             >>> import torch
             >>> from torchmetrics_ext import AUC, CTR
             >>> metric = CTR()
@@ -1113,7 +1113,7 @@ class TaskMetric(GuardedMetric):
         For a caller that checks one batch for many metrics at once (``RecMetricModule``); the
         inputs must already be what the metric's own validation would accept.
 
-        Example:
+        Examples:
             >>> import torch
             >>> from torchmetrics_ext import CTR, NormalizedEntropy
             >>> preds, target = torch.tensor([0.5, 0.5]), torch.tensor([1, 0])  # checked once by the caller
@@ -1145,7 +1145,7 @@ class TaskMetric(GuardedMetric):
     def shared_statistics_key(self) -> Hashable | None:
         """Equal keys mean provably equal states after any updates (one compute group); ``None``: never shared.
 
-        Example:
+        Examples:
             >>> from torchmetrics_ext import LogLoss, NormalizedEntropy
             >>> NormalizedEntropy().shared_statistics_key == LogLoss().shared_statistics_key  # the same sums
             True
@@ -1229,7 +1229,7 @@ class TaskMetric(GuardedMetric):
         batch is rejected) in a few dictionary writes. Used only where the wrapper adds nothing:
         gradients already off and ``compute_on_cpu`` unset; otherwise this is ``update``.
 
-        Example:
+        Examples:
             >>> import torch
             >>> from torchmetrics_ext import CTR
             >>> metric = CTR()
@@ -1279,7 +1279,7 @@ class TaskMetric(GuardedMetric):
     def newest_samples(self, n: int, *args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """``update``'s arguments cut to the batch's last ``n`` samples (views, no copy).
 
-        Example:
+        Examples:
             >>> import torch
             >>> from torchmetrics_ext import CTR
             >>> preds, target = torch.tensor([0.2, 0.9, 0.4]), torch.tensor([0, 1, 1])
@@ -1298,7 +1298,7 @@ def move_only(fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
     A cast is told by its effect, not by its name: ``fn`` changes the dtype of a float64 or of a
     float32 probe (any target dtype differs from one of them).
 
-    Example:
+    Examples:
         >>> import torch
         >>> fn = move_only(lambda t: t.to(torch.bfloat16) if t.is_floating_point() else t)
         >>> fn(torch.tensor([0.1], dtype=torch.float64)).dtype
@@ -1358,7 +1358,7 @@ def cat_chunks(chunks: Sequence[Tensor], dtype: torch.dtype | None = None) -> Te
     Chunks already in the target dtype are not copied before the join; one chunk is not copied at all.
     Chunks of different dtypes with ``dtype=None`` are joined as float64 (int64 if all are integers).
 
-    Example:
+    Examples:
         >>> import torch
         >>> cat_chunks([torch.tensor([1.0], dtype=torch.float16), torch.tensor([70000])])
         tensor([1.0000e+00, 7.0000e+04], dtype=torch.float64)
@@ -1389,7 +1389,7 @@ def count_samples(args: Sequence[Any], kwargs: Mapping[str, Any], axis: int = -1
     Raises:
         TypeError: if no argument is an array or a number.
 
-    Example:
+    Examples:
         >>> import torch
         >>> count_samples((torch.zeros(3, 5),), {"weights": torch.ones(5)})
         5
@@ -1452,7 +1452,7 @@ def newest_samples(
     Other arguments (``None``, scalars, arrays of another length there) pass unchanged; lists stay
     lists and NumPy arrays NumPy arrays (the wrapped metric converts them as it always does).
 
-    Example:
+    Examples:
         >>> import torch
         >>> args, kwargs = newest_samples(2, (torch.arange(4.0),), {"weights": None})
         >>> args, kwargs

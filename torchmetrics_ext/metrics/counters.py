@@ -59,7 +59,7 @@ class SumWeights(_CounterMetric):
         validate_args: check each batch; a rejected batch raises and changes nothing.
         kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import SumWeights
         >>> metric = SumWeights()
@@ -84,7 +84,7 @@ class NumPositiveSamples(_CounterMetric):
         validate_args: check each batch (labels in [0, 1]).
         kwargs: TorchMetrics options.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import NumPositiveSamples
         >>> metric = NumPositiveSamples(num_tasks=2)
@@ -113,7 +113,7 @@ class WeightedSumPredictions(_CounterMetric):
         validate_args: check each batch (finite predictions).
         kwargs: TorchMetrics options.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import WeightedSumPredictions
         >>> metric = WeightedSumPredictions()
@@ -141,7 +141,7 @@ class NumServingExamples(_CounterMetric):
         validate_args: check each batch.
         kwargs: TorchMetrics options.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import NumServingExamples
         >>> metric = NumServingExamples()
@@ -171,7 +171,7 @@ class NumMissingLabels(_CounterMetric):
         validate_args: check each batch.
         kwargs: TorchMetrics options.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import NumMissingLabels
         >>> target = torch.tensor([1.0, float("nan"), 0.0, float("nan")])
@@ -226,7 +226,7 @@ class LabelAverage(_CounterMetric):
     Note:
         ``nan`` plus ``UndefinedMetricWarning`` while the total weight is zero (TorchRec: 0).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import LabelAverage
         >>> metric = LabelAverage()
@@ -271,7 +271,7 @@ class TensorWeightedAverage(_CounterMetric):
         validate_args: check each batch.
         kwargs: TorchMetrics options.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import TensorWeightedAverage
         >>> metric = TensorWeightedAverage(num_tasks=2, tensor_name="dwell_time", weighted=[True, False])

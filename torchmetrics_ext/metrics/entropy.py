@@ -58,7 +58,7 @@ class NEPositive(_EntropyVariant):
     Note:
         ``nan`` plus ``UndefinedMetricWarning`` until both classes have label weight.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import NEPositive
         >>> metric = NEPositive()
@@ -109,7 +109,7 @@ class CalibrationFreeNE(_EntropyVariant):
         number: no label weight, or a mean prediction of exactly 0 or 1 (e.g. ``eta=0`` with
         sure predictions).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import CalibrationFreeNE
         >>> metric = CalibrationFreeNE()
@@ -193,7 +193,7 @@ class RecalibratedNE(_Recalibrated):
         validate_args: check each batch.
         kwargs: TorchMetrics options.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import RecalibratedNE
         >>> metric = RecalibratedNE(recalibration_coefficient=0.5)
@@ -246,7 +246,7 @@ class RecalibratedCalibration(_Recalibrated):
         TypeError: an ``eta``: a ratio of sums clamps nothing (the functional twin has none
             either). Checkpoints saved when it was accepted (a state named after it) load.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import RecalibratedCalibration
         >>> metric = RecalibratedCalibration(recalibration_coefficient=0.5)

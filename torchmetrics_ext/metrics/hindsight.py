@@ -43,7 +43,7 @@ class HindsightTargetPR(TaskMetric):
         the threshold as ``torch.Tensor(index)``, an uninitialised tensor of that length. Here
         the threshold's value is reported. TorchRec supports one task only.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import HindsightTargetPR
         >>> metric = HindsightTargetPR(target_precision=0.7, num_thresholds=11)

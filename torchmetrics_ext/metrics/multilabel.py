@@ -32,7 +32,7 @@ class MultiLabelPrecision(TaskMetric):
     Note:
         A label never predicted is ``nan`` with an ``UndefinedMetricWarning`` (TorchRec: 0).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import MultiLabelPrecision
         >>> metric = MultiLabelPrecision(num_labels=3)

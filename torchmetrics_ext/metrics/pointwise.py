@@ -252,7 +252,7 @@ class NormalizedEntropy(_CrossEntropyMetric):
         (``nan``). The positive weight is kept exactly, so for base rates within about ``1e-6``
         of 1 score the flipped task (``1 - p`` against ``1 - y``: the same NE, exactly kept).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import NormalizedEntropy
         >>> ne = NormalizedEntropy()
@@ -285,7 +285,7 @@ class LogLoss(_CrossEntropyMetric):
         ``nan`` plus ``UndefinedMetricWarning`` while the total weight is zero (before any update,
         or after batches of zero weight only).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import LogLoss
         >>> metric = LogLoss(num_tasks=2)
@@ -334,7 +334,7 @@ class Calibration(_WeightedSumMetric):
     Note:
         ``nan`` plus ``UndefinedMetricWarning`` while no positive label weight has been seen.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import Calibration
         >>> metric = Calibration()
@@ -377,7 +377,7 @@ class CTR(_WeightedSumMetric):
         ``nan`` plus ``UndefinedMetricWarning`` while the total weight is zero (before any update,
         or after batches of zero weight only).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import CTR
         >>> metric = CTR()
@@ -428,7 +428,7 @@ class WeightedAverage(_WeightedSumMetric):
         ``nan`` plus ``UndefinedMetricWarning`` while the total weight is zero (before any update,
         or after batches of zero weight only).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import WeightedAverage
         >>> metric = WeightedAverage()
@@ -501,7 +501,7 @@ class WeightedAccuracy(_ConfusionMetric):
         ``nan`` plus ``UndefinedMetricWarning`` while the total weight is zero (before any update,
         or after batches of zero weight only).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import WeightedAccuracy
         >>> metric = WeightedAccuracy(threshold=0.5)
@@ -530,7 +530,7 @@ class WeightedPrecision(_ConfusionMetric):
     Note:
         ``nan`` plus ``UndefinedMetricWarning`` while there is no positive prediction.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import WeightedPrecision
         >>> metric = WeightedPrecision()
@@ -556,7 +556,7 @@ class WeightedRecall(_ConfusionMetric):
     Note:
         ``nan`` plus ``UndefinedMetricWarning`` while there is no positive label.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import WeightedRecall
         >>> metric = WeightedRecall()
@@ -609,7 +609,7 @@ class WeightedMSE(_ErrorMetric):
         ``nan`` plus ``UndefinedMetricWarning`` while the total weight is zero (before any update,
         or after batches of zero weight only).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import WeightedMSE
         >>> metric = WeightedMSE()
@@ -637,7 +637,7 @@ class WeightedRMSE(_ErrorMetric):
         ``nan`` plus ``UndefinedMetricWarning`` while the total weight is zero (before any update,
         or after batches of zero weight only).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import WeightedRMSE
         >>> metric = WeightedRMSE()
@@ -663,7 +663,7 @@ class WeightedMAE(_ErrorMetric):
         ``nan`` plus ``UndefinedMetricWarning`` while the total weight is zero (before any update,
         or after batches of zero weight only).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import WeightedMAE
         >>> metric = WeightedMAE()

@@ -41,7 +41,7 @@ class TowerQPS(TaskMetric):
         clock: seconds as a float (``time.monotonic``); replaceable for tests.
         kwargs: TorchMetrics options.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import TowerQPS
         >>> ticks = iter([0.0, 2.0, 4.0])

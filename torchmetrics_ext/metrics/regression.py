@@ -37,7 +37,7 @@ class WeightedR2(_ErrorMetric):
         and ``nan`` (with a warning saying so) once the spread is below ~1e-6 of the offset.
         Subtract the offset from ``preds`` and ``target`` first; R² does not change.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import WeightedR2
         >>> metric = WeightedR2()
@@ -74,7 +74,7 @@ class WeightedNMSE(_ErrorMetric):
         warning below ~1e-6. With ``baseline="mean"`` subtract a large common
         label offset from ``preds`` and ``target`` first (NMSE does not change).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import WeightedNMSE
         >>> metric = WeightedNMSE()
@@ -108,7 +108,7 @@ class WeightedNRMSE(WeightedNMSE):
         validate_args: check each batch.
         kwargs: TorchMetrics options.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import WeightedNRMSE
         >>> metric = WeightedNRMSE(baseline="mean")

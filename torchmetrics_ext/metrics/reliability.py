@@ -66,7 +66,7 @@ class Reliability(TaskMetric):
         not one number per key: :class:`~torchmetrics_ext.RecMetricModule` refuses it
         (``value_ndim = 1``); log :class:`~torchmetrics_ext.Calibration` there and plot this one.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import Reliability
         >>> metric = Reliability(num_bins=2)
@@ -189,7 +189,7 @@ class Reliability(TaskMetric):
             TypeError: ``val`` is not one such dict (a list of values over steps has no single
                 diagram: plot each into one ``ax``, naming it with ``labels``).
 
-        Example:
+        Examples:
             >>> import torch
             >>> from torchmetrics_ext import Reliability
             >>> metric = Reliability(num_bins=5)

@@ -99,7 +99,7 @@ class SessionPrecisionAtK(_SessionMetric):
         validate_args: check each batch; a rejected batch raises and changes nothing.
         kwargs: TorchMetrics options.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import SessionPrecisionAtK
         >>> metric = SessionPrecisionAtK(k=2)
@@ -129,7 +129,7 @@ class SessionRecallAtK(_SessionMetric):
         validate_args: check each batch.
         kwargs: TorchMetrics options.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import SessionRecallAtK
         >>> metric = SessionRecallAtK(k=2, average="micro")

@@ -130,7 +130,7 @@ class Throughput(GuardedMetric):
 
         **Plot.** :meth:`plot` draws the two rates (``total_examples`` is a count, not a rate).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import Throughput
         >>> ticks = iter([0.0, 1.0, 2.0, 2.5])  # a fake clock, one reading per update
@@ -353,7 +353,7 @@ class Throughput(GuardedMetric):
         Raises:
             TypeError: ``val`` is not such a dict or a sequence of them.
 
-        Example:
+        Examples:
             >>> from torchmetrics_ext import Throughput
             >>> ticks = iter([0.0, 2.0])
             >>> metric = Throughput(warmup_steps=0, clock=lambda: next(ticks))

@@ -77,7 +77,7 @@ def as_bool(value: object) -> bool | None:
     Integers (``1``, ``0``) are not flags here. NumPy is never imported for this: a NumPy bool
     can only exist once NumPy is loaded.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> as_bool(np.bool_(True)), as_bool(False), as_bool(1)
         (True, False, None)
@@ -99,7 +99,7 @@ def as_int(value: object) -> int | None:
     Python numbers: they go into state names, checkpoint metadata (``torch.load(weights_only=True)``
     refuses NumPy scalars) and JSON.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> import torch
         >>> as_int(np.int64(5)), as_int(torch.tensor(5)), as_int(True), as_int(5.0), as_int(torch.tensor(5.0))
@@ -121,7 +121,7 @@ def as_real(value: object) -> int | float | None:
 
     ``bool`` is not a number here; a Python ``int`` or ``float`` is returned as is.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> as_real(np.float32(0.5)), as_real(1), as_real(True)
         (0.5, 1, None)
@@ -363,7 +363,7 @@ def observed_range(low: float, high: float) -> str:
 
     The bounds are those a check has already read (one host sync per step): no other reduction.
 
-    Example:
+    Examples:
         >>> observed_range(0.0, 2.0), observed_range(float("nan"), float("nan"))
         ('values in [0, 2]', 'values containing NaN')
         >>> observed_range(0.0, float("inf"))
@@ -650,7 +650,7 @@ def checked_bounds(
     Returns:
         One tuple of floats per tensor.
 
-    Example:
+    Examples:
         >>> import torch
         >>> preds, target = torch.tensor([0.25, 0.5]), torch.tensor([0.0, 1.0])
         >>> checked_bounds([preds, target, None], labels=[False, True, False])
@@ -727,7 +727,7 @@ def read_along(tensors: Sequence[Tensor | None], labels: Sequence[Label] | None 
     batch), and the caller reads them itself. ``tensors`` must be on the device of the tensors
     read in the block. Not thread-safe (one process-wide list, like :func:`force_device_path`).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.utilities.device import force_device_path
         >>> ids, preds = torch.tensor([3, 1, 2]), torch.tensor([0.5, 0.25])

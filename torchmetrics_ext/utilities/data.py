@@ -13,7 +13,7 @@ __all__ = ["ordered_union"]
 def ordered_union(lists: Iterable[Iterable[K]]) -> list[K]:
     """Union of several lists, in order of first appearance (list by list).
 
-    Example:
+    Examples:
         >>> ordered_union([["a", "b"], [], ["c", "a"]])
         ['a', 'b', 'c']
     """

@@ -37,7 +37,7 @@ def constant_on(tensor: Tensor, device: torch.device) -> Tensor:
     host memory to the device (a synchronising ``.to()``) every step. The constant must never be
     modified in place.
 
-    Example:
+    Examples:
         >>> import torch
         >>> edges = torch.tensor([0.0, 0.5, 1.0])
         >>> constant_on(edges, torch.device("cpu")) is edges
@@ -63,7 +63,7 @@ def constant_on(tensor: Tensor, device: torch.device) -> Tensor:
 def on_device_path(tensor: Tensor) -> bool:
     """Whether kernels run their device path for ``tensor`` (any non-CPU device, or forced).
 
-    Example:
+    Examples:
         >>> import torch
         >>> on_device_path(torch.zeros(2))
         False

@@ -67,7 +67,7 @@ def fused_gather(payloads: Sequence[dict[str, Tensor]], group: Any = None) -> li
     Returns:
         For every payload, ``{state name: [tensor of rank 0, tensor of rank 1, ...]}``.
 
-    Example:
+    Examples:
         What :class:`~torchmetrics_ext.RecMetricModule` does at ``compute``, here in a group of one
         process (every rank runs the same lines; each list then holds one tensor per rank):
 
@@ -137,7 +137,7 @@ def fused_gather(payloads: Sequence[dict[str, Tensor]], group: Any = None) -> li
 def copy_metric(metric: Any) -> Any:
     """``copy.deepcopy`` of a metric whose copy syncs over the same process group (a group cannot be copied).
 
-    Example:
+    Examples:
         >>> import copy, os, tempfile
         >>> import torch
         >>> import torch.distributed as dist
@@ -187,7 +187,7 @@ def unshare_memory(module: torch.nn.Module) -> int:
     Returns:
         The number of storages copied.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import CTR
         >>> from torchmetrics_ext.utilities.distributed import unshare_memory
@@ -247,7 +247,7 @@ class TypedGather:
     Args:
         gather: the sync function to call after the agreement; ``None``: ``gather_all_tensors``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics.aggregation import CatMetric
         >>> from torchmetrics_ext.utilities.distributed import TypedGather

@@ -12,7 +12,7 @@ def exact_text(value: float) -> str:
     give the value back; otherwise the shortest text that does (``repr``), so two values never
     share a name.
 
-    Example:
+    Examples:
         >>> exact_text(99.9), exact_text(12.3456789)
         ('99.9', '12.3456789')
     """

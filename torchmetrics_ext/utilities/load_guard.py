@@ -44,7 +44,7 @@ def guard_descendant_loads(root: nn.Module, on_error: Callable[[], None]) -> Cal
     Returns:
         The function that removes every wrapper (safe to call again): call it when the load ends.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> parent, child = nn.Module(), nn.Linear(1, 1)
         >>> parent.add_module("child", child)

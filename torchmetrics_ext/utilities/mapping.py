@@ -14,7 +14,7 @@ def not_a_dict_of_metrics(metric: Metric) -> TypeError:
     (``RankingMetrics``, ``Windowed``, ...) reads like one, and without this method the call failed with
     Python's bare "object has no attribute 'items'".
 
-    Example:
+    Examples:
         >>> import torchmetrics_ext as tmx
         >>> tmx.RankingMetrics(ks=(5,)).items()
         Traceback (most recent call last):

@@ -46,7 +46,7 @@ def named_series(value: Mapping[Any, Any], prefix: str = "") -> dict[Any, Tensor
     keeps its key (so ``1`` and ``"1"`` stay two series). TorchMetrics' plot draws a dict of
     scalars as one point per key, and a list of them as one line per key over steps.
 
-    Example:
+    Examples:
         >>> import torch
         >>> named_series({"precision": torch.tensor([0.5, 0.25]), "n": torch.tensor(3.0)})
         {'precision/0': tensor(0.5000), 'precision/1': tensor(0.2500), 'n': tensor(3.)}
@@ -140,7 +140,7 @@ def plot_reliability(
         TypeError: ``values`` is not a dict.
         ValueError: ``values`` lacks one of the three keys, or ``labels`` does not name each task.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import reliability
         >>> from torchmetrics_ext.utilities.plot import plot_reliability

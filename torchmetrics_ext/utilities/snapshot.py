@@ -41,7 +41,7 @@ def snapshot(root: nn.Module) -> Callable[[], None]:
     Returns:
         A function that restores every container recorded to its recorded contents, in place.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import CTR
         >>> from torchmetrics_ext.utilities.snapshot import snapshot

@@ -68,7 +68,7 @@ def dtype_problem(
     Returns:
         The message, or ``None`` if ``value`` loads.
 
-    Example:
+    Examples:
         >>> problem = dtype_problem("ne.pos_labels", torch.zeros(2, dtype=torch.bool), torch.float64, "NE")
         >>> problem.split(" (")[0]
         'dtype mismatch for ne.pos_labels: the checkpoint holds torch.bool, this NE keeps it as torch.float64'

@@ -42,7 +42,7 @@ def compensated_add_(
     rounding error in float32: the compensation of a sum in that dtype).
     A non-finite sum makes its compensation ``nan``: read the value as ``sum`` then.
 
-    Example:
+    Examples:
         >>> import torch
         >>> total, error = torch.tensor(1e16, dtype=torch.float64), torch.zeros((), dtype=torch.float64)
         >>> for _ in range(10):
@@ -115,7 +115,7 @@ def power_of_two(exponent: Tensor, dtype: torch.dtype) -> Tensor:
     PyTorch 2.4 (float32 on 2.3: ``2 ** -600`` was 0 and ``2 ** 700`` inf, so a float64 scaled by
     it came out 0, inf or nan); an exponent of ``dtype`` makes the power in ``dtype`` on every version.
 
-    Example:
+    Examples:
         >>> import torch
         >>> power_of_two(torch.tensor([-600, 0, 700]), torch.float64)
         tensor([2.4099e-181, 1.0000e+00, 5.2601e+210], dtype=torch.float64)

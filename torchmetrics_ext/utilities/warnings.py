@@ -53,7 +53,7 @@ _NAME: ContextVar[str | None] = ContextVar("metric_name", default=None)
 class UndefinedMetricWarning(UserWarning):
     """Warning raised when a metric value is undefined and ``nan`` is returned instead.
 
-    Example:
+    Examples:
         >>> import warnings
         >>> import torch
         >>> from torchmetrics_ext import AUC, UndefinedMetricWarning
@@ -149,7 +149,7 @@ def naming_tasks(names: Sequence[str | None]) -> Iterator[None]:
     without a task dimension), ``None`` for a task whose value nobody reads: no warning names it.
     Where a value's task axis has another length, positions stay and every task is warned for.
 
-    Example:
+    Examples:
         >>> import warnings
         >>> import torch
         >>> from torchmetrics_ext import NormalizedEntropy
@@ -180,7 +180,7 @@ def naming_metric(name: str | None) -> Iterator[None]:
     under ``"rank"`` is ``"rank (ndcg@10, mrr@10)"``). ``None`` keeps the metric's own name. Set at
     compute time only: nothing is done per update.
 
-    Example:
+    Examples:
         >>> import warnings
         >>> import torch
         >>> from torchmetrics_ext import AUC
@@ -220,7 +220,7 @@ def naming_part(part: str | None) -> Iterator[None]:
     the first of two identical warnings shows, and neither would say which value is ``nan``.
     ``None`` names no part (a wrapper's lifetime value inside another's window).
 
-    Example:
+    Examples:
         >>> import warnings
         >>> import torch
         >>> from torchmetrics_ext import AUC
@@ -265,7 +265,7 @@ def collecting_undefined() -> Iterator[list[UndefinedEntries]]:
     warnings would have been raised. Nothing is read on the host, and nothing is filtered by
     :func:`naming_tasks`. Silencing (:func:`silencing_undefined`) still wins.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.utilities.warnings import collecting_undefined, safe_divide
         >>> with collecting_undefined() as entries:

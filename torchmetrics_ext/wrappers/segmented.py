@@ -85,7 +85,7 @@ class Segmented(TaskMetric):
         sorted key order) a metric that does not take the ids and runs before this one reads the
         inputs first, and the ids then take a read of their own.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import CTR, Segmented
         >>> ctr_by_country = Segmented(CTR(), num_segments=3)

@@ -424,7 +424,7 @@ class Windowed(WrapperMetric):
         weights weigh 1, as without a window); the metric keeps a weight chunk for every row
         chunk, so the window's rows and weights stay in step.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import CTR, Windowed
         >>> metric = Windowed(CTR(), window_size=4)
@@ -950,7 +950,7 @@ class Windowed(WrapperMetric):
 
         The window is unchanged; a metric without sample states (sums, histograms) is left as it is.
 
-        Example:
+        Examples:
             >>> import torch
             >>> from torchmetrics_ext import AUC, Windowed
             >>> metric = Windowed(AUC(), window_size=4)
@@ -1381,7 +1381,7 @@ class Windowed(WrapperMetric):
         Returns:
             ``(figure, axis)`` as in TorchMetrics.
 
-        Example:
+        Examples:
             >>> import torch
             >>> from torchmetrics_ext import CTR, Windowed
             >>> metric = Windowed(CTR(num_tasks=2), window_size=4)

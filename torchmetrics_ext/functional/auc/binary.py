@@ -499,7 +499,7 @@ def auc(
     Note:
         Scores are compared as float32: scores that differ only beyond float32 precision tie.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import auc
         >>> auc(torch.tensor([0.1, 0.4, 0.4, 0.8]), torch.tensor([0, 0, 1, 1]))
@@ -554,7 +554,7 @@ def auprc(
         ValueError: as for :func:`auc`.
         TypeError: as for :func:`auc`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import auprc
         >>> auprc(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1]))

@@ -219,7 +219,7 @@ def roc_curve(
         ValueError: as for :func:`~torchmetrics_ext.functional.auc`.
         TypeError: as for :func:`~torchmetrics_ext.functional.auc`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import roc_curve
         >>> fpr, tpr, thresholds = roc_curve(torch.tensor([0.125, 0.5, 0.375, 0.75]), torch.tensor([0, 0, 1, 1]))
@@ -273,7 +273,7 @@ def precision_recall_curve(
         ValueError: as for :func:`~torchmetrics_ext.functional.auprc`.
         TypeError: as for :func:`~torchmetrics_ext.functional.auprc`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import precision_recall_curve
         >>> precision, recall, thresholds = precision_recall_curve(

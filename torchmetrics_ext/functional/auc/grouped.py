@@ -342,7 +342,7 @@ def grouped_auc(
             shape/device, or an unknown ``average_groups``.
         TypeError: non-tensor inputs, non-floating ``preds`` or non-integer ``groups``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import grouped_auc
         >>> preds = torch.tensor([0.9, 0.2, 0.3, 0.6, 0.5])
@@ -390,7 +390,7 @@ def grouped_auprc(
         ValueError: as for :func:`grouped_auc`.
         TypeError: as for :func:`grouped_auc`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import grouped_auprc
         >>> preds = torch.tensor([0.9, 0.2, 0.3, 0.6])

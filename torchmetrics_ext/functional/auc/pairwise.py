@@ -349,7 +349,7 @@ def regression_auc(
         pairs (label ties count as concordant), gives prediction ties full credit and ignores
         weights; see ``docs/pairwise_auc.md``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import regression_auc
         >>> preds = torch.tensor([0.1, 0.3, 0.5, 0.5])
@@ -407,7 +407,7 @@ def xauc(
         ``k (k - 1) / 2`` pairs tied in both. TorchRec only pairs samples of the same batch, in
         an N x N matrix; here every pair of the accumulated data counts, in O(N log N).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import xauc
         >>> preds = torch.tensor([0.1, 0.3, 0.5, 0.5])

@@ -5,7 +5,7 @@ policy, padding, ...). Their descriptions live once in :data:`ARGUMENTS`; :func:
 writes the ``Args:`` (and, for functions, ``Returns:``/``Raises:``) sections of a docstring
 from the object's own signature, so the documentation lists exactly the parameters the object
 takes, in its order. The literal docstring holds the summary, the formula, notes and the
-runnable ``Example:``; the sections are inserted before its first ``Note:`` or ``Example:``.
+runnable ``Examples:``; the sections are inserted before its first ``Note:`` or ``Examples:``.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ EDGE_CASES = (
     "``empty_target_action``; when no query counts, the value is ``nan`` with ``UndefinedMetricWarning``."
 )
 
-_SECTION = re.compile(r"^    (Note|Example):$", re.MULTILINE)
+_SECTION = re.compile(r"^    (Note|Examples):$", re.MULTILINE)
 
 
 def _entries(

@@ -51,7 +51,7 @@ def ranking_metrics(
     The empty-query policy and the weights are shared, so the set of counted queries is the
     same for every key.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import ranking_metrics
         >>> preds = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.6, 0.4]])

@@ -122,7 +122,7 @@ def multiclass_recall_at_k(
         ValueError: bad ``k``/``num_classes``, shapes, NaN scores, class ids or weights.
         TypeError: non-tensor inputs, non-floating ``preds`` or non-integer ``target``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import multiclass_recall_at_k
         >>> preds = torch.tensor([[0.9, 0.1, 0.0], [0.1, 0.2, 0.7], [0.3, 0.3, 0.4]])

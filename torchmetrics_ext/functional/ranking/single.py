@@ -101,7 +101,7 @@ def ndcg(
     with gain :math:`g(y) = y` (linear, Järvelin and Kekäläinen) or :math:`g(y) = 2^y - 1`
     (``exponential_gain``, Burges); IDCG is the DCG of the candidates sorted by relevance.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import ndcg
         >>> preds = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.6, 0.4]])
@@ -130,7 +130,7 @@ def recall_at_k(
 
     .. math:: \mathrm{Recall}_q@k = \frac{|\{i \in R_q : i \le k\}|}{|R_q|}
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import recall_at_k
         >>> preds = torch.tensor([0.9, 0.8, 0.1, 0.2, 0.6, 0.4])
@@ -165,7 +165,7 @@ def precision_at_k(
     Dividing by ``k`` even when a query has fewer candidates matches trec_eval, ranx and
     TorchMetrics' default.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import precision_at_k
         >>> preds = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.6, 0.4]])
@@ -193,7 +193,7 @@ def mrr(
 
     .. math:: \mathrm{RR}_q@k = \frac{1}{\min R_q} \text{ if } \min R_q \le k \text{ else } 0
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import mrr
         >>> preds = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.6, -10.0]])
@@ -221,7 +221,7 @@ def hit_rate(
 
     .. math:: \mathrm{Hit}_q@k = [\,\exists i \in R_q : i \le k\,]
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import hit_rate
         >>> preds = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.6, 0.4]])
@@ -249,7 +249,7 @@ def map_at_k(
 
     .. math:: \mathrm{AP}_q@k = \frac{1}{|R_q|} \sum_{i \in R_q,\, i \le k} \mathrm{Precision}_q@i
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import map_at_k
         >>> preds = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.6, 0.4]])
@@ -279,7 +279,7 @@ def r_precision(
     The cutoff adapts to each query, so the value is 1 exactly when the relevant candidates
     fill the top of the list. It is also recall at :math:`|R_q|` (ranx's ``r-precision``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import r_precision
         >>> preds = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.6, 0.4]])
@@ -312,7 +312,7 @@ def f1_at_k(
     and 0 when both are 0. :math:`P_q@k` divides by ``k`` (ranx's ``f1@k``), or by
     :math:`\min(k, n_q)` with ``adaptive_k`` (then :math:`k` becomes :math:`\min(k, n_q)` above).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext.functional import f1_at_k
         >>> preds = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.6, 0.4]])

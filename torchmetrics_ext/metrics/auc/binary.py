@@ -352,7 +352,7 @@ class AUC(_CurveMetric):
         TorchMetrics returns 0 and torcheval 0.5 there. Unlike TorchRec's AUC, ties do not depend
         on input order.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import AUC
         >>> metric = AUC()
@@ -379,7 +379,7 @@ class AUC(_CurveMetric):
         ``preds.float() >= threshold`` selects the samples of a point (the functional
         :func:`~torchmetrics_ext.functional.roc_curve` reports float64 scores as given).
 
-        Example:
+        Examples:
             >>> import torch
             >>> from torchmetrics_ext import AUC
             >>> metric = AUC()
@@ -402,7 +402,7 @@ class AUC(_CurveMetric):
         Returns:
             ``(figure, axis)`` as in TorchMetrics (``figure`` is ``None`` when ``ax`` is given).
 
-        Example:
+        Examples:
             >>> import torch
             >>> from torchmetrics_ext import AUC
             >>> metric = AUC(num_tasks=2)
@@ -450,7 +450,7 @@ class AUPRC(_CurveMetric):
         binned scores. Undefined (``nan`` plus ``UndefinedMetricWarning``) for a task without
         positive label weight; with positives only the value is 1, as in scikit-learn.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import AUPRC
         >>> metric = AUPRC()
@@ -474,7 +474,7 @@ class AUPRC(_CurveMetric):
         :func:`~torchmetrics_ext.functional.precision_recall_curve` for the layout. Exact
         thresholds are the float32 scores the states keep (see :meth:`AUC.curve`).
 
-        Example:
+        Examples:
             >>> import torch
             >>> from torchmetrics_ext import AUPRC
             >>> metric = AUPRC()

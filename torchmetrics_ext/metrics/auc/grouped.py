@@ -197,7 +197,7 @@ class GroupedAUC(_GroupedCurveMetric):
         ids): no Python loop over groups. Ties within a group count one half, as in :class:`AUC`.
         Undefined (``nan`` plus ``UndefinedMetricWarning``) when no group holds both classes.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import GroupedAUC
         >>> metric = GroupedAUC()
@@ -236,7 +236,7 @@ class GroupedAUPRC(_GroupedCurveMetric):
         Memory, ties, DDP and undefined values as for :class:`GroupedAUC`; both hold the same
         states, so they share one compute group in a :class:`~torchmetrics.MetricCollection`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import GroupedAUPRC
         >>> metric = GroupedAUPRC(groups_complete_per_batch=True)

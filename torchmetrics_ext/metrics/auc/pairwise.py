@@ -158,7 +158,7 @@ class RegressionAUC(_PairwiseMetric):
         Unlike TorchRec's RAUC (a window of the last samples, weights ignored, label ties
         counted as concordant, prediction ties as full credit), see ``docs/pairwise_auc.md``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import RegressionAUC
         >>> metric = RegressionAUC()
@@ -208,7 +208,7 @@ class XAUC(_PairwiseMetric):
         weight ``k`` differs from ``k`` copies of a row, whose copies add ``k (k - 1) / 2``
         pairs tied in both.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import XAUC
         >>> metric = XAUC()

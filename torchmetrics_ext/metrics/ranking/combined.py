@@ -32,7 +32,7 @@ class RankingMetrics(_RankingMetric):
         id on different ranks are merged. ``empty_target_action="error"`` raises at ``compute``
         (at ``update`` for queries complete in the batch).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import RankingMetrics
         >>> metric = RankingMetrics(ks=(1, 2), metrics=("recall", "mrr"))

@@ -46,7 +46,7 @@ class MulticlassRecallAtK(_RejectsTopK, TaskMetric):
         batches of zero weight only). TorchRec returns recall at every ``k`` at once; build one
         metric per ``k`` (they are cheap).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import MulticlassRecallAtK
         >>> metric = MulticlassRecallAtK(k=2, num_classes=3)
@@ -81,7 +81,7 @@ class MulticlassRecallAtK(_RejectsTopK, TaskMetric):
     def hit_sum(self) -> Tensor:
         """Weighted hit count (the state named after ``k`` and ``num_classes``).
 
-        Example:
+        Examples:
             >>> import torch
             >>> from torchmetrics_ext import MulticlassRecallAtK
             >>> metric = MulticlassRecallAtK(k=2, num_classes=3)

@@ -61,7 +61,7 @@ class NDCG(_SingleRankingMetric):
         weight without normalising by the weights; we take the weighted mean and apply
         ``empty_target_action`` to queries without relevance.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import NDCG
         >>> metric = NDCG(k=2)
@@ -85,7 +85,7 @@ class RecallAtK(_SingleRankingMetric):
 
     .. math:: \mathrm{Recall}_q@k = |\{i \in R_q : i \le k\}| \,/\, |R_q|
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import RecallAtK
         >>> metric = RecallAtK(k=2)
@@ -108,7 +108,7 @@ class PrecisionAtK(_SingleRankingMetric):
     .. math:: \mathrm{Precision}_q@k = |\{i \in R_q : i \le k\}| \,/\, k
               \quad (\min(k, n_q) \text{ with } \texttt{adaptive\_k})
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import PrecisionAtK
         >>> metric = PrecisionAtK(k=2)
@@ -130,7 +130,7 @@ class MRR(_SingleRankingMetric):
 
     .. math:: \mathrm{RR}_q@k = 1/\min R_q \text{ if } \min R_q \le k \text{, else } 0
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import MRR
         >>> metric = MRR(padding_value=-10.0)
@@ -152,7 +152,7 @@ class HitRate(_SingleRankingMetric):
 
     .. math:: \mathrm{Hit}_q@k = [\exists i \in R_q : i \le k]
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import HitRate
         >>> metric = HitRate(k=2)
@@ -174,7 +174,7 @@ class MAP(_SingleRankingMetric):
 
     .. math:: \mathrm{AP}_q@k = \frac{1}{|R_q|} \sum_{i \in R_q,\, i \le k} \mathrm{Precision}_q@i
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import MAP
         >>> metric = MAP()
@@ -199,7 +199,7 @@ class RPrecision(_SingleRankingMetric):
     The cutoff adapts to each query (there is no ``k``); the value is 1 exactly when the
     relevant candidates fill the top of the list.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import RPrecision
         >>> metric = RPrecision()
@@ -230,7 +230,7 @@ class F1AtK(_SingleRankingMetric):
     and 0 when both are 0; with ``adaptive_k`` precision (and so :math:`k` above) uses
     :math:`\min(k, n_q)`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchmetrics_ext import F1AtK
         >>> metric = F1AtK(k=3)

@@ -119,6 +119,23 @@ def test_every_public_class_and_function_has_an_example() -> None:
     assert not missing, f"add an `Examples:` section with `>>>` lines to: {missing}"
 
 
+def test_docstring_examples_are_under_an_examples_heading() -> None:
+    """The docs' Google-style parser renders ``>>>`` lines as code only under ``Examples:``.
+
+    Under ``Example:`` (singular) it makes an admonition of them: every example of an API page
+    showed as run-together nested quotes. Checked on the sources, every docstring heading line.
+    """
+    package = Path(__file__).resolve().parents[1] / "torchmetrics_ext"
+    singular = re.compile(r"^\s*Example:\s*$", re.MULTILINE)
+    found = [
+        f"{path.relative_to(package.parent)}:{text[: match.start()].count(chr(10)) + 1}"
+        for path in sorted(package.rglob("*.py"))
+        for text in [path.read_text(encoding="utf-8")]
+        for match in singular.finditer(text)
+    ]
+    assert not found, f"write `Examples:` (the docs render `Example:` as a quote, not code): {found}"
+
+
 def test_every_public_module_is_listed_here() -> None:
     """A new package or top-level module with an ``__all__`` of its own names joins PUBLIC_MODULES.
 

@@ -463,13 +463,30 @@ def _fold_extremes(count: Tensor, vmin: Tensor, vmax: Tensor, bucket_counts: Ten
     low, high = batch.vmin, batch.vmax
     if isinstance(low, float) and isinstance(high, float) and not on_device_path(vmin):
         if low < vmin.item():
-            vmin.fill_(low)
+            _fill_saturating(vmin, low)
         if high > vmax.item():
-            vmax.fill_(high)
+            _fill_saturating(vmax, high)
     else:
-        vmin.clamp_(max=low)
-        vmax.clamp_(min=high)
+        try:
+            vmin.clamp_(max=low)
+            vmax.clamp_(min=high)
+        except RuntimeError:  # an extreme past the states' dtype range, refused by PyTorch < 2.4
+            wide = torch.float64
+            vmin.copy_(torch.minimum(vmin.to(wide), torch.as_tensor(low, dtype=wide, device=vmin.device)))
+            vmax.copy_(torch.maximum(vmax.to(wide), torch.as_tensor(high, dtype=wide, device=vmax.device)))
     _add_to_sketch(bucket_counts, batch.bucket_index)
+
+
+def _fill_saturating(state: Tensor, value: float) -> None:
+    """``state.fill_(value)``; a value past the state's dtype range is stored as ``±inf``.
+
+    PyTorch 2.4+ does that itself; older versions refuse a Python float that overflows a float16
+    state (``set_dtype(torch.half)`` with values of 1e9), so the value then goes through float64.
+    """
+    try:
+        state.fill_(value)
+    except RuntimeError:
+        state.copy_(torch.tensor(value, dtype=torch.float64))
 
 
 # ----------------------------------------------------------------------------- re-shifting

@@ -463,30 +463,31 @@ def _fold_extremes(count: Tensor, vmin: Tensor, vmax: Tensor, bucket_counts: Ten
     low, high = batch.vmin, batch.vmax
     if isinstance(low, float) and isinstance(high, float) and not on_device_path(vmin):
         if low < vmin.item():
-            _fill_saturating(vmin, low)
+            _extend_extreme(vmin, low, lower=True)
         if high > vmax.item():
-            _fill_saturating(vmax, high)
+            _extend_extreme(vmax, high, lower=False)
     else:
-        try:
-            vmin.clamp_(max=low)
-            vmax.clamp_(min=high)
-        except RuntimeError:  # an extreme past the states' dtype range, refused by PyTorch < 2.4
-            wide = torch.float64
-            vmin.copy_(torch.minimum(vmin.to(wide), torch.as_tensor(low, dtype=wide, device=vmin.device)))
-            vmax.copy_(torch.maximum(vmax.to(wide), torch.as_tensor(high, dtype=wide, device=vmax.device)))
+        _extend_extreme(vmin, low, lower=True)
+        _extend_extreme(vmax, high, lower=False)
     _add_to_sketch(bucket_counts, batch.bucket_index)
 
 
-def _fill_saturating(state: Tensor, value: float) -> None:
-    """``state.fill_(value)``; a value past the state's dtype range is stored as ``±inf``.
+def _extend_extreme(state: Tensor, value: Tensor | float, *, lower: bool) -> None:
+    """``state`` becomes ``min(state, value)`` (``lower``) or ``max(state, value)`` in place; ``±inf`` past its range.
 
-    PyTorch 2.4+ does that itself; older versions refuse a Python float that overflows a float16
-    state (``set_dtype(torch.half)`` with values of 1e9), so the value then goes through float64.
+    ``clamp_`` refuses a Python float beyond a narrow state's range (``set_dtype(torch.half)``
+    with values of 1e9, float32 with 1e300), and PyTorch < 2.4 refused ``fill_`` alike: the two
+    are then compared in float64 and the result is cast to the state (a cast saturates to ``±inf``).
     """
     try:
-        state.fill_(value)
+        if lower:
+            state.clamp_(max=value)
+        else:
+            state.clamp_(min=value)
     except RuntimeError:
-        state.copy_(torch.tensor(value, dtype=torch.float64))
+        wide = state.to(torch.float64)
+        other = torch.as_tensor(value, dtype=torch.float64, device=state.device)
+        state.copy_(torch.minimum(wide, other) if lower else torch.maximum(wide, other))
 
 
 # ----------------------------------------------------------------------------- re-shifting

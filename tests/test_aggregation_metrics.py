@@ -733,6 +733,29 @@ def test_distribution_extremes_past_a_narrow_states_range_are_stored_as_inf(dtyp
     assert metric.count.item() == sum(map(len, batches))
 
 
+def test_distribution_host_and_device_reads_of_the_states_agree():
+    """``compute`` reads the states one by one on the CPU path and as one concatenated tensor on the device
+    path: the same floats, bit for bit, with compensations and a scaled band in use; numpy agrees."""
+    rng = np.random.default_rng(11)
+    chunks = [np.array([-1.0, 1.0])] + [rng.normal(0.0, 2.0, 9) / 3 for _ in range(40)]  # shift 0
+    chunks += [1e-200 * rng.normal(0.0, 1.0, 5)]  # band -1 (scaled sums)
+    metric = Distribution(percentiles=(10.0, 50.0, 99.0))
+    for chunk in chunks:
+        metric.update(torch.from_numpy(chunk))
+    assert metric.shift.item() == 0.0 and metric.scaled_sums[1].item() > 0
+    assert metric.total_compensation.item() != 0 and metric.total_sq_compensation.item() != 0
+    host = {k: v.item() for k, v in metric.compute().items()}
+    logged = metric._logged_value()
+    metric._computed = None
+    with force_device_path():
+        device = {k: v.item() for k, v in metric.compute().items()}
+        device_logged = metric._logged_value()
+    assert host == device == logged == device_logged
+    x = np.concatenate(chunks)
+    np.testing.assert_allclose(host["std"], x.std(ddof=1), rtol=1e-12)
+    np.testing.assert_allclose(host["mean"], x.mean(), rtol=1e-9)
+
+
 @pytest.mark.parametrize("offset", [1e2, 1e4])
 def test_distribution_std_with_an_offset_within_the_documented_precision(offset):
     """Relative error about 1e-16 (mean / std)^2 (documented), over many updates, against numpy."""

@@ -30,6 +30,7 @@ from torchmetrics_ext.functional.distribution import (
     _no_scaled_sums,
     _reshift_parts,
     _sketch_index,
+    _SketchStates,
     _stat_names,
     _state_parts,
 )
@@ -353,17 +354,16 @@ class Distribution(AggregationMetric[SketchBatch]):
 
     def compute(self) -> dict[str, Tensor]:
         """``{"mean", "min", "max", "std", "p05", "p50", "p95"}`` (per ``percentiles``) of everything seen."""
-        states = self._sketch_states()
-        return _distribution_compute(
-            *states, self.percentiles, self.spec, compensations=self._compensations(), shift=self.shift
-        )
+        return _distribution_compute(self._all_states(), self.percentiles, self.spec)
 
     def _logged_value(self) -> dict[str, float]:
         """:meth:`compute`'s values as host floats (the aggregator's logging: no tensor per value)."""
-        values = _distribution_values(
-            *self._sketch_states(), self.percentiles, self.spec, compensations=self._compensations(), shift=self.shift
-        )
+        values = _distribution_values(self._all_states(), self.percentiles, self.spec)
         return dict(zip(_stat_names(self.percentiles), values, strict=True))
+
+    def _all_states(self) -> _SketchStates:
+        """The sketch's states with the compensations and the shift (what compute reads)."""
+        return _SketchStates(*self._sketch_states(), self._compensations(), self.shift)
 
     def _sync_dist(self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None) -> None:
         """TorchMetrics' sync, every rank's sums brought to one shift before they are added (:meth:`_fix_gathered`)."""

@@ -699,6 +699,63 @@ def test_distribution_std_of_narrow_states_where_their_sums_tell_it(dtype, mean,
         np.testing.assert_allclose(metric.compute()["std"].item(), x.std(ddof=1), rtol=rtol)
 
 
+def _refuse_clamp(*args, **kwargs):
+    raise RuntimeError("value cannot be converted to type at::Half without overflow")
+
+
+@pytest.mark.parametrize("refused", [False, True])
+@pytest.mark.parametrize("path", ["update", "fold", "device_path"])
+@pytest.mark.parametrize(("dtype", "big"), [(torch.float16, 1e9), (torch.bfloat16, 1e39), (torch.float32, 1e300)])
+def test_distribution_extremes_past_a_narrow_states_range_are_stored_as_inf(dtype, big, path, refused, monkeypatch):
+    """A min/max beyond the range of states cast with ``set_dtype`` is kept as -inf/inf (what a cast to the
+    dtype gives: numpy's float32/float16 of it), one within it as the dtype rounds it, on the host and device
+    paths. ``clamp_`` refuses a Python float past a narrow state's range (and ``fill_`` did before PyTorch 2.4):
+    ``refused`` makes it refuse every call, so the float64 fallback is what writes every extreme."""
+    reference = np.float32 if dtype == torch.float32 else np.float16
+    with np.errstate(over="ignore"):
+        assert reference(big) == np.inf  # the cast the state's dtype makes of it (bfloat16: as float16, past 1e39)
+    metric = Distribution()
+    metric.set_dtype(dtype)
+    batches = [[3.0, 5.0], [-big, 4.0], [2.0, big]]
+    with force_device_path(path == "device_path"), monkeypatch.context() as patch:
+        if refused:
+            patch.setattr(torch.Tensor, "clamp_", _refuse_clamp)
+        for i, batch in enumerate(batches):
+            if path == "fold":
+                metric.fold(metric.summarize(batch))
+            else:
+                metric.update(torch.tensor(batch, dtype=torch.float64))
+            expected_min, expected_max = min(min(b) for b in batches[: i + 1]), max(max(b) for b in batches[: i + 1])
+            with np.errstate(over="ignore"):
+                assert metric.min_value.item() == float(reference(expected_min))
+                assert metric.max_value.item() == float(reference(expected_max))
+    assert metric.min_value.dtype == metric.max_value.dtype == dtype
+    assert metric.count.item() == sum(map(len, batches))
+
+
+def test_distribution_host_and_device_reads_of_the_states_agree():
+    """``compute`` reads the states one by one on the CPU path and as one concatenated tensor on the device
+    path: the same floats, bit for bit, with compensations and a scaled band in use; numpy agrees."""
+    rng = np.random.default_rng(11)
+    chunks = [np.array([-1.0, 1.0])] + [rng.normal(0.0, 2.0, 9) / 3 for _ in range(40)]  # shift 0
+    chunks += [1e-200 * rng.normal(0.0, 1.0, 5)]  # band -1 (scaled sums)
+    metric = Distribution(percentiles=(10.0, 50.0, 99.0))
+    for chunk in chunks:
+        metric.update(torch.from_numpy(chunk))
+    assert metric.shift.item() == 0.0 and metric.scaled_sums[1].item() > 0
+    assert metric.total_compensation.item() != 0 and metric.total_sq_compensation.item() != 0
+    host = {k: v.item() for k, v in metric.compute().items()}
+    logged = metric._logged_value()
+    metric._computed = None
+    with force_device_path():
+        device = {k: v.item() for k, v in metric.compute().items()}
+        device_logged = metric._logged_value()
+    assert host == device == logged == device_logged
+    x = np.concatenate(chunks)
+    np.testing.assert_allclose(host["std"], x.std(ddof=1), rtol=1e-12)
+    np.testing.assert_allclose(host["mean"], x.mean(), rtol=1e-9)
+
+
 @pytest.mark.parametrize("offset", [1e2, 1e4])
 def test_distribution_std_with_an_offset_within_the_documented_precision(offset):
     """Relative error about 1e-16 (mean / std)^2 (documented), over many updates, against numpy."""

@@ -368,6 +368,47 @@ def test_windowed_distribution_checkpoint_with_sums_about_zero_keeps_them_and_it
     )
 
 
+def _old_empty_windowed_distribution_checkpoint(saved):
+    """An empty ``Windowed(Distribution)``'s checkpoint as versions before the window kept a shift wrote it:
+    shift 0 in the lifetime, the window and the ring's back (``shift-0``), or no shift state (``no-shift``)."""
+    state = Windowed(Distribution(), window_size=50).state_dict()
+    ring = state["_extra_state"] = dict(state["_extra_state"])
+    if saved == "no-shift":
+        state = {k: v for k, v in state.items() if not k.endswith(".shift")}
+        for part in ("rings", "back"):
+            ring[part] = {n: v for n, v in ring[part].items() if n != "shift"}
+    else:
+        state = {k: torch.zeros_like(v) if k.endswith(".shift") else v for k, v in state.items()}
+        ring["back"] = {**ring["back"], "shift": torch.zeros_like(ring["back"]["shift"])}
+    return state
+
+
+@pytest.mark.parametrize("path", ["update", "device_path"])
+@pytest.mark.parametrize("offset", [1e9, -1e9])
+@pytest.mark.parametrize("saved", ["shift-0", "no-shift"])
+def test_windowed_distribution_empty_old_checkpoint_chooses_its_shift_from_the_first_data(saved, offset, path):
+    """Bug: an empty ``Windowed(Distribution)`` checkpoint written before the window kept a shift loaded pinned
+    at shift 0, so later values 1e9 + N(0, 3) were summed about 0 and their std cancelled (nan); the ring's
+    back held 0 too, which ``max`` kept as the window's shift (a window mean of 0.5 for -1e9 + ...). Loaded
+    empty, it chooses the shift from its first value; mean and std of lifetime and window match numpy's."""
+    again = Windowed(Distribution(), window_size=50)
+    again.load_state_dict(_old_empty_windowed_distribution_checkpoint(saved))
+    assert again.lifetime.shift.item() == again.window.shift.item() == -math.inf
+    rng = np.random.default_rng(9)
+    batches = [offset + rng.normal(0.0, 3.0, int(rng.integers(5, 15))) for _ in range(12)]
+    with warnings.catch_warnings(), force_device_path(path == "device_path"):
+        warnings.simplefilter("error")  # nothing is undefined: no cancelled std
+        for i, batch in enumerate(batches):
+            again.update(torch.from_numpy(batch))
+            out = again.compute()
+            lifetime = np.concatenate(batches[: i + 1])
+            window = _window_of([torch.from_numpy(b) for b in batches[: i + 1]], 50).numpy()
+            for part, x in (("lifetime", lifetime), ("window", window)):
+                np.testing.assert_allclose(out[part]["std"].item(), x.std(ddof=1), rtol=1e-9, err_msg=part)
+                np.testing.assert_allclose(out[part]["mean"].item(), x.mean(), rtol=1e-15, err_msg=part)
+    assert again.lifetime.shift.item() == again.window.shift.item() == batches[0][0]
+
+
 def _two_pass_std(x):
     """``(std, mean)`` (``ddof=1``) by two ``math.fsum`` passes: the reference without cancellation."""
     mean = math.fsum(x) / x.size

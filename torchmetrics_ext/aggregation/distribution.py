@@ -30,6 +30,7 @@ from torchmetrics_ext.functional.distribution import (
     _no_scaled_sums,
     _reshift_parts,
     _sketch_index,
+    _SketchStates,
     _stat_names,
     _state_parts,
 )
@@ -106,10 +107,10 @@ class Distribution(AggregationMetric[SketchBatch]):
         their number, not with the run's length). A checkpoint written before the compensations,
         the scaled sums or the shift were kept loads them as zeros (the error it had collected
         stays; its sums stay about 0 and give exactly the values they gave; so do a ``Windowed``'s
-        written before it kept a shift). No value: every
-        output ``nan``; one value, or a spread below the rounding of the sums: ``std`` is ``nan`` (each
-        with an ``UndefinedMetricWarning``; states cast to float32 with ``set_dtype`` round each
-        update's shifted sums to float32, and the warning names float32).
+        written before it kept a shift; one saved without values chooses its shift from its first
+        values). No value: every output ``nan``; one value, or a spread below the rounding of the
+        sums: ``std`` is ``nan`` (each with an ``UndefinedMetricWarning``; states cast to float32
+        with ``set_dtype`` round each update's shifted sums to float32, and the warning names float32).
         Range: any finite magnitude. A batch whose largest magnitude is below :math:`2^{-485}` (about
         1.0e-146) or above :math:`2^{485}` (about 1.0e146) adds the sums of its values times
         :math:`2^{600}` or :math:`2^{-600}` to ``scaled_sums``, where their squares neither underflow
@@ -300,6 +301,19 @@ class Distribution(AggregationMetric[SketchBatch]):
         if self.count.item() == 0:
             self.shift.fill_(-math.inf)
 
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        """Load the states; a pinned metric (a ``Windowed``'s) loaded without values chooses its shift afresh.
+
+        It holds the shift ``reset`` gives it (``-inf``: none yet), so its first values choose one.
+        A checkpoint of an empty ``Windowed`` written before the window kept a shift holds 0 there
+        (saved, or derived for a checkpoint without the state): kept, it pinned every later sum
+        about 0, and values with a large common offset (1e9 + N(0, 3)) had a ``nan`` std.
+        """
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        default = self._defaults["shift"]
+        if self._pinned and isinstance(default, Tensor) and self.count.item() == 0:
+            self.shift.copy_(default)
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         if state.pop("_shifts", True) is False:  # pickled inside a Windowed by an earlier version: sums about 0
             state["_pinned"] = True
@@ -353,17 +367,16 @@ class Distribution(AggregationMetric[SketchBatch]):
 
     def compute(self) -> dict[str, Tensor]:
         """``{"mean", "min", "max", "std", "p05", "p50", "p95"}`` (per ``percentiles``) of everything seen."""
-        states = self._sketch_states()
-        return _distribution_compute(
-            *states, self.percentiles, self.spec, compensations=self._compensations(), shift=self.shift
-        )
+        return _distribution_compute(self._all_states(), self.percentiles, self.spec)
 
     def _logged_value(self) -> dict[str, float]:
         """:meth:`compute`'s values as host floats (the aggregator's logging: no tensor per value)."""
-        values = _distribution_values(
-            *self._sketch_states(), self.percentiles, self.spec, compensations=self._compensations(), shift=self.shift
-        )
+        values = _distribution_values(self._all_states(), self.percentiles, self.spec)
         return dict(zip(_stat_names(self.percentiles), values, strict=True))
+
+    def _all_states(self) -> _SketchStates:
+        """The sketch's states with the compensations and the shift (what compute reads)."""
+        return _SketchStates(*self._sketch_states(), self._compensations(), self.shift)
 
     def _sync_dist(self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None) -> None:
         """TorchMetrics' sync, every rank's sums brought to one shift before they are added (:meth:`_fix_gathered`)."""

@@ -598,7 +598,10 @@ class StateRing:
         for name in self.tensor_names:
             if count:
                 self.rings[name][:count] = state["rings"][name].to(device)
-            self.back[name] = state["back"][name].to(device, self.defaults[name].dtype, copy=True)
+            # an empty ring's back aggregates no update: the identity, whatever an older checkpoint
+            # holds there (a state derived at load, e.g. a shift of 0 that `max` would keep)
+            back = state["back"][name] if count else self.defaults[name]
+            self.back[name] = back.to(device, self.defaults[name].dtype, copy=True)
         spans = [int(s) for s in state.get("spans", [1] * count)]
         self.spans = deque(spans)
         for name in self.list_names:

@@ -1878,6 +1878,76 @@ def test_segment_types_that_unify_but_do_not_hold_the_values_name_the_files_and_
     assert {r["c"]: r["ctr"] for r in result.records[1:]} == {0.5: 1.0, 1.5: 0.0, 5.0: 0.0, 6.0: 1.0}
 
 
+def _segment_refs(frame: pd.DataFrame, by: str) -> dict[str, float]:
+    """ctr (numpy) and auc (sklearn) over all rows and on each segment's rows, keyed as .values writes them."""
+    out: dict[str, float] = {}
+    parts = [("", frame), *((f"/{by}={g}", part) for g, part in frame.groupby(by, sort=True))]
+    for suffix, part in parts:
+        y, p = part.y.to_numpy(np.float64), part.p.to_numpy(np.float64)
+        out[f"ctr/t{suffix}"] = float(np.mean(y))
+        out[f"auc/t{suffix}"] = roc_auc_score(y, p) if len(np.unique(y)) == 2 else np.nan
+    return out
+
+
+def test_a_file_s_segment_column_type_counts_whatever_its_row_count(tmp_path, monkeypatch):
+    """An empty Parquet file whose --by column is double was ignored: beside text files it was accepted
+    (no values to clash), beside int64 files the column stayed int64, while a file of one row made it double
+    or failed. A file's type now counts whatever its rows (as in Arrow's concat_tables; pandas 2.1 deprecated
+    leaving empty frames out of concat's dtype): a clash fails before anything is read, naming the empty file."""
+    empty = pa.table({"p": pa.array([], pa.float64()), "y": pa.array([], pa.int64()), "g": pa.array([], pa.float64())})
+    pq.write_table(empty, tmp_path / "a.parquet")
+    pq.write_table(pa.table({"p": [0.2, 0.7, 0.4], "y": [0, 1, 1], "g": ["x", "y", "x"]}), tmp_path / "b.parquet")
+    reads = _count_reads(monkeypatch)
+    message = (
+        r"b\.parquet: column 'g' \(--by segment\) has type string, but in .*a\.parquet it has type double "
+        r"\(the file holds no rows; its types count all the same\)\. A segment column needs one type"
+    )
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by="g")
+    assert reads == []  # from the footers alone
+    # rows that are all skipped count as rows do: the file's type, not its surviving rows
+    pq.write_table(pa.table({"p": [1.5], "y": [1], "g": [0.5]}), tmp_path / "a.parquet")
+    with pytest.raises(InvalidDataError, match=r"has type string, but in .*a\.parquet it has type double"):
+        evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by="g", on_invalid="skip")
+
+    # beside integers: double, as with a file of rows (labels g=1.0), values those of each segment's rows
+    frame = pd.DataFrame({"p": [0.2, 0.7, 0.4, 0.9, 0.3], "y": [0, 1, 1, 0, 1], "g": [1, 2, 1, 2, 1]})
+    pq.write_table(empty, tmp_path / "a.parquet")
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / "b.parquet")
+    result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr", "auc"], by="g")
+    assert result.by_types == {"g": pa.float64()}
+    assert [r["g"] for r in result.records[1:]] == [1.0, 2.0]
+    expected = _segment_refs(frame.assign(g=frame.g.astype(np.float64)), "g")
+    assert list(expected) == ["ctr/t", "auc/t", "ctr/t/g=1.0", "auc/t/g=1.0", "ctr/t/g=2.0", "auc/t/g=2.0"]
+    assert_close(result.values, expected)
+
+    # a column of Arrow type null (an all-None or empty object column as pandas writes it) has no type
+    pq.write_table(empty.set_column(2, "g", pa.array([], pa.null())), tmp_path / "a.parquet")
+    assert evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by="g").by_types == {"g": pa.int64()}
+
+    # CSV files are typed from their values: a header-only one holds no type; one with values is typed
+    # against every typed file, the empty ones included
+    (tmp_path / "a.parquet").unlink()
+    (tmp_path / "c.csv").write_text("p,y,g\n")
+    result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr", "auc"], by="g")
+    assert result.by_types == {"g": pa.int64()}
+    assert_close(result.values, {k.replace(".0", ""): v for k, v in expected.items()})
+    pq.write_table(empty, tmp_path / "a.parquet")
+    (tmp_path / "b.parquet").unlink()
+    frame.to_csv(tmp_path / "c.csv", index=False)
+    result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr", "auc"], by="g")
+    assert result.by_types == {"g": pa.float64()}  # the empty file's double
+    assert_close(result.values, expected)
+    (tmp_path / "c.csv").write_text("p,y,g\n0.2,0,x\n0.7,1,y\n")
+    message = (
+        r"a\.parquet: column 'g' \(--by segment\) has type double \(the file holds no rows; its types count all "
+        r"the same\), but in .*c\.csv it has type string\. A segment column needs one type in every file\. .*"
+        r"it holds 'x', which is no number"
+    )
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by="g")
+
+
 def test_numeric_segment_columns_of_csv_files_are_numbers(tmp_path):
     """A CSV --by column whose every value is a number is read as one: it agrees with a Parquet
     file's integers, sorts 2 before 10, and an empty field is its null segment; text stays text."""

@@ -274,14 +274,17 @@ class SegmentCollector:
 
     Raises:
         InvalidDataError: a ``by`` column of a file with stored types (Parquet, a frame) is
-            missing or not a flat type, checked from the schemas before anything is read (a CSV
-            file's columns are checked as it is read).
+            missing or not a flat type, or such files' types of it have none in common (an empty
+            file's too), checked from the schemas before anything is read (a CSV file's columns
+            are checked as it is read).
     """
 
     def __init__(self, sources: Sequence[Source], by: Sequence[str]) -> None:
         self.by = tuple(by)
         self._half = set(by)  # columns every source stores as float16
         self._stored: dict[str, pa.DataType] = {}  # the first typed source's type of each column
+        # every distinct set of the typed sources' column types (decoded), and the first source holding it
+        self._schemas: dict[tuple[pa.DataType, ...], _Place] = {}
         for source in sources:
             if source.infers_types:  # a CSV file: its columns are text (its header is read with it)
                 self._half.clear()
@@ -299,6 +302,20 @@ class SegmentCollector:
                     )
                 if not pa.types.is_null(value_type):
                     self._stored.setdefault(name, value_type)
+            # a file's types count whatever its row count (an empty file's too): one part per distinct set
+            kinds = tuple(_decoded(pa.array([], schema.field(name).type)).type for name in by)
+            if kinds not in self._schemas:
+                rows = [chunk.rows for chunk in source.chunks(_MAX_ROWS)]  # metadata (Parquet), or the frame's
+                self._schemas[kinds] = _Place(source.label, 0, -1, empty=all(r == 0 for r in rows))
+        self._schema_parts = [
+            pa.table({name: pa.array([], dtype) for name, dtype in zip(by, kinds)}) for kinds in self._schemas
+        ]
+        places = list(self._schemas.values())
+        try:  # types with none in common (text in one file, numbers in another) fail before anything is read
+            if len(self._schema_parts) > 1:
+                pa.concat_tables(self._schema_parts, promote_options="permissive")
+        except pa.ArrowException:
+            raise InvalidDataError(_type_clash(self.by, self._schema_parts, places)) from None
         self._parts: list[_Part] = []
         self._size = 0  # local codes so far
 
@@ -344,6 +361,10 @@ class SegmentCollector:
             return SegmentIndex(self.by, pa.table({name: pa.array([], pa.null()) for name in self.by})), np.zeros(
                 0, np.int64
             )
+        # the typed sources' column types join the values' (after them: a clash of values is named first),
+        # so that a file's type counts whatever its row count, an empty file's or one whose rows were skipped
+        tables += self._schema_parts
+        places += list(self._schemas.values())
         try:
             combos = pa.concat_tables(tables, promote_options="permissive")
         except pa.ArrowException:
@@ -401,6 +422,7 @@ class SegmentCollector:
 
 
 _NUMBER_TYPES = (pa.int64(), pa.uint64(), pa.float64())
+_MAX_ROWS = 1 << 62  # a chunk size that keeps a frame whole (its row count from one chunk)
 # a number no writer of numbers spells so: a leading zero before a digit (007, -01, 00.5), a plus sign,
 # spaces around it; such a column holds ids (zip codes, account numbers), whose spellings are distinct
 _ID_SPELLING = r"^[+-]?0[0-9]|^\+|^\s|\s$"
@@ -536,6 +558,12 @@ class _Place:
     label: str
     first: int
     last: int
+    empty: bool = False  # a file known to hold no rows (named so in a message about its type)
+
+    @property
+    def note(self) -> str:
+        """What a message adds after the type of a file without rows: its types count all the same."""
+        return " (the file holds no rows; its types count all the same)" if self.empty else ""
 
 
 def _type_clash(
@@ -602,7 +630,10 @@ def _clash_text(
     (dtype, place), (other_type, other_place) = this, other
     column = f"column {name!r} (--by segment)"
     if place.label != other_place.label:
-        text = f"{place.label}: {column} has type {dtype}, but in {other_place.label} it has type {other_type}"
+        text = (
+            f"{place.label}: {column} has type {dtype}{place.note}, "
+            f"but in {other_place.label} it has type {other_type}{other_place.note}"
+        )
         where = place.label
     else:
         where = data_rows(place.first, place.last)

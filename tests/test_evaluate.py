@@ -1948,6 +1948,42 @@ def test_a_file_s_segment_column_type_counts_whatever_its_row_count(tmp_path, mo
         evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by="g")
 
 
+@pytest.mark.parametrize(
+    ("dtype", "stored", "shown", "fix"),
+    [
+        (
+            pa.time64("ns"),
+            [1, 2, 5],
+            r"00:00:00\.000000001 and 00:00:00\.000000002 both read in Python as datetime",
+            r"text, for example: table\.cast to a schema with pa\.string\(\)",
+        ),
+        (
+            pa.date64(),
+            [1, 2, 86_400_000],
+            r"1970-01-01 \(stored as 1\) and 1970-01-01 \(stored as 2\) both read",
+            r"the stored numbers, for example: table\.cast to a schema with pa\.int64\(\)",
+        ),
+    ],
+)
+def test_segment_values_written_alike_are_refused_not_merged_into_one_key(dtype, stored, shown, fix):
+    """time64[ns] values a microsecond apart were written from Python's datetime.time (microseconds):
+    three segments shared the key g=00:00:00 and .values kept one of them. Such a column is refused."""
+    table = pa.table({"p": [0.2, 0.7, 0.4], "y": [0, 1, 1], "g": pa.array(stored, dtype)})
+    message = rf"column 'g' \(--by segment\) has type {re.escape(str(dtype))}, and its distinct values {shown}"
+    message += r".*two segments would share one key\. Convert the column first to a type that keeps them apart \("
+    with pytest.raises(InvalidDataError, match=message + fix):
+        evaluate(table, {"t": ("p", "y")}, ["ctr"], by="g")
+    # the fix the message names: one segment per value, each its own rows
+    fixed = table.set_column(2, "g", table["g"].cast(pa.string() if "text" in fix else pa.int64()))
+    result = evaluate(fixed, {"t": ("p", "y")}, ["ctr"], by="g")
+    assert len(result.values) == 1 + 3
+    assert_close(result.values, {k: v for k, v in _segment_refs(fixed.to_pandas(), "g").items() if "ctr" in k})
+    # microseconds are written apart: accepted as they are
+    micro = table.set_column(2, "g", pa.array([1, 2, 5], pa.time64("us")))
+    result = evaluate(micro, {"t": ("p", "y")}, ["ctr"], by="g")
+    assert [r["segment"] for r in result.records[1:]] == [f"g=00:00:00.00000{i}" for i in (1, 2, 5)]
+
+
 def test_numeric_segment_columns_of_csv_files_are_numbers(tmp_path):
     """A CSV --by column whose every value is a number is read as one: it agrees with a Parquet
     file's integers, sorts 2 before 10, and an empty field is its null segment; text stays text."""

@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from torchmetrics_ext.evaluate.checks import check_column
+from torchmetrics_ext.evaluate.report import _value_text
 from torchmetrics_ext.evaluate.sources import InvalidDataError, Source, data_rows, read_text_as
 from torchmetrics_ext.utilities.distributed import fused_gather
 
@@ -102,6 +103,8 @@ class SegmentIndex:
             name: pa.float16() if name in half and pa.types.is_float32(dtype) else dtype
             for name, dtype in self.types.items()
         }
+        for name, values in zip(self.by, self._value_sets):
+            _check_texts(name, values, self.label_types[name])
         # step -> the sorted distinct keys of the columns before it, where the key is made dense there
         self._dense: dict[int, np.ndarray] = {}
         keys = self._encode_keys([combos.column(name) for name in self.by], build=True)
@@ -185,6 +188,67 @@ class SegmentIndex:
                 chunks.append(values)
             columns[name] = pa.chunked_array(chunks, value_set.type)
         return self.encode(columns)
+
+
+def _written_apart(dtype: pa.DataType) -> bool:
+    """Whether distinct values of ``dtype`` are always written apart in labels and keys (``segment_text``).
+
+    Text (quoted where it could read as another value), bytes (their Python literal), integers,
+    floats (their shortest text) and booleans are. Other types are written from their Python
+    values, which may drop what Arrow keeps (``time64[ns]`` becomes a ``datetime.time`` of
+    microseconds): their texts are compared.
+    """
+    return any(check(dtype) for check in _WRITTEN_APART)
+
+
+_WRITTEN_APART = (
+    pa.types.is_string,
+    pa.types.is_large_string,
+    pa.types.is_binary,
+    pa.types.is_large_binary,
+    pa.types.is_integer,
+    pa.types.is_floating,
+    pa.types.is_boolean,
+)
+
+
+def _check_texts(name: str, values: Any, label_type: pa.DataType) -> None:
+    """Raise unless every distinct value of column ``name`` has a text of its own in labels and keys.
+
+    Two segments written alike would share a ``.values`` key (one value lost) and a label: such a
+    column is refused, naming two of its values, rather than merged. One pass over the column's
+    distinct values (not its rows), only for the types :func:`_written_apart` cannot vouch for.
+
+    Raises:
+        InvalidDataError: two distinct values are written alike.
+    """
+    if _written_apart(values.type):
+        return
+    seen: dict[str, int] = {}
+    for position, value in enumerate(values.to_pylist()):
+        text = _value_text(value, label_type)
+        first = seen.setdefault(text, position)
+        if first == position:
+            continue
+        pair = values.take(pa.array([first, position]))
+        try:
+            shown = pc.cast(pair, pa.string()).to_pylist()
+        except pa.ArrowException:
+            shown = [str(v) for v in pair]
+        fix = f"text, for example: table.cast to a schema with pa.string() for {name!r}, or "
+        fix += f'df[{name!r}].astype("string")'
+        if shown[0] == shown[1]:  # Arrow's text drops it too (date64 below a day): the stored numbers
+            try:
+                shown = [f"{t} (stored as {v})" for t, v in zip(shown, pair.view(pa.int64()).to_pylist())]
+                fix = f"the stored numbers, for example: table.cast to a schema with pa.int64() for {name!r}"
+            except (pa.ArrowException, ValueError, TypeError):
+                pass
+        raise InvalidDataError(
+            f"column {name!r} (--by segment) has type {values.type}, and its distinct values {shown[0]} and "
+            f"{shown[1]} both read in Python as {value!r}, written {name}={text} in segment labels and "
+            f".values keys: two segments would share one key. Convert the column first to a type that keeps "
+            f"them apart ({fix})."
+        )
 
 
 def _rank(sorted_keys: np.ndarray, key: np.ndarray, column: str | None) -> np.ndarray:

@@ -1984,6 +1984,43 @@ def test_segment_values_written_alike_are_refused_not_merged_into_one_key(dtype,
     assert [r["segment"] for r in result.records[1:]] == [f"g=00:00:00.00000{i}" for i in (1, 2, 5)]
 
 
+@pytest.mark.parametrize("ordered", [False, True])
+def test_pandas_categorical_segments_come_in_category_order(ordered):
+    """A pandas categorical --by column came out sorted by value; pandas' groupby gives the categories'
+    order (observed=True, pandas 3's default: unused categories make no group), nulls last. An Arrow
+    dictionary column (a pyarrow.Table, a Parquet file) has no order of its own: sorted by value."""
+    rng = np.random.default_rng(7)
+    n = 400
+    frame = pd.DataFrame(
+        {
+            "p": rng.uniform(0.01, 0.99, n),
+            "y": rng.integers(0, 2, n),
+            "size": pd.Categorical(
+                rng.choice(["small", "medium", "large", None], n), categories=["small", "unused", "medium", "large"]
+            ),
+            "tier": pd.Categorical(rng.choice([3, 1, 2], n), categories=[3, 2, 1, 0], ordered=ordered),
+            "country": rng.choice(["us", "de", "fr"], n),
+        }
+    )
+    for by in (["size"], ["tier", "size"], ["country", "tier"]):
+        result = evaluate(frame, {"t": ("p", "y")}, ["ctr", "auc"], by=by, batch_size=64)
+        groups = frame.groupby(by, observed=True, dropna=False, sort=True)
+        keys = [key if isinstance(key, tuple) else (key,) for key, _ in groups]
+        keys = [tuple(None if v is None or v != v else v for v in key) for key in keys]  # pandas' NaN: None
+        assert [tuple(r[b] for b in by) for r in result.records[1:]] == keys, by
+        assert "unused" not in {r.get("size") for r in result.records} and 0 not in {
+            r.get("tier") for r in result.records
+        }
+        for (_, part), record in zip(groups, result.records[1:]):
+            y, p = part.y.to_numpy(np.float64), part.p.to_numpy()
+            assert record["rows"] == len(part)
+            assert record["ctr"] == pytest.approx(np.mean(y), rel=1e-12)
+            assert record["auc"] == pytest.approx(roc_auc_score(y, p), rel=1e-9)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    result = evaluate(table, {"t": ("p", "y")}, ["ctr"], by="size")
+    assert [r["size"] for r in result.records[1:]] == ["large", "medium", "small", None]
+
+
 def test_numeric_segment_columns_of_csv_files_are_numbers(tmp_path):
     """A CSV --by column whose every value is a number is read as one: it agrees with a Parquet
     file's integers, sorts 2 before 10, and an empty field is its null segment; text stays text."""

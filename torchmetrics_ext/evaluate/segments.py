@@ -63,8 +63,31 @@ def _decoded(array: Any) -> Any:
 _KEY_RANGE = 1 << 63  # segment keys are int64: every key must stay below 2**63
 
 
+def _sorted(values: Any, order: Any = None) -> Any:
+    """A column's distinct ``values`` in segment order: sorted, or in ``order`` where it is given; nulls last.
+
+    ``order`` (a pandas categorical's categories) ranks the values it holds, in its order, as
+    pandas' ``groupby`` does; a value it does not hold (none, for a categorical) comes after them,
+    sorted. A value of ``order`` not among ``values`` (an unused category) makes no segment.
+    """
+    if order is None:
+        return values.sort(null_placement="at_end")
+    try:
+        order = _decoded(pa.array(order).cast(values.type))
+    except pa.ArrowException:  # categories that are not the values' type: sorted by value
+        return values.sort(null_placement="at_end")
+    rank = pc.index_in(values, value_set=order)  # null for a null, or a value the order does not hold
+    held = rank.is_valid()
+    ranked = pc.filter(values, held).take(pc.sort_indices(pc.filter(rank, held)))
+    rest = pc.filter(values, pc.invert(held)).sort(null_placement="at_end")
+    return pa.concat_arrays([ranked, rest])
+
+
 class SegmentIndex:
     """The distinct combinations of the ``by`` columns, sorted (nulls last), and their encoder.
+
+    Sorted column by column, each column by value or, where it has one (``orders``: a pandas
+    categorical), in its own order.
 
     A row's key is its columns' codes (positions in each column's sorted distinct values) read
     as one mixed-radix int64 number, built column by column (``key * size + code``). Where the
@@ -81,6 +104,8 @@ class SegmentIndex:
         text_types: the type each ``by`` column of a text file (CSV) is read with.
         half: the ``by`` columns every source stores as float16 (grouped as float32, which holds
             their values exactly): their labels are written as float16 values (:attr:`label_types`).
+        orders: for a column whose values have an order of their own (a pandas categorical's
+            categories), those values in that order: its segments come in it, not sorted by value.
     """
 
     def __init__(
@@ -89,12 +114,14 @@ class SegmentIndex:
         combos: pa.Table,
         text_types: Mapping[str, pa.DataType] | None = None,
         half: Collection[str] = (),
+        orders: Mapping[str, Any] | None = None,
     ) -> None:
         self.by = tuple(by)
         # the type each ``by`` column of a text file (CSV) is read with: numbers when every value of
         # it is one, so "2" sorts before "10" and a CSV agrees with a Parquet file of numbers
         self.text_types = dict(text_types or {})
-        self._value_sets = [pc.unique(_decoded(combos.column(name))).sort(null_placement="at_end") for name in self.by]
+        orders = orders or {}
+        self._value_sets = [_sorted(pc.unique(_decoded(combos.column(name))), orders.get(name)) for name in self.by]
         self._sizes = [len(values) for values in self._value_sets]
         self.types = {name: values.type for name, values in zip(self.by, self._value_sets)}  # the values' types
         # the type each column's labels are written for: float16 columns' shortest float16 text (0.1),
@@ -380,6 +407,13 @@ class SegmentCollector:
                 pa.concat_tables(self._schema_parts, promote_options="permissive")
         except pa.ArrowException:
             raise InvalidDataError(_type_clash(self.by, self._schema_parts, places)) from None
+        # a column with an order of its own in some source (a pandas categorical): its segments follow it
+        self._orders: dict[str, Any] = {}
+        for source in sources:
+            for name in by:
+                order = None if name in self._orders else source.value_order(name)
+                if order is not None:
+                    self._orders[name] = order
         self._parts: list[_Part] = []
         self._size = 0  # local codes so far
 
@@ -434,7 +468,7 @@ class SegmentCollector:
         except pa.ArrowException:
             raise InvalidDataError(_type_clash(self.by, tables, places, why)) from None
         distinct, _ = _distinct_table(self.by, [combos.column(name) for name in self.by])
-        index = SegmentIndex(self.by, distinct, types, self._half)
+        index = SegmentIndex(self.by, distinct, types, self._half, self._orders)
         return index, index.encode_tables(typed[offset : offset + len(mine)])
 
     def _text_types(

@@ -1878,6 +1878,149 @@ def test_segment_types_that_unify_but_do_not_hold_the_values_name_the_files_and_
     assert {r["c"]: r["ctr"] for r in result.records[1:]} == {0.5: 1.0, 1.5: 0.0, 5.0: 0.0, 6.0: 1.0}
 
 
+def _segment_refs(frame: pd.DataFrame, by: str) -> dict[str, float]:
+    """ctr (numpy) and auc (sklearn) over all rows and on each segment's rows, keyed as .values writes them."""
+    out: dict[str, float] = {}
+    parts = [("", frame), *((f"/{by}={g}", part) for g, part in frame.groupby(by, sort=True))]
+    for suffix, part in parts:
+        y, p = part.y.to_numpy(np.float64), part.p.to_numpy(np.float64)
+        out[f"ctr/t{suffix}"] = float(np.mean(y))
+        out[f"auc/t{suffix}"] = roc_auc_score(y, p) if len(np.unique(y)) == 2 else np.nan
+    return out
+
+
+def test_a_file_s_segment_column_type_counts_whatever_its_row_count(tmp_path, monkeypatch):
+    """An empty Parquet file whose --by column is double was ignored: beside text files it was accepted
+    (no values to clash), beside int64 files the column stayed int64, while a file of one row made it double
+    or failed. A file's type now counts whatever its rows (as in Arrow's concat_tables; pandas 2.1 deprecated
+    leaving empty frames out of concat's dtype): a clash fails before anything is read, naming the empty file."""
+    empty = pa.table({"p": pa.array([], pa.float64()), "y": pa.array([], pa.int64()), "g": pa.array([], pa.float64())})
+    pq.write_table(empty, tmp_path / "a.parquet")
+    pq.write_table(pa.table({"p": [0.2, 0.7, 0.4], "y": [0, 1, 1], "g": ["x", "y", "x"]}), tmp_path / "b.parquet")
+    reads = _count_reads(monkeypatch)
+    message = (
+        r"b\.parquet: column 'g' \(--by segment\) has type string, but in .*a\.parquet it has type double "
+        r"\(the file holds no rows; its types count all the same\)\. A segment column needs one type"
+    )
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by="g")
+    assert reads == []  # from the footers alone
+    # rows that are all skipped count as rows do: the file's type, not its surviving rows
+    pq.write_table(pa.table({"p": [1.5], "y": [1], "g": [0.5]}), tmp_path / "a.parquet")
+    with pytest.raises(InvalidDataError, match=r"has type string, but in .*a\.parquet it has type double"):
+        evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by="g", on_invalid="skip")
+
+    # beside integers: double, as with a file of rows (labels g=1.0), values those of each segment's rows
+    frame = pd.DataFrame({"p": [0.2, 0.7, 0.4, 0.9, 0.3], "y": [0, 1, 1, 0, 1], "g": [1, 2, 1, 2, 1]})
+    pq.write_table(empty, tmp_path / "a.parquet")
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / "b.parquet")
+    result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr", "auc"], by="g")
+    assert result.by_types == {"g": pa.float64()}
+    assert [r["g"] for r in result.records[1:]] == [1.0, 2.0]
+    expected = _segment_refs(frame.assign(g=frame.g.astype(np.float64)), "g")
+    assert list(expected) == ["ctr/t", "auc/t", "ctr/t/g=1.0", "auc/t/g=1.0", "ctr/t/g=2.0", "auc/t/g=2.0"]
+    assert_close(result.values, expected)
+
+    # a column of Arrow type null (an all-None or empty object column as pandas writes it) has no type
+    pq.write_table(empty.set_column(2, "g", pa.array([], pa.null())), tmp_path / "a.parquet")
+    assert evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by="g").by_types == {"g": pa.int64()}
+
+    # CSV files are typed from their values: a header-only one holds no type; one with values is typed
+    # against every typed file, the empty ones included
+    (tmp_path / "a.parquet").unlink()
+    (tmp_path / "c.csv").write_text("p,y,g\n")
+    result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr", "auc"], by="g")
+    assert result.by_types == {"g": pa.int64()}
+    assert_close(result.values, {k.replace(".0", ""): v for k, v in expected.items()})
+    pq.write_table(empty, tmp_path / "a.parquet")
+    (tmp_path / "b.parquet").unlink()
+    frame.to_csv(tmp_path / "c.csv", index=False)
+    result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr", "auc"], by="g")
+    assert result.by_types == {"g": pa.float64()}  # the empty file's double
+    assert_close(result.values, expected)
+    (tmp_path / "c.csv").write_text("p,y,g\n0.2,0,x\n0.7,1,y\n")
+    message = (
+        r"a\.parquet: column 'g' \(--by segment\) has type double \(the file holds no rows; its types count all "
+        r"the same\), but in .*c\.csv it has type string\. A segment column needs one type in every file\. .*"
+        r"it holds 'x', which is no number"
+    )
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by="g")
+
+
+@pytest.mark.parametrize(
+    ("dtype", "stored", "shown", "fix"),
+    [
+        (
+            pa.time64("ns"),
+            [1, 2, 5],
+            r"00:00:00\.000000001 and 00:00:00\.000000002 both read in Python as datetime",
+            r"text, for example: table\.cast to a schema with pa\.string\(\)",
+        ),
+        (
+            pa.date64(),
+            [1, 2, 86_400_000],
+            r"1970-01-01 \(stored as 1\) and 1970-01-01 \(stored as 2\) both read",
+            r"the stored numbers, for example: table\.cast to a schema with pa\.int64\(\)",
+        ),
+    ],
+)
+def test_segment_values_written_alike_are_refused_not_merged_into_one_key(dtype, stored, shown, fix):
+    """time64[ns] values a microsecond apart were written from Python's datetime.time (microseconds):
+    three segments shared the key g=00:00:00 and .values kept one of them. Such a column is refused."""
+    table = pa.table({"p": [0.2, 0.7, 0.4], "y": [0, 1, 1], "g": pa.array(stored, dtype)})
+    message = rf"column 'g' \(--by segment\) has type {re.escape(str(dtype))}, and its distinct values {shown}"
+    message += r".*two segments would share one key\. Convert the column first to a type that keeps them apart \("
+    with pytest.raises(InvalidDataError, match=message + fix):
+        evaluate(table, {"t": ("p", "y")}, ["ctr"], by="g")
+    # the fix the message names: one segment per value, each its own rows
+    fixed = table.set_column(2, "g", table["g"].cast(pa.string() if "text" in fix else pa.int64()))
+    result = evaluate(fixed, {"t": ("p", "y")}, ["ctr"], by="g")
+    assert len(result.values) == 1 + 3
+    assert_close(result.values, {k: v for k, v in _segment_refs(fixed.to_pandas(), "g").items() if "ctr" in k})
+    # microseconds are written apart: accepted as they are
+    micro = table.set_column(2, "g", pa.array([1, 2, 5], pa.time64("us")))
+    result = evaluate(micro, {"t": ("p", "y")}, ["ctr"], by="g")
+    assert [r["segment"] for r in result.records[1:]] == [f"g=00:00:00.00000{i}" for i in (1, 2, 5)]
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+def test_pandas_categorical_segments_come_in_category_order(ordered):
+    """A pandas categorical --by column came out sorted by value; pandas' groupby gives the categories'
+    order (observed=True, pandas 3's default: unused categories make no group), nulls last. An Arrow
+    dictionary column (a pyarrow.Table, a Parquet file) has no order of its own: sorted by value."""
+    rng = np.random.default_rng(7)
+    n = 400
+    frame = pd.DataFrame(
+        {
+            "p": rng.uniform(0.01, 0.99, n),
+            "y": rng.integers(0, 2, n),
+            "size": pd.Categorical(
+                rng.choice(["small", "medium", "large", None], n), categories=["small", "unused", "medium", "large"]
+            ),
+            "tier": pd.Categorical(rng.choice([3, 1, 2], n), categories=[3, 2, 1, 0], ordered=ordered),
+            "country": rng.choice(["us", "de", "fr"], n),
+        }
+    )
+    for by in (["size"], ["tier", "size"], ["country", "tier"]):
+        result = evaluate(frame, {"t": ("p", "y")}, ["ctr", "auc"], by=by, batch_size=64)
+        groups = frame.groupby(by, observed=True, dropna=False, sort=True)
+        keys = [key if isinstance(key, tuple) else (key,) for key, _ in groups]
+        keys = [tuple(None if v is None or v != v else v for v in key) for key in keys]  # pandas' NaN: None
+        assert [tuple(r[b] for b in by) for r in result.records[1:]] == keys, by
+        assert "unused" not in {r.get("size") for r in result.records} and 0 not in {
+            r.get("tier") for r in result.records
+        }
+        for (_, part), record in zip(groups, result.records[1:]):
+            y, p = part.y.to_numpy(np.float64), part.p.to_numpy()
+            assert record["rows"] == len(part)
+            assert record["ctr"] == pytest.approx(np.mean(y), rel=1e-12)
+            assert record["auc"] == pytest.approx(roc_auc_score(y, p), rel=1e-9)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    result = evaluate(table, {"t": ("p", "y")}, ["ctr"], by="size")
+    assert [r["size"] for r in result.records[1:]] == ["large", "medium", "small", None]
+
+
 def test_numeric_segment_columns_of_csv_files_are_numbers(tmp_path):
     """A CSV --by column whose every value is a number is read as one: it agrees with a Parquet
     file's integers, sorts 2 before 10, and an empty field is its null segment; text stays text."""

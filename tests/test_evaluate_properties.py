@@ -560,3 +560,53 @@ def test_evaluate_matches_references(case):
             assert payload["rows_read"] == len(frame)
             assert payload["rows_skipped"] == np.sum(~case["valid"])
             assert_matches(payload["records"], want, by, "cli")
+
+
+# text built from what segment labels and keys use: the separators "/" and ",", "=", quotes, "None"
+_CELL = (
+    st.none() | st.sampled_from(["None", "nan", "'None'", "b'a'", "g=a", "/h=a"]) | st.text("ab/,= '\"\\N", max_size=6)
+)
+
+
+@settings(max_examples=int(os.environ.get("EVALFUZZ_EXAMPLES", 20)), deadline=None)
+@given(
+    rows=st.lists(st.tuples(_CELL, _CELL, st.sampled_from([0.0, 1.0])), min_size=1, max_size=30),
+    binary=st.booleans(),
+)
+def test_every_segment_has_a_key_and_a_label_of_its_own(rows, binary):
+    """Two --by columns of text (or bytes) holding the separators, quotes and "None": one record, one
+    segment label and one .values key per distinct pair (None apart from "None"), each key written by the
+    documented rule (docs/evaluate.md, "Keys and labels"), each value that of the pair's rows."""
+    cells = [
+        (None if g is None else g.encode() if binary else g, None if h is None else h.encode() if binary else h)
+        for g, h, _ in rows
+    ]
+    dtype = pa.binary() if binary else pa.string()
+    table = pa.table(
+        {
+            "p": np.linspace(0.1, 0.9, len(rows)),
+            "y": [y for *_, y in rows],
+            "g": pa.array([g for g, _ in cells], dtype),
+            "h": pa.array([h for _, h in cells], dtype),
+        }
+    )
+    groups: dict[tuple, list[float]] = {}
+    for pair, (*_, y) in zip(cells, rows):
+        groups.setdefault(pair, []).append(y)
+    result = evaluate(table, {"t": ("p", "y")}, ["ctr"], by=["g", "h"])
+    records = result.records[1:]
+    assert len(records) == len(groups)
+    assert len({r["segment"] for r in records}) == len(groups)
+    assert len(result.values) == 1 + len(groups)
+
+    def text(value) -> str:  # as docs/evaluate.md writes a value
+        if isinstance(value, str):
+            quoted = value == "None" or "/" in value or "," in value or value.startswith(("'", '"'))
+            return repr(value) if quoted else value
+        return repr(value)  # None, and bytes as their Python literal
+
+    for record in records:
+        pair = (record["g"], record["h"])
+        assert record["ctr"] == pytest.approx(np.mean(groups[pair]), rel=1e-12)
+        assert result.values[f"ctr/t/g={text(pair[0])}/h={text(pair[1])}"] == record["ctr"]
+        assert record["segment"] == f"g={text(pair[0])}, h={text(pair[1])}"

@@ -26,6 +26,7 @@ _SEPARATORS = ("/", ",")  # between the columns of a key (``.values``) and of a 
 
 
 def _value_text(value: Any, dtype: pa.DataType | None = None) -> str:
+    """A segment value as labels and keys write it (see :func:`segment_text`)."""
     if value is None:
         return NULL_TEXT
     if isinstance(value, str):

@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from torchmetrics_ext.evaluate.checks import check_column
+from torchmetrics_ext.evaluate.report import _value_text
 from torchmetrics_ext.evaluate.sources import InvalidDataError, Source, data_rows, read_text_as
 from torchmetrics_ext.utilities.distributed import fused_gather
 
@@ -62,8 +63,31 @@ def _decoded(array: Any) -> Any:
 _KEY_RANGE = 1 << 63  # segment keys are int64: every key must stay below 2**63
 
 
+def _sorted(values: Any, order: Any = None) -> Any:
+    """A column's distinct ``values`` in segment order: sorted, or in ``order`` where it is given; nulls last.
+
+    ``order`` (a pandas categorical's categories) ranks the values it holds, in its order, as
+    pandas' ``groupby`` does; a value it does not hold (none, for a categorical) comes after them,
+    sorted. A value of ``order`` not among ``values`` (an unused category) makes no segment.
+    """
+    if order is None:
+        return values.sort(null_placement="at_end")
+    try:
+        order = _decoded(pa.array(order).cast(values.type))
+    except pa.ArrowException:  # categories that are not the values' type: sorted by value
+        return values.sort(null_placement="at_end")
+    rank = pc.index_in(values, value_set=order)  # null for a null, or a value the order does not hold
+    held = rank.is_valid()
+    ranked = pc.filter(values, held).take(pc.sort_indices(pc.filter(rank, held)))
+    rest = pc.filter(values, pc.invert(held)).sort(null_placement="at_end")
+    return pa.concat_arrays([ranked, rest])
+
+
 class SegmentIndex:
     """The distinct combinations of the ``by`` columns, sorted (nulls last), and their encoder.
+
+    Sorted column by column, each column by value or, where it has one (``orders``: a pandas
+    categorical), in its own order.
 
     A row's key is its columns' codes (positions in each column's sorted distinct values) read
     as one mixed-radix int64 number, built column by column (``key * size + code``). Where the
@@ -80,6 +104,8 @@ class SegmentIndex:
         text_types: the type each ``by`` column of a text file (CSV) is read with.
         half: the ``by`` columns every source stores as float16 (grouped as float32, which holds
             their values exactly): their labels are written as float16 values (:attr:`label_types`).
+        orders: for a column whose values have an order of their own (a pandas categorical's
+            categories), those values in that order: its segments come in it, not sorted by value.
     """
 
     def __init__(
@@ -88,12 +114,14 @@ class SegmentIndex:
         combos: pa.Table,
         text_types: Mapping[str, pa.DataType] | None = None,
         half: Collection[str] = (),
+        orders: Mapping[str, Any] | None = None,
     ) -> None:
         self.by = tuple(by)
         # the type each ``by`` column of a text file (CSV) is read with: numbers when every value of
         # it is one, so "2" sorts before "10" and a CSV agrees with a Parquet file of numbers
         self.text_types = dict(text_types or {})
-        self._value_sets = [pc.unique(_decoded(combos.column(name))).sort(null_placement="at_end") for name in self.by]
+        orders = orders or {}
+        self._value_sets = [_sorted(pc.unique(_decoded(combos.column(name))), orders.get(name)) for name in self.by]
         self._sizes = [len(values) for values in self._value_sets]
         self.types = {name: values.type for name, values in zip(self.by, self._value_sets)}  # the values' types
         # the type each column's labels are written for: float16 columns' shortest float16 text (0.1),
@@ -102,6 +130,8 @@ class SegmentIndex:
             name: pa.float16() if name in half and pa.types.is_float32(dtype) else dtype
             for name, dtype in self.types.items()
         }
+        for name, values in zip(self.by, self._value_sets):
+            _check_texts(name, values, self.label_types[name])
         # step -> the sorted distinct keys of the columns before it, where the key is made dense there
         self._dense: dict[int, np.ndarray] = {}
         keys = self._encode_keys([combos.column(name) for name in self.by], build=True)
@@ -185,6 +215,67 @@ class SegmentIndex:
                 chunks.append(values)
             columns[name] = pa.chunked_array(chunks, value_set.type)
         return self.encode(columns)
+
+
+def _written_apart(dtype: pa.DataType) -> bool:
+    """Whether distinct values of ``dtype`` are always written apart in labels and keys (``segment_text``).
+
+    Text (quoted where it could read as another value), bytes (their Python literal), integers,
+    floats (their shortest text) and booleans are. Other types are written from their Python
+    values, which may drop what Arrow keeps (``time64[ns]`` becomes a ``datetime.time`` of
+    microseconds): their texts are compared.
+    """
+    return any(check(dtype) for check in _WRITTEN_APART)
+
+
+_WRITTEN_APART = (
+    pa.types.is_string,
+    pa.types.is_large_string,
+    pa.types.is_binary,
+    pa.types.is_large_binary,
+    pa.types.is_integer,
+    pa.types.is_floating,
+    pa.types.is_boolean,
+)
+
+
+def _check_texts(name: str, values: Any, label_type: pa.DataType) -> None:
+    """Raise unless every distinct value of column ``name`` has a text of its own in labels and keys.
+
+    Two segments written alike would share a ``.values`` key (one value lost) and a label: such a
+    column is refused, naming two of its values, rather than merged. One pass over the column's
+    distinct values (not its rows), only for the types :func:`_written_apart` cannot vouch for.
+
+    Raises:
+        InvalidDataError: two distinct values are written alike.
+    """
+    if _written_apart(values.type):
+        return
+    seen: dict[str, int] = {}
+    for position, value in enumerate(values.to_pylist()):
+        text = _value_text(value, label_type)
+        first = seen.setdefault(text, position)
+        if first == position:
+            continue
+        pair = values.take(pa.array([first, position]))
+        try:
+            shown = pc.cast(pair, pa.string()).to_pylist()
+        except pa.ArrowException:
+            shown = [str(v) for v in pair]
+        fix = f"text, for example: table.cast to a schema with pa.string() for {name!r}, or "
+        fix += f'df[{name!r}].astype("string")'
+        if shown[0] == shown[1]:  # Arrow's text drops it too (date64 below a day): the stored numbers
+            try:
+                shown = [f"{t} (stored as {v})" for t, v in zip(shown, pair.view(pa.int64()).to_pylist())]
+                fix = f"the stored numbers, for example: table.cast to a schema with pa.int64() for {name!r}"
+            except (pa.ArrowException, ValueError, TypeError):
+                pass
+        raise InvalidDataError(
+            f"column {name!r} (--by segment) has type {values.type}, and its distinct values {shown[0]} and "
+            f"{shown[1]} both read in Python as {value!r}, written {name}={text} in segment labels and "
+            f".values keys: two segments would share one key. Convert the column first to a type that keeps "
+            f"them apart ({fix})."
+        )
 
 
 def _rank(sorted_keys: np.ndarray, key: np.ndarray, column: str | None) -> np.ndarray:
@@ -274,14 +365,17 @@ class SegmentCollector:
 
     Raises:
         InvalidDataError: a ``by`` column of a file with stored types (Parquet, a frame) is
-            missing or not a flat type, checked from the schemas before anything is read (a CSV
-            file's columns are checked as it is read).
+            missing or not a flat type, or such files' types of it have none in common (an empty
+            file's too), checked from the schemas before anything is read (a CSV file's columns
+            are checked as it is read).
     """
 
     def __init__(self, sources: Sequence[Source], by: Sequence[str]) -> None:
         self.by = tuple(by)
         self._half = set(by)  # columns every source stores as float16
         self._stored: dict[str, pa.DataType] = {}  # the first typed source's type of each column
+        # every distinct set of the typed sources' column types (decoded), and the first source holding it
+        self._schemas: dict[tuple[pa.DataType, ...], _Place] = {}
         for source in sources:
             if source.infers_types:  # a CSV file: its columns are text (its header is read with it)
                 self._half.clear()
@@ -299,6 +393,27 @@ class SegmentCollector:
                     )
                 if not pa.types.is_null(value_type):
                     self._stored.setdefault(name, value_type)
+            # a file's types count whatever its row count (an empty file's too): one part per distinct set
+            kinds = tuple(_decoded(pa.array([], schema.field(name).type)).type for name in by)
+            if kinds not in self._schemas:
+                rows = [chunk.rows for chunk in source.chunks(_MAX_ROWS)]  # metadata (Parquet), or the frame's
+                self._schemas[kinds] = _Place(source.label, 0, -1, empty=all(r == 0 for r in rows))
+        self._schema_parts = [
+            pa.table({name: pa.array([], dtype) for name, dtype in zip(by, kinds)}) for kinds in self._schemas
+        ]
+        places = list(self._schemas.values())
+        try:  # types with none in common (text in one file, numbers in another) fail before anything is read
+            if len(self._schema_parts) > 1:
+                pa.concat_tables(self._schema_parts, promote_options="permissive")
+        except pa.ArrowException:
+            raise InvalidDataError(_type_clash(self.by, self._schema_parts, places)) from None
+        # a column with an order of its own in some source (a pandas categorical): its segments follow it
+        self._orders: dict[str, Any] = {}
+        for source in sources:
+            for name in by:
+                order = None if name in self._orders else source.value_order(name)
+                if order is not None:
+                    self._orders[name] = order
         self._parts: list[_Part] = []
         self._size = 0  # local codes so far
 
@@ -344,12 +459,16 @@ class SegmentCollector:
             return SegmentIndex(self.by, pa.table({name: pa.array([], pa.null()) for name in self.by})), np.zeros(
                 0, np.int64
             )
+        # the typed sources' column types join the values' (after them: a clash of values is named first),
+        # so that a file's type counts whatever its row count, an empty file's or one whose rows were skipped
+        tables += self._schema_parts
+        places += list(self._schemas.values())
         try:
             combos = pa.concat_tables(tables, promote_options="permissive")
         except pa.ArrowException:
             raise InvalidDataError(_type_clash(self.by, tables, places, why)) from None
         distinct, _ = _distinct_table(self.by, [combos.column(name) for name in self.by])
-        index = SegmentIndex(self.by, distinct, types, self._half)
+        index = SegmentIndex(self.by, distinct, types, self._half, self._orders)
         return index, index.encode_tables(typed[offset : offset + len(mine)])
 
     def _text_types(
@@ -401,6 +520,7 @@ class SegmentCollector:
 
 
 _NUMBER_TYPES = (pa.int64(), pa.uint64(), pa.float64())
+_MAX_ROWS = 1 << 62  # a chunk size that keeps a frame whole (its row count from one chunk)
 # a number no writer of numbers spells so: a leading zero before a digit (007, -01, 00.5), a plus sign,
 # spaces around it; such a column holds ids (zip codes, account numbers), whose spellings are distinct
 _ID_SPELLING = r"^[+-]?0[0-9]|^\+|^\s|\s$"
@@ -536,6 +656,12 @@ class _Place:
     label: str
     first: int
     last: int
+    empty: bool = False  # a file known to hold no rows (named so in a message about its type)
+
+    @property
+    def note(self) -> str:
+        """What a message adds after the type of a file without rows: its types count all the same."""
+        return " (the file holds no rows; its types count all the same)" if self.empty else ""
 
 
 def _type_clash(
@@ -602,7 +728,10 @@ def _clash_text(
     (dtype, place), (other_type, other_place) = this, other
     column = f"column {name!r} (--by segment)"
     if place.label != other_place.label:
-        text = f"{place.label}: {column} has type {dtype}, but in {other_place.label} it has type {other_type}"
+        text = (
+            f"{place.label}: {column} has type {dtype}{place.note}, "
+            f"but in {other_place.label} it has type {other_type}{other_place.note}"
+        )
         where = place.label
     else:
         where = data_rows(place.first, place.last)

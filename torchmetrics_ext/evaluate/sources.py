@@ -181,6 +181,13 @@ class Source:
         """Where a missing column ``name`` may be instead, for the error message (``""``: nowhere known)."""
         return ""
 
+    def value_order(self, name: str) -> pa.Array | None:
+        """The order column ``name``'s values are meant to come in (a pandas categorical's categories).
+
+        ``None``: no order of its own, its segments are sorted by value.
+        """
+        return None
+
     def where(self, first: int, last: int | None = None) -> str:
         """Data rows ``first`` to ``last`` (0-based; one row if ``last`` is ``None``) as an error message names them.
 
@@ -532,6 +539,18 @@ class PandasSource(TableSource):
         else:
             where = f"Level {self._index_names.index(name)} of the DataFrame's MultiIndex is named {name!r}"
         return f" {where}, and an index is not a column: pass df.reset_index() to make it one."
+
+    def value_order(self, name: str) -> pa.Array | None:
+        """A categorical column's categories, in their order (ordered or not): pandas groups by that order."""
+        position = self._positions.get(name)
+        dtype = None if position is None else self._table.dtypes.iloc[position]
+        categories = getattr(dtype, "categories", None) if getattr(dtype, "name", None) == "category" else None
+        if categories is None:
+            return None
+        try:
+            return pa.Array.from_pandas(categories)
+        except _UNCONVERTIBLE:  # categories pyarrow cannot convert: the column fails as it is read
+            return None
 
     def _slice(self, start: int, length: int, columns: Sequence[str]) -> pa.Table:
         frame = self._table.iloc[start : start + length, [self._positions[name] for name in columns]]

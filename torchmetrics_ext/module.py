@@ -24,7 +24,6 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.utilities.exceptions import TorchMetricsUserError
 
 from torchmetrics_ext._module_config import (
-    _build_entry,
     _check_id_columns,
     _check_metric_name,
     _check_not_torchrecs,
@@ -33,6 +32,7 @@ from torchmetrics_ext._module_config import (
     _entry_name_ok,
     _instantiate,
     _metric_entries,
+    _metric_specs,
     _torchrec_names,
 )
 from torchmetrics_ext._module_loading import CheckpointLoading
@@ -171,10 +171,14 @@ class RecMetricModule(CheckpointLoading):
         tasks: the tasks, as :class:`RecTaskInfo` (or plain names, which use the default columns);
             no two tasks may read the same prediction, label and weight columns.
         metrics: ``{name: metric}``. A metric is an instance built for ``len(tasks)`` tasks, a
-            class or factory called with ``num_tasks=len(tasks)``, or a registry name string
-            (``"ne"``, ``"auc"``, ``"ndcg@10"``; see :mod:`torchmetrics_ext.registry`). Ranking
-            metrics have no task dimension: the module keeps one copy per task (a loop over the
-            tasks, not over queries).
+            class or factory called with ``num_tasks=len(tasks)``, a registry name string
+            (``"ne"``, ``"auc"``, ``"ndcg@10"``; see :mod:`torchmetrics_ext.registry`), or a dict of
+            options for the registry entry named by its ``"metric"`` option or else by its name
+            (``{"auc_binned": {"metric": "auc", "num_bins": 1000}}``, ``{"auc": {"num_bins": 1000}}``;
+            ``None``, YAML's ``ne:``, is no options): every form :meth:`from_config` takes, built by
+            the same code, with the same errors. A list of registry names (``["ne", "auc"]``) names
+            each metric after its entry. Ranking metrics have no task dimension: the module keeps
+            one copy per task (a loop over the tasks, not over queries).
         window_size: samples in the recent window (``None``: lifetime values only).
         throughput: add a :class:`~torchmetrics_ext.Throughput` counting the examples of each step
             (or this one, e.g. with other ``warmup_steps``). The module's own starts its clock after
@@ -212,16 +216,18 @@ class RecMetricModule(CheckpointLoading):
       recall), ``throughput-throughput|lifetime_throughput`` and ``{state}-{state}|{entry}``.
 
     Raises:
-        ValueError: bad arguments, two tasks reading the same prediction, label and weight columns
-            (e.g. two plain task names), metrics built for another number of tasks, metrics needing an
-            id column a task does not name, metrics that disagree on ``from_logits``, one
-            metric object given under two names, a ranking metric built with ``padding_value`` (the
-            module feeds flat rows, which have no padding slots), or a metric named ``throughput`` whose key for a
-            task named like a throughput entry (``total_examples``) would be the throughput's, or
-            with ``key_style="torchrec"`` a metric whose own name is a TorchRec key
-            (:data:`~torchmetrics_ext.registry.TORCHREC_SELF_NAMED`: ``"ndcg"``, ``"recall"``) while
-            it does not compute that TorchRec value (the message names the options that would), or a metric named
-            like an attribute of the container that holds it (``"reset"``, ``"values"``, ``"training"``).
+        ValueError: bad arguments, two tasks reading the same prediction, label and weight columns (e.g. two
+            plain task names), a registry name or option the registry or the metric's class refuses (named
+            first, ``Metric 'auc_binned' (auc): ...``, an unknown name with the closest known one, ``num_tasks``
+            among the options: it comes from the tasks), metrics built for another number of tasks, metrics
+            needing an id column a task does not name, metrics that disagree on ``from_logits``, one metric
+            object given under two names, a ranking metric built with ``padding_value`` (the module feeds flat
+            rows, which have no padding slots), or a metric named ``throughput`` whose key for a task named like
+            a throughput entry (``total_examples``) would be the throughput's, or with ``key_style="torchrec"``
+            a metric whose own name is a TorchRec key (:data:`~torchmetrics_ext.registry.TORCHREC_SELF_NAMED`:
+            ``"ndcg"``, ``"recall"``) while it does not compute that TorchRec value (the message names the
+            options that would), or a metric named like an attribute of the container that holds it
+            (``"reset"``, ``"values"``, ``"training"``).
         TypeError: a factory whose signature cannot take the call ``factory(num_tasks=T)`` (e.g.
             ``lambda T: ...``, or ``functools.partial(tmx.AUC, 2)``, whose bound first argument is
             ``num_tasks``: named with the metric, before the call), or a metric the module cannot
@@ -262,12 +268,19 @@ class RecMetricModule(CheckpointLoading):
         ...                "buy_pred": torch.tensor([0.1, 0.4]), "buy_label": torch.tensor([0, 1])})
         >>> {key: round(value.item(), 4) for key, value in module.compute().items()}
         {'ne/click': 0.4183, 'ne/buy': 0.737, 'ctr/click': 0.5, 'ctr/buy': 0.5}
+
+        Options as in a config: a binned AUC under a name of its own, and NE without options.
+
+        >>> metrics = {"auc_binned": {"metric": "auc", "num_bins": 1000}, "ne": None}
+        >>> module = RecMetricModule(tasks, metrics, throughput=False)
+        >>> module.metrics["auc_binned"].num_bins
+        1000
     """
 
     def __init__(
         self,
         tasks: Sequence[RecTaskInfo | str],
-        metrics: Mapping[str, Metric | Callable[..., Metric] | str],
+        metrics: Mapping[str, Metric | Callable[..., Metric] | str | Mapping[str, Any] | None] | Sequence[str],
         *,
         window_size: int | None = None,
         throughput: bool | Throughput = True,
@@ -279,12 +292,13 @@ class RecMetricModule(CheckpointLoading):
         super().__init__()
         self.tasks = _check_tasks(tasks)
         num_tasks = len(self.tasks)
+        if isinstance(metrics, (list, tuple)) and metrics:  # registry names, as `from_config` takes them
+            metrics = _metric_specs(metrics, "`metrics`")
         if not isinstance(metrics, Mapping) or not metrics:
-            hint = ""
-            if isinstance(metrics, (list, tuple)) and metrics and all(isinstance(m, str) for m in metrics):
-                as_dict = ", ".join(f"{m!r}: {m!r}" for m in metrics)
-                hint = f"; for registry names give each its key, {{{as_dict}}}"
-            raise ValueError(f"Expected `metrics` to be a non-empty dict of name -> metric, got {metrics!r}{hint}.")
+            raise ValueError(
+                f"Expected `metrics` to be a non-empty dict of name -> metric (or a list of registry names), "
+                f"got {metrics!r}."
+            )
         if window_size is not None:
             window_size = check_int("window_size", window_size, 1, " or None")
         compute_interval_steps = check_int("compute_interval_steps", compute_interval_steps, 1)
@@ -319,8 +333,9 @@ class RecMetricModule(CheckpointLoading):
         per_task: dict[str, list[TaskMetric]] = {}
         seen: dict[int, str] = {}  # id of each metric object -> its name
         for name, spec in metrics.items():
-            _check_metric_name(name)
+            # built first: a key that names its registry entry gets the registry's error ("ne\n": did you mean 'ne'?)
             metric = _instantiate(name, spec, num_tasks)
+            _check_metric_name(name)
             first = seen.setdefault(id(metric), name)
             if first != name:  # one object cannot hold two metrics' states (nor be reset for one of them)
                 raise ValueError(
@@ -468,7 +483,9 @@ class RecMetricModule(CheckpointLoading):
                 constructor takes); ``metrics`` is a list of registry
                 names, or a dict ``{key: kwargs}`` where ``kwargs`` may name the registry entry
                 with ``"metric"`` (``{"auc_binned": {"metric": "auc", "num_bins": 10000}}``) and
-                ``None`` (YAML's ``ne:`` with nothing after it) is no options.
+                ``None`` (YAML's ``ne:`` with nothing after it) is no options. The constructor takes
+                the same ``metrics`` (and builds them): a config adds only the check that its
+                entries are names or options, not metric objects.
 
         Returns:
             The module.
@@ -506,21 +523,11 @@ class RecMetricModule(CheckpointLoading):
                 f"Expected config 'tasks' to be a list of task names, dicts or RecTaskInfo, got {raw_tasks!r}."
             )
         tasks = _check_tasks([_task_from_config(task) for task in raw_tasks])
-        built: dict[str, Metric] = {}
-        for key, (registry_name, options) in _metric_entries(config["metrics"]).items():
-            if not isinstance(registry_name, str):  # a wrong type in the config: a ValueError, as the others
-                what = f"the option 'metric' of metric {key!r}" if registry_name is not key else "a metric name"
-                raise ValueError(
-                    f"Expected {what} in config 'metrics' to be a registry name (str), got {registry_name!r} "
-                    f"({type(registry_name).__name__})."
-                )
-            if "num_tasks" in options:
-                raise ValueError(
-                    f"Metric {key!r}: `num_tasks` comes from the config's tasks ({len(tasks)}), not from its options."
-                )
-            built[key] = _build_entry(key, registry_name, options, len(tasks))
+        # the config's schema (names, or options per key: no metric objects), its errors naming the config;
+        # the constructor then builds the metrics from the same entries
+        _metric_entries(config["metrics"])
         options = {k: config[k] for k in allowed[2:] if k in config}
-        return cls(tasks, built, **options)
+        return cls(tasks, config["metrics"], **options)
 
     @classmethod
     def from_torchrec_config(

@@ -4498,6 +4498,151 @@ def test_a_compute_group_member_reset_alone_is_warned_for_and_a_group_reset_is_n
 
 
 @pytest.mark.parametrize("window_size", [None, 8])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "leader alone",
+        "leader alone, no compute before",
+        "leader alone twice",
+        "each, leader first",
+        "each, member first",
+        "collection",
+        "module",
+        "leader before any step",
+    ],
+)
+def test_a_compute_group_leader_reset_alone_is_warned_for_and_a_group_reset_is_not(window_size, how):
+    """``module.metrics["ctr"].reset()`` of a group's first metric, whose states its members read, cleared the
+    members' values silently (the mirror of a member reset alone). It now warns at compute, naming the leader and
+    the members it cleared. Resetting the whole group (the module, ``module.metrics.reset()``, each metric in either
+    order) or the leader before the group held anything warns for nothing. The values are those of the steps after
+    the reset in every case (NumPy references): the leader's reset cleared the states the group shares."""
+    module = tmx.RecMetricModule(
+        ["c"], {"ctr": "ctr", "calibration": "calibration"}, window_size=window_size, throughput=False
+    )
+    g = np.random.default_rng(11)
+    steps = [(g.uniform(0.05, 0.95, 4), np.array([1.0, 0.0, 1.0, float(i % 2)])) for i in range(4)]
+
+    def step(i):
+        module.update({"prediction": torch.tensor(steps[i][0]), "label": torch.tensor(steps[i][1])})
+
+    leader, member = module.metrics["ctr"], module.metrics["calibration"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        if how == "leader before any step":
+            leader.reset()
+        else:
+            step(0)
+            step(1)
+            if how != "leader alone, no compute before":
+                module.compute()
+            if how.startswith("leader alone"):
+                leader.reset()
+                if how == "leader alone twice":  # the second reset clears nothing: the first one is still said
+                    leader.reset()
+            elif how == "each, leader first":
+                leader.reset()
+                member.reset()
+            elif how == "each, member first":
+                member.reset()
+                leader.reset()
+            elif how == "collection":
+                module.metrics.reset()
+            else:
+                module.reset()
+        step(2)
+        step(3)
+    if how.startswith("leader alone"):
+        match = r"metric 'ctr' was reset on its own, and that reset also cleared the states of 'calibration'.*"
+        with pytest.warns(UserWarning, match=match + r"Reset the module \(`module.reset\(\)`\) or every metric"):
+            module.compute()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once; a group reset: never
+        values = module.compute()
+    p, y = (np.concatenate(v) for v in zip(*steps[2:]))
+    expected = {"ctr/c": y.mean(), "calibration/c": p.sum() / y.sum()}
+    if window_size:
+        expected |= {f"{key}/window": value for key, value in expected.items()}
+    assert sorted(values) == sorted(expected)
+    for key, value in expected.items():
+        np.testing.assert_allclose(values[key].item(), value, rtol=1e-12, err_msg=key)
+
+
+def test_a_leader_reset_alone_after_a_member_reset_and_a_step_is_warned_for():
+    """A member reset, then a step, then the leader reset alone: the leader's reset cleared the step the member had
+    seen since its own reset, so it is said (the member's earlier reset is not: the leader was reset after it)."""
+    module = tmx.RecMetricModule(["c"], {"ctr": "ctr", "calibration": "calibration"}, throughput=False)
+    data = {"prediction": torch.tensor([0.2, 0.7]), "label": torch.tensor([0, 1])}
+    module.update(data)
+    module.metrics["calibration"].reset()
+    module.update(data)
+    module.metrics["ctr"].reset()
+    module.update(data)
+    with pytest.warns(UserWarning, match="metric 'ctr' was reset on its own") as record:
+        module.compute()
+    assert not [w for w in record if "'calibration' was reset on its own" in str(w.message)]
+
+
+@pytest.mark.parametrize("window_size", [None, 4])
+@pytest.mark.parametrize("copier", ["deepcopy", "pickle"])
+def test_a_copied_compute_group_member_is_a_standalone_metric_of_the_groups_states(window_size, copier):
+    """``copy.deepcopy(module.metrics["calibration"])`` of a group member copied its leader along (a member refers
+    to it) and held the states of the module's last ``compute`` (``nan`` before the first, and without the steps
+    since). The copy is now a metric of its own holding the group's states: the value the module reports, then
+    updated on its own like a fresh metric fed the same rows (NumPy references), without touching the module. A
+    module copied whole keeps its groups: its members read its own leaders, and it warns for nothing."""
+    import pickle
+
+    module = tmx.RecMetricModule(
+        ["c"], {"ctr": "ctr", "calibration": "calibration"}, window_size=window_size, throughput=False
+    )
+    copy_of = copy.deepcopy if copier == "deepcopy" else lambda obj: pickle.loads(pickle.dumps(obj))
+    g = np.random.default_rng(3)
+    steps = [(g.uniform(0.05, 0.95, 3), np.array([1.0, 0.0, float(i % 2)])) for i in range(4)]
+
+    def calibration(seen):
+        p, y = (np.concatenate(v) for v in zip(*seen))
+        return p.sum() / y.sum()
+
+    def value(metric):
+        out = metric.compute()
+        return out["lifetime"].item() if window_size else out.item()
+
+    for i, (p, y) in enumerate(steps[:3]):
+        module.update({"prediction": torch.tensor(p), "label": torch.tensor(y)})
+        if i == 0:
+            module.compute()  # the member holds the states of step 0, then steps 1 and 2 come
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        copied = copy_of(module.metrics["calibration"])
+        whole = copy_of(module)
+    parts = [copied.lifetime, copied.window] if window_size else [copied]
+    assert all("_states_source" not in part.__dict__ for part in parts)  # no leader (nor module) came along
+    np.testing.assert_allclose(value(copied), calibration(steps[:3]), rtol=1e-12)
+    p, y = steps[3]
+    copied.update(torch.tensor(p), torch.tensor(y))
+    np.testing.assert_allclose(value(copied), calibration(steps), rtol=1e-12)
+    if window_size:  # the window: the newest 4 rows, as a Windowed fed the same steps
+        reference = tmx.Windowed(tmx.Calibration(), window_size)
+        for p, y in steps:
+            reference.update(torch.tensor(p), torch.tensor(y))
+        np.testing.assert_allclose(copied.compute()["window"].item(), reference.compute()["window"].item(), rtol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        values = module.compute()
+        whole_values = whole.compute()
+    np.testing.assert_allclose(values["calibration/c"].item(), calibration(steps[:3]), rtol=1e-12)  # untouched
+    assert {k: v.item() for k, v in whole_values.items()} == {k: v.item() for k, v in values.items()}
+    for member, leader in whole._member_parts():  # linked to the copy's own leaders
+        assert member.__dict__["_states_source"] is leader
+        assert leader in [*whole._parts(whole.metrics["ctr"]).values()]
+    whole.metrics["ctr"].reset()
+    whole.update({"prediction": torch.tensor(p), "label": torch.tensor(y)})
+    with pytest.warns(UserWarning, match="metric 'ctr' was reset on its own"):
+        whole.compute()
+
+
+@pytest.mark.parametrize("window_size", [None, 8])
 def test_a_compute_group_member_given_already_updated_is_warned_for_at_the_first_compute(window_size):
     """A member instance updated before the module was built holds states the module drops at compute (it
     reports its group's): said at the first compute, whatever the module's own bookkeeping of its members."""

@@ -37,7 +37,13 @@ from torchmetrics_ext._module_config import (
 )
 from torchmetrics_ext._module_loading import CheckpointLoading
 from torchmetrics_ext.functional._sums import sharing_sums
-from torchmetrics_ext.metrics._checkpoints import reset_left_states, resets_taken, share_states_with, states_written
+from torchmetrics_ext.metrics._checkpoints import (
+    reset_cleared_states,
+    reset_left_states,
+    resets_taken,
+    share_states_with,
+    states_written,
+)
 from torchmetrics_ext.metrics.base import (
     InputDomains,
     TaskMetric,
@@ -78,8 +84,8 @@ _LOGIT_COLUMNS: ContextVar[bool] = ContextVar("tmx_logit_columns", default=False
 _THROUGHPUT = ("\0throughput", "lifetime")  # the throughput's entry in the fused gather
 # where a compute group member keeps the leader's cached value it was last computed with (see _holds_states_of)
 _STATES_OF = "_computed_with_leader"
-# a compute group member's changes when the module last filled it with its leader's states, or reset it with the
-# group (see _fill_member)
+# a compute group member's changes and its leader's resets when the module last filled it with its leader's states,
+# or reset it with the group (see _fill_member)
 _FILLED_AT = "_changes_when_filled"
 
 
@@ -245,7 +251,10 @@ class RecMetricModule(CheckpointLoading):
         states happen to look alike. The group's other metrics read its first one's states at
         ``compute()``: an ``update``, ``merge_state`` or load made on one of them directly
         (``module.metrics["calibration"]``) is replaced there, with a ``UserWarning``, and so is a
-        ``reset()`` of one of them alone (reset the module, or every metric of the group).
+        ``reset()`` of one of them alone; a ``reset()`` of the first one alone clears the states
+        they read, which ``compute()`` says the same way (reset the module, or every metric of the
+        group). A member copied alone (``copy.deepcopy``, pickle) holds its group's states as a
+        metric of its own.
         **Validation** checks the strictest domain of all metrics
         (e.g. probabilities and binary labels when ``AUC`` is present) in one pass with one
         host synchronisation; a rejected step changes no metric. **Sync**: ``compute()`` gathers
@@ -695,9 +704,9 @@ class RecMetricModule(CheckpointLoading):
             state.pop("_step_plan", None)  # pickled by a version with another plan: found again
         super().__setstate__(state)
         take_ownership(self._owned_metrics(), self)
-        for member, leader in self._member_parts():  # pickled by a version that did not record it
-            if "_states_source" not in member.__dict__:
-                share_states_with(member, leader)
+        # each member's copy came standalone, holding its leader's states (see `standalone_state`): its
+        # copied leader's again, nothing of its own
+        self._mark_members()
 
     def _updated_units(self) -> Iterator[tuple[Metric, bool, bool]]:
         """``(unit, takes groups, fed probabilities)`` for every updated unit: group leaders, then per-task copies.
@@ -1177,6 +1186,7 @@ class RecMetricModule(CheckpointLoading):
         gathered = self._gather() if sync else {}
         out: dict[str, Tensor] = {}
         members: list[tuple[TaskMetric, TaskMetric]] = []  # (leader, member) task metrics of compute groups
+        cleared: dict[str, list[str]] = {}  # a leader reset alone -> the members whose states it cleared
         with ExitStack() as stack:
             for (name, part), metric in self._leaves():
                 source = gathered.get((self._leader.get(name, name), part))
@@ -1187,7 +1197,7 @@ class RecMetricModule(CheckpointLoading):
             for name, lead in self._leader.items():
                 if lead != name:
                     leader_parts = self._parts(self._unit(lead))
-                    found = set()
+                    found: set[str | None] = set()
                     for part, metric in self._parts(self._unit(name)).items():
                         leader = leader_parts[part]
                         members.append((leader, metric))
@@ -1195,6 +1205,10 @@ class RecMetricModule(CheckpointLoading):
                             found.add(_fill_member(metric, leader))
                     if "changed" in found or "reset" in found:
                         _warn_changed_member(name, lead, "changed" if "changed" in found else "reset")
+                    elif "leader reset" in found:
+                        cleared.setdefault(lead, []).append(name)
+            for lead, lost in cleared.items():
+                _warn_changed_member(lead, lead, "leader reset", lost)
             # group members hold their leader's states without an update of their own (and a rank
             # without a batch the others' synced states): no "compute before update" warning
             stack.enter_context(counted_as_updated(metric for _, metric in self._leaves()))
@@ -1394,7 +1408,8 @@ class RecMetricModule(CheckpointLoading):
         """
         for member, leader in self._member_parts():
             share_states_with(member, leader)
-            member.__dict__[_FILLED_AT] = (0, 0, resets_taken(member)) if built else _changes(member)
+            own = (0, 0, resets_taken(member)) if built else _changes(member)
+            member.__dict__[_FILLED_AT] = (*own, resets_taken(leader))
 
     def _member_parts(self) -> Iterator[tuple[TaskMetric, TaskMetric]]:
         """``(member, leader)`` task metrics of every compute group member, lifetime and window parts alike."""
@@ -1414,31 +1429,47 @@ def _fill_member(member: Metric, leader: Metric) -> str | None:
     The module updates only the leader; a member's own ``update``, ``merge_state`` or load (made through
     ``module.metrics[name]``) cannot count, since its states are its leader's: it is replaced here
     (``"changed"``). So is a ``reset`` of the member alone while the leader held something (``"reset"``):
-    the leader, not reset since, still holds the group's updates from before it. A reset of the whole
-    group (``module.reset()``, ``module.metrics.reset()``, or each of its metrics in any order) is not
-    one, nor a reset before the group held anything: the member reports what the group has seen since.
-    ``None``: nothing of its own.
+    the leader, not reset since, still holds the group's updates from before it. The mirror case, a
+    reset of the leader alone while it held something (``"leader reset"``), cleared the states the
+    member reports (one mechanism for both: the notes each reset takes, see
+    :func:`~torchmetrics_ext.metrics._checkpoints.reset_cleared_states`). A reset of the whole group
+    (``module.reset()``, ``module.metrics.reset()``, or each of its metrics in any order) is neither,
+    nor a reset before the group held anything: the member reports what the group has seen since.
+    ``None``: nothing of its own, and no reset of one without the other since the last fill.
     """
-    own = member.__dict__.get(_FILLED_AT) or (0, 0, resets_taken(member))
+    own: tuple[int, ...] = member.__dict__.get(_FILLED_AT) or (0, 0, resets_taken(member))
+    seen = own[3] if len(own) > 3 else resets_taken(leader)  # recorded without the leader's resets: all seen
     updates, written, resets = _changes(member)
     what = None
     if (updates, written) != own[:2]:
         what = "changed"
     elif resets != own[2] and reset_left_states(member):
         what = "reset"
+    elif reset_cleared_states(member, seen):
+        what = "leader reset"
     member.reset()
+    member.__dict__.pop("_source_at_reset", None)  # the module's own reset, not one that asked to clear the group
     member.merge_state(leader.metric_state)
-    member.__dict__[_FILLED_AT] = _changes(member)
+    member.__dict__[_FILLED_AT] = (*_changes(member), resets_taken(leader))
     return what
 
 
-def _warn_changed_member(name: str, lead: str, what: str) -> None:
+def _warn_changed_member(name: str, lead: str, what: str, cleared: Sequence[str] = ()) -> None:
     """Say that what was put into compute group member ``name`` directly is dropped (see :func:`_fill_member`).
 
     TorchMetrics' compute groups drop such a change silently at the collection's next ``update``. ``what``:
-    ``"changed"`` (its own update, merge or load) or ``"reset"`` (a reset of it alone).
+    ``"changed"`` (its own update, merge or load), ``"reset"`` (a reset of it alone) or ``"leader reset"``
+    (``name`` is the group's leader, reset alone: ``cleared`` are the members whose states it cleared).
     """
-    if what == "reset":
+    if what == "leader reset":
+        names = ", ".join(repr(n) for n in cleared)
+        text = (
+            f"RecMetricModule: metric {name!r} was reset on its own, and that reset also cleared the states of "
+            f"{names}: they read its states (a compute group, see `compute_groups`), were not reset, and lost the "
+            "updates from before the reset. Reset the module (`module.reset()`) or every metric of the group "
+            "together, or use a metric outside the module for a value of its own."
+        )
+    elif what == "reset":
         text = (
             f"RecMetricModule: metric {name!r} was reset on its own and that reset is dropped: it shares its states "
             f"with {lead!r} (a compute group, see `compute_groups`), which was not reset, and reports them, the "

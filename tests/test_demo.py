@@ -236,3 +236,45 @@ def test_the_summary_table_shows_an_undefined_or_infinite_value_instead_of_faili
 
     table = summary_table({"train/ne/click": 0.5}, {"val/ne/click": value}, ["click"])
     assert table.splitlines()[-1].split() == ["ne", "0.5000", shown]
+
+
+def test_without_the_report_the_demo_trains_logs_and_returns_no_report_path(tmp_path):
+    """``DemoConfig(report=False)``: the same training and logs, no pictures or report files (drawing them took
+    most of a short run), ``"report": None``; the examples counted equal the training data redrawn from its seed."""
+    small = DemoConfig(
+        steps=3, batch_size=8, val_sessions=16, num_users=20, num_items=10, log_every=1, output_dir=str(tmp_path)
+    )
+    result = run_training_demo(DemoConfig(**{**small.__dict__, "report": False}))
+    assert result is not None and result["report"] is None
+    assert sorted(result) == ["report", "train", "val"]
+    assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("*.csv"))
+    assert not (tmp_path / "index.html").exists()
+    assert (tmp_path / "logs" / "metrics.csv").exists()
+    world = SyntheticWorld.create(small.num_users, small.num_items, seed=small.seed)
+    clicks = world.sample(small.steps * small.batch_size, seed=small.seed + 1).columns["click"].numpy()
+    assert result["train"]["train/throughput/total_examples"] == len(clicks)
+    assert result["train"]["train/ctr/click"] == pytest.approx(clicks.mean(), rel=1e-9)
+    assert {f"val/{name}/{task}" for name in METRICS for task in TASKS} <= set(result["val"])
+
+
+def test_no_report_on_the_command_line_skips_the_report_and_needs_no_matplotlib(monkeypatch):
+    """``torchmetrics-ext demo --no-report`` builds ``DemoConfig(report=False)``; without matplotlib (only the
+    `lightning` extra) it trains, where the demo with its report stops before training."""
+    import importlib.abc
+
+    class Hide(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "matplotlib" or name.startswith("matplotlib."):
+                raise ModuleNotFoundError(f"No module named {name!r}")
+            return None
+
+    monkeypatch.setattr(sys, "meta_path", [Hide(), *sys.meta_path])
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    import torchmetrics_ext.demo as demo
+
+    configs = []
+    monkeypatch.setattr(demo, "run_training_demo", configs.append)
+    assert cli.main(["demo", "--steps", "3", "--no-report"]) == 0
+    assert [(c.steps, c.report) for c in configs] == [(3, False)]
+    assert DemoConfig().report is True  # the default writes it, as `torchmetrics-ext demo` does

@@ -929,12 +929,14 @@ CONSTRUCTOR_ERRORS = [
     (dict(tasks=[]), ValueError, "non-empty list"),
     (dict(tasks=["a", "a"]), ValueError, "distinct task names"),
     (dict(metrics={}), ValueError, "non-empty dict"),
-    # a list of registry names, as from_config takes them: said only "non-empty dict"
+    # a list takes registry names only (as from_config's): objects, classes and factories need their keys
     (
-        dict(metrics=["ne", "ndcg@10"]),
+        dict(metrics=["ne", tmx.AUC]),
         ValueError,
-        re.escape("got ['ne', 'ndcg@10']; for registry names give each its key, {'ne': 'ne', 'ndcg@10': 'ndcg@10'}."),
+        r"a registry name \(str\), got <class .*AUC'> \(ABCMeta\); give metric objects, classes and factories in the "
+        r"dict form \{name: metric\}",
     ),
+    (dict(metrics=[]), ValueError, "non-empty dict"),
     (dict(metrics={"ne": tmx.NormalizedEntropy(num_tasks=3)}), ValueError, "built for 3 task"),
     (
         dict(metrics={"ne": "nee"}),
@@ -1517,7 +1519,7 @@ def test_from_config_builds_through_the_registry():
             r"names its cutoff \(10\)",
         ),
         ({"tasks": ["a"], "metrics": {"ne": {"k": 3}}}, "'ne' takes no cutoff"),
-        ({"tasks": ["a"], "metrics": {"ne": {"num_tasks": 1}}}, "`num_tasks` comes from the config's tasks"),
+        ({"tasks": ["a"], "metrics": {"ne": {"num_tasks": 1}}}, "`num_tasks` comes from the module's tasks"),
         ({"tasks": ["a"], "metrics": ["ne\n"]}, "Unknown metric name"),
         # wrong types are ValueErrors naming the entry, as every other wrong type of the config (were TypeErrors)
         (
@@ -1613,6 +1615,102 @@ def test_from_config_reads_the_yaml_spellings_of_metrics():
     ne = -(y * p.log() + (1 - y) * (1 - p).log()).mean() / -(ctr * ctr.log() + (1 - ctr) * (1 - ctr).log())
     torch.testing.assert_close(bare.compute()["ne/a"], ne)
     torch.testing.assert_close(bare.compute()["ne/a"], same.compute()["ne/a"])
+
+
+def _bin_centred_data(seed: int, n: int = 500) -> dict[str, torch.Tensor]:
+    """Two tasks whose predictions sit at the centres of 1000 equal bins (a binned AUC is then exact), with ties."""
+    g = np.random.default_rng(seed)
+    out: dict[str, torch.Tensor] = {}
+    for task in ("click", "buy"):
+        p = (g.integers(0, 1000, n) + 0.5) / 1000
+        out[f"{task}_pred"] = torch.tensor(p)
+        out[f"{task}_label"] = torch.tensor((g.uniform(size=n) < p).astype(np.int64))
+        out[f"{task}_w"] = torch.tensor(g.uniform(0.5, 2.0, n))
+    return out
+
+
+def test_the_constructor_takes_every_metrics_form_of_from_config_built_as_the_same_metrics():
+    """``RecMetricModule(tasks, {"auc_binned": {"metric": "auc", "num_bins": 1000}})`` (``{"auc": {...}}``,
+    ``{"ne": None}``, a list of names) was a TypeError or ValueError although ``from_config`` and ``evaluate``
+    take them. Each form now gives the values of the metric object it stands for, and those equal sklearn's
+    ``roc_auc_score`` and the NE formula; ``from_config`` with the same entries gives the same values."""
+    tasks = [tmx.RecTaskInfo(t, f"{t}_label", f"{t}_pred", f"{t}_w") for t in ("click", "buy")]
+    parts = [_bin_centred_data(s) for s in range(3)]
+    joined = {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
+    bins = {"num_bins": 1000, "bin_space": "probability"}  # bins of 0.001: one distinct prediction each
+    forms = {
+        "dict": {"auc_binned": {"metric": "auc", **bins}, "auc": bins, "ne": None},
+        "objects": {
+            "auc_binned": tmx.AUC(num_tasks=2, **bins),
+            "auc": tmx.AUC(num_tasks=2, **bins),
+            "ne": tmx.NormalizedEntropy(num_tasks=2),
+        },
+        "mixed": {"auc_binned": {"metric": "auc", **bins}, "auc": "auc", "ne": {}},
+    }
+    values = {form: run(tmx.RecMetricModule(tasks, m, throughput=False), parts) for form, m in forms.items()}
+    listed = run(tmx.RecMetricModule(tasks, ["ne", "auc"], throughput=False), parts)
+    configured = run(
+        tmx.RecMetricModule.from_config({"tasks": tasks, "metrics": forms["dict"], "throughput": False}), parts
+    )
+    built = tmx.RecMetricModule(tasks, forms["dict"], throughput=False)
+    assert [type(built.metrics[n]).__name__ for n in built.metric_names] == ["AUC", "AUC", "NormalizedEntropy"]
+    assert built.metrics["auc_binned"].num_bins == built.metrics["auc"].num_bins == 1000
+    assert built.metrics["auc"].bin_space == "probability"
+    for task in ("click", "buy"):
+        p, y, w = (joined[f"{task}_{c}"].numpy() for c in ("pred", "label", "w"))
+        auc, ne = roc_auc_score(y, p, sample_weight=w), ref_ne(p, y.astype(float), w)
+        for form, got in [*values.items(), ("config", configured)]:
+            np.testing.assert_allclose(got[f"auc_binned/{task}"].item(), auc, rtol=1e-9, err_msg=form)
+            np.testing.assert_allclose(got[f"auc/{task}"].item(), auc, rtol=1e-9, err_msg=form)
+            np.testing.assert_allclose(got[f"ne/{task}"].item(), ne, rtol=1e-9, err_msg=form)
+        np.testing.assert_allclose(listed[f"auc/{task}"].item(), auc, rtol=1e-9)  # exact, as the name builds it
+        np.testing.assert_allclose(listed[f"ne/{task}"].item(), ne, rtol=1e-9)
+        for form in ("dict", "mixed"):  # bit for bit the objects' values: the same metrics
+            for name in ("auc_binned", "ne"):
+                assert values[form][f"{name}/{task}"].item() == values["objects"][f"{name}/{task}"].item()
+
+
+@pytest.mark.parametrize(
+    "metrics, match",
+    [
+        (
+            {"ne": {"num_tasks": 2}},
+            r"^Metric 'ne': `num_tasks` comes from the module's tasks \(2\), not from its options\.",
+        ),
+        (
+            {"auc": {"nm_bins": 10}},
+            r"^Metric 'auc': Unexpected keyword arguments: `nm_bins` for AUC \(did you mean `num_bins`",
+        ),
+        (
+            {"x": {"metric": "aucc"}},
+            r"^Metric 'x' \(aucc\): Unknown metric name 'aucc' \(did you mean 'auc'\?\); known names: ",
+        ),
+        ({"auc_binned": {"num_bins": 10}}, r"A key of your own names its registry metric with the option 'metric': "),
+        ({"ne": None, "ndcg@10": {"k": 5}}, r"^Metric 'ndcg@10': .*names its cutoff \(10\)"),
+        (["ne", "ne"], r"^Expected distinct metric names in .*, got \['ne'\] more than once\."),
+        (
+            ["ne", {"auc": {"num_bins": 10}}],
+            r"got the list entry \{'auc': \{'num_bins': 10\}\}; give options in the dict form",
+        ),
+        (
+            {"a": {"metric": 5}},
+            r"^Expected the option 'metric' of metric 'a' in .* to be a registry name \(str\), got 5",
+        ),
+    ],
+)
+def test_the_constructor_refuses_bad_options_with_from_configs_errors(metrics, match):
+    """The constructor and ``from_config`` build options through one path: the same error, word for word (but for
+    where the metrics were given: ``metrics`` or the config's), and nothing is left built or owned."""
+    tasks = [tmx.RecTaskInfo(t, f"{t}_label", f"{t}_pred", session_id_name="q") for t in ("click", "buy")]
+    with pytest.raises(ValueError, match=match) as direct:
+        tmx.RecMetricModule(tasks, metrics, throughput=False)
+    with pytest.raises(ValueError, match=match) as configured:
+        tmx.RecMetricModule.from_config({"tasks": tasks, "metrics": metrics, "throughput": False})
+    assert str(direct.value).replace("`metrics`", "config 'metrics'") == str(configured.value)
+    # a config's entries are names or options; the constructor's may be objects too
+    with pytest.raises(ValueError, match=re.escape("name the metric in its options, {'x': {'metric': 'ne'}}")):
+        tmx.RecMetricModule.from_config({"tasks": tasks, "metrics": {"x": "ne"}})
+    assert tmx.RecMetricModule(tasks, {"x": "ne"}, throughput=False).metric_names == ["x"]
 
 
 def test_registry_names():
@@ -4397,6 +4495,151 @@ def test_a_compute_group_member_reset_alone_is_warned_for_and_a_group_reset_is_n
     assert sorted(values) == sorted(expected)
     for key, value in expected.items():
         np.testing.assert_allclose(values[key].item(), value, rtol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize("window_size", [None, 8])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "leader alone",
+        "leader alone, no compute before",
+        "leader alone twice",
+        "each, leader first",
+        "each, member first",
+        "collection",
+        "module",
+        "leader before any step",
+    ],
+)
+def test_a_compute_group_leader_reset_alone_is_warned_for_and_a_group_reset_is_not(window_size, how):
+    """``module.metrics["ctr"].reset()`` of a group's first metric, whose states its members read, cleared the
+    members' values silently (the mirror of a member reset alone). It now warns at compute, naming the leader and
+    the members it cleared. Resetting the whole group (the module, ``module.metrics.reset()``, each metric in either
+    order) or the leader before the group held anything warns for nothing. The values are those of the steps after
+    the reset in every case (NumPy references): the leader's reset cleared the states the group shares."""
+    module = tmx.RecMetricModule(
+        ["c"], {"ctr": "ctr", "calibration": "calibration"}, window_size=window_size, throughput=False
+    )
+    g = np.random.default_rng(11)
+    steps = [(g.uniform(0.05, 0.95, 4), np.array([1.0, 0.0, 1.0, float(i % 2)])) for i in range(4)]
+
+    def step(i):
+        module.update({"prediction": torch.tensor(steps[i][0]), "label": torch.tensor(steps[i][1])})
+
+    leader, member = module.metrics["ctr"], module.metrics["calibration"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        if how == "leader before any step":
+            leader.reset()
+        else:
+            step(0)
+            step(1)
+            if how != "leader alone, no compute before":
+                module.compute()
+            if how.startswith("leader alone"):
+                leader.reset()
+                if how == "leader alone twice":  # the second reset clears nothing: the first one is still said
+                    leader.reset()
+            elif how == "each, leader first":
+                leader.reset()
+                member.reset()
+            elif how == "each, member first":
+                member.reset()
+                leader.reset()
+            elif how == "collection":
+                module.metrics.reset()
+            else:
+                module.reset()
+        step(2)
+        step(3)
+    if how.startswith("leader alone"):
+        match = r"metric 'ctr' was reset on its own, and that reset also cleared the states of 'calibration'.*"
+        with pytest.warns(UserWarning, match=match + r"Reset the module \(`module.reset\(\)`\) or every metric"):
+            module.compute()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once; a group reset: never
+        values = module.compute()
+    p, y = (np.concatenate(v) for v in zip(*steps[2:]))
+    expected = {"ctr/c": y.mean(), "calibration/c": p.sum() / y.sum()}
+    if window_size:
+        expected |= {f"{key}/window": value for key, value in expected.items()}
+    assert sorted(values) == sorted(expected)
+    for key, value in expected.items():
+        np.testing.assert_allclose(values[key].item(), value, rtol=1e-12, err_msg=key)
+
+
+def test_a_leader_reset_alone_after_a_member_reset_and_a_step_is_warned_for():
+    """A member reset, then a step, then the leader reset alone: the leader's reset cleared the step the member had
+    seen since its own reset, so it is said (the member's earlier reset is not: the leader was reset after it)."""
+    module = tmx.RecMetricModule(["c"], {"ctr": "ctr", "calibration": "calibration"}, throughput=False)
+    data = {"prediction": torch.tensor([0.2, 0.7]), "label": torch.tensor([0, 1])}
+    module.update(data)
+    module.metrics["calibration"].reset()
+    module.update(data)
+    module.metrics["ctr"].reset()
+    module.update(data)
+    with pytest.warns(UserWarning, match="metric 'ctr' was reset on its own") as record:
+        module.compute()
+    assert not [w for w in record if "'calibration' was reset on its own" in str(w.message)]
+
+
+@pytest.mark.parametrize("window_size", [None, 4])
+@pytest.mark.parametrize("copier", ["deepcopy", "pickle"])
+def test_a_copied_compute_group_member_is_a_standalone_metric_of_the_groups_states(window_size, copier):
+    """``copy.deepcopy(module.metrics["calibration"])`` of a group member copied its leader along (a member refers
+    to it) and held the states of the module's last ``compute`` (``nan`` before the first, and without the steps
+    since). The copy is now a metric of its own holding the group's states: the value the module reports, then
+    updated on its own like a fresh metric fed the same rows (NumPy references), without touching the module. A
+    module copied whole keeps its groups: its members read its own leaders, and it warns for nothing."""
+    import pickle
+
+    module = tmx.RecMetricModule(
+        ["c"], {"ctr": "ctr", "calibration": "calibration"}, window_size=window_size, throughput=False
+    )
+    copy_of = copy.deepcopy if copier == "deepcopy" else lambda obj: pickle.loads(pickle.dumps(obj))
+    g = np.random.default_rng(3)
+    steps = [(g.uniform(0.05, 0.95, 3), np.array([1.0, 0.0, float(i % 2)])) for i in range(4)]
+
+    def calibration(seen):
+        p, y = (np.concatenate(v) for v in zip(*seen))
+        return p.sum() / y.sum()
+
+    def value(metric):
+        out = metric.compute()
+        return out["lifetime"].item() if window_size else out.item()
+
+    for i, (p, y) in enumerate(steps[:3]):
+        module.update({"prediction": torch.tensor(p), "label": torch.tensor(y)})
+        if i == 0:
+            module.compute()  # the member holds the states of step 0, then steps 1 and 2 come
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        copied = copy_of(module.metrics["calibration"])
+        whole = copy_of(module)
+    parts = [copied.lifetime, copied.window] if window_size else [copied]
+    assert all("_states_source" not in part.__dict__ for part in parts)  # no leader (nor module) came along
+    np.testing.assert_allclose(value(copied), calibration(steps[:3]), rtol=1e-12)
+    p, y = steps[3]
+    copied.update(torch.tensor(p), torch.tensor(y))
+    np.testing.assert_allclose(value(copied), calibration(steps), rtol=1e-12)
+    if window_size:  # the window: the newest 4 rows, as a Windowed fed the same steps
+        reference = tmx.Windowed(tmx.Calibration(), window_size)
+        for p, y in steps:
+            reference.update(torch.tensor(p), torch.tensor(y))
+        np.testing.assert_allclose(copied.compute()["window"].item(), reference.compute()["window"].item(), rtol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        values = module.compute()
+        whole_values = whole.compute()
+    np.testing.assert_allclose(values["calibration/c"].item(), calibration(steps[:3]), rtol=1e-12)  # untouched
+    assert {k: v.item() for k, v in whole_values.items()} == {k: v.item() for k, v in values.items()}
+    for member, leader in whole._member_parts():  # linked to the copy's own leaders
+        assert member.__dict__["_states_source"] is leader
+        assert leader in [*whole._parts(whole.metrics["ctr"]).values()]
+    whole.metrics["ctr"].reset()
+    whole.update({"prediction": torch.tensor(p), "label": torch.tensor(y)})
+    with pytest.warns(UserWarning, match="metric 'ctr' was reset on its own"):
+        whole.compute()
 
 
 @pytest.mark.parametrize("window_size", [None, 8])

@@ -40,6 +40,67 @@ def _close_to(unknown: Sequence[Any], known: Sequence[str]) -> str:
     return f" (did you mean {', '.join(repr(g) for g in guesses)}?)" if guesses else ""
 
 
+def _metric_specs(raw: Any, where: str) -> dict[Any, Any]:
+    """``{key: spec}`` of a ``metrics`` argument; a list of registry names is ``{name: None}`` (no options).
+
+    The one reading of ``metrics`` that :class:`RecMetricModule`'s constructor, its ``from_config`` and
+    ``evaluate`` share; each spec is then built by :func:`_instantiate` (or read by :func:`_metric_entries`).
+
+    Args:
+        raw: a list of registry names, or a dict ``{key: spec}``.
+        where: how messages name ``raw``.
+
+    Raises:
+        ValueError: ``raw`` neither a list nor a dict, a list entry holding options, a list entry that is
+            not a string, or a name listed twice.
+    """
+    if isinstance(raw, (list, tuple)):
+        nested = next((name for name in raw if isinstance(name, (Mapping, list, tuple, set))), None)
+        if nested is not None:  # YAML's "- auc: {num_bins: 10}": options belong to the dict form
+            raise ValueError(
+                f"Expected {where} to be a list of registry names or a dict {{key: options}}, got the "
+                f"list entry {nested!r}; give options in the dict form, {{'ne': {{}}, 'auc': {{'num_bins': 10}}}} "
+                "(YAML: `metrics: {ne: {}, auc: {num_bins: 10}}`)."
+            )
+        for name in raw:  # before counting them: a metric object's `==` builds a metric
+            if not isinstance(name, str):
+                hint = "; give metric objects, classes and factories in the dict form {name: metric}"
+                raise ValueError(
+                    f"Expected a metric name in {where} to be a registry name (str), got {name!r} "
+                    f"({type(name).__name__}){hint if isinstance(name, Metric) or callable(name) else ''}."
+                )
+        repeated = sorted({name for name in raw if list(raw).count(name) > 1}, key=str)
+        if repeated:
+            raise ValueError(f"Expected distinct metric names in {where}, got {repeated} more than once.")
+        return {name: None for name in raw}
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    raise ValueError(f"Expected {where} to be a list of registry names or a dict, got {raw!r}.")
+
+
+def _entry_options(key: Any, spec: Any, where: str) -> tuple[str, dict[str, Any]] | None:
+    """``(registry name, options)`` of a ``metrics`` entry given by name or options; ``None`` for any other spec.
+
+    A registry name string is that name without options; options (a dict, or ``None`` for none: YAML's
+    ``ne:``) name the registry entry with ``"metric"`` (the key otherwise).
+
+    Raises:
+        ValueError: a registry name (the key, or the option ``"metric"``) that is not a string.
+    """
+    if isinstance(spec, str):
+        return spec, {}
+    if spec is not None and not isinstance(spec, Mapping):
+        return None
+    options = dict(spec or {})
+    name = options.pop("metric", key)
+    if not isinstance(name, str):  # a wrong type in a config: a ValueError, as the others
+        what = f"the option 'metric' of metric {key!r}" if name is not key else "a metric name"
+        raise ValueError(
+            f"Expected {what} in {where} to be a registry name (str), got {name!r} ({type(name).__name__})."
+        )
+    return name, options
+
+
 def _metric_entries(raw: Any, where: str = "config 'metrics'") -> dict[str, tuple[str, dict[str, Any]]]:
     """``{key: (registry name, options)}`` from a config's ``metrics`` (:meth:`RecMetricModule.from_config`'s schema).
 
@@ -50,43 +111,34 @@ def _metric_entries(raw: Any, where: str = "config 'metrics'") -> dict[str, tupl
 
     Raises:
         ValueError: ``raw`` neither a list nor a dict, a list entry holding options, a name listed
-            twice, or options that are not a dict.
+            twice, options that are not a dict, or a registry name that is not a string.
     """
-    if isinstance(raw, (list, tuple)):
-        nested = next((name for name in raw if isinstance(name, (Mapping, list, tuple, set))), None)
-        if nested is not None:  # YAML's "- auc: {num_bins: 10}": options belong to the dict form
-            raise ValueError(
-                f"Expected {where} to be a list of registry names or a dict {{key: options}}, got the "
-                f"list entry {nested!r}; give options in the dict form, {{'ne': {{}}, 'auc': {{'num_bins': 10}}}} "
-                "(YAML: `metrics: {ne: {}, auc: {num_bins: 10}}`)."
-            )
-        repeated = sorted({name for name in raw if list(raw).count(name) > 1}, key=str)
-        if repeated:
-            raise ValueError(f"Expected distinct metric names in {where}, got {repeated} more than once.")
-        entries: dict[str, Any] = {name: {} for name in raw}
-    elif isinstance(raw, Mapping):
-        entries = dict(raw)
-    else:
-        raise ValueError(f"Expected {where} to be a list of registry names or a dict, got {raw!r}.")
     out: dict[str, tuple[str, dict[str, Any]]] = {}
-    for key, kwargs in entries.items():
-        if kwargs is None:  # YAML's "ne:" with nothing after it: no options
-            kwargs = {}
-        if not isinstance(kwargs, Mapping):
+    for key, kwargs in _metric_specs(raw, where).items():
+        entry = None if isinstance(kwargs, str) else _entry_options(key, kwargs, where)
+        if entry is None:
             hint = ""
             if isinstance(kwargs, str):  # the constructor's {key: registry name}, given to a config
                 hint = f"; name the metric in its options, {{{key!r}: {{'metric': {kwargs!r}}}}}"
             raise ValueError(f"Expected the options of metric {key!r} to be a dict, got {kwargs!r}{hint}.")
-        options = dict(kwargs)
-        out[key] = (options.pop("metric", key), options)
+        out[key] = entry
     return out
 
 
 def _build_entry(key: str, registry_name: str, options: Mapping[str, Any], num_tasks: int) -> Metric:
     """The metric of one :func:`_metric_entries` entry; its errors name the entry (``Metric 'b' (auc): ...``).
 
-    Shared by :meth:`RecMetricModule.from_config` and ``evaluate``'s ``metrics`` with options.
+    Shared by :class:`RecMetricModule` (its ``metrics`` given by name or options, ``from_config``) and
+    ``evaluate``'s ``metrics`` with options.
+
+    Raises:
+        ValueError: ``num_tasks`` among the options (it comes from the tasks), or a name or option the
+            registry or the metric's class refuses (``TypeError`` where the class raises one).
     """
+    if "num_tasks" in options:
+        raise ValueError(
+            f"Metric {key!r}: `num_tasks` comes from the module's tasks ({num_tasks}), not from its options."
+        )
     try:
         return build_metric(registry_name, num_tasks=num_tasks, **options)
     except (TypeError, ValueError) as error:  # which entry of the config, as the other errors say
@@ -162,12 +214,10 @@ def _check_metric_name(name: Any) -> None:
 def _instantiate(name: str, spec: Any, num_tasks: int) -> TaskMetric:
     # a partial of it too (compared by identity: a metric instance's `==` builds a CompositionalMetric)
     if spec is Throughput or getattr(spec, "func", None) is Throughput or isinstance(spec, Throughput):
-        raise TypeError(
-            f"Metric {name!r} is a Throughput: the module has its own, counted from every step's columns "
-            "(`throughput=True`, the default, or `throughput=Throughput(...)` for other settings)."
-        )
-    if isinstance(spec, str):
-        metric: Any = build_metric(spec, num_tasks=num_tasks)
+        raise _throughput_refused(name)
+    entry = _entry_options(name, spec, "`metrics`")
+    if entry is not None:  # a registry name, or its options: as `from_config` builds it
+        metric: Any = _build_entry(name, *entry, num_tasks)
     elif isinstance(spec, Metric):
         metric = spec
     elif not _has_task_dim(spec):
@@ -177,8 +227,11 @@ def _instantiate(name: str, spec: Any, num_tasks: int) -> TaskMetric:
         metric = spec(num_tasks=num_tasks)
     else:
         raise TypeError(
-            f"Expected metric {name!r} to be a metric, a class, a factory or a registry name, got {spec!r}."
+            f"Expected metric {name!r} to be a metric, a class, a factory or a registry name (or a dict of "
+            f"its options), got {spec!r}."
         )
+    if isinstance(metric, Throughput):  # what a factory returned
+        raise _throughput_refused(name)
     if not isinstance(metric, TaskMetric):
         raise TypeError(
             f"Metric {name!r} ({type(metric).__name__}) is not one of the package's metrics; "
@@ -199,6 +252,13 @@ def _instantiate(name: str, spec: Any, num_tasks: int) -> TaskMetric:
             "log_dict). Use it as a standalone metric."
         )
     return metric
+
+
+def _throughput_refused(name: str) -> TypeError:
+    return TypeError(
+        f"Metric {name!r} is a Throughput: the module has its own, counted from every step's columns "
+        "(`throughput=True`, the default, or `throughput=Throughput(...)` for other settings)."
+    )
 
 
 def _check_factory(name: str, spec: Any) -> None:

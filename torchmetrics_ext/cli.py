@@ -383,10 +383,13 @@ def run_demo_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         return 0
     if args.steps < 1 or args.devices < 1:
         parser.error("--steps and --devices must be positive")
-    missing = _missing_modules(DEMO_REQUIRES)
-    if missing:  # checked before training: the report (matplotlib) would only fail after it
+    # checked before training: the report (matplotlib) would only fail after it; without one, Lightning only
+    needed = [m for m in DEMO_REQUIRES if not (args.no_report and m == "matplotlib")]
+    missing = _missing_modules(needed)
+    if missing:
+        what = "the training demo needs" if args.no_report else "the training demo and its report need"
         parser.error(
-            f"the training demo and its report need {', '.join(missing)}, from the `demo` extra: "
+            f"{what} {', '.join(missing)}, from the `demo` extra: "
             "pip install 'torchmetrics-ext[demo]' (from a clone: pip install -e '.[demo]'); "
             "`torchmetrics-ext demo --quick` needs no extra"
         )
@@ -400,6 +403,7 @@ def run_demo_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         output_dir=args.output_dir,
         devices=args.devices,
         seed=args.seed,
+        report=not args.no_report,
     )
     run_training_demo(config)
     return 0
@@ -422,6 +426,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--batch-size", type=int, help="sessions (~16 impressions each) per step; with --quick: samples (8192)"
     )
     demo.add_argument("--output-dir", default="torchmetrics_ext_demo", help="report and logs directory")
+    demo.add_argument(
+        "--no-report", action="store_true", help="train, log and print the summary; write no report (no matplotlib)"
+    )
     demo.add_argument("--devices", type=int, default=1, help="CPU processes (2: DDP with gloo)")
     demo.add_argument("--samples", type=int, default=500_000, help="--quick: samples scored")
     demo.add_argument("--queries", type=int, default=20_000, help="--quick: search sessions for the ranking table")

@@ -24,7 +24,6 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.utilities.exceptions import TorchMetricsUserError
 
 from torchmetrics_ext._module_config import (
-    _build_entry,
     _check_id_columns,
     _check_metric_name,
     _check_not_torchrecs,
@@ -33,11 +32,18 @@ from torchmetrics_ext._module_config import (
     _entry_name_ok,
     _instantiate,
     _metric_entries,
+    _metric_specs,
     _torchrec_names,
 )
 from torchmetrics_ext._module_loading import CheckpointLoading
 from torchmetrics_ext.functional._sums import sharing_sums
-from torchmetrics_ext.metrics._checkpoints import reset_left_states, resets_taken, share_states_with, states_written
+from torchmetrics_ext.metrics._checkpoints import (
+    reset_cleared_states,
+    reset_left_states,
+    resets_taken,
+    share_states_with,
+    states_written,
+)
 from torchmetrics_ext.metrics.base import (
     InputDomains,
     TaskMetric,
@@ -78,8 +84,8 @@ _LOGIT_COLUMNS: ContextVar[bool] = ContextVar("tmx_logit_columns", default=False
 _THROUGHPUT = ("\0throughput", "lifetime")  # the throughput's entry in the fused gather
 # where a compute group member keeps the leader's cached value it was last computed with (see _holds_states_of)
 _STATES_OF = "_computed_with_leader"
-# a compute group member's changes when the module last filled it with its leader's states, or reset it with the
-# group (see _fill_member)
+# a compute group member's changes and its leader's resets when the module last filled it with its leader's states,
+# or reset it with the group (see _fill_member)
 _FILLED_AT = "_changes_when_filled"
 
 
@@ -171,10 +177,14 @@ class RecMetricModule(CheckpointLoading):
         tasks: the tasks, as :class:`RecTaskInfo` (or plain names, which use the default columns);
             no two tasks may read the same prediction, label and weight columns.
         metrics: ``{name: metric}``. A metric is an instance built for ``len(tasks)`` tasks, a
-            class or factory called with ``num_tasks=len(tasks)``, or a registry name string
-            (``"ne"``, ``"auc"``, ``"ndcg@10"``; see :mod:`torchmetrics_ext.registry`). Ranking
-            metrics have no task dimension: the module keeps one copy per task (a loop over the
-            tasks, not over queries).
+            class or factory called with ``num_tasks=len(tasks)``, a registry name string
+            (``"ne"``, ``"auc"``, ``"ndcg@10"``; see :mod:`torchmetrics_ext.registry`), or a dict of
+            options for the registry entry named by its ``"metric"`` option or else by its name
+            (``{"auc_binned": {"metric": "auc", "num_bins": 1000}}``, ``{"auc": {"num_bins": 1000}}``;
+            ``None``, YAML's ``ne:``, is no options): every form :meth:`from_config` takes, built by
+            the same code, with the same errors. A list of registry names (``["ne", "auc"]``) names
+            each metric after its entry. Ranking metrics have no task dimension: the module keeps
+            one copy per task (a loop over the tasks, not over queries).
         window_size: samples in the recent window (``None``: lifetime values only).
         throughput: add a :class:`~torchmetrics_ext.Throughput` counting the examples of each step
             (or this one, e.g. with other ``warmup_steps``). The module's own starts its clock after
@@ -212,16 +222,18 @@ class RecMetricModule(CheckpointLoading):
       recall), ``throughput-throughput|lifetime_throughput`` and ``{state}-{state}|{entry}``.
 
     Raises:
-        ValueError: bad arguments, two tasks reading the same prediction, label and weight columns
-            (e.g. two plain task names), metrics built for another number of tasks, metrics needing an
-            id column a task does not name, metrics that disagree on ``from_logits``, one
-            metric object given under two names, a ranking metric built with ``padding_value`` (the
-            module feeds flat rows, which have no padding slots), or a metric named ``throughput`` whose key for a
-            task named like a throughput entry (``total_examples``) would be the throughput's, or
-            with ``key_style="torchrec"`` a metric whose own name is a TorchRec key
-            (:data:`~torchmetrics_ext.registry.TORCHREC_SELF_NAMED`: ``"ndcg"``, ``"recall"``) while
-            it does not compute that TorchRec value (the message names the options that would), or a metric named
-            like an attribute of the container that holds it (``"reset"``, ``"values"``, ``"training"``).
+        ValueError: bad arguments, two tasks reading the same prediction, label and weight columns (e.g. two
+            plain task names), a registry name or option the registry or the metric's class refuses (named
+            first, ``Metric 'auc_binned' (auc): ...``, an unknown name with the closest known one, ``num_tasks``
+            among the options: it comes from the tasks), metrics built for another number of tasks, metrics
+            needing an id column a task does not name, metrics that disagree on ``from_logits``, one metric
+            object given under two names, a ranking metric built with ``padding_value`` (the module feeds flat
+            rows, which have no padding slots), or a metric named ``throughput`` whose key for a task named like
+            a throughput entry (``total_examples``) would be the throughput's, or with ``key_style="torchrec"``
+            a metric whose own name is a TorchRec key (:data:`~torchmetrics_ext.registry.TORCHREC_SELF_NAMED`:
+            ``"ndcg"``, ``"recall"``) while it does not compute that TorchRec value (the message names the
+            options that would), or a metric named like an attribute of the container that holds it
+            (``"reset"``, ``"values"``, ``"training"``).
         TypeError: a factory whose signature cannot take the call ``factory(num_tasks=T)`` (e.g.
             ``lambda T: ...``, or ``functools.partial(tmx.AUC, 2)``, whose bound first argument is
             ``num_tasks``: named with the metric, before the call), or a metric the module cannot
@@ -239,7 +251,10 @@ class RecMetricModule(CheckpointLoading):
         states happen to look alike. The group's other metrics read its first one's states at
         ``compute()``: an ``update``, ``merge_state`` or load made on one of them directly
         (``module.metrics["calibration"]``) is replaced there, with a ``UserWarning``, and so is a
-        ``reset()`` of one of them alone (reset the module, or every metric of the group).
+        ``reset()`` of one of them alone; a ``reset()`` of the first one alone clears the states
+        they read, which ``compute()`` says the same way (reset the module, or every metric of the
+        group). A member copied alone (``copy.deepcopy``, pickle) holds its group's states as a
+        metric of its own.
         **Validation** checks the strictest domain of all metrics
         (e.g. probabilities and binary labels when ``AUC`` is present) in one pass with one
         host synchronisation; a rejected step changes no metric. **Sync**: ``compute()`` gathers
@@ -262,12 +277,19 @@ class RecMetricModule(CheckpointLoading):
         ...                "buy_pred": torch.tensor([0.1, 0.4]), "buy_label": torch.tensor([0, 1])})
         >>> {key: round(value.item(), 4) for key, value in module.compute().items()}
         {'ne/click': 0.4183, 'ne/buy': 0.737, 'ctr/click': 0.5, 'ctr/buy': 0.5}
+
+        Options as in a config: a binned AUC under a name of its own, and NE without options.
+
+        >>> metrics = {"auc_binned": {"metric": "auc", "num_bins": 1000}, "ne": None}
+        >>> module = RecMetricModule(tasks, metrics, throughput=False)
+        >>> module.metrics["auc_binned"].num_bins
+        1000
     """
 
     def __init__(
         self,
         tasks: Sequence[RecTaskInfo | str],
-        metrics: Mapping[str, Metric | Callable[..., Metric] | str],
+        metrics: Mapping[str, Metric | Callable[..., Metric] | str | Mapping[str, Any] | None] | Sequence[str],
         *,
         window_size: int | None = None,
         throughput: bool | Throughput = True,
@@ -279,12 +301,13 @@ class RecMetricModule(CheckpointLoading):
         super().__init__()
         self.tasks = _check_tasks(tasks)
         num_tasks = len(self.tasks)
+        if isinstance(metrics, (list, tuple)) and metrics:  # registry names, as `from_config` takes them
+            metrics = _metric_specs(metrics, "`metrics`")
         if not isinstance(metrics, Mapping) or not metrics:
-            hint = ""
-            if isinstance(metrics, (list, tuple)) and metrics and all(isinstance(m, str) for m in metrics):
-                as_dict = ", ".join(f"{m!r}: {m!r}" for m in metrics)
-                hint = f"; for registry names give each its key, {{{as_dict}}}"
-            raise ValueError(f"Expected `metrics` to be a non-empty dict of name -> metric, got {metrics!r}{hint}.")
+            raise ValueError(
+                f"Expected `metrics` to be a non-empty dict of name -> metric (or a list of registry names), "
+                f"got {metrics!r}."
+            )
         if window_size is not None:
             window_size = check_int("window_size", window_size, 1, " or None")
         compute_interval_steps = check_int("compute_interval_steps", compute_interval_steps, 1)
@@ -319,8 +342,9 @@ class RecMetricModule(CheckpointLoading):
         per_task: dict[str, list[TaskMetric]] = {}
         seen: dict[int, str] = {}  # id of each metric object -> its name
         for name, spec in metrics.items():
-            _check_metric_name(name)
+            # built first: a key that names its registry entry gets the registry's error ("ne\n": did you mean 'ne'?)
             metric = _instantiate(name, spec, num_tasks)
+            _check_metric_name(name)
             first = seen.setdefault(id(metric), name)
             if first != name:  # one object cannot hold two metrics' states (nor be reset for one of them)
                 raise ValueError(
@@ -468,7 +492,9 @@ class RecMetricModule(CheckpointLoading):
                 constructor takes); ``metrics`` is a list of registry
                 names, or a dict ``{key: kwargs}`` where ``kwargs`` may name the registry entry
                 with ``"metric"`` (``{"auc_binned": {"metric": "auc", "num_bins": 10000}}``) and
-                ``None`` (YAML's ``ne:`` with nothing after it) is no options.
+                ``None`` (YAML's ``ne:`` with nothing after it) is no options. The constructor takes
+                the same ``metrics`` (and builds them): a config adds only the check that its
+                entries are names or options, not metric objects.
 
         Returns:
             The module.
@@ -506,21 +532,11 @@ class RecMetricModule(CheckpointLoading):
                 f"Expected config 'tasks' to be a list of task names, dicts or RecTaskInfo, got {raw_tasks!r}."
             )
         tasks = _check_tasks([_task_from_config(task) for task in raw_tasks])
-        built: dict[str, Metric] = {}
-        for key, (registry_name, options) in _metric_entries(config["metrics"]).items():
-            if not isinstance(registry_name, str):  # a wrong type in the config: a ValueError, as the others
-                what = f"the option 'metric' of metric {key!r}" if registry_name is not key else "a metric name"
-                raise ValueError(
-                    f"Expected {what} in config 'metrics' to be a registry name (str), got {registry_name!r} "
-                    f"({type(registry_name).__name__})."
-                )
-            if "num_tasks" in options:
-                raise ValueError(
-                    f"Metric {key!r}: `num_tasks` comes from the config's tasks ({len(tasks)}), not from its options."
-                )
-            built[key] = _build_entry(key, registry_name, options, len(tasks))
+        # the config's schema (names, or options per key: no metric objects), its errors naming the config;
+        # the constructor then builds the metrics from the same entries
+        _metric_entries(config["metrics"])
         options = {k: config[k] for k in allowed[2:] if k in config}
-        return cls(tasks, built, **options)
+        return cls(tasks, config["metrics"], **options)
 
     @classmethod
     def from_torchrec_config(
@@ -688,9 +704,9 @@ class RecMetricModule(CheckpointLoading):
             state.pop("_step_plan", None)  # pickled by a version with another plan: found again
         super().__setstate__(state)
         take_ownership(self._owned_metrics(), self)
-        for member, leader in self._member_parts():  # pickled by a version that did not record it
-            if "_states_source" not in member.__dict__:
-                share_states_with(member, leader)
+        # each member's copy came standalone, holding its leader's states (see `standalone_state`): its
+        # copied leader's again, nothing of its own
+        self._mark_members()
 
     def _updated_units(self) -> Iterator[tuple[Metric, bool, bool]]:
         """``(unit, takes groups, fed probabilities)`` for every updated unit: group leaders, then per-task copies.
@@ -1170,6 +1186,7 @@ class RecMetricModule(CheckpointLoading):
         gathered = self._gather() if sync else {}
         out: dict[str, Tensor] = {}
         members: list[tuple[TaskMetric, TaskMetric]] = []  # (leader, member) task metrics of compute groups
+        cleared: dict[str, list[str]] = {}  # a leader reset alone -> the members whose states it cleared
         with ExitStack() as stack:
             for (name, part), metric in self._leaves():
                 source = gathered.get((self._leader.get(name, name), part))
@@ -1180,7 +1197,7 @@ class RecMetricModule(CheckpointLoading):
             for name, lead in self._leader.items():
                 if lead != name:
                     leader_parts = self._parts(self._unit(lead))
-                    found = set()
+                    found: set[str | None] = set()
                     for part, metric in self._parts(self._unit(name)).items():
                         leader = leader_parts[part]
                         members.append((leader, metric))
@@ -1188,6 +1205,10 @@ class RecMetricModule(CheckpointLoading):
                             found.add(_fill_member(metric, leader))
                     if "changed" in found or "reset" in found:
                         _warn_changed_member(name, lead, "changed" if "changed" in found else "reset")
+                    elif "leader reset" in found:
+                        cleared.setdefault(lead, []).append(name)
+            for lead, lost in cleared.items():
+                _warn_changed_member(lead, lead, "leader reset", lost)
             # group members hold their leader's states without an update of their own (and a rank
             # without a batch the others' synced states): no "compute before update" warning
             stack.enter_context(counted_as_updated(metric for _, metric in self._leaves()))
@@ -1387,7 +1408,8 @@ class RecMetricModule(CheckpointLoading):
         """
         for member, leader in self._member_parts():
             share_states_with(member, leader)
-            member.__dict__[_FILLED_AT] = (0, 0, resets_taken(member)) if built else _changes(member)
+            own = (0, 0, resets_taken(member)) if built else _changes(member)
+            member.__dict__[_FILLED_AT] = (*own, resets_taken(leader))
 
     def _member_parts(self) -> Iterator[tuple[TaskMetric, TaskMetric]]:
         """``(member, leader)`` task metrics of every compute group member, lifetime and window parts alike."""
@@ -1407,31 +1429,47 @@ def _fill_member(member: Metric, leader: Metric) -> str | None:
     The module updates only the leader; a member's own ``update``, ``merge_state`` or load (made through
     ``module.metrics[name]``) cannot count, since its states are its leader's: it is replaced here
     (``"changed"``). So is a ``reset`` of the member alone while the leader held something (``"reset"``):
-    the leader, not reset since, still holds the group's updates from before it. A reset of the whole
-    group (``module.reset()``, ``module.metrics.reset()``, or each of its metrics in any order) is not
-    one, nor a reset before the group held anything: the member reports what the group has seen since.
-    ``None``: nothing of its own.
+    the leader, not reset since, still holds the group's updates from before it. The mirror case, a
+    reset of the leader alone while it held something (``"leader reset"``), cleared the states the
+    member reports (one mechanism for both: the notes each reset takes, see
+    :func:`~torchmetrics_ext.metrics._checkpoints.reset_cleared_states`). A reset of the whole group
+    (``module.reset()``, ``module.metrics.reset()``, or each of its metrics in any order) is neither,
+    nor a reset before the group held anything: the member reports what the group has seen since.
+    ``None``: nothing of its own, and no reset of one without the other since the last fill.
     """
-    own = member.__dict__.get(_FILLED_AT) or (0, 0, resets_taken(member))
+    own: tuple[int, ...] = member.__dict__.get(_FILLED_AT) or (0, 0, resets_taken(member))
+    seen = own[3] if len(own) > 3 else resets_taken(leader)  # recorded without the leader's resets: all seen
     updates, written, resets = _changes(member)
     what = None
     if (updates, written) != own[:2]:
         what = "changed"
     elif resets != own[2] and reset_left_states(member):
         what = "reset"
+    elif reset_cleared_states(member, seen):
+        what = "leader reset"
     member.reset()
+    member.__dict__.pop("_source_at_reset", None)  # the module's own reset, not one that asked to clear the group
     member.merge_state(leader.metric_state)
-    member.__dict__[_FILLED_AT] = _changes(member)
+    member.__dict__[_FILLED_AT] = (*_changes(member), resets_taken(leader))
     return what
 
 
-def _warn_changed_member(name: str, lead: str, what: str) -> None:
+def _warn_changed_member(name: str, lead: str, what: str, cleared: Sequence[str] = ()) -> None:
     """Say that what was put into compute group member ``name`` directly is dropped (see :func:`_fill_member`).
 
     TorchMetrics' compute groups drop such a change silently at the collection's next ``update``. ``what``:
-    ``"changed"`` (its own update, merge or load) or ``"reset"`` (a reset of it alone).
+    ``"changed"`` (its own update, merge or load), ``"reset"`` (a reset of it alone) or ``"leader reset"``
+    (``name`` is the group's leader, reset alone: ``cleared`` are the members whose states it cleared).
     """
-    if what == "reset":
+    if what == "leader reset":
+        names = ", ".join(repr(n) for n in cleared)
+        text = (
+            f"RecMetricModule: metric {name!r} was reset on its own, and that reset also cleared the states of "
+            f"{names}: they read its states (a compute group, see `compute_groups`), were not reset, and lost the "
+            "updates from before the reset. Reset the module (`module.reset()`) or every metric of the group "
+            "together, or use a metric outside the module for a value of its own."
+        )
+    elif what == "reset":
         text = (
             f"RecMetricModule: metric {name!r} was reset on its own and that reset is dropped: it shares its states "
             f"with {lead!r} (a compute group, see `compute_groups`), which was not reset, and reports them, the "

@@ -29,9 +29,15 @@ __all__ = ["DemoConfig", "DemoData", "run_training_demo"]
 class DemoConfig:
     """What ``torchmetrics-ext demo`` trains: steps, sessions per step, where the report goes.
 
+    ``report=False`` (``torchmetrics-ext demo --no-report``) trains, logs and prints the summary
+    without writing the report's pictures and files (drawing them takes most of a short run; the
+    logs under ``output_dir/logs`` are written either way).
+
     Examples:
         >>> DemoConfig(steps=10).validation_every
         2
+        >>> DemoConfig(report=False).report
+        False
     """
 
     steps: int = 600
@@ -44,6 +50,7 @@ class DemoConfig:
     num_items: int = 1000
     window_size: int = 20_000
     log_every: int = 10
+    report: bool = True
 
     @property
     def validation_every(self) -> int:
@@ -98,26 +105,28 @@ def run_training_demo(config: DemoConfig) -> dict[str, Any] | None:
     """Train, validate five times, then (on rank 0) print the summary and write the report.
 
     Returns:
-        On rank 0, ``{"train": {key: float}, "val": {key: float}, "report": path of index.html}``;
-        ``None`` on the other ranks.
+        On rank 0, ``{"train": {key: float}, "val": {key: float}, "report": path of index.html}``,
+        with ``"report": None`` when ``config.report`` is false (no report written); ``None`` on
+        the other ranks.
 
     Examples:
-        A tiny run (a few seconds, most of them drawing the report's figures):
+        A tiny run without the report (``report=True``, the default, also writes ``index.html`` and
+        its pictures, which takes most of a run this small):
 
         >>> import contextlib, io, tempfile
         >>> from torchmetrics_ext.demo import DemoConfig, run_training_demo
         >>> small = {"batch_size": 8, "val_sessions": 16, "num_users": 20, "num_items": 10, "log_every": 1}
-        >>> config = DemoConfig(steps=2, output_dir=tempfile.mkdtemp(), **small)
+        >>> config = DemoConfig(steps=2, output_dir=tempfile.mkdtemp(), report=False, **small)
         >>> with contextlib.redirect_stdout(io.StringIO()) as printed:  # the progress bar and the summary
         ...     result = run_training_demo(config)
-        >>> sorted(result), result["report"].endswith("index.html")
+        >>> sorted(result), result["report"] is None
         (['report', 'train', 'val'], True)
         >>> sorted(key.split("/")[1] for key in result["val"] if key.endswith("/click"))
         ['auc', 'auprc', 'calibration', 'ctr', 'gauc', 'ndcg@10', 'ne', 'recall@10']
         >>> "training throughput" in printed.getvalue()
         True
     """
-    from torchmetrics_ext.demo.report import summary_table, write_report
+    from torchmetrics_ext.demo.report import summary_table, write_report  # matplotlib: only inside write_report
 
     output_dir = Path(config.output_dir)
     pl.seed_everything(config.seed, verbose=False)
@@ -163,6 +172,9 @@ def run_training_demo(config: DemoConfig) -> dict[str, Any] | None:
     val = {key: value for key, value in logged.items() if key.startswith("val/")}
     summary = summary_table(train, val, [task.name for task in model.train_metrics.tasks])
     print(summary)
+    if not config.report:
+        print(f"\nno report written (report=False); logs in {output_dir / 'logs'}")
+        return {"train": train, "val": val, "report": None}
     index = write_report(output_dir, model, data.val_set, output_dir / "logs" / "metrics.csv", summary)
     print(f"\nreport: {index}  (open it in a browser; logs in {output_dir / 'logs'})")
     return {"train": train, "val": val, "report": str(index)}

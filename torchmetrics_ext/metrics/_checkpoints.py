@@ -23,14 +23,17 @@ from torchmetrics_ext.utilities.state_dtypes import dtype_problem
 __all__ = [
     "CheckpointedStates",
     "derive_missing",
+    "held_states",
     "holds_anything",
     "load_explained",
     "note_checkpoint",
     "note_settings",
+    "reset_cleared_states",
     "reset_left_states",
     "resets_taken",
     "settings_problems",
     "share_states_with",
+    "standalone_state",
     "states_written",
 ]
 
@@ -92,18 +95,23 @@ def states_written(metric: Metric) -> int:
     return metric.__dict__.get("_states_written", 0)
 
 
-def _count_reset(metric: Metric) -> None:
+def _count_reset(metric: Metric, held: tuple[int, int, int] | None) -> None:
     """Count a ``reset`` of ``metric`` (its ``_update_count`` goes back to 0, so it cannot tell one happened).
 
-    A metric that reports another's states (see :func:`share_states_with`) also notes what of them its
-    reset could not clear: whether that metric held anything, and its resets so far.
+    ``held``: :func:`held_states` of ``metric`` just before the reset. Both sides of a pair sharing
+    states (see :func:`share_states_with`) note what the reset leaves to the other: a metric that
+    held something notes what it cleared (its source's reports, when it is one), and a metric that
+    reports another's states notes what of them its reset could not clear (its source's resets so far
+    and what it held). :func:`reset_left_states` and :func:`reset_cleared_states` read the notes.
     """
     state = metric.__dict__
+    if held is not None:  # a reset of an empty metric keeps the note of the last one that cleared something
+        state["_cleared_at_reset"] = held
     state["_resets_taken"] = state.get("_resets_taken", 0) + 1
     state["_written_at_reset"] = state.get("_states_written", 0)
     source = state.get("_states_source")
     if source is not None:
-        state["_source_at_reset"] = (resets_taken(source), holds_anything(source))
+        state["_source_at_reset"] = (resets_taken(source), held_states(source))
 
 
 def resets_taken(metric: Metric) -> int:
@@ -116,10 +124,23 @@ def holds_anything(metric: Metric) -> bool:
     return bool(metric._update_count) or states_written(metric) != metric.__dict__.get("_written_at_reset", 0)
 
 
+def held_states(metric: Metric) -> tuple[int, int, int] | None:
+    """What ``metric`` holds, as a mark that each update, merge, load and reset changes; ``None``: nothing.
+
+    ``(resets, updates since the last one, merges and loads ever)``: two marks are equal exactly when
+    nothing changed the states in between.
+    """
+    if not holds_anything(metric):
+        return None
+    return resets_taken(metric), metric._update_count, states_written(metric)
+
+
 def share_states_with(member: Metric, source: Metric) -> None:
     """Record that ``member`` reports ``source``'s states (a compute group's member and its leader).
 
-    ``member``'s resets then note what of ``source`` they leave (see :func:`reset_left_states`).
+    The resets of each then note what they leave to the other (see :func:`reset_left_states` and
+    :func:`reset_cleared_states`). A copy of ``member`` alone (``copy.deepcopy``, pickle) is a
+    metric of its own holding ``source``'s states as they are: see :func:`standalone_state`.
     """
     member.__dict__["_states_source"] = source
 
@@ -132,7 +153,49 @@ def reset_left_states(member: Metric) -> bool:
     """
     noted = member.__dict__.get("_source_at_reset")
     source = member.__dict__.get("_states_source")
-    return noted is not None and source is not None and noted[1] and noted[0] == resets_taken(source)
+    return noted is not None and source is not None and bool(noted[1]) and noted[0] == resets_taken(source)
+
+
+def reset_cleared_states(member: Metric, since: int) -> bool:
+    """Whether a reset of ``member``'s source alone, after its first ``since`` resets, cleared what ``member`` reports.
+
+    The mirror of :func:`reset_left_states`: the source's last reset that cleared something did so
+    while ``member`` was neither reset after it nor reset just before it with the source holding
+    exactly what it cleared (a reset of the whole group, in any order, clears what every metric of it
+    asked to). ``False`` for a metric without a source, or a source reset only while empty.
+    """
+    source = member.__dict__.get("_states_source")
+    cleared = None if source is None else source.__dict__.get("_cleared_at_reset")
+    if cleared is None or cleared[0] < since:  # that reset was the source's (cleared[0] + 1)-th
+        return False
+    noted = member.__dict__.get("_source_at_reset")
+    return noted is None or (noted[0] <= cleared[0] and noted[1] != cleared)
+
+
+def standalone_state(metric: Metric, state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` (``metric``'s ``__getstate__``) as a metric of its own, when ``metric`` reports another's states.
+
+    A compute group member (see :func:`share_states_with`) holds its leader's states as of the
+    module's last ``compute``; its copy (``copy.deepcopy(module.metrics["calibration"])``, pickle)
+    is a standalone metric holding the leader's states now, so it computes what the module reports
+    for it, without the reference (which copied the leader, and the module's bookkeeping, along).
+    A ``RecMetricModule`` copied whole links its members' copies to their leaders' again.
+    """
+    source = state.pop("_states_source", None)
+    if source is None:
+        return state
+    for name in ("_source_at_reset", "_cleared_at_reset"):
+        state.pop(name, None)
+    states = source.metric_state  # the source's deferred states written first (a window's)
+    for name in metric._defaults:
+        value = states.get(name)
+        if isinstance(value, Tensor):  # copied: a copy pickled with its source must not share a state updated in place
+            state[name] = value.detach().clone()
+        elif isinstance(value, list):  # list chunks are never written in place: the copy's list holds them
+            state[name] = list(value)
+    state["_update_count"] = source._update_count or int(holds_anything(source))
+    state["_computed"] = None
+    return state
 
 
 def derive_missing(
@@ -218,6 +281,13 @@ class CheckpointedStates(Metric):
         # version-1 checkpoints hold under the plain name for the default setting: not read (see
         # _default_settings_name)
         self._default_settings_names: dict[str, str] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """TorchMetrics' state for copies and pickles; a metric reporting another's states copies as its own.
+
+        See :func:`standalone_state`: a compute group member copied alone holds its leader's states.
+        """
+        return standalone_state(self, super().__getstate__())
 
     def _setting_state_name(self, name: str, setting: str, former: str | None = None) -> str:
         """``name`` followed by ``setting`` (when not empty): the name of a state whose values depend on it.

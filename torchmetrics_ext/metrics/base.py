@@ -19,7 +19,12 @@ from torch.nn import Module
 from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
-from torchmetrics_ext.metrics._checkpoints import CheckpointedStates, _count_reset, _count_states_written
+from torchmetrics_ext.metrics._checkpoints import (
+    CheckpointedStates,
+    _count_reset,
+    _count_states_written,
+    held_states,
+)
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, check_int
 from torchmetrics_ext.utilities.chunks import _JOIN, join_chunks, join_small_runs, join_small_tails
 from torchmetrics_ext.utilities.formatting import exact_text
@@ -493,12 +498,13 @@ class GuardedMetric(CheckpointedStates):
         Each reset is counted (:func:`~torchmetrics_ext.metrics._checkpoints.resets_taken`): a
         ``RecMetricModule`` tells a compute group member reset on its own from one it reset itself.
         """
+        held = held_states(self)
         for name, default in self._defaults.items():
             if isinstance(default, list):
                 setattr(self, name, [])
         with torch.inference_mode(False):
             super().reset()
-        _count_reset(self)
+        _count_reset(self, held)
 
     def _copy_state_dict(self) -> dict[str, Tensor | list[Any]]:
         """TorchMetrics' copy of the states (``forward``, ``sync``), list states copied shallowly.

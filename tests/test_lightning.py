@@ -1676,3 +1676,58 @@ def test_ddp_training_steps_returning_none_on_one_rank_keep_the_ranks_computing_
         }
         for name, value in expected.items():
             np.testing.assert_allclose(row[f"train/{name}/click"], value, rtol=1e-9, err_msg=f"{name} at {upto}")
+
+
+class TrainOnlyModel(L.LightningModule):
+    """Training metrics only: no ``val_metrics`` and no ``validation_step`` (Lightning runs no validation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 2)
+        tasks = [tmx.RecTaskInfo(t, f"{t}_label", f"{t}_logit") for t in TASKS]
+        self.train_metrics = tmx.RecMetricModule(tasks, {"ctr": "ctr"}, throughput=False, prefix="train/")
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.linear(x)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y.float())
+        return {"loss": loss, "click_logit": logits[:, 0], "buy_logit": logits[:, 1]} | {
+            "click_label": y[:, 0],
+            "buy_label": y[:, 1],
+        }
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_the_default_callback_fits_a_model_without_validation():
+    """``RecMetricCallback()`` refused a model with neither ``val_metrics`` nor a ``validation_step`` at setup
+    (the first-run stumble: ``val=None`` was needed although Lightning runs no validation for it)."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(128, 4, generator=gen), (torch.rand(128, 2, generator=gen) < 0.3).long()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        callbacks=[RecMetricCallback()],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(TrainOnlyModel(), loader)
+    logged = trainer.callback_metrics
+    np.testing.assert_allclose(logged["train/ctr/click"].item(), y[:, 0].double().mean().item(), rtol=1e-12)
+    np.testing.assert_allclose(logged["train/ctr/buy"].item(), y[:, 1].double().mean().item(), rtol=1e-12)
+
+
+class ValidatedWithoutModule(ClickModel):
+    def __init__(self) -> None:
+        super().__init__()
+        del self.val_metrics
+
+
+def test_a_model_with_a_validation_step_still_needs_its_validation_module():
+    """The default ``val`` name is only skipped for a model without validation: a typo is still caught."""
+    with pytest.raises(AttributeError, match=r"`ValidatedWithoutModule\.val_metrics` is missing"):
+        _fit(ValidatedWithoutModule(), RecMetricCallback())

@@ -39,6 +39,7 @@ try:
     from lightning.pytorch.callbacks import GradientAccumulationScheduler
     from lightning.pytorch.strategies import Strategy
     from lightning.pytorch.trainer.states import TrainerFn
+    from lightning.pytorch.utilities.model_helpers import is_overridden
     from lightning.pytorch.utilities.rank_zero import rank_zero_warn
     from lightning.pytorch.utilities.warnings import PossibleUserWarning
 except ImportError as err:  # the extra this module needs: say where it comes from
@@ -101,6 +102,7 @@ def _model_state_is_rank_zeros(trainer: pl.Trainer | None) -> bool:
 
 
 _DEFAULT_TEST = "test_metrics"  # a model without this attribute is tested without the callback
+_DEFAULT_VAL = "val_metrics"  # a model without this attribute nor a `validation_step` has no validation
 
 
 class RecMetricCallback(pl.Callback):
@@ -190,7 +192,8 @@ class RecMetricCallback(pl.Callback):
     Args:
         train: attribute name of the training :class:`~torchmetrics_ext.RecMetricModule` (``None``: none).
         val: attribute name of the validation module (``None``: none, e.g. a model without validation
-            metrics).
+            metrics). With the default name, a model that has no ``val_metrics`` attribute and no
+            ``validation_step`` (so no validation) is fitted as with ``None``.
         output_key: read the model output dict from ``outputs[output_key]`` instead of ``outputs``.
         test: attribute name of the module ``trainer.test()`` updates and logs, as ``val`` for
             validation (``None``: none; a ``trainer.test()`` then logs nothing from the callback).
@@ -237,6 +240,21 @@ class RecMetricCallback(pl.Callback):
             return None
         return self.test
 
+    def _val_name(self, pl_module: pl.LightningModule) -> str | None:
+        """The validation module's attribute: ``None`` for the default name on a model without validation.
+
+        A model that has neither a ``val_metrics`` attribute nor a ``validation_step`` (Lightning
+        runs no validation for it) is fitted as with ``val=None``; a model with a
+        ``validation_step``, or a name given otherwise, must hold the module (a typo is an error).
+        """
+        if (
+            self.val == _DEFAULT_VAL
+            and not hasattr(pl_module, _DEFAULT_VAL)
+            and not is_overridden("validation_step", pl_module)
+        ):
+            return None
+        return self.val
+
     def _module(self, pl_module: pl.LightningModule, name: str | None) -> RecMetricModule | None:
         if name is None:
             return None
@@ -270,9 +288,8 @@ class RecMetricCallback(pl.Callback):
         next fold) logs that fit's epoch-end training values even where the earlier fit last logged
         at the same update count.
         """
-        names = {"fit": [self.train, self.val], "validate": [self.val], "test": [self._test_name(pl_module)]}.get(
-            stage, []
-        )
+        val = self._val_name(pl_module)
+        names = {"fit": [self.train, val], "validate": [val], "test": [self._test_name(pl_module)]}.get(stage, [])
         wrong = [n for n in names if n is not None and not isinstance(getattr(pl_module, n, None), RecMetricModule)]
         if wrong:
             self._missing(pl_module, wrong)
@@ -483,7 +500,7 @@ class RecMetricCallback(pl.Callback):
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Start the validation module afresh (and a copy per other dataloader)."""
-        self._eval_epoch_start(trainer, pl_module, self.val)
+        self._eval_epoch_start(trainer, pl_module, self._val_name(pl_module))
 
     def on_validation_batch_end(
         self,

@@ -7,6 +7,7 @@ loss and Brier score written as numpy formulas over ``sigmoid(logits)``.
 from __future__ import annotations
 
 import functools
+import re
 
 import numpy as np
 import pytest
@@ -178,3 +179,40 @@ def test_from_config_takes_from_logits():
         tmx.RecMetricModule.from_config({**config, "from_logits": "true"})
     with pytest.raises(ValueError, match=r"Unknown config keys \['from_logit'\] \(did you mean 'from_logits'\?\)"):
         tmx.RecMetricModule.from_config({**{k: v for k, v in config.items() if k != "from_logits"}, "from_logit": True})
+
+
+# ----------------------------------------------------------------------------- swapped columns
+
+SWAPPED = tmx.RecTaskInfo("click", "click_pred", "click_label")  # label and prediction names given in the wrong order
+READS = re.escape(
+    "Task 'click' reads labels from 'click_pred' and predictions from 'click_label' "
+    "(RecTaskInfo(name, label_name, prediction_name, ...))."
+)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "labels", "error", "first"),
+    [
+        ({"ne": "ne", "auc": "auc"}, torch.tensor([0, 1, 1]), TypeError, "expected floating point predictions"),
+        ({"ne": "ne", "auc": "auc"}, torch.tensor([0.0, 1.0, 1.0]), ValueError, "binary labels"),
+        ({"ne": "ne"}, torch.tensor([0.0, 2.0, 1.0]), ValueError, r"probabilities in \[0, 1\]"),
+    ],
+)
+def test_a_refused_column_says_which_columns_the_task_reads(metrics, labels, error, first):
+    """RecTaskInfo(name, label_name, prediction_name): a swapped pair fails as a dtype or range error that
+    now says which columns it read; the rejected step changes nothing."""
+    module = tmx.RecMetricModule([SWAPPED], metrics, throughput=False)
+    step = {"click_pred": torch.tensor([0.2, 0.7, 0.4]), "click_label": labels}
+    with pytest.raises(error, match=f"{first}.*{READS}"):
+        module.update(step)
+    assert module.metrics["ne"].update_count == 0
+    good = tmx.RecMetricModule([tmx.RecTaskInfo("click", "click_label", "click_pred")], {"ne": "ne"}, throughput=False)
+    with pytest.raises(ValueError) as info:  # a weight column refused: no label/prediction sentence
+        good.update(
+            {
+                "click_pred": torch.tensor([0.2, 0.7]),
+                "click_label": torch.tensor([0, 1]),
+                "weight": torch.tensor([-1.0, 1.0]),
+            }
+        )
+    assert "reads labels from" not in str(info.value)

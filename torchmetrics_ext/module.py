@@ -1059,7 +1059,8 @@ class RecMetricModule(CheckpointLoading):
                     )
                 except ValueError as own:
                     key = getattr(task, {"preds": "prediction_name", "target": "label_name"}.get(field, "weight_name"))
-                    return ValueError(f"Task {task.name!r}, `model_out[{key!r}]`: {_in_module(own)}")
+                    read = f" {_columns_read(task)}" if field != "weights" else ""
+                    return ValueError(f"Task {task.name!r}, `model_out[{key!r}]`: {_in_module(own)}{read}")
         return _in_module(error)
 
     def _read(self, model_out: Mapping[str, Tensor]) -> _Batch:
@@ -1094,7 +1095,7 @@ class RecMetricModule(CheckpointLoading):
             if not p.is_floating_point():
                 raise TypeError(
                     f"Task {task.name!r}, `model_out[{task.prediction_name!r}]`: expected floating point predictions "
-                    f"(probabilities, or logits with from_logits=True), got dtype {p.dtype}."
+                    f"(probabilities, or logits with from_logits=True), got dtype {p.dtype}. {_columns_read(task)}"
                 )
             if (
                 p.shape == shape
@@ -1649,6 +1650,26 @@ def _check_tasks(tasks: Sequence[RecTaskInfo | str]) -> tuple[RecTaskInfo, ...]:
                 f"label_name='{task.name}_label', prediction_name='{task.name}_pred')."
             )
     return out
+
+
+def _columns_read(task: RecTaskInfo) -> str:
+    """Which columns ``task`` reads its labels and predictions from, for the messages refusing them.
+
+    Said on the error path only: labels and predictions given in the wrong order
+    (``RecTaskInfo("click", "click_pred", "click_label")``) fail as a dtype or range error.
+
+    Examples:
+        >>> from torchmetrics_ext.module import RecTaskInfo, _columns_read
+        >>> said = _columns_read(RecTaskInfo("click", "click_pred", "click_label"))
+        >>> said.split(" (")[0]
+        "Task 'click' reads labels from 'click_pred' and predictions from 'click_label'"
+        >>> said.split(" (")[1]
+        'RecTaskInfo(name, label_name, prediction_name, ...)).'
+    """
+    return (
+        f"Task {task.name!r} reads labels from {task.label_name!r} and predictions from {task.prediction_name!r} "
+        "(RecTaskInfo(name, label_name, prediction_name, ...))."
+    )
 
 
 def _missing_column(task: RecTaskInfo, field: str, key: str | None, model_out: Mapping[str, Any]) -> str:

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.metrics.ranking import RankingMetrics
-from torchmetrics_ext.module import _MODULE_LOGITS_ADVICE, RecMetricModule, RecTaskInfo
+from torchmetrics_ext.module import _MODULE_LOGITS_ADVICE, RecMetricModule, RecTaskInfo, _columns_read
 from torchmetrics_ext.registry import build_metric, lookup
 from torchmetrics_ext.utilities.checks import checked_bounds, observed_range
 
@@ -413,6 +413,8 @@ class _Pointwise(HFComputeMetrics):
             "If they are logits, build the callable with `pointwise_compute_metrics(..., from_logits=True)` "
             "(the default).",
         )
+        for info in self.module.tasks:  # the module's own columns, which this adapter names for the user
+            text = text.replace(f" {_columns_read(info)}", "")
         single = len(self.tasks) == 1
         for i, task in enumerate(self.tasks):
             column = "" if single else f"[:, {i}]"

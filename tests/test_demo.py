@@ -30,9 +30,10 @@ METRICS = ("ne", "auc", "auprc", "calibration", "ctr", "gauc", "ndcg@10", "recal
 
 
 def _columns(path: Path) -> dict[str, np.ndarray]:
+    """Numeric columns as floats; ``source`` (the sources by name) as strings."""
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    return {key: np.array([float(row[key]) for row in rows]) for key in rows[0]}
+    return {key: np.array([row[key] if key == "source" else float(row[key]) for row in rows]) for key in rows[0]}
 
 
 def _logged(path: Path) -> dict[str, list[tuple[int, float]]]:
@@ -240,15 +241,31 @@ def test_the_summary_table_shows_an_undefined_or_infinite_value_instead_of_faili
 
 def test_without_the_report_the_demo_trains_logs_and_returns_no_report_path(tmp_path):
     """``DemoConfig(report=False)``: the same training and logs, no pictures or report files (drawing them took
-    most of a short run), ``"report": None``; the examples counted equal the training data redrawn from its seed."""
+    most of a short run), ``"report": None``; the examples counted equal the training data redrawn from its seed.
+
+    The validation predictions are written all the same (the README's ``evaluate ... --by source`` reads
+    them), each row's source by the name the demo's tables use: ``evaluate`` per source equals sklearn."""
     small = DemoConfig(
-        steps=3, batch_size=8, val_sessions=16, num_users=20, num_items=10, log_every=1, output_dir=str(tmp_path)
+        steps=3, batch_size=8, val_sessions=60, num_users=20, num_items=10, log_every=1, output_dir=str(tmp_path)
     )
     result = run_training_demo(DemoConfig(**{**small.__dict__, "report": False}))
     assert result is not None and result["report"] is None
     assert sorted(result) == ["report", "train", "val"]
-    assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("*.csv"))
+    assert not list(tmp_path.glob("*.png")) and [p.name for p in tmp_path.glob("*.csv")] == ["val_predictions.csv"]
     assert not (tmp_path / "index.html").exists()
+    preds = _columns(tmp_path / "val_predictions.csv")
+    assert set(preds["source"]) == set(SOURCES)
+    pytest.importorskip("pyarrow")
+    from torchmetrics_ext.evaluate import evaluate
+
+    tasks = {task: (f"{task}_pred", task) for task in TASKS}
+    values = evaluate(tmp_path / "val_predictions.csv", tasks, ["auc"], by=["source"]).values
+    for source in SOURCES:
+        rows = preds["source"] == source
+        for task in TASKS:
+            y, p = preds[task][rows], preds[f"{task}_pred"][rows].astype(np.float32)
+            assert 0 < y.sum() < len(y), (source, task)  # both classes: AUC defined
+            assert values[f"auc/{task}/source={source}"] == pytest.approx(skm.roc_auc_score(y, p), rel=1e-12)
     assert (tmp_path / "logs" / "metrics.csv").exists()
     world = SyntheticWorld.create(small.num_users, small.num_items, seed=small.seed)
     clicks = world.sample(small.steps * small.batch_size, seed=small.seed + 1).columns["click"].numpy()

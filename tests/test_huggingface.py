@@ -598,7 +598,7 @@ def test_errors_name_the_arrays_passed_and_this_adapters_options():
     message = str(info.value)
     assert message.startswith("Expected `predictions` to be probabilities in [0, 1], got values in [")
     assert "`pointwise_compute_metrics(..., from_logits=True)`" in message
-    assert "model_out" not in message and "module" not in message
+    assert "model_out" not in message and "module" not in message and "RecTaskInfo" not in message
     values = pointwise_compute_metrics(["ne", "auc"])(EvalPrediction(predictions=logits, label_ids=labels))
     p = _sigmoid(logits)
     assert values["auc"] == pytest.approx(roc_auc_score(labels, p), rel=1e-12)
@@ -618,8 +618,9 @@ def test_errors_name_the_arrays_passed_and_this_adapters_options():
         pointwise_compute_metrics(["ne"])(EvalPrediction(predictions=logits, label_ids=padded))
     with pytest.raises(ValueError, match=r"marks no example to skip here \(`ignore_index` is -1\).*ignore_index=-100"):
         pointwise_compute_metrics(["ne"], ignore_index=-1)(EvalPrediction(predictions=logits, label_ids=padded))
-    with pytest.raises(TypeError, match=r"^`predictions`: expected floating point predictions"):
+    with pytest.raises(TypeError, match=r"^`predictions`: expected floating point predictions") as info:
         pointwise_compute_metrics(["ne"])(EvalPrediction(predictions=labels, label_ids=labels))
+    assert "reads labels from" not in str(info.value)  # the module's columns are not the adapter's arguments
     scores = np.array([[np.nan, 0.3, 0.5], [0.1, 0.8, -10.0]])
     with pytest.raises(ValueError, match=r"^Expected `predictions` without NaN"):
         ranking_compute_metrics(ks=(1,))(EvalPrediction(predictions=scores, label_ids=np.array([2, 0])))

@@ -26,7 +26,6 @@ from tests.test_pointwise import ref_ne
 from torchmetrics_ext import module as module_mod
 from torchmetrics_ext.aggregation import Sum
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
-from torchmetrics_ext.module import _logit_columns
 from torchmetrics_ext.registry import build_metric, lookup, metric_names
 from torchmetrics_ext.utilities.device import force_device_path
 
@@ -514,18 +513,26 @@ def test_a_logits_metric_of_values_next_to_a_probability_metric_disagrees():
 
 
 def test_a_caller_that_knows_the_predictions_are_logits_gets_sigmoid_without_a_logit_metric():
-    """`_logit_columns()` (evaluate's --from-logits): MSE, WeightedAverage... alone read sigmoid(logits).
+    """`from_logits=True` (evaluate's --from-logits): MSE, WeightedAverage... alone read sigmoid(logits).
 
     Without it the module learns that the predictions are logits only from a metric built with
-    from_logits=True; with none of those, MSE used to be computed on the raw logits.
+    from_logits=True; with none of those, MSE used to be computed on the raw logits. Metrics without
+    the option (WeightedSumPredictions, R² objects) are fed sigmoid(logits); those with it take it.
     """
     data = make_data(12)
     gen = torch.Generator().manual_seed(4)
     for task in TASKS:
         data[task.prediction_name] = torch.randn(600, generator=gen, dtype=torch.float64) * 3  # logits
-    metrics = {"mse": "mse", "mae": "mae", "avg": "weighted_average", "ctr": "ctr", "r2": "r_squared", "mrr": "mrr"}
-    with _logit_columns():
-        module = build(metrics)
+    metrics = {
+        "mse": "mse",
+        "mae": "mae",
+        "avg": "weighted_average",
+        "ctr": "ctr",
+        "r2": tmx.WeightedR2(num_tasks=2),  # an object of real values without the option: fed sigmoid(logits)
+        "sum_p": "weighted_sum_predictions",  # no option at all: fed sigmoid(logits)
+        "mrr": "mrr",
+    }
+    module = build(metrics, from_logits=True)
     assert module.input_domains.from_logits
     values = run(module, batches(data, [0, 250, 600]))
     for task in TASKS:
@@ -539,6 +546,7 @@ def test_a_caller_that_knows_the_predictions_are_logits_gets_sigmoid_without_a_l
             "avg": (w * p).sum() / w.sum(),
             "ctr": (w * y).sum() / w.sum(),
             "r2": 1 - sse / (w * (y - (w * y).sum() / w.sum()) ** 2).sum(),
+            "sum_p": (w * p).sum(),
         }
         for name, value in expected.items():
             np.testing.assert_allclose(values[f"{name}/{task.name}"].item(), value, rtol=1e-9, err_msg=name)
@@ -546,13 +554,13 @@ def test_a_caller_that_knows_the_predictions_are_logits_gets_sigmoid_without_a_l
     plain = run(build({"mrr": "mrr"}), batches(data, [0, 250, 600]))
     for task in TASKS:
         assert values[f"mrr/{task.name}"].item() == plain[f"mrr/{task.name}"].item()
-    # metrics reading probabilities must read logits too
-    with pytest.raises(ValueError, match=r"logits, but metric\(s\) \['auc'\] read probabilities"):
-        with _logit_columns():
-            build({"mse": "mse", "auc": "auc"})
-    with _logit_columns():
-        assert build({"auc": lambda num_tasks: tmx.AUC(num_tasks, from_logits=True)}).input_domains.from_logits
-    assert not build({"mse": "mse"}).input_domains.from_logits  # only while the block builds
+    # metric objects reading probabilities must read logits too
+    with pytest.raises(ValueError, match=r"from_logits=True .*metric\(s\) \['auc'\] read probabilities"):
+        build({"mse": "mse", "auc": tmx.AUC(num_tasks=2)}, from_logits=True)
+    assert build(
+        {"auc": lambda num_tasks: tmx.AUC(num_tasks, from_logits=True)}, from_logits=True
+    ).input_domains.from_logits
+    assert not build({"mse": "mse"}).input_domains.from_logits  # only when told
 
 
 @pytest.mark.parametrize("name", [n for n in metric_names() if "@" not in n])

@@ -27,6 +27,7 @@ from torchmetrics_ext.registry import (
     torchrec_names,
     torchrec_requirements,
 )
+from torchmetrics_ext.utilities.checks import as_bool
 
 if TYPE_CHECKING:
     from torchmetrics_ext.module import RecTaskInfo
@@ -125,26 +126,99 @@ def _metric_entries(raw: Any, where: str = "config 'metrics'") -> dict[str, tupl
     return out
 
 
-def _build_entry(key: str, registry_name: str, options: Mapping[str, Any], num_tasks: int) -> Metric:
+def _build_entry(
+    key: str, registry_name: str, options: Mapping[str, Any], num_tasks: int, from_logits: bool | None = None
+) -> Metric:
     """The metric of one :func:`_metric_entries` entry; its errors name the entry (``Metric 'b' (auc): ...``).
 
     Shared by :class:`RecMetricModule` (its ``metrics`` given by name or options, ``from_config``) and
-    ``evaluate``'s ``metrics`` with options.
+    ``evaluate``'s ``metrics`` with options. ``from_logits``: the module's (``None``: not given), set
+    on a metric whose class takes the option (see :func:`_with_from_logits`).
 
     Raises:
-        ValueError: ``num_tasks`` among the options (it comes from the tasks), or a name or option the
-            registry or the metric's class refuses (``TypeError`` where the class raises one).
+        ValueError: ``num_tasks`` among the options (it comes from the tasks), an option ``from_logits``
+            that disagrees with ``from_logits``, or a name or option the registry or the metric's class
+            refuses (``TypeError`` where the class raises one).
     """
     if "num_tasks" in options:
         raise ValueError(
             f"Metric {key!r}: `num_tasks` comes from the module's tasks ({num_tasks}), not from its options."
         )
+    if from_logits is not None:
+        options = _with_from_logits(key, registry_name, options, from_logits)
     try:
         return build_metric(registry_name, num_tasks=num_tasks, **options)
     except (TypeError, ValueError) as error:  # which entry of the config, as the other errors say
         entry = f"Metric {key!r}" + (f" ({registry_name})" if registry_name != key else "")
         hint = _own_key_hint(key) if registry_name == key and str(error).startswith("Unknown metric name") else ""
         raise type(error)(f"{entry}: {error}{hint}") from None
+
+
+def _with_from_logits(key: str, registry_name: str, options: Mapping[str, Any], from_logits: bool) -> dict[str, Any]:
+    """``options`` with the module's ``from_logits`` where the entry's class takes the option.
+
+    Options that set ``from_logits`` themselves keep it when it agrees; a name the registry does not
+    know, or a value that is no bool, is left to :func:`~torchmetrics_ext.registry.build_metric` (its
+    own error, naming the entry).
+
+    Raises:
+        ValueError: the option ``from_logits`` set to the other bool than the module's.
+
+    Examples:
+        >>> from torchmetrics_ext._module_config import _with_from_logits
+        >>> _with_from_logits("auc", "auc", {"num_bins": 10}, True), _with_from_logits("ndcg", "ndcg@10", {}, True)
+        ({'num_bins': 10, 'from_logits': True}, {})
+    """
+    try:
+        cls = lookup(registry_name)[0].cls
+    except (TypeError, ValueError):
+        return dict(options)
+    if "from_logits" not in inspect.signature(cls.__init__).parameters:
+        return dict(options)  # ranking metrics rank the scores as given; counters do not read them
+    if "from_logits" not in options:
+        return {**options, "from_logits": from_logits}
+    given = as_bool(options["from_logits"])
+    if given is not None and given != from_logits:
+        entry = f"Metric {key!r}" + (f" ({registry_name})" if registry_name != key else "")
+        raise ValueError(
+            f"{entry}: its option from_logits={options['from_logits']!r} disagrees with the module's "
+            f"from_logits={from_logits} (the same predictions cannot be both logits and probabilities): drop the "
+            "option, which the module sets on every metric it builds, or make the two agree."
+        )
+    return dict(options)
+
+
+def _logit_keywords(spec: Any, from_logits: bool | None) -> dict[str, bool]:
+    """``{"from_logits": from_logits}`` for a class or factory whose call takes that keyword, else ``{}``.
+
+    A ``functools.partial`` that binds ``from_logits`` keeps its own (the built metric is then checked
+    against the module's, as a metric object is); a factory without a ``from_logits`` parameter
+    (``lambda num_tasks: ...``, ``**kwargs`` only) is called as it is.
+
+    Examples:
+        >>> import functools
+        >>> import torchmetrics_ext as tmx
+        >>> from torchmetrics_ext._module_config import _logit_keywords
+        >>> _logit_keywords(tmx.AUC, True), _logit_keywords(functools.partial(tmx.AUC, from_logits=False), True)
+        ({'from_logits': True}, {})
+        >>> _logit_keywords(lambda num_tasks: tmx.AUC(num_tasks), True), _logit_keywords(tmx.AUC, None)
+        ({}, {})
+    """
+    if from_logits is None:
+        return {}
+    if isinstance(spec, functools.partial):
+        try:
+            bound = inspect.signature(spec.func).bind_partial(*spec.args, **spec.keywords).arguments
+        except (TypeError, ValueError):
+            bound = {}
+        if "from_logits" in bound or "from_logits" in spec.keywords:
+            return {}
+    try:
+        parameter = inspect.signature(spec).parameters.get("from_logits")
+    except (TypeError, ValueError):  # no Python signature: called as it is
+        return {}
+    takes = parameter is not None and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+    return {"from_logits": from_logits} if takes else {}
 
 
 def _own_key_hint(key: str) -> str:
@@ -211,20 +285,25 @@ def _check_metric_name(name: Any) -> None:
         )
 
 
-def _instantiate(name: str, spec: Any, num_tasks: int) -> TaskMetric:
+def _instantiate(name: str, spec: Any, num_tasks: int, from_logits: bool | None = None) -> TaskMetric:
+    """The metric of one ``metrics`` entry, built with ``from_logits`` (the module's) where it builds it.
+
+    A metric object is taken as it is (the module checks its ``from_logits`` against its own).
+    """
     # a partial of it too (compared by identity: a metric instance's `==` builds a CompositionalMetric)
     if spec is Throughput or getattr(spec, "func", None) is Throughput or isinstance(spec, Throughput):
         raise _throughput_refused(name)
     entry = _entry_options(name, spec, "`metrics`")
     if entry is not None:  # a registry name, or its options: as `from_config` builds it
-        metric: Any = _build_entry(name, *entry, num_tasks)
+        metric: Any = _build_entry(name, *entry, num_tasks, from_logits)
     elif isinstance(spec, Metric):
         metric = spec
     elif not _has_task_dim(spec):
-        metric = spec()  # a ranking class, or a partial of one: one copy per task, no `num_tasks`
+        # a ranking class, or a partial of one: one copy per task, no `num_tasks`
+        metric = spec(**_logit_keywords(spec, from_logits))
     elif callable(spec):
         _check_factory(name, spec)
-        metric = spec(num_tasks=num_tasks)
+        metric = spec(num_tasks=num_tasks, **_logit_keywords(spec, from_logits))
     else:
         raise TypeError(
             f"Expected metric {name!r} to be a metric, a class, a factory or a registry name (or a dict of "

@@ -427,7 +427,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     demo.add_argument("--output-dir", default="torchmetrics_ext_demo", help="report and logs directory")
     demo.add_argument(
-        "--no-report", action="store_true", help="train, log and print the summary; write no report (no matplotlib)"
+        "--no-report",
+        action="store_true",
+        help="train, log, print the summary and save val_predictions.csv; draw no report (no matplotlib)",
     )
     demo.add_argument("--devices", type=int, default=1, help="CPU processes (2: DDP with gloo)")
     demo.add_argument("--samples", type=int, default=500_000, help="--quick: samples scored")

@@ -13,7 +13,7 @@ import difflib
 import inspect
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from contextvars import ContextVar
 from dataclasses import dataclass, fields, replace
 from typing import Any, NamedTuple
@@ -78,9 +78,6 @@ _WINDOW_OPTIONS: ContextVar[Mapping[str, Mapping[str, Any]] | None] = ContextVar
 # TorchRec's (namespace, name) per metric name while `from_torchrec_config` builds a module: its plan
 # names each metric's TorchRec key (the registry knows the classes, the plan which value of a metric)
 _TORCHREC_KEYS: ContextVar[Mapping[str, tuple[str, str]] | None] = ContextVar("tmx_torchrec_keys", default=None)
-# Set by `_logit_columns()` while a caller that knows the prediction columns hold logits, whatever
-# metrics it asks for, builds a module (`evaluate(from_logits=True)`): not a constructor argument.
-_LOGIT_COLUMNS: ContextVar[bool] = ContextVar("tmx_logit_columns", default=False)
 _THROUGHPUT = ("\0throughput", "lifetime")  # the throughput's entry in the fused gather
 # where a compute group member keeps the leader's cached value it was last computed with (see _holds_states_of)
 _STATES_OF = "_computed_with_leader"
@@ -206,6 +203,14 @@ class RecMetricModule(CheckpointLoading):
             the rule of metric names and differ from them.
         prefix: prepended to every key.
         key_style: ``"torchmetrics_ext"`` (default) or ``"torchrec"`` (TorchRec's key layout).
+        from_logits: ``True``: the prediction columns hold logits. Every metric the module builds
+            (registry names, option dicts, classes and factories with a ``from_logits`` parameter) is
+            built with ``from_logits=True`` where its class takes the option; metrics of real values
+            without it are fed ``sigmoid(logits)`` and ranking metrics rank the scores as given (see
+            **Logits** below). ``False``: they hold probabilities, and every metric the module builds
+            gets ``from_logits=False``. An option dict's own ``from_logits``, a factory's bound one and
+            a metric object's must agree with it. ``None`` (the default): the metrics say, as they
+            are built (a metric built with ``from_logits=True`` makes the predictions logits).
 
     Keys (stable; documented in ``docs/module.md``):
 
@@ -226,7 +231,9 @@ class RecMetricModule(CheckpointLoading):
             plain task names), a registry name or option the registry or the metric's class refuses (named
             first, ``Metric 'auc_binned' (auc): ...``, an unknown name with the closest known one, ``num_tasks``
             among the options: it comes from the tasks), metrics built for another number of tasks, metrics
-            needing an id column a task does not name, metrics that disagree on ``from_logits``, one metric
+            needing an id column a task does not name, metrics that disagree on ``from_logits`` (with each
+            other, or with the module's ``from_logits``: a metric object, a factory's result or an option
+            dict's ``from_logits`` of the other value, naming them), one metric
             object given under two names, a ranking metric built with ``padding_value`` (the module feeds flat
             rows, which have no padding slots), or a metric named ``throughput`` whose key for a task named like
             a throughput entry (``total_examples``) would be the throughput's, or with ``key_style="torchrec"``
@@ -263,10 +270,11 @@ class RecMetricModule(CheckpointLoading):
         reduces them as in its own sync, so the values are identical. The ``state_dict`` holds
         every metric state and the task names in order: ``load_state_dict`` refuses a checkpoint of
         other tasks or another order (a ``RuntimeError``, ``strict`` or not), whose states would
-        resume under other tasks' keys. **Logits**: when a metric is built with ``from_logits=True`` the
-        predictions are logits for every metric; those of real-valued predictions built without
-        the option (``WeightedMSE``, ``WeightedAverage``, regression metrics, ...) are fed
-        ``sigmoid(logits)`` (the MSE is the Brier score), ranking metrics rank the scores as given.
+        resume under other tasks' keys. **Logits**: when the module is built with ``from_logits=True``,
+        or a metric with ``from_logits=True``, the predictions are logits for every metric; those of
+        real-valued predictions built without the option (``WeightedMSE()`` objects,
+        ``WeightedSumPredictions``, ...) are fed ``sigmoid(logits)`` (the MSE is the Brier score), ranking
+        metrics rank the scores as given.
 
     Examples:
         >>> import torch
@@ -284,6 +292,13 @@ class RecMetricModule(CheckpointLoading):
         >>> module = RecMetricModule(tasks, metrics, throughput=False)
         >>> module.metrics["auc_binned"].num_bins
         1000
+
+        A model whose heads give logits: every metric is built for logits (NE of ``sigmoid(logits)``).
+
+        >>> module = RecMetricModule(["click"], {"ne": "ne", "auc": "auc"}, throughput=False, from_logits=True)
+        >>> module.update({"prediction": torch.tensor([1.5, -0.8, 0.4, -2.0]), "label": torch.tensor([1, 0, 0, 1])})
+        >>> {key: round(value.item(), 4) for key, value in module.compute().items()}
+        {'ne/click': 1.3029, 'auc/click': 0.5}
     """
 
     def __init__(
@@ -297,6 +312,7 @@ class RecMetricModule(CheckpointLoading):
         state_metrics: Mapping[str, Callable[[], Any]] | None = None,
         prefix: str = "",
         key_style: str = "torchmetrics_ext",
+        from_logits: bool | None = None,
     ) -> None:
         super().__init__()
         self.tasks = _check_tasks(tasks)
@@ -320,6 +336,11 @@ class RecMetricModule(CheckpointLoading):
             if flag is None:
                 raise ValueError(f"Expected `throughput` to be a bool or a Throughput, got {throughput!r}.")
             throughput = flag
+        if from_logits is not None:
+            logits_flag = as_bool(from_logits)  # NumPy bools too, as every flag
+            if logits_flag is None:
+                raise ValueError(f"Expected `from_logits` to be a bool or None, got {from_logits!r}.")
+            from_logits = logits_flag
         self.state_metrics = dict(state_metrics or {})
         for name, fn in self.state_metrics.items():
             if not isinstance(name, str) or not name or not callable(fn):
@@ -343,7 +364,7 @@ class RecMetricModule(CheckpointLoading):
         seen: dict[int, str] = {}  # id of each metric object -> its name
         for name, spec in metrics.items():
             # built first: a key that names its registry entry gets the registry's error ("ne\n": did you mean 'ne'?)
-            metric = _instantiate(name, spec, num_tasks)
+            metric = _instantiate(name, spec, num_tasks, from_logits)
             _check_metric_name(name)
             first = seen.setdefault(id(metric), name)
             if first != name:  # one object cannot hold two metrics' states (nor be reset for one of them)
@@ -389,19 +410,14 @@ class RecMetricModule(CheckpointLoading):
         _check_id_columns(self.tasks, self._needs_groups, list(per_task))
         stacked_domains = {n: m.input_domains for n, m in stacked.items()}
         all_domains = stacked_domains | {n: ms[0].input_domains for n, ms in per_task.items()}
+        if from_logits is not None:  # before `strictest`: the message names the module's option
+            _check_module_logits(all_domains, from_logits)
         self._domains = InputDomains.strictest(all_domains)
         # every metric built with validate_args=False: the module trusts each step as they would (no
         # value check, so no host read of the batch per step; see `_update`)
         firsts = [*stacked.values(), *(ms[0] for ms in per_task.values())]
         self._trusted = bool(firsts) and all(getattr(m, "validate_args", True) is False for m in firsts)
-        if _LOGIT_COLUMNS.get():  # the caller knows the columns hold logits (see `_logit_columns`)
-            probabilities = {n: d for n, d in all_domains.items() if d is not None and d.preds == "probability"}
-            refused = [n for n, d in probabilities.items() if not d.from_logits]
-            if refused:
-                raise ValueError(
-                    f"The predictions are logits, but metric(s) {refused} read probabilities: build them "
-                    "with from_logits=True."
-                )
+        if from_logits:  # logits, whatever the metrics (with none of the option, `mse` alone reads sigmoid(logits))
             self._domains = replace(self._domains, from_logits=True)
         # The predictions are logits (a metric was built with from_logits=True): metrics without
         # that option (MSE, WeightedAverage, ...) would read raw logits as values, so they are fed
@@ -487,7 +503,9 @@ class RecMetricModule(CheckpointLoading):
 
         Args:
             config: ``{"tasks": [...], "metrics": ..., "window_size": ..., "throughput": ...,
-                "compute_interval_steps": ..., "prefix": ..., "key_style": ...}``. ``tasks`` are
+                "compute_interval_steps": ..., "prefix": ..., "key_style": ..., "from_logits": ...}``
+                (the constructor's arguments; ``from_logits: true`` for a model whose heads give
+                logits builds every metric for them). ``tasks`` are
                 names, dicts of :class:`RecTaskInfo` fields or ``RecTaskInfo`` objects (as the
                 constructor takes); ``metrics`` is a list of registry
                 names, or a dict ``{key: kwargs}`` where ``kwargs`` may name the registry entry
@@ -516,8 +534,20 @@ class RecMetricModule(CheckpointLoading):
             ... })
             >>> module.metric_names
             ['ne', 'auc', 'ndcg@10']
+            >>> config = {"tasks": ["click"], "metrics": ["ne", "auc"], "from_logits": True, "throughput": False}
+            >>> RecMetricModule.from_config(config).input_domains.from_logits
+            True
         """
-        allowed = ("tasks", "metrics", "window_size", "throughput", "compute_interval_steps", "prefix", "key_style")
+        allowed = (
+            "tasks",
+            "metrics",
+            "window_size",
+            "throughput",
+            "compute_interval_steps",
+            "prefix",
+            "key_style",
+            "from_logits",
+        )
         if not isinstance(config, Mapping):
             raise ValueError(f"Expected the config to be a dict, got {type(config).__name__}.")
         unknown = sorted((key for key in config if key not in allowed), key=str)
@@ -1029,7 +1059,8 @@ class RecMetricModule(CheckpointLoading):
                     )
                 except ValueError as own:
                     key = getattr(task, {"preds": "prediction_name", "target": "label_name"}.get(field, "weight_name"))
-                    return ValueError(f"Task {task.name!r}, `model_out[{key!r}]`: {_in_module(own)}")
+                    read = f" {_columns_read(task)}" if field != "weights" else ""
+                    return ValueError(f"Task {task.name!r}, `model_out[{key!r}]`: {_in_module(own)}{read}")
         return _in_module(error)
 
     def _read(self, model_out: Mapping[str, Tensor]) -> _Batch:
@@ -1064,7 +1095,7 @@ class RecMetricModule(CheckpointLoading):
             if not p.is_floating_point():
                 raise TypeError(
                     f"Task {task.name!r}, `model_out[{task.prediction_name!r}]`: expected floating point predictions "
-                    f"(probabilities, or logits with from_logits=True), got dtype {p.dtype}."
+                    f"(probabilities, or logits with from_logits=True), got dtype {p.dtype}. {_columns_read(task)}"
                 )
             if (
                 p.shape == shape
@@ -1502,29 +1533,38 @@ def _holds_states_of(member: Metric, leader: Metric) -> bool:
     return cached is not None and member.__dict__.get(_STATES_OF) is cached and member.__dict__["_computed"] is not None
 
 
-@contextmanager
-def _logit_columns() -> Iterator[None]:
-    """Modules built in this block read their prediction columns as logits, whatever their metrics.
+def _check_module_logits(domains: Mapping[str, InputDomains | None], from_logits: bool) -> None:
+    """Refuse metrics of probabilities whose ``from_logits`` is not the module's.
 
-    Without it a module learns that the predictions are logits only from a metric built with
-    ``from_logits=True``, so with none (``mse`` or ``weighted_sum_predictions`` alone) it would
-    feed them the raw logits. In the block, metrics of the probability domain must be built with
-    ``from_logits=True`` (``ValueError`` otherwise), ``input_domains.from_logits`` is true, and the
-    metrics are fed as when such a metric is present: those of values without the option get
-    ``sigmoid(logits)``, CTR ignores the predictions, ranking and pairwise metrics rank them as given.
-    For the package's own callers (``evaluate(from_logits=True)``).
+    The check :meth:`InputDomains.strictest` makes between metrics, made against the module's
+    ``from_logits``: metrics of finite real values built without the option (``WeightedMSE()``)
+    agree with either (fed ``sigmoid(logits)`` under logits), ranking metrics too.
+
+    Raises:
+        ValueError: naming the metrics that disagree and how to build them.
     """
-    token = _LOGIT_COLUMNS.set(True)
-    try:
-        yield
-    finally:
-        _LOGIT_COLUMNS.reset(token)
+    refused = [
+        n for n, d in domains.items() if d is not None and d.preds == "probability" and d.from_logits != from_logits
+    ]
+    if not refused:
+        return
+    if from_logits:
+        raise ValueError(
+            f"The module is built with from_logits=True (the predictions are logits), but metric(s) {refused} "
+            "read probabilities (built with from_logits=False): build them with from_logits=True, or give them "
+            "as registry names, options or classes, which the module builds with its from_logits."
+        )
+    raise ValueError(
+        f"The module is built with from_logits=False (the predictions are probabilities), but metric(s) "
+        f"{refused} read logits (built with from_logits=True): build them without it, or build the module with "
+        "from_logits=True."
+    )
 
 
 _MODULE_LOGITS_ADVICE = (
-    "If they are logits, build the module's metrics with from_logits=True (e.g. "
-    "`lambda num_tasks: tmx.NormalizedEntropy(num_tasks=num_tasks, from_logits=True)`); see the "
-    "module docs, 'Logits'."
+    "If they are logits, build the module's metrics with from_logits=True (`RecMetricModule(..., "
+    "from_logits=True)` builds every metric it is given by name, options or class so); see the module docs, "
+    "'Logits'."
 )
 """What the module says of probabilities out of range; its wrappers (the Trainer adapter) give their own option."""
 
@@ -1610,6 +1650,26 @@ def _check_tasks(tasks: Sequence[RecTaskInfo | str]) -> tuple[RecTaskInfo, ...]:
                 f"label_name='{task.name}_label', prediction_name='{task.name}_pred')."
             )
     return out
+
+
+def _columns_read(task: RecTaskInfo) -> str:
+    """Which columns ``task`` reads its labels and predictions from, for the messages refusing them.
+
+    Said on the error path only: labels and predictions given in the wrong order
+    (``RecTaskInfo("click", "click_pred", "click_label")``) fail as a dtype or range error.
+
+    Examples:
+        >>> from torchmetrics_ext.module import RecTaskInfo, _columns_read
+        >>> said = _columns_read(RecTaskInfo("click", "click_pred", "click_label"))
+        >>> said.split(" (")[0]
+        "Task 'click' reads labels from 'click_pred' and predictions from 'click_label'"
+        >>> said.split(" (")[1]
+        'RecTaskInfo(name, label_name, prediction_name, ...)).'
+    """
+    return (
+        f"Task {task.name!r} reads labels from {task.label_name!r} and predictions from {task.prediction_name!r} "
+        "(RecTaskInfo(name, label_name, prediction_name, ...))."
+    )
 
 
 def _missing_column(task: RecTaskInfo, field: str, key: str | None, model_out: Mapping[str, Any]) -> str:

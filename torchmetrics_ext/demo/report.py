@@ -5,7 +5,8 @@
   per-source records of the :class:`~torchmetrics_ext.aggregation.MetricsAggregator`.
 * ``roc_<task>.png``, ``pr_<task>.png``, ``reliability_<task>.png`` from the final model's
   validation predictions, with their data in ``roc_<task>.csv``, ``pr_<task>.csv``,
-  ``reliability_<task>.csv`` and the predictions themselves in ``val_predictions.csv``.
+  ``reliability_<task>.csv``; the predictions themselves are in ``val_predictions.csv``, which
+  the demo writes with or without the report (:func:`write_validation_predictions`).
 * ``overview.png``: NE and AUC over steps, the ROC curves and the reliability diagrams.
 
 The values logged during training are read back from the CSV logger's ``metrics.csv``.
@@ -28,7 +29,7 @@ from torchmetrics_ext.demo.model import DEMO_METRICS, DemoRecommender
 from torchmetrics_ext.functional.auc.curves import precision_recall_curve, roc_curve
 from torchmetrics_ext.functional.reliability import reliability
 
-__all__ = ["read_logged", "summary_table", "validation_predictions", "write_report"]
+__all__ = ["read_logged", "summary_table", "validation_predictions", "write_report", "write_validation_predictions"]
 
 Series = dict[str, list[tuple[int, float]]]
 _SOURCE_KEYS = ("impressions", "clicks", "click_rate", "session_length_stat_mean")
@@ -91,9 +92,32 @@ def validation_predictions(model: DemoRecommender, val_set: Impressions) -> dict
     return {**columns, **labels, "click_pred": probs[:, 0], "like_pred": probs[:, 1]}
 
 
-def _write_csv(path: Path, columns: Mapping[str, Tensor]) -> None:
+def write_validation_predictions(path: str | Path, predictions: Mapping[str, Tensor]) -> Path:
+    """Write :func:`validation_predictions` as CSV, each row's ``source`` by its name (``feed``, ``search``).
+
+    The file ``torchmetrics-ext evaluate ... --by source`` reads (README): segments named
+    ``source=feed`` and ``source=search``, as the demo's tables name the sources.
+
+    Examples:
+        >>> import tempfile, torch
+        >>> from pathlib import Path
+        >>> columns = {"source": torch.tensor([1, 0]), "click": torch.tensor([0, 1])}
+        >>> columns["click_pred"] = torch.tensor([0.25, 0.5])
+        >>> path = write_validation_predictions(Path(tempfile.mkdtemp()) / "val_predictions.csv", columns)
+        >>> print(path.read_text().strip())
+        source,click,click_pred
+        search,0,0.25
+        feed,1,0.5
+    """
+    named: dict[str, Tensor | Sequence[Any]] = dict(predictions)
+    named["source"] = [SOURCES[int(s)] for s in predictions["source"].tolist()]
+    _write_csv(Path(path), named)
+    return Path(path)
+
+
+def _write_csv(path: Path, columns: Mapping[str, Tensor | Sequence[Any]]) -> None:
     names = list(columns)
-    values = [columns[name].tolist() for name in names]
+    values = [c.tolist() if isinstance(c, Tensor) else list(c) for c in (columns[name] for name in names)]
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(names)
@@ -166,7 +190,7 @@ def write_report(
     tasks = [task.name for task in model.val_metrics.tasks]
     series = read_logged(logged)
     preds = validation_predictions(model, val_set)
-    _write_csv(out / "val_predictions.csv", preds)
+    write_validation_predictions(out / "val_predictions.csv", preds)
     stems: list[str] = []
 
     def keep(stem: str, fig: Any) -> None:

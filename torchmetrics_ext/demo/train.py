@@ -30,8 +30,10 @@ class DemoConfig:
     """What ``torchmetrics-ext demo`` trains: steps, sessions per step, where the report goes.
 
     ``report=False`` (``torchmetrics-ext demo --no-report``) trains, logs and prints the summary
-    without writing the report's pictures and files (drawing them takes most of a short run; the
-    logs under ``output_dir/logs`` are written either way).
+    without drawing the report's pictures and writing their files (drawing them takes most of a
+    short run). The logs under ``output_dir/logs`` and the validation predictions,
+    ``output_dir/val_predictions.csv`` (what ``torchmetrics-ext evaluate`` scores in the README),
+    are written either way.
 
     Examples:
         >>> DemoConfig(steps=10).validation_every
@@ -104,6 +106,9 @@ def _loggers(output_dir: Path) -> list[Any]:
 def run_training_demo(config: DemoConfig) -> dict[str, Any] | None:
     """Train, validate five times, then (on rank 0) print the summary and write the report.
 
+    The final model's validation predictions go to ``output_dir/val_predictions.csv`` (``source``
+    by name), with or without the report.
+
     Returns:
         On rank 0, ``{"train": {key: float}, "val": {key: float}, "report": path of index.html}``,
         with ``"report": None`` when ``config.report`` is false (no report written); ``None`` on
@@ -126,7 +131,13 @@ def run_training_demo(config: DemoConfig) -> dict[str, Any] | None:
         >>> "training throughput" in printed.getvalue()
         True
     """
-    from torchmetrics_ext.demo.report import summary_table, write_report  # matplotlib: only inside write_report
+    # matplotlib: only inside write_report
+    from torchmetrics_ext.demo.report import (
+        summary_table,
+        validation_predictions,
+        write_report,
+        write_validation_predictions,
+    )
 
     output_dir = Path(config.output_dir)
     pl.seed_everything(config.seed, verbose=False)
@@ -172,8 +183,12 @@ def run_training_demo(config: DemoConfig) -> dict[str, Any] | None:
     val = {key: value for key, value in logged.items() if key.startswith("val/")}
     summary = summary_table(train, val, [task.name for task in model.train_metrics.tasks])
     print(summary)
-    if not config.report:
-        print(f"\nno report written (report=False); logs in {output_dir / 'logs'}")
+    if not config.report:  # the predictions the README's evaluate command reads, without the report
+        output_dir.mkdir(parents=True, exist_ok=True)
+        predictions = write_validation_predictions(
+            output_dir / "val_predictions.csv", validation_predictions(model, data.val_set)
+        )
+        print(f"\nno report written (report=False); logs in {output_dir / 'logs'}, predictions in {predictions}")
         return {"train": train, "val": val, "report": None}
     index = write_report(output_dir, model, data.val_set, output_dir / "logs" / "metrics.csv", summary)
     print(f"\nreport: {index}  (open it in a browser; logs in {output_dir / 'logs'})")

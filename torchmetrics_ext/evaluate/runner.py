@@ -46,7 +46,7 @@ from torchmetrics_ext.evaluate.report import OVERALL, EvaluationResult, Progress
 from torchmetrics_ext.evaluate.segments import SegmentCollector, SegmentIndex, SegmentRows
 from torchmetrics_ext.evaluate.sources import Chunk, ConversionError, InvalidDataError, Source, open_sources
 from torchmetrics_ext.metrics.ranking import RankingMetrics
-from torchmetrics_ext.module import RecMetricModule, RecTaskInfo, _fed_probabilities, _logit_columns
+from torchmetrics_ext.module import RecMetricModule, RecTaskInfo, _fed_probabilities
 from torchmetrics_ext.registry import build_metric, lookup
 from torchmetrics_ext.utilities.checks import check_flag, check_int
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
@@ -487,14 +487,10 @@ class _Plan:
             )
             for t in self.tasks
         ]
-        # the module is told that the columns hold logits (`_logit_columns`): it would otherwise learn
-        # it only from a metric built with from_logits=True, and with none (weighted_sum_predictions
-        # alone) feed the raw logits to metrics that read sigmoid(logits)
-        if not self.from_logits:
-            module = RecMetricModule(infos, self.metrics(keys), throughput=False)
-        else:
-            with _logit_columns():
-                module = RecMetricModule(infos, self.metrics(keys), throughput=False)
+        # the module is told whether the columns hold logits: it would otherwise learn it only from a
+        # metric built with from_logits=True, and with none (weighted_sum_predictions alone) feed the
+        # raw logits to metrics that read sigmoid(logits)
+        module = RecMetricModule(infos, self.metrics(keys), throughput=False, from_logits=self.from_logits)
         # without `weights` no batch holds the weight key (weight 1): not a misspelt column to warn about
         module._weights_optional = self.weights is None
         return module

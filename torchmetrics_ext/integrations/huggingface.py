@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.metrics.ranking import RankingMetrics
-from torchmetrics_ext.module import _MODULE_LOGITS_ADVICE, RecMetricModule, RecTaskInfo, _fed_probabilities
+from torchmetrics_ext.module import _MODULE_LOGITS_ADVICE, RecMetricModule, RecTaskInfo, _columns_read
 from torchmetrics_ext.registry import build_metric, lookup
 from torchmetrics_ext.utilities.checks import checked_bounds, observed_range
 
@@ -278,7 +278,6 @@ class _Pointwise(HFComputeMetrics):
         metrics = _sequence_of_names("metrics", metrics, "metrics=('ne', 'auc')")
         self.tasks = _sequence_of_names("tasks", tasks, "tasks=('click', 'like')")
         built = {}
-        flagged = False  # some metric reads the logits itself (from_logits=True)
         for name in metrics:
             entry, _ = lookup(name)
             if _IDS & set(inspect.signature(entry.cls.update).parameters):
@@ -290,7 +289,6 @@ class _Pointwise(HFComputeMetrics):
             options = {"sync_on_compute": False, **kwargs}
             if "from_logits" in inspect.signature(entry.cls.__init__).parameters:
                 options["from_logits"] = from_logits
-                flagged = True
             try:
                 built[name] = build_metric(name, num_tasks=len(self.tasks), **options)
             except (TypeError, ValueError) as error:
@@ -305,14 +303,11 @@ class _Pointwise(HFComputeMetrics):
             RecTaskInfo(t, label_name=f"label/{t}", prediction_name=f"prediction/{t}", weight_name=f"weight/{t}")
             for t in self.tasks
         ]
-        # Metrics without a from_logits option get probabilities: the module feeds them
-        # sigmoid(logits) when another metric reads logits; when none does, it is told to all the same.
-        self.module = RecMetricModule(infos, built, throughput=False)
+        # Metrics without a from_logits option get probabilities: the module, told that the columns
+        # hold logits, feeds them sigmoid(logits) whether or not another metric reads logits.
+        self.module = RecMetricModule(infos, built, throughput=False, from_logits=from_logits)
         self.module._weights_optional = True  # weight columns are fed only with `ignore_index`
         _check_ignore_value(self.ignore_index, self.module._domains.target)
-        if from_logits and not flagged:
-            domains = {name: getattr(metric, "input_domains", None) for name, metric in built.items()}
-            self.module._fed_probabilities = _fed_probabilities(built, domains, logits=True)
 
     def _per_task(self, value: Any) -> bool:
         """A list of one ``(N,)``/``(N, 1)`` array per task (never a batch of several tasks, which is 2-D)."""
@@ -418,6 +413,8 @@ class _Pointwise(HFComputeMetrics):
             "If they are logits, build the callable with `pointwise_compute_metrics(..., from_logits=True)` "
             "(the default).",
         )
+        for info in self.module.tasks:  # the module's own columns, which this adapter names for the user
+            text = text.replace(f" {_columns_read(info)}", "")
         single = len(self.tasks) == 1
         for i, task in enumerate(self.tasks):
             column = "" if single else f"[:, {i}]"

@@ -38,6 +38,7 @@ from torchmetrics_ext._module_config import (
 from torchmetrics_ext._module_loading import CheckpointLoading
 from torchmetrics_ext.functional._sums import sharing_sums
 from torchmetrics_ext.metrics._checkpoints import (
+    copied_with_source,
     reset_cleared_states,
     reset_left_states,
     resets_taken,
@@ -723,6 +724,8 @@ class RecMetricModule(CheckpointLoading):
     def __getstate__(self) -> dict[str, Any]:
         """``nn.Module``'s, without the shared window buffer (a copy lays its metrics' windows out afresh)."""
         self._end_load()  # what a load ended outside every wrapper left (see utilities/load_guard.py)
+        for member, _ in self._member_parts():  # copied with their leaders: linked again in `__setstate__`
+            copied_with_source(member)
         state = dict(super().__getstate__())
         state.pop("_shared_window", None)
         return state
@@ -734,8 +737,7 @@ class RecMetricModule(CheckpointLoading):
             state.pop("_step_plan", None)  # pickled by a version with another plan: found again
         super().__setstate__(state)
         take_ownership(self._owned_metrics(), self)
-        # each member's copy came standalone, holding its leader's states (see `standalone_state`): its
-        # copied leader's again, nothing of its own
+        # each member's copy reports its copied leader's states again
         self._mark_members()
 
     def _updated_units(self) -> Iterator[tuple[Metric, bool, bool]]:

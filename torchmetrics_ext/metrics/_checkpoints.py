@@ -22,6 +22,7 @@ from torchmetrics_ext.utilities.state_dtypes import dtype_problem
 
 __all__ = [
     "CheckpointedStates",
+    "copied_with_source",
     "derive_missing",
     "held_states",
     "holds_anything",
@@ -172,6 +173,21 @@ def reset_cleared_states(member: Metric, since: int) -> bool:
     return noted is None or (noted[0] <= cleared[0] and noted[1] != cleared)
 
 
+_COPIED_WITH_SOURCE = "_copied_with_source"
+
+
+def copied_with_source(member: Metric) -> None:
+    """Mark ``member`` as copied (``deepcopy``, pickle) along with its source, by the module holding both.
+
+    Its next ``__getstate__`` then keeps the reference to its source (whose copy the module links
+    again) instead of making a standalone copy (:func:`standalone_state`): no temporary copies of
+    the source's states in the pickle. Those would break ``strategy="ddp_spawn"``, whose pickler
+    hands each CPU tensor's shared-memory file descriptor to the new processes only after the
+    pickling, when a temporary tensor has already closed it (``bad value(s) in fds_to_keep``).
+    """
+    member.__dict__[_COPIED_WITH_SOURCE] = True
+
+
 def standalone_state(metric: Metric, state: dict[str, Any]) -> dict[str, Any]:
     """``state`` (``metric``'s ``__getstate__``) as a metric of its own, when ``metric`` reports another's states.
 
@@ -181,6 +197,9 @@ def standalone_state(metric: Metric, state: dict[str, Any]) -> dict[str, Any]:
     for it, without the reference (which copied the leader, and the module's bookkeeping, along).
     A ``RecMetricModule`` copied whole links its members' copies to their leaders' again.
     """
+    if metric.__dict__.pop(_COPIED_WITH_SOURCE, False):  # in a whole module's copy: linked again there
+        state.pop(_COPIED_WITH_SOURCE, None)
+        return state
     source = state.pop("_states_source", None)
     if source is None:
         return state

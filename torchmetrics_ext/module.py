@@ -1061,7 +1061,8 @@ class RecMetricModule(CheckpointLoading):
                     )
                 except ValueError as own:
                     key = getattr(task, {"preds": "prediction_name", "target": "label_name"}.get(field, "weight_name"))
-                    read = f" {_columns_read(task)}" if field != "weights" else ""
+                    # a swap of the two columns shows as a range (or dtype) error, never as NaN
+                    read = f" {_columns_read(task)}" if field != "weights" and "NaN" not in str(own) else ""
                     return ValueError(f"Task {task.name!r}, `model_out[{key!r}]`: {_in_module(own)}{read}")
         return _in_module(error)
 

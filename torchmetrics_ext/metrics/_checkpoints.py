@@ -23,6 +23,7 @@ from torchmetrics_ext.utilities.state_dtypes import dtype_problem
 __all__ = [
     "CheckpointedStates",
     "derive_missing",
+    "forget_cleared_states",
     "held_states",
     "holds_anything",
     "load_explained",
@@ -170,6 +171,17 @@ def reset_cleared_states(member: Metric, since: int) -> bool:
         return False
     noted = member.__dict__.get("_source_at_reset")
     return noted is None or (noted[0] <= cleared[0] and noted[1] != cleared)
+
+
+def forget_cleared_states(metric: Metric) -> None:
+    """Forget what ``metric``'s resets so far cleared: its owner's own, which clear nothing a member reports.
+
+    A ``RecMetricModule`` drops the lifetime samples of a group whose every metric reports its window
+    only (``Windowed.drop_lifetime_samples``, a reset of the leader's lifetime after each step): no
+    member reads that lifetime, so :func:`reset_cleared_states` must not take it for a reset of the
+    leader alone.
+    """
+    metric.__dict__.pop("_cleared_at_reset", None)
 
 
 def standalone_state(metric: Metric, state: dict[str, Any]) -> dict[str, Any]:

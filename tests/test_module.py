@@ -4226,6 +4226,36 @@ def test_a_group_saved_under_another_member_resumes_across_a_window_resize(saved
         assert values[f"{name}/click/window"].item() == pytest.approx(recent[name], rel=1e-6), name
 
 
+@pytest.mark.parametrize("updated_before", [False, True])
+@pytest.mark.parametrize(("saved_window", "window"), [(None, 12), (6, 12), (12, None)])
+def test_a_resume_across_a_window_change_gives_no_leader_reset_warning(saved_window, window, updated_before):
+    """A load across a window change empties each unit's window (``unit.reset()``, then the loaded lifetime merged
+    back): the module's own resets, over the whole group. The leader's was taken for one of it alone, and the first
+    ``compute`` after such a resume warned that ``ne`` had been reset on its own and cleared ``log_loss``'s states.
+    No warning; the values are the lifetime over every step and the window over the steps after the resume."""
+    data = make_data(24, n=_POST[-1])
+    saved, module = _resume_module(saved_window), _resume_module(window)
+    assert ["ne", "log_loss"] in module.compute_groups
+    for step in batches(data, _PRE):
+        saved.update(step)
+    if updated_before:  # a module that ran before the resume (its steps are replaced by the checkpoint's)
+        for step in batches(make_data(25, n=_PRE[-1]), _PRE):
+            module.update(step)
+        module.compute()
+    module.load_state_dict(saved.state_dict())
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        for step in batches(data, _POST):
+            module.update(step)
+        values = module.compute()
+    assert not [str(r.message) for r in record if "reset on its own" in str(r.message)]
+    lifetime, recent = _resume_refs(data, 0, _POST[-1]), _resume_refs(data, _PRE[-1], _POST[-1])
+    for name in ("ne", "log_loss", "auc"):
+        assert values[f"{name}/click"].item() == pytest.approx(lifetime[name], rel=1e-6), name
+        if window is not None:
+            assert values[f"{name}/click/window"].item() == pytest.approx(recent[name], rel=1e-6), name
+
+
 @pytest.mark.parametrize("refusal", ["unexpected key", "a metric's load raises"])
 @pytest.mark.parametrize("through_parent", [False, True])
 @pytest.mark.parametrize(("saved_window", "window"), [(None, 12), (6, None), (6, 12)])

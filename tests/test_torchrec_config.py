@@ -709,3 +709,27 @@ def test_ddp_window_share_is_torchrecs_ceil_and_ours_floor(ddp_pool):
     torchrec_rule, our_rule = labels[:, -3:].mean(), labels[:, -2:].mean()  # 0.5 and 0.25
     for values in ddp_pool.run(_ceil_share_run):
         assert values == [torchrec_rule, our_rule]
+
+
+def test_a_window_only_compute_group_gives_no_leader_reset_warning():
+    """TorchRec's AUC (window only) shares its exact states with AUPRC's window: the module drops the group's
+    lifetime samples after every step (a reset of the leader's lifetime, its own bookkeeping). That reset was
+    taken for one of the leader alone and every ``compute`` warned that it cleared ``auprc_window``'s states."""
+    config = {
+        "rec_tasks": TASKS[:1],
+        "rec_metrics": {name: {"rec_task_indices": [0], "window_size": WINDOW} for name in ("auc", "auprc")},
+    }
+    module = tmx.RecMetricModule.from_torchrec_config(config)
+    assert ["auc", "auprc_window"] in module.compute_groups
+    steps = make_steps(config, num_steps=4, batch=50, seed=5)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        for i, step in enumerate(steps):
+            module.update(step)
+            values = module.compute()
+            seen = steps[: i + 1]  # 50 rows a step: all within the window
+            p, y, w = (_column(seen, TASKS[0][k]) for k in ("prediction_name", "label_name", "weight_name"))
+            np.testing.assert_allclose(
+                values["auc-click|window_auc"].item(), roc_auc_score(y, p, sample_weight=w), rtol=1e-9
+            )
+    assert not [str(r.message) for r in record if "reset on its own" in str(r.message)]

@@ -64,6 +64,9 @@ class CheckpointLoading(nn.Module):
     def _copies(self, name: str) -> list[Metric]:  # pragma: no cover - provided by the module
         raise NotImplementedError
 
+    def _mark_members(self, built: bool = False) -> None:  # pragma: no cover - provided by the module
+        raise NotImplementedError
+
     def _load_from_state_dict(
         self,
         state_dict: dict[str, Any],
@@ -380,6 +383,10 @@ def _after_load(module: nn.Module, incompatible_keys: Any) -> None:
         return
     for unit in emptied:
         _restart_window(unit)
+    if isinstance(module, CheckpointLoading):
+        # the load replaced every group's states, through resets of its own (a window change empties each
+        # unit's window): neither those nor a reset of one metric alone before the load is said at `compute`
+        module._mark_members()
 
 
 def _restart_window(unit: Windowed) -> None:

@@ -39,6 +39,7 @@ from torchmetrics_ext._module_loading import CheckpointLoading
 from torchmetrics_ext.functional._sums import sharing_sums
 from torchmetrics_ext.metrics._checkpoints import (
     copied_with_source,
+    forget_cleared_states,
     reset_cleared_states,
     reset_left_states,
     resets_taken,
@@ -795,6 +796,8 @@ class RecMetricModule(CheckpointLoading):
             self._update(model_out)
             for unit in self._plan().window_only:  # TorchRec's window-only AUC: no lifetime samples kept
                 unit.drop_lifetime_samples()  # type: ignore[operator]
+                # the module's own reset of a lifetime no metric of the group reports: no leader reset alone
+                forget_cleared_states(unit._child("lifetime"))  # type: ignore[operator]
         finally:
             if grad_enabled:
                 torch._C._set_grad_enabled(True)

@@ -24,6 +24,7 @@ __all__ = [
     "CheckpointedStates",
     "copied_with_source",
     "derive_missing",
+    "forget_cleared_states",
     "held_states",
     "holds_anything",
     "load_explained",
@@ -186,6 +187,17 @@ def copied_with_source(member: Metric) -> None:
     pickling, when a temporary tensor has already closed it (``bad value(s) in fds_to_keep``).
     """
     member.__dict__[_COPIED_WITH_SOURCE] = True
+
+
+def forget_cleared_states(metric: Metric) -> None:
+    """Forget what ``metric``'s resets so far cleared: its owner's own, which clear nothing a member reports.
+
+    A ``RecMetricModule`` drops the lifetime samples of a group whose every metric reports its window
+    only (``Windowed.drop_lifetime_samples``, a reset of the leader's lifetime after each step): no
+    member reads that lifetime, so :func:`reset_cleared_states` must not take it for a reset of the
+    leader alone.
+    """
+    metric.__dict__.pop("_cleared_at_reset", None)
 
 
 def standalone_state(metric: Metric, state: dict[str, Any]) -> dict[str, Any]:

@@ -3501,7 +3501,10 @@ def test_config_command_line_options_override_the_file(tmp_path, capsys):
             "key 'metrics': Metric 'auc': Unexpected keyword arguments: `num_binz`",
         ),
         ({"metrics": {"auc": 4}}, "key 'metrics': Expected the options of metric 'auc' to be a dict, got 4."),
-        ({"metrics": {"ne": {"from_logits": True}}}, "`from_logits` is not a metric option here"),
+        (
+            {"metrics": {"ne": {"num_tasks": 2}}},
+            "key 'metrics': Metric 'ne': `num_tasks` comes from the tasks, not from its options.",
+        ),
         ({"tasks": [{"name": "t", "prediction_name": "p", "label_name": "y", "weight_name": "w"}]}, "give `weights`"),
         ([1, 2], "expected a mapping of keys"),
     ],
@@ -3511,6 +3514,58 @@ def test_config_errors_name_the_key_and_exit_2(tmp_path, capsys, config, message
     (tmp_path / "bad.json").write_text(json.dumps(config))
     err = _usage_error(capsys, ["evaluate", str(data), "--task", "t=p:y", "--config", str(tmp_path / "bad.json")])
     assert f"--config {tmp_path / 'bad.json'}: " in err and message in err
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_metric_options_are_built_with_the_modules_logit_rule(tmp_path, capsys, from_logits):
+    """Options go through the module's builder: from_logits set where the class takes it, an agreeing option kept.
+
+    One rule for the module and evaluate: ``{"ne": {"eta": ...}}`` is built with evaluate's ``from_logits``,
+    an option ``from_logits`` equal to it changes nothing, the other value is refused (from Python and the
+    command line, before any data is read), as is ``num_tasks``.
+    """
+    rng = np.random.default_rng(23)
+    n = 400
+    z = rng.normal(size=n) * 2
+    p = 1 / (1 + np.exp(-z))
+    y = (rng.random(n) < p).astype(np.int64)
+    w = rng.uniform(0.5, 2.0, n)
+    table = pa.table({"s": z if from_logits else p, "y": y, "w": w})
+    metrics = {
+        "ne": {"eta": 1e-9},
+        "ne_same": {"metric": "ne", "eta": 1e-9, "from_logits": from_logits},  # agrees: kept
+        "ll": {"metric": "log_loss"},
+        "auc": {"num_bins": None},
+        "mse": {},
+    }
+    values = evaluate(table, {"t": ("s", "y")}, metrics, weights="w", from_logits=from_logits).values
+    rate = np.sum(w * y) / np.sum(w)
+    entropy = -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
+    expected = {
+        "ne/t": log_loss(y, p, sample_weight=w) / entropy,
+        "ne_same/t": log_loss(y, p, sample_weight=w) / entropy,
+        "ll/t": log_loss(y, p, sample_weight=w),
+        "auc/t": roc_auc_score(y, p, sample_weight=w),
+        "mse/t": np.average((p - y) ** 2, weights=w),  # sigmoid(logits) for a metric without the option
+    }
+    assert_close(values, expected, rtol=1e-9)
+    other = not from_logits
+    message = (
+        f"Metric 'ne_other' (ne): its option from_logits={other} disagrees with the from_logits={from_logits} of "
+        "evaluate and --from-logits (the same predictions cannot be both logits and probabilities): drop the "
+        "option, which evaluate sets on every metric it builds, or make the two agree."
+    )
+    refused = {"ne_other": {"metric": "ne", "from_logits": other}}
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        evaluate(table, {"t": ("s", "y")}, refused, from_logits=from_logits)
+    with pytest.raises(ValueError, match=r"^Metric 'auc': `num_tasks` comes from the tasks, not from its options\.$"):
+        evaluate(table, {"t": ("s", "y")}, {"auc": {"num_tasks": 1}}, from_logits=from_logits)
+    # the command line: a config's option against --from-logits (or its absence), status 2 and the same message
+    pq.write_table(table, tmp_path / "d.parquet")
+    (tmp_path / "c.json").write_text(json.dumps({"metrics": refused}))
+    args = ["evaluate", str(tmp_path / "d.parquet"), "--task", "t=s:y", "--config", str(tmp_path / "c.json")]
+    assert cli.main([*args, "--no-progress", *(["--from-logits"] if from_logits else [])]) == 2
+    assert capsys.readouterr().err == f"torchmetrics-ext evaluate: error: {message}\n"
 
 
 def test_config_tasks_by_name_read_from_configs_default_columns(tmp_path, capsys):

@@ -1984,6 +1984,89 @@ def test_segment_values_written_alike_are_refused_not_merged_into_one_key(dtype,
     assert [r["segment"] for r in result.records[1:]] == [f"g=00:00:00.00000{i}" for i in (1, 2, 5)]
 
 
+def _first_pair_written_alike(values: pa.Array) -> tuple[int, int] | None:
+    """Reference: the first two positions whose Python values write the same text (str of as_py), by brute force."""
+    seen: dict[str, int] = {}
+    for position, value in enumerate(values.to_pylist()):
+        text = "None" if value is None else str(value)
+        if seen.setdefault(text, position) != position:
+            return seen[text], position
+    return None
+
+
+@pytest.mark.parametrize(
+    ("dtype", "unit"),
+    [(pa.time64("ns"), 1000), (pa.date64(), 86_400_000), (pa.timestamp("ns"), 1), (pa.timestamp("us", "UTC"), 1)],
+)
+def test_a_million_distinct_segment_values_are_checked_without_a_loop_and_a_clash_is_still_found(dtype, unit):
+    """The check that no two segment values share a key text ran a Python loop over every distinct value
+    (seconds for a million timestamps); it now writes out only values stored closer than Python's resolution."""
+    from torchmetrics_ext.evaluate.segments import SegmentIndex, _check_texts
+
+    n = 1_000_000
+    rng = np.random.default_rng(31)
+    # distinct values, each at least one Python step from the next (a day apart: dates within Python's years)
+    gaps = rng.integers(1, 2 if pa.types.is_date(dtype) else 4, n) * unit
+    stored = np.cumsum(gaps) + (0 if pa.types.is_time(dtype) else -int(gaps.sum()) // 2)  # negatives too
+    _check_texts("g", pa.array(stored, pa.int64()).view(dtype), dtype)  # accepted: a million segments
+    if unit == 1:  # every stored number is written apart: nothing can clash
+        return
+    # two values inside one Python step, far down the column: refused, naming that pair
+    clash = stored.copy()
+    clash[700_000] = clash[700_001] + 1  # the values stay distinct: the next one is a step or more above
+    values = pa.array(np.unique(clash), pa.int64()).view(dtype)
+    first, second = _first_pair_written_alike(values.slice(690_000, 20_000))
+    pair = values.slice(690_000, 20_000).take([first, second])
+    with pytest.raises(InvalidDataError, match=re.escape(f"both read in Python as {pair[1].as_py()!r}")) as error:
+        SegmentIndex(["g"], pa.table({"g": values}))
+    assert str(pair.view(pa.int64())[0]) in str(error.value) or str(pair.cast(pa.string())[0]) in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        pa.time64("ns"),
+        pa.time64("us"),
+        pa.time32("ms"),
+        pa.date64(),
+        pa.date32(),
+        pa.timestamp("ns"),
+        pa.timestamp("ms", "Europe/Paris"),
+        pa.duration("ns"),
+        pa.duration("s"),
+    ],
+)
+def test_segment_values_written_alike_match_a_brute_force_reference(dtype):
+    """Random columns (clustered values, negatives, nulls, times outside a day): the pair refused is the
+    brute-force reference's first pair of values whose Python texts are equal, or none is refused."""
+    from torchmetrics_ext.evaluate.segments import _check_texts
+
+    rng = np.random.default_rng(sum(map(ord, str(dtype))))  # one seed per type, the same in every run
+    bits = dtype.bit_width
+    for trial in range(60):
+        n = int(rng.integers(1, 40))
+        span = int(10 ** rng.integers(0, 9))
+        low = -span if trial % 3 == 0 and not pa.types.is_time(dtype) else 0
+        if pa.types.is_time(dtype) and trial % 7 == 0:  # outside one day: Python wraps it around
+            low = -span
+        stored = np.unique(rng.integers(low, span + 1, n) * int(10 ** rng.integers(0, 4)))
+        if bits == 32:
+            stored = stored[(stored > -(2**31)) & (stored < 2**31)]
+        values = pa.array(stored, pa.int64()).cast(pa.int32() if bits == 32 else pa.int64()).view(dtype)
+        if trial % 5 == 0:
+            values = pa.concat_arrays([values, pa.nulls(1, dtype)])
+        try:
+            expected = _first_pair_written_alike(values)
+        except (ValueError, OverflowError):  # a value Python cannot hold: not a segment anyway
+            continue
+        if expected is None:
+            _check_texts("g", values, dtype)
+            continue
+        pair = values.take(list(expected))
+        with pytest.raises(InvalidDataError, match=re.escape(f"both read in Python as {pair[1].as_py()!r}")):
+            _check_texts("g", values, dtype)
+
+
 @pytest.mark.parametrize("ordered", [False, True])
 def test_pandas_categorical_segments_come_in_category_order(ordered):
     """A pandas categorical --by column came out sorted by value; pandas' groupby gives the categories'

@@ -1984,6 +1984,89 @@ def test_segment_values_written_alike_are_refused_not_merged_into_one_key(dtype,
     assert [r["segment"] for r in result.records[1:]] == [f"g=00:00:00.00000{i}" for i in (1, 2, 5)]
 
 
+def _first_pair_written_alike(values: pa.Array) -> tuple[int, int] | None:
+    """Reference: the first two positions whose Python values write the same text (str of as_py), by brute force."""
+    seen: dict[str, int] = {}
+    for position, value in enumerate(values.to_pylist()):
+        text = "None" if value is None else str(value)
+        if seen.setdefault(text, position) != position:
+            return seen[text], position
+    return None
+
+
+@pytest.mark.parametrize(
+    ("dtype", "unit"),
+    [(pa.time64("ns"), 1000), (pa.date64(), 86_400_000), (pa.timestamp("ns"), 1), (pa.timestamp("us", "UTC"), 1)],
+)
+def test_a_million_distinct_segment_values_are_checked_without_a_loop_and_a_clash_is_still_found(dtype, unit):
+    """The check that no two segment values share a key text ran a Python loop over every distinct value
+    (seconds for a million timestamps); it now writes out only values stored closer than Python's resolution."""
+    from torchmetrics_ext.evaluate.segments import SegmentIndex, _check_texts
+
+    n = 1_000_000
+    rng = np.random.default_rng(31)
+    # distinct values, each at least one Python step from the next (a day apart: dates within Python's years)
+    gaps = rng.integers(1, 2 if pa.types.is_date(dtype) else 4, n) * unit
+    stored = np.cumsum(gaps) + (0 if pa.types.is_time(dtype) else -int(gaps.sum()) // 2)  # negatives too
+    _check_texts("g", pa.array(stored, pa.int64()).view(dtype), dtype)  # accepted: a million segments
+    if unit == 1:  # every stored number is written apart: nothing can clash
+        return
+    # two values inside one Python step, far down the column: refused, naming that pair
+    clash = stored.copy()
+    clash[700_000] = clash[700_001] + 1  # the values stay distinct: the next one is a step or more above
+    values = pa.array(np.unique(clash), pa.int64()).view(dtype)
+    first, second = _first_pair_written_alike(values.slice(690_000, 20_000))
+    pair = values.slice(690_000, 20_000).take([first, second])
+    with pytest.raises(InvalidDataError, match=re.escape(f"both read in Python as {pair[1].as_py()!r}")) as error:
+        SegmentIndex(["g"], pa.table({"g": values}))
+    assert str(pair.view(pa.int64())[0]) in str(error.value) or str(pair.cast(pa.string())[0]) in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        pa.time64("ns"),
+        pa.time64("us"),
+        pa.time32("ms"),
+        pa.date64(),
+        pa.date32(),
+        pa.timestamp("ns"),
+        pa.timestamp("ms", "Europe/Paris"),
+        pa.duration("ns"),
+        pa.duration("s"),
+    ],
+)
+def test_segment_values_written_alike_match_a_brute_force_reference(dtype):
+    """Random columns (clustered values, negatives, nulls, times outside a day): the pair refused is the
+    brute-force reference's first pair of values whose Python texts are equal, or none is refused."""
+    from torchmetrics_ext.evaluate.segments import _check_texts
+
+    rng = np.random.default_rng(sum(map(ord, str(dtype))))  # one seed per type, the same in every run
+    bits = dtype.bit_width
+    for trial in range(60):
+        n = int(rng.integers(1, 40))
+        span = int(10 ** rng.integers(0, 9))
+        low = -span if trial % 3 == 0 and not pa.types.is_time(dtype) else 0
+        if pa.types.is_time(dtype) and trial % 7 == 0:  # outside one day: Python wraps it around
+            low = -span
+        stored = np.unique(rng.integers(low, span + 1, n) * int(10 ** rng.integers(0, 4)))
+        if bits == 32:
+            stored = stored[(stored > -(2**31)) & (stored < 2**31)]
+        values = pa.array(stored, pa.int64()).cast(pa.int32() if bits == 32 else pa.int64()).view(dtype)
+        if trial % 5 == 0:
+            values = pa.concat_arrays([values, pa.nulls(1, dtype)])
+        try:
+            expected = _first_pair_written_alike(values)
+        except (ValueError, OverflowError):  # a value Python cannot hold: not a segment anyway
+            continue
+        if expected is None:
+            _check_texts("g", values, dtype)
+            continue
+        pair = values.take(list(expected))
+        with pytest.raises(InvalidDataError, match=re.escape(f"both read in Python as {pair[1].as_py()!r}")):
+            _check_texts("g", values, dtype)
+
+
 @pytest.mark.parametrize("ordered", [False, True])
 def test_pandas_categorical_segments_come_in_category_order(ordered):
     """A pandas categorical --by column came out sorted by value; pandas' groupby gives the categories'
@@ -3501,7 +3584,10 @@ def test_config_command_line_options_override_the_file(tmp_path, capsys):
             "key 'metrics': Metric 'auc': Unexpected keyword arguments: `num_binz`",
         ),
         ({"metrics": {"auc": 4}}, "key 'metrics': Expected the options of metric 'auc' to be a dict, got 4."),
-        ({"metrics": {"ne": {"from_logits": True}}}, "`from_logits` is not a metric option here"),
+        (
+            {"metrics": {"ne": {"num_tasks": 2}}},
+            "key 'metrics': Metric 'ne': `num_tasks` comes from the tasks, not from its options.",
+        ),
         ({"tasks": [{"name": "t", "prediction_name": "p", "label_name": "y", "weight_name": "w"}]}, "give `weights`"),
         ([1, 2], "expected a mapping of keys"),
     ],
@@ -3511,6 +3597,58 @@ def test_config_errors_name_the_key_and_exit_2(tmp_path, capsys, config, message
     (tmp_path / "bad.json").write_text(json.dumps(config))
     err = _usage_error(capsys, ["evaluate", str(data), "--task", "t=p:y", "--config", str(tmp_path / "bad.json")])
     assert f"--config {tmp_path / 'bad.json'}: " in err and message in err
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_metric_options_are_built_with_the_modules_logit_rule(tmp_path, capsys, from_logits):
+    """Options go through the module's builder: from_logits set where the class takes it, an agreeing option kept.
+
+    One rule for the module and evaluate: ``{"ne": {"eta": ...}}`` is built with evaluate's ``from_logits``,
+    an option ``from_logits`` equal to it changes nothing, the other value is refused (from Python and the
+    command line, before any data is read), as is ``num_tasks``.
+    """
+    rng = np.random.default_rng(23)
+    n = 400
+    z = rng.normal(size=n) * 2
+    p = 1 / (1 + np.exp(-z))
+    y = (rng.random(n) < p).astype(np.int64)
+    w = rng.uniform(0.5, 2.0, n)
+    table = pa.table({"s": z if from_logits else p, "y": y, "w": w})
+    metrics = {
+        "ne": {"eta": 1e-9},
+        "ne_same": {"metric": "ne", "eta": 1e-9, "from_logits": from_logits},  # agrees: kept
+        "ll": {"metric": "log_loss"},
+        "auc": {"num_bins": None},
+        "mse": {},
+    }
+    values = evaluate(table, {"t": ("s", "y")}, metrics, weights="w", from_logits=from_logits).values
+    rate = np.sum(w * y) / np.sum(w)
+    entropy = -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
+    expected = {
+        "ne/t": log_loss(y, p, sample_weight=w) / entropy,
+        "ne_same/t": log_loss(y, p, sample_weight=w) / entropy,
+        "ll/t": log_loss(y, p, sample_weight=w),
+        "auc/t": roc_auc_score(y, p, sample_weight=w),
+        "mse/t": np.average((p - y) ** 2, weights=w),  # sigmoid(logits) for a metric without the option
+    }
+    assert_close(values, expected, rtol=1e-9)
+    other = not from_logits
+    message = (
+        f"Metric 'ne_other' (ne): its option from_logits={other} disagrees with the from_logits={from_logits} of "
+        "evaluate and --from-logits (the same predictions cannot be both logits and probabilities): drop the "
+        "option, which evaluate sets on every metric it builds, or make the two agree."
+    )
+    refused = {"ne_other": {"metric": "ne", "from_logits": other}}
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        evaluate(table, {"t": ("s", "y")}, refused, from_logits=from_logits)
+    with pytest.raises(ValueError, match=r"^Metric 'auc': `num_tasks` comes from the tasks, not from its options\.$"):
+        evaluate(table, {"t": ("s", "y")}, {"auc": {"num_tasks": 1}}, from_logits=from_logits)
+    # the command line: a config's option against --from-logits (or its absence), status 2 and the same message
+    pq.write_table(table, tmp_path / "d.parquet")
+    (tmp_path / "c.json").write_text(json.dumps({"metrics": refused}))
+    args = ["evaluate", str(tmp_path / "d.parquet"), "--task", "t=s:y", "--config", str(tmp_path / "c.json")]
+    assert cli.main([*args, "--no-progress", *(["--from-logits"] if from_logits else [])]) == 2
+    assert capsys.readouterr().err == f"torchmetrics-ext evaluate: error: {message}\n"
 
 
 def test_config_tasks_by_name_read_from_configs_default_columns(tmp_path, capsys):

@@ -126,14 +126,30 @@ def _metric_entries(raw: Any, where: str = "config 'metrics'") -> dict[str, tupl
     return out
 
 
+# How the option errors of `_build_entry` name who builds the metrics and sets their `num_tasks` and
+# `from_logits`: (where `num_tasks` comes from, where `from_logits` comes from, who sets it on every metric)
+_BUILDERS = {
+    "module": ("the module's tasks ({num_tasks})", "the module's from_logits={from_logits}", "the module"),
+    "evaluate": ("the tasks", "the from_logits={from_logits} of evaluate and --from-logits", "evaluate"),
+}
+
+
 def _build_entry(
-    key: str, registry_name: str, options: Mapping[str, Any], num_tasks: int, from_logits: bool | None = None
+    key: str,
+    registry_name: str,
+    options: Mapping[str, Any],
+    num_tasks: int,
+    from_logits: bool | None = None,
+    builder: str = "module",
 ) -> Metric:
     """The metric of one :func:`_metric_entries` entry; its errors name the entry (``Metric 'b' (auc): ...``).
 
-    Shared by :class:`RecMetricModule` (its ``metrics`` given by name or options, ``from_config``) and
-    ``evaluate``'s ``metrics`` with options. ``from_logits``: the module's (``None``: not given), set
-    on a metric whose class takes the option (see :func:`_with_from_logits`).
+    The one way a registry name and its options become a metric: :class:`RecMetricModule` (its
+    ``metrics`` given by name or options, ``from_config``) and ``evaluate`` (every metric it builds one
+    by one, and its config file's options) call it. ``from_logits``: the builder's (``None``: not
+    given), set on a metric whose class takes the option (see :func:`_with_from_logits`).
+    ``builder``: ``"module"`` or ``"evaluate"``, who the errors about ``num_tasks`` and ``from_logits``
+    name as setting them.
 
     Raises:
         ValueError: ``num_tasks`` among the options (it comes from the tasks), an option ``from_logits``
@@ -141,11 +157,10 @@ def _build_entry(
             refuses (``TypeError`` where the class raises one).
     """
     if "num_tasks" in options:
-        raise ValueError(
-            f"Metric {key!r}: `num_tasks` comes from the module's tasks ({num_tasks}), not from its options."
-        )
+        where = _BUILDERS[builder][0].format(num_tasks=num_tasks)
+        raise ValueError(f"Metric {key!r}: `num_tasks` comes from {where}, not from its options.")
     if from_logits is not None:
-        options = _with_from_logits(key, registry_name, options, from_logits)
+        options = _with_from_logits(key, registry_name, options, from_logits, builder)
     try:
         return build_metric(registry_name, num_tasks=num_tasks, **options)
     except (TypeError, ValueError) as error:  # which entry of the config, as the other errors say
@@ -154,15 +169,17 @@ def _build_entry(
         raise type(error)(f"{entry}: {error}{hint}") from None
 
 
-def _with_from_logits(key: str, registry_name: str, options: Mapping[str, Any], from_logits: bool) -> dict[str, Any]:
-    """``options`` with the module's ``from_logits`` where the entry's class takes the option.
+def _with_from_logits(
+    key: str, registry_name: str, options: Mapping[str, Any], from_logits: bool, builder: str = "module"
+) -> dict[str, Any]:
+    """``options`` with the builder's ``from_logits`` where the entry's class takes the option.
 
     Options that set ``from_logits`` themselves keep it when it agrees; a name the registry does not
     know, or a value that is no bool, is left to :func:`~torchmetrics_ext.registry.build_metric` (its
-    own error, naming the entry).
+    own error, naming the entry). ``builder``: as :func:`_build_entry`'s.
 
     Raises:
-        ValueError: the option ``from_logits`` set to the other bool than the module's.
+        ValueError: the option ``from_logits`` set to the other bool than the builder's.
 
     Examples:
         >>> from torchmetrics_ext._module_config import _with_from_logits
@@ -180,10 +197,12 @@ def _with_from_logits(key: str, registry_name: str, options: Mapping[str, Any], 
     given = as_bool(options["from_logits"])
     if given is not None and given != from_logits:
         entry = f"Metric {key!r}" + (f" ({registry_name})" if registry_name != key else "")
+        _, logits, who = _BUILDERS[builder]
+        logits = logits.format(from_logits=from_logits)
         raise ValueError(
-            f"{entry}: its option from_logits={options['from_logits']!r} disagrees with the module's "
-            f"from_logits={from_logits} (the same predictions cannot be both logits and probabilities): drop the "
-            "option, which the module sets on every metric it builds, or make the two agree."
+            f"{entry}: its option from_logits={options['from_logits']!r} disagrees with {logits} (the same "
+            f"predictions cannot be both logits and probabilities): drop the option, which {who} sets on every "
+            "metric it builds, or make the two agree."
         )
     return dict(options)
 

@@ -123,8 +123,8 @@ def _check(key: str, value: Any, base: str) -> Any:
                 _tasks(value)  # checked up front; kept as written, so evaluate sees tasks given by name
                 return value
             for key_, (name, options) in _metric_options(value).items():  # as evaluate checks them, up front
-                if options:
-                    _build_entry(key_, name, options, 1)
+                if options:  # from_logits may still come from the command line: evaluate checks it against that
+                    _build_entry(key_, name, options, 1, builder="evaluate")
             return value
         except (TypeError, ValueError) as err:
             raise ValueError(f"key {key!r}: {err}") from None

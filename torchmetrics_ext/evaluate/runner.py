@@ -47,7 +47,7 @@ from torchmetrics_ext.evaluate.segments import SegmentCollector, SegmentIndex, S
 from torchmetrics_ext.evaluate.sources import Chunk, ConversionError, InvalidDataError, Source, open_sources
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import RecMetricModule, RecTaskInfo, _fed_probabilities
-from torchmetrics_ext.registry import build_metric, lookup
+from torchmetrics_ext.registry import lookup
 from torchmetrics_ext.utilities.checks import check_flag, check_int
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
@@ -356,7 +356,6 @@ class _Plan:
                 )
         self.specs: list[str] = []  # module keys of the metrics built one by one (not in RankingMetrics)
         self.options: dict[str, tuple[str, dict[str, Any]]] = {}  # module key -> (registry name, options)
-        self._classes: dict[str, type[Metric]] = {}  # module key -> the metric class it builds
         self._ranking: list[tuple[str, int | None]] = []
         # the module key of the shared RankingMetrics: not one of the requested keys (a user's "ranking")
         self.ranking_key = next(
@@ -369,8 +368,8 @@ class _Plan:
         self.renames: dict[str, list[str]] = {}
         _check_names([name for key, (name, options) in entries.items() if not options])  # every unknown one at once
         for key, (name, options) in entries.items():
-            if options:  # built once here: a refused option is an error before any data is read
-                cls: type[Metric] = type(_build_entry(key, name, options, len(self.tasks)))
+            if options:  # built once here, as the module builds it: refused options fail before any data is read
+                cls: type[Metric] = type(self._build(key, name, options))
                 entry, k = None, None
             else:
                 entry, k = lookup(name)
@@ -390,7 +389,6 @@ class _Plan:
             else:
                 self.specs.append(key)
                 self.options[key] = (name, options)
-                self._classes[key] = cls
                 self.renames[key] = [key]
         self.ranking_names = [
             name for key, names in self.renames.items() if key.startswith(f"{self.ranking_key}.") for name in names
@@ -452,30 +450,42 @@ class _Plan:
         """The columns fed to the metrics (every column but the segments)."""
         return [c for c in self.columns if c.kind != "segment"]
 
+    def _build(self, key: str, name: str, options: Mapping[str, Any]) -> Metric:
+        """One metric as the module builds a registry entry: its rule for ``from_logits``, its errors."""
+        return _build_entry(key, name, options, len(self.tasks), self.from_logits, "evaluate")
+
+    def _specs(self, keys: Collection[str] | None) -> dict[str, Any]:
+        """The module's ``metrics`` argument: each metric's options by key, and one ``RankingMetrics``."""
+        specs: dict[str, Any] = {}
+        for key in self.specs:
+            if keys is None or key in keys:
+                name, options = self.options[key]
+                specs[key] = {"metric": name, **options}
+        if self._ranking and (keys is None or self.ranking_key in keys):
+            # every ranking name without options: one sort per task (RankingMetrics takes no from_logits)
+            stems = tuple(dict.fromkeys(stem for stem, _ in self._ranking))
+            ks = tuple(dict.fromkeys(k for _, k in self._ranking))
+            specs[self.ranking_key] = RankingMetrics(ks=ks, metrics=stems)
+        return specs
+
     def metrics(self, keys: Collection[str] | None = None) -> dict[str, Any]:
-        """Fresh metrics by module key: registry names, and one ``RankingMetrics`` for every ranking name.
+        """Fresh metrics by module key, built as :meth:`module` has them built (for the segments' kernels).
 
         Args:
             keys: only these keys (``"ne"``, ``"ranking"``); ``None``: every requested metric.
         """
-        built: dict[str, Any] = {}
+        built = self._specs(keys)
         for key in self.specs:
-            if keys is not None and key not in keys:
-                continue
-            # logged logits: metrics with the option read them; the module (told by `module()`) feeds
-            # the others sigmoid(logits), whether or not a metric with the option is asked for
-            takes = "from_logits" in inspect.signature(self._classes[key].__init__).parameters
-            name, options = self.options[key]
-            logits = {"from_logits": True} if self.from_logits and takes else {}
-            built[key] = build_metric(name, num_tasks=len(self.tasks), **options, **logits)
-        if self._ranking and (keys is None or self.ranking_key in keys):
-            stems = tuple(dict.fromkeys(stem for stem, _ in self._ranking))
-            ks = tuple(dict.fromkeys(k for _, k in self._ranking))
-            built[self.ranking_key] = RankingMetrics(ks=ks, metrics=stems)
+            if key in built:
+                built[key] = self._build(key, *self.options[key])
         return built
 
     def module(self, keys: Collection[str] | None = None) -> RecMetricModule:
-        """A fresh module with every requested metric (or those of ``keys``) for every task."""
+        """A fresh module with every requested metric (or those of ``keys``) for every task.
+
+        The module builds them from their registry names and options with evaluate's ``from_logits``
+        (its one rule: ``from_logits=True`` where a metric's class takes the option).
+        """
         infos = [
             RecTaskInfo(
                 t.name,
@@ -487,10 +497,9 @@ class _Plan:
             )
             for t in self.tasks
         ]
-        # the module is told whether the columns hold logits: it would otherwise learn it only from a
-        # metric built with from_logits=True, and with none (weighted_sum_predictions alone) feed the
-        # raw logits to metrics that read sigmoid(logits)
-        module = RecMetricModule(infos, self.metrics(keys), throughput=False, from_logits=self.from_logits)
+        # the module is told whether the columns hold logits: it builds every metric so, and without a
+        # metric that reads them (weighted_sum_predictions alone) feeds the others sigmoid(logits)
+        module = RecMetricModule(infos, self._specs(keys), throughput=False, from_logits=self.from_logits)
         # without `weights` no batch holds the weight key (weight 1): not a misspelt column to warn about
         module._weights_optional = self.weights is None
         return module
@@ -876,6 +885,8 @@ def _metric_options(metrics: Any) -> dict[str, tuple[str, dict[str, Any]]]:
 
     The dict form is :meth:`~torchmetrics_ext.RecMetricModule.from_config`'s (options may name the
     registry entry with ``"metric"``; ``None`` is no options); a name listed twice is reported once.
+    The options themselves (``num_tasks``, a ``from_logits`` that disagrees with evaluate's, what the
+    class refuses) are checked where they are built, by the module's ``_build_entry``.
     """
     if isinstance(metrics, Mapping):
         if not metrics:
@@ -890,18 +901,13 @@ def _metric_options(metrics: Any) -> dict[str, tuple[str, dict[str, Any]]]:
             raise ValueError(f"Expected `metrics` to be a non-empty list of metric names, got {metrics!r}{hint}.")
         given = [str(name) if isinstance(name, str) else name for name in given]
         entries = {name: (name, {}) for name in dict.fromkeys(given)}
-    for key, (name, options) in entries.items():
+    for key, (name, _) in entries.items():
         if not isinstance(key, str) or not isinstance(name, str):  # a ValueError, as from_config's
             wrong = key if not isinstance(key, str) else name
             what = f"the option 'metric' of metric {key!r}" if wrong is not key else "a metric name"
             raise ValueError(
                 f"Expected {what} in `metrics` to be a registry name (str), got {wrong!r} ({type(wrong).__name__})."
             )
-        for option, where in (("num_tasks", "the tasks"), ("from_logits", "`from_logits` (--from-logits)")):
-            if option in options:
-                raise ValueError(
-                    f"Metric {key!r}: `{option}` is not a metric option here; it comes from {where}, for every metric."
-                )
     return entries
 
 
@@ -1070,7 +1076,8 @@ def evaluate(
             the metric's keyword options (``{"auc": {"num_bins": 10000}, "ne": {"eta": 1e-6}}``;
             ``None`` is none), ``"metric"`` naming the registry entry when the name is another
             (``{"auc_binned": {"metric": "auc", "num_bins": 10000}}``); ``num_tasks`` comes from
-            ``tasks`` and ``from_logits`` from the argument of that name, for every metric.
+            ``tasks`` and ``from_logits`` from the argument of that name, for every metric (built as
+            :class:`~torchmetrics_ext.RecMetricModule` builds them: an option ``from_logits`` must agree).
         weights: column of sample weights (shared by every task; weight 1 without it, whatever
             columns the data holds; per-task ``weight_name`` is refused). A column
             may have several roles (weights that are labels, ``user`` = ``session``): it is read

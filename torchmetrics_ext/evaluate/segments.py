@@ -243,39 +243,129 @@ def _check_texts(name: str, values: Any, label_type: pa.DataType) -> None:
     """Raise unless every distinct value of column ``name`` has a text of its own in labels and keys.
 
     Two segments written alike would share a ``.values`` key (one value lost) and a label: such a
-    column is refused, naming two of its values, rather than merged. One pass over the column's
-    distinct values (not its rows), only for the types :func:`_written_apart` cannot vouch for.
+    column is refused, naming two of its values, rather than merged. Only for the types
+    :func:`_written_apart` cannot vouch for; for dates, times, timestamps and durations only the
+    values stored closer to another than Python's resolution of the type are written out
+    (:func:`_close_values`: none, in a column of distinct dates or of timestamps of distinct
+    microseconds), so a column of millions of distinct values is checked without a Python loop.
 
     Raises:
         InvalidDataError: two distinct values are written alike.
     """
     if _written_apart(values.type):
         return
+    positions = _close_values(values, label_type)
+    if positions is not None and len(positions) < 2:
+        return
+    chosen = values if positions is None else values.take(pa.array(positions))
     seen: dict[str, int] = {}
-    for position, value in enumerate(values.to_pylist()):
+    for position, value in enumerate(chosen.to_pylist()):
         text = _value_text(value, label_type)
         first = seen.setdefault(text, position)
-        if first == position:
-            continue
-        pair = values.take(pa.array([first, position]))
+        if first != position:
+            pair = chosen.take(pa.array([first, position]))
+            raise InvalidDataError(_written_alike(name, pair, value, text))
+
+
+def _close_values(values: Any, label_type: pa.DataType) -> np.ndarray | None:
+    """Positions (ascending) of the temporal ``values`` that may be written like another; ``None``: check every one.
+
+    A date, time, timestamp or duration is written from its Python value, which keeps the stored
+    number up to a resolution of its own (``datetime.time``: microseconds of a ``time64[ns]``;
+    ``datetime.date``: days of a ``date64[ms]``), the same for every value and in the order of the
+    stored numbers. Values written alike are then neighbours in that order, less than that
+    resolution apart (twice that across zero, should Python round toward zero): only such
+    neighbours are returned. ``None`` for other types, for a time of day stored outside one day
+    (Python wraps it around), and for a type whose resolution the probe cannot find.
+    """
+    if not any(check(values.type) for check in _NUMBERED_TEMPORAL):
+        return None
+    step = _text_step(values.type, label_type)
+    if step is None:
+        return None
+    kept = pc.indices_nonzero(pc.is_valid(values)).to_numpy(zero_copy_only=False)  # a null writes "None"
+    storage = pa.int32() if values.type.bit_width == 32 else pa.int64()
+    stored = pc.drop_null(values).view(storage).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    if pa.types.is_time(values.type) and len(stored) and (stored.min() < 0 or stored.max() >= _day(values.type)):
+        return None
+    if step == 1:  # every stored number has a text of its own
+        return kept[:0]
+    order = np.argsort(stored, kind="stable")
+    low, high = stored[order[:-1]], stored[order[1:]]
+    gap = high - low  # a difference past int64 wraps negative: kept, safely
+    close = (gap < step) | ((low < 0) & (high > 0) & (gap < 2 * step))
+    near = np.zeros(len(stored), dtype=bool)
+    near[order[1:][close]] = True
+    near[order[:-1][close]] = True
+    return kept[near]  # ascending, as `kept` is
+
+
+def _text_step(dtype: pa.DataType, label_type: pa.DataType) -> int | None:
+    """How many stored units of ``dtype`` one written text spans (``None``: not found).
+
+    Probed on the texts of stored numbers: the width of the run of numbers written like the first
+    positive one written unlike ``0`` (1 for ``timestamp[ns]``, read as a pandas ``Timestamp``; 1000 for
+    ``time64[ns]``, read as a ``datetime.time`` of microseconds; 86,400,000 for ``date64[ms]``, read
+    as a ``datetime.date``), whether Python drops the rest or rounds it.
+    """
+    storage = pa.int32() if dtype.bit_width == 32 else pa.int64()
+    limit = (1 << (dtype.bit_width - 1)) - 1
+
+    def text(stored: int) -> str:
+        return _value_text(pa.array([stored], storage).view(dtype)[0].as_py(), label_type)
+
+    def next_text(start: int) -> int | None:
+        """The smallest number above ``start`` written unlike it (texts follow the numbers' order)."""
+        first, low, high = text(start), start, start + 1
+        while text(high) == first:  # doubling, then bisecting
+            low, high = high, start + 2 * (high - start)
+            if high > limit or high - start > _MAX_STEP:
+                return None
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (middle, high) if text(middle) == first else (low, middle)
+        return high
+
+    try:
+        changed = next_text(0)
+        after = None if changed is None else next_text(changed)
+    except (pa.ArrowException, ValueError, OverflowError, TypeError):  # a value Python cannot hold
+        return None
+    return None if after is None or changed is None else after - changed
+
+
+# the types stored as one 32- or 64-bit number each (an interval holds several)
+_NUMBERED_TEMPORAL = (pa.types.is_date, pa.types.is_time, pa.types.is_timestamp, pa.types.is_duration)
+
+# the most stored units one text is probed for (a date64's day is 86,400,000 ms)
+_MAX_STEP = 1 << 40
+
+
+def _day(dtype: pa.DataType) -> int:
+    """Stored units of a time-of-day type in one day."""
+    return 86_400 * {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[dtype.unit]
+
+
+def _written_alike(name: str, pair: Any, value: Any, text: str) -> str:
+    """The refusal of column ``name``, whose two distinct values ``pair`` are written ``text`` (``value`` in Python)."""
+    try:
+        shown = pc.cast(pair, pa.string()).to_pylist()
+    except pa.ArrowException:
+        shown = [str(v) for v in pair]
+    fix = f"text, for example: table.cast to a schema with pa.string() for {name!r}, or "
+    fix += f'df[{name!r}].astype("string")'
+    if shown[0] == shown[1]:  # Arrow's text drops it too (date64 below a day): the stored numbers
         try:
-            shown = pc.cast(pair, pa.string()).to_pylist()
-        except pa.ArrowException:
-            shown = [str(v) for v in pair]
-        fix = f"text, for example: table.cast to a schema with pa.string() for {name!r}, or "
-        fix += f'df[{name!r}].astype("string")'
-        if shown[0] == shown[1]:  # Arrow's text drops it too (date64 below a day): the stored numbers
-            try:
-                shown = [f"{t} (stored as {v})" for t, v in zip(shown, pair.view(pa.int64()).to_pylist())]
-                fix = f"the stored numbers, for example: table.cast to a schema with pa.int64() for {name!r}"
-            except (pa.ArrowException, ValueError, TypeError):
-                pass
-        raise InvalidDataError(
-            f"column {name!r} (--by segment) has type {values.type}, and its distinct values {shown[0]} and "
-            f"{shown[1]} both read in Python as {value!r}, written {name}={text} in segment labels and "
-            f".values keys: two segments would share one key. Convert the column first to a type that keeps "
-            f"them apart ({fix})."
-        )
+            shown = [f"{t} (stored as {v})" for t, v in zip(shown, pair.view(pa.int64()).to_pylist())]
+            fix = f"the stored numbers, for example: table.cast to a schema with pa.int64() for {name!r}"
+        except (pa.ArrowException, ValueError, TypeError):
+            pass
+    return (
+        f"column {name!r} (--by segment) has type {pair.type}, and its distinct values {shown[0]} and "
+        f"{shown[1]} both read in Python as {value!r}, written {name}={text} in segment labels and "
+        f".values keys: two segments would share one key. Convert the column first to a type that keeps "
+        f"them apart ({fix})."
+    )
 
 
 def _rank(sorted_keys: np.ndarray, key: np.ndarray, column: str | None) -> np.ndarray:

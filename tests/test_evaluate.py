@@ -2177,6 +2177,52 @@ def test_polars_enum_segments_come_in_their_declared_order():
     assert [r["tier"] for r in result.records[1:]] == ["high", "low", "mid", None]
 
 
+def test_to_pandas_gives_categorical_segment_columns_as_the_input_declared_them():
+    """``to_pandas()`` gave a categorical ``by`` column as plain values; it is now a pandas Categorical of the
+    input's categories (unused ones too) and ``ordered`` flag, as pandas' own ``groupby(observed=True)`` gives it:
+    a pandas categorical, an ordered Arrow dictionary and a polars Enum (ordered, as polars converts it)."""
+    rng = np.random.default_rng(5)
+    n = 300
+    frame = pd.DataFrame(
+        {
+            "p": rng.uniform(0.01, 0.99, n),
+            "y": rng.integers(0, 2, n).astype(np.float64),
+            "size": pd.Categorical(
+                rng.choice(["small", "large", "medium"], n), categories=["small", "medium", "large", "huge"]
+            ),
+            "tier": pd.Categorical(rng.choice([3, 1, 2], n), categories=[3, 2, 1, 0], ordered=True),
+            "country": rng.choice(["us", "de"], n),
+        }
+    )
+    inputs = {"pandas": frame, "table": pa.Table.from_pandas(frame, preserve_index=False)}
+    try:
+        import polars as pl
+
+        inputs["polars"] = pl.from_pandas(frame.assign(size=frame["size"].astype(object))).with_columns(
+            pl.col("size").cast(pl.Enum(list(frame["size"].cat.categories)))
+        )
+    except ImportError:
+        pass
+    by = ["tier", "size", "country"]
+    for name, data in inputs.items():
+        out = evaluate(data, {"t": ("p", "y")}, ["ctr"], by=by).to_pandas()
+        grouped = frame
+        expected_types = dict(frame.dtypes[by])
+        if name == "table":  # an unordered Arrow dictionary declares no order: plain text, as pandas reads it
+            assert not isinstance(out["size"].dtype, pd.CategoricalDtype)
+            expected_types["size"] = pd.Series(["small"]).dtype
+            grouped = frame.astype({"size": expected_types["size"]})
+        if name == "polars":  # an Enum is ordered (polars' own to_pandas says so too); polars has no int categorical
+            expected_types["size"] = pd.CategoricalDtype(frame["size"].cat.categories, ordered=True)
+            expected_types["tier"] = pd.Int64Dtype()
+            grouped = frame.astype({"tier": np.int64})
+        reference = grouped.groupby(by, observed=True).y.mean().rename("ctr").reset_index().astype(expected_types)
+        assert {b: out[b].dtype for b in by} == expected_types, name
+        assert out[by].iloc[0].isna().all()  # the overall row
+        segments = out.iloc[1:].reset_index(drop=True)
+        pd.testing.assert_frame_equal(segments[[*by, "ctr"]], reference, check_exact=False, rtol=1e-12)
+
+
 def test_numeric_segment_columns_of_csv_files_are_numbers(tmp_path):
     """A CSV --by column whose every value is a number is read as one: it agrees with a Parquet
     file's integers, sorts 2 before 10, and an empty field is its null segment; text stays text."""

@@ -2070,7 +2070,7 @@ def test_segment_values_written_alike_match_a_brute_force_reference(dtype):
 @pytest.mark.parametrize("ordered", [False, True])
 def test_pandas_categorical_segments_come_in_category_order(ordered):
     """A pandas categorical --by column came out sorted by value; pandas' groupby gives the categories'
-    order (observed=True, pandas 3's default: unused categories make no group), nulls last. An Arrow
+    order (observed=True, pandas 3's default: unused categories make no group), nulls last. An unordered Arrow
     dictionary column (a pyarrow.Table, a Parquet file) has no order of its own: sorted by value."""
     rng = np.random.default_rng(7)
     n = 400
@@ -2102,6 +2102,125 @@ def test_pandas_categorical_segments_come_in_category_order(ordered):
     table = pa.Table.from_pandas(frame, preserve_index=False)
     result = evaluate(table, {"t": ("p", "y")}, ["ctr"], by="size")
     assert [r["size"] for r in result.records[1:]] == ["large", "medium", "small", None]
+
+
+def _declared_order_frame(n=400, seed=17):
+    """Rows with a ``tier`` column of a declared order that is not the values' sorted order (``unused``: no row)."""
+    rng = np.random.default_rng(seed)
+    order = ["mid", "low", "high", "unused"]
+    return (
+        pd.DataFrame(
+            {
+                "p": rng.uniform(0.01, 0.99, n),
+                "y": rng.integers(0, 2, n),
+                "tier": pd.Categorical(rng.choice(["low", "mid", "high", None], n), categories=order, ordered=True),
+                "country": rng.choice(["us", "de", "fr"], n),
+            }
+        ),
+        order,
+    )
+
+
+def _check_segments_as_pandas_groups(result, frame, by):
+    """The segments, in order, and their values are pandas' ``groupby(observed=True)`` groups (sklearn AUC)."""
+    groups = frame.groupby(by, observed=True, dropna=False, sort=True)
+    keys = [key if isinstance(key, tuple) else (key,) for key, _ in groups]
+    keys = [tuple(None if v is None or v != v else v for v in key) for key in keys]  # pandas' NaN: None
+    assert [tuple(r[b] for b in by) for r in result.records[1:]] == keys, by
+    for (_, part), record in zip(groups, result.records[1:]):
+        y, p = part.y.to_numpy(np.float64), part.p.to_numpy()
+        assert record["rows"] == len(part)
+        assert record["ctr"] == pytest.approx(np.mean(y), rel=1e-12)
+        assert record["auc"] == pytest.approx(roc_auc_score(y, p), rel=1e-9)
+
+
+def test_ordered_arrow_dictionary_segments_come_in_their_declared_order():
+    """An Arrow dictionary column marked ``ordered=True`` (a pyarrow.Table, e.g. from an ordered pandas categorical)
+    came out sorted by value; its segments now follow its dictionary's order, as pandas' ``groupby(observed=True)``
+    of the ordered categorical does, nulls last. An unordered one, or one whose chunks hold different
+    dictionaries (no one declared order), is still sorted by value."""
+    frame, order = _declared_order_frame()
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    assert table.schema.field("tier").type.ordered and table.column("tier").chunk(0).dictionary.to_pylist() == order
+    for by in (["tier"], ["country", "tier"], ["tier", "country"]):
+        result = evaluate(table, {"t": ("p", "y")}, ["ctr", "auc"], by=by, batch_size=64)
+        _check_segments_as_pandas_groups(result, frame, by)
+    unordered = table.set_column(2, "tier", table.column("tier").cast(pa.dictionary(pa.int8(), pa.string())))
+    result = evaluate(unordered, {"t": ("p", "y")}, ["ctr"], by="tier")
+    assert [r["tier"] for r in result.records[1:]] == ["high", "low", "mid", None]
+    ordered = pa.dictionary(pa.int8(), pa.string(), ordered=True)
+    chunks = [
+        pa.DictionaryArray.from_arrays(pa.array([0, 1], pa.int8()), pa.array(["b", "a"]), ordered=True),
+        pa.DictionaryArray.from_arrays(pa.array([0, 1], pa.int8()), pa.array(["a", "b"]), ordered=True),
+    ]
+    y = [0, 1, 0, 1]
+    mixed = pa.table({"p": [0.2, 0.6, 0.4, 0.8], "y": y, "g": pa.chunked_array(chunks, ordered)})
+    result = evaluate(mixed, {"t": ("p", "y")}, ["ctr"], by="g")
+    expected = pd.Series(y, dtype=np.float64).groupby(["b", "a", "a", "b"]).mean()  # sorted by value
+    assert [(r["g"], r["ctr"]) for r in result.records[1:]] == list(expected.items())
+
+
+def test_polars_enum_segments_come_in_their_declared_order():
+    """A polars ``Enum`` column came out sorted by value; its segments now follow its categories' order (polars'
+    own order for it), as pandas groups the same column as an ordered categorical. A polars ``Categorical`` has
+    no declared order: sorted by value."""
+    pl = pytest.importorskip("polars")
+    frame, order = _declared_order_frame(seed=23)
+    data = pl.from_pandas(frame.assign(tier=frame.tier.astype(object))).with_columns(
+        pl.col("tier").cast(pl.Enum(order))
+    )
+    for by in (["tier"], ["country", "tier"]):
+        result = evaluate(data, {"t": ("p", "y")}, ["ctr", "auc"], by=by, batch_size=64)
+        _check_segments_as_pandas_groups(result, frame, by)
+    categorical = data.with_columns(pl.col("tier").cast(pl.String).cast(pl.Categorical))
+    result = evaluate(categorical, {"t": ("p", "y")}, ["ctr"], by="tier")
+    assert [r["tier"] for r in result.records[1:]] == ["high", "low", "mid", None]
+
+
+def test_to_pandas_gives_categorical_segment_columns_as_the_input_declared_them():
+    """``to_pandas()`` gave a categorical ``by`` column as plain values; it is now a pandas Categorical of the
+    input's categories (unused ones too) and ``ordered`` flag, as pandas' own ``groupby(observed=True)`` gives it:
+    a pandas categorical, an ordered Arrow dictionary and a polars Enum (ordered, as polars converts it)."""
+    rng = np.random.default_rng(5)
+    n = 300
+    frame = pd.DataFrame(
+        {
+            "p": rng.uniform(0.01, 0.99, n),
+            "y": rng.integers(0, 2, n).astype(np.float64),
+            "size": pd.Categorical(
+                rng.choice(["small", "large", "medium"], n), categories=["small", "medium", "large", "huge"]
+            ),
+            "tier": pd.Categorical(rng.choice([3, 1, 2], n), categories=[3, 2, 1, 0], ordered=True),
+            "country": rng.choice(["us", "de"], n),
+        }
+    )
+    inputs = {"pandas": frame, "table": pa.Table.from_pandas(frame, preserve_index=False)}
+    try:
+        import polars as pl
+
+        inputs["polars"] = pl.from_pandas(frame.assign(size=frame["size"].astype(object))).with_columns(
+            pl.col("size").cast(pl.Enum(list(frame["size"].cat.categories)))
+        )
+    except ImportError:
+        pass
+    by = ["tier", "size", "country"]
+    for name, data in inputs.items():
+        out = evaluate(data, {"t": ("p", "y")}, ["ctr"], by=by).to_pandas()
+        grouped = frame
+        expected_types = dict(frame.dtypes[by])
+        if name == "table":  # an unordered Arrow dictionary declares no order: plain text, as pandas reads it
+            assert not isinstance(out["size"].dtype, pd.CategoricalDtype)
+            expected_types["size"] = pd.Series(["small"]).dtype
+            grouped = frame.astype({"size": expected_types["size"]})
+        if name == "polars":  # an Enum is ordered (polars' own to_pandas says so too); polars has no int categorical
+            expected_types["size"] = pd.CategoricalDtype(frame["size"].cat.categories, ordered=True)
+            expected_types["tier"] = pd.Int64Dtype()
+            grouped = frame.astype({"tier": np.int64})
+        reference = grouped.groupby(by, observed=True).y.mean().rename("ctr").reset_index().astype(expected_types)
+        assert {b: out[b].dtype for b in by} == expected_types, name
+        assert out[by].iloc[0].isna().all()  # the overall row
+        segments = out.iloc[1:].reset_index(drop=True)
+        pd.testing.assert_frame_equal(segments[[*by, "ctr"]], reference, check_exact=False, rtol=1e-12)
 
 
 def test_numeric_segment_columns_of_csv_files_are_numbers(tmp_path):

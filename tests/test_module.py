@@ -4681,6 +4681,63 @@ def test_a_copied_compute_group_member_is_a_standalone_metric_of_the_groups_stat
 
 
 @pytest.mark.parametrize("window_size", [None, 8])
+@pytest.mark.parametrize("copier", ["deepcopy", "pickle", "clone"])
+@pytest.mark.parametrize("pending", ["leader reset", "member reset", "member update"])
+def test_a_copy_of_a_module_carries_a_pending_compute_group_warning(pending, copier, window_size):
+    """A module copied (``copy.deepcopy``, pickle, ``clone``) after a group's leader was reset alone, a member
+    reset alone or a member updated on its own, and before ``compute()``: the copy re-marked its members as it
+    loaded, so its first compute said nothing although it dropped (or had lost) the same states as the original,
+    which warns. The copy now carries what is pending: its first compute warns as the original's does, its
+    values are the original's (NumPy references: the leader's steps since its last reset), and its second
+    compute warns no more."""
+    import pickle
+
+    module = tmx.RecMetricModule(
+        ["c"], {"ctr": "ctr", "calibration": "calibration"}, window_size=window_size, throughput=False
+    )
+    g = np.random.default_rng(21)
+    steps = [(g.uniform(0.05, 0.95, 4), np.array([1.0, 0.0, 1.0, float(i % 2)])) for i in range(4)]
+
+    def step(i):
+        module.update({"prediction": torch.tensor(steps[i][0]), "label": torch.tensor(steps[i][1])})
+
+    step(0)
+    step(1)
+    module.compute()
+    if pending == "leader reset":
+        module.metrics["ctr"].reset()
+        match, kept = r"metric 'ctr' was reset on its own, and that reset also cleared the states of 'calibration'", 2
+    elif pending == "member reset":
+        module.metrics["calibration"].reset()
+        match, kept = r"metric 'calibration' was reset on its own and that reset is dropped", 0
+    else:
+        module.metrics["calibration"].update(torch.tensor([0.5]), torch.tensor([1.0]))
+        match, kept = r"metric 'calibration' was changed outside the module", 0
+    step(2)
+    step(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # copying says nothing
+        if copier == "deepcopy":
+            copied = copy.deepcopy(module)
+        elif copier == "pickle":
+            copied = pickle.loads(pickle.dumps(module))
+        else:
+            copied = module.clone(prefix="val/")
+    prefix = "val/" if copier == "clone" else ""
+    p, y = (np.concatenate(v) for v in zip(*steps[kept:]))
+    expected = {"ctr/c": y.mean(), "calibration/c": p.sum() / y.sum()}
+    for current, key_prefix in ((copied, prefix), (module, "")):
+        with pytest.warns(UserWarning, match=match):
+            values = current.compute()
+        for key, value in expected.items():
+            np.testing.assert_allclose(values[key_prefix + key].item(), value, rtol=1e-12, err_msg=key)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # said once
+            again = current.compute()
+        assert {k: v.item() for k, v in again.items()} == {k: v.item() for k, v in values.items()}
+
+
+@pytest.mark.parametrize("window_size", [None, 8])
 def test_a_compute_group_member_given_already_updated_is_warned_for_at_the_first_compute(window_size):
     """A member instance updated before the module was built holds states the module drops at compute (it
     reports its group's): said at the first compute, whatever the module's own bookkeeping of its members."""

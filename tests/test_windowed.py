@@ -409,6 +409,60 @@ def test_windowed_distribution_empty_old_checkpoint_chooses_its_shift_from_the_f
     assert again.lifetime.shift.item() == again.window.shift.item() == batches[0][0]
 
 
+def _pickled_as_before_the_window_kept_a_shift(metric):
+    """``metric`` (a ``Windowed(Distribution)`` whose values are summed about 0) as versions before the window
+    kept a shift pickled it, loaded by this one: each Distribution (lifetime, window, scratch) unshifted
+    (``_shifts=False``, no ``_pinned``) with shift 0 and a shift default of 0, the ring's identity (and an empty
+    ring's back) 0, the wrapper without ``_pinned_states``."""
+    for part in (metric.lifetime, metric.window, metric._scratch):
+        assert part.count.item() == 0 or part.shift.item() == 0.0  # sums about 0, as those versions kept them
+        del part.__dict__["_pinned"]
+        part.__dict__["_shifts"] = False
+        part._defaults["shift"] = torch.zeros_like(part._defaults["shift"])
+        part.shift.fill_(0.0)
+    ring = metric._ring
+    ring.defaults["shift"] = torch.zeros_like(ring.defaults["shift"])
+    if ring.count == 0:
+        ring.back["shift"] = torch.zeros_like(ring.back["shift"])
+    del metric.__dict__["_pinned_states"]
+    return pickle.loads(pickle.dumps(metric))
+
+
+@pytest.mark.parametrize("offset", [1e9, -1e9])
+@pytest.mark.parametrize("held", [False, True])
+def test_windowed_distribution_old_pickle_chooses_its_shift_after_reset(held, offset):
+    """Bug: a ``Windowed(Distribution)`` pickled by a version that kept the sums about 0 (``_shifts=False``) loaded
+    pinned, with its shift's default and its ring's identity still 0: after ``reset()`` (or loaded empty) it stayed
+    at shift 0, so 1e9 + N(0, 3) had a ``nan`` std (and the ring's 0 won ``max`` over a -1e9 shift). Such a pickle
+    now keeps the values it holds (about 0) and, once reset or loaded empty, chooses its shift from its first values
+    as a current one does. References: numpy's mean and std (ddof=1) of the values."""
+    rng = np.random.default_rng(12)
+    metric = Windowed(Distribution(percentiles=(50.0,)), window_size=40)
+    small = [np.array([-1.0, 1.0])] + [rng.normal(5.0, 2.0, int(rng.integers(2, 9))) for _ in range(6)]
+    if held:  # a first batch of both signs is summed about 0: what those versions held
+        for batch in small:
+            metric.update(torch.from_numpy(batch))
+    loaded = _pickled_as_before_the_window_kept_a_shift(metric)
+    if held:
+        out = loaded.compute()
+        np.testing.assert_allclose(out["lifetime"]["std"].item(), np.concatenate(small).std(ddof=1), rtol=1e-12)
+        assert loaded.lifetime.shift.item() == 0.0
+        loaded.reset()
+    assert loaded.lifetime.shift.item() == loaded.window.shift.item() == -math.inf
+    batches = [offset + rng.normal(0.0, 3.0, int(rng.integers(5, 15))) for _ in range(12)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is undefined: no cancelled std
+        for i, batch in enumerate(batches):
+            loaded.update(torch.from_numpy(batch))
+            out = loaded.compute()
+            lifetime = np.concatenate(batches[: i + 1])
+            window = _window_of([torch.from_numpy(b) for b in batches[: i + 1]], 40).numpy()
+            for part, x in (("lifetime", lifetime), ("window", window)):
+                np.testing.assert_allclose(out[part]["std"].item(), x.std(ddof=1), rtol=1e-9, err_msg=part)
+                np.testing.assert_allclose(out[part]["mean"].item(), x.mean(), rtol=1e-15, err_msg=part)
+    assert loaded.lifetime.shift.item() == loaded.window.shift.item() == batches[0][0]
+
+
 def _two_pass_std(x):
     """``(std, mean)`` (``ddof=1``) by two ``math.fsum`` passes: the reference without cancellation."""
     mean = math.fsum(x) / x.size

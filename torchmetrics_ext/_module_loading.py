@@ -64,7 +64,7 @@ class CheckpointLoading(nn.Module):
     def _copies(self, name: str) -> list[Metric]:  # pragma: no cover - provided by the module
         raise NotImplementedError
 
-    def _mark_members(self, built: bool = False) -> None:  # pragma: no cover - provided by the module
+    def _mark_members(self, built: bool = False, keep_linked: bool = False) -> None:  # pragma: no cover - module
         raise NotImplementedError
 
     def _load_from_state_dict(

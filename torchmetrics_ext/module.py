@@ -738,8 +738,11 @@ class RecMetricModule(CheckpointLoading):
             state.pop("_step_plan", None)  # pickled by a version with another plan: found again
         super().__setstate__(state)
         take_ownership(self._owned_metrics(), self)
-        # each member's copy reports its copied leader's states again
-        self._mark_members()
+        # each member's copy came linked to its copied leader, with its marks (see `copied_with_source`): what
+        # is pending (a reset of the leader or of a member alone, a member's own change) is said at the copy's
+        # first compute, as at the original's; one that came without (an earlier version's standalone copy)
+        # reports its copied leader's states again, nothing of its own
+        self._mark_members(keep_linked=True)
 
     def _updated_units(self) -> Iterator[tuple[Metric, bool, bool]]:
         """``(unit, takes groups, fed probabilities)`` for every updated unit: group leaders, then per-task copies.
@@ -1436,14 +1439,18 @@ class RecMetricModule(CheckpointLoading):
         if joint:  # the emptied windows' shared buffer is not kept until the next step
             joint.release()
 
-    def _mark_members(self, built: bool = False) -> None:
+    def _mark_members(self, built: bool = False, keep_linked: bool = False) -> None:
         """Record each compute group member's changes as of now, and the leader whose states it reports.
 
         See :func:`_fill_member`; the leader's part is recorded so that a reset of the member alone notes
         what of the group's states it cannot clear. ``built``: the module was just built, and a member
         given already updated, merged or loaded holds a change of its own (its states are dropped).
+        ``keep_linked``: a member already linked to its leader and marked (a copy made with the module)
+        keeps its marks, and so what is pending since the module's last compute.
         """
         for member, leader in self._member_parts():
+            if keep_linked and member.__dict__.get("_states_source") is leader and _FILLED_AT in member.__dict__:
+                continue
             share_states_with(member, leader)
             own = (0, 0, resets_taken(member)) if built else _changes(member)
             member.__dict__[_FILLED_AT] = (*own, resets_taken(leader))

@@ -107,10 +107,11 @@ class Distribution(AggregationMetric[SketchBatch]):
         their number, not with the run's length). A checkpoint written before the compensations,
         the scaled sums or the shift were kept loads them as zeros (the error it had collected
         stays; its sums stay about 0 and give exactly the values they gave; so do a ``Windowed``'s
-        written before it kept a shift; one saved without values chooses its shift from its first
-        values). No value: every output ``nan``; one value, or a spread below the rounding of the
-        sums: ``std`` is ``nan`` (each with an ``UndefinedMetricWarning``; states cast to float32
-        with ``set_dtype`` round each update's shifted sums to float32, and the warning names float32).
+        written before it kept a shift, checkpoint or pickle; one saved without values, or once
+        reset, chooses its shift from its first values). No value: every output ``nan``; one value,
+        or a spread below the rounding of the sums: ``std`` is ``nan`` (each with an
+        ``UndefinedMetricWarning``; states cast to float32 with ``set_dtype`` round each update's
+        shifted sums to float32, and the warning names float32).
         Range: any finite magnitude. A batch whose largest magnitude is below :math:`2^{-485}` (about
         1.0e-146) or above :math:`2^{485}` (about 1.0e146) adds the sums of its values times
         :math:`2^{600}` or :math:`2^{-600}` to ``scaled_sums``, where their squares neither underflow
@@ -315,9 +316,17 @@ class Distribution(AggregationMetric[SketchBatch]):
             self.shift.copy_(default)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        if state.pop("_shifts", True) is False:  # pickled inside a Windowed by an earlier version: sums about 0
-            state["_pinned"] = True
+        """Pickle's; one pickled inside a ``Windowed`` by an earlier version (``_shifts=False``) is made a current one.
+
+        Its sums are about 0 and its shift's default is 0: the values it holds stay about 0 (pinned, as
+        checkpoints of that time load), but ``reset`` gives it no shift (``-inf``, see :meth:`_enter_window`),
+        nor does loading it empty, so its next first value chooses one: kept at 0, values with a large
+        common offset (1e9 + N(0, 3)) had a ``nan`` std for the rest of the run.
+        """
+        unshifted = state.pop("_shifts", True) is False  # pickled inside a Windowed by an earlier version
         super().__setstate__(state)
+        if unshifted:
+            self._enter_window()
 
     def _align_shift(self, target: float) -> None:
         """Re-express this metric's sums about ``target`` (exactly, on the host) and make it the shift."""

@@ -150,6 +150,10 @@ class EvaluationResult:
         label_types: the Arrow type each segment column's labels are written for, where it is not
             :attr:`by_types`' (a float16 column, whose values are read as float32: its labels are the
             shortest float16 text, ``0.1``).
+        by_categories: for each segment column whose input declared its values' order (a pandas
+            categorical, an ordered Arrow dictionary, a polars ``Enum``): its categories in that
+            order (unused ones too), as :attr:`by_types`, and whether they are ordered;
+            :meth:`to_pandas` gives the column as a pandas Categorical of them.
 
     Examples:
         >>> import json, os, tempfile
@@ -185,6 +189,7 @@ class EvaluationResult:
     warnings: list[str] = field(default_factory=list)
     by_types: dict[str, pa.DataType] = field(default_factory=dict)
     label_types: dict[str, pa.DataType] = field(default_factory=dict)
+    by_categories: dict[str, tuple[pa.Array, bool]] = field(default_factory=dict)
 
     @property
     def values(self) -> dict[str, float]:
@@ -246,7 +251,10 @@ class EvaluationResult:
         """The records as a pandas DataFrame (needs pandas).
 
         Integer segment columns are pandas' nullable integers (``Int64``, ``UInt64``, ...): exact,
-        with ``<NA>`` on the overall rows, where plain integers would turn into float64.
+        with ``<NA>`` on the overall rows, where plain integers would turn into float64. A segment
+        column whose input declared its values' order (:attr:`by_categories`: a pandas categorical,
+        an ordered Arrow dictionary, a polars ``Enum``) is a pandas Categorical of its categories,
+        ordered as the input's (an ``Enum`` is ordered), as pandas' ``groupby`` gives it.
         """
         import pandas as pd
 
@@ -265,6 +273,10 @@ class EvaluationResult:
         for name in self.by:
             if pa.types.is_integer(table.schema.field(name).type):
                 frame[name] = table.column(name).to_pandas(types_mapper=nullable.get)
+            if name in self.by_categories:
+                categories, ordered = self.by_categories[name]
+                dtype = pd.CategoricalDtype(pd.Index(categories.to_pandas()), ordered)
+                frame[name] = frame[name].astype(dtype)
         return frame
 
     def format_table(self) -> str:

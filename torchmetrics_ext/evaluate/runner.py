@@ -685,6 +685,7 @@ class _Run:
             warnings=list(dict.fromkeys(caught)),
             by_types=self.segments.types if self.segments is not None else {},
             label_types=self.segments.label_types if self.segments is not None else {},
+            by_categories=self.segments.categories if self.segments is not None else {},
         )
 
     def _merge(self, problems: list[Problem]) -> list[Problem]:

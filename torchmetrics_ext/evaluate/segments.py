@@ -83,6 +83,20 @@ def _sorted(values: Any, order: Any = None) -> Any:
     return pa.concat_arrays([ranked, rest])
 
 
+def _categories(values: Any, order: Any) -> Any:
+    """A column's categories: ``order`` as the type of its sorted ``values``, then the values it lacks; no null, no NaN.
+
+    ``None`` where ``order`` is not of the values' type (the column is sorted by value then, see :func:`_sorted`).
+    """
+    try:
+        order = _decoded(pa.array(order).cast(values.type))
+    except pa.ArrowException:
+        return None
+    rest = pc.filter(values, pc.is_null(pc.index_in(values, value_set=order)))
+    categories = pa.concat_arrays([order, rest])
+    return pc.filter(categories, pc.invert(pc.is_null(categories, nan_is_null=True)))
+
+
 class SegmentIndex:
     """The distinct combinations of the ``by`` columns, sorted (nulls last), and their encoder.
 
@@ -105,7 +119,15 @@ class SegmentIndex:
         half: the ``by`` columns every source stores as float16 (grouped as float32, which holds
             their values exactly): their labels are written as float16 values (:attr:`label_types`).
         orders: for a column whose values have an order of their own (a pandas categorical's
-            categories), those values in that order: its segments come in it, not sorted by value.
+            categories, an ordered Arrow dictionary's, a polars ``Enum``'s), those values in that
+            order: its segments come in it, not sorted by value.
+        ordered: the columns of ``orders`` whose order is declared an ordering (see
+            :meth:`~torchmetrics_ext.evaluate.sources.Source.value_order_ordered`).
+
+    Attributes:
+        categories: for each column of ``orders``: its categories as the values' type (every value
+            of the order, then the values it does not hold, in segment order; no null or NaN) and
+            whether they are ordered: what a pandas Categorical of the column is made of.
     """
 
     def __init__(
@@ -115,6 +137,7 @@ class SegmentIndex:
         text_types: Mapping[str, pa.DataType] | None = None,
         half: Collection[str] = (),
         orders: Mapping[str, Any] | None = None,
+        ordered: Collection[str] = (),
     ) -> None:
         self.by = tuple(by)
         # the type each ``by`` column of a text file (CSV) is read with: numbers when every value of
@@ -124,6 +147,11 @@ class SegmentIndex:
         self._value_sets = [_sorted(pc.unique(_decoded(combos.column(name))), orders.get(name)) for name in self.by]
         self._sizes = [len(values) for values in self._value_sets]
         self.types = {name: values.type for name, values in zip(self.by, self._value_sets)}  # the values' types
+        self.categories = {
+            name: (kept, name in ordered)
+            for name, values in zip(self.by, self._value_sets)
+            if name in orders and (kept := _categories(values, orders[name])) is not None
+        }
         # the type each column's labels are written for: float16 columns' shortest float16 text (0.1),
         # not the float32 text of their values (0.099975586)
         self.label_types = {
@@ -499,11 +527,14 @@ class SegmentCollector:
             raise InvalidDataError(_type_clash(self.by, self._schema_parts, places)) from None
         # a column with an order of its own in some source (a pandas categorical): its segments follow it
         self._orders: dict[str, Any] = {}
+        self._ordered: set[str] = set()  # those whose order is an ordering (an ordered categorical, an Enum)
         for source in sources:
             for name in by:
                 order = None if name in self._orders else source.value_order(name)
                 if order is not None:
                     self._orders[name] = order
+                    if source.value_order_ordered(name):
+                        self._ordered.add(name)
         self._parts: list[_Part] = []
         self._size = 0  # local codes so far
 
@@ -558,7 +589,7 @@ class SegmentCollector:
         except pa.ArrowException:
             raise InvalidDataError(_type_clash(self.by, tables, places, why)) from None
         distinct, _ = _distinct_table(self.by, [combos.column(name) for name in self.by])
-        index = SegmentIndex(self.by, distinct, types, self._half, self._orders)
+        index = SegmentIndex(self.by, distinct, types, self._half, self._orders, self._ordered)
         return index, index.encode_tables(typed[offset : offset + len(mine)])
 
     def _text_types(

@@ -182,11 +182,22 @@ class Source:
         return ""
 
     def value_order(self, name: str) -> pa.Array | None:
-        """The order column ``name``'s values are meant to come in (a pandas categorical's categories).
+        """The order column ``name``'s values are meant to come in, declared by its type.
 
-        ``None``: no order of its own, its segments are sorted by value.
+        A pandas categorical's categories, an Arrow dictionary column's dictionary where it is marked
+        ``ordered`` (a ``pyarrow.Table``'s), a polars ``Enum``'s categories. ``None``: no order of its
+        own, its segments are sorted by value.
         """
         return None
+
+    def value_order_ordered(self, name: str) -> bool:
+        """Whether :meth:`value_order` of column ``name`` is declared an ordering, not only a list of categories.
+
+        ``True`` for an ordered pandas categorical, an ordered Arrow dictionary and a polars ``Enum``
+        (whose values compare in that order); ``False`` for an unordered pandas categorical (its
+        categories' order is the order pandas groups by) and for a column without an order.
+        """
+        return False
 
     def where(self, first: int, last: int | None = None) -> str:
         """Data rows ``first`` to ``last`` (0-based; one row if ``last`` is ``None``) as an error message names them.
@@ -493,6 +504,25 @@ class TableSource(Source):
             for i, start in enumerate(range(0, self._rows, batch_size))
         ]
 
+    def value_order(self, name: str) -> pa.Array | None:
+        """An Arrow dictionary column marked ``ordered``: its dictionary, where every chunk holds the same one.
+
+        Chunks holding different dictionaries declare no one order: sorted by value, as an unordered
+        dictionary column is (its dictionary is an encoding).
+        """
+        position = self._schema.get_field_index(name)  # -1: missing, or a name held twice
+        dtype = None if position < 0 else self._schema.field(position).type
+        if dtype is None or not pa.types.is_dictionary(dtype) or not dtype.ordered:
+            return None
+        dictionaries = [chunk.dictionary for chunk in self._table.column(position).chunks]
+        if not dictionaries or not all(d.equals(dictionaries[0]) for d in dictionaries[1:]):
+            return None
+        return dictionaries[0]
+
+    def value_order_ordered(self, name: str) -> bool:
+        """An ordered dictionary's order is an ordering."""
+        return self.value_order(name) is not None
+
     def _slice(self, start: int, length: int, columns: Sequence[str]) -> pa.Table:
         return self._table.slice(start, length).select(list(columns))
 
@@ -552,6 +582,12 @@ class PandasSource(TableSource):
         except _UNCONVERTIBLE:  # categories pyarrow cannot convert: the column fails as it is read
             return None
 
+    def value_order_ordered(self, name: str) -> bool:
+        """Whether the categorical column is ``ordered=True``."""
+        position = self._positions.get(name)
+        dtype = None if position is None else self._table.dtypes.iloc[position]
+        return getattr(dtype, "name", None) == "category" and bool(getattr(dtype, "ordered", False))
+
     def _slice(self, start: int, length: int, columns: Sequence[str]) -> pa.Table:
         frame = self._table.iloc[start : start + length, [self._positions[name] for name in columns]]
         frame = frame.set_axis(list(columns), axis=1)  # the schema's names (0 -> "0")
@@ -585,6 +621,17 @@ class PandasSource(TableSource):
 
 class PolarsSource(TableSource):
     """A polars DataFrame, converted to Arrow one slice of the needed columns at a time."""
+
+    def value_order(self, name: str) -> pa.Array | None:
+        """A polars ``Enum`` column's categories, in their declared order (a ``Categorical`` declares none)."""
+        dtype = self._table.schema.get(name)
+        if type(dtype).__name__ != "Enum":
+            return None
+        return dtype.categories.to_arrow()
+
+    def value_order_ordered(self, name: str) -> bool:
+        """An ``Enum``'s order is an ordering (its values compare in it)."""
+        return type(self._table.schema.get(name)).__name__ == "Enum"
 
     def _slice(self, start: int, length: int, columns: Sequence[str]) -> pa.Table:
         return self._table.slice(start, length).select(list(columns)).to_arrow()

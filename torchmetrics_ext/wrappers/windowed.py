@@ -592,7 +592,18 @@ class Windowed(WrapperMetric):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         if "_pinned_states" not in state:  # pickled by an earlier version
-            self.__dict__["_pinned_states"] = tuple(getattr(self._child("lifetime"), "_window_pinned_states", ()))
+            life = self._child("lifetime")
+            pinned = tuple(getattr(life, "_window_pinned_states", ()))
+            self.__dict__["_pinned_states"] = pinned
+            # the ring's identity of each pinned state is the metric's default as it loaded (a Distribution
+            # of that time: -inf, not the 0 it was pickled with, so that a reset chooses its shift afresh)
+            ring = self._ring
+            for name in pinned:
+                default = life._defaults.get(name)
+                if name in ring.defaults and isinstance(default, Tensor):
+                    ring.defaults[name] = default.detach().clone()
+                    if ring.count == 0:  # an empty ring's back aggregates no update: the identity
+                        ring.back[name] = ring.defaults[name].clone()
         self._own_children()
 
     def __getattr__(self, name: str) -> Any:

@@ -225,13 +225,8 @@ def _logit_keywords(spec: Any, from_logits: bool | None) -> dict[str, bool]:
     """
     if from_logits is None:
         return {}
-    if isinstance(spec, functools.partial):
-        try:
-            bound = inspect.signature(spec.func).bind_partial(*spec.args, **spec.keywords).arguments
-        except (TypeError, ValueError):
-            bound = {}
-        if "from_logits" in bound or "from_logits" in spec.keywords:
-            return {}
+    if isinstance(spec, functools.partial) and ("from_logits" in _bound(spec) or "from_logits" in spec.keywords):
+        return {}
     try:
         parameter = inspect.signature(spec).parameters.get("from_logits")
     except (TypeError, ValueError):  # no Python signature: called as it is
@@ -359,6 +354,17 @@ def _throughput_refused(name: str) -> TypeError:
     )
 
 
+def _bound(spec: functools.partial[Any]) -> dict[str, Any]:
+    """The arguments a ``functools.partial`` binds, by parameter name (positional ones too).
+
+    ``{}`` for a function without a Python signature, or arguments it cannot take: its call will tell.
+    """
+    try:
+        return dict(inspect.signature(spec.func).bind_partial(*spec.args, **spec.keywords).arguments)
+    except (TypeError, ValueError):
+        return {}
+
+
 def _check_factory(name: str, spec: Any) -> None:
     """A factory (or class) is called ``spec(num_tasks=T)``: one that cannot take that call is refused by name.
 
@@ -367,10 +373,7 @@ def _check_factory(name: str, spec: Any) -> None:
     label = getattr(spec, "__name__", "factory")
     if isinstance(spec, functools.partial):  # its bound arguments may already give `num_tasks`
         label = f"functools.partial({getattr(spec.func, '__name__', 'factory')}, ...)"
-        try:
-            bound = inspect.signature(spec.func).bind_partial(*spec.args, **spec.keywords).arguments
-        except (TypeError, ValueError):  # no Python signature, or arguments it cannot take: the call will tell
-            bound = {}
+        bound = _bound(spec)
         if "num_tasks" in bound and "num_tasks" not in spec.keywords:
             raise TypeError(
                 f"Metric {name!r}: the module calls its factory as `{label}(num_tasks=T)`, but the partial already "

@@ -410,6 +410,49 @@ def test_grouped_without_any_two_class_group_is_nan(complete):
         assert torch.isnan(metric.compute())
 
 
+@pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
+@pytest.mark.parametrize("cls", [tmx.AUC, tmx.AUPRC])
+@pytest.mark.parametrize(
+    ("preds", "target", "match"),
+    [
+        (torch.tensor([0.2, 1.5, 0.7]), torch.tensor([0, 1, 1]), "probabilities"),
+        (torch.tensor([0.2, float("nan"), 0.7]), torch.tensor([0, 1, 1]), "finite"),
+        (torch.tensor([0.2, 0.5, 0.7]), torch.tensor([0, 2, 1]), "binary labels"),
+        (torch.tensor([0.2, 0.5, 0.7]), torch.tensor([0.0, 0.5, 1.0]), "not all 0 or 1"),
+        (torch.tensor([0.2, 0.5, 0.7]), torch.tensor([0, 1]), "`target` of the same shape"),
+    ],
+)
+def test_one_task_unweighted_rejects_leave_the_states_untouched(cls, preds, target, match, device_path):
+    """The one-task unweighted update copies the batch before its bounds are read: nothing of it is stored."""
+    metric = cls()
+    metric.update(torch.tensor([0.1, 0.9, 0.4]), torch.tensor([0, 1, 1]))
+    before = {name: [chunk.clone() for chunk in getattr(metric, name)] for name in metric._defaults}
+    with force_device_path(device_path), pytest.raises(ValueError, match=match):
+        metric.update(preds, target)
+    for name, chunks in before.items():
+        assert [c.tolist() for c in getattr(metric, name)] == [c.tolist() for c in chunks]
+    assert metric.update_count == 1
+
+
+@pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.uint8, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("num_tasks", [1, 3])
+def test_unweighted_signs_of_every_label_dtype(dtype, num_tasks, device_path):
+    """+1/-1 per label, stored float32 and sample-major, whatever the labels' dtype and the number of tasks."""
+    rng = np.random.default_rng(num_tasks)
+    labels = rng.integers(0, 2, size=(num_tasks, 40))
+    preds = torch.tensor(rng.random((num_tasks, 40)), dtype=torch.float32)
+    metric = tmx.AUC(num_tasks=num_tasks)
+    target = torch.tensor(labels).to(dtype)
+    with force_device_path(device_path):
+        metric.update(preds.squeeze(0) if num_tasks == 1 else preds, target.squeeze(0) if num_tasks == 1 else target)
+    (signs,) = metric.signed_weights
+    assert signs.dtype == torch.float32 and signs.is_contiguous()
+    np.testing.assert_array_equal(signs.numpy(), np.where(labels == 1, 1.0, -1.0).T.reshape(-1))
+    expected = [skm.roc_auc_score(labels[k], preds[k].numpy()) for k in range(num_tasks)]
+    np.testing.assert_allclose(metric.compute().reshape(-1).numpy(), expected, rtol=1e-12)
+
+
 @pytest.mark.parametrize("kw", [{}, {"num_bins": 50}])
 def test_empty_and_zero_weight_batches_change_nothing(kw):
     data = auc_data(np.random.default_rng(0), weights="task")

@@ -10,6 +10,7 @@ the real thing where a GPU exists, with ``torch.cuda.set_sync_debug_mode("error"
 from __future__ import annotations
 
 import contextlib
+import math
 import subprocess
 import sys
 import warnings
@@ -596,6 +597,76 @@ def test_bounds_of_every_dtype_are_exact(device_path):
     metric.update(preds, target)  # real-valued labels: 100000 is finite
     soft = torch.tensor([0.0, 0.5, 1.0])
     assert checks.checked_bounds([soft], labels=[True]) == [(0.0, 1.0, 0.0, 0.5)]
+
+
+_EDGE_VALUES = [0.0, -0.0, 1.0, -2.5, 3.0e38, -1.0e-45, float("inf"), float("-inf"), float("nan")]
+
+
+def _bounds_cases() -> list[torch.Tensor]:
+    floats = [torch.tensor(_EDGE_VALUES[:-1], dtype=torch.float64), torch.tensor(_EDGE_VALUES, dtype=torch.float64)]
+    cases = [values.to(dtype) for values in floats for dtype in (torch.float64, torch.float32, torch.float16)]
+    cases += [torch.tensor([0.5, -7.25, 1.0e38]).to(torch.bfloat16), torch.tensor([1.0, float("nan")]).bfloat16()]
+    extremes = torch.tensor([0, 1, -(2**63), 2**63 - 1])
+    cases += [extremes, extremes[:2].int(), extremes[:2].short(), extremes[:2].to(torch.int8)]
+    cases += [torch.tensor([3, 0, 255], dtype=torch.uint8), torch.tensor([True, False]), torch.tensor([True])]
+    cases += [torch.tensor([7, 2**16 - 1], dtype=torch.uint16), torch.tensor([2**32 - 1, 5], dtype=torch.uint32)]
+    cases += [torch.tensor([2**63 + 2**11, 1], dtype=torch.uint64)]
+    return cases
+
+
+@pytest.mark.parametrize("label", [False, True, checks.MISSING])
+def test_device_bounds_equal_the_cpu_path_for_every_dtype(label):
+    """The device path's one byte copy, decoded on the host, gives the CPU path's exact bounds, NaN, inf and -0.0 too."""
+    for tensor in _bounds_cases():
+        if label == checks.MISSING and not tensor.is_floating_point():
+            continue  # integer labels cannot be missing
+        expected = checks.checked_bounds([tensor], [label], device_path=False)[0]
+        checks._CHECKED.clear()
+        got = checks.checked_bounds([tensor], [label], device_path=True)[0]
+        checks._CHECKED.clear()
+        assert len(got) == len(expected), (tensor.dtype, got, expected)
+        for g, e in zip(got, expected, strict=True):  # the CPU path reads integers as ints: compared as floats
+            assert type(g) is float
+            e = float(e)
+            assert (math.isnan(g) and math.isnan(e)) or (g == e and math.copysign(1, g) == math.copysign(1, e)), (
+                tensor.dtype,
+                got,
+                expected,
+            )
+
+
+def test_device_bounds_of_several_dtypes_come_back_in_one_read(device_path):
+    tensors = [
+        torch.tensor([0.25, 1.0]).bfloat16(),
+        torch.tensor([0, 3]),
+        torch.tensor([2.0, 0.5], dtype=torch.float64),
+    ]
+    with count_syncs() as calls:
+        bounds = checks.checked_bounds(tensors, [False, True, False])
+    assert calls == ["Tensor.tolist"]
+    assert bounds == [(0.25, 1.0), (0.0, 3.0), (0.5, 2.0)]
+
+
+def test_device_bounds_of_a_dtype_without_host_format_go_through_float64(device_path, monkeypatch):
+    monkeypatch.setattr(checks, "_HOST_FORMATS", {k: v for k, v in checks._HOST_FORMATS.items() if k != torch.float16})
+    preds = torch.tensor([0.5, 0.125], dtype=torch.float16)
+    assert checks.checked_bounds([preds, torch.tensor([1, 0])], [False, True]) == [(0.125, 0.5), (0.0, 1.0)]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("label", [False, True, checks.MISSING])
+def test_cuda_bounds_equal_the_cpu_path_for_every_dtype(label):
+    for tensor in _bounds_cases():
+        if label == checks.MISSING and not tensor.is_floating_point():
+            continue
+        expected = checks.checked_bounds([tensor], [label])[0]
+        got = checks.checked_bounds([tensor.cuda()], [label])[0]
+        checks._CHECKED.clear()
+        assert all(
+            (math.isnan(g) and math.isnan(e)) or (g == float(e) and math.copysign(1, g) == math.copysign(1, e))
+            for g, e in zip(got, expected, strict=True)
+        ), (tensor.dtype, got, expected)
 
 
 def test_a_tensor_checked_as_labels_then_as_weights_gives_two_bounds(device_path):

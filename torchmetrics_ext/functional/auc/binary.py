@@ -132,6 +132,35 @@ def _signed_weights(target: Tensor, weights: Tensor | None, dtype: torch.dtype =
     return torch.where(positive, w, -w)
 
 
+_MINUS_ONE: dict[torch.device, Tensor] = {}
+
+
+def _label_signs(target: Tensor, out: Tensor | None = None) -> Tensor:
+    """``2 * label - 1`` as float32 (+1 for a label 1, -1 for a label 0), fresh, in one kernel.
+
+    For labels that are 0 or 1 (any dtype) the unweighted ``_signed_weights`` in half its
+    kernels: one ``add`` of the label to a kept float32 -1 of the device (on a GPU each launch
+    costs the host ~10 µs of an ``update``). Other labels are not mapped to ±1: callers validate
+    first (or were told the labels are valid). ``out``: a float32 tensor of ``target``'s shape
+    to write into (e.g. the transpose of a sample-major chunk); floating labels other than
+    float32 are written through one too (their ``add`` would keep their dtype).
+
+    Examples:
+        >>> import torch
+        >>> _label_signs(torch.tensor([1, 0, 1]))
+        tensor([ 1., -1.,  1.])
+    """
+    device = target.device
+    minus_one = _MINUS_ONE.get(device)
+    if minus_one is None:
+        minus_one = _MINUS_ONE[device] = torch.full((), -1.0, dtype=torch.float32, device=device)
+    if out is None and target.is_floating_point() and target.dtype != torch.float32:
+        out = torch.empty(target.shape, dtype=torch.float32, device=device)
+    if out is None:
+        return torch.add(minus_one, target, alpha=2)
+    return torch.add(minus_one, target, alpha=2, out=out)
+
+
 def _exact_curve_stats(
     scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks: int, device: torch.device | None = None
 ) -> CurveStats:
@@ -168,13 +197,15 @@ def _binned_index(
     logit_range: tuple[float, float],
     from_logits: bool,
     bin_space: str = "logit",
+    int64: bool = False,
 ) -> Tensor:
     """Flat ``(y, task, bin)`` index of every sample into a ``(2, T, B)`` histogram, as ``(T, N)`` integers.
 
     int32 when every index fits (``2 T B <= 2**31 - 1``), else int64: a window keeps the int32
     indices as they are, and the float64 positions convert to int32 three times as fast as to
     int64 on the CPU (AVX2 has no packed float64-to-int64 conversion); :func:`_add_entries` widens
-    them for ``scatter_add_``.
+    them for ``scatter_add_``. ``int64``: int64 always (for ``scatter_add_`` straight away: on a
+    GPU one launch fewer than int32 widened).
 
     ``B`` equal bins of the logit over ``logit_range`` (end bins clip); probabilities (of any
     float dtype) go through ``logit(p) = log(p / (1 - p))`` in float64. With
@@ -207,7 +238,7 @@ def _binned_index(
     if num_tasks > 1:
         position += _task_offsets(num_tasks, num_bins, preds.device, torch.float64)
     narrow = 2 * num_tasks * num_bins <= _INT32_MAX
-    return position.int() if narrow else position.long()  # `.to(dtype)` without its argument parsing
+    return position.int() if narrow and not int64 else position.long()  # `.to(dtype)` without its argument parsing
 
 
 def _logits_inside(bounds: tuple[float, ...], from_logits: bool, logit_range: tuple[float, float]) -> bool:
@@ -291,7 +322,8 @@ def _binned_update(
     (``bincount`` with ``minlength`` does all three, about four times slower at 10k bins).
     """
     hist = torch.zeros(2, preds.shape[0], num_bins, dtype=torch.float64, device=preds.device) if out is None else out
-    _add_entries(hist, *_binned_entries(preds, target, weights, num_bins, logit_range, from_logits, bin_space))
+    int64 = on_device_path(preds)  # int64 indices at once on a device (int32 converts faster on the CPU)
+    _add_entries(hist, *_binned_entries(preds, target, weights, num_bins, logit_range, from_logits, bin_space, int64))
     return hist
 
 
@@ -316,17 +348,18 @@ def _binned_entries(
     logit_range: tuple[float, float],
     from_logits: bool,
     bin_space: str = "logit",
+    int64: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """What one ``(T, N)`` batch adds to the flattened ``(2, T, B)`` histogram, per sample and task.
 
     Returns:
-        The flat bin index (``(T, N)``, int32 unless the histogram has 2**31 entries or more:
-        see :func:`_binned_index`) and the float64 weight (``(T, N)``, possibly a broadcast view;
+        The flat bin index (``(T, N)``, int32 unless the histogram has 2**31 entries or more or
+        ``int64``: see :func:`_binned_index`) and the float64 weight (``(T, N)``, possibly a broadcast view;
         ``None`` when unweighted: all ones), detached: a histogram is not differentiable, and a
         caller may keep the entries (a window's ring) and add them with ``out=`` kernels, which
         refuse tensors that require grad.
     """
-    index = _binned_index(preds, target, num_bins, logit_range, from_logits, bin_space)
+    index = _binned_index(preds, target, num_bins, logit_range, from_logits, bin_space, int64)
     values = None if weights is None else weights.detach().to(torch.float64).expand(preds.shape)
     return index, values
 

@@ -87,11 +87,25 @@ def _exact_stats_shared(
 
 
 def _sample_major(values: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-    """A fresh ``(n * T,)`` copy of a ``(T, n)`` tensor, sample-major: never a view of the caller's tensor."""
+    """A fresh sample-major ``(n * T,)`` copy of a ``(T, n)`` (or ``(n,)``) tensor: never a view of the caller's."""
+    if values.ndim == 1:  # one task
+        return values.clone(memory_format=torch.contiguous_format) if values.dtype == dtype else values.to(dtype=dtype)
     rows = values.reshape(-1) if values.shape[0] == 1 else values.T
     if rows.dtype == dtype:  # the same copy; `.to(..., copy=True)` parses its overloads first (~2 µs a call)
         return rows.clone(memory_format=torch.contiguous_format).view(-1)
     return rows.to(dtype=dtype, memory_format=torch.contiguous_format).view(-1)
+
+
+def _one_task(preds: object, target: object) -> bool:
+    """Whether a batch is non-empty ``(n,)`` floating scores and ``(n,)``-dimensional labels (checked or not)."""
+    return (
+        isinstance(preds, Tensor)
+        and isinstance(target, Tensor)
+        and preds.ndim == 1
+        and target.ndim == 1
+        and preds.shape[0] > 0
+        and preds.is_floating_point()
+    )
 
 
 class _CurveMetric(TaskMetric):
@@ -232,30 +246,55 @@ class _CurveMetric(TaskMetric):
         self, preds: Tensor, target: Tensor, weights: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor | None] | None:
         """The batch validated (unless checked already) as ``(T, N)`` views in its own dtypes; ``None`` if empty."""
-        if self._check_inputs:
-            unit = self._unit_weights(preds, target, weights)
-            if unit:
-                weights = None  # all ones: the unweighted kernels give the same statistics
+        weights = self._checked_weights(preds, target, weights)
         if preds.shape[-1] == 0:
             return None
-        # each kernel casts what it reads
+        return self._as_rows(preds, target, weights)
+
+    def _checked_weights(self, preds: Tensor, target: Tensor, weights: Tensor | None) -> Tensor | None:
+        """Validate the batch (unless checked already); its weights, ``None`` for weights all exactly 1.
+
+        The unweighted kernels give the same statistics for weights all 1, in fewer passes.
+        """
+        if self._check_inputs and self._unit_weights(preds, target, weights):
+            return None
+        return weights
+
+    def _as_rows(self, preds: Tensor, target: Tensor, weights: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """A checked batch as ``(T, N)`` views in its own dtypes (each kernel casts what it reads)."""
         p, t, w = format_pointwise(preds, target, weights, self.num_tasks, validate=False, dtype=None)
         assert t is not None
         return p, t, w
 
     def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
         """Accumulate one batch: ``preds``/``target`` ``(N,)`` or ``(T, N)``, optional ``weights``."""
-        batch = self._formatted(preds, target, weights)
-        if batch is None:
+        if self.num_bins is None and weights is None and _one_task(preds, target):
+            # one task, unweighted (the common case): the (n,) inputs are sample-major already and the
+            # update is two kernels (a float32 copy of the scores, the labels' signs), no views. They
+            # are queued before the batch is checked, so that a GPU runs them while the host waits for
+            # the batch's bounds; they are stored only once the batch passed.
+            scores, signs = _sample_major(preds), F._label_signs(target)
+            if self._check_inputs:
+                self._validate(preds, target)
+            self._scores.append(scores)
+            self.signed_weights.append(signs)
             return
-        p, t, w = batch
+        weights = self._checked_weights(preds, target, weights)
+        if preds.shape[-1] == 0:
+            return
+        p, t, w = self._as_rows(preds, target, weights)
         if self.num_bins is not None:
             F._binned_update(
                 p, t, w, self.num_bins, self.logit_range, self.from_logits, out=self._hist, bin_space=self.bin_space
             )
             return
+        if w is None:  # (T, n) labels: their signs written sample-major in the one kernel
+            signs = torch.empty(t.shape[::-1], dtype=torch.float32, device=t.device)
+            self._scores.append(_sample_major(p))
+            self.signed_weights.append(F._label_signs(t.T, out=signs).view(-1))
+            return
         signed = F._signed_weights(t, w)
-        if w is not None and not on_device_path(p):
+        if not on_device_path(p):
             # rows of zero weight in every task change nothing: on the CPU they are not stored (on
             # a device, finding them would wait for it; stored, they add nothing to any sum). The
             # labels are not indexed (PyTorch 2.3 and 2.4 have no index kernel for uint16/32/64).

@@ -91,59 +91,18 @@ def _check_bins(
 # ----------------------------------------------------------------------------- exact
 
 
-_SIGNS: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
+# (device, dtype) -> a kept 0-dim -1 of that device and dtype
+_MINUS_ONE: dict[tuple[torch.device, torch.dtype], Tensor] = {}
 
 
-_HALVES: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+def _label_signs(target: Tensor, out: Tensor | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``2 * label - 1`` as ``dtype`` (+1 for a label 1, -1 for a label 0), fresh, in one kernel.
 
-
-def _half(target: Tensor) -> Tensor | float:
-    """``0.5`` to compare ``target`` with: a kept 0-dim tensor of its floating dtype, else the number.
-
-    The same comparison as with the number (0.5 is exact in every floating dtype), without wrapping a
-    Python number into a tensor on every call (~1.5 µs on small batches).
-    """
-    if not target.is_floating_point():
-        return 0.5
-    key = (target.device, target.dtype)
-    half = _HALVES.get(key)
-    if half is None:
-        half = _HALVES[key] = torch.full((), 0.5, dtype=target.dtype, device=target.device)
-    return half
-
-
-def _signed_weights(target: Tensor, weights: Tensor | None, dtype: torch.dtype = torch.float32) -> Tensor:
-    """A fresh ``dtype`` ``+w`` for positive labels and ``-w`` for negative ones (``w = 1`` unweighted).
-
-    ``target`` of any dtype; ``weights`` broadcastable to it. Unweighted, the two signs are
-    cached scalars of the device: two kernels per call (Python scalars would add two fills).
-    """
-    positive = target > _half(target)
-    if weights is None:
-        key = (target.device, dtype)
-        signs = _SIGNS.get(key)
-        if signs is None:
-            signs = _SIGNS[key] = (
-                torch.ones((), dtype=dtype, device=target.device),
-                torch.full((), -1.0, dtype=dtype, device=target.device),
-            )
-        return torch.where(positive, *signs)
-    w = weights.to(dtype=dtype)
-    return torch.where(positive, w, -w)
-
-
-_MINUS_ONE: dict[torch.device, Tensor] = {}
-
-
-def _label_signs(target: Tensor, out: Tensor | None = None) -> Tensor:
-    """``2 * label - 1`` as float32 (+1 for a label 1, -1 for a label 0), fresh, in one kernel.
-
-    For labels that are 0 or 1 (any dtype) the unweighted ``_signed_weights`` in half its
-    kernels: one ``add`` of the label to a kept float32 -1 of the device (on a GPU each launch
-    costs the host ~10 µs of an ``update``). Other labels are not mapped to ±1: callers validate
-    first (or were told the labels are valid). ``out``: a float32 tensor of ``target``'s shape
-    to write into (e.g. the transpose of a sample-major chunk); floating labels other than
-    float32 are written through one too (their ``add`` would keep their dtype).
+    One ``add`` of the labels (any dtype) to a kept -1 of the device (on a GPU each launch costs
+    the host ~10 µs of an ``update``). Labels other than 0 and 1 are not mapped to ±1: callers
+    validate them first (or were told they are valid). ``out``: a ``dtype`` tensor of ``target``'s
+    shape to write into (e.g. the transpose of a sample-major chunk); floating labels of another
+    dtype are written through one too (their ``add`` would keep their own dtype).
 
     Examples:
         >>> import torch
@@ -151,14 +110,30 @@ def _label_signs(target: Tensor, out: Tensor | None = None) -> Tensor:
         tensor([ 1., -1.,  1.])
     """
     device = target.device
-    minus_one = _MINUS_ONE.get(device)
+    minus_one = _MINUS_ONE.get((device, dtype))
     if minus_one is None:
-        minus_one = _MINUS_ONE[device] = torch.full((), -1.0, dtype=torch.float32, device=device)
-    if out is None and target.is_floating_point() and target.dtype != torch.float32:
-        out = torch.empty(target.shape, dtype=torch.float32, device=device)
+        minus_one = _MINUS_ONE[device, dtype] = torch.full((), -1.0, dtype=dtype, device=device)
+    if out is None and target.is_floating_point() and target.dtype != dtype:
+        out = torch.empty(target.shape, dtype=dtype, device=device)
     if out is None:
         return torch.add(minus_one, target, alpha=2)
     return torch.add(minus_one, target, alpha=2, out=out)
+
+
+def _signed_weights(target: Tensor, weights: Tensor | None, dtype: torch.dtype = torch.float32) -> Tensor:
+    """A fresh ``dtype`` ``+w`` for labels 1 and ``-w`` for labels 0 (``w = 1`` unweighted).
+
+    ``target`` of any dtype, its labels 0 or 1 (see :func:`_label_signs`); ``weights`` of
+    ``target``'s shape or broadcastable to it. One kernel unweighted, two weighted (the signs times
+    the weights, in place: each product ``±w`` is then rounded to ``dtype`` as ``w`` would be).
+
+    Examples:
+        >>> import torch
+        >>> _signed_weights(torch.tensor([1, 0]), torch.tensor([0.5, 2.0], dtype=torch.float64))
+        tensor([ 0.5000, -2.0000])
+    """
+    signs = _label_signs(target, dtype=dtype)
+    return signs if weights is None else signs.mul_(weights)
 
 
 def _exact_curve_stats(

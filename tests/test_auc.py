@@ -453,6 +453,23 @@ def test_unweighted_signs_of_every_label_dtype(dtype, num_tasks, device_path):
     np.testing.assert_allclose(metric.compute().reshape(-1).numpy(), expected, rtol=1e-12)
 
 
+@pytest.mark.parametrize(
+    ("target_shape", "weights_shape"), [((5,), (5,)), ((3, 5), (5,)), ((3, 5), (1, 5)), ((5,), (3, 5))]
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_signed_weights_broadcast_and_round_as_the_weights(target_shape, weights_shape, dtype):
+    """``+w`` for labels 1, ``-w`` for labels 0, in the broadcast shape, each ``w`` rounded to ``dtype`` once."""
+    rng = np.random.default_rng(0)
+    target = torch.tensor(rng.integers(0, 2, size=target_shape))
+    weights = torch.tensor(rng.random(weights_shape) * 3 + 1e-3, dtype=torch.float64)
+    got = FB._signed_weights(target, weights, dtype)
+    expected = np.where(target.numpy() == 1, 1.0, -1.0) * weights.numpy().astype(
+        np.float32 if dtype == torch.float32 else np.float64
+    )
+    assert got.dtype == dtype and tuple(got.shape) == np.broadcast_shapes(target_shape, weights_shape)
+    np.testing.assert_array_equal(got.numpy(), expected)
+
+
 @pytest.mark.parametrize("kw", [{}, {"num_bins": 50}])
 def test_empty_and_zero_weight_batches_change_nothing(kw):
     data = auc_data(np.random.default_rng(0), weights="task")

@@ -653,6 +653,24 @@ def test_device_bounds_of_a_dtype_without_host_format_go_through_float64(device_
     assert checks.checked_bounds([preds, torch.tensor([1, 0])], [False, True]) == [(0.125, 0.5), (0.0, 1.0)]
 
 
+def test_device_bounds_buffers_are_per_thread_and_bounded(device_path):
+    """The kept byte buffer is written and read within one call: each thread has its own, and few are kept."""
+    import threading
+
+    preds = torch.tensor([0.25, 0.75])
+    mine = checks._slots(preds.device, (torch.float32,))
+    theirs: list[object] = []
+    worker = threading.Thread(target=lambda: theirs.append(checks._slots(preds.device, (torch.float32,))))
+    worker.start()
+    worker.join()
+    assert theirs[0][0] is not mine[0]
+    assert checks._slots(preds.device, (torch.float32,))[0] is mine[0]  # kept for the next call
+    for count in range(1, 2 * checks._SLOTS_KEPT):
+        checks._slots(preds.device, (torch.float32,) * count)
+    assert len(checks._SLOTS.kept) <= checks._SLOTS_KEPT
+    assert checks.checked_bounds([preds], [False]) == [(0.25, 0.75)]
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("label", [False, True, checks.MISSING])

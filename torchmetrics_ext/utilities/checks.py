@@ -22,6 +22,7 @@ import math
 import numbers
 import struct
 import sys
+import threading
 import warnings
 import weakref
 from collections.abc import Iterator, Sequence
@@ -715,22 +716,31 @@ _HOST_FORMATS = {
     torch.bool: "?",
 }
 
+Slots = tuple[Tensor, list[tuple[Tensor, Tensor]], str]
+
+# per thread (a buffer is written and read within one call: threads must not share one):
 # (device, dtypes read) -> a kept byte buffer of the device, the (min, max) slot views into it, the host format
-_SLOTS: dict[tuple[torch.device, tuple[torch.dtype, ...]], tuple[Tensor, list[tuple[Tensor, Tensor]], str]] = {}
+_SLOTS = threading.local()
+_SLOTS_KEPT = 64  # different (device, dtypes) keys kept per thread, at most
 
 
-def _slots(device: torch.device, dtypes: tuple[torch.dtype, ...]) -> tuple[Tensor, list[tuple[Tensor, Tensor]], str]:
+def _slots(device: torch.device, dtypes: tuple[torch.dtype, ...]) -> Slots:
     """The byte buffer of :func:`_read_aminmax` for these dtypes: 8 bytes per value, 0-dim views of each slot."""
+    kept: dict[tuple[torch.device, tuple[torch.dtype, ...]], Slots] | None = getattr(_SLOTS, "kept", None)
+    if kept is None:
+        kept = _SLOTS.kept = {}
     key = (device, dtypes)
-    entry = _SLOTS.get(key)
+    entry = kept.get(key)
     if entry is None:
+        if len(kept) >= _SLOTS_KEPT:
+            kept.clear()
         raw = torch.empty(16 * len(dtypes), dtype=torch.uint8, device=device)
         views, formats = [], []
         for i, dtype in enumerate(dtypes):
             values, per_slot = raw.view(dtype), 8 // dtype.itemsize
             views.append((values[2 * i * per_slot], values[(2 * i + 1) * per_slot]))
             formats.append(f"{_HOST_FORMATS[dtype]}{8 - dtype.itemsize}x" * 2)
-        entry = _SLOTS[key] = (raw, views, "<" + "".join(formats))
+        entry = kept[key] = (raw, views, "<" + "".join(formats))
     return entry
 
 

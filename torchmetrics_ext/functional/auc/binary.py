@@ -123,9 +123,10 @@ def _label_signs(target: Tensor, out: Tensor | None = None, dtype: torch.dtype =
 def _signed_weights(target: Tensor, weights: Tensor | None, dtype: torch.dtype = torch.float32) -> Tensor:
     """A fresh ``dtype`` ``+w`` for labels 1 and ``-w`` for labels 0 (``w = 1`` unweighted).
 
-    ``target`` of any dtype, its labels 0 or 1 (see :func:`_label_signs`); ``weights`` of
-    ``target``'s shape or broadcastable to it. One kernel unweighted, two weighted (the signs times
-    the weights, in place: each product ``±w`` is then rounded to ``dtype`` as ``w`` would be).
+    ``target`` of any dtype, its labels 0 or 1 (see :func:`_label_signs`); ``weights``
+    broadcastable with it (the result has the broadcast shape). One kernel unweighted, two
+    weighted (the signs times the weights, in place where the signs have the broadcast shape: each
+    product ``±w`` is then rounded to ``dtype`` as ``w`` would be).
 
     Examples:
         >>> import torch
@@ -133,7 +134,11 @@ def _signed_weights(target: Tensor, weights: Tensor | None, dtype: torch.dtype =
         tensor([ 0.5000, -2.0000])
     """
     signs = _label_signs(target, dtype=dtype)
-    return signs if weights is None else signs.mul_(weights)
+    if weights is None:
+        return signs
+    if weights.shape != signs.shape and torch.broadcast_shapes(weights.shape, signs.shape) != signs.shape:
+        return torch.mul(signs, weights).to(dtype=dtype)  # e.g. (T, N) weights of (N,) labels
+    return signs.mul_(weights)
 
 
 def _exact_curve_stats(

@@ -194,10 +194,13 @@ def ranx_ref(metric_names, keys=None, ties=False):
 
     ranx orders tied scores arbitrarily; with ``ties=True`` the scores are first made tie-free
     by our tie rule (:func:`break_ties`), so ranx's definitions are compared on tied data too.
+    ranx is imported when a reference is computed, not when the cases are built: modules that
+    import this one's cases (``test_windowed``) run where ranx is not installed (the GPU machine).
     """
-    from ranx import Qrels, Run, evaluate
 
     def reference(data):
+        from ranx import Qrels, Run, evaluate
+
         idx, preds, target = data["indexes"], data["preds"], data["target"]
         if ties:
             preds = break_ties(idx, preds, target)

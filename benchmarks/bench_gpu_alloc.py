@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from bench_gpu import stream
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torchmetrics_ext as tmx
@@ -27,22 +27,14 @@ import torchmetrics_ext as tmx
 def run(
     make: Callable[[], Any], preds: torch.Tensor, target: torch.Tensor, batch: int, warm: bool
 ) -> tuple[float, float]:
-    """Seconds of the update loop and of ``compute``."""
-    device = preds.device
+    """Seconds of the update loop and of ``compute`` (``bench_gpu.stream``), the allocator's cache emptied first."""
     torch.cuda.empty_cache()
     if warm:  # blocks of a chunk's size (float32 scores and signs), freed into the allocator's cache
-        keep = [torch.empty(batch, dtype=torch.float32, device=device) for _ in range(2 * -(-preds.numel() // batch))]
+        chunks = 2 * -(-preds.numel() // batch)
+        keep = [torch.empty(batch, dtype=torch.float32, device=preds.device) for _ in range(chunks)]
         del keep
-    metric = make().to(device)
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for lo in range(0, preds.numel(), batch):
-        metric.update(preds[lo : lo + batch], target[lo : lo + batch])
-    torch.cuda.synchronize()
-    middle = time.perf_counter()
-    float(metric.compute())
-    torch.cuda.synchronize()
-    return middle - start, time.perf_counter() - middle
+    timed = stream(make, preds, target, batch)
+    return timed["update"], timed["compute"]
 
 
 def main() -> None:

@@ -602,6 +602,14 @@ def test_bounds_of_every_dtype_are_exact(device_path):
 _EDGE_VALUES = [0.0, -0.0, 1.0, -2.5, 3.0e38, -1.0e-45, float("inf"), float("-inf"), float("nan")]
 
 
+def _same_bound(got: float, expected: float) -> bool:
+    """Equal as floats (the CPU path reads integers as ints), NaN to NaN, and the sign of a zero kept."""
+    expected = float(expected)
+    if math.isnan(got) or math.isnan(expected):
+        return math.isnan(got) and math.isnan(expected)
+    return got == expected and math.copysign(1, got) == math.copysign(1, expected)
+
+
 def _bounds_cases() -> list[torch.Tensor]:
     floats = [torch.tensor(_EDGE_VALUES[:-1], dtype=torch.float64), torch.tensor(_EDGE_VALUES, dtype=torch.float64)]
     cases = [values.to(dtype) for values in floats for dtype in (torch.float64, torch.float32, torch.float16)]
@@ -625,14 +633,8 @@ def test_device_bounds_equal_the_cpu_path_for_every_dtype(label):
         got = checks.checked_bounds([tensor], [label], device_path=True)[0]
         checks._CHECKED.clear()
         assert len(got) == len(expected), (tensor.dtype, got, expected)
-        for g, e in zip(got, expected, strict=True):  # the CPU path reads integers as ints: compared as floats
-            assert type(g) is float
-            e = float(e)
-            assert (math.isnan(g) and math.isnan(e)) or (g == e and math.copysign(1, g) == math.copysign(1, e)), (
-                tensor.dtype,
-                got,
-                expected,
-            )
+        assert all(type(g) is float for g in got)
+        assert all(map(_same_bound, got, expected)), (tensor.dtype, got, expected)
 
 
 def test_device_bounds_of_several_dtypes_come_back_in_one_read(device_path):
@@ -681,10 +683,7 @@ def test_cuda_bounds_equal_the_cpu_path_for_every_dtype(label):
         expected = checks.checked_bounds([tensor], [label])[0]
         got = checks.checked_bounds([tensor.cuda()], [label])[0]
         checks._CHECKED.clear()
-        assert all(
-            (math.isnan(g) and math.isnan(e)) or (g == float(e) and math.copysign(1, g) == math.copysign(1, e))
-            for g, e in zip(got, expected, strict=True)
-        ), (tensor.dtype, got, expected)
+        assert len(got) == len(expected) and all(map(_same_bound, got, expected)), (tensor.dtype, got, expected)
 
 
 def test_a_tensor_checked_as_labels_then_as_weights_gives_two_bounds(device_path):

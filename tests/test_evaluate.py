@@ -3239,6 +3239,46 @@ def test_cli_refuses_empty_option_values_naming_the_option(dataset, capsys, flag
 
 
 @pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--metrics", "ndcg@10", "--metrics", "ctr"],
+            "argument --metrics: given twice ('ndcg@10', then 'ctr'); give the metrics once, comma-separated "
+            "(--metrics ne,auc)",
+        ),
+        (
+            ["--metrics", "ctr", "--by", "country", "--by", "dataset"],
+            "argument --by: given twice ('country', then 'dataset'); give the segment columns once, "
+            "comma-separated (--by country,device)",
+        ),
+        (
+            ["--predictions", "p_click", "--labels", "y_click", "--predictions", "p_like", "--labels", "y_like"],
+            "argument --predictions: given twice ('p_click', then 'p_like'); use --task NAME=PRED:LABEL "
+            "(repeatable) for several tasks",
+        ),
+    ],
+)
+def test_cli_refuses_a_repeated_list_option(dataset, capsys, flags, message):
+    """``--task`` repeats to add a task; ``--metrics``/``--by`` repeated silently kept the last value only.
+
+    ``--metrics ndcg@10 --metrics ctr`` printed a table of ``ctr`` alone and ``--by country --by device``
+    one segmented by ``device`` alone (argparse's last-one-wins), with nothing saying the first was dropped.
+    """
+    task = [] if flags[0] == "--predictions" else ["--task", "click=p_click:y_click"]
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["evaluate", str(dataset), *task, *flags, "--no-progress"])
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # nothing read
+    assert err.startswith("usage: torchmetrics-ext evaluate ")
+    assert err.endswith(f"torchmetrics-ext evaluate: error: {message}\n")
+    # once, comma-separated, every name is computed
+    assert cli.main(["evaluate", str(dataset), *TASK_FLAGS, "--metrics", "ctr,mse", "--no-progress"]) == 0
+    header = capsys.readouterr().out.splitlines()[1].split()
+    assert header[-2:] == ["ctr", "mse"]
+
+
+@pytest.mark.parametrize(
     ("output", "message"),
     [
         ("out.txt", "Expected an output path ending in .json, .csv or .parquet"),

@@ -850,6 +850,31 @@ def test_empty_target_actions_and_undefined():
     assert metric.compute().item() == 0.5 and metric._update_count == 1
 
 
+@pytest.mark.parametrize("device_path", [False, True])
+@pytest.mark.parametrize("complete", [False, True])
+def test_empty_target_error_names_the_query(device_path, complete):
+    """``empty_target_action="error"`` names the offending query by its id (padded input: its row).
+
+    It said "query number 1 of 3 in sorted id order", counting from 0 among the queries that hold a
+    row: for flat rows the reader had to sort the ids to find it, and for padded rows after an
+    all-padding row (no query) it pointed at the wrong row.
+    """
+    preds, target = torch.rand(4, 3), torch.tensor([[1, 0, 0], [0, 0, 0], [0, 0, 0], [1, 1, 0]])
+    mask = torch.tensor([[1, 1, 1], [0, 0, 0], [1, 1, 0], [1, 1, 1]], dtype=torch.bool)
+    # by hand: row 1 is all padding (no query); row 2 is the first query without a relevant candidate
+    flat = {"indexes": torch.tensor([30, 30, 20, 20, 10]), "weights": torch.tensor([1.0, 1.0, 2.0, 2.0, 0.0])}
+    flat_preds, flat_target = torch.rand(5), torch.tensor([1, 0, 0, 0, 0])  # id 10 has no relevant row but weighs 0
+    with force_device_path(device_path):
+        metric = tmx.NDCG(k=3, empty_target_action="error", queries_complete_per_batch=complete)
+        with pytest.raises(ValueError, match=r"no relevant candidate .*: row 2 of the padded `preds`\."):
+            metric.update(preds, target, mask=mask)
+        with pytest.raises(ValueError, match=r"no relevant candidate .*: the query of id 20 \(`indexes`\)\."):
+            metric.update(flat_preds, flat_target, **flat)
+            metric.compute()  # exact mode: raised at compute
+        with pytest.raises(ValueError, match=r": the query of id 20 \(`indexes`\)\."):
+            tmf.ranking_metrics(flat_preds, flat_target, **flat, ks=(1,), metrics=("mrr",), empty_target_action="error")
+
+
 def test_undefined_warning_names_the_requests_not_tasks():
     """The keys of one call share a single counted-query set: one warning naming them, no "task(s) [0, 1, ...]"."""
     preds, target = torch.tensor([[0.9, 0.8, 0.1]]), torch.zeros(1, 3)

@@ -152,6 +152,29 @@ def run_demo(samples: int = 500_000, batch_size: int = 8192, seed: int = 0) -> d
     return values
 
 
+class _GivenOnce(argparse.Action):
+    """Store an option's value, refusing the option a second time (argparse's own rule: the last one wins).
+
+    For the options whose value lists several names (``--metrics``, ``--by``) or names a single
+    task (``--predictions``, ``--labels``): repeating them, as ``--task`` is repeated, reads as
+    "and these too", but the last value would silently replace the first (``--metrics ndcg@10
+    --metrics mrr`` computed ``mrr`` alone, ``--by country --by device`` segmented by ``device``).
+    ``once_hint`` ends the error: how to say it once.
+    """
+
+    def __init__(self, *args: Any, once_hint: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.once_hint = once_hint
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None
+    ) -> None:
+        previous = getattr(namespace, self.dest)
+        if previous is not None:
+            parser.error(f"argument {option}: given twice ({previous!r}, then {values!r}); {self.once_hint}")
+        setattr(namespace, self.dest, values)
+
+
 def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
     """The ``evaluate`` subcommand's arguments (its parser returned: its errors print its own usage)."""
     ev = sub.add_parser(
@@ -179,10 +202,22 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="NAME=PRED:LABEL",
         help="a task's prediction and label columns (repeat for several tasks)",
     )
-    ev.add_argument("--predictions", help="prediction column of a single task (with --labels)")
-    ev.add_argument("--labels", help="label column of a single task (with --predictions), which names the task")
+    ev.add_argument(
+        "--predictions",
+        action=_GivenOnce,
+        once_hint="use --task NAME=PRED:LABEL (repeatable) for several tasks",
+        help="prediction column of a single task (with --labels)",
+    )
+    ev.add_argument(
+        "--labels",
+        action=_GivenOnce,
+        once_hint="use --task NAME=PRED:LABEL (repeatable) for several tasks",
+        help="label column of a single task (with --predictions), which names the task",
+    )
     ev.add_argument(
         "--metrics",
+        action=_GivenOnce,
+        once_hint="give the metrics once, comma-separated (--metrics ne,auc)",
         help="comma-separated registry names (default: ne,log_loss,calibration,ctr,auc); with --config, the "
         "metrics to run, each one the file configures keeping the file's options",
     )
@@ -197,6 +232,8 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--by",
+        action=_GivenOnce,
+        once_hint="give the segment columns once, comma-separated (--by country,device)",
         help="comma-separated segment columns (values per segment + overall), spaces around each dropped; a "
         "column whose whole name is the value (commas and spaces included) is taken whole when a file has it "
         "(as evaluate(by='a,b') and a config's `by: a,b`)",

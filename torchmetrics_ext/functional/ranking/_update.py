@@ -63,8 +63,39 @@ def _ranking_update(
     """Per-request weighted sums over the queries of ``rows``: ``(value_sum, weight_sum)``.
 
     ``dense``: the device path's kernel (:mod:`._dense`), which reads nothing on the host (the
-    only kernel for rows that carry a ``valid`` mask).
+    only kernel for rows that carry a ``valid`` mask). ``empty_target_action="error"`` raises
+    naming the query by its id (the row of padded input).
     """
+    try:
+        return _update_sums(rows, requests, options, empty_target_action, remove_single_length_sessions, dense)
+    except _EmptyQueryError as error:
+        raise ValueError(_empty_query_message(rows, error.position)) from None
+
+
+def _empty_query_message(rows: RankingRows, position: int) -> str:
+    """The ``"error"`` policy's message for the query at ``position`` among ``rows``' queries in id order.
+
+    Every path numbers the queries that hold a row (a padded row that is all padding is none) in
+    increasing id order, so the id is the ``position``-th distinct id of the rows kept.
+    """
+    ids = rows.indexes if rows.valid is None else rows.indexes[rows.valid]
+    query = int(torch.unique(ids)[position])
+    where = f"row {query} of the padded `preds`" if rows.padded else f"the query of id {query} (`indexes`)"
+    return (
+        f"A query has no relevant candidate (target > 0) and `empty_target_action='error'`: {where}. "
+        "Give every query a relevant candidate, or choose 'skip', 'zero' or 'one'."
+    )
+
+
+def _update_sums(
+    rows: RankingRows,
+    requests: Sequence[Request],
+    options: RankingOptions,
+    empty_target_action: str,
+    remove_single_length_sessions: bool,
+    dense: bool,
+) -> tuple[Tensor, Tensor]:
+    """:func:`_ranking_update`'s sums, on the cheapest path that serves every request."""
     if rows.num_rows == 0:
         device = (rows.preds if rows.grid is None else rows.grid.preds).device  # no rows gathered for it
         zero = torch.zeros((), dtype=torch.float64, device=device)
@@ -372,6 +403,21 @@ def reduce_columns(
     return torch.stack(sums), w.sum()
 
 
+class _EmptyQueryError(ValueError):
+    """A counted query without a relevant candidate under ``empty_target_action="error"``.
+
+    ``position`` is the query's 0-based number among the ``count`` queries in id order;
+    :func:`_ranking_update`, which holds the rows, names the query by its id instead.
+    """
+
+    def __init__(self, position: int, count: int) -> None:
+        super().__init__(
+            f"A query has no relevant candidate (target > 0) and `empty_target_action='error'` "
+            f"(query number {position} of {count}, counting from 0, in sorted id order)."
+        )
+        self.position = position
+
+
 def _query_policy(
     num_rel: Tensor,
     size: Tensor | None,
@@ -399,11 +445,8 @@ def _query_policy(
         if weight is not None:
             bad_rows = bad_rows & (weight > 0)
         if bool(bad_rows.any()):
-            bad = int(torch.nonzero(bad_rows)[0, 0])
-            raise ValueError(
-                f"A query has no relevant candidate (target > 0) and `empty_target_action='error'` "
-                f"(query number {bad} of {bad_rows.numel() if size is None else int((size > 0).sum())} "
-                "in sorted id order)."
+            raise _EmptyQueryError(
+                int(torch.nonzero(bad_rows)[0, 0]), bad_rows.numel() if size is None else int((size > 0).sum())
             )
     if empty_target_action in ("zero", "one"):
         value = 0.0 if empty_target_action == "zero" else 1.0

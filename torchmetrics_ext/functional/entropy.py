@@ -25,6 +25,7 @@ from torchmetrics_ext.functional.pointwise import (
     _calibration_compute,
     _check_eta,
     _cross_entropy_update,
+    _minus_abs,
     _normalized_entropy_compute,
     _softplus,
     _weighed,
@@ -146,7 +147,7 @@ def _sigmoid_pair(logits: Tensor) -> tuple[Tensor, Tensor]:
     (``z`` below about -709 in float64) although the probability, about ``exp(z)``, is still
     representable down to about -745; ``e / (1 + e)`` with ``e = exp(-|z|)`` keeps it.
     """
-    e = torch.exp(-logits.abs())
+    e = torch.exp(_minus_abs(logits))  # the gradient at z = 0 from the right, as `negative` takes z = 0
     small, large = e / (1 + e), 1 / (1 + e)  # sigmoid(-|z|), sigmoid(|z|)
     negative = logits < 0
     return torch.where(negative, small, large), torch.where(negative, large, small)

@@ -490,6 +490,15 @@ def test_ne_clamps_a_base_rate_beyond_eta_inside_the_logs_only(flip):
         if line.startswith("- `NormalizedEntropy`")
     )
     assert r"\bar y \log c + (1-\bar y)\log(1-c)" in definition
+    # NEPositive divides by the same normaliser (TorchRec's ne_positive); its docstrings wrote the
+    # unclamped entropy of the base rate, 0.191 where the value is 0.182 (no flip)
+    positive = -(w * y * np.log(p)).sum() / -(w.sum() * (rate * np.log(c) + (1 - rate) * np.log(1 - c)))
+    np.testing.assert_allclose(tmf.ne_positive(preds, target, weights, eta=eta).item(), positive, rtol=1e-12)
+    metric = tmx.NEPositive(eta=eta)
+    metric.update(preds, target, weights)
+    np.testing.assert_allclose(metric.compute().item(), positive, rtol=1e-12)
+    for documented in (tmx.NEPositive, tmf.ne_positive):
+        assert r"\bar y \log c + (1-\bar y)\log(1-c)" in (documented.__doc__ or ""), documented
 
 
 # ----------------------------------------------------------------------------- unsigned labels and weights

@@ -87,9 +87,12 @@ def ne_positive(
 
     .. math::
         \mathrm{NE}_+ = \frac{-\sum_i w_i\,y_i \log p_i}
-        {-\sum_i w_i\,[\bar y \log \bar y + (1-\bar y)\log(1-\bar y)]}
+        {-\sum_i w_i\,[\bar y \log c + (1-\bar y)\log(1-c)]},
+        \qquad c = \min(\max(\bar y, \eta), 1 - \eta)
 
     TorchRec's ``ne_positive``. Adding the same ratio over the negative labels gives NE.
+    Probabilities are clamped to ``[eta, 1 - eta]``, and so is the base rate inside the
+    denominator's logs only (:math:`c`), as in :func:`~torchmetrics_ext.functional.normalized_entropy`.
 
     Args:
         preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).

@@ -416,6 +416,52 @@ def test_ne_from_logits_of_confident_correct_predictions_matches_mpmath():
     np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-14)
 
 
+def _logit_gradient(fn, z, y, w):
+    """d fn(z, y, w) / dz and / dy by autograd (float64 leaves)."""
+    z, y = z.clone().requires_grad_(), y.clone().requires_grad_()
+    return torch.autograd.grad(fn(z, y, w), (z, y))
+
+
+def test_from_logits_gradients_are_right_at_a_logit_of_zero():
+    """The logit kernels take ``-|z|`` apart from ``max(z, 0)`` or a ``z >= 0`` branch; autograd gave ``|z|``
+    the gradient 0 at ``z = 0`` (a zero-initialised output layer), so the log loss's gradient there was
+    ``1 - 2y`` instead of ``sigmoid(0) - y = 0.5 - y`` and the squared error's 0 instead of ``±1/8``.
+    Reference: the analytic derivatives (numpy), and central differences for calibration-free NE."""
+    z = torch.tensor([0.0, -0.0, 0.0, 0.0, 1.5, -2.0, 40.0, -40.0], dtype=torch.float64)
+    y = torch.tensor([1.0, 0.0, 0.0, 0.3, 1.0, 0.0, 0.0, 1.0], dtype=torch.float64)
+    w = torch.tensor([1.0, 2.0, 0.5, 1.0, 1.0, 3.0, 1.0, 1.0], dtype=torch.float64)
+    zn, yn, wn = z.numpy(), y.numpy(), w.numpy()
+    s, c, total = _sigmoid(zn), _sigmoid(-zn), wn.sum()  # c = 1 - s without its rounding
+    pos, neg = (wn * yn).sum(), (wn * (1 - yn)).sum()
+    entropy = -(pos * np.log(pos / total) + neg * np.log(neg / total))
+    cases = {  # d value / dz and d value / dy
+        "log_loss": (tmf.log_loss, wn * (s - yn) / total, -wn * zn / total),
+        "normalized_entropy": (tmf.normalized_entropy, wn * (s - yn) / entropy, None),
+        "ne_positive": (tmf.ne_positive, -wn * yn * c / entropy, None),
+        "weighted_mse": (tmf.weighted_mse, 2 * wn * (s - yn) * s * c / total, -2 * wn * (s - yn) / total),
+        "weighted_mae": (tmf.weighted_mae, wn * np.sign(s - yn) * s * c / total, None),
+    }
+    for name, (fn, dz, dy) in cases.items():
+        grad_z, grad_y = _logit_gradient(partial(fn, from_logits=True), z, y, w)
+        np.testing.assert_allclose(grad_z.numpy(), dz, rtol=1e-12, atol=1e-300, err_msg=name)
+        if dy is not None:
+            np.testing.assert_allclose(grad_y.numpy(), dy, rtol=1e-12, atol=1e-15, err_msg=name)
+    # the class's forward carries the same gradient
+    leaf = z.clone().requires_grad_()
+    tmx.LogLoss(from_logits=True)(leaf, y, w).backward()
+    np.testing.assert_allclose(leaf.grad.numpy(), cases["log_loss"][1], rtol=1e-12)
+    # calibration-free NE (its mean prediction's sigmoid too): central differences of its value
+    fn = partial(tmf.calibration_free_ne, from_logits=True)
+    grad_z, _ = _logit_gradient(fn, z, y, w)
+    step, numeric = 1e-6, np.zeros(len(z))
+    for i in range(len(z)):
+        up, down = z.clone(), z.clone()
+        up[i] += step
+        down[i] -= step
+        numeric[i] = (fn(up, y, w) - fn(down, y, w)).item() / (2 * step)
+    np.testing.assert_allclose(grad_z.numpy(), numeric, rtol=1e-6, atol=1e-9)
+
+
 @pytest.mark.parametrize("flip", [False, True])
 def test_ne_clamps_a_base_rate_beyond_eta_inside_the_logs_only(flip):
     """A base rate within ``eta`` of 0 or 1 (TorchRec's clamp): the denominator is the labels' cross-entropy
@@ -444,6 +490,15 @@ def test_ne_clamps_a_base_rate_beyond_eta_inside_the_logs_only(flip):
         if line.startswith("- `NormalizedEntropy`")
     )
     assert r"\bar y \log c + (1-\bar y)\log(1-c)" in definition
+    # NEPositive divides by the same normaliser (TorchRec's ne_positive); its docstrings wrote the
+    # unclamped entropy of the base rate, 0.191 where the value is 0.182 (no flip)
+    positive = -(w * y * np.log(p)).sum() / -(w.sum() * (rate * np.log(c) + (1 - rate) * np.log(1 - c)))
+    np.testing.assert_allclose(tmf.ne_positive(preds, target, weights, eta=eta).item(), positive, rtol=1e-12)
+    metric = tmx.NEPositive(eta=eta)
+    metric.update(preds, target, weights)
+    np.testing.assert_allclose(metric.compute().item(), positive, rtol=1e-12)
+    for documented in (tmx.NEPositive, tmf.ne_positive):
+        assert r"\bar y \log c + (1-\bar y)\log(1-c)" in (documented.__doc__ or ""), documented
 
 
 # ----------------------------------------------------------------------------- unsigned labels and weights

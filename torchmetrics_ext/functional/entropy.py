@@ -25,6 +25,7 @@ from torchmetrics_ext.functional.pointwise import (
     _calibration_compute,
     _check_eta,
     _cross_entropy_update,
+    _minus_abs,
     _normalized_entropy_compute,
     _softplus,
     _weighed,
@@ -86,9 +87,12 @@ def ne_positive(
 
     .. math::
         \mathrm{NE}_+ = \frac{-\sum_i w_i\,y_i \log p_i}
-        {-\sum_i w_i\,[\bar y \log \bar y + (1-\bar y)\log(1-\bar y)]}
+        {-\sum_i w_i\,[\bar y \log c + (1-\bar y)\log(1-c)]},
+        \qquad c = \min(\max(\bar y, \eta), 1 - \eta)
 
     TorchRec's ``ne_positive``. Adding the same ratio over the negative labels gives NE.
+    Probabilities are clamped to ``[eta, 1 - eta]``, and so is the base rate inside the
+    denominator's logs only (:math:`c`), as in :func:`~torchmetrics_ext.functional.normalized_entropy`.
 
     Args:
         preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).
@@ -146,7 +150,7 @@ def _sigmoid_pair(logits: Tensor) -> tuple[Tensor, Tensor]:
     (``z`` below about -709 in float64) although the probability, about ``exp(z)``, is still
     representable down to about -745; ``e / (1 + e)`` with ``e = exp(-|z|)`` keeps it.
     """
-    e = torch.exp(-logits.abs())
+    e = torch.exp(_minus_abs(logits))  # the gradient at z = 0 from the right, as `negative` takes z = 0
     small, large = e / (1 + e), 1 / (1 + e)  # sigmoid(-|z|), sigmoid(|z|)
     negative = logits < 0
     return torch.where(negative, small, large), torch.where(negative, large, small)

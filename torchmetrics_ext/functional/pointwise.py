@@ -97,13 +97,26 @@ def _weighed(eta: float, values: Tensor, weights: Tensor | None) -> Tensor:
     return torch.where(weights > 0, values, 0.0)
 
 
+def _minus_abs(x: Tensor) -> Tensor:
+    """``-|x|`` whose gradient at ``x = 0`` is the right-hand one, ``-1`` (``abs`` gives 0 there).
+
+    The logit kernels split a smooth function at ``z = 0`` into ``-|z|`` and ``max(z, 0)`` (or a
+    ``z >= 0`` branch), whose gradients at 0 are taken from the right: a zero gradient of ``|z|``
+    there would lose the ``exp(-|z|)`` term's part of the derivative (the log loss's gradient at a
+    logit of exactly 0, e.g. a zero-initialised output layer, came out ``1 - 2y`` instead of
+    ``0.5 - y``, the squared error's 0 instead of ``±1/8``). The same values as ``-x.abs()``.
+    """
+    return torch.where(x >= 0, -x, x) if x.requires_grad else x.abs().neg_()
+
+
 def _softplus(x: Tensor) -> Tensor:
     """``log(1 + e^x)`` to float64 rounding for every finite ``x``: ``max(x, 0) + log1p(e^-|x|)``.
 
     ``F.softplus`` returns ``x`` itself above its ``threshold`` (20), off by ``log1p(e^-x)``
-    (relative ``6e-11`` at ``x = 20.5``); this form has no threshold and never overflows.
+    (relative ``6e-11`` at ``x = 20.5``); this form has no threshold and never overflows. Its
+    gradient is ``sigmoid(x)`` everywhere, ``1/2`` at 0 included (see :func:`_minus_abs`).
     """
-    return torch.log1p(torch.exp(-x.abs())).add_(x.clamp(min=0))
+    return torch.log1p(torch.exp(_minus_abs(x))).add_(x.clamp(min=0))
 
 
 def _logit_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
@@ -116,8 +129,11 @@ def _logit_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     for a confident correct negative (``y = 0``, ``z ≪ 0``): relative error ``3e-7`` at
     ``z = -20`` and ``0`` instead of ``4e-18`` at ``z = -40``.
     """
-    margin = torch.lerp(logits.clamp(min=0), logits.clamp(max=0).neg_(), target)
-    return margin.add_(torch.log1p(torch.exp(-logits.abs())))
+    # max(-z, 0) as max(z, 0) - z (the same values): its gradient at z = 0 is then the right-hand one, 0,
+    # as those of max(z, 0) and -|z| (:func:`_minus_abs`), and the gradient is sigmoid(z) - y there too
+    positive = logits.clamp(min=0)
+    margin = torch.lerp(positive, positive - logits, target)
+    return margin.add_(torch.log1p(torch.exp(_minus_abs(logits))))
 
 
 def _cross_entropy_update(
@@ -650,7 +666,7 @@ def _sigmoid_error(logits: Tensor, target: Tensor) -> Tensor:
     there. ``torch.sigmoid(z) - y`` rounds ``sigmoid(z)`` to 1 for ``z`` above ~37, so a confident
     correct prediction (``z = 40``, ``y = 1``) would have the error 0 instead of ``-4.2e-18``.
     """
-    e = torch.exp(-logits.abs())
+    e = torch.exp(_minus_abs(logits))  # the gradient at z = 0 from the right, as the branch z >= 0 takes
     small = e / (e + 1)  # sigmoid(-|z|) (out of place: exp's backward reads its output)
     return torch.where(logits >= 0, (1 - target) - small, small - target)
 

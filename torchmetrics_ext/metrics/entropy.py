@@ -46,7 +46,11 @@ class NEPositive(_EntropyVariant):
 
     .. math::
         \mathrm{NE}_+ = \frac{-\sum_i w_i\,y_i \log p_i}
-        {-\sum_i w_i\,[\bar y \log \bar y + (1-\bar y)\log(1-\bar y)]}
+        {-\sum_i w_i\,[\bar y \log c + (1-\bar y)\log(1-c)]},
+        \qquad c = \min(\max(\bar y, \eta), 1 - \eta)
+
+    Probabilities are clamped to ``[eta, 1 - eta]``, and so is the base rate inside the
+    denominator's logs only (:math:`c`), as in :class:`~torchmetrics_ext.NormalizedEntropy` and TorchRec.
 
     Args:
         num_tasks: number of tasks ``T``; inputs are ``(N,)`` for one task or ``(T, N)``.

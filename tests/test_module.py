@@ -1835,6 +1835,37 @@ def test_throughput_syncs_in_the_fused_gather_when_one_rank_updated_alone(ddp_po
     assert results == [{"first": 4.0, "second": 5.0, "ctr": 3 / 5}] * 2
 
 
+def test_a_module_that_never_updated_computes_its_throughput_without_torchmetrics_warning() -> None:
+    """The throughput, as the module's metrics, gives no "compute before update" warning (its rates are nan and
+    say so with their own warning): a validation epoch without a batch, or a reset module, computes quietly."""
+    module = tmx.RecMetricModule(["click"], {"ne": "ne"})  # with throughput
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        values = module.compute()
+        module.local_compute()
+    assert not [w for w in caught if "before the ``update``" in str(w.message)]
+    assert values["throughput/total_examples"].item() == 0.0
+    assert math.isnan(values["throughput/lifetime_throughput"].item())
+    assert module.throughput._update_count == 0  # put back after the compute
+
+
+def _throughput_of_a_rank_without_steps(rank: int, world_size: int) -> dict:
+    module = tmx.RecMetricModule(["click"], {"ctr": "ctr"})  # with throughput
+    if rank == 0:  # rank 1 has no step at all (an evaluation shard without data)
+        module.update({"prediction": torch.full((7,), 0.5), "label": torch.ones(7)})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        total = module.compute()["throughput/total_examples"].item()
+    return {"total": total, "before_update": [str(w.message) for w in caught if "before the ``update``" in str(w.message)]}
+
+
+@pytest.mark.ddp
+def test_ddp_a_rank_without_steps_reports_the_synced_throughput_without_torchmetrics_warning(ddp_pool):
+    """A rank that never stepped reports the other ranks' synced examples; TorchMetrics' "compute before update"
+    warning (meant for a metric without states to read) is not given there, as for the module's metrics."""
+    assert ddp_pool.run(_throughput_of_a_rank_without_steps) == [{"total": 7.0, "before_update": []}] * 2
+
+
 # (rank that updates, scores): a TorchMetrics metric fed by one rank at a time, rank 1 first idle
 _IDLE_INTERVALS = [
     (0, [0.9, 0.2, 0.6, 0.4]),

@@ -2658,6 +2658,35 @@ def test_strict_false_starts_a_metric_whose_checkpoint_holds_some_of_its_states_
     np.testing.assert_allclose(values["mse/click"].item(), mse, rtol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # the added metrics before a step
+@pytest.mark.parametrize("window_size", [None, 4])
+def test_strict_false_starts_a_metric_added_since_afresh_in_a_module_that_had_steps(window_size):
+    """strict=False "starts those metrics afresh": a metric of which the checkpoint holds no state at all loaded
+    nothing, so a module loaded after steps of its own kept that metric's earlier steps next to the resumed ones
+    (and the resumed step counter). Now it starts at its defaults, as the metric holding some states does."""
+    saved_step = {"prediction": torch.tensor([0.2, 0.7, 0.4]), "label": torch.tensor([0.0, 1.0, 1.0])}
+    saved = tmx.RecMetricModule(["click"], ["ne"], window_size=window_size, throughput=False)
+    saved.update(saved_step)
+    module = tmx.RecMetricModule(["click"], ["ne", "ctr", "auc"], window_size=window_size, throughput=False)
+    for _ in range(2):  # steps before the load, none of which the loaded module should report
+        module.update({"prediction": torch.tensor([0.9, 0.1]), "label": torch.tensor([1.0, 1.0])})
+    result = module.load_state_dict(saved.state_dict(), strict=False)
+    assert {k.split(".")[1] for k in result.missing_keys} == {"ctr", "auc"}
+    assert all(math.isnan(v.item()) for k, v in module.compute().items() if not k.startswith("ne/"))
+    new_step = {"prediction": torch.tensor([0.6, 0.3, 0.8, 0.5]), "label": torch.tensor([0.0, 1.0, 1.0, 0.0])}
+    module.update(new_step)
+    values = module.compute()
+    y = new_step["label"].numpy()
+    assert values["ctr/click"].item() == pytest.approx(y.mean(), rel=1e-12)  # the step after the load only
+    assert values["auc/click"].item() == pytest.approx(roc_auc_score(y, new_step["prediction"].numpy()), rel=1e-12)
+    p = torch.cat([saved_step["prediction"], new_step["prediction"]]).double().numpy()
+    t = torch.cat([saved_step["label"], new_step["label"]]).double().numpy()
+    base = t.mean()
+    ne = log_loss(t, p) / -(base * np.log(base) + (1 - base) * np.log(1 - base))  # resumed: the saved step too
+    assert values["ne/click"].item() == pytest.approx(ne, rel=1e-9)
+    assert module._step == 2  # the checkpoint's step, then this one
+
+
 @pytest.mark.parametrize("strict", [True, False])
 def test_with_a_window_a_metric_of_another_from_logits_is_refused_saying_so(strict):
     """docs/module.md said strict=False starts a metric of another `from_logits` afresh; with `window_size`

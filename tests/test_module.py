@@ -1856,7 +1856,10 @@ def _throughput_of_a_rank_without_steps(rank: int, world_size: int) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         total = module.compute()["throughput/total_examples"].item()
-    return {"total": total, "before_update": [str(w.message) for w in caught if "before the ``update``" in str(w.message)]}
+    return {
+        "total": total,
+        "before_update": [str(w.message) for w in caught if "before the ``update``" in str(w.message)],
+    }
 
 
 @pytest.mark.ddp

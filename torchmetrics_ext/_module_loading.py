@@ -64,6 +64,9 @@ class CheckpointLoading(nn.Module):
     def _copies(self, name: str) -> list[Metric]:  # pragma: no cover - provided by the module
         raise NotImplementedError
 
+    def _all_units(self) -> Iterator[Metric]:  # pragma: no cover - provided by the module
+        raise NotImplementedError
+
     def _mark_members(self, built: bool = False, keep_linked: bool = False) -> None:  # pragma: no cover - module
         raise NotImplementedError
 
@@ -404,7 +407,7 @@ def _restart_units_not_saved(module: CheckpointLoading, prefix: str, missing_key
     if prefix + "_extra_state" in missing:
         return
     names = {id(child): name for name, child in module.named_modules() if name}
-    for unit in module._all_units():  # type: ignore[attr-defined]
+    for unit in module._all_units():
         head = f"{prefix}{names[id(unit)]}."
         keys = [head + key for key in unit.state_dict(keep_vars=True) if key.rsplit(".", 1)[-1] != "_extra_state"]
         if keys and missing.issuperset(keys):

@@ -404,11 +404,13 @@ def _restart_units_not_saved(module: CheckpointLoading, prefix: str, missing_key
     entry of this module at all, or one of a version before it was saved) leaves the module as it is.
     """
     missing = set(missing_keys)
-    if prefix + "_extra_state" in missing:
+    if not missing or prefix + "_extra_state" in missing:
         return
     names = {id(child): name for name, child in module.named_modules() if name}
     for unit in module._all_units():
         head = f"{prefix}{names[id(unit)]}."
+        if not any(key.startswith(head) for key in missing):  # the usual load: nothing of it missing
+            continue
         keys = [head + key for key in unit.state_dict(keep_vars=True) if key.rsplit(".", 1)[-1] != "_extra_state"]
         if keys and missing.issuperset(keys):
             unit.reset()

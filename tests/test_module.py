@@ -1835,6 +1835,40 @@ def test_throughput_syncs_in_the_fused_gather_when_one_rank_updated_alone(ddp_po
     assert results == [{"first": 4.0, "second": 5.0, "ctr": 3 / 5}] * 2
 
 
+def test_a_module_that_never_updated_computes_its_throughput_without_torchmetrics_warning() -> None:
+    """The throughput, as the module's metrics, gives no "compute before update" warning (its rates are nan and
+    say so with their own warning): a validation epoch without a batch, or a reset module, computes quietly."""
+    module = tmx.RecMetricModule(["click"], {"ne": "ne"})  # with throughput
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        values = module.compute()
+        module.local_compute()
+    assert not [w for w in caught if "before the ``update``" in str(w.message)]
+    assert values["throughput/total_examples"].item() == 0.0
+    assert math.isnan(values["throughput/lifetime_throughput"].item())
+    assert module.throughput._update_count == 0  # put back after the compute
+
+
+def _throughput_of_a_rank_without_steps(rank: int, world_size: int) -> dict:
+    module = tmx.RecMetricModule(["click"], {"ctr": "ctr"})  # with throughput
+    if rank == 0:  # rank 1 has no step at all (an evaluation shard without data)
+        module.update({"prediction": torch.full((7,), 0.5), "label": torch.ones(7)})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        total = module.compute()["throughput/total_examples"].item()
+    return {
+        "total": total,
+        "before_update": [str(w.message) for w in caught if "before the ``update``" in str(w.message)],
+    }
+
+
+@pytest.mark.ddp
+def test_ddp_a_rank_without_steps_reports_the_synced_throughput_without_torchmetrics_warning(ddp_pool):
+    """A rank that never stepped reports the other ranks' synced examples; TorchMetrics' "compute before update"
+    warning (meant for a metric without states to read) is not given there, as for the module's metrics."""
+    assert ddp_pool.run(_throughput_of_a_rank_without_steps) == [{"total": 7.0, "before_update": []}] * 2
+
+
 # (rank that updates, scores): a TorchMetrics metric fed by one rank at a time, rank 1 first idle
 _IDLE_INTERVALS = [
     (0, [0.9, 0.2, 0.6, 0.4]),
@@ -2625,6 +2659,35 @@ def test_strict_false_starts_a_metric_whose_checkpoint_holds_some_of_its_states_
     np.testing.assert_allclose(values["calibration/click"].item(), p[3:].sum() / t[3:].sum(), rtol=1e-6)  # afresh
     mse = np.mean((p - t) ** 2)  # resumed: all six batches
     np.testing.assert_allclose(values["mse/click"].item(), mse, rtol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # the added metrics before a step
+@pytest.mark.parametrize("window_size", [None, 4])
+def test_strict_false_starts_a_metric_added_since_afresh_in_a_module_that_had_steps(window_size):
+    """strict=False "starts those metrics afresh": a metric of which the checkpoint holds no state at all loaded
+    nothing, so a module loaded after steps of its own kept that metric's earlier steps next to the resumed ones
+    (and the resumed step counter). Now it starts at its defaults, as the metric holding some states does."""
+    saved_step = {"prediction": torch.tensor([0.2, 0.7, 0.4]), "label": torch.tensor([0.0, 1.0, 1.0])}
+    saved = tmx.RecMetricModule(["click"], ["ne"], window_size=window_size, throughput=False)
+    saved.update(saved_step)
+    module = tmx.RecMetricModule(["click"], ["ne", "ctr", "auc"], window_size=window_size, throughput=False)
+    for _ in range(2):  # steps before the load, none of which the loaded module should report
+        module.update({"prediction": torch.tensor([0.9, 0.1]), "label": torch.tensor([1.0, 1.0])})
+    result = module.load_state_dict(saved.state_dict(), strict=False)
+    assert {k.split(".")[1] for k in result.missing_keys} == {"ctr", "auc"}
+    assert all(math.isnan(v.item()) for k, v in module.compute().items() if not k.startswith("ne/"))
+    new_step = {"prediction": torch.tensor([0.6, 0.3, 0.8, 0.5]), "label": torch.tensor([0.0, 1.0, 1.0, 0.0])}
+    module.update(new_step)
+    values = module.compute()
+    y = new_step["label"].numpy()
+    assert values["ctr/click"].item() == pytest.approx(y.mean(), rel=1e-12)  # the step after the load only
+    assert values["auc/click"].item() == pytest.approx(roc_auc_score(y, new_step["prediction"].numpy()), rel=1e-12)
+    p = torch.cat([saved_step["prediction"], new_step["prediction"]]).double().numpy()
+    t = torch.cat([saved_step["label"], new_step["label"]]).double().numpy()
+    base = t.mean()
+    ne = log_loss(t, p) / -(base * np.log(base) + (1 - base) * np.log(1 - base))  # resumed: the saved step too
+    assert values["ne/click"].item() == pytest.approx(ne, rel=1e-9)
+    assert module._step == 2  # the checkpoint's step, then this one
 
 
 @pytest.mark.parametrize("strict", [True, False])

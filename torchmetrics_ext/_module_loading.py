@@ -64,6 +64,9 @@ class CheckpointLoading(nn.Module):
     def _copies(self, name: str) -> list[Metric]:  # pragma: no cover - provided by the module
         raise NotImplementedError
 
+    def _all_units(self) -> Iterator[Metric]:  # pragma: no cover - provided by the module
+        raise NotImplementedError
+
     def _mark_members(self, built: bool = False, keep_linked: bool = False) -> None:  # pragma: no cover - module
         raise NotImplementedError
 
@@ -384,9 +387,33 @@ def _after_load(module: nn.Module, incompatible_keys: Any) -> None:
     for unit in emptied:
         _restart_window(unit)
     if isinstance(module, CheckpointLoading):
+        _restart_units_not_saved(module, prefix, incompatible_keys.missing_keys)
         # the load replaced every group's states, through resets of its own (a window change empties each
         # unit's window): neither those nor a reset of one metric alone before the load is said at `compute`
         module._mark_members()
+
+
+def _restart_units_not_saved(module: CheckpointLoading, prefix: str, missing_keys: Sequence[str]) -> None:
+    """Start afresh every unit whose states the module's checkpoint lacks: a metric added since it was saved.
+
+    A metric of which the checkpoint holds some states only starts afresh in its own load; one of which it
+    holds none loads nothing there (torch leaves a module without entries as it is), so a module that had
+    been updated before the load would report that metric's earlier steps next to the resumed ones (and
+    the resumed step counter). The module's checkpoint resumes the module as saved: such a metric starts
+    at its defaults, as the missing keys say. A checkpoint without the module's own ``_extra_state`` (no
+    entry of this module at all, or one of a version before it was saved) leaves the module as it is.
+    """
+    missing = set(missing_keys)
+    if not missing or prefix + "_extra_state" in missing:
+        return
+    names = {id(child): name for name, child in module.named_modules() if name}
+    for unit in module._all_units():
+        head = f"{prefix}{names[id(unit)]}."
+        if not any(key.startswith(head) for key in missing):  # the usual load: nothing of it missing
+            continue
+        keys = [head + key for key in unit.state_dict(keep_vars=True) if key.rsplit(".", 1)[-1] != "_extra_state"]
+        if keys and missing.issuperset(keys):
+            unit.reset()
 
 
 def _restart_window(unit: Windowed) -> None:

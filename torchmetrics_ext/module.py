@@ -1777,17 +1777,20 @@ def _throughput_rates(throughput: Metric, gathered: Mapping[str, list[Tensor]] |
 
     Every rank computes from the gather it took part in, never from TorchMetrics' cached value
     (a rank with no update since the last ``compute`` would serve its cache and skip the
-    collective the others wait in); the metric's own cache is left as it was found.
+    collective the others wait in); the metric's own cache is left as it was found. As for the
+    module's metrics, no "compute before update" warning: a rank without a step of its own reports
+    the others' synced steps, and rates without a timed step are ``nan`` with their own warning.
     """
     state = throughput.__dict__
     to_sync, cached = state["_to_sync"], state["_computed"]
     state["_to_sync"], state["_computed"] = False, None
     try:
-        if gathered is None:
-            return throughput.compute()
-        replay = _replay(gathered, list(throughput._reductions))
-        with throughput.sync_context(dist_sync_fn=replay, distributed_available=lambda: True):
-            return throughput.compute()
+        with counted_as_updated([throughput]):
+            if gathered is None:
+                return throughput.compute()
+            replay = _replay(gathered, list(throughput._reductions))
+            with throughput.sync_context(dist_sync_fn=replay, distributed_available=lambda: True):
+                return throughput.compute()
     finally:
         state["_to_sync"], state["_computed"] = to_sync, cached
 

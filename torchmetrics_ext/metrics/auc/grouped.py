@@ -176,8 +176,8 @@ class GroupedAUC(_GroupedCurveMetric):
             ``RecMetricModule(key_style="torchrec")``).
         average_groups: ``"defined"`` (default): average the groups holding both classes;
             ``"all"``: every group, one without both classes counting 0.5, as TorchRec's grouped
-            AUC (a group of zero-weight rows counts too; ``RecMetricModule.from_torchrec_config``
-            turns it on).
+            AUC (a group of zero-weight rows counts too: 0.5, of weight 0 under ``weight_groups``;
+            ``RecMetricModule.from_torchrec_config`` turns it on).
         from_logits: ``preds`` are logits (the value does not depend on it).
         validate_args: check each batch; a rejected batch raises and changes nothing.
         kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).

@@ -1521,7 +1521,14 @@ BAD_ARGS = [
     (partial(tmx.HitRate, k=2, queries_complete_per_batch="yes"), "queries_complete_per_batch"),
     (partial(tmx.RankingMetrics, metrics=("ndcg", "auc")), "metrics"),
     (partial(tmx.RankingMetrics, metrics="ndcg"), "metrics"),
-    (partial(tmx.RankingMetrics, ks=10), "ks"),
+    (partial(tmx.RankingMetrics, ks=10), r"got 10 \(write ks=\(10,\)\)\.$"),
+    # None is a cutoff inside `ks` (the whole list), not a value of `ks`: the error must not read as if it were
+    (
+        partial(tmx.RankingMetrics, ks=None),
+        r"each a positive integer or None for the whole list, got None \(for the "
+        r"whole list alone write ks=\(None,\)\)\.$",
+    ),
+    (partial(tmf.ranking_metrics, torch.rand(1, 3), torch.ones(1, 3), ks=None), r"write ks=\(None,\)"),
     (partial(tmx.MulticlassRecallAtK, k=0, num_classes=6), "positive integer"),
     (partial(tmx.MulticlassRecallAtK, k=2**63, num_classes=6), "below 2"),
     (partial(tmx.MulticlassRecallAtK, k=1, num_classes=1), "num_classes"),

@@ -162,6 +162,17 @@ def ranking_requests(metrics: Sequence[str], ks: Sequence[int | None]) -> list[R
     specs = [ranking_spec(name) for name in dict.fromkeys(names)]
     given = list(ks) if isinstance(ks, Iterable) and not isinstance(ks, (str, bytes)) else []
     if not given:
-        raise ValueError(f"Expected `ks` to be a non-empty sequence of positive integers (or None), got {ks!r}.")
+        # `None` is a cutoff (the whole list) inside the sequence, not a value of `ks` itself
+        hint = (
+            " (for the whole list alone write ks=(None,))"
+            if ks is None
+            else f" (write ks=({ks!r},))"
+            if isinstance(ks, int) and not isinstance(ks, bool)
+            else ""
+        )
+        raise ValueError(
+            f"Expected `ks` to be a non-empty sequence of cutoffs, each a positive integer or None for the whole "
+            f"list, got {ks!r}{hint}."
+        )
     cutoffs = list(dict.fromkeys(check_cutoff(k, "optional") for k in given))
     return [(spec, k) for spec in specs for k in ([None] if spec.cutoff == "none" else cutoffs)]

@@ -1520,7 +1520,8 @@ BAD_ARGS = [
     (partial(tmx.NDCG, report_as_loss=None), "report_as_loss"),
     (partial(tmx.HitRate, k=2, queries_complete_per_batch="yes"), "queries_complete_per_batch"),
     (partial(tmx.RankingMetrics, metrics=("ndcg", "auc")), "metrics"),
-    (partial(tmx.RankingMetrics, metrics="ndcg"), "metrics"),
+    # the name is in the list the error gives: it must say that a bare string is the mistake
+    (partial(tmx.RankingMetrics, metrics="ndcg"), r"got 'ndcg' \(a sequence of them: metrics=\('ndcg',\)\)\.$"),
     (partial(tmx.RankingMetrics, ks=10), r"got 10 \(write ks=\(10,\)\)\.$"),
     # None is a cutoff inside `ks` (the whole list), not a value of `ks`: the error must not read as if it were
     (

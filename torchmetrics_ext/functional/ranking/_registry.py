@@ -156,8 +156,10 @@ def ranking_requests(metrics: Sequence[str], ks: Sequence[int | None]) -> list[R
     # numpy arrays and pandas objects have no truth value: their items, as a list's
     names = list(metrics) if isinstance(metrics, Iterable) and not isinstance(metrics, (str, bytes)) else []
     if not names:
+        # one name as a bare string is a sequence of letters: say how to write it
+        hint = f" (a sequence of them: metrics=({metrics!r},))" if isinstance(metrics, str) and metrics else ""
         raise ValueError(
-            f"Expected `metrics` to be a non-empty sequence of names from {tuple(SPECS)}, got {metrics!r}."
+            f"Expected `metrics` to be a non-empty sequence of names from {tuple(SPECS)}, got {metrics!r}{hint}."
         )
     specs = [ranking_spec(name) for name in dict.fromkeys(names)]
     given = list(ks) if isinstance(ks, Iterable) and not isinstance(ks, (str, bytes)) else []

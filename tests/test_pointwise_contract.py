@@ -1587,6 +1587,32 @@ def test_is_differentiable_says_whether_forward_carries_gradients(name):
         assert any(v.grad is not None for v in batch.values() if torch.is_tensor(v) and v.requires_grad)
 
 
+@pytest.mark.parametrize("mode", ["update", "forward"])
+@pytest.mark.parametrize("name", sorted(_EVERY_METRIC))
+def test_states_keep_no_autograd_graph(name, mode):
+    """docs/policies.md: inputs may require grad, states never keep an autograd graph. ``forward`` runs
+    ``update`` with grad enabled: the exact AUC/AUPRC, grouped and pairwise states kept each batch's
+    graph (``CloneBackward``) until ``reset()``, the model's activations with it, step after step."""
+    factory, batch = _EVERY_METRIC[name]
+    batch = {
+        k: v.double().requires_grad_() if torch.is_tensor(v) and v.is_floating_point() and k != "target" else v
+        for k, v in batch.items()
+    }
+    metric = factory()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        metric(**batch) if mode == "forward" else metric.update(**batch)
+    kept = [
+        f"{child}.{state}"
+        for child, module in metric.named_modules()
+        if isinstance(module, Metric)
+        for state, value in module.metric_state.items()
+        for tensor in (value if isinstance(value, list) else [value])
+        if torch.is_tensor(tensor) and (tensor.requires_grad or tensor.grad_fn is not None)
+    ]
+    assert not kept
+
+
 @pytest.mark.parametrize("name", sorted(_EVERY_METRIC))
 def test_value_ndim_counts_the_dimensions_of_each_tasks_value(name):
     """``TaskMetric.value_ndim``: 0 for one number per task (what RecMetricModule reports), 1 for curves."""

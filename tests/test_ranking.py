@@ -1520,8 +1520,16 @@ BAD_ARGS = [
     (partial(tmx.NDCG, report_as_loss=None), "report_as_loss"),
     (partial(tmx.HitRate, k=2, queries_complete_per_batch="yes"), "queries_complete_per_batch"),
     (partial(tmx.RankingMetrics, metrics=("ndcg", "auc")), "metrics"),
-    (partial(tmx.RankingMetrics, metrics="ndcg"), "metrics"),
-    (partial(tmx.RankingMetrics, ks=10), "ks"),
+    # the name is in the list the error gives: it must say that a bare string is the mistake
+    (partial(tmx.RankingMetrics, metrics="ndcg"), r"got 'ndcg' \(a sequence of them: metrics=\('ndcg',\)\)\.$"),
+    (partial(tmx.RankingMetrics, ks=10), r"got 10 \(write ks=\(10,\)\)\.$"),
+    # None is a cutoff inside `ks` (the whole list), not a value of `ks`: the error must not read as if it were
+    (
+        partial(tmx.RankingMetrics, ks=None),
+        r"each a positive integer or None for the whole list, got None \(for the "
+        r"whole list alone write ks=\(None,\)\)\.$",
+    ),
+    (partial(tmf.ranking_metrics, torch.rand(1, 3), torch.ones(1, 3), ks=None), r"write ks=\(None,\)"),
     (partial(tmx.MulticlassRecallAtK, k=0, num_classes=6), "positive integer"),
     (partial(tmx.MulticlassRecallAtK, k=2**63, num_classes=6), "below 2"),
     (partial(tmx.MulticlassRecallAtK, k=1, num_classes=1), "num_classes"),

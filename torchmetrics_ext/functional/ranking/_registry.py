@@ -156,12 +156,25 @@ def ranking_requests(metrics: Sequence[str], ks: Sequence[int | None]) -> list[R
     # numpy arrays and pandas objects have no truth value: their items, as a list's
     names = list(metrics) if isinstance(metrics, Iterable) and not isinstance(metrics, (str, bytes)) else []
     if not names:
+        # one name as a bare string is a sequence of letters: say how to write it
+        hint = f" (a sequence of them: metrics=({metrics!r},))" if isinstance(metrics, str) and metrics else ""
         raise ValueError(
-            f"Expected `metrics` to be a non-empty sequence of names from {tuple(SPECS)}, got {metrics!r}."
+            f"Expected `metrics` to be a non-empty sequence of names from {tuple(SPECS)}, got {metrics!r}{hint}."
         )
     specs = [ranking_spec(name) for name in dict.fromkeys(names)]
     given = list(ks) if isinstance(ks, Iterable) and not isinstance(ks, (str, bytes)) else []
     if not given:
-        raise ValueError(f"Expected `ks` to be a non-empty sequence of positive integers (or None), got {ks!r}.")
+        # `None` is a cutoff (the whole list) inside the sequence, not a value of `ks` itself
+        hint = (
+            " (for the whole list alone write ks=(None,))"
+            if ks is None
+            else f" (write ks=({ks!r},))"
+            if isinstance(ks, int) and not isinstance(ks, bool)
+            else ""
+        )
+        raise ValueError(
+            f"Expected `ks` to be a non-empty sequence of cutoffs, each a positive integer or None for the whole "
+            f"list, got {ks!r}{hint}."
+        )
     cutoffs = list(dict.fromkeys(check_cutoff(k, "optional") for k in given))
     return [(spec, k) for spec in specs for k in ([None] if spec.cutoff == "none" else cutoffs)]

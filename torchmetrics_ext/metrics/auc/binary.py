@@ -87,13 +87,24 @@ def _exact_stats_shared(
 
 
 def _sample_major(values: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-    """A fresh sample-major ``(n * T,)`` copy of a ``(T, n)`` (or ``(n,)``) tensor: never a view of the caller's."""
+    """A fresh sample-major ``(n * T,)`` copy of a ``(T, n)`` (or ``(n,)``) tensor: never a view of the caller's.
+
+    Detached: ``forward`` runs ``update`` with grad enabled, and a state copied from scores that
+    require grad would keep the batch's autograd graph alive until ``reset()``.
+    """
+    if values.requires_grad:  # no `detach` op otherwise: update's fixed cost
+        values = values.detach()
     if values.ndim == 1:  # one task
         return values.clone(memory_format=torch.contiguous_format) if values.dtype == dtype else values.to(dtype=dtype)
     rows = values.reshape(-1) if values.shape[0] == 1 else values.T
     if rows.dtype == dtype:  # the same copy; `.to(..., copy=True)` parses its overloads first (~2 µs a call)
         return rows.clone(memory_format=torch.contiguous_format).view(-1)
     return rows.to(dtype=dtype, memory_format=torch.contiguous_format).view(-1)
+
+
+def _detached(values: Tensor) -> Tensor:
+    """``values`` without autograd history (no op when it has none): what a state may keep."""
+    return values.detach() if values.requires_grad else values
 
 
 def _one_task(preds: object, target: object) -> bool:
@@ -303,7 +314,7 @@ class _CurveMetric(TaskMetric):
                 p, signed = p[:, keep], signed[:, keep]
         # sample-major (n * T,) float32: a rank's empty-list placeholder at sync is float32 (0,) too
         self._scores.append(_sample_major(p))  # small chunks are joined after the update (TaskMetric)
-        self.signed_weights.append(signed.view(-1) if signed.shape[0] == 1 else _sample_major(signed))
+        self.signed_weights.append(_detached(signed).view(-1) if signed.shape[0] == 1 else _sample_major(signed))
 
     def _curve_stats(self) -> F.CurveStats:
         if self.num_bins is not None:

@@ -4201,6 +4201,21 @@ def test_a_weight_name_missing_from_the_first_step_is_warned_for_once():
     assert named.compute()["ctr/c"].item() == pytest.approx((0 * 1 + 1 * 0 + 1 * 3) / 4)
 
 
+def test_a_weight_name_missing_is_warned_for_after_an_empty_first_step():
+    """A first step without columns (a ``training_step`` that returned None: ``RecMetricCallback`` counts it as an
+    empty step) does not use up the check: the first step with columns is still read for the weight names."""
+    task = tmx.RecTaskInfo("c", "y", "p", weight_name="click_w")
+    step = {"p": torch.tensor([0.2, 0.7, 0.4]), "y": torch.tensor([0.0, 1.0, 1.0])}
+    module = tmx.RecMetricModule([task], {"ctr": "ctr"}, throughput=False)
+    module._empty_step()
+    with pytest.warns(UserWarning, match=r"Task 'c': `model_out` has no weight column 'click_w'.* Its samples weigh 1"):
+        module.update(step)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        module.update(step)  # once only
+    assert module.compute()["ctr/c"].item() == pytest.approx(2 / 3)
+
+
 # one weighted task; "ne" and "log_loss" share their states (a compute group), "auc" keeps every sample
 _RESUME_TASK = [tmx.RecTaskInfo("click", "click_label", "click_pred", "click_w")]
 _PRE, _POST = [0, 8, 16, 24], [24, 30, 36]  # steps before the checkpoint, and after the resume

@@ -794,8 +794,13 @@ class RecMetricModule(CheckpointLoading):
         if grad_enabled:
             torch._C._set_grad_enabled(False)
         try:
-            if self._step == 0 and isinstance(model_out, Mapping) and not self.__dict__.get("_weights_optional", False):
-                _warn_unread_weight_names(self.tasks, model_out)
+            state = self.__dict__
+            if isinstance(model_out, Mapping) and not state.get("_weight_names_read", False):
+                # at the first step that has columns (not `_step == 0`: an empty first step, a `training_step`
+                # that returned None, counts as a step and would have left the names unread)
+                state["_weight_names_read"] = True
+                if not state.get("_weights_optional", False):
+                    _warn_unread_weight_names(self.tasks, model_out)
             self._update(model_out)
             for unit in self._plan().window_only:  # TorchRec's window-only AUC: no lifetime samples kept
                 unit.drop_lifetime_samples()  # type: ignore[operator]
@@ -1701,7 +1706,7 @@ def _missing_column(task: RecTaskInfo, field: str, key: str | None, model_out: M
 
 
 def _warn_unread_weight_names(tasks: Sequence[RecTaskInfo], model_out: Mapping[str, Any]) -> None:
-    """Warn (at a module's first step) for tasks that name a weight column of their own that ``model_out`` lacks.
+    """Warn (at the first step with columns) for tasks naming a weight column of their own that ``model_out`` lacks.
 
     A missing weight column means weight 1 (TorchRec's rule too), so a misspelt ``weight_name`` would
     give unweighted values without a word. The default ``"weight"`` is not warned for: most models

@@ -1613,6 +1613,28 @@ def test_states_keep_no_autograd_graph(name, mode):
     assert not kept
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("num_tasks", [1, 2])
+@pytest.mark.parametrize("mode", ["update", "forward"])
+@pytest.mark.parametrize("cls", [tmx.AUC, tmx.AUPRC])
+def test_exact_curve_labels_requiring_grad_keep_no_graph(cls, mode, num_tasks, dtype):
+    """Unweighted exact AUC/AUPRC given float labels that require grad: the labels' signs kept the batch's
+    graph (one task, labels of the state's float32), or ``forward`` raised (several tasks, or labels of
+    another dtype: the signs are written with an ``out=`` kernel, which refuses such inputs)."""
+    preds = torch.tensor([[0.1, 0.8, 0.4, 0.35, 0.9, 0.2], [0.7, 0.3, 0.6, 0.1, 0.5, 0.95]])[:num_tasks]
+    target = torch.tensor([[0.0, 1.0, 0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 1.0, 0.0, 0.0, 1.0]])[:num_tasks]
+    p, y = preds.clone().requires_grad_(), target.to(dtype, copy=True).requires_grad_()
+    if num_tasks == 1:
+        p, y = p[0], y[0]
+    metric = cls(num_tasks=num_tasks)
+    metric(p, y) if mode == "forward" else metric.update(p, y)
+    kept = [c for c in metric.metric_state["signed_weights"] + metric.metric_state["preds"] if c.grad_fn is not None]
+    assert not kept
+    score = skm.roc_auc_score if cls is tmx.AUC else skm.average_precision_score
+    expected = [score(target[t].numpy(), preds[t].numpy()) for t in range(num_tasks)]
+    np.testing.assert_allclose(metric.compute().reshape(-1).numpy(), expected, rtol=1e-12)
+
+
 @pytest.mark.parametrize("name", sorted(_EVERY_METRIC))
 def test_value_ndim_counts_the_dimensions_of_each_tasks_value(name):
     """``TaskMetric.value_ndim``: 0 for one number per task (what RecMetricModule reports), 1 for curves."""

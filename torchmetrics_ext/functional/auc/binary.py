@@ -102,13 +102,17 @@ def _label_signs(target: Tensor, out: Tensor | None = None, dtype: torch.dtype =
     the host ~10 µs of an ``update``). Labels other than 0 and 1 are not mapped to ±1: callers
     validate them first (or were told they are valid). ``out``: a ``dtype`` tensor of ``target``'s
     shape to write into (e.g. the transpose of a sample-major chunk); floating labels of another
-    dtype are written through one too (their ``add`` would keep their own dtype).
+    dtype are written through one too (their ``add`` would keep their own dtype). Labels that
+    require grad are read detached: the signs are never differentiated (a metric keeps them as
+    states, which must hold no autograd graph, and ``out=`` kernels refuse such inputs).
 
     Examples:
         >>> import torch
         >>> _label_signs(torch.tensor([1, 0, 1]))
         tensor([ 1., -1.,  1.])
     """
+    if target.requires_grad:  # no `detach` op otherwise: an update's fixed cost
+        target = target.detach()
     device = target.device
     minus_one = _MINUS_ONE.get((device, dtype))
     if minus_one is None:

@@ -130,7 +130,8 @@ def _signed_weights(target: Tensor, weights: Tensor | None, dtype: torch.dtype =
     ``target`` of any dtype, its labels 0 or 1 (see :func:`_label_signs`); ``weights``
     broadcastable with it (the result has the broadcast shape). One kernel unweighted, two
     weighted (the signs times the weights, in place where the signs have the broadcast shape: each
-    product ``±w`` is then rounded to ``dtype`` as ``w`` would be).
+    product ``±w`` is then rounded to ``dtype`` as ``w`` would be). Never differentiated: labels and
+    weights that require grad are read detached (a metric keeps the result as a state).
 
     Examples:
         >>> import torch
@@ -140,6 +141,8 @@ def _signed_weights(target: Tensor, weights: Tensor | None, dtype: torch.dtype =
     signs = _label_signs(target, dtype=dtype)
     if weights is None:
         return signs
+    if weights.requires_grad:  # no `detach` op otherwise
+        weights = weights.detach()
     if weights.shape != signs.shape and torch.broadcast_shapes(weights.shape, signs.shape) != signs.shape:
         return torch.mul(signs, weights).to(dtype=dtype)  # e.g. (T, N) weights of (N,) labels
     return signs.mul_(weights)

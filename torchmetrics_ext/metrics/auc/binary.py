@@ -102,11 +102,6 @@ def _sample_major(values: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     return rows.to(dtype=dtype, memory_format=torch.contiguous_format).view(-1)
 
 
-def _detached(values: Tensor) -> Tensor:
-    """``values`` without autograd history (no op when it has none): what a state may keep."""
-    return values.detach() if values.requires_grad else values
-
-
 def _one_task(preds: object, target: object) -> bool:
     """Whether a batch is non-empty ``(n,)`` floating scores and ``(n,)``-dimensional labels (checked or not)."""
     return (
@@ -314,7 +309,7 @@ class _CurveMetric(TaskMetric):
                 p, signed = p[:, keep], signed[:, keep]
         # sample-major (n * T,) float32: a rank's empty-list placeholder at sync is float32 (0,) too
         self._scores.append(_sample_major(p))  # small chunks are joined after the update (TaskMetric)
-        self.signed_weights.append(_detached(signed).view(-1) if signed.shape[0] == 1 else _sample_major(signed))
+        self.signed_weights.append(signed.view(-1) if signed.shape[0] == 1 else _sample_major(signed))
 
     def _curve_stats(self) -> F.CurveStats:
         if self.num_bins is not None:

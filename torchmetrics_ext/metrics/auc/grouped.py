@@ -17,7 +17,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.auc import binary as FB
 from torchmetrics_ext.functional.auc import grouped as F
-from torchmetrics_ext.metrics.auc.binary import _detached, _sample_major, _take_samples
+from torchmetrics_ext.metrics.auc.binary import _sample_major, _take_samples
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.utilities.checks import check_flag
 
@@ -136,7 +136,7 @@ class _GroupedCurveMetric(TaskMetric):
                 getattr(self, name).add_(value)
             return
         getattr(self, self._preds_state).append(_sample_major(p))  # small chunks joined after the update
-        self.signed_weights.append(_detached(signed).T.reshape(-1))  # no autograd graph kept (forward)
+        self.signed_weights.append(signed.T.reshape(-1))
         # never alias the caller's tensor; ids given in 32 bits or fewer keep 4 bytes per row (int64 at sync)
         self.groups.append(g.to(torch.int32 if _fits_int32(g.dtype) else torch.int64, copy=True))
 

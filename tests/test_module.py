@@ -1405,7 +1405,7 @@ def test_reset_starts_over_and_local_compute_equals_compute_in_one_process():
 
 @pytest.mark.parametrize("key_style", ["torchmetrics_ext", "torchrec"])
 def test_reset_clears_the_throughput_except_in_torchrecs_key_style(key_style):
-    """Ours: the throughput starts again (warm-up, clock, total); TorchRec's reset() leaves its throughput alone."""
+    """Ours: the throughput starts again (clock, total); TorchRec's reset() leaves its throughput alone."""
     ticks = iter(float(t) for t in range(100))
     throughput = tmx.Throughput(warmup_steps=1, clock=lambda: next(ticks))
     module = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, throughput=throughput, key_style=key_style)
@@ -1422,8 +1422,31 @@ def test_reset_clears_the_throughput_except_in_torchrecs_key_style(key_style):
         total, rate = ("throughput-throughput|total_examples", "throughput-throughput|lifetime_throughput")
         assert values[total].item() == 32 and values[rate].item() == 8.0  # 3 timed steps of 8 examples, 1 s apart
     else:
-        assert values[total].item() == 8 and math.isnan(values[rate].item())  # the warm-up step of a fresh start
+        assert values[total].item() == 8 and math.isnan(values[rate].item())  # the step that restarts the clock
     assert module._step == 4  # the step counter is kept in both
+
+
+def test_a_short_validation_epoch_after_a_reset_has_rates():
+    """The default throughput warms up once: after a reset (each validation epoch) one step restarts the clock,
+    so an epoch shorter than the warm-up still reports rates, and the time between epochs never counts."""
+    module = tmx.RecMetricModule(["click"], {"ctr": "ctr"}, compute_interval_steps=10)
+    assert module.throughput.warmup_steps == 5
+    ticks = iter([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 100.0, 101.0, 103.0])
+    module.throughput.clock = lambda: next(ticks)
+    step = {"prediction": torch.full((4,), 0.5), "label": torch.ones(4)}
+    for _ in range(8):  # the first epoch: 5 warm-up steps, then 3 steps of 4 examples over 3 s
+        module.update(step)
+    first = module.compute()
+    assert first["throughput/lifetime_throughput"].item() == 12 / 3.0
+    module.reset()
+    for n in (4, 6, 10):  # the next epoch: the first step starts the clock, then 16 examples over 3 s
+        module.update({"prediction": torch.full((n,), 0.5), "label": torch.ones(n)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tmx.UndefinedMetricWarning)
+        values = module.compute()
+    assert values["throughput/lifetime_throughput"].item() == 16 / 3.0
+    assert values["throughput/window_throughput"].item() == 16 / 3.0
+    assert values["throughput/total_examples"].item() == 20
 
 
 def test_should_compute_follows_the_interval():

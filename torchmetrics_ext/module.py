@@ -1420,8 +1420,9 @@ class RecMetricModule(CheckpointLoading):
     def reset(self) -> None:
         """Clear every metric (lifetime and window states); the step counter is kept.
 
-        The throughput is cleared too (its warm-up and clock start again, so the time between a
-        validation epoch and the next never counts as a step), except with ``key_style="torchrec"``
+        The throughput is cleared too (its clock starts again at the next step, whose examples count
+        in ``total_examples`` only, so the time between a validation epoch and the next never counts;
+        the warm-up is not repeated, so an epoch shorter than it still has rates), except with ``key_style="torchrec"``
         (and so ``from_torchrec_config``): TorchRec's ``RecMetricModule.reset()`` resets its metrics
         only and its throughput keeps counting (``total_examples`` and the rates go on).
 

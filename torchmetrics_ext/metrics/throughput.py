@@ -17,7 +17,7 @@ from torchmetrics import Metric
 
 from torchmetrics_ext.metrics.base import GuardedMetric, _tag, one_task
 from torchmetrics_ext.utilities.checks import as_int, as_real, check_int
-from torchmetrics_ext.utilities.warnings import safe_divide
+from torchmetrics_ext.utilities.warnings import naming_part, safe_divide, silencing_undefined, warn_undefined
 
 __all__ = ["Throughput"]
 
@@ -77,7 +77,8 @@ class Throughput(GuardedMetric):
     skipped), and reads the clock. A task-first ``(T, N)`` tensor, as the multi-task metrics take, counts ``T``: pass
     ``N`` or one task's row (``labels[0]``). The first ``warmup_steps`` updates only count towards
     ``total_examples``; the time starts at the last of them. Each later update adds its examples and
-    the time since the previous update.
+    the time since the previous update. The warm-up happens once: after :meth:`reset` the next
+    update only restarts the clock.
 
     .. math::
         \text{lifetime\_throughput} = \frac{\sum_{\text{ranks}} \text{examples after warm-up}}
@@ -314,6 +315,7 @@ class Throughput(GuardedMetric):
 
     def _rates(self) -> dict[str, Tensor]:
         state = self._state
+        elapsed, window_elapsed = state("elapsed"), state("window_elapsed")
         # a zero time is either no timed step or timed steps shorter than the clock's resolution (a
         # rate over 0 s is undefined either way); this rank's window knows which (it keeps the newest)
         reason = (
@@ -321,11 +323,19 @@ class Throughput(GuardedMetric):
             if self._recent
             else "no timed step after warm-up"
         )
-        return {
-            "lifetime_throughput": safe_divide(state("examples"), state("elapsed"), "Throughput", reason),
-            "window_throughput": safe_divide(state("window_examples"), state("window_elapsed"), "Throughput", reason),
-            "total_examples": self.total_examples.clone(),
-        }
+        # One warning for both rates. The window's seconds are some of the lifetime's (on each rank, so
+        # also after the max across ranks), so the lifetime rate is undefined only with the window's; the
+        # window's alone when its newest steps took 0 s and older ones fell out of it.
+        undefined = (elapsed == 0) | (window_elapsed == 0)
+        window_only = bool(undefined) and bool(elapsed != 0)
+        with naming_part("window" if window_only else None):
+            warn_undefined(undefined, "Throughput", reason)
+        with silencing_undefined():
+            return {
+                "lifetime_throughput": safe_divide(state("examples"), elapsed, "Throughput", reason),
+                "window_throughput": safe_divide(state("window_examples"), window_elapsed, "Throughput", reason),
+                "total_examples": self.total_examples.clone(),
+            }
 
     def compute(self) -> dict[str, Tensor]:
         """``{"lifetime_throughput", "window_throughput", "total_examples"}`` across ranks (float64 scalars)."""
@@ -372,9 +382,19 @@ class Throughput(GuardedMetric):
         )
 
     def reset(self) -> None:
-        """Forget every count and time; the clock restarts (after warm-up again)."""
+        """Forget every count and time; the clock restarts at the next update, without a second warm-up.
+
+        The warm-up is for a process's first steps (compilation, caches): once it has ended, the
+        first update after a reset only starts the clock (its examples count in ``total_examples``
+        alone), so the time before the reset, e.g. between two validation epochs, never counts
+        and a short epoch still has rates from its second step. A reset during the warm-up
+        leaves the warm-up's remaining steps to go. With ``warmup_steps=0`` the clock restarts at
+        the reset itself, as at construction.
+        """
         super().reset()
+        steps = self._steps
         self._restart()
+        self._steps = steps  # the warm-up is done once: the next update starts the clock (see update)
 
     def get_extra_state(self) -> dict[str, Any] | None:
         """Steps seen and the recent updates (the clock reading is not saved); nothing when not persistent."""

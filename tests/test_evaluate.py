@@ -971,6 +971,55 @@ def test_uint64_labels_and_weights_are_read_as_their_values():
     assert_close(values, {"mse/t": np.mean((p - y.astype(np.float64)) ** 2)})
 
 
+def _recall_at_2_and_gauc_by_key(ids: list[int], p: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """recall@2 (numpy: hits in the top 2 over the positives, mean over sessions with a positive) and gauc
+    (sklearn, unweighted mean over users with both labels), the rows keyed by the Python ints ``ids``."""
+    recalls, aucs = [], []
+    for key in dict.fromkeys(ids):
+        rows = np.array([i for i, k in enumerate(ids) if k == key])
+        ps, ys = p[rows], y[rows]
+        if ys.sum() > 0:
+            top = np.argsort(-ps, kind="stable")[:2]
+            recalls.append(ys[top].sum() / ys.sum())
+        if 0 < ys.sum() < len(ys):
+            aucs.append(roc_auc_score(ys, ps))
+    return {"recall@2/t": float(np.mean(recalls)), "gauc/t": float(np.mean(aucs))}
+
+
+@pytest.mark.parametrize("signed_format", ["parquet", "csv"])
+def test_uint64_and_int64_ids_of_one_bit_pattern_are_one_session_and_user(tmp_path, signed_format):
+    """Ids are keys compared by 64-bit pattern (documented): a uint64 file's 2**64 - 1 and 2**63 are the
+    sessions (and users) -1 and -2**63 of an int64 file (Parquet or CSV). --by, whose values are reported,
+    compares by value and refuses the same two files; a CSV file's uint64-only id names its int64 twin."""
+    unsigned = [2**64 - 1, 2**64 - 1, 2**63, 2**63, 7, 7]
+    signed = [-1, -1, -(2**63), -(2**63), 7, 5]
+    p_a, y_a = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4]), np.array([0, 1, 1, 0, 1, 0])
+    p_b, y_b = np.array([0.95, 0.85, 0.3, 0.2, 0.65, 0.1]), np.array([1, 0, 1, 0, 0, 1])
+    pq.write_table(pa.table({"p": p_a, "y": y_a, "s": pa.array(unsigned, pa.uint64())}), tmp_path / "a.parquet")
+    signed_table = pa.table({"p": p_b, "y": y_b, "s": pa.array(signed, pa.int64())})
+    if signed_format == "parquet":
+        pq.write_table(signed_table, tmp_path / "b.parquet")
+    else:
+        pa_csv.write_csv(signed_table, tmp_path / "b.csv")
+    p, y = np.concatenate([p_a, p_b]), np.concatenate([y_a, y_b])
+    by_pattern = _recall_at_2_and_gauc_by_key([v % 2**64 for v in unsigned + signed], p, y)  # two's complement
+    by_value = _recall_at_2_and_gauc_by_key(unsigned + signed, p, y)
+    assert by_pattern["recall@2/t"] != pytest.approx(by_value["recall@2/t"])  # the data tells the rules apart
+    assert by_pattern["gauc/t"] != pytest.approx(by_value["gauc/t"])
+    values = evaluate(tmp_path, {"t": ("p", "y")}, ["recall@2", "gauc"], user="s", session="s").values
+    assert_close(values, by_pattern)
+    with pytest.raises(InvalidDataError, match=r"column 's' \(--by segment\) has type .*which cannot hold every"):
+        evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by="s")
+    # a CSV file holding the uint64 id itself: refused, naming the int64 id of the same pattern
+    (tmp_path / "c.csv").write_text("p,y,s\n0.5,1,7\n0.4,0,18446744073709551615\n")
+    message = (
+        r"c\.csv: column 's' \(session ids\): invalid value '18446744073709551615' at line 3; expected an int64 id "
+        r"\(a CSV file's ids are read as int64\)\. An id is its 64-bit pattern, so this uint64 id is the int64 id -1 "
+    )
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(tmp_path / "c.csv", {"t": ("p", "y")}, ["recall@2"], session="s")
+
+
 def test_an_infinite_value_is_one_invalid_reason():
     """An inf prediction was "NaN or infinite" and "outside [0, 1]" too, a -inf weight "negative" too:
     two report lines for one row."""

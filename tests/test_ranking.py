@@ -1327,6 +1327,62 @@ def test_multiclass_checkpoint_with_the_former_hit_sum_key_loads():
         np.testing.assert_allclose(value.item(), ref_multiclass(H.to_numpy(data), 2), rtol=1e-12, err_msg=part)
 
 
+def _recall_at_k_numpy(preds: torch.Tensor, target: torch.Tensor, k: int) -> float:
+    """Unweighted multiclass recall@k: the true class's rank (classes scoring at least as high ahead) below k."""
+    scores, labels = preds.double().numpy(), target.numpy()
+    true = scores[np.arange(len(labels)), labels]
+    rank = (scores >= true[:, None]).sum(axis=1) - 1
+    return float(np.mean(rank < k))
+
+
+def test_multiclass_checkpoint_of_another_k_refused_strictly_leaves_the_metric_as_it_was():
+    """A strict load of a k=5 checkpoint into k=10 reset the metric before nn.Module raised for the missing keys:
+    a refused load now changes nothing (states, update count, cached value) and the error names both k values.
+    strict=False resumes nothing of this metric: it starts afresh (documented), with the same note as a warning."""
+    g = torch.Generator().manual_seed(31)
+    batches = [(torch.rand(40, 20, generator=g), torch.randint(0, 20, (40,), generator=g)) for _ in range(4)]
+    saved = tmx.MulticlassRecallAtK(k=5, num_classes=20)
+    saved.persistent(True)
+    saved.update(*batches[0])
+    checkpoint = saved.state_dict()
+    note = (
+        r"a checkpoint of other settings \(saved with k=5, num_classes=20; this metric has k=10, num_classes=20\).*"
+        r"strict=True refuses, leaving the metric as it was; strict=False resumes the rest of it and the metric "
+        r"starts afresh"
+    )
+    metric = tmx.MulticlassRecallAtK(k=10, num_classes=20)
+    metric.persistent(True)
+    metric.update(*batches[1])
+    before = metric.compute()
+    assert before.item() == pytest.approx(_recall_at_k_numpy(*batches[1], 10), abs=1e-12)
+    with pytest.raises(RuntimeError, match=r"(?s)Missing key\(s\).*hit_sum_k10_of20.*" + note):
+        metric.load_state_dict(checkpoint)
+    assert metric.update_count == 1 and metric.compute().item() == before.item()
+    metric.update(*batches[2])  # the states go on from where they were
+    both = (torch.cat([batches[1][0], batches[2][0]]), torch.cat([batches[1][1], batches[2][1]]))
+    assert metric.compute().item() == pytest.approx(_recall_at_k_numpy(*both, 10), abs=1e-12)
+    # the same checkpoint with strict=False: the note as a warning, nothing of it read, the metric afresh
+    with pytest.warns(UserWarning, match=note):
+        result = metric.load_state_dict(checkpoint, strict=False)
+    assert sorted(result.missing_keys) == ["hit_sum_k10_of20", "weight_sum"]
+    assert result.unexpected_keys == ["hit_sum_k5_of20"]
+    assert metric.update_count == 0
+    metric.update(*batches[3])
+    assert metric.compute().item() == pytest.approx(_recall_at_k_numpy(*batches[3], 10), abs=1e-12)
+    # with a window: a ring of the other k's states is refused, strict or not, and leaves it as it was too
+    windowed = tmx.Windowed(tmx.MulticlassRecallAtK(k=10, num_classes=20), window_size=100)
+    windowed.update(*batches[1])
+    values = windowed.compute()
+    other = tmx.Windowed(tmx.MulticlassRecallAtK(k=5, num_classes=20), window_size=100)
+    other.update(*batches[0])
+    for strict in (True, False):
+        with pytest.raises(RuntimeError):
+            windowed.load_state_dict(other.state_dict(), strict=strict)
+        assert {part: v.item() for part, v in windowed.compute().items()} == {
+            part: v.item() for part, v in values.items()
+        }
+
+
 def test_mixed_row_dtypes_across_batches_are_cast_chunk_by_chunk():
     """B3: int64 relevance/weights kept next to float16 chunks are not promoted to float16 (inf, nan)."""
     ndcg = tmx.NDCG()

@@ -222,8 +222,16 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
         "metrics to run, each one the file configures keeping the file's options",
     )
     ev.add_argument("--weights", help="sample weight column (shared by every task)")
-    ev.add_argument("--user", help="integer user id column (gauc, gauprc)")
-    ev.add_argument("--session", help="integer query/session id column (ranking metrics)")
+    ev.add_argument(
+        "--user",
+        help="integer user id column (gauc, gauprc); ids match by 64-bit pattern across files (uint64 2**64-1 "
+        "is int64 -1)",
+    )
+    ev.add_argument(
+        "--session",
+        help="integer query/session id column (ranking metrics); ids match by 64-bit pattern across files "
+        "(uint64 2**64-1 is int64 -1)",
+    )
     ev.add_argument(
         "--from-logits",
         action="store_true",
@@ -236,7 +244,8 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
         once_hint="give the segment columns once, comma-separated (--by country,device)",
         help="comma-separated segment columns (values per segment + overall), spaces around each dropped; a "
         "column whose whole name is the value (commas and spaces included) is taken whole when a file has it "
-        "(as evaluate(by='a,b') and a config's `by: a,b`)",
+        "(as evaluate(by='a,b') and a config's `by: a,b`); segments compare by value (each value is "
+        "reported), so a column needs one type holding all its values in every file (ids compare by bit pattern)",
     )
     ev.add_argument("--output", help="write the results to a .json, .csv or .parquet file")
     ev.add_argument("--on-invalid", choices=("error", "skip"), help="invalid rows: fail or drop them (default: error)")

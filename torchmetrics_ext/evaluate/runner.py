@@ -535,6 +535,15 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+def _unsigned_id(text: str) -> int | None:
+    """The integer a CSV id ``text`` spells if a uint64 beyond int64 (``2**63`` to ``2**64 - 1``), else ``None``."""
+    text = text.strip(" \t")
+    if not text.isascii() or not text.isdigit():
+        return None
+    value = int(text)
+    return value if 2**63 <= value < 2**64 else None
+
+
 def _tensor(values: np.ndarray) -> Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # arrow buffers are read-only; nothing writes to them
@@ -612,6 +621,13 @@ class _Run:
             return str(err)
         where = "" if err.row is None else f" at {source.where(err.row)}"
         expected = f"an integer id. {TEXT_IDS_HINT}" if kind == "id" else "a number"
+        unsigned = _unsigned_id(err.value) if kind == "id" else None
+        if unsigned is not None:  # a uint64 id (a hash): ids are 64-bit patterns, so its int64 twin is the same id
+            expected = (
+                f"an int64 id (a CSV file's ids are read as int64). An id is its 64-bit pattern, so this uint64 id "
+                f"is the int64 id {unsigned - 2**64} (what a Parquet file's uint64 column reads as): write that, "
+                "or the column as uint64 in a Parquet file."
+            )
         return (
             f"{source.label}: column {err.column!r} ({role}): invalid value {err.value!r}{where}; expected {expected}"
         )
@@ -1084,7 +1100,12 @@ def evaluate(
             may have several roles (weights that are labels, ``user`` = ``session``): it is read
             once and checked in each.
         user: column of integer user ids (for ``gauc``/``gauprc``).
-        session: column of integer query/session ids (for ranking metrics).
+        session: column of integer query/session ids (for ranking metrics). User and session ids
+            are keys, never reported, so two ids are one user (session) when their 64-bit patterns
+            are equal: any integer type, and a uint64 id ``u >= 2**63`` is the int64 id
+            ``u - 2**64`` (a 64-bit hash written by an unsigned writer in one file and a signed one
+            in another is one id). A CSV file's ids are read as int64: a uint64 id above
+            ``2**63 - 1`` there is refused, naming the int64 id with its bit pattern.
         by: columns whose distinct value combinations are the segments (any number of columns and
             of distinct values; one column as a string, ``by="country"`` as ``by=["country"]``, as
             ``--by country`` and a config's ``by: country``; several as a list, tuple, numpy array or
@@ -1101,8 +1122,11 @@ def evaluate(
             ``0.0``); every NaN is one segment, apart from null (but for a pandas frame, where NaN is the missing
             value: the null segment). A column needs one type holding all its values in every
             file (for a pandas object column, every slice); others fail naming both files (or
-            rows) and types. ``None`` or ``()``: no segments. Anything else (a number, a dict, a
-            set, a list holding a non-string or an empty name) is a ``ValueError``.
+            rows) and types. Segments compare by value, not by bit pattern as ``user`` and
+            ``session`` ids do, because each segment's value is reported: uint64 ``2**64 - 1`` and
+            int64 ``-1`` are two values no one type holds, refused rather than reported as one.
+            ``None`` or ``()``: no segments. Anything else (a number, a dict, a set, a list holding
+            a non-string or an empty name) is a ``ValueError``.
         batch_size: rows per record batch (memory per batch, not a result setting; any positive
             size, those above ``2**62`` read as ``2**62``; CSV files are parsed in blocks of at
             most 1 GiB, each cut into batches).

@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextvars
 import re
 import warnings
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from torchmetrics_ext.utilities.snapshot import snapshot
 from torchmetrics_ext.utilities.state_dtypes import dtype_problem
 
 __all__ = [
@@ -545,8 +546,9 @@ class CheckpointedStates(Metric):
         for name in present:
             del state_dict[prefix + name]  # not read: the missing keys say so, not as unexpected keys as well
         self.reset()
+        saved_with = self._settings_named_by(others) if others else ""
         why = (
-            f"and {others}: a checkpoint of other settings"
+            f"and {others}: a checkpoint of other settings{f' ({saved_with})' if saved_with else ''}"
             if others
             else "only: an older format of this metric, written before the others were added (or a checkpoint of "
             "other settings that hold fewer states)"
@@ -554,9 +556,18 @@ class CheckpointedStates(Metric):
         note_checkpoint(
             f"{prefix[:-1] or type(self).__name__}: the checkpoint holds {present} of this "
             f"{type(self).__name__}{self._settings_text()}'s states {why}; without {absent} they cannot be "
-            "resumed, so none is read and the metric starts afresh (all of its states are missing keys: "
-            "strict=True refuses the checkpoint, strict=False resumes the rest of it)."
+            "resumed, so none is read: all of its states are missing keys, which strict=True refuses, leaving the "
+            "metric as it was; strict=False resumes the rest of it and the metric starts afresh."
         )
+
+    def _settings_named_by(self, others: Sequence[str]) -> str:
+        """The settings that the checkpoint's state names ``others`` (not this metric's) were saved with, as text.
+
+        For the note of a checkpoint of other settings (:meth:`_start_afresh`): a metric whose state
+        names carry a setting (``MulticlassRecallAtK``'s ``hit_sum_k5_of20``) says which value the
+        checkpoint holds and which this metric has. Empty when the names tell nothing (the default).
+        """
+        return ""
 
     def _note_default_settings_names(self, state_dict: Mapping[str, Any], prefix: str) -> None:
         """Note a version-1 checkpoint's default-settings names of states this metric names after its settings."""
@@ -577,9 +588,21 @@ class CheckpointedStates(Metric):
             )
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """``nn.Module.load_state_dict``; notes of a checkpoint not read (:func:`note_checkpoint`) join its error."""
+        """``nn.Module.load_state_dict``; notes of a checkpoint not read (:func:`note_checkpoint`) join its error.
+
+        A load that raises changes nothing: the metric's states and bookkeeping (update count,
+        cached value, reset marks) are put back as they were before the call. ``nn.Module`` raises
+        for missing keys only after every state has been read, so a strict load of a checkpoint
+        that starts the metric afresh (another setting's states, :meth:`_start_afresh`) would
+        otherwise leave it reset.
+        """
         load = super().load_state_dict
-        return load_explained(lambda: load(state_dict, strict=strict, assign=assign))
+        restore = snapshot(self)
+        try:
+            return load_explained(lambda: load(state_dict, strict=strict, assign=assign))
+        except BaseException:
+            restore()
+            raise
 
     def _state_problems(self, state_dict: Mapping[str, Any], prefix: str, origin: str = "checkpoint") -> list[str]:
         """What is wrong with the checkpoint's states for this metric: shapes of tensor states, list states' type.

@@ -287,11 +287,15 @@ class GuardedMetric(CheckpointedStates):
       (the persistent ones; every state if none is persistent: a state declared
       ``persistent=False`` is never saved and so never missed) because it is another setting's,
       such as ``from_logits``, or an older format written before a state was added, loads none of
-      them: the metric starts afresh (every state at its default, as after
-      ``reset``), all of its persistent states are missing keys (``strict=True`` refuses the
-      checkpoint; ``strict=False`` resumes the rest of it) and a note says which states it held
-      (in the error, or a ``UserWarning``). Loading the states it holds next to zeros for the
-      others mixed sums of two runs.
+      them: all of its persistent states are missing keys and a note says which states it held
+      (and, where its state names show them, the settings it was saved with, e.g.
+      ``MulticlassRecallAtK``'s ``k``), in the error or a ``UserWarning``. ``strict=False``
+      resumes the rest of the checkpoint and the metric starts afresh (every state at its default,
+      as after ``reset``); ``strict=True`` refuses the checkpoint and, like every load that raises
+      in the metric's own ``load_state_dict`` (or a ``RecMetricModule``'s), leaves the metric
+      exactly as it was: states, update count and cached value (a load through another parent
+      module follows ``nn.Module``: start again from a fresh or ``reset`` metric). Loading the
+      states it holds next to zeros for the others mixed sums of two runs.
     * **States keep their dtypes** under every dtype conversion but ``set_dtype``: ``.to(dtype)``,
       ``.to(device, dtype)``, ``.half()``, ``.bfloat16()`` and the ``model.to(dtype)`` of
       Lightning's ``"bf16-true"``/``"16-true"`` precision move the states to the device asked for

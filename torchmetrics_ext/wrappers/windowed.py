@@ -42,6 +42,7 @@ from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric
 from torchmetrics_ext.utilities.mapping import not_a_dict_of_metrics
 from torchmetrics_ext.utilities.ownership import defer_state_writes, owner_of, take_ownership, write_deferred_states
 from torchmetrics_ext.utilities.plot import named_series
+from torchmetrics_ext.utilities.snapshot import snapshot
 from torchmetrics_ext.utilities.summation import compensated_add_
 from torchmetrics_ext.utilities.warnings import naming_part
 from torchmetrics_ext.wrappers._histogram import HistogramWindow
@@ -1308,14 +1309,24 @@ class Windowed(WrapperMetric):
                 missing_keys.extend(f"{prefix}{child}.{n}" for n in metric._defaults if metric._persistent[n])
         note_checkpoint(
             f"{prefix[:-1] or owner}: the checkpoint holds this {owner} in a form this version cannot resume ({why}): "
-            "nothing of it is read and it starts afresh, lifetime and window (its states are missing keys: "
-            "strict=True refuses the checkpoint, strict=False resumes the rest of it)."
+            "nothing of it is read: its states are missing keys, which strict=True refuses, leaving the wrapper as "
+            "it was; strict=False resumes the rest of it and the wrapper starts afresh, lifetime and window."
         )
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """``nn.Module.load_state_dict``; the notes of a checkpoint not read join its error (see ``_start_afresh``)."""
+        """``nn.Module.load_state_dict``; the notes of a checkpoint not read join its error (see ``_start_afresh``).
+
+        A load that raises changes nothing: the lifetime, the window, its ring and their bookkeeping are
+        put back as they were (a strict load of a checkpoint that starts the wrapper afresh would
+        otherwise leave it reset, ``nn.Module`` raising for the missing keys after the reset).
+        """
         load = super().load_state_dict
-        return load_explained(lambda: load(state_dict, strict=strict, assign=assign))
+        restore = snapshot(self)
+        try:
+            return load_explained(lambda: load(state_dict, strict=strict, assign=assign))
+        except BaseException:
+            restore()
+            raise
 
     def _histogram_name_problems(self, state_dict: dict[str, Any], prefix: str, version: int, owner: str) -> list[str]:
         """A binned metric's lifetime or window states saved under another histogram name: another setting's bins.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -17,6 +19,8 @@ from torchmetrics_ext.metrics.base import TaskMetric, one_task
 from torchmetrics_ext.metrics.ranking._base import _RejectsTopK
 
 __all__ = ["MulticlassRecallAtK"]
+
+_HIT_STATE = re.compile(r"hit_sum_k(?P<k>\d+)_of(?P<num_classes>\d+)")  # the hit sum's name (see __init__)
 
 
 class MulticlassRecallAtK(_RejectsTopK, TaskMetric):
@@ -44,7 +48,10 @@ class MulticlassRecallAtK(_RejectsTopK, TaskMetric):
         ``k >= num_classes`` counts every sample as a hit (value 1). ``nan`` plus
         ``UndefinedMetricWarning`` while the total weight is zero (before any update, or after
         batches of zero weight only). TorchRec returns recall at every ``k`` at once; build one
-        metric per ``k`` (they are cheap).
+        metric per ``k`` (they are cheap). A checkpoint saved with another ``k`` (or
+        ``num_classes``) holds another hit sum: ``load_state_dict`` reads none of it and its note
+        names both values; ``strict=True`` raises and leaves the metric exactly as it was,
+        ``strict=False`` warns and starts the metric afresh (the rest of the checkpoint resumes).
 
     Examples:
         >>> import torch
@@ -76,6 +83,18 @@ class MulticlassRecallAtK(_RejectsTopK, TaskMetric):
         self._renamed_states["hit_sum"] = self._hit_state  # checkpoints saved before the rename
         self.add_state(self._hit_state, torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("weight_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def _settings_named_by(self, others: Sequence[str]) -> str:
+        """``k`` and ``num_classes`` of a checkpoint's hit sum saved with other ones (``hit_sum_k5_of20``), and ours."""
+        for name in others:
+            found = _HIT_STATE.fullmatch(name)
+            if found is not None:
+                k, num_classes = int(found["k"]), int(found["num_classes"])
+                return (
+                    f"saved with k={k}, num_classes={num_classes}; this metric has k={self.k}, "
+                    f"num_classes={self.num_classes}"
+                )
+        return ""
 
     @property
     def hit_sum(self) -> Tensor:

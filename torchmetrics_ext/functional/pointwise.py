@@ -176,7 +176,7 @@ def _cross_entropy_update(
             # 5e-9 for NE ~ 1 at a base rate of 1e-9 (1.4e-10 measured against mpmath on random p),
             # above 1e-8 only where LogLoss is below 1.1e-8 nats (label-0 data alone with tiny p, or
             # base rates below ~5e-10). scikit-learn's log_loss takes the same log(1 - p).
-            # tests/test_pointwise.py holds the kernel to this bound against 50-digit references.
+            # tests/test_pointwise_precision.py holds the kernel to this bound against 50-digit references.
             complement = (1 - p).clamp_(min=eta) if floor else 1 - p
             log_likelihood = torch.lerp(torch.log(complement), torch.log(p), target)
             if eta == 0:

@@ -1,0 +1,224 @@
+"""Cross-entropy from probabilities at tiny predictions and base rates, against 50-digit mpmath references.
+
+A label-0 term is computed as ``log(1 - p)`` (not ``log1p(-p)``, about twice as slow): ``1 - p`` rounds
+by up to ``2**-54`` for ``p < 1/2``, so the cross-entropy sum may be off by ``2**-53`` nats per unit of
+label-0 weight (the documented bound, see ``_cross_entropy_update`` and the Notes of ``NormalizedEntropy``
+and ``LogLoss``). These tests hold every path (the functions, the classes, ``RecMetricModule``'s 0/1-label
+path) to that bound, and the gradients to float64 precision, near 0 and 1.
+"""
+
+from __future__ import annotations
+
+import mpmath
+import numpy as np
+import pytest
+import torch
+
+import torchmetrics_ext as tmx
+from torchmetrics_ext import functional as tmf
+
+ETA = 1e-12
+DIGITS = 50
+# every other rounding (the logs, lerp, the weights' products, float64 sums of a few thousand terms)
+SLACK = 1e-13
+
+
+def _mp_reference(p: np.ndarray, y: np.ndarray, w: np.ndarray | None, eta: float = ETA) -> tuple:
+    """``(cross-entropy sum, total weight, label-0 weight, LogLoss, NE)`` of one task, the formulas with 50 digits.
+
+    Probabilities are clamped to ``[eta, 1 - eta]`` (``1 - eta`` as float64 rounds it, as the metric's bound);
+    the base rate inside the denominator's logs too (TorchRec's rule).
+    """
+    with mpmath.workdps(DIGITS):
+        mpf = mpmath.mpf
+        low, high = mpf(eta), mpf(1 - eta)
+        w = np.ones_like(p) if w is None else w
+        ce = total = pos = neg = mpf(0)
+        for a, b, c in zip(p.tolist(), y.tolist(), w.tolist()):
+            q, b, c = min(max(mpf(a), low), high), mpf(b), mpf(c)
+            ce -= c * (b * mpmath.log(q) + (1 - b) * mpmath.log1p(-q))
+            total, pos, neg = total + c, pos + c * b, neg + c * (1 - b)
+        base = min(max(pos / total, low), high)
+        norm = -(pos * mpmath.log(base) + (total - pos) * mpmath.log1p(-base))
+        return ce, total, neg, ce / total, ce / norm if pos > 0 else None
+
+
+def _assert_within_bound(got: float, expected, ce_sum, label0_weight, what: str) -> None:
+    """``got`` within the documented bound of ``expected``: relative ``2**-53 · label-0 weight / CE sum`` (+ slack)."""
+    with mpmath.workdps(DIGITS):
+        bound = mpmath.mpf(2) ** -53 * label0_weight / ce_sum + SLACK
+        error = abs((mpmath.mpf(got) - expected) / expected)
+        assert error <= bound, f"{what}: relative error {float(error):.3g} above the bound {float(bound):.3g}"
+
+
+def _tiny_data(rng: np.random.Generator, n: int, base_rate: float, mode: str, low: float, high: float) -> tuple:
+    """Predictions log-uniform in ``[low, high]``; labels and weights giving about ``base_rate``.
+
+    ``weighted``: four positives of weight 1, negatives weighted to the base rate (0/1 labels);
+    ``soft``: unweighted soft labels with mean ``base_rate``; ``binary``: unweighted 0/1 labels;
+    ``negatives``: label 0 alone (LogLoss only, NE is undefined).
+    """
+    p = np.exp(rng.uniform(np.log(low), np.log(high), n))
+    w = None
+    if mode == "weighted":
+        y = np.zeros(n)
+        y[:4] = 1
+        w = rng.uniform(0.5, 1.5, n)
+        w[:4] = 1
+        w[4:] *= (4 / base_rate - 4) / w[4:].sum()
+    elif mode == "soft":
+        y = rng.uniform(0, 2 * base_rate, n)
+    elif mode == "binary":
+        y = np.zeros(n)
+        y[: max(1, round(base_rate * n))] = 1
+    else:
+        y = np.zeros(n)
+    return p, y, w
+
+
+CASES = [
+    # (mode, base rate, n, prediction range)
+    ("weighted", 1e-9, 1500, (1e-12, 1e-6)),
+    ("weighted", 1e-9, 1500, (1e-12, 1.0001e-12)),  # at the clamp: label-0 terms off by up to 5.6e-5 relative
+    ("weighted", 1e-9, 1500, (1e-9, 1.0001e-9)),
+    ("weighted", 1e-6, 1500, (1e-12, 1e-6)),
+    ("weighted", 1e-4, 1500, (1e-12, 1e-6)),
+    ("soft", 1e-9, 1500, (1e-12, 1e-6)),
+    ("soft", 1e-6, 1500, (1e-12, 1e-9)),
+    ("binary", 1e-4, 20000, (1e-12, 1e-6)),
+    ("negatives", 0.0, 1500, (1e-12, 1e-6)),
+    ("negatives", 0.0, 1500, (1e-12, 1.0001e-12)),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_log_loss_and_ne_at_tiny_predictions_and_base_rates_within_the_documented_bound(case, dtype):
+    mode, base_rate, n, bounds = CASES[case]
+    rng = np.random.default_rng(case)
+    p, y, w = _tiny_data(rng, n, base_rate, mode, *bounds)
+    preds, target = torch.tensor(p, dtype=dtype), torch.tensor(y, dtype=dtype)
+    weights = None if w is None else torch.tensor(w, dtype=dtype)
+    # the reference sees exactly the values the metric gets (float32 values are exact in float64)
+    as64 = lambda t: None if t is None else t.double().numpy()  # noqa: E731
+    ce, _, label0, log_loss, ne = _mp_reference(as64(preds), as64(target), as64(weights))
+    what = f"{mode} base rate {base_rate} p in {bounds} {dtype}"
+    _assert_within_bound(tmf.log_loss(preds, target, weights).item(), log_loss, ce, label0, f"log_loss {what}")
+    metric = tmx.LogLoss()
+    metric.update(preds, target, weights)
+    _assert_within_bound(metric.compute().item(), log_loss, ce, label0, f"LogLoss {what}")
+    if ne is None:
+        return
+    _assert_within_bound(tmf.normalized_entropy(preds, target, weights).item(), ne, ce, label0, f"ne {what}")
+    metric = tmx.NormalizedEntropy()
+    for part in range(3):  # several batches: the states' sums
+        s = slice(part * n // 3, (part + 1) * n // 3)
+        metric.update(preds[s], target[s], None if weights is None else weights[s])
+    _assert_within_bound(metric.compute().item(), ne, ce, label0, f"NormalizedEntropy {what}")
+    # recalibration by 1 changes nothing: the same kernel
+    value = tmf.recalibrated_ne(preds, target, weights, recalibration_coefficient=1.0).item()
+    _assert_within_bound(value, ne, ce, label0, f"recalibrated_ne {what}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_multi_task_and_module_0_1_label_path_at_tiny_base_rates(weighted, dtype):
+    """Two tasks at base rates 1e-9 and 1e-5 (weighted) or 1e-4 and 1e-3 (unweighted), through the functions,
+    the classes and ``RecMetricModule`` (whose validated 0/1 labels take the one-log path)."""
+    rng = np.random.default_rng(11 + weighted)
+    n = 3000
+    rates = (1e-9, 1e-5) if weighted else (1e-4, 1e-3)
+    tasks = [_tiny_data(rng, n, rate, "weighted" if weighted else "binary", 1e-12, 1e-6) for rate in rates]
+    preds = torch.tensor(np.stack([t[0] for t in tasks]), dtype=dtype)
+    target = torch.tensor(np.stack([t[1] for t in tasks]), dtype=dtype)
+    weights = torch.tensor(np.stack([t[2] for t in tasks]), dtype=dtype) if weighted else None
+    as64 = lambda t: None if t is None else t.double().numpy()  # noqa: E731
+    refs = [
+        _mp_reference(as64(preds[i]), as64(target[i]), None if weights is None else as64(weights[i])) for i in range(2)
+    ]
+    ne_fn = tmf.normalized_entropy(preds, target, weights)
+    ll_fn = tmf.log_loss(preds, target, weights)
+    ne_cls, ll_cls = tmx.NormalizedEntropy(num_tasks=2), tmx.LogLoss(num_tasks=2)
+    ne_cls.update(preds, target, weights)
+    ll_cls.update(preds, target, weights)
+    # unweighted: the default weight column "weight", absent from the steps (weight 1, no warning)
+    infos = [tmx.RecTaskInfo(f"t{i}", f"y{i}", f"p{i}", f"w{i}" if weighted else "weight") for i in range(2)]
+    module = tmx.RecMetricModule(infos, {"ne": "ne", "log_loss": "log_loss"}, throughput=False)
+    # integer labels: the module knows them to be 0/1 and takes the one-log path
+    step = {f"p{i}": preds[i] for i in range(2)} | {f"y{i}": target[i].long() for i in range(2)}
+    if weights is not None:
+        step |= {f"w{i}": weights[i] for i in range(2)}
+    module.update(step)
+    values = module.compute()
+    for i, (ce, _, label0, log_loss, ne) in enumerate(refs):
+        for name, got in (("fn", ne_fn[i]), ("class", ne_cls.compute()[i]), ("module", values[f"ne/t{i}"])):
+            _assert_within_bound(got.item(), ne, ce, label0, f"NE {name} task {i}")
+        for name, got in (("fn", ll_fn[i]), ("class", ll_cls.compute()[i]), ("module", values[f"log_loss/t{i}"])):
+            _assert_within_bound(got.item(), log_loss, ce, label0, f"LogLoss {name} task {i}")
+
+
+def test_label_0_error_is_absolute_not_relative_to_p():
+    """The documented limit itself: label-0 samples alone near the clamp, where one term's relative error may
+    reach 5.6e-17 / p (2e-5 here, an identical p: the same rounding of ``1 - p`` in every term). Their mean is
+    within 2**-53 nats of the true value (a more precise form passes too)."""
+    p = np.full(64, 3e-12)
+    y = np.zeros(64)
+    _, _, _, log_loss, _ = _mp_reference(p, y, None)
+    got = tmf.log_loss(torch.tensor(p), torch.tensor(y)).item()
+    with mpmath.workdps(DIGITS):
+        assert abs(mpmath.mpf(got) - log_loss) <= mpmath.mpf(2) ** -53 + SLACK * log_loss
+
+
+# ----------------------------------------------------------------------------- gradients
+
+
+P_GRAD = [0.0, 1e-12, 1.5e-12, 1e-9, 0.3, 0.5, 1 - 1e-9, 1 - 1.5e-12, 1.0]
+
+
+def _mp_grad_ce(p: float, y: float, eta: float = ETA) -> float:
+    """d CE / dp of one sample by mpmath's numerical derivative of ``-(y log q + (1 - y) log1p(-q))``, 50 digits.
+
+    Outside ``[eta, 1 - eta]`` (p exactly 0 or 1) the clamp holds the value still: 0.
+    """
+    with mpmath.workdps(DIGITS):
+        if not eta <= p <= 1 - eta:
+            return 0.0
+        return float(mpmath.diff(lambda q: -(y * mpmath.log(q) + (1 - y) * mpmath.log1p(-q)), mpmath.mpf(p)))
+
+
+@pytest.mark.parametrize("label", [0.0, 1.0, 0.25])
+def test_gradients_near_0_and_1_match_mpmath(label):
+    """d LogLoss / dp and d NE / dp at p near 0 and 1, and 0 at p exactly 0 or 1 (clamped by eta)."""
+    p = torch.tensor(P_GRAD, dtype=torch.float64)
+    # a second label so that NE is defined: the sample at 0.5 takes the other class
+    y = torch.full_like(p, label)
+    y[5] = 1.0 - label if label in (0.0, 1.0) else 1.0
+    w = torch.linspace(0.5, 2.0, len(p), dtype=torch.float64)
+    ce_grad = np.array([_mp_grad_ce(a, b) for a, b in zip(p.tolist(), y.tolist())])
+    wn, yn = w.numpy(), y.numpy()
+    with mpmath.workdps(DIGITS):
+        total, pos = mpmath.fsum(wn.tolist()), mpmath.fsum((wn * yn).tolist())
+        base = pos / total
+        norm = float(-(pos * mpmath.log(base) + (total - pos) * mpmath.log1p(-base)))
+    expected = {"log_loss": wn * ce_grad / float(total), "normalized_entropy": wn * ce_grad / norm}
+    for name, fn in (("log_loss", tmf.log_loss), ("normalized_entropy", tmf.normalized_entropy)):
+        leaf = p.clone().requires_grad_()
+        (grad,) = torch.autograd.grad(fn(leaf, y, w), leaf)
+        np.testing.assert_allclose(grad.numpy(), expected[name], rtol=4e-15, atol=0, err_msg=name)
+    # the classes' forward carries the same gradients
+    for name, cls in (("log_loss", tmx.LogLoss), ("normalized_entropy", tmx.NormalizedEntropy)):
+        leaf = p.clone().requires_grad_()
+        cls()(leaf, y, w).backward()
+        np.testing.assert_allclose(leaf.grad.numpy(), expected[name], rtol=4e-15, atol=0, err_msg=f"{name} class")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gradients_of_float32_leaves_at_tiny_p(dtype):
+    """A float32 leaf gets the float64 kernel's gradient, rounded once to its dtype."""
+    p = torch.tensor([1e-11, 1e-9, 1e-7, 0.5], dtype=dtype)
+    y = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=dtype)
+    leaf = p.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(tmf.log_loss(leaf, y), leaf)
+    expected = np.array([_mp_grad_ce(a, b) / 4 for a, b in zip(p.double().tolist(), y.double().tolist())])
+    rtol = 1.2e-7 if dtype == torch.float32 else 4e-15
+    np.testing.assert_allclose(grad.double().numpy(), expected, rtol=rtol, atol=0)

@@ -389,6 +389,33 @@ def test_perfect_predictions_with_eta_zero_give_plus_zero(fn):
     assert value == 0.0 and math.copysign(1.0, value) == 1.0
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("metric", ["log_loss", "ne"])
+def test_eta_zero_gradients_at_sure_predictions_are_the_derivative(metric, dtype):
+    """With eta=0 a sure prediction (p exactly 0 or 1) gave a nan gradient, even on its own label: the lerp of
+    logs made 0·(-inf) there, and the branch not chosen sent its nan through ``where``. The gradient of the mean
+    cross-entropy is now the derivative (1-y)/(1-p) - y/p, over N, wherever that is finite."""
+    p = torch.tensor([0.0, 1.0, 0.3, 0.0, 1.0, 0.7, 0.0], dtype=dtype)
+    y = torch.tensor([0.0, 1.0, 1.0, 0.25, 0.0, 0.0, 1.0], dtype=dtype)
+    pp, yy = p.double().numpy(), y.double().numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # the derivative of -(y·log p + (1-y)·log(1-p)), its terms with a zero label weight left out
+        d = np.where(yy == 1, 0.0, (1 - yy) / (1 - pp)) - np.where(yy == 0, 0.0, yy / pp)
+    for rows in ([0, 1, 2, 5], [0, 1, 2, 3, 4, 5, 6]):  # sure correct only, then sure wrong too (infinite loss)
+        leaf = p[rows].clone().requires_grad_(True)
+        if metric == "log_loss":
+            value = tmf.log_loss(leaf, y[rows], eta=0.0)
+            expected = d[rows] / len(rows)
+        else:  # NE = mean CE / H(base rate): the denominator does not depend on p
+            value = tmf.normalized_entropy(leaf, y[rows], eta=0.0)
+            rate = yy[rows].mean()
+            expected = d[rows] / len(rows) / -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
+        value.backward()
+        got = leaf.grad.double().numpy()
+        assert not np.isnan(got).any(), got
+        np.testing.assert_allclose(got, expected, rtol=1e-6 if dtype == torch.float32 else 1e-14)
+
+
 def test_log_loss_from_logits_is_exact_in_both_tails():
     """Confident correct negatives (y = 0, z ≪ 0) lost every digit: log_loss(-40, 0) was 0, not 4.2e-18."""
     z = torch.tensor([-700.0, -300.0, -40.0, -37.5, -20.0, -10.0, -1e-3, 0.0, 3.0, 20.0, 40.0, 300.0])

@@ -136,6 +136,25 @@ def _logit_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     return margin.add_(torch.log1p(torch.exp(_minus_abs(logits))))
 
 
+def _unclamped_log_likelihood(p: Tensor, target: Tensor) -> Tensor:
+    """``y·log(p) + (1 - y)·log(1 - p)`` of unclamped probabilities (``eta = 0``), with ``0·log 0 = 0``.
+
+    Where ``p`` is neither 0 nor 1, the bits of the clamped path's lerp of logs. A sure ``p`` (0 or 1)
+    makes that lerp ``0·(-inf) = nan`` in value and gradient, so there the two terms are taken each
+    with its log's argument replaced by 1 where its label weight is 0: a sure prediction on its own
+    label costs 0, with the gradient of the term left (``-1`` at ``p = 0``, ``1`` at ``p = 1``, as
+    the derivative ``y/p - (1-y)/(1-p)``), and a sure wrong one ``-inf``. The lerp is taken of 1/2
+    there, so no ``nan`` reaches the gradient through the branch not chosen.
+    """
+    sure = (p == 0) | (p == 1)
+    q = torch.where(sure, 0.5, p)
+    lerped = torch.lerp(torch.log(1 - q), torch.log(q), target)
+    exact = torch.xlogy(target, torch.where(target == 0, 1, p)) + torch.xlogy(
+        1 - target, torch.where(target == 1, 1, 1 - p)
+    )
+    return torch.where(sure, exact, lerped)
+
+
 def _cross_entropy_update(
     preds: Tensor, target: Tensor, weights: Tensor | None, eta: float, from_logits: bool
 ) -> Stats:
@@ -177,15 +196,10 @@ def _cross_entropy_update(
             # above 1e-8 only where LogLoss is below 1.1e-8 nats (label-0 data alone with tiny p, or
             # base rates below ~5e-10). scikit-learn's log_loss takes the same log(1 - p).
             # tests/test_pointwise_precision.py holds the kernel to this bound against 50-digit references.
-            complement = (1 - p).clamp_(min=eta) if floor else 1 - p
-            log_likelihood = torch.lerp(torch.log(complement), torch.log(p), target)
             if eta == 0:
-                # unclamped p may be exactly 0 or 1, where the lerp makes 0·(-inf) = nan: there take
-                # 0·log 0 = 0 (xlogy), so a sure prediction on its own label costs 0 and a sure wrong
-                # one +inf (elsewhere the lerp's bits, as the one log above for 0/1 labels)
-                exact = torch.xlogy(target, p).add_(torch.xlogy(1 - target, 1 - p))
-                log_likelihood = torch.where(log_likelihood.isnan(), exact, log_likelihood)
-            return _weighed(eta, log_likelihood, weights)
+                return _weighed(eta, _unclamped_log_likelihood(p, target), weights)
+            complement = (1 - p).clamp_(min=eta) if floor else 1 - p
+            return _weighed(eta, torch.lerp(torch.log(complement), torch.log(p), target), weights)
 
         ce_sum = sums.value(("ce", eta), lambda: sums.weighted(("log_likelihood", eta), cross_entropy).neg())
     # the class-exact total: all-positive labels give `total - pos` exactly 0 (NE undefined, not 1e12)

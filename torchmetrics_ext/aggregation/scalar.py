@@ -35,7 +35,7 @@ from torchmetrics.utilities import rank_zero_warn
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.checks import as_values, check_numbers, exact_sum, plain_numbers
 from torchmetrics_ext.metrics.base import TORCHMETRICS_OPTIONS, one_task, options_error
-from torchmetrics_ext.utilities.checks import Bounds, checked_bounds, observed_range
+from torchmetrics_ext.utilities.checks import Bounds, as_real, checked_bounds, observed_range
 from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
 
 __all__ = ["ExtremeBatch", "Max", "Mean", "MeanBatch", "Min", "Sum", "SumBatch"]
@@ -84,6 +84,11 @@ class _ValueAggregation(AggregationMetric[S]):
         unknown = [name for name in kwargs if name not in TORCHMETRICS_OPTIONS]
         if unknown:
             raise options_error(type(self), unknown)
+        # a fill value as any other float setting (NumPy floats, 0-dim tensors), kept a Python float;
+        # what TorchMetrics refuses (an int, a name it does not know) goes to it as given
+        fill = None if isinstance(nan_strategy, str) else as_real(nan_strategy)
+        if isinstance(fill, float):
+            nan_strategy = fill
         super().__init__(num_tasks, validate_args=validate_args, nan_strategy=nan_strategy, **kwargs)
         self.set_dtype(torch.float64)
 

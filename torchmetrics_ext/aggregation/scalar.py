@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, cast
 
 import torch
 from torch import Tensor
@@ -35,12 +35,13 @@ from torchmetrics.utilities import rank_zero_warn
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.checks import as_values, check_numbers, exact_sum, plain_numbers
 from torchmetrics_ext.metrics.base import TORCHMETRICS_OPTIONS, one_task, options_error
-from torchmetrics_ext.utilities.checks import Bounds, checked_bounds, observed_range
+from torchmetrics_ext.utilities.checks import Bounds, as_real, checked_bounds, observed_range
 from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
 
 __all__ = ["ExtremeBatch", "Max", "Mean", "MeanBatch", "Min", "Sum", "SumBatch"]
 
 NanStrategy = Literal["error", "warn", "ignore", "disable"] | float
+_NAN_STRATEGIES = ("error", "warn", "ignore", "disable")
 Values = float | int | Tensor | Sequence[float]
 S = TypeVar("S")
 
@@ -64,6 +65,25 @@ class ExtremeBatch(NamedTuple):
     value: Tensor | float
 
 
+def _check_nan_strategy(nan_strategy: object) -> NanStrategy:
+    """``nan_strategy`` as TorchMetrics takes it: a name, or a float fill value kept as a Python float.
+
+    A fill value may be given as any float setting may (a NumPy float, a 0-dim tensor:
+    :func:`~torchmetrics_ext.utilities.checks.as_real`); an integer is refused, as TorchMetrics
+    refuses it. Anything else is a ``ValueError`` naming the option (TorchMetrics' own check raised
+    ``RuntimeError`` for a tensor with several values).
+    """
+    if isinstance(nan_strategy, str) and nan_strategy in _NAN_STRATEGIES:
+        return cast(NanStrategy, str(nan_strategy))
+    fill = None if isinstance(nan_strategy, str) else as_real(nan_strategy)
+    if not isinstance(fill, float):
+        raise ValueError(
+            f"Expected `nan_strategy` to be a float (the value that replaces NaN) or one of {_NAN_STRATEGIES}, "
+            f"got {nan_strategy!r}."
+        )
+    return fill
+
+
 class _ValueAggregation(AggregationMetric[S]):
     """Shared plumbing: float64 states, validation of ``value`` (and ``weight``) before any state changes.
 
@@ -84,6 +104,7 @@ class _ValueAggregation(AggregationMetric[S]):
         unknown = [name for name in kwargs if name not in TORCHMETRICS_OPTIONS]
         if unknown:
             raise options_error(type(self), unknown)
+        nan_strategy = _check_nan_strategy(nan_strategy)
         super().__init__(num_tasks, validate_args=validate_args, nan_strategy=nan_strategy, **kwargs)
         self.set_dtype(torch.float64)
 

@@ -118,7 +118,7 @@ class SketchSpec:
                 f"max_value={self.max_value!r}."
             )
         for name, value in (("relative_accuracy", a), ("min_value", lo), ("max_value", hi)):
-            object.__setattr__(self, name, float(value))  # plain floats (NumPy scalars accepted)
+            object.__setattr__(self, name, float(value))  # plain floats (NumPy scalars and 0-dim tensors accepted)
 
     @cached_property
     def log_gamma(self) -> float:

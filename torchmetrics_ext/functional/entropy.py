@@ -39,7 +39,7 @@ __all__ = ["calibration_free_ne", "ne_positive", "recalibrated_calibration", "re
 
 
 def _check_coefficient(recalibration_coefficient: float) -> float:
-    """The coefficient as a Python number (NumPy scalars accepted); ``ValueError`` unless positive and finite."""
+    """The coefficient as a Python number (NumPy or 0-dim tensor ones too); ``ValueError`` unless finite and > 0."""
     c = as_real(recalibration_coefficient)
     if c is None or not (math.isfinite(c) and c > 0):
         raise ValueError(

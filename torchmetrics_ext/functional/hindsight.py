@@ -30,7 +30,7 @@ __all__ = ["hindsight_target_pr"]
 
 
 def _check_hindsight_args(target_precision: float, num_thresholds: int) -> tuple[float, int]:
-    """Both options as Python numbers (NumPy scalars accepted); ``ValueError`` if invalid."""
+    """Both options as Python numbers (NumPy scalars and 0-dim tensors accepted); ``ValueError`` if invalid."""
     tp, n = as_real(target_precision), as_int(num_thresholds)
     if tp is None or not 0 <= tp <= 1:
         raise ValueError(f"Expected `target_precision` to be a float in [0, 1], got {target_precision!r}.")

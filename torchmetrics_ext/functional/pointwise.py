@@ -52,7 +52,7 @@ _weight_total = weight_total
 
 
 def _check_eta(eta: float) -> float:
-    """``eta`` as a Python number (NumPy scalars accepted); ``ValueError`` unless in [0, 0.5)."""
+    """``eta`` as a Python number (NumPy scalars and 0-dim tensors accepted); ``ValueError`` unless in [0, 0.5)."""
     value = as_real(eta)
     if value is None or not 0 <= value < 0.5:
         raise ValueError(f"Expected `eta` to be a float in [0, 0.5), got {eta!r}.")
@@ -60,7 +60,7 @@ def _check_eta(eta: float) -> float:
 
 
 def _check_threshold(threshold: float) -> float:
-    """``threshold`` as a Python number (NumPy scalars accepted); ``ValueError`` unless in [0, 1]."""
+    """``threshold`` as a Python number (NumPy scalars and 0-dim tensors accepted); ``ValueError`` unless in [0, 1]."""
     value = as_real(threshold)
     if value is None or not 0 <= value <= 1:
         raise ValueError(f"Expected `threshold` to be a probability in [0, 1], got {threshold!r}.")

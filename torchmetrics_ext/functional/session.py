@@ -51,7 +51,7 @@ SESSION_STATES = (
 
 
 def _check_session_args(k: int, average: str, rank_labels: bool) -> int:
-    """Check the options; returns ``k`` as a Python int (NumPy integers accepted).
+    """Check the options; returns ``k`` as a Python int (NumPy and 0-dim tensor integers accepted).
 
     ``k`` is checked as every ranking cutoff is (:func:`~torchmetrics_ext.functional.ranking._inputs.check_cutoff`):
     a positive integer below ``2**63``, since it is compared with int64 ranks (a larger Python int

@@ -26,7 +26,6 @@ metrics here never sync themselves (``sync_on_compute=False``): they would count
 from __future__ import annotations
 
 import inspect
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,7 +35,7 @@ from torch import Tensor
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import _MODULE_LOGITS_ADVICE, RecMetricModule, RecTaskInfo, _columns_read
 from torchmetrics_ext.registry import build_metric, lookup
-from torchmetrics_ext.utilities.checks import checked_bounds, observed_range
+from torchmetrics_ext.utilities.checks import as_real, checked_bounds, observed_range
 
 __all__ = ["HFComputeMetrics", "pointwise_compute_metrics", "ranking_compute_metrics"]
 
@@ -113,14 +112,15 @@ def _ignore_value(ignore_index: Any) -> int | float | None:
     """``ignore_index`` checked: ``None`` or a real number other than NaN (it equals no label), else an error."""
     if ignore_index is None:
         return None
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Real) or ignore_index != ignore_index:
+    value = as_real(ignore_index)  # NumPy scalars and 0-dim tensors too, as every setting
+    if value is None or value != value:
         raise ValueError(
             "Expected `ignore_index` to be None or a number (the label that leaves an example out of its task, "
             f"e.g. -100), got {ignore_index!r}."
         )
-    if isinstance(ignore_index, numbers.Integral) and -(2**63) <= int(ignore_index) < 2**63:
-        return int(ignore_index)
-    return float(ignore_index)  # an integer beyond int64 is compared as a float (torch cannot hold it)
+    if isinstance(value, int) and -(2**63) <= value < 2**63:
+        return value
+    return float(value)  # an integer beyond int64 is compared as a float (torch cannot hold it)
 
 
 _LABEL_DOMAINS = {"binary": "0 or 1", "unit": "in [0, 1]", "nonnegative": "non-negative"}
@@ -147,7 +147,8 @@ def _padding_values(padding_value: Any) -> Tensor:
     try:
         if isinstance(padding_value, (str, bytes, bool)):
             raise TypeError
-        values = [padding_value] if isinstance(padding_value, numbers.Real) else list(padding_value)
+        one = as_real(padding_value)  # one number: NumPy scalars and 0-dim tensors too, as every setting
+        values = [one] if one is not None else list(padding_value)
         if any(isinstance(v, (str, bytes, bool)) for v in values):
             raise TypeError
         return torch.tensor([float(v) for v in values], dtype=torch.float64)

@@ -178,7 +178,7 @@ class Throughput(GuardedMetric):
         if not callable(clock):
             raise TypeError(f"Expected `clock` to be callable, got {type(clock).__name__}.")
         self.warmup_steps = warmup_steps
-        self.window_seconds = float(window_seconds)
+        self.window_seconds = float(seconds)
         self.clock = clock
         # The warm-up decides which steps the states count (and leaves them zero until it ends), the
         # window which steps the window states keep: non-default ones are part of those states' names.

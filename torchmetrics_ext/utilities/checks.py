@@ -92,14 +92,31 @@ def as_bool(value: object) -> bool | None:
     return None
 
 
+def _plain_scalar(value: object) -> object:
+    """The Python number held by a 0-dim tensor or a 0-dim NumPy array; ``value`` itself otherwise.
+
+    A setting written as ``torch.tensor(0.5)`` or ``np.asarray(0.5)`` then passes exactly the checks
+    that ``0.5`` passes: ``item()`` gives a ``bool`` for a bool tensor and a ``complex`` for a complex
+    one, which no number check takes. A tensor or array with dimensions (``torch.tensor([0.5])``)
+    stays as it is and is refused: a setting is one number, not a batch of them. A tensor without
+    data (``device="meta"``) has no value to read and is refused too.
+    """
+    if isinstance(value, Tensor):
+        return value.item() if value.ndim == 0 and value.device.type != "meta" else value
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(value, numpy.ndarray) and value.ndim == 0:
+        return value.item()
+    return value
+
+
 def as_int(value: object) -> int | None:
     """``value`` as a Python ``int`` when it is an integer, else ``None``.
 
-    An integer is an ``int``, a NumPy integer scalar or a 0-dim integer tensor (an item of
-    ``np.array([1, 2])`` or ``torch.tensor([1, 2])``). ``bool`` is not an integer here (``True``
-    as a size or a count is a mistake), nor is a float such as ``5.0``. Settings are stored as
-    Python numbers: they go into state names, checkpoint metadata (``torch.load(weights_only=True)``
-    refuses NumPy scalars) and JSON.
+    An integer is an ``int``, a NumPy integer scalar, or a 0-dim integer tensor or NumPy array (an
+    item of ``np.array([1, 2])`` or ``torch.tensor([1, 2])``). ``bool`` is not an integer here
+    (``True`` as a size or a count is a mistake), nor is a float such as ``5.0``, nor a tensor with
+    dimensions (``torch.tensor([5])``). Settings are stored as Python numbers: they go into state
+    names, checkpoint metadata (``torch.load(weights_only=True)`` refuses NumPy scalars) and JSON.
 
     Examples:
         >>> import numpy as np
@@ -107,34 +124,39 @@ def as_int(value: object) -> int | None:
         >>> as_int(np.int64(5)), as_int(torch.tensor(5)), as_int(True), as_int(5.0), as_int(torch.tensor(5.0))
         (5, 5, None, None, None)
     """
+    value = _plain_scalar(value)
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)
-    if (
-        isinstance(value, Tensor)
-        and value.ndim == 0
-        and not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool)
-    ):
-        return int(value.item())
     return None
 
 
 def as_real(value: object) -> int | float | None:
-    """``value`` as a Python ``int`` or ``float`` when it is a real number (NumPy scalars too), else ``None``.
+    """``value`` as a Python ``int`` or ``float`` when it is a real number, else ``None``.
 
-    ``bool`` is not a number here; a Python ``int`` or ``float`` is returned as is.
+    A real number is an ``int``, a ``float``, a NumPy integer or floating scalar, or a 0-dim real
+    tensor or NumPy array (``torch.tensor(0.5)``): the same rule as :func:`as_int`'s, so that every
+    setting takes the forms ``num_bins`` takes. ``bool`` is not a number here, nor is a complex
+    number or a tensor with dimensions (``torch.tensor([0.5])``). NaN and inf are returned as they
+    are: each setting's own check refuses them, naming itself. An integer comes back as an ``int``
+    and anything else as a ``float``, so a setting given as ``torch.tensor(0.5)`` is stored, named
+    and saved exactly as ``0.5`` would be.
 
     Examples:
         >>> import numpy as np
-        >>> as_real(np.float32(0.5)), as_real(1), as_real(True)
-        (0.5, 1, None)
+        >>> import torch
+        >>> as_real(np.float32(0.5)), as_real(1), as_real(torch.tensor(0.25)), as_real(np.asarray(2))
+        (0.5, 1, 0.25, 2)
+        >>> as_real(True), as_real(torch.tensor(True)), as_real(torch.tensor([0.5])), as_real(torch.tensor(1j))
+        (None, None, None, None)
     """
+    value = _plain_scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return None
     return int(value) if isinstance(value, numbers.Integral) else float(value)
 
 
 def check_int(name: str, value: object, minimum: int, detail: str = "") -> int:
-    """``value`` as a Python ``int`` (NumPy integers accepted, see :func:`as_int`), at least ``minimum``.
+    """``value`` as a Python ``int`` (NumPy and 0-dim tensor integers accepted: :func:`as_int`), at least ``minimum``.
 
     Raises:
         ValueError: naming ``name`` ("a positive integer" for ``minimum=1``, then ``detail``).

@@ -52,7 +52,7 @@ BIN_SPACES = ("logit", "probability")
 def _check_bins(
     num_bins: object, logit_range: object, bin_space: object = "logit"
 ) -> tuple[int | None, tuple[float, float]]:
-    """``num_bins`` and ``logit_range`` as Python numbers (NumPy scalars accepted); ``ValueError`` if invalid.
+    """``num_bins`` and ``logit_range`` as Python numbers (NumPy or 0-dim tensor ones too); ``ValueError`` if invalid.
 
     ``bin_space`` and ``logit_range`` place the bins of the binned mode, so a value other than
     their default is refused where it would be ignored: in exact mode (``num_bins=None``), and

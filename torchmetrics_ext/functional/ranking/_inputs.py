@@ -129,8 +129,8 @@ def check_cutoff(k: int | None, cutoff: Cutoff) -> int | None:
     """Validate a cutoff: a positive integer, or also ``None`` (the whole list) when ``cutoff`` is ``"optional"``.
 
     ``cutoff="none"`` (a metric without cutoff) accepts only ``None``. Returns ``k`` as a Python
-    int (NumPy integers accepted) or ``None``; ``k`` must be below ``2**63`` (it is compared with
-    int64 positions; any ``k`` at least a query's length means the whole list).
+    int (NumPy and 0-dim tensor integers accepted) or ``None``; ``k`` must be below ``2**63`` (it is
+    compared with int64 positions; any ``k`` at least a query's length means the whole list).
     """
     if cutoff == "none":
         if k is not None:
@@ -154,7 +154,7 @@ def check_cutoff(k: int | None, cutoff: Cutoff) -> int | None:
 def _ranking_arg_validation(empty_target_action: str, padding_value: float | None, **flags: bool) -> int | float | None:
     """Validate the options every ranking function and class shares, and bool ``flags`` by name.
 
-    Returns ``padding_value`` as a Python number (NumPy scalars accepted) or ``None``.
+    Returns ``padding_value`` as a Python number (NumPy scalars and 0-dim tensors accepted) or ``None``.
     """
     if empty_target_action not in ACTIONS:
         raise ValueError(f"Expected `empty_target_action` to be one of {ACTIONS}, got {empty_target_action!r}.")

@@ -24,6 +24,7 @@ from torchmetrics_ext.functional.ranking._inputs import check_cutoff
 from torchmetrics_ext.functional.ranking._kernel import QueryStats, SortedQueries, discount_column, gain
 from torchmetrics_ext.functional.ranking._spec import RankingSpec, Request
 from torchmetrics_ext.functional.ranking._topk import TopQueries
+from torchmetrics_ext.utilities.checks import as_int
 
 # ----------------------------------------------------------------------------- hit counts (sort path and top-k merge)
 
@@ -162,14 +163,17 @@ def ranking_requests(metrics: Sequence[str], ks: Sequence[int | None]) -> list[R
             f"Expected `metrics` to be a non-empty sequence of names from {tuple(SPECS)}, got {metrics!r}{hint}."
         )
     specs = [ranking_spec(name) for name in dict.fromkeys(names)]
-    given = list(ks) if isinstance(ks, Iterable) and not isinstance(ks, (str, bytes)) else []
+    # a 0-dim tensor or array is Iterable but cannot be iterated: one cutoff, as a bare int
+    one = as_int(ks)
+    iterable = isinstance(ks, Iterable) and not isinstance(ks, (str, bytes)) and getattr(ks, "ndim", None) != 0
+    given = list(ks) if iterable else []
     if not given:
         # `None` is a cutoff (the whole list) inside the sequence, not a value of `ks` itself
         hint = (
             " (for the whole list alone write ks=(None,))"
             if ks is None
-            else f" (write ks=({ks!r},))"
-            if isinstance(ks, int) and not isinstance(ks, bool)
+            else f" (write ks=({one},))"
+            if one is not None
             else ""
         )
         raise ValueError(

@@ -25,7 +25,7 @@ __all__ = ["multiclass_recall_at_k"]
 
 
 def _multiclass_recall_arg_validation(k: int, num_classes: int) -> tuple[int, int]:
-    """Validate ``k`` and ``num_classes``; return them as Python ints (NumPy integers accepted).
+    """Validate ``k`` and ``num_classes``; return them as Python ints (NumPy and 0-dim tensor integers accepted).
 
     Any positive ``k`` is a cutoff, as for the flat ranking metrics (a query shorter than ``k``
     is ranked whole): ``k >= num_classes`` makes every sample a hit (scikit-learn's

@@ -64,5 +64,9 @@ class RankingMetrics(_RankingMetric):
 
 
 def _items(values: Any) -> Any:
-    """The items of a collection (a NumPy array, a tensor, an iterator) as a list; anything else as it is."""
-    return list(values) if isinstance(values, Iterable) and not isinstance(values, (str, bytes)) else values
+    """The items of a collection (a NumPy array, a tensor, an iterator) as a list; anything else as it is.
+
+    A 0-dim tensor or array is Iterable but has no items: it is one value, kept as it is.
+    """
+    collection = isinstance(values, Iterable) and not isinstance(values, (str, bytes))
+    return list(values) if collection and getattr(values, "ndim", None) != 0 else values

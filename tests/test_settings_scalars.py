@@ -1,0 +1,588 @@
+"""Constructor settings given as 0-dim tensors, 0-dim NumPy arrays or NumPy scalars: one rule everywhere.
+
+``num_bins=torch.tensor(100)`` was accepted while ``threshold=torch.tensor(0.5)``, ``eta=...`` and
+``recalibration_coefficient=...`` were refused. The rule (``as_int``/``as_real`` in
+:mod:`torchmetrics_ext.utilities.checks`): where a Python number is accepted, a 0-dim real tensor, a
+0-dim NumPy array and a NumPy scalar of the same value are too, and the setting is kept as that
+Python number, so state names (``cross_entropy_sum_eta_0p125``, Throughput's ``warmup3``/``window7p5``
+tags), ``state_dict`` keys, pickling and ``compute()`` are those of the Python number. ``bool``,
+complex, NaN/out-of-range values and tensors with dimensions are refused, naming the argument.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import math
+import pickle
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import torchmetrics_ext as tmx
+from torchmetrics_ext import aggregation as agg
+from torchmetrics_ext.integrations.huggingface import pointwise_compute_metrics, ranking_compute_metrics
+from torchmetrics_ext.utilities.checks import as_int, as_real
+from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
+
+
+def _forms(value: int | float) -> dict[str, Any]:
+    """Every accepted non-Python form of ``value`` that holds exactly that value."""
+    if isinstance(value, int):
+        forms = {
+            "tensor": torch.tensor(value),
+            "tensor-int32": torch.tensor(value, dtype=torch.int32),
+            "numpy": np.int64(value),
+            "numpy-int16": np.int16(value),
+            "numpy-0d": np.asarray(value),
+        }
+        if value >= 0:
+            forms["tensor-uint8"] = torch.tensor(value, dtype=torch.uint8)
+        return forms
+    forms = {
+        "tensor": torch.tensor(value, dtype=torch.float64),
+        "numpy": np.float64(value),
+        "numpy-0d": np.asarray(value),
+    }
+    if float(np.float32(value)) == value:  # float32 holds it exactly: the same setting
+        forms["tensor-float32"] = torch.tensor(value, dtype=torch.float32)
+        forms["numpy-float32"] = np.float32(value)
+    return forms
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _pointwise(rng: np.random.Generator, n: int = 64) -> tuple[tuple[Any, ...], ...]:
+    batches = []
+    for _ in range(2):
+        preds = torch.tensor(rng.uniform(0.02, 0.98, n))
+        target = torch.tensor((rng.random(n) < 0.4).astype(np.int64))
+        weights = torch.tensor(rng.uniform(0.5, 2.0, n))
+        batches.append((preds, target, weights))
+    return tuple(batches)
+
+
+def _two_tasks(rng: np.random.Generator, n: int = 64) -> tuple[tuple[Any, ...], ...]:
+    return tuple(
+        (torch.tensor(rng.uniform(0.02, 0.98, (2, n))), torch.tensor((rng.random((2, n)) < 0.4).astype(np.int64)))
+        for _ in range(2)
+    )
+
+
+def _ranking(rng: np.random.Generator) -> tuple[tuple[Any, ...], ...]:
+    return tuple(
+        (torch.tensor(rng.random((6, 8))), torch.tensor((rng.random((6, 8)) < 0.3).astype(np.int64))) for _ in range(2)
+    )
+
+
+def _padded_ranking(rng: np.random.Generator) -> tuple[tuple[Any, ...], ...]:
+    batches = []
+    for preds, target in _ranking(rng):
+        preds[:, -2:] = -1.0  # padded slots, marked by padding_value=-1
+        batches.append((preds, target))
+    return tuple(batches)
+
+
+def _sessions(rng: np.random.Generator, n: int = 40) -> tuple[tuple[Any, ...], ...]:
+    return tuple(
+        (
+            torch.tensor(rng.random(n)),
+            torch.tensor((rng.random(n) < 0.4).astype(np.int64)),
+            torch.tensor(np.sort(rng.integers(0, 6, n))),
+        )
+        for _ in range(2)
+    )
+
+
+def _multiclass(rng: np.random.Generator, n: int = 30) -> tuple[tuple[Any, ...], ...]:
+    return tuple((torch.tensor(rng.random((n, 5))), torch.tensor(rng.integers(0, 5, n))) for _ in range(2))
+
+
+def _codes(rng: np.random.Generator, n: int = 30) -> tuple[tuple[Any, ...], ...]:
+    return tuple((torch.tensor(rng.integers(0, 8, n)), torch.tensor(rng.integers(0, 8, n))) for _ in range(2))
+
+
+def _segments(rng: np.random.Generator, n: int = 40) -> tuple[tuple[Any, ...], ...]:
+    return tuple(
+        (
+            torch.tensor(rng.uniform(0.02, 0.98, n)),
+            torch.tensor((rng.random(n) < 0.4).astype(np.int64)),
+            torch.tensor(rng.integers(0, 3, n)),
+        )
+        for _ in range(2)
+    )
+
+
+def _values(rng: np.random.Generator, n: int = 50) -> tuple[tuple[Any, ...], ...]:
+    return tuple((torch.tensor(rng.lognormal(0.0, 2.0, n)),) for _ in range(2))
+
+
+def _values_with_nan(rng: np.random.Generator, n: int = 20) -> tuple[tuple[Any, ...], ...]:
+    batches = []
+    for _ in range(2):
+        values = torch.tensor(rng.normal(size=n))
+        values[::5] = math.nan
+        batches.append((values,))
+    return tuple(batches)
+
+
+def _examples(rng: np.random.Generator) -> tuple[tuple[Any, ...], ...]:
+    return tuple((torch.zeros(int(n), 3),) for n in rng.integers(1, 20, 8))
+
+
+def _predictions(rng: np.random.Generator) -> tuple[tuple[Any, ...], ...]:
+    return tuple((torch.zeros(int(n)),) for n in rng.integers(1, 20, 8))
+
+
+def _module_steps(rng: np.random.Generator) -> tuple[tuple[Any, ...], ...]:
+    return tuple(
+        ({"prediction": preds, "label": target, "weight": weights},) for preds, target, weights in _pointwise(rng, 16)
+    )
+
+
+class _Clock:
+    """A deterministic (and picklable) clock: each metric built with one sees the same times."""
+
+    def __init__(self) -> None:
+        self.ticks = itertools.count()
+
+    def __call__(self) -> float:
+        return float(next(self.ticks))
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One constructor setting: how to build the metric with it, a valid value and batches to update with."""
+
+    id: str
+    build: Callable[[Any], Any]
+    value: int | float
+    data: Callable[[np.random.Generator], tuple[tuple[Any, ...], ...]]
+    name: str  # the argument, as the refusals name it
+    integer: bool = False  # an integer setting: a whole float (5.0) is refused as the Python float is
+
+    def __str__(self) -> str:
+        return self.id
+
+
+def _windowed_ctr(window_size: Any) -> Any:
+    return tmx.Windowed(tmx.CTR(), window_size=window_size)
+
+
+class _SegmentedCTR(tmx.Segmented):
+    """Segmented CTR updated positionally: ``(preds, target, segments)``."""
+
+    def update(self, preds: Any, target: Any, segments: Any) -> None:  # type: ignore[override]
+        super().update(preds, target, segments=segments)
+
+
+def _segmented_ctr(num_segments: Any) -> Any:
+    return _SegmentedCTR(tmx.CTR(), num_segments=num_segments)
+
+
+SETTINGS = [
+    Setting("WeightedAccuracy.threshold", lambda v: tmx.WeightedAccuracy(threshold=v), 0.25, _pointwise, "threshold"),
+    Setting("WeightedPrecision.threshold", lambda v: tmx.WeightedPrecision(threshold=v), 0.25, _pointwise, "threshold"),
+    Setting("WeightedRecall.threshold", lambda v: tmx.WeightedRecall(threshold=v), 0.75, _pointwise, "threshold"),
+    Setting("NormalizedEntropy.eta", lambda v: tmx.NormalizedEntropy(eta=v), 0.125, _pointwise, "eta"),
+    Setting("LogLoss.eta", lambda v: tmx.LogLoss(eta=v), 0.125, _pointwise, "eta"),
+    Setting("NEPositive.eta", lambda v: tmx.NEPositive(eta=v), 0.125, _pointwise, "eta"),
+    Setting("CalibrationFreeNE.eta", lambda v: tmx.CalibrationFreeNE(eta=v), 0.125, _pointwise, "eta"),
+    Setting("RecalibratedNE.eta", lambda v: tmx.RecalibratedNE(eta=v), 0.125, _pointwise, "eta"),
+    Setting(
+        "RecalibratedNE.recalibration_coefficient",
+        lambda v: tmx.RecalibratedNE(recalibration_coefficient=v),
+        2.5,
+        _pointwise,
+        "recalibration_coefficient",
+    ),
+    Setting(
+        "RecalibratedNE.recalibration_coefficient-int",
+        lambda v: tmx.RecalibratedNE(recalibration_coefficient=v),
+        2,
+        _pointwise,
+        "recalibration_coefficient",
+    ),
+    Setting(
+        "RecalibratedCalibration.recalibration_coefficient",
+        lambda v: tmx.RecalibratedCalibration(recalibration_coefficient=v),
+        0.5,
+        _pointwise,
+        "recalibration_coefficient",
+    ),
+    Setting("AUC.num_bins", lambda v: tmx.AUC(num_bins=v), 100, _pointwise, "num_bins", integer=True),
+    Setting("AUPRC.num_bins", lambda v: tmx.AUPRC(num_bins=v), 100, _pointwise, "num_bins", integer=True),
+    Setting("AUC.logit_range", lambda v: tmx.AUC(num_bins=50, logit_range=(-4.0, v)), 6.0, _pointwise, "logit_range"),
+    Setting("Reliability.num_bins", lambda v: tmx.Reliability(num_bins=v), 7, _pointwise, "num_bins", integer=True),
+    Setting(
+        "HindsightTargetPR.target_precision",
+        lambda v: tmx.HindsightTargetPR(target_precision=v),
+        0.375,
+        _pointwise,
+        "target_precision",
+    ),
+    Setting(
+        "HindsightTargetPR.num_thresholds",
+        lambda v: tmx.HindsightTargetPR(num_thresholds=v),
+        50,
+        _pointwise,
+        "num_thresholds",
+        integer=True,
+    ),
+    Setting(
+        "NormalizedEntropy.num_tasks",
+        lambda v: tmx.NormalizedEntropy(num_tasks=v),
+        2,
+        _two_tasks,
+        "num_tasks",
+        integer=True,
+    ),
+    Setting("CTR.num_tasks", lambda v: tmx.CTR(num_tasks=v), 2, _two_tasks, "num_tasks", integer=True),
+    Setting(
+        "MultiLabelPrecision.num_labels",
+        lambda v: tmx.MultiLabelPrecision(num_labels=v),
+        3,
+        _codes,
+        "num_labels",
+        integer=True,
+    ),
+    Setting("NDCG.k", lambda v: tmx.NDCG(k=v), 3, _ranking, "k", integer=True),
+    Setting("RecallAtK.k", lambda v: tmx.RecallAtK(k=v), 3, _ranking, "k", integer=True),
+    Setting("PrecisionAtK.k", lambda v: tmx.PrecisionAtK(k=v), 3, _ranking, "k", integer=True),
+    Setting("F1AtK.k", lambda v: tmx.F1AtK(k=v), 3, _ranking, "k", integer=True),
+    Setting("MRR.k", lambda v: tmx.MRR(k=v), 3, _ranking, "k", integer=True),
+    Setting("HitRate.k", lambda v: tmx.HitRate(k=v), 3, _ranking, "k", integer=True),
+    Setting("MAP.k", lambda v: tmx.MAP(k=v), 3, _ranking, "k", integer=True),
+    Setting("RankingMetrics.ks", lambda v: tmx.RankingMetrics(ks=(v, 5)), 2, _ranking, "k", integer=True),
+    Setting("NDCG.padding_value", lambda v: tmx.NDCG(k=4, padding_value=v), -1.0, _padded_ranking, "padding_value"),
+    Setting("MRR.padding_value-int", lambda v: tmx.MRR(padding_value=v), -1, _padded_ranking, "padding_value"),
+    Setting(
+        "MulticlassRecallAtK.k",
+        lambda v: tmx.MulticlassRecallAtK(k=v, num_classes=5),
+        2,
+        _multiclass,
+        "k",
+        integer=True,
+    ),
+    Setting(
+        "MulticlassRecallAtK.num_classes",
+        lambda v: tmx.MulticlassRecallAtK(k=2, num_classes=v),
+        5,
+        _multiclass,
+        "num_classes",
+        integer=True,
+    ),
+    Setting("SessionPrecisionAtK.k", lambda v: tmx.SessionPrecisionAtK(k=v), 2, _sessions, "k", integer=True),
+    Setting("SessionRecallAtK.k", lambda v: tmx.SessionRecallAtK(k=v), 2, _sessions, "k", integer=True),
+    Setting(
+        "Throughput.warmup_steps",
+        lambda v: tmx.Throughput(warmup_steps=v, clock=_Clock()),
+        3,
+        _examples,
+        "warmup_steps",
+        integer=True,
+    ),
+    Setting(
+        "Throughput.window_seconds",
+        lambda v: tmx.Throughput(warmup_steps=1, window_seconds=v, clock=_Clock()),
+        2.5,
+        _examples,
+        "window_seconds",
+    ),
+    Setting(
+        "TowerQPS.warmup_steps",
+        lambda v: tmx.TowerQPS(warmup_steps=v, clock=_Clock()),
+        3,
+        _predictions,
+        "warmup_steps",
+        integer=True,
+    ),
+    Setting("Windowed.window_size", _windowed_ctr, 50, _pointwise, "window_size", integer=True),
+    Setting(
+        "Windowed.max_updates",
+        lambda v: tmx.Windowed(tmx.CTR(), window_size=50, max_updates=v),
+        2,
+        _pointwise,
+        "max_updates",
+        integer=True,
+    ),
+    Setting("Segmented.num_segments", _segmented_ctr, 3, _segments, "num_segments", integer=True),
+    Setting(
+        "Distribution.relative_accuracy",
+        lambda v: agg.Distribution(relative_accuracy=v),
+        0.03125,
+        _values,
+        "relative_accuracy",
+    ),
+    Setting("Distribution.min_value", lambda v: agg.Distribution(min_value=v), 0.0625, _values, "min_value"),
+    Setting("Distribution.max_value", lambda v: agg.Distribution(max_value=v), 4096.0, _values, "max_value"),
+    Setting("Distribution.percentiles", lambda v: agg.Distribution(percentiles=(v, 50)), 12.5, _values, "percentiles"),
+    Setting("Sum.nan_strategy", lambda v: agg.Sum(nan_strategy=v), 0.5, _values_with_nan, "nan_strategy"),
+    Setting("Mean.nan_strategy", lambda v: agg.Mean(nan_strategy=v), 0.5, _values_with_nan, "nan_strategy"),
+    Setting("Max.nan_strategy", lambda v: agg.Max(nan_strategy=v), 9.5, _values_with_nan, "nan_strategy"),
+    Setting(
+        "RecMetricModule.window_size",
+        lambda v: tmx.RecMetricModule(["click"], ["ne", "ctr"], window_size=v, throughput=False),
+        20,
+        _module_steps,
+        "window_size",
+        integer=True,
+    ),
+    Setting(
+        "RecMetricModule.compute_interval_steps",
+        lambda v: tmx.RecMetricModule(["click"], ["ne"], compute_interval_steps=v, throughput=False),
+        7,
+        _module_steps,
+        "compute_interval_steps",
+        integer=True,
+    ),
+]
+FORM_CASES = [(setting, form) for setting in SETTINGS for form in _forms(setting.value)]
+
+
+def _run(metric: Any, batches: tuple[tuple[Any, ...], ...]) -> Any:
+    for batch in batches:
+        metric.update(*batch)
+    with warnings.catch_warnings():  # an undefined value (nan) is compared as such
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        return metric.compute()
+
+
+def _assert_same(got: Any, expected: Any) -> None:
+    if isinstance(expected, dict):
+        assert got.keys() == expected.keys()
+        for key in expected:
+            _assert_same(got[key], expected[key])
+    else:
+        torch.testing.assert_close(got, expected, rtol=0, atol=0, equal_nan=True)
+
+
+def _plain_attributes(metric: Any) -> dict[str, Any]:
+    """The metric's instance attributes that are settings: no state, no module, no callable."""
+    states = set(getattr(metric, "_defaults", {}))
+    return {
+        name: value
+        for name, value in vars(metric).items()
+        if name not in states
+        and not name.startswith("_")
+        and not callable(value)
+        and isinstance(value, (int, float, tuple, np.generic, np.ndarray, torch.Tensor))
+    }
+
+
+@pytest.mark.parametrize(("setting", "form"), FORM_CASES, ids=[f"{s}-{f}" for s, f in FORM_CASES])
+def test_a_setting_as_a_tensor_or_numpy_number_is_the_python_number(setting, form):
+    """Same state names and ``state_dict`` keys, same settings (plain Python), same ``compute()`` on the same data."""
+    given = _forms(setting.value)[form]
+    reference, metric = setting.build(setting.value), setting.build(given)
+    for each in (reference, metric):
+        if hasattr(each, "persistent"):  # RecMetricModule's states are persistent already
+            each.persistent(True)  # every state in the state_dict, under its name
+    assert list(metric.state_dict()) == list(reference.state_dict()) != []
+    assert sorted(getattr(metric, "_defaults", {})) == sorted(getattr(reference, "_defaults", {}))
+    expected_settings = _plain_attributes(reference)
+    got_settings = _plain_attributes(metric)
+    assert got_settings.keys() == expected_settings.keys()
+    for name, value in got_settings.items():  # kept as Python numbers, not as what was given
+        assert type(value) is type(expected_settings[name]), name
+        if isinstance(value, torch.Tensor):  # made from the setting (Reliability's edges)
+            assert torch.equal(value, expected_settings[name]), name
+        else:
+            assert value == expected_settings[name], name
+            assert not isinstance(value, (np.generic, np.ndarray)), name
+    assert repr(metric) == repr(reference)
+    restored = pickle.loads(pickle.dumps(metric))
+    assert list(restored.state_dict()) == list(reference.state_dict())
+    # a checkpoint of the tensor-given metric (with the settings its metadata records) loads into the Python one's
+    buffer = io.BytesIO()
+    torch.save(metric.state_dict(), buffer)
+    buffer.seek(0)
+    reference.load_state_dict(torch.load(buffer, weights_only=True))
+    rng = np.random.default_rng(0)
+    batches = setting.data(rng)
+    _assert_same(_run(metric, batches), _run(reference, batches))
+
+
+def _refusals(setting: Setting) -> dict[str, Any]:
+    """Values refused whatever their form: bool, NaN, complex, tensors and arrays with dimensions."""
+    value = setting.value
+    refused: dict[str, Any] = {
+        "bool": True,
+        "tensor-bool": torch.tensor(True),
+        "numpy-bool": np.bool_(True),
+        "nan-tensor": torch.tensor(math.nan, dtype=torch.float64),
+        "nan-numpy": np.float64(math.nan),
+        "complex-tensor": torch.tensor(complex(value, 0)),
+        "complex-numpy": np.complex128(value),
+        "one-element-tensor": torch.tensor([value]),
+        "one-element-array": np.array([value]),
+        "two-element-tensor": torch.tensor([value, value]),
+        "meta-tensor": torch.tensor(value).to("meta"),
+    }
+    if setting.integer:
+        refused["whole-float-tensor"] = torch.tensor(float(value))  # 5.0 is no integer, as the Python float
+    return refused
+
+
+REFUSAL_CASES = [
+    (setting, form)
+    for setting in SETTINGS
+    for form in _refusals(setting)
+    # a float fill value of NaN is TorchMetrics' own (a NaN stays NaN): accepted as the Python float
+    if not (setting.name == "nan_strategy" and form.startswith("nan"))
+]
+
+
+@pytest.mark.parametrize(("setting", "form"), REFUSAL_CASES, ids=[f"{s}-{f}" for s, f in REFUSAL_CASES])
+def test_a_setting_that_is_no_single_real_number_is_refused_naming_it(setting, form):
+    value = _refusals(setting)[form]
+    with pytest.raises(ValueError, match=rf"`{setting.name}`") as info:
+        setting.build(value)
+    if setting.name != "nan_strategy":  # TorchMetrics' message prints the value with str()
+        assert repr(value) in str(info.value) or setting.name in ("logit_range", "percentiles", "k")
+
+
+@pytest.mark.parametrize(
+    ("build", "bad", "message"),
+    [
+        (lambda v: tmx.WeightedPrecision(threshold=v), 1.5, r"Expected `threshold` to be a probability in \[0, 1\]"),
+        (lambda v: tmx.NormalizedEntropy(eta=v), 0.5, r"Expected `eta` to be a float in \[0, 0\.5\)"),
+        (lambda v: tmx.LogLoss(eta=v), -0.25, r"Expected `eta` to be a float in \[0, 0\.5\)"),
+        (
+            lambda v: tmx.RecalibratedNE(recalibration_coefficient=v),
+            math.inf,
+            r"Expected `recalibration_coefficient` to be a positive finite float",
+        ),
+        (
+            lambda v: tmx.RecalibratedCalibration(recalibration_coefficient=v),
+            0.0,
+            r"Expected `recalibration_coefficient` to be a positive finite float",
+        ),
+        (lambda v: tmx.Throughput(window_seconds=v), math.inf, r"Expected `window_seconds` to be a positive finite"),
+        (lambda v: tmx.HindsightTargetPR(target_precision=v), 1.25, r"Expected `target_precision` to be a float"),
+        (lambda v: agg.Distribution(relative_accuracy=v), 1.0, r"Expected `relative_accuracy` in \(0, 1\)"),
+        (lambda v: agg.Distribution(max_value=v), math.inf, r"Expected 0 < `min_value` < `max_value` < inf"),
+        (lambda v: tmx.AUC(num_bins=v), 1, r"Expected `num_bins` to be None \(exact\) or an integer >= 2"),
+        (lambda v: tmx.RecallAtK(k=v), 0, r"Expected `k` to be a positive integer"),
+        (lambda v: tmx.Throughput(warmup_steps=v), -1, r"Expected `warmup_steps` to be a non-negative integer"),
+        (lambda v: tmx.MultiLabelPrecision(num_labels=v), 63, r"Expected `num_labels` to be an integer in \[1, 62\]"),
+        (lambda v: tmx.Windowed(tmx.CTR(), window_size=v), 0, r"Expected `window_size` to be a positive integer"),
+    ],
+    ids=lambda x: "" if callable(x) else str(x),
+)
+@pytest.mark.parametrize("form", ["python", "tensor", "numpy", "numpy-0d"])
+def test_out_of_range_settings_keep_their_message_in_every_form(build, bad, message, form):
+    """An out-of-range value is refused with the same message whatever its form (the value shown as given)."""
+    given = bad if form == "python" else _forms(bad)["tensor" if form == "tensor" else form]
+    with pytest.raises(ValueError, match=message) as info:
+        build(given)
+    assert repr(given) in str(info.value)
+
+
+def test_ks_given_as_one_tensor_is_refused_with_the_sequence_hint():
+    """A 0-dim tensor ``ks`` could not be iterated (a bare TypeError); it is told to write a sequence, as ``ks=10``."""
+    for ks in (torch.tensor(10), np.asarray(10), np.int64(10)):
+        with pytest.raises(ValueError, match=r"Expected `ks` to be a non-empty sequence .* \(write ks=\(10,\)\)\.$"):
+            tmx.RankingMetrics(ks=ks)
+    assert tmx.RankingMetrics(ks=torch.tensor([10])).ks == (10,)
+
+
+def test_nan_strategy_as_an_integer_stays_refused_as_torchmetrics_refuses_it():
+    """TorchMetrics takes a float fill value only: ``0`` is refused, and so are its tensor and NumPy forms."""
+    for value in (0, torch.tensor(0), np.int64(0), "drop"):
+        with pytest.raises(ValueError, match=r"Expected `nan_strategy` to be a float \(the value that replaces NaN\)"):
+            agg.Mean(nan_strategy=value)
+    assert type(agg.Mean(nan_strategy=np.str_("ignore")).nan_strategy) is str
+
+
+@pytest.mark.parametrize("form", ["tensor", "numpy", "numpy-0d"])
+def test_hugging_face_settings_take_the_same_forms(form):
+    """``ignore_index`` and ``padding_value`` of the Hugging Face builders follow the metrics' rule."""
+    logits = np.array([1.5, -0.5, 0.25, -2.0, 0.75, 3.0])
+    labels = np.array([1, 0, -100, 0, 1, -100])
+    prediction = SimpleNamespace(predictions=logits, label_ids=labels)
+    expected = pointwise_compute_metrics(["ne", "ctr"], ignore_index=-100)(prediction)
+    got = pointwise_compute_metrics(["ne", "ctr"], ignore_index=_forms(-100)[form])(prediction)
+    assert got == expected
+    scores = np.array([[0.9, 0.2, -10.0], [0.1, 0.8, 0.3]])
+    relevant = np.array([0, 2])
+    ranking = SimpleNamespace(predictions=scores, label_ids=relevant)
+    expected = ranking_compute_metrics(ks=(1, 2), padding_value=-10.0)(ranking)
+    assert ranking_compute_metrics(ks=(1, 2), padding_value=_forms(-10.0)[form])(ranking) == expected
+    with pytest.raises(ValueError, match=r"Expected `ignore_index` to be None or a number"):
+        pointwise_compute_metrics(["ne"], ignore_index=torch.tensor(math.nan))
+    with pytest.raises(ValueError, match=r"Expected `ignore_index` to be None or a number"):
+        pointwise_compute_metrics(["ne"], ignore_index=torch.tensor(True))
+    with pytest.raises(ValueError, match=r"Expected `padding_value` to be a number"):
+        ranking_compute_metrics(padding_value=torch.tensor(True))
+
+
+# ----------------------------------------------------------------------------- the helpers themselves
+
+
+FINITE_OR_NOT = st.floats(allow_nan=True, allow_infinity=True, width=64)
+INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(FINITE_OR_NOT)
+def test_as_real_reads_every_form_of_a_float_as_that_float(value):
+    for form in (torch.tensor(value, dtype=torch.float64), np.float64(value), np.asarray(value)):
+        got = as_real(form)
+        assert type(got) is float
+        assert got == value or (math.isnan(got) and math.isnan(value))
+        assert as_int(form) is None  # a float is no integer, whole or not
+
+
+@settings(max_examples=60, deadline=None)
+@given(INT64)
+def test_as_int_and_as_real_read_every_form_of_an_int_as_that_int(value):
+    for form in (torch.tensor(value), np.int64(value), np.asarray(value, dtype=np.int64)):
+        assert type(as_int(form)) is int and as_int(form) == value
+        assert type(as_real(form)) is int and as_real(form) == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        True,
+        np.bool_(False),
+        torch.tensor(True),
+        np.asarray(True),
+        1j,
+        np.complex64(1),
+        torch.tensor(1 + 0j),
+        torch.tensor([1.0]),
+        np.array([1]),
+        torch.zeros(1, 1),
+        torch.tensor(1.0, device="meta"),
+        "1",
+        np.asarray("1"),
+        None,
+    ],
+    ids=repr,
+)
+def test_the_helpers_refuse_what_is_no_single_real_number(value):
+    assert as_real(value) is None and as_int(value) is None
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.floats(min_value=0.0, max_value=1.0), st.floats(min_value=0.0, max_value=0.5, exclude_max=True))
+def test_thresholds_and_etas_name_their_states_as_the_python_number(threshold, eta):
+    """Any valid ``threshold`` and ``eta`` given as a float64 tensor give the Python number's state names."""
+    for form in (torch.tensor(threshold, dtype=torch.float64), np.asarray(threshold)):
+        assert list(tmx.WeightedPrecision(threshold=form).state_dict()) == list(
+            tmx.WeightedPrecision(threshold=threshold).state_dict()
+        )
+    assert list(tmx.NormalizedEntropy(eta=torch.tensor(eta, dtype=torch.float64)).state_dict()) == list(
+        tmx.NormalizedEntropy(eta=eta).state_dict()
+    )

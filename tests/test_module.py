@@ -1449,6 +1449,28 @@ def test_a_short_validation_epoch_after_a_reset_has_rates():
     assert values["throughput/total_examples"].item() == 20
 
 
+def test_validation_epochs_shorter_than_the_warmup_have_rates_from_the_second():
+    """As ``RecMetricCallback`` runs a validation module: a reset at each epoch's start, epochs of 3 steps against
+    a warm-up of 50. The first epoch only warms up (nan, one warning); every later one has rates from its second
+    step, and the time between epochs never counts."""
+    module = tmx.RecMetricModule(["click"], {"ctr": "ctr"})  # compute_interval_steps=100: a warm-up of 50
+    ticks = iter([0.0, 1.0, 2.0, 50.0, 51.0, 53.0, 90.0, 94.0, 95.0])
+    module.throughput.clock = lambda: next(ticks)
+    rates = []
+    for epoch in range(3):
+        module.reset()
+        for n in (4, 6, 10):
+            module.update({"prediction": torch.full((n,), 0.5), "label": torch.ones(n)})
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            values = module.compute()
+        warned = [w for w in caught if issubclass(w.category, tmx.UndefinedMetricWarning)]
+        assert len(warned) == (epoch == 0)
+        rates.append((values["throughput/lifetime_throughput"].item(), values["throughput/total_examples"].item()))
+    assert math.isnan(rates[0][0]) and rates[0][1] == 20
+    assert rates[1:] == [(16 / 3.0, 20), (16 / 5.0, 20)]  # 6 + 10 examples over 1 + 2 s, then 4 + 1 s
+
+
 def test_should_compute_follows_the_interval():
     module = build({"ctr": "ctr"}, compute_interval_steps=3)
     assert not module.should_compute()  # before any update (TorchRec's is true: 0 % 3 == 0)

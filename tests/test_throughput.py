@@ -721,17 +721,29 @@ def test_a_reset_restarts_the_clock_without_a_second_warmup():
     assert metric.get_extra_state()["steps"] == 7  # the steps seen, across the reset
 
 
-def test_a_reset_during_the_warmup_leaves_its_remaining_steps():
-    metric = tmx.Throughput(warmup_steps=3, clock=Ticks([0.0, 1.0, 2.0, 4.0, 8.0]))
-    metric.update(1)
-    metric.reset()
-    for n in (2, 3):  # the second and third warm-up steps; the clock starts at the third (2.0)
+def test_a_reset_during_the_warmup_ends_it_and_one_before_any_update_does_not():
+    """Validation epochs shorter than the warm-up: the first epoch warms up, each later one has rates from its
+    second step (the reset ends the warm-up once any update was seen). A reset before any update is no epoch."""
+    metric = tmx.Throughput(warmup_steps=5, clock=Ticks([0.0, 1.0, 10.0, 11.0, 13.0]))
+    metric.reset()  # nothing seen yet: the whole warm-up is still to go
+    for n in (1, 1):  # the first epoch: two warm-up steps, no rate
         metric.update(n)
     lifetime, window, total = _rates(metric)
-    assert total == 5 and math.isnan(lifetime) and math.isnan(window)
-    metric.update(8)  # 2 s
-    metric.update(12)  # 4 s
-    assert _rates(metric) == (20 / 6.0, 20 / 6.0, 25)
+    assert total == 2 and math.isnan(lifetime) and math.isnan(window)
+    metric.reset()  # the next epoch: its first step starts the clock (10.0)
+    for n in (2, 8, 12):  # 1 s, then 2 s
+        metric.update(n)
+    assert _rates(metric) == (20 / 3.0, 20 / 3.0, 22)
+    assert metric.get_extra_state()["steps"] == 8  # the warm-up's 5, ended by the reset, and 3 steps since
+
+
+def test_a_reset_before_any_update_keeps_the_whole_warmup():
+    metric = tmx.Throughput(warmup_steps=2, clock=Ticks([0.0, 1.0, 3.0]))
+    metric.reset()
+    metric.reset()
+    for n in (4, 5, 6):  # two warm-up steps (the clock starts at the second, 1.0), then 6 over 2 s
+        metric.update(n)
+    assert _rates(metric) == (3.0, 3.0, 15)
 
 
 def test_with_no_warmup_a_reset_starts_the_clock_itself():

@@ -1422,9 +1422,10 @@ class RecMetricModule(CheckpointLoading):
 
         The throughput is cleared too (its clock starts again at the next step, whose examples count
         in ``total_examples`` only, so the time between a validation epoch and the next never counts;
-        the warm-up is not repeated, so an epoch shorter than it still has rates), except with ``key_style="torchrec"``
-        (and so ``from_torchrec_config``): TorchRec's ``RecMetricModule.reset()`` resets its metrics
-        only and its throughput keeps counting (``total_examples`` and the rates go on).
+        a reset after any step ends the warm-up, so every epoch after the first has rates), except
+        with ``key_style="torchrec"`` (and so ``from_torchrec_config``): TorchRec's
+        ``RecMetricModule.reset()`` resets its metrics only and its throughput keeps counting
+        (``total_examples`` and the rates go on).
 
         Examples:
             >>> import torch

@@ -77,8 +77,8 @@ class Throughput(GuardedMetric):
     skipped), and reads the clock. A task-first ``(T, N)`` tensor, as the multi-task metrics take, counts ``T``: pass
     ``N`` or one task's row (``labels[0]``). The first ``warmup_steps`` updates only count towards
     ``total_examples``; the time starts at the last of them. Each later update adds its examples and
-    the time since the previous update. The warm-up happens once: after :meth:`reset` the next
-    update only restarts the clock.
+    the time since the previous update. The warm-up happens once: after a :meth:`reset` that
+    follows any update the next update only restarts the clock.
 
     .. math::
         \text{lifetime\_throughput} = \frac{\sum_{\text{ranks}} \text{examples after warm-up}}
@@ -384,17 +384,19 @@ class Throughput(GuardedMetric):
     def reset(self) -> None:
         """Forget every count and time; the clock restarts at the next update, without a second warm-up.
 
-        The warm-up is for a process's first steps (compilation, caches): once it has ended, the
-        first update after a reset only starts the clock (its examples count in ``total_examples``
-        alone), so the time before the reset, e.g. between two validation epochs, never counts
-        and a short epoch still has rates from its second step. A reset during the warm-up
-        leaves the warm-up's remaining steps to go. With ``warmup_steps=0`` the clock restarts at
-        the reset itself, as at construction.
+        The warm-up is for a process's first steps (compilation, caches, workers starting), which a
+        reset after any update has left behind: the first update after it only starts the clock
+        (its examples count in ``total_examples`` alone), so the time before the reset, e.g.
+        between two validation epochs, never counts, and an epoch shorter than ``warmup_steps``
+        still has rates from its second step. A reset before any update leaves the whole warm-up
+        to go. With ``warmup_steps=0`` the clock restarts at the reset itself, as at construction.
         """
         super().reset()
-        steps = self._steps
+        # the warm-up ends with the first reset after an update (see update: past it, an update with
+        # the clock not started only starts it)
+        steps = max(self._steps, self.warmup_steps) if self._steps else 0
         self._restart()
-        self._steps = steps  # the warm-up is done once: the next update starts the clock (see update)
+        self._steps = steps
 
     def get_extra_state(self) -> dict[str, Any] | None:
         """Steps seen and the recent updates (the clock reading is not saved); nothing when not persistent."""

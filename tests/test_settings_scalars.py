@@ -7,10 +7,15 @@
 Python number, so state names (``cross_entropy_sum_eta_0p125``, Throughput's ``warmup3``/``window7p5``
 tags), ``state_dict`` keys, pickling and ``compute()`` are those of the Python number. ``bool``,
 complex, NaN/out-of-range values and tensors with dimensions are refused, naming the argument.
+
+Flags (``from_logits``, ``exponential_gain``, ``groups_complete_per_batch``, ...) follow the same rule
+(``as_bool``): a 0-dim bool tensor, a 0-dim NumPy bool array and a NumPy bool are the Python bool;
+integers (``1``/``0``, in any form) stay refused, as do bool tensors with dimensions.
 """
 
 from __future__ import annotations
 
+import inspect
 import io
 import itertools
 import math
@@ -30,7 +35,7 @@ from hypothesis import strategies as st
 import torchmetrics_ext as tmx
 from torchmetrics_ext import aggregation as agg
 from torchmetrics_ext.integrations.huggingface import pointwise_compute_metrics, ranking_compute_metrics
-from torchmetrics_ext.utilities.checks import as_int, as_real
+from torchmetrics_ext.utilities.checks import as_bool, as_int, as_real
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
 
@@ -120,6 +125,16 @@ def _segments(rng: np.random.Generator, n: int = 40) -> tuple[tuple[Any, ...], .
         )
         for _ in range(2)
     )
+
+
+def _missing_labels(rng: np.random.Generator) -> tuple[tuple[Any, ...], ...]:
+    batches = []
+    for preds, target, weights in _pointwise(rng):
+        target = target.double()
+        target[::7] = math.nan  # labels not logged yet
+        weights[::5] = 0.0
+        batches.append((preds, target, weights))
+    return tuple(batches)
 
 
 def _values(rng: np.random.Generator, n: int = 50) -> tuple[tuple[Any, ...], ...]:
@@ -382,7 +397,11 @@ def _plain_attributes(metric: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(("setting", "form"), FORM_CASES, ids=[f"{s}-{f}" for s, f in FORM_CASES])
 def test_a_setting_as_a_tensor_or_numpy_number_is_the_python_number(setting, form):
     """Same state names and ``state_dict`` keys, same settings (plain Python), same ``compute()`` on the same data."""
-    given = _forms(setting.value)[form]
+    _assert_built_as_the_python_value(setting, _forms(setting.value)[form])
+
+
+def _assert_built_as_the_python_value(setting: Any, given: Any) -> None:
+    """``setting.build(given)`` is the metric of ``setting.value``: names, settings, repr, pickle, checkpoint, values."""
     reference, metric = setting.build(setting.value), setting.build(given)
     for each in (reference, metric):
         if hasattr(each, "persistent"):  # RecMetricModule's states are persistent already
@@ -410,6 +429,209 @@ def test_a_setting_as_a_tensor_or_numpy_number_is_the_python_number(setting, for
     rng = np.random.default_rng(0)
     batches = setting.data(rng)
     _assert_same(_run(metric, batches), _run(reference, batches))
+
+
+# ----------------------------------------------------------------------------- flags
+
+
+def _flag_forms(value: bool) -> dict[str, Any]:
+    """Every accepted non-Python form of the flag ``value``."""
+    return {"tensor": torch.tensor(value), "numpy": np.bool_(value), "numpy-0d": np.asarray(value)}
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One constructor flag: how to build the metric with it, the value tested (not the default) and batches."""
+
+    id: str
+    build: Callable[[Any], Any]
+    value: bool
+    data: Callable[[np.random.Generator], tuple[tuple[Any, ...], ...]]
+    name: str  # the argument, as the refusals name it
+
+    def __str__(self) -> str:
+        return self.id
+
+
+def _from_logits(cls: Any, data: Callable[[np.random.Generator], tuple[tuple[Any, ...], ...]] = _pointwise) -> Flag:
+    return Flag(f"{cls.__name__}.from_logits", lambda v: cls(from_logits=v), True, data, "from_logits")
+
+
+FROM_LOGITS = [
+    tmx.NormalizedEntropy,
+    tmx.LogLoss,
+    tmx.NEPositive,
+    tmx.CalibrationFreeNE,
+    tmx.RecalibratedNE,
+    tmx.RecalibratedCalibration,
+    tmx.AUC,
+    tmx.AUPRC,
+    tmx.CTR,
+    tmx.Calibration,
+    tmx.HindsightTargetPR,
+    tmx.Reliability,
+    tmx.RegressionAUC,
+    tmx.XAUC,
+    tmx.WeightedAverage,
+    tmx.WeightedAccuracy,
+    tmx.WeightedPrecision,
+    tmx.WeightedRecall,
+    tmx.WeightedMSE,
+    tmx.WeightedMAE,
+    tmx.WeightedRMSE,
+    tmx.WeightedNMSE,
+    tmx.WeightedNRMSE,
+    tmx.WeightedR2,
+]
+# ranking flags every ranking metric takes (TaskMetric keyword arguments of the family's base class)
+RANKING_FLAGS = ("queries_complete_per_batch", "remove_single_length_sessions")
+FLAGS = [
+    *[_from_logits(cls) for cls in FROM_LOGITS],
+    _from_logits(tmx.GroupedAUC, _segments),
+    _from_logits(tmx.GroupedAUPRC, _segments),
+    Flag("GroupedAUC.weight_groups", lambda v: tmx.GroupedAUC(weight_groups=v), True, _segments, "weight_groups"),
+    Flag("GroupedAUPRC.weight_groups", lambda v: tmx.GroupedAUPRC(weight_groups=v), True, _segments, "weight_groups"),
+    Flag(
+        "GroupedAUC.groups_complete_per_batch",
+        lambda v: tmx.GroupedAUC(groups_complete_per_batch=v),
+        True,
+        _segments,
+        "groups_complete_per_batch",
+    ),
+    Flag(
+        "GroupedAUPRC.groups_complete_per_batch",
+        lambda v: tmx.GroupedAUPRC(groups_complete_per_batch=v),
+        True,
+        _segments,
+        "groups_complete_per_batch",
+    ),
+    Flag(
+        "CalibrationFreeNE.torchrec_scaling",
+        lambda v: tmx.CalibrationFreeNE(torchrec_scaling=v),
+        True,
+        _pointwise,
+        "torchrec_scaling",
+    ),
+    Flag(
+        "NumMissingLabels.count_zero_weight",
+        lambda v: tmx.NumMissingLabels(count_zero_weight=v),
+        True,
+        _missing_labels,
+        "count_zero_weight",
+    ),
+    Flag("TensorWeightedAverage.weighted", lambda v: tmx.TensorWeightedAverage(weighted=v), False, _values, "weighted"),
+    Flag("NDCG.exponential_gain", lambda v: tmx.NDCG(k=3, exponential_gain=v), True, _ranking, "exponential_gain"),
+    Flag("NDCG.report_as_loss", lambda v: tmx.NDCG(k=3, report_as_loss=v), True, _ranking, "report_as_loss"),
+    Flag("PrecisionAtK.adaptive_k", lambda v: tmx.PrecisionAtK(k=3, adaptive_k=v), True, _ranking, "adaptive_k"),
+    Flag("F1AtK.adaptive_k", lambda v: tmx.F1AtK(k=3, adaptive_k=v), True, _ranking, "adaptive_k"),
+    Flag(
+        "RankingMetrics.exponential_gain",
+        lambda v: tmx.RankingMetrics(ks=(2, 5), exponential_gain=v),
+        True,
+        _ranking,
+        "exponential_gain",
+    ),
+    Flag(
+        "RankingMetrics.adaptive_k", lambda v: tmx.RankingMetrics(ks=(2, 5), adaptive_k=v), True, _ranking, "adaptive_k"
+    ),
+    *[
+        Flag(f"{cls.__name__}.{name}", lambda v, cls=cls, name=name: cls(k=3, **{name: v}), True, _ranking, name)
+        for cls in (tmx.NDCG, tmx.MRR, tmx.MAP, tmx.RecallAtK)
+        for name in RANKING_FLAGS
+    ],
+    Flag(
+        "SessionPrecisionAtK.rank_labels",
+        lambda v: tmx.SessionPrecisionAtK(k=2, rank_labels=v),
+        True,
+        _sessions,
+        "rank_labels",
+    ),
+    Flag(
+        "SessionRecallAtK.rank_labels",
+        lambda v: tmx.SessionRecallAtK(k=2, rank_labels=v),
+        True,
+        _sessions,
+        "rank_labels",
+    ),
+    Flag(
+        "RecMetricModule.from_logits",
+        lambda v: tmx.RecMetricModule(["click"], ["ne", "ctr"], from_logits=v, throughput=False),
+        True,
+        _module_steps,
+        "from_logits",
+    ),
+    Flag(
+        "RecMetricModule.throughput",
+        lambda v: tmx.RecMetricModule(["click"], ["ne", "ctr"], throughput=v),
+        False,
+        _module_steps,
+        "throughput",
+    ),
+]
+FLAG_CASES = [(flag, form) for flag in FLAGS for form in _flag_forms(flag.value)]
+
+
+@pytest.mark.parametrize(("flag", "form"), FLAG_CASES, ids=[f"{f}-{form}" for f, form in FLAG_CASES])
+def test_a_flag_as_a_0_dim_bool_tensor_or_numpy_bool_is_the_python_bool(flag, form):
+    """``from_logits=torch.tensor(True)`` was refused while ``num_bins=torch.tensor(100)`` was taken: a flag in
+    any 0-dim form now builds the metric of the Python bool (state names, settings kept as ``bool``, values)."""
+    _assert_built_as_the_python_value(flag, _flag_forms(flag.value)[form])
+    metric = flag.build(_flag_forms(flag.value)[form])
+    stored = getattr(metric, flag.name, None)
+    if stored is not None and not isinstance(stored, tmx.Throughput):
+        assert type(stored) is bool and stored is flag.value
+
+
+FLAG_REFUSALS = {
+    "int": 1,
+    "int-zero": 0,
+    "int-tensor": torch.tensor(1),
+    "numpy-int": np.int64(1),
+    "numpy-0d-int": np.asarray(1),
+    "float-tensor": torch.tensor(1.0),
+    "one-element-tensor": torch.tensor([True]),
+    "one-element-array": np.array([True]),
+    "meta-tensor": torch.tensor(True).to("meta"),
+    "string": "True",
+}
+FLAG_REFUSAL_CASES = [
+    (flag, form)
+    for flag in FLAGS
+    for form in FLAG_REFUSALS
+    # `weighted` takes a sequence of one flag per task: a one-element bool tensor is that sequence
+    if not (flag.name == "weighted" and form.startswith("one-element"))
+]
+
+
+@pytest.mark.parametrize(("flag", "form"), FLAG_REFUSAL_CASES, ids=[f"{f}-{form}" for f, form in FLAG_REFUSAL_CASES])
+def test_a_flag_that_is_no_single_bool_is_refused_naming_it(flag, form):
+    """Integers (in any form), tensors with dimensions and strings are no flags: a ``ValueError`` names the flag."""
+    value = FLAG_REFUSALS[form]
+    with pytest.raises(ValueError, match=rf"`{flag.name}`") as info:
+        flag.build(value)
+    assert repr(value) in str(info.value)
+
+
+def _constructor_flags() -> set[str]:
+    """``Class.flag`` for every parameter with a bool default of the public constructors (TorchMetrics' own left out)."""
+    found = set()
+    for module in (tmx, agg):
+        for name in module.__all__:
+            cls = getattr(module, name)
+            if not inspect.isclass(cls) or name == "InputDomains":  # a record of what a metric takes, no setting
+                continue
+            for parameter in inspect.signature(cls.__init__).parameters.values():
+                if (isinstance(parameter.default, bool) or parameter.name == "from_logits") and (
+                    parameter.name != "validate_args"
+                ):
+                    found.add(f"{name}.{parameter.name}")
+    return found
+
+
+def test_every_flag_of_the_public_constructors_is_tested():
+    """A flag added to a public constructor joins ``FLAGS`` (its 0-dim forms tested) or this test fails."""
+    tested = {flag.id for flag in FLAGS}
+    assert _constructor_flags() - tested == set()
 
 
 def _refusals(setting: Setting) -> dict[str, Any]:
@@ -573,6 +795,15 @@ def test_as_int_and_as_real_read_every_form_of_an_int_as_that_int(value):
 )
 def test_the_helpers_refuse_what_is_no_single_real_number(value):
     assert as_real(value) is None and as_int(value) is None
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_as_bool_reads_every_form_of_a_flag_as_that_bool(value):
+    for form in (value, np.bool_(value), torch.tensor(value), np.asarray(value)):
+        assert as_bool(form) is value
+    for refused in (int(value), torch.tensor(int(value)), np.int8(value), torch.tensor([value]), np.array([value])):
+        assert as_bool(refused) is None
+    assert as_real(torch.tensor(value)) is None and as_int(np.asarray(value)) is None  # a flag is no number
 
 
 @settings(max_examples=25, deadline=None)

@@ -327,10 +327,10 @@ def test_bad_constructor_args(factory, match):
 
 
 @pytest.mark.parametrize(
-    "weighted", [1, 0, 0.5, None, "yes", [1, 0], torch.tensor([True, False]), torch.tensor(True), np.array(True)]
+    "weighted", [1, 0, 0.5, None, "yes", [1, 0], torch.tensor([1, 0]), torch.tensor(1), np.array(1), torch.zeros(2, 1)]
 )
 def test_weighted_that_is_not_bools_is_a_value_error_naming_it(weighted):
-    """Numbers, None, strings and tensors are named in the error (not "'int' object is not iterable")."""
+    """Numbers, None, strings and non-bool tensors are named in the error (not "'int' object is not iterable")."""
     match = r"Expected `weighted` to be a bool or a sequence of 2 bools"
     with pytest.raises(ValueError, match=match):
         tmf.tensor_weighted_average(torch.rand(2, 3), weighted=weighted)
@@ -339,7 +339,16 @@ def test_weighted_that_is_not_bools_is_a_value_error_naming_it(weighted):
 
 
 @pytest.mark.parametrize(
-    "weighted", [np.bool_(False), [np.bool_(True), np.bool_(False)], np.array([True, False]), (True, False)]
+    "weighted",
+    [
+        np.bool_(False),
+        [np.bool_(True), np.bool_(False)],
+        np.array([True, False]),
+        (True, False),
+        torch.tensor(True),  # 0-dim bool tensors and arrays are flags, as 0-dim numbers are numbers
+        np.array(False),
+        torch.tensor([True, False]),
+    ],
 )
 def test_numpy_bools_are_weighted_flags(weighted):
     values, weights = torch.tensor([[1.0, 3.0], [1.0, 3.0]]), torch.tensor([3.0, 1.0])

@@ -640,6 +640,48 @@ def test_bad_configs_are_rejected_with_the_reason(change, match):
         )
 
 
+@pytest.mark.parametrize(
+    "indices",
+    [[np.int64(1), np.int32(0)], np.array([1, 0]), torch.tensor([1, 0]), [torch.tensor(1), np.asarray(0)], (1, 0)],
+    ids=["numpy-ints", "numpy-array", "tensor", "0-dim", "tuple"],
+)
+def test_rec_task_indices_take_numpy_and_0_dim_integers(indices):
+    """``np.int64`` indices (a config built with NumPy) were refused as out of range: integers by the settings'
+    rule (``as_int``) now choose the same tasks as Python ints, in their order."""
+    config = {"rec_tasks": TASKS[:2], "rec_metrics": {"ne": {"rec_task_indices": indices}}}
+    expected = {"rec_tasks": TASKS[:2], "rec_metrics": {"ne": {"rec_task_indices": [1, 0]}}}
+    tasks = tmx.RecMetricModule.from_torchrec_config(config).tasks
+    assert tasks == tmx.RecMetricModule.from_torchrec_config(expected).tasks
+    assert [task.name for task in tasks] == ["click", "buy"]  # the module's tasks follow `rec_tasks`
+    one = {"rec_tasks": TASKS[:2], "rec_metrics": {"ne": {"rec_task_indices": list(indices)[:1]}}}
+    assert [task.name for task in tmx.RecMetricModule.from_torchrec_config(one).tasks] == ["buy"]
+
+
+@pytest.mark.parametrize(
+    ("indices", "match"),
+    [
+        ([True], r"`rec_task_indices` to hold integers .*got True in \[True\]"),
+        ([0, np.True_], r"`rec_task_indices` to hold integers .*got np\.True_ in"),
+        ([torch.tensor(True)], r"`rec_task_indices` to hold integers .*got tensor\(True\)"),
+        ([1.0], r"`rec_task_indices` to hold integers .*got 1\.0 in \[1\.0\]"),
+        ([torch.tensor(0.0)], r"`rec_task_indices` to hold integers .*got tensor\(0\.\)"),
+        (["0"], r"`rec_task_indices` to hold integers .*got '0' in \['0'\]"),
+        ([None], r"`rec_task_indices` to hold integers .*got None in \[None\]"),
+        (0, r"`rec_task_indices` to be a list of integers .*got 0\."),
+        (torch.tensor(1), r"`rec_task_indices` to be a list of integers .*got tensor\(1\)\."),
+        ("01", r"`rec_task_indices` to be a list of integers .*got '01'\."),
+        ([np.int64(2)], r"`rec_task_indices` \[2\] out of range for 2 rec_tasks"),
+        ([-1], r"`rec_task_indices` \[-1\] out of range for 2 rec_tasks"),
+    ],
+    ids=repr,
+)
+def test_rec_task_indices_that_are_no_integers_are_refused_naming_the_key_and_value(indices, match):
+    """``True`` read as task 1 (``isinstance(True, int)``); a float, string or scalar gave an unclear error."""
+    config = {"rec_tasks": TASKS[:2], "rec_metrics": {"ne": {"rec_task_indices": indices}}}
+    with pytest.raises(ValueError, match=r"TorchRec metric 'ne': .*" + match):
+        tmx.RecMetricModule.from_torchrec_config(config)
+
+
 # ----------------------------------------------------------------------------- TorchRec itself
 
 # keys whose values differ from TorchRec's on purpose even with the compatible options on

@@ -17,7 +17,7 @@ from torchmetrics import Metric
 
 from torchmetrics_ext.metrics._checkpoints import load_explained
 from torchmetrics_ext.utilities.checks import as_int
-from torchmetrics_ext.utilities.load_guard import guard_descendant_loads
+from torchmetrics_ext.utilities.load_guard import guard_descendant_loads, loading_strictly
 from torchmetrics_ext.utilities.snapshot import snapshot
 from torchmetrics_ext.utilities.window_resume import (
     Saved,
@@ -381,7 +381,7 @@ def _after_load(module: nn.Module, incompatible_keys: Any) -> None:
     prefix, restore, error_msgs, errors_before, finish, emptied = guard
     finish()  # every descendant has loaded
     keys = [*incompatible_keys.missing_keys, *incompatible_keys.unexpected_keys]
-    if len(error_msgs) > errors_before or (any(k.startswith(prefix) for k in keys) and _loading_strictly()):
+    if len(error_msgs) > errors_before or (any(k.startswith(prefix) for k in keys) and loading_strictly()):
         restore()
         return
     for unit in emptied:
@@ -431,9 +431,9 @@ def _restart_window(unit: Windowed) -> None:
 def _load_metadata(state_dict: Mapping[str, Any]) -> MutableMapping[str, Any] | None:
     """The per-module metadata of the ``nn.Module.load_state_dict`` running now (what torch hands each module).
 
-    Read from the call itself (as :func:`_loading_strictly` reads ``strict``): a parent module's load
-    hands this module a plain dict of its entries, without the checkpoint's ``_metadata``. Else the
-    ``_metadata`` of ``state_dict``, else ``None``.
+    Read from the call itself (as :func:`~torchmetrics_ext.utilities.load_guard.loading_strictly` reads
+    ``strict``): a parent module's load hands this module a plain dict of its entries, without the
+    checkpoint's ``_metadata``. Else the ``_metadata`` of ``state_dict``, else ``None``.
     """
     code = nn.Module.load_state_dict.__code__
     frame = inspect.currentframe()
@@ -444,20 +444,3 @@ def _load_metadata(state_dict: Mapping[str, Any]) -> MutableMapping[str, Any] | 
         frame = frame.f_back
     found = getattr(state_dict, "_metadata", None)
     return found if isinstance(found, MutableMapping) else None
-
-
-def _loading_strictly() -> bool:
-    """The ``strict`` of the ``nn.Module.load_state_dict`` running now; ``False`` where none is found.
-
-    torch passes ``strict=True`` to every ``_load_from_state_dict`` and hook and applies the caller's
-    ``strict`` to the missing and unexpected keys only after the last hook, so it is read from the
-    call itself. Not found (a load by other means), a load is taken as not strict: never put back
-    for keys that such a load may accept.
-    """
-    code = nn.Module.load_state_dict.__code__
-    frame = inspect.currentframe()
-    while frame is not None:
-        if frame.f_code is code:
-            return bool(frame.f_locals.get("strict", False))
-        frame = frame.f_back
-    return False

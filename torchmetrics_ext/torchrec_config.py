@@ -10,7 +10,7 @@ the metric of this package that computes it, with the TorchRec-compatible option
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -450,20 +450,49 @@ def _task(value: Any, what: str) -> dict[str, Any]:
 
 def _metric_tasks(name: str, definition: Mapping[str, Any], config_tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A RecMetricDef's tasks: ``rec_tasks`` or ``rec_task_indices`` into the config's, exactly one of them."""
-    listed, indices = definition.get("rec_tasks") or [], definition.get("rec_task_indices") or []
+    listed, indices = definition.get("rec_tasks") or [], _task_indices(name, definition.get("rec_task_indices"))
     if bool(listed) == bool(indices):
+        given = definition.get("rec_task_indices")
         raise ValueError(
             f"TorchRec metric {name!r}: expected exactly one of `rec_tasks` and `rec_task_indices` to be a "
-            f"non-empty list, got {listed!r} and {indices!r}."
+            f"non-empty list, got {listed!r} and {[] if given is None else given!r}."
         )
     if indices:
-        bad = [i for i in indices if not isinstance(i, int) or not 0 <= i < len(config_tasks)]
+        bad = [i for i in indices if not 0 <= i < len(config_tasks)]
         if bad:
             raise ValueError(
                 f"TorchRec metric {name!r}: `rec_task_indices` {bad} out of range for {len(config_tasks)} rec_tasks."
             )
         return [config_tasks[i] for i in indices]
     return [_task(t, f"rec_metrics[{name!r}].rec_tasks") for t in listed]
+
+
+def _task_indices(name: str, value: Any) -> list[int]:
+    """A RecMetricDef's ``rec_task_indices`` as Python ints (``None``: none given).
+
+    Each index is an integer by the settings' rule (:func:`~torchmetrics_ext.utilities.checks.as_int`):
+    an ``int``, a NumPy integer, a 0-dim integer tensor or array (the items of ``np.array([0, 1])`` or
+    ``torch.tensor([0, 1])``). ``True`` is not task 1, nor is ``1.0`` an index.
+
+    Raises:
+        ValueError: naming the metric, ``rec_task_indices`` and the value that is no index.
+    """
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable) or getattr(value, "ndim", 1) == 0:
+        raise ValueError(
+            f"TorchRec metric {name!r}: expected `rec_task_indices` to be a list of integers (positions in "
+            f"`rec_tasks`), got {value!r}."
+        )
+    items = list(value)
+    indices = [as_int(i) for i in items]
+    bad = [item for item, index in zip(items, indices) if index is None]
+    if bad:
+        raise ValueError(
+            f"TorchRec metric {name!r}: expected `rec_task_indices` to hold integers (positions in `rec_tasks`; "
+            f"a bool is no index), got {bad[0]!r} in {value!r}."
+        )
+    return [index for index in indices if index is not None]
 
 
 def _state_metrics(enums: Sequence[Any], mapping: Mapping[Any, Any]) -> dict[str, Callable[[], Any]]:

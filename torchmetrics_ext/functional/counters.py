@@ -132,8 +132,9 @@ def _tensor_average_compute(weighted_sum: Tensor, weighted_num_samples: Tensor) 
 def _weighted_flags(weighted: bool | Sequence[bool], num_tasks: int) -> Tensor | None:
     """Per-task ``weighted`` flags as a bool tensor, or ``None`` when every task is weighted.
 
-    ``weighted`` is one bool for every task or a sequence of ``num_tasks`` bools; NumPy bools count
-    as bools (:func:`~torchmetrics_ext.utilities.checks.as_bool`), integers, floats and ``None`` do not.
+    ``weighted`` is one bool for every task or a sequence of ``num_tasks`` bools; NumPy bools and
+    0-dim bool tensors count as bools (:func:`~torchmetrics_ext.utilities.checks.as_bool`), integers,
+    floats and ``None`` do not.
 
     Raises:
         ValueError: naming ``weighted`` for anything else (a number, ``None``, a wrong length).
@@ -357,8 +358,9 @@ def tensor_weighted_average(
     Args:
         values: ``(N,)`` or ``(T, N)`` finite values to average.
         weights: optional non-negative sample weights.
-        weighted: one bool for every task, or a sequence of one bool per task (NumPy bools
-            accepted); anything else (``1``, ``None``, a wrong length) is a ``ValueError``.
+        weighted: one bool for every task, or a sequence of one bool per task (NumPy bools and
+            0-dim bool tensors accepted, so a bool tensor or array of one flag per task too);
+            anything else (``1``, ``None``, a wrong length) is a ``ValueError``.
         validate_args: check inputs before computing.
 
     Returns:

@@ -3,7 +3,8 @@
 :class:`CheckpointedStates` is the checkpoint side of :class:`~torchmetrics_ext.metrics.base.GuardedMetric`
 (see its docstring, "Checked checkpoints" and "All of a metric's states or none"): the settings a
 checkpoint records, the former names of renamed states, and the checks that refuse a checkpoint
-of other settings, shapes or dtypes before anything of the metric loads.
+of other settings, shapes or dtypes before anything of the metric loads. :func:`load_own_entries`
+makes a metric's load all or nothing in any load, also one of a parent module.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import Metric
 
+from torchmetrics_ext.utilities.load_guard import loading_strictly
 from torchmetrics_ext.utilities.snapshot import snapshot
 from torchmetrics_ext.utilities.state_dtypes import dtype_problem
 
@@ -25,10 +27,12 @@ __all__ = [
     "CheckpointedStates",
     "copied_with_source",
     "derive_missing",
+    "end_loads_in_a_hook",
     "forget_cleared_states",
     "held_states",
     "holds_anything",
     "load_explained",
+    "load_own_entries",
     "note_checkpoint",
     "note_settings",
     "reset_cleared_states",
@@ -50,6 +54,10 @@ _SETTINGS_KEY = "torchmetrics_ext"  # the metadata entry holding those settings
 _METRIC_KEY = "torchmetrics_ext_metric"  # the metadata entry naming the metric that saved the states
 # what the metrics of one ``load_state_dict`` say about checkpoints they did not read (see note_checkpoint)
 _LOAD_NOTES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("_LOAD_NOTES", default=None)
+# a module's load in progress, from its `_load_from_state_dict` to its load post-hook (see load_own_entries):
+# (prefix, restore, error_msgs, errors before, its notes)
+_PENDING_LOAD = "_pending_load"
+_END_LOAD_HOOK = "_end_load_hook"  # the key of _end_own_load in the module's load post-hooks
 
 
 def note_checkpoint(text: str) -> None:
@@ -57,8 +65,9 @@ def note_checkpoint(text: str) -> None:
 
     Inside :func:`load_explained` (the ``load_state_dict`` of the package's metrics and of
     ``RecMetricModule``) the note goes into the load's error, or becomes a warning after a load that
-    succeeds (``strict=False``); in a load through another module (a ``LightningModule``) it is a
-    ``UserWarning`` at once.
+    succeeds (``strict=False``); in a load through another module (a ``LightningModule``) the
+    metric's :func:`load_own_entries` does the same for the load of its entries (it joins the
+    parent's error when the load fails for them). Elsewhere it is a ``UserWarning`` at once.
     """
     notes = _LOAD_NOTES.get()
     if notes is None:
@@ -82,6 +91,68 @@ def load_explained(load: Callable[[], _T]) -> _T:
     for text in notes:
         warnings.warn(text, UserWarning, stacklevel=3)
     return result
+
+
+def load_own_entries(module: nn.Module, prefix: str, error_msgs: list[str], load: Callable[[], None]) -> None:
+    """Run ``load`` (the body of ``module``'s ``_load_from_state_dict``); undo it if the load fails for ``module``.
+
+    ``nn.Module.load_state_dict`` calls each module's ``_load_from_state_dict`` in turn and raises
+    only at the end (for missing or unexpected keys when ``strict``, for any error message), so a
+    metric that starts afresh in its own load (a checkpoint of other settings) was left reset by a
+    strict load that raised, when a parent module (a ``LightningModule``'s checkpoint restore) was
+    loaded. The module's in-memory state is recorded here (:func:`snapshot`, no tensor copied) and
+    put back from its load post-hook (:func:`_end_own_load`, see :func:`end_loads_in_a_hook`) when the
+    load fails for its entries: an error was added since (by it or its children), or, in a strict
+    load (:func:`~torchmetrics_ext.utilities.load_guard.loading_strictly`), a key under ``prefix`` is
+    missing or unexpected. ``load`` raising puts it back at once.
+
+    The notes of a checkpoint not read (:func:`note_checkpoint`) outside :func:`load_explained` (a
+    parent's load) are kept until then too: they join the load's error when it fails for the
+    module, and are warned when it does not. A parent's load that raises for another module's
+    entries leaves this one loaded, as ``nn.Module`` leaves the parent's other children.
+    """
+    end_loads_in_a_hook(module)  # a metric pickled by a version without the hook gets it at its first load
+    module.__dict__.pop(_PENDING_LOAD, None)  # what a load that raised midway left (a child raised)
+    restore = snapshot(module)
+    notes: list[str] | None = [] if _LOAD_NOTES.get() is None else None
+    token = None if notes is None else _LOAD_NOTES.set(notes)
+    try:
+        load()
+    except BaseException:
+        restore()
+        raise
+    finally:
+        if token is not None:
+            _LOAD_NOTES.reset(token)
+    module.__dict__[_PENDING_LOAD] = (prefix, restore, error_msgs, len(error_msgs), notes or [])
+
+
+def end_loads_in_a_hook(module: nn.Module) -> None:
+    """Register the load post-hook of :func:`load_own_entries` on ``module``, unless it is registered already.
+
+    Called at construction (the hook then runs before any registered by the user) and at each load.
+    """
+    if module.__dict__.get(_END_LOAD_HOOK) not in module._load_state_dict_post_hooks:
+        module.__dict__[_END_LOAD_HOOK] = module.register_load_state_dict_post_hook(_end_own_load).id
+
+
+def _end_own_load(module: nn.Module, incompatible_keys: Any) -> None:
+    """The load post-hook of :func:`load_own_entries`: put ``module`` back if the load fails for its entries.
+
+    torch runs it after the module's children have loaded, before the parent's other children
+    load and before it raises: the module's own missing and unexpected keys are all known.
+    """
+    pending = module.__dict__.pop(_PENDING_LOAD, None)
+    if pending is None:  # a load by other means (its `_load_from_state_dict` not run in this load)
+        return
+    prefix, restore, error_msgs, errors_before, notes = pending
+    keys = [*incompatible_keys.missing_keys, *incompatible_keys.unexpected_keys]
+    if len(error_msgs) > errors_before or (any(k.startswith(prefix) for k in keys) and loading_strictly()):
+        restore()
+        error_msgs.extend(text for text in notes if text not in error_msgs)  # the load raises: say why there
+        return
+    for text in notes:
+        warnings.warn(text, UserWarning, stacklevel=2)
 
 
 def _count_states_written(metric: Metric) -> None:
@@ -301,6 +372,7 @@ class CheckpointedStates(Metric):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        end_loads_in_a_hook(self)  # a load that fails for the metric's entries leaves it as it was
         # old state name -> current name, for checkpoints saved before a state was renamed (e.g.
         # after a setting that changes its values: see _setting_state_name)
         self._renamed_states: dict[str, str] = {}
@@ -458,6 +530,24 @@ class CheckpointedStates(Metric):
         unexpected_keys: list[str],
         error_msgs: list[str],
     ) -> None:
+        """Load this metric's entries (:meth:`_load_checked`), all or nothing in any load (:func:`load_own_entries`).
+
+        A load that fails for its entries (refused, or strict with one of its keys missing or
+        unexpected) leaves the metric as it was, also when a parent module is loaded.
+        """
+        args = (state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        load_own_entries(self, prefix, error_msgs, lambda: self._load_checked(*args))
+
+    def _load_checked(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
         """Load states after checking them against this metric; map renamed states of old checkpoints.
 
         A checkpoint written before state names carried their settings (version 1, or a plain
@@ -594,7 +684,8 @@ class CheckpointedStates(Metric):
         cached value, reset marks) are put back as they were before the call. ``nn.Module`` raises
         for missing keys only after every state has been read, so a strict load of a checkpoint
         that starts the metric afresh (another setting's states, :meth:`_start_afresh`) would
-        otherwise leave it reset.
+        otherwise leave it reset. A load through a parent module is put back from the metric's load
+        post-hook instead (see :meth:`_load_from_state_dict`).
         """
         load = super().load_state_dict
         restore = snapshot(self)

@@ -291,11 +291,13 @@ class GuardedMetric(CheckpointedStates):
       (and, where its state names show them, the settings it was saved with, e.g.
       ``MulticlassRecallAtK``'s ``k``), in the error or a ``UserWarning``. ``strict=False``
       resumes the rest of the checkpoint and the metric starts afresh (every state at its default,
-      as after ``reset``); ``strict=True`` refuses the checkpoint and, like every load that raises
-      in the metric's own ``load_state_dict`` (or a ``RecMetricModule``'s), leaves the metric
-      exactly as it was: states, update count and cached value (a load through another parent
-      module follows ``nn.Module``: start again from a fresh or ``reset`` metric). Loading the
-      states it holds next to zeros for the others mixed sums of two runs.
+      as after ``reset``); ``strict=True`` refuses the checkpoint and, like every load that fails
+      for the metric's entries, leaves the metric exactly as it was: states, update count and
+      cached value, also in a load through a parent module (a ``LightningModule``'s checkpoint
+      restore), whose error then holds the note (:func:`~torchmetrics_ext.metrics._checkpoints.load_own_entries`).
+      A parent's load that raises for another module's entries only leaves this metric loaded, as
+      ``nn.Module`` leaves the parent's other children. Loading the states it holds next to zeros
+      for the others mixed sums of two runs.
     * **States keep their dtypes** under every dtype conversion but ``set_dtype``: ``.to(dtype)``,
       ``.to(device, dtype)``, ``.half()``, ``.bfloat16()`` and the ``model.to(dtype)`` of
       Lightning's ``"bf16-true"``/``"16-true"`` precision move the states to the device asked for

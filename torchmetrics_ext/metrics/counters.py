@@ -266,8 +266,9 @@ class TensorWeightedAverage(_CounterMetric):
     Args:
         num_tasks: number of tasks ``T``.
         tensor_name: name of the model output to average (metadata: the column to feed it).
-        weighted: one bool for every task, or a sequence of one bool per task (NumPy bools
-            accepted); anything else (``1``, ``None``, a wrong length) is a ``ValueError``.
+        weighted: one bool for every task, or a sequence of one bool per task (NumPy bools and
+            0-dim bool tensors accepted, so a bool tensor or array of one flag per task too);
+            anything else (``1``, ``None``, a wrong length) is a ``ValueError``.
         validate_args: check each batch.
         kwargs: TorchMetrics options.
 

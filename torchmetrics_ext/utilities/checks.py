@@ -74,16 +74,24 @@ _TARGET_TEXT = {
 
 
 def as_bool(value: object) -> bool | None:
-    """``value`` as a Python ``bool`` when it is one or a NumPy bool (``numpy.bool_``), else ``None``.
+    """``value`` as a Python ``bool`` when it is a flag, else ``None``.
 
-    Integers (``1``, ``0``) are not flags here. NumPy is never imported for this: a NumPy bool
-    can only exist once NumPy is loaded.
+    A flag is a ``bool``, a NumPy bool (``numpy.bool_``), or a 0-dim bool tensor or NumPy array
+    (``torch.tensor(True)``, ``np.asarray(True)``): the rule of :func:`as_int` and :func:`as_real` for
+    numbers, so a flag given as ``torch.tensor(True)`` is stored, named and saved exactly as ``True``.
+    Integers (``1``, ``0``, in any form) are not flags here, nor is a tensor or array with dimensions
+    (``torch.tensor([True])``: a setting is one value, not a batch of them). NumPy is never imported
+    for this: a NumPy bool can only exist once NumPy is loaded.
 
     Examples:
         >>> import numpy as np
-        >>> as_bool(np.bool_(True)), as_bool(False), as_bool(1)
-        (True, False, None)
+        >>> import torch
+        >>> as_bool(np.bool_(True)), as_bool(False), as_bool(torch.tensor(True)), as_bool(np.asarray(False))
+        (True, False, True, False)
+        >>> as_bool(1), as_bool(torch.tensor(1)), as_bool(torch.tensor([True]))
+        (None, None, None)
     """
+    value = _plain_scalar(value)
     if isinstance(value, bool):
         return value
     numpy = sys.modules.get("numpy")
@@ -169,7 +177,7 @@ def check_int(name: str, value: object, minimum: int, detail: str = "") -> int:
 
 
 def check_flag(name: str, value: object) -> bool:
-    """The option ``name`` as a Python ``bool``; ``ValueError`` unless it is one or a NumPy bool (not ``1``/``0``)."""
+    """The option ``name`` as a Python ``bool``; ``ValueError`` unless it is a flag (:func:`as_bool`, not ``1``)."""
     flag = as_bool(value)
     if flag is None:
         raise ValueError(f"Expected `{name}` to be a bool, got {value!r}.")

@@ -19,16 +19,20 @@ dict, for the same length: one that raises (a user's check of the loaded states)
 and removes every wrapper too, so the module is put back and nothing of the load stays on its
 descendants, whoever called ``load_state_dict``. The wrappers exist only between the module's
 ``_load_from_state_dict`` and the end of its load, so nothing costs anything outside a load.
+
+:func:`loading_strictly` tells such a post-hook whether the load will refuse missing and unexpected
+keys: torch applies ``strict`` only after the last post-hook has run.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
-__all__ = ["guard_descendant_loads"]
+__all__ = ["guard_descendant_loads", "loading_strictly"]
 
 _METHOD = "_load_from_state_dict"
 
@@ -109,3 +113,29 @@ def guard_descendant_loads(root: nn.Module, on_error: Callable[[], None]) -> Cal
                 hooks.append((registered, key, hook, wrap_hook(hook)))
                 registered[key] = hooks[-1][3]
     return remove
+
+
+def loading_strictly() -> bool:
+    """The ``strict`` of the ``nn.Module.load_state_dict`` running now; ``False`` where none is found.
+
+    torch passes ``strict=True`` to every ``_load_from_state_dict`` and hook and applies the caller's
+    ``strict`` to the missing and unexpected keys only after the last hook, so it is read from the
+    call itself (the innermost one: a parent module's when a parent is loaded). Not found (a load by
+    other means), a load is taken as not strict: never put back for keys that such a load may accept.
+
+    Examples:
+        >>> from torch import nn
+        >>> seen = []
+        >>> layer = nn.Linear(1, 1)
+        >>> _ = layer.register_load_state_dict_post_hook(lambda module, keys: seen.append(loading_strictly()))
+        >>> _ = layer.load_state_dict(layer.state_dict(), strict=False)
+        >>> seen, loading_strictly()
+        ([False], False)
+    """
+    code = nn.Module.load_state_dict.__code__
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_code is code:
+            return bool(frame.f_locals.get("strict", False))
+        frame = frame.f_back
+    return False

@@ -20,7 +20,9 @@ from torchmetrics_ext.functional.auc.binary import _add_entries as add_entries
 from torchmetrics_ext.metrics._checkpoints import (
     _CHECKPOINT_VERSION,
     derive_missing,
+    end_loads_in_a_hook,
     load_explained,
+    load_own_entries,
     note_checkpoint,
     note_settings,
     settings_problems,
@@ -570,6 +572,7 @@ class Windowed(WrapperMetric):
         for child in (metric, window):
             child.register_state_dict_pre_hook(_refresh_before_save)
         self.register_load_state_dict_post_hook(_apply_update_limit)
+        end_loads_in_a_hook(self)  # after it: a refused load's missing keys are taken back first
         self._own_children()
 
     def _own_children(self) -> None:
@@ -1185,6 +1188,25 @@ class Windowed(WrapperMetric):
         unexpected_keys: list[str],
         error_msgs: list[str],
     ) -> None:
+        """Load the wrapper's entries (:meth:`_load_checked`), all or nothing in any load (see ``load_own_entries``).
+
+        A load that fails for its entries (refused, or strict with one of its keys missing or
+        unexpected) leaves the lifetime, the window and its ring as they were, also when a parent
+        module is loaded.
+        """
+        args = (state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        load_own_entries(self, prefix, error_msgs, lambda: self._load_checked(*args))
+
+    def _load_checked(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
         """Check the checkpoint's window size, wrapped settings, ring and states before the ring loads.
 
         A problem goes to ``error_msgs`` (``load_state_dict`` raises, ``strict`` or not) and
@@ -1318,7 +1340,9 @@ class Windowed(WrapperMetric):
 
         A load that raises changes nothing: the lifetime, the window, its ring and their bookkeeping are
         put back as they were (a strict load of a checkpoint that starts the wrapper afresh would
-        otherwise leave it reset, ``nn.Module`` raising for the missing keys after the reset).
+        otherwise leave it reset, ``nn.Module`` raising for the missing keys after the reset). A load
+        through a parent module is put back from the wrapper's load post-hook (see
+        :meth:`_load_from_state_dict`).
         """
         load = super().load_state_dict
         restore = snapshot(self)

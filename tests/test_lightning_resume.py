@@ -36,6 +36,9 @@ TIMED = ("train/throughput/lifetime_throughput", "train/throughput/window_throug
 Rows = list[tuple[int, dict[str, float]]]
 Seen = list[tuple[int, dict[str, torch.Tensor]]]
 
+# a resumed fit's ModelCheckpoint writes elsewhere than the whole fit's (Lightning says it keeps only the best path)
+pytestmark = pytest.mark.filterwarnings("ignore:The dirpath has changed:UserWarning")
+
 
 def _launch(out: Path, *args: str) -> tuple[Rows, Seen]:
     """Run the helper under 2-process DDP; rank 0's logged rows and both ranks' training outputs."""
@@ -75,7 +78,6 @@ def ddp_runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def one_process_runs(tmp_path_factory):
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("one")
     whole = _fit(root / "whole")
     ckpt = root / "whole" / "ckpt"

@@ -1,0 +1,193 @@
+"""A tiny two-task fit with checkpoints mid-epoch and at epoch ends, run whole or resumed from one of them.
+
+Used by ``tests/test_lightning_resume.py``: in the test's process for one device, and as a script
+for ``Trainer(strategy="ddp", devices=2, accelerator="cpu")`` (Lightning's DDP launcher re-runs this
+file for rank 1, gloo). The training module keeps a window and a throughput and computes every
+``INTERVAL`` batches, which is no divisor of an epoch's batches, so epoch ends log values of their
+own too. The data order is fixed (each rank takes every ``world``-th sample, in order) and the
+training loader is stateful (Lightning saves its position), so a fit resumed mid-epoch trains on the
+same batches as the whole fit. Every ``log_metrics`` call is recorded per rank (``Recorder``);
+``ModelCheckpoint(every_n_train_steps=CKPT_EVERY)`` saves mid-epoch checkpoints under ``ckpt/step``
+and another one at each training epoch end under ``ckpt/epoch``. ``--add-metric`` builds both
+modules with one metric more (``mse``) and ``strict_loading = False``, as a user who adds a metric
+to a job and resumes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger
+from torch.utils.data import DataLoader, TensorDataset
+
+import torchmetrics_ext as tmx
+from torchmetrics_ext.integrations.lightning import RecMetricCallback, UnpaddedDistributedSampler
+
+TRAIN, VAL, BATCH = 112, 40, 8  # 7 training batches per epoch and rank under 2 ranks, 14 in one process
+EPOCHS, INTERVAL, WINDOW, CKPT_EVERY = 3, 3, 32, 5
+TASKS = [
+    tmx.RecTaskInfo("click", "click_label", "click_pred", "weight"),
+    tmx.RecTaskInfo("buy", "buy_label", "buy_pred", "weight"),
+]
+METRICS = {"ne": "ne", "ctr": "ctr", "calibration": "calibration", "auc": "auc"}
+
+
+def data(n: int, seed: int) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=gen)
+    logits = x @ torch.tensor([[1.0, -0.5], [0.5, 1.0], [-1.0, 0.2], [0.0, 0.8]]) + torch.tensor([-0.5, -1.0])
+    y = (torch.rand(n, 2, generator=gen) < torch.sigmoid(logits)).float()
+    w = torch.where(torch.rand(n, generator=gen) < 0.2, 2.0, 1.0)
+    return x, y, w
+
+
+class Shards:
+    """This rank's batches in a fixed order; a stateful loader (Lightning saves and restores its position)."""
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...]) -> None:
+        self.tensors, self.trained, self.start = tensors, 0, 0
+
+    def _batches(self) -> list[tuple[torch.Tensor, ...]]:
+        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        index = torch.arange(len(self.tensors[0]))[rank::world]
+        return [tuple(t[index[i : i + BATCH]] for t in self.tensors) for i in range(0, len(index), BATCH)]
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+    def __iter__(self):
+        start, self.start = self.start, 0  # a restored position applies to the first epoch only
+        self.trained = start
+        for i, batch in enumerate(self._batches()[start:], start):
+            self.trained = i + 1  # Lightning asks for batch i + 1 only after batch i's callbacks (and checkpoint)
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"trained": self.trained}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.start = self.trained = state["trained"]
+
+
+class Recorder(Logger):
+    """Every ``log_metrics`` call of this rank, as ``(step, {key: value})``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[int, dict[str, float]]] = []
+
+    @property
+    def name(self) -> str:
+        return "recorder"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.rows.append((int(step if step is not None else -1), {k: float(v) for k, v in metrics.items()}))
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+class Model(L.LightningModule):
+    def __init__(self, add_metric: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(4, 2)
+        metrics = {**METRICS, "mse": "mse"} if add_metric else METRICS
+        self.train_metrics = tmx.RecMetricModule(
+            TASKS, metrics, window_size=WINDOW, compute_interval_steps=INTERVAL, prefix="train/"
+        )
+        self.val_metrics = tmx.RecMetricModule(TASKS, metrics, throughput=False, prefix="val/")
+        self.strict_loading = not add_metric
+        self.train_shards = Shards(data(TRAIN, 1))
+        self.seen: list[tuple[int, dict[str, torch.Tensor]]] = []  # (step, training output) of this rank
+
+    def _out(self, batch) -> dict[str, torch.Tensor]:
+        x, y, w = batch
+        probs = torch.sigmoid(self.linear(x))
+        return {
+            "click_pred": probs[:, 0],
+            "buy_pred": probs[:, 1],
+            "click_label": y[:, 0],
+            "buy_label": y[:, 1],
+            "weight": w,
+        }
+
+    def training_step(self, batch, batch_idx):
+        out = self._out(batch)
+        self.seen.append((self.global_step, {k: v.detach().clone() for k, v in out.items()}))
+        loss = torch.nn.functional.binary_cross_entropy(torch.stack([out["click_pred"], out["buy_pred"]], 1), batch[1])
+        return {"loss": loss, **out}
+
+    def validation_step(self, batch, batch_idx):
+        return self._out(batch)
+
+    def train_dataloader(self):
+        return self.train_shards
+
+    def val_dataloader(self):  # built here: the sampler reads the process group's rank and size
+        val_set = TensorDataset(*data(VAL, 2))
+        return DataLoader(val_set, batch_size=BATCH, sampler=UnpaddedDistributedSampler(val_set, shuffle=False))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.5)
+
+
+def fit(out: str, devices: int, resume: str | None = None, add_metric: bool = False) -> tuple[Model, Recorder]:
+    """Fit (or resume) the model; save this rank's logged rows and training outputs under ``out``."""
+    model, recorder = Model(add_metric), Recorder()
+    checkpoints = [
+        ModelCheckpoint(
+            dirpath=os.path.join(out, "ckpt", "step"),
+            filename="{step}",
+            every_n_train_steps=CKPT_EVERY,
+            save_top_k=-1,
+            save_on_train_epoch_end=False,
+        ),
+        ModelCheckpoint(
+            dirpath=os.path.join(out, "ckpt", "epoch"),
+            filename="{epoch}",
+            every_n_epochs=1,
+            save_top_k=-1,
+            save_on_train_epoch_end=True,
+        ),
+    ]
+    trainer = L.Trainer(
+        strategy="ddp" if devices > 1 else "auto",
+        devices=devices,
+        accelerator="cpu",
+        max_epochs=EPOCHS,
+        logger=recorder,
+        callbacks=[RecMetricCallback(), *checkpoints],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+    )
+    trainer.fit(model, ckpt_path=resume)
+    torch.save({"rows": recorder.rows, "seen": model.seen}, os.path.join(out, f"rank{trainer.global_rank}.pt"))
+    return model, recorder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--devices", type=int, default=2)
+    parser.add_argument("--resume", default=None)
+    parser.add_argument("--add-metric", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    fit(args.out, args.devices, args.resume, args.add_metric)
+
+
+if __name__ == "__main__":
+    main()

@@ -38,7 +38,9 @@ BINS = 10  # probability bins of width 0.1; scores are bin centres, so binned AU
 TASKS = ("t0", "t1")
 WINDOWED = ("ne", "ctr", "calibration", "auc", "auc_binned")
 MODULE_METRICS = ("ne", "ctr", "calibration", "auc", "auc_binned")
-_UNDEFINED = re.compile(r"^(?P<name>\S+)(?P<window> \(window\))? is undefined(?: for task\(s\) \[(?P<tasks>[^\]]*)\])?:")
+_UNDEFINED = re.compile(
+    r"^(?P<name>\S+)(?P<window> \(window\))? is undefined(?: for task\(s\) \[(?P<tasks>[^\]]*)\])?:"
+)
 
 Batch = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]  # preds (T, n), labels (T, n), weights (T, n) or None
 

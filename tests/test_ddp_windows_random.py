@@ -33,7 +33,7 @@ from torchmetrics_ext import UndefinedMetricWarning, Windowed
 pytestmark = pytest.mark.ddp
 
 WORLD = 2
-SEEDS = list(range(16))
+SEEDS = list(range(20))
 BINS = 10  # probability bins of width 0.1; scores are bin centres, so binned AUC is the exact AUC
 TASKS = ("t0", "t1")
 WINDOWED = ("ne", "ctr", "calibration", "auc", "auc_binned")
@@ -60,7 +60,8 @@ def scenario(seed: int) -> dict[str, Any]:
     for count in counts:
         batches: list[Batch] = []
         for _ in range(count):
-            n = 0 if rng.random() < 0.15 else int(rng.integers(1, share + 4))  # some larger than the share
+            u = rng.random()  # empty, small (several fit in the share and `max_updates` binds), any size
+            n = 0 if u < 0.15 else int(rng.integers(1, 3)) if u < 0.45 else int(rng.integers(1, share + 4))
             preds = (rng.integers(0, BINS, size=(2, n)) + 0.5) / BINS  # few distinct scores: many ties
             rate = float(rng.choice([0.0, 0.3, 0.5, 0.8, 1.0]))  # one class only, at times
             labels = (rng.random((2, n)) < rate).astype(np.int64)
@@ -79,6 +80,10 @@ def scenario(seed: int) -> dict[str, Any]:
         "steps": steps,
         "save_after": int(rng.integers(1, steps + 1)),  # number of steps before the checkpoint
         "compute_before_save": bool(rng.integers(0, 2)),
+        "max_updates": [None, 1, 2][seed % 3],  # the Windowed metrics' limit on updates
+        "forward": bool(rng.integers(0, 2)),  # the Windowed metrics take their batches through `forward`
+        # the steps after which every rank computes: all of them, or some (updates pile up between reads)
+        "computes": {s for s in range(steps) if seed % 2 == 0 or s == steps - 1 or rng.random() < 0.4},
     }
 
 
@@ -87,7 +92,7 @@ def _weights(batch: Batch) -> np.ndarray:
     return np.ones_like(preds) if weights is None else weights
 
 
-def kept_window(batches: list[Batch], share: int) -> list[Batch]:
+def kept_window(batches: list[Batch], share: int, max_updates: int | None = None) -> list[Batch]:
     """The samples one rank's window holds after ``batches`` (oldest first), by the documented rule."""
     updates = [b for b in batches if b[0].shape[1] > 0]  # an empty update changes nothing
     if not updates:
@@ -98,7 +103,7 @@ def kept_window(batches: list[Batch], share: int) -> list[Batch]:
         return [(preds[:, -share:], labels[:, -share:], None if weights is None else weights[:, -share:])]
     kept, room = [], share
     for batch in reversed(updates):
-        if batch[0].shape[1] > room:
+        if batch[0].shape[1] > room or len(kept) == max_updates:
             break
         kept.append(batch)
         room -= batch[0].shape[1]
@@ -135,10 +140,12 @@ def expected_values(sc: dict[str, Any], step: int) -> dict[str, Any]:
     """Reference values after ``step + 1`` steps: each Windowed's and the module's keys."""
     seen = [batches[: step + 1] for batches in sc["ranks"]]
     everything = [b for batches in seen for b in batches]
-    kept = [b for batches in seen for b in kept_window(batches, sc["window"] // WORLD)]
+    share = sc["window"] // WORLD
+    kept = [b for batches in seen for b in kept_window(batches, share, sc["max_updates"])]
     out: dict[str, Any] = {
         name: {"lifetime": reference(name, everything, 0), "window": reference(name, kept, 0)} for name in WINDOWED
     }
+    kept = [b for batches in seen for b in kept_window(batches, share)]  # the module sets no `max_updates`
     module = {}
     for name in MODULE_METRICS:
         for t, task in enumerate(TASKS):
@@ -151,7 +158,7 @@ def expected_values(sc: dict[str, Any], step: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- on each rank
 
 
-def _build(window: int) -> dict[str, Any]:
+def _build(window: int, max_updates: int | None) -> dict[str, Any]:
     tasks = [
         tmx.RecTaskInfo(task, label_name=f"l{t}", prediction_name=f"p{t}", weight_name=f"w{t}")
         for t, task in enumerate(TASKS)
@@ -164,51 +171,56 @@ def _build(window: int) -> dict[str, Any]:
         "auc_binned": {"metric": "auc", "num_bins": BINS, "bin_space": "probability"},
     }
     return {
-        "ne": Windowed(tmx.NormalizedEntropy(), window),
-        "ctr": Windowed(tmx.CTR(), window),
-        "calibration": Windowed(tmx.Calibration(), window),
-        "auc": Windowed(tmx.AUC(), window),
-        "auc_binned": Windowed(tmx.AUC(num_bins=BINS, bin_space="probability"), window),
+        "ne": Windowed(tmx.NormalizedEntropy(), window, max_updates=max_updates),
+        "ctr": Windowed(tmx.CTR(), window, max_updates=max_updates),
+        "calibration": Windowed(tmx.Calibration(), window, max_updates=max_updates),
+        "auc": Windowed(tmx.AUC(), window, max_updates=max_updates),
+        "auc_binned": Windowed(tmx.AUC(num_bins=BINS, bin_space="probability"), window, max_updates=max_updates),
         "module": tmx.RecMetricModule(tasks, metrics, window_size=window, throughput=False),
     }
 
 
-def _step(objs: dict[str, Any], batch: Batch | None) -> None:
-    """One step: the Windowed metrics update only with a batch; the module always (an empty step if none)."""
+def _step(objs: dict[str, Any], batch: Batch | None, forward: bool) -> dict[str, Any]:
+    """One step: the Windowed metrics update only with a batch; the module always (an empty step if none).
+
+    Returns the Windowed metrics' ``forward`` values and undefined warnings (none without ``forward``).
+    """
     if batch is None:
         preds, labels, weights = np.zeros((2, 0)), np.zeros((2, 0), np.int64), np.zeros((2, 0))
     else:
         preds, labels, weights = batch[0], batch[1], _weights(batch)
     pt, lt, wt = torch.from_numpy(preds), torch.from_numpy(labels), torch.from_numpy(weights)
+    batch_values = {}
     if batch is not None:
         w0 = None if batch[2] is None else wt[0]
         for name in WINDOWED:
-            objs[name].update(pt[0], lt[0], w0)
+            if forward:
+                batch_values[name] = _record(lambda metric=objs[name]: metric(pt[0], lt[0], w0))
+            else:
+                objs[name].update(pt[0], lt[0], w0)
     model_out = {}
     for t in range(len(TASKS)):
         model_out.update({f"p{t}": pt[t], f"l{t}": lt[t], f"w{t}": wt[t]})
     objs["module"].update(model_out)
+    return batch_values
 
 
-def _compute(metric: Any) -> tuple[dict[str, float], list[str]]:
+def _record(call: Any) -> dict[str, Any]:
+    """``call()``'s dict of values as floats, and the messages of the UndefinedMetricWarnings it raised."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        values = metric.compute()
+        values = call()
     messages = [str(w.message) for w in caught if issubclass(w.category, UndefinedMetricWarning)]
-    return {key: float(value) for key, value in values.items()}, messages
+    return {"values": {key: float(value) for key, value in values.items()}, "undefined": messages}
 
 
 def _values(objs: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for name, metric in objs.items():
-        values, messages = _compute(metric)
-        out[name] = {"values": values, "undefined": messages}
-    return out
+    return {name: _record(metric.compute) for name, metric in objs.items()}
 
 
-def _reload(objs: dict[str, Any], window: int) -> dict[str, Any]:
+def _reload(objs: dict[str, Any], window: int, max_updates: int | None) -> dict[str, Any]:
     """Each object's state_dict, through torch.save, into fresh objects on this same rank."""
-    fresh = _build(window)
+    fresh = _build(window, max_updates)
     for name, metric in objs.items():
         buffer = io.BytesIO()
         torch.save(metric.state_dict(), buffer)
@@ -224,24 +236,25 @@ def _scenario_job(rank: int, world_size: int, seeds: list[int]) -> list[dict[str
     for seed in seeds:
         sc = scenario(seed)
         window, mine, steps, save_after = sc["window"], sc["ranks"][rank], sc["steps"], sc["save_after"]
-        straight, interrupted = _build(window), _build(window)
+        most, forward = sc["max_updates"], sc["forward"]
+        straight, interrupted = _build(window, most), _build(window, most)
         resumed: dict[str, Any] = {}
-        run, after_resume = [], []
+        run, batches, after_resume = [], [], []
         for s in range(steps):
             batch = mine[s] if s < len(mine) else None
-            _step(straight, batch)
-            run.append(_values(straight))
+            batches.append(_step(straight, batch, forward))
+            run.append(_values(straight) if s in sc["computes"] else None)
             if s < save_after:
-                _step(interrupted, batch)
+                _step(interrupted, batch, forward)
             else:
-                _step(resumed, batch)
+                _step(resumed, batch, forward)
             if s == save_after - 1:
                 if sc["compute_before_save"]:
                     _values(interrupted)
-                resumed = _reload(interrupted, window)
+                resumed = _reload(interrupted, window, most)
             if s >= save_after - 1:
-                after_resume.append(_values(resumed))
-        results.append({"run": run, "after_resume": after_resume})
+                after_resume.append(_values(resumed) if s in sc["computes"] else None)
+        results.append({"run": run, "forward": batches, "after_resume": after_resume})
     return results
 
 
@@ -264,7 +277,8 @@ def _undefined_keys(name: str, messages: list[str]) -> set[str]:
     return keys
 
 
-def _check(seed: int, where: str, got: dict[str, Any], expected: dict[str, Any]) -> None:
+def _check(seed: int, where: str, got: dict[str, Any], expected: dict[str, Any], named: bool = True) -> None:
+    """``got`` equals ``expected``: nan where undefined, warned for those values (for some of them unless ``named``)."""
     for name, want in expected.items():
         values = got[name]["values"]
         assert set(values) == set(want), f"seed {seed} {where} {name}: keys {sorted(values)}"
@@ -276,6 +290,11 @@ def _check(seed: int, where: str, got: dict[str, Any], expected: dict[str, Any])
                     f"seed {seed} {where} {name}[{key}]: {values[key]!r}, expected {value!r}"
                 )
         undefined = {key for key, value in want.items() if math.isnan(value)}
+        if not named:  # forward's batch values: one warning may stand for both of them
+            assert bool(got[name]["undefined"]) == bool(undefined), (
+                f"seed {seed} {where} {name}: warned {got[name]['undefined']}, expected undefined {sorted(undefined)}"
+            )
+            continue
         assert _undefined_keys(name, got[name]["undefined"]) == undefined, (
             f"seed {seed} {where} {name}: warned {got[name]['undefined']}, expected undefined {sorted(undefined)}"
         )
@@ -297,15 +316,21 @@ def test_uneven_ranks_random_scenarios_match_the_reference(ddp_pool):
     for i, seed in enumerate(SEEDS):
         sc = scenario(seed)
         rank0, rank1 = per_rank[0][i], per_rank[1][i]
-        for s in range(sc["steps"]):
+        for s in sorted(sc["computes"]):
             assert _same(rank0["run"][s], rank1["run"][s]), f"seed {seed} step {s}: the ranks disagree"
             _check(seed, f"step {s}", rank0["run"][s], expected_values(sc, s))
-        for j, s in enumerate(range(sc["save_after"] - 1, sc["steps"])):
-            for rank, out in enumerate((rank0, rank1)):
-                assert _same(out["after_resume"][j], out["run"][s]), (
-                    f"seed {seed} step {s} rank {rank}: resumed from the checkpoint after {sc['save_after']} "
-                    f"step(s) {out['after_resume'][j]} != uninterrupted {out['run'][s]}"
-                )
+        for rank, out in enumerate((rank0, rank1)):
+            for s, batch in enumerate(sc["ranks"][rank] if sc["forward"] else []):  # the batch's values
+                kept = kept_window([batch], sc["window"] // WORLD)
+                for name in WINDOWED:
+                    want = {name: {"lifetime": reference(name, [batch], 0), "window": reference(name, kept, 0)}}
+                    _check(seed, f"step {s} rank {rank} forward", out["forward"][s], want, named=False)
+            for j, s in enumerate(range(sc["save_after"] - 1, sc["steps"])):
+                if s in sc["computes"]:
+                    assert _same(out["after_resume"][j], out["run"][s]), (
+                        f"seed {seed} step {s} rank {rank}: resumed from the checkpoint after {sc['save_after']} "
+                        f"step(s) {out['after_resume'][j]} != uninterrupted {out['run'][s]}"
+                    )
 
 
 def test_scenarios_cover_the_uneven_cases():
@@ -318,3 +343,11 @@ def test_scenarios_cover_the_uneven_cases():
     assert any(b[2] is not None and b[0].shape[1] > 0 and not b[2].any() for _, b in batches)
     assert any(b[0].shape[1] > sc["window"] // WORLD for sc, b in batches)
     assert any(sc["window"] % WORLD for sc in scenarios)
+    share = {id(sc): sc["window"] // WORLD for sc in scenarios}
+    assert any(  # `max_updates` holds the window to fewer updates than the samples allow
+        len(kept_window(r[: s + 1], share[id(sc)], sc["max_updates"])) < len(kept_window(r[: s + 1], share[id(sc)]))
+        for sc in scenarios
+        for r in sc["ranks"]
+        for s in range(len(r))
+    )
+    assert any(len(sc["computes"]) < sc["steps"] - 1 for sc in scenarios)  # several updates between two reads

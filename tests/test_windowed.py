@@ -1317,6 +1317,19 @@ def test_windowed_binned_forward_syncs_every_rank_alike_with_dist_sync_on_step()
     assert cut["window"].item() == pytest.approx(skm.roc_auc_score(y[4:], p[4:]))
 
 
+@pytest.mark.parametrize("num_bins", [None, 10])
+def test_forward_names_the_window_in_the_warning_of_an_undefined_kept_part(num_bins):
+    """A batch larger than the window whose kept part holds one class: forward's window value is nan and
+    its warning says "(window)", as compute's does (it read "AUC is undefined" beside a defined batch value)."""
+    metric = Windowed(tmx.AUC() if num_bins is None else tmx.AUC(num_bins=num_bins, bin_space="probability"), 2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        values = metric(torch.tensor([0.15, 0.35, 0.55, 0.75]), torch.tensor([0, 1, 1, 1]))
+    assert values["lifetime"].item() == 1.0 and math.isnan(values["window"].item())
+    messages = [str(w.message).split(":")[0] for w in caught if issubclass(w.category, UndefinedMetricWarning)]
+    assert messages == ["AUC (window) is undefined"]
+
+
 def test_windowed_rejects_a_bad_sync_option_and_leaves_the_metric_alone():
     metric = tmx.CTR()
     with pytest.raises(ValueError, match="sync_on_compute"):

@@ -788,7 +788,8 @@ class Windowed(WrapperMetric):
             lifetime_value = window_value = self._histogram_value(entries)
             # with dist_sync_on_step every rank syncs the kept part too, cut on this rank or not
             if kept is not entries or self.dist_sync_on_step:
-                window_value = self._histogram_value(kept)
+                with naming_part("window"):  # its undefined-value warning says which of the two it is
+                    window_value = self._histogram_value(kept)
         # ---- commit: nothing below raises
         if kept is not None and kept_size > 0:
             if kept is not entries:  # the samples the window does not keep go to the lifetime only
@@ -816,9 +817,11 @@ class Windowed(WrapperMetric):
             with self._validated_already():
                 lists = _kept_like(self._batch_into(slot, *self._newest(limit, args, kwargs), full), full_lists)
             size = limit
-            window_value = self._batch_value(values)
+            with naming_part("window"):  # its undefined-value warning says which of the two it is
+                window_value = self._batch_value(values)
         elif values and self.dist_sync_on_step:  # every rank syncs the kept part too, cut on this rank or not
-            window_value = self._batch_value(values)
+            with naming_part("window"):
+                window_value = self._batch_value(values)
         # ---- commit: nothing below raises
         life = self._modules["lifetime"]
         compensated = self.__dict__.get("_compensated", ())

@@ -26,7 +26,12 @@ from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
 
 def kept_ranges(bounds: Sequence[tuple[int, int]], window: int) -> list[tuple[int, int]]:
-    """Sample ranges ``[lo, hi)`` the window holds after the updates ``bounds`` (oldest first)."""
+    """Sample ranges ``[lo, hi)`` the window holds after the updates ``bounds`` (oldest first).
+
+    An empty update takes no room (docs/windows.md): after a batch larger than the window and an
+    empty update, the window still holds the big batch's newest samples.
+    """
+    bounds = [(lo, hi) for lo, hi in bounds if hi > lo]
     if not bounds:
         return []
     lo, hi = bounds[-1]

@@ -210,3 +210,36 @@ def test_a_rec_metric_module_loaded_through_a_parent_strictly_keeps_its_metrics(
         model.load_state_dict(checkpoint, strict=False)
     module.update({"p": args[0], "y": args[1]})
     assert module.compute()["ne/a"].item() == pytest.approx(_ne(second["preds"], second["target"]), rel=1e-12)
+
+
+@pytest.mark.parametrize("raises", ["lifetime pre-hook", "window post-hook"])
+def test_a_parent_load_that_a_wrapped_metric_ends_leaves_the_wrapper_picklable(raises: str) -> None:
+    """A load ended by an exception in the wrapper's child (a user's hook) runs none of the wrapper's post-hooks:
+    what its load kept for them is no part of a copy (pickle, deepcopy, torch.save, ``ddp_spawn``)."""
+    import copy
+    import io
+    import pickle
+
+    metric, batches = _windowed(seed=1, n=30)
+    model = _Model(metric)
+    checkpoint = model.state_dict()
+    child = metric._modules["lifetime" if "lifetime" in raises else "window"]
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("a user's hook")
+
+    if "pre" in raises:
+        handle = child._register_load_state_dict_pre_hook(broken)
+    else:
+        handle = child.register_load_state_dict_post_hook(broken)
+    with pytest.raises(KeyError, match="a user's hook"):
+        model.load_state_dict(checkpoint)
+    handle.remove()
+    expected = _ne(batches[0]["preds"], batches[0]["target"])
+    for copied in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        assert copied.metric.compute()["lifetime"].item() == pytest.approx(expected, rel=1e-12)
+        copied.load_state_dict(checkpoint)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    model.load_state_dict(checkpoint)  # the next load is not disturbed by what the ended one kept
+    assert metric.compute()["lifetime"].item() == pytest.approx(expected, rel=1e-12)

@@ -27,6 +27,7 @@ __all__ = [
     "CheckpointedStates",
     "copied_with_source",
     "derive_missing",
+    "drop_pending_load",
     "end_loads_in_a_hook",
     "forget_cleared_states",
     "held_states",
@@ -125,6 +126,18 @@ def load_own_entries(module: nn.Module, prefix: str, error_msgs: list[str], load
         if token is not None:
             _LOAD_NOTES.reset(token)
     module.__dict__[_PENDING_LOAD] = (prefix, restore, error_msgs, len(error_msgs), notes or [])
+
+
+def drop_pending_load(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` (a module's ``__getstate__``) without what :func:`load_own_entries` keeps for its post-hook.
+
+    A load that an exception ends between the two (a child's load or hook raising, a user's hook
+    on a ``Windowed``'s lifetime) leaves it in the module's ``__dict__``: a closure, which pickle
+    (``torch.save`` of the module, ``ddp_spawn``) refuses, referring to the original module, which a
+    copy must not put back. The module's next load drops it from the original.
+    """
+    state.pop(_PENDING_LOAD, None)
+    return state
 
 
 def end_loads_in_a_hook(module: nn.Module) -> None:
@@ -391,7 +404,7 @@ class CheckpointedStates(Metric):
 
         See :func:`standalone_state`: a compute group member copied alone holds its leader's states.
         """
-        return standalone_state(self, super().__getstate__())
+        return drop_pending_load(standalone_state(self, super().__getstate__()))
 
     def _setting_state_name(self, name: str, setting: str, former: str | None = None) -> str:
         """``name`` followed by ``setting`` (when not empty): the name of a state whose values depend on it.

@@ -20,6 +20,7 @@ from torchmetrics_ext.functional.auc.binary import _add_entries as add_entries
 from torchmetrics_ext.metrics._checkpoints import (
     _CHECKPOINT_VERSION,
     derive_missing,
+    drop_pending_load,
     end_loads_in_a_hook,
     load_explained,
     load_own_entries,
@@ -592,6 +593,10 @@ class Windowed(WrapperMetric):
         for name, child in zip(("lifetime", "window"), children):
             _own(child, self, name)
         take_ownership(children, self)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """TorchMetrics' state for copies and pickles, without what a load ended midway kept (``drop_pending_load``)."""
+        return drop_pending_load(super().__getstate__())
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

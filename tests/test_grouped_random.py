@@ -12,8 +12,14 @@ metric ranks them (float32) and the weights as it keeps them (float32), averaged
 positive weight only and 0 without for AUPRC, a group of zero-weight rows included), each group
 weighted 1 or by its total weight (``weight_groups``). With ``groups_complete_per_batch=True``
 every group lies in one batch. ``Segmented(NormalizedEntropy/CTR)`` is compared per
-``(task, segment)`` with the formulas of ``docs/pointwise.md``. Every case also resumes from a
-``state_dict`` taken midway and merges two metrics over the two halves (``merge_state``).
+``(task, segment)`` with the formulas of ``docs/pointwise.md`` (NE ``nan`` where a segment's
+label weight is on one class, ``docs/policies.md``). Every case also resumes from a ``state_dict``
+taken midway and merges two metrics over the two halves (``merge_state``); the grouped cases
+also check ``forward``'s batch values, both grouped metrics in one ``MetricCollection``, the
+device path on CPU tensors (``force_device_path``), tiny kernel blocks (so tie runs, tasks and
+groups span block edges) and batches whose ids come in int16, int32 and int64.
+
+100 examples per test by default (about 10 s in all); ``GROUPFUZZ_EXAMPLES=3000`` runs more locally.
 """
 
 from __future__ import annotations
@@ -30,17 +36,16 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score
-
-import torchmetrics_ext as tmx
 from torchmetrics import MetricCollection
 
+import torchmetrics_ext as tmx
 from torchmetrics_ext import functional as tmf
+from torchmetrics_ext.functional.auc import _device as D
 from torchmetrics_ext.functional.auc import _kernels as K
 from torchmetrics_ext.functional.auc import grouped as FG
 from torchmetrics_ext.utilities.device import force_device_path
 from torchmetrics_ext.utilities.warnings import SamplesFirstWarning, UndefinedMetricWarning
 
-# about 10 s in all by default; GROUPFUZZ_EXAMPLES=3000 runs more of them locally
 EXAMPLES = int(os.environ.get("GROUPFUZZ_EXAMPLES", "100"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -80,6 +85,8 @@ def grouped_cases(draw: st.DrawFn) -> dict:
         size = n if weights_kind == "shared" else t * n
         weights = draw(st.lists(st.sampled_from(WEIGHTS), min_size=size, max_size=size))
     weights_dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    if weights is not None and weights_dtype == torch.float32:  # float32 subnormals are kept as given
+        weights = [1e-40 if w == 1e-30 else w for w in weights] if draw(st.booleans()) else weights
     shape = (n,) if num_tasks is None else (t, n)
     return {
         "num_tasks": num_tasks,
@@ -97,22 +104,25 @@ def grouped_cases(draw: st.DrawFn) -> dict:
         "num_batches": draw(st.integers(1, 4)),
         "batch_seed": draw(st.integers(0, 2**16)),
         "device_path": draw(st.booleans()),
-        "blocks": draw(st.sampled_from([None, (3, 4), (7, 2)])),  # tiny kernel / group blocks
+        "mixed_ids": draw(st.booleans()),  # each batch's ids in a dtype of its own (where they fit)
+        # tiny kernel blocks / group blocks / packed device keys (the device path's second sort)
+        "blocks": draw(st.sampled_from([None, (3, 4, 0), (7, 2, 1 << 31)])),
     }
 
 
 @contextlib.contextmanager
-def _blocks(sizes: tuple[int, int] | None) -> Iterator[None]:
-    """Tiny blocks of the exact kernels, so tie runs, tasks and groups span block edges."""
+def _blocks(sizes: tuple[int, int, int] | None) -> Iterator[None]:
+    """Tiny blocks of the exact kernels, so tie runs, tasks and groups span block edges; and the
+    device path's sort by score then segment (without packed keys) when the third size is 0."""
     if sizes is None:
         yield
         return
-    saved = K._BLOCK, FG._GROUP_BLOCK
-    K._BLOCK, FG._GROUP_BLOCK = sizes
+    saved = K._BLOCK, FG._GROUP_BLOCK, D._PACKED_SEGMENTS
+    K._BLOCK, FG._GROUP_BLOCK, D._PACKED_SEGMENTS = sizes
     try:
         yield
     finally:
-        K._BLOCK, FG._GROUP_BLOCK = saved
+        K._BLOCK, FG._GROUP_BLOCK, D._PACKED_SEGMENTS = saved
 
 
 # ----------------------------------------------------------------------------- references
@@ -169,8 +179,11 @@ def _take(data: dict, rows: np.ndarray) -> dict:
     return out
 
 
-def _batches(data: dict, num_batches: int, seed: int, by_group: bool) -> list[dict]:
-    """Rows dealt to ``num_batches`` batches (some may be empty); whole groups when ``by_group``."""
+def _batches(data: dict, num_batches: int, seed: int, by_group: bool, mixed_ids: bool = False) -> list[dict]:
+    """Rows dealt to ``num_batches`` batches (some may be empty); whole groups when ``by_group``.
+
+    ``mixed_ids``: each batch's ids as int16, int32 or int64, the narrowest types where they fit.
+    """
     rng = np.random.default_rng(seed)
     groups = data["groups"].to(torch.int64).numpy()
     if by_group:
@@ -179,7 +192,18 @@ def _batches(data: dict, num_batches: int, seed: int, by_group: bool) -> list[di
     else:
         where = rng.integers(0, num_batches, size=groups.size)
     order = rng.permutation(groups.size)  # rows shuffled within each batch too
-    return [_take(data, order[where[order] == b]) for b in range(num_batches)]
+    batches = [_take(data, order[where[order] == b]) for b in range(num_batches)]
+    if mixed_ids:
+        for batch in batches:
+            ids = batch["groups"].to(torch.int64)
+            options = [d for d in (torch.int16, torch.int32) if ids.numel() and _fits(ids, d)] + [torch.int64]
+            batch["groups"] = ids.to(options[rng.integers(len(options))])
+    return batches
+
+
+def _fits(ids: torch.Tensor, dtype: torch.dtype) -> bool:
+    info = torch.iinfo(dtype)
+    return info.min <= int(ids.min()) and int(ids.max()) <= info.max
 
 
 def _run(make, batches: list[dict]):
@@ -211,7 +235,9 @@ def test_grouped_metrics_match_per_group_sklearn(case):
     def make():
         return cls(num_tasks, groups_complete_per_batch=case["complete"], **options)
 
-    batches = _batches(data, case["num_batches"], case["batch_seed"], by_group=case["complete"])
+    batches = _batches(
+        data, case["num_batches"], case["batch_seed"], by_group=case["complete"], mixed_ids=case["mixed_ids"]
+    )
     with force_device_path(case["device_path"]), _blocks(case["blocks"]), warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         warnings.simplefilter("ignore", SamplesFirstWarning)  # (T, 1) given to a functional: T tasks, as meant
@@ -301,9 +327,11 @@ def segmented_cases(draw: st.DrawFn) -> dict:
     return {
         "num_tasks": num_tasks,
         "num_segments": s,
-        "preds": torch.tensor(scores, dtype=torch.float64).reshape(shape).to(draw(st.sampled_from(SCORE_DTYPES[2:]))),
+        "preds": torch.tensor(scores, dtype=torch.float64).reshape(shape).to(draw(st.sampled_from(SCORE_DTYPES))),
         "target": torch.tensor(labels).reshape(shape),
-        "segments": torch.tensor(segments).reshape(shape if segments_per_task else (n,)),
+        "segments": torch.tensor(segments)
+        .reshape(shape if segments_per_task else (n,))
+        .to(draw(st.sampled_from([torch.uint8, torch.int16, torch.int32, torch.int64]))),
         "weights": weights,
         "from_logits": from_logits,
         "kind": draw(st.sampled_from(["ne", "ctr"])),

@@ -1730,6 +1730,48 @@ def test_a_metric_built_under_inference_mode_updates_outside_it(name):
             torch.testing.assert_close(flat[0][key], flat[1][key], equal_nan=True, msg=key)
 
 
+_BEFORE_UPDATE = "was called before the ``update`` method"
+
+
+@pytest.mark.parametrize("name", sorted(_EVERY_METRIC))
+def test_a_resumed_metric_computes_without_the_compute_before_update_warning(name):
+    """A metric loaded from a checkpoint (or merged into) holds data: its first ``compute()`` gave TorchMetrics'
+    "compute before update" warning, which is for a forgotten ``update``. After a ``reset`` it is given again. The
+    resumed value is the saved metric's."""
+    factory, batch = _EVERY_METRIC[name]
+    saved = factory()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        saved.update(**batch)
+        expected = saved.compute()
+    saved.persistent(True)
+    for how in ("load", "merge"):
+        resumed = factory()
+        resumed.persistent(True)
+        if how == "load":
+            resumed.load_state_dict(copy.deepcopy(saved.state_dict()))
+        elif isinstance(resumed, tmx.Windowed):  # its merge takes the lifetime only (an empty window computes nan)
+            continue
+        elif hasattr(resumed, "merge_state"):
+            try:
+                resumed.merge_state(saved)
+            except (TypeError, ValueError, NotImplementedError):  # a metric that cannot merge says so
+                continue
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            value = resumed.compute()
+        assert not [w for w in caught if _BEFORE_UPDATE in str(w.message)], how
+        if name not in _TIMED:
+            flat = [v if isinstance(v, dict) else {"": v} for v in (value, expected)]
+            for key in flat[1]:
+                torch.testing.assert_close(flat[0][key], flat[1][key], equal_nan=True, msg=f"{how} {key}")
+        resumed.reset()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            resumed.compute()
+        assert [w for w in caught if _BEFORE_UPDATE in str(w.message)], how
+
+
 @pytest.mark.parametrize(
     ("factory", "reference"),
     [

@@ -413,7 +413,19 @@ class GuardedMetric(CheckpointedStates):
                 defaults[name] = _one_element(moved, default.shape) if isinstance(moved, Tensor) else moved
 
     def _wrap_compute(self, compute: Callable) -> Callable:
-        return fresh_when_syncing(self, keep_value_shapes(self, compute, super()._wrap_compute))
+        wrapped = fresh_when_syncing(self, keep_value_shapes(self, compute, super()._wrap_compute))
+
+        @functools.wraps(wrapped)
+        def restored_counts_as_updated(*args: Any, **kwargs: Any) -> Any:
+            # states loaded from a checkpoint or merged in since the last reset are data, not a forgotten
+            # update: no TorchMetrics "compute before update" warning for a resumed metric's first compute
+            state = self.__dict__
+            if state["_update_count"] == 0 and state.get("_states_written", 0) > state.get("_written_at_reset", 0):
+                with counted_as_updated([self]):
+                    return wrapped(*args, **kwargs)
+            return wrapped(*args, **kwargs)
+
+        return restored_counts_as_updated
 
     def _wrap_update(self, update: Callable) -> Callable:
         """TorchMetrics' update wrapper, written out, with the bookkeeping put back when ``update`` raises.

@@ -53,8 +53,10 @@ from torchmetrics_ext.aggregation import AggregationType, Distribution, Mean, Me
 
 A = AggregationType
 DATASETS = ("alpaca", "dolly", "oasst")
-# "len_stat_mean" and "src_count_web" are logged under the key of another metric's entry
-NAMES = ("tokens", "len", "src", "loss", "len_stat_mean", "src_count_web")
+NAMES = ("tokens", "len", "src", "loss")
+# logged under the key of another metric's entry (a ValueError at logging until a reset: drawn rarely)
+CLASHING_NAMES = ("len_stat_mean", "src_count_web")
+DRAWN_NAMES = NAMES * 6 + CLASHING_NAMES
 # SUM values: dyadic, so every sum is exact in float64
 SUM_VALUES = [0, 1, 2, 7, 100, -3, 0.5, 0.125, 2.25, 1e6, True, False]
 # MEAN and DISTRIBUTION: inside the sketch's range [1e-9, 1e12] (or 0), with a large common offset
@@ -336,7 +338,7 @@ class AggregatorMachine(RuleBasedStateMachine):
         datasets = data.draw(st.lists(st.sampled_from(DATASETS), min_size=1, max_size=3, unique=True), label="ds")
         records, types, plain = [], {}, {}
         for _ in range(n):
-            key = (data.draw(st.sampled_from(datasets), label="dataset"), data.draw(st.sampled_from(NAMES)))
+            key = (data.draw(st.sampled_from(datasets), label="dataset"), data.draw(st.sampled_from(DRAWN_NAMES)))
             if key not in types:
                 types[key] = self.ref.types.get(key) or data.draw(st.sampled_from(list(A)), label="agg_type")
             value, raw = draw_value(data, types[key])
@@ -357,6 +359,7 @@ class AggregatorMachine(RuleBasedStateMachine):
         batch: Any = records if how == "list" else tuple(records) if how == "tuple" else (r for r in records)
         self.aggregator.update(batch)
         self._accept(types, plain)
+        self.check_logging(data.draw(st.sampled_from(["train", "val", ""]), label="prefix"))
 
     @rule(data=st.data())
     def rejected_batch(self, data: st.DataObject) -> None:
@@ -426,8 +429,8 @@ class AggregatorMachine(RuleBasedStateMachine):
         assert_same_snapshot(snapshot(self.aggregator), before)
         assert logged_or_clash(self.aggregator) == logged
 
-    @rule(data=st.data(), prefix=st.sampled_from(["train", "val", ""]))
-    def check_logging(self, data: st.DataObject, prefix: str) -> None:
+    @rule(prefix=st.sampled_from(["train", "val", ""]))
+    def check_logging(self, prefix: str) -> None:
         before = snapshot(self.aggregator)
         expected = ref_logged(self.ref, prefix)
         if expected is None:

@@ -1015,6 +1015,19 @@ def test_max_and_min_records_whose_sum_overflows_are_accepted():
     assert agg.get_metrics_for_logging() == {"train_d/hi": float(np.max(values)), "train_d/lo": float(np.min(values))}
 
 
+@pytest.mark.parametrize(
+    "low", [np.float32(1.0), torch.tensor(1.0), torch.tensor([1.0], dtype=torch.float16), np.float16(1.0)]
+)
+def test_max_and_min_of_float32_values_and_python_floats_compare_exactly(low):
+    """A batch with a float32 tensor or NumPy scalar and a Python float: MAX kept the float32 1.0 as the larger of
+    1.0 and 1 + 2**-30 (Python's max compared them in float32, where the float rounds to 1.0), MIN likewise."""
+    above, below = 1 + 2**-30, 1 - 2**-30
+    agg = MetricsAggregator()
+    agg.update([Metric("d", "hi", low, A.MAX), Metric("d", "hi", above, A.MAX)])
+    agg.update([Metric("d", "lo", low, A.MIN), Metric("d", "lo", below, A.MIN)])
+    assert agg.get_metrics_for_logging() == {"train_d/hi": above, "train_d/lo": below}
+
+
 @pytest.mark.parametrize("value", [2.0**485 * (1 + 2**-52), 1e150, 1e153, -1.3e154, 1e200, 1e306, 1e-165, 1e-300])
 @pytest.mark.parametrize("batch", [1, 2, 200])
 def test_distribution_records_of_any_magnitude_give_the_exact_moments_whatever_the_batching(value, batch):

@@ -347,7 +347,10 @@ class _Extreme(_ValueAggregation[ExtremeBatch]):
             check_numbers(values)
         if not values:
             return ExtremeBatch(self._empty)
-        return ExtremeBatch(float(max(values) if self._keeps_max else min(values)))
+        # compared as float64: a float32 tensor or NumPy scalar compares a Python float in its own dtype,
+        # where 1 + 2**-30 equals its 1.0
+        floats = map(float, values)
+        return ExtremeBatch(max(floats) if self._keeps_max else min(floats))
 
     def _fold(self, summary: ExtremeBatch) -> None:
         state: Tensor = getattr(self, self._state)

@@ -144,9 +144,9 @@ class MetricsAggregator:
         Memory: one metric per key; a DISTRIBUTION key takes about 60 kB whatever the number of
         values (its fixed 38.7 kB sketch, the metric object and its scalar states; the sketch's
         default for ``reset`` is kept as one element), a CATEGORICAL_COUNT one float64 per
-        category. Values that are undefined (the ``std`` of a single value, or of values whose
-        spread is below ~1e-6 of their mean, see :class:`Distribution`) are left out of the
-        logging dict, as torchtune does. Nothing here is a ``MetricCollection``, so compute
+        category. Values that are undefined (the ``std`` of a single value; the sums kept about a
+        shift give the ``std`` of values far from 0 to full precision, see :class:`Distribution`)
+        are left out of the logging dict, as torchtune does. Nothing here is a ``MetricCollection``, so compute
         groups can never merge two datasets' metrics.
 
     Examples:

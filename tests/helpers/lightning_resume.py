@@ -21,58 +21,22 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.distributed as dist
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from torch.utils.data import DataLoader, TensorDataset
 
 import torchmetrics_ext as tmx
+from tests.helpers.lightning_run import ResumableShards, data
 from torchmetrics_ext.integrations.lightning import RecMetricCallback, UnpaddedDistributedSampler
 
 TRAIN, VAL, BATCH = 112, 40, 8  # 7 training batches per epoch and rank under 2 ranks, 14 in one process
 EPOCHS, INTERVAL, WINDOW, CKPT_EVERY = 3, 3, 32, 5
+BIAS = (-0.5, -1.0)  # the labels' logit offsets (base rates of ~0.4 and ~0.3)
 TASKS = [
     tmx.RecTaskInfo("click", "click_label", "click_pred", "weight"),
     tmx.RecTaskInfo("buy", "buy_label", "buy_pred", "weight"),
 ]
 METRICS = {"ne": "ne", "ctr": "ctr", "calibration": "calibration", "auc": "auc"}
-
-
-def data(n: int, seed: int) -> tuple[torch.Tensor, ...]:
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 4, generator=gen)
-    logits = x @ torch.tensor([[1.0, -0.5], [0.5, 1.0], [-1.0, 0.2], [0.0, 0.8]]) + torch.tensor([-0.5, -1.0])
-    y = (torch.rand(n, 2, generator=gen) < torch.sigmoid(logits)).float()
-    w = torch.where(torch.rand(n, generator=gen) < 0.2, 2.0, 1.0)
-    return x, y, w
-
-
-class Shards:
-    """This rank's batches in a fixed order; a stateful loader (Lightning saves and restores its position)."""
-
-    def __init__(self, tensors: tuple[torch.Tensor, ...]) -> None:
-        self.tensors, self.trained, self.start = tensors, 0, 0
-
-    def _batches(self) -> list[tuple[torch.Tensor, ...]]:
-        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-        index = torch.arange(len(self.tensors[0]))[rank::world]
-        return [tuple(t[index[i : i + BATCH]] for t in self.tensors) for i in range(0, len(index), BATCH)]
-
-    def __len__(self) -> int:
-        return len(self._batches())
-
-    def __iter__(self):
-        start, self.start = self.start, 0  # a restored position applies to the first epoch only
-        self.trained = start
-        for i, batch in enumerate(self._batches()[start:], start):
-            self.trained = i + 1  # Lightning asks for batch i + 1 only after batch i's callbacks (and checkpoint)
-            yield batch
-
-    def state_dict(self) -> dict:
-        return {"trained": self.trained}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.start = self.trained = state["trained"]
 
 
 class Recorder(Logger):
@@ -108,7 +72,7 @@ class Model(L.LightningModule):
         )
         self.val_metrics = tmx.RecMetricModule(TASKS, metrics, throughput=False, prefix="val/")
         self.strict_loading = not add_metric
-        self.train_shards = Shards(data(TRAIN, 1))
+        self.train_shards = ResumableShards(data(TRAIN, 1, bias=BIAS), BATCH)
         self.seen: list[tuple[int, dict[str, torch.Tensor]]] = []  # (step, training output) of this rank
 
     def _out(self, batch) -> dict[str, torch.Tensor]:
@@ -135,7 +99,7 @@ class Model(L.LightningModule):
         return self.train_shards
 
     def val_dataloader(self):  # built here: the sampler reads the process group's rank and size
-        val_set = TensorDataset(*data(VAL, 2))
+        val_set = TensorDataset(*data(VAL, 2, bias=BIAS))
         return DataLoader(val_set, batch_size=BATCH, sampler=UnpaddedDistributedSampler(val_set, shuffle=False))
 
     def configure_optimizers(self):

@@ -35,10 +35,11 @@ TASKS = [
 ]
 
 
-def data(n: int, seed: int) -> tuple[torch.Tensor, ...]:
+def data(n: int, seed: int, bias: tuple[float, float] = (-1.0, -2.0)) -> tuple[torch.Tensor, ...]:
+    """``(x, y, w)``: features, two tasks' labels drawn from a fixed linear model (logit offsets ``bias``), weights."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 4, generator=gen)
-    logits = x @ torch.tensor([[1.0, -0.5], [0.5, 1.0], [-1.0, 0.2], [0.0, 0.8]]) + torch.tensor([-1.0, -2.0])
+    logits = x @ torch.tensor([[1.0, -0.5], [0.5, 1.0], [-1.0, 0.2], [0.0, 0.8]]) + torch.tensor(bias)
     y = (torch.rand(n, 2, generator=gen) < torch.sigmoid(logits)).float()
     w = torch.where(torch.rand(n, generator=gen) < 0.2, 2.0, 1.0)
     return x, y, w
@@ -47,13 +48,14 @@ def data(n: int, seed: int) -> tuple[torch.Tensor, ...]:
 class ResumableShards:
     """This rank's share of a fixed order of batches; remembers how many were trained on (Lightning's ``_Stateful``)."""
 
-    def __init__(self, tensors: tuple[torch.Tensor, ...]) -> None:
-        self.tensors, self.trained, self.start = tensors, 0, 0
+    def __init__(self, tensors: tuple[torch.Tensor, ...], batch: int = BATCH) -> None:
+        self.tensors, self.batch, self.trained, self.start = tensors, batch, 0, 0
 
     def _batches(self) -> list[tuple[torch.Tensor, ...]]:
         rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         index = torch.arange(len(self.tensors[0]))[rank::world]
-        return [tuple(t[index[i : i + BATCH]] for t in self.tensors) for i in range(0, len(index), BATCH)]
+        size = self.batch
+        return [tuple(t[index[i : i + size]] for t in self.tensors) for i in range(0, len(index), size)]
 
     def __len__(self) -> int:
         return len(self._batches())

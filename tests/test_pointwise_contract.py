@@ -1349,7 +1349,10 @@ def test_the_two_commonest_task_shape_mistakes_are_told_the_fix_that_works():
     rng = np.random.default_rng(3)
     p, y = rng.random((2, 32)), (rng.random((2, 32)) < 0.4).astype(np.int64)
     column = tmx.AUC()
-    with pytest.raises(ValueError, match=re.escape("got shape (32, 1). A model head of one output: pass `preds.squeeze(-1)`, shape (32,)")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("got shape (32, 1). A model head of one output: pass `preds.squeeze(-1)`, shape (32,)"),
+    ):
         column.update(torch.tensor(p[0]).unsqueeze(-1), torch.tensor(y[0]))
     assert column.update_count == 0
     column.update(torch.tensor(p[0]).unsqueeze(-1).squeeze(-1), torch.tensor(y[0]))  # the fix, as written

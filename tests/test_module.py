@@ -3114,6 +3114,29 @@ def test_the_logits_error_inside_a_module_says_how_to_pass_logits():
     assert "Pass `from_logits=True`" not in str(info.value)
 
 
+def test_a_step_on_another_device_than_the_module_names_the_move_and_changes_nothing():
+    """Columns on one device and the module's metrics on another (a module used outside a LightningModule,
+    never moved) reached the kernels: torch's bare "Expected all tensors to be on the same device" (or, on
+    the meta device, no error at all) after some metrics had taken the step. The module now refuses the step
+    first and names the move. Reference: sklearn on the accepted steps only."""
+    rng = np.random.default_rng(4)
+    p, y = rng.random(64), (rng.random(64) < 0.3).astype(np.int64)
+    module = tmx.RecMetricModule(["click"], ["ne", "auc"], window_size=32, throughput=False)
+    module.update({"prediction": torch.tensor(p[:32]), "label": torch.tensor(y[:32])})
+    elsewhere = {"prediction": torch.empty(16, device="meta"), "label": torch.empty(16, device="meta")}
+    with pytest.raises(ValueError, match=re.escape("the device of the module's metrics, got them on meta")) as info:
+        module.update(elsewhere)
+    assert "Move the module to the inputs' device first, `module.to('meta')`" in str(info.value)
+    assert not module.should_compute() and module._step == 1  # the rejected step was not counted
+    module.update({"prediction": torch.tensor(p[32:]), "label": torch.tensor(y[32:])})
+    values = module.compute()
+    assert np.isclose(float(values["auc/click"]), roc_auc_score(y, p), rtol=1e-12, atol=0)
+    assert np.isclose(float(values["auc/click/window"]), roc_auc_score(y[32:], p[32:]), rtol=1e-12, atol=0)
+    assert module_mod._same_device(torch.device("cuda"), torch.device("cuda", 1))
+    assert not module_mod._same_device(torch.device("cuda", 0), torch.device("cuda", 1))
+    assert not module_mod._same_device(torch.device("cpu"), torch.device("cuda", 0))
+
+
 @pytest.mark.parametrize(
     ("num_tasks", "shape", "hint"),
     [(1, (2, 6), "build the metric with num_tasks=2"), (2, (6, 2), r"pass the transpose, shape \(2, 6\)")],

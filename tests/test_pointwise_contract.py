@@ -1341,6 +1341,34 @@ def test_a_samples_first_batch_for_a_one_task_metric_is_told_to_transpose_first(
         tmx.NormalizedEntropy().update(torch.full((3, 8), 0.5), torch.ones(3, 8))
 
 
+def test_the_two_commonest_task_shape_mistakes_are_told_the_fix_that_works():
+    """A one-output head's ``(N, 1)`` column was told to pass the transpose ``(1, N)``, which the ``(N,)``
+    target then refused; a multi-task metric fed one task's ``(N,)`` column was told no fix at all. Each
+    message now names the fix, the rejected batch changes nothing, and the fix it names gives sklearn's
+    values."""
+    rng = np.random.default_rng(3)
+    p, y = rng.random((2, 32)), (rng.random((2, 32)) < 0.4).astype(np.int64)
+    column = tmx.AUC()
+    with pytest.raises(
+        ValueError,
+        match=re.escape("got shape (32, 1). A model head of one output: pass `preds.squeeze(-1)`, shape (32,)"),
+    ):
+        column.update(torch.tensor(p[0]).unsqueeze(-1), torch.tensor(y[0]))
+    assert column.update_count == 0
+    column.update(torch.tensor(p[0]).unsqueeze(-1).squeeze(-1), torch.tensor(y[0]))  # the fix, as written
+    assert np.isclose(float(column.compute()), skm.roc_auc_score(y[0], p[0]), rtol=1e-12, atol=0)
+    stacked = tmx.AUC(num_tasks=2)
+    stacked.update(torch.tensor(p), torch.tensor(y))
+    before = [t.clone() for t in stacked.metric_state.values() for t in (t if isinstance(t, list) else [t])]
+    message = "got shape (32,). Stack the tasks' columns first: `torch.stack([...])` of 2 tensors of shape (32,) gives shape (2, 32)"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        stacked.update(torch.tensor(p[0]), torch.tensor(y[0]))
+    after = [t for t in stacked.metric_state.values() for t in (t if isinstance(t, list) else [t])]
+    assert stacked.update_count == 1 and all(torch.equal(a, b) for a, b in zip(after, before, strict=True))
+    expected = [skm.roc_auc_score(y[t], p[t]) for t in range(2)]
+    np.testing.assert_allclose(stacked.compute().numpy(), expected, rtol=1e-12, atol=0)
+
+
 def test_a_persistent_state_absent_from_the_checkpoint_is_a_missing_key():
     saved = tmx.NormalizedEntropy()
     saved.persistent(True)

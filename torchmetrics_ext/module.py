@@ -1126,6 +1126,16 @@ class RecMetricModule(CheckpointLoading):
                         f"{device} (that of {self.tasks[0].prediction_name!r}), got {tuple(other.shape)} on "
                         f"{other.device}."
                     )
+        updated = self._plan().updated
+        if updated:  # the metrics' device (`Metric.device`: where `.to()` put them, whatever `compute_on_cpu` moves)
+            home = updated[0][0].__dict__.get("_device", device)
+            if home != device and not _same_device(home, device):
+                raise ValueError(
+                    f"Expected `model_out`'s columns on {home}, the device of the module's metrics, got them on "
+                    f"{device}: a rejected step, nothing was updated. Move the module to the inputs' device first, "
+                    f"`module.to({str(device)!r})` (a LightningModule moves the modules it holds as attributes), or "
+                    f"the columns to {home}."
+                )
         groups = None
         if self._needs_groups:
             task = self.tasks[0]
@@ -1800,6 +1810,11 @@ def _throughput_rates(throughput: Metric, gathered: Mapping[str, list[Tensor]] |
                 return throughput.compute()
     finally:
         state["_to_sync"], state["_computed"] = to_sync, cached
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether ``a`` and ``b`` name one device (``cuda`` without an index matches any ``cuda:i``)."""
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
 
 def _metric_of(fn: Any) -> Metric | MetricCollection | None:

@@ -219,8 +219,18 @@ def _task_shape_error(name: str, shape: torch.Size, num_tasks: int | None) -> Va
         if num_tasks == 1:
             expected += " (or (1, N))"
     hint = ""
-    if num_tasks is not None and len(shape) == 2:
-        if shape[1] == num_tasks and shape[0] != num_tasks:  # (N, T): samples first
+    if num_tasks is not None and num_tasks > 1 and len(shape) == 1:  # one task's column for a multi-task metric
+        hint = (
+            f" Stack the tasks' columns first: `torch.stack([...])` of {num_tasks} tensors of shape ({shape[0]},)"
+            f" gives shape ({num_tasks}, {shape[0]}) (the other inputs alike)."
+        )
+    elif num_tasks is not None and len(shape) == 2:
+        if num_tasks == 1 and shape[1] == 1 and shape[0] > 1:  # (N, 1): a model head of one output
+            hint = (
+                f" A model head of one output: pass `{name}.squeeze(-1)`, shape ({shape[0]},), and the other"
+                " inputs of that shape too."
+            )
+        elif shape[1] == num_tasks and shape[0] != num_tasks:  # (N, T): samples first
             hint = f" Tasks go first: pass the transpose, shape ({num_tasks}, {shape[0]})."
         elif num_tasks == 1 and shape[0] > shape[1]:  # more rows than columns: most likely (N, T), samples first
             hint = (

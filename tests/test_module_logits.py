@@ -216,3 +216,18 @@ def test_a_refused_column_says_which_columns_the_task_reads(metrics, labels, err
             }
         )
     assert "reads labels from" not in str(info.value)
+
+
+@pytest.mark.parametrize("column", ["click_pred", "click_label"])
+def test_a_nan_column_is_not_read_as_swapped_columns(column):
+    """NaN in a prediction or label column is a NaN error, not a sign of swapped columns: no sentence naming them."""
+    module = tmx.RecMetricModule(
+        [tmx.RecTaskInfo("click", "click_label", "click_pred")], {"ne": "ne"}, throughput=False
+    )
+    step = {"click_pred": torch.tensor([0.2, 0.7, 0.4]), "click_label": torch.tensor([0.0, 1.0, 1.0])}
+    step[column] = step[column].clone()
+    step[column][1] = float("nan")
+    with pytest.raises(ValueError, match="NaN") as info:
+        module.update(step)
+    assert "reads labels from" not in str(info.value)
+    assert module.metrics["ne"].update_count == 0

@@ -1072,8 +1072,10 @@ class RecMetricModule(CheckpointLoading):
                     )
                 except ValueError as own:
                     key = getattr(task, {"preds": "prediction_name", "target": "label_name"}.get(field, "weight_name"))
-                    # a swap of the two columns shows as a range (or dtype) error, never as NaN
-                    read = f" {_columns_read(task)}" if field != "weights" and "NaN" not in str(own) else ""
+                    # a swap of the two columns shows as a range (or dtype) error, never as NaN (read from the
+                    # column, not the message: the error path only, so the read costs no step anything)
+                    nan = column.is_floating_point() and bool(column.isnan().any())
+                    read = f" {_columns_read(task)}" if field != "weights" and not nan else ""
                     return ValueError(f"Task {task.name!r}, `model_out[{key!r}]`: {_in_module(own)}{read}")
         return _in_module(error)
 

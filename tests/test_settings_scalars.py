@@ -1152,3 +1152,12 @@ def test_sequence_items_reads_one_dim_tensors_and_arrays_as_python_values():
         assert sequence_items("x", one) is None
     with pytest.raises(ValueError, match=r"Expected `x` to be a flat sequence .* got a 2-D array of shape \(1, 1\)"):
         sequence_items("x", np.zeros((1, 1)))
+
+
+def test_a_set_is_taken_sorted_so_every_process_agrees():
+    """A set has no order (a set of strings iterates differently in every process): taken sorted."""
+    assert sequence_items("ks", {10, 1, 5}) == [1, 5, 10]
+    assert sequence_items("metrics", frozenset({"ndcg", "mrr", "map"})) == ["map", "mrr", "ndcg"]
+    assert tmx.RankingMetrics(metrics={"ndcg", "mrr"}).metrics == tmx.RankingMetrics(metrics=("mrr", "ndcg")).metrics
+    with pytest.raises(ValueError, match=r"Expected `x` to be a tuple or a list \(a set has no order"):
+        sequence_items("x", {1, "a"})

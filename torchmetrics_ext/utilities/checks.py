@@ -218,6 +218,9 @@ def sequence_items(name: str, value: object) -> list[object] | None:
     cast: a bool or float tensor where integers are wanted gives bools or floats, which the setting
     refuses as it refuses them in a tuple.
 
+    A set is taken sorted: it has no order of its own, and string sets iterate in another order in
+    every process (hash randomisation), which would differ between DDP ranks.
+
     ``None`` for what holds one value or none: a string (one name is no sequence of letters), bytes,
     a 0-dim tensor or array, a number, ``None``; each setting says how to write it as a sequence.
 
@@ -254,6 +257,14 @@ def sequence_items(name: str, value: object) -> list[object] | None:
         return items
     if isinstance(value, (str, bytes)) or as_str(value) is not None or not isinstance(value, Iterable):
         return None
+    if isinstance(value, (set, frozenset)):  # no order of its own: sorted, so every process (and run) agrees
+        try:
+            return sorted(value)
+        except TypeError:
+            raise ValueError(
+                f"Expected `{name}` to be a tuple or a list (a set has no order, and its items do not sort), "
+                f"got {value!r}."
+            ) from None
     return list(value)
 
 

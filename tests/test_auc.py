@@ -1191,6 +1191,52 @@ def test_exact_auc_weights_at_the_edges_of_float32():
         assert torch.equal(after[key], value), key
 
 
+@pytest.mark.parametrize("scale", ["mixed", "all-subnormal"])
+def test_float32_subnormal_weights_are_kept_exactly(scale):
+    """docs/auc.md: weights given as float32 are kept as given, subnormals (below 1.18e-38) included: there is
+    no conversion, so no precision is lost. Exact AUC/AUPRC (class and function) and the grouped metrics equal
+    scikit-learn's float64 value on the same float32 weights read as float64 (exactly their values)."""
+    rng = np.random.default_rng(11)
+    n = 400
+    p = rng.random(n).astype(np.float32)
+    y = rng.integers(0, 2, n)
+    g = rng.integers(0, 5, n)
+    k = rng.integers(1, 1000, n).astype(np.float64)
+    if scale == "mixed":  # a third subnormal, the rest normal: the tiny ones count for (almost) nothing
+        w32 = np.where(np.arange(n) % 3 == 0, np.float32(1e-40), rng.uniform(0.5, 2.0, n)).astype(np.float32)
+    else:  # k * 2**-149: float32 subnormals, exact, proportional to k (a scale-free value)
+        w32 = (k * 2.0**-149).astype(np.float32)
+        assert np.all(w32 < np.finfo(np.float32).tiny) and np.array_equal(w32.astype(np.float64), k * 2.0**-149)
+    w = w32.astype(np.float64)  # the reference reads the very values kept
+    tp, ty, tw, tg = torch.tensor(p), torch.tensor(y), torch.tensor(w32), torch.tensor(g)
+    expected_auc = skm.roc_auc_score(y, p, sample_weight=w)
+    expected_ap = skm.average_precision_score(y, p, sample_weight=w)
+    if scale == "all-subnormal":  # the value does not depend on the weights' scale
+        np.testing.assert_allclose(expected_auc, skm.roc_auc_score(y, p, sample_weight=k), rtol=1e-12)
+    for got, expected in (
+        (tmf.auc(tp, ty, tw), expected_auc),
+        (tmf.auprc(tp, ty, tw), expected_ap),
+        (tmx.AUC()(tp, ty, tw), expected_auc),
+        (tmx.AUPRC()(tp, ty, tw), expected_ap),
+    ):
+        np.testing.assert_allclose(got.item(), expected, rtol=1e-12)
+    for fn, ref in ((tmf.grouped_auc, skm.roc_auc_score), (tmf.grouped_auprc, skm.average_precision_score)):
+        per_group = [ref(y[g == j], p[g == j], sample_weight=w[g == j]) for j in range(5)]
+        np.testing.assert_allclose(fn(tp, ty, tg, tw).item(), np.mean(per_group), rtol=1e-12)
+
+
+def test_float64_weights_are_rounded_to_float32_within_half_an_ulp():
+    """docs/auc.md: float64 weights in float32's normal range are kept as float32 (relative error at most
+    2**-24 < 1e-7 each); the exact AUC is then scikit-learn's value on the float32-rounded weights."""
+    rng = np.random.default_rng(12)
+    p, y = rng.random(300).astype(np.float32), rng.integers(0, 2, 300)
+    w = rng.uniform(0.5, 2.0, 300) * 10.0 ** rng.integers(-30, 30, 300)
+    rounded = w.astype(np.float32).astype(np.float64)
+    assert np.max(np.abs(rounded - w) / w) <= 2.0**-24 < 1e-7
+    got = tmf.auc(torch.tensor(p), torch.tensor(y), torch.tensor(w)).item()
+    np.testing.assert_allclose(got, skm.roc_auc_score(y, p, sample_weight=rounded), rtol=1e-12)
+
+
 @pytest.mark.parametrize("how", ["set_dtype", "windowed"])
 @pytest.mark.parametrize("cls", [tmx.GroupedAUC, tmx.GroupedAUPRC])
 def test_exact_grouped_metrics_in_float64_keep_their_states(cls, how):

@@ -11,6 +11,13 @@ complex, NaN/out-of-range values and tensors with dimensions are refused, naming
 Flags (``from_logits``, ``exponential_gain``, ``groups_complete_per_batch``, ...) follow the same rule
 (``as_bool``): a 0-dim bool tensor, a 0-dim NumPy bool array and a NumPy bool are the Python bool;
 integers (``1``/``0``, in any form) stay refused, as do bool tensors with dimensions.
+
+Sequence settings (``percentiles``, ``logit_range``, ``ks``, ``edges``, per-task ``weighted``, ...) follow
+one rule too (``sequence_items``): a 1-D tensor, a 1-D NumPy array, a list of NumPy scalars and a tuple of
+0-dim tensors are the tuple of Python values, kept exactly as the tuple form keeps it; 2-D tensors and
+arrays, and items of the wrong kind (bools for numbers, floats for integers), are refused naming the setting.
+String settings (``bin_space``, ``empty_target_action``, ranking ``metrics`` names, ...) take a NumPy string
+and a 0-dim NumPy string array as the Python string (``as_str``); one string is never a sequence of names.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import io
 import itertools
 import math
 import pickle
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,9 +41,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import torchmetrics_ext as tmx
+import torchmetrics_ext.functional as tmf
 from torchmetrics_ext import aggregation as agg
 from torchmetrics_ext.integrations.huggingface import pointwise_compute_metrics, ranking_compute_metrics
-from torchmetrics_ext.utilities.checks import as_bool, as_int, as_real
+from torchmetrics_ext.utilities.checks import as_bool, as_int, as_real, as_str, sequence_items
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
 
@@ -748,6 +757,312 @@ def test_hugging_face_settings_take_the_same_forms(form):
         ranking_compute_metrics(padding_value=torch.tensor(True))
 
 
+# ----------------------------------------------------------------------------- sequences of values
+
+
+def _sequence_forms(values: tuple[Any, ...]) -> dict[str, Any]:
+    """Every accepted non-tuple form of the sequence ``values`` (all bools, all ints or all floats)."""
+    kind = bool if all(type(v) is bool for v in values) else int if all(type(v) is int for v in values) else float
+    numpy_item = {bool: np.bool_, int: np.int64, float: np.float64}[kind]
+    forms: dict[str, Any] = {
+        "list": list(values),
+        "tensor": torch.tensor(values, dtype={bool: torch.bool, int: torch.int64, float: torch.float64}[kind]),
+        "numpy": np.array(values),
+        "numpy-scalars": [numpy_item(v) for v in values],
+        "0-dim-tensors": tuple(torch.tensor(v) for v in values),
+        "0-dim-arrays": [np.asarray(v) for v in values],
+        "iterator": iter(values),
+    }
+    if kind is int:
+        forms["tensor-int32"] = torch.tensor(values, dtype=torch.int32)
+        forms["numpy-int16"] = np.array(values, dtype=np.int16)
+    if kind is float and all(float(np.float32(v)) == v for v in values):  # float32 holds them exactly
+        forms["tensor-float32"] = torch.tensor(values, dtype=torch.float32)
+        forms["numpy-float32"] = np.array(values, dtype=np.float32)
+    return forms
+
+
+def _sequence_refusals(values: tuple[Any, ...]) -> dict[str, Any]:
+    """Forms refused whatever the setting: 2-D, no data, and items of another kind than ``values``'."""
+    refused: dict[str, Any] = {
+        "2-d-tensor": torch.tensor([values]),
+        "2-d-array": np.array([values]),
+        "column-tensor": torch.tensor(values).reshape(-1, 1),
+        "meta-tensor": torch.tensor(values).to("meta"),
+        "complex-tensor": torch.tensor(values, dtype=torch.complex128),
+        "tensor-items-1-element": [torch.tensor([v]) for v in values],
+    }
+    if all(type(v) is bool for v in values):
+        refused["int-tensor"] = torch.tensor([int(v) for v in values])
+        refused["float-array"] = np.array([float(v) for v in values])
+        return refused
+    refused["bool-tensor"] = torch.ones(len(values), dtype=torch.bool)
+    refused["bool-array"] = np.ones(len(values), dtype=np.bool_)
+    refused["numpy-bools"] = [np.bool_(True)] * len(values)
+    if all(type(v) is int for v in values):
+        refused["whole-float-tensor"] = torch.tensor(values, dtype=torch.float64)  # (2.0, 5.0): no integers
+        refused["fractional-array"] = np.array(values, dtype=np.float64) + 0.5
+    return refused
+
+
+def _two_task_values(rng: np.random.Generator, n: int = 30) -> tuple[tuple[Any, ...], ...]:
+    return tuple((torch.tensor(rng.normal(size=(2, n))), torch.tensor(rng.uniform(0.5, 2.0, (2, n)))) for _ in range(2))
+
+
+SEQUENCES = [
+    Setting(
+        "Distribution.percentiles", lambda v: agg.Distribution(percentiles=v), (5.0, 50.0, 99.5), _values, "percentiles"
+    ),
+    Setting("AUC.logit_range", lambda v: tmx.AUC(num_bins=50, logit_range=v), (-4.0, 6.5), _pointwise, "logit_range"),
+    Setting(
+        "AUPRC.logit_range", lambda v: tmx.AUPRC(num_bins=50, logit_range=v), (-4.0, 6.5), _pointwise, "logit_range"
+    ),
+    Setting("RankingMetrics.ks", lambda v: tmx.RankingMetrics(ks=v), (2, 5), _ranking, "ks", integer=True),
+    Setting("Reliability.edges", lambda v: tmx.Reliability(edges=v), (0.0, 0.25, 0.5, 1.0), _pointwise, "edges"),
+    Setting(
+        "TensorWeightedAverage.weighted",
+        lambda v: tmx.TensorWeightedAverage(num_tasks=2, weighted=v),
+        (True, False),
+        _two_task_values,
+        "weighted",
+    ),
+]
+SEQUENCE_CASES = [(setting, form) for setting in SEQUENCES for form in _sequence_forms(setting.value)]
+
+
+@pytest.mark.parametrize(("setting", "form"), SEQUENCE_CASES, ids=[f"{s}-{f}" for s, f in SEQUENCE_CASES])
+def test_a_sequence_setting_as_a_tensor_or_array_is_the_tuple(setting, form):
+    """``percentiles=torch.tensor([5., 50.])`` was refused while a tuple of 0-dim tensors was taken: every form
+    builds the metric of the tuple (state names, settings kept as the same Python tuple, repr, pickle,
+    checkpoint, values)."""
+    given = _sequence_forms(setting.value)[form]
+    _assert_built_as_the_python_value(setting, given)
+    stored = getattr(setting.build(_sequence_forms(setting.value)[form]), setting.name, None)
+    if isinstance(stored, tuple):  # kept as the Python tuple, items of the Python types
+        expected = getattr(setting.build(setting.value), setting.name)
+        assert stored == expected and [type(v) for v in stored] == [type(v) for v in expected]
+
+
+SEQUENCE_REFUSAL_CASES = [(setting, form) for setting in SEQUENCES for form in _sequence_refusals(setting.value)]
+
+
+@pytest.mark.parametrize(
+    ("setting", "form"), SEQUENCE_REFUSAL_CASES, ids=[f"{s}-{f}" for s, f in SEQUENCE_REFUSAL_CASES]
+)
+def test_a_sequence_setting_that_is_no_flat_sequence_of_its_kind_is_refused_naming_it(setting, form):
+    """A 2-D tensor, a tensor without data, complex items, bools where numbers are wanted, floats (whole or
+    not) where integers are wanted, integers where bools are wanted: a ``ValueError`` naming the setting."""
+    with pytest.raises(ValueError, match=rf"`{setting.name}`"):
+        setting.build(_sequence_refusals(setting.value)[form])
+
+
+def _sequence_settings_of_the_public_constructors() -> set[str]:
+    """``Class.param`` for every parameter of a public constructor annotated as a sequence of numbers or bools."""
+    found = set()
+    for module in (tmx, agg):
+        for name in module.__all__:
+            cls = getattr(module, name)
+            if not inspect.isclass(cls):
+                continue
+            for parameter in inspect.signature(cls.__init__).parameters.values():
+                if re.search(r"(Sequence|tuple|list)\[(float|int|bool)", str(parameter.annotation)):
+                    found.add(f"{name}.{parameter.name}")
+    return found
+
+
+def test_every_sequence_setting_of_the_public_constructors_is_tested():
+    """A sequence-of-numbers setting added to a public constructor joins ``SEQUENCES`` or this test fails."""
+    found = _sequence_settings_of_the_public_constructors()
+    assert found >= {"Distribution.percentiles", "AUC.logit_range", "RankingMetrics.ks"}  # the guard sees them
+    assert found - {setting.id for setting in SEQUENCES} == set()
+
+
+def test_functional_sequence_settings_take_the_same_forms():
+    """The functional twins read their sequence settings through the same rule: the tuple's values."""
+    rng = np.random.default_rng(3)
+    preds, target = torch.tensor(rng.uniform(0.02, 0.98, 80)), torch.tensor(rng.integers(0, 2, 80))
+    scores, relevance = _ranking(rng)[0]
+    for form in ("tensor", "numpy", "numpy-scalars", "tensor-float32"):
+        pair = _sequence_forms((-4.0, 6.5))[form]
+        for fn in (tmf.auc, tmf.auprc):
+            _assert_same(
+                fn(preds, target, num_bins=50, logit_range=pair),
+                fn(preds, target, num_bins=50, logit_range=(-4.0, 6.5)),
+            )
+        for fn in (tmf.roc_curve, tmf.precision_recall_curve):
+            _assert_same(
+                fn(preds, target, num_bins=50, logit_range=_sequence_forms((-4.0, 6.5))[form]),
+                fn(preds, target, num_bins=50, logit_range=(-4.0, 6.5)),
+            )
+        edges = _sequence_forms((0.0, 0.25, 0.5, 1.0))[form]
+        _assert_same(
+            tmf.reliability(preds, target, edges=edges), tmf.reliability(preds, target, edges=(0.0, 0.25, 0.5, 1.0))
+        )
+        percentiles = _sequence_forms((5.0, 50.0, 99.5))[form]
+        _assert_same(
+            tmf.distribution(preds, percentiles=percentiles), tmf.distribution(preds, percentiles=(5.0, 50.0, 99.5))
+        )
+    for form in ("tensor", "numpy", "numpy-scalars", "tensor-int32"):
+        got = tmf.ranking_metrics(scores, relevance, ks=_sequence_forms((2, 5))[form], metrics=("ndcg", "mrr"))
+        _assert_same(got, tmf.ranking_metrics(scores, relevance, ks=(2, 5), metrics=("ndcg", "mrr")))
+    values, weights = _two_task_values(rng)[0]
+    for form in ("tensor", "numpy", "numpy-scalars"):
+        got = tmf.tensor_weighted_average(values, weights, weighted=_sequence_forms((True, False))[form])
+        _assert_same(got, tmf.tensor_weighted_average(values, weights, weighted=(True, False)))
+    with pytest.raises(ValueError, match=r"`percentiles`"):
+        tmf.distribution(preds, percentiles=torch.tensor([[5.0, 50.0]]))
+    with pytest.raises(ValueError, match=r"`logit_range`"):
+        tmf.auc(preds, target, num_bins=50, logit_range=torch.tensor([True, True]))
+
+
+@pytest.mark.parametrize("form", ["tensor", "numpy", "numpy-scalars", "0-dim-tensors"])
+def test_hugging_face_sequence_settings_take_the_same_forms(form):
+    """``ks`` and a sequence ``padding_value`` of ``ranking_compute_metrics`` follow the sequence rule."""
+    scores = np.array([[0.9, 0.2, -10.0], [0.1, -100.0, 0.8]])
+    ranking = SimpleNamespace(predictions=scores, label_ids=np.array([1, 2]))
+    expected = ranking_compute_metrics(ks=(1, 2), padding_value=(-10.0, -100.0))(ranking)
+    got = ranking_compute_metrics(
+        ks=_sequence_forms((1, 2))[form], padding_value=_sequence_forms((-10.0, -100.0))[form]
+    )
+    assert got(ranking) == expected
+    for bad in (torch.tensor([[-10.0], [-100.0]]), torch.tensor([True, False]), [np.bool_(True)]):
+        with pytest.raises(ValueError, match=r"Expected `padding_value` to be a (number|flat sequence)"):
+            ranking_compute_metrics(padding_value=bad)
+
+
+# ----------------------------------------------------------------------------- strings
+
+
+STRINGS = [
+    Setting("AUC.bin_space", lambda v: tmx.AUC(num_bins=50, bin_space=v), "probability", _pointwise, "bin_space"),
+    Setting("AUPRC.bin_space", lambda v: tmx.AUPRC(num_bins=50, bin_space=v), "probability", _pointwise, "bin_space"),
+    Setting(
+        "GroupedAUC.average_groups", lambda v: tmx.GroupedAUC(average_groups=v), "all", _segments, "average_groups"
+    ),
+    Setting(
+        "GroupedAUPRC.average_groups", lambda v: tmx.GroupedAUPRC(average_groups=v), "all", _segments, "average_groups"
+    ),
+    Setting("WeightedNMSE.baseline", lambda v: tmx.WeightedNMSE(baseline=v), "mean", _pointwise, "baseline"),
+    Setting("WeightedNRMSE.baseline", lambda v: tmx.WeightedNRMSE(baseline=v), "mean", _pointwise, "baseline"),
+    Setting(
+        "SessionPrecisionAtK.average", lambda v: tmx.SessionPrecisionAtK(k=2, average=v), "micro", _sessions, "average"
+    ),
+    Setting("SessionRecallAtK.average", lambda v: tmx.SessionRecallAtK(k=2, average=v), "micro", _sessions, "average"),
+    Setting("LogLoss.unit", lambda v: tmx.LogLoss(unit=v), "bits", _pointwise, "unit"),
+    *[
+        Setting(
+            f"{cls.__name__}.empty_target_action",
+            lambda v, cls=cls: cls(k=3, empty_target_action=v),
+            "zero",
+            _ranking,
+            "empty_target_action",
+        )
+        for cls in (tmx.NDCG, tmx.MRR, tmx.MAP, tmx.RecallAtK, tmx.PrecisionAtK, tmx.HitRate, tmx.F1AtK)
+    ],
+    Setting(
+        "RankingMetrics.empty_target_action",
+        lambda v: tmx.RankingMetrics(ks=(2,), empty_target_action=v),
+        "zero",
+        _ranking,
+        "empty_target_action",
+    ),
+    Setting(
+        "RankingMetrics.metrics", lambda v: tmx.RankingMetrics(ks=(2,), metrics=(v, "mrr")), "ndcg", _ranking, "metrics"
+    ),
+    Setting("Mean.nan_strategy", lambda v: agg.Mean(nan_strategy=v), "ignore", _values_with_nan, "nan_strategy"),
+    Setting("Sum.nan_strategy", lambda v: agg.Sum(nan_strategy=v), "ignore", _values_with_nan, "nan_strategy"),
+    Setting(
+        "MultiLabelPrecision.label_names",
+        lambda v: tmx.MultiLabelPrecision(num_labels=3, label_names=[v, "b", "c"]),
+        "a",
+        _codes,
+        "label_names",
+    ),
+    Setting(
+        "TensorWeightedAverage.tensor_name",
+        lambda v: tmx.TensorWeightedAverage(tensor_name=v),
+        "x",
+        _values,
+        "tensor_name",
+    ),
+    Setting(
+        "RecMetricModule.key_style",
+        lambda v: tmx.RecMetricModule(["click"], ["ne", "ctr"], key_style=v, throughput=False),
+        "torchrec",
+        _module_steps,
+        "key_style",
+    ),
+    Setting(
+        "RecMetricModule.prefix",
+        lambda v: tmx.RecMetricModule(["click"], ["ne"], prefix=v, throughput=False),
+        "train/",
+        _module_steps,
+        "prefix",
+    ),
+    Setting(
+        "RecTaskInfo.name",
+        lambda v: tmx.RecMetricModule([tmx.RecTaskInfo(v)], ["ne"], throughput=False),
+        "click",
+        _module_steps,
+        "tasks",
+    ),
+]
+
+
+def _string_forms(text: str) -> dict[str, Any]:
+    return {"numpy-str": np.str_(text), "numpy-0d": np.asarray(text)}
+
+
+def _strings_in(value: Any) -> list[Any]:
+    """The strings a stored setting holds (itself, a tuple's or list's items, a RecTaskInfo's fields)."""
+    if isinstance(value, (tuple, list)):
+        return [s for item in value for s in _strings_in(item)]
+    if isinstance(value, tmx.RecTaskInfo):
+        return [getattr(value, f) for f in ("name", "label_name", "prediction_name", "weight_name")]
+    return [value]
+
+
+STRING_CASES = [(setting, form) for setting in STRINGS for form in ("numpy-str", "numpy-0d")]
+
+
+@pytest.mark.parametrize(("setting", "form"), STRING_CASES, ids=[f"{s}-{f}" for s, f in STRING_CASES])
+def test_a_string_setting_as_a_numpy_string_is_the_python_string(setting, form):
+    """``bin_space=np.asarray("probability")`` was kept as an array (a ``TypeError`` deep inside for ranking
+    ``metrics``): a NumPy string, 0-dim array included, builds the metric of the Python string and is stored
+    as a plain ``str`` (repr, pickle, checkpoint, values the same)."""
+    given = _string_forms(setting.value)[form]
+    _assert_built_as_the_python_value(setting, given)
+    metric, reference = setting.build(_string_forms(setting.value)[form]), setting.build(setting.value)
+    stored, expected = getattr(metric, setting.name), getattr(reference, setting.name)
+    assert stored == expected
+    assert all(type(s) is str for s in _strings_in(stored) if s is not None)
+
+
+@pytest.mark.parametrize("setting", STRINGS, ids=str)
+def test_a_string_setting_that_is_no_known_string_is_refused_naming_it(setting):
+    """A 1-D string array (several strings for one) or a number is refused, naming the setting."""
+    if setting.name in ("tasks", "label_names", "metrics"):  # sequences of names: a 1-D array is one of them
+        return
+    for bad in (np.array([setting.value]), 3, b"x"):
+        with pytest.raises(ValueError, match=rf"`{setting.name}`"):
+            setting.build(bad)
+
+
+@pytest.mark.parametrize("one", ["ndcg", np.str_("ndcg"), np.asarray("ndcg")], ids=repr)
+def test_one_name_as_ranking_metrics_is_refused_with_the_sequence_hint(one):
+    """``metrics=np.asarray("ndcg")`` raised a bare ``TypeError`` (iteration over a 0-d array): one name, in any
+    form, is told to be written as a sequence, as ``metrics="ndcg"`` is; a 1-D array of names is that sequence."""
+    hint = r"\(a sequence of them: metrics=\('ndcg',\)\)\.$"
+    with pytest.raises(ValueError, match=r"Expected `metrics` to be a non-empty sequence of names .*" + hint):
+        tmx.RankingMetrics(metrics=one)
+    with pytest.raises(ValueError, match=r"Expected `metrics` to be a non-empty sequence of names .*" + hint):
+        tmf.ranking_metrics(torch.rand(2, 3), torch.ones(2, 3), metrics=one)
+    with pytest.raises(ValueError, match=r"write metrics=\('ne',\)"):
+        pointwise_compute_metrics(np.asarray("ne") if isinstance(one, np.ndarray) else "ne")
+    assert tmx.RankingMetrics(metrics=np.array(["ndcg", "mrr"])).metrics == ("ndcg", "mrr")
+    assert [type(m) for m in tmx.RankingMetrics(metrics=np.array(["ndcg", "mrr"])).metrics] == [str, str]
+
+
 # ----------------------------------------------------------------------------- the helpers themselves
 
 
@@ -817,3 +1132,32 @@ def test_thresholds_and_etas_name_their_states_as_the_python_number(threshold, e
     assert list(tmx.NormalizedEntropy(eta=torch.tensor(eta, dtype=torch.float64)).state_dict()) == list(
         tmx.NormalizedEntropy(eta=eta).state_dict()
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("a", "a"), (np.str_("a"), "a"), (np.asarray("a"), "a"), (b"a", None), (np.array(["a"]), None), (1, None)],
+    ids=repr,
+)
+def test_as_str_reads_numpy_strings_as_python_strings(value, expected):
+    got = as_str(value)
+    assert got == expected and (got is None or type(got) is str)
+
+
+def test_sequence_items_reads_one_dim_tensors_and_arrays_as_python_values():
+    assert sequence_items("x", torch.tensor([1, 2])) == [1, 2]
+    assert [type(v) for v in sequence_items("x", torch.tensor([0.5], dtype=torch.float32)) or ()] == [float]
+    assert sequence_items("x", np.array(["a", "b"])) == ["a", "b"]
+    for one in ("ab", b"ab", np.asarray("ab"), torch.tensor(1), np.asarray(1), 1, None):
+        assert sequence_items("x", one) is None
+    with pytest.raises(ValueError, match=r"Expected `x` to be a flat sequence .* got a 2-D array of shape \(1, 1\)"):
+        sequence_items("x", np.zeros((1, 1)))
+
+
+def test_a_set_is_taken_sorted_so_every_process_agrees():
+    """A set has no order (a set of strings iterates differently in every process): taken sorted."""
+    assert sequence_items("ks", {10, 1, 5}) == [1, 5, 10]
+    assert sequence_items("metrics", frozenset({"ndcg", "mrr", "map"})) == ["map", "mrr", "ndcg"]
+    assert tmx.RankingMetrics(metrics={"ndcg", "mrr"}).metrics == tmx.RankingMetrics(metrics=("mrr", "ndcg")).metrics
+    with pytest.raises(ValueError, match=r"Expected `x` to be a tuple or a list \(a set has no order"):
+        sequence_items("x", {1, "a"})

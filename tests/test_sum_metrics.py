@@ -330,8 +330,9 @@ def test_bad_constructor_args(factory, match):
     "weighted", [1, 0, 0.5, None, "yes", [1, 0], torch.tensor([1, 0]), torch.tensor(1), np.array(1), torch.zeros(2, 1)]
 )
 def test_weighted_that_is_not_bools_is_a_value_error_naming_it(weighted):
-    """Numbers, None, strings and non-bool tensors are named in the error (not "'int' object is not iterable")."""
-    match = r"Expected `weighted` to be a bool or a sequence of 2 bools"
+    """Numbers, None, strings and non-bool tensors are named in the error (not "'int' object is not iterable");
+    a 2-D tensor gets the message of every sequence setting (a flat sequence expected)."""
+    match = r"Expected `weighted` to be (a bool or a sequence of 2 bools|a flat sequence .* 2-D tensor)"
     with pytest.raises(ValueError, match=match):
         tmf.tensor_weighted_average(torch.rand(2, 3), weighted=weighted)
     with pytest.raises(ValueError, match=match):

@@ -178,6 +178,12 @@ def _with_from_logits(
     know, or a value that is no bool, is left to :func:`~torchmetrics_ext.registry.build_metric` (its
     own error, naming the entry). ``builder``: as :func:`_build_entry`'s.
 
+    Whether the class takes the keyword is :func:`_logit_keywords`' answer (the one test, for entries
+    given by name and for classes and factories alike). What stays here is what only options have:
+    they are the user's own ``from_logits`` for this entry, so a disagreeing one is an error now,
+    naming the entry and the builder's setting; a ``functools.partial`` that binds another value is
+    a built object's concern, checked against the module's once built, as a metric object is.
+
     Raises:
         ValueError: the option ``from_logits`` set to the other bool than the builder's.
 
@@ -190,10 +196,11 @@ def _with_from_logits(
         cls = lookup(registry_name)[0].cls
     except (TypeError, ValueError):
         return dict(options)
-    if "from_logits" not in inspect.signature(cls.__init__).parameters:
+    keywords = _logit_keywords(cls, from_logits)
+    if not keywords:
         return dict(options)  # ranking metrics rank the scores as given; counters do not read them
     if "from_logits" not in options:
-        return {**options, "from_logits": from_logits}
+        return {**options, **keywords}
     given = as_bool(options["from_logits"])
     if given is not None and given != from_logits:
         entry = f"Metric {key!r}" + (f" ({registry_name})" if registry_name != key else "")

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from contextvars import ContextVar
 from dataclasses import dataclass, fields, replace
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -60,6 +60,8 @@ from torchmetrics_ext.utilities.checks import (
     _check_values_bounds,
     all_unit_weights,
     as_bool,
+    as_str,
+    check_choice,
     check_int,
     checked_bounds,
     format_pointwise,
@@ -128,6 +130,8 @@ class RecTaskInfo:
         for f in fields(self):
             value = getattr(self, f.name)
             optional = f.name in ("group_id_name", "session_id_name")
+            if as_str(value) is not None:  # a NumPy string (a 0-dim array too) is kept as its Python string
+                object.__setattr__(self, f.name, value := as_str(value))
             if not (isinstance(value, str) and value) and not (optional and value is None):
                 expected = "a non-empty string" + (" or None" if optional else "")
                 raise ValueError(f"Expected `RecTaskInfo.{f.name}` to be {expected}, got {value!r}.")
@@ -329,10 +333,11 @@ class RecMetricModule(CheckpointLoading):
         if window_size is not None:
             window_size = check_int("window_size", window_size, 1, " or None")
         compute_interval_steps = check_int("compute_interval_steps", compute_interval_steps, 1)
-        if not isinstance(prefix, str):
+        text = as_str(prefix)  # a NumPy string (a 0-dim array too) as its Python string
+        if text is None:
             raise ValueError(f"Expected `prefix` to be a string, got {prefix!r}.")
-        if key_style not in KEY_STYLES:
-            raise ValueError(f"Expected `key_style` to be one of {KEY_STYLES}, got {key_style!r}.")
+        prefix = text
+        key_style = check_choice("key_style", key_style, KEY_STYLES)
         if not isinstance(throughput, Throughput):
             flag = as_bool(throughput)  # NumPy bools too, as every flag
             if flag is None:
@@ -1660,7 +1665,8 @@ def _default_warmup_steps(compute_interval_steps: int) -> int:
 def _check_tasks(tasks: Sequence[RecTaskInfo | str]) -> tuple[RecTaskInfo, ...]:
     if isinstance(tasks, (str, RecTaskInfo)) or not isinstance(tasks, Sequence) or not tasks:
         raise ValueError(f"Expected `tasks` to be a non-empty list of RecTaskInfo (or names), got {tasks!r}.")
-    out = tuple(RecTaskInfo(t) if isinstance(t, str) else t for t in tasks)
+    # a name (a NumPy string too) is a RecTaskInfo of that name; anything else is checked below
+    out = tuple(RecTaskInfo(name) if (name := as_str(t)) is not None else cast(RecTaskInfo, t) for t in tasks)
     for task in out:
         if not isinstance(task, RecTaskInfo):
             raise ValueError(f"Expected `tasks` to hold RecTaskInfo or names, got {task!r}.")

@@ -35,7 +35,7 @@ from torchmetrics.utilities import rank_zero_warn
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.checks import as_values, check_numbers, exact_sum, plain_numbers
 from torchmetrics_ext.metrics.base import TORCHMETRICS_OPTIONS, one_task, options_error
-from torchmetrics_ext.utilities.checks import Bounds, as_real, checked_bounds, observed_range
+from torchmetrics_ext.utilities.checks import Bounds, as_real, as_str, checked_bounds, observed_range
 from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
 
 __all__ = ["ExtremeBatch", "Max", "Mean", "MeanBatch", "Min", "Sum", "SumBatch"]
@@ -73,9 +73,10 @@ def _check_nan_strategy(nan_strategy: object) -> NanStrategy:
     refuses it. Anything else is a ``ValueError`` naming the option (TorchMetrics' own check raised
     ``RuntimeError`` for a tensor with several values).
     """
-    if isinstance(nan_strategy, str) and nan_strategy in _NAN_STRATEGIES:
-        return cast(NanStrategy, str(nan_strategy))
-    fill = None if isinstance(nan_strategy, str) else as_real(nan_strategy)
+    name = as_str(nan_strategy)  # a NumPy string (a 0-dim array too) is its Python string
+    if name in _NAN_STRATEGIES:
+        return cast(NanStrategy, name)
+    fill = None if name is not None else as_real(nan_strategy)
     if not isinstance(fill, float):
         raise ValueError(
             f"Expected `nan_strategy` to be a float (the value that replaces NaN) or one of {_NAN_STRATEGIES}, "

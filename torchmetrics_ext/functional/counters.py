@@ -11,7 +11,7 @@ Where TorchRec returns 0 for an average over zero weight, these return ``nan`` w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -23,6 +23,7 @@ from torchmetrics_ext.utilities.checks import (
     as_bool,
     check_tensor,
     format_pointwise,
+    sequence_items,
     single_task,
 )
 from torchmetrics_ext.utilities.device import constant_on
@@ -142,10 +143,7 @@ def _weighted_flags(weighted: bool | Sequence[bool], num_tasks: int) -> Tensor |
     single = as_bool(weighted)
     if single is not None:
         return None if single else torch.zeros(num_tasks, dtype=torch.bool)
-    sequence = isinstance(weighted, Iterable) and not isinstance(weighted, (str, bytes))
-    if getattr(weighted, "ndim", None) == 0:  # a 0-d tensor or array iterates into a TypeError
-        sequence = False
-    items = list(weighted) if sequence else None  # type: ignore[arg-type]
+    items = sequence_items("weighted", weighted)  # a 1-D bool tensor or array too, as every sequence setting
     flags = None if items is None else [as_bool(item) for item in items]
     if flags is None or len(flags) != num_tasks or any(flag is None for flag in flags):
         bools = "1 bool" if num_tasks == 1 else f"{num_tasks} bools"

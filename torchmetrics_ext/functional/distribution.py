@@ -58,7 +58,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.utilities.checks import as_real, check_tensor
+from torchmetrics_ext.utilities.checks import as_real, check_tensor, sequence_items
 from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.formatting import exact_text
 from torchmetrics_ext.utilities.summation import compensated_add_
@@ -166,8 +166,7 @@ def percentile_key(p: float) -> str:
 
 
 def _check_percentiles(percentiles: Sequence[float]) -> tuple[float, ...]:
-    out = tuple(percentiles) if isinstance(percentiles, Sequence) else ()
-    values = [as_real(p) for p in out]
+    values = [as_real(p) for p in sequence_items("percentiles", percentiles) or ()]
     if not values or not all(p is not None and 0 <= p <= 100 for p in values):
         raise ValueError(
             f"Expected `percentiles` to be a non-empty sequence of numbers in [0, 100], got {percentiles!r}."

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional._sums import batch_sums, one_like, weight_total, weighted_sum
-from torchmetrics_ext.utilities.checks import as_real, check_flag, format_pointwise, single_task
+from torchmetrics_ext.utilities.checks import as_real, check_choice, check_flag, format_pointwise, single_task
 from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
 
 __all__ = [
@@ -209,9 +209,9 @@ def _cross_entropy_update(
 LogUnit = Literal["nats", "bits"]
 
 
-def _check_unit(unit: str) -> None:
-    if unit not in ("nats", "bits"):
-        raise ValueError(f"Expected `unit` to be 'nats' or 'bits', got {unit!r}.")
+def _check_unit(unit: object) -> LogUnit:
+    """``unit`` as a Python string (a 0-dim NumPy string too); ``ValueError`` unless a known one."""
+    return check_choice("unit", unit, ("nats", "bits"), "'nats' or 'bits'")  # type: ignore[return-value]
 
 
 def _log_loss_compute(
@@ -356,7 +356,7 @@ def log_loss(
         tensor(0.6931, dtype=torch.float64)
     """
     eta = _check_eta(eta)
-    _check_unit(unit)
+    unit = _check_unit(unit)
     check_flag("from_logits", from_logits)
     single = single_task(preds)
     p, t, w = format_pointwise(

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.counters import _apply
 from torchmetrics_ext.functional.pointwise import Stats, _error_update
-from torchmetrics_ext.utilities.checks import check_flag
+from torchmetrics_ext.utilities.checks import check_choice, check_flag
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["weighted_nmse", "weighted_nrmse", "weighted_r2"]
@@ -25,9 +25,9 @@ __all__ = ["weighted_nmse", "weighted_nrmse", "weighted_r2"]
 Baseline = Literal["one", "mean"]
 
 
-def _check_baseline(baseline: str) -> None:
-    if baseline not in ("one", "mean"):
-        raise ValueError(f"Expected `baseline` to be 'one' (TorchRec's) or 'mean', got {baseline!r}.")
+def _check_baseline(baseline: object) -> Baseline:
+    """``baseline`` as a Python string (a 0-dim NumPy string too); ``ValueError`` unless a known one."""
+    return check_choice("baseline", baseline, ("one", "mean"), "'one' (TorchRec's) or 'mean'")  # type: ignore[return-value]
 
 
 # Below this fraction of the sums it is computed from, the baseline error is rounding noise of
@@ -113,7 +113,7 @@ def _normalised(
     from_logits: bool,
     validate_args: bool,
 ) -> Tensor:
-    _check_baseline(baseline)
+    baseline = _check_baseline(baseline)
     return _apply(
         _errors(from_logits),
         lambda sse, sae, total, ls, lsq: _nmse_compute(sse, sae, total, ls, lsq, baseline, root),

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional._uniform import uniform_bins, uniform_grid
 from torchmetrics_ext.functional.auc.binary import _task_offsets
-from torchmetrics_ext.utilities.checks import as_int, check_flag, format_pointwise, single_task
+from torchmetrics_ext.utilities.checks import as_int, as_real, check_flag, format_pointwise, sequence_items, single_task
 from torchmetrics_ext.utilities.device import constant_on
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
@@ -48,12 +48,10 @@ def _reliability_edges(num_bins: object, edges: Sequence[float] | Tensor | None)
         if bins is None or bins < 1:
             raise ValueError(f"Expected `num_bins` to be a positive integer, got {num_bins!r}.")
         return _uniform_edges(bins)
-    try:
-        # a copy: a float64 CPU tensor would otherwise be the caller's own, changed by its later writes
-        out = torch.as_tensor(edges, dtype=torch.float64, device="cpu").detach().clone()
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"Expected `edges` to be an increasing sequence of floats, got {edges!r}.") from None
-    if out.ndim != 1 or out.numel() < 2 or not bool(torch.isfinite(out).all()) or not bool((out.diff() > 0).all()):
+    # as every sequence setting (a 1-D tensor or array too), each edge as every number setting: no bools
+    values = [as_real(edge) for edge in sequence_items("edges", edges) or ()]
+    out = torch.tensor([math.nan if value is None else value for value in values], dtype=torch.float64)  # a copy
+    if out.numel() < 2 or not bool(torch.isfinite(out).all()) or not bool((out.diff() > 0).all()):
         raise ValueError(
             f"Expected `edges` to be a 1-D strictly increasing sequence of at least 2 finite floats, got {edges!r}."
         )

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.pointwise import _finish
 from torchmetrics_ext.functional.ranking._inputs import check_cutoff
-from torchmetrics_ext.utilities.checks import TargetDomain, check_flag, check_tensor, format_pointwise
+from torchmetrics_ext.utilities.checks import TargetDomain, check_choice, check_flag, check_tensor, format_pointwise
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["session_precision_at_k", "session_recall_at_k"]
@@ -50,8 +50,10 @@ SESSION_STATES = (
 )
 
 
-def _check_session_args(k: int, average: str, rank_labels: bool) -> int:
-    """Check the options; returns ``k`` as a Python int (NumPy and 0-dim tensor integers accepted).
+def _check_session_args(k: int, average: str, rank_labels: bool) -> tuple[int, Average]:
+    """Check the options; returns ``k`` as a Python int (NumPy and 0-dim tensor integers accepted) and ``average``.
+
+    ``average`` comes back as a Python string (a 0-dim NumPy string accepted).
 
     ``k`` is checked as every ranking cutoff is (:func:`~torchmetrics_ext.functional.ranking._inputs.check_cutoff`):
     a positive integer below ``2**63``, since it is compared with int64 ranks (a larger Python int
@@ -59,10 +61,9 @@ def _check_session_args(k: int, average: str, rank_labels: bool) -> int:
     """
     cutoff = check_cutoff(k, "required")
     assert cutoff is not None  # "required" never returns None
-    if average not in ("session", "micro"):
-        raise ValueError(f"Expected `average` to be 'session' or 'micro' (TorchRec's), got {average!r}.")
+    text = check_choice("average", average, ("session", "micro"), "'session' or 'micro' (TorchRec's)")
     check_flag("rank_labels", rank_labels)
-    return cutoff
+    return cutoff, text  # type: ignore[return-value]
 
 
 def _format_sessions(sessions: Tensor, preds: Tensor, validate: bool) -> Tensor:
@@ -169,7 +170,7 @@ def _session_states(
     rank_labels: bool,
     validate_args: bool,
 ) -> tuple[Tensor, ...]:
-    k = _check_session_args(k, average, rank_labels)
+    k, average = _check_session_args(k, average, rank_labels)
     label_domain: TargetDomain = "real" if rank_labels else "unit"
     p, t, w = format_pointwise(
         preds,

@@ -35,7 +35,7 @@ from torch import Tensor
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import _MODULE_LOGITS_ADVICE, RecMetricModule, RecTaskInfo, _columns_read
 from torchmetrics_ext.registry import build_metric, lookup
-from torchmetrics_ext.utilities.checks import as_real, checked_bounds, observed_range
+from torchmetrics_ext.utilities.checks import as_real, as_str, checked_bounds, observed_range, sequence_items
 
 __all__ = ["HFComputeMetrics", "pointwise_compute_metrics", "ranking_compute_metrics"]
 
@@ -99,13 +99,23 @@ def _labels(labels: Any, columns: bool) -> Any:
 
 
 def _sequence_of_names(argument: str, value: Any, example: str) -> tuple[Any, ...]:
-    """``value`` as a tuple of names; a single string (which would be read letter by letter) is an error."""
-    if isinstance(value, str):
+    """``value`` as a tuple of names; a single string (which would be read letter by letter) is an error.
+
+    Any sequence, a 1-D NumPy string array too (:func:`~torchmetrics_ext.utilities.checks.sequence_items`);
+    a name given as a NumPy string (a 0-dim array too) is its Python string (:func:`as_str`), and
+    one such string alone is the single string.
+    """
+    one = as_str(value)
+    if one is not None:
         raise ValueError(
             f"Expected `{argument}` to be a sequence of names, got the string {value!r} (read letter by letter): "
-            f"write {argument}=({value!r},), as in {example}."
+            f"write {argument}=({one!r},), as in {example}."
         )
-    return tuple(value)
+    items = sequence_items(argument, value)
+    if items is None:
+        raise ValueError(f"Expected `{argument}` to be a sequence of names, as in {example}, got {value!r}.")
+    names = [as_str(item) for item in items]  # NumPy strings as Python strings; anything else left to be refused
+    return tuple(item if name is None else name for item, name in zip(items, names, strict=True))
 
 
 def _ignore_value(ignore_index: Any) -> int | float | None:
@@ -143,20 +153,21 @@ def _check_ignore_value(ignore_index: int | float | None, target_domain: str) ->
 
 
 def _padding_values(padding_value: Any) -> Tensor:
-    """``padding_value`` (a number, a sequence or an array of numbers) as a float64 1-D tensor, else a clear error."""
-    try:
-        if isinstance(padding_value, (str, bytes, bool)):
-            raise TypeError
-        one = as_real(padding_value)  # one number: NumPy scalars and 0-dim tensors too, as every setting
-        values = [one] if one is not None else list(padding_value)
-        if any(isinstance(v, (str, bytes, bool)) for v in values):
-            raise TypeError
-        return torch.tensor([float(v) for v in values], dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError):
+    """``padding_value`` (a number, a sequence or an array of numbers) as a float64 1-D tensor, else a clear error.
+
+    One number as every number setting takes it (:func:`as_real`), several as every sequence
+    setting takes them (:func:`~torchmetrics_ext.utilities.checks.sequence_items`): a 1-D tensor or
+    array too, not a 2-D one, nor bools.
+    """
+    one = as_real(padding_value)  # one number: NumPy scalars and 0-dim tensors too, as every setting
+    items = [padding_value] if one is not None else sequence_items("padding_value", padding_value)
+    values = [as_real(item) for item in items or ()]
+    if not values or any(value is None for value in values):
         raise ValueError(
             "Expected `padding_value` to be a number or a sequence of numbers (scores that mark padded candidates), "
             f"got {padding_value!r}."
-        ) from None
+        )
+    return torch.tensor([float(value) for value in values], dtype=torch.float64)  # type: ignore[arg-type]
 
 
 class HFComputeMetrics:

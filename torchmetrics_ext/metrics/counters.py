@@ -16,7 +16,7 @@ from torch import Tensor
 from torchmetrics_ext.functional import counters as F
 from torchmetrics_ext.metrics.base import InputDomains
 from torchmetrics_ext.metrics.pointwise import _per_sample_terms, _PointwiseMetric
-from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, check_int
+from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, as_str, check_flag, check_int
 
 __all__ = [
     "LabelAverage",
@@ -296,8 +296,9 @@ class TensorWeightedAverage(_CounterMetric):
     ) -> None:
         num_tasks = check_int("num_tasks", num_tasks, 1)
         flags = F._weighted_flags(weighted, num_tasks)
-        if tensor_name is not None and not isinstance(tensor_name, str):
+        if tensor_name is not None and as_str(tensor_name) is None:
             raise ValueError(f"Expected `tensor_name` to be a string or None, got {tensor_name!r}.")
+        tensor_name = None if tensor_name is None else as_str(tensor_name)  # a NumPy string as its Python string
         setting = (
             "" if flags is None else "unweighted_" + "_".join(str(i) for i in (~flags).nonzero().flatten().tolist())
         )

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional import multilabel as F
 from torchmetrics_ext.metrics.base import TaskMetric
+from torchmetrics_ext.utilities.checks import as_str, sequence_items
 
 __all__ = ["MultiLabelPrecision"]
 
@@ -53,10 +54,12 @@ class MultiLabelPrecision(TaskMetric):
         self, num_labels: int, num_tasks: int = 1, *, label_names: list[str] | None = None, **kwargs: Any
     ) -> None:
         num_labels = F._check_num_labels(num_labels)
-        if label_names is not None and (
-            len(label_names) != num_labels or not all(isinstance(n, str) for n in label_names)
-        ):
-            raise ValueError(f"Expected `label_names` to be {num_labels} strings, got {label_names!r}.")
+        given = label_names
+        if label_names is not None:  # any sequence of strings (NumPy ones too), kept as Python strings
+            names = [as_str(name) for name in sequence_items("label_names", label_names) or ()]
+            if len(names) != num_labels or any(name is None for name in names):
+                raise ValueError(f"Expected `label_names` to be {num_labels} strings, got {given!r}.")
+            label_names = names  # type: ignore[assignment]
         super().__init__(num_tasks, **kwargs)
         self.num_labels = num_labels
         self.label_names = list(label_names) if label_names is not None else [f"label_{j}" for j in range(num_labels)]

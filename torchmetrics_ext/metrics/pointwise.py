@@ -316,7 +316,7 @@ class LogLoss(_CrossEntropyMetric):
         unit: F.LogUnit = "nats",
         **kwargs: Any,
     ) -> None:
-        F._check_unit(unit)
+        unit = F._check_unit(unit)
         super().__init__(num_tasks, eta=eta, from_logits=from_logits, **kwargs)
         self.unit: F.LogUnit = unit
 

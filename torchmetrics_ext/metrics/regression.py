@@ -87,7 +87,7 @@ class WeightedNMSE(_ErrorMetric):
     def __init__(
         self, num_tasks: int = 1, *, baseline: F.Baseline = "one", from_logits: bool = False, **kwargs: Any
     ) -> None:
-        F._check_baseline(baseline)
+        baseline = F._check_baseline(baseline)
         super().__init__(num_tasks, from_logits=from_logits, **kwargs)
         self.baseline: F.Baseline = baseline
 

@@ -34,7 +34,7 @@ class _SessionMetric(TaskMetric):
         rank_labels: bool = False,
         **kwargs: Any,
     ) -> None:
-        k = F._check_session_args(k, average, rank_labels)
+        k, average = F._check_session_args(k, average, rank_labels)
         super().__init__(num_tasks, **kwargs)
         self.k = k
         self.average: F.Average = average

@@ -25,8 +25,8 @@ import sys
 import threading
 import warnings
 import weakref
-from collections.abc import Iterator, Sequence
-from typing import Literal
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -38,6 +38,8 @@ __all__ = [
     "as_bool",
     "as_int",
     "as_real",
+    "as_str",
+    "check_choice",
     "check_flag",
     "check_float32_range",
     "check_int",
@@ -47,6 +49,7 @@ __all__ = [
     "format_pointwise",
     "observed_range",
     "read_along",
+    "sequence_items",
     "single_task",
 ]
 
@@ -161,6 +164,108 @@ def as_real(value: object) -> int | float | None:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return None
     return int(value) if isinstance(value, numbers.Integral) else float(value)
+
+
+def as_str(value: object) -> str | None:
+    """``value`` as a plain Python ``str`` when it is text, else ``None``.
+
+    Text is a ``str`` (``numpy.str_`` included, a ``str`` subclass) or a 0-dim NumPy string array
+    (``np.asarray("ndcg")``): the rule of :func:`as_int` for numbers, so a string setting given in
+    NumPy's forms is stored, named, printed and pickled exactly as the Python string. ``bytes``, a
+    string array with dimensions and anything else are not text here.
+
+    Examples:
+        >>> import numpy as np
+        >>> as_str("ndcg"), as_str(np.str_("mrr")), as_str(np.asarray("map")), type(as_str(np.str_("mrr")))
+        ('ndcg', 'mrr', 'map', <class 'str'>)
+        >>> as_str(b"ndcg"), as_str(np.array(["ndcg"])), as_str(1)
+        (None, None, None)
+    """
+    value = _plain_scalar(value)  # a 0-dim string array's item() is a Python str
+    return str(value) if isinstance(value, str) else None
+
+
+def check_choice(name: str, value: object, choices: Sequence[str], expected: str = "") -> str:
+    """The string setting ``name`` as a plain ``str`` (:func:`as_str`) among ``choices``; ``ValueError`` otherwise.
+
+    ``expected`` replaces the default "one of (...)" in the message.
+
+    Examples:
+        >>> import numpy as np
+        >>> check_choice("bin_space", np.asarray("probability"), ("logit", "probability"))
+        'probability'
+        >>> check_choice("bin_space", "prob", ("logit", "probability"))
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected `bin_space` to be one of ('logit', 'probability'), got 'prob'.
+    """
+    text = as_str(value)
+    if text is None or text not in choices:
+        raise ValueError(f"Expected `{name}` to be {expected or f'one of {tuple(choices)}'}, got {value!r}.")
+    return text
+
+
+def sequence_items(name: str, value: object) -> list[object] | None:
+    """The items of the sequence setting ``name`` as a list, or ``None`` when ``value`` is no sequence.
+
+    One rule for every setting that takes several values (``percentiles``, ``logit_range``, ``ks``,
+    ``edges``, ranking ``metrics``, ...): a tuple, a list or any other iterable gives its items as they
+    are (NumPy scalars and 0-dim tensors among them: each setting reads them with :func:`as_real`,
+    :func:`as_int`, :func:`as_bool` or :func:`as_str`, as it reads one value); a 1-D tensor or NumPy
+    array gives its items as Python values (``tolist()``: numbers, bools or strings, a float32 item
+    as the float of its float32 value, as the 0-dim form), so a setting given as
+    ``torch.tensor([5.0, 50.0])`` is kept exactly as ``(5.0, 50.0)`` would be. Their dtype is not
+    cast: a bool or float tensor where integers are wanted gives bools or floats, which the setting
+    refuses as it refuses them in a tuple.
+
+    A set is taken sorted: it has no order of its own, and string sets iterate in another order in
+    every process (hash randomisation), which would differ between DDP ranks.
+
+    ``None`` for what holds one value or none: a string (one name is no sequence of letters), bytes,
+    a 0-dim tensor or array, a number, ``None``; each setting says how to write it as a sequence.
+
+    Raises:
+        ValueError: naming ``name``, for a tensor or array of two or more dimensions (a setting is a
+            flat sequence) or a tensor without data (``device="meta"``).
+
+    Examples:
+        >>> import numpy as np
+        >>> import torch
+        >>> sequence_items("percentiles", torch.tensor([5.0, 50.0])), sequence_items("ks", np.array([1, 5]))
+        ([5.0, 50.0], [1, 5])
+        >>> sequence_items("ks", (1, None)), sequence_items("ks", torch.tensor(10)), sequence_items("metrics", "ndcg")
+        ([1, None], None, None)
+        >>> sequence_items("logit_range", torch.zeros(1, 2))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected `logit_range` to be a flat sequence (...), got a 2-D tensor of shape (1, 2).
+    """
+    numpy = sys.modules.get("numpy")
+    if isinstance(value, Tensor) or (numpy is not None and isinstance(value, numpy.ndarray)):
+        array: Any = value  # a tensor or an ndarray: the same ndim / shape / tolist
+        if array.ndim == 0:
+            return None
+        kind = "tensor" if isinstance(array, Tensor) else "array"
+        if array.ndim > 1:
+            raise ValueError(
+                f"Expected `{name}` to be a flat sequence (a tuple, a list, or a 1-D tensor or array), got a "
+                f"{array.ndim}-D {kind} of shape {tuple(array.shape)}."
+            )
+        if isinstance(array, Tensor) and array.device.type == "meta":
+            raise ValueError(f"Expected `{name}` to hold values, got a tensor on the meta device (it has none).")
+        items: list[object] = array.tolist()
+        return items
+    if isinstance(value, (str, bytes)) or as_str(value) is not None or not isinstance(value, Iterable):
+        return None
+    if isinstance(value, (set, frozenset)):  # no order of its own: sorted, so every process (and run) agrees
+        try:
+            return sorted(value)
+        except TypeError:
+            raise ValueError(
+                f"Expected `{name}` to be a tuple or a list (a set has no order, and its items do not sort), "
+                f"got {value!r}."
+            ) from None
+    return list(value)
 
 
 def check_int(name: str, value: object, minimum: int, detail: str = "") -> int:

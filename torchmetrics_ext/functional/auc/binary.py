@@ -30,8 +30,10 @@ from torchmetrics_ext.functional.auc import _kernels as K
 from torchmetrics_ext.utilities.checks import (
     as_int,
     as_real,
+    check_choice,
     check_flag,
     format_pointwise,
+    sequence_items,
     single_task,
 )
 from torchmetrics_ext.utilities.device import on_device_path
@@ -51,19 +53,21 @@ BIN_SPACES = ("logit", "probability")
 
 def _check_bins(
     num_bins: object, logit_range: object, bin_space: object = "logit"
-) -> tuple[int | None, tuple[float, float]]:
-    """``num_bins`` and ``logit_range`` as Python numbers (NumPy or 0-dim tensor ones too); ``ValueError`` if invalid.
+) -> tuple[int | None, tuple[float, float], str]:
+    """``num_bins``, ``logit_range`` and ``bin_space`` as Python values; ``ValueError`` if invalid.
+
+    NumPy and 0-dim tensor numbers are read as numbers, a 1-D tensor or array as the pair
+    (:func:`~torchmetrics_ext.utilities.checks.sequence_items`), a 0-dim NumPy string as the string.
 
     ``bin_space`` and ``logit_range`` place the bins of the binned mode, so a value other than
     their default is refused where it would be ignored: in exact mode (``num_bins=None``), and
     ``logit_range`` with ``bin_space="probability"`` (bins over [0, 1]).
     """
-    if bin_space not in BIN_SPACES:
-        raise ValueError(f"Expected `bin_space` to be one of {BIN_SPACES}, got {bin_space!r}.")
+    bin_space = check_choice("bin_space", bin_space, BIN_SPACES)
     bins = None if num_bins is None else as_int(num_bins)
     if num_bins is not None and (bins is None or bins < 2):
         raise ValueError(f"Expected `num_bins` to be None (exact) or an integer >= 2, got {num_bins!r}.")
-    ends = [as_real(v) for v in logit_range] if isinstance(logit_range, (tuple, list)) else []
+    ends = [as_real(v) for v in sequence_items("logit_range", logit_range) or ()]
     low, high = math.nan, math.nan
     if len(ends) == 2 and ends[0] is not None and ends[1] is not None:
         low, high = float(ends[0]), float(ends[1])
@@ -85,7 +89,7 @@ def _check_bins(
             f"range), got logit_range={logit_range!r}, which would be ignored; use bin_space='logit' for bins over "
             "a logit range."
         )
-    return bins, (low, high)
+    return bins, (low, high), bin_space
 
 
 # ----------------------------------------------------------------------------- exact
@@ -428,13 +432,14 @@ def _format_curve_inputs(
     dtype: torch.dtype,
     float32_weights: bool,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Check the options, then the batch (when asked): ``(T, N)`` preds and labels, weights, all ``dtype``.
+    """Check ``from_logits``, then the batch (when asked): ``(T, N)`` preds and labels, weights, all ``dtype``.
+
+    The bin settings are checked (and read as Python values) by the caller, with :func:`_check_bins`.
 
     ``float32_weights``: the caller keeps the weights as float32 (exact AUC/AUPRC), so non-zero
     float64 weights outside float32's normal range are rejected; the curves and the binned mode
     keep float64 weights and pass ``False``.
     """
-    _check_bins(num_bins, logit_range, bin_space)
     check_flag("from_logits", from_logits)
     p, t, w = format_pointwise(
         preds,
@@ -461,6 +466,7 @@ def _curve_stats(
     validate_args: bool,
     bin_space: str = "logit",
 ) -> CurveStats:
+    num_bins, logit_range, bin_space = _check_bins(num_bins, logit_range, bin_space)
     dtype = torch.float32 if num_bins is None else torch.float64
     exact = num_bins is None  # exact mode keeps float32 weights
     p, t, w = _format_curve_inputs(

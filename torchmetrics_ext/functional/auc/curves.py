@@ -35,6 +35,7 @@ from torch import Tensor
 from torchmetrics_ext.functional.auc.binary import (
     DEFAULT_LOGIT_RANGE,
     _binned_update,
+    _check_bins,
     _format_curve_inputs,
     _signed_weights,
 )
@@ -163,6 +164,7 @@ def _curve_points(
     validate_args: bool,
     bin_space: str,
 ) -> Points:
+    num_bins, logit_range, bin_space = _check_bins(num_bins, logit_range, bin_space)
     # float64 weights in both modes: no float32 range to check (exact AUC's states keep float32)
     args = (num_bins, logit_range, from_logits, validate_args, bin_space, torch.float64, False)
     p, t, w = _format_curve_inputs(preds, target, weights, *args)

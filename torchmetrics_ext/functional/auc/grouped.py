@@ -28,7 +28,7 @@ from torchmetrics_ext.functional.auc._kernels import (
     _sort_rows,
 )
 from torchmetrics_ext.functional.auc.binary import CurveStats, _signed_weights
-from torchmetrics_ext.utilities.checks import check_flag, format_pointwise, single_task
+from torchmetrics_ext.utilities.checks import check_choice, check_flag, format_pointwise, single_task
 from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.warnings import safe_divide
 
@@ -37,9 +37,9 @@ __all__ = ["grouped_auc", "grouped_auprc"]
 AVERAGE_GROUPS = ("defined", "all")
 
 
-def _check_average_groups(average_groups: object) -> None:
-    if average_groups not in AVERAGE_GROUPS:
-        raise ValueError(f"Expected `average_groups` to be one of {AVERAGE_GROUPS}, got {average_groups!r}.")
+def _check_average_groups(average_groups: object) -> str:
+    """``average_groups`` as a Python string (a 0-dim NumPy string too); ``ValueError`` unless a known one."""
+    return check_choice("average_groups", average_groups, AVERAGE_GROUPS)
 
 
 def _check_groups(groups: object, preds: Tensor) -> Tensor:
@@ -293,7 +293,7 @@ def _grouped(
 ) -> Tensor:
     check_flag("weight_groups", weight_groups)
     check_flag("from_logits", from_logits)
-    _check_average_groups(average_groups)
+    average_groups = _check_average_groups(average_groups)
     single = single_task(preds)
     p, t, g, w = _format_grouped(preds, target, groups, weights, None, from_logits, validate_args)
     sums = _grouped_update(p, _signed_weights(t, w), g, kind, weight_groups, average_groups)

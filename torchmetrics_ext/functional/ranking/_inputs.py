@@ -29,6 +29,7 @@ from torchmetrics_ext.functional.ranking._spec import Cutoff
 from torchmetrics_ext.utilities.checks import (
     as_int,
     as_real,
+    check_choice,
     check_flag,
     check_tensor,
     checked_bounds,
@@ -125,7 +126,7 @@ def _check_shape(
         raise ValueError(f"Expected `{name}` on the same device as `preds` ({device}), got {value.device}.")
 
 
-def check_cutoff(k: int | None, cutoff: Cutoff) -> int | None:
+def check_cutoff(k: object, cutoff: Cutoff) -> int | None:
     """Validate a cutoff: a positive integer, or also ``None`` (the whole list) when ``cutoff`` is ``"optional"``.
 
     ``cutoff="none"`` (a metric without cutoff) accepts only ``None``. Returns ``k`` as a Python
@@ -151,19 +152,21 @@ def check_cutoff(k: int | None, cutoff: Cutoff) -> int | None:
     return value
 
 
-def _ranking_arg_validation(empty_target_action: str, padding_value: float | None, **flags: bool) -> int | float | None:
+def _ranking_arg_validation(
+    empty_target_action: str, padding_value: float | None, **flags: bool
+) -> tuple[str, int | float | None]:
     """Validate the options every ranking function and class shares, and bool ``flags`` by name.
 
-    Returns ``padding_value`` as a Python number (NumPy scalars and 0-dim tensors accepted) or ``None``.
+    Returns ``empty_target_action`` as a Python string (a 0-dim NumPy string accepted) and
+    ``padding_value`` as a Python number (NumPy scalars and 0-dim tensors accepted) or ``None``.
     """
-    if empty_target_action not in ACTIONS:
-        raise ValueError(f"Expected `empty_target_action` to be one of {ACTIONS}, got {empty_target_action!r}.")
+    action = check_choice("empty_target_action", empty_target_action, ACTIONS)
     padding = None if padding_value is None else as_real(padding_value)
     if padding_value is not None and (padding is None or math.isnan(padding)):
         raise ValueError(f"Expected `padding_value` to be a number (not NaN) or None, got {padding_value!r}.")
     for name, flag in flags.items():
         check_flag(name, flag)
-    return padding
+    return action, padding
 
 
 def _ranking_format(

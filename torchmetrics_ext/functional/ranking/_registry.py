@@ -14,7 +14,7 @@ then a function in :mod:`~torchmetrics_ext.functional.ranking.single` and a clas
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -24,7 +24,7 @@ from torchmetrics_ext.functional.ranking._inputs import check_cutoff
 from torchmetrics_ext.functional.ranking._kernel import QueryStats, SortedQueries, discount_column, gain
 from torchmetrics_ext.functional.ranking._spec import RankingSpec, Request
 from torchmetrics_ext.functional.ranking._topk import TopQueries
-from torchmetrics_ext.utilities.checks import as_int
+from torchmetrics_ext.utilities.checks import as_int, as_str, sequence_items
 
 # ----------------------------------------------------------------------------- hit counts (sort path and top-k merge)
 
@@ -139,9 +139,10 @@ DEFAULT_METRICS = ("ndcg", "recall", "precision", "mrr", "hit_rate", "map")
 """``RankingMetrics``' default ``metrics``: kept fixed, so a new metric never changes an existing output."""
 
 
-def ranking_spec(name: str) -> RankingSpec:
+def ranking_spec(name: object) -> RankingSpec:
     """The spec registered as ``name``; ``ValueError`` listing every known name otherwise."""
-    spec = SPECS.get(name) if isinstance(name, str) else None
+    text = as_str(name)  # a NumPy string (0-dim array too) is its Python string
+    spec = None if text is None else SPECS.get(text)
     if spec is None:
         raise ValueError(f"Expected `metrics` entries from {tuple(SPECS)}, got {name!r}.")
     return spec
@@ -154,19 +155,19 @@ def ranking_requests(metrics: Sequence[str], ks: Sequence[int | None]) -> list[R
     ``ks`` is the whole list for every metric with a cutoff (recall is then 1, precision
     ``|R_q| / n_q``).
     """
-    # numpy arrays and pandas objects have no truth value: their items, as a list's
-    names = list(metrics) if isinstance(metrics, Iterable) and not isinstance(metrics, (str, bytes)) else []
+    # any sequence, a 1-D array or tensor of names too (sequence_items); one name is no sequence
+    names = sequence_items("metrics", metrics) or []
     if not names:
-        # one name as a bare string is a sequence of letters: say how to write it
-        hint = f" (a sequence of them: metrics=({metrics!r},))" if isinstance(metrics, str) and metrics else ""
+        # one name as a bare string (or a 0-dim NumPy string) is a sequence of letters: say how to write it
+        text = as_str(metrics)
+        hint = f" (a sequence of them: metrics=({text!r},))" if text else ""
         raise ValueError(
             f"Expected `metrics` to be a non-empty sequence of names from {tuple(SPECS)}, got {metrics!r}{hint}."
         )
-    specs = [ranking_spec(name) for name in dict.fromkeys(names)]
-    # a 0-dim tensor or array is Iterable but cannot be iterated: one cutoff, as a bare int
+    specs = list(dict.fromkeys(ranking_spec(name) for name in names))
+    # a 0-dim tensor or array is one cutoff, as a bare int: no sequence (sequence_items)
     one = as_int(ks)
-    iterable = isinstance(ks, Iterable) and not isinstance(ks, (str, bytes)) and getattr(ks, "ndim", None) != 0
-    given = list(ks) if iterable else []
+    given = sequence_items("ks", ks) or []
     if not given:
         # `None` is a cutoff (the whole list) inside the sequence, not a value of `ks` itself
         hint = (
@@ -180,5 +181,8 @@ def ranking_requests(metrics: Sequence[str], ks: Sequence[int | None]) -> list[R
             f"Expected `ks` to be a non-empty sequence of cutoffs, each a positive integer or None for the whole "
             f"list, got {ks!r}{hint}."
         )
-    cutoffs = list(dict.fromkeys(check_cutoff(k, "optional") for k in given))
+    try:
+        cutoffs = list(dict.fromkeys(check_cutoff(k, "optional") for k in given))
+    except ValueError as error:  # which setting: `k` is each of its items
+        raise ValueError(f"{str(error).rstrip('.')}, an item of `ks` ({ks!r}).") from None
     return [(spec, k) for spec in specs for k in ([None] if spec.cutoff == "none" else cutoffs)]

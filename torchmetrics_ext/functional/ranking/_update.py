@@ -345,7 +345,7 @@ def _ranking_functional(
 
     ``inputs`` are ``(preds, target, indexes, mask, weights)``.
     """
-    padding_value = _ranking_arg_validation(
+    empty_target_action, padding_value = _ranking_arg_validation(
         empty_target_action,
         padding_value,
         remove_single_length_sessions=remove_single_length_sessions,

@@ -141,7 +141,7 @@ class _CurveMetric(TaskMetric):
         **kwargs: Any,
     ) -> None:
         super().__init__(num_tasks, **kwargs)
-        num_bins, self.logit_range = F._check_bins(num_bins, logit_range, bin_space)
+        num_bins, self.logit_range, bin_space = F._check_bins(num_bins, logit_range, bin_space)
         from_logits = check_flag("from_logits", from_logits)
         self.num_bins = num_bins
         self.bin_space = bin_space

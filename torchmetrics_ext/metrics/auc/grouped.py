@@ -53,7 +53,7 @@ class _GroupedCurveMetric(TaskMetric):
         weight_groups = check_flag("weight_groups", weight_groups)
         groups_complete_per_batch = check_flag("groups_complete_per_batch", groups_complete_per_batch)
         from_logits = check_flag("from_logits", from_logits)
-        F._check_average_groups(average_groups)
+        average_groups = F._check_average_groups(average_groups)
         self.average_groups = average_groups
         self.weight_groups = weight_groups
         self.groups_complete_per_batch = groups_complete_per_batch

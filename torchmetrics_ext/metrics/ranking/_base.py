@@ -118,7 +118,7 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         **kwargs: Any,
     ) -> None:
         super().__init__(one_task(self, kwargs), validate_args=validate_args, **kwargs)
-        padding_value = _ranking_arg_validation(
+        empty_target_action, padding_value = _ranking_arg_validation(
             empty_target_action,
             padding_value,
             **options._asdict(),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor
@@ -13,6 +13,7 @@ from torchmetrics_ext.functional.ranking._registry import DEFAULT_METRICS, ranki
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, request_key
 from torchmetrics_ext.functional.ranking.combined import METRICS_DOC
 from torchmetrics_ext.metrics.ranking._base import SHARED_OPTIONS, _RankingMetric
+from torchmetrics_ext.utilities.checks import as_str, sequence_items
 
 __all__ = ["RankingMetrics"]
 
@@ -50,12 +51,12 @@ class RankingMetrics(_RankingMetric):
         adaptive_k: bool = False,
         **kwargs: Any,
     ) -> None:
-        ks, metrics = _items(ks), _items(metrics)  # read once: an iterator's items too
+        ks, metrics = _items("ks", ks), _items("metrics", metrics)  # read once: an iterator's items too
         requests = ranking_requests(metrics, ks)
         super().__init__(requests, RankingOptions(exponential_gain, adaptive_k), "RankingMetrics", **kwargs)
         # as plain Python ints and strs (not np.int64, 0-dim tensors or np.str_), as given
         self.ks = tuple(check_cutoff(k, "optional") for k in ks)
-        self.metrics = tuple(str(name) for name in metrics)
+        self.metrics = tuple(str(as_str(name)) for name in metrics)
 
     def compute(self) -> dict[str, Tensor]:
         """Dict of float64 scalars, one per ``(metric, k)``."""
@@ -63,10 +64,11 @@ class RankingMetrics(_RankingMetric):
         return {request_key(request): values[i] for i, request in enumerate(self.requests)}
 
 
-def _items(values: Any) -> Any:
-    """The items of a collection (a NumPy array, a tensor, an iterator) as a list; anything else as it is.
+def _items(name: str, values: Any) -> Any:
+    """The items of a sequence setting (a 1-D NumPy array or tensor, an iterator) as a list; anything else as it is.
 
-    A 0-dim tensor or array is Iterable but has no items: it is one value, kept as it is.
+    :func:`~torchmetrics_ext.utilities.checks.sequence_items`: a 0-dim tensor or array, or a string,
+    is one value, kept as it is (and refused with a hint by ``ranking_requests``).
     """
-    collection = isinstance(values, Iterable) and not isinstance(values, (str, bytes))
-    return list(values) if collection and getattr(values, "ndim", None) != 0 else values
+    items = sequence_items(name, values)
+    return values if items is None else items

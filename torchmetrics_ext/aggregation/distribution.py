@@ -283,11 +283,6 @@ class Distribution(AggregationMetric[SketchBatch]):
     def _sums(self) -> tuple[Tensor, Tensor, Tensor]:
         return self.total, self.total_sq, self.scaled_sums
 
-    def _keep_unshifted(self) -> None:
-        """Keep the sums about 0 for good (re-shifted exactly), as a checkpoint saved before the shift holds them."""
-        self._align_shift(0.0)
-        self.__dict__["_pinned"] = True
-
     def _enter_window(self) -> None:
         """Called by :class:`~torchmetrics_ext.Windowed` on the metric it wraps: keep one shift for good.
 

@@ -11,6 +11,12 @@ tasks, ``throughput/total_examples``, epoch ends) and every validation row equal
 at the same step; only the throughput's rates, which time the run, may differ. A resume with a
 metric added since the checkpoint and ``strict_loading = False`` starts that metric afresh and
 resumes the others.
+
+A fit whose compute interval and checkpoints line up with the epoch's end (a checkpoint saved right
+after a compute at an epoch's last batch) is resumed from that checkpoint too: Lightning then runs
+that epoch's end with no batch left, and the callback, which keeps when it last logged in the
+checkpoint, logs no row there (the whole fit logs none). Two callbacks of other attribute names keep
+their own state in a checkpoint, and a checkpoint without that state (an earlier version's) resumes.
 """
 
 from __future__ import annotations
@@ -26,7 +32,12 @@ import torch
 
 pytest.importorskip("lightning")
 
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+import torchmetrics_ext as tmx
 from tests.helpers import lightning_resume as run
+from torchmetrics_ext.integrations.lightning import RecMetricCallback
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "helpers" / "lightning_resume.py"
@@ -101,14 +112,15 @@ def _weighted(batches: list[dict[str, torch.Tensor]], task: str) -> dict[str, fl
     }
 
 
-def _check_whole(rows: Rows, seen: Seen, world: int) -> None:
+def _check_whole(rows: Rows, seen: Seen, world: int, interval: int = run.INTERVAL) -> None:
     """The uninterrupted fit the resumes are held to: its training values are those of the samples fed so far."""
     per_rank = run.TRAIN // world // run.BATCH  # batches per epoch and rank
     steps = [step for step, row in rows if "train/ctr/click" in row]
-    computes = [s for s in range(run.EPOCHS * per_rank) if (s + 1) % run.INTERVAL == 0]
-    epoch_ends = [e * per_rank - 1 for e in range(1, run.EPOCHS + 1) if (e * per_rank) % run.INTERVAL]
+    computes = [s for s in range(run.EPOCHS * per_rank) if (s + 1) % interval == 0]
+    epoch_ends = [e * per_rank - 1 for e in range(1, run.EPOCHS + 1) if (e * per_rank) % interval]
     assert steps == sorted(computes + epoch_ends)  # every interval compute, and each epoch end that is none
-    assert epoch_ends  # the interval is no divisor of an epoch: epoch ends log values of their own
+    # the default interval is no divisor of an epoch: epoch ends log values of their own; a lined-up one is
+    assert bool(epoch_ends) == (per_rank % interval != 0)
     window_steps = -(-run.WINDOW // world) // run.BATCH  # each rank's window: its newest updates
     for step, row in rows:
         if "train/ctr/click" not in row:
@@ -127,9 +139,14 @@ def _check_resumed(whole: Rows, resumed: Rows, after: int, added: tuple[str, ...
     """Every row logged after step ``after`` equals the whole fit's, key for key (``added`` keys aside)."""
     expected = [(step, row) for step, row in whole if step >= after]
     got = [(step, {k: v for k, v in row.items() if not k.startswith(added)}) for step, row in resumed]
-    assert [(step, sorted(row)) for step, row in got] == [(step, sorted(row)) for step, row in expected]
+    _same_rows(got, expected)
     assert any(key.endswith("/window") for _, row in got for key in row)
     assert sum("val/ne/click" in row for _, row in got) >= 2
+
+
+def _same_rows(got: Rows, expected: Rows) -> None:
+    """The same rows at the same steps, key for key; values equal (a count exactly), the throughput's rates aside."""
+    assert [(step, sorted(row)) for step, row in got] == [(step, sorted(row)) for step, row in expected]
     for (step, row), (_, reference) in zip(got, expected):
         for key, value in row.items():
             if key in TIMED:  # time between updates: another run, another clock
@@ -183,3 +200,146 @@ def test_one_process_resumes_log_what_the_whole_fit_logs(one_process_runs):
 def test_one_process_resume_with_a_metric_added_starts_it_afresh(one_process_runs):
     rows, seen = one_process_runs["added"]
     _check_added(one_process_runs["whole"][0], rows, seen, world=1, after=5)
+
+
+# ------------------------------------------------------------ compute, checkpoint and epoch end at one batch
+
+
+def _lined_up(world: int) -> tuple[int, int]:
+    """``(interval, ckpt_every)`` for a fit of ``world`` ranks whose epoch ends are computes and checkpoints."""
+    per_rank = run.TRAIN // world // run.BATCH  # 14 in one process, 7 under 2 ranks
+    interval = run.TRAIN // 2 // run.BATCH  # 7: divides both
+    assert per_rank % interval == 0
+    return interval, per_rank
+
+
+def _check_lined_up(whole: Rows, seen: Seen, resumed: Rows, world: int) -> None:
+    """The whole fit logs each epoch end once (its compute); the fit resumed at the first epoch's last batch too.
+
+    Resumed from that checkpoint, Lightning (2.6) counts epoch 0, whose last batch the checkpoint
+    followed, as done, and yet runs an epoch end with no batch (the training loader resumes at its
+    end): the callback must log nothing there, as the whole fit logged nothing after that compute.
+    Lightning numbers that empty epoch as epoch 1, so the resumed fit's ``epoch`` values are one
+    ahead and it stops one epoch early: the rows it logs are the whole fit's from the checkpoint on
+    (the epoch number aside), each once, and no other.
+    """
+    interval, ckpt_every = _lined_up(world)
+    _check_whole(whole, seen, world, interval)  # values against numpy; epoch ends log nothing of their own
+    last = resumed[-1][0]
+    expected = [(s, {k: v for k, v in r.items() if k != "epoch"}) for s, r in whole if ckpt_every <= s <= last]
+    got = [(s, {k: v for k, v in r.items() if k != "epoch"}) for s, r in resumed]
+    _same_rows(got, expected)
+    assert any("train/ctr/click" in row for _, row in got) and any("val/ne/click" in row for _, row in got)
+
+
+@pytest.fixture(scope="module")
+def ddp_lined_up(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp_lined_up")
+    interval, ckpt_every = _lined_up(2)
+    flags = ("--interval", str(interval), "--ckpt-every", str(ckpt_every))
+    whole = _launch(root / "whole", *flags)
+    ckpt = root / "whole" / "ckpt" / "step" / f"step={ckpt_every}.ckpt"  # after the last batch of epoch 0
+    return whole, _launch(root / "resumed", *flags, "--resume", str(ckpt))
+
+
+@pytest.mark.ddp
+def test_ddp_resume_at_a_computed_epoch_end_logs_no_row_again(ddp_lined_up):
+    (rows, seen), (resumed, _) = ddp_lined_up
+    _check_lined_up(rows, seen, resumed, world=2)
+
+
+def test_one_process_resume_at_a_computed_epoch_end_logs_no_row_again(tmp_path):
+    interval, ckpt_every = _lined_up(1)
+    model, whole = run.fit(str(tmp_path / "whole"), 1, interval=interval, ckpt_every=ckpt_every)
+    ckpt = tmp_path / "whole" / "ckpt" / "step" / f"step={ckpt_every}.ckpt"  # after the last batch of epoch 0
+    _, resumed = run.fit(str(tmp_path / "resumed"), 1, str(ckpt), interval=interval, ckpt_every=ckpt_every)
+    _check_lined_up(whole.rows, model.seen, resumed.rows, world=1)
+
+
+# ------------------------------------------------------------ the callback's own state in checkpoints
+
+
+class _TwoModules(run.Model):
+    """The helper's model with a second training module (computed every 4 batches, the first every 3).
+
+    Records what each ``RecMetricCallback`` holds at ``on_fit_start``: after Lightning restored the
+    checkpoint, before the first batch.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.aux_metrics = tmx.RecMetricModule(
+            run.TASKS, {"ctr": "ctr"}, compute_interval_steps=4, throughput=False, prefix="aux/"
+        )
+        self.at_fit_start: dict[str | None, int | None] = {}
+
+    def on_fit_start(self) -> None:
+        callbacks = [cb for cb in self.trainer.callbacks if isinstance(cb, RecMetricCallback)]
+        self.at_fit_start = {cb.train: cb.state_dict()["train_logged_at"] for cb in callbacks}
+
+
+def _fit_two(out: Path, max_steps: int, resume: Path | None = None) -> L.Trainer:
+    """Fit ``_TwoModules`` with a callback per training module; a checkpoint every 9 steps under ``out``."""
+    trainer = L.Trainer(
+        max_steps=max_steps,
+        accelerator="cpu",
+        logger=run.Recorder(),
+        callbacks=[
+            RecMetricCallback(),
+            RecMetricCallback(train="aux_metrics", val=None, test=None),
+            ModelCheckpoint(dirpath=out, filename="{step}", every_n_train_steps=9, save_top_k=-1),
+        ],
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(_TwoModules(), ckpt_path=resume)
+    return trainer
+
+
+def test_two_callbacks_keep_their_own_state_in_a_checkpoint(tmp_path):
+    _fit_two(tmp_path / "whole", max_steps=9)
+    path = tmp_path / "whole" / "step=9.ckpt"  # saved after batch 9, before the fit's end
+    main, aux = RecMetricCallback(), RecMetricCallback(train="aux_metrics", val=None, test=None)
+    assert main.state_key != aux.state_key
+    saved = torch.load(path, weights_only=False)["callbacks"]
+    # each module last logged at the last multiple of its interval: 9 (every 3 batches), 8 (every 4)
+    assert saved[main.state_key] == {"train_logged_at": 9}
+    assert saved[aux.state_key] == {"train_logged_at": 8}
+    trainer = _fit_two(tmp_path / "resumed", max_steps=14, resume=path)
+    assert trainer.lightning_module.at_fit_start == {"train_metrics": 9, "aux_metrics": 8}
+    # Lightning refuses two stateful callbacks of one key: two callbacks need other attribute names
+    with pytest.raises(RuntimeError, match="state_key"):
+        L.Trainer(callbacks=[RecMetricCallback(), RecMetricCallback()])
+
+
+def test_a_checkpoint_without_the_callback_state_resumes(tmp_path):
+    _fit_two(tmp_path / "whole", max_steps=9)
+    checkpoint = torch.load(tmp_path / "whole" / "step=9.ckpt", weights_only=False)
+    # as an earlier version saved it: no state of the callback
+    checkpoint["callbacks"] = {k: v for k, v in checkpoint["callbacks"].items() if "RecMetricCallback" not in k}
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    trainer = _fit_two(tmp_path / "resumed", max_steps=14, resume=tmp_path / "old.ckpt")
+    assert trainer.lightning_module.at_fit_start == {"train_metrics": None, "aux_metrics": None}
+    assert trainer.global_step == 14
+    # the training module continued from the checkpoint: it logged at 12 (its 4th compute) and at the epoch end
+    assert [step for step, row in trainer.logger.rows if "train/ctr/click" in row] == [11, 13]
+
+
+def test_the_logged_at_count_holds_only_for_a_module_restored_at_it():
+    model = run.Model()
+    callback = RecMetricCallback()
+    for step, kept in ((14, 14), (0, None)):  # the module restored at the count; one restored without it
+        model.train_metrics.set_extra_state({"step": step, "tasks": ["click", "buy"]})
+        callback.load_state_dict({"train_logged_at": 14})
+        callback.on_train_start(None, model)  # type: ignore[arg-type]
+        assert callback.state_dict() == {"train_logged_at": kept}
+
+
+@pytest.mark.parametrize("state", [{"train_logged_at": -1}, {"train_logged_at": 1.5}, {"train_logged_at": "9"}, [9]])
+def test_a_malformed_callback_state_is_refused(state):
+    callback = RecMetricCallback()
+    callback.load_state_dict({"train_logged_at": 3})
+    with pytest.raises(ValueError, match="expected what state_dict saves"):
+        callback.load_state_dict(state)
+    assert callback.state_dict() == {"train_logged_at": 3}

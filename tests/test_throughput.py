@@ -552,6 +552,36 @@ def test_ddp_sums_examples_and_takes_the_slowest_time(ddp_pool, empty_rank):
         assert value == pytest.approx(expected, rel=1e-12)
 
 
+def _reset_job(rank, world_size):
+    """Only rank 0 has an update before the reset (rank 1 had no batch: a validation dataloader without one of
+    its own, say); a compute (a collective) lies between; then both ranks step alike."""
+    after = [10.0, 11.0, 13.0, 16.0]  # the clock at each update after the reset
+    metric = tmx.Throughput(warmup_steps=3, window_seconds=100.0, clock=Ticks([0.0, *after] if rank == 0 else after))
+    if rank == 0:
+        metric.update(5)  # a warm-up step
+    metric.compute()
+    metric.reset()
+    for n in (10, 20, 30, 40):
+        metric.update(n)
+    return {k: v.item() for k, v in metric.compute().items()}
+
+
+@pytest.mark.ddp
+def test_ddp_a_reset_ends_the_warmup_on_every_rank_alike(ddp_pool):
+    """The documented rule (a reset after an update ends the warm-up; the next update restarts the clock) holds for
+    the ranks together: a rank without an update of its own before the reset ends it too, since the compute before
+    the reset counted rank 0's. Each rank then times its updates after the first: 20 + 30 + 40 examples over
+    1 + 2 + 3 s (a rank still warming up would count its last update alone, 130 examples over 6 s in all)."""
+    timed_examples, seconds = 2 * (20 + 30 + 40), max(16.0 - 10.0, 16.0 - 10.0)
+    expected = {
+        "lifetime_throughput": timed_examples / seconds,
+        "window_throughput": timed_examples / seconds,
+        "total_examples": 2 * (10 + 20 + 30 + 40),
+    }
+    for value in ddp_pool.run(_reset_job):
+        assert value == pytest.approx(expected, rel=1e-12)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_counts_without_host_sync():
     metric = tmx.Throughput(warmup_steps=1, clock=Ticks([0.0, 2.0, 3.0])).to("cuda")

@@ -10,7 +10,9 @@ same batches as the whole fit. Every ``log_metrics`` call is recorded per rank (
 ``ModelCheckpoint(every_n_train_steps=CKPT_EVERY)`` saves mid-epoch checkpoints under ``ckpt/step``
 and another one at each training epoch end under ``ckpt/epoch``. ``--add-metric`` builds both
 modules with one metric more (``mse``) and ``strict_loading = False``, as a user who adds a metric
-to a job and resumes it.
+to a job and resumes it. ``--interval``/``--ckpt-every`` change the compute interval and the
+mid-epoch checkpoints' cadence (e.g. both lined up with the epoch's length, so that a checkpoint is
+saved right after a compute at an epoch's last batch).
 """
 
 from __future__ import annotations
@@ -62,13 +64,13 @@ class Recorder(Logger):
 
 
 class Model(L.LightningModule):
-    def __init__(self, add_metric: bool = False) -> None:
+    def __init__(self, add_metric: bool = False, interval: int = INTERVAL) -> None:
         super().__init__()
         torch.manual_seed(0)
         self.linear = torch.nn.Linear(4, 2)
         metrics = {**METRICS, "mse": "mse"} if add_metric else METRICS
         self.train_metrics = tmx.RecMetricModule(
-            TASKS, metrics, window_size=WINDOW, compute_interval_steps=INTERVAL, prefix="train/"
+            TASKS, metrics, window_size=WINDOW, compute_interval_steps=interval, prefix="train/"
         )
         self.val_metrics = tmx.RecMetricModule(TASKS, metrics, throughput=False, prefix="val/")
         self.strict_loading = not add_metric
@@ -106,14 +108,21 @@ class Model(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.5)
 
 
-def fit(out: str, devices: int, resume: str | None = None, add_metric: bool = False) -> tuple[Model, Recorder]:
+def fit(
+    out: str,
+    devices: int,
+    resume: str | None = None,
+    add_metric: bool = False,
+    interval: int = INTERVAL,
+    ckpt_every: int = CKPT_EVERY,
+) -> tuple[Model, Recorder]:
     """Fit (or resume) the model; save this rank's logged rows and training outputs under ``out``."""
-    model, recorder = Model(add_metric), Recorder()
+    model, recorder = Model(add_metric, interval), Recorder()
     checkpoints = [
         ModelCheckpoint(
             dirpath=os.path.join(out, "ckpt", "step"),
             filename="{step}",
-            every_n_train_steps=CKPT_EVERY,
+            every_n_train_steps=ckpt_every,
             save_top_k=-1,
             save_on_train_epoch_end=False,
         ),
@@ -148,9 +157,11 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=2)
     parser.add_argument("--resume", default=None)
     parser.add_argument("--add-metric", action="store_true")
+    parser.add_argument("--interval", type=int, default=INTERVAL)
+    parser.add_argument("--ckpt-every", type=int, default=CKPT_EVERY)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    fit(args.out, args.devices, args.resume, args.add_metric)
+    fit(args.out, args.devices, args.resume, args.add_metric, args.interval, args.ckpt_every)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ except ImportError as err:  # the extra this module needs: say where it comes fr
 
 from torchmetrics_ext.integrations.sampler import UnpaddedDistributedSampler
 from torchmetrics_ext.module import RecMetricModule
+from torchmetrics_ext.utilities.checks import as_int
 from torchmetrics_ext.utilities.distributed import unshare_memory
 
 __all__ = ["RecMetricCallback", "UnpaddedDistributedSampler"]
@@ -99,6 +100,17 @@ def _model_state_is_rank_zeros(trainer: pl.Trainer | None) -> bool:
         kind.save_checkpoint is Strategy.save_checkpoint
         and kind.lightning_module_state_dict is Strategy.lightning_module_state_dict
     )
+
+
+def _merge_per_rank(earlier: Any, per_rank: list[Any]) -> list[Any]:
+    """``per_rank`` joined with the entry another callback saved in the same checkpoint (each rank's dict of both).
+
+    A rank whose states either holds as gone (``None``) stays gone; an entry of another length
+    (none saved yet) is replaced.
+    """
+    if not isinstance(earlier, list) or len(earlier) != len(per_rank):
+        return per_rank
+    return [None if old is None or new is None else {**old, **new} for old, new in zip(earlier, per_rank, strict=True)]
 
 
 _DEFAULT_TEST = "test_metrics"  # a model without this attribute is tested without the callback
@@ -188,6 +200,15 @@ class RecMetricCallback(pl.Callback):
     validation epoch. A checkpoint resumed with another number of ranks restarts the training
     module (with a warning). ``trainer.validate``/``test(ckpt_path=...)`` resume nothing and read
     none of them back.
+
+    The callback's own state (:meth:`state_dict`: the training module's update count when it was
+    last logged) goes in the checkpoint too, under :attr:`state_key`, so that a fit resumed right
+    after a step that logged the training values (a checkpoint saved at an epoch's last batch whose
+    interval compute logged them) logs no row repeating them at that epoch's end, as the
+    uninterrupted fit logs none. The key names the callback's attribute names and ``output_key``:
+    two callbacks need different ones (Lightning refuses two stateful callbacks of one key), and a
+    resume with other names does not find the state (Lightning warns, and the epoch end may repeat
+    that row, as a checkpoint of an earlier version without this state does).
 
     Args:
         train: attribute name of the training :class:`~torchmetrics_ext.RecMetricModule` (``None``: none).
@@ -352,6 +373,18 @@ class RecMetricCallback(pl.Callback):
                 f"{max(1, round(interval / accumulate))} optimizer step(s)).",
                 category=PossibleUserWarning,
             )
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Keep a restored logged-at count only where the training module was restored at that count.
+
+        Lightning restores the model (the module's update count with it) and then this callback's
+        state, both before the fit's first batch. The count tells that the module's states were logged
+        as they are: it holds only where the module's count is that one (a module restored without
+        its count, e.g. added since the checkpoint, starts from 0 and logs its first epoch end).
+        """
+        module = self._module(pl_module, self.train)
+        if module is None or module._step != self._train_logged_at:
+            self._train_logged_at = None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Check the epoch's accumulation factor against the interval (see ``_check_accumulation``)."""
@@ -542,6 +575,52 @@ class RecMetricCallback(pl.Callback):
 
     # ------------------------------------------------------------------ checkpoints
 
+    @property
+    def state_key(self) -> str:
+        """The key of this callback's state in a checkpoint: the class and its attribute names.
+
+        Examples:
+            >>> from torchmetrics_ext.integrations.lightning import RecMetricCallback
+            >>> RecMetricCallback(train="aux_metrics", val=None, test=None).state_key
+            "RecMetricCallback{'train': 'aux_metrics', 'val': None, 'test': None, 'output_key': None}"
+        """
+        return self._generate_state_key(train=self.train, val=self.val, test=self.test, output_key=self.output_key)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training module's update count when the callback last logged it (``None``: not logged in this fit).
+
+        Examples:
+            >>> from torchmetrics_ext.integrations.lightning import RecMetricCallback
+            >>> RecMetricCallback().state_dict()
+            {'train_logged_at': None}
+        """
+        return {"train_logged_at": self._train_logged_at}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (Lightning calls it on resume, after the model's restore).
+
+        The count is kept at the fit's start only where the restored training module holds that
+        same count (see :meth:`on_train_start`).
+
+        Raises:
+            ValueError: ``state_dict`` is not what :meth:`state_dict` saves; the callback is left as it was.
+
+        Examples:
+            >>> from torchmetrics_ext.integrations.lightning import RecMetricCallback
+            >>> callback = RecMetricCallback()
+            >>> callback.load_state_dict({"train_logged_at": 14})
+            >>> callback.state_dict()
+            {'train_logged_at': 14}
+        """
+        value = state_dict.get("train_logged_at") if isinstance(state_dict, Mapping) else None
+        count = None if value is None else as_int(value)
+        if not isinstance(state_dict, Mapping) or (value is not None and (count is None or count < 0)):
+            raise ValueError(
+                "RecMetricCallback.load_state_dict: expected what state_dict saves, "
+                f"{{'train_logged_at': <whole number >= 0 or None>}}, got {state_dict!r}."
+            )
+        self._train_logged_at = count
+
     def _resumed(self, pl_module: pl.LightningModule) -> dict[str, RecMetricModule]:
         """The modules a resumed fit continues: the training one (validation starts afresh at each epoch)."""
         module = self._module(pl_module, self.train)
@@ -567,6 +646,9 @@ class RecMetricCallback(pl.Callback):
         are gone: the checkpoint then holds ``None`` for each of them, so that a resume starts the
         training module afresh, with a warning, rather than take rank 0's share for the whole; the
         save warns too.
+
+        Several callbacks (one per training module, of other attribute names) add their modules to
+        the same entry: each rank's dict holds every callback's modules.
         """
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         rank = dist.get_rank() if world > 1 else 0
@@ -586,14 +668,16 @@ class RecMetricCallback(pl.Callback):
                     "resume the metrics.",
                     stacklevel=2,
                 )
-            checkpoint["rec_metric_modules"] = [local] + [None] * (ranks - 1)
+            checkpoint["rec_metric_modules"] = _merge_per_rank(
+                checkpoint.get("rec_metric_modules"), [local] + [None] * (ranks - 1)
+            )
             return
         per_rank: list[Any] = [None] * world
         if world > 1:
             dist.all_gather_object(per_rank, local)
         else:
             per_rank = [local]
-        checkpoint["rec_metric_modules"] = per_rank
+        checkpoint["rec_metric_modules"] = _merge_per_rank(checkpoint.get("rec_metric_modules"), per_rank)
 
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]

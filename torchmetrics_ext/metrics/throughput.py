@@ -109,7 +109,10 @@ class Throughput(GuardedMetric):
     Note:
         **DDP.** Examples are summed across ranks and time is the slowest rank's (``max``): the
         states reduce with ``sum``/``max`` and sync through TorchMetrics like any metric. A rank
-        reads only its own clock, and ``update`` reads shapes only: no host-device sync.
+        reads only its own clock, and ``update`` reads shapes only: no host-device sync
+        (``compute`` reads its flags from the device once). A :meth:`reset` ends the warm-up on
+        every rank alike when a compute since the last reset counted any rank's examples (see
+        :meth:`reset`).
         :meth:`merge_state` joins another ``Throughput`` the same way (a run beside this one).
 
         **Memory.** The window keeps one ``(start, end, examples)`` entry per update within
@@ -238,6 +241,8 @@ class Throughput(GuardedMetric):
     def _restart(self) -> None:
         """Host-side bookkeeping of this rank: steps seen, the last clock reading, the recent updates."""
         self._steps = 0
+        # examples of any rank seen by the last compute (synced): a reset then ends the warm-up on every rank
+        self._computed_examples = False
         self._last: float | None = self.clock() if self.warmup_steps == 0 else None
         # the updates in the window, by start: (start, end, examples) on this rank's timeline of
         # timed seconds (``_now`` is its end); merged updates are placed on it too (see merge_state)
@@ -327,9 +332,14 @@ class Throughput(GuardedMetric):
         # also after the max across ranks), so the lifetime rate is undefined only with the window's; the
         # window's alone when its newest steps took 0 s and older ones fell out of it.
         undefined = (elapsed == 0) | (window_elapsed == 0)
-        window_only = bool(undefined) and bool(elapsed != 0)
-        with naming_part("window" if window_only else None):
-            warn_undefined(undefined, "Throughput", reason)
+        # one host read for the three flags (a device metric syncs with its device once per compute)
+        undefined_h, lifetime_defined, examples = torch.stack(
+            [undefined, elapsed != 0, self.total_examples > 0]
+        ).tolist()
+        self._computed_examples = examples  # compute's states are every rank's (see reset)
+        if undefined_h:  # the flag read above: no second read
+            with naming_part("window" if lifetime_defined else None):
+                warn_undefined(torch.ones((), dtype=torch.bool), "Throughput", reason)
         with silencing_undefined():
             return {
                 "lifetime_throughput": safe_divide(state("examples"), elapsed, "Throughput", reason),
@@ -390,11 +400,18 @@ class Throughput(GuardedMetric):
         between two validation epochs, never counts, and an epoch shorter than ``warmup_steps``
         still has rates from its second step. A reset before any update leaves the whole warm-up
         to go. With ``warmup_steps=0`` the clock restarts at the reset itself, as at construction.
+
+        Under DDP the ranks decide alike where a ``compute()`` (a collective) lies between the updates
+        and the reset: a rank that had no update of its own (a validation dataloader without a batch
+        on it) ends its warm-up too when that compute counted examples of any rank, so that no rank
+        is still warming up while the others time their steps (the rates, summed over ranks, would
+        miss its examples). A reset with no compute since the updates decides on each rank's own updates.
         """
         super().reset()
-        # the warm-up ends with the first reset after an update (see update: past it, an update with
-        # the clock not started only starts it)
-        steps = max(self._steps, self.warmup_steps) if self._steps else 0
+        # the warm-up ends with the first reset after an update on this rank, or after a compute that
+        # counted any rank's examples (see update: past it, an update with the clock not started only starts it)
+        seen = self._steps or self._computed_examples
+        steps = max(self._steps, self.warmup_steps) if seen else 0
         self._restart()
         self._steps = steps
 

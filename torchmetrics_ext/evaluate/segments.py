@@ -248,8 +248,10 @@ class SegmentIndex:
 def _written_apart(dtype: pa.DataType) -> bool:
     """Whether distinct values of ``dtype`` are always written apart in labels and keys (``segment_text``).
 
-    Text (quoted where it could read as another value), bytes (their Python literal), integers,
-    floats (their shortest text) and booleans are. Other types are written from their Python
+    Text (quoted where it could read as another value), bytes of any width (their Python literal),
+    integers, floats (their shortest text), booleans and decimals are: a column's decimals share
+    one scale, so each is a ``decimal.Decimal`` of one exponent, whose text spells its digits and
+    exponent exactly (Arrow has no negative zero). Other types are written from their Python
     values, which may drop what Arrow keeps (``time64[ns]`` becomes a ``datetime.time`` of
     microseconds): their texts are compared.
     """
@@ -261,6 +263,8 @@ _WRITTEN_APART = (
     pa.types.is_large_string,
     pa.types.is_binary,
     pa.types.is_large_binary,
+    pa.types.is_fixed_size_binary,
+    pa.types.is_decimal,
     pa.types.is_integer,
     pa.types.is_floating,
     pa.types.is_boolean,
@@ -272,10 +276,13 @@ def _check_texts(name: str, values: Any, label_type: pa.DataType) -> None:
 
     Two segments written alike would share a ``.values`` key (one value lost) and a label: such a
     column is refused, naming two of its values, rather than merged. Only for the types
-    :func:`_written_apart` cannot vouch for; for dates, times, timestamps and durations only the
-    values stored closer to another than Python's resolution of the type are written out
-    (:func:`_close_values`: none, in a column of distinct dates or of timestamps of distinct
-    microseconds), so a column of millions of distinct values is checked without a Python loop.
+    :func:`_written_apart` cannot vouch for (every flat type but dates, times, timestamps,
+    durations and ``null``); for those only the values stored closer to another than Python's
+    resolution of the type are written out (:func:`_close_values`: none, in a column of distinct
+    dates or of timestamps of distinct microseconds), so a column of millions of distinct values
+    is checked without a Python loop. The loop left compares Python's own texts of those few
+    candidates (what labels are written from, which no Arrow cast reproduces), or of a ``null``
+    column's one value.
 
     Raises:
         InvalidDataError: two distinct values are written alike.

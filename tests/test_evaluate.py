@@ -7,6 +7,7 @@ also checked against the same evaluation run on each segment's rows alone.
 
 from __future__ import annotations
 
+import datetime
 import decimal
 import io
 import json
@@ -3237,6 +3238,31 @@ def test_cli_prints_the_table_and_writes_every_output_format(dataset, tmp_path, 
         numbers
     )
     assert pq.read_table(tmp_path / "out.parquet").num_rows == 6
+
+
+def test_to_arrow_holds_plain_arrow_columns_and_records_plain_python_values():
+    """to_arrow (carried review item): segment columns keep the input's Arrow types, the rest are string,
+    int64 and float64 columns, and the records it is built from hold Python scalars, never tensors or numpy."""
+    n = 12
+    rng = np.random.default_rng(4)
+    by_columns = {
+        "d": pa.array([decimal.Decimal(i % 2) for i in range(n)], pa.decimal128(3, 1)),
+        "day": pa.array([datetime.date(2020, 1, 1 + i % 3) for i in range(n)]),
+        "ts": pa.array([i % 2 for i in range(n)], pa.timestamp("us", "UTC")),
+        "b": pa.array([bytes([i % 2]) for i in range(n)]),
+        "big": pa.array([2**64 - 1 - i % 2 for i in range(n)], pa.uint64()),
+        "flag": pa.array([i % 2 == 0 for i in range(n)]),
+    }
+    table = pa.table({"p": rng.random(n), "y": rng.integers(0, 2, n), "u": rng.integers(0, 3, n), **by_columns})
+    metrics = ["ne", "auc", "gauc", "ndcg@3", "recall@2", "ctr"]
+    result = evaluate(table, {"t": ("p", "y")}, metrics, user="u", session="u", by=list(by_columns))
+    schema = result.to_arrow().schema
+    assert {f.name: f.type for f in schema} == {
+        "segment": pa.string(), **{k: v.type for k, v in by_columns.items()}, "task": pa.string(),
+        "rows": pa.int64(), **dict.fromkeys(metrics, pa.float64()),
+    }
+    plain = (str, int, float, bool, bytes, decimal.Decimal, datetime.date, type(None))
+    assert all(type(v) in plain or isinstance(v, datetime.datetime) for r in result.records for v in r.values())
 
 
 def test_binary_segment_values_reach_every_output_losslessly(tmp_path, capsys):

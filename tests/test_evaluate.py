@@ -1020,7 +1020,9 @@ def test_uint64_and_int64_ids_of_one_bit_pattern_are_one_session_and_user(tmp_pa
             evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by="s")
     else:  # CSV only: no number type holds every text, so the texts as written are the segments
         result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by="s")
-        assert {r["s"]: r["rows"] for r in result.records[1:]} == dict(pd.Series(map(str, unsigned + signed)).value_counts())
+        assert {r["s"]: r["rows"] for r in result.records[1:]} == dict(
+            pd.Series(map(str, unsigned + signed)).value_counts()
+        )
 
 
 def test_csv_ids_read_as_parquet_reads_them_wherever_and_however_written(tmp_path):
@@ -1052,7 +1054,12 @@ def test_csv_ids_read_as_parquet_reads_them_wherever_and_however_written(tmp_pat
     for path in (tmp_path / "u.parquet", tmp_path / "u.csv"):
         for batch_size in (7, 1000):
             result = evaluate(
-                path, {"t": ("p", "y")}, ["recall@2", "gauc"], user="s", session="s", on_invalid="skip",
+                path,
+                {"t": ("p", "y")},
+                ["recall@2", "gauc"],
+                user="s",
+                session="s",
+                on_invalid="skip",
                 batch_size=batch_size,
             )
             assert result.rows_skipped == int(null.sum())
@@ -1065,9 +1072,14 @@ def test_csv_ids_read_as_parquet_reads_them_wherever_and_however_written(tmp_pat
 def test_a_csv_id_of_neither_type_names_the_value_and_its_line(tmp_path, text, line):
     """An id beyond both int64 and uint64 (or no integer) is refused naming the file, column, value and line."""
     (tmp_path / "c.csv").write_text(f"p,y,s\n0.5,1,18446744073709551615\n0.4,0,{text}\n0.3,1,-1\n")
+    expected = (
+        r"an integer id from -9223372036854775808 to 18446744073709551615 \(a uint64 id is read as its 64-bit "
+        r"pattern\)\.$"
+        if re.fullmatch(r"-?[0-9]+", text)
+        else r"an integer id\. Number text ids first"
+    )
     message = (
-        rf"c\.csv: column 's' \(session ids\): invalid value '{re.escape(text)}' at line {line}; expected an integer "
-        r"id \(int64, or uint64 read as its 64-bit pattern\)\. Number text ids first"
+        rf"c\.csv: column 's' \(session ids\): invalid value '{re.escape(text)}' at line {line}; expected {expected}"
     )
     for batch_size in (1, 10):
         with pytest.raises(InvalidDataError, match=message):
@@ -2229,7 +2241,9 @@ def test_decimal_and_fixed_size_binary_segments_are_checked_without_a_python_loo
     segments._check_texts("g", values, dtype)
     assert written == []
     # the segments of such a column: one per value, its rows as pandas groups them
-    table = pa.table({"p": rng.random(6).round(3), "y": [0, 1, 1, 0, 1, 0], "g": values.take([0, 5, 0, 5, 9, len(values) - 1])})
+    table = pa.table(
+        {"p": rng.random(6).round(3), "y": [0, 1, 1, 0, 1, 0], "g": values.take([0, 5, 0, 5, 9, len(values) - 1])}
+    )
     result = evaluate(table, {"t": ("p", "y")}, ["ctr"], by="g")
     frame = table.to_pandas()
     want = frame.groupby(frame["g"].astype(object).map(str), dropna=False).y.mean().to_dict()
@@ -3258,8 +3272,11 @@ def test_to_arrow_holds_plain_arrow_columns_and_records_plain_python_values():
     result = evaluate(table, {"t": ("p", "y")}, metrics, user="u", session="u", by=list(by_columns))
     schema = result.to_arrow().schema
     assert {f.name: f.type for f in schema} == {
-        "segment": pa.string(), **{k: v.type for k, v in by_columns.items()}, "task": pa.string(),
-        "rows": pa.int64(), **dict.fromkeys(metrics, pa.float64()),
+        "segment": pa.string(),
+        **{k: v.type for k, v in by_columns.items()},
+        "task": pa.string(),
+        "rows": pa.int64(),
+        **dict.fromkeys(metrics, pa.float64()),
     }
     plain = (str, int, float, bool, bytes, decimal.Decimal, datetime.date, type(None))
     assert all(type(v) in plain or isinstance(v, datetime.datetime) for r in result.records for v in r.values())

@@ -292,7 +292,7 @@ def text_types(columns: Sequence[Column]) -> dict[str, pa.DataType]:
         if out.get(column.name, dtype) != dtype:  # labels and another role (their types are checked): numbers
             dtype = pa.float64()
         out[column.name] = dtype
-    # ids alone (or with another integer role: none) as text; ids with another role stay float64, as before
+    # ids (a column of ids has no other role: the plan refuses one) as text, cast by to_numpy
     return {name: _TEXT_IDS if dtype == _TEXT_TYPES["id"] else dtype for name, dtype in out.items()}
 
 
@@ -370,10 +370,11 @@ def _text_ids(array: pa.Array, first_row: int, where: Callable[[int], str] = dat
     ints, naturals = read_text_as(signed, pa.int64()), read_text_as(unsigned, pa.uint64())
     if ints is None or naturals is None:
         row = _first_invalid(signed, pa.int64()) if ints is None else _first_invalid(unsigned, pa.uint64())
-        raise InvalidDataError(
-            f"invalid value {array[row].as_py()!r} at {where(first_row + row)}; expected an integer id "
-            f"(int64, or uint64 read as its 64-bit pattern). {TEXT_IDS_HINT}"
-        )
+        value = array[row].as_py()
+        expected = f"an integer id. {TEXT_IDS_HINT}"  # a text id ("u7", a hash in hex)
+        if re.fullmatch(r"\s*-?[0-9]+\s*", value):  # an integer beyond both types
+            expected = f"an integer id from {-(2**63)} to {2**64 - 1} (a uint64 id is read as its 64-bit pattern)."
+        raise InvalidDataError(f"invalid value {value!r} at {where(first_row + row)}; expected {expected}")
     return pc.if_else(negative, ints, naturals.view(pa.int64()))
 
 

@@ -7,6 +7,8 @@ also checked against the same evaluation run on each segment's rows alone.
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import io
 import json
 import os
@@ -986,21 +988,26 @@ def _recall_at_2_and_gauc_by_key(ids: list[int], p: np.ndarray, y: np.ndarray) -
     return {"recall@2/t": float(np.mean(recalls)), "gauc/t": float(np.mean(aucs))}
 
 
+def _write(table: pa.Table, path: Path, file_format: str) -> None:
+    if file_format == "parquet":
+        pq.write_table(table, path.with_suffix(".parquet"))
+    else:
+        pa_csv.write_csv(table, path.with_suffix(".csv"))  # a uint64 column as its decimal text
+
+
+@pytest.mark.parametrize("unsigned_format", ["parquet", "csv"])
 @pytest.mark.parametrize("signed_format", ["parquet", "csv"])
-def test_uint64_and_int64_ids_of_one_bit_pattern_are_one_session_and_user(tmp_path, signed_format):
+def test_uint64_and_int64_ids_of_one_bit_pattern_are_one_session_and_user(tmp_path, signed_format, unsigned_format):
     """Ids are keys compared by 64-bit pattern (documented): a uint64 file's 2**64 - 1 and 2**63 are the
-    sessions (and users) -1 and -2**63 of an int64 file (Parquet or CSV). --by, whose values are reported,
-    compares by value and refuses the same two files; a CSV file's uint64-only id names its int64 twin."""
+    sessions (and users) -1 and -2**63 of an int64 file, whether each file is Parquet or CSV (a CSV file's
+    uint64 text was refused, so the same data had no report from CSV). --by, whose values are reported,
+    compares by value: two typed files are refused, CSV-only text beyond both types stays as written."""
     unsigned = [2**64 - 1, 2**64 - 1, 2**63, 2**63, 7, 7]
     signed = [-1, -1, -(2**63), -(2**63), 7, 5]
     p_a, y_a = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4]), np.array([0, 1, 1, 0, 1, 0])
     p_b, y_b = np.array([0.95, 0.85, 0.3, 0.2, 0.65, 0.1]), np.array([1, 0, 1, 0, 0, 1])
-    pq.write_table(pa.table({"p": p_a, "y": y_a, "s": pa.array(unsigned, pa.uint64())}), tmp_path / "a.parquet")
-    signed_table = pa.table({"p": p_b, "y": y_b, "s": pa.array(signed, pa.int64())})
-    if signed_format == "parquet":
-        pq.write_table(signed_table, tmp_path / "b.parquet")
-    else:
-        pa_csv.write_csv(signed_table, tmp_path / "b.csv")
+    _write(pa.table({"p": p_a, "y": y_a, "s": pa.array(unsigned, pa.uint64())}), tmp_path / "a", unsigned_format)
+    _write(pa.table({"p": p_b, "y": y_b, "s": pa.array(signed, pa.int64())}), tmp_path / "b", signed_format)
     p, y = np.concatenate([p_a, p_b]), np.concatenate([y_a, y_b])
     by_pattern = _recall_at_2_and_gauc_by_key([v % 2**64 for v in unsigned + signed], p, y)  # two's complement
     by_value = _recall_at_2_and_gauc_by_key(unsigned + signed, p, y)
@@ -1008,16 +1015,75 @@ def test_uint64_and_int64_ids_of_one_bit_pattern_are_one_session_and_user(tmp_pa
     assert by_pattern["gauc/t"] != pytest.approx(by_value["gauc/t"])
     values = evaluate(tmp_path, {"t": ("p", "y")}, ["recall@2", "gauc"], user="s", session="s").values
     assert_close(values, by_pattern)
-    with pytest.raises(InvalidDataError, match=r"column 's' \(--by segment\) has type .*which cannot hold every"):
-        evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by="s")
-    # a CSV file holding the uint64 id itself: refused, naming the int64 id of the same pattern
-    (tmp_path / "c.csv").write_text("p,y,s\n0.5,1,7\n0.4,0,18446744073709551615\n")
-    message = (
-        r"c\.csv: column 's' \(session ids\): invalid value '18446744073709551615' at line 3; expected an int64 id "
-        r"\(a CSV file's ids are read as int64\)\. An id is its 64-bit pattern, so this uint64 id is the int64 id -1 "
+    if "parquet" in (signed_format, unsigned_format):  # a typed file: uint64 and int64 values, one type holds neither
+        with pytest.raises(InvalidDataError, match=r"column 's' \(--by segment\) has type .*which cannot hold every"):
+            evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by="s")
+    else:  # CSV only: no number type holds every text, so the texts as written are the segments
+        result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by="s")
+        assert {r["s"]: r["rows"] for r in result.records[1:]} == dict(
+            pd.Series(map(str, unsigned + signed)).value_counts()
+        )
+
+
+def test_csv_ids_read_as_parquet_reads_them_wherever_and_however_written(tmp_path):
+    """One data set's ids, each spelt at random as its uint64 or int64 text (spaces, null texts, batches
+    split anywhere), give the report of the Parquet file of its uint64 column, which equals the reference
+    grouping rows by the ids' 64-bit patterns (pandas groupby of numpy's two's complement)."""
+    rng = np.random.default_rng(3)
+    pool = np.array([2**64 - 1, 2**64 - 2, 2**63, 2**63 + 9, 0, 5, 2**63 - 1, 12], dtype=np.uint64)
+    n = 400
+    ids = rng.choice(pool, n)
+    p, y = rng.random(n).round(6), (rng.random(n) < 0.4).astype(np.int64)
+    null = rng.random(n) < 0.05
+    pq.write_table(pa.table({"p": p, "y": y, "s": pa.array(ids, mask=null)}), tmp_path / "u.parquet")
+    signed = ids.view(np.int64)
+    texts = np.where(rng.random(n) < 0.5, ids.astype(str), signed.astype(str)).astype(object)
+    texts = np.where(rng.random(n) < 0.2, " " + texts + "\t", texts)
+    texts[null] = rng.choice(["", "NA", "null"], int(null.sum()))
+    lines = [f"{a!r},{b},{c}" for a, b, c in zip(p.tolist(), y.tolist(), texts)]
+    (tmp_path / "u.csv").write_text("p,y,s\n" + "\n".join(lines) + "\n")
+    # the reference: valid rows grouped by the 64-bit pattern (pandas), numpy recall@2 and sklearn auc per group
+    frame = pd.DataFrame({"p": p, "y": y, "key": signed})[~null]
+    recalls, aucs = [], []
+    for _, part in frame.groupby("key"):
+        if part.y.sum() > 0:
+            recalls.append(part.y.to_numpy()[np.argsort(-part.p.to_numpy(), kind="stable")[:2]].sum() / part.y.sum())
+        if 0 < part.y.sum() < len(part):
+            aucs.append(roc_auc_score(part.y, part.p))
+    want = {"recall@2/t": float(np.mean(recalls)), "gauc/t": float(np.mean(aucs))}
+    for path in (tmp_path / "u.parquet", tmp_path / "u.csv"):
+        for batch_size in (7, 1000):
+            result = evaluate(
+                path,
+                {"t": ("p", "y")},
+                ["recall@2", "gauc"],
+                user="s",
+                session="s",
+                on_invalid="skip",
+                batch_size=batch_size,
+            )
+            assert result.rows_skipped == int(null.sum())
+            assert_close(result.values, want)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"), [("18446744073709551616", 3), ("-9223372036854775809", 3), ("1.5", 3), ("-", 3), ("u7", 3)]
+)
+def test_a_csv_id_of_neither_type_names_the_value_and_its_line(tmp_path, text, line):
+    """An id beyond both int64 and uint64 (or no integer) is refused naming the file, column, value and line."""
+    (tmp_path / "c.csv").write_text(f"p,y,s\n0.5,1,18446744073709551615\n0.4,0,{text}\n0.3,1,-1\n")
+    expected = (
+        r"an integer id from -9223372036854775808 to 18446744073709551615 \(a uint64 id is read as its 64-bit "
+        r"pattern\)\.$"
+        if re.fullmatch(r"-?[0-9]+", text)
+        else r"an integer id\. Number text ids first"
     )
-    with pytest.raises(InvalidDataError, match=message):
-        evaluate(tmp_path / "c.csv", {"t": ("p", "y")}, ["recall@2"], session="s")
+    message = (
+        rf"c\.csv: column 's' \(session ids\): invalid value '{re.escape(text)}' at line {line}; expected {expected}"
+    )
+    for batch_size in (1, 10):
+        with pytest.raises(InvalidDataError, match=message):
+            evaluate(tmp_path / "c.csv", {"t": ("p", "y")}, ["recall@2"], session="s", batch_size=batch_size)
 
 
 def test_an_infinite_value_is_one_invalid_reason():
@@ -1920,11 +1986,47 @@ def test_segment_types_that_unify_but_do_not_hold_the_values_name_the_files_and_
         )
         with pytest.raises(InvalidDataError, match=message):
             evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["c"])
+    # uint64 would hold the uint64 file's values, but not the other's negative one: said so
+    message = r"\(Integer value 9223372036854775809 not in range.*; nor does uint64, since .*b\.parquet holds the negative value -1: no integer type holds both\)"
+    with pytest.raises(InvalidDataError, match=message):
+        evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["c"])
     # values that fit: one type, every segment its own rows
     pq.write_table(pa.table({"p": [0.2, 0.7], "y": [0, 1], "c": [5, 6]}), tmp_path / "a.parquet")
     pq.write_table(pa.table({"p": [0.4, 0.9], "y": [1, 0], "c": [0.5, 1.5]}), tmp_path / "b.parquet")
     result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["c"])
     assert {r["c"]: r["ctr"] for r in result.records[1:]} == {0.5: 1.0, 1.5: 0.0, 5.0: 0.0, 6.0: 1.0}
+
+
+@pytest.mark.parametrize("formats", [("parquet", "parquet"), ("csv", "parquet"), ("parquet", "csv")])
+def test_uint64_segments_above_int64_next_to_nonnegative_ints_are_uint64_with_their_values(tmp_path, formats):
+    """Arrow unifies uint64 and int64 as int64, so uint64 values above 2**63 next to non-negative int64 values
+    were refused, though uint64 holds both: now the column is uint64 and reports the user's values (a CSV
+    file's text as its number), each segment's rows as pandas groups the Python ints."""
+    rng = np.random.default_rng(5)
+    big = [2**64 - 1, 2**63, 2**63 + 17]
+    u = rng.choice(np.array([*big, 3, 0], dtype=np.uint64), 60)
+    i = rng.choice(np.array([0, 3, 8, 2**62], dtype=np.int64), 50)
+    tables = [
+        pa.table({"p": rng.random(len(u)).round(6), "y": rng.integers(0, 2, len(u)), "c": pa.array(u)}),
+        pa.table({"p": rng.random(len(i)).round(6), "y": rng.integers(0, 2, len(i)), "c": pa.array(i)}),
+    ]
+    for k, (table, file_format) in enumerate(zip(tables, formats)):
+        _write(table, tmp_path / f"f{k}", file_format)
+    frame = pd.concat([t.to_pandas() for t in tables])
+    frame["c"] = [int(v) for t in tables for v in t.column("c").to_pylist()]  # Python ints: exact values
+    want = {key: (len(part), float(part.y.mean())) for key, part in frame.groupby(frame["c"].astype(object))}
+    assert any(key > 2**63 - 1 for key in want)
+    result = evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["c"], batch_size=16)
+    got = {r["c"]: (r["rows"], r["ctr"]) for r in result.records if r["segment"] != "all"}
+    assert got.keys() == want.keys()
+    for key, (rows, ctr) in want.items():
+        assert got[key][0] == rows and got[key][1] == pytest.approx(ctr)
+    assert result.to_arrow().schema.field("c").type == pa.uint64()
+    assert sorted(result.to_arrow().column("c").drop_null().to_pylist()) == sorted(want)
+    # a negative int64 next to uint64 above 2**63: no integer type holds both, refused naming them
+    _write(pa.table({"p": [0.5], "y": [1], "c": pa.array([-1], pa.int64())}), tmp_path / "neg", formats[1])
+    with pytest.raises(InvalidDataError, match=r"column 'c' \(--by segment\) has type .*cannot hold every value"):
+        evaluate(tmp_path, {"t": ("p", "y")}, ["ctr"], by=["c"])
 
 
 def _segment_refs(frame: pd.DataFrame, by: str) -> dict[str, float]:
@@ -2114,6 +2216,38 @@ def test_segment_values_written_alike_match_a_brute_force_reference(dtype):
         pair = values.take(list(expected))
         with pytest.raises(InvalidDataError, match=re.escape(f"both read in Python as {pair[1].as_py()!r}")):
             _check_texts("g", values, dtype)
+
+
+@pytest.mark.parametrize(
+    "dtype", [pa.decimal128(20, 10), pa.decimal128(9, 0), pa.decimal128(7, -3), pa.decimal256(40, 2), pa.binary(3)]
+)
+def test_decimal_and_fixed_size_binary_segments_are_checked_without_a_python_loop(dtype, monkeypatch):
+    """_check_texts wrote every distinct decimal or fixed-size binary value from Python (0.3 s for 200k
+    segments) although such values are always written apart; the brute-force reference agrees that no
+    two distinct values of a column write alike, and the check now writes none of them out."""
+    from torchmetrics_ext.evaluate import segments
+
+    rng = np.random.default_rng(dtype.bit_width + getattr(dtype, "scale", 0))
+    if pa.types.is_decimal(dtype):  # random unscaled integers, negatives and zero, at the column's scale
+        digits = min(dtype.precision, 18)
+        unscaled = np.unique(rng.integers(-(10**digits) + 1, 10**digits, 20_000))
+        values = pa.array([decimal.Decimal(int(u)).scaleb(-dtype.scale) for u in unscaled], dtype)
+    else:
+        values = pa.array([bytes(b.tolist()) for b in np.unique(rng.integers(0, 256, (20_000, 3)), axis=0)], dtype)
+    values = pa.concat_arrays([values, pa.nulls(1, dtype)])
+    assert _first_pair_written_alike(values) is None  # the reference: every Python text distinct
+    written = []
+    monkeypatch.setattr(segments, "_value_text", lambda *a: written.append(a) or str(a[0]))
+    segments._check_texts("g", values, dtype)
+    assert written == []
+    # the segments of such a column: one per value, its rows as pandas groups them
+    table = pa.table(
+        {"p": rng.random(6).round(3), "y": [0, 1, 1, 0, 1, 0], "g": values.take([0, 5, 0, 5, 9, len(values) - 1])}
+    )
+    result = evaluate(table, {"t": ("p", "y")}, ["ctr"], by="g")
+    frame = table.to_pandas()
+    want = frame.groupby(frame["g"].astype(object).map(str), dropna=False).y.mean().to_dict()
+    assert {str(r["g"]): r["ctr"] for r in result.records[1:]} == pytest.approx(want)
 
 
 @pytest.mark.parametrize("ordered", [False, True])
@@ -3118,6 +3252,34 @@ def test_cli_prints_the_table_and_writes_every_output_format(dataset, tmp_path, 
         numbers
     )
     assert pq.read_table(tmp_path / "out.parquet").num_rows == 6
+
+
+def test_to_arrow_holds_plain_arrow_columns_and_records_plain_python_values():
+    """to_arrow (carried review item): segment columns keep the input's Arrow types, the rest are string,
+    int64 and float64 columns, and the records it is built from hold Python scalars, never tensors or numpy."""
+    n = 12
+    rng = np.random.default_rng(4)
+    by_columns = {
+        "d": pa.array([decimal.Decimal(i % 2) for i in range(n)], pa.decimal128(3, 1)),
+        "day": pa.array([datetime.date(2020, 1, 1 + i % 3) for i in range(n)]),
+        "ts": pa.array([i % 2 for i in range(n)], pa.timestamp("us", "UTC")),
+        "b": pa.array([bytes([i % 2]) for i in range(n)]),
+        "big": pa.array([2**64 - 1 - i % 2 for i in range(n)], pa.uint64()),
+        "flag": pa.array([i % 2 == 0 for i in range(n)]),
+    }
+    table = pa.table({"p": rng.random(n), "y": rng.integers(0, 2, n), "u": rng.integers(0, 3, n), **by_columns})
+    metrics = ["ne", "auc", "gauc", "ndcg@3", "recall@2", "ctr"]
+    result = evaluate(table, {"t": ("p", "y")}, metrics, user="u", session="u", by=list(by_columns))
+    schema = result.to_arrow().schema
+    assert {f.name: f.type for f in schema} == {
+        "segment": pa.string(),
+        **{k: v.type for k, v in by_columns.items()},
+        "task": pa.string(),
+        "rows": pa.int64(),
+        **dict.fromkeys(metrics, pa.float64()),
+    }
+    plain = (str, int, float, bool, bytes, decimal.Decimal, datetime.date, type(None))
+    assert all(type(v) in plain or isinstance(v, datetime.datetime) for r in result.records for v in r.values())
 
 
 def test_binary_segment_values_reach_every_output_losslessly(tmp_path, capsys):

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from torchmetrics_ext.evaluate.sources import InvalidDataError, column_names, data_rows, delimiter_hint
+from torchmetrics_ext.evaluate.sources import InvalidDataError, column_names, data_rows, delimiter_hint, read_text_as
 
 __all__ = [
     "TEXT_IDS_HINT",
@@ -264,16 +264,20 @@ _TEXT_TYPES: dict[Kind, pa.DataType] = {
     "score": pa.float64(),
     "label": pa.string(),  # numbers or true/false, anywhere in the file: converted by to_numpy
     "weight": pa.float64(),
-    "id": pa.int64(),
+    "id": pa.int64(),  # integers, read as text (`_TEXT_IDS`) and converted by to_numpy: uint64 too
     "segment": pa.string(),
 }
+_TEXT_IDS = pa.string()  # what a column of ids alone is read as: int64 and uint64 texts, as their 64-bit patterns
 
 
 def text_types(columns: Sequence[Column]) -> dict[str, pa.DataType]:
     """Fixed types to read ``columns`` of a text file with, so values never depend on the block size.
 
-    Numbers are float64, ids int64 and segments strings (the text as written, typed over every
-    text file once all are read: :class:`~torchmetrics_ext.evaluate.segments.SegmentCollector`).
+    Numbers are float64 and segments strings (the text as written, typed over every text file once
+    all are read: :class:`~torchmetrics_ext.evaluate.segments.SegmentCollector`). Ids are read as
+    text and converted by :func:`to_numpy`: int64 and uint64 integers alike, a uint64 id beyond
+    int64 as its bit pattern (what a Parquet uint64 column reads as), so one file gives the same
+    report as CSV or Parquet.
     Labels are read as text and converted by :func:`to_numpy`: numbers, or the reader's booleans
     (``true``/``false``) as 1 and 0, wherever they are in the file (guessing booleans from the
     first block made a file fail or not with its size). A column of labels and another role is
@@ -288,7 +292,8 @@ def text_types(columns: Sequence[Column]) -> dict[str, pa.DataType]:
         if out.get(column.name, dtype) != dtype:  # labels and another role (their types are checked): numbers
             dtype = pa.float64()
         out[column.name] = dtype
-    return out
+    # ids (a column of ids has no other role: the plan refuses one) as text, cast by to_numpy
+    return {name: _TEXT_IDS if dtype == _TEXT_TYPES["id"] else dtype for name, dtype in out.items()}
 
 
 _CSV = pa_csv.ConvertOptions()  # the reader's defaults: its null, true and false texts
@@ -330,14 +335,58 @@ def _text_labels(array: pa.Array, first_row: int, where: Callable[[int], str] = 
     return pc.if_else(null, pa.scalar(None, pa.float64()), values)
 
 
+def _first_invalid(array: pa.Array, dtype: pa.DataType) -> int:
+    """The first position of ``array`` (texts) that does not read as ``dtype`` (one does): bisection, O(n) in all."""
+    low, high = 0, len(array)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if read_text_as(array.slice(low, middle - low), dtype) is None:
+            high = middle
+        else:
+            low = middle
+    return low
+
+
+def _text_ids(array: pa.Array, first_row: int, where: Callable[[int], str] = data_rows) -> pa.Array:
+    """Ids read as text (CSV) as int64: int64 ids as they are, uint64 ids beyond int64 as their bit pattern.
+
+    Ids are keys matched by 64-bit pattern, and a Parquet uint64 column is read as int64 bits, so the
+    text ``18446744073709551615`` is the id ``-1`` here too. Each value reads as the CSV reader reads
+    it as int64 (or uint64, for a text without a minus sign): spaces around it, the reader's null
+    texts. Vectorised: a plain file costs one cast; only a null text, a space or a uint64 beyond int64
+    costs the reader's parsing of the batch's texts, and only an invalid value a bisection for it.
+
+    Raises:
+        InvalidDataError: a value is no integer of either type (names it and ``where`` its row is,
+            counting from ``first_row``).
+    """
+    try:  # plain integers (the usual file): one cast, which takes no text the reader refuses
+        return pc.cast(array, pa.int64())
+    except pa.ArrowInvalid:
+        pass
+    negative = pc.starts_with(pc.utf8_trim(array, " \t"), "-")
+    signed = pc.if_else(negative, array, "0")  # a text with a minus sign: int64 only
+    unsigned = pc.if_else(negative, "0", array)  # the others: uint64 holds every non-negative int64
+    ints, naturals = read_text_as(signed, pa.int64()), read_text_as(unsigned, pa.uint64())
+    if ints is None or naturals is None:
+        row = _first_invalid(signed, pa.int64()) if ints is None else _first_invalid(unsigned, pa.uint64())
+        value = array[row].as_py()
+        expected = f"an integer id. {TEXT_IDS_HINT}"  # a text id ("u7", a hash in hex)
+        if re.fullmatch(r"\s*-?[0-9]+\s*", value):  # an integer beyond both types
+            expected = f"an integer id from {-(2**63)} to {2**64 - 1} (a uint64 id is read as its 64-bit pattern)."
+        raise InvalidDataError(f"invalid value {value!r} at {where(first_row + row)}; expected {expected}")
+    return pc.if_else(negative, ints, naturals.view(pa.int64()))
+
+
 def to_numpy(
     array: pa.Array | pa.ChunkedArray, kind: Kind, first_row: int = 0, where: Callable[[int], str] = data_rows
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The values of a numeric column as numpy (zero-copy when possible) and its null mask (or ``None``).
 
-    Labels read as text (CSV, :func:`text_types`) are converted first: numbers, or ``true``/``false``
-    (an invalid value raises :class:`InvalidDataError` naming it and its row as ``where`` says,
-    ``first_row`` being the batch's first, 0-based).
+    Labels read as text (CSV, :func:`text_types`) are converted first: numbers, or ``true``/``false``;
+    so are ids read as text: int64, or uint64 as its bit pattern (an invalid value raises
+    :class:`InvalidDataError` naming it and its row as ``where`` says, ``first_row`` being the
+    batch's first, 0-based).
 
     Integer predictions are scores like any other numbers: they become float64 (as a CSV file's
     predictions are read), since the metrics take floating point predictions. uint64 ids keep
@@ -354,6 +403,8 @@ def to_numpy(
         array = array.cast(pa.float64())  # the nearest float64, as the CSV reader parses the same text
     if kind == "label" and (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
         array = _text_labels(array, first_row, where)
+    elif kind == "id" and (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        array = _text_ids(array, first_row, where)
     nulls = None
     if array.null_count:
         nulls = array.is_null().to_numpy(zero_copy_only=False)

@@ -535,15 +535,6 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
-def _unsigned_id(text: str) -> int | None:
-    """The integer a CSV id ``text`` spells if a uint64 beyond int64 (``2**63`` to ``2**64 - 1``), else ``None``."""
-    text = text.strip(" \t")
-    if not text.isascii() or not text.isdigit():
-        return None
-    value = int(text)
-    return value if 2**63 <= value < 2**64 else None
-
-
 def _tensor(values: np.ndarray) -> Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # arrow buffers are read-only; nothing writes to them
@@ -621,13 +612,6 @@ class _Run:
             return str(err)
         where = "" if err.row is None else f" at {source.where(err.row)}"
         expected = f"an integer id. {TEXT_IDS_HINT}" if kind == "id" else "a number"
-        unsigned = _unsigned_id(err.value) if kind == "id" else None
-        if unsigned is not None:  # a uint64 id (a hash): ids are 64-bit patterns, so its int64 twin is the same id
-            expected = (
-                f"an int64 id (a CSV file's ids are read as int64). An id is its 64-bit pattern, so this uint64 id "
-                f"is the int64 id {unsigned - 2**64} (what a Parquet file's uint64 column reads as): write that, "
-                "or the column as uint64 in a Parquet file."
-            )
         return (
             f"{source.label}: column {err.column!r} ({role}): invalid value {err.value!r}{where}; expected {expected}"
         )
@@ -1104,8 +1088,8 @@ def evaluate(
             are keys, never reported, so two ids are one user (session) when their 64-bit patterns
             are equal: any integer type, and a uint64 id ``u >= 2**63`` is the int64 id
             ``u - 2**64`` (a 64-bit hash written by an unsigned writer in one file and a signed one
-            in another is one id). A CSV file's ids are read as int64: a uint64 id above
-            ``2**63 - 1`` there is refused, naming the int64 id with its bit pattern.
+            in another is one id). A CSV file's ids are read the same way: ``18446744073709551615``
+            there is the id ``-1``, as in a Parquet uint64 column.
         by: columns whose distinct value combinations are the segments (any number of columns and
             of distinct values; one column as a string, ``by="country"`` as ``by=["country"]``, as
             ``--by country`` and a config's ``by: country``; several as a list, tuple, numpy array or

@@ -248,8 +248,10 @@ class SegmentIndex:
 def _written_apart(dtype: pa.DataType) -> bool:
     """Whether distinct values of ``dtype`` are always written apart in labels and keys (``segment_text``).
 
-    Text (quoted where it could read as another value), bytes (their Python literal), integers,
-    floats (their shortest text) and booleans are. Other types are written from their Python
+    Text (quoted where it could read as another value), bytes of any width (their Python literal),
+    integers, floats (their shortest text), booleans and decimals are: a column's decimals share
+    one scale, so each is a ``decimal.Decimal`` of one exponent, whose text spells its digits and
+    exponent exactly (Arrow has no negative zero). Other types are written from their Python
     values, which may drop what Arrow keeps (``time64[ns]`` becomes a ``datetime.time`` of
     microseconds): their texts are compared.
     """
@@ -261,6 +263,8 @@ _WRITTEN_APART = (
     pa.types.is_large_string,
     pa.types.is_binary,
     pa.types.is_large_binary,
+    pa.types.is_fixed_size_binary,
+    pa.types.is_decimal,
     pa.types.is_integer,
     pa.types.is_floating,
     pa.types.is_boolean,
@@ -272,10 +276,13 @@ def _check_texts(name: str, values: Any, label_type: pa.DataType) -> None:
 
     Two segments written alike would share a ``.values`` key (one value lost) and a label: such a
     column is refused, naming two of its values, rather than merged. Only for the types
-    :func:`_written_apart` cannot vouch for; for dates, times, timestamps and durations only the
-    values stored closer to another than Python's resolution of the type are written out
-    (:func:`_close_values`: none, in a column of distinct dates or of timestamps of distinct
-    microseconds), so a column of millions of distinct values is checked without a Python loop.
+    :func:`_written_apart` cannot vouch for (every flat type but dates, times, timestamps,
+    durations and ``null``); for those only the values stored closer to another than Python's
+    resolution of the type are written out (:func:`_close_values`: none, in a column of distinct
+    dates or of timestamps of distinct microseconds), so a column of millions of distinct values
+    is checked without a Python loop. The loop left compares Python's own texts of those few
+    candidates (what labels are written from, which no Arrow cast reproduces), or of a ``null``
+    column's one value.
 
     Raises:
         InvalidDataError: two distinct values are written alike.
@@ -584,6 +591,7 @@ class SegmentCollector:
         # so that a file's type counts whatever its row count, an empty file's or one whose rows were skipped
         tables += self._schema_parts
         places += list(self._schemas.values())
+        tables = _unsigned_where_needed(self.by, tables)
         try:
             combos = pa.concat_tables(tables, promote_options="permissive")
         except pa.ArrowException:
@@ -711,6 +719,47 @@ def _typed(parts: Sequence[_Part], converters: Mapping[str, tuple[Any, Any]]) ->
     return tables
 
 
+def _value_type(dtype: pa.DataType) -> pa.DataType:
+    return dtype.value_type if pa.types.is_dictionary(dtype) else dtype
+
+
+def _negative(column: Any) -> Any:
+    """The first negative value of an integer ``column`` (``None`` if there is none): one ``min``."""
+    if not pa.types.is_signed_integer(_value_type(column.type)):
+        return None
+    low = pc.min(_decoded(column)).as_py()
+    return low if low is not None and low < 0 else None
+
+
+def _unsigned_where_needed(by: Sequence[str], tables: Sequence[pa.Table]) -> list[pa.Table]:
+    """The parts with their integer ``by`` columns as uint64 where only uint64 holds every value.
+
+    Arrow unifies uint64 with a signed type as int64, which cannot hold a uint64 value above
+    ``2**63 - 1``: when a column holds such a value and no negative value (every part of an
+    integer type), uint64 holds them all, and is their type. A negative value next to one above
+    ``2**63 - 1`` fits no integer type: left as it is, to be refused naming both (:func:`_type_clash`).
+    Segments compare by value (they are reported), so the values stay the user's.
+    """
+    out = list(tables)
+    for name in by:
+        columns = [t.column(name) for t in out if not pa.types.is_null(t.schema.field(name).type)]
+        types = {_value_type(c.type) for c in columns}
+        if pa.uint64() not in types or len(types) < 2 or not all(pa.types.is_integer(t) for t in types):
+            continue
+        big = any(pc.max(_decoded(c)).as_py() > _INT64_MAX for c in columns if _value_type(c.type) == pa.uint64())
+        if not big or any(_negative(c) is not None for c in columns):
+            continue
+        for i, table in enumerate(out):
+            dtype = table.schema.field(name).type
+            if not pa.types.is_null(dtype) and _value_type(dtype) != pa.uint64():
+                position = table.schema.get_field_index(name)
+                out[i] = table.set_column(position, name, _decoded(table.column(name)).cast(pa.uint64()))
+    return out
+
+
+_INT64_MAX = (1 << 63) - 1
+
+
 def _groupable(dtype: pa.DataType) -> bool:
     """Whether Arrow groups, hashes, sorts and looks up values of ``dtype`` (as segment values are).
 
@@ -827,7 +876,15 @@ def _type_clash(
             except pa.ArrowException as err:
                 others = [seen for seen in first.values() if seen[0] != column.type]
                 other = next((seen for seen in others if seen[0] == unified), others[0])
-                return _clash_text(name, (column.type, place), other, (unified, str(err)))
+                reason = str(err)
+                if _value_type(column.type) == pa.uint64():  # uint64 holds the others only without a negative
+                    negative = next(((v, p) for c, p in typed if (v := _negative(c)) is not None), None)
+                    if negative is not None:
+                        reason += (
+                            f"; nor does uint64, since {negative[1].label} holds the negative value {negative[0]}: "
+                            "no integer type holds both"
+                        )
+                return _clash_text(name, (column.type, place), other, (unified, reason))
     return f"column(s) {list(by)} (--by segments) have types that differ between files."
 
 

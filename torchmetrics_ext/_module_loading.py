@@ -120,7 +120,7 @@ class CheckpointLoading(nn.Module):
 
         edits: list[Any] = []  # the checkpoint metadata moved with a window change, put back at the end
         emptied: list[Windowed] = []  # units whose window starts empty (a window change): see _after_load
-        unguard = guard_descendant_loads(self, abort)
+        unguard = guard_descendant_loads(self, abort, errors=error_msgs)
 
         def finish() -> None:  # the load ended: no wrapper left, the caller's metadata as it was given
             unguard()

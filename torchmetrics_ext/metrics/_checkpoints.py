@@ -13,13 +13,19 @@ import contextvars
 import re
 import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from torchmetrics_ext.utilities.load_guard import loading_strictly
+from torchmetrics_ext.utilities.load_guard import (
+    guard_descendant_loads,
+    loading_strictly,
+    put_back_whole,
+    putting_back_whole,
+)
 from torchmetrics_ext.utilities.snapshot import snapshot
 from torchmetrics_ext.utilities.state_dtypes import dtype_problem
 
@@ -55,8 +61,7 @@ _SETTINGS_KEY = "torchmetrics_ext"  # the metadata entry holding those settings
 _METRIC_KEY = "torchmetrics_ext_metric"  # the metadata entry naming the metric that saved the states
 # what the metrics of one ``load_state_dict`` say about checkpoints they did not read (see note_checkpoint)
 _LOAD_NOTES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("_LOAD_NOTES", default=None)
-# a module's load in progress, from its `_load_from_state_dict` to its load post-hook (see load_own_entries):
-# (prefix, restore, error_msgs, errors before, its notes)
+# a module's load in progress, from its `_load_from_state_dict` to its load post-hook (see _PendingLoad)
 _PENDING_LOAD = "_pending_load"
 _END_LOAD_HOOK = "_end_load_hook"  # the key of _end_own_load in the module's load post-hooks
 
@@ -105,7 +110,15 @@ def load_own_entries(module: nn.Module, prefix: str, error_msgs: list[str], load
     put back from its load post-hook (:func:`_end_own_load`, see :func:`end_loads_in_a_hook`) when the
     load fails for its entries: an error was added since (by it or its children), or, in a strict
     load (:func:`~torchmetrics_ext.utilities.load_guard.loading_strictly`), a key under ``prefix`` is
-    missing or unexpected. ``load`` raising puts it back at once.
+    missing or unexpected. ``load`` raising puts it back at once; so does an exception in a
+    descendant's load or load post-hook, or in one of the module's own post-hooks that torch runs
+    before that one (:func:`~torchmetrics_ext.utilities.load_guard.guard_descendant_loads`, installed
+    for the length of the load: the descendants' loads then record nothing of their own).
+
+    Nothing is recorded where an enclosing guard puts the module back anyway
+    (:func:`~torchmetrics_ext.utilities.load_guard.put_back_whole`): the metric's or wrapper's own
+    ``load_state_dict``, a ``Windowed`` or ``RecMetricModule`` holding it. Its load then keeps nothing
+    for the post-hook but the notes below, if any.
 
     The notes of a checkpoint not read (:func:`note_checkpoint`) outside :func:`load_explained` (a
     parent's load) are kept until then too: they join the load's error when it fails for the
@@ -113,28 +126,69 @@ def load_own_entries(module: nn.Module, prefix: str, error_msgs: list[str], load
     entries leaves this one loaded, as ``nn.Module`` leaves the parent's other children.
     """
     end_loads_in_a_hook(module)  # a metric pickled by a version without the hook gets it at its first load
-    module.__dict__.pop(_PENDING_LOAD, None)  # what a load that raised midway left (a child raised)
-    restore = snapshot(module)
+    _drop_pending(module)  # what a load ended where nothing of the package saw it left (see _PendingLoad)
+    covered = put_back_whole(module, error_msgs)
+    restore = None if covered else snapshot(module)
     notes: list[str] | None = [] if _LOAD_NOTES.get() is None else None
     token = None if notes is None else _LOAD_NOTES.set(notes)
     try:
         load()
     except BaseException:
-        restore()
+        if restore is not None:
+            restore()
         raise
     finally:
         if token is not None:
             _LOAD_NOTES.reset(token)
-    module.__dict__[_PENDING_LOAD] = (prefix, restore, error_msgs, len(error_msgs), notes or [])
+    if restore is None and not notes:
+        return  # the enclosing guard decides and puts back
+    pending = _PendingLoad(prefix, restore, error_msgs, len(error_msgs), notes or [])
+    module.__dict__[_PENDING_LOAD] = pending
+    own_hook = module.__dict__[_END_LOAD_HOOK]
+    if restore is not None and (module._modules or next(iter(module._load_state_dict_post_hooks)) != own_hook):
+
+        def abort() -> None:  # an exception ends the load before the module's post-hook: put back now
+            if module.__dict__.get(_PENDING_LOAD) is pending:
+                del module.__dict__[_PENDING_LOAD]
+                restore()
+
+        pending.unguard = guard_descendant_loads(module, abort, errors=error_msgs, hooks_before=own_hook)
+
+
+@dataclass(slots=True)
+class _PendingLoad:
+    """A module's load in progress, from its ``_load_from_state_dict`` to its load post-hook (see load_own_entries).
+
+    Kept in the module's ``__dict__`` and removed when the load ends: by the post-hook, or by an
+    exception that the guard of its descendants (``unguard``) sees, or by the put-back of an enclosing
+    guard (the ``__dict__`` it restores did not hold it). An exception that ends the load where no code
+    of the package runs (torch's own ``load_state_dict`` between two calls: a ``KeyboardInterrupt``)
+    leaves it until the module's next load or copy: only a ``try``/``finally`` around that call, which
+    a module loaded through a parent (a user's ``LightningModule``) does not have, could see it end.
+    """
+
+    prefix: str
+    restore: Callable[[], None] | None  # None: an enclosing guard puts the module back (notes kept only)
+    error_msgs: list[str]
+    errors_before: int
+    notes: list[str]
+    unguard: Callable[[], None] | None = None  # removes the wrappers of guard_descendant_loads
+
+
+def _drop_pending(module: nn.Module) -> _PendingLoad | None:
+    """Remove the module's load in progress (and the wrappers on its descendants); return it, if any."""
+    pending = module.__dict__.pop(_PENDING_LOAD, None)
+    if pending is not None and pending.unguard is not None:
+        pending.unguard()
+    return pending
 
 
 def drop_pending_load(state: dict[str, Any]) -> dict[str, Any]:
     """``state`` (a module's ``__getstate__``) without what :func:`load_own_entries` keeps for its post-hook.
 
-    A load that an exception ends between the two (a child's load or hook raising, a user's hook
-    on a ``Windowed``'s lifetime) leaves it in the module's ``__dict__``: a closure, which pickle
-    (``torch.save`` of the module, ``ddp_spawn``) refuses, referring to the original module, which a
-    copy must not put back. The module's next load drops it from the original.
+    A copy made while a load is in progress (from a user's hook) must not take it along: it holds a
+    closure, which pickle (``torch.save`` of the module, ``ddp_spawn``) refuses, referring to the
+    original module, which a copy must not put back.
     """
     state.pop(_PENDING_LOAD, None)
     return state
@@ -155,16 +209,18 @@ def _end_own_load(module: nn.Module, incompatible_keys: Any) -> None:
     torch runs it after the module's children have loaded, before the parent's other children
     load and before it raises: the module's own missing and unexpected keys are all known.
     """
-    pending = module.__dict__.pop(_PENDING_LOAD, None)
-    if pending is None:  # a load by other means (its `_load_from_state_dict` not run in this load)
+    pending = _drop_pending(module)
+    if pending is None:  # nothing kept (an enclosing guard decides), or a load by other means
         return
-    prefix, restore, error_msgs, errors_before, notes = pending
     keys = [*incompatible_keys.missing_keys, *incompatible_keys.unexpected_keys]
-    if len(error_msgs) > errors_before or (any(k.startswith(prefix) for k in keys) and loading_strictly()):
-        restore()
-        error_msgs.extend(text for text in notes if text not in error_msgs)  # the load raises: say why there
+    failed = len(pending.error_msgs) > pending.errors_before
+    if failed or (any(k.startswith(pending.prefix) for k in keys) and loading_strictly()):
+        if pending.restore is not None:
+            pending.restore()
+        # the load raises: say why there
+        pending.error_msgs.extend(text for text in pending.notes if text not in pending.error_msgs)
         return
-    for text in notes:
+    for text in pending.notes:
         warnings.warn(text, UserWarning, stacklevel=2)
 
 
@@ -703,7 +759,8 @@ class CheckpointedStates(Metric):
         load = super().load_state_dict
         restore = snapshot(self)
         try:
-            return load_explained(lambda: load(state_dict, strict=strict, assign=assign))
+            with putting_back_whole(self):  # so the metrics it loads record nothing of their own
+                return load_explained(lambda: load(state_dict, strict=strict, assign=assign))
         except BaseException:
             restore()
             raise

@@ -15,10 +15,20 @@ raises, first calls ``on_error`` (once, removing every wrapper) and then lets th
 TorchMetrics keeps per-instance wrappers of ``update`` and ``compute`` the same way. A descendant's
 load post-hooks (``register_load_state_dict_post_hook``: torch calls them after the descendant's
 children have loaded, outside any of its methods) are wrapped alike, in the descendant's own hook
-dict, for the same length: one that raises (a user's check of the loaded states) calls ``on_error``
-and removes every wrapper too, so the module is put back and nothing of the load stays on its
-descendants, whoever called ``load_state_dict``. The wrappers exist only between the module's
-``_load_from_state_dict`` and the end of its load, so nothing costs anything outside a load.
+dict, for the same length: one that raises (a user's check of the loaded states), or returns a value
+(torch raises then), calls ``on_error`` and removes every wrapper too, so the module is put back and
+nothing of the load stays on its descendants, whoever called ``load_state_dict``. The wrappers exist
+only between the module's ``_load_from_state_dict`` and the end of its load, so nothing costs
+anything outside a load.
+
+:func:`put_back_whole` tells a descendant's load that an enclosing guard puts it back if the load
+fails for its entries, so that it need not record its own state too (:func:`snapshot
+<torchmetrics_ext.utilities.snapshot.snapshot>` walks everything the module holds, which a module of
+many metrics would otherwise do once per metric and once more for each metric's wrapper): inside a
+guarded descendant's ``_load_from_state_dict``, and inside a :func:`putting_back_whole` (a metric's
+own ``load_state_dict``, which puts the metric back whenever the load raises). It answers for one
+``nn.Module.load_state_dict`` call only, told by its error list (the ``error_msgs`` torch hands every
+module it loads): a load that a hook starts inside it is not covered.
 
 :func:`loading_strictly` tells such a post-hook whether the load will refuse missing and unexpected
 keys: torch applies ``strict`` only after the last post-hook has run.
@@ -27,23 +37,84 @@ keys: torch applies ``strict`` only after the last post-hook has run.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from torch import nn
 
-__all__ = ["guard_descendant_loads", "loading_strictly"]
+__all__ = ["guard_descendant_loads", "loading_strictly", "put_back_whole", "putting_back_whole"]
 
 _METHOD = "_load_from_state_dict"
+_STALE = "tmx_guard_removed"  # on a load wrapper: tells whether its guard has removed its wrappers
+_ERRORS_AT = 6  # the position of ``error_msgs`` among the arguments torch passes to ``_load_from_state_dict``
+# the load whose failure an enclosing guard puts back whole: its error list, or the module whose own
+# ``load_state_dict`` is about to start it (see put_back_whole)
+_PUT_BACK_WHOLE: ContextVar[list[Any] | nn.Module | None] = ContextVar("tmx_put_back_whole", default=None)
 
 
-def guard_descendant_loads(root: nn.Module, on_error: Callable[[], None]) -> Callable[[], None]:
+@contextmanager
+def putting_back_whole(root: nn.Module) -> Iterator[None]:
+    """Within it, the load ``root.load_state_dict`` starts is put back whole by the caller if it fails.
+
+    For a module's own ``load_state_dict`` that puts the module back whenever the load raises (every
+    failure of a descendant's load makes it raise): its descendants' loads skip recording their own
+    state (:func:`put_back_whole`).
+
+    Examples:
+        >>> from torch import nn
+        >>> layer, errors, other_errors = nn.Linear(1, 1), [], []
+        >>> with putting_back_whole(layer):  # the layer's load, then a load a hook starts inside it
+        ...     print(put_back_whole(layer, errors), put_back_whole(layer, errors), put_back_whole(layer, other_errors))
+        True True False
+        >>> put_back_whole(layer, errors)
+        False
+    """
+    token = _PUT_BACK_WHOLE.set(root)
+    try:
+        yield
+    finally:
+        _PUT_BACK_WHOLE.reset(token)
+
+
+def put_back_whole(module: nn.Module, error_msgs: list[Any]) -> bool:
+    """Whether an enclosing guard puts ``module`` back if this load (of error list ``error_msgs``) fails for it.
+
+    True inside a descendant's load guarded by :func:`guard_descendant_loads` and in the load started
+    by a :func:`putting_back_whole` of ``module`` or of a module holding it: the enclosing guard's
+    conditions include the module's own (an error, or in a strict load a missing or unexpected key
+    under the module's prefix, makes the whole load fail). False elsewhere, also in a load that a
+    hook starts inside such a load (another error list).
+    """
+    cover = _PUT_BACK_WHOLE.get()
+    if cover is module:  # the first module the load reaches: the load of `putting_back_whole(module)`
+        _PUT_BACK_WHOLE.set(error_msgs)  # its descendants share the list; `putting_back_whole` resets it
+        return True
+    return cover is error_msgs
+
+
+def guard_descendant_loads(
+    root: nn.Module,
+    on_error: Callable[[], None],
+    errors: list[Any] | None = None,
+    hooks_before: Any = None,
+) -> Callable[[], None]:
     """Until the returned function runs, a ``_load_from_state_dict`` raising under ``root`` calls ``on_error`` first.
+
+    The guarded descendants' loads run with :func:`put_back_whole` true: the caller puts ``root``
+    back, all of it, when the load fails for any of its descendants' entries.
 
     Args:
         root: the module whose descendants (not ``root`` itself) are guarded.
         on_error: called once, on the first exception, after the wrappers are removed; the
             exception then propagates as it was raised.
+        errors: the error list of the load being guarded (the ``error_msgs`` of ``root``'s
+            ``_load_from_state_dict``). A descendant's load in another load (the guarded one ended
+            where no wrapper saw it: an exception in torch's own code between two calls) removes
+            every wrapper and runs unguarded, without ``on_error``.
+        hooks_before: the key of one of ``root``'s own load post-hooks: those registered before it,
+            which torch runs after the descendants' loads and before it, are guarded too.
 
     Returns:
         The function that removes every wrapper (safe to call again): call it when the load ends.
@@ -84,35 +155,72 @@ def guard_descendant_loads(root: nn.Module, on_error: Callable[[], None]) -> Cal
             remove()
             on_error()
 
-    def wrap(load: Callable[..., None]) -> Callable[..., None]:
+    def wrap(module: nn.Module, load: Callable[..., None]) -> Callable[..., None]:
         def guarded_load(*args: Any, **kwargs: Any) -> None:
+            load_errors = args[_ERRORS_AT] if len(args) > _ERRORS_AT else kwargs.get("error_msgs")
+            if errors is not None and load_errors is not errors:  # the guarded load is over: unguarded
+                remove()
+                if module.__dict__.get(_METHOD) is guarded_load:  # put back since (by a record taken before)
+                    del module.__dict__[_METHOD]
+                load(*args, **kwargs)
+                return
+            token = _PUT_BACK_WHOLE.set(load_errors)
             try:
                 load(*args, **kwargs)
             except BaseException:
                 failed()
                 raise
+            finally:
+                _PUT_BACK_WHOLE.reset(token)
 
+        guarded_load.__dict__[_STALE] = lambda: not installed  # see _drop_stale
         return guarded_load
 
     def wrap_hook(hook: Callable[..., Any]) -> Callable[..., Any]:
         def guarded_hook(*args: Any, **kwargs: Any) -> Any:
             try:
-                return hook(*args, **kwargs)
+                result = hook(*args, **kwargs)
             except BaseException:
                 failed()
                 raise
+            if result is not None:  # torch raises for a load post-hook that returns a value
+                failed()
+            return result
 
+        guarded_hook.__dict__.update({_STALE: lambda: not hooks, "__wrapped__": hook})
         return guarded_hook
+
+    def wrap_hooks(registered: dict[Any, Any], until: Any = None) -> None:
+        for key, hook in list(registered.items()):
+            if key == until:
+                break
+            while getattr(hook, "__dict__", {}).get(_STALE, lambda: False)():  # see _drop_stale
+                hook = registered[key] = hook.__wrapped__
+            hooks.append((registered, key, hook, wrap_hook(hook)))
+            registered[key] = hooks[-1][3]
 
     for module in root.modules():
         if module is not root:
+            _drop_stale(module)
             installed.append((module, _METHOD in module.__dict__, module.__dict__.get(_METHOD)))
-            module.__dict__[_METHOD] = wrap(getattr(module, _METHOD))
-            registered = module._load_state_dict_post_hooks
-            for key, hook in list(registered.items()):
-                hooks.append((registered, key, hook, wrap_hook(hook)))
-                registered[key] = hooks[-1][3]
+            module.__dict__[_METHOD] = wrap(module, getattr(module, _METHOD))
+            wrap_hooks(module._load_state_dict_post_hooks)
+    if hooks_before is not None:
+        wrap_hooks(root._load_state_dict_post_hooks, until=hooks_before)
     return remove
+
+
+def _drop_stale(module: nn.Module) -> None:
+    """Remove from ``module`` a load wrapper of a guard already removed.
+
+    A record of the module taken while the wrapper stood (its own ``load_state_dict``, after its
+    parent's load ended where no wrapper saw it) puts it back when that load fails. Its hooks'
+    stale wrappers are unwrapped alike as they are wrapped again.
+    """
+    wrapper = module.__dict__.get(_METHOD)
+    stale = getattr(wrapper, "__dict__", {}).get(_STALE)
+    if stale is not None and stale():
+        del module.__dict__[_METHOD]
 
 
 def loading_strictly() -> bool:

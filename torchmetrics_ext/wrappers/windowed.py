@@ -42,6 +42,7 @@ from torchmetrics_ext.metrics.base import (
 from torchmetrics_ext.utilities.checks import check_int
 from torchmetrics_ext.utilities.chunks import _JOIN, join_small_runs
 from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric
+from torchmetrics_ext.utilities.load_guard import putting_back_whole
 from torchmetrics_ext.utilities.mapping import not_a_dict_of_metrics
 from torchmetrics_ext.utilities.ownership import defer_state_writes, owner_of, take_ownership, write_deferred_states
 from torchmetrics_ext.utilities.plot import named_series
@@ -1355,7 +1356,8 @@ class Windowed(WrapperMetric):
         load = super().load_state_dict
         restore = snapshot(self)
         try:
-            return load_explained(lambda: load(state_dict, strict=strict, assign=assign))
+            with putting_back_whole(self):  # so the metrics it loads record nothing of their own
+                return load_explained(lambda: load(state_dict, strict=strict, assign=assign))
         except BaseException:
             restore()
             raise

@@ -1242,3 +1242,28 @@ def test_rec_metric_module_validates_unless_every_metric_is_unvalidated():
     assert calls == ["Tensor.tolist"], calls
     skipping.update(dict(good, w=torch.zeros(3)))  # all-zero weights: skipped, as TorchRec skips it
     assert skipping.compute()["ctr/click"].item() == pytest.approx(2 / 3, rel=1e-15)
+
+
+@pytest.mark.cuda
+@CUDA
+@pytest.mark.parametrize("module_on_cuda", [False, True])
+def test_cuda_module_refuses_a_step_on_the_other_device_and_changes_nothing(module_on_cuda):
+    """A RecMetricModule on one device given columns on the other names the move before any metric takes the step."""
+    from sklearn.metrics import roc_auc_score
+
+    from torchmetrics_ext.module import RecMetricModule
+
+    module = RecMetricModule(["click"], ["ne", "auc"], window_size=64, throughput=False)
+    if module_on_cuda:
+        module = module.cuda()
+    home, other = (
+        (torch.device("cuda"), torch.device("cpu")) if module_on_cuda else (torch.device("cpu"), torch.device("cuda"))
+    )
+    p = torch.rand(32, dtype=torch.float64)
+    y = (torch.rand(32) < p).long()
+    module.update({"prediction": p.to(home), "label": y.to(home)})
+    with pytest.raises(ValueError, match="the device of the module's metrics"):
+        module.update({"prediction": p.to(other), "label": y.to(other)})
+    assert module._step == 1
+    values = module.compute()
+    assert math.isclose(float(values["auc/click"]), roc_auc_score(y.numpy(), p.numpy()), rel_tol=1e-12)

@@ -360,6 +360,46 @@ def test_forward_is_differentiable(device_path):
     assert preds.grad is not None and torch.isfinite(preds.grad).all()
 
 
+class _GradModeSeen(tmx.TaskMetric):
+    """Records whether gradients were on inside ``update``; raises when told to (after recording)."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.seen: list[bool] = []
+
+    def update(self, preds: torch.Tensor, fail: bool = False) -> None:
+        self.seen.append(torch.is_grad_enabled())
+        if fail:
+            raise ValueError("refused")
+        self.total += preds.detach().sum()
+
+    def compute(self) -> torch.Tensor:
+        return self.total
+
+
+@pytest.mark.parametrize("outside", [True, False])
+def test_update_runs_with_the_grad_mode_of_torchmetrics_wrapper(outside):
+    """TorchMetrics' ``update`` wrapper runs ``update`` under ``torch.set_grad_enabled(_enable_grad)`` (off, or
+    on inside ``forward``) and puts the caller's mode back afterwards, also when ``update`` raises."""
+    metric = _GradModeSeen()
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    with torch.set_grad_enabled(outside):
+        metric.update(x)
+        assert torch.is_grad_enabled() is outside
+        with pytest.raises(ValueError, match="refused"):
+            metric.update(x, fail=True)
+        assert torch.is_grad_enabled() is outside
+        metric(x)  # forward: TorchMetrics' batch update with `_enable_grad` on
+        assert torch.is_grad_enabled() is outside
+    # update and the raising update: gradients off; forward's two updates (full_state_update=False: one) on
+    assert metric.seen[:2] == [False, False]
+    assert metric.seen[2:] == [True]
+    assert metric.update_count == 2 and metric.compute().item() == 6.0
+
+
 def test_lifetime_huge_counts_stay_exact():
     """float64 states: a billion-sample weight total still counts single samples."""
     metric = tmx.CTR()

@@ -446,12 +446,15 @@ class GuardedMetric(CheckpointedStates):
             count, computed = state["_update_count"], state["_computed"]
             state["_computed"], state["_update_count"] = None, count + 1
             try:
-                grad = state["_enable_grad"]
-                if torch.is_grad_enabled() == grad:
+                grad, enabled = state["_enable_grad"], torch.is_grad_enabled()
+                if enabled == grad:
                     update(*args, **kwargs)
-                else:
-                    with torch.set_grad_enabled(grad):
+                else:  # `with torch.set_grad_enabled(grad)` without its context-manager objects (~1 us a call)
+                    torch._C._set_grad_enabled(grad)
+                    try:
                         update(*args, **kwargs)
+                    finally:
+                        torch._C._set_grad_enabled(enabled)
             except Exception as err:
                 state["_update_count"], state["_computed"] = count, computed
                 if isinstance(err, RuntimeError) and "Expected all tensors to be on" in str(err):

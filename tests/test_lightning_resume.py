@@ -17,6 +17,11 @@ after a compute at an epoch's last batch) is resumed from that checkpoint too: L
 that epoch's end with no batch left, and the callback, which keeps when it last logged in the
 checkpoint, logs no row there (the whole fit logs none). Two callbacks of other attribute names keep
 their own state in a checkpoint, and a checkpoint without that state (an earlier version's) resumes.
+
+A ``ModelCheckpoint(monitor="train/ne/click", every_n_train_steps=k)`` of a fit resumed between two
+computes saves at the whole fit's steps with its values (each checked against numpy's NE of the
+samples up to the last log before the save), under DDP and in one process, with validation at each
+epoch's end and inside the epoch.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ Seen = list[tuple[int, dict[str, torch.Tensor]]]
 
 # a resumed fit's ModelCheckpoint writes elsewhere than the whole fit's (Lightning says it keeps only the best path)
 pytestmark = pytest.mark.filterwarnings("ignore:The dirpath has changed:UserWarning")
+DDP_MONITOR_EVERY = 4
 
 
 def _launch(out: Path, *args: str) -> tuple[Rows, Seen]:
@@ -77,14 +83,17 @@ def _fit(out: Path, resume: Path | None = None, add_metric: bool = False) -> tup
 @pytest.fixture(scope="module")
 def ddp_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    whole = _launch(root / "whole")
+    # and ModelCheckpoint(monitor="train/ne/click", every_n_train_steps=4): the resume at 7 saves at 8, before a compute
+    monitor = ("--monitor-every", str(DDP_MONITOR_EVERY))
+    whole = _launch(root / "whole", *monitor)
     ckpt = root / "whole" / "ckpt"
-    return {
+    runs = {
         "whole": whole,
-        "mid": _launch(root / "mid", "--resume", str(ckpt / "step" / "step=10.ckpt")),  # epoch 1, batch 3 of 7
-        "epoch_end": _launch(root / "epoch_end", "--resume", str(ckpt / "epoch" / "epoch=0.ckpt")),  # step 7
+        "mid": _launch(root / "mid", *monitor, "--resume", str(ckpt / "step" / "step=10.ckpt")),  # epoch 1, batch 3
+        "epoch_end": _launch(root / "epoch_end", *monitor, "--resume", str(ckpt / "epoch" / "epoch=0.ckpt")),  # step 7
         "added": _launch(root / "added", "--add-metric", "--resume", str(ckpt / "step" / "step=5.ckpt")),
     }
+    return {**runs, "monitored": {name: _monitored(root / name, world=2) for name in ("whole", "mid", "epoch_end")}}
 
 
 @pytest.fixture(scope="module")
@@ -304,8 +313,9 @@ def test_two_callbacks_keep_their_own_state_in_a_checkpoint(tmp_path):
     assert main.state_key != aux.state_key
     saved = torch.load(path, weights_only=False)["callbacks"]
     # each module last logged at the last multiple of its interval: 9 (every 3 batches), 8 (every 4)
-    assert saved[main.state_key] == {"train_logged_at": 9}
-    assert saved[aux.state_key] == {"train_logged_at": 8}
+    assert saved[main.state_key]["train_logged_at"] == saved[main.state_key]["train_values_at"] == 9
+    assert saved[aux.state_key]["train_logged_at"] == saved[aux.state_key]["train_values_at"] == 8
+    assert sorted(saved[aux.state_key]["train_values"]) == ["aux/ctr/buy", "aux/ctr/click"]  # each its own values
     trainer = _fit_two(tmp_path / "resumed", max_steps=14, resume=path)
     assert trainer.lightning_module.at_fit_start == {"train_metrics": 9, "aux_metrics": 8}
     # Lightning refuses two stateful callbacks of one key: two callbacks need other attribute names
@@ -333,13 +343,163 @@ def test_the_logged_at_count_holds_only_for_a_module_restored_at_it():
         model.train_metrics.set_extra_state({"step": step, "tasks": ["click", "buy"]})
         callback.load_state_dict({"train_logged_at": 14})
         callback.on_train_start(None, model)  # type: ignore[arg-type]
-        assert callback.state_dict() == {"train_logged_at": kept}
+        assert callback.state_dict()["train_logged_at"] == kept
 
 
-@pytest.mark.parametrize("state", [{"train_logged_at": -1}, {"train_logged_at": 1.5}, {"train_logged_at": "9"}, [9]])
+@pytest.mark.parametrize(
+    "state",
+    [
+        {"train_logged_at": -1},
+        {"train_logged_at": 1.5},
+        {"train_logged_at": "9"},
+        [9],
+        {"train_logged_at": 3, "train_values_at": 3},  # values missing
+        {"train_logged_at": 3, "train_values": {"train/ne/click": 0.5}},  # their count missing
+        {"train_logged_at": 3, "train_values_at": -3, "train_values": {"train/ne/click": 0.5}},
+        {"train_logged_at": 3, "train_values_at": 3, "train_values": {"train/ne/click": "0.5"}},
+        {"train_logged_at": 3, "train_values_at": 3, "train_values": {"train/ne/click": True}},
+        {"train_logged_at": 3, "train_values_at": 3, "train_values": {1: 0.5}},
+        {"train_logged_at": 3, "train_values_at": 3, "train_values": [0.5]},
+    ],
+)
 def test_a_malformed_callback_state_is_refused(state):
     callback = RecMetricCallback()
-    callback.load_state_dict({"train_logged_at": 3})
+    kept = {"train_logged_at": 3, "train_values_at": 3, "train_values": {"train/ne/click": 0.25}}
+    callback.load_state_dict(kept)
     with pytest.raises(ValueError, match="expected what state_dict saves"):
         callback.load_state_dict(state)
-    assert callback.state_dict() == {"train_logged_at": 3}
+    assert callback.state_dict() == kept
+
+
+# ------------------------------------------------------------ ModelCheckpoint(monitor=<training key>) after a resume
+#
+# Lightning starts ``trainer.callback_metrics`` empty at every fit; the training values were in it only
+# from the resumed fit's first compute on. A ``ModelCheckpoint(monitor="train/ne/click",
+# every_n_train_steps=k)`` due before that compute found no key: Lightning (2.6) then defers the save
+# to the next validation end, which with validation at each epoch's end never comes (the save is
+# skipped without a word), and with validation inside the epoch saves there (another step, another
+# value) or, the key still missing, stops the fit with a MisconfigurationException. The callback
+# keeps the values last logged in its state and puts them back at the fit's start.
+
+
+def _monitored(out: Path, world: int = 1) -> dict[int, float]:
+    """``{step: monitored value}`` of every monitored checkpoint of a fit (each rank saw the same)."""
+    ranks = [torch.load(out / f"rank{rank}.pt", weights_only=False)["monitored"] for rank in range(world)]
+    assert all(saved == ranks[0] for saved in ranks)
+    return ranks[0]
+
+
+def _ne(batches: list[dict[str, torch.Tensor]], task: str) -> float:
+    """Weighted normalized entropy of one task over the batches (numpy, float64)."""
+    p, y, w = (
+        torch.cat([b[key] for b in batches]).double().numpy() for key in (f"{task}_pred", f"{task}_label", "weight")
+    )
+    log_loss = -(w * (y * np.log(p) + (1 - y) * np.log1p(-p))).sum() / w.sum()
+    ctr = (w * y).sum() / w.sum()
+    return float(log_loss / -(ctr * np.log(ctr) + (1 - ctr) * np.log1p(-ctr)))
+
+
+def _check_monitored(saved: dict[int, float], seen: Seen, world: int, interval: int) -> None:
+    """Each save holds the NE of the samples up to the last log before it: an interval compute or an earlier epoch end.
+
+    A save after batch ``s`` follows that batch's interval compute; an epoch's end logs after the
+    checkpoints of its last batch.
+    """
+    per_rank = run.TRAIN // world // run.BATCH
+    assert saved
+    for step, value in saved.items():
+        logs = [c for c in range(1, step + 1) if c % interval == 0]
+        logs += [e * per_rank for e in range(1, run.EPOCHS + 1) if e * per_rank < step]
+        last = max(logs)  # the update count of those values: the batches of global steps below it
+        expected = _ne([b for s, b in seen if s < last], "click")
+        np.testing.assert_allclose(value, expected, rtol=1e-10, err_msg=f"save at step {step}")
+
+
+def _same_saves(resumed: dict[int, float], whole: dict[int, float], after: int) -> None:
+    """The resumed fit's saves are the whole fit's after step ``after``: the same steps, the same values."""
+    expected = {step: value for step, value in whole.items() if step > after}
+    assert sorted(resumed) == sorted(expected)
+    for step, value in resumed.items():
+        np.testing.assert_allclose(value, expected[step], rtol=1e-12, atol=0, err_msg=f"save at step {step}")
+
+
+# (compute interval, monitored checkpoint every k steps, resume from the checkpoint at step, validate every n)
+MONITORED = {
+    # resumed at 5, computed at 4: the save at 7 comes before the compute at 8 (skipped without a word before)
+    "at_epoch_end_validation": (4, 7, 5, None),
+    # resumed at 25, computed at 20: the save at 27 waited for the validation at 28, where the key was still
+    # missing (the next compute is at 40): the resumed fit stopped with a MisconfigurationException before
+    "inside_the_epoch_validation": (20, 27, 25, 7),
+}
+
+
+@pytest.mark.ddp
+def test_ddp_resume_monitors_the_training_key_as_the_whole_fit(ddp_runs):
+    saved = ddp_runs["monitored"]
+    _check_monitored(saved["whole"], ddp_runs["whole"][1], world=2, interval=run.INTERVAL)
+    assert 8 in saved["whole"]  # after the resume at 7 (an epoch end, logged), before its first compute at 9
+    _same_saves(saved["mid"], saved["whole"], after=10)
+    _same_saves(saved["epoch_end"], saved["whole"], after=7)
+
+
+@pytest.mark.parametrize("case", sorted(MONITORED))
+def test_one_process_resume_monitors_the_training_key_as_the_whole_fit(tmp_path, case):
+    interval, monitor_every, resume, val_every = MONITORED[case]
+    options = {"interval": interval, "monitor_every": monitor_every, "val_every": val_every}
+    model, whole = run.fit(str(tmp_path / "whole"), 1, **options)
+    saved = _monitored(tmp_path / "whole")
+    _check_monitored(saved, model.seen, world=1, interval=interval)
+    checkpoint = tmp_path / "whole" / "ckpt" / "step" / f"step={resume}.ckpt"
+    _, resumed = run.fit(str(tmp_path / "resumed"), 1, str(checkpoint), **options)
+    _same_saves(_monitored(tmp_path / "resumed"), saved, after=resume)
+    _same_rows(resumed.rows, [(step, row) for step, row in whole.rows if step >= resume])
+
+
+def test_a_checkpoint_without_the_logged_values_resumes(tmp_path):
+    interval, monitor_every, resume, _ = MONITORED["at_epoch_end_validation"]
+    options = {"interval": interval, "monitor_every": monitor_every}
+    _, whole = run.fit(str(tmp_path / "whole"), 1, **options)
+    checkpoint = torch.load(tmp_path / "whole" / "ckpt" / "step" / f"step={resume}.ckpt", weights_only=False)
+    key = RecMetricCallback().state_key
+    state = checkpoint["callbacks"][key]
+    assert state["train_values_at"] == 4  # the compute before the checkpoint at 5
+    checkpoint["callbacks"][key] = {"train_logged_at": state["train_logged_at"]}  # as earlier versions saved it
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    _, resumed = run.fit(str(tmp_path / "resumed"), 1, str(tmp_path / "old.ckpt"), **options)
+    _same_rows(resumed.rows, [(step, row) for step, row in whole.rows if step >= resume])
+    # its saves after the gap (the save at 7, before the first compute at 8, is Lightning's to handle) are the whole's
+    saved = _monitored(tmp_path / "resumed")
+    _same_saves({s: v for s, v in saved.items() if s > 7}, _monitored(tmp_path / "whole"), after=7)
+
+
+class _Trainer:
+    """What ``on_train_start`` reads of a trainer: its ``callback_metrics``."""
+
+    def __init__(self) -> None:
+        self.callback_metrics: dict[str, torch.Tensor] = {}
+
+
+def test_the_logged_values_go_back_only_for_a_module_restored_at_or_after_their_count():
+    model = run.Model(interval=4)
+    state = {"train_logged_at": 12, "train_values_at": 12, "train_values": {"train/ne/click": 0.75, "train/x": 2.0}}
+    for step, restored in ((12, True), (14, True), (0, False)):  # at, after the compute; a module restored afresh
+        model.train_metrics.set_extra_state({"step": step, "tasks": ["click", "buy"]})
+        callback, trainer = RecMetricCallback(), _Trainer()
+        callback.load_state_dict(state)
+        callback.on_train_start(trainer, model)  # type: ignore[arg-type]
+        if restored:
+            assert trainer.callback_metrics == {
+                "train/ne/click": torch.tensor(0.75, dtype=torch.float64),
+                "train/x": torch.tensor(2.0, dtype=torch.float64),
+            }
+            assert all(v.dtype == torch.float64 for v in trainer.callback_metrics.values())
+            assert callback.state_dict()["train_values"] == state["train_values"]  # kept for the next checkpoint
+        else:
+            assert trainer.callback_metrics == {}
+            assert callback.state_dict()["train_values"] is None
+        assert callback.state_dict()["train_logged_at"] == (12 if step == 12 else None)
+    callback, trainer = RecMetricCallback(), _Trainer()
+    callback.load_state_dict({"train_logged_at": 12})  # an earlier version's state: no values
+    model.train_metrics.set_extra_state({"step": 12, "tasks": ["click", "buy"]})
+    callback.on_train_start(trainer, model)  # type: ignore[arg-type]
+    assert trainer.callback_metrics == {}

@@ -805,3 +805,24 @@ def test_one_warning_per_compute_and_the_window_named_when_alone_undefined():
         "(steps shorter than its resolution); returning nan."
     ]
     assert value["lifetime_throughput"].item() == 14 / 5.0 and math.isnan(value["window_throughput"].item())
+
+
+def test_merge_state_leaves_this_metrics_warm_up_its_own():
+    """The other run's steps do not count towards this metric's warm-up, as a DDP sync leaves each rank's own.
+
+    The warm-up is this process's first steps (compilation, caches): a fresh metric that merged a
+    warmed-up run still warms up its own first ``warmup_steps`` updates (counted in ``total_examples``
+    alone), then times its updates. The reference is the definition: examples after warm-up over the
+    longer run's seconds plus this run's timed seconds (window: every update, 100 s long).
+    """
+    theirs = tmx.Throughput(warmup_steps=2, window_seconds=100.0, clock=Ticks([0.0, 1.0, 2.0, 3.0, 4.0]))
+    for _ in range(5):  # warm-up ends at the 2nd reading (1.0); 3 timed updates of 10 over 3 s
+        theirs.update(10)
+    ours = tmx.Throughput(warmup_steps=2, window_seconds=100.0, clock=Ticks([100.0, 101.0, 103.0]))
+    ours.merge_state(theirs)
+    assert _rates(ours) == (30 / 3, 30 / 3, 50)
+    ours.update(7)  # its own warm-up: counted, not timed
+    ours.update(7)  # its last warm-up step: the clock starts at 101
+    assert _rates(ours) == (30 / 3, 30 / 3, 64)
+    ours.update(7)  # timed: 2 s
+    np.testing.assert_allclose(_rates(ours), (37 / 5, 37 / 5, 71), rtol=1e-12)

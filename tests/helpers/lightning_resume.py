@@ -12,7 +12,9 @@ and another one at each training epoch end under ``ckpt/epoch``. ``--add-metric`
 modules with one metric more (``mse``) and ``strict_loading = False``, as a user who adds a metric
 to a job and resumes it. ``--interval``/``--ckpt-every`` change the compute interval and the
 mid-epoch checkpoints' cadence (e.g. both lined up with the epoch's length, so that a checkpoint is
-saved right after a compute at an epoch's last batch).
+saved right after a compute at an epoch's last batch). ``--monitor-every K`` adds
+``ModelCheckpoint(monitor=MONITOR, every_n_train_steps=K, save_top_k=-1)`` under ``ckpt/monitor``,
+whose saves (step and monitored value) are recorded too.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from torchmetrics_ext.integrations.lightning import RecMetricCallback, UnpaddedD
 
 TRAIN, VAL, BATCH = 112, 40, 8  # 7 training batches per epoch and rank under 2 ranks, 14 in one process
 EPOCHS, INTERVAL, WINDOW, CKPT_EVERY = 3, 3, 32, 5
+MONITOR = "train/ne/click"  # the training key ``--monitor-every``'s checkpoints monitor
 BIAS = (-0.5, -1.0)  # the labels' logit offsets (base rates of ~0.4 and ~0.3)
 TASKS = [
     tmx.RecTaskInfo("click", "click_label", "click_pred", "weight"),
@@ -115,8 +118,15 @@ def fit(
     add_metric: bool = False,
     interval: int = INTERVAL,
     ckpt_every: int = CKPT_EVERY,
+    monitor_every: int | None = None,
+    val_every: int | None = None,
 ) -> tuple[Model, Recorder]:
-    """Fit (or resume) the model; save this rank's logged rows and training outputs under ``out``."""
+    """Fit (or resume) the model; save this rank's logged rows, training outputs and monitored saves under ``out``.
+
+    The monitored saves (``monitor_every``) are ``{step: monitored value}`` of every checkpoint that
+    ``ModelCheckpoint(monitor=MONITOR)`` saved in this fit. ``val_every``: validate every that many
+    training batches (``val_check_interval``) instead of at each epoch's end.
+    """
     model, recorder = Model(add_metric, interval), Recorder()
     checkpoints = [
         ModelCheckpoint(
@@ -134,6 +144,16 @@ def fit(
             save_on_train_epoch_end=True,
         ),
     ]
+    monitored = None
+    if monitor_every is not None:
+        monitored = ModelCheckpoint(
+            dirpath=os.path.join(out, "ckpt", "monitor"),
+            filename="{step}",
+            monitor=MONITOR,
+            every_n_train_steps=monitor_every,
+            save_top_k=-1,
+        )
+        checkpoints.append(monitored)
     trainer = L.Trainer(
         strategy="ddp" if devices > 1 else "auto",
         devices=devices,
@@ -145,9 +165,13 @@ def fit(
         enable_model_summary=False,
         num_sanity_val_steps=0,
         log_every_n_steps=1,
+        val_check_interval=val_every,
     )
     trainer.fit(model, ckpt_path=resume)
-    torch.save({"rows": recorder.rows, "seen": model.seen}, os.path.join(out, f"rank{trainer.global_rank}.pt"))
+    saved = {} if monitored is None else monitored.best_k_models  # {path: score} of every save of this fit
+    scores = {int(os.path.basename(p)[len("step=") : -len(".ckpt")]): float(v) for p, v in saved.items()}
+    record = {"rows": recorder.rows, "seen": model.seen, "monitored": scores}
+    torch.save(record, os.path.join(out, f"rank{trainer.global_rank}.pt"))
     return model, recorder
 
 
@@ -159,9 +183,10 @@ def main() -> None:
     parser.add_argument("--add-metric", action="store_true")
     parser.add_argument("--interval", type=int, default=INTERVAL)
     parser.add_argument("--ckpt-every", type=int, default=CKPT_EVERY)
+    parser.add_argument("--monitor-every", type=int, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    fit(args.out, args.devices, args.resume, args.add_metric, args.interval, args.ckpt_every)
+    fit(args.out, args.devices, args.resume, args.add_metric, args.interval, args.ckpt_every, args.monitor_every)
 
 
 if __name__ == "__main__":

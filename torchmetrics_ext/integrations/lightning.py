@@ -113,6 +113,49 @@ def _merge_per_rank(earlier: Any, per_rank: list[Any]) -> list[Any]:
     return [None if old is None or new is None else {**old, **new} for old, new in zip(earlier, per_rank, strict=True)]
 
 
+_STATE_FORM = (
+    "{'train_logged_at': <whole number >= 0 or None>, 'train_values_at': <whole number >= 0 or None>, "
+    "'train_values': <dict of str to float, None where train_values_at is None>} (the last two absent in earlier "
+    "versions)"
+)
+
+
+def _callback_state(state: Any) -> tuple[int | None, tuple[int, dict[str, float]] | None]:
+    """``RecMetricCallback.state_dict()``'s form read back: the logged-at count and ``(count, values)``.
+
+    Raises:
+        ValueError: ``state`` is not of that form.
+    """
+
+    def count(value: Any) -> int | None:
+        number = None if value is None else as_int(value)
+        if value is not None and (number is None or number < 0):
+            raise ValueError
+        return number
+
+    def real(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError
+        return float(value)
+
+    try:
+        if not isinstance(state, Mapping):
+            raise ValueError
+        logged, at, values = count(state.get("train_logged_at")), count(state.get("train_values_at")), None
+        saved = state.get("train_values")
+        if (at is None) != (saved is None) or not isinstance(saved, (Mapping, type(None))):
+            raise ValueError
+        if at is not None and saved is not None:
+            if not all(isinstance(key, str) for key in saved):
+                raise ValueError
+            values = (at, {key: real(value) for key, value in saved.items()})
+    except ValueError:
+        raise ValueError(
+            f"RecMetricCallback.load_state_dict: expected what state_dict saves, {_STATE_FORM}, got {state!r}."
+        ) from None
+    return logged, values
+
+
 _DEFAULT_TEST = "test_metrics"  # a model without this attribute is tested without the callback
 _DEFAULT_VAL = "val_metrics"  # a model without this attribute nor a `validation_step` has no validation
 
@@ -202,13 +245,23 @@ class RecMetricCallback(pl.Callback):
     none of them back.
 
     The callback's own state (:meth:`state_dict`: the training module's update count when it was
-    last logged) goes in the checkpoint too, under :attr:`state_key`, so that a fit resumed right
-    after a step that logged the training values (a checkpoint saved at an epoch's last batch whose
-    interval compute logged them) logs no row repeating them at that epoch's end, as the
-    uninterrupted fit logs none. The key names the callback's attribute names and ``output_key``:
-    two callbacks need different ones (Lightning refuses two stateful callbacks of one key), and a
-    resume with other names does not find the state (Lightning warns, and the epoch end may repeat
-    that row, as a checkpoint of an earlier version without this state does).
+    last logged, and the values it logged then, as floats) goes in the checkpoint too, under
+    :attr:`state_key` (Lightning saves rank 0's; the values are synced, the same on every rank), so
+    that a fit resumed right after a step that logged the training values (a checkpoint saved at an
+    epoch's last batch whose interval compute logged them) logs no row repeating them at that
+    epoch's end, as the uninterrupted fit logs none, and so that ``trainer.callback_metrics`` holds
+    the training values from the resumed fit's start (:meth:`on_train_start`), as the uninterrupted
+    fit holds the last computed ones until its next compute. Lightning starts
+    ``trainer.callback_metrics`` empty at every fit and checkpoints none of it (a key of the model's
+    own ``self.log(..., on_step=True)`` is back at the step that logs it again); without these values
+    a ``ModelCheckpoint(monitor="train/ne/click", every_n_train_steps=k)`` due before the resumed
+    fit's first compute found no key: Lightning (2.6) skips that save without a word where validation
+    runs at the epoch's end, and where it runs inside the epoch saves at the next validation instead,
+    or stops the fit with a ``MisconfigurationException`` if the key is still missing there. The key
+    names the callback's attribute names and ``output_key``: two callbacks need different ones
+    (Lightning refuses two stateful callbacks of one key), and a resume with other names does not find
+    the state (Lightning warns; the epoch end may repeat that row and the training keys are missing
+    until the first compute, as with a checkpoint of an earlier version, which loads without them).
 
     Args:
         train: attribute name of the training :class:`~torchmetrics_ext.RecMetricModule` (``None``: none).
@@ -246,6 +299,8 @@ class RecMetricCallback(pl.Callback):
         super().__init__()
         self.train, self.val, self.output_key, self.test = train, val, output_key, test
         self._train_logged_at: int | None = None  # the training module's update count when last logged
+        # the values last logged (host floats) and the update count they were computed at: resumed into callback_metrics
+        self._train_values: tuple[int, dict[str, float]] | None = None
         self._eval = _EvalEpoch()  # the validation or test epoch under way
         self._accumulation_warned: set[tuple[int, int]] = set()  # (interval, factor) pairs warned of in this fit
         self._barebones = False  # the trainer of the run forbids logging: update, never compute (see `setup`)
@@ -327,6 +382,7 @@ class RecMetricCallback(pl.Callback):
             )
         if stage == "fit":  # a callback reused for another fit (a fresh model, say) logs it from its first epoch
             self._train_logged_at = None
+            self._train_values = None
             self._accumulation_warned = set()
             self._check_accumulation(trainer, pl_module)
         self._eval = _EvalEpoch()  # nothing kept from an earlier run (one interrupted mid-epoch, say)
@@ -375,14 +431,27 @@ class RecMetricCallback(pl.Callback):
             )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Keep a restored logged-at count only where the training module was restored at that count.
+        """Put the restored training values back in ``trainer.callback_metrics``; keep the logged-at count if it holds.
 
         Lightning restores the model (the module's update count with it) and then this callback's
-        state, both before the fit's first batch. The count tells that the module's states were logged
-        as they are: it holds only where the module's count is that one (a module restored without
-        its count, e.g. added since the checkpoint, starts from 0 and logs its first epoch end).
+        state, both before the fit's first batch, and starts ``trainer.callback_metrics`` empty. The
+        values last logged before the checkpoint go back there (as float64 tensors on the model's
+        device) where the module was restored at or after the count they were computed at, as the
+        uninterrupted fit holds them until its next compute: a ``ModelCheckpoint`` or
+        ``EarlyStopping`` monitoring a training key then finds it before the resumed fit's first
+        compute. A module restored without its count (added since the checkpoint: it starts from 0)
+        gets none. The logged-at count tells that the module's states were logged as they are: it
+        holds only where the module's count is that one (such a module logs its first epoch end).
         """
         module = self._module(pl_module, self.train)
+        restored, self._train_values = self._train_values, None
+        if module is not None and restored is not None and restored[0] <= module._step:
+            self._train_values = restored
+            if trainer is not None and not self._barebones:
+                device = pl_module.device
+                trainer.callback_metrics.update(
+                    {key: torch.tensor(value, dtype=torch.float64, device=device) for key, value in restored[1].items()}
+                )
         if module is None or module._step != self._train_logged_at:
             self._train_logged_at = None
 
@@ -406,13 +475,16 @@ class RecMetricCallback(pl.Callback):
             )
         return out
 
-    def _log(self, pl_module: pl.LightningModule, module: RecMetricModule, suffix: str = "", **options: Any) -> None:
-        """``log_dict(module.compute())``, each key followed by ``suffix``."""
+    def _log(
+        self, pl_module: pl.LightningModule, module: RecMetricModule, suffix: str = "", **options: Any
+    ) -> dict[str, Tensor]:
+        """``log_dict(module.compute())``, each key followed by ``suffix``; the values logged (none under barebones)."""
         if self._barebones:  # logging is off: computing (and syncing) the values would be wasted
-            return
+            return {}
         values = {f"{key}{suffix}": value for key, value in module.compute().items()}
         self._quiet(values)
         pl_module.log_dict(values, sync_dist=False, **options)
+        return values
 
     def _quiet(self, keys: Sequence[str] | Mapping[str, Any]) -> None:
         """Silence Lightning's advice to log these keys with ``sync_dist=True``, until ``teardown``.
@@ -476,13 +548,17 @@ class RecMetricCallback(pl.Callback):
             for logger in trainer.loggers:  # rank-zero only, as Lightning's loggers are
                 logger.log_metrics(scalars, step=step)
             self._train_logged_at = module._step
+            self._train_values = (module._step, dict(scalars))  # a copy: a logger may edit its dict
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Log the training module's values at the end of the epoch (unless its last step just did)."""
         module = self._module(pl_module, self.train)
         if module is not None and module._step != self._train_logged_at:
-            self._log(pl_module, module)
+            values = self._log(pl_module, module)
             self._train_logged_at = module._step
+            if values:  # one device-to-host copy for all of them
+                scalars = torch.stack([value.detach().double().reshape(()) for value in values.values()]).tolist()
+                self._train_values = (module._step, dict(zip(values, scalars, strict=True)))
 
     def _eval_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str | None) -> None:
         """Reset the stage's module; with several dataloaders, give each other one a copy of it."""
@@ -587,20 +663,31 @@ class RecMetricCallback(pl.Callback):
         return self._generate_state_key(train=self.train, val=self.val, test=self.test, output_key=self.output_key)
 
     def state_dict(self) -> dict[str, Any]:
-        """The training module's update count when the callback last logged it (``None``: not logged in this fit).
+        """When the callback last logged the training module, and what it logged.
+
+        ``train_logged_at``: the module's update count at its last log (``None``: not logged in this
+        fit, or not since a resume that did not follow a log right away); ``train_values_at`` and
+        ``train_values``: the update count of the values last logged (interval compute or epoch end,
+        also one before a resume) and those values as Python floats (``None`` where none was logged).
 
         Examples:
             >>> from torchmetrics_ext.integrations.lightning import RecMetricCallback
             >>> RecMetricCallback().state_dict()
-            {'train_logged_at': None}
+            {'train_logged_at': None, 'train_values_at': None, 'train_values': None}
         """
-        return {"train_logged_at": self._train_logged_at}
+        at, values = (None, None) if self._train_values is None else self._train_values
+        return {
+            "train_logged_at": self._train_logged_at,
+            "train_values_at": at,
+            "train_values": None if values is None else dict(values),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (Lightning calls it on resume, after the model's restore).
 
-        The count is kept at the fit's start only where the restored training module holds that
-        same count (see :meth:`on_train_start`).
+        The count is kept, and the values go back in ``trainer.callback_metrics``, at the fit's
+        start only where the restored training module allows (see :meth:`on_train_start`). A state
+        without the values (saved by an earlier version) loads with none.
 
         Raises:
             ValueError: ``state_dict`` is not what :meth:`state_dict` saves; the callback is left as it was.
@@ -608,18 +695,15 @@ class RecMetricCallback(pl.Callback):
         Examples:
             >>> from torchmetrics_ext.integrations.lightning import RecMetricCallback
             >>> callback = RecMetricCallback()
-            >>> callback.load_state_dict({"train_logged_at": 14})
+            >>> values = {"train/ne/click": 0.9}
+            >>> callback.load_state_dict({"train_logged_at": 14, "train_values_at": 14, "train_values": values})
             >>> callback.state_dict()
-            {'train_logged_at': 14}
+            {'train_logged_at': 14, 'train_values_at': 14, 'train_values': {'train/ne/click': 0.9}}
+            >>> callback.load_state_dict({"train_logged_at": 14})  # an earlier version's state
+            >>> callback.state_dict()["train_values"] is None
+            True
         """
-        value = state_dict.get("train_logged_at") if isinstance(state_dict, Mapping) else None
-        count = None if value is None else as_int(value)
-        if not isinstance(state_dict, Mapping) or (value is not None and (count is None or count < 0)):
-            raise ValueError(
-                "RecMetricCallback.load_state_dict: expected what state_dict saves, "
-                f"{{'train_logged_at': <whole number >= 0 or None>}}, got {state_dict!r}."
-            )
-        self._train_logged_at = count
+        self._train_logged_at, self._train_values = _callback_state(state_dict)
 
     def _resumed(self, pl_module: pl.LightningModule) -> dict[str, RecMetricModule]:
         """The modules a resumed fit continues: the training one (validation starts afresh at each epoch)."""

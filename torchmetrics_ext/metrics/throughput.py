@@ -292,7 +292,9 @@ class Throughput(GuardedMetric):
         that started within the last ``window_seconds`` (and the newest update of each), its time
         is the longer of the two windows', and later updates of this metric push the other's out
         of the window as they push out its own. A dict of states carries no updates: its window is
-        taken as one update of ``window_examples`` over ``window_elapsed`` seconds.
+        taken as one update of ``window_examples`` over ``window_elapsed`` seconds. This metric's
+        warm-up stays its own, as each rank's does through a DDP sync: the other's steps do not count
+        towards it (they warmed up another process), nor does its clock.
 
         Raises:
             ValueError: states of other names or shapes (see :class:`GuardedMetric`); nothing changes.

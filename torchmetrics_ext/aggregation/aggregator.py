@@ -128,7 +128,9 @@ class MetricsAggregator:
     ``all_gather_object`` of keys only) and create the metrics they lack, then each metric syncs
     through TorchMetrics in the agreed order (a :class:`CategoricalCount` first agrees on the
     union of categories itself). Every rank returns the same dict, whatever datasets, metrics or
-    categories it saw (including none).
+    categories it saw (including none). :meth:`update` is no collective: a rejected batch raises
+    on its rank alone; catch it there and keep calling :meth:`get_metrics_for_logging` on every
+    rank (a rank that skips it leaves the others waiting until the process group's timeout).
 
     Args:
         process_group: the group to aggregate over (default: the whole world).

@@ -27,8 +27,6 @@ that lets an error end its loop) are deterministic tests at the end.
 from __future__ import annotations
 
 import io
-import time
-from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -426,27 +424,3 @@ def test_two_ranks_metrics_logged_under_one_key_raise_on_every_rank(ddp_pool):
     results = ddp_pool.run(_ddp_logged_key_clash, timeout=60)
     assert results[0] == results[1]
     assert "'train_a/b/c'" in results[0][0]
-
-
-def _ddp_rank_leaves_the_loop(rank: int, world_size: int) -> tuple[str, float]:
-    group = dist.new_group(backend="gloo", timeout=timedelta(seconds=2))
-    aggregator = MetricsAggregator(process_group=group)
-    aggregator.update([Metric("d", "x", 1.0, A.SUM)])
-    start = time.perf_counter()
-    try:
-        if rank == 1:
-            aggregator.update([Metric("d", "x", float("nan"), A.SUM)])  # raises: this rank never logs
-        aggregator.get_metrics_for_logging()
-    except (ValueError, RuntimeError) as err:
-        return type(err).__name__, time.perf_counter() - start
-    return "logged", time.perf_counter() - start
-
-
-def test_a_rank_that_lets_a_rejected_batch_end_its_loop_leaves_the_others_to_the_group_timeout(ddp_pool):
-    """``update`` is no collective: a rejected batch raises on its rank alone. A rank that then skips
-    ``get_metrics_for_logging`` leaves the others waiting in the collective until the process group's timeout
-    (here 2 s), where the backend raises a RuntimeError: documented, and never a hang of the test."""
-    (kind0, waited0), (kind1, _) = ddp_pool.run(_ddp_rank_leaves_the_loop, timeout=60)
-    assert kind1 == "ValueError"
-    assert kind0 == "RuntimeError" and waited0 >= 1.5
-    assert ddp_pool.run(_ddp_type_clash, timeout=60)[0][2] == [("train_d/x", 3.5)]  # the pool goes on

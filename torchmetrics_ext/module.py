@@ -67,7 +67,7 @@ from torchmetrics_ext.utilities.checks import (
     format_pointwise,
 )
 from torchmetrics_ext.utilities.device import on_device_path
-from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric, fused_gather
+from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric, fused_gather, has_untyped_list_states
 from torchmetrics_ext.utilities.ownership import owner_of, release_ownership, take_ownership
 from torchmetrics_ext.utilities.warnings import naming_metric, naming_part, naming_tasks
 from torchmetrics_ext.wrappers._shared import SharedRing, shareable
@@ -1862,8 +1862,7 @@ def _state_metric_value(fn: Callable[[], Any], sync: bool) -> Any:
         syncing = [m for m in tree if syncs_on_compute(m)]
         for m in syncing:
             m.__dict__["_computed"] = None
-            declared = getattr(m, "_list_state_dtypes", {})
-            if any(isinstance(d, list) and n not in declared for n, d in m._defaults.items()):
+            if has_untyped_list_states(m):
                 m.__dict__["dist_sync_fn"] = TypedGather(m.dist_sync_fn)
         # a rank without an update of its own computes the others' synced states: no "compute before update"
         with counted_as_updated(syncing):

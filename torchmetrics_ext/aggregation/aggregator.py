@@ -18,6 +18,7 @@ from torchmetrics_ext.aggregation.handlers import DEFAULT_HANDLERS, MetricFactor
 from torchmetrics_ext.aggregation.plan import Fold, Step, Update, apply_updates, plan_step
 from torchmetrics_ext.aggregation.types import AggregationType, Metric
 from torchmetrics_ext.metrics.base import counted_as_updated
+from torchmetrics_ext.utilities.distributed import TypedGather, has_untyped_list_states
 from torchmetrics_ext.utilities.warnings import silencing_undefined
 
 __all__ = ["MetricsAggregator"]
@@ -127,7 +128,9 @@ class MetricsAggregator:
     ``all_gather_object`` of keys only) and create the metrics they lack, then each metric syncs
     through TorchMetrics in the agreed order (a :class:`CategoricalCount` first agrees on the
     union of categories itself). Every rank returns the same dict, whatever datasets, metrics or
-    categories it saw (including none).
+    categories it saw (including none). :meth:`update` is no collective: a rejected batch raises
+    on its rank alone; catch it there and keep calling :meth:`get_metrics_for_logging` on every
+    rank (a rank that skips it leaves the others waiting until the process group's timeout).
 
     Args:
         process_group: the group to aggregate over (default: the whole world).
@@ -373,6 +376,11 @@ class MetricsAggregator:
             metric.process_group = self.process_group
         # a cached value would let this rank skip its part of a later sync that other ranks join
         metric.compute_with_cache = False
+        for part in metric.modules():  # a wrapper's metrics sync in its compute
+            # a registered metric's list state, empty on a rank that lacks the key, is sent as TorchMetrics'
+            # float32 placeholder next to the others' float64 values: agree on the dtype first
+            if isinstance(part, TorchMetric) and has_untyped_list_states(part):
+                part.dist_sync_fn = TypedGather(part.dist_sync_fn)
         return metric.to(self._device)
 
     def _register(self, key: Key, agg_type: AggregationType, metric: TorchMetric) -> None:

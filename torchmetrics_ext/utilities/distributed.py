@@ -33,7 +33,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torchmetrics.utilities.distributed import gather_all_tensors
 
-__all__ = ["TypedGather", "copy_metric", "fused_gather", "unshare_memory"]
+__all__ = ["TypedGather", "copy_metric", "fused_gather", "has_untyped_list_states", "unshare_memory"]
 
 # dtypes a rank can name to the others (by position); a tensor of another dtype is gathered as it is
 _DTYPES = (
@@ -223,6 +223,22 @@ def unshare_memory(module: torch.nn.Module) -> int:
             elif isinstance(obj, torch.nn.Module) or type(obj).__module__.startswith("torchmetrics"):
                 stack.extend(getattr(obj, "__dict__", {}).values())
     return len(copies)
+
+
+def has_untyped_list_states(metric: Any) -> bool:
+    """Whether ``metric`` (a ``torchmetrics.Metric``) has a list state whose dtype it does not declare.
+
+    Such a state (any TorchMetrics metric's ``cat`` state) syncs through :class:`TypedGather`: a
+    rank that holds no element sends TorchMetrics' 1-D float32 placeholder. The package's own
+    metrics declare their list states' dtypes.
+
+    Examples:
+        >>> from torchmetrics.aggregation import CatMetric, SumMetric
+        >>> has_untyped_list_states(CatMetric()), has_untyped_list_states(SumMetric())
+        (True, False)
+    """
+    declared = getattr(metric, "_list_state_dtypes", {})
+    return any(isinstance(default, list) and name not in declared for name, default in metric._defaults.items())
 
 
 class TypedGather:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import pickle
 import warnings
 from collections.abc import Callable, Sequence
 from fractions import Fraction
@@ -61,6 +62,11 @@ def _as_numpy(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.detach().double().cpu().numpy()
     return np.asarray(value, dtype=np.float64)
+
+
+def _has_nan(value: Any) -> bool:
+    value = _as_numpy(value)
+    return any(_has_nan(v) for v in value.values()) if isinstance(value, dict) else bool(np.isnan(value).any())
 
 
 def _shape(value: Any) -> Any:
@@ -107,11 +113,28 @@ def check_life_cycle(
     reference: Callable[[Sequence[Batch]], Any],
     *,
     functional: Callable[[Batch], Any] | None = None,
-    bad: tuple[Batch, type[Exception], str] | None = None,
+    bad: Sequence[tuple[Batch, type[Exception], str]] = (),
     rtol: float = 1e-9,
     atol: float = 1e-12,
+    warns: Callable[[Any], bool] | None = None,
 ) -> None:
-    """Every way users feed a metric gives the reference value (see the module docstring)."""
+    """Every way users feed a metric gives the reference value (see the module docstring).
+
+    ``compute`` warns (``UndefinedMetricWarning``) exactly where ``warns(expected)`` says: by
+    default where the expected value has a ``nan``.
+    """
+    expected_nan = warns or _has_nan
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fresh = make()
+        for batch in batches:
+            _update(fresh, batch)
+        fresh.compute()
+    undefined = [w for w in caught if issubclass(w.category, UndefinedMetricWarning)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        should = expected_nan(reference(batches))
+    assert bool(undefined) == should, f"UndefinedMetricWarning {[str(w.message) for w in undefined]}, expected: {should}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         expected = reference(batches)
@@ -123,6 +146,11 @@ def check_life_cycle(
                 assert_close(metric(**batch), reference([batch]), rtol, atol, f"forward of batch {i}")
         assert_close(metric.compute(), expected, rtol, atol, "compute")
         cpu_value = metric.compute()
+        assert_close(pickle.loads(pickle.dumps(metric)).compute(), expected, rtol, atol, "pickled")
+        metric.reset()
+        for batch in batches:
+            _update(metric, batch)
+        assert_close(metric.compute(), expected, rtol, atol, "after reset")
 
         half = len(batches) // 2
         first = make()
@@ -154,18 +182,42 @@ def check_life_cycle(
             value = _drop_axis(value) if _shape(value) != _shape(want) else value
             assert_close(value, want, rtol, atol, "functional")
 
-        if bad is not None:
-            bad_batch, exc, match = bad
-            before = _states(metric)
-            snapshot = copy.deepcopy(before)
+        snapshot = copy.deepcopy(_states(metric))
+        for bad_batch, exc, match in bad:
             for call in (metric.update, metric.forward):
                 with pytest.raises(exc, match=match):
                     call(**bad_batch)
                 after = _states(metric)
                 assert set(after) == set(snapshot)
                 for name in snapshot:
-                    assert torch.equal(after[name], snapshot[name]), f"bad batch changed {name}"
-            assert_close(metric.compute(), expected, rtol, atol, "compute after a rejected batch")
+                    assert torch.equal(after[name], snapshot[name]), f"bad batch {match!r} changed {name}"
+        if bad:
+            assert_close(metric.compute(), expected, rtol, atol, "compute after rejected batches")
+
+
+def bad_batches(
+    num_tasks: int | None, preds: float = 0.5, label_domain: str = "unit", **extra: Tensor
+) -> list[tuple[Batch, type[Exception], str]]:
+    """Rejected ``(preds, target, weights)`` batches of 2 rows: NaN/inf values, negative weights, bad shapes.
+
+    ``extra`` are further arguments of 2 rows each (session ids).
+    """
+    t = num_tasks or 1
+    shape = (t, 2) if num_tasks else (2,)
+    ok = {"preds": torch.full(shape, preds), "target": torch.zeros(shape), **extra}
+    out: list[tuple[Batch, type[Exception], str]] = [
+        ({**ok, "preds": torch.full(shape, math.nan)}, ValueError, "preds"),
+        ({**ok, "target": torch.full(shape, math.nan)}, ValueError, "target"),
+        ({**ok, "weights": torch.tensor([1.0, -1.0])}, ValueError, "weights"),
+        ({**ok, "weights": torch.tensor([1.0, math.inf])}, ValueError, "weights"),
+        ({**ok, "weights": torch.ones(3)}, ValueError, "weights"),
+        ({**ok, "target": torch.zeros(*shape[:-1], 3)}, ValueError, "target"),
+        ({**ok, "preds": torch.zeros(shape, dtype=torch.int64)}, TypeError, "preds"),
+        ({**ok, "preds": torch.full((t + 1, 2), preds), "target": torch.zeros(t + 1, 2)}, ValueError, "preds"),
+    ]
+    if label_domain == "unit":
+        out.append(({**ok, "target": torch.full(shape, 2.0)}, ValueError, "target"))
+    return out
 
 
 def _split(rng_sizes: list[int], n: int) -> list[tuple[int, int]]:
@@ -322,8 +374,7 @@ def test_pairwise_random(case: dict) -> None:
     t = num_tasks or 1
     kwargs = {"num_tasks": num_tasks} if num_tasks else {}
     n = sum(b["preds"].shape[-1] for b in batches)
-    bad_preds = torch.full((t, 2) if num_tasks else (2,), math.nan)
-    bad = ({"preds": bad_preds, "target": torch.zeros_like(bad_preds)}, ValueError, "preds")
+    bad = bad_batches(num_tasks, label_domain="real")
     for which, cls, fn in ((0, tmx.RegressionAUC, tmf.regression_auc), (1, tmx.XAUC, tmf.xauc)):
         check_life_cycle(
             lambda cls=cls: cls(**kwargs, from_logits=logits),
@@ -445,11 +496,11 @@ def test_sessions_random(case: dict) -> None:
     options = {"k": case["k"], "average": case["average"], "rank_labels": case["rank_labels"]}
     tasks = {"num_tasks": num_tasks} if num_tasks else {}
     shape = (t, 2) if num_tasks else (2,)
-    bad = (
-        {"preds": torch.zeros(shape), "target": torch.zeros(shape), "sessions": torch.zeros(shape)},
-        TypeError,
-        "sessions",
-    )
+    bad = [
+        *bad_batches(num_tasks, label_domain="real" if case["rank_labels"] else "unit", sessions=torch.zeros(2, dtype=torch.int64)),
+        ({"preds": torch.zeros(shape), "target": torch.zeros(shape), "sessions": torch.zeros(shape)}, TypeError, "sessions"),
+        ({"preds": torch.zeros(shape), "target": torch.zeros(shape), "sessions": torch.zeros(3, dtype=torch.int64)}, ValueError, "sessions"),
+    ]
     for recall, cls, fn in (
         (False, tmx.SessionPrecisionAtK, tmf.session_precision_at_k),
         (True, tmx.SessionRecallAtK, tmf.session_recall_at_k),
@@ -475,6 +526,24 @@ def test_sessions_random(case: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- hindsight target PR
+
+# scores on grid points j / s (s = 10, 20, 100, ...) and one unit in the last place either side of them,
+# -0.0 and the smallest subnormal: where the arithmetic bin search could be one off
+GRID_SCORES = [
+    -0.0,
+    0.0,
+    5e-324,
+    0.1,
+    0.3,
+    float(np.nextafter(0.3, 0.0)),
+    float(np.nextafter(0.3, 1.0)),
+    0.5,
+    float(np.nextafter(0.5, 0.0)),
+    0.7,
+    float(np.nextafter(0.7, 1.0)),
+    float(np.nextafter(1.0, 0.0)),
+    1.0,
+]
 
 
 def ref_hindsight(q: np.ndarray, y: np.ndarray, w: np.ndarray, target_precision: float, b: int) -> dict:
@@ -508,7 +577,7 @@ def hindsight_cases(draw: st.DrawFn) -> dict:
     num_tasks, n, bounds = draw(layouts())
     t = num_tasks or 1
     logits = draw(st.booleans())
-    pool = [-3.0, -0.5, 0.0, 0.5, 2.0, 40.0] if logits else [0.0, 0.1, 0.3, 0.35, 0.5, 0.7, 1 / 3, 0.2999999, 1.0]
+    pool = [-3.0, -0.5, 0.0, 0.5, 2.0, 40.0] if logits else [*GRID_SCORES, 0.35, 0.7, 1 / 3, 0.2999999]
     preds = _draw_matrix(draw, pool, t, n)
     target = _draw_matrix(draw, [0.0, 1.0, 1.0, 0.5], t, n)
     weights = _draw_weights(draw, [0.0, 0.25, 0.5, 1.0, 3.0, 2.0**20], t, n)  # sums exact in float64
@@ -547,7 +616,9 @@ def test_hindsight_random(case: dict) -> None:
         )
 
     shape = (t, 2) if num_tasks else (2,)
-    bad = ({"preds": torch.full(shape, 0.5), "target": torch.full(shape, 2.0)}, ValueError, "target")
+    bad = bad_batches(num_tasks)
+    if not logits:
+        bad.append(({"preds": torch.full(shape, 1.5), "target": torch.zeros(shape)}, ValueError, "preds"))
     check_life_cycle(
         lambda: tmx.HindsightTargetPR(**tasks, **options, from_logits=logits),
         batches,
@@ -617,7 +688,7 @@ def reliability_cases(draw: st.DrawFn) -> dict:
     num_tasks, n, bounds = draw(layouts())
     t = num_tasks or 1
     logits = draw(st.booleans())
-    pool = [-3.0, -0.5, 0.0, 0.5, 2.0, 40.0] if logits else [0.0, 0.005, 0.1, 0.3, 0.35, 0.5, 0.8, 0.9999, 1.0]
+    pool = [-3.0, -0.5, 0.0, 0.5, 2.0, 40.0] if logits else [*GRID_SCORES, 0.005, 0.35, 0.8, 0.9999]
     preds = _draw_matrix(draw, pool, t, n)
     target = _draw_matrix(draw, [0.0, 1.0, 0.25], t, n)
     weights = _draw_weights(draw, [0.0, 1e-30, 0.5, 1.0, 3.0, 1e30], t, n)
@@ -648,17 +719,17 @@ def test_reliability_random(case: dict) -> None:
         return _per_task([ref_reliability(_sigmoid(p) if logits else p, y, w, grid) for p, y, w in rows], num_tasks)
 
     shape = (t, 2) if num_tasks else (2,)
-    bad = (
-        {"preds": torch.full(shape, 0.5), "target": torch.full(shape, 0.5), "weights": torch.full(shape, -1.0)},
-        ValueError,
-        "weights",
-    )
+    bad = bad_batches(num_tasks)
+    if not logits:
+        bad.append(({"preds": torch.full(shape, -0.25), "target": torch.zeros(shape)}, ValueError, "preds"))
     check_life_cycle(
         lambda: tmx.Reliability(**tasks, **options, from_logits=logits),
         batches,
         reference,
         functional=lambda b: tmf.reliability(**b, **options, from_logits=logits),
         bad=bad,
+        # an empty bin is nan without a warning; a task without any weight warns
+        warns=lambda value: bool((np.atleast_2d(_as_numpy(value)["weight"]).sum(-1) <= 0).any()),
     )
 
 
@@ -716,7 +787,13 @@ def test_multilabel_random(case: dict) -> None:
         batches,
         reference,
         functional=lambda b: tmf.multi_label_precision(**b, num_labels=num_labels),
-        bad=({"preds": too_big, "target": torch.zeros_like(too_big)}, ValueError, "codes"),
+        bad=[
+            ({"preds": too_big, "target": torch.zeros_like(too_big)}, ValueError, "codes"),
+            ({"preds": -torch.ones_like(too_big), "target": torch.zeros_like(too_big)}, ValueError, "codes"),
+            ({"preds": too_big.double(), "target": torch.zeros_like(too_big)}, TypeError, "preds"),
+            ({"preds": torch.zeros_like(too_big), "target": torch.zeros_like(too_big), "weights": -torch.ones(2)}, ValueError, "weights"),
+            ({"preds": torch.zeros_like(too_big), "target": torch.zeros(*shape[:-1], 3, dtype=torch.int64)}, ValueError, "target"),
+        ],
     )
 
 
@@ -796,8 +873,7 @@ def _check_counter(case: dict, name: str) -> None:
         rows = zip(*(_rows(parts, key, t) for key in ("preds", "target", "weights")))
         return _per_task([formula(p, y, w) for p, y, w in rows], num_tasks)
 
-    shape = (t, 2) if num_tasks else (2,)
-    bad = ({"preds": torch.zeros(shape), "target": torch.zeros(shape), "weights": -torch.ones(shape)}, ValueError, "weights")
+    bad = bad_batches(num_tasks, label_domain="unit" if name == "num_positive" else "real")
     check_life_cycle(lambda: cls(**tasks), batches, reference, functional=lambda b: fn(**b), bad=bad)
 
     # Segmented: the same sums per segment id; counters report 0 in an empty segment, averages nan
@@ -853,7 +929,9 @@ def test_missing_labels_random(case: dict) -> None:
         return _per_task([_sum(np.isnan(y) * (1.0 if unweighted else w)) for y, w in rows], num_tasks)
 
     shape = (t, 2) if num_tasks else (2,)
-    bad = ({"preds": torch.zeros(shape), "target": torch.full(shape, math.inf)}, ValueError, "target")
+    bad = [b for b in bad_batches(num_tasks, label_domain="real") if not torch.isnan(b[0]["target"]).any()]
+    bad.append(({"preds": torch.zeros(shape), "target": torch.full(shape, math.inf)}, ValueError, "target"))
+    bad.append(({"preds": torch.zeros(shape), "target": torch.zeros(shape, dtype=torch.int64)}, TypeError, "target"))
     check_life_cycle(
         lambda: tmx.NumMissingLabels(**tasks, count_zero_weight=unweighted),
         batches,
@@ -905,7 +983,11 @@ def test_tensor_weighted_average_random(case: dict) -> None:
         batches,
         reference,
         functional=lambda b: tmf.tensor_weighted_average(**b, weighted=flags),
-        bad=({"values": torch.full(shape, math.nan)}, ValueError, "values"),
+        bad=[
+            ({"values": torch.full(shape, math.nan)}, ValueError, "values"),
+            ({"values": torch.zeros(shape), "weights": torch.tensor([1.0, -1.0])}, ValueError, "weights"),
+            ({"values": torch.zeros(shape), "target": torch.zeros(shape)}, TypeError, "target"),
+        ],
     )
 
     def average(task: int) -> Callable[..., float]:

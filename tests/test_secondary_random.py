@@ -97,7 +97,6 @@ def _states(metric: Metric) -> dict[str, Tensor]:
     return out
 
 
-
 def _update(metric: Metric, batch: Batch) -> None:
     metric.update(**batch)
 
@@ -134,7 +133,9 @@ def check_life_cycle(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         should = expected_nan(reference(batches))
-    assert bool(undefined) == should, f"UndefinedMetricWarning {[str(w.message) for w in undefined]}, expected: {should}"
+    assert bool(undefined) == should, (
+        f"UndefinedMetricWarning {[str(w.message) for w in undefined]}, expected: {should}"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         expected = reference(batches)
@@ -264,7 +265,7 @@ def _batches(
             if array is None:
                 continue
             part = array[:, lo:hi]
-            if num_tasks is None or part.shape[0] == 1 and key in ("weights", "sessions", "segments"):
+            if num_tasks is None or (part.shape[0] == 1 and key in ("weights", "sessions", "segments")):
                 part = part[0]
             batch[key] = torch.tensor(part).to(dtype)
         out.append(batch)
@@ -467,9 +468,10 @@ def session_cases(draw: st.DrawFn) -> dict:
     rank_labels = draw(st.booleans())
     preds = _draw_matrix(draw, [-1.0, 0.1, 0.5, 0.5, 0.9, 3.0], t, n)
     target = _draw_matrix(draw, [-1.0, 0.0, 1.0, 2.0, 2.0, 5.5] if rank_labels else [0.0, 1.0, 1.0, 0.5], t, n)
-    weights = _draw_weights(draw, [0.0, 0.25, 1.0, 1.0, 3.0, 1e-30, 1e30], t, n)
+    weights = _draw_weights(draw, [0.0, 0.0, 0.25, 1.0, 1.0, 3.0, 1e-30, 1e30], t, n)  # zero weights: absent rows
     shared_ids = num_tasks is None or draw(st.booleans())
-    ids = _draw_matrix(draw, [-5, 0, 1, 7, 2**40], 1 if shared_ids else t, n)
+    id_pool = draw(st.sampled_from([[-5, 0, 1, 7, 2**40], [0, 3]]))  # many small sessions, or two large ones
+    ids = _draw_matrix(draw, id_pool, 1 if shared_ids else t, n)
     id_dtype = torch.int64 if (np.abs(ids) > 2**31).any() or draw(st.booleans()) else torch.int32
     batches = _batches(
         num_tasks,
@@ -482,7 +484,7 @@ def session_cases(draw: st.DrawFn) -> dict:
     return {
         "num_tasks": num_tasks,
         "batches": batches,
-        "k": draw(st.sampled_from([1, 2, 3, 50])),
+        "k": draw(st.sampled_from([1, 1, 2, 3, 50])),
         "average": draw(st.sampled_from(["session", "micro"])),
         "rank_labels": rank_labels,
     }
@@ -497,9 +499,21 @@ def test_sessions_random(case: dict) -> None:
     tasks = {"num_tasks": num_tasks} if num_tasks else {}
     shape = (t, 2) if num_tasks else (2,)
     bad = [
-        *bad_batches(num_tasks, label_domain="real" if case["rank_labels"] else "unit", sessions=torch.zeros(2, dtype=torch.int64)),
-        ({"preds": torch.zeros(shape), "target": torch.zeros(shape), "sessions": torch.zeros(shape)}, TypeError, "sessions"),
-        ({"preds": torch.zeros(shape), "target": torch.zeros(shape), "sessions": torch.zeros(3, dtype=torch.int64)}, ValueError, "sessions"),
+        *bad_batches(
+            num_tasks,
+            label_domain="real" if case["rank_labels"] else "unit",
+            sessions=torch.zeros(2, dtype=torch.int64),
+        ),
+        (
+            {"preds": torch.zeros(shape), "target": torch.zeros(shape), "sessions": torch.zeros(shape)},
+            TypeError,
+            "sessions",
+        ),
+        (
+            {"preds": torch.zeros(shape), "target": torch.zeros(shape), "sessions": torch.zeros(3, dtype=torch.int64)},
+            ValueError,
+            "sessions",
+        ),
     ]
     for recall, cls, fn in (
         (False, tmx.SessionPrecisionAtK, tmf.session_precision_at_k),
@@ -645,7 +659,9 @@ def test_hindsight_random(case: dict) -> None:
             rows = zip(*(_rows(batches, k, t) for k in ("preds", "target", "weights")))
             expected = _per_task(
                 [
-                    ref_hindsight(_sigmoid(p) if logits else p, y, w, case_b["target_precision"], case["num_thresholds"])
+                    ref_hindsight(
+                        _sigmoid(p) if logits else p, y, w, case_b["target_precision"], case["num_thresholds"]
+                    )
                     for p, y, w in rows
                 ],
                 num_tasks,
@@ -765,7 +781,9 @@ def multilabel_cases(draw: st.DrawFn) -> dict:
     weights = None if weights is None else np.tile(weights, repeat)
     dtypes = [torch.int64] + ([torch.int32] if num_labels <= 31 else []) + ([torch.uint8] if num_labels <= 8 else [])
     dtype = draw(st.sampled_from(dtypes))
-    batches = _batches(num_tasks, bounds, preds=(preds, dtype), target=(target, dtype), weights=(weights, torch.float64))
+    batches = _batches(
+        num_tasks, bounds, preds=(preds, dtype), target=(target, dtype), weights=(weights, torch.float64)
+    )
     return {"num_tasks": num_tasks, "batches": batches, "num_labels": num_labels}
 
 
@@ -791,8 +809,16 @@ def test_multilabel_random(case: dict) -> None:
             ({"preds": too_big, "target": torch.zeros_like(too_big)}, ValueError, "codes"),
             ({"preds": -torch.ones_like(too_big), "target": torch.zeros_like(too_big)}, ValueError, "codes"),
             ({"preds": too_big.double(), "target": torch.zeros_like(too_big)}, TypeError, "preds"),
-            ({"preds": torch.zeros_like(too_big), "target": torch.zeros_like(too_big), "weights": -torch.ones(2)}, ValueError, "weights"),
-            ({"preds": torch.zeros_like(too_big), "target": torch.zeros(*shape[:-1], 3, dtype=torch.int64)}, ValueError, "target"),
+            (
+                {"preds": torch.zeros_like(too_big), "target": torch.zeros_like(too_big), "weights": -torch.ones(2)},
+                ValueError,
+                "weights",
+            ),
+            (
+                {"preds": torch.zeros_like(too_big), "target": torch.zeros(*shape[:-1], 3, dtype=torch.int64)},
+                ValueError,
+                "target",
+            ),
         ],
     )
 
@@ -1077,5 +1103,9 @@ def test_compute_groups_keep_settings_apart(case: dict) -> None:
         values = collection.compute()
         for name, (_, reference) in metrics.items():
             expected = reference(batches)
-            got = values[name] if name in values else {k[len(name) + 1 :]: v for k, v in values.items() if k.startswith(name + "_")}
+            got = (
+                values[name]
+                if name in values
+                else {k[len(name) + 1 :]: v for k, v in values.items() if k.startswith(name + "_")}
+            )
             assert_close(got, expected, 1e-9, 1e-12, f"collection {name}")

@@ -151,7 +151,7 @@ class RegressionAUC(_PairwiseMetric):
 
     Note:
         Memory: exact, O(N): ``3 x 8`` bytes per sample and task (float64 ``cat`` lists, rows
-        of zero weight dropped); ``compute`` needs about 150 bytes per sample and task of
+        of zero weight dropped on the CPU); ``compute`` needs about 150 bytes per sample and task of
         temporaries. Compute: O(N log N) time, no Python loop over samples or tasks. DDP:
         ranks with any number of batches, or none, sync with ``cat``. Undefined (``nan`` plus
         ``UndefinedMetricWarning``) while no pair of different labels has non-zero weight.

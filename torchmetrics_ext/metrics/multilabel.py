@@ -20,7 +20,8 @@ class MultiLabelPrecision(TaskMetric):
     ``preds`` and ``target`` are integers whose bit ``j`` (least significant first) marks label
     ``j``, as in TorchRec: with ``num_labels=3``, 5 is ``{0, 2}``. State: two float64
     ``(T, L)`` sums (constant memory); an update's working memory is a few ``(T, N)`` tensors,
-    whatever ``L``. ``compute()`` returns ``(L,)`` for one task, ``(T, L)``
+    whatever ``L``, once a batch holds more than 2**15 bits (``T * N * L``; a smaller one is read
+    as ``(T, N, L)`` float64 tensors, 256 KB at most). ``compute()`` returns ``(L,)`` for one task, ``(T, L)``
     otherwise; TorchRec reports one key per label (``multi_label_precision{label_name}``).
 
     Args:

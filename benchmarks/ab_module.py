@@ -13,8 +13,8 @@ ratios ours / baseline.
 
 ``--metrics profile`` is the set the twenty-eighth session profiled; ``--ndcg`` adds ``ndcg@10``
 (one windowed ranking copy per task, fed a session-id column of 4 rows per session shared by the
-tasks), and the third side is then this checkout's module without it (what the ranking copies
-cost) instead of the one without a window.
+tasks), and the other sides are then each checkout's module without it (what the ranking copies
+add to a step, printed for both) instead of the one without a window.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def main() -> None:
     }
     if args.ndcg:
         sides["ours, no ndcg"] = build(3, args.window, tmx, args.metrics, False).update
+        sides["baseline, no ndcg"] = build(3, args.window, base, args.metrics, False).update
     else:
         sides["ours, no window"] = build(3, None, tmx, args.metrics, False).update
     for update in sides.values():
@@ -100,7 +101,7 @@ def main() -> None:
     if args.ndcg:  # what ndcg@10 adds to a step: each side less the module without it (best rounds, medians)
         for name in ("ours", "baseline"):
             added = [
-                f"{label} {(pick(times[name]) - pick(times['ours, no ndcg'])) * 1e6:.0f}"
+                f"{label} {(pick(times[name]) - pick(times[name + ', no ndcg'])) * 1e6:.0f}"
                 for label, times, pick in (
                     ("wall best", wall, min),
                     ("wall median", wall, statistics.median),

@@ -29,6 +29,7 @@ window's updates, never the drift of long add/subtract chains, and ``max``/``min
 
 from __future__ import annotations
 
+import operator
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import islice
@@ -98,7 +99,7 @@ def _rows(chunks: Iterable[Tensor]) -> int:
 
 
 def _numel(chunks: Iterable[Tensor]) -> int:
-    return sum(chunk.numel() for chunk in chunks)
+    return sum(map(Tensor.numel, chunks))
 
 
 def _join_segments(parts: Mapping[str, Sequence[list[Tensor]]]) -> dict[str, list[Tensor]] | None:
@@ -115,7 +116,11 @@ def _join_segments(parts: Mapping[str, Sequence[list[Tensor]]]) -> dict[str, lis
             out[name] = []
             continue
         shape = chunks[0].shape[1:]
-        if any(chunk.ndim == 0 or chunk.shape[1:] != shape for chunk in chunks) or not _joinable(chunks):
+        if chunks[0].ndim == 1:  # flat chunks (the common case): the same trailing shape is one dimension each
+            shaped = set(map(Tensor.dim, chunks)) == {1}
+        else:
+            shaped = not any(chunk.ndim == 0 or chunk.shape[1:] != shape for chunk in chunks)
+        if not shaped or not _joinable(chunks):
             return None
         out[name] = [join_chunks(chunks)]
     return out
@@ -162,7 +167,7 @@ def _join_shared(
         if not isinstance(target, list) or len(target) < n:
             return None
         whole = target[-n:]
-        if not all(a is b for a, b in zip(whole[1:], chunks[1:], strict=True)):
+        if not all(map(operator.is_, whole[1:], chunks[1:])):  # as many of each (n)
             return None
         cut = _suffix_of(chunks[0], whole[0])
         if cut is None:
@@ -483,7 +488,7 @@ class StateRing:
         other narrow floating sums are combined slot by slot.
         """
         count, head = self.count, self.head
-        if count > 1:
+        if count > 1 and not self.zero_slots:  # (slots of zeros: their suffix sums are the same zeros)
             first = min(count, self.capacity - head)  # slots up to the end of the buffer, then from its start
             for kind, names in self.groups.items():
                 for name in names:

@@ -834,7 +834,8 @@ class Windowed(WrapperMetric):
             appended = self._scratch._list_update(*args, **kwargs)  # type: ignore[operator]  # validates
             if appended is not None:
                 size = self._count(args, kwargs)
-                if 0 < size <= limit:
+                # (an empty batch that appends chunks, kept for their dtypes, and a cut one: the general way)
+                if size <= limit and (size > 0 or not any(appended.values())):
                     self._commit_lists(appended, size, limit)
                     return None, None
         slot = ring.next_slot()
@@ -897,7 +898,8 @@ class Windowed(WrapperMetric):
         The metric's ``_list_update`` gave the chunks its ``update`` would append and left its sums
         as they were: the ring takes an update of zero statistics (:meth:`StateRing.push_zero`:
         nothing to add to the window's sums or the lifetime's), and the chunks go to the lifetime,
-        the ring and the window as :meth:`_step` puts them. Nothing here raises.
+        the ring and the window as :meth:`_step` puts them; an empty batch (nothing appended) is
+        counted only. Nothing here raises.
         """
         ring, modules = self._ring, self._modules
         life = modules["lifetime"]
@@ -908,18 +910,20 @@ class Windowed(WrapperMetric):
         window_lists = self._window_lists
         window = modules["window"].__dict__
         num_chunks = ring.num_chunks
-        for name, chunks in window_lists.items():  # `_window_lists_bound`, inline
-            if window.get(name) is not chunks or len(chunks) != num_chunks[name]:
+        for name, bound in window_lists.items():  # `_window_lists_bound`, inline
+            if window.get(name) is not bound or len(bound) != num_chunks[name]:
                 self._bind_window_lists()
                 break
-        ring.push_zero(lists, size)
-        for name, chunks in window_lists.items():
-            chunks.extend(lists[name])
-        ring.evict(limit, self.max_updates, window_lists)
-        # the window's newest small segments joined into one, shared with the lifetime (see `_step`)
-        ring.join_newest(window_lists, dict(zip(names, life_lists)))
-        # the window's tensor states are written when next read (see `_step`): an update it evicted may hold sums
-        self.__dict__["_window_stale"] = bool(ring.tensor_names)
+        if size > 0:  # an empty batch takes no room in the window
+            ring.push_zero(lists, size)
+            for name, chunks in window_lists.items():
+                chunks.extend(lists[name])
+            ring.evict(limit, self.max_updates, window_lists)
+            # the window's newest small segments joined into one, shared with the lifetime (see `_step`)
+            if len(ring.spans) >= _JOIN:  # (fewer segments: `join_newest` joins nothing)
+                ring.join_newest(window_lists, dict(zip(names, life_lists)))
+            # the window's tensor states are written when next read (see `_step`): an update it evicted may hold sums
+            self.__dict__["_window_stale"] = bool(ring.tensor_names)
         self._join_lifetime_chunks(life_lists)
         self._count_update()
 
@@ -928,7 +932,8 @@ class Windowed(WrapperMetric):
         ring = self._ring
         kept = self._window_lists[ring.list_names[0]]
         keep = max(ring.num_chunks.values())
-        join_small_tails(life_lists, keep=keep, kept_first=kept[0] if kept else None)
+        if len(life_lists[0]) - keep >= _JOIN:  # (fewer chunks before the window's: nothing to join)
+            join_small_tails(life_lists, keep=keep, kept_first=kept[0] if kept else None)
         # the join above looks at the 64 chunks just before the window's only: where updates
         # leave the window many at a time (a large batch), runs of small chunks it stepped
         # over are joined here, once the chunks before the window's have doubled (plus 128)

@@ -289,8 +289,8 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
     ) -> None:
         """Add a batch: flat ``(N,)`` rows with ``indexes``, or padded ``(Q, L)`` lists."""
         if self._keeps_rows(preds):
-            rows = self._batch_rows(preds, target, indexes, mask, weights)
-            if rows is None:
+            kept = self._batch_rows(preds, target, indexes, mask, weights)
+            if kept is None:
                 return
             state = self.__dict__
             # A state loaded from a checkpoint saved before unweighted rows kept unit weights holds no
@@ -299,7 +299,7 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
             if len(kept_weights) < len(kept_preds):
                 for earlier in kept_preds[len(kept_weights) :]:
                     kept_weights.append(self._unit_weights(earlier))
-            for name, chunk in zip(_ROW_STATES, rows):
+            for name, chunk in zip(_ROW_STATES, kept):
                 state[name].append(chunk)
             return
         # ranking in update (padded lists, complete queries) on the device path: the kernel that
@@ -330,14 +330,16 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
 
         For :class:`~torchmetrics_ext.Windowed`, which puts them into the lifetime and the window
         itself (no slot of statistics: the sums are unchanged). Validates as ``update`` does and
-        changes nothing; ``None`` for a batch that updates the sums (padded lists, complete
-        queries), holds no row, or that ``update`` must handle itself (new chunks cast by
-        ``set_dtype``, list states kept on the CPU).
+        changes nothing; empty lists for a batch without a kept row; ``None`` for a batch that
+        updates the sums (padded lists, complete queries) or that ``update`` must handle itself
+        (new chunks cast by ``set_dtype``, list states kept on the CPU).
         """
         if target is None or not self._keeps_rows(preds) or self.compute_on_cpu or "_cast_dtype" in self.__dict__:
             return None  # (a missing argument: `update` names it)
         rows = self._batch_rows(preds, target, indexes, mask, weights)
-        return None if rows is None else {name: [chunk] for name, chunk in zip(_ROW_STATES, rows)}
+        if rows is None:
+            return {name: [] for name in _ROW_STATES}
+        return {name: [chunk] for name, chunk in zip(_ROW_STATES, rows)}
 
     def _batch_rows(
         self, preds: Tensor, target: Tensor, indexes: Tensor | None, mask: Tensor | None, weights: Tensor | None
@@ -386,7 +388,8 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
             target = target.detach().to(torch.int32)  # validated relevance: half the memory kept per row (a copy)
         else:
             target = kept(target)
-        return kept_preds, target, kept(indexes) if as_given else indexes, kept_weights  # type: ignore[arg-type]
+        assert indexes is not None  # flat rows: given, or numbered by the format
+        return kept_preds, target, kept(indexes) if as_given else indexes, kept_weights
 
     def _join_chunks(self, chunks: list[Tensor]) -> Tensor:
         """Small chunks joined into one (after ``update``); inside :class:`sharing_row_copies`, once for every metric.

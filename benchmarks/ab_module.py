@@ -92,7 +92,7 @@ def main() -> None:
     print(f"3 tasks, metrics {metrics}, batch {args.batch}, window {args.window}, 1 thread, us per step")
     for name in sides:
         print(
-            f"{name:16s} wall best {min(wall[name]) * 1e6:7.0f} median {statistics.median(wall[name]) * 1e6:7.0f}"
+            f"{name:18s} wall best {min(wall[name]) * 1e6:7.0f} median {statistics.median(wall[name]) * 1e6:7.0f}"
             f" | thread best {min(cpu[name]) * 1e6:7.0f} median {statistics.median(cpu[name]) * 1e6:7.0f}"
         )
     for label, times in (("wall", wall), ("thread", cpu)):

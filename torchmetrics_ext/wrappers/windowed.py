@@ -829,13 +829,20 @@ class Windowed(WrapperMetric):
         if limit is None:
             limit = self._local_window()
         ring = self._ring
-        if not values and ring.list_names and self.__dict__.get("_zero_sums", False):
-            # a batch that only appends samples (exact ranking rows): no slot of statistics to fill
-            appended = self._scratch._list_update(*args, **kwargs)  # type: ignore[operator]  # validates
-            if appended is not None:
-                size = self._count(args, kwargs)
-                # (an empty batch that appends chunks, kept for their dtypes, and a cut one: the general way)
-                if size <= limit and (size > 0 or not any(appended.values())):
+        first = args[0] if args else None
+        if (
+            not values
+            and ring.list_names
+            and self.__dict__.get("_zero_sums", False)
+            and isinstance(first, Tensor)
+            and first.ndim  # its samples counted off its shape before validation (nothing to raise)
+        ):
+            size = self._count(args, kwargs)
+            if size <= limit:  # (a batch cut to the window: the general way)
+                # a batch that only appends samples (exact ranking rows): no slot of statistics to fill
+                appended = self._scratch._list_update(*args, **kwargs)  # type: ignore[operator]  # validates
+                # (an empty batch that appends chunks, kept for their dtypes: the general way)
+                if appended is not None and (size > 0 or not any(appended.values())):
                     self._commit_lists(appended, size, limit)
                     return None, None
         slot = ring.next_slot()

@@ -8,6 +8,13 @@ ratios ours / baseline.
 
     python benchmarks/ab_module.py /tmp/base            # batch 8192
     python benchmarks/ab_module.py /tmp/base --batch 8  # fixed cost only
+    python benchmarks/ab_module.py /tmp/base --batch 8 --window 1000 --metrics profile --ndcg
+        # the per-step profile's set (NE, calibration, CTR, exact and binned AUC) and `ndcg@10`
+
+``--metrics profile`` is the set the twenty-eighth session profiled; ``--ndcg`` adds ``ndcg@10``
+(one windowed ranking copy per task, fed a session-id column of 4 rows per session shared by the
+tasks), and the other sides are then each checkout's module without it (what the ranking copies
+add to a step, printed for both) instead of the one without a window.
 """
 
 from __future__ import annotations
@@ -16,10 +23,33 @@ import argparse
 import statistics
 import time
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from _baseline import load_checkout
-from bench_module import build_ours, make_batches, time_steps
+from bench_module import BINS, build_ours, make_batches, time_steps
+
+
+def build(tasks: int, window: int | None, package: ModuleType, metrics: str, ndcg: bool):
+    """The module of ``metrics`` (``bench``: ``bench_module``'s set; ``profile``: the profile's), with ``ndcg@10``."""
+    if metrics == "bench" and not ndcg:
+        return build_ours(tasks, window, package)
+    infos = [
+        package.RecTaskInfo(
+            f"task{i}", f"label{i}", f"pred{i}", f"weight{i}", session_id_name="session" if ndcg else None
+        )
+        for i in range(tasks)
+    ]
+    if metrics == "bench":
+        chosen = {name: name for name in ("ne", "calibration", "ctr", "mse", "accuracy")}
+        chosen["auc"] = package.AUC(num_tasks=tasks, num_bins=BINS)
+    else:
+        chosen = {name: name for name in ("ne", "calibration", "ctr")}
+        chosen["auc"] = package.AUC(num_tasks=tasks)
+        chosen["binned_auc"] = package.AUC(num_tasks=tasks, num_bins=BINS)
+    if ndcg:
+        chosen["ndcg@10"] = "ndcg@10"
+    return package.RecMetricModule(infos, chosen, window_size=window, throughput=False)
 
 
 def main() -> None:
@@ -29,15 +59,26 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--metrics", choices=["bench", "profile"], default="bench", help="the metric set (see above)")
+    parser.add_argument("--ndcg", action="store_true", help="add ndcg@10 (per-task windowed ranking copies)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     base = load_checkout(args.baseline)
     batches = make_batches(3, args.batch, 20, seed=0)
+    if args.ndcg:
+        for step in batches:
+            step["session"] = torch.arange(args.batch) // 4
+    import torchmetrics_ext as tmx
+
     sides = {
-        "ours": build_ours(3, args.window).update,
-        "baseline": build_ours(3, args.window, base).update,
-        "ours, no window": build_ours(3, None).update,
+        "ours": build(3, args.window, tmx, args.metrics, args.ndcg).update,
+        "baseline": build(3, args.window, base, args.metrics, args.ndcg).update,
     }
+    if args.ndcg:
+        sides["ours, no ndcg"] = build(3, args.window, tmx, args.metrics, False).update
+        sides["baseline, no ndcg"] = build(3, args.window, base, args.metrics, False).update
+    else:
+        sides["ours, no window"] = build(3, None, tmx, args.metrics, False).update
     for update in sides.values():
         time_steps(update, batches, 130, 0, 0)
     wall: dict[str, list[float]] = {k: [] for k in sides}
@@ -47,15 +88,28 @@ def main() -> None:
             start = time.thread_time()
             wall[name] += time_steps(update, batches, 0, args.steps, 1)
             cpu[name].append((time.thread_time() - start) / args.steps)
-    print(f"3 tasks x 6 metrics, batch {args.batch}, window {args.window}, 1 thread, us per step")
+    metrics = args.metrics + (" + ndcg@10" if args.ndcg else "")
+    print(f"3 tasks, metrics {metrics}, batch {args.batch}, window {args.window}, 1 thread, us per step")
     for name in sides:
         print(
-            f"{name:16s} wall best {min(wall[name]) * 1e6:7.0f} median {statistics.median(wall[name]) * 1e6:7.0f}"
+            f"{name:18s} wall best {min(wall[name]) * 1e6:7.0f} median {statistics.median(wall[name]) * 1e6:7.0f}"
             f" | thread best {min(cpu[name]) * 1e6:7.0f} median {statistics.median(cpu[name]) * 1e6:7.0f}"
         )
     for label, times in (("wall", wall), ("thread", cpu)):
         ratio = statistics.median(a / b for a, b in zip(times["ours"], times["baseline"]))
         print(f"ours / baseline ({label}): {ratio:.3f}x median of round ratios")
+    if args.ndcg:  # what ndcg@10 adds to a step: each side less the module without it (best rounds, medians)
+        for name in ("ours", "baseline"):
+            added = [
+                f"{label} {(pick(times[name]) - pick(times[name + ', no ndcg'])) * 1e6:.0f}"
+                for label, times, pick in (
+                    ("wall best", wall, min),
+                    ("wall median", wall, statistics.median),
+                    ("thread best", cpu, min),
+                    ("thread median", cpu, statistics.median),
+                )
+            ]
+            print(f"ndcg@10 adds ({name}), us: {', '.join(added)}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Fixed cost of one ``update`` of the cheap pointwise metrics: this checkout against another's package.
 
 Per-update thread CPU time of standalone metrics (WeightedMSE, WeightedMAE, CTR, Calibration, exact
-AUC, ``Windowed(AUC, 1000)``) at a tiny batch (``N=8``, where the cost is all fixed: Python and
+AUC, ``Windowed(AUC, 1000)``; ``NDCG(k=10)`` and ``Windowed(NDCG(k=10), 1000)`` on flat weighted rows
+of 4 per query, the exact mode) at a tiny batch (``N=8``, where the cost is all fixed: Python and
 ATen dispatch) and a training-size one (``N=8192``), validation on and off, one thread. The two
 versions take turns round by round (the order alternating) in one process; each round times 200
 updates (50 at ``N=8192``) over 8 pre-generated batches, and the best round of each side is
@@ -30,14 +31,16 @@ import torchmetrics_ext as new
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
-CASES: dict[str, tuple[Callable[[ModuleType, bool], Any], bool]] = {
-    # name: (factory(package, validate_args), whether update takes weights)
+CASES: dict[str, tuple[Callable[[ModuleType, bool], Any], bool | str]] = {
+    # name: (factory(package, validate_args), whether update takes weights, or "ranking": flat rows with ids)
     "WeightedMSE": (lambda m, va: m.WeightedMSE(validate_args=va), False),
     "WeightedMAE": (lambda m, va: m.WeightedMAE(validate_args=va), False),
     "CTR": (lambda m, va: m.CTR(validate_args=va), True),
     "Calibration": (lambda m, va: m.Calibration(validate_args=va), True),
     "AUC exact": (lambda m, va: m.AUC(validate_args=va), False),
     "Windowed(AUC, 1000)": (lambda m, va: m.Windowed(m.AUC(validate_args=va), 1000), False),
+    "NDCG(k=10)": (lambda m, va: m.NDCG(k=10, validate_args=va), "ranking"),
+    "Windowed(NDCG, 1000)": (lambda m, va: m.Windowed(m.NDCG(k=10, validate_args=va), 1000), "ranking"),
 }
 
 
@@ -50,13 +53,17 @@ def batches(n: int) -> list[Batch]:
     return out
 
 
-def per_update(metric: Any, data: list[Batch], weighted: bool, reps: int) -> float:
+def per_update(metric: Any, data: list[Batch], weighted: bool | str, reps: int) -> float:
     """Thread CPU µs per ``update`` over ``reps`` updates (after one untimed update)."""
-    args = [b if weighted else b[:2] for b in data]
-    metric.update(*args[0])
+    args = [b if weighted is True else b[:2] for b in data]
+    kwargs: list[dict[str, torch.Tensor]] = [{} for _ in data]
+    if weighted == "ranking":
+        ids = torch.arange(data[0][0].shape[0]) // 4
+        kwargs = [{"indexes": ids, "weights": b[2]} for b in data]
+    metric.update(*args[0], **kwargs[0])
     start = time.thread_time()
     for i in range(reps):
-        metric.update(*args[i % len(args)])
+        metric.update(*args[i % len(args)], **kwargs[i % len(args)])
     return (time.thread_time() - start) / reps * 1e6
 
 

@@ -3642,3 +3642,101 @@ def test_windowed_ranks_holding_different_numbers_of_window_samples(ddp_pool):
             np.testing.assert_allclose(
                 values[name]["window"], ref(preds[window], target[window]), rtol=1e-6, err_msg=f"{rank} {name}"
             )
+
+
+def test_exact_ranking_window_of_appended_rows_matches_the_reference():
+    """Flat exact-ranking batches enter the window as appended rows and zero sums (no slot of statistics filled).
+
+    Mixed with `forward` and cut batches (which fill a slot), empty batches, trusted batches (a caller that
+    validated them) and a checkpoint round trip, lifetime and window values stay those of the numpy reference
+    (`tests/helpers/ranking_reference.py`) over every row and over the rows the window rule keeps.
+    """
+    from tests.helpers.ranking_reference import group_rows, reference_values
+
+    rng = np.random.default_rng(7)
+    window = 40
+    metric = Windowed(tmx.NDCG(k=3), window_size=window)
+    every, kept = [], []  # (scores, relevance, ids, weights) of every update, and of the window's updates
+    for step in range(160):
+        n = int(rng.choice([0, 3, 5, 8, 12, 55]))
+        p = torch.from_numpy(rng.random(n)).float()
+        y = torch.from_numpy(rng.integers(0, 3, n))
+        ids = torch.from_numpy(rng.integers(0, 6, n))
+        w = torch.from_numpy(rng.random(n) * 2).float() if rng.random() < 0.5 else None
+        how = rng.choice(["update", "trusted", "forward"])
+        if how == "forward":
+            with warnings.catch_warnings():  # the batch's own value may be undefined (no relevant row)
+                warnings.simplefilter("ignore", UndefinedMetricWarning)
+                metric(p, y, indexes=ids, weights=w)
+        elif how == "trusted":
+            with metric.inputs_validated():
+                metric.update(p, y, indexes=ids, weights=w)
+        else:
+            metric.update(p, y, indexes=ids, weights=w)
+        rows = (p.double().numpy(), y.double().numpy(), ids.numpy(), np.ones(n) if w is None else w.double().numpy())
+        every.append(rows)
+        if n:
+            kept.append(tuple(a[-window:] for a in rows))
+            while sum(len(r[0]) for r in kept) > window and len(kept) > 1:
+                kept.pop(0)
+        if step == 80:  # a checkpoint round trip: the ring's slots are read back, the run goes on
+            state = metric.state_dict()
+            metric = Windowed(tmx.NDCG(k=3), window_size=window)
+            metric.load_state_dict(state)
+        if step % 10 == 9:
+            with warnings.catch_warnings():  # a window without a relevant row is nan, as the reference's
+                warnings.simplefilter("ignore", UndefinedMetricWarning)
+                values = metric.compute()
+            for part, updates in (("lifetime", every), ("window", kept)):
+                scores, relevance, keys, weights = (np.concatenate([u[i] for u in updates]) for i in range(4))
+                (expected,) = reference_values(group_rows(keys.tolist(), scores, relevance, weights), [("ndcg", 3)])
+                np.testing.assert_allclose(float(values[part]), expected, rtol=1e-12, err_msg=f"{part} at {step}")
+    # updates of flat rows alone (the path of a module's ranking copies) write no slot of the ring at all
+    plain = Windowed(tmx.NDCG(k=3), window_size=window)
+    for scores, relevance, keys, _ in every[:60]:
+        if len(scores) <= window:  # an empty batch too (a cut one fills a slot)
+            plain.update(torch.from_numpy(scores), torch.from_numpy(relevance), indexes=torch.from_numpy(keys))
+    assert plain._ring.zero_slots and plain._ring.count > 1
+
+
+def test_ring_update_of_zero_sums_after_written_slots_keeps_the_window_sums():
+    """`StateRing.push_zero` among ordinary pushes of non-zero statistics, across a reload: exact window sums."""
+    from torchmetrics_ext.wrappers._ring import StateRing
+
+    rng = np.random.default_rng(3)
+    defaults = {"s": torch.zeros(2, dtype=torch.float64), "rows": []}
+
+    def fresh() -> StateRing:
+        return StateRing({"s": "sum", "rows": "cat"}, defaults)
+
+    ring, history, limit = fresh(), [], 20
+    for step in range(300):
+        size = int(rng.integers(1, 6))
+        chunk = torch.arange(size) + 100 * step
+        if step < 150 and rng.random() < 0.5:  # statistics written into a slot (zero slots no longer)
+            stat = rng.random(2)
+            slot = ring.next_slot()
+            ring.reset(slot)
+            slot["s"].copy_(torch.from_numpy(stat))
+            ring.push(slot, {"rows": [chunk]}, size)
+        else:
+            stat = np.zeros(2)
+            ring.push_zero({"rows": [chunk]}, size)
+        history.append((stat, chunk))
+        ring.evict(limit)
+        kept = [history[-1]]
+        for stat_chunk in reversed(history[:-1]):
+            if sum(len(c) for _, c in kept) + len(stat_chunk[1]) > limit:
+                break
+            kept.insert(0, stat_chunk)
+        out = {"s": torch.empty(2, dtype=torch.float64)}
+        ring.window_into(out)
+        np.testing.assert_allclose(out["s"].numpy(), np.sum([s for s, _ in kept], axis=0), rtol=1e-12, atol=1e-15)
+        rows = torch.cat(ring.window_chunks("rows"))
+        assert torch.equal(rows, torch.cat([c for _, c in kept])), step
+        if step % 60 == 59:  # the loaded slots are read back: zero slots only once no written one is left
+            loaded = fresh()
+            loaded.load(ring.state(), torch.device("cpu"))
+            assert loaded.zero_slots == (not any(s.any() for s, _ in kept))
+            ring = loaded
+    assert ring.zero_slots  # the last 150 updates wrote no slot: the written ones left the window and were reloaded

@@ -1019,11 +1019,24 @@ class RecMetricModule(CheckpointLoading):
             return
         preds, labels, weights = batch.columns
         updated = plan.updated
+        sessions = batch.sessions
+        tasks = len(self.tasks)
+        limit = 0
         with sharing_row_copies():
             for t, (unit, *_) in enumerate(updated[len(updated) - self._num_copies :]):
-                task = t % len(self.tasks)
+                task = t % tasks
                 target = labels[task] if labels[task].dtype != torch.bool else batch.target[task]
-                unit.update(preds[task], target, indexes=batch.sessions[task], weights=weights[task])  # type: ignore[index]
+                inputs = {"indexes": sessions[task], "weights": weights[task]}  # type: ignore[index]
+                if isinstance(unit, Windowed):
+                    # the step's share of the window read once per metric (its copies share the window rule),
+                    # and `Windowed.update`'s check of a synced window made for every unit above (`first_synced`)
+                    if task == 0:
+                        limit = unit._local_window()
+                    unit._step((preds[task], target), inputs, False, limit)
+                elif hasattr(type(unit), "update_unwrapped"):  # gradients are off: no TorchMetrics wrapper needed
+                    unit.update_unwrapped(preds[task], target, **inputs)  # type: ignore[operator]
+                else:
+                    unit.update(preds[task], target, **inputs)
 
     def _joint_window(self, n: int) -> SharedRing | None:
         """The units whose windows share one ring buffer (see `wrappers/_shared.py`), if this step can use it.

@@ -29,6 +29,7 @@ window's updates, never the drift of long add/subtract chains, and ``max``/``min
 
 from __future__ import annotations
 
+import operator
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import islice
@@ -98,7 +99,7 @@ def _rows(chunks: Iterable[Tensor]) -> int:
 
 
 def _numel(chunks: Iterable[Tensor]) -> int:
-    return sum(chunk.numel() for chunk in chunks)
+    return sum(map(Tensor.numel, chunks))
 
 
 def _join_segments(parts: Mapping[str, Sequence[list[Tensor]]]) -> dict[str, list[Tensor]] | None:
@@ -115,7 +116,11 @@ def _join_segments(parts: Mapping[str, Sequence[list[Tensor]]]) -> dict[str, lis
             out[name] = []
             continue
         shape = chunks[0].shape[1:]
-        if any(chunk.ndim == 0 or chunk.shape[1:] != shape for chunk in chunks) or not _joinable(chunks):
+        if chunks[0].ndim == 1:  # flat chunks (the common case): the same trailing shape is one dimension each
+            shaped = set(map(Tensor.dim, chunks)) == {1}
+        else:
+            shaped = not any(chunk.ndim == 0 or chunk.shape[1:] != shape for chunk in chunks)
+        if not shaped or not _joinable(chunks):
             return None
         out[name] = [join_chunks(chunks)]
     return out
@@ -162,7 +167,7 @@ def _join_shared(
         if not isinstance(target, list) or len(target) < n:
             return None
         whole = target[-n:]
-        if not all(a is b for a, b in zip(whole[1:], chunks[1:], strict=True)):
+        if not all(map(operator.is_, whole[1:], chunks[1:])):  # as many of each (n)
             return None
         cut = _suffix_of(chunks[0], whole[0])
         if cut is None:
@@ -198,6 +203,10 @@ class StateRing:
     # the SharedRing whose buffer holds this ring's slots (see _shared.py); dropped whenever this
     # ring's buffers are replaced (cleared, loaded, grown by its own update, moved, copied)
     shared: Any = None
+    # whether every slot of the buffers (used or free) holds zeros: true from `clear` while only
+    # updates of zero statistics are pushed (`push_zero`), which then write no slot at all (a ring
+    # pickled by an earlier version reads false: its slots are zeroed one by one)
+    zero_slots: bool = False
 
     def __init__(self, kinds: Mapping[str, str], defaults: Mapping[str, Any]) -> None:
         self.kinds = dict(kinds)
@@ -217,6 +226,7 @@ class StateRing:
 
     def _clear(self) -> None:
         self.shared = None
+        self.zero_slots = True  # no slot yet: the buffers grow as zeros while it holds
         self.capacity = 0
         self.head = 0  # slot of the oldest update
         self.count = 0  # updates in the window
@@ -268,7 +278,7 @@ class StateRing:
         capacity = max(8, 2 * self.capacity)
         self.shared = None
         for name, ring in self.rings.items():
-            grown = ring.new_empty((capacity, *ring.shape[1:]))
+            grown = (ring.new_zeros if self.zero_slots else ring.new_empty)((capacity, *ring.shape[1:]))
             if self.count:  # two slice copies (no index tensor: nothing sent to a device)
                 older, newer = self._in_order(ring)
                 grown[: older.shape[0]] = older
@@ -293,6 +303,7 @@ class StateRing:
         """Views of the next free slot (to be overwritten with one update's statistics), made for this update."""
         if self.count == self.capacity:
             self._grow()
+        self.zero_slots = False  # the caller writes the slot (and may leave it written if its update fails)
         i = self._slot(self.count)
         return {n: ring[i] for n, ring in self.rings.items()}
 
@@ -317,6 +328,26 @@ class StateRing:
         ``also`` are further ``(targets, sources)`` pairs folded in the same fused calls.
         """
         self.fold([(self.back, views), *also])
+        self._push_lists(lists, size)
+
+    def push_zero(self, lists: Mapping[str, list[Tensor]], size: int) -> None:
+        """Commit an update of ``size`` samples that appended ``lists`` and left every tensor state as it was.
+
+        For a ring of ``sum`` states only: the update's statistics are zeros, which change neither
+        the window's running sum nor the lifetime (``x + 0 == x``), so only its slot is set, to
+        zero, and nothing at all while every slot is zero already (:attr:`zero_slots`). Then the
+        list states as :meth:`push` takes them.
+        """
+        if self.count == self.capacity:
+            self._grow()
+        if not self.zero_slots:
+            i = self._slot(self.count)
+            for ring in self.rings.values():
+                ring[i].zero_()
+        self._push_lists(lists, size)
+
+    def _push_lists(self, lists: Mapping[str, list[Tensor]], size: int) -> None:
+        """The list states' and the bookkeeping's part of :meth:`push` (the slot folded already)."""
         for name in self.list_names:
             chunks = lists[name]
             self.chunks[name].append(list(chunks))
@@ -457,7 +488,7 @@ class StateRing:
         other narrow floating sums are combined slot by slot.
         """
         count, head = self.count, self.head
-        if count > 1:
+        if count > 1 and not self.zero_slots:  # (slots of zeros: their suffix sums are the same zeros)
             first = min(count, self.capacity - head)  # slots up to the end of the buffer, then from its start
             for kind, names in self.groups.items():
                 for name in names:
@@ -618,6 +649,8 @@ class StateRing:
             self.rows[name] = deque(rows)
         self.sizes, self.count, self.used = deque(sizes), count, sum(sizes)
         self.front = int(state["front"])
+        # the free slots grew as zeros; the loaded ones are read once here (a load, not a step)
+        self.zero_slots = not any(bool(ring[:count].any()) for ring in self.rings.values())
         if "spans" not in state:  # an earlier version's ring, one segment per update: joined as it would be now
             self._coalesce()
 

@@ -191,6 +191,7 @@ class SharedRing:
         self.targets = views
         for ring in self.rings:
             ring.capacity, ring.head, ring.shared = capacity, 0, self
+            ring.zero_slots = False  # the shared buffer's free slots are not zeroed
         self.buffer, self.back, self.staging, self.zero = buffer, back, staging, zero
         return True
 

@@ -569,6 +569,15 @@ class Windowed(WrapperMetric):
         )
         self.__dict__["_window_lists"] = {}
         self.__dict__["_window_stale"] = False
+        # a metric that tells the samples a batch appends when it leaves its sums as they are (an exact
+        # ranking metric's `_list_update`) updates its window without a slot of statistics (see `_step`)
+        self.__dict__["_zero_sums"] = (
+            callable(getattr(metric, "_list_update", None))
+            and self.__dict__["_hist"] is None
+            and not self.__dict__["_pinned_states"]
+            and not self.__dict__["_compensated"]
+            and set(self.__dict__["_ring"].groups) <= {"sum"}
+        )
         self.__dict__["_lifetime_stale"] = False
         self._bind_window_lists()
         for child in (metric, window):
@@ -807,12 +816,35 @@ class Windowed(WrapperMetric):
         self._count_update()
         return lifetime_value, window_value
 
-    def _step(self, args: tuple[Any, ...], kwargs: dict[str, Any], values: bool) -> tuple[Any, Any]:
-        """One batch into lifetime and window; batch values when ``values``. Nothing changes if it raises."""
+    def _step(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], values: bool, limit: int | None = None
+    ) -> tuple[Any, Any]:
+        """One batch into lifetime and window; batch values when ``values``. Nothing changes if it raises.
+
+        ``limit``: this rank's share of the window when the caller has read it for this step
+        (``RecMetricModule``, once for all its units), else read here.
+        """
         if self._hist is not None:
             return self._histogram_step(args, kwargs, values)
-        limit = self._local_window()
+        if limit is None:
+            limit = self._local_window()
         ring = self._ring
+        first = args[0] if args else None
+        if (
+            not values
+            and ring.list_names
+            and self.__dict__.get("_zero_sums", False)
+            and isinstance(first, Tensor)
+            and first.ndim  # its samples counted off its shape before validation (nothing to raise)
+        ):
+            size = self._count(args, kwargs)
+            if size <= limit:  # (a batch cut to the window: the general way)
+                # a batch that only appends samples (exact ranking rows): no slot of statistics to fill
+                appended = self._scratch._list_update(*args, **kwargs)  # type: ignore[operator]  # validates
+                # (an empty batch that appends chunks, kept for their dtypes: the general way)
+                if appended is not None and (size > 0 or not any(appended.values())):
+                    self._commit_lists(appended, size, limit)
+                    return None, None
         slot = ring.next_slot()
         lists = self._batch_into(slot, args, kwargs)  # validates: a rejected batch stops here
         size = self._count(args, kwargs)
@@ -863,24 +895,63 @@ class Windowed(WrapperMetric):
             # chunks stay the lifetime's own (shared storage; the window joins its own, see
             # _share_joined), and the lifetime list stays as short as a plain metric's plus the
             # window's few entries
-            first = ring.list_names[0]
-            kept = self._window_lists[first]
-            life_lists = [getattr(life, name) for name in ring.list_names]
-            keep = max(ring.num_chunks.values())
-            join_small_tails(life_lists, keep=keep, kept_first=kept[0] if kept else None)
-            # the join above looks at the 64 chunks just before the window's only: where updates
-            # leave the window many at a time (a large batch), runs of small chunks it stepped
-            # over are joined here, once the chunks before the window's have doubled (plus 128)
-            # since the last such join (amortised O(1) per update)
-            older = len(life_lists[0]) - keep
-            joined = self.__dict__.get("_older_joined", 0)
-            if older > 2 * joined + 2 * _JOIN:
-                join_small_runs(life_lists, frozen=kept, keep=keep)
-                self.__dict__["_older_joined"] = len(life_lists[0]) - keep
-            elif older < joined:  # the lifetime was emptied or joined since (reset, load, compute)
-                self.__dict__["_older_joined"] = older
+            self._join_lifetime_chunks([getattr(life, name) for name in ring.list_names])
         self._count_update()
         return lifetime_value, window_value
+
+    def _commit_lists(self, lists: dict[str, list[Tensor]], size: int, limit: int) -> None:
+        """The commit of :meth:`_step` for an update of ``size`` samples (all kept) that only appended ``lists``.
+
+        The metric's ``_list_update`` gave the chunks its ``update`` would append and left its sums
+        as they were: the ring takes an update of zero statistics (:meth:`StateRing.push_zero`:
+        nothing to add to the window's sums or the lifetime's), and the chunks go to the lifetime,
+        the ring and the window as :meth:`_step` puts them; an empty batch (nothing appended) is
+        counted only. Nothing here raises.
+        """
+        ring, modules = self._ring, self._modules
+        life = modules["lifetime"]
+        names = ring.list_names
+        life_lists = [getattr(life, name) for name in names]
+        for chunks, name in zip(life_lists, names):
+            chunks.extend(lists[name])
+        window_lists = self._window_lists
+        window = modules["window"].__dict__
+        num_chunks = ring.num_chunks
+        for name, bound in window_lists.items():  # `_window_lists_bound`, inline
+            if window.get(name) is not bound or len(bound) != num_chunks[name]:
+                self._bind_window_lists()
+                break
+        if size > 0:  # an empty batch takes no room in the window
+            ring.push_zero(lists, size)
+            for name, chunks in window_lists.items():
+                chunks.extend(lists[name])
+            ring.evict(limit, self.max_updates, window_lists)
+            # the window's newest small segments joined into one, shared with the lifetime (see `_step`)
+            if len(ring.spans) >= _JOIN:  # (fewer segments: `join_newest` joins nothing)
+                ring.join_newest(window_lists, dict(zip(names, life_lists)))
+            # the window's tensor states are written when next read (see `_step`): an update it evicted may hold sums
+            self.__dict__["_window_stale"] = bool(ring.tensor_names)
+        self._join_lifetime_chunks(life_lists)
+        self._count_update()
+
+    def _join_lifetime_chunks(self, life_lists: list[list[Tensor]]) -> None:
+        """The lifetime's small chunks joined once they have left the window (see :meth:`_step`)."""
+        ring = self._ring
+        kept = self._window_lists[ring.list_names[0]]
+        keep = max(ring.num_chunks.values())
+        if len(life_lists[0]) - keep >= _JOIN:  # (fewer chunks before the window's: nothing to join)
+            join_small_tails(life_lists, keep=keep, kept_first=kept[0] if kept else None)
+        # the join above looks at the 64 chunks just before the window's only: where updates
+        # leave the window many at a time (a large batch), runs of small chunks it stepped
+        # over are joined here, once the chunks before the window's have doubled (plus 128)
+        # since the last such join (amortised O(1) per update)
+        older = len(life_lists[0]) - keep
+        joined = self.__dict__.get("_older_joined", 0)
+        if older > 2 * joined + 2 * _JOIN:
+            join_small_runs(life_lists, frozen=kept, keep=keep)
+            self.__dict__["_older_joined"] = len(life_lists[0]) - keep
+        elif older < joined:  # the lifetime was emptied or joined since (reset, load, compute)
+            self.__dict__["_older_joined"] = older
 
     def _count_update(self) -> None:
         """Count one update on the wrapper and both children as TorchMetrics' update wrapper does (plain attributes)."""

@@ -110,8 +110,18 @@ class RankingRows:
 
     @property
     def weights(self) -> Tensor | None:
-        """``(N,)`` float64 row weights (each row its query's), or ``None``."""
-        return self._flat[3]
+        """``(N,)`` float64 row weights (each row its query's), or ``None``.
+
+        Flat rows without a mask keep the caller's weights as given until a kernel first reads
+        them here (cast once): an exact metric that keeps its own copy of the column in its dtype
+        (``update``'s flat rows) never makes the float64 one.
+        """
+        flat = self._flat
+        weights = flat[3]
+        if weights is not None and weights.dtype != torch.float64:
+            weights = weights.to(torch.float64)
+            self.__dict__["_flat"] = (*flat[:3], weights)
+        return weights
 
 
 def _check_shape(
@@ -278,12 +288,15 @@ def _ranking_format(
         w = None if weights is None else weights.to(torch.float64)[qid]
     else:
         qid = indexes.to(torch.int64)  # type: ignore[union-attr]
-        p, t, w = preds, target, None if weights is None else weights.to(torch.float64)
-        if keep is not None and compact:
-            p, t, qid = p[keep], t[keep], qid[keep]
-            w = None if w is None else w[keep]
-        else:
-            valid = keep
+        # without a mask the weights stay as given: cast to float64 when a kernel reads them (`RankingRows.weights`)
+        p, t, w = preds, target, weights
+        if keep is not None:
+            w = None if w is None else w.to(torch.float64)
+            if compact:
+                p, t, qid = p[keep], t[keep], qid[keep]
+                w = None if w is None else w[keep]
+            else:
+                valid = keep
     top = None
     if validate and p.numel() > 0:
         # without a mask every row is kept: the caller's own tensors are checked (the same values),

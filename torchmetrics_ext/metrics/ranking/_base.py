@@ -38,7 +38,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.functional.ranking._inputs import RankingRows, _ranking_arg_validation, _ranking_format
+from torchmetrics_ext.functional.ranking._inputs import (
+    _WIDE_UNSIGNED,
+    RankingRows,
+    _ranking_arg_validation,
+    _ranking_format,
+)
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
 from torchmetrics_ext.functional.ranking._update import _ranking_compute, _ranking_update
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _tag, cat_chunks, one_task
@@ -252,9 +257,9 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         finally:
             self.__dict__.pop("_validated_target", None)
 
-    def _target_max(self, rows: RankingRows, target: Tensor) -> float | None:
+    def _target_max(self, rows: RankingRows | None, target: Tensor) -> float | None:
         """The batch's largest relevance: read by this update's validation, or by ``forward``'s for ``target``."""
-        if rows.target_max is not None:
+        if rows is not None and rows.target_max is not None:
             return rows.target_max
         validated, top = self.__dict__.get("_validated_target", (None, None))
         return top if validated is target else None
@@ -283,6 +288,20 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         weights: Tensor | None = None,
     ) -> None:
         """Add a batch: flat ``(N,)`` rows with ``indexes``, or padded ``(Q, L)`` lists."""
+        if self._keeps_rows(preds):
+            kept = self._batch_rows(preds, target, indexes, mask, weights)
+            if kept is None:
+                return
+            state = self.__dict__
+            # A state loaded from a checkpoint saved before unweighted rows kept unit weights holds no
+            # weight chunk for them: those get unit weights first (see `_batch_rows`)
+            kept_preds, kept_weights = state["preds"], state["weights"]
+            if len(kept_weights) < len(kept_preds):
+                for earlier in kept_preds[len(kept_weights) :]:
+                    kept_weights.append(self._unit_weights(earlier))
+            for name, chunk in zip(_ROW_STATES, kept):
+                state[name].append(chunk)
+            return
         # ranking in update (padded lists, complete queries) on the device path: the kernel that
         # reads nothing on the host, with masked rows kept in place
         dense = (
@@ -291,38 +310,86 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         rows = self._rows(preds, target, indexes, mask, weights, validate=self._check_inputs, compact=not dense)
         if rows.num_rows == 0:
             return
-        if rows.padded or self.queries_complete_per_batch:
-            value_sum, weight_sum = self._sums(rows, dense)
-            getattr(self, self._value_state).add_(value_sum)  # in place, as `+=` (no attribute set)
-            self.weight_sum.add_(weight_sum)
-            return
-        # Flat rows without a mask are the caller's tensors: kept as compact copies in their own
-        # dtypes (float32 scores and weights, int8 labels, int32 ids stay 4 or 1 bytes per row),
-        # so an in-place write to a reused buffer after this call changes no kept row, and a view
-        # into a larger output does not keep that output alive. Rows a mask selects are copies
-        # already. Everything is converted to float64/int64 at sync and compute.
-        as_given = mask is None and indexes is not None and not rows.padded
+        value_sum, weight_sum = self._sums(rows, dense)
+        getattr(self, self._value_state).add_(value_sum)  # in place, as `+=` (no attribute set)
+        self.weight_sum.add_(weight_sum)
+
+    def _keeps_rows(self, preds: Tensor) -> bool:
+        """Whether a batch with these ``preds`` goes to the row states (flat rows in exact mode), not to the sums."""
+        return not self.queries_complete_per_batch and isinstance(preds, Tensor) and preds.ndim == 1
+
+    def _list_update(
+        self,
+        preds: Tensor,
+        target: Tensor,
+        indexes: Tensor | None = None,
+        mask: Tensor | None = None,
+        weights: Tensor | None = None,
+    ) -> dict[str, list[Tensor]] | None:
+        """The chunks ``update`` would append to each row state, for a batch that changes no other state.
+
+        For :class:`~torchmetrics_ext.Windowed`, which puts them into the lifetime and the window
+        itself (no slot of statistics: the sums are unchanged). Validates as ``update`` does and
+        changes nothing; empty lists for a batch without a kept row; ``None`` for a batch that
+        updates the sums (padded lists, complete queries) or that ``update`` must handle itself
+        (new chunks cast by ``set_dtype``, list states kept on the CPU).
+        """
+        if target is None or not self._keeps_rows(preds) or self.compute_on_cpu or "_cast_dtype" in self.__dict__:
+            return None  # (a missing argument: `update` names it)
+        rows = self._batch_rows(preds, target, indexes, mask, weights)
+        if rows is None:
+            return {name: [] for name in _ROW_STATES}
+        return {name: [chunk] for name, chunk in zip(_ROW_STATES, rows)}
+
+    def _batch_rows(
+        self, preds: Tensor, target: Tensor, indexes: Tensor | None, mask: Tensor | None, weights: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+        """Validate flat rows (when this update checks its inputs) and return what the row states keep of them.
+
+        ``(preds, target, indexes, weights)`` in the order of the row states, or ``None`` when no row
+        is kept. Flat rows without a mask are the caller's tensors: kept as compact copies in their
+        own dtypes (float32 scores and weights, int8 labels, int32 ids stay 4 or 1 bytes per row),
+        so an in-place write to a reused buffer after this call changes no kept row, and a view
+        into a larger output does not keep that output alive. Rows a mask selects are copies
+        already. Everything is converted to float64/int64 at sync and compute. One weight chunk per
+        row chunk, always: a batch without weights gets unit weights, a stride-0 view of one
+        cached element (no memory per row), so rows of weighted and unweighted batches line up
+        wherever their chunks are joined (a window's ring, a DDP gather, merge_state).
+        """
+        state = self.__dict__
+        if (
+            mask is None
+            and indexes is not None
+            and self.padding_value is None
+            and not (state["validate_args"] and not state["_inputs_checked"])  # `_check_inputs`, inline
+        ):
+            # trusted rows as given (a caller validated them: RecMetricModule's step, `forward`): what
+            # `_ranking_format` would return for them, without formatting
+            top = self._target_max(None, target)
+            if target.dtype in _WIDE_UNSIGNED:  # read as float64, as `_ranking_format` does
+                target = target.to(torch.float64)
+            if not preds.numel():
+                return None
+            as_given = True
+        else:
+            rows = self._rows(preds, target, indexes, mask, weights, validate=self._check_inputs)
+            if rows.num_rows == 0:
+                return None
+            top = self._target_max(rows, target)
+            as_given = mask is None and indexes is not None
+            preds, target = rows.preds, rows.target
+            if not as_given:
+                indexes, weights = rows.indexes, rows.weights
         kept = _own_copy if as_given else Tensor.detach
-        # One weight chunk per row chunk, always: a batch without weights gets unit weights, a
-        # stride-0 view of one cached element (no memory per row), so rows of weighted and
-        # unweighted batches line up wherever their chunks are joined (a window's ring, a DDP
-        # gather, merge_state). A state loaded from a checkpoint saved before holds no weight
-        # chunk for its unweighted rows: those get unit weights first.
-        for earlier in self.preds[len(self.weights) :]:
-            self.weights.append(self._unit_weights(earlier))
-        row_weights = weights if as_given and weights is not None else rows.weights
-        if row_weights is None:
-            self.weights.append(self._unit_weights(rows.preds))
-        else:  # a copy is contiguous: a caller's stride-0 weights never read as unit weights
-            self.weights.append(kept(row_weights))
-        self.preds.append(kept(rows.preds))
-        top, target = self._target_max(rows, target), rows.target
+        # a copy is contiguous: a caller's stride-0 weights never read as unit weights
+        kept_weights = self._unit_weights(preds) if weights is None else kept(weights)
+        kept_preds = kept(preds)
         if target.dtype == torch.int64 and top is not None and top < _INT32_LIMIT:
             target = target.detach().to(torch.int32)  # validated relevance: half the memory kept per row (a copy)
         else:
             target = kept(target)
-        self.target.append(target)
-        self.indexes.append(kept(indexes) if as_given else rows.indexes)  # type: ignore[arg-type]
+        assert indexes is not None  # flat rows: given, or numbered by the format
+        return kept_preds, target, kept(indexes) if as_given else indexes, kept_weights
 
     def _join_chunks(self, chunks: list[Tensor]) -> Tensor:
         """Small chunks joined into one (after ``update``); inside :class:`sharing_row_copies`, once for every metric.
@@ -442,7 +509,8 @@ def _own_copy(value: Tensor) -> Tensor:
         hit = shared.get(id(value))
         if hit is not None and hit[0] is value:  # the tensor is held below: its id is not reused in the block
             return hit[1]
-    copy = value.detach().clone(memory_format=torch.contiguous_format)
+    # a tensor without a graph is cloned as it is (its clone holds none): no detached alias made first
+    copy = (value.detach() if value.requires_grad else value).clone(memory_format=torch.contiguous_format)
     if shared is not None:
         shared[id(value)] = (value, copy)
     return copy

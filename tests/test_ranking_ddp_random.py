@@ -24,24 +24,13 @@ import pytest
 import torch
 
 import torchmetrics_ext as tmx
-from tests.helpers.ranking_reference import group_rows, reference_values
+from tests.helpers.ranking_reference import CLASSES, NAMES, group_rows, reference_values
 from torchmetrics_ext import UndefinedMetricWarning
 
 pytestmark = pytest.mark.ddp
 
 WORLD = 2
 SEEDS = list(range(16))
-NAMES = ("ndcg", "recall", "precision", "mrr", "hit_rate", "map", "r_precision", "f1")
-CLASSES = {
-    "ndcg": tmx.NDCG,
-    "recall": tmx.RecallAtK,
-    "precision": tmx.PrecisionAtK,
-    "mrr": tmx.MRR,
-    "hit_rate": tmx.HitRate,
-    "map": tmx.MAP,
-    "r_precision": tmx.RPrecision,
-    "f1": tmx.F1AtK,
-}
 PRED_DTYPES = ("float16", "bfloat16", "float32", "float64")
 ID_DTYPES = ("int8", "int32", "int64", "uint8")
 SCORES = np.array([-np.inf, -1.0, -0.0, 0.0, 0.25, 0.5, 1.0, np.inf])

@@ -54,23 +54,12 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 from torchmetrics import MetricCollection
 
 import torchmetrics_ext as tmx
-from tests.helpers.ranking_reference import EmptyQueryError, group_rows, reference_values
+from tests.helpers.ranking_reference import CLASSES, NAMES, EmptyQueryError, group_rows, reference_values
 from torchmetrics_ext import UndefinedMetricWarning
 from torchmetrics_ext import functional as tmf
 
-NAMES = ("ndcg", "recall", "precision", "mrr", "hit_rate", "map", "r_precision", "f1")
 OPTIONAL_K = ("ndcg", "mrr", "map")  # k=None allowed (the whole list)
 NO_K = ("r_precision",)
-CLASSES = {
-    "ndcg": tmx.NDCG,
-    "recall": tmx.RecallAtK,
-    "precision": tmx.PrecisionAtK,
-    "mrr": tmx.MRR,
-    "hit_rate": tmx.HitRate,
-    "map": tmx.MAP,
-    "r_precision": tmx.RPrecision,
-    "f1": tmx.F1AtK,
-}
 FUNCTIONS = {
     "ndcg": tmf.ndcg,
     "recall": tmf.recall_at_k,

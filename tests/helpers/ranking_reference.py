@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+import torchmetrics_ext as tmx
+
 Query = tuple[np.ndarray, np.ndarray, float]  # scores (float64), relevance (float64), query weight
 Request = tuple[str, "int | None"]  # (registry name, cutoff or None)
 
@@ -105,3 +107,17 @@ def group_rows(keys: Sequence[object], scores: np.ndarray, relevance: np.ndarray
     for i, key in enumerate(keys):
         groups.setdefault(key, []).append(i)
     return [(scores[rows], relevance[rows], float(weights[rows].max())) for rows in groups.values()]
+
+
+# the ranking classes by their metric names (the randomised tests draw from them)
+NAMES = ("ndcg", "recall", "precision", "mrr", "hit_rate", "map", "r_precision", "f1")
+CLASSES = {
+    "ndcg": tmx.NDCG,
+    "recall": tmx.RecallAtK,
+    "precision": tmx.PrecisionAtK,
+    "mrr": tmx.MRR,
+    "hit_rate": tmx.HitRate,
+    "map": tmx.MAP,
+    "r_precision": tmx.RPrecision,
+    "f1": tmx.F1AtK,
+}

@@ -562,3 +562,54 @@ def test_a_load_that_ends_unseen_is_dropped_by_the_next_load() -> None:
     _assert_as_before(metric, loaded)
     model.load_state_dict(_Model(_windowed(seed=3, n=30)[0]).state_dict())
     _assert_no_load_left(model)
+
+
+class _Bundle(tmx.GuardedMetric):
+    """A user's metric of the package holding package metrics in a plain module (its own state besides)."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("rows", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum", persistent=True)
+        self.parts = torch.nn.ModuleDict({"ctr": tmx.CTR(), "ne": tmx.NormalizedEntropy()})
+        for part in self.parts.values():
+            part.persistent(True)
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        self.rows += preds.numel()
+        for part in self.parts.values():
+            part.update(preds, target)
+
+    def compute(self) -> dict:
+        return {"rows": self.rows, **{name: part.compute() for name, part in self.parts.items()}}
+
+
+def _bundle_reference(preds: torch.Tensor, target: torch.Tensor) -> dict:
+    p, y = preds.numpy(), target.numpy().astype(np.float64)
+    return {"rows": float(p.size), "ctr": float(y.mean()), "ne": _ne(p, y)}
+
+
+@pytest.mark.parametrize("refused", ["own state", "a child's state"])
+def test_a_refused_own_entry_of_a_metric_holding_metrics_leaves_its_children_as_they_were(refused: str) -> None:
+    """Bug: a metric of the package holding metrics (a user's ``GuardedMetric`` of several), loaded through a parent
+    with a checkpoint whose entry of its own state it refuses (another shape), let torch load its children after
+    that refusal and kept them: its put-back counted only the errors its children added. It is left whole, as the
+    data it was fed says (numpy reference), and loads the checkpoint as saved."""
+    data = {seed: _two_task_batch(seed) for seed in (1, 2)}
+    saved, model = _Model(_Bundle()), _Model(_Bundle())
+    saved.metric.update(data[1][0][0], data[1][1][0])
+    model.metric.update(data[2][0][0], data[2][1][0])
+    checkpoint = saved.state_dict()
+    bad = dict(checkpoint)
+    key = "metric.rows" if refused == "own state" else "metric.parts.ne.cross_entropy_sum"
+    assert key in bad
+    bad[key] = torch.zeros(7, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        model.load_state_dict(bad)
+    _assert_no_load_left(model)
+    values = {name: float(value) for name, value in model.metric.compute().items()}
+    assert values == pytest.approx(_bundle_reference(data[2][0][0], data[2][1][0]), rel=1e-9)
+    model.load_state_dict(checkpoint)
+    values = {name: float(value) for name, value in model.metric.compute().items()}
+    assert values == pytest.approx(_bundle_reference(data[1][0][0], data[1][1][0]), rel=1e-9)

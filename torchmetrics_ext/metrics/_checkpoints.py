@@ -131,6 +131,7 @@ def load_own_entries(module: nn.Module, prefix: str, error_msgs: list[str], load
     restore = None if covered else snapshot(module)
     notes: list[str] | None = [] if _LOAD_NOTES.get() is None else None
     token = None if notes is None else _LOAD_NOTES.set(notes)
+    errors_before = len(error_msgs)  # the module's own refusal counts too: its children load after it
     try:
         load()
     except BaseException:
@@ -142,7 +143,7 @@ def load_own_entries(module: nn.Module, prefix: str, error_msgs: list[str], load
             _LOAD_NOTES.reset(token)
     if restore is None and not notes:
         return  # the enclosing guard decides and puts back
-    pending = _PendingLoad(prefix, restore, error_msgs, len(error_msgs), notes or [])
+    pending = _PendingLoad(prefix, restore, error_msgs, errors_before, notes or [])
     module.__dict__[_PENDING_LOAD] = pending
     own_hook = module.__dict__[_END_LOAD_HOOK]
     if restore is not None and (module._modules or next(iter(module._load_state_dict_post_hooks)) != own_hook):

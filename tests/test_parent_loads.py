@@ -9,6 +9,7 @@ by then, so a refused strict load left it reset. The references are computed her
 from __future__ import annotations
 
 import copy
+import pickle
 import re
 import warnings
 
@@ -613,3 +614,46 @@ def test_a_refused_own_entry_of_a_metric_holding_metrics_leaves_its_children_as_
     model.load_state_dict(checkpoint)
     values = {name: float(value) for name, value in model.metric.compute().items()}
     assert values == pytest.approx(_bundle_reference(data[1][0][0], data[1][1][0]), rel=1e-9)
+
+
+class _CopyDuringLoad:
+    """A user's load post-hook that deep-copies and pickles ``model`` (copied or pickled itself, it does nothing)."""
+
+    def __init__(self, model: torch.nn.Module | None) -> None:
+        self.model, self.copies = model, []
+
+    def __call__(self, module: torch.nn.Module, keys: object) -> None:
+        if self.model is not None:
+            self.copies.extend([copy.deepcopy(self.model), pickle.loads(pickle.dumps(self.model))])
+
+    def __reduce__(self) -> tuple:
+        return (_CopyDuringLoad, (None,))
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_a_copy_made_from_a_hook_during_a_load_holds_nothing_of_it(route: str) -> None:
+    """Bug: a deepcopy or pickle of the model made while a load is in progress (a user's load hook) took along the
+    wrappers a guard had put on the metrics for that load (a ``Windowed``'s lifetime and window): the pickle failed
+    (local functions), and a later load of the copy's metric loaded the original's instead. The copies hold the
+    metrics' own methods and hooks; loading one changes it alone."""
+    saved, model, other = ROUTES[route](), ROUTES[route](), ROUTES[route]()
+    _feed(saved, seed=1)
+    _feed(model, seed=2)
+    _feed(other, seed=3)
+    hook = _CopyDuringLoad(model)
+    leaves = [name for name, m in model.named_modules() if isinstance(m, Metric) and not m._modules]
+    handle = model.get_submodule(leaves[0]).register_load_state_dict_post_hook(hook)
+    model.load_state_dict(saved.state_dict())
+    handle.remove()
+    _assert_same(dict(model.state_dict()), dict(saved.state_dict()), "state_dict")
+    assert len(hook.copies) == 2
+    for copied in hook.copies:
+        for module in copied.modules():
+            module._load_state_dict_post_hooks.pop(handle.id, None)  # the user's hook, copied with the model
+        _assert_no_load_left(copied)
+        for name in leaves:  # each metric of the copy loads on its own, into the copy: the original stays
+            copied.get_submodule(name).load_state_dict(other.get_submodule(name).state_dict())
+            _assert_same(dict(model.state_dict()), dict(saved.state_dict()), f"the original, {name} loaded")
+        copied.load_state_dict(other.state_dict())
+        _assert_same(dict(model.state_dict()), dict(saved.state_dict()), "the original")
+        _assert_same(_metric_entries(copied), _metric_entries(other), "the copy")

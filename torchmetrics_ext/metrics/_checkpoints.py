@@ -25,6 +25,7 @@ from torchmetrics_ext.utilities.load_guard import (
     loading_strictly,
     put_back_whole,
     putting_back_whole,
+    without_load_wrappers,
 )
 from torchmetrics_ext.utilities.snapshot import snapshot
 from torchmetrics_ext.utilities.state_dtypes import dtype_problem
@@ -189,10 +190,11 @@ def drop_pending_load(state: dict[str, Any]) -> dict[str, Any]:
 
     A copy made while a load is in progress (from a user's hook) must not take it along: it holds a
     closure, which pickle (``torch.save`` of the module, ``ddp_spawn``) refuses, referring to the
-    original module, which a copy must not put back.
+    original module, which a copy must not put back. Nor the wrappers a guard of the load has put on
+    the module (:func:`~torchmetrics_ext.utilities.load_guard.without_load_wrappers`).
     """
     state.pop(_PENDING_LOAD, None)
-    return state
+    return without_load_wrappers(state)
 
 
 def end_loads_in_a_hook(module: nn.Module) -> None:

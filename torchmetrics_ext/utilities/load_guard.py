@@ -250,12 +250,10 @@ def without_load_wrappers(state: dict[str, Any]) -> dict[str, Any]:
         (False, True)
         >>> remove()
     """
-    wrapper = state.get(_METHOD)
-    if _STALE in getattr(wrapper, "__dict__", {}):
+    while _STALE in getattr(state.get(_METHOD), "__dict__", {}):  # a guard's wrapper, over another's perhaps
+        wrapper = state.pop(_METHOD)
         if _SHADOWED in wrapper.__dict__:
             state[_METHOD] = wrapper.__dict__[_SHADOWED]
-        else:
-            del state[_METHOD]
     hooks = state.get("_load_state_dict_post_hooks")
     if hooks and any(_STALE in getattr(hook, "__dict__", {}) for hook in hooks.values()):
         unwrapped = type(hooks)(hooks)  # a new dict of the same kind: the original's stays as it is

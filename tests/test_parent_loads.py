@@ -9,6 +9,7 @@ by then, so a refused strict load left it reset. The references are computed her
 from __future__ import annotations
 
 import copy
+import pickle
 import re
 import warnings
 
@@ -562,3 +563,97 @@ def test_a_load_that_ends_unseen_is_dropped_by_the_next_load() -> None:
     _assert_as_before(metric, loaded)
     model.load_state_dict(_Model(_windowed(seed=3, n=30)[0]).state_dict())
     _assert_no_load_left(model)
+
+
+class _Bundle(tmx.GuardedMetric):
+    """A user's metric of the package holding package metrics in a plain module (its own state besides)."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("rows", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum", persistent=True)
+        self.parts = torch.nn.ModuleDict({"ctr": tmx.CTR(), "ne": tmx.NormalizedEntropy()})
+        for part in self.parts.values():
+            part.persistent(True)
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        self.rows += preds.numel()
+        for part in self.parts.values():
+            part.update(preds, target)
+
+    def compute(self) -> dict:
+        return {"rows": self.rows, **{name: part.compute() for name, part in self.parts.items()}}
+
+
+def _bundle_reference(preds: torch.Tensor, target: torch.Tensor) -> dict:
+    p, y = preds.numpy(), target.numpy().astype(np.float64)
+    return {"rows": float(p.size), "ctr": float(y.mean()), "ne": _ne(p, y)}
+
+
+@pytest.mark.parametrize("refused", ["own state", "a child's state"])
+def test_a_refused_own_entry_of_a_metric_holding_metrics_leaves_its_children_as_they_were(refused: str) -> None:
+    """Bug: a metric of the package holding metrics (a user's ``GuardedMetric`` of several), loaded through a parent
+    with a checkpoint whose entry of its own state it refuses (another shape), let torch load its children after
+    that refusal and kept them: its put-back counted only the errors its children added. It is left whole, as the
+    data it was fed says (numpy reference), and loads the checkpoint as saved."""
+    data = {seed: _two_task_batch(seed) for seed in (1, 2)}
+    saved, model = _Model(_Bundle()), _Model(_Bundle())
+    saved.metric.update(data[1][0][0], data[1][1][0])
+    model.metric.update(data[2][0][0], data[2][1][0])
+    checkpoint = saved.state_dict()
+    bad = dict(checkpoint)
+    key = "metric.rows" if refused == "own state" else "metric.parts.ne.cross_entropy_sum"
+    assert key in bad
+    bad[key] = torch.zeros(7, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        model.load_state_dict(bad)
+    _assert_no_load_left(model)
+    values = {name: float(value) for name, value in model.metric.compute().items()}
+    assert values == pytest.approx(_bundle_reference(data[2][0][0], data[2][1][0]), rel=1e-9)
+    model.load_state_dict(checkpoint)
+    values = {name: float(value) for name, value in model.metric.compute().items()}
+    assert values == pytest.approx(_bundle_reference(data[1][0][0], data[1][1][0]), rel=1e-9)
+
+
+class _CopyDuringLoad:
+    """A user's load post-hook that deep-copies and pickles ``model`` (copied or pickled itself, it does nothing)."""
+
+    def __init__(self, model: torch.nn.Module | None) -> None:
+        self.model, self.copies = model, []
+
+    def __call__(self, module: torch.nn.Module, keys: object) -> None:
+        if self.model is not None:
+            self.copies.extend([copy.deepcopy(self.model), pickle.loads(pickle.dumps(self.model))])
+
+    def __reduce__(self) -> tuple:
+        return (_CopyDuringLoad, (None,))
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_a_copy_made_from_a_hook_during_a_load_holds_nothing_of_it(route: str) -> None:
+    """Bug: a deepcopy or pickle of the model made while a load is in progress (a user's load hook) took along the
+    wrappers a guard had put on the metrics for that load (a ``Windowed``'s lifetime and window): the pickle failed
+    (local functions), and a later load of the copy's metric loaded the original's instead. The copies hold the
+    metrics' own methods and hooks; loading one changes it alone."""
+    saved, model, other = ROUTES[route](), ROUTES[route](), ROUTES[route]()
+    _feed(saved, seed=1)
+    _feed(model, seed=2)
+    _feed(other, seed=3)
+    hook = _CopyDuringLoad(model)
+    leaves = [name for name, m in model.named_modules() if isinstance(m, Metric) and not m._modules]
+    handle = model.get_submodule(leaves[0]).register_load_state_dict_post_hook(hook)
+    model.load_state_dict(saved.state_dict())
+    handle.remove()
+    _assert_same(dict(model.state_dict()), dict(saved.state_dict()), "state_dict")
+    assert len(hook.copies) == 2
+    for copied in hook.copies:
+        for module in copied.modules():
+            module._load_state_dict_post_hooks.pop(handle.id, None)  # the user's hook, copied with the model
+        _assert_no_load_left(copied)
+        for name in leaves:  # each metric of the copy loads on its own, into the copy: the original stays
+            copied.get_submodule(name).load_state_dict(other.get_submodule(name).state_dict())
+            _assert_same(dict(model.state_dict()), dict(saved.state_dict()), f"the original, {name} loaded")
+        copied.load_state_dict(other.state_dict())
+        _assert_same(dict(model.state_dict()), dict(saved.state_dict()), "the original")
+        _assert_same(_metric_entries(copied), _metric_entries(other), "the copy")

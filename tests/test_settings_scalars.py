@@ -22,6 +22,7 @@ and a 0-dim NumPy string array as the Python string (``as_str``); one string is 
 
 from __future__ import annotations
 
+import enum
 import inspect
 import io
 import itertools
@@ -1010,7 +1011,14 @@ STRINGS = [
 
 
 def _string_forms(text: str) -> dict[str, Any]:
-    return {"numpy-str": np.str_(text), "numpy-0d": np.asarray(text)}
+    """``text`` as NumPy writes it, and as a config's enum member (``str()`` of a ``(str, Enum)`` one is not ``text``)."""
+    mixed = enum.Enum("Choice", {"VALUE": text}, type=str)
+    return {
+        "numpy-str": np.str_(text),
+        "numpy-0d": np.asarray(text),
+        "str-enum": mixed.VALUE,
+        "StrEnum": enum.StrEnum("Choice", {"VALUE": text}).VALUE,
+    }
 
 
 def _strings_in(value: Any) -> list[Any]:
@@ -1022,14 +1030,16 @@ def _strings_in(value: Any) -> list[Any]:
     return [value]
 
 
-STRING_CASES = [(setting, form) for setting in STRINGS for form in ("numpy-str", "numpy-0d")]
+STRING_CASES = [(setting, form) for setting in STRINGS for form in ("numpy-str", "numpy-0d", "str-enum", "StrEnum")]
 
 
 @pytest.mark.parametrize(("setting", "form"), STRING_CASES, ids=[f"{s}-{f}" for s, f in STRING_CASES])
 def test_a_string_setting_as_a_numpy_string_is_the_python_string(setting, form):
     """``bin_space=np.asarray("probability")`` was kept as an array (a ``TypeError`` deep inside for ranking
     ``metrics``): a NumPy string, 0-dim array included, builds the metric of the Python string and is stored
-    as a plain ``str`` (repr, pickle, checkpoint, values the same)."""
+    as a plain ``str`` (repr, pickle, checkpoint, values the same). So does a member of a config's
+    ``class Unit(str, Enum)``, which every string setting took before NumPy strings were read (its ``str()``,
+    ``"Unit.BITS"``, was then refused), and a ``StrEnum``'s."""
     given = _string_forms(setting.value)[form]
     _assert_built_as_the_python_value(setting, given)
     metric, reference = setting.build(_string_forms(setting.value)[form]), setting.build(setting.value)

@@ -826,3 +826,25 @@ def test_merge_state_leaves_this_metrics_warm_up_its_own():
     assert _rates(ours) == (30 / 3, 30 / 3, 64)
     ours.update(7)  # timed: 2 s
     np.testing.assert_allclose(_rates(ours), (37 / 5, 37 / 5, 71), rtol=1e-12)
+
+
+def test_a_throughput_pickled_before_the_reset_rule_of_ranks_resets():
+    """Bug: ``reset`` read the flag of the last compute that versions before the DDP reset rule did not keep, so a
+    ``Throughput`` pickled by one (a whole model saved with ``torch.save``: a ``RecMetricModule`` holds one) raised
+    ``AttributeError`` at its first ``reset`` before any update. It resets as the documented rule says of a reset
+    before any update: the whole warm-up is still to go (reference: the documented definition, ``expected_rates``)."""
+    times, counts = [1.0, 3.0, 6.0, 10.0], [4, 8, 16, 32]
+    metric = tmx.Throughput(warmup_steps=2, window_seconds=100.0, clock=Ticks(times))
+    del metric.__dict__["_computed_examples"]  # as such a version pickled it
+    old = pickle.loads(pickle.dumps(metric))
+    old.reset()
+    for n in counts:
+        old.update(torch.zeros(n))
+    lifetime, window = expected_rates(0.0, times, counts, 2, 100.0)
+    assert _rates(old) == pytest.approx((lifetime, window, sum(counts)), rel=1e-12)
+
+    module = tmx.RecMetricModule(["click"], ["ctr"])
+    del module.throughput.__dict__["_computed_examples"]
+    again = pickle.loads(pickle.dumps(module))
+    again.reset()
+    assert again.throughput._steps == 0  # nothing counted towards the warm-up yet

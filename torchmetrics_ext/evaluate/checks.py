@@ -353,17 +353,36 @@ def _text_ids(array: pa.Array, first_row: int, where: Callable[[int], str] = dat
     Ids are keys matched by 64-bit pattern, and a Parquet uint64 column is read as int64 bits, so the
     text ``18446744073709551615`` is the id ``-1`` here too. Each value reads as the CSV reader reads
     it as int64 (or uint64, for a text without a minus sign): spaces around it, the reader's null
-    texts. Vectorised: a plain file costs one cast; only a null text, a space or a uint64 beyond int64
-    costs the reader's parsing of the batch's texts, and only an invalid value a bisection for it.
+    texts. Vectorised: a plain file (int64 or uint64 ids) costs one cast; a null text, a space, or
+    ids of both signs beyond int64 a few compute passes (the reader's null texts set aside, spaces
+    trimmed, one cast per sign, as :func:`_text_labels` reads labels); only a text these refuse costs
+    the reader's own parsing of the batch's texts (written as CSV and read back), and only an invalid
+    value a bisection for it.
 
     Raises:
         InvalidDataError: a value is no integer of either type (names it and ``where`` its row is,
             counting from ``first_row``).
     """
-    try:  # plain integers (the usual file): one cast, which takes no text the reader refuses
-        return pc.cast(array, pa.int64())
+    # plain integers (the usual file): one cast, which takes no text the reader refuses, to int64 where a
+    # text has a minus sign, else to uint64 (non-negative int64 ids keep their bits); a cast that fails
+    # costs some 20 times one that does not, so the sign picks the one that takes a plain file
+    signed = pc.any(pc.fill_null(pc.starts_with(array, "-"), False)).as_py()
+    try:
+        return pc.cast(array, pa.int64()) if signed else pc.cast(array, pa.uint64()).view(pa.int64())
     except pa.ArrowInvalid:
         pass
+    # the reader's null texts (as written) and spaces around a value, then the cast above per sign: the
+    # reader's parsing without writing the texts out (about 30 times faster than read_text_as)
+    null = pc.fill_null(pc.is_in(array, value_set=pa.array(_CSV.null_values)), True)
+    text = pc.if_else(null, "0", pc.utf8_trim(array, " \t"))
+    negative = pc.starts_with(text, "-")
+    try:
+        ints = pc.cast(pc.if_else(negative, text, "0"), pa.int64())
+        naturals = pc.cast(pc.if_else(negative, "0", text), pa.uint64())
+    except pa.ArrowInvalid:
+        pass
+    else:
+        return pc.if_else(null, pa.scalar(None, pa.int64()), pc.if_else(negative, ints, naturals.view(pa.int64())))
     negative = pc.starts_with(pc.utf8_trim(array, " \t"), "-")
     signed = pc.if_else(negative, array, "0")  # a text with a minus sign: int64 only
     unsigned = pc.if_else(negative, "0", array)  # the others: uint64 holds every non-negative int64

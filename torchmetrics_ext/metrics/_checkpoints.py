@@ -25,6 +25,7 @@ from torchmetrics_ext.utilities.load_guard import (
     loading_strictly,
     put_back_whole,
     putting_back_whole,
+    without_load_wrappers,
 )
 from torchmetrics_ext.utilities.snapshot import snapshot
 from torchmetrics_ext.utilities.state_dtypes import dtype_problem
@@ -131,6 +132,7 @@ def load_own_entries(module: nn.Module, prefix: str, error_msgs: list[str], load
     restore = None if covered else snapshot(module)
     notes: list[str] | None = [] if _LOAD_NOTES.get() is None else None
     token = None if notes is None else _LOAD_NOTES.set(notes)
+    errors_before = len(error_msgs)  # the module's own refusal counts too: its children load after it
     try:
         load()
     except BaseException:
@@ -142,7 +144,7 @@ def load_own_entries(module: nn.Module, prefix: str, error_msgs: list[str], load
             _LOAD_NOTES.reset(token)
     if restore is None and not notes:
         return  # the enclosing guard decides and puts back
-    pending = _PendingLoad(prefix, restore, error_msgs, len(error_msgs), notes or [])
+    pending = _PendingLoad(prefix, restore, error_msgs, errors_before, notes or [])
     module.__dict__[_PENDING_LOAD] = pending
     own_hook = module.__dict__[_END_LOAD_HOOK]
     if restore is not None and (module._modules or next(iter(module._load_state_dict_post_hooks)) != own_hook):
@@ -188,10 +190,11 @@ def drop_pending_load(state: dict[str, Any]) -> dict[str, Any]:
 
     A copy made while a load is in progress (from a user's hook) must not take it along: it holds a
     closure, which pickle (``torch.save`` of the module, ``ddp_spawn``) refuses, referring to the
-    original module, which a copy must not put back.
+    original module, which a copy must not put back. Nor the wrappers a guard of the load has put on
+    the module (:func:`~torchmetrics_ext.utilities.load_guard.without_load_wrappers`).
     """
     state.pop(_PENDING_LOAD, None)
-    return state
+    return without_load_wrappers(state)
 
 
 def end_loads_in_a_hook(module: nn.Module) -> None:

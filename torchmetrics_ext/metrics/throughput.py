@@ -412,7 +412,8 @@ class Throughput(GuardedMetric):
         super().reset()
         # the warm-up ends with the first reset after an update on this rank, or after a compute that
         # counted any rank's examples (see update: past it, an update with the clock not started only starts it)
-        seen = self._steps or self._computed_examples
+        # (a metric pickled by a version before that flag has none: no compute counted since it was loaded)
+        seen = self._steps or self.__dict__.get("_computed_examples", False)
         steps = max(self._steps, self.warmup_steps) if seen else 0
         self._restart()
         self._steps = steps

@@ -169,9 +169,10 @@ def as_real(value: object) -> int | float | None:
 def as_str(value: object) -> str | None:
     """``value`` as a plain Python ``str`` when it is text, else ``None``.
 
-    Text is a ``str`` (``numpy.str_`` included, a ``str`` subclass) or a 0-dim NumPy string array
-    (``np.asarray("ndcg")``): the rule of :func:`as_int` for numbers, so a string setting given in
-    NumPy's forms is stored, named, printed and pickled exactly as the Python string. ``bytes``, a
+    Text is a ``str`` (any ``str`` subclass: ``numpy.str_``, a member of a ``(str, Enum)`` or
+    ``StrEnum`` class, taken as its characters) or a 0-dim NumPy string array (``np.asarray("ndcg")``):
+    the rule of :func:`as_int` for numbers, so a string setting given in these forms is stored, named,
+    printed and pickled exactly as the Python string. ``bytes``, a
     string array with dimensions and anything else are not text here.
 
     Examples:
@@ -182,7 +183,8 @@ def as_str(value: object) -> str | None:
         (None, None, None)
     """
     value = _plain_scalar(value)  # a 0-dim string array's item() is a Python str
-    return str(value) if isinstance(value, str) else None
+    # the characters, not ``str(value)``: a ``(str, Enum)`` member's ``str()`` is ``"Class.MEMBER"``
+    return str.__str__(value) if isinstance(value, str) else None
 
 
 def check_choice(name: str, value: object, choices: Sequence[str], expected: str = "") -> str:

@@ -44,10 +44,17 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["guard_descendant_loads", "loading_strictly", "put_back_whole", "putting_back_whole"]
+__all__ = [
+    "guard_descendant_loads",
+    "loading_strictly",
+    "put_back_whole",
+    "putting_back_whole",
+    "without_load_wrappers",
+]
 
 _METHOD = "_load_from_state_dict"
 _STALE = "tmx_guard_removed"  # on a load wrapper: tells whether its guard has removed its wrappers
+_SHADOWED = "tmx_shadowed"  # on a load wrapper: the module's own instance attribute it stands over, if any
 _ERRORS_AT = 6  # the position of ``error_msgs`` among the arguments torch passes to ``_load_from_state_dict``
 # the load whose failure an enclosing guard puts back whole: its error list, or the module whose own
 # ``load_state_dict`` is about to start it (see put_back_whole)
@@ -174,6 +181,8 @@ def guard_descendant_loads(
                 _PUT_BACK_WHOLE.reset(token)
 
         guarded_load.__dict__[_STALE] = lambda: not installed  # see _drop_stale
+        if _METHOD in module.__dict__:  # a copy made during the load gets it back (see without_load_wrappers)
+            guarded_load.__dict__[_SHADOWED] = module.__dict__[_METHOD]
         return guarded_load
 
     def wrap_hook(hook: Callable[..., Any]) -> Callable[..., Any]:
@@ -221,6 +230,39 @@ def _drop_stale(module: nn.Module) -> None:
     stale = getattr(wrapper, "__dict__", {}).get(_STALE)
     if stale is not None and stale():
         del module.__dict__[_METHOD]
+
+
+def without_load_wrappers(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` (a module's ``__getstate__``) without the wrappers a guard has put on the module for a load.
+
+    A copy or pickle made while a load is in progress (from a user's load hook) must not take them
+    along: a load wrapper calls the original module's ``_load_from_state_dict`` (a later load of the
+    copy would load the original), and both are local functions, which pickle refuses. The copy gets
+    the module's own method and hooks instead; the original keeps its wrappers until its load ends.
+
+    Examples:
+        >>> from torch import nn
+        >>> parent, child = nn.Module(), nn.Linear(1, 1)
+        >>> parent.add_module("child", child)
+        >>> remove = guard_descendant_loads(parent, lambda: None)
+        >>> copied = without_load_wrappers(dict(child.__dict__))
+        >>> "_load_from_state_dict" in copied, "_load_from_state_dict" in child.__dict__
+        (False, True)
+        >>> remove()
+    """
+    while _STALE in getattr(state.get(_METHOD), "__dict__", {}):  # a guard's wrapper, over another's perhaps
+        wrapper = state.pop(_METHOD)
+        if _SHADOWED in wrapper.__dict__:
+            state[_METHOD] = wrapper.__dict__[_SHADOWED]
+    hooks = state.get("_load_state_dict_post_hooks")
+    if hooks and any(_STALE in getattr(hook, "__dict__", {}) for hook in hooks.values()):
+        unwrapped = type(hooks)(hooks)  # a new dict of the same kind: the original's stays as it is
+        for key, hook in unwrapped.items():
+            while _STALE in getattr(hook, "__dict__", {}):
+                hook = hook.__wrapped__
+            unwrapped[key] = hook
+        state["_load_state_dict_post_hooks"] = unwrapped
+    return state
 
 
 def loading_strictly() -> bool:

@@ -16,8 +16,10 @@ from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.categorical import CategoricalCount, _Counted
 from torchmetrics_ext.aggregation.handlers import DEFAULT_HANDLERS, MetricFactory
 from torchmetrics_ext.aggregation.plan import Fold, Step, Update, apply_updates, plan_step
+from torchmetrics_ext.aggregation.sync import CATEGORIES, SyncEntry, sync_kind, synced_values
 from torchmetrics_ext.aggregation.types import AggregationType, Metric
 from torchmetrics_ext.metrics.base import counted_as_updated
+from torchmetrics_ext.utilities.data import ordered_union
 from torchmetrics_ext.utilities.distributed import TypedGather, has_untyped_list_states
 from torchmetrics_ext.utilities.warnings import silencing_undefined
 
@@ -53,6 +55,16 @@ def _conflict(key: Key, old: AggregationType, new: AggregationType) -> str:
     return (
         f"Metric {key[1]!r} of dataset {key[0]!r} is aggregated as {_type_name(old)}; "
         f"it cannot also be aggregated as {_type_name(new)}. Use another metric name."
+    )
+
+
+def _unlike(key: Key, one: tuple[str, str | None], other: tuple[str, str | None]) -> str:
+    def kind(entry: tuple[str, str | None]) -> str:
+        return f"a {entry[0]} ({'its own sync' if entry[1] is None else 'fused sync: ' + entry[1]})"
+
+    return (
+        f"Metric {key[1]!r} of dataset {key[0]!r} is {kind(one)} on one rank and {kind(other)} on another: "
+        "register the same handlers (with the same sync options) on every rank."
     )
 
 
@@ -124,11 +136,16 @@ class MetricsAggregator:
     ``str`` category is logged as ``{name}_count_{category}(int)``: ``1`` and ``"1"`` differ).
 
     Under ``torch.distributed`` (any backend), :meth:`get_metrics_for_logging` is a collective:
-    every rank must call it. Ranks first exchange their keys (dataset, name and type;
-    ``all_gather_object`` of keys only) and create the metrics they lack, then each metric syncs
-    through TorchMetrics in the agreed order (a :class:`CategoricalCount` first agrees on the
-    union of categories itself). Every rank returns the same dict, whatever datasets, metrics or
-    categories it saw (including none). :meth:`update` is no collective: a rejected batch raises
+    every rank must call it. Ranks first exchange their keys (dataset, name and type, and a
+    :class:`CategoricalCount`'s category names; one ``all_gather_object``, no values) and create
+    the metrics they lack; then the states of all the metrics the default handlers make (and any
+    of this package's aggregation metrics) are gathered at once
+    (:func:`~torchmetrics_ext.utilities.distributed.fused_gather`: two all-gathers, whatever the
+    number of keys) and each metric reduces them as TorchMetrics' sync would. A registered
+    metric of another kind (a TorchMetrics class, one with a ``dist_sync_fn``, ``process_group``
+    or ``sync_on_compute=False`` of its own, or whose handler differs between ranks) syncs
+    through TorchMetrics, in the agreed order. Every rank returns the same dict, whatever
+    datasets, metrics or categories it saw (including none). :meth:`update` is no collective: a rejected batch raises
     on its rank alone; catch it there and keep calling :meth:`get_metrics_for_logging` on every
     rank (a rank that skips it leaves the others waiting until the process group's timeout).
 
@@ -182,6 +199,8 @@ class MetricsAggregator:
         self._device = torch.device("cpu")
         # updates a key had when its checkpoint was loaded (TorchMetrics' load_state_dict keeps no count)
         self._loaded_updates: dict[Key, int] = {}
+        # how a new metric of each type would sync (see _handler_kinds), probed once per handler
+        self._probed: dict[AggregationType, str | None] = {}
 
     # ------------------------------------------------------------------ configuration
 
@@ -240,6 +259,7 @@ class MetricsAggregator:
                 f"(e.g. {used[0]}); call reset() first."
             )
         self._factories[agg_type] = metric_factory
+        self.__dict__.get("_probed", {}).pop(agg_type, None)
 
     def to(self, device: torch.device | str) -> MetricsAggregator:
         """Move every metric (and the ones created later) to ``device``."""
@@ -372,6 +392,10 @@ class MetricsAggregator:
                 "(e.g. the class, or `lambda: Sum()`), not one instance."
             )
         taken.add(id(metric))
+        return self._prepared(metric)
+
+    def _prepared(self, metric: TorchMetric) -> TorchMetric:
+        """``metric`` set up to sync in this aggregator (its group, no cached compute, typed list gathers), moved."""
         if self.process_group is not None:
             metric.process_group = self.process_group
         # a cached value would let this rank skip its part of a later sync that other ranks join
@@ -394,27 +418,69 @@ class MetricsAggregator:
     def _distributed(self) -> bool:
         return dist.is_available() and dist.is_initialized() and dist.get_world_size(self.process_group) > 1
 
-    def _agree_on_keys(self) -> None:
+    def _agree_on_keys(self) -> dict[Key, SyncEntry]:
         """Exchange keys across ranks (no values); create what this rank lacks; order keys like the union.
 
-        Keys within a metric (the categories of a CATEGORICAL_COUNT) are the metric's own business:
-        it aligns them when it syncs.
+        Each key travels with how its metric syncs (:func:`~torchmetrics_ext.aggregation.sync.sync_kind`)
+        and, for a CATEGORICAL_COUNT, its category names; each rank also sends how the metrics its
+        handlers make would sync (for the keys it lacks). A key joins the fused sync where every
+        rank's metric for it would join it alike (so ranks with other handlers sync as before);
+        the union of its category names, in rank order, lays out every rank's counts.
+
+        Returns:
+            The keys that join the fused sync, in the agreed order: their metric, kind and categories.
+
+        Raises:
+            ValueError: on every rank, if ranks give one key two types.
         """
-        local = [(ds, name, agg_type.value) for (ds, name), (agg_type, _, _) in self._keys.items()]
-        gathered: list[Any] = [None] * dist.get_world_size(self.process_group)
-        dist.all_gather_object(gathered, local, group=self.process_group)
+        group = self.process_group
+        local = []
+        for (ds, name), (agg_type, _, metric) in self._keys.items():
+            kind = sync_kind(metric, group)
+            names = metric.categories if kind == CATEGORIES and isinstance(metric, CategoricalCount) else None
+            local.append((ds, name, agg_type.value, kind, names))
+        gathered: list[Any] = [None] * dist.get_world_size(group)
+        dist.all_gather_object(gathered, (local, self._handler_kinds()), group=group)
         union: dict[Key, AggregationType] = {}
-        for entries in gathered:
-            for ds, name, agg_value in entries:
+        kinds: defaultdict[Key, dict[int, str | None]] = defaultdict(dict)  # key -> {rank holding it: kind}
+        categories: defaultdict[Key, list[Any]] = defaultdict(list)
+        for rank, (entries, _) in enumerate(gathered):
+            for ds, name, agg_value, kind, names in entries:
                 key, agg_type = (ds, name), AggregationType(agg_value)
-                if key in union and union[key] is not agg_type:
+                if union.setdefault(key, agg_type) is not agg_type:
                     raise ValueError(_conflict(key, union[key], agg_type) + " (the ranks disagree)")
-                union[key] = agg_type
+                kinds[key][rank] = kind
+                categories[key].append(names or [])
+        fused: dict[Key, str] = {}
+        for key, agg_type in union.items():
+            held = kinds[key]  # a rank without the key makes its metric with its handler
+            every = [held[r] if r in held else made.get(agg_type.value) for r, (_, made) in enumerate(gathered)]
+            if every[0] is not None and all(kind == every[0] for kind in every):
+                fused[key] = every[0]
         taken = set(map(id, self.metrics.values()))
         for key, agg_type in union.items():
             if key not in self._keys:
                 self._register(key, agg_type, self._make(agg_type, taken))
         self._keys = {key: self._keys[key] for key in union}
+        entries_out: dict[Key, SyncEntry] = {}
+        for key, kind in fused.items():
+            metric = self._keys[key][2]
+            if sync_kind(metric, group) != kind:  # a handler that made another kind of metric than its probe
+                raise RuntimeError(f"The handler of {key} made a metric that syncs unlike the one it made before.")
+            entries_out[key] = (metric, kind, ordered_union(categories[key]) if kind == CATEGORIES else None)
+        return entries_out
+
+    def _handler_kinds(self) -> dict[str, str | None]:
+        """How a new metric of each aggregation type would sync (``sync_kind``), from one probe per handler, kept."""
+        probed: dict[AggregationType, str | None] = self.__dict__.setdefault("_probed", {})  # older pickles lack it
+        for agg_type, factory in self._factories.items():
+            if agg_type not in probed:
+                try:
+                    probe = self._prepared(factory())
+                except Exception:  # a failing handler raises where it is used (update), not here
+                    probe = None
+                probed[agg_type] = None if probe is None else sync_kind(probe, self.process_group)
+        return {agg_type.value: kind for agg_type, kind in probed.items()}
 
     def get_metrics_for_logging(self, prefix: str = "train") -> dict[str, float]:
         """``{f"{prefix}_{dataset}/{name}": value}`` over everything seen on every rank.
@@ -431,8 +497,7 @@ class MetricsAggregator:
         if not isinstance(prefix, str):
             raise TypeError(f"Expected `prefix` to be a string such as 'train' or 'val', got {prefix!r}.")
         distributed = self._distributed()
-        if distributed:
-            self._agree_on_keys()
+        fused = self._agree_on_keys() if distributed else {}
         out: dict[str, float] = {}
         sources: dict[str, Key] = {}  # logged key -> the (dataset, name) it comes from
         clashes: list[str] = []
@@ -446,8 +511,12 @@ class MetricsAggregator:
         # undefined values are not logged (nan dropped below); a rank without updates syncs the others'
         # states: neither warns (without touching the process's warning filters)
         with silencing_undefined(), counted_as_updated(metric for _, _, metric in self._keys.values()):
+            # the aggregator's own metrics from one fused gather; the others through TorchMetrics, key by key
+            synced = (
+                dict(zip(fused, synced_values(list(fused.values()), self.process_group), strict=True)) if fused else {}
+            )
             for (ds, name), (agg_type, _, metric) in self._keys.items():
-                value = self._compute(metric, distributed)
+                value = synced[ds, name] if (ds, name) in synced else self._compute(metric, distributed)
                 base = f"{prefix}_{ds}/{name}"
                 if isinstance(value, (dict, _Counted)):
                     joiner = _JOINERS.get(agg_type, "_")

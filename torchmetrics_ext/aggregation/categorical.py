@@ -327,13 +327,22 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         if list(lookup) == list(union[: len(lookup)]):  # this rank's categories first (rank 0): append the rest
             self._add_categories(union[len(lookup) :])
             return
+        self._set_categories(union, self._counts_in(union))
+
+    def _counts_in(self, union: Sequence[Category]) -> Tensor:
+        """The counts laid out by ``union`` (a superset of the categories; zero elsewhere), a new tensor."""
+        lookup = self._index()
         counts = self.counts.new_zeros(len(union))
-        if lookup:
-            where = {c: i for i, c in enumerate(union)}
-            src = torch.tensor(list(lookup.values()), dtype=torch.long, device=self.device)
-            dst = torch.tensor([where[c] for c in lookup], dtype=torch.long, device=self.device)
-            counts[dst] = self.counts[src]
-        self._set_categories(union, counts)
+        if not lookup:
+            return counts
+        if list(lookup) == list(union[: len(lookup)]):
+            counts[: len(lookup)] = self.counts
+            return counts
+        where = {c: i for i, c in enumerate(union)}
+        src = torch.tensor(list(lookup.values()), dtype=torch.long, device=self.device)
+        dst = torch.tensor([where[c] for c in lookup], dtype=torch.long, device=self.device)
+        counts[dst] = self.counts[src]
+        return counts
 
     # ------------------------------------------------------------------ update / compute
 

@@ -54,7 +54,9 @@ _CODES = {dtype: code for code, dtype in enumerate(_DTYPES)}
 _MAX_DIMS = 8  # dimensions a rank sends; an empty tensor is reshaped only after a shape of at most these
 
 
-def fused_gather(payloads: Sequence[dict[str, Tensor]], group: Any = None) -> list[dict[str, list[Tensor]]]:
+def fused_gather(
+    payloads: Sequence[dict[str, Tensor]], group: Any = None, max_bytes: int | None = None
+) -> list[dict[str, list[Tensor]]]:
     """All-gather every tensor of every payload from every rank of ``group``.
 
     Every rank must call it with payloads of the same structure (same names, same number of
@@ -63,6 +65,10 @@ def fused_gather(payloads: Sequence[dict[str, Tensor]], group: Any = None) -> li
     Args:
         payloads: one ``{state name: tensor}`` dict per metric (``TaskMetric.sync_states()``).
         group: the process group (default: the world).
+        max_bytes: at most this many bytes received per all-gather (every rank's padded buffer
+            together), where one tensor alone does not exceed it: a dtype's tensors are then
+            gathered in consecutive parts, split where every rank splits them (the parts are
+            chosen from the gathered shapes). ``None``: one all-gather per dtype, whatever its size.
 
     Returns:
         For every payload, ``{state name: [tensor of rank 0, tensor of rank 1, ...]}``.
@@ -88,7 +94,7 @@ def fused_gather(payloads: Sequence[dict[str, Tensor]], group: Any = None) -> li
         tensor(0.3333, dtype=torch.float64)
         >>> dist.destroy_process_group()
     """
-    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    world = dist.get_world_size(group)
     flat = [(i, name, tensor) for i, payload in enumerate(payloads) for name, tensor in payload.items()]
     out: list[dict[str, list[Tensor]]] = [{} for _ in payloads]
     if not flat:
@@ -106,32 +112,71 @@ def fused_gather(payloads: Sequence[dict[str, Tensor]], group: Any = None) -> li
             per_rank.append(tuple(dims[cursor : cursor + t.ndim]))
             cursor += t.ndim
         shapes.append(per_rank)
-    # 2. one all-gather per dtype of every tensor of that dtype, flattened and padded to the longest rank
+    # 2. one all-gather per dtype (or per part of it, see max_bytes) of every tensor of that dtype,
+    #    flattened and padded to the longest rank
     for dtype in dict.fromkeys(t.dtype for _, _, t in flat):
         members = [j for j, (_, _, t) in enumerate(flat) if t.dtype == dtype]
         sizes = [[math.prod(shapes[r][j]) for j in members] for r in range(world)]
-        longest = max(sum(s) for s in sizes)
-        pieces: list[list[Tensor]] = [[] for _ in members]
-        if longest > 0:
-            local = [flat[j][2].reshape(-1) for j in members]
-            buffer = torch.zeros(longest, dtype=dtype, device=device)
-            torch.cat(local, out=buffer[: sum(sizes[rank])])
-            buffers = [torch.empty_like(buffer) for _ in range(world)]
-            dist.all_gather(buffers, buffer, group=group)
-        for r in range(world):
-            offset = 0
-            for m, j in enumerate(members):
-                if r == rank:
-                    pieces[m].append(flat[j][2])
-                elif longest > 0:
-                    pieces[m].append(buffers[r][offset : offset + sizes[r][m]].view(shapes[r][j]))
-                else:
-                    pieces[m].append(torch.zeros(shapes[r][j], dtype=dtype, device=device))
-                offset += sizes[r][m]
-        for m, j in enumerate(members):
-            index, name, _ = flat[j]
-            out[index][name] = pieces[m]
+        limit = None if max_bytes is None else max(1, max_bytes // (world * dtype.itemsize))
+        for part in _parts(sizes, limit):
+            _gather_part(
+                [members[m] for m in part], [[row[m] for m in part] for row in sizes], flat, shapes, out, group
+            )
     return out
+
+
+def _parts(sizes: list[list[int]], limit: int | None) -> list[range]:
+    """Consecutive ranges of members whose padded buffer (the longest rank's elements) stays within ``limit``.
+
+    ``sizes[r][m]``: member ``m``'s elements on rank ``r``; every rank computes the same ranges.
+    A member longer than ``limit`` alone is a range of its own.
+    """
+    count = len(sizes[0])
+    if limit is None or max(sum(row) for row in sizes) <= limit:
+        return [range(count)]
+    parts, start, running = [], 0, [0] * len(sizes)
+    for m in range(count):
+        grown = [total + row[m] for total, row in zip(running, sizes, strict=True)]
+        if m > start and max(grown) > limit:
+            parts.append(range(start, m))
+            start, grown = m, [row[m] for row in sizes]
+        running = grown
+    parts.append(range(start, count))
+    return parts
+
+
+def _gather_part(
+    members: list[int],
+    sizes: list[list[int]],
+    flat: list[tuple[int, str, Tensor]],
+    shapes: list[list[tuple[int, ...]]],
+    out: list[dict[str, list[Tensor]]],
+    group: Any,
+) -> None:
+    """One all-gather of the tensors ``members`` of ``flat`` (one dtype), written into ``out`` per rank."""
+    world, rank = len(sizes), dist.get_rank(group)
+    dtype, device = flat[members[0]][2].dtype, flat[members[0]][2].device
+    longest = max(sum(s) for s in sizes)
+    pieces: list[list[Tensor]] = [[] for _ in members]
+    if longest > 0:
+        local = [flat[j][2].reshape(-1) for j in members]
+        buffer = torch.zeros(longest, dtype=dtype, device=device)
+        torch.cat(local, out=buffer[: sum(sizes[rank])])
+        buffers = [torch.empty_like(buffer) for _ in range(world)]
+        dist.all_gather(buffers, buffer, group=group)
+    for r in range(world):
+        offset = 0
+        for m, j in enumerate(members):
+            if r == rank:
+                pieces[m].append(flat[j][2])
+            elif longest > 0:
+                pieces[m].append(buffers[r][offset : offset + sizes[r][m]].view(shapes[r][j]))
+            else:
+                pieces[m].append(torch.zeros(shapes[r][j], dtype=dtype, device=device))
+            offset += sizes[r][m]
+    for m, j in enumerate(members):
+        index, name, _ = flat[j]
+        out[index][name] = pieces[m]
 
 
 def copy_metric(metric: Any) -> Any:

@@ -1,0 +1,219 @@
+"""``MetricsAggregator``'s fused sync under real gloo DDP: values, collectives, fallbacks; ``fused_gather`` in parts.
+
+The values of the fused sync are checked against the path it replaces: the same records in an
+aggregator whose handlers carry ``dist_sync_fn=gather_all_tensors`` (so each metric syncs
+through TorchMetrics, state by state) must log the same dict, float for float; and against the
+documented reference of ``tests/helpers/aggregation_reference.py``. Collectives are counted by
+wrapping ``torch.distributed``'s functions, which still run.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+from hypothesis import given
+from hypothesis import strategies as st
+from torchmetrics.aggregation import SumMetric
+from torchmetrics.utilities.distributed import gather_all_tensors
+
+from tests.helpers.aggregation_reference import DIST_VALUES, REAL_VALUES, Reference, assert_logged, ref_logged
+from torchmetrics_ext.aggregation import (
+    AggregationType,
+    CategoricalCount,
+    Distribution,
+    Max,
+    Mean,
+    Metric,
+    MetricsAggregator,
+    Min,
+    Sum,
+)
+from torchmetrics_ext.utilities.distributed import _parts, fused_gather
+
+A = AggregationType
+OWN_SYNC = {  # each metric syncs through TorchMetrics (the path before the fused sync)
+    A.SUM: partial(Sum, dist_sync_fn=gather_all_tensors),
+    A.MEAN: partial(Mean, dist_sync_fn=gather_all_tensors),
+    A.MAX: partial(Max, dist_sync_fn=gather_all_tensors),
+    A.MIN: partial(Min, dist_sync_fn=gather_all_tensors),
+    A.DISTRIBUTION: partial(Distribution, dist_sync_fn=gather_all_tensors),
+    A.CATEGORICAL_COUNT: partial(CategoricalCount, dist_sync_fn=gather_all_tensors),
+}
+_COUNTED = ("all_gather", "all_gather_object", "barrier", "all_reduce", "broadcast", "reduce", "gather")
+
+
+@contextmanager
+def counting() -> Iterator[collections.Counter[str]]:
+    """Count this process's calls of ``torch.distributed``'s collectives (each still runs)."""
+    counts: collections.Counter[str] = collections.Counter()
+    originals = {name: getattr(dist, name) for name in _COUNTED}
+
+    def counted(name: str, *args: Any, **kwargs: Any) -> Any:
+        counts[name] += 1
+        return originals[name](*args, **kwargs)
+
+    for name in _COUNTED:
+        setattr(dist, name, partial(counted, name))
+    try:
+        yield counts
+    finally:
+        for name, original in originals.items():
+            setattr(dist, name, original)
+
+
+def rank_records(rank: int, keys_per_type: int, seed: int = 0) -> list[Metric]:
+    """Records of every type: datasets shared by both ranks and one of this rank's own; one rank's categories."""
+    rng = np.random.default_rng([seed, rank])
+    records = []
+    for i in range(keys_per_type):
+        for ds in ("shared", f"rank{rank}"):
+            for agg in (A.SUM, A.MEAN, A.MAX, A.MIN):
+                records += [Metric(ds, f"{agg.name.lower()}{i}", float(v), agg) for v in rng.choice(REAL_VALUES, 5)]
+            # far from 0 and of different magnitudes per rank: each rank's sums are about its own shift
+            offset = 1e9 if rank else 3.0
+            records += [Metric(ds, f"d{i}", offset + float(v), A.DISTRIBUTION) for v in rng.choice(DIST_VALUES[:14], 6)]
+            categories = ["web", 7, "1", f"only{rank}", 2**70][rank:]
+            picked = rng.integers(0, len(categories), 5).tolist()
+            records += [Metric(ds, f"c{i}", categories[j], A.CATEGORICAL_COUNT) for j in picked]
+    return records
+
+
+def _log_both(rank: int, world: int, keys_per_type: int) -> tuple[dict[str, float], dict[str, float], dict[str, int]]:
+    fused, own = MetricsAggregator(), MetricsAggregator()
+    for agg_type, factory in OWN_SYNC.items():
+        own.register_handler(agg_type, factory)
+    records = rank_records(rank, keys_per_type)
+    for lo in range(0, len(records), 17):
+        fused.update(records[lo : lo + 17])
+        own.update(records[lo : lo + 17])
+    with counting() as counts:
+        logged = fused.get_metrics_for_logging()
+    return logged, own.get_metrics_for_logging(), dict(counts)
+
+
+@pytest.mark.ddp
+def test_fused_sync_logs_what_each_metrics_own_sync_logs_and_the_reference(ddp_pool):
+    results = ddp_pool.run(_log_both, 2)
+    (fused, own, _), (fused1, own1, _) = results
+    assert fused == fused1 == own == own1  # float for float, same keys in the same order
+    assert list(fused) == list(own)
+    ref = Reference()
+    for rank in range(2):
+        for r in rank_records(rank, 2):
+            ref.types[r.dataset_name, r.name] = r.agg_type
+            ref.values.setdefault((r.dataset_name, r.name), []).append(r.value)
+    expected = ref_logged(ref, "train")
+    assert expected is not None
+    assert_logged(fused, expected)
+
+
+@pytest.mark.ddp
+def test_collectives_per_logging_call_do_not_grow_with_the_keys(ddp_pool):
+    few = ddp_pool.run(_log_both, 1)[0][2]
+    many = ddp_pool.run(_log_both, 10)[0][2]
+    # one exchange of keys (all_gather_object), one gather of the shapes, one of the float64 states
+    assert few == many == {"all_gather_object": 1, "all_gather": 2}
+
+
+def _mixed_handlers(rank: int, world: int) -> tuple[dict[str, float], dict[str, int]]:
+    aggregator = MetricsAggregator()
+    if rank == 1:  # this rank's SUM metrics sync through TorchMetrics: ranks differ, the key syncs that way
+        aggregator.register_handler(A.SUM, partial(Sum, dist_sync_fn=gather_all_tensors))
+        aggregator.register_handler(A.MAX, SumMetric)  # a wrong handler, but the same states ("sum_value")
+    records = [Metric("d", "both", 1.5 + rank, A.SUM), Metric("d", "mean", 2.0 * rank, A.MEAN)]
+    records += [Metric("d", f"only{rank}", 4.0, A.SUM)]  # a key the other rank lacks (it makes the metric)
+    aggregator.update(records)
+    with counting() as counts:
+        logged = aggregator.get_metrics_for_logging()
+    return logged, dict(counts)
+
+
+@pytest.mark.ddp
+def test_ranks_whose_handlers_sync_differently_sync_those_keys_through_torchmetrics(ddp_pool):
+    (logged, counts), (logged1, _) = ddp_pool.run(_mixed_handlers)
+    assert logged == logged1 == {"train_d/both": 4.0, "train_d/mean": 1.0, "train_d/only0": 4.0, "train_d/only1": 4.0}
+    # the MEAN key fused; the three SUM keys through TorchMetrics (a barrier and an all-gather each)
+    assert counts == {"all_gather_object": 1, "all_gather": 5, "barrier": 3}
+
+
+def _no_sync_handler(rank: int, world: int) -> dict[str, float]:
+    aggregator = MetricsAggregator()
+    aggregator.register_handler(A.SUM, partial(Sum, sync_on_compute=False))
+    aggregator.update([Metric("d", "local", 10.0 * (rank + 1), A.SUM), Metric("d", "all", 1.0, A.MAX)])
+    return aggregator.get_metrics_for_logging()
+
+
+@pytest.mark.ddp
+def test_a_handler_that_never_syncs_still_logs_its_rank_alone(ddp_pool):
+    assert ddp_pool.run(_no_sync_handler) == [
+        {"train_d/local": 10.0, "train_d/all": 1.0},
+        {"train_d/local": 20.0, "train_d/all": 1.0},
+    ]
+
+
+def _payloads(rank: int) -> list[dict[str, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(rank)
+    return [
+        {
+            "a": torch.randn(3 + rank + i, generator=gen, dtype=torch.float64),  # sizes differ between ranks
+            "b": torch.randint(0, 9, (2, i), generator=gen),
+            "c": torch.tensor(float(i + rank), dtype=torch.float64),
+        }
+        for i in range(6)
+    ]
+
+
+def _gather_in_parts(rank: int, world: int, max_bytes: int | None) -> tuple[list[Any], dict[str, int]]:
+    with counting() as counts:
+        gathered = fused_gather(_payloads(rank), max_bytes=max_bytes)
+    return [{k: [t.tolist() for t in v] for k, v in p.items()} for p in gathered], dict(counts)
+
+
+@pytest.mark.ddp
+def test_fused_gather_in_parts_returns_what_one_gather_returns(ddp_pool):
+    whole = ddp_pool.run(_gather_in_parts, None)
+    parts = ddp_pool.run(_gather_in_parts, 64)
+    sent = [_payloads(r) for r in range(2)]
+    for got, _ in [*whole, *parts]:
+        for i, payload in enumerate(got):
+            assert payload == {k: [sent[r][i][k].tolist() for r in range(2)] for k in payload}
+    assert whole[0][1] == {"all_gather": 3}  # shapes, float64, int64
+    # 64 bytes for two ranks: 4 elements of 8 bytes per rank and part (a longer tensor alone)
+    assert parts[0][1] == parts[1][1] and parts[0][1]["all_gather"] > 10
+
+
+@given(
+    st.lists(st.lists(st.integers(0, 20), min_size=1, max_size=8), min_size=1, max_size=3).filter(
+        lambda rows: len({len(r) for r in rows}) == 1
+    ),
+    st.one_of(st.none(), st.integers(1, 40)),
+)
+def test_parts_are_consecutive_within_the_limit_and_as_long_as_they_can_be(sizes, limit):
+    parts = _parts(sizes, limit)
+    assert [m for part in parts for m in part] == list(range(len(sizes[0])))
+    for part in parts:
+        longest = max(sum(row[m] for m in part) for row in sizes)
+        assert limit is None or longest <= limit or len(part) == 1
+    for part, after in zip(parts, parts[1:], strict=False):  # greedy: the next member would not have fitted
+        longest = max(sum(row[m] for m in [*part, after[0]]) for row in sizes)
+        assert limit is not None and longest > limit
+
+
+def test_counts_laid_out_by_a_union_of_categories():
+    metric = CategoricalCount()
+    metric.update(["web", 7, "web", "1"])
+    union = ["x", "1", 7, "y", "web"]
+    assert metric._counts_in(union).tolist() == [0.0, 1.0, 1.0, 0.0, 2.0]
+    assert metric._counts_in(["web", 7, "1", "z"]).tolist() == [2.0, 1.0, 1.0, 0.0]  # its own order first
+    assert metric.categories == ["web", 7, "1"]  # no state changed
+    assert CategoricalCount()._counts_in(["a"]).tolist() == [0.0]
+    assert math.isclose(float(metric.counts.sum()), 4.0)

@@ -48,6 +48,7 @@ except ImportError as err:  # the extra this module needs: say where it comes fr
         "pip install 'torchmetrics-ext[lightning]' (from a clone: pip install -e '.[lightning]')."
     ) from err
 
+from torchmetrics_ext._module_keys import ModuleKeys
 from torchmetrics_ext.integrations.sampler import UnpaddedDistributedSampler
 from torchmetrics_ext.module import RecMetricModule
 from torchmetrics_ext.utilities.checks import as_int
@@ -439,18 +440,26 @@ class RecMetricCallback(pl.Callback):
         device) where the module was restored at or after the count they were computed at, as the
         uninterrupted fit holds them until its next compute: a ``ModelCheckpoint`` or
         ``EarlyStopping`` monitoring a training key then finds it before the resumed fit's first
-        compute. A module restored without its count (added since the checkpoint: it starts from 0)
-        gets none. The logged-at count tells that the module's states were logged as they are: it
+        compute. Only the keys the module reports now go back: a key of a metric, window, throughput
+        or prefix no longer configured (a resume with a changed configuration: another ``prefix``,
+        a metric removed with ``strict_loading = False``, no ``window_size``) would stand for values
+        this fit never logs, until the fit's end; the others are those of the states it resumes.
+        The keys are read from the module's configuration (no compute, no sync); a dict-valued
+        metric's entries are taken whatever their names. A module restored without its count
+        (added since the checkpoint: it starts from 0) gets none.
+        The logged-at count tells that no batch has come since the module was last logged: it
         holds only where the module's count is that one (such a module logs its first epoch end).
         """
         module = self._module(pl_module, self.train)
         restored, self._train_values = self._train_values, None
         if module is not None and restored is not None and restored[0] <= module._step:
-            self._train_values = restored
+            keys = ModuleKeys(module)
+            kept = {key: value for key, value in restored[1].items() if key in keys}
+            self._train_values = (restored[0], kept) if kept else None
             if trainer is not None and not self._barebones:
                 device = pl_module.device
                 trainer.callback_metrics.update(
-                    {key: torch.tensor(value, dtype=torch.float64, device=device) for key, value in restored[1].items()}
+                    {key: torch.tensor(value, dtype=torch.float64, device=device) for key, value in kept.items()}
                 )
         if module is None or module._step != self._train_logged_at:
             self._train_logged_at = None

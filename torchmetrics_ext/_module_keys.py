@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from torchmetrics_ext.metrics.throughput import Throughput
+
 if TYPE_CHECKING:
     from torchmetrics_ext.module import RecMetricModule
 
@@ -55,7 +57,7 @@ class ModuleKeys:
                             for entry in (None, _ENTRY)
                         ]
         if module.throughput is not None:
-            entries = [*module.throughput.entries]
+            entries = list(Throughput.entries)  # what its compute() returns
             if module.key_style == "torchrec":
                 entries += ["attempt_examples", "attempt_throughput"]
             templates += [module._aux_key("throughput", entry) for entry in entries]

@@ -597,3 +597,47 @@ def test_a_resume_with_another_configuration_gets_back_only_the_keys_its_module_
     assert sorted(trainer.callback_metrics) == sorted(
         f"fit/{m}/{t}{w}" for m in run.METRICS for t in TASKS for w in ("", "/window")
     )
+
+
+@pytest.mark.ddp
+def test_a_module_started_afresh_on_load_gets_no_values_back(ddp_runs):
+    """A 2-rank checkpoint resumed in one process: the module starts afresh, its update count carries on.
+
+    Before, the values logged at 9 under DDP went back in ``callback_metrics`` although the module's
+    states were not those (``reset()`` keeps the restored count, which the values' count was checked
+    against). Now no training key is there at the start, and the first compute (12, the cadence kept)
+    covers the resumed fit's samples alone (numpy).
+    """
+    ckpt = ddp_runs["root"] / "whole" / "ckpt" / "step" / "step=10.ckpt"
+    model = _AtStart()
+    with pytest.warns(UserWarning, match=r"holds metric states of 2 rank\(s\), this run has 1; `train_metrics` starts"):
+        _, recorder = _resume(model, ckpt, max_steps=12)
+    assert not any(key.startswith("train/") for key in model.at_start)
+    [(step, row)] = _train_values(recorder.rows)
+    assert step == 11 and [s for s, _ in model.seen] == [10, 11]
+    batches = [b for _, b in model.seen]
+    for task in TASKS:
+        np.testing.assert_allclose(row[f"train/ne/{task}"], _ne(batches, task), rtol=1e-10)
+        np.testing.assert_allclose(row[f"train/ctr/{task}"], _weighted(batches, task)["ctr"], rtol=1e-12)
+
+
+def test_the_logged_values_go_back_for_no_module_started_afresh_on_load():
+    """The rule without a fit: each way ``on_load_checkpoint`` starts the module afresh drops the values."""
+    model = run.Model(interval=4)
+    state = {"train_logged_at": 12, "train_values_at": 12, "train_values": {"train/ne/click": 0.75}}
+    # a checkpoint of 2 ranks in one process; one saved in ddp_spawn's main process after a 2-rank fit
+    for per_rank in ([{"train_metrics": None}, {"train_metrics": {}}], [{"train_metrics": None}, None]):
+        model.train_metrics.set_extra_state({"step": 12, "tasks": ["click", "buy"]})
+        callback, trainer = RecMetricCallback(), _Trainer()
+        with pytest.warns(UserWarning, match="`train_metrics` starts afresh"):
+            callback.on_load_checkpoint(None, model, {"rec_metric_modules": per_rank})  # type: ignore[arg-type]
+        callback.load_state_dict(state)
+        callback.on_train_start(trainer, model)  # type: ignore[arg-type]
+        assert model.train_metrics._step == 12  # the cadence carries on
+        assert trainer.callback_metrics == {}
+        assert callback.state_dict()["train_values"] is None
+    # the same callback in a later fit of a module restored whole: the values go back (nothing carried over)
+    callback.setup(trainer, model, "fit")  # type: ignore[arg-type]
+    callback.load_state_dict(state)
+    callback.on_train_start(trainer, model)  # type: ignore[arg-type]
+    assert trainer.callback_metrics == {"train/ne/click": torch.tensor(0.75, dtype=torch.float64)}

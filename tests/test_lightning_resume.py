@@ -30,6 +30,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -93,7 +94,8 @@ def ddp_runs(tmp_path_factory):
         "epoch_end": _launch(root / "epoch_end", *monitor, "--resume", str(ckpt / "epoch" / "epoch=0.ckpt")),  # step 7
         "added": _launch(root / "added", "--add-metric", "--resume", str(ckpt / "step" / "step=5.ckpt")),
     }
-    return {**runs, "monitored": {name: _monitored(root / name, world=2) for name in ("whole", "mid", "epoch_end")}}
+    monitored = {name: _monitored(root / name, world=2) for name in ("whole", "mid", "epoch_end")}
+    return {**runs, "monitored": monitored, "root": root}
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +108,7 @@ def one_process_runs(tmp_path_factory):
         "mid": _fit(root / "mid", ckpt / "step" / "step=20.ckpt"),  # epoch 1, batch 6 of 14
         "epoch_end": _fit(root / "epoch_end", ckpt / "epoch" / "epoch=0.ckpt"),  # step 14
         "added": _fit(root / "added", ckpt / "step" / "step=5.ckpt", add_metric=True),
+        "root": root,
     }
 
 
@@ -481,7 +484,8 @@ class _Trainer:
 
 def test_the_logged_values_go_back_only_for_a_module_restored_at_or_after_their_count():
     model = run.Model(interval=4)
-    state = {"train_logged_at": 12, "train_values_at": 12, "train_values": {"train/ne/click": 0.75, "train/x": 2.0}}
+    values = {"train/ne/click": 0.75, "train/ctr/buy/window": 0.25, "train/x": 2.0}  # "train/x": no key of the module
+    state = {"train_logged_at": 12, "train_values_at": 12, "train_values": values}
     for step, restored in ((12, True), (14, True), (0, False)):  # at, after the compute; a module restored afresh
         model.train_metrics.set_extra_state({"step": step, "tasks": ["click", "buy"]})
         callback, trainer = RecMetricCallback(), _Trainer()
@@ -490,10 +494,11 @@ def test_the_logged_values_go_back_only_for_a_module_restored_at_or_after_their_
         if restored:
             assert trainer.callback_metrics == {
                 "train/ne/click": torch.tensor(0.75, dtype=torch.float64),
-                "train/x": torch.tensor(2.0, dtype=torch.float64),
+                "train/ctr/buy/window": torch.tensor(0.25, dtype=torch.float64),
             }
             assert all(v.dtype == torch.float64 for v in trainer.callback_metrics.values())
-            assert callback.state_dict()["train_values"] == state["train_values"]  # kept for the next checkpoint
+            kept = {key: value for key, value in values.items() if key != "train/x"}
+            assert callback.state_dict()["train_values"] == kept  # kept for the next checkpoint
         else:
             assert trainer.callback_metrics == {}
             assert callback.state_dict()["train_values"] is None
@@ -503,3 +508,136 @@ def test_the_logged_values_go_back_only_for_a_module_restored_at_or_after_their_
     model.train_metrics.set_extra_state({"step": 12, "tasks": ["click", "buy"]})
     callback.on_train_start(trainer, model)  # type: ignore[arg-type]
     assert trainer.callback_metrics == {}
+
+
+# ------------------------------------------------------------ which values go back: the keys reported, a module kept
+
+
+class _AtStart(run.Model):
+    """The helper's model (another training module if given) recording ``trainer.callback_metrics`` at ``on_train_start``.
+
+    The LightningModule's ``on_train_start`` runs after the callbacks': it sees what the callback put
+    back. A module of another configuration loads with ``strict_loading = False`` (metrics removed).
+    """
+
+    def __init__(self, **module: Any) -> None:
+        super().__init__()
+        if module:
+            self.train_metrics = tmx.RecMetricModule(run.TASKS, **module)
+            self.strict_loading = False
+        self.at_start: dict[str, float] = {}
+        self.kept: dict[str, float] | None = None
+
+    def on_train_start(self) -> None:
+        self.at_start = {key: float(value) for key, value in self.trainer.callback_metrics.items()}
+        callback = next(cb for cb in self.trainer.callbacks if isinstance(cb, RecMetricCallback))
+        self.kept = callback.state_dict()["train_values"]  # what a checkpoint saved before the first compute holds
+
+
+def _resume(model: _AtStart, resume: Path, max_steps: int) -> tuple[L.Trainer, run.Recorder]:
+    """Resume the fit in this process until ``max_steps``, without validation nor checkpoints."""
+    recorder = run.Recorder()
+    trainer = L.Trainer(
+        max_steps=max_steps,
+        accelerator="cpu",
+        enable_checkpointing=False,
+        logger=recorder,
+        callbacks=[RecMetricCallback()],
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
+    trainer.fit(model, ckpt_path=resume)
+    return trainer, recorder
+
+
+def _train_values(rows: Rows) -> list[tuple[int, dict[str, float]]]:
+    return [(step, row) for step, row in rows if "train/ne/click" in row or "fit/ne/click" in row]
+
+
+def test_a_resume_with_another_configuration_gets_back_only_the_keys_its_module_reports(one_process_runs):
+    """Metrics removed and added, the window and the throughput dropped: the resumed metrics' keys alone go back.
+
+    The checkpoint at 5 follows the compute at 3 (interval 3): its NE and CTR of both tasks (numpy over
+    the first 3 batches) are in ``callback_metrics`` from the start; no key of calibration, AUC, a
+    window or the throughput, which the resumed module does not report (its first compute, at 6, says
+    which keys it reports). Another prefix: none goes back.
+    """
+    ckpt = one_process_runs["root"] / "whole" / "ckpt" / "step" / "step=5.ckpt"
+    whole_seen = one_process_runs["whole"][1]
+    changed = _AtStart(
+        metrics={"ne": "ne", "ctr": "ctr", "mse": "mse"},
+        throughput=False,
+        compute_interval_steps=run.INTERVAL,
+        prefix="train/",
+    )
+    trainer, recorder = _resume(changed, ckpt, max_steps=6)
+    (step, first), *_ = _train_values(recorder.rows)
+    assert step == 5 and sorted(first) == sorted(f"train/{m}/{t}" for m in ("ne", "ctr", "mse") for t in TASKS)
+    before = [b for s, b in whole_seen if s < run.INTERVAL]  # the samples of the values logged at 3
+    expected = {f"train/ne/{t}": _ne(before, t) for t in TASKS} | {
+        f"train/ctr/{t}": _weighted(before, t)["ctr"] for t in TASKS
+    }
+    assert sorted(changed.at_start) == sorted(expected)
+    for key, value in expected.items():
+        np.testing.assert_allclose(changed.at_start[key], value, rtol=1e-10, err_msg=key)
+    assert changed.kept == changed.at_start  # a checkpoint before the first compute holds those alone
+
+    renamed = _AtStart(
+        metrics=run.METRICS,
+        window_size=run.WINDOW,
+        throughput=False,
+        compute_interval_steps=run.INTERVAL,
+        prefix="fit/",
+    )
+    trainer, _ = _resume(renamed, ckpt, max_steps=6)
+    assert renamed.at_start == {} and renamed.kept is None
+    # nor at the fit's end: a compute writes its own keys, and Lightning clears none during the fit
+    assert sorted(trainer.callback_metrics) == sorted(
+        f"fit/{m}/{t}{w}" for m in run.METRICS for t in TASKS for w in ("", "/window")
+    )
+
+
+@pytest.mark.ddp
+def test_a_module_started_afresh_on_load_gets_no_values_back(ddp_runs):
+    """A 2-rank checkpoint resumed in one process: the module starts afresh, its update count carries on.
+
+    Before, the values logged at 9 under DDP went back in ``callback_metrics`` although the module's
+    states were not those (``reset()`` keeps the restored count, which the values' count was checked
+    against). Now no training key is there at the start, and the first compute (12, the cadence kept)
+    covers the resumed fit's samples alone (numpy).
+    """
+    ckpt = ddp_runs["root"] / "whole" / "ckpt" / "step" / "step=10.ckpt"
+    model = _AtStart()
+    with pytest.warns(UserWarning, match=r"holds metric states of 2 rank\(s\), this run has 1; `train_metrics` starts"):
+        _, recorder = _resume(model, ckpt, max_steps=12)
+    assert not any(key.startswith("train/") for key in model.at_start)
+    [(step, row)] = _train_values(recorder.rows)
+    assert step == 11 and [s for s, _ in model.seen] == [10, 11]
+    batches = [b for _, b in model.seen]
+    for task in TASKS:
+        np.testing.assert_allclose(row[f"train/ne/{task}"], _ne(batches, task), rtol=1e-10)
+        np.testing.assert_allclose(row[f"train/ctr/{task}"], _weighted(batches, task)["ctr"], rtol=1e-12)
+
+
+def test_the_logged_values_go_back_for_no_module_started_afresh_on_load():
+    """The rule without a fit: each way ``on_load_checkpoint`` starts the module afresh drops the values."""
+    model = run.Model(interval=4)
+    state = {"train_logged_at": 12, "train_values_at": 12, "train_values": {"train/ne/click": 0.75}}
+    # a checkpoint of 2 ranks in one process; one saved in ddp_spawn's main process after a 2-rank fit
+    for per_rank in ([{"train_metrics": None}, {"train_metrics": {}}], [{"train_metrics": None}, None]):
+        model.train_metrics.set_extra_state({"step": 12, "tasks": ["click", "buy"]})
+        callback, trainer = RecMetricCallback(), _Trainer()
+        with pytest.warns(UserWarning, match="`train_metrics` starts afresh"):
+            callback.on_load_checkpoint(None, model, {"rec_metric_modules": per_rank})  # type: ignore[arg-type]
+        callback.load_state_dict(state)
+        callback.on_train_start(trainer, model)  # type: ignore[arg-type]
+        assert model.train_metrics._step == 12  # the cadence carries on
+        assert trainer.callback_metrics == {}
+        assert callback.state_dict()["train_values"] is None
+    # the same callback in a later fit of a module restored whole: the values go back (nothing carried over)
+    callback.setup(trainer, model, "fit")  # type: ignore[arg-type]
+    callback.load_state_dict(state)
+    callback.on_train_start(trainer, model)  # type: ignore[arg-type]
+    assert trainer.callback_metrics == {"train/ne/click": torch.tensor(0.75, dtype=torch.float64)}

@@ -48,6 +48,7 @@ except ImportError as err:  # the extra this module needs: say where it comes fr
         "pip install 'torchmetrics-ext[lightning]' (from a clone: pip install -e '.[lightning]')."
     ) from err
 
+from torchmetrics_ext._module_keys import ModuleKeys
 from torchmetrics_ext.integrations.sampler import UnpaddedDistributedSampler
 from torchmetrics_ext.module import RecMetricModule
 from torchmetrics_ext.utilities.checks import as_int
@@ -241,7 +242,9 @@ class RecMetricCallback(pl.Callback):
     on resume each rank loads its own, so lifetime and window values continue exactly as in an
     uninterrupted run. The validation module's states are not gathered: it starts afresh at each
     validation epoch. A checkpoint resumed with another number of ranks restarts the training
-    module (with a warning). ``trainer.validate``/``test(ckpt_path=...)`` resume nothing and read
+    module (with a warning; its update count, and so its compute cadence, carries on, and the
+    training values logged before the checkpoint do not go back in ``trainer.callback_metrics``).
+    ``trainer.validate``/``test(ckpt_path=...)`` resume nothing and read
     none of them back.
 
     The callback's own state (:meth:`state_dict`: the training module's update count when it was
@@ -301,6 +304,8 @@ class RecMetricCallback(pl.Callback):
         self._train_logged_at: int | None = None  # the training module's update count when last logged
         # the values last logged (host floats) and the update count they were computed at: resumed into callback_metrics
         self._train_values: tuple[int, dict[str, float]] | None = None
+        # the training module was started afresh by `on_load_checkpoint` (its count restored, not its states)
+        self._train_restarted = False
         self._eval = _EvalEpoch()  # the validation or test epoch under way
         self._accumulation_warned: set[tuple[int, int]] = set()  # (interval, factor) pairs warned of in this fit
         self._barebones = False  # the trainer of the run forbids logging: update, never compute (see `setup`)
@@ -383,6 +388,7 @@ class RecMetricCallback(pl.Callback):
         if stage == "fit":  # a callback reused for another fit (a fresh model, say) logs it from its first epoch
             self._train_logged_at = None
             self._train_values = None
+            self._train_restarted = False
             self._accumulation_warned = set()
             self._check_accumulation(trainer, pl_module)
         self._eval = _EvalEpoch()  # nothing kept from an earlier run (one interrupted mid-epoch, say)
@@ -439,18 +445,29 @@ class RecMetricCallback(pl.Callback):
         device) where the module was restored at or after the count they were computed at, as the
         uninterrupted fit holds them until its next compute: a ``ModelCheckpoint`` or
         ``EarlyStopping`` monitoring a training key then finds it before the resumed fit's first
-        compute. A module restored without its count (added since the checkpoint: it starts from 0)
-        gets none. The logged-at count tells that the module's states were logged as they are: it
+        compute. Only the keys the module reports now go back: a key of a metric, window, throughput
+        or prefix no longer configured (a resume with a changed configuration: another ``prefix``,
+        a metric removed with ``strict_loading = False``, no ``window_size``) would stand for values
+        this fit never logs, until the fit's end; the others are those of the states it resumes.
+        The keys are read from the module's configuration (no compute, no sync); a dict-valued
+        metric's entries are taken whatever their names. A module restored without its count
+        (added since the checkpoint: it starts from 0) gets none, and so does one that this callback
+        started afresh on load (a checkpoint of another number of ranks, or one without this rank's
+        states: see :meth:`on_load_checkpoint`), whose count was restored but whose states were not.
+        The logged-at count tells that no batch has come since the module was last logged: it
         holds only where the module's count is that one (such a module logs its first epoch end).
         """
         module = self._module(pl_module, self.train)
         restored, self._train_values = self._train_values, None
-        if module is not None and restored is not None and restored[0] <= module._step:
-            self._train_values = restored
+        restarted, self._train_restarted = self._train_restarted, False
+        if module is not None and restored is not None and restored[0] <= module._step and not restarted:
+            keys = ModuleKeys(module)
+            kept = {key: value for key, value in restored[1].items() if key in keys}
+            self._train_values = (restored[0], kept) if kept else None
             if trainer is not None and not self._barebones:
                 device = pl_module.device
                 trainer.callback_metrics.update(
-                    {key: torch.tensor(value, dtype=torch.float64, device=device) for key, value in restored[1].items()}
+                    {key: torch.tensor(value, dtype=torch.float64, device=device) for key, value in kept.items()}
                 )
         if module is None or module._step != self._train_logged_at:
             self._train_logged_at = None
@@ -793,6 +810,11 @@ class RecMetricCallback(pl.Callback):
         A checkpoint of another number of ranks, or one saved in the main process after a
         ``ddp_spawn`` fit (rank 0's states alone; see :meth:`on_save_checkpoint`), starts the
         training module afresh, with a warning.
+
+        A training module started afresh here keeps the update count restored with the model (its
+        compute cadence carries on), but not the values last logged before the checkpoint: they do
+        not go back in ``trainer.callback_metrics`` (see :meth:`on_train_start`), whose training keys
+        then wait for the module's first compute over the resumed fit's samples.
         """
         if trainer is not None and trainer.state.fn != TrainerFn.FITTING:
             return
@@ -806,7 +828,7 @@ class RecMetricCallback(pl.Callback):
                         f"callback): its `{name}` states are rank 0's alone; `{name}` starts afresh.",
                         stacklevel=2,
                     )
-                    module.reset()
+                    self._restart(module)
             return
         rank = dist.get_rank() if world > 1 else 0
         strict = getattr(pl_module, "strict_loading", True)
@@ -818,7 +840,7 @@ class RecMetricCallback(pl.Callback):
                 else:
                     why = "holds rank 0's metric states alone (saved in ddp_spawn's main process, after the fit)"
                 warnings.warn(f"RecMetricCallback: the checkpoint {why}; `{name}` starts afresh.", stacklevel=2)
-                module.reset()
+                self._restart(module)
             elif name not in per_rank[rank]:
                 if strict:
                     raise RuntimeError(
@@ -832,7 +854,16 @@ class RecMetricCallback(pl.Callback):
                         f"loaded into it is rank 0's alone; `{name}` starts afresh.",
                         stacklevel=2,
                     )
-                    module.reset()
+                    self._restart(module)
             elif per_rank[rank][name] is not None:  # None: the model's state_dict, which Lightning loaded
                 # as Lightning loads the model: `strict_loading = False` lets a metric added since start afresh
                 module.load_state_dict(per_rank[rank][name], strict=strict)
+
+    def _restart(self, module: RecMetricModule) -> None:
+        """Start the training module afresh on load; its values last logged are then not put back (``on_train_start``).
+
+        ``reset()`` keeps the update count Lightning restored from the model's ``state_dict`` (so
+        the compute cadence carries on), which alone would let those values through.
+        """
+        module.reset()
+        self._train_restarted = True

@@ -262,7 +262,11 @@ class MetricsAggregator:
         self.__dict__.get("_probed", {}).pop(agg_type, None)
 
     def to(self, device: torch.device | str) -> MetricsAggregator:
-        """Move every metric (and the ones created later) to ``device``."""
+        """Move every metric (and the ones created later) to ``device``.
+
+        Under ``torch.distributed`` the states are gathered as tensors of this device: a process group
+        of NCCL alone (no CPU backend) needs the rank's GPU here (``to(f"cuda:{local_rank}")``).
+        """
         self._device = torch.device(device)
         self.metrics.to(self._device)
         return self

@@ -217,3 +217,67 @@ def test_counts_laid_out_by_a_union_of_categories():
     assert metric.categories == ["web", 7, "1"]  # no state changed
     assert CategoricalCount()._counts_in(["a"]).tolist() == [0.0]
     assert math.isclose(float(metric.counts.sum()), 4.0)
+
+
+# ------------------------------------------------------------------ subclasses that override compute
+
+
+class _TenfoldSum(Sum):
+    def compute(self) -> torch.Tensor:
+        return super().compute() * 10
+
+
+class _TenfoldMean(Mean):
+    def compute(self) -> torch.Tensor:
+        return super().compute() * 10
+
+
+class _ShiftedMax(Max):
+    def compute(self) -> torch.Tensor:
+        return super().compute() + 1000
+
+
+class _ShiftedMin(Min):
+    def compute(self) -> torch.Tensor:
+        return super().compute() - 1000
+
+
+class _MeanOnly(Distribution):
+    def compute(self) -> dict[str, torch.Tensor]:
+        return {"avg": super().compute()["mean"]}
+
+
+SUBCLASSES = {A.SUM: _TenfoldSum, A.MEAN: _TenfoldMean, A.MAX: _ShiftedMax, A.MIN: _ShiftedMin, A.DISTRIBUTION: _MeanOnly}
+
+
+def _subclass_records(rank: int) -> list[Metric]:
+    values = [1.5, 4.0, -2.0] if rank == 0 else [7.25, 0.5]
+    return [Metric("d", agg.name.lower(), v, agg) for agg in SUBCLASSES for v in values]
+
+
+def _subclass_expected(values: list[float]) -> dict[str, float]:
+    """The subclasses' own compute, written with numpy."""
+    return {
+        "train_d/sum": float(np.sum(values)) * 10,
+        "train_d/mean": float(np.mean(values)) * 10,
+        "train_d/max": float(np.max(values)) + 1000,
+        "train_d/min": float(np.min(values)) - 1000,
+        "train_d/distribution_stat_avg": float(np.mean(values)),
+    }
+
+
+def _subclass_aggregator(own_sync: bool) -> MetricsAggregator:
+    aggregator = MetricsAggregator()
+    for agg_type, cls in SUBCLASSES.items():
+        aggregator.register_handler(agg_type, partial(cls, dist_sync_fn=gather_all_tensors) if own_sync else cls)
+    return aggregator
+
+
+def test_a_subclass_that_overrides_compute_logs_its_compute():
+    aggregator = _subclass_aggregator(own_sync=False)
+    aggregator.update(_subclass_records(0))
+    logged = aggregator.get_metrics_for_logging()
+    expected = _subclass_expected([1.5, 4.0, -2.0])
+    assert logged.keys() == expected.keys()
+    for key, value in expected.items():
+        assert math.isclose(logged[key], value, rel_tol=1e-15), key

@@ -10,7 +10,10 @@ wrapping ``torch.distributed``'s functions, which still run.
 from __future__ import annotations
 
 import collections
+import copy
+import enum
 import math
+import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -22,7 +25,7 @@ import torch
 import torch.distributed as dist
 from hypothesis import given
 from hypothesis import strategies as st
-from torchmetrics.aggregation import SumMetric
+from torchmetrics.aggregation import MaxMetric, MeanMetric, SumMetric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from tests.helpers.aggregation_reference import DIST_VALUES, REAL_VALUES, Reference, assert_logged, ref_logged
@@ -37,6 +40,7 @@ from torchmetrics_ext.aggregation import (
     Min,
     Sum,
 )
+from torchmetrics_ext.aggregation.sync import sync_kind
 from torchmetrics_ext.utilities.distributed import _parts, fused_gather
 
 A = AggregationType
@@ -217,3 +221,202 @@ def test_counts_laid_out_by_a_union_of_categories():
     assert metric.categories == ["web", 7, "1"]  # no state changed
     assert CategoricalCount()._counts_in(["a"]).tolist() == [0.0]
     assert math.isclose(float(metric.counts.sum()), 4.0)
+
+
+# ------------------------------------------------------------------ subclasses that override compute
+
+
+class _TenfoldSum(Sum):
+    def compute(self) -> torch.Tensor:
+        return super().compute() * 10
+
+
+class _TenfoldMean(Mean):
+    def compute(self) -> torch.Tensor:
+        return super().compute() * 10
+
+
+class _ShiftedMax(Max):
+    def compute(self) -> torch.Tensor:
+        return super().compute() + 1000
+
+
+class _ShiftedMin(Min):
+    def compute(self) -> torch.Tensor:
+        return super().compute() - 1000
+
+
+class _MeanOnly(Distribution):
+    def compute(self) -> dict[str, torch.Tensor]:
+        return {"avg": super().compute()["mean"]}
+
+
+SUBCLASSES = {
+    A.SUM: _TenfoldSum,
+    A.MEAN: _TenfoldMean,
+    A.MAX: _ShiftedMax,
+    A.MIN: _ShiftedMin,
+    A.DISTRIBUTION: _MeanOnly,
+}
+
+
+def _subclass_records(rank: int) -> list[Metric]:
+    values = [1.5, 4.0, -2.0] if rank == 0 else [7.25, 0.5]
+    return [Metric("d", agg.name.lower(), v, agg) for agg in SUBCLASSES for v in values]
+
+
+def _subclass_expected(values: list[float]) -> dict[str, float]:
+    """The subclasses' own compute, written with numpy."""
+    return {
+        "train_d/sum": float(np.sum(values)) * 10,
+        "train_d/mean": float(np.mean(values)) * 10,
+        "train_d/max": float(np.max(values)) + 1000,
+        "train_d/min": float(np.min(values)) - 1000,
+        "train_d/distribution_stat_avg": float(np.mean(values)),
+    }
+
+
+def _subclass_aggregator(own_sync: bool) -> MetricsAggregator:
+    aggregator = MetricsAggregator()
+    for agg_type, cls in SUBCLASSES.items():
+        aggregator.register_handler(agg_type, partial(cls, dist_sync_fn=gather_all_tensors) if own_sync else cls)
+    return aggregator
+
+
+def test_a_subclass_that_overrides_compute_logs_its_compute():
+    aggregator = _subclass_aggregator(own_sync=False)
+    aggregator.update(_subclass_records(0))
+    logged = aggregator.get_metrics_for_logging()
+    expected = _subclass_expected([1.5, 4.0, -2.0])
+    assert logged.keys() == expected.keys()
+    for key, value in expected.items():
+        assert math.isclose(logged[key], value, rel_tol=1e-15), key
+
+
+def _local_snapshot(aggregator: MetricsAggregator) -> dict[Any, Any]:
+    """Every metric's states (copies of their values; the objects of the fused ones), its categories and sync flags.
+
+    TorchMetrics' own sync gives a metric copies of its states back (a registered ``MeanMetric``).
+    """
+    return {
+        key: (
+            {
+                name: (id(value) if sync_kind(metric, None) else None, value.clone())
+                for name, value in metric.metric_state.items()
+            },
+            metric.categories if isinstance(metric, CategoricalCount) else None,
+            (metric._computed, metric._is_synced, metric._update_count, metric._cache),
+        )
+        for key, (_, _, metric) in aggregator._keys.items()
+    }
+
+
+def _same_snapshot(one: dict[Any, Any], other: dict[Any, Any]) -> bool:
+    return one.keys() == other.keys() and all(
+        one[key][1:] == other[key][1:]
+        and one[key][0].keys() == other[key][0].keys()
+        and all(
+            a[0] == b[0] and a[1].dtype == b[1].dtype and a[1].shape == b[1].shape and torch.equal(a[1], b[1])
+            for a, b in zip(one[key][0].values(), other[key][0].values(), strict=True)
+        )
+        for key in one
+    )
+
+
+class _Web(str, enum.Enum):
+    WEB = "web"
+
+
+class _One(enum.IntEnum):
+    ONE = 1
+
+
+def _fused_and_own_agree(rank: int, world: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    # subclasses that override compute: their compute is logged, fused or through TorchMetrics
+    values = []
+    for own_sync in (False, True):
+        aggregator = _subclass_aggregator(own_sync)
+        aggregator.update(_subclass_records(rank))
+        values.append(aggregator.get_metrics_for_logging())
+    out["subclasses"] = values
+    # look-alike categories, a rank without records, a TorchMetrics metric beside fused keys
+    records = [Metric("c", "cat", c, A.CATEGORICAL_COUNT) for c in (1, "1", 2**70, _Web.WEB, _One.ONE, "\udcff", "web")]
+    records += [Metric("d", "dist", 1e9 + v, A.DISTRIBUTION) for v in range(5)]
+    records += [Metric("d", "s", 0.1, A.SUM), Metric("d", "tm", 2.0, A.MEAN)]
+    logged, snapshots = [], []
+    for own_sync in (False, True):
+        aggregator = MetricsAggregator()
+        for agg_type, factory in OWN_SYNC.items() if own_sync else ():
+            aggregator.register_handler(agg_type, factory)
+        aggregator.register_handler(A.MEAN, MeanMetric)
+        aggregator.update(records if rank == 0 else [Metric("d", "s", 0.2, A.SUM)])
+        first = aggregator.get_metrics_for_logging()
+        before = _local_snapshot(aggregator)
+        again = aggregator.get_metrics_for_logging()
+        snapshots.append(_same_snapshot(before, _local_snapshot(aggregator)))
+        copied = copy.deepcopy(aggregator)
+        copied.__dict__.pop("_probed")  # as pickled before the probes were kept
+        pickled = pickle.loads(pickle.dumps(aggregator))
+        pickled._probed = dict.fromkeys(pickled._probed, "states")  # as kept by a version without state layouts
+        logged.append([first, again, copied.get_metrics_for_logging(), pickled.get_metrics_for_logging()])
+    out["logged"], out["unchanged"] = logged, snapshots
+    return out
+
+
+@pytest.mark.ddp
+def test_fused_logging_equals_torchmetrics_sync_and_leaves_local_states_alone(ddp_pool):
+    results = ddp_pool.run(_fused_and_own_agree)
+    expected = _subclass_expected([1.5, 4.0, -2.0, 7.25, 0.5])
+    for result in results:
+        fused, own = result["subclasses"]
+        assert fused == own == results[0]["subclasses"][0]
+        assert fused.keys() == expected.keys()
+        for key, value in expected.items():
+            assert math.isclose(fused[key], value, rel_tol=1e-15), key
+        assert result["unchanged"] == [True, True]  # a copy or a pickle then logs alike
+
+        fused_logs, own_logs = result["logged"]
+        assert all(log == own_logs[0] and list(log) == list(own_logs[0]) for log in fused_logs + own_logs)
+        assert fused_logs[0] == results[0]["logged"][0][0]
+    logged = results[0]["logged"][0][0]
+    assert logged["train_c/cat_count_1(int)"] == 2.0 and logged["train_c/cat_count_1"] == 1.0  # 1, _One.ONE; "1"
+    assert logged["train_c/cat_count_web"] == 2.0 and logged["train_c/cat_count_\udcff"] == 1.0
+    assert logged[f"train_c/cat_count_{2**70}"] == 1.0
+    assert math.isclose(logged["train_d/s"], 0.30000000000000004, rel_tol=0) and logged["train_d/tm"] == 2.0
+    assert logged["train_d/dist_stat_mean"] == 1e9 + 2 and logged["train_d/dist_stat_std"] == np.std(range(5), ddof=1)
+
+
+def _unlike_states(rank: int, world: int) -> list[str]:
+    """Ranks whose metrics of one key hold other states: a ValueError on every rank, then logging after a reset."""
+    errors = []
+    unlike = [
+        (A.SUM, Mean),  # another metric for SUM on rank 1: other state names
+        (A.MAX, MaxMetric),  # TorchMetrics' float32 state on rank 1, next to Max's float64 one (rank 1 lacks the key)
+        (A.DISTRIBUTION, partial(Distribution, relative_accuracy=0.010001)),  # as many buckets, of another sketch
+    ]
+    for agg_type, handler in unlike:
+        aggregator = MetricsAggregator()
+        if rank == 1:
+            aggregator.register_handler(agg_type, handler)
+        aggregator.update([Metric("d", "ok", 1.0, A.MIN)])
+        if rank == 0 or agg_type is not A.MAX:
+            aggregator.update([Metric("d", "k", 3.0, agg_type)])
+        with pytest.raises(ValueError, match="cannot sync together") as err:
+            aggregator.get_metrics_for_logging()
+        errors.append(str(err.value))
+        aggregator.reset()  # every rank: nothing is left waiting, the next logging works
+        aggregator.update([Metric("d", "ok", 2.0 + rank, A.MIN)])
+        assert aggregator.get_metrics_for_logging() == {"train_d/ok": 2.0}
+    return errors
+
+
+@pytest.mark.ddp
+def test_ranks_whose_metrics_of_one_key_hold_other_states_raise_on_every_rank(ddp_pool):
+    errors, errors1 = ddp_pool.run(_unlike_states)
+    assert errors == errors1
+    assert (
+        "[sum_value torch.float64/0] on one rank and [mean_value torch.float64/0, weight torch.float64/0]" in errors[0]
+    )
+    assert "[max_value torch.float64/0] on one rank and [max_value torch.float32/0] on another" in errors[1]
+    assert "[bucket_counts torch.float64/1] on one rank and [bucket_counts_acc0p010001 torch.float64/1]" in errors[2]

@@ -16,7 +16,7 @@ from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.categorical import CategoricalCount, _Counted
 from torchmetrics_ext.aggregation.handlers import DEFAULT_HANDLERS, MetricFactory
 from torchmetrics_ext.aggregation.plan import Fold, Step, Update, apply_updates, plan_step
-from torchmetrics_ext.aggregation.sync import CATEGORIES, SyncEntry, sync_kind, synced_values
+from torchmetrics_ext.aggregation.sync import CATEGORIES, Layout, SyncEntry, state_layout, sync_kind, synced_values
 from torchmetrics_ext.aggregation.types import AggregationType, Metric
 from torchmetrics_ext.metrics.base import counted_as_updated
 from torchmetrics_ext.utilities.data import ordered_union
@@ -26,6 +26,7 @@ from torchmetrics_ext.utilities.warnings import silencing_undefined
 __all__ = ["MetricsAggregator"]
 
 Key = tuple[str, str]
+_Probe = tuple[str | None, Layout | None]  # a metric's sync kind and state layout; (None, None): no metric
 _FORMAT = "torchmetrics_ext.MetricsAggregator/1"
 _FIELDS = ("dataset_name", "name", "value", "agg_type")
 # how a dict-valued metric's entries are logged: "{name}{joiner}{entry}"
@@ -58,13 +59,16 @@ def _conflict(key: Key, old: AggregationType, new: AggregationType) -> str:
     )
 
 
-def _unlike(key: Key, one: tuple[str, str | None], other: tuple[str, str | None]) -> str:
-    def kind(entry: tuple[str, str | None]) -> str:
-        return f"a {entry[0]} ({'its own sync' if entry[1] is None else 'fused sync: ' + entry[1]})"
+def _unlike(key: Key, one: Layout, other: Layout) -> str:
+    """The error of one key whose metrics hold other states on two ranks (those they do not share shown)."""
+
+    def states(layout: Layout, than: Layout) -> str:
+        return "[" + ", ".join(f"{name} {kind}" for name, kind in [s for s in layout if s not in than] or layout) + "]"
 
     return (
-        f"Metric {key[1]!r} of dataset {key[0]!r} is {kind(one)} on one rank and {kind(other)} on another: "
-        "register the same handlers (with the same sync options) on every rank."
+        f"Metric {key[1]!r} of dataset {key[0]!r} has the states {states(one, other)} on one rank and "
+        f"{states(other, one)} "
+        "on another, which cannot sync together: register the same handlers on every rank (the ranks disagree)."
     )
 
 
@@ -199,8 +203,8 @@ class MetricsAggregator:
         self._device = torch.device("cpu")
         # updates a key had when its checkpoint was loaded (TorchMetrics' load_state_dict keeps no count)
         self._loaded_updates: dict[Key, int] = {}
-        # how a new metric of each type would sync (see _handler_kinds), probed once per handler
-        self._probed: dict[AggregationType, str | None] = {}
+        # how a new metric of each type would sync and its states (see _handler_kinds), probed once per handler
+        self._probed: dict[AggregationType, _Probe] = {}
 
     # ------------------------------------------------------------------ configuration
 
@@ -435,32 +439,37 @@ class MetricsAggregator:
             The keys that join the fused sync, in the agreed order: their metric, kind and categories.
 
         Raises:
-            ValueError: on every rank, if ranks give one key two types.
+            ValueError: on every rank, if ranks give one key two types, or metrics (or handlers, on the
+                ranks that lack the key) whose states differ, which no sync can join.
         """
         group = self.process_group
         local = []
         for (ds, name), (agg_type, _, metric) in self._keys.items():
             kind = sync_kind(metric, group)
             names = metric.categories if kind == CATEGORIES and isinstance(metric, CategoricalCount) else None
-            local.append((ds, name, agg_type.value, kind, names))
+            local.append((ds, name, agg_type.value, kind, names, state_layout(metric)))
         gathered: list[Any] = [None] * dist.get_world_size(group)
         dist.all_gather_object(gathered, (local, self._handler_kinds()), group=group)
         union: dict[Key, AggregationType] = {}
-        kinds: defaultdict[Key, dict[int, str | None]] = defaultdict(dict)  # key -> {rank holding it: kind}
+        kinds: defaultdict[Key, dict[int, _Probe]] = defaultdict(dict)  # key -> {rank holding it: kind, layout}
         categories: defaultdict[Key, list[Any]] = defaultdict(list)
         for rank, (entries, _) in enumerate(gathered):
-            for ds, name, agg_value, kind, names in entries:
+            for ds, name, agg_value, kind, names, layout in entries:
                 key, agg_type = (ds, name), AggregationType(agg_value)
                 if union.setdefault(key, agg_type) is not agg_type:
                     raise ValueError(_conflict(key, union[key], agg_type) + " (the ranks disagree)")
-                kinds[key][rank] = kind
+                kinds[key][rank] = (kind, layout)
                 categories[key].append(names or [])
         fused: dict[Key, str] = {}
         for key, agg_type in union.items():
             held = kinds[key]  # a rank without the key makes its metric with its handler
-            every = [held[r] if r in held else made.get(agg_type.value) for r, (_, made) in enumerate(gathered)]
-            if every[0] is not None and all(kind == every[0] for kind in every):
-                fused[key] = every[0]
+            none: _Probe = (None, None)
+            every = [held.get(r) or made.get(agg_type.value, none) for r, (_, made) in enumerate(gathered)]
+            layouts = list(dict.fromkeys(layout for _, layout in every if layout is not None))
+            if len(layouts) > 1:  # positional gathers of other states: wrong values, or gloo aborts the process
+                raise ValueError(_unlike(key, layouts[0], layouts[1]))
+            if every[0][0] is not None and all(kind == every[0][0] for kind, _ in every):
+                fused[key] = every[0][0]
         taken = set(map(id, self.metrics.values()))
         for key, agg_type in union.items():
             if key not in self._keys:
@@ -474,17 +483,20 @@ class MetricsAggregator:
             entries_out[key] = (metric, kind, ordered_union(categories[key]) if kind == CATEGORIES else None)
         return entries_out
 
-    def _handler_kinds(self) -> dict[str, str | None]:
-        """How a new metric of each aggregation type would sync (``sync_kind``), from one probe per handler, kept."""
-        probed: dict[AggregationType, str | None] = self.__dict__.setdefault("_probed", {})  # older pickles lack it
+    def _handler_kinds(self) -> dict[str, _Probe]:
+        """How a new metric of each aggregation type would sync and its states, from one probe per handler, kept.
+
+        ``(sync_kind, state_layout)`` of the probe; ``(None, None)`` for a handler that fails.
+        """
+        probed: dict[AggregationType, Any] = self.__dict__.setdefault("_probed", {})  # older pickles lack it
         for agg_type, factory in self._factories.items():
-            if agg_type not in probed:
+            if not isinstance(probed.get(agg_type), tuple):  # not probed yet (or by a version without layouts)
                 try:
                     probe = self._prepared(factory())
+                    probed[agg_type] = (sync_kind(probe, self.process_group), state_layout(probe))
                 except Exception:  # a failing handler raises where it is used (update), not here
-                    probe = None
-                probed[agg_type] = None if probe is None else sync_kind(probe, self.process_group)
-        return {agg_type.value: kind for agg_type, kind in probed.items()}
+                    probed[agg_type] = (None, None)
+        return {agg_type.value: probe for agg_type, probe in probed.items()}
 
     def get_metrics_for_logging(self, prefix: str = "train") -> dict[str, float]:
         """``{f"{prefix}_{dataset}/{name}": value}`` over everything seen on every rank.

@@ -70,7 +70,9 @@ class AggregationMetric(TaskMetric, Generic[S]):
 
         ``compute``'s value without TorchMetrics' wrapper (no sync, no copies, no cache); a subclass may
         return it as host numbers instead of tensors (a ``float``, or a dict of ``float``), the same
-        numbers bit for bit, without building the tensors only to read them back.
+        numbers bit for bit, without building the tensors only to read them back; such a shortcut is
+        taken only while ``compute`` is the class's own (a further subclass that overrides ``compute``
+        logs what its ``compute`` returns).
         """
         return type(self).compute(self)
 

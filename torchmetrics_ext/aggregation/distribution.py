@@ -375,6 +375,8 @@ class Distribution(AggregationMetric[SketchBatch]):
 
     def _logged_value(self) -> dict[str, float]:
         """:meth:`compute`'s values as host floats (the aggregator's logging: no tensor per value)."""
+        if type(self).compute is not Distribution.compute:  # a subclass's own compute is what it logs
+            return super()._logged_value()
         values = _distribution_values(self._all_states(), self.percentiles, self.spec)
         return dict(zip(_stat_names(self.percentiles), values, strict=True))
 

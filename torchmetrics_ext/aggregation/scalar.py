@@ -308,6 +308,8 @@ class Mean(_ValueAggregation[MeanBatch], MeanMetric):
         total, weight = self.mean_value, self.weight
         if total.dtype != torch.float64 or weight.dtype != torch.float64 or total.ndim or weight.ndim:
             return super()._logged_value()  # states cast with set_dtype divide in their own dtype
+        if type(self).compute is not Mean.compute:  # a subclass's own compute is what it logs
+            return super()._logged_value()
         num, den = total.item(), weight.item()
         if den == 0 or math.isinf(den) or math.isinf(num):  # safe_divide's nan (an overflowed sum too)
             return math.nan
@@ -370,7 +372,7 @@ class _Extreme(_ValueAggregation[ExtremeBatch]):
     def _logged_value(self) -> Any:
         """:meth:`compute` as a host float (``nan`` if nothing was seen), without its tensors."""
         value: Tensor = getattr(self, self._state)
-        if value.ndim:
+        if value.ndim or type(self).compute is not _Extreme.compute:  # a subclass's own compute is what it logs
             return super()._logged_value()
         number = value.item()
         return math.nan if number == self._empty else number

@@ -27,7 +27,7 @@ from torchmetrics_ext.aggregation.distribution import Distribution
 from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.utilities.distributed import fused_gather
 
-__all__ = ["CATEGORIES", "STATES", "SyncEntry", "sync_kind", "synced_values"]
+__all__ = ["CATEGORIES", "STATES", "Layout", "SyncEntry", "state_layout", "sync_kind", "synced_values"]
 
 STATES = "states"  # gathered state by state, reduced by TorchMetrics' dist_reduce_fx
 CATEGORIES = "categories"  # a CategoricalCount: its counts laid out by the ranks' union of categories, summed
@@ -36,6 +36,28 @@ GATHER_BYTES = 64 * 2**20
 _STATE_SYNCS = (TaskMetric._sync_dist, Distribution._sync_dist)
 
 SyncEntry = tuple[TorchMetric, str, Sequence[Category] | None]  # (metric, kind, union of categories)
+Layout = tuple[tuple[str, str], ...]  # (state name, "dtype/ndim" or "list") per state, in sync order
+_LAYOUTS: dict[Layout, Layout] = {}  # one object per layout: a keys' exchange pickles each layout once
+
+
+def state_layout(metric: TorchMetric) -> Layout:
+    """``metric``'s states as every rank's metric of one key must hold them to sync together.
+
+    Each state's name (in the order TorchMetrics gathers them) and ``"dtype/ndim"`` (``"list"``
+    for a list state): ranks whose metrics of one key differ here cannot sync them, through the
+    fused gather or TorchMetrics (which gathers state by state, by position).
+
+    Examples:
+        >>> from torchmetrics.aggregation import SumMetric
+        >>> from torchmetrics_ext.aggregation import Sum
+        >>> state_layout(Sum()), state_layout(SumMetric())
+        ((('sum_value', 'torch.float64/0'),), (('sum_value', 'torch.float32/0'),))
+    """
+    layout = tuple(
+        (name, "list" if isinstance(value, list) else f"{value.dtype}/{value.ndim}")
+        for name, value in metric.metric_state.items()
+    )
+    return _LAYOUTS.setdefault(layout, layout)
 
 
 def sync_kind(metric: TorchMetric, group: Any) -> str | None:

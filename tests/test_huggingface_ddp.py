@@ -1,7 +1,7 @@
 """The Hugging Face adapters inside ``transformers.Trainer.evaluate()`` on 2 real gloo ranks (``torchrun``, CPU).
 
 One ``python -m torch.distributed.run --nproc-per-node 2 tests/helpers/hf_ddp_run.py`` run covers
-every case (ranking and pointwise adapters x the Trainer's whole-array, batches-kept-apart and
+every case (the ranking adapter with index and relevance labels, the pointwise adapter x the Trainer's whole-array, batches-kept-apart and
 ``batch_eval_metrics=True`` modes) over eval sets whose size is no multiple of ``2 x 4`` (the last
 step's batches are completed with duplicated samples that ``gather_for_metrics`` drops; ranking
 batches are cut to their longest list, so ranks and batches differ in width and the Trainer pads
@@ -83,7 +83,9 @@ def one_process(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str,
 
 def _reference(name: str, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """The independent references on the Trainer's gathered predictions (``eval_`` keys)."""
-    if name.startswith("ranking"):
+    if not name.startswith("pointwise"):
+        if name.startswith("relevance"):  # the relevance row's 1 is the relevant candidate
+            labels = np.argmax(labels == 1, axis=1)
         # the model marks padded candidates -10 (the seed's value); the Trainer pads batches and ranks
         # of other widths with -100: padding too, as the seed's -10
         scores = np.where(predictions == -100, -10.0, predictions)
@@ -96,19 +98,25 @@ def _reference(name: str, predictions: np.ndarray, labels: np.ndarray) -> dict[s
     return expected
 
 
+def _rows(name: str, labels: np.ndarray) -> np.ndarray:
+    """The eval set's own labels in the gathered ones: a relevance row as the index of its relevant candidate."""
+    return np.argmax(labels == 1, axis=1) if name.startswith("relevance") else labels
+
+
 @pytest.mark.ddp
 @pytest.mark.parametrize("name", CASES)
 def test_trainer_evaluate_on_two_ranks_equals_one_process_and_the_references(ranks, one_process, name):
     single = one_process[name]
     dataset = single["data"]
-    truth = (dataset.labels if name.startswith("ranking") else dataset.y).numpy()
+    truth = (dataset.y if name.startswith("pointwise") else dataset.labels).numpy()
     assert len(truth) % (WORLD * hf_ddp_run.BATCH) != 0  # the last step is uneven: duplicates to drop
     reference = _reference(name, single["predictions"], single["labels"])
-    np.testing.assert_array_equal(single["labels"], truth)
+    np.testing.assert_array_equal(_rows(name, single["labels"]), truth)
     for rank, report in enumerate(ranks):
         got = report["metrics"][name]
         # (b) the independent references, on this rank's own gathered predictions
-        np.testing.assert_array_equal(report[name]["labels"], truth, err_msg=f"rank {rank}: rows dropped or doubled")
+        labels = _rows(name, report[name]["labels"])
+        np.testing.assert_array_equal(labels, truth, err_msg=f"rank {rank}: rows dropped or doubled")
         ranked = _reference(name, report[name]["predictions"], report[name]["labels"])
         assert set(got) == set(ranked), (rank, sorted(got))
         for key, value in ranked.items():
@@ -117,9 +125,11 @@ def test_trainer_evaluate_on_two_ranks_equals_one_process_and_the_references(ran
         # (a) the one-process Trainer, and a second evaluation (nothing carried over)
         assert got == pytest.approx(single["metrics"], rel=1e-9, abs=1e-12), rank
         assert report["metrics"][name + "/again"] == got, rank
-    if name.startswith("ranking"):
+    if not name.startswith("pointwise"):
         assert 0 < reference["eval_Recall@5"] < reference["eval_Recall@100"]  # the cutoffs matter on this data
         assert (ranks[0][name]["predictions"] == -100).any()  # the Trainer padded batches of other widths
+        if name.startswith("relevance"):
+            assert (ranks[0][name]["labels"] == -100).any()  # ... and their relevance rows
     else:
         assert reference["eval_sum_weights/click"] == len(truth)  # every row once, none of the duplicates
         assert 0 < reference["eval_sum_weights/conversion"] < len(truth)  # -100 labels left out of their task

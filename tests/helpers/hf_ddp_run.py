@@ -1,7 +1,7 @@
 """``transformers.Trainer.evaluate()`` with the package's ``compute_metrics`` on 2 gloo ranks (CPU).
 
 Started by ``tests/test_huggingface_ddp.py`` under ``python -m torch.distributed.run --nproc-per-node 2``.
-Every rank runs the same cases (ranking and pointwise adapters; the Trainer's whole-array mode, its
+Every rank runs the same cases (ranking adapter with index or relevance labels, pointwise adapter; the Trainer's whole-array mode, its
 batches kept apart with ``eval_do_concat_batches=False``, and ``batch_eval_metrics=True``), each over
 an eval set whose size is no multiple of ``world_size x per_device_eval_batch_size``: the last step's
 batches are completed with duplicated samples, which accelerate's ``gather_for_metrics`` drops. Each
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import transformers
+from torch import nn
 
 from tests.test_huggingface import TOP_K, Candidates, ConversionOfClicks, MaskedClicker, Scorer
 from torchmetrics_ext.integrations.huggingface import pointwise_compute_metrics, ranking_compute_metrics
@@ -44,13 +45,33 @@ MODES = {  # name -> (batch_eval_metrics, eval_do_concat_batches)
 }
 
 
+class RelevanceCandidates(Candidates):
+    """The candidate lists with labels as a relevance row: 1 for the relevant candidate, 0, -100 in padded slots."""
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        row = super().__getitem__(i)
+        relevance = torch.where(row["mask"], 0, -100)
+        relevance[int(self.labels[i])] = 1
+        return {**row, "labels": relevance}
+
+
+class RelevanceScorer(Scorer):
+    """:class:`Scorer` trained on relevance rows (a binary cross-entropy over the real candidates)."""
+
+    def forward(self, features, mask, labels=None):
+        scores = torch.sigmoid(self.linear(features).squeeze(-1))
+        scores = torch.where(mask, scores, torch.full_like(scores, -10.0))
+        kept = labels >= 0
+        return {"loss": nn.functional.binary_cross_entropy(scores[kept], labels[kept].float()), "logits": scores}
+
+
 def to_longest(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Collate padded candidate lists cut to the batch's longest list: batches (and ranks) differ in width."""
     width = max(int(row["mask"].sum()) for row in rows)
     return {
         "features": torch.stack([row["features"][:width] for row in rows]),
         "mask": torch.stack([row["mask"][:width] for row in rows]),
-        "labels": torch.stack([row["labels"] for row in rows]),
+        "labels": torch.stack([row["labels"][:width] if row["labels"].ndim else row["labels"] for row in rows]),
     }
 
 
@@ -66,6 +87,15 @@ def cases() -> dict[str, dict[str, Any]]:
             "batch_eval_metrics": batch_eval_metrics,
             "eval_do_concat_batches": concat,
         }
+        if mode != "apart":  # relevance rows, which the Trainer pads with -100 across batches and ranks
+            out[f"relevance-{mode}"] = {
+                "model": RelevanceScorer(),
+                "data": RelevanceCandidates(queries=QUERIES),
+                "collator": to_longest,
+                "compute_metrics": ranking_compute_metrics(ks=TOP_K, metrics=("recall", "mrr")),
+                "batch_eval_metrics": batch_eval_metrics,
+                "eval_do_concat_batches": concat,
+            }
         out[f"pointwise-{mode}"] = {
             "model": MaskedClicker(),
             "data": ConversionOfClicks(n=CLICKS),

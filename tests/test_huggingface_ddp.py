@@ -49,9 +49,11 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
         done = subprocess.run(command, capture_output=True, text=True, cwd=out, env=env, timeout=300)
     except OSError as error:  # no interpreter to start torchrun with
         pytest.skip(f"SKIPPED LOUDLY: torchrun could not start: {error}")
-    started = all((out / f"ready{rank}").exists() for rank in range(WORLD))
-    if done.returncode != 0 and not started:  # the ranks never joined a process group: an environment problem
-        pytest.skip(f"SKIPPED LOUDLY: torchrun could not start 2 gloo ranks:\n{done.stderr[-3000:]}")
+    no_group = sorted(out.glob("no-group*"))
+    if done.returncode != 0 and (no_group or "ChildFailedError" not in done.stderr):
+        # the launcher failed before running the ranks, or the ranks could not start their process group
+        why = no_group[0].read_text() if no_group else done.stderr
+        pytest.skip(f"SKIPPED LOUDLY: torchrun could not start 2 gloo ranks:\n{why[-3000:]}")
     assert done.returncode == 0, done.stderr[-6000:]
     reports = []
     for rank in range(WORLD):

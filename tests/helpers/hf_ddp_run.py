@@ -1,12 +1,14 @@
 """``transformers.Trainer.evaluate()`` with the package's ``compute_metrics`` on 2 gloo ranks (CPU).
 
 Started by ``tests/test_huggingface_ddp.py`` under ``python -m torch.distributed.run --nproc-per-node 2``.
-Every rank runs the same cases (ranking adapter with index or relevance labels, pointwise adapter; the Trainer's whole-array mode, its
-batches kept apart with ``eval_do_concat_batches=False``, and ``batch_eval_metrics=True``), each over
-an eval set whose size is no multiple of ``world_size x per_device_eval_batch_size``: the last step's
-batches are completed with duplicated samples, which accelerate's ``gather_for_metrics`` drops. Each
-rank writes ``rank{r}.json`` (the ``evaluate()`` values per case, and the process group's size and
-backend), ``no-group{r}`` (a traceback) where the process group cannot start, and ``rank{r}-{case}.npz`` (the gathered ``predict()`` output, for the test's references).
+Every rank runs the same cases (the ranking adapter with index or relevance labels, the pointwise
+adapter; the Trainer's whole-array mode, its batches kept apart with ``eval_do_concat_batches=False``,
+and ``batch_eval_metrics=True``), each over an eval set whose size is no multiple of
+``world_size x per_device_eval_batch_size``: the last step's batches are completed with duplicated
+samples (accelerate's ``even_batches``), which ``gather_for_metrics`` drops. Each rank writes
+``rank{r}.json`` (the ``evaluate()`` values per case, the process group's size and backend),
+``rank{r}-{case}.npz`` (the gathered ``predict()`` output, for the test's references), and
+``no-group{r}`` (a traceback) where its process group cannot start.
 """
 
 from __future__ import annotations

@@ -889,3 +889,31 @@ def test_no_weight_column_warning_without_ignore_index():
         warnings.simplefilter("error")
         values = compute_metrics(SimpleNamespace(predictions=p, label_ids=y))
     assert values["auc"] == pytest.approx(roc_auc_score(y, p), rel=1e-12)
+
+
+@pytest.mark.parametrize("sync", [True, np.bool_(True), "yes", 1], ids=["true", "numpy-true", "str", "int"])
+def test_sync_on_compute_other_than_false_is_refused(sync):
+    """The Trainer gathers every process's rows before compute_metrics: a metric syncing again would count each
+    row once per process. ``sync_on_compute=True`` gave RankingMetrics' "got multiple values for keyword argument"
+    TypeError in the ranking adapter and was taken without a word by the pointwise one."""
+    match = r"^Expected `sync_on_compute` to be (False \(the default\): the Trainer gathers|a bool)"
+    with pytest.raises(ValueError, match=match):
+        ranking_compute_metrics(ks=(1,), sync_on_compute=sync)
+    with pytest.raises(ValueError, match=match):
+        pointwise_compute_metrics(["ctr"], sync_on_compute=sync)
+
+
+def test_sync_on_compute_false_is_the_default():
+    """``sync_on_compute=False`` given explicitly builds the same callables (references: the seed's numpy
+    Recall/MRR and scikit-learn)."""
+    from transformers import EvalPrediction
+
+    rng = np.random.default_rng(8)
+    scores, labels = rng.normal(size=(30, 6)), rng.integers(0, 6, 30)
+    ranking = ranking_compute_metrics(ks=(1, 3), sync_on_compute=False)
+    got = ranking(EvalPrediction(predictions=scores, label_ids=labels))
+    assert got == pytest.approx(seed_reference(scores, labels, (1, 3)), abs=1e-12)
+    z, y = rng.normal(size=30), rng.integers(0, 2, 30)
+    pointwise = pointwise_compute_metrics(["auc"], sync_on_compute=np.bool_(False))
+    got = pointwise(EvalPrediction(predictions=z, label_ids=y))
+    assert got["auc"] == pytest.approx(roc_auc_score(y, z), rel=1e-12)

@@ -11,9 +11,12 @@ The Trainer calls ``compute_metrics`` in one of two ways, and the objects built 
   (``num_bins=``) and the padded-ranking metrics; exact AUC/AUPRC (the default ``"auc"``) keep
   every score (8 bytes per row).
 
-The Trainer gathers predictions from every process before calling ``compute_metrics``, so the
-metrics here never sync themselves (``sync_on_compute=False``): they would count every row
-``world_size`` times.
+Under DDP (``torchrun``, several processes) the Trainer gathers predictions from every process
+before calling ``compute_metrics`` (accelerate's ``gather_for_metrics``, which also drops the
+duplicated samples that complete the last uneven step), and calls it on every process with the
+same rows: each process computes the same values, those of one process over the whole eval set,
+in both modes. So the metrics here never sync themselves (``sync_on_compute=False``;
+``sync_on_compute=True`` is refused): they would count every row ``world_size`` times.
 
 * :func:`pointwise_compute_metrics`: registry names (``"ne"``, ``"auc"``, ...) over binary
   labels, one or several tasks, fed through :class:`~torchmetrics_ext.RecMetricModule`.
@@ -35,7 +38,14 @@ from torch import Tensor
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import _MODULE_LOGITS_ADVICE, RecMetricModule, RecTaskInfo, _columns_read
 from torchmetrics_ext.registry import build_metric, lookup
-from torchmetrics_ext.utilities.checks import as_real, as_str, checked_bounds, observed_range, sequence_items
+from torchmetrics_ext.utilities.checks import (
+    as_real,
+    as_str,
+    check_flag,
+    checked_bounds,
+    observed_range,
+    sequence_items,
+)
 
 __all__ = ["HFComputeMetrics", "pointwise_compute_metrics", "ranking_compute_metrics"]
 
@@ -116,6 +126,23 @@ def _sequence_of_names(argument: str, value: Any, example: str) -> tuple[Any, ..
         raise ValueError(f"Expected `{argument}` to be a sequence of names, as in {example}, got {value!r}.")
     names = [as_str(item) for item in items]  # NumPy strings as Python strings; anything else left to be refused
     return tuple(item if name is None else name for item, name in zip(items, names, strict=True))
+
+
+def _unsynced(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The metrics' options with ``sync_on_compute=False``; ``sync_on_compute=True`` is refused.
+
+    The Trainer gathers every process's predictions (``gather_for_metrics``) before it calls
+    ``compute_metrics``, on every process: metrics that synced their states again would count every
+    row once per process (a ``sum_weights`` of twice the eval set under 2 processes).
+    """
+    options = dict(kwargs)
+    if check_flag("sync_on_compute", options.pop("sync_on_compute", False)):
+        raise ValueError(
+            "Expected `sync_on_compute` to be False (the default): the Trainer gathers every process's "
+            "predictions before it calls compute_metrics, so these metrics never sync their states (a sync "
+            "would count every row once per process)."
+        )
+    return {"sync_on_compute": False, **options}
 
 
 def _ignore_value(ignore_index: Any) -> int | float | None:
@@ -289,6 +316,7 @@ class _Pointwise(HFComputeMetrics):
         self.ignore_index = _ignore_value(ignore_index)
         metrics = _sequence_of_names("metrics", metrics, "metrics=('ne', 'auc')")
         self.tasks = _sequence_of_names("tasks", tasks, "tasks=('click', 'like')")
+        unsynced = _unsynced(kwargs)
         built = {}
         for name in metrics:
             entry, _ = lookup(name)
@@ -298,7 +326,7 @@ class _Pointwise(HFComputeMetrics):
                     "carry: use ranking_compute_metrics for query-grouped metrics, or score the logged "
                     "predictions with torchmetrics-ext evaluate (--user/--session)."
                 )
-            options = {"sync_on_compute": False, **kwargs}
+            options = dict(unsynced)
             if "from_logits" in inspect.signature(entry.cls.__init__).parameters:
                 options["from_logits"] = from_logits
             try:
@@ -497,7 +525,8 @@ def pointwise_compute_metrics(
             default): every label is scored, and ``-100`` is an error that suggests this option. NaN
             labels are not ignored (they are an error).
         kwargs: passed to every metric, so only with metrics that all take them (e.g.
-            ``pointwise_compute_metrics(["auc", "auprc"], num_bins=10_000)`` for constant-memory curves).
+            ``pointwise_compute_metrics(["auc", "auprc"], num_bins=10_000)`` for constant-memory curves);
+            ``sync_on_compute`` may only be ``False`` (the Trainer gathers the rows of every process).
 
     Returns:
         A callable for ``Trainer(compute_metrics=...)``; keys are the metric names for one task
@@ -506,11 +535,11 @@ def pointwise_compute_metrics(
     Raises:
         ValueError: unknown metric names (the message lists the known ones), ``metrics`` or ``tasks`` given
             as one string (``"auc"`` instead of ``("auc",)``), an ``ignore_index`` that is no number (or NaN)
-            or is itself a label the metrics take (``0`` or ``1`` for binary metrics);
-            when called, predictions or labels of another shape (e.g. an ``(N, 2)`` two-class head for one
-            task), per-task heads whose number is not the number of tasks, or heads of another shape or
-            length, labels outside [0, 1] that are not ``ignore_index`` (``-100`` among them: the message
-            suggests ``ignore_index=-100``).
+            or is itself a label the metrics take (``0`` or ``1`` for binary metrics), ``sync_on_compute=True``
+            (or one that is no bool); when called, predictions or labels of another shape (e.g. an ``(N, 2)``
+            two-class head for one task), per-task heads whose number is not the number of tasks, or heads of
+            another shape or length, labels outside [0, 1] that are not ``ignore_index`` (``-100`` among them:
+            the message suggests ``ignore_index=-100``).
 
     Examples:
         >>> import numpy as np
@@ -546,7 +575,7 @@ class _Ranking(HFComputeMetrics):
         key_names: Mapping[str, str],
         kwargs: Mapping[str, Any],
     ) -> None:
-        self.metric = RankingMetrics(ks=ks, metrics=metrics, sync_on_compute=False, **kwargs)
+        self.metric = RankingMetrics(ks=ks, metrics=metrics, **_unsynced(kwargs))
         self.padding = _padding_values(padding_value)
         if not isinstance(key_names, Mapping) or not all(isinstance(v, str) for v in key_names.values()):
             raise ValueError(
@@ -650,7 +679,8 @@ def ranking_compute_metrics(
             ``HitRate``, ``MAP``, ``F1``, ``RPrecision``: the keys of the hand-written
             ``compute_metrics`` this replaces); keys are ``f"{name}@{k}"`` (``"RPrecision"`` alone).
         kwargs: passed to :class:`~torchmetrics_ext.RankingMetrics` (``empty_target_action``,
-            ``exponential_gain``, ...).
+            ``exponential_gain``, ...); ``sync_on_compute`` may only be ``False`` (the Trainer gathers
+            the rows of every process).
 
     Returns:
         A callable for ``Trainer(compute_metrics=...)``; with ``batch_eval_metrics=True`` it keeps
@@ -658,8 +688,8 @@ def ranking_compute_metrics(
 
     Raises:
         ValueError: bad arguments (a ``padding_value`` that is no number or sequence of numbers, ``key_names``
-            that is no mapping of names), or (when called) scores that are not 2-D, labels of another shape,
-            or NaN relevance (a label is padding when negative, never when NaN).
+            that is no mapping of names, ``sync_on_compute=True``), or (when called) scores that are not 2-D,
+            labels of another shape, or NaN relevance (a label is padding when negative, never when NaN).
 
     Examples:
         >>> import numpy as np

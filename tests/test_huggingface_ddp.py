@@ -1,0 +1,137 @@
+"""The Hugging Face adapters inside ``transformers.Trainer.evaluate()`` on 2 real gloo ranks (``torchrun``, CPU).
+
+One ``python -m torch.distributed.run --nproc-per-node 2 tests/helpers/hf_ddp_run.py`` run covers
+every case (the ranking adapter with index and relevance labels, the pointwise adapter x the Trainer's whole-array, batches-kept-apart and
+``batch_eval_metrics=True`` modes) over eval sets whose size is no multiple of ``2 x 4`` (the last
+step's batches are completed with duplicated samples that ``gather_for_metrics`` drops; ranking
+batches are cut to their longest list, so ranks and batches differ in width and the Trainer pads
+them with -100). On every rank the values must equal (a) a one-process Trainer over the same data
+and (b) the independent references of ``tests/test_huggingface.py`` (the seed's numpy Recall/MRR,
+scikit-learn) on the Trainer's own gathered ``predict()`` output, whose labels must be the eval
+set's, each row once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+pytest.importorskip("accelerate")
+
+from tests.helpers import hf_ddp_run
+from tests.test_huggingface import _ignored_reference, _sigmoid, seed_reference
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "tests" / "helpers" / "hf_ddp_run.py"
+WORLD = 2
+CASES = list(hf_ddp_run.cases())
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """Each rank's ``evaluate()`` values and ``predict()`` output, from one torchrun of 2 gloo ranks."""
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("SKIPPED LOUDLY: torch.distributed with the gloo backend is not available in this build")
+    out = tmp_path_factory.mktemp("hf-ddp")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(WORLD)]
+    command += [str(SCRIPT), "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, cwd=out, env=env, timeout=300)
+    except OSError as error:  # no interpreter to start torchrun with
+        pytest.skip(f"SKIPPED LOUDLY: torchrun could not start: {error}")
+    no_group = sorted(out.glob("no-group*"))
+    if done.returncode != 0 and (no_group or "ChildFailedError" not in done.stderr):
+        # the launcher failed before running the ranks, or the ranks could not start their process group
+        why = no_group[0].read_text() if no_group else done.stderr
+        pytest.skip(f"SKIPPED LOUDLY: torchrun could not start 2 gloo ranks:\n{why[-3000:]}")
+    assert done.returncode == 0, done.stderr[-6000:]
+    reports = []
+    for rank in range(WORLD):
+        report = json.loads((out / f"rank{rank}.json").read_text())
+        assert (report["world_size"], report["backend"]) == (WORLD, "gloo"), report  # never silently one process
+        for name in CASES:
+            with np.load(out / f"rank{rank}-{name}.npz") as arrays:
+                report[name] = {"predictions": arrays["predictions"], "labels": arrays["labels"]}
+        reports.append(report)
+    return reports
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """The same cases in this process: one Trainer, no process group."""
+    out = tmp_path_factory.mktemp("hf-one")
+    results = {}
+    for name, case in hf_ddp_run.cases().items():
+        run = hf_ddp_run.trainer(case, str(out), ddp=False)
+        prediction = run.predict(case["data"])
+        results[name] = {
+            "metrics": hf_ddp_run.ours(run.evaluate()),
+            "predictions": hf_ddp_run.joined(prediction.predictions),
+            "labels": hf_ddp_run.joined(prediction.label_ids),
+            "data": case["data"],
+        }
+    return results
+
+
+def _reference(name: str, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The independent references on the Trainer's gathered predictions (``eval_`` keys)."""
+    if not name.startswith("pointwise"):
+        if name.startswith("relevance"):  # the relevance row's 1 is the relevant candidate
+            labels = np.argmax(labels == 1, axis=1)
+        # the model marks padded candidates -10 (the seed's value); the Trainer pads batches and ranks
+        # of other widths with -100: padding too, as the seed's -10
+        scores = np.where(predictions == -100, -10.0, predictions)
+        return {f"eval_{key}": value for key, value in seed_reference(scores, labels).items()}
+    expected = {}
+    for i, task in enumerate(("click", "conversion")):
+        values = _ignored_reference(_sigmoid(predictions[:, i].astype(np.float64)), labels[:, i], -100)
+        for metric in hf_ddp_run.POINTWISE:
+            expected[f"eval_{metric}/{task}"] = values[metric]
+    return expected
+
+
+def _rows(name: str, labels: np.ndarray) -> np.ndarray:
+    """The eval set's own labels in the gathered ones: a relevance row as the index of its relevant candidate."""
+    return np.argmax(labels == 1, axis=1) if name.startswith("relevance") else labels
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("name", CASES)
+def test_trainer_evaluate_on_two_ranks_equals_one_process_and_the_references(ranks, one_process, name):
+    single = one_process[name]
+    dataset = single["data"]
+    truth = (dataset.y if name.startswith("pointwise") else dataset.labels).numpy()
+    assert len(truth) % (WORLD * hf_ddp_run.BATCH) != 0  # the last step is uneven: duplicates to drop
+    reference = _reference(name, single["predictions"], single["labels"])
+    np.testing.assert_array_equal(_rows(name, single["labels"]), truth)
+    for rank, report in enumerate(ranks):
+        got = report["metrics"][name]
+        # (b) the independent references, on this rank's own gathered predictions
+        labels = _rows(name, report[name]["labels"])
+        np.testing.assert_array_equal(labels, truth, err_msg=f"rank {rank}: rows dropped or doubled")
+        ranked = _reference(name, report[name]["predictions"], report[name]["labels"])
+        assert set(got) == set(ranked), (rank, sorted(got))
+        for key, value in ranked.items():
+            assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-12), (rank, key)
+            assert got[key] == pytest.approx(reference[key], rel=1e-6, abs=1e-12), (rank, key)
+        # (a) the one-process Trainer, and a second evaluation (nothing carried over)
+        assert got == pytest.approx(single["metrics"], rel=1e-9, abs=1e-12), rank
+        assert report["metrics"][name + "/again"] == got, rank
+    if not name.startswith("pointwise"):
+        assert 0 < reference["eval_Recall@5"] < reference["eval_Recall@100"]  # the cutoffs matter on this data
+        assert (ranks[0][name]["predictions"] == -100).any()  # the Trainer padded batches of other widths
+        if name.startswith("relevance"):
+            assert (ranks[0][name]["labels"] == -100).any()  # ... and their relevance rows
+    else:
+        assert reference["eval_sum_weights/click"] == len(truth)  # every row once, none of the duplicates
+        assert 0 < reference["eval_sum_weights/conversion"] < len(truth)  # -100 labels left out of their task

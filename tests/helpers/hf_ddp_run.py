@@ -82,13 +82,14 @@ def cases() -> dict[str, dict[str, Any]]:
     """Every case: its model, data, collator and ``compute_metrics`` (built the same in the test's one process)."""
     out = {}
     for mode, (batch_eval_metrics, concat) in MODES.items():
+        options = {"batch_eval_metrics": batch_eval_metrics, "eval_do_concat_batches": concat}
+        ranking = ranking_compute_metrics(ks=TOP_K, metrics=("recall", "mrr"))
         out[f"ranking-{mode}"] = {
             "model": Scorer(),
             "data": Candidates(queries=QUERIES),
             "collator": to_longest,
-            "compute_metrics": ranking_compute_metrics(ks=TOP_K, metrics=("recall", "mrr")),
-            "batch_eval_metrics": batch_eval_metrics,
-            "eval_do_concat_batches": concat,
+            "compute_metrics": ranking,
+            **options,
         }
         if mode != "apart":  # relevance rows, which the Trainer pads with -100 across batches and ranks
             out[f"relevance-{mode}"] = {
@@ -96,16 +97,14 @@ def cases() -> dict[str, dict[str, Any]]:
                 "data": RelevanceCandidates(queries=QUERIES),
                 "collator": to_longest,
                 "compute_metrics": ranking_compute_metrics(ks=TOP_K, metrics=("recall", "mrr")),
-                "batch_eval_metrics": batch_eval_metrics,
-                "eval_do_concat_batches": concat,
+                **options,
             }
         out[f"pointwise-{mode}"] = {
             "model": MaskedClicker(),
             "data": ConversionOfClicks(n=CLICKS),
             "collator": None,
             "compute_metrics": pointwise_compute_metrics(POINTWISE, tasks=("click", "conversion"), ignore_index=-100),
-            "batch_eval_metrics": batch_eval_metrics,
-            "eval_do_concat_batches": concat,
+            **options,
         }
     return out
 

@@ -22,6 +22,7 @@ from tests.test_module import TASKS, make_data, metric_specs
 from tests.test_module import run as compute_after
 from tests.test_torchrec_config import EXPECTED_MULTI_KEYS, MULTI_CONFIG, Optimizers
 from torchmetrics_ext._module_keys import ModuleKeys
+from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.registry import metric_names
 from torchmetrics_ext.torchrec_config import TORCHREC_METRICS
 
@@ -135,7 +136,7 @@ def test_a_dict_valued_metric_has_the_entries_its_settings_name_and_a_number_non
 # compute() does not return are not. Ground truth: compute()'s own key set, and the documented key
 # forms of state metrics (their entries are named only in their values: any valid entry name).
 
-EXAMPLES = int(os.environ.get("KEYFUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("KEYFUZZ_EXAMPLES", "100"))
 SETTINGS = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -331,3 +332,24 @@ def test_module_keys_are_exactly_what_compute_returns_for_random_torchrec_config
     computed = _computed(module, _steps(drawn["config"]["rec_tasks"], seed))
     others = _computed(_from_torchrec(other), _steps(other["config"]["rec_tasks"], seed + 1))
     _check_consistent(module, keys, computed, others)
+
+
+def test_every_metric_class_the_module_feeds_has_its_keys_known():
+    """A dict-valued class that names no entries (``TaskMetric._value_entries``) would have its keys missed."""
+    tasks = [
+        tmx.RecTaskInfo(n, f"y{i}", f"p{i}", f"w{i}", group_id_name="g", session_id_name="s")
+        for i, n in enumerate(["a", "b"])
+    ]
+    fed = 0
+    for name in tmx.__all__:
+        cls = getattr(tmx, name)
+        if not (isinstance(cls, type) and issubclass(cls, TaskMetric)):
+            continue
+        try:
+            module = tmx.RecMetricModule(tasks, {"m": cls}, window_size=50, throughput=False)
+        except (TypeError, ValueError):  # one the module cannot feed (other inputs, curves, options needed)
+            continue
+        keys = ModuleKeys(module)
+        fed += 1
+        assert sorted(k for k in _computed(module, _steps(tasks, 0)) if k not in keys) == [], name
+    assert fed >= 30

@@ -353,3 +353,22 @@ def test_every_metric_class_the_module_feeds_has_its_keys_known():
         fed += 1
         assert sorted(k for k in _computed(module, _steps(tasks, 0)) if k not in keys) == [], name
     assert fed >= 30
+
+
+class _PairCTR(tmx.CTR):
+    """A metric class of the user's own whose value is a dict it does not name ahead (no ``_value_entries``)."""
+
+    def compute(self):
+        value = super().compute()
+        return {"ctr": value, "twice": 2 * value}
+
+
+def test_a_users_dict_valued_metric_has_its_computed_keys_known():
+    module = tmx.RecMetricModule(["click"], {"pair": _PairCTR(), "ne": "ne"}, throughput=False, window_size=100)
+    module.update({"prediction": torch.tensor([0.2, 0.7, 0.5]), "label": torch.tensor([0.0, 1.0, 1.0])})
+    computed = set(module.compute())
+    keys = ModuleKeys(module)
+    assert computed == {f"{m}/click{w}" for m in ("pair.ctr", "pair.twice", "ne") for w in ("", "/window")}
+    assert all(key in keys for key in computed)
+    # its entries are known only from its value: any valid entry name; a package metric's are exact
+    assert "pair.other/click" in keys and "ne.other/click" not in keys and "pair.a/b/click" not in keys

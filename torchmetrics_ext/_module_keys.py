@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from torchmetrics_ext._module_config import _entry_name_ok
+from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.metrics.throughput import Throughput
 
 if TYPE_CHECKING:
@@ -81,10 +82,18 @@ class ModuleKeys:
 
 
 def _value_entries(module: RecMetricModule, name: str) -> tuple[str | None, ...]:
-    """The entries of a metric's value per task, as its settings name them: ``(None,)`` for one number."""
+    """The entries of a metric's value per task, as its settings name them: ``(None,)`` for one number.
+
+    A metric class of the user's own that does not name its entries (``_value_entries``) may return
+    a dict whose entries only its value shows: any valid entry name is taken for it (``_ENTRY``).
+    """
     unit = module._copies(name)[0] if name in module.ranking else module._unit(name)
-    entries = module._parts(unit)["lifetime"]._value_entries()
-    return (None,) if entries is None else entries
+    metric = module._parts(unit)["lifetime"]
+    entries = metric._value_entries()
+    if entries is not None:
+        return entries
+    own = type(metric).__module__.split(".")[0] == "torchmetrics_ext"
+    return (None,) if own or type(metric)._value_entries is not TaskMetric._value_entries else (None, _ENTRY)
 
 
 def _written(

@@ -510,6 +510,18 @@ def test_the_logged_values_go_back_only_for_a_module_restored_at_or_after_their_
     assert trainer.callback_metrics == {}
 
 
+def test_the_logged_values_of_entries_of_a_metric_of_one_number_do_not_go_back():
+    """Regression: any entry name was taken for every metric, so an entry's key of a metric that was dict-valued
+    before the resume (``"ne"`` a ``RankingMetrics`` then) went back although ``compute()`` never returns it now."""
+    model = run.Model(interval=4)
+    values = {"train/ne/click": 0.75, "train/ne.ndcg@3/click": 0.5, "train/ctr.ctr/buy/window": 0.25}
+    model.train_metrics.set_extra_state({"step": 12, "tasks": ["click", "buy"]})
+    callback, trainer = RecMetricCallback(), _Trainer()
+    callback.load_state_dict({"train_logged_at": 12, "train_values_at": 12, "train_values": values})
+    callback.on_train_start(trainer, model)  # type: ignore[arg-type]
+    assert trainer.callback_metrics == {"train/ne/click": torch.tensor(0.75, dtype=torch.float64)}
+
+
 # ------------------------------------------------------------ which values go back: the keys reported, a module kept
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from torchmetrics_ext._module_config import _entry_name_ok
+from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.metrics.throughput import Throughput
 
 if TYPE_CHECKING:
@@ -18,19 +20,19 @@ if TYPE_CHECKING:
 
 __all__ = ["ModuleKeys"]
 
-_ENTRY = "\0"  # stands for an entry name in a key template: no name holds it (names are printable)
-_SEPARATORS = "/|."  # no metric, task or entry name holds one (see `_entry_name_ok`)
+_ENTRY = "\0"  # stands for a state metric's entry name in a key template: no name holds it (names are printable)
 
 
 class ModuleKeys:
     """Whether ``module.compute()`` can return a key, from the module's metrics, tasks, window, throughput and prefix.
 
     The keys are written by the module's own key functions (both key styles), for each metric and
-    each task and part (lifetime, window) it reports, as ``compute()`` emits them; the throughput's
-    entries; each state metric's key. A dict-valued metric (``RankingMetrics``) or state metric
-    names its entries only in its value, so a key of such a form (``"{metric}.{entry}/{task}"``,
-    ``"{state}/{entry}"``) is taken for any entry name: of the module's own metrics, tasks and
-    prefix, it is a key that metric could return.
+    each task and part (lifetime, window) it reports, as ``compute()`` emits them; a dict-valued
+    metric (``RankingMetrics``, ``HindsightTargetPR``) for each entry its settings name
+    (``"{metric}.ndcg@10/{task}"``); the throughput's entries; each state metric's key. A state
+    metric names its entries only in the value its callable returns, so a key of the form
+    ``"{state}/{entry}"`` is taken for any entry name the module accepts (non-empty printable text
+    without ``/``, ``|`` or ``.``).
 
     Examples:
         >>> import torchmetrics_ext as tmx
@@ -39,6 +41,8 @@ class ModuleKeys:
         >>> keys = ModuleKeys(module)
         >>> "train/ne/click/window" in keys, "train/auc/click" in keys, "val/ne/click" in keys
         (True, False, False)
+        >>> "train/ne.ne/click" in keys  # NE's value is one number, not a dict
+        False
     """
 
     def __init__(self, module: RecMetricModule) -> None:
@@ -47,34 +51,64 @@ class ModuleKeys:
         for name in module.metric_names:
             reported, tasks = module._reported.get(name, (("lifetime", "window"), None))
             bare = "bare" in reported  # as `_emit`: such a metric's lifetime goes without lifetime_
+            entries = _value_entries(module, name)
             for part in parts:
                 if part not in reported and not (bare and part == "lifetime"):
                     continue
                 for task in module.tasks:
                     if tasks is None or task.name in tasks:
-                        templates += [
-                            module._key(name, entry, task.name, window=part == "window", bare=bare)
-                            for entry in (None, _ENTRY)
-                        ]
+                        templates += _written(module, name, entries, task.name, part == "window", bare)
         if module.throughput is not None:
-            entries = list(Throughput.entries)  # what its compute() returns
+            throughput = list(Throughput.entries)  # what its compute() returns
             if module.key_style == "torchrec":
-                entries += ["attempt_examples", "attempt_throughput"]
-            templates += [module._aux_key("throughput", entry) for entry in entries]
+                throughput += ["attempt_examples", "attempt_throughput"]
+            templates += [module._aux_key("throughput", entry) for entry in throughput]
         for name in module.state_metrics:
             templates += [module._aux_key(name, entry) for entry in (None, _ENTRY)]
         self._exact = frozenset(t for t in templates if _ENTRY not in t)
         self._entries = [tuple(t.split(_ENTRY)) for t in templates if _ENTRY in t]  # (head, tail) around the entry
 
     def __contains__(self, key: object) -> bool:
-        """Whether ``key`` is one of the module's keys (a dict-valued one with any entry name)."""
+        """Whether ``key`` is one of the module's keys (a state metric's with any valid entry name)."""
         if not isinstance(key, str):
             return False
         if key in self._exact:
             return True
         for head, tail in self._entries:
             if len(key) > len(head) + len(tail) and key.startswith(head) and key.endswith(tail):
-                entry = key[len(head) : len(key) - len(tail)]
-                if not any(c in entry for c in _SEPARATORS):
+                if _entry_name_ok(key[len(head) : len(key) - len(tail)]):  # as compute() checks a state's entries
                     return True
         return False
+
+
+def _value_entries(module: RecMetricModule, name: str) -> tuple[str | None, ...]:
+    """The entries of a metric's value per task, as its settings name them: ``(None,)`` for one number.
+
+    A metric class of the user's own that does not name its entries (``_value_entries``) may return
+    a dict whose entries only its value shows: any valid entry name is taken for it (``_ENTRY``).
+    """
+    unit = module._copies(name)[0] if name in module.ranking else module._unit(name)
+    metric = module._parts(unit)["lifetime"]
+    entries = metric._value_entries()
+    if entries is not None:
+        return entries
+    own = type(metric).__module__.split(".")[0] == "torchmetrics_ext"
+    return (None,) if own or type(metric)._value_entries is not TaskMetric._value_entries else (None, _ENTRY)
+
+
+def _written(
+    module: RecMetricModule, name: str, entries: tuple[str | None, ...], task: str, window: bool, bare: bool
+) -> list[str]:
+    """A metric's keys of one task and part, one per entry, as ``compute()`` writes them.
+
+    A key ``compute()`` refuses to write (with ``key_style="torchrec"``, a dict entry named like its
+    metric, such as ``RankingMetrics`` named ``"ndcg"`` with the entry ``"ndcg"``: TorchRec's own key)
+    is none of the module's; the first ``compute()`` raises, as it would have.
+    """
+    out = []
+    for entry in entries:
+        try:
+            out.append(module._key(name, entry, task, window=window, bare=bare))
+        except ValueError:
+            continue
+    return out

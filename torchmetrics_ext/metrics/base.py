@@ -931,6 +931,15 @@ class TaskMetric(GuardedMetric):
     # A caller that reports one scalar per key (RecMetricModule) feeds only metrics of 0.
     value_ndim: ClassVar[int] = 0
 
+    def _value_entries(self) -> tuple[str, ...] | None:
+        """The keys of the dict ``compute()`` returns (``RankingMetrics``: ``"ndcg@10"``...); ``None`` for one value.
+
+        Known from the settings alone, before any update: a caller names the values ahead of a
+        compute (``RecMetricModule``'s keys, which ``RecMetricCallback`` checks on resume). A
+        dict-valued metric overrides it with the names its ``compute()`` uses.
+        """
+        return None
+
     def __init__(self, num_tasks: int = 1, *, validate_args: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         num_tasks = check_int("num_tasks", num_tasks, 1)

@@ -132,4 +132,8 @@ class HindsightTargetPR(TaskMetric):
         """``{"threshold", "precision", "recall"}`` over everything accumulated."""
         pos_hist, neg_hist = (getattr(self, n) for n in self._names)
         out = F._hindsight_compute(pos_hist, neg_hist, self.target_precision)
-        return {k: self._squeeze_tasks(v) for k, v in out.items()}
+        return {k: self._squeeze_tasks(out[k]) for k in self._value_entries()}
+
+    def _value_entries(self) -> tuple[str, ...]:
+        """``compute()``'s keys."""
+        return ("threshold", "precision", "recall")

@@ -61,7 +61,11 @@ class RankingMetrics(_RankingMetric):
     def compute(self) -> dict[str, Tensor]:
         """Dict of float64 scalars, one per ``(metric, k)``."""
         values = self._compute_values()
-        return {request_key(request): values[i] for i, request in enumerate(self.requests)}
+        return dict(zip(self._value_entries(), values))
+
+    def _value_entries(self) -> tuple[str, ...]:
+        """``compute()``'s keys, one per ``(metric, k)`` in request order: ``"ndcg@10"``, ``"mrr"`` (no cutoff)."""
+        return tuple(request_key(request) for request in self.requests)
 
 
 def _items(name: str, values: Any) -> Any:

@@ -2342,14 +2342,30 @@ def test_a_metric_keyed_like_another_torchrec_metric_is_refused(metrics, match):
     tmx.RecMetricModule.from_config(config)  # its own key style has no such key
 
 
-def test_a_dict_entry_keyed_like_a_torchrec_metric_is_refused_when_its_keys_are_made():
-    """HindsightTargetPR named "precision": its precision entry would be TorchRec's PrecisionMetric key."""
+def test_a_dict_entry_keyed_like_a_torchrec_metric_is_refused_when_the_module_is_built():
+    """HindsightTargetPR named "precision": its precision entry would be TorchRec's PrecisionMetric key.
+
+    Its entries are known from its settings, so the module refuses it when built, not at the first compute.
+    """
     hpr = lambda num_tasks: tmx.HindsightTargetPR(num_tasks, target_precision=0.5, num_thresholds=5)  # noqa: E731
     step = {"prediction": torch.tensor([0.9, 0.2, 0.6]), "label": torch.tensor([1, 0, 1])}
-    module = tmx.RecMetricModule(["t"], {"precision": hpr}, throughput=False, key_style="torchrec")
-    module.update(step)
     with pytest.raises(ValueError, match="'precision' would be logged as precision-"):
-        module.compute()
+        tmx.RecMetricModule(["t"], {"precision": hpr}, throughput=False, key_style="torchrec")
+    with pytest.raises(ValueError, match="'ndcg' would be logged as ndcg-"):  # RankingMetrics' "ndcg" (no cutoff)
+        tmx.RecMetricModule(
+            [tmx.RecTaskInfo("t", session_id_name="q")],
+            {"ndcg": tmx.RankingMetrics(ks=(None, 5), metrics=("ndcg", "mrr"))},
+            throughput=False,
+            key_style="torchrec",
+        )
+    ranking = tmx.RecMetricModule(  # entries "ndcg@10": no clash
+        [tmx.RecTaskInfo("t", session_id_name="q")],
+        {"ndcg": tmx.RankingMetrics(ks=(10,), metrics=("ndcg",))},
+        throughput=False,
+        key_style="torchrec",
+    )
+    ranking.update({**step, "q": torch.tensor([0, 0, 1])})
+    assert sorted(ranking.compute()) == ["ndcg-t|lifetime_ndcg@10"]
     module = tmx.RecMetricModule(["t"], {"hindsight_target_pr": hpr}, throughput=False, key_style="torchrec")
     module.update(step)  # TorchRec's hindsight keys are named hindsight_target_precision, ...: no clash
     assert sorted(module.compute()) == [

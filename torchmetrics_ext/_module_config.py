@@ -458,8 +458,10 @@ def _torchrec_names(
         ValueError: with ``check`` (``key_style="torchrec"``), a metric of the registry's classes that
             does not compute TorchRec's value whose key would be one of TorchRec's
             (``ndcg-{task}|lifetime_ndcg`` for an ``NDCG`` that skips queries without relevance;
-            a ``RecallAtK`` named ``"recall"``). Other metrics, whose values may be dicts keyed
-            ``(metric, entry)``, are checked when their keys are made.
+            a ``RecallAtK`` named ``"recall"``), or a dict-valued metric with an entry named like it
+            (a ``RankingMetrics`` named ``"ndcg"`` holding ``"ndcg"``: its entries are known from its
+            settings). A metric of the user's own whose dict names its entries only in its value is
+            checked when its keys are made.
     """
     own = {name: (given or {}).get(name) or torchrec_names(m) for name, m in metrics.items()}
     pairs: dict[str, tuple[str, str]] = {name: own[name] or (name, name) for name in metrics}
@@ -473,6 +475,9 @@ def _torchrec_names(
     for name, pair in pairs.items() if check else ():
         if pair != own[name] and registry_entry(metrics[name]) is not None:  # registry classes are scalar-valued
             _check_not_torchrecs(name, name, metrics[name] if own[name] is None else None)
+        entries = getattr(metrics[name], "_value_entries", lambda: None)()  # a dict value's, named by its settings
+        if entries is not None and name in entries and own[name] != (name, name):
+            _check_not_torchrecs(name, name)  # its entry `name` would be keyed {name}-{task}|lifetime_{name}
     return pairs, own
 
 

@@ -101,14 +101,7 @@ def _written(
 ) -> list[str]:
     """A metric's keys of one task and part, one per entry, as ``compute()`` writes them.
 
-    A key ``compute()`` refuses to write (with ``key_style="torchrec"``, a dict entry named like its
-    metric, such as ``RankingMetrics`` named ``"ndcg"`` with the entry ``"ndcg"``: TorchRec's own key)
-    is none of the module's; the first ``compute()`` raises, as it would have.
+    A module whose keys ``compute()`` would refuse to write (with ``key_style="torchrec"``, a dict entry
+    named like its metric: TorchRec's own key) is refused when built, so every key here can be written.
     """
-    out = []
-    for entry in entries:
-        try:
-            out.append(module._key(name, entry, task, window=window, bare=bare))
-        except ValueError:
-            continue
-    return out
+    return [module._key(name, entry, task, window=window, bare=bare) for entry in entries]

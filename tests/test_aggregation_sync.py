@@ -14,6 +14,7 @@ import copy
 import enum
 import math
 import pickle
+import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -25,7 +26,7 @@ import torch
 import torch.distributed as dist
 from hypothesis import given
 from hypothesis import strategies as st
-from torchmetrics.aggregation import MaxMetric, MeanMetric, SumMetric
+from torchmetrics.aggregation import MaxMetric, MeanMetric, MinMetric, SumMetric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from tests.helpers.aggregation_reference import DIST_VALUES, REAL_VALUES, Reference, assert_logged, ref_logged
@@ -126,6 +127,46 @@ def test_collectives_per_logging_call_do_not_grow_with_the_keys(ddp_pool):
     many = ddp_pool.run(_log_both, 10)[0][2]
     # one exchange of keys (all_gather_object), one gather of the shapes, one of the float64 states
     assert few == many == {"all_gather_object": 1, "all_gather": 2}
+
+
+TM_HANDLERS = {A.SUM: SumMetric, A.MEAN: MeanMetric, A.MAX: MaxMetric, A.MIN: MinMetric}
+
+
+def _torchmetrics_handlers(rank: int, world: int) -> tuple[dict[str, float], dict[str, float], dict[str, int]]:
+    """TorchMetrics' own aggregation classes as handlers: fused, and each through its own sync."""
+    fused, own = MetricsAggregator(), MetricsAggregator()
+    for agg_type, cls in TM_HANDLERS.items():
+        fused.register_handler(agg_type, cls)
+        own.register_handler(agg_type, partial(cls, dist_sync_fn=gather_all_tensors))
+    rng = np.random.default_rng([11, rank])
+    records = []
+    for agg_type in TM_HANDLERS:
+        for ds in ("shared", f"rank{rank}"):  # a dataset of each rank's own: the other makes an empty metric
+            records += [Metric(ds, agg_type.name.lower(), float(v), agg_type) for v in rng.choice(REAL_VALUES, 4)]
+    for aggregator in (fused, own):
+        aggregator.update(records)
+    with counting() as counts:
+        logged = fused.get_metrics_for_logging()
+    return logged, own.get_metrics_for_logging(), dict(counts)
+
+
+@pytest.mark.ddp
+def test_torchmetrics_aggregation_classes_as_handlers_join_the_fused_sync(ddp_pool):
+    (fused, own, counts), (fused1, own1, _) = ddp_pool.run(_torchmetrics_handlers)
+    assert fused == fused1 == own == own1 and list(fused) == list(own)  # float for float (float32 states)
+    values: dict[tuple[str, AggregationType], list[float]] = {}
+    for rank in range(2):
+        rng = np.random.default_rng([11, rank])
+        for agg_type in TM_HANDLERS:
+            for ds in ("shared", f"rank{rank}"):
+                values.setdefault((ds, agg_type), []).extend(float(v) for v in rng.choice(REAL_VALUES, 4))
+    reduce = {A.SUM: math.fsum, A.MEAN: statistics.fmean, A.MAX: max, A.MIN: min}
+    assert fused.keys() == {f"train_{ds}/{t.name.lower()}" for ds, t in values}
+    for (ds, agg_type), seen in values.items():  # TorchMetrics keeps float32 states
+        want = reduce[agg_type](np.float32(seen).astype(float).tolist())
+        assert math.isclose(fused[f"train_{ds}/{agg_type.name.lower()}"], want, rel_tol=1e-6, abs_tol=1e-6)
+    # the keys' exchange, the shapes and one gather of the float32 states
+    assert counts == {"all_gather_object": 1, "all_gather": 2}
 
 
 def _mixed_handlers(rank: int, world: int) -> tuple[dict[str, float], dict[str, int]]:

@@ -142,13 +142,15 @@ class MetricsAggregator:
     Under ``torch.distributed`` (any backend), :meth:`get_metrics_for_logging` is a collective:
     every rank must call it. Ranks first exchange their keys (dataset, name and type, and a
     :class:`CategoricalCount`'s category names; one ``all_gather_object``, no values) and create
-    the metrics they lack; then the states of all the metrics the default handlers make (and any
-    of this package's aggregation metrics) are gathered at once
-    (:func:`~torchmetrics_ext.utilities.distributed.fused_gather`: two all-gathers, whatever the
-    number of keys) and each metric reduces them as TorchMetrics' sync would. A registered
-    metric of another kind (a TorchMetrics class, one with a ``dist_sync_fn``, ``process_group``
-    or ``sync_on_compute=False`` of its own, or whose handler differs between ranks) syncs
-    through TorchMetrics, in the agreed order. Every rank returns the same dict, whatever
+    the metrics they lack; then the states of all the metrics the default handlers make (and of
+    any of this package's aggregation metrics, or TorchMetrics' classes without list states such as
+    ``MeanMetric``) are gathered at once
+    (:func:`~torchmetrics_ext.utilities.distributed.fused_gather`: one all-gather of the shapes and
+    one per state dtype, whatever the number of keys) and each metric reduces them as
+    TorchMetrics' sync would. A registered metric of another kind (list states, a
+    ``dist_sync_fn``, ``process_group`` or ``sync_on_compute=False`` of its own, a ``_sync_dist``
+    of its own, or whose handler syncs otherwise on another rank) syncs through TorchMetrics, in
+    the agreed order. Every rank returns the same dict, whatever
     datasets, metrics or categories it saw (including none). :meth:`update` is no collective: a rejected batch raises
     on its rank alone; catch it there and keep calling :meth:`get_metrics_for_logging` on every
     rank (a rank that skips it leaves the others waiting until the process group's timeout).

@@ -4,17 +4,18 @@ The aggregator's logging first exchanges its keys (one ``all_gather_object``, wh
 every ``CategoricalCount``'s category names), then gathers the states of all its own metrics at
 once through :func:`~torchmetrics_ext.utilities.distributed.fused_gather` (``1 + D``
 collectives, ``D`` the number of state dtypes), whatever the number of keys. Each metric then
-reduces the gathered states with TorchMetrics' own arithmetic
-(:meth:`~torchmetrics_ext.TaskMetric.synced_from`), so the values are those of its own sync.
-A metric that cannot join (a registered TorchMetrics metric, one with a ``dist_sync_fn``, a
-process group or ``sync_on_compute`` of its own, list states) syncs through TorchMetrics as
-before, after the fused gather, in the agreed key order.
+reduces the gathered states with TorchMetrics' own arithmetic (its ``_sync_dist``, answered from
+the gathered states: :meth:`~torchmetrics_ext.TaskMetric.synced_from`), so the values are those of
+its own sync. TorchMetrics' own classes whose states are tensors (``SumMetric``, ``MeanMetric``,
+...) join too. A metric that cannot join (list states, a ``dist_sync_fn``, process group,
+``sync_on_compute`` or ``_sync_dist`` of its own) syncs through TorchMetrics as before, after the
+fused gather, in the agreed key order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -24,7 +25,7 @@ from torchmetrics.metric import jit_distributed_available
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.categorical import CategoricalCount, Category, _Counted
 from torchmetrics_ext.aggregation.distribution import Distribution
-from torchmetrics_ext.metrics.base import TaskMetric
+from torchmetrics_ext.metrics.base import TaskMetric, _replay
 from torchmetrics_ext.utilities.distributed import fused_gather
 
 __all__ = ["CATEGORIES", "STATES", "Layout", "SyncEntry", "state_layout", "sync_kind", "synced_values"]
@@ -66,9 +67,12 @@ def sync_kind(metric: TorchMetric, group: Any) -> str | None:
     Examples:
         >>> from torchmetrics.aggregation import SumMetric
         >>> from torchmetrics_ext.aggregation import CategoricalCount, Distribution, Sum
-        >>> [sync_kind(m, None) for m in (Sum(), Distribution(), CategoricalCount(), SumMetric())]
-        ['states', 'states', 'categories', None]
+        >>> from torchmetrics.aggregation import CatMetric, MeanMetric
+        >>> [sync_kind(m, None) for m in (Sum(), Distribution(), CategoricalCount(), SumMetric(), MeanMetric())]
+        ['states', 'states', 'categories', 'states', 'states']
         >>> sync_kind(Sum(sync_on_compute=False), None) is None  # never syncs: left to TorchMetrics
+        True
+        >>> sync_kind(CatMetric(), None) is None  # a list state: left to TorchMetrics
         True
     """
     if (
@@ -81,9 +85,10 @@ def sync_kind(metric: TorchMetric, group: Any) -> str | None:
     sync = type(metric)._sync_dist
     if isinstance(metric, CategoricalCount) and sync is CategoricalCount._sync_dist:
         return CATEGORIES
-    fixed = not any(isinstance(default, list) for default in metric._defaults.values())
-    if isinstance(metric, TaskMetric) and fixed and sync in _STATE_SYNCS:
-        return STATES
+    if any(isinstance(default, list) for default in metric._defaults.values()):
+        return None
+    if sync is TorchMetric._sync_dist or (isinstance(metric, TaskMetric) and sync in _STATE_SYNCS):
+        return STATES  # TorchMetrics' own sync (a registered TorchMetrics class), or this package's
     return None
 
 
@@ -99,6 +104,8 @@ def synced_values(entries: Sequence[SyncEntry], group: Any) -> list[Any]:
             payloads.append({"counts": metric._counts_in(union)})
         elif kind == STATES and isinstance(metric, TaskMetric):
             payloads.append(metric.sync_states())
+        elif kind == STATES:  # TorchMetrics' own metric: its tensor states as they are
+            payloads.append({name: getattr(metric, name) for name in metric._reductions})
         else:
             raise TypeError(f"{type(metric).__name__} cannot join the fused sync as {kind!r}.")
     gathered = fused_gather(payloads, group, max_bytes=GATHER_BYTES)
@@ -108,10 +115,26 @@ def synced_values(entries: Sequence[SyncEntry], group: Any) -> list[Any]:
             values.append(_Counted(list(union), torch.stack(states["counts"]).sum(0)))
         elif isinstance(metric, AggregationMetric):
             values.append(_logged_from(metric, states))
-        else:
-            with cast(TaskMetric, metric).synced_from(states):
+        elif isinstance(metric, TaskMetric):
+            with metric.synced_from(states):
                 values.append(metric.compute())
+        else:
+            values.append(_computed_from(metric, states))
     return values
+
+
+def _computed_from(metric: TorchMetric, gathered: dict[str, list[Tensor]]) -> Any:
+    """A TorchMetrics metric's ``compute`` of the ``gathered`` states, reduced by TorchMetrics' own ``_sync_dist``.
+
+    As :func:`_logged_from`: the state attributes are replaced by the reduced tensors for the class's
+    ``compute`` (not the instance's wrapper, which would sync again) and the local ones put back.
+    """
+    local = {name: metric.__dict__[name] for name in metric._reductions}
+    try:
+        TorchMetric._sync_dist(metric, _replay(gathered, list(metric._reductions)))
+        return type(metric).compute(metric)
+    finally:
+        metric.__dict__.update(local)
 
 
 def _logged_from(metric: AggregationMetric, gathered: dict[str, list[Tensor]]) -> Any:

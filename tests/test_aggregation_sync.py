@@ -461,3 +461,21 @@ def test_ranks_whose_metrics_of_one_key_hold_other_states_raise_on_every_rank(dd
     )
     assert "[max_value torch.float64/0] on one rank and [max_value torch.float32/0] on another" in errors[1]
     assert "[bucket_counts torch.float64/1] on one rank and [bucket_counts_acc0p010001 torch.float64/1]" in errors[2]
+
+
+def _reset_on_one_rank(rank: int, world: int) -> dict[str, float]:
+    aggregator = MetricsAggregator()
+    aggregator.update(
+        [Metric("d", "tokens", 10.0 * (rank + 1), A.SUM), Metric("d", "src", f"r{rank}", A.CATEGORICAL_COUNT)]
+    )
+    aggregator.get_metrics_for_logging()
+    if rank == 0:
+        aggregator.reset()  # this rank's keys and states only (the docs: call it on every rank)
+    aggregator.update([Metric("d", "tokens", 1.0, A.SUM)] if rank == 1 else [])
+    return aggregator.get_metrics_for_logging()
+
+
+@pytest.mark.ddp
+def test_a_reset_on_one_rank_forgets_that_ranks_records_only(ddp_pool):
+    """As documented: a key another rank still holds comes back, empty, on the rank that reset."""
+    assert ddp_pool.run(_reset_on_one_rank) == [{"train_d/tokens": 21.0, "train_d/src_count_r1": 1.0}] * 2

@@ -399,7 +399,6 @@ def _fused_and_own_agree(rank: int, world: int) -> dict[str, Any]:
         copied = copy.deepcopy(aggregator)
         copied.__dict__.pop("_probed")  # as pickled before the probes were kept
         pickled = pickle.loads(pickle.dumps(aggregator))
-        pickled._probed = dict.fromkeys(pickled._probed, "states")  # as kept by a version without state layouts
         logged.append([first, again, copied.get_metrics_for_logging(), pickled.get_metrics_for_logging()])
     out["logged"], out["unchanged"] = logged, snapshots
     return out

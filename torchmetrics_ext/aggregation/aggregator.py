@@ -490,9 +490,9 @@ class MetricsAggregator:
 
         ``(sync_kind, state_layout)`` of the probe; ``(None, None)`` for a handler that fails.
         """
-        probed: dict[AggregationType, Any] = self.__dict__.setdefault("_probed", {})  # older pickles lack it
+        probed: dict[AggregationType, _Probe] = self.__dict__.setdefault("_probed", {})  # older pickles lack it
         for agg_type, factory in self._factories.items():
-            if not isinstance(probed.get(agg_type), tuple):  # not probed yet (or by a version without layouts)
+            if agg_type not in probed:
                 try:
                     probe = self._prepared(factory())
                     probed[agg_type] = (sync_kind(probe, self.process_group), state_layout(probe))

@@ -478,3 +478,39 @@ def _reset_on_one_rank(rank: int, world: int) -> dict[str, float]:
 def test_a_reset_on_one_rank_forgets_that_ranks_records_only(ddp_pool):
     """As documented: a key another rank still holds comes back, empty, on the rank that reset."""
     assert ddp_pool.run(_reset_on_one_rank) == [{"train_d/tokens": 21.0, "train_d/src_count_r1": 1.0}] * 2
+
+
+def _broken(rank: int) -> Any:
+    if rank == 1:
+        raise RuntimeError("no such device on this node")
+    return Sum()
+
+
+def _failing_handler(rank: int, world: int) -> list[str]:
+    aggregator = MetricsAggregator()
+    aggregator.register_handler(A.SUM, partial(_broken, rank))  # makes no metric on rank 1
+    aggregator.register_handler(A.MAX, lambda: "not a metric" if rank == 1 else Max())
+    messages = []
+    for agg_type in (A.SUM, A.MAX):  # a key of rank 0 alone: rank 1 would make its metric when logging
+        if rank == 0:
+            aggregator.update([Metric("d", agg_type.name.lower(), 1.0, agg_type)])
+        try:
+            aggregator.get_metrics_for_logging()
+        except ValueError as err:
+            messages.append(str(err))
+        aggregator.reset()
+    aggregator.update([Metric("d", "mean", 2.0 + rank, A.MEAN)])  # the broken handlers make nothing here
+    messages.append(repr(aggregator.get_metrics_for_logging()))
+    return messages
+
+
+@pytest.mark.ddp
+def test_a_handler_that_cannot_make_a_missing_keys_metric_on_one_rank_is_an_error_on_every_rank(ddp_pool):
+    """Before, that rank raised alone while creating the key, and the other ranks waited in the sync until the
+    process group's timeout."""
+    first, second = ddp_pool.run(_failing_handler)
+    assert first == second
+    assert "Metric 'sum' of dataset 'd' (SUM) is held by another rank, and rank 1" in first[0]
+    assert "RuntimeError: no such device on this node" in first[0]
+    assert "TypeError: The MAX handler returned str, not a torchmetrics.Metric." in first[1]
+    assert first[2] == repr({"train_d/mean": 2.5})

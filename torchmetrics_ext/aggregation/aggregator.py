@@ -26,7 +26,8 @@ from torchmetrics_ext.utilities.warnings import silencing_undefined
 __all__ = ["MetricsAggregator"]
 
 Key = tuple[str, str]
-_Probe = tuple[str | None, Layout | None]  # a metric's sync kind and state layout; (None, None): no metric
+# a metric's sync kind, its state layout and, for a handler that failed to make one, the error: (None, None, text)
+_Probe = tuple[str | None, Layout | None, str | None]
 _FORMAT = "torchmetrics_ext.MetricsAggregator/1"
 _FIELDS = ("dataset_name", "name", "value", "agg_type")
 # how a dict-valued metric's entries are logged: "{name}{joiner}{entry}"
@@ -69,6 +70,14 @@ def _unlike(key: Key, one: Layout, other: Layout) -> str:
         f"Metric {key[1]!r} of dataset {key[0]!r} has the states {states(one, other)} on one rank and "
         f"{states(other, one)} "
         "on another, which cannot sync together: register the same handlers on every rank (the ranks disagree)."
+    )
+
+
+def _unmade(key: Key, agg_type: AggregationType, rank: int, error: str) -> str:
+    return (
+        f"Metric {key[1]!r} of dataset {key[0]!r} ({_type_name(agg_type)}) is held by another rank, and rank {rank}, "
+        f"which lacks it, cannot make its metric: its handler raised {error}. Register a handler that makes a new "
+        "metric on every rank (the ranks agree: every rank raises this)."
     )
 
 
@@ -390,11 +399,7 @@ class MetricsAggregator:
             TypeError: if the handler returned something other than a ``torchmetrics.Metric``.
             ValueError: if it returned a metric already in use (``taken``): two keys would share one state.
         """
-        metric = self._factories[agg_type]()
-        if not isinstance(metric, TorchMetric):
-            raise TypeError(
-                f"The {_type_name(agg_type)} handler returned {type(metric).__name__}, not a torchmetrics.Metric."
-            )
+        metric = self._new_metric(agg_type)
         if id(metric) in taken:
             raise ValueError(
                 f"The {_type_name(agg_type)} handler returned a {type(metric).__name__} that is already in use: "
@@ -403,6 +408,15 @@ class MetricsAggregator:
             )
         taken.add(id(metric))
         return self._prepared(metric)
+
+    def _new_metric(self, agg_type: AggregationType) -> TorchMetric:
+        """``metric_factory()`` of ``agg_type``'s handler, checked to be a ``torchmetrics.Metric`` (``TypeError``)."""
+        metric = self._factories[agg_type]()
+        if not isinstance(metric, TorchMetric):
+            raise TypeError(
+                f"The {_type_name(agg_type)} handler returned {type(metric).__name__}, not a torchmetrics.Metric."
+            )
+        return metric
 
     def _prepared(self, metric: TorchMetric) -> TorchMetric:
         """``metric`` set up to sync in this aggregator (its group, no cached compute, typed list gathers), moved."""
@@ -449,7 +463,7 @@ class MetricsAggregator:
         for (ds, name), (agg_type, _, metric) in self._keys.items():
             kind = sync_kind(metric, group)
             names = metric.categories if kind == CATEGORIES and isinstance(metric, CategoricalCount) else None
-            local.append((ds, name, agg_type.value, kind, names, state_layout(metric)))
+            local.append((ds, name, agg_type.value, kind, names, state_layout(metric)))  # a _Probe's first two
         gathered: list[Any] = [None] * dist.get_world_size(group)
         dist.all_gather_object(gathered, (local, self._handler_kinds()), group=group)
         union: dict[Key, AggregationType] = {}
@@ -460,17 +474,20 @@ class MetricsAggregator:
                 key, agg_type = (ds, name), AggregationType(agg_value)
                 if union.setdefault(key, agg_type) is not agg_type:
                     raise ValueError(_conflict(key, union[key], agg_type) + " (the ranks disagree)")
-                kinds[key][rank] = (kind, layout)
+                kinds[key][rank] = (kind, layout, None)
                 categories[key].append(names or [])
         fused: dict[Key, str] = {}
         for key, agg_type in union.items():
             held = kinds[key]  # a rank without the key makes its metric with its handler
-            none: _Probe = (None, None)
+            none: _Probe = (None, None, None)
             every = [held.get(r) or made.get(agg_type.value, none) for r, (_, made) in enumerate(gathered)]
-            layouts = list(dict.fromkeys(layout for _, layout in every if layout is not None))
+            failed = [(r, error) for r, (_, _, error) in enumerate(every) if error is not None]
+            if failed:  # that rank would raise alone while creating the key, the others waiting in the sync
+                raise ValueError(_unmade(key, agg_type, *failed[0]))
+            layouts = list(dict.fromkeys(layout for _, layout, _ in every if layout is not None))
             if len(layouts) > 1:  # positional gathers of other states: wrong values, or gloo aborts the process
                 raise ValueError(_unlike(key, layouts[0], layouts[1]))
-            if every[0][0] is not None and all(kind == every[0][0] for kind, _ in every):
+            if every[0][0] is not None and all(kind == every[0][0] for kind, _, _ in every):
                 fused[key] = every[0][0]
         taken = set(map(id, self.metrics.values()))
         for key, agg_type in union.items():
@@ -488,17 +505,23 @@ class MetricsAggregator:
     def _handler_kinds(self) -> dict[str, _Probe]:
         """How a new metric of each aggregation type would sync and its states, from one probe per handler, kept.
 
-        ``(sync_kind, state_layout)`` of the probe; ``(None, None)`` for a handler that fails.
+        ``(sync_kind, state_layout, None)`` of the probe; ``(None, None, error)`` for a handler that
+        fails to make a metric (not kept: it is tried again at the next call). A key that a rank lacks
+        and its handler cannot make is then refused on every rank (:meth:`_agree_on_keys`), instead of
+        raising on that rank alone while the others wait in the sync.
         """
         probed: dict[AggregationType, _Probe] = self.__dict__.setdefault("_probed", {})  # older pickles lack it
-        for agg_type, factory in self._factories.items():
+        out: dict[str, _Probe] = {}
+        for agg_type in self._factories:
             if agg_type not in probed:
                 try:
-                    probe = self._prepared(factory())
-                    probed[agg_type] = (sync_kind(probe, self.process_group), state_layout(probe))
-                except Exception:  # a failing handler raises where it is used (update), not here
-                    probed[agg_type] = (None, None)
-        return {agg_type.value: probe for agg_type, probe in probed.items()}
+                    probe = self._prepared(self._new_metric(agg_type))
+                    probed[agg_type] = (sync_kind(probe, self.process_group), state_layout(probe), None)
+                except Exception as err:  # any error of the user's factory, told to every rank
+                    out[agg_type.value] = (None, None, f"{type(err).__name__}: {err}")
+                    continue
+            out[agg_type.value] = probed[agg_type]
+        return out
 
     def get_metrics_for_logging(self, prefix: str = "train") -> dict[str, float]:
         """``{f"{prefix}_{dataset}/{name}": value}`` over everything seen on every rank.

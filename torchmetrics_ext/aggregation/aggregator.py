@@ -456,18 +456,19 @@ class MetricsAggregator:
 
         Raises:
             ValueError: on every rank, if ranks give one key two types, or metrics (or handlers, on the
-                ranks that lack the key) whose states differ, which no sync can join.
+                ranks that lack the key) whose states differ, which no sync can join, or if a rank that
+                lacks a key has a handler that cannot make its metric.
         """
         group = self.process_group
         local = []
         for (ds, name), (agg_type, _, metric) in self._keys.items():
             kind = sync_kind(metric, group)
             names = metric.categories if kind == CATEGORIES and isinstance(metric, CategoricalCount) else None
-            local.append((ds, name, agg_type.value, kind, names, state_layout(metric)))  # a _Probe's first two
+            local.append((ds, name, agg_type.value, kind, names, state_layout(metric)))
         gathered: list[Any] = [None] * dist.get_world_size(group)
         dist.all_gather_object(gathered, (local, self._handler_kinds()), group=group)
         union: dict[Key, AggregationType] = {}
-        kinds: defaultdict[Key, dict[int, _Probe]] = defaultdict(dict)  # key -> {rank holding it: kind, layout}
+        kinds: defaultdict[Key, dict[int, _Probe]] = defaultdict(dict)  # key -> {rank holding it: its metric's probe}
         categories: defaultdict[Key, list[Any]] = defaultdict(list)
         for rank, (entries, _) in enumerate(gathered):
             for ds, name, agg_value, kind, names, layout in entries:

@@ -162,7 +162,21 @@ class BatchSums:
         return found
 
     def _total(self) -> Tensor:
-        return weight_total(self.preds, self.weights)
+        """:func:`weight_total`; unweighted, the ``N`` per task of the last batch of this shape on this device.
+
+        One tensor is kept per device and reused by every batch of the same ``(T, N)`` (a training
+        step's, mostly): no ``torch.full`` per step. The same values; like every shared value it is
+        never modified in place (kernels add it into their states, or take new tensors from it).
+        """
+        preds = self.preds
+        if self.weights is not None:
+            return weight_total(preds, self.weights)
+        shape, device = preds.shape, preds.device
+        kept = _UNWEIGHTED_TOTALS.get(device)
+        if kept is None or kept[0] != shape:
+            with torch.inference_mode(False):  # read by later batches outside inference mode too
+                kept = _UNWEIGHTED_TOTALS[device] = (shape, weight_total(preds, None))
+        return kept[1]
 
     def class_total(self) -> Tensor:
         """``sum w`` per task as ``sum w·y + sum w·(1 - y)``: the total of a metric whose labels are in [0, 1].
@@ -243,23 +257,6 @@ class sharing_sums(BatchSums):  # lower case: used as a function, `with sharing_
     def __enter__(self) -> BatchSums:
         self._token = _SHARED.set(self)
         return self
-
-    def _total(self) -> Tensor:
-        """:func:`weight_total`; unweighted, the ``N`` per task of the last block of this shape on this device.
-
-        One tensor is kept per device and reused by every block of the same ``(T, N)`` (a training
-        step's, mostly): no ``torch.full`` per step. The same values; like every shared value it is
-        never modified in place (kernels add it into their states, or take new tensors from it).
-        """
-        preds = self.preds
-        if self.weights is not None:
-            return weight_total(preds, self.weights)
-        shape, device = preds.shape, preds.device
-        kept = _UNWEIGHTED_TOTALS.get(device)
-        if kept is None or kept[0] != shape:
-            with torch.inference_mode(False):  # read by later blocks outside inference mode too
-                kept = _UNWEIGHTED_TOTALS[device] = (shape, weight_total(preds, None))
-        return kept[1]
 
     def __exit__(self, *exc: object) -> None:
         _SHARED.reset(self._token)

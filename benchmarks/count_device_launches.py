@@ -1,0 +1,146 @@
+"""Kernel launches per ``update`` on the device path, counted on the CPU: a GPU's per-step cost without a GPU.
+
+On a GPU each operator that runs a kernel costs the host about 10 µs in ``update`` (benchmarks/README.md,
+"On the GPU"), so the number of such operators per update is what a machine without a GPU can measure
+of that cost. This script runs each metric's device path on CPU tensors
+(:func:`~torchmetrics_ext.utilities.device.force_device_path`) and counts the ATen operators one
+``update`` dispatches (fresh tensors each update, after one untimed update), leaving out those that
+only make views or read metadata; ``reads`` counts the values brought back to the host (a GPU waits
+there). With ``--baseline DIR`` (another checkout's package, as ``ab_update_overhead.py`` takes it)
+both are counted side by side.
+
+    mkdir -p /tmp/base && git archive <rev> torchmetrics_ext | tar -x -C /tmp/base
+    python benchmarks/count_device_launches.py --baseline /tmp/base
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from _baseline import load_checkout
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import torchmetrics_ext as new
+
+# operators that launch nothing (views, metadata, aliases)
+NO_KERNEL = {
+    "view", "_unsafe_view", "alias", "unsqueeze", "squeeze", "slice", "select", "expand", "t", "transpose",
+    "permute", "detach", "as_strided", "split", "unbind", "diagonal", "view_as_real", "_reshape_alias",
+    "lift_fresh", "empty", "empty_strided", "empty_like", "is_same_size", "sym_size", "sym_stride", "sym_numel",
+}  # fmt: skip
+READS = ("item", "tolist", "__bool__")  # Tensor methods that bring a value back to the host
+
+
+class Counted(TorchDispatchMode):
+    """Every ATen operator dispatched inside the block, by name, and the host reads (``reads``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: Counter[str] = Counter()
+        self.reads = 0
+        self._saved: dict[str, Any] = {}
+
+    def __enter__(self) -> Counted:
+        for name in READS:
+            original = self._saved[name] = getattr(torch.Tensor, name)
+
+            def read(tensor: torch.Tensor, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+                self.reads += 1
+                return _original(tensor, *args, **kwargs)
+
+            setattr(torch.Tensor, name, read)
+        return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        for name, original in self._saved.items():
+            setattr(torch.Tensor, name, original)
+        super().__exit__(*exc)
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.ops[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def batch(num_tasks: int, n: int, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    shape = (num_tasks, n) if num_tasks > 1 else (n,)
+    p = torch.rand(shape, generator=g)
+    return {"preds": p, "target": (torch.rand(shape, generator=g) < 0.1).long()}
+
+
+def module_step(n: int, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for task in ("click", "like"):
+        out[f"{task}_pred"] = torch.rand(n, generator=g)
+        out[f"{task}_label"] = (torch.rand(n, generator=g) < 0.1).float()
+    return out
+
+
+Case = tuple[Callable[[ModuleType, bool, int], Any], str]  # (factory(package, validate_args, tasks), kind)
+
+CASES: dict[str, Case] = {
+    "AUC exact": (lambda m, va, t: m.AUC(num_tasks=t, validate_args=va), "metric"),
+    "AUC(num_bins=10_000)": (lambda m, va, t: m.AUC(num_bins=10_000, num_tasks=t, validate_args=va), "metric"),
+    "AUPRC(num_bins=10_000)": (lambda m, va, t: m.AUPRC(num_bins=10_000, num_tasks=t, validate_args=va), "metric"),
+    "NormalizedEntropy": (lambda m, va, t: m.NormalizedEntropy(num_tasks=t, validate_args=va), "metric"),
+    "Calibration": (lambda m, va, t: m.Calibration(num_tasks=t, validate_args=va), "metric"),
+    "module: NE, calibration, CTR, binned AUC": (
+        lambda m, va, t: m.RecMetricModule(
+            tasks=[m.RecTaskInfo(x, label_name=f"{x}_label", prediction_name=f"{x}_pred") for x in ("click", "like")],
+            metrics={
+                "ne": {"metric": "ne", "validate_args": va},
+                "calibration": {"metric": "calibration", "validate_args": va},
+                "ctr": {"metric": "ctr", "validate_args": va},
+                "auc": {"metric": "auc", "num_bins": 10_000, "validate_args": va},
+            },
+        ),
+        "module",
+    ),
+}
+
+
+def count(package: ModuleType, name: str, validate: bool, num_tasks: int, n: int) -> tuple[int, int, str]:
+    """(launching operators, reads, the launching operators in order) of one update, the second one."""
+    factory, kind = CASES[name]
+    metric = factory(package, validate, num_tasks)
+    device = package.utilities.device
+    with device.force_device_path():
+        for seed in range(2):
+            inputs = module_step(n, seed) if kind == "module" else batch(num_tasks, n, seed)
+            with Counted() as counted:
+                metric.update(inputs) if kind == "module" else metric.update(**inputs)
+    launches = {op: k for op, k in counted.ops.items() if op not in NO_KERNEL and op != "_local_scalar_dense"}
+    return sum(launches.values()), counted.reads, " ".join(f"{op}x{k}" if k > 1 else op for op, k in launches.items())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline", type=Path, help="another checkout's directory holding torchmetrics_ext")
+    parser.add_argument("--n", type=int, default=8192, help="samples per update (default 8192)")
+    args = parser.parse_args()
+    base = load_checkout(args.baseline) if args.baseline else None
+    print(f"launching operators per update on the device path (CPU tensors), N={args.n}; reads: values read back")
+    header = "| update | tasks | validated | " + ("baseline | " if base else "") + "this checkout | operators |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for name, (_, kind) in CASES.items():
+        for num_tasks in (1,) if kind == "module" else (1, 3):
+            for validate in (True, False):
+                ours, reads, ops = count(new, name, validate, num_tasks, args.n)
+                cells = [name, str(2 if kind == "module" else num_tasks), "yes" if validate else "no"]
+                if base is not None:
+                    theirs, their_reads, _ = count(base, name, validate, num_tasks, args.n)
+                    cells.append(f"{theirs} (+{their_reads} reads)")
+                cells += [f"{ours} (+{reads} reads)", ops]
+                print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

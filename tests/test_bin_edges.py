@@ -189,3 +189,32 @@ def test_smallest_reaching_finds_the_thresholds_of_a_step_rule(thresholds, dtype
     edges = smallest_reaching(len(steps) + 1, dtype, (-math.inf, math.inf), rule)
     assert edges.dtype == dtype
     np.testing.assert_array_equal(edges.double().numpy(), steps)
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.cuda
+@CUDA
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("rule", RULES, ids=RULE_IDS)
+def test_cuda_bins_equal_the_cpu_paths(dtype, rule):
+    """On a GPU: every half-precision score, and the neighbours of every edge, in the CPU path's bin; no host sync."""
+    from_logits = rule[2]
+    if dtype in (torch.float16, torch.bfloat16):
+        x = _domain(dtype, from_logits)
+    else:
+        keys = _keys(FB._edges(dtype, *rule), dtype)
+        x = torch.cat([_values(keys + step, dtype) for step in range(-2, 3)])
+        x = x[torch.isfinite(x) if from_logits else (x >= 0) & (x <= 1)]
+    target = torch.randint(0, 2, x.shape, generator=torch.Generator().manual_seed(0))
+    expected = _cpu_bins(x, rule) + target * rule[0]
+    cuda_x, cuda_target = x.cuda()[None], target.cuda()[None]
+    FB._binned_index(cuda_x, cuda_target, *rule)  # first call: the edges copied to the device once
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        index = FB._binned_index(cuda_x, cuda_target, *rule)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    np.testing.assert_array_equal(index[0].cpu().numpy(), expected.numpy())

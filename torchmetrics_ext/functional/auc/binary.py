@@ -276,7 +276,7 @@ def _looked_up_index(
     return index
 
 
-_COPIES = 16
+_LOOP_STEP = 64  # a multiple of 2 x the widest vector of any dtype ATen's CPU loops use (AVX-512 float32: 16)
 _ADDED_AS_IS = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
@@ -284,16 +284,22 @@ _ADDED_AS_IS = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, t
 def _edges(
     dtype: torch.dtype, num_bins: int, logit_range: tuple[float, float], from_logits: bool, bin_space: str
 ) -> Tensor:
-    """The ``(B - 1,)`` CPU edges of :func:`_bin_positions` for scores of ``dtype`` (made once per rule)."""
+    """The ``(B - 1,)`` CPU edges of :func:`_bin_positions` for scores of ``dtype`` (made once per rule).
+
+    About 10 ms at 10,000 bins and 1.5 s at 1,000,000 (float64 scores) on one CPU core, at the
+    first device-path update of a setting; 64 settings are kept.
+    """
     domain = (-math.inf, math.inf) if from_logits else (0.0, 1.0)
     rule = (num_bins, logit_range, from_logits, bin_space)
 
     def bin_of(values: Tensor) -> Tensor:
-        # each value 16 times, in calls of 2**15 entries (one ATen loop without threads, a multiple of every
-        # vector width, no scalar tail): a float64 log or sigmoid can round one ulp apart in the scalar tail
-        copies = values.repeat_interleave(_COPIES)
-        parts = [_bin_positions(part.unsqueeze(0), *rule).squeeze(0) for part in copies.split(1 << 15)]
-        return torch.cat(parts)[::_COPIES]
+        # every value inside ATen's vectorised loop, where a large batch's scores are binned (a float64 log or
+        # sigmoid can round one ulp apart in the loop's scalar tail): calls of 2**15 entries (one loop, no
+        # threads) whose lengths are multiples of twice every vector width (the loop's step), the last padded
+        size = values.numel()
+        padded = torch.cat([values, values[-1:].expand(-size % _LOOP_STEP)])
+        parts = [_bin_positions(part.unsqueeze(0), *rule).squeeze(0) for part in padded.split(1 << 15)]
+        return torch.cat(parts)[:size]
 
     with torch.inference_mode(False):  # read by later steps outside inference mode too
         return smallest_reaching(num_bins, dtype, domain, bin_of)

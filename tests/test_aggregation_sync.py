@@ -92,7 +92,7 @@ def rank_records(rank: int, keys_per_type: int, seed: int = 0) -> list[Metric]:
     return records
 
 
-def _log_both(rank: int, world: int, keys_per_type: int) -> tuple[dict[str, float], dict[str, float], dict[str, int]]:
+def _log_both(rank: int, world: int, keys_per_type: int) -> tuple[dict[str, float], ...]:
     fused, own = MetricsAggregator(), MetricsAggregator()
     for agg_type, factory in OWN_SYNC.items():
         own.register_handler(agg_type, factory)
@@ -102,13 +102,15 @@ def _log_both(rank: int, world: int, keys_per_type: int) -> tuple[dict[str, floa
         own.update(records[lo : lo + 17])
     with counting() as counts:
         logged = fused.get_metrics_for_logging()
-    return logged, own.get_metrics_for_logging(), dict(counts)
+    with counting() as again:  # every rank holds every key now
+        fused.get_metrics_for_logging()
+    return logged, own.get_metrics_for_logging(), dict(counts), dict(again)
 
 
 @pytest.mark.ddp
 def test_fused_sync_logs_what_each_metrics_own_sync_logs_and_the_reference(ddp_pool):
     results = ddp_pool.run(_log_both, 2)
-    (fused, own, _), (fused1, own1, _) = results
+    (fused, own, *_), (fused1, own1, *_) = results
     assert fused == fused1 == own == own1  # float for float, same keys in the same order
     assert list(fused) == list(own)
     ref = Reference()
@@ -123,16 +125,17 @@ def test_fused_sync_logs_what_each_metrics_own_sync_logs_and_the_reference(ddp_p
 
 @pytest.mark.ddp
 def test_collectives_per_logging_call_do_not_grow_with_the_keys(ddp_pool):
-    few = ddp_pool.run(_log_both, 1)[0][2]
-    many = ddp_pool.run(_log_both, 10)[0][2]
-    # one exchange of keys (all_gather_object), one gather of the shapes, one of the float64 states
-    assert few == many == {"all_gather_object": 1, "all_gather": 2}
+    few = ddp_pool.run(_log_both, 1)[0][2:]
+    many = ddp_pool.run(_log_both, 10)[0][2:]
+    # one exchange of keys (all_gather_object), one gather of the shapes, one of the float64 states; the first
+    # call, where each rank lacks the other's keys, also exchanges whether their handlers could make them
+    assert few == many == ({"all_gather_object": 2, "all_gather": 2}, {"all_gather_object": 1, "all_gather": 2})
 
 
 TM_HANDLERS = {A.SUM: SumMetric, A.MEAN: MeanMetric, A.MAX: MaxMetric, A.MIN: MinMetric}
 
 
-def _torchmetrics_handlers(rank: int, world: int) -> tuple[dict[str, float], dict[str, float], dict[str, int]]:
+def _torchmetrics_handlers(rank: int, world: int) -> tuple[dict[str, float], ...]:
     """TorchMetrics' own aggregation classes as handlers: fused, and each through its own sync."""
     fused, own = MetricsAggregator(), MetricsAggregator()
     for agg_type, cls in TM_HANDLERS.items():
@@ -147,12 +150,14 @@ def _torchmetrics_handlers(rank: int, world: int) -> tuple[dict[str, float], dic
         aggregator.update(records)
     with counting() as counts:
         logged = fused.get_metrics_for_logging()
-    return logged, own.get_metrics_for_logging(), dict(counts)
+    with counting() as again:  # every rank holds every key now
+        fused.get_metrics_for_logging()
+    return logged, own.get_metrics_for_logging(), dict(counts), dict(again)
 
 
 @pytest.mark.ddp
 def test_torchmetrics_aggregation_classes_as_handlers_join_the_fused_sync(ddp_pool):
-    (fused, own, counts), (fused1, own1, _) = ddp_pool.run(_torchmetrics_handlers)
+    (fused, own, counts, again), (fused1, own1, *_) = ddp_pool.run(_torchmetrics_handlers)
     assert fused == fused1 == own == own1 and list(fused) == list(own)  # float for float (float32 states)
     values: dict[tuple[str, AggregationType], list[float]] = {}
     for rank in range(2):
@@ -165,8 +170,9 @@ def test_torchmetrics_aggregation_classes_as_handlers_join_the_fused_sync(ddp_po
     for (ds, agg_type), seen in values.items():  # TorchMetrics keeps float32 states
         want = reduce[agg_type](np.float32(seen).astype(float).tolist())
         assert math.isclose(fused[f"train_{ds}/{agg_type.name.lower()}"], want, rel_tol=1e-6, abs_tol=1e-6)
-    # the keys' exchange, the shapes and one gather of the float32 states
-    assert counts == {"all_gather_object": 1, "all_gather": 2}
+    # the keys' exchange, the shapes and one gather of the float32 states (and at the first call, where each rank
+    # lacks the other's keys, whether their handlers could make them)
+    assert (counts, again) == ({"all_gather_object": 2, "all_gather": 2}, {"all_gather_object": 1, "all_gather": 2})
 
 
 def _mixed_handlers(rank: int, world: int) -> tuple[dict[str, float], dict[str, int]]:
@@ -186,8 +192,9 @@ def _mixed_handlers(rank: int, world: int) -> tuple[dict[str, float], dict[str, 
 def test_ranks_whose_handlers_sync_differently_sync_those_keys_through_torchmetrics(ddp_pool):
     (logged, counts), (logged1, _) = ddp_pool.run(_mixed_handlers)
     assert logged == logged1 == {"train_d/both": 4.0, "train_d/mean": 1.0, "train_d/only0": 4.0, "train_d/only1": 4.0}
-    # the MEAN key fused; the three SUM keys through TorchMetrics (a barrier and an all-gather each)
-    assert counts == {"all_gather_object": 1, "all_gather": 5, "barrier": 3}
+    # the MEAN key fused; the three SUM keys through TorchMetrics (a barrier and an all-gather each); the keys a
+    # rank lacks: one exchange of whether its handlers could make them
+    assert counts == {"all_gather_object": 2, "all_gather": 5, "barrier": 3}
 
 
 def _no_sync_handler(rank: int, world: int) -> dict[str, float]:
@@ -502,6 +509,54 @@ def _failing_handler(rank: int, world: int) -> list[str]:
     aggregator.update([Metric("d", "mean", 2.0 + rank, A.MEAN)])  # the broken handlers make nothing here
     messages.append(repr(aggregator.get_metrics_for_logging()))
     return messages
+
+
+class _Stateful:
+    """A handler returning one instance (a user's mistake), or a Sum at its first two calls and a Max after."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode, self.calls, self.instance = mode, 0, Sum()
+
+    def __call__(self) -> Any:
+        self.calls += 1
+        if self.mode == "one instance":
+            return self.instance
+        return Sum() if self.calls <= 2 else Max()  # its probe's and this rank's own key's: Sum
+
+
+def _stateful_handler(rank: int, world: int, mode: str) -> list[str]:
+    aggregator = MetricsAggregator()
+    aggregator.register_handler(A.SUM, _Stateful(mode))
+    # rank 1 holds 'a' (the one instance, or the Sum), rank 0 holds 'b' alone: at logging each makes the other's
+    aggregator.update([Metric("d", "a" if rank else "b", 1.0 + rank, A.SUM)])
+    messages = []
+    try:
+        aggregator.get_metrics_for_logging()
+    except ValueError as err:
+        messages.append(str(err))
+    messages.append(repr(sorted(aggregator._keys)))  # nothing registered by the failed call
+    aggregator.reset()
+    aggregator.register_handler(A.SUM, Sum)
+    aggregator.update([Metric("d", "c", 3.0, A.SUM)] if rank else [])
+    messages.append(repr(aggregator.get_metrics_for_logging()))  # the group is still usable
+    return messages
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("mode", ["one instance", "another kind"])
+def test_a_handler_that_fails_only_when_making_the_metric_is_an_error_on_every_rank(ddp_pool, mode):
+    """Its probe succeeded, so only making the missing key's metric fails, on one rank: before, that rank raised
+    alone and the other waited in the sync until the process group's timeout."""
+    first, second = ddp_pool.run(_stateful_handler, mode)
+    assert first[0] == second[0] and first[2] == second[2]
+    if mode == "one instance":  # both ranks fail; rank 0's error is told
+        assert first[0].startswith("Metric 'a' of dataset 'd' (SUM) is held by another rank, and rank 0, which lacks")
+        assert "already in use" in first[0]
+    else:  # rank 0 made a Sum for 'b' (its probe made the first), and a Max for 'a'
+        assert first[0].startswith("Metric 'a' of dataset 'd' (SUM) is held by another rank, and rank 0, which lacks")
+        assert "RuntimeError: it made a Max, which syncs unlike the metric it made before" in first[0]
+    assert (first[1], second[1]) == (repr([("d", "b")]), repr([("d", "a")]))  # each rank kept its own key only
+    assert first[2] == repr({"train_d/c": 3.0})
 
 
 @pytest.mark.ddp

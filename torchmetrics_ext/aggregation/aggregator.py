@@ -478,6 +478,7 @@ class MetricsAggregator:
                 kinds[key][rank] = (kind, layout, None)
                 categories[key].append(names or [])
         fused: dict[Key, str] = {}
+        agreed: dict[Key, Layout] = {}  # the states every rank's metric of a key holds (as held or as probed)
         for key, agg_type in union.items():
             held = kinds[key]  # a rank without the key makes its metric with its handler
             none: _Probe = (None, None, None)
@@ -488,20 +489,57 @@ class MetricsAggregator:
             layouts = list(dict.fromkeys(layout for _, layout, _ in every if layout is not None))
             if len(layouts) > 1:  # positional gathers of other states: wrong values, or gloo aborts the process
                 raise ValueError(_unlike(key, layouts[0], layouts[1]))
+            if layouts:
+                agreed[key] = layouts[0]
             if every[0][0] is not None and all(kind == every[0][0] for kind, _, _ in every):
                 fused[key] = every[0][0]
-        taken = set(map(id, self.metrics.values()))
-        for key, agg_type in union.items():
-            if key not in self._keys:
-                self._register(key, agg_type, self._make(agg_type, taken))
+        self._make_missing(union, fused, agreed, [len(kinds[key]) < len(gathered) for key in union])
         self._keys = {key: self._keys[key] for key in union}
-        entries_out: dict[Key, SyncEntry] = {}
-        for key, kind in fused.items():
-            metric = self._keys[key][2]
-            if sync_kind(metric, group) != kind:  # a handler that made another kind of metric than its probe
-                raise RuntimeError(f"The handler of {key} made a metric that syncs unlike the one it made before.")
-            entries_out[key] = (metric, kind, ordered_union(categories[key]) if kind == CATEGORIES else None)
-        return entries_out
+        return {
+            key: (self._keys[key][2], kind, ordered_union(categories[key]) if kind == CATEGORIES else None)
+            for key, kind in fused.items()
+        }
+
+    def _make_missing(
+        self, union: dict[Key, AggregationType], fused: dict[Key, str], agreed: dict[Key, Layout], lacked: list[bool]
+    ) -> None:
+        """Make and register the metrics of the keys of ``union`` this rank lacks; if one cannot, raise on every rank.
+
+        The probes of :meth:`_handler_kinds` cannot see every failure of a handler making the very
+        metric (one that returns an instance already in use, or a metric that syncs or holds states
+        unlike its probe's, ``fused`` and ``agreed``: e.g. a stateful factory): where a rank lacks a
+        key (``lacked``, the same on every rank), the ranks exchange what went wrong (one more
+        collective) and all raise the first rank's ``ValueError``, or none does; nothing is
+        registered then. A rank raising alone would leave the others waiting in the sync until the
+        process group's timeout.
+        """
+        taken = set(map(id, self.metrics.values()))
+        made: dict[Key, TorchMetric] = {}
+        failure: tuple[Key, AggregationType, str] | None = None
+        for key, agg_type in union.items():
+            if key in self._keys:
+                continue
+            try:
+                metric = self._make(agg_type, taken)
+                unlike_kind = key in fused and sync_kind(metric, self.process_group) != fused[key]
+                if unlike_kind or agreed.get(key, state_layout(metric)) != state_layout(metric):
+                    raise RuntimeError(
+                        f"it made a {type(metric).__name__}, which syncs unlike the metric it made before (a handler "
+                        "must make the same kind of metric at each call)"
+                    )
+            except Exception as err:  # any error of the user's factory, told to every rank
+                failure = (key, agg_type, f"{type(err).__name__}: {err}")
+                break
+            made[key] = metric
+        if any(lacked):  # the same on every rank: every rank joins this exchange or none does
+            failures: list[Any] = [None] * dist.get_world_size(self.process_group)
+            dist.all_gather_object(failures, failure, group=self.process_group)
+            failed = [(rank, found) for rank, found in enumerate(failures) if found is not None]
+            if failed:
+                rank, (key, agg_type, error) = failed[0]
+                raise ValueError(_unmade(key, agg_type, rank, error))
+        for key, metric in made.items():
+            self._register(key, union[key], metric)
 
     def _handler_kinds(self) -> dict[str, _Probe]:
         """How a new metric of each aggregation type would sync and its states, from one probe per handler, kept.

@@ -23,7 +23,6 @@ from types import ModuleType
 from typing import Any
 
 import torch
-from _baseline import load_checkout
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import torchmetrics_ext as new
@@ -125,7 +124,11 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="another checkout's directory holding torchmetrics_ext")
     parser.add_argument("--n", type=int, default=8192, help="samples per update (default 8192)")
     args = parser.parse_args()
-    base = load_checkout(args.baseline) if args.baseline else None
+    base = None
+    if args.baseline:
+        from _baseline import load_checkout  # this script's folder (tests load the script from elsewhere)
+
+        base = load_checkout(args.baseline)
     print(f"launching operators per update on the device path (CPU tensors), N={args.n}; reads: values read back")
     header = "| update | tasks | validated | " + ("baseline | " if base else "") + "this checkout | operators |"
     print(header)

@@ -1,0 +1,57 @@
+"""Kernel launches per ``update`` on the device path stay within their budget (``benchmarks/count_device_launches.py``).
+
+On a GPU each operator that runs a kernel costs the host about 10 µs of an ``update``; CI has no
+GPU, so the number of them is what it can hold to account: counted on CPU tensors through the
+device path, a deterministic count (no clock). A change that adds a launch to one of these updates
+fails here, to be made on purpose (and the budget raised, with the reason) or avoided.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+import torchmetrics_ext as tmx
+
+_PATH = Path(__file__).parents[1] / "benchmarks" / "count_device_launches.py"
+_SPEC = importlib.util.spec_from_file_location("count_device_launches", _PATH)
+assert _SPEC is not None and _SPEC.loader is not None
+launches = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(launches)
+
+# (case, tasks, validated) -> (launches, host reads) at most
+BUDGETS = {
+    # a float32 copy of the scores, the labels' signs; validated: two aminmax and one read of both
+    ("AUC exact", 1, True): (4, 1),
+    ("AUC exact", 1, False): (2, 0),
+    ("AUC exact", 3, True): (4, 1),
+    ("AUC exact", 3, False): (2, 0),
+    # searchsorted among the kept edges, the labels' offsets, scatter_add_ (and the tasks' offsets)
+    ("AUC(num_bins=10_000)", 1, True): (5, 1),
+    ("AUC(num_bins=10_000)", 1, False): (3, 0),
+    ("AUC(num_bins=10_000)", 3, True): (6, 1),
+    ("AUC(num_bins=10_000)", 3, False): (4, 0),
+    ("AUPRC(num_bins=10_000)", 1, False): (3, 0),
+    ("NormalizedEntropy", 1, True): (13, 1),
+    ("NormalizedEntropy", 1, False): (11, 0),
+    ("Calibration", 1, True): (7, 1),
+    ("Calibration", 1, False): (5, 0),
+    # 2 tasks: the columns stacked once, validated once, NE, calibration, CTR and binned AUC
+    ("module: NE, calibration, CTR, binned AUC", 2, True): (21, 1),
+    ("module: NE, calibration, CTR, binned AUC", 2, False): (18, 0),
+}
+
+
+@pytest.mark.parametrize(("case", "tasks", "validated"), list(BUDGETS), ids=lambda v: str(v))
+def test_device_path_update_stays_within_its_launch_budget(case, tasks, validated):
+    most, reads = BUDGETS[case, tasks, validated]
+    counted, read, ops = launches.count(tmx, case, validated, tasks if "module" not in case else 1, 8192)
+    assert counted <= most, f"{case}: {counted} launches per update (budget {most}): {ops}"
+    assert read == reads, f"{case}: {read} host reads per update, expected {reads}"
+
+
+def test_every_case_of_the_script_has_a_budget():
+    for name in launches.CASES:
+        assert any(case == name for case, _, _ in BUDGETS), name

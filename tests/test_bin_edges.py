@@ -189,3 +189,19 @@ def test_smallest_reaching_finds_the_thresholds_of_a_step_rule(thresholds, dtype
     edges = smallest_reaching(len(steps) + 1, dtype, (-math.inf, math.inf), rule)
     assert edges.dtype == dtype
     np.testing.assert_array_equal(edges.double().numpy(), steps)
+
+
+def test_edges_are_made_on_the_cpu_whatever_the_default_device():
+    """Edges first asked for under another default device (``torch.set_default_device``, ``with
+    torch.device(...)``) were made there, by that device's arithmetic, and kept for every later update:
+    under ``meta`` they held no values, and every later device-path update of that rule raised."""
+    rule = (37, (-3.25, 2.5), False, "logit")  # a rule no other test asks for: built here first
+    with torch.device("meta"):
+        edges = FB._edges(torch.float32, *rule)
+    assert edges.device.type == "cpu"
+    x = torch.rand(1, 4000, generator=torch.Generator().manual_seed(37))
+    target = torch.zeros_like(x, dtype=torch.int64)
+    expected = _numpy_bins(x.double().numpy(), *rule)
+    np.testing.assert_array_equal(_device_index(x, target, rule).numpy(), expected)
+    with torch.device("meta"):
+        assert smallest_reaching(4, torch.float64, (0.0, 1.0), lambda v: (v * 4).floor().clamp(0, 3)).is_cpu

@@ -205,3 +205,23 @@ def test_edges_are_made_on_the_cpu_whatever_the_default_device():
     np.testing.assert_array_equal(_device_index(x, target, rule).numpy(), expected)
     with torch.device("meta"):
         assert smallest_reaching(4, torch.float64, (0.0, 1.0), lambda v: (v * 4).floor().clamp(0, 3)).is_cpu
+
+
+def test_each_probed_value_is_binned_in_a_vector_lane_and_the_lookup_ignores_layout():
+    """float64 logits next to the edges of probability bins: ATen's scalar loop (a strided column, or a
+    batch's last few scores) and its vector loop round the sigmoid one ulp apart for some of them (92 of
+    100,899 on AVX-512), which can change the float32 probability and so the bin. The edges follow the
+    vector loop (the test's 16-copy reference): each probed value, even one alone, is evaluated in a lane,
+    never in the scalar tail; and the lookup gives a strided column the bins of its contiguous copy."""
+    rule = (1000, (-16.0, 16.0), True, "probability")
+    keys = _keys(FB._edges(torch.float64, *rule), torch.float64)
+    x = _values((keys[:, None] + torch.arange(-50, 51)[None, :]).reshape(-1), torch.float64)
+    vector = _cpu_bins(x, rule)
+    scalar = FB._bin_positions(torch.stack([x, x], 1)[:, 0][None], *rule)[0].long()  # strided: the scalar loop
+    apart = x[scalar != vector]
+    for value, expected in zip(apart[:8], vector[scalar != vector][:8]):
+        assert FB._lane_bins(value[None], *rule).long().item() == expected  # alone: padded into a lane
+    assert torch.equal(FB._lane_bins(x, *rule).long(), vector)
+    column = torch.stack([x, -x], 1)[:, 0]  # e.g. one output column of a (N, 2) model output
+    target = torch.zeros(1, x.numel(), dtype=torch.int64)
+    assert torch.equal(_device_index(column[None], target, rule)[0].long(), vector)

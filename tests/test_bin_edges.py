@@ -225,3 +225,46 @@ def test_each_probed_value_is_binned_in_a_vector_lane_and_the_lookup_ignores_lay
     column = torch.stack([x, -x], 1)[:, 0]  # e.g. one output column of a (N, 2) model output
     target = torch.zeros(1, x.numel(), dtype=torch.int64)
     assert torch.equal(_device_index(column[None], target, rule)[0].long(), vector)
+
+
+# narrow, far-off and two-bin rules, checked exhaustively on every 16-bit score against the formula
+EXTREME_RULES = [
+    (2, (-16.0, 16.0), False, "logit"),
+    (2, (-16.0, 16.0), True, "probability"),
+    (1000, (-1e-3, 1e-3), False, "logit"),
+    (1000, (-1e-3, 1e-3), True, "logit"),
+    (1000, (5.0, 40.0), False, "logit"),
+    (1000, (-40.0, -5.0), True, "logit"),
+    (100_000, (-16.0, 16.0), True, "probability"),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("rule", EXTREME_RULES, ids=str)
+def test_every_half_precision_score_gets_its_documented_bin_under_extreme_rules(dtype, rule):
+    x = _domain(dtype, rule[2])
+    x = torch.cat([x, torch.tensor([-0.0], dtype=dtype)])  # -0.0: the bin of 0 (the dtype's order puts it below)
+    expected = _numpy_bins(x.double().numpy(), *rule)
+    np.testing.assert_array_equal(
+        _device_index(x[None], torch.zeros(1, x.numel(), dtype=torch.int64), rule)[0], expected
+    )
+
+
+@pytest.mark.parametrize(
+    "label_dtype",
+    [torch.int8, torch.int16, torch.uint32, torch.uint64, torch.float16, torch.bfloat16],
+    ids=str,
+)
+def test_labels_of_the_other_dtypes_give_the_documented_flat_index(label_dtype):
+    """``(y, task, bin)`` flat indices ``y·T·B + t·B + bin`` (NumPy), T = 3, for the label dtypes the
+    offsets test above leaves out (some added as they are, others converted first)."""
+    rule = (1000, (-16.0, 16.0), False, "logit")
+    g = torch.Generator().manual_seed(5)
+    preds = torch.rand(3, 700, generator=g)
+    labels = torch.rand(3, 700, generator=g) < 0.5
+    bins = _numpy_bins(preds.double().numpy(), *rule)
+    expected = labels.numpy() * 3 * 1000 + np.arange(3)[:, None] * 1000 + bins
+    for int64 in (False, True):
+        index = _device_index(preds, labels.to(label_dtype), rule, int64=int64)
+        assert index.dtype == (torch.int64 if int64 else torch.int32)
+        np.testing.assert_array_equal(index.numpy(), expected)

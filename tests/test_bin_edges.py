@@ -191,6 +191,85 @@ def test_smallest_reaching_finds_the_thresholds_of_a_step_rule(thresholds, dtype
     np.testing.assert_array_equal(edges.double().numpy(), steps)
 
 
+def test_edges_are_made_on_the_cpu_whatever_the_default_device():
+    """Edges first asked for under another default device (``torch.set_default_device``, ``with
+    torch.device(...)``) were made there, by that device's arithmetic, and kept for every later update:
+    under ``meta`` they held no values, and every later device-path update of that rule raised."""
+    rule = (37, (-3.25, 2.5), False, "logit")  # a rule no other test asks for: built here first
+    with torch.device("meta"):
+        edges = FB._edges(torch.float32, *rule)
+    assert edges.device.type == "cpu"
+    x = torch.rand(1, 4000, generator=torch.Generator().manual_seed(37))
+    target = torch.zeros_like(x, dtype=torch.int64)
+    expected = _numpy_bins(x.double().numpy(), *rule)
+    np.testing.assert_array_equal(_device_index(x, target, rule).numpy(), expected)
+    with torch.device("meta"):
+        assert smallest_reaching(4, torch.float64, (0.0, 1.0), lambda v: (v * 4).floor().clamp(0, 3)).is_cpu
+
+
+def test_each_probed_value_is_binned_in_a_vector_lane_and_the_lookup_ignores_layout():
+    """float64 logits next to the edges of probability bins: ATen's scalar loop (a strided column, or a
+    batch's last few scores) and its vector loop round the sigmoid one ulp apart for some of them (92 of
+    100,899 on AVX-512), which can change the float32 probability and so the bin. The edges follow the
+    vector loop (the test's 16-copy reference): each probed value, even one alone, is evaluated in a lane,
+    never in the scalar tail; and the lookup gives a strided column the bins of its contiguous copy."""
+    rule = (1000, (-16.0, 16.0), True, "probability")
+    keys = _keys(FB._edges(torch.float64, *rule), torch.float64)
+    x = _values((keys[:, None] + torch.arange(-50, 51)[None, :]).reshape(-1), torch.float64)
+    vector = _cpu_bins(x, rule)
+    scalar = FB._bin_positions(torch.stack([x, x], 1)[:, 0][None], *rule)[0].long()  # strided: the scalar loop
+    apart = x[scalar != vector]
+    for value, expected in zip(apart[:8], vector[scalar != vector][:8]):
+        assert FB._lane_bins(value[None], *rule).long().item() == expected  # alone: padded into a lane
+    assert torch.equal(FB._lane_bins(x, *rule).long(), vector)
+    column = torch.stack([x, -x], 1)[:, 0]  # e.g. one output column of a (N, 2) model output
+    target = torch.zeros(1, x.numel(), dtype=torch.int64)
+    assert torch.equal(_device_index(column[None], target, rule)[0].long(), vector)
+
+
+# narrow, far-off and two-bin rules, checked exhaustively on every 16-bit score against the formula
+EXTREME_RULES = [
+    (2, (-16.0, 16.0), False, "logit"),
+    (2, (-16.0, 16.0), True, "probability"),
+    (1000, (-1e-3, 1e-3), False, "logit"),
+    (1000, (-1e-3, 1e-3), True, "logit"),
+    (1000, (5.0, 40.0), False, "logit"),
+    (1000, (-40.0, -5.0), True, "logit"),
+    (100_000, (-16.0, 16.0), True, "probability"),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("rule", EXTREME_RULES, ids=str)
+def test_every_half_precision_score_gets_its_documented_bin_under_extreme_rules(dtype, rule):
+    x = _domain(dtype, rule[2])
+    x = torch.cat([x, torch.tensor([-0.0], dtype=dtype)])  # -0.0: the bin of 0 (the dtype's order puts it below)
+    expected = _numpy_bins(x.double().numpy(), *rule)
+    np.testing.assert_array_equal(
+        _device_index(x[None], torch.zeros(1, x.numel(), dtype=torch.int64), rule)[0], expected
+    )
+
+
+@pytest.mark.parametrize(
+    "label_dtype",
+    [torch.int8, torch.int16, torch.uint32, torch.uint64, torch.float16, torch.bfloat16],
+    ids=str,
+)
+def test_labels_of_the_other_dtypes_give_the_documented_flat_index(label_dtype):
+    """``(y, task, bin)`` flat indices ``y·T·B + t·B + bin`` (NumPy), T = 3, for the label dtypes the
+    offsets test above leaves out (some added as they are, others converted first)."""
+    rule = (1000, (-16.0, 16.0), False, "logit")
+    g = torch.Generator().manual_seed(5)
+    preds = torch.rand(3, 700, generator=g)
+    labels = torch.rand(3, 700, generator=g) < 0.5
+    bins = _numpy_bins(preds.double().numpy(), *rule)
+    expected = labels.numpy() * 3 * 1000 + np.arange(3)[:, None] * 1000 + bins
+    for int64 in (False, True):
+        index = _device_index(preds, labels.to(label_dtype), rule, int64=int64)
+        assert index.dtype == (torch.int64 if int64 else torch.int32)
+        np.testing.assert_array_equal(index.numpy(), expected)
+
+
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 

@@ -77,8 +77,11 @@ def smallest_reaching(
         >>> smallest_reaching(4, torch.float32, (0.0, 1.0), rule)
         tensor([0.2500, 0.5000, 0.7500])
     """
-    ends = _keys(torch.tensor(domain, dtype=torch.float64), dtype)  # (no read to the host: a constant of the CPU)
-    wanted = torch.arange(1, levels, dtype=torch.float64)
+    # on the CPU whatever the default device (`torch.set_default_device`, `with torch.device(...)`): the
+    # rule is evaluated where its inputs are, and the edges are kept for every later update
+    cpu = torch.device("cpu")
+    ends = _keys(torch.tensor(domain, dtype=torch.float64, device=cpu), dtype)  # (no read to the host)
+    wanted = torch.arange(1, levels, dtype=torch.float64, device=cpu)
     below = ends[0].expand(levels - 1)  # bin_of(below) < k, always
     above = ends[1].expand(levels - 1)  # bin_of(above) >= k, always
     for _ in range(torch.iinfo(EDGE_DTYPES[dtype]).bits + 1):

@@ -276,8 +276,25 @@ def _looked_up_index(
     return index
 
 
-_LOOP_STEP = 64  # a multiple of 2 x the widest vector of any dtype ATen's CPU loops use (AVX-512 float32: 16)
+_VECTOR_STEP = 64  # entries: a multiple of two vectors of any dtype on any CPU (AVX-512: 2 x 16 float32)
 _ADDED_AS_IS = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def _lane_bins(
+    values: Tensor, num_bins: int, logit_range: tuple[float, float], from_logits: bool, bin_space: str
+) -> Tensor:
+    """:func:`_bin_positions` of ``(M,)`` values, each evaluated in a lane of ATen's vector loop.
+
+    In calls of 2**15 entries, the last one padded with its last value to a multiple of 64: one
+    ATen loop without threads, a whole number of the loop's steps, no scalar tail (a float64 log or
+    sigmoid can round one ulp apart there, and so move a score lying within one rounding of an
+    edge): the bins of (nearly) every score of a contiguous batch on the CPU path.
+    """
+    size = values.numel()
+    padded = torch.cat([values, values[-1:].expand(-size % _VECTOR_STEP)])
+    rule = (num_bins, logit_range, from_logits, bin_space)
+    parts = [_bin_positions(part.unsqueeze(0), *rule).squeeze(0) for part in padded.split(1 << 15)]
+    return torch.cat(parts)[:size]
 
 
 @functools.lru_cache(maxsize=64)
@@ -286,23 +303,16 @@ def _edges(
 ) -> Tensor:
     """The ``(B - 1,)`` CPU edges of :func:`_bin_positions` for scores of ``dtype`` (made once per rule).
 
-    About 10 ms at 10,000 bins and 1.5 s at 1,000,000 (float64 scores) on one CPU core, at the
-    first device-path update of a setting; 64 settings are kept.
+    The rule is evaluated by :func:`_lane_bins`, once per probed value: about 10 ms at 10,000
+    bins and 1.5 s at 1,000,000 (float64 scores) on one CPU core, at the first device-path update
+    of a setting; 64 settings are kept.
     """
     domain = (-math.inf, math.inf) if from_logits else (0.0, 1.0)
-    rule = (num_bins, logit_range, from_logits, bin_space)
-
-    def bin_of(values: Tensor) -> Tensor:
-        # every value inside ATen's vectorised loop, where a large batch's scores are binned (a float64 log or
-        # sigmoid can round one ulp apart in the loop's scalar tail): calls of 2**15 entries (one loop, no
-        # threads) whose lengths are multiples of twice every vector width (the loop's step), the last padded
-        size = values.numel()
-        padded = torch.cat([values, values[-1:].expand(-size % _LOOP_STEP)])
-        parts = [_bin_positions(part.unsqueeze(0), *rule).squeeze(0) for part in padded.split(1 << 15)]
-        return torch.cat(parts)[:size]
-
+    rule = functools.partial(
+        _lane_bins, num_bins=num_bins, logit_range=logit_range, from_logits=from_logits, bin_space=bin_space
+    )
     with torch.inference_mode(False):  # read by later steps outside inference mode too
-        return smallest_reaching(num_bins, dtype, domain, bin_of)
+        return smallest_reaching(num_bins, dtype, domain, rule)
 
 
 def _logits_inside(bounds: tuple[float, ...], from_logits: bool, logit_range: tuple[float, float]) -> bool:

@@ -11,6 +11,7 @@ both are counted side by side.
 
     mkdir -p /tmp/base && git archive <rev> torchmetrics_ext | tar -x -C /tmp/base
     python benchmarks/count_device_launches.py --baseline /tmp/base
+    python benchmarks/count_device_launches.py --device cuda    # the same count on a GPU
 """
 
 from __future__ import annotations
@@ -66,19 +67,19 @@ class Counted(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def batch(num_tasks: int, n: int, seed: int) -> dict[str, torch.Tensor]:
+def batch(num_tasks: int, n: int, seed: int, device: str = "cpu") -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     shape = (num_tasks, n) if num_tasks > 1 else (n,)
     p = torch.rand(shape, generator=g)
-    return {"preds": p, "target": (torch.rand(shape, generator=g) < 0.1).long()}
+    return {"preds": p.to(device), "target": (torch.rand(shape, generator=g) < 0.1).long().to(device)}
 
 
-def module_step(n: int, seed: int) -> dict[str, torch.Tensor]:
+def module_step(n: int, seed: int, device: str = "cpu") -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     out = {}
     for task in ("click", "like"):
-        out[f"{task}_pred"] = torch.rand(n, generator=g)
-        out[f"{task}_label"] = (torch.rand(n, generator=g) < 0.1).float()
+        out[f"{task}_pred"] = torch.rand(n, generator=g).to(device)
+        out[f"{task}_label"] = (torch.rand(n, generator=g) < 0.1).float().to(device)
     return out
 
 
@@ -105,14 +106,18 @@ CASES: dict[str, Case] = {
 }
 
 
-def count(package: ModuleType, name: str, validate: bool, num_tasks: int, n: int) -> tuple[int, int, str]:
-    """(launching operators, reads, the launching operators in order) of one update, the second one."""
+def count(
+    package: ModuleType, name: str, validate: bool, num_tasks: int, n: int, device: str = "cpu"
+) -> tuple[int, int, str]:
+    """(launching operators, reads, the launching operators in order) of one update, the second one.
+
+    On ``device`` (``"cuda"``: the real device path; ``"cpu"``: the device path forced on CPU tensors).
+    """
     factory, kind = CASES[name]
-    metric = factory(package, validate, num_tasks)
-    device = package.utilities.device
-    with device.force_device_path():
+    metric = factory(package, validate, num_tasks).to(device)
+    with package.utilities.device.force_device_path(device == "cpu"):
         for seed in range(2):
-            inputs = module_step(n, seed) if kind == "module" else batch(num_tasks, n, seed)
+            inputs = module_step(n, seed, device) if kind == "module" else batch(num_tasks, n, seed, device)
             with Counted() as counted:
                 metric.update(inputs) if kind == "module" else metric.update(**inputs)
     launches = {op: k for op, k in counted.ops.items() if op not in NO_KERNEL and op != "_local_scalar_dense"}
@@ -123,23 +128,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", type=Path, help="another checkout's directory holding torchmetrics_ext")
     parser.add_argument("--n", type=int, default=8192, help="samples per update (default 8192)")
+    parser.add_argument("--device", default="cpu", help="cuda: count on a GPU (default: CPU tensors, device path)")
     args = parser.parse_args()
     base = None
     if args.baseline:
         from _baseline import load_checkout  # this script's folder (tests load the script from elsewhere)
 
         base = load_checkout(args.baseline)
-    print(f"launching operators per update on the device path (CPU tensors), N={args.n}; reads: values read back")
+    where = "CPU tensors" if args.device == "cpu" else args.device
+    print(f"launching operators per update on the device path ({where}), N={args.n}; reads: values read back")
     header = "| update | tasks | validated | " + ("baseline | " if base else "") + "this checkout | operators |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for name, (_, kind) in CASES.items():
         for num_tasks in (1,) if kind == "module" else (1, 3):
             for validate in (True, False):
-                ours, reads, ops = count(new, name, validate, num_tasks, args.n)
+                ours, reads, ops = count(new, name, validate, num_tasks, args.n, args.device)
                 cells = [name, str(2 if kind == "module" else num_tasks), "yes" if validate else "no"]
                 if base is not None:
-                    theirs, their_reads, _ = count(base, name, validate, num_tasks, args.n)
+                    theirs, their_reads, _ = count(base, name, validate, num_tasks, args.n, args.device)
                     cells.append(f"{theirs} (+{their_reads} reads)")
                 cells += [f"{ours} (+{reads} reads)", ops]
                 print("| " + " | ".join(cells) + " |")

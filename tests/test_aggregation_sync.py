@@ -559,6 +559,47 @@ def test_a_handler_that_fails_only_when_making_the_metric_is_an_error_on_every_r
     assert first[2] == repr({"train_d/c": 3.0})
 
 
+class _Calls:
+    """A handler making ``makers[i]()`` at its ``i``-th call (the last one after)."""
+
+    def __init__(self, *makers: Any) -> None:
+        self.makers, self.calls = makers, 0
+
+    def __call__(self) -> Any:
+        self.calls += 1
+        return self.makers[min(self.calls, len(self.makers)) - 1]()
+
+
+def _unlike_probe_unfused(rank: int, world: int) -> list[Any]:
+    # each rank's own key: a Sum syncing through TorchMetrics (call 1); the probe: a Sum (call 2), which syncs unlike
+    # the held one, so neither key joins the fused sync; the other rank's key: a Sum that never syncs (call 3)
+    aggregator = MetricsAggregator()
+    aggregator.register_handler(
+        A.SUM, _Calls(partial(Sum, dist_sync_fn=gather_all_tensors), Sum, partial(Sum, sync_on_compute=False), Sum)
+    )
+    aggregator.update([Metric("d", "a" if rank else "b", 1.0 + rank, A.SUM)])
+    out: list[Any] = []
+    try:
+        out.append(aggregator.get_metrics_for_logging())
+    except ValueError as err:
+        out.append(str(err))
+    out.append(sorted(aggregator._keys))
+    out.append(aggregator.get_metrics_for_logging())  # call 4: a Sum like the probe
+    return out
+
+
+@pytest.mark.ddp
+def test_a_made_metric_unlike_its_probe_is_an_error_on_every_rank_for_a_key_left_to_torchmetrics(ddp_pool):
+    """The made metric was checked against the fused kind only: for a key that syncs through TorchMetrics, a metric
+    that never syncs passed, and each rank's gather met the other's key: ranks logged different, wrong values."""
+    first, second = ddp_pool.run(_unlike_probe_unfused)
+    assert isinstance(first[0], str) and first[0] == second[0]
+    assert first[0].startswith("Metric 'a' of dataset 'd' (SUM) is held by another rank, and rank 0, which lacks")
+    assert "it made a Sum, which syncs unlike the metric it made before" in first[0]
+    assert (first[1], second[1]) == ([("d", "b")], [("d", "a")])  # nothing registered
+    assert first[2] == second[2] == {"train_d/b": 1.0, "train_d/a": 2.0}  # rank 0's 1.0, rank 1's 1.0 + 1
+
+
 @pytest.mark.ddp
 def test_a_handler_that_cannot_make_a_missing_keys_metric_on_one_rank_is_an_error_on_every_rank(ddp_pool):
     """Before, that rank raised alone while creating the key, and the other ranks waited in the sync until the

@@ -610,3 +610,101 @@ def test_a_handler_that_cannot_make_a_missing_keys_metric_on_one_rank_is_an_erro
     assert "RuntimeError: no such device on this node" in first[0]
     assert "TypeError: The MAX handler returned str, not a torchmetrics.Metric." in first[1]
     assert first[2] == repr({"train_d/mean": 2.5})
+
+
+# ----------------------------------------------------------------------------------------- three ranks
+
+
+@pytest.fixture(scope="module")
+def ddp_pool3() -> Iterator[Any]:
+    from tests.helpers.ddp import DDPPool
+
+    pool = DDPPool(world_size=3)
+    yield pool
+    pool.close()
+
+
+def _raising_at(rank: int, failing_rank: int, calls: set[int], factory: Any) -> Any:
+    """A handler raising at the given calls on ``failing_rank`` only (its probe is call 1)."""
+    count = 0
+
+    def make() -> Any:
+        nonlocal count
+        count += 1
+        if rank == failing_rank and count in calls:
+            raise KeyError(f"call {count}")
+        return factory()
+
+    return make
+
+
+THREE_RECORDS = [("d", "c", "x", A.CATEGORICAL_COUNT), ("d", "c", 7, A.CATEGORICAL_COUNT), ("d", "q", 5.0, A.DISTRIBUTION)]
+
+
+def _three_ranks(rank: int, world: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    # the default group: rank 0 alone holds a CATEGORICAL_COUNT and a DISTRIBUTION key, ranks 1 and 2 none at all;
+    # rank 1's CATEGORICAL_COUNT handler raises at its second call only (the first is its probe)
+    aggregator = MetricsAggregator()
+    aggregator.register_handler(A.CATEGORICAL_COUNT, _raising_at(rank, 1, {2}, CategoricalCount))
+    if rank == 0:
+        aggregator.update([Metric(*record) for record in THREE_RECORDS])
+    counts = []
+    for call in range(4):
+        if call == 3 and rank == 2:
+            aggregator.reset()  # forgets nothing held: rank 2 makes the keys again, every rank exchanges once more
+        with counting() as counted:
+            try:
+                out[f"logged{call}"] = aggregator.get_metrics_for_logging()
+            except ValueError as err:
+                out[f"logged{call}"] = str(err)
+        counts.append(dict(counted))
+        out[f"keys{call}"] = sorted(aggregator._keys)
+    out["counts"] = counts
+    # a group of ranks 1 and 2 (group ranks 0 and 1): rank 2's SUM handler fails when making rank 1's key, then
+    # at every call (its probe too); the message names rank 2, the process's own rank, both times
+    pair = dist.new_group([1, 2], backend="gloo")  # every rank creates every group
+    if rank == 0:
+        return out
+    messages = []
+    for failing in ({2}, {1, 2, 3}):
+        aggregator = MetricsAggregator(process_group=pair)
+        aggregator.register_handler(A.SUM, _raising_at(rank, 2, failing, Sum))
+        aggregator.update([Metric("d", "x", 1.0, A.SUM)] if rank == 1 else [])
+        try:
+            aggregator.get_metrics_for_logging()
+        except ValueError as err:
+            messages.append(str(err))
+    out["pair"] = messages
+    return out
+
+
+@pytest.mark.ddp
+def test_three_ranks_agree_on_a_handler_failing_at_its_second_call_and_on_the_rank_they_name(ddp_pool3):
+    """Ranks holding no key at all, a handler failing at its second call, a reset on one rank: one more exchange
+    exactly where a rank lacks a key, the same error on every rank, nothing registered, then the reference values;
+    in a group of ranks 1 and 2 the message named the group's rank 1 for rank 2."""
+    results = ddp_pool3.run(_three_ranks, timeout=240)
+    ref = Reference()
+    for ds, name, value, agg_type in THREE_RECORDS:
+        ref.types[ds, name] = agg_type
+        ref.values.setdefault((ds, name), []).append(value)
+    expected = ref_logged(ref, "train")
+    assert expected is not None
+    for call in range(4):
+        assert results[0][f"logged{call}"] == results[1][f"logged{call}"] == results[2][f"logged{call}"]
+    failed = results[0]["logged0"]
+    assert failed.startswith("Metric 'c' of dataset 'd' (CATEGORICAL_COUNT) is held by another rank, and rank 1,")
+    assert "its handler raised KeyError: 'call 2'" in failed
+    assert [r["keys0"] for r in results] == [[("d", "c"), ("d", "q")], [], []]  # nothing registered
+    for call in (1, 2, 3):
+        assert_logged(results[0][f"logged{call}"], expected)
+    assert all(r["keys2"] == [("d", "c"), ("d", "q")] for r in results)
+    lacking = {"all_gather_object": 2, "all_gather": 2}  # keys, whether the handlers could make them; shapes, states
+    for r in results:
+        assert r["counts"] == [{"all_gather_object": 2}, lacking, {"all_gather_object": 1, "all_gather": 2}, lacking]
+    assert results[1]["pair"] == results[2]["pair"]
+    made, probed = results[1]["pair"]
+    for message, error in ((made, "KeyError: 'call 2'"), (probed, "KeyError: 'call 1'")):
+        assert message.startswith("Metric 'x' of dataset 'd' (SUM) is held by another rank, and rank 2, which lacks")
+        assert error in message

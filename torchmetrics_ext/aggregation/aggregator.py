@@ -73,7 +73,10 @@ def _unlike(key: Key, one: Layout, other: Layout) -> str:
     )
 
 
-def _unmade(key: Key, agg_type: AggregationType, rank: int, error: str) -> str:
+def _unmade(key: Key, agg_type: AggregationType, group: Any, rank: int, error: str) -> str:
+    """The error of a key that the rank ``rank`` of ``group`` lacks and cannot make, naming the process's own rank."""
+    if group is not None:  # a subgroup numbers its ranks from 0: name the rank the process has in the default group
+        rank = dist.get_global_rank(group, rank)
     return (
         f"Metric {key[1]!r} of dataset {key[0]!r} ({_type_name(agg_type)}) is held by another rank, and rank {rank}, "
         f"which lacks it, cannot make its metric: its handler raised {error}. Register a handler that makes a new "
@@ -484,7 +487,7 @@ class MetricsAggregator:
             every = [held.get(r) or made.get(agg_type.value, none) for r, (_, made) in enumerate(gathered)]
             failed = [(r, error) for r, (_, _, error) in enumerate(every) if error is not None]
             if failed:  # that rank would raise alone while creating the key, the others waiting in the sync
-                raise ValueError(_unmade(key, agg_type, *failed[0]))
+                raise ValueError(_unmade(key, agg_type, group, *failed[0]))
             layouts = list(dict.fromkeys(layout for _, layout, _ in every if layout is not None))
             if len(layouts) > 1:  # positional gathers of other states: wrong values, or gloo aborts the process
                 raise ValueError(_unlike(key, layouts[0], layouts[1]))
@@ -535,7 +538,7 @@ class MetricsAggregator:
             failed = [(rank, found) for rank, found in enumerate(failures) if found is not None]
             if failed:
                 rank, (key, agg_type, error) = failed[0]
-                raise ValueError(_unmade(key, agg_type, rank, error))
+                raise ValueError(_unmade(key, agg_type, self.process_group, rank, error))
         for key, metric in made.items():
             self._register(key, union[key], metric)
 

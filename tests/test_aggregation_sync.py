@@ -612,6 +612,37 @@ def test_a_handler_that_cannot_make_a_missing_keys_metric_on_one_rank_is_an_erro
     assert first[2] == repr({"train_d/mean": 2.5})
 
 
+def _loaded_on_one_rank(rank: int, world: int) -> tuple[list[Any], list[dict[str, int]]]:
+    """TorchMetrics' classes as handlers; rank 1 loads a checkpoint of other keys between two logging calls."""
+    aggregator = MetricsAggregator()
+    aggregator.register_handler(A.SUM, SumMetric)
+    aggregator.register_handler(A.MEAN, MeanMetric)
+    aggregator.update([Metric("d", "s", 1.0 + rank, A.SUM), Metric("d", "m", 2.0 * rank, A.MEAN)])
+    logged, counts = [], []
+    for call in range(3):
+        if call == 1 and rank == 1:
+            saved = MetricsAggregator()
+            saved.register_handler(A.MEAN, MeanMetric)
+            saved.update([Metric("e", "m", 4.0, A.MEAN), Metric("e", "m", 8.0, A.MEAN)])
+            aggregator.load_state_dict(saved.state_dict())  # replaces rank 1's keys: it lacks ('d', 's') and ('d', 'm')
+        with counting() as counted:
+            logged.append(aggregator.get_metrics_for_logging())
+        counts.append(dict(counted))
+    return logged, counts
+
+
+@pytest.mark.ddp
+def test_a_checkpoint_loaded_on_one_rank_costs_one_exchange_only_at_the_call_after(ddp_pool):
+    """Every rank agrees on the extra exchange (or its absence) and on the values, whichever rank's keys changed."""
+    (logged, counts), (logged1, counts1) = ddp_pool.run(_loaded_on_one_rank)
+    assert logged == logged1 and counts == counts1
+    assert logged[0] == {"train_d/s": 1.0 + 2.0, "train_d/m": (0.0 + 2.0) / 2}
+    # rank 1's ('d', *) states are gone; rank 0's are kept; rank 1's loaded MEAN of 4 and 8
+    assert logged[1] == logged[2] == {"train_d/s": 1.0, "train_d/m": 0.0, "train_e/m": (4.0 + 8.0) / 2}
+    alike = {"all_gather_object": 1, "all_gather": 2}  # keys; shapes and float32 states
+    assert counts == [alike, {"all_gather_object": 2, "all_gather": 2}, alike]
+
+
 # ----------------------------------------------------------------------------------------- three ranks
 
 
@@ -638,7 +669,11 @@ def _raising_at(rank: int, failing_rank: int, calls: set[int], factory: Any) -> 
     return make
 
 
-THREE_RECORDS = [("d", "c", "x", A.CATEGORICAL_COUNT), ("d", "c", 7, A.CATEGORICAL_COUNT), ("d", "q", 5.0, A.DISTRIBUTION)]
+THREE_RECORDS = [
+    ("d", "c", "x", A.CATEGORICAL_COUNT),
+    ("d", "c", 7, A.CATEGORICAL_COUNT),
+    ("d", "q", 5.0, A.DISTRIBUTION),
+]
 
 
 def _three_ranks(rank: int, world: int) -> dict[str, Any]:

@@ -559,6 +559,47 @@ def test_a_handler_that_fails_only_when_making_the_metric_is_an_error_on_every_r
     assert first[2] == repr({"train_d/c": 3.0})
 
 
+class _Calls:
+    """A handler making ``makers[i]()`` at its ``i``-th call (the last one after)."""
+
+    def __init__(self, *makers: Any) -> None:
+        self.makers, self.calls = makers, 0
+
+    def __call__(self) -> Any:
+        self.calls += 1
+        return self.makers[min(self.calls, len(self.makers)) - 1]()
+
+
+def _unlike_probe_unfused(rank: int, world: int) -> list[Any]:
+    # each rank's own key: a Sum syncing through TorchMetrics (call 1); the probe: a Sum (call 2), which syncs unlike
+    # the held one, so neither key joins the fused sync; the other rank's key: a Sum that never syncs (call 3)
+    aggregator = MetricsAggregator()
+    aggregator.register_handler(
+        A.SUM, _Calls(partial(Sum, dist_sync_fn=gather_all_tensors), Sum, partial(Sum, sync_on_compute=False), Sum)
+    )
+    aggregator.update([Metric("d", "a" if rank else "b", 1.0 + rank, A.SUM)])
+    out: list[Any] = []
+    try:
+        out.append(aggregator.get_metrics_for_logging())
+    except ValueError as err:
+        out.append(str(err))
+    out.append(sorted(aggregator._keys))
+    out.append(aggregator.get_metrics_for_logging())  # call 4: a Sum like the probe
+    return out
+
+
+@pytest.mark.ddp
+def test_a_made_metric_unlike_its_probe_is_an_error_on_every_rank_for_a_key_left_to_torchmetrics(ddp_pool):
+    """The made metric was checked against the fused kind only: for a key that syncs through TorchMetrics, a metric
+    that never syncs passed, and each rank's gather met the other's key: ranks logged different, wrong values."""
+    first, second = ddp_pool.run(_unlike_probe_unfused)
+    assert isinstance(first[0], str) and first[0] == second[0]
+    assert first[0].startswith("Metric 'a' of dataset 'd' (SUM) is held by another rank, and rank 0, which lacks")
+    assert "it made a Sum, which syncs unlike the metric it made before" in first[0]
+    assert (first[1], second[1]) == ([("d", "b")], [("d", "a")])  # nothing registered
+    assert first[2] == second[2] == {"train_d/b": 1.0, "train_d/a": 2.0}  # rank 0's 1.0, rank 1's 1.0 + 1
+
+
 @pytest.mark.ddp
 def test_a_handler_that_cannot_make_a_missing_keys_metric_on_one_rank_is_an_error_on_every_rank(ddp_pool):
     """Before, that rank raised alone while creating the key, and the other ranks waited in the sync until the
@@ -569,3 +610,136 @@ def test_a_handler_that_cannot_make_a_missing_keys_metric_on_one_rank_is_an_erro
     assert "RuntimeError: no such device on this node" in first[0]
     assert "TypeError: The MAX handler returned str, not a torchmetrics.Metric." in first[1]
     assert first[2] == repr({"train_d/mean": 2.5})
+
+
+def _loaded_on_one_rank(rank: int, world: int) -> tuple[list[Any], list[dict[str, int]]]:
+    """TorchMetrics' classes as handlers; rank 1 loads a checkpoint of other keys between two logging calls."""
+    aggregator = MetricsAggregator()
+    aggregator.register_handler(A.SUM, SumMetric)
+    aggregator.register_handler(A.MEAN, MeanMetric)
+    aggregator.update([Metric("d", "s", 1.0 + rank, A.SUM), Metric("d", "m", 2.0 * rank, A.MEAN)])
+    logged, counts = [], []
+    for call in range(3):
+        if call == 1 and rank == 1:
+            saved = MetricsAggregator()
+            saved.register_handler(A.MEAN, MeanMetric)
+            saved.update([Metric("e", "m", 4.0, A.MEAN), Metric("e", "m", 8.0, A.MEAN)])
+            aggregator.load_state_dict(saved.state_dict())  # replaces rank 1's keys: it lacks ('d', 's') and ('d', 'm')
+        with counting() as counted:
+            logged.append(aggregator.get_metrics_for_logging())
+        counts.append(dict(counted))
+    return logged, counts
+
+
+@pytest.mark.ddp
+def test_a_checkpoint_loaded_on_one_rank_costs_one_exchange_only_at_the_call_after(ddp_pool):
+    """Every rank agrees on the extra exchange (or its absence) and on the values, whichever rank's keys changed."""
+    (logged, counts), (logged1, counts1) = ddp_pool.run(_loaded_on_one_rank)
+    assert logged == logged1 and counts == counts1
+    assert logged[0] == {"train_d/s": 1.0 + 2.0, "train_d/m": (0.0 + 2.0) / 2}
+    # rank 1's ('d', *) states are gone; rank 0's are kept; rank 1's loaded MEAN of 4 and 8
+    assert logged[1] == logged[2] == {"train_d/s": 1.0, "train_d/m": 0.0, "train_e/m": (4.0 + 8.0) / 2}
+    alike = {"all_gather_object": 1, "all_gather": 2}  # keys; shapes and float32 states
+    assert counts == [alike, {"all_gather_object": 2, "all_gather": 2}, alike]
+
+
+# ----------------------------------------------------------------------------------------- three ranks
+
+
+@pytest.fixture(scope="module")
+def ddp_pool3() -> Iterator[Any]:
+    from tests.helpers.ddp import DDPPool
+
+    pool = DDPPool(world_size=3)
+    yield pool
+    pool.close()
+
+
+def _raising_at(rank: int, failing_rank: int, calls: set[int], factory: Any) -> Any:
+    """A handler raising at the given calls on ``failing_rank`` only (its probe is call 1)."""
+    count = 0
+
+    def make() -> Any:
+        nonlocal count
+        count += 1
+        if rank == failing_rank and count in calls:
+            raise KeyError(f"call {count}")
+        return factory()
+
+    return make
+
+
+THREE_RECORDS = [
+    ("d", "c", "x", A.CATEGORICAL_COUNT),
+    ("d", "c", 7, A.CATEGORICAL_COUNT),
+    ("d", "q", 5.0, A.DISTRIBUTION),
+]
+
+
+def _three_ranks(rank: int, world: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    # the default group: rank 0 alone holds a CATEGORICAL_COUNT and a DISTRIBUTION key, ranks 1 and 2 none at all;
+    # rank 1's CATEGORICAL_COUNT handler raises at its second call only (the first is its probe)
+    aggregator = MetricsAggregator()
+    aggregator.register_handler(A.CATEGORICAL_COUNT, _raising_at(rank, 1, {2}, CategoricalCount))
+    if rank == 0:
+        aggregator.update([Metric(*record) for record in THREE_RECORDS])
+    counts = []
+    for call in range(4):
+        if call == 3 and rank == 2:
+            aggregator.reset()  # forgets nothing held: rank 2 makes the keys again, every rank exchanges once more
+        with counting() as counted:
+            try:
+                out[f"logged{call}"] = aggregator.get_metrics_for_logging()
+            except ValueError as err:
+                out[f"logged{call}"] = str(err)
+        counts.append(dict(counted))
+        out[f"keys{call}"] = sorted(aggregator._keys)
+    out["counts"] = counts
+    # a group of ranks 1 and 2 (group ranks 0 and 1): rank 2's SUM handler fails when making rank 1's key, then
+    # at every call (its probe too); the message names rank 2, the process's own rank, both times
+    pair = dist.new_group([1, 2], backend="gloo")  # every rank creates every group
+    if rank == 0:
+        return out
+    messages = []
+    for failing in ({2}, {1, 2, 3}):
+        aggregator = MetricsAggregator(process_group=pair)
+        aggregator.register_handler(A.SUM, _raising_at(rank, 2, failing, Sum))
+        aggregator.update([Metric("d", "x", 1.0, A.SUM)] if rank == 1 else [])
+        try:
+            aggregator.get_metrics_for_logging()
+        except ValueError as err:
+            messages.append(str(err))
+    out["pair"] = messages
+    return out
+
+
+@pytest.mark.ddp
+def test_three_ranks_agree_on_a_handler_failing_at_its_second_call_and_on_the_rank_they_name(ddp_pool3):
+    """Ranks holding no key at all, a handler failing at its second call, a reset on one rank: one more exchange
+    exactly where a rank lacks a key, the same error on every rank, nothing registered, then the reference values;
+    in a group of ranks 1 and 2 the message named the group's rank 1 for rank 2."""
+    results = ddp_pool3.run(_three_ranks, timeout=240)
+    ref = Reference()
+    for ds, name, value, agg_type in THREE_RECORDS:
+        ref.types[ds, name] = agg_type
+        ref.values.setdefault((ds, name), []).append(value)
+    expected = ref_logged(ref, "train")
+    assert expected is not None
+    for call in range(4):
+        assert results[0][f"logged{call}"] == results[1][f"logged{call}"] == results[2][f"logged{call}"]
+    failed = results[0]["logged0"]
+    assert failed.startswith("Metric 'c' of dataset 'd' (CATEGORICAL_COUNT) is held by another rank, and rank 1,")
+    assert "its handler raised KeyError: 'call 2'" in failed
+    assert [r["keys0"] for r in results] == [[("d", "c"), ("d", "q")], [], []]  # nothing registered
+    for call in (1, 2, 3):
+        assert_logged(results[0][f"logged{call}"], expected)
+    assert all(r["keys2"] == [("d", "c"), ("d", "q")] for r in results)
+    lacking = {"all_gather_object": 2, "all_gather": 2}  # keys, whether the handlers could make them; shapes, states
+    for r in results:
+        assert r["counts"] == [{"all_gather_object": 2}, lacking, {"all_gather_object": 1, "all_gather": 2}, lacking]
+    assert results[1]["pair"] == results[2]["pair"]
+    made, probed = results[1]["pair"]
+    for message, error in ((made, "KeyError: 'call 2'"), (probed, "KeyError: 'call 1'")):
+        assert message.startswith("Metric 'x' of dataset 'd' (SUM) is held by another rank, and rank 2, which lacks")
+        assert error in message

@@ -73,7 +73,10 @@ def _unlike(key: Key, one: Layout, other: Layout) -> str:
     )
 
 
-def _unmade(key: Key, agg_type: AggregationType, rank: int, error: str) -> str:
+def _unmade(key: Key, agg_type: AggregationType, group: Any, rank: int, error: str) -> str:
+    """The error of a key that the rank ``rank`` of ``group`` lacks and cannot make, naming the process's own rank."""
+    if group is not None:  # a subgroup numbers its ranks from 0: name the rank the process has in the default group
+        rank = dist.get_global_rank(group, rank)
     return (
         f"Metric {key[1]!r} of dataset {key[0]!r} ({_type_name(agg_type)}) is held by another rank, and rank {rank}, "
         f"which lacks it, cannot make its metric: its handler raised {error}. Register a handler that makes a new "
@@ -478,36 +481,32 @@ class MetricsAggregator:
                 kinds[key][rank] = (kind, layout, None)
                 categories[key].append(names or [])
         fused: dict[Key, str] = {}
-        agreed: dict[Key, Layout] = {}  # the states every rank's metric of a key holds (as held or as probed)
         for key, agg_type in union.items():
             held = kinds[key]  # a rank without the key makes its metric with its handler
             none: _Probe = (None, None, None)
             every = [held.get(r) or made.get(agg_type.value, none) for r, (_, made) in enumerate(gathered)]
             failed = [(r, error) for r, (_, _, error) in enumerate(every) if error is not None]
             if failed:  # that rank would raise alone while creating the key, the others waiting in the sync
-                raise ValueError(_unmade(key, agg_type, *failed[0]))
+                raise ValueError(_unmade(key, agg_type, group, *failed[0]))
             layouts = list(dict.fromkeys(layout for _, layout, _ in every if layout is not None))
             if len(layouts) > 1:  # positional gathers of other states: wrong values, or gloo aborts the process
                 raise ValueError(_unlike(key, layouts[0], layouts[1]))
-            if layouts:
-                agreed[key] = layouts[0]
             if every[0][0] is not None and all(kind == every[0][0] for kind, _, _ in every):
                 fused[key] = every[0][0]
-        self._make_missing(union, fused, agreed, [len(kinds[key]) < len(gathered) for key in union])
+        self._make_missing(union, [len(kinds[key]) < len(gathered) for key in union])
         self._keys = {key: self._keys[key] for key in union}
         return {
             key: (self._keys[key][2], kind, ordered_union(categories[key]) if kind == CATEGORIES else None)
             for key, kind in fused.items()
         }
 
-    def _make_missing(
-        self, union: dict[Key, AggregationType], fused: dict[Key, str], agreed: dict[Key, Layout], lacked: list[bool]
-    ) -> None:
+    def _make_missing(self, union: dict[Key, AggregationType], lacked: list[bool]) -> None:
         """Make and register the metrics of the keys of ``union`` this rank lacks; if one cannot, raise on every rank.
 
         The probes of :meth:`_handler_kinds` cannot see every failure of a handler making the very
         metric (one that returns an instance already in use, or a metric that syncs or holds states
-        unlike its probe's, ``fused`` and ``agreed``: e.g. a stateful factory): where a rank lacks a
+        unlike its probe's, e.g. a stateful factory: the probe is what every rank took this rank's
+        metric to be when deciding how the key syncs, fused or not): where a rank lacks a
         key (``lacked``, the same on every rank), the ranks exchange what went wrong (one more
         collective) and all raise the first rank's ``ValueError``, or none does; nothing is
         registered then. A rank raising alone would leave the others waiting in the sync until the
@@ -521,8 +520,10 @@ class MetricsAggregator:
                 continue
             try:
                 metric = self._make(agg_type, taken)
-                unlike_kind = key in fused and sync_kind(metric, self.process_group) != fused[key]
-                if unlike_kind or agreed.get(key, state_layout(metric)) != state_layout(metric):
+                # this rank's probe, as every rank saw it in the keys' exchange (kept: its probe succeeded,
+                # or the exchange raised on every rank); a key left to TorchMetrics is checked too
+                probe = self._probed.get(agg_type, (None, None, None))
+                if (sync_kind(metric, self.process_group), state_layout(metric)) != probe[:2]:
                     raise RuntimeError(
                         f"it made a {type(metric).__name__}, which syncs unlike the metric it made before (a handler "
                         "must make the same kind of metric at each call)"
@@ -537,7 +538,7 @@ class MetricsAggregator:
             failed = [(rank, found) for rank, found in enumerate(failures) if found is not None]
             if failed:
                 rank, (key, agg_type, error) = failed[0]
-                raise ValueError(_unmade(key, agg_type, rank, error))
+                raise ValueError(_unmade(key, agg_type, self.process_group, rank, error))
         for key, metric in made.items():
             self._register(key, union[key], metric)
 

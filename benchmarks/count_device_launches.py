@@ -74,6 +74,21 @@ def batch(num_tasks: int, n: int, seed: int, device: str = "cpu") -> dict[str, t
     return {"preds": p.to(device), "target": (torch.rand(shape, generator=g) < 0.1).long().to(device)}
 
 
+def ranked(n: int, seed: int, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Flat rows of about 4 per query (ids sorted), graded relevance 0-2."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.sort(torch.randint(0, max(1, n // 4), (n,), generator=g)).values
+    inputs = {"preds": torch.rand(n, generator=g), "target": torch.randint(0, 3, (n,), generator=g), "indexes": ids}
+    return {key: value.to(device) for key, value in inputs.items()}
+
+
+def grouped(n: int, seed: int, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """One task's scores and labels with a group id per row (500 groups)."""
+    inputs = batch(1, n, seed)
+    inputs["groups"] = torch.randint(0, 500, (n,), generator=torch.Generator().manual_seed(seed))
+    return {key: value.to(device) for key, value in inputs.items()}
+
+
 def module_step(n: int, seed: int, device: str = "cpu") -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     out = {}
@@ -91,6 +106,16 @@ CASES: dict[str, Case] = {
     "AUPRC(num_bins=10_000)": (lambda m, va, t: m.AUPRC(num_bins=10_000, num_tasks=t, validate_args=va), "metric"),
     "NormalizedEntropy": (lambda m, va, t: m.NormalizedEntropy(num_tasks=t, validate_args=va), "metric"),
     "Calibration": (lambda m, va, t: m.Calibration(num_tasks=t, validate_args=va), "metric"),
+    "CTR": (lambda m, va, t: m.CTR(num_tasks=t, validate_args=va), "metric"),
+    "WeightedMSE": (lambda m, va, t: m.WeightedMSE(num_tasks=t, validate_args=va), "metric"),
+    "Windowed(AUC(), 100_000)": (lambda m, va, t: m.Windowed(m.AUC(num_tasks=t, validate_args=va), 100_000), "metric"),
+    "Windowed(AUC(num_bins=10_000), 100_000)": (
+        lambda m, va, t: m.Windowed(m.AUC(num_bins=10_000, num_tasks=t, validate_args=va), 100_000),
+        "metric",
+    ),
+    "GroupedAUC": (lambda m, va, t: m.GroupedAUC(validate_args=va), "grouped"),
+    "NDCG(k=10)": (lambda m, va, t: m.NDCG(k=10, validate_args=va), "ranking"),
+    "RecallAtK(k=10)": (lambda m, va, t: m.RecallAtK(k=10, validate_args=va), "ranking"),
     "module: NE, calibration, CTR, binned AUC": (
         lambda m, va, t: m.RecMetricModule(
             tasks=[m.RecTaskInfo(x, label_name=f"{x}_label", prediction_name=f"{x}_pred") for x in ("click", "like")],
@@ -117,7 +142,8 @@ def count(
     metric = factory(package, validate, num_tasks).to(device)
     with package.utilities.device.force_device_path(device == "cpu"):
         for seed in range(2):
-            inputs = module_step(n, seed, device) if kind == "module" else batch(num_tasks, n, seed, device)
+            make = {"module": module_step, "ranking": ranked, "grouped": grouped}.get(kind)
+            inputs = make(n, seed, device) if make is not None else batch(num_tasks, n, seed, device)
             with Counted() as counted:
                 metric.update(inputs) if kind == "module" else metric.update(**inputs)
     launches = {op: k for op, k in counted.ops.items() if op not in NO_KERNEL and op != "_local_scalar_dense"}
@@ -141,7 +167,7 @@ def main() -> None:
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for name, (_, kind) in CASES.items():
-        for num_tasks in (1,) if kind == "module" else (1, 3):
+        for num_tasks in (1, 3) if kind == "metric" else (1,):
             for validate in (True, False):
                 ours, reads, ops = count(new, name, validate, num_tasks, args.n, args.device)
                 cells = [name, str(2 if kind == "module" else num_tasks), "yes" if validate else "no"]

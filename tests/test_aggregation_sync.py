@@ -743,3 +743,60 @@ def test_three_ranks_agree_on_a_handler_failing_at_its_second_call_and_on_the_ra
     for message, error in ((made, "KeyError: 'call 2'"), (probed, "KeyError: 'call 1'")):
         assert message.startswith("Metric 'x' of dataset 'd' (SUM) is held by another rank, and rank 2, which lacks")
         assert error in message
+
+
+def _half_synced(rank: int, world: int) -> list[Any]:
+    aggregator = MetricsAggregator()
+    if rank == 0:  # this rank's SUM metrics never sync; rank 1's sync (the default)
+        aggregator.register_handler(A.SUM, partial(Sum, sync_on_compute=False))
+    aggregator.update([Metric("d", "x", 1.0 + rank, A.SUM), Metric("d", "m", 4.0 * rank, A.MAX)])
+    out: list[Any] = []
+    try:
+        out.append(aggregator.get_metrics_for_logging())
+    except ValueError as err:
+        out.append(str(err))
+    aggregator.reset()
+    aggregator.register_handler(A.SUM, Sum)  # the same handlers on both ranks: logs the pooled values
+    aggregator.update([Metric("d", "x", 1.0 + rank, A.SUM)])
+    out.append(aggregator.get_metrics_for_logging())
+    return out
+
+
+@pytest.mark.ddp
+def test_a_key_whose_metric_never_syncs_on_one_rank_only_is_an_error_on_every_rank(ddp_pool):
+    """Before, the key left to TorchMetrics' own sync: the rank whose metric syncs waited in its gather for a rank
+    that never joined it (or paired it with the next collective)."""
+    first, second = ddp_pool.run(_half_synced)
+    assert first == second
+    assert first[0] == (
+        "Metric 'x' of dataset 'd': its metric never syncs on rank 0 (`sync_on_compute=False`) and syncs on rank 1, "
+        "which would wait for it in the sync. Register the same handlers on every rank (the ranks agree: every rank "
+        "raises this)."
+    )
+    assert first[1] == {"train_d/x": 3.0}
+
+
+def _probe_syncs_made_never(rank: int, world: int) -> list[Any]:
+    # each rank's own key and the probe: Sums syncing through TorchMetrics (calls 1, 2); the other rank's key: a Sum
+    # that never syncs (call 3), which `sync_kind` told apart from the probe's only since UNSYNCED
+    aggregator = MetricsAggregator()
+    aggregator.register_handler(
+        A.SUM, _Calls(partial(Sum, dist_sync_fn=gather_all_tensors), partial(Sum, dist_sync_fn=gather_all_tensors),
+                      partial(Sum, sync_on_compute=False), partial(Sum, dist_sync_fn=gather_all_tensors))
+    )  # fmt: skip
+    aggregator.update([Metric("d", "a" if rank else "b", 1.0 + rank, A.SUM)])
+    out: list[Any] = []
+    try:
+        out.append(aggregator.get_metrics_for_logging())
+    except ValueError as err:
+        out.append(str(err))
+    out.append(aggregator.get_metrics_for_logging())  # call 4: like the probe
+    return out
+
+
+@pytest.mark.ddp
+def test_a_made_metric_that_never_syncs_unlike_its_syncing_probe_is_an_error_on_every_rank(ddp_pool):
+    first, second = ddp_pool.run(_probe_syncs_made_never)
+    assert first[0] == second[0]
+    assert "which syncs unlike the metric it made before" in first[0]
+    assert first[1] == second[1] == {"train_d/b": 1.0, "train_d/a": 2.0}

@@ -16,7 +16,15 @@ from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.categorical import CategoricalCount, _Counted
 from torchmetrics_ext.aggregation.handlers import DEFAULT_HANDLERS, MetricFactory
 from torchmetrics_ext.aggregation.plan import Fold, Step, Update, apply_updates, plan_step
-from torchmetrics_ext.aggregation.sync import CATEGORIES, Layout, SyncEntry, state_layout, sync_kind, synced_values
+from torchmetrics_ext.aggregation.sync import (
+    CATEGORIES,
+    UNSYNCED,
+    Layout,
+    SyncEntry,
+    state_layout,
+    sync_kind,
+    synced_values,
+)
 from torchmetrics_ext.aggregation.types import AggregationType, Metric
 from torchmetrics_ext.metrics.base import counted_as_updated
 from torchmetrics_ext.utilities.data import ordered_union
@@ -70,6 +78,15 @@ def _unlike(key: Key, one: Layout, other: Layout) -> str:
         f"Metric {key[1]!r} of dataset {key[0]!r} has the states {states(one, other)} on one rank and "
         f"{states(other, one)} "
         "on another, which cannot sync together: register the same handlers on every rank (the ranks disagree)."
+    )
+
+
+def _half_synced(key: Key, unsynced: int, synced: int) -> str:
+    """The error of one key whose metric never syncs on one rank and syncs on another."""
+    return (
+        f"Metric {key[1]!r} of dataset {key[0]!r}: its metric never syncs on rank {unsynced} "
+        f"(`sync_on_compute=False`) and syncs on rank {synced}, which would wait for it in the sync. Register the "
+        "same handlers on every rank (the ranks agree: every rank raises this)."
     )
 
 
@@ -491,7 +508,10 @@ class MetricsAggregator:
             layouts = list(dict.fromkeys(layout for _, layout, _ in every if layout is not None))
             if len(layouts) > 1:  # positional gathers of other states: wrong values, or gloo aborts the process
                 raise ValueError(_unlike(key, layouts[0], layouts[1]))
-            if every[0][0] is not None and all(kind == every[0][0] for kind, _, _ in every):
+            synced = [kind != UNSYNCED for kind, _, _ in every]
+            if any(synced) and not all(synced):  # the syncing ranks would wait in their sync for the others
+                raise ValueError(_half_synced(key, synced.index(False), synced.index(True)))
+            if every[0][0] not in (None, UNSYNCED) and all(kind == every[0][0] for kind, _, _ in every):
                 fused[key] = every[0][0]
         self._make_missing(union, [len(kinds[key]) < len(gathered) for key in union])
         self._keys = {key: self._keys[key] for key in union}

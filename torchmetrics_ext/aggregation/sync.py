@@ -28,10 +28,11 @@ from torchmetrics_ext.aggregation.distribution import Distribution
 from torchmetrics_ext.metrics.base import TaskMetric, _replay
 from torchmetrics_ext.utilities.distributed import fused_gather
 
-__all__ = ["CATEGORIES", "STATES", "Layout", "SyncEntry", "state_layout", "sync_kind", "synced_values"]
+__all__ = ["CATEGORIES", "STATES", "UNSYNCED", "Layout", "SyncEntry", "state_layout", "sync_kind", "synced_values"]
 
 STATES = "states"  # gathered state by state, reduced by TorchMetrics' dist_reduce_fx
 CATEGORIES = "categories"  # a CategoricalCount: its counts laid out by the ranks' union of categories, summed
+UNSYNCED = "unsynced"  # never syncs (`sync_on_compute=False`): each rank computes its own; not in the fused sync
 # received bytes per all-gather (every rank's part together): 64 ranks x 1 MiB, e.g. ~25 DISTRIBUTION sketches each
 GATHER_BYTES = 64 * 2**20
 _STATE_SYNCS = (TaskMetric._sync_dist, Distribution._sync_dist)
@@ -64,20 +65,25 @@ def state_layout(metric: TorchMetric) -> Layout:
 def sync_kind(metric: TorchMetric, group: Any) -> str | None:
     """How ``metric`` takes part in the aggregator's fused sync over ``group``; ``None``: its own TorchMetrics sync.
 
+    :data:`UNSYNCED` for a metric that never syncs (``sync_on_compute=False``): it takes no part in
+    any sync, so every rank's metric of a key must be one (or none may be: the syncing ranks would
+    wait for the others in their sync).
+
     Examples:
         >>> from torchmetrics.aggregation import SumMetric
         >>> from torchmetrics_ext.aggregation import CategoricalCount, Distribution, Sum
         >>> from torchmetrics.aggregation import CatMetric, MeanMetric
         >>> [sync_kind(m, None) for m in (Sum(), Distribution(), CategoricalCount(), SumMetric(), MeanMetric())]
         ['states', 'states', 'categories', 'states', 'states']
-        >>> sync_kind(Sum(sync_on_compute=False), None) is None  # never syncs: left to TorchMetrics
-        True
+        >>> sync_kind(Sum(sync_on_compute=False), None)  # never syncs
+        'unsynced'
         >>> sync_kind(CatMetric(), None) is None  # a list state: left to TorchMetrics
         True
     """
+    if not metric.sync_on_compute:
+        return UNSYNCED
     if (
-        not metric.sync_on_compute
-        or metric.dist_sync_fn is not None
+        metric.dist_sync_fn is not None
         or metric.process_group is not group
         or metric.distributed_available_fn is not jit_distributed_available
     ):

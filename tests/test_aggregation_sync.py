@@ -800,3 +800,54 @@ def test_a_made_metric_that_never_syncs_unlike_its_syncing_probe_is_an_error_on_
     assert first[0] == second[0]
     assert "which syncs unlike the metric it made before" in first[0]
     assert first[1] == second[1] == {"train_d/b": 1.0, "train_d/a": 2.0}
+
+
+class _Shares(CategoricalCount):
+    """A user's CategoricalCount whose value is each category's share of the count, not the count."""
+
+    def compute(self) -> dict[Any, torch.Tensor]:
+        counts = super().compute()
+        total = sum(counts.values())
+        return {category: count / total for category, count in counts.items()}
+
+
+def _shares_records(rank: int) -> list[Metric]:
+    picked = ["web", "app", "web", "web"] if rank == 0 else ["app", "tv", "app"]
+    return [Metric("d", "src", category, A.CATEGORICAL_COUNT) for category in picked]
+
+
+def _expected_shares(ranks: list[int]) -> dict[str, float]:
+    seen = [r.value for rank in ranks for r in _shares_records(rank)]
+    return {f"train_d/src_count_{c}": seen.count(c) / len(seen) for c in dict.fromkeys(seen)}
+
+
+def test_a_categorical_count_subclass_computes_and_logs_its_own_value():
+    """Its compute was never called: TorchMetrics' wrapper was built around the counts, so ``compute()`` and the
+    aggregator gave counts."""
+    metric = _Shares()
+    metric.update(["web", "app", "web", "web"])
+    assert {k: float(v) for k, v in metric.compute().items()} == {"web": 0.75, "app": 0.25}
+    aggregator = MetricsAggregator()
+    aggregator.register_handler(A.CATEGORICAL_COUNT, _Shares)
+    aggregator.update(_shares_records(0))
+    assert aggregator.get_metrics_for_logging() == _expected_shares([0])
+
+
+def _shares_ddp(rank: int, world: int) -> tuple[dict[str, float], dict[str, int]]:
+    aggregator = MetricsAggregator()
+    aggregator.register_handler(A.CATEGORICAL_COUNT, _Shares)
+    aggregator.update([*_shares_records(rank), Metric("d", "n", 1.0, A.SUM)])
+    with counting() as counts:
+        logged = aggregator.get_metrics_for_logging()
+    return logged, dict(counts)
+
+
+@pytest.mark.ddp
+def test_a_categorical_count_subclass_logs_its_value_of_the_pooled_counts_under_ddp(ddp_pool):
+    (logged, counts), (logged1, _) = ddp_pool.run(_shares_ddp)
+    expected = {**_expected_shares([0, 1]), "train_d/n": 2.0}
+    assert logged == logged1
+    assert logged.keys() == expected.keys()
+    for key, value in expected.items():
+        assert math.isclose(logged[key], value, rel_tol=1e-15), key
+    assert counts["all_gather_object"] >= 1  # its own sync (categories' union), after the fused one of the SUM key

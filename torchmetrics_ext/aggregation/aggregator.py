@@ -648,9 +648,10 @@ class MetricsAggregator:
         """The metric's value: synced through TorchMetrics under DDP, directly otherwise.
 
         A :class:`CategoricalCount`'s is its whole value (categories and counts vector), not the
-        dict of one tensor per category its ``compute`` makes of it.
+        dict of one tensor per category its ``compute`` makes of it (a subclass's own ``compute``:
+        its dict).
         """
-        if isinstance(metric, CategoricalCount):
+        if isinstance(metric, CategoricalCount) and metric._own_compute():
             return metric._synced_value() if distributed else metric._whole_value()
         if not distributed and isinstance(metric, AggregationMetric):
             return metric._logged_value()  # nothing to sync: skip the wrapper's copies (host numbers where it can)

@@ -464,6 +464,10 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         """``{category: count}`` of everything seen (and synced across ranks)."""
         return self._whole_value().as_dict()
 
+    def _own_compute(self) -> bool:
+        """Whether ``compute`` is this class's: a subclass overriding it computes its own value from the counts."""
+        return type(self).compute is CategoricalCount.compute
+
     def _whole_value(self) -> _Counted:
         """The value of the states as they are (no sync): the categories and a copy of the counts."""
         return _Counted(self.categories, self.counts.clone())
@@ -477,6 +481,8 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         value: the same ``{category: 0-dim float64 count}``, each count a tensor of its own. The
         wrapped whole value is ``_synced_value`` (read by :class:`MetricsAggregator`).
         """
+        if not self._own_compute():  # a subclass's own compute: TorchMetrics' wrapper around it, as for any metric
+            return super()._wrap_compute(compute)
         synced = super()._wrap_compute(self._whole_value)
         self.__dict__["_synced_value"] = synced
 

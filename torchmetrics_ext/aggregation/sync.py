@@ -90,7 +90,7 @@ def sync_kind(metric: TorchMetric, group: Any) -> str | None:
         return None
     sync = type(metric)._sync_dist
     if isinstance(metric, CategoricalCount) and sync is CategoricalCount._sync_dist:
-        return CATEGORIES
+        return CATEGORIES if metric._own_compute() else None  # a subclass's compute: after its own sync
     if any(isinstance(default, list) for default in metric._defaults.values()):
         return None
     if sync is TorchMetric._sync_dist or (isinstance(metric, TaskMetric) and sync in _STATE_SYNCS):

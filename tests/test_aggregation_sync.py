@@ -75,6 +75,13 @@ def counting() -> Iterator[collections.Counter[str]]:
             setattr(dist, name, original)
 
 
+def _log_counted(aggregator: MetricsAggregator) -> tuple[dict[str, float], dict[str, int]]:
+    """What ``get_metrics_for_logging`` logs, and the collectives that call made."""
+    with counting() as counts:
+        logged = aggregator.get_metrics_for_logging()
+    return logged, dict(counts)
+
+
 def rank_records(rank: int, keys_per_type: int, seed: int = 0) -> list[Metric]:
     """Records of every type: datasets shared by both ranks and one of this rank's own; one rank's categories."""
     rng = np.random.default_rng([seed, rank])
@@ -183,9 +190,7 @@ def _mixed_handlers(rank: int, world: int) -> tuple[dict[str, float], dict[str, 
     records = [Metric("d", "both", 1.5 + rank, A.SUM), Metric("d", "mean", 2.0 * rank, A.MEAN)]
     records += [Metric("d", f"only{rank}", 4.0, A.SUM)]  # a key the other rank lacks (it makes the metric)
     aggregator.update(records)
-    with counting() as counts:
-        logged = aggregator.get_metrics_for_logging()
-    return logged, dict(counts)
+    return _log_counted(aggregator)
 
 
 @pytest.mark.ddp
@@ -573,19 +578,21 @@ class _Calls:
 def _unlike_probe_unfused(rank: int, world: int) -> list[Any]:
     # each rank's own key: a Sum syncing through TorchMetrics (call 1); the probe: a Sum (call 2), which syncs unlike
     # the held one, so neither key joins the fused sync; the other rank's key: a Sum that never syncs (call 3)
+    handler = _Calls(partial(Sum, dist_sync_fn=gather_all_tensors), Sum, partial(Sum, sync_on_compute=False), Sum)
+    return _own_key_each(rank, handler)  # call 4, at the second logging: a Sum like the probe
+
+
+def _own_key_each(rank: int, handler: Any) -> list[Any]:
+    """Rank 0 holds key 'b' and rank 1 key 'a' (made by ``handler``): the first logging (or its error), the keys
+    held after it, the second logging."""
     aggregator = MetricsAggregator()
-    aggregator.register_handler(
-        A.SUM, _Calls(partial(Sum, dist_sync_fn=gather_all_tensors), Sum, partial(Sum, sync_on_compute=False), Sum)
-    )
+    aggregator.register_handler(A.SUM, handler)
     aggregator.update([Metric("d", "a" if rank else "b", 1.0 + rank, A.SUM)])
-    out: list[Any] = []
     try:
-        out.append(aggregator.get_metrics_for_logging())
+        first: Any = aggregator.get_metrics_for_logging()
     except ValueError as err:
-        out.append(str(err))
-    out.append(sorted(aggregator._keys))
-    out.append(aggregator.get_metrics_for_logging())  # call 4: a Sum like the probe
-    return out
+        first = str(err)
+    return [first, sorted(aggregator._keys), aggregator.get_metrics_for_logging()]
 
 
 @pytest.mark.ddp
@@ -779,19 +786,8 @@ def test_a_key_whose_metric_never_syncs_on_one_rank_only_is_an_error_on_every_ra
 def _probe_syncs_made_never(rank: int, world: int) -> list[Any]:
     # each rank's own key and the probe: Sums syncing through TorchMetrics (calls 1, 2); the other rank's key: a Sum
     # that never syncs (call 3), which `sync_kind` told apart from the probe's only since UNSYNCED
-    aggregator = MetricsAggregator()
-    aggregator.register_handler(
-        A.SUM, _Calls(partial(Sum, dist_sync_fn=gather_all_tensors), partial(Sum, dist_sync_fn=gather_all_tensors),
-                      partial(Sum, sync_on_compute=False), partial(Sum, dist_sync_fn=gather_all_tensors))
-    )  # fmt: skip
-    aggregator.update([Metric("d", "a" if rank else "b", 1.0 + rank, A.SUM)])
-    out: list[Any] = []
-    try:
-        out.append(aggregator.get_metrics_for_logging())
-    except ValueError as err:
-        out.append(str(err))
-    out.append(aggregator.get_metrics_for_logging())  # call 4: like the probe
-    return out
+    synced = partial(Sum, dist_sync_fn=gather_all_tensors)
+    return _own_key_each(rank, _Calls(synced, synced, partial(Sum, sync_on_compute=False), synced))
 
 
 @pytest.mark.ddp
@@ -799,7 +795,8 @@ def test_a_made_metric_that_never_syncs_unlike_its_syncing_probe_is_an_error_on_
     first, second = ddp_pool.run(_probe_syncs_made_never)
     assert first[0] == second[0]
     assert "which syncs unlike the metric it made before" in first[0]
-    assert first[1] == second[1] == {"train_d/b": 1.0, "train_d/a": 2.0}
+    assert (first[1], second[1]) == ([("d", "b")], [("d", "a")])  # nothing registered
+    assert first[2] == second[2] == {"train_d/b": 1.0, "train_d/a": 2.0}
 
 
 class _Shares(CategoricalCount):
@@ -837,9 +834,7 @@ def _shares_ddp(rank: int, world: int) -> tuple[dict[str, float], dict[str, int]
     aggregator = MetricsAggregator()
     aggregator.register_handler(A.CATEGORICAL_COUNT, _Shares)
     aggregator.update([*_shares_records(rank), Metric("d", "n", 1.0, A.SUM)])
-    with counting() as counts:
-        logged = aggregator.get_metrics_for_logging()
-    return logged, dict(counts)
+    return _log_counted(aggregator)
 
 
 @pytest.mark.ddp

@@ -929,6 +929,9 @@ def test_constants_reach_the_device_once_not_every_update():
             (torch.rand(2, 64, device="meta"), p),
             1,
         ),
+        # the binned AUC's bin edges (made on the CPU at the first update of a setting and dtype)
+        (tmx.AUC(num_bins=1000, validate_args=False), (p, y), 1),
+        (tmx.AUPRC(num_bins=1000, num_tasks=2, validate_args=False), (torch.rand(2, 64, device="meta"),) * 2, 1),
     ]
     for metric, args, first in cases:
         metric = metric.to("meta")

@@ -82,6 +82,13 @@ def _log_counted(aggregator: MetricsAggregator) -> tuple[dict[str, float], dict[
     return logged, dict(counts)
 
 
+def _fused_then_own(fused: MetricsAggregator, own: MetricsAggregator) -> tuple[dict[str, Any], ...]:
+    """``fused``'s logging and its collectives, those of its next call (every rank then holds every key), ``own``'s."""
+    logged, counts = _log_counted(fused)
+    _, again = _log_counted(fused)
+    return logged, own.get_metrics_for_logging(), counts, again
+
+
 def rank_records(rank: int, keys_per_type: int, seed: int = 0) -> list[Metric]:
     """Records of every type: datasets shared by both ranks and one of this rank's own; one rank's categories."""
     rng = np.random.default_rng([seed, rank])
@@ -107,11 +114,7 @@ def _log_both(rank: int, world: int, keys_per_type: int) -> tuple[dict[str, floa
     for lo in range(0, len(records), 17):
         fused.update(records[lo : lo + 17])
         own.update(records[lo : lo + 17])
-    with counting() as counts:
-        logged = fused.get_metrics_for_logging()
-    with counting() as again:  # every rank holds every key now
-        fused.get_metrics_for_logging()
-    return logged, own.get_metrics_for_logging(), dict(counts), dict(again)
+    return _fused_then_own(fused, own)
 
 
 @pytest.mark.ddp
@@ -155,11 +158,7 @@ def _torchmetrics_handlers(rank: int, world: int) -> tuple[dict[str, float], ...
             records += [Metric(ds, agg_type.name.lower(), float(v), agg_type) for v in rng.choice(REAL_VALUES, 4)]
     for aggregator in (fused, own):
         aggregator.update(records)
-    with counting() as counts:
-        logged = fused.get_metrics_for_logging()
-    with counting() as again:  # every rank holds every key now
-        fused.get_metrics_for_logging()
-    return logged, own.get_metrics_for_logging(), dict(counts), dict(again)
+    return _fused_then_own(fused, own)
 
 
 @pytest.mark.ddp

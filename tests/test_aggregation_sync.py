@@ -716,6 +716,15 @@ def _three_ranks(rank: int, world: int) -> dict[str, Any]:
             aggregator.get_metrics_for_logging()
         except ValueError as err:
             messages.append(str(err))
+    # in that group: rank 1's SUM metric never syncs, rank 2's does; the message names ranks 1 and 2
+    aggregator = MetricsAggregator(process_group=pair)
+    if rank == 1:
+        aggregator.register_handler(A.SUM, partial(Sum, sync_on_compute=False))
+    aggregator.update([Metric("d", "x", 1.0, A.SUM)])
+    try:
+        aggregator.get_metrics_for_logging()
+    except ValueError as err:
+        messages.append(str(err))
     out["pair"] = messages
     return out
 
@@ -745,7 +754,9 @@ def test_three_ranks_agree_on_a_handler_failing_at_its_second_call_and_on_the_ra
     for r in results:
         assert r["counts"] == [{"all_gather_object": 2}, lacking, {"all_gather_object": 1, "all_gather": 2}, lacking]
     assert results[1]["pair"] == results[2]["pair"]
-    made, probed = results[1]["pair"]
+    made, probed, half = results[1]["pair"]
+    assert half.startswith("Metric 'x' of dataset 'd': its metric never syncs on rank 1 (`sync_on_compute=False`) "
+                           "and syncs on rank 2,")  # fmt: skip
     for message, error in ((made, "KeyError: 'call 2'"), (probed, "KeyError: 'call 1'")):
         assert message.startswith("Metric 'x' of dataset 'd' (SUM) is held by another rank, and rank 2, which lacks")
         assert error in message

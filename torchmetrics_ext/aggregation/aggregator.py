@@ -81,19 +81,23 @@ def _unlike(key: Key, one: Layout, other: Layout) -> str:
     )
 
 
-def _half_synced(key: Key, unsynced: int, synced: int) -> str:
-    """The error of one key whose metric never syncs on one rank and syncs on another."""
+def _global(group: Any, rank: int) -> int:
+    """The rank ``rank`` of ``group`` as the process's rank in the default group (a subgroup numbers its own from 0)."""
+    return rank if group is None else dist.get_global_rank(group, rank)
+
+
+def _half_synced(key: Key, group: Any, unsynced: int, synced: int) -> str:
+    """The error of one key whose metric never syncs on one rank of ``group`` and syncs on another."""
     return (
-        f"Metric {key[1]!r} of dataset {key[0]!r}: its metric never syncs on rank {unsynced} "
-        f"(`sync_on_compute=False`) and syncs on rank {synced}, which would wait for it in the sync. Register the "
-        "same handlers on every rank (the ranks agree: every rank raises this)."
+        f"Metric {key[1]!r} of dataset {key[0]!r}: its metric never syncs on rank {_global(group, unsynced)} "
+        f"(`sync_on_compute=False`) and syncs on rank {_global(group, synced)}, which would wait for it in the sync. "
+        "Register the same handlers on every rank (the ranks agree: every rank raises this)."
     )
 
 
 def _unmade(key: Key, agg_type: AggregationType, group: Any, rank: int, error: str) -> str:
     """The error of a key that the rank ``rank`` of ``group`` lacks and cannot make, naming the process's own rank."""
-    if group is not None:  # a subgroup numbers its ranks from 0: name the rank the process has in the default group
-        rank = dist.get_global_rank(group, rank)
+    rank = _global(group, rank)
     return (
         f"Metric {key[1]!r} of dataset {key[0]!r} ({_type_name(agg_type)}) is held by another rank, and rank {rank}, "
         f"which lacks it, cannot make its metric: its handler raised {error}. Register a handler that makes a new "
@@ -510,7 +514,7 @@ class MetricsAggregator:
                 raise ValueError(_unlike(key, layouts[0], layouts[1]))
             synced = [kind != UNSYNCED for kind, _, _ in every]
             if any(synced) and not all(synced):  # the syncing ranks would wait in their sync for the others
-                raise ValueError(_half_synced(key, synced.index(False), synced.index(True)))
+                raise ValueError(_half_synced(key, group, synced.index(False), synced.index(True)))
             if every[0][0] not in (None, UNSYNCED) and all(kind == every[0][0] for kind, _, _ in every):
                 fused[key] = every[0][0]
         self._make_missing(union, [len(kinds[key]) < len(gathered) for key in union])

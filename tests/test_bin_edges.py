@@ -33,6 +33,16 @@ RULES = [
     (1000, (-16.0, 16.0), True, "probability"),
 ]
 RULE_IDS = [f"B{b}-{r[0]:g}:{r[1]:g}-{'logits' if f else 'probs'}-{s}" for b, r, f, s in RULES]
+# narrow, far-off and two-bin rules, checked exhaustively on every 16-bit score against the formula too
+EXTREME_RULES = [
+    (2, (-16.0, 16.0), False, "logit"),
+    (2, (-16.0, 16.0), True, "probability"),
+    (1000, (-1e-3, 1e-3), False, "logit"),
+    (1000, (-1e-3, 1e-3), True, "logit"),
+    (1000, (5.0, 40.0), False, "logit"),
+    (1000, (-40.0, -5.0), True, "logit"),
+    (100_000, (-16.0, 16.0), True, "probability"),
+]
 
 
 def _numpy_bins(x: np.ndarray, num_bins: int, logit_range: tuple[float, float], from_logits: bool, space: str):
@@ -49,7 +59,7 @@ def _numpy_bins(x: np.ndarray, num_bins: int, logit_range: tuple[float, float], 
 
 
 def _domain(dtype: torch.dtype, from_logits: bool) -> torch.Tensor:
-    """Every value of a 16-bit float ``dtype`` that is a valid score (logits: finite; probabilities: [0, 1])."""
+    """Every value of a 16-bit float ``dtype`` that is a valid score (logits: finite; probabilities: [0, 1], -0.0 too)."""
     x = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype)
     keep = torch.isfinite(x) if from_logits else (x >= 0) & (x <= 1)
     return x[keep]
@@ -61,10 +71,10 @@ def _device_index(preds: torch.Tensor, target: torch.Tensor, rule: tuple, int64:
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
-@pytest.mark.parametrize("rule", RULES, ids=RULE_IDS)
+@pytest.mark.parametrize("rule", RULES + EXTREME_RULES, ids=RULE_IDS + [str(rule) for rule in EXTREME_RULES])
 def test_every_half_precision_score_gets_its_documented_bin(dtype, rule):
     num_bins, logit_range, from_logits, space = rule
-    x = _domain(dtype, from_logits)
+    x = _domain(dtype, from_logits)  # -0.0 too (the dtype's order puts it below 0.0)
     target = torch.zeros_like(x, dtype=torch.int64)
     expected = _numpy_bins(x.double().numpy(), num_bins, logit_range, from_logits, space)
     looked_up = _device_index(x[None], target[None], rule)[0]
@@ -225,29 +235,6 @@ def test_each_probed_value_is_binned_in_a_vector_lane_and_the_lookup_ignores_lay
     column = torch.stack([x, -x], 1)[:, 0]  # e.g. one output column of a (N, 2) model output
     target = torch.zeros(1, x.numel(), dtype=torch.int64)
     assert torch.equal(_device_index(column[None], target, rule)[0].long(), vector)
-
-
-# narrow, far-off and two-bin rules, checked exhaustively on every 16-bit score against the formula
-EXTREME_RULES = [
-    (2, (-16.0, 16.0), False, "logit"),
-    (2, (-16.0, 16.0), True, "probability"),
-    (1000, (-1e-3, 1e-3), False, "logit"),
-    (1000, (-1e-3, 1e-3), True, "logit"),
-    (1000, (5.0, 40.0), False, "logit"),
-    (1000, (-40.0, -5.0), True, "logit"),
-    (100_000, (-16.0, 16.0), True, "probability"),
-]
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
-@pytest.mark.parametrize("rule", EXTREME_RULES, ids=str)
-def test_every_half_precision_score_gets_its_documented_bin_under_extreme_rules(dtype, rule):
-    x = _domain(dtype, rule[2])
-    x = torch.cat([x, torch.tensor([-0.0], dtype=dtype)])  # -0.0: the bin of 0 (the dtype's order puts it below)
-    expected = _numpy_bins(x.double().numpy(), *rule)
-    np.testing.assert_array_equal(
-        _device_index(x[None], torch.zeros(1, x.numel(), dtype=torch.int64), rule)[0], expected
-    )
 
 
 @pytest.mark.parametrize(

@@ -611,6 +611,56 @@ def test_a_resume_with_another_configuration_gets_back_only_the_keys_its_module_
     )
 
 
+def test_a_window_resized_since_the_checkpoint_gets_back_its_lifetime_values_alone(one_process_runs):
+    """Regression: the window values logged before the checkpoint went back in ``callback_metrics`` although the
+    resized window starts empty (they covered samples of a window of the other size, which the module no longer
+    holds). The lifetime values (numpy over the first 3 batches) go back; the window keys wait for the first
+    compute (at 6), whose window covers the resumed batch alone."""
+    ckpt = one_process_runs["root"] / "whole" / "ckpt" / "step" / "step=5.ckpt"
+    resized = _AtStart(
+        metrics=run.METRICS, window_size=run.WINDOW // 2, compute_interval_steps=run.INTERVAL, prefix="train/"
+    )
+    _, recorder = _resume(resized, ckpt, max_steps=6)
+    before = [b for s, b in one_process_runs["whole"][1] if s < run.INTERVAL]
+    expected = {f"train/ne/{t}": _ne(before, t) for t in TASKS} | {
+        f"train/{m}/{t}": _weighted(before, t)[m] for m in ("ctr", "calibration") for t in TASKS
+    }
+    trained = {key: value for key, value in resized.at_start.items() if "/throughput/" not in key}
+    assert sorted(trained) == sorted([*expected, *(f"train/auc/{t}" for t in TASKS)])
+    for key, value in expected.items():
+        np.testing.assert_allclose(trained[key], value, rtol=1e-10, err_msg=key)
+    assert resized.kept == resized.at_start  # a checkpoint before the first compute holds those alone
+    (step, first), *_ = _train_values(recorder.rows)
+    assert step == 5 and [s for s, _ in resized.seen] == [5]
+    np.testing.assert_allclose(first["train/ctr/click/window"], _weighted([resized.seen[0][1]], "click")["ctr"])
+
+
+def test_a_metric_started_afresh_by_a_resume_with_other_settings_gets_no_value_back(one_process_runs):
+    """Regression: NE rebuilt under its name with another ``eta`` (a state named after it) starts afresh under
+    ``strict_loading = False``, yet its value logged before the checkpoint went back under ``train/ne/<task>``
+    until the first compute. Now only CTR (resumed; numpy over the first 3 batches) goes back; NE's first compute
+    covers the resumed batch alone (numpy, predictions clipped to ``[eta, 1 - eta]``)."""
+    ckpt = one_process_runs["root"] / "whole" / "ckpt" / "step" / "step=5.ckpt"
+    eta = 0.25
+    changed = _AtStart(
+        metrics={"ne": {"metric": "ne", "eta": eta}, "ctr": "ctr"},
+        throughput=False,
+        compute_interval_steps=run.INTERVAL,
+        prefix="train/",
+    )
+    with pytest.warns(UserWarning, match="a checkpoint of other settings"):
+        _, recorder = _resume(changed, ckpt, max_steps=6)
+    before = [b for s, b in one_process_runs["whole"][1] if s < run.INTERVAL]
+    assert sorted(changed.at_start) == [f"train/ctr/{t}" for t in sorted(TASKS)]
+    for task in TASKS:
+        np.testing.assert_allclose(changed.at_start[f"train/ctr/{task}"], _weighted(before, task)["ctr"], rtol=1e-12)
+    (step, first), *_ = _train_values(recorder.rows)
+    assert step == 5 and [s for s, _ in changed.seen] == [5]
+    clipped = {k: v.clamp(eta, 1 - eta) if k.endswith("_pred") else v for k, v in changed.seen[0][1].items()}
+    for task in TASKS:
+        np.testing.assert_allclose(first[f"train/ne/{task}"], _ne([clipped], task), rtol=1e-10)
+
+
 @pytest.mark.ddp
 def test_a_module_started_afresh_on_load_gets_no_values_back(ddp_runs):
     """A 2-rank checkpoint resumed in one process: the module starts afresh, its update count carries on.

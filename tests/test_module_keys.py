@@ -372,3 +372,68 @@ def test_a_users_dict_valued_metric_has_its_computed_keys_known():
     assert all(key in keys for key in computed)
     # its entries are known only from its value: any valid entry name; a package metric's are exact
     assert "pair.other/click" in keys and "ne.other/click" not in keys and "pair.a/b/click" not in keys
+
+
+# ------------------------------------------------------------ resumed=True: the keys of what the last load resumed
+
+
+def _trained(**options) -> tmx.RecMetricModule:
+    module = tmx.RecMetricModule(
+        ["click"], {"ne": "ne", "log_loss": "log_loss", "label_average": "label_average"}, **options
+    )
+    module.update({"prediction": torch.tensor([0.2, 0.7, 0.4]), "label": torch.tensor([0.0, 1.0, 1.0])})
+    return module
+
+
+def _resumed_keys(module: tmx.RecMetricModule) -> list[str]:
+    keys = ModuleKeys(module, resumed=True)
+    return sorted(key for key in compute_after(module, []) if key in keys)
+
+
+def test_resumed_keys_leave_out_a_window_started_empty_by_the_load():
+    """A window resized since the checkpoint starts empty: only the lifetime keys (every metric's) were resumed."""
+    saved = _trained(window_size=8, throughput=False).state_dict()
+    resized = tmx.RecMetricModule(
+        ["click"],
+        {"ne": "ne", "log_loss": "log_loss", "label_average": "label_average"},
+        window_size=4,
+        throughput=False,
+    )
+    assert len(_resumed_keys(resized)) == 6  # never loaded: every key, lifetime and window
+    resized.load_state_dict(saved)
+    assert _resumed_keys(resized) == ["label_average/click", "log_loss/click", "ne/click"]
+    same = tmx.RecMetricModule(
+        ["click"],
+        {"ne": "ne", "log_loss": "log_loss", "label_average": "label_average"},
+        window_size=8,
+        throughput=False,
+    )
+    same.load_state_dict(saved)  # the same window resumes: every key
+    assert len(_resumed_keys(same)) == 6
+
+
+def test_resumed_keys_leave_out_every_key_of_a_metric_started_afresh_and_of_its_compute_group():
+    """NE built with other settings (``from_logits``: its states are named after it) starts afresh with
+    strict=False, and so does log loss, which reads NE's states (one compute group, saved under NE alone);
+    the label average (states named alike under both settings) and the throughput resumed."""
+    saved = _trained().state_dict()
+    changed = tmx.RecMetricModule(
+        ["click"], {"ne": "ne", "log_loss": "log_loss", "label_average": "label_average"}, from_logits=True
+    )
+    assert changed.compute_groups[0] == ["ne", "log_loss"]
+    with pytest.warns(UserWarning, match="other settings"):
+        changed.load_state_dict(saved, strict=False)
+    keys = ModuleKeys(changed, resumed=True)
+    assert "ne/click" not in keys and "log_loss/click" not in keys
+    assert "label_average/click" in keys and "throughput/total_examples" in keys
+    assert "ne/click" in ModuleKeys(changed)  # without resumed: what the module reports
+    changed.load_state_dict(changed.state_dict())  # a later load that resumes everything: every key again
+    assert "ne/click" in ModuleKeys(changed, resumed=True)
+
+
+def test_resumed_keys_leave_out_the_throughput_added_since_the_checkpoint():
+    saved = _trained(throughput=False).state_dict()
+    module = tmx.RecMetricModule(["click"], {"ne": "ne", "log_loss": "log_loss", "label_average": "label_average"})
+    module.load_state_dict(saved, strict=False)
+    keys = ModuleKeys(module, resumed=True)
+    assert "ne/click" in keys and "throughput/total_examples" not in keys

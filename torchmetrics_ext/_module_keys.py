@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from torchmetrics_ext._module_config import _entry_name_ok
+from torchmetrics_ext._module_loading import AFRESH_ON_LOAD
 from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.metrics.throughput import Throughput
 
@@ -34,6 +35,11 @@ class ModuleKeys:
     ``"{state}/{entry}"`` is taken for any entry name the module accepts (non-empty printable text
     without ``/``, ``|`` or ``.``).
 
+    With ``resumed=True``, only the keys of what the module's last ``load_state_dict`` resumed: a
+    metric that started afresh there (a state missing, loaded with ``strict=False``) has none of its
+    keys, and a metric whose window started empty (a window changed since the checkpoint) none of
+    its window keys; a module never loaded has every key.
+
     Examples:
         >>> import torchmetrics_ext as tmx
         >>> from torchmetrics_ext._module_keys import ModuleKeys
@@ -45,9 +51,11 @@ class ModuleKeys:
         False
     """
 
-    def __init__(self, module: RecMetricModule) -> None:
+    def __init__(self, module: RecMetricModule, resumed: bool = False) -> None:
         templates: list[str] = []
         parts = ("lifetime", "window") if module.window_size is not None else ("lifetime",)
+        # the parts the module's last load did not resume (a metric or window started afresh), left out if `resumed`
+        afresh: dict[str | None, frozenset[str]] = module.__dict__.get(AFRESH_ON_LOAD, {}) if resumed else {}
         for name in module.metric_names:
             reported, tasks = module._reported.get(name, (("lifetime", "window"), None))
             bare = "bare" in reported  # as `_emit`: such a metric's lifetime goes without lifetime_
@@ -55,10 +63,12 @@ class ModuleKeys:
             for part in parts:
                 if part not in reported and not (bare and part == "lifetime"):
                     continue
+                if part in afresh.get(name, ()):
+                    continue
                 for task in module.tasks:
                     if tasks is None or task.name in tasks:
                         templates += _written(module, name, entries, task.name, part == "window", bare)
-        if module.throughput is not None:
+        if module.throughput is not None and None not in afresh:
             throughput = list(Throughput.entries)  # what its compute() returns
             if module.key_style == "torchrec":
                 throughput += ["attempt_examples", "attempt_throughput"]

@@ -33,12 +33,14 @@ from torchmetrics_ext.wrappers.windowed import Windowed
 if TYPE_CHECKING:
     from torchmetrics_ext.module import RecTaskInfo
 
-__all__ = ["CheckpointLoading"]
+__all__ = ["AFRESH_ON_LOAD", "CheckpointLoading"]
 
 # where a load keeps, from the module's `_load_from_state_dict` to its end, what puts it back (see _after_load):
 # (prefix, restore, error_msgs, errors before, end it: remove the descendants' load wrappers and put back
 # the checkpoint metadata moved with a window change, the units whose window restarts after a window change)
 _LOAD_GUARD = "_load_guard"
+# what the module's last successful load did not resume, {metric name (None: the throughput): parts}: see _afresh
+AFRESH_ON_LOAD = "_afresh_on_load"
 
 
 class CheckpointLoading(nn.Module):
@@ -53,6 +55,7 @@ class CheckpointLoading(nn.Module):
     _groups: list[list[str]]
     _leader: dict[str, str]
     _step: int
+    throughput: Metric | None
 
     def __init__(self) -> None:
         super().__init__()
@@ -388,9 +391,44 @@ def _after_load(module: nn.Module, incompatible_keys: Any) -> None:
         _restart_window(unit)
     if isinstance(module, CheckpointLoading):
         _restart_units_not_saved(module, prefix, incompatible_keys.missing_keys)
+        module.__dict__[AFRESH_ON_LOAD] = _afresh(module, prefix, incompatible_keys.missing_keys, emptied)
         # the load replaced every group's states, through resets of its own (a window change empties each
         # unit's window): neither those nor a reset of one metric alone before the load is said at `compute`
         module._mark_members()
+
+
+def _afresh(
+    module: CheckpointLoading, prefix: str, missing_keys: Sequence[str], emptied: Sequence[Windowed]
+) -> dict[str | None, frozenset[str]]:
+    """Which parts of which metrics the load just ended did not resume: ``{name: parts}`` (``None``: the throughput).
+
+    A unit with a state the checkpoint lacked started afresh, lifetime and window (``strict=False``:
+    a metric added since, one built with other settings whose states are named after them), and so
+    did every member of its compute group; a unit in ``emptied`` resumed its lifetime and started its
+    window empty (a window changed since the checkpoint). A checkpoint without the module's own
+    ``_extra_state`` loaded nothing of it: every part of it is counted. ``_extra_state`` entries alone
+    (a metric's recorded settings or version, a ring) do not count: the states say what was loaded.
+    """
+    missing = {key for key in missing_keys if key.startswith(prefix)}
+    everything = frozenset(("lifetime", "window"))
+    nothing_loaded = prefix + "_extra_state" in missing
+    missing = {key for key in missing if not key.endswith("._extra_state")}
+    window_only = frozenset(("window",))
+    emptied_ids = {id(unit) for unit in emptied}
+    out: dict[str | None, frozenset[str]] = {}
+    heads = [*module._unit_prefixes(prefix)]
+    if module.throughput is not None:
+        heads.append((f"{prefix}throughput.", module.throughput))
+    for head, unit in heads:
+        name = None if unit is module.throughput else head[len(prefix) :].split(".")[1]
+        if nothing_loaded or any(key.startswith(head) for key in missing):
+            out[name] = everything
+        elif id(unit) in emptied_ids:
+            out[name] = out.get(name, frozenset()) | window_only
+    for name, lead in module._leader.items():  # a group member holds its leader's states
+        if lead in out:
+            out[name] = out[lead]
+    return out
 
 
 def _restart_units_not_saved(module: CheckpointLoading, prefix: str, missing_keys: Sequence[str]) -> None:

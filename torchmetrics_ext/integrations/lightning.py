@@ -448,7 +448,11 @@ class RecMetricCallback(pl.Callback):
         compute. Only the keys the module reports now go back: a key of a metric, window, throughput
         or prefix no longer configured (a resume with a changed configuration: another ``prefix``,
         a metric removed with ``strict_loading = False``, no ``window_size``) would stand for values
-        this fit never logs, until the fit's end; the others are those of the states it resumes.
+        this fit never logs, until the fit's end; the others are those of the states it resumes. Nor do
+        the keys of what the restore started afresh: a metric whose states the checkpoint lacked
+        (``strict_loading = False``: one rebuilt with settings its states are named after) and the
+        window keys of a window changed since the checkpoint (it starts empty): their values were
+        computed from states the module no longer holds.
         The keys are read from the module's configuration (no compute, no sync); a dict-valued
         metric's entries are taken whatever their names. A module restored without its count
         (added since the checkpoint: it starts from 0) gets none, and so does one that this callback
@@ -461,7 +465,7 @@ class RecMetricCallback(pl.Callback):
         restored, self._train_values = self._train_values, None
         restarted, self._train_restarted = self._train_restarted, False
         if module is not None and restored is not None and restored[0] <= module._step and not restarted:
-            keys = ModuleKeys(module)
+            keys = ModuleKeys(module, resumed=True)  # no key of a metric or window the load started afresh
             kept = {key: value for key, value in restored[1].items() if key in keys}
             self._train_values = (restored[0], kept) if kept else None
             if trainer is not None and not self._barebones:

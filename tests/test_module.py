@@ -3193,7 +3193,9 @@ def test_tasks_and_metric_names_as_arrays_build_what_lists_build():
         listed.reset()
         listed.update(batch)
         got, want = module.compute(), listed.compute()
-        assert list(got) == list(want) and {k: v.item() for k, v in got.items()} == {k: v.item() for k, v in want.items()}
+        assert list(got) == list(want) and {k: v.item() for k, v in got.items()} == {
+            k: v.item() for k, v in want.items()
+        }
     assert tmx.RecMetricModule(np.array(["click"]), ["ne"], throughput=False).tasks == (tmx.RecTaskInfo("click"),)
     for bad in ["click", {"click"}, np.array("click"), np.array([["click"]]), np.array([]), tmx.RecTaskInfo("click")]:
         with pytest.raises(ValueError, match="`tasks` to be a non-empty list"):

@@ -39,6 +39,8 @@ CASES: dict[str, tuple[Callable[[ModuleType, bool], Any], bool | str]] = {
     "Calibration": (lambda m, va: m.Calibration(validate_args=va), True),
     "AUC exact": (lambda m, va: m.AUC(validate_args=va), False),
     "Windowed(AUC, 1000)": (lambda m, va: m.Windowed(m.AUC(validate_args=va), 1000), False),
+    "AUC binned": (lambda m, va: m.AUC(num_bins=10_000, validate_args=va), False),
+    "Windowed(AUC binned, 1000)": (lambda m, va: m.Windowed(m.AUC(num_bins=10_000, validate_args=va), 1000), False),
     "NDCG(k=10)": (lambda m, va: m.NDCG(k=10, validate_args=va), "ranking"),
     "Windowed(NDCG, 1000)": (lambda m, va: m.Windowed(m.NDCG(k=10, validate_args=va), 1000), "ranking"),
 }

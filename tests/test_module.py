@@ -3175,6 +3175,37 @@ def test_numpy_bools_are_flags_for_the_module_and_session_metrics():
         tmx.RecMetricModule(["click"], {"ne": "ne"}, throughput=1)
 
 
+def test_tasks_and_metric_names_as_arrays_build_what_lists_build():
+    """A 1-D NumPy array or pandas Index of tasks or registry names is the list it holds; other containers are refused."""
+    pd = pytest.importorskip("pandas")
+    tasks = np.array([tmx.RecTaskInfo("click", "y1", "p1"), tmx.RecTaskInfo("buy", "y2", "p2")], dtype=object)
+    batch = {"p1": torch.tensor([0.2, 0.7, 0.4, 0.9]), "y1": torch.tensor([0.0, 1.0, 1.0, 0.0])}
+    batch |= {"p2": torch.tensor([0.6, 0.1, 0.8, 0.3]), "y2": torch.tensor([1.0, 0.0, 1.0, 1.0])}
+    listed = tmx.RecMetricModule(list(tasks), ["ne", "auc"], throughput=False)
+    for given_tasks, given_metrics in [
+        (tasks, np.array(["ne", "auc"])),
+        (pd.Series(list(tasks)), pd.Index(["ne", "auc"])),
+        (tuple(tasks), ("ne", "auc")),
+    ]:
+        module = tmx.RecMetricModule(given_tasks, given_metrics, throughput=False)
+        assert module.tasks == listed.tasks
+        module.update(batch)
+        listed.reset()
+        listed.update(batch)
+        got, want = module.compute(), listed.compute()
+        assert list(got) == list(want) and {k: v.item() for k, v in got.items()} == {
+            k: v.item() for k, v in want.items()
+        }
+    assert tmx.RecMetricModule(np.array(["click"]), ["ne"], throughput=False).tasks == (tmx.RecTaskInfo("click"),)
+    for bad in ["click", {"click"}, np.array("click"), np.array([["click"]]), np.array([]), tmx.RecTaskInfo("click")]:
+        with pytest.raises(ValueError, match="`tasks` to be a non-empty list"):
+            tmx.RecMetricModule(bad, ["ne"], throughput=False)
+    collection = torchmetrics.MetricCollection({"auc": tmx.AUC(num_bins=10)})  # iterating one gives its keys: not names
+    for bad in [collection, {"ne"}, np.array([]), "ne"]:
+        with pytest.raises(ValueError, match="`metrics` to be a non-empty dict"):
+            tmx.RecMetricModule(["click"], bad, throughput=False)
+
+
 def test_undefined_warnings_name_the_tasks() -> None:
     """Inside the module, undefined-value warnings name the metric's key and the tasks, not their positions."""
     tasks = [

@@ -177,17 +177,19 @@ class RecMetricModule(CheckpointLoading):
     r"""Every metric for every task in one module: one stacked update, one validation, one fused sync.
 
     Args:
-        tasks: the tasks, as :class:`RecTaskInfo` (or plain names, which use the default columns);
-            no two tasks may read the same prediction, label and weight columns.
+        tasks: the tasks, as :class:`RecTaskInfo` (or plain names, which use the default columns),
+            in a list, a tuple or a 1-D NumPy array or pandas ``Index``/``Series``; no two tasks may
+            read the same prediction, label and weight columns.
         metrics: ``{name: metric}``. A metric is an instance built for ``len(tasks)`` tasks, a
             class or factory called with ``num_tasks=len(tasks)``, a registry name string
             (``"ne"``, ``"auc"``, ``"ndcg@10"``; see :mod:`torchmetrics_ext.registry`), or a dict of
             options for the registry entry named by its ``"metric"`` option or else by its name
             (``{"auc_binned": {"metric": "auc", "num_bins": 1000}}``, ``{"auc": {"num_bins": 1000}}``;
             ``None``, YAML's ``ne:``, is no options): every form :meth:`from_config` takes, built by
-            the same code, with the same errors. A list of registry names (``["ne", "auc"]``) names
-            each metric after its entry. Ranking metrics have no task dimension: the module keeps
-            one copy per task (a loop over the tasks, not over queries).
+            the same code, with the same errors. A list of registry names (``["ne", "auc"]``; a
+            tuple or a 1-D array of strings too) names each metric after its entry. Ranking metrics
+            have no task dimension: the module keeps one copy per task (a loop over the tasks, not
+            over queries).
         window_size: samples in the recent window (``None``: lifetime values only).
         throughput: add a :class:`~torchmetrics_ext.Throughput` counting the examples of each step
             (or this one, e.g. with other ``warmup_steps``). The module's own starts its clock after
@@ -323,8 +325,9 @@ class RecMetricModule(CheckpointLoading):
         super().__init__()
         self.tasks = _check_tasks(tasks)
         num_tasks = len(self.tasks)
-        if isinstance(metrics, (list, tuple)) and metrics:  # registry names, as `from_config` takes them
-            metrics = _metric_specs(metrics, "`metrics`")
+        names = None if isinstance(metrics, Mapping) else _listed(metrics)
+        if names:  # registry names, as `from_config` takes them (a list, a tuple, a 1-D array of strings)
+            metrics = _metric_specs(names, "`metrics`")
         if not isinstance(metrics, Mapping) or not metrics:
             raise ValueError(
                 f"Expected `metrics` to be a non-empty dict of name -> metric (or a list of registry names), "
@@ -1675,11 +1678,28 @@ def _default_warmup_steps(compute_interval_steps: int) -> int:
     return min(100, max(1, compute_interval_steps // 2))
 
 
+def _listed(value: object) -> list[Any] | None:
+    """The items of a list or tuple, or of a 1-D NumPy array or pandas ``Index``/``Series``; else ``None``.
+
+    How :class:`RecMetricModule` reads ``tasks`` and a ``metrics`` list of registry names: a column of
+    a table (``np.array(["ne", "auc"])``, ``frame["task"].unique()``) is taken as the list it holds.
+    Not a string, a mapping, a set (no order) or a ``MetricCollection`` (iterating one gives its keys).
+    """
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    tolist = getattr(value, "tolist", None)
+    if getattr(value, "ndim", None) == 1 and callable(tolist) and not isinstance(value, Tensor):
+        items = tolist()
+        return items if isinstance(items, list) else None
+    return None
+
+
 def _check_tasks(tasks: Sequence[RecTaskInfo | str]) -> tuple[RecTaskInfo, ...]:
-    if isinstance(tasks, (str, RecTaskInfo)) or not isinstance(tasks, Sequence) or not tasks:
+    listed = _listed(tasks)
+    if not listed:
         raise ValueError(f"Expected `tasks` to be a non-empty list of RecTaskInfo (or names), got {tasks!r}.")
     # a name (a NumPy string too) is a RecTaskInfo of that name; anything else is checked below
-    out = tuple(RecTaskInfo(name) if (name := as_str(t)) is not None else cast(RecTaskInfo, t) for t in tasks)
+    out = tuple(RecTaskInfo(name) if (name := as_str(t)) is not None else cast(RecTaskInfo, t) for t in listed)
     for task in out:
         if not isinstance(task, RecTaskInfo):
             raise ValueError(f"Expected `tasks` to hold RecTaskInfo or names, got {task!r}.")

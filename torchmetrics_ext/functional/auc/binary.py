@@ -198,9 +198,9 @@ def _binned_index(
 
     int32 when every index fits (``2 T B <= 2**31 - 1``), else int64: a window keeps the int32
     indices as they are, and the float64 positions convert to int32 three times as fast as to
-    int64 on the CPU (AVX2 has no packed float64-to-int64 conversion); :func:`_add_entries` widens
-    them for ``scatter_add_``. ``int64``: int64 always (for ``scatter_add_`` straight away: on a
-    GPU one launch fewer than int32 widened).
+    int64 on the CPU (AVX2 has no packed float64-to-int64 conversion); :func:`_add_entries` adds
+    them with ``index_add_``. ``int64``: int64 always (for ``scatter_add_``, the kernel measured on
+    a GPU; ``index_add_`` of int32 indices is as many launches there, not yet measured).
 
     ``B`` equal bins of the logit over ``logit_range`` (end bins clip); probabilities (of any
     float dtype) go through ``logit(p) = log(p / (1 - p))`` in float64. With
@@ -402,16 +402,23 @@ def _binned_update(
 
 
 def _add_entries(hist: Tensor, index: Tensor, values: Tensor | None) -> None:
-    """Add histogram entries into the float64 ``hist`` in place (one ``scatter_add_``).
+    """Add histogram entries into the float64 ``hist`` in place (one ``scatter_add_`` or ``index_add_``).
 
-    ``index``: flat positions in ``hist`` (any shape); ``values``: one per entry (same shape, or
-    a broadcast view), ``None`` for ones.
+    ``index``: flat positions in ``hist`` (any shape, int32 or int64); ``values``: one per entry
+    (same shape, or a broadcast view), ``None`` for ones. ``scatter_add_`` takes int64 indices
+    only; int32 ones (the CPU path's, a window's kept ones) go to ``index_add_`` as they are: no
+    widened copy (a launch on a device), and on the CPU as fast or faster (65,536 entries: equal;
+    8: 0.7 against 2.2 us; 2**20 on two threads: 1.3 against 5.0 ms). Both add each bin's entries
+    in order on the CPU: the same sums to the bit.
     """
-    index = (index if index.ndim == 1 else index.reshape(-1)).long()  # `scatter_add_` takes int64 indices only
+    index = index if index.ndim == 1 else index.reshape(-1)
     values = _unit_weights(hist.device, index.numel()) if values is None else values.reshape(-1)
     if values.dtype != hist.dtype:  # a histogram cast by `set_dtype`
         values = values.to(hist.dtype)
-    hist.view(-1).scatter_add_(0, index, values)
+    if index.dtype == torch.int32:
+        hist.view(-1).index_add_(0, index, values)
+    else:
+        hist.view(-1).scatter_add_(0, index.long(), values)
 
 
 def _binned_entries(

@@ -2706,6 +2706,39 @@ def test_float16_segment_labels_are_their_shortest_text(tmp_path):
     assert set(result.values) == {"ctr/t", *(f"ctr/t/bucket={text}" for text in texts.values())}
 
 
+@pytest.mark.parametrize("other", ["empty_null_parquet", "all_null_parquet", "header_only_csv", "null_only_csv"])
+def test_float16_segment_labels_do_not_depend_on_a_file_without_values(tmp_path, other):
+    """An empty Parquet file whose --by column is of type null (pandas writes an empty object column so),
+    a file whose column is all null, or a header-only CSV file turned a float16 column's labels
+    (and .values keys) from 0.1 into the float32 text 0.099975586 (a CSV file of nulls also made
+    the column double: 0.0999755859375): such a file holds no value and agrees with any type."""
+    bucket = np.array([0.1, 0.1, 0.2, 0.2, np.nan, 0.5], dtype=np.float16)
+    y = np.array([0, 1, 1, 1, 0, 1])
+    pq.write_table(pa.table({"p": np.linspace(0.1, 0.9, 6), "y": y, "g": bucket}), tmp_path / "a.parquet")
+    if other == "empty_null_parquet":
+        empty = {"p": pa.array([], pa.float64()), "y": pa.array([], pa.int64()), "g": pa.array([], pa.null())}
+        pq.write_table(pa.table(empty), tmp_path / "b.parquet")
+    elif other == "all_null_parquet":
+        nulls = {"p": [0.3, 0.6], "y": [1, 0], "g": pa.array([None, None], pa.null())}
+        pq.write_table(pa.table(nulls), tmp_path / "b.parquet")
+    elif other == "header_only_csv":
+        (tmp_path / "b.csv").write_text("p,y,g\n")
+    else:
+        (tmp_path / "b.csv").write_text("p,y,g\n0.3,1,\n0.6,0,NA\n")
+    other_file = next(path for path in tmp_path.iterdir() if path.stem == "b")
+    result = evaluate([tmp_path / "a.parquet", other_file], {"t": ("p", "y")}, ["ctr"], by="g")
+    # the reference: numpy over the float16 values, labelled with numpy's shortest float16 text
+    expected = {"g=" + str(g): float(y[bucket == g].mean()) for g in np.unique(bucket[~np.isnan(bucket)])}
+    expected["g=nan"] = float(y[np.isnan(bucket)].mean())
+    if other in ("all_null_parquet", "null_only_csv"):  # their two rows: labels 1 and 0
+        expected["g=None"] = 0.5
+    assert list(expected)[:3] == ["g=0.1", "g=0.2", "g=0.5"]
+    assert [r["segment"] for r in result.records[1:]] == list(expected)
+    assert [r["ctr"] for r in result.records[1:]] == pytest.approx(list(expected.values()), rel=1e-12)
+    assert set(result.values) == {"ctr/t", *(f"ctr/t/{label}" for label in expected)}
+    assert result.to_arrow().schema.field("g").type == pa.float32()  # float16 values as read, not promoted
+
+
 def test_segment_keys_and_labels_are_distinct_for_null_and_look_alike_text():
     """A null is written None; text that could read as another value (the text "None", text holding
     the separators "/" or ",", or starting with a quote) is quoted: no key of .values is lost."""

@@ -584,7 +584,7 @@ class SegmentCollector:
         typed = _typed(gathered, converters)  # every part at once, kept for the encoding below
         tables = [typed[i] for i in order]
         places = [part.place for part in parts]
-        if not tables:
+        if not tables and not self._schema_parts:  # no rows and no stored type: the columns' types are unknown
             return SegmentIndex(self.by, pa.table({name: pa.array([], pa.null()) for name in self.by})), np.zeros(
                 0, np.int64
             )

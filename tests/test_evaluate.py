@@ -3864,6 +3864,34 @@ def test_torchrun_command_equals_one_process(dataset, tmp_path):
             assert got[key] == pytest.approx(expected[key], rel=1e-10)
 
 
+@pytest.mark.parametrize("metrics", [["ctr"], ["ctr", "mse"], ["ctr", "weighted_sum_predictions"]])
+def test_ctr_by_segment_accepts_the_predictions_it_accepts_over_all_rows(metrics):
+    """CTR reads no prediction, so a run of metrics that take any finite prediction (raw scores in
+    [-1, 2] here) scores it over all rows; with `by` each segment's CTR refused the same rows as
+    probabilities outside [0, 1], a bare ValueError raised once every row had been read."""
+    rng = np.random.default_rng(11)
+    frame = pd.DataFrame(
+        {
+            "s": rng.uniform(-1, 2, 90),
+            "y": rng.integers(0, 2, 90),
+            "w": rng.uniform(0, 2, 90),
+            "g": rng.integers(0, 3, 90),
+        }
+    )
+    result = evaluate(frame, {"t": ("s", "y")}, metrics, weights="w", by="g")
+    frame["wy"], frame["ws"], frame["se"] = frame.w * frame.y, frame.w * frame.s, frame.w * (frame.s - frame.y) ** 2
+    sums = frame.groupby("g")[["w", "wy", "ws", "se"]].sum()
+    expected = {
+        "ctr": sums.wy / sums.w,
+        "mse": sums.se / sums.w,
+        "weighted_sum_predictions": sums.ws,
+    }
+    for record in result.records[1:]:
+        for name in metrics:
+            assert record[name] == pytest.approx(expected[name][record["g"]], rel=1e-12)
+    assert result.values["ctr/t"] == pytest.approx(frame.wy.sum() / frame.w.sum(), rel=1e-12)
+
+
 def test_logged_logits_are_scored_with_from_logits(tmp_path, capsys):
     """NE/AUC read the logits, MSE reads sigmoid(logits) (the Brier score), CTR the labels: sklearn/numpy."""
     rng = np.random.default_rng(5)

@@ -2773,6 +2773,24 @@ def test_an_empty_parquet_file_alone_keeps_its_segment_column_types(tmp_path, ro
     assert both.to_arrow().schema == result.to_arrow().schema
 
 
+def test_segment_labels_quote_text_holding_line_breaks_and_tabs(capsys, tmp_path):
+    """A --by value holding a line break (a quoted CSV field may) was written raw in the labels, the
+    keys and the printed table, whose row then spanned two lines; text that Python does not print as
+    itself is now quoted as Python writes it, as text holding a separator is."""
+    (tmp_path / "a.csv").write_text('p,y,q\n0.1,0,"c\nd"\n0.9,1,"a\tb"\n0.5,1,x\n0.3,0,"c\nd"\n')
+    frame = pd.read_csv(tmp_path / "a.csv")
+    expected = frame.groupby("q")["y"].mean()  # pandas: the values themselves
+    result = evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ctr"], by="q")
+    assert {r["q"]: r["ctr"] for r in result.records[1:]} == expected.to_dict()
+    assert [r["segment"] for r in result.records[1:]] == [f"q={value!r}" for value in ("a\tb", "c\nd")] + ["q=x"]
+    assert set(result.values) == {"ctr/t", "ctr/t/q='a\\tb'", "ctr/t/q='c\\nd'", "ctr/t/q=x"}
+    table = result.format_table().splitlines()
+    assert len(table) == 2 + len(result.records)  # a line per record
+    assert cli.main(["evaluate", str(tmp_path / "a.csv"), "--task", "t=p:y", "--metrics", "ctr", "--by", "q"]) == 0
+    out = capsys.readouterr().out
+    assert "q='c\\nd'  " in out and "\nd " not in out
+
+
 def test_segment_keys_and_labels_are_distinct_for_null_and_look_alike_text():
     """A null is written None; text that could read as another value (the text "None", text holding
     the separators "/" or ",", or starting with a quote) is quoted: no key of .values is lost."""

@@ -2010,7 +2010,14 @@ def test_a_header_only_csv_is_an_empty_file(tmp_path, frame):
         empty = pa.Table.from_pandas(part.iloc[:0], preserve_index=False)
         pq.write_table(empty, tmp_path / "empty.parquet")
         as_parquet = evaluate(tmp_path / "empty.parquet", *args, **kw)
-    assert alone.rows_read == 0 and alone.to_pandas().equals(as_parquet.to_pandas())
+    assert alone.rows_read == 0
+
+    # the same records; the empty Parquet file's dataset column keeps its stored type, the CSV file's has none
+    def plain(records):  # nan (every value of no rows) as None, to compare
+        return [{k: None if isinstance(v, float) and np.isnan(v) else v for k, v in r.items()} for r in records]
+
+    assert plain(alone.records) == plain(as_parquet.records)
+    assert as_parquet.by_types["dataset"] == pa.Table.from_pandas(part).schema.field("dataset").type
 
 
 def test_segment_columns_typed_differently_across_files_name_the_files(tmp_path):
@@ -2704,6 +2711,84 @@ def test_float16_segment_labels_are_their_shortest_text(tmp_path):
         assert record["bucket"] == float(np.float16(v))  # the exact value
         assert record["ctr"] == pytest.approx(y[bucket == np.float16(v)].mean(), rel=1e-12)
     assert set(result.values) == {"ctr/t", *(f"ctr/t/bucket={text}" for text in texts.values())}
+
+
+@pytest.mark.parametrize("other", ["empty_null_parquet", "all_null_parquet", "header_only_csv", "null_only_csv"])
+def test_float16_segment_labels_do_not_depend_on_a_file_without_values(tmp_path, other):
+    """An empty Parquet file whose --by column is of type null (pandas writes an empty object column so),
+    a file whose column is all null, or a header-only CSV file turned a float16 column's labels
+    (and .values keys) from 0.1 into the float32 text 0.099975586 (a CSV file of nulls also made
+    the column double: 0.0999755859375): such a file holds no value and agrees with any type."""
+    bucket = np.array([0.1, 0.1, 0.2, 0.2, np.nan, 0.5], dtype=np.float16)
+    y = np.array([0, 1, 1, 1, 0, 1])
+    pq.write_table(pa.table({"p": np.linspace(0.1, 0.9, 6), "y": y, "g": bucket}), tmp_path / "a.parquet")
+    if other == "empty_null_parquet":
+        empty = {"p": pa.array([], pa.float64()), "y": pa.array([], pa.int64()), "g": pa.array([], pa.null())}
+        pq.write_table(pa.table(empty), tmp_path / "b.parquet")
+    elif other == "all_null_parquet":
+        nulls = {"p": [0.3, 0.6], "y": [1, 0], "g": pa.array([None, None], pa.null())}
+        pq.write_table(pa.table(nulls), tmp_path / "b.parquet")
+    elif other == "header_only_csv":
+        (tmp_path / "b.csv").write_text("p,y,g\n")
+    else:
+        (tmp_path / "b.csv").write_text("p,y,g\n0.3,1,\n0.6,0,NA\n")
+    other_file = next(path for path in tmp_path.iterdir() if path.stem == "b")
+    result = evaluate([tmp_path / "a.parquet", other_file], {"t": ("p", "y")}, ["ctr"], by="g")
+    # the reference: numpy over the float16 values, labelled with numpy's shortest float16 text
+    expected = {"g=" + str(g): float(y[bucket == g].mean()) for g in np.unique(bucket[~np.isnan(bucket)])}
+    expected["g=nan"] = float(y[np.isnan(bucket)].mean())
+    if other in ("all_null_parquet", "null_only_csv"):  # their two rows: labels 1 and 0
+        expected["g=None"] = 0.5
+    assert list(expected)[:3] == ["g=0.1", "g=0.2", "g=0.5"]
+    assert [r["segment"] for r in result.records[1:]] == list(expected)
+    assert [r["ctr"] for r in result.records[1:]] == pytest.approx(list(expected.values()), rel=1e-12)
+    assert set(result.values) == {"ctr/t", *(f"ctr/t/{label}" for label in expected)}
+    assert result.to_arrow().schema.field("g").type == pa.float32()  # float16 values as read, not promoted
+
+
+@pytest.mark.parametrize("row_groups", [0, 1])
+def test_an_empty_parquet_file_alone_keeps_its_segment_column_types(tmp_path, row_groups):
+    """A Parquet file without rows (no row group, or one of 0 rows) gave its --by columns the type null in
+    to_arrow(), the output files and to_pandas() (object): its stored types count whatever its row count,
+    as they do next to files with rows, so a day without traffic writes the columns other days write."""
+    schema = pa.schema([("p", pa.float64()), ("y", pa.int64()), ("g", pa.int64()), ("h", pa.string())])
+    path = tmp_path / "empty.parquet"
+    if row_groups:
+        pq.write_table(schema.empty_table(), path)
+    else:
+        pq.ParquetWriter(path, schema).close()
+    assert pq.ParquetFile(path).num_row_groups == row_groups
+    result = evaluate(path, {"t": ("p", "y")}, ["ctr"], by=["g", "h"])  # ctr nan: no weight
+    assert [(r["segment"], r["rows"], r["g"], r["h"]) for r in result.records] == [("all", 0, None, None)]
+    expected = {"g": pa.int64(), "h": pa.string()}  # the file's own schema
+    assert {name: result.to_arrow().schema.field(name).type for name in expected} == expected
+    result.write(tmp_path / "out.parquet")
+    assert {name: pq.read_schema(tmp_path / "out.parquet").field(name).type for name in expected} == expected
+    assert result.to_pandas()["g"].dtype == pd.Int64Dtype()  # as for a file with rows
+    # the same columns over a file with rows and the empty one
+    pq.write_table(
+        pa.table({"p": [0.2, 0.7], "y": [0, 1], "g": [3, 3], "h": ["x", "x"]}, schema=schema), tmp_path / "a.parquet"
+    )
+    both = evaluate([path, tmp_path / "a.parquet"], {"t": ("p", "y")}, ["ctr"], by=["g", "h"])
+    assert both.to_arrow().schema == result.to_arrow().schema
+
+
+def test_segment_labels_quote_text_holding_line_breaks_and_tabs(capsys, tmp_path):
+    """A --by value holding a line break (a quoted CSV field may) was written raw in the labels, the
+    keys and the printed table, whose row then spanned two lines; text that Python does not print as
+    itself is now quoted as Python writes it, as text holding a separator is."""
+    (tmp_path / "a.csv").write_text('p,y,q\n0.1,0,"c\nd"\n0.9,1,"a\tb"\n0.5,1,x\n0.3,0,"c\nd"\n')
+    frame = pd.read_csv(tmp_path / "a.csv")
+    expected = frame.groupby("q")["y"].mean()  # pandas: the values themselves
+    result = evaluate(tmp_path / "a.csv", {"t": ("p", "y")}, ["ctr"], by="q")
+    assert {r["q"]: r["ctr"] for r in result.records[1:]} == expected.to_dict()
+    assert [r["segment"] for r in result.records[1:]] == [f"q={value!r}" for value in ("a\tb", "c\nd")] + ["q=x"]
+    assert set(result.values) == {"ctr/t", "ctr/t/q='a\\tb'", "ctr/t/q='c\\nd'", "ctr/t/q=x"}
+    table = result.format_table().splitlines()
+    assert len(table) == 2 + len(result.records)  # a line per record
+    assert cli.main(["evaluate", str(tmp_path / "a.csv"), "--task", "t=p:y", "--metrics", "ctr", "--by", "q"]) == 0
+    out = capsys.readouterr().out
+    assert "q='c\\nd'  " in out and "\nd " not in out
 
 
 def test_segment_keys_and_labels_are_distinct_for_null_and_look_alike_text():
@@ -3795,6 +3880,34 @@ def test_torchrun_command_equals_one_process(dataset, tmp_path):
     for got, expected in zip(records, single.records):
         for key in ("ne", "auc", "gauc"):
             assert got[key] == pytest.approx(expected[key], rel=1e-10)
+
+
+@pytest.mark.parametrize("metrics", [["ctr"], ["ctr", "mse"], ["ctr", "weighted_sum_predictions"]])
+def test_ctr_by_segment_accepts_the_predictions_it_accepts_over_all_rows(metrics):
+    """CTR reads no prediction, so a run of metrics that take any finite prediction (raw scores in
+    [-1, 2] here) scores it over all rows; with `by` each segment's CTR refused the same rows as
+    probabilities outside [0, 1], a bare ValueError raised once every row had been read."""
+    rng = np.random.default_rng(11)
+    frame = pd.DataFrame(
+        {
+            "s": rng.uniform(-1, 2, 90),
+            "y": rng.integers(0, 2, 90),
+            "w": rng.uniform(0, 2, 90),
+            "g": rng.integers(0, 3, 90),
+        }
+    )
+    result = evaluate(frame, {"t": ("s", "y")}, metrics, weights="w", by="g")
+    frame["wy"], frame["ws"], frame["se"] = frame.w * frame.y, frame.w * frame.s, frame.w * (frame.s - frame.y) ** 2
+    sums = frame.groupby("g")[["w", "wy", "ws", "se"]].sum()
+    expected = {
+        "ctr": sums.wy / sums.w,
+        "mse": sums.se / sums.w,
+        "weighted_sum_predictions": sums.ws,
+    }
+    for record in result.records[1:]:
+        for name in metrics:
+            assert record[name] == pytest.approx(expected[name][record["g"]], rel=1e-12)
+    assert result.values["ctr/t"] == pytest.approx(frame.wy.sum() / frame.w.sum(), rel=1e-12)
 
 
 def test_logged_logits_are_scored_with_from_logits(tmp_path, capsys):

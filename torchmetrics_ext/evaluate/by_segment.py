@@ -197,9 +197,15 @@ def _per_entry(entries: list[UndefinedEntries], batch: SegmentBatch) -> list[Und
 
 
 def _sums(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[str | None, Tensor]:
-    """Sum statistics: :class:`~torchmetrics_ext.Segmented` (every rank holds every row: no sync)."""
+    """Sum statistics: :class:`~torchmetrics_ext.Segmented` (every rank holds every row: no sync).
+
+    The rows were checked once for every requested metric (the module's domains, as the run's checks
+    follow them): each metric trusts them, as the module's own do, so CTR does not refuse the
+    predictions it never reads (``ctr`` alone accepts any finite prediction, with ``by`` as without).
+    """
     segmented = Segmented(metric, batch.num_segments, sync_on_compute=False)  # type: ignore[arg-type]
-    segmented.update(preds, batch.target, batch.weights, segments=batch.segment)
+    with segmented.inputs_validated():
+        segmented.update(preds, batch.target, batch.weights, segments=batch.segment)
     return {None: segmented.compute().reshape(batch.num_tasks, batch.num_segments)}
 
 

@@ -30,7 +30,8 @@ def _value_text(value: Any, dtype: pa.DataType | None = None) -> str:
     if value is None:
         return NULL_TEXT
     if isinstance(value, str):
-        if value == NULL_TEXT or value.startswith(_QUOTED) or any(sep in value for sep in _SEPARATORS):
+        quoted = value == NULL_TEXT or value.startswith(_QUOTED) or any(sep in value for sep in _SEPARATORS)
+        if quoted or not value.isprintable():  # a line break or tab would break the table's rows and log lines
             return repr(value)
         return value
     if isinstance(value, (float, np.floating)) and dtype is not None:
@@ -49,14 +50,15 @@ def segment_text(
     separator: str,
     types: Mapping[str, pa.DataType] | None = None,
 ) -> str:
-    """``"country=US, dataset=a"`` (``separator=", "``) or ``"/country=US/dataset=a"`` (``"/"``, leading too).
+    r"""``"country=US, dataset=a"`` (``separator=", "``) or ``"/country=US/dataset=a"`` (``"/"``, leading too).
 
     Every combination gets its own text: a null is ``None``; text that could read as something else
-    (the text ``None``, text holding ``/`` or ``,``, or starting with a quote) is quoted as Python
-    writes it (``g='None'``, ``page='/home'``); other text and values are written as they are, a
-    float32 or float16 column's values (``types``: each column's Arrow type) as the shortest text
-    that reads back as that float32 or float16 (``0.1``; the records keep the exact value,
-    ``0.10000000149011612`` for float32, ``0.0999755859375`` for float16).
+    (the text ``None``, text holding ``/`` or ``,``, or starting with a quote) or that holds a
+    character Python does not print as itself (a line break, a tab, other control characters) is
+    quoted as Python writes it (``g='None'``, ``page='/home'``, ``q='a\nb'``); other text and
+    values are written as they are, a float32 or float16 column's values (``types``: each column's
+    Arrow type) as the shortest text that reads back as that float32 or float16 (``0.1``; the
+    records keep the exact value, ``0.10000000149011612`` for float32, ``0.0999755859375`` for float16).
     """
     types = types or {}
     text = separator.join(f"{b}={_value_text(values[b], types.get(b))}" for b in by)

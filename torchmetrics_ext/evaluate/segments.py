@@ -497,19 +497,20 @@ class SegmentCollector:
 
     def __init__(self, sources: Sequence[Source], by: Sequence[str]) -> None:
         self.by = tuple(by)
-        self._half = set(by)  # columns every source stores as float16
+        # columns whose every value is stored as float16: no typed source stores another type (one of
+        # type null, an empty or all-null file, stores none) and no CSV file holds a value (see index)
+        self._half = set(by)
         self._stored: dict[str, pa.DataType] = {}  # the first typed source's type of each column
         # every distinct set of the typed sources' column types (decoded), and the first source holding it
         self._schemas: dict[tuple[pa.DataType, ...], _Place] = {}
         for source in sources:
             if source.infers_types:  # a CSV file: its columns are text (its header is read with it)
-                self._half.clear()
                 continue
             schema = source.schema()  # metadata: no data is read
             for name in by:
                 dtype = check_column(source.label, schema, name, "--by segment", source.missing_hint)
                 value_type = dtype.value_type if pa.types.is_dictionary(dtype) else dtype
-                if not pa.types.is_float16(value_type):
+                if not (pa.types.is_float16(value_type) or pa.types.is_null(value_type)):
                     self._half.discard(name)
                 if pa.types.is_nested(dtype) or not _groupable(dtype):
                     raise InvalidDataError(
@@ -583,10 +584,21 @@ class SegmentCollector:
         typed = _typed(gathered, converters)  # every part at once, kept for the encoding below
         tables = [typed[i] for i in order]
         places = [part.place for part in parts]
-        if not tables:
+        if not tables and not self._schema_parts:  # no rows and no stored type: the columns' types are unknown
             return SegmentIndex(self.by, pa.table({name: pa.array([], pa.null()) for name in self.by})), np.zeros(
                 0, np.int64
             )
+        # float16 labels (0.1, not float32's 0.099975586) where every value comes from a float16 column: no
+        # CSV file holds a value of it (a header-only file, or one whose column is all null, agrees with any type)
+        half = {
+            name
+            for name in self._half
+            if pa.types.is_float16(self._stored.get(name, pa.null()))
+            and all(
+                name not in part.text or table.column(name).null_count == table.num_rows
+                for part, table in zip(parts, tables)
+            )
+        }
         # the typed sources' column types join the values' (after them: a clash of values is named first),
         # so that a file's type counts whatever its row count, an empty file's or one whose rows were skipped
         tables += self._schema_parts
@@ -597,7 +609,7 @@ class SegmentCollector:
         except pa.ArrowException:
             raise InvalidDataError(_type_clash(self.by, tables, places, why)) from None
         distinct, _ = _distinct_table(self.by, [combos.column(name) for name in self.by])
-        index = SegmentIndex(self.by, distinct, types, self._half, self._orders, self._ordered)
+        index = SegmentIndex(self.by, distinct, types, half, self._orders, self._ordered)
         return index, index.encode_tables(typed[offset : offset + len(mine)])
 
     def _text_types(
@@ -629,6 +641,8 @@ class SegmentCollector:
                 continue
             texts = pc.unique(pa.chunked_array(columns, pa.string()).combine_chunks())
             stored = self._stored.get(name)
+            if stored is not None and pa.types.is_float16(stored):  # read as float32 (grouped so), which holds them
+                stored = pa.float32()
             candidates = ([stored] if stored is not None else []) + [t for t in _NUMBER_TYPES if t != stored]
             types[name] = pa.string()  # when no number type holds every text
             if _ids(texts):  # "007" and "7" are two zip codes, not one number: never merged into 7

@@ -50,6 +50,7 @@ from torchmetrics_ext.utilities.checks import (
 __all__ = ["HFComputeMetrics", "pointwise_compute_metrics", "ranking_compute_metrics"]
 
 _IDS = {"groups", "indexes", "sessions"}  # update arguments of metrics that need id columns
+_TRAINER_PADDING = -100.0  # what transformers.Trainer pads predictions and labels of other widths with
 
 SEED_KEYS = {
     "recall": "Recall",
@@ -576,7 +577,10 @@ class _Ranking(HFComputeMetrics):
         kwargs: Mapping[str, Any],
     ) -> None:
         self.metric = RankingMetrics(ks=ks, metrics=metrics, **_unsynced(kwargs))
-        self.padding = _padding_values(padding_value)
+        # -100, the Trainer's own padding (it pads batches and processes of other widths with it), marks
+        # padding whatever `padding_value` says: kept, its slots were candidates that could outrank real ones
+        trainer_padding = torch.tensor([_TRAINER_PADDING], dtype=torch.float64)
+        self.padding = torch.cat([_padding_values(padding_value), trainer_padding])
         if not isinstance(key_names, Mapping) or not all(isinstance(v, str) for v in key_names.values()):
             raise ValueError(
                 "Expected `key_names` to be a mapping of metric name to display name (e.g. {'recall': 'Recall'}), "
@@ -659,8 +663,12 @@ def ranking_compute_metrics(
     """``compute_metrics`` for padded candidate lists: ``Recall@k``, ``MRR@k``, ... for every ``k`` in one pass.
 
     Predictions are ``(queries, candidates)`` scores; a score equal to a ``padding_value`` marks a
-    padded slot (the Trainer itself pads batches of different widths with ``-100`` when it
-    concatenates them, hence the default ``(-10, -100)``). Labels are either the index of the
+    padded slot. The Trainer itself pads batches of different widths with ``-100`` when it
+    concatenates them (and the batches of processes of other widths, under DDP), hence the default
+    ``(-10, -100)``; ``-100`` marks padding whatever ``padding_value`` holds (with
+    ``padding_value=-10`` alone the Trainer's ``-100`` slots were candidates: counted in
+    precision's list length, and ranked above real scores below ``-100``), so a real score of
+    exactly ``-100`` is read as padding too. Labels are either the index of the
     relevant candidate, ``(queries,)`` (or ``(queries, 1)``), or a relevance matrix of the scores'
     shape (``-100``, the Trainer's label padding, or any negative label marks padded slots too; a
     NaN label is an error, not padding). Labels of the scores'
@@ -674,7 +682,7 @@ def ranking_compute_metrics(
             "precision", "mrr", "hit_rate", "map", "f1", "r_precision")`` (``"f1"``: F1 at ``k``, the
             harmonic mean of precision and recall at ``k``; ``"r_precision"``: precision at the
             query's number of relevant candidates, one key without ``@k`` whatever ``ks`` holds).
-        padding_value: score value(s) that mark padding.
+        padding_value: score value(s) that mark padding, next to the Trainer's ``-100`` (always padding).
         key_names: display name per metric (default ``Recall``, ``MRR``, ``NDCG``, ``Precision``,
             ``HitRate``, ``MAP``, ``F1``, ``RPrecision``: the keys of the hand-written
             ``compute_metrics`` this replaces); keys are ``f"{name}@{k}"`` (``"RPrecision"`` alone).

@@ -4,7 +4,9 @@ An ``IterableDataset`` (no ``len``) of candidate lists of different lengths, col
 batch's longest list, so the Trainer pads the narrower batches with -100 when it concatenates them
 (also under ``eval_accumulation_steps``); ``batch_eval_metrics=True`` with a smaller last batch;
 batches kept apart. The reference is numpy on the model's scores of each list, computed here
-without the Trainer: rank of the relevant candidate among the list's own candidates.
+without the Trainer: rank of the relevant candidate among the list's own candidates. A two-task
+stream (labels under two ``label_names``, probability heads, ``include_for_metrics``) is checked
+against scikit-learn.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from torch import nn
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
-from torchmetrics_ext.integrations.huggingface import ranking_compute_metrics  # noqa: E402
+from torchmetrics_ext.integrations.huggingface import pointwise_compute_metrics, ranking_compute_metrics  # noqa: E402
 
 KS = (1, 4, 5, 10, None)
 QUERIES = 23  # batches of 5: the last of 3
@@ -142,3 +144,66 @@ def test_the_trainers_minus_100_is_padding_whatever_padding_value_says():
     for padding_value in ((-10.0, -100.0), -10.0, (-10.0,), np.float32(-10.0)):
         compute_metrics = ranking_compute_metrics(ks=(None,), metrics=("precision", "mrr"), padding_value=padding_value)
         assert compute_metrics(EvalPrediction(predictions=scores, label_ids=labels)) == pytest.approx(expected)
+
+
+class TwoProbabilityHeads(nn.Module):
+    """Click and like probabilities as two heads, ``(N,)`` and ``(N, 1)``; labels under two ``label_names``."""
+
+    main_input_name = "x"  # what `include_for_metrics=["inputs"]` hands over
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(4, 2)
+
+    def forward(self, x, click=None, like=None):
+        p = torch.sigmoid(self.linear(x))
+        return {"loss": p.sum() * 0, "click": p[:, 0], "like": p[:, 1:2]}
+
+
+class StreamedClicks(torch.utils.data.IterableDataset):
+    def __init__(self, n: int = 43) -> None:
+        rng = np.random.default_rng(2)
+        self.x = torch.tensor(rng.normal(size=(n, 4)), dtype=torch.float32)
+        self.y = (rng.uniform(size=(n, 2)) < 0.4).astype(np.int64)
+
+    def __iter__(self):
+        for x, (click, like) in zip(self.x, self.y):
+            yield {"x": x, "click": int(click), "like": float(like)}
+
+
+@pytest.mark.parametrize(
+    ("batch_eval_metrics", "eval_accumulation_steps", "concat"),
+    [(False, 3, True), (True, None, True), (False, 3, False)],
+    ids=["accumulation-steps", "batch-eval-metrics", "kept-apart"],
+)
+def test_two_label_names_probability_heads_and_inputs_over_a_stream(
+    tmp_path, batch_eval_metrics, eval_accumulation_steps, concat
+):
+    """label_ids as a tuple (one array per ``label_names`` entry, int and float), probabilities
+    (``from_logits=False``), ``include_for_metrics`` inputs and losses handed over too, a last batch of 3:
+    scikit-learn's values on the model's own probabilities."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    model, data = TwoProbabilityHeads(), StreamedClicks()
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path),
+        report_to=[],
+        per_device_eval_batch_size=8,
+        batch_eval_metrics=batch_eval_metrics,
+        eval_accumulation_steps=eval_accumulation_steps,
+        eval_do_concat_batches=concat,
+        label_names=["click", "like"],
+        include_for_metrics=["inputs", "loss"],
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    compute_metrics = pointwise_compute_metrics(["auc", "log_loss", "ctr"], tasks=("click", "like"), from_logits=False)
+    got = transformers.Trainer(model=model, args=args, eval_dataset=data, compute_metrics=compute_metrics).evaluate()
+    with torch.no_grad():
+        p = torch.sigmoid(model.linear(data.x)).double().numpy()
+    for i, task in enumerate(("click", "like")):
+        y = data.y[:, i]
+        assert got[f"eval_auc/{task}"] == pytest.approx(roc_auc_score(y, p[:, i]), rel=1e-9)
+        assert got[f"eval_log_loss/{task}"] == pytest.approx(log_loss(y, p[:, i]), rel=1e-6)
+        assert got[f"eval_ctr/{task}"] == pytest.approx(y.mean(), rel=1e-12)

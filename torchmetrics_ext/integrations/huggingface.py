@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.functional.ranking._spec import request_key
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import _MODULE_LOGITS_ADVICE, RecMetricModule, RecTaskInfo, _columns_read
 from torchmetrics_ext.registry import build_metric, lookup
@@ -587,6 +588,19 @@ class _Ranking(HFComputeMetrics):
                 f"got {key_names!r}."
             )
         self.key_names = dict(key_names)
+        # compute()'s key -> the key logged; two requests under one logged key would keep one value silently
+        self.display = {}
+        for key in (request_key(request) for request in self.metric.requests):
+            name, at, k = key.partition("@")
+            self.display[key] = f"{self.key_names.get(name, name)}{at}{k}"
+        shown: dict[str, str] = {}
+        for key, logged in self.display.items():
+            if logged in shown:
+                raise ValueError(
+                    f"Expected `key_names` to give every value its own key, got {shown[logged]!r} and {key!r} both "
+                    f"logged as {logged!r} (key_names={self.key_names!r})."
+                )
+            shown[logged] = key
 
     def update(self, predictions: Tensor, labels: Tensor) -> None:
         if predictions.ndim != 2:
@@ -642,11 +656,7 @@ class _Ranking(HFComputeMetrics):
             raise type(error)(text) from None
 
     def compute(self) -> dict[str, float]:
-        out = {}
-        for key, value in self.metric.compute().items():
-            name, at, k = key.partition("@")
-            out[f"{self.key_names.get(name, name)}{at}{k}"] = float(value)
-        return out
+        return {self.display[key]: float(value) for key, value in self.metric.compute().items()}
 
     def reset(self) -> None:
         self.metric.reset()
@@ -696,8 +706,9 @@ def ranking_compute_metrics(
 
     Raises:
         ValueError: bad arguments (a ``padding_value`` that is no number or sequence of numbers, ``key_names``
-            that is no mapping of names, ``sync_on_compute=True``), or (when called) scores that are not 2-D,
-            labels of another shape, or NaN relevance (a label is padding when negative, never when NaN).
+            that is no mapping of names or logs two values under one key, ``sync_on_compute=True``), or (when
+            called) scores that are not 2-D, labels of another shape, or NaN relevance (a label is padding when
+            negative, never when NaN).
 
     Examples:
         >>> import numpy as np

@@ -560,6 +560,33 @@ def _f1_and_r_precision(scores: np.ndarray, relevance: np.ndarray, k: int) -> tu
     return float(np.mean(f1)), float(np.mean(r_precision))
 
 
+@pytest.mark.parametrize(
+    ("ks", "metrics", "key_names", "clash"),
+    [
+        ((1, 2), ("recall", "mrr"), {"recall": "X", "mrr": "X"}, r"'recall@1' and 'mrr@1' both logged as 'X@1'"),
+        ((None, 5), ("r_precision", "precision"), {"r_precision": "P", "precision": "P"}, r"logged as 'P'"),
+    ],
+    ids=["two-metrics-one-name", "r-precision-and-precision-without-cutoff"],
+)
+def test_key_names_that_log_two_values_under_one_key_are_refused(ks, metrics, key_names, clash):
+    """Two metrics renamed alike kept one value under the shared key (the other silently dropped)."""
+    with pytest.raises(ValueError, match=rf"`key_names` .*{clash}"):
+        ranking_compute_metrics(ks=ks, metrics=metrics, key_names=key_names)
+
+
+def test_key_names_alike_without_a_shared_key_are_kept():
+    """R-precision has no cutoff: named as precision, it shares no key with precision@2 (by hand below)."""
+    from transformers import EvalPrediction
+
+    scores = np.array([[0.9, 0.3, 0.5], [0.1, 0.8, -10.0]])
+    compute_metrics = ranking_compute_metrics(
+        ks=(2,), metrics=("r_precision", "precision"), key_names={"r_precision": "P", "precision": "P"}
+    )
+    got = compute_metrics(EvalPrediction(predictions=scores, label_ids=np.array([2, 0])))
+    # relevant ranked 2nd in both queries: R-precision (cutoff 1) 0, precision@2 1/2
+    assert got == {"P": 0.0, "P@2": 0.5}
+
+
 def test_f1_and_r_precision_equal_their_definitions():
     """`f1` and `r_precision` through the adapter equal the formulas (numpy, per query): a relevance
     matrix with several relevant candidates and Trainer padding, and index labels."""

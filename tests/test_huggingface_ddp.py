@@ -129,7 +129,8 @@ def test_trainer_evaluate_on_two_ranks_equals_one_process_and_the_references(ran
         assert report["metrics"][name + "/again"] == got, rank
     if not name.startswith("pointwise"):
         assert 0 < reference["eval_Recall@5"] < reference["eval_Recall@100"]  # the cutoffs matter on this data
-        assert (ranks[0][name]["predictions"] == -100).any()  # the Trainer padded batches of other widths
+        if "streamed" not in name:  # (streamed lists keep one width: accelerate dispatches them from rank 0)
+            assert (ranks[0][name]["predictions"] == -100).any()  # the Trainer padded batches of other widths
         if name.startswith("relevance"):
             assert (ranks[0][name]["labels"] == -100).any()  # ... and their relevance rows
     else:

@@ -1,8 +1,8 @@
 """``transformers.Trainer.evaluate()`` with the package's ``compute_metrics`` on 2 gloo ranks (CPU).
 
 Started by ``tests/test_huggingface_ddp.py`` under ``python -m torch.distributed.run --nproc-per-node 2``.
-Every rank runs the same cases (the ranking adapter with index or relevance labels, the pointwise
-adapter; the Trainer's whole-array mode, its batches kept apart with ``eval_do_concat_batches=False``,
+Every rank runs the same cases (the ranking adapter with index or relevance labels, over an
+``IterableDataset`` too, the pointwise adapter; the Trainer's whole-array mode, its batches kept apart with ``eval_do_concat_batches=False``,
 and ``batch_eval_metrics=True``), each over an eval set whose size is no multiple of
 ``world_size x per_device_eval_batch_size``: the last step's batches are completed with duplicated
 samples (accelerate's ``even_batches``), which ``gather_for_metrics`` drops. Each rank writes
@@ -68,6 +68,19 @@ class RelevanceScorer(Scorer):
         return {"loss": nn.functional.binary_cross_entropy(scores[kept], labels[kept].float()), "logits": scores}
 
 
+class StreamedCandidates(torch.utils.data.IterableDataset):
+    """The candidate lists streamed, without ``len``: accelerate's rank 0 reads each step's batches and
+    sends every rank its share (``dispatch_batches``, its default for an ``IterableDataset``), so they
+    keep one width (``WIDTH``); the Trainer drops the last step's duplicates from the count it sent."""
+
+    def __init__(self, queries: int) -> None:
+        self.lists = Candidates(queries=queries)
+        self.labels = self.lists.labels
+
+    def __iter__(self):
+        return (self.lists[i] for i in range(len(self.lists)))
+
+
 def to_longest(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Collate padded candidate lists cut to the batch's longest list: batches (and ranks) differ in width."""
     width = max(int(row["mask"].sum()) for row in rows)
@@ -96,6 +109,14 @@ def cases() -> dict[str, dict[str, Any]]:
                 "model": RelevanceScorer(),
                 "data": RelevanceCandidates(queries=QUERIES),
                 "collator": to_longest,
+                "compute_metrics": ranking_compute_metrics(ks=TOP_K, metrics=("recall", "mrr")),
+                **options,
+            }
+        if mode != "apart":  # an eval set without len, scored in both modes
+            out[f"ranking-streamed-{mode}"] = {
+                "model": Scorer(),
+                "data": StreamedCandidates(queries=QUERIES),
+                "collator": None,
                 "compute_metrics": ranking_compute_metrics(ks=TOP_K, metrics=("recall", "mrr")),
                 **options,
             }

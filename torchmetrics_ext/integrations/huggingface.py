@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.functional.ranking._spec import request_key
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import _MODULE_LOGITS_ADVICE, RecMetricModule, RecTaskInfo, _columns_read
 from torchmetrics_ext.registry import build_metric, lookup
@@ -50,6 +51,7 @@ from torchmetrics_ext.utilities.checks import (
 __all__ = ["HFComputeMetrics", "pointwise_compute_metrics", "ranking_compute_metrics"]
 
 _IDS = {"groups", "indexes", "sessions"}  # update arguments of metrics that need id columns
+_TRAINER_PADDING = -100.0  # what transformers.Trainer pads predictions and labels of other widths with
 
 SEED_KEYS = {
     "recall": "Recall",
@@ -576,13 +578,29 @@ class _Ranking(HFComputeMetrics):
         kwargs: Mapping[str, Any],
     ) -> None:
         self.metric = RankingMetrics(ks=ks, metrics=metrics, **_unsynced(kwargs))
-        self.padding = _padding_values(padding_value)
+        # -100, the Trainer's own padding (it pads batches and processes of other widths with it), marks
+        # padding whatever `padding_value` says: kept, its slots were candidates that could outrank real ones
+        trainer_padding = torch.tensor([_TRAINER_PADDING], dtype=torch.float64)
+        self.padding = torch.cat([_padding_values(padding_value), trainer_padding])
         if not isinstance(key_names, Mapping) or not all(isinstance(v, str) for v in key_names.values()):
             raise ValueError(
                 "Expected `key_names` to be a mapping of metric name to display name (e.g. {'recall': 'Recall'}), "
                 f"got {key_names!r}."
             )
         self.key_names = dict(key_names)
+        # compute()'s key -> the key logged; two requests under one logged key would keep one value silently
+        self.display = {}
+        for key in (request_key(request) for request in self.metric.requests):
+            name, at, k = key.partition("@")
+            self.display[key] = f"{self.key_names.get(name, name)}{at}{k}"
+        shown: dict[str, str] = {}
+        for key, logged in self.display.items():
+            if logged in shown:
+                raise ValueError(
+                    f"Expected `key_names` to give every value its own key, got {shown[logged]!r} and {key!r} both "
+                    f"logged as {logged!r} (key_names={self.key_names!r})."
+                )
+            shown[logged] = key
 
     def update(self, predictions: Tensor, labels: Tensor) -> None:
         if predictions.ndim != 2:
@@ -638,11 +656,7 @@ class _Ranking(HFComputeMetrics):
             raise type(error)(text) from None
 
     def compute(self) -> dict[str, float]:
-        out = {}
-        for key, value in self.metric.compute().items():
-            name, at, k = key.partition("@")
-            out[f"{self.key_names.get(name, name)}{at}{k}"] = float(value)
-        return out
+        return {self.display[key]: float(value) for key, value in self.metric.compute().items()}
 
     def reset(self) -> None:
         self.metric.reset()
@@ -659,8 +673,12 @@ def ranking_compute_metrics(
     """``compute_metrics`` for padded candidate lists: ``Recall@k``, ``MRR@k``, ... for every ``k`` in one pass.
 
     Predictions are ``(queries, candidates)`` scores; a score equal to a ``padding_value`` marks a
-    padded slot (the Trainer itself pads batches of different widths with ``-100`` when it
-    concatenates them, hence the default ``(-10, -100)``). Labels are either the index of the
+    padded slot. The Trainer itself pads batches of different widths with ``-100`` when it
+    concatenates them (and the batches of processes of other widths, under DDP), hence the default
+    ``(-10, -100)``; ``-100`` marks padding whatever ``padding_value`` holds (with
+    ``padding_value=-10`` alone the Trainer's ``-100`` slots were candidates: counted in
+    precision's list length, and ranked above real scores below ``-100``), so a real score of
+    exactly ``-100`` is read as padding too. Labels are either the index of the
     relevant candidate, ``(queries,)`` (or ``(queries, 1)``), or a relevance matrix of the scores'
     shape (``-100``, the Trainer's label padding, or any negative label marks padded slots too; a
     NaN label is an error, not padding). Labels of the scores'
@@ -674,7 +692,7 @@ def ranking_compute_metrics(
             "precision", "mrr", "hit_rate", "map", "f1", "r_precision")`` (``"f1"``: F1 at ``k``, the
             harmonic mean of precision and recall at ``k``; ``"r_precision"``: precision at the
             query's number of relevant candidates, one key without ``@k`` whatever ``ks`` holds).
-        padding_value: score value(s) that mark padding.
+        padding_value: score value(s) that mark padding, next to the Trainer's ``-100`` (always padding).
         key_names: display name per metric (default ``Recall``, ``MRR``, ``NDCG``, ``Precision``,
             ``HitRate``, ``MAP``, ``F1``, ``RPrecision``: the keys of the hand-written
             ``compute_metrics`` this replaces); keys are ``f"{name}@{k}"`` (``"RPrecision"`` alone).
@@ -688,8 +706,9 @@ def ranking_compute_metrics(
 
     Raises:
         ValueError: bad arguments (a ``padding_value`` that is no number or sequence of numbers, ``key_names``
-            that is no mapping of names, ``sync_on_compute=True``), or (when called) scores that are not 2-D,
-            labels of another shape, or NaN relevance (a label is padding when negative, never when NaN).
+            that is no mapping of names or logs two values under one key, ``sync_on_compute=True``), or (when
+            called) scores that are not 2-D, labels of another shape, or NaN relevance (a label is padding when
+            negative, never when NaN).
 
     Examples:
         >>> import numpy as np

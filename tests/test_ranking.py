@@ -1484,7 +1484,14 @@ BAD_INPUTS = [
     ({"preds": torch.tensor([1, 2, 3]), "target": _T, "indexes": _I}, TypeError, "floating point"),
     ({"preds": _P.reshape(1, 1, 3), "target": _T.reshape(1, 1, 3)}, ValueError, "shape"),
     ({"preds": _P, "target": _T[:2], "indexes": _I}, ValueError, "`target` of shape"),
-    ({"preds": _P, "target": _T}, ValueError, "Expected `indexes`"),
+    # flat rows without ids: said only "got None", not how to give ids or the one-query padded form
+    (
+        {"preds": _P, "target": _T},
+        ValueError,
+        r"^Expected `indexes` \(query id of every row\) for flat \(N,\) `preds`, got None: pass `indexes=` \(3,\) "
+        r"integer query ids, or padded \(queries, candidates\) rows, which need none \(one query: "
+        r"`preds\.unsqueeze\(0\)` and `target\.unsqueeze\(0\)`, shape \(1, 3\)\)\.$",
+    ),
     ({"preds": _P, "target": _T, "indexes": _I.float()}, TypeError, "`indexes` to be an integer"),
     ({"preds": _P, "target": _T, "indexes": _I[:2]}, ValueError, "`indexes` of shape"),
     ({"preds": _P.reshape(1, 3), "target": _T.reshape(1, 3), "indexes": _I}, ValueError, "indexes=None"),

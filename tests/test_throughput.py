@@ -784,6 +784,36 @@ def test_with_no_warmup_a_reset_starts_the_clock_itself():
     assert _rates(metric) == (5.0, 5.0, 10)
 
 
+def test_a_run_still_warming_up_says_how_far_and_how_to_shorten_the_warm_up():
+    """A run shorter than the warm-up (a first try, a short validation) is told how many warm-up updates it saw
+    of how many, and which setting shortens it, in the standalone metric and in a RecMetricModule."""
+    metric = tmx.Throughput(warmup_steps=5, clock=Ticks([0.0, 1.0, 2.0]))
+    metric.update(4)
+    metric.update(4)
+    with pytest.warns(UndefinedMetricWarning) as caught:
+        value = metric.compute()
+    assert [str(w.message) for w in caught] == [
+        "Throughput is undefined: no timed step after warm-up: 2 of its 5 warm-up updates seen on this rank "
+        "(the clock starts at the last of them); build it with fewer `warmup_steps` (a RecMetricModule's own "
+        "throughput warms up for half its `compute_interval_steps`: pass `throughput=Throughput(warmup_steps=...)`, "
+        "or `throughput=False` for no throughput keys); returning nan."
+    ]
+    assert math.isnan(value["lifetime_throughput"]) and value["total_examples"] == 8
+    # the module's own throughput: compute_interval_steps=10 warms up for 5 updates, the key names it
+    module = tmx.RecMetricModule(["click"], ["ctr"], compute_interval_steps=10, prefix="train/")
+    for _ in range(3):
+        module.update({"prediction": torch.full((4,), 0.5), "label": torch.tensor([0.0, 1.0, 1.0, 0.0])})
+    with pytest.warns(UndefinedMetricWarning, match=r"^train/throughput is undefined: .*3 of its 5 warm-up updates"):
+        module.compute()
+    # once warmed up (the clock started), the plain reason: the next update is timed
+    metric = tmx.Throughput(warmup_steps=2, clock=Ticks([0.0, 1.0]))
+    metric.update(1)
+    metric.update(1)
+    with pytest.warns(UndefinedMetricWarning) as caught:
+        metric.compute()
+    assert [str(w.message) for w in caught] == ["Throughput is undefined: no timed step after warm-up; returning nan."]
+
+
 def test_one_warning_per_compute_and_the_window_named_when_alone_undefined():
     """Both rates undefined: one warning. The window alone (its newest step took 0 s, older ones left it): one
     warning naming the window, and the lifetime rate is a number."""

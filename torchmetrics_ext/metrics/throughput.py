@@ -325,11 +325,17 @@ class Throughput(GuardedMetric):
         elapsed, window_elapsed = state("elapsed"), state("window_elapsed")
         # a zero time is either no timed step or timed steps shorter than the clock's resolution (a
         # rate over 0 s is undefined either way); this rank's window knows which (it keeps the newest)
-        reason = (
-            "its timed steps after warm-up took 0 seconds on the clock (steps shorter than its resolution)"
-            if self._recent
-            else "no timed step after warm-up"
-        )
+        if self._recent:
+            reason = "its timed steps after warm-up took 0 seconds on the clock (steps shorter than its resolution)"
+        elif self._steps < self.warmup_steps:  # a short run still warming up: say how long, and how to shorten it
+            reason = (
+                f"no timed step after warm-up: {self._steps} of its {self.warmup_steps} warm-up updates seen on "
+                "this rank (the clock starts at the last of them); build it with fewer `warmup_steps` (a "
+                "RecMetricModule's own throughput warms up for half its `compute_interval_steps`: pass "
+                "`throughput=Throughput(warmup_steps=...)`, or `throughput=False` for no throughput keys)"
+            )
+        else:
+            reason = "no timed step after warm-up"
         # One warning for both rates. The window's seconds are some of the lifetime's (on each rank, so
         # also after the max across ranks), so the lifetime rate is undefined only with the window's; the
         # window's alone when its newest steps took 0 s and older ones fell out of it.

@@ -241,7 +241,12 @@ def _ranking_format(
             _check_shape("mask", mask, preds.shape, preds.device)
         if preds.ndim == 1:
             if indexes is None:
-                raise ValueError("Expected `indexes` (query id of every row) for flat (N,) `preds`, got None.")
+                n = preds.shape[0]
+                raise ValueError(
+                    "Expected `indexes` (query id of every row) for flat (N,) `preds`, got None: pass "
+                    f"`indexes=` ({n},) integer query ids, or padded (queries, candidates) rows, which need none "
+                    f"(one query: `preds.unsqueeze(0)` and `target.unsqueeze(0)`, shape (1, {n}))."
+                )
             check_tensor("indexes", indexes)
             if indexes.is_floating_point() or indexes.dtype == torch.bool:
                 raise TypeError(f"Expected `indexes` to be an integer tensor, got dtype {indexes.dtype}.")

@@ -3740,3 +3740,33 @@ def test_ring_update_of_zero_sums_after_written_slots_keeps_the_window_sums():
             assert loaded.zero_slots == (not any(s.any() for s, _ in kept))
             ring = loaded
     assert ring.zero_slots  # the last 150 updates wrote no slot: the written ones left the window and were reloaded
+
+
+def test_merge_state_of_a_segmented_over_another_metric_is_refused():
+    """Windowed(Segmented(CTR)) took a Windowed(Segmented(Calibration))'s lifetime: both classes are Segmented
+    and their sums share names and shapes, so the calibration sums were added into the CTR's."""
+    preds = np.array([0.2, 0.7, 0.4, 0.9, 0.6])
+    target = np.array([1, 0, 1, 1, 0])
+    segments = np.array([0, 1, 2, 2, 0])
+    metric = Windowed(tmx.Segmented(tmx.CTR(), 3), 8)
+    metric.update(torch.tensor(preds), torch.tensor(target), segments=torch.tensor(segments))
+    other = Windowed(tmx.Segmented(tmx.Calibration(), 3), 8)
+    other.update(torch.tensor([0.3, 0.8]), torch.tensor([1, 1]), segments=torch.tensor([0, 1]))
+    before = _snapshot(metric)
+    with pytest.raises(TypeError, match=r"Windowed over Segmented\(CTR\) to merge, got one over Segmented\(Calibr"):
+        metric.merge_state(other)
+    assert _same(before, _snapshot(metric))
+    # unchanged: the CTR of each segment's own samples (numpy), window and lifetime alike
+    expected = [target[segments == s].mean() for s in range(3)]
+    for value in metric.compute().values():
+        np.testing.assert_allclose(value.numpy(), expected, rtol=1e-12)
+    # a Windowed over the same Segmented(CTR) still merges: the lifetime over both streams, the window its own
+    same = Windowed(tmx.Segmented(tmx.CTR(), 3), 8)
+    same.update(torch.tensor([0.3, 0.8]), torch.tensor([0, 1]), segments=torch.tensor([0, 1]))
+    metric.merge_state(same)
+    both_target, both_segments = np.r_[target, [0, 1]], np.r_[segments, [0, 1]]
+    values = metric.compute()
+    np.testing.assert_allclose(
+        values["lifetime"].numpy(), [both_target[both_segments == s].mean() for s in range(3)], rtol=1e-12
+    )
+    np.testing.assert_allclose(values["window"].numpy(), expected, rtol=1e-12)

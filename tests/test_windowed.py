@@ -22,6 +22,7 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.regression import MeanSquaredError
 
 import torchmetrics_ext as tmx
+from tests.helpers import ranking_reference as R
 from tests.helpers import tester as H
 from tests.helpers import window as W
 from tests.test_threshold_and_session import L as SESSION_LENGTH
@@ -3740,3 +3741,97 @@ def test_ring_update_of_zero_sums_after_written_slots_keeps_the_window_sums():
             assert loaded.zero_slots == (not any(s.any() for s, _ in kept))
             ring = loaded
     assert ring.zero_slots  # the last 150 updates wrote no slot: the written ones left the window and were reloaded
+
+
+def test_merge_state_of_a_segmented_over_another_metric_is_refused():
+    """Windowed(Segmented(CTR)) took a Windowed(Segmented(Calibration))'s lifetime: both classes are Segmented
+    and their sums share names and shapes, so the calibration sums were added into the CTR's."""
+    preds = np.array([0.2, 0.7, 0.4, 0.9, 0.6])
+    target = np.array([1, 0, 1, 1, 0])
+    segments = np.array([0, 1, 2, 2, 0])
+    metric = Windowed(tmx.Segmented(tmx.CTR(), 3), 8)
+    metric.update(torch.tensor(preds), torch.tensor(target), segments=torch.tensor(segments))
+    other = Windowed(tmx.Segmented(tmx.Calibration(), 3), 8)
+    other.update(torch.tensor([0.3, 0.8]), torch.tensor([1, 1]), segments=torch.tensor([0, 1]))
+    before = _snapshot(metric)
+    with pytest.raises(TypeError, match=r"Windowed over Segmented\(CTR\) to merge, got one over Segmented\(Calibr"):
+        metric.merge_state(other)
+    assert _same(before, _snapshot(metric))
+    # unchanged: the CTR of each segment's own samples (numpy), window and lifetime alike
+    expected = [target[segments == s].mean() for s in range(3)]
+    for value in metric.compute().values():
+        np.testing.assert_allclose(value.numpy(), expected, rtol=1e-12)
+    # a Windowed over the same Segmented(CTR) still merges: the lifetime over both streams, the window its own
+    same = Windowed(tmx.Segmented(tmx.CTR(), 3), 8)
+    same.update(torch.tensor([0.3, 0.8]), torch.tensor([0, 1]), segments=torch.tensor([0, 1]))
+    metric.merge_state(same)
+    both_target, both_segments = np.r_[target, [0, 1]], np.r_[segments, [0, 1]]
+    values = metric.compute()
+    np.testing.assert_allclose(
+        values["lifetime"].numpy(), [both_target[both_segments == s].mean() for s in range(3)], rtol=1e-12
+    )
+    np.testing.assert_allclose(values["window"].numpy(), expected, rtol=1e-12)
+
+
+def _kept_rows(sizes, window):
+    """Row indices the window holds after updates of ``sizes`` (docs/windows.md's rule, written again here)."""
+    ends = np.cumsum([0, *sizes])
+    updates = [(int(ends[i]), int(ends[i + 1])) for i, n in enumerate(sizes) if n > 0]
+    if not updates:
+        return np.zeros(0, dtype=np.int64)
+    lo, hi = updates[-1]
+    if hi - lo > window:
+        return np.arange(hi - window, hi)
+    kept, room = [], window
+    for lo, hi in reversed(updates):
+        if hi - lo > room:
+            break
+        kept.append(np.arange(lo, hi))
+        room -= hi - lo
+    return np.concatenate(kept[::-1])
+
+
+def _gauc_reference(preds, target, groups):
+    """Mean scikit-learn AUC over the groups holding both classes (GroupedAUC's default); nan if none."""
+    values = [
+        skm.roc_auc_score(target[groups == g], preds[groups == g])
+        for g in np.unique(groups)
+        if 0 < target[groups == g].sum() < (groups == g).sum()
+    ]
+    return float(np.mean(values)) if values else math.nan
+
+
+@pytest.mark.parametrize("kind", ["ndcg", "gauc"])
+def test_an_exact_window_scores_the_rows_it_holds_of_a_query_that_straddles_its_edge(kind):
+    """docs/windows.md: a query (group) whose older updates left the window is scored over its rows still in it;
+    the lifetime joins all of its rows. Checked after every update against references over those rows."""
+    rng = np.random.default_rng(5)
+    window = 9
+    sizes = [3, 4, 0, 1, 5, 2, 12, 1, 4, 3, 9, 2, 6]  # queries of 3 ids span most updates; one cut update
+    n = sum(sizes)
+    preds = rng.random(n)
+    target = rng.integers(0, 2 if kind == "gauc" else 3, n)
+    ids = rng.integers(0, 3, n)
+    metric = Windowed(tmx.NDCG(k=3) if kind == "ndcg" else tmx.GroupedAUC(), window)
+    start = 0
+    for i, size in enumerate(sizes):
+        rows = slice(start, start + size)
+        batch = (torch.tensor(preds[rows]), torch.tensor(target[rows]))
+        if kind == "ndcg":
+            metric.update(*batch, indexes=torch.tensor(ids[rows]))
+        else:
+            metric.update(*batch, torch.tensor(ids[rows]))
+        start += size
+        values = {}
+        for name, held in (("lifetime", np.arange(start)), ("window", _kept_rows(sizes[: i + 1], window))):
+            p, y, g = preds[held], target[held], ids[held]
+            if kind == "ndcg":
+                queries = R.group_rows(list(g), p, y.astype(np.float64), np.ones(len(held)))
+                values[name] = R.reference_values(queries, [("ndcg", 3)])[0]
+            else:
+                values[name] = _gauc_reference(p, y, g)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            got = metric.compute()
+        for name, want in values.items():
+            np.testing.assert_allclose(got[name].item(), want, rtol=1e-9, err_msg=f"{kind} {name} after update {i}")

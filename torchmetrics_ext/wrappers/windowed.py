@@ -34,6 +34,7 @@ from torchmetrics_ext.metrics.base import (
     computed_fresh,
     count_samples,
     merge_settings_differ,
+    merged_kind,
     move_only,
     newest_samples,
     recomputed_after,
@@ -1078,17 +1079,20 @@ class Windowed(WrapperMetric):
                 merged), or a dict of the wrapped metric's states (e.g. ``other.lifetime.metric_state``).
 
         Raises:
-            TypeError: ``incoming_state`` is neither, or wraps another metric class.
+            TypeError: ``incoming_state`` is neither, or wraps another metric class (for a wrapped
+                ``Segmented``, another wrapped metric: ``Segmented(CTR)`` and ``Segmented(Calibration)``
+                keep sums of the same names and shapes).
             ValueError: the states do not fit this metric's (other state names, e.g. of another mode,
                 other shapes, another ``num_tasks``); nothing changes.
         """
         life = self.lifetime  # its deferred states written first
         if isinstance(incoming_state, Windowed):
             other = incoming_state.lifetime
-            if type(other) is not type(life):
-                raise TypeError(
-                    f"Expected a Windowed over {type(life).__name__} to merge, got one over {type(other).__name__}."
-                )
+            # the class, and for a wrapper (Segmented) the wrapped metric's: a Segmented(Calibration)'s
+            # sums have the names and shapes of a Segmented(CTR)'s and mean something else
+            theirs_kind, ours_kind = merged_kind(other), merged_kind(life)
+            if type(other) is not type(life) or theirs_kind != ours_kind:
+                raise TypeError(f"Expected a Windowed over {ours_kind} to merge, got one over {theirs_kind}.")
             if isinstance(life, GuardedMetric) and merge_settings_differ(
                 other._checkpoint_settings(),  # type: ignore[operator]
                 life._checkpoint_settings(),

@@ -10,7 +10,9 @@ then ``--repeats`` rounds of ``--steps`` updates; the per-step time of each roun
   10k-bin logit histogram per task and class), with no validation and no metric objects;
 * ``torchrec``: TorchRec 1.9.2's ``RecMetricModule`` in ``FUSED_TASKS_COMPUTATION`` mode, run by
   ``_torchrec_side.py`` in TorchRec's own interpreter (``--torchrec-python``, default
-  ``/work/venv-torchrec/bin/python``), since TorchRec pins its own torchmetrics and FBGEMM.
+  ``$TORCHREC_PYTHON`` or the first of ``/work/venv-torchrec-parity/bin/python`` and
+  ``/work/venv-torchrec/bin/python`` that exists; ``compare_torchrec.py`` says how to build it),
+  since TorchRec pins its own torchmetrics and FBGEMM.
 
 The sides take turns round by round (TorchRec's module waits in its own process between its
 rounds), so a change of machine load hits all of them alike; the script prints the best round
@@ -46,6 +48,19 @@ import torchmetrics_ext as tmx
 
 HERE = Path(__file__).resolve().parent
 BINS = 10_000
+# TorchRec's interpreter: the tests' rule (tests/helpers/torchrec_venv.py), the venv of compare_torchrec.py first
+TORCHREC_PYTHON = next(
+    (
+        p
+        for p in (
+            os.environ.get("TORCHREC_PYTHON", ""),
+            "/work/venv-torchrec-parity/bin/python",
+            "/work/venv-torchrec/bin/python",
+        )
+        if p and Path(p).exists()
+    ),
+    "/work/venv-torchrec-parity/bin/python",
+)
 
 
 def make_batches(tasks: int, batch: int, count: int, seed: int, weights: str = "ones") -> list[dict[str, torch.Tensor]]:
@@ -201,7 +216,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-torchrec", action="store_true")
-    parser.add_argument("--torchrec-python", default="/work/venv-torchrec/bin/python")
+    parser.add_argument("--torchrec-python", default=TORCHREC_PYTHON)
     parser.add_argument("--baseline", type=Path, default=None, help="another checkout's module, run in turn with ours")
     parser.add_argument("--phases", action="store_true", help="only print where ours spends a step")
     parser.add_argument(

@@ -1,6 +1,6 @@
 """TorchRec's own metrics for the registry names that claim TorchRec's keys; prints their keys and values as JSON.
 
-Runs in TorchRec's virtual environment (``/work/venv-torchrec``), never in the project's:
+Runs in TorchRec's virtual environment (``tests/helpers/torchrec_venv.py`` finds it), never in the project's:
 ``python tests/helpers/torchrec_registry_side.py STEPS.npz`` with ``prediction{b}``, ``label{b}``,
 ``weight{b}``, ``session{b}`` (sorted session ids) and ``lengths{b}`` (their run lengths) per batch
 ``b``, one task named ``t``. Each TorchRec metric is built directly (fused tasks, one window larger

@@ -78,15 +78,15 @@ class Clicks(torch.utils.data.Dataset):
         return {"x": self.x[i], "labels": self.y[i]}
 
 
-def trainer(model, dataset, compute_metrics, batch_eval_metrics, tmp_path):
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path),
-        report_to=[],
-        per_device_eval_batch_size=16,
-        batch_eval_metrics=batch_eval_metrics,
-        use_cpu=True,
-        disable_tqdm=True,
+def eval_args(tmp_path, **options):
+    """The Trainer's arguments for a quiet evaluation on the CPU, with ``options`` (batch size, modes)."""
+    return transformers.TrainingArguments(
+        output_dir=str(tmp_path), report_to=[], use_cpu=True, disable_tqdm=True, **options
     )
+
+
+def trainer(model, dataset, compute_metrics, batch_eval_metrics, tmp_path):
+    args = eval_args(tmp_path, per_device_eval_batch_size=16, batch_eval_metrics=batch_eval_metrics)
     return transformers.Trainer(model=model, args=args, eval_dataset=dataset, compute_metrics=compute_metrics)
 
 

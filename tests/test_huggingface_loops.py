@@ -19,6 +19,7 @@ from torch import nn
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
+from tests.test_huggingface import eval_args  # noqa: E402
 from torchmetrics_ext.integrations.huggingface import pointwise_compute_metrics, ranking_compute_metrics  # noqa: E402
 
 KS = (1, 4, 5, 10, None)
@@ -104,16 +105,13 @@ def test_an_iterable_dataset_of_other_widths_is_scored_per_list(
     outranked real scores below -100 (Recall@4 0.43 instead of 0.46 on these lists) and lengthened the
     lists (precision without cutoff) of every batch narrower than the widest."""
     model = Scorer(scale)
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path),
-        report_to=[],
+    args = eval_args(
+        tmp_path,
         per_device_eval_batch_size=5,
         batch_eval_metrics=batch_eval_metrics,
         eval_accumulation_steps=eval_accumulation_steps,
         eval_do_concat_batches=concat,
         remove_unused_columns=False,
-        use_cpu=True,
-        disable_tqdm=True,
     )
     compute_metrics = ranking_compute_metrics(
         ks=KS, metrics=("recall", "mrr", "precision"), padding_value=padding_value
@@ -186,17 +184,14 @@ def test_two_label_names_probability_heads_and_inputs_over_a_stream(
     from sklearn.metrics import log_loss, roc_auc_score
 
     model, data = TwoProbabilityHeads(), StreamedClicks()
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path),
-        report_to=[],
+    args = eval_args(
+        tmp_path,
         per_device_eval_batch_size=8,
         batch_eval_metrics=batch_eval_metrics,
         eval_accumulation_steps=eval_accumulation_steps,
         eval_do_concat_batches=concat,
         label_names=["click", "like"],
         include_for_metrics=["inputs", "loss"],
-        use_cpu=True,
-        disable_tqdm=True,
     )
     compute_metrics = pointwise_compute_metrics(["auc", "log_loss", "ctr"], tasks=("click", "like"), from_logits=False)
     got = transformers.Trainer(model=model, args=args, eval_dataset=data, compute_metrics=compute_metrics).evaluate()

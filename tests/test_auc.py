@@ -2065,3 +2065,44 @@ def test_binned_unit_weights_are_ones_of_each_size_asked():
         got = _unit_weights(device, size)
         assert got.shape == (size,) and got.dtype == torch.float64
         assert torch.equal(got, torch.ones(size, dtype=torch.float64))
+
+
+def test_float64_probabilities_near_one_tie_as_float32_and_logits_keep_them_apart():
+    """docs/auc.md: above 1 - 2**-25 every float32 probability is 1.0; logits with from_logits stay ranked."""
+    logits = torch.tensor([17.5, 18.0, 19.0, 25.0, -1.0], dtype=torch.float64)
+    target = torch.tensor([0, 1, 0, 1, 0])
+    probs = torch.sigmoid(logits)
+    assert torch.unique(probs).numel() == 5  # distinct in float64
+    assert (probs[:4].float() == 1.0).all()  # all four are 1.0 in float32
+    y = target.numpy()
+    # the exact mode ranks the float32 probabilities: scikit-learn on them
+    expected_tied = skm.roc_auc_score(y, probs.float().double().numpy())
+    assert tmf.auc(probs, target).item() == pytest.approx(expected_tied, abs=1e-15)
+    assert tmx.AUC()(probs, target).item() == pytest.approx(expected_tied, abs=1e-15)
+    # the logits keep their order: scikit-learn on the logits (= on the float64 probabilities)
+    expected = skm.roc_auc_score(y, logits.numpy())
+    assert expected == skm.roc_auc_score(y, probs.numpy()) != expected_tied
+    assert tmf.auc(logits, target, from_logits=True).item() == pytest.approx(expected, abs=1e-15)
+    assert tmx.AUC(from_logits=True)(logits.float(), target).item() == pytest.approx(expected, abs=1e-15)
+    expected_ap = skm.average_precision_score(y, logits.numpy())
+    assert tmf.auprc(logits, target, from_logits=True).item() == pytest.approx(expected_ap, abs=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_scores_are_ranked_as_given(dtype):
+    """docs/auc.md: float16/bfloat16 scores whose float32 originals differ tie as the given dtype does."""
+    gen = torch.Generator().manual_seed(5)
+    scores32 = 0.5 + 0.01 * torch.rand(2000, generator=gen)
+    target = torch.randint(0, 2, (2000,), generator=gen)
+    scores = scores32.to(dtype)
+    assert torch.unique(scores).numel() < torch.unique(scores32).numel() // 4  # many ties appear
+    y, s = target.numpy(), scores.double().numpy()
+    groups = torch.randint(0, 20, (2000,), generator=gen)
+    assert tmf.auc(scores, target).item() == pytest.approx(skm.roc_auc_score(y, s), abs=1e-14)
+    assert tmf.auprc(scores, target).item() == pytest.approx(skm.average_precision_score(y, s), abs=1e-14)
+    per_group = [
+        skm.roc_auc_score(y[mask], s[mask])
+        for mask in (groups.numpy() == g for g in range(20))
+        if len(np.unique(y[mask])) == 2
+    ]
+    assert tmf.grouped_auc(scores, target, groups).item() == pytest.approx(np.mean(per_group), abs=1e-14)

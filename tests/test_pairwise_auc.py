@@ -751,3 +751,18 @@ def test_functionals_take_weights_that_require_grad(functional, ref, num_tasks):
     expected = ref(p, y, w) if num_tasks is None else [ref(p[t], y[t], w[t]) for t in range(num_tasks)]
     np.testing.assert_allclose(value.detach().numpy(), expected, rtol=1e-12)
     assert not value.requires_grad
+
+
+def test_int64_labels_beyond_2_53_are_compared_as_float64():
+    """docs/pairwise_auc.md: labels are float64, so 2**62 and 2**62 + 1 tie; an offset keeps them apart."""
+    preds = torch.tensor([0.1, 0.5, 0.3])
+    base = 2**62
+    target = torch.tensor([base, base + 1, base - 2**40])
+    assert float(base) == float(base + 1)
+    # pairs (label order): (base - 2**40, base): 0.3 > 0.1 discordant; (base - 2**40, base + 1): concordant;
+    # (base, base + 1): a label tie in float64, not counted -> 1 / 2; with the offset removed it is concordant -> 2 / 3
+    tied = Fraction(1, 2)
+    exact = Fraction(2, 3)
+    assert tmf.regression_auc(preds, target).item() == float(tied)
+    assert tmx.RegressionAUC()(preds, target).item() == float(tied)
+    assert tmf.regression_auc(preds, target - base).item() == pytest.approx(float(exact), abs=1e-15)

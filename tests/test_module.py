@@ -692,6 +692,36 @@ def test_label_and_weight_columns_of_different_dtypes_across_tasks_keep_their_va
         np.testing.assert_allclose(values[f"avg/{t}"], np.sum(w * p) / np.sum(w), rtol=1e-12)
 
 
+def test_a_task_without_labels_for_some_rows_weighs_them_zero_and_an_empty_column_is_refused():
+    """Every task's columns of a step have one length (docs/module.md, Tasks and inputs).
+
+    A task whose column is empty while the others have rows is a ValueError naming the task and the
+    column, and changes no state; the documented way, weight 0 on the rows it has no label for, gives
+    the pointwise and AUC values over the other rows. Reference: numpy and sklearn over the kept rows.
+    """
+    gen = torch.Generator().manual_seed(31)
+    n = 300
+    data = make_data(31, n)
+    module = build({"ne": "ne", "ctr": "ctr", "auc": "auc", "gauc": "gauc"})
+    before = copy.deepcopy(module.state_dict())
+    empty = dict(data, buy_pred=data["buy_pred"][:0], buy_label=data["buy_label"][:0], buy_w=data["buy_w"][:0])
+    with pytest.raises(ValueError, match=r"Task 'buy'.*'buy_pred'.*\(0,\)"):
+        module.update(empty)
+    after = module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if isinstance(before[k], torch.Tensor))
+    keep = torch.rand(n, generator=gen) < 0.6
+    module.update(dict(data, buy_w=data["buy_w"] * keep))
+    values = module.compute()
+    for task, rows in (("click", torch.ones(n, dtype=torch.bool)), ("buy", keep)):
+        p, y, w = (data[f"{task}_{c}"][rows].double().numpy() for c in ("pred", "label", "w"))
+        user = data["user"][rows].numpy()
+        np.testing.assert_allclose(values[f"ne/{task}"], ref_ne(p, y, w), rtol=1e-9)
+        np.testing.assert_allclose(values[f"ctr/{task}"], np.sum(w * y) / np.sum(w), rtol=1e-12)
+        # the exact AUC keeps float32 weights (docs/auc.md)
+        np.testing.assert_allclose(values[f"auc/{task}"], roc_auc_score(y, p, sample_weight=w), rtol=1e-6)
+        np.testing.assert_allclose(values[f"gauc/{task}"], ref_grouped(p, y, user, w), rtol=1e-6)
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.5])
 def test_small_steps_check_their_weight_columns_together_and_name_a_refused_one(bad):
     """Small steps whose tasks give float32 weight columns of their own are checked in one read.

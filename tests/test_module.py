@@ -649,6 +649,79 @@ def test_weight_columns_of_every_task_checked_together_give_each_task_its_own(dt
     assert all(torch.equal(before[k], after[k]) for k in before if isinstance(before[k], torch.Tensor))
 
 
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (torch.int64, torch.float16),
+        (torch.int64, torch.bfloat16),
+        (torch.int32, torch.float32),
+        (torch.int64, torch.uint64),
+        (torch.uint64, torch.int64),
+    ],
+)
+def test_label_and_weight_columns_of_different_dtypes_across_tasks_keep_their_values(first, second):
+    """Tasks whose label or weight columns have different dtypes are read exactly, each in float64.
+
+    ``torch.stack`` promoted them to the narrowest float among them (int64 weights next to a
+    float16 column: 2049 read as 2048; int64 labels next to bfloat16 ones: 257 as 256; int32 next
+    to float32 above 2**24), or raised a bare RuntimeError for int64 next to uint64. Reference:
+    numpy over each task's columns as given.
+    """
+    gen = torch.Generator().manual_seed(23)
+    n = 400
+    tasks = [tmx.RecTaskInfo(t, f"{t}_y", f"{t}_p", f"{t}_w") for t in ("a", "b")]
+    # not representable in the other task's float dtype (float16: 2049, bfloat16: 257, float32: 2**25 + 1)
+    big = 2**25 + 1 if first == torch.int32 else 2049
+    data = {
+        "a_p": torch.rand(n, generator=gen),
+        "b_p": torch.rand(n, generator=gen, dtype=torch.float64),
+        "a_y": (torch.randint(0, 300, (n,), generator=gen) + torch.tensor([257, big] + [0] * (n - 2))).to(first),
+        "b_y": torch.randint(0, 4, (n,), generator=gen).to(second),
+        "a_w": (torch.randint(1, 5, (n,), generator=gen) + torch.tensor([big] + [0] * (n - 1))).to(first),
+        "b_w": torch.randint(0, 4, (n,), generator=gen).to(second),
+    }
+    module = tmx.RecMetricModule(tasks, {"mse": "mse", "mae": "mae", "avg": "weighted_average"}, throughput=False)
+    for lo, hi in ((0, 150), (150, n)):
+        module.update({k: v[lo:hi] for k, v in data.items()})
+    values = module.compute()
+    for t in ("a", "b"):
+        p = data[f"{t}_p"].double().numpy()
+        y, w = (data[f"{t}_{c}"].to(torch.float64).numpy() for c in "yw")
+        np.testing.assert_allclose(values[f"mse/{t}"], np.sum(w * (p - y) ** 2) / np.sum(w), rtol=1e-12)
+        np.testing.assert_allclose(values[f"mae/{t}"], np.sum(w * np.abs(p - y)) / np.sum(w), rtol=1e-12)
+        np.testing.assert_allclose(values[f"avg/{t}"], np.sum(w * p) / np.sum(w), rtol=1e-12)
+
+
+def test_a_task_without_labels_for_some_rows_weighs_them_zero_and_an_empty_column_is_refused():
+    """Every task's columns of a step have one length (docs/module.md, Tasks and inputs).
+
+    A task whose column is empty while the others have rows is a ValueError naming the task and the
+    column, and changes no state; the documented way, weight 0 on the rows it has no label for, gives
+    the pointwise and AUC values over the other rows. Reference: numpy and sklearn over the kept rows.
+    """
+    gen = torch.Generator().manual_seed(31)
+    n = 300
+    data = make_data(31, n)
+    module = build({"ne": "ne", "ctr": "ctr", "auc": "auc", "gauc": "gauc"})
+    before = copy.deepcopy(module.state_dict())
+    empty = dict(data, buy_pred=data["buy_pred"][:0], buy_label=data["buy_label"][:0], buy_w=data["buy_w"][:0])
+    with pytest.raises(ValueError, match=r"Task 'buy'.*'buy_pred'.*\(0,\)"):
+        module.update(empty)
+    after = module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if isinstance(before[k], torch.Tensor))
+    keep = torch.rand(n, generator=gen) < 0.6
+    module.update(dict(data, buy_w=data["buy_w"] * keep))
+    values = module.compute()
+    for task, rows in (("click", torch.ones(n, dtype=torch.bool)), ("buy", keep)):
+        p, y, w = (data[f"{task}_{c}"][rows].double().numpy() for c in ("pred", "label", "w"))
+        user = data["user"][rows].numpy()
+        np.testing.assert_allclose(values[f"ne/{task}"], ref_ne(p, y, w), rtol=1e-9)
+        np.testing.assert_allclose(values[f"ctr/{task}"], np.sum(w * y) / np.sum(w), rtol=1e-12)
+        # the exact AUC keeps float32 weights (docs/auc.md)
+        np.testing.assert_allclose(values[f"auc/{task}"], roc_auc_score(y, p, sample_weight=w), rtol=1e-6)
+        np.testing.assert_allclose(values[f"gauc/{task}"], ref_grouped(p, y, user, w), rtol=1e-6)
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.5])
 def test_small_steps_check_their_weight_columns_together_and_name_a_refused_one(bad):
     """Small steps whose tasks give float32 weight columns of their own are checked in one read.

@@ -1928,8 +1928,21 @@ def _id_column(value: Tensor, task: RecTaskInfo, key: str | None, like: Tensor) 
 
 
 def _stack_columns(columns: list[Tensor]) -> Tensor:
-    """``(T, N)`` in the columns' promoted dtype (a view of a single column)."""
-    return columns[0].unsqueeze(0) if len(columns) == 1 else torch.stack(columns)
+    """``(T, N)`` in the columns' dtype when they share one (a view of a single column), else in float64.
+
+    Tasks' columns of different dtypes are each cast to float64 before the stack: ``torch.stack``'s
+    type promotion would round them to the narrowest float among them (int64 weights next to a
+    float16 column: 2049 read as 2048; int64 labels next to bfloat16 ones: 257 as 256) or refuse the
+    pair (int64 next to uint64), where float64 holds every value the metrics read.
+    """
+    first = columns[0]
+    if len(columns) == 1:
+        return first.unsqueeze(0)
+    dtype = first.dtype
+    for column in columns:  # one loop, no generator per step
+        if column.dtype != dtype:
+            return torch.stack([c.to(torch.float64) for c in columns])
+    return torch.stack(columns)
 
 
 def _stack_and_widen(preds: list[Tensor], labels: list[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:

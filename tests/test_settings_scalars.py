@@ -1124,7 +1124,12 @@ def test_the_helpers_refuse_what_is_no_single_real_number(value):
 
 @pytest.mark.parametrize(
     "value",
-    [np.timedelta64(300), np.timedelta64(300, "s"), np.asarray(np.timedelta64(300)), np.asarray(np.timedelta64(3, "s"))],
+    [
+        np.timedelta64(300),
+        np.timedelta64(300, "s"),
+        np.asarray(np.timedelta64(300)),
+        np.asarray(np.timedelta64(3, "s")),
+    ],
     ids=repr,
 )
 def test_numpy_durations_are_no_number(value):

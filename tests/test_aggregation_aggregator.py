@@ -970,6 +970,9 @@ def test_categories_with_lone_surrogates_are_counted_and_restored():
         np.array([1, 2]),
         np.array([2.0]),
         np.array([True]),
+        np.timedelta64(3),
+        np.timedelta64(3, "s"),
+        np.array([np.timedelta64(3)]),
     ],
     ids=[
         "np-bool",
@@ -980,6 +983,9 @@ def test_categories_with_lone_surrogates_are_counted_and_restored():
         "two-element-array",
         "float-array",
         "bool-array",
+        "np-duration",
+        "np-duration-seconds",
+        "duration-array",
     ],
 )
 def test_non_integer_numpy_or_tensor_categories_are_rejected(bad):

@@ -1122,6 +1122,24 @@ def test_the_helpers_refuse_what_is_no_single_real_number(value):
     assert as_real(value) is None and as_int(value) is None
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.timedelta64(300),
+        np.timedelta64(300, "s"),
+        np.asarray(np.timedelta64(300)),
+        np.asarray(np.timedelta64(3, "s")),
+    ],
+    ids=repr,
+)
+def test_numpy_durations_are_no_number(value):
+    """NumPy files ``timedelta64`` under its signed integers: ``as_int`` took ``np.timedelta64(300)`` for 300
+    and raised int()'s own ``TypeError`` (naming no setting) on ``np.timedelta64(300, "s")``."""
+    assert as_real(value) is None and as_int(value) is None
+    with pytest.raises(ValueError, match="Expected `num_bins` to be None"):
+        tmx.AUC(num_bins=value)
+
+
 @pytest.mark.parametrize("value", [True, False])
 def test_as_bool_reads_every_form_of_a_flag_as_that_bool(value):
     for form in (value, np.bool_(value), torch.tensor(value), np.asarray(value)):

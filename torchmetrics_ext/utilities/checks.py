@@ -110,11 +110,14 @@ def _plain_scalar(value: object) -> object:
     that ``0.5`` passes: ``item()`` gives a ``bool`` for a bool tensor and a ``complex`` for a complex
     one, which no number check takes. A tensor or array with dimensions (``torch.tensor([0.5])``)
     stays as it is and is refused: a setting is one number, not a batch of them. A tensor without
-    data (``device="meta"``) has no value to read and is refused too.
+    data (``device="meta"``) has no value to read and is refused too, and so is a NumPy duration or
+    date (``np.timedelta64(3)``, which NumPy counts among its integers, or an array of one): ``None``.
     """
     if isinstance(value, Tensor):
         return value.item() if value.ndim == 0 and value.device.type != "meta" else value
     numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(value, (numpy.ndarray, numpy.generic)) and value.dtype.kind in "mM":
+        return None  # a duration or a date: NumPy files timedelta64 under its integers, but it is no number
     if numpy is not None and isinstance(value, numpy.ndarray) and value.ndim == 0:
         return value.item()
     return value

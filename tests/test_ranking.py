@@ -779,9 +779,9 @@ def test_exponential_gain_of_large_relevance(k):
         np.testing.assert_allclose(value.item(), reference, rtol=1e-12, err_msg=name)
 
 
-def _exponential_ndcg_on_every_path(preds, target, k):
-    """``NDCG(exponential_gain=True)`` of padded ``(Q, L)`` lists on every path (functional flat and padded, the
-    class on flat, complete and padded input, the device path), and the flat batch it was given."""
+def _exponential_ndcg_on_every_path(preds, target, k, exponential_gain=True):
+    """``NDCG(exponential_gain=True)`` (or linear gains) of padded ``(Q, L)`` lists on every path (functional flat
+    and padded, the class on flat, complete and padded input, the device path), and the flat batch it was given."""
     num_queries, width = preds.shape
     flat = {
         "preds": preds.flatten(),
@@ -790,19 +790,61 @@ def _exponential_ndcg_on_every_path(preds, target, k):
     }
     padded = {"preds": preds, "target": target}
     values = {
-        "flat": tmf.ndcg(**flat, k=k, exponential_gain=True),
-        "padded": tmf.ndcg(**padded, k=k, exponential_gain=True),
+        "flat": tmf.ndcg(**flat, k=k, exponential_gain=exponential_gain),
+        "padded": tmf.ndcg(**padded, k=k, exponential_gain=exponential_gain),
     }
     for name, batch in (("class", flat), ("complete", flat), ("padded_class", padded)):
-        metric = tmx.NDCG(k=k, exponential_gain=True, queries_complete_per_batch=name == "complete")
+        metric = tmx.NDCG(k=k, exponential_gain=exponential_gain, queries_complete_per_batch=name == "complete")
         metric.update(**batch)
         values[name] = metric.compute()
     with force_device_path():  # the classes rank padded lists and complete queries in `update` there
         for name, batch in (("device_padded", padded), ("device_complete", flat)):
-            metric = tmx.NDCG(k=k, exponential_gain=True, queries_complete_per_batch=name == "device_complete")
+            metric = tmx.NDCG(
+                k=k, exponential_gain=exponential_gain, queries_complete_per_batch=name == "device_complete"
+            )
             metric.update(**batch)
             values[name] = metric.compute()
     return values, flat
+
+
+def _exact_linear_ndcg(preds, target, k=None):
+    """NDCG with gain ``y`` of one query, in 60-digit decimals (no float64 overflow)."""
+    from decimal import Decimal, localcontext
+
+    with localcontext() as context:
+        context.prec = 60
+
+        def dcg(rels):
+            return sum(Decimal(float(y)) * Decimal(2).ln() / Decimal(i + 2).ln() for i, y in enumerate(rels[:k]))
+
+        ranked = [y for _, y in sorted(zip(preds.tolist(), target.tolist(), strict=True), key=lambda r: (-r[0], r[1]))]
+        return float(dcg(ranked) / dcg(sorted(target.tolist(), reverse=True)))
+
+
+@pytest.mark.parametrize("k", [None, 2])
+def test_linear_gain_of_huge_relevance(k):
+    """Bug: linear gains of float64 relevance near the top of its range (1.7e308) overflowed their query's DCG
+    and IDCG sums: ``inf / inf`` gave ``nan`` (whole list) or ``y / inf`` gave 0 (``k=2``) for valid, finite input.
+
+    Every path (flat and padded, class, complete queries, device) gives the exact value (60-digit decimals);
+    queries of ordinary grades next to them keep theirs.
+    """
+    rng = np.random.default_rng(5)
+    num_queries, width = 8, 5
+    preds = torch.tensor(rng.random((num_queries, width)))
+    scale = torch.tensor([1.7e308, 1e308, 2.0**513, 1e200, 1.0, 0.5, 1.7e308, 3.0], dtype=torch.float64).unsqueeze(1)
+    target = torch.tensor(rng.integers(0, 3, (num_queries, width)), dtype=torch.float64) * (scale / 2)
+    target[:, 0] = scale[:, 0]  # every query has a relevant candidate
+    target[6, 1:] = torch.tensor(
+        [1e-300, 2.0, 0.0, 1.7e308], dtype=torch.float64
+    )  # tiny and ordinary grades next to a huge one
+    expected = np.mean([_exact_linear_ndcg(p, t, k) for p, t in zip(preds, target, strict=True)])
+    values, flat = _exponential_ndcg_on_every_path(preds, target, k, exponential_gain=False)
+    ranking = tmx.RankingMetrics(ks=[k], metrics=["ndcg"])
+    ranking.update(**flat)
+    values["ranking_metrics"] = next(iter(ranking.compute().values()))
+    for name, value in values.items():
+        np.testing.assert_allclose(value.item(), expected, rtol=1e-12, err_msg=name)
 
 
 @pytest.mark.parametrize("k", [None, 2])

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.ranking._columns import Columns
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
+from torchmetrics_ext.utilities.device import on_device_path
 
 _INT_TARGET_LIMIT = 1 << 20
 _SMALL_SORT = 4096  # rows below which narrowing the score keys costs more than the radix passes it saves
@@ -238,7 +239,9 @@ GAIN_EXPONENT_LIMIT = 512
 ``2**y - 1`` overflows float64 from ``y = 1024`` (and a query's DCG sums them sooner); a query's
 NDCG is a ratio of two sums of its own gains, so scaling all of them by one power of two leaves
 it unchanged. Queries with ``M <= 512`` are not scaled (their gains are exactly ``2**y - 1``);
-the grade-count paths (grades of at most 64) never need it.
+the grade-count paths (grades of at most 64) never need it. Linear gains are scaled the same way
+when ``M`` reaches ``2**512`` (float64 relevance only), by ``2**-(e - 512)`` with ``M < 2**e``: a
+query's gains near float64's largest value (1.7e308) summed to ``inf`` in DCG and IDCG alike.
 """
 
 
@@ -253,21 +256,34 @@ def gain(target: Tensor, exponential: bool, shift: Tensor | None = None) -> Tens
     had no ideal DCG and an NDCG of 0). From ``y = 1`` on it is ``2**y - 1`` (integer grades exactly).
     """
     if not exponential:
-        return target
+        return target if shift is None else target * torch.exp2(-shift)
     small = torch.expm1(target * _LN2)
     if shift is None:
         return torch.where(target < 1, small, torch.exp2(target) - 1.0)
     return torch.where(target < 1, small * torch.exp2(-shift), torch.exp2(target - shift) - torch.exp2(-shift))
 
 
-def gain_shift(target: Tensor, group: Tensor, num_groups: int) -> Tensor:
-    """``(G,)`` float64 exponent scaling down each query's exponential gains (see :data:`GAIN_EXPONENT_LIMIT`).
+def gain_shift(target: Tensor, group: Tensor, num_groups: int, exponential: bool = True) -> Tensor:
+    """``(G,)`` float64 exponent scaling down each query's gains (see :data:`GAIN_EXPONENT_LIMIT`).
 
     ``target``: relevance (>= 0) of rows of queries ``group``; one reduction, no host read.
     """
     top = torch.zeros(num_groups, dtype=torch.float64, device=target.device)
     top.scatter_reduce_(0, group, target.to(torch.float64), "amax")
+    if not exponential:  # top < 2**exponent: scaled below 2**512, so no sum of a query's gains overflows
+        top = torch.frexp(top).exponent.to(torch.float64)
     return top.sub_(GAIN_EXPONENT_LIMIT).clamp_min_(0.0)
+
+
+def needs_linear_gain_shift(target: Tensor) -> bool:
+    """Whether linear gains of relevance ``target`` may need :func:`gain_shift` (a relevance of ``2**512`` or more).
+
+    On the device path the answer is ``True`` without a host read (the shift is then 0 for every
+    ordinary query, and scaling by ``2**0`` changes no bit); on the CPU one reduction decides.
+    """
+    if on_device_path(target):
+        return True
+    return target.numel() > 0 and bool(target.max() >= 2.0**GAIN_EXPONENT_LIMIT)
 
 
 def discount(pos: Tensor) -> Tensor:
@@ -564,10 +580,11 @@ class SortedQueries(QueryStats):
 
     @cached_property
     def gain_shift(self) -> Tensor | None:
-        """``(G,)`` exponent scaling each query's exponential gains down (``None`` for linear gains)."""
-        if not self.options.exponential_gain:
+        """``(G,)`` exponent scaling each query's gains down (``None`` for linear gains that need none)."""
+        target, exponential = self.ranked.rel_target, self.options.exponential_gain
+        if not exponential and not needs_linear_gain_shift(target):
             return None
-        return gain_shift(self.ranked.rel_target, self.group, self.num_groups)
+        return gain_shift(target, self.group, self.num_groups, exponential)
 
     def row_gain(self, target: Tensor) -> Tensor:
         """NDCG's gain of ``target``, one value per row of :attr:`group` (scaled as its query's)."""

@@ -249,7 +249,7 @@ _LN2 = math.log(2.0)
 
 
 def gain(target: Tensor, exponential: bool, shift: Tensor | None = None) -> Tensor:
-    """NDCG's gain ``y`` or ``2**y - 1``; exponential gains times ``2**-shift`` when a row ``shift`` is given.
+    """NDCG's gain ``y`` or ``2**y - 1``, times ``2**-shift`` when a row ``shift`` is given (:func:`gain_shift`).
 
     Below ``y = 1`` the exponential gain is ``expm1(y ln 2)``: ``2**y - 1`` cancels there (it loses
     ``log2(1 / y)`` bits, and is 0 below ``y = 2**-53``, so a query whose grades are all that small
@@ -305,7 +305,7 @@ def ideal_dcg_by_sort(ranked: Ranked, exponential: bool, shift: Tensor | None) -
     """IDCG@k of each query from a sort of its relevant rows by relevance descending (any relevance).
 
     Only ``rel_group`` (in any order), ``rel_target`` and ``num_groups`` of ``ranked`` are read;
-    ``shift``: each query's exponential gain scaling (:func:`gain_shift`), ``None`` for none.
+    ``shift``: each query's gain scaling (:func:`gain_shift`), ``None`` for none.
     """
     group, pos, value = _ideal(ranked, exponential, shift)
 

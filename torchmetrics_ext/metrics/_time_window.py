@@ -9,10 +9,25 @@ window syncs, checkpoints and merges like the lifetime states.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
-__all__ = ["TimeWindow", "window_as_one_update"]
+from torchmetrics_ext.utilities.checks import as_real
+
+__all__ = ["TimeWindow", "check_window_seconds", "window_as_one_update"]
+
+
+def check_window_seconds(window_seconds: Any) -> float:
+    """``window_seconds`` as a float.
+
+    Raises:
+        ValueError: not a positive finite number.
+    """
+    seconds = as_real(window_seconds)
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"Expected `window_seconds` to be a positive finite number, got {window_seconds!r}.")
+    return float(seconds)
 
 
 class TimeWindow:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from torchmetrics_ext.metrics._time_window import TimeWindow, window_as_one_update
+from torchmetrics_ext.metrics._time_window import TimeWindow, check_window_seconds, window_as_one_update
 from torchmetrics_ext.metrics.base import GuardedMetric, _tag, one_task
 from torchmetrics_ext.utilities.checks import as_int, as_real, check_int
 from torchmetrics_ext.utilities.warnings import naming_part, safe_divide, silencing_undefined, warn_undefined
@@ -176,13 +176,11 @@ class Throughput(TimeWindow, GuardedMetric):
         one_task(self, kwargs, "it counts each step's examples once for all tasks (TowerQPS has a rate per task)")
         super().__init__(**kwargs)
         warmup_steps = check_int("warmup_steps", warmup_steps, 0)
-        seconds = as_real(window_seconds)
-        if seconds is None or not math.isfinite(seconds) or seconds <= 0:
-            raise ValueError(f"Expected `window_seconds` to be a positive finite number, got {window_seconds!r}.")
+        seconds = check_window_seconds(window_seconds)
         if not callable(clock):
             raise TypeError(f"Expected `clock` to be callable, got {type(clock).__name__}.")
         self.warmup_steps = warmup_steps
-        self.window_seconds = float(seconds)
+        self.window_seconds = seconds
         self.clock = clock
         # The warm-up decides which steps the states count (and leaves them zero until it ends), the
         # window which steps the window states keep: non-default ones are part of those states' names.

@@ -14,19 +14,7 @@ import pytest
 import torch
 
 import torchmetrics_ext as tmx
-
-
-class Ticks:
-    """A fake clock: the given readings, one per call (picklable, unlike a lambda)."""
-
-    def __init__(self, readings):
-        self.readings = list(readings)
-        self.calls = 0
-
-    def __call__(self):
-        value = self.readings[self.calls]
-        self.calls += 1
-        return value
+from tests.test_throughput import Ticks  # a fake clock of readings (picklable)
 
 
 def _values(metric):

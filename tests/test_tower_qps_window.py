@@ -226,3 +226,16 @@ def test_ddp_window_sums_examples_and_takes_the_slowest_window(ddp_pool):
         assert value.keys() == expected.keys()
         for name, values in expected.items():
             assert value[name] == pytest.approx(values, rel=1e-12), name
+
+
+def test_a_tower_qps_pickled_before_the_window_unpickles_and_runs():
+    metric = _run(tmx.TowerQPS(num_tasks=2, warmup_steps=1, clock=Ticks([0.0, 1.0, 3.0])), [[1, 1], [4, 2]])
+    state = metric.__getstate__()
+    for name in ("window_seconds", "_window_names", "_window_from_states", "_recent", "_now", "_recent_examples"):
+        state.pop(name, None)  # what an earlier version's pickle held
+    old = tmx.TowerQPS.__new__(tmx.TowerQPS)
+    old.__setstate__(state)
+    old.update(num_examples=torch.tensor([6, 8]))  # 2 s
+    assert old.compute().tolist() == [10 / 3, 10 / 3]
+    old.reset()
+    assert old.compute().tolist() == [0.0, 0.0]

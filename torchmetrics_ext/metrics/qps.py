@@ -92,6 +92,10 @@ class TowerQPS(TimeWindow, TaskMetric):
     is_differentiable = False
     higher_is_better = True
     plot_lower_bound = 0.0
+    # no window: also what a TowerQPS pickled before the window existed finds on unpickling
+    window_seconds: float | None = None  # type: ignore[assignment]  # TimeWindow's is a float, set with a window
+    _window_names: tuple[str, str, str] | None = None
+    _window_from_states: bool = False
 
     # elapsed seconds add up within a rank and take the maximum across ranks: no per-update statistic
     window_unsupported: ClassVar[str] = (
@@ -123,8 +127,7 @@ class TowerQPS(TimeWindow, TaskMetric):
         self._seconds_state = self._setting_state_name("seconds", tag)
         self._add_task_state(self._examples_state)
         self._add_task_state(self._seconds_state, dist_reduce_fx="max")
-        self.window_seconds = window  # type: ignore[assignment]  # None: no window (TimeWindow's is a float)
-        self._window_names: tuple[str, str, str] | None = None
+        self.window_seconds = window
         if window is not None:
             # the window decides which steps the window states keep: it is part of their names
             setting = "_".join(t for t in (tag, f"window{_tag(window)}") if t)

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+from torchmetrics import Metric
 
-from torchmetrics_ext.metrics.base import TaskMetric
+from torchmetrics_ext.metrics._time_window import TimeWindow, check_window_seconds, window_as_one_update
+from torchmetrics_ext.metrics.base import TaskMetric, _tag
 from torchmetrics_ext.utilities.checks import check_int, check_tensor
 
 _DEFAULT_WARMUP = 100  # TorchRec's
+# compute()'s keys with a window: TorchRec's names (``qps-{task}|lifetime_qps``, ...)
+_ENTRIES = ("lifetime_qps", "window_qps", "total_examples")
 
 __all__ = ["TowerQPS"]
 
 
-class TowerQPS(TaskMetric):
+class TowerQPS(TimeWindow, TaskMetric):
     r"""Examples per second for each task: examples summed over ranks over the time of the slowest rank.
 
     .. math:: \mathrm{QPS}_t = \frac{\sum_{\text{ranks}} \text{examples}_t}{\max_{\text{ranks}} \text{seconds}}
@@ -27,7 +32,8 @@ class TowerQPS(TaskMetric):
     ``warmup_steps`` updates (at least one, which starts the clock) count neither time nor
     examples. States: float64 ``(T,)`` example counts (``sum`` across ranks) and elapsed seconds
     (``max`` across ranks). The seconds add up within a rank but take the maximum across ranks, so
-    they are no per-update statistic: ``Windowed`` refuses this metric. Time is read
+    they are no per-update statistic: ``Windowed`` refuses this metric, which keeps its own window
+    of recent seconds instead (``window_seconds``, below). Time is read
     on the host; no device synchronisation happens (except validating an explicit
     ``num_examples``, which must be finite and non-negative). The warm-up count is not part of
     ``state_dict``: after ``load_state_dict`` the next ``warmup_steps`` updates warm up again.
@@ -35,9 +41,25 @@ class TowerQPS(TaskMetric):
     TorchRec's ``tower_qps`` is meant for multi-task models whose tasks see different numbers
     of examples; pass a per-task ``(T,)`` count to ``update(num_examples=...)`` for that.
 
+    **Window.** With ``window_seconds`` set, ``compute()`` (and ``forward``) return TorchRec's three
+    values as a dict of float64 scalars (``(T,)`` tensors for several tasks): ``"lifetime_qps"``
+    (the value above), ``"window_qps"`` (the same ratio over the newest timed updates whose
+    seconds sum to at most ``window_seconds``, at least the newest one: ``Throughput``'s window,
+    per task) and ``"total_examples"`` (every example counted, warm-up included). Two more states
+    hold the window (examples ``sum``, seconds ``max`` across ranks, named after a non-default
+    warm-up and the window), plus ``total_examples`` (``sum``); the window keeps one host entry per
+    update within ``window_seconds``. A loaded checkpoint, or a dict of states given to
+    :meth:`merge_state`, carries the window as its states only: it counts as one update of that
+    many examples over that many seconds, which later updates push out as a whole. A checkpoint
+    written without a window loads into a metric with one: ``total_examples`` starts from the
+    counted examples (the warm-up's were never kept) and the window empty. Without
+    ``window_seconds`` (the default) ``compute()`` returns the lifetime rate alone, as before.
+
     Args:
         num_tasks: number of tasks ``T``.
         warmup_steps: updates before timing starts (TorchRec: 100).
+        window_seconds: length of the recent window in seconds (a positive number), or ``None``
+            for no window.
         clock: seconds as a float (``time.monotonic``); replaceable for tests.
         kwargs: TorchMetrics options.
 
@@ -50,6 +72,16 @@ class TowerQPS(TaskMetric):
         ...     qps.update(torch.zeros(100))
         >>> qps.compute()  # 200 examples after the warm-up step, in 4 seconds
         tensor(50., dtype=torch.float64)
+
+        With a window of 3 seconds, over two tasks (the second one sees fewer examples):
+
+        >>> ticks = iter([0.0, 2.0, 4.0, 5.0])
+        >>> qps = TowerQPS(num_tasks=2, warmup_steps=1, window_seconds=3.0, clock=lambda: next(ticks))
+        >>> for n in ([10, 10], [100, 50], [60, 30], [30, 30]):
+        ...     qps.update(num_examples=torch.tensor(n))
+        >>> values = qps.compute()  # lifetime: 5 s after warm-up; window: the last two updates, 3 s
+        >>> {name: value.tolist() for name, value in values.items()}
+        {'lifetime_qps': [38.0, 22.0], 'window_qps': [30.0, 20.0], 'total_examples': [200.0, 120.0]}
     """
 
     # True although `forward` is one `update` (it is overridden): TorchMetrics' `Running` would
@@ -60,11 +92,16 @@ class TowerQPS(TaskMetric):
     is_differentiable = False
     higher_is_better = True
     plot_lower_bound = 0.0
+    # no window: also what a TowerQPS pickled before the window existed finds on unpickling
+    window_seconds: float | None = None  # type: ignore[assignment]  # TimeWindow's is a float, set with a window
+    _window_names: tuple[str, str, str] | None = None
+    _window_from_states: bool = False
 
     # elapsed seconds add up within a rank and take the maximum across ranks: no per-update statistic
     window_unsupported: ClassVar[str] = (
         "its elapsed seconds add up within a rank but reduce with max across ranks, so a window of "
-        "per-update seconds would keep the longest step, not the window's time."
+        "per-update seconds would keep the longest step, not the window's time; it has its own window "
+        "(`window_seconds`, reported as window_qps)."
     )
 
     def __init__(
@@ -73,9 +110,11 @@ class TowerQPS(TaskMetric):
         *,
         warmup_steps: int = _DEFAULT_WARMUP,
         clock: Callable[[], float] = time.monotonic,
+        window_seconds: float | None = None,
         **kwargs: Any,
     ) -> None:
         warmup_steps = check_int("warmup_steps", warmup_steps, 0)
+        window = None if window_seconds is None else check_window_seconds(window_seconds)
         if not callable(clock):
             raise ValueError(f"Expected `clock` to be a callable returning seconds, got {clock!r}.")
         super().__init__(num_tasks, **kwargs)
@@ -88,12 +127,72 @@ class TowerQPS(TaskMetric):
         self._seconds_state = self._setting_state_name("seconds", tag)
         self._add_task_state(self._examples_state)
         self._add_task_state(self._seconds_state, dist_reduce_fx="max")
+        self.window_seconds = window
+        if window is not None:
+            # the window decides which steps the window states keep: it is part of their names
+            setting = "_".join(t for t in (tag, f"window{_tag(window)}") if t)
+            names = (
+                "total_examples",
+                self._setting_state_name("window_examples", setting),
+                self._setting_state_name("window_elapsed", setting),
+            )
+            self._window_names = names
+            for name, reduction in zip(names, ("sum", "sum", "max"), strict=True):
+                self._add_task_state(name, dist_reduce_fx=reduction)
+            # checkpoints written without a window: the counted examples, an empty window
+            self._derived_states[names[0]] = (torch.clone, (self._examples_state,))
+            for name, source in zip(names[1:], (self._examples_state, self._seconds_state), strict=True):
+                self._derived_states[name] = (torch.zeros_like, (source,))
         self._steps = 0
         self._last_tick: float | None = None
+        self._clear_window(0.0)
+        self._window_from_states = False  # after a load: the window is known by its states alone
 
     def _states(self) -> tuple[Tensor, Tensor]:
         """The example count and seconds states (named after a non-default ``warmup_steps``)."""
         return getattr(self, self._examples_state), getattr(self, self._seconds_state)
+
+    def _value_entries(self) -> tuple[str, ...] | None:
+        """``("lifetime_qps", "window_qps", "total_examples")`` with a window; ``None`` (one value) without."""
+        return None if self._window_names is None else _ENTRIES
+
+    def _window_states(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``total_examples`` and the window's examples and seconds (only with ``window_seconds``)."""
+        assert self._window_names is not None
+        total, examples, elapsed = self._window_names
+        return getattr(self, total), getattr(self, examples), getattr(self, elapsed)
+
+    def _fill_window(self) -> None:
+        """The window states from the recent updates (see :class:`TimeWindow`)."""
+        _, examples, elapsed = self._window_states()
+        if isinstance(self._recent_examples, Tensor):
+            examples.copy_(self._recent_examples)
+        else:
+            examples.fill_(float(self._recent_examples))
+        elapsed.fill_(self._window_time())
+
+    def _timeline(self) -> list[tuple[float, float, Any]]:
+        """This rank's window updates; after a load, the loaded window states as one update."""
+        if not self._window_from_states:
+            return list(self._recent)
+        _, examples, elapsed = self._window_states()
+        seconds = float(elapsed.max())  # one clock per rank: every task's seconds are equal
+        return window_as_one_update(examples.clone(), seconds, not (seconds or bool(examples.any())))
+
+    def _window_on(self, device: torch.device) -> None:
+        """Move the window's per-task counts to ``device`` (the states') after the metric moved."""
+        total = self._recent_examples
+        if isinstance(total, Tensor) and total.device != device:
+            self._recent = deque((s, e, n.to(device) if isinstance(n, Tensor) else n) for s, e, n in self._recent)
+            self._recent_examples = total.to(device)
+
+    def _own_timeline(self) -> None:
+        """Turn loaded window states into this rank's timeline before it changes."""
+        if self._window_from_states:
+            theirs = self._timeline()
+            self._clear_window(0.0)
+            self._window_from_states = False
+            self._join_window(theirs, theirs[-1][1] if theirs else 0.0)
 
     def _counts(self, preds: Tensor | None, num_examples: Tensor | None, validate: bool) -> Tensor | float:
         if num_examples is not None:
@@ -132,21 +231,64 @@ class TowerQPS(TaskMetric):
             counts = counts.to(examples.device)
         now = float(self.clock())  # a reading that is no number raises here, before anything changes
         self._steps += 1
+        if self._window_names is not None:
+            self._window_states()[0].add_(counts)
         if self._steps > max(self.warmup_steps, 1) and self._last_tick is not None:
             examples.add_(counts)
             seconds.add_(now - self._last_tick)
+            if self._window_names is not None:
+                self._own_timeline()
+                self._window_on(examples.device)
+                # a copy: a float64 `num_examples` is the caller's tensor (expanded), which it may change
+                self._add_to_window(now - self._last_tick, counts.clone() if isinstance(counts, Tensor) else counts)
         self._last_tick = now
 
-    def _value(self) -> Tensor:
-        examples, seconds = self._states()
+    def _rate(self, examples: Tensor, seconds: Tensor) -> Tensor:
         timed = seconds > 0
         return self._squeeze_tasks(torch.where(timed, examples / torch.where(timed, seconds, 1.0), 0.0))
 
-    def compute(self) -> Tensor:
-        """Examples per second after warm-up; 0 before any timed step (as TorchRec)."""
+    def _value(self) -> Any:
+        lifetime = self._rate(*self._states())
+        if self._window_names is None:
+            return lifetime
+        total, examples, elapsed = self._window_states()
+        values = (lifetime, self._rate(examples, elapsed), self._squeeze_tasks(total.clone()))
+        return dict(zip(_ENTRIES, values, strict=True))
+
+    def compute(self) -> Any:
+        """Examples per second after warm-up; 0 before any timed step (as TorchRec).
+
+        With ``window_seconds``: ``{"lifetime_qps", "window_qps", "total_examples"}``.
+        """
         return self._value()
 
-    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+    def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
+        """Merge another ``TowerQPS`` (or its states) as a rank beside this one: examples add up, seconds take the max.
+
+        With a window, the other's recent updates join this window as ``Throughput.merge_state``
+        says (updates that ended together with this one's newest); a dict of states carries its
+        window as one update.
+        """
+        if self._window_names is None:
+            super().merge_state(incoming_state)
+            return
+        self._own_timeline()  # read before the merge changes the states
+        if isinstance(incoming_state, TowerQPS) and incoming_state._window_names is not None:
+            theirs = incoming_state._timeline()
+        else:
+            theirs = None
+        super().merge_state(incoming_state)  # checks the states first
+        if theirs is None:  # the states that were merged: their window as one update
+            states: Any = incoming_state if isinstance(incoming_state, dict) else incoming_state.metric_state
+            examples = torch.as_tensor(states[self._window_names[1]], dtype=torch.float64)
+            seconds = float(torch.as_tensor(states[self._window_names[2]]).max())
+            theirs = window_as_one_update(examples, seconds, not (seconds or bool(examples.any())))
+        device = self._window_states()[1].device
+        self._window_on(device)
+        theirs = [(s, e, n.to(device) if isinstance(n, Tensor) else n) for s, e, n in theirs]
+        self._join_window(theirs, theirs[-1][1] if theirs else 0.0)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Count and time one step like ``update``, and return this rank's QPS so far (a rate has no batch value)."""
         self.update(*args, **kwargs)
         return self._value()
@@ -156,9 +298,14 @@ class TowerQPS(TaskMetric):
         super().reset()
         self._steps = 0
         self._last_tick = None
+        self._clear_window(0.0)
+        self._window_from_states = False
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         """Load the counts; the next ``warmup_steps`` updates warm up again (the time before the load never counts)."""
         super()._load_from_state_dict(state_dict, prefix, *args)
         self._steps = 0
         self._last_tick = None
+        if self._window_names is not None:  # the states may be written after this call: read them when needed
+            self._clear_window(0.0)
+            self._window_from_states = True

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from torchmetrics_ext.metrics._time_window import TimeWindow, check_window_seconds, window_as_one_update
 from torchmetrics_ext.metrics.base import GuardedMetric, _tag, one_task
 from torchmetrics_ext.utilities.checks import as_int, as_real, check_int
 from torchmetrics_ext.utilities.warnings import naming_part, safe_divide, silencing_undefined, warn_undefined
@@ -67,7 +68,7 @@ def _count_examples(batch: Any) -> int:
     return int(tensor.shape[0])
 
 
-class Throughput(GuardedMetric):
+class Throughput(TimeWindow, GuardedMetric):
     r"""Examples per second, counted from the inputs: lifetime (after warm-up) and over recent seconds.
 
     ``update(batch)`` counts the examples of one step from the input itself (never from a
@@ -175,13 +176,11 @@ class Throughput(GuardedMetric):
         one_task(self, kwargs, "it counts each step's examples once for all tasks (TowerQPS has a rate per task)")
         super().__init__(**kwargs)
         warmup_steps = check_int("warmup_steps", warmup_steps, 0)
-        seconds = as_real(window_seconds)
-        if seconds is None or not math.isfinite(seconds) or seconds <= 0:
-            raise ValueError(f"Expected `window_seconds` to be a positive finite number, got {window_seconds!r}.")
+        seconds = check_window_seconds(window_seconds)
         if not callable(clock):
             raise TypeError(f"Expected `clock` to be callable, got {type(clock).__name__}.")
         self.warmup_steps = warmup_steps
-        self.window_seconds = float(seconds)
+        self.window_seconds = seconds
         self.clock = clock
         # The warm-up decides which steps the states count (and leaves them zero until it ends), the
         # window which steps the window states keep: non-default ones are part of those states' names.
@@ -244,11 +243,8 @@ class Throughput(GuardedMetric):
         # examples of any rank seen by the last compute (synced): a reset then ends the warm-up on every rank
         self._computed_examples = False
         self._last: float | None = self.clock() if self.warmup_steps == 0 else None
-        # the updates in the window, by start: (start, end, examples) on this rank's timeline of
-        # timed seconds (``_now`` is its end); merged updates are placed on it too (see merge_state)
-        self._recent: deque[tuple[float, float, int]] = deque()
-        self._now = 0.0
-        self._recent_examples = 0
+        # the updates in the window (see TimeWindow); merged updates are placed on it too (see merge_state)
+        self._clear_window(0)
 
     def update(self, batch: Tensor | int | Mapping[str, Tensor] | Sequence[Tensor]) -> None:
         """Count one step's examples (from ``batch`` itself) and read the clock."""
@@ -264,24 +260,13 @@ class Throughput(GuardedMetric):
         seconds, self._last = now - self._last, now
         state("examples").add_(count)
         state("elapsed").add_(seconds)
-        recent, start = self._recent, self._now
-        self._now = end = start + seconds
-        recent.append((start, end, count))
-        self._recent_examples += count
-        cut = end - self.window_seconds  # updates that started before it do not fit (the newest always does)
-        while len(recent) > 1 and recent[0][0] < cut:
-            self._recent_examples -= recent.popleft()[2]
-        if len(recent) == 1:  # no drift from the running sum and the timeline
-            recent[0] = (0.0, seconds, count)
-            self._now, self._recent_examples = seconds, count
-        self._fill_window()
+        self._add_to_window(seconds, count)
 
     def _fill_window(self) -> None:
         """The window states from the recent updates: their examples, and the seconds since the oldest started."""
-        recent = self._recent
         # a float: the running sum of int64 counts can pass what torch converts from a Python int
         self._state("window_examples").fill_(float(self._recent_examples))
-        self._state("window_elapsed").fill_(self._now - recent[0][0] if recent else 0.0)
+        self._state("window_elapsed").fill_(self._window_time())
 
     def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
         """Merge another ``Throughput`` (or its states) as if it ran beside this one: the DDP sync's sum and max.
@@ -308,17 +293,8 @@ class Throughput(GuardedMetric):
             )
             examples = float(states[self._state_names["window_examples"]])
             their_now = float(states[self._state_names["window_elapsed"]])
-            theirs = [(0.0, their_now, round(examples))] if examples or their_now else []
-        if not theirs:
-            return
-        shift = self._now - their_now  # their last update ends with this one's
-        cut = self._now - self.window_seconds
-        newest = {self._recent[-1]} if self._recent else set()
-        newest.add((theirs[-1][0] + shift, theirs[-1][1] + shift, theirs[-1][2]))
-        joined = sorted([*self._recent, *((s + shift, e + shift, n) for s, e, n in theirs)])
-        self._recent = deque(u for u in joined if u[0] >= cut or u in newest)
-        self._recent_examples = sum(n for _, _, n in self._recent)
-        self._fill_window()
+            theirs = window_as_one_update(round(examples), their_now, not (examples or their_now))
+        self._join_window(theirs, their_now)
 
     def _rates(self) -> dict[str, Tensor]:
         state = self._state

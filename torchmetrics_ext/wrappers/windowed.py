@@ -327,8 +327,9 @@ class Windowed(WrapperMetric):
         TypeError: ``metric`` is not a :class:`torchmetrics.Metric`.
         ValueError: ``window_size`` or ``max_updates`` is not a positive integer, ``metric`` has
             states of another reduction or none, needs the full state at update, or is one of the
-            metrics refused with their reason (``Throughput``, ``TowerQPS``,
-            ``aggregation.CategoricalCount``, and a ``Windowed``: wrap its inner metric instead), an
+            metrics refused with their reason (``Throughput`` and ``TowerQPS``, which keep their own
+            window of recent seconds, ``window_seconds``; ``aggregation.CategoricalCount``; and a
+            ``Windowed``: wrap its inner metric instead), an
             option TorchMetrics rejects (unknown, or of the wrong type: the metric is left as it
             was), a ``process_group`` other than the one ``metric`` has, or a ``metric`` that another
             live ``Windowed`` (as its lifetime or window) or ``RecMetricModule`` holds: one object

@@ -1,0 +1,105 @@
+"""The recent-seconds window of the rate metrics (``Throughput``, ``TowerQPS``), written once.
+
+Both count examples over wall-clock seconds that add up within a rank and take the maximum
+across ranks; both keep, besides the lifetime sums, the newest updates whose timed seconds fit in
+``window_seconds``. :class:`TimeWindow` keeps that timeline on the host and leaves the metric to
+write it into its two window states (examples, ``sum`` across ranks; seconds, ``max``), so the
+window syncs, checkpoints and merges like the lifetime states.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+from torchmetrics_ext.utilities.checks import as_real
+
+__all__ = ["TimeWindow", "check_window_seconds", "window_as_one_update"]
+
+
+def check_window_seconds(window_seconds: Any) -> float:
+    """``window_seconds`` as a float.
+
+    Raises:
+        ValueError: not a positive finite number.
+    """
+    seconds = as_real(window_seconds)
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"Expected `window_seconds` to be a positive finite number, got {window_seconds!r}.")
+    return float(seconds)
+
+
+class TimeWindow:
+    """A rank's timed updates within the last ``window_seconds``, newest last (mixin of the rate metrics).
+
+    An update is ``(start, end, examples)`` on this rank's timeline of *timed* seconds (the time
+    between updates after warm-up, laid end to end; ``_now`` is the end of the newest). The window
+    keeps the updates that started within ``window_seconds`` of ``_now``, and always the newest.
+    ``examples`` is anything that adds and subtracts: an ``int`` (``Throughput``'s exact counts),
+    a ``float`` or a float64 ``(T,)`` tensor (``TowerQPS``'s counts per task). The host class sets
+    ``window_seconds`` and implements :meth:`_fill_window`, which writes ``_recent_examples`` and
+    :meth:`_window_time` into its window states.
+    """
+
+    window_seconds: float
+    _recent: deque[tuple[float, float, Any]]
+    _now: float
+    _recent_examples: Any
+
+    def _clear_window(self, zero: Any = 0) -> None:
+        """No update in the window; ``zero``: an empty sum of examples."""
+        self._recent = deque()
+        self._now = 0.0
+        self._recent_examples = zero
+
+    def _fill_window(self) -> None:
+        """Write the window's examples and :meth:`_window_time` into the window states."""
+        raise NotImplementedError
+
+    def _window_time(self) -> float:
+        """Seconds since the oldest update in the window started (0 without one)."""
+        return self._now - self._recent[0][0] if self._recent else 0.0
+
+    def _add_to_window(self, seconds: float, examples: Any) -> None:
+        """One timed update of ``seconds`` and ``examples``; older updates that no longer fit leave the window."""
+        recent, start = self._recent, self._now
+        self._now = end = start + seconds
+        recent.append((start, end, examples))
+        self._recent_examples = self._recent_examples + examples
+        cut = end - self.window_seconds  # updates that started before it do not fit (the newest always does)
+        while len(recent) > 1 and recent[0][0] < cut:
+            self._recent_examples = self._recent_examples - recent.popleft()[2]
+        if len(recent) == 1:  # no drift from the running sum and the timeline
+            recent[0] = (0.0, seconds, examples)
+            self._now, self._recent_examples = seconds, examples
+        self._fill_window()
+
+    def _join_window(self, theirs: list[tuple[float, float, Any]], their_now: float) -> None:
+        """Join another rank's window as updates that ended together with this one's newest (see ``merge_state``).
+
+        The joined window holds the updates of both that started within the last
+        ``window_seconds`` and the newest update of each; its time is the longer of the two windows'.
+        """
+        if not theirs:
+            return
+        shift = self._now - their_now  # their last update ends with this one's
+        cut = self._now - self.window_seconds
+        shifted = [(s + shift, e + shift, n) for s, e, n in theirs]
+        newest = {id(shifted[-1])} | ({id(self._recent[-1])} if self._recent else set())
+        # ordered by times only: examples may be tensors, which do not compare as one truth value
+        joined = sorted([*self._recent, *shifted], key=lambda u: (u[0], u[1]))
+        self._recent = deque(u for u in joined if u[0] >= cut or id(u) in newest)
+        total: Any = 0
+        for _, _, n in self._recent:  # a few host entries (the window's updates), not samples
+            total = total + n
+        self._recent_examples = total
+        self._fill_window()
+
+
+def window_as_one_update(examples: Any, seconds: float, empty: bool) -> list[tuple[float, float, Any]]:
+    """A window known only by its states (a dict of states, a loaded checkpoint): one update of ``seconds``.
+
+    ``empty``: whether the states hold neither examples nor seconds (then there is no update).
+    """
+    return [] if empty else [(0.0, seconds, examples)]

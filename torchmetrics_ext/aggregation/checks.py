@@ -59,7 +59,7 @@ def _has_complex(values: Sequence[object]) -> bool:
     looked at value by value.
     """
     try:
-        if type(sum(values, math.nan)) is float:  # type: ignore[arg-type]
+        if type(sum(values, math.nan)) is float:  # type: ignore[type-var]
             return False
     except Exception:  # whatever a value's __add__ raises: look at each value
         pass

@@ -1199,3 +1199,61 @@ def test_ddp_one_value_per_rank_distribution_and_categories(ddp_pool, rank1_reco
     records = _SMALL_RECORDS[0] + (_SMALL_RECORDS[1] if rank1_records else [])
     assert results[0] == results[1]
     assert_matches_reference(results[0], numpy_reference(records))
+
+
+COMPLEX_VALUES = [
+    np.complex128(1 + 2j),  # a subclass of complex
+    np.complex64(1 + 2j),  # not one
+    np.complex128(3 + 0j),  # refused as Python's complex(3) is, imaginary part 0 or not
+    1 + 2j,
+    torch.tensor(1 + 2j),
+    np.array(1 + 2j),
+    np.array([1 + 2j]),
+]
+NUMBER_TYPES = [A.SUM, A.MEAN, A.MAX, A.MIN, A.DISTRIBUTION]
+
+
+@pytest.mark.parametrize("registered", [False, True], ids=["default", "registered"])
+@pytest.mark.parametrize("agg_type", NUMBER_TYPES, ids=lambda a: a.name)
+@pytest.mark.parametrize("value", COMPLEX_VALUES, ids=lambda v: f"{type(v).__name__}({v})")
+def test_complex_values_are_refused_and_change_nothing(value, agg_type, registered):
+    """NumPy complex scalars convert to float (their real part, with a ComplexWarning), so math.fsum took
+    ``np.complex128(1+2j)`` as 1.0 on the default handlers' path, and torch.tensor did on a registered
+    metric's: they are refused as Python's ``complex`` is, with no warning before the error."""
+    aggregator = MetricsAggregator()
+    if registered:  # a plain torchmetrics metric: the values reach it as a float64 tensor
+        aggregator.register_handler(agg_type, MeanMetric)
+    aggregator.update([Metric("ds", "m", 1.0, agg_type)])
+    before = snapshot(aggregator)
+    expected = aggregator.get_metrics_for_logging()
+    name = type(value).__name__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(TypeError, match=rf"Metric 'm' of dataset 'ds' is a {agg_type.name}: .*\({name}|{name} of"):
+            aggregator.update([Metric("ds", "m", 2.0, agg_type), Metric("ds", "m", value, agg_type)])
+    assert_unchanged(aggregator, before)
+    assert aggregator.get_metrics_for_logging() == expected
+
+
+@pytest.mark.parametrize("value", COMPLEX_VALUES, ids=lambda v: f"{type(v).__name__}({v})")
+def test_complex_categories_are_refused(value):
+    aggregator = MetricsAggregator()
+    aggregator.update([Metric("ds", "src", "web", A.CATEGORICAL_COUNT)])
+    before = snapshot(aggregator)
+    with pytest.raises(TypeError, match=r"'src' of dataset 'ds' is a CATEGORICAL_COUNT: expected str or int"):
+        aggregator.update(
+            [Metric("ds", "src", "app", A.CATEGORICAL_COUNT), Metric("ds", "src", value, A.CATEGORICAL_COUNT)]
+        )
+    assert_unchanged(aggregator, before)
+
+
+@pytest.mark.parametrize("agg_type", NUMBER_TYPES, ids=lambda a: a.name)
+def test_real_numpy_scalars_are_still_taken(agg_type):
+    """The complex check's slow path (a batch that is not all plain float/int) keeps real NumPy scalars."""
+    aggregator = MetricsAggregator()
+    values = [np.float32(0.5), np.int64(2), 1.5, np.float64(4.0), np.bool_(True)]
+    aggregator.update([Metric("ds", "m", v, agg_type) for v in values])
+    logged = aggregator.get_metrics_for_logging()
+    exact = {A.SUM: 9.0, A.MEAN: 9.0 / 5, A.MAX: 4.0, A.MIN: 0.5, A.DISTRIBUTION: 9.0 / 5}[agg_type]
+    key = "train_ds/m_stat_mean" if agg_type is A.DISTRIBUTION else "train_ds/m"
+    assert logged[key] == exact

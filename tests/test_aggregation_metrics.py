@@ -1782,3 +1782,23 @@ def test_running_totals_past_float64_are_documented() -> None:
     for _ in range(2):  # each batch is finite; the running totals are 2e308
         aggregator.update([Metric("d", "s", 1e308, AggregationType.SUM), Metric("d", "m", 1e308, AggregationType.MEAN)])
     assert aggregator.get_metrics_for_logging(prefix="train") == {"train_d/s": math.inf}
+
+
+@pytest.mark.parametrize("metric_cls", [Sum, Mean, Max, Min, Distribution])
+@pytest.mark.parametrize(
+    "value",
+    [np.complex128(1 + 2j), np.complex64(1 + 2j), np.array([1 + 2j, 2]), [1.0, np.complex128(3 + 0j)], (1 + 2j,)],
+    ids=["complex128", "complex64", "complex-array", "list", "tuple"],
+)
+def test_update_refuses_numpy_complex(metric_cls, value):
+    """torch.as_tensor(..., dtype=float64) took a NumPy complex (a scalar, an array or one in a list) as its real
+    part (a warning only); refused as a complex tensor is, before any state changes."""
+    metric = metric_cls()
+    metric.update(torch.tensor([1.0, 2.0]))
+    before = {name: value.clone() for name, value in metric.metric_state.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(TypeError, match=r"Expected `value` to be a real number, a sequence of real numbers"):
+            metric.update(value)
+    for name, state in metric.metric_state.items():
+        assert torch.equal(state, before[name]), name

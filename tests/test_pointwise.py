@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from functools import partial
 from pathlib import Path
 
@@ -597,3 +598,55 @@ def test_docstring_says_zero_total_weight_is_nan_and_it_is(name):
     metric.update(torch.tensor([0.2, 0.7]), torch.tensor([0.0, 1.0]), torch.zeros(2))
     with pytest.warns(tmx.UndefinedMetricWarning):
         assert math.isnan(metric.compute().item())
+
+
+def _exact_accuracy(preds, target, weights, threshold=0.5):
+    """Weighted accuracy in exact rationals from the float64 values of the inputs."""
+    p, t, w = (x.double().flatten().tolist() for x in (preds, target, weights))
+    right = sum(
+        (Fraction(wi) for pi, ti, wi in zip(p, t, w, strict=True) if (pi >= threshold) == (ti == 1)), Fraction(0)
+    )
+    return right / sum(map(Fraction, w), Fraction(0))
+
+
+@pytest.mark.parametrize(
+    ("case", "dtype"),
+    [
+        ("all_wrong_huge", torch.float64),  # exact 1e-300: TN = W - (TP+FP+FN) is rounding noise of ~1e-14 W
+        ("one_wrong_huge", torch.float64),  # exact 1 - 1e-300
+        ("lognormal", torch.float64),  # weights over 1e-150 .. 1e150
+        ("random", torch.float16),
+        ("random", torch.bfloat16),
+        ("near_zero", torch.bfloat16),
+    ],
+)
+def test_weighted_accuracy_error_is_rounding_of_the_total(case, dtype):
+    """The documented bound (docs/pointwise.md): TN as a difference of float64 sums leaves an absolute error of the
+    order of the sums' rounding relative to the total weight (2e-13 allowed, for 1e6 rows; 2e4 rows here), never
+    more, whatever the weights' magnitude or the inputs' dtype; every prediction right is exactly 1."""
+    g = torch.Generator().manual_seed(7)
+    n = 20_000
+    p = torch.rand(n, generator=g, dtype=torch.float64)
+    if case in ("all_wrong_huge", "one_wrong_huge"):
+        t = (p < 0.5).double() if case == "all_wrong_huge" else (p >= 0.5).double()
+        w = torch.full((n,), 1e300 / n, dtype=torch.float64)
+        p[0], t[0], w[0] = 0.9, float(case == "all_wrong_huge"), 1.0
+    elif case == "lognormal":
+        t = (torch.rand(n, generator=g) < 0.3).double()
+        w = torch.exp(torch.randn(n, generator=g, dtype=torch.float64) * 60).clamp(max=1e300 / n)
+    elif case == "random":
+        t = (torch.rand(n, generator=g) < 0.5).double()
+        w = torch.rand(n, generator=g, dtype=torch.float64) * 60000
+    else:  # near_zero: one right row of the lowest weight
+        t = (p < 0.5).double()
+        t[0] = float(p[0] >= 0.5)
+        w = torch.rand(n, generator=g, dtype=torch.float64) * 60000 + 1
+    p, t, w = p.to(dtype), t.to(dtype), w.to(dtype)
+    metric = tmx.WeightedAccuracy()
+    half = n // 3
+    metric.update(p[:half], t[:half], w[:half])
+    metric.update(p[half:], t[half:], w[half:])
+    got = metric.compute().item()
+    assert abs(Fraction(got) - _exact_accuracy(p, t, w)) <= Fraction(2e-13), (got, float(_exact_accuracy(p, t, w)))
+    right = (p.double() >= 0.5).to(dtype)
+    assert tmf.weighted_accuracy(p, right, w).item() == 1.0

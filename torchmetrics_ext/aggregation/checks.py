@@ -43,6 +43,22 @@ _SHORT_INT_BITS = 2000
 _SHORT_INT = 1 << _SHORT_INT_BITS
 # NumPy dtype kinds of a number: bool, signed and unsigned integer, floating
 _NUMBER_KINDS = frozenset("biuf")
+# complex scalars: Python's and NumPy's (np.complex128 subclasses complex, np.complex64 does not). NumPy's
+# convert to float (their real part, with a ComplexWarning), so math.fsum and float() accept them
+_COMPLEX_TYPES = (complex, np.complexfloating)
+
+
+def _has_complex(values: Sequence[object]) -> bool:
+    """Some value of ``values`` is a complex scalar.
+
+    A batch of plain ``float``/``int`` is known to have none from its set of types (one C pass,
+    about one ``math.fsum`` of the batch); only another batch (NumPy scalars, tensors, ...) is
+    looked at value by value. No arithmetic on the values: adding them (a cheaper probe) would
+    run NumPy's and torch's operators on tensors and arrays, with their cost and warnings.
+    """
+    if _NUMBER_TYPES.issuperset(map(type, values)):
+        return False
+    return any(isinstance(value, _COMPLEX_TYPES) for value in values)
 
 
 def _one_element_array(value: object) -> bool:
@@ -67,7 +83,7 @@ def plain_numbers(values: Sequence[Any]) -> Sequence[Any]:
 
 def _is_finite_number(value: object, as_tensor: bool) -> bool:
     """``value`` is one finite number (and, if ``as_tensor``, becomes a one-element tensor)."""
-    if isinstance(value, (str, bytes)):
+    if isinstance(value, (str, bytes, *_COMPLEX_TYPES)):
         return False
     try:
         if not math.isfinite(float(value)):  # type: ignore[arg-type]
@@ -78,8 +94,8 @@ def _is_finite_number(value: object, as_tensor: bool) -> bool:
 
 
 def _is_number_like(value: object) -> bool:
-    """Converts to a float (a bad one is a ``ValueError`` rather than a ``TypeError``)."""
-    if isinstance(value, (str, bytes)):
+    """Converts to a float (a bad one is a ``ValueError`` rather than a ``TypeError``); a complex scalar does not."""
+    if isinstance(value, (str, bytes, *_COMPLEX_TYPES)):
         return False
     try:
         float(value)  # type: ignore[arg-type]
@@ -101,7 +117,7 @@ def _bad_value(values: Sequence[object], as_tensor: bool = False) -> TypeError |
             if _is_number_like(value):
                 return ValueError(f"Expected a finite number, got {_text(value)} ({type(value).__name__}).")
             shape = getattr(value, "shape", None)
-            if isinstance(shape, tuple) and not isinstance(value, (str, bytes)):
+            if isinstance(shape, tuple) and not isinstance(value, (str, bytes, np.generic)):  # a NumPy scalar has one
                 return TypeError(
                     "Expected a finite number (a one-element tensor or array is one), got a "
                     f"{type(value).__name__} of shape {tuple(shape)}: {value!r}."
@@ -131,7 +147,7 @@ def check_numbers(values: Sequence[object]) -> None:
         ValueError: on NaN/inf.
     """
     try:
-        if math.isfinite(math.fsum(values)):  # type: ignore[arg-type]
+        if not _has_complex(values) and math.isfinite(math.fsum(values)):  # type: ignore[arg-type]
             return
     except (TypeError, ValueError, OverflowError, RuntimeError):
         pass
@@ -147,6 +163,8 @@ def exact_sum(values: Sequence[object]) -> float:
         TypeError: on a value that is not a number.
         ValueError: on NaN/inf, or a sum that overflows float64.
     """
+    if _has_complex(values):  # before fsum, which takes a NumPy complex as its real part (with a warning)
+        raise number_error(values)
     try:
         total = math.fsum(values)  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError, RuntimeError):
@@ -169,11 +187,13 @@ def number_tensor(values: Sequence[object]) -> Tensor:
         ValueError: on NaN/inf.
     """
     values = plain_numbers(values)
-    try:
-        out = torch.tensor(values, dtype=torch.float64)
-        ok = out.ndim == 1 and bool(torch.isfinite(out).all())
-    except (TypeError, ValueError, RuntimeError):
-        ok = False
+    ok = False
+    if not _has_complex(values):  # torch.tensor takes a NumPy complex as its real part
+        try:
+            out = torch.tensor(values, dtype=torch.float64)
+            ok = out.ndim == 1 and bool(torch.isfinite(out).all())
+        except (TypeError, ValueError, RuntimeError):
+            pass
     if not ok:
         raise number_error(values, as_tensor=True)
     return out
@@ -271,6 +291,16 @@ def as_values(name: str, value: object) -> Tensor:
         return check_tensor(name, value)
     if isinstance(value, (str, bytes)) or value is None:
         raise TypeError(f"Expected `{name}` to be a number, a sequence of numbers or a tensor, got {value!r}.")
+    # torch takes a NumPy complex (a scalar, an array, or one in a list) as its real part
+    if (
+        isinstance(value, _COMPLEX_TYPES)
+        or (isinstance(value, np.ndarray) and value.dtype.kind == "c")
+        or (isinstance(value, (list, tuple)) and _has_complex(value))
+    ):
+        raise TypeError(
+            f"Expected `{name}` to be a real number, a sequence of real numbers or a real tensor, got "
+            f"{type(value).__name__}: {value!r}."
+        )
     try:
         return torch.as_tensor(value, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError) as err:

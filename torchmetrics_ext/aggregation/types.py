@@ -52,10 +52,11 @@ class Metric:
     Attributes:
         dataset_name: the dataset namespace, e.g. ``"alpaca"``; logged as ``{prefix}_{dataset_name}``.
         name: the metric's name within the dataset, e.g. ``"tokens_seen"``.
-        value: a number for SUM/MEAN/MAX/MIN/DISTRIBUTION: a Python or NumPy number (``bool`` as
-            0/1), or a one-element tensor or NumPy array of any shape (``torch.tensor([3.0])``,
-            ``np.array([2.0])``); a ``str`` or ``int`` category for CATEGORICAL_COUNT (an ``int``
-            subclass or NumPy integer, or a one-element integer tensor or array, is its ``int``;
+        value: a number for SUM/MEAN/MAX/MIN/DISTRIBUTION: a real Python or NumPy number (``bool`` as
+            0/1; a complex one is refused), or a one-element real tensor or NumPy array of any shape
+            (``torch.tensor([3.0])``, ``np.array([2.0])``); a ``str`` or ``int`` category for
+            CATEGORICAL_COUNT (an ``int`` subclass or NumPy integer, or a one-element integer tensor
+            or array, is its ``int``;
             ``bool`` and floats are not categories). Anything else (an array of another size, an
             ``int`` too long for Python to write in decimal) is refused by
             :meth:`MetricsAggregator.update` with the record named, before anything changes.

@@ -605,7 +605,9 @@ def weighted_accuracy(
         validate_args: check inputs before computing.
 
     Returns:
-        A scalar or ``(T,)``; ``nan`` when the total weight is zero.
+        A scalar or ``(T,)``; ``nan`` when the total weight is zero. Its absolute error, relative
+        to the total weight, is the rounding of the float64 sums (TN is the total less TP, FP and
+        FN): see :class:`~torchmetrics_ext.WeightedAccuracy`.
 
     Examples:
         >>> import torch

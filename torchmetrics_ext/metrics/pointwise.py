@@ -514,6 +514,14 @@ class WeightedAccuracy(_ConfusionMetric):
         ``nan`` plus ``UndefinedMetricWarning`` while the total weight is zero (before any update,
         or after batches of zero weight only).
 
+        TN is kept as :math:`\sum_i w_i - (TP + FP + FN)` (no fourth weighted sum per batch), so
+        the value carries the rounding of the float64 sums as an *absolute* error, relative to
+        the total weight: about :math:`10^{-16}` on small batches, :math:`2\cdot 10^{-13}`
+        measured on :math:`10^6` equal weights in one batch, whatever the weights' magnitude or
+        dtype. A value near 1 is that close to its exact value (every prediction right gives
+        exactly 1); a value near 0 may be off by more than itself (every prediction wrong may
+        give :math:`10^{-14}`, not 0).
+
     Examples:
         >>> import torch
         >>> from torchmetrics_ext import WeightedAccuracy

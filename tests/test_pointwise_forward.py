@@ -1,0 +1,165 @@
+"""``forward`` of the sum-state (pointwise) metrics: one update instead of TorchMetrics' reset/update/compute/reduce.
+
+The reference is TorchMetrics' own ``forward`` path (``TaskMetric.forward``, which the package used
+for every metric before), run on a twin metric, and for values sklearn / numpy formulas.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn import metrics as skm
+from torchmetrics import MetricCollection
+
+import torchmetrics_ext as tmx
+from torchmetrics_ext.metrics._checkpoints import resets_taken
+from torchmetrics_ext.metrics.base import TaskMetric
+from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
+
+_NAMES = sorted(
+    name
+    for name in dir(tmx)
+    if isinstance(getattr(tmx, name), type)
+    and issubclass(getattr(tmx, name), _PointwiseMetric)  # every exported pointwise class
+)
+
+
+def _batch(seed: int, n: int, tasks: int | None, weighted: bool) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    shape = (n,) if tasks is None else (tasks, n)
+    p = torch.rand(shape, generator=g)
+    batch = {"preds": p, "target": (torch.rand(shape, generator=g) < p).float()}
+    if weighted:
+        batch["weights"] = torch.rand(shape, generator=g) * 2
+    return batch
+
+
+def _args(metric: _PointwiseMetric, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if isinstance(metric, tmx.TensorWeightedAverage):
+        return {"values": batch["preds"], **({"weights": batch["weights"]} if "weights" in batch else {})}
+    return batch
+
+
+def _slow_forward(metric: _PointwiseMetric, **batch: torch.Tensor) -> torch.Tensor:
+    return TaskMetric.forward(metric, **batch)
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0)))
+
+
+@pytest.mark.parametrize("tasks", [None, 2])
+@pytest.mark.parametrize("name", _NAMES)
+def test_forward_equals_torchmetrics_forward_bit_for_bit(name, tasks):
+    """Every pointwise class: value, states, update count, reset note and ``_forward_cache`` of a ``forward``
+    (after updates, weighted and not, an empty batch, a batch of zero weight) are those of TorchMetrics' path."""
+    cls = getattr(tmx, name)
+    kwargs = {} if tasks is None else {"num_tasks": tasks}
+    fast, slow = cls(**kwargs), cls(**kwargs)
+    steps = [
+        ("update", _batch(0, 6, tasks, True)),
+        ("forward", _batch(1, 5, tasks, True)),
+        ("forward", _batch(2, 7, tasks, False)),
+        ("forward", _batch(3, 0, tasks, True)),  # empty
+        ("forward", {**_batch(4, 3, tasks, True), "weights": torch.zeros((3,) if tasks is None else (tasks, 3))}),
+        ("update", _batch(5, 4, tasks, False)),
+        ("forward", _batch(6, 16, tasks, True)),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for kind, batch in steps:
+            if kind == "update":
+                fast.update(**_args(fast, batch))
+                slow.update(**_args(slow, batch))
+                continue
+            value = fast(**_args(fast, batch))
+            expected = _slow_forward(slow, **_args(slow, batch))
+            assert _same(value, expected), (name, value, expected)
+            assert _same(fast._forward_cache, slow._forward_cache)
+            for key, state in slow.metric_state.items():
+                assert _same(fast.metric_state[key], state), key
+            assert fast.update_count == slow.update_count
+            assert resets_taken(fast) == resets_taken(slow)
+            assert (fast._to_sync, fast._should_unsync, fast._computed) == (slow._to_sync, slow._should_unsync, None)
+        assert _same(fast.compute(), slow.compute())
+
+
+def test_forward_skips_torchmetrics_copy_and_reset(monkeypatch):
+    """The cut itself: ``forward`` of a sum-state metric copies no state and resets nothing (it did both)."""
+    metric = tmx.WeightedMSE()
+    metric.update(torch.tensor([0.5, 0.2]), torch.tensor([1.0, 0.0]))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("TorchMetrics' forward round was taken")
+
+    monkeypatch.setattr(type(metric), "_copy_state_dict", refuse)
+    monkeypatch.setattr(type(metric), "reset", refuse)
+    metric(torch.tensor([0.9]), torch.tensor([1.0]))
+
+
+def test_forward_value_and_total_against_sklearn():
+    p = torch.tensor([0.1, 0.7, 0.4, 0.9, 0.3])
+    y = torch.tensor([0.0, 1.0, 0.5, 1.0, 0.2])
+    w = torch.tensor([1.0, 2.0, 0.5, 0.0, 3.0])
+    metric = tmx.WeightedMSE()
+    first = metric(p[:2], y[:2], w[:2])
+    second = metric(p[2:], y[2:], w[2:])
+    p, y, w = (x.double().numpy() for x in (p, y, w))  # sklearn on the float64 values the metric sums
+    mse = skm.mean_squared_error
+    np.testing.assert_allclose(first.item(), mse(y[:2], p[:2], sample_weight=w[:2]), rtol=1e-12)
+    np.testing.assert_allclose(second.item(), mse(y[2:], p[2:], sample_weight=w[2:]), rtol=1e-12)
+    np.testing.assert_allclose(metric.compute().item(), mse(y, p, sample_weight=w), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("batch", "match"),
+    [
+        ({"preds": torch.tensor([0.5, 1.5]), "target": torch.tensor([1.0, 0.0])}, "`preds`"),
+        ({"preds": torch.tensor([0.5, 0.5]), "target": torch.tensor([1.0, 0.0, 1.0])}, "`target`"),
+        (
+            {
+                "preds": torch.tensor([0.5, 0.5]),
+                "target": torch.tensor([1.0, 0.0]),
+                "weights": torch.tensor([1.0, -1.0]),
+            },
+            "`weights`",
+        ),
+    ],
+)
+def test_rejected_forward_leaves_the_metric_as_it_was(batch, match):
+    metric = tmx.NormalizedEntropy()
+    metric.update(torch.tensor([0.3, 0.6]), torch.tensor([0.0, 1.0]))
+    before = {k: v.clone() for k, v in metric.metric_state.items()}
+    count, resets = metric.update_count, resets_taken(metric)
+    with pytest.raises(ValueError, match=match):
+        metric(**batch)
+    assert all(torch.equal(metric.metric_state[k], v) for k, v in before.items())
+    assert (metric.update_count, resets_taken(metric), metric._inputs_checked) == (count, resets, False)
+    assert "_forward_batch" not in metric.__dict__
+
+
+def test_collection_forward_with_a_compute_group_counts_each_batch_once():
+    """A MetricCollection links the states of a compute group after ``update``; ``forward`` then runs on each
+    member: the batch is added to each once (states are rebound, not written in place)."""
+    p, y = torch.tensor([0.1, 0.7, 0.4, 0.9]), torch.tensor([0.0, 1.0, 0.5, 1.0])
+    collection = MetricCollection({"mse": tmx.WeightedMSE(), "mae": tmx.WeightedMAE()})
+    collection.update(p[:2], y[:2])
+    out = collection(p[2:], y[2:])
+    values = collection.compute()
+    p64, y64 = p.double().numpy(), y.double().numpy()
+    np.testing.assert_allclose(out["mse"].item(), skm.mean_squared_error(y64[2:], p64[2:]), rtol=1e-12)
+    np.testing.assert_allclose(values["mse"].item(), skm.mean_squared_error(y64, p64), rtol=1e-12)
+    np.testing.assert_allclose(values["mae"].item(), skm.mean_absolute_error(y64, p64), rtol=1e-12)
+
+
+def test_forward_with_inputs_requiring_grad_keeps_the_gradient():
+    p = torch.tensor([0.2, 0.6, 0.9], requires_grad=True)
+    y = torch.tensor([0.0, 1.0, 1.0])
+    metric = tmx.WeightedMSE()
+    value = metric(p, y)
+    value.backward()
+    np.testing.assert_allclose(p.grad.numpy(), (2 * (p - y) / 3).detach().numpy(), rtol=1e-6)
+    assert not any(s.requires_grad for s in metric.metric_state.values())

@@ -196,13 +196,16 @@ class _PointwiseMetric(TaskMetric):
             and any(isinstance(a, Tensor) and a.requires_grad for a in (*args, *kwargs.values()))
         ):
             return super().forward(*args, **kwargs)
-        if self.validate_args:  # as TaskMetric.forward: validated once, before the update
+        # validated once: by `update` itself where `_validate` is its own check (the batch is then
+        # formatted once), else up front as TaskMetric.forward does
+        checked = not _validates_in_update(type(self))
+        if checked and self.validate_args:
             self._require_arguments(args, kwargs)
             self._validate(*args, **kwargs)
         held, count, computed = held_states(self), state["_update_count"], state["_computed"]
         batch: list[list[Tensor]] = []
         keys = self._state_keys
-        state["_forward_batch"], state["_inputs_checked"] = batch, True
+        state["_forward_batch"], state["_inputs_checked"] = batch, checked
         try:
             self.update(*args, **kwargs)  # a batch it rejects leaves the states and counts as they were
             stats = batch[0] if batch else [torch.zeros_like(state[name]) for name in keys]  # an empty batch
@@ -249,6 +252,12 @@ def _fast_forward_class(cls: type[_PointwiseMetric]) -> bool:
         and cls.full_state_update is False
         and not cls._keeps_value_shape
     )
+
+
+@functools.cache
+def _validates_in_update(cls: type[_PointwiseMetric]) -> bool:
+    """Whether ``cls._validate`` is the check ``update`` runs itself (``_format`` with ``validate=True``)."""
+    return cls._validate is _PointwiseMetric._validate
 
 
 @functools.cache

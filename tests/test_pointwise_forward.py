@@ -6,6 +6,7 @@ for every metric before), run on a twin metric, and for values sklearn / numpy f
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -18,6 +19,7 @@ import torchmetrics_ext as tmx
 from torchmetrics_ext.metrics._checkpoints import resets_taken
 from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
+from torchmetrics_ext.utilities.warnings import safe_divide
 
 _NAMES = sorted(
     name
@@ -163,3 +165,36 @@ def test_forward_with_inputs_requiring_grad_keeps_the_gradient():
     value.backward()
     np.testing.assert_allclose(p.grad.numpy(), (2 * (p - y) / 3).detach().numpy(), rtol=1e-6)
     assert not any(s.requires_grad for s in metric.metric_state.values())
+
+
+_SPECIAL = [0.0, -0.0, 1.0, -2.5, 3.0e-310, 1.0e308, 7.0, math.inf, -math.inf, math.nan, 0.1, 1.0 / 3.0]
+
+
+@pytest.mark.parametrize("finite_terms", [True, False])
+def test_safe_divide_of_one_cpu_value_is_the_tensor_division(finite_terms):
+    """``safe_divide`` of one float64 CPU value (computed on the host) gives the bits, shape and warnings of the
+    elementwise tensor path (the same division taken on two entries), for zero, signed zero, subnormal, huge,
+    infinite and NaN operands; the reference is IEEE division in numpy."""
+    for n in _SPECIAL:
+        for d in _SPECIAL:
+            for shape in [(), (1,)]:
+                num = torch.full(shape, n, dtype=torch.float64)
+                den = torch.full(shape, d, dtype=torch.float64)
+                with warnings.catch_warnings(record=True) as one:
+                    warnings.simplefilter("always")
+                    value = safe_divide(num, den, "M", "why", finite_terms=finite_terms)
+                with warnings.catch_warnings(record=True) as two:
+                    warnings.simplefilter("always")
+                    pair = safe_divide(
+                        num.reshape(-1).repeat(2), den.reshape(-1).repeat(2), "M", "why", finite_terms=finite_terms
+                    )
+                assert value.shape == num.shape and value.dtype == torch.float64
+                assert len(one) == (d == 0) and len(two) == (d == 0)
+                with np.errstate(all="ignore"):
+                    unknown = d == 0 or math.isinf(d) or (finite_terms and math.isinf(n))
+                    expected = np.float64(math.nan) if unknown else np.float64(n) / np.float64(d)
+                got = value.reshape(-1)[0].item()
+                if math.isnan(expected):
+                    assert math.isnan(got) and math.isnan(pair[0].item()), (n, d)
+                else:
+                    assert np.float64(got).tobytes() == expected.tobytes() == np.float64(pair[0].item()).tobytes()

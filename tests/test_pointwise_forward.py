@@ -198,3 +198,28 @@ def test_safe_divide_of_one_cpu_value_is_the_tensor_division(finite_terms):
                     assert math.isnan(got) and math.isnan(pair[0].item()), (n, d)
                 else:
                     assert np.float64(got).tobytes() == expected.tobytes() == np.float64(pair[0].item()).tobytes()
+
+
+@pytest.mark.parametrize("grad_mode", [True, False])
+@pytest.mark.parametrize("name", ["WeightedMSE", "NormalizedEntropy", "WeightedAverage", "Calibration", "LogLoss"])
+def test_forward_gradients_equal_torchmetrics_forward(name, grad_mode):
+    """Inputs requiring grad: the batch value, whether it carries a graph, and the gradient it gives are those of
+    TorchMetrics' path; no state keeps a graph."""
+    cls = getattr(tmx, name)
+    fast, slow = cls(), cls()
+    batch = _batch(3, 9, None, True)
+    results = []
+    for metric, call in ((fast, lambda m, **b: m(**b)), (slow, _slow_forward)):
+        metric.update(**_batch(4, 5, None, True))
+        preds = batch["preds"].clone().requires_grad_()
+        with torch.set_grad_enabled(grad_mode):
+            value = call(metric, **dict(batch, preds=preds))
+        if value.requires_grad:
+            value.backward()
+        results.append((value.detach(), value.requires_grad, preds.grad))
+        assert not any(s.requires_grad for s in metric.metric_state.values())
+        assert torch.is_grad_enabled()
+    (v1, r1, g1), (v2, r2, g2) = results
+    assert _same(v1, v2) and r1 == r2 == (grad_mode and fast.is_differentiable is True)
+    assert (g1 is None and g2 is None) or torch.equal(g1, g2)
+    assert all(_same(fast.metric_state[k], s) for k, s in slow.metric_state.items())

@@ -179,22 +179,18 @@ class _PointwiseMetric(TaskMetric):
         updates with the batch, computes, then adds the copies back: four passes of Python
         bookkeeping over the states per call. Sum states need none of it: the batch's statistics
         are computed once (validated as TorchMetrics' path validates them, counted and rejected by
-        ``update`` alike), the value
-        comes from them (``0 + s`` is ``s``: the value of the states TorchMetrics computes), and
-        they are added to the states out of place, as TorchMetrics adds them (a ``MetricCollection``
-        whose compute group shares the state tensors sees the same rebinding). The context
-        TorchMetrics leaves (``_forward_cache``, sync flags, the reset note of
+        ``update`` alike, with gradients on as there); the value comes from them (``0 + s`` is
+        ``s``: the value TorchMetrics computes from the reset states); they are added to the states
+        out of place, as TorchMetrics adds them (a ``MetricCollection`` whose compute group shares
+        the state tensors sees the same rebinding). The context TorchMetrics leaves
+        (``_forward_cache``, sync flags, the reset note of
         :func:`~torchmetrics_ext.metrics._checkpoints.resets_taken`) is left the same.
 
-        TorchMetrics' path is kept where the batch value needs gradients (inputs that require
-        them, with grad mode on), where it syncs per step (``dist_sync_on_step``), on synced or
+        TorchMetrics' path is kept where it syncs per step (``dist_sync_on_step``), on synced or
         CPU-computing metrics, and for classes that change ``forward`` or ``compute``.
         """
         state = self.__dict__
-        if not self._fast_forward(state) or (
-            torch.is_grad_enabled()
-            and any(isinstance(a, Tensor) and a.requires_grad for a in (*args, *kwargs.values()))
-        ):
+        if not self._fast_forward(state):
             return super().forward(*args, **kwargs)
         # validated once: by `update` itself where `_validate` is its own check (the batch is then
         # formatted once), else up front as TaskMetric.forward does
@@ -205,7 +201,9 @@ class _PointwiseMetric(TaskMetric):
         held, count, computed = held_states(self), state["_update_count"], state["_computed"]
         batch: list[list[Tensor]] = []
         keys = self._state_keys
-        state["_forward_batch"], state["_inputs_checked"] = batch, checked
+        # as TorchMetrics' forward: the batch's update runs with gradients on (the value carries them
+        # where the inputs do and the caller's grad mode is on)
+        state["_forward_batch"], state["_inputs_checked"], state["_enable_grad"] = batch, checked, True
         try:
             self.update(*args, **kwargs)  # a batch it rejects leaves the states and counts as they were
             stats = batch[0] if batch else [torch.zeros_like(state[name]) for name in keys]  # an empty batch
@@ -215,8 +213,11 @@ class _PointwiseMetric(TaskMetric):
             raise
         finally:
             del state["_forward_batch"]
-            state["_inputs_checked"] = False
-        with torch.no_grad():
+            state["_inputs_checked"] = state["_enable_grad"] = False
+        if any(s.requires_grad for s in stats):  # the states keep no graph
+            with torch.no_grad():
+                summed = torch._foreach_add([state[name] for name in keys], stats)
+        else:
             summed = torch._foreach_add([state[name] for name in keys], stats)
         for name, total in zip(keys, summed):
             state[name] = total  # plain attributes (TorchMetrics' states), as its reduction rebinds them

@@ -373,6 +373,24 @@ def safe_divide(
     true sums is finite. ``finite_terms=False`` where a numerator's term may itself be infinite (a
     sure wrong prediction's log loss with ``eta=0``): an infinite numerator is then the value.
     """
+    if (
+        num.is_cpu
+        and denom.is_cpu
+        and num.dtype == torch.float64
+        and denom.dtype == torch.float64
+        and num.shape == denom.shape
+        and num.numel() == 1
+        and not (num.requires_grad or denom.requires_grad)
+        and _COLLECTED.get() is None
+    ):
+        # one CPU float64 value (a one-task metric's compute): the same IEEE division on the host, in
+        # 3 small calls instead of 9 tensor kernels (~15 us of a forward's batch value). A zero
+        # denominator (a warning to give) goes the tensor way.
+        d = denom.item()
+        if d != 0:
+            n = num.item()
+            undefined_value = math.isinf(d) or (finite_terms and math.isinf(n))
+            return torch.full_like(num, math.nan if undefined_value else n / d)
     undefined = denom == 0
     warn_undefined(undefined, metric, reason, axes)
     unknown = undefined | denom.isinf() if denom.is_floating_point() else undefined

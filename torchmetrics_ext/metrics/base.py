@@ -19,6 +19,7 @@ from torch.nn import Module
 from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
+from torchmetrics_ext.metrics._arithmetic import TensorArithmetic
 from torchmetrics_ext.metrics._checkpoints import (
     CheckpointedStates,
     _count_reset,
@@ -256,7 +257,7 @@ def options_error(cls: type, unknown: Sequence[str]) -> ValueError:
     )
 
 
-class GuardedMetric(CheckpointedStates):
+class GuardedMetric(TensorArithmetic, CheckpointedStates):
     """What every stateful metric of the package adds to :class:`torchmetrics.Metric`, task dimension or not.
 
     * **A rejected update changes nothing.** TorchMetrics' update wrapper counts the call before

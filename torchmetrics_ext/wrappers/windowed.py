@@ -17,6 +17,7 @@ from torchmetrics.utilities.exceptions import TorchMetricsUserError
 from torchmetrics.wrappers.abstract import WrapperMetric
 
 from torchmetrics_ext.functional.auc.binary import _add_entries as add_entries
+from torchmetrics_ext.metrics._arithmetic import TensorArithmetic
 from torchmetrics_ext.metrics._checkpoints import (
     _CHECKPOINT_VERSION,
     derive_missing,
@@ -280,7 +281,7 @@ def _never_distributed() -> bool:
     return False
 
 
-class Windowed(WrapperMetric):
+class Windowed(TensorArithmetic, WrapperMetric):
     r"""A metric's lifetime value and its value over the most recent ``window_size`` samples.
 
     One ``update`` feeds both: the batch's statistics are computed once (by the wrapped metric's
@@ -448,6 +449,7 @@ class Windowed(WrapperMetric):
     full_state_update: bool = True
     is_differentiable: bool = False
     higher_is_better: bool | None = None  # that of the wrapped metric, per value
+    _dict_value_entry = '"window"'  # a dict value: no metric arithmetic (TensorArithmetic)
     # a Windowed holds no state of its own (its children do): a window of it is not defined
     window_unsupported: ClassVar[str] = (
         "a Windowed cannot be wrapped again (its lifetime and window are already the wrapped metric's). "

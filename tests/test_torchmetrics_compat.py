@@ -1,4 +1,4 @@
-"""TorchMetrics' own features around the package's metrics: metric arithmetic with dict values."""
+"""TorchMetrics' own features around the package's metrics: metric arithmetic with dict values, wrappers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 from torchmetrics import Metric
+from torchmetrics.wrappers import ClasswiseWrapper, MetricTracker, MinMaxMetric, MultitaskWrapper
 
 import torchmetrics_ext as tmx
 from torchmetrics_ext.aggregation import CategoricalCount, Distribution
@@ -91,3 +93,114 @@ def test_tensor_valued_metrics_keep_their_arithmetic_and_equality():
     ranking, ne = tmx.RankingMetrics(), tmx.NormalizedEntropy()
     assert ranking in [ne, ranking]
     assert ranking["ndcg@5"] is not None
+
+
+# ----------------------------------------------------------------------------- wrappers
+
+
+def _normalized_entropy(preds: np.ndarray, target: np.ndarray) -> float:
+    """NE written out: mean log loss over the entropy of the label rate."""
+    log_loss = -np.mean(target * np.log(preds) + (1 - target) * np.log(1 - preds))
+    rate = target.mean()
+    return float(log_loss / -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate)))
+
+
+def _epochs(seed: int = 0, num: int = 4, size: int = 300) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Epochs of (preds, labels) whose quality differs: a noisier model some epochs."""
+    rng = np.random.default_rng(seed)
+    epochs = []
+    for noise in rng.permutation(np.linspace(0.2, 2.0, num)):
+        target = (rng.random(size) < 0.3).astype(np.float64)
+        logits = (2 * target - 1) + noise * rng.normal(size=size)
+        epochs.append((1 / (1 + np.exp(-logits)), target))
+    return epochs
+
+
+@pytest.mark.parametrize(
+    ("factory", "expected"),
+    [
+        (tmx.NormalizedEntropy, False),
+        (tmx.LogLoss, False),
+        (tmx.WeightedMSE, False),
+        (tmx.WeightedMAE, False),
+        (tmx.WeightedRMSE, False),
+        (tmx.AUC, True),
+        (tmx.AUPRC, True),
+        (tmx.GroupedAUC, True),
+        (tmx.WeightedR2, True),
+        (lambda: tmx.NDCG(k=5), True),
+        (tmx.MRR, True),
+        (tmx.Calibration, None),
+        (tmx.CTR, None),
+        (lambda: tmx.Segmented(tmx.NormalizedEntropy(), 2), False),
+        (lambda: tmx.Windowed(tmx.AUC(), 10), True),
+    ],
+)
+def test_higher_is_better_gives_the_direction_of_each_metric(factory, expected):
+    """The direction ``MetricTracker`` and ``ModelCheckpoint`` read: a loss is lower-better, a ranking quality
+    higher-better, a ratio to aim at 1 (calibration) or a rate (CTR) neither."""
+    assert factory().higher_is_better is expected
+
+
+def test_metric_tracker_picks_the_best_epoch_in_each_metrics_direction():
+    """``MetricTracker`` over epochs: ``compute_all`` is each epoch's value (sklearn and numpy references) and
+    ``best_metric`` the lowest NE and the highest AUC, with their epochs."""
+    epochs = _epochs()
+    ne, auc = MetricTracker(tmx.NormalizedEntropy()), MetricTracker(tmx.AUC())
+    for preds, target in epochs:
+        for tracker in (ne, auc):
+            tracker.increment()
+            half = len(preds) // 2  # two updates per epoch
+            tracker.update(torch.tensor(preds[:half]), torch.tensor(target[:half]))
+            tracker.update(torch.tensor(preds[half:]), torch.tensor(target[half:]))
+    ne_values = np.array([_normalized_entropy(p, y) for p, y in epochs])
+    auc_values = np.array([roc_auc_score(y, p) for p, y in epochs])
+    np.testing.assert_allclose(ne.compute_all().numpy(), ne_values, rtol=1e-9)
+    np.testing.assert_allclose(auc.compute_all().numpy(), auc_values, rtol=1e-9)
+    best, step = ne.best_metric(return_step=True)
+    assert (best, step) == (pytest.approx(ne_values.min(), rel=1e-9), int(ne_values.argmin()))
+    best, step = auc.best_metric(return_step=True)
+    assert (best, step) == (pytest.approx(auc_values.max(), rel=1e-9), int(auc_values.argmax()))
+
+
+def test_min_max_metric_keeps_the_extremes_of_the_lifetime_values():
+    """``MinMaxMetric(AUC())``: ``raw`` is the AUC over every batch so far, ``min``/``max`` the extremes of the
+    values computed after each batch (sklearn)."""
+    epochs = _epochs(seed=1, num=3)
+    metric = MinMaxMetric(tmx.AUC())
+    seen_p, seen_y, values = np.zeros(0), np.zeros(0), []
+    for preds, target in epochs:
+        metric.update(torch.tensor(preds), torch.tensor(target))
+        out = metric.compute()
+        seen_p, seen_y = np.concatenate([seen_p, preds]), np.concatenate([seen_y, target])
+        values.append(roc_auc_score(seen_y, seen_p))
+        assert out["raw"].item() == pytest.approx(values[-1], rel=1e-9)
+        assert out["min"].item() == pytest.approx(min(values), rel=1e-9)
+        assert out["max"].item() == pytest.approx(max(values), rel=1e-9)
+
+
+def test_classwise_and_multitask_wrappers_give_each_tasks_value():
+    """``ClasswiseWrapper`` over ``AUC(num_tasks=2)`` names each task; ``MultitaskWrapper`` of one-task metrics
+    takes each task's ``(N,)`` inputs: both equal sklearn and numpy per task, in ``forward`` and ``compute``."""
+    (p0, y0), (p1, y1) = _epochs(seed=2, num=2)
+    classwise = ClasswiseWrapper(tmx.AUC(num_tasks=2), labels=["click", "like"])
+    out = classwise(torch.tensor(np.stack([p0, p1])), torch.tensor(np.stack([y0, y1])))
+    assert out.keys() == {"auc_click", "auc_like"}
+    assert out["auc_click"].item() == pytest.approx(roc_auc_score(y0, p0), rel=1e-9)
+    assert out["auc_like"].item() == pytest.approx(roc_auc_score(y1, p1), rel=1e-9)
+
+    multitask = MultitaskWrapper({"click": tmx.AUC(), "like": tmx.NormalizedEntropy()})
+    half = len(p0) // 2
+    batch = multitask(
+        {"click": torch.tensor(p0[:half]), "like": torch.tensor(p1[:half])},
+        {"click": torch.tensor(y0[:half]), "like": torch.tensor(y1[:half])},
+    )
+    assert batch["click"].item() == pytest.approx(roc_auc_score(y0[:half], p0[:half]), rel=1e-9)
+    assert batch["like"].item() == pytest.approx(_normalized_entropy(p1[:half], y1[:half]), rel=1e-9)
+    multitask.update(
+        {"click": torch.tensor(p0[half:]), "like": torch.tensor(p1[half:])},
+        {"click": torch.tensor(y0[half:]), "like": torch.tensor(y1[half:])},
+    )
+    total = multitask.compute()
+    assert total["click"].item() == pytest.approx(roc_auc_score(y0, p0), rel=1e-9)
+    assert total["like"].item() == pytest.approx(_normalized_entropy(p1, y1), rel=1e-9)

@@ -204,3 +204,79 @@ def test_classwise_and_multitask_wrappers_give_each_tasks_value():
     total = multitask.compute()
     assert total["click"].item() == pytest.approx(roc_auc_score(y0, p0), rel=1e-9)
     assert total["like"].item() == pytest.approx(_normalized_entropy(p1, y1), rel=1e-9)
+
+
+# ----------------------------------------------------------------------------- set_dtype
+
+SET_DTYPE_METRICS: dict[str, Callable[[], Metric]] = {
+    "ne": tmx.NormalizedEntropy,
+    "auc": tmx.AUC,
+    "auc-binned": lambda: tmx.AUC(num_bins=64),
+    "windowed": lambda: tmx.Windowed(tmx.NormalizedEntropy(), window_size=1000),
+    "segmented": lambda: tmx.Segmented(tmx.NormalizedEntropy(), 1),
+}
+
+
+def _state_dtypes(metric: Metric) -> dict[str, Any]:
+    return {
+        f"{prefix}.{name}": [c.dtype for c in value] if isinstance(value, list) else value.dtype
+        for prefix, module in metric.named_modules()
+        if isinstance(module, Metric)
+        for name in module._defaults
+        for value in [getattr(module, name)]
+    }
+
+
+def _binary_batch(seed: int, size: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    preds = rng.choice([0.1, 0.3, 0.5, 0.7, 0.9], size)  # far apart: in distinct bins of a binned AUC
+    return preds, (rng.random(size) < preds).astype(np.float64)
+
+
+def _value(metric: Metric) -> float:
+    value = metric.compute()
+    value = value["lifetime"] if isinstance(value, dict) else value
+    return float(value.reshape(-1)[0])
+
+
+@pytest.mark.parametrize(
+    "dst_type", [torch.int32, torch.int64, torch.bool, torch.complex64, torch.float8_e4m3fn, "torch.IntTensor", "f64"]
+)
+@pytest.mark.parametrize("name", list(SET_DTYPE_METRICS))
+def test_set_dtype_refuses_a_dtype_the_states_cannot_sum_in_and_changes_nothing(name, dst_type):
+    """``set_dtype(torch.int32)`` cast the float64 sums to int32 (a log loss sum of 140.2 became 140, a
+    probability 0) and the next update failed inside torch ("result type Double can't be cast to the desired
+    output type Int"); bool, complex and float8 states no update could add into. Now a ``TypeError`` names
+    ``dst_type`` and the metric goes on as if it had not been called (numpy and sklearn references)."""
+    (p0, y0), (p1, y1) = _binary_batch(0), _binary_batch(1)
+    metric = SET_DTYPE_METRICS[name]()
+    segments = {"segments": torch.zeros(len(p0), dtype=torch.long)} if name == "segmented" else {}
+    metric.update(torch.tensor(p0), torch.tensor(y0), **segments)
+    before = _state_dtypes(metric)
+    with pytest.raises(TypeError, match=r"Expected `dst_type` to be a floating dtype"):
+        metric.set_dtype(dst_type)
+    assert _state_dtypes(metric) == before
+    metric.update(torch.tensor(p1), torch.tensor(y1), **segments)
+    preds, target = np.concatenate([p0, p1]), np.concatenate([y0, y1])
+    expected = roc_auc_score(target, preds) if name.startswith("auc") else _normalized_entropy(preds, target)
+    assert _value(metric) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("dst_type", "dtype"), [("torch.DoubleTensor", torch.float64), ("torch.FloatTensor", torch.float32)]
+)
+def test_windowed_set_dtype_takes_a_tensor_type_name(dst_type, dtype):
+    """TorchMetrics' ``set_dtype`` takes a tensor type name as well as a dtype. ``Windowed`` cast its lifetime
+    and window with it, then passed it to ``Tensor.to`` for the ring, which read it as a device ("Invalid
+    device string: 'torch.DoubleTensor'"): a half-cast metric. Now every state and the ring are cast, and
+    the lifetime and window values are numpy's."""
+    preds = np.array([0.5, 0.25, 0.75, 0.5, 0.125, 0.625])
+    target = np.array([1.0, 0.0, 1.0, 1.0, 0.0, 0.0])
+    metric = tmx.Windowed(tmx.CTR(), window_size=4)
+    metric.update(torch.tensor(preds[:3]), torch.tensor(target[:3]))
+    metric.set_dtype(dst_type)
+    assert {d for dtypes in _state_dtypes(metric).values() for d in np.atleast_1d(dtypes)} == {dtype}
+    metric.update(torch.tensor(preds[3:]), torch.tensor(target[3:]))
+    out = metric.compute()
+    assert out["lifetime"].item() == pytest.approx(target.mean(), rel=1e-6)
+    assert out["window"].item() == pytest.approx(target[3:].mean(), rel=1e-6)  # the second update: 3 rows

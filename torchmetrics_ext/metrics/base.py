@@ -26,7 +26,7 @@ from torchmetrics_ext.metrics._checkpoints import (
     _count_states_written,
     held_states,
 )
-from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, check_int
+from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, check_int, check_state_dtype
 from torchmetrics_ext.utilities.chunks import _JOIN, join_chunks, join_small_runs, join_small_tails
 from torchmetrics_ext.utilities.formatting import exact_text
 from torchmetrics_ext.utilities.mapping import not_a_dict_of_metrics
@@ -382,7 +382,13 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
 
         A metric that casts its states in its constructor (the float64 aggregations), built under
         inference mode, would otherwise hold inference tensors (see :meth:`add_state`).
+
+        Raises:
+            TypeError: ``dst_type`` is not a floating dtype the states can sum in (an integer, bool,
+                complex or float8 dtype, or a name torch does not know); nothing changes
+                (:func:`~torchmetrics_ext.utilities.checks.check_state_dtype`).
         """
+        check_state_dtype(dst_type)
         with torch.inference_mode(False):
             return super().set_dtype(dst_type)
 

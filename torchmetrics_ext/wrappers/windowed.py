@@ -41,7 +41,7 @@ from torchmetrics_ext.metrics.base import (
     recomputed_after,
     unexpected_options,
 )
-from torchmetrics_ext.utilities.checks import check_int
+from torchmetrics_ext.utilities.checks import check_int, check_state_dtype
 from torchmetrics_ext.utilities.chunks import _JOIN, join_small_runs
 from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric
 from torchmetrics_ext.utilities.load_guard import putting_back_whole
@@ -1463,14 +1463,18 @@ class Windowed(TensorArithmetic, WrapperMetric):
         """Cast the floating states of the lifetime, the window and the ring to ``dst_type`` (as a metric's).
 
         The cast tensors are ordinary ones under ``torch.inference_mode()`` too (as a metric's
-        ``set_dtype``): later updates outside it write into them in place.
+        ``set_dtype``): later updates outside it write into them in place. ``dst_type`` is checked
+        first, as a metric's (a ``TypeError`` that changes nothing); a tensor type name
+        (``"torch.DoubleTensor"``) casts the ring too (``Tensor.to`` took it for a device, after the
+        lifetime and window were cast).
         """
+        dtype = check_state_dtype(dst_type)
         with torch.inference_mode(False):
             for child in (self._child("lifetime"), self._child("window"), self._scratch):
                 child.set_dtype(dst_type)
 
             def cast(t: Tensor) -> Tensor:
-                return t.to(dst_type) if t.is_floating_point() else t
+                return t.to(dtype) if t.is_floating_point() else t
 
             self._ring.apply(cast)
             if self._hist is not None:

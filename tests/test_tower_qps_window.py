@@ -239,3 +239,14 @@ def test_a_tower_qps_pickled_before_the_window_unpickles_and_runs():
     assert old.compute().tolist() == [10 / 3, 10 / 3]
     old.reset()
     assert old.compute().tolist() == [0.0, 0.0]
+
+
+def test_arithmetic_takes_the_rate_without_a_window_and_refuses_the_dict_with_one() -> None:
+    ticks = iter([0.0, 2.0, 4.0])
+    plain = tmx.TowerQPS(warmup_steps=1, clock=lambda: next(ticks))
+    doubled = plain * 2
+    for _ in range(3):
+        doubled.update(torch.zeros(100))
+    assert doubled.compute().item() == 100.0  # 200 examples in 4 s after the warm-up step, twice
+    with pytest.raises(TypeError, match=r'TowerQPS.compute\(\) returns a dict.*metric\["lifetime_qps"\]'):
+        tmx.TowerQPS(window_seconds=3.0) * 2

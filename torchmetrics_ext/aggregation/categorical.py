@@ -210,6 +210,7 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
 
     is_differentiable = False
     higher_is_better = None
+    _dict_value_entry = "category"  # a dict value: no metric arithmetic (TensorArithmetic)
     _refused_options: ClassVar[tuple[str, ...]] = ("num_tasks",)  # no task dimension (one_task)
     full_state_update: bool = False
     plot_lower_bound = 0.0

@@ -131,6 +131,7 @@ class Distribution(AggregationMetric[SketchBatch]):
 
     is_differentiable = False
     higher_is_better = None
+    _dict_value_entry = '"mean"'  # a dict value: no metric arithmetic (TensorArithmetic)
     _refused_options: ClassVar[tuple[str, ...]] = ("num_tasks",)  # no task dimension (one_task)
     full_state_update: bool = False
     count: Tensor

@@ -19,13 +19,14 @@ from torch.nn import Module
 from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
+from torchmetrics_ext.metrics._arithmetic import TensorArithmetic
 from torchmetrics_ext.metrics._checkpoints import (
     CheckpointedStates,
     _count_reset,
     _count_states_written,
     held_states,
 )
-from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, check_int
+from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, check_int, check_state_dtype
 from torchmetrics_ext.utilities.chunks import _JOIN, join_chunks, join_small_runs, join_small_tails
 from torchmetrics_ext.utilities.formatting import exact_text
 from torchmetrics_ext.utilities.mapping import not_a_dict_of_metrics
@@ -256,7 +257,7 @@ def options_error(cls: type, unknown: Sequence[str]) -> ValueError:
     )
 
 
-class GuardedMetric(CheckpointedStates):
+class GuardedMetric(TensorArithmetic, CheckpointedStates):
     """What every stateful metric of the package adds to :class:`torchmetrics.Metric`, task dimension or not.
 
     * **A rejected update changes nothing.** TorchMetrics' update wrapper counts the call before
@@ -381,7 +382,13 @@ class GuardedMetric(CheckpointedStates):
 
         A metric that casts its states in its constructor (the float64 aggregations), built under
         inference mode, would otherwise hold inference tensors (see :meth:`add_state`).
+
+        Raises:
+            TypeError: ``dst_type`` is not a floating dtype the states can sum in (an integer, bool,
+                complex or float8 dtype, or a name torch does not know); nothing changes
+                (:func:`~torchmetrics_ext.utilities.checks.check_state_dtype`).
         """
+        check_state_dtype(dst_type)
         with torch.inference_mode(False):
             return super().set_dtype(dst_type)
 

@@ -55,6 +55,7 @@ class HindsightTargetPR(TaskMetric):
 
     is_differentiable = False
     higher_is_better = None
+    _dict_value_entry = '"precision"'  # a dict value: no metric arithmetic (TensorArithmetic)
     pos_hist: Tensor
     neg_hist: Tensor
 

@@ -92,6 +92,7 @@ class TowerQPS(TimeWindow, TaskMetric):
     is_differentiable = False
     higher_is_better = True
     plot_lower_bound = 0.0
+    _dict_value_entry = '"lifetime_qps"'  # with a window, a dict value: no metric arithmetic (TensorArithmetic)
     # no window: also what a TowerQPS pickled before the window existed finds on unpickling
     window_seconds: float | None = None  # type: ignore[assignment]  # TimeWindow's is a float, set with a window
     _window_names: tuple[str, str, str] | None = None
@@ -155,6 +156,10 @@ class TowerQPS(TimeWindow, TaskMetric):
     def _value_entries(self) -> tuple[str, ...] | None:
         """``("lifetime_qps", "window_qps", "total_examples")`` with a window; ``None`` (one value) without."""
         return None if self._window_names is None else _ENTRIES
+
+    def _dict_value_example(self) -> str | None:
+        """A dict value (no metric arithmetic) only with a window; without one the rate takes part in arithmetic."""
+        return None if self._window_names is None else super()._dict_value_example()
 
     def _window_states(self) -> tuple[Tensor, Tensor, Tensor]:
         """``total_examples`` and the window's examples and seconds (only with ``window_seconds``)."""

@@ -79,6 +79,7 @@ class Reliability(TaskMetric):
     is_differentiable: bool = True  # the mean predictions (label rates and weights do not depend on preds)
     _keeps_value_shape = True  # (B,) also for one bin
     higher_is_better: bool | None = None
+    _dict_value_entry = '"label_rate"'  # a dict value: no metric arithmetic (TensorArithmetic)
     value_ndim = 1  # a curve over the bins per task: used standalone, not in a RecMetricModule
 
     def __init__(

@@ -161,6 +161,7 @@ class Throughput(TimeWindow, GuardedMetric):
     _merges_by_reductions: ClassVar[bool] = True  # merge_state as TorchMetrics' without the mark
     is_differentiable: bool = False
     higher_is_better: bool = True
+    _dict_value_entry = '"lifetime_throughput"'  # a dict value: no metric arithmetic (TensorArithmetic)
     plot_lower_bound: float = 0.0
 
     total_examples: Tensor

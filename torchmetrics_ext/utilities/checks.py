@@ -305,6 +305,37 @@ def check_tensor(name: str, value: object, *, floating: bool = False) -> Tensor:
     return value
 
 
+# the dtypes ``set_dtype`` may cast the floating states to: the ones torch adds and promotes in
+STATE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_state_dtype(dst_type: object) -> torch.dtype:
+    """``set_dtype``'s ``dst_type`` (a ``torch.dtype`` or a tensor type name, ``"torch.DoubleTensor"``) as a dtype.
+
+    ``TypeError`` naming ``dst_type`` unless it is a floating dtype the states can sum in
+    (:data:`STATE_DTYPES`). ``nn.Module.type`` casts every floating state to any dtype it is given:
+    an integer or bool cast truncated the sums (a log loss of 0.7 became 0) and the next update
+    failed inside torch ("result type Double can't be cast to the desired output type Int"); a
+    complex or float8 one left states no update can add into. A CUDA tensor type name is read as
+    its CPU twin's dtype (the name still moves the states, as ``nn.Module.type`` does).
+    """
+    dtype: object = dst_type
+    if isinstance(dst_type, str):
+        try:
+            dtype = torch.empty(0).type(dst_type.replace("torch.cuda.", "torch.", 1)).dtype
+        except (TypeError, ValueError, RuntimeError):
+            dtype = None
+    if dtype not in STATE_DTYPES:
+        raise TypeError(
+            "Expected `dst_type` to be a floating dtype the states can sum in (torch.float16, torch.bfloat16, "
+            f"torch.float32, torch.float64, or a tensor type name such as 'torch.DoubleTensor'), got {dst_type!r}: "
+            "`set_dtype` casts the floating states, whose sums an integer, bool, complex or float8 dtype would "
+            "truncate or could not add."
+        )
+    assert isinstance(dtype, torch.dtype)
+    return dtype
+
+
 def single_task(value: object, name: str = "preds") -> bool:
     """Whether a functional's input is one task's ``(N,)``; a non-tensor raises ``TypeError`` (:func:`check_tensor`)."""
     return check_tensor(name, value).ndim == 1

@@ -17,6 +17,7 @@ from torchmetrics.utilities.exceptions import TorchMetricsUserError
 from torchmetrics.wrappers.abstract import WrapperMetric
 
 from torchmetrics_ext.functional.auc.binary import _add_entries as add_entries
+from torchmetrics_ext.metrics._arithmetic import TensorArithmetic
 from torchmetrics_ext.metrics._checkpoints import (
     _CHECKPOINT_VERSION,
     derive_missing,
@@ -40,7 +41,7 @@ from torchmetrics_ext.metrics.base import (
     recomputed_after,
     unexpected_options,
 )
-from torchmetrics_ext.utilities.checks import check_int
+from torchmetrics_ext.utilities.checks import check_int, check_state_dtype
 from torchmetrics_ext.utilities.chunks import _JOIN, join_small_runs
 from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric
 from torchmetrics_ext.utilities.load_guard import putting_back_whole
@@ -280,7 +281,7 @@ def _never_distributed() -> bool:
     return False
 
 
-class Windowed(WrapperMetric):
+class Windowed(TensorArithmetic, WrapperMetric):
     r"""A metric's lifetime value and its value over the most recent ``window_size`` samples.
 
     One ``update`` feeds both: the batch's statistics are computed once (by the wrapped metric's
@@ -449,6 +450,7 @@ class Windowed(WrapperMetric):
     full_state_update: bool = True
     is_differentiable: bool = False
     higher_is_better: bool | None = None  # that of the wrapped metric, per value
+    _dict_value_entry = '"window"'  # a dict value: no metric arithmetic (TensorArithmetic)
     # a Windowed holds no state of its own (its children do): a window of it is not defined
     window_unsupported: ClassVar[str] = (
         "a Windowed cannot be wrapped again (its lifetime and window are already the wrapped metric's). "
@@ -1462,14 +1464,18 @@ class Windowed(WrapperMetric):
         """Cast the floating states of the lifetime, the window and the ring to ``dst_type`` (as a metric's).
 
         The cast tensors are ordinary ones under ``torch.inference_mode()`` too (as a metric's
-        ``set_dtype``): later updates outside it write into them in place.
+        ``set_dtype``): later updates outside it write into them in place. ``dst_type`` is checked
+        first, as a metric's (a ``TypeError`` that changes nothing); a tensor type name
+        (``"torch.DoubleTensor"``) casts the ring too (``Tensor.to`` took it for a device, after the
+        lifetime and window were cast).
         """
+        dtype = check_state_dtype(dst_type)
         with torch.inference_mode(False):
             for child in (self._child("lifetime"), self._child("window"), self._scratch):
                 child.set_dtype(dst_type)
 
             def cast(t: Tensor) -> Tensor:
-                return t.to(dst_type) if t.is_floating_point() else t
+                return t.to(dtype) if t.is_floating_point() else t
 
             self._ring.apply(cast)
             if self._hist is not None:

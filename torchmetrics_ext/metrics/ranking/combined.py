@@ -43,6 +43,8 @@ class RankingMetrics(_RankingMetric):
         {'recall@1': 0.0, 'recall@2': 0.25, 'mrr@1': 0.0, 'mrr@2': 0.25}
     """
 
+    _dict_value_entry = '"ndcg@10"'  # a dict value: no metric arithmetic (TensorArithmetic); its first key named
+
     def __init__(
         self,
         ks: Sequence[int | None] = (1, 5, 10),

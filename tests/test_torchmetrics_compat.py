@@ -1,0 +1,282 @@
+"""TorchMetrics' own features around the package's metrics: metric arithmetic with dict values, wrappers."""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from torchmetrics import Metric
+from torchmetrics.wrappers import ClasswiseWrapper, MetricTracker, MinMaxMetric, MultitaskWrapper
+
+import torchmetrics_ext as tmx
+from torchmetrics_ext.aggregation import CategoricalCount, Distribution
+
+# every metric of the package whose compute() returns a dict, and the entry the error names
+DICT_VALUED: dict[str, tuple[Callable[[], Metric], str]] = {
+    "ranking": (lambda: tmx.RankingMetrics(ks=(5,), metrics=("recall", "ndcg")), '"recall@5"'),
+    "windowed": (lambda: tmx.Windowed(tmx.NormalizedEntropy(), window_size=10), '"window"'),
+    "throughput": (lambda: tmx.Throughput(), '"lifetime_throughput"'),
+    "reliability": (lambda: tmx.Reliability(), '"label_rate"'),
+    "hindsight": (lambda: tmx.HindsightTargetPR(), '"threshold"'),
+    "distribution": (lambda: Distribution(), '"mean"'),
+    "categorical": (lambda: CategoricalCount(), "category"),
+}
+
+BINARY: dict[str, Callable[[Any, Any], Any]] = {
+    "-": operator.sub,
+    "+": operator.add,
+    "*": operator.mul,
+    "/": operator.truediv,
+    "**": operator.pow,
+    "<": operator.lt,
+}
+UNARY: dict[str, Callable[[Any], Any]] = {"abs()": abs, "unary -": operator.neg, "~": operator.invert}
+
+
+@pytest.mark.parametrize("symbol", list(BINARY))
+@pytest.mark.parametrize("name", list(DICT_VALUED))
+def test_arithmetic_with_a_dict_valued_metric_is_refused_where_it_is_written(name, symbol):
+    """``ranking * 100`` built a metric that failed only at ``compute()``, inside torch (``mul(): argument
+    'input' (position 1) must be Tensor, not dict``), naming no metric; now the expression raises a
+    ``TypeError`` naming the class and the entry to pick, with the dict-valued metric on either side."""
+    factory, entry = DICT_VALUED[name]
+    metric = factory()
+    op = BINARY[symbol]
+    match = rf"\(`{re.escape(symbol)}`\).*{type(metric).__name__}\.compute\(\) returns a dict.*`metric\[{entry}\]`"
+    with pytest.raises(TypeError, match=match):
+        op(metric, 100)
+    with pytest.raises(TypeError, match=match.replace("<", ">")):  # 100 < m is m > 100
+        op(100, metric)
+    with pytest.raises(TypeError, match=match):  # a tensor-valued metric of the package on the left
+        op(tmx.NormalizedEntropy(), metric)
+
+
+@pytest.mark.parametrize("symbol", list(UNARY))
+@pytest.mark.parametrize("name", list(DICT_VALUED))
+def test_unary_arithmetic_of_a_dict_valued_metric_is_refused(name, symbol):
+    factory, entry = DICT_VALUED[name]
+    with pytest.raises(TypeError, match=rf"returns a dict.*`metric\[{entry}\]`"):
+        UNARY[symbol](factory())
+
+
+def test_an_entry_of_a_dict_valued_metric_takes_part_in_arithmetic():
+    """The way out the error names: TorchMetrics' indexing gives a metric of one entry."""
+    ranking = tmx.RankingMetrics(ks=(2,), metrics=("recall",))
+    percent = ranking["recall@2"] * 100
+    # query 0: relevant rows 1 and 2, top 2 = rows 0, 1 -> 1/2; query 1: relevant row 0 at rank 1 -> 1/1
+    percent.update(torch.tensor([[0.9, 0.8, 0.1], [0.7, 0.2, 0.4]]), torch.tensor([[0, 1, 1], [1, 0, 0]]))
+    assert percent.compute().item() == pytest.approx(float(Fraction(1, 2) * (Fraction(1, 2) + 1) * 100))
+
+    preds = np.array([0.2, 0.7, 0.9, 0.4, 0.6])
+    target = np.array([0.0, 1.0, 1.0, 0.0, 1.0])
+    windowed, plain = tmx.Windowed(tmx.CTR(), window_size=2), tmx.CTR()
+    gap = windowed["window"] - plain  # the window's CTR (last 2 rows) minus the lifetime CTR
+    gap.update(torch.tensor(preds), torch.tensor(target))
+    assert gap.compute().item() == pytest.approx(target[-2:].mean() - target.mean())
+
+
+def test_tensor_valued_metrics_keep_their_arithmetic_and_equality():
+    """Only dict values are refused: ``a - b`` of tensor-valued metrics, and ``==`` / ``in`` (which
+    containers use), are TorchMetrics' as before."""
+    preds, target = np.array([0.2, 0.7, 0.9, 0.4]), np.array([0.0, 1.0, 1.0, 0.0])
+    diff = tmx.WeightedMSE() - tmx.WeightedMAE()
+    diff.update(torch.tensor(preds), torch.tensor(target))
+    expected = np.mean((preds - target) ** 2) - np.mean(np.abs(preds - target))
+    assert diff.compute().item() == pytest.approx(expected)
+    ranking, ne = tmx.RankingMetrics(), tmx.NormalizedEntropy()
+    assert ranking in [ne, ranking]
+    assert ranking["ndcg@5"] is not None
+
+
+# ----------------------------------------------------------------------------- wrappers
+
+
+def _normalized_entropy(preds: np.ndarray, target: np.ndarray) -> float:
+    """NE written out: mean log loss over the entropy of the label rate."""
+    log_loss = -np.mean(target * np.log(preds) + (1 - target) * np.log(1 - preds))
+    rate = target.mean()
+    return float(log_loss / -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate)))
+
+
+def _epochs(seed: int = 0, num: int = 4, size: int = 300) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Epochs of (preds, labels) whose quality differs: a noisier model some epochs."""
+    rng = np.random.default_rng(seed)
+    epochs = []
+    for noise in rng.permutation(np.linspace(0.2, 2.0, num)):
+        target = (rng.random(size) < 0.3).astype(np.float64)
+        logits = (2 * target - 1) + noise * rng.normal(size=size)
+        epochs.append((1 / (1 + np.exp(-logits)), target))
+    return epochs
+
+
+@pytest.mark.parametrize(
+    ("factory", "expected"),
+    [
+        (tmx.NormalizedEntropy, False),
+        (tmx.LogLoss, False),
+        (tmx.WeightedMSE, False),
+        (tmx.WeightedMAE, False),
+        (tmx.WeightedRMSE, False),
+        (tmx.AUC, True),
+        (tmx.AUPRC, True),
+        (tmx.GroupedAUC, True),
+        (tmx.WeightedR2, True),
+        (lambda: tmx.NDCG(k=5), True),
+        (tmx.MRR, True),
+        (tmx.Calibration, None),
+        (tmx.CTR, None),
+        (lambda: tmx.Segmented(tmx.NormalizedEntropy(), 2), False),
+        (lambda: tmx.Windowed(tmx.AUC(), 10), True),
+    ],
+)
+def test_higher_is_better_gives_the_direction_of_each_metric(factory, expected):
+    """The direction ``MetricTracker`` and ``ModelCheckpoint`` read: a loss is lower-better, a ranking quality
+    higher-better, a ratio to aim at 1 (calibration) or a rate (CTR) neither."""
+    assert factory().higher_is_better is expected
+
+
+def test_metric_tracker_picks_the_best_epoch_in_each_metrics_direction():
+    """``MetricTracker`` over epochs: ``compute_all`` is each epoch's value (sklearn and numpy references) and
+    ``best_metric`` the lowest NE and the highest AUC, with their epochs."""
+    epochs = _epochs()
+    ne, auc = MetricTracker(tmx.NormalizedEntropy()), MetricTracker(tmx.AUC())
+    for preds, target in epochs:
+        for tracker in (ne, auc):
+            tracker.increment()
+            half = len(preds) // 2  # two updates per epoch
+            tracker.update(torch.tensor(preds[:half]), torch.tensor(target[:half]))
+            tracker.update(torch.tensor(preds[half:]), torch.tensor(target[half:]))
+    ne_values = np.array([_normalized_entropy(p, y) for p, y in epochs])
+    auc_values = np.array([roc_auc_score(y, p) for p, y in epochs])
+    np.testing.assert_allclose(ne.compute_all().numpy(), ne_values, rtol=1e-9)
+    np.testing.assert_allclose(auc.compute_all().numpy(), auc_values, rtol=1e-9)
+    best, step = ne.best_metric(return_step=True)
+    assert (best, step) == (pytest.approx(ne_values.min(), rel=1e-9), int(ne_values.argmin()))
+    best, step = auc.best_metric(return_step=True)
+    assert (best, step) == (pytest.approx(auc_values.max(), rel=1e-9), int(auc_values.argmax()))
+
+
+def test_min_max_metric_keeps_the_extremes_of_the_lifetime_values():
+    """``MinMaxMetric(AUC())``: ``raw`` is the AUC over every batch so far, ``min``/``max`` the extremes of the
+    values computed after each batch (sklearn)."""
+    epochs = _epochs(seed=1, num=3)
+    metric = MinMaxMetric(tmx.AUC())
+    seen_p, seen_y, values = np.zeros(0), np.zeros(0), []
+    for preds, target in epochs:
+        metric.update(torch.tensor(preds), torch.tensor(target))
+        out = metric.compute()
+        seen_p, seen_y = np.concatenate([seen_p, preds]), np.concatenate([seen_y, target])
+        values.append(roc_auc_score(seen_y, seen_p))
+        assert out["raw"].item() == pytest.approx(values[-1], rel=1e-9)
+        assert out["min"].item() == pytest.approx(min(values), rel=1e-9)
+        assert out["max"].item() == pytest.approx(max(values), rel=1e-9)
+
+
+def test_classwise_and_multitask_wrappers_give_each_tasks_value():
+    """``ClasswiseWrapper`` over ``AUC(num_tasks=2)`` names each task; ``MultitaskWrapper`` of one-task metrics
+    takes each task's ``(N,)`` inputs: both equal sklearn and numpy per task, in ``forward`` and ``compute``."""
+    (p0, y0), (p1, y1) = _epochs(seed=2, num=2)
+    classwise = ClasswiseWrapper(tmx.AUC(num_tasks=2), labels=["click", "like"])
+    out = classwise(torch.tensor(np.stack([p0, p1])), torch.tensor(np.stack([y0, y1])))
+    assert out.keys() == {"auc_click", "auc_like"}
+    assert out["auc_click"].item() == pytest.approx(roc_auc_score(y0, p0), rel=1e-9)
+    assert out["auc_like"].item() == pytest.approx(roc_auc_score(y1, p1), rel=1e-9)
+
+    multitask = MultitaskWrapper({"click": tmx.AUC(), "like": tmx.NormalizedEntropy()})
+    half = len(p0) // 2
+    batch = multitask(
+        {"click": torch.tensor(p0[:half]), "like": torch.tensor(p1[:half])},
+        {"click": torch.tensor(y0[:half]), "like": torch.tensor(y1[:half])},
+    )
+    assert batch["click"].item() == pytest.approx(roc_auc_score(y0[:half], p0[:half]), rel=1e-9)
+    assert batch["like"].item() == pytest.approx(_normalized_entropy(p1[:half], y1[:half]), rel=1e-9)
+    multitask.update(
+        {"click": torch.tensor(p0[half:]), "like": torch.tensor(p1[half:])},
+        {"click": torch.tensor(y0[half:]), "like": torch.tensor(y1[half:])},
+    )
+    total = multitask.compute()
+    assert total["click"].item() == pytest.approx(roc_auc_score(y0, p0), rel=1e-9)
+    assert total["like"].item() == pytest.approx(_normalized_entropy(p1, y1), rel=1e-9)
+
+
+# ----------------------------------------------------------------------------- set_dtype
+
+SET_DTYPE_METRICS: dict[str, Callable[[], Metric]] = {
+    "ne": tmx.NormalizedEntropy,
+    "auc": tmx.AUC,
+    "auc-binned": lambda: tmx.AUC(num_bins=64),
+    "windowed": lambda: tmx.Windowed(tmx.NormalizedEntropy(), window_size=1000),
+    "segmented": lambda: tmx.Segmented(tmx.NormalizedEntropy(), 1),
+}
+
+
+def _state_dtypes(metric: Metric) -> dict[str, Any]:
+    return {
+        f"{prefix}.{name}": [c.dtype for c in value] if isinstance(value, list) else value.dtype
+        for prefix, module in metric.named_modules()
+        if isinstance(module, Metric)
+        for name in module._defaults
+        for value in [getattr(module, name)]
+    }
+
+
+def _binary_batch(seed: int, size: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    preds = rng.choice([0.1, 0.3, 0.5, 0.7, 0.9], size)  # far apart: in distinct bins of a binned AUC
+    return preds, (rng.random(size) < preds).astype(np.float64)
+
+
+def _value(metric: Metric) -> float:
+    value = metric.compute()
+    value = value["lifetime"] if isinstance(value, dict) else value
+    return float(value.reshape(-1)[0])
+
+
+@pytest.mark.parametrize(
+    "dst_type", [torch.int32, torch.int64, torch.bool, torch.complex64, torch.float8_e4m3fn, "torch.IntTensor", "f64"]
+)
+@pytest.mark.parametrize("name", list(SET_DTYPE_METRICS))
+def test_set_dtype_refuses_a_dtype_the_states_cannot_sum_in_and_changes_nothing(name, dst_type):
+    """``set_dtype(torch.int32)`` cast the float64 sums to int32 (a log loss sum of 140.2 became 140, a
+    probability 0) and the next update failed inside torch ("result type Double can't be cast to the desired
+    output type Int"); bool, complex and float8 states no update could add into. Now a ``TypeError`` names
+    ``dst_type`` and the metric goes on as if it had not been called (numpy and sklearn references)."""
+    (p0, y0), (p1, y1) = _binary_batch(0), _binary_batch(1)
+    metric = SET_DTYPE_METRICS[name]()
+    segments = {"segments": torch.zeros(len(p0), dtype=torch.long)} if name == "segmented" else {}
+    metric.update(torch.tensor(p0), torch.tensor(y0), **segments)
+    before = _state_dtypes(metric)
+    with pytest.raises(TypeError, match=r"Expected `dst_type` to be a floating dtype"):
+        metric.set_dtype(dst_type)
+    assert _state_dtypes(metric) == before
+    metric.update(torch.tensor(p1), torch.tensor(y1), **segments)
+    preds, target = np.concatenate([p0, p1]), np.concatenate([y0, y1])
+    expected = roc_auc_score(target, preds) if name.startswith("auc") else _normalized_entropy(preds, target)
+    assert _value(metric) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("dst_type", "dtype"), [("torch.DoubleTensor", torch.float64), ("torch.FloatTensor", torch.float32)]
+)
+def test_windowed_set_dtype_takes_a_tensor_type_name(dst_type, dtype):
+    """TorchMetrics' ``set_dtype`` takes a tensor type name as well as a dtype. ``Windowed`` cast its lifetime
+    and window with it, then passed it to ``Tensor.to`` for the ring, which read it as a device ("Invalid
+    device string: 'torch.DoubleTensor'"): a half-cast metric. Now every state and the ring are cast, and
+    the lifetime and window values are numpy's."""
+    preds = np.array([0.5, 0.25, 0.75, 0.5, 0.125, 0.625])
+    target = np.array([1.0, 0.0, 1.0, 1.0, 0.0, 0.0])
+    metric = tmx.Windowed(tmx.CTR(), window_size=4)
+    metric.update(torch.tensor(preds[:3]), torch.tensor(target[:3]))
+    metric.set_dtype(dst_type)
+    assert {d for dtypes in _state_dtypes(metric).values() for d in np.atleast_1d(dtypes)} == {dtype}
+    metric.update(torch.tensor(preds[3:]), torch.tensor(target[3:]))
+    out = metric.compute()
+    assert out["lifetime"].item() == pytest.approx(target.mean(), rel=1e-6)
+    assert out["window"].item() == pytest.approx(target[3:].mean(), rel=1e-6)  # the second update: 3 rows

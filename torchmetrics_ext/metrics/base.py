@@ -27,6 +27,7 @@ from torchmetrics_ext.metrics._checkpoints import (
 )
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, check_int
 from torchmetrics_ext.utilities.chunks import _JOIN, join_chunks, join_small_runs, join_small_tails
+from torchmetrics_ext.utilities.distributed import outside_group
 from torchmetrics_ext.utilities.formatting import exact_text
 from torchmetrics_ext.utilities.mapping import not_a_dict_of_metrics
 from torchmetrics_ext.utilities.ownership import write_deferred_states
@@ -1128,8 +1129,8 @@ class TaskMetric(GuardedMetric):
             self._gathered, self._sync_locally, self._computed = None, False, None
 
     def _sync_dist(self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None) -> None:
-        if self._sync_locally:
-            return
+        if self._sync_locally or outside_group(process_group or self.process_group):
+            return  # a rank outside its group (``dist.new_group`` elsewhere) keeps its own states
         for name, value in self.sync_states().items():
             if name in self._list_state_dtypes and isinstance(getattr(self, name), list):
                 setattr(self, name, [value])

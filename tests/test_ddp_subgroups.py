@@ -4,7 +4,8 @@ Every rank calls ``dist.new_group([0, 1])``; rank 2 gets torch's placeholder for
 the group. Ranks 0 and 1 must report the values of one process over their concatenated samples;
 rank 2 its own samples' values (it has no other rank to sync with), as ``MetricsAggregator`` does.
 Before the fix rank 2 failed: TorchMetrics gathered from no rank ("stack expects a non-empty
-TensorList"), ``Windowed`` refused even the update (the placeholder is an ``int``).
+TensorList"), ``Windowed`` refused even the update (the placeholder is an ``int``), the module's
+fused gather and the aggregation metrics' own collectives failed alike.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sklearn.metrics import ndcg_score, roc_auc_score
 
 import torchmetrics_ext as tmx
 from tests.helpers.ddp import DDPPool
+from torchmetrics_ext.aggregation import CategoricalCount, Distribution
 
 WINDOW = 8  # each of the group's two ranks keeps its newest 4 samples; rank 2 alone keeps 8
 
@@ -72,6 +74,15 @@ def _values(rank: int, world_size: int) -> dict[str, Any]:
     )
     module.update({"prediction": s, "label": t, "query": grp})
     out["module"] = {key: value.item() for key, value in module.compute().items()}
+    # the aggregation metrics and the throughput sync by hand-written collectives of their own
+    categories, distribution = CategoricalCount(process_group=group), Distribution(process_group=group)
+    categories.update(["shared", f"rank{rank}"])
+    distribution.update(p.tolist())
+    throughput = tmx.Throughput(process_group=group)
+    throughput.update(len(p) * (rank + 1))
+    out["categories"] = {name: count.item() for name, count in categories.compute().items()}
+    out["distribution"] = {name: distribution.compute()[name].item() for name in ("mean", "min", "max")}
+    out["total_examples"] = throughput.compute()["total_examples"].item()
     return out
 
 
@@ -97,6 +108,8 @@ def _reference(ranks: tuple[int, ...], window_share: int) -> dict[str, Any]:
         "windowed": {"lifetime": t.mean(), "window": recent.mean()},
         "segmented": [t[grp == g].mean() for g in range(3)],
         "module": {"ctr/click": t.mean(), "auc/click": auc_s, "ndcg/click": ndcg, "ctr/click/window": recent.mean()},
+        "distribution": {"mean": p.mean(), "min": p.min(), "max": p.max()},
+        "total_examples": sum(len(d["preds"]) * (r + 1) for r, d in zip(ranks, data, strict=True)),
     }
 
 

@@ -499,7 +499,13 @@ class GuardedMetric(CheckpointedStates):
         TorchMetrics keeps a ``compute`` value cached across a manual ``sync()``: with
         ``sync_on_compute=False``, ``compute(); sync(); compute()`` returned the local value
         again. Here the next ``compute`` computes from the synced states.
+
+        A rank outside the metric's process group (``dist.new_group(ranks)`` called on a rank not in
+        ``ranks``) has no other rank to sync with: it keeps its own states (TorchMetrics gathered
+        from no rank and failed, "stack expects a non-empty TensorList").
         """
+        if outside_group(process_group or self.process_group):
+            should_sync = False
         sync = super().sync
         recomputed_after(self, lambda: sync(dist_sync_fn, process_group, should_sync, distributed_available))
 
@@ -1129,8 +1135,8 @@ class TaskMetric(GuardedMetric):
             self._gathered, self._sync_locally, self._computed = None, False, None
 
     def _sync_dist(self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None) -> None:
-        if self._sync_locally or outside_group(process_group or self.process_group):
-            return  # a rank outside its group (``dist.new_group`` elsewhere) keeps its own states
+        if self._sync_locally:
+            return
         for name, value in self.sync_states().items():
             if name in self._list_state_dtypes and isinstance(getattr(self, name), list):
                 setattr(self, name, [value])

@@ -5,7 +5,8 @@ the group. Ranks 0 and 1 must report the values of one process over their concat
 rank 2 its own samples' values (it has no other rank to sync with), as ``MetricsAggregator`` does.
 Before the fix rank 2 failed: TorchMetrics gathered from no rank ("stack expects a non-empty
 TensorList"), ``Windowed`` refused even the update (the placeholder is an ``int``), the module's
-fused gather and the aggregation metrics' own collectives failed alike.
+fused gather, the aggregation metrics' own collectives and a ``MetricsAggregator``'s TorchMetrics
+handler failed alike.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import pytest
 import torch
 import torch.distributed as dist
 from sklearn.metrics import ndcg_score, roc_auc_score
+from torchmetrics.aggregation import MaxMetric
 
 import torchmetrics_ext as tmx
 from tests.helpers.ddp import DDPPool
-from torchmetrics_ext.aggregation import CategoricalCount, Distribution
+from torchmetrics_ext.aggregation import AggregationType, CategoricalCount, Distribution, Metric, MetricsAggregator
 
 WINDOW = 8  # each of the group's two ranks keeps its newest 4 samples; rank 2 alone keeps 8
 
@@ -83,6 +85,15 @@ def _values(rank: int, world_size: int) -> dict[str, Any]:
     out["categories"] = {name: count.item() for name, count in categories.compute().items()}
     out["distribution"] = {name: distribution.compute()[name].item() for name in ("mean", "min", "max")}
     out["total_examples"] = throughput.compute()["total_examples"].item()
+    aggregator = MetricsAggregator(process_group=group)
+    aggregator.register_handler(AggregationType.MAX, MaxMetric)  # a TorchMetrics metric syncs by itself
+    aggregator.update(
+        [
+            Metric("d", "n", float(rank + 1), AggregationType.SUM),
+            Metric("d", "top", float(rank + 1), AggregationType.MAX),
+        ]
+    )
+    out["aggregator"] = aggregator.get_metrics_for_logging(prefix="train")
     return out
 
 

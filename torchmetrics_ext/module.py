@@ -67,7 +67,13 @@ from torchmetrics_ext.utilities.checks import (
     format_pointwise,
 )
 from torchmetrics_ext.utilities.device import on_device_path
-from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric, fused_gather, has_untyped_list_states
+from torchmetrics_ext.utilities.distributed import (
+    TypedGather,
+    copy_metric,
+    fused_gather,
+    has_untyped_list_states,
+    outside_group,
+)
 from torchmetrics_ext.utilities.ownership import owner_of, release_ownership, take_ownership
 from torchmetrics_ext.utilities.warnings import naming_metric, naming_part, naming_tasks
 from torchmetrics_ext.wrappers._shared import SharedRing, shareable
@@ -1350,10 +1356,12 @@ class RecMetricModule(CheckpointLoading):
             return {}
         by_group: dict[int, list[tuple[tuple[str, str], Metric]]] = {}
         for key, metric in self._leaves():
+            # a rank outside a metric's group (``dist.new_group`` elsewhere) computes it from its own states
             if self._leader.get(key[0], key[0]) == key[0] and metric.sync_on_compute:
-                by_group.setdefault(id(metric.process_group), []).append((key, metric))
+                if not outside_group(metric.process_group):
+                    by_group.setdefault(id(metric.process_group), []).append((key, metric))
         throughput = self.throughput
-        if throughput is not None and throughput.sync_on_compute:  # its states ride along in the same gather
+        if throughput is not None and throughput.sync_on_compute and not outside_group(throughput.process_group):
             by_group.setdefault(id(throughput.process_group), []).append((_THROUGHPUT, throughput))
         gathered: dict[tuple[str, str], Mapping[str, list[Tensor]]] = {}
         for members in by_group.values():

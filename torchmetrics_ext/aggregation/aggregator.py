@@ -28,7 +28,7 @@ from torchmetrics_ext.aggregation.sync import (
 from torchmetrics_ext.aggregation.types import AggregationType, Metric
 from torchmetrics_ext.metrics.base import counted_as_updated
 from torchmetrics_ext.utilities.data import ordered_union
-from torchmetrics_ext.utilities.distributed import TypedGather, has_untyped_list_states
+from torchmetrics_ext.utilities.distributed import TypedGather, has_untyped_list_states, outside_group
 from torchmetrics_ext.utilities.warnings import silencing_undefined
 
 __all__ = ["MetricsAggregator"]
@@ -40,6 +40,11 @@ _FORMAT = "torchmetrics_ext.MetricsAggregator/1"
 _FIELDS = ("dataset_name", "name", "value", "agg_type")
 # how a dict-valued metric's entries are logged: "{name}{joiner}{entry}"
 _JOINERS = {AggregationType.DISTRIBUTION: "_stat_", AggregationType.CATEGORICAL_COUNT: "_count_"}
+
+
+def _not_distributed() -> bool:
+    """``distributed_available_fn`` of a handler's metric on a rank outside the aggregator's group: it never syncs."""
+    return False
 
 
 def _type_name(agg_type: AggregationType) -> str:
@@ -189,7 +194,8 @@ class MetricsAggregator:
     rank (a rank that skips it leaves the others waiting until the process group's timeout).
 
     Args:
-        process_group: the group to aggregate over (default: the whole world).
+        process_group: the group to aggregate over (default: the whole world). On a rank outside
+            it (``dist.new_group`` of other ranks) the aggregator logs this rank's own records.
 
     Raises:
         TypeError: from :meth:`update`, on a record that is not a :class:`Metric`, a
@@ -446,6 +452,7 @@ class MetricsAggregator:
         """``metric`` set up to sync in this aggregator (its group, no cached compute, typed list gathers), moved."""
         if self.process_group is not None:
             metric.process_group = self.process_group
+        alone = outside_group(self.process_group)  # this rank aggregates its own records (see _distributed)
         # a cached value would let this rank skip its part of a later sync that other ranks join
         metric.compute_with_cache = False
         for part in metric.modules():  # a wrapper's metrics sync in its compute
@@ -453,6 +460,8 @@ class MetricsAggregator:
             # float32 placeholder next to the others' float64 values: agree on the dtype first
             if isinstance(part, TorchMetric) and has_untyped_list_states(part):
                 part.dist_sync_fn = TypedGather(part.dist_sync_fn)
+            if alone and isinstance(part, TorchMetric):  # TorchMetrics would gather from no rank and fail
+                part.distributed_available_fn = _not_distributed
         return metric.to(self._device)
 
     def _register(self, key: Key, agg_type: AggregationType, metric: TorchMetric) -> None:

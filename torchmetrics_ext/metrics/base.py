@@ -28,6 +28,7 @@ from torchmetrics_ext.metrics._checkpoints import (
 )
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, check_int, check_state_dtype
 from torchmetrics_ext.utilities.chunks import _JOIN, join_chunks, join_small_runs, join_small_tails
+from torchmetrics_ext.utilities.distributed import outside_group
 from torchmetrics_ext.utilities.formatting import exact_text
 from torchmetrics_ext.utilities.mapping import not_a_dict_of_metrics
 from torchmetrics_ext.utilities.ownership import write_deferred_states
@@ -505,7 +506,13 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
         TorchMetrics keeps a ``compute`` value cached across a manual ``sync()``: with
         ``sync_on_compute=False``, ``compute(); sync(); compute()`` returned the local value
         again. Here the next ``compute`` computes from the synced states.
+
+        A rank outside the metric's process group (``dist.new_group(ranks)`` called on a rank not in
+        ``ranks``) has no other rank to sync with: it keeps its own states (TorchMetrics gathered
+        from no rank and failed, "stack expects a non-empty TensorList").
         """
+        if outside_group(process_group or self.process_group):
+            should_sync = False
         sync = super().sync
         recomputed_after(self, lambda: sync(dist_sync_fn, process_group, should_sync, distributed_available))
 

@@ -33,7 +33,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torchmetrics.utilities.distributed import gather_all_tensors
 
-__all__ = ["TypedGather", "copy_metric", "fused_gather", "has_untyped_list_states", "unshare_memory"]
+__all__ = ["TypedGather", "copy_metric", "fused_gather", "has_untyped_list_states", "outside_group", "unshare_memory"]
 
 # dtypes a rank can name to the others (by position); a tensor of another dtype is gathered as it is
 _DTYPES = (
@@ -177,6 +177,23 @@ def _gather_part(
     for m, j in enumerate(members):
         index, name, _ = flat[j]
         out[index][name] = pieces[m]
+
+
+def outside_group(group: Any) -> bool:
+    """Whether this process is outside ``group``: ``dist.new_group(ranks)`` returned it on a rank not in ``ranks``.
+
+    Every process must call ``new_group`` for every group, and one outside gets a placeholder
+    (``GroupMember.NON_GROUP_MEMBER``), not a group: it has no other rank to sync with, so a
+    metric given it computes over this process's own samples, as
+    :class:`~torchmetrics_ext.aggregation.MetricsAggregator` aggregates its own records.
+    TorchMetrics would gather from no rank at all ("stack expects a non-empty TensorList").
+
+    Examples:
+        >>> import torch.distributed as dist
+        >>> outside_group(None), outside_group(dist.GroupMember.NON_GROUP_MEMBER)
+        (False, True)
+    """
+    return isinstance(group, int) and not isinstance(group, bool) and group == dist.GroupMember.NON_GROUP_MEMBER
 
 
 def copy_metric(metric: Any) -> Any:

@@ -43,7 +43,7 @@ from torchmetrics_ext.metrics.base import (
 )
 from torchmetrics_ext.utilities.checks import check_int, check_state_dtype
 from torchmetrics_ext.utilities.chunks import _JOIN, join_small_runs
-from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric
+from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric, outside_group
 from torchmetrics_ext.utilities.load_guard import putting_back_whole
 from torchmetrics_ext.utilities.mapping import not_a_dict_of_metrics
 from torchmetrics_ext.utilities.ownership import defer_state_writes, owner_of, take_ownership, write_deferred_states
@@ -256,6 +256,8 @@ def _world_size(group: Any) -> int:
     default = dist.GroupMember.WORLD
     if default is None:  # no process group (dist.is_initialized() is this test)
         return 0
+    if outside_group(group):  # a rank outside the group syncs with no other: the whole window is its own
+        return 1
     pg = default if group is None else group
     size = _WORLD_SIZES.get(pg)
     if size is None:

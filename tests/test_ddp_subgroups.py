@@ -1,0 +1,150 @@
+"""Metrics given a process group of ranks 0 and 1 in a world of three (real gloo, spawned ranks).
+
+Every rank calls ``dist.new_group([0, 1])``; rank 2 gets torch's placeholder for a rank outside
+the group. Ranks 0 and 1 must report the values of one process over their concatenated samples;
+rank 2 its own samples' values (it has no other rank to sync with), as ``MetricsAggregator`` does.
+Before the fix rank 2 failed: TorchMetrics gathered from no rank ("stack expects a non-empty
+TensorList"), ``Windowed`` refused even the update (the placeholder is an ``int``), the module's
+fused gather, the aggregation metrics' own collectives and a ``MetricsAggregator``'s TorchMetrics
+handler failed alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+from sklearn.metrics import ndcg_score, roc_auc_score
+from torchmetrics.aggregation import MaxMetric
+
+import torchmetrics_ext as tmx
+from tests.helpers.ddp import DDPPool
+from torchmetrics_ext.aggregation import AggregationType, CategoricalCount, Distribution, Metric, MetricsAggregator
+
+WINDOW = 8  # each of the group's two ranks keeps its newest 4 samples; rank 2 alone keeps 8
+
+
+def _data(rank: int) -> dict[str, torch.Tensor]:
+    """Rank ``rank``'s samples: 3 groups of 6 rows with both classes in each, 3 queries shared by every rank."""
+    g = torch.Generator().manual_seed(11 + rank)
+    n = 18
+    target = torch.tensor([1, 0, 1, 0, 0, 1] * 3)[torch.randperm(n, generator=g)]
+    groups = torch.arange(n) % 3
+    target[groups == 0] = torch.tensor([1, 0, 0, 1, 0, 0])  # both classes in every group
+    target[groups == 1] = torch.tensor([0, 1, 0, 0, 1, 1])
+    target[groups == 2] = torch.tensor([1, 1, 0, 0, 0, 1])
+    centers = (torch.randint(0, 10, (n,), generator=g).double() + 0.5) / 10  # one bin centre each: binned == exact
+    scores = torch.rand(n, generator=g, dtype=torch.float64)  # distinct: no ties in the rankings
+    return {"preds": centers.float(), "target": target, "groups": groups, "scores": scores.float()}
+
+
+def _values(rank: int, world_size: int) -> dict[str, Any]:
+    group = dist.new_group([0, 1], backend="gloo")  # every rank creates every group
+    d = _data(rank)
+    p, t, grp, s = d["preds"], d["target"], d["groups"], d["scores"]
+    metrics: dict[str, Any] = {
+        "ctr": tmx.CTR(process_group=group),
+        "auc": tmx.AUC(process_group=group),
+        "auc_binned": tmx.AUC(num_bins=10, bin_space="probability", process_group=group),
+        "gauc": tmx.GroupedAUC(process_group=group),
+        "ndcg": tmx.NDCG(process_group=group),
+        "windowed": tmx.Windowed(tmx.CTR(process_group=group), window_size=WINDOW),
+        "segmented": tmx.Segmented(tmx.CTR(process_group=group), num_segments=3),
+    }
+    metrics["ctr"].update(p, t)
+    metrics["auc"].update(p, t)
+    metrics["auc_binned"].update(p, t)
+    metrics["gauc"].update(p, t, grp)
+    metrics["ndcg"].update(s, t, indexes=grp)
+    metrics["windowed"].update(p, t)
+    metrics["segmented"].update(p, t, segments=grp)
+    out = {name: _plain(metric.compute()) for name, metric in metrics.items()}
+    task = tmx.RecTaskInfo("click", session_id_name="query")
+    module = tmx.RecMetricModule(
+        [task],
+        {
+            "ctr": tmx.CTR(process_group=group),
+            "auc": tmx.AUC(process_group=group),
+            "ndcg": tmx.NDCG(process_group=group),
+        },
+        window_size=WINDOW,
+        throughput=False,
+    )
+    module.update({"prediction": s, "label": t, "query": grp})
+    out["module"] = {key: value.item() for key, value in module.compute().items()}
+    # the aggregation metrics and the throughput sync by hand-written collectives of their own
+    categories, distribution = CategoricalCount(process_group=group), Distribution(process_group=group)
+    categories.update(["shared", f"rank{rank}"])
+    distribution.update(p.tolist())
+    throughput = tmx.Throughput(process_group=group)
+    throughput.update(len(p) * (rank + 1))
+    out["categories"] = {name: count.item() for name, count in categories.compute().items()}
+    out["distribution"] = {name: distribution.compute()[name].item() for name in ("mean", "min", "max")}
+    out["total_examples"] = throughput.compute()["total_examples"].item()
+    aggregator = MetricsAggregator(process_group=group)
+    aggregator.register_handler(AggregationType.MAX, MaxMetric)  # a TorchMetrics metric syncs by itself
+    aggregator.update(
+        [
+            Metric("d", "n", float(rank + 1), AggregationType.SUM),
+            Metric("d", "top", float(rank + 1), AggregationType.MAX),
+        ]
+    )
+    out["aggregator"] = aggregator.get_metrics_for_logging(prefix="train")
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value.double().tolist()
+
+
+def _reference(ranks: tuple[int, ...], window_share: int) -> dict[str, Any]:
+    """One process over the ranks' samples concatenated: sklearn and numpy formulas."""
+    data = [{k: v.double().numpy() for k, v in _data(r).items()} for r in ranks]
+    p, t, grp, s = (np.concatenate([d[k] for d in data]) for k in ("preds", "target", "groups", "scores"))
+    recent = np.concatenate([d["target"][-window_share:] for d in data])
+    ndcg = np.mean([ndcg_score(t[grp == q][None], s[grp == q][None]) for q in range(3)])
+    auc_s = roc_auc_score(t, s)
+    return {
+        "ctr": t.mean(),
+        "auc": roc_auc_score(t, p),
+        "auc_binned": roc_auc_score(t, p),
+        "gauc": np.mean([roc_auc_score(t[grp == g], p[grp == g]) for g in range(3)]),
+        "ndcg": ndcg,
+        "windowed": {"lifetime": t.mean(), "window": recent.mean()},
+        "segmented": [t[grp == g].mean() for g in range(3)],
+        "module": {"ctr/click": t.mean(), "auc/click": auc_s, "ndcg/click": ndcg, "ctr/click/window": recent.mean()},
+        "distribution": {"mean": p.mean(), "min": p.min(), "max": p.max()},
+        "total_examples": sum(len(d["preds"]) * (r + 1) for r, d in zip(ranks, data, strict=True)),
+    }
+
+
+@pytest.fixture(scope="module")
+def ddp_pool3() -> Iterator[DDPPool]:
+    pool = DDPPool(world_size=3)
+    yield pool
+    pool.close()
+
+
+@pytest.mark.ddp
+def test_a_group_of_two_ranks_syncs_over_them_and_a_rank_outside_it_computes_its_own_values(ddp_pool3):
+    results = ddp_pool3.run(_values, timeout=240)
+    for rank, result in enumerate(results):
+        ranks, share = ((0, 1), WINDOW // 2) if rank < 2 else ((2,), WINDOW)
+        expected = _reference(ranks, share)
+        for name, value in expected.items():
+            got = result[name]
+            if name == "module":
+                got = {key: got[key] for key in value}  # the window keys of auc and ndcg aside
+            np.testing.assert_allclose(_flat(got), _flat(value), rtol=1e-12, atol=1e-12, err_msg=f"rank {rank}: {name}")
+
+
+def _flat(value: Any) -> list[float]:
+    if isinstance(value, dict):
+        return [x for key in sorted(value) for x in _flat(value[key])]
+    return list(np.atleast_1d(np.asarray(value, dtype=np.float64)))

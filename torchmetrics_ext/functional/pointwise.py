@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.functional._sums import batch_sums, one_like, weight_total, weighted_sum
+from torchmetrics_ext.functional._sums import BatchSums, batch_sums, one_like, weight_total, weighted_sum
 from torchmetrics_ext.utilities.checks import as_real, check_choice, check_flag, format_pointwise, single_task
 from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
 
@@ -713,6 +713,13 @@ def _error_update(preds: Tensor, target: Tensor, weights: Tensor | None, from_lo
     ``p = sigmoid(preds)`` (see :func:`_sigmoid_error`); the label sums do not change.
     """
     sums = batch_sums(preds, target, weights)
+    if weights is None and type(sums) is BatchSums:
+        # unweighted and this call's own batch (not one shared by many metrics): the sums below as
+        # they take them here, the same operators in the same order (so the same bits), without the
+        # bookkeeping that lets metrics fed one batch share them (a fifth of a small update's cost)
+        error = _sigmoid_error(preds, target) if from_logits else preds - target
+        squared = torch.linalg.vecdot(error, error)  # before `_absolute` takes the error's absolute value in place
+        return squared, _absolute(error).sum(-1), sums.total(), target.sum(-1), torch.linalg.vecdot(target, target)
     # the error of either form (their sums are kept apart) is made once for both sums and released
     # with this call (see `_confusion_update`)
     suffix = "_logits" if from_logits else ""
@@ -725,8 +732,9 @@ def _error_update(preds: Tensor, target: Tensor, weights: Tensor | None, from_lo
         absolute,
         sums.total(),
         label_sum,
-        # y·y is y itself for 0/1 labels: the same sum, bit for bit
-        label_sum if sums.binary_target else sums.weighted("squared_target", lambda: target * target),
+        # y·y is y itself for 0/1 labels: the same sum, bit for bit; otherwise, unweighted, one call of
+        # `vecdot` (the bits of `(y * y).sum(-1)`, one operator call fewer), weighted `sum w·(y·y)` as before
+        label_sum if sums.binary_target else sums.product("squared_target", lambda: target, target),
     )
 
 

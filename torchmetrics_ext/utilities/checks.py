@@ -536,7 +536,9 @@ def format_pointwise(
         if dtype is not None and target.dtype != dtype:
             target = target.to(dtype=dtype)
         if target.shape != preds.shape:
-            target = target.reshape(preds.shape)
+            # one task's (N,) labels: the (1, N) view `reshape` would give, for less (a call per update)
+            one_task = preds.shape[0] == 1 and target.shape == preds.shape[1:]
+            target = target.unsqueeze(0) if one_task else target.reshape(preds.shape)
     if weights is not None:
         if dtype is not None and weights.dtype != dtype:
             weights = weights.to(dtype=dtype)

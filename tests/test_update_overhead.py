@@ -204,3 +204,61 @@ def test_join_rule_against_its_written_form(sizes):
     join_small_tails(lists)
     assert (len(lists[0]) < len(sizes)) == _reference_join(sizes)
     assert sum(c.numel() for c in lists[0]) == sum(sizes)
+
+
+@pytest.mark.parametrize("weighting", ["none", "row", "per_task"])
+@pytest.mark.parametrize("num_tasks", [1, 2])
+def test_weighted_sums_match_numpy(weighting, num_tasks):
+    """CTR's and Calibration's three sums (the own-batch path for no weights or one row) against NumPy."""
+    g = torch.Generator().manual_seed(11)
+    n = 37
+    preds = torch.rand(num_tasks, n, generator=g)
+    target = (torch.rand(num_tasks, n, generator=g) < preds).float()
+    weights = {"none": None, "row": torch.rand(n, generator=g), "per_task": torch.rand(num_tasks, n, generator=g)}[
+        weighting
+    ]
+    if weighting == "per_task" and num_tasks == 1:
+        weights = weights.view(-1)  # type: ignore[union-attr]
+    squeeze = (lambda x: x[0]) if num_tasks == 1 else (lambda x: x)
+    for cls in (tmx.CTR, tmx.Calibration):
+        metric = cls(num_tasks=num_tasks)
+        metric.update(squeeze(preds), squeeze(target), weights)
+        w = np.ones((num_tasks, n)) if weights is None else np.broadcast_to(weights.double().numpy(), (num_tasks, n))
+        p, y = preds.double().numpy(), target.double().numpy()
+        np.testing.assert_allclose(metric.weighted_pred_sum.numpy(), (w * p).sum(-1), rtol=1e-13)
+        np.testing.assert_allclose(metric.weighted_label_sum.numpy(), (w * y).sum(-1), rtol=1e-13)
+        np.testing.assert_allclose(metric.weighted_num_samples.numpy(), w.sum(-1), rtol=1e-13)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_all_positive_labels_keep_a_class_exact_total(weighted):
+    """All labels 1: the total equals the positive weight exactly, so CTR is exactly 1 (the class-exact total)."""
+    g = torch.Generator().manual_seed(3)
+    weights = torch.rand(101, generator=g) * 7 if weighted else None
+    metric = tmx.CTR()
+    metric.update(torch.rand(101, generator=g), torch.ones(101), weights)
+    assert metric.weighted_num_samples.item() == metric.weighted_label_sum.item()
+    assert metric.compute().item() == 1.0
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+@pytest.mark.parametrize("weighting", ["none", "row"])
+def test_own_batch_paths_give_the_shared_paths_bits(from_logits, weighting):
+    """The shortened own-batch kernels and the module's shared-sums path: the same statistics, bit for bit."""
+    from torchmetrics_ext.functional import pointwise as F
+    from torchmetrics_ext.functional._sums import sharing_sums
+
+    g = torch.Generator().manual_seed(9)
+    preds = torch.randn(1, 301, generator=g, dtype=torch.float64)
+    target = torch.rand(1, 301, generator=g, dtype=torch.float64)
+    weights = None if weighting == "none" else torch.rand(1, 301, generator=g, dtype=torch.float64)
+    kernels = [
+        lambda: F._weighted_sums_update(preds, target, weights, from_logits),
+        lambda: F._weighted_sums_update(preds, target, weights, from_logits, unit_target=False),
+        lambda: F._error_update(preds, target, weights, from_logits),
+    ]
+    for kernel in kernels:
+        own = kernel()
+        with sharing_sums(preds, target, weights):
+            shared = kernel()
+        assert all(torch.equal(a, b) for a, b in zip(own, shared, strict=True))

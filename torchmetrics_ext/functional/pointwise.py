@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.functional._sums import BatchSums, batch_sums, one_like, weight_total, weighted_sum
+from torchmetrics_ext.functional._sums import BatchSums, _matvec, batch_sums, one_like, weight_total, weighted_sum
 from torchmetrics_ext.utilities.checks import as_real, check_choice, check_flag, format_pointwise, single_task
 from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
 
@@ -379,6 +379,18 @@ def _weighted_sums_update(
     CTR of exactly 1); ``False`` for real-valued targets (a plain ``sum w``).
     """
     sums = batch_sums(preds, target, weights)
+    one_row = weights is None or (_matvec(preds, weights) and target is not None and _matvec(target, weights))
+    if target is not None and one_row and type(sums) is BatchSums:
+        # this call's own batch (not one shared by many metrics), unweighted or one weight row (the common
+        # cases): the sums as BatchSums takes them there (`weighted`, `label_sum`, `class_total`), the same
+        # operators in the same order (so the same bits), without its bookkeeping
+        values = torch.sigmoid(preds) if from_logits else preds
+        if weights is None:
+            return values.sum(-1), target.sum(-1), sums.total()
+        vector = weights[0]
+        label_sum = target @ vector
+        total = label_sum + (one_like(target) - target) @ vector if unit_target else sums.total()
+        return values @ vector, label_sum, total
     if from_logits:
         pred_sum = sums.weighted("sigmoid", lambda: torch.sigmoid(preds))
     else:

@@ -262,3 +262,36 @@ def test_own_batch_paths_give_the_shared_paths_bits(from_logits, weighting):
         with sharing_sums(preds, target, weights):
             shared = kernel()
         assert all(torch.equal(a, b) for a, b in zip(own, shared, strict=True))
+
+
+@pytest.mark.parametrize("eta", [1e-12, 0.0, 1e-20])
+@pytest.mark.parametrize("weighting", ["none", "row"])
+def test_own_batch_cross_entropy_gives_the_shared_paths_bits(eta, weighting):
+    """NE/LogLoss's shortened own-batch kernel and the shared-sums path: the same statistics, bit for bit."""
+    from torchmetrics_ext.functional import pointwise as F
+    from torchmetrics_ext.functional._sums import sharing_sums
+
+    g = torch.Generator().manual_seed(4)
+    preds = torch.rand(1, 257, generator=g, dtype=torch.float64)
+    preds[0, :3] = torch.tensor([0.0, 1.0, 0.5])
+    target = torch.rand(1, 257, generator=g, dtype=torch.float64)
+    weights = None if weighting == "none" else torch.rand(1, 257, generator=g, dtype=torch.float64)
+    for from_logits in (False, True):
+        own = F._cross_entropy_update(preds, target, weights, eta, from_logits)
+        with sharing_sums(preds, target, weights):
+            shared = F._cross_entropy_update(preds, target, weights, eta, from_logits)
+        assert all(torch.equal(a, b) for a, b in zip(own, shared, strict=True))
+
+
+def test_normalized_entropy_matches_numpy():
+    """NE of soft labels, weighted by one row, on the own-batch path: the formula of its docstring in NumPy."""
+    g = torch.Generator().manual_seed(8)
+    p, y, w = torch.rand(500, generator=g), torch.rand(500, generator=g), torch.rand(500, generator=g)
+    metric = tmx.NormalizedEntropy()
+    metric.update(p, y, w)
+    pn = np.clip(p.double().numpy(), 1e-12, 1 - 1e-12)
+    yn, wn = y.double().numpy(), w.double().numpy()
+    ce = -(wn * (yn * np.log(pn) + (1 - yn) * np.log(1 - pn))).sum()
+    base = (wn * yn).sum() / wn.sum()
+    expected = ce / (-(wn.sum()) * (base * np.log(base) + (1 - base) * np.log(1 - base)))
+    assert metric.compute().item() == pytest.approx(expected, rel=1e-12)

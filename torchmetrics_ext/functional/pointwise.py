@@ -201,6 +201,16 @@ def _cross_entropy_update(
             complement = (1 - p).clamp_(min=eta) if floor else 1 - p
             return _weighed(eta, torch.lerp(torch.log(complement), torch.log(p), target), weights)
 
+        if type(sums) is BatchSums and (weights is None or (_matvec(preds, weights) and _matvec(target, weights))):
+            # this call's own batch (not one shared by many metrics), unweighted or one weight row: the
+            # sums as BatchSums takes them there (`weighted`, `class_total`, `label_sum`), the same
+            # operators in the same order (so the same bits), without its bookkeeping
+            likelihood = cross_entropy()
+            if weights is None:
+                return likelihood.sum(-1).neg(), sums.total(), target.sum(-1)
+            vector = weights[0]
+            label_sum = target @ vector
+            return (likelihood @ vector).neg(), label_sum + (one_like(target) - target) @ vector, label_sum
         ce_sum = sums.value(("ce", eta), lambda: sums.weighted(("log_likelihood", eta), cross_entropy).neg())
     # the class-exact total: all-positive labels give `total - pos` exactly 0 (NE undefined, not 1e12)
     return ce_sum, sums.class_total(), sums.label_sum()

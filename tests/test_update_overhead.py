@@ -173,7 +173,9 @@ def test_rejected_batch_names_the_argument_and_changes_nothing(args, error, mess
 def test_probability_and_label_ranges_still_refused():
     with pytest.raises(ValueError, match=r"`preds` to be probabilities in \[0, 1\], got values in \[0.5, 1.5\]"):
         tmx.CTR().update(torch.tensor([0.5, 1.5]), torch.tensor([0.0, 1.0]))
-    with pytest.raises(ValueError, match=r"`target` to hold labels in \[0, 1\] \(soft labels allowed\), got values in \[0, 2\]"):
+    with pytest.raises(
+        ValueError, match=r"`target` to hold labels in \[0, 1\] \(soft labels allowed\), got values in \[0, 2\]"
+    ):
         tmx.NormalizedEntropy().update(torch.tensor([0.5, 0.5]), torch.tensor([0.0, 2.0]))
     with pytest.raises(ValueError, match=r"`target` to hold binary labels in \{0, 1\}, got values in \[0, 0.5\]"):
         tmx.AUC().update(torch.tensor([0.5, 0.5]), torch.tensor([0.0, 0.5]))

@@ -739,9 +739,9 @@ def _error_update(preds: Tensor, target: Tensor, weights: Tensor | None, from_lo
         # unweighted and this call's own batch (not one shared by many metrics): the sums below as
         # they take them here, the same operators in the same order (so the same bits), without the
         # bookkeeping that lets metrics fed one batch share them (a fifth of a small update's cost)
-        error = _sigmoid_error(preds, target) if from_logits else preds - target
-        squared = torch.linalg.vecdot(error, error)  # before `_absolute` takes the error's absolute value in place
-        return squared, _absolute(error).sum(-1), sums.total(), target.sum(-1), torch.linalg.vecdot(target, target)
+        diff = _sigmoid_error(preds, target) if from_logits else preds - target
+        squared = torch.linalg.vecdot(diff, diff)  # before `_absolute` takes its absolute value in place
+        return squared, _absolute(diff).sum(-1), sums.total(), target.sum(-1), torch.linalg.vecdot(target, target)
     # the error of either form (their sums are kept apart) is made once for both sums and released
     # with this call (see `_confusion_update`)
     suffix = "_logits" if from_logits else ""

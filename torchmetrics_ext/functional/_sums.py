@@ -60,7 +60,9 @@ def weight_total(preds: Tensor, weights: Tensor | None) -> Tensor:
     """Per-task total weight; ``N`` for every task when unweighted."""
     if weights is None:
         return torch.full(preds.shape[:1], float(preds.shape[-1]), dtype=torch.float64, device=preds.device)
-    return weights.sum(-1).expand(preds.shape[0]).clone()
+    total = weights.sum(-1)
+    # one weight row shared by several tasks: a copy per task; otherwise the sum is a new (T,) tensor already
+    return total if total.shape == preds.shape[:1] else total.expand(preds.shape[0]).clone()
 
 
 def _signature(value: Tensor | None) -> tuple | None:

@@ -411,15 +411,19 @@ def check_pointwise(
         Whether ``weights`` are given and every one is exactly 1 (the unweighted sums are then the
         same, for fewer passes over the batch).
     """
-    check_tensor(preds_name, preds, floating=True)
-    if target is not None:
+    # the type checks of check_tensor, called only to raise (each call costs a share of a small update)
+    if not (isinstance(preds, Tensor) and preds.is_floating_point()):
+        check_tensor(preds_name, preds, floating=True)
+    if target is not None and not (isinstance(target, Tensor) and not target.is_complex()):
         check_tensor("target", target)
-    if weights is not None:
+    if weights is not None and not (isinstance(weights, Tensor) and not weights.is_complex()):
         check_tensor("weights", weights)
-    if preds.ndim not in (1, 2) or (preds.ndim == 2 and num_tasks is not None and preds.shape[0] != num_tasks):
-        raise _task_shape_error(preds_name, preds.shape, num_tasks)
-    if _samples_first_column(preds.shape, num_tasks):
-        n = preds.shape[0]
+    shape = preds.shape
+    ndim = len(shape)
+    if ndim not in (1, 2) or (ndim == 2 and num_tasks is not None and shape[0] != num_tasks):
+        raise _task_shape_error(preds_name, shape, num_tasks)
+    if ndim == 2 and _samples_first_column(shape, num_tasks):
+        n = shape[0]
         warnings.warn(
             f"`{preds_name}` of shape ({n}, 1) is read tasks-first: {n} tasks of one sample each. For one task of"
             f" {n} samples pass `{preds_name}.squeeze(1)` (and the other inputs alike), shape ({n},), or the"
@@ -427,21 +431,23 @@ def check_pointwise(
             SamplesFirstWarning,
             stacklevel=3,
         )
-    if preds.ndim == 1 and num_tasks not in (None, 1):
-        raise _task_shape_error(preds_name, preds.shape, num_tasks)
-    for name, other in (("target", target), ("weights", weights)):
-        if other is not None and other.device != preds.device:
-            raise ValueError(
-                f"Expected `{name}` on the same device as `{preds_name}` ({preds.device}), got {other.device}."
-            )
-    if target is not None and target.shape != preds.shape:
+    if ndim == 1 and num_tasks not in (None, 1):
+        raise _task_shape_error(preds_name, shape, num_tasks)
+    if target is not None or weights is not None:
+        device = preds.device
+        for name, other in (("target", target), ("weights", weights)):
+            if other is not None and other.device != device:
+                raise ValueError(
+                    f"Expected `{name}` on the same device as `{preds_name}` ({device}), got {other.device}."
+                )
+    if target is not None and target.shape != shape:
         raise ValueError(
-            f"Expected `target` of the same shape as `{preds_name}` {tuple(preds.shape)}, got {tuple(target.shape)}."
+            f"Expected `target` of the same shape as `{preds_name}` {tuple(shape)}, got {tuple(target.shape)}."
         )
-    if weights is not None and weights.shape != preds.shape and weights.shape != preds.shape[-1:]:
-        expected = str(tuple(preds.shape))  # (N,) preds: one shape; (T, N): also (N,), shared by all tasks
-        if preds.ndim == 2:
-            expected += f" or {tuple(preds.shape[-1:])} (shared by all tasks)"
+    if weights is not None and weights.shape != shape and weights.shape != shape[-1:]:
+        expected = str(tuple(shape))  # (N,) preds: one shape; (T, N): also (N,), shared by all tasks
+        if ndim == 2:
+            expected += f" or {tuple(shape[-1:])} (shared by all tasks)"
         raise ValueError(f"Expected `weights` of shape {expected}, got {tuple(weights.shape)}.")
     if preds.numel() > 0:
         _, bounds = _check_values_bounds(
@@ -451,9 +457,10 @@ def check_pointwise(
             preds_domain,
             target_domain,
             from_logits,
-            preds_name=preds_name,
-            float32_weights=float32_weights,
-            missing_labels=missing_labels,
+            None,
+            preds_name,
+            float32_weights,
+            missing_labels,
         )
         return weights is not None and all_unit_weights(bounds)
     return False
@@ -529,7 +536,9 @@ def format_pointwise(
         if dtype is not None and target.dtype != dtype:
             target = target.to(dtype=dtype)
         if target.shape != preds.shape:
-            target = target.reshape(preds.shape)
+            # one task's (N,) labels: the (1, N) view `reshape` would give, for less (a call per update)
+            one_task = preds.shape[0] == 1 and target.shape == preds.shape[1:]
+            target = target.unsqueeze(0) if one_task else target.reshape(preds.shape)
     if weights is not None:
         if dtype is not None and weights.dtype != dtype:
             weights = weights.to(dtype=dtype)
@@ -609,9 +618,15 @@ def _check_values_bounds(
         if float32_weights
         else []
     )
-    checked = [preds, target, *columns, *positive]
-    bounds = checked_bounds(checked, [False, integral, *[False] * (len(checked) - 2)], device_path)
-    bounds, positive_bounds = bounds[: 2 + len(columns)], bounds[2 + len(columns) :]
+    if device_path:
+        checked = [preds, target, *columns, *positive]
+        bounds = checked_bounds(checked, [False, integral, *[False] * (len(checked) - 2)], True)
+        bounds, positive_bounds = bounds[: 2 + len(columns)], bounds[2 + len(columns) :]
+    else:  # checked_bounds' CPU path (each bound read directly) without its lists: this runs on every update
+        bounds = [_cpu_bounds(preds, False), _cpu_bounds(target, integral)]
+        for column in columns:
+            bounds.append(_cpu_bounds(column, False))
+        positive_bounds = [_cpu_bounds(column, False) for column in positive]
     pmin, pmax = bounds[0]
     if preds_domain == "score":  # ranking scores: any real, ±inf included
         if math.isnan(pmin) or math.isnan(pmax):

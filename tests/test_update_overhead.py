@@ -1,0 +1,299 @@
+"""Per-call cost of a small validated CPU ``update``, counted, and what its faster paths must keep.
+
+At 1-256 samples an ``update`` costs its calls (each torch operator about 1 µs on the CPU, plus
+the Python around it), not its arithmetic (``benchmarks/README.md``, "Per-call cost against the
+anchors"). CI has no quiet clock, so the calls are what it holds to account: counted with a
+``TorchFunctionMode`` (deterministic; tensor property reads such as ``.shape`` left out). A change
+that adds a call to one of these updates fails here, to be made on purpose (and the budget raised,
+with the reason) or avoided. The values of the shortened paths are checked against NumPy float64
+formulas and exact fractions; their rejections against the messages of ``docs/policies.md``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+import torchmetrics_ext as tmx
+from torchmetrics_ext.utilities.chunks import join_small_tails
+
+
+class _Calls(TorchFunctionMode):
+    """Torch functions and tensor methods called inside the block, by name (property reads left out)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: Counter[str] = Counter()
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        name = getattr(func, "__name__", str(func))
+        if name != "__get__":
+            self.calls[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _batch(n: int = 16) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    p = torch.rand(n, generator=g)
+    return {
+        "p": p,
+        "t": torch.rand(n, generator=g),
+        "y": (torch.rand(n, generator=g) < p).long(),
+        "w": torch.rand(n, generator=g) + 0.1,
+    }
+
+
+# metric -> (arguments from _batch, most calls per update); the budgets after the 2026-12-05 cuts
+# (before them: 27, 27, 25, 32, 27, 19 calls)
+BUDGETS = {
+    # bounds: 2 aminmax + 4 item; 2 float64 casts, the (1, N) views; sub, 2 vecdot, abs_, 2 sum; the states' add
+    "WeightedMSE": (("p", "t"), 24),
+    "WeightedMAE": (("p", "t"), 24),
+    # weights' sum without a copy per task (one task)
+    "WeightedAverage": (("p", None, "w"), 22),
+    "CTR": (("p", "y_float", "w"), 31),
+    "NormalizedEntropy": (("p", "y_float"), 26),
+    # a float32 copy of the scores, the labels' signs, the bounds
+    "AUC": (("p", "y"), 18),
+}
+
+
+@pytest.mark.parametrize("name", list(BUDGETS))
+def test_small_cpu_update_stays_within_its_call_budget(name):
+    arguments, most = BUDGETS[name]
+    batch = _batch()
+    batch["y_float"] = batch["y"].float()
+    args = [None if key is None else batch[key] for key in arguments]
+    metric = getattr(tmx, name)()
+    metric.update(*args)  # the first update may build what later ones reuse
+    with _Calls() as counted:
+        metric.update(*args)
+    total = sum(counted.calls.values())
+    assert total <= most, f"{name}: {total} calls per update (budget {most}): {dict(counted.calls)}"
+
+
+@pytest.mark.parametrize("num_tasks", [1, 3])
+@pytest.mark.parametrize("n", [1, 16, 257])
+def test_unweighted_error_sums_match_numpy(num_tasks, n):
+    """The unweighted error kernel's shortened path: all five sums against float64 NumPy formulas."""
+    g = torch.Generator().manual_seed(n)
+    shape = (n,) if num_tasks == 1 else (num_tasks, n)
+    preds, target = torch.randn(shape, generator=g), torch.randn(shape, generator=g) * 3
+    metric = tmx.WeightedMSE(num_tasks=num_tasks)
+    metric.update(preds, target)
+    p, y = preds.double().numpy().reshape(num_tasks, n), target.double().numpy().reshape(num_tasks, n)
+    expected = {
+        "sum_squared_error": ((p - y) ** 2).sum(-1),
+        "sum_absolute_error": np.abs(p - y).sum(-1),
+        "weighted_num_samples": np.full(num_tasks, float(n)),
+        "label_sum": y.sum(-1),
+        "label_squared_sum": (y * y).sum(-1),
+    }
+    for state, value in expected.items():
+        np.testing.assert_allclose(getattr(metric, state).numpy(), value, rtol=1e-13, err_msg=state)
+        assert getattr(metric, state).dtype == torch.float64 and getattr(metric, state).shape == (num_tasks,)
+
+
+def test_unweighted_error_path_is_exact_on_dyadic_values():
+    """Values whose float64 sums are exact: the states equal the exact fractions."""
+    preds = torch.tensor([0.5, -1.25, 3.0, 0.0])
+    target = torch.tensor([1.0, 0.75, -2.0, 0.25])
+    metric = tmx.WeightedMSE()
+    metric.update(preds, target)
+    p = [Fraction(v) for v in preds.tolist()]
+    y = [Fraction(v) for v in target.tolist()]
+    assert Fraction(metric.sum_squared_error.item()) == sum((a - b) ** 2 for a, b in zip(p, y))
+    assert Fraction(metric.sum_absolute_error.item()) == sum(abs(a - b) for a, b in zip(p, y))
+    assert Fraction(metric.label_squared_sum.item()) == sum(b * b for b in y)
+    assert Fraction(metric.label_sum.item()) == sum(y)
+    assert metric.compute().item() == float(sum((a - b) ** 2 for a, b in zip(p, y)) / 4)
+
+
+def test_error_path_with_gradients_keeps_the_square_and_the_graph():
+    """``forward`` with grad on: the error's absolute value is not taken in place before its square is summed."""
+    preds = torch.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    target = torch.tensor([1.0, 1.0, 1.0])
+    value = tmx.WeightedMSE()(preds, target)
+    assert value.item() == pytest.approx((0.25 + 4.0 + 1.0) / 3, rel=1e-15)
+    value.backward()
+    np.testing.assert_allclose(preds.grad.numpy(), [2 * (0.5 - 1) / 3, 2 * (-2.0) / 3, 2 * 1.0 / 3], rtol=1e-6)
+    mae = tmx.WeightedMAE()
+    mae(torch.tensor([0.5, -1.0], requires_grad=True), torch.tensor([1.0, 1.0]))
+    assert mae.sum_squared_error.item() == 0.25 + 4.0 and mae.sum_absolute_error.item() == 0.5 + 2.0
+
+
+@pytest.mark.parametrize("num_tasks", [1, 3])
+def test_weighted_totals_match_numpy(num_tasks):
+    """``weight_total`` without its per-task copy (one weight row per task) and with it (one row shared)."""
+    g = torch.Generator().manual_seed(5)
+    preds = torch.rand(num_tasks, 9, generator=g)
+    for weights in (torch.rand(9, generator=g), torch.rand(num_tasks, 9, generator=g)):
+        metric = tmx.WeightedAverage(num_tasks=num_tasks)
+        metric.update(preds if num_tasks > 1 else preds[0], weights=weights if num_tasks > 1 else weights.view(-1))
+        w = np.broadcast_to(weights.double().numpy(), (num_tasks, 9))
+        np.testing.assert_allclose(metric.weighted_num_samples_plain.numpy(), w.sum(-1), rtol=1e-14)
+        p = preds.double().numpy()
+        np.testing.assert_allclose(metric.weighted_pred_sum.numpy(), (w * p).sum(-1), rtol=1e-14)
+
+
+_BAD = [
+    # (update arguments, error, message) for WeightedMSE: the checks of the shortened validation path
+    ((torch.tensor([1, 2]), torch.tensor([0.0, 1.0])), TypeError, "`preds` to be a floating point tensor"),
+    (([0.5, 0.5], torch.tensor([0.0, 1.0])), TypeError, "`preds` to be a torch.Tensor, got list"),
+    ((torch.tensor([0.5, 0.5]), [0.0, 1.0]), TypeError, "`target` to be a torch.Tensor, got list"),
+    ((torch.tensor([0.5, 0.5]), torch.tensor([1j, 0j])), TypeError, "`target` to be a real tensor"),
+    ((torch.tensor([0.5, 0.5]), torch.tensor([0.0, 1.0]), [1.0, 1.0]), TypeError, "`weights` to be a torch.Tensor"),
+    ((torch.tensor([0.5, 0.5]), torch.tensor([0.0, 1.0]), torch.tensor([1j, 1j])), TypeError, "`weights` to be a real"),
+    ((torch.tensor([0.5, float("nan")]), torch.tensor([0.0, 1.0])), ValueError, "`preds` to be finite, got values containing NaN"),
+    ((torch.tensor([0.5, 0.5]), torch.tensor([0.0, float("inf")])), ValueError, "`target` to hold finite real values"),
+    ((torch.tensor([0.5, 0.5]), torch.tensor([0.0, 1.0]), torch.tensor([1.0, -1.0])), ValueError, "`weights` to be finite and non-negative"),
+    ((torch.tensor([0.5, 0.5]), torch.tensor([0.0, 1.0, 1.0])), ValueError, "`target` of the same shape as `preds` (2,)"),
+    ((torch.tensor([[0.5, 0.5]] * 2), torch.tensor([[0.0, 1.0]] * 2)), ValueError, "`preds` of shape (N,) with num_tasks=1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "error", "message"), _BAD, ids=lambda v: str(v)[:40])
+def test_rejected_batch_names_the_argument_and_changes_nothing(args, error, message):
+    metric = tmx.WeightedMSE()
+    metric.update(torch.tensor([0.25, 0.75]), torch.tensor([0.0, 1.0]))
+    before = {name: value.clone() for name, value in metric.metric_state.items()}
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        metric.update(*args)
+    for name, value in metric.metric_state.items():
+        assert torch.equal(value, before[name]), name
+    assert metric.update_count == 1
+
+
+def test_probability_and_label_ranges_still_refused():
+    with pytest.raises(ValueError, match=r"`preds` to be probabilities in \[0, 1\], got values in \[0.5, 1.5\]"):
+        tmx.CTR().update(torch.tensor([0.5, 1.5]), torch.tensor([0.0, 1.0]))
+    with pytest.raises(
+        ValueError, match=r"`target` to hold labels in \[0, 1\] \(soft labels allowed\), got values in \[0, 2\]"
+    ):
+        tmx.NormalizedEntropy().update(torch.tensor([0.5, 0.5]), torch.tensor([0.0, 2.0]))
+    with pytest.raises(ValueError, match=r"`target` to hold binary labels in \{0, 1\}, got values in \[0, 0.5\]"):
+        tmx.AUC().update(torch.tensor([0.5, 0.5]), torch.tensor([0.0, 0.5]))
+
+
+def _reference_join(sizes: list[int]) -> bool:
+    """The join rule of ``utilities/chunks.py``'s docstring, written out: all 64 small, the oldest at most the rest."""
+    window = sizes[-64:]
+    return len(window) == 64 and max(window) < 1 << 15 and window[0] <= sum(window[1:])
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        [1] * 64,  # joined
+        [64] + [1] * 63,  # the oldest outweighs the other 63 together: not joined
+        [63] + [1] * 63,  # equal: joined
+        [1] * 63,  # too few
+        [5] + [1] * 62 + [1 << 15],  # the newest too large
+        [100] * 10 + [1] * 30 + [40000] + [1] * 33,  # a large chunk inside the window
+        [7, 3] + [2] * 63,  # the window starts at the second chunk
+    ],
+    ids=lambda s: f"{len(s)} chunks",
+)
+def test_join_rule_against_its_written_form(sizes):
+    chunks = [torch.zeros(size) for size in sizes]
+    lists = [list(chunks)]
+    join_small_tails(lists)
+    assert (len(lists[0]) < len(sizes)) == _reference_join(sizes)
+    assert sum(c.numel() for c in lists[0]) == sum(sizes)
+
+
+@pytest.mark.parametrize("weighting", ["none", "row", "per_task"])
+@pytest.mark.parametrize("num_tasks", [1, 2])
+def test_weighted_sums_match_numpy(weighting, num_tasks):
+    """CTR's and Calibration's three sums (the own-batch path for no weights or one row) against NumPy."""
+    g = torch.Generator().manual_seed(11)
+    n = 37
+    preds = torch.rand(num_tasks, n, generator=g)
+    target = (torch.rand(num_tasks, n, generator=g) < preds).float()
+    weights = {"none": None, "row": torch.rand(n, generator=g), "per_task": torch.rand(num_tasks, n, generator=g)}[
+        weighting
+    ]
+    if weighting == "per_task" and num_tasks == 1:
+        weights = weights.view(-1)  # type: ignore[union-attr]
+    squeeze = (lambda x: x[0]) if num_tasks == 1 else (lambda x: x)
+    for cls in (tmx.CTR, tmx.Calibration):
+        metric = cls(num_tasks=num_tasks)
+        metric.update(squeeze(preds), squeeze(target), weights)
+        w = np.ones((num_tasks, n)) if weights is None else np.broadcast_to(weights.double().numpy(), (num_tasks, n))
+        p, y = preds.double().numpy(), target.double().numpy()
+        np.testing.assert_allclose(metric.weighted_pred_sum.numpy(), (w * p).sum(-1), rtol=1e-13)
+        np.testing.assert_allclose(metric.weighted_label_sum.numpy(), (w * y).sum(-1), rtol=1e-13)
+        np.testing.assert_allclose(metric.weighted_num_samples.numpy(), w.sum(-1), rtol=1e-13)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_all_positive_labels_keep_a_class_exact_total(weighted):
+    """All labels 1: the total equals the positive weight exactly, so CTR is exactly 1 (the class-exact total)."""
+    g = torch.Generator().manual_seed(3)
+    weights = torch.rand(101, generator=g) * 7 if weighted else None
+    metric = tmx.CTR()
+    metric.update(torch.rand(101, generator=g), torch.ones(101), weights)
+    assert metric.weighted_num_samples.item() == metric.weighted_label_sum.item()
+    assert metric.compute().item() == 1.0
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+@pytest.mark.parametrize("weighting", ["none", "row"])
+def test_own_batch_paths_give_the_shared_paths_bits(from_logits, weighting):
+    """The shortened own-batch kernels and the module's shared-sums path: the same statistics, bit for bit."""
+    from torchmetrics_ext.functional import pointwise as F
+    from torchmetrics_ext.functional._sums import sharing_sums
+
+    g = torch.Generator().manual_seed(9)
+    preds = torch.randn(1, 301, generator=g, dtype=torch.float64)
+    target = torch.rand(1, 301, generator=g, dtype=torch.float64)
+    weights = None if weighting == "none" else torch.rand(1, 301, generator=g, dtype=torch.float64)
+    kernels = [
+        lambda: F._weighted_sums_update(preds, target, weights, from_logits),
+        lambda: F._weighted_sums_update(preds, target, weights, from_logits, unit_target=False),
+        lambda: F._error_update(preds, target, weights, from_logits),
+    ]
+    for kernel in kernels:
+        own = kernel()
+        with sharing_sums(preds, target, weights):
+            shared = kernel()
+        assert all(torch.equal(a, b) for a, b in zip(own, shared, strict=True))
+
+
+@pytest.mark.parametrize("eta", [1e-12, 0.0, 1e-20])
+@pytest.mark.parametrize("weighting", ["none", "row"])
+def test_own_batch_cross_entropy_gives_the_shared_paths_bits(eta, weighting):
+    """NE/LogLoss's shortened own-batch kernel and the shared-sums path: the same statistics, bit for bit."""
+    from torchmetrics_ext.functional import pointwise as F
+    from torchmetrics_ext.functional._sums import sharing_sums
+
+    g = torch.Generator().manual_seed(4)
+    preds = torch.rand(1, 257, generator=g, dtype=torch.float64)
+    preds[0, :3] = torch.tensor([0.0, 1.0, 0.5])
+    target = torch.rand(1, 257, generator=g, dtype=torch.float64)
+    weights = None if weighting == "none" else torch.rand(1, 257, generator=g, dtype=torch.float64)
+    for from_logits in (False, True):
+        own = F._cross_entropy_update(preds, target, weights, eta, from_logits)
+        with sharing_sums(preds, target, weights):
+            shared = F._cross_entropy_update(preds, target, weights, eta, from_logits)
+        assert all(torch.equal(a, b) for a, b in zip(own, shared, strict=True))
+
+
+def test_normalized_entropy_matches_numpy():
+    """NE of soft labels, weighted by one row, on the own-batch path: the formula of its docstring in NumPy."""
+    g = torch.Generator().manual_seed(8)
+    p, y, w = torch.rand(500, generator=g), torch.rand(500, generator=g), torch.rand(500, generator=g)
+    metric = tmx.NormalizedEntropy()
+    metric.update(p, y, w)
+    pn = np.clip(p.double().numpy(), 1e-12, 1 - 1e-12)
+    yn, wn = y.double().numpy(), w.double().numpy()
+    ce = -(wn * (yn * np.log(pn) + (1 - yn) * np.log(1 - pn))).sum()
+    base = (wn * yn).sum() / wn.sum()
+    expected = ce / (-(wn.sum()) * (base * np.log(base) + (1 - base) * np.log(1 - base)))
+    assert metric.compute().item() == pytest.approx(expected, rel=1e-12)

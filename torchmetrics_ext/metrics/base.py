@@ -52,7 +52,6 @@ _FORWARD_CONTEXT = (
     "compute_on_cpu",
 )
 _ABSENT = object()
-_SUM_REDUCTIONS = (dim_zero_sum,)
 
 
 def _plottable(val: Any) -> Any:
@@ -369,6 +368,7 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
         inference tensor state made the first ``update`` outside inference mode fail ("Inplace
         update to inference tensor outside InferenceMode"), as it does for TorchMetrics' metrics.
         """
+        self.__dict__.pop("_sums_only", None)  # asked again by forward (see TaskMetric._sums_forward)
         with torch.inference_mode(False):
             if isinstance(default, Tensor) and default.is_inference():
                 default = default.clone()
@@ -1295,10 +1295,19 @@ class TaskMetric(GuardedMetric):
             or not _forwards_by_sums(type(self))
         ):
             return False
-        sums = _SUM_REDUCTIONS
-        return all(fx in sums for fx in state["_reductions"].values()) and all(
-            type(default) is Tensor for default in state["_defaults"].values()
-        )
+        sums_only = state.get("_sums_only")
+        if sums_only is None:  # kept until the next add_state
+            sums_only = state["_sums_only"] = all(fx is dim_zero_sum for fx in state["_reductions"].values()) and all(
+                type(default) is Tensor for default in state["_defaults"].values()
+            )
+        return sums_only
+
+    # True for a class whose `update`, inside :meth:`forward`'s sums path (``_forward_batch`` set in its
+    # __dict__), appends its batch statistics there ({state name: tensor}, what it would add to each
+    # state) instead of adding them, and whose states start at zero and statistics are sums that are
+    # never -0.0 (a sum starts from +0.0): the statistics are then the batch states bit for bit (0 + s
+    # is s) and forward takes them as they are, saving a copy and an add of every state
+    _hands_batch_statistics: ClassVar[bool] = False
 
     @classmethod
     def _update_validates(cls) -> bool:
@@ -1317,22 +1326,26 @@ class TaskMetric(GuardedMetric):
             self._require_arguments(args, kwargs)
             self._validate(*args, **kwargs)
         held, count, computed = held_states(self), state["_update_count"], state["_computed"]
-        names = tuple(state["_defaults"])
+        defaults = state["_defaults"]
+        names = tuple(defaults)
         kept = [state[name] for name in names]
-        # fresh states as TorchMetrics' reset makes them: ordinary tensors, under inference mode too
-        if torch.is_inference_mode_enabled():
-            with torch.inference_mode(False):
-                fresh = [default.clone() for default in state["_defaults"].values()]
+        handed: list[Mapping[str, Tensor]] = []
+        if _hands_statistics(type(self)):
+            state["_forward_batch"] = handed  # update hands its statistics over instead of adding them
         else:
-            fresh = [default.clone() for default in state["_defaults"].values()]
-        state.update(zip(names, fresh))
+            state.update(zip(names, _fresh(defaults)))
         # as TorchMetrics' forward: the batch's update runs with gradients on (the value carries them
         # where the inputs do and the caller's grad mode is on), and its compute does not sync
         state["_inputs_checked"], state["_enable_grad"] = checked, True
         try:
             self.update(*args, **kwargs)  # a batch it rejects leaves the count and cached value as they were
+            if "_forward_batch" in state:
+                del state["_forward_batch"]
+                # the states TorchMetrics' update of the reset metric makes: 0 + statistics, the statistics
+                state.update(zip(names, [handed[0][name] for name in names] if handed else _fresh(defaults)))
             value = self._batch_value()
         except BaseException:  # nothing was added
+            state.pop("_forward_batch", None)
             state.update(zip(names, kept))
             state["_update_count"], state["_computed"] = count, computed
             raise
@@ -1361,10 +1374,12 @@ class TaskMetric(GuardedMetric):
         cloned.
         """
         value = type(self).compute(self)
-        keep = self._keeps_value_shape
-        shapes = _shapes(value) if keep else None
+        shapes = _shapes(value) if self._keeps_value_shape else None
         self.__dict__["_value_shapes"] = shapes
-        value = apply_to_collection(_squeeze_if_scalar(value), Tensor, torch.clone)
+        if type(value) is Tensor:
+            value = _squeeze_if_scalar(value).clone()
+        else:
+            value = apply_to_collection(_squeeze_if_scalar(value), Tensor, torch.clone)
         return value if shapes is None else _reshaped(value, shapes)
 
     def _require_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -1657,6 +1672,20 @@ def _forwards_by_sums(cls: type[TaskMetric]) -> bool:
         and cls._copy_state_dict is GuardedMetric._copy_state_dict
         and cls._reduce_states is Metric._reduce_states
     )
+
+
+def _fresh(defaults: Mapping[str, Tensor]) -> list[Tensor]:
+    """Copies of the states' defaults, as TorchMetrics' reset makes them: ordinary tensors, under inference mode too."""
+    if torch.is_inference_mode_enabled():
+        with torch.inference_mode(False):
+            return [default.clone() for default in defaults.values()]
+    return [default.clone() for default in defaults.values()]
+
+
+@functools.cache
+def _hands_statistics(cls: type[TaskMetric]) -> bool:
+    """``cls._hands_batch_statistics`` (asked on every ``forward``: kept per class)."""
+    return bool(cls._hands_batch_statistics)
 
 
 @functools.cache

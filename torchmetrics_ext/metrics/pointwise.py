@@ -164,7 +164,13 @@ class _PointwiseMetric(TaskMetric):
         if p.shape[-1] == 0:
             return
         stats = self._batch_stats(p, t, w)
+        handed = self.__dict__.get("_forward_batch")
+        if handed is not None:  # `forward` makes the batch states from them (see TaskMetric._hands_batch_statistics)
+            handed.append(dict(zip(self._state_keys, stats)))
+            return
         torch._foreach_add_([getattr(self, name) for name in self._state_keys], stats)
+
+    _hands_batch_statistics: ClassVar[bool] = True
 
     @classmethod
     def _update_validates(cls) -> bool:

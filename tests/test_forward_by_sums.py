@@ -424,3 +424,49 @@ def test_forward_skips_torchmetrics_round(name, monkeypatch):
         assert calls == []
         _torchmetrics_forward(metric, **make(2, 5))
     assert calls == [type(metric).__name__]
+
+
+class _MSEWithCount(tmx.WeightedMSE):
+    """A pointwise subclass with a state of its own, added by its own ``update``: nothing handed over."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("calls", default=torch.zeros(1, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> None:
+        super().update(preds, target, weights)
+        self.calls += 1
+
+    def compute(self) -> torch.Tensor:
+        return super().compute() * self.calls
+
+
+class _MSEWithIdle(tmx.WeightedMSE):
+    """A pointwise subclass with a state ``update`` never writes: the handed statistics cover some states only."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("idle", default=torch.full((1,), 2.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def compute(self) -> torch.Tensor:
+        return super().compute() + self.idle
+
+
+@pytest.mark.parametrize("cls", [_MSEWithCount, _MSEWithIdle])
+def test_pointwise_subclasses_with_states_of_their_own(cls):
+    """Statistics handed over by the pointwise ``update`` are taken as the batch states only when they are all of
+    them and nothing else writes a state; else fresh states as TorchMetrics' reset makes them."""
+    fast, slow = cls(), cls()
+    assert fast._sums_forward()
+    for seed, n in enumerate([4, 0, 3, 5]):
+        batch = _binary()(seed, n)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the empty batch's value is nan, with a warning
+            value = fast(**batch)
+            expected = _torchmetrics_forward(slow, **batch)
+        assert _same(value, expected), (value, expected)
+        for key, state in slow.metric_state.items():
+            assert _same(fast.metric_state[key], state), key
+    p, y, w = _np(batch["preds"], batch["target"], batch["weights"])
+    mse = skm.mean_squared_error(y, p, sample_weight=w)
+    np.testing.assert_allclose(value.item(), mse * 1 if cls is _MSEWithCount else mse + 2.0, rtol=1e-12)

@@ -1302,12 +1302,17 @@ class TaskMetric(GuardedMetric):
             )
         return sums_only
 
-    # True for a class whose `update`, inside :meth:`forward`'s sums path (``_forward_batch`` set in its
-    # __dict__), appends its batch statistics there ({state name: tensor}, what it would add to each
-    # state) instead of adding them, and whose states start at zero and statistics are sums that are
-    # never -0.0 (a sum starts from +0.0): the statistics are then the batch states bit for bit (0 + s
-    # is s) and forward takes them as they are, saving a copy and an add of every state
-    _hands_batch_statistics: ClassVar[bool] = False
+    @classmethod
+    def _update_hands_statistics(cls) -> bool:
+        """Whether ``update`` hands its batch statistics to :meth:`forward`'s sums path (False here).
+
+        Such an ``update``, while ``_forward_batch`` is in the metric's ``__dict__``, appends there
+        ``(state names, tensors)`` (what it would add to each state, distinct names) instead of adding
+        them. Its states start at zero and its statistics are sums, never -0.0 (a sum starts from
+        +0.0): they are then the batch states bit for bit (``0 + s`` is ``s``), which ``forward`` takes
+        as they are, saving a copy and an add of every state.
+        """
+        return False
 
     @classmethod
     def _update_validates(cls) -> bool:
@@ -1329,7 +1334,7 @@ class TaskMetric(GuardedMetric):
         defaults = state["_defaults"]
         names = tuple(defaults)
         kept = [state[name] for name in names]
-        handed: list[Mapping[str, Tensor]] = []
+        handed: list[tuple[Sequence[str], Sequence[Tensor]]] = []
         if _hands_statistics(type(self)):
             state["_forward_batch"] = handed  # update hands its statistics over instead of adding them
         else:
@@ -1342,7 +1347,13 @@ class TaskMetric(GuardedMetric):
             if "_forward_batch" in state:
                 del state["_forward_batch"]
                 # the states TorchMetrics' update of the reset metric makes: 0 + statistics, the statistics
-                state.update(zip(names, [handed[0][name] for name in names] if handed else _fresh(defaults)))
+                keys, stats = handed[0] if handed else ((), ())
+                if len(keys) == len(names):
+                    state.update(zip(keys, stats))
+                else:  # an empty batch, or statistics of some states only: added to fresh states
+                    state.update(zip(names, _fresh(defaults)))
+                    if keys:
+                        torch._foreach_add_([state[key] for key in keys], list(stats))
             value = self._batch_value()
         except BaseException:  # nothing was added
             state.pop("_forward_batch", None)
@@ -1684,8 +1695,8 @@ def _fresh(defaults: Mapping[str, Tensor]) -> list[Tensor]:
 
 @functools.cache
 def _hands_statistics(cls: type[TaskMetric]) -> bool:
-    """``cls._hands_batch_statistics`` (asked on every ``forward``: kept per class)."""
-    return bool(cls._hands_batch_statistics)
+    """:meth:`TaskMetric._update_hands_statistics` of ``cls`` (asked on every ``forward``: kept per class)."""
+    return cls._update_hands_statistics()
 
 
 @functools.cache

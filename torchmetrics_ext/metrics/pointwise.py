@@ -165,12 +165,15 @@ class _PointwiseMetric(TaskMetric):
             return
         stats = self._batch_stats(p, t, w)
         handed = self.__dict__.get("_forward_batch")
-        if handed is not None:  # `forward` makes the batch states from them (see TaskMetric._hands_batch_statistics)
-            handed.append(dict(zip(self._state_keys, stats)))
+        if handed is not None:  # `forward` makes the batch states from them (TaskMetric._update_hands_statistics)
+            handed.append((self._state_keys, stats))
             return
         torch._foreach_add_([getattr(self, name) for name in self._state_keys], stats)
 
-    _hands_batch_statistics: ClassVar[bool] = True
+    @classmethod
+    def _update_hands_statistics(cls) -> bool:
+        """``update`` hands ``_batch_stats`` over (sums from +0.0 into zero states), unless a subclass changes it."""
+        return cls.update is _PointwiseMetric.update
 
     @classmethod
     def _update_validates(cls) -> bool:

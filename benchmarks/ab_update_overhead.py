@@ -8,10 +8,12 @@ versions take turns round by round (the order alternating) in one process; each 
 updates (50 at ``N=8192``) over 8 pre-generated batches, and the best round of each side is
 reported with their ratio (this checkout / the other; below 1 is faster), next to the median of the
 per-round ratios (the machine is shared: a round that one side spends descheduled moves the best
-round of that side only, the median ratio much less).
+round of that side only, the median ratio much less). ``--forward`` times ``metric(...)`` (the batch
+value and the accumulation, what Lightning calls every step) instead of ``update``.
 
     mkdir -p /tmp/base && git archive <rev> torchmetrics_ext | tar -x -C /tmp/base
     python benchmarks/ab_update_overhead.py /tmp/base
+    python benchmarks/ab_update_overhead.py /tmp/base --forward --sizes 8 --cases "AUC binned" CTR
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ CASES: dict[str, tuple[Callable[[ModuleType, bool], Any], bool | str]] = {
     "AUC binned": (lambda m, va: m.AUC(num_bins=10_000, validate_args=va), False),
     "Windowed(AUC binned, 1000)": (lambda m, va: m.Windowed(m.AUC(num_bins=10_000, validate_args=va), 1000), False),
     "NDCG(k=10)": (lambda m, va: m.NDCG(k=10, validate_args=va), "ranking"),
+    "NDCG(k=10) sums": (lambda m, va: m.NDCG(k=10, queries_complete_per_batch=True, validate_args=va), "ranking"),
+    "Reliability": (lambda m, va: m.Reliability(validate_args=va), True),
+    "HindsightTargetPR": (lambda m, va: m.HindsightTargetPR(validate_args=va), True),
     "Windowed(NDCG, 1000)": (lambda m, va: m.Windowed(m.NDCG(k=10, validate_args=va), 1000), "ranking"),
 }
 
@@ -55,17 +60,18 @@ def batches(n: int) -> list[Batch]:
     return out
 
 
-def per_update(metric: Any, data: list[Batch], weighted: bool | str, reps: int) -> float:
-    """Thread CPU µs per ``update`` over ``reps`` updates (after one untimed update)."""
+def per_update(metric: Any, data: list[Batch], weighted: bool | str, reps: int, forward: bool = False) -> float:
+    """Thread CPU µs per ``update`` (``forward``: per call) over ``reps`` calls (after one untimed update)."""
     args = [b if weighted is True else b[:2] for b in data]
     kwargs: list[dict[str, torch.Tensor]] = [{} for _ in data]
     if weighted == "ranking":
         ids = torch.arange(data[0][0].shape[0]) // 4
         kwargs = [{"indexes": ids, "weights": b[2]} for b in data]
     metric.update(*args[0], **kwargs[0])
+    call = metric if forward else metric.update
     start = time.thread_time()
     for i in range(reps):
-        metric.update(*args[i % len(args)], **kwargs[i % len(args)])
+        call(*args[i % len(args)], **kwargs[i % len(args)])
     return (time.thread_time() - start) / reps * 1e6
 
 
@@ -75,9 +81,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--sizes", type=int, nargs="+", default=[8, 8192])
     parser.add_argument("--cases", nargs="+", default=list(CASES), help="a subset of the metrics")
+    parser.add_argument("--forward", action="store_true", help="time forward (metric(...)) instead of update")
     args = parser.parse_args()
     old = load_checkout(args.baseline)
     torch.set_num_threads(1)
+    call = "forward" if args.forward else "update"
     for n in args.sizes:
         data = batches(n)
         reps = 200 if n <= 1024 else 50
@@ -90,11 +98,11 @@ def main() -> None:
                     order = [("new", new), ("old", old)] if r % 2 else [("old", old), ("new", new)]
                     times = {}
                     for side, pkg in order:
-                        times[side] = per_update(make(pkg, validate), data, weighted, reps)
+                        times[side] = per_update(make(pkg, validate), data, weighted, reps, args.forward)
                         best[side] = min(best[side], times[side])
                     ratios.append(times["new"] / times["old"])
                 print(
-                    f"N={n:<5d} validate_args={validate!s:5s} {name:20s} this {best['new']:7.1f} us"
+                    f"{call} N={n:<5d} validate_args={validate!s:5s} {name:20s} this {best['new']:7.1f} us"
                     f"  other {best['old']:7.1f} us  ratio {best['new'] / best['old']:.2f}x"
                     f"  (median of round ratios {statistics.median(ratios):.2f}x)",
                     flush=True,

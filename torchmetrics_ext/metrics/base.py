@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from torch.nn import Module
 from torchmetrics import Metric
+from torchmetrics.utilities.data import _squeeze_if_scalar, apply_to_collection, dim_zero_sum
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from torchmetrics_ext.metrics._arithmetic import TensorArithmetic
@@ -368,6 +369,7 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
         inference tensor state made the first ``update`` outside inference mode fail ("Inplace
         update to inference tensor outside InferenceMode"), as it does for TorchMetrics' metrics.
         """
+        self.__dict__.pop("_sums_only", None)  # asked again by forward (see TaskMetric._sums_forward)
         with torch.inference_mode(False):
             if isinstance(default, Tensor) and default.is_inference():
                 default = default.clone()
@@ -1236,12 +1238,27 @@ class TaskMetric(GuardedMetric):
         return self._plot(_plottable(val), ax)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """Validate the batch, then run TorchMetrics' ``forward`` (batch value + accumulation).
+        """Validate the batch, then add it to the states and return its value (TorchMetrics' ``forward``).
 
-        TorchMetrics' ``forward`` resets the states before it updates with the batch; should the
-        update or the batch value raise all the same (``validate_args=False``, or a value only
-        ``compute`` rejects), the states accumulated before are put back: nothing is lost.
+        TorchMetrics' ``forward`` (``full_state_update = False``) copies the states, resets them,
+        updates with the batch, computes, then adds the copies back: four passes of Python
+        bookkeeping over the states per call. A metric whose states are all fixed-shape tensors
+        reduced by ``sum`` needs none of it (:meth:`_sums_forward`): the batch is updated into fresh
+        default states (what TorchMetrics' reset gives), its value is ``compute`` of them, and the
+        held states are rebound to ``held + batch``, out of place, as TorchMetrics adds them (a
+        ``MetricCollection`` whose compute group shares the state tensors sees the same rebinding).
+        The values, warnings, gradients and the context TorchMetrics leaves (``_forward_cache``,
+        sync flags, the reset note of :func:`~torchmetrics_ext.metrics._checkpoints.resets_taken`)
+        are the same.
+
+        TorchMetrics' path is kept for the others: list (``cat``) states, ``max``/``min``
+        reductions, ``dist_sync_on_step``, ``compute_on_cpu``, synced metrics, classes that
+        override ``forward``, ``reset`` or ``_reduce_states`` or set ``full_state_update``.
+        Should the update or the batch value raise all the same (``validate_args=False``, or a
+        value only ``compute`` rejects), the states accumulated before are put back: nothing is lost.
         """
+        if self._sums_forward():
+            return self._forward_by_sums(args, kwargs)
         if self.validate_args:
             self._require_arguments(args, kwargs)
             self._validate(*args, **kwargs)
@@ -1265,6 +1282,123 @@ class TaskMetric(GuardedMetric):
             raise
         finally:
             self._inputs_checked = False
+            self._after_forward()
+
+    def _after_forward(self) -> None:
+        """Drop what ``_validate`` left for the update of this ``forward`` (none here; ranking's relevance bound)."""
+
+    def _sums_forward(self) -> bool:
+        """Whether :meth:`forward` may skip TorchMetrics' copy/reset/update/compute/reduce round (see there).
+
+        Asked per call: the states a metric holds may depend on its settings (``AUC`` keeps
+        histograms with ``num_bins`` and lists without) and the flags may change between calls.
+        """
+        state = self.__dict__
+        if (
+            state["_is_synced"]
+            or state["compute_on_cpu"]
+            or state["dist_sync_on_step"]
+            or state["_enable_grad"]
+            or not _forwards_by_sums(type(self))
+        ):
+            return False
+        sums_only = state.get("_sums_only")
+        if sums_only is None:  # kept until the next add_state
+            sums_only = state["_sums_only"] = all(fx is dim_zero_sum for fx in state["_reductions"].values()) and all(
+                type(default) is Tensor for default in state["_defaults"].values()
+            )
+        return sums_only
+
+    @classmethod
+    def _update_hands_statistics(cls) -> bool:
+        """Whether ``update`` hands its batch statistics to :meth:`forward`'s sums path (False here).
+
+        Such an ``update``, while ``_forward_batch`` is in the metric's ``__dict__``, appends there
+        ``(state names, tensors)`` (what it would add to each state, distinct names) instead of adding
+        them. Its states start at zero and its statistics are sums, never -0.0 (a sum starts from
+        +0.0): they are then the batch states bit for bit (``0 + s`` is ``s``), which ``forward`` takes
+        as they are, saving a copy and an add of every state.
+        """
+        return False
+
+    @classmethod
+    def _update_validates(cls) -> bool:
+        """Whether ``update`` itself runs all of ``_validate``'s checks when :attr:`_check_inputs` (False here).
+
+        :meth:`forward` then leaves the checks to it (the batch is formatted once) instead of
+        validating up front and updating with the inputs trusted.
+        """
+        return False
+
+    def _forward_by_sums(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """:meth:`forward` of a metric of sum states: the batch updated into fresh states (see :meth:`forward`)."""
+        state = self.__dict__
+        checked = not _update_validates(type(self))
+        if checked and state["validate_args"]:
+            self._require_arguments(args, kwargs)
+            self._validate(*args, **kwargs)
+        held, count, computed = held_states(self), state["_update_count"], state["_computed"]
+        defaults = state["_defaults"]
+        names = tuple(defaults)
+        kept = [state[name] for name in names]
+        handed: list[tuple[Sequence[str], Sequence[Tensor]]] = []
+        if _hands_statistics(type(self)):
+            state["_forward_batch"] = handed  # update hands its statistics over instead of adding them
+        else:
+            state.update(zip(names, _fresh(defaults)))
+        # as TorchMetrics' forward: the batch's update runs with gradients on (the value carries them
+        # where the inputs do and the caller's grad mode is on), and its compute does not sync
+        state["_inputs_checked"], state["_enable_grad"] = checked, True
+        try:
+            self.update(*args, **kwargs)  # a batch it rejects leaves the count and cached value as they were
+            if "_forward_batch" in state:
+                del state["_forward_batch"]
+                # the states TorchMetrics' update of the reset metric makes: 0 + statistics, the statistics
+                keys, stats = handed[0] if handed else ((), ())
+                if len(keys) == len(names):
+                    state.update(zip(keys, stats))
+                else:  # an empty batch, or statistics of some states only: added to fresh states
+                    state.update(zip(names, _fresh(defaults)))
+                    if keys:
+                        torch._foreach_add_([state[key] for key in keys], list(stats))
+            value = self._batch_value()
+        except BaseException:  # nothing was added
+            state.pop("_forward_batch", None)
+            state.update(zip(names, kept))
+            state["_update_count"], state["_computed"] = count, computed
+            raise
+        finally:
+            state["_inputs_checked"] = state["_enable_grad"] = False
+            self._after_forward()
+        batch = [state[name] for name in names]
+        if any(s.requires_grad for s in batch):  # the states keep no graph
+            with torch.no_grad():
+                summed = torch._foreach_add(kept, batch)
+        else:
+            summed = torch._foreach_add(kept, batch)
+        state.update(zip(names, summed))  # plain attributes (TorchMetrics' states), as its reduction rebinds them
+        _count_reset(self, held)  # what TorchMetrics' reset inside forward notes
+        state["_cache"], state["_forward_cache"] = None, value
+        state["_should_unsync"], state["_to_sync"] = True, state["sync_on_compute"]
+        if torch.is_inference_mode_enabled():
+            self._ordinary_states()
+        return value
+
+    def _batch_value(self) -> Any:
+        """``compute()`` of the batch states as TorchMetrics' compute wrapper returns it inside ``forward``.
+
+        That wrapper, with nothing to sync and nothing cached: the class's ``compute``, one-element
+        tensors squeezed to 0-dim (their shapes kept where :attr:`_keeps_value_shape` says) and
+        cloned.
+        """
+        value = type(self).compute(self)
+        shapes = _shapes(value) if self._keeps_value_shape else None
+        self.__dict__["_value_shapes"] = shapes
+        if type(value) is Tensor:
+            value = _squeeze_if_scalar(value).clone()
+        else:
+            value = apply_to_collection(_squeeze_if_scalar(value), Tensor, torch.clone)
+        return value if shapes is None else _reshaped(value, shapes)
 
     def _require_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise ``TypeError`` naming an argument ``update`` requires that is given as ``None``."""
@@ -1543,3 +1677,36 @@ def _replay(gathered: Mapping[str, list[Tensor]], names: list[str]) -> Callable[
         return per_rank
 
     return replay
+
+
+@functools.cache
+def _forwards_by_sums(cls: type[TaskMetric]) -> bool:
+    """Whether ``cls`` keeps :meth:`TaskMetric.forward` and reduces batches into states (full_state_update False)."""
+    return (
+        cls.forward is TaskMetric.forward
+        and cls.full_state_update is False
+        # TorchMetrics' round calls these; a class that changes them (a compensated join) keeps the round
+        and cls.reset is GuardedMetric.reset
+        and cls._copy_state_dict is GuardedMetric._copy_state_dict
+        and cls._reduce_states is Metric._reduce_states
+    )
+
+
+def _fresh(defaults: Mapping[str, Tensor]) -> list[Tensor]:
+    """Copies of the states' defaults, as TorchMetrics' reset makes them: ordinary tensors, under inference mode too."""
+    if torch.is_inference_mode_enabled():
+        with torch.inference_mode(False):
+            return [default.clone() for default in defaults.values()]
+    return [default.clone() for default in defaults.values()]
+
+
+@functools.cache
+def _hands_statistics(cls: type[TaskMetric]) -> bool:
+    """:meth:`TaskMetric._update_hands_statistics` of ``cls`` (asked on every ``forward``: kept per class)."""
+    return cls._update_hands_statistics()
+
+
+@functools.cache
+def _update_validates(cls: type[TaskMetric]) -> bool:
+    """:meth:`TaskMetric._update_validates` of ``cls`` (asked on every ``forward``: kept per class)."""
+    return cls._update_validates()

@@ -24,11 +24,9 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
-from torchmetrics.utilities.data import _squeeze_if_scalar
 
 from torchmetrics_ext.functional import pointwise as F
 from torchmetrics_ext.functional.pointwise import _check_eta, _check_threshold
-from torchmetrics_ext.metrics._checkpoints import _count_reset, held_states
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _required_parameters, _tag
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, format_pointwise
 
@@ -165,100 +163,26 @@ class _PointwiseMetric(TaskMetric):
         p, t, w = self._format(preds, target, weights, validate=self._check_inputs)
         if p.shape[-1] == 0:
             return
-        stats = list(self._batch_stats(p, t, w))
-        batch = self.__dict__.get("_forward_batch")
-        if batch is not None:  # `forward` adds them itself, after computing the batch value from them
-            batch.append(stats)
+        stats = self._batch_stats(p, t, w)
+        handed = self.__dict__.get("_forward_batch")
+        if handed is not None:  # `forward` makes the batch states from them (TaskMetric._update_hands_statistics)
+            handed.append((self._state_keys, stats))
             return
         torch._foreach_add_([getattr(self, name) for name in self._state_keys], stats)
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """The batch value, and the batch added to the states: TorchMetrics' ``forward``, in one update.
+    @classmethod
+    def _update_hands_statistics(cls) -> bool:
+        """``update`` hands ``_batch_stats`` over (sums from +0.0 into zero states), unless a subclass changes it."""
+        return cls.update is _PointwiseMetric.update
 
-        TorchMetrics' ``forward`` (``full_state_update = False``) copies the states, resets them,
-        updates with the batch, computes, then adds the copies back: four passes of Python
-        bookkeeping over the states per call. Sum states need none of it: the batch's statistics
-        are computed once (validated as TorchMetrics' path validates them, counted and rejected by
-        ``update`` alike, with gradients on as there); the value comes from them (``0 + s`` is
-        ``s``: the value TorchMetrics computes from the reset states); they are added to the states
-        out of place, as TorchMetrics adds them (a ``MetricCollection`` whose compute group shares
-        the state tensors sees the same rebinding). The context TorchMetrics leaves
-        (``_forward_cache``, sync flags, the reset note of
-        :func:`~torchmetrics_ext.metrics._checkpoints.resets_taken`) is left the same.
-
-        TorchMetrics' path is kept where it syncs per step (``dist_sync_on_step``), on synced or
-        CPU-computing metrics, and for classes that change ``forward`` or ``compute``.
-        """
-        state = self.__dict__
-        if not self._fast_forward(state):
-            return super().forward(*args, **kwargs)
-        # validated once: by `update` itself where `_validate` is its own check (the batch is then
-        # formatted once), else up front as TaskMetric.forward does
-        checked = not _validates_in_update(type(self))
-        if checked and self.validate_args:
-            self._require_arguments(args, kwargs)
-            self._validate(*args, **kwargs)
-        held, count, computed = held_states(self), state["_update_count"], state["_computed"]
-        batch: list[list[Tensor]] = []
-        keys = self._state_keys
-        # as TorchMetrics' forward: the batch's update runs with gradients on (the value carries them
-        # where the inputs do and the caller's grad mode is on)
-        state["_forward_batch"], state["_inputs_checked"], state["_enable_grad"] = batch, checked, True
-        try:
-            self.update(*args, **kwargs)  # a batch it rejects leaves the states and counts as they were
-            stats = batch[0] if batch else [torch.zeros_like(state[name]) for name in keys]  # an empty batch
-            value = _squeeze_if_scalar(self._squeeze_tasks(self._compute_value(*stats))).clone()
-        except BaseException:  # the batch value failed too (unvalidated inputs): nothing was added
-            state["_update_count"], state["_computed"] = count, computed
-            raise
-        finally:
-            del state["_forward_batch"]
-            state["_inputs_checked"] = state["_enable_grad"] = False
-        if any(s.requires_grad for s in stats):  # the states keep no graph
-            with torch.no_grad():
-                summed = torch._foreach_add([state[name] for name in keys], stats)
-        else:
-            summed = torch._foreach_add([state[name] for name in keys], stats)
-        for name, total in zip(keys, summed):
-            state[name] = total  # plain attributes (TorchMetrics' states), as its reduction rebinds them
-        _count_reset(self, held)  # what TorchMetrics' reset inside forward notes
-        state["_cache"], state["_forward_cache"] = None, value
-        state["_should_unsync"], state["_to_sync"] = True, self.sync_on_compute
-        if torch.is_inference_mode_enabled():
-            self._ordinary_states()
-        return value
-
-    def _fast_forward(self, state: dict[str, Any]) -> bool:
-        """Whether :meth:`forward` may skip TorchMetrics' reset/update/compute/reduce round (see there)."""
-        cls = type(self)
-        return (
-            _fast_forward_class(cls)
-            and not state["_is_synced"]
-            and not state["compute_on_cpu"]
-            and not self.dist_sync_on_step
-            and not state["_enable_grad"]
-        )
+    @classmethod
+    def _update_validates(cls) -> bool:
+        """``update`` validates with ``_format`` itself, all of ``_validate`` unless a subclass changes it."""
+        return cls._validate is _PointwiseMetric._validate
 
     def compute(self) -> Tensor:
         """Value over everything accumulated (and synced across ranks)."""
         return self._squeeze_tasks(self._compute_value(*(getattr(self, n) for n in self._state_keys)))
-
-
-@functools.cache
-def _fast_forward_class(cls: type[_PointwiseMetric]) -> bool:
-    """Whether ``cls`` keeps the forward, compute and validation of :class:`_PointwiseMetric` (asked per call)."""
-    return (
-        cls.forward is _PointwiseMetric.forward
-        and cls.compute is _PointwiseMetric.compute
-        and cls.full_state_update is False
-        and not cls._keeps_value_shape
-    )
-
-
-@functools.cache
-def _validates_in_update(cls: type[_PointwiseMetric]) -> bool:
-    """Whether ``cls._validate`` is the check ``update`` runs itself (``_format`` with ``validate=True``)."""
-    return cls._validate is _PointwiseMetric._validate
 
 
 @functools.cache

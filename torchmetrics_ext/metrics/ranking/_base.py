@@ -250,12 +250,9 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         # now lets that update keep int64 relevance as int32, as a validating update does
         self.__dict__["_validated_target"] = (target, rows.target_max)
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """TorchMetrics' ``forward``; the relevance bound its validation read is dropped afterwards."""
-        try:
-            return super().forward(*args, **kwargs)
-        finally:
-            self.__dict__.pop("_validated_target", None)
+    def _after_forward(self) -> None:
+        """Drop the relevance bound the validation of ``forward`` read for its update."""
+        self.__dict__.pop("_validated_target", None)
 
     def _target_max(self, rows: RankingRows | None, target: Tensor) -> float | None:
         """The batch's largest relevance: read by this update's validation, or by ``forward``'s for ``target``."""

@@ -187,7 +187,9 @@ class _PointwiseMetric(TaskMetric):
         :func:`~torchmetrics_ext.metrics._checkpoints.resets_taken`) is left the same.
 
         TorchMetrics' path is kept where it syncs per step (``dist_sync_on_step``), on synced or
-        CPU-computing metrics, and for classes that change ``forward`` or ``compute``.
+        CPU-computing metrics, and for classes that change ``forward`` or ``compute``, or whose
+        ``update`` is not the package's (a user's subclass may call ``super().update`` more than once
+        or add to the states itself: only TorchMetrics' round sees what its ``update`` accumulated).
         """
         state = self.__dict__
         if not self._fast_forward(state):
@@ -246,9 +248,13 @@ class _PointwiseMetric(TaskMetric):
 
 @functools.cache
 def _fast_forward_class(cls: type[_PointwiseMetric]) -> bool:
-    """Whether ``cls`` keeps the forward, compute and validation of :class:`_PointwiseMetric` (asked per call)."""
+    """Whether ``cls`` keeps the forward, compute and validation of :class:`_PointwiseMetric` (asked per call).
+
+    Its ``update`` must be the package's: each of those calls :meth:`_PointwiseMetric.update` once.
+    """
     return (
-        cls.forward is _PointwiseMetric.forward
+        getattr(cls.update, "__module__", "").startswith("torchmetrics_ext.")
+        and cls.forward is _PointwiseMetric.forward
         and cls.compute is _PointwiseMetric.compute
         and cls.full_state_update is False
         and not cls._keeps_value_shape

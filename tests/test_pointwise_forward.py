@@ -264,3 +264,20 @@ def test_forward_of_a_subclass_overriding_update_against_numpy(cls):
     np.testing.assert_allclose([first.item(), second.item()], [expected, expected], rtol=1e-12)
     np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-12)
     np.testing.assert_allclose(metric.weighted_num_samples.item(), 2 * len(p64), rtol=0)
+
+
+@pytest.mark.parametrize("name", ["log_loss", "weighted_mse", "calibration"])
+def test_functional_under_vmap_without_validation_against_numpy(name):
+    """``torch.func.vmap`` over a one-task functional with ``validate_args=False`` (no host read there): the one
+    CPU value's host division of ``safe_divide`` must not run on the batched tensors (``.item()`` fails there)."""
+    p = torch.tensor([[0.2, 0.7, 0.4], [0.9, 0.1, 0.6]], dtype=torch.float64)
+    y = torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64)
+    fn = getattr(tmx.functional, name)
+    values = torch.func.vmap(lambda row: fn(row, y, validate_args=False))(p)
+    rows, y64 = p.numpy(), y.numpy()
+    expected = {
+        "log_loss": [skm.log_loss(y64, r, labels=[0, 1]) for r in rows],
+        "weighted_mse": [skm.mean_squared_error(y64, r) for r in rows],
+        "calibration": [r.sum() / y64.sum() for r in rows],
+    }[name]
+    np.testing.assert_allclose(values.numpy(), expected, rtol=1e-12)

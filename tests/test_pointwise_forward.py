@@ -281,3 +281,12 @@ def test_functional_under_vmap_without_validation_against_numpy(name):
         "calibration": [r.sum() / y64.sum() for r in rows],
     }[name]
     np.testing.assert_allclose(values.numpy(), expected, rtol=1e-12)
+
+
+def test_every_exported_pointwise_class_keeps_the_one_update_forward():
+    """The package's own ``update`` overrides (counters, ``WeightedAverage``) call ``_PointwiseMetric.update``
+    once: their ``forward`` stays the one-update path (only a user's ``update`` takes TorchMetrics' round)."""
+    from torchmetrics_ext.metrics.pointwise import _fast_forward_class
+
+    assert [name for name in _NAMES if not _fast_forward_class(getattr(tmx, name))] == []
+    assert not _fast_forward_class(_TwiceMSE) and not _fast_forward_class(_DirectMSE)

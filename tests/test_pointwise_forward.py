@@ -228,3 +228,71 @@ def test_forward_gradients_equal_torchmetrics_forward(name, grad_mode):
     assert _same(v1, v2) and r1 == r2 == (grad_mode and fast.is_differentiable is True)
     assert (g1 is None and g2 is None) or torch.equal(g1, g2)
     assert all(_same(fast.metric_state[k], s) for k, s in slow.metric_state.items())
+
+
+class _TwiceMSE(tmx.WeightedMSE):
+    """A user's subclass whose ``update`` also counts a fixed reference batch (``super().update`` twice)."""
+
+    extra = (torch.tensor([0.5, 0.1]), torch.tensor([1.0, 0.0]))
+
+    def update(self, preds, target, weights=None):
+        super().update(preds, target, weights)
+        super().update(*self.extra)
+
+
+class _DirectMSE(tmx.WeightedMSE):
+    """A user's subclass whose ``update`` adds its sums to the states itself (no ``super().update``)."""
+
+    def update(self, preds, target, weights=None):
+        d, t = preds.double() - target.double(), target.double()
+        self.sum_squared_error = self.sum_squared_error + (d * d).sum().reshape(1)
+        self.sum_absolute_error = self.sum_absolute_error + d.abs().sum().reshape(1)
+        self.weighted_num_samples = self.weighted_num_samples + float(d.numel())
+        self.label_sum = self.label_sum + t.sum().reshape(1)
+        self.label_squared_sum = self.label_squared_sum + (t * t).sum().reshape(1)
+
+
+@pytest.mark.parametrize("cls", [_TwiceMSE, _DirectMSE])
+def test_forward_of_a_subclass_overriding_update_against_numpy(cls):
+    """``forward`` of a user's subclass whose ``update`` is its own: the batch value and the totals are those
+    of what its ``update`` accumulates (the one-update path took the first ``super().update`` only, or none)."""
+    p = torch.tensor([0.2, 0.9, 0.4, 0.7])
+    y = torch.tensor([0.0, 1.0, 1.0, 0.0])
+    metric = cls()
+    first = metric(p, y)
+    second = metric(p, y)
+    p64, y64 = p.double().numpy(), y.double().numpy()
+    if cls is _TwiceMSE:
+        ep, ey = (x.double().numpy() for x in cls.extra)
+        p64, y64 = np.concatenate([p64, ep]), np.concatenate([y64, ey])
+    expected = np.mean((p64 - y64) ** 2)
+    np.testing.assert_allclose([first.item(), second.item()], [expected, expected], rtol=1e-12)
+    np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-12)
+    np.testing.assert_allclose(metric.weighted_num_samples.item(), 2 * len(p64), rtol=0)
+
+
+@pytest.mark.parametrize("name", ["log_loss", "weighted_mse", "calibration"])
+def test_functional_under_vmap_without_validation_against_numpy(name):
+    """``torch.func.vmap`` over a one-task functional with ``validate_args=False`` (no host read there): the one
+    CPU value's host division of ``safe_divide`` must not run on the batched tensors (``.item()`` fails there)."""
+    p = torch.tensor([[0.2, 0.7, 0.4], [0.9, 0.1, 0.6]], dtype=torch.float64)
+    y = torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64)
+    fn = getattr(tmx.functional, name)
+    values = torch.func.vmap(lambda row: fn(row, y, validate_args=False))(p)
+    rows, y64 = p.numpy(), y.numpy()
+    expected = {
+        "log_loss": [skm.log_loss(y64, r, labels=[0, 1]) for r in rows],
+        "weighted_mse": [skm.mean_squared_error(y64, r) for r in rows],
+        "calibration": [r.sum() / y64.sum() for r in rows],
+    }[name]
+    np.testing.assert_allclose(values.numpy(), expected, rtol=1e-12)
+
+
+def test_every_exported_pointwise_class_keeps_the_one_update_forward():
+    """The package's own ``update`` overrides (counters, ``WeightedAverage``) keep the sums ``forward``
+    (no TorchMetrics round); a user's ``update`` that calls ``super().update`` twice or adds to the
+    states itself runs into fresh states (its whole ``update`` seen), so only the package's own
+    ``update`` hands its statistics over."""
+    assert [name for name in _NAMES if not getattr(tmx, name)()._sums_forward()] == []
+    assert _TwiceMSE()._sums_forward() and _DirectMSE()._sums_forward()
+    assert not _TwiceMSE._update_hands_statistics() and not _DirectMSE._update_hands_statistics()

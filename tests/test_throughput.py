@@ -878,3 +878,57 @@ def test_a_throughput_pickled_before_the_reset_rule_of_ranks_resets():
     again = pickle.loads(pickle.dumps(module))
     again.reset()
     assert again.throughput._steps == 0  # nothing counted towards the warm-up yet
+
+
+def _window_sums(times, counts, window_seconds):
+    """A rank's window (warm-up 0, first reading at construction): its examples and seconds, by the definition."""
+    intervals = [(b - a, n) for a, b, n in zip(times, times[1:], counts, strict=False)]
+    kept, seconds = 0, 0.0
+    for k, (s, n) in enumerate(reversed(intervals)):
+        if k and seconds + s > window_seconds:
+            break
+        kept, seconds = kept + n, seconds + s
+    return kept, seconds
+
+
+@pytest.mark.parametrize("how", ["metric", "states"])
+@pytest.mark.parametrize("same", [True, False])
+def test_merging_several_ranks_is_the_ddp_sum_and_max_of_their_windows(how, same):
+    """``a.merge_state(b); a.merge_state(c)``: the window is DDP's reduction over the three ranks (examples
+    summed, seconds the longest), each rank's window taken by the definition. The newest update of a rank
+    merged first (longer than the window) was dropped by the next merge, or kept only when the next rank's
+    newest update had the same start, end and count."""
+    window = 2.0
+    runs = {
+        "a": ([0.0, 1.0, 1.5], [9, 7]),
+        "b": ([0.0, 0.5, 3.5], [2, 4]),  # its newest update (3 s) is longer than the window
+        "c": ([0.0, 0.5, 3.5], [2, 4]) if same else ([0.0, 0.25, 4.25], [3, 5]),
+    }
+    metrics = {}
+    for name, (times, counts) in runs.items():
+        metrics[name] = tmx.Throughput(warmup_steps=0, window_seconds=window, clock=Ticks(times))
+        for n in counts:
+            metrics[name].update(n)
+    for name in ("b", "c"):
+        other = metrics[name]
+        metrics["a"].merge_state(other if how == "metric" else dict(other.metric_state))
+    sums = [_window_sums(*runs[name], window) for name in runs]
+    expected = sum(n for n, _ in sums) / max(s for _, s in sums)
+    np.testing.assert_allclose(_rates(metrics["a"])[1], expected, rtol=1e-12)
+
+
+def test_a_merged_metric_merged_again_keeps_each_ranks_newest_update():
+    """``b.merge_state(c)`` then ``a.merge_state(b)``: the window is DDP's reduction over a, b and c, with clock
+    readings whose shifts round (tenths), each rank's window by the definition."""
+    window = 1.0
+    runs = {"a": ([0.1, 0.7, 1.3], [9, 7]), "b": ([0.3, 0.4, 2.9], [2, 4]), "c": ([0.7, 0.9, 3.3], [3, 5])}
+    metrics = {}
+    for name, (times, counts) in runs.items():
+        metrics[name] = tmx.Throughput(warmup_steps=0, window_seconds=window, clock=Ticks(times))
+        for n in counts:
+            metrics[name].update(n)
+    metrics["b"].merge_state(metrics["c"])
+    metrics["a"].merge_state(metrics["b"])
+    sums = [_window_sums(*runs[name], window) for name in runs]
+    expected = sum(n for n, _ in sums) / max(s for _, s in sums)
+    np.testing.assert_allclose(_rates(metrics["a"])[1], expected, rtol=1e-12)

@@ -250,3 +250,22 @@ def test_arithmetic_takes_the_rate_without_a_window_and_refuses_the_dict_with_on
     assert doubled.compute().item() == 100.0  # 200 examples in 4 s after the warm-up step, twice
     with pytest.raises(TypeError, match=r'TowerQPS.compute\(\) returns a dict.*metric\["lifetime_qps"\]'):
         tmx.TowerQPS(window_seconds=3.0) * 2
+
+
+def test_merging_several_ranks_is_the_ddp_sum_and_max_of_their_windows():
+    """``a.merge_state(b); a.merge_state(c)`` with two tasks: ``window_qps`` is DDP's reduction over the three
+    ranks (window examples summed, seconds the longest), each rank's window written out by hand (b's and c's
+    newest timed updates, 3 s and 4 s, are longer than the 2 s window: they are their windows)."""
+    readings = {"a": [0.0, 1.0, 1.5], "b": [0.0, 0.5, 3.5], "c": [0.0, 0.25, 4.25]}  # one per update
+    # the first update of each starts its clock (counted in total_examples only)
+    counts = {"a": [[1, 1], [9, 1], [7, 2]], "b": [[1, 1], [2, 2], [4, 6]], "c": [[1, 1], [3, 1], [5, 8]]}
+    metrics = {}
+    for name, times in readings.items():
+        metrics[name] = tmx.TowerQPS(num_tasks=2, warmup_steps=0, window_seconds=2.0, clock=Ticks(times))
+        for n in counts[name]:
+            metrics[name].update(num_examples=torch.tensor(n))
+    metrics["a"].merge_state(metrics["b"])
+    metrics["a"].merge_state(dict(metrics["c"].metric_state))
+    # a's window: both its updates (1.5 s); b's: its newest (3 s); c's: its newest (4 s)
+    expected = (np.array([9 + 7, 1 + 2]) + np.array([4, 6]) + np.array([5, 8])) / 4.0
+    np.testing.assert_allclose(metrics["a"].compute()["window_qps"].numpy(), expected, rtol=1e-12)

@@ -79,17 +79,22 @@ class TimeWindow:
         """Join another rank's window as updates that ended together with this one's newest (see ``merge_state``).
 
         The joined window holds the updates of both that started within the last
-        ``window_seconds`` and the newest update of each; its time is the longer of the two windows'.
+        ``window_seconds`` and every update that ends with the newest: this one's newest, the
+        other's, and those of ranks merged before (DDP's reduction over all of them: each rank's
+        window examples summed, its time the longest rank's); its time is the longer of the two
+        windows'. A later update of this metric ends after them, so they then leave as any other.
         """
         if not theirs:
             return
-        shift = self._now - their_now  # their last update ends with this one's
-        cut = self._now - self.window_seconds
-        shifted = [(s + shift, e + shift, n) for s, e, n in theirs]
-        newest = {id(shifted[-1])} | ({id(self._recent[-1])} if self._recent else set())
+        now = self._now
+        shift = now - their_now  # their last update ends with this one's
+        cut = now - self.window_seconds
+        # their updates that end with their newest (theirs, and their merged ranks') end with this one's
+        # exactly: no rounding of the shift
+        shifted = [(s + shift, now if e >= their_now else e + shift, n) for s, e, n in theirs]
         # ordered by times only: examples may be tensors, which do not compare as one truth value
         joined = sorted([*self._recent, *shifted], key=lambda u: (u[0], u[1]))
-        self._recent = deque(u for u in joined if u[0] >= cut or id(u) in newest)
+        self._recent = deque(u for u in joined if u[0] >= cut or u[1] >= now)
         total: Any = 0
         for _, _, n in self._recent:  # a few host entries (the window's updates), not samples
             total = total + n

@@ -275,8 +275,9 @@ class Throughput(TimeWindow, GuardedMetric):
         Examples add up and the time is the longer of the two, lifetime and window alike. The
         other's recent updates join this window as updates that ended together with this one's
         last update (two ranks stepping side by side): the merged window holds the updates of both
-        that started within the last ``window_seconds`` (and the newest update of each), its time
-        is the longer of the two windows', and later updates of this metric push the other's out
+        that started within the last ``window_seconds`` (and the newest update of each, and of
+        every rank merged before: merging several ranks one by one gives DDP's sum and max over
+        all of them), its time is the longer of the two windows', and later updates of this metric push the other's out
         of the window as they push out its own. A dict of states carries no updates: its window is
         taken as one update of ``window_examples`` over ``window_elapsed`` seconds. This metric's
         warm-up stays its own, as each rank's does through a DDP sync: the other's steps do not count

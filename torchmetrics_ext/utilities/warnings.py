@@ -44,6 +44,8 @@ _TASK_NAMES: ContextVar[tuple[str | None, ...] | None] = ContextVar("task_names"
 _FLAT_AS: ContextVar[tuple[tuple[int, ...], tuple[str, ...]] | None] = ContextVar("flat_as", default=None)
 # set by a caller that attributes undefined entries itself (evaluate's segments): warnings become records
 _COLLECTED: ContextVar[list[UndefinedEntries] | None] = ContextVar("collected_undefined", default=None)
+# whether a tensor is one of a `torch.func` transform's (`vmap`'s batched tensors have no `.item()`)
+_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 # the part of a metric being computed when it is not the whole (a window's "window"): named after the metric
 _PART: ContextVar[str | None] = ContextVar("metric_part", default=None)
 # the name the user gave the metric being computed (a RecMetricModule's key): said instead of its class name
@@ -382,10 +384,12 @@ def safe_divide(
         and num.numel() == 1
         and not (num.requires_grad or denom.requires_grad)
         and _COLLECTED.get() is None
+        and not (_functorch_wrapped(num) or _functorch_wrapped(denom))
     ):
         # one CPU float64 value (a one-task metric's compute): the same IEEE division on the host, in
         # 3 small calls instead of 9 tensor kernels (~15 us of a forward's batch value). A zero
-        # denominator (a warning to give) goes the tensor way.
+        # denominator (a warning to give) goes the tensor way, as do the tensors of `torch.func`
+        # transforms (`vmap` has no `.item()`: a functional with `validate_args=False` runs under it).
         d = denom.item()
         if d != 0:
             n = num.item()

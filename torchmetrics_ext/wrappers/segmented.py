@@ -21,7 +21,14 @@ from torchmetrics.utilities.data import dim_zero_sum
 
 from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
-from torchmetrics_ext.utilities.checks import Bounds, check_int, check_tensor, checked_bounds, read_along
+from torchmetrics_ext.utilities.checks import (
+    Bounds,
+    check_int,
+    check_state_dtype,
+    check_tensor,
+    checked_bounds,
+    read_along,
+)
 from torchmetrics_ext.utilities.warnings import flat_entries_as
 from torchmetrics_ext.wrappers._options import wrapper_options
 from torchmetrics_ext.wrappers.windowed import Windowed
@@ -155,6 +162,21 @@ class Segmented(TaskMetric):
         self._former_patterns.extend(metric._former_patterns)
         self._derived_states.update(metric._derived_states)
         self._default_settings_names.update(metric._default_settings_names)
+
+    def set_dtype(self, dst_type: str | torch.dtype) -> Segmented:
+        """Cast the per-segment states to ``dst_type``, and the wrapped metric with them (as a metric's ``set_dtype``).
+
+        The wrapped metric computes every value of this one: cast with it, its ``dtype`` and states
+        say what this one's do (``nn.Module``'s recursion reaches it as a device move only).
+
+        Raises:
+            TypeError: ``dst_type`` is not a floating dtype the states can sum in; nothing changes
+                (:func:`~torchmetrics_ext.utilities.checks.check_state_dtype`).
+        """
+        check_state_dtype(dst_type)  # before either changes
+        super().set_dtype(dst_type)
+        self.metric.set_dtype(dst_type)
+        return self
 
     def _merged_kind(self) -> str:
         """``Segmented(NormalizedEntropy)``: a Segmented over another metric holds its sums under the same names."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import warnings
 from functools import partial
 
 import numpy as np
@@ -281,6 +282,39 @@ def test_set_dtype_refuses_a_non_floating_dtype_before_anything_changes(bad):
         seg.set_dtype(bad)
     assert seg.dtype == seg.metric.dtype == torch.float32
     assert {getattr(m, n).dtype for m in (seg, seg.metric) for n in seg._state_keys} == {torch.float32}
+
+
+@pytest.mark.parametrize("windowed", [False, True], ids=["alone", "windowed"])
+@pytest.mark.parametrize("tasks", [1, 2])
+def test_plot_names_each_series_by_task_and_segment(tasks, windowed):
+    """A ``(T, S)`` value was plotted as series ``0`` ... ``T·S-1`` (its flat positions): each is named by its task
+    and segment, ``task0/segment1`` (``segment1`` for one task), under ``lifetime/``/``window/`` in a window."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    gen = torch.Generator().manual_seed(3)
+    seg = tmx.Segmented(tmx.CTR(num_tasks=tasks), 3)
+    metric = tmx.Windowed(seg, window_size=4) if windowed else seg
+    preds = torch.rand(tasks, 6, generator=gen).squeeze(0)
+    metric.update(preds, (torch.rand(tasks, 6, generator=gen) < 0.5).squeeze(0), segments=torch.arange(6) % 3)
+    cells = (
+        [f"task{t}/segment{s}" for t in range(tasks) for s in range(3)]
+        if tasks == 2
+        else ["segment0", "segment1", "segment2"]
+    )
+    names = [f"{part}/{cell}" for part in ("lifetime", "window") for cell in cells] if windowed else cells
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)
+        value = metric.compute()
+        _, ax = metric.plot()
+        assert [line.get_label() for line in ax.get_lines()] == names
+        _, ax = metric.plot([value, value])  # over steps: one line per (task, segment)
+        assert [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")] == names
+    if not windowed:
+        with pytest.raises(ValueError, match=r"Expected `val` of shape"):
+            metric.plot(torch.zeros(7))
+    matplotlib.pyplot.close("all")
 
 
 # ----------------------------------------------------------------------------- TowerQPS

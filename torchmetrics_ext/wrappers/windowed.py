@@ -450,6 +450,9 @@ class Windowed(TensorArithmetic, WrapperMetric):
     # True although `forward` is one step (it is overridden): its states are its children's, so
     # TorchMetrics' `Running` (which accepts only `full_state_update=False`) would keep none of them
     full_state_update: bool = True
+    # TorchMetrics' meaning: `forward`'s value carries gradients. Not the wrapped metric's flag: the batch's
+    # statistics are written into the ring's slots with gradients off, so no value here ever carries any
+    # (tests/test_pointwise_contract.py checks the rule for Windowed(NE) too)
     is_differentiable: bool = False
     higher_is_better: bool | None = None  # that of the wrapped metric, per value
     _dict_value_entry = '"window"'  # a dict value: no metric arithmetic (TensorArithmetic)

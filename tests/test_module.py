@@ -292,6 +292,51 @@ def test_values_after_a_float64_cast_and_a_second_compute():
     _assert_independent_references(run(module, parts[2:]), data)
 
 
+@pytest.mark.parametrize("window_size", [None, 150])
+@pytest.mark.parametrize(("cast", "dtype"), [(torch.float32, torch.float32), ("torch.FloatTensor", torch.float32)])
+def test_set_dtype_casts_every_metric_as_a_metric_collection(window_size, cast, dtype):
+    """``module.set_dtype`` (``MetricCollection``'s method, which a module built on one was expected to have) casts
+    every metric's floating states, lifetime, window and the windows' shared buffer (it raised AttributeError). Later steps add in the new dtype and the values stay the formulas' (float32's precision)."""
+    data = make_data(5)
+    parts = batches(data, [0, 200, 450, 600])  # the 150-sample window holds the last step
+    module = tmx.RecMetricModule(TASKS, metric_specs(), window_size=window_size)
+    run(module, parts[:2])
+    assert module.set_dtype(cast) is module
+    states = {k: v for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
+    assert {v.dtype for v in states.values() if v.is_floating_point()} == {dtype}
+    values = run(module, parts[2:])
+    for task in TASKS:
+        for suffix, rows in [("", slice(None)), *([("/window", slice(450, None))] if window_size else [])]:
+            p = data[f"{task.name}_pred"][rows].double().numpy()
+            y = data[f"{task.name}_label"][rows].numpy()
+            w = data[f"{task.name}_w"][rows].numpy()
+            expected = {
+                "ne": _ne_reference(p, y, w),
+                "log_loss": log_loss(y, p, sample_weight=w),
+                "calibration": (w * p).sum() / (w * y).sum(),
+                "ctr": (w * y).sum() / w.sum(),
+                "mse": mean_squared_error(y, p, sample_weight=w),
+            }
+            for name, reference in expected.items():
+                got = values[f"{name}/{task.name}{suffix}"]
+                assert got.dtype == dtype, name
+                np.testing.assert_allclose(got.item(), reference, rtol=2e-5, err_msg=f"{name}/{task.name}{suffix}")
+    assert values["throughput/total_examples"].item() == 600
+
+
+@pytest.mark.parametrize("bad", [torch.int64, torch.bool, torch.complex64, "torch.IntTensor", "no dtype"])
+def test_set_dtype_refuses_a_non_floating_dtype_before_any_metric_changes(bad):
+    module = build(window_size=150)
+    run(module, batches(make_data(5), [0, 200]))
+    before = _tensor_states(module)
+    with pytest.raises(TypeError, match="dst_type"):
+        module.set_dtype(bad)
+    after = _tensor_states(module)
+    assert {k: v.dtype for k, v in after.items()} == {k: v.dtype for k, v in before.items()}
+    for key, value in before.items():
+        torch.testing.assert_close(after[key], value, rtol=0, atol=0, equal_nan=True, msg=key)
+
+
 def _tensor_states(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
 

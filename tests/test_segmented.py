@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import warnings
 from functools import partial
 
 import numpy as np
@@ -248,6 +249,72 @@ def test_updates_after_a_lower_precision_cast(cid, cast, rtol, how, windowed):
         got = value[part] if windowed else value
         assert got.dtype == dtype
         H.assert_close(got, case.reference(H.to_numpy(data)), rtol, atol, f"{cid} {cast} {how} {part}")
+
+
+@pytest.mark.parametrize("cast", [torch.float32, torch.float64, "torch.FloatTensor"])
+def test_set_dtype_casts_the_wrapped_metric_too(cast):
+    """``set_dtype`` casts the wrapped metric (which computes every value) with the per-segment sums: its
+    ``dtype`` and states were left as they were (``nn.Module`` reaches a child as a device move only)."""
+    seg = tmx.Segmented(tmx.CTR(num_tasks=2), 3)
+    preds = torch.tensor([[0.2, 0.4, 0.6, 0.8], [0.1, 0.3, 0.5, 0.7]])
+    target = torch.tensor([[1, 0, 1, 1], [0, 0, 1, 0]])
+    segments = torch.tensor([0, 0, 2, 2])
+    seg.update(preds, target, segments=segments)
+    seg.set_dtype(cast)
+    dtype = torch.float32 if cast == "torch.FloatTensor" else cast
+    seg.update(preds, target, segments=segments)
+    assert seg.dtype == seg.metric.dtype == dtype
+    assert {getattr(seg.metric, name).dtype for name in seg.metric._state_keys} == {dtype}
+    assert {getattr(seg, name).dtype for name in seg._state_keys} == {dtype}
+    # CTR per (task, segment): labels over rows; segment 1 saw none (nan)
+    y, ids = target.numpy().astype(float), segments.numpy()
+    expected = np.array([[y[t][ids == s].mean() if (ids == s).any() else np.nan for s in range(3)] for t in range(2)])
+    with pytest.warns(UserWarning):
+        value = seg.compute()
+    assert value.dtype == dtype
+    np.testing.assert_allclose(value.double().numpy(), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [torch.int64, torch.bool, torch.complex64, "torch.LongTensor"])
+def test_set_dtype_refuses_a_non_floating_dtype_before_anything_changes(bad):
+    seg = tmx.Segmented(tmx.CTR(), 2).set_dtype(torch.float32)
+    with pytest.raises(TypeError, match="dst_type"):
+        seg.set_dtype(bad)
+    assert seg.dtype == seg.metric.dtype == torch.float32
+    assert {getattr(m, n).dtype for m in (seg, seg.metric) for n in seg._state_keys} == {torch.float32}
+
+
+@pytest.mark.parametrize("windowed", [False, True], ids=["alone", "windowed"])
+@pytest.mark.parametrize("tasks", [1, 2])
+def test_plot_names_each_series_by_task_and_segment(tasks, windowed):
+    """A ``(T, S)`` value was plotted as series ``0`` ... ``T·S-1`` (its flat positions): each is named by its task
+    and segment, ``task0/segment1`` (``segment1`` for one task), under ``lifetime/``/``window/`` in a window."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    gen = torch.Generator().manual_seed(3)
+    seg = tmx.Segmented(tmx.CTR(num_tasks=tasks), 3)
+    metric = tmx.Windowed(seg, window_size=4) if windowed else seg
+    preds = torch.rand(tasks, 6, generator=gen).squeeze(0)
+    metric.update(preds, (torch.rand(tasks, 6, generator=gen) < 0.5).squeeze(0), segments=torch.arange(6) % 3)
+    cells = (
+        [f"task{t}/segment{s}" for t in range(tasks) for s in range(3)]
+        if tasks == 2
+        else ["segment0", "segment1", "segment2"]
+    )
+    names = [f"{part}/{cell}" for part in ("lifetime", "window") for cell in cells] if windowed else cells
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)
+        value = metric.compute()
+        _, ax = metric.plot()
+        assert [line.get_label() for line in ax.get_lines()] == names
+        _, ax = metric.plot([value, value])  # over steps: one line per (task, segment)
+        assert [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")] == names
+    if not windowed:
+        with pytest.raises(ValueError, match=r"Expected `val` of shape"):
+            metric.plot(torch.zeros(7))
+    matplotlib.pyplot.close("all")
 
 
 # ----------------------------------------------------------------------------- TowerQPS

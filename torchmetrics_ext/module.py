@@ -63,6 +63,7 @@ from torchmetrics_ext.utilities.checks import (
     as_str,
     check_choice,
     check_int,
+    check_state_dtype,
     checked_bounds,
     format_pointwise,
 )
@@ -1486,6 +1487,41 @@ class RecMetricModule(CheckpointLoading):
         joint = self.__dict__.get("_shared_window")
         if joint:  # the emptied windows' shared buffer is not kept until the next step
             joint.release()
+
+    def set_dtype(self, dst_type: str | torch.dtype) -> RecMetricModule:
+        """Cast the floating states of every metric to ``dst_type``, as ``MetricCollection.set_dtype``.
+
+        Each metric's own ``set_dtype`` (a windowed metric's casts its lifetime, window and ring; the
+        throughput's too); integer states (ids, counts) keep their dtype. ``module.to(dtype)`` and
+        ``module.double()`` cast no state (see :class:`~torchmetrics_ext.GuardedMetric`): this is the
+        one cast. The windows that shared one buffer are laid out again, in the new dtype, at the next step.
+
+        Args:
+            dst_type: ``torch.float16``, ``torch.bfloat16``, ``torch.float32``, ``torch.float64`` or a
+                tensor type name (``"torch.DoubleTensor"``).
+
+        Returns:
+            The module itself.
+
+        Raises:
+            TypeError: ``dst_type`` is not a floating dtype the states can sum in; checked before any
+                metric is cast (:func:`~torchmetrics_ext.utilities.checks.check_state_dtype`).
+
+        Examples:
+            >>> import torch
+            >>> from torchmetrics_ext import RecMetricModule
+            >>> module = RecMetricModule(["click"], {"ctr": "ctr"}, throughput=False).set_dtype(torch.float32)
+            >>> module.update({"prediction": torch.tensor([0.2, 0.4]), "label": torch.tensor([0, 1])})
+            >>> module.compute()
+            {'ctr/click': tensor(0.5000)}
+        """
+        check_state_dtype(dst_type)
+        for unit in self._all_units():
+            unit.set_dtype(dst_type)
+        joint = self.__dict__.get("_shared_window")
+        if joint:  # its rings hold buffers of their own now: the old shared buffer is not kept
+            joint.release()
+        return self
 
     def _mark_members(self, built: bool = False, keep_linked: bool = False) -> None:
         """Record each compute group member's changes as of now, and the leader whose states it reports.

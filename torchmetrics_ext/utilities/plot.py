@@ -3,11 +3,12 @@
 matplotlib is imported when a picture is drawn (the ``plot`` extra), never at import time.
 Curves are drawn with TorchMetrics' own :func:`torchmetrics.utilities.plot.plot_curve`; this
 module adds the chance line of the ROC curve and the reliability diagram TorchMetrics lacks,
-and :func:`named_series`, which names each number of a dict value for TorchMetrics' plot.
+and :func:`named_series` / :func:`indexed_series`, which name each number of a value for TorchMetrics' plot.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["named_series", "plot_reliability", "plot_roc_or_pr"]
+__all__ = ["indexed_series", "named_series", "plot_reliability", "plot_roc_or_pr"]
 
 Curve = tuple[Tensor, Tensor, Tensor] | tuple[list[Tensor], list[Tensor], list[Tensor]]
 
@@ -38,13 +39,38 @@ def _names(count: int, labels: Sequence[str] | None) -> list[str] | None:
     return list(labels)
 
 
-def named_series(value: Mapping[Any, Any], prefix: str = "") -> dict[Any, Tensor]:
+def indexed_series(value: Tensor, axes: Sequence[str], prefix: str = "") -> dict[str, Tensor]:
+    """Each number of ``value`` as one series named by its index along each named axis: ``task0/segment1``.
+
+    ``axes`` names the dimensions of ``value``, one each (``("task", "segment")`` for a
+    ``(T, S)`` value); ``prefix`` comes first (``"lifetime/"``).
+
+    Raises:
+        ValueError: ``axes`` does not name each dimension of ``value``.
+
+    Examples:
+        >>> import torch
+        >>> series = indexed_series(torch.tensor([[0.5, 0.25], [1.0, 0.0]]), ("task", "segment"))
+        >>> list(series), series["task0/segment1"]
+        (['task0/segment0', 'task0/segment1', 'task1/segment0', 'task1/segment1'], tensor(0.2500))
+    """
+    if len(axes) != value.ndim:
+        raise ValueError(f"Expected a value with one dimension per axis {tuple(axes)}, got shape {tuple(value.shape)}.")
+    return {
+        prefix + "/".join(f"{axis}{i}" for axis, i in zip(axes, index)): value[index]
+        for index in itertools.product(*(range(n) for n in value.shape))
+    }
+
+
+def named_series(value: Mapping[Any, Any], prefix: str = "", axes: Sequence[str] = ()) -> dict[Any, Tensor]:
     """A dict value as named numbers, one series each: ``{"lifetime/0": ..., "precision/1": ...}``.
 
     A nested dict's entries are named by their path (``window/ndcg@10``), a tensor's entries by
-    their flat index (a per-task ``(T,)`` tensor gives ``name/0`` ... ``name/T-1``), and a scalar
-    keeps its key (so ``1`` and ``"1"`` stay two series). TorchMetrics' plot draws a dict of
-    scalars as one point per key, and a list of them as one line per key over steps.
+    their flat index (a per-task ``(T,)`` tensor gives ``name/0`` ... ``name/T-1``), or by
+    :func:`indexed_series` where ``axes`` names each of its dimensions (``lifetime/task0/segment1``
+    for a ``Segmented`` metric's ``(T, S)`` values), and a scalar keeps its key (so ``1`` and
+    ``"1"`` stay two series). TorchMetrics' plot draws a dict of scalars as one point per key,
+    and a list of them as one line per key over steps.
 
     Examples:
         >>> import torch
@@ -55,7 +81,9 @@ def named_series(value: Mapping[Any, Any], prefix: str = "") -> dict[Any, Tensor
     for key, item in value.items():
         name = f"{prefix}{key}" if prefix else key
         if isinstance(item, Mapping):
-            out |= named_series(item, f"{name}/")
+            out |= named_series(item, f"{name}/", axes)
+        elif isinstance(item, Tensor) and item.ndim > 0 and len(axes) == item.ndim:
+            out |= indexed_series(item, axes, f"{name}/")
         elif isinstance(item, Tensor) and item.ndim > 0:
             out |= {f"{name}/{i}": entry for i, entry in enumerate(item.flatten())}
         else:

@@ -12,6 +12,7 @@ hands the ``(T·S,)`` sums back to the metric's own compute. Nothing loops over 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -21,7 +22,15 @@ from torchmetrics.utilities.data import dim_zero_sum
 
 from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
-from torchmetrics_ext.utilities.checks import Bounds, check_int, check_tensor, checked_bounds, read_along
+from torchmetrics_ext.utilities.checks import (
+    Bounds,
+    check_int,
+    check_state_dtype,
+    check_tensor,
+    checked_bounds,
+    read_along,
+)
+from torchmetrics_ext.utilities.plot import indexed_series
 from torchmetrics_ext.utilities.warnings import flat_entries_as
 from torchmetrics_ext.wrappers._options import wrapper_options
 from torchmetrics_ext.wrappers.windowed import Windowed
@@ -155,6 +164,68 @@ class Segmented(TaskMetric):
         self._former_patterns.extend(metric._former_patterns)
         self._derived_states.update(metric._derived_states)
         self._default_settings_names.update(metric._default_settings_names)
+
+    def set_dtype(self, dst_type: str | torch.dtype) -> Segmented:
+        """Cast the per-segment states to ``dst_type``, and the wrapped metric with them (as a metric's ``set_dtype``).
+
+        The wrapped metric computes every value of this one: cast with it, its ``dtype`` and states
+        say what this one's do (``nn.Module``'s recursion reaches it as a device move only).
+
+        Raises:
+            TypeError: ``dst_type`` is not a floating dtype the states can sum in; nothing changes
+                (:func:`~torchmetrics_ext.utilities.checks.check_state_dtype`).
+        """
+        check_state_dtype(dst_type)  # before either changes
+        super().set_dtype(dst_type)
+        self.metric.set_dtype(dst_type)
+        return self
+
+    @property
+    def _series_axes(self) -> tuple[str, ...]:
+        """The dimensions of a value, named for its plot's series: ``segment1``, or ``task0/segment1``."""
+        return ("segment",) if self.num_tasks == 1 else ("task", "segment")
+
+    def plot(self, val: Any = None, ax: Any = None) -> Any:
+        """Plot one value or a list of them (over steps), one series per segment; ``compute()`` when ``val`` is None.
+
+        Each series is named by its task and segment: ``segment0`` ... ``segment{S-1}`` for one task,
+        ``task0/segment1`` ... for ``(T, S)`` values (the flat positions ``0`` ... ``T·S-1`` said neither).
+        Needs matplotlib.
+
+        Args:
+            val: a value returned by ``compute``/``forward`` (``(S,)`` or ``(T, S)``), or a list of them.
+            ax: an existing matplotlib axis to draw into.
+
+        Returns:
+            ``(figure, axis)`` as in TorchMetrics.
+
+        Raises:
+            ValueError: ``val`` (or one of its entries) is a tensor of another shape.
+
+        Examples:
+            >>> import torch
+            >>> from torchmetrics_ext import CTR, Segmented
+            >>> metric = Segmented(CTR(num_tasks=2), num_segments=2)
+            >>> target = torch.tensor([[1, 0, 0, 1], [0, 1, 1, 1]])
+            >>> metric.update(torch.rand(2, 4), target, segments=torch.tensor([0, 1, 0, 1]))
+            >>> fig, ax = metric.plot()  # doctest: +SKIP
+        """
+        if val is None:
+            val = self.compute()
+        shape = (self.num_segments,) if self.num_tasks == 1 else (self.num_tasks, self.num_segments)
+
+        def named(value: Any) -> Any:
+            if not isinstance(value, Tensor):
+                return value
+            if tuple(value.shape) != shape:
+                raise ValueError(
+                    f"Expected `val` of shape {shape} (a value of this Segmented metric), got {tuple(value.shape)}."
+                )
+            return indexed_series(value, self._series_axes)
+
+        if isinstance(val, Sequence) and not isinstance(val, (str, bytes)):
+            return self._plot([named(v) for v in val], ax)
+        return self._plot(named(val), ax)
 
     def _merged_kind(self) -> str:
         """``Segmented(NormalizedEntropy)``: a Segmented over another metric holds its sums under the same names."""

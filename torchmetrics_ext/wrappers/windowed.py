@@ -450,6 +450,9 @@ class Windowed(TensorArithmetic, WrapperMetric):
     # True although `forward` is one step (it is overridden): its states are its children's, so
     # TorchMetrics' `Running` (which accepts only `full_state_update=False`) would keep none of them
     full_state_update: bool = True
+    # TorchMetrics' meaning: `forward`'s value carries gradients. Not the wrapped metric's flag: the batch's
+    # statistics are written into the ring's slots with gradients off, so no value here ever carries any
+    # (tests/test_pointwise_contract.py checks the rule for Windowed(NE) too)
     is_differentiable: bool = False
     higher_is_better: bool | None = None  # that of the wrapped metric, per value
     _dict_value_entry = '"window"'  # a dict value: no metric arithmetic (TensorArithmetic)
@@ -1512,7 +1515,8 @@ class Windowed(TensorArithmetic, WrapperMetric):
 
         Each number is one series, named by its place in the value: ``lifetime`` and ``window``
         for one task, ``lifetime/0``, ``window/1``, ... per task, ``lifetime/ndcg@10`` per entry of
-        a dict-valued metric. Needs matplotlib.
+        a dict-valued metric, ``lifetime/segment1`` (one task) or ``lifetime/task0/segment1`` per
+        segment of a :class:`~torchmetrics_ext.Segmented` metric. Needs matplotlib.
 
         Args:
             val: a dict returned by ``compute``/``forward``, or a list of them; ``None`` plots ``compute()``.
@@ -1530,10 +1534,11 @@ class Windowed(TensorArithmetic, WrapperMetric):
         """
         if val is None:
             val = self.compute()
+        axes = getattr(self._child("lifetime"), "_series_axes", ())  # Segmented's: task0/segment1
         if isinstance(val, Mapping):
-            return self._plot(named_series(val), ax)
+            return self._plot(named_series(val, axes=axes), ax)
         if isinstance(val, Sequence) and not isinstance(val, (str, bytes)) and val:
-            return self._plot([named_series(v) for v in val], ax)
+            return self._plot([named_series(v, axes=axes) for v in val], ax)
         raise TypeError(
             "Expected `val` to be a dict returned by Windowed.compute()/forward() or a non-empty list of them, "
             f"got {type(val).__name__}."

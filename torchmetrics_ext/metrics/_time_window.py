@@ -13,6 +13,8 @@ import math
 from collections import deque
 from typing import Any
 
+from torch import Tensor
+
 from torchmetrics_ext.utilities.checks import as_real
 
 __all__ = ["TimeWindow", "check_window_seconds", "window_as_one_update"]
@@ -102,9 +104,11 @@ class TimeWindow:
         self._fill_window()
 
 
-def window_as_one_update(examples: Any, seconds: float, empty: bool) -> list[tuple[float, float, Any]]:
+def window_as_one_update(examples: Any, seconds: float) -> list[tuple[float, float, Any]]:
     """A window known only by its states (a dict of states, a loaded checkpoint): one update of ``seconds``.
 
-    ``empty``: whether the states hold neither examples nor seconds (then there is no update).
+    ``examples``: the window's count (a number, or a ``(T,)`` tensor of counts per task). No update
+    where the states hold neither examples nor seconds.
     """
-    return [] if empty else [(0.0, seconds, examples)]
+    counted = bool(examples.any()) if isinstance(examples, Tensor) else bool(examples)
+    return [(0.0, seconds, examples)] if seconds or counted else []

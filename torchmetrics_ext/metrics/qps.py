@@ -181,8 +181,7 @@ class TowerQPS(TimeWindow, TaskMetric):
         if not self._window_from_states:
             return list(self._recent)
         _, examples, elapsed = self._window_states()
-        seconds = float(elapsed.max())  # one clock per rank: every task's seconds are equal
-        return window_as_one_update(examples.clone(), seconds, not (seconds or bool(examples.any())))
+        return _as_one_update(examples.clone(), elapsed)
 
     def _window_on(self, device: torch.device) -> None:
         """Move the window's per-task counts to ``device`` (the states') after the metric moved."""
@@ -286,8 +285,7 @@ class TowerQPS(TimeWindow, TaskMetric):
         if theirs is None:  # the states that were merged: their window as one update
             states: Any = incoming_state if isinstance(incoming_state, dict) else incoming_state.metric_state
             examples = torch.as_tensor(states[self._window_names[1]], dtype=torch.float64)
-            seconds = float(torch.as_tensor(states[self._window_names[2]]).max())
-            theirs = window_as_one_update(examples, seconds, not (seconds or bool(examples.any())))
+            theirs = _as_one_update(examples, torch.as_tensor(states[self._window_names[2]]))
         device = self._window_states()[1].device
         self._window_on(device)
         theirs = [(s, e, n.to(device) if isinstance(n, Tensor) else n) for s, e, n in theirs]
@@ -314,3 +312,8 @@ class TowerQPS(TimeWindow, TaskMetric):
         if self._window_names is not None:  # the states may be written after this call: read them when needed
             self._clear_window(0.0)
             self._window_from_states = True
+
+
+def _as_one_update(examples: Tensor, elapsed: Tensor) -> list[tuple[float, float, Any]]:
+    """Window states (per-task examples, seconds) as one update: every task has the seconds of the one clock."""
+    return window_as_one_update(examples, float(elapsed.max()))

@@ -295,7 +295,7 @@ class Throughput(TimeWindow, GuardedMetric):
             )
             examples = float(states[self._state_names["window_examples"]])
             their_now = float(states[self._state_names["window_elapsed"]])
-            theirs = window_as_one_update(round(examples), their_now, not (examples or their_now))
+            theirs = window_as_one_update(round(examples), their_now)
         self._join_window(theirs, their_now)
 
     def _rates(self) -> dict[str, Tensor]:

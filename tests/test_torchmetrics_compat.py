@@ -82,6 +82,27 @@ def test_an_entry_of_a_dict_valued_metric_takes_part_in_arithmetic():
     assert gap.compute().item() == pytest.approx(target[-2:].mean() - target.mean())
 
 
+@pytest.mark.parametrize("entry", ["window", "lifetime"])
+def test_an_entry_that_is_itself_a_dict_is_refused_and_can_be_indexed_again(entry):
+    """``Windowed(RankingMetrics(...))["window"] * 100`` built a metric that failed at ``compute()`` inside
+    torch (the entry is a dict of ranking values); now the expression raises, naming the entry and the
+    index to pick next, and ``windowed["window"]["ndcg@2"] * 100`` computes."""
+    windowed = tmx.Windowed(tmx.RankingMetrics(ks=(2,), metrics=("recall", "ndcg")), window_size=3)
+    match = rf'\(`\*`\).*Windowed\["{entry}"\]\.compute\(\) returns a dict.*`metric\["recall@2"\]`'
+    with pytest.raises(TypeError, match=match):
+        windowed[entry] * 100
+    with pytest.raises(TypeError, match=match.replace("`\\*`", "`-`")):
+        1 - windowed[entry]
+    recall = windowed[entry]["recall@2"] * 100
+    # query 0 (kept by the window of 3 rows): relevant rows 1 and 2, top 2 = rows 0, 1 -> 1/2
+    recall.update(torch.tensor([[0.9, 0.8, 0.1]]), torch.tensor([[0, 1, 1]]))
+    assert recall.compute().item() == pytest.approx(50.0)
+    # a tensor-valued wrapped metric: its entries are tensors, TorchMetrics' indexing as before
+    plain = tmx.Windowed(tmx.CTR(), window_size=3)[entry] * 100
+    plain.update(torch.tensor([0.2, 0.7]), torch.tensor([0.0, 1.0]))
+    assert plain.compute().item() == pytest.approx(50.0)
+
+
 def test_tensor_valued_metrics_keep_their_arithmetic_and_equality():
     """Only dict values are refused: ``a - b`` of tensor-valued metrics, and ``==`` / ``in`` (which
     containers use), are TorchMetrics' as before."""

@@ -8,6 +8,11 @@ nothing naming the metric. The operators below refuse it where the expression is
 ``TypeError`` that names the metric and the way out: TorchMetrics' indexing, ``metric["ndcg@10"]``,
 is a metric of one entry of the dict, and takes part in arithmetic like any other.
 
+An entry that is itself a dict (``Windowed(RankingMetrics(...))["window"]``) is refused the same way:
+``metric[...]`` of a class that knows its entries' values (:meth:`TensorArithmetic._entry_value_example`)
+returns such a metric of one entry, which refuses arithmetic and can be indexed again
+(``windowed["window"]["ndcg@10"] * 100``).
+
 Equality (``==``, ``!=``) keeps TorchMetrics' behaviour: containers compare their items with it.
 A TorchMetrics metric on the left (``torchmetrics.MeanSquaredError() - ranking``) builds the
 expression with its own operator, which this class does not reach.
@@ -17,6 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, ClassVar
+
+from torchmetrics.metric import CompositionalMetric
 
 # operator method name -> how the user wrote it
 _BINARY = {
@@ -56,13 +63,45 @@ class TensorArithmetic:
         keys = entries() if callable(entries) else None
         return f'"{keys[0]}"' if keys else type(self)._dict_value_entry
 
+    def _arithmetic_name(self) -> str:
+        """How the arithmetic error names this metric (its class)."""
+        return type(self).__name__
+
+    def _entry_value_example(self, idx: Any) -> str | None:
+        """For ``metric[idx]`` whose value is itself a dict, an index of it (as :meth:`_dict_value_example`).
+
+        ``None`` (here): the entry is a tensor, or not known before ``compute``.
+        """
+        return None
+
+    def __getitem__(self, idx: Any) -> CompositionalMetric:
+        """TorchMetrics' metric of one entry of the value; one that refuses arithmetic where the entry is a dict."""
+        example = self._entry_value_example(idx)
+        if example is None:
+            return super().__getitem__(idx)  # type: ignore[misc]
+        return _DictEntry(self, idx, example)
+
+
+def _entry(idx: Any) -> Callable[[Any], Any]:
+    """``value[idx]`` as a function of the value (CompositionalMetric's operator)."""
+
+    def entry(value: Any) -> Any:
+        return value[idx]
+
+    return entry
+
+
+def _as_source(idx: Any) -> str:
+    """``idx`` as written inside ``metric[...]`` (strings in double quotes, as the hints write them)."""
+    return f'"{idx}"' if isinstance(idx, str) else repr(idx)
+
 
 def _refuse_dict_values(symbol: str, *operands: Any) -> None:
     """Raise a ``TypeError`` naming the first operand whose ``compute()`` is a dict."""
     for operand in operands:
         example = operand._dict_value_example() if isinstance(operand, TensorArithmetic) else None
         if example is not None:
-            name = type(operand).__name__
+            name = operand._arithmetic_name()
             raise TypeError(
                 f"Metric arithmetic (`{symbol}`) needs metrics whose value is a tensor, but {name}.compute() "
                 f"returns a dict. Pick one entry first: `metric[{example}]` is a metric of that entry "
@@ -94,3 +133,20 @@ for _name, _symbol in {**_BINARY, **_REFLECTED, **_ORDERING}.items():
     setattr(TensorArithmetic, f"__{_name}__", _binary(_name, _symbol))
 for _name, _symbol in _UNARY.items():
     setattr(TensorArithmetic, f"__{_name}__", _unary(_name, _symbol))
+
+
+class _DictEntry(TensorArithmetic, CompositionalMetric):
+    """``metric[idx]`` whose value is a dict: TorchMetrics' ``CompositionalMetric`` refusing arithmetic."""
+
+    _dict_value_entry = '"entry"'  # replaced by the instance's own example
+
+    def __init__(self, metric: TensorArithmetic, idx: Any, example: str) -> None:
+        super().__init__(_entry(idx), metric, None)  # type: ignore[arg-type]  # a Metric (the mixin's host)
+        self._example = example
+        self._name = f"{metric._arithmetic_name()}[{_as_source(idx)}]"
+
+    def _arithmetic_name(self) -> str:
+        return self._name
+
+    def _dict_value_example(self) -> str | None:
+        return self._example

@@ -1024,6 +1024,13 @@ class Windowed(TensorArithmetic, WrapperMetric):
         """
         raise not_a_dict_of_metrics(self)
 
+    def _entry_value_example(self, idx: Any) -> str | None:
+        """``windowed["window"]`` of a dict-valued metric is a dict: an index of it (see :class:`TensorArithmetic`)."""
+        life = self.lifetime
+        if idx in ("lifetime", "window") and isinstance(life, TensorArithmetic):
+            return life._dict_value_example()
+        return None
+
     def compute(self) -> dict[str, Any]:
         """``{"lifetime": value over everything, "window": value over the window}``, each synced across ranks.
 

@@ -1346,7 +1346,7 @@ class TaskMetric(GuardedMetric):
         defaults = state["_defaults"]
         sum_names, list_names = state["_forward_states"]
         names = tuple(defaults)
-        kept = {name: state[name] for name in names}
+        kept = [state[name] for name in names]
         handed: list[tuple[Sequence[str], Sequence[Tensor]]] = []
         if not list_names and _hands_statistics(type(self)):
             state["_forward_batch"] = handed  # update hands its statistics over instead of adding them
@@ -1370,12 +1370,37 @@ class TaskMetric(GuardedMetric):
             value = self._batch_value()
         except BaseException:  # nothing was added: the held objects are put back (a holder's binding stays valid)
             state.pop("_forward_batch", None)
-            state.update(kept)
+            state.update(zip(names, kept))
             state["_update_count"], state["_computed"] = count, computed
             raise
         finally:
             state["_inputs_checked"] = state["_enable_grad"] = False
             self._after_forward()
+        if list_names:
+            self._add_batch_states(dict(zip(names, kept)), sum_names, list_names)
+        else:  # sum states only (in the order of `names`)
+            batch = [state[name] for name in names]
+            if any(s.requires_grad for s in batch):  # the states keep no graph
+                with torch.no_grad():
+                    summed = torch._foreach_add(kept, batch)
+            else:
+                summed = torch._foreach_add(kept, batch)
+            state.update(zip(names, summed))  # plain attributes (TorchMetrics' states), as its reduction rebinds them
+        _count_reset(self, held)  # what TorchMetrics' reset inside forward notes
+        state["_cache"], state["_forward_cache"] = None, value
+        state["_should_unsync"], state["_to_sync"] = True, state["sync_on_compute"]
+        if torch.is_inference_mode_enabled():
+            self._ordinary_states()
+        return value
+
+    def _add_batch_states(self, kept: Mapping[str, Any], sum_names: Sequence[str], list_names: Sequence[str]) -> None:
+        """Add the batch states of :meth:`_forward_by_sums` to the ``kept`` ones: sums out of place, lists as new lists.
+
+        TorchMetrics' ``cat`` reduction of list states: a new list, the held chunks then the batch's
+        (the held list object, which a compute group's members may share, is not written), whose
+        small chunks are then joined as after TorchMetrics' round (see :meth:`forward`).
+        """
+        state = self.__dict__
         if sum_names:
             batch = [state[name] for name in sum_names]
             before = [kept[name] for name in sum_names]
@@ -1384,23 +1409,13 @@ class TaskMetric(GuardedMetric):
                     summed = torch._foreach_add(before, batch)
             else:
                 summed = torch._foreach_add(before, batch)
-            # plain attributes (TorchMetrics' states), as its reduction rebinds them
             state.update(zip(sum_names, summed))
         for name in list_names:
-            # TorchMetrics' cat reduction of lists: a new list, the held chunks then the batch's (the
-            # held list object, which a compute group's members may share, is not written)
             chunks = state[name]
             if any(chunk.requires_grad for chunk in chunks):  # the states keep no graph
                 chunks = [chunk.detach() for chunk in chunks]
             state[name] = kept[name] + chunks
-        if list_names:
-            self._join_small_chunks()  # as after TorchMetrics' round (see forward)
-        _count_reset(self, held)  # what TorchMetrics' reset inside forward notes
-        state["_cache"], state["_forward_cache"] = None, value
-        state["_should_unsync"], state["_to_sync"] = True, state["sync_on_compute"]
-        if torch.is_inference_mode_enabled():
-            self._ordinary_states()
-        return value
+        self._join_small_chunks()
 
     def _batch_value(self) -> Any:
         """``compute()`` of the batch states as TorchMetrics' compute wrapper returns it inside ``forward``.

@@ -77,12 +77,18 @@ def _padded(seed: int, n: int) -> Batch:
     }
 
 
+def _cast(metric: TaskMetric) -> TaskMetric:
+    metric.set_dtype(torch.float64)
+    return metric
+
+
 # every list-state configuration whose forward skips TorchMetrics' round: (factory, batch maker)
 CASES: dict[str, tuple[Callable[[], TaskMetric], Callable[[int, int], Batch]]] = {
     "AUC": (lambda: tmx.AUC(), _binary(weighted=False)),
     "AUC(weighted)": (lambda: tmx.AUC(), _binary()),
     "AUC(tasks=2)": (lambda: tmx.AUC(num_tasks=2), _binary(2)),
     "AUPRC": (lambda: tmx.AUPRC(), _binary()),
+    "AUPRC(set_dtype float64)": (lambda: _cast(tmx.AUPRC()), _binary()),  # new chunks cast after each update
     "GroupedAUC": (lambda: tmx.GroupedAUC(), _grouped),
     "GroupedAUPRC": (lambda: tmx.GroupedAUPRC(), _grouped),
     "RegressionAUC": (lambda: tmx.RegressionAUC(), _continuous),

@@ -1,15 +1,16 @@
 """Fixed cost of one ``update`` of the cheap pointwise metrics: this checkout against another's package.
 
 Per-update thread CPU time of standalone metrics (WeightedMSE, WeightedMAE, CTR, Calibration, exact
-AUC, ``Windowed(AUC, 1000)``; ``NDCG(k=10)`` and ``Windowed(NDCG(k=10), 1000)`` on flat weighted rows
-of 4 per query, the exact mode) at a tiny batch (``N=8``, where the cost is all fixed: Python and
-ATen dispatch) and a training-size one (``N=8192``), validation on and off, one thread. The two
-versions take turns round by round (the order alternating) in one process; each round times 200
-updates (50 at ``N=8192``) over 8 pre-generated batches, and the best round of each side is
-reported with their ratio (this checkout / the other; below 1 is faster), next to the median of the
-per-round ratios (the machine is shared: a round that one side spends descheduled moves the best
-round of that side only, the median ratio much less). ``--forward`` times ``metric(...)`` (the batch
-value and the accumulation, what Lightning calls every step) instead of ``update``.
+AUC and AUPRC, ``Windowed(AUC, 1000)``, exact ``GroupedAUC`` on groups of 4 rows, ``XAUC``;
+``NDCG(k=10)``, ``RankingMetrics`` and ``Windowed(NDCG(k=10), 1000)`` on flat weighted rows of 4 per
+query, the exact mode) at a tiny batch (``N=8``, where the cost is all fixed: Python and ATen
+dispatch) and a training-size one (``N=8192``), validation on and off, one thread. The two versions
+take turns round by round (the order alternating) in one process; each round times 200 updates (50
+at ``N=8192``) over 8 pre-generated batches, and the best round of each side is reported with their
+ratio (this checkout / the other; below 1 is faster), next to the median of the per-round ratios
+(the machine is shared: a round that one side spends descheduled moves the best round of that side
+only, the median ratio much less). ``--forward`` times ``metric(...)`` (the batch value and the
+accumulation, what Lightning calls every step) instead of ``update``.
 
     mkdir -p /tmp/base && git archive <rev> torchmetrics_ext | tar -x -C /tmp/base
     python benchmarks/ab_update_overhead.py /tmp/base
@@ -34,7 +35,8 @@ import torchmetrics_ext as new
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 CASES: dict[str, tuple[Callable[[ModuleType, bool], Any], bool | str]] = {
-    # name: (factory(package, validate_args), whether update takes weights, or "ranking": flat rows with ids)
+    # name: (factory(package, validate_args), whether update takes weights, or "ranking": flat rows with ids,
+    # or "grouped": groups of 4 rows)
     "WeightedMSE": (lambda m, va: m.WeightedMSE(validate_args=va), False),
     "WeightedMAE": (lambda m, va: m.WeightedMAE(validate_args=va), False),
     "CTR": (lambda m, va: m.CTR(validate_args=va), True),
@@ -42,12 +44,16 @@ CASES: dict[str, tuple[Callable[[ModuleType, bool], Any], bool | str]] = {
     "AUC exact": (lambda m, va: m.AUC(validate_args=va), False),
     "Windowed(AUC, 1000)": (lambda m, va: m.Windowed(m.AUC(validate_args=va), 1000), False),
     "AUC binned": (lambda m, va: m.AUC(num_bins=10_000, validate_args=va), False),
+    "AUPRC exact": (lambda m, va: m.AUPRC(validate_args=va), True),
+    "GroupedAUC exact": (lambda m, va: m.GroupedAUC(validate_args=va), "grouped"),
+    "XAUC": (lambda m, va: m.XAUC(validate_args=va), True),
     "Windowed(AUC binned, 1000)": (lambda m, va: m.Windowed(m.AUC(num_bins=10_000, validate_args=va), 1000), False),
     "NDCG(k=10)": (lambda m, va: m.NDCG(k=10, validate_args=va), "ranking"),
     "NDCG(k=10) sums": (lambda m, va: m.NDCG(k=10, queries_complete_per_batch=True, validate_args=va), "ranking"),
     "Reliability": (lambda m, va: m.Reliability(validate_args=va), True),
     "HindsightTargetPR": (lambda m, va: m.HindsightTargetPR(validate_args=va), True),
     "Windowed(NDCG, 1000)": (lambda m, va: m.Windowed(m.NDCG(k=10, validate_args=va), 1000), "ranking"),
+    "RankingMetrics": (lambda m, va: m.RankingMetrics(ks=(1, 5, 10), validate_args=va), "ranking"),
 }
 
 
@@ -67,6 +73,9 @@ def per_update(metric: Any, data: list[Batch], weighted: bool | str, reps: int, 
     if weighted == "ranking":
         ids = torch.arange(data[0][0].shape[0]) // 4
         kwargs = [{"indexes": ids, "weights": b[2]} for b in data]
+    elif weighted == "grouped":
+        groups = torch.arange(data[0][0].shape[0]) // 4
+        args = [(*b[:2], groups, b[2]) for b in data]
     metric.update(*args[0], **kwargs[0])
     call = metric if forward else metric.update
     start = time.thread_time()

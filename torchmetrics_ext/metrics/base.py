@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.nn import Module
 from torchmetrics import Metric
-from torchmetrics.utilities.data import _squeeze_if_scalar, apply_to_collection, dim_zero_sum
+from torchmetrics.utilities.data import _squeeze_if_scalar, apply_to_collection, dim_zero_cat, dim_zero_sum
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from torchmetrics_ext.metrics._arithmetic import TensorArithmetic
@@ -369,7 +369,7 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
         inference tensor state made the first ``update`` outside inference mode fail ("Inplace
         update to inference tensor outside InferenceMode"), as it does for TorchMetrics' metrics.
         """
-        self.__dict__.pop("_sums_only", None)  # asked again by forward (see TaskMetric._sums_forward)
+        self.__dict__.pop("_forward_states", None)  # asked again by forward (see TaskMetric._sums_forward)
         with torch.inference_mode(False):
             if isinstance(default, Tensor) and default.is_inference():
                 default = default.clone()
@@ -1243,19 +1243,22 @@ class TaskMetric(GuardedMetric):
         TorchMetrics' ``forward`` (``full_state_update = False``) copies the states, resets them,
         updates with the batch, computes, then adds the copies back: four passes of Python
         bookkeeping over the states per call. A metric whose states are all fixed-shape tensors
-        reduced by ``sum`` needs none of it (:meth:`_sums_forward`): the batch is updated into fresh
-        default states (what TorchMetrics' reset gives), its value is ``compute`` of them, and the
-        held states are rebound to ``held + batch``, out of place, as TorchMetrics adds them (a
-        ``MetricCollection`` whose compute group shares the state tensors sees the same rebinding).
-        The values, warnings, gradients and the context TorchMetrics leaves (``_forward_cache``,
-        sync flags, the reset note of :func:`~torchmetrics_ext.metrics._checkpoints.resets_taken`)
-        are the same.
+        reduced by ``sum`` and/or list states reduced by ``cat`` (default ``[]``) needs none of it
+        (:meth:`_sums_forward`): the batch is updated into fresh default states (what TorchMetrics'
+        reset gives: zeros, empty lists), its value is ``compute`` of them, the held sums are rebound
+        to ``held + batch`` out of place and the held lists to new lists ``held + batch chunks``, as
+        TorchMetrics' reduction does (a ``MetricCollection`` whose compute group shares the states
+        sees the same rebinding: the shared objects are never written), and the lists' small chunks
+        are then joined as after TorchMetrics' round. The values, warnings, gradients, chunks and the
+        context TorchMetrics leaves (``_forward_cache``, sync flags, the reset note of
+        :func:`~torchmetrics_ext.metrics._checkpoints.resets_taken`) are the same.
 
-        TorchMetrics' path is kept for the others: list (``cat``) states, ``max``/``min``
-        reductions, ``dist_sync_on_step``, ``compute_on_cpu``, synced metrics, classes that
-        override ``forward``, ``reset`` or ``_reduce_states`` or set ``full_state_update``.
+        TorchMetrics' path is kept for the others: ``max``/``min``/custom reductions, list states
+        with another default, ``dist_sync_on_step``, ``compute_on_cpu``, synced metrics, classes
+        that override ``forward``, ``reset`` or ``_reduce_states`` or set ``full_state_update``.
         Should the update or the batch value raise all the same (``validate_args=False``, or a
-        value only ``compute`` rejects), the states accumulated before are put back: nothing is lost.
+        value only ``compute`` rejects), the states accumulated before are put back (the same
+        objects): nothing is lost.
         """
         if self._sums_forward():
             return self._forward_by_sums(args, kwargs)
@@ -1292,6 +1295,7 @@ class TaskMetric(GuardedMetric):
 
         Asked per call: the states a metric holds may depend on its settings (``AUC`` keeps
         histograms with ``num_bins`` and lists without) and the flags may change between calls.
+        The states' kinds are read once per ``add_state`` (:func:`_forward_states`).
         """
         state = self.__dict__
         if (
@@ -1302,12 +1306,13 @@ class TaskMetric(GuardedMetric):
             or not _forwards_by_sums(type(self))
         ):
             return False
-        sums_only = state.get("_sums_only")
-        if sums_only is None:  # kept until the next add_state
-            sums_only = state["_sums_only"] = all(fx is dim_zero_sum for fx in state["_reductions"].values()) and all(
-                type(default) is Tensor for default in state["_defaults"].values()
-            )
-        return sums_only
+        split = state.get("_forward_states", _ABSENT)
+        if split is _ABSENT:  # kept until the next add_state
+            split = state["_forward_states"] = _forward_states(state["_defaults"], state["_reductions"])
+        if split is None:
+            return False
+        # a list state loaded or merged as one tensor is reduced by torch.cat in TorchMetrics' round
+        return all(type(state[name]) is list for name in split[1])
 
     @classmethod
     def _update_hands_statistics(cls) -> bool:
@@ -1331,7 +1336,7 @@ class TaskMetric(GuardedMetric):
         return False
 
     def _forward_by_sums(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """:meth:`forward` of a metric of sum states: the batch updated into fresh states (see :meth:`forward`)."""
+        """:meth:`forward` of a metric of sum and/or list states: the batch updated into fresh states (see there)."""
         state = self.__dict__
         checked = not _update_validates(type(self))
         if checked and state["validate_args"]:
@@ -1339,10 +1344,11 @@ class TaskMetric(GuardedMetric):
             self._validate(*args, **kwargs)
         held, count, computed = held_states(self), state["_update_count"], state["_computed"]
         defaults = state["_defaults"]
+        sum_names, list_names = state["_forward_states"]
         names = tuple(defaults)
         kept = [state[name] for name in names]
         handed: list[tuple[Sequence[str], Sequence[Tensor]]] = []
-        if _hands_statistics(type(self)):
+        if not list_names and _hands_statistics(type(self)):
             state["_forward_batch"] = handed  # update hands its statistics over instead of adding them
         else:
             state.update(zip(names, _fresh(defaults)))
@@ -1362,7 +1368,7 @@ class TaskMetric(GuardedMetric):
                     if keys:
                         torch._foreach_add_([state[key] for key in keys], list(stats))
             value = self._batch_value()
-        except BaseException:  # nothing was added
+        except BaseException:  # nothing was added: the held objects are put back (a holder's binding stays valid)
             state.pop("_forward_batch", None)
             state.update(zip(names, kept))
             state["_update_count"], state["_computed"] = count, computed
@@ -1370,19 +1376,46 @@ class TaskMetric(GuardedMetric):
         finally:
             state["_inputs_checked"] = state["_enable_grad"] = False
             self._after_forward()
-        batch = [state[name] for name in names]
-        if any(s.requires_grad for s in batch):  # the states keep no graph
-            with torch.no_grad():
+        if list_names:
+            self._add_batch_states(dict(zip(names, kept)), sum_names, list_names)
+        else:  # sum states only (in the order of `names`)
+            batch = [state[name] for name in names]
+            if any(s.requires_grad for s in batch):  # the states keep no graph
+                with torch.no_grad():
+                    summed = torch._foreach_add(kept, batch)
+            else:
                 summed = torch._foreach_add(kept, batch)
-        else:
-            summed = torch._foreach_add(kept, batch)
-        state.update(zip(names, summed))  # plain attributes (TorchMetrics' states), as its reduction rebinds them
+            state.update(zip(names, summed))  # plain attributes (TorchMetrics' states), as its reduction rebinds them
         _count_reset(self, held)  # what TorchMetrics' reset inside forward notes
         state["_cache"], state["_forward_cache"] = None, value
         state["_should_unsync"], state["_to_sync"] = True, state["sync_on_compute"]
         if torch.is_inference_mode_enabled():
             self._ordinary_states()
         return value
+
+    def _add_batch_states(self, kept: Mapping[str, Any], sum_names: Sequence[str], list_names: Sequence[str]) -> None:
+        """Add the batch states of :meth:`_forward_by_sums` to the ``kept`` ones: sums out of place, lists as new lists.
+
+        TorchMetrics' ``cat`` reduction of list states: a new list, the held chunks then the batch's
+        (the held list object, which a compute group's members may share, is not written), whose
+        small chunks are then joined as after TorchMetrics' round (see :meth:`forward`).
+        """
+        state = self.__dict__
+        if sum_names:
+            batch = [state[name] for name in sum_names]
+            before = [kept[name] for name in sum_names]
+            if any(s.requires_grad for s in batch):  # the states keep no graph
+                with torch.no_grad():
+                    summed = torch._foreach_add(before, batch)
+            else:
+                summed = torch._foreach_add(before, batch)
+            state.update(zip(sum_names, summed))
+        for name in list_names:
+            chunks = state[name]
+            if any(chunk.requires_grad for chunk in chunks):  # the states keep no graph
+                chunks = [chunk.detach() for chunk in chunks]
+            state[name] = kept[name] + chunks
+        self._join_small_chunks()
 
     def _batch_value(self) -> Any:
         """``compute()`` of the batch states as TorchMetrics' compute wrapper returns it inside ``forward``.
@@ -1692,12 +1725,34 @@ def _forwards_by_sums(cls: type[TaskMetric]) -> bool:
     )
 
 
-def _fresh(defaults: Mapping[str, Tensor]) -> list[Tensor]:
-    """Copies of the states' defaults, as TorchMetrics' reset makes them: ordinary tensors, under inference mode too."""
+def _fresh(defaults: Mapping[str, Tensor | list]) -> list[Tensor | list]:
+    """Fresh states as TorchMetrics' reset makes them: copies of the defaults, new empty lists.
+
+    The copies are ordinary tensors under inference mode too.
+    """
     if torch.is_inference_mode_enabled():
         with torch.inference_mode(False):
-            return [default.clone() for default in defaults.values()]
-    return [default.clone() for default in defaults.values()]
+            return [default.clone() if isinstance(default, Tensor) else [] for default in defaults.values()]
+    return [default.clone() if isinstance(default, Tensor) else [] for default in defaults.values()]
+
+
+def _forward_states(
+    defaults: Mapping[str, Tensor | list], reductions: Mapping[str, Callable | None]
+) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """``(sum state names, list state names)`` when :meth:`TaskMetric.forward` joins every state itself, else ``None``.
+
+    It does for tensors reduced by ``sum`` and lists (default ``[]``) reduced by ``cat``.
+    """
+    sums, lists = [], []
+    for name, default in defaults.items():
+        fx = reductions[name]
+        if type(default) is Tensor and fx is dim_zero_sum:
+            sums.append(name)
+        elif type(default) is list and not default and fx is dim_zero_cat:
+            lists.append(name)
+        else:
+            return None
+    return tuple(sums), tuple(lists)
 
 
 @functools.cache

@@ -54,6 +54,9 @@ class Ranked(NamedTuple):
     size: Tensor  # (G,) int64 candidates per query
     weight: Tensor | None  # (G,) float64 query weight (max over its rows)
     num_groups: int
+    # the largest relevance when every relevance is an integer read before ranking (``None``: not known);
+    # then no relevant row's grade or gain scaling needs another host read
+    top_grade: int | None = None
 
 
 def _bits(max_value: int) -> int:
@@ -99,21 +102,22 @@ def integer_relevance(target: Tensor, limit: int, dtype: torch.dtype = torch.int
     return as_int, int(top_value)
 
 
-def _target_key(target: Tensor) -> tuple[Tensor, int, Tensor | None]:
-    """Dense non-negative integer key of the relevance (ascending), its bit width, and the value table.
+def _target_key(target: Tensor) -> tuple[Tensor, int, Tensor | None, int | None]:
+    """Dense non-negative integer key of the relevance (ascending), its bit width, the value table, the largest grade.
 
     Integer relevance below 2**20 is its own key, in its own dtype (bool viewed as uint8: no
-    row-sized copy; table ``None``); other values are ranked. ``target`` may be bool, integer or
-    floating (validated ``>= 0``). The key is only read, never written.
+    row-sized copy; table ``None``; the largest grade, read here, is returned); other values are
+    ranked (largest grade ``None``). ``target`` may be bool, integer or floating (validated
+    ``>= 0``). The key is only read, never written.
     """
     if target.numel() == 0:
-        return target.to(torch.int64), 1, None
+        return target.to(torch.int64), 1, None, None
     integer = integer_relevance(target, _INT_TARGET_LIMIT - 1)
     if integer is not None:
         key, top = integer
-        return key, _bits(top), None
+        return key, _bits(top), None, top
     values, inverse = torch.unique(target.to(torch.float64), sorted=True, return_inverse=True)
-    return inverse.to(torch.int64), _bits(values.numel() - 1), values
+    return inverse.to(torch.int64), _bits(values.numel() - 1), values, None
 
 
 def lexsort(keys: Sequence[tuple[Tensor, int]]) -> Tensor:
@@ -163,7 +167,7 @@ def rank_rows(preds: Tensor, target: Tensor, indexes: Tensor, weights: Tensor | 
     qkey = indexes - qmin_value
     qbits = _bits(int(qmax) - qmin_value)
     skey, sbits = _score_key(preds)
-    tkey, tbits, table = _target_key(target)
+    tkey, tbits, table, top_grade = _target_key(target)
     if sbits == 32 and n > 0 and (n > _SMALL_SORT or qbits + sbits + tbits > 63):
         # fewer key bits, fewer radix passes (or one sort instead of two); equal keys stay equal
         smin, smax = torch.aminmax(skey)
@@ -194,7 +198,7 @@ def rank_rows(preds: Tensor, target: Tensor, indexes: Tensor, weights: Tensor | 
     if weights is not None:
         weight = torch.zeros(num_groups, dtype=torch.float64, device=preds.device)
         weight.scatter_reduce_(0, group, weights[perm], "amax")
-    return Ranked(rel_group, rel_rows - starts[rel_group], rel_target, size, weight, num_groups)
+    return Ranked(rel_group, rel_rows - starts[rel_group], rel_target, size, weight, num_groups, top_grade)
 
 
 def rank_grid(
@@ -293,7 +297,7 @@ def discount(pos: Tensor) -> Tensor:
 
 def _ideal(ranked: Ranked, exponential: bool, shift: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     """Relevant rows in ideal order: (query number, ideal position, gain·discount); ``shift`` per query."""
-    tkey, tbits, _ = _target_key(ranked.rel_target)
+    tkey, tbits, _, _ = _target_key(ranked.rel_target)
     top = (1 << tbits) - 1
     perm = lexsort([(ranked.rel_group, _bits(max(ranked.num_groups - 1, 0))), (top - tkey, tbits)])
     group, target = ranked.rel_group[perm], ranked.rel_target[perm]
@@ -582,6 +586,9 @@ class SortedQueries(QueryStats):
     def gain_shift(self) -> Tensor | None:
         """``(G,)`` exponent scaling each query's gains down (``None`` for linear gains that need none)."""
         target, exponential = self.ranked.rel_target, self.options.exponential_gain
+        top = self._top_grade()
+        if top is not None and top <= GAIN_EXPONENT_LIMIT:
+            return None  # integer grades read before ranking: every shift would be 0 (scaling by 2**0 changes no bit)
         if not exponential and not needs_linear_gain_shift(target):
             return None
         return gain_shift(target, self.group, self.num_groups, exponential)
@@ -596,8 +603,19 @@ class SortedQueries(QueryStats):
         """``g(y) / log2(rank + 1)`` of each relevant row (NDCG's DCG terms)."""
         return self.row_gain(self.ranked.rel_target) * discount(self.pos)
 
+    def _top_grade(self) -> int | None:
+        """The largest relevance of the relevant rows when every one is an integer and it is known, else ``None``."""
+        return self.ranked.top_grade
+
     def _graded(self) -> tuple[Tensor, int] | None:
-        """:func:`integer_relevance` of the relevant rows (grades of at most :data:`_MAX_COUNTED_GRADES`)."""
+        """:func:`integer_relevance` of the relevant rows (grades of at most :data:`_MAX_COUNTED_GRADES`).
+
+        Read off :attr:`Ranked.top_grade` when the sort read it: the largest grade of the relevant
+        rows is the rows' largest (they are read only when some row is relevant).
+        """
+        top = self._top_grade()
+        if top is not None:
+            return (self.ranked.rel_target.to(torch.int64), top) if top <= _MAX_COUNTED_GRADES else None
         return integer_relevance(self.ranked.rel_target, _MAX_COUNTED_GRADES)
 
     @cached_property
@@ -665,13 +683,26 @@ class GridQueries(SortedQueries):
         """Which relevant rows rank in the top ``k``; ``None`` (all) also when ``k`` is at least the grid's width."""
         return None if k is not None and k >= self.relevant.shape[1] else super().in_k(k)
 
+    def _top_grade(self) -> int | None:
+        """The relevant rows' largest relevance for integer input (``None`` for floating): one host read, shared.
+
+        Read once for :attr:`gain_shift` and :meth:`_graded` (validation's ``target_max`` when given);
+        0 without relevant rows (nothing is scaled then).
+        """
+        if "_top" not in self.__dict__:
+            rel_t = self.rel_t
+            top = None
+            if not rel_t.is_floating_point():
+                top = int(self.target_max) if self.target_max is not None else int(rel_t.max()) if rel_t.numel() else 0
+            self.__dict__["_top"] = top
+        return self.__dict__["_top"]
+
     def _graded(self) -> tuple[Tensor, int] | None:
         """:func:`integer_relevance` of the relevant rows, read without a conversion for integer input."""
-        rel_t = self.rel_t
-        if rel_t.is_floating_point():
+        top = self._top_grade()
+        if top is None:
             return super()._graded()
-        top = int(rel_t.max()) if self.target_max is None else int(self.target_max)
-        return (rel_t, top) if top <= _MAX_COUNTED_GRADES else None
+        return (self.rel_t, top) if top <= _MAX_COUNTED_GRADES else None
 
     @cached_property
     def within(self) -> Tensor:

@@ -39,6 +39,7 @@ from torchmetrics_ext.utilities.device import on_device_path
 
 _INT_TARGET_LIMIT = 1 << 20
 _SMALL_SORT = 4096  # rows below which narrowing the score keys costs more than the radix passes it saves
+_SMALL_GRID = 4096  # padded lists of at most this many entries sort whole rows for NDCG's ideal order
 
 
 class Ranked(NamedTuple):
@@ -311,11 +312,15 @@ def ideal_dcg_by_sort(ranked: Ranked, exponential: bool, shift: Tensor | None) -
     Only ``rel_group`` (in any order), ``rel_target`` and ``num_groups`` of ``ranked`` are read;
     ``shift``: each query's gain scaling (:func:`gain_shift`), ``None`` for none.
     """
-    group, pos, value = _ideal(ranked, exponential, shift)
+    return _ideal_sums(*_ideal(ranked, exponential, shift), ranked.num_groups)
+
+
+def _ideal_sums(group: Tensor, pos: Tensor, value: Tensor, num_groups: int) -> Callable[[int | None], Tensor]:
+    """``k -> (G,)`` IDCG@k: the sum of each query's ``value`` at ideal positions ``pos < k``, in the rows' order."""
 
     def idcg(k: int | None) -> Tensor:
         weights = value if k is None else torch.where(pos < k, value, 0.0)
-        return torch.bincount(group, weights=weights, minlength=ranked.num_groups)
+        return torch.bincount(group, weights=weights, minlength=num_groups)
 
     return idcg
 
@@ -432,11 +437,11 @@ def _rows_ideal_dcg(
     ranked: Ranked,
     exponential: bool,
     cutoffs: int,
-    shift: Callable[[], Tensor | None],
+    by_sort: Callable[[], Callable[[int | None], Tensor]],
     graded: Callable[[], tuple[Tensor, int] | None],
     longest: int | None,
 ) -> Callable[[int | None], Tensor]:
-    """:func:`route_ideal_dcg` of the relevant rows ``ranked`` holds; ``shift()``: the sort's gain scaling."""
+    """:func:`route_ideal_dcg` of the relevant rows ``ranked`` holds; ``by_sort()``: IDCG from sorting them."""
     group, num_groups = ranked.rel_group, ranked.num_groups
 
     def count_grades(grades: Tensor, levels: int) -> Tensor:
@@ -450,7 +455,7 @@ def _rows_ideal_dcg(
         graded=graded,
         count_relevant=lambda: torch.bincount(group, minlength=num_groups),
         count_grades=count_grades,
-        by_sort=lambda: ideal_dcg_by_sort(ranked, exponential, shift()),
+        by_sort=by_sort,
         longest=longest,
     )
 
@@ -626,8 +631,12 @@ class SortedQueries(QueryStats):
         """
         exponential = self.options.exponential_gain
         return _rows_ideal_dcg(
-            self.ranked, exponential, self.ideal_cutoffs, lambda: self.gain_shift, self._graded, self.width
+            self.ranked, exponential, self.ideal_cutoffs, self._ideal_by_sort, self._graded, self.width
         )
+
+    def _ideal_by_sort(self) -> Callable[[int | None], Tensor]:
+        """IDCG@k from a sort of the relevant rows by relevance descending (:func:`ideal_dcg_by_sort`)."""
+        return ideal_dcg_by_sort(self.ranked, self.options.exponential_gain, self.gain_shift)
 
 
 class GridQueries(SortedQueries):
@@ -696,6 +705,24 @@ class GridQueries(SortedQueries):
                 top = int(self.target_max) if self.target_max is not None else int(rel_t.max()) if rel_t.numel() else 0
             self.__dict__["_top"] = top
         return self.__dict__["_top"]
+
+    def _ideal_by_sort(self) -> Callable[[int | None], Tensor]:
+        """:func:`ideal_dcg_by_sort`'s IDCG@k, from one sort of each small list by relevance (no key, no host read).
+
+        Lists without padding of at most :data:`_SMALL_GRID` entries: sorted row by row, the
+        relevant entries are each query's first ones, in the order (query, relevance descending)
+        of :func:`ideal_dcg_by_sort`'s sort, so every term and every sum is its own, bit for bit.
+        """
+        target = self.sorted_target
+        if self.width is None or target.numel() > _SMALL_GRID:
+            return super()._ideal_by_sort()
+        ideal = torch.sort(target, dim=1, descending=True).values
+        group, pos = torch.nonzero(ideal > 0).unbind(1)
+        shift = self.gain_shift
+        value = gain(
+            ideal[group, pos].to(torch.float64), self.options.exponential_gain, None if shift is None else shift[group]
+        )
+        return _ideal_sums(group, pos, value * discount(pos), self.num_groups)
 
     def _graded(self) -> tuple[Tensor, int] | None:
         """:func:`integer_relevance` of the relevant rows, read without a conversion for integer input."""

@@ -686,7 +686,9 @@ class GridQueries(SortedQueries):
         return Ranked(rel_group, rel_pos, rel_t.to(torch.float64), self.query_size, self.weight, self.num_groups)
 
     def _count_hits(self, k: int | None) -> Tensor:
-        return self.num_rel if k is None else self.relevant[:, :k].sum(1, dtype=torch.float64)
+        if k is None or k >= self.relevant.shape[1]:  # the whole list: the relevant count, the same sum
+            return self.num_rel
+        return self.relevant[:, :k].sum(1, dtype=torch.float64)
 
     def in_k(self, k: int | None) -> Tensor | None:
         """Which relevant rows rank in the top ``k``; ``None`` (all) also when ``k`` is at least the grid's width."""

@@ -398,9 +398,8 @@ def reduce_columns(
             value_sum[:, i].index_add_(0, segment, _terms(fill(columns(i)), include, scale))
         w = w.to(torch.float64)
         return value_sum, w.new_zeros(num_segments).index_add_(0, segment, w)
-    sums: list[Tensor] = [num_rel.new_zeros(())] * len(columns)
-    for i in columns.in_cutoff_order():
-        sums[i] = _terms(fill(columns(i)), include, scale).sum()
+    by_request = {i: _terms(fill(columns(i)), include, scale).sum() for i in columns.in_cutoff_order()}
+    sums = [by_request[i] for i in range(len(columns))]  # every request is read once
     weight_sum = w.sum(dtype=torch.float64)  # of 0/1 counts: exact, as the sum of their float64 copy
     if len(sums) == 1:  # one request (a single metric): its sum as a (1,) vector, no stack
         return sums[0].reshape(1), weight_sum

@@ -393,10 +393,10 @@ def reduce_columns(
     scale, w = _query_weights(include, weight, num_rel)
     if segments is not None:
         segment, num_segments = segments
+        w = w.to(torch.float64)
         value_sum = w.new_zeros(num_segments, len(columns))
         for i in columns.in_cutoff_order():
             value_sum[:, i].index_add_(0, segment, _terms(fill(columns(i)), include, scale))
-        w = w.to(torch.float64)
         return value_sum, w.new_zeros(num_segments).index_add_(0, segment, w)
     by_request = {i: _terms(fill(columns(i)), include, scale).sum() for i in columns.in_cutoff_order()}
     sums = [by_request[i] for i in range(len(columns))]  # every request is read once

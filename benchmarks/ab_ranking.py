@@ -14,6 +14,11 @@ ids grouped or shuffled, unequal or equal lengths, with or without weights; one 
 each real up to a random length in [2,500, 5,000], given with ``mask`` or ``padding_value``; one
 ``update`` + ``compute`` per run).
 
+``--small``: the fixed per-call cost. ``compute()`` of NDCG, MRR, RecallAtK(5), MAP and
+RankingMetrics(ks=(5, 10)) after one update of 1, 16, 256 or 8,192 flat rows (8 per query,
+``indexes=arange(n) // 8``), and ``forward`` of the same batch flat and as ``(n / 8, 8)`` padded
+lists; thread CPU time per call (many calls per sample), both sides' values checked equal bit for bit.
+
 Run: ``python benchmarks/ab_ranking.py /path/to/other/checkout [--rounds 10] [--padded]``; prints the min
 and median wall time per case and version, and the median ratios (this checkout / the other),
 wall and CPU time.
@@ -54,9 +59,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--padded", action="store_true", help="long padded lists (mask or padding_value)")
     parser.add_argument("--flat", action="store_true", help="few long queries as flat rows (grouped or shuffled)")
+    parser.add_argument("--small", action="store_true", help="compute/forward at 1 to 8,192 rows (fixed cost)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     sides = {"before": load(args.other), "after": load(HERE)}
+    if args.small:
+        small_cases(sides, args.rounds)
+        return
     sys.path.insert(0, str(HERE / "benchmarks"))
     import bench_ranking as bench  # data helpers
 
@@ -147,6 +156,73 @@ def flat_cases(sides: dict[str, ModuleType], bench: ModuleType, rounds: int) -> 
         ),
     }
     report_single_batches(sides, cases, rounds)
+
+
+SMALL_METRICS: dict[str, Callable[[Any], Any]] = {
+    "NDCG": lambda t: t.NDCG(),
+    "MRR": lambda t: t.MRR(),
+    "Recall@5": lambda t: t.RecallAtK(k=5),
+    "MAP": lambda t: t.MAP(),
+    "RankingMetrics(5,10)": lambda t: t.RankingMetrics(ks=(5, 10)),
+}
+
+
+def small_cases(sides: dict[str, ModuleType], rounds: int) -> None:
+    """``--small``: thread CPU time of one ``compute()`` (and ``forward``) at 1 to 8,192 rows, interleaved."""
+    import warnings
+
+    warnings.simplefilter("ignore")  # a 1-row batch may have no relevant row (nan, warned)
+    generator = torch.Generator().manual_seed(0)
+    calls: dict[str, dict[str, Callable[[], Any]]] = {}
+    for n in (1, 16, 256, 8192):
+        preds, target = torch.rand(n, generator=generator), torch.randint(0, 3, (n,), generator=generator)
+        flat = {"preds": preds, "target": target, "indexes": torch.arange(n) // 8}
+        width = min(n, 8)
+        grid = {"preds": preds.reshape(-1, width), "target": target.reshape(-1, width)}
+        for name, factory in SMALL_METRICS.items():
+            for what in ("compute", "forward flat", "forward 2-D"):
+                per_side: dict[str, Callable[[], Any]] = {}
+                values = []
+                for side, tmx in sides.items():
+                    metric = factory(tmx)
+                    if what == "compute":
+                        metric.update(**flat)
+
+                        def call(m: Any = metric) -> Any:
+                            m._computed = None  # compute again, not the cached value
+                            return m.compute()
+                    else:
+
+                        def call(
+                            m: Any = metric, batch: dict[str, torch.Tensor] = flat if "flat" in what else grid
+                        ) -> Any:
+                            m.reset()
+                            return m(**batch)
+
+                    value = call()
+                    values.append(torch.stack(list(value.values())) if isinstance(value, dict) else value)
+                    per_side[side] = call
+                assert torch.equal(values[0].view(torch.int64), values[1].view(torch.int64)), (name, n, what, values)
+                calls[f"{name} {what} n={n}"] = per_side
+    times: dict[tuple[str, str], list[float]] = {(s, c): [] for s in sides for c in calls}
+    rng = random.Random(0)
+    for _ in range(rounds):
+        for case, per_side in calls.items():
+            order = list(sides)
+            rng.shuffle(order)
+            reps = 10 if "8192" in case else 50
+            for side in order:
+                call = per_side[side]
+                start = time.thread_time()
+                for _ in range(reps):
+                    call()
+                times[(side, case)].append((time.thread_time() - start) / reps)
+    load_avg = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
+    print(f"{rounds} interleaved rounds, load average {load_avg}; thread CPU time per call, median of rounds")
+    print(f"{'case':44s}{'before us':>11s}{'after us':>10s}{'after/before':>14s}")
+    for case in calls:
+        before, after = (statistics.median(times[(side, case)]) * 1e6 for side in ("before", "after"))
+        print(f"{case:44s}{before:11.1f}{after:10.1f}{after / before:13.2f}x")
 
 
 def report_single_batches(

@@ -39,6 +39,7 @@ from torchmetrics_ext.utilities.device import on_device_path
 
 _INT_TARGET_LIMIT = 1 << 20
 _SMALL_SORT = 4096  # rows below which narrowing the score keys costs more than the radix passes it saves
+_SMALL_GRID = 4096  # padded lists of at most this many entries sort whole rows for NDCG's ideal order
 
 
 class Ranked(NamedTuple):
@@ -54,6 +55,9 @@ class Ranked(NamedTuple):
     size: Tensor  # (G,) int64 candidates per query
     weight: Tensor | None  # (G,) float64 query weight (max over its rows)
     num_groups: int
+    # the largest relevance when every relevance is an integer read before ranking (``None``: not known);
+    # then no relevant row's grade or gain scaling needs another host read
+    top_grade: int | None = None
 
 
 def _bits(max_value: int) -> int:
@@ -99,21 +103,22 @@ def integer_relevance(target: Tensor, limit: int, dtype: torch.dtype = torch.int
     return as_int, int(top_value)
 
 
-def _target_key(target: Tensor) -> tuple[Tensor, int, Tensor | None]:
-    """Dense non-negative integer key of the relevance (ascending), its bit width, and the value table.
+def _target_key(target: Tensor) -> tuple[Tensor, int, Tensor | None, int | None]:
+    """Dense non-negative integer key of the relevance (ascending), its bit width, the value table, the largest grade.
 
     Integer relevance below 2**20 is its own key, in its own dtype (bool viewed as uint8: no
-    row-sized copy; table ``None``); other values are ranked. ``target`` may be bool, integer or
-    floating (validated ``>= 0``). The key is only read, never written.
+    row-sized copy; table ``None``; the largest grade, read here, is returned); other values are
+    ranked (largest grade ``None``). ``target`` may be bool, integer or floating (validated
+    ``>= 0``). The key is only read, never written.
     """
     if target.numel() == 0:
-        return target.to(torch.int64), 1, None
+        return target.to(torch.int64), 1, None, None
     integer = integer_relevance(target, _INT_TARGET_LIMIT - 1)
     if integer is not None:
         key, top = integer
-        return key, _bits(top), None
+        return key, _bits(top), None, top
     values, inverse = torch.unique(target.to(torch.float64), sorted=True, return_inverse=True)
-    return inverse.to(torch.int64), _bits(values.numel() - 1), values
+    return inverse.to(torch.int64), _bits(values.numel() - 1), values, None
 
 
 def lexsort(keys: Sequence[tuple[Tensor, int]]) -> Tensor:
@@ -163,7 +168,7 @@ def rank_rows(preds: Tensor, target: Tensor, indexes: Tensor, weights: Tensor | 
     qkey = indexes - qmin_value
     qbits = _bits(int(qmax) - qmin_value)
     skey, sbits = _score_key(preds)
-    tkey, tbits, table = _target_key(target)
+    tkey, tbits, table, top_grade = _target_key(target)
     if sbits == 32 and n > 0 and (n > _SMALL_SORT or qbits + sbits + tbits > 63):
         # fewer key bits, fewer radix passes (or one sort instead of two); equal keys stay equal
         smin, smax = torch.aminmax(skey)
@@ -194,7 +199,7 @@ def rank_rows(preds: Tensor, target: Tensor, indexes: Tensor, weights: Tensor | 
     if weights is not None:
         weight = torch.zeros(num_groups, dtype=torch.float64, device=preds.device)
         weight.scatter_reduce_(0, group, weights[perm], "amax")
-    return Ranked(rel_group, rel_rows - starts[rel_group], rel_target, size, weight, num_groups)
+    return Ranked(rel_group, rel_rows - starts[rel_group], rel_target, size, weight, num_groups, top_grade)
 
 
 def rank_grid(
@@ -293,7 +298,7 @@ def discount(pos: Tensor) -> Tensor:
 
 def _ideal(ranked: Ranked, exponential: bool, shift: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     """Relevant rows in ideal order: (query number, ideal position, gain·discount); ``shift`` per query."""
-    tkey, tbits, _ = _target_key(ranked.rel_target)
+    tkey, tbits, _, _ = _target_key(ranked.rel_target)
     top = (1 << tbits) - 1
     perm = lexsort([(ranked.rel_group, _bits(max(ranked.num_groups - 1, 0))), (top - tkey, tbits)])
     group, target = ranked.rel_group[perm], ranked.rel_target[perm]
@@ -307,11 +312,15 @@ def ideal_dcg_by_sort(ranked: Ranked, exponential: bool, shift: Tensor | None) -
     Only ``rel_group`` (in any order), ``rel_target`` and ``num_groups`` of ``ranked`` are read;
     ``shift``: each query's gain scaling (:func:`gain_shift`), ``None`` for none.
     """
-    group, pos, value = _ideal(ranked, exponential, shift)
+    return _ideal_sums(*_ideal(ranked, exponential, shift), ranked.num_groups)
+
+
+def _ideal_sums(group: Tensor, pos: Tensor, value: Tensor, num_groups: int) -> Callable[[int | None], Tensor]:
+    """``k -> (G,)`` IDCG@k: the sum of each query's ``value`` at ideal positions ``pos < k``, in the rows' order."""
 
     def idcg(k: int | None) -> Tensor:
         weights = value if k is None else torch.where(pos < k, value, 0.0)
-        return torch.bincount(group, weights=weights, minlength=ranked.num_groups)
+        return torch.bincount(group, weights=weights, minlength=num_groups)
 
     return idcg
 
@@ -428,11 +437,11 @@ def _rows_ideal_dcg(
     ranked: Ranked,
     exponential: bool,
     cutoffs: int,
-    shift: Callable[[], Tensor | None],
+    by_sort: Callable[[], Callable[[int | None], Tensor]],
     graded: Callable[[], tuple[Tensor, int] | None],
     longest: int | None,
 ) -> Callable[[int | None], Tensor]:
-    """:func:`route_ideal_dcg` of the relevant rows ``ranked`` holds; ``shift()``: the sort's gain scaling."""
+    """:func:`route_ideal_dcg` of the relevant rows ``ranked`` holds; ``by_sort()``: IDCG from sorting them."""
     group, num_groups = ranked.rel_group, ranked.num_groups
 
     def count_grades(grades: Tensor, levels: int) -> Tensor:
@@ -446,7 +455,7 @@ def _rows_ideal_dcg(
         graded=graded,
         count_relevant=lambda: torch.bincount(group, minlength=num_groups),
         count_grades=count_grades,
-        by_sort=lambda: ideal_dcg_by_sort(ranked, exponential, shift()),
+        by_sort=by_sort,
         longest=longest,
     )
 
@@ -582,6 +591,9 @@ class SortedQueries(QueryStats):
     def gain_shift(self) -> Tensor | None:
         """``(G,)`` exponent scaling each query's gains down (``None`` for linear gains that need none)."""
         target, exponential = self.ranked.rel_target, self.options.exponential_gain
+        top = self._top_grade()
+        if top is not None and top <= GAIN_EXPONENT_LIMIT:
+            return None  # integer grades read before ranking: every shift would be 0 (scaling by 2**0 changes no bit)
         if not exponential and not needs_linear_gain_shift(target):
             return None
         return gain_shift(target, self.group, self.num_groups, exponential)
@@ -596,8 +608,19 @@ class SortedQueries(QueryStats):
         """``g(y) / log2(rank + 1)`` of each relevant row (NDCG's DCG terms)."""
         return self.row_gain(self.ranked.rel_target) * discount(self.pos)
 
+    def _top_grade(self) -> int | None:
+        """The largest relevance of the relevant rows when every one is an integer and it is known, else ``None``."""
+        return self.ranked.top_grade
+
     def _graded(self) -> tuple[Tensor, int] | None:
-        """:func:`integer_relevance` of the relevant rows (grades of at most :data:`_MAX_COUNTED_GRADES`)."""
+        """:func:`integer_relevance` of the relevant rows (grades of at most :data:`_MAX_COUNTED_GRADES`).
+
+        Read off :attr:`Ranked.top_grade` when the sort read it: the largest grade of the relevant
+        rows is the rows' largest (they are read only when some row is relevant).
+        """
+        top = self._top_grade()
+        if top is not None:
+            return (self.ranked.rel_target.to(torch.int64), top) if top <= _MAX_COUNTED_GRADES else None
         return integer_relevance(self.ranked.rel_target, _MAX_COUNTED_GRADES)
 
     @cached_property
@@ -608,8 +631,12 @@ class SortedQueries(QueryStats):
         """
         exponential = self.options.exponential_gain
         return _rows_ideal_dcg(
-            self.ranked, exponential, self.ideal_cutoffs, lambda: self.gain_shift, self._graded, self.width
+            self.ranked, exponential, self.ideal_cutoffs, self._ideal_by_sort, self._graded, self.width
         )
+
+    def _ideal_by_sort(self) -> Callable[[int | None], Tensor]:
+        """IDCG@k from a sort of the relevant rows by relevance descending (:func:`ideal_dcg_by_sort`)."""
+        return ideal_dcg_by_sort(self.ranked, self.options.exponential_gain, self.gain_shift)
 
 
 class GridQueries(SortedQueries):
@@ -659,19 +686,52 @@ class GridQueries(SortedQueries):
         return Ranked(rel_group, rel_pos, rel_t.to(torch.float64), self.query_size, self.weight, self.num_groups)
 
     def _count_hits(self, k: int | None) -> Tensor:
-        return self.num_rel if k is None else self.relevant[:, :k].sum(1, dtype=torch.float64)
+        if k is None or k >= self.relevant.shape[1]:  # the whole list: the relevant count, the same sum
+            return self.num_rel
+        return self.relevant[:, :k].sum(1, dtype=torch.float64)
 
     def in_k(self, k: int | None) -> Tensor | None:
         """Which relevant rows rank in the top ``k``; ``None`` (all) also when ``k`` is at least the grid's width."""
         return None if k is not None and k >= self.relevant.shape[1] else super().in_k(k)
 
+    def _top_grade(self) -> int | None:
+        """The relevant rows' largest relevance for integer input (``None`` for floating): one host read, shared.
+
+        Read once for :attr:`gain_shift` and :meth:`_graded` (validation's ``target_max`` when given);
+        0 without relevant rows (nothing is scaled then).
+        """
+        if "_top" not in self.__dict__:
+            rel_t = self.rel_t
+            top = None
+            if not rel_t.is_floating_point():
+                top = int(self.target_max) if self.target_max is not None else int(rel_t.max()) if rel_t.numel() else 0
+            self.__dict__["_top"] = top
+        return self.__dict__["_top"]
+
+    def _ideal_by_sort(self) -> Callable[[int | None], Tensor]:
+        """:func:`ideal_dcg_by_sort`'s IDCG@k, from one sort of each small list by relevance (no key, no host read).
+
+        Lists without padding of at most :data:`_SMALL_GRID` entries: sorted row by row, the
+        relevant entries are each query's first ones, in the order (query, relevance descending)
+        of :func:`ideal_dcg_by_sort`'s sort, so every term and every sum is its own, bit for bit.
+        """
+        target = self.sorted_target
+        if self.width is None or target.numel() > _SMALL_GRID:
+            return super()._ideal_by_sort()
+        ideal = torch.sort(target, dim=1, descending=True).values
+        group, pos = torch.nonzero(ideal > 0).unbind(1)
+        shift = self.gain_shift
+        value = gain(
+            ideal[group, pos].to(torch.float64), self.options.exponential_gain, None if shift is None else shift[group]
+        )
+        return _ideal_sums(group, pos, value * discount(pos), self.num_groups)
+
     def _graded(self) -> tuple[Tensor, int] | None:
         """:func:`integer_relevance` of the relevant rows, read without a conversion for integer input."""
-        rel_t = self.rel_t
-        if rel_t.is_floating_point():
+        top = self._top_grade()
+        if top is None:
             return super()._graded()
-        top = int(rel_t.max()) if self.target_max is None else int(self.target_max)
-        return (rel_t, top) if top <= _MAX_COUNTED_GRADES else None
+        return (self.rel_t, top) if top <= _MAX_COUNTED_GRADES else None
 
     @cached_property
     def within(self) -> Tensor:

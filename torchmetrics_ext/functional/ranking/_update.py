@@ -177,7 +177,9 @@ def _equal_runs(rows: RankingRows) -> PaddedGrid | None:
     ids, counts = torch.unique_consecutive(rows.indexes, return_counts=True)
     num_queries = ids.numel()
     width = n // num_queries
-    if num_queries > 1 and (width * num_queries != n or int(counts.min()) != width or not bool((ids.diff() > 0).all())):
+    if num_queries > 1 and (
+        width * num_queries != n or int(counts.min()) != width or not bool((ids[1:] > ids[:-1]).all())
+    ):
         return None  # the counts sum to n: with the smallest n / G, all are
     return _as_lists(rows.preds, rows.target, rows.weights, counts, width, None)
 
@@ -327,7 +329,8 @@ def _ranking_compute(value_sum: Tensor, weight_sum: Tensor, label: str, requests
         label + keys,
         "no query counted (no query with a relevant candidate, or all query weights are zero)",
     )
-    return torch.where(undefined, math.nan, value_sum / torch.where(undefined, 1.0, weight_sum))
+    # entries of zero weight are nan whatever the division gives there (0 / 0, x / 0): no guard on the divisor
+    return torch.where(undefined, math.nan, value_sum / weight_sum)
 
 
 def _ranking_functional(
@@ -389,18 +392,19 @@ def reduce_columns(
     scale, w = _query_weights(include, weight, num_rel)
     if segments is not None:
         segment, num_segments = segments
+        w = w.to(torch.float64)
         value_sum = w.new_zeros(num_segments, len(columns))
         for i in columns.in_cutoff_order():
             value_sum[:, i].index_add_(0, segment, _terms(fill(columns(i)), include, scale))
         return value_sum, w.new_zeros(num_segments).index_add_(0, segment, w)
-    sums: list[Tensor] = [num_rel.new_zeros(())] * len(columns)
-    for i in columns.in_cutoff_order():
-        sums[i] = _terms(fill(columns(i)), include, scale).sum()
+    by_request = {i: _terms(fill(columns(i)), include, scale).sum() for i in columns.in_cutoff_order()}
+    sums = [by_request[i] for i in range(len(columns))]  # every request is read once
+    weight_sum = w.sum(dtype=torch.float64)  # of 0/1 counts: exact, as the sum of their float64 copy
     if len(sums) == 1:  # one request (a single metric): its sum as a (1,) vector, no stack
-        return sums[0].reshape(1), w.sum()
+        return sums[0].reshape(1), weight_sum
     if not sums:
-        return num_rel.new_zeros(0), w.sum()
-    return torch.stack(sums), w.sum()
+        return num_rel.new_zeros(0), weight_sum
+    return torch.stack(sums), weight_sum
 
 
 class _EmptyQueryError(ValueError):
@@ -459,15 +463,18 @@ def _unchanged(values: Tensor) -> Tensor:
 
 
 def _query_weights(include: Tensor | None, weight: Tensor | None, num_rel: Tensor) -> tuple[Tensor | None, Tensor]:
-    """``(factor of each query's values (None: 1), weight of each counted query (G,))``; 0 for queries left out."""
+    """``(factor of each query's values (None: 1), weight of each counted query (G,))``; 0 for queries left out.
+
+    The weights are float64, or ``include`` itself (bool: 1 for a counted query) when no query
+    has a weight, which the caller sums as float64 without a copy.
+    """
     if include is None:
         if weight is None:
             return None, torch.ones(num_rel.shape[0], dtype=torch.float64, device=num_rel.device)
         return weight, weight
-    w = include.to(torch.float64)
     if weight is None:
-        return None, w
-    w = w * weight
+        return None, include
+    w = include.to(torch.float64) * weight
     return w, w
 
 

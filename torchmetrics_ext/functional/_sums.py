@@ -85,7 +85,26 @@ class BatchSums:
             a kernel may skip a clamp they show to change nothing.
 
     Values are returned as stored: callers must not modify them in place.
+
+    One object serves one kernel call as cheaply as the kernel could take its sums itself: the
+    batch's weight layout is found once (not per sum), the named sums are kept in slots, and a
+    memo entry costs a dict lookup. So a kernel never needs its own "not shared" shortcut: the
+    same code, the same operators in the same order, gives the same bits alone and shared.
     """
+
+    __slots__ = (
+        "_class_total",
+        "_label_sum",
+        "_row",
+        "_signature",
+        "_total",
+        "_values",
+        "binary_target",
+        "pred_range",
+        "preds",
+        "target",
+        "weights",
+    )
 
     def __init__(
         self,
@@ -102,7 +121,12 @@ class BatchSums:
         # built when first asked (a shared batch given other objects, e.g. views): kernels given the
         # very tensors need none, and a fresh object per kernel call would spend a good part of its cost on it
         self._signature: tuple | None = None
-        self._vector: Tensor | None = None  # the shared weight row of weighted_sum's matrix-vector product
+        # the weight row of `weighted_sum`'s matrix-vector product (`None`: unweighted or one row per
+        # task; `_UNKNOWN` until first asked), and the named sums every kernel asks for
+        self._row: Tensor | object | None = _UNKNOWN
+        self._total: Tensor | None = None
+        self._label_sum: Tensor | None = None
+        self._class_total: Tensor | None = None
 
     def matches(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> bool:
         """Whether these are this batch's tensors: the same memory seen the same way (views allowed)."""
@@ -119,21 +143,30 @@ class BatchSums:
             found = self._values[key] = make()
         return found
 
+    def _weight_row(self) -> Tensor | None:
+        """The one weight row shared by every task (``weights[0]``, taken once), or ``None``."""
+        row = self._row
+        if row is _UNKNOWN:
+            weights = self.weights
+            row = self._row = weights[0] if weights is not None and weights.shape[0] == 1 else None
+        return row  # type: ignore[return-value]
+
+    def _sum(self, x: Tensor) -> Tensor:
+        """:func:`weighted_sum` of ``x`` with this batch's weights (the weight row taken once)."""
+        weights = self.weights
+        if weights is None:
+            return x.sum(-1)
+        row = self._weight_row()
+        if row is not None and x.ndim == 2 and x.dtype == weights.dtype:  # `_matvec`
+            return x @ row
+        return weighted_sum(x, weights)
+
     def weighted(self, key: Hashable, make: Callable[[], Tensor]) -> Tensor:
         """``sum w·x`` per task of the per-sample values ``x = make()`` named ``key``."""
         values, name = self._values, ("sum", key)
         found = values.get(name)
         if found is None:
-            x, weights = make(), self.weights
-            if weights is None:  # weighted_sum's unweighted sum, without the call
-                found = values[name] = x.sum(-1)
-            elif _matvec(x, weights):  # weighted_sum's product, one weight row kept
-                vector = self._vector
-                if vector is None:
-                    vector = self._vector = weights[0]
-                found = values[name] = x @ vector
-            else:
-                found = values[name] = weighted_sum(x, weights)
+            found = values[name] = self._sum(make())
         return found
 
     def product(self, key: Hashable, left: Callable[[], Tensor], right: Tensor | Callable[[], Tensor]) -> Tensor:
@@ -143,27 +176,24 @@ class BatchSums:
         multiply-and-sum (``torch.linalg.vecdot``, which gives the bits of ``(a * b).sum(-1)``
         without the ``(T, N)`` product: about half the time); weighted, :meth:`weighted` of the product.
         """
-
-        def make() -> Tensor:
-            a, b = left(), right if isinstance(right, Tensor) else right()
-            if self.weights is not None or a.dtype != b.dtype or a.is_complex():
-                return self.weighted(key, lambda: a * b)
-            return torch.linalg.vecdot(a, b)
-
-        found = self._values.get(("sum", key))
+        values, name = self._values, ("sum", key)
+        found = values.get(name)
         if found is None:
-            found = make()
-            self._values[("sum", key)] = found
+            a, b = left(), right if isinstance(right, Tensor) else right()
+            if self.weights is not None or a.dtype != b.dtype or a.dtype.is_complex:
+                found = values[name] = self._sum(a * b)
+            else:
+                found = values[name] = torch.linalg.vecdot(a, b)
         return found
 
     def total(self) -> Tensor:
         """``sum w`` per task (``N`` when unweighted)."""
-        found = self._values.get("total")
+        found = self._total
         if found is None:
-            found = self._values["total"] = self._total()
+            found = self._total = self._make_total()
         return found
 
-    def _total(self) -> Tensor:
+    def _make_total(self) -> Tensor:
         """:func:`weight_total`; unweighted, the ``N`` per task of the last batch of this shape on this device.
 
         One tensor is kept per device and reused by every batch of the same ``(T, N)`` (a training
@@ -192,22 +222,30 @@ class BatchSums:
         ``total >= label_sum``. Unweighted, it is :meth:`total` (``N``, and ``sum y`` of ``N``
         ones is ``N`` exactly). Not for real-valued targets: the two sums would cancel.
         """
+        found = self._class_total
+        if found is not None:
+            return found
         weights, target = self.weights, self.target
         if weights is None:
-            return self.total()
-        assert target is not None
-        if self._per_task_weights():
-            # w - w·y (exactly w·(1 - y) for 0/1 labels, 0 where y = 1 or w = 0) reuses the
-            # products of `label_sum`: a third cheaper than multiplying w by 1 - y afresh
-            complement = self.value("complement", lambda: (weights - self._weighted_labels()).sum(-1))
+            found = self.total()
         else:
-            complement = self.weighted("complement", lambda: one_like(target) - target)
-        return self.value("class_total", lambda: self.label_sum() + complement)
+            assert target is not None
+            if self._per_task_weights():
+                # w - w·y (exactly w·(1 - y) for 0/1 labels, 0 where y = 1 or w = 0) reuses the
+                # products of `label_sum`: a third cheaper than multiplying w by 1 - y afresh
+                complement = (weights - self._weighted_labels()).sum(-1)
+            else:
+                complement = self._sum(one_like(target) - target)
+            found = self.label_sum() + complement
+        self._class_total = found
+        return found
 
     def _per_task_weights(self) -> bool:
-        """Whether :func:`weighted_sum` multiplies then sums (rather than a matrix-vector product)."""
+        """Whether :func:`weighted_sum` of the labels multiplies then sums (rather than a matrix-vector product)."""
         weights, target = self.weights, self.target
-        return weights is not None and target is not None and not _matvec(target, weights)
+        if weights is None or target is None:
+            return False
+        return self._weight_row() is None or target.ndim != 2 or target.dtype != weights.dtype
 
     def _weighted_labels(self) -> Tensor:
         """``w·y`` per sample (only where :func:`weighted_sum` would form it too)."""
@@ -215,15 +253,23 @@ class BatchSums:
 
     def label_sum(self) -> Tensor:
         """``sum w·y`` per task."""
-        assert self.target is not None
-        if self.weights is not None and self._per_task_weights():  # `weighted_sum`'s products, kept for `class_total`
-            return self.value(("sum", "target"), lambda: self._weighted_labels().sum(-1))
-        return self.weighted("target", lambda: self.target)  # type: ignore[arg-type,return-value]
+        found = self._label_sum
+        if found is None:
+            target = self.target
+            assert target is not None
+            if self._per_task_weights():  # `weighted_sum`'s products, kept for `class_total`
+                found = self._weighted_labels().sum(-1)
+            else:
+                found = self._sum(target)
+            self._label_sum = found
+        return found
 
     def pred_sum(self) -> Tensor:
         """``sum w·p`` per task."""
         return self.weighted("preds", lambda: self.preds)
 
+
+_UNKNOWN = object()  # BatchSums' weight row before it is first asked for
 
 # per device: the shape of the last shared block without weights, and its total (see `sharing_sums._total`)
 _UNWEIGHTED_TOTALS: dict[torch.device, tuple[torch.Size, Tensor]] = {}

@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.functional._sums import BatchSums, _matvec, batch_sums, one_like, weight_total, weighted_sum
+from torchmetrics_ext.functional._sums import batch_sums, one_like, weight_total, weighted_sum
 from torchmetrics_ext.utilities.checks import as_real, check_choice, check_flag, format_pointwise, single_task
 from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
 
@@ -201,16 +201,6 @@ def _cross_entropy_update(
             complement = (1 - p).clamp_(min=eta) if floor else 1 - p
             return _weighed(eta, torch.lerp(torch.log(complement), torch.log(p), target), weights)
 
-        if type(sums) is BatchSums and (weights is None or (_matvec(preds, weights) and _matvec(target, weights))):
-            # this call's own batch (not one shared by many metrics), unweighted or one weight row: the
-            # sums as BatchSums takes them there (`weighted`, `class_total`, `label_sum`), the same
-            # operators in the same order (so the same bits), without its bookkeeping
-            likelihood = cross_entropy()
-            if weights is None:
-                return likelihood.sum(-1).neg(), sums.total(), target.sum(-1)
-            vector = weights[0]
-            label_sum = target @ vector
-            return (likelihood @ vector).neg(), label_sum + (one_like(target) - target) @ vector, label_sum
         ce_sum = sums.value(("ce", eta), lambda: sums.weighted(("log_likelihood", eta), cross_entropy).neg())
     # the class-exact total: all-positive labels give `total - pos` exactly 0 (NE undefined, not 1e12)
     return ce_sum, sums.class_total(), sums.label_sum()
@@ -389,18 +379,6 @@ def _weighted_sums_update(
     CTR of exactly 1); ``False`` for real-valued targets (a plain ``sum w``).
     """
     sums = batch_sums(preds, target, weights)
-    one_row = weights is None or (_matvec(preds, weights) and target is not None and _matvec(target, weights))
-    if target is not None and one_row and type(sums) is BatchSums:
-        # this call's own batch (not one shared by many metrics), unweighted or one weight row (the common
-        # cases): the sums as BatchSums takes them there (`weighted`, `label_sum`, `class_total`), the same
-        # operators in the same order (so the same bits), without its bookkeeping
-        values = torch.sigmoid(preds) if from_logits else preds
-        if weights is None:
-            return values.sum(-1), target.sum(-1), sums.total()
-        vector = weights[0]
-        label_sum = target @ vector
-        total = label_sum + (one_like(target) - target) @ vector if unit_target else sums.total()
-        return values @ vector, label_sum, total
     if from_logits:
         pred_sum = sums.weighted("sigmoid", lambda: torch.sigmoid(preds))
     else:
@@ -735,13 +713,6 @@ def _error_update(preds: Tensor, target: Tensor, weights: Tensor | None, from_lo
     ``p = sigmoid(preds)`` (see :func:`_sigmoid_error`); the label sums do not change.
     """
     sums = batch_sums(preds, target, weights)
-    if weights is None and type(sums) is BatchSums:
-        # unweighted and this call's own batch (not one shared by many metrics): the sums below as
-        # they take them here, the same operators in the same order (so the same bits), without the
-        # bookkeeping that lets metrics fed one batch share them (a fifth of a small update's cost)
-        diff = _sigmoid_error(preds, target) if from_logits else preds - target
-        squared = torch.linalg.vecdot(diff, diff)  # before `_absolute` takes its absolute value in place
-        return squared, _absolute(diff).sum(-1), sums.total(), target.sum(-1), torch.linalg.vecdot(target, target)
     # the error of either form (their sums are kept apart) is made once for both sums and released
     # with this call (see `_confusion_update`)
     suffix = "_logits" if from_logits else ""

@@ -11,6 +11,7 @@ formulas and exact fractions; their rejections against the messages of ``docs/po
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from fractions import Fraction
 from typing import Any
@@ -50,11 +51,12 @@ def _batch(n: int = 16) -> dict[str, torch.Tensor]:
 
 
 # metric -> (arguments from _batch, most calls per update); the budgets after the 2026-12-05 cuts
-# (before them: 27, 27, 25, 32, 27, 19 calls)
+# (before them: 27, 27, 25, 32, 27, 19 calls; the error metrics 24 before their values were checked from sums)
 BUDGETS = {
-    # bounds: 2 aminmax + 4 item; 2 float64 casts, the (1, N) views; sub, 2 vecdot, abs_, 2 sum; the states' add
-    "WeightedMSE": (("p", "t"), 24),
-    "WeightedMAE": (("p", "t"), 24),
+    # 2 float64 casts, the (1, N) views; sub, 2 vecdot, abs_, 2 sum; the values' check from sum (p - y)² +
+    # sum y (add, item: no bounds read); the states' add
+    "WeightedMSE": (("p", "t"), 17),
+    "WeightedMAE": (("p", "t"), 17),
     # weights' sum without a copy per task (one task)
     "WeightedAverage": (("p", None, "w"), 22),
     "CTR": (("p", "y_float", "w"), 31),
@@ -170,6 +172,77 @@ def test_rejected_batch_names_the_argument_and_changes_nothing(args, error, mess
     assert metric.update_count == 1
 
 
+_NAN, _INF = float("nan"), float("inf")
+
+# (preds, target) an unweighted validated CPU update refuses, for the error metrics and WeightedAverage, whose
+# values are checked from two of the batch's sums (`_PointwiseMetric._finite_sums`) and, when one is not
+# finite, by the inputs' own bounds: the messages of docs/policies.md, as with weights (which read the bounds)
+_NON_FINITE = [
+    ([0.5, _NAN], [0.0, 1.0], "`preds` to be finite, got values containing NaN"),
+    ([0.5, _INF], [0.0, 1.0], "`preds` to be finite, got values containing inf (in ["),
+    ([-_INF, 0.5], [0.0, 1.0], "`preds` to be finite, got values containing inf (in [-inf, "),
+    ([0.5, 0.5], [_NAN, 1.0], "`target` to hold finite real values, got values containing NaN"),
+    ([0.5, 0.5], [0.0, -_INF], "`target` to hold finite real values, got values containing inf"),
+    ([0.5, _INF], [0.0, _INF], "`preds` to be finite, got values containing inf"),  # inf - inf: NaN error
+    ([_NAN, 0.5], [_INF, 1.0], "`preds` to be finite, got values containing NaN"),  # preds named first
+]
+
+
+@pytest.mark.parametrize("num_tasks", [1, 3])
+@pytest.mark.parametrize("name", ["WeightedMSE", "WeightedMAE", "WeightedRMSE", "WeightedR2", "WeightedAverage"])
+@pytest.mark.parametrize(("preds", "target", "message"), _NON_FINITE, ids=lambda v: str(v)[:30])
+@pytest.mark.parametrize("call", ["update", "forward"])
+def test_non_finite_inputs_found_from_the_sums_are_refused_as_by_their_bounds(
+    preds, target, message, name, num_tasks, call
+):
+    metric = getattr(tmx, name)(num_tasks=num_tasks)
+    shape = (num_tasks, 2) if num_tasks > 1 else (2,)
+    good = torch.tensor([0.25, 0.75]).expand(shape)
+    metric.update(good, torch.tensor([0.0, 1.0]).expand(shape))
+    before = {key: value.clone() for key, value in metric.metric_state.items()}
+    # the bad values in the last task only: the other tasks' sums are finite
+    p, y = good.clone(), torch.tensor([0.0, 1.0]).expand(shape).clone()
+    p.view(-1, 2)[-1], y.view(-1, 2)[-1] = torch.tensor(preds), torch.tensor(target)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        metric.update(p, y) if call == "update" else metric(p, y)
+    for key, value in metric.metric_state.items():
+        assert torch.equal(value, before[key]), key
+    assert metric.update_count == 1
+    # the same batch with weights reads the bounds: the same message
+    with pytest.raises(ValueError, match=re.escape(message)):
+        metric.update(p, y, torch.ones(2))
+
+
+@pytest.mark.parametrize("name", ["WeightedMSE", "WeightedAverage"])
+def test_finite_inputs_whose_sums_overflow_are_accepted_as_before(name):
+    """Finite float64 inputs whose sums overflow: the bounds check passes them, the states hold NumPy's sums."""
+    preds = torch.tensor([1e300, -1e300, 3.0], dtype=torch.float64)
+    target = torch.tensor([-1e300, 1e308, 1e308], dtype=torch.float64)
+    metric = getattr(tmx, name)()
+    with np.errstate(over="ignore", invalid="ignore"):
+        metric.update(preds, target)
+        p, y = preds.numpy(), target.numpy()
+        if name == "WeightedMSE":
+            expected = {"sum_squared_error": ((p - y) ** 2).sum(), "label_sum": y.sum(), "weighted_num_samples": 3.0}
+        else:
+            expected = {"weighted_pred_sum": p.sum(), "weighted_label_sum": y.sum()}
+    for key, value in expected.items():
+        np.testing.assert_array_equal(getattr(metric, key).numpy(), [value], err_msg=key)
+    assert metric.update_count == 1
+
+
+def test_logits_and_the_device_path_still_read_the_bounds():
+    """sigmoid(inf) is finite: with from_logits an inf logit is refused by the bounds, not missed by the sums."""
+    from torchmetrics_ext.utilities.device import force_device_path
+
+    metric = tmx.WeightedMSE(from_logits=True)
+    with pytest.raises(ValueError, match="`preds` to be finite, got values containing inf"):
+        metric.update(torch.tensor([0.5, _INF]), torch.tensor([0.0, 1.0]))
+    assert metric.update_count == 0
+    with force_device_path(), pytest.raises(ValueError, match="`preds` to be finite, got values containing NaN"):
+        tmx.WeightedMSE().update(torch.tensor([0.5, _NAN]), torch.tensor([0.0, 1.0]))
+
+
 def test_probability_and_label_ranges_still_refused():
     with pytest.raises(ValueError, match=r"`preds` to be probabilities in \[0, 1\], got values in \[0.5, 1.5\]"):
         tmx.CTR().update(torch.tensor([0.5, 1.5]), torch.tensor([0.0, 1.0]))
@@ -246,7 +319,7 @@ def test_all_positive_labels_keep_a_class_exact_total(weighted):
 @pytest.mark.parametrize("from_logits", [False, True])
 @pytest.mark.parametrize("weighting", ["none", "row"])
 def test_own_batch_paths_give_the_shared_paths_bits(from_logits, weighting):
-    """The shortened own-batch kernels and the module's shared-sums path: the same statistics, bit for bit."""
+    """A kernel's own BatchSums and the module's shared one (one code path since 2026-12-05): the same bits."""
     from torchmetrics_ext.functional import pointwise as F
     from torchmetrics_ext.functional._sums import sharing_sums
 
@@ -269,7 +342,7 @@ def test_own_batch_paths_give_the_shared_paths_bits(from_logits, weighting):
 @pytest.mark.parametrize("eta", [1e-12, 0.0, 1e-20])
 @pytest.mark.parametrize("weighting", ["none", "row"])
 def test_own_batch_cross_entropy_gives_the_shared_paths_bits(eta, weighting):
-    """NE/LogLoss's shortened own-batch kernel and the shared-sums path: the same statistics, bit for bit."""
+    """NE/LogLoss's kernel on its own BatchSums and on a shared one: the same statistics, bit for bit."""
     from torchmetrics_ext.functional import pointwise as F
     from torchmetrics_ext.functional._sums import sharing_sums
 

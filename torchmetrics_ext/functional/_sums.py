@@ -156,9 +156,11 @@ class BatchSums:
         weights = self.weights
         if weights is None:
             return x.sum(-1)
-        row = self._weight_row()
+        row = self._row
+        if row is _UNKNOWN:
+            row = self._weight_row()
         if row is not None and x.ndim == 2 and x.dtype == weights.dtype:  # `_matvec`
-            return x @ row
+            return x @ row  # type: ignore[operator]
         return weighted_sum(x, weights)
 
     def weighted(self, key: Hashable, make: Callable[[], Tensor]) -> Tensor:
@@ -245,7 +247,10 @@ class BatchSums:
         weights, target = self.weights, self.target
         if weights is None or target is None:
             return False
-        return self._weight_row() is None or target.ndim != 2 or target.dtype != weights.dtype
+        row = self._row
+        if row is _UNKNOWN:
+            row = self._weight_row()
+        return row is None or target.ndim != 2 or target.dtype != weights.dtype
 
     def _weighted_labels(self) -> Tensor:
         """``w·y`` per sample (only where :func:`weighted_sum` would form it too)."""
@@ -257,7 +262,7 @@ class BatchSums:
         if found is None:
             target = self.target
             assert target is not None
-            if self._per_task_weights():  # `weighted_sum`'s products, kept for `class_total`
+            if self.weights is not None and self._per_task_weights():  # products kept for `class_total`
                 found = self._weighted_labels().sum(-1)
             else:
                 found = self._sum(target)

@@ -19,6 +19,7 @@ Shared behaviour:
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Hashable
 from typing import Any, ClassVar
 
@@ -28,7 +29,14 @@ from torch import Tensor
 from torchmetrics_ext.functional import pointwise as F
 from torchmetrics_ext.functional.pointwise import _check_eta, _check_threshold
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _required_parameters, _tag
-from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, format_pointwise
+from torchmetrics_ext.utilities.checks import (
+    PredsDomain,
+    TargetDomain,
+    check_flag,
+    check_pointwise_values,
+    format_pointwise,
+)
+from torchmetrics_ext.utilities.device import on_device_path
 
 __all__ = [
     "CTR",
@@ -61,6 +69,11 @@ class _PointwiseMetric(TaskMetric):
     _target_domain: ClassVar[TargetDomain] = "unit"
     # the name of update's first argument, as errors call it (``values`` for TensorWeightedAverage)
     _preds_name: ClassVar[str] = "preds"
+    # indices of `_batch_stats`' sums that are NaN or ±inf whenever an input is (each a sum of per-sample
+    # terms that are, e.g. sum (p - y)² and sum y): an unweighted validated CPU update checks the inputs'
+    # values from them instead of reading the inputs' bounds (see `update`). Only for "real" domains (any
+    # finite value: nothing else to check) and not from logits (sigmoid(±inf) is finite).
+    _finite_sums: ClassVar[tuple[int, int] | None] = None
     from_logits: bool = False
 
     def __init__(self, num_tasks: int = 1, *, _setting: str = "", _from_logits: bool = False, **kwargs: Any) -> None:
@@ -116,6 +129,23 @@ class _PointwiseMetric(TaskMetric):
             target_required=self._needs_target,
         )
 
+    def _format_shapes_checked(
+        self, preds: Tensor, target: Tensor | None, weights: Tensor | None
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """:meth:`_format` validating all but the values (ranges, NaN/inf), which the caller checks (``update``)."""
+        return format_pointwise(
+            preds,
+            target,
+            weights,
+            self.num_tasks,
+            preds_domain=self._preds_domain,
+            target_domain=self._target_domain,
+            from_logits=self.from_logits,
+            preds_name=self._preds_name,
+            target_required=self._needs_target,
+            check_values=False,
+        )
+
     @property
     def _needs_target(self) -> bool:
         """Whether ``update`` requires ``target`` (``Segmented`` asks through ``_format``)."""
@@ -160,10 +190,36 @@ class _PointwiseMetric(TaskMetric):
 
     def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
         """Accumulate one batch: ``preds``/``target`` of shape ``(N,)`` or ``(T, N)``, optional ``weights``."""
-        p, t, w = self._format(preds, target, weights, validate=self._check_inputs)
+        validate = self._check_inputs
+        finite_sums = self._finite_sums
+        # values checked from the batch's sums (no bounds read of the inputs): see `_finite_sums`
+        by_sums = (
+            validate
+            and finite_sums is not None
+            and weights is None
+            and not self.from_logits
+            and isinstance(preds, Tensor)
+            and not on_device_path(preds)
+        )
+        if by_sums:
+            p, t, w = self._format_shapes_checked(preds, target, weights)
+        else:
+            p, t, w = self._format(preds, target, weights, validate=validate)
         if p.shape[-1] == 0:
             return
         stats = self._batch_stats(p, t, w)
+        if by_sums and not _finite_total(stats[finite_sums[0]] + stats[finite_sums[1]]):  # type: ignore[index]
+            # an input holds NaN or inf (or finite inputs' sums overflowed): the inputs' own checks say which
+            # (or pass), with the message they always give, before anything reaches the states
+            check_pointwise_values(
+                preds,
+                target,
+                weights,
+                preds_domain=self._preds_domain,
+                target_domain=self._target_domain,
+                from_logits=self.from_logits,
+                preds_name=self._preds_name,
+            )
         handed = self.__dict__.get("_forward_batch")
         if handed is not None:  # `forward` makes the batch states from them (TaskMetric._update_hands_statistics)
             handed.append((self._state_keys, stats))
@@ -183,6 +239,11 @@ class _PointwiseMetric(TaskMetric):
     def compute(self) -> Tensor:
         """Value over everything accumulated (and synced across ranks)."""
         return self._squeeze_tasks(self._compute_value(*(getattr(self, n) for n in self._state_keys)))
+
+
+def _finite_total(sums: Tensor) -> bool:
+    """Whether every task's sum is finite (their total is: a NaN or ±inf term makes it NaN or ±inf)."""
+    return math.isfinite((sums if sums.shape[0] == 1 else sums.sum()).item())
 
 
 @functools.cache
@@ -471,6 +532,7 @@ class WeightedAverage(_WeightedSumMetric):
     _state_names = ("weighted_pred_sum", "weighted_label_sum", "weighted_num_samples_plain")
     _preds_domain = "real"
     _target_domain = "real"
+    _finite_sums = (0, 1)  # sum p and sum y (0 without labels)
     _v1_logit_checkpoints = False  # from_logits came after checkpoints named the states
     is_differentiable = True
     higher_is_better = None
@@ -616,6 +678,8 @@ class _ErrorMetric(_PointwiseMetric):
     is_differentiable = True
     higher_is_better = False
     plot_lower_bound: float | None = 0.0
+    # sum (p - y)² and sum y: NaN or ±inf when a label is, and then when a prediction is
+    _finite_sums = (0, 3)
 
     def __init__(self, num_tasks: int = 1, *, from_logits: bool = False, **kwargs: Any) -> None:
         super().__init__(num_tasks, _from_logits=from_logits, **kwargs)

@@ -44,6 +44,7 @@ __all__ = [
     "check_float32_range",
     "check_int",
     "check_pointwise",
+    "check_pointwise_values",
     "check_tensor",
     "checked_bounds",
     "format_pointwise",
@@ -396,6 +397,7 @@ def check_pointwise(
     preds_name: str = "preds",
     float32_weights: bool = False,
     missing_labels: bool = False,
+    check_values: bool = True,
 ) -> bool:
     """Raise unless ``(preds, target, weights)`` are valid pointwise inputs (see :func:`format_pointwise`).
 
@@ -406,6 +408,7 @@ def check_pointwise(
     ``missing_labels``: a NaN label is a missing label, accepted; the other labels are checked
     against ``target_domain``, which is not ``"binary"`` (read with the bounds the other metrics
     of a step read for the same labels, so that a step still waits for the device once).
+    ``check_values=False`` checks types, shapes and devices only (see :func:`format_pointwise`).
 
     Returns:
         Whether ``weights`` are given and every one is exactly 1 (the unweighted sums are then the
@@ -449,7 +452,7 @@ def check_pointwise(
         if ndim == 2:
             expected += f" or {tuple(shape[-1:])} (shared by all tasks)"
         raise ValueError(f"Expected `weights` of shape {expected}, got {tuple(weights.shape)}.")
-    if preds.numel() > 0:
+    if check_values and preds.numel() > 0:
         _, bounds = _check_values_bounds(
             preds,
             target,
@@ -481,6 +484,7 @@ def format_pointwise(
     target_required: bool = False,
     float32_weights: bool = False,
     missing_labels: bool = False,
+    check_values: bool = True,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Check pointwise inputs and return them as ``dtype`` tensors with a leading task dimension.
 
@@ -502,6 +506,9 @@ def format_pointwise(
         target_required: the metric needs labels: a ``None`` target is a ``TypeError`` (when validating).
         float32_weights: the caller stores the weights as float32 (see :func:`check_pointwise`).
         missing_labels: NaN labels are missing labels, accepted (see :func:`check_pointwise`).
+        check_values: with ``validate``, also check the values (ranges, NaN/inf); ``False`` leaves
+            them to the caller, who must then check them before using anything computed from the
+            batch (e.g. :func:`check_pointwise_values` when sums of the batch show a non-finite input).
 
     Returns:
         ``(preds, target, weights)``; ``preds`` and ``target`` of shape ``(T, N)``, ``weights`` of
@@ -525,6 +532,7 @@ def format_pointwise(
         preds_name=preds_name,
         float32_weights=float32_weights,
         missing_labels=missing_labels,
+        check_values=check_values,
     ):
         weights = None
     # casts by keyword: `.to(dtype)` parses its overloads first, ~0.8 µs more a call on small batches
@@ -548,6 +556,21 @@ def format_pointwise(
 
 
 # ----------------------------------------------------------------------------- value checks
+
+
+def check_pointwise_values(
+    preds: Tensor,
+    target: Tensor | None,
+    weights: Tensor | None,
+    *,
+    preds_domain: PredsDomain = "probability",
+    target_domain: TargetDomain = "unit",
+    from_logits: bool = False,
+    preds_name: str = "preds",
+) -> None:
+    """The value checks of :func:`check_pointwise` alone (ranges, NaN/inf), of inputs whose types and shapes passed."""
+    if preds.numel() > 0:
+        _check_values_bounds(preds, target, weights, preds_domain, target_domain, from_logits, None, preds_name)
 
 
 def observed_range(low: float, high: float) -> str:

@@ -60,7 +60,8 @@ BUDGETS = {
     # weights' sum without a copy per task (one task)
     "WeightedAverage": (("p", None, "w"), 22),
     "CTR": (("p", "y_float", "w"), 31),
-    "NormalizedEntropy": (("p", "y_float"), 26),
+    # no clamp: the validated predictions' bounds lie inside [eta, 1 - eta] (26 with the clamp)
+    "NormalizedEntropy": (("p", "y_float"), 25),
     # a float32 copy of the scores, the labels' signs, the bounds
     "AUC": (("p", "y"), 18),
 }
@@ -241,6 +242,33 @@ def test_logits_and_the_device_path_still_read_the_bounds():
     assert metric.update_count == 0
     with force_device_path(), pytest.raises(ValueError, match="`preds` to be finite, got values containing NaN"):
         tmx.WeightedMSE().update(torch.tensor([0.5, _NAN]), torch.tensor([0.0, 1.0]))
+
+
+@pytest.mark.parametrize("eta", [1e-12, 0.05, 0.0])
+@pytest.mark.parametrize("inside", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_validated_cross_entropy_skips_only_a_clamp_that_changes_nothing(eta, inside, weighted):
+    """NE/LogLoss validated (the clamp skipped where the read bounds lie in [eta, 1 - eta]) against unvalidated
+    (always clamped): the same states bit for bit, and the clamped formula in NumPy."""
+    g = torch.Generator().manual_seed(21)
+    n = 300
+    preds = torch.rand(2, n, generator=g, dtype=torch.float64) * (1 - 2 * eta) + eta  # inside [eta, 1 - eta]
+    if not inside:  # sure and near-sure predictions, outside for every eta
+        preds[1, :4] = torch.tensor([0.0, 1.0, 1e-13, 1 - 1e-13], dtype=torch.float64)
+    target = torch.rand(2, n, generator=g, dtype=torch.float64)
+    weights = torch.rand(n, generator=g, dtype=torch.float64) if weighted else None
+    for cls in (tmx.NormalizedEntropy, tmx.LogLoss):
+        checked, trusted = cls(num_tasks=2, eta=eta), cls(num_tasks=2, eta=eta, validate_args=False)
+        checked.update(preds, target, weights)
+        trusted.update(preds, target, weights)
+        for key, value in checked.metric_state.items():
+            assert torch.equal(value, trusted.metric_state[key]), key
+    p, y = np.clip(preds.numpy(), eta, 1 - eta), target.numpy()
+    w = np.ones(n) if weights is None else weights.numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(y > 0, y * np.log(p), 0.0) + np.where(y < 1, (1 - y) * np.log(1 - p), 0.0)
+    ce_key = next(key for key in checked.metric_state if key.startswith("cross_entropy_sum"))
+    np.testing.assert_allclose(checked.metric_state[ce_key].numpy(), -(w * terms).sum(-1), rtol=1e-12)
 
 
 def test_probability_and_label_ranges_still_refused():

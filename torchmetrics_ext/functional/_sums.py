@@ -163,25 +163,30 @@ class BatchSums:
             return x @ row  # type: ignore[operator]
         return weighted_sum(x, weights)
 
-    def weighted(self, key: Hashable, make: Callable[[], Tensor]) -> Tensor:
-        """``sum w·x`` per task of the per-sample values ``x = make()`` named ``key``."""
+    def weighted(self, key: Hashable, make: Tensor | Callable[[], Tensor]) -> Tensor:
+        """``sum w·x`` per task of the per-sample values ``x`` named ``key``: ``make()`` (or ``make``, a tensor)."""
         values, name = self._values, ("sum", key)
         found = values.get(name)
         if found is None:
-            found = values[name] = self._sum(make())
+            x = make if isinstance(make, Tensor) else make()
+            found = values[name] = x.sum(-1) if self.weights is None else self._sum(x)
         return found
 
-    def product(self, key: Hashable, left: Callable[[], Tensor], right: Tensor | Callable[[], Tensor]) -> Tensor:
-        """``sum w·a·b`` per task of two per-sample tensors, ``a = left()`` (``key`` names the product ``a·b``).
+    def product(
+        self, key: Hashable, left: Tensor | Callable[[], Tensor], right: Tensor | Callable[[], Tensor]
+    ) -> Tensor:
+        """``sum w·a·b`` per task of two per-sample tensors ``a`` and ``b`` (``key`` names the product ``a·b``).
 
-        ``right`` is a tensor or, like ``left``, made when first needed. Unweighted, one fused
-        multiply-and-sum (``torch.linalg.vecdot``, which gives the bits of ``(a * b).sum(-1)``
-        without the ``(T, N)`` product: about half the time); weighted, :meth:`weighted` of the product.
+        Each is a tensor or made when first needed (``left()``; ``right`` the same callable: made
+        once, a square). Unweighted, one fused multiply-and-sum (``torch.linalg.vecdot``, which
+        gives the bits of ``(a * b).sum(-1)`` without the ``(T, N)`` product: about half the time);
+        weighted, :meth:`weighted` of the product.
         """
         values, name = self._values, ("sum", key)
         found = values.get(name)
         if found is None:
-            a, b = left(), right if isinstance(right, Tensor) else right()
+            a = left if isinstance(left, Tensor) else left()
+            b = a if right is left else right if isinstance(right, Tensor) else right()
             if self.weights is not None or a.dtype != b.dtype or a.dtype.is_complex:
                 found = values[name] = self._sum(a * b)
             else:
@@ -192,7 +197,11 @@ class BatchSums:
         """``sum w`` per task (``N`` when unweighted)."""
         found = self._total
         if found is None:
-            found = self._total = self._make_total()
+            kept = _UNWEIGHTED_TOTALS.get(self.preds.device) if self.weights is None else None
+            if kept is not None and kept[0] == self.preds.shape:  # `_make_total`'s kept total, without the call
+                found = self._total = kept[1]
+            else:
+                found = self._total = self._make_total()
         return found
 
     def _make_total(self) -> Tensor:
@@ -262,7 +271,9 @@ class BatchSums:
         if found is None:
             target = self.target
             assert target is not None
-            if self.weights is not None and self._per_task_weights():  # products kept for `class_total`
+            if self.weights is None:  # `_sum`'s unweighted sum, without the call
+                found = target.sum(-1)
+            elif self._per_task_weights():  # `weighted_sum`'s products, kept for `class_total`
                 found = self._weighted_labels().sum(-1)
             else:
                 found = self._sum(target)
@@ -271,7 +282,7 @@ class BatchSums:
 
     def pred_sum(self) -> Tensor:
         """``sum w·p`` per task."""
-        return self.weighted("preds", lambda: self.preds)
+        return self.weighted("preds", self.preds)
 
 
 _UNKNOWN = object()  # BatchSums' weight row before it is first asked for

@@ -156,13 +156,20 @@ def _unclamped_log_likelihood(p: Tensor, target: Tensor) -> Tensor:
 
 
 def _cross_entropy_update(
-    preds: Tensor, target: Tensor, weights: Tensor | None, eta: float, from_logits: bool
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None,
+    eta: float,
+    from_logits: bool,
+    pred_range: tuple[float, ...] = (),
 ) -> Stats:
     """Return ``(sum w·CE, sum w, sum w·y)`` per task; CE in nats.
 
     Probabilities are clamped to ``[eta, 1 - eta]`` (TorchRec's rule); logits use the exact,
     overflow-free ``softplus(z) - y·z`` (:func:`_logit_cross_entropy`) and need no clamp. With
-    ``eta = 0``, ``0·log 0 = 0``.
+    ``eta = 0``, ``0·log 0 = 0``. ``pred_range``: the predictions' ``(min, max)`` if the caller read
+    them (as a shared batch's :attr:`~torchmetrics_ext.functional._sums.BatchSums.pred_range`): no
+    clamp where they lie inside ``[eta, 1 - eta]`` (it would change nothing).
     """
     sums = batch_sums(preds, target, weights)
     if from_logits:
@@ -171,7 +178,7 @@ def _cross_entropy_update(
 
         def cross_entropy() -> Tensor:
             # no clamp where the predictions' known bounds lie inside it (the same values, one pass fewer)
-            low, high = sums.pred_range[:2] or (-math.inf, math.inf)
+            low, high = (sums.pred_range or pred_range)[:2] or (-math.inf, math.inf)
             p = preds if eta <= low and high <= 1 - eta else preds.clamp(eta, 1 - eta)
             # below 2**-54, 1 - eta rounds to 1 and the upper clamp is a no-op: then 1 - p is floored
             # at eta instead, so p = 1 costs -log(eta) on label 0 (as p = 0 on label 1), not inf/nan
@@ -717,7 +724,7 @@ def _error_update(preds: Tensor, target: Tensor, weights: Tensor | None, from_lo
     # with this call (see `_confusion_update`)
     suffix = "_logits" if from_logits else ""
     error = _once(lambda: _sigmoid_error(preds, target) if from_logits else preds - target)
-    squared = sums.product(f"squared_error{suffix}", error, error)
+    squared = sums.product(f"squared_error{suffix}", error, error)  # made once: a square
     absolute = sums.weighted(f"absolute_error{suffix}", lambda: _absolute(error()))
     label_sum = sums.label_sum()
     return (
@@ -727,7 +734,7 @@ def _error_update(preds: Tensor, target: Tensor, weights: Tensor | None, from_lo
         label_sum,
         # y·y is y itself for 0/1 labels: the same sum, bit for bit; otherwise, unweighted, one call of
         # `vecdot` (the bits of `(y * y).sum(-1)`, one operator call fewer), weighted `sum w·(y·y)` as before
-        label_sum if sums.binary_target else sums.product("squared_target", lambda: target, target),
+        label_sum if sums.binary_target else sums.product("squared_target", target, target),
     )
 
 

@@ -74,6 +74,8 @@ class _PointwiseMetric(TaskMetric):
     # values from them instead of reading the inputs' bounds (see `update`). Only for "real" domains (any
     # finite value: nothing else to check) and not from logits (sigmoid(±inf) is finite).
     _finite_sums: ClassVar[tuple[int, int] | None] = None
+    # `_batch_stats` takes `pred_range`, the predictions' (min, max) a validated update read (see `update`)
+    _takes_pred_range: ClassVar[bool] = False
     from_logits: bool = False
 
     def __init__(self, num_tasks: int = 1, *, _setting: str = "", _from_logits: bool = False, **kwargs: Any) -> None:
@@ -129,10 +131,14 @@ class _PointwiseMetric(TaskMetric):
             target_required=self._needs_target,
         )
 
-    def _format_shapes_checked(
-        self, preds: Tensor, target: Tensor | None, weights: Tensor | None
+    def _format_validating(
+        self, preds: Tensor, target: Tensor | None, weights: Tensor | None, preds_bounds: list | None
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """:meth:`_format` validating all but the values (ranges, NaN/inf), which the caller checks (``update``)."""
+        """:meth:`_format`, validating, for ``update``.
+
+        The predictions' bounds are appended to ``preds_bounds``; with ``None`` the values (ranges,
+        NaN/inf) are left unchecked, for ``update`` to check from the batch's sums.
+        """
         return format_pointwise(
             preds,
             target,
@@ -143,7 +149,8 @@ class _PointwiseMetric(TaskMetric):
             from_logits=self.from_logits,
             preds_name=self._preds_name,
             target_required=self._needs_target,
-            check_values=False,
+            check_values=preds_bounds is not None,
+            preds_bounds=preds_bounds,
         )
 
     @property
@@ -201,13 +208,17 @@ class _PointwiseMetric(TaskMetric):
             and isinstance(preds, Tensor)
             and not on_device_path(preds)
         )
+        bounds: list | None = None
         if by_sums:
-            p, t, w = self._format_shapes_checked(preds, target, weights)
+            p, t, w = self._format_validating(preds, target, weights, None)
+        elif validate and self._takes_pred_range:
+            bounds = []
+            p, t, w = self._format_validating(preds, target, weights, bounds)
         else:
             p, t, w = self._format(preds, target, weights, validate=validate)
         if p.shape[-1] == 0:
             return
-        stats = self._batch_stats(p, t, w)
+        stats = self._batch_stats(p, t, w, bounds[0]) if bounds else self._batch_stats(p, t, w)  # type: ignore[call-arg]
         if by_sums and not _finite_total(stats[finite_sums[0]] + stats[finite_sums[1]]):  # type: ignore[index]
             # an input holds NaN or inf (or finite inputs' sums overflowed): the inputs' own checks say which
             # (or pass), with the message they always give, before anything reaches the states
@@ -276,6 +287,7 @@ class _CrossEntropyMetric(_PointwiseMetric):
     _state_names = ("cross_entropy_sum", "weighted_num_samples", "pos_labels")
     _setting_dependent = ("cross_entropy_sum",)
     _logit_dependent = ("cross_entropy_sum",)
+    _takes_pred_range = True  # no clamp where the validated predictions lie inside [eta, 1 - eta]
     is_differentiable = True
     higher_is_better = False
     plot_lower_bound = 0.0
@@ -287,8 +299,10 @@ class _CrossEntropyMetric(_PointwiseMetric):
         )
         self.eta = float(eta)
 
-    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
-        return F._cross_entropy_update(preds, target, weights, self.eta, self.from_logits)  # type: ignore[arg-type]
+    def _batch_stats(
+        self, preds: Tensor, target: Tensor | None, weights: Tensor | None, pred_range: tuple[float, ...] = ()
+    ) -> tuple[Tensor, ...]:
+        return F._cross_entropy_update(preds, target, weights, self.eta, self.from_logits, pred_range)  # type: ignore[arg-type]
 
 
 class NormalizedEntropy(_CrossEntropyMetric):

@@ -398,6 +398,7 @@ def check_pointwise(
     float32_weights: bool = False,
     missing_labels: bool = False,
     check_values: bool = True,
+    preds_bounds: list[Bounds] | None = None,
 ) -> bool:
     """Raise unless ``(preds, target, weights)`` are valid pointwise inputs (see :func:`format_pointwise`).
 
@@ -409,6 +410,7 @@ def check_pointwise(
     against ``target_domain``, which is not ``"binary"`` (read with the bounds the other metrics
     of a step read for the same labels, so that a step still waits for the device once).
     ``check_values=False`` checks types, shapes and devices only (see :func:`format_pointwise`).
+    ``preds_bounds``: a list the predictions' ``(min, max)`` read by the value checks is appended to.
 
     Returns:
         Whether ``weights`` are given and every one is exactly 1 (the unweighted sums are then the
@@ -453,7 +455,7 @@ def check_pointwise(
             expected += f" or {tuple(shape[-1:])} (shared by all tasks)"
         raise ValueError(f"Expected `weights` of shape {expected}, got {tuple(weights.shape)}.")
     if check_values and preds.numel() > 0:
-        _, bounds = _check_values_bounds(
+        pred_bounds, bounds = _check_values_bounds(
             preds,
             target,
             weights,
@@ -465,6 +467,8 @@ def check_pointwise(
             float32_weights,
             missing_labels,
         )
+        if preds_bounds is not None:
+            preds_bounds.append(pred_bounds)
         return weights is not None and all_unit_weights(bounds)
     return False
 
@@ -485,6 +489,7 @@ def format_pointwise(
     float32_weights: bool = False,
     missing_labels: bool = False,
     check_values: bool = True,
+    preds_bounds: list[Bounds] | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Check pointwise inputs and return them as ``dtype`` tensors with a leading task dimension.
 
@@ -509,6 +514,8 @@ def format_pointwise(
         check_values: with ``validate``, also check the values (ranges, NaN/inf); ``False`` leaves
             them to the caller, who must then check them before using anything computed from the
             batch (e.g. :func:`check_pointwise_values` when sums of the batch show a non-finite input).
+        preds_bounds: a list the predictions' ``(min, max)`` is appended to when the checks read them
+            (validated, values checked, a non-empty batch): kernels may skip a clamp they show changes nothing.
 
     Returns:
         ``(preds, target, weights)``; ``preds`` and ``target`` of shape ``(T, N)``, ``weights`` of
@@ -533,6 +540,7 @@ def format_pointwise(
         float32_weights=float32_weights,
         missing_labels=missing_labels,
         check_values=check_values,
+        preds_bounds=preds_bounds,
     ):
         weights = None
     # casts by keyword: `.to(dtype)` parses its overloads first, ~0.8 µs more a call on small batches

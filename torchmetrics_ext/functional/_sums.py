@@ -83,6 +83,8 @@ class BatchSums:
             take cheaper forms that give the same values bit for bit).
         pred_range: the ``(min, max)`` of ``preds`` when the caller read them (``()`` if unknown):
             a kernel may skip a clamp they show to change nothing.
+        memo: keep what :meth:`value`, :meth:`weighted` and :meth:`product` make, by name, for
+            later calls (``False``: a single kernel call's own batch, see :func:`batch_sums`).
 
     Values are returned as stored: callers must not modify them in place.
 
@@ -94,7 +96,9 @@ class BatchSums:
 
     __slots__ = (
         "_class_total",
+        "_label_products",
         "_label_sum",
+        "_pred_sum",
         "_row",
         "_signature",
         "_total",
@@ -113,20 +117,25 @@ class BatchSums:
         weights: Tensor | None,
         binary_target: bool = False,
         pred_range: tuple[float, ...] = (),
+        memo: bool = True,
     ) -> None:
         self.preds, self.target, self.weights = preds, target, weights
         self.binary_target = binary_target and target is not None
         self.pred_range = pred_range
-        self._values: dict[Hashable, Tensor] = {}
+        # the intermediates and sums made so far, by name; `None` (``memo=False``): one kernel call's own
+        # batch, which asks each once (the named sums are still kept), so nothing is looked up or kept
+        self._values: dict[Hashable, Tensor] | None = {} if memo else None
         # built when first asked (a shared batch given other objects, e.g. views): kernels given the
         # very tensors need none, and a fresh object per kernel call would spend a good part of its cost on it
         self._signature: tuple | None = None
-        # the weight row of `weighted_sum`'s matrix-vector product (`None`: unweighted or one row per
-        # task; `_UNKNOWN` until first asked), and the named sums every kernel asks for
-        self._row: Tensor | object | None = _UNKNOWN
+        # the weight row of `weighted_sum`'s matrix-vector product (`None`: unweighted or one row per task),
+        # taken once for every sum (each weighted kernel takes at least one), and the named sums kernels ask for
+        self._row = weights[0] if weights is not None and weights.shape[0] == 1 else None
+        self._pred_sum: Tensor | None = None
         self._total: Tensor | None = None
         self._label_sum: Tensor | None = None
         self._class_total: Tensor | None = None
+        self._label_products: Tensor | None = None
 
     def matches(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> bool:
         """Whether these are this batch's tensors: the same memory seen the same way (views allowed)."""
@@ -138,18 +147,13 @@ class BatchSums:
 
     def value(self, key: Hashable, make: Callable[[], Tensor]) -> Tensor:
         """The intermediate named ``key`` (``make()`` the first time)."""
-        found = self._values.get(key)
+        values = self._values
+        if values is None:
+            return make()
+        found = values.get(key)
         if found is None:
-            found = self._values[key] = make()
+            found = values[key] = make()
         return found
-
-    def _weight_row(self) -> Tensor | None:
-        """The one weight row shared by every task (``weights[0]``, taken once), or ``None``."""
-        row = self._row
-        if row is _UNKNOWN:
-            weights = self.weights
-            row = self._row = weights[0] if weights is not None and weights.shape[0] == 1 else None
-        return row  # type: ignore[return-value]
 
     def _sum(self, x: Tensor) -> Tensor:
         """:func:`weighted_sum` of ``x`` with this batch's weights (the weight row taken once)."""
@@ -157,15 +161,17 @@ class BatchSums:
         if weights is None:
             return x.sum(-1)
         row = self._row
-        if row is _UNKNOWN:
-            row = self._weight_row()
         if row is not None and x.ndim == 2 and x.dtype == weights.dtype:  # `_matvec`
-            return x @ row  # type: ignore[operator]
+            return x @ row
         return weighted_sum(x, weights)
 
     def weighted(self, key: Hashable, make: Tensor | Callable[[], Tensor]) -> Tensor:
         """``sum w·x`` per task of the per-sample values ``x`` named ``key``: ``make()`` (or ``make``, a tensor)."""
-        values, name = self._values, ("sum", key)
+        values = self._values
+        if values is None:
+            x = make if isinstance(make, Tensor) else make()
+            return x.sum(-1) if self.weights is None else self._sum(x)
+        name = ("sum", key)
         found = values.get(name)
         if found is None:
             x = make if isinstance(make, Tensor) else make()
@@ -182,15 +188,19 @@ class BatchSums:
         gives the bits of ``(a * b).sum(-1)`` without the ``(T, N)`` product: about half the time);
         weighted, :meth:`weighted` of the product.
         """
-        values, name = self._values, ("sum", key)
-        found = values.get(name)
+        values = self._values
+        name = None if values is None else ("sum", key)
+        found = None if values is None else values.get(name)
         if found is None:
             a = left if isinstance(left, Tensor) else left()
             b = a if right is left else right if isinstance(right, Tensor) else right()
-            if self.weights is not None or a.dtype != b.dtype or a.dtype.is_complex:
-                found = values[name] = self._sum(a * b)
+            dtype = a.dtype
+            if self.weights is None and (b is a or b.dtype == dtype) and not dtype.is_complex:
+                found = torch.linalg.vecdot(a, b)
             else:
-                found = values[name] = torch.linalg.vecdot(a, b)
+                found = self._sum(a * b)
+            if values is not None:
+                values[name] = found
         return found
 
     def total(self) -> Tensor:
@@ -241,51 +251,46 @@ class BatchSums:
             found = self.total()
         else:
             assert target is not None
-            if self._per_task_weights():
+            row = self._row
+            if row is not None and target.ndim == 2 and target.dtype == weights.dtype:  # `_matvec`
+                complement = (one_like(target) - target) @ row
+            else:
                 # w - w·y (exactly w·(1 - y) for 0/1 labels, 0 where y = 1 or w = 0) reuses the
                 # products of `label_sum`: a third cheaper than multiplying w by 1 - y afresh
                 complement = (weights - self._weighted_labels()).sum(-1)
-            else:
-                complement = self._sum(one_like(target) - target)
             found = self.label_sum() + complement
         self._class_total = found
         return found
 
-    def _per_task_weights(self) -> bool:
-        """Whether :func:`weighted_sum` of the labels multiplies then sums (rather than a matrix-vector product)."""
-        weights, target = self.weights, self.target
-        if weights is None or target is None:
-            return False
-        row = self._row
-        if row is _UNKNOWN:
-            row = self._weight_row()
-        return row is None or target.ndim != 2 or target.dtype != weights.dtype
-
     def _weighted_labels(self) -> Tensor:
-        """``w·y`` per sample (only where :func:`weighted_sum` would form it too)."""
-        return self.value("weighted_labels", lambda: self.target * self.weights)  # type: ignore[operator]
+        """``w·y`` per sample (only where :func:`weighted_sum` would form it too), made once for both its sums."""
+        found = self._label_products
+        if found is None:
+            found = self._label_products = self.target * self.weights  # type: ignore[operator]
+        return found
 
     def label_sum(self) -> Tensor:
         """``sum w·y`` per task."""
         found = self._label_sum
         if found is None:
-            target = self.target
+            weights, target = self.weights, self.target
             assert target is not None
-            if self.weights is None:  # `_sum`'s unweighted sum, without the call
+            if weights is None:
                 found = target.sum(-1)
-            elif self._per_task_weights():  # `weighted_sum`'s products, kept for `class_total`
+            elif self._row is not None and target.ndim == 2 and target.dtype == weights.dtype:  # `_matvec`
+                found = target @ self._row
+            else:  # `weighted_sum`'s products, kept for `class_total`
                 found = self._weighted_labels().sum(-1)
-            else:
-                found = self._sum(target)
             self._label_sum = found
         return found
 
     def pred_sum(self) -> Tensor:
         """``sum w·p`` per task."""
-        return self.weighted("preds", self.preds)
+        found = self._pred_sum
+        if found is None:
+            found = self._pred_sum = self._sum(self.preds)
+        return found
 
-
-_UNKNOWN = object()  # BatchSums' weight row before it is first asked for
 
 # per device: the shape of the last shared block without weights, and its total (see `sharing_sums._total`)
 _UNWEIGHTED_TOTALS: dict[torch.device, tuple[torch.Size, Tensor]] = {}
@@ -294,11 +299,16 @@ _SHARED: ContextVar[BatchSums | None] = ContextVar("torchmetrics_ext_shared_sums
 
 
 def batch_sums(preds: Tensor, target: Tensor | None, weights: Tensor | None) -> BatchSums:
-    """The shared :class:`BatchSums` of this batch inside :func:`sharing_sums`, else a fresh one."""
+    """The shared :class:`BatchSums` of this batch inside :func:`sharing_sums`, else a fresh one without a memo.
+
+    A kernel asks each intermediate of its own batch once (and the named sums, kept in slots, as
+    often as it likes), so a fresh object computes them as asked, with the same operators in the
+    same order as a shared one: the same bits, without the lookups that sharing needs.
+    """
     shared = _SHARED.get()
     if shared is not None and shared.matches(preds, target, weights):
         return shared
-    return BatchSums(preds, target, weights)
+    return BatchSums(preds, target, weights, memo=False)  # one kernel call's: nothing to look up or keep
 
 
 def known_pred_range(preds: Tensor) -> tuple[float, ...]:

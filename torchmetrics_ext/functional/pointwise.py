@@ -720,12 +720,14 @@ def _error_update(preds: Tensor, target: Tensor, weights: Tensor | None, from_lo
     ``p = sigmoid(preds)`` (see :func:`_sigmoid_error`); the label sums do not change.
     """
     sums = batch_sums(preds, target, weights)
-    # the error of either form (their sums are kept apart) is made once for both sums and released
-    # with this call (see `_confusion_update`)
+    # the error of either form (their sums are kept apart), made for both sums and released with this
+    # call (see `_confusion_update`); made even where a shared batch holds both sums already (metrics of
+    # one kernel are one compute group, updated once a step: that is rare), as a closure costs a small
+    # update more than the subtraction
     suffix = "_logits" if from_logits else ""
-    error = _once(lambda: _sigmoid_error(preds, target) if from_logits else preds - target)
-    squared = sums.product(f"squared_error{suffix}", error, error)  # made once: a square
-    absolute = sums.weighted(f"absolute_error{suffix}", lambda: _absolute(error()))
+    error = _sigmoid_error(preds, target) if from_logits else preds - target
+    squared = sums.product(f"squared_error{suffix}", error, error)
+    absolute = sums.weighted(f"absolute_error{suffix}", lambda: _absolute(error))
     label_sum = sums.label_sum()
     return (
         squared,

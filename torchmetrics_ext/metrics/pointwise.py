@@ -235,7 +235,8 @@ class _PointwiseMetric(TaskMetric):
         if handed is not None:  # `forward` makes the batch states from them (TaskMetric._update_hands_statistics)
             handed.append((self._state_keys, stats))
             return
-        torch._foreach_add_([getattr(self, name) for name in self._state_keys], stats)
+        state = self.__dict__  # the states are plain attributes (add_state): no nn.Module lookup per name
+        torch._foreach_add_([state[name] for name in self._state_keys], stats)
 
     @classmethod
     def _update_hands_statistics(cls) -> bool:

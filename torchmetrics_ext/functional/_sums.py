@@ -4,10 +4,11 @@ The pointwise kernels (NE, calibration, CTR, MSE, accuracy, ...) all reduce a ``
 batch to weighted per-task sums, and several of them need the same ones (``sum w``, ``sum w·y``,
 ``sum w·p``, ``log p``...). A kernel asks :func:`batch_sums` for a :class:`BatchSums` of its inputs
 and takes every sum and intermediate from it by name. Outside :func:`sharing_sums` that object is
-fresh (nothing is shared, the cost is a dict lookup); inside it, a caller that feeds one validated
-batch to many metrics (:class:`~torchmetrics_ext.RecMetricModule`) gets one object for that batch,
-so a sum several metrics need is computed once, by the same code, and every metric receives
-bit-identical statistics to those it would compute alone.
+fresh and keeps no memo (nothing is shared: each sum is computed as asked, at about the cost of the
+kernel writing its operators out itself, so no kernel needs an "own batch" shortcut); inside it, a
+caller that feeds one validated batch to many metrics (:class:`~torchmetrics_ext.RecMetricModule`)
+gets one object for that batch, so a sum several metrics need is computed once, by the same code,
+and every metric receives bit-identical statistics to those it would compute alone.
 """
 
 from __future__ import annotations

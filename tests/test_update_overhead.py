@@ -398,3 +398,17 @@ def test_normalized_entropy_matches_numpy():
     base = (wn * yn).sum() / wn.sum()
     expected = ce / (-(wn.sum()) * (base * np.log(base) + (1 - base) * np.log(1 - base)))
     assert metric.compute().item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_subclass_with_a_bounded_domain_keeps_the_bounds_read_of_its_values():
+    """Checking values from sums stands in for finiteness checks only: a subclass of an error metric whose
+    predictions must be probabilities still refuses 1.5 (the sums of such a batch are finite)."""
+    import torchmetrics_ext as tmx
+
+    class ProbabilityMSE(tmx.WeightedMSE):
+        _preds_domain = "probability"
+
+    metric = ProbabilityMSE()
+    with pytest.raises(ValueError, match="preds"):
+        metric.update(torch.tensor([0.5, 1.5]), torch.tensor([0.0, 1.0]))
+    assert metric.sum_squared_error.item() == 0.0

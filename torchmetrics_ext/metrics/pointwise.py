@@ -203,6 +203,7 @@ class _PointwiseMetric(TaskMetric):
         by_sums = (
             validate
             and finite_sums is not None
+            and _checks_finiteness_only(type(self))
             and weights is None
             and not self.from_logits
             and isinstance(preds, Tensor)
@@ -256,6 +257,12 @@ class _PointwiseMetric(TaskMetric):
 def _finite_total(sums: Tensor) -> bool:
     """Whether every task's sum is finite (their total is: a NaN or ±inf term makes it NaN or ±inf)."""
     return math.isfinite((sums if sums.shape[0] == 1 else sums.sum()).item())
+
+
+@functools.cache
+def _checks_finiteness_only(cls: type[_PointwiseMetric]) -> bool:
+    """Whether ``cls``'s value checks are finiteness alone ("real" predictions and labels): then sums can stand in."""
+    return cls._preds_domain == "real" and cls._target_domain == "real"
 
 
 @functools.cache

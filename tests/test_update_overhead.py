@@ -11,6 +11,7 @@ formulas and exact fractions; their rejections against the messages of ``docs/po
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from fractions import Fraction
 from typing import Any
@@ -50,15 +51,17 @@ def _batch(n: int = 16) -> dict[str, torch.Tensor]:
 
 
 # metric -> (arguments from _batch, most calls per update); the budgets after the 2026-12-05 cuts
-# (before them: 27, 27, 25, 32, 27, 19 calls)
+# (before them: 27, 27, 25, 32, 27, 19 calls; the error metrics 24 before their values were checked from sums)
 BUDGETS = {
-    # bounds: 2 aminmax + 4 item; 2 float64 casts, the (1, N) views; sub, 2 vecdot, abs_, 2 sum; the states' add
-    "WeightedMSE": (("p", "t"), 24),
-    "WeightedMAE": (("p", "t"), 24),
+    # 2 float64 casts, the (1, N) views; sub, 2 vecdot, abs_, 2 sum; the values' check from sum (p - y)² +
+    # sum y (add, item: no bounds read); the states' add
+    "WeightedMSE": (("p", "t"), 17),
+    "WeightedMAE": (("p", "t"), 17),
     # weights' sum without a copy per task (one task)
     "WeightedAverage": (("p", None, "w"), 22),
     "CTR": (("p", "y_float", "w"), 31),
-    "NormalizedEntropy": (("p", "y_float"), 26),
+    # no clamp: the validated predictions' bounds lie inside [eta, 1 - eta] (26 with the clamp)
+    "NormalizedEntropy": (("p", "y_float"), 25),
     # a float32 copy of the scores, the labels' signs, the bounds
     "AUC": (("p", "y"), 18),
 }
@@ -170,6 +173,104 @@ def test_rejected_batch_names_the_argument_and_changes_nothing(args, error, mess
     assert metric.update_count == 1
 
 
+_NAN, _INF = float("nan"), float("inf")
+
+# (preds, target) an unweighted validated CPU update refuses, for the error metrics and WeightedAverage, whose
+# values are checked from two of the batch's sums (`_PointwiseMetric._finite_sums`) and, when one is not
+# finite, by the inputs' own bounds: the messages of docs/policies.md, as with weights (which read the bounds)
+_NON_FINITE = [
+    ([0.5, _NAN], [0.0, 1.0], "`preds` to be finite, got values containing NaN"),
+    ([0.5, _INF], [0.0, 1.0], "`preds` to be finite, got values containing inf (in ["),
+    ([-_INF, 0.5], [0.0, 1.0], "`preds` to be finite, got values containing inf (in [-inf, "),
+    ([0.5, 0.5], [_NAN, 1.0], "`target` to hold finite real values, got values containing NaN"),
+    ([0.5, 0.5], [0.0, -_INF], "`target` to hold finite real values, got values containing inf"),
+    ([0.5, _INF], [0.0, _INF], "`preds` to be finite, got values containing inf"),  # inf - inf: NaN error
+    ([_NAN, 0.5], [_INF, 1.0], "`preds` to be finite, got values containing NaN"),  # preds named first
+]
+
+
+@pytest.mark.parametrize("num_tasks", [1, 3])
+@pytest.mark.parametrize("name", ["WeightedMSE", "WeightedMAE", "WeightedRMSE", "WeightedR2", "WeightedAverage"])
+@pytest.mark.parametrize(("preds", "target", "message"), _NON_FINITE, ids=lambda v: str(v)[:30])
+@pytest.mark.parametrize("call", ["update", "forward"])
+def test_non_finite_inputs_found_from_the_sums_are_refused_as_by_their_bounds(
+    preds, target, message, name, num_tasks, call
+):
+    metric = getattr(tmx, name)(num_tasks=num_tasks)
+    shape = (num_tasks, 2) if num_tasks > 1 else (2,)
+    good = torch.tensor([0.25, 0.75]).expand(shape)
+    metric.update(good, torch.tensor([0.0, 1.0]).expand(shape))
+    before = {key: value.clone() for key, value in metric.metric_state.items()}
+    # the bad values in the last task only: the other tasks' sums are finite
+    p, y = good.clone(), torch.tensor([0.0, 1.0]).expand(shape).clone()
+    p.view(-1, 2)[-1], y.view(-1, 2)[-1] = torch.tensor(preds), torch.tensor(target)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        metric.update(p, y) if call == "update" else metric(p, y)
+    for key, value in metric.metric_state.items():
+        assert torch.equal(value, before[key]), key
+    assert metric.update_count == 1
+    # the same batch with weights reads the bounds: the same message
+    with pytest.raises(ValueError, match=re.escape(message)):
+        metric.update(p, y, torch.ones(2))
+
+
+@pytest.mark.parametrize("name", ["WeightedMSE", "WeightedAverage"])
+def test_finite_inputs_whose_sums_overflow_are_accepted_as_before(name):
+    """Finite float64 inputs whose sums overflow: the bounds check passes them, the states hold NumPy's sums."""
+    preds = torch.tensor([1e300, -1e300, 3.0], dtype=torch.float64)
+    target = torch.tensor([-1e300, 1e308, 1e308], dtype=torch.float64)
+    metric = getattr(tmx, name)()
+    with np.errstate(over="ignore", invalid="ignore"):
+        metric.update(preds, target)
+        p, y = preds.numpy(), target.numpy()
+        if name == "WeightedMSE":
+            expected = {"sum_squared_error": ((p - y) ** 2).sum(), "label_sum": y.sum(), "weighted_num_samples": 3.0}
+        else:
+            expected = {"weighted_pred_sum": p.sum(), "weighted_label_sum": y.sum()}
+    for key, value in expected.items():
+        np.testing.assert_array_equal(getattr(metric, key).numpy(), [value], err_msg=key)
+    assert metric.update_count == 1
+
+
+def test_logits_and_the_device_path_still_read_the_bounds():
+    """sigmoid(inf) is finite: with from_logits an inf logit is refused by the bounds, not missed by the sums."""
+    from torchmetrics_ext.utilities.device import force_device_path
+
+    metric = tmx.WeightedMSE(from_logits=True)
+    with pytest.raises(ValueError, match="`preds` to be finite, got values containing inf"):
+        metric.update(torch.tensor([0.5, _INF]), torch.tensor([0.0, 1.0]))
+    assert metric.update_count == 0
+    with force_device_path(), pytest.raises(ValueError, match="`preds` to be finite, got values containing NaN"):
+        tmx.WeightedMSE().update(torch.tensor([0.5, _NAN]), torch.tensor([0.0, 1.0]))
+
+
+@pytest.mark.parametrize("eta", [1e-12, 0.05, 0.0])
+@pytest.mark.parametrize("inside", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_validated_cross_entropy_skips_only_a_clamp_that_changes_nothing(eta, inside, weighted):
+    """NE/LogLoss validated (the clamp skipped where the read bounds lie in [eta, 1 - eta]) against unvalidated
+    (always clamped): the same states bit for bit, and the clamped formula in NumPy."""
+    g = torch.Generator().manual_seed(21)
+    n = 300
+    preds = torch.rand(2, n, generator=g, dtype=torch.float64) * (1 - 2 * eta) + eta  # inside [eta, 1 - eta]
+    if not inside:  # sure and near-sure predictions, outside for every eta
+        preds[1, :4] = torch.tensor([0.0, 1.0, 1e-13, 1 - 1e-13], dtype=torch.float64)
+    target = torch.rand(2, n, generator=g, dtype=torch.float64)
+    weights = torch.rand(n, generator=g, dtype=torch.float64) if weighted else None
+    for cls in (tmx.NormalizedEntropy, tmx.LogLoss):
+        checked, trusted = cls(num_tasks=2, eta=eta), cls(num_tasks=2, eta=eta, validate_args=False)
+        checked.update(preds, target, weights)
+        trusted.update(preds, target, weights)
+        for key, value in checked.metric_state.items():
+            assert torch.equal(value, trusted.metric_state[key]), key
+    p, y = np.clip(preds.numpy(), eta, 1 - eta), target.numpy()
+    w = np.ones(n) if weights is None else weights.numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(y > 0, y * np.log(p), 0.0) + np.where(y < 1, (1 - y) * np.log(1 - p), 0.0)
+    ce_key = next(key for key in checked.metric_state if key.startswith("cross_entropy_sum"))
+    np.testing.assert_allclose(checked.metric_state[ce_key].numpy(), -(w * terms).sum(-1), rtol=1e-12)
+
+
 def test_probability_and_label_ranges_still_refused():
     with pytest.raises(ValueError, match=r"`preds` to be probabilities in \[0, 1\], got values in \[0.5, 1.5\]"):
         tmx.CTR().update(torch.tensor([0.5, 1.5]), torch.tensor([0.0, 1.0]))
@@ -246,7 +347,7 @@ def test_all_positive_labels_keep_a_class_exact_total(weighted):
 @pytest.mark.parametrize("from_logits", [False, True])
 @pytest.mark.parametrize("weighting", ["none", "row"])
 def test_own_batch_paths_give_the_shared_paths_bits(from_logits, weighting):
-    """The shortened own-batch kernels and the module's shared-sums path: the same statistics, bit for bit."""
+    """A kernel's own BatchSums and the module's shared one (one code path since 2026-12-05): the same bits."""
     from torchmetrics_ext.functional import pointwise as F
     from torchmetrics_ext.functional._sums import sharing_sums
 
@@ -269,7 +370,7 @@ def test_own_batch_paths_give_the_shared_paths_bits(from_logits, weighting):
 @pytest.mark.parametrize("eta", [1e-12, 0.0, 1e-20])
 @pytest.mark.parametrize("weighting", ["none", "row"])
 def test_own_batch_cross_entropy_gives_the_shared_paths_bits(eta, weighting):
-    """NE/LogLoss's shortened own-batch kernel and the shared-sums path: the same statistics, bit for bit."""
+    """NE/LogLoss's kernel on its own BatchSums and on a shared one: the same statistics, bit for bit."""
     from torchmetrics_ext.functional import pointwise as F
     from torchmetrics_ext.functional._sums import sharing_sums
 
@@ -297,3 +398,17 @@ def test_normalized_entropy_matches_numpy():
     base = (wn * yn).sum() / wn.sum()
     expected = ce / (-(wn.sum()) * (base * np.log(base) + (1 - base) * np.log(1 - base)))
     assert metric.compute().item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_subclass_with_a_bounded_domain_keeps_the_bounds_read_of_its_values():
+    """Checking values from sums stands in for finiteness checks only: a subclass of an error metric whose
+    predictions must be probabilities still refuses 1.5 (the sums of such a batch are finite)."""
+    import torchmetrics_ext as tmx
+
+    class ProbabilityMSE(tmx.WeightedMSE):
+        _preds_domain = "probability"
+
+    metric = ProbabilityMSE()
+    with pytest.raises(ValueError, match="preds"):
+        metric.update(torch.tensor([0.5, 1.5]), torch.tensor([0.0, 1.0]))
+    assert metric.sum_squared_error.item() == 0.0

@@ -4,10 +4,11 @@ The pointwise kernels (NE, calibration, CTR, MSE, accuracy, ...) all reduce a ``
 batch to weighted per-task sums, and several of them need the same ones (``sum w``, ``sum w·y``,
 ``sum w·p``, ``log p``...). A kernel asks :func:`batch_sums` for a :class:`BatchSums` of its inputs
 and takes every sum and intermediate from it by name. Outside :func:`sharing_sums` that object is
-fresh (nothing is shared, the cost is a dict lookup); inside it, a caller that feeds one validated
-batch to many metrics (:class:`~torchmetrics_ext.RecMetricModule`) gets one object for that batch,
-so a sum several metrics need is computed once, by the same code, and every metric receives
-bit-identical statistics to those it would compute alone.
+fresh and keeps no memo (nothing is shared: each sum is computed as asked, at about the cost of the
+kernel writing its operators out itself, so no kernel needs an "own batch" shortcut); inside it, a
+caller that feeds one validated batch to many metrics (:class:`~torchmetrics_ext.RecMetricModule`)
+gets one object for that batch, so a sum several metrics need is computed once, by the same code,
+and every metric receives bit-identical statistics to those it would compute alone.
 """
 
 from __future__ import annotations
@@ -83,9 +84,32 @@ class BatchSums:
             take cheaper forms that give the same values bit for bit).
         pred_range: the ``(min, max)`` of ``preds`` when the caller read them (``()`` if unknown):
             a kernel may skip a clamp they show to change nothing.
+        memo: keep what :meth:`value`, :meth:`weighted` and :meth:`product` make, by name, for
+            later calls (``False``: a single kernel call's own batch, see :func:`batch_sums`).
 
     Values are returned as stored: callers must not modify them in place.
+
+    One object serves one kernel call as cheaply as the kernel could take its sums itself: the
+    batch's weight layout is found once (not per sum), the named sums are kept in slots, and a
+    memo entry costs a dict lookup. So a kernel never needs its own "not shared" shortcut: the
+    same code, the same operators in the same order, gives the same bits alone and shared.
     """
+
+    __slots__ = (
+        "_class_total",
+        "_label_products",
+        "_label_sum",
+        "_pred_sum",
+        "_row",
+        "_signature",
+        "_total",
+        "_values",
+        "binary_target",
+        "pred_range",
+        "preds",
+        "target",
+        "weights",
+    )
 
     def __init__(
         self,
@@ -94,15 +118,25 @@ class BatchSums:
         weights: Tensor | None,
         binary_target: bool = False,
         pred_range: tuple[float, ...] = (),
+        memo: bool = True,
     ) -> None:
         self.preds, self.target, self.weights = preds, target, weights
         self.binary_target = binary_target and target is not None
         self.pred_range = pred_range
-        self._values: dict[Hashable, Tensor] = {}
+        # the intermediates and sums made so far, by name; `None` (``memo=False``): one kernel call's own
+        # batch, which asks each once (the named sums are still kept), so nothing is looked up or kept
+        self._values: dict[Hashable, Tensor] | None = {} if memo else None
         # built when first asked (a shared batch given other objects, e.g. views): kernels given the
         # very tensors need none, and a fresh object per kernel call would spend a good part of its cost on it
         self._signature: tuple | None = None
-        self._vector: Tensor | None = None  # the shared weight row of weighted_sum's matrix-vector product
+        # the weight row of `weighted_sum`'s matrix-vector product (`None`: unweighted or one row per task),
+        # taken once for every sum (each weighted kernel takes at least one), and the named sums kernels ask for
+        self._row = weights[0] if weights is not None and weights.shape[0] == 1 else None
+        self._pred_sum: Tensor | None = None
+        self._total: Tensor | None = None
+        self._label_sum: Tensor | None = None
+        self._class_total: Tensor | None = None
+        self._label_products: Tensor | None = None
 
     def matches(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> bool:
         """Whether these are this batch's tensors: the same memory seen the same way (views allowed)."""
@@ -114,56 +148,74 @@ class BatchSums:
 
     def value(self, key: Hashable, make: Callable[[], Tensor]) -> Tensor:
         """The intermediate named ``key`` (``make()`` the first time)."""
-        found = self._values.get(key)
+        values = self._values
+        if values is None:
+            return make()
+        found = values.get(key)
         if found is None:
-            found = self._values[key] = make()
+            found = values[key] = make()
         return found
 
-    def weighted(self, key: Hashable, make: Callable[[], Tensor]) -> Tensor:
-        """``sum w·x`` per task of the per-sample values ``x = make()`` named ``key``."""
-        values, name = self._values, ("sum", key)
+    def _sum(self, x: Tensor) -> Tensor:
+        """:func:`weighted_sum` of ``x`` with this batch's weights (the weight row taken once)."""
+        weights = self.weights
+        if weights is None:
+            return x.sum(-1)
+        row = self._row
+        if row is not None and x.ndim == 2 and x.dtype == weights.dtype:  # `_matvec`
+            return x @ row
+        return weighted_sum(x, weights)
+
+    def weighted(self, key: Hashable, make: Tensor | Callable[[], Tensor]) -> Tensor:
+        """``sum w·x`` per task of the per-sample values ``x`` named ``key``: ``make()`` (or ``make``, a tensor)."""
+        values = self._values
+        if values is None:
+            x = make if isinstance(make, Tensor) else make()
+            return x.sum(-1) if self.weights is None else self._sum(x)
+        name = ("sum", key)
         found = values.get(name)
         if found is None:
-            x, weights = make(), self.weights
-            if weights is None:  # weighted_sum's unweighted sum, without the call
-                found = values[name] = x.sum(-1)
-            elif _matvec(x, weights):  # weighted_sum's product, one weight row kept
-                vector = self._vector
-                if vector is None:
-                    vector = self._vector = weights[0]
-                found = values[name] = x @ vector
-            else:
-                found = values[name] = weighted_sum(x, weights)
+            x = make if isinstance(make, Tensor) else make()
+            found = values[name] = x.sum(-1) if self.weights is None else self._sum(x)
         return found
 
-    def product(self, key: Hashable, left: Callable[[], Tensor], right: Tensor | Callable[[], Tensor]) -> Tensor:
-        """``sum w·a·b`` per task of two per-sample tensors, ``a = left()`` (``key`` names the product ``a·b``).
+    def product(
+        self, key: Hashable, left: Tensor | Callable[[], Tensor], right: Tensor | Callable[[], Tensor]
+    ) -> Tensor:
+        """``sum w·a·b`` per task of two per-sample tensors ``a`` and ``b`` (``key`` names the product ``a·b``).
 
-        ``right`` is a tensor or, like ``left``, made when first needed. Unweighted, one fused
-        multiply-and-sum (``torch.linalg.vecdot``, which gives the bits of ``(a * b).sum(-1)``
-        without the ``(T, N)`` product: about half the time); weighted, :meth:`weighted` of the product.
+        Each is a tensor or made when first needed (``left()``; ``right`` the same callable: made
+        once, a square). Unweighted, one fused multiply-and-sum (``torch.linalg.vecdot``, which
+        gives the bits of ``(a * b).sum(-1)`` without the ``(T, N)`` product: about half the time);
+        weighted, :meth:`weighted` of the product.
         """
-
-        def make() -> Tensor:
-            a, b = left(), right if isinstance(right, Tensor) else right()
-            if self.weights is not None or a.dtype != b.dtype or a.is_complex():
-                return self.weighted(key, lambda: a * b)
-            return torch.linalg.vecdot(a, b)
-
-        found = self._values.get(("sum", key))
+        values = self._values
+        name = None if values is None else ("sum", key)
+        found = None if values is None else values.get(name)
         if found is None:
-            found = make()
-            self._values[("sum", key)] = found
+            a = left if isinstance(left, Tensor) else left()
+            b = a if right is left else right if isinstance(right, Tensor) else right()
+            dtype = a.dtype
+            if self.weights is None and (b is a or b.dtype == dtype) and not dtype.is_complex:
+                found = torch.linalg.vecdot(a, b)
+            else:
+                found = self._sum(a * b)
+            if values is not None:
+                values[name] = found
         return found
 
     def total(self) -> Tensor:
         """``sum w`` per task (``N`` when unweighted)."""
-        found = self._values.get("total")
+        found = self._total
         if found is None:
-            found = self._values["total"] = self._total()
+            kept = _UNWEIGHTED_TOTALS.get(self.preds.device) if self.weights is None else None
+            if kept is not None and kept[0] == self.preds.shape:  # `_make_total`'s kept total, without the call
+                found = self._total = kept[1]
+            else:
+                found = self._total = self._make_total()
         return found
 
-    def _total(self) -> Tensor:
+    def _make_total(self) -> Tensor:
         """:func:`weight_total`; unweighted, the ``N`` per task of the last batch of this shape on this device.
 
         One tensor is kept per device and reused by every batch of the same ``(T, N)`` (a training
@@ -192,37 +244,53 @@ class BatchSums:
         ``total >= label_sum``. Unweighted, it is :meth:`total` (``N``, and ``sum y`` of ``N``
         ones is ``N`` exactly). Not for real-valued targets: the two sums would cancel.
         """
+        found = self._class_total
+        if found is not None:
+            return found
         weights, target = self.weights, self.target
         if weights is None:
-            return self.total()
-        assert target is not None
-        if self._per_task_weights():
-            # w - w·y (exactly w·(1 - y) for 0/1 labels, 0 where y = 1 or w = 0) reuses the
-            # products of `label_sum`: a third cheaper than multiplying w by 1 - y afresh
-            complement = self.value("complement", lambda: (weights - self._weighted_labels()).sum(-1))
+            found = self.total()
         else:
-            complement = self.weighted("complement", lambda: one_like(target) - target)
-        return self.value("class_total", lambda: self.label_sum() + complement)
-
-    def _per_task_weights(self) -> bool:
-        """Whether :func:`weighted_sum` multiplies then sums (rather than a matrix-vector product)."""
-        weights, target = self.weights, self.target
-        return weights is not None and target is not None and not _matvec(target, weights)
+            assert target is not None
+            row = self._row
+            if row is not None and target.ndim == 2 and target.dtype == weights.dtype:  # `_matvec`
+                complement = (one_like(target) - target) @ row
+            else:
+                # w - w·y (exactly w·(1 - y) for 0/1 labels, 0 where y = 1 or w = 0) reuses the
+                # products of `label_sum`: a third cheaper than multiplying w by 1 - y afresh
+                complement = (weights - self._weighted_labels()).sum(-1)
+            found = self.label_sum() + complement
+        self._class_total = found
+        return found
 
     def _weighted_labels(self) -> Tensor:
-        """``w·y`` per sample (only where :func:`weighted_sum` would form it too)."""
-        return self.value("weighted_labels", lambda: self.target * self.weights)  # type: ignore[operator]
+        """``w·y`` per sample (only where :func:`weighted_sum` would form it too), made once for both its sums."""
+        found = self._label_products
+        if found is None:
+            found = self._label_products = self.target * self.weights  # type: ignore[operator]
+        return found
 
     def label_sum(self) -> Tensor:
         """``sum w·y`` per task."""
-        assert self.target is not None
-        if self.weights is not None and self._per_task_weights():  # `weighted_sum`'s products, kept for `class_total`
-            return self.value(("sum", "target"), lambda: self._weighted_labels().sum(-1))
-        return self.weighted("target", lambda: self.target)  # type: ignore[arg-type,return-value]
+        found = self._label_sum
+        if found is None:
+            weights, target = self.weights, self.target
+            assert target is not None
+            if weights is None:
+                found = target.sum(-1)
+            elif self._row is not None and target.ndim == 2 and target.dtype == weights.dtype:  # `_matvec`
+                found = target @ self._row
+            else:  # `weighted_sum`'s products, kept for `class_total`
+                found = self._weighted_labels().sum(-1)
+            self._label_sum = found
+        return found
 
     def pred_sum(self) -> Tensor:
         """``sum w·p`` per task."""
-        return self.weighted("preds", lambda: self.preds)
+        found = self._pred_sum
+        if found is None:
+            found = self._pred_sum = self._sum(self.preds)
+        return found
 
 
 # per device: the shape of the last shared block without weights, and its total (see `sharing_sums._total`)
@@ -232,11 +300,16 @@ _SHARED: ContextVar[BatchSums | None] = ContextVar("torchmetrics_ext_shared_sums
 
 
 def batch_sums(preds: Tensor, target: Tensor | None, weights: Tensor | None) -> BatchSums:
-    """The shared :class:`BatchSums` of this batch inside :func:`sharing_sums`, else a fresh one."""
+    """The shared :class:`BatchSums` of this batch inside :func:`sharing_sums`, else a fresh one without a memo.
+
+    A kernel asks each intermediate of its own batch once (and the named sums, kept in slots, as
+    often as it likes), so a fresh object computes them as asked, with the same operators in the
+    same order as a shared one: the same bits, without the lookups that sharing needs.
+    """
     shared = _SHARED.get()
     if shared is not None and shared.matches(preds, target, weights):
         return shared
-    return BatchSums(preds, target, weights)
+    return BatchSums(preds, target, weights, memo=False)  # one kernel call's: nothing to look up or keep
 
 
 def known_pred_range(preds: Tensor) -> tuple[float, ...]:

@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.functional._sums import BatchSums, _matvec, batch_sums, one_like, weight_total, weighted_sum
+from torchmetrics_ext.functional._sums import batch_sums, one_like, weight_total, weighted_sum
 from torchmetrics_ext.utilities.checks import as_real, check_choice, check_flag, format_pointwise, single_task
 from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
 
@@ -156,13 +156,20 @@ def _unclamped_log_likelihood(p: Tensor, target: Tensor) -> Tensor:
 
 
 def _cross_entropy_update(
-    preds: Tensor, target: Tensor, weights: Tensor | None, eta: float, from_logits: bool
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None,
+    eta: float,
+    from_logits: bool,
+    pred_range: tuple[float, ...] = (),
 ) -> Stats:
     """Return ``(sum w·CE, sum w, sum w·y)`` per task; CE in nats.
 
     Probabilities are clamped to ``[eta, 1 - eta]`` (TorchRec's rule); logits use the exact,
     overflow-free ``softplus(z) - y·z`` (:func:`_logit_cross_entropy`) and need no clamp. With
-    ``eta = 0``, ``0·log 0 = 0``.
+    ``eta = 0``, ``0·log 0 = 0``. ``pred_range``: the predictions' ``(min, max)`` if the caller read
+    them (as a shared batch's :attr:`~torchmetrics_ext.functional._sums.BatchSums.pred_range`): no
+    clamp where they lie inside ``[eta, 1 - eta]`` (it would change nothing).
     """
     sums = batch_sums(preds, target, weights)
     if from_logits:
@@ -171,7 +178,7 @@ def _cross_entropy_update(
 
         def cross_entropy() -> Tensor:
             # no clamp where the predictions' known bounds lie inside it (the same values, one pass fewer)
-            low, high = sums.pred_range[:2] or (-math.inf, math.inf)
+            low, high = (sums.pred_range or pred_range)[:2] or (-math.inf, math.inf)
             p = preds if eta <= low and high <= 1 - eta else preds.clamp(eta, 1 - eta)
             # below 2**-54, 1 - eta rounds to 1 and the upper clamp is a no-op: then 1 - p is floored
             # at eta instead, so p = 1 costs -log(eta) on label 0 (as p = 0 on label 1), not inf/nan
@@ -201,16 +208,6 @@ def _cross_entropy_update(
             complement = (1 - p).clamp_(min=eta) if floor else 1 - p
             return _weighed(eta, torch.lerp(torch.log(complement), torch.log(p), target), weights)
 
-        if type(sums) is BatchSums and (weights is None or (_matvec(preds, weights) and _matvec(target, weights))):
-            # this call's own batch (not one shared by many metrics), unweighted or one weight row: the
-            # sums as BatchSums takes them there (`weighted`, `class_total`, `label_sum`), the same
-            # operators in the same order (so the same bits), without its bookkeeping
-            likelihood = cross_entropy()
-            if weights is None:
-                return likelihood.sum(-1).neg(), sums.total(), target.sum(-1)
-            vector = weights[0]
-            label_sum = target @ vector
-            return (likelihood @ vector).neg(), label_sum + (one_like(target) - target) @ vector, label_sum
         ce_sum = sums.value(("ce", eta), lambda: sums.weighted(("log_likelihood", eta), cross_entropy).neg())
     # the class-exact total: all-positive labels give `total - pos` exactly 0 (NE undefined, not 1e12)
     return ce_sum, sums.class_total(), sums.label_sum()
@@ -389,18 +386,6 @@ def _weighted_sums_update(
     CTR of exactly 1); ``False`` for real-valued targets (a plain ``sum w``).
     """
     sums = batch_sums(preds, target, weights)
-    one_row = weights is None or (_matvec(preds, weights) and target is not None and _matvec(target, weights))
-    if target is not None and one_row and type(sums) is BatchSums:
-        # this call's own batch (not one shared by many metrics), unweighted or one weight row (the common
-        # cases): the sums as BatchSums takes them there (`weighted`, `label_sum`, `class_total`), the same
-        # operators in the same order (so the same bits), without its bookkeeping
-        values = torch.sigmoid(preds) if from_logits else preds
-        if weights is None:
-            return values.sum(-1), target.sum(-1), sums.total()
-        vector = weights[0]
-        label_sum = target @ vector
-        total = label_sum + (one_like(target) - target) @ vector if unit_target else sums.total()
-        return values @ vector, label_sum, total
     if from_logits:
         pred_sum = sums.weighted("sigmoid", lambda: torch.sigmoid(preds))
     else:
@@ -735,19 +720,14 @@ def _error_update(preds: Tensor, target: Tensor, weights: Tensor | None, from_lo
     ``p = sigmoid(preds)`` (see :func:`_sigmoid_error`); the label sums do not change.
     """
     sums = batch_sums(preds, target, weights)
-    if weights is None and type(sums) is BatchSums:
-        # unweighted and this call's own batch (not one shared by many metrics): the sums below as
-        # they take them here, the same operators in the same order (so the same bits), without the
-        # bookkeeping that lets metrics fed one batch share them (a fifth of a small update's cost)
-        diff = _sigmoid_error(preds, target) if from_logits else preds - target
-        squared = torch.linalg.vecdot(diff, diff)  # before `_absolute` takes its absolute value in place
-        return squared, _absolute(diff).sum(-1), sums.total(), target.sum(-1), torch.linalg.vecdot(target, target)
-    # the error of either form (their sums are kept apart) is made once for both sums and released
-    # with this call (see `_confusion_update`)
+    # the error of either form (their sums are kept apart), made for both sums and released with this
+    # call (see `_confusion_update`); made even where a shared batch holds both sums already (metrics of
+    # one kernel are one compute group, updated once a step: that is rare), as a closure costs a small
+    # update more than the subtraction
     suffix = "_logits" if from_logits else ""
-    error = _once(lambda: _sigmoid_error(preds, target) if from_logits else preds - target)
+    error = _sigmoid_error(preds, target) if from_logits else preds - target
     squared = sums.product(f"squared_error{suffix}", error, error)
-    absolute = sums.weighted(f"absolute_error{suffix}", lambda: _absolute(error()))
+    absolute = sums.weighted(f"absolute_error{suffix}", lambda: _absolute(error))
     label_sum = sums.label_sum()
     return (
         squared,
@@ -756,7 +736,7 @@ def _error_update(preds: Tensor, target: Tensor, weights: Tensor | None, from_lo
         label_sum,
         # y·y is y itself for 0/1 labels: the same sum, bit for bit; otherwise, unweighted, one call of
         # `vecdot` (the bits of `(y * y).sum(-1)`, one operator call fewer), weighted `sum w·(y·y)` as before
-        label_sum if sums.binary_target else sums.product("squared_target", lambda: target, target),
+        label_sum if sums.binary_target else sums.product("squared_target", target, target),
     )
 
 

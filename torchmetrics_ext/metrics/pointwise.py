@@ -19,6 +19,7 @@ Shared behaviour:
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Hashable
 from typing import Any, ClassVar
 
@@ -28,7 +29,14 @@ from torch import Tensor
 from torchmetrics_ext.functional import pointwise as F
 from torchmetrics_ext.functional.pointwise import _check_eta, _check_threshold
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _required_parameters, _tag
-from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, format_pointwise
+from torchmetrics_ext.utilities.checks import (
+    PredsDomain,
+    TargetDomain,
+    check_flag,
+    check_pointwise_values,
+    format_pointwise,
+)
+from torchmetrics_ext.utilities.device import on_device_path
 
 __all__ = [
     "CTR",
@@ -61,6 +69,13 @@ class _PointwiseMetric(TaskMetric):
     _target_domain: ClassVar[TargetDomain] = "unit"
     # the name of update's first argument, as errors call it (``values`` for TensorWeightedAverage)
     _preds_name: ClassVar[str] = "preds"
+    # indices of `_batch_stats`' sums that are NaN or ±inf whenever an input is (each a sum of per-sample
+    # terms that are, e.g. sum (p - y)² and sum y): an unweighted validated CPU update checks the inputs'
+    # values from them instead of reading the inputs' bounds (see `update`). Only for "real" domains (any
+    # finite value: nothing else to check) and not from logits (sigmoid(±inf) is finite).
+    _finite_sums: ClassVar[tuple[int, int] | None] = None
+    # `_batch_stats` takes `pred_range`, the predictions' (min, max) a validated update read (see `update`)
+    _takes_pred_range: ClassVar[bool] = False
     from_logits: bool = False
 
     def __init__(self, num_tasks: int = 1, *, _setting: str = "", _from_logits: bool = False, **kwargs: Any) -> None:
@@ -116,6 +131,28 @@ class _PointwiseMetric(TaskMetric):
             target_required=self._needs_target,
         )
 
+    def _format_validating(
+        self, preds: Tensor, target: Tensor | None, weights: Tensor | None, preds_bounds: list | None
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """:meth:`_format`, validating, for ``update``.
+
+        The predictions' bounds are appended to ``preds_bounds``; with ``None`` the values (ranges,
+        NaN/inf) are left unchecked, for ``update`` to check from the batch's sums.
+        """
+        return format_pointwise(
+            preds,
+            target,
+            weights,
+            self.num_tasks,
+            preds_domain=self._preds_domain,
+            target_domain=self._target_domain,
+            from_logits=self.from_logits,
+            preds_name=self._preds_name,
+            target_required=self._needs_target,
+            check_values=preds_bounds is not None,
+            preds_bounds=preds_bounds,
+        )
+
     @property
     def _needs_target(self) -> bool:
         """Whether ``update`` requires ``target`` (``Segmented`` asks through ``_format``)."""
@@ -160,15 +197,47 @@ class _PointwiseMetric(TaskMetric):
 
     def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
         """Accumulate one batch: ``preds``/``target`` of shape ``(N,)`` or ``(T, N)``, optional ``weights``."""
-        p, t, w = self._format(preds, target, weights, validate=self._check_inputs)
+        validate = self._check_inputs
+        finite_sums = self._finite_sums
+        # values checked from the batch's sums (no bounds read of the inputs): see `_finite_sums`
+        by_sums = (
+            validate
+            and finite_sums is not None
+            and _checks_finiteness_only(type(self))
+            and weights is None
+            and not self.from_logits
+            and isinstance(preds, Tensor)
+            and not on_device_path(preds)
+        )
+        bounds: list | None = None
+        if by_sums:
+            p, t, w = self._format_validating(preds, target, weights, None)
+        elif validate and self._takes_pred_range:
+            bounds = []
+            p, t, w = self._format_validating(preds, target, weights, bounds)
+        else:
+            p, t, w = self._format(preds, target, weights, validate=validate)
         if p.shape[-1] == 0:
             return
-        stats = self._batch_stats(p, t, w)
+        stats = self._batch_stats(p, t, w, bounds[0]) if bounds else self._batch_stats(p, t, w)  # type: ignore[call-arg]
+        if by_sums and not _finite_total(stats[finite_sums[0]] + stats[finite_sums[1]]):  # type: ignore[index]
+            # an input holds NaN or inf (or finite inputs' sums overflowed): the inputs' own checks say which
+            # (or pass), with the message they always give, before anything reaches the states
+            check_pointwise_values(
+                preds,
+                target,
+                weights,
+                preds_domain=self._preds_domain,
+                target_domain=self._target_domain,
+                from_logits=self.from_logits,
+                preds_name=self._preds_name,
+            )
         handed = self.__dict__.get("_forward_batch")
         if handed is not None:  # `forward` makes the batch states from them (TaskMetric._update_hands_statistics)
             handed.append((self._state_keys, stats))
             return
-        torch._foreach_add_([getattr(self, name) for name in self._state_keys], stats)
+        state = self.__dict__  # the states are plain attributes (add_state): no nn.Module lookup per name
+        torch._foreach_add_([state[name] for name in self._state_keys], stats)
 
     @classmethod
     def _update_hands_statistics(cls) -> bool:
@@ -183,6 +252,17 @@ class _PointwiseMetric(TaskMetric):
     def compute(self) -> Tensor:
         """Value over everything accumulated (and synced across ranks)."""
         return self._squeeze_tasks(self._compute_value(*(getattr(self, n) for n in self._state_keys)))
+
+
+def _finite_total(sums: Tensor) -> bool:
+    """Whether every task's sum is finite (their total is: a NaN or ±inf term makes it NaN or ±inf)."""
+    return math.isfinite((sums if sums.shape[0] == 1 else sums.sum()).item())
+
+
+@functools.cache
+def _checks_finiteness_only(cls: type[_PointwiseMetric]) -> bool:
+    """Whether ``cls``'s value checks are finiteness alone ("real" predictions and labels): then sums can stand in."""
+    return cls._preds_domain == "real" and cls._target_domain == "real"
 
 
 @functools.cache
@@ -215,6 +295,7 @@ class _CrossEntropyMetric(_PointwiseMetric):
     _state_names = ("cross_entropy_sum", "weighted_num_samples", "pos_labels")
     _setting_dependent = ("cross_entropy_sum",)
     _logit_dependent = ("cross_entropy_sum",)
+    _takes_pred_range = True  # no clamp where the validated predictions lie inside [eta, 1 - eta]
     is_differentiable = True
     higher_is_better = False
     plot_lower_bound = 0.0
@@ -226,8 +307,10 @@ class _CrossEntropyMetric(_PointwiseMetric):
         )
         self.eta = float(eta)
 
-    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
-        return F._cross_entropy_update(preds, target, weights, self.eta, self.from_logits)  # type: ignore[arg-type]
+    def _batch_stats(
+        self, preds: Tensor, target: Tensor | None, weights: Tensor | None, pred_range: tuple[float, ...] = ()
+    ) -> tuple[Tensor, ...]:
+        return F._cross_entropy_update(preds, target, weights, self.eta, self.from_logits, pred_range)  # type: ignore[arg-type]
 
 
 class NormalizedEntropy(_CrossEntropyMetric):
@@ -471,6 +554,7 @@ class WeightedAverage(_WeightedSumMetric):
     _state_names = ("weighted_pred_sum", "weighted_label_sum", "weighted_num_samples_plain")
     _preds_domain = "real"
     _target_domain = "real"
+    _finite_sums = (0, 1)  # sum p and sum y (0 without labels)
     _v1_logit_checkpoints = False  # from_logits came after checkpoints named the states
     is_differentiable = True
     higher_is_better = None
@@ -616,6 +700,8 @@ class _ErrorMetric(_PointwiseMetric):
     is_differentiable = True
     higher_is_better = False
     plot_lower_bound: float | None = 0.0
+    # sum (p - y)² and sum y: NaN or ±inf when a label is, and then when a prediction is
+    _finite_sums = (0, 3)
 
     def __init__(self, num_tasks: int = 1, *, from_logits: bool = False, **kwargs: Any) -> None:
         super().__init__(num_tasks, _from_logits=from_logits, **kwargs)

@@ -44,6 +44,7 @@ __all__ = [
     "check_float32_range",
     "check_int",
     "check_pointwise",
+    "check_pointwise_values",
     "check_tensor",
     "checked_bounds",
     "format_pointwise",
@@ -396,6 +397,8 @@ def check_pointwise(
     preds_name: str = "preds",
     float32_weights: bool = False,
     missing_labels: bool = False,
+    check_values: bool = True,
+    preds_bounds: list[Bounds] | None = None,
 ) -> bool:
     """Raise unless ``(preds, target, weights)`` are valid pointwise inputs (see :func:`format_pointwise`).
 
@@ -406,6 +409,8 @@ def check_pointwise(
     ``missing_labels``: a NaN label is a missing label, accepted; the other labels are checked
     against ``target_domain``, which is not ``"binary"`` (read with the bounds the other metrics
     of a step read for the same labels, so that a step still waits for the device once).
+    ``check_values=False`` checks types, shapes and devices only (see :func:`format_pointwise`).
+    ``preds_bounds``: a list the predictions' ``(min, max)`` read by the value checks is appended to.
 
     Returns:
         Whether ``weights`` are given and every one is exactly 1 (the unweighted sums are then the
@@ -449,8 +454,8 @@ def check_pointwise(
         if ndim == 2:
             expected += f" or {tuple(shape[-1:])} (shared by all tasks)"
         raise ValueError(f"Expected `weights` of shape {expected}, got {tuple(weights.shape)}.")
-    if preds.numel() > 0:
-        _, bounds = _check_values_bounds(
+    if check_values and preds.numel() > 0:
+        pred_bounds, bounds = _check_values_bounds(
             preds,
             target,
             weights,
@@ -462,6 +467,8 @@ def check_pointwise(
             float32_weights,
             missing_labels,
         )
+        if preds_bounds is not None:
+            preds_bounds.append(pred_bounds)
         return weights is not None and all_unit_weights(bounds)
     return False
 
@@ -481,6 +488,8 @@ def format_pointwise(
     target_required: bool = False,
     float32_weights: bool = False,
     missing_labels: bool = False,
+    check_values: bool = True,
+    preds_bounds: list[Bounds] | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Check pointwise inputs and return them as ``dtype`` tensors with a leading task dimension.
 
@@ -502,6 +511,11 @@ def format_pointwise(
         target_required: the metric needs labels: a ``None`` target is a ``TypeError`` (when validating).
         float32_weights: the caller stores the weights as float32 (see :func:`check_pointwise`).
         missing_labels: NaN labels are missing labels, accepted (see :func:`check_pointwise`).
+        check_values: with ``validate``, also check the values (ranges, NaN/inf); ``False`` leaves
+            them to the caller, who must then check them before using anything computed from the
+            batch (e.g. :func:`check_pointwise_values` when sums of the batch show a non-finite input).
+        preds_bounds: a list the predictions' ``(min, max)`` is appended to when the checks read them
+            (validated, values checked, a non-empty batch): kernels may skip a clamp they show changes nothing.
 
     Returns:
         ``(preds, target, weights)``; ``preds`` and ``target`` of shape ``(T, N)``, ``weights`` of
@@ -525,6 +539,8 @@ def format_pointwise(
         preds_name=preds_name,
         float32_weights=float32_weights,
         missing_labels=missing_labels,
+        check_values=check_values,
+        preds_bounds=preds_bounds,
     ):
         weights = None
     # casts by keyword: `.to(dtype)` parses its overloads first, ~0.8 µs more a call on small batches
@@ -548,6 +564,21 @@ def format_pointwise(
 
 
 # ----------------------------------------------------------------------------- value checks
+
+
+def check_pointwise_values(
+    preds: Tensor,
+    target: Tensor | None,
+    weights: Tensor | None,
+    *,
+    preds_domain: PredsDomain = "probability",
+    target_domain: TargetDomain = "unit",
+    from_logits: bool = False,
+    preds_name: str = "preds",
+) -> None:
+    """The value checks of :func:`check_pointwise` alone (ranges, NaN/inf), of inputs whose types and shapes passed."""
+    if preds.numel() > 0:
+        _check_values_bounds(preds, target, weights, preds_domain, target_domain, from_logits, None, preds_name)
 
 
 def observed_range(low: float, high: float) -> str:

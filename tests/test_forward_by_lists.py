@@ -443,3 +443,35 @@ def test_ndcg_against_sklearn_with_queries_across_batches():
     metric(preds[3:, 2:].reshape(-1), target[3:, 2:].reshape(-1), indexes=torch.arange(3, 6).repeat_interleave(3))
     whole = np.mean([skm.ndcg_score(y[None], s[None], k=3) for s, y in zip(p, t)])
     np.testing.assert_allclose(metric.compute().item(), whole, rtol=1e-6)
+
+
+class _Tagged(TaskMetric):
+    """A user's subclass whose list state holds Python objects (TorchMetrics' ``cat`` list of anything)."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.add_state("tags", [], dist_reduce_fx="cat")
+        self.add_state("scores", [], dist_reduce_fx="cat")
+
+    def update(self, preds: torch.Tensor, tags: list[str]) -> None:
+        self.tags.extend(tags)
+        self.scores.append(preds)
+
+    def compute(self) -> torch.Tensor:
+        return torch.cat(self.scores).sum() / len(self.tags)
+
+
+def test_subclass_list_state_of_python_objects():
+    """A list state holding strings (and chunks requiring grad): forward keeps them as TorchMetrics' round does
+    (it raised AttributeError: 'str' object has no attribute 'requires_grad')."""
+    fast, slow = _Tagged(), _Tagged()
+    for seed in range(3):
+        preds = torch.rand(2, generator=_gen(seed)).requires_grad_(True)
+        tags = [f"a{seed}", f"b{seed}"]
+        assert _same(fast(preds, tags), _torchmetrics_forward(slow, preds, tags))
+        assert fast.tags == slow.tags == [t for s in range(seed + 1) for t in (f"a{s}", f"b{s}")]
+        assert _same([c.detach() for c in fast.scores], [c.detach() for c in slow.scores])
+        assert not any(c.requires_grad for c in fast.scores)  # the states keep no graph
+    assert _same(fast.compute(), slow.compute().detach())

@@ -443,3 +443,84 @@ def test_ndcg_against_sklearn_with_queries_across_batches():
     metric(preds[3:, 2:].reshape(-1), target[3:, 2:].reshape(-1), indexes=torch.arange(3, 6).repeat_interleave(3))
     whole = np.mean([skm.ndcg_score(y[None], s[None], k=3) for s, y in zip(p, t)])
     np.testing.assert_allclose(metric.compute().item(), whole, rtol=1e-6)
+
+
+class _Tagged(TaskMetric):
+    """A user's subclass whose list state holds Python objects (TorchMetrics' ``cat`` list of anything)."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.add_state("tags", [], dist_reduce_fx="cat")
+        self.add_state("scores", [], dist_reduce_fx="cat")
+
+    def update(self, preds: torch.Tensor, tags: list[str]) -> None:
+        self.tags.extend(tags)
+        self.scores.append(preds)
+
+    def compute(self) -> torch.Tensor:
+        return torch.cat(self.scores).sum() / len(self.tags)
+
+
+def test_subclass_list_state_of_python_objects():
+    """A list state holding strings (and chunks requiring grad): forward keeps them as TorchMetrics' round does
+    (it raised AttributeError: 'str' object has no attribute 'requires_grad')."""
+    fast, slow = _Tagged(), _Tagged()
+    for seed in range(3):
+        preds = torch.rand(2, generator=_gen(seed)).requires_grad_(True)
+        tags = [f"a{seed}", f"b{seed}"]
+        assert _same(fast(preds, tags), _torchmetrics_forward(slow, preds, tags))
+        assert fast.tags == slow.tags == [t for s in range(seed + 1) for t in (f"a{s}", f"b{s}")]
+        assert _same([c.detach() for c in fast.scores], [c.detach() for c in slow.scores])
+        assert not any(c.requires_grad for c in fast.scores)  # the states keep no graph
+    assert _same(fast.compute(), slow.compute().detach())
+
+
+_DDP_CASES = ("AUC(weighted)", "AUC(tasks=2)", "GroupedAUC", "XAUC", "NDCG(k=3)", "NDCG(k=3, padded)", "RankingMetrics")
+_DDP_SIZES = ((6, 0, 5), (3, 7, 2))  # per rank: uneven batches, an empty one
+
+
+def _ddp_forwards(rank: int, world_size: int, name: str) -> dict[str, Any]:
+    """Forward each of this rank's batches, compute (synced), forward again, compute again."""
+    factory, make = CASES[name]
+    metric = factory()
+    sizes = _DDP_SIZES[rank]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        batch_values = [metric(**make(100 * rank + i, n)) for i, n in enumerate(sizes[:2])]
+        first = metric.compute()
+        batch_values.append(metric(**make(100 * rank + 2, sizes[2])))
+        second = metric.compute()
+    return {"batch": batch_values, "first": first, "second": second}
+
+
+@pytest.mark.ddp
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.utilities.warnings.UndefinedMetricWarning")
+@pytest.mark.parametrize("name", _DDP_CASES)
+def test_forward_then_ddp_sync(ddp_pool, name):
+    """Real gloo, 2 ranks: states left by forward sync as after updates (the value over both ranks' batches),
+    and each batch value is the batch's own (forward after a synced compute too)."""
+    results = ddp_pool.run(_ddp_forwards, name)
+    factory, make = CASES[name]
+    batches = {(r, i): make(100 * r + i, n) for r, sizes in enumerate(_DDP_SIZES) for i, n in enumerate(sizes)}
+
+    def updated(keys: list[tuple[int, int]]) -> Any:
+        metric = factory()
+        for key in keys:
+            metric.update(**batches[key])
+        return metric.compute()
+
+    def close(a: Any, b: Any) -> bool:
+        if isinstance(a, dict):
+            return a.keys() == b.keys() and all(close(a[k], b[k]) for k in a)
+        return bool(torch.allclose(a.double(), b.double(), rtol=1e-12, atol=1e-12, equal_nan=True))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = updated([(r, i) for r in (0, 1) for i in (0, 1)])
+        second = updated([(r, i) for r in (0, 1) for i in (0, 1, 2)])
+        for rank, result in enumerate(results):
+            assert close(result["first"], first) and close(result["second"], second), (name, rank)
+            for i, value in enumerate(result["batch"]):
+                assert close(value, updated([(rank, i)])), (name, rank, i)

@@ -13,6 +13,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 from torchmetrics import Metric
+from torchmetrics.metric import CompositionalMetric
 from torchmetrics.wrappers import ClasswiseWrapper, MetricTracker, MinMaxMetric, MultitaskWrapper
 
 import torchmetrics_ext as tmx
@@ -101,6 +102,26 @@ def test_an_entry_that_is_itself_a_dict_is_refused_and_can_be_indexed_again(entr
     plain = tmx.Windowed(tmx.CTR(), window_size=3)[entry] * 100
     plain.update(torch.tensor([0.2, 0.7]), torch.tensor([0.0, 1.0]))
     assert plain.compute().item() == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize(
+    "index", [np.array([0, 1]), torch.tensor([0, 1]), 0, slice(0, 1)], ids=["ndarray", "tensor", "int", "slice"]
+)
+def test_non_string_index_of_a_window_is_torchmetrics_indexing(index):
+    """``windowed[idx]`` with an index that is not an entry name is TorchMetrics' metric of ``value[idx]`` as before
+    (a NumPy array raised "The truth value of an array ... is ambiguous" while the entry was looked up)."""
+    windowed = tmx.Windowed(tmx.RankingMetrics(ks=(2,)), window_size=3)
+    entry = windowed[index]
+    assert type(entry) is CompositionalMetric and entry.metric_a is windowed
+
+
+def test_per_task_entry_of_a_tensor_value_takes_part_in_arithmetic():
+    """``CTR(num_tasks=3)[1] * 100``: TorchMetrics' indexing of a ``(T,)`` value, then arithmetic."""
+    preds = np.array([[0.2, 0.7], [0.9, 0.4], [0.5, 0.5]])
+    target = np.array([[0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+    scaled = tmx.CTR(num_tasks=3)[1] * 100
+    scaled.update(torch.tensor(preds), torch.tensor(target))
+    assert scaled.compute().item() == pytest.approx(target[1].mean() * 100)
 
 
 def test_tensor_valued_metrics_keep_their_arithmetic_and_equality():

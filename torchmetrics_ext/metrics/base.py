@@ -1412,8 +1412,9 @@ class TaskMetric(GuardedMetric):
             state.update(zip(sum_names, summed))
         for name in list_names:
             chunks = state[name]
-            if any(chunk.requires_grad for chunk in chunks):  # the states keep no graph
-                chunks = [chunk.detach() for chunk in chunks]
+            # the states keep no graph; a subclass's list may hold other objects (TorchMetrics' round keeps them)
+            if any(isinstance(chunk, Tensor) and chunk.requires_grad for chunk in chunks):
+                chunks = [chunk.detach() if isinstance(chunk, Tensor) else chunk for chunk in chunks]
             state[name] = kept[name] + chunks
         self._join_small_chunks()
 

@@ -1027,7 +1027,8 @@ class Windowed(TensorArithmetic, WrapperMetric):
     def _entry_value_example(self, idx: Any) -> str | None:
         """``windowed["window"]`` of a dict-valued metric is a dict: an index of it (see :class:`TensorArithmetic`)."""
         life = self.lifetime
-        if idx in ("lifetime", "window") and isinstance(life, TensorArithmetic):
+        # a string first: `in` compares with `==`, which an array index answers elementwise (ambiguous truth value)
+        if isinstance(idx, str) and idx in ("lifetime", "window") and isinstance(life, TensorArithmetic):
             return life._dict_value_example()
         return None
 

@@ -771,6 +771,16 @@ def _remember(tensor: Tensor, bounds: Bounds) -> None:
 # unsigned dtypes without a min/max kernel (CPU), and the dtype their bounds are read in (see
 # checked_bounds): int64 holds uint16/32 exactly; uint64 past 2**63 would wrap to negative there
 _UNSIGNED_BOUNDS = {torch.uint16: torch.int64, torch.uint32: torch.int64, torch.uint64: torch.float64}
+# float8 dtypes have no min/max (nor frac) kernel: their bounds are read in float32, which holds each of
+# their values (NaN and ±inf included) exactly, as the float64 the metrics compute in does
+_FLOAT8_BOUNDS = {
+    dtype: torch.float32
+    for dtype in (
+        getattr(torch, name, None)
+        for name in ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu")
+    )
+    if dtype is not None
+}
 
 
 def _size(tensor: Tensor, label: Label) -> int:
@@ -789,6 +799,8 @@ def _reduced(tensor: Tensor, label: Label, known: bool = True) -> list[Tensor]:
     """
     if tensor.requires_grad:  # bounds are read back, never differentiated (and `aminmax(out=)` refuses grad)
         tensor = tensor.detach()
+    if tensor.dtype in _FLOAT8_BOUNDS:
+        tensor = tensor.to(_FLOAT8_BOUNDS[tensor.dtype])
     wide = _UNSIGNED_BOUNDS.get(tensor.dtype)
     if wide is not None:  # integers: no fractional part to read
         return [tensor.to(wide)]
@@ -815,6 +827,8 @@ def _cpu_bounds(tensor: Tensor | None, label: Label) -> Bounds:
         return ()
     if tensor.requires_grad:
         tensor = tensor.detach()
+    if tensor.dtype in _FLOAT8_BOUNDS:
+        tensor = tensor.to(_FLOAT8_BOUNDS[tensor.dtype])
     if label != MISSING and tensor.dtype not in _UNSIGNED_BOUNDS:  # `_reduced` inline: called per tensor per step
         low, high = torch.aminmax(tensor)
         if label and tensor.is_floating_point():

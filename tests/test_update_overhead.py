@@ -446,3 +446,33 @@ def test_a_subclass_with_a_bounded_domain_keeps_the_bounds_read_of_its_values():
     with pytest.raises(ValueError, match="preds"):
         metric.update(torch.tensor([0.5, 1.5]), torch.tensor([0.0, 1.0]))
     assert metric.sum_squared_error.item() == 0.0
+
+
+def test_a_subclass_with_its_own_sums_keeps_the_value_checks_and_its_kernel_signature():
+    """A user's subclass of an error metric with another layout of sums (here: its squared errors doubled
+    through an extra term) still refuses NaN from the inputs' bounds, and a subclass of NE whose
+    ``_batch_stats`` takes the three arguments of the template is called with three."""
+
+    class Doubled(tmx.WeightedMSE):
+        def _batch_stats(self, preds, target, weights):
+            squared, absolute, total, label, label_sq = super()._batch_stats(preds, target, weights)
+            # a NaN label gives a finite first and fourth sum here: only the inputs' bounds can tell
+            return torch.nan_to_num(squared), absolute, total, torch.nan_to_num(label), label_sq
+
+    metric = Doubled()
+    with pytest.raises(ValueError, match="target"):
+        metric.update(torch.tensor([0.5, 0.25]), torch.tensor([0.0, float("nan")]))
+    assert metric.sum_squared_error.item() == 0.0 and metric.update_count == 0
+
+    class ThreeArguments(tmx.NormalizedEntropy):
+        def _batch_stats(self, preds, target, weights):
+            return super()._batch_stats(preds, target, weights)
+
+    preds, target = np.array([0.2, 0.7, 0.9, 0.4]), np.array([0.0, 1.0, 1.0, 0.0])
+    ne = ThreeArguments()
+    ne.update(torch.tensor(preds), torch.tensor(target))
+    rate = target.mean()
+    expected = -np.mean(target * np.log(preds) + (1 - target) * np.log(1 - preds)) / -(
+        rate * np.log(rate) + (1 - rate) * np.log(1 - rate)
+    )
+    assert ne.compute().item() == pytest.approx(expected)

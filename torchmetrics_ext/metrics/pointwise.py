@@ -212,7 +212,7 @@ class _PointwiseMetric(TaskMetric):
         bounds: list | None = None
         if by_sums:
             p, t, w = self._format_validating(preds, target, weights, None)
-        elif validate and self._takes_pred_range:
+        elif validate and _passes_pred_range(type(self)):
             bounds = []
             p, t, w = self._format_validating(preds, target, weights, bounds)
         else:
@@ -261,8 +261,28 @@ def _finite_total(sums: Tensor) -> bool:
 
 @functools.cache
 def _checks_finiteness_only(cls: type[_PointwiseMetric]) -> bool:
-    """Whether ``cls``'s value checks are finiteness alone ("real" predictions and labels): then sums can stand in."""
-    return cls._preds_domain == "real" and cls._target_domain == "real"
+    """Whether ``cls``'s value checks are finiteness alone ("real" predictions and labels): then sums can stand in.
+
+    Only where ``cls``'s ``_batch_stats`` is the one :attr:`_PointwiseMetric._finite_sums` was written
+    for (a subclass with its own sums keeps the bounds read of its inputs).
+    """
+    return cls._preds_domain == "real" and cls._target_domain == "real" and _stats_of(cls, "_finite_sums")
+
+
+@functools.cache
+def _passes_pred_range(cls: type[_PointwiseMetric]) -> bool:
+    """Whether ``update`` hands ``cls``'s ``_batch_stats`` the predictions' bounds (it was written to take them)."""
+    return cls._takes_pred_range and _stats_of(cls, "_takes_pred_range")
+
+
+def _owner(cls: type, name: str) -> type:
+    """The class of ``cls``'s MRO that defines ``name``."""
+    return next(c for c in cls.__mro__ if name in vars(c))
+
+
+def _stats_of(cls: type[_PointwiseMetric], setting: str) -> bool:
+    """Whether ``cls``'s ``_batch_stats`` is defined with ``setting`` or before it (not by a subclass after it)."""
+    return issubclass(_owner(cls, setting), _owner(cls, "_batch_stats"))
 
 
 @functools.cache

@@ -91,3 +91,114 @@ def test_unchecked_integer_labels_outside_0_1_leave_the_states_untouched(bad):
         metric.update(torch.tensor([0.2, 0.5]), torch.tensor([0, bad]))
     assert _chunks(metric) == before
     assert metric.update_count == 1
+
+
+def _weights(rng: np.random.Generator, shape: tuple[int, ...], zeros: bool) -> np.ndarray:
+    w = rng.random(shape).astype(np.float32) + np.float32(0.1)
+    if zeros:
+        w[..., ::3] = 0.0  # every third row zero in every task
+        if len(shape) == 2:
+            w[0, 1::3] = 0.0  # zero in one task only: kept
+    return w
+
+
+@pytest.mark.parametrize("cls", [tmx.AUC, tmx.AUPRC])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.float32, torch.uint8])
+@pytest.mark.parametrize("num_tasks", [1, 3])
+@pytest.mark.parametrize("zeros", [False, True])
+def test_weighted_cpu_path_stores_signed_weights_and_drops_zero_rows(cls, dtype, num_tasks, zeros):
+    """``±w`` per task as float32, rows of zero weight in every task dropped; values as scikit-learn's."""
+    rng = np.random.default_rng(2)
+    n = 30
+    shape = (n,) if num_tasks == 1 else (num_tasks, n)
+    p = rng.random(shape).astype(np.float32)
+    y = rng.integers(0, 2, size=shape)
+    w = _weights(rng, shape, zeros)
+    metric = cls(num_tasks=num_tasks)
+    metric.update(torch.tensor(p), torch.tensor(y).to(dtype), torch.tensor(w))
+    p2, y2, w2 = (a.reshape(num_tasks, n) for a in (p, y, w))
+    kept = (w2 != 0).any(0)
+    (scores,), (signed,) = metric._scores, metric.signed_weights
+    np.testing.assert_array_equal(scores.numpy(), p2[:, kept].T.reshape(-1))
+    np.testing.assert_array_equal(signed.numpy(), np.where(y2 == 1, w2, -w2)[:, kept].T.reshape(-1))
+    score = skm.roc_auc_score if cls is tmx.AUC else skm.average_precision_score
+    expected = [score(y2[k], p2[k], sample_weight=w2[k]) for k in range(num_tasks)]
+    np.testing.assert_allclose(metric.compute().reshape(-1).numpy(), expected, rtol=1e-10)
+
+
+def test_weighted_unchecked_integer_labels_outside_0_1_leave_the_states_untouched():
+    metric = tmx.AUPRC(validate_args=False)
+    metric.update(torch.tensor([0.1, 0.9]), torch.tensor([0, 1]), torch.tensor([1.0, 2.0]))
+    before = _chunks(metric)
+    with pytest.raises(IndexError):
+        metric.update(torch.tensor([0.2, 0.5]), torch.tensor([0, 3]), torch.tensor([1.0, 2.0]))
+    assert _chunks(metric) == before
+
+
+@pytest.mark.parametrize("cls", [tmx.GroupedAUC, tmx.GroupedAUPRC])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.float32])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_grouped_cpu_path_stores_what_the_device_path_stores(cls, dtype, weighted):
+    """The signs from the table equal the formula's, chunk for chunk; the value is the mean per-group score."""
+    rng = np.random.default_rng(3)
+    n = 60
+    p = rng.random(n).astype(np.float32)
+    y = rng.integers(0, 2, size=n)
+    g = rng.integers(0, 6, size=n)
+    w = rng.random(n).astype(np.float32) + np.float32(0.1)
+    args = (torch.tensor(p), torch.tensor(y).to(dtype), torch.tensor(g), *([torch.tensor(w)] if weighted else []))
+    fast, general = cls(), cls()
+    fast.update(*args)
+    with force_device_path():
+        general.update(*args)
+    assert _chunks(fast) == _chunks(general)
+    score = skm.roc_auc_score if cls is tmx.GroupedAUC else skm.average_precision_score
+    values = [
+        score(y[g == k], p[g == k], sample_weight=w[g == k] if weighted else None)
+        for k in np.unique(g)
+        if len(np.unique(y[g == k])) == 2
+    ]
+    np.testing.assert_allclose(fast.compute().item(), np.mean(values), rtol=1e-10)
+
+
+def _pairwise_reference(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+    """Weighted share of pairs with different labels ordered alike (ties in predictions count 1/2)."""
+    dp, dy, ww = p[:, None] - p[None, :], y[:, None] - y[None, :], w[:, None] * w[None, :]
+    pairs = dy > 0
+    return float((ww * pairs * ((dp > 0) + 0.5 * (dp == 0))).sum() / (ww * pairs).sum())
+
+
+@pytest.mark.parametrize("cls", [tmx.RegressionAUC, tmx.XAUC])
+@pytest.mark.parametrize("weights", ["none", "positive", "zeros"])
+@pytest.mark.parametrize("num_tasks", [1, 2])
+def test_pairwise_cpu_path_stores_float64_rows(cls, weights, num_tasks):
+    """Unit weights stored as float64 ones, zero-weight rows dropped, every state a fresh sample-major copy."""
+    rng = np.random.default_rng(4)
+    n = 25
+    shape = (n,) if num_tasks == 1 else (num_tasks, n)
+    p = rng.random(shape).astype(np.float32)
+    y = rng.integers(0, 5, size=shape).astype(np.float32)
+    w = np.ones(shape, np.float32) if weights == "none" else _weights(rng, shape, weights == "zeros")
+    metric = cls(num_tasks=num_tasks)
+    given = [torch.tensor(p), torch.tensor(y)] + ([] if weights == "none" else [torch.tensor(w)])
+    metric.update(*given)
+    p2, y2, w2 = (a.reshape(num_tasks, n) for a in (p, y, w))
+    kept = (w2 > 0).any(0)
+    for name, values in zip(("pair_preds", "pair_target", "pair_weights"), (p2, y2, w2)):
+        (chunk,) = getattr(metric, name)
+        assert chunk.dtype == torch.float64 and chunk.is_contiguous() and chunk.ndim == 1
+        np.testing.assert_array_equal(chunk.numpy(), values[:, kept].T.reshape(-1).astype(np.float64))
+    if cls is tmx.RegressionAUC:
+        expected = [_pairwise_reference(p2[k], y2[k], w2[k].astype(np.float64)) for k in range(num_tasks)]
+        np.testing.assert_allclose(metric.compute().reshape(-1).numpy(), expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -1.0, 0.0])
+def test_pairwise_unchecked_weights_not_positive_are_dropped(bad):
+    """``validate_args=False``: rows whose weight is not > 0 (NaN, negative, zero) are dropped, as before."""
+    metric = tmx.RegressionAUC(validate_args=False)
+    metric.update(torch.tensor([0.1, 0.5, 0.9]), torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, bad, 2.0]))
+    assert metric.pair_weights[0].tolist() == [1.0, 2.0]
+    assert metric.pair_preds[0].tolist() == pytest.approx([0.1, 0.9])
+    metric.update(torch.tensor([0.3]), torch.tensor([1.0]), torch.tensor([bad]))  # every row dropped: nothing kept
+    assert len(metric.pair_preds) == 1

@@ -308,14 +308,18 @@ class _CurveMetric(TaskMetric):
             self._scores.append(_sample_major(p))
             self.signed_weights.append(F._label_signs(t.T, out=signs).view(-1))
             return
-        signed = F._signed_weights(t, w)
         if not on_device_path(p):
+            signed = F._signed_weights(t, w, lookup=True)  # checked labels (or IndexError, nothing stored)
             # rows of zero weight in every task change nothing: on the CPU they are not stored (on
             # a device, finding them would wait for it; stored, they add nothing to any sum). The
             # labels are not indexed (PyTorch 2.3 and 2.4 have no index kernel for uint16/32/64).
-            keep = (w != 0).any(0)
-            if not bool(keep.all()):
-                p, signed = p[:, keep], signed[:, keep]
+            # Weights all non-zero (the common case) are told by one reduction.
+            if not bool(w.all()):
+                keep = (w != 0).any(0)
+                if not bool(keep.all()):
+                    p, signed = p[:, keep], signed[:, keep]
+        else:
+            signed = F._signed_weights(t, w)
         # sample-major (n * T,) float32: a rank's empty-list placeholder at sync is float32 (0,) too
         self._scores.append(_sample_major(p))  # small chunks are joined after the update (TaskMetric)
         self.signed_weights.append(signed.view(-1) if signed.shape[0] == 1 else _sample_major(signed))

@@ -20,6 +20,7 @@ from torchmetrics_ext.functional.auc import grouped as F
 from torchmetrics_ext.metrics.auc.binary import _sample_major, _take_samples
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.utilities.checks import check_flag
+from torchmetrics_ext.utilities.device import on_device_path
 
 __all__ = ["GroupedAUC", "GroupedAUPRC"]
 
@@ -129,7 +130,9 @@ class _GroupedCurveMetric(TaskMetric):
         p, t, g, w = self._format(preds, target, groups, weights, validate=self._check_inputs)
         if p.shape[-1] == 0:
             return
-        signed = FB._signed_weights(t, w)
+        # checked labels (or an IndexError before anything is stored): on the CPU integer labels' signs
+        # come from a table, without a float copy of the labels
+        signed = FB._signed_weights(t, w, lookup=not on_device_path(p))
         if self.groups_complete_per_batch:
             sums = F._grouped_update(p, signed, g, self._kind, self.weight_groups, self.average_groups)
             for name, value in zip(self._sum_states, sums):

@@ -98,17 +98,27 @@ class _PairwiseMetric(TaskMetric):
         value); on other devices they are kept, since finding them would wait for the device.
         """
         p, t, w = self._format(preds, target, weights, validate=self._check_inputs)
-        w = torch.ones_like(p) if w is None else w.expand_as(p)
-        if not on_device_path(p):
-            keep = (w > 0).any(0)
-            if not bool(keep.all()):
-                p, t, w = p[:, keep], t[:, keep], w[:, keep]
         if p.shape[-1] == 0:
             return
+        if w is None:  # unit weights: nothing to drop, and the stored ones made as they are kept
+            ones = torch.ones(p.numel(), dtype=torch.float64, device=p.device)
+        else:
+            ones = None
+            w = w.expand_as(p)
+            # weights all positive (the common case) are told by one reduction; NaN fails both tests
+            if not on_device_path(p) and not bool(w.min() > 0):
+                keep = (w > 0).any(0)
+                if not bool(keep.all()):
+                    p, t, w = p[:, keep], t[:, keep], w[:, keep]
+                    if p.shape[-1] == 0:
+                        return
         # sample-major: transpose (T, n) -> (n, T) so batches concatenate along dim 0; copies, so
         # that a float64 input modified by the caller later does not change the state
-        for name, value in zip(_STATES, (p, t, w)):
-            getattr(self, name).append(_sample_major(value, torch.float64))
+        scores, labels = _sample_major(p, torch.float64), _sample_major(t, torch.float64)
+        stored = ones if w is None else _sample_major(w, torch.float64)
+        self.pair_preds.append(scores)
+        self.pair_target.append(labels)
+        self.pair_weights.append(stored)
 
     def _stacked(self, name: str) -> Tensor:
         """A state as one float64 ``(T, N)`` tensor (``N = 0`` before any update)."""

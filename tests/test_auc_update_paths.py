@@ -202,3 +202,23 @@ def test_pairwise_unchecked_weights_not_positive_are_dropped(bad):
     assert metric.pair_preds[0].tolist() == pytest.approx([0.1, 0.9])
     metric.update(torch.tensor([0.3]), torch.tensor([1.0]), torch.tensor([bad]))  # every row dropped: nothing kept
     assert len(metric.pair_preds) == 1
+
+
+@pytest.mark.parametrize(("n", "joined"), [(8191, True), (8192, False), (20_000, False)])
+def test_updates_of_8192_samples_or_more_keep_their_chunks(n, joined):
+    """Chunks of 8,192 elements or more are never joined after an update (a copy that cost half the update).
+
+    Smaller ones are joined as before (64 into one); the value equals scikit-learn's either way.
+    """
+    rng = np.random.default_rng(5)
+    metric = tmx.AUC()
+    ps, ys = [], []
+    for _ in range(65):
+        p, y = rng.random(n).astype(np.float32), rng.integers(0, 2, size=n)
+        metric.update(torch.tensor(p), torch.tensor(y))
+        ps.append(p)
+        ys.append(y)
+    assert len(metric._scores) == len(metric.signed_weights) == (2 if joined else 65)
+    p, y = np.concatenate(ps), np.concatenate(ys)
+    np.testing.assert_array_equal(torch.cat(metric._scores).numpy(), p)
+    np.testing.assert_allclose(metric.compute().item(), skm.roc_auc_score(y, p), rtol=1e-9)

@@ -100,10 +100,7 @@ class _PairwiseMetric(TaskMetric):
         p, t, w = self._format(preds, target, weights, validate=self._check_inputs)
         if p.shape[-1] == 0:
             return
-        if w is None:  # unit weights: nothing to drop, and the stored ones made as they are kept
-            ones = torch.ones(p.numel(), dtype=torch.float64, device=p.device)
-        else:
-            ones = None
+        if w is not None:
             w = w.expand_as(p)
             # weights all positive (the common case) are told by one reduction; NaN fails both tests
             if not on_device_path(p) and not bool(w.min() > 0):
@@ -114,11 +111,16 @@ class _PairwiseMetric(TaskMetric):
                         return
         # sample-major: transpose (T, n) -> (n, T) so batches concatenate along dim 0; copies, so
         # that a float64 input modified by the caller later does not change the state
-        scores, labels = _sample_major(p, torch.float64), _sample_major(t, torch.float64)
-        stored = ones if w is None else _sample_major(w, torch.float64)
-        self.pair_preds.append(scores)
-        self.pair_target.append(labels)
-        self.pair_weights.append(stored)
+        rows = (
+            _sample_major(p, torch.float64),
+            _sample_major(t, torch.float64),
+            # unit weights: nothing to drop, the stored ones made as they are kept (no ones_like and cast)
+            torch.ones(p.numel(), dtype=torch.float64, device=p.device)
+            if w is None
+            else _sample_major(w, torch.float64),
+        )
+        for name, value in zip(_STATES, rows):
+            getattr(self, name).append(value)
 
     def _stacked(self, name: str) -> Tensor:
         """A state as one float64 ``(T, N)`` tensor (``N = 0`` before any update)."""

@@ -137,24 +137,39 @@ def test_weighted_unchecked_integer_labels_outside_0_1_leave_the_states_untouche
 
 @pytest.mark.parametrize("cls", [tmx.GroupedAUC, tmx.GroupedAUPRC])
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.float32])
-@pytest.mark.parametrize("weighted", [False, True])
-def test_grouped_cpu_path_stores_what_the_device_path_stores(cls, dtype, weighted):
-    """The signs from the table equal the formula's, chunk for chunk; the value is the mean per-group score."""
+@pytest.mark.parametrize("weighted", ["none", "float32", "float64", "grad"])
+@pytest.mark.parametrize("validate_args", [True, False])
+def test_grouped_one_task_path_stores_what_the_general_path_stores(cls, dtype, weighted, validate_args):
+    """``(N,)`` inputs store, chunk for chunk and bit for bit, what ``(1, N)`` inputs (the general path) and
+    the device path store: scores, ``±w`` as float32 (float64 weights rounded alike), a copy of the ids; the
+    value is the mean per-group score."""
     rng = np.random.default_rng(3)
     n = 60
     p = rng.random(n).astype(np.float32)
     y = rng.integers(0, 2, size=n)
     g = rng.integers(0, 6, size=n)
-    w = rng.random(n).astype(np.float32) + np.float32(0.1)
-    args = (torch.tensor(p), torch.tensor(y).to(dtype), torch.tensor(g), *([torch.tensor(w)] if weighted else []))
-    fast, general = cls(), cls()
-    fast.update(*args)
+    w = rng.random(n) + 0.1
+    weights = {
+        "none": None,
+        "float32": torch.tensor(w, dtype=torch.float32),
+        "float64": torch.tensor(w),
+        "grad": torch.tensor(w, dtype=torch.float32).requires_grad_(),
+    }[weighted]
+    preds, target, ids = torch.tensor(p), torch.tensor(y).to(dtype), torch.tensor(g)
+    fast, general, device = (cls(validate_args=validate_args) for _ in range(3))
+    fast.update(preds, target, ids, weights)
+    general.update(preds[None], target[None], ids, None if weights is None else weights[None])
     with force_device_path():
-        general.update(*args)
-    assert _chunks(fast) == _chunks(general)
+        device.update(preds, target, ids, weights)
+    assert _chunks(fast) == _chunks(general) == _chunks(device)
+    for chunk in [*fast.preds, *fast.signed_weights]:
+        assert chunk.dtype == torch.float32 and chunk.is_contiguous() and not chunk.requires_grad
+    assert fast.groups[0].dtype == torch.int64 and fast.groups[0].data_ptr() != ids.data_ptr()  # int64 ids kept
+    if weights is not None:
+        w = weights.detach().to(torch.float32).numpy()  # the weights as the states keep them
     score = skm.roc_auc_score if cls is tmx.GroupedAUC else skm.average_precision_score
     values = [
-        score(y[g == k], p[g == k], sample_weight=w[g == k] if weighted else None)
+        score(y[g == k], p[g == k], sample_weight=None if weights is None else w[g == k])
         for k in np.unique(g)
         if len(np.unique(y[g == k])) == 2
     ]

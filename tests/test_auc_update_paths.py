@@ -237,3 +237,36 @@ def test_updates_of_8192_samples_or_more_keep_their_chunks(n, joined):
     p, y = np.concatenate(ps), np.concatenate(ys)
     np.testing.assert_array_equal(torch.cat(metric._scores).numpy(), p)
     np.testing.assert_allclose(metric.compute().item(), skm.roc_auc_score(y, p), rtol=1e-9)
+
+
+@pytest.mark.parametrize("cls", [tmx.RegressionAUC, tmx.XAUC])
+@pytest.mark.parametrize("weights", ["none", "float32", "float64", "zeros", "grad", "int64", "uint8"])
+@pytest.mark.parametrize("validate_args", [True, False])
+def test_pairwise_one_task_path_stores_what_the_general_path_stores(cls, weights, validate_args):
+    """``(N,)`` inputs store, chunk for chunk and bit for bit, what ``(1, N)`` inputs (the general path) store."""
+    rng = np.random.default_rng(6)
+    n = 40
+    p = torch.tensor(rng.random(n), dtype=torch.float32)
+    y = torch.tensor(rng.integers(0, 4, size=n))
+    w = torch.tensor(rng.random(n) + 0.1)
+    if weights == "zeros":
+        w[::4] = 0.0
+    integers = torch.tensor(rng.integers(0, 3, size=n))  # zeros among them
+    given = {
+        "none": None,
+        "float32": w.float(),
+        "float64": w,
+        "zeros": w,
+        "grad": w.float().requires_grad_(),
+        "int64": integers,
+        "uint8": integers.to(torch.uint8),
+    }[weights]
+    fast, general = cls(validate_args=validate_args), cls(validate_args=validate_args)
+    fast.update(p, y, given)
+    general.update(p[None], y[None], None if given is None else given[None])
+    assert _chunks(fast) == _chunks(general)
+    kept = np.ones(n, bool) if given is None else given.detach().numpy() > 0
+    assert fast.pair_preds[0].tolist() == p.double().numpy()[kept].tolist()
+    assert fast.pair_target[0].tolist() == y.double().numpy()[kept].tolist()
+    for chunk in (*fast.pair_preds, *fast.pair_target, *fast.pair_weights):
+        assert chunk.dtype == torch.float64 and not chunk.requires_grad and chunk.data_ptr() != p.data_ptr()

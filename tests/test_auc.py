@@ -435,7 +435,10 @@ def test_one_task_unweighted_rejects_leave_the_states_untouched(cls, preds, targ
 
 
 @pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
-@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.uint8, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(
+    "dtype",
+    [torch.int64, torch.int32, torch.bool, torch.uint8, torch.float32, torch.float64, torch.float16, torch.bfloat16],
+)
 @pytest.mark.parametrize("num_tasks", [1, 3])
 def test_unweighted_signs_of_every_label_dtype(dtype, num_tasks, device_path):
     """+1/-1 per label, stored float32 and sample-major, whatever the labels' dtype and the number of tasks."""

@@ -101,9 +101,15 @@ def _check_bins(
 
 # (device, dtype) -> a kept 0-dim -1 of that device and dtype
 _MINUS_ONE: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+# dtype -> a kept CPU (-1, +1) of that dtype: the signs of labels 0 and 1, looked up by label
+_SIGN_TABLE: dict[torch.dtype, Tensor] = {}
+_INDEX_DTYPES = (torch.int64, torch.int32)
+_CPU = torch.device("cpu")
 
 
-def _label_signs(target: Tensor, out: Tensor | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+def _label_signs(
+    target: Tensor, out: Tensor | None = None, dtype: torch.dtype = torch.float32, lookup: bool = False
+) -> Tensor:
     """``2 * label - 1`` as ``dtype`` (+1 for a label 1, -1 for a label 0), fresh, in one kernel.
 
     One ``add`` of the labels (any dtype) to a kept -1 of the device (on a GPU each launch costs
@@ -114,13 +120,33 @@ def _label_signs(target: Tensor, out: Tensor | None = None, dtype: torch.dtype =
     require grad are read detached: the signs are never differentiated (a metric keeps them as
     states, which must hold no autograd graph, and ``out=`` kernels refuse such inputs).
 
+    ``lookup``: int64/int32 CPU labels, 1-D or contiguous (without ``out``), index a kept ``(-1, +1)`` table
+    instead, the same values in one pass over the labels (the ``add`` first casts integer labels
+    to ``dtype`` in a pass of their own: 5.2 µs against 4.3 µs at 8,192 labels, 1.9 against 0.8 µs
+    at 16). A label other than 0 and 1 then raises ``IndexError``: callers check the labels
+    before, or accept that error for labels they did not check.
+
     Examples:
         >>> import torch
         >>> _label_signs(torch.tensor([1, 0, 1]))
         tensor([ 1., -1.,  1.])
+        >>> _label_signs(torch.tensor([1, 0, 1]), lookup=True)
+        tensor([ 1., -1.,  1.])
     """
     if target.requires_grad:  # no `detach` op otherwise: an update's fixed cost
         target = target.detach()
+    if lookup and out is None and target.is_cpu and (target.ndim == 1 or target.is_contiguous()):
+        table = _SIGN_TABLE.get(dtype)
+        if table is None:
+            table = _SIGN_TABLE[dtype] = torch.tensor([-1.0, 1.0], dtype=dtype)
+        if target.dtype in _INDEX_DTYPES:
+            if target.ndim == 1:
+                return torch.index_select(table, 0, target)
+            return torch.index_select(table, 0, target.view(-1)).view(target.shape)  # (T, N): views, no copy
+        if target.dtype == dtype:  # as below, without making a device object (~0.2 µs a call)
+            minus_one = _MINUS_ONE.get((_CPU, dtype))
+            if minus_one is not None:
+                return torch.add(minus_one, target, alpha=2)
     device = target.device
     minus_one = _MINUS_ONE.get((device, dtype))
     if minus_one is None:
@@ -132,7 +158,9 @@ def _label_signs(target: Tensor, out: Tensor | None = None, dtype: torch.dtype =
     return torch.add(minus_one, target, alpha=2, out=out)
 
 
-def _signed_weights(target: Tensor, weights: Tensor | None, dtype: torch.dtype = torch.float32) -> Tensor:
+def _signed_weights(
+    target: Tensor, weights: Tensor | None, dtype: torch.dtype = torch.float32, lookup: bool = False
+) -> Tensor:
     """A fresh ``dtype`` ``+w`` for labels 1 and ``-w`` for labels 0 (``w = 1`` unweighted).
 
     ``target`` of any dtype, its labels 0 or 1 (see :func:`_label_signs`); ``weights``
@@ -140,13 +168,15 @@ def _signed_weights(target: Tensor, weights: Tensor | None, dtype: torch.dtype =
     weighted (the signs times the weights, in place where the signs have the broadcast shape: each
     product ``±w`` is then rounded to ``dtype`` as ``w`` would be). Never differentiated: labels and
     weights that require grad are read detached (a metric keeps the result as a state).
+    ``lookup``: the signs of integer CPU labels from a table (see :func:`_label_signs`: checked
+    labels only; others raise ``IndexError``).
 
     Examples:
         >>> import torch
         >>> _signed_weights(torch.tensor([1, 0]), torch.tensor([0.5, 2.0], dtype=torch.float64))
         tensor([ 0.5000, -2.0000])
     """
-    signs = _label_signs(target, dtype=dtype)
+    signs = _label_signs(target, dtype=dtype, lookup=lookup)
     if weights is None:
         return signs
     if weights.requires_grad:  # no `detach` op otherwise

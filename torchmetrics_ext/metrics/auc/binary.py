@@ -94,8 +94,8 @@ def _sample_major(values: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     """
     if values.requires_grad:  # no `detach` op otherwise: update's fixed cost
         values = values.detach()
-    if values.ndim == 1:  # one task
-        return values.clone(memory_format=torch.contiguous_format) if values.dtype == dtype else values.to(dtype=dtype)
+    if values.ndim == 1:  # one task; `clone` of a 1-D tensor is contiguous (a kwarg costs its parse, ~0.2 µs)
+        return values.clone() if values.dtype == dtype else values.to(dtype=dtype)
     rows = values.reshape(-1) if values.shape[0] == 1 else values.T
     if rows.dtype == dtype:  # the same copy; `.to(..., copy=True)` parses its overloads first (~2 µs a call)
         return rows.clone(memory_format=torch.contiguous_format).view(-1)
@@ -276,9 +276,18 @@ class _CurveMetric(TaskMetric):
         """Accumulate one batch: ``preds``/``target`` ``(N,)`` or ``(T, N)``, optional ``weights``."""
         if self.num_bins is None and weights is None and _one_task(preds, target):
             # one task, unweighted (the common case): the (n,) inputs are sample-major already and the
-            # update is two kernels (a float32 copy of the scores, the labels' signs), no views. They
-            # are queued before the batch is checked, so that a GPU runs them while the host waits for
-            # the batch's bounds; they are stored only once the batch passed.
+            # update is two kernels (a float32 copy of the scores, the labels' signs), no views.
+            if not on_device_path(preds):
+                # checked first: integer labels then take their signs from a table (one pass, no float
+                # copy of the labels), which only labels 0 and 1 index (others raise IndexError there)
+                if self._check_inputs:
+                    self._validate(preds, target)
+                scores, signs = _sample_major(preds), F._label_signs(target, lookup=True)
+                self._scores.append(scores)
+                self.signed_weights.append(signs)
+                return
+            # on a device both are queued before the batch is checked, so that the device runs them
+            # while the host waits for the batch's bounds; they are stored only once the batch passed
             scores, signs = _sample_major(preds), F._label_signs(target)
             if self._check_inputs:
                 self._validate(preds, target)
@@ -299,14 +308,18 @@ class _CurveMetric(TaskMetric):
             self._scores.append(_sample_major(p))
             self.signed_weights.append(F._label_signs(t.T, out=signs).view(-1))
             return
-        signed = F._signed_weights(t, w)
         if not on_device_path(p):
+            signed = F._signed_weights(t, w, lookup=True)  # checked labels (or IndexError, nothing stored)
             # rows of zero weight in every task change nothing: on the CPU they are not stored (on
             # a device, finding them would wait for it; stored, they add nothing to any sum). The
             # labels are not indexed (PyTorch 2.3 and 2.4 have no index kernel for uint16/32/64).
-            keep = (w != 0).any(0)
-            if not bool(keep.all()):
-                p, signed = p[:, keep], signed[:, keep]
+            # Weights all non-zero (the common case) are told by one reduction.
+            if not bool(w.all()):
+                keep = (w != 0).any(0)
+                if not bool(keep.all()):
+                    p, signed = p[:, keep], signed[:, keep]
+        else:
+            signed = F._signed_weights(t, w)
         # sample-major (n * T,) float32: a rank's empty-list placeholder at sync is float32 (0,) too
         self._scores.append(_sample_major(p))  # small chunks are joined after the update (TaskMetric)
         self.signed_weights.append(signed.view(-1) if signed.shape[0] == 1 else _sample_major(signed))

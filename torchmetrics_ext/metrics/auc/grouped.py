@@ -17,9 +17,10 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.auc import binary as FB
 from torchmetrics_ext.functional.auc import grouped as F
-from torchmetrics_ext.metrics.auc.binary import _sample_major, _take_samples
+from torchmetrics_ext.metrics.auc.binary import _one_task, _sample_major, _take_samples
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.utilities.checks import check_flag
+from torchmetrics_ext.utilities.device import on_device_path
 
 __all__ = ["GroupedAUC", "GroupedAUPRC"]
 
@@ -126,19 +127,40 @@ class _GroupedCurveMetric(TaskMetric):
 
     def update(self, preds: Tensor, target: Tensor, groups: Tensor, weights: Tensor | None = None) -> None:
         """Accumulate one batch: ``preds``/``target`` ``(N,)`` or ``(T, N)``, ``groups`` ``(N,)`` ids."""
+        if (
+            not self.groups_complete_per_batch
+            and _one_task(preds, target)
+            and isinstance(groups, Tensor)
+            and groups.ndim == 1
+            and (weights is None or (isinstance(weights, Tensor) and weights.shape == preds.shape))
+        ):
+            # one task of (n,) inputs kept as they are (the common case): sample-major already, so
+            # no (1, n) views and no transposes; the same kernels, and the same values, as below
+            if self._check_inputs:
+                self._validate(preds, target, groups, weights)
+            signed = FB._signed_weights(target, weights, lookup=not on_device_path(preds))
+            self._keep_rows(_sample_major(preds), signed, groups)
+            return
         p, t, g, w = self._format(preds, target, groups, weights, validate=self._check_inputs)
         if p.shape[-1] == 0:
             return
-        signed = FB._signed_weights(t, w)
+        # checked labels (or an IndexError before anything is stored): on the CPU integer labels' signs
+        # come from a table, without a float copy of the labels
+        signed = FB._signed_weights(t, w, lookup=not on_device_path(p))
         if self.groups_complete_per_batch:
             sums = F._grouped_update(p, signed, g, self._kind, self.weight_groups, self.average_groups)
             for name, value in zip(self._sum_states, sums):
                 getattr(self, name).add_(value)
             return
-        getattr(self, self._preds_state).append(_sample_major(p))  # small chunks joined after the update
-        self.signed_weights.append(signed.T.reshape(-1))
+        self._keep_rows(_sample_major(p), signed.T.reshape(-1), g)
+
+    def _keep_rows(self, scores: Tensor, signed: Tensor, groups: Tensor) -> None:
+        """Append a batch's sample-major scores and signed weights and a copy of its ``(n,)`` ids."""
         # never alias the caller's tensor; ids given in 32 bits or fewer keep 4 bytes per row (int64 at sync)
-        self.groups.append(g.to(torch.int32 if _fits_int32(g.dtype) else torch.int64, copy=True))
+        ids = groups.to(torch.int32 if _fits_int32(groups.dtype) else torch.int64, copy=True)
+        getattr(self, self._preds_state).append(scores)  # small chunks joined after the update
+        self.signed_weights.append(signed)
+        self.groups.append(ids)
 
     def compute(self) -> Tensor:
         """Mean per-group value over everything accumulated (and synced across ranks)."""

@@ -15,7 +15,7 @@ from torch import Tensor
 from torchmetrics.utilities.data import dim_zero_cat
 
 from torchmetrics_ext.functional.auc import pairwise as F
-from torchmetrics_ext.metrics.auc.binary import _sample_major
+from torchmetrics_ext.metrics.auc.binary import _one_task, _sample_major
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
 from torchmetrics_ext.utilities.device import on_device_path
@@ -97,18 +97,41 @@ class _PairwiseMetric(TaskMetric):
         On the CPU, rows whose weight is zero in every task are dropped (they cannot change the
         value); on other devices they are kept, since finding them would wait for the device.
         """
-        p, t, w = self._format(preds, target, weights, validate=self._check_inputs)
-        w = torch.ones_like(p) if w is None else w.expand_as(p)
-        if not on_device_path(p):
-            keep = (w > 0).any(0)
-            if not bool(keep.all()):
-                p, t, w = p[:, keep], t[:, keep], w[:, keep]
+        if _one_task(preds, target) and (
+            weights is None or (isinstance(weights, Tensor) and weights.shape == preds.shape)
+        ):
+            # one task of (n,) inputs (the common case): sample-major already, no (1, n) views;
+            # the same rows kept, the same copies stored, as below
+            if self._check_inputs:
+                self._validate(preds, target, weights)
+            p, t, w = preds, target, weights
+            if w is not None and not w.is_floating_point():  # (uint16/32/64 have no CPU min kernel)
+                w = w.to(dtype=torch.float64)
+        else:
+            p, t, w = self._format(preds, target, weights, validate=self._check_inputs)
         if p.shape[-1] == 0:
             return
+        if w is not None:
+            w = w.expand_as(p) if w.shape != p.shape else w
+            # weights all positive (the common case) are told by one reduction; NaN fails both tests
+            if not on_device_path(p) and not bool(w.min() > 0):
+                keep = w > 0 if w.ndim == 1 else (w > 0).any(0)
+                if not bool(keep.all()):
+                    p, t, w = p[..., keep], t[..., keep], w[..., keep]
+                    if p.shape[-1] == 0:
+                        return
         # sample-major: transpose (T, n) -> (n, T) so batches concatenate along dim 0; copies, so
         # that a float64 input modified by the caller later does not change the state
-        for name, value in zip(_STATES, (p, t, w)):
-            getattr(self, name).append(_sample_major(value, torch.float64))
+        rows = (
+            _sample_major(p, torch.float64),
+            _sample_major(t, torch.float64),
+            # unit weights: nothing to drop, the stored ones made as they are kept (no ones_like and cast)
+            torch.ones(p.numel(), dtype=torch.float64, device=p.device)
+            if w is None
+            else _sample_major(w, torch.float64),
+        )
+        for name, value in zip(_STATES, rows):
+            getattr(self, name).append(value)
 
     def _stacked(self, name: str) -> Tensor:
         """A state as one float64 ``(T, N)`` tensor (``N = 0`` before any update)."""

@@ -1390,13 +1390,8 @@ class TaskMetric(GuardedMetric):
         if list_names:
             self._add_batch_states(dict(zip(names, kept)), sum_names, list_names)
         else:  # sum states only (in the order of `names`)
-            batch = [state[name] for name in names]
-            if any(s.requires_grad for s in batch):  # the states keep no graph
-                with torch.no_grad():
-                    summed = torch._foreach_add(kept, batch)
-            else:
-                summed = torch._foreach_add(kept, batch)
-            state.update(zip(names, summed))  # plain attributes (TorchMetrics' states), as its reduction rebinds them
+            # plain attributes (TorchMetrics' states), as its reduction rebinds them
+            state.update(zip(names, _sums_added(kept, [state[name] for name in names])))
         _count_reset(self, held)  # what TorchMetrics' reset inside forward notes
         state["_cache"], state["_forward_cache"] = None, value
         state["_should_unsync"], state["_to_sync"] = True, state["sync_on_compute"]
@@ -1413,13 +1408,7 @@ class TaskMetric(GuardedMetric):
         """
         state = self.__dict__
         if sum_names:
-            batch = [state[name] for name in sum_names]
-            before = [kept[name] for name in sum_names]
-            if any(s.requires_grad for s in batch):  # the states keep no graph
-                with torch.no_grad():
-                    summed = torch._foreach_add(before, batch)
-            else:
-                summed = torch._foreach_add(before, batch)
+            summed = _sums_added([kept[name] for name in sum_names], [state[name] for name in sum_names])
             state.update(zip(sum_names, summed))
         for name in list_names:
             chunks = state[name]
@@ -1735,6 +1724,14 @@ def _forwards_by_sums(cls: type[TaskMetric]) -> bool:
         and cls._copy_state_dict is GuardedMetric._copy_state_dict
         and cls._reduce_states is Metric._reduce_states
     )
+
+
+def _sums_added(held: list[Tensor], batch: list[Tensor]) -> Sequence[Tensor]:
+    """``held + batch`` per sum state, out of place (TorchMetrics' reduction in ``forward``); no graph kept."""
+    if any(s.requires_grad for s in batch):  # the states keep no graph
+        with torch.no_grad():
+            return torch._foreach_add(held, batch)
+    return torch._foreach_add(held, batch)
 
 
 def _fresh(defaults: Mapping[str, Tensor | list]) -> list[Tensor | list]:

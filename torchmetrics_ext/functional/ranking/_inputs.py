@@ -323,6 +323,7 @@ def _ranking_format(
 _SCORE_DTYPES = frozenset((torch.float16, torch.bfloat16, torch.float32, torch.float64))
 # dtypes whose bounds ``torch.aminmax`` reads on the CPU as they are (float8 and uint16/32/64 have no kernel)
 _DIRECT_DTYPES = _SCORE_DTYPES | {torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8}
+_COMPLEX = frozenset((torch.complex32, torch.complex64, torch.complex128))
 _ID_DTYPES = frozenset(
     (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.uint16, torch.uint32, torch.uint64)
 )
@@ -348,7 +349,10 @@ def _flat_rows_checked(preds: Tensor, target: Tensor, indexes: Tensor, weights: 
         and preds.ndim == 1
         and target.shape == preds.shape
         and indexes.shape == preds.shape
-        and (weights is None or (isinstance(weights, Tensor) and weights.shape == preds.shape and not weights.is_complex()))
+        and (
+            weights is None
+            or (isinstance(weights, Tensor) and weights.shape == preds.shape and weights.dtype not in _COMPLEX)
+        )
         and (
             (preds.is_cpu and target.is_cpu and indexes.is_cpu and (weights is None or weights.is_cpu))
             or (
@@ -420,19 +424,7 @@ def _check_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> floa
         and (target.dtype in _DIRECT_DTYPES or target.dtype == torch.bool)
         and (weights is None or weights.dtype in _DIRECT_DTYPES)
     ):
-        if math.isnan(preds.max().item()):
-            raise ValueError(_NAN_PREDS)
-        if target.dtype == torch.bool:
-            tmax = 1.0  # bool relevance is in range: not read (as below)
-        else:
-            low, high = torch.aminmax(target)
-            tmin, tmax = low.item(), high.item()
-            if not (tmin >= 0 and math.isfinite(tmax)):
-                raise ValueError(f"Expected `target` to hold finite relevance >= 0, got {observed_range(tmin, tmax)}.")
-        if weights is not None:
-            low, high = torch.aminmax(weights)
-            _check_weight_bounds(low.item(), high.item())
-        return tmax
+        return _check_cpu_values(preds, target, weights)
     checked = [preds] + ([] if target.dtype == torch.bool else [target]) + ([] if weights is None else [weights])
     # on the device path one read, shared with every other metric of the step that checks the same
     # tensors; any dtype (uint16/32/64 weights have no min/max kernel: checked_bounds widens them)
@@ -447,6 +439,23 @@ def _check_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> floa
         raise ValueError(f"Expected `target` to hold finite relevance >= 0, got {observed_range(tmin, tmax)}.")
     if weights is not None:
         _check_weight_bounds(values[4], values[5])
+    return tmax
+
+
+def _check_cpu_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> float:
+    """:func:`_check_values` on the CPU path of common dtypes (the caller checked them): each bound read directly."""
+    if math.isnan(preds.max().item()):
+        raise ValueError(_NAN_PREDS)
+    if target.dtype == torch.bool:
+        tmax = 1.0  # bool relevance is in range: not read (as in `_check_values`)
+    else:
+        low, high = torch.aminmax(target)
+        tmin, tmax = low.item(), high.item()
+        if not (tmin >= 0 and math.isfinite(tmax)):
+            raise ValueError(f"Expected `target` to hold finite relevance >= 0, got {observed_range(tmin, tmax)}.")
+    if weights is not None:
+        low, high = torch.aminmax(weights)
+        _check_weight_bounds(low.item(), high.item())
     return tmax
 
 

@@ -297,8 +297,10 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
             if len(kept_weights) < len(kept_preds):
                 for earlier in kept_preds[len(kept_weights) :]:
                     kept_weights.append(self._unit_weights(earlier))
-            for name, chunk in zip(_ROW_STATES, kept):
-                state[name].append(chunk)
+            kept_preds.append(kept[0])  # the row states in `_ROW_STATES` order, written out (per call)
+            state["target"].append(kept[1])
+            state["indexes"].append(kept[2])
+            kept_weights.append(kept[3])
             return
         # ranking in update (padded lists, complete queries) on the device path: the kernel that
         # reads nothing on the host, with masked rows kept in place
@@ -385,15 +387,16 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
             top = self._target_max(None, target)
         if not preds.shape[0]:
             return None
+        shared = _SHARED_COPIES.get()
         if target.dtype in _WIDE_UNSIGNED:  # read as float64, as `_ranking_format` does
             kept_target = target.to(torch.float64)
         elif target.dtype == torch.int64 and top is not None and top < _INT32_LIMIT:
             kept_target = target.to(torch.int32)  # validated relevance: half the memory kept per row
         else:
-            kept_target = _own_copy(target)
+            kept_target = _own_copy(target, shared)
         # a copy is contiguous: a caller's stride-0 weights never read as unit weights
-        kept_weights = self._unit_weights(preds) if weights is None else _own_copy(weights)
-        return _own_copy(preds), kept_target, _own_copy(indexes), kept_weights
+        kept_weights = self._unit_weights(preds) if weights is None else _own_copy(weights, shared)
+        return _own_copy(preds, shared), kept_target, _own_copy(indexes, shared), kept_weights
 
     def _join_chunks(self, chunks: list[Tensor]) -> Tensor:
         """Small chunks joined into one (after ``update``); inside :class:`sharing_row_copies`, once for every metric.
@@ -503,12 +506,12 @@ def _is_unit(chunk: Tensor) -> bool:
 _SHARED_COPIES: ContextVar[dict[Hashable, tuple[Any, Tensor]] | None] = ContextVar("_SHARED_COPIES", default=None)
 
 
-def _own_copy(value: Tensor) -> Tensor:
+def _own_copy(value: Tensor, shared: dict[Hashable, tuple[Any, Tensor]] | None) -> Tensor:
     """A detached, compact copy of a caller's tensor, in its own dtype: what the exact mode keeps of it.
 
-    Inside :class:`sharing_row_copies` one copy per tensor object is made and shared.
+    Inside :class:`sharing_row_copies` (``shared``: its table, read once per batch by the caller)
+    one copy per tensor object is made and shared.
     """
-    shared = _SHARED_COPIES.get()
     if shared is not None:
         hit = shared.get(id(value))
         if hit is not None and hit[0] is value:  # the tensor is held below: its id is not reused in the block

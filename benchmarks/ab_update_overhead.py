@@ -2,15 +2,17 @@
 
 Per-update thread CPU time of standalone metrics (WeightedMSE, WeightedMAE, CTR, Calibration, exact
 AUC and AUPRC, ``Windowed(AUC, 1000)``, exact ``GroupedAUC`` on groups of 4 rows, ``XAUC``;
-``NDCG(k=10)``, ``RankingMetrics`` and ``Windowed(NDCG(k=10), 1000)`` on flat weighted rows of 4 per
-query, the exact mode) at a tiny batch (``N=8``, where the cost is all fixed: Python and ATen
-dispatch) and a training-size one (``N=8192``), validation on and off, one thread. The two versions
-take turns round by round (the order alternating) in one process; each round times 200 updates (50
-at ``N=8192``) over 8 pre-generated batches, and the best round of each side is reported with their
-ratio (this checkout / the other; below 1 is faster), next to the median of the per-round ratios
-(the machine is shared: a round that one side spends descheduled moves the best round of that side
-only, the median ratio much less). ``--forward`` times ``metric(...)`` (the batch value and the
-accumulation, what Lightning calls every step) instead of ``update``.
+``NDCG(k=10)``, ``RankingMetrics``, ``MRR``, ``RecallAtK(5)`` and ``Windowed(NDCG(k=10), 1000)`` on
+flat weighted rows of 4 per query, the exact mode; ``NDCG(k=10) int64`` on unweighted rows with
+int64 labels; the ``padded`` cases on ``(N / 4, 4)`` lists with a mask) at a tiny batch (``N=8``,
+where the cost is all fixed: Python and ATen dispatch) and a training-size one (``N=8192``),
+validation on and off, one thread. The two versions take turns round by round (the order
+alternating) in one process; each round times 200 updates (50 at ``N=8192``) over 8 pre-generated
+batches, and the best round of each side is reported with their ratio (this checkout / the other;
+below 1 is faster), next to the median of the per-round ratios (the machine is shared: a round that
+one side spends descheduled moves the best round of that side only, the median ratio much less).
+``--forward`` times ``metric(...)`` (the batch value and the accumulation, what Lightning calls
+every step) instead of ``update``.
 
     mkdir -p /tmp/base && git archive <rev> torchmetrics_ext | tar -x -C /tmp/base
     python benchmarks/ab_update_overhead.py /tmp/base
@@ -56,6 +58,11 @@ CASES: dict[str, tuple[Callable[[ModuleType, bool], Any], bool | str]] = {
     "HindsightTargetPR": (lambda m, va: m.HindsightTargetPR(validate_args=va), True),
     "Windowed(NDCG, 1000)": (lambda m, va: m.Windowed(m.NDCG(k=10, validate_args=va), 1000), "ranking"),
     "RankingMetrics": (lambda m, va: m.RankingMetrics(ks=(1, 5, 10), validate_args=va), "ranking"),
+    "MRR": (lambda m, va: m.MRR(validate_args=va), "ranking"),
+    "RecallAtK(5)": (lambda m, va: m.RecallAtK(5, validate_args=va), "ranking"),
+    "NDCG(k=10) int64": (lambda m, va: m.NDCG(k=10, validate_args=va), "ranking int64"),
+    "NDCG(k=10) padded": (lambda m, va: m.NDCG(k=10, validate_args=va), "padded"),
+    "RankingMetrics padded": (lambda m, va: m.RankingMetrics(ks=(1, 5, 10), validate_args=va), "padded"),
 }
 
 
@@ -75,6 +82,16 @@ def per_update(metric: Any, data: list[Batch], weighted: bool | str, reps: int, 
     if weighted == "ranking":
         ids = torch.arange(data[0][0].shape[0]) // 4
         kwargs = [{"indexes": ids, "weights": b[2]} for b in data]
+    elif weighted == "ranking int64":  # unweighted, int64 labels (kept as int32 after their bounds are read)
+        ids = torch.arange(data[0][0].shape[0]) // 4
+        args = [(b[0], b[1].long()) for b in data]
+        kwargs = [{"indexes": ids} for _ in data]
+    elif weighted == "padded":  # (N / 4, 4) lists, the last candidate of every other list padding
+        n = data[0][0].shape[0]
+        mask = torch.ones(max(n // 4, 1), 4, dtype=torch.bool)
+        mask[::2, -1] = False
+        args = [(b[0][: mask.numel()].reshape(mask.shape), b[1][: mask.numel()].reshape(mask.shape)) for b in data]
+        kwargs = [{"mask": mask} for _ in data]
     elif weighted == "grouped":
         groups = torch.arange(data[0][0].shape[0]) // 4
         args = [(*b[:2], groups, b[2]) for b in data]

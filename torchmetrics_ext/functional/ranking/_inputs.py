@@ -320,6 +320,52 @@ def _ranking_format(
     return RankingRows(p, t, qid, w, padded, target_max=top, valid=valid, grid=grid)
 
 
+_SCORE_DTYPES = frozenset((torch.float16, torch.bfloat16, torch.float32, torch.float64))
+# dtypes whose bounds ``torch.aminmax`` reads on the CPU as they are (float8 and uint16/32/64 have no kernel)
+_DIRECT_DTYPES = _SCORE_DTYPES | {torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8}
+_COMPLEX = frozenset((torch.complex32, torch.complex64, torch.complex128))
+_ID_DTYPES = frozenset(
+    (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.uint16, torch.uint32, torch.uint64)
+)
+
+
+def _flat_rows_checked(preds: Tensor, target: Tensor, indexes: Tensor, weights: Tensor | None) -> float | None:
+    """The checks :func:`_ranking_format` makes of flat rows without a mask; the largest relevance (``None`` if empty).
+
+    For an exact metric's ``update``, which keeps the caller's tensors (copied) and needs none of
+    the formatting: the same structural conditions read in one expression (dtypes by set
+    membership, shapes compared as ``torch.Size``), then :func:`_check_values` of the tensors as
+    given. Anything unusual (a non-tensor, a dtype outside the common ones, uint16/32/64
+    relevance, a shape or device mismatch) goes through :func:`_ranking_format` itself, so every
+    rejection is its message, raised in its order.
+    """
+    if (
+        isinstance(preds, Tensor)
+        and isinstance(target, Tensor)
+        and isinstance(indexes, Tensor)
+        and preds.dtype in _SCORE_DTYPES
+        and (target.dtype in _DIRECT_DTYPES or target.dtype == torch.bool)
+        and indexes.dtype in _ID_DTYPES
+        and preds.ndim == 1
+        and target.shape == preds.shape
+        and indexes.shape == preds.shape
+        and (
+            weights is None
+            or (isinstance(weights, Tensor) and weights.shape == preds.shape and weights.dtype not in _COMPLEX)
+        )
+        and (
+            (preds.is_cpu and target.is_cpu and indexes.is_cpu and (weights is None or weights.is_cpu))
+            or (
+                target.device == preds.device
+                and indexes.device == preds.device
+                and (weights is None or weights.device == preds.device)
+            )
+        )
+    ):
+        return _check_values(preds, target, weights) if preds.shape[0] else None
+    return _ranking_format(preds, target, indexes, None, weights).target_max
+
+
 def _check_kept_values(grid: PaddedGrid, num_rows: int) -> float:
     """:func:`_check_values` of the ``num_rows`` (> 0) kept entries of ``grid``, without gathering them.
 
@@ -364,24 +410,58 @@ def _check_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> floa
 
     Returns the largest relevance.
 
-    ``aminmax`` propagates NaN. On CPU each bound is read directly (there is nothing to
+    ``aminmax`` (and ``max``) propagate NaN. On CPU each bound is read directly (there is nothing to
     synchronise, and stacking them would cost more than reading them); on the device path
     (:func:`~torchmetrics_ext.utilities.device.on_device_path`, forced on CPU in tests) in one copy.
+    On the CPU with common dtypes (floating scores, bool/integer/floating relevance and weights)
+    the reads are made here, without :func:`~torchmetrics_ext.utilities.checks.checked_bounds`'
+    bookkeeping, and of the scores only the maximum is read (NaN is all that is checked of them):
+    the same values, checks and messages.
     """
+    if (
+        not on_device_path(preds)
+        and preds.dtype in _SCORE_DTYPES
+        and (target.dtype in _DIRECT_DTYPES or target.dtype == torch.bool)
+        and (weights is None or weights.dtype in _DIRECT_DTYPES)
+    ):
+        return _check_cpu_values(preds, target, weights)
     checked = [preds] + ([] if target.dtype == torch.bool else [target]) + ([] if weights is None else [weights])
     # on the device path one read, shared with every other metric of the step that checks the same
     # tensors; any dtype (uint16/32/64 weights have no min/max kernel: checked_bounds widens them)
     bounds = checked_bounds(checked, [False] * len(checked), on_device_path(preds))
     values = [value for bound in bounds for value in bound]
     if math.isnan(values[0]) or math.isnan(values[1]):
-        raise ValueError("Expected `preds` without NaN (any other real score, ±inf included, is fine), got NaN.")
+        raise ValueError(_NAN_PREDS)
     if target.dtype == torch.bool:
         values[2:2] = [0.0, 1.0]
     tmin, tmax = values[2], values[3]
     if not (tmin >= 0 and math.isfinite(tmax)):
         raise ValueError(f"Expected `target` to hold finite relevance >= 0, got {observed_range(tmin, tmax)}.")
     if weights is not None:
-        wmin, wmax = values[4], values[5]
-        if not (wmin >= 0 and math.isfinite(wmax)):
-            raise ValueError(f"Expected `weights` to be finite and non-negative, got {observed_range(wmin, wmax)}.")
+        _check_weight_bounds(values[4], values[5])
     return tmax
+
+
+def _check_cpu_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> float:
+    """:func:`_check_values` on the CPU path of common dtypes (the caller checked them): each bound read directly."""
+    if math.isnan(preds.max().item()):
+        raise ValueError(_NAN_PREDS)
+    if target.dtype == torch.bool:
+        tmax = 1.0  # bool relevance is in range: not read (as in `_check_values`)
+    else:
+        low, high = torch.aminmax(target)
+        tmin, tmax = low.item(), high.item()
+        if not (tmin >= 0 and math.isfinite(tmax)):
+            raise ValueError(f"Expected `target` to hold finite relevance >= 0, got {observed_range(tmin, tmax)}.")
+    if weights is not None:
+        low, high = torch.aminmax(weights)
+        _check_weight_bounds(low.item(), high.item())
+    return tmax
+
+
+_NAN_PREDS = "Expected `preds` without NaN (any other real score, ±inf included, is fine), got NaN."
+
+
+def _check_weight_bounds(wmin: float, wmax: float) -> None:
+    if not (wmin >= 0 and math.isfinite(wmax)):
+        raise ValueError(f"Expected `weights` to be finite and non-negative, got {observed_range(wmin, wmax)}.")

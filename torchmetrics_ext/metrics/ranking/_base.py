@@ -41,6 +41,7 @@ from torch import Tensor
 from torchmetrics_ext.functional.ranking._inputs import (
     _WIDE_UNSIGNED,
     RankingRows,
+    _flat_rows_checked,
     _ranking_arg_validation,
     _ranking_format,
 )
@@ -296,8 +297,10 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
             if len(kept_weights) < len(kept_preds):
                 for earlier in kept_preds[len(kept_weights) :]:
                     kept_weights.append(self._unit_weights(earlier))
-            for name, chunk in zip(_ROW_STATES, kept):
-                state[name].append(chunk)
+            kept_preds.append(kept[0])  # the row states in `_ROW_STATES` order, written out (per call)
+            state["target"].append(kept[1])
+            state["indexes"].append(kept[2])
+            kept_weights.append(kept[3])
             return
         # ranking in update (padded lists, complete queries) on the device path: the kernel that
         # reads nothing on the host, with masked rows kept in place
@@ -353,40 +356,47 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         cached element (no memory per row), so rows of weighted and unweighted batches line up
         wherever their chunks are joined (a window's ring, a DDP gather, merge_state).
         """
-        state = self.__dict__
-        if (
-            mask is None
-            and indexes is not None
-            and self.padding_value is None
-            and not (state["validate_args"] and not state["_inputs_checked"])  # `_check_inputs`, inline
-        ):
-            # trusted rows as given (a caller validated them: RecMetricModule's step, `forward`): what
-            # `_ranking_format` would return for them, without formatting
-            top = self._target_max(None, target)
-            if target.dtype in _WIDE_UNSIGNED:  # read as float64, as `_ranking_format` does
-                target = target.to(torch.float64)
-            if not preds.numel():
-                return None
-            as_given = True
-        else:
-            rows = self._rows(preds, target, indexes, mask, weights, validate=self._check_inputs)
-            if rows.num_rows == 0:
-                return None
-            top = self._target_max(rows, target)
-            as_given = mask is None and indexes is not None
-            preds, target = rows.preds, rows.target
-            if not as_given:
-                indexes, weights = rows.indexes, rows.weights
-        kept = _own_copy if as_given else Tensor.detach
-        # a copy is contiguous: a caller's stride-0 weights never read as unit weights
-        kept_weights = self._unit_weights(preds) if weights is None else kept(weights)
-        kept_preds = kept(preds)
+        if mask is None and indexes is not None and self.padding_value is None:
+            return self._given_rows(preds, target, indexes, weights)
+        rows = self._rows(preds, target, indexes, mask, weights, validate=self._check_inputs)
+        if rows.num_rows == 0:
+            return None
+        top = self._target_max(rows, target)
+        target = rows.target
         if target.dtype == torch.int64 and top is not None and top < _INT32_LIMIT:
-            target = target.detach().to(torch.int32)  # validated relevance: half the memory kept per row (a copy)
+            target = target.to(torch.int32)  # validated relevance: half the memory kept per row (a copy)
+        # rows a mask selects are copies already; unit weights for a batch without them
+        weights = self._unit_weights(rows.preds) if rows.weights is None else rows.weights.detach()
+        return rows.preds.detach(), target.detach(), rows.indexes, weights
+
+    def _given_rows(
+        self, preds: Tensor, target: Tensor, indexes: Tensor, weights: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+        """:meth:`_batch_rows` of flat rows without a mask: the caller's tensors, checked and copied as they are.
+
+        Checked by :func:`~torchmetrics_ext.functional.ranking._inputs._flat_rows_checked` (the
+        checks of ``_ranking_format``, with its messages, but no formatting: no int64 ids or float64
+        weights made) unless a caller validated them (RecMetricModule's step, ``forward``). Each
+        tensor is copied once: int64 relevance below ``2**31`` by its int32 conversion and
+        uint16/32/64 relevance by its float64 one (both copies already), the rest by :func:`_own_copy`.
+        """
+        state = self.__dict__
+        if state["validate_args"] and not state["_inputs_checked"]:  # `_check_inputs`, inline
+            top = _flat_rows_checked(preds, target, indexes, weights)
         else:
-            target = kept(target)
-        assert indexes is not None  # flat rows: given, or numbered by the format
-        return kept_preds, target, kept(indexes) if as_given else indexes, kept_weights
+            top = self._target_max(None, target)
+        if not preds.shape[0]:
+            return None
+        shared = _SHARED_COPIES.get()
+        if target.dtype in _WIDE_UNSIGNED:  # read as float64, as `_ranking_format` does
+            kept_target = target.to(torch.float64)
+        elif target.dtype == torch.int64 and top is not None and top < _INT32_LIMIT:
+            kept_target = target.to(torch.int32)  # validated relevance: half the memory kept per row
+        else:
+            kept_target = _own_copy(target, shared)
+        # a copy is contiguous: a caller's stride-0 weights never read as unit weights
+        kept_weights = self._unit_weights(preds) if weights is None else _own_copy(weights, shared)
+        return _own_copy(preds, shared), kept_target, _own_copy(indexes, shared), kept_weights
 
     def _join_chunks(self, chunks: list[Tensor]) -> Tensor:
         """Small chunks joined into one (after ``update``); inside :class:`sharing_row_copies`, once for every metric.
@@ -496,12 +506,12 @@ def _is_unit(chunk: Tensor) -> bool:
 _SHARED_COPIES: ContextVar[dict[Hashable, tuple[Any, Tensor]] | None] = ContextVar("_SHARED_COPIES", default=None)
 
 
-def _own_copy(value: Tensor) -> Tensor:
+def _own_copy(value: Tensor, shared: dict[Hashable, tuple[Any, Tensor]] | None) -> Tensor:
     """A detached, compact copy of a caller's tensor, in its own dtype: what the exact mode keeps of it.
 
-    Inside :class:`sharing_row_copies` one copy per tensor object is made and shared.
+    Inside :class:`sharing_row_copies` (``shared``: its table, read once per batch by the caller)
+    one copy per tensor object is made and shared.
     """
-    shared = _SHARED_COPIES.get()
     if shared is not None:
         hit = shared.get(id(value))
         if hit is not None and hit[0] is value:  # the tensor is held below: its id is not reused in the block

@@ -1,0 +1,242 @@
+"""The exact ranking metrics' ``update`` of flat rows without a mask: checked as given, copied once.
+
+``update`` checks such rows without formatting them (``_flat_rows_checked``: the structural checks
+of ``_ranking_format`` in one expression, the bounds read directly on the CPU) and keeps one copy of
+each tensor. These tests pin what that path must keep: every rejection is the functional's
+(``_ranking_format``'s) message and leaves the state untouched; values of every accepted dtype
+equal scikit-learn's ``ndcg_score`` / NumPy formulas on the rows as given; the kept rows are the
+metric's own (a caller's in-place write after ``update`` changes nothing); and the checks run as
+few torch calls as they need (counted, no clock).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import ndcg_score
+
+import torchmetrics_ext as tmx
+from tests.test_update_overhead import _Calls
+from torchmetrics_ext import functional as tmf
+from torchmetrics_ext.utilities.device import force_device_path
+
+
+def _rows(n: int = 12, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "preds": torch.rand(n, generator=g),
+        "target": (torch.rand(n, generator=g) < 0.4).long(),
+        "indexes": torch.arange(n) // 4,
+        "weights": torch.rand(n, generator=g) + 0.1,
+    }
+
+
+def _states(metric):
+    return {name: [t.clone() for t in getattr(metric, name)] for name in ("preds", "target", "indexes", "weights")}
+
+
+def _bad(name):
+    """A batch with one defect, named; each is refused by ``_ranking_format`` with its own message."""
+    rows = _rows()
+    n = rows["preds"].numel()
+    nan = rows["preds"].clone()
+    nan[5] = float("nan")
+    negative = rows["target"].clone()
+    negative[3] = -1
+    inf_weight = rows["weights"].clone()
+    inf_weight[0] = float("inf")
+    changes = {
+        "preds list": {"preds": rows["preds"].tolist()},
+        "int preds": {"preds": rows["target"]},
+        "complex preds": {"preds": rows["preds"].to(torch.complex64)},
+        "2-D target": {"target": rows["target"].view(3, 4)},
+        "short target": {"target": rows["target"][:-1]},
+        "complex target": {"target": rows["target"].to(torch.complex64)},
+        "float indexes": {"indexes": rows["indexes"].float()},
+        "bool indexes": {"indexes": rows["indexes"] > 0},
+        "short indexes": {"indexes": rows["indexes"][:-1]},
+        "indexes list": {"indexes": rows["indexes"].tolist()},
+        "short weights": {"weights": rows["weights"][:-1]},
+        "complex weights": {"weights": rows["weights"].to(torch.complex64)},
+        "weights list": {"weights": rows["weights"].tolist()},
+        "meta target": {"target": torch.empty(n, dtype=torch.int64, device="meta")},
+        "NaN preds": {"preds": nan},
+        "NaN float16 preds": {"preds": nan.half()},
+        "NaN bfloat16 preds": {"preds": nan.bfloat16()},
+        "NaN float64 preds": {"preds": nan.double()},
+        "negative target": {"target": negative},
+        "negative int8 target": {"target": negative.to(torch.int8)},
+        "inf target": {"target": rows["target"].double().index_fill(0, torch.tensor([2]), float("inf"))},
+        "NaN target": {"target": rows["target"].float().index_fill(0, torch.tensor([2]), float("nan"))},
+        "negative weights": {"weights": -rows["weights"]},
+        "inf weights": {"weights": inf_weight},
+        "NaN int target with NaN preds first": {"preds": nan, "target": negative},
+    }
+    return {**rows, **changes[name]}
+
+
+BAD = [
+    "preds list",
+    "int preds",
+    "complex preds",
+    "2-D target",
+    "short target",
+    "complex target",
+    "float indexes",
+    "bool indexes",
+    "short indexes",
+    "indexes list",
+    "short weights",
+    "complex weights",
+    "weights list",
+    "meta target",
+    "NaN preds",
+    "NaN float16 preds",
+    "NaN bfloat16 preds",
+    "NaN float64 preds",
+    "negative target",
+    "negative int8 target",
+    "inf target",
+    "NaN target",
+    "negative weights",
+    "inf weights",
+    "NaN int target with NaN preds first",
+]
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+@pytest.mark.parametrize("name", BAD)
+@pytest.mark.parametrize(
+    "factory", [tmx.NDCG, tmx.MRR, lambda: tmx.RecallAtK(5), lambda: tmx.RankingMetrics(ks=(1, 5))]
+)
+def test_rejections_are_the_functionals_and_leave_the_state(factory, name, device_path):
+    batch = _bad(name)
+    with force_device_path(device_path):
+        with pytest.raises((TypeError, ValueError)) as expected:
+            tmf.ndcg(batch["preds"], batch["target"], indexes=batch["indexes"], weights=batch["weights"])
+        metric = factory()
+        metric.update(**_rows(seed=1))
+        before, count = _states(metric), metric.update_count
+        with pytest.raises(expected.type) as got:
+            metric.update(**batch)
+    assert str(got.value) == str(expected.value)
+    after = _states(metric)
+    assert metric.update_count == count
+    for key, chunks in before.items():
+        assert len(after[key]) == len(chunks)
+        for a, b in zip(after[key], chunks):
+            assert a.dtype == b.dtype and torch.equal(a, b), key
+
+
+def _numpy_ndcg(preds, target, indexes, weights=None):
+    """Mean (query-weighted: a query weighs its rows' largest weight) of sklearn's ndcg_score per query.
+
+    Queries without a relevant row are skipped, the metric's default ``empty_target_action``.
+    """
+    values, query_weights = [], []
+    for q in np.unique(indexes):
+        rows = indexes == q
+        if target[rows].sum() == 0:
+            continue
+        if rows.sum() == 1:
+            values.append(1.0)
+        else:
+            values.append(ndcg_score(target[rows][None], preds[rows][None]))
+        query_weights.append(1.0 if weights is None else weights[rows].max())
+    return float(np.average(values, weights=query_weights))
+
+
+SCORES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+LABELS = [torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16, torch.float32]
+IDS = [torch.uint8, torch.int32, torch.int64, torch.uint64]
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize(
+    ("score", "label", "ids"),
+    [(s, lb, ids) for s in SCORES for lb in LABELS for ids in IDS[:1]]
+    + [(torch.float32, torch.int64, ids) for ids in IDS],
+)
+def test_every_accepted_dtype_gives_sklearns_ndcg_on_rows_reused_by_the_caller(score, label, ids, weighted):
+    """Several batches written into the same buffers (then scribbled over before ``compute``): each kept
+    as it was given. Scores rounded to the score dtype first, so the reference ranks what the metric saw."""
+    rng = np.random.default_rng(7)
+    n, parts = 64, 4
+    preds = torch.tensor(rng.permutation(n * parts) / (n * parts), dtype=score)  # distinct in every dtype here
+    target = torch.tensor(rng.integers(0, 2 if label == torch.bool else 4, n * parts))
+    indexes = torch.arange(n * parts) // 8
+    weights = torch.tensor(rng.random(n * parts) + 0.1, dtype=torch.float32)
+    buffers = {
+        "preds": torch.empty(n, dtype=score),
+        "target": torch.empty(n, dtype=label),
+        "indexes": torch.empty(n, dtype=ids),
+    }
+    if weighted:
+        buffers["weights"] = torch.empty(n, dtype=torch.float32)
+    metric = tmx.NDCG()
+    for i in range(parts):
+        part = slice(i * n, (i + 1) * n)
+        buffers["preds"].copy_(preds[part])
+        buffers["target"].copy_(target[part].to(label))
+        buffers["indexes"].copy_(indexes[part].to(ids))
+        if weighted:
+            buffers["weights"].copy_(weights[part])
+        metric.update(**buffers)
+    for buffer in buffers.values():
+        buffer.fill_(1 if buffer.dtype == torch.bool else 3)
+    expected = _numpy_ndcg(
+        preds.double().numpy(), target.numpy(), indexes.numpy(), weights.double().numpy() if weighted else None
+    )
+    np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-6)
+
+
+def test_int64_relevance_is_kept_as_int32_only_below_2_31():
+    rows = _rows()
+    metric = tmx.NDCG()
+    metric.update(rows["preds"], rows["target"], indexes=rows["indexes"])
+    assert metric.target[-1].dtype == torch.int32
+    big = rows["target"].clone()
+    big[0] = 2**31
+    metric.update(rows["preds"], big, indexes=rows["indexes"])
+    assert metric.target[-1].dtype == torch.int64 and metric.target[-1][0].item() == 2**31
+
+
+def test_kept_rows_are_copies_even_when_nothing_is_converted():
+    """float32 scores/relevance, int64 ids and float32 weights need no conversion: still copied."""
+    g = torch.Generator().manual_seed(3)
+    preds, target = torch.rand(8, generator=g), (torch.rand(8, generator=g) < 0.5).float()
+    indexes, weights = torch.arange(8) // 4, torch.rand(8, generator=g)
+    metric = tmx.RankingMetrics(ks=(2,))
+    metric.update(preds, target, indexes=indexes, weights=weights)
+    for name, given in zip(("preds", "target", "indexes", "weights"), (preds, target, indexes, weights)):
+        kept = getattr(metric, name)[0]
+        assert kept.untyped_storage().data_ptr() != given.untyped_storage().data_ptr(), name
+        assert torch.equal(kept, given), name
+
+
+# most torch calls per update of flat rows (after the first): the grad-mode switch of the update
+# wrapper (2), the checks (scores' max + item; relevance aminmax + 2 items; weights' aminmax + 2 items)
+# and one copy per tensor (int64 relevance by its int32 conversion, unit weights one `expand`).
+# Before the cut: 23 (unweighted int64 relevance), 28 (weighted), 18 (bool relevance).
+FLAT_BUDGETS = {"int64": 11, "weighted": 15, "bool": 8}
+
+
+@pytest.mark.parametrize("case", list(FLAT_BUDGETS))
+@pytest.mark.parametrize(
+    "factory", [tmx.NDCG, tmx.MRR, lambda: tmx.RecallAtK(5), lambda: tmx.RankingMetrics(ks=(1, 5))]
+)
+def test_flat_update_stays_within_its_call_budget(factory, case):
+    rows = _rows(16)
+    kwargs = {"indexes": rows["indexes"]}
+    target = rows["target"].bool() if case == "bool" else rows["target"]
+    if case == "weighted":
+        kwargs["weights"] = rows["weights"]
+    metric = factory()
+    metric.update(rows["preds"], target, **kwargs)
+    with _Calls() as counted:
+        metric.update(rows["preds"], target, **kwargs)
+    total = sum(counted.calls.values())
+    assert total <= FLAT_BUDGETS[case], f"{total} calls: {dict(counted.calls)}"
+    if case == "bool":
+        assert "aminmax" not in counted.calls  # bool relevance cannot be out of range: not read

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import math
 import numbers
 import re
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
@@ -1010,8 +1011,9 @@ class TaskMetric(GuardedMetric):
         state = self.__dict__
         lists = [state[name] for name in names]
         if all(isinstance(chunks, list) for chunks in lists):  # not while synced (one tensor each)
-            first = lists[0]
-            if first and first[-1].numel() >= _WHOLE:
+            newest = lists[0][-1] if lists[0] else None
+            # its size from the shape (no torch call: a fixed cost of every update)
+            if isinstance(newest, Tensor) and math.prod(newest.shape) >= _WHOLE:
                 return
             join_small_tails(lists, join=self._join_chunks)
 

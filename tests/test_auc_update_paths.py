@@ -274,7 +274,12 @@ def test_pairwise_one_task_path_stores_what_the_general_path_stores(cls, weights
 
 @pytest.mark.parametrize(
     ("cls", "extra"),
-    [(tmx.AUC, ()), (tmx.AUPRC, ("weights",)), (tmx.GroupedAUC, ("groups",)), (tmx.GroupedAUPRC, ("groups", "weights"))],
+    [
+        (tmx.AUC, ()),
+        (tmx.AUPRC, ("weights",)),
+        (tmx.GroupedAUC, ("groups",)),
+        (tmx.GroupedAUPRC, ("groups", "weights")),
+    ],
 )
 def test_sign_table_is_made_on_the_cpu_whatever_the_default_device(monkeypatch, cls, extra):
     """The kept sign table is a CPU tensor even when first made under another default device.
@@ -300,7 +305,9 @@ def test_sign_table_is_made_on_the_cpu_whatever_the_default_device(monkeypatch, 
     ww = w.astype(np.float32) if "weights" in extra else None
     score = skm.roc_auc_score if cls in (tmx.AUC, tmx.GroupedAUC) else skm.average_precision_score
     if "groups" in extra:
-        expected = np.mean([score(y[g == k], p[g == k], sample_weight=None if ww is None else ww[g == k]) for k in (0, 1)])
+        expected = np.mean(
+            [score(y[g == k], p[g == k], sample_weight=None if ww is None else ww[g == k]) for k in (0, 1)]
+        )
     else:
         expected = score(y, p, sample_weight=ww)
     for metric in (first, later):

@@ -270,3 +270,45 @@ def test_pairwise_one_task_path_stores_what_the_general_path_stores(cls, weights
     assert fast.pair_target[0].tolist() == y.double().numpy()[kept].tolist()
     for chunk in (*fast.pair_preds, *fast.pair_target, *fast.pair_weights):
         assert chunk.dtype == torch.float64 and not chunk.requires_grad and chunk.data_ptr() != p.data_ptr()
+
+
+@pytest.mark.parametrize(
+    ("cls", "extra"),
+    [
+        (tmx.AUC, ()),
+        (tmx.AUPRC, ("weights",)),
+        (tmx.GroupedAUC, ("groups",)),
+        (tmx.GroupedAUPRC, ("groups", "weights")),
+    ],
+)
+def test_sign_table_is_made_on_the_cpu_whatever_the_default_device(monkeypatch, cls, extra):
+    """The kept sign table is a CPU tensor even when first made under another default device.
+
+    Made under ``torch.device("meta")`` (as under ``torch.set_default_device("cuda")``) without an
+    explicit device, it was kept on that device: that update stored meta signs, and every later CPU
+    update of the process failed (``index_select`` of a meta table with CPU labels).
+    """
+    monkeypatch.setattr(FB, "_SIGN_TABLE", {})  # the table is made on the first lookup: here, below
+    rng = np.random.default_rng(7)
+    p, y = rng.random(40).astype(np.float32), rng.integers(0, 2, size=40)
+    y[:2] = [0, 1]
+    w = rng.random(40) + 0.1
+    g = np.arange(40) % 2
+    inputs = {"weights": torch.tensor(w), "groups": torch.tensor(g)}
+    first, later = cls(), cls()
+    args = {name: inputs[name] for name in extra}
+    with torch.device("meta"):
+        first.update(torch.tensor(p, device="cpu"), torch.tensor(y, device="cpu"), **args)
+    later.update(torch.tensor(p), torch.tensor(y), **args)
+    for metric in (first, later):
+        assert all(chunk.is_cpu for chunk in metric.signed_weights)
+    ww = w.astype(np.float32) if "weights" in extra else None
+    score = skm.roc_auc_score if cls in (tmx.AUC, tmx.GroupedAUC) else skm.average_precision_score
+    if "groups" in extra:
+        expected = np.mean(
+            [score(y[g == k], p[g == k], sample_weight=None if ww is None else ww[g == k]) for k in (0, 1)]
+        )
+    else:
+        expected = score(y, p, sample_weight=ww)
+    for metric in (first, later):
+        np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-10)

@@ -138,7 +138,8 @@ def _label_signs(
     if lookup and out is None and target.is_cpu and (target.ndim == 1 or target.is_contiguous()):
         table = _SIGN_TABLE.get(dtype)
         if table is None:
-            table = _SIGN_TABLE[dtype] = torch.tensor([-1.0, 1.0], dtype=dtype)
+            # on the CPU whatever the default device (`torch.set_default_device`, `with torch.device(...)`)
+            table = _SIGN_TABLE[dtype] = torch.tensor([-1.0, 1.0], dtype=dtype, device=_CPU)
         if target.dtype in _INDEX_DTYPES:
             if target.ndim == 1:
                 return torch.index_select(table, 0, target)

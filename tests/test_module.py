@@ -804,6 +804,58 @@ def test_small_steps_check_their_weight_columns_together_and_name_a_refused_one(
     assert all(torch.equal(before[k], after[k]) for k in before if isinstance(before[k], torch.Tensor))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    ("bad", "match"), [(1e-40, "float32's range"), (1e39, "float32's range"), (-1.0, "non-negative")]
+)
+def test_small_steps_with_an_exact_auc_check_their_weight_columns_together_and_name_a_refused_one(
+    dtype, bad, match, monkeypatch
+):
+    """With an exact AUC (weights kept as float32) small steps' weight columns are also checked as one stack.
+
+    Reference: scikit-learn's weighted ROC AUC and numpy's weighted CTR of each task over steps of 8
+    samples. A float64 weight that float32 cannot hold (non-zero below its smallest normal value or
+    above its largest) or a negative one in the second task's column is named by its task and key,
+    and leaves every metric as it was.
+    """
+    gen = torch.Generator().manual_seed(12)
+    names = ("a", "b", "c")
+    tasks = [tmx.RecTaskInfo(t, f"{t}_y", f"{t}_p", f"{t}_w") for t in names]
+    module = tmx.RecMetricModule(tasks, {"ctr": "ctr", "auc": "auc"}, throughput=False)
+    checked = []  # the weights each step's check read: one (T, N) stack
+    check = module_mod._check_values_bounds
+    monkeypatch.setattr(module_mod, "_check_values_bounds", lambda *a, **k: checked.append(a[2]) or check(*a, **k))
+    steps = []
+    for k in range(4):
+        step = {}
+        for t in names:
+            step[f"{t}_p"] = torch.rand(8, generator=gen)
+            step[f"{t}_y"] = (torch.arange(8) % 2).float()  # both classes in every step
+            step[f"{t}_w"] = (torch.ones(8) if k < 2 else 3 * torch.rand(8, generator=gen)).to(dtype)
+        steps.append(step)
+        module.update(step)
+    assert [tuple(w.shape) for w in checked] == [(3, 8)] * 4
+    values = module.compute()
+    for t in names:
+        p, y, w = (torch.cat([s[f"{t}_{c}"] for s in steps]).double().numpy() for c in "pyw")
+        np.testing.assert_allclose(values[f"ctr/{t}"], np.sum(w * y) / np.sum(w), rtol=1e-12)
+        # the exact AUC keeps float32 weights (docs/auc.md)
+        np.testing.assert_allclose(values[f"auc/{t}"], roc_auc_score(y, p, sample_weight=w), rtol=1e-6)
+    before = copy.deepcopy(module.state_dict())
+    wrong = {k: v.clone() for k, v in steps[-1].items()}
+    wrong["b_w"] = wrong["b_w"].double()  # every other column keeps `dtype`: checked apart from them, or not
+    wrong["b_w"][3] = bad
+    with pytest.raises(ValueError, match=rf"Task 'b'.*'b_w'.*{match}"):
+        module.update(wrong)
+    if dtype == torch.float64:  # all three float64 columns: the one stack's check refuses it
+        wrong["b_w"] = wrong["b_w"].clone()
+        with pytest.raises(ValueError, match=rf"Task 'b'.*'b_w'.*{match}"):
+            module.update(wrong)
+    after = module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if isinstance(before[k], torch.Tensor))
+    np.testing.assert_array_equal([v.item() for v in module.compute().values()], [v.item() for v in values.values()])
+
+
 def test_weights_default_to_one_and_one_shared_column_serves_every_task():
     data = make_data(2)
     no_weights = {k: v for k, v in data.items() if not k.endswith("_w")}

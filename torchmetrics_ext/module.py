@@ -865,8 +865,10 @@ class RecMetricModule(CheckpointLoading):
         if n > 0:
             domains = self._domains
             given = batch.given_weights
-            # small CPU steps read their weight columns as one stack, reused by the weighted kernels
-            weight_stack = None if domains.float32_weights else _small_weight_stack(batch.columns[2])
+            # small CPU steps read their weight columns as one stack, reused by the weighted kernels; with an
+            # exact AUC (`float32_weights`) too: the stack's largest weight and smallest positive one are
+            # the columns' extremes, so it passes float32's range exactly when every column does
+            weight_stack = _small_weight_stack(batch.columns[2])
             try:
                 pred_bounds, weight_bounds = _check_values_bounds(
                     batch.checked[0],

@@ -5280,6 +5280,64 @@ def test_all_unit_weights_needs_a_given_column_and_every_given_one_exactly_one(b
     assert all_unit_weights(bounds) is expected
 
 
+@pytest.mark.parametrize("n", [8, 1366, 1367])  # 2 x 3 x 1366 = 8196 entries: past the small stacks' 8192
+def test_stacked_columns_are_checked_in_float64_when_small_and_in_their_own_dtype_when_large(n):
+    """``_stack_and_widen``: the float64 ``(T, N)`` stacks, and the form the step's check reads.
+
+    Reference: ``torch.stack`` of the columns, cast. Columns of one narrow dtype are checked in their
+    float64 stack up to 8192 stacked entries (the same numbers), in their own dtype beyond; float64
+    columns and columns of several dtypes as before.
+    """
+    gen = torch.Generator().manual_seed(3)
+    preds = [torch.rand(n, generator=gen) for _ in range(3)]
+    labels = [(torch.rand(n, generator=gen) < 0.5).float() for _ in range(3)]
+    wide_p, wide_y, check_p, check_y = module_mod._stack_and_widen(preds, labels)
+    assert torch.equal(wide_p, torch.stack(preds).double()) and torch.equal(wide_y, torch.stack(labels).double())
+    assert wide_p.dtype == wide_y.dtype == torch.float64
+    small = 2 * 3 * n <= 8192
+    assert (check_p.dtype, check_y.dtype) == ((torch.float64,) * 2 if small else (torch.float32,) * 2)
+    assert torch.equal(check_p.double(), wide_p) and torch.equal(check_y.double(), wide_y)
+    assert [t.aminmax() for t in (check_p.double(), check_y.double())] == [t.aminmax() for t in (wide_p, wide_y)]
+    # float64 columns: one stack read by both; int64 labels next to float32 predictions: float32 and float64
+    doubles = [p.double() for p in preds]
+    out = module_mod._stack_and_widen(doubles, [y.double() for y in labels])
+    assert out[2] is out[0] and out[3] is out[1]
+    out = module_mod._stack_and_widen(preds, [y.long() for y in labels])
+    assert (out[2].dtype, out[3].dtype) == (torch.float32, torch.float64)
+    assert torch.equal(out[2], torch.stack(preds)) and torch.equal(out[3], wide_y)
+
+
+@pytest.mark.parametrize("n", [8, 2000])
+@pytest.mark.parametrize(
+    ("column", "value", "match"), [("b_p", float("nan"), "finite"), ("b_p", 1.5, r"\[0, 1\]"), ("c_y", 0.5, "0 or 1")]
+)
+def test_a_refused_value_of_a_small_or_large_narrow_step_is_named_and_changes_nothing(n, column, value, match):
+    """Small float32 steps are checked in their float64 stack, large ones in float32: both refuse the same values.
+
+    Reference: numpy's CTR and scikit-learn's AUC over the accepted step; the refused step names its task's column.
+    """
+    gen = torch.Generator().manual_seed(9)
+    tasks = [tmx.RecTaskInfo(t, f"{t}_y", f"{t}_p") for t in "abc"]
+    module = tmx.RecMetricModule(tasks, {"ctr": "ctr", "auc": "auc"}, throughput=False)
+    step = {}
+    for t in "abc":
+        step[f"{t}_p"] = torch.rand(n, generator=gen)
+        step[f"{t}_y"] = (torch.arange(n) % 2).float()
+    module.update(step)
+    before = copy.deepcopy(module.state_dict())
+    wrong = {k: v.clone() for k, v in step.items()}
+    wrong[column][n // 2] = value
+    with pytest.raises(ValueError, match=rf"Task '{column[0]}'.*'{column}'.*{match}"):
+        module.update(wrong)
+    after = module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if isinstance(before[k], torch.Tensor))
+    values = module.compute()
+    for t in "abc":
+        p, y = step[f"{t}_p"].double().numpy(), step[f"{t}_y"].double().numpy()
+        np.testing.assert_allclose(values[f"ctr/{t}"], y.mean(), rtol=1e-12)
+        np.testing.assert_allclose(values[f"auc/{t}"], roc_auc_score(y, p), rtol=1e-12)
+
+
 def test_small_weight_stack_only_for_own_columns_of_one_floating_dtype():
     """The one-read check of a small step's weights takes distinct columns of one floating dtype, nothing else."""
     stack = module_mod._small_weight_stack

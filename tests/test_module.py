@@ -3830,8 +3830,17 @@ def test_the_shared_buffer_is_freed_by_reset_and_when_the_units_left_it():
     assert not joint.intact() and joint.buffer is None  # the units update their own rings; no stale copy kept
 
 
-@pytest.mark.parametrize("specs", [{"ne": "ne", "mse": "mse"}, {"mse": "mse", "auc": "auc", "ctr": "ctr"}])
-def test_a_step_while_a_windowed_metric_is_synced_by_hand_is_refused_whole(specs):
+@pytest.mark.parametrize(
+    ("specs", "synced"),
+    [
+        ({"ne": "ne", "mse": "mse"}, "mse"),
+        ({"mse": "mse", "auc": "auc", "ctr": "ctr"}, "mse"),
+        # units the module steps itself (`Windowed._step`, no `update` and its own check): exact and grouped AUC
+        ({"mse": "mse", "auc": "auc", "gauc": "gauc"}, "auc"),
+        ({"mse": "mse", "auc": "auc", "gauc": "gauc"}, "gauc"),
+    ],
+)
+def test_a_step_while_a_windowed_metric_is_synced_by_hand_is_refused_whole(specs, synced):
     """``Windowed.update`` refuses a batch between ``sync()`` and ``unsync()``. In the module the shared
     ring took it (the gathered lifetime, dropped by ``unsync()``, and the window, kept: MSE's window then
     held 4 updates and its lifetime 3), or the unit refused it after the others had taken it."""
@@ -3840,7 +3849,7 @@ def test_a_step_while_a_windowed_metric_is_synced_by_hand_is_refused_whole(specs
     steps = [make_data(s, n=5) for s in range(4)]
     module, reference = build(specs, window_size=100), build(specs, window_size=100)
     run(module, steps[:3])
-    unit = module.metrics["mse"]
+    unit = module.metrics[synced]
     unit.sync(dist_sync_fn=lambda tensor, group=None: [tensor, tensor], distributed_available=lambda: True)
     with pytest.raises(TorchMetricsUserError, match="synced"):
         module.update(steps[3])

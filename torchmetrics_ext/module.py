@@ -1013,8 +1013,17 @@ class RecMetricModule(CheckpointLoading):
                     key = id(unit)  # by identity: a TorchMetrics metric hashes its states
                     if key in joint_updates:
                         update = joint_updates[key]
+                    elif unwrapped:
+                        update = unit.update_unwrapped  # type: ignore[assignment]
+                    elif type(unit) is Windowed:
+                        # `Windowed.update` without its synced check, made for every windowed unit above
+                        if grouped:
+                            unit._step((p, y), {"groups": batch.groups, "weights": w}, False)
+                        else:
+                            unit._step((p, y, w), {}, False)
+                        continue
                     else:
-                        update = unit.update_unwrapped if unwrapped else unit.update  # type: ignore[assignment]
+                        update = unit.update  # type: ignore[assignment]
                     if grouped:
                         update(p, y, groups=batch.groups, weights=w)
                     else:

@@ -1023,7 +1023,7 @@ class RecMetricModule(CheckpointLoading):
                             unit._step((p, y, w), {}, False)
                         continue
                     else:
-                        update = unit.update  # type: ignore[assignment]
+                        update = unit.update
                     if grouped:
                         update(p, y, groups=batch.groups, weights=w)
                     else:

@@ -2015,10 +2015,11 @@ def _stack_and_widen(preds: list[Tensor], labels: list[Tensor]) -> tuple[Tensor,
     t = len(preds)
     dtype = preds[0].dtype
     same = t > 1
-    for column in (*preds, *labels):  # one loop, no generator per step
-        if column.dtype != dtype:
-            same = False
-            break
+    if same:
+        for column in (*preds, *labels):  # one loop, no generator per step
+            if column.dtype != dtype:
+                same = False
+                break
     if same:
         both = torch.stack([*preds, *labels])
         wide = both.double()  # `.to(torch.float64)` without its argument parsing (~0.7 us a call)

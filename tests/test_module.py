@@ -804,6 +804,58 @@ def test_small_steps_check_their_weight_columns_together_and_name_a_refused_one(
     assert all(torch.equal(before[k], after[k]) for k in before if isinstance(before[k], torch.Tensor))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    ("bad", "match"), [(1e-40, "float32's range"), (1e39, "float32's range"), (-1.0, "non-negative")]
+)
+def test_small_steps_with_an_exact_auc_check_their_weight_columns_together_and_name_a_refused_one(
+    dtype, bad, match, monkeypatch
+):
+    """With an exact AUC (weights kept as float32) small steps' weight columns are also checked as one stack.
+
+    Reference: scikit-learn's weighted ROC AUC and numpy's weighted CTR of each task over steps of 8
+    samples. A float64 weight that float32 cannot hold (non-zero below its smallest normal value or
+    above its largest) or a negative one in the second task's column is named by its task and key,
+    and leaves every metric as it was.
+    """
+    gen = torch.Generator().manual_seed(12)
+    names = ("a", "b", "c")
+    tasks = [tmx.RecTaskInfo(t, f"{t}_y", f"{t}_p", f"{t}_w") for t in names]
+    module = tmx.RecMetricModule(tasks, {"ctr": "ctr", "auc": "auc"}, throughput=False)
+    checked = []  # the weights each step's check read: one (T, N) stack
+    check = module_mod._check_values_bounds
+    monkeypatch.setattr(module_mod, "_check_values_bounds", lambda *a, **k: checked.append(a[2]) or check(*a, **k))
+    steps = []
+    for k in range(4):
+        step = {}
+        for t in names:
+            step[f"{t}_p"] = torch.rand(8, generator=gen)
+            step[f"{t}_y"] = (torch.arange(8) % 2).float()  # both classes in every step
+            step[f"{t}_w"] = (torch.ones(8) if k < 2 else 3 * torch.rand(8, generator=gen)).to(dtype)
+        steps.append(step)
+        module.update(step)
+    assert [tuple(w.shape) for w in checked] == [(3, 8)] * 4
+    values = module.compute()
+    for t in names:
+        p, y, w = (torch.cat([s[f"{t}_{c}"] for s in steps]).double().numpy() for c in "pyw")
+        np.testing.assert_allclose(values[f"ctr/{t}"], np.sum(w * y) / np.sum(w), rtol=1e-12)
+        # the exact AUC keeps float32 weights (docs/auc.md)
+        np.testing.assert_allclose(values[f"auc/{t}"], roc_auc_score(y, p, sample_weight=w), rtol=1e-6)
+    before = copy.deepcopy(module.state_dict())
+    wrong = {k: v.clone() for k, v in steps[-1].items()}
+    wrong["b_w"] = wrong["b_w"].double()  # every other column keeps `dtype`: checked apart from them, or not
+    wrong["b_w"][3] = bad
+    with pytest.raises(ValueError, match=rf"Task 'b'.*'b_w'.*{match}"):
+        module.update(wrong)
+    if dtype == torch.float64:  # all three float64 columns: the one stack's check refuses it
+        wrong["b_w"] = wrong["b_w"].clone()
+        with pytest.raises(ValueError, match=rf"Task 'b'.*'b_w'.*{match}"):
+            module.update(wrong)
+    after = module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if isinstance(before[k], torch.Tensor))
+    np.testing.assert_array_equal([v.item() for v in module.compute().values()], [v.item() for v in values.values()])
+
+
 def test_weights_default_to_one_and_one_shared_column_serves_every_task():
     data = make_data(2)
     no_weights = {k: v for k, v in data.items() if not k.endswith("_w")}
@@ -3778,8 +3830,17 @@ def test_the_shared_buffer_is_freed_by_reset_and_when_the_units_left_it():
     assert not joint.intact() and joint.buffer is None  # the units update their own rings; no stale copy kept
 
 
-@pytest.mark.parametrize("specs", [{"ne": "ne", "mse": "mse"}, {"mse": "mse", "auc": "auc", "ctr": "ctr"}])
-def test_a_step_while_a_windowed_metric_is_synced_by_hand_is_refused_whole(specs):
+@pytest.mark.parametrize(
+    ("specs", "synced"),
+    [
+        ({"ne": "ne", "mse": "mse"}, "mse"),
+        ({"mse": "mse", "auc": "auc", "ctr": "ctr"}, "mse"),
+        # units the module steps itself (`Windowed._step`, no `update` and its own check): exact and grouped AUC
+        ({"mse": "mse", "auc": "auc", "gauc": "gauc"}, "auc"),
+        ({"mse": "mse", "auc": "auc", "gauc": "gauc"}, "gauc"),
+    ],
+)
+def test_a_step_while_a_windowed_metric_is_synced_by_hand_is_refused_whole(specs, synced):
     """``Windowed.update`` refuses a batch between ``sync()`` and ``unsync()``. In the module the shared
     ring took it (the gathered lifetime, dropped by ``unsync()``, and the window, kept: MSE's window then
     held 4 updates and its lifetime 3), or the unit refused it after the others had taken it."""
@@ -3788,7 +3849,7 @@ def test_a_step_while_a_windowed_metric_is_synced_by_hand_is_refused_whole(specs
     steps = [make_data(s, n=5) for s in range(4)]
     module, reference = build(specs, window_size=100), build(specs, window_size=100)
     run(module, steps[:3])
-    unit = module.metrics["mse"]
+    unit = module.metrics[synced]
     unit.sync(dist_sync_fn=lambda tensor, group=None: [tensor, tensor], distributed_available=lambda: True)
     with pytest.raises(TorchMetricsUserError, match="synced"):
         module.update(steps[3])
@@ -5226,6 +5287,64 @@ def test_all_unit_weights_needs_a_given_column_and_every_given_one_exactly_one(b
     from torchmetrics_ext.utilities.checks import all_unit_weights
 
     assert all_unit_weights(bounds) is expected
+
+
+@pytest.mark.parametrize("n", [8, 1366, 1367])  # 2 x 3 x 1366 = 8196 entries: past the small stacks' 8192
+def test_stacked_columns_are_checked_in_float64_when_small_and_in_their_own_dtype_when_large(n):
+    """``_stack_and_widen``: the float64 ``(T, N)`` stacks, and the form the step's check reads.
+
+    Reference: ``torch.stack`` of the columns, cast. Columns of one narrow dtype are checked in their
+    float64 stack up to 8192 stacked entries (the same numbers), in their own dtype beyond; float64
+    columns and columns of several dtypes as before.
+    """
+    gen = torch.Generator().manual_seed(3)
+    preds = [torch.rand(n, generator=gen) for _ in range(3)]
+    labels = [(torch.rand(n, generator=gen) < 0.5).float() for _ in range(3)]
+    wide_p, wide_y, check_p, check_y = module_mod._stack_and_widen(preds, labels)
+    assert torch.equal(wide_p, torch.stack(preds).double()) and torch.equal(wide_y, torch.stack(labels).double())
+    assert wide_p.dtype == wide_y.dtype == torch.float64
+    small = 2 * 3 * n <= 8192
+    assert (check_p.dtype, check_y.dtype) == ((torch.float64,) * 2 if small else (torch.float32,) * 2)
+    assert torch.equal(check_p.double(), wide_p) and torch.equal(check_y.double(), wide_y)
+    assert [t.aminmax() for t in (check_p.double(), check_y.double())] == [t.aminmax() for t in (wide_p, wide_y)]
+    # float64 columns: one stack read by both; int64 labels next to float32 predictions: float32 and float64
+    doubles = [p.double() for p in preds]
+    out = module_mod._stack_and_widen(doubles, [y.double() for y in labels])
+    assert out[2] is out[0] and out[3] is out[1]
+    out = module_mod._stack_and_widen(preds, [y.long() for y in labels])
+    assert (out[2].dtype, out[3].dtype) == (torch.float32, torch.float64)
+    assert torch.equal(out[2], torch.stack(preds)) and torch.equal(out[3], wide_y)
+
+
+@pytest.mark.parametrize("n", [8, 2000])
+@pytest.mark.parametrize(
+    ("column", "value", "match"), [("b_p", float("nan"), "finite"), ("b_p", 1.5, r"\[0, 1\]"), ("c_y", 0.5, "0 or 1")]
+)
+def test_a_refused_value_of_a_small_or_large_narrow_step_is_named_and_changes_nothing(n, column, value, match):
+    """Small float32 steps are checked in their float64 stack, large ones in float32: both refuse the same values.
+
+    Reference: numpy's CTR and scikit-learn's AUC over the accepted step; the refused step names its task's column.
+    """
+    gen = torch.Generator().manual_seed(9)
+    tasks = [tmx.RecTaskInfo(t, f"{t}_y", f"{t}_p") for t in "abc"]
+    module = tmx.RecMetricModule(tasks, {"ctr": "ctr", "auc": "auc"}, throughput=False)
+    step = {}
+    for t in "abc":
+        step[f"{t}_p"] = torch.rand(n, generator=gen)
+        step[f"{t}_y"] = (torch.arange(n) % 2).float()
+    module.update(step)
+    before = copy.deepcopy(module.state_dict())
+    wrong = {k: v.clone() for k, v in step.items()}
+    wrong[column][n // 2] = value
+    with pytest.raises(ValueError, match=rf"Task '{column[0]}'.*'{column}'.*{match}"):
+        module.update(wrong)
+    after = module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if isinstance(before[k], torch.Tensor))
+    values = module.compute()
+    for t in "abc":
+        p, y = step[f"{t}_p"].double().numpy(), step[f"{t}_y"].double().numpy()
+        np.testing.assert_allclose(values[f"ctr/{t}"], y.mean(), rtol=1e-12)
+        np.testing.assert_allclose(values[f"auc/{t}"], roc_auc_score(y, p), rtol=1e-12)
 
 
 def test_small_weight_stack_only_for_own_columns_of_one_floating_dtype():

@@ -26,38 +26,39 @@ def _bits(x: torch.Tensor) -> list[int]:
     return x.to(torch.float64).contiguous().view(torch.int64).tolist()
 
 
-def _general(scores: list[torch.Tensor], signed: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    packed, pos_total, neg_total = K._pack(scores, signed, 1)
+def _general(scores: list[torch.Tensor], signed: list[torch.Tensor], num_tasks: int = 1) -> tuple[torch.Tensor, ...]:
+    packed, pos_total, neg_total = K._pack(scores, signed, num_tasks)
     if packed.shape[-1] == 0:
         return pos_total, neg_total, torch.zeros_like(pos_total), torch.zeros_like(pos_total)
     return (pos_total, neg_total, *K._row_curve_sums(K._sort_rows(packed), neg_total))
 
 
-def _random_case(rng: np.random.Generator, n: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Scores with ties (few levels, ±0.0) and signed float32 weights with zeros, split in chunks."""
+def _random_case(rng: np.random.Generator, n: int, num_tasks: int = 1) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Scores with ties (few levels, ±0.0) and signed float32 weights with zeros, sample-major, split in chunks."""
+    shape = (n, num_tasks)
     kind = rng.integers(4)
     if kind == 0:
-        p = rng.random(n)
+        p = rng.random(shape)
     elif kind == 1:
-        p = rng.integers(0, max(1, n // 3) + 1, n) / max(1, n // 3)  # many ties
+        p = rng.integers(0, max(1, n // 3) + 1, shape) / max(1, n // 3)  # many ties
     elif kind == 2:
-        p = rng.choice([0.0, -0.0, 0.5, 1.0], n)
+        p = rng.choice([0.0, -0.0, 0.5, 1.0], shape)
     else:
-        p = np.full(n, 0.25)  # all tied
-    y = rng.random(n) < rng.random()
+        p = np.full(shape, 0.25)  # all tied
+    y = rng.random(shape) < rng.random()
     wkind = rng.integers(4)
     if wkind == 0:
-        w = np.ones(n)
+        w = np.ones(shape)
     elif wkind == 1:
-        w = rng.random(n) * 10.0 ** rng.uniform(-30, 30)
+        w = rng.random(shape) * 10.0 ** rng.uniform(-30, 30)
     elif wkind == 2:
-        w = np.where(rng.random(n) < 0.3, 0.0, rng.exponential(size=n))  # zeros
+        w = np.where(rng.random(shape) < 0.3, 0.0, rng.exponential(size=shape))  # zeros
     else:
-        w = rng.choice([0.0, 1e-30, 1.0, 3e30], n)
-    scores = torch.tensor(p, dtype=torch.float32)
-    signed = torch.tensor(np.where(y, w, -w), dtype=torch.float32)
+        w = rng.choice([0.0, 1e-30, 1.0, 3e30], shape)
+    scores = torch.tensor(p, dtype=torch.float32).reshape(-1)
+    signed = torch.tensor(np.where(y, w, -w), dtype=torch.float32).reshape(-1)
     cuts = sorted(rng.integers(0, n + 1, rng.integers(0, 3)).tolist())
-    bounds = [0, *cuts, n]
+    bounds = [num_tasks * b for b in [0, *cuts, n]]
     return (
         [scores[a:b] for a, b in zip(bounds, bounds[1:], strict=False)],
         [signed[a:b] for a, b in zip(bounds, bounds[1:], strict=False)],
@@ -65,26 +66,27 @@ def _random_case(rng: np.random.Generator, n: int) -> tuple[list[torch.Tensor], 
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_small_curve_stats_bit_identical_to_general_path(seed: int) -> None:
+@pytest.mark.parametrize("num_tasks", [1, 2, 3, 16])
+def test_small_curve_stats_bit_identical_to_general_path(seed: int, num_tasks: int) -> None:
     rng = np.random.default_rng(seed)
-    for n in [0, 1, 2, 3, 7, 8, 9, 16, 31, 100, 257, 1000, K._SMALL]:
+    for n in [0, 1, 2, 3, 7, 8, 9, 16, 31, 100, 257, 1000, K._SMALL // num_tasks]:
         for _ in range(8 if n < 1000 else 2):
-            scores, signed = _random_case(rng, n)
-            small = K._small_curve_stats(scores, signed)
-            general = _general(scores, signed)
+            scores, signed = _random_case(rng, n, num_tasks)
+            small = K._small_curve_stats(scores, signed, num_tasks)
+            general = _general(scores, signed, num_tasks)
             for got, want in zip(small, general, strict=True):
-                assert got.shape == want.shape == (1,) and got.dtype == want.dtype == torch.float64
+                assert got.shape == want.shape == (num_tasks,) and got.dtype == want.dtype == torch.float64
                 assert _bits(got) == _bits(want), (n, seed)
 
 
-def test_exact_curve_stats_takes_small_path_only_for_small_single_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_exact_curve_stats_takes_small_path_only_for_small_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    monkeypatch.setattr(K, "_small_curve_stats", lambda s, w: calls.append(1) or _general(s, w))
-    p, s = torch.rand(8), torch.ones(8)
-    FB._exact_curve_stats([p], [s], 1)
+    monkeypatch.setattr(K, "_small_curve_stats", lambda s, w, t: calls.append(t) or _general(s, w, t))
+    FB._exact_curve_stats([torch.rand(8)], [torch.ones(8)], 1)
     FB._exact_curve_stats([torch.rand(K._SMALL + 1)], [torch.ones(K._SMALL + 1)], 1)
     FB._exact_curve_stats([torch.rand(24)], [torch.ones(24)], 3)
-    assert len(calls) == 1
+    FB._exact_curve_stats([torch.rand(34)], [torch.ones(34)], 17)  # more tasks than one cumsum each
+    assert calls == [1, 3]
 
 
 def _tensor_auc(pos: torch.Tensor, neg: torch.Tensor, num: torch.Tensor) -> torch.Tensor:

@@ -156,80 +156,138 @@ def _row_curve_sums(packed: Tensor, neg_total: Tensor) -> tuple[Tensor, Tensor]:
     return acc.auc_num, acc.ap_num
 
 
-_SMALL = 1 << 14  # one task of at most this many samples on the CPU: :func:`_small_curve_stats`
+_SMALL = 1 << 14  # at most this many CPU samples times tasks: :func:`_small_curve_stats`
 _LOW_WORD = 0 if sys.byteorder == "little" else 1  # the int32 word holding an int64's low bits
 
 
-def _small_curve_stats(scores: Sequence[Tensor], signed: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(P, N, auc_num, ap_num)`` of one task of at most ``_SMALL`` CPU samples, mostly in NumPy.
+def _small_curve_stats(
+    scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(P, N, auc_num, ap_num)`` of at most ``_SMALL`` CPU samples times tasks, mostly in NumPy.
 
-    The work of :func:`_pack` + :func:`_sort_rows` + :func:`_row_curve_sums` for one small task.
-    At such sizes those take ~100 µs of fixed cost (some 60 PyTorch calls of 1-3 µs each); here the
-    same arithmetic runs on NumPy arrays (calls of well under 1 µs), to the bit:
+    The work of :func:`_pack` + :func:`_sort_rows` + :func:`_row_curve_sums` for small inputs (one
+    block; at most ``_FEW_SEGMENTS`` tasks). At such sizes those take 100-300 µs of fixed cost (60
+    to 100 PyTorch calls of 1-3 µs each); here the same arithmetic runs on NumPy arrays (calls of
+    well under 1 µs), to the bit:
 
     * ``P`` and ``N`` are the very PyTorch reductions of :func:`_pack_blocks` (their summation order
       is PyTorch's);
     * the packed keys are the same integers, sorted by the same NumPy call;
     * each run's weight is summed by ``np.bincount`` (in order, from 0.0, as ``torch.bincount``),
-      ``TP``/``FP`` by ``np.cumsum`` (in order, as ``torch.cumsum``), ``a + 0.5 b`` rounds once
-      whether fused or not (``0.5 b`` is exact), ``tp / (tp + fp)`` is 0 where ``tp + fp`` is;
-    * the two dot products are ``torch.dot`` of PyTorch memory aligned as fresh tensors are, as
-      :meth:`_CurveAccumulator._one_segment` takes them, each added to a ``+0.0``.
+      ``TP``/``FP`` by ``np.cumsum`` (in order, as ``torch.cumsum``; several tasks as the rows of a
+      zero-padded grid, as :meth:`_CurveAccumulator._segments` takes one ``cumsum`` per task),
+      ``a + 0.5 b`` rounds once whether fused or not (``0.5 b`` is exact), ``tp / (tp + fp)`` is 0
+      where ``tp + fp`` is;
+    * one task: the two dot products are ``torch.dot`` of PyTorch memory aligned as fresh tensors
+      are, as :meth:`_CurveAccumulator._one_segment` takes them, each added to a ``+0.0``; several
+      tasks: each task's terms summed in order from ``+0.0`` (the last sum of a ``cumsum`` along the
+      grid's rows, then ``+ 0.0``), as ``index_add_`` adds them.
 
     Only the sign of a zero may differ from the PyTorch path (``np.maximum`` against ``clamp``,
     ``np.cumsum``'s first sum ``x`` against ``0.0 + x``), and no zero's sign can show in the results:
     ``N - fp`` and ``x / (tp + fp)`` read it only through a product or a sum with a non-zero, and
-    a dot product of zeros only is added to ``+0.0``.
+    a sum of zeros only is added to ``+0.0``.
 
     Args:
-        scores: chunks of float scores of one task (any shape; read flat, in order).
+        scores: chunks of float scores, each viewable as ``(n_k, T)`` (sample-major).
         signed: the matching chunks of signed weights.
+        num_tasks: ``T``.
 
     Returns:
-        Four ``(1,)`` float64 tensors, as :func:`_pack` + :func:`_row_curve_sums`.
+        Four ``(T,)`` float64 tensors, as :func:`_pack` + :func:`_row_curve_sums`.
     """
-    score = (scores[0] if len(scores) == 1 else torch.cat([s.reshape(-1) for s in scores])).reshape(-1, 1)
-    weights = (signed[0] if len(signed) == 1 else torch.cat([w.reshape(-1) for w in signed])).reshape(-1, 1)
+    score_rows, weights = (
+        parts[0].reshape(-1, num_tasks)
+        if len(parts) == 1
+        else torch.cat([part.reshape(-1, num_tasks) for part in parts])
+        for parts in (scores, signed)
+    )
     weights = weights.to(torch.float32)
     pos_total = weights.clamp(min=0).sum(0, dtype=torch.float64)
     neg_total = weights.neg().clamp_(min=0).sum(0, dtype=torch.float64)
-    n = score.shape[0]
+    n = score_rows.shape[0]
     if n == 0:
         return pos_total, neg_total, torch.zeros_like(pos_total), torch.zeros_like(pos_total)
     # _descending_keys and the packing of _pack_blocks, on the same bits
-    bits = (score.to(torch.float32).numpy().reshape(-1) + np.float32(0.0)).view(np.int32)
+    bits = (score_rows.to(torch.float32).numpy() + np.float32(0.0)).view(np.int32)
     key = ((bits >> 31) & 0x7FFFFFFF) ^ bits
     packed = np.invert(key).astype(np.int64) << 32
-    packed |= np.ascontiguousarray(weights.numpy().reshape(-1)).view(np.int32).astype(np.int64) & _LOW
-    packed.sort()
-    # _row_curve_sums and _CurveAccumulator.add / _one_segment of the one block
+    packed |= np.ascontiguousarray(weights.numpy()).view(np.int32).astype(np.int64) & _LOW
+    if num_tasks > 1:
+        packed = np.ascontiguousarray(packed.T)
+    packed = packed.reshape(-1)
+    if num_tasks == 1:
+        packed.sort()
+    else:
+        packed.reshape(num_tasks, n).sort(axis=-1)
+    # _row_curve_sums and _CurveAccumulator.add of the one block
+    total = packed.shape[0]
     high = packed >> 32
-    start = np.empty(n, dtype=bool)
+    start = np.empty(total, dtype=bool)
     start[0] = True
     np.not_equal(high[1:], high[:-1], out=start[1:])
+    start[::n] = True  # each task's first key opens a run
     w = packed.view(np.int32)[_LOW_WORD::2].view(np.float32).astype(np.float64)
+    neg_np = neg_total.numpy()
+    if num_tasks > 1:
+        return (pos_total, neg_total, *_small_segments(start, w, neg_np, num_tasks, n))
     ties = not start.all()
-    m = int(start.sum()) if ties else n
-    # the three operands of the dot products, rows of one PyTorch buffer aligned as fresh tensors are
+    m = int(start.sum()) if ties else total
+    # _one_segment: the three operands of the dot products, rows of one buffer aligned as fresh tensors are
     width = -(-m // 8) * 8
     buf = torch.zeros(3, width, dtype=torch.float64)
     pos_t, below_t, precision_t = (torch.from_numpy(row[:m]) for row in buf.numpy())
     pos, below, precision = pos_t.numpy(), below_t.numpy(), precision_t.numpy()
     neg = np.maximum(np.negative(w), 0.0)
     if ties:  # one entry per run
-        run = np.cumsum(start) - 1
+        run = start.cumsum() - 1
         pos[:] = np.bincount(run, weights=np.maximum(w, 0.0))
         neg = np.bincount(run, weights=neg)
     else:
         np.maximum(w, 0.0, out=pos)
-    tp, fp = np.cumsum(pos), np.cumsum(neg)
-    np.subtract(neg_total.numpy()[0], fp, out=below)
+    tp, fp = pos.cumsum(), neg.cumsum()
+    np.subtract(neg_np[0], fp, out=below)
     below += 0.5 * neg
     np.add(tp, fp, out=fp)
     np.divide(tp, fp, out=precision, where=fp != 0)  # 0/0 stays 0, as nan_to_num_(0.0) makes it
     auc_num, ap_num = torch.dot(pos_t, below_t).item() + 0.0, torch.dot(pos_t, precision_t).item() + 0.0
     sums = torch.tensor([[auc_num], [ap_num]], dtype=torch.float64)
     return pos_total, neg_total, sums[0], sums[1]
+
+
+def _small_segments(start: np.ndarray, w: np.ndarray, neg_total: np.ndarray, num_tasks: int, n: int) -> Tensor:
+    """:meth:`_CurveAccumulator._segments` of one block holding ``T <= _FEW_SEGMENTS`` whole tasks of ``n`` keys."""
+    pos, neg = np.maximum(w, 0.0), np.maximum(np.negative(w), 0.0)
+    if start.all():
+        seg = np.arange(start.shape[0]) // n
+    else:  # one entry per run
+        run = start.cumsum() - 1
+        pos, neg = np.bincount(run, weights=pos), np.bincount(run, weights=neg)
+        seg = np.flatnonzero(start) // n
+    kept = pos > 0
+    kept[-1] = True
+    kept[:-1] |= seg[1:] != seg[:-1]  # the last run of each task
+    at = np.flatnonzero(kept)
+    slot = kept.cumsum() - kept  # every run's negative weight goes to the first kept run at or after it
+    p_r = pos[at]
+    at_seg = seg[at]
+    counts = np.bincount(at_seg, minlength=num_tasks)  # each task keeps its last run: none is empty
+    col = np.arange(at.shape[0]) - (counts.cumsum() - counts)[at_seg]
+    # TP, FP: one cumsum per task, along the rows of a grid padded with zeros after each task's runs
+    grid = np.zeros((2, num_tasks, int(counts.max())))
+    grid[0, at_seg, col] = p_r
+    grid[1, at_seg, col] = np.bincount(slot, weights=neg, minlength=at.shape[0])
+    grid.cumsum(axis=2, out=grid)
+    tp, fp = grid[0, at_seg, col], grid[1, at_seg, col]
+    below = (neg_total[at_seg] - fp) + 0.5 * neg[at]
+    precision = np.zeros_like(tp)
+    np.divide(tp, tp + fp, out=precision, where=(tp + fp) != 0)  # 0/0 stays 0, as nan_to_num_(0.0) makes it
+    # index_add_ of the terms: each task's in order from +0.0
+    grid[:] = 0.0
+    grid[0, at_seg, col] = p_r * below
+    grid[1, at_seg, col] = p_r * precision
+    grid.cumsum(axis=2, out=grid)
+    return torch.from_numpy(grid[:, :, -1] + 0.0)
 
 
 _SCAN_WIDTH = 64  # row width of the two-level segmented scan

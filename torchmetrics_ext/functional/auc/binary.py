@@ -207,8 +207,8 @@ def _exact_curve_stats(
         return zeros, zeros.clone(), zeros.clone(), zeros.clone()
     if on_device_path(scores[0]):
         return D._exact_curve_sums(scores, signed, num_tasks)
-    if num_tasks == 1 and sum(chunk.numel() for chunk in scores) <= K._SMALL:  # fixed costs first
-        return K._small_curve_stats(scores, signed)
+    if num_tasks <= K._FEW_SEGMENTS and sum(chunk.numel() for chunk in scores) <= K._SMALL:  # fixed costs first
+        return K._small_curve_stats(scores, signed, num_tasks)
     packed, pos_total, neg_total = K._pack(scores, signed, num_tasks)
     if packed.shape[-1] == 0:
         return pos_total, neg_total, torch.zeros_like(pos_total), torch.zeros_like(pos_total)

@@ -46,9 +46,13 @@ def _random_case(rng: np.random.Generator, n: int, num_tasks: int = 1) -> tuple[
     else:
         p = np.full(shape, 0.25)  # all tied
     y = rng.random(shape) < rng.random()
-    wkind = rng.integers(4)
+    wkind = rng.integers(6)
     if wkind == 0:
         w = np.ones(shape)
+    elif wkind == 4:
+        w = rng.integers(0, 4, shape).astype(float)  # whole weights with zeros: P, N read off the curve
+    elif wkind == 5:
+        w = np.zeros(shape)
     elif wkind == 1:
         w = rng.random(shape) * 10.0 ** rng.uniform(-30, 30)
     elif wkind == 2:

@@ -203,16 +203,24 @@ def _small_curve_stats(
         for parts in (scores, signed)
     )
     weights = weights.to(torch.float32)
-    pos_total = weights.clamp(min=0).sum(0, dtype=torch.float64)
-    neg_total = weights.neg().clamp_(min=0).sum(0, dtype=torch.float64)
     n = score_rows.shape[0]
-    if n == 0:
-        return pos_total, neg_total, torch.zeros_like(pos_total), torch.zeros_like(pos_total)
+    wn = weights.numpy()
+    # whole weights (unweighted: +-1) whose every partial sum is a whole number below 2**53 sum exactly
+    # in any order: P and N are then read off the curve's last cumulative sums, PyTorch's sums otherwise
+    whole = n > 0 and float(np.abs(wn).max()) * n < 2.0**53 and bool((np.trunc(wn) == wn).all())
+    totals: tuple[Tensor, Tensor] | None = None
+    if not whole:
+        totals = (
+            weights.clamp(min=0).sum(0, dtype=torch.float64),
+            weights.neg().clamp_(min=0).sum(0, dtype=torch.float64),
+        )
+        if n == 0:
+            return (*totals, torch.zeros_like(totals[0]), torch.zeros_like(totals[0]))
     # _descending_keys and the packing of _pack_blocks, on the same bits
     bits = (score_rows.to(torch.float32).numpy() + np.float32(0.0)).view(np.int32)
     key = ((bits >> 31) & 0x7FFFFFFF) ^ bits
     packed = np.invert(key).astype(np.int64) << 32
-    packed |= np.ascontiguousarray(weights.numpy()).view(np.int32).astype(np.int64) & _LOW
+    packed |= np.ascontiguousarray(wn).view(np.int32).astype(np.int64) & _LOW
     if num_tasks > 1:
         packed = np.ascontiguousarray(packed.T)
     packed = packed.reshape(-1)
@@ -228,16 +236,16 @@ def _small_curve_stats(
     np.not_equal(high[1:], high[:-1], out=start[1:])
     start[::n] = True  # each task's first key opens a run
     w = packed.view(np.int32)[_LOW_WORD::2].view(np.float32).astype(np.float64)
-    neg_np = neg_total.numpy()
+    neg_np = None if totals is None else totals[1].numpy()
     if num_tasks > 1:
-        return (pos_total, neg_total, *_small_segments(start, w, neg_np, num_tasks, n))
+        stats = _small_segments(start, w, neg_np, num_tasks, n)
+        return (*stats,) if totals is None else (*totals, *stats[2:])
     ties = not start.all()
     m = int(start.sum()) if ties else total
     # _one_segment: the three operands of the dot products, rows of one buffer aligned as fresh tensors are
     width = -(-m // 8) * 8
-    buf = torch.zeros(3, width, dtype=torch.float64)
-    pos_t, below_t, precision_t = (torch.from_numpy(row[:m]) for row in buf.numpy())
-    pos, below, precision = pos_t.numpy(), below_t.numpy(), precision_t.numpy()
+    rows = torch.zeros(3, width, dtype=torch.float64).numpy()
+    pos, below, precision = rows[0, :m], rows[1, :m], rows[2, :m]
     neg = np.maximum(np.negative(w), 0.0)
     if ties:  # one entry per run
         run = start.cumsum() - 1
@@ -246,17 +254,27 @@ def _small_curve_stats(
     else:
         np.maximum(w, 0.0, out=pos)
     tp, fp = pos.cumsum(), neg.cumsum()
-    np.subtract(neg_np[0], fp, out=below)
+    neg_sum = fp[-1] + 0.0 if neg_np is None else neg_np[0]
+    np.subtract(neg_sum, fp, out=below)
     below += 0.5 * neg
+    out = np.array([tp[-1] + 0.0, neg_sum, 0.0, 0.0])
     np.add(tp, fp, out=fp)
     np.divide(tp, fp, out=precision, where=fp != 0)  # 0/0 stays 0, as nan_to_num_(0.0) makes it
-    auc_num, ap_num = torch.dot(pos_t, below_t).item() + 0.0, torch.dot(pos_t, precision_t).item() + 0.0
-    sums = torch.tensor([[auc_num], [ap_num]], dtype=torch.float64)
-    return pos_total, neg_total, sums[0], sums[1]
+    pos_t = torch.from_numpy(pos)
+    out[2] = torch.dot(pos_t, torch.from_numpy(below)).item() + 0.0
+    out[3] = torch.dot(pos_t, torch.from_numpy(precision)).item() + 0.0
+    stats = [torch.from_numpy(out[i : i + 1]) for i in range(4)]
+    return (*stats,) if totals is None else (*totals, *stats[2:])
 
 
-def _small_segments(start: np.ndarray, w: np.ndarray, neg_total: np.ndarray, num_tasks: int, n: int) -> Tensor:
-    """:meth:`_CurveAccumulator._segments` of one block holding ``T <= _FEW_SEGMENTS`` whole tasks of ``n`` keys."""
+def _small_segments(
+    start: np.ndarray, w: np.ndarray, neg_total: np.ndarray | None, num_tasks: int, n: int
+) -> tuple[Tensor, ...]:
+    """:meth:`_CurveAccumulator._segments` of one block holding ``T <= _FEW_SEGMENTS`` whole tasks of ``n`` keys.
+
+    Returns ``(P, N, auc_num, ap_num)``, ``P`` and ``N`` the sums along the curve (exact for whole
+    weights only); ``neg_total``: PyTorch's ``N`` to use, or ``None`` for the curve's.
+    """
     pos, neg = np.maximum(w, 0.0), np.maximum(np.negative(w), 0.0)
     if start.all():
         seg = np.arange(start.shape[0]) // n
@@ -278,8 +296,10 @@ def _small_segments(start: np.ndarray, w: np.ndarray, neg_total: np.ndarray, num
     grid[0, at_seg, col] = p_r
     grid[1, at_seg, col] = np.bincount(slot, weights=neg, minlength=at.shape[0])
     grid.cumsum(axis=2, out=grid)
+    out = np.empty((4, num_tasks))
+    out[:2] = grid[:, :, -1] + 0.0  # every run's weight: P, N along the curve
     tp, fp = grid[0, at_seg, col], grid[1, at_seg, col]
-    below = (neg_total[at_seg] - fp) + 0.5 * neg[at]
+    below = ((out[1] if neg_total is None else neg_total)[at_seg] - fp) + 0.5 * neg[at]
     precision = np.zeros_like(tp)
     np.divide(tp, tp + fp, out=precision, where=(tp + fp) != 0)  # 0/0 stays 0, as nan_to_num_(0.0) makes it
     # index_add_ of the terms: each task's in order from +0.0
@@ -287,7 +307,8 @@ def _small_segments(start: np.ndarray, w: np.ndarray, neg_total: np.ndarray, num
     grid[0, at_seg, col] = p_r * below
     grid[1, at_seg, col] = p_r * precision
     grid.cumsum(axis=2, out=grid)
-    return torch.from_numpy(grid[:, :, -1] + 0.0)
+    out[2:] = grid[:, :, -1] + 0.0
+    return torch.from_numpy(out).unbind(0)
 
 
 _SCAN_WIDTH = 64  # row width of the two-level segmented scan

@@ -236,13 +236,27 @@ def _small_curve_stats(
     np.not_equal(high[1:], high[:-1], out=start[1:])
     start[::n] = True  # each task's first key opens a run
     w = packed.view(np.int32)[_LOW_WORD::2].view(np.float32).astype(np.float64)
-    neg_np = None if totals is None else totals[1].numpy()
+    totals_np = None if totals is None else torch.stack(totals).numpy()
     if num_tasks > 1:
-        stats = _small_segments(start, w, neg_np, num_tasks, n)
-        return (*stats,) if totals is None else (*totals, *stats[2:])
+        sums = _small_segments(start, w, np.arange(total) // n, totals_np, num_tasks)
+        assert sums is not None  # at most _FEW_SEGMENTS tasks: one cumsum each, never the long scan
+    else:
+        sums = _small_one_segment(start, w, None if totals_np is None else totals_np[:, 0])[:, None]
+    stats = torch.from_numpy(sums).unbind(0)
+    return (*stats,) if totals is None else (*totals, *stats[2:])
+
+
+def _small_one_segment(start: np.ndarray, w: np.ndarray, totals: np.ndarray | None) -> np.ndarray:
+    """:meth:`_CurveAccumulator._one_segment` of one block of one segment, on NumPy arrays, to the bit.
+
+    ``start``, ``w``: as for :func:`_small_segments`; ``totals``: the segment's ``(P, N)`` to use, or
+    ``None`` for the sums along the curve (exact for whole weights only). Returns ``(P, N, auc_num,
+    ap_num)`` as a ``(4,)`` float64 array.
+    """
+    total = start.shape[0]
     ties = not start.all()
     m = int(start.sum()) if ties else total
-    # _one_segment: the three operands of the dot products, rows of one buffer aligned as fresh tensors are
+    # the three operands of the dot products, rows of one buffer aligned as fresh tensors are
     width = -(-m // 8) * 8
     rows = torch.zeros(3, width, dtype=torch.float64).numpy()
     pos, below, precision = rows[0, :m], rows[1, :m], rows[2, :m]
@@ -254,61 +268,84 @@ def _small_curve_stats(
     else:
         np.maximum(w, 0.0, out=pos)
     tp, fp = pos.cumsum(), neg.cumsum()
-    neg_sum = fp[-1] + 0.0 if neg_np is None else neg_np[0]
-    np.subtract(neg_sum, fp, out=below)
+    out = np.array([tp[-1] + 0.0, fp[-1] + 0.0, 0.0, 0.0]) if totals is None else np.append(totals, [0.0, 0.0])
+    np.subtract(out[1], fp, out=below)
     below += 0.5 * neg
-    out = np.array([tp[-1] + 0.0, neg_sum, 0.0, 0.0])
     np.add(tp, fp, out=fp)
     np.divide(tp, fp, out=precision, where=fp != 0)  # 0/0 stays 0, as nan_to_num_(0.0) makes it
     pos_t = torch.from_numpy(pos)
     out[2] = torch.dot(pos_t, torch.from_numpy(below)).item() + 0.0
     out[3] = torch.dot(pos_t, torch.from_numpy(precision)).item() + 0.0
-    stats = [torch.from_numpy(out[i : i + 1]) for i in range(4)]
-    return (*stats,) if totals is None else (*totals, *stats[2:])
+    return out
 
 
 def _small_segments(
-    start: np.ndarray, w: np.ndarray, neg_total: np.ndarray | None, num_tasks: int, n: int
-) -> tuple[Tensor, ...]:
-    """:meth:`_CurveAccumulator._segments` of one block holding ``T <= _FEW_SEGMENTS`` whole tasks of ``n`` keys.
+    start: np.ndarray, w: np.ndarray, seg: np.ndarray, totals: np.ndarray | None, num_segments: int
+) -> np.ndarray | None:
+    """:meth:`_CurveAccumulator._segments` of one block of several segments, on NumPy arrays, to the bit.
 
-    Returns ``(P, N, auc_num, ap_num)``, ``P`` and ``N`` the sums along the curve (exact for whole
-    weights only); ``neg_total``: PyTorch's ``N`` to use, or ``None`` for the curve's.
+    Args:
+        start: ``(M,)`` flags opening each run of equal scores (and each segment's first element).
+        w: ``(M,)`` float64 signed weights in curve order.
+        seg: ``(M,)`` segment id of every element, in ``[0, S)``, non-decreasing.
+        totals: ``(2, S)`` the ``(P, N)`` of every segment to use, or ``None`` for the sums along
+            the curve (exact for whole weights only).
+        num_segments: ``S``.
+
+    Returns:
+        ``(4, S)`` float64 ``(P, N, auc_num, ap_num)`` (``P``, ``N`` the sums along the curve, or
+        ``neg_total``), or ``None`` where the segments' cumulative sums would take the two-level
+        scan of :func:`_segmented_cumsum_` (more than ``_FEW_SEGMENTS`` segments, one of them and
+        the block longer than ``_FLAT_SCAN`` runs): the caller takes the PyTorch path.
     """
     pos, neg = np.maximum(w, 0.0), np.maximum(np.negative(w), 0.0)
-    if start.all():
-        seg = np.arange(start.shape[0]) // n
-    else:  # one entry per run
+    if not start.all():  # one entry per run
         run = start.cumsum() - 1
         pos, neg = np.bincount(run, weights=pos), np.bincount(run, weights=neg)
-        seg = np.flatnonzero(start) // n
+        seg = seg[start]
     kept = pos > 0
     kept[-1] = True
-    kept[:-1] |= seg[1:] != seg[:-1]  # the last run of each task
+    kept[:-1] |= seg[1:] != seg[:-1]  # the last run of each segment
     at = np.flatnonzero(kept)
     slot = kept.cumsum() - kept  # every run's negative weight goes to the first kept run at or after it
     p_r = pos[at]
     at_seg = seg[at]
-    counts = np.bincount(at_seg, minlength=num_tasks)  # each task keeps its last run: none is empty
-    col = np.arange(at.shape[0]) - (counts.cumsum() - counts)[at_seg]
-    # TP, FP: one cumsum per task, along the rows of a grid padded with zeros after each task's runs
-    grid = np.zeros((2, num_tasks, int(counts.max())))
-    grid[0, at_seg, col] = p_r
-    grid[1, at_seg, col] = np.bincount(slot, weights=neg, minlength=at.shape[0])
-    grid.cumsum(axis=2, out=grid)
-    out = np.empty((4, num_tasks))
-    out[:2] = grid[:, :, -1] + 0.0  # every run's weight: P, N along the curve
-    tp, fp = grid[0, at_seg, col], grid[1, at_seg, col]
-    below = ((out[1] if neg_total is None else neg_total)[at_seg] - fp) + 0.5 * neg[at]
+    sums = np.stack([p_r, np.bincount(slot, weights=neg, minlength=at.shape[0])])  # -> TP, FP
+    opens = np.empty(at.shape[0], dtype=bool)
+    opens[0] = True
+    np.not_equal(at_seg[1:], at_seg[:-1], out=opens[1:])
+    first = np.flatnonzero(opens)
+    counts = np.diff(first, append=at.shape[0])
+    longest = int(counts.max())
+    if first.shape[0] <= _FEW_SEGMENTS:  # one cumsum per segment: the rows of a grid padded with zeros
+        row = opens.cumsum() - 1
+        col = np.arange(at.shape[0]) - first[row]
+        grid = np.zeros((2, first.shape[0], longest))
+        grid[:, row, col] = sums
+        grid.cumsum(axis=2, out=grid)
+        sums = grid[:, row, col]
+    elif longest <= _FLAT_SCAN or at.shape[0] <= _FLAT_SCAN:  # _segmented_cumsum_'s flat scan, pass by pass
+        step = 1
+        while step < min(longest, at.shape[0]):
+            sums[:, step:] += np.where(at_seg[step:] == at_seg[:-step], sums[:, :-step], 0.0)
+            step *= 2
+    else:
+        return None
+    tp, fp = sums
+    out = np.empty((4, num_segments))
+    if totals is None:  # every run's weight sums to the last TP, FP of its segment
+        out[:2] = 0.0
+        last = np.append(first[1:], at.shape[0]) - 1
+        out[:2, at_seg[last]] = sums[:, last] + 0.0
+    else:
+        out[:2] = totals
+    below = (out[1][at_seg] - fp) + 0.5 * neg[at]
     precision = np.zeros_like(tp)
     np.divide(tp, tp + fp, out=precision, where=(tp + fp) != 0)  # 0/0 stays 0, as nan_to_num_(0.0) makes it
-    # index_add_ of the terms: each task's in order from +0.0
-    grid[:] = 0.0
-    grid[0, at_seg, col] = p_r * below
-    grid[1, at_seg, col] = p_r * precision
-    grid.cumsum(axis=2, out=grid)
-    out[2:] = grid[:, :, -1] + 0.0
-    return torch.from_numpy(out).unbind(0)
+    # index_add_ of the terms: each segment's in order from +0.0, as bincount adds them
+    out[2] = np.bincount(at_seg, weights=p_r * below, minlength=num_segments)
+    out[3] = np.bincount(at_seg, weights=p_r * precision, minlength=num_segments)
+    return out
 
 
 _SCAN_WIDTH = 64  # row width of the two-level segmented scan

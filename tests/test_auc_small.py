@@ -197,3 +197,28 @@ def test_grouped_singleton_groups_against_sklearn() -> None:
         got = metric(p, t, g).item()
     parts = [_sk_auc(t[g == k].numpy(), p[g == k].numpy()) for k in (1, 2)]
     assert got == pytest.approx(float(np.mean(parts)), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_small_segment_stats_bit_identical_to_general_path(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GroupedAUC's per-segment kernel: the NumPy path against the PyTorch path on the same inputs."""
+    from torchmetrics_ext.functional.auc import grouped as FG
+
+    rng = np.random.default_rng(100 + seed)
+    cases = [(1, 1), (3, 1), (8, 2), (20, 5), (64, 17), (300, 40), (600, 3), (2000, 30), (5000, 1), (6000, 18)]
+    for n, num_segments in cases:
+        for _ in range(4):
+            scores, signed = _random_case(rng, n)
+            scores, signed = torch.cat(scores).reshape(1, n), torch.cat(signed).reshape(1, n)
+            seg = torch.as_tensor(rng.integers(0, num_segments, n))
+            small = FG._segment_stats(scores, signed, seg, num_segments)
+            with monkeypatch.context() as patch:
+                patch.setattr(K, "_SMALL", -1)
+                general = FG._segment_stats(scores, signed, seg, num_segments)
+            assert small.shape == general.shape == (4, num_segments)
+            assert _bits(small.reshape(-1)) == _bits(general.reshape(-1)), (n, num_segments)
+    # which path each shape takes: one segment, a grid of <= 16, the flat scan, the caller's long scan
+    ones = torch.ones(1, 6000)
+    for num_segments, taken in ((1, True), (3, True), (30, True), (18, False)):
+        seg = torch.arange(6000) * num_segments // 6000
+        assert (FG._small_segment_stats(torch.rand(1, 6000), ones, seg, num_segments) is not None) == taken

@@ -310,13 +310,17 @@ def _small_segments(
     slot = kept.cumsum() - kept  # every run's negative weight goes to the first kept run at or after it
     p_r = pos[at]
     at_seg = seg[at]
-    sums = np.stack([p_r, np.bincount(slot, weights=neg, minlength=at.shape[0])])  # -> TP, FP
+    sums = np.empty((2, at.shape[0]))  # -> TP, FP
+    sums[0] = p_r
+    sums[1] = np.bincount(slot, weights=neg, minlength=at.shape[0])
     opens = np.empty(at.shape[0], dtype=bool)
     opens[0] = True
     np.not_equal(at_seg[1:], at_seg[:-1], out=opens[1:])
     first = np.flatnonzero(opens)
-    counts = np.diff(first, append=at.shape[0])
-    longest = int(counts.max())
+    ends = np.empty_like(first)  # one past each segment's last kept run
+    ends[:-1] = first[1:]
+    ends[-1] = at.shape[0]
+    longest = int((ends - first).max())
     if first.shape[0] <= _FEW_SEGMENTS:  # one cumsum per segment: the rows of a grid padded with zeros
         row = opens.cumsum() - 1
         col = np.arange(at.shape[0]) - first[row]
@@ -335,7 +339,7 @@ def _small_segments(
     out = np.empty((4, num_segments))
     if totals is None:  # every run's weight sums to the last TP, FP of its segment
         out[:2] = 0.0
-        last = np.append(first[1:], at.shape[0]) - 1
+        last = ends - 1
         out[:2, at_seg[last]] = sums[:, last] + 0.0
     else:
         out[:2] = totals

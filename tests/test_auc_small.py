@@ -222,3 +222,22 @@ def test_small_segment_stats_bit_identical_to_general_path(seed: int, monkeypatc
     for num_segments, taken in ((1, True), (3, True), (30, True), (18, False)):
         seg = torch.arange(6000) * num_segments // 6000
         assert (FG._small_segment_stats(torch.rand(1, 6000), ones, seg, num_segments) is not None) == taken
+
+
+@pytest.mark.parametrize("num_tasks", [1, 3])
+def test_one_group_stats_small_path_bit_identical(num_tasks: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block of one group (GroupedAUC of a batch of one group): the small kernel against the packed path."""
+    from torchmetrics_ext.functional.auc import grouped as FG
+
+    rng = np.random.default_rng(9)
+    for n in [1, 2, 5, 40, 700]:
+        for _ in range(6):
+            scores, signed = _random_case(rng, n, num_tasks)
+            scores = torch.cat(scores).reshape(n, num_tasks).T
+            signed = torch.cat(signed).reshape(n, num_tasks).T
+            rows = torch.as_tensor(rng.permutation(n))
+            small = FG._one_group_stats(scores, signed, rows)
+            with monkeypatch.context() as patch:
+                patch.setattr(K, "_SMALL", -1)
+                general = FG._one_group_stats(scores, signed, rows)
+            assert _bits(small.reshape(-1)) == _bits(general.reshape(-1)), n

@@ -181,6 +181,10 @@ def _one_group_stats(scores: Tensor, signed: Tensor, rows: Tensor) -> Tensor:
     block by block and sorted in place, so a group of any size adds 8 bytes per element and
     temporaries of a few MB (not a sort index and gathered copies of the whole group).
     """
+    num_tasks = scores.shape[0]
+    if scores.is_cpu and num_tasks <= _kernels._FEW_SEGMENTS and rows.numel() * num_tasks <= _kernels._SMALL:
+        chunk = [scores.T.index_select(0, rows)], [signed.T.index_select(0, rows)]
+        return torch.stack(_kernels._small_curve_stats(*chunk, num_tasks))  # the same bits, fewer calls
     blocks = ((scores.T.index_select(0, part), signed.T.index_select(0, part)) for part in rows.split(_kernels._BLOCK))
     packed, pos_total, neg_total = _pack_blocks(blocks, scores.shape[0], rows.numel(), scores.device)
     auc_num, ap_num = _row_curve_sums(_sort_rows(packed), neg_total)

@@ -242,8 +242,8 @@ def _small_curve_stats(
         assert sums is not None  # at most _FEW_SEGMENTS tasks: one cumsum each, never the long scan
     else:
         sums = _small_one_segment(start, w, None if totals_np is None else totals_np[:, 0])[:, None]
-    stats = torch.from_numpy(sums).unbind(0)
-    return (*stats,) if totals is None else (*totals, *stats[2:])
+    pos_sum, neg_sum, auc_num, ap_num = torch.from_numpy(sums).unbind(0)
+    return (pos_sum, neg_sum, auc_num, ap_num) if totals is None else (*totals, auc_num, ap_num)
 
 
 def _small_one_segment(start: np.ndarray, w: np.ndarray, totals: np.ndarray | None) -> np.ndarray:

@@ -33,6 +33,7 @@ __all__ = [
     "safe_divide",
     "silencing_undefined",
     "warn_undefined",
+    "warn_undefined_flags",
 ]
 
 # set by a caller that drops undefined values itself (the aggregator logs no nan)
@@ -141,6 +142,18 @@ def warn_undefined(undefined: Tensor, metric: str, reason: str, axes: tuple[str,
         UndefinedMetricWarning,
         stacklevel=3,
     )
+
+
+def warn_undefined_flags(flags: Sequence[bool], metric: str, reason: str, device: torch.device | None = None) -> None:
+    """:func:`warn_undefined` of flags read on the host: their tensor is made only when something reads it.
+
+    A caller that computed its value from host numbers (a tiny ``compute``) saves making a tensor
+    of flags that are all ``False`` (nothing to warn, unless :func:`collecting_undefined` records
+    the entries).
+    """
+    if _SILENT.get() or (not any(flags) and _COLLECTED.get() is None):
+        return
+    warn_undefined(torch.tensor(flags, dtype=torch.bool, device=device), metric, reason)
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -153,6 +154,202 @@ def _row_curve_sums(packed: Tensor, neg_total: Tensor) -> tuple[Tensor, Tensor]:
         weights = block.view(torch.int32)[low_word::2].view(torch.float32).to(torch.float64)
         acc.add(seg, start, weights, continues)
     return acc.auc_num, acc.ap_num
+
+
+_SMALL = 1 << 14  # at most this many CPU samples times tasks: :func:`_small_curve_stats`
+_LOW_WORD = 0 if sys.byteorder == "little" else 1  # the int32 word holding an int64's low bits
+
+
+def _small_curve_stats(
+    scores: Sequence[Tensor], signed: Sequence[Tensor], num_tasks: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(P, N, auc_num, ap_num)`` of at most ``_SMALL`` CPU samples times tasks, mostly in NumPy.
+
+    The work of :func:`_pack` + :func:`_sort_rows` + :func:`_row_curve_sums` for small inputs (one
+    block; at most ``_FEW_SEGMENTS`` tasks). At such sizes those take 100-300 µs of fixed cost (60
+    to 100 PyTorch calls of 1-3 µs each); here the same arithmetic runs on NumPy arrays (calls of
+    well under 1 µs), to the bit:
+
+    * ``P`` and ``N`` are the very PyTorch reductions of :func:`_pack_blocks` (their summation order
+      is PyTorch's);
+    * the packed keys are the same integers, sorted by the same NumPy call;
+    * each run's weight is summed by ``np.bincount`` (in order, from 0.0, as ``torch.bincount``),
+      ``TP``/``FP`` by ``np.cumsum`` (in order, as ``torch.cumsum``; several tasks as the rows of a
+      zero-padded grid, as :meth:`_CurveAccumulator._segments` takes one ``cumsum`` per task),
+      ``a + 0.5 b`` rounds once whether fused or not (``0.5 b`` is exact), ``tp / (tp + fp)`` is 0
+      where ``tp + fp`` is;
+    * one task: the two dot products are ``torch.dot`` of PyTorch memory aligned as fresh tensors
+      are, as :meth:`_CurveAccumulator._one_segment` takes them, each added to a ``+0.0``; several
+      tasks: each task's terms summed in order from ``+0.0`` (the last sum of a ``cumsum`` along the
+      grid's rows, then ``+ 0.0``), as ``index_add_`` adds them.
+
+    Only the sign of a zero may differ from the PyTorch path (``np.maximum`` against ``clamp``,
+    ``np.cumsum``'s first sum ``x`` against ``0.0 + x``), and no zero's sign can show in the results:
+    ``N - fp`` and ``x / (tp + fp)`` read it only through a product or a sum with a non-zero, and
+    a sum of zeros only is added to ``+0.0``.
+
+    Args:
+        scores: chunks of float scores, each viewable as ``(n_k, T)`` (sample-major).
+        signed: the matching chunks of signed weights.
+        num_tasks: ``T``.
+
+    Returns:
+        Four ``(T,)`` float64 tensors, as :func:`_pack` + :func:`_row_curve_sums`.
+    """
+    score_rows, weights = (
+        parts[0].reshape(-1, num_tasks)
+        if len(parts) == 1
+        else torch.cat([part.reshape(-1, num_tasks) for part in parts])
+        for parts in (scores, signed)
+    )
+    weights = weights.to(torch.float32)
+    n = score_rows.shape[0]
+    wn = weights.numpy()
+    # whole weights (unweighted: +-1) whose every partial sum is a whole number below 2**53 sum exactly
+    # in any order: P and N are then read off the curve's last cumulative sums, PyTorch's sums otherwise
+    whole = n > 0 and float(np.abs(wn).max()) * n < 2.0**53 and bool((np.trunc(wn) == wn).all())
+    totals: tuple[Tensor, Tensor] | None = None
+    if not whole:
+        totals = (
+            weights.clamp(min=0).sum(0, dtype=torch.float64),
+            weights.neg().clamp_(min=0).sum(0, dtype=torch.float64),
+        )
+        if n == 0:
+            return (*totals, torch.zeros_like(totals[0]), torch.zeros_like(totals[0]))
+    # _descending_keys and the packing of _pack_blocks, on the same bits
+    bits = (score_rows.to(torch.float32).numpy() + np.float32(0.0)).view(np.int32)
+    key = ((bits >> 31) & 0x7FFFFFFF) ^ bits
+    packed = np.invert(key).astype(np.int64) << 32
+    packed |= np.ascontiguousarray(wn).view(np.int32).astype(np.int64) & _LOW
+    if num_tasks > 1:
+        packed = np.ascontiguousarray(packed.T)
+    packed = packed.reshape(-1)
+    if num_tasks == 1:
+        packed.sort()
+    else:
+        packed.reshape(num_tasks, n).sort(axis=-1)
+    # _row_curve_sums and _CurveAccumulator.add of the one block
+    total = packed.shape[0]
+    high = packed >> 32
+    start = np.empty(total, dtype=bool)
+    start[0] = True
+    np.not_equal(high[1:], high[:-1], out=start[1:])
+    start[::n] = True  # each task's first key opens a run
+    w = packed.view(np.int32)[_LOW_WORD::2].view(np.float32).astype(np.float64)
+    totals_np = None if totals is None else torch.stack(totals).numpy()
+    if num_tasks > 1:
+        sums = _small_segments(start, w, np.arange(total) // n, totals_np, num_tasks)
+        assert sums is not None  # at most _FEW_SEGMENTS tasks: one cumsum each, never the long scan
+    else:
+        sums = _small_one_segment(start, w, None if totals_np is None else totals_np[:, 0])[:, None]
+    pos_sum, neg_sum, auc_num, ap_num = torch.from_numpy(sums).unbind(0)
+    return (pos_sum, neg_sum, auc_num, ap_num) if totals is None else (*totals, auc_num, ap_num)
+
+
+def _small_one_segment(start: np.ndarray, w: np.ndarray, totals: np.ndarray | None) -> np.ndarray:
+    """:meth:`_CurveAccumulator._one_segment` of one block of one segment, on NumPy arrays, to the bit.
+
+    ``start``, ``w``: as for :func:`_small_segments`; ``totals``: the segment's ``(P, N)`` to use, or
+    ``None`` for the sums along the curve (exact for whole weights only). Returns ``(P, N, auc_num,
+    ap_num)`` as a ``(4,)`` float64 array.
+    """
+    total = start.shape[0]
+    ties = not start.all()
+    m = int(start.sum()) if ties else total
+    # the three operands of the dot products, rows of one buffer aligned as fresh tensors are
+    width = -(-m // 8) * 8
+    rows = torch.zeros(3, width, dtype=torch.float64).numpy()
+    pos, below, precision = rows[0, :m], rows[1, :m], rows[2, :m]
+    neg = np.maximum(np.negative(w), 0.0)
+    if ties:  # one entry per run
+        run = start.cumsum() - 1
+        pos[:] = np.bincount(run, weights=np.maximum(w, 0.0))
+        neg = np.bincount(run, weights=neg)
+    else:
+        np.maximum(w, 0.0, out=pos)
+    tp, fp = pos.cumsum(), neg.cumsum()
+    out = np.array([tp[-1] + 0.0, fp[-1] + 0.0, 0.0, 0.0]) if totals is None else np.append(totals, [0.0, 0.0])
+    np.subtract(out[1], fp, out=below)
+    below += 0.5 * neg
+    np.add(tp, fp, out=fp)
+    np.divide(tp, fp, out=precision, where=fp != 0)  # 0/0 stays 0, as nan_to_num_(0.0) makes it
+    pos_t = torch.from_numpy(pos)
+    out[2] = torch.dot(pos_t, torch.from_numpy(below)).item() + 0.0
+    out[3] = torch.dot(pos_t, torch.from_numpy(precision)).item() + 0.0
+    return out
+
+
+def _small_segments(
+    start: np.ndarray, w: np.ndarray, seg: np.ndarray, totals: np.ndarray | None, num_segments: int
+) -> np.ndarray | None:
+    """:meth:`_CurveAccumulator._segments` of one block of several segments, on NumPy arrays, to the bit.
+
+    Args:
+        start: ``(M,)`` flags opening each run of equal scores (and each segment's first element).
+        w: ``(M,)`` float64 signed weights in curve order.
+        seg: ``(M,)`` segment id of every element, in ``[0, S)``, non-decreasing.
+        totals: ``(2, S)`` the ``(P, N)`` of every segment to use, or ``None`` for the sums along
+            the curve (exact for whole weights only).
+        num_segments: ``S``.
+
+    Returns:
+        ``(4, S)`` float64 ``(P, N, auc_num, ap_num)`` (``P``, ``N`` the sums along the curve, or
+        ``neg_total``), or ``None`` where the segments' cumulative sums would take the two-level
+        scan of :func:`_segmented_cumsum_` (more than ``_FEW_SEGMENTS`` segments, one of them and
+        the block longer than ``_FLAT_SCAN`` runs): the caller takes the PyTorch path.
+    """
+    pos, neg = np.maximum(w, 0.0), np.maximum(np.negative(w), 0.0)
+    if not start.all():  # one entry per run
+        run = start.cumsum() - 1
+        pos, neg = np.bincount(run, weights=pos), np.bincount(run, weights=neg)
+        seg = seg[start]
+    kept = pos > 0
+    kept[-1] = True
+    kept[:-1] |= seg[1:] != seg[:-1]  # the last run of each segment
+    at = np.flatnonzero(kept)
+    slot = kept.cumsum() - kept  # every run's negative weight goes to the first kept run at or after it
+    p_r = pos[at]
+    at_seg = seg[at]
+    sums = np.empty((2, at.shape[0]))  # -> TP, FP
+    sums[0] = p_r
+    sums[1] = np.bincount(slot, weights=neg, minlength=at.shape[0])
+    opens = np.empty(at.shape[0], dtype=bool)
+    opens[0] = True
+    np.not_equal(at_seg[1:], at_seg[:-1], out=opens[1:])
+    first = np.flatnonzero(opens)
+    ends = np.empty_like(first)  # one past each segment's last kept run
+    ends[:-1] = first[1:]
+    ends[-1] = at.shape[0]
+    longest = int((ends - first).max())
+    if first.shape[0] <= _FEW_SEGMENTS:  # one cumsum per segment: the rows of a grid padded with zeros
+        row = opens.cumsum() - 1
+        col = np.arange(at.shape[0]) - first[row]
+        grid = np.zeros((2, first.shape[0], longest))
+        grid[:, row, col] = sums
+        grid.cumsum(axis=2, out=grid)
+        sums = grid[:, row, col]
+    elif longest <= _FLAT_SCAN or at.shape[0] <= _FLAT_SCAN:  # _segmented_cumsum_'s flat scan, pass by pass
+        step = 1
+        while step < min(longest, at.shape[0]):
+            sums[:, step:] += np.where(at_seg[step:] == at_seg[:-step], sums[:, :-step], 0.0)
+            step *= 2
+    else:
+        return None
+    tp, fp = sums
+    out = np.empty((4, num_segments))
+    if totals is None:  # every run's weight sums to the last TP, FP of its segment
+        out[:2] = 0.0
+        last = ends - 1
+        out[:2, at_seg[last]] = sums[:, last] + 0.0
+    else:
+        out[:2] = totals
+    below = (out[1][at_seg] - fp) + 0.5 * neg[at]
+    precision = np.zeros_like(tp)
+    np.divide(tp, tp + fp, out=precision, where=(tp + fp) != 0)  # 0/0 stays 0, as nan_to_num_(0.0) makes it
+    # index_add_ of the terms: each segment's in order from +0.0, as bincount adds them
+    out[2] = np.bincount(at_seg, weights=p_r * below, minlength=num_segments)
+    out[3] = np.bincount(at_seg, weights=p_r * precision, minlength=num_segments)
+    return out
 
 
 _SCAN_WIDTH = 64  # row width of the two-level segmented scan

@@ -24,6 +24,7 @@ import functools
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -42,7 +43,7 @@ from torchmetrics_ext.utilities.checks import (
 )
 from torchmetrics_ext.utilities.device import constant_on, on_device_path
 from torchmetrics_ext.utilities.summation import power_of_two
-from torchmetrics_ext.utilities.warnings import warn_undefined
+from torchmetrics_ext.utilities.warnings import warn_undefined, warn_undefined_flags
 
 __all__ = ["auc", "auprc"]
 
@@ -207,6 +208,8 @@ def _exact_curve_stats(
         return zeros, zeros.clone(), zeros.clone(), zeros.clone()
     if on_device_path(scores[0]):
         return D._exact_curve_sums(scores, signed, num_tasks)
+    if num_tasks <= K._FEW_SEGMENTS and sum(chunk.numel() for chunk in scores) <= K._SMALL:  # fixed costs first
+        return K._small_curve_stats(scores, signed, num_tasks)
     packed, pos_total, neg_total = K._pack(scores, signed, num_tasks)
     if packed.shape[-1] == 0:
         return pos_total, neg_total, torch.zeros_like(pos_total), torch.zeros_like(pos_total)
@@ -522,12 +525,46 @@ def _binned_error_bound(hist: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------- compute
 
 
+_HOST_TASKS = 16  # at most this many float64 CPU tasks: the value from host numbers (no tensor ops)
+
+
+def _on_host(*stats: Tensor) -> bool:
+    """Whether ``stats`` are a few float64 CPU values, cheaper to divide on the host than by tensor ops."""
+    return all(s.is_cpu and s.dtype == torch.float64 and s.ndim == 1 for s in stats) and (
+        stats[0].shape[0] <= _HOST_TASKS
+    )
+
+
+def _clamped_ratio(num: float, den: float) -> float:
+    """``num / den`` clamped to [0, 1] as the tensor ops round it: IEEE division, ``x / 0`` is ``±inf`` or ``nan``."""
+    if den == 0:  # Python raises where IEEE gives inf or nan: the CPU's own division (its nan's sign too)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = float(np.float64(num) / np.float64(den))
+    else:
+        ratio = num / den
+    return min(max(ratio, 0.0), 1.0)  # nan stays nan, as with `clamp_`
+
+
 def _auc_compute(pos_total: Tensor, neg_total: Tensor, auc_num: Tensor, name: str = "AUC") -> Tensor:
     """``auc_num / (P N)`` clamped to [0, 1]; ``nan`` plus a warning for tasks without both classes.
 
     The numerator (cumulative sums in score order) and ``P N`` (sums in sample order) round
     differently: a perfect ranking could give ``1 + 2**-52``. The clamp changes no value inside [0, 1].
+    A few float64 CPU tasks are divided as Python floats (the same IEEE operations, one host read
+    instead of some ten tensor calls).
     """
+    if _on_host(pos_total, neg_total, auc_num):
+        num_tasks = pos_total.shape[0]
+        values = torch.cat([pos_total, neg_total, auc_num]).tolist()
+        flags = [p <= 0 or n <= 0 for p, n in zip(values[:num_tasks], values[num_tasks : 2 * num_tasks])]
+        warn_undefined_flags(flags, name, "the labels seen hold a single class (or no weight)")
+        out = [
+            math.nan if bad else _clamped_ratio(a, p * n)
+            for bad, p, n, a in zip(
+                flags, values[:num_tasks], values[num_tasks : 2 * num_tasks], values[2 * num_tasks :]
+            )
+        ]
+        return torch.tensor(out, dtype=torch.float64)
     undefined = (pos_total <= 0) | (neg_total <= 0)
     warn_undefined(undefined, name, "the labels seen hold a single class (or no weight)")
     value = (auc_num / torch.where(undefined, 1.0, pos_total * neg_total)).clamp_(0.0, 1.0)
@@ -536,6 +573,13 @@ def _auc_compute(pos_total: Tensor, neg_total: Tensor, auc_num: Tensor, name: st
 
 def _auprc_compute(pos_total: Tensor, ap_num: Tensor, name: str = "AUPRC") -> Tensor:
     """``ap_num / P`` clamped to [0, 1] (see :func:`_auc_compute`); ``nan`` plus a warning without positive weight."""
+    if _on_host(pos_total, ap_num):
+        num_tasks = pos_total.shape[0]
+        values = torch.cat([pos_total, ap_num]).tolist()
+        flags = [p <= 0 for p in values[:num_tasks]]
+        warn_undefined_flags(flags, name, "no positive label weight")
+        out = [math.nan if bad else _clamped_ratio(a, p) for bad, p, a in zip(flags, values, values[num_tasks:])]
+        return torch.tensor(out, dtype=torch.float64)
     undefined = pos_total <= 0
     warn_undefined(undefined, name, "no positive label weight")
     return torch.where(undefined, math.nan, (ap_num / torch.where(undefined, 1.0, pos_total)).clamp_(0.0, 1.0))

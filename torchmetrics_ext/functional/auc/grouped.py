@@ -181,6 +181,10 @@ def _one_group_stats(scores: Tensor, signed: Tensor, rows: Tensor) -> Tensor:
     block by block and sorted in place, so a group of any size adds 8 bytes per element and
     temporaries of a few MB (not a sort index and gathered copies of the whole group).
     """
+    num_tasks = scores.shape[0]
+    if scores.is_cpu and num_tasks <= _kernels._FEW_SEGMENTS and rows.numel() * num_tasks <= _kernels._SMALL:
+        chunk = [scores.T.index_select(0, rows)], [signed.T.index_select(0, rows)]
+        return torch.stack(_kernels._small_curve_stats(*chunk, num_tasks))  # the same bits, fewer calls
     blocks = ((scores.T.index_select(0, part), signed.T.index_select(0, part)) for part in rows.split(_kernels._BLOCK))
     packed, pos_total, neg_total = _pack_blocks(blocks, scores.shape[0], rows.numel(), scores.device)
     auc_num, ap_num = _row_curve_sums(_sort_rows(packed), neg_total)
@@ -196,6 +200,10 @@ def _segment_stats(scores: Tensor, signed: Tensor, seg: Tensor, num_segments: in
         seg: ``(T_c * M,)`` int64 segment id of every element, in ``[0, S)`` with ``S < 2**31``.
         num_segments: ``S``.
     """
+    if scores.is_cpu and scores.numel() <= _kernels._SMALL:  # fixed costs first
+        small = _small_segment_stats(scores, signed, seg, num_segments)
+        if small is not None:
+            return small
     # out of place: ``signed`` may be a view of the metric's state, and ``.to`` does not copy a
     # state already in float64 (``set_dtype``)
     weights = signed.reshape(-1).to(torch.float64)
@@ -212,6 +220,40 @@ def _segment_stats(scores: Tensor, signed: Tensor, seg: Tensor, num_segments: in
     del order
     auc_num, ap_num = _curve_sums(key, ordered, neg_total)
     return torch.stack([pos_total, neg_total, auc_num, ap_num])
+
+
+def _small_segment_stats(scores: Tensor, signed: Tensor, seg: Tensor, num_segments: int) -> Tensor | None:
+    """:func:`_segment_stats` of at most ``_kernels._SMALL`` CPU elements on NumPy arrays, to the bit.
+
+    The same totals (``bincount`` in order from 0.0), keys, ``argsort`` and order, then the one
+    block of :func:`_curve_sums` by :func:`_kernels._small_one_segment` or
+    :func:`_kernels._small_segments` (see :func:`_kernels._small_curve_stats` for why the bits are
+    the same); ``None`` where those would take the two-level scan (the caller's path then).
+    """
+    weights = signed.reshape(-1).to(torch.float64).numpy()
+    seg_np = seg.numpy()
+    out = np.zeros((4, num_segments))
+    out[0] = np.bincount(seg_np, weights=np.maximum(weights, 0.0), minlength=num_segments)
+    out[1] = np.bincount(seg_np, weights=np.maximum(np.negative(weights), 0.0), minlength=num_segments)
+    if weights.shape[0] == 0:
+        return torch.from_numpy(out)
+    bits = (scores.to(torch.float32).numpy() + np.float32(0.0)).view(np.int32)
+    key = np.invert(((bits >> 31) & 0x7FFFFFFF) ^ bits).astype(np.int64).reshape(-1)  # _descending_keys
+    key += 2**31
+    key |= seg_np << 32
+    order = np.argsort(key)  # the very call of the PyTorch path: the same order, ties included
+    key = key[order]
+    w = weights[order]
+    start = np.empty(key.shape[0], dtype=bool)
+    start[0] = True
+    np.not_equal(key[1:], key[:-1], out=start[1:])
+    seg_sorted = key >> 32
+    first = int(seg_sorted[0])
+    if first == int(seg_sorted[-1]):  # one segment: _one_segment
+        out[:, first] = _kernels._small_one_segment(start, w, out[:2, first].copy())
+        return torch.from_numpy(out)
+    sums = _kernels._small_segments(start, w, seg_sorted, out[:2], num_segments)
+    return None if sums is None else torch.from_numpy(sums)
 
 
 _GROUP_BLOCK = 1 << 20  # samples per block of whole groups at compute

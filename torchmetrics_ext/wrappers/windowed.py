@@ -578,8 +578,9 @@ class Windowed(TensorArithmetic, WrapperMetric):
         )
         self.__dict__["_window_lists"] = {}
         self.__dict__["_window_stale"] = False
-        # a metric that tells the samples a batch appends when it leaves its sums as they are (an exact
-        # ranking metric's `_list_update`) updates its window without a slot of statistics (see `_step`)
+        # a metric that tells the samples a batch appends when it leaves its sums as they are (the
+        # `_list_update` of an exact ranking metric, of the exact AUC family: AUC/AUPRC, grouped AUC/AUPRC,
+        # RegressionAUC/XAUC) updates its window without a slot of statistics (see `_step`)
         self.__dict__["_zero_sums"] = (
             callable(getattr(metric, "_list_update", None))
             and self.__dict__["_hist"] is None
@@ -848,7 +849,7 @@ class Windowed(TensorArithmetic, WrapperMetric):
         ):
             size = self._count(args, kwargs)
             if size <= limit:  # (a batch cut to the window: the general way)
-                # a batch that only appends samples (exact ranking rows): no slot of statistics to fill
+                # a batch that only appends samples (exact ranking rows, exact AUC chunks): no slot to fill
                 appended = self._scratch._list_update(*args, **kwargs)  # type: ignore[operator]  # validates
                 # (an empty batch that appends chunks, kept for their dtypes: the general way)
                 if appended is not None and (size > 0 or not any(appended.values())):

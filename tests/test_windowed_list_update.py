@@ -293,3 +293,25 @@ def test_checkpoint_of_list_updates_loads_and_goes_on(name, saved_by_slots):
         assert torch.equal(got[part].nan_to_num(), want[part].nan_to_num())
     window = _joined(batches, _kept(sizes, WINDOW))
     np.testing.assert_allclose(got["window"].numpy(), _reference(name, 3, window), rtol=1e-9)
+
+
+def test_a_subclass_with_its_own_update_takes_the_general_way(slots):
+    """An inherited ``_list_update`` would bypass the subclass's ``update``: its window is fed by ``update``."""
+
+    class Flipped(tmx.AUC):
+        def update(self, preds, target, weights=None):
+            super().update(1 - preds, target, weights)
+
+    class Plain(tmx.AUC):
+        pass
+
+    flipped, plain = tmx.Windowed(Flipped(), window_size=WINDOW), tmx.Windowed(Plain(), window_size=WINDOW)
+    assert not flipped.__dict__["_zero_sums"]
+    assert plain.__dict__["_zero_sums"]
+    p, y = torch.tensor([0.9, 0.8, 0.2, 0.1]), torch.tensor([1, 1, 0, 0])
+    flipped.update(p, y)
+    plain.update(p, y)
+    assert slots.get(id(plain), 0) == 0
+    want = ref_auc(1 - p.numpy().astype(np.float64), y.numpy(), None)
+    for value in flipped.compute().values():
+        assert value.item() == pytest.approx(want, abs=1e-12)

@@ -1,7 +1,8 @@
 """Fixed cost of one ``update`` of the cheap pointwise metrics: this checkout against another's package.
 
 Per-update thread CPU time of standalone metrics (WeightedMSE, WeightedMAE, CTR, Calibration, exact
-AUC and AUPRC, ``Windowed(AUC, 1000)``, exact ``GroupedAUC`` on groups of 4 rows, ``XAUC``;
+AUC and AUPRC, ``Windowed(AUC, 1000)`` and ``(AUC, 100000)``, exact ``GroupedAUC`` on groups of 4 rows, ``XAUC``
+(each also windowed);
 ``NDCG(k=10)``, ``RankingMetrics``, ``MRR``, ``RecallAtK(5)`` and ``Windowed(NDCG(k=10), 1000)`` on
 flat weighted rows of 4 per query, the exact mode; ``NDCG(k=10) int64`` on unweighted rows with
 int64 labels; the ``padded`` cases on ``(N / 4, 4)`` lists with a mask) at a tiny batch (``N=8``,
@@ -47,6 +48,10 @@ CASES: dict[str, tuple[Callable[[ModuleType, bool], Any], bool | str]] = {
     "Calibration": (lambda m, va: m.Calibration(validate_args=va), True),
     "AUC exact": (lambda m, va: m.AUC(validate_args=va), False),
     "Windowed(AUC, 1000)": (lambda m, va: m.Windowed(m.AUC(validate_args=va), 1000), False),
+    # a window larger than the batch at N=8192 too (at 1000 that batch is cut: the general way)
+    "Windowed(AUC, 100000)": (lambda m, va: m.Windowed(m.AUC(validate_args=va), 100_000), False),
+    "Windowed(GroupedAUC, 1000)": (lambda m, va: m.Windowed(m.GroupedAUC(validate_args=va), 1000), "grouped"),
+    "Windowed(XAUC, 1000)": (lambda m, va: m.Windowed(m.XAUC(validate_args=va), 1000), True),
     "AUC binned": (lambda m, va: m.AUC(num_bins=10_000, validate_args=va), False),
     "AUPRC exact": (lambda m, va: m.AUPRC(validate_args=va), True),
     "GroupedAUC exact": (lambda m, va: m.GroupedAUC(validate_args=va), "grouped"),

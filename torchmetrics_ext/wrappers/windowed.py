@@ -278,6 +278,21 @@ def first_synced(units: Iterable[Windowed]) -> Windowed | None:
     return None
 
 
+def _lists_told_for_own_update(metric: Metric) -> bool:
+    """Whether ``metric`` has a ``_list_update`` written for the ``update`` it runs.
+
+    A subclass that overrides ``update`` (a user's transform of the inputs) but inherits
+    ``_list_update`` would have its window fed the chunks of the parent's ``update``: such a metric
+    takes the general way (its own ``update`` into a slot).
+    """
+    if not callable(getattr(metric, "_list_update", None)):
+        return False
+    mro = type(metric).__mro__
+    told = next(cls for cls in mro if "_list_update" in cls.__dict__)
+    runs = next(cls for cls in mro if "update" in cls.__dict__)
+    return issubclass(told, runs)
+
+
 def _never_distributed() -> bool:
     """``distributed_available_fn`` of the scratch metric: batch values are never synced."""
     return False
@@ -578,10 +593,11 @@ class Windowed(TensorArithmetic, WrapperMetric):
         )
         self.__dict__["_window_lists"] = {}
         self.__dict__["_window_stale"] = False
-        # a metric that tells the samples a batch appends when it leaves its sums as they are (an exact
-        # ranking metric's `_list_update`) updates its window without a slot of statistics (see `_step`)
+        # a metric that tells the samples a batch appends when it leaves its sums as they are (the
+        # `_list_update` of an exact ranking metric, of the exact AUC family: AUC/AUPRC, grouped AUC/AUPRC,
+        # RegressionAUC/XAUC) updates its window without a slot of statistics (see `_step`)
         self.__dict__["_zero_sums"] = (
-            callable(getattr(metric, "_list_update", None))
+            _lists_told_for_own_update(metric)
             and self.__dict__["_hist"] is None
             and not self.__dict__["_pinned_states"]
             and not self.__dict__["_compensated"]
@@ -848,7 +864,7 @@ class Windowed(TensorArithmetic, WrapperMetric):
         ):
             size = self._count(args, kwargs)
             if size <= limit:  # (a batch cut to the window: the general way)
-                # a batch that only appends samples (exact ranking rows): no slot of statistics to fill
+                # a batch that only appends samples (exact ranking rows, exact AUC chunks): no slot to fill
                 appended = self._scratch._list_update(*args, **kwargs)  # type: ignore[operator]  # validates
                 # (an empty batch that appends chunks, kept for their dtypes: the general way)
                 if appended is not None and (size > 0 or not any(appended.values())):

@@ -9,8 +9,8 @@ histogram reduced with ``sum`` (constant memory). All math lives in
 from __future__ import annotations
 
 import weakref
-from collections.abc import Collection, Hashable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Collection, Hashable, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
@@ -23,6 +23,8 @@ from torchmetrics_ext.utilities.checks import check_flag, check_pointwise, forma
 from torchmetrics_ext.utilities.device import on_device_path
 
 __all__ = ["AUC", "AUPRC"]
+
+_Chunks = TypeVar("_Chunks")
 
 
 def _take_samples(
@@ -100,6 +102,33 @@ def _sample_major(values: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     if rows.dtype == dtype:  # the same copy; `.to(..., copy=True)` parses its overloads first (~2 µs a call)
         return rows.clone(memory_format=torch.contiguous_format).view(-1)
     return rows.to(dtype=dtype, memory_format=torch.contiguous_format).view(-1)
+
+
+def appended_by(metric: TaskMetric, chunks_of: Callable[..., _Chunks], *args: Any) -> _Chunks:
+    """``chunks_of(*args)``: the chunks an exact ``update`` appends, made as that ``update`` makes them.
+
+    For the metrics' ``_list_update`` (:class:`~torchmetrics_ext.Windowed`'s update without a slot of
+    statistics): ``None`` is returned by the caller instead where ``update`` must run itself (list
+    states moved to the CPU after each update, new chunks cast after ``set_dtype``). The chunks are
+    made with gradients as TorchMetrics' update wrapper sets them (off unless the metric enables
+    them), so no chunk keeps a batch's autograd graph alive.
+    """
+    grad, enabled = metric.__dict__["_enable_grad"], torch.is_grad_enabled()
+    if enabled == grad:
+        return chunks_of(*args)
+    torch._C._set_grad_enabled(grad)
+    try:
+        return chunks_of(*args)
+    finally:
+        torch._C._set_grad_enabled(enabled)
+
+
+def keeps_own_lists(metric: TaskMetric) -> bool:
+    """Whether the list states' new chunks are moved or cast after ``update`` (``compute_on_cpu``, ``set_dtype``).
+
+    ``_list_update`` then answers ``None``: the chunks go through ``update`` and its wrapper.
+    """
+    return bool(metric.compute_on_cpu) or "_cast_dtype" in metric.__dict__
 
 
 def _one_task(preds: object, target: object) -> bool:
@@ -274,7 +303,45 @@ class _CurveMetric(TaskMetric):
 
     def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
         """Accumulate one batch: ``preds``/``target`` ``(N,)`` or ``(T, N)``, optional ``weights``."""
-        if self.num_bins is None and weights is None and _one_task(preds, target):
+        if self.num_bins is None:
+            chunks = self._exact_chunks(preds, target, weights)
+            if chunks is not None:
+                scores, signed = chunks
+                self._scores.append(scores)  # small chunks are joined after the update (TaskMetric)
+                self.signed_weights.append(signed)
+            return
+        weights = self._checked_weights(preds, target, weights)
+        if preds.shape[-1] == 0:
+            return
+        p, t, w = self._as_rows(preds, target, weights)
+        F._binned_update(
+            p, t, w, self.num_bins, self.logit_range, self.from_logits, out=self._hist, bin_space=self.bin_space
+        )
+
+    def _list_update(
+        self, preds: Tensor, target: Tensor, weights: Tensor | None = None
+    ) -> dict[str, list[Tensor]] | None:
+        """The chunks exact-mode ``update`` would append to each list state, appending nothing.
+
+        For :class:`~torchmetrics_ext.Windowed`, which puts them into the lifetime and the window
+        itself (no slot of statistics: the metric has no other state). Validates as ``update``
+        does (a rejected batch raises, nothing appended anywhere); empty lists for an empty batch.
+        ``None`` where ``update`` must run itself: binned mode, a missing argument (``update``
+        names it), list states kept on the CPU or cast by ``set_dtype``.
+        """
+        if self.num_bins is not None or target is None or keeps_own_lists(self):
+            return None
+        chunks = appended_by(self, self._exact_chunks, preds, target, weights)
+        if chunks is None:
+            return {self._preds_state: [], "signed_weights": []}
+        return {self._preds_state: [chunks[0]], "signed_weights": [chunks[1]]}
+
+    def _exact_chunks(self, preds: Tensor, target: Tensor, weights: Tensor | None) -> tuple[Tensor, Tensor] | None:
+        """Exact mode: the batch validated (unless checked already) as its (scores, signed weights) chunks.
+
+        Sample-major float32 copies, as ``update`` appends them; ``None`` for an empty batch.
+        """
+        if weights is None and _one_task(preds, target):
             # one task, unweighted (the common case): the (n,) inputs are sample-major already and the
             # update is two kernels (a float32 copy of the scores, the labels' signs), no views.
             if not on_device_path(preds):
@@ -282,32 +349,20 @@ class _CurveMetric(TaskMetric):
                 # copy of the labels), which only labels 0 and 1 index (others raise IndexError there)
                 if self._check_inputs:
                     self._validate(preds, target)
-                scores, signs = _sample_major(preds), F._label_signs(target, lookup=True)
-                self._scores.append(scores)
-                self.signed_weights.append(signs)
-                return
+                return _sample_major(preds), F._label_signs(target, lookup=True)
             # on a device both are queued before the batch is checked, so that the device runs them
             # while the host waits for the batch's bounds; they are stored only once the batch passed
             scores, signs = _sample_major(preds), F._label_signs(target)
             if self._check_inputs:
                 self._validate(preds, target)
-            self._scores.append(scores)
-            self.signed_weights.append(signs)
-            return
+            return scores, signs
         weights = self._checked_weights(preds, target, weights)
         if preds.shape[-1] == 0:
-            return
+            return None
         p, t, w = self._as_rows(preds, target, weights)
-        if self.num_bins is not None:
-            F._binned_update(
-                p, t, w, self.num_bins, self.logit_range, self.from_logits, out=self._hist, bin_space=self.bin_space
-            )
-            return
         if w is None:  # (T, n) labels: their signs written sample-major in the one kernel
             signs = torch.empty(t.shape[::-1], dtype=torch.float32, device=t.device)
-            self._scores.append(_sample_major(p))
-            self.signed_weights.append(F._label_signs(t.T, out=signs).view(-1))
-            return
+            return _sample_major(p), F._label_signs(t.T, out=signs).view(-1)
         if not on_device_path(p):
             signed = F._signed_weights(t, w, lookup=True)  # checked labels (or IndexError, nothing stored)
             # rows of zero weight in every task change nothing: on the CPU they are not stored (on
@@ -321,8 +376,7 @@ class _CurveMetric(TaskMetric):
         else:
             signed = F._signed_weights(t, w)
         # sample-major (n * T,) float32: a rank's empty-list placeholder at sync is float32 (0,) too
-        self._scores.append(_sample_major(p))  # small chunks are joined after the update (TaskMetric)
-        self.signed_weights.append(signed.view(-1) if signed.shape[0] == 1 else _sample_major(signed))
+        return _sample_major(p), signed.view(-1) if signed.shape[0] == 1 else _sample_major(signed)
 
     def _curve_stats(self) -> F.CurveStats:
         if self.num_bins is not None:

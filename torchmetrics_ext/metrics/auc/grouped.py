@@ -17,7 +17,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.auc import binary as FB
 from torchmetrics_ext.functional.auc import grouped as F
-from torchmetrics_ext.metrics.auc.binary import _one_task, _sample_major, _take_samples
+from torchmetrics_ext.metrics.auc.binary import _one_task, _sample_major, _take_samples, appended_by, keeps_own_lists
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.utilities.checks import check_flag
 from torchmetrics_ext.utilities.device import on_device_path
@@ -127,9 +127,53 @@ class _GroupedCurveMetric(TaskMetric):
 
     def update(self, preds: Tensor, target: Tensor, groups: Tensor, weights: Tensor | None = None) -> None:
         """Accumulate one batch: ``preds``/``target`` ``(N,)`` or ``(T, N)``, ``groups`` ``(N,)`` ids."""
+        if self.groups_complete_per_batch:
+            p, t, g, w = self._format(preds, target, groups, weights, validate=self._check_inputs)
+            if p.shape[-1] == 0:
+                return
+            # checked labels (or an IndexError before anything is stored): on the CPU integer labels' signs
+            # come from a table, without a float copy of the labels
+            signed = FB._signed_weights(t, w, lookup=not on_device_path(p))
+            sums = F._grouped_update(p, signed, g, self._kind, self.weight_groups, self.average_groups)
+            for name, value in zip(self._sum_states, sums):
+                getattr(self, name).add_(value)
+            return
+        rows = self._exact_rows(preds, target, groups, weights)
+        if rows is not None:
+            scores, signed, ids = rows
+            getattr(self, self._preds_state).append(scores)  # small chunks joined after the update
+            self.signed_weights.append(signed)
+            self.groups.append(ids)
+
+    def _list_update(
+        self, preds: Tensor, target: Tensor, groups: Tensor, weights: Tensor | None = None
+    ) -> dict[str, list[Tensor]] | None:
+        """The chunks exact-mode ``update`` would append to each list state, appending nothing.
+
+        As :meth:`AUC._list_update <torchmetrics_ext.AUC._list_update>`: for
+        :class:`~torchmetrics_ext.Windowed`, validated as ``update`` validates, empty lists for an
+        empty batch, ``None`` where ``update`` must run itself (``groups_complete_per_batch``, a
+        missing argument, list states kept on the CPU or cast by ``set_dtype``).
+        """
+        if self.groups_complete_per_batch or target is None or groups is None or keeps_own_lists(self):
+            return None
+        rows = appended_by(self, self._exact_rows, preds, target, groups, weights)
+        names = (self._preds_state, "signed_weights", "groups")
+        if rows is None:
+            return {name: [] for name in names}
+        return {name: [chunk] for name, chunk in zip(names, rows)}
+
+    def _exact_rows(
+        self, preds: Tensor, target: Tensor, groups: Tensor, weights: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor] | None:
+        """Exact mode: the batch validated (unless checked already) as its (scores, signed weights, ids) chunks.
+
+        What ``update`` appends: sample-major scores and signed weights and a copy of the ``(n,)``
+        ids (never the caller's tensor; ids given in 32 bits or fewer keep 4 bytes per row, int64 at
+        sync); ``None`` for an empty batch.
+        """
         if (
-            not self.groups_complete_per_batch
-            and _one_task(preds, target)
+            _one_task(preds, target)
             and isinstance(groups, Tensor)
             and groups.ndim == 1
             and (weights is None or (isinstance(weights, Tensor) and weights.shape == preds.shape))
@@ -139,28 +183,17 @@ class _GroupedCurveMetric(TaskMetric):
             if self._check_inputs:
                 self._validate(preds, target, groups, weights)
             signed = FB._signed_weights(target, weights, lookup=not on_device_path(preds))
-            self._keep_rows(_sample_major(preds), signed, groups)
-            return
-        p, t, g, w = self._format(preds, target, groups, weights, validate=self._check_inputs)
-        if p.shape[-1] == 0:
-            return
-        # checked labels (or an IndexError before anything is stored): on the CPU integer labels' signs
-        # come from a table, without a float copy of the labels
-        signed = FB._signed_weights(t, w, lookup=not on_device_path(p))
-        if self.groups_complete_per_batch:
-            sums = F._grouped_update(p, signed, g, self._kind, self.weight_groups, self.average_groups)
-            for name, value in zip(self._sum_states, sums):
-                getattr(self, name).add_(value)
-            return
-        self._keep_rows(_sample_major(p), signed.T.reshape(-1), g)
-
-    def _keep_rows(self, scores: Tensor, signed: Tensor, groups: Tensor) -> None:
-        """Append a batch's sample-major scores and signed weights and a copy of its ``(n,)`` ids."""
-        # never alias the caller's tensor; ids given in 32 bits or fewer keep 4 bytes per row (int64 at sync)
+            scores = _sample_major(preds)
+        else:
+            p, t, groups, w = self._format(preds, target, groups, weights, validate=self._check_inputs)
+            if p.shape[-1] == 0:
+                return None
+            # checked labels (or an IndexError before anything is stored): on the CPU integer labels' signs
+            # come from a table, without a float copy of the labels
+            signed = FB._signed_weights(t, w, lookup=not on_device_path(p))
+            scores, signed = _sample_major(p), signed.T.reshape(-1)
         ids = groups.to(torch.int32 if _fits_int32(groups.dtype) else torch.int64, copy=True)
-        getattr(self, self._preds_state).append(scores)  # small chunks joined after the update
-        self.signed_weights.append(signed)
-        self.groups.append(ids)
+        return scores, signed, ids
 
     def compute(self) -> Tensor:
         """Mean per-group value over everything accumulated (and synced across ranks)."""

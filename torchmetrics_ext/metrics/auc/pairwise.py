@@ -15,7 +15,7 @@ from torch import Tensor
 from torchmetrics.utilities.data import dim_zero_cat
 
 from torchmetrics_ext.functional.auc import pairwise as F
-from torchmetrics_ext.metrics.auc.binary import _one_task, _sample_major
+from torchmetrics_ext.metrics.auc.binary import _one_task, _sample_major, appended_by, keeps_own_lists
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
 from torchmetrics_ext.utilities.device import on_device_path
@@ -97,6 +97,33 @@ class _PairwiseMetric(TaskMetric):
         On the CPU, rows whose weight is zero in every task are dropped (they cannot change the
         value); on other devices they are kept, since finding them would wait for the device.
         """
+        rows = self._rows(preds, target, weights)
+        if rows is not None:
+            for name, value in zip(_STATES, rows):
+                getattr(self, name).append(value)
+
+    def _list_update(
+        self, preds: Tensor, target: Tensor, weights: Tensor | None = None
+    ) -> dict[str, list[Tensor]] | None:
+        """The chunks ``update`` would append to each list state, appending nothing.
+
+        For :class:`~torchmetrics_ext.Windowed`, which puts them into the lifetime and the window
+        itself (no slot of statistics: the metric has no other state). Validates as ``update``
+        does; empty lists for a batch without a kept row; ``None`` where ``update`` must run itself
+        (a missing argument, list states kept on the CPU or cast by ``set_dtype``).
+        """
+        if target is None or keeps_own_lists(self):
+            return None
+        rows = appended_by(self, self._rows, preds, target, weights)
+        if rows is None:
+            return {name: [] for name in _STATES}
+        return {name: [chunk] for name, chunk in zip(_STATES, rows)}
+
+    def _rows(self, preds: Tensor, target: Tensor, weights: Tensor | None) -> tuple[Tensor, Tensor, Tensor] | None:
+        """The batch validated (unless checked already) as the float64 sample-major chunks ``update`` stores.
+
+        ``None`` for a batch without a kept row (empty, or every row of zero weight on the CPU).
+        """
         if _one_task(preds, target) and (
             weights is None or (isinstance(weights, Tensor) and weights.shape == preds.shape)
         ):
@@ -110,7 +137,7 @@ class _PairwiseMetric(TaskMetric):
         else:
             p, t, w = self._format(preds, target, weights, validate=self._check_inputs)
         if p.shape[-1] == 0:
-            return
+            return None
         if w is not None:
             w = w.expand_as(p) if w.shape != p.shape else w
             # weights all positive (the common case) are told by one reduction; NaN fails both tests
@@ -119,10 +146,10 @@ class _PairwiseMetric(TaskMetric):
                 if not bool(keep.all()):
                     p, t, w = p[..., keep], t[..., keep], w[..., keep]
                     if p.shape[-1] == 0:
-                        return
+                        return None
         # sample-major: transpose (T, n) -> (n, T) so batches concatenate along dim 0; copies, so
         # that a float64 input modified by the caller later does not change the state
-        rows = (
+        return (
             _sample_major(p, torch.float64),
             _sample_major(t, torch.float64),
             # unit weights: nothing to drop, the stored ones made as they are kept (no ones_like and cast)
@@ -130,8 +157,6 @@ class _PairwiseMetric(TaskMetric):
             if w is None
             else _sample_major(w, torch.float64),
         )
-        for name, value in zip(_STATES, rows):
-            getattr(self, name).append(value)
 
     def _stacked(self, name: str) -> Tensor:
         """A state as one float64 ``(T, N)`` tensor (``N = 0`` before any update)."""

@@ -258,7 +258,7 @@ def _small_one_segment(start: np.ndarray, w: np.ndarray, totals: np.ndarray | No
     m = int(start.sum()) if ties else total
     # the three operands of the dot products, rows of one buffer aligned as fresh tensors are
     width = -(-m // 8) * 8
-    rows = torch.zeros(3, width, dtype=torch.float64).numpy()
+    rows = torch.zeros(3, width, dtype=torch.float64, device="cpu").numpy()  # whatever the default device
     pos, below, precision = rows[0, :m], rows[1, :m], rows[2, :m]
     neg = np.maximum(np.negative(w), 0.0)
     if ties:  # one entry per run

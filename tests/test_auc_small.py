@@ -265,3 +265,23 @@ def test_small_compute_is_made_on_the_cpu_whatever_the_default_device(cls) -> No
     assert value.is_cpu and undefined.is_cpu
     np.testing.assert_allclose(value.item(), score(y, p), rtol=1e-12)
     assert math.isnan(undefined.item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_small_functional_inputs_requiring_grad_against_sklearn(dtype) -> None:
+    """``auc``/``auprc`` of small inputs that require gradients (a model's outputs) give sklearn's value.
+
+    The NumPy path read them with ``.numpy()``, which refuses a tensor that requires gradients: a
+    small functional call on a model's outputs raised ``RuntimeError`` where larger ones did not.
+    """
+    rng = np.random.default_rng(5)
+    p, y, w = rng.random(40), rng.integers(0, 2, size=40), rng.random(40) + 0.1
+    y[:2] = [0, 1]
+    preds = torch.tensor(p, dtype=dtype, requires_grad=True)
+    weights = torch.tensor(w, dtype=dtype, requires_grad=True)
+    p32, w32 = p.astype(np.float32), w.astype(np.float32)  # exact mode reads scores and weights as float32
+    target = torch.tensor(y)
+    np.testing.assert_allclose(
+        tmx.functional.auc(preds, target, weights).item(), skm.roc_auc_score(y, p32, sample_weight=w32), rtol=1e-12
+    )
+    np.testing.assert_allclose(tmx.functional.auprc(preds, target).item(), skm.average_precision_score(y, p32), rtol=1e-12)

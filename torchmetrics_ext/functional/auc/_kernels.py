@@ -196,10 +196,11 @@ def _small_curve_stats(
     Returns:
         Four ``(T,)`` float64 tensors, as :func:`_pack` + :func:`_row_curve_sums`.
     """
+    # detached: the functional API's inputs may require gradients, which `.numpy()` refuses (the value has none)
     score_rows, weights = (
-        parts[0].reshape(-1, num_tasks)
+        parts[0].detach().reshape(-1, num_tasks)
         if len(parts) == 1
-        else torch.cat([part.reshape(-1, num_tasks) for part in parts])
+        else torch.cat([part.detach().reshape(-1, num_tasks) for part in parts])
         for parts in (scores, signed)
     )
     weights = weights.to(torch.float32)

@@ -284,4 +284,6 @@ def test_small_functional_inputs_requiring_grad_against_sklearn(dtype) -> None:
     np.testing.assert_allclose(
         tmx.functional.auc(preds, target, weights).item(), skm.roc_auc_score(y, p32, sample_weight=w32), rtol=1e-12
     )
-    np.testing.assert_allclose(tmx.functional.auprc(preds, target).item(), skm.average_precision_score(y, p32), rtol=1e-12)
+    np.testing.assert_allclose(
+        tmx.functional.auprc(preds, target).item(), skm.average_precision_score(y, p32), rtol=1e-12
+    )

@@ -241,3 +241,49 @@ def test_one_group_stats_small_path_bit_identical(num_tasks: int, monkeypatch: p
                 patch.setattr(K, "_SMALL", -1)
                 general = FG._one_group_stats(scores, signed, rows)
             assert _bits(small.reshape(-1)) == _bits(general.reshape(-1)), n
+
+
+@pytest.mark.parametrize("cls", [tmx.AUC, tmx.AUPRC])
+def test_small_compute_is_made_on_the_cpu_whatever_the_default_device(cls) -> None:
+    """A small CPU compute under another default device (``torch.set_default_device("cuda")``) stays on the CPU.
+
+    The NumPy kernel's aligned buffer and the host division's result were made without a device:
+    under a meta (or cuda) default the compute raised (``.numpy()`` of a meta tensor) or returned a
+    tensor on the default device, where the general path computes on the states' device.
+    """
+    rng = np.random.default_rng(11)
+    p, y = rng.random(30).astype(np.float32), rng.integers(0, 2, size=30)
+    y[:2] = [0, 1]
+    metric, empty = cls(), cls()
+    metric.update(torch.tensor(p), torch.tensor(y))
+    empty.update(torch.tensor(p), torch.zeros(30, dtype=torch.long))  # one class: nan and a warning
+    score = skm.roc_auc_score if cls is tmx.AUC else skm.average_precision_score
+    with torch.device("meta"):
+        value = metric.compute()
+        with pytest.warns(UndefinedMetricWarning):
+            undefined = empty.compute()
+    assert value.is_cpu and undefined.is_cpu
+    np.testing.assert_allclose(value.item(), score(y, p), rtol=1e-12)
+    assert math.isnan(undefined.item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_small_functional_inputs_requiring_grad_against_sklearn(dtype) -> None:
+    """``auc``/``auprc`` of small inputs that require gradients (a model's outputs) give sklearn's value.
+
+    The NumPy path read them with ``.numpy()``, which refuses a tensor that requires gradients: a
+    small functional call on a model's outputs raised ``RuntimeError`` where larger ones did not.
+    """
+    rng = np.random.default_rng(5)
+    p, y, w = rng.random(40), rng.integers(0, 2, size=40), rng.random(40) + 0.1
+    y[:2] = [0, 1]
+    preds = torch.tensor(p, dtype=dtype, requires_grad=True)
+    weights = torch.tensor(w, dtype=dtype, requires_grad=True)
+    p32, w32 = p.astype(np.float32), w.astype(np.float32)  # exact mode reads scores and weights as float32
+    target = torch.tensor(y)
+    np.testing.assert_allclose(
+        tmx.functional.auc(preds, target, weights).item(), skm.roc_auc_score(y, p32, sample_weight=w32), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        tmx.functional.auprc(preds, target).item(), skm.average_precision_score(y, p32), rtol=1e-12
+    )

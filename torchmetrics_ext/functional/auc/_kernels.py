@@ -196,10 +196,11 @@ def _small_curve_stats(
     Returns:
         Four ``(T,)`` float64 tensors, as :func:`_pack` + :func:`_row_curve_sums`.
     """
+    # detached: the functional API's inputs may require gradients, which `.numpy()` refuses (the value has none)
     score_rows, weights = (
-        parts[0].reshape(-1, num_tasks)
+        parts[0].detach().reshape(-1, num_tasks)
         if len(parts) == 1
-        else torch.cat([part.reshape(-1, num_tasks) for part in parts])
+        else torch.cat([part.detach().reshape(-1, num_tasks) for part in parts])
         for parts in (scores, signed)
     )
     weights = weights.to(torch.float32)
@@ -258,7 +259,7 @@ def _small_one_segment(start: np.ndarray, w: np.ndarray, totals: np.ndarray | No
     m = int(start.sum()) if ties else total
     # the three operands of the dot products, rows of one buffer aligned as fresh tensors are
     width = -(-m // 8) * 8
-    rows = torch.zeros(3, width, dtype=torch.float64).numpy()
+    rows = torch.zeros(3, width, dtype=torch.float64, device="cpu").numpy()  # whatever the default device
     pos, below, precision = rows[0, :m], rows[1, :m], rows[2, :m]
     neg = np.maximum(np.negative(w), 0.0)
     if ties:  # one entry per run

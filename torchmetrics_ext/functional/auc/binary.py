@@ -557,14 +557,14 @@ def _auc_compute(pos_total: Tensor, neg_total: Tensor, auc_num: Tensor, name: st
         num_tasks = pos_total.shape[0]
         values = torch.cat([pos_total, neg_total, auc_num]).tolist()
         flags = [p <= 0 or n <= 0 for p, n in zip(values[:num_tasks], values[num_tasks : 2 * num_tasks])]
-        warn_undefined_flags(flags, name, "the labels seen hold a single class (or no weight)")
+        warn_undefined_flags(flags, name, "the labels seen hold a single class (or no weight)", pos_total.device)
         out = [
             math.nan if bad else _clamped_ratio(a, p * n)
             for bad, p, n, a in zip(
                 flags, values[:num_tasks], values[num_tasks : 2 * num_tasks], values[2 * num_tasks :]
             )
         ]
-        return torch.tensor(out, dtype=torch.float64)
+        return torch.tensor(out, dtype=torch.float64, device=pos_total.device)  # not the default device
     undefined = (pos_total <= 0) | (neg_total <= 0)
     warn_undefined(undefined, name, "the labels seen hold a single class (or no weight)")
     value = (auc_num / torch.where(undefined, 1.0, pos_total * neg_total)).clamp_(0.0, 1.0)
@@ -577,9 +577,9 @@ def _auprc_compute(pos_total: Tensor, ap_num: Tensor, name: str = "AUPRC") -> Te
         num_tasks = pos_total.shape[0]
         values = torch.cat([pos_total, ap_num]).tolist()
         flags = [p <= 0 for p in values[:num_tasks]]
-        warn_undefined_flags(flags, name, "no positive label weight")
+        warn_undefined_flags(flags, name, "no positive label weight", pos_total.device)
         out = [math.nan if bad else _clamped_ratio(a, p) for bad, p, a in zip(flags, values, values[num_tasks:])]
-        return torch.tensor(out, dtype=torch.float64)
+        return torch.tensor(out, dtype=torch.float64, device=pos_total.device)  # not the default device
     undefined = pos_total <= 0
     warn_undefined(undefined, name, "no positive label weight")
     return torch.where(undefined, math.nan, (ap_num / torch.where(undefined, 1.0, pos_total)).clamp_(0.0, 1.0))
